@@ -1,0 +1,277 @@
+//! The CCN encapsulation header (GUE-style, carried in UDP between POPs and CLB nodes),
+//! as a zero-copy `Packet<T>` view and a `Repr` with parse/emit, the smoltcp way.
+//!
+//! ```text
+//!  0               1               2               3
+//! +-------+-------+---------------+-------------------------------+
+//! |version| flags | next header   |            POP id             |
+//! +-------+-------+---------------+-------------------------------+
+//! |                          flow hash                            |
+//! +---------------------------------------------------------------+
+//! |        payload length         |   hop limit   |   reserved    |
+//! +---------------------------------------------------------------+
+//! |                  inner IPv4 / IPv6 packet ...                 |
+//! ```
+//! flags bit 0 set: the packet flows from the region back to the POP (a reply).
+
+use crate::{Error, Result};
+
+pub const VERSION: u8 = 1;
+/// Inner packet is IPv4 (the IANA protocol number, as GUE uses).
+pub const NEXT_IPV4: u8 = 4;
+/// Inner packet is IPv6.
+pub const NEXT_IPV6: u8 = 41;
+
+mod field {
+    use std::ops::Range;
+    pub const VER_FLAGS: usize = 0;
+    pub const NEXT_HEADER: usize = 1;
+    pub const POP_ID: Range<usize> = 2..4;
+    pub const FLOW_HASH: Range<usize> = 4..8;
+    pub const PAYLOAD_LEN: Range<usize> = 8..10;
+    pub const HOP_LIMIT: usize = 10;
+    pub const RESERVED: usize = 11;
+    pub const PAYLOAD_START: usize = 12;
+}
+
+/// Length of the header in bytes.
+pub const HEADER_LEN: usize = field::PAYLOAD_START;
+
+/// Which way an encapsulated packet travels over the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// POP to region: a client's packet.
+    ToRegion,
+    /// Region to POP: a reply on its way back to the client.
+    ToPop,
+}
+
+/// A read/write view over a buffer holding a CCN header and its payload.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps `buffer` after checking that every accessor stays in bounds.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Ok when the buffer holds the header and the payload length it declares.
+    pub fn check_len(&self) -> Result<()> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN || len < HEADER_LEN + self.payload_len() as usize {
+            return Err(Error::Truncated);
+        }
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    pub fn version(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_FLAGS] >> 4
+    }
+
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::VER_FLAGS] & 0x0f
+    }
+
+    pub fn next_header(&self) -> u8 {
+        self.buffer.as_ref()[field::NEXT_HEADER]
+    }
+
+    pub fn pop_id(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::POP_ID];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    pub fn flow_hash(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::FLOW_HASH];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// Declared payload length; safe to call on a short buffer (returns 0 then).
+    pub fn payload_len(&self) -> u16 {
+        match self.buffer.as_ref().get(field::PAYLOAD_LEN) {
+            Some(b) => u16::from_be_bytes([b[0], b[1]]),
+            None => 0,
+        }
+    }
+
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field::HOP_LIMIT]
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        let end = HEADER_LEN + self.payload_len() as usize;
+        &self.buffer.as_ref()[HEADER_LEN..end]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_version_flags(&mut self, version: u8, flags: u8) {
+        self.buffer.as_mut()[field::VER_FLAGS] = (version << 4) | (flags & 0x0f);
+    }
+
+    pub fn set_next_header(&mut self, value: u8) {
+        self.buffer.as_mut()[field::NEXT_HEADER] = value;
+    }
+
+    pub fn set_pop_id(&mut self, value: u16) {
+        self.buffer.as_mut()[field::POP_ID].copy_from_slice(&value.to_be_bytes());
+    }
+
+    pub fn set_flow_hash(&mut self, value: u32) {
+        self.buffer.as_mut()[field::FLOW_HASH].copy_from_slice(&value.to_be_bytes());
+    }
+
+    pub fn set_payload_len(&mut self, value: u16) {
+        self.buffer.as_mut()[field::PAYLOAD_LEN].copy_from_slice(&value.to_be_bytes());
+    }
+
+    pub fn set_hop_limit(&mut self, value: u8) {
+        self.buffer.as_mut()[field::HOP_LIMIT] = value;
+        self.buffer.as_mut()[field::RESERVED] = 0;
+    }
+
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let end = HEADER_LEN + self.payload_len() as usize;
+        &mut self.buffer.as_mut()[HEADER_LEN..end]
+    }
+}
+
+/// The meaning of a CCN header, independent of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub direction: Direction,
+    pub next_header: u8,
+    pub pop_id: u16,
+    pub flow_hash: u32,
+    pub payload_len: u16,
+    pub hop_limit: u8,
+}
+
+/// Hop limit a POP or CLB puts on a packet it encapsulates.
+pub const DEFAULT_HOP_LIMIT: u8 = 16;
+
+impl Repr {
+    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Result<Repr> {
+        packet.check_len()?;
+        if packet.version() != VERSION {
+            return Err(Error::Malformed("CCN version"));
+        }
+        if packet.flags() & !0x1 != 0 {
+            return Err(Error::Malformed("CCN flags"));
+        }
+        let next_header = packet.next_header();
+        if next_header != NEXT_IPV4 && next_header != NEXT_IPV6 {
+            return Err(Error::Unsupported("CCN next header"));
+        }
+        if packet.hop_limit() == 0 {
+            return Err(Error::Malformed("CCN hop limit (zero)"));
+        }
+        let direction = if packet.flags() & 0x1 == 0 {
+            Direction::ToRegion
+        } else {
+            Direction::ToPop
+        };
+        Ok(Repr {
+            direction,
+            next_header,
+            pop_id: packet.pop_id(),
+            flow_hash: packet.flow_hash(),
+            payload_len: packet.payload_len(),
+            hop_limit: packet.hop_limit(),
+        })
+    }
+
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN + self.payload_len as usize
+    }
+
+    /// Writes the header; the payload is the caller's to fill.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
+        let flags = match self.direction {
+            Direction::ToRegion => 0,
+            Direction::ToPop => 1,
+        };
+        packet.set_version_flags(VERSION, flags);
+        packet.set_next_header(self.next_header);
+        packet.set_pop_id(self.pop_id);
+        packet.set_flow_hash(self.flow_hash);
+        packet.set_payload_len(self.payload_len);
+        packet.set_hop_limit(self.hop_limit);
+    }
+}
+
+/// Encapsulates an inner IP packet: a new buffer holding header and payload.
+pub fn encapsulate(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u8]) -> Result<Vec<u8>> {
+    let next_header = match inner.first().map(|b| b >> 4) {
+        Some(4) => NEXT_IPV4,
+        Some(6) => NEXT_IPV6,
+        _ => return Err(Error::Unsupported("inner IP version")),
+    };
+    let payload_len = u16::try_from(inner.len()).map_err(|_| Error::Malformed("inner length"))?;
+    let repr = Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT };
+    let mut buffer = vec![0u8; repr.buffer_len()];
+    let mut packet = Packet::new_unchecked(&mut buffer[..]);
+    repr.emit(&mut packet);
+    packet.payload_mut().copy_from_slice(inner);
+    Ok(buffer)
+}
+
+/// Parses an encapsulated packet: the header's meaning and the inner packet's bytes.
+pub fn decapsulate(bytes: &[u8]) -> Result<(Repr, &[u8])> {
+    let packet = Packet::new_checked(bytes)?;
+    let repr = Repr::parse(&packet)?;
+    let end = HEADER_LEN + repr.payload_len as usize;
+    Ok((repr, &bytes[HEADER_LEN..end]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emit_then_parse_round_trips() {
+        let inner = [0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let bytes = encapsulate(Direction::ToPop, 7, 0xdead_beef, &inner).unwrap();
+        let (repr, payload) = decapsulate(&bytes).unwrap();
+        assert_eq!(repr.direction, Direction::ToPop);
+        assert_eq!(repr.pop_id, 7);
+        assert_eq!(repr.flow_hash, 0xdead_beef);
+        assert_eq!(repr.next_header, NEXT_IPV4);
+        assert_eq!(payload, &inner);
+    }
+
+    #[test]
+    fn truncated_header_is_an_error_not_a_panic() {
+        for len in 0..HEADER_LEN {
+            assert_eq!(decapsulate(&vec![0x10; len]), Err(Error::Truncated));
+        }
+    }
+
+    #[test]
+    fn payload_longer_than_buffer_is_truncated() {
+        let inner = [0x45u8; 20];
+        let mut bytes = encapsulate(Direction::ToRegion, 1, 1, &inner).unwrap();
+        bytes.truncate(bytes.len() - 1);
+        assert_eq!(decapsulate(&bytes), Err(Error::Truncated));
+    }
+
+    #[test]
+    fn unknown_version_is_malformed() {
+        let mut bytes = encapsulate(Direction::ToRegion, 1, 1, &[0x45u8; 20]).unwrap();
+        bytes[0] = 0x20;
+        assert_eq!(decapsulate(&bytes), Err(Error::Malformed("CCN version")));
+    }
+}

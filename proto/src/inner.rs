@@ -1,0 +1,273 @@
+//! Views of the inner IP packet the cores carry: the flow key a packet belongs to, and
+//! rewriting its addresses (the CLB's destination NAT) with checksums kept valid.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+
+use crate::{Error, Result};
+
+/// The transport a flow uses; TCP-based listeners share one port space, UDP the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// The 5-tuple that names a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub transport: Transport,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+}
+
+impl FlowKey {
+    /// A stable hash of the 5-tuple: the same on every node, every run (FNV-1a, then a
+    /// finaliser), so any POP or CLB node computes the same value for a flow.
+    pub fn flow_hash(&self) -> u32 {
+        let mut h = Fnv::new();
+        h.byte(match self.transport {
+            Transport::Tcp => 6,
+            Transport::Udp => 17,
+        });
+        h.addr(self.src);
+        h.bytes(&self.src_port.to_be_bytes());
+        h.addr(self.dst);
+        h.bytes(&self.dst_port.to_be_bytes());
+        (mix64(h.finish()) >> 32) as u32
+    }
+
+    /// The key of the reply direction.
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey { transport: self.transport, src: self.dst, src_port: self.dst_port, dst: self.src, dst_port: self.src_port }
+    }
+}
+
+/// 64-bit FNV-1a, used for hashes that must agree across nodes and runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    pub fn byte(&mut self, b: u8) {
+        self.0 ^= u64::from(b);
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.byte(b);
+        }
+    }
+    pub fn addr(&mut self, addr: IpAddr) {
+        match addr {
+            IpAddr::V4(a) => self.bytes(&a.octets()),
+            IpAddr::V6(a) => self.bytes(&a.octets()),
+        }
+    }
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv::new()
+    }
+}
+
+/// splitmix64's finaliser: spreads FNV's weak low bits over the whole word.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// TCP control bits the CLB's connection tracking looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// What a core needs to know about an inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inner {
+    pub key: FlowKey,
+    /// `None` for UDP.
+    pub tcp: Option<TcpFlags>,
+    /// Transport payload length in bytes.
+    pub payload_len: usize,
+}
+
+/// Reads the flow key and TCP flags of an IPv4 or IPv6 packet carrying TCP or UDP.
+pub fn parse(packet: &[u8]) -> Result<Inner> {
+    let (src, dst, protocol, transport_bytes) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| Error::Truncated)?;
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err(Error::Unsupported("IPv4 fragment"));
+            }
+            let src = IpAddr::V4(ip.src_addr());
+            let dst = IpAddr::V4(ip.dst_addr());
+            let header_len = usize::from(ip.header_len());
+            let total_len = usize::from(ip.total_len());
+            (src, dst, ip.next_header(), &packet[header_len..total_len])
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| Error::Truncated)?;
+            let src = IpAddr::V6(ip.src_addr());
+            let dst = IpAddr::V6(ip.dst_addr());
+            let start = ip.header_len();
+            let end = start + usize::from(ip.payload_len());
+            (src, dst, ip.next_header(), &packet[start..end])
+        }
+        Some(_) => return Err(Error::Malformed("IP version")),
+        None => return Err(Error::Truncated),
+    };
+    match protocol {
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
+            let key = FlowKey { transport: Transport::Udp, src, src_port: udp.src_port(), dst, dst_port: udp.dst_port() };
+            Ok(Inner { key, tcp: None, payload_len: udp.payload().len() })
+        }
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
+            let key = FlowKey { transport: Transport::Tcp, src, src_port: tcp.src_port(), dst, dst_port: tcp.dst_port() };
+            let flags = TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() };
+            Ok(Inner { key, tcp: Some(flags), payload_len: tcp.payload().len() })
+        }
+        _ => Err(Error::Unsupported("transport (not TCP or UDP)")),
+    }
+}
+
+/// One endpoint of a rewrite: the new address and port.
+pub type Endpoint = (IpAddr, u16);
+
+/// Rewrites the source and/or destination of a packet in place and recomputes the IP
+/// and transport checksums. Both addresses must stay in the packet's IP family.
+pub fn rewrite(packet: &mut [u8], new_src: Option<Endpoint>, new_dst: Option<Endpoint>) -> Result<()> {
+    let info = parse(packet)?;
+    let src = new_src.map_or(info.key.src, |e| e.0);
+    let dst = new_dst.map_or(info.key.dst, |e| e.0);
+    let header_len = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) if packet[0] >> 4 == 4 => rewrite_v4_header(packet, s, d)?,
+        (IpAddr::V6(s), IpAddr::V6(d)) if packet[0] >> 4 == 6 => rewrite_v6_header(packet, s, d)?,
+        _ => return Err(Error::Malformed("rewrite across IP families")),
+    };
+    let (src_ip, dst_ip) = (IpAddress::from(src), IpAddress::from(dst));
+    let transport = &mut packet[header_len..];
+    match info.key.transport {
+        Transport::Udp => {
+            let mut udp = UdpPacket::new_unchecked(transport);
+            if let Some((_, port)) = new_src {
+                udp.set_src_port(port);
+            }
+            if let Some((_, port)) = new_dst {
+                udp.set_dst_port(port);
+            }
+            udp.fill_checksum(&src_ip, &dst_ip);
+        }
+        Transport::Tcp => {
+            let mut tcp = TcpPacket::new_unchecked(transport);
+            if let Some((_, port)) = new_src {
+                tcp.set_src_port(port);
+            }
+            if let Some((_, port)) = new_dst {
+                tcp.set_dst_port(port);
+            }
+            tcp.fill_checksum(&src_ip, &dst_ip);
+        }
+    }
+    Ok(())
+}
+
+/// Returns the header length; the slice after it is exactly the transport segment.
+fn rewrite_v4_header(packet: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<usize> {
+    let len = packet.len();
+    let mut ip = Ipv4Packet::new_checked(&mut *packet).map_err(|_| Error::Truncated)?;
+    if usize::from(ip.total_len()) != len {
+        return Err(Error::Malformed("IPv4 total length (trailing bytes)"));
+    }
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+    Ok(usize::from(ip.header_len()))
+}
+
+fn rewrite_v6_header(packet: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<usize> {
+    let len = packet.len();
+    let mut ip = Ipv6Packet::new_checked(&mut *packet).map_err(|_| Error::Truncated)?;
+    let header_len = ip.header_len();
+    if header_len + usize::from(ip.payload_len()) != len {
+        return Err(Error::Malformed("IPv6 payload length (trailing bytes)"));
+    }
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    Ok(header_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpVersion, Ipv4Repr, UdpRepr};
+
+    fn udp_v4(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Vec<u8> {
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.0, dst.0) else { unreachable!() };
+        let udp = UdpRepr { src_port: src.1, dst_port: dst.1 };
+        let ip = Ipv4Repr { src_addr: s, dst_addr: d, next_header: IpProtocol::Udp, payload_len: udp.header_len() + payload.len(), hop_limit: 64 };
+        let mut buf = vec![0u8; ip.buffer_len() + ip.payload_len];
+        let caps = ChecksumCapabilities::default();
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+        let mut u = UdpPacket::new_unchecked(&mut buf[ip.buffer_len()..]);
+        udp.emit(&mut u, &IpAddress::Ipv4(s), &IpAddress::Ipv4(d), payload.len(), |b| b.copy_from_slice(payload), &caps);
+        buf
+    }
+
+    #[test]
+    fn parses_udp_flow_key() {
+        let pkt = udp_v4(("198.18.1.1".parse().unwrap(), 40000), ("198.18.0.10".parse().unwrap(), 7000), b"hello");
+        let inner = parse(&pkt).unwrap();
+        assert_eq!(inner.key.transport, Transport::Udp);
+        assert_eq!(inner.key.src_port, 40000);
+        assert_eq!(inner.key.dst_port, 7000);
+        assert_eq!(inner.payload_len, 5);
+        assert_eq!(IpVersion::of_packet(&pkt).unwrap(), IpVersion::Ipv4);
+    }
+
+    #[test]
+    fn rewrite_keeps_source_and_checksums_valid() {
+        let client: Endpoint = ("198.18.1.1".parse().unwrap(), 40000);
+        let mut pkt = udp_v4(client, ("198.18.0.10".parse().unwrap(), 7000), b"hello");
+        let backend: Endpoint = ("198.19.1.1".parse().unwrap(), 7001);
+        rewrite(&mut pkt, None, Some(backend)).unwrap();
+        let inner = parse(&pkt).unwrap();
+        assert_eq!((inner.key.src, inner.key.src_port), client);
+        assert_eq!((inner.key.dst, inner.key.dst_port), backend);
+        let ip = Ipv4Packet::new_checked(&pkt[..]).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(&IpAddress::from(client.0), &IpAddress::from(backend.0)));
+    }
+
+    #[test]
+    fn flow_hash_is_stable_and_direction_sensitive() {
+        let key = FlowKey { transport: Transport::Udp, src: "1.2.3.4".parse().unwrap(), src_port: 1, dst: "5.6.7.8".parse().unwrap(), dst_port: 2 };
+        assert_eq!(key.flow_hash(), key.flow_hash());
+        assert_ne!(key.flow_hash(), key.reversed().flow_hash());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bytes in [&[][..], &[0x45][..], &[0x60, 0, 0][..], &[0x10; 40][..]] {
+            assert!(parse(bytes).is_err());
+        }
+    }
+}

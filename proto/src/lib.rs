@@ -1,0 +1,36 @@
+//! anyedge wire formats: the CCN encapsulation header and the inner-packet views the
+//! cores use (flow keys, address rewriting). Every parser returns a typed error; none
+//! panics on any input (fuzzed by `tests/fuzz_parsers.rs`).
+
+pub mod ccn;
+pub mod inner;
+
+pub use ccn::{Direction, Packet as CcnPacket, Repr as CcnRepr};
+pub use inner::{FlowKey, Transport};
+
+use std::fmt;
+
+/// Why bytes could not be read as a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Shorter than the header or than the length the header declares.
+    Truncated,
+    /// A field holds a value this version does not know.
+    Malformed(&'static str),
+    /// A protocol the cores do not carry (neither TCP nor UDP).
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Truncated => write!(f, "packet truncated"),
+            Error::Malformed(what) => write!(f, "malformed {what}"),
+            Error::Unsupported(what) => write!(f, "unsupported {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
