@@ -1,1 +1,10 @@
-//! placeholder
+//! The CCN backbone and the internet around it, as models the simulator and the lab share:
+//! geography (great-circle delay), a per-link model (delay, jitter, loss, bandwidth,
+//! bounded queue), and seeded per-component randomness.
+
+pub mod geo;
+pub mod link;
+pub mod rng;
+
+pub use link::{Impairment, Link, LinkModel, Outcome};
+pub use rng::ComponentRng;
