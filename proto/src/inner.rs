@@ -3,7 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, Ipv4Packet, Ipv6Packet, TcpPacket, TcpRepr, UdpPacket, UdpRepr};
 
 use crate::{Error, Result};
 
@@ -104,6 +105,8 @@ pub struct Inner {
     pub tcp: Option<TcpFlags>,
     /// Transport payload length in bytes.
     pub payload_len: usize,
+    /// TCP acknowledgement number when the ACK bit is set.
+    pub ack_number: Option<u32>,
 }
 
 /// Reads the flow key and TCP flags of an IPv4 or IPv6 packet carrying TCP or UDP.
@@ -135,13 +138,14 @@ pub fn parse(packet: &[u8]) -> Result<Inner> {
         IpProtocol::Udp => {
             let udp = UdpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
             let key = FlowKey { transport: Transport::Udp, src, src_port: udp.src_port(), dst, dst_port: udp.dst_port() };
-            Ok(Inner { key, tcp: None, payload_len: udp.payload().len() })
+            Ok(Inner { key, tcp: None, payload_len: udp.payload().len(), ack_number: None })
         }
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
             let key = FlowKey { transport: Transport::Tcp, src, src_port: tcp.src_port(), dst, dst_port: tcp.dst_port() };
             let flags = TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() };
-            Ok(Inner { key, tcp: Some(flags), payload_len: tcp.payload().len() })
+            let ack_number = tcp.ack().then(|| tcp.ack_number().0 as u32);
+            Ok(Inner { key, tcp: Some(flags), payload_len: tcp.payload().len(), ack_number })
         }
         _ => Err(Error::Unsupported("transport (not TCP or UDP)")),
     }
@@ -188,6 +192,52 @@ pub fn rewrite(packet: &mut [u8], new_src: Option<Endpoint>, new_dst: Option<End
     Ok(())
 }
 
+/// Hop limit (TTL) of packets the cores originate.
+pub const HOP_LIMIT: u8 = 64;
+
+/// Builds an IP/UDP datagram. `None` when the endpoints are of different IP families
+/// or the payload does not fit in one datagram.
+pub fn build_udp(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Option<Vec<u8>> {
+    let udp = UdpRepr { src_port: src.1, dst_port: dst.1 };
+    let (src_ip, dst_ip) = ip_pair(src.0, dst.0)?;
+    let udp_len = udp.header_len() + payload.len();
+    if udp_len > usize::from(u16::MAX) - 40 {
+        return None;
+    }
+    let ip = IpRepr::new(src_ip, dst_ip, IpProtocol::Udp, udp_len, HOP_LIMIT);
+    let mut buf = vec![0u8; ip.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut buf[..], &caps);
+    let mut packet = UdpPacket::new_unchecked(&mut buf[ip.header_len()..]);
+    udp.emit(&mut packet, &src_ip, &dst_ip, payload.len(), |b| b.copy_from_slice(payload), &caps);
+    Some(buf)
+}
+
+/// Builds an IP/TCP segment from a smoltcp `TcpRepr`.
+pub fn build_tcp(src: IpAddr, dst: IpAddr, tcp: &TcpRepr<'_>) -> Option<Vec<u8>> {
+    let (src_ip, dst_ip) = ip_pair(src, dst)?;
+    let ip = IpRepr::new(src_ip, dst_ip, IpProtocol::Tcp, tcp.buffer_len(), HOP_LIMIT);
+    let mut buf = vec![0u8; ip.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    ip.emit(&mut buf[..], &caps);
+    let mut packet = TcpPacket::new_unchecked(&mut buf[ip.header_len()..]);
+    tcp.emit(&mut packet, &src_ip, &dst_ip, &caps);
+    Some(buf)
+}
+
+fn ip_pair(src: IpAddr, dst: IpAddr) -> Option<(IpAddress, IpAddress)> {
+    match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => Some((src.into(), dst.into())),
+        _ => None,
+    }
+}
+
+/// The transport payload of a TCP or UDP packet (empty when it cannot be parsed).
+pub fn transport_payload(packet: &[u8]) -> &[u8] {
+    let Ok(info) = parse(packet) else { return &[] };
+    &packet[packet.len() - info.payload_len..]
+}
+
 /// Returns the header length; the slice after it is exactly the transport segment.
 fn rewrite_v4_header(packet: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<usize> {
     let len = packet.len();
@@ -216,19 +266,19 @@ fn rewrite_v6_header(packet: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpVersion, Ipv4Repr, UdpRepr};
+    use smoltcp::wire::IpVersion;
 
     fn udp_v4(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Vec<u8> {
-        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.0, dst.0) else { unreachable!() };
-        let udp = UdpRepr { src_port: src.1, dst_port: dst.1 };
-        let ip = Ipv4Repr { src_addr: s, dst_addr: d, next_header: IpProtocol::Udp, payload_len: udp.header_len() + payload.len(), hop_limit: 64 };
-        let mut buf = vec![0u8; ip.buffer_len() + ip.payload_len];
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-        let mut u = UdpPacket::new_unchecked(&mut buf[ip.buffer_len()..]);
-        udp.emit(&mut u, &IpAddress::Ipv4(s), &IpAddress::Ipv4(d), payload.len(), |b| b.copy_from_slice(payload), &caps);
-        buf
+        build_udp(src, dst, payload).unwrap()
+    }
+
+    #[test]
+    fn transport_payload_of_built_udp() {
+        let pkt = udp_v4(("198.18.1.1".parse().unwrap(), 1), ("198.18.0.10".parse().unwrap(), 2), b"abc");
+        assert_eq!(transport_payload(&pkt), b"abc");
+        let v6 = build_udp(("fd00::1".parse().unwrap(), 1), ("fd00::2".parse().unwrap(), 2), b"xyz").unwrap();
+        assert_eq!(transport_payload(&v6), b"xyz");
+        assert!(build_udp(("fd00::1".parse().unwrap(), 1), ("1.2.3.4".parse().unwrap(), 2), b"").is_none());
     }
 
     #[test]

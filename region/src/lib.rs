@@ -1,1 +1,12 @@
-//! placeholder
+//! The regional CLB as a sans-IO core: listeners, schedulers (WRR, Maglev), a bounded
+//! LRU connection table, TCP health checks, and the NAT that keeps the client's source
+//! address. Packets, timers and `now` come in; packets to send and events come out.
+
+pub mod clb;
+pub mod config;
+pub mod conn_table;
+pub mod health;
+pub mod scheduler;
+
+pub use clb::{Clb, Event, Output};
+pub use config::{BackendConfig, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};

@@ -1,0 +1,61 @@
+//! What a CLB node is told: its listeners, their backends, health checking, limits.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyedge_proto::Transport;
+
+/// Default Maglev lookup table size (prime).
+pub const MAGLEV_TABLE_DEFAULT: usize = 65_537;
+/// Default backend weight.
+pub const WEIGHT_DEFAULT: u8 = 10;
+/// Highest backend weight.
+pub const WEIGHT_MAX: u8 = 100;
+/// Default connection-table capacity per CLB node.
+pub const CONN_TABLE_DEFAULT: usize = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerKind {
+    /// Weighted round robin over new flows: share of new flows ∝ weight.
+    Wrr,
+    /// Maglev consistent hashing with a prime table size.
+    Maglev { table_size: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub addr: SocketAddr,
+    /// 0..=100; 0 takes no new flows, existing ones continue.
+    pub weight: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub vip: IpAddr,
+    pub transport: Transport,
+    pub port: u16,
+    pub scheduler: SchedulerKind,
+    pub backends: Vec<BackendConfig>,
+    /// Session persistence by client IP (WRR only).
+    pub persistence_ns: Option<u64>,
+}
+
+/// TCP-connect health checking of every backend port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub interval_ns: u64,
+    pub timeout_ns: u64,
+    /// Consecutive successes that make an unhealthy port healthy.
+    pub healthy: u32,
+    /// Consecutive failures that make a healthy port unhealthy.
+    pub unhealthy: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClbConfig {
+    /// The node's own address: health probes come from it.
+    pub address: IpAddr,
+    pub node_index: u16,
+    pub listeners: Vec<ListenerConfig>,
+    pub health: HealthConfig,
+    pub conn_table_capacity: usize,
+}

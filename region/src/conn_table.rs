@@ -1,0 +1,131 @@
+//! The connection table: flow → chosen backend and the POP replies go through. An LRU
+//! with a fixed capacity, so a flood of new flows costs memory up to the bound, never
+//! more: the least recently used entry is evicted instead.
+
+use std::collections::HashMap;
+
+use anyedge_proto::FlowKey;
+use lru::LruCache;
+
+/// Where a flow entered the region, so replies can leave the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// Encapsulated over the backbone by this POP (the latest one the flow came through).
+    Pop(u16),
+    /// Straight from the internet (the direct baseline).
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn {
+    pub listener: usize,
+    pub backend: usize,
+    pub ingress: Ingress,
+    pub flow_hash: u32,
+    /// The tuple replies carry (backend → client), indexed for the way back.
+    pub reply_key: FlowKey,
+}
+
+/// A bounded flow table with a reverse index for replies (backend → client).
+#[derive(Debug)]
+pub struct ConnTable {
+    forward: LruCache<FlowKey, Conn>,
+    /// Reply key (backend → client) to the forward key (client → VIP).
+    reverse: HashMap<FlowKey, FlowKey>,
+    capacity: usize,
+    peak: usize,
+    evictions: u64,
+}
+
+impl ConnTable {
+    pub fn new(capacity: usize) -> ConnTable {
+        ConnTable {
+            // unbounded + manual cap: the lru crate would pre-allocate `capacity` slots.
+            forward: LruCache::unbounded(),
+            reverse: HashMap::new(),
+            capacity: capacity.max(1),
+            peak: 0,
+            evictions: 0,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
+        self.forward.get_mut(key)
+    }
+
+    /// The forward key and entry a reply (backend → client) belongs to.
+    pub fn lookup_reply(&mut self, reply: &FlowKey) -> Option<(FlowKey, Conn)> {
+        let key = *self.reverse.get(reply)?;
+        self.forward.get(&key).map(|c| (key, *c))
+    }
+
+    /// Inserts or replaces a flow, evicting the least recently used beyond capacity.
+    pub fn insert(&mut self, key: FlowKey, conn: Conn) {
+        if let Some((old_key, old)) = self.forward.push(key, conn) {
+            self.reverse.remove(&old.reply_key);
+            if old_key != key {
+                self.evictions += 1;
+            }
+        }
+        self.reverse.insert(conn.reply_key, key);
+        while self.forward.len() > self.capacity {
+            match self.forward.pop_lru() {
+                Some((_, old)) => {
+                    self.evictions += 1;
+                    self.reverse.remove(&old.reply_key);
+                }
+                None => break,
+            }
+        }
+        self.peak = self.peak.max(self.forward.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.forward.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forward.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyedge_proto::Transport;
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey { transport: Transport::Tcp, src: "198.18.1.1".parse().unwrap(), src_port: port, dst: "198.18.0.10".parse().unwrap(), dst_port: 443 }
+    }
+
+    fn conn(k: FlowKey) -> Conn {
+        let reply_key = FlowKey { src: "198.19.1.1".parse().unwrap(), src_port: 8080, ..k.reversed() };
+        Conn { listener: 0, backend: 0, ingress: Ingress::Direct, flow_hash: 0, reply_key }
+    }
+
+    #[test]
+    fn flood_never_grows_past_capacity() {
+        let mut table = ConnTable::new(100);
+        for port in 0..10_000u16 {
+            table.insert(key(port), conn(key(port)));
+        }
+        assert_eq!(table.len(), 100);
+        assert_eq!(table.peak(), 100);
+        assert_eq!(table.evictions(), 9_900);
+        assert_eq!(table.reverse.len(), 100, "reverse index is bounded too");
+        assert!(table.lookup_reply(&conn(key(9_999)).reply_key).is_some());
+        assert!(table.lookup_reply(&conn(key(0)).reply_key).is_none());
+    }
+}
