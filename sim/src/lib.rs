@@ -1,1 +1,3 @@
-//! placeholder
+//! anyedge's deterministic simulator and the topology files that drive it.
+
+pub mod topology;

@@ -1,0 +1,294 @@
+//! Topology files: the one description that drives the simulator, the lab and every
+//! node. `load` parses and validates a YAML file and reports every problem as
+//! `FILE:LINE:COL: field: reason`; a file that loads is fully resolved (names are
+//! indices, units are nanoseconds, bits per second and fractions).
+
+mod parse;
+mod values;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyedge_ccn::geo::Location;
+use anyedge_proto::Transport;
+use anyedge_region::HealthConfig;
+
+pub use values::{parse_duration_ns, parse_percent};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub name: String,
+    pub seed: u64,
+    pub duration_ns: u64,
+    pub vips: Vec<Vip>,
+    pub pops: Vec<PopSite>,
+    pub regions: Vec<Region>,
+    pub backbone: Backbone,
+    pub internet: Internet,
+    pub clients: Vec<ClientGroup>,
+    pub traffic: Vec<TrafficClass>,
+    pub failover: Failover,
+    pub faults: Vec<Fault>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vip {
+    pub name: String,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Index into `Topology::regions`.
+    pub home: usize,
+    /// Indices into `Topology::pops`: the publish domains.
+    pub pops: Vec<usize>,
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    Tcp,
+    Udp,
+    TcpSsl,
+    Quic,
+    Http,
+    Https,
+}
+
+impl ListenerProtocol {
+    /// TCP-based listeners share one port space, UDP and QUIC the other.
+    pub fn transport(self) -> Transport {
+        match self {
+            ListenerProtocol::Udp | ListenerProtocol::Quic => Transport::Udp,
+            _ => Transport::Tcp,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerProtocol::Tcp => "tcp",
+            ListenerProtocol::Udp => "udp",
+            ListenerProtocol::TcpSsl => "tcp-ssl",
+            ListenerProtocol::Quic => "quic",
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Https => "https",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    Wrr,
+    Maglev { table_size: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub protocol: ListenerProtocol,
+    pub port: u16,
+    pub scheduler: Scheduler,
+    /// Index into the home region's `backend_groups`.
+    pub backend_group: usize,
+    pub persistence_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PopSite {
+    pub name: String,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    pub name: String,
+    pub location: Location,
+    pub clb_nodes: u16,
+    pub health: HealthConfig,
+    pub backend_groups: Vec<BackendGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendGroup {
+    pub name: String,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub weight: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackboneTransport {
+    Udp,
+    Grpc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backbone {
+    pub stretch: f64,
+    pub jitter_ns: u64,
+    /// Fraction 0..=1.
+    pub loss: f64,
+    pub bandwidth_bps: u64,
+    /// How long the link queue may take to drain before it drops.
+    pub queue_ns: u64,
+    pub transport: BackboneTransport,
+    /// (pop, region) pairs that have a backbone link; `None` is a full mesh.
+    pub links: Option<Vec<(usize, usize)>>,
+}
+
+impl Backbone {
+    pub fn has_link(&self, pop: usize, region: usize) -> bool {
+        self.links.as_ref().is_none_or(|l| l.contains(&(pop, region)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Internet {
+    pub stretch: f64,
+    pub last_mile_ns: u64,
+    pub jitter_ns: u64,
+    pub loss: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientGroup {
+    pub name: String,
+    pub location: Location,
+    pub count: u32,
+    /// Indices into `Topology::traffic`.
+    pub traffic: Vec<usize>,
+    /// BGP's preference order (indices into `pops`) instead of nearest.
+    pub catchment: Option<Vec<usize>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrafficKind {
+    /// Request/response datagrams: one every `interval_ns`, `size` bytes of payload.
+    Udp { interval_ns: u64, size: u32 },
+    /// A TCP connection carrying requests at `requests_per_s`, each answered by
+    /// `response` bytes.
+    Tcp { requests_per_s: f64, request: u32, response: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficClass {
+    pub name: String,
+    pub vip: usize,
+    pub port: u16,
+    pub kind: TrafficKind,
+}
+
+impl TrafficClass {
+    pub fn transport(&self) -> Transport {
+        match self.kind {
+            TrafficKind::Udp { .. } => Transport::Udp,
+            TrafficKind::Tcp { .. } => Transport::Tcp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failover {
+    pub pop_detect_ns: u64,
+    pub route_converge_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Pop(usize),
+    Region(usize),
+    Backend { region: usize, addr: SocketAddr },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkOverride {
+    pub pop: usize,
+    pub region: usize,
+    pub for_ns: u64,
+    pub loss: Option<f64>,
+    pub delay_ns: Option<u64>,
+    pub jitter_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultAction {
+    Down(Target),
+    Up(Target),
+    Link(LinkOverride),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub at_ns: u64,
+    pub action: FaultAction,
+    /// As written, e.g. `down pop/tokyo`.
+    pub what: String,
+}
+
+impl Topology {
+    pub fn region_index(&self, name: &str) -> Option<usize> {
+        self.regions.iter().position(|r| r.name == name)
+    }
+
+    pub fn pop_index(&self, name: &str) -> Option<usize> {
+        self.pops.iter().position(|p| p.name == name)
+    }
+
+    /// Address of a VIP a traffic class uses.
+    pub fn vip_addr(&self, class: &TrafficClass) -> IpAddr {
+        IpAddr::V4(self.vips[class.vip].ipv4)
+    }
+}
+
+/// One problem in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub col: usize,
+    /// Path of the field, e.g. `vips[0].listeners[1].port`.
+    pub field: String,
+    pub reason: String,
+}
+
+/// Every problem found in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyError {
+    pub file: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}: {}", self.file, d.line, d.col, d.field, d.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
+/// Reads and validates a topology file.
+pub fn load(path: &std::path::Path) -> Result<Topology, TopologyError> {
+    let file = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_str(&file, &text),
+            Err(e) => Err(single(&file, 1, 1, "file", format!("not UTF-8 text ({e})"))),
+        },
+        Err(e) => Err(single(&file, 1, 1, "file", format!("cannot read: {e}"))),
+    }
+}
+
+/// Parses and validates topology text; `file` names it in errors.
+pub fn parse_str(file: &str, text: &str) -> Result<Topology, TopologyError> {
+    parse::parse(text).map_err(|diagnostics| TopologyError { file: file.to_string(), diagnostics })
+}
+
+fn single(file: &str, line: usize, col: usize, field: &str, reason: String) -> TopologyError {
+    TopologyError { file: file.to_string(), diagnostics: vec![Diagnostic { line, col, field: field.to_string(), reason }] }
+}

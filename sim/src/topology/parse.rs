@@ -1,0 +1,932 @@
+//! The walk from a YAML node tree (with positions) to a resolved `Topology`. Every check
+//! records a diagnostic at the node it concerns and parsing goes on, so one run reports
+//! every problem in the file.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use anyedge_ccn::geo::Location;
+use anyedge_region::HealthConfig;
+use anyedge_region::config::{MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
+use marked_yaml::loader::LoadError;
+use marked_yaml::types::{MarkedMappingNode, MarkedSequenceNode};
+use marked_yaml::{Node, Span};
+
+use super::values::{parse_bandwidth_bps, parse_duration_ns, parse_percent};
+use super::*;
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+
+pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
+    let meaningful = text.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#') && t != "---"
+    });
+    if !meaningful {
+        return Err(vec![diag_at(1, 1, "file", "the file is empty: a topology needs name, vips, pops, regions, clients and traffic")]);
+    }
+    let root = match marked_yaml::parse_yaml(0, text) {
+        Ok(root) => root,
+        Err(e) => return Err(vec![load_error(&e)]),
+    };
+    let mut p = Parser { diags: Vec::new() };
+    let topology = p.topology(&root);
+    match topology {
+        Some(t) if p.diags.is_empty() => Ok(t),
+        _ => {
+            let mut diags = p.diags;
+            diags.sort_by(|a, b| (a.line, a.col).cmp(&(b.line, b.col)));
+            diags.dedup();
+            if diags.is_empty() {
+                diags.push(diag_at(1, 1, "file", "invalid topology"));
+            }
+            Err(diags)
+        }
+    }
+}
+
+fn diag_at(line: usize, col: usize, field: &str, reason: &str) -> Diagnostic {
+    Diagnostic { line, col, field: field.to_string(), reason: reason.to_string() }
+}
+
+fn load_error(e: &LoadError) -> Diagnostic {
+    let (marker, reason) = match e {
+        LoadError::TopLevelMustBeMapping(m) => (*m, "the top level must be a mapping (name: ..., vips: ...)".to_string()),
+        LoadError::TopLevelMustBeSequence(m) => (*m, "the top level must be a sequence".to_string()),
+        LoadError::UnexpectedAnchor(m) => (*m, "YAML anchors are not supported".to_string()),
+        LoadError::MappingKeyMustBeScalar(m) => (*m, "mapping keys must be plain scalars".to_string()),
+        LoadError::UnexpectedTag(m) => (*m, "YAML tags are not supported".to_string()),
+        LoadError::ScanError(m, se) => (*m, format!("YAML syntax error: {}", se.info())),
+        LoadError::DuplicateKey(inner) => {
+            let span = inner.key.span();
+            let (line, col) = span.start().map_or((1, 1), |m| (m.line(), m.column()));
+            return Diagnostic { line, col, field: inner.key.as_str().to_string(), reason: "duplicate key".into() };
+        }
+        #[allow(unreachable_patterns)]
+        _ => return diag_at(1, 1, "file", &e.to_string()),
+    };
+    Diagnostic { line: marker.line(), col: marker.column(), field: "yaml".into(), reason }
+}
+
+fn pos(span: &Span) -> (usize, usize) {
+    span.start().map_or((1, 1), |m| (m.line(), m.column().max(1)))
+}
+
+/// A mapping with the path that leads to it.
+struct Obj<'a> {
+    map: &'a MarkedMappingNode,
+    path: String,
+}
+
+impl<'a> Obj<'a> {
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Node> {
+        self.map.get_node(key)
+    }
+}
+
+struct Parser {
+    diags: Vec<Diagnostic>,
+}
+
+/// Names found so far, for resolving references.
+struct Names<'t> {
+    pops: &'t [PopSite],
+    regions: &'t [Region],
+}
+
+impl Parser {
+    fn err(&mut self, span: &Span, field: &str, reason: impl Into<String>) {
+        let (line, col) = pos(span);
+        self.diags.push(Diagnostic { line, col, field: field.to_string(), reason: reason.into() });
+    }
+
+    fn obj<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Obj<'a>> {
+        let Some(map) = node.as_mapping() else {
+            self.err(node.span(), path, "expected a mapping (key: value)");
+            return None;
+        };
+        let obj = Obj { map, path: path.to_string() };
+        for (key, _) in map.iter() {
+            if !allowed.contains(&key.as_str()) {
+                self.err(key.span(), &obj.field(key.as_str()), format!("unknown field (expected one of: {})", allowed.join(", ")));
+            }
+        }
+        Some(obj)
+    }
+
+    fn req<'a>(&mut self, obj: &Obj<'a>, key: &str) -> Option<&'a Node> {
+        let node = obj.get(key);
+        if node.is_none() {
+            self.err(obj.map.span(), &obj.field(key), "missing (required)");
+        }
+        node
+    }
+
+    fn str<'a>(&mut self, node: &'a Node, field: &str) -> Option<&'a str> {
+        match node.as_scalar() {
+            Some(s) => Some(s.as_str()),
+            None => {
+                self.err(node.span(), field, "expected a single value");
+                None
+            }
+        }
+    }
+
+    fn seq<'a>(&mut self, node: &'a Node, field: &str) -> Option<&'a MarkedSequenceNode> {
+        match node.as_sequence() {
+            Some(s) => Some(s),
+            None => {
+                self.err(node.span(), field, "expected a list");
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, obj: &Obj<'_>) -> Option<String> {
+        let node = self.req(obj, "name")?;
+        let name = self.str(node, &obj.field("name"))?;
+        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            self.err(node.span(), &obj.field("name"), format!("`{name}` must be letters, digits, - or _"));
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    fn parsed<T: FromStr>(&mut self, node: &Node, field: &str, what: &str) -> Option<T> {
+        let text = self.str(node, field)?;
+        match text.trim().parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.err(node.span(), field, format!("`{text}` is not {what}"));
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, node: &Node, field: &str, min: i64, max: i64) -> Option<i64> {
+        let v: i64 = self.parsed(node, field, "an integer")?;
+        if v < min || v > max {
+            self.err(node.span(), field, format!("{v} is outside {min}–{max}"));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn float(&mut self, node: &Node, field: &str, min: f64, max: f64) -> Option<f64> {
+        let v: f64 = self.parsed(node, field, "a number")?;
+        if !v.is_finite() || v < min || v > max {
+            self.err(node.span(), field, format!("{v} is outside {min}–{max}"));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn with<T>(&mut self, node: &Node, field: &str, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let text = self.str(node, field)?;
+        match f(text) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.err(node.span(), field, reason);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, field: &str) -> Option<u64> {
+        self.with(node, field, parse_duration_ns)
+    }
+
+    fn opt_duration(&mut self, obj: &Obj<'_>, key: &str, default: u64) -> Option<u64> {
+        match obj.get(key) {
+            Some(n) => self.duration(n, &obj.field(key)),
+            None => Some(default),
+        }
+    }
+
+    fn opt_percent(&mut self, obj: &Obj<'_>, key: &str, default: f64) -> Option<f64> {
+        match obj.get(key) {
+            Some(n) => self.with(n, &obj.field(key), parse_percent),
+            None => Some(default),
+        }
+    }
+
+    fn opt_float(&mut self, obj: &Obj<'_>, key: &str, default: f64, min: f64, max: f64) -> Option<f64> {
+        match obj.get(key) {
+            Some(n) => self.float(n, &obj.field(key), min, max),
+            None => Some(default),
+        }
+    }
+
+    fn port(&mut self, node: &Node, field: &str) -> Option<u16> {
+        self.int(node, field, 1, 65_535).map(|p| p as u16)
+    }
+
+    fn location(&mut self, obj: &Obj<'_>) -> Option<Location> {
+        let field = obj.field("location");
+        let node = self.req(obj, "location")?;
+        let seq = self.seq(node, &field)?;
+        if seq.len() != 2 {
+            self.err(node.span(), &field, "expected [latitude, longitude]");
+            return None;
+        }
+        let lat = self.float(&seq[0], &format!("{field}[0] (latitude)"), -90.0, 90.0);
+        let lon = self.float(&seq[1], &format!("{field}[1] (longitude)"), -180.0, 180.0);
+        Some([lat?, lon?])
+    }
+
+    fn list_of_objs<'a>(&mut self, obj: &Obj<'a>, key: &str, allowed: &[&str]) -> Vec<Obj<'a>> {
+        let field = obj.field(key);
+        let Some(node) = self.req(obj, key) else { return vec![] };
+        let Some(seq) = self.seq(node, &field) else { return vec![] };
+        if seq.is_empty() {
+            self.err(node.span(), &field, "must not be empty");
+        }
+        seq.iter().enumerate().filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), allowed)).collect()
+    }
+
+    fn unique(&mut self, items: &[(String, &Span, String)]) {
+        let mut seen: BTreeMap<&str, ()> = BTreeMap::new();
+        for (name, span, field) in items {
+            if seen.insert(name.as_str(), ()).is_some() {
+                self.err(span, field, format!("`{name}` is defined twice"));
+            }
+        }
+    }
+
+    fn topology(&mut self, root: &Node) -> Option<Topology> {
+        const TOP: &[&str] = &[
+            "name", "seed", "duration", "vips", "pops", "regions", "backbone", "internet", "clients", "traffic",
+            "failover", "faults",
+        ];
+        let top = self.obj(root, "", TOP)?;
+        let name = self.name(&top);
+        let seed = match top.get("seed") {
+            Some(n) => self.parsed::<u64>(n, "seed", "a non-negative integer"),
+            None => Some(1),
+        };
+        let duration_ns = self.opt_duration(&top, "duration", 60 * S);
+        if let (Some(0), Some(n)) = (duration_ns, top.get("duration")) {
+            self.err(n.span(), "duration", "must be longer than 0s");
+        }
+        let pops = self.pops(&top);
+        let regions = self.regions(&top);
+        let names = Names { pops: &pops, regions: &regions };
+        let vips = self.vips(&top, &names);
+        let backbone = self.backbone(&top, &names);
+        let internet = self.internet(&top);
+        let traffic = self.traffic(&top, &vips, &regions);
+        let traffic_names: Vec<String> = match top.get("traffic").and_then(|n| n.as_mapping()) {
+            Some(m) => m.keys().map(|k| k.as_str().to_string()).collect(),
+            None => vec![],
+        };
+        let clients = self.clients(&top, &traffic_names, &names);
+        let failover = self.failover(&top);
+        let faults = self.faults(&top, &names, duration_ns.unwrap_or(u64::MAX));
+        Some(Topology {
+            name: name?,
+            seed: seed?,
+            duration_ns: duration_ns?,
+            vips,
+            pops,
+            regions,
+            backbone: backbone?,
+            internet: internet?,
+            clients,
+            traffic,
+            failover: failover?,
+            faults,
+        })
+    }
+
+    fn pops(&mut self, top: &Obj<'_>) -> Vec<PopSite> {
+        let objs = self.list_of_objs(top, "pops", &["name", "location"]);
+        let mut pops = Vec::new();
+        let mut seen = Vec::new();
+        for o in &objs {
+            let (name, location) = (self.name(o), self.location(o));
+            // Kept with a bad location (already an error) so references still resolve.
+            if let Some(name) = name {
+                seen.push((name.clone(), o.map.span(), o.field("name")));
+                pops.push(PopSite { name, location: location.unwrap_or([0.0, 0.0]) });
+            }
+        }
+        self.unique(&seen);
+        pops
+    }
+
+    fn regions(&mut self, top: &Obj<'_>) -> Vec<Region> {
+        let objs = self.list_of_objs(top, "regions", &["name", "location", "clb_nodes", "health", "backends"]);
+        let mut regions = Vec::new();
+        let mut seen = Vec::new();
+        for o in &objs {
+            let name = self.name(o);
+            let location = self.location(o);
+            let clb_nodes = match o.get("clb_nodes") {
+                Some(n) => self.int(n, &o.field("clb_nodes"), 1, 64).map(|v| v as u16),
+                None => Some(1),
+            };
+            let health = self.health(o);
+            let groups = self.backend_groups(o);
+            // Kept when other fields are bad (already errors) so references still resolve.
+            if let Some(name) = name {
+                seen.push((name.clone(), o.map.span(), o.field("name")));
+                let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
+                let health = health.unwrap_or(HealthConfig { interval_ns: S, timeout_ns: S, healthy: 1, unhealthy: 1 });
+                regions.push(Region { name, location, clb_nodes, health, backend_groups: groups });
+            }
+        }
+        self.unique(&seen);
+        regions
+    }
+
+    fn health(&mut self, region: &Obj<'_>) -> Option<HealthConfig> {
+        let default = HealthConfig { interval_ns: 2 * S, timeout_ns: S, healthy: 3, unhealthy: 3 };
+        let Some(node) = region.get("health") else { return Some(default) };
+        let o = self.obj(node, &region.field("health"), &["protocol", "interval", "timeout", "healthy", "unhealthy"])?;
+        if let Some(p) = o.get("protocol") {
+            let proto = self.str(p, &o.field("protocol"))?;
+            if proto != "tcp" {
+                self.err(p.span(), &o.field("protocol"), format!("`{proto}` is not a health-check protocol this version runs (tcp)"));
+            }
+        }
+        let interval_ns = self.opt_duration(&o, "interval", default.interval_ns);
+        let timeout_ns = self.opt_duration(&o, "timeout", default.timeout_ns);
+        let threshold = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
+            Some(n) => p.int(n, &o.field(key), 1, 10).map(|v| v as u32),
+            None => Some(d),
+        };
+        let healthy = threshold(self, "healthy", 3);
+        let unhealthy = threshold(self, "unhealthy", 3);
+        if interval_ns == Some(0) {
+            self.err(o.get("interval").map_or(o.map.span(), |n| n.span()), &o.field("interval"), "must be longer than 0s");
+            return None;
+        }
+        if let (Some(i), Some(t)) = (interval_ns, timeout_ns) {
+            if t == 0 || t > i {
+                let span = o.get("timeout").map_or(o.map.span(), |n| n.span());
+                self.err(span, &o.field("timeout"), "must be longer than 0s and no longer than the interval");
+                return None;
+            }
+        }
+        Some(HealthConfig { interval_ns: interval_ns?, timeout_ns: timeout_ns?, healthy: healthy?, unhealthy: unhealthy? })
+    }
+
+    fn backend_groups(&mut self, region: &Obj<'_>) -> Vec<BackendGroup> {
+        let field = region.field("backends");
+        let Some(node) = self.req(region, "backends") else { return vec![] };
+        let Some(map) = node.as_mapping() else {
+            self.err(node.span(), &field, "expected a mapping of group name to a list of backends");
+            return vec![];
+        };
+        let mut groups = Vec::new();
+        for (key, list) in map.iter() {
+            let gfield = format!("{field}.{}", key.as_str());
+            let Some(seq) = self.seq(list, &gfield) else { continue };
+            let mut backends: Vec<Backend> = Vec::new();
+            for (i, item) in seq.iter().enumerate() {
+                let bfield = format!("{gfield}[{i}]");
+                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight"]) else { continue };
+                if let Some(b) = self.backend(&o) {
+                    if backends.iter().any(|x| x.addr == b.addr) {
+                        self.err(item.span(), &bfield, format!("backend {} is bound twice in this group", b.addr));
+                    }
+                    backends.push(b);
+                }
+            }
+            if seq.is_empty() {
+                self.err(list.span(), &gfield, "a backend group needs at least one backend");
+            }
+            groups.push(BackendGroup { name: key.as_str().to_string(), backends });
+        }
+        groups
+    }
+
+    fn backend(&mut self, o: &Obj<'_>) -> Option<Backend> {
+        let addr_node = self.req(o, "address");
+        let port_node = self.req(o, "port");
+        let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
+        let port = port_node.and_then(|n| self.port(n, &o.field("port")));
+        let weight = match o.get("weight") {
+            Some(n) => self.int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX)).map(|w| w as u8),
+            None => Some(WEIGHT_DEFAULT),
+        };
+        // A bad weight is recorded; the address still names the backend for references.
+        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT) })
+    }
+
+    fn pop_ref(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<usize> {
+        let name = self.str(node, field)?;
+        let i = names.pops.iter().position(|p| p.name == name);
+        if i.is_none() {
+            self.err(node.span(), field, format!("unknown POP `{name}`"));
+        }
+        i
+    }
+
+    fn vips(&mut self, top: &Obj<'_>, names: &Names<'_>) -> Vec<Vip> {
+        let objs = self.list_of_objs(top, "vips", &["name", "ipv4", "ipv6", "home", "pops", "listeners"]);
+        let mut vips = Vec::new();
+        let mut seen = Vec::new();
+        for o in &objs {
+            let name = self.name(o);
+            let ipv4 = self.req(o, "ipv4").and_then(|n| self.parsed::<Ipv4Addr>(n, &o.field("ipv4"), "an IPv4 address"));
+            let ipv6 = match o.get("ipv6") {
+                Some(n) => self.parsed::<Ipv6Addr>(n, &o.field("ipv6"), "an IPv6 address"),
+                None => None,
+            };
+            let home = self.req(o, "home").and_then(|n| {
+                let region = self.str(n, &o.field("home"))?;
+                let i = names.regions.iter().position(|r| r.name == region);
+                if i.is_none() {
+                    self.err(n.span(), &o.field("home"), format!("unknown region `{region}`"));
+                }
+                i
+            });
+            let pops = self.publish_set(o, names).unwrap_or_default();
+            let listeners = self.listeners(o, home.map(|h| &names.regions[h]));
+            // Kept even when a field is wrong (the error is recorded and the file fails),
+            // so references to this VIP do not add errors of their own.
+            if let Some(name) = name {
+                seen.push((name.clone(), o.map.span(), o.field("name")));
+                let ipv4 = ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                vips.push(Vip { name, ipv4, ipv6, home: home.unwrap_or(0), pops, listeners });
+            }
+        }
+        self.unique(&seen);
+        vips
+    }
+
+    fn publish_set(&mut self, o: &Obj<'_>, names: &Names<'_>) -> Option<Vec<usize>> {
+        let field = o.field("pops");
+        let node = self.req(o, "pops")?;
+        if let Some(s) = node.as_scalar() {
+            if s.as_str() == "all" {
+                return Some((0..names.pops.len()).collect());
+            }
+            self.err(node.span(), &field, "expected `all` or a list of POP names");
+            return None;
+        }
+        let seq = self.seq(node, &field)?;
+        let mut out = Vec::new();
+        for (i, n) in seq.iter().enumerate() {
+            if let Some(p) = self.pop_ref(n, &format!("{field}[{i}]"), names) {
+                out.push(p);
+            }
+        }
+        if out.is_empty() && !seq.is_empty() {
+            return None;
+        }
+        if seq.is_empty() {
+            self.err(node.span(), &field, "a VIP must be published at one POP at least");
+            return None;
+        }
+        Some(out)
+    }
+
+    fn listeners(&mut self, vip: &Obj<'_>, home: Option<&Region>) -> Vec<Listener> {
+        let allowed = &["protocol", "port", "scheduler", "backends", "persistence", "table"];
+        let objs = self.list_of_objs(vip, "listeners", allowed);
+        let mut out: Vec<Listener> = Vec::new();
+        for o in &objs {
+            let Some(l) = self.listener(o, home) else { continue };
+            let clash = out.iter().position(|x| x.port == l.port && x.protocol.transport() == l.protocol.transport());
+            if let Some(j) = clash {
+                let span = o.get("port").map_or(o.map.span(), |n| n.span());
+                let space = match l.protocol.transport() {
+                    anyedge_proto::Transport::Tcp => "TCP, TCP SSL, HTTP and HTTPS listeners share one port space",
+                    anyedge_proto::Transport::Udp => "UDP and QUIC listeners share one port space",
+                };
+                let reason = format!("port {} is already used by {}.listeners[{j}] ({space})", l.port, vip.path);
+                self.err(span, &o.field("port"), reason);
+                continue;
+            }
+            out.push(l);
+        }
+        out
+    }
+
+    /// A listener with protocol and port; other fields fall back after recording an error.
+    fn listener(&mut self, o: &Obj<'_>, home: Option<&Region>) -> Option<Listener> {
+        let protocol = self.req(o, "protocol").and_then(|n| {
+            let p = self.str(n, &o.field("protocol"))?;
+            let proto = match p {
+                "tcp" => ListenerProtocol::Tcp,
+                "udp" => ListenerProtocol::Udp,
+                "tcp-ssl" => ListenerProtocol::TcpSsl,
+                "quic" => ListenerProtocol::Quic,
+                "http" => ListenerProtocol::Http,
+                "https" => ListenerProtocol::Https,
+                other => {
+                    self.err(n.span(), &o.field("protocol"), format!("`{other}` is not one of tcp, udp, tcp-ssl, quic, http, https"));
+                    return None;
+                }
+            };
+            Some(proto)
+        });
+        let port = self.req(o, "port").and_then(|n| self.port(n, &o.field("port")));
+        let scheduler = self.scheduler(o);
+        let backend_group = self.req(o, "backends").and_then(|n| {
+            let g = self.str(n, &o.field("backends"))?;
+            let home = home?;
+            let i = home.backend_groups.iter().position(|x| x.name == g);
+            if i.is_none() {
+                self.err(n.span(), &o.field("backends"), format!("unknown backend group `{g}` in region `{}`", home.name));
+            }
+            i
+        });
+        let persistence_ns = match o.get("persistence") {
+            None => Some(None),
+            Some(n) => self.persistence(n, &o.field("persistence"), protocol, scheduler),
+        };
+        Some(Listener {
+            protocol: protocol?,
+            port: port?,
+            scheduler: scheduler.unwrap_or(Scheduler::Wrr),
+            backend_group: backend_group.unwrap_or(0),
+            persistence_ns: persistence_ns.flatten(),
+        })
+    }
+
+    fn scheduler(&mut self, o: &Obj<'_>) -> Option<Scheduler> {
+        let table = match o.get("table") {
+            Some(n) => {
+                let t = self.int(n, &o.field("table"), 3, 1_000_003)? as usize;
+                if !is_prime(t) {
+                    self.err(n.span(), &o.field("table"), format!("{t} is not prime (Maglev needs a prime table size)"));
+                    return None;
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        let Some(n) = o.get("scheduler") else { return Some(Scheduler::Wrr) };
+        let s = self.str(n, &o.field("scheduler"))?;
+        match s {
+            "wrr" => Some(Scheduler::Wrr),
+            "maglev" => Some(Scheduler::Maglev { table_size: table.unwrap_or(MAGLEV_TABLE_DEFAULT) }),
+            other => {
+                self.err(n.span(), &o.field("scheduler"), format!("`{other}` is not one of wrr, maglev"));
+                None
+            }
+        }
+    }
+
+    fn persistence(
+        &mut self,
+        n: &Node,
+        field: &str,
+        protocol: Option<ListenerProtocol>,
+        scheduler: Option<Scheduler>,
+    ) -> Option<Option<u64>> {
+        let ttl = self.duration(n, field)?;
+        if !(30 * S..=3600 * S).contains(&ttl) {
+            let text = n.as_scalar().map_or("", |s| s.as_str()).to_string();
+            self.err(n.span(), field, format!("{text} is outside 30s–3600s"));
+            return None;
+        }
+        if protocol == Some(ListenerProtocol::Quic) {
+            self.err(n.span(), field, "session persistence is not available on QUIC listeners");
+            return None;
+        }
+        if scheduler.is_some_and(|s| s != Scheduler::Wrr) {
+            self.err(n.span(), field, "session persistence works only with the wrr scheduler");
+            return None;
+        }
+        Some(Some(ttl))
+    }
+
+    fn backbone(&mut self, top: &Obj<'_>, names: &Names<'_>) -> Option<Backbone> {
+        let default = Backbone {
+            stretch: 1.4,
+            jitter_ns: 300_000,
+            loss: 0.00001,
+            bandwidth_bps: 10_000_000_000,
+            queue_ns: 10 * MS,
+            transport: BackboneTransport::Udp,
+            links: None,
+        };
+        let Some(node) = top.get("backbone") else { return Some(default) };
+        let allowed = &["stretch", "jitter", "loss", "bandwidth", "queue", "transport", "links"];
+        let o = self.obj(node, "backbone", allowed)?;
+        let stretch = self.opt_float(&o, "stretch", default.stretch, 1.0, 10.0);
+        let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
+        let loss = self.opt_percent(&o, "loss", default.loss);
+        let bandwidth_bps = match o.get("bandwidth") {
+            Some(n) => self.with(n, &o.field("bandwidth"), parse_bandwidth_bps),
+            None => Some(default.bandwidth_bps),
+        };
+        let queue_ns = self.opt_duration(&o, "queue", default.queue_ns);
+        let transport = match o.get("transport") {
+            None => Some(BackboneTransport::Udp),
+            Some(n) => match self.str(n, &o.field("transport"))? {
+                "udp" => Some(BackboneTransport::Udp),
+                "grpc" => Some(BackboneTransport::Grpc),
+                other => {
+                    self.err(n.span(), &o.field("transport"), format!("`{other}` is not one of udp, grpc"));
+                    None
+                }
+            },
+        };
+        let links = match o.get("links") {
+            None => Some(None),
+            Some(n) => self.backbone_links(n, &o.field("links"), names).map(Some),
+        };
+        Some(Backbone {
+            stretch: stretch?,
+            jitter_ns: jitter_ns?,
+            loss: loss?,
+            bandwidth_bps: bandwidth_bps?,
+            queue_ns: queue_ns?,
+            transport: transport?,
+            links: links?,
+        })
+    }
+
+    fn backbone_links(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<Vec<(usize, usize)>> {
+        let seq = self.seq(node, field)?;
+        let mut out = Vec::new();
+        for (i, item) in seq.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            if let Some(pair) = self.pop_region_pair(item, &f, names) {
+                out.push(pair);
+            }
+        }
+        Some(out)
+    }
+
+    /// `[pop/NAME, region/NAME]` in either order.
+    fn pop_region_pair(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<(usize, usize)> {
+        let seq = self.seq(node, field)?;
+        if seq.len() != 2 {
+            self.err(node.span(), field, "expected [pop/NAME, region/NAME]");
+            return None;
+        }
+        let mut pop = None;
+        let mut region = None;
+        for (i, end) in seq.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            match self.target(end, &f, names)? {
+                Target::Pop(p) => pop = Some(p),
+                Target::Region(r) => region = Some(r),
+                Target::Backend { .. } => {}
+            }
+        }
+        if pop.is_none() || region.is_none() {
+            self.err(node.span(), field, "a backbone link joins one pop/NAME and one region/NAME");
+            return None;
+        }
+        Some((pop?, region?))
+    }
+
+    fn internet(&mut self, top: &Obj<'_>) -> Option<Internet> {
+        let default = Internet { stretch: 2.1, last_mile_ns: 5 * MS, jitter_ns: 4 * MS, loss: 0.003 };
+        let Some(node) = top.get("internet") else { return Some(default) };
+        let o = self.obj(node, "internet", &["stretch", "last_mile", "jitter", "loss"])?;
+        let stretch = self.opt_float(&o, "stretch", default.stretch, 1.0, 10.0);
+        let last_mile_ns = self.opt_duration(&o, "last_mile", default.last_mile_ns);
+        let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
+        let loss = self.opt_percent(&o, "loss", default.loss);
+        Some(Internet { stretch: stretch?, last_mile_ns: last_mile_ns?, jitter_ns: jitter_ns?, loss: loss? })
+    }
+
+    fn traffic(&mut self, top: &Obj<'_>, vips: &[Vip], regions: &[Region]) -> Vec<TrafficClass> {
+        let Some(node) = self.req(top, "traffic") else { return vec![] };
+        let Some(map) = node.as_mapping() else {
+            self.err(node.span(), "traffic", "expected a mapping of traffic class name to its definition");
+            return vec![];
+        };
+        let allowed = &["vip", "protocol", "port", "interval", "size", "requests_per_s", "request", "response"];
+        let mut out = Vec::new();
+        for (key, def) in map.iter() {
+            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), allowed) else { continue };
+            if let Some(class) = self.traffic_class(key.as_str(), &o, vips, regions) {
+                out.push(class);
+            }
+        }
+        out
+    }
+
+    fn traffic_class(&mut self, name: &str, o: &Obj<'_>, vips: &[Vip], regions: &[Region]) -> Option<TrafficClass> {
+        let vip = self.req(o, "vip").and_then(|n| {
+            let v = self.str(n, &o.field("vip"))?;
+            let i = vips.iter().position(|x| x.name == v);
+            if i.is_none() {
+                self.err(n.span(), &o.field("vip"), format!("unknown VIP `{v}`"));
+            }
+            i
+        });
+        let port_node = self.req(o, "port");
+        let port = port_node.and_then(|n| self.port(n, &o.field("port")));
+        let proto_node = self.req(o, "protocol")?;
+        let kind = match self.str(proto_node, &o.field("protocol"))? {
+            "udp" => {
+                let interval_ns = self.opt_duration(o, "interval", 50 * MS);
+                let size = match o.get("size") {
+                    Some(n) => self.int(n, &o.field("size"), 16, 1400).map(|v| v as u32),
+                    None => Some(120),
+                };
+                if interval_ns == Some(0) {
+                    self.err(o.get("interval").map_or(o.map.span(), |n| n.span()), &o.field("interval"), "must be longer than 0s");
+                    return None;
+                }
+                TrafficKind::Udp { interval_ns: interval_ns?, size: size? }
+            }
+            "tcp" => {
+                let requests_per_s = self.opt_float(o, "requests_per_s", 1.0, 0.01, 1000.0);
+                let size = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
+                    Some(n) => p.int(n, &o.field(key), 16, 10_000_000).map(|v| v as u32),
+                    None => Some(d),
+                };
+                let request = size(self, "request", 500);
+                let response = size(self, "response", 20_000);
+                TrafficKind::Tcp { requests_per_s: requests_per_s?, request: request?, response: response? }
+            }
+            other => {
+                self.err(proto_node.span(), &o.field("protocol"), format!("`{other}` is not one of udp, tcp"));
+                return None;
+            }
+        };
+        let (vip, port) = (vip?, port?);
+        let class = TrafficClass { name: name.to_string(), vip, port, kind };
+        let served = vips[vip].listeners.iter().any(|l| l.port == port && l.protocol.transport() == class.transport());
+        if !served && !regions.is_empty() {
+            let span = port_node.map_or(o.map.span(), |n| n.span());
+            let proto = if class.transport() == anyedge_proto::Transport::Udp { "UDP" } else { "TCP" };
+            self.err(span, &o.field("port"), format!("VIP `{}` has no {proto} listener on port {port}", vips[vip].name));
+            return None;
+        }
+        Some(class)
+    }
+
+    fn clients(&mut self, top: &Obj<'_>, traffic: &[String], names: &Names<'_>) -> Vec<ClientGroup> {
+        let objs = self.list_of_objs(top, "clients", &["name", "location", "count", "traffic", "catchment"]);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for o in &objs {
+            let name = self.name(o);
+            let location = self.location(o);
+            let count = match o.get("count") {
+                Some(n) => self.int(n, &o.field("count"), 1, 100_000).map(|v| v as u32),
+                None => Some(1),
+            };
+            let classes = self.req(o, "traffic").and_then(|n| self.traffic_refs(n, &o.field("traffic"), traffic));
+            let catchment = match o.get("catchment") {
+                None => Some(None),
+                Some(n) => {
+                    let field = o.field("catchment");
+                    self.seq(n, &field).and_then(|seq| {
+                        let refs: Vec<Option<usize>> =
+                            seq.iter().enumerate().map(|(i, p)| self.pop_ref(p, &format!("{field}[{i}]"), names)).collect();
+                        if seq.is_empty() {
+                            self.err(n.span(), &field, "must name at least one POP");
+                            return None;
+                        }
+                        refs.into_iter().collect::<Option<Vec<_>>>().map(Some)
+                    })
+                }
+            };
+            if let (Some(name), Some(location), Some(count), Some(traffic), Some(catchment)) =
+                (name, location, count, classes, catchment)
+            {
+                seen.push((name.clone(), o.map.span(), o.field("name")));
+                out.push(ClientGroup { name, location, count, traffic, catchment });
+            }
+        }
+        self.unique(&seen);
+        out
+    }
+
+    fn traffic_refs(&mut self, node: &Node, field: &str, traffic: &[String]) -> Option<Vec<usize>> {
+        let items: Vec<(&Node, String)> = match node.as_sequence() {
+            Some(seq) => seq.iter().enumerate().map(|(i, n)| (n, format!("{field}[{i}]"))).collect(),
+            None => vec![(node, field.to_string())],
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (n, f) in items {
+            let Some(name) = self.str(n, &f) else {
+                ok = false;
+                continue;
+            };
+            match traffic.iter().position(|t| t == name) {
+                Some(i) => out.push(i),
+                None => {
+                    self.err(n.span(), &f, format!("unknown traffic class `{name}`"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn failover(&mut self, top: &Obj<'_>) -> Option<Failover> {
+        let default = Failover { pop_detect_ns: 300 * MS, route_converge_ns: 500 * MS };
+        let Some(node) = top.get("failover") else { return Some(default) };
+        let o = self.obj(node, "failover", &["pop_detect", "route_converge"])?;
+        let pop_detect_ns = self.opt_duration(&o, "pop_detect", default.pop_detect_ns);
+        let route_converge_ns = self.opt_duration(&o, "route_converge", default.route_converge_ns);
+        Some(Failover { pop_detect_ns: pop_detect_ns?, route_converge_ns: route_converge_ns? })
+    }
+
+    /// `pop/NAME`, `region/NAME` or `backend/IP:PORT`.
+    fn target(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<Target> {
+        let text = self.str(node, field)?;
+        let (kind, rest) = text.split_once('/').unwrap_or((text, ""));
+        let found = match kind {
+            "pop" => names.pops.iter().position(|p| p.name == rest).map(Target::Pop),
+            "region" => names.regions.iter().position(|r| r.name == rest).map(Target::Region),
+            "backend" => {
+                let Ok(addr) = rest.parse::<SocketAddr>() else {
+                    self.err(node.span(), field, format!("`{rest}` is not IP:PORT"));
+                    return None;
+                };
+                names
+                    .regions
+                    .iter()
+                    .position(|r| r.backend_groups.iter().any(|g| g.backends.iter().any(|b| b.addr == addr)))
+                    .map(|region| Target::Backend { region, addr })
+            }
+            _ => {
+                self.err(node.span(), field, format!("`{text}` is not pop/NAME, region/NAME or backend/IP:PORT"));
+                return None;
+            }
+        };
+        if found.is_none() {
+            self.err(node.span(), field, format!("unknown fault target `{text}`"));
+        }
+        found
+    }
+
+    fn faults(&mut self, top: &Obj<'_>, names: &Names<'_>, duration_ns: u64) -> Vec<Fault> {
+        let Some(node) = top.get("faults") else { return vec![] };
+        let Some(seq) = self.seq(node, "faults") else { return vec![] };
+        let allowed = &["at", "down", "up", "link", "for", "loss", "delay", "jitter"];
+        let mut out = Vec::new();
+        for (i, item) in seq.iter().enumerate() {
+            let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else { continue };
+            if let Some(f) = self.fault(&o, names, duration_ns) {
+                out.push(f);
+            }
+        }
+        out.sort_by_key(|f| f.at_ns);
+        out
+    }
+
+    fn fault(&mut self, o: &Obj<'_>, names: &Names<'_>, duration_ns: u64) -> Option<Fault> {
+        let at_node = self.req(o, "at")?;
+        let at_ns = self.duration(at_node, &o.field("at"))?;
+        if at_ns >= duration_ns {
+            self.err(at_node.span(), &o.field("at"), "is at or after the end of the simulation (duration)");
+            return None;
+        }
+        let kinds: Vec<&str> = ["down", "up", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
+        if kinds.len() != 1 {
+            self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, link");
+            return None;
+        }
+        let key = kinds[0];
+        let node = o.get(key)?;
+        let field = o.field(key);
+        if key != "link" {
+            for extra in ["for", "loss", "delay", "jitter"] {
+                if let Some(n) = o.get(extra) {
+                    self.err(n.span(), &o.field(extra), format!("only link faults take `{extra}`"));
+                }
+            }
+            let target = self.target(node, &field, names)?;
+            let text = self.str(node, &field)?;
+            let action = if key == "down" { FaultAction::Down(target) } else { FaultAction::Up(target) };
+            return Some(Fault { at_ns, action, what: format!("{key} {text}") });
+        }
+        let (pop, region) = self.pop_region_pair(node, &field, names)?;
+        let for_ns = self.req(o, "for").and_then(|n| self.duration(n, &o.field("for")));
+        let loss = o.get("loss").map(|n| self.with(n, &o.field("loss"), parse_percent));
+        let delay_ns = o.get("delay").map(|n| self.duration(n, &o.field("delay")));
+        let jitter_ns = o.get("jitter").map(|n| self.duration(n, &o.field("jitter")));
+        if loss.is_none() && delay_ns.is_none() && jitter_ns.is_none() {
+            self.err(o.map.span(), &o.path, "a link fault needs one of loss, delay, jitter");
+            return None;
+        }
+        let lo = LinkOverride {
+            pop,
+            region,
+            for_ns: for_ns?,
+            loss: loss.map_or(Some(None), |v| v.map(Some))?,
+            delay_ns: delay_ns.map_or(Some(None), |v| v.map(Some))?,
+            jitter_ns: jitter_ns.map_or(Some(None), |v| v.map(Some))?,
+        };
+        let what = format!("link pop/{}-region/{}", names.pops[pop].name, names.regions[region].name);
+        Some(Fault { at_ns, action: FaultAction::Link(lo), what })
+    }
+}
+
+fn is_prime(n: usize) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
