@@ -1,6 +1,7 @@
 //! The `anyedge` command: `sim` replays a topology file in the deterministic simulator,
 //! `validate` checks one.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,56 @@ fn load(file: &std::path::Path) -> Result<Topology, ExitCode> {
     })
 }
 
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), ExitCode> {
+    std::fs::write(path, text).map_err(|e| {
+        eprintln!("{}: cannot write: {e}", path.display());
+        ExitCode::FAILURE
+    })
+}
+
+/// Draws a progress bar on stderr when it is a terminal.
+fn progress_bar() -> impl FnMut(f64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = usize::MAX;
+    move |done: f64| {
+        if !tty {
+            return;
+        }
+        let pct = (done * 100.0).round() as usize;
+        if pct != last {
+            last = pct;
+            let filled = pct / 4;
+            eprint!("\r[{}{}] {pct:>3}%", "#".repeat(filled), ".".repeat(25 - filled.min(25)));
+            if pct >= 100 {
+                eprint!("\r{}\r", " ".repeat(40));
+            }
+        }
+    }
+}
+
+fn simulate(t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> ExitCode {
+    let outcome = match anyedge_sim::run(t, progress_bar()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{}: cannot simulate: {}", t.name, e.0);
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", outcome.report.table());
+    if let Some(path) = report {
+        if let Err(code) = write_file(&path, &outcome.report.to_json()) {
+            return code;
+        }
+    }
+    if let Some(path) = stats {
+        let text = serde_json::to_string_pretty(&outcome.stats).unwrap_or_default() + "\n";
+        if let Err(code) = write_file(&path, &text) {
+            return code;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -70,9 +121,7 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            let _ = (report, stats);
-            eprintln!("simulation not yet wired");
-            ExitCode::FAILURE
+            simulate(&t, report, stats)
         }
     }
 }

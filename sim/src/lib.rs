@@ -1,3 +1,39 @@
-//! anyedge's deterministic simulator and the topology files that drive it.
+//! anyedge's deterministic simulator: a topology file in, a report out. The POP and CLB
+//! cores it runs are the shipped ones; the simulator supplies clock, links and hosts.
 
+pub mod app;
+pub mod engine;
+pub mod report;
+pub mod tcp;
 pub mod topology;
+pub mod world;
+
+use std::time::Instant;
+
+pub use report::{Report, Stats};
+pub use world::SimError;
+
+/// What a run produced.
+pub struct Outcome {
+    pub report: Report,
+    pub stats: Stats,
+}
+
+/// Runs a topology to the end of its duration (plus a drain for in-flight replies).
+pub fn run(topology: &topology::Topology, progress: impl FnMut(f64)) -> Result<Outcome, SimError> {
+    let started = Instant::now();
+    let mut world = world::World::new(topology)?;
+    world.run(progress);
+    let report = world.report();
+    let wall_s = started.elapsed().as_secs_f64();
+    let (events, packets) = (world.events(), world.packets());
+    let stats = Stats {
+        events,
+        packets,
+        wall_s,
+        events_per_s: events as f64 / wall_s.max(1e-9),
+        packets_per_s: packets as f64 / wall_s.max(1e-9),
+        sim_s: world.sim_s(),
+    };
+    Ok(Outcome { report, stats })
+}

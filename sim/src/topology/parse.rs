@@ -729,7 +729,7 @@ impl Parser {
             "udp" => {
                 let interval_ns = self.opt_duration(o, "interval", 50 * MS);
                 let size = match o.get("size") {
-                    Some(n) => self.int(n, &o.field("size"), 16, 1400).map(|v| v as u32),
+                    Some(n) => self.int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400).map(|v| v as u32),
                     None => Some(120),
                 };
                 if interval_ns == Some(0) {

@@ -1,0 +1,171 @@
+//! The simulation report: a JSON document (byte-identical for the same topology and
+//! seed) and the table printed on stdout. Run statistics live apart, in `Stats`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub name: String,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub pops: Vec<PopReport>,
+    pub clients: Vec<ClientReport>,
+    pub backends: Vec<BackendReport>,
+    pub faults: Vec<FaultReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PopReport {
+    pub name: String,
+    pub location: [f64; 2],
+    pub flows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientReport {
+    pub name: String,
+    pub location: [f64; 2],
+    pub count: u32,
+    /// POP entered at t=0 (null when the VIP has no live POP for this group).
+    pub pop: Option<String>,
+    pub traffic: Vec<TrafficReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrafficReport {
+    pub name: String,
+    pub protocol: String,
+    pub anycast: PathReport,
+    pub direct: PathReport,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PathReport {
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+    pub rtt_ms: Option<Percentiles>,
+    pub jitter_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BackendReport {
+    pub region: String,
+    pub group: String,
+    pub address: String,
+    pub weight: u8,
+    pub flows: u64,
+    pub health: Vec<HealthReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HealthReport {
+    pub at_s: f64,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FaultReport {
+    pub at_s: f64,
+    pub what: String,
+    pub flows_affected: u64,
+    pub flows_recovered: u64,
+    pub recovery_ms: Option<Recovery>,
+    pub flows_backend_changed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Recovery {
+    pub p50: f64,
+    pub max: f64,
+}
+
+/// How the run went as a computation, kept out of the report (it varies run to run).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    pub events: u64,
+    pub packets: u64,
+    pub wall_s: f64,
+    pub events_per_s: f64,
+    pub packets_per_s: f64,
+    pub sim_s: f64,
+}
+
+/// Rounds to microsecond precision when expressed in milliseconds.
+pub fn ms3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        s.push('\n');
+        s
+    }
+
+    /// The human table: per client group and traffic class, anycast against direct.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "anyedge sim: {}  seed {}  {}s simulated", self.name, self.seed, self.duration_s);
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<14} {:<8} {:<14} {:>19} {:>7}   {:>19} {:>7}   {:>9}",
+            "client", "traffic", "pop", "anycast p50/p99 ms", "loss", "direct p50/p99 ms", "loss", "p50 gain"
+        );
+        for c in &self.clients {
+            for t in &c.traffic {
+                let gain = match (&t.anycast.rtt_ms, &t.direct.rtt_ms) {
+                    (Some(a), Some(d)) => format!("{:+.1} ms", d.p50 - a.p50),
+                    _ => "-".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<8} {:<14} {:>19} {:>6.2}%   {:>19} {:>6.2}%   {:>9}",
+                    c.name,
+                    t.name,
+                    c.pop.as_deref().unwrap_or("-"),
+                    p50_p99(&t.anycast),
+                    t.anycast.loss_pct,
+                    p50_p99(&t.direct),
+                    t.direct.loss_pct,
+                    gain
+                );
+            }
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "fault timeline");
+            for f in &self.faults {
+                let recovery = match f.recovery_ms {
+                    Some(r) => format!("recovery p50 {:.0} ms, max {:.0} ms", r.p50, r.max),
+                    None => "no recovery".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:>8.3}s  {:<42} flows {:>4} affected, {:>4} recovered, {}, {} changed backend",
+                    f.at_s, f.what, f.flows_affected, f.flows_recovered, recovery, f.flows_backend_changed
+                );
+            }
+        }
+        out
+    }
+}
+
+fn p50_p99(p: &PathReport) -> String {
+    match &p.rtt_ms {
+        Some(r) => format!("{:.1} / {:.1}", r.p50, r.p99),
+        None => "-".into(),
+    }
+}

@@ -1,0 +1,124 @@
+//! TCP inside the simulator runs on smoltcp: each simulated host that speaks TCP owns a
+//! smoltcp `Interface` on the virtual clock, fed and drained through an in-memory
+//! device, so loss becomes retransmission delay exactly as smoltcp's TCP makes it.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+
+/// Packets in and out of a smoltcp interface.
+#[derive(Debug, Default)]
+pub struct QueueDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+pub struct RxTok(Vec<u8>);
+pub struct TxTok<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push(buf);
+        r
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = RxTok;
+    type TxToken<'a> = TxTok<'a>;
+
+    fn receive(&mut self, _t: Instant) -> Option<(RxTok, TxTok<'_>)> {
+        let packet = self.rx.pop_front()?;
+        Some((RxTok(packet), TxTok(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _t: Instant) -> Option<TxTok<'_>> {
+        Some(TxTok(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = 1500;
+        caps
+    }
+}
+
+/// Virtual nanoseconds to smoltcp's microsecond clock.
+pub fn instant(now_ns: u64) -> Instant {
+    Instant::from_micros((now_ns / 1000) as i64)
+}
+
+/// A host's TCP stack.
+pub struct TcpStack {
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    device: QueueDevice,
+}
+
+/// Socket buffer sizes: enough for a 64 KiB window.
+const RX_BUFFER: usize = 64 * 1024;
+const TX_BUFFER: usize = 64 * 1024;
+
+impl TcpStack {
+    pub fn new(addr: IpAddr, seed: u64, now_ns: u64) -> TcpStack {
+        let mut device = QueueDevice::default();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, instant(now_ns));
+        iface.update_ip_addrs(|addrs| {
+            let cidr = match addr {
+                IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(a), 32),
+                IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(a), 128),
+            };
+            let _ = addrs.push(cidr);
+        });
+        // Everything leaves through the one link: the gateway address only has to exist.
+        let routes = iface.routes_mut();
+        let _ = routes.add_default_ipv4_route(Ipv4Address::new(198, 18, 255, 254));
+        let _ = routes.add_default_ipv6_route(Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
+        TcpStack { iface, sockets: SocketSet::new(Vec::new()), device }
+    }
+
+    pub fn new_socket(&mut self) -> SocketHandle {
+        let socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
+        self.sockets.add(socket)
+    }
+
+    pub fn socket(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    pub fn receive(&mut self, packet: Vec<u8>) {
+        self.device.rx.push_back(packet);
+    }
+
+    /// Processes received packets and timers.
+    pub fn poll(&mut self, now_ns: u64) {
+        self.iface.poll(instant(now_ns), &mut self.device, &mut self.sockets);
+    }
+
+    /// Packets the stack wants on the wire.
+    pub fn drain_tx(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.device.tx.drain(..)
+    }
+
+    /// When the stack next needs polling, in virtual nanoseconds.
+    pub fn poll_at_ns(&mut self, now_ns: u64) -> Option<u64> {
+        let at = self.iface.poll_at(instant(now_ns), &self.sockets)?;
+        Some((at.total_micros().max(0) as u64) * 1000)
+    }
+}

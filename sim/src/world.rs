@@ -1,0 +1,1285 @@
+//! The simulated world: client hosts, POPs, CLB nodes and backends joined by links, all
+//! driven by one event queue. POPs and CLB nodes are the shipped sans-IO cores; this
+//! module is their driver: it moves real packets between them over modelled links.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyedge_ccn::geo::fiber_delay_ns;
+use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
+use anyedge_pop::{Pop, PopConfig, Route};
+use anyedge_proto::{Transport, inner};
+use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig, SchedulerKind};
+use hdrhistogram::Histogram;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{AnySocket, tcp};
+
+use crate::app;
+use crate::engine::EventQueue;
+use crate::report::*;
+use crate::tcp::TcpStack;
+use crate::topology::{FaultAction, Scheduler, Target, Topology, TrafficKind};
+
+/// Replies still arriving after the last request are collected for this long.
+pub const DRAIN_NS: u64 = 3_000_000_000;
+/// One-way delay between a CLB node and a backend in its region.
+pub const INTRA_REGION_NS: u64 = 50_000;
+/// Outer IPv4 + UDP header the backbone adds around the CCN header.
+const OUTER_HEADER: usize = 28;
+/// Requests a TCP flow queues before it counts the oldest as lost.
+const TCP_PENDING_MAX: usize = 256;
+/// Listening sockets a backend keeps ready per TCP port.
+const LISTEN_SPARE: usize = 2;
+/// Client source ports: 10000 + slot * 1000 + connection generation.
+const PORT_BASE: u16 = 10_000;
+const PORTS_PER_SLOT: u16 = 1_000;
+/// Most traffic slots (class × path) a client group may have.
+pub const SLOTS_MAX: usize = 55;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Anycast = 0,
+    Direct = 1,
+}
+
+const PATHS: [Path; 2] = [Path::Anycast, Path::Direct];
+
+#[derive(Debug, Clone, Copy)]
+enum Arrival {
+    PopFromClient(usize),
+    PopFromClb(usize),
+    ClbFromPop(usize),
+    ClbDirect(usize),
+    ClbFromBackend(usize),
+    Backend { host: usize, via_clb: usize },
+    Client(usize),
+}
+
+enum Ev {
+    UdpSend { client: usize, k: usize },
+    TcpIssue { client: usize, k: usize },
+    ClientTcpPoll { client: usize },
+    BackendTcpPoll { host: usize },
+    Arrive { to: Arrival, packet: Vec<u8> },
+    ClbTimer { clb: usize },
+    Fault { index: usize },
+    Withdraw { pop: usize },
+    Reconverge,
+    LinkRestore { pop: usize, region: usize },
+}
+
+/// One client's traffic on one path.
+#[derive(Debug, Default)]
+struct Flow {
+    sent: u64,
+    received: u64,
+    last_backend: Option<SocketAddr>,
+    last_rtt_ns: Option<u64>,
+    jitter_sum_ns: u128,
+    jitter_n: u64,
+    /// Fault trackers waiting for this flow's first reply after the fault.
+    watching: Vec<(usize, usize)>,
+    udp_seq: u64,
+}
+
+/// The TCP side of one flow: a connection carrying sequential requests.
+#[derive(Debug, Default)]
+struct TcpFlow {
+    handle: Option<SocketHandle>,
+    generation: u16,
+    /// Issue times of requests not yet answered; the front one is on the wire.
+    pending: VecDeque<u64>,
+    sent_bytes: usize,
+    resp_got: u64,
+    head: Vec<u8>,
+}
+
+struct Client {
+    group: usize,
+    addr: IpAddr,
+    /// Indexed by slot = k * 2 + path.
+    flows: Vec<Flow>,
+    tcp: Option<TcpStack>,
+    tcp_flows: Vec<TcpFlow>,
+    tcp_poll_at: Option<u64>,
+}
+
+struct Group {
+    /// Per VIP: POPs in preference order (catchment or nearest by internet delay).
+    order: Vec<Vec<usize>>,
+    /// Per VIP: the POP routing delivers this group to now.
+    route: Vec<Option<usize>>,
+}
+
+struct PopNode {
+    core: Pop,
+    up: bool,
+    announced: bool,
+}
+
+struct ClbNode {
+    region: usize,
+    index: usize,
+    core: Clb,
+    config: ClbConfig,
+    up: bool,
+    timer_at: Option<u64>,
+}
+
+#[derive(Default)]
+struct Serve {
+    header: Vec<u8>,
+    remaining_req: u64,
+    pending_resp: Vec<u8>,
+    resp_off: usize,
+}
+
+struct BackendHost {
+    ip: IpAddr,
+    /// Ports whose service is down: packets to them vanish.
+    down_ports: Vec<u16>,
+    tcp: TcpStack,
+    tcp_ports: Vec<u16>,
+    serve: HashMap<SocketHandle, Serve>,
+    /// Client endpoint → the CLB node that last forwarded its packets (the way back).
+    via: HashMap<(IpAddr, u16), usize>,
+    poll_at: Option<u64>,
+}
+
+struct FaultTracker {
+    at_ns: u64,
+    what: String,
+    affected: Vec<(usize, usize)>,
+    before: Vec<Option<SocketAddr>>,
+    first_reply_ns: Vec<Option<u64>>,
+    changed: Vec<bool>,
+}
+
+/// Per backend port, as the report shows it.
+struct BackendRecord {
+    region: usize,
+    group: String,
+    addr: SocketAddr,
+    weight: u8,
+    flows: std::collections::BTreeSet<(usize, usize)>,
+    health: Vec<(u64, bool)>,
+}
+
+pub struct World<'t> {
+    t: &'t Topology,
+    q: EventQueue<Ev>,
+    end_ns: u64,
+    clients: Vec<Client>,
+    groups: Vec<Group>,
+    pops: Vec<PopNode>,
+    clbs: Vec<ClbNode>,
+    clb_base: Vec<usize>,
+    clb_by_addr: HashMap<IpAddr, usize>,
+    hosts: Vec<BackendHost>,
+    host_by_ip: HashMap<IpAddr, usize>,
+    inet_pop: Vec<Link>,
+    inet_direct: Vec<Link>,
+    backbone: Vec<Link>,
+    /// [group][k][path] round-trip histograms in microseconds.
+    hist: Vec<Vec<[Histogram<u64>; 2]>>,
+    trackers: Vec<FaultTracker>,
+    backends: Vec<BackendRecord>,
+    packets: u64,
+}
+
+fn client_addr(i: usize) -> IpAddr {
+    // 198.18.64.1 upwards: clear of VIPs (198.18.0.x) and CLB nodes (198.18.32.x).
+    let base = u32::from(Ipv4Addr::new(198, 18, 64, 1));
+    IpAddr::V4(Ipv4Addr::from(base + i as u32))
+}
+
+fn client_index(addr: IpAddr) -> Option<usize> {
+    let IpAddr::V4(a) = addr else { return None };
+    let base = u32::from(Ipv4Addr::new(198, 18, 64, 1));
+    u32::from(a).checked_sub(base).map(|i| i as usize)
+}
+
+fn clb_addr(region: usize, index: usize) -> IpAddr {
+    let base = u32::from(Ipv4Addr::new(198, 18, 32, 1));
+    IpAddr::V4(Ipv4Addr::from(base + (region * 64 + index) as u32))
+}
+
+fn port_of(slot: usize, generation: u16) -> u16 {
+    PORT_BASE + slot as u16 * PORTS_PER_SLOT + generation % PORTS_PER_SLOT
+}
+
+fn slot_of(port: u16) -> Option<usize> {
+    port.checked_sub(PORT_BASE).map(|p| usize::from(p / PORTS_PER_SLOT))
+}
+
+/// Why a topology cannot be simulated (beyond what validation checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimError(pub String);
+
+impl<'t> World<'t> {
+    pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
+        let total: u64 = t.clients.iter().map(|c| u64::from(c.count)).sum();
+        if total > 40_000 {
+            return Err(SimError(format!("{total} clients: the simulator addresses at most 40000")));
+        }
+        if let Some(g) = t.clients.iter().find(|g| g.traffic.len() * 2 > SLOTS_MAX) {
+            return Err(SimError(format!("client group `{}` has more than {} traffic classes", g.name, SLOTS_MAX / 2)));
+        }
+        let seed = t.seed;
+        let (np, nr, ng) = (t.pops.len(), t.regions.len(), t.clients.len());
+        let inet_model = |delay_ns: u64| LinkModel {
+            impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
+            bandwidth_bps: None,
+            queue_bytes_max: 0,
+        };
+        let mut inet_pop = Vec::with_capacity(ng * np * 2);
+        for (g, group) in t.clients.iter().enumerate() {
+            for (p, pop) in t.pops.iter().enumerate() {
+                let d = fiber_delay_ns(group.location, pop.location, t.internet.stretch) + t.internet.last_mile_ns;
+                for dir in 0..2 {
+                    inet_pop.push(Link::new(inet_model(d), ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
+                }
+            }
+        }
+        let mut inet_direct = Vec::with_capacity(ng * nr * 2);
+        for (g, group) in t.clients.iter().enumerate() {
+            for (r, region) in t.regions.iter().enumerate() {
+                let d = fiber_delay_ns(group.location, region.location, t.internet.stretch) + t.internet.last_mile_ns;
+                for dir in 0..2 {
+                    let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
+                    inet_direct.push(Link::new(inet_model(d), rng));
+                }
+            }
+        }
+        let bb = &t.backbone;
+        let queue_bytes_max = (u128::from(bb.bandwidth_bps) * u128::from(bb.queue_ns) / 8 / 1_000_000_000) as u64;
+        let mut backbone = Vec::with_capacity(np * nr * 2);
+        for (p, pop) in t.pops.iter().enumerate() {
+            for (r, region) in t.regions.iter().enumerate() {
+                let d = fiber_delay_ns(pop.location, region.location, bb.stretch);
+                let model = LinkModel {
+                    impairment: Impairment { delay_ns: d, jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
+                    bandwidth_bps: Some(bb.bandwidth_bps),
+                    queue_bytes_max: queue_bytes_max.max(64 * 1024),
+                };
+                for dir in 0..2 {
+                    backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
+                }
+            }
+        }
+        let mut w = World {
+            t,
+            q: EventQueue::new(),
+            end_ns: t.duration_ns + DRAIN_NS,
+            clients: Vec::new(),
+            groups: Vec::new(),
+            pops: Vec::new(),
+            clbs: Vec::new(),
+            clb_base: Vec::new(),
+            clb_by_addr: HashMap::new(),
+            hosts: Vec::new(),
+            host_by_ip: HashMap::new(),
+            inet_pop,
+            inet_direct,
+            backbone,
+            hist: Vec::new(),
+            trackers: Vec::new(),
+            backends: Vec::new(),
+            packets: 0,
+        };
+        w.build_pops();
+        w.build_regions();
+        w.build_groups();
+        w.build_clients();
+        for (index, f) in t.faults.iter().enumerate() {
+            w.q.schedule(f.at_ns, Ev::Fault { index });
+        }
+        Ok(w)
+    }
+
+    fn build_pops(&mut self) {
+        let t = self.t;
+        for p in 0..t.pops.len() {
+            let routes = t
+                .vips
+                .iter()
+                .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
+                .map(|v| Route { vip: IpAddr::V4(v.ipv4), region: v.home as u16, clb_nodes: t.regions[v.home].clb_nodes })
+                .collect();
+            let core = Pop::new(PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 });
+            self.pops.push(PopNode { core, up: true, announced: true });
+        }
+    }
+
+    fn clb_config(&self, r: usize, index: usize) -> ClbConfig {
+        let t = self.t;
+        let region = &t.regions[r];
+        let mut listeners = Vec::new();
+        for vip in t.vips.iter().filter(|v| v.home == r) {
+            for l in &vip.listeners {
+                let group = &region.backend_groups[l.backend_group];
+                listeners.push(ListenerConfig {
+                    vip: IpAddr::V4(vip.ipv4),
+                    transport: l.protocol.transport(),
+                    port: l.port,
+                    scheduler: match l.scheduler {
+                        Scheduler::Wrr => SchedulerKind::Wrr,
+                        Scheduler::Maglev { table_size } => SchedulerKind::Maglev { table_size },
+                    },
+                    backends: group.backends.iter().map(|b| BackendConfig { addr: b.addr, weight: b.weight }).collect(),
+                    persistence_ns: l.persistence_ns,
+                });
+            }
+        }
+        ClbConfig {
+            address: clb_addr(r, index),
+            node_index: index as u16,
+            listeners,
+            health: region.health,
+            conn_table_capacity: anyedge_region::config::CONN_TABLE_DEFAULT,
+        }
+    }
+
+    fn build_regions(&mut self) {
+        let t = self.t;
+        for (r, region) in t.regions.iter().enumerate() {
+            self.clb_base.push(self.clbs.len());
+            for index in 0..usize::from(region.clb_nodes) {
+                let config = self.clb_config(r, index);
+                let core = Clb::new(config.clone(), 0);
+                self.clb_by_addr.insert(config.address, self.clbs.len());
+                self.clbs.push(ClbNode { region: r, index, core, config, up: true, timer_at: None });
+            }
+            for group in &region.backend_groups {
+                for b in &group.backends {
+                    self.backends.push(BackendRecord {
+                        region: r,
+                        group: group.name.clone(),
+                        addr: b.addr,
+                        weight: b.weight,
+                        flows: Default::default(),
+                        health: vec![(0, true)],
+                    });
+                    self.ensure_host(b.addr);
+                }
+            }
+        }
+        for c in 0..self.clbs.len() {
+            self.arm_clb_timer(c);
+        }
+    }
+
+    fn ensure_host(&mut self, addr: SocketAddr) {
+        let h = match self.host_by_ip.get(&addr.ip()) {
+            Some(&h) => h,
+            None => {
+                let h = self.hosts.len();
+                let seed = ComponentRng::new(self.t.seed, &format!("backend/{}", addr.ip())).next_u64();
+                self.hosts.push(BackendHost {
+                    ip: addr.ip(),
+                    down_ports: Vec::new(),
+                    tcp: TcpStack::new(addr.ip(), seed, 0),
+                    tcp_ports: Vec::new(),
+                    serve: HashMap::new(),
+                    via: HashMap::new(),
+                    poll_at: None,
+                });
+                self.host_by_ip.insert(addr.ip(), h);
+                h
+            }
+        };
+        // Every backend port also listens on TCP, so TCP health checks find it.
+        if !self.hosts[h].tcp_ports.contains(&addr.port()) {
+            self.hosts[h].tcp_ports.push(addr.port());
+        }
+        self.refill_listeners(h);
+    }
+
+    fn build_groups(&mut self) {
+        let t = self.t;
+        for g in &t.clients {
+            let order: Vec<Vec<usize>> = t
+                .vips
+                .iter()
+                .map(|v| match &g.catchment {
+                    Some(c) => c.iter().copied().filter(|p| v.pops.contains(p)).collect(),
+                    None => {
+                        let mut ps = v.pops.clone();
+                        ps.sort_by_key(|&p| (fiber_delay_ns(g.location, t.pops[p].location, t.internet.stretch), p));
+                        ps
+                    }
+                })
+                .collect();
+            let route = order.iter().map(|o| o.first().copied()).collect();
+            self.groups.push(Group { order, route });
+        }
+    }
+
+    fn build_clients(&mut self) {
+        let t = self.t;
+        let mut next = 0usize;
+        for (g, group) in t.clients.iter().enumerate() {
+            self.hist.push(
+                group
+                    .traffic
+                    .iter()
+                    .map(|_| {
+                        let h = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
+                        [h(), h()]
+                    })
+                    .collect(),
+            );
+            let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
+            for _ in 0..group.count {
+                let c = next;
+                next += 1;
+                let addr = client_addr(c);
+                let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
+                let tcp = has_tcp.then(|| TcpStack::new(addr, rng.next_u64(), 0));
+                let slots = group.traffic.len() * 2;
+                self.clients.push(Client {
+                    group: g,
+                    addr,
+                    flows: (0..slots).map(|_| Flow::default()).collect(),
+                    tcp,
+                    tcp_flows: (0..slots).map(|_| TcpFlow::default()).collect(),
+                    tcp_poll_at: None,
+                });
+                for (k, &class) in group.traffic.iter().enumerate() {
+                    let period = match t.traffic[class].kind {
+                        TrafficKind::Udp { interval_ns, .. } => interval_ns,
+                        TrafficKind::Tcp { requests_per_s, .. } => (1e9 / requests_per_s) as u64,
+                    };
+                    let start = rng.below(period.max(1));
+                    let ev = match t.traffic[class].kind {
+                        TrafficKind::Udp { .. } => Ev::UdpSend { client: c, k },
+                        TrafficKind::Tcp { .. } => Ev::TcpIssue { client: c, k },
+                    };
+                    self.q.schedule(start, ev);
+                }
+            }
+        }
+    }
+
+    fn link_pop(&self, g: usize, p: usize, dir: usize) -> usize {
+        (g * self.t.pops.len() + p) * 2 + dir
+    }
+
+    fn link_direct(&self, g: usize, r: usize, dir: usize) -> usize {
+        (g * self.t.regions.len() + r) * 2 + dir
+    }
+
+    fn link_bb(&self, p: usize, r: usize, dir: usize) -> usize {
+        (p * self.t.regions.len() + r) * 2 + dir
+    }
+
+    fn send_over(&mut self, link: LinkKind, size: usize, to: Arrival, packet: Vec<u8>) {
+        let now = self.q.now_ns();
+        let l = match link {
+            LinkKind::InetPop(i) => &mut self.inet_pop[i],
+            LinkKind::InetDirect(i) => &mut self.inet_direct[i],
+            LinkKind::Backbone(i) => &mut self.backbone[i],
+        };
+        if let Outcome::Deliver(at) = l.transmit(now, size) {
+            self.packets += 1;
+            self.q.schedule(at, Ev::Arrive { to, packet });
+        }
+    }
+
+    fn send_intra(&mut self, to: Arrival, packet: Vec<u8>) {
+        self.packets += 1;
+        let at = self.q.now_ns() + INTRA_REGION_NS;
+        self.q.schedule(at, Ev::Arrive { to, packet });
+    }
+
+    /// Runs to the end; `progress` is called with the fraction done now and then.
+    pub fn run(&mut self, mut progress: impl FnMut(f64)) {
+        let step = (self.end_ns / 100).max(1);
+        let mut next_progress = step;
+        while let Some(ev) = self.q.pop_until(self.end_ns) {
+            if self.q.now_ns() >= next_progress {
+                progress(self.q.now_ns() as f64 / self.end_ns as f64);
+                next_progress = self.q.now_ns() + step;
+            }
+            self.handle(ev);
+        }
+        progress(1.0);
+    }
+
+    pub fn events(&self) -> u64 {
+        self.q.processed()
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    pub fn sim_s(&self) -> f64 {
+        self.end_ns as f64 / 1e9
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::UdpSend { client, k } => self.udp_send(client, k),
+            Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
+            Ev::ClientTcpPoll { client } => {
+                if self.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
+                    self.clients[client].tcp_poll_at = None;
+                    self.client_tcp_service(client);
+                }
+            }
+            Ev::BackendTcpPoll { host } => {
+                if self.hosts[host].poll_at == Some(self.q.now_ns()) {
+                    self.hosts[host].poll_at = None;
+                    self.backend_tcp_service(host);
+                }
+            }
+            Ev::Arrive { to, packet } => self.arrive(to, packet),
+            Ev::ClbTimer { clb } => {
+                if self.clbs[clb].timer_at == Some(self.q.now_ns()) {
+                    self.clbs[clb].timer_at = None;
+                    if self.clbs[clb].up {
+                        let now = self.q.now_ns();
+                        self.clbs[clb].core.handle_timeout(now);
+                        self.drain_clb(clb);
+                    }
+                }
+            }
+            Ev::Fault { index } => self.apply_fault(index),
+            Ev::Withdraw { pop } => {
+                if !self.pops[pop].up {
+                    self.pops[pop].announced = false;
+                    let at = self.q.now_ns() + self.t.failover.route_converge_ns;
+                    self.q.schedule(at, Ev::Reconverge);
+                }
+            }
+            Ev::Reconverge => self.reconverge(),
+            Ev::LinkRestore { pop, region } => {
+                for dir in 0..2 {
+                    let i = self.link_bb(pop, region, dir);
+                    self.backbone[i].clear_override();
+                }
+            }
+        }
+    }
+
+    fn reconverge(&mut self) {
+        for g in &mut self.groups {
+            for (v, order) in g.order.iter().enumerate() {
+                g.route[v] = order.iter().copied().find(|&p| self.pops[p].announced);
+            }
+        }
+    }
+
+    fn slot_route(&self, client: usize, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
+        let c = &self.clients[client];
+        let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
+        match path {
+            Path::Anycast => {
+                let p = self.groups[c.group].route[class.vip]?;
+                Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
+            }
+            Path::Direct => {
+                let r = self.t.vips[class.vip].home;
+                let nodes = usize::from(self.t.regions[r].clb_nodes).max(1);
+                let node = (client + k) % nodes;
+                let clb = self.clb_base[r] + node;
+                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
+            }
+        }
+    }
+
+    fn udp_send(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::Udp { interval_ns, size } = class.kind else { return };
+        let vip = (self.t.vip_addr(class), class.port);
+        for path in PATHS {
+            let slot = k * 2 + path as usize;
+            let flow = &mut self.clients[client].flows[slot];
+            let seq = flow.udp_seq;
+            flow.udp_seq += 1;
+            flow.sent += 1;
+            let payload = app::udp_request(seq, now, size as usize);
+            let src = (self.clients[client].addr, port_of(slot, 0));
+            let Some(packet) = inner::build_udp(src, vip, &payload) else { continue };
+            if let Some((link, to)) = self.slot_route(client, k, path) {
+                let len = packet.len();
+                self.send_over(link, len, to, packet);
+            }
+        }
+        self.q.schedule(now + interval_ns, Ev::UdpSend { client, k });
+    }
+
+    fn tcp_issue(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::Tcp { requests_per_s, .. } = class.kind else { return };
+        for path in PATHS {
+            let slot = k * 2 + path as usize;
+            let c = &mut self.clients[client];
+            c.flows[slot].sent += 1;
+            let tf = &mut c.tcp_flows[slot];
+            tf.pending.push_back(now);
+            if tf.pending.len() > TCP_PENDING_MAX {
+                // The oldest request is abandoned: it stays counted as sent, never received.
+                tf.pending.pop_front();
+                tf.sent_bytes = 0;
+                tf.resp_got = 0;
+                tf.head.clear();
+            }
+        }
+        self.client_tcp_service(client);
+        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
+    }
+
+    /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
+    fn client_tcp_service(&mut self, client: usize) {
+        let now = self.q.now_ns();
+        let t = self.t;
+        let group = self.clients[client].group;
+        let addr = self.clients[client].addr;
+        let Some(mut stack) = self.clients[client].tcp.take() else { return };
+        stack.poll(now);
+        let mut completions: Vec<(usize, u64, Option<SocketAddr>)> = Vec::new();
+        for (k, &class_idx) in t.clients[group].traffic.iter().enumerate() {
+            let class = &t.traffic[class_idx];
+            let TrafficKind::Tcp { request, response, .. } = class.kind else { continue };
+            let remote = (t.vip_addr(class), class.port);
+            for path in PATHS {
+                let slot = k * 2 + path as usize;
+                let tf = &mut self.clients[client].tcp_flows[slot];
+                service_tcp_flow(&mut stack, tf, slot, addr, remote, request, response, now, &mut completions);
+            }
+        }
+        stack.poll(now);
+        let out: Vec<Vec<u8>> = stack.drain_tx().collect();
+        let next = stack.poll_at_ns(now);
+        self.clients[client].tcp = Some(stack);
+        for (slot, issued, backend) in completions {
+            self.record_reply(client, slot, issued, backend);
+        }
+        for packet in out {
+            let Ok(info) = inner::parse(&packet) else { continue };
+            let Some(slot) = slot_of(info.key.src_port) else { continue };
+            let path = if slot % 2 == 0 { Path::Anycast } else { Path::Direct };
+            if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
+                let len = packet.len();
+                self.send_over(link, len, to, packet);
+            }
+        }
+        if let Some(at) = next {
+            self.arm_client_poll(client, at.max(now));
+        }
+    }
+
+    fn arm_client_poll(&mut self, client: usize, at: u64) {
+        let c = &mut self.clients[client];
+        if c.tcp_poll_at.is_none_or(|t| at < t) {
+            c.tcp_poll_at = Some(at);
+            self.q.schedule(at, Ev::ClientTcpPoll { client });
+        }
+    }
+
+    fn record_reply(&mut self, client: usize, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
+        let now = self.q.now_ns();
+        let group = self.clients[client].group;
+        let rtt_ns = now.saturating_sub(sent_ns);
+        let _ = self.hist[group][slot / 2][slot % 2].record((rtt_ns / 1000).max(1));
+        let flow = &mut self.clients[client].flows[slot];
+        flow.received += 1;
+        if let Some(prev) = flow.last_rtt_ns {
+            flow.jitter_sum_ns += u128::from(prev.abs_diff(rtt_ns));
+            flow.jitter_n += 1;
+        }
+        flow.last_rtt_ns = Some(rtt_ns);
+        if backend.is_some() {
+            flow.last_backend = backend;
+        }
+        let watching = std::mem::take(&mut flow.watching);
+        let mut still = Vec::new();
+        for (tr, pos) in watching {
+            let tracker = &mut self.trackers[tr];
+            if sent_ns >= tracker.at_ns {
+                tracker.first_reply_ns[pos] = Some(now);
+                tracker.changed[pos] = tracker.before[pos].is_some() && backend.is_some() && tracker.before[pos] != backend;
+            } else {
+                still.push((tr, pos));
+            }
+        }
+        self.clients[client].flows[slot].watching = still;
+        if let Some(b) = backend {
+            if let Some(rec) = self.backends.iter_mut().find(|r| r.addr == b) {
+                rec.flows.insert((client, slot));
+            }
+        }
+    }
+
+    fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
+        let now = self.q.now_ns();
+        match to {
+            Arrival::PopFromClient(p) => {
+                if self.pops[p].up && self.pops[p].core.handle_from_client(now, &packet).is_ok() {
+                    self.drain_pop(p);
+                }
+            }
+            Arrival::PopFromClb(p) => {
+                if self.pops[p].up && self.pops[p].core.handle_from_clb(now, &packet).is_ok() {
+                    self.drain_pop(p);
+                }
+            }
+            Arrival::ClbFromPop(c) => {
+                if self.clbs[c].up {
+                    let _ = self.clbs[c].core.handle_from_pop(now, &packet);
+                    self.drain_clb(c);
+                }
+            }
+            Arrival::ClbDirect(c) => {
+                if self.clbs[c].up {
+                    let _ = self.clbs[c].core.handle_direct(now, packet);
+                    self.drain_clb(c);
+                }
+            }
+            Arrival::ClbFromBackend(c) => {
+                if self.clbs[c].up {
+                    let _ = self.clbs[c].core.handle_from_backend(now, packet);
+                    self.drain_clb(c);
+                }
+            }
+            Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
+            Arrival::Client(c) => self.client_receive(c, packet),
+        }
+    }
+
+    fn drain_pop(&mut self, p: usize) {
+        while let Some(out) = self.pops[p].core.poll_output() {
+            match out {
+                anyedge_pop::Output::ToClb { region, node, bytes } => {
+                    let region = usize::from(region);
+                    let clb = self.clb_base[region] + usize::from(node);
+                    let link = LinkKind::Backbone(self.link_bb(p, region, 0));
+                    let len = bytes.len() + OUTER_HEADER;
+                    self.send_over(link, len, Arrival::ClbFromPop(clb), bytes);
+                }
+                anyedge_pop::Output::ToClient { bytes } => {
+                    let Some(client) = inner::parse(&bytes).ok().and_then(|i| client_index(i.key.dst)) else { continue };
+                    let Some(c) = self.clients.get(client) else { continue };
+                    let link = LinkKind::InetPop(self.link_pop(c.group, p, 1));
+                    let len = bytes.len();
+                    self.send_over(link, len, Arrival::Client(client), bytes);
+                }
+            }
+        }
+    }
+
+    fn drain_clb(&mut self, c: usize) {
+        let region = self.clbs[c].region;
+        while let Some(out) = self.clbs[c].core.poll_output() {
+            match out {
+                anyedge_region::Output::ToPop { pop_id, bytes } => {
+                    let p = usize::from(pop_id);
+                    if p >= self.pops.len() {
+                        continue;
+                    }
+                    let link = LinkKind::Backbone(self.link_bb(p, region, 1));
+                    let len = bytes.len() + OUTER_HEADER;
+                    self.send_over(link, len, Arrival::PopFromClb(p), bytes);
+                }
+                anyedge_region::Output::ToBackend { backend, bytes } => {
+                    if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
+                        self.send_intra(Arrival::Backend { host, via_clb: c }, bytes);
+                    }
+                }
+                anyedge_region::Output::ToClient { bytes } => {
+                    let Some(client) = inner::parse(&bytes).ok().and_then(|i| client_index(i.key.dst)) else { continue };
+                    let Some(cl) = self.clients.get(client) else { continue };
+                    let link = LinkKind::InetDirect(self.link_direct(cl.group, region, 1));
+                    let len = bytes.len();
+                    self.send_over(link, len, Arrival::Client(client), bytes);
+                }
+            }
+        }
+        while let Some(ev) = self.clbs[c].core.poll_event() {
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
+                if self.clbs[c].index == 0 {
+                    let now = self.q.now_ns();
+                    for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
+                        rec.health.push((now, healthy));
+                    }
+                }
+            }
+        }
+        self.arm_clb_timer(c);
+    }
+
+    fn arm_clb_timer(&mut self, c: usize) {
+        let Some(at) = self.clbs[c].core.poll_timeout() else { return };
+        if self.clbs[c].timer_at.is_none_or(|t| at < t) {
+            self.clbs[c].timer_at = Some(at);
+            self.q.schedule(at, Ev::ClbTimer { clb: c });
+        }
+    }
+
+    fn backend_receive(&mut self, host: usize, via_clb: usize, mut packet: Vec<u8>) {
+        let Ok(info) = inner::parse(&packet) else { return };
+        let h = &mut self.hosts[host];
+        if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
+            return;
+        }
+        if !self.clb_by_addr.contains_key(&info.key.src) {
+            h.via.insert((info.key.src, info.key.src_port), via_clb);
+        }
+        match info.key.transport {
+            Transport::Udp => {
+                let payload_start = packet.len() - info.payload_len;
+                let mut payload = packet.split_off(payload_start);
+                let backend = SocketAddr::new(info.key.dst, info.key.dst_port);
+                let client_seen = SocketAddr::new(info.key.src, info.key.src_port);
+                app::stamp_identity(&mut payload, app::UDP_STAMP_LEN, backend, client_seen);
+                let src = (info.key.dst, info.key.dst_port);
+                let dst = (info.key.src, info.key.src_port);
+                if let Some(reply) = inner::build_udp(src, dst, &payload) {
+                    self.send_intra(Arrival::ClbFromBackend(via_clb), reply);
+                }
+            }
+            Transport::Tcp => {
+                if h.tcp_ports.contains(&info.key.dst_port) {
+                    h.tcp.receive(packet);
+                    self.backend_tcp_service(host);
+                }
+            }
+        }
+    }
+
+    fn refill_listeners(&mut self, host: usize) {
+        let h = &mut self.hosts[host];
+        for port in h.tcp_ports.clone() {
+            let listening = h
+                .tcp
+                .sockets
+                .iter()
+                .filter_map(|(_, s)| tcp::Socket::downcast(s))
+                .filter(|s| s.state() == tcp::State::Listen && s.listen_endpoint().port == port)
+                .count();
+            for _ in listening..LISTEN_SPARE {
+                let handle = h.tcp.new_socket();
+                let _ = h.tcp.socket(handle).listen(port);
+            }
+        }
+    }
+
+    /// Serves TCP requests: read a request, answer with the response size it asks for.
+    fn backend_tcp_service(&mut self, host: usize) {
+        let now = self.q.now_ns();
+        let h = &mut self.hosts[host];
+        h.tcp.poll(now);
+        let ip = h.ip;
+        let mut closed = Vec::new();
+        for (handle, socket) in h.tcp.sockets.iter_mut() {
+            let Some(s) = tcp::Socket::downcast_mut(socket) else { continue };
+            match s.state() {
+                tcp::State::Listen | tcp::State::SynReceived => continue,
+                tcp::State::Closed => {
+                    closed.push(handle);
+                    continue;
+                }
+                _ => {}
+            }
+            let serve = h.serve.entry(handle).or_default();
+            serve_connection(s, serve, ip);
+            if s.state() == tcp::State::CloseWait && serve.pending_resp.len() == serve.resp_off {
+                s.close();
+            }
+        }
+        for handle in closed {
+            if h.serve.remove(&handle).is_some() {
+                h.tcp.sockets.remove(handle);
+            }
+        }
+        self.refill_listeners(host);
+        let h = &mut self.hosts[host];
+        h.tcp.poll(now);
+        let out: Vec<Vec<u8>> = h.tcp.drain_tx().collect();
+        let next = h.tcp.poll_at_ns(now);
+        for packet in out {
+            let Ok(info) = inner::parse(&packet) else { continue };
+            let via = match self.clb_by_addr.get(&info.key.dst) {
+                Some(&c) => Some(c),
+                None => self.hosts[host].via.get(&(info.key.dst, info.key.dst_port)).copied(),
+            };
+            if let Some(c) = via {
+                self.send_intra(Arrival::ClbFromBackend(c), packet);
+            }
+        }
+        if let Some(at) = next {
+            let at = at.max(now);
+            let h = &mut self.hosts[host];
+            if h.poll_at.is_none_or(|t| at < t) {
+                h.poll_at = Some(at);
+                self.q.schedule(at, Ev::BackendTcpPoll { host });
+            }
+        }
+    }
+
+    fn client_receive(&mut self, client: usize, packet: Vec<u8>) {
+        let Ok(info) = inner::parse(&packet) else { return };
+        match info.key.transport {
+            Transport::Udp => {
+                let Some(slot) = slot_of(info.key.dst_port) else { return };
+                if slot >= self.clients[client].flows.len() {
+                    return;
+                }
+                let Some(reply) = app::parse_udp_reply(&packet[packet.len() - info.payload_len..]) else { return };
+                self.record_reply(client, slot, reply.sent_ns, Some(reply.backend));
+            }
+            Transport::Tcp => {
+                if let Some(stack) = self.clients[client].tcp.as_mut() {
+                    stack.receive(packet);
+                    self.client_tcp_service(client);
+                }
+            }
+        }
+    }
+
+    fn apply_fault(&mut self, index: usize) {
+        let t = self.t;
+        let fault = &t.faults[index];
+        let now = self.q.now_ns();
+        let affected = self.affected_flows(&fault.action);
+        let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
+        let tr = self.trackers.len();
+        for (pos, &(c, s)) in affected.iter().enumerate() {
+            self.clients[c].flows[s].watching.push((tr, pos));
+        }
+        self.trackers.push(FaultTracker {
+            at_ns: now,
+            what: fault.what.clone(),
+            first_reply_ns: vec![None; affected.len()],
+            changed: vec![false; affected.len()],
+            before,
+            affected,
+        });
+        match fault.action {
+            FaultAction::Down(Target::Pop(p)) => {
+                self.pops[p].up = false;
+                self.q.schedule(now + t.failover.pop_detect_ns, Ev::Withdraw { pop: p });
+            }
+            FaultAction::Up(Target::Pop(p)) => {
+                if !self.pops[p].up {
+                    self.pops[p].up = true;
+                    self.pops[p].announced = true;
+                    self.q.schedule(now + t.failover.route_converge_ns, Ev::Reconverge);
+                }
+            }
+            FaultAction::Down(Target::Region(r)) => {
+                for c in self.clbs.iter_mut().filter(|c| c.region == r) {
+                    c.up = false;
+                }
+            }
+            FaultAction::Up(Target::Region(r)) => {
+                let nodes: Vec<usize> = (0..self.clbs.len()).filter(|&c| self.clbs[c].region == r).collect();
+                for c in nodes {
+                    if !self.clbs[c].up {
+                        // A restarted node comes back empty: no connection table.
+                        self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
+                        self.clbs[c].up = true;
+                        self.clbs[c].timer_at = None;
+                        self.arm_clb_timer(c);
+                    }
+                }
+            }
+            FaultAction::Down(Target::Backend { addr, .. }) => {
+                if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
+                    self.hosts[h].down_ports.push(addr.port());
+                }
+            }
+            FaultAction::Up(Target::Backend { addr, .. }) => {
+                if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
+                    self.hosts[h].down_ports.retain(|&p| p != addr.port());
+                }
+            }
+            FaultAction::Link(lo) => {
+                for dir in 0..2 {
+                    let i = self.link_bb(lo.pop, lo.region, dir);
+                    let base = self.backbone[i].model().impairment;
+                    self.backbone[i].set_override(Impairment {
+                        delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
+                        jitter_mean_ns: lo.jitter_ns.unwrap_or(base.jitter_mean_ns),
+                        loss: lo.loss.unwrap_or(base.loss),
+                    });
+                }
+                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: lo.pop, region: lo.region });
+            }
+        }
+    }
+
+    /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
+    /// the region, or served by the backend it names.
+    fn affected_flows(&self, action: &FaultAction) -> Vec<(usize, usize)> {
+        let t = self.t;
+        let mut out = Vec::new();
+        for (ci, c) in self.clients.iter().enumerate() {
+            let g = &self.groups[c.group];
+            for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
+                let vip = t.traffic[class].vip;
+                let home = t.vips[vip].home;
+                let slot = k * 2;
+                let hit = match *action {
+                    FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(p),
+                    FaultAction::Up(Target::Pop(p)) => {
+                        g.order[vip].iter().copied().find(|&q| q == p || self.pops[q].announced) == Some(p)
+                            && g.route[vip] != Some(p)
+                    }
+                    FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
+                    FaultAction::Down(Target::Backend { addr, .. }) | FaultAction::Up(Target::Backend { addr, .. }) => {
+                        c.flows[slot].last_backend == Some(addr)
+                    }
+                    FaultAction::Link(lo) => g.route[vip] == Some(lo.pop) && home == lo.region,
+                };
+                if hit {
+                    out.push((ci, slot));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn report(&self) -> Report {
+        let t = self.t;
+        let pops = t
+            .pops
+            .iter()
+            .enumerate()
+            .map(|(p, site)| PopReport { name: site.name.clone(), location: site.location, flows: self.pops[p].core.flows_seen() })
+            .collect();
+        let clients = t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect();
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| BackendReport {
+                region: t.regions[b.region].name.clone(),
+                group: b.group.clone(),
+                address: b.addr.to_string(),
+                weight: b.weight,
+                flows: b.flows.len() as u64,
+                health: b
+                    .health
+                    .iter()
+                    .map(|&(at, ok)| HealthReport { at_s: ms3(at as f64 / 1e9), state: if ok { "healthy" } else { "unhealthy" } })
+                    .collect(),
+            })
+            .collect();
+        let faults = self.trackers.iter().map(fault_report).collect();
+        Report { name: t.name.clone(), seed: t.seed, duration_s: t.duration_ns as f64 / 1e9, pops, clients, backends, faults }
+    }
+
+    fn client_report(&self, g: usize, group: &crate::topology::ClientGroup) -> ClientReport {
+        let t = self.t;
+        let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
+        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p].name.clone());
+        let members: Vec<&Client> = self.clients.iter().filter(|c| c.group == g).collect();
+        let traffic = group
+            .traffic
+            .iter()
+            .enumerate()
+            .map(|(k, &class)| {
+                let path = |p: usize| {
+                    let flows = members.iter().map(|c| &c.flows[k * 2 + p]);
+                    path_report(flows, &self.hist[g][k][p])
+                };
+                TrafficReport {
+                    name: t.traffic[class].name.clone(),
+                    protocol: match t.traffic[class].transport() {
+                        Transport::Udp => "udp".into(),
+                        Transport::Tcp => "tcp".into(),
+                    },
+                    anycast: path(0),
+                    direct: path(1),
+                }
+            })
+            .collect();
+        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, traffic }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LinkKind {
+    InetPop(usize),
+    InetDirect(usize),
+    Backbone(usize),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_tcp_flow(
+    stack: &mut TcpStack,
+    tf: &mut TcpFlow,
+    slot: usize,
+    addr: IpAddr,
+    remote: (IpAddr, u16),
+    request: u32,
+    response: u32,
+    now: u64,
+    completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
+) {
+    let state = tf.handle.map(|h| stack.socket(h).state());
+    let broken = matches!(state, None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait));
+    if broken {
+        if tf.pending.is_empty() {
+            return;
+        }
+        if let Some(h) = tf.handle.take() {
+            stack.socket(h).abort();
+            stack.sockets.remove(h);
+            tf.generation = tf.generation.wrapping_add(1);
+        }
+        let h = stack.new_socket();
+        let local = port_of(slot, tf.generation);
+        let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
+        let socket = sockets.get_mut::<tcp::Socket>(h);
+        socket.set_nagle_enabled(false);
+        if socket.connect(iface.context(), remote, (addr, local)).is_err() {
+            sockets.remove(h);
+            return;
+        }
+        tf.handle = Some(h);
+        tf.sent_bytes = 0;
+        tf.resp_got = 0;
+        tf.head.clear();
+    }
+    let Some(h) = tf.handle else { return };
+    let req = app::tcp_request(request, response);
+    let expected = u64::from(response.max(app::ID_LEN as u32));
+    let s = stack.socket(h);
+    loop {
+        if tf.pending.is_empty() {
+            break;
+        }
+        if s.can_send() && tf.sent_bytes < req.len() {
+            tf.sent_bytes += s.send_slice(&req[tf.sent_bytes..]).unwrap_or(0);
+        }
+        if !s.can_recv() {
+            break;
+        }
+        let need = expected - tf.resp_got;
+        let head = &mut tf.head;
+        let got = s
+            .recv(|data| {
+                let n = data.len().min(need as usize);
+                let want_head = app::ID_LEN.saturating_sub(head.len()).min(n);
+                head.extend_from_slice(&data[..want_head]);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if got == 0 {
+            break;
+        }
+        tf.resp_got += got as u64;
+        if tf.resp_got >= expected {
+            let backend = app::parse_identity(&tf.head).map(|(b, _)| b);
+            if let Some(issued) = tf.pending.pop_front() {
+                completions.push((slot, issued, backend));
+            }
+            tf.resp_got = 0;
+            tf.sent_bytes = 0;
+            tf.head.clear();
+            let _ = now;
+        }
+    }
+}
+
+/// Reads request bytes and queues responses on one server-side connection.
+fn serve_connection(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr) {
+    while s.can_recv() {
+        let mut chunk = [0u8; 4096];
+        let n = s.recv_slice(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let mut data = &chunk[..n];
+        while !data.is_empty() {
+            if serve.remaining_req == 0 {
+                let take = (app::TCP_REQUEST_HEADER - serve.header.len()).min(data.len());
+                serve.header.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if serve.header.len() < app::TCP_REQUEST_HEADER {
+                    break;
+                }
+                let Some((req_len, resp_len)) = app::parse_tcp_request_header(&serve.header) else {
+                    s.abort();
+                    return;
+                };
+                serve.header.clear();
+                let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let mut resp = vec![0u8; (resp_len as usize).clamp(app::ID_LEN, 16 << 20)];
+                if let (Some(remote), Some(local)) = (remote, local) {
+                    debug_assert_eq!(local.ip(), ip);
+                    app::stamp_identity(&mut resp, 0, local, remote);
+                }
+                serve.pending_resp.drain(..serve.resp_off);
+                serve.resp_off = 0;
+                serve.pending_resp.extend_from_slice(&resp);
+                serve.remaining_req = u64::from(req_len) - app::TCP_REQUEST_HEADER as u64;
+            } else {
+                let take = (serve.remaining_req as usize).min(data.len());
+                serve.remaining_req -= take as u64;
+                data = &data[take..];
+            }
+        }
+    }
+    while serve.resp_off < serve.pending_resp.len() && s.can_send() {
+        let n = s.send_slice(&serve.pending_resp[serve.resp_off..]).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        serve.resp_off += n;
+    }
+    if serve.resp_off == serve.pending_resp.len() {
+        serve.pending_resp.clear();
+        serve.resp_off = 0;
+    }
+}
+
+fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>) -> PathReport {
+    let (mut sent, mut received, mut jsum, mut jn) = (0u64, 0u64, 0u128, 0u64);
+    for f in flows {
+        sent += f.sent;
+        received += f.received;
+        jsum += f.jitter_sum_ns;
+        jn += f.jitter_n;
+    }
+    let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
+    let ms = |us: u64| ms3(us as f64 / 1000.0);
+    let rtt_ms = (!hist.is_empty()).then(|| Percentiles {
+        p50: ms(hist.value_at_quantile(0.5)),
+        p90: ms(hist.value_at_quantile(0.9)),
+        p99: ms(hist.value_at_quantile(0.99)),
+        p999: ms(hist.value_at_quantile(0.999)),
+        max: ms(hist.max()),
+    });
+    let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
+    PathReport { sent, received, loss_pct, rtt_ms, jitter_ms }
+}
+
+fn fault_report(tr: &FaultTracker) -> FaultReport {
+    let mut rec: Vec<u64> = tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect();
+    rec.sort_unstable();
+    let recovery_ms = (!rec.is_empty()).then(|| Recovery {
+        p50: ms3(rec[(rec.len() - 1) / 2] as f64 / 1e6),
+        max: ms3(*rec.last().unwrap_or(&0) as f64 / 1e6),
+    });
+    FaultReport {
+        at_s: ms3(tr.at_ns as f64 / 1e9),
+        what: tr.what.clone(),
+        flows_affected: tr.affected.len() as u64,
+        flows_recovered: rec.len() as u64,
+        recovery_ms,
+        flows_backend_changed: tr.changed.iter().filter(|&&c| c).count() as u64,
+    }
+}
