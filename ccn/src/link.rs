@@ -1,8 +1,17 @@
 //! One direction of a link: propagation delay, non-negative jitter, random loss, and
 //! optionally a bandwidth with a bounded FIFO queue (tail drop). Sans-IO: time is an
 //! argument, the outcome is a delivery time.
+//!
+//! Jitter never reorders one flow's packets: like a path of FIFO queues (and ECMP that
+//! keeps a flow on one path), a packet is never delivered before an earlier packet of
+//! its own flow. Packets of different flows may overtake each other.
+
+use std::collections::HashMap;
 
 use crate::rng::ComponentRng;
+
+/// Flows a link remembers for ordering before it forgets those already delivered.
+const FLOW_MEMORY_MAX: usize = 65_536;
 
 /// Delay, jitter and loss of a path; a fault may override them for a while.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,11 +53,13 @@ pub struct Link {
     /// When the transmitter finishes serialising what it already accepted.
     busy_until_ns: u64,
     rng: ComponentRng,
+    /// Latest delivery time per flow, to keep each flow in order.
+    last_delivery_ns: HashMap<u64, u64>,
 }
 
 impl Link {
     pub fn new(model: LinkModel, rng: ComponentRng) -> Link {
-        Link { model, override_impairment: None, busy_until_ns: 0, rng }
+        Link { model, override_impairment: None, busy_until_ns: 0, rng, last_delivery_ns: HashMap::new() }
     }
 
     pub fn model(&self) -> &LinkModel {
@@ -69,8 +80,8 @@ impl Link {
         self.override_impairment = None;
     }
 
-    /// Hands a packet of `size_bytes` to the link at `now_ns`.
-    pub fn transmit(&mut self, now_ns: u64, size_bytes: usize) -> Outcome {
+    /// Hands a packet of `size_bytes` belonging to `flow` to the link at `now_ns`.
+    pub fn transmit(&mut self, now_ns: u64, size_bytes: usize, flow: u64) -> Outcome {
         let imp = self.impairment();
         let mut depart_ns = now_ns;
         if let Some(bps) = self.model.bandwidth_bps.filter(|&b| b > 0) {
@@ -87,7 +98,16 @@ impl Link {
             return Outcome::Lost;
         }
         let jitter_ns = self.rng.exponential(imp.jitter_mean_ns as f64) as u64;
-        Outcome::Deliver(depart_ns + imp.delay_ns + jitter_ns)
+        let mut at_ns = depart_ns + imp.delay_ns + jitter_ns;
+        if imp.jitter_mean_ns > 0 {
+            if self.last_delivery_ns.len() >= FLOW_MEMORY_MAX {
+                self.last_delivery_ns.retain(|_, &mut t| t > now_ns);
+            }
+            let last = self.last_delivery_ns.entry(flow).or_insert(0);
+            at_ns = at_ns.max(*last);
+            *last = at_ns;
+        }
+        Outcome::Deliver(at_ns)
     }
 }
 
@@ -105,7 +125,7 @@ mod tests {
         m.impairment.jitter_mean_ns = 500_000;
         let mut link = Link::new(m, ComponentRng::new(1, "l"));
         for i in 0..10_000u64 {
-            match link.transmit(i, 100) {
+            match link.transmit(i, 100, i) {
                 Outcome::Deliver(at) => assert!(at >= i + 1_000_000),
                 other => panic!("unexpected {other:?}"),
             }
@@ -113,9 +133,28 @@ mod tests {
     }
 
     #[test]
+    fn jitter_never_reorders_a_flow() {
+        let mut m = model(0.0, None, 0);
+        m.impairment.jitter_mean_ns = 4_000_000;
+        let mut link = Link::new(m, ComponentRng::new(9, "l"));
+        let mut last = [0u64; 2];
+        let mut overtakes = 0;
+        for i in 0..10_000u64 {
+            let flow = i % 2;
+            let Outcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else { panic!() };
+            assert!(at >= last[flow as usize], "flow {flow} reordered");
+            if at < last[(1 - flow) as usize] {
+                overtakes += 1;
+            }
+            last[flow as usize] = at;
+        }
+        assert!(overtakes > 0, "different flows may still overtake each other");
+    }
+
+    #[test]
     fn loss_rate_matches_configuration() {
         let mut link = Link::new(model(0.05, None, 0), ComponentRng::new(3, "l"));
-        let lost = (0..100_000).filter(|_| link.transmit(0, 100) == Outcome::Lost).count();
+        let lost = (0..100_000).filter(|_| link.transmit(0, 100, 0) == Outcome::Lost).count();
         assert!((4_500..5_500).contains(&lost), "{lost}");
     }
 
@@ -123,19 +162,19 @@ mod tests {
     fn bandwidth_serialises_and_full_queue_drops() {
         // 8 Mbit/s: 1000 bytes take 1 ms; the queue holds 3000 bytes.
         let mut link = Link::new(model(0.0, Some(8_000_000), 3_000), ComponentRng::new(1, "l"));
-        assert_eq!(link.transmit(0, 1000), Outcome::Deliver(2_000_000));
-        assert_eq!(link.transmit(0, 1000), Outcome::Deliver(3_000_000));
-        assert_eq!(link.transmit(0, 1000), Outcome::Deliver(4_000_000));
-        assert_eq!(link.transmit(0, 1000), Outcome::QueueFull);
-        assert_eq!(link.transmit(3_000_000, 1000), Outcome::Deliver(5_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), Outcome::Deliver(2_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), Outcome::Deliver(3_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), Outcome::Deliver(4_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), Outcome::QueueFull);
+        assert_eq!(link.transmit(3_000_000, 1000, 0), Outcome::Deliver(5_000_000));
     }
 
     #[test]
     fn override_changes_loss_until_cleared() {
         let mut link = Link::new(model(0.0, None, 0), ComponentRng::new(1, "l"));
         link.set_override(Impairment { delay_ns: 1_000_000, jitter_mean_ns: 0, loss: 1.0 });
-        assert_eq!(link.transmit(0, 10), Outcome::Lost);
+        assert_eq!(link.transmit(0, 10, 0), Outcome::Lost);
         link.clear_override();
-        assert_eq!(link.transmit(0, 10), Outcome::Deliver(1_000_000));
+        assert_eq!(link.transmit(0, 10, 0), Outcome::Deliver(1_000_000));
     }
 }

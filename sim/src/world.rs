@@ -473,14 +473,18 @@ impl<'t> World<'t> {
         (p * self.t.regions.len() + r) * 2 + dir
     }
 
-    fn send_over(&mut self, link: LinkKind, size: usize, to: Arrival, packet: Vec<u8>) {
+    fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
         let now = self.q.now_ns();
+        let size = match link {
+            LinkKind::Backbone(_) => packet.len() + OUTER_HEADER,
+            _ => packet.len(),
+        };
         let l = match link {
             LinkKind::InetPop(i) => &mut self.inet_pop[i],
             LinkKind::InetDirect(i) => &mut self.inet_direct[i],
             LinkKind::Backbone(i) => &mut self.backbone[i],
         };
-        if let Outcome::Deliver(at) = l.transmit(now, size) {
+        if let Outcome::Deliver(at) = l.transmit(now, size, flow) {
             self.packets += 1;
             self.q.schedule(at, Ev::Arrive { to, packet });
         }
@@ -607,8 +611,7 @@ impl<'t> World<'t> {
             let src = (self.clients[client].addr, port_of(slot, 0));
             let Some(packet) = inner::build_udp(src, vip, &payload) else { continue };
             if let Some((link, to)) = self.slot_route(client, k, path) {
-                let len = packet.len();
-                self.send_over(link, len, to, packet);
+                self.send_over(link, flow_id(client, slot), to, packet);
             }
         }
         self.q.schedule(now + interval_ns, Ev::UdpSend { client, k });
@@ -670,8 +673,7 @@ impl<'t> World<'t> {
             let Some(slot) = slot_of(info.key.src_port) else { continue };
             let path = if slot % 2 == 0 { Path::Anycast } else { Path::Direct };
             if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
-                let len = packet.len();
-                self.send_over(link, len, to, packet);
+                self.send_over(link, flow_id(client, slot), to, packet);
             }
         }
         if let Some(at) = next {
@@ -757,6 +759,13 @@ impl<'t> World<'t> {
         }
     }
 
+    /// The client a packet from the VIP is for, and its flow id.
+    fn reply_target(&self, packet: &[u8]) -> Option<(usize, u64)> {
+        let key = inner::parse(packet).ok()?.key;
+        let client = client_index(key.dst).filter(|&c| c < self.clients.len())?;
+        Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
+    }
+
     fn drain_pop(&mut self, p: usize) {
         while let Some(out) = self.pops[p].core.poll_output() {
             match out {
@@ -764,15 +773,12 @@ impl<'t> World<'t> {
                     let region = usize::from(region);
                     let clb = self.clb_base[region] + usize::from(node);
                     let link = LinkKind::Backbone(self.link_bb(p, region, 0));
-                    let len = bytes.len() + OUTER_HEADER;
-                    self.send_over(link, len, Arrival::ClbFromPop(clb), bytes);
+                    self.send_over(link, ccn_flow(&bytes), Arrival::ClbFromPop(clb), bytes);
                 }
                 anyedge_pop::Output::ToClient { bytes } => {
-                    let Some(client) = inner::parse(&bytes).ok().and_then(|i| client_index(i.key.dst)) else { continue };
-                    let Some(c) = self.clients.get(client) else { continue };
-                    let link = LinkKind::InetPop(self.link_pop(c.group, p, 1));
-                    let len = bytes.len();
-                    self.send_over(link, len, Arrival::Client(client), bytes);
+                    let Some((client, flow)) = self.reply_target(&bytes) else { continue };
+                    let link = LinkKind::InetPop(self.link_pop(self.clients[client].group, p, 1));
+                    self.send_over(link, flow, Arrival::Client(client), bytes);
                 }
             }
         }
@@ -788,8 +794,7 @@ impl<'t> World<'t> {
                         continue;
                     }
                     let link = LinkKind::Backbone(self.link_bb(p, region, 1));
-                    let len = bytes.len() + OUTER_HEADER;
-                    self.send_over(link, len, Arrival::PopFromClb(p), bytes);
+                    self.send_over(link, ccn_flow(&bytes), Arrival::PopFromClb(p), bytes);
                 }
                 anyedge_region::Output::ToBackend { backend, bytes } => {
                     if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
@@ -797,11 +802,9 @@ impl<'t> World<'t> {
                     }
                 }
                 anyedge_region::Output::ToClient { bytes } => {
-                    let Some(client) = inner::parse(&bytes).ok().and_then(|i| client_index(i.key.dst)) else { continue };
-                    let Some(cl) = self.clients.get(client) else { continue };
-                    let link = LinkKind::InetDirect(self.link_direct(cl.group, region, 1));
-                    let len = bytes.len();
-                    self.send_over(link, len, Arrival::Client(client), bytes);
+                    let Some((client, flow)) = self.reply_target(&bytes) else { continue };
+                    let link = LinkKind::InetDirect(self.link_direct(self.clients[client].group, region, 1));
+                    self.send_over(link, flow, Arrival::Client(client), bytes);
                 }
             }
         }
@@ -869,7 +872,10 @@ impl<'t> World<'t> {
                 .count();
             for _ in listening..LISTEN_SPARE {
                 let handle = h.tcp.new_socket();
-                let _ = h.tcp.socket(handle).listen(port);
+                let socket = h.tcp.socket(handle);
+                // Like a server with TCP_NODELAY: a response's tail is not held back.
+                socket.set_nagle_enabled(false);
+                let _ = socket.listen(port);
             }
         }
     }
@@ -1106,6 +1112,15 @@ impl<'t> World<'t> {
             .collect();
         ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, traffic }
     }
+}
+
+fn flow_id(client: usize, slot: usize) -> u64 {
+    ((client as u64) << 8) | slot as u64
+}
+
+/// The flow hash a CCN header carries (every encapsulated packet the cores emit has one).
+fn ccn_flow(bytes: &[u8]) -> u64 {
+    anyedge_proto::CcnPacket::new_checked(bytes).map_or(0, |p| u64::from(p.flow_hash()))
 }
 
 #[derive(Debug, Clone, Copy)]
