@@ -80,6 +80,8 @@ pub struct Clb {
     events: VecDeque<Event>,
     probes: Vec<ProbeRequest>,
     changes: Vec<(usize, Health)>,
+    pop_fallback: Vec<Vec<u16>>,
+    pops_down: Vec<u16>,
 }
 
 impl Clb {
@@ -116,6 +118,8 @@ impl Clb {
             events: VecDeque::new(),
             probes: Vec::new(),
             changes: Vec::new(),
+            pop_fallback: config.pop_fallback,
+            pops_down: Vec::new(),
         };
         clb.rebuild_maglev();
         clb
@@ -146,6 +150,26 @@ impl Clb {
         self.health.poll_timeout()
     }
 
+    /// Backbone health probing says whether a POP is reachable.
+    pub fn set_pop_up(&mut self, pop_id: u16, up: bool) {
+        self.pops_down.retain(|&p| p != pop_id);
+        if !up {
+            self.pops_down.push(pop_id);
+        }
+    }
+
+    /// The POP a reply leaves through: the flow's latest ingress POP, or when that POP is
+    /// down, its nearest live neighbour.
+    fn reply_pop(&self, ingress: u16) -> u16 {
+        if !self.pops_down.contains(&ingress) {
+            return ingress;
+        }
+        let fallback = self.pop_fallback.get(usize::from(ingress)).and_then(|order| {
+            order.iter().copied().find(|p| !self.pops_down.contains(p))
+        });
+        fallback.unwrap_or(ingress)
+    }
+
     /// An encapsulated client packet from a POP.
     pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), Drop> {
         let (repr, packet) = ccn::decapsulate(bytes)?;
@@ -170,7 +194,8 @@ impl Clb {
         let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(Drop::NoConnection)?;
         inner::rewrite(&mut packet, Some((fkey.dst, fkey.dst_port)), None)?;
         let out = match conn.ingress {
-            Ingress::Pop(pop_id) => {
+            Ingress::Pop(ingress) => {
+                let pop_id = self.reply_pop(ingress);
                 Output::ToPop { pop_id, bytes: ccn::encapsulate(Direction::ToPop, pop_id, conn.flow_hash, &packet)? }
             }
             Ingress::Direct => Output::ToClient { bytes: packet },

@@ -58,4 +58,7 @@ pub struct ClbConfig {
     pub listeners: Vec<ListenerConfig>,
     pub health: HealthConfig,
     pub conn_table_capacity: usize,
+    /// Per POP id: other POPs nearest first. A reply whose POP is down leaves through
+    /// the first live one (any POP can hand a reply to the client over the internet).
+    pub pop_fallback: Vec<Vec<u16>>,
 }

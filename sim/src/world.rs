@@ -337,6 +337,14 @@ impl<'t> World<'t> {
             listeners,
             health: region.health,
             conn_table_capacity: anyedge_region::config::CONN_TABLE_DEFAULT,
+            pop_fallback: (0..t.pops.len())
+                .map(|p| {
+                    let mut others: Vec<usize> =
+                        (0..t.pops.len()).filter(|&q| q != p && t.backbone.has_link(q, r)).collect();
+                    others.sort_by_key(|&q| (fiber_delay_ns(t.pops[p].location, t.pops[q].location, 1.0), q));
+                    others.into_iter().map(|q| q as u16).collect()
+                })
+                .collect(),
         }
     }
 
@@ -553,6 +561,8 @@ impl<'t> World<'t> {
             Ev::Withdraw { pop } => {
                 if !self.pops[pop].up {
                     self.pops[pop].announced = false;
+                    // Backbone probing finds the dead POP in the same time BGP does.
+                    self.set_pop_state_at_clbs(pop, false);
                     let at = self.q.now_ns() + self.t.failover.route_converge_ns;
                     self.q.schedule(at, Ev::Reconverge);
                 }
@@ -564,6 +574,12 @@ impl<'t> World<'t> {
                     self.backbone[i].clear_override();
                 }
             }
+        }
+    }
+
+    fn set_pop_state_at_clbs(&mut self, pop: usize, up: bool) {
+        for c in &mut self.clbs {
+            c.core.set_pop_up(pop as u16, up);
         }
     }
 
@@ -980,6 +996,7 @@ impl<'t> World<'t> {
                 if !self.pops[p].up {
                     self.pops[p].up = true;
                     self.pops[p].announced = true;
+                    self.set_pop_state_at_clbs(p, true);
                     self.q.schedule(now + t.failover.route_converge_ns, Ev::Reconverge);
                 }
             }
@@ -994,6 +1011,9 @@ impl<'t> World<'t> {
                     if !self.clbs[c].up {
                         // A restarted node comes back empty: no connection table.
                         self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
+                        for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
+                            self.clbs[c].core.set_pop_up(p as u16, false);
+                        }
                         self.clbs[c].up = true;
                         self.clbs[c].timer_at = None;
                         self.arm_clb_timer(c);
