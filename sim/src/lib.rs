@@ -17,6 +17,8 @@ pub use world::SimError;
 pub struct Outcome {
     pub report: Report,
     pub stats: Stats,
+    /// Per fault (report order), every recovered flow's fault-to-first-reply time.
+    pub recoveries_ns: Vec<Vec<u64>>,
 }
 
 /// Runs a topology to the end of its duration (plus a drain for in-flight replies).
@@ -35,5 +37,5 @@ pub fn run(topology: &topology::Topology, progress: impl FnMut(f64)) -> Result<O
         packets_per_s: packets as f64 / wall_s.max(1e-9),
         sim_s: world.sim_s(),
     };
-    Ok(Outcome { report, stats })
+    Ok(Outcome { report, stats, recoveries_ns: world.recoveries_ns() })
 }

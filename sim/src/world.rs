@@ -1076,6 +1076,11 @@ impl<'t> World<'t> {
         out
     }
 
+    /// Per fault, each recovered flow's time from the fault to its first reply.
+    pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
+        self.trackers.iter().map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect()).collect()
+    }
+
     pub fn report(&self) -> Report {
         let t = self.t;
         let pops = t

@@ -1,0 +1,171 @@
+//! End-to-end behaviour of `anyedge sim` on small topologies: determinism, physics,
+//! scheduling shares and failover, as a user reading the report would check them.
+
+use std::sync::OnceLock;
+
+use anyedge_ccn::geo::{FIBER_KM_PER_S, great_circle_km};
+use anyedge_sim::topology::{self, Topology};
+use anyedge_sim::{Outcome, Report};
+
+const SMALL: &str = include_str!("../topologies/small.yaml");
+
+fn small() -> Topology {
+    topology::parse_str("small.yaml", SMALL).expect("small.yaml is valid")
+}
+
+fn run(t: &Topology) -> Outcome {
+    anyedge_sim::run(t, |_| {}).expect("simulates")
+}
+
+/// One run of small.yaml shared by the tests that only read its report.
+fn small_outcome() -> &'static Outcome {
+    static OUTCOME: OnceLock<Outcome> = OnceLock::new();
+    OUTCOME.get_or_init(|| run(&small()))
+}
+
+fn fault<'a>(report: &'a Report, what: &str) -> (usize, &'a anyedge_sim::report::FaultReport) {
+    report.faults.iter().enumerate().find(|(_, f)| f.what == what).unwrap_or_else(|| panic!("no fault `{what}`"))
+}
+
+#[test]
+fn same_topology_and_seed_give_byte_identical_reports() {
+    let t = small();
+    let a = small_outcome().report.to_json();
+    let b = run(&t).report.to_json();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn another_seed_gives_another_report() {
+    let mut t = small();
+    t.seed += 1;
+    let other = run(&t).report;
+    assert_ne!(small_outcome().report.to_json(), other.to_json());
+    assert_eq!(other.seed, small().seed + 1);
+}
+
+#[test]
+fn no_client_p50_beats_the_speed_of_light() {
+    let t = small();
+    let report = &small_outcome().report;
+    let region = &t.regions[0];
+    let light_ms = |km: f64| km / FIBER_KM_PER_S * 1000.0;
+    for (group, c) in t.clients.iter().zip(&report.clients) {
+        // Anycast: the best any POP of the publish set could do, in a straight fiber.
+        let anycast_floor_ms = t.vips[0]
+            .pops
+            .iter()
+            .map(|&p| {
+                let pop = t.pops[p].location;
+                2.0 * light_ms(great_circle_km(group.location, pop) + great_circle_km(pop, region.location))
+            })
+            .fold(f64::INFINITY, f64::min);
+        let direct_floor_ms = 2.0 * light_ms(great_circle_km(group.location, region.location));
+        // The model adds stretch and the last mile both ways; the floor holds with them too.
+        let last_mile_ms = 2.0 * t.internet.last_mile_ns as f64 / 1e6;
+        for tr in &c.traffic {
+            let any = tr.anycast.rtt_ms.expect("anycast replies").p50;
+            let direct = tr.direct.rtt_ms.expect("direct replies").p50;
+            assert!(any >= anycast_floor_ms + last_mile_ms, "{} {}: anycast p50 {any} ms", c.name, tr.name);
+            assert!(direct >= direct_floor_ms * t.internet.stretch + last_mile_ms, "{} {}: direct p50 {direct} ms", c.name, tr.name);
+        }
+    }
+}
+
+#[test]
+fn every_client_reaches_its_nearest_pop_at_start() {
+    let report = &small_outcome().report;
+    let pop_of = |name: &str| report.clients.iter().find(|c| c.name == name).and_then(|c| c.pop.clone());
+    assert_eq!(pop_of("london").as_deref(), Some("paris"));
+    assert_eq!(pop_of("kyiv").as_deref(), Some("warsaw"));
+}
+
+#[test]
+fn pop_fault_recovers_no_sooner_than_detect_plus_converge_and_keeps_backends() {
+    let t = small();
+    let outcome = small_outcome();
+    let (i, f) = fault(&outcome.report, "down pop/paris");
+    let floor_ns = t.failover.pop_detect_ns + t.failover.route_converge_ns;
+    assert!(f.flows_affected > 0);
+    assert_eq!(f.flows_recovered, f.flows_affected, "every flow comes back through warsaw");
+    let recoveries = &outcome.recoveries_ns[i];
+    assert!(recoveries.iter().all(|&r| r >= floor_ns), "a flow recovered before {floor_ns} ns: {recoveries:?}");
+    assert!(f.recovery_ms.expect("recovered").p50 >= floor_ns as f64 / 1e6);
+    assert_eq!(f.flows_backend_changed, 0, "a POP failure must not move flows to another backend");
+}
+
+#[test]
+fn backend_fault_moves_its_flows_after_health_checks_detect_it() {
+    let t = small();
+    let outcome = small_outcome();
+    let (i, f) = fault(&outcome.report, "down backend/198.19.20.3:7000");
+    let health = t.regions[0].health;
+    // The earliest a port can be marked unhealthy: one probe's timeout, then
+    // `unhealthy - 1` more intervals of failed probes.
+    let detect_ns = health.timeout_ns + u64::from(health.unhealthy - 1) * health.interval_ns;
+    assert!(f.flows_affected > 0);
+    assert_eq!(f.flows_recovered, f.flows_affected);
+    assert_eq!(f.flows_backend_changed, f.flows_affected, "every flow of the dead backend moved");
+    assert!(outcome.recoveries_ns[i].iter().all(|&r| r >= detect_ns));
+    let backend = outcome.report.backends.iter().find(|b| b.address == "198.19.20.3:7000").expect("listed");
+    let went_down = backend.health.iter().find(|h| h.state == "unhealthy").expect("marked unhealthy");
+    let fault_s = f.at_s;
+    assert!(went_down.at_s >= fault_s + detect_ns as f64 / 1e9, "{went_down:?}");
+    assert!(went_down.at_s <= fault_s + (detect_ns + health.interval_ns) as f64 / 1e9, "{went_down:?}");
+}
+
+/// A topology with many clients and one listener, for scheduler shares.
+fn shares_topology(scheduler: &str, protocol: &str, weights: &[u8]) -> Topology {
+    let backends: String = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("        - {{ address: 198.19.30.{}, port: 9000, weight: {w} }}\n", i + 1))
+        .collect();
+    let traffic = if protocol == "udp" {
+        "{ vip: v, protocol: udp, port: 9000, interval: 200ms, size: 64 }"
+    } else {
+        "{ vip: v, protocol: tcp, port: 9000, requests_per_s: 2, request: 100, response: 1000 }"
+    };
+    let yaml = format!(
+        "name: shares\nseed: 5\nduration: 2s\nvips:\n  - {{ name: v, ipv4: 198.18.0.30, home: r, pops: all,\n      listeners: [{{ protocol: {protocol}, port: 9000, scheduler: {scheduler}, backends: g }}] }}\npops:\n  - {{ name: p, location: [48.0, 2.0] }}\nregions:\n  - name: r\n    location: [50.0, 8.0]\n    backends:\n      g:\n{backends}clients:\n  - {{ name: a, location: [51.0, 0.0], count: 400, traffic: t }}\ntraffic:\n  t: {traffic}\n"
+    );
+    topology::parse_str("shares.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+fn flow_shares(report: &Report) -> Vec<f64> {
+    let total: u64 = report.backends.iter().map(|b| b.flows).sum();
+    assert!(total > 0);
+    report.backends.iter().map(|b| b.flows as f64 / total as f64).collect()
+}
+
+#[test]
+fn wrr_weights_shape_flow_shares_and_weight_zero_gets_none() {
+    let report = run(&shares_topology("wrr", "tcp", &[10, 30, 0])).report;
+    let shares = flow_shares(&report);
+    assert!((shares[0] - 0.25).abs() < 0.02, "{shares:?}");
+    assert!((shares[1] - 0.75).abs() < 0.02, "{shares:?}");
+    assert_eq!(report.backends[2].flows, 0, "weight 0 takes no new flows");
+}
+
+#[test]
+fn maglev_weights_shape_flow_shares() {
+    let report = run(&shares_topology("maglev", "udp", &[10, 10, 20])).report;
+    let shares = flow_shares(&report);
+    // 800 flows hashed onto the table: binomial spread is about ±2 %.
+    assert!((shares[0] - 0.25).abs() < 0.06, "{shares:?}");
+    assert!((shares[1] - 0.25).abs() < 0.06, "{shares:?}");
+    assert!((shares[2] - 0.50).abs() < 0.06, "{shares:?}");
+}
+
+#[test]
+fn tcp_rtt_includes_retransmission_delay_under_loss() {
+    let mut t = small();
+    t.faults.clear();
+    let clean = run(&t).report;
+    t.internet.loss = 0.05;
+    let lossy = run(&t).report;
+    let web = |r: &Report| r.clients.iter().find(|c| c.name == "london").unwrap().traffic[1].anycast.rtt_ms.unwrap();
+    assert_eq!(small().traffic[1].name, "web");
+    // TCP hides loss from the request count but pays for it in time.
+    assert!(web(&lossy).p99 > 2.0 * web(&clean).p99, "clean {:?} lossy {:?}", web(&clean), web(&lossy));
+}
