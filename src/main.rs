@@ -64,7 +64,11 @@ fn progress_bar() -> impl FnMut(f64) {
         if pct != last {
             last = pct;
             let filled = pct / 4;
-            eprint!("\r[{}{}] {pct:>3}%", "#".repeat(filled), ".".repeat(25 - filled.min(25)));
+            eprint!(
+                "\r[{}{}] {pct:>3}%",
+                "#".repeat(filled),
+                ".".repeat(25 - filled.min(25))
+            );
             if pct >= 100 {
                 eprint!("\r{}\r", " ".repeat(40));
             }
@@ -81,10 +85,10 @@ fn simulate(t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> Ex
         }
     };
     print!("{}", outcome.report.table());
-    if let Some(path) = report {
-        if let Err(code) = write_file(&path, &outcome.report.to_json()) {
-            return code;
-        }
+    if let Some(path) = report
+        && let Err(code) = write_file(&path, &outcome.report.to_json())
+    {
+        return code;
     }
     if let Some(path) = stats {
         let text = serde_json::to_string_pretty(&outcome.stats).unwrap_or_default() + "\n";
@@ -113,7 +117,12 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Sim { file, seed, report, stats } => {
+        Command::Sim {
+            file,
+            seed,
+            report,
+            stats,
+        } => {
             let mut t = match load(&file) {
                 Ok(t) => t,
                 Err(code) => return code,

@@ -59,7 +59,13 @@ pub struct Link {
 
 impl Link {
     pub fn new(model: LinkModel, rng: ComponentRng) -> Link {
-        Link { model, override_impairment: None, busy_until_ns: 0, rng, last_delivery_ns: HashMap::new() }
+        Link {
+            model,
+            override_impairment: None,
+            busy_until_ns: 0,
+            rng,
+            last_delivery_ns: HashMap::new(),
+        }
     }
 
     pub fn model(&self) -> &LinkModel {
@@ -116,7 +122,15 @@ mod tests {
     use super::*;
 
     fn model(loss: f64, bandwidth_bps: Option<u64>, queue_bytes_max: u64) -> LinkModel {
-        LinkModel { impairment: Impairment { delay_ns: 1_000_000, jitter_mean_ns: 0, loss }, bandwidth_bps, queue_bytes_max }
+        LinkModel {
+            impairment: Impairment {
+                delay_ns: 1_000_000,
+                jitter_mean_ns: 0,
+                loss,
+            },
+            bandwidth_bps,
+            queue_bytes_max,
+        }
     }
 
     #[test]
@@ -141,7 +155,9 @@ mod tests {
         let mut overtakes = 0;
         for i in 0..10_000u64 {
             let flow = i % 2;
-            let Outcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else { panic!() };
+            let Outcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else {
+                panic!()
+            };
             assert!(at >= last[flow as usize], "flow {flow} reordered");
             if at < last[(1 - flow) as usize] {
                 overtakes += 1;
@@ -154,7 +170,9 @@ mod tests {
     #[test]
     fn loss_rate_matches_configuration() {
         let mut link = Link::new(model(0.05, None, 0), ComponentRng::new(3, "l"));
-        let lost = (0..100_000).filter(|_| link.transmit(0, 100, 0) == Outcome::Lost).count();
+        let lost = (0..100_000)
+            .filter(|_| link.transmit(0, 100, 0) == Outcome::Lost)
+            .count();
         assert!((4_500..5_500).contains(&lost), "{lost}");
     }
 
@@ -172,7 +190,11 @@ mod tests {
     #[test]
     fn override_changes_loss_until_cleared() {
         let mut link = Link::new(model(0.0, None, 0), ComponentRng::new(1, "l"));
-        link.set_override(Impairment { delay_ns: 1_000_000, jitter_mean_ns: 0, loss: 1.0 });
+        link.set_override(Impairment {
+            delay_ns: 1_000_000,
+            jitter_mean_ns: 0,
+            loss: 1.0,
+        });
         assert_eq!(link.transmit(0, 10, 0), Outcome::Lost);
         link.clear_override();
         assert_eq!(link.transmit(0, 10, 0), Outcome::Deliver(1_000_000));

@@ -43,7 +43,13 @@ impl FlowKey {
 
     /// The key of the reply direction.
     pub fn reversed(&self) -> FlowKey {
-        FlowKey { transport: self.transport, src: self.dst, src_port: self.dst_port, dst: self.src, dst_port: self.src_port }
+        FlowKey {
+            transport: self.transport,
+            src: self.dst,
+            src_port: self.dst_port,
+            dst: self.src,
+            dst_port: self.src_port,
+        }
     }
 }
 
@@ -137,15 +143,42 @@ pub fn parse(packet: &[u8]) -> Result<Inner> {
     match protocol {
         IpProtocol::Udp => {
             let udp = UdpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
-            let key = FlowKey { transport: Transport::Udp, src, src_port: udp.src_port(), dst, dst_port: udp.dst_port() };
-            Ok(Inner { key, tcp: None, payload_len: udp.payload().len(), ack_number: None })
+            let key = FlowKey {
+                transport: Transport::Udp,
+                src,
+                src_port: udp.src_port(),
+                dst,
+                dst_port: udp.dst_port(),
+            };
+            Ok(Inner {
+                key,
+                tcp: None,
+                payload_len: udp.payload().len(),
+                ack_number: None,
+            })
         }
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
-            let key = FlowKey { transport: Transport::Tcp, src, src_port: tcp.src_port(), dst, dst_port: tcp.dst_port() };
-            let flags = TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() };
+            let key = FlowKey {
+                transport: Transport::Tcp,
+                src,
+                src_port: tcp.src_port(),
+                dst,
+                dst_port: tcp.dst_port(),
+            };
+            let flags = TcpFlags {
+                syn: tcp.syn(),
+                ack: tcp.ack(),
+                fin: tcp.fin(),
+                rst: tcp.rst(),
+            };
             let ack_number = tcp.ack().then(|| tcp.ack_number().0 as u32);
-            Ok(Inner { key, tcp: Some(flags), payload_len: tcp.payload().len(), ack_number })
+            Ok(Inner {
+                key,
+                tcp: Some(flags),
+                payload_len: tcp.payload().len(),
+                ack_number,
+            })
         }
         _ => Err(Error::Unsupported("transport (not TCP or UDP)")),
     }
@@ -198,7 +231,10 @@ pub const HOP_LIMIT: u8 = 64;
 /// Builds an IP/UDP datagram. `None` when the endpoints are of different IP families
 /// or the payload does not fit in one datagram.
 pub fn build_udp(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Option<Vec<u8>> {
-    let udp = UdpRepr { src_port: src.1, dst_port: dst.1 };
+    let udp = UdpRepr {
+        src_port: src.1,
+        dst_port: dst.1,
+    };
     let (src_ip, dst_ip) = ip_pair(src.0, dst.0)?;
     let udp_len = udp.header_len() + payload.len();
     if udp_len > usize::from(u16::MAX) - 40 {
@@ -209,7 +245,14 @@ pub fn build_udp(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Option<Vec<u8>
     let caps = ChecksumCapabilities::default();
     ip.emit(&mut buf[..], &caps);
     let mut packet = UdpPacket::new_unchecked(&mut buf[ip.header_len()..]);
-    udp.emit(&mut packet, &src_ip, &dst_ip, payload.len(), |b| b.copy_from_slice(payload), &caps);
+    udp.emit(
+        &mut packet,
+        &src_ip,
+        &dst_ip,
+        payload.len(),
+        |b| b.copy_from_slice(payload),
+        &caps,
+    );
     Some(buf)
 }
 
@@ -274,7 +317,11 @@ mod tests {
 
     #[test]
     fn transport_payload_of_built_udp() {
-        let pkt = udp_v4(("198.18.1.1".parse().unwrap(), 1), ("198.18.0.10".parse().unwrap(), 2), b"abc");
+        let pkt = udp_v4(
+            ("198.18.1.1".parse().unwrap(), 1),
+            ("198.18.0.10".parse().unwrap(), 2),
+            b"abc",
+        );
         assert_eq!(transport_payload(&pkt), b"abc");
         let v6 = build_udp(("fd00::1".parse().unwrap(), 1), ("fd00::2".parse().unwrap(), 2), b"xyz").unwrap();
         assert_eq!(transport_payload(&v6), b"xyz");
@@ -283,7 +330,11 @@ mod tests {
 
     #[test]
     fn parses_udp_flow_key() {
-        let pkt = udp_v4(("198.18.1.1".parse().unwrap(), 40000), ("198.18.0.10".parse().unwrap(), 7000), b"hello");
+        let pkt = udp_v4(
+            ("198.18.1.1".parse().unwrap(), 40000),
+            ("198.18.0.10".parse().unwrap(), 7000),
+            b"hello",
+        );
         let inner = parse(&pkt).unwrap();
         assert_eq!(inner.key.transport, Transport::Udp);
         assert_eq!(inner.key.src_port, 40000);
@@ -309,7 +360,13 @@ mod tests {
 
     #[test]
     fn flow_hash_is_stable_and_direction_sensitive() {
-        let key = FlowKey { transport: Transport::Udp, src: "1.2.3.4".parse().unwrap(), src_port: 1, dst: "5.6.7.8".parse().unwrap(), dst_port: 2 };
+        let key = FlowKey {
+            transport: Transport::Udp,
+            src: "1.2.3.4".parse().unwrap(),
+            src_port: 1,
+            dst: "5.6.7.8".parse().unwrap(),
+            dst_port: 2,
+        };
         assert_eq!(key.flow_hash(), key.flow_hash());
         assert_ne!(key.flow_hash(), key.reversed().flow_hash());
     }

@@ -30,9 +30,15 @@ pub enum Output {
 /// Something worth recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    HealthChanged { backend: SocketAddr, healthy: bool },
+    HealthChanged {
+        backend: SocketAddr,
+        healthy: bool,
+    },
     /// A flow whose backend became unhealthy or was unbound moved to another one.
-    FlowMoved { from: SocketAddr, to: SocketAddr },
+    FlowMoved {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
 }
 
 /// Why a packet was not forwarded.
@@ -103,7 +109,13 @@ impl Clb {
                     })
                     .collect();
                 let names = lc.backends.iter().map(|b| b.addr.to_string()).collect();
-                Listener { wrr: Wrr::new(lc.backends.len()), config: lc, ports, names, maglev: None }
+                Listener {
+                    wrr: Wrr::new(lc.backends.len()),
+                    config: lc,
+                    ports,
+                    names,
+                    maglev: None,
+                }
             })
             .collect();
         let health = HealthChecker::new(config.health, backends.len(), now_ns);
@@ -164,9 +176,10 @@ impl Clb {
         if !self.pops_down.contains(&ingress) {
             return ingress;
         }
-        let fallback = self.pop_fallback.get(usize::from(ingress)).and_then(|order| {
-            order.iter().copied().find(|p| !self.pops_down.contains(p))
-        });
+        let fallback = self
+            .pop_fallback
+            .get(usize::from(ingress))
+            .and_then(|order| order.iter().copied().find(|p| !self.pops_down.contains(p)));
         fallback.unwrap_or(ingress)
     }
 
@@ -196,7 +209,10 @@ impl Clb {
         let out = match conn.ingress {
             Ingress::Pop(ingress) => {
                 let pop_id = self.reply_pop(ingress);
-                Output::ToPop { pop_id, bytes: ccn::encapsulate(Direction::ToPop, pop_id, conn.flow_hash, &packet)? }
+                Output::ToPop {
+                    pop_id,
+                    bytes: ccn::encapsulate(Direction::ToPop, pop_id, conn.flow_hash, &packet)?,
+                }
             }
             Ingress::Direct => Output::ToClient { bytes: packet },
         };
@@ -258,7 +274,13 @@ impl Clb {
             dst: key.src,
             dst_port: key.src_port,
         };
-        let conn = Conn { listener, backend: binding, ingress, flow_hash: key.flow_hash(), reply_key };
+        let conn = Conn {
+            listener,
+            backend: binding,
+            ingress,
+            flow_hash: key.flow_hash(),
+            reply_key,
+        };
         self.conns.insert(key, conn);
     }
 
@@ -276,7 +298,10 @@ impl Clb {
             .enumerate()
             .map(|(i, b)| {
                 let healthy = self.health.is_healthy(l.ports[i]);
-                Candidate { name: &l.names[i], weight: if healthy { u32::from(b.weight) } else { 0 } }
+                Candidate {
+                    name: &l.names[i],
+                    weight: if healthy { u32::from(b.weight) } else { 0 },
+                }
             })
             .collect()
     }
@@ -289,20 +314,23 @@ impl Clb {
     /// Picks a binding for a new flow: a live persistence entry first, then the scheduler.
     fn pick(&mut self, li: usize, key: &FlowKey, now_ns: u64) -> Option<usize> {
         let persistence_ns = self.listeners[li].config.persistence_ns;
-        if persistence_ns.is_some() {
-            if let Some(&(binding, expires_ns)) = self.persistence.get(&(li, key.src)) {
-                if expires_ns > now_ns && self.eligible(li, binding) {
-                    self.persistence.put((li, key.src), (binding, now_ns + persistence_ns.unwrap_or(0)));
-                    return Some(binding);
-                }
-            }
+        if let Some(ttl_ns) = persistence_ns
+            && let Some(&(binding, expires_ns)) = self.persistence.get(&(li, key.src))
+            && expires_ns > now_ns
+            && self.eligible(li, binding)
+        {
+            self.persistence.put((li, key.src), (binding, now_ns + ttl_ns));
+            return Some(binding);
         }
         let binding = match self.listeners[li].config.scheduler {
             SchedulerKind::Wrr => {
                 let weights: Vec<u32> = self.candidates(li).iter().map(|c| c.weight).collect();
                 let Listener { names, wrr, .. } = &mut self.listeners[li];
-                let cands: Vec<Candidate> =
-                    names.iter().zip(&weights).map(|(n, &w)| Candidate { name: n, weight: w }).collect();
+                let cands: Vec<Candidate> = names
+                    .iter()
+                    .zip(&weights)
+                    .map(|(n, &w)| Candidate { name: n, weight: w })
+                    .collect();
                 wrr.pick(&cands)?
             }
             SchedulerKind::Maglev { .. } => self.listeners[li].maglev.as_ref()?.lookup(key.flow_hash())?,
@@ -331,7 +359,10 @@ impl Clb {
         }
         for (port, state) in changes.drain(..) {
             let healthy = state == Health::Healthy;
-            self.events.push_back(Event::HealthChanged { backend: self.backends[port], healthy });
+            self.events.push_back(Event::HealthChanged {
+                backend: self.backends[port],
+                healthy,
+            });
         }
         self.rebuild_maglev();
     }
@@ -363,7 +394,9 @@ impl Clb {
         let Some(flags) = info.tcp else { return };
         let Some(ack) = info.ack_number else { return };
         let probe_id = ack.wrapping_sub(1).wrapping_sub(PROBE_ISN as u32) as u16;
-        let Some(port) = self.health.backend_of_probe(probe_id) else { return };
+        let Some(port) = self.health.backend_of_probe(probe_id) else {
+            return;
+        };
         let backend = self.backends[port];
         if info.key.src != backend.ip() || info.key.src_port != backend.port() || info.key.transport != Transport::Tcp {
             return;

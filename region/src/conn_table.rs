@@ -107,12 +107,28 @@ mod tests {
     use anyedge_proto::Transport;
 
     fn key(port: u16) -> FlowKey {
-        FlowKey { transport: Transport::Tcp, src: "198.18.1.1".parse().unwrap(), src_port: port, dst: "198.18.0.10".parse().unwrap(), dst_port: 443 }
+        FlowKey {
+            transport: Transport::Tcp,
+            src: "198.18.1.1".parse().unwrap(),
+            src_port: port,
+            dst: "198.18.0.10".parse().unwrap(),
+            dst_port: 443,
+        }
     }
 
     fn conn(k: FlowKey) -> Conn {
-        let reply_key = FlowKey { src: "198.19.1.1".parse().unwrap(), src_port: 8080, ..k.reversed() };
-        Conn { listener: 0, backend: 0, ingress: Ingress::Direct, flow_hash: 0, reply_key }
+        let reply_key = FlowKey {
+            src: "198.19.1.1".parse().unwrap(),
+            src_port: 8080,
+            ..k.reversed()
+        };
+        Conn {
+            listener: 0,
+            backend: 0,
+            ingress: Ingress::Direct,
+            flow_hash: 0,
+            reply_key,
+        }
     }
 
     #[test]

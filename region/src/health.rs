@@ -52,7 +52,11 @@ impl HealthChecker {
                 outstanding: None,
             })
             .collect();
-        HealthChecker { config, ports, next_probe_id: 0 }
+        HealthChecker {
+            config,
+            ports,
+            next_probe_id: 0,
+        }
     }
 
     pub fn state(&self, backend: usize) -> Health {
@@ -64,7 +68,13 @@ impl HealthChecker {
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.ports.iter().map(|p| p.outstanding.map_or(p.next_probe_ns, |o| o.deadline_ns.min(p.next_probe_ns))).min()
+        self.ports
+            .iter()
+            .map(|p| {
+                p.outstanding
+                    .map_or(p.next_probe_ns, |o| o.deadline_ns.min(p.next_probe_ns))
+            })
+            .min()
     }
 
     /// Expires overdue probes and starts due ones. Appends probes to send and state changes.
@@ -80,7 +90,10 @@ impl HealthChecker {
                 if port.outstanding.is_none() {
                     let probe_id = self.next_probe_id;
                     self.next_probe_id = self.next_probe_id.wrapping_add(1);
-                    port.outstanding = Some(Outstanding { probe_id, deadline_ns: now_ns + self.config.timeout_ns });
+                    port.outstanding = Some(Outstanding {
+                        probe_id,
+                        deadline_ns: now_ns + self.config.timeout_ns,
+                    });
                     probes.push(ProbeRequest { backend, probe_id });
                 }
             }
@@ -90,7 +103,9 @@ impl HealthChecker {
     /// An answer to a probe: `ok` for a completed handshake, false for a refusal.
     /// Answers to probes that already timed out are ignored.
     pub fn on_answer(&mut self, backend: usize, probe_id: u16, ok: bool, changes: &mut Vec<(usize, Health)>) {
-        let Some(port) = self.ports.get_mut(backend) else { return };
+        let Some(port) = self.ports.get_mut(backend) else {
+            return;
+        };
         if port.outstanding.is_some_and(|o| o.probe_id == probe_id) {
             port.outstanding = None;
             self.record(backend, ok, changes);
@@ -99,7 +114,9 @@ impl HealthChecker {
 
     /// Which backend an outstanding probe id belongs to.
     pub fn backend_of_probe(&self, probe_id: u16) -> Option<usize> {
-        self.ports.iter().position(|p| p.outstanding.is_some_and(|o| o.probe_id == probe_id))
+        self.ports
+            .iter()
+            .position(|p| p.outstanding.is_some_and(|o| o.probe_id == probe_id))
     }
 
     fn record(&mut self, backend: usize, ok: bool, changes: &mut Vec<(usize, Health)>) {
@@ -130,7 +147,16 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn checker() -> HealthChecker {
-        HealthChecker::new(HealthConfig { interval_ns: 2000 * MS, timeout_ns: 1000 * MS, healthy: 3, unhealthy: 3 }, 1, 0)
+        HealthChecker::new(
+            HealthConfig {
+                interval_ns: 2000 * MS,
+                timeout_ns: 1000 * MS,
+                healthy: 3,
+                unhealthy: 3,
+            },
+            1,
+            0,
+        )
     }
 
     #[test]

@@ -184,6 +184,8 @@ pub struct World<'t> {
     hist: Vec<Vec<[Histogram<u64>; 2]>>,
     trackers: Vec<FaultTracker>,
     backends: Vec<BackendRecord>,
+    /// Backend address → its first record in `backends`.
+    backend_index: HashMap<SocketAddr, usize>,
     packets: u64,
 }
 
@@ -220,15 +222,25 @@ impl<'t> World<'t> {
     pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
         let total: u64 = t.clients.iter().map(|c| u64::from(c.count)).sum();
         if total > 40_000 {
-            return Err(SimError(format!("{total} clients: the simulator addresses at most 40000")));
+            return Err(SimError(format!(
+                "{total} clients: the simulator addresses at most 40000"
+            )));
         }
         if let Some(g) = t.clients.iter().find(|g| g.traffic.len() * 2 > SLOTS_MAX) {
-            return Err(SimError(format!("client group `{}` has more than {} traffic classes", g.name, SLOTS_MAX / 2)));
+            return Err(SimError(format!(
+                "client group `{}` has more than {} traffic classes",
+                g.name,
+                SLOTS_MAX / 2
+            )));
         }
         let seed = t.seed;
         let (np, nr, ng) = (t.pops.len(), t.regions.len(), t.clients.len());
         let inet_model = |delay_ns: u64| LinkModel {
-            impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
+            impairment: Impairment {
+                delay_ns,
+                jitter_mean_ns: t.internet.jitter_ns,
+                loss: t.internet.loss,
+            },
             bandwidth_bps: None,
             queue_bytes_max: 0,
         };
@@ -237,7 +249,10 @@ impl<'t> World<'t> {
             for (p, pop) in t.pops.iter().enumerate() {
                 let d = fiber_delay_ns(group.location, pop.location, t.internet.stretch) + t.internet.last_mile_ns;
                 for dir in 0..2 {
-                    inet_pop.push(Link::new(inet_model(d), ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
+                    inet_pop.push(Link::new(
+                        inet_model(d),
+                        ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}")),
+                    ));
                 }
             }
         }
@@ -258,12 +273,19 @@ impl<'t> World<'t> {
             for (r, region) in t.regions.iter().enumerate() {
                 let d = fiber_delay_ns(pop.location, region.location, bb.stretch);
                 let model = LinkModel {
-                    impairment: Impairment { delay_ns: d, jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
+                    impairment: Impairment {
+                        delay_ns: d,
+                        jitter_mean_ns: bb.jitter_ns,
+                        loss: bb.loss,
+                    },
                     bandwidth_bps: Some(bb.bandwidth_bps),
                     queue_bytes_max: queue_bytes_max.max(64 * 1024),
                 };
                 for dir in 0..2 {
-                    backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
+                    backbone.push(Link::new(
+                        model,
+                        ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}")),
+                    ));
                 }
             }
         }
@@ -285,6 +307,7 @@ impl<'t> World<'t> {
             hist: Vec::new(),
             trackers: Vec::new(),
             backends: Vec::new(),
+            backend_index: HashMap::new(),
             packets: 0,
         };
         w.build_pops();
@@ -304,10 +327,22 @@ impl<'t> World<'t> {
                 .vips
                 .iter()
                 .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
-                .map(|v| Route { vip: IpAddr::V4(v.ipv4), region: v.home as u16, clb_nodes: t.regions[v.home].clb_nodes })
+                .map(|v| Route {
+                    vip: IpAddr::V4(v.ipv4),
+                    region: v.home as u16,
+                    clb_nodes: t.regions[v.home].clb_nodes,
+                })
                 .collect();
-            let core = Pop::new(PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 });
-            self.pops.push(PopNode { core, up: true, announced: true });
+            let core = Pop::new(PopConfig {
+                pop_id: p as u16,
+                routes,
+                flow_table_capacity: 1_000_000,
+            });
+            self.pops.push(PopNode {
+                core,
+                up: true,
+                announced: true,
+            });
         }
     }
 
@@ -326,7 +361,14 @@ impl<'t> World<'t> {
                         Scheduler::Wrr => SchedulerKind::Wrr,
                         Scheduler::Maglev { table_size } => SchedulerKind::Maglev { table_size },
                     },
-                    backends: group.backends.iter().map(|b| BackendConfig { addr: b.addr, weight: b.weight }).collect(),
+                    backends: group
+                        .backends
+                        .iter()
+                        .map(|b| BackendConfig {
+                            addr: b.addr,
+                            weight: b.weight,
+                        })
+                        .collect(),
                     persistence_ns: l.persistence_ns,
                 });
             }
@@ -339,8 +381,9 @@ impl<'t> World<'t> {
             conn_table_capacity: anyedge_region::config::CONN_TABLE_DEFAULT,
             pop_fallback: (0..t.pops.len())
                 .map(|p| {
-                    let mut others: Vec<usize> =
-                        (0..t.pops.len()).filter(|&q| q != p && t.backbone.has_link(q, r)).collect();
+                    let mut others: Vec<usize> = (0..t.pops.len())
+                        .filter(|&q| q != p && t.backbone.has_link(q, r))
+                        .collect();
                     others.sort_by_key(|&q| (fiber_delay_ns(t.pops[p].location, t.pops[q].location, 1.0), q));
                     others.into_iter().map(|q| q as u16).collect()
                 })
@@ -356,10 +399,18 @@ impl<'t> World<'t> {
                 let config = self.clb_config(r, index);
                 let core = Clb::new(config.clone(), 0);
                 self.clb_by_addr.insert(config.address, self.clbs.len());
-                self.clbs.push(ClbNode { region: r, index, core, config, up: true, timer_at: None });
+                self.clbs.push(ClbNode {
+                    region: r,
+                    index,
+                    core,
+                    config,
+                    up: true,
+                    timer_at: None,
+                });
             }
             for group in &region.backend_groups {
                 for b in &group.backends {
+                    self.backend_index.entry(b.addr).or_insert(self.backends.len());
                     self.backends.push(BackendRecord {
                         region: r,
                         group: group.name.clone(),
@@ -432,7 +483,8 @@ impl<'t> World<'t> {
                     .traffic
                     .iter()
                     .map(|_| {
-                        let h = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
+                        let h =
+                            || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
                         [h(), h()]
                     })
                     .collect(),
@@ -442,7 +494,10 @@ impl<'t> World<'t> {
                 let c = next;
                 next += 1;
                 let addr = client_addr(c);
-                let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
+                let has_tcp = group
+                    .traffic
+                    .iter()
+                    .any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
                 let tcp = has_tcp.then(|| TcpStack::new(addr, rng.next_u64(), 0));
                 let slots = group.traffic.len() * 2;
                 self.clients.push(Client {
@@ -597,14 +652,20 @@ impl<'t> World<'t> {
         match path {
             Path::Anycast => {
                 let p = self.groups[c.group].route[class.vip]?;
-                Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
+                Some((
+                    LinkKind::InetPop(self.link_pop(c.group, p, 0)),
+                    Arrival::PopFromClient(p),
+                ))
             }
             Path::Direct => {
                 let r = self.t.vips[class.vip].home;
                 let nodes = usize::from(self.t.regions[r].clb_nodes).max(1);
                 let node = (client + k) % nodes;
                 let clb = self.clb_base[r] + node;
-                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
+                Some((
+                    LinkKind::InetDirect(self.link_direct(c.group, r, 0)),
+                    Arrival::ClbDirect(clb),
+                ))
             }
         }
     }
@@ -615,7 +676,9 @@ impl<'t> World<'t> {
             return;
         }
         let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
-        let TrafficKind::Udp { interval_ns, size } = class.kind else { return };
+        let TrafficKind::Udp { interval_ns, size } = class.kind else {
+            return;
+        };
         let vip = (self.t.vip_addr(class), class.port);
         for path in PATHS {
             let slot = k * 2 + path as usize;
@@ -625,7 +688,9 @@ impl<'t> World<'t> {
             flow.sent += 1;
             let payload = app::udp_request(seq, now, size as usize);
             let src = (self.clients[client].addr, port_of(slot, 0));
-            let Some(packet) = inner::build_udp(src, vip, &payload) else { continue };
+            let Some(packet) = inner::build_udp(src, vip, &payload) else {
+                continue;
+            };
             if let Some((link, to)) = self.slot_route(client, k, path) {
                 self.send_over(link, flow_id(client, slot), to, packet);
             }
@@ -639,7 +704,9 @@ impl<'t> World<'t> {
             return;
         }
         let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
-        let TrafficKind::Tcp { requests_per_s, .. } = class.kind else { return };
+        let TrafficKind::Tcp { requests_per_s, .. } = class.kind else {
+            return;
+        };
         for path in PATHS {
             let slot = k * 2 + path as usize;
             let c = &mut self.clients[client];
@@ -655,7 +722,8 @@ impl<'t> World<'t> {
             }
         }
         self.client_tcp_service(client);
-        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
+        self.q
+            .schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
     }
 
     /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
@@ -664,17 +732,31 @@ impl<'t> World<'t> {
         let t = self.t;
         let group = self.clients[client].group;
         let addr = self.clients[client].addr;
-        let Some(mut stack) = self.clients[client].tcp.take() else { return };
+        let Some(mut stack) = self.clients[client].tcp.take() else {
+            return;
+        };
         stack.poll(now);
         let mut completions: Vec<(usize, u64, Option<SocketAddr>)> = Vec::new();
         for (k, &class_idx) in t.clients[group].traffic.iter().enumerate() {
             let class = &t.traffic[class_idx];
-            let TrafficKind::Tcp { request, response, .. } = class.kind else { continue };
+            let TrafficKind::Tcp { request, response, .. } = class.kind else {
+                continue;
+            };
             let remote = (t.vip_addr(class), class.port);
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.clients[client].tcp_flows[slot];
-                service_tcp_flow(&mut stack, tf, slot, addr, remote, request, response, now, &mut completions);
+                service_tcp_flow(
+                    &mut stack,
+                    tf,
+                    slot,
+                    addr,
+                    remote,
+                    request,
+                    response,
+                    now,
+                    &mut completions,
+                );
             }
         }
         stack.poll(now);
@@ -686,7 +768,9 @@ impl<'t> World<'t> {
         }
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
-            let Some(slot) = slot_of(info.key.src_port) else { continue };
+            let Some(slot) = slot_of(info.key.src_port) else {
+                continue;
+            };
             let path = if slot % 2 == 0 { Path::Anycast } else { Path::Direct };
             if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
                 self.send_over(link, flow_id(client, slot), to, packet);
@@ -726,16 +810,15 @@ impl<'t> World<'t> {
             let tracker = &mut self.trackers[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
-                tracker.changed[pos] = tracker.before[pos].is_some() && backend.is_some() && tracker.before[pos] != backend;
+                tracker.changed[pos] =
+                    tracker.before[pos].is_some() && backend.is_some() && tracker.before[pos] != backend;
             } else {
                 still.push((tr, pos));
             }
         }
         self.clients[client].flows[slot].watching = still;
-        if let Some(b) = backend {
-            if let Some(rec) = self.backends.iter_mut().find(|r| r.addr == b) {
-                rec.flows.insert((client, slot));
-            }
+        if let Some(&b) = backend.as_ref().and_then(|b| self.backend_index.get(b)) {
+            self.backends[b].flows.insert((client, slot));
         }
     }
 
@@ -792,7 +875,9 @@ impl<'t> World<'t> {
                     self.send_over(link, ccn_flow(&bytes), Arrival::ClbFromPop(clb), bytes);
                 }
                 anyedge_pop::Output::ToClient { bytes } => {
-                    let Some((client, flow)) = self.reply_target(&bytes) else { continue };
+                    let Some((client, flow)) = self.reply_target(&bytes) else {
+                        continue;
+                    };
                     let link = LinkKind::InetPop(self.link_pop(self.clients[client].group, p, 1));
                     self.send_over(link, flow, Arrival::Client(client), bytes);
                 }
@@ -818,19 +903,25 @@ impl<'t> World<'t> {
                     }
                 }
                 anyedge_region::Output::ToClient { bytes } => {
-                    let Some((client, flow)) = self.reply_target(&bytes) else { continue };
+                    let Some((client, flow)) = self.reply_target(&bytes) else {
+                        continue;
+                    };
                     let link = LinkKind::InetDirect(self.link_direct(self.clients[client].group, region, 1));
                     self.send_over(link, flow, Arrival::Client(client), bytes);
                 }
             }
         }
         while let Some(ev) = self.clbs[c].core.poll_event() {
-            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
-                if self.clbs[c].index == 0 {
-                    let now = self.q.now_ns();
-                    for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
-                        rec.health.push((now, healthy));
-                    }
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev
+                && self.clbs[c].index == 0
+            {
+                let now = self.q.now_ns();
+                for rec in self
+                    .backends
+                    .iter_mut()
+                    .filter(|r| r.addr == backend && r.region == region)
+                {
+                    rec.health.push((now, healthy));
                 }
             }
         }
@@ -838,7 +929,9 @@ impl<'t> World<'t> {
     }
 
     fn arm_clb_timer(&mut self, c: usize) {
-        let Some(at) = self.clbs[c].core.poll_timeout() else { return };
+        let Some(at) = self.clbs[c].core.poll_timeout() else {
+            return;
+        };
         if self.clbs[c].timer_at.is_none_or(|t| at < t) {
             self.clbs[c].timer_at = Some(at);
             self.q.schedule(at, Ev::ClbTimer { clb: c });
@@ -904,7 +997,9 @@ impl<'t> World<'t> {
         let ip = h.ip;
         let mut closed = Vec::new();
         for (handle, socket) in h.tcp.sockets.iter_mut() {
-            let Some(s) = tcp::Socket::downcast_mut(socket) else { continue };
+            let Some(s) = tcp::Socket::downcast_mut(socket) else {
+                continue;
+            };
             match s.state() {
                 tcp::State::Listen | tcp::State::SynReceived => continue,
                 tcp::State::Closed => {
@@ -957,7 +1052,9 @@ impl<'t> World<'t> {
                 if slot >= self.clients[client].flows.len() {
                     return;
                 }
-                let Some(reply) = app::parse_udp_reply(&packet[packet.len() - info.payload_len..]) else { return };
+                let Some(reply) = app::parse_udp_reply(&packet[packet.len() - info.payload_len..]) else {
+                    return;
+                };
                 self.record_reply(client, slot, reply.sent_ns, Some(reply.backend));
             }
             Transport::Tcp => {
@@ -974,7 +1071,10 @@ impl<'t> World<'t> {
         let fault = &t.faults[index];
         let now = self.q.now_ns();
         let affected = self.affected_flows(&fault.action);
-        let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
+        let before = affected
+            .iter()
+            .map(|&(c, s)| self.clients[c].flows[s].last_backend)
+            .collect();
         let tr = self.trackers.len();
         for (pos, &(c, s)) in affected.iter().enumerate() {
             self.clients[c].flows[s].watching.push((tr, pos));
@@ -1040,7 +1140,13 @@ impl<'t> World<'t> {
                         loss: lo.loss.unwrap_or(base.loss),
                     });
                 }
-                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: lo.pop, region: lo.region });
+                self.q.schedule(
+                    now + lo.for_ns,
+                    Ev::LinkRestore {
+                        pop: lo.pop,
+                        region: lo.region,
+                    },
+                );
             }
         }
     }
@@ -1078,7 +1184,10 @@ impl<'t> World<'t> {
 
     /// Per fault, each recovered flow's time from the fault to its first reply.
     pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
-        self.trackers.iter().map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect()).collect()
+        self.trackers
+            .iter()
+            .map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect())
+            .collect()
     }
 
     pub fn report(&self) -> Report {
@@ -1087,9 +1196,18 @@ impl<'t> World<'t> {
             .pops
             .iter()
             .enumerate()
-            .map(|(p, site)| PopReport { name: site.name.clone(), location: site.location, flows: self.pops[p].core.flows_seen() })
+            .map(|(p, site)| PopReport {
+                name: site.name.clone(),
+                location: site.location,
+                flows: self.pops[p].core.flows_seen(),
+            })
             .collect();
-        let clients = t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect();
+        let clients = t
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(g, group)| self.client_report(g, group))
+            .collect();
         let backends = self
             .backends
             .iter()
@@ -1102,18 +1220,31 @@ impl<'t> World<'t> {
                 health: b
                     .health
                     .iter()
-                    .map(|&(at, ok)| HealthReport { at_s: ms3(at as f64 / 1e9), state: if ok { "healthy" } else { "unhealthy" } })
+                    .map(|&(at, ok)| HealthReport {
+                        at_s: ms3(at as f64 / 1e9),
+                        state: if ok { "healthy" } else { "unhealthy" },
+                    })
                     .collect(),
             })
             .collect();
         let faults = self.trackers.iter().map(fault_report).collect();
-        Report { name: t.name.clone(), seed: t.seed, duration_s: t.duration_ns as f64 / 1e9, pops, clients, backends, faults }
+        Report {
+            name: t.name.clone(),
+            seed: t.seed,
+            duration_s: t.duration_ns as f64 / 1e9,
+            pops,
+            clients,
+            backends,
+            faults,
+        }
     }
 
     fn client_report(&self, g: usize, group: &crate::topology::ClientGroup) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
-        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p].name.clone());
+        let pop = first_vip
+            .and_then(|v| self.groups[g].order[v].first())
+            .map(|&p| t.pops[p].name.clone());
         let members: Vec<&Client> = self.clients.iter().filter(|c| c.group == g).collect();
         let traffic = group
             .traffic
@@ -1135,7 +1266,13 @@ impl<'t> World<'t> {
                 }
             })
             .collect();
-        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, traffic }
+        ClientReport {
+            name: group.name.clone(),
+            location: group.location,
+            count: group.count,
+            pop,
+            traffic,
+        }
     }
 }
 
@@ -1168,7 +1305,10 @@ fn service_tcp_flow(
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
     let state = tf.handle.map(|h| stack.socket(h).state());
-    let broken = matches!(state, None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait));
+    let broken = matches!(
+        state,
+        None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait)
+    );
     if broken {
         if tf.pending.is_empty() {
             return;
@@ -1294,7 +1434,11 @@ fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>)
         jsum += f.jitter_sum_ns;
         jn += f.jitter_n;
     }
-    let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
+    let loss_pct = if sent == 0 {
+        0.0
+    } else {
+        ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64)
+    };
     let ms = |us: u64| ms3(us as f64 / 1000.0);
     let rtt_ms = (!hist.is_empty()).then(|| Percentiles {
         p50: ms(hist.value_at_quantile(0.5)),
@@ -1304,7 +1448,13 @@ fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>)
         max: ms(hist.max()),
     });
     let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
-    PathReport { sent, received, loss_pct, rtt_ms, jitter_ms }
+    PathReport {
+        sent,
+        received,
+        loss_pct,
+        rtt_ms,
+        jitter_ms,
+    }
 }
 
 fn fault_report(tr: &FaultTracker) -> FaultReport {

@@ -168,7 +168,11 @@ pub enum TrafficKind {
     Udp { interval_ns: u64, size: u32 },
     /// A TCP connection carrying requests at `requests_per_s`, each answered by
     /// `response` bytes.
-    Tcp { requests_per_s: f64, request: u32, response: u32 },
+    Tcp {
+        requests_per_s: f64,
+        request: u32,
+        response: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,9 +290,20 @@ pub fn load(path: &std::path::Path) -> Result<Topology, TopologyError> {
 
 /// Parses and validates topology text; `file` names it in errors.
 pub fn parse_str(file: &str, text: &str) -> Result<Topology, TopologyError> {
-    parse::parse(text).map_err(|diagnostics| TopologyError { file: file.to_string(), diagnostics })
+    parse::parse(text).map_err(|diagnostics| TopologyError {
+        file: file.to_string(),
+        diagnostics,
+    })
 }
 
 fn single(file: &str, line: usize, col: usize, field: &str, reason: String) -> TopologyError {
-    TopologyError { file: file.to_string(), diagnostics: vec![Diagnostic { line, col, field: field.to_string(), reason }] }
+    TopologyError {
+        file: file.to_string(),
+        diagnostics: vec![Diagnostic {
+            line,
+            col,
+            field: field.to_string(),
+            reason,
+        }],
+    }
 }

@@ -25,7 +25,12 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
         !t.is_empty() && !t.starts_with('#') && t != "---"
     });
     if !meaningful {
-        return Err(vec![diag_at(1, 1, "file", "the file is empty: a topology needs name, vips, pops, regions, clients and traffic")]);
+        return Err(vec![diag_at(
+            1,
+            1,
+            "file",
+            "the file is empty: a topology needs name, vips, pops, regions, clients and traffic",
+        )]);
     }
     let root = match marked_yaml::parse_yaml(0, text) {
         Ok(root) => root,
@@ -37,7 +42,7 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
         Some(t) if p.diags.is_empty() => Ok(t),
         _ => {
             let mut diags = p.diags;
-            diags.sort_by(|a, b| (a.line, a.col).cmp(&(b.line, b.col)));
+            diags.sort_by_key(|d| (d.line, d.col));
             diags.dedup();
             if diags.is_empty() {
                 diags.push(diag_at(1, 1, "file", "invalid topology"));
@@ -48,12 +53,19 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
 }
 
 fn diag_at(line: usize, col: usize, field: &str, reason: &str) -> Diagnostic {
-    Diagnostic { line, col, field: field.to_string(), reason: reason.to_string() }
+    Diagnostic {
+        line,
+        col,
+        field: field.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn load_error(e: &LoadError) -> Diagnostic {
     let (marker, reason) = match e {
-        LoadError::TopLevelMustBeMapping(m) => (*m, "the top level must be a mapping (name: ..., vips: ...)".to_string()),
+        LoadError::TopLevelMustBeMapping(m) => {
+            (*m, "the top level must be a mapping (name: ..., vips: ...)".to_string())
+        }
         LoadError::TopLevelMustBeSequence(m) => (*m, "the top level must be a sequence".to_string()),
         LoadError::UnexpectedAnchor(m) => (*m, "YAML anchors are not supported".to_string()),
         LoadError::MappingKeyMustBeScalar(m) => (*m, "mapping keys must be plain scalars".to_string()),
@@ -62,12 +74,22 @@ fn load_error(e: &LoadError) -> Diagnostic {
         LoadError::DuplicateKey(inner) => {
             let span = inner.key.span();
             let (line, col) = span.start().map_or((1, 1), |m| (m.line(), m.column()));
-            return Diagnostic { line, col, field: inner.key.as_str().to_string(), reason: "duplicate key".into() };
+            return Diagnostic {
+                line,
+                col,
+                field: inner.key.as_str().to_string(),
+                reason: "duplicate key".into(),
+            };
         }
         #[allow(unreachable_patterns)]
         _ => return diag_at(1, 1, "file", &e.to_string()),
     };
-    Diagnostic { line: marker.line(), col: marker.column(), field: "yaml".into(), reason }
+    Diagnostic {
+        line: marker.line(),
+        col: marker.column(),
+        field: "yaml".into(),
+        reason,
+    }
 }
 
 fn pos(span: &Span) -> (usize, usize) {
@@ -82,7 +104,11 @@ struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     fn field(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     fn get(&self, key: &str) -> Option<&'a Node> {
@@ -103,7 +129,12 @@ struct Names<'t> {
 impl Parser {
     fn err(&mut self, span: &Span, field: &str, reason: impl Into<String>) {
         let (line, col) = pos(span);
-        self.diags.push(Diagnostic { line, col, field: field.to_string(), reason: reason.into() });
+        self.diags.push(Diagnostic {
+            line,
+            col,
+            field: field.to_string(),
+            reason: reason.into(),
+        });
     }
 
     fn obj<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Obj<'a>> {
@@ -111,10 +142,17 @@ impl Parser {
             self.err(node.span(), path, "expected a mapping (key: value)");
             return None;
         };
-        let obj = Obj { map, path: path.to_string() };
+        let obj = Obj {
+            map,
+            path: path.to_string(),
+        };
         for (key, _) in map.iter() {
             if !allowed.contains(&key.as_str()) {
-                self.err(key.span(), &obj.field(key.as_str()), format!("unknown field (expected one of: {})", allowed.join(", ")));
+                self.err(
+                    key.span(),
+                    &obj.field(key.as_str()),
+                    format!("unknown field (expected one of: {})", allowed.join(", ")),
+                );
             }
         }
         Some(obj)
@@ -153,7 +191,11 @@ impl Parser {
         let name = self.str(node, &obj.field("name"))?;
         let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
-            self.err(node.span(), &obj.field("name"), format!("`{name}` must be letters, digits, - or _"));
+            self.err(
+                node.span(),
+                &obj.field("name"),
+                format!("`{name}` must be letters, digits, - or _"),
+            );
             return None;
         }
         Some(name.to_string())
@@ -244,11 +286,16 @@ impl Parser {
     fn list_of_objs<'a>(&mut self, obj: &Obj<'a>, key: &str, allowed: &[&str]) -> Vec<Obj<'a>> {
         let field = obj.field(key);
         let Some(node) = self.req(obj, key) else { return vec![] };
-        let Some(seq) = self.seq(node, &field) else { return vec![] };
+        let Some(seq) = self.seq(node, &field) else {
+            return vec![];
+        };
         if seq.is_empty() {
             self.err(node.span(), &field, "must not be empty");
         }
-        seq.iter().enumerate().filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), allowed)).collect()
+        seq.iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), allowed))
+            .collect()
     }
 
     fn unique(&mut self, items: &[(String, &Span, String)]) {
@@ -277,7 +324,10 @@ impl Parser {
         }
         let pops = self.pops(&top);
         let regions = self.regions(&top);
-        let names = Names { pops: &pops, regions: &regions };
+        let names = Names {
+            pops: &pops,
+            regions: &regions,
+        };
         let vips = self.vips(&top, &names);
         let backbone = self.backbone(&top, &names);
         let internet = self.internet(&top);
@@ -314,7 +364,10 @@ impl Parser {
             // Kept with a bad location (already an error) so references still resolve.
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
-                pops.push(PopSite { name, location: location.unwrap_or([0.0, 0.0]) });
+                pops.push(PopSite {
+                    name,
+                    location: location.unwrap_or([0.0, 0.0]),
+                });
             }
         }
         self.unique(&seen);
@@ -338,8 +391,19 @@ impl Parser {
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
-                let health = health.unwrap_or(HealthConfig { interval_ns: S, timeout_ns: S, healthy: 1, unhealthy: 1 });
-                regions.push(Region { name, location, clb_nodes, health, backend_groups: groups });
+                let health = health.unwrap_or(HealthConfig {
+                    interval_ns: S,
+                    timeout_ns: S,
+                    healthy: 1,
+                    unhealthy: 1,
+                });
+                regions.push(Region {
+                    name,
+                    location,
+                    clb_nodes,
+                    health,
+                    backend_groups: groups,
+                });
             }
         }
         self.unique(&seen);
@@ -347,13 +411,28 @@ impl Parser {
     }
 
     fn health(&mut self, region: &Obj<'_>) -> Option<HealthConfig> {
-        let default = HealthConfig { interval_ns: 2 * S, timeout_ns: S, healthy: 3, unhealthy: 3 };
-        let Some(node) = region.get("health") else { return Some(default) };
-        let o = self.obj(node, &region.field("health"), &["protocol", "interval", "timeout", "healthy", "unhealthy"])?;
+        let default = HealthConfig {
+            interval_ns: 2 * S,
+            timeout_ns: S,
+            healthy: 3,
+            unhealthy: 3,
+        };
+        let Some(node) = region.get("health") else {
+            return Some(default);
+        };
+        let o = self.obj(
+            node,
+            &region.field("health"),
+            &["protocol", "interval", "timeout", "healthy", "unhealthy"],
+        )?;
         if let Some(p) = o.get("protocol") {
             let proto = self.str(p, &o.field("protocol"))?;
             if proto != "tcp" {
-                self.err(p.span(), &o.field("protocol"), format!("`{proto}` is not a health-check protocol this version runs (tcp)"));
+                self.err(
+                    p.span(),
+                    &o.field("protocol"),
+                    format!("`{proto}` is not a health-check protocol this version runs (tcp)"),
+                );
             }
         }
         let interval_ns = self.opt_duration(&o, "interval", default.interval_ns);
@@ -365,24 +444,43 @@ impl Parser {
         let healthy = threshold(self, "healthy", 3);
         let unhealthy = threshold(self, "unhealthy", 3);
         if interval_ns == Some(0) {
-            self.err(o.get("interval").map_or(o.map.span(), |n| n.span()), &o.field("interval"), "must be longer than 0s");
+            self.err(
+                o.get("interval").map_or(o.map.span(), |n| n.span()),
+                &o.field("interval"),
+                "must be longer than 0s",
+            );
             return None;
         }
-        if let (Some(i), Some(t)) = (interval_ns, timeout_ns) {
-            if t == 0 || t > i {
-                let span = o.get("timeout").map_or(o.map.span(), |n| n.span());
-                self.err(span, &o.field("timeout"), "must be longer than 0s and no longer than the interval");
-                return None;
-            }
+        if let (Some(i), Some(t)) = (interval_ns, timeout_ns)
+            && (t == 0 || t > i)
+        {
+            let span = o.get("timeout").map_or(o.map.span(), |n| n.span());
+            self.err(
+                span,
+                &o.field("timeout"),
+                "must be longer than 0s and no longer than the interval",
+            );
+            return None;
         }
-        Some(HealthConfig { interval_ns: interval_ns?, timeout_ns: timeout_ns?, healthy: healthy?, unhealthy: unhealthy? })
+        Some(HealthConfig {
+            interval_ns: interval_ns?,
+            timeout_ns: timeout_ns?,
+            healthy: healthy?,
+            unhealthy: unhealthy?,
+        })
     }
 
     fn backend_groups(&mut self, region: &Obj<'_>) -> Vec<BackendGroup> {
         let field = region.field("backends");
-        let Some(node) = self.req(region, "backends") else { return vec![] };
+        let Some(node) = self.req(region, "backends") else {
+            return vec![];
+        };
         let Some(map) = node.as_mapping() else {
-            self.err(node.span(), &field, "expected a mapping of group name to a list of backends");
+            self.err(
+                node.span(),
+                &field,
+                "expected a mapping of group name to a list of backends",
+            );
             return vec![];
         };
         let mut groups = Vec::new();
@@ -392,10 +490,16 @@ impl Parser {
             let mut backends: Vec<Backend> = Vec::new();
             for (i, item) in seq.iter().enumerate() {
                 let bfield = format!("{gfield}[{i}]");
-                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight"]) else { continue };
+                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight"]) else {
+                    continue;
+                };
                 if let Some(b) = self.backend(&o) {
                     if backends.iter().any(|x| x.addr == b.addr) {
-                        self.err(item.span(), &bfield, format!("backend {} is bound twice in this group", b.addr));
+                        self.err(
+                            item.span(),
+                            &bfield,
+                            format!("backend {} is bound twice in this group", b.addr),
+                        );
                     }
                     backends.push(b);
                 }
@@ -403,7 +507,10 @@ impl Parser {
             if seq.is_empty() {
                 self.err(list.span(), &gfield, "a backend group needs at least one backend");
             }
-            groups.push(BackendGroup { name: key.as_str().to_string(), backends });
+            groups.push(BackendGroup {
+                name: key.as_str().to_string(),
+                backends,
+            });
         }
         groups
     }
@@ -414,11 +521,16 @@ impl Parser {
         let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
         let port = port_node.and_then(|n| self.port(n, &o.field("port")));
         let weight = match o.get("weight") {
-            Some(n) => self.int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX)).map(|w| w as u8),
+            Some(n) => self
+                .int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX))
+                .map(|w| w as u8),
             None => Some(WEIGHT_DEFAULT),
         };
         // A bad weight is recorded; the address still names the backend for references.
-        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT) })
+        Some(Backend {
+            addr: SocketAddr::new(ip?, port?),
+            weight: weight.unwrap_or(WEIGHT_DEFAULT),
+        })
     }
 
     fn pop_ref(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<usize> {
@@ -436,7 +548,9 @@ impl Parser {
         let mut seen = Vec::new();
         for o in &objs {
             let name = self.name(o);
-            let ipv4 = self.req(o, "ipv4").and_then(|n| self.parsed::<Ipv4Addr>(n, &o.field("ipv4"), "an IPv4 address"));
+            let ipv4 = self
+                .req(o, "ipv4")
+                .and_then(|n| self.parsed::<Ipv4Addr>(n, &o.field("ipv4"), "an IPv4 address"));
             let ipv6 = match o.get("ipv6") {
                 Some(n) => self.parsed::<Ipv6Addr>(n, &o.field("ipv6"), "an IPv6 address"),
                 None => None,
@@ -456,7 +570,14 @@ impl Parser {
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let ipv4 = ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
-                vips.push(Vip { name, ipv4, ipv6, home: home.unwrap_or(0), pops, listeners });
+                vips.push(Vip {
+                    name,
+                    ipv4,
+                    ipv6,
+                    home: home.unwrap_or(0),
+                    pops,
+                    listeners,
+                });
             }
         }
         self.unique(&seen);
@@ -496,14 +617,19 @@ impl Parser {
         let mut out: Vec<Listener> = Vec::new();
         for o in &objs {
             let Some(l) = self.listener(o, home) else { continue };
-            let clash = out.iter().position(|x| x.port == l.port && x.protocol.transport() == l.protocol.transport());
+            let clash = out
+                .iter()
+                .position(|x| x.port == l.port && x.protocol.transport() == l.protocol.transport());
             if let Some(j) = clash {
                 let span = o.get("port").map_or(o.map.span(), |n| n.span());
                 let space = match l.protocol.transport() {
                     anyedge_proto::Transport::Tcp => "TCP, TCP SSL, HTTP and HTTPS listeners share one port space",
                     anyedge_proto::Transport::Udp => "UDP and QUIC listeners share one port space",
                 };
-                let reason = format!("port {} is already used by {}.listeners[{j}] ({space})", l.port, vip.path);
+                let reason = format!(
+                    "port {} is already used by {}.listeners[{j}] ({space})",
+                    l.port, vip.path
+                );
                 self.err(span, &o.field("port"), reason);
                 continue;
             }
@@ -524,7 +650,11 @@ impl Parser {
                 "http" => ListenerProtocol::Http,
                 "https" => ListenerProtocol::Https,
                 other => {
-                    self.err(n.span(), &o.field("protocol"), format!("`{other}` is not one of tcp, udp, tcp-ssl, quic, http, https"));
+                    self.err(
+                        n.span(),
+                        &o.field("protocol"),
+                        format!("`{other}` is not one of tcp, udp, tcp-ssl, quic, http, https"),
+                    );
                     return None;
                 }
             };
@@ -537,7 +667,11 @@ impl Parser {
             let home = home?;
             let i = home.backend_groups.iter().position(|x| x.name == g);
             if i.is_none() {
-                self.err(n.span(), &o.field("backends"), format!("unknown backend group `{g}` in region `{}`", home.name));
+                self.err(
+                    n.span(),
+                    &o.field("backends"),
+                    format!("unknown backend group `{g}` in region `{}`", home.name),
+                );
             }
             i
         });
@@ -559,20 +693,32 @@ impl Parser {
             Some(n) => {
                 let t = self.int(n, &o.field("table"), 3, 1_000_003)? as usize;
                 if !is_prime(t) {
-                    self.err(n.span(), &o.field("table"), format!("{t} is not prime (Maglev needs a prime table size)"));
+                    self.err(
+                        n.span(),
+                        &o.field("table"),
+                        format!("{t} is not prime (Maglev needs a prime table size)"),
+                    );
                     return None;
                 }
                 Some(t)
             }
             None => None,
         };
-        let Some(n) = o.get("scheduler") else { return Some(Scheduler::Wrr) };
+        let Some(n) = o.get("scheduler") else {
+            return Some(Scheduler::Wrr);
+        };
         let s = self.str(n, &o.field("scheduler"))?;
         match s {
             "wrr" => Some(Scheduler::Wrr),
-            "maglev" => Some(Scheduler::Maglev { table_size: table.unwrap_or(MAGLEV_TABLE_DEFAULT) }),
+            "maglev" => Some(Scheduler::Maglev {
+                table_size: table.unwrap_or(MAGLEV_TABLE_DEFAULT),
+            }),
             other => {
-                self.err(n.span(), &o.field("scheduler"), format!("`{other}` is not one of wrr, maglev"));
+                self.err(
+                    n.span(),
+                    &o.field("scheduler"),
+                    format!("`{other}` is not one of wrr, maglev"),
+                );
                 None
             }
         }
@@ -592,7 +738,11 @@ impl Parser {
             return None;
         }
         if protocol == Some(ListenerProtocol::Quic) {
-            self.err(n.span(), field, "session persistence is not available on QUIC listeners");
+            self.err(
+                n.span(),
+                field,
+                "session persistence is not available on QUIC listeners",
+            );
             return None;
         }
         if scheduler.is_some_and(|s| s != Scheduler::Wrr) {
@@ -612,7 +762,9 @@ impl Parser {
             transport: BackboneTransport::Udp,
             links: None,
         };
-        let Some(node) = top.get("backbone") else { return Some(default) };
+        let Some(node) = top.get("backbone") else {
+            return Some(default);
+        };
         let allowed = &["stretch", "jitter", "loss", "bandwidth", "queue", "transport", "links"];
         let o = self.obj(node, "backbone", allowed)?;
         let stretch = self.opt_float(&o, "stretch", default.stretch, 1.0, 10.0);
@@ -629,7 +781,11 @@ impl Parser {
                 "udp" => Some(BackboneTransport::Udp),
                 "grpc" => Some(BackboneTransport::Grpc),
                 other => {
-                    self.err(n.span(), &o.field("transport"), format!("`{other}` is not one of udp, grpc"));
+                    self.err(
+                        n.span(),
+                        &o.field("transport"),
+                        format!("`{other}` is not one of udp, grpc"),
+                    );
                     None
                 }
             },
@@ -679,33 +835,66 @@ impl Parser {
             }
         }
         if pop.is_none() || region.is_none() {
-            self.err(node.span(), field, "a backbone link joins one pop/NAME and one region/NAME");
+            self.err(
+                node.span(),
+                field,
+                "a backbone link joins one pop/NAME and one region/NAME",
+            );
             return None;
         }
         Some((pop?, region?))
     }
 
     fn internet(&mut self, top: &Obj<'_>) -> Option<Internet> {
-        let default = Internet { stretch: 2.1, last_mile_ns: 5 * MS, jitter_ns: 4 * MS, loss: 0.003 };
-        let Some(node) = top.get("internet") else { return Some(default) };
+        let default = Internet {
+            stretch: 2.1,
+            last_mile_ns: 5 * MS,
+            jitter_ns: 4 * MS,
+            loss: 0.003,
+        };
+        let Some(node) = top.get("internet") else {
+            return Some(default);
+        };
         let o = self.obj(node, "internet", &["stretch", "last_mile", "jitter", "loss"])?;
         let stretch = self.opt_float(&o, "stretch", default.stretch, 1.0, 10.0);
         let last_mile_ns = self.opt_duration(&o, "last_mile", default.last_mile_ns);
         let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
         let loss = self.opt_percent(&o, "loss", default.loss);
-        Some(Internet { stretch: stretch?, last_mile_ns: last_mile_ns?, jitter_ns: jitter_ns?, loss: loss? })
+        Some(Internet {
+            stretch: stretch?,
+            last_mile_ns: last_mile_ns?,
+            jitter_ns: jitter_ns?,
+            loss: loss?,
+        })
     }
 
     fn traffic(&mut self, top: &Obj<'_>, vips: &[Vip], regions: &[Region]) -> Vec<TrafficClass> {
-        let Some(node) = self.req(top, "traffic") else { return vec![] };
-        let Some(map) = node.as_mapping() else {
-            self.err(node.span(), "traffic", "expected a mapping of traffic class name to its definition");
+        let Some(node) = self.req(top, "traffic") else {
             return vec![];
         };
-        let allowed = &["vip", "protocol", "port", "interval", "size", "requests_per_s", "request", "response"];
+        let Some(map) = node.as_mapping() else {
+            self.err(
+                node.span(),
+                "traffic",
+                "expected a mapping of traffic class name to its definition",
+            );
+            return vec![];
+        };
+        let allowed = &[
+            "vip",
+            "protocol",
+            "port",
+            "interval",
+            "size",
+            "requests_per_s",
+            "request",
+            "response",
+        ];
         let mut out = Vec::new();
         for (key, def) in map.iter() {
-            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), allowed) else { continue };
+            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), allowed) else {
+                continue;
+            };
             if let Some(class) = self.traffic_class(key.as_str(), &o, vips, regions) {
                 out.push(class);
             }
@@ -729,14 +918,23 @@ impl Parser {
             "udp" => {
                 let interval_ns = self.opt_duration(o, "interval", 50 * MS);
                 let size = match o.get("size") {
-                    Some(n) => self.int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400).map(|v| v as u32),
+                    Some(n) => self
+                        .int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400)
+                        .map(|v| v as u32),
                     None => Some(120),
                 };
                 if interval_ns == Some(0) {
-                    self.err(o.get("interval").map_or(o.map.span(), |n| n.span()), &o.field("interval"), "must be longer than 0s");
+                    self.err(
+                        o.get("interval").map_or(o.map.span(), |n| n.span()),
+                        &o.field("interval"),
+                        "must be longer than 0s",
+                    );
                     return None;
                 }
-                TrafficKind::Udp { interval_ns: interval_ns?, size: size? }
+                TrafficKind::Udp {
+                    interval_ns: interval_ns?,
+                    size: size?,
+                }
             }
             "tcp" => {
                 let requests_per_s = self.opt_float(o, "requests_per_s", 1.0, 0.01, 1000.0);
@@ -746,20 +944,44 @@ impl Parser {
                 };
                 let request = size(self, "request", 500);
                 let response = size(self, "response", 20_000);
-                TrafficKind::Tcp { requests_per_s: requests_per_s?, request: request?, response: response? }
+                TrafficKind::Tcp {
+                    requests_per_s: requests_per_s?,
+                    request: request?,
+                    response: response?,
+                }
             }
             other => {
-                self.err(proto_node.span(), &o.field("protocol"), format!("`{other}` is not one of udp, tcp"));
+                self.err(
+                    proto_node.span(),
+                    &o.field("protocol"),
+                    format!("`{other}` is not one of udp, tcp"),
+                );
                 return None;
             }
         };
         let (vip, port) = (vip?, port?);
-        let class = TrafficClass { name: name.to_string(), vip, port, kind };
-        let served = vips[vip].listeners.iter().any(|l| l.port == port && l.protocol.transport() == class.transport());
+        let class = TrafficClass {
+            name: name.to_string(),
+            vip,
+            port,
+            kind,
+        };
+        let served = vips[vip]
+            .listeners
+            .iter()
+            .any(|l| l.port == port && l.protocol.transport() == class.transport());
         if !served && !regions.is_empty() {
             let span = port_node.map_or(o.map.span(), |n| n.span());
-            let proto = if class.transport() == anyedge_proto::Transport::Udp { "UDP" } else { "TCP" };
-            self.err(span, &o.field("port"), format!("VIP `{}` has no {proto} listener on port {port}", vips[vip].name));
+            let proto = if class.transport() == anyedge_proto::Transport::Udp {
+                "UDP"
+            } else {
+                "TCP"
+            };
+            self.err(
+                span,
+                &o.field("port"),
+                format!("VIP `{}` has no {proto} listener on port {port}", vips[vip].name),
+            );
             return None;
         }
         Some(class)
@@ -776,14 +998,19 @@ impl Parser {
                 Some(n) => self.int(n, &o.field("count"), 1, 100_000).map(|v| v as u32),
                 None => Some(1),
             };
-            let classes = self.req(o, "traffic").and_then(|n| self.traffic_refs(n, &o.field("traffic"), traffic));
+            let classes = self
+                .req(o, "traffic")
+                .and_then(|n| self.traffic_refs(n, &o.field("traffic"), traffic));
             let catchment = match o.get("catchment") {
                 None => Some(None),
                 Some(n) => {
                     let field = o.field("catchment");
                     self.seq(n, &field).and_then(|seq| {
-                        let refs: Vec<Option<usize>> =
-                            seq.iter().enumerate().map(|(i, p)| self.pop_ref(p, &format!("{field}[{i}]"), names)).collect();
+                        let refs: Vec<Option<usize>> = seq
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| self.pop_ref(p, &format!("{field}[{i}]"), names))
+                            .collect();
                         if seq.is_empty() {
                             self.err(n.span(), &field, "must name at least one POP");
                             return None;
@@ -796,7 +1023,13 @@ impl Parser {
                 (name, location, count, classes, catchment)
             {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
-                out.push(ClientGroup { name, location, count, traffic, catchment });
+                out.push(ClientGroup {
+                    name,
+                    location,
+                    count,
+                    traffic,
+                    catchment,
+                });
             }
         }
         self.unique(&seen);
@@ -805,7 +1038,11 @@ impl Parser {
 
     fn traffic_refs(&mut self, node: &Node, field: &str, traffic: &[String]) -> Option<Vec<usize>> {
         let items: Vec<(&Node, String)> = match node.as_sequence() {
-            Some(seq) => seq.iter().enumerate().map(|(i, n)| (n, format!("{field}[{i}]"))).collect(),
+            Some(seq) => seq
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n, format!("{field}[{i}]")))
+                .collect(),
             None => vec![(node, field.to_string())],
         };
         let mut out = Vec::new();
@@ -827,12 +1064,20 @@ impl Parser {
     }
 
     fn failover(&mut self, top: &Obj<'_>) -> Option<Failover> {
-        let default = Failover { pop_detect_ns: 300 * MS, route_converge_ns: 500 * MS };
-        let Some(node) = top.get("failover") else { return Some(default) };
+        let default = Failover {
+            pop_detect_ns: 300 * MS,
+            route_converge_ns: 500 * MS,
+        };
+        let Some(node) = top.get("failover") else {
+            return Some(default);
+        };
         let o = self.obj(node, "failover", &["pop_detect", "route_converge"])?;
         let pop_detect_ns = self.opt_duration(&o, "pop_detect", default.pop_detect_ns);
         let route_converge_ns = self.opt_duration(&o, "route_converge", default.route_converge_ns);
-        Some(Failover { pop_detect_ns: pop_detect_ns?, route_converge_ns: route_converge_ns? })
+        Some(Failover {
+            pop_detect_ns: pop_detect_ns?,
+            route_converge_ns: route_converge_ns?,
+        })
     }
 
     /// `pop/NAME`, `region/NAME` or `backend/IP:PORT`.
@@ -850,11 +1095,19 @@ impl Parser {
                 names
                     .regions
                     .iter()
-                    .position(|r| r.backend_groups.iter().any(|g| g.backends.iter().any(|b| b.addr == addr)))
+                    .position(|r| {
+                        r.backend_groups
+                            .iter()
+                            .any(|g| g.backends.iter().any(|b| b.addr == addr))
+                    })
                     .map(|region| Target::Backend { region, addr })
             }
             _ => {
-                self.err(node.span(), field, format!("`{text}` is not pop/NAME, region/NAME or backend/IP:PORT"));
+                self.err(
+                    node.span(),
+                    field,
+                    format!("`{text}` is not pop/NAME, region/NAME or backend/IP:PORT"),
+                );
                 return None;
             }
         };
@@ -866,11 +1119,15 @@ impl Parser {
 
     fn faults(&mut self, top: &Obj<'_>, names: &Names<'_>, duration_ns: u64) -> Vec<Fault> {
         let Some(node) = top.get("faults") else { return vec![] };
-        let Some(seq) = self.seq(node, "faults") else { return vec![] };
+        let Some(seq) = self.seq(node, "faults") else {
+            return vec![];
+        };
         let allowed = &["at", "down", "up", "link", "for", "loss", "delay", "jitter"];
         let mut out = Vec::new();
         for (i, item) in seq.iter().enumerate() {
-            let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else { continue };
+            let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else {
+                continue;
+            };
             if let Some(f) = self.fault(&o, names, duration_ns) {
                 out.push(f);
             }
@@ -883,10 +1140,17 @@ impl Parser {
         let at_node = self.req(o, "at")?;
         let at_ns = self.duration(at_node, &o.field("at"))?;
         if at_ns >= duration_ns {
-            self.err(at_node.span(), &o.field("at"), "is at or after the end of the simulation (duration)");
+            self.err(
+                at_node.span(),
+                &o.field("at"),
+                "is at or after the end of the simulation (duration)",
+            );
             return None;
         }
-        let kinds: Vec<&str> = ["down", "up", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
+        let kinds: Vec<&str> = ["down", "up", "link"]
+            .into_iter()
+            .filter(|k| o.get(k).is_some())
+            .collect();
         if kinds.len() != 1 {
             self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, link");
             return None;
@@ -902,8 +1166,16 @@ impl Parser {
             }
             let target = self.target(node, &field, names)?;
             let text = self.str(node, &field)?;
-            let action = if key == "down" { FaultAction::Down(target) } else { FaultAction::Up(target) };
-            return Some(Fault { at_ns, action, what: format!("{key} {text}") });
+            let action = if key == "down" {
+                FaultAction::Down(target)
+            } else {
+                FaultAction::Up(target)
+            };
+            return Some(Fault {
+                at_ns,
+                action,
+                what: format!("{key} {text}"),
+            });
         }
         let (pop, region) = self.pop_region_pair(node, &field, names)?;
         let for_ns = self.req(o, "for").and_then(|n| self.duration(n, &o.field("for")));
@@ -922,11 +1194,18 @@ impl Parser {
             delay_ns: delay_ns.map_or(Some(None), |v| v.map(Some))?,
             jitter_ns: jitter_ns.map_or(Some(None), |v| v.map(Some))?,
         };
-        let what = format!("link pop/{}-region/{}", names.pops[pop].name, names.regions[region].name);
-        Some(Fault { at_ns, action: FaultAction::Link(lo), what })
+        let what = format!(
+            "link pop/{}-region/{}",
+            names.pops[pop].name, names.regions[region].name
+        );
+        Some(Fault {
+            at_ns,
+            action: FaultAction::Link(lo),
+            what,
+        })
     }
 }
 
 fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
