@@ -275,6 +275,56 @@ fn ip_pair(src: IpAddr, dst: IpAddr) -> Option<(IpAddress, IpAddress)> {
     }
 }
 
+/// The RST a host answers a TCP segment with when no connection or listener takes it
+/// (RFC 9293 §3.10.7.1). `None` for non-TCP packets and for segments that are resets.
+pub fn tcp_reset_for(packet: &[u8]) -> Option<Vec<u8>> {
+    let info = parse(packet).ok()?;
+    let flags = info.tcp?;
+    if flags.rst {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(transport_segment(packet)?).ok()?;
+    let seg_len = info.payload_len as i32 + i32::from(flags.syn) + i32::from(flags.fin);
+    let (control_seq, ack) = if flags.ack {
+        (tcp.ack_number(), None)
+    } else {
+        (
+            smoltcp::wire::TcpSeqNumber(0),
+            Some(tcp.seq_number() + seg_len as usize),
+        )
+    };
+    let repr = TcpRepr {
+        src_port: info.key.dst_port,
+        dst_port: info.key.src_port,
+        control: smoltcp::wire::TcpControl::Rst,
+        seq_number: control_seq,
+        ack_number: ack,
+        window_len: 0,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    build_tcp(info.key.dst, info.key.src, &repr)
+}
+
+/// The transport segment (header and payload) inside an IP packet.
+fn transport_segment(packet: &[u8]) -> Option<&[u8]> {
+    match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            packet.get(usize::from(ip.header_len())..usize::from(ip.total_len()))
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            packet.get(ip.header_len()..ip.header_len() + usize::from(ip.payload_len()))
+        }
+        _ => None,
+    }
+}
+
 /// The transport payload of a TCP or UDP packet (empty when it cannot be parsed).
 pub fn transport_payload(packet: &[u8]) -> &[u8] {
     let Ok(info) = parse(packet) else { return &[] };
@@ -369,6 +419,36 @@ mod tests {
         };
         assert_eq!(key.flow_hash(), key.flow_hash());
         assert_ne!(key.flow_hash(), key.reversed().flow_hash());
+    }
+
+    #[test]
+    fn reset_answers_a_stray_segment() {
+        let repr = TcpRepr {
+            src_port: 40000,
+            dst_port: 8080,
+            control: smoltcp::wire::TcpControl::None,
+            seq_number: smoltcp::wire::TcpSeqNumber(1000),
+            ack_number: Some(smoltcp::wire::TcpSeqNumber(5000)),
+            window_len: 100,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: b"data",
+        };
+        let seg = build_tcp("198.18.64.1".parse().unwrap(), "198.19.1.1".parse().unwrap(), &repr).unwrap();
+        let rst = tcp_reset_for(&seg).unwrap();
+        let info = parse(&rst).unwrap();
+        assert!(info.tcp.unwrap().rst);
+        assert_eq!((info.key.src_port, info.key.dst_port), (8080, 40000));
+        let tcp = TcpPacket::new_checked(transport_segment(&rst).unwrap()).unwrap();
+        assert_eq!(
+            tcp.seq_number(),
+            smoltcp::wire::TcpSeqNumber(5000),
+            "RST takes the segment's ACK as its sequence"
+        );
+        assert_eq!(tcp_reset_for(&rst), None, "a reset is never answered");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use anyedge_proto::{Transport, inner};
 use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig, SchedulerKind};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::{AnySocket, tcp};
+use smoltcp::socket::tcp;
 
 use crate::app;
 use crate::engine::EventQueue;
@@ -28,8 +28,6 @@ pub const INTRA_REGION_NS: u64 = 50_000;
 const OUTER_HEADER: usize = 28;
 /// Requests a TCP flow queues before it counts the oldest as lost.
 const TCP_PENDING_MAX: usize = 256;
-/// Listening sockets a backend keeps ready per TCP port.
-const LISTEN_SPARE: usize = 2;
 /// Client source ports: 10000 + slot * 1000 + connection generation.
 const PORT_BASE: u16 = 10_000;
 const PORTS_PER_SLOT: u16 = 1_000;
@@ -59,7 +57,7 @@ enum Ev {
     UdpSend { client: usize, k: usize },
     TcpIssue { client: usize, k: usize },
     ClientTcpPoll { client: usize },
-    BackendTcpPoll { host: usize },
+    BackendTcpPoll { host: usize, remote: (IpAddr, u16) },
     Arrive { to: Arrival, packet: Vec<u8> },
     ClbTimer { clb: usize },
     Fault { index: usize },
@@ -134,16 +132,24 @@ struct Serve {
     resp_off: usize,
 }
 
+/// One server-side TCP connection of a backend: its own smoltcp stack, so serving one
+/// connection never walks the others (TCP connections are independent anyway).
+struct BackendConn {
+    stack: TcpStack,
+    handle: SocketHandle,
+    serve: Serve,
+    poll_at: Option<u64>,
+}
+
 struct BackendHost {
     ip: IpAddr,
     /// Ports whose service is down: packets to them vanish.
     down_ports: Vec<u16>,
-    tcp: TcpStack,
     tcp_ports: Vec<u16>,
-    serve: HashMap<SocketHandle, Serve>,
+    /// Remote endpoint → its connection.
+    conns: HashMap<(IpAddr, u16), BackendConn>,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
     via: HashMap<(IpAddr, u16), usize>,
-    poll_at: Option<u64>,
 }
 
 struct FaultTracker {
@@ -433,15 +439,12 @@ impl<'t> World<'t> {
             Some(&h) => h,
             None => {
                 let h = self.hosts.len();
-                let seed = ComponentRng::new(self.t.seed, &format!("backend/{}", addr.ip())).next_u64();
                 self.hosts.push(BackendHost {
                     ip: addr.ip(),
                     down_ports: Vec::new(),
-                    tcp: TcpStack::new(addr.ip(), seed, 0),
                     tcp_ports: Vec::new(),
-                    serve: HashMap::new(),
+                    conns: HashMap::new(),
                     via: HashMap::new(),
-                    poll_at: None,
                 });
                 self.host_by_ip.insert(addr.ip(), h);
                 h
@@ -451,7 +454,6 @@ impl<'t> World<'t> {
         if !self.hosts[h].tcp_ports.contains(&addr.port()) {
             self.hosts[h].tcp_ports.push(addr.port());
         }
-        self.refill_listeners(h);
     }
 
     fn build_groups(&mut self) {
@@ -595,10 +597,13 @@ impl<'t> World<'t> {
                     self.client_tcp_service(client);
                 }
             }
-            Ev::BackendTcpPoll { host } => {
-                if self.hosts[host].poll_at == Some(self.q.now_ns()) {
-                    self.hosts[host].poll_at = None;
-                    self.backend_tcp_service(host);
+            Ev::BackendTcpPoll { host, remote } => {
+                let now = self.q.now_ns();
+                if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
+                    && conn.poll_at == Some(now)
+                {
+                    conn.poll_at = None;
+                    self.backend_tcp_service(host, remote);
                 }
             }
             Ev::Arrive { to, packet } => self.arrive(to, packet),
@@ -961,69 +966,67 @@ impl<'t> World<'t> {
                 }
             }
             Transport::Tcp => {
-                if h.tcp_ports.contains(&info.key.dst_port) {
-                    h.tcp.receive(packet);
-                    self.backend_tcp_service(host);
+                let remote = (info.key.src, info.key.src_port);
+                let flags = info.tcp.unwrap_or_default();
+                if !h.conns.contains_key(&remote) {
+                    if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
+                        // No connection and no listener for it: the host answers RST.
+                        if let Some(rst) = inner::tcp_reset_for(&packet) {
+                            self.send_intra(Arrival::ClbFromBackend(via_clb), rst);
+                        }
+                        return;
+                    }
+                    let seed = ComponentRng::new(self.t.seed, &format!("backend/{}/{:?}", h.ip, remote)).next_u64();
+                    let mut stack = TcpStack::new(h.ip, seed, self.q.now_ns());
+                    let handle = stack.new_socket();
+                    let socket = stack.socket(handle);
+                    // Like a server with TCP_NODELAY: a response's tail is not held back.
+                    socket.set_nagle_enabled(false);
+                    let _ = socket.listen(info.key.dst_port);
+                    h.conns.insert(
+                        remote,
+                        BackendConn {
+                            stack,
+                            handle,
+                            serve: Serve::default(),
+                            poll_at: None,
+                        },
+                    );
                 }
+                if let Some(conn) = h.conns.get_mut(&remote) {
+                    conn.stack.receive(packet);
+                }
+                self.backend_tcp_service(host, remote);
             }
         }
     }
 
-    fn refill_listeners(&mut self, host: usize) {
-        let h = &mut self.hosts[host];
-        for port in h.tcp_ports.clone() {
-            let listening = h
-                .tcp
-                .sockets
-                .iter()
-                .filter_map(|(_, s)| tcp::Socket::downcast(s))
-                .filter(|s| s.state() == tcp::State::Listen && s.listen_endpoint().port == port)
-                .count();
-            for _ in listening..LISTEN_SPARE {
-                let handle = h.tcp.new_socket();
-                let socket = h.tcp.socket(handle);
-                // Like a server with TCP_NODELAY: a response's tail is not held back.
-                socket.set_nagle_enabled(false);
-                let _ = socket.listen(port);
-            }
-        }
-    }
-
-    /// Serves TCP requests: read a request, answer with the response size it asks for.
-    fn backend_tcp_service(&mut self, host: usize) {
+    /// Serves one TCP connection: read requests, answer with the response size asked for.
+    fn backend_tcp_service(&mut self, host: usize, remote: (IpAddr, u16)) {
         let now = self.q.now_ns();
         let h = &mut self.hosts[host];
-        h.tcp.poll(now);
         let ip = h.ip;
-        let mut closed = Vec::new();
-        for (handle, socket) in h.tcp.sockets.iter_mut() {
-            let Some(s) = tcp::Socket::downcast_mut(socket) else {
-                continue;
-            };
-            match s.state() {
-                tcp::State::Listen | tcp::State::SynReceived => continue,
-                tcp::State::Closed => {
-                    closed.push(handle);
-                    continue;
-                }
-                _ => {}
-            }
-            let serve = h.serve.entry(handle).or_default();
-            serve_connection(s, serve, ip);
-            if s.state() == tcp::State::CloseWait && serve.pending_resp.len() == serve.resp_off {
+        let Some(conn) = h.conns.get_mut(&remote) else { return };
+        conn.stack.poll(now);
+        let s = conn.stack.socket(conn.handle);
+        if !matches!(
+            s.state(),
+            tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+        ) {
+            serve_connection(s, &mut conn.serve, ip);
+            if s.state() == tcp::State::CloseWait && conn.serve.pending_resp.len() == conn.serve.resp_off {
                 s.close();
             }
         }
-        for handle in closed {
-            if h.serve.remove(&handle).is_some() {
-                h.tcp.sockets.remove(handle);
-            }
+        conn.stack.poll(now);
+        let out: Vec<Vec<u8>> = conn.stack.drain_tx().collect();
+        // Back to Listen (a reset handshake, e.g. a health probe) or done: forget it.
+        let state = conn.stack.socket(conn.handle).state();
+        let finished = matches!(state, tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait);
+        let next = if finished { None } else { conn.stack.poll_at_ns(now) };
+        if finished {
+            h.conns.remove(&remote);
         }
-        self.refill_listeners(host);
-        let h = &mut self.hosts[host];
-        h.tcp.poll(now);
-        let out: Vec<Vec<u8>> = h.tcp.drain_tx().collect();
-        let next = h.tcp.poll_at_ns(now);
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
             let via = match self.clb_by_addr.get(&info.key.dst) {
@@ -1036,10 +1039,11 @@ impl<'t> World<'t> {
         }
         if let Some(at) = next {
             let at = at.max(now);
-            let h = &mut self.hosts[host];
-            if h.poll_at.is_none_or(|t| at < t) {
-                h.poll_at = Some(at);
-                self.q.schedule(at, Ev::BackendTcpPoll { host });
+            if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
+                && conn.poll_at.is_none_or(|t| at < t)
+            {
+                conn.poll_at = Some(at);
+                self.q.schedule(at, Ev::BackendTcpPoll { host, remote });
             }
         }
     }
