@@ -76,11 +76,12 @@ fn progress_bar() -> impl FnMut(f64) {
     }
 }
 
-fn simulate(t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> ExitCode {
+fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> ExitCode {
     let outcome = match anyedge_sim::run(t, progress_bar()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{}: cannot simulate: {}", t.name, e.0);
+            eprintln!("{}: cannot simulate: {}", file.display(), e.0);
+            eprintln!("replay: anyedge sim {} --seed {}", file.display(), t.seed);
             return ExitCode::from(2);
         }
     };
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            simulate(&t, report, stats)
+            simulate(&file, &t, report, stats)
         }
     }
 }

@@ -315,6 +315,12 @@ fn malformed_ip_addresses() {
 }
 
 #[test]
+fn more_clients_than_the_simulator_addresses() {
+    let many = with("count: 20, traffic: game }", "count: 100000, traffic: game }");
+    expect(&many, 38, "clients", "at most 40000 are addressable");
+}
+
+#[test]
 fn every_error_is_reported_not_just_the_first() {
     let yaml = with("home: frankfurt", "home: berlin")
         .replace("weight: 30", "weight: 300")

@@ -26,6 +26,13 @@ pub fn run(topology: &topology::Topology, progress: impl FnMut(f64)) -> Result<O
     let started = Instant::now();
     let mut world = world::World::new(topology)?;
     world.run(progress);
+    if !world.violations().is_empty() {
+        return Err(SimError(format!(
+            "invariant violated (a bug in anyedge, seed {}):\n  {}",
+            topology.seed,
+            world.violations().join("\n  ")
+        )));
+    }
     let report = world.report();
     let wall_s = started.elapsed().as_secs_f64();
     let (events, packets) = (world.events(), world.packets());

@@ -107,6 +107,9 @@ struct Group {
     order: Vec<Vec<usize>>,
     /// Per VIP: the POP routing delivers this group to now.
     route: Vec<Option<usize>>,
+    /// Per VIP: [anycast, direct] round trips no reply can beat: light in a straight
+    /// fiber over the internet legs (fault overrides touch only backbone links).
+    floor_ns: Vec<[u64; 2]>,
 }
 
 struct PopNode {
@@ -193,6 +196,8 @@ pub struct World<'t> {
     /// Backend address → its first record in `backends`.
     backend_index: HashMap<SocketAddr, usize>,
     packets: u64,
+    /// Invariants found broken while running (bugs, not input): reported with the seed.
+    violations: Vec<String>,
 }
 
 fn client_addr(i: usize) -> IpAddr {
@@ -315,6 +320,7 @@ impl<'t> World<'t> {
             backends: Vec::new(),
             backend_index: HashMap::new(),
             packets: 0,
+            violations: Vec::new(),
         };
         w.build_pops();
         w.build_regions();
@@ -472,7 +478,20 @@ impl<'t> World<'t> {
                 })
                 .collect();
             let route = order.iter().map(|o| o.first().copied()).collect();
-            self.groups.push(Group { order, route });
+            let floor_ns = t
+                .vips
+                .iter()
+                .map(|v| {
+                    let to_pop = v
+                        .pops
+                        .iter()
+                        .map(|&p| fiber_delay_ns(g.location, t.pops[p].location, 1.0))
+                        .min();
+                    let to_region = fiber_delay_ns(g.location, t.regions[v.home].location, 1.0);
+                    [2 * to_pop.unwrap_or(0), 2 * to_region]
+                })
+                .collect();
+            self.groups.push(Group { order, route, floor_ns });
         }
     }
 
@@ -573,6 +592,16 @@ impl<'t> World<'t> {
             self.handle(ev);
         }
         progress(1.0);
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.violations.len() < 16 {
+            self.violations.push(format!("t={} ns: {what}", self.q.now_ns()));
+        }
+    }
+
+    pub fn violations(&self) -> &[String] {
+        &self.violations
     }
 
     pub fn events(&self) -> u64 {
@@ -798,6 +827,14 @@ impl<'t> World<'t> {
         let now = self.q.now_ns();
         let group = self.clients[client].group;
         let rtt_ns = now.saturating_sub(sent_ns);
+        let class = self.t.clients[group].traffic[slot / 2];
+        let floor_ns = self.groups[group].floor_ns[self.t.traffic[class].vip][slot % 2];
+        if rtt_ns < floor_ns {
+            self.violation(format!(
+                "client group `{}`: a reply took {rtt_ns} ns, faster than light allows ({floor_ns} ns)",
+                self.t.clients[group].name
+            ));
+        }
         let _ = self.hist[group][slot / 2][slot % 2].record((rtt_ns / 1000).max(1));
         let flow = &mut self.clients[client].flows[slot];
         flow.received += 1;
@@ -892,6 +929,15 @@ impl<'t> World<'t> {
 
     fn drain_clb(&mut self, c: usize) {
         let region = self.clbs[c].region;
+        let table = self.clbs[c].core.conn_table();
+        if table.len() > table.capacity() {
+            let msg = format!(
+                "CLB {c}: connection table holds {} > capacity {}",
+                table.len(),
+                table.capacity()
+            );
+            self.violation(msg);
+        }
         while let Some(out) = self.clbs[c].core.poll_output() {
             match out {
                 anyedge_region::Output::ToPop { pop_id, bytes } => {

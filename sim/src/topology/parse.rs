@@ -17,6 +17,10 @@ use super::values::{parse_bandwidth_bps, parse_duration_ns, parse_percent};
 use super::*;
 
 const MS: u64 = 1_000_000;
+/// Simulated clients are addressed from 198.18.64.1 upwards.
+pub const CLIENTS_MAX: u64 = 40_000;
+/// Each class of a group takes two source-port slots (anycast, direct).
+pub const CLASSES_PER_GROUP_MAX: usize = 27;
 const S: u64 = 1_000_000_000;
 
 pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
@@ -1033,6 +1037,23 @@ impl Parser {
             }
         }
         self.unique(&seen);
+        let total: u64 = out.iter().map(|g| u64::from(g.count)).sum();
+        if total > CLIENTS_MAX
+            && let Some(node) = top.get("clients")
+        {
+            let reason = format!("{total} clients in all; at most {CLIENTS_MAX} are addressable");
+            self.err(node.span(), "clients", reason);
+        }
+        for (o, g) in objs.iter().zip(&out) {
+            if g.traffic.len() > CLASSES_PER_GROUP_MAX {
+                let span = o.get("traffic").map_or(o.map.span(), |n| n.span());
+                let reason = format!(
+                    "{} traffic classes; a client group has at most {CLASSES_PER_GROUP_MAX}",
+                    g.traffic.len()
+                );
+                self.err(span, &o.field("traffic"), reason);
+            }
+        }
         out
     }
 
