@@ -4,7 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{IpAddress, IpProtocol, IpRepr, Ipv4Packet, Ipv6Packet, TcpPacket, TcpRepr, UdpPacket, UdpRepr};
+use smoltcp::wire::{
+    IpAddress, IpProtocol, IpRepr, Ipv4Packet, Ipv6Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
+    UdpRepr,
+};
 
 use crate::{Error, Result};
 
@@ -285,29 +288,38 @@ pub fn tcp_reset_for(packet: &[u8]) -> Option<Vec<u8>> {
     }
     let tcp = TcpPacket::new_checked(transport_segment(packet)?).ok()?;
     let seg_len = info.payload_len as i32 + i32::from(flags.syn) + i32::from(flags.fin);
-    let (control_seq, ack) = if flags.ack {
-        (tcp.ack_number(), None)
+    let (seq, ack) = if flags.ack {
+        (tcp.ack_number().0 as u32, None)
     } else {
-        (
-            smoltcp::wire::TcpSeqNumber(0),
-            Some(tcp.seq_number() + seg_len as usize),
-        )
+        (0, Some((tcp.seq_number() + seg_len as usize).0 as u32))
     };
-    let repr = TcpRepr {
-        src_port: info.key.dst_port,
-        dst_port: info.key.src_port,
-        control: smoltcp::wire::TcpControl::Rst,
-        seq_number: control_seq,
-        ack_number: ack,
-        window_len: 0,
+    let repr = bare_tcp(info.key.dst_port, info.key.src_port, TcpControl::Rst, seq, ack, None);
+    build_tcp(info.key.dst, info.key.src, &repr)
+}
+
+/// A TCP segment with no payload: SYNs, resets, health probes.
+pub fn bare_tcp(
+    src_port: u16,
+    dst_port: u16,
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    max_seg_size: Option<u16>,
+) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port,
+        dst_port,
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: if control == TcpControl::Rst { 0 } else { 64_240 },
         window_scale: None,
-        max_seg_size: None,
+        max_seg_size,
         sack_permitted: false,
         sack_ranges: [None; 3],
         timestamp: None,
         payload: &[],
-    };
-    build_tcp(info.key.dst, info.key.src, &repr)
+    }
 }
 
 /// The transport segment (header and payload) inside an IP packet.

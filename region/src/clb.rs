@@ -9,7 +9,7 @@ use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::{self, Inner};
 use anyedge_proto::{FlowKey, Transport};
 use lru::LruCache;
-use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+use smoltcp::wire::TcpControl;
 
 use crate::config::{ClbConfig, ListenerConfig, SchedulerKind};
 use crate::conn_table::{Conn, ConnTable, Ingress};
@@ -68,7 +68,7 @@ struct Listener {
 }
 
 /// First TCP sequence number of health probes; the probe id is added to it.
-const PROBE_ISN: i32 = 0x5eed_0000;
+const PROBE_ISN: u32 = 0x5eed_0000;
 /// Health probes use source ports from here up.
 const PROBE_PORT_BASE: u16 = 1024;
 
@@ -369,20 +369,9 @@ impl Clb {
 
     fn send_probe(&mut self, probe: ProbeRequest) {
         let backend = self.backends[probe.backend];
-        let tcp = TcpRepr {
-            src_port: PROBE_PORT_BASE + probe.probe_id % (u16::MAX - PROBE_PORT_BASE),
-            dst_port: backend.port(),
-            control: TcpControl::Syn,
-            seq_number: TcpSeqNumber(PROBE_ISN.wrapping_add(i32::from(probe.probe_id))),
-            ack_number: None,
-            window_len: 64_240,
-            window_scale: None,
-            max_seg_size: Some(1460),
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
+        let src_port = PROBE_PORT_BASE + probe.probe_id % (u16::MAX - PROBE_PORT_BASE);
+        let seq = PROBE_ISN.wrapping_add(u32::from(probe.probe_id));
+        let tcp = inner::bare_tcp(src_port, backend.port(), TcpControl::Syn, seq, None, Some(1460));
         if let Some(bytes) = inner::build_tcp(self.address, backend.ip(), &tcp) {
             self.outputs.push_back(Output::ToBackend { backend, bytes });
         }
@@ -393,7 +382,7 @@ impl Clb {
     fn probe_answer(&mut self, info: &Inner) {
         let Some(flags) = info.tcp else { return };
         let Some(ack) = info.ack_number else { return };
-        let probe_id = ack.wrapping_sub(1).wrapping_sub(PROBE_ISN as u32) as u16;
+        let probe_id = ack.wrapping_sub(1).wrapping_sub(PROBE_ISN) as u16;
         let Some(port) = self.health.backend_of_probe(probe_id) else {
             return;
         };
@@ -412,20 +401,8 @@ impl Clb {
     }
 
     fn send_probe_reset(&mut self, backend: SocketAddr, info: &Inner) {
-        let tcp = TcpRepr {
-            src_port: info.key.dst_port,
-            dst_port: backend.port(),
-            control: TcpControl::Rst,
-            seq_number: TcpSeqNumber(info.ack_number.unwrap_or(0) as i32),
-            ack_number: None,
-            window_len: 0,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
+        let seq = info.ack_number.unwrap_or(0);
+        let tcp = inner::bare_tcp(info.key.dst_port, backend.port(), TcpControl::Rst, seq, None, None);
         if let Some(bytes) = inner::build_tcp(self.address, backend.ip(), &tcp) {
             self.outputs.push_back(Output::ToBackend { backend, bytes });
         }
