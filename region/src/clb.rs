@@ -162,6 +162,17 @@ impl Clb {
         self.health.poll_timeout()
     }
 
+    /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
+    /// new flows, existing ones continue.
+    pub fn set_weight(&mut self, backend: SocketAddr, weight: u8) {
+        for l in &mut self.listeners {
+            for b in l.config.backends.iter_mut().filter(|b| b.addr == backend) {
+                b.weight = weight.min(crate::config::WEIGHT_MAX);
+            }
+        }
+        self.rebuild_maglev();
+    }
+
     /// Backbone health probing says whether a POP is reachable.
     pub fn set_pop_up(&mut self, pop_id: u16, up: bool) {
         self.pops_down.retain(|&p| p != pop_id);
@@ -406,5 +417,237 @@ impl Clb {
         if let Some(bytes) = inner::build_tcp(self.address, backend.ip(), &tcp) {
             self.outputs.push_back(Output::ToBackend { backend, bytes });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A harness in the quinn-proto style: the core alone, packets in and out, no I/O.
+    use super::*;
+    use crate::config::{BackendConfig, HealthConfig};
+
+    const VIP: &str = "198.18.0.20";
+    const B1: &str = "198.19.20.1:7000";
+    const B2: &str = "198.19.20.2:7000";
+
+    fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
+        let backends = [B1, B2]
+            .iter()
+            .map(|a| BackendConfig {
+                addr: a.parse().unwrap(),
+                weight: 10,
+            })
+            .collect();
+        ClbConfig {
+            address: "198.18.32.1".parse().unwrap(),
+            node_index: 0,
+            listeners: vec![ListenerConfig {
+                vip: VIP.parse().unwrap(),
+                transport: Transport::Udp,
+                port: 7000,
+                scheduler,
+                backends,
+                persistence_ns,
+            }],
+            health: HealthConfig {
+                interval_ns: 1_000_000_000,
+                timeout_ns: 500_000_000,
+                healthy: 2,
+                unhealthy: 2,
+            },
+            conn_table_capacity: 1000,
+            pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
+        }
+    }
+
+    fn client(port: u16) -> Vec<u8> {
+        inner::build_udp(
+            ("198.18.64.7".parse().unwrap(), port),
+            (VIP.parse().unwrap(), 7000),
+            b"ping",
+        )
+        .unwrap()
+    }
+
+    /// Sends a client packet in through `pop` and returns the backend it reached.
+    fn send(clb: &mut Clb, pop: u16, port: u16) -> SocketAddr {
+        let bytes = ccn::encapsulate(Direction::ToRegion, pop, 1, &client(port)).unwrap();
+        clb.handle_from_pop(0, &bytes).unwrap();
+        loop {
+            match clb.poll_output() {
+                Some(Output::ToBackend { backend, bytes }) if backend.port() == 7000 => {
+                    let seen = inner::parse(&bytes).unwrap().key;
+                    assert_eq!(
+                        seen.src,
+                        "198.18.64.7".parse::<IpAddr>().unwrap(),
+                        "the client's own address"
+                    );
+                    assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
+                    return backend;
+                }
+                Some(_) => continue,
+                None => panic!("nothing forwarded"),
+            }
+        }
+    }
+
+    /// The backend answers; returns the POP the reply leaves through and the reply.
+    fn reply(clb: &mut Clb, backend: SocketAddr, port: u16) -> (u16, Vec<u8>) {
+        let packet = inner::build_udp(
+            (backend.ip(), backend.port()),
+            ("198.18.64.7".parse().unwrap(), port),
+            b"pong",
+        )
+        .unwrap();
+        clb.handle_from_backend(0, packet).unwrap();
+        match clb.poll_output() {
+            Some(Output::ToPop { pop_id, bytes }) => {
+                let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
+                assert_eq!(repr.pop_id, pop_id);
+                (pop_id, inner_bytes.to_vec())
+            }
+            other => panic!("expected a reply toward a POP, got {other:?}"),
+        }
+    }
+
+    fn fail_health(clb: &mut Clb, backend: SocketAddr) {
+        // Run the clock with probes to `backend` unanswered and the others answered.
+        let mut now = 0;
+        while clb.backend_healthy(backend) == Some(true) {
+            now = clb.poll_timeout().unwrap();
+            clb.handle_timeout(now);
+            while let Some(out) = clb.poll_output() {
+                if let Output::ToBackend { backend: to, bytes } = out
+                    && to != backend
+                    && let Some(answer) = syn_ack(&bytes)
+                {
+                    clb.handle_from_backend(now, answer).unwrap();
+                }
+            }
+            assert!(now < 60_000_000_000, "never marked unhealthy");
+        }
+    }
+
+    fn syn_ack(probe: &[u8]) -> Option<Vec<u8>> {
+        let info = inner::parse(probe).ok()?;
+        let tcp = smoltcp::wire::TcpPacket::new_checked(&probe[20..]).ok()?;
+        let repr = inner::bare_tcp(
+            info.key.dst_port,
+            info.key.src_port,
+            TcpControl::Syn,
+            7,
+            Some((tcp.seq_number() + 1).0 as u32),
+            None,
+        );
+        inner::build_tcp(info.key.dst, info.key.src, &repr)
+    }
+
+    #[test]
+    fn replies_leave_as_the_vip_through_the_latest_ingress_pop() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let backend = send(&mut clb, 0, 4000);
+        let (pop, packet) = reply(&mut clb, backend, 4000);
+        assert_eq!(pop, 0);
+        let key = inner::parse(&packet).unwrap().key;
+        assert_eq!(
+            (key.src, key.src_port),
+            (VIP.parse().unwrap(), 7000),
+            "the reply comes from the VIP"
+        );
+        // The client's anycast route moved to POP 2: replies follow it.
+        assert_eq!(send(&mut clb, 2, 4000), backend, "same flow, same backend");
+        assert_eq!(reply(&mut clb, backend, 4000).0, 2);
+    }
+
+    #[test]
+    fn replies_avoid_a_pop_known_to_be_down() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let backend = send(&mut clb, 0, 4000);
+        clb.set_pop_up(0, false);
+        clb.set_pop_up(1, false);
+        assert_eq!(
+            reply(&mut clb, backend, 4000).0,
+            2,
+            "the nearest live neighbour of POP 0"
+        );
+        clb.set_pop_up(0, true);
+        assert_eq!(reply(&mut clb, backend, 4000).0, 0);
+    }
+
+    #[test]
+    fn weight_zero_drains_existing_flows() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let first = send(&mut clb, 0, 4000);
+        clb.set_weight(first, 0);
+        for _ in 0..5 {
+            assert_eq!(send(&mut clb, 0, 4000), first, "an existing flow keeps its backend");
+        }
+        for port in 5000..5020 {
+            assert_ne!(send(&mut clb, 0, port), first, "no new flow goes to a weight-0 backend");
+        }
+    }
+
+    #[test]
+    fn flows_on_an_unhealthy_backend_move_to_a_healthy_one() {
+        for scheduler in [SchedulerKind::Wrr, SchedulerKind::Maglev { table_size: 251 }] {
+            let mut clb = Clb::new(config(scheduler, None), 0);
+            let ports: Vec<u16> = (4000..4040).collect();
+            let before: Vec<SocketAddr> = ports.iter().map(|&p| send(&mut clb, 0, p)).collect();
+            let victim: SocketAddr = B1.parse().unwrap();
+            assert!(before.contains(&victim));
+            fail_health(&mut clb, victim);
+            let mut moved = 0;
+            while let Some(ev) = clb.poll_event() {
+                if let Event::FlowMoved { .. } = ev {
+                    moved += 1;
+                }
+            }
+            assert_eq!(moved, 0, "flows move when their next packet arrives, not before");
+            for (&p, &b) in ports.iter().zip(&before) {
+                let now = send(&mut clb, 0, p);
+                assert_ne!(now, victim, "{scheduler:?}");
+                if b != victim {
+                    assert_eq!(now, b, "flows on healthy backends stay put ({scheduler:?})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn persistence_keeps_a_client_ip_on_one_backend() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, Some(300_000_000_000)), 0);
+        let first = send(&mut clb, 0, 4000);
+        for port in 4001..4010 {
+            assert_eq!(send(&mut clb, 0, port), first, "new flows from the same client IP");
+        }
+        let mut plain = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let spread: std::collections::BTreeSet<SocketAddr> = (4000..4010).map(|p| send(&mut plain, 0, p)).collect();
+        assert_eq!(spread.len(), 2, "without persistence WRR spreads the same client");
+    }
+
+    #[test]
+    fn maglev_nodes_agree_on_every_flow() {
+        let mut a = Clb::new(config(SchedulerKind::Maglev { table_size: 65_537 }, None), 0);
+        let mut cfg = config(SchedulerKind::Maglev { table_size: 65_537 }, None);
+        cfg.node_index = 1;
+        cfg.address = "198.18.32.2".parse().unwrap();
+        let mut b = Clb::new(cfg, 0);
+        for port in 4000..4200 {
+            assert_eq!(send(&mut a, 0, port), send(&mut b, 1, port));
+        }
+    }
+
+    #[test]
+    fn packets_for_no_listener_are_dropped() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let other = inner::build_udp(("198.18.64.7".parse().unwrap(), 1), (VIP.parse().unwrap(), 9999), b"x").unwrap();
+        assert_eq!(clb.handle_direct(0, other), Err(Drop::NoListener));
+        let stray = inner::build_udp(
+            ("198.19.20.1".parse().unwrap(), 7000),
+            ("198.18.64.9".parse().unwrap(), 1),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(clb.handle_from_backend(0, stray), Err(Drop::NoConnection));
     }
 }
