@@ -512,9 +512,8 @@ mod tests {
 
     fn fail_health(clb: &mut Clb, backend: SocketAddr) {
         // Run the clock with probes to `backend` unanswered and the others answered.
-        let mut now = 0;
         while clb.backend_healthy(backend) == Some(true) {
-            now = clb.poll_timeout().unwrap();
+            let now = clb.poll_timeout().unwrap();
             clb.handle_timeout(now);
             while let Some(out) = clb.poll_output() {
                 if let Output::ToBackend { backend: to, bytes } = out
