@@ -165,7 +165,9 @@ impl Parser {
     fn req<'a>(&mut self, obj: &Obj<'a>, key: &str) -> Option<&'a Node> {
         let node = obj.get(key);
         if node.is_none() {
-            self.err(obj.map.span(), &obj.field(key), "missing (required)");
+            // A block mapping's own span starts after its first key; point at that key.
+            let span = obj.map.iter().next().map_or(obj.map.span(), |(k, _)| k.span());
+            self.err(span, &obj.field(key), "missing (required)");
         }
         node
     }
@@ -256,6 +258,18 @@ impl Parser {
         }
     }
 
+    /// An optional duration that must lie within [min_ns, max_ns].
+    fn duration_within(&mut self, obj: &Obj<'_>, key: &str, default: u64, min_ns: u64, max_ns: u64) -> Option<u64> {
+        let Some(node) = obj.get(key) else { return Some(default) };
+        let ns = self.duration(node, &obj.field(key))?;
+        if !(min_ns..=max_ns).contains(&ns) {
+            let reason = format!("must lie within {} – {}", show_ns(min_ns), show_ns(max_ns));
+            self.err(node.span(), &obj.field(key), reason);
+            return None;
+        }
+        Some(ns)
+    }
+
     fn opt_percent(&mut self, obj: &Obj<'_>, key: &str, default: f64) -> Option<f64> {
         match obj.get(key) {
             Some(n) => self.with(n, &obj.field(key), parse_percent),
@@ -322,10 +336,7 @@ impl Parser {
             Some(n) => self.parsed::<u64>(n, "seed", "a non-negative integer"),
             None => Some(1),
         };
-        let duration_ns = self.opt_duration(&top, "duration", 60 * S);
-        if let (Some(0), Some(n)) = (duration_ns, top.get("duration")) {
-            self.err(n.span(), "duration", "must be longer than 0s");
-        }
+        let duration_ns = self.duration_within(&top, "duration", 60 * S, MS, 24 * 3600 * S);
         let pops = self.pops(&top);
         let regions = self.regions(&top);
         let names = Names {
@@ -439,7 +450,7 @@ impl Parser {
                 );
             }
         }
-        let interval_ns = self.opt_duration(&o, "interval", default.interval_ns);
+        let interval_ns = self.duration_within(&o, "interval", default.interval_ns, 10 * MS, 3600 * S);
         let timeout_ns = self.opt_duration(&o, "timeout", default.timeout_ns);
         let threshold = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
             Some(n) => p.int(n, &o.field(key), 1, 10).map(|v| v as u32),
@@ -447,14 +458,6 @@ impl Parser {
         };
         let healthy = threshold(self, "healthy", 3);
         let unhealthy = threshold(self, "unhealthy", 3);
-        if interval_ns == Some(0) {
-            self.err(
-                o.get("interval").map_or(o.map.span(), |n| n.span()),
-                &o.field("interval"),
-                "must be longer than 0s",
-            );
-            return None;
-        }
         if let (Some(i), Some(t)) = (interval_ns, timeout_ns)
             && (t == 0 || t > i)
         {
@@ -920,21 +923,13 @@ impl Parser {
         let proto_node = self.req(o, "protocol")?;
         let kind = match self.str(proto_node, &o.field("protocol"))? {
             "udp" => {
-                let interval_ns = self.opt_duration(o, "interval", 50 * MS);
+                let interval_ns = self.duration_within(o, "interval", 50 * MS, MS, 60 * S);
                 let size = match o.get("size") {
                     Some(n) => self
                         .int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400)
                         .map(|v| v as u32),
                     None => Some(120),
                 };
-                if interval_ns == Some(0) {
-                    self.err(
-                        o.get("interval").map_or(o.map.span(), |n| n.span()),
-                        &o.field("interval"),
-                        "must be longer than 0s",
-                    );
-                    return None;
-                }
                 TrafficKind::Udp {
                     interval_ns: interval_ns?,
                     size: size?,
@@ -1224,6 +1219,15 @@ impl Parser {
             action: FaultAction::Link(lo),
             what,
         })
+    }
+}
+
+/// A duration as a topology file would write it.
+fn show_ns(ns: u64) -> String {
+    match ns {
+        n if n >= 3600 * S && n % (3600 * S) == 0 => format!("{}h", n / (3600 * S)),
+        n if n >= S && n % S == 0 => format!("{}s", n / S),
+        n => format!("{}ms", n / MS),
     }
 }
 
