@@ -64,11 +64,7 @@ fn progress_bar() -> impl FnMut(f64) {
         if pct != last {
             last = pct;
             let filled = pct / 4;
-            eprint!(
-                "\r[{}{}] {pct:>3}%",
-                "#".repeat(filled),
-                ".".repeat(25 - filled.min(25))
-            );
+            eprint!("\r[{}{}] {pct:>3}%", "#".repeat(filled), ".".repeat(25 - filled.min(25)));
             if pct >= 100 {
                 eprint!("\r{}\r", " ".repeat(40));
             }
@@ -118,12 +114,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Sim {
-            file,
-            seed,
-            report,
-            stats,
-        } => {
+        Command::Sim { file, seed, report, stats } => {
             let mut t = match load(&file) {
                 Ok(t) => t,
                 Err(code) => return code,

@@ -47,10 +47,7 @@ fn clb() -> Clb {
         transport: anyedge_proto::Transport::Udp,
         port: 7000,
         scheduler: SchedulerKind::Maglev { table_size: 251 },
-        backends: vec![BackendConfig {
-            addr: "198.19.20.1:7000".parse().unwrap(),
-            weight: 10,
-        }],
+        backends: vec![BackendConfig { addr: "198.19.20.1:7000".parse().unwrap(), weight: 10, health: None }],
         persistence_ns: None,
     };
     Clb::new(
@@ -58,12 +55,7 @@ fn clb() -> Clb {
             address: "198.18.32.1".parse().unwrap(),
             node_index: 0,
             listeners: vec![listener],
-            health: HealthConfig {
-                interval_ns: 1_000_000_000,
-                timeout_ns: 500_000_000,
-                healthy: 2,
-                unhealthy: 2,
-            },
+            health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },
             conn_table_capacity: 64,
             pop_fallback: vec![vec![]],
         },
@@ -84,11 +76,8 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
         let _ = inner::parse(&p);
         let _ = inner::transport_payload(&p);
         let mut q = p.clone();
-        let _ = inner::rewrite(
-            &mut q,
-            Some(("198.18.0.1".parse().unwrap(), 1)),
-            Some(("198.19.0.1".parse().unwrap(), 2)),
-        );
+        let _ =
+            inner::rewrite(&mut q, Some(("198.18.0.1".parse().unwrap(), 1)), Some(("198.19.0.1".parse().unwrap(), 2)));
         let mut q6 = p.clone();
         let _ = inner::rewrite(&mut q6, None, Some(("fd00::9".parse().unwrap(), 2)));
     }
@@ -98,16 +87,8 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
 fn cores_drop_fuzzed_packets_without_panicking() {
     let seeds = valid_packets();
     let mut rng = ComponentRng::new(0xf023, "fuzz/cores");
-    let routes = vec![Route {
-        vip: "198.18.0.20".parse().unwrap(),
-        region: 0,
-        clb_nodes: 2,
-    }];
-    let mut pop = Pop::new(PopConfig {
-        pop_id: 0,
-        routes,
-        flow_table_capacity: 64,
-    });
+    let routes = vec![Route { vip: "198.18.0.20".parse().unwrap(), region: 0, clb_nodes: 2 }];
+    let mut pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: 64 });
     let mut clb = clb();
     for i in 0..ITERATIONS as u64 {
         let p = mutate(&mut rng, &seeds);
@@ -119,8 +100,5 @@ fn cores_drop_fuzzed_packets_without_panicking() {
         while pop.poll_output().is_some() {}
         while clb.poll_output().is_some() {}
     }
-    assert!(
-        clb.conn_table().len() <= 64,
-        "the connection table stays bounded under garbage"
-    );
+    assert!(clb.conn_table().len() <= 64, "the connection table stays bounded under garbage");
 }

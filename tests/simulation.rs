@@ -24,12 +24,7 @@ fn small_outcome() -> &'static Outcome {
 }
 
 fn fault<'a>(report: &'a Report, what: &str) -> (usize, &'a anyedge_sim::report::FaultReport) {
-    report
-        .faults
-        .iter()
-        .enumerate()
-        .find(|(_, f)| f.what == what)
-        .unwrap_or_else(|| panic!("no fault `{what}`"))
+    report.faults.iter().enumerate().find(|(_, f)| f.what == what).unwrap_or_else(|| panic!("no fault `{what}`"))
 }
 
 #[test]
@@ -71,12 +66,7 @@ fn no_client_p50_beats_the_speed_of_light() {
         for tr in &c.traffic {
             let any = tr.anycast.rtt_ms.expect("anycast replies").p50;
             let direct = tr.direct.rtt_ms.expect("direct replies").p50;
-            assert!(
-                any >= anycast_floor_ms + last_mile_ms,
-                "{} {}: anycast p50 {any} ms",
-                c.name,
-                tr.name
-            );
+            assert!(any >= anycast_floor_ms + last_mile_ms, "{} {}: anycast p50 {any} ms", c.name, tr.name);
             assert!(
                 direct >= direct_floor_ms * t.internet.stretch + last_mile_ms,
                 "{} {}: direct p50 {direct} ms",
@@ -90,13 +80,7 @@ fn no_client_p50_beats_the_speed_of_light() {
 #[test]
 fn every_client_reaches_its_nearest_pop_at_start() {
     let report = &small_outcome().report;
-    let pop_of = |name: &str| {
-        report
-            .clients
-            .iter()
-            .find(|c| c.name == name)
-            .and_then(|c| c.pop.clone())
-    };
+    let pop_of = |name: &str| report.clients.iter().find(|c| c.name == name).and_then(|c| c.pop.clone());
     assert_eq!(pop_of("london").as_deref(), Some("paris"));
     assert_eq!(pop_of("kyiv").as_deref(), Some("warsaw"));
 }
@@ -108,20 +92,11 @@ fn pop_fault_recovers_no_sooner_than_detect_plus_converge_and_keeps_backends() {
     let (i, f) = fault(&outcome.report, "down pop/paris");
     let floor_ns = t.failover.pop_detect_ns + t.failover.route_converge_ns;
     assert!(f.flows_affected > 0);
-    assert_eq!(
-        f.flows_recovered, f.flows_affected,
-        "every flow comes back through warsaw"
-    );
+    assert_eq!(f.flows_recovered, f.flows_affected, "every flow comes back through warsaw");
     let recoveries = &outcome.recoveries_ns[i];
-    assert!(
-        recoveries.iter().all(|&r| r >= floor_ns),
-        "a flow recovered before {floor_ns} ns: {recoveries:?}"
-    );
+    assert!(recoveries.iter().all(|&r| r >= floor_ns), "a flow recovered before {floor_ns} ns: {recoveries:?}");
     assert!(f.recovery_ms.expect("recovered").p50 >= floor_ns as f64 / 1e6);
-    assert_eq!(
-        f.flows_backend_changed, 0,
-        "a POP failure must not move flows to another backend"
-    );
+    assert_eq!(f.flows_backend_changed, 0, "a POP failure must not move flows to another backend");
 }
 
 #[test]
@@ -135,28 +110,13 @@ fn backend_fault_moves_its_flows_after_health_checks_detect_it() {
     let detect_ns = health.timeout_ns + u64::from(health.unhealthy - 1) * health.interval_ns;
     assert!(f.flows_affected > 0);
     assert_eq!(f.flows_recovered, f.flows_affected);
-    assert_eq!(
-        f.flows_backend_changed, f.flows_affected,
-        "every flow of the dead backend moved"
-    );
+    assert_eq!(f.flows_backend_changed, f.flows_affected, "every flow of the dead backend moved");
     assert!(outcome.recoveries_ns[i].iter().all(|&r| r >= detect_ns));
-    let backend = outcome
-        .report
-        .backends
-        .iter()
-        .find(|b| b.address == "198.19.20.3:7000")
-        .expect("listed");
-    let went_down = backend
-        .health
-        .iter()
-        .find(|h| h.state == "unhealthy")
-        .expect("marked unhealthy");
+    let backend = outcome.report.backends.iter().find(|b| b.address == "198.19.20.3:7000").expect("listed");
+    let went_down = backend.health.iter().find(|h| h.state == "unhealthy").expect("marked unhealthy");
     let fault_s = f.at_s;
     assert!(went_down.at_s >= fault_s + detect_ns as f64 / 1e9, "{went_down:?}");
-    assert!(
-        went_down.at_s <= fault_s + (detect_ns + health.interval_ns) as f64 / 1e9,
-        "{went_down:?}"
-    );
+    assert!(went_down.at_s <= fault_s + (detect_ns + health.interval_ns) as f64 / 1e9, "{went_down:?}");
 }
 
 /// A topology with many clients and one listener, for scheduler shares.
@@ -164,12 +124,7 @@ fn shares_topology(scheduler: &str, protocol: &str, weights: &[u8]) -> Topology 
     let backends: String = weights
         .iter()
         .enumerate()
-        .map(|(i, w)| {
-            format!(
-                "        - {{ address: 198.19.30.{}, port: 9000, weight: {w} }}\n",
-                i + 1
-            )
-        })
+        .map(|(i, w)| format!("        - {{ address: 198.19.30.{}, port: 9000, weight: {w} }}\n", i + 1))
         .collect();
     let traffic = if protocol == "udp" {
         "{ vip: v, protocol: udp, port: 9000, interval: 200ms, size: 64 }"
@@ -214,18 +169,8 @@ fn tcp_rtt_includes_retransmission_delay_under_loss() {
     let clean = run(&t).report;
     t.internet.loss = 0.05;
     let lossy = run(&t).report;
-    let web = |r: &Report| {
-        r.clients.iter().find(|c| c.name == "london").unwrap().traffic[1]
-            .anycast
-            .rtt_ms
-            .unwrap()
-    };
+    let web = |r: &Report| r.clients.iter().find(|c| c.name == "london").unwrap().traffic[1].anycast.rtt_ms.unwrap();
     assert_eq!(small().traffic[1].name, "web");
     // TCP hides loss from the request count but pays for it in time.
-    assert!(
-        web(&lossy).p99 > 2.0 * web(&clean).p99,
-        "clean {:?} lossy {:?}",
-        web(&clean),
-        web(&lossy)
-    );
+    assert!(web(&lossy).p99 > 2.0 * web(&clean).p99, "clean {:?} lossy {:?}", web(&clean), web(&lossy));
 }

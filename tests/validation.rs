@@ -9,11 +9,7 @@ const SMALL: &str = include_str!("../topologies/small.yaml");
 
 /// small.yaml with one exact piece of text replaced (which must occur once).
 fn with(from: &str, to: &str) -> String {
-    assert_eq!(
-        SMALL.matches(from).count(),
-        1,
-        "`{from}` must occur exactly once in small.yaml"
-    );
+    assert_eq!(SMALL.matches(from).count(), 1, "`{from}` must occur exactly once in small.yaml");
     SMALL.replacen(from, to, 1)
 }
 
@@ -28,9 +24,7 @@ fn errors(yaml: &str) -> Vec<Diagnostic> {
 fn expect(yaml: &str, line: usize, field: &str, reason: &str) {
     let diags = errors(yaml);
     assert!(
-        diags
-            .iter()
-            .any(|d| d.line == line && d.field.ends_with(field) && d.reason.contains(reason)),
+        diags.iter().any(|d| d.line == line && d.field.ends_with(field) && d.reason.contains(reason)),
         "wanted line {line} `{field}`: ..{reason}..; got {diags:#?}"
     );
 }
@@ -64,13 +58,7 @@ fn shared_example_means_what_its_comments_say() {
     assert!((t.internet.loss - 0.003).abs() < 1e-12);
     assert_eq!(t.internet.last_mile_ns, 5_000_000);
     let ny = t.clients.iter().find(|c| c.name == "newyork").unwrap();
-    let names: Vec<&str> = ny
-        .catchment
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|&p| t.pops[p].name.as_str())
-        .collect();
+    let names: Vec<&str> = ny.catchment.as_ref().unwrap().iter().map(|&p| t.pops[p].name.as_str()).collect();
     assert_eq!(names, ["virginia", "toronto"]);
     assert_eq!(t.failover.pop_detect_ns, 300_000_000);
     assert_eq!(t.faults.len(), 4);
@@ -85,42 +73,22 @@ fn empty_file_is_an_error() {
 
 #[test]
 fn yaml_syntax_error_names_its_line() {
-    expect(
-        &with("    pops: [paris, warsaw]", "    pops: [paris, warsaw"),
-        12,
-        "yaml",
-        "syntax",
-    );
+    expect(&with("    pops: [paris, warsaw]", "    pops: [paris, warsaw"), 12, "yaml", "syntax");
 }
 
 #[test]
 fn unknown_pop_in_publish_set() {
-    expect(
-        &with("pops: [paris, warsaw]", "pops: [paris, lyon]"),
-        11,
-        "vips[0].pops[1]",
-        "unknown POP `lyon`",
-    );
+    expect(&with("pops: [paris, warsaw]", "pops: [paris, lyon]"), 11, "vips[0].pops[1]", "unknown POP `lyon`");
 }
 
 #[test]
 fn unknown_region_as_home() {
-    expect(
-        &with("home: frankfurt", "home: berlin"),
-        10,
-        "vips[0].home",
-        "unknown region `berlin`",
-    );
+    expect(&with("home: frankfurt", "home: berlin"), 10, "vips[0].home", "unknown region `berlin`");
 }
 
 #[test]
 fn unknown_vip_in_traffic() {
-    expect(
-        &with("game: { vip: edge,", "game: { vip: nowhere,"),
-        43,
-        "traffic.game.vip",
-        "unknown VIP `nowhere`",
-    );
+    expect(&with("game: { vip: edge,", "game: { vip: nowhere,"), 43, "traffic.game.vip", "unknown VIP `nowhere`");
 }
 
 #[test]
@@ -135,24 +103,14 @@ fn unknown_backend_group_in_listener() {
 
 #[test]
 fn unknown_fault_targets() {
-    expect(
-        &with("down: pop/paris", "down: pop/lyon"),
-        51,
-        "faults[0].down",
-        "unknown fault target `pop/lyon`",
-    );
+    expect(&with("down: pop/paris", "down: pop/lyon"), 51, "faults[0].down", "unknown fault target `pop/lyon`");
     expect(
         &with("down: backend/198.19.20.3:7000", "down: backend/198.19.20.9:7000"),
         53,
         "faults[2].down",
         "unknown fault target",
     );
-    expect(
-        &with("down: pop/paris", "down: router/paris"),
-        51,
-        "faults[0].down",
-        "is not pop/NAME",
-    );
+    expect(&with("down: pop/paris", "down: router/paris"), 51, "faults[0].down", "is not pop/NAME");
 }
 
 #[test]
@@ -168,28 +126,19 @@ fn unknown_traffic_class_in_client_group() {
 #[test]
 fn port_outside_range() {
     expect(
-        &with(
-            "{ protocol: udp, port: 7000, scheduler",
-            "{ protocol: udp, port: 0, scheduler",
-        ),
+        &with("{ protocol: udp, port: 7000, scheduler", "{ protocol: udp, port: 0, scheduler"),
         13,
         "listeners[0].port",
         "outside 1–65535",
     );
     expect(
-        &with(
-            "{ protocol: udp, port: 7000, scheduler",
-            "{ protocol: udp, port: 65536, scheduler",
-        ),
+        &with("{ protocol: udp, port: 7000, scheduler", "{ protocol: udp, port: 65536, scheduler"),
         13,
         "listeners[0].port",
         "outside 1–65535",
     );
     expect(
-        &with(
-            "- { address: 198.19.20.1, port: 7000,",
-            "- { address: 198.19.20.1, port: 99999,",
-        ),
+        &with("- { address: 198.19.20.1, port: 7000,", "- { address: 198.19.20.1, port: 99999,"),
         27,
         "game[0].port",
         "outside 1–65535",
@@ -199,14 +148,9 @@ fn port_outside_range() {
 #[test]
 fn same_port_twice_per_transport() {
     // TCP and UDP on one port is fine; two TCP-based listeners on one port are not.
-    let both = with(
-        "{ protocol: tcp, port: 443, scheduler",
-        "{ protocol: tcp, port: 7000, scheduler",
-    );
-    let both = both.replace(
-        "web:  { vip: edge, protocol: tcp, port: 443,",
-        "web:  { vip: edge, protocol: tcp, port: 7000,",
-    );
+    let both = with("{ protocol: tcp, port: 443, scheduler", "{ protocol: tcp, port: 7000, scheduler");
+    let both =
+        both.replace("web:  { vip: edge, protocol: tcp, port: 443,", "web:  { vip: edge, protocol: tcp, port: 7000,");
     topology::parse_str("t.yaml", &both).expect("udp/7000 and tcp/7000 share no port space");
     let http = with(
         "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
@@ -217,63 +161,29 @@ fn same_port_twice_per_transport() {
         "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
         "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: quic, port: 7000, backends: game }",
     );
-    expect(
-        &quic,
-        15,
-        "listeners[2].port",
-        "UDP and QUIC listeners share one port space",
-    );
+    expect(&quic, 15, "listeners[2].port", "UDP and QUIC listeners share one port space");
 }
 
 #[test]
 fn weight_outside_0_to_100() {
-    expect(
-        &with("port: 8080, weight: 30", "port: 8080, weight: 101"),
-        32,
-        "web[1].weight",
-        "outside 0–100",
-    );
-    expect(
-        &with("port: 8080, weight: 30", "port: 8080, weight: -1"),
-        32,
-        "web[1].weight",
-        "outside 0–100",
-    );
+    expect(&with("port: 8080, weight: 30", "port: 8080, weight: 101"), 32, "web[1].weight", "outside 0–100");
+    expect(&with("port: 8080, weight: 30", "port: 8080, weight: -1"), 32, "web[1].weight", "outside 0–100");
 }
 
 #[test]
 fn persistence_outside_30_to_3600_seconds() {
-    let short = with(
-        "scheduler: wrr, backends: web }",
-        "scheduler: wrr, backends: web, persistence: 10s }",
-    );
+    let short = with("scheduler: wrr, backends: web }", "scheduler: wrr, backends: web, persistence: 10s }");
     expect(&short, 14, "listeners[1].persistence", "outside 30s–3600s");
-    let long = with(
-        "scheduler: wrr, backends: web }",
-        "scheduler: wrr, backends: web, persistence: 2h }",
-    );
+    let long = with("scheduler: wrr, backends: web }", "scheduler: wrr, backends: web, persistence: 2h }");
     expect(&long, 14, "listeners[1].persistence", "outside 30s–3600s");
-    let ok = with(
-        "scheduler: wrr, backends: web }",
-        "scheduler: wrr, backends: web, persistence: 30s }",
-    );
+    let ok = with("scheduler: wrr, backends: web }", "scheduler: wrr, backends: web, persistence: 30s }");
     topology::parse_str("t.yaml", &ok).expect("30 s is allowed");
 }
 
 #[test]
 fn latitude_and_longitude_out_of_range() {
-    expect(
-        &with("[48.857, 2.352]", "[98.857, 2.352]"),
-        17,
-        "pops[0].location[0] (latitude)",
-        "outside -90–90",
-    );
-    expect(
-        &with("[52.230, 21.012]", "[52.230, 181.0]"),
-        18,
-        "pops[1].location[1] (longitude)",
-        "outside -180–180",
-    );
+    expect(&with("[48.857, 2.352]", "[98.857, 2.352]"), 17, "pops[0].location[0] (latitude)", "outside -90–90");
+    expect(&with("[52.230, 21.012]", "[52.230, 181.0]"), 18, "pops[1].location[1] (longitude)", "outside -180–180");
     expect(
         &with("location: [41.903, 12.496]", "location: [-91, 12.496]"),
         39,
@@ -284,34 +194,14 @@ fn latitude_and_longitude_out_of_range() {
 
 #[test]
 fn loss_outside_0_to_100_percent() {
-    expect(
-        &with("loss: 0.2% }", "loss: 100.5% }"),
-        35,
-        "internet.loss",
-        "outside 0–100 %",
-    );
-    expect(
-        &with("loss: 0.001%,", "loss: -3%,"),
-        34,
-        "backbone.loss",
-        "outside 0–100 %",
-    );
+    expect(&with("loss: 0.2% }", "loss: 100.5% }"), 35, "internet.loss", "outside 0–100 %");
+    expect(&with("loss: 0.001%,", "loss: -3%,"), 34, "backbone.loss", "outside 0–100 %");
 }
 
 #[test]
 fn malformed_ip_addresses() {
-    expect(
-        &with("ipv4: 198.18.0.20", "ipv4: 198.18.0.300"),
-        9,
-        "vips[0].ipv4",
-        "not an IPv4 address",
-    );
-    expect(
-        &with("address: 198.19.20.10,", "address: 198.19.20,"),
-        31,
-        "web[0].address",
-        "not an IP address",
-    );
+    expect(&with("ipv4: 198.18.0.20", "ipv4: 198.18.0.300"), 9, "vips[0].ipv4", "not an IPv4 address");
+    expect(&with("address: 198.19.20.10,", "address: 198.19.20,"), 31, "web[0].address", "not an IP address");
 }
 
 #[test]
@@ -327,10 +217,7 @@ fn every_error_is_reported_not_just_the_first() {
         .replace("loss: 0.2% }", "loss: 200% }");
     let diags = errors(&yaml);
     let lines: Vec<usize> = diags.iter().map(|d| d.line).collect();
-    assert!(
-        lines.contains(&10) && lines.contains(&32) && lines.contains(&35),
-        "{diags:#?}"
-    );
+    assert!(lines.contains(&10) && lines.contains(&32) && lines.contains(&35), "{diags:#?}");
 }
 
 #[test]
@@ -375,20 +262,13 @@ fn mutated_topologies_never_panic() {
         let text = String::from_utf8_lossy(&bytes);
         if let Err(e) = topology::parse_str("t.yaml", &text) {
             assert!(!e.diagnostics.is_empty());
-            assert!(
-                e.diagnostics
-                    .iter()
-                    .all(|d| d.line >= 1 && d.col >= 1 && !d.reason.is_empty())
-            );
+            assert!(e.diagnostics.iter().all(|d| d.line >= 1 && d.col >= 1 && !d.reason.is_empty()));
         }
     }
 }
 
 fn anyedge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_anyedge"))
-        .args(args)
-        .output()
-        .expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_anyedge")).args(args).output().expect("runs")
 }
 
 #[test]
@@ -410,15 +290,10 @@ fn validate_and_sim_exit_2_with_file_line_col_field_reason() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let expected = format!("{path}:32:");
         assert!(
-            stderr
-                .lines()
-                .any(|l| l.starts_with(&expected) && l.contains(": regions[0].backends.web[1].weight: ")),
+            stderr.lines().any(|l| l.starts_with(&expected) && l.contains(": regions[0].backends.web[1].weight: ")),
             "{cmd}: {stderr}"
         );
-        assert!(
-            out.stdout.is_empty() || cmd == "validate",
-            "sim prints no report for an invalid file"
-        );
+        assert!(out.stdout.is_empty() || cmd == "validate", "sim prints no report for an invalid file");
     }
     let missing = anyedge(&["validate", dir.join("missing.yaml").to_str().unwrap()]);
     assert_eq!(missing.status.code(), Some(2));
@@ -429,39 +304,15 @@ fn validate_and_sim_exit_2_with_file_line_col_field_reason() {
 fn sim_cli_writes_identical_reports_and_stats() {
     let dir = std::env::temp_dir().join(format!("anyedge-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (a, b, c, stats) = (
-        dir.join("a.json"),
-        dir.join("b.json"),
-        dir.join("c.json"),
-        dir.join("stats.json"),
-    );
+    let (a, b, c, stats) = (dir.join("a.json"), dir.join("b.json"), dir.join("c.json"), dir.join("stats.json"));
     let p = |x: &std::path::PathBuf| x.to_str().unwrap().to_string();
-    let out = anyedge(&[
-        "sim",
-        "topologies/small.yaml",
-        "--report",
-        &p(&a),
-        "--stats",
-        &p(&stats),
-    ]);
+    let out = anyedge(&["sim", "topologies/small.yaml", "--report", &p(&a), "--stats", &p(&stats)]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("london") && table.contains("fault timeline"), "{table}");
-    assert!(
-        anyedge(&["sim", "topologies/small.yaml", "--report", &p(&b)])
-            .status
-            .success()
-    );
-    assert!(
-        anyedge(&["sim", "topologies/small.yaml", "--seed", "8", "--report", &p(&c)])
-            .status
-            .success()
-    );
-    let (ra, rb, rc) = (
-        std::fs::read(&a).unwrap(),
-        std::fs::read(&b).unwrap(),
-        std::fs::read(&c).unwrap(),
-    );
+    assert!(anyedge(&["sim", "topologies/small.yaml", "--report", &p(&b)]).status.success());
+    assert!(anyedge(&["sim", "topologies/small.yaml", "--seed", "8", "--report", &p(&c)]).status.success());
+    let (ra, rb, rc) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
     assert_eq!(ra, rb, "same file and seed: byte-identical report");
     assert_ne!(ra, rc, "another seed: another report");
     let report: serde_json::Value = serde_json::from_slice(&ra).unwrap();

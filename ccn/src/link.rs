@@ -59,13 +59,7 @@ pub struct Link {
 
 impl Link {
     pub fn new(model: LinkModel, rng: ComponentRng) -> Link {
-        Link {
-            model,
-            override_impairment: None,
-            busy_until_ns: 0,
-            rng,
-            last_delivery_ns: HashMap::new(),
-        }
+        Link { model, override_impairment: None, busy_until_ns: 0, rng, last_delivery_ns: HashMap::new() }
     }
 
     pub fn model(&self) -> &LinkModel {
@@ -123,11 +117,7 @@ mod tests {
 
     fn model(loss: f64, bandwidth_bps: Option<u64>, queue_bytes_max: u64) -> LinkModel {
         LinkModel {
-            impairment: Impairment {
-                delay_ns: 1_000_000,
-                jitter_mean_ns: 0,
-                loss,
-            },
+            impairment: Impairment { delay_ns: 1_000_000, jitter_mean_ns: 0, loss },
             bandwidth_bps,
             queue_bytes_max,
         }
@@ -155,9 +145,7 @@ mod tests {
         let mut overtakes = 0;
         for i in 0..10_000u64 {
             let flow = i % 2;
-            let Outcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else {
-                panic!()
-            };
+            let Outcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else { panic!() };
             assert!(at >= last[flow as usize], "flow {flow} reordered");
             if at < last[(1 - flow) as usize] {
                 overtakes += 1;
@@ -170,9 +158,7 @@ mod tests {
     #[test]
     fn loss_rate_matches_configuration() {
         let mut link = Link::new(model(0.05, None, 0), ComponentRng::new(3, "l"));
-        let lost = (0..100_000)
-            .filter(|_| link.transmit(0, 100, 0) == Outcome::Lost)
-            .count();
+        let lost = (0..100_000).filter(|_| link.transmit(0, 100, 0) == Outcome::Lost).count();
         assert!((4_500..5_500).contains(&lost), "{lost}");
     }
 
@@ -190,11 +176,7 @@ mod tests {
     #[test]
     fn override_changes_loss_until_cleared() {
         let mut link = Link::new(model(0.0, None, 0), ComponentRng::new(1, "l"));
-        link.set_override(Impairment {
-            delay_ns: 1_000_000,
-            jitter_mean_ns: 0,
-            loss: 1.0,
-        });
+        link.set_override(Impairment { delay_ns: 1_000_000, jitter_mean_ns: 0, loss: 1.0 });
         assert_eq!(link.transmit(0, 10, 0), Outcome::Lost);
         link.clear_override();
         assert_eq!(link.transmit(0, 10, 0), Outcome::Deliver(1_000_000));

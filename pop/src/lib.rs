@@ -62,12 +62,7 @@ pub struct Pop {
 
 impl Pop {
     pub fn new(config: PopConfig) -> Pop {
-        Pop {
-            config,
-            flows: LruCache::unbounded(),
-            flows_seen: 0,
-            outputs: VecDeque::new(),
-        }
+        Pop { config, flows: LruCache::unbounded(), flows_seen: 0, outputs: VecDeque::new() }
     }
 
     pub fn id(&self) -> u16 {
@@ -130,34 +125,19 @@ mod tests {
     use super::*;
 
     fn pop() -> Pop {
-        let routes = vec![Route {
-            vip: "198.18.0.10".parse().unwrap(),
-            region: 3,
-            clb_nodes: 2,
-        }];
-        Pop::new(PopConfig {
-            pop_id: 5,
-            routes,
-            flow_table_capacity: 16,
-        })
+        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2 }];
+        Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: 16 })
     }
 
     fn client_packet(port: u16) -> Vec<u8> {
-        inner::build_udp(
-            ("198.18.40.1".parse().unwrap(), port),
-            ("198.18.0.10".parse().unwrap(), 7000),
-            b"x",
-        )
-        .unwrap()
+        inner::build_udp(("198.18.40.1".parse().unwrap(), port), ("198.18.0.10".parse().unwrap(), 7000), b"x").unwrap()
     }
 
     #[test]
     fn client_packet_is_encapsulated_toward_home_region() {
         let mut p = pop();
         p.handle_from_client(0, &client_packet(4000)).unwrap();
-        let Some(Output::ToClb { region, node, bytes }) = p.poll_output() else {
-            panic!("no output")
-        };
+        let Some(Output::ToClb { region, node, bytes }) = p.poll_output() else { panic!("no output") };
         assert_eq!(region, 3);
         assert!(node < 2);
         let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
@@ -184,12 +164,8 @@ mod tests {
     #[test]
     fn unknown_vip_has_no_route() {
         let mut p = pop();
-        let pkt = inner::build_udp(
-            ("198.18.40.1".parse().unwrap(), 1),
-            ("198.18.0.99".parse().unwrap(), 7000),
-            b"x",
-        )
-        .unwrap();
+        let pkt = inner::build_udp(("198.18.40.1".parse().unwrap(), 1), ("198.18.0.99".parse().unwrap(), 7000), b"x")
+            .unwrap();
         assert_eq!(p.handle_from_client(0, &pkt), Err(Drop::NoRoute));
     }
 
@@ -200,11 +176,6 @@ mod tests {
         assert_eq!(p.handle_from_clb(0, &bytes), Err(Drop::NotOurs));
         let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &client_packet(1)).unwrap();
         assert_eq!(p.handle_from_clb(0, &bytes), Ok(()));
-        assert_eq!(
-            p.poll_output(),
-            Some(Output::ToClient {
-                bytes: client_packet(1)
-            })
-        );
+        assert_eq!(p.poll_output(), Some(Output::ToClient { bytes: client_packet(1) }));
     }
 }

@@ -179,11 +179,7 @@ impl Repr {
         if packet.hop_limit() == 0 {
             return Err(Error::Malformed("CCN hop limit (zero)"));
         }
-        let direction = if packet.flags() & 0x1 == 0 {
-            Direction::ToRegion
-        } else {
-            Direction::ToPop
-        };
+        let direction = if packet.flags() & 0x1 == 0 { Direction::ToRegion } else { Direction::ToPop };
         Ok(Repr {
             direction,
             next_header,
@@ -221,14 +217,7 @@ pub fn encapsulate(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u
         _ => return Err(Error::Unsupported("inner IP version")),
     };
     let payload_len = u16::try_from(inner.len()).map_err(|_| Error::Malformed("inner length"))?;
-    let repr = Repr {
-        direction,
-        next_header,
-        pop_id,
-        flow_hash,
-        payload_len,
-        hop_limit: DEFAULT_HOP_LIMIT,
-    };
+    let repr = Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT };
     let mut buffer = vec![0u8; repr.buffer_len()];
     let mut packet = Packet::new_unchecked(&mut buffer[..]);
     repr.emit(&mut packet);

@@ -146,42 +146,17 @@ pub fn parse(packet: &[u8]) -> Result<Inner> {
     match protocol {
         IpProtocol::Udp => {
             let udp = UdpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
-            let key = FlowKey {
-                transport: Transport::Udp,
-                src,
-                src_port: udp.src_port(),
-                dst,
-                dst_port: udp.dst_port(),
-            };
-            Ok(Inner {
-                key,
-                tcp: None,
-                payload_len: udp.payload().len(),
-                ack_number: None,
-            })
+            let key =
+                FlowKey { transport: Transport::Udp, src, src_port: udp.src_port(), dst, dst_port: udp.dst_port() };
+            Ok(Inner { key, tcp: None, payload_len: udp.payload().len(), ack_number: None })
         }
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(transport_bytes).map_err(|_| Error::Truncated)?;
-            let key = FlowKey {
-                transport: Transport::Tcp,
-                src,
-                src_port: tcp.src_port(),
-                dst,
-                dst_port: tcp.dst_port(),
-            };
-            let flags = TcpFlags {
-                syn: tcp.syn(),
-                ack: tcp.ack(),
-                fin: tcp.fin(),
-                rst: tcp.rst(),
-            };
+            let key =
+                FlowKey { transport: Transport::Tcp, src, src_port: tcp.src_port(), dst, dst_port: tcp.dst_port() };
+            let flags = TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() };
             let ack_number = tcp.ack().then(|| tcp.ack_number().0 as u32);
-            Ok(Inner {
-                key,
-                tcp: Some(flags),
-                payload_len: tcp.payload().len(),
-                ack_number,
-            })
+            Ok(Inner { key, tcp: Some(flags), payload_len: tcp.payload().len(), ack_number })
         }
         _ => Err(Error::Unsupported("transport (not TCP or UDP)")),
     }
@@ -234,10 +209,7 @@ pub const HOP_LIMIT: u8 = 64;
 /// Builds an IP/UDP datagram. `None` when the endpoints are of different IP families
 /// or the payload does not fit in one datagram.
 pub fn build_udp(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Option<Vec<u8>> {
-    let udp = UdpRepr {
-        src_port: src.1,
-        dst_port: dst.1,
-    };
+    let udp = UdpRepr { src_port: src.1, dst_port: dst.1 };
     let (src_ip, dst_ip) = ip_pair(src.0, dst.0)?;
     let udp_len = udp.header_len() + payload.len();
     if udp_len > usize::from(u16::MAX) - 40 {
@@ -248,14 +220,7 @@ pub fn build_udp(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Option<Vec<u8>
     let caps = ChecksumCapabilities::default();
     ip.emit(&mut buf[..], &caps);
     let mut packet = UdpPacket::new_unchecked(&mut buf[ip.header_len()..]);
-    udp.emit(
-        &mut packet,
-        &src_ip,
-        &dst_ip,
-        payload.len(),
-        |b| b.copy_from_slice(payload),
-        &caps,
-    );
+    udp.emit(&mut packet, &src_ip, &dst_ip, payload.len(), |b| b.copy_from_slice(payload), &caps);
     Some(buf)
 }
 
@@ -379,11 +344,7 @@ mod tests {
 
     #[test]
     fn transport_payload_of_built_udp() {
-        let pkt = udp_v4(
-            ("198.18.1.1".parse().unwrap(), 1),
-            ("198.18.0.10".parse().unwrap(), 2),
-            b"abc",
-        );
+        let pkt = udp_v4(("198.18.1.1".parse().unwrap(), 1), ("198.18.0.10".parse().unwrap(), 2), b"abc");
         assert_eq!(transport_payload(&pkt), b"abc");
         let v6 = build_udp(("fd00::1".parse().unwrap(), 1), ("fd00::2".parse().unwrap(), 2), b"xyz").unwrap();
         assert_eq!(transport_payload(&v6), b"xyz");
@@ -392,11 +353,7 @@ mod tests {
 
     #[test]
     fn parses_udp_flow_key() {
-        let pkt = udp_v4(
-            ("198.18.1.1".parse().unwrap(), 40000),
-            ("198.18.0.10".parse().unwrap(), 7000),
-            b"hello",
-        );
+        let pkt = udp_v4(("198.18.1.1".parse().unwrap(), 40000), ("198.18.0.10".parse().unwrap(), 7000), b"hello");
         let inner = parse(&pkt).unwrap();
         assert_eq!(inner.key.transport, Transport::Udp);
         assert_eq!(inner.key.src_port, 40000);
@@ -455,11 +412,7 @@ mod tests {
         assert!(info.tcp.unwrap().rst);
         assert_eq!((info.key.src_port, info.key.dst_port), (8080, 40000));
         let tcp = TcpPacket::new_checked(transport_segment(&rst).unwrap()).unwrap();
-        assert_eq!(
-            tcp.seq_number(),
-            smoltcp::wire::TcpSeqNumber(5000),
-            "RST takes the segment's ACK as its sequence"
-        );
+        assert_eq!(tcp.seq_number(), smoltcp::wire::TcpSeqNumber(5000), "RST takes the segment's ACK as its sequence");
         assert_eq!(tcp_reset_for(&rst), None, "a reset is never answered");
     }
 

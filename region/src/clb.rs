@@ -6,12 +6,14 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use anyedge_proto::ccn::{self, Direction};
-use anyedge_proto::inner::{self, Inner};
+use anyedge_proto::inner::{self, Fnv, Inner, mix64};
 use anyedge_proto::{FlowKey, Transport};
 use lru::LruCache;
 use smoltcp::wire::TcpControl;
 
-use crate::config::{ClbConfig, ListenerConfig, SchedulerKind};
+use crate::config::{
+    CLOSED_LINGER_NS, ClbConfig, ListenerConfig, SWEEP_INTERVAL_NS, SchedulerKind, TCP_IDLE_NS, UDP_IDLE_NS, WEIGHT_MAX,
+};
 use crate::conn_table::{Conn, ConnTable, Ingress};
 use crate::health::{Health, HealthChecker, ProbeRequest};
 use crate::scheduler::{Candidate, Maglev, Wrr};
@@ -49,6 +51,8 @@ pub enum Drop {
     NoListener,
     NoBackend,
     NoConnection,
+    /// The backend was unbound: nothing is forwarded to or from it.
+    Unbound,
 }
 
 impl From<anyedge_proto::Error> for Drop {
@@ -64,7 +68,10 @@ struct Listener {
     ports: Vec<usize>,
     names: Vec<String>,
     wrr: Wrr,
-    maglev: Option<Maglev>,
+    /// The lookup table of `maglev` (5-tuple) and `hash` (source IP) listeners.
+    table: Option<Maglev>,
+    /// Active (open, not closing) flows per binding, for WLC.
+    active: Vec<u32>,
 }
 
 /// First TCP sequence number of health probes; the probe id is added to it.
@@ -79,6 +86,8 @@ pub struct Clb {
     listeners: Vec<Listener>,
     /// Distinct backend ports across listeners: health is per port.
     backends: Vec<SocketAddr>,
+    /// Per backend port: unbound ports get nothing, and nothing of theirs passes.
+    unbound: Vec<bool>,
     health: HealthChecker,
     conns: ConnTable,
     persistence: LruCache<(usize, IpAddr), (usize, u64)>,
@@ -88,11 +97,13 @@ pub struct Clb {
     changes: Vec<(usize, Health)>,
     pop_fallback: Vec<Vec<u16>>,
     pops_down: Vec<u16>,
+    next_sweep_ns: u64,
 }
 
 impl Clb {
     pub fn new(config: ClbConfig, now_ns: u64) -> Clb {
         let mut backends: Vec<SocketAddr> = Vec::new();
+        let mut health = Vec::new();
         let listeners: Vec<Listener> = config
             .listeners
             .into_iter()
@@ -104,6 +115,7 @@ impl Clb {
                         Some(i) => i,
                         None => {
                             backends.push(b.addr);
+                            health.push(b.health.unwrap_or(config.health));
                             backends.len() - 1
                         }
                     })
@@ -111,19 +123,20 @@ impl Clb {
                 let names = lc.backends.iter().map(|b| b.addr.to_string()).collect();
                 Listener {
                     wrr: Wrr::new(lc.backends.len()),
+                    active: vec![0; lc.backends.len()],
                     config: lc,
                     ports,
                     names,
-                    maglev: None,
+                    table: None,
                 }
             })
             .collect();
-        let health = HealthChecker::new(config.health, backends.len(), now_ns);
         let mut clb = Clb {
             address: config.address,
             listeners,
+            unbound: vec![false; backends.len()],
             backends,
-            health,
+            health: HealthChecker::new(health, now_ns),
             conns: ConnTable::new(config.conn_table_capacity),
             persistence: LruCache::unbounded(),
             outputs: VecDeque::new(),
@@ -132,8 +145,9 @@ impl Clb {
             changes: Vec::new(),
             pop_fallback: config.pop_fallback,
             pops_down: Vec::new(),
+            next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
         };
-        clb.rebuild_maglev();
+        clb.rebuild_tables();
         clb
     }
 
@@ -146,8 +160,22 @@ impl Clb {
     }
 
     pub fn backend_healthy(&self, backend: SocketAddr) -> Option<bool> {
-        let i = self.backends.iter().position(|b| *b == backend)?;
+        let i = self.port_of(backend)?;
         Some(self.health.is_healthy(i))
+    }
+
+    /// Active (open) flows on a backend across listeners, as WLC counts them.
+    pub fn active_flows(&self, backend: SocketAddr) -> u32 {
+        self.listeners
+            .iter()
+            .flat_map(|l| l.ports.iter().zip(&l.active))
+            .filter(|&(&p, _)| self.backends[p] == backend)
+            .map(|(_, &a)| a)
+            .sum()
+    }
+
+    fn port_of(&self, backend: SocketAddr) -> Option<usize> {
+        self.backends.iter().position(|b| *b == backend)
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -159,7 +187,8 @@ impl Clb {
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.health.poll_timeout()
+        let sweep = Some(self.next_sweep_ns);
+        self.health.poll_timeout().into_iter().chain(sweep).min()
     }
 
     /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
@@ -167,10 +196,27 @@ impl Clb {
     pub fn set_weight(&mut self, backend: SocketAddr, weight: u8) {
         for l in &mut self.listeners {
             for b in l.config.backends.iter_mut().filter(|b| b.addr == backend) {
-                b.weight = weight.min(crate::config::WEIGHT_MAX);
+                b.weight = weight.min(WEIGHT_MAX);
             }
         }
-        self.rebuild_maglev();
+        self.rebuild_tables();
+    }
+
+    /// Unbinds a backend port: from now on nothing is forwarded to it or from it, and its
+    /// flows move to other backends on their next packet.
+    pub fn unbind(&mut self, backend: SocketAddr) {
+        if let Some(p) = self.port_of(backend) {
+            self.unbound[p] = true;
+            self.rebuild_tables();
+        }
+    }
+
+    /// Binds an unbound backend port again.
+    pub fn bind(&mut self, backend: SocketAddr) {
+        if let Some(p) = self.port_of(backend) {
+            self.unbound[p] = false;
+            self.rebuild_tables();
+        }
     }
 
     /// Backbone health probing says whether a POP is reachable.
@@ -209,21 +255,28 @@ impl Clb {
     }
 
     /// A packet from a backend: a reply to a client, or the answer to a health probe.
-    pub fn handle_from_backend(&mut self, _now_ns: u64, mut packet: Vec<u8>) -> Result<(), Drop> {
+    pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), Drop> {
         let info = inner::parse(&packet)?;
         if info.key.dst == self.address {
             self.probe_answer(&info);
             return Ok(());
         }
         let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(Drop::NoConnection)?;
+        conn.last_seen_ns = now_ns;
+        let conn_copy = *conn;
+        let port = self.listeners[conn_copy.listener].ports[conn_copy.backend];
+        if self.unbound[port] {
+            return Err(Drop::Unbound);
+        }
+        if let Some(flags) = info.tcp {
+            self.track_close(&fkey, flags.fin, flags.rst, false);
+        }
         inner::rewrite(&mut packet, Some((fkey.dst, fkey.dst_port)), None)?;
-        let out = match conn.ingress {
+        let out = match conn_copy.ingress {
             Ingress::Pop(ingress) => {
                 let pop_id = self.reply_pop(ingress);
-                Output::ToPop {
-                    pop_id,
-                    bytes: ccn::encapsulate(Direction::ToPop, pop_id, conn.flow_hash, &packet)?,
-                }
+                let bytes = ccn::encapsulate(Direction::ToPop, pop_id, conn_copy.flow_hash, &packet)?;
+                Output::ToPop { pop_id, bytes }
             }
             Ingress::Direct => Output::ToClient { bytes: packet },
         };
@@ -231,7 +284,7 @@ impl Clb {
         Ok(())
     }
 
-    /// Runs health checking; call at `poll_timeout()`.
+    /// Runs health checking and forgets idle flows; call at `poll_timeout()`.
     pub fn handle_timeout(&mut self, now_ns: u64) {
         let mut probes = std::mem::take(&mut self.probes);
         let mut changes = std::mem::take(&mut self.changes);
@@ -242,6 +295,21 @@ impl Clb {
         self.probes = probes;
         self.apply_health_changes(&mut changes);
         self.changes = changes;
+        if now_ns >= self.next_sweep_ns {
+            self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
+            let expired = self.conns.expire(now_ns, |c| {
+                if c.closing {
+                    CLOSED_LINGER_NS
+                } else if c.reply_key.transport == Transport::Tcp {
+                    TCP_IDLE_NS
+                } else {
+                    UDP_IDLE_NS
+                }
+            });
+            for conn in expired {
+                self.release(&conn);
+            }
+        }
     }
 
     fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), Drop> {
@@ -250,33 +318,65 @@ impl Clb {
         let li = self.find_listener(&key).ok_or(Drop::NoListener)?;
         let existing = self.conns.get_mut(&key).map(|c| {
             c.ingress = ingress;
+            c.last_seen_ns = now_ns;
             *c
         });
         let binding = match existing {
-            Some(conn) if conn.listener == li && self.health.is_healthy(self.listeners[li].ports[conn.backend]) => {
-                conn.backend
-            }
+            Some(conn) if conn.listener == li && self.serves_existing(li, conn.backend) => conn.backend,
             Some(conn) => {
                 let binding = self.pick(li, &key, now_ns).ok_or(Drop::NoBackend)?;
                 let from = self.backends[self.listeners[conn.listener].ports[conn.backend]];
                 let to = self.backends[self.listeners[li].ports[binding]];
                 self.events.push_back(Event::FlowMoved { from, to });
-                self.insert_conn(key, li, binding, ingress);
+                self.insert_conn(key, li, binding, ingress, now_ns);
                 binding
             }
             None => {
                 let binding = self.pick(li, &key, now_ns).ok_or(Drop::NoBackend)?;
-                self.insert_conn(key, li, binding, ingress);
+                self.insert_conn(key, li, binding, ingress, now_ns);
                 binding
             }
         };
+        if let Some(flags) = info.tcp {
+            self.track_close(&key, flags.fin, flags.rst, true);
+        }
         let backend = self.backends[self.listeners[li].ports[binding]];
         inner::rewrite(&mut packet, None, Some((backend.ip(), backend.port())))?;
         self.outputs.push_back(Output::ToBackend { backend, bytes: packet });
         Ok(())
     }
 
-    fn insert_conn(&mut self, key: FlowKey, listener: usize, binding: usize, ingress: Ingress) {
+    /// A RST, or FINs from both sides, close a connection: it stops counting as active.
+    fn track_close(&mut self, key: &FlowKey, fin: bool, rst: bool, from_client: bool) {
+        if !fin && !rst {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closing {
+            return;
+        }
+        if fin && from_client {
+            conn.fin_client = true;
+        } else if fin {
+            conn.fin_backend = true;
+        }
+        if rst || (conn.fin_client && conn.fin_backend) {
+            conn.closing = true;
+            let (l, b) = (conn.listener, conn.backend);
+            let active = &mut self.listeners[l].active[b];
+            *active = active.saturating_sub(1);
+        }
+    }
+
+    /// An entry left the table: it no longer counts as active.
+    fn release(&mut self, conn: &Conn) {
+        if !conn.closing {
+            let active = &mut self.listeners[conn.listener].active[conn.backend];
+            *active = active.saturating_sub(1);
+        }
+    }
+
+    fn insert_conn(&mut self, key: FlowKey, listener: usize, binding: usize, ingress: Ingress, now_ns: u64) {
         let backend = self.backends[self.listeners[listener].ports[binding]];
         let reply_key = FlowKey {
             transport: key.transport,
@@ -285,14 +385,11 @@ impl Clb {
             dst: key.src,
             dst_port: key.src_port,
         };
-        let conn = Conn {
-            listener,
-            backend: binding,
-            ingress,
-            flow_hash: key.flow_hash(),
-            reply_key,
-        };
-        self.conns.insert(key, conn);
+        let conn = Conn::new(listener, binding, ingress, key.flow_hash(), reply_key, now_ns);
+        self.listeners[listener].active[binding] += 1;
+        for old in self.conns.insert(key, conn) {
+            self.release(&old);
+        }
     }
 
     fn find_listener(&self, key: &FlowKey) -> Option<usize> {
@@ -301,25 +398,29 @@ impl Clb {
         })
     }
 
-    fn candidates(&self, li: usize) -> Vec<Candidate<'_>> {
+    /// Weights as schedulers see them: 0 for unhealthy or unbound ports.
+    fn effective_weights(&self, li: usize) -> Vec<u32> {
         let l = &self.listeners[li];
         l.config
             .backends
             .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let healthy = self.health.is_healthy(l.ports[i]);
-                Candidate {
-                    name: &l.names[i],
-                    weight: if healthy { u32::from(b.weight) } else { 0 },
-                }
+            .zip(&l.ports)
+            .map(|(b, &p)| {
+                let live = self.health.is_healthy(p) && !self.unbound[p];
+                if live { u32::from(b.weight) } else { 0 }
             })
             .collect()
     }
 
+    /// Whether an existing flow may stay on its backend (weight 0 does not matter).
+    fn serves_existing(&self, li: usize, binding: usize) -> bool {
+        let p = self.listeners[li].ports[binding];
+        self.health.is_healthy(p) && !self.unbound[p]
+    }
+
     fn eligible(&self, li: usize, binding: usize) -> bool {
         let l = &self.listeners[li];
-        l.config.backends.get(binding).is_some_and(|b| b.weight > 0) && self.health.is_healthy(l.ports[binding])
+        l.config.backends.get(binding).is_some_and(|b| b.weight > 0) && self.serves_existing(li, binding)
     }
 
     /// Picks a binding for a new flow: a live persistence entry first, then the scheduler.
@@ -335,16 +436,15 @@ impl Clb {
         }
         let binding = match self.listeners[li].config.scheduler {
             SchedulerKind::Wrr => {
-                let weights: Vec<u32> = self.candidates(li).iter().map(|c| c.weight).collect();
+                let weights = self.effective_weights(li);
                 let Listener { names, wrr, .. } = &mut self.listeners[li];
-                let cands: Vec<Candidate> = names
-                    .iter()
-                    .zip(&weights)
-                    .map(|(n, &w)| Candidate { name: n, weight: w })
-                    .collect();
+                let cands: Vec<Candidate> =
+                    names.iter().zip(&weights).map(|(n, &w)| Candidate { name: n, weight: w }).collect();
                 wrr.pick(&cands)?
             }
-            SchedulerKind::Maglev { .. } => self.listeners[li].maglev.as_ref()?.lookup(key.flow_hash())?,
+            SchedulerKind::Wlc => self.least_connections(li)?,
+            SchedulerKind::Hash { .. } => self.listeners[li].table.as_ref()?.lookup(source_hash(key.src))?,
+            SchedulerKind::Maglev { .. } => self.listeners[li].table.as_ref()?.lookup(key.flow_hash())?,
         };
         if let Some(ttl_ns) = persistence_ns {
             self.persistence.put((li, key.src), (binding, now_ns + ttl_ns));
@@ -355,12 +455,38 @@ impl Clb {
         Some(binding)
     }
 
-    fn rebuild_maglev(&mut self) {
+    /// The binding with the fewest active flows per unit of weight; ties go to the
+    /// heavier, then the first.
+    fn least_connections(&self, li: usize) -> Option<usize> {
+        let weights = self.effective_weights(li);
+        let active = &self.listeners[li].active;
+        let mut best: Option<usize> = None;
+        for (i, &w) in weights.iter().enumerate().filter(|(_, w)| **w > 0) {
+            best = match best {
+                None => Some(i),
+                Some(b) => {
+                    // active[i]/w < active[b]/weights[b], without division.
+                    let lhs = u64::from(active[i]) * u64::from(weights[b]);
+                    let rhs = u64::from(active[b]) * u64::from(w);
+                    if lhs < rhs || (lhs == rhs && w > weights[b]) { Some(i) } else { Some(b) }
+                }
+            };
+        }
+        best
+    }
+
+    fn rebuild_tables(&mut self) {
         for li in 0..self.listeners.len() {
-            if let SchedulerKind::Maglev { table_size } = self.listeners[li].config.scheduler {
-                let table = Maglev::build(&self.candidates(li), table_size);
-                self.listeners[li].maglev = Some(table);
-            }
+            let table_size = match self.listeners[li].config.scheduler {
+                SchedulerKind::Maglev { table_size } | SchedulerKind::Hash { table_size } => table_size,
+                SchedulerKind::Wrr | SchedulerKind::Wlc => continue,
+            };
+            let weights = self.effective_weights(li);
+            let l = &self.listeners[li];
+            let cands: Vec<Candidate> =
+                l.names.iter().zip(&weights).map(|(n, &w)| Candidate { name: n, weight: w }).collect();
+            let table = Maglev::build(&cands, table_size);
+            self.listeners[li].table = Some(table);
         }
     }
 
@@ -370,12 +496,9 @@ impl Clb {
         }
         for (port, state) in changes.drain(..) {
             let healthy = state == Health::Healthy;
-            self.events.push_back(Event::HealthChanged {
-                backend: self.backends[port],
-                healthy,
-            });
+            self.events.push_back(Event::HealthChanged { backend: self.backends[port], healthy });
         }
-        self.rebuild_maglev();
+        self.rebuild_tables();
     }
 
     fn send_probe(&mut self, probe: ProbeRequest) {
@@ -420,6 +543,13 @@ impl Clb {
     }
 }
 
+/// The hash `hash` listeners schedule by: the client's address alone.
+fn source_hash(src: IpAddr) -> u32 {
+    let mut h = Fnv::new();
+    h.addr(src);
+    (mix64(h.finish()) >> 32) as u32
+}
+
 #[cfg(test)]
 mod tests {
     //! A harness in the quinn-proto style: the core alone, packets in and out, no I/O.
@@ -431,13 +561,8 @@ mod tests {
     const B2: &str = "198.19.20.2:7000";
 
     fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
-        let backends = [B1, B2]
-            .iter()
-            .map(|a| BackendConfig {
-                addr: a.parse().unwrap(),
-                weight: 10,
-            })
-            .collect();
+        let backends =
+            [B1, B2].iter().map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None }).collect();
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
             node_index: 0,
@@ -449,24 +574,14 @@ mod tests {
                 backends,
                 persistence_ns,
             }],
-            health: HealthConfig {
-                interval_ns: 1_000_000_000,
-                timeout_ns: 500_000_000,
-                healthy: 2,
-                unhealthy: 2,
-            },
+            health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },
             conn_table_capacity: 1000,
             pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
         }
     }
 
     fn client(port: u16) -> Vec<u8> {
-        inner::build_udp(
-            ("198.18.64.7".parse().unwrap(), port),
-            (VIP.parse().unwrap(), 7000),
-            b"ping",
-        )
-        .unwrap()
+        inner::build_udp(("198.18.64.7".parse().unwrap(), port), (VIP.parse().unwrap(), 7000), b"ping").unwrap()
     }
 
     /// Sends a client packet in through `pop` and returns the backend it reached.
@@ -477,11 +592,7 @@ mod tests {
             match clb.poll_output() {
                 Some(Output::ToBackend { backend, bytes }) if backend.port() == 7000 => {
                     let seen = inner::parse(&bytes).unwrap().key;
-                    assert_eq!(
-                        seen.src,
-                        "198.18.64.7".parse::<IpAddr>().unwrap(),
-                        "the client's own address"
-                    );
+                    assert_eq!(seen.src, "198.18.64.7".parse::<IpAddr>().unwrap(), "the client's own address");
                     assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
                     return backend;
                 }
@@ -493,12 +604,8 @@ mod tests {
 
     /// The backend answers; returns the POP the reply leaves through and the reply.
     fn reply(clb: &mut Clb, backend: SocketAddr, port: u16) -> (u16, Vec<u8>) {
-        let packet = inner::build_udp(
-            (backend.ip(), backend.port()),
-            ("198.18.64.7".parse().unwrap(), port),
-            b"pong",
-        )
-        .unwrap();
+        let packet =
+            inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), port), b"pong").unwrap();
         clb.handle_from_backend(0, packet).unwrap();
         match clb.poll_output() {
             Some(Output::ToPop { pop_id, bytes }) => {
@@ -548,11 +655,7 @@ mod tests {
         let (pop, packet) = reply(&mut clb, backend, 4000);
         assert_eq!(pop, 0);
         let key = inner::parse(&packet).unwrap().key;
-        assert_eq!(
-            (key.src, key.src_port),
-            (VIP.parse().unwrap(), 7000),
-            "the reply comes from the VIP"
-        );
+        assert_eq!((key.src, key.src_port), (VIP.parse().unwrap(), 7000), "the reply comes from the VIP");
         // The client's anycast route moved to POP 2: replies follow it.
         assert_eq!(send(&mut clb, 2, 4000), backend, "same flow, same backend");
         assert_eq!(reply(&mut clb, backend, 4000).0, 2);
@@ -564,11 +667,7 @@ mod tests {
         let backend = send(&mut clb, 0, 4000);
         clb.set_pop_up(0, false);
         clb.set_pop_up(1, false);
-        assert_eq!(
-            reply(&mut clb, backend, 4000).0,
-            2,
-            "the nearest live neighbour of POP 0"
-        );
+        assert_eq!(reply(&mut clb, backend, 4000).0, 2, "the nearest live neighbour of POP 0");
         clb.set_pop_up(0, true);
         assert_eq!(reply(&mut clb, backend, 4000).0, 0);
     }
@@ -641,12 +740,8 @@ mod tests {
         let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
         let other = inner::build_udp(("198.18.64.7".parse().unwrap(), 1), (VIP.parse().unwrap(), 9999), b"x").unwrap();
         assert_eq!(clb.handle_direct(0, other), Err(Drop::NoListener));
-        let stray = inner::build_udp(
-            ("198.19.20.1".parse().unwrap(), 7000),
-            ("198.18.64.9".parse().unwrap(), 1),
-            b"x",
-        )
-        .unwrap();
+        let stray = inner::build_udp(("198.19.20.1".parse().unwrap(), 7000), ("198.18.64.9".parse().unwrap(), 1), b"x")
+            .unwrap();
         assert_eq!(clb.handle_from_backend(0, stray), Err(Drop::NoConnection));
     }
 }

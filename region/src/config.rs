@@ -12,12 +12,24 @@ pub const WEIGHT_DEFAULT: u8 = 10;
 pub const WEIGHT_MAX: u8 = 100;
 /// Default connection-table capacity per CLB node.
 pub const CONN_TABLE_DEFAULT: usize = 1_000_000;
+/// Idle time after which a UDP flow is forgotten.
+pub const UDP_IDLE_NS: u64 = 60_000_000_000;
+/// Idle time after which an open TCP connection is forgotten.
+pub const TCP_IDLE_NS: u64 = 900_000_000_000;
+/// How long a closed TCP connection's entry lingers for stragglers.
+pub const CLOSED_LINGER_NS: u64 = 10_000_000_000;
+/// How often idle entries are swept.
+pub const SWEEP_INTERVAL_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchedulerKind {
     /// Weighted round robin over new flows: share of new flows ∝ weight.
     Wrr,
-    /// Maglev consistent hashing with a prime table size.
+    /// Weighted least connections: the fewest active flows per unit of weight.
+    Wlc,
+    /// Source-IP hash over a weighted lookup table: one client IP, one backend.
+    Hash { table_size: usize },
+    /// Maglev consistent hashing of the 5-tuple with a prime table size.
     Maglev { table_size: usize },
 }
 
@@ -26,6 +38,8 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// 0..=100; 0 takes no new flows, existing ones continue.
     pub weight: u8,
+    /// Health checking of this port when it differs from the node's default.
+    pub health: Option<HealthConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,35 @@ pub struct Conn {
     pub flow_hash: u32,
     /// The tuple replies carry (backend → client), indexed for the way back.
     pub reply_key: FlowKey,
+    pub last_seen_ns: u64,
+    /// TCP FIN seen from the client / from the backend.
+    pub fin_client: bool,
+    pub fin_backend: bool,
+    /// Closed by RST or FINs both ways: no longer active, kept briefly for stragglers.
+    pub closing: bool,
+}
+
+impl Conn {
+    pub fn new(
+        listener: usize,
+        backend: usize,
+        ingress: Ingress,
+        flow_hash: u32,
+        reply_key: FlowKey,
+        now_ns: u64,
+    ) -> Conn {
+        Conn {
+            listener,
+            backend,
+            ingress,
+            flow_hash,
+            reply_key,
+            last_seen_ns: now_ns,
+            fin_client: false,
+            fin_backend: false,
+            closing: false,
+        }
+    }
 }
 
 /// A bounded flow table with a reverse index for replies (backend → client).
@@ -53,19 +82,22 @@ impl ConnTable {
         self.forward.get_mut(key)
     }
 
-    /// The forward key and entry a reply (backend → client) belongs to.
-    pub fn lookup_reply(&mut self, reply: &FlowKey) -> Option<(FlowKey, Conn)> {
+    /// The forward key a reply (backend → client) belongs to, and its entry.
+    pub fn lookup_reply(&mut self, reply: &FlowKey) -> Option<(FlowKey, &mut Conn)> {
         let key = *self.reverse.get(reply)?;
-        self.forward.get(&key).map(|c| (key, *c))
+        self.forward.get_mut(&key).map(|c| (key, c))
     }
 
     /// Inserts or replaces a flow, evicting the least recently used beyond capacity.
-    pub fn insert(&mut self, key: FlowKey, conn: Conn) {
+    /// Returns the entries it pushed out (the replaced one and evicted ones).
+    pub fn insert(&mut self, key: FlowKey, conn: Conn) -> Vec<Conn> {
+        let mut removed = Vec::new();
         if let Some((old_key, old)) = self.forward.push(key, conn) {
             self.reverse.remove(&old.reply_key);
             if old_key != key {
                 self.evictions += 1;
             }
+            removed.push(old);
         }
         self.reverse.insert(conn.reply_key, key);
         while self.forward.len() > self.capacity {
@@ -73,11 +105,35 @@ impl ConnTable {
                 Some((_, old)) => {
                     self.evictions += 1;
                     self.reverse.remove(&old.reply_key);
+                    removed.push(old);
                 }
                 None => break,
             }
         }
         self.peak = self.peak.max(self.forward.len());
+        removed
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        let conn = self.forward.pop(key)?;
+        self.reverse.remove(&conn.reply_key);
+        Some(conn)
+    }
+
+    /// Removes least-recently-used entries idle longer than their timeout, oldest first,
+    /// stopping at the first live one (entries are in last-use order).
+    pub fn expire(&mut self, now_ns: u64, idle_ns: impl Fn(&Conn) -> u64) -> Vec<Conn> {
+        let mut removed = Vec::new();
+        while let Some((_, conn)) = self.forward.peek_lru() {
+            if conn.last_seen_ns + idle_ns(conn) > now_ns {
+                break;
+            }
+            if let Some((_, conn)) = self.forward.pop_lru() {
+                self.reverse.remove(&conn.reply_key);
+                removed.push(conn);
+            }
+        }
+        removed
     }
 
     pub fn len(&self) -> usize {
@@ -117,18 +173,8 @@ mod tests {
     }
 
     fn conn(k: FlowKey) -> Conn {
-        let reply_key = FlowKey {
-            src: "198.19.1.1".parse().unwrap(),
-            src_port: 8080,
-            ..k.reversed()
-        };
-        Conn {
-            listener: 0,
-            backend: 0,
-            ingress: Ingress::Direct,
-            flow_hash: 0,
-            reply_key,
-        }
+        let reply_key = FlowKey { src: "198.19.1.1".parse().unwrap(), src_port: 8080, ..k.reversed() };
+        Conn::new(0, 0, Ingress::Direct, 0, reply_key, 0)
     }
 
     #[test]
@@ -143,5 +189,20 @@ mod tests {
         assert_eq!(table.reverse.len(), 100, "reverse index is bounded too");
         assert!(table.lookup_reply(&conn(key(9_999)).reply_key).is_some());
         assert!(table.lookup_reply(&conn(key(0)).reply_key).is_none());
+    }
+
+    #[test]
+    fn idle_entries_expire_oldest_first() {
+        let mut table = ConnTable::new(100);
+        for port in 0..10u16 {
+            let mut c = conn(key(port));
+            c.last_seen_ns = u64::from(port) * 1_000;
+            table.insert(key(port), c);
+        }
+        let gone = table.expire(5_500, |_| 1_000);
+        assert_eq!(gone.len(), 5, "entries last seen at 0..4 µs are idle for 1 µs+");
+        assert_eq!(table.len(), 5);
+        assert!(table.remove(&key(9)).is_some());
+        assert!(table.lookup_reply(&conn(key(9)).reply_key).is_none());
     }
 }

@@ -18,6 +18,7 @@ struct Outstanding {
 
 #[derive(Debug, Clone)]
 struct PortHealth {
+    config: HealthConfig,
     state: Health,
     successes: u32,
     failures: u32,
@@ -34,29 +35,27 @@ pub struct ProbeRequest {
 
 #[derive(Debug, Clone)]
 pub struct HealthChecker {
-    config: HealthConfig,
     ports: Vec<PortHealth>,
     next_probe_id: u16,
 }
 
 impl HealthChecker {
     /// Every port starts healthy; first probes are spread over one interval.
-    pub fn new(config: HealthConfig, ports: usize, now_ns: u64) -> HealthChecker {
-        let spread = config.interval_ns / (ports as u64).max(1);
-        let ports = (0..ports)
-            .map(|i| PortHealth {
+    pub fn new(configs: Vec<HealthConfig>, now_ns: u64) -> HealthChecker {
+        let n = (configs.len() as u64).max(1);
+        let ports = configs
+            .into_iter()
+            .enumerate()
+            .map(|(i, config)| PortHealth {
+                next_probe_ns: now_ns + config.interval_ns / n * i as u64,
+                config,
                 state: Health::Healthy,
                 successes: 0,
                 failures: 0,
-                next_probe_ns: now_ns + spread * i as u64,
                 outstanding: None,
             })
             .collect();
-        HealthChecker {
-            config,
-            ports,
-            next_probe_id: 0,
-        }
+        HealthChecker { ports, next_probe_id: 0 }
     }
 
     pub fn state(&self, backend: usize) -> Health {
@@ -68,13 +67,7 @@ impl HealthChecker {
     }
 
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.ports
-            .iter()
-            .map(|p| {
-                p.outstanding
-                    .map_or(p.next_probe_ns, |o| o.deadline_ns.min(p.next_probe_ns))
-            })
-            .min()
+        self.ports.iter().map(|p| p.outstanding.map_or(p.next_probe_ns, |o| o.deadline_ns.min(p.next_probe_ns))).min()
     }
 
     /// Expires overdue probes and starts due ones. Appends probes to send and state changes.
@@ -86,14 +79,11 @@ impl HealthChecker {
             }
             let port = &mut self.ports[backend];
             if port.next_probe_ns <= now_ns {
-                port.next_probe_ns = now_ns + self.config.interval_ns.max(1);
+                port.next_probe_ns = now_ns + port.config.interval_ns.max(1);
                 if port.outstanding.is_none() {
                     let probe_id = self.next_probe_id;
                     self.next_probe_id = self.next_probe_id.wrapping_add(1);
-                    port.outstanding = Some(Outstanding {
-                        probe_id,
-                        deadline_ns: now_ns + self.config.timeout_ns,
-                    });
+                    port.outstanding = Some(Outstanding { probe_id, deadline_ns: now_ns + port.config.timeout_ns });
                     probes.push(ProbeRequest { backend, probe_id });
                 }
             }
@@ -114,14 +104,12 @@ impl HealthChecker {
 
     /// Which backend an outstanding probe id belongs to.
     pub fn backend_of_probe(&self, probe_id: u16) -> Option<usize> {
-        self.ports
-            .iter()
-            .position(|p| p.outstanding.is_some_and(|o| o.probe_id == probe_id))
+        self.ports.iter().position(|p| p.outstanding.is_some_and(|o| o.probe_id == probe_id))
     }
 
     fn record(&mut self, backend: usize, ok: bool, changes: &mut Vec<(usize, Health)>) {
-        let (healthy_after, unhealthy_after) = (self.config.healthy.max(1), self.config.unhealthy.max(1));
         let port = &mut self.ports[backend];
+        let (healthy_after, unhealthy_after) = (port.config.healthy.max(1), port.config.unhealthy.max(1));
         if ok {
             port.successes += 1;
             port.failures = 0;
@@ -148,13 +136,7 @@ mod tests {
 
     fn checker() -> HealthChecker {
         HealthChecker::new(
-            HealthConfig {
-                interval_ns: 2000 * MS,
-                timeout_ns: 1000 * MS,
-                healthy: 3,
-                unhealthy: 3,
-            },
-            1,
+            vec![HealthConfig { interval_ns: 2000 * MS, timeout_ns: 1000 * MS, healthy: 3, unhealthy: 3 }],
             0,
         )
     }

@@ -19,9 +19,7 @@ pub struct Wrr {
 
 impl Wrr {
     pub fn new(backends: usize) -> Wrr {
-        Wrr {
-            current: vec![0; backends],
-        }
+        Wrr { current: vec![0; backends] }
     }
 
     /// Index of the next backend, or `None` when no candidate has weight.
@@ -73,10 +71,7 @@ impl Maglev {
             return Maglev { table };
         }
         let offset: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
-        let skip: Vec<u64> = live
-            .iter()
-            .map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1)
-            .collect();
+        let skip: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
         let max_weight = live.iter().map(|&i| u64::from(candidates[i].weight)).max().unwrap_or(1);
         let mut next = vec![0u64; live.len()];
         let mut credit = vec![0u64; live.len()];
@@ -137,18 +132,9 @@ mod tests {
     fn wrr_shares_follow_weights() {
         let ns = names(3);
         let cands = [
-            Candidate {
-                name: &ns[0],
-                weight: 10,
-            },
-            Candidate {
-                name: &ns[1],
-                weight: 10,
-            },
-            Candidate {
-                name: &ns[2],
-                weight: 20,
-            },
+            Candidate { name: &ns[0], weight: 10 },
+            Candidate { name: &ns[1], weight: 10 },
+            Candidate { name: &ns[2], weight: 20 },
         ];
         let mut wrr = Wrr::new(3);
         let mut counts = [0; 3];
@@ -161,22 +147,10 @@ mod tests {
     #[test]
     fn wrr_weight_zero_gets_nothing() {
         let ns = names(2);
-        let cands = [
-            Candidate {
-                name: &ns[0],
-                weight: 10,
-            },
-            Candidate {
-                name: &ns[1],
-                weight: 0,
-            },
-        ];
+        let cands = [Candidate { name: &ns[0], weight: 10 }, Candidate { name: &ns[1], weight: 0 }];
         let mut wrr = Wrr::new(2);
         assert!((0..50).all(|_| wrr.pick(&cands) == Some(0)));
-        let none = [Candidate {
-            name: &ns[0],
-            weight: 0,
-        }];
+        let none = [Candidate { name: &ns[0], weight: 0 }];
         assert_eq!(wrr.pick(&none), None);
     }
 
@@ -184,18 +158,9 @@ mod tests {
     fn maglev_fills_in_proportion_to_weight() {
         let ns = names(3);
         let cands = [
-            Candidate {
-                name: &ns[0],
-                weight: 10,
-            },
-            Candidate {
-                name: &ns[1],
-                weight: 10,
-            },
-            Candidate {
-                name: &ns[2],
-                weight: 20,
-            },
+            Candidate { name: &ns[0], weight: 10 },
+            Candidate { name: &ns[1], weight: 10 },
+            Candidate { name: &ns[2], weight: 20 },
         ];
         let counts = Maglev::build(&cands, 65_537).slot_counts(3);
         assert_eq!(counts.iter().sum::<usize>(), 65_537);
@@ -211,9 +176,7 @@ mod tests {
         less[3].weight = 0;
         let a = Maglev::build(&all, 65_537);
         let b = Maglev::build(&less, 65_537);
-        let moved = (0..65_537u32)
-            .filter(|&h| a.lookup(h) != Some(3) && a.lookup(h) != b.lookup(h))
-            .count();
+        let moved = (0..65_537u32).filter(|&h| a.lookup(h) != Some(3) && a.lookup(h) != b.lookup(h)).count();
         assert!(moved < 65_537 / 50, "moved {moved}");
         assert!((0..65_537u32).all(|h| b.lookup(h) != Some(3)));
     }

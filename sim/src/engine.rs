@@ -41,12 +41,7 @@ pub struct EventQueue<E> {
 
 impl<E> EventQueue<E> {
     pub fn new() -> EventQueue<E> {
-        EventQueue {
-            heap: BinaryHeap::new(),
-            now_ns: 0,
-            seq: 0,
-            processed: 0,
-        }
+        EventQueue { heap: BinaryHeap::new(), now_ns: 0, seq: 0, processed: 0 }
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -62,11 +57,7 @@ impl<E> EventQueue<E> {
     pub fn schedule(&mut self, at_ns: u64, event: E) {
         let at_ns = at_ns.max(self.now_ns);
         self.seq += 1;
-        self.heap.push(Scheduled {
-            at_ns,
-            seq: self.seq,
-            event,
-        });
+        self.heap.push(Scheduled { at_ns, seq: self.seq, event });
     }
 
     /// The next event no later than `until_ns`, advancing the clock to it.

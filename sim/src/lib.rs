@@ -44,9 +44,5 @@ pub fn run(topology: &topology::Topology, progress: impl FnMut(f64)) -> Result<O
         packets_per_s: packets as f64 / wall_s.max(1e-9),
         sim_s: world.sim_s(),
     };
-    Ok(Outcome {
-        report,
-        stats,
-        recoveries_ns: world.recoveries_ns(),
-    })
+    Ok(Outcome { report, stats, recoveries_ns: world.recoveries_ns() })
 }

@@ -117,11 +117,7 @@ impl Report {
     /// The human table: per client group and traffic class, anycast against direct.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "anyedge sim: {}  seed {}  {}s simulated",
-            self.name, self.seed, self.duration_s
-        );
+        let _ = writeln!(out, "anyedge sim: {}  seed {}  {}s simulated", self.name, self.seed, self.duration_s);
         let _ = writeln!(out);
         let _ = writeln!(
             out,

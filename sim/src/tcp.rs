@@ -90,18 +90,12 @@ impl TcpStack {
         let routes = iface.routes_mut();
         let _ = routes.add_default_ipv4_route(Ipv4Address::new(198, 18, 255, 254));
         let _ = routes.add_default_ipv6_route(Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
-        TcpStack {
-            iface,
-            sockets: SocketSet::new(Vec::new()),
-            device,
-        }
+        TcpStack { iface, sockets: SocketSet::new(Vec::new()), device }
     }
 
     pub fn new_socket(&mut self) -> SocketHandle {
-        let socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; RX_BUFFER]),
-            tcp::SocketBuffer::new(vec![0; TX_BUFFER]),
-        );
+        let socket =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
         self.sockets.add(socket)
     }
 

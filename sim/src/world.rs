@@ -9,7 +9,7 @@ use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
 use anyedge_pop::{Pop, PopConfig, Route};
 use anyedge_proto::{Transport, inner};
-use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig, SchedulerKind};
+use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
@@ -18,7 +18,7 @@ use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
 use crate::tcp::TcpStack;
-use crate::topology::{FaultAction, Scheduler, Target, Topology, TrafficKind};
+use crate::topology::{FaultAction, Target, Topology, TrafficKind};
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -233,25 +233,15 @@ impl<'t> World<'t> {
     pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
         let total: u64 = t.clients.iter().map(|c| u64::from(c.count)).sum();
         if total > 40_000 {
-            return Err(SimError(format!(
-                "{total} clients: the simulator addresses at most 40000"
-            )));
+            return Err(SimError(format!("{total} clients: the simulator addresses at most 40000")));
         }
         if let Some(g) = t.clients.iter().find(|g| g.traffic.len() * 2 > SLOTS_MAX) {
-            return Err(SimError(format!(
-                "client group `{}` has more than {} traffic classes",
-                g.name,
-                SLOTS_MAX / 2
-            )));
+            return Err(SimError(format!("client group `{}` has more than {} traffic classes", g.name, SLOTS_MAX / 2)));
         }
         let seed = t.seed;
         let (np, nr, ng) = (t.pops.len(), t.regions.len(), t.clients.len());
         let inet_model = |delay_ns: u64| LinkModel {
-            impairment: Impairment {
-                delay_ns,
-                jitter_mean_ns: t.internet.jitter_ns,
-                loss: t.internet.loss,
-            },
+            impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
             bandwidth_bps: None,
             queue_bytes_max: 0,
         };
@@ -260,10 +250,8 @@ impl<'t> World<'t> {
             for (p, pop) in t.pops.iter().enumerate() {
                 let d = fiber_delay_ns(group.location, pop.location, t.internet.stretch) + t.internet.last_mile_ns;
                 for dir in 0..2 {
-                    inet_pop.push(Link::new(
-                        inet_model(d),
-                        ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}")),
-                    ));
+                    inet_pop
+                        .push(Link::new(inet_model(d), ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
                 }
             }
         }
@@ -284,19 +272,12 @@ impl<'t> World<'t> {
             for (r, region) in t.regions.iter().enumerate() {
                 let d = fiber_delay_ns(pop.location, region.location, bb.stretch);
                 let model = LinkModel {
-                    impairment: Impairment {
-                        delay_ns: d,
-                        jitter_mean_ns: bb.jitter_ns,
-                        loss: bb.loss,
-                    },
+                    impairment: Impairment { delay_ns: d, jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
                     bandwidth_bps: Some(bb.bandwidth_bps),
                     queue_bytes_max: queue_bytes_max.max(64 * 1024),
                 };
                 for dir in 0..2 {
-                    backbone.push(Link::new(
-                        model,
-                        ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}")),
-                    ));
+                    backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
                 }
             }
         }
@@ -345,16 +326,8 @@ impl<'t> World<'t> {
                     clb_nodes: t.regions[v.home].clb_nodes,
                 })
                 .collect();
-            let core = Pop::new(PopConfig {
-                pop_id: p as u16,
-                routes,
-                flow_table_capacity: 1_000_000,
-            });
-            self.pops.push(PopNode {
-                core,
-                up: true,
-                announced: true,
-            });
+            let core = Pop::new(PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 });
+            self.pops.push(PopNode { core, up: true, announced: true });
         }
     }
 
@@ -369,17 +342,11 @@ impl<'t> World<'t> {
                     vip: IpAddr::V4(vip.ipv4),
                     transport: l.protocol.transport(),
                     port: l.port,
-                    scheduler: match l.scheduler {
-                        Scheduler::Wrr => SchedulerKind::Wrr,
-                        Scheduler::Maglev { table_size } => SchedulerKind::Maglev { table_size },
-                    },
+                    scheduler: l.scheduler,
                     backends: group
                         .backends
                         .iter()
-                        .map(|b| BackendConfig {
-                            addr: b.addr,
-                            weight: b.weight,
-                        })
+                        .map(|b| BackendConfig { addr: b.addr, weight: b.weight, health: None })
                         .collect(),
                     persistence_ns: l.persistence_ns,
                 });
@@ -393,9 +360,8 @@ impl<'t> World<'t> {
             conn_table_capacity: anyedge_region::config::CONN_TABLE_DEFAULT,
             pop_fallback: (0..t.pops.len())
                 .map(|p| {
-                    let mut others: Vec<usize> = (0..t.pops.len())
-                        .filter(|&q| q != p && t.backbone.has_link(q, r))
-                        .collect();
+                    let mut others: Vec<usize> =
+                        (0..t.pops.len()).filter(|&q| q != p && t.backbone.has_link(q, r)).collect();
                     others.sort_by_key(|&q| (fiber_delay_ns(t.pops[p].location, t.pops[q].location, 1.0), q));
                     others.into_iter().map(|q| q as u16).collect()
                 })
@@ -411,14 +377,7 @@ impl<'t> World<'t> {
                 let config = self.clb_config(r, index);
                 let core = Clb::new(config.clone(), 0);
                 self.clb_by_addr.insert(config.address, self.clbs.len());
-                self.clbs.push(ClbNode {
-                    region: r,
-                    index,
-                    core,
-                    config,
-                    up: true,
-                    timer_at: None,
-                });
+                self.clbs.push(ClbNode { region: r, index, core, config, up: true, timer_at: None });
             }
             for group in &region.backend_groups {
                 for b in &group.backends {
@@ -482,11 +441,7 @@ impl<'t> World<'t> {
                 .vips
                 .iter()
                 .map(|v| {
-                    let to_pop = v
-                        .pops
-                        .iter()
-                        .map(|&p| fiber_delay_ns(g.location, t.pops[p].location, 1.0))
-                        .min();
+                    let to_pop = v.pops.iter().map(|&p| fiber_delay_ns(g.location, t.pops[p].location, 1.0)).min();
                     let to_region = fiber_delay_ns(g.location, t.regions[v.home].location, 1.0);
                     [2 * to_pop.unwrap_or(0), 2 * to_region]
                 })
@@ -515,10 +470,7 @@ impl<'t> World<'t> {
                 let c = next;
                 next += 1;
                 let addr = client_addr(c);
-                let has_tcp = group
-                    .traffic
-                    .iter()
-                    .any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
+                let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
                 let tcp = has_tcp.then(|| TcpStack::new(addr, rng.next_u64(), 0));
                 let slots = group.traffic.len() * 2;
                 self.clients.push(Client {
@@ -686,20 +638,14 @@ impl<'t> World<'t> {
         match path {
             Path::Anycast => {
                 let p = self.groups[c.group].route[class.vip]?;
-                Some((
-                    LinkKind::InetPop(self.link_pop(c.group, p, 0)),
-                    Arrival::PopFromClient(p),
-                ))
+                Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
             }
             Path::Direct => {
                 let r = self.t.vips[class.vip].home;
                 let nodes = usize::from(self.t.regions[r].clb_nodes).max(1);
                 let node = (client + k) % nodes;
                 let clb = self.clb_base[r] + node;
-                Some((
-                    LinkKind::InetDirect(self.link_direct(c.group, r, 0)),
-                    Arrival::ClbDirect(clb),
-                ))
+                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
             }
         }
     }
@@ -756,8 +702,7 @@ impl<'t> World<'t> {
             }
         }
         self.client_tcp_service(client);
-        self.q
-            .schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
+        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
     }
 
     /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
@@ -780,17 +725,7 @@ impl<'t> World<'t> {
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.clients[client].tcp_flows[slot];
-                service_tcp_flow(
-                    &mut stack,
-                    tf,
-                    slot,
-                    addr,
-                    remote,
-                    request,
-                    response,
-                    now,
-                    &mut completions,
-                );
+                service_tcp_flow(&mut stack, tf, slot, addr, remote, request, response, now, &mut completions);
             }
         }
         stack.poll(now);
@@ -931,11 +866,7 @@ impl<'t> World<'t> {
         let region = self.clbs[c].region;
         let table = self.clbs[c].core.conn_table();
         if table.len() > table.capacity() {
-            let msg = format!(
-                "CLB {c}: connection table holds {} > capacity {}",
-                table.len(),
-                table.capacity()
-            );
+            let msg = format!("CLB {c}: connection table holds {} > capacity {}", table.len(), table.capacity());
             self.violation(msg);
         }
         while let Some(out) = self.clbs[c].core.poll_output() {
@@ -967,11 +898,7 @@ impl<'t> World<'t> {
                 && self.clbs[c].index == 0
             {
                 let now = self.q.now_ns();
-                for rec in self
-                    .backends
-                    .iter_mut()
-                    .filter(|r| r.addr == backend && r.region == region)
-                {
+                for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
                     rec.health.push((now, healthy));
                 }
             }
@@ -1029,15 +956,7 @@ impl<'t> World<'t> {
                     // Like a server with TCP_NODELAY: a response's tail is not held back.
                     socket.set_nagle_enabled(false);
                     let _ = socket.listen(info.key.dst_port);
-                    h.conns.insert(
-                        remote,
-                        BackendConn {
-                            stack,
-                            handle,
-                            serve: Serve::default(),
-                            poll_at: None,
-                        },
-                    );
+                    h.conns.insert(remote, BackendConn { stack, handle, serve: Serve::default(), poll_at: None });
                 }
                 if let Some(conn) = h.conns.get_mut(&remote) {
                     conn.stack.receive(packet);
@@ -1055,10 +974,7 @@ impl<'t> World<'t> {
         let Some(conn) = h.conns.get_mut(&remote) else { return };
         conn.stack.poll(now);
         let s = conn.stack.socket(conn.handle);
-        if !matches!(
-            s.state(),
-            tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
-        ) {
+        if !matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed) {
             serve_connection(s, &mut conn.serve, ip);
             if s.state() == tcp::State::CloseWait && conn.serve.pending_resp.len() == conn.serve.resp_off {
                 s.close();
@@ -1121,10 +1037,7 @@ impl<'t> World<'t> {
         let fault = &t.faults[index];
         let now = self.q.now_ns();
         let affected = self.affected_flows(&fault.action);
-        let before = affected
-            .iter()
-            .map(|&(c, s)| self.clients[c].flows[s].last_backend)
-            .collect();
+        let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
         let tr = self.trackers.len();
         for (pos, &(c, s)) in affected.iter().enumerate() {
             self.clients[c].flows[s].watching.push((tr, pos));
@@ -1190,13 +1103,7 @@ impl<'t> World<'t> {
                         loss: lo.loss.unwrap_or(base.loss),
                     });
                 }
-                self.q.schedule(
-                    now + lo.for_ns,
-                    Ev::LinkRestore {
-                        pop: lo.pop,
-                        region: lo.region,
-                    },
-                );
+                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: lo.pop, region: lo.region });
             }
         }
     }
@@ -1234,10 +1141,7 @@ impl<'t> World<'t> {
 
     /// Per fault, each recovered flow's time from the fault to its first reply.
     pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
-        self.trackers
-            .iter()
-            .map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect())
-            .collect()
+        self.trackers.iter().map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect()).collect()
     }
 
     pub fn report(&self) -> Report {
@@ -1252,12 +1156,7 @@ impl<'t> World<'t> {
                 flows: self.pops[p].core.flows_seen(),
             })
             .collect();
-        let clients = t
-            .clients
-            .iter()
-            .enumerate()
-            .map(|(g, group)| self.client_report(g, group))
-            .collect();
+        let clients = t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect();
         let backends = self
             .backends
             .iter()
@@ -1292,9 +1191,7 @@ impl<'t> World<'t> {
     fn client_report(&self, g: usize, group: &crate::topology::ClientGroup) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
-        let pop = first_vip
-            .and_then(|v| self.groups[g].order[v].first())
-            .map(|&p| t.pops[p].name.clone());
+        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p].name.clone());
         let members: Vec<&Client> = self.clients.iter().filter(|c| c.group == g).collect();
         let traffic = group
             .traffic
@@ -1316,13 +1213,7 @@ impl<'t> World<'t> {
                 }
             })
             .collect();
-        ClientReport {
-            name: group.name.clone(),
-            location: group.location,
-            count: group.count,
-            pop,
-            traffic,
-        }
+        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, traffic }
     }
 }
 
@@ -1355,10 +1246,8 @@ fn service_tcp_flow(
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
     let state = tf.handle.map(|h| stack.socket(h).state());
-    let broken = matches!(
-        state,
-        None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait)
-    );
+    let broken =
+        matches!(state, None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait));
     if broken {
         if tf.pending.is_empty() {
             return;
@@ -1484,11 +1373,7 @@ fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>)
         jsum += f.jitter_sum_ns;
         jn += f.jitter_n;
     }
-    let loss_pct = if sent == 0 {
-        0.0
-    } else {
-        ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64)
-    };
+    let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
     let ms = |us: u64| ms3(us as f64 / 1000.0);
     let rtt_ms = (!hist.is_empty()).then(|| Percentiles {
         p50: ms(hist.value_at_quantile(0.5)),
@@ -1498,13 +1383,7 @@ fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>)
         max: ms(hist.max()),
     });
     let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
-    PathReport {
-        sent,
-        received,
-        loss_pct,
-        rtt_ms,
-        jitter_ms,
-    }
+    PathReport { sent, received, loss_pct, rtt_ms, jitter_ms }
 }
 
 fn fault_report(tr: &FaultTracker) -> FaultReport {

@@ -74,11 +74,8 @@ impl ListenerProtocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheduler {
-    Wrr,
-    Maglev { table_size: usize },
-}
+/// Listener schedulers are the CLB core's own.
+pub use anyedge_region::SchedulerKind as Scheduler;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
@@ -168,11 +165,7 @@ pub enum TrafficKind {
     Udp { interval_ns: u64, size: u32 },
     /// A TCP connection carrying requests at `requests_per_s`, each answered by
     /// `response` bytes.
-    Tcp {
-        requests_per_s: f64,
-        request: u32,
-        response: u32,
-    },
+    Tcp { requests_per_s: f64, request: u32, response: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -290,20 +283,12 @@ pub fn load(path: &std::path::Path) -> Result<Topology, TopologyError> {
 
 /// Parses and validates topology text; `file` names it in errors.
 pub fn parse_str(file: &str, text: &str) -> Result<Topology, TopologyError> {
-    parse::parse(text).map_err(|diagnostics| TopologyError {
-        file: file.to_string(),
-        diagnostics,
-    })
+    parse::parse(text).map_err(|diagnostics| TopologyError { file: file.to_string(), diagnostics })
 }
 
 fn single(file: &str, line: usize, col: usize, field: &str, reason: String) -> TopologyError {
     TopologyError {
         file: file.to_string(),
-        diagnostics: vec![Diagnostic {
-            line,
-            col,
-            field: field.to_string(),
-            reason,
-        }],
+        diagnostics: vec![Diagnostic { line, col, field: field.to_string(), reason }],
     }
 }

@@ -57,12 +57,7 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
 }
 
 fn diag_at(line: usize, col: usize, field: &str, reason: &str) -> Diagnostic {
-    Diagnostic {
-        line,
-        col,
-        field: field.to_string(),
-        reason: reason.to_string(),
-    }
+    Diagnostic { line, col, field: field.to_string(), reason: reason.to_string() }
 }
 
 fn load_error(e: &LoadError) -> Diagnostic {
@@ -78,22 +73,12 @@ fn load_error(e: &LoadError) -> Diagnostic {
         LoadError::DuplicateKey(inner) => {
             let span = inner.key.span();
             let (line, col) = span.start().map_or((1, 1), |m| (m.line(), m.column()));
-            return Diagnostic {
-                line,
-                col,
-                field: inner.key.as_str().to_string(),
-                reason: "duplicate key".into(),
-            };
+            return Diagnostic { line, col, field: inner.key.as_str().to_string(), reason: "duplicate key".into() };
         }
         #[allow(unreachable_patterns)]
         _ => return diag_at(1, 1, "file", &e.to_string()),
     };
-    Diagnostic {
-        line: marker.line(),
-        col: marker.column(),
-        field: "yaml".into(),
-        reason,
-    }
+    Diagnostic { line: marker.line(), col: marker.column(), field: "yaml".into(), reason }
 }
 
 fn pos(span: &Span) -> (usize, usize) {
@@ -108,11 +93,7 @@ struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     fn field(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
     }
 
     fn get(&self, key: &str) -> Option<&'a Node> {
@@ -133,12 +114,7 @@ struct Names<'t> {
 impl Parser {
     fn err(&mut self, span: &Span, field: &str, reason: impl Into<String>) {
         let (line, col) = pos(span);
-        self.diags.push(Diagnostic {
-            line,
-            col,
-            field: field.to_string(),
-            reason: reason.into(),
-        });
+        self.diags.push(Diagnostic { line, col, field: field.to_string(), reason: reason.into() });
     }
 
     fn obj<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Obj<'a>> {
@@ -146,10 +122,7 @@ impl Parser {
             self.err(node.span(), path, "expected a mapping (key: value)");
             return None;
         };
-        let obj = Obj {
-            map,
-            path: path.to_string(),
-        };
+        let obj = Obj { map, path: path.to_string() };
         for (key, _) in map.iter() {
             if !allowed.contains(&key.as_str()) {
                 self.err(
@@ -197,11 +170,7 @@ impl Parser {
         let name = self.str(node, &obj.field("name"))?;
         let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !ok {
-            self.err(
-                node.span(),
-                &obj.field("name"),
-                format!("`{name}` must be letters, digits, - or _"),
-            );
+            self.err(node.span(), &obj.field("name"), format!("`{name}` must be letters, digits, - or _"));
             return None;
         }
         Some(name.to_string())
@@ -310,10 +279,7 @@ impl Parser {
         if seq.is_empty() {
             self.err(node.span(), &field, "must not be empty");
         }
-        seq.iter()
-            .enumerate()
-            .filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), allowed))
-            .collect()
+        seq.iter().enumerate().filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), allowed)).collect()
     }
 
     fn unique(&mut self, items: &[(String, &Span, String)]) {
@@ -339,10 +305,7 @@ impl Parser {
         let duration_ns = self.duration_within(&top, "duration", 60 * S, MS, 24 * 3600 * S);
         let pops = self.pops(&top);
         let regions = self.regions(&top);
-        let names = Names {
-            pops: &pops,
-            regions: &regions,
-        };
+        let names = Names { pops: &pops, regions: &regions };
         let vips = self.vips(&top, &names);
         let backbone = self.backbone(&top, &names);
         let internet = self.internet(&top);
@@ -379,10 +342,7 @@ impl Parser {
             // Kept with a bad location (already an error) so references still resolve.
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
-                pops.push(PopSite {
-                    name,
-                    location: location.unwrap_or([0.0, 0.0]),
-                });
+                pops.push(PopSite { name, location: location.unwrap_or([0.0, 0.0]) });
             }
         }
         self.unique(&seen);
@@ -406,19 +366,8 @@ impl Parser {
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
-                let health = health.unwrap_or(HealthConfig {
-                    interval_ns: S,
-                    timeout_ns: S,
-                    healthy: 1,
-                    unhealthy: 1,
-                });
-                regions.push(Region {
-                    name,
-                    location,
-                    clb_nodes,
-                    health,
-                    backend_groups: groups,
-                });
+                let health = health.unwrap_or(HealthConfig { interval_ns: S, timeout_ns: S, healthy: 1, unhealthy: 1 });
+                regions.push(Region { name, location, clb_nodes, health, backend_groups: groups });
             }
         }
         self.unique(&seen);
@@ -426,20 +375,12 @@ impl Parser {
     }
 
     fn health(&mut self, region: &Obj<'_>) -> Option<HealthConfig> {
-        let default = HealthConfig {
-            interval_ns: 2 * S,
-            timeout_ns: S,
-            healthy: 3,
-            unhealthy: 3,
-        };
+        let default = HealthConfig { interval_ns: 2 * S, timeout_ns: S, healthy: 3, unhealthy: 3 };
         let Some(node) = region.get("health") else {
             return Some(default);
         };
-        let o = self.obj(
-            node,
-            &region.field("health"),
-            &["protocol", "interval", "timeout", "healthy", "unhealthy"],
-        )?;
+        let o =
+            self.obj(node, &region.field("health"), &["protocol", "interval", "timeout", "healthy", "unhealthy"])?;
         if let Some(p) = o.get("protocol") {
             let proto = self.str(p, &o.field("protocol"))?;
             if proto != "tcp" {
@@ -462,11 +403,7 @@ impl Parser {
             && (t == 0 || t > i)
         {
             let span = o.get("timeout").map_or(o.map.span(), |n| n.span());
-            self.err(
-                span,
-                &o.field("timeout"),
-                "must be longer than 0s and no longer than the interval",
-            );
+            self.err(span, &o.field("timeout"), "must be longer than 0s and no longer than the interval");
             return None;
         }
         Some(HealthConfig {
@@ -483,11 +420,7 @@ impl Parser {
             return vec![];
         };
         let Some(map) = node.as_mapping() else {
-            self.err(
-                node.span(),
-                &field,
-                "expected a mapping of group name to a list of backends",
-            );
+            self.err(node.span(), &field, "expected a mapping of group name to a list of backends");
             return vec![];
         };
         let mut groups = Vec::new();
@@ -502,11 +435,7 @@ impl Parser {
                 };
                 if let Some(b) = self.backend(&o) {
                     if backends.iter().any(|x| x.addr == b.addr) {
-                        self.err(
-                            item.span(),
-                            &bfield,
-                            format!("backend {} is bound twice in this group", b.addr),
-                        );
+                        self.err(item.span(), &bfield, format!("backend {} is bound twice in this group", b.addr));
                     }
                     backends.push(b);
                 }
@@ -514,10 +443,7 @@ impl Parser {
             if seq.is_empty() {
                 self.err(list.span(), &gfield, "a backend group needs at least one backend");
             }
-            groups.push(BackendGroup {
-                name: key.as_str().to_string(),
-                backends,
-            });
+            groups.push(BackendGroup { name: key.as_str().to_string(), backends });
         }
         groups
     }
@@ -528,16 +454,11 @@ impl Parser {
         let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
         let port = port_node.and_then(|n| self.port(n, &o.field("port")));
         let weight = match o.get("weight") {
-            Some(n) => self
-                .int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX))
-                .map(|w| w as u8),
+            Some(n) => self.int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX)).map(|w| w as u8),
             None => Some(WEIGHT_DEFAULT),
         };
         // A bad weight is recorded; the address still names the backend for references.
-        Some(Backend {
-            addr: SocketAddr::new(ip?, port?),
-            weight: weight.unwrap_or(WEIGHT_DEFAULT),
-        })
+        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT) })
     }
 
     fn pop_ref(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<usize> {
@@ -555,9 +476,8 @@ impl Parser {
         let mut seen = Vec::new();
         for o in &objs {
             let name = self.name(o);
-            let ipv4 = self
-                .req(o, "ipv4")
-                .and_then(|n| self.parsed::<Ipv4Addr>(n, &o.field("ipv4"), "an IPv4 address"));
+            let ipv4 =
+                self.req(o, "ipv4").and_then(|n| self.parsed::<Ipv4Addr>(n, &o.field("ipv4"), "an IPv4 address"));
             let ipv6 = match o.get("ipv6") {
                 Some(n) => self.parsed::<Ipv6Addr>(n, &o.field("ipv6"), "an IPv6 address"),
                 None => None,
@@ -577,14 +497,7 @@ impl Parser {
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let ipv4 = ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
-                vips.push(Vip {
-                    name,
-                    ipv4,
-                    ipv6,
-                    home: home.unwrap_or(0),
-                    pops,
-                    listeners,
-                });
+                vips.push(Vip { name, ipv4, ipv6, home: home.unwrap_or(0), pops, listeners });
             }
         }
         self.unique(&seen);
@@ -624,19 +537,14 @@ impl Parser {
         let mut out: Vec<Listener> = Vec::new();
         for o in &objs {
             let Some(l) = self.listener(o, home) else { continue };
-            let clash = out
-                .iter()
-                .position(|x| x.port == l.port && x.protocol.transport() == l.protocol.transport());
+            let clash = out.iter().position(|x| x.port == l.port && x.protocol.transport() == l.protocol.transport());
             if let Some(j) = clash {
                 let span = o.get("port").map_or(o.map.span(), |n| n.span());
                 let space = match l.protocol.transport() {
                     anyedge_proto::Transport::Tcp => "TCP, TCP SSL, HTTP and HTTPS listeners share one port space",
                     anyedge_proto::Transport::Udp => "UDP and QUIC listeners share one port space",
                 };
-                let reason = format!(
-                    "port {} is already used by {}.listeners[{j}] ({space})",
-                    l.port, vip.path
-                );
+                let reason = format!("port {} is already used by {}.listeners[{j}] ({space})", l.port, vip.path);
                 self.err(span, &o.field("port"), reason);
                 continue;
             }
@@ -711,24 +619,28 @@ impl Parser {
             }
             None => None,
         };
-        let Some(n) = o.get("scheduler") else {
-            return Some(Scheduler::Wrr);
+        let scheduler = match o.get("scheduler") {
+            None => Scheduler::Wrr,
+            Some(n) => match self.str(n, &o.field("scheduler"))? {
+                "wrr" => Scheduler::Wrr,
+                "wlc" => Scheduler::Wlc,
+                "hash" => Scheduler::Hash { table_size: table.unwrap_or(MAGLEV_TABLE_DEFAULT) },
+                "maglev" => Scheduler::Maglev { table_size: table.unwrap_or(MAGLEV_TABLE_DEFAULT) },
+                other => {
+                    self.err(
+                        n.span(),
+                        &o.field("scheduler"),
+                        format!("`{other}` is not one of wrr, wlc, hash, maglev"),
+                    );
+                    return None;
+                }
+            },
         };
-        let s = self.str(n, &o.field("scheduler"))?;
-        match s {
-            "wrr" => Some(Scheduler::Wrr),
-            "maglev" => Some(Scheduler::Maglev {
-                table_size: table.unwrap_or(MAGLEV_TABLE_DEFAULT),
-            }),
-            other => {
-                self.err(
-                    n.span(),
-                    &o.field("scheduler"),
-                    format!("`{other}` is not one of wrr, maglev"),
-                );
-                None
-            }
+        if let (Some(n), Scheduler::Wrr | Scheduler::Wlc) = (o.get("table"), scheduler) {
+            self.err(n.span(), &o.field("table"), "a lookup table applies only to the maglev and hash schedulers");
+            return None;
         }
+        Some(scheduler)
     }
 
     fn persistence(
@@ -745,11 +657,7 @@ impl Parser {
             return None;
         }
         if protocol == Some(ListenerProtocol::Quic) {
-            self.err(
-                n.span(),
-                field,
-                "session persistence is not available on QUIC listeners",
-            );
+            self.err(n.span(), field, "session persistence is not available on QUIC listeners");
             return None;
         }
         if scheduler.is_some_and(|s| s != Scheduler::Wrr) {
@@ -788,11 +696,7 @@ impl Parser {
                 "udp" => Some(BackboneTransport::Udp),
                 "grpc" => Some(BackboneTransport::Grpc),
                 other => {
-                    self.err(
-                        n.span(),
-                        &o.field("transport"),
-                        format!("`{other}` is not one of udp, grpc"),
-                    );
+                    self.err(n.span(), &o.field("transport"), format!("`{other}` is not one of udp, grpc"));
                     None
                 }
             },
@@ -842,23 +746,14 @@ impl Parser {
             }
         }
         if pop.is_none() || region.is_none() {
-            self.err(
-                node.span(),
-                field,
-                "a backbone link joins one pop/NAME and one region/NAME",
-            );
+            self.err(node.span(), field, "a backbone link joins one pop/NAME and one region/NAME");
             return None;
         }
         Some((pop?, region?))
     }
 
     fn internet(&mut self, top: &Obj<'_>) -> Option<Internet> {
-        let default = Internet {
-            stretch: 2.1,
-            last_mile_ns: 5 * MS,
-            jitter_ns: 4 * MS,
-            loss: 0.003,
-        };
+        let default = Internet { stretch: 2.1, last_mile_ns: 5 * MS, jitter_ns: 4 * MS, loss: 0.003 };
         let Some(node) = top.get("internet") else {
             return Some(default);
         };
@@ -867,12 +762,7 @@ impl Parser {
         let last_mile_ns = self.opt_duration(&o, "last_mile", default.last_mile_ns);
         let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
         let loss = self.opt_percent(&o, "loss", default.loss);
-        Some(Internet {
-            stretch: stretch?,
-            last_mile_ns: last_mile_ns?,
-            jitter_ns: jitter_ns?,
-            loss: loss?,
-        })
+        Some(Internet { stretch: stretch?, last_mile_ns: last_mile_ns?, jitter_ns: jitter_ns?, loss: loss? })
     }
 
     fn traffic(&mut self, top: &Obj<'_>, vips: &[Vip], regions: &[Region]) -> Vec<TrafficClass> {
@@ -880,23 +770,10 @@ impl Parser {
             return vec![];
         };
         let Some(map) = node.as_mapping() else {
-            self.err(
-                node.span(),
-                "traffic",
-                "expected a mapping of traffic class name to its definition",
-            );
+            self.err(node.span(), "traffic", "expected a mapping of traffic class name to its definition");
             return vec![];
         };
-        let allowed = &[
-            "vip",
-            "protocol",
-            "port",
-            "interval",
-            "size",
-            "requests_per_s",
-            "request",
-            "response",
-        ];
+        let allowed = &["vip", "protocol", "port", "interval", "size", "requests_per_s", "request", "response"];
         let mut out = Vec::new();
         for (key, def) in map.iter() {
             let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), allowed) else {
@@ -925,15 +802,10 @@ impl Parser {
             "udp" => {
                 let interval_ns = self.duration_within(o, "interval", 50 * MS, MS, 60 * S);
                 let size = match o.get("size") {
-                    Some(n) => self
-                        .int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400)
-                        .map(|v| v as u32),
+                    Some(n) => self.int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400).map(|v| v as u32),
                     None => Some(120),
                 };
-                TrafficKind::Udp {
-                    interval_ns: interval_ns?,
-                    size: size?,
-                }
+                TrafficKind::Udp { interval_ns: interval_ns?, size: size? }
             }
             "tcp" => {
                 let requests_per_s = self.opt_float(o, "requests_per_s", 1.0, 0.01, 1000.0);
@@ -943,39 +815,19 @@ impl Parser {
                 };
                 let request = size(self, "request", 500);
                 let response = size(self, "response", 20_000);
-                TrafficKind::Tcp {
-                    requests_per_s: requests_per_s?,
-                    request: request?,
-                    response: response?,
-                }
+                TrafficKind::Tcp { requests_per_s: requests_per_s?, request: request?, response: response? }
             }
             other => {
-                self.err(
-                    proto_node.span(),
-                    &o.field("protocol"),
-                    format!("`{other}` is not one of udp, tcp"),
-                );
+                self.err(proto_node.span(), &o.field("protocol"), format!("`{other}` is not one of udp, tcp"));
                 return None;
             }
         };
         let (vip, port) = (vip?, port?);
-        let class = TrafficClass {
-            name: name.to_string(),
-            vip,
-            port,
-            kind,
-        };
-        let served = vips[vip]
-            .listeners
-            .iter()
-            .any(|l| l.port == port && l.protocol.transport() == class.transport());
+        let class = TrafficClass { name: name.to_string(), vip, port, kind };
+        let served = vips[vip].listeners.iter().any(|l| l.port == port && l.protocol.transport() == class.transport());
         if !served && !regions.is_empty() {
             let span = port_node.map_or(o.map.span(), |n| n.span());
-            let proto = if class.transport() == anyedge_proto::Transport::Udp {
-                "UDP"
-            } else {
-                "TCP"
-            };
+            let proto = if class.transport() == anyedge_proto::Transport::Udp { "UDP" } else { "TCP" };
             self.err(
                 span,
                 &o.field("port"),
@@ -997,9 +849,7 @@ impl Parser {
                 Some(n) => self.int(n, &o.field("count"), 1, 100_000).map(|v| v as u32),
                 None => Some(1),
             };
-            let classes = self
-                .req(o, "traffic")
-                .and_then(|n| self.traffic_refs(n, &o.field("traffic"), traffic));
+            let classes = self.req(o, "traffic").and_then(|n| self.traffic_refs(n, &o.field("traffic"), traffic));
             let catchment = match o.get("catchment") {
                 None => Some(None),
                 Some(n) => {
@@ -1022,13 +872,7 @@ impl Parser {
                 (name, location, count, classes, catchment)
             {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
-                out.push(ClientGroup {
-                    name,
-                    location,
-                    count,
-                    traffic,
-                    catchment,
-                });
+                out.push(ClientGroup { name, location, count, traffic, catchment });
             }
         }
         self.unique(&seen);
@@ -1042,10 +886,8 @@ impl Parser {
         for (o, g) in objs.iter().zip(&out) {
             if g.traffic.len() > CLASSES_PER_GROUP_MAX {
                 let span = o.get("traffic").map_or(o.map.span(), |n| n.span());
-                let reason = format!(
-                    "{} traffic classes; a client group has at most {CLASSES_PER_GROUP_MAX}",
-                    g.traffic.len()
-                );
+                let reason =
+                    format!("{} traffic classes; a client group has at most {CLASSES_PER_GROUP_MAX}", g.traffic.len());
                 self.err(span, &o.field("traffic"), reason);
             }
         }
@@ -1054,11 +896,7 @@ impl Parser {
 
     fn traffic_refs(&mut self, node: &Node, field: &str, traffic: &[String]) -> Option<Vec<usize>> {
         let items: Vec<(&Node, String)> = match node.as_sequence() {
-            Some(seq) => seq
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n, format!("{field}[{i}]")))
-                .collect(),
+            Some(seq) => seq.iter().enumerate().map(|(i, n)| (n, format!("{field}[{i}]"))).collect(),
             None => vec![(node, field.to_string())],
         };
         let mut out = Vec::new();
@@ -1080,20 +918,14 @@ impl Parser {
     }
 
     fn failover(&mut self, top: &Obj<'_>) -> Option<Failover> {
-        let default = Failover {
-            pop_detect_ns: 300 * MS,
-            route_converge_ns: 500 * MS,
-        };
+        let default = Failover { pop_detect_ns: 300 * MS, route_converge_ns: 500 * MS };
         let Some(node) = top.get("failover") else {
             return Some(default);
         };
         let o = self.obj(node, "failover", &["pop_detect", "route_converge"])?;
         let pop_detect_ns = self.opt_duration(&o, "pop_detect", default.pop_detect_ns);
         let route_converge_ns = self.opt_duration(&o, "route_converge", default.route_converge_ns);
-        Some(Failover {
-            pop_detect_ns: pop_detect_ns?,
-            route_converge_ns: route_converge_ns?,
-        })
+        Some(Failover { pop_detect_ns: pop_detect_ns?, route_converge_ns: route_converge_ns? })
     }
 
     /// `pop/NAME`, `region/NAME` or `backend/IP:PORT`.
@@ -1111,19 +943,11 @@ impl Parser {
                 names
                     .regions
                     .iter()
-                    .position(|r| {
-                        r.backend_groups
-                            .iter()
-                            .any(|g| g.backends.iter().any(|b| b.addr == addr))
-                    })
+                    .position(|r| r.backend_groups.iter().any(|g| g.backends.iter().any(|b| b.addr == addr)))
                     .map(|region| Target::Backend { region, addr })
             }
             _ => {
-                self.err(
-                    node.span(),
-                    field,
-                    format!("`{text}` is not pop/NAME, region/NAME or backend/IP:PORT"),
-                );
+                self.err(node.span(), field, format!("`{text}` is not pop/NAME, region/NAME or backend/IP:PORT"));
                 return None;
             }
         };
@@ -1156,17 +980,10 @@ impl Parser {
         let at_node = self.req(o, "at")?;
         let at_ns = self.duration(at_node, &o.field("at"))?;
         if at_ns >= duration_ns {
-            self.err(
-                at_node.span(),
-                &o.field("at"),
-                "is at or after the end of the simulation (duration)",
-            );
+            self.err(at_node.span(), &o.field("at"), "is at or after the end of the simulation (duration)");
             return None;
         }
-        let kinds: Vec<&str> = ["down", "up", "link"]
-            .into_iter()
-            .filter(|k| o.get(k).is_some())
-            .collect();
+        let kinds: Vec<&str> = ["down", "up", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
         if kinds.len() != 1 {
             self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, link");
             return None;
@@ -1182,16 +999,8 @@ impl Parser {
             }
             let target = self.target(node, &field, names)?;
             let text = self.str(node, &field)?;
-            let action = if key == "down" {
-                FaultAction::Down(target)
-            } else {
-                FaultAction::Up(target)
-            };
-            return Some(Fault {
-                at_ns,
-                action,
-                what: format!("{key} {text}"),
-            });
+            let action = if key == "down" { FaultAction::Down(target) } else { FaultAction::Up(target) };
+            return Some(Fault { at_ns, action, what: format!("{key} {text}") });
         }
         let (pop, region) = self.pop_region_pair(node, &field, names)?;
         let for_ns = self.req(o, "for").and_then(|n| self.duration(n, &o.field("for")));
@@ -1210,15 +1019,8 @@ impl Parser {
             delay_ns: delay_ns.map_or(Some(None), |v| v.map(Some))?,
             jitter_ns: jitter_ns.map_or(Some(None), |v| v.map(Some))?,
         };
-        let what = format!(
-            "link pop/{}-region/{}",
-            names.pops[pop].name, names.regions[region].name
-        );
-        Some(Fault {
-            at_ns,
-            action: FaultAction::Link(lo),
-            what,
-        })
+        let what = format!("link pop/{}-region/{}", names.pops[pop].name, names.regions[region].name);
+        Some(Fault { at_ns, action: FaultAction::Link(lo), what })
     }
 }
 

@@ -7,10 +7,7 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
         .find(|c: char| c.is_ascii_alphabetic())
         .ok_or_else(|| format!("`{t}` has no unit (write e.g. 300ms, 2s, 1m)"))?;
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{t}` is not a duration (e.g. 300ms, 2s)"))?;
+    let value: f64 = number.trim().parse().map_err(|_| format!("`{t}` is not a duration (e.g. 300ms, 2s)"))?;
     let scale = match unit {
         "ns" => 1.0,
         "us" | "µs" => 1e3,
@@ -33,13 +30,8 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
 /// `0.3%` → 0.003. Must lie within 0–100 %.
 pub fn parse_percent(text: &str) -> Result<f64, String> {
     let t = text.trim();
-    let number = t
-        .strip_suffix('%')
-        .ok_or_else(|| format!("`{t}` is not a percentage (write e.g. 0.3%)"))?;
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{t}` is not a percentage (write e.g. 0.3%)"))?;
+    let number = t.strip_suffix('%').ok_or_else(|| format!("`{t}` is not a percentage (write e.g. 0.3%)"))?;
+    let value: f64 = number.trim().parse().map_err(|_| format!("`{t}` is not a percentage (write e.g. 0.3%)"))?;
     if !(0.0..=100.0).contains(&value) {
         return Err(format!("{t} is outside 0–100 %"));
     }
