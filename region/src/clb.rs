@@ -744,4 +744,86 @@ mod tests {
             .unwrap();
         assert_eq!(clb.handle_from_backend(0, stray), Err(Drop::NoConnection));
     }
+
+    fn tcp_segment(port: u16, control: TcpControl) -> Vec<u8> {
+        let repr = inner::bare_tcp(port, 7000, control, 1, None, None);
+        inner::build_tcp("198.18.64.7".parse().unwrap(), VIP.parse().unwrap(), &repr).unwrap()
+    }
+
+    fn tcp_config(scheduler: SchedulerKind, weights: [u8; 2]) -> ClbConfig {
+        let mut c = config(scheduler, None);
+        c.listeners[0].transport = Transport::Tcp;
+        for (b, w) in c.listeners[0].backends.iter_mut().zip(weights) {
+            b.weight = w;
+        }
+        c
+    }
+
+    /// Opens a TCP flow from `port`; returns its backend.
+    fn open(clb: &mut Clb, port: u16) -> SocketAddr {
+        clb.handle_direct(0, tcp_segment(port, TcpControl::Syn)).unwrap();
+        match clb.poll_output() {
+            Some(Output::ToBackend { backend, .. }) => backend,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wlc_balances_active_flows_per_weight() {
+        let mut clb = Clb::new(tcp_config(SchedulerKind::Wlc, [10, 30]), 0);
+        for port in 0..400 {
+            open(&mut clb, 4000 + port);
+        }
+        let (b1, b2) = (B1.parse().unwrap(), B2.parse().unwrap());
+        assert_eq!((clb.active_flows(b1), clb.active_flows(b2)), (100, 300), "active ∝ weight");
+        // Close 100 flows of B2 with RSTs: the next new flows go to B2 until it is even.
+        let mut closed = 0;
+        for port in 0..400 {
+            if closed < 100 && open(&mut clb, 4000 + port) == b2 {
+                clb.handle_direct(0, tcp_segment(4000 + port, TcpControl::Rst)).unwrap();
+                while clb.poll_output().is_some() {}
+                closed += 1;
+            }
+        }
+        assert_eq!(clb.active_flows(b2), 200);
+        let next: Vec<SocketAddr> = (0..100).map(|i| open(&mut clb, 6000 + i)).collect();
+        assert!(next.iter().all(|b| *b == b2), "the least loaded per weight takes new flows");
+    }
+
+    #[test]
+    fn source_hash_sends_a_client_ip_to_one_backend() {
+        let mut clb = Clb::new(config(SchedulerKind::Hash { table_size: 251 }, None), 0);
+        let first = send(&mut clb, 0, 4000);
+        assert!((4001..4050).all(|p| send(&mut clb, 0, p) == first));
+    }
+
+    #[test]
+    fn unbind_stops_forwarding_at_once() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let first = send(&mut clb, 0, 4000);
+        clb.unbind(first);
+        // Nothing from the unbound backend reaches the client any more.
+        let stray = inner::build_udp((first.ip(), first.port()), ("198.18.64.7".parse().unwrap(), 4000), b"x").unwrap();
+        assert_eq!(clb.handle_from_backend(0, stray), Err(Drop::Unbound));
+        // Its flow moves on the next packet, and no new flow goes there.
+        assert_ne!(send(&mut clb, 0, 4000), first);
+        assert!((5000..5020).all(|p| send(&mut clb, 0, p) != first));
+        clb.bind(first);
+        assert!((6000..6020).any(|p| send(&mut clb, 0, p) == first));
+    }
+
+    #[test]
+    fn idle_udp_flows_are_forgotten() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        send(&mut clb, 0, 4000);
+        assert_eq!(clb.conn_table().len(), 1);
+        let mut now = 0;
+        while now < crate::config::UDP_IDLE_NS + 2 * crate::config::SWEEP_INTERVAL_NS {
+            now = clb.poll_timeout().unwrap();
+            clb.handle_timeout(now);
+            while clb.poll_output().is_some() {}
+        }
+        assert_eq!(clb.conn_table().len(), 0);
+        assert_eq!(clb.active_flows(B1.parse().unwrap()) + clb.active_flows(B2.parse().unwrap()), 0);
+    }
 }
