@@ -153,6 +153,62 @@ fn wrr_weights_shape_flow_shares_and_weight_zero_gets_none() {
 }
 
 #[test]
+fn wlc_weights_shape_active_flow_shares() {
+    let report = run(&shares_topology("wlc", "tcp", &[10, 30, 0])).report;
+    let shares = flow_shares(&report);
+    assert!((shares[0] - 0.25).abs() < 0.02, "{shares:?}");
+    assert!((shares[1] - 0.75).abs() < 0.02, "{shares:?}");
+    assert_eq!(report.backends[2].flows, 0);
+}
+
+#[test]
+fn source_hash_weights_shape_client_shares() {
+    let report = run(&shares_topology("hash", "udp", &[10, 30])).report;
+    let shares = flow_shares(&report);
+    assert!((shares[0] - 0.25).abs() < 0.06, "{shares:?}");
+}
+
+/// small.yaml with its fault schedule replaced.
+fn small_with_faults(faults: &str) -> Topology {
+    let text = SMALL.split("faults:").next().expect("small.yaml has faults").to_string() + "faults:\n" + faults;
+    topology::parse_str("small.yaml", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_dead_clb_node_moves_no_maglev_flow_to_another_backend() {
+    let t = small_with_faults("  - { at: 8s, down: clb/frankfurt/1 }\n");
+    let report = run(&t).report;
+    let (_, f) = fault(&report, "down clb/frankfurt/1");
+    let game_flows_on_node = f.flows_affected;
+    assert!(game_flows_on_node > 0, "some flows used node 1");
+    assert_eq!(f.flows_recovered, f.flows_affected, "they all come back through node 0");
+    // WRR (web) flows may land elsewhere; the Maglev (game) flows must not. Check the
+    // game class alone by running a game-only variant.
+    let game_only = SMALL.replace("traffic: [game, web]", "traffic: game");
+    let text =
+        game_only.split("faults:").next().unwrap().to_string() + "faults:\n  - { at: 8s, down: clb/frankfurt/1 }\n";
+    let t = topology::parse_str("small.yaml", &text).unwrap();
+    let report = run(&t).report;
+    let (_, f) = fault(&report, "down clb/frankfurt/1");
+    assert!(f.flows_affected > 0);
+    assert_eq!(f.flows_backend_changed, 0, "every CLB node picks the same backend with Maglev");
+}
+
+#[test]
+fn unbind_moves_flows_at_once_without_waiting_for_health_checks() {
+    let t = small_with_faults("  - { at: 8s, unbind: backend/198.19.20.3:7000 }\n");
+    let outcome = run(&t);
+    let (i, f) = fault(&outcome.report, "unbind backend/198.19.20.3:7000");
+    assert!(f.flows_affected > 0);
+    assert_eq!(f.flows_backend_changed, f.flows_affected);
+    let health = t.regions[0].health;
+    // Far quicker than health checking could notice (timeout + one interval).
+    assert!(outcome.recoveries_ns[i].iter().all(|&r| r < health.timeout_ns), "{:?}", outcome.recoveries_ns[i]);
+    let b = outcome.report.backends.iter().find(|b| b.address == "198.19.20.3:7000").unwrap();
+    assert!(b.health.iter().all(|h| h.state == "healthy"), "unbinding is not a health event");
+}
+
+#[test]
 fn maglev_weights_shape_flow_shares() {
     let report = run(&shares_topology("maglev", "udp", &[10, 10, 20])).report;
     let shares = flow_shares(&report);

@@ -181,6 +181,56 @@ fn persistence_outside_30_to_3600_seconds() {
 }
 
 #[test]
+fn persistence_only_with_wrr_and_never_on_quic() {
+    let maglev = with("scheduler: maglev, backends: game }", "scheduler: maglev, backends: game, persistence: 60s }");
+    expect(&maglev, 13, "listeners[0].persistence", "only with the wrr scheduler");
+    let quic = with(
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: quic, port: 4433, backends: game, persistence: 60s }",
+    );
+    expect(&quic, 15, "listeners[2].persistence", "not available on QUIC listeners");
+}
+
+#[test]
+fn schedulers_and_lookup_tables() {
+    expect(
+        &with("scheduler: maglev,", "scheduler: random,"),
+        13,
+        "listeners[0].scheduler",
+        "not one of wrr, wlc, hash, maglev",
+    );
+    expect(&with("scheduler: maglev,", "scheduler: maglev, table: 65536,"), 13, "listeners[0].table", "not prime");
+    expect(
+        &with("scheduler: wrr,", "scheduler: wrr, table: 251,"),
+        14,
+        "listeners[1].table",
+        "only to the maglev and hash",
+    );
+    for ok in ["scheduler: wlc,", "scheduler: hash, table: 251,", "scheduler: maglev, table: 251,"] {
+        topology::parse_str("t.yaml", &with("scheduler: maglev,", ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
+fn clb_and_unbind_fault_targets() {
+    expect(
+        &with("down: pop/paris", "down: clb/frankfurt/2"),
+        51,
+        "faults[0].down",
+        "unknown fault target `clb/frankfurt/2`",
+    );
+    expect(&with("down: pop/paris", "down: clb/frankfurt"), 51, "faults[0].down", "is not clb/REGION/N");
+    expect(
+        &with("down: pop/paris", "unbind: pop/paris"),
+        51,
+        "faults[0].unbind",
+        "only backends are bound and unbound",
+    );
+    topology::parse_str("t.yaml", &with("down: pop/paris", "down: clb/frankfurt/1")).unwrap();
+    topology::parse_str("t.yaml", &with("down: pop/paris", "unbind: backend/198.19.20.1:7000")).unwrap();
+}
+
+#[test]
 fn latitude_and_longitude_out_of_range() {
     expect(&with("[48.857, 2.352]", "[98.857, 2.352]"), 17, "pops[0].location[0] (latitude)", "outside -90–90");
     expect(&with("[52.230, 21.012]", "[52.230, 181.0]"), 18, "pops[1].location[1] (longitude)", "outside -180–180");

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use anyedge_proto::ccn::{self, Direction};
+use anyedge_proto::inner::mix64;
 use anyedge_proto::{FlowKey, inner};
 use lru::LruCache;
 
@@ -58,11 +59,13 @@ pub struct Pop {
     flows: LruCache<FlowKey, u16>,
     flows_seen: u64,
     outputs: VecDeque<Output>,
+    /// CLB nodes backbone probing reports dead, as (region, node).
+    clbs_down: Vec<(u16, u16)>,
 }
 
 impl Pop {
     pub fn new(config: PopConfig) -> Pop {
-        Pop { config, flows: LruCache::unbounded(), flows_seen: 0, outputs: VecDeque::new() }
+        Pop { config, flows: LruCache::unbounded(), flows_seen: 0, outputs: VecDeque::new(), clbs_down: Vec::new() }
     }
 
     pub fn id(&self) -> u16 {
@@ -78,6 +81,24 @@ impl Pop {
         self.outputs.pop_front()
     }
 
+    /// Backbone probing says whether a CLB node is reachable. Flows pinned to a dead
+    /// node move to a live one on their next packet; other flows stay where they are.
+    pub fn set_clb_up(&mut self, region: u16, node: u16, up: bool) {
+        self.clbs_down.retain(|&d| d != (region, node));
+        if !up {
+            self.clbs_down.push((region, node));
+        }
+    }
+
+    /// The CLB node this POP sends a flow to now, if it has seen the flow.
+    pub fn node_of(&self, key: &FlowKey) -> Option<u16> {
+        self.flows.peek(key).copied()
+    }
+
+    fn pick_node(&self, region: u16, nodes: u16, flow_hash: u32) -> u16 {
+        rendezvous_node(flow_hash, nodes, |n| !self.clbs_down.contains(&(region, n)))
+    }
+
     fn route(&self, vip: IpAddr) -> Option<&Route> {
         self.config.routes.iter().find(|r| r.vip == vip)
     }
@@ -88,12 +109,15 @@ impl Pop {
         let route = self.route(info.key.dst).ok_or(Drop::NoRoute)?;
         let (region, nodes) = (route.region, route.clb_nodes.max(1));
         let flow_hash = info.key.flow_hash();
-        let node = match self.flows.get(&info.key) {
-            Some(&node) if node < nodes => node,
-            _ => {
-                let node = (flow_hash % u32::from(nodes)) as u16;
+        let pinned = self.flows.get(&info.key).copied();
+        let node = match pinned {
+            Some(node) if node < nodes && !self.clbs_down.contains(&(region, node)) => node,
+            known => {
+                let node = self.pick_node(region, nodes, flow_hash);
                 self.flows.put(info.key, node);
-                self.flows_seen += 1;
+                if known.is_none() {
+                    self.flows_seen += 1;
+                }
                 while self.flows.len() > self.config.flow_table_capacity.max(1) {
                     self.flows.pop_lru();
                 }
@@ -118,6 +142,13 @@ impl Pop {
         self.outputs.push_back(Output::ToClient { bytes: packet.to_vec() });
         Ok(())
     }
+}
+
+/// Rendezvous hashing of a flow over a region's live CLB nodes: when a node dies only
+/// its flows move, spread over the survivors. Node 0 when none is live.
+pub fn rendezvous_node(flow_hash: u32, nodes: u16, is_live: impl Fn(u16) -> bool) -> u16 {
+    let score = |n: u16| mix64(u64::from(flow_hash) << 16 | u64::from(n));
+    (0..nodes).filter(|&n| is_live(n)).max_by_key(|&n| (score(n), n)).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -159,6 +190,26 @@ mod tests {
         assert_eq!(nodes.len(), 5);
         assert!(nodes.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(p.flows_seen(), 1);
+    }
+
+    #[test]
+    fn a_dead_clb_node_moves_only_its_flows() {
+        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2 }];
+        let mut p = Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: 1000 });
+        let node_of = |p: &mut Pop, port: u16| {
+            p.handle_from_client(0, &client_packet(port)).unwrap();
+            match p.poll_output() {
+                Some(Output::ToClb { node, .. }) => node,
+                other => panic!("{other:?}"),
+            }
+        };
+        let before: Vec<u16> = (0..200).map(|i| node_of(&mut p, 5000 + i)).collect();
+        assert!(before.contains(&0) && before.contains(&1));
+        p.set_clb_up(3, 1, false);
+        let after: Vec<u16> = (0..200).map(|i| node_of(&mut p, 5000 + i)).collect();
+        assert!(after.iter().all(|&n| n == 0), "nothing goes to the dead node");
+        assert!(before.iter().zip(&after).all(|(b, a)| *b == 1 || a == b), "flows on node 0 stay");
+        assert_eq!(p.flows_seen(), 200, "a moved flow is not a new flow");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
-use anyedge_pop::{Pop, PopConfig, Route};
-use anyedge_proto::{Transport, inner};
+use anyedge_pop::{Pop, PopConfig, Route, rendezvous_node};
+use anyedge_proto::{FlowKey, Transport, inner};
 use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
@@ -54,16 +54,44 @@ enum Arrival {
 }
 
 enum Ev {
-    UdpSend { client: usize, k: usize },
-    TcpIssue { client: usize, k: usize },
-    ClientTcpPoll { client: usize },
-    BackendTcpPoll { host: usize, remote: (IpAddr, u16) },
-    Arrive { to: Arrival, packet: Vec<u8> },
-    ClbTimer { clb: usize },
-    Fault { index: usize },
-    Withdraw { pop: usize },
+    UdpSend {
+        client: usize,
+        k: usize,
+    },
+    TcpIssue {
+        client: usize,
+        k: usize,
+    },
+    ClientTcpPoll {
+        client: usize,
+    },
+    BackendTcpPoll {
+        host: usize,
+        remote: (IpAddr, u16),
+    },
+    Arrive {
+        to: Arrival,
+        packet: Vec<u8>,
+    },
+    ClbTimer {
+        clb: usize,
+    },
+    Fault {
+        index: usize,
+    },
+    Withdraw {
+        pop: usize,
+    },
+    /// Backbone probing (POPs, the region edge) learns a CLB node's state.
+    ClbDetected {
+        clb: usize,
+        up: bool,
+    },
     Reconverge,
-    LinkRestore { pop: usize, region: usize },
+    LinkRestore {
+        pop: usize,
+        region: usize,
+    },
 }
 
 /// One client's traffic on one path.
@@ -124,6 +152,8 @@ struct ClbNode {
     core: Clb,
     config: ClbConfig,
     up: bool,
+    /// What backbone probing believes: the direct path's region edge uses it.
+    known_up: bool,
     timer_at: Option<u64>,
 }
 
@@ -198,6 +228,8 @@ pub struct World<'t> {
     packets: u64,
     /// Invariants found broken while running (bugs, not input): reported with the seed.
     violations: Vec<String>,
+    /// Backends unbound by faults (a restarted CLB node must not forget them).
+    unbound: Vec<SocketAddr>,
 }
 
 fn client_addr(i: usize) -> IpAddr {
@@ -302,6 +334,7 @@ impl<'t> World<'t> {
             backend_index: HashMap::new(),
             packets: 0,
             violations: Vec::new(),
+            unbound: Vec::new(),
         };
         w.build_pops();
         w.build_regions();
@@ -377,7 +410,7 @@ impl<'t> World<'t> {
                 let config = self.clb_config(r, index);
                 let core = Clb::new(config.clone(), 0);
                 self.clb_by_addr.insert(config.address, self.clbs.len());
-                self.clbs.push(ClbNode { region: r, index, core, config, up: true, timer_at: None });
+                self.clbs.push(ClbNode { region: r, index, core, config, up: true, known_up: true, timer_at: None });
             }
             for group in &region.backend_groups {
                 for b in &group.backends {
@@ -609,6 +642,13 @@ impl<'t> World<'t> {
                 }
             }
             Ev::Reconverge => self.reconverge(),
+            Ev::ClbDetected { clb, up } => {
+                self.clbs[clb].known_up = up;
+                let (region, index) = (self.clbs[clb].region as u16, self.clbs[clb].index as u16);
+                for p in &mut self.pops {
+                    p.core.set_clb_up(region, index, up);
+                }
+            }
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.link_bb(pop, region, dir);
@@ -632,6 +672,20 @@ impl<'t> World<'t> {
         }
     }
 
+    /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
+    fn slot_key(&self, client: usize, slot: usize) -> FlowKey {
+        let c = &self.clients[client];
+        let class = &self.t.traffic[self.t.clients[c.group].traffic[slot / 2]];
+        let generation = c.tcp_flows[slot].generation;
+        FlowKey {
+            transport: class.transport(),
+            src: c.addr,
+            src_port: port_of(slot, generation),
+            dst: self.t.vip_addr(class),
+            dst_port: class.port,
+        }
+    }
+
     fn slot_route(&self, client: usize, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
         let c = &self.clients[client];
         let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
@@ -642,9 +696,11 @@ impl<'t> World<'t> {
             }
             Path::Direct => {
                 let r = self.t.vips[class.vip].home;
-                let nodes = usize::from(self.t.regions[r].clb_nodes).max(1);
-                let node = (client + k) % nodes;
-                let clb = self.clb_base[r] + node;
+                let base = self.clb_base[r];
+                let hash = self.slot_key(client, k * 2 + 1).flow_hash();
+                let node =
+                    rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.clbs[base + usize::from(n)].known_up);
+                let clb = base + usize::from(node);
                 Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
             }
         }
@@ -1072,17 +1128,34 @@ impl<'t> World<'t> {
                 let nodes: Vec<usize> = (0..self.clbs.len()).filter(|&c| self.clbs[c].region == r).collect();
                 for c in nodes {
                     if !self.clbs[c].up {
-                        // A restarted node comes back empty: no connection table.
-                        self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
-                        for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
-                            self.clbs[c].core.set_pop_up(p as u16, false);
-                        }
-                        self.clbs[c].up = true;
-                        self.clbs[c].timer_at = None;
-                        self.arm_clb_timer(c);
+                        self.restart_clb(c, now);
                     }
                 }
             }
+            FaultAction::Down(Target::Clb { region, index }) => {
+                let c = self.clb_base[region] + usize::from(index);
+                self.clbs[c].up = false;
+                self.q.schedule(now + t.failover.pop_detect_ns, Ev::ClbDetected { clb: c, up: false });
+            }
+            FaultAction::Up(Target::Clb { region, index }) => {
+                let c = self.clb_base[region] + usize::from(index);
+                if !self.clbs[c].up {
+                    self.restart_clb(c, now);
+                    self.q.schedule(now, Ev::ClbDetected { clb: c, up: true });
+                }
+            }
+            FaultAction::Unbind(Target::Backend { region, addr })
+            | FaultAction::Bind(Target::Backend { region, addr }) => {
+                let unbind = matches!(fault.action, FaultAction::Unbind(_));
+                self.unbound.retain(|&a| a != addr);
+                if unbind {
+                    self.unbound.push(addr);
+                }
+                for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+                    if unbind { c.core.unbind(addr) } else { c.core.bind(addr) }
+                }
+            }
+            FaultAction::Unbind(_) | FaultAction::Bind(_) => {}
             FaultAction::Down(Target::Backend { addr, .. }) => {
                 if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
                     self.hosts[h].down_ports.push(addr.port());
@@ -1108,8 +1181,22 @@ impl<'t> World<'t> {
         }
     }
 
+    /// A restarted node comes back empty: no connection table, fresh health state.
+    fn restart_clb(&mut self, c: usize, now: u64) {
+        self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
+        for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
+            self.clbs[c].core.set_pop_up(p as u16, false);
+        }
+        for &addr in &self.unbound {
+            self.clbs[c].core.unbind(addr);
+        }
+        self.clbs[c].up = true;
+        self.clbs[c].timer_at = None;
+        self.arm_clb_timer(c);
+    }
+
     /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
-    /// the region, or served by the backend it names.
+    /// the region, on the CLB node, or served by the backend it names.
     fn affected_flows(&self, action: &FaultAction) -> Vec<(usize, usize)> {
         let t = self.t;
         let mut out = Vec::new();
@@ -1126,9 +1213,17 @@ impl<'t> World<'t> {
                             && g.route[vip] != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
-                    FaultAction::Down(Target::Backend { addr, .. }) | FaultAction::Up(Target::Backend { addr, .. }) => {
-                        c.flows[slot].last_backend == Some(addr)
+                    FaultAction::Down(Target::Backend { addr, .. })
+                    | FaultAction::Up(Target::Backend { addr, .. })
+                    | FaultAction::Unbind(Target::Backend { addr, .. })
+                    | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
+                    FaultAction::Down(Target::Clb { region, index })
+                    | FaultAction::Up(Target::Clb { region, index }) => {
+                        home == region
+                            && g.route[vip]
+                                .is_some_and(|p| self.pops[p].core.node_of(&self.slot_key(ci, slot)) == Some(index))
                     }
+                    FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
                     FaultAction::Link(lo) => g.route[vip] == Some(lo.pop) && home == lo.region,
                 };
                 if hit {

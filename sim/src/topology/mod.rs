@@ -195,7 +195,15 @@ pub struct Failover {
 pub enum Target {
     Pop(usize),
     Region(usize),
-    Backend { region: usize, addr: SocketAddr },
+    /// One CLB node of a region: `clb/REGION/N`, N counted from 0.
+    Clb {
+        region: usize,
+        index: u16,
+    },
+    Backend {
+        region: usize,
+        addr: SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -212,6 +220,10 @@ pub struct LinkOverride {
 pub enum FaultAction {
     Down(Target),
     Up(Target),
+    /// Unbind a backend: forwarding to it stops at once (only backend targets).
+    Unbind(Target),
+    /// Bind an unbound backend again.
+    Bind(Target),
     Link(LinkOverride),
 }
 

@@ -742,7 +742,7 @@ impl Parser {
             match self.target(end, &f, names)? {
                 Target::Pop(p) => pop = Some(p),
                 Target::Region(r) => region = Some(r),
-                Target::Backend { .. } => {}
+                Target::Backend { .. } | Target::Clb { .. } => {}
             }
         }
         if pop.is_none() || region.is_none() {
@@ -928,13 +928,25 @@ impl Parser {
         Some(Failover { pop_detect_ns: pop_detect_ns?, route_converge_ns: route_converge_ns? })
     }
 
-    /// `pop/NAME`, `region/NAME` or `backend/IP:PORT`.
+    /// `pop/NAME`, `region/NAME`, `clb/REGION/N` or `backend/IP:PORT`.
     fn target(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<Target> {
         let text = self.str(node, field)?;
         let (kind, rest) = text.split_once('/').unwrap_or((text, ""));
         let found = match kind {
             "pop" => names.pops.iter().position(|p| p.name == rest).map(Target::Pop),
             "region" => names.regions.iter().position(|r| r.name == rest).map(Target::Region),
+            "clb" => {
+                let (region, index) = rest.rsplit_once('/').unwrap_or((rest, ""));
+                let Ok(index) = index.parse::<u16>() else {
+                    self.err(node.span(), field, format!("`{text}` is not clb/REGION/N"));
+                    return None;
+                };
+                names
+                    .regions
+                    .iter()
+                    .position(|r| r.name == region && index < r.clb_nodes)
+                    .map(|region| Target::Clb { region, index })
+            }
             "backend" => {
                 let Ok(addr) = rest.parse::<SocketAddr>() else {
                     self.err(node.span(), field, format!("`{rest}` is not IP:PORT"));
@@ -947,7 +959,8 @@ impl Parser {
                     .map(|region| Target::Backend { region, addr })
             }
             _ => {
-                self.err(node.span(), field, format!("`{text}` is not pop/NAME, region/NAME or backend/IP:PORT"));
+                let reason = format!("`{text}` is not pop/NAME, region/NAME, clb/REGION/N or backend/IP:PORT");
+                self.err(node.span(), field, reason);
                 return None;
             }
         };
@@ -962,7 +975,7 @@ impl Parser {
         let Some(seq) = self.seq(node, "faults") else {
             return vec![];
         };
-        let allowed = &["at", "down", "up", "link", "for", "loss", "delay", "jitter"];
+        let allowed = &["at", "down", "up", "unbind", "bind", "link", "for", "loss", "delay", "jitter"];
         let mut out = Vec::new();
         for (i, item) in seq.iter().enumerate() {
             let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else {
@@ -983,9 +996,10 @@ impl Parser {
             self.err(at_node.span(), &o.field("at"), "is at or after the end of the simulation (duration)");
             return None;
         }
-        let kinds: Vec<&str> = ["down", "up", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
+        let kinds: Vec<&str> =
+            ["down", "up", "unbind", "bind", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
         if kinds.len() != 1 {
-            self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, link");
+            self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, unbind, bind, link");
             return None;
         }
         let key = kinds[0];
@@ -999,7 +1013,16 @@ impl Parser {
             }
             let target = self.target(node, &field, names)?;
             let text = self.str(node, &field)?;
-            let action = if key == "down" { FaultAction::Down(target) } else { FaultAction::Up(target) };
+            let action = match key {
+                "down" => FaultAction::Down(target),
+                "up" => FaultAction::Up(target),
+                _ if !matches!(target, Target::Backend { .. }) => {
+                    self.err(node.span(), &field, format!("only backends are bound and unbound, not `{text}`"));
+                    return None;
+                }
+                "unbind" => FaultAction::Unbind(target),
+                _ => FaultAction::Bind(target),
+            };
             return Some(Fault { at_ns, action, what: format!("{key} {text}") });
         }
         let (pop, region) = self.pop_region_pair(node, &field, names)?;
