@@ -1,6 +1,8 @@
 //! The `anyedge` command: `sim` replays a topology file in the deterministic simulator,
 //! `validate` checks one.
 
+mod bench;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,27 @@ enum Command {
     Validate {
         /// Topology file (YAML).
         file: PathBuf,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Maglev table balance, disruption when one backend goes, and build time.
+    Maglev {
+        /// Number of backends.
+        #[arg(long, default_value_t = 100)]
+        backends: usize,
+        /// Lookup table size (prime).
+        #[arg(long, default_value_t = 65_537)]
+        table: usize,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -114,6 +137,31 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Bench { which: BenchCommand::Maglev { backends, table, json } } => {
+            let figures = match bench::maglev(backends, table) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("bench maglev: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            println!(
+                "maglev N={} M={}: max/avg {:.4}, disruption {:.3}% (ideal {:.3}%), build {:.3} ms",
+                figures.backends,
+                figures.table,
+                figures.max_over_avg,
+                figures.disruption_pct,
+                figures.ideal_disruption_pct,
+                figures.build_ms
+            );
+            if let Some(path) = json
+                && let Err(e) = bench::write_json(&path, &figures)
+            {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
         Command::Sim { file, seed, report, stats } => {
             let mut t = match load(&file) {
                 Ok(t) => t,

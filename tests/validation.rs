@@ -376,3 +376,21 @@ fn sim_cli_writes_identical_reports_and_stats() {
     assert!(s["packets"].as_u64().unwrap() > 10_000);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bench_maglev_reports_balance_and_disruption() {
+    let dir = std::env::temp_dir().join(format!("anyedge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("maglev.json");
+    let out = anyedge(&["bench", "maglev", "--backends", "100", "--table", "65537", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    // Balance and disruption are properties of the table, not of the machine.
+    assert!(f("max_over_avg") <= 1.03, "{v}");
+    assert!(f("disruption_pct") <= 2.0 * f("ideal_disruption_pct"), "{v}");
+    assert!(f("build_ms") > 0.0);
+    let bad = anyedge(&["bench", "maglev", "--table", "65536"]);
+    assert_eq!(bad.status.code(), Some(2), "a non-prime table is refused");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
