@@ -230,3 +230,31 @@ fn tcp_rtt_includes_retransmission_delay_under_loss() {
     // TCP hides loss from the request count but pays for it in time.
     assert!(web(&lossy).p99 > 2.0 * web(&clean).p99, "clean {:?} lossy {:?}", web(&clean), web(&lossy));
 }
+
+#[test]
+fn syn_flood_never_grows_the_connection_table_past_its_bound() {
+    let text = SMALL
+        .replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    conn_table: 500\n")
+        .replace(
+            "  - { name: kyiv,",
+            "  - { name: botnet, location: [52.52, 13.40], count: 10, traffic: flood }\n  - { name: kyiv,",
+        )
+        .replace(
+            "traffic:\n  game:",
+            "traffic:\n  flood: { kind: syn-flood, vip: edge, port: 443, rate: 2000 }\n  game:",
+        );
+    let text = text.split("faults:").next().unwrap().to_string();
+    let mut t = topology::parse_str("flood.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    t.duration_ns = 4_000_000_000;
+    let report = run(&t).report;
+    let syns: u64 = report.clients.iter().find(|c| c.name == "botnet").unwrap().traffic[0].anycast.sent;
+    assert!(syns > 70_000, "{syns} SYNs sent");
+    for node in &report.clb_nodes {
+        assert_eq!(node.conn_table.capacity, 500);
+        assert_eq!(node.conn_table.peak, 500, "the flood fills the table to its bound and no further");
+        assert!(node.conn_table.evictions > 10_000, "{node:?}");
+    }
+    // Legitimate UDP flows keep being answered (Maglev re-picks the same backend).
+    let rome = report.clients.iter().find(|c| c.name == "rome").unwrap();
+    assert!(rome.traffic[0].anycast.loss_pct < 5.0, "{:?}", rome.traffic[0].anycast);
+}

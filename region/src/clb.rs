@@ -98,6 +98,7 @@ pub struct Clb {
     pop_fallback: Vec<Vec<u16>>,
     pops_down: Vec<u16>,
     next_sweep_ns: u64,
+    flows_created: u64,
 }
 
 impl Clb {
@@ -146,6 +147,7 @@ impl Clb {
             pop_fallback: config.pop_fallback,
             pops_down: Vec::new(),
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
+            flows_created: 0,
         };
         clb.rebuild_tables();
         clb
@@ -157,6 +159,11 @@ impl Clb {
 
     pub fn conn_table(&self) -> &ConnTable {
         &self.conns
+    }
+
+    /// Flows this node has scheduled (a flow that moves backend counts once).
+    pub fn flows_created(&self) -> u64 {
+        self.flows_created
     }
 
     pub fn backend_healthy(&self, backend: SocketAddr) -> Option<bool> {
@@ -334,6 +341,7 @@ impl Clb {
             None => {
                 let binding = self.pick(li, &key, now_ns).ok_or(Drop::NoBackend)?;
                 self.insert_conn(key, li, binding, ingress, now_ns);
+                self.flows_created += 1;
                 binding
             }
         };

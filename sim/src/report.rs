@@ -13,7 +13,23 @@ pub struct Report {
     pub pops: Vec<PopReport>,
     pub clients: Vec<ClientReport>,
     pub backends: Vec<BackendReport>,
+    pub clb_nodes: Vec<ClbNodeReport>,
     pub faults: Vec<FaultReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClbNodeReport {
+    pub region: String,
+    pub index: usize,
+    pub flows: u64,
+    pub conn_table: ConnTableReport,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ConnTableReport {
+    pub capacity: usize,
+    pub peak: usize,
+    pub evictions: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

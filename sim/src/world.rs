@@ -28,6 +28,8 @@ pub const INTRA_REGION_NS: u64 = 50_000;
 const OUTER_HEADER: usize = 28;
 /// Requests a TCP flow queues before it counts the oldest as lost.
 const TCP_PENDING_MAX: usize = 256;
+/// TCP connections a backend host holds (its backlog): more new SYNs are dropped.
+const BACKEND_CONNS_MAX: usize = 4096;
 /// Client source ports: 10000 + slot * 1000 + connection generation.
 const PORT_BASE: u16 = 10_000;
 const PORTS_PER_SLOT: u16 = 1_000;
@@ -55,6 +57,10 @@ enum Arrival {
 
 enum Ev {
     UdpSend {
+        client: usize,
+        k: usize,
+    },
+    FloodSend {
         client: usize,
         k: usize,
     },
@@ -128,6 +134,8 @@ struct Client {
     tcp: Option<TcpStack>,
     tcp_flows: Vec<TcpFlow>,
     tcp_poll_at: Option<u64>,
+    /// The client's own draws (flood source ports).
+    rng: ComponentRng,
 }
 
 struct Group {
@@ -154,6 +162,10 @@ struct ClbNode {
     up: bool,
     /// What backbone probing believes: the direct path's region edge uses it.
     known_up: bool,
+    /// Counters of cores this node ran before a restart.
+    flows_before: u64,
+    peak_before: usize,
+    evictions_before: u64,
     timer_at: Option<u64>,
 }
 
@@ -390,7 +402,7 @@ impl<'t> World<'t> {
             node_index: index as u16,
             listeners,
             health: region.health,
-            conn_table_capacity: anyedge_region::config::CONN_TABLE_DEFAULT,
+            conn_table_capacity: region.conn_table,
             pop_fallback: (0..t.pops.len())
                 .map(|p| {
                     let mut others: Vec<usize> =
@@ -410,7 +422,18 @@ impl<'t> World<'t> {
                 let config = self.clb_config(r, index);
                 let core = Clb::new(config.clone(), 0);
                 self.clb_by_addr.insert(config.address, self.clbs.len());
-                self.clbs.push(ClbNode { region: r, index, core, config, up: true, known_up: true, timer_at: None });
+                self.clbs.push(ClbNode {
+                    region: r,
+                    index,
+                    core,
+                    config,
+                    up: true,
+                    known_up: true,
+                    timer_at: None,
+                    flows_before: 0,
+                    peak_before: 0,
+                    evictions_before: 0,
+                });
             }
             for group in &region.backend_groups {
                 for b in &group.backends {
@@ -513,16 +536,19 @@ impl<'t> World<'t> {
                     tcp,
                     tcp_flows: (0..slots).map(|_| TcpFlow::default()).collect(),
                     tcp_poll_at: None,
+                    rng: ComponentRng::new(t.seed, &format!("client/{c}")),
                 });
                 for (k, &class) in group.traffic.iter().enumerate() {
                     let period = match t.traffic[class].kind {
                         TrafficKind::Udp { interval_ns, .. } => interval_ns,
                         TrafficKind::Tcp { requests_per_s, .. } => (1e9 / requests_per_s) as u64,
+                        TrafficKind::SynFlood { rate_per_s } => (1e9 / rate_per_s) as u64,
                     };
                     let start = rng.below(period.max(1));
                     let ev = match t.traffic[class].kind {
                         TrafficKind::Udp { .. } => Ev::UdpSend { client: c, k },
                         TrafficKind::Tcp { .. } => Ev::TcpIssue { client: c, k },
+                        TrafficKind::SynFlood { .. } => Ev::FloodSend { client: c, k },
                     };
                     self.q.schedule(start, ev);
                 }
@@ -605,6 +631,7 @@ impl<'t> World<'t> {
         match ev {
             Ev::UdpSend { client, k } => self.udp_send(client, k),
             Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
+            Ev::FloodSend { client, k } => self.flood_send(client, k),
             Ev::ClientTcpPoll { client } => {
                 if self.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
                     self.clients[client].tcp_poll_at = None;
@@ -732,6 +759,27 @@ impl<'t> World<'t> {
             }
         }
         self.q.schedule(now + interval_ns, Ev::UdpSend { client, k });
+    }
+
+    /// One SYN of a flood, from a random low source port, never completed.
+    fn flood_send(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::SynFlood { rate_per_s } = class.kind else { return };
+        let c = &mut self.clients[client];
+        let src_port = 1024 + c.rng.below(u64::from(PORT_BASE - 1024)) as u16;
+        let seq = c.rng.next_u64() as u32;
+        c.flows[k * 2].sent += 1;
+        let syn = inner::bare_tcp(src_port, class.port, smoltcp::wire::TcpControl::Syn, seq, None, Some(1460));
+        if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class), &syn)
+            && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
+        {
+            self.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
+        }
+        self.q.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
     }
 
     fn tcp_issue(&mut self, client: usize, k: usize) {
@@ -998,6 +1046,9 @@ impl<'t> World<'t> {
                 let remote = (info.key.src, info.key.src_port);
                 let flags = info.tcp.unwrap_or_default();
                 if !h.conns.contains_key(&remote) {
+                    if h.conns.len() >= BACKEND_CONNS_MAX && flags.syn && !flags.ack {
+                        return; // a full backlog drops new SYNs
+                    }
                     if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
                         // No connection and no listener for it: the host answers RST.
                         if let Some(rst) = inner::tcp_reset_for(&packet) {
@@ -1011,6 +1062,8 @@ impl<'t> World<'t> {
                     let socket = stack.socket(handle);
                     // Like a server with TCP_NODELAY: a response's tail is not held back.
                     socket.set_nagle_enabled(false);
+                    // Half-open or silent peers are given up on, as a kernel would.
+                    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
                     let _ = socket.listen(info.key.dst_port);
                     h.conns.insert(remote, BackendConn { stack, handle, serve: Serve::default(), poll_at: None });
                 }
@@ -1183,6 +1236,10 @@ impl<'t> World<'t> {
 
     /// A restarted node comes back empty: no connection table, fresh health state.
     fn restart_clb(&mut self, c: usize, now: u64) {
+        let node = &mut self.clbs[c];
+        node.flows_before += node.core.flows_created();
+        node.peak_before = node.peak_before.max(node.core.conn_table().peak());
+        node.evictions_before += node.core.conn_table().evictions();
         self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
         for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
             self.clbs[c].core.set_pop_up(p as u16, false);
@@ -1272,6 +1329,23 @@ impl<'t> World<'t> {
             })
             .collect();
         let faults = self.trackers.iter().map(fault_report).collect();
+        let clb_nodes = self
+            .clbs
+            .iter()
+            .map(|n| {
+                let table = n.core.conn_table();
+                ClbNodeReport {
+                    region: t.regions[n.region].name.clone(),
+                    index: n.index,
+                    flows: n.flows_before + n.core.flows_created(),
+                    conn_table: ConnTableReport {
+                        capacity: table.capacity(),
+                        peak: n.peak_before.max(table.peak()),
+                        evictions: n.evictions_before + table.evictions(),
+                    },
+                }
+            })
+            .collect();
         Report {
             name: t.name.clone(),
             seed: t.seed,
@@ -1279,6 +1353,7 @@ impl<'t> World<'t> {
             pops,
             clients,
             backends,
+            clb_nodes,
             faults,
         }
     }
@@ -1299,9 +1374,10 @@ impl<'t> World<'t> {
                 };
                 TrafficReport {
                     name: t.traffic[class].name.clone(),
-                    protocol: match t.traffic[class].transport() {
-                        Transport::Udp => "udp".into(),
-                        Transport::Tcp => "tcp".into(),
+                    protocol: match t.traffic[class].kind {
+                        TrafficKind::Udp { .. } => "udp".into(),
+                        TrafficKind::Tcp { .. } => "tcp".into(),
+                        TrafficKind::SynFlood { .. } => "syn-flood".into(),
                     },
                     anycast: path(0),
                     direct: path(1),

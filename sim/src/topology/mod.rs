@@ -98,6 +98,8 @@ pub struct Region {
     pub name: String,
     pub location: Location,
     pub clb_nodes: u16,
+    /// Connection-table capacity of each CLB node.
+    pub conn_table: usize,
     pub health: HealthConfig,
     pub backend_groups: Vec<BackendGroup>,
 }
@@ -166,6 +168,8 @@ pub enum TrafficKind {
     /// A TCP connection carrying requests at `requests_per_s`, each answered by
     /// `response` bytes.
     Tcp { requests_per_s: f64, request: u32, response: u32 },
+    /// TCP SYNs from random source ports, never completed: `rate_per_s` per client.
+    SynFlood { rate_per_s: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,7 +184,7 @@ impl TrafficClass {
     pub fn transport(&self) -> Transport {
         match self.kind {
             TrafficKind::Udp { .. } => Transport::Udp,
-            TrafficKind::Tcp { .. } => Transport::Tcp,
+            TrafficKind::Tcp { .. } | TrafficKind::SynFlood { .. } => Transport::Tcp,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use anyedge_ccn::geo::Location;
 use anyedge_region::HealthConfig;
-use anyedge_region::config::{MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
+use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
 use marked_yaml::loader::LoadError;
 use marked_yaml::types::{MarkedMappingNode, MarkedSequenceNode};
 use marked_yaml::{Node, Span};
@@ -350,7 +350,8 @@ impl Parser {
     }
 
     fn regions(&mut self, top: &Obj<'_>) -> Vec<Region> {
-        let objs = self.list_of_objs(top, "regions", &["name", "location", "clb_nodes", "health", "backends"]);
+        let objs =
+            self.list_of_objs(top, "regions", &["name", "location", "clb_nodes", "conn_table", "health", "backends"]);
         let mut regions = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -360,6 +361,10 @@ impl Parser {
                 Some(n) => self.int(n, &o.field("clb_nodes"), 1, 64).map(|v| v as u16),
                 None => Some(1),
             };
+            let conn_table = match o.get("conn_table") {
+                Some(n) => self.int(n, &o.field("conn_table"), 1, 100_000_000).map(|v| v as usize),
+                None => Some(CONN_TABLE_DEFAULT),
+            };
             let health = self.health(o);
             let groups = self.backend_groups(o);
             // Kept when other fields are bad (already errors) so references still resolve.
@@ -367,7 +372,8 @@ impl Parser {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
                 let health = health.unwrap_or(HealthConfig { interval_ns: S, timeout_ns: S, healthy: 1, unhealthy: 1 });
-                regions.push(Region { name, location, clb_nodes, health, backend_groups: groups });
+                let conn_table = conn_table.unwrap_or(CONN_TABLE_DEFAULT);
+                regions.push(Region { name, location, clb_nodes, conn_table, health, backend_groups: groups });
             }
         }
         self.unique(&seen);
@@ -773,7 +779,8 @@ impl Parser {
             self.err(node.span(), "traffic", "expected a mapping of traffic class name to its definition");
             return vec![];
         };
-        let allowed = &["vip", "protocol", "port", "interval", "size", "requests_per_s", "request", "response"];
+        let allowed =
+            &["vip", "protocol", "kind", "rate", "port", "interval", "size", "requests_per_s", "request", "response"];
         let mut out = Vec::new();
         for (key, def) in map.iter() {
             let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), allowed) else {
@@ -797,8 +804,35 @@ impl Parser {
         });
         let port_node = self.req(o, "port");
         let port = port_node.and_then(|n| self.port(n, &o.field("port")));
-        let proto_node = self.req(o, "protocol")?;
-        let kind = match self.str(proto_node, &o.field("protocol"))? {
+        let kind_name = match o.get("kind") {
+            None => None,
+            Some(n) => Some((self.str(n, &o.field("kind"))?, n)),
+        };
+        let protocol = match (o.get("protocol"), kind_name) {
+            (_, Some(("syn-flood", _))) => "syn-flood",
+            (_, Some((other, n))) => {
+                self.err(n.span(), &o.field("kind"), format!("`{other}` is not a traffic kind (syn-flood)"));
+                return None;
+            }
+            (Some(n), None) => self.str(n, &o.field("protocol"))?,
+            (None, None) => {
+                self.req(o, "protocol");
+                return None;
+            }
+        };
+        let proto_node = o.get("protocol").or(o.get("kind"))?;
+        if protocol == "syn-flood"
+            && let Some(n) = o.get("protocol")
+            && n.as_scalar().is_none_or(|s| s.as_str() != "tcp")
+        {
+            self.err(n.span(), &o.field("protocol"), "a SYN flood is TCP");
+            return None;
+        }
+        let kind = match protocol {
+            "syn-flood" => {
+                let rate = self.req(o, "rate").and_then(|n| self.float(n, &o.field("rate"), 0.1, 100_000.0));
+                TrafficKind::SynFlood { rate_per_s: rate? }
+            }
             "udp" => {
                 let interval_ns = self.duration_within(o, "interval", 50 * MS, MS, 60 * S);
                 let size = match o.get("size") {
