@@ -53,6 +53,7 @@ fn clb() -> Clb {
     Clb::new(
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
+            address_v6: Some("fd00:18:32::1".parse().unwrap()),
             node_index: 0,
             listeners: vec![listener],
             health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },

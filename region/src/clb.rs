@@ -83,6 +83,7 @@ const PROBE_PORT_BASE: u16 = 1024;
 #[derive(Debug)]
 pub struct Clb {
     address: IpAddr,
+    address_v6: Option<IpAddr>,
     listeners: Vec<Listener>,
     /// Distinct backend ports across listeners: health is per port.
     backends: Vec<SocketAddr>,
@@ -134,6 +135,7 @@ impl Clb {
             .collect();
         let mut clb = Clb {
             address: config.address,
+            address_v6: config.address_v6,
             listeners,
             unbound: vec![false; backends.len()],
             backends,
@@ -179,6 +181,14 @@ impl Clb {
             .filter(|&(&p, _)| self.backends[p] == backend)
             .map(|(_, &a)| a)
             .sum()
+    }
+
+    /// This node's address in the family of `peer`.
+    fn own_address_for(&self, peer: IpAddr) -> IpAddr {
+        match (peer, self.address_v6) {
+            (IpAddr::V6(_), Some(v6)) => v6,
+            _ => self.address,
+        }
     }
 
     fn port_of(&self, backend: SocketAddr) -> Option<usize> {
@@ -264,7 +274,7 @@ impl Clb {
     /// A packet from a backend: a reply to a client, or the answer to a health probe.
     pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), Drop> {
         let info = inner::parse(&packet)?;
-        if info.key.dst == self.address {
+        if info.key.dst == self.address || Some(info.key.dst) == self.address_v6 {
             self.probe_answer(&info);
             return Ok(());
         }
@@ -514,7 +524,7 @@ impl Clb {
         let src_port = PROBE_PORT_BASE + probe.probe_id % (u16::MAX - PROBE_PORT_BASE);
         let seq = PROBE_ISN.wrapping_add(u32::from(probe.probe_id));
         let tcp = inner::bare_tcp(src_port, backend.port(), TcpControl::Syn, seq, None, Some(1460));
-        if let Some(bytes) = inner::build_tcp(self.address, backend.ip(), &tcp) {
+        if let Some(bytes) = inner::build_tcp(self.own_address_for(backend.ip()), backend.ip(), &tcp) {
             self.outputs.push_back(Output::ToBackend { backend, bytes });
         }
     }
@@ -545,7 +555,7 @@ impl Clb {
     fn send_probe_reset(&mut self, backend: SocketAddr, info: &Inner) {
         let seq = info.ack_number.unwrap_or(0);
         let tcp = inner::bare_tcp(info.key.dst_port, backend.port(), TcpControl::Rst, seq, None, None);
-        if let Some(bytes) = inner::build_tcp(self.address, backend.ip(), &tcp) {
+        if let Some(bytes) = inner::build_tcp(self.own_address_for(backend.ip()), backend.ip(), &tcp) {
             self.outputs.push_back(Output::ToBackend { backend, bytes });
         }
     }
@@ -573,6 +583,7 @@ mod tests {
             [B1, B2].iter().map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None }).collect();
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
+            address_v6: None,
             node_index: 0,
             listeners: vec![ListenerConfig {
                 vip: VIP.parse().unwrap(),

@@ -66,8 +66,10 @@ pub struct HealthConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClbConfig {
-    /// The node's own address: health probes come from it.
+    /// The node's own address: health probes to IPv4 backends come from it.
     pub address: IpAddr,
+    /// The node's IPv6 address, for IPv6 backends.
+    pub address_v6: Option<IpAddr>,
     pub node_index: u16,
     pub listeners: Vec<ListenerConfig>,
     pub health: HealthConfig,

@@ -82,6 +82,7 @@ pub struct BackendReport {
     pub address: String,
     pub weight: u8,
     pub flows: u64,
+    pub client_addrs_seen: Vec<String>,
     pub health: Vec<HealthReport>,
 }
 

@@ -18,7 +18,7 @@ use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
 use crate::tcp::TcpStack;
-use crate::topology::{FaultAction, Target, Topology, TrafficKind};
+use crate::topology::{Cidr, FaultAction, Target, Topology, TrafficKind};
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -214,7 +214,12 @@ struct BackendRecord {
     weight: u8,
     flows: std::collections::BTreeSet<(usize, usize)>,
     health: Vec<(u64, bool)>,
+    /// The lowest source addresses the backend saw on client traffic (at most 16).
+    addrs_seen: std::collections::BTreeSet<IpAddr>,
 }
+
+/// How many client addresses a backend's report lists.
+const ADDRS_SEEN_MAX: usize = 16;
 
 pub struct World<'t> {
     t: &'t Topology,
@@ -242,23 +247,22 @@ pub struct World<'t> {
     violations: Vec<String>,
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
+    client_by_addr: HashMap<IpAddr, usize>,
 }
 
-fn client_addr(i: usize) -> IpAddr {
-    // 198.18.64.1 upwards: clear of VIPs (198.18.0.x) and CLB nodes (198.18.32.x).
-    let base = u32::from(Ipv4Addr::new(198, 18, 64, 1));
-    IpAddr::V4(Ipv4Addr::from(base + i as u32))
-}
-
-fn client_index(addr: IpAddr) -> Option<usize> {
-    let IpAddr::V4(a) = addr else { return None };
-    let base = u32::from(Ipv4Addr::new(198, 18, 64, 1));
-    u32::from(a).checked_sub(base).map(|i| i as usize)
+/// The default pool clients without an `address` block draw from: 198.18.64.1 up to
+/// 198.18.255.254, clear of VIPs (198.18.0.x) and CLB nodes (198.18.32.x).
+fn default_pool() -> (Cidr, u128) {
+    (Cidr { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), prefix: 16 }, 64 * 256)
 }
 
 fn clb_addr(region: usize, index: usize) -> IpAddr {
     let base = u32::from(Ipv4Addr::new(198, 18, 32, 1));
     IpAddr::V4(Ipv4Addr::from(base + (region * 64 + index) as u32))
+}
+
+fn clb_addr_v6(region: usize, index: usize) -> IpAddr {
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0x18, 0x32, 0, 0, 0, region as u16, index as u16 + 1))
 }
 
 fn port_of(slot: usize, generation: u16) -> u16 {
@@ -347,6 +351,7 @@ impl<'t> World<'t> {
             packets: 0,
             violations: Vec::new(),
             unbound: Vec::new(),
+            client_by_addr: HashMap::new(),
         };
         w.build_pops();
         w.build_regions();
@@ -365,10 +370,10 @@ impl<'t> World<'t> {
                 .vips
                 .iter()
                 .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
-                .map(|v| Route {
-                    vip: IpAddr::V4(v.ipv4),
-                    region: v.home as u16,
-                    clb_nodes: t.regions[v.home].clb_nodes,
+                .flat_map(|v| {
+                    let (region, clb_nodes) = (v.home as u16, t.regions[v.home].clb_nodes);
+                    let v6 = v.ipv6.map(|a| Route { vip: IpAddr::V6(a), region, clb_nodes });
+                    std::iter::once(Route { vip: IpAddr::V4(v.ipv4), region, clb_nodes }).chain(v6)
                 })
                 .collect();
             let core = Pop::new(PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 });
@@ -383,22 +388,33 @@ impl<'t> World<'t> {
         for vip in t.vips.iter().filter(|v| v.home == r) {
             for l in &vip.listeners {
                 let group = &region.backend_groups[l.backend_group];
-                listeners.push(ListenerConfig {
-                    vip: IpAddr::V4(vip.ipv4),
+                let backends = |v6_vip: bool| {
+                    // An IPv4 VIP reaches IPv4 backends; an IPv6 VIP reaches IPv6 ones
+                    // directly and IPv4 ones through NAT64.
+                    group
+                        .backends
+                        .iter()
+                        .filter(|b| v6_vip || b.addr.is_ipv4())
+                        .map(|b| BackendConfig { addr: b.addr, weight: b.weight, health: None })
+                        .collect()
+                };
+                let listener = |vip: IpAddr| ListenerConfig {
+                    vip,
                     transport: l.protocol.transport(),
                     port: l.port,
                     scheduler: l.scheduler,
-                    backends: group
-                        .backends
-                        .iter()
-                        .map(|b| BackendConfig { addr: b.addr, weight: b.weight, health: None })
-                        .collect(),
+                    backends: backends(vip.is_ipv6()),
                     persistence_ns: l.persistence_ns,
-                });
+                };
+                listeners.push(listener(IpAddr::V4(vip.ipv4)));
+                if let Some(v6) = vip.ipv6 {
+                    listeners.push(listener(IpAddr::V6(v6)));
+                }
             }
         }
         ClbConfig {
             address: clb_addr(r, index),
+            address_v6: Some(clb_addr_v6(r, index)),
             node_index: index as u16,
             listeners,
             health: region.health,
@@ -422,6 +438,9 @@ impl<'t> World<'t> {
                 let config = self.clb_config(r, index);
                 let core = Clb::new(config.clone(), 0);
                 self.clb_by_addr.insert(config.address, self.clbs.len());
+                if let Some(v6) = config.address_v6 {
+                    self.clb_by_addr.insert(v6, self.clbs.len());
+                }
                 self.clbs.push(ClbNode {
                     region: r,
                     index,
@@ -445,6 +464,7 @@ impl<'t> World<'t> {
                         weight: b.weight,
                         flows: Default::default(),
                         health: vec![(0, true)],
+                        addrs_seen: Default::default(),
                     });
                     self.ensure_host(b.addr);
                 }
@@ -509,6 +529,10 @@ impl<'t> World<'t> {
     fn build_clients(&mut self) {
         let t = self.t;
         let mut next = 0usize;
+        let explicit: Vec<Cidr> = t.clients.iter().filter_map(|g| g.address).collect();
+        let reserved: std::collections::HashSet<IpAddr> =
+            t.vips.iter().map(|v| IpAddr::V4(v.ipv4)).chain(self.backends.iter().map(|b| b.addr.ip())).collect();
+        let (pool, mut pool_next) = default_pool();
         for (g, group) in t.clients.iter().enumerate() {
             self.hist.push(
                 group
@@ -522,10 +546,20 @@ impl<'t> World<'t> {
                     .collect(),
             );
             let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
-            for _ in 0..group.count {
+            for i in 0..group.count {
                 let c = next;
                 next += 1;
-                let addr = client_addr(c);
+                let addr = match group.address {
+                    Some(cidr) => cidr.host(u128::from(i)),
+                    None => loop {
+                        let a = pool.host(pool_next);
+                        pool_next += 1;
+                        if !explicit.iter().any(|e| e.contains(a)) && !reserved.contains(&a) {
+                            break a;
+                        }
+                    },
+                };
+                self.client_by_addr.insert(addr, c);
                 let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
                 let tcp = has_tcp.then(|| TcpStack::new(addr, rng.next_u64(), 0));
                 let slots = group.traffic.len() * 2;
@@ -708,7 +742,7 @@ impl<'t> World<'t> {
             transport: class.transport(),
             src: c.addr,
             src_port: port_of(slot, generation),
-            dst: self.t.vip_addr(class),
+            dst: self.t.vip_addr(class, c.addr),
             dst_port: class.port,
         }
     }
@@ -742,7 +776,7 @@ impl<'t> World<'t> {
         let TrafficKind::Udp { interval_ns, size } = class.kind else {
             return;
         };
-        let vip = (self.t.vip_addr(class), class.port);
+        let vip = (self.t.vip_addr(class, self.clients[client].addr), class.port);
         for path in PATHS {
             let slot = k * 2 + path as usize;
             let flow = &mut self.clients[client].flows[slot];
@@ -774,7 +808,7 @@ impl<'t> World<'t> {
         let seq = c.rng.next_u64() as u32;
         c.flows[k * 2].sent += 1;
         let syn = inner::bare_tcp(src_port, class.port, smoltcp::wire::TcpControl::Syn, seq, None, Some(1460));
-        if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class), &syn)
+        if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class, c.addr), &syn)
             && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
         {
             self.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
@@ -825,7 +859,7 @@ impl<'t> World<'t> {
             let TrafficKind::Tcp { request, response, .. } = class.kind else {
                 continue;
             };
-            let remote = (t.vip_addr(class), class.port);
+            let remote = (t.vip_addr(class, addr), class.port);
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.clients[client].tcp_flows[slot];
@@ -942,7 +976,7 @@ impl<'t> World<'t> {
     /// The client a packet from the VIP is for, and its flow id.
     fn reply_target(&self, packet: &[u8]) -> Option<(usize, u64)> {
         let key = inner::parse(packet).ok()?.key;
-        let client = client_index(key.dst).filter(|&c| c < self.clients.len())?;
+        let client = *self.client_by_addr.get(&key.dst)?;
         Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
     }
 
@@ -1028,6 +1062,15 @@ impl<'t> World<'t> {
         }
         if !self.clb_by_addr.contains_key(&info.key.src) {
             h.via.insert((info.key.src, info.key.src_port), via_clb);
+            let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
+            let port = SocketAddr::new(info.key.dst, info.key.dst_port);
+            if new_flow && let Some(&b) = self.backend_index.get(&port) {
+                let seen = &mut self.backends[b].addrs_seen;
+                seen.insert(info.key.src);
+                if seen.len() > ADDRS_SEEN_MAX {
+                    seen.pop_last();
+                }
+            }
         }
         match info.key.transport {
             Transport::Udp => {
@@ -1318,6 +1361,7 @@ impl<'t> World<'t> {
                 address: b.addr.to_string(),
                 weight: b.weight,
                 flows: b.flows.len() as u64,
+                client_addrs_seen: b.addrs_seen.iter().map(|a| a.to_string()).collect(),
                 health: b
                     .health
                     .iter()

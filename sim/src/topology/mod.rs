@@ -13,7 +13,7 @@ use anyedge_ccn::geo::Location;
 use anyedge_proto::Transport;
 use anyedge_region::HealthConfig;
 
-pub use values::{parse_duration_ns, parse_percent};
+pub use values::{Cidr, parse_duration_ns, parse_percent};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
@@ -159,6 +159,8 @@ pub struct ClientGroup {
     pub traffic: Vec<usize>,
     /// BGP's preference order (indices into `pops`) instead of nearest.
     pub catchment: Option<Vec<usize>>,
+    /// Where the group's source addresses come from; `None`: the default pool.
+    pub address: Option<Cidr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -248,9 +250,14 @@ impl Topology {
         self.pops.iter().position(|p| p.name == name)
     }
 
-    /// Address of a VIP a traffic class uses.
-    pub fn vip_addr(&self, class: &TrafficClass) -> IpAddr {
-        IpAddr::V4(self.vips[class.vip].ipv4)
+    /// The VIP address a client at `client` reaches for a traffic class: IPv6 clients
+    /// use the VIP's IPv6 address (validation makes sure it has one).
+    pub fn vip_addr(&self, class: &TrafficClass, client: IpAddr) -> IpAddr {
+        let vip = &self.vips[class.vip];
+        match (client, vip.ipv6) {
+            (IpAddr::V6(_), Some(v6)) => IpAddr::V6(v6),
+            _ => IpAddr::V4(vip.ipv4),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use marked_yaml::loader::LoadError;
 use marked_yaml::types::{MarkedMappingNode, MarkedSequenceNode};
 use marked_yaml::{Node, Span};
 
-use super::values::{parse_bandwidth_bps, parse_duration_ns, parse_percent};
+use super::values::{Cidr, parse_bandwidth_bps, parse_duration_ns, parse_percent};
 use super::*;
 
 const MS: u64 = 1_000_000;
@@ -315,6 +315,7 @@ impl Parser {
             None => vec![],
         };
         let clients = self.clients(&top, &traffic_names, &names);
+        self.check_client_addresses(&top, &clients, &vips, &traffic, &regions);
         let failover = self.failover(&top);
         let faults = self.faults(&top, &names, duration_ns.unwrap_or(u64::MAX));
         Some(Topology {
@@ -873,7 +874,7 @@ impl Parser {
     }
 
     fn clients(&mut self, top: &Obj<'_>, traffic: &[String], names: &Names<'_>) -> Vec<ClientGroup> {
-        let objs = self.list_of_objs(top, "clients", &["name", "location", "count", "traffic", "catchment"]);
+        let objs = self.list_of_objs(top, "clients", &["name", "location", "count", "traffic", "catchment", "address"]);
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -902,11 +903,15 @@ impl Parser {
                     })
                 }
             };
-            if let (Some(name), Some(location), Some(count), Some(traffic), Some(catchment)) =
-                (name, location, count, classes, catchment)
+            let address = match o.get("address") {
+                None => Some(None),
+                Some(n) => self.with(n, &o.field("address"), Cidr::parse).map(Some),
+            };
+            if let (Some(name), Some(location), Some(count), Some(traffic), Some(catchment), Some(address)) =
+                (name, location, count, classes, catchment, address)
             {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
-                out.push(ClientGroup { name, location, count, traffic, catchment });
+                out.push(ClientGroup { name, location, count, traffic, catchment, address });
             }
         }
         self.unique(&seen);
@@ -926,6 +931,62 @@ impl Parser {
             }
         }
         out
+    }
+
+    /// Client address blocks: big enough, disjoint, clear of VIPs and backends, and IPv6
+    /// only where every VIP the group talks to has an IPv6 address.
+    fn check_client_addresses(
+        &mut self,
+        top: &Obj<'_>,
+        clients: &[ClientGroup],
+        vips: &[Vip],
+        traffic: &[TrafficClass],
+        regions: &[Region],
+    ) {
+        let Some(seq) = top.get("clients").and_then(|n| n.as_sequence()) else { return };
+        let nodes: Vec<&Node> = seq
+            .iter()
+            .filter(|n| {
+                let name = n.as_mapping().and_then(|m| m.get_scalar("name")).map(|s| s.as_str());
+                clients.iter().any(|c| Some(c.name.as_str()) == name)
+            })
+            .collect();
+        for (i, (g, node)) in clients.iter().zip(nodes).enumerate() {
+            let Some(cidr) = g.address else { continue };
+            let Some(n) = node.as_mapping().and_then(|m| m.get_node("address")) else { continue };
+            let field = format!("clients[{i}].address");
+            let mut problems = Vec::new();
+            if u128::from(g.count) > cidr.hosts() {
+                problems.push(format!("{cidr} holds {} hosts, fewer than count {}", cidr.hosts(), g.count));
+            }
+            if let Some(other) = clients[..i].iter().find(|o| o.address.is_some_and(|a| a.overlaps(&cidr))) {
+                problems.push(format!("{cidr} overlaps the addresses of client group `{}`", other.name));
+            }
+            let taken = vips
+                .iter()
+                .flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)])
+                .flatten()
+                .chain(
+                    regions
+                        .iter()
+                        .flat_map(|r| r.backend_groups.iter().flat_map(|b| b.backends.iter().map(|b| b.addr.ip()))),
+                )
+                .find(|a| cidr.contains(*a));
+            if let Some(a) = taken {
+                problems.push(format!("{cidr} contains {a}, a VIP or backend address"));
+            }
+            if cidr.addr.is_ipv6() {
+                for &k in &g.traffic {
+                    let vip = traffic.get(k).map(|c| &vips[c.vip]);
+                    if let Some(v) = vip.filter(|v| v.ipv6.is_none()) {
+                        problems.push(format!("IPv6 clients, but VIP `{}` has no ipv6 address", v.name));
+                    }
+                }
+            }
+            for p in problems {
+                self.err(n.span(), &field, p);
+            }
+        }
     }
 
     fn traffic_refs(&mut self, node: &Node, field: &str, traffic: &[String]) -> Option<Vec<usize>> {
