@@ -129,7 +129,7 @@ impl Cidr {
         }
     }
 
-    fn from_u128(&self, v: u128) -> std::net::IpAddr {
+    fn addr_of(&self, v: u128) -> std::net::IpAddr {
         match self.addr {
             std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
             std::net::IpAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(v)),
@@ -143,7 +143,7 @@ impl Cidr {
     }
 
     pub fn network(&self) -> std::net::IpAddr {
-        self.from_u128(Self::as_u128(self.addr) & self.mask())
+        self.addr_of(Self::as_u128(self.addr) & self.mask())
     }
 
     pub fn contains(&self, addr: std::net::IpAddr) -> bool {
@@ -160,7 +160,7 @@ impl Cidr {
 
     /// The i-th host address (from 0), just past the network address.
     pub fn host(&self, i: u128) -> std::net::IpAddr {
-        self.from_u128(Self::as_u128(self.network()) + 1 + i)
+        self.addr_of(Self::as_u128(self.network()) + 1 + i)
     }
 
     /// Whether two blocks share any address.
