@@ -165,6 +165,146 @@ pub fn parse(packet: &[u8]) -> Result<Inner> {
 /// One endpoint of a rewrite: the new address and port.
 pub type Endpoint = (IpAddr, u16);
 
+/// Re-addresses a packet into a new buffer: new source and destination endpoints, in
+/// either IP family (NAT64 when the families differ from the packet's). The transport
+/// segment is carried over with its ports replaced and its checksum recomputed.
+pub fn translate(packet: &[u8], src: Endpoint, dst: Endpoint) -> Result<Vec<u8>> {
+    let info = parse(packet)?;
+    let segment = transport_segment(packet).ok_or(Error::Truncated)?;
+    let (src_ip, dst_ip) = ip_pair(src.0, dst.0).ok_or(Error::Malformed("translation across IP families"))?;
+    let protocol = match info.key.transport {
+        Transport::Tcp => IpProtocol::Tcp,
+        Transport::Udp => IpProtocol::Udp,
+    };
+    let hop_limit = match packet[0] >> 4 {
+        4 => Ipv4Packet::new_checked(packet).map_err(|_| Error::Truncated)?.hop_limit(),
+        _ => Ipv6Packet::new_checked(packet).map_err(|_| Error::Truncated)?.hop_limit(),
+    };
+    let ip = IpRepr::new(src_ip, dst_ip, protocol, segment.len(), hop_limit);
+    let mut out = vec![0u8; ip.buffer_len()];
+    ip.emit(&mut out[..], &ChecksumCapabilities::default());
+    let header_len = ip.header_len();
+    out[header_len..].copy_from_slice(segment);
+    let transport = &mut out[header_len..];
+    match info.key.transport {
+        Transport::Udp => {
+            let mut udp = UdpPacket::new_unchecked(transport);
+            udp.set_src_port(src.1);
+            udp.set_dst_port(dst.1);
+            udp.fill_checksum(&src_ip, &dst_ip);
+        }
+        Transport::Tcp => {
+            let mut tcp = TcpPacket::new_unchecked(transport);
+            tcp.set_src_port(src.1);
+            tcp.set_dst_port(dst.1);
+            tcp.fill_checksum(&src_ip, &dst_ip);
+        }
+    }
+    Ok(out)
+}
+
+/// TCP option kind carrying the client's IPv4 address and port (TOA, 8 bytes).
+pub const TOA_V4: u8 = 254;
+/// TCP option kind carrying the client's IPv6 address and port (20 bytes).
+pub const TOA_V6: u8 = 253;
+
+/// The TOA option that tells a backend behind SNAT who the client is.
+pub fn toa_option(client: Endpoint) -> Vec<u8> {
+    let mut opt = match client.0 {
+        IpAddr::V4(_) => vec![TOA_V4, 8],
+        IpAddr::V6(_) => vec![TOA_V6, 20],
+    };
+    opt.extend_from_slice(&client.1.to_be_bytes());
+    match client.0 {
+        IpAddr::V4(a) => opt.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => opt.extend_from_slice(&a.octets()),
+    }
+    opt
+}
+
+/// Appends a TCP option to a segment's options (padded with NOPs to a 4-byte boundary),
+/// growing the header. An error when the header would pass 60 bytes or it is no TCP.
+pub fn insert_tcp_option(packet: &[u8], option: &[u8]) -> Result<Vec<u8>> {
+    let info = parse(packet)?;
+    if info.key.transport != Transport::Tcp {
+        return Err(Error::Unsupported("TCP option on a non-TCP packet"));
+    }
+    let segment = transport_segment(packet).ok_or(Error::Truncated)?;
+    let tcp = TcpPacket::new_checked(segment).map_err(|_| Error::Truncated)?;
+    let old_header = usize::from(tcp.header_len());
+    let padded = option.len().div_ceil(4) * 4;
+    if old_header + padded > 60 {
+        return Err(Error::Malformed("TCP header full (no room for the option)"));
+    }
+    let mut new_segment = Vec::with_capacity(segment.len() + padded);
+    new_segment.extend_from_slice(&segment[..old_header]);
+    new_segment.extend(std::iter::repeat_n(1u8, padded - option.len())); // NOPs
+    new_segment.extend_from_slice(option);
+    new_segment.extend_from_slice(&segment[old_header..]);
+    TcpPacket::new_unchecked(&mut new_segment[..]).set_header_len((old_header + padded) as u8);
+    let ip_header = packet.len() - segment.len() - trailing(packet, segment.len())?;
+    let mut out = packet[..ip_header].to_vec();
+    out.extend_from_slice(&new_segment);
+    fix_ip_lengths(&mut out, new_segment.len())?;
+    rewrite(&mut out, None, None)?;
+    Ok(out)
+}
+
+/// Bytes after the IP datagram in the buffer (link padding), so headers can be cut.
+fn trailing(packet: &[u8], segment_len: usize) -> Result<usize> {
+    let header = match packet.first().map(|b| b >> 4) {
+        Some(4) => usize::from(Ipv4Packet::new_checked(packet).map_err(|_| Error::Truncated)?.header_len()),
+        _ => Ipv6Packet::new_checked(packet).map_err(|_| Error::Truncated)?.header_len(),
+    };
+    Ok(packet.len() - header - segment_len)
+}
+
+fn fix_ip_lengths(packet: &mut [u8], segment_len: usize) -> Result<()> {
+    match packet[0] >> 4 {
+        4 => {
+            let mut ip = Ipv4Packet::new_unchecked(&mut *packet);
+            let header = usize::from(ip.header_len());
+            ip.set_total_len((header + segment_len) as u16);
+        }
+        _ => Ipv6Packet::new_unchecked(&mut *packet).set_payload_len(segment_len as u16),
+    }
+    Ok(())
+}
+
+/// The client endpoint a TOA option in a TCP segment names, if it carries one.
+pub fn read_toa(packet: &[u8]) -> Option<Endpoint> {
+    let segment = transport_segment(packet)?;
+    let tcp = TcpPacket::new_checked(segment).ok()?;
+    let mut options = tcp.options();
+    while let Some((&kind, rest)) = options.split_first() {
+        match kind {
+            0 => break,
+            1 => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                if len < 2 || len > options.len() {
+                    return None;
+                }
+                let body = &options[2..len];
+                match (kind, body.len()) {
+                    (TOA_V4, 6) => {
+                        let port = u16::from_be_bytes([body[0], body[1]]);
+                        return Some((IpAddr::V4(Ipv4Addr::new(body[2], body[3], body[4], body[5])), port));
+                    }
+                    (TOA_V6, 18) => {
+                        let port = u16::from_be_bytes([body[0], body[1]]);
+                        let mut octets = [0u8; 16];
+                        octets.copy_from_slice(&body[2..18]);
+                        return Some((IpAddr::V6(Ipv6Addr::from(octets)), port));
+                    }
+                    _ => options = &options[len..],
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Rewrites the source and/or destination of a packet in place and recomputes the IP
 /// and transport checksums. Both addresses must stay in the packet's IP family.
 pub fn rewrite(packet: &mut [u8], new_src: Option<Endpoint>, new_dst: Option<Endpoint>) -> Result<()> {
@@ -414,6 +554,49 @@ mod tests {
         let tcp = TcpPacket::new_checked(transport_segment(&rst).unwrap()).unwrap();
         assert_eq!(tcp.seq_number(), smoltcp::wire::TcpSeqNumber(5000), "RST takes the segment's ACK as its sequence");
         assert_eq!(tcp_reset_for(&rst), None, "a reset is never answered");
+    }
+
+    #[test]
+    fn nat64_translation_keeps_the_segment_valid() {
+        let v6 =
+            build_udp(("fd00:66::1".parse().unwrap(), 5000), ("fd00:a::20".parse().unwrap(), 7000), b"hi").unwrap();
+        let v4 =
+            translate(&v6, ("198.18.32.1".parse().unwrap(), 1024), ("198.19.20.1".parse().unwrap(), 7000)).unwrap();
+        let info = parse(&v4).unwrap();
+        assert_eq!(info.key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
+        assert_eq!((info.key.src_port, info.key.dst_port), (1024, 7000));
+        assert_eq!(transport_payload(&v4), b"hi");
+        let ip = Ipv4Packet::new_checked(&v4[..]).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(&IpAddress::from(info.key.src), &IpAddress::from(info.key.dst)));
+        let back =
+            translate(&v4, ("fd00:a::20".parse().unwrap(), 7000), ("fd00:66::1".parse().unwrap(), 5000)).unwrap();
+        assert_eq!(parse(&back).unwrap().key, parse(&v6).unwrap().key.reversed());
+    }
+
+    #[test]
+    fn toa_option_round_trips_in_a_syn() {
+        let syn = bare_tcp(40000, 8080, TcpControl::Syn, 1, None, Some(1460));
+        let pkt = build_tcp("198.18.32.1".parse().unwrap(), "198.19.1.1".parse().unwrap(), &syn).unwrap();
+        for client in [("198.18.66.7".parse().unwrap(), 5555), ("fd00:66::7".parse().unwrap(), 6666)] {
+            let with = insert_tcp_option(&pkt, &toa_option(client)).unwrap();
+            assert_eq!(read_toa(&with), Some(client));
+            let ip = Ipv4Packet::new_checked(&with[..]).unwrap();
+            assert!(ip.verify_checksum());
+            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+            assert!(tcp.verify_checksum(&IpAddress::from(ip.src_addr()), &IpAddress::from(ip.dst_addr())));
+            assert!(tcp.syn());
+            let repr = TcpRepr::parse(
+                &tcp,
+                &IpAddress::from(ip.src_addr()),
+                &IpAddress::from(ip.dst_addr()),
+                &ChecksumCapabilities::default(),
+            )
+            .unwrap();
+            assert_eq!(repr.max_seg_size, Some(1460), "existing options survive");
+        }
+        assert_eq!(read_toa(&pkt), None);
     }
 
     #[test]
