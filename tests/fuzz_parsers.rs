@@ -47,7 +47,12 @@ fn clb() -> Clb {
         transport: anyedge_proto::Transport::Udp,
         port: 7000,
         scheduler: SchedulerKind::Maglev { table_size: 251 },
-        backends: vec![BackendConfig { addr: "198.19.20.1:7000".parse().unwrap(), weight: 10, health: None }],
+        backends: vec![BackendConfig {
+            addr: "198.19.20.1:7000".parse().unwrap(),
+            weight: 10,
+            health: None,
+            snat: false,
+        }],
         persistence_ns: None,
     };
     Clb::new(
@@ -55,6 +60,8 @@ fn clb() -> Clb {
             address: "198.18.32.1".parse().unwrap(),
             address_v6: Some("fd00:18:32::1".parse().unwrap()),
             node_index: 0,
+            node_count: 1,
+            snat: vec!["198.18.32.1".parse().unwrap()],
             listeners: vec![listener],
             health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },
             conn_table_capacity: 64,

@@ -232,22 +232,41 @@ pub fn insert_tcp_option(packet: &[u8], option: &[u8]) -> Result<Vec<u8>> {
     let segment = transport_segment(packet).ok_or(Error::Truncated)?;
     let tcp = TcpPacket::new_checked(segment).map_err(|_| Error::Truncated)?;
     let old_header = usize::from(tcp.header_len());
-    let padded = option.len().div_ceil(4) * 4;
-    if old_header + padded > 60 {
+    // Options end at the first End-of-List: the new one goes before it, not after.
+    let options = tcp.options();
+    let used = options_in_use(options);
+    let new_header = (20 + used + option.len()).div_ceil(4) * 4;
+    if new_header > 60 {
         return Err(Error::Malformed("TCP header full (no room for the option)"));
     }
-    let mut new_segment = Vec::with_capacity(segment.len() + padded);
-    new_segment.extend_from_slice(&segment[..old_header]);
-    new_segment.extend(std::iter::repeat_n(1u8, padded - option.len())); // NOPs
+    let mut new_segment = Vec::with_capacity(segment.len() + new_header - old_header);
+    new_segment.extend_from_slice(&segment[..20 + used]);
     new_segment.extend_from_slice(option);
+    new_segment.resize(new_header, 0); // End-of-List padding
     new_segment.extend_from_slice(&segment[old_header..]);
-    TcpPacket::new_unchecked(&mut new_segment[..]).set_header_len((old_header + padded) as u8);
+    TcpPacket::new_unchecked(&mut new_segment[..]).set_header_len(new_header as u8);
     let ip_header = packet.len() - segment.len() - trailing(packet, segment.len())?;
     let mut out = packet[..ip_header].to_vec();
     out.extend_from_slice(&new_segment);
     fix_ip_lengths(&mut out, new_segment.len())?;
     rewrite(&mut out, None, None)?;
     Ok(out)
+}
+
+/// Bytes of a TCP options area before its End-of-List (or its end).
+fn options_in_use(options: &[u8]) -> usize {
+    let mut at = 0;
+    while at < options.len() {
+        match options[at] {
+            0 => break,
+            1 => at += 1,
+            _ => match options.get(at + 1) {
+                Some(&len) if len >= 2 && at + usize::from(len) <= options.len() => at += usize::from(len),
+                _ => break,
+            },
+        }
+    }
+    at
 }
 
 /// Bytes after the IP datagram in the buffer (link padding), so headers can be cut.
@@ -577,7 +596,10 @@ mod tests {
 
     #[test]
     fn toa_option_round_trips_in_a_syn() {
-        let syn = bare_tcp(40000, 8080, TcpControl::Syn, 1, None, Some(1460));
+        // Window scale and SACK-permitted leave End-of-List padding, as smoltcp's SYNs do.
+        let mut syn = bare_tcp(40000, 8080, TcpControl::Syn, 1, None, Some(1460));
+        syn.window_scale = Some(7);
+        syn.sack_permitted = true;
         let pkt = build_tcp("198.18.32.1".parse().unwrap(), "198.19.1.1".parse().unwrap(), &syn).unwrap();
         for client in [("198.18.66.7".parse().unwrap(), 5555), ("fd00:66::7".parse().unwrap(), 6666)] {
             let with = insert_tcp_option(&pkt, &toa_option(client)).unwrap();
@@ -595,6 +617,7 @@ mod tests {
             )
             .unwrap();
             assert_eq!(repr.max_seg_size, Some(1460), "existing options survive");
+            assert_eq!(repr.window_scale, Some(7));
         }
         assert_eq!(read_toa(&pkt), None);
     }

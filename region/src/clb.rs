@@ -76,8 +76,10 @@ struct Listener {
 
 /// First TCP sequence number of health probes; the probe id is added to it.
 const PROBE_ISN: u32 = 0x5eed_0000;
-/// Health probes use source ports from here up.
-const PROBE_PORT_BASE: u16 = 1024;
+/// Source ports of health probes (SNAT never hands these out).
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=65_535;
+/// SNAT ports, split between a region's nodes.
+const SNAT_PORTS: std::ops::Range<u16> = 1024..61_000;
 
 /// The CLB core.
 #[derive(Debug)]
@@ -100,6 +102,11 @@ pub struct Clb {
     pops_down: Vec<u16>,
     next_sweep_ns: u64,
     flows_created: u64,
+    snat_ips: Vec<IpAddr>,
+    snat_used: std::collections::HashSet<(IpAddr, u16, Transport)>,
+    snat_cursor: u32,
+    node_index: u16,
+    node_count: u16,
 }
 
 impl Clb {
@@ -150,6 +157,11 @@ impl Clb {
             pops_down: Vec::new(),
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
             flows_created: 0,
+            snat_ips: config.snat,
+            snat_used: Default::default(),
+            snat_cursor: 0,
+            node_index: config.node_index,
+            node_count: config.node_count.max(1),
         };
         clb.rebuild_tables();
         clb
@@ -274,7 +286,8 @@ impl Clb {
     /// A packet from a backend: a reply to a client, or the answer to a health probe.
     pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), Drop> {
         let info = inner::parse(&packet)?;
-        if info.key.dst == self.address || Some(info.key.dst) == self.address_v6 {
+        let ours = info.key.dst == self.address || Some(info.key.dst) == self.address_v6;
+        if ours && PROBE_PORTS.contains(&info.key.dst_port) {
             self.probe_answer(&info);
             return Ok(());
         }
@@ -288,7 +301,12 @@ impl Clb {
         if let Some(flags) = info.tcp {
             self.track_close(&fkey, flags.fin, flags.rst, false);
         }
-        inner::rewrite(&mut packet, Some((fkey.dst, fkey.dst_port)), None)?;
+        let vip = (fkey.dst, fkey.dst_port);
+        if conn_copy.snat.is_some() {
+            packet = inner::translate(&packet, vip, (fkey.src, fkey.src_port))?;
+        } else {
+            inner::rewrite(&mut packet, Some(vip), None)?;
+        }
         let out = match conn_copy.ingress {
             Ingress::Pop(ingress) => {
                 let pop_id = self.reply_pop(ingress);
@@ -359,9 +377,44 @@ impl Clb {
             self.track_close(&key, flags.fin, flags.rst, true);
         }
         let backend = self.backends[self.listeners[li].ports[binding]];
-        inner::rewrite(&mut packet, None, Some((backend.ip(), backend.port())))?;
+        let to = (backend.ip(), backend.port());
+        let snat = self.conns.get_mut(&key).and_then(|c| c.snat);
+        match snat {
+            Some(snat) => {
+                packet = inner::translate(&packet, snat, to)?;
+                if info.tcp.is_some_and(|f| f.syn && !f.ack) {
+                    // The backend only sees our address: tell it who the client is.
+                    let toa = inner::toa_option((key.src, key.src_port));
+                    packet = inner::insert_tcp_option(&packet, &toa).unwrap_or(packet);
+                }
+            }
+            None => inner::rewrite(&mut packet, None, Some(to))?,
+        }
         self.outputs.push_back(Output::ToBackend { backend, bytes: packet });
         Ok(())
+    }
+
+    /// Whether a flow to this binding goes through SNAT: on-premises backends, and
+    /// backends of the other IP family (NAT64).
+    fn needs_snat(&self, key: &FlowKey, li: usize, binding: usize) -> bool {
+        let b = &self.listeners[li].config.backends[binding];
+        b.snat || b.addr.is_ipv4() != key.dst.is_ipv4()
+    }
+
+    /// A free SNAT address and port in the backend's family, from this node's share of
+    /// the port range.
+    fn allocate_snat(&mut self, transport: Transport, backend: IpAddr) -> Option<(IpAddr, u16)> {
+        let ip = *self.snat_ips.iter().find(|a| a.is_ipv4() == backend.is_ipv4())?;
+        let share = u32::from(SNAT_PORTS.end - SNAT_PORTS.start) / u32::from(self.node_count);
+        for _ in 0..share {
+            let k = self.snat_cursor % share;
+            self.snat_cursor = self.snat_cursor.wrapping_add(1);
+            let port = SNAT_PORTS.start + (k * u32::from(self.node_count)) as u16 + self.node_index;
+            if self.snat_used.insert((ip, port, transport)) {
+                return Some((ip, port));
+            }
+        }
+        None
     }
 
     /// A RST, or FINs from both sides, close a connection: it stops counting as active.
@@ -386,8 +439,11 @@ impl Clb {
         }
     }
 
-    /// An entry left the table: it no longer counts as active.
+    /// An entry left the table: it no longer counts as active, its SNAT port is free.
     fn release(&mut self, conn: &Conn) {
+        if let Some((ip, port)) = conn.snat {
+            self.snat_used.remove(&(ip, port, conn.reply_key.transport));
+        }
         if !conn.closing {
             let active = &mut self.listeners[conn.listener].active[conn.backend];
             *active = active.saturating_sub(1);
@@ -396,14 +452,22 @@ impl Clb {
 
     fn insert_conn(&mut self, key: FlowKey, listener: usize, binding: usize, ingress: Ingress, now_ns: u64) {
         let backend = self.backends[self.listeners[listener].ports[binding]];
+        let snat = if self.needs_snat(&key, listener, binding) {
+            // Out of SNAT ports: the flow goes unanswered rather than unaddressed.
+            self.allocate_snat(key.transport, backend.ip())
+        } else {
+            None
+        };
+        let (seen_ip, seen_port) = snat.unwrap_or((key.src, key.src_port));
         let reply_key = FlowKey {
             transport: key.transport,
             src: backend.ip(),
             src_port: backend.port(),
-            dst: key.src,
-            dst_port: key.src_port,
+            dst: seen_ip,
+            dst_port: seen_port,
         };
-        let conn = Conn::new(listener, binding, ingress, key.flow_hash(), reply_key, now_ns);
+        let mut conn = Conn::new(listener, binding, ingress, key.flow_hash(), reply_key, now_ns);
+        conn.snat = snat;
         self.listeners[listener].active[binding] += 1;
         for old in self.conns.insert(key, conn) {
             self.release(&old);
@@ -521,7 +585,8 @@ impl Clb {
 
     fn send_probe(&mut self, probe: ProbeRequest) {
         let backend = self.backends[probe.backend];
-        let src_port = PROBE_PORT_BASE + probe.probe_id % (u16::MAX - PROBE_PORT_BASE);
+        let span = PROBE_PORTS.end() - PROBE_PORTS.start() + 1;
+        let src_port = PROBE_PORTS.start() + probe.probe_id % span;
         let seq = PROBE_ISN.wrapping_add(u32::from(probe.probe_id));
         let tcp = inner::bare_tcp(src_port, backend.port(), TcpControl::Syn, seq, None, Some(1460));
         if let Some(bytes) = inner::build_tcp(self.own_address_for(backend.ip()), backend.ip(), &tcp) {
@@ -579,12 +644,16 @@ mod tests {
     const B2: &str = "198.19.20.2:7000";
 
     fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
-        let backends =
-            [B1, B2].iter().map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None }).collect();
+        let backends = [B1, B2]
+            .iter()
+            .map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None, snat: false })
+            .collect();
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
             address_v6: None,
             node_index: 0,
+            node_count: 1,
+            snat: vec!["198.18.32.1".parse().unwrap()],
             listeners: vec![ListenerConfig {
                 vip: VIP.parse().unwrap(),
                 transport: Transport::Udp,
@@ -844,5 +913,59 @@ mod tests {
         }
         assert_eq!(clb.conn_table().len(), 0);
         assert_eq!(clb.active_flows(B1.parse().unwrap()) + clb.active_flows(B2.parse().unwrap()), 0);
+    }
+
+    #[test]
+    fn nat64_takes_ipv6_clients_to_ipv4_backends_and_back() {
+        let mut c = config(SchedulerKind::Wrr, None);
+        c.listeners[0].vip = "fd00:a::20".parse().unwrap();
+        let mut clb = Clb::new(c, 0);
+        let client: (IpAddr, u16) = ("fd00:66::7".parse().unwrap(), 4000);
+        let request = inner::build_udp(client, ("fd00:a::20".parse().unwrap(), 7000), b"ping").unwrap();
+        clb.handle_direct(0, request).unwrap();
+        let Some(Output::ToBackend { backend, bytes }) = clb.poll_output() else { panic!("not forwarded") };
+        let seen = inner::parse(&bytes).unwrap().key;
+        assert_eq!(seen.src, "198.18.32.1".parse::<IpAddr>().unwrap(), "the backend sees the SNAT address");
+        assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
+        let answer = inner::build_udp((backend.ip(), backend.port()), (seen.src, seen.src_port), b"pong").unwrap();
+        clb.handle_from_backend(0, answer).unwrap();
+        let Some(Output::ToClient { bytes }) = clb.poll_output() else { panic!("no reply") };
+        let back = inner::parse(&bytes).unwrap().key;
+        assert_eq!((back.src, back.src_port), ("fd00:a::20".parse().unwrap(), 7000));
+        assert_eq!((back.dst, back.dst_port), client);
+    }
+
+    #[test]
+    fn snat_backends_get_the_client_in_a_toa_option() {
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+        for b in &mut c.listeners[0].backends {
+            b.snat = true;
+        }
+        let mut clb = Clb::new(c, 0);
+        clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
+        let Some(Output::ToBackend { bytes, .. }) = clb.poll_output() else { panic!("not forwarded") };
+        assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
+        assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
+    }
+
+    #[test]
+    fn snat_ports_are_unique_and_split_between_nodes() {
+        let mut ports = std::collections::BTreeSet::new();
+        for node in 0..2u16 {
+            let mut c = config(SchedulerKind::Wrr, None);
+            c.node_index = node;
+            c.node_count = 2;
+            for b in &mut c.listeners[0].backends {
+                b.snat = true;
+            }
+            let mut clb = Clb::new(c, 0);
+            for port in 0..300 {
+                clb.handle_direct(0, client(5000 + port)).unwrap();
+                let Some(Output::ToBackend { bytes, .. }) = clb.poll_output() else { panic!() };
+                let p = inner::parse(&bytes).unwrap().key.src_port;
+                assert_eq!(p % 2, node ^ (SNAT_PORTS.start % 2), "node {node} uses its own share");
+                assert!(ports.insert(p), "port {p} handed out twice");
+            }
+        }
     }
 }

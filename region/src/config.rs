@@ -40,6 +40,9 @@ pub struct BackendConfig {
     pub weight: u8,
     /// Health checking of this port when it differs from the node's default.
     pub health: Option<HealthConfig>,
+    /// Reached through SNAT (an on-premises backend): it sees an address the CLB owns;
+    /// TCP backends get the client address in a TOA option.
+    pub snat: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,10 @@ pub struct ClbConfig {
     /// The node's IPv6 address, for IPv6 backends.
     pub address_v6: Option<IpAddr>,
     pub node_index: u16,
+    /// Nodes in the region: SNAT ports are split between them.
+    pub node_count: u16,
+    /// Addresses this node translates to for SNAT and NAT64 (one per family is enough).
+    pub snat: Vec<IpAddr>,
     pub listeners: Vec<ListenerConfig>,
     pub health: HealthConfig,
     pub conn_table_capacity: usize,

@@ -30,6 +30,8 @@ pub struct Conn {
     pub fin_backend: bool,
     /// Closed by RST or FINs both ways: no longer active, kept briefly for stragglers.
     pub closing: bool,
+    /// The address and port the backend sees instead of the client's (SNAT, NAT64).
+    pub snat: Option<(std::net::IpAddr, u16)>,
 }
 
 impl Conn {
@@ -51,6 +53,7 @@ impl Conn {
             fin_client: false,
             fin_backend: false,
             closing: false,
+            snat: None,
         }
     }
 }

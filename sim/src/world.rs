@@ -9,6 +9,7 @@ use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
 use anyedge_pop::{Pop, PopConfig, Route, rendezvous_node};
 use anyedge_proto::{FlowKey, Transport, inner};
+use anyedge_region::clb::PROBE_PORTS;
 use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
@@ -18,7 +19,7 @@ use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
 use crate::tcp::TcpStack;
-use crate::topology::{Cidr, FaultAction, Target, Topology, TrafficKind};
+use crate::topology::{Cidr, FaultAction, Site, Target, Topology, TrafficKind};
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -248,6 +249,8 @@ pub struct World<'t> {
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
     client_by_addr: HashMap<IpAddr, usize>,
+    /// (region, backend host) → [to the backend, back] for backends away from the region.
+    site_links: HashMap<(usize, usize), [Link; 2]>,
 }
 
 /// The default pool clients without an `address` block draw from: 198.18.64.1 up to
@@ -352,6 +355,7 @@ impl<'t> World<'t> {
             violations: Vec::new(),
             unbound: Vec::new(),
             client_by_addr: HashMap::new(),
+            site_links: HashMap::new(),
         };
         w.build_pops();
         w.build_regions();
@@ -395,7 +399,12 @@ impl<'t> World<'t> {
                         .backends
                         .iter()
                         .filter(|b| v6_vip || b.addr.is_ipv4())
-                        .map(|b| BackendConfig { addr: b.addr, weight: b.weight, health: None })
+                        .map(|b| BackendConfig {
+                            addr: b.addr,
+                            weight: b.weight,
+                            health: None,
+                            snat: matches!(b.site, Site::Idc(_)),
+                        })
                         .collect()
                 };
                 let listener = |vip: IpAddr| ListenerConfig {
@@ -412,9 +421,13 @@ impl<'t> World<'t> {
                 }
             }
         }
+        let snat =
+            if region.snat.is_empty() { vec![clb_addr(r, index), clb_addr_v6(r, index)] } else { region.snat.clone() };
         ClbConfig {
             address: clb_addr(r, index),
             address_v6: Some(clb_addr_v6(r, index)),
+            node_count: region.clb_nodes,
+            snat,
             node_index: index as u16,
             listeners,
             health: region.health,
@@ -466,7 +479,7 @@ impl<'t> World<'t> {
                         health: vec![(0, true)],
                         addrs_seen: Default::default(),
                     });
-                    self.ensure_host(b.addr);
+                    self.ensure_host(b.addr, r, b.site);
                 }
             }
         }
@@ -475,7 +488,31 @@ impl<'t> World<'t> {
         }
     }
 
-    fn ensure_host(&mut self, addr: SocketAddr) {
+    fn ensure_host(&mut self, addr: SocketAddr, region: usize, site: Site) {
+        let h = self.host(addr, region);
+        let t = self.t;
+        let location = match site {
+            Site::Local => return,
+            Site::Region(r) => t.regions[r].location,
+            Site::Idc(i) => t.idcs[i].location,
+        };
+        if self.site_links.contains_key(&(region, h)) {
+            return;
+        }
+        // A backend away from its region is reached over the backbone.
+        let bb = &t.backbone;
+        let delay_ns = fiber_delay_ns(t.regions[region].location, location, bb.stretch);
+        let model = LinkModel {
+            impairment: Impairment { delay_ns, jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
+            bandwidth_bps: Some(bb.bandwidth_bps),
+            queue_bytes_max: (u128::from(bb.bandwidth_bps) * u128::from(bb.queue_ns) / 8_000_000_000) as u64,
+        };
+        let link =
+            |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip())));
+        self.site_links.insert((region, h), [link(0), link(1)]);
+    }
+
+    fn host(&mut self, addr: SocketAddr, _region: usize) -> usize {
         let h = match self.host_by_ip.get(&addr.ip()) {
             Some(&h) => h,
             None => {
@@ -495,6 +532,7 @@ impl<'t> World<'t> {
         if !self.hosts[h].tcp_ports.contains(&addr.port()) {
             self.hosts[h].tcp_ports.push(addr.port());
         }
+        h
     }
 
     fn build_groups(&mut self) {
@@ -619,10 +657,26 @@ impl<'t> World<'t> {
         }
     }
 
-    fn send_intra(&mut self, to: Arrival, packet: Vec<u8>) {
-        self.packets += 1;
-        let at = self.q.now_ns() + INTRA_REGION_NS;
-        self.q.schedule(at, Ev::Arrive { to, packet });
+    /// CLB node `clb` ↔ backend `host`: inside the region, or over the backbone when the
+    /// backend lives elsewhere (another region, an IDC). `dir` 0 is toward the backend.
+    fn send_clb_backend(&mut self, clb: usize, host: usize, dir: usize, packet: Vec<u8>) {
+        let to = if dir == 0 { Arrival::Backend { host, via_clb: clb } } else { Arrival::ClbFromBackend(clb) };
+        let region = self.clbs[clb].region;
+        let now = self.q.now_ns();
+        let at = match self.site_links.get_mut(&(region, host)) {
+            None => Some(now + INTRA_REGION_NS),
+            Some(links) => {
+                let flow = inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
+                match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
+                    Outcome::Deliver(at) => Some(at),
+                    Outcome::Lost | Outcome::QueueFull => None,
+                }
+            }
+        };
+        if let Some(at) = at {
+            self.packets += 1;
+            self.q.schedule(at, Ev::Arrive { to, packet });
+        }
     }
 
     /// Runs to the end; `progress` is called with the fraction done now and then.
@@ -1019,7 +1073,7 @@ impl<'t> World<'t> {
                 }
                 anyedge_region::Output::ToBackend { backend, bytes } => {
                     if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
-                        self.send_intra(Arrival::Backend { host, via_clb: c }, bytes);
+                        self.send_clb_backend(c, host, 0, bytes);
                     }
                 }
                 anyedge_region::Output::ToClient { bytes } => {
@@ -1060,16 +1114,20 @@ impl<'t> World<'t> {
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
             return;
         }
-        if !self.clb_by_addr.contains_key(&info.key.src) {
-            h.via.insert((info.key.src, info.key.src_port), via_clb);
-            let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
-            let port = SocketAddr::new(info.key.dst, info.key.dst_port);
-            if new_flow && let Some(&b) = self.backend_index.get(&port) {
-                let seen = &mut self.backends[b].addrs_seen;
-                seen.insert(info.key.src);
-                if seen.len() > ADDRS_SEEN_MAX {
-                    seen.pop_last();
-                }
+        h.via.insert((info.key.src, info.key.src_port), via_clb);
+        let probe = self.clb_by_addr.contains_key(&info.key.src) && PROBE_PORTS.contains(&info.key.src_port);
+        let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
+        let port = SocketAddr::new(info.key.dst, info.key.dst_port);
+        if !probe
+            && new_flow
+            && let Some(&b) = self.backend_index.get(&port)
+        {
+            // What the server would report as its peer: the TOA address when there is one.
+            let peer = inner::read_toa(&packet).map_or(info.key.src, |(ip, _)| ip);
+            let seen = &mut self.backends[b].addrs_seen;
+            seen.insert(peer);
+            if seen.len() > ADDRS_SEEN_MAX {
+                seen.pop_last();
             }
         }
         match info.key.transport {
@@ -1082,7 +1140,7 @@ impl<'t> World<'t> {
                 let src = (info.key.dst, info.key.dst_port);
                 let dst = (info.key.src, info.key.src_port);
                 if let Some(reply) = inner::build_udp(src, dst, &payload) {
-                    self.send_intra(Arrival::ClbFromBackend(via_clb), reply);
+                    self.send_clb_backend(via_clb, host, 1, reply);
                 }
             }
             Transport::Tcp => {
@@ -1095,7 +1153,7 @@ impl<'t> World<'t> {
                     if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
                         // No connection and no listener for it: the host answers RST.
                         if let Some(rst) = inner::tcp_reset_for(&packet) {
-                            self.send_intra(Arrival::ClbFromBackend(via_clb), rst);
+                            self.send_clb_backend(via_clb, host, 1, rst);
                         }
                         return;
                     }
@@ -1148,7 +1206,7 @@ impl<'t> World<'t> {
                 None => self.hosts[host].via.get(&(info.key.dst, info.key.dst_port)).copied(),
             };
             if let Some(c) = via {
-                self.send_intra(Arrival::ClbFromBackend(c), packet);
+                self.send_clb_backend(c, host, 1, packet);
             }
         }
         if let Some(at) = next {

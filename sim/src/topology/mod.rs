@@ -23,6 +23,7 @@ pub struct Topology {
     pub vips: Vec<Vip>,
     pub pops: Vec<PopSite>,
     pub regions: Vec<Region>,
+    pub idcs: Vec<Idc>,
     pub backbone: Backbone,
     pub internet: Internet,
     pub clients: Vec<ClientGroup>,
@@ -100,6 +101,8 @@ pub struct Region {
     pub clb_nodes: u16,
     /// Connection-table capacity of each CLB node.
     pub conn_table: usize,
+    /// Addresses the region's CLB nodes own for SNAT (IDC backends, NAT64).
+    pub snat: Vec<IpAddr>,
     pub health: HealthConfig,
     pub backend_groups: Vec<BackendGroup>,
 }
@@ -114,6 +117,25 @@ pub struct BackendGroup {
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: u8,
+    pub site: Site,
+}
+
+/// Where a backend lives relative to the region that binds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// In the region itself.
+    Local,
+    /// In another region (index into `regions`), reached over the backbone.
+    Region(usize),
+    /// In an on-premises IDC (index into `idcs`), over the backbone through SNAT.
+    Idc(usize),
+}
+
+/// An on-premises data centre that backends may live in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idc {
+    pub name: String,
+    pub location: Location,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

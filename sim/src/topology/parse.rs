@@ -105,6 +105,12 @@ struct Parser {
     diags: Vec<Diagnostic>,
 }
 
+/// Places a backend may live, for resolving `region:` and `idc:`.
+struct Sites<'t> {
+    regions: &'t [String],
+    idcs: &'t [Idc],
+}
+
 /// Names found so far, for resolving references.
 struct Names<'t> {
     pops: &'t [PopSite],
@@ -293,8 +299,8 @@ impl Parser {
 
     fn topology(&mut self, root: &Node) -> Option<Topology> {
         const TOP: &[&str] = &[
-            "name", "seed", "duration", "vips", "pops", "regions", "backbone", "internet", "clients", "traffic",
-            "failover", "faults",
+            "name", "seed", "duration", "vips", "pops", "regions", "idcs", "backbone", "internet", "clients",
+            "traffic", "failover", "faults",
         ];
         let top = self.obj(root, "", TOP)?;
         let name = self.name(&top);
@@ -304,7 +310,8 @@ impl Parser {
         };
         let duration_ns = self.duration_within(&top, "duration", 60 * S, MS, 24 * 3600 * S);
         let pops = self.pops(&top);
-        let regions = self.regions(&top);
+        let idcs = self.idcs(&top);
+        let regions = self.regions(&top, &idcs);
         let names = Names { pops: &pops, regions: &regions };
         let vips = self.vips(&top, &names);
         let backbone = self.backbone(&top, &names);
@@ -325,6 +332,7 @@ impl Parser {
             vips,
             pops,
             regions,
+            idcs,
             backbone: backbone?,
             internet: internet?,
             clients,
@@ -350,9 +358,31 @@ impl Parser {
         pops
     }
 
-    fn regions(&mut self, top: &Obj<'_>) -> Vec<Region> {
-        let objs =
-            self.list_of_objs(top, "regions", &["name", "location", "clb_nodes", "conn_table", "health", "backends"]);
+    fn idcs(&mut self, top: &Obj<'_>) -> Vec<Idc> {
+        if top.get("idcs").is_none() {
+            return vec![];
+        }
+        let objs = self.list_of_objs(top, "idcs", &["name", "location"]);
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for o in &objs {
+            let (name, location) = (self.name(o), self.location(o));
+            if let Some(name) = name {
+                seen.push((name.clone(), o.map.span(), o.field("name")));
+                out.push(Idc { name, location: location.unwrap_or([0.0, 0.0]) });
+            }
+        }
+        self.unique(&seen);
+        out
+    }
+
+    fn regions(&mut self, top: &Obj<'_>, idcs: &[Idc]) -> Vec<Region> {
+        let allowed = &["name", "location", "clb_nodes", "conn_table", "snat", "health", "backends"];
+        let objs = self.list_of_objs(top, "regions", allowed);
+        // Names first: a backend may live in a region defined further down.
+        let region_names: Vec<String> =
+            objs.iter().filter_map(|o| o.map.get_scalar("name").map(|n| n.as_str().to_string())).collect();
+        let sites = Sites { regions: &region_names, idcs };
         let mut regions = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -367,14 +397,15 @@ impl Parser {
                 None => Some(CONN_TABLE_DEFAULT),
             };
             let health = self.health(o);
-            let groups = self.backend_groups(o);
+            let groups = self.backend_groups(o, &sites);
+            let snat = self.snat(o, &groups);
             // Kept when other fields are bad (already errors) so references still resolve.
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
                 let health = health.unwrap_or(HealthConfig { interval_ns: S, timeout_ns: S, healthy: 1, unhealthy: 1 });
                 let conn_table = conn_table.unwrap_or(CONN_TABLE_DEFAULT);
-                regions.push(Region { name, location, clb_nodes, conn_table, health, backend_groups: groups });
+                regions.push(Region { name, location, clb_nodes, conn_table, snat, health, backend_groups: groups });
             }
         }
         self.unique(&seen);
@@ -421,7 +452,35 @@ impl Parser {
         })
     }
 
-    fn backend_groups(&mut self, region: &Obj<'_>) -> Vec<BackendGroup> {
+    /// SNAT addresses: required, in each family, when IDC backends are bound.
+    fn snat(&mut self, region: &Obj<'_>, groups: &[BackendGroup]) -> Vec<IpAddr> {
+        let field = region.field("snat");
+        let mut out = Vec::new();
+        if let Some(node) = region.get("snat")
+            && let Some(seq) = self.seq(node, &field)
+        {
+            for (i, n) in seq.iter().enumerate() {
+                if let Some(ip) = self.parsed::<IpAddr>(n, &format!("{field}[{i}]"), "an IP address") {
+                    out.push(ip);
+                }
+            }
+        }
+        for b in groups.iter().flat_map(|g| &g.backends).filter(|b| matches!(b.site, Site::Idc(_))) {
+            if !out.iter().any(|a| a.is_ipv4() == b.addr.is_ipv4()) {
+                let span = region.get("snat").map_or(region.map.span(), |n| n.span());
+                let family = if b.addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                self.err(
+                    span,
+                    &field,
+                    format!("IDC backend {} is reached through SNAT: declare an {family} snat address", b.addr),
+                );
+                break;
+            }
+        }
+        out
+    }
+
+    fn backend_groups(&mut self, region: &Obj<'_>, sites: &Sites<'_>) -> Vec<BackendGroup> {
         let field = region.field("backends");
         let Some(node) = self.req(region, "backends") else {
             return vec![];
@@ -437,10 +496,10 @@ impl Parser {
             let mut backends: Vec<Backend> = Vec::new();
             for (i, item) in seq.iter().enumerate() {
                 let bfield = format!("{gfield}[{i}]");
-                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight"]) else {
+                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight", "region", "idc"]) else {
                     continue;
                 };
-                if let Some(b) = self.backend(&o) {
+                if let Some(b) = self.backend(&o, sites) {
                     if backends.iter().any(|x| x.addr == b.addr) {
                         self.err(item.span(), &bfield, format!("backend {} is bound twice in this group", b.addr));
                     }
@@ -455,7 +514,7 @@ impl Parser {
         groups
     }
 
-    fn backend(&mut self, o: &Obj<'_>) -> Option<Backend> {
+    fn backend(&mut self, o: &Obj<'_>, sites: &Sites<'_>) -> Option<Backend> {
         let addr_node = self.req(o, "address");
         let port_node = self.req(o, "port");
         let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
@@ -464,8 +523,35 @@ impl Parser {
             Some(n) => self.int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX)).map(|w| w as u8),
             None => Some(WEIGHT_DEFAULT),
         };
+        let site = match (o.get("region"), o.get("idc")) {
+            (Some(_), Some(n)) => {
+                self.err(n.span(), &o.field("idc"), "a backend lives in a region or an IDC, not both");
+                Site::Local
+            }
+            (Some(n), None) => {
+                let name = self.str(n, &o.field("region")).unwrap_or("");
+                match sites.regions.iter().position(|r| r == name) {
+                    Some(r) => Site::Region(r),
+                    None => {
+                        self.err(n.span(), &o.field("region"), format!("unknown region `{name}`"));
+                        Site::Local
+                    }
+                }
+            }
+            (None, Some(n)) => {
+                let name = self.str(n, &o.field("idc")).unwrap_or("");
+                match sites.idcs.iter().position(|i| i.name == name) {
+                    Some(i) => Site::Idc(i),
+                    None => {
+                        self.err(n.span(), &o.field("idc"), format!("unknown IDC `{name}` (declare it under idcs)"));
+                        Site::Local
+                    }
+                }
+            }
+            (None, None) => Site::Local,
+        };
         // A bad weight is recorded; the address still names the backend for references.
-        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT) })
+        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT), site })
     }
 
     fn pop_ref(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<usize> {
