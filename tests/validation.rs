@@ -231,6 +231,50 @@ fn clb_and_unbind_fault_targets() {
 }
 
 #[test]
+fn client_address_blocks() {
+    let at = |to: &str| with("count: 20, traffic: game }", to);
+    expect(&at("count: 20, traffic: game, address: 198.18.66.0/28 }"), 39, "clients[1].address", "fewer than count 20");
+    expect(&at("count: 20, traffic: game, address: 198.18.66.1/24 }"), 39, "clients[1].address", "host bits set");
+    expect(
+        &at("count: 20, traffic: game, address: 198.19.20.0/24 }"),
+        39,
+        "clients[1].address",
+        "a VIP or backend address",
+    );
+    expect(
+        &at("count: 20, traffic: game, address: \"fd00:66::/64\" }"),
+        39,
+        "clients[1].address",
+        "has no ipv6 address",
+    );
+    let two = with(
+        "[51.507, -0.128], count: 20, traffic: [game, web] }",
+        "[51.507, -0.128], count: 20, traffic: [game, web], address: 198.18.66.0/24 }",
+    )
+    .replacen("count: 20, traffic: game }", "count: 20, traffic: game, address: 198.18.66.128/25 }", 1);
+    expect(&two, 39, "clients[1].address", "overlaps the addresses of client group `london`");
+    topology::parse_str("t.yaml", &at("count: 20, traffic: game, address: 198.18.66.0/24 }")).unwrap();
+}
+
+#[test]
+fn backend_sites_and_snat() {
+    let idc = with(
+        "- { address: 198.19.20.1, port: 7000, weight: 10 }",
+        "- { address: 10.0.0.1, port: 7000, weight: 10, idc: onprem }",
+    );
+    expect(&idc, 27, "game[0].idc", "unknown IDC `onprem`");
+    let declared = idc.replace("regions:\n", "idcs:\n  - { name: onprem, location: [53.5, 10.0] }\nregions:\n");
+    expect(&declared, 23, "regions[0].snat", "declare an IPv4 snat address");
+    let ok = declared.replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    snat: [198.18.40.1]\n");
+    topology::parse_str("t.yaml", &ok).unwrap_or_else(|e| panic!("{e}"));
+    let far = with(
+        "- { address: 198.19.20.1, port: 7000, weight: 10 }",
+        "- { address: 198.19.20.1, port: 7000, region: tokyo }",
+    );
+    expect(&far, 27, "game[0].region", "unknown region `tokyo`");
+}
+
+#[test]
 fn latitude_and_longitude_out_of_range() {
     expect(&with("[48.857, 2.352]", "[98.857, 2.352]"), 17, "pops[0].location[0] (latitude)", "outside -90–90");
     expect(&with("[52.230, 21.012]", "[52.230, 181.0]"), 18, "pops[1].location[1] (longitude)", "outside -180–180");
