@@ -62,6 +62,7 @@ fn clb() -> Clb {
             node_index: 0,
             node_count: 1,
             snat: vec!["198.18.32.1".parse().unwrap()],
+            security_groups: vec![],
             listeners: vec![listener],
             health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },
             conn_table_capacity: 64,

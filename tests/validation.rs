@@ -275,6 +275,31 @@ fn backend_sites_and_snat() {
 }
 
 #[test]
+fn security_group_rules() {
+    let sg = |bind: &str, rule: &str| {
+        format!("{SMALL}security_groups:\n  - name: sg\n    bind: [{bind}]\n    rules:\n      - {rule}\n")
+    };
+    let ok_rule = "{ source: 0.0.0.0/0, port: any, action: allow }";
+    topology::parse_str("t.yaml", &sg("backend/198.19.20.10:8080, clb/frankfurt", ok_rule)).unwrap();
+    expect(&sg("backend/198.19.20.99:8080", ok_rule), 56, "security_groups[0].bind[0]", "unknown binding target");
+    expect(&sg("clb/paris", ok_rule), 56, "security_groups[0].bind[0]", "unknown binding target");
+    expect(&sg("clb/frankfurt", "{ source: 0.0.0.0/33, port: any, action: allow }"), 58, "rules[0].source", "prefix");
+    expect(&sg("clb/frankfurt", "{ source: 0.0.0.0/0, port: 0, action: allow }"), 58, "rules[0].port", "not a port");
+    expect(
+        &sg("clb/frankfurt", "{ source: 0.0.0.0/0, port: 90-80, action: allow }"),
+        58,
+        "rules[0].port",
+        "not a port",
+    );
+    expect(
+        &sg("clb/frankfurt", "{ source: 0.0.0.0/0, port: any, action: reject }"),
+        58,
+        "rules[0].action",
+        "not allow or drop",
+    );
+}
+
+#[test]
 fn latitude_and_longitude_out_of_range() {
     expect(&with("[48.857, 2.352]", "[98.857, 2.352]"), 17, "pops[0].location[0] (latitude)", "outside -90–90");
     expect(&with("[52.230, 21.012]", "[52.230, 181.0]"), 18, "pops[1].location[1] (longitude)", "outside -180–180");

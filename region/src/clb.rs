@@ -53,6 +53,8 @@ pub enum Drop {
     NoConnection,
     /// The backend was unbound: nothing is forwarded to or from it.
     Unbound,
+    /// A security group bound to this node dropped it.
+    Denied,
 }
 
 impl From<anyedge_proto::Error> for Drop {
@@ -107,6 +109,7 @@ pub struct Clb {
     snat_cursor: u32,
     node_index: u16,
     node_count: u16,
+    firewall: Option<crate::security::Firewall>,
 }
 
 impl Clb {
@@ -162,6 +165,8 @@ impl Clb {
             snat_cursor: 0,
             node_index: config.node_index,
             node_count: config.node_count.max(1),
+            firewall: (!config.security_groups.is_empty())
+                .then(|| crate::security::Firewall::new(config.security_groups)),
         };
         clb.rebuild_tables();
         clb
@@ -173,6 +178,11 @@ impl Clb {
 
     pub fn conn_table(&self) -> &ConnTable {
         &self.conns
+    }
+
+    /// The security groups bound to this node, with their counters.
+    pub fn firewall(&self) -> Option<&crate::security::Firewall> {
+        self.firewall.as_ref()
     }
 
     /// Flows this node has scheduled (a flow that moves backend counts once).
@@ -350,6 +360,11 @@ impl Clb {
     fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), Drop> {
         let info = inner::parse(&packet)?;
         let key = info.key;
+        if let Some(fw) = self.firewall.as_mut()
+            && fw.inbound(&key) == crate::security::Verdict::Drop
+        {
+            return Err(Drop::Denied);
+        }
         let li = self.find_listener(&key).ok_or(Drop::NoListener)?;
         let existing = self.conns.get_mut(&key).map(|c| {
             c.ingress = ingress;
@@ -654,6 +669,7 @@ mod tests {
             node_index: 0,
             node_count: 1,
             snat: vec!["198.18.32.1".parse().unwrap()],
+            security_groups: vec![],
             listeners: vec![ListenerConfig {
                 vip: VIP.parse().unwrap(),
                 transport: Transport::Udp,

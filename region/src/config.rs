@@ -78,6 +78,9 @@ pub struct ClbConfig {
     pub node_count: u16,
     /// Addresses this node translates to for SNAT and NAT64 (one per family is enough).
     pub snat: Vec<IpAddr>,
+    /// Security groups bound to this node, in order, with their index in the topology.
+    /// Empty: no filtering.
+    pub security_groups: Vec<(usize, crate::security::SecurityGroup)>,
     pub listeners: Vec<ListenerConfig>,
     pub health: HealthConfig,
     pub conn_table_capacity: usize,

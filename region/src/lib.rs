@@ -2,11 +2,13 @@
 //! LRU connection table, TCP health checks, and the NAT that keeps the client's source
 //! address. Packets, timers and `now` come in; packets to send and events come out.
 
+pub mod cidr;
 pub mod clb;
 pub mod config;
 pub mod conn_table;
 pub mod health;
 pub mod scheduler;
+pub mod security;
 
 pub use clb::{Clb, Event, Output};
 pub use config::{BackendConfig, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};

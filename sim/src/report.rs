@@ -14,7 +14,24 @@ pub struct Report {
     pub clients: Vec<ClientReport>,
     pub backends: Vec<BackendReport>,
     pub clb_nodes: Vec<ClbNodeReport>,
+    pub security_groups: Vec<SecurityGroupReport>,
     pub faults: Vec<FaultReport>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SecurityGroupReport {
+    pub name: String,
+    pub rules: Vec<RuleReport>,
+}
+
+/// A rule and what it did: packets it was the first match for, and those it dropped.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleReport {
+    pub source: String,
+    pub port: String,
+    pub action: &'static str,
+    pub matched: u64,
+    pub denied: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

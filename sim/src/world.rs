@@ -19,7 +19,8 @@ use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
 use crate::tcp::TcpStack;
-use crate::topology::{Cidr, FaultAction, Site, Target, Topology, TrafficKind};
+use crate::topology::{Cidr, FaultAction, SgBinding, Site, Target, Topology, TrafficKind};
+use anyedge_region::security::{Firewall, RuleCounters, Verdict};
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -196,6 +197,8 @@ struct BackendHost {
     conns: HashMap<(IpAddr, u16), BackendConn>,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
     via: HashMap<(IpAddr, u16), usize>,
+    /// Security groups bound to this instance.
+    firewall: Option<Firewall>,
 }
 
 struct FaultTracker {
@@ -251,6 +254,8 @@ pub struct World<'t> {
     client_by_addr: HashMap<IpAddr, usize>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
     site_links: HashMap<(usize, usize), [Link; 2]>,
+    /// Security-group counters of CLB cores that were restarted.
+    retired_sg: Vec<Vec<RuleCounters>>,
 }
 
 /// The default pool clients without an `address` block draw from: 198.18.64.1 up to
@@ -356,6 +361,7 @@ impl<'t> World<'t> {
             unbound: Vec::new(),
             client_by_addr: HashMap::new(),
             site_links: HashMap::new(),
+            retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
         };
         w.build_pops();
         w.build_regions();
@@ -423,7 +429,19 @@ impl<'t> World<'t> {
         }
         let snat =
             if region.snat.is_empty() { vec![clb_addr(r, index), clb_addr_v6(r, index)] } else { region.snat.clone() };
+        let security_groups = t
+            .security_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                d.bind.iter().any(|b| {
+                    matches!(*b, SgBinding::Clb { region, index: i } if region == r && i.is_none_or(|i| usize::from(i) == index))
+                })
+            })
+            .map(|(gi, d)| (gi, d.group.clone()))
+            .collect();
         ClbConfig {
+            security_groups,
             address: clb_addr(r, index),
             address_v6: Some(clb_addr_v6(r, index)),
             node_count: region.clb_nodes,
@@ -523,6 +541,7 @@ impl<'t> World<'t> {
                     tcp_ports: Vec::new(),
                     conns: HashMap::new(),
                     via: HashMap::new(),
+                    firewall: self.backend_firewall(addr.ip()),
                 });
                 self.host_by_ip.insert(addr.ip(), h);
                 h
@@ -533,6 +552,18 @@ impl<'t> World<'t> {
             self.hosts[h].tcp_ports.push(addr.port());
         }
         h
+    }
+
+    fn backend_firewall(&self, ip: IpAddr) -> Option<Firewall> {
+        let groups: Vec<_> = self
+            .t
+            .security_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.bind.contains(&SgBinding::Backend(ip)))
+            .map(|(gi, d)| (gi, d.group.clone()))
+            .collect();
+        (!groups.is_empty()).then(|| Firewall::new(groups))
     }
 
     fn build_groups(&mut self) {
@@ -1114,6 +1145,11 @@ impl<'t> World<'t> {
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
             return;
         }
+        if let Some(fw) = h.firewall.as_mut()
+            && fw.inbound(&info.key) == Verdict::Drop
+        {
+            return;
+        }
         h.via.insert((info.key.src, info.key.src_port), via_clb);
         let probe = self.clb_by_addr.contains_key(&info.key.src) && PROBE_PORTS.contains(&info.key.src_port);
         let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
@@ -1341,6 +1377,14 @@ impl<'t> World<'t> {
         node.flows_before += node.core.flows_created();
         node.peak_before = node.peak_before.max(node.core.conn_table().peak());
         node.evictions_before += node.core.conn_table().evictions();
+        if let Some(fw) = node.core.firewall() {
+            for (gi, counters) in fw.counters() {
+                for (ri, c) in counters.iter().enumerate() {
+                    self.retired_sg[gi][ri].matched += c.matched;
+                    self.retired_sg[gi][ri].denied += c.denied;
+                }
+            }
+        }
         self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
         for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
             self.clbs[c].core.set_pop_up(p as u16, false);
@@ -1431,6 +1475,7 @@ impl<'t> World<'t> {
             })
             .collect();
         let faults = self.trackers.iter().map(fault_report).collect();
+        let security_groups = self.security_group_report();
         let clb_nodes = self
             .clbs
             .iter()
@@ -1456,8 +1501,55 @@ impl<'t> World<'t> {
             clients,
             backends,
             clb_nodes,
+            security_groups,
             faults,
         }
+    }
+
+    /// Rule counters summed over every host a group is bound to.
+    fn security_group_report(&self) -> Vec<SecurityGroupReport> {
+        let mut totals = self.retired_sg.clone();
+        let firewalls = self
+            .clbs
+            .iter()
+            .filter_map(|c| c.core.firewall())
+            .chain(self.hosts.iter().filter_map(|h| h.firewall.as_ref()));
+        for fw in firewalls {
+            for (gi, counters) in fw.counters() {
+                for (ri, c) in counters.iter().enumerate() {
+                    totals[gi][ri].matched += c.matched;
+                    totals[gi][ri].denied += c.denied;
+                }
+            }
+        }
+        self.t
+            .security_groups
+            .iter()
+            .zip(totals)
+            .map(|(d, counts)| SecurityGroupReport {
+                name: d.group.name.clone(),
+                rules: d
+                    .group
+                    .rules
+                    .iter()
+                    .zip(counts)
+                    .map(|(r, c)| RuleReport {
+                        source: r.source.to_string(),
+                        port: match r.ports {
+                            anyedge_region::security::Ports::Any => "any".into(),
+                            anyedge_region::security::Ports::Range(lo, hi) if lo == hi => lo.to_string(),
+                            anyedge_region::security::Ports::Range(lo, hi) => format!("{lo}-{hi}"),
+                        },
+                        action: match r.action {
+                            anyedge_region::security::Action::Allow => "allow",
+                            anyedge_region::security::Action::Drop => "drop",
+                        },
+                        matched: c.matched,
+                        denied: c.denied,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     fn client_report(&self, g: usize, group: &crate::topology::ClientGroup) -> ClientReport {

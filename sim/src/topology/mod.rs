@@ -30,6 +30,22 @@ pub struct Topology {
     pub traffic: Vec<TrafficClass>,
     pub failover: Failover,
     pub faults: Vec<Fault>,
+    pub security_groups: Vec<SecurityGroupDef>,
+}
+
+/// A security group and where it is bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityGroupDef {
+    pub group: anyedge_region::security::SecurityGroup,
+    pub bind: Vec<SgBinding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SgBinding {
+    /// The backend instance with this address (all its ports).
+    Backend(IpAddr),
+    /// Every CLB node of a region, or one node.
+    Clb { region: usize, index: Option<u16> },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,106 @@
+//! Address blocks (CIDR): client address pools, SNAT, security-group sources.
+
+/// An address block, `198.18.66.0/24` or `fd00:66::/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let t = text.trim();
+        let (addr, prefix) =
+            t.split_once('/').ok_or_else(|| format!("`{t}` is not a CIDR block (e.g. 198.18.66.0/24)"))?;
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|&p| p <= max)
+            .ok_or_else(|| format!("`/{prefix}` is not a prefix length 0–{max}"))?;
+        let cidr = Cidr { addr, prefix };
+        if cidr.network() != addr {
+            return Err(format!("`{t}` has host bits set (the block starts at {})", cidr.network()));
+        }
+        Ok(cidr)
+    }
+
+    fn bits(&self) -> u32 {
+        if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    fn as_u128(addr: std::net::IpAddr) -> u128 {
+        match addr {
+            std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+            std::net::IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    fn addr_of(&self, v: u128) -> std::net::IpAddr {
+        match self.addr {
+            std::net::IpAddr::V4(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
+            std::net::IpAddr::V6(_) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(v)),
+        }
+    }
+
+    fn mask(&self) -> u128 {
+        let host_bits = self.bits() - u32::from(self.prefix);
+        let all = if self.bits() == 32 { u128::from(u32::MAX) } else { u128::MAX };
+        if host_bits >= 128 { 0 } else { all & !((1u128 << host_bits) - 1) }
+    }
+
+    pub fn network(&self) -> std::net::IpAddr {
+        self.addr_of(Self::as_u128(self.addr) & self.mask())
+    }
+
+    pub fn contains(&self, addr: std::net::IpAddr) -> bool {
+        addr.is_ipv4() == self.addr.is_ipv4()
+            && Self::as_u128(addr) & self.mask() == Self::as_u128(self.addr) & self.mask()
+    }
+
+    /// Host addresses the block offers (network and, for IPv4, broadcast excluded).
+    pub fn hosts(&self) -> u128 {
+        let host_bits = self.bits() - u32::from(self.prefix);
+        let size = if host_bits >= 127 { u128::MAX / 2 } else { 1u128 << host_bits };
+        size.saturating_sub(if self.addr.is_ipv4() { 2 } else { 1 })
+    }
+
+    /// The i-th host address (from 0), just past the network address.
+    pub fn host(&self, i: u128) -> std::net::IpAddr {
+        self.addr_of(Self::as_u128(self.network()) + 1 + i)
+    }
+
+    /// Whether two blocks share any address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::Cidr;
+
+    #[test]
+    fn cidr_blocks() {
+        let c = Cidr::parse("198.18.66.0/24").unwrap();
+        assert!(c.contains("198.18.66.200".parse().unwrap()));
+        assert!(!c.contains("198.18.67.1".parse().unwrap()));
+        assert_eq!(c.hosts(), 254);
+        assert_eq!(c.host(0), "198.18.66.1".parse::<std::net::IpAddr>().unwrap());
+        let v6 = Cidr::parse("fd00:66::/64").unwrap();
+        assert_eq!(v6.host(4), "fd00:66::5".parse::<std::net::IpAddr>().unwrap());
+        assert!(Cidr::parse("198.18.66.1/24").is_err(), "host bits set");
+        assert!(Cidr::parse("198.18.66.0/33").is_err());
+        assert!(Cidr::parse("nonsense").is_err());
+        assert!(c.overlaps(&Cidr::parse("198.18.0.0/16").unwrap()));
+        assert!(!c.overlaps(&Cidr::parse("fd00::/8").unwrap()));
+        assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().hosts(), (1u128 << 32) - 2);
+    }
+}

@@ -1,0 +1,109 @@
+//! Security groups in the simulator: first match wins, a blacklist works only before the
+//! final allow, and health checks need the CLB's own address allowed.
+
+use anyedge_sim::topology;
+use anyedge_sim::{Report, report::SecurityGroupReport};
+
+const SMALL: &str = include_str!("../topologies/small.yaml");
+
+/// small.yaml without faults, London's clients in 198.18.66.0/24, and these groups.
+fn run_with(security_groups: &str) -> Report {
+    let text = SMALL.split("faults:").next().unwrap().replace(
+        "{ name: london, location: [51.507, -0.128], count: 20, traffic: [game, web] }",
+        "{ name: london, location: [51.507, -0.128], count: 20, traffic: [game, web], address: 198.18.66.0/24 }",
+    ) + security_groups;
+    let mut t = topology::parse_str("sg.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    t.duration_ns = 6_000_000_000;
+    anyedge_sim::run(&t, |_| {}).expect("simulates").report
+}
+
+fn web_loss(r: &Report, group: &str) -> f64 {
+    let c = r.clients.iter().find(|c| c.name == group).unwrap();
+    let t = c.traffic.iter().find(|t| t.name == "web").unwrap();
+    100.0 - 100.0 * t.anycast.received as f64 / t.anycast.sent.max(1) as f64
+}
+
+fn group<'a>(r: &'a Report, name: &str) -> &'a SecurityGroupReport {
+    r.security_groups.iter().find(|g| g.name == name).unwrap()
+}
+
+#[test]
+fn a_blacklist_before_the_final_allow_drops_its_sources() {
+    let r = run_with(
+        r#"security_groups:
+  - name: sg-web
+    bind: [backend/198.19.20.10:8080]
+    rules:
+      - { source: 198.18.66.0/24, port: 8080, action: drop }
+      - { source: 0.0.0.0/0, port: any, action: allow }
+"#,
+    );
+    let g = group(&r, "sg-web");
+    assert!(g.rules[0].denied > 0 && g.rules[0].denied == g.rules[0].matched, "{g:?}");
+    assert!(g.rules[1].matched > 0 && g.rules[1].denied == 0);
+    assert!(web_loss(&r, "london") > 10.0, "London's flows to .10 never connect");
+    assert!(web_loss(&r, "kyiv") < 2.0, "others pass");
+    let b = r.backends.iter().find(|b| b.address == "198.19.20.10:8080").unwrap();
+    assert!(b.client_addrs_seen.iter().all(|a| !a.starts_with("198.18.66.")), "{b:?}");
+}
+
+#[test]
+fn a_drop_placed_after_the_final_allow_is_inert() {
+    let r = run_with(
+        r#"security_groups:
+  - name: sg-web
+    bind: [backend/198.19.20.10:8080]
+    rules:
+      - { source: 0.0.0.0/0, port: any, action: allow }
+      - { source: 198.18.66.0/24, port: 8080, action: drop }
+"#,
+    );
+    let g = group(&r, "sg-web");
+    assert_eq!((g.rules[1].matched, g.rules[1].denied), (0, 0), "never reached: {g:?}");
+    assert!(web_loss(&r, "london") < 2.0, "London is not blocked at all");
+}
+
+#[test]
+fn health_checks_fail_unless_the_clb_address_is_allowed() {
+    let r = run_with(
+        r#"security_groups:
+  - name: clients-only
+    bind: [backend/198.19.20.10:8080]
+    rules:
+      - { source: 198.18.0.0/16, port: 8080, action: allow }
+      - { source: 198.18.32.0/24, port: any, action: drop }
+"#,
+    );
+    // 198.18.32.0/24 (the CLB nodes) is inside the first rule: probes pass.
+    let b = r.backends.iter().find(|b| b.address == "198.19.20.10:8080").unwrap();
+    assert!(b.health.iter().all(|h| h.state == "healthy"), "{:?}", b.health);
+    let r = run_with(
+        r#"security_groups:
+  - name: clients-only
+    bind: [backend/198.19.20.10:8080]
+    rules:
+      - { source: 198.18.32.0/24, port: any, action: drop }
+      - { source: 198.18.0.0/16, port: 8080, action: allow }
+"#,
+    );
+    let b = r.backends.iter().find(|b| b.address == "198.19.20.10:8080").unwrap();
+    assert!(b.health.iter().any(|h| h.state == "unhealthy"), "probes from the CLB are dropped: {:?}", b.health);
+    assert!(group(&r, "clients-only").rules[0].denied > 0);
+}
+
+#[test]
+fn a_group_bound_to_the_clb_filters_clients_at_the_edge() {
+    let r = run_with(
+        r#"security_groups:
+  - name: edge
+    bind: [clb/frankfurt]
+    rules:
+      - { source: 198.18.66.0/24, port: any, action: drop }
+      - { source: 0.0.0.0/0, port: any, action: allow }
+"#,
+    );
+    let london = r.clients.iter().find(|c| c.name == "london").unwrap();
+    assert!(london.traffic.iter().all(|t| t.anycast.received == 0 && t.direct.received == 0));
+    assert!(r.clients.iter().find(|c| c.name == "rome").unwrap().traffic[0].anycast.received > 0);
+    assert!(group(&r, "edge").rules[0].denied > 0);
+}
