@@ -1,5 +1,7 @@
 //! Scalar value syntax of topology files: durations, percentages, bandwidths.
 
+pub use anyedge_region::cidr::Cidr;
+
 /// `300ms`, `0.3ms`, `60s`, `2m`, `150us`, `1h` → nanoseconds.
 pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -91,5 +93,3 @@ mod tests {
         assert!(parse_bandwidth_bps("fast").is_err());
     }
 }
-
-pub use anyedge_region::cidr::Cidr;
