@@ -9,6 +9,7 @@ pub mod conn_table;
 pub mod health;
 pub mod scheduler;
 pub mod security;
+pub mod tcp_stack;
 
 pub use clb::{Clb, Event, Output};
 pub use config::{BackendConfig, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};

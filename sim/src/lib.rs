@@ -4,7 +4,6 @@
 pub mod app;
 pub mod engine;
 pub mod report;
-pub mod tcp;
 pub mod topology;
 pub mod world;
 

@@ -18,7 +18,7 @@ use smoltcp::socket::tcp;
 use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
-use crate::tcp::TcpStack;
+use anyedge_region::tcp_stack::TcpStack;
 use crate::topology::{Cidr, FaultAction, SgBinding, Site, Target, Topology, TrafficKind};
 use anyedge_region::security::{Firewall, RuleCounters, Verdict};
 

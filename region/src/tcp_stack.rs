@@ -1,6 +1,7 @@
-//! TCP inside the simulator runs on smoltcp: each simulated host that speaks TCP owns a
-//! smoltcp `Interface` on the virtual clock, fed and drained through an in-memory
-//! device, so loss becomes retransmission delay exactly as smoltcp's TCP makes it.
+//! A smoltcp TCP/IP stack on a caller-supplied clock, fed and drained through an
+//! in-memory device: the CLB core uses it for HTTP health checks and layer-7 listeners,
+//! and the simulator for every host that speaks TCP, so loss becomes retransmission
+//! delay exactly as smoltcp's TCP makes it.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -75,17 +76,28 @@ const TX_BUFFER: usize = 64 * 1024;
 
 impl TcpStack {
     pub fn new(addr: IpAddr, seed: u64, now_ns: u64) -> TcpStack {
+        TcpStack::with_addresses(&[addr], seed, now_ns)
+    }
+
+    /// A stack answering on several addresses (a CLB node's IPv4 and IPv6, a VIP).
+    pub fn with_addresses(addrs: &[IpAddr], seed: u64, now_ns: u64) -> TcpStack {
         let mut device = QueueDevice::default();
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut device, instant(now_ns));
-        iface.update_ip_addrs(|addrs| {
-            let cidr = match addr {
-                IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(a), 32),
-                IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(a), 128),
-            };
-            let _ = addrs.push(cidr);
+        iface.update_ip_addrs(|list| {
+            for addr in addrs {
+                let cidr = match *addr {
+                    IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(a), 32),
+                    IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(a), 128),
+                };
+                let _ = list.push(cidr);
+            }
         });
+        TcpStack::with_iface(iface, device)
+    }
+
+    fn with_iface(mut iface: Interface, device: QueueDevice) -> TcpStack {
         // Everything leaves through the one link: the gateway address only has to exist.
         let routes = iface.routes_mut();
         let _ = routes.add_default_ipv4_route(Ipv4Address::new(198, 18, 255, 254));
