@@ -64,7 +64,7 @@ fn clb() -> Clb {
             snat: vec!["198.18.32.1".parse().unwrap()],
             security_groups: vec![],
             listeners: vec![listener],
-            health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },
+            health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 64,
             pop_fallback: vec![vec![]],
         },

@@ -104,7 +104,7 @@ fn backend_fault_moves_its_flows_after_health_checks_detect_it() {
     let t = small();
     let outcome = small_outcome();
     let (i, f) = fault(&outcome.report, "down backend/198.19.20.3:7000");
-    let health = t.regions[0].health;
+    let health = t.regions[0].health.clone();
     // The earliest a port can be marked unhealthy: one probe's timeout, then
     // `unhealthy - 1` more intervals of failed probes.
     let detect_ns = health.timeout_ns + u64::from(health.unhealthy - 1) * health.interval_ns;
@@ -201,7 +201,7 @@ fn unbind_moves_flows_at_once_without_waiting_for_health_checks() {
     let (i, f) = fault(&outcome.report, "unbind backend/198.19.20.3:7000");
     assert!(f.flows_affected > 0);
     assert_eq!(f.flows_backend_changed, f.flows_affected);
-    let health = t.regions[0].health;
+    let health = t.regions[0].health.clone();
     // Far quicker than health checking could notice (timeout + one interval).
     assert!(outcome.recoveries_ns[i].iter().all(|&r| r < health.timeout_ns), "{:?}", outcome.recoveries_ns[i]);
     let b = outcome.report.backends.iter().find(|b| b.address == "198.19.20.3:7000").unwrap();

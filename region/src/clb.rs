@@ -127,7 +127,7 @@ impl Clb {
                         Some(i) => i,
                         None => {
                             backends.push(b.addr);
-                            health.push(b.health.unwrap_or(config.health));
+                            health.push(b.health.clone().unwrap_or_else(|| config.health.clone()));
                             backends.len() - 1
                         }
                     })
@@ -678,7 +678,7 @@ mod tests {
                 backends,
                 persistence_ns,
             }],
-            health: HealthConfig { interval_ns: 1_000_000_000, timeout_ns: 500_000_000, healthy: 2, unhealthy: 2 },
+            health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 1000,
             pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
         }

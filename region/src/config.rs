@@ -33,7 +33,7 @@ pub enum SchedulerKind {
     Maglev { table_size: usize },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     pub addr: SocketAddr,
     /// 0..=100; 0 takes no new flows, existing ones continue.
@@ -56,15 +56,34 @@ pub struct ListenerConfig {
     pub persistence_ns: Option<u64>,
 }
 
-/// TCP-connect health checking of every backend port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Health checking of a backend port.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
+    pub protocol: HealthProtocol,
     pub interval_ns: u64,
     pub timeout_ns: u64,
     /// Consecutive successes that make an unhealthy port healthy.
     pub healthy: u32,
     /// Consecutive failures that make a healthy port unhealthy.
     pub unhealthy: u32,
+}
+
+impl HealthConfig {
+    /// TCP-connect checking with these timings.
+    pub fn tcp(interval_ns: u64, timeout_ns: u64, healthy: u32, unhealthy: u32) -> HealthConfig {
+        HealthConfig { protocol: HealthProtocol::Tcp, interval_ns, timeout_ns, healthy, unhealthy }
+    }
+}
+
+/// How a probe asks a backend port whether it is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProtocol {
+    /// A SYN answered by SYN-ACK (then reset): the port accepts connections.
+    Tcp,
+    /// A datagram answered by a datagram from the port.
+    Udp,
+    /// `GET path` over TCP; the status must fall in one of the `expect` ranges.
+    Http { path: String, expect: Vec<(u16, u16)> },
 }
 
 #[derive(Debug, Clone, PartialEq)]

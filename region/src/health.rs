@@ -135,10 +135,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn checker() -> HealthChecker {
-        HealthChecker::new(
-            vec![HealthConfig { interval_ns: 2000 * MS, timeout_ns: 1000 * MS, healthy: 3, unhealthy: 3 }],
-            0,
-        )
+        HealthChecker::new(vec![HealthConfig::tcp(2000 * MS, 1000 * MS, 3, 3)], 0)
     }
 
     #[test]

@@ -18,9 +18,9 @@ use smoltcp::socket::tcp;
 use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
-use anyedge_region::tcp_stack::TcpStack;
 use crate::topology::{Cidr, FaultAction, SgBinding, Site, Target, Topology, TrafficKind};
 use anyedge_region::security::{Firewall, RuleCounters, Verdict};
+use anyedge_region::tcp_stack::TcpStack;
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -408,7 +408,7 @@ impl<'t> World<'t> {
                         .map(|b| BackendConfig {
                             addr: b.addr,
                             weight: b.weight,
-                            health: None,
+                            health: group.health.clone(),
                             snat: matches!(b.site, Site::Idc(_)),
                         })
                         .collect()
@@ -448,7 +448,7 @@ impl<'t> World<'t> {
             snat,
             node_index: index as u16,
             listeners,
-            health: region.health,
+            health: region.health.clone(),
             conn_table_capacity: region.conn_table,
             pop_fallback: (0..t.pops.len())
                 .map(|p| {

@@ -127,6 +127,8 @@ pub struct Region {
 pub struct BackendGroup {
     pub name: String,
     pub backends: Vec<Backend>,
+    /// Health checking of this group when it differs from the region's.
+    pub health: Option<HealthConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

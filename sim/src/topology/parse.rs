@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use anyedge_ccn::geo::Location;
 use anyedge_region::HealthConfig;
+use anyedge_region::config::HealthProtocol;
 use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
 use marked_yaml::loader::LoadError;
 use marked_yaml::types::{MarkedMappingNode, MarkedSequenceNode};
@@ -411,14 +412,14 @@ impl Parser {
                 Some(n) => self.int(n, &o.field("conn_table"), 1, 100_000_000).map(|v| v as usize),
                 None => Some(CONN_TABLE_DEFAULT),
             };
-            let health = self.health(o);
-            let groups = self.backend_groups(o, &sites);
+            let health = self.health(o, &HealthConfig::tcp(2 * S, S, 3, 3));
+            let groups = self.backend_groups(o, &sites, health.as_ref());
             let snat = self.snat(o, &groups);
             // Kept when other fields are bad (already errors) so references still resolve.
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
-                let health = health.unwrap_or(HealthConfig { interval_ns: S, timeout_ns: S, healthy: 1, unhealthy: 1 });
+                let health = health.unwrap_or(HealthConfig::tcp(S, S, 1, 1));
                 let conn_table = conn_table.unwrap_or(CONN_TABLE_DEFAULT);
                 regions.push(Region { name, location, clb_nodes, conn_table, snat, health, backend_groups: groups });
             }
@@ -427,31 +428,22 @@ impl Parser {
         regions
     }
 
-    fn health(&mut self, region: &Obj<'_>) -> Option<HealthConfig> {
-        let default = HealthConfig { interval_ns: 2 * S, timeout_ns: S, healthy: 3, unhealthy: 3 };
-        let Some(node) = region.get("health") else {
-            return Some(default);
+    /// `health:` of `owner` (a region, or a backend group overriding it), over `base`.
+    fn health(&mut self, owner: &Obj<'_>, base: &HealthConfig) -> Option<HealthConfig> {
+        let Some(node) = owner.get("health") else {
+            return Some(base.clone());
         };
-        let o =
-            self.obj(node, &region.field("health"), &["protocol", "interval", "timeout", "healthy", "unhealthy"])?;
-        if let Some(p) = o.get("protocol") {
-            let proto = self.str(p, &o.field("protocol"))?;
-            if proto != "tcp" {
-                self.err(
-                    p.span(),
-                    &o.field("protocol"),
-                    format!("`{proto}` is not a health-check protocol this version runs (tcp)"),
-                );
-            }
-        }
-        let interval_ns = self.duration_within(&o, "interval", default.interval_ns, 10 * MS, 3600 * S);
-        let timeout_ns = self.opt_duration(&o, "timeout", default.timeout_ns);
+        let keys = &["protocol", "path", "expect", "interval", "timeout", "healthy", "unhealthy"];
+        let o = self.obj(node, &owner.field("health"), keys)?;
+        let protocol = self.health_protocol(&o, &base.protocol);
+        let interval_ns = self.duration_within(&o, "interval", base.interval_ns, 10 * MS, 3600 * S);
+        let timeout_ns = self.opt_duration(&o, "timeout", base.timeout_ns);
         let threshold = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
             Some(n) => p.int(n, &o.field(key), 1, 10).map(|v| v as u32),
             None => Some(d),
         };
-        let healthy = threshold(self, "healthy", 3);
-        let unhealthy = threshold(self, "unhealthy", 3);
+        let healthy = threshold(self, "healthy", base.healthy);
+        let unhealthy = threshold(self, "unhealthy", base.unhealthy);
         if let (Some(i), Some(t)) = (interval_ns, timeout_ns)
             && (t == 0 || t > i)
         {
@@ -460,11 +452,65 @@ impl Parser {
             return None;
         }
         Some(HealthConfig {
+            protocol: protocol?,
             interval_ns: interval_ns?,
             timeout_ns: timeout_ns?,
             healthy: healthy?,
             unhealthy: unhealthy?,
         })
+    }
+
+    fn health_protocol(&mut self, o: &Obj<'_>, base: &HealthProtocol) -> Option<HealthProtocol> {
+        let name = match o.get("protocol") {
+            Some(p) => self.str(p, &o.field("protocol"))?,
+            None => match base {
+                HealthProtocol::Tcp => "tcp",
+                HealthProtocol::Udp => "udp",
+                HealthProtocol::Http { .. } => "http",
+            },
+        };
+        let (base_path, base_expect) = match base {
+            HealthProtocol::Http { path, expect } => (path.clone(), expect.clone()),
+            _ => ("/".to_string(), vec![(200, 299)]),
+        };
+        if name != "http" {
+            for key in ["path", "expect"] {
+                if let Some(n) = o.get(key) {
+                    self.err(n.span(), &o.field(key), "only http health checks take a path and an expected status");
+                }
+            }
+        }
+        match name {
+            "tcp" => Some(HealthProtocol::Tcp),
+            "udp" => Some(HealthProtocol::Udp),
+            "http" => {
+                let path = match o.get("path") {
+                    Some(n) => {
+                        let p = self.str(n, &o.field("path"))?;
+                        if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                            self.err(
+                                n.span(),
+                                &o.field("path"),
+                                format!("`{p}` is not an HTTP path (it starts with /)"),
+                            );
+                            return None;
+                        }
+                        p.to_string()
+                    }
+                    None => base_path,
+                };
+                let expect = match o.get("expect") {
+                    Some(n) => self.with(n, &o.field("expect"), parse_status_ranges)?,
+                    None => base_expect,
+                };
+                Some(HealthProtocol::Http { path, expect })
+            }
+            other => {
+                let span = o.get("protocol").map_or(o.map.span(), |n| n.span());
+                self.err(span, &o.field("protocol"), format!("`{other}` is not one of tcp, udp, http"));
+                None
+            }
+        }
     }
 
     /// SNAT addresses: required, in each family, when IDC backends are bound.
@@ -495,7 +541,12 @@ impl Parser {
         out
     }
 
-    fn backend_groups(&mut self, region: &Obj<'_>, sites: &Sites<'_>) -> Vec<BackendGroup> {
+    fn backend_groups(
+        &mut self,
+        region: &Obj<'_>,
+        sites: &Sites<'_>,
+        region_health: Option<&HealthConfig>,
+    ) -> Vec<BackendGroup> {
         let field = region.field("backends");
         let Some(node) = self.req(region, "backends") else {
             return vec![];
@@ -505,8 +556,20 @@ impl Parser {
             return vec![];
         };
         let mut groups = Vec::new();
-        for (key, list) in map.iter() {
+        for (key, value) in map.iter() {
             let gfield = format!("{field}.{}", key.as_str());
+            // A group is a list of backends, or { health: {...}, members: [...] }.
+            let (list, health, list_field) = match value.as_mapping() {
+                Some(_) => {
+                    let Some(g) = self.obj(value, &gfield, &["health", "members"]) else { continue };
+                    let base = region_health.cloned().unwrap_or(HealthConfig::tcp(2 * S, S, 3, 3));
+                    let health = if g.get("health").is_some() { self.health(&g, &base) } else { None };
+                    let Some(members) = self.req(&g, "members") else { continue };
+                    (members, health, format!("{gfield}.members"))
+                }
+                None => (value, None, gfield.clone()),
+            };
+            let gfield = list_field;
             let Some(seq) = self.seq(list, &gfield) else { continue };
             let mut backends: Vec<Backend> = Vec::new();
             for (i, item) in seq.iter().enumerate() {
@@ -524,7 +587,7 @@ impl Parser {
             if seq.is_empty() {
                 self.err(list.span(), &gfield, "a backend group needs at least one backend");
             }
-            groups.push(BackendGroup { name: key.as_str().to_string(), backends });
+            groups.push(BackendGroup { name: key.as_str().to_string(), backends, health });
         }
         groups
     }
@@ -1344,6 +1407,29 @@ fn show_ns(ns: u64) -> String {
         n if n >= S && n % S == 0 => format!("{}s", n / S),
         n => format!("{}ms", n / MS),
     }
+}
+
+/// `200`, `2xx`, `200,301-302,3xx` → inclusive status ranges.
+fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let bad = || format!("`{part}` is not a status (200), class (2xx) or range (200-299)");
+        let code = |t: &str| t.parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+        let range = if let Some(class) = part.strip_suffix("xx") {
+            let c = class.parse::<u16>().ok().filter(|c| (1..=5).contains(c)).ok_or_else(bad)?;
+            (c * 100, c * 100 + 99)
+        } else if let Some((lo, hi)) = part.split_once('-') {
+            match (code(lo), code(hi)) {
+                (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+                _ => return Err(bad()),
+            }
+        } else {
+            let c = code(part).ok_or_else(bad)?;
+            (c, c)
+        };
+        out.push(range);
+    }
+    Ok(out)
 }
 
 fn is_prime(n: usize) -> bool {
