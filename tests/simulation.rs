@@ -258,3 +258,63 @@ fn syn_flood_never_grows_the_connection_table_past_its_bound() {
     let rome = report.clients.iter().find(|c| c.name == "rome").unwrap();
     assert!(rome.traffic[0].anycast.loss_pct < 5.0, "{:?}", rome.traffic[0].anycast);
 }
+
+/// small.yaml with the region's health line replaced and no faults but one.
+fn small_with_health(health: &str, faults: &str) -> Report {
+    let text =
+        SMALL.replace("    health: { protocol: tcp, interval: 1s, timeout: 500ms, healthy: 2, unhealthy: 2 }", health);
+    let text = text.split("faults:").next().unwrap().to_string() + "faults:\n" + faults;
+    let mut t = topology::parse_str("health.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    t.duration_ns = 10_000_000_000;
+    run(&t).report
+}
+
+#[test]
+fn http_health_checks_compare_the_status_with_expect() {
+    let ok = small_with_health(
+        "    health: { protocol: http, path: /healthz, expect: 2xx, interval: 1s, timeout: 500ms, healthy: 2, unhealthy: 2 }",
+        "  - { at: 4s, down: backend/198.19.20.3:7000 }\n",
+    );
+    for b in &ok.backends {
+        let down = b.health.iter().any(|h| h.state == "unhealthy");
+        assert_eq!(down, b.address == "198.19.20.3:7000", "{}: {:?}", b.address, b.health);
+    }
+    // The simulated servers answer 200: a check expecting 204 fails everywhere.
+    let picky = small_with_health(
+        "    health: { protocol: http, path: /healthz, expect: 204, interval: 1s, timeout: 500ms, healthy: 2, unhealthy: 2 }",
+        "  - { at: 4s, down: backend/198.19.20.3:7000 }\n",
+    );
+    assert!(picky.backends.iter().all(|b| b.health.iter().any(|h| h.state == "unhealthy")));
+}
+
+#[test]
+fn udp_health_checks_find_a_dead_game_server() {
+    let r = small_with_health(
+        "    health: { protocol: udp, interval: 1s, timeout: 500ms, healthy: 2, unhealthy: 2 }",
+        "  - { at: 4s, down: backend/198.19.20.3:7000 }\n  - { at: 7s, up: backend/198.19.20.3:7000 }\n",
+    );
+    let b = r.backends.iter().find(|b| b.address == "198.19.20.3:7000").unwrap();
+    let states: Vec<&str> = b.health.iter().map(|h| h.state).collect();
+    assert_eq!(states, ["healthy", "unhealthy", "healthy"], "{:?}", b.health);
+    let back = b.health[2].at_s;
+    // It returns only after `healthy` (2) answered probes, a probe interval apart.
+    assert!(back >= 7.0 + 1.0 && back <= 7.0 + 3.0, "{:?}", b.health);
+    let other = r.backends.iter().find(|b| b.address == "198.19.20.1:7000").unwrap();
+    assert!(other.health.iter().all(|h| h.state == "healthy"));
+}
+
+#[test]
+fn a_backend_group_may_override_the_region_health_check() {
+    let text = SMALL.replace(
+        "      web:\n        - { address: 198.19.20.10, port: 8080, weight: 10 }\n        - { address: 198.19.20.11, port: 8080, weight: 30 }",
+        "      web:\n        health: { protocol: http, path: /, expect: 204 }\n        members:\n          - { address: 198.19.20.10, port: 8080, weight: 10 }\n          - { address: 198.19.20.11, port: 8080, weight: 30 }",
+    );
+    let text = text.split("faults:").next().unwrap().to_string();
+    let mut t = topology::parse_str("override.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    t.duration_ns = 6_000_000_000;
+    let r = run(&t).report;
+    for b in &r.backends {
+        let down = b.health.iter().any(|h| h.state == "unhealthy");
+        assert_eq!(down, b.address.ends_with(":8080"), "only the web group uses the failing check: {}", b.address);
+    }
+}

@@ -300,6 +300,19 @@ fn security_group_rules() {
 }
 
 #[test]
+fn health_check_protocols() {
+    let h = |to: &str| with("health: { protocol: tcp, interval: 1s, timeout: 500ms, healthy: 2, unhealthy: 2 }", to);
+    topology::parse_str("t.yaml", &h("health: { protocol: http, path: /status, expect: \"200,3xx\" }")).unwrap();
+    topology::parse_str("t.yaml", &h("health: { protocol: udp }")).unwrap();
+    expect(&h("health: { protocol: icmp }"), 24, "health.protocol", "not one of tcp, udp, http");
+    expect(&h("health: { protocol: tcp, path: /x }"), 24, "health.path", "only http health checks");
+    expect(&h("health: { protocol: http, path: status }"), 24, "health.path", "not an HTTP path");
+    expect(&h("health: { protocol: http, expect: 6xx }"), 24, "health.expect", "not a status");
+    expect(&h("health: { protocol: http, expect: 299-200 }"), 24, "health.expect", "not a status");
+    expect(&h("health: { interval: 1s, timeout: 2s }"), 24, "health.timeout", "no longer than the interval");
+}
+
+#[test]
 fn latitude_and_longitude_out_of_range() {
     expect(&with("[48.857, 2.352]", "[98.857, 2.352]"), 17, "pops[0].location[0] (latitude)", "outside -90–90");
     expect(&with("[52.230, 21.012]", "[52.230, 181.0]"), 18, "pops[1].location[1] (longitude)", "outside -180–180");

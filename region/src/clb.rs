@@ -9,13 +9,14 @@ use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::{self, Fnv, Inner, mix64};
 use anyedge_proto::{FlowKey, Transport};
 use lru::LruCache;
-use smoltcp::wire::TcpControl;
 
+use crate::config::HealthProtocol;
 use crate::config::{
     CLOSED_LINGER_NS, ClbConfig, ListenerConfig, SWEEP_INTERVAL_NS, SchedulerKind, TCP_IDLE_NS, UDP_IDLE_NS, WEIGHT_MAX,
 };
 use crate::conn_table::{Conn, ConnTable, Ingress};
 use crate::health::{Health, HealthChecker, ProbeRequest};
+use crate::probe::Prober;
 use crate::scheduler::{Candidate, Maglev, Wrr};
 
 /// Something the driver must send.
@@ -76,18 +77,16 @@ struct Listener {
     active: Vec<u32>,
 }
 
-/// First TCP sequence number of health probes; the probe id is added to it.
-const PROBE_ISN: u32 = 0x5eed_0000;
-/// Source ports of health probes (SNAT never hands these out).
-pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 61_000..=65_535;
-/// SNAT ports, split between a region's nodes.
+pub use crate::probe::PROBE_PORTS;
+/// SNAT ports, split between a region's nodes (below the probe ports).
 const SNAT_PORTS: std::ops::Range<u16> = 1024..61_000;
 
 /// The CLB core.
 #[derive(Debug)]
 pub struct Clb {
     address: IpAddr,
-    address_v6: Option<IpAddr>,
+    /// The latest time the driver gave us.
+    now_ns: u64,
     listeners: Vec<Listener>,
     /// Distinct backend ports across listeners: health is per port.
     backends: Vec<SocketAddr>,
@@ -110,6 +109,9 @@ pub struct Clb {
     node_index: u16,
     node_count: u16,
     firewall: Option<crate::security::Firewall>,
+    prober: Prober,
+    /// Per backend port: how its probes are made.
+    probe_protocols: Vec<HealthProtocol>,
 }
 
 impl Clb {
@@ -145,11 +147,11 @@ impl Clb {
             .collect();
         let mut clb = Clb {
             address: config.address,
-            address_v6: config.address_v6,
+            now_ns,
             listeners,
             unbound: vec![false; backends.len()],
             backends,
-            health: HealthChecker::new(health, now_ns),
+            health: HealthChecker::new(health.clone(), now_ns),
             conns: ConnTable::new(config.conn_table_capacity),
             persistence: LruCache::unbounded(),
             outputs: VecDeque::new(),
@@ -167,6 +169,8 @@ impl Clb {
             node_count: config.node_count.max(1),
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
+            prober: Prober::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
+            probe_protocols: health.iter().map(|h| h.protocol.clone()).collect(),
         };
         clb.rebuild_tables();
         clb
@@ -205,14 +209,6 @@ impl Clb {
             .sum()
     }
 
-    /// This node's address in the family of `peer`.
-    fn own_address_for(&self, peer: IpAddr) -> IpAddr {
-        match (peer, self.address_v6) {
-            (IpAddr::V6(_), Some(v6)) => v6,
-            _ => self.address,
-        }
-    }
-
     fn port_of(&self, backend: SocketAddr) -> Option<usize> {
         self.backends.iter().position(|b| *b == backend)
     }
@@ -225,9 +221,10 @@ impl Clb {
         self.events.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&mut self) -> Option<u64> {
         let sweep = Some(self.next_sweep_ns);
-        self.health.poll_timeout().into_iter().chain(sweep).min()
+        let probes = self.prober.poll_timeout(self.now_ns);
+        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).min()
     }
 
     /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
@@ -295,10 +292,10 @@ impl Clb {
 
     /// A packet from a backend: a reply to a client, or the answer to a health probe.
     pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), Drop> {
+        self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
-        let ours = info.key.dst == self.address || Some(info.key.dst) == self.address_v6;
-        if ours && PROBE_PORTS.contains(&info.key.dst_port) {
-            self.probe_answer(&info);
+        if self.prober.is_probe_traffic(&info) {
+            self.probe_packet(now_ns, &info, &packet);
             return Ok(());
         }
         let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(Drop::NoConnection)?;
@@ -331,15 +328,25 @@ impl Clb {
 
     /// Runs health checking and forgets idle flows; call at `poll_timeout()`.
     pub fn handle_timeout(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
         let mut probes = std::mem::take(&mut self.probes);
         let mut changes = std::mem::take(&mut self.changes);
         self.health.on_timeout(now_ns, &mut probes, &mut changes);
+        let mut sends = Vec::new();
+        let health = &self.health;
+        self.prober.cancel_except(|id| health.backend_of_probe(id).is_some(), &mut sends);
         for probe in probes.drain(..) {
-            self.send_probe(probe);
+            let backend = self.backends[probe.backend];
+            let protocol = &self.probe_protocols[probe.backend];
+            self.prober.start(now_ns, probe.probe_id, backend, protocol, &mut sends);
         }
+        let mut answers = Vec::new();
+        self.prober.handle_timeout(now_ns, &mut sends, &mut answers);
         self.probes = probes;
+        self.apply_answers(&answers, &mut changes);
         self.apply_health_changes(&mut changes);
         self.changes = changes;
+        self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Output::ToBackend { backend, bytes }));
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             let expired = self.conns.expire(now_ns, |c| {
@@ -358,6 +365,7 @@ impl Clb {
     }
 
     fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), Drop> {
+        self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
         let key = info.key;
         if let Some(fw) = self.firewall.as_mut()
@@ -598,45 +606,24 @@ impl Clb {
         self.rebuild_tables();
     }
 
-    fn send_probe(&mut self, probe: ProbeRequest) {
-        let backend = self.backends[probe.backend];
-        let span = PROBE_PORTS.end() - PROBE_PORTS.start() + 1;
-        let src_port = PROBE_PORTS.start() + probe.probe_id % span;
-        let seq = PROBE_ISN.wrapping_add(u32::from(probe.probe_id));
-        let tcp = inner::bare_tcp(src_port, backend.port(), TcpControl::Syn, seq, None, Some(1460));
-        if let Some(bytes) = inner::build_tcp(self.own_address_for(backend.ip()), backend.ip(), &tcp) {
-            self.outputs.push_back(Output::ToBackend { backend, bytes });
-        }
-    }
-
-    /// A SYN-ACK completes a probe (answered with RST, as a half-open check does); a RST
-    /// refuses it.
-    fn probe_answer(&mut self, info: &Inner) {
-        let Some(flags) = info.tcp else { return };
-        let Some(ack) = info.ack_number else { return };
-        let probe_id = ack.wrapping_sub(1).wrapping_sub(PROBE_ISN) as u16;
-        let Some(port) = self.health.backend_of_probe(probe_id) else {
-            return;
-        };
-        let backend = self.backends[port];
-        if info.key.src != backend.ip() || info.key.src_port != backend.port() || info.key.transport != Transport::Tcp {
-            return;
-        }
-        let ok = flags.syn && flags.ack && !flags.rst;
+    /// A packet answering one of this node's health probes.
+    fn probe_packet(&mut self, now_ns: u64, info: &Inner, packet: &[u8]) {
+        let (mut sends, mut answers) = (Vec::new(), Vec::new());
+        let (health, backends) = (&self.health, &self.backends);
+        let backend_of = |id: u16| health.backend_of_probe(id).map(|p| backends[p]);
+        self.prober.on_packet(now_ns, info, packet, backend_of, &mut sends, &mut answers);
         let mut changes = std::mem::take(&mut self.changes);
-        self.health.on_answer(port, probe_id, ok, &mut changes);
-        if ok {
-            self.send_probe_reset(backend, info);
-        }
+        self.apply_answers(&answers, &mut changes);
         self.apply_health_changes(&mut changes);
         self.changes = changes;
+        self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Output::ToBackend { backend, bytes }));
     }
 
-    fn send_probe_reset(&mut self, backend: SocketAddr, info: &Inner) {
-        let seq = info.ack_number.unwrap_or(0);
-        let tcp = inner::bare_tcp(info.key.dst_port, backend.port(), TcpControl::Rst, seq, None, None);
-        if let Some(bytes) = inner::build_tcp(self.own_address_for(backend.ip()), backend.ip(), &tcp) {
-            self.outputs.push_back(Output::ToBackend { backend, bytes });
+    fn apply_answers(&mut self, answers: &[crate::probe::Answer], changes: &mut Vec<(usize, Health)>) {
+        for &(probe_id, ok) in answers {
+            if let Some(port) = self.health.backend_of_probe(probe_id) {
+                self.health.on_answer(port, probe_id, ok, changes);
+            }
         }
     }
 }
@@ -653,6 +640,7 @@ mod tests {
     //! A harness in the quinn-proto style: the core alone, packets in and out, no I/O.
     use super::*;
     use crate::config::{BackendConfig, HealthConfig};
+    use smoltcp::wire::TcpControl;
 
     const VIP: &str = "198.18.0.20";
     const B1: &str = "198.19.20.1:7000";

@@ -115,3 +115,57 @@ mod tests {
         assert_eq!(parse_tcp_request_header(&[0; 12]), None);
     }
 }
+
+/// Longest HTTP request head a simulated server reads.
+pub const HTTP_HEAD_MAX: usize = 16 * 1024;
+
+/// Whether bytes open an HTTP request (rather than the plain request protocol).
+pub fn looks_like_http(start: &[u8]) -> bool {
+    [&b"GET "[..], b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC"].iter().any(|m| start.starts_with(m))
+}
+
+/// Where an HTTP head ends (just past the blank line), if it has.
+pub fn http_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// A header's value in an HTTP head (first occurrence, case-insensitive name).
+pub fn http_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// What a simulated HTTP server does with one request head.
+pub struct HttpAnswer {
+    pub response: Vec<u8>,
+    /// Request body bytes still to read and ignore.
+    pub body_len: u64,
+    pub close: bool,
+}
+
+/// Answers a request: 200 with a body that names the backend and the client it believes
+/// in (the first X-Forwarded-For address when a proxy sent one, else the TCP peer).
+pub fn http_answer(head: &[u8], backend: SocketAddr, peer: SocketAddr) -> HttpAnswer {
+    let text = String::from_utf8_lossy(head);
+    let body_len = http_header(&text, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let close = http_header(&text, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let client = http_header(&text, "x-forwarded-for")
+        .and_then(|v| v.split(',').next())
+        .and_then(|a| a.trim().parse::<IpAddr>().ok())
+        .map_or(peer, |ip| SocketAddr::new(ip, 0));
+    let size: usize = http_header(&text, "x-anyedge-response-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ID_LEN)
+        .clamp(ID_LEN, 16 << 20);
+    let mut body = vec![b'.'; size];
+    stamp_identity(&mut body, 0, backend, client);
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nX-Anyedge-Backend: {backend}\r\nConnection: {}\r\n\r\n",
+        if close { "close" } else { "keep-alive" }
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    HttpAnswer { response, body_len, close }
+}

@@ -177,6 +177,8 @@ struct Serve {
     remaining_req: u64,
     pending_resp: Vec<u8>,
     resp_off: usize,
+    /// The peer asked to close after this response (HTTP `Connection: close`).
+    close_after: bool,
 }
 
 /// One server-side TCP connection of a backend: its own smoltcp stack, so serving one
@@ -1687,6 +1689,33 @@ fn serve_connection(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr)
         }
         let mut data = &chunk[..n];
         while !data.is_empty() {
+            let http = app::looks_like_http(&serve.header) || serve.header.is_empty() && app::looks_like_http(data);
+            if serve.remaining_req == 0 && http {
+                // HTTP: read the head, answer it, skip any body.
+                let before = serve.header.len();
+                let take = (app::HTTP_HEAD_MAX - before).min(data.len());
+                serve.header.extend_from_slice(&data[..take]);
+                let Some(end) = app::http_head_end(&serve.header) else {
+                    if serve.header.len() >= app::HTTP_HEAD_MAX {
+                        s.abort();
+                        return;
+                    }
+                    data = &data[take..];
+                    continue;
+                };
+                data = &data[end - before..];
+                let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let (Some(remote), Some(local)) = (remote, local) else { return };
+                let answer = app::http_answer(&serve.header[..end], local, remote);
+                serve.header.clear();
+                serve.pending_resp.drain(..serve.resp_off);
+                serve.resp_off = 0;
+                serve.pending_resp.extend_from_slice(&answer.response);
+                serve.remaining_req = answer.body_len;
+                serve.close_after |= answer.close;
+                continue;
+            }
             if serve.remaining_req == 0 {
                 let take = (app::TCP_REQUEST_HEADER - serve.header.len()).min(data.len());
                 serve.header.extend_from_slice(&data[..take]);
@@ -1727,6 +1756,9 @@ fn serve_connection(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr)
     if serve.resp_off == serve.pending_resp.len() {
         serve.pending_resp.clear();
         serve.resp_off = 0;
+        if serve.close_after {
+            s.close();
+        }
     }
 }
 
