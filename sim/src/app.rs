@@ -93,29 +93,6 @@ pub fn parse_identity(p: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     (p.len() >= ID_LEN).then(|| (get_addr(p), get_addr(&p[18..])))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn udp_echo_identity_round_trips() {
-        let mut p = udp_request(7, 1234, 120);
-        let backend: SocketAddr = "198.19.1.3:7000".parse().unwrap();
-        let client: SocketAddr = "[fd00::5]:4000".parse().unwrap();
-        stamp_identity(&mut p, UDP_STAMP_LEN, backend, client);
-        let r = parse_udp_reply(&p).unwrap();
-        assert_eq!((r.seq, r.sent_ns, r.backend, r.client_seen), (7, 1234, backend, client));
-    }
-
-    #[test]
-    fn tcp_request_header_round_trips() {
-        let req = tcp_request(500, 20_000);
-        assert_eq!(req.len(), 500);
-        assert_eq!(parse_tcp_request_header(&req), Some((500, 20_000)));
-        assert_eq!(parse_tcp_request_header(&[0; 12]), None);
-    }
-}
-
 /// Longest HTTP request head a simulated server reads.
 pub const HTTP_HEAD_MAX: usize = 16 * 1024;
 
@@ -168,4 +145,27 @@ pub fn http_answer(head: &[u8], backend: SocketAddr, peer: SocketAddr) -> HttpAn
     .into_bytes();
     response.extend_from_slice(&body);
     HttpAnswer { response, body_len, close }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_echo_identity_round_trips() {
+        let mut p = udp_request(7, 1234, 120);
+        let backend: SocketAddr = "198.19.1.3:7000".parse().unwrap();
+        let client: SocketAddr = "[fd00::5]:4000".parse().unwrap();
+        stamp_identity(&mut p, UDP_STAMP_LEN, backend, client);
+        let r = parse_udp_reply(&p).unwrap();
+        assert_eq!((r.seq, r.sent_ns, r.backend, r.client_seen), (7, 1234, backend, client));
+    }
+
+    #[test]
+    fn tcp_request_header_round_trips() {
+        let req = tcp_request(500, 20_000);
+        assert_eq!(req.len(), 500);
+        assert_eq!(parse_tcp_request_header(&req), Some((500, 20_000)));
+        assert_eq!(parse_tcp_request_header(&[0; 12]), None);
+    }
 }
