@@ -54,6 +54,7 @@ fn clb() -> Clb {
             snat: false,
         }],
         persistence_ns: None,
+        layer7: false,
     };
     Clb::new(
         ClbConfig {

@@ -318,3 +318,27 @@ fn a_backend_group_may_override_the_region_health_check() {
         assert_eq!(down, b.address.ends_with(":8080"), "only the web group uses the failing check: {}", b.address);
     }
 }
+
+#[test]
+fn http_listeners_pass_the_client_address_in_x_forwarded_for() {
+    let text = SMALL.replace(
+        "{ protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "{ protocol: http, port: 443, scheduler: wrr, backends: web }",
+    );
+    let text = text.split("faults:").next().unwrap().to_string();
+    let mut t = topology::parse_str("http.yaml", &text).unwrap();
+    t.duration_ns = 6_000_000_000;
+    let r = run(&t).report;
+    for c in r.clients.iter().filter(|c| c.traffic.len() > 1) {
+        let web = &c.traffic[1];
+        assert!(web.anycast.received > 0 && web.anycast.loss_pct < 2.0, "{}: {:?}", c.name, web.anycast);
+        assert!(web.direct.received > 0, "{}: {:?}", c.name, web.direct);
+    }
+    for b in r.backends.iter().filter(|b| b.address.ends_with(":8080")) {
+        let seen = &b.client_addrs_seen;
+        // The TCP peer is the CLB node (198.18.32.x); the application learns the client
+        // (198.18.64.x) from X-Forwarded-For.
+        assert!(seen.iter().any(|a| a.starts_with("198.18.32.")), "{seen:?}");
+        assert!(seen.iter().any(|a| a.starts_with("198.18.64.")), "{seen:?}");
+    }
+}

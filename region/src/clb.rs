@@ -112,6 +112,10 @@ pub struct Clb {
     prober: Prober,
     /// Per backend port: how its probes are made.
     probe_protocols: Vec<HealthProtocol>,
+    l7: crate::l7::L7,
+    /// Per layer-7 client connection: where it entered and its flow hash.
+    l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32)>,
+    own_addresses: Vec<IpAddr>,
 }
 
 impl Clb {
@@ -170,6 +174,9 @@ impl Clb {
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
             prober: Prober::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
+            l7: Default::default(),
+            l7_ingress: Default::default(),
+            own_addresses: std::iter::once(config.address).chain(config.address_v6).collect(),
             probe_protocols: health.iter().map(|h| h.protocol.clone()).collect(),
         };
         clb.rebuild_tables();
@@ -224,7 +231,8 @@ impl Clb {
     pub fn poll_timeout(&mut self) -> Option<u64> {
         let sweep = Some(self.next_sweep_ns);
         let probes = self.prober.poll_timeout(self.now_ns);
-        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).min()
+        let l7 = self.l7.next_timer();
+        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).chain(l7).min()
     }
 
     /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
@@ -298,6 +306,12 @@ impl Clb {
             self.probe_packet(now_ns, &info, &packet);
             return Ok(());
         }
+        let from = SocketAddr::new(info.key.src, info.key.src_port);
+        if let Some(client_key) = self.l7.by_backend(from, (info.key.dst, info.key.dst_port)) {
+            self.l7.receive(&client_key, packet);
+            self.drive_l7(&client_key, now_ns);
+            return Ok(());
+        }
         let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(Drop::NoConnection)?;
         conn.last_seen_ns = now_ns;
         let conn_copy = *conn;
@@ -347,6 +361,9 @@ impl Clb {
         self.apply_health_changes(&mut changes);
         self.changes = changes;
         self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Output::ToBackend { backend, bytes }));
+        for key in self.l7.due(now_ns) {
+            self.drive_l7(&key, now_ns);
+        }
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             let expired = self.conns.expire(now_ns, |c| {
@@ -374,6 +391,9 @@ impl Clb {
             return Err(Drop::Denied);
         }
         let li = self.find_listener(&key).ok_or(Drop::NoListener)?;
+        if self.listeners[li].config.layer7 {
+            return self.forward_l7(now_ns, key, info.tcp, packet, ingress, li);
+        }
         let existing = self.conns.get_mut(&key).map(|c| {
             c.ingress = ingress;
             c.last_seen_ns = now_ns;
@@ -415,6 +435,87 @@ impl Clb {
         }
         self.outputs.push_back(Output::ToBackend { backend, bytes: packet });
         Ok(())
+    }
+
+    /// A client packet of a layer-7 listener: the node's own TCP takes it.
+    fn forward_l7(
+        &mut self,
+        now_ns: u64,
+        key: FlowKey,
+        tcp: Option<inner::TcpFlags>,
+        packet: Vec<u8>,
+        ingress: Ingress,
+        li: usize,
+    ) -> Result<(), Drop> {
+        if self.l7.get(&key).is_none() {
+            if !tcp.is_some_and(|f| f.syn && !f.ack) {
+                return Err(Drop::NoConnection);
+            }
+            let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
+            if !self.l7.accept(key, li, &self.own_addresses, seed, now_ns) {
+                return Err(Drop::NoBackend);
+            }
+            self.flows_created += 1;
+        }
+        self.l7_ingress.insert(key, (ingress, key.flow_hash()));
+        self.l7.receive(&key, packet);
+        self.drive_l7(&key, now_ns);
+        Ok(())
+    }
+
+    /// Moves a layer-7 connection along and sends what it produced.
+    fn drive_l7(&mut self, key: &FlowKey, now_ns: u64) {
+        let mut step = self.l7.drive(key, now_ns);
+        if step.needs_backend {
+            let Some(li) = self.l7.get(key).map(|c| c.listener) else { return };
+            let chosen = self.pick(li, key, now_ns).and_then(|binding| {
+                let backend = self.backends[self.listeners[li].ports[binding]];
+                let local = self.allocate_snat(Transport::Tcp, backend.ip())?;
+                Some((binding, backend, local))
+            });
+            if let Some((binding, backend, local)) = chosen
+                && self.l7.connect(key, binding, backend, local)
+            {
+                self.listeners[li].active[binding] += 1;
+                let more = self.l7.drive(key, now_ns);
+                step.to_client.extend(more.to_client);
+                step.to_backend.extend(more.to_backend);
+                step.finished = more.finished;
+            }
+        }
+        let (ingress, flow_hash) = self.l7_ingress.get(key).copied().unwrap_or((Ingress::Direct, 0));
+        for packet in step.to_client {
+            let out = match ingress {
+                Ingress::Pop(p) => {
+                    let pop_id = self.reply_pop(p);
+                    match ccn::encapsulate(Direction::ToPop, pop_id, flow_hash, &packet) {
+                        Ok(bytes) => Output::ToPop { pop_id, bytes },
+                        Err(_) => continue,
+                    }
+                }
+                Ingress::Direct => Output::ToClient { bytes: packet },
+            };
+            self.outputs.push_back(out);
+        }
+        let backend = self.l7.get(key).and_then(|c| c.backend_addr);
+        if let Some(backend) = backend {
+            self.outputs.extend(step.to_backend.into_iter().map(|bytes| Output::ToBackend { backend, bytes }));
+        }
+        if step.finished
+            && let Some(c) = self.l7.remove(key)
+        {
+            self.l7_ingress.remove(key);
+            if let (Some(binding), Some((ip, port))) = (c.binding, c.local) {
+                let active = &mut self.listeners[c.listener].active[binding];
+                *active = active.saturating_sub(1);
+                self.snat_used.remove(&(ip, port, Transport::Tcp));
+            }
+        }
+    }
+
+    /// Layer-7 connections this node holds now.
+    pub fn proxied_connections(&self) -> usize {
+        self.l7.len()
     }
 
     /// Whether a flow to this binding goes through SNAT: on-premises backends, and
@@ -665,6 +766,7 @@ mod tests {
                 scheduler,
                 backends,
                 persistence_ns,
+                layer7: false,
             }],
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 1000,

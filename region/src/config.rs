@@ -54,6 +54,8 @@ pub struct ListenerConfig {
     pub backends: Vec<BackendConfig>,
     /// Session persistence by client IP (WRR only).
     pub persistence_ns: Option<u64>,
+    /// HTTP(S): the node terminates TCP and relays requests with X-Forwarded-For.
+    pub layer7: bool,
 }
 
 /// Health checking of a backend port.

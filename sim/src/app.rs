@@ -117,6 +117,8 @@ pub fn http_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 /// What a simulated HTTP server does with one request head.
 pub struct HttpAnswer {
     pub response: Vec<u8>,
+    /// Who the server takes the client to be (X-Forwarded-For's first address, or the peer).
+    pub client: IpAddr,
     /// Request body bytes still to read and ignore.
     pub body_len: u64,
     pub close: bool,
@@ -144,7 +146,21 @@ pub fn http_answer(head: &[u8], backend: SocketAddr, peer: SocketAddr) -> HttpAn
     )
     .into_bytes();
     response.extend_from_slice(&body);
-    HttpAnswer { response, body_len, close }
+    HttpAnswer { response, client: client.ip(), body_len, close }
+}
+
+/// An HTTP request of about `size` bytes asking the server for `response` body bytes.
+pub fn http_request(host: (IpAddr, u16), size: u32, response: u32) -> Vec<u8> {
+    let host = SocketAddr::new(host.0, host.1);
+    let head_for = |body: usize| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {body}\r\nX-Anyedge-Response-Bytes: {response}\r\n\r\n"
+        )
+    };
+    let body = (size as usize).saturating_sub(head_for(0).len() + 2);
+    let mut request = head_for(body).into_bytes();
+    request.resize(request.len() + body, b'x');
+    request
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use smoltcp::socket::tcp;
 use crate::app;
 use crate::engine::EventQueue;
 use crate::report::*;
-use crate::topology::{Cidr, FaultAction, SgBinding, Site, Target, Topology, TrafficKind};
+use crate::topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
 use anyedge_region::security::{Firewall, RuleCounters, Verdict};
 use anyedge_region::tcp_stack::TcpStack;
 
@@ -126,6 +126,9 @@ struct TcpFlow {
     sent_bytes: usize,
     resp_got: u64,
     head: Vec<u8>,
+    /// HTTP: where the response body starts in `head`, and the response's full length.
+    body_at: Option<usize>,
+    expected: Option<u64>,
 }
 
 struct Client {
@@ -254,6 +257,8 @@ pub struct World<'t> {
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
     client_by_addr: HashMap<IpAddr, usize>,
+    /// Per traffic class: it talks HTTP (its listener is layer 7).
+    class_http: Vec<bool>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
     site_links: HashMap<(usize, usize), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
@@ -362,6 +367,15 @@ impl<'t> World<'t> {
             violations: Vec::new(),
             unbound: Vec::new(),
             client_by_addr: HashMap::new(),
+            class_http: t
+                .traffic
+                .iter()
+                .map(|c| {
+                    t.vips[c.vip].listeners.iter().any(|l| {
+                        l.port == c.port && matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https)
+                    })
+                })
+                .collect(),
             site_links: HashMap::new(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
         };
@@ -422,6 +436,7 @@ impl<'t> World<'t> {
                     scheduler: l.scheduler,
                     backends: backends(vip.is_ipv6()),
                     persistence_ns: l.persistence_ns,
+                    layer7: matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https),
                 };
                 listeners.push(listener(IpAddr::V4(vip.ipv4)));
                 if let Some(v6) = vip.ipv6 {
@@ -919,11 +934,13 @@ impl<'t> World<'t> {
             let tf = &mut c.tcp_flows[slot];
             tf.pending.push_back(now);
             if tf.pending.len() > TCP_PENDING_MAX {
-                // The oldest request is abandoned: it stays counted as sent, never received.
+                // The oldest request is abandoned with its connection (its answer must not
+                // be taken for the next one's): counted as sent, never received.
                 tf.pending.pop_front();
-                tf.sent_bytes = 0;
-                tf.resp_got = 0;
-                tf.head.clear();
+                if let (Some(stack), Some(h)) = (c.tcp.as_mut(), tf.handle) {
+                    stack.socket(h).abort();
+                }
+                tf.reset_exchange();
             }
         }
         self.client_tcp_service(client);
@@ -947,10 +964,11 @@ impl<'t> World<'t> {
                 continue;
             };
             let remote = (t.vip_addr(class, addr), class.port);
+            let app = TcpApp { request, response, http: self.class_http[class_idx] };
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.clients[client].tcp_flows[slot];
-                service_tcp_flow(&mut stack, tf, slot, addr, remote, request, response, now, &mut completions);
+                service_tcp_flow(&mut stack, tf, slot, addr, remote, app, &mut completions);
             }
         }
         stack.poll(now);
@@ -1162,12 +1180,9 @@ impl<'t> World<'t> {
         {
             // What the server would report as its peer: the TOA address when there is one.
             let peer = inner::read_toa(&packet).map_or(info.key.src, |(ip, _)| ip);
-            let seen = &mut self.backends[b].addrs_seen;
-            seen.insert(peer);
-            if seen.len() > ADDRS_SEEN_MAX {
-                seen.pop_last();
-            }
+            self.note_client_seen(b, peer);
         }
+        let h = &mut self.hosts[host];
         match info.key.transport {
             Transport::Udp => {
                 let payload_start = packet.len() - info.payload_len;
@@ -1214,6 +1229,14 @@ impl<'t> World<'t> {
         }
     }
 
+    fn note_client_seen(&mut self, backend: usize, client: IpAddr) {
+        let seen = &mut self.backends[backend].addrs_seen;
+        seen.insert(client);
+        if seen.len() > ADDRS_SEEN_MAX {
+            seen.pop_last();
+        }
+    }
+
     /// Serves one TCP connection: read requests, answer with the response size asked for.
     fn backend_tcp_service(&mut self, host: usize, remote: (IpAddr, u16)) {
         let now = self.q.now_ns();
@@ -1222,20 +1245,27 @@ impl<'t> World<'t> {
         let Some(conn) = h.conns.get_mut(&remote) else { return };
         conn.stack.poll(now);
         let s = conn.stack.socket(conn.handle);
+        let mut http_clients = Vec::new();
         if !matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed) {
-            serve_connection(s, &mut conn.serve, ip);
+            serve_connection(s, &mut conn.serve, ip, &mut http_clients);
             if s.state() == tcp::State::CloseWait && conn.serve.pending_resp.len() == conn.serve.resp_off {
                 s.close();
             }
         }
         conn.stack.poll(now);
         let out: Vec<Vec<u8>> = conn.stack.drain_tx().collect();
+        let local_port = conn.stack.socket(conn.handle).local_endpoint().map(|e| e.port);
         // Back to Listen (a reset handshake, e.g. a health probe) or done: forget it.
         let state = conn.stack.socket(conn.handle).state();
         let finished = matches!(state, tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait);
         let next = if finished { None } else { conn.stack.poll_at_ns(now) };
         if finished {
             h.conns.remove(&remote);
+        }
+        if let Some(&b) = local_port.and_then(|p| self.backend_index.get(&SocketAddr::new(ip, p))) {
+            for client in http_clients {
+                self.note_client_seen(b, client);
+            }
         }
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
@@ -1601,15 +1631,22 @@ enum LinkKind {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// What a TCP traffic class sends: the plain request protocol, or HTTP (to a layer-7
+/// listener).
+#[derive(Debug, Clone, Copy)]
+struct TcpApp {
+    request: u32,
+    response: u32,
+    http: bool,
+}
+
 fn service_tcp_flow(
     stack: &mut TcpStack,
     tf: &mut TcpFlow,
     slot: usize,
     addr: IpAddr,
     remote: (IpAddr, u16),
-    request: u32,
-    response: u32,
-    now: u64,
+    app: TcpApp,
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
     let state = tf.handle.map(|h| stack.socket(h).state());
@@ -1634,13 +1671,18 @@ fn service_tcp_flow(
             return;
         }
         tf.handle = Some(h);
-        tf.sent_bytes = 0;
-        tf.resp_got = 0;
-        tf.head.clear();
+        tf.reset_exchange();
     }
     let Some(h) = tf.handle else { return };
-    let req = app::tcp_request(request, response);
-    let expected = u64::from(response.max(app::ID_LEN as u32));
+    let req = if app.http {
+        app::http_request(remote, app.request, app.response)
+    } else {
+        app::tcp_request(app.request, app.response)
+    };
+    if !app.http {
+        tf.body_at = Some(0);
+        tf.expected = Some(u64::from(app.response.max(app::ID_LEN as u32)));
+    }
     let s = stack.socket(h);
     loop {
         if tf.pending.is_empty() {
@@ -1652,13 +1694,16 @@ fn service_tcp_flow(
         if !s.can_recv() {
             break;
         }
-        let need = expected - tf.resp_got;
+        // Until an HTTP head is read the response's length is unknown: one request is
+        // outstanding at a time, so whatever arrives belongs to it.
+        let need = tf.expected.map_or(usize::MAX, |e| (e - tf.resp_got) as usize);
+        let keep = tf.body_at.map_or(app::HTTP_HEAD_MAX, |b| b + app::ID_LEN);
         let head = &mut tf.head;
         let got = s
             .recv(|data| {
-                let n = data.len().min(need as usize);
-                let want_head = app::ID_LEN.saturating_sub(head.len()).min(n);
-                head.extend_from_slice(&data[..want_head]);
+                let n = data.len().min(need);
+                let want = keep.saturating_sub(head.len()).min(n);
+                head.extend_from_slice(&data[..want]);
                 (n, n)
             })
             .unwrap_or(0);
@@ -1666,21 +1711,43 @@ fn service_tcp_flow(
             break;
         }
         tf.resp_got += got as u64;
-        if tf.resp_got >= expected {
-            let backend = app::parse_identity(&tf.head).map(|(b, _)| b);
+        if tf.expected.is_none()
+            && let Some(end) = app::http_head_end(&tf.head)
+        {
+            let text = String::from_utf8_lossy(&tf.head[..end]);
+            let length: u64 = app::http_header(&text, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            tf.body_at = Some(end);
+            tf.expected = Some(end as u64 + length);
+        }
+        if tf.expected.is_some_and(|e| tf.resp_got >= e) {
+            let body = tf.body_at.and_then(|b| tf.head.get(b..)).unwrap_or(&[]);
+            let backend = app::parse_identity(body).map(|(b, _)| b);
             if let Some(issued) = tf.pending.pop_front() {
                 completions.push((slot, issued, backend));
             }
-            tf.resp_got = 0;
-            tf.sent_bytes = 0;
-            tf.head.clear();
-            let _ = now;
+            tf.reset_exchange();
+            if !app.http {
+                tf.body_at = Some(0);
+                tf.expected = Some(u64::from(app.response.max(app::ID_LEN as u32)));
+            }
         }
     }
 }
 
+impl TcpFlow {
+    /// Forgets the request in progress (answered, or lost with its connection).
+    fn reset_exchange(&mut self) {
+        self.sent_bytes = 0;
+        self.resp_got = 0;
+        self.head.clear();
+        self.body_at = None;
+        self.expected = None;
+    }
+}
+
 /// Reads request bytes and queues responses on one server-side connection.
-fn serve_connection(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr) {
+/// HTTP clients it answered (as the server sees them) go to `http_clients`.
+fn serve_connection(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr, http_clients: &mut Vec<IpAddr>) {
     while s.can_recv() {
         let mut chunk = [0u8; 4096];
         let n = s.recv_slice(&mut chunk).unwrap_or(0);
@@ -1708,6 +1775,7 @@ fn serve_connection(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr)
                 let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
                 let (Some(remote), Some(local)) = (remote, local) else { return };
                 let answer = app::http_answer(&serve.header[..end], local, remote);
+                http_clients.push(answer.client);
                 serve.header.clear();
                 serve.pending_resp.drain(..serve.resp_off);
                 serve.resp_off = 0;

@@ -1,0 +1,362 @@
+//! Layer-7 (HTTP) listeners: the CLB node terminates the client's TCP connection, reads
+//! each request head, adds the client's address to X-Forwarded-For, and relays the
+//! request to a backend over a second TCP connection of its own; responses stream back.
+//! Each proxied connection has its own smoltcp stack on the caller's clock (answering as
+//! the VIP toward the client and as the node toward the backend).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use anyedge_proto::FlowKey;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+
+use crate::tcp_stack::TcpStack;
+
+/// Longest request head the proxy reads before refusing the connection.
+pub const HEAD_MAX: usize = 16 * 1024;
+/// Proxied connections one node holds at most; more new ones are refused.
+pub const PROXIED_MAX: usize = 100_000;
+
+/// Splits a client's byte stream into requests and rewrites each head.
+#[derive(Debug, Default)]
+struct Framer {
+    head: Vec<u8>,
+    /// Body bytes of the current request still to pass through.
+    body_left: u64,
+}
+
+impl Framer {
+    /// Appends what the backend should get to `out`; an error when a head grows past
+    /// `HEAD_MAX` or is not HTTP/1.x.
+    fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), ()> {
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let take = (self.body_left as usize).min(data.len());
+                out.extend_from_slice(&data[..take]);
+                self.body_left -= take as u64;
+                data = &data[take..];
+                continue;
+            }
+            let before = self.head.len();
+            self.head.extend_from_slice(data);
+            let Some(end) = self.head.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+                if self.head.len() > HEAD_MAX {
+                    return Err(());
+                }
+                return Ok(());
+            };
+            data = &data[end - before..];
+            let head = std::mem::take(&mut self.head);
+            let (rewritten, body) = with_forwarded_for(&head[..end], client).ok_or(())?;
+            out.extend_from_slice(&rewritten);
+            self.body_left = body;
+        }
+        Ok(())
+    }
+}
+
+/// A request head with the client appended to X-Forwarded-For (or the header added),
+/// and the body length its Content-Length declares. `None` when it is not HTTP/1.x.
+pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Option<(Vec<u8>, u64)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.strip_suffix("\r\n\r\n")?.split("\r\n");
+    let request_line = lines.next()?;
+    if !request_line.rsplit(' ').next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let mut out = String::with_capacity(head.len() + 40);
+    out.push_str(request_line);
+    out.push_str("\r\n");
+    let mut body = 0u64;
+    let mut forwarded = false;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        if name.trim().eq_ignore_ascii_case("content-length") {
+            body = value.trim().parse().ok()?;
+        }
+        if name.trim().eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded = true;
+            out.push_str(&format!("{}: {}, {client}\r\n", name.trim(), value.trim()));
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if !forwarded {
+        out.push_str(&format!("X-Forwarded-For: {client}\r\n"));
+    }
+    out.push_str("\r\n");
+    Some((out.into_bytes(), body))
+}
+
+/// One proxied client connection.
+pub struct Proxied {
+    stack: TcpStack,
+    client: SocketHandle,
+    backend: Option<SocketHandle>,
+    /// Listener index, backend binding and address once a request chose one.
+    pub listener: usize,
+    pub binding: Option<usize>,
+    pub backend_addr: Option<SocketAddr>,
+    /// The node's address and port toward the backend.
+    pub local: Option<(IpAddr, u16)>,
+    framer: Framer,
+    to_backend: Vec<u8>,
+    to_client: Vec<u8>,
+    poll_at: Option<u64>,
+}
+
+/// What the proxy asks of the CLB after moving a connection along.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Packets toward the client (from the VIP).
+    pub to_client: Vec<Vec<u8>>,
+    /// Packets toward the backend (from the node).
+    pub to_backend: Vec<Vec<u8>>,
+    /// A first request head arrived: choose a backend for this connection.
+    pub needs_backend: bool,
+    /// The connection is over on both sides: forget it.
+    pub finished: bool,
+}
+
+/// All layer-7 connections of a node, and when each next needs a poll.
+#[derive(Default)]
+pub struct L7 {
+    conns: HashMap<FlowKey, Proxied>,
+    /// (backend, node address, node port) → client key, for the backend's packets.
+    by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey>,
+    timers: BTreeSet<(u64, FlowKey)>,
+}
+
+impl std::fmt::Debug for L7 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L7").field("conns", &self.conns.len()).finish()
+    }
+}
+
+impl L7 {
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<&Proxied> {
+        self.conns.get(key)
+    }
+
+    /// The client key of a backend's packet to `local`.
+    pub fn by_backend(&self, backend: SocketAddr, local: (IpAddr, u16)) -> Option<FlowKey> {
+        self.by_backend.get(&(backend, local.0, local.1)).copied()
+    }
+
+    /// Accepts a new client connection (on its SYN). `own` are the node's addresses.
+    pub fn accept(&mut self, key: FlowKey, listener: usize, own: &[IpAddr], seed: u64, now_ns: u64) -> bool {
+        if self.conns.len() >= PROXIED_MAX {
+            return false;
+        }
+        let addrs: Vec<IpAddr> = std::iter::once(key.dst).chain(own.iter().copied()).collect();
+        let mut stack = TcpStack::with_addresses(&addrs, seed, now_ns);
+        let client = stack.new_socket();
+        let socket = stack.socket(client);
+        socket.set_nagle_enabled(false);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
+        if socket.listen((key.dst, key.dst_port)).is_err() {
+            return false;
+        }
+        let conn = Proxied {
+            stack,
+            client,
+            backend: None,
+            listener,
+            binding: None,
+            backend_addr: None,
+            local: None,
+            framer: Framer::default(),
+            to_backend: Vec::new(),
+            to_client: Vec::new(),
+            poll_at: None,
+        };
+        self.conns.insert(key, conn);
+        true
+    }
+
+    /// Opens the backend side of a connection from `local`.
+    pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
+        let Some(c) = self.conns.get_mut(key) else { return false };
+        let handle = c.stack.new_socket();
+        let (iface, sockets) = (&mut c.stack.iface, &mut c.stack.sockets);
+        let socket = sockets.get_mut::<tcp::Socket>(handle);
+        socket.set_nagle_enabled(false);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
+        if socket.connect(iface.context(), (backend.ip(), backend.port()), local).is_err() {
+            sockets.remove(handle);
+            return false;
+        }
+        c.backend = Some(handle);
+        c.binding = Some(binding);
+        c.backend_addr = Some(backend);
+        c.local = Some(local);
+        self.by_backend.insert((backend, local.0, local.1), *key);
+        true
+    }
+
+    /// A packet of this connection (from the client or from the backend).
+    pub fn receive(&mut self, key: &FlowKey, packet: Vec<u8>) {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.stack.receive(packet);
+        }
+    }
+
+    /// Moves a connection along at `now_ns`: relays bytes both ways, reports packets.
+    pub fn drive(&mut self, key: &FlowKey, now_ns: u64) -> Step {
+        let mut step = Step::default();
+        let Some(c) = self.conns.get_mut(key) else { return step };
+        c.stack.poll(now_ns);
+        let client_ip = key.src;
+        // Client → backend, through the framer.
+        let s = c.stack.socket(c.client);
+        let mut bad = false;
+        while s.can_recv() {
+            let mut buf = [0u8; 4096];
+            let n = s.recv_slice(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            if c.framer.feed(&buf[..n], client_ip, &mut c.to_backend).is_err() {
+                bad = true;
+                break;
+            }
+        }
+        if bad {
+            s.abort();
+        }
+        step.needs_backend = c.backend.is_none() && !c.to_backend.is_empty();
+        if let Some(b) = c.backend {
+            let bs = c.stack.socket(b);
+            if bs.can_send() && !c.to_backend.is_empty() {
+                let n = bs.send_slice(&c.to_backend).unwrap_or(0);
+                c.to_backend.drain(..n);
+            }
+            while bs.can_recv() {
+                let mut buf = [0u8; 4096];
+                let n = bs.recv_slice(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                c.to_client.extend_from_slice(&buf[..n]);
+            }
+        }
+        let cs = c.stack.socket(c.client);
+        if cs.can_send() && !c.to_client.is_empty() {
+            let n = cs.send_slice(&c.to_client).unwrap_or(0);
+            c.to_client.drain(..n);
+        }
+        // Half-closes travel across once the data before them has.
+        let client_state = c.stack.socket(c.client).state();
+        let backend_state = c.backend.map(|b| c.stack.socket(b).state());
+        if matches!(client_state, tcp::State::CloseWait) && c.to_backend.is_empty() {
+            match c.backend {
+                Some(b) => c.stack.socket(b).close(),
+                None => c.stack.socket(c.client).close(),
+            }
+        }
+        if matches!(backend_state, Some(tcp::State::CloseWait)) && c.to_client.is_empty() {
+            c.stack.socket(c.client).close();
+        }
+        if matches!(client_state, tcp::State::Closed)
+            && let Some(b) = c.backend
+        {
+            let bs = c.stack.socket(b);
+            if bs.state() != tcp::State::Closed && (c.to_backend.is_empty() || bad) {
+                bs.abort();
+            }
+        }
+        c.stack.poll(now_ns);
+        for packet in c.stack.drain_tx() {
+            let from_vip = anyedge_proto::inner::parse(&packet).is_ok_and(|i| i.key.src == key.dst);
+            if from_vip {
+                step.to_client.push(packet);
+            } else {
+                step.to_backend.push(packet);
+            }
+        }
+        let gone = |st: Option<tcp::State>| st.is_none_or(|s| matches!(s, tcp::State::Closed | tcp::State::TimeWait));
+        let client_done = gone(Some(c.stack.socket(c.client).state()));
+        let backend_done = gone(c.backend.map(|b| c.stack.socket(b).state()));
+        step.finished = client_done && backend_done;
+        let next = if step.finished { None } else { c.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns)) };
+        if let Some(old) = c.poll_at.take() {
+            self.timers.remove(&(old, *key));
+        }
+        if let Some(at) = next {
+            c.poll_at = Some(at);
+            self.timers.insert((at, *key));
+        }
+        step
+    }
+
+    /// Forgets a finished connection; returns it so the caller can free what it held.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Proxied> {
+        let c = self.conns.remove(key)?;
+        if let Some(at) = c.poll_at {
+            self.timers.remove(&(at, *key));
+        }
+        if let (Some(b), Some(l)) = (c.backend_addr, c.local) {
+            self.by_backend.remove(&(b, l.0, l.1));
+        }
+        Some(c)
+    }
+
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Connections whose timer is due at `now_ns`.
+    pub fn due(&self, now_ns: u64) -> Vec<FlowKey> {
+        self.timers.iter().take_while(|&&(t, _)| t <= now_ns).map(|&(_, k)| k).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_added_or_appended() {
+        let client: IpAddr = "198.18.66.7".parse().unwrap();
+        let (out, body) = with_forwarded_for(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", client).unwrap();
+        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
+        assert_eq!(body, 0);
+        let (out, body) = with_forwarded_for(
+            b"POST /a HTTP/1.1\r\nX-Forwarded-For: 203.0.113.1\r\nContent-Length: 5\r\n\r\n",
+            client,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("X-Forwarded-For: 203.0.113.1, 198.18.66.7\r\n"), "{text}");
+        assert_eq!(body, 5);
+        assert!(with_forwarded_for(b"SSH-2.0-x\r\n\r\n", client).is_none());
+        assert!(with_forwarded_for(b"GET / HTTP/1.1\r\nContent-Length: lots\r\n\r\n", client).is_none());
+    }
+
+    #[test]
+    fn the_framer_rewrites_every_request_of_a_kept_alive_connection() {
+        let client: IpAddr = "fd00:66::7".parse().unwrap();
+        let mut f = Framer::default();
+        let mut out = Vec::new();
+        let stream = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\n\r\n";
+        // Fed in awkward pieces, as TCP may deliver it.
+        for chunk in stream.chunks(7) {
+            f.feed(chunk, client, &mut out).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("X-Forwarded-For: fd00:66::7").count(), 2, "{text}");
+        assert!(text.contains("\r\n\r\nabcGET /2"), "the body passes untouched: {text}");
+        let mut f = Framer::default();
+        assert!(f.feed(&vec![b'a'; HEAD_MAX + 10], client, &mut Vec::new()).is_err());
+    }
+}
