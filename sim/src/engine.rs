@@ -1,39 +1,17 @@
 //! The event queue: a virtual clock and events ordered by (time, insertion order), so
 //! two events at the same instant always run in the order they were scheduled.
+//! The heap holds small keys; events wait in a slab, so sifting moves 24 bytes, not
+//! whole events.
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-
-struct Scheduled<E> {
-    at_ns: u64,
-    seq: u64,
-    event: E,
-}
-
-impl<E> PartialEq for Scheduled<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at_ns, self.seq) == (other.at_ns, other.seq)
-    }
-}
-
-impl<E> Eq for Scheduled<E> {}
-
-impl<E> PartialOrd for Scheduled<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<E> Ord for Scheduled<E> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: reverse for earliest first.
-        (other.at_ns, other.seq).cmp(&(self.at_ns, self.seq))
-    }
-}
 
 /// A discrete-event queue with its own clock.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Scheduled<E>>,
+    /// (time, insertion number, slab slot), earliest first.
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<E>>,
+    free: Vec<u32>,
     now_ns: u64,
     seq: u64,
     processed: u64,
@@ -41,7 +19,7 @@ pub struct EventQueue<E> {
 
 impl<E> EventQueue<E> {
     pub fn new() -> EventQueue<E> {
-        EventQueue { heap: BinaryHeap::new(), now_ns: 0, seq: 0, processed: 0 }
+        EventQueue { heap: BinaryHeap::new(), slab: Vec::new(), free: Vec::new(), now_ns: 0, seq: 0, processed: 0 }
     }
 
     pub fn now_ns(&self) -> u64 {
@@ -57,19 +35,31 @@ impl<E> EventQueue<E> {
     pub fn schedule(&mut self, at_ns: u64, event: E) {
         let at_ns = at_ns.max(self.now_ns);
         self.seq += 1;
-        self.heap.push(Scheduled { at_ns, seq: self.seq, event });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.slab.push(Some(event));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((at_ns, self.seq, slot)));
     }
 
     /// The next event no later than `until_ns`, advancing the clock to it.
     pub fn pop_until(&mut self, until_ns: u64) -> Option<E> {
-        if self.heap.peek()?.at_ns > until_ns {
+        let &Reverse((at_ns, _, _)) = self.heap.peek()?;
+        if at_ns > until_ns {
             return None;
         }
-        let next = self.heap.pop()?;
-        debug_assert!(next.at_ns >= self.now_ns, "time never runs backwards");
-        self.now_ns = next.at_ns;
+        let Reverse((at_ns, _, slot)) = self.heap.pop()?;
+        debug_assert!(at_ns >= self.now_ns, "time never runs backwards");
+        self.now_ns = at_ns;
         self.processed += 1;
-        Some(next.event)
+        self.free.push(slot);
+        self.slab[slot as usize].take()
     }
 
     pub fn len(&self) -> usize {

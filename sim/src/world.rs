@@ -1021,6 +1021,7 @@ impl<'t> World<'t> {
             flow.jitter_n += 1;
         }
         flow.last_rtt_ns = Some(rtt_ns);
+        let new_backend = backend.filter(|b| flow.last_backend != Some(*b));
         if backend.is_some() {
             flow.last_backend = backend;
         }
@@ -1037,7 +1038,8 @@ impl<'t> World<'t> {
             }
         }
         self.clients[client].flows[slot].watching = still;
-        if let Some(&b) = backend.as_ref().and_then(|b| self.backend_index.get(b)) {
+        // A flow counts once per backend that served it: only a change needs recording.
+        if let Some(&b) = new_backend.as_ref().and_then(|b| self.backend_index.get(b)) {
             self.backends[b].flows.insert((client, slot));
         }
     }
