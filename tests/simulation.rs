@@ -319,16 +319,34 @@ fn a_backend_group_may_override_the_region_health_check() {
     }
 }
 
-#[test]
-fn http_listeners_pass_the_client_address_in_x_forwarded_for() {
+fn small_with_web_listener(protocol: &str) -> Topology {
     let text = SMALL.replace(
         "{ protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-        "{ protocol: http, port: 443, scheduler: wrr, backends: web }",
+        &format!("{{ protocol: {protocol}, port: 443, scheduler: wrr, backends: web }}"),
     );
     let text = text.split("faults:").next().unwrap().to_string();
-    let mut t = topology::parse_str("http.yaml", &text).unwrap();
+    let mut t = topology::parse_str("web.yaml", &text).unwrap();
     t.duration_ns = 6_000_000_000;
-    let r = run(&t).report;
+    t
+}
+
+#[test]
+fn http_listeners_pass_the_client_address_in_x_forwarded_for() {
+    assert_forwarded_for(&run(&small_with_web_listener("http")).report);
+}
+
+#[test]
+fn https_listeners_terminate_tls_and_pass_x_forwarded_for() {
+    assert_forwarded_for(&run(&small_with_web_listener("https")).report);
+}
+
+#[test]
+fn https_runs_are_byte_identical_despite_fresh_keys() {
+    let t = small_with_web_listener("https");
+    assert_eq!(run(&t).report.to_json(), run(&t).report.to_json());
+}
+
+fn assert_forwarded_for(r: &Report) {
     for c in r.clients.iter().filter(|c| c.traffic.len() > 1) {
         let web = &c.traffic[1];
         assert!(web.anycast.received > 0 && web.anycast.loss_pct < 2.0, "{}: {:?}", c.name, web.anycast);

@@ -452,7 +452,8 @@ impl Clb {
                 return Err(Drop::NoConnection);
             }
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
-            if !self.l7.accept(key, li, &self.own_addresses, seed, now_ns) {
+            let tls = self.listeners[li].config.tls.clone();
+            if !self.l7.accept(key, li, &self.own_addresses, tls.as_ref(), seed, now_ns) {
                 return Err(Drop::NoBackend);
             }
             self.flows_created += 1;
@@ -767,6 +768,7 @@ mod tests {
                 backends,
                 persistence_ns,
                 layer7: false,
+                tls: None,
             }],
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 1000,

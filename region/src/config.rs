@@ -56,6 +56,8 @@ pub struct ListenerConfig {
     pub persistence_ns: Option<u64>,
     /// HTTP(S): the node terminates TCP and relays requests with X-Forwarded-For.
     pub layer7: bool,
+    /// HTTPS: the TLS identity the node terminates with.
+    pub tls: Option<crate::l7::TlsTermination>,
 }
 
 /// Health checking of a backend port.

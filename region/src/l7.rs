@@ -1,11 +1,14 @@
-//! Layer-7 (HTTP) listeners: the CLB node terminates the client's TCP connection, reads
-//! each request head, adds the client's address to X-Forwarded-For, and relays the
-//! request to a backend over a second TCP connection of its own; responses stream back.
-//! Each proxied connection has its own smoltcp stack on the caller's clock (answering as
-//! the VIP toward the client and as the node toward the backend).
+//! Layer-7 (HTTP, HTTPS) listeners: the CLB node terminates the client's TCP connection
+//! (and for HTTPS its TLS session, with rustls), reads each request head, adds the
+//! client's address to X-Forwarded-For, and relays the request to a backend over a
+//! second TCP connection of its own; responses stream back. Each proxied connection has
+//! its own smoltcp stack on the caller's clock (the VIP toward the client, the node toward
+//! the backend).
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use anyedge_proto::FlowKey;
 use smoltcp::iface::SocketHandle;
@@ -90,9 +93,68 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Option<(Vec<u8>, u64)>
     Some((out.into_bytes(), body))
 }
 
+/// The TLS identity an HTTPS listener presents.
+#[derive(Clone)]
+pub struct TlsTermination(pub Arc<rustls::ServerConfig>);
+
+impl std::fmt::Debug for TlsTermination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsTermination")
+    }
+}
+
+impl PartialEq for TlsTermination {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TlsTermination {}
+
+/// The peer broke the TLS protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsBroken(pub String);
+
+/// Feeds ciphertext into a TLS session and appends the plaintext it yields to `out`.
+pub fn tls_read<D>(
+    tls: &mut rustls::ConnectionCommon<D>,
+    mut ciphertext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), TlsBroken> {
+    while !ciphertext.is_empty() {
+        tls.read_tls(&mut ciphertext).map_err(|e| TlsBroken(e.to_string()))?;
+        tls.process_new_packets().map_err(|e| TlsBroken(e.to_string()))?;
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => break, // WouldBlock: no more plaintext yet
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encrypts `plaintext` (may be empty) and appends all pending TLS records to `wire`.
+pub fn tls_write<D>(tls: &mut rustls::ConnectionCommon<D>, plaintext: &mut Vec<u8>, wire: &mut Vec<u8>) {
+    if !plaintext.is_empty() && !tls.is_handshaking() {
+        let _ = tls.writer().write_all(plaintext);
+        plaintext.clear();
+    }
+    while tls.wants_write() {
+        if tls.write_tls(wire).is_err() {
+            break;
+        }
+    }
+}
+
 /// One proxied client connection.
 pub struct Proxied {
     stack: TcpStack,
+    tls: Option<rustls::ServerConnection>,
+    /// Bytes on their way to the client as they go on the wire (TLS records for HTTPS).
+    client_wire: Vec<u8>,
     client: SocketHandle,
     backend: Option<SocketHandle>,
     /// Listener index, backend binding and address once a request chose one.
@@ -153,11 +215,25 @@ impl L7 {
         self.by_backend.get(&(backend, local.0, local.1)).copied()
     }
 
-    /// Accepts a new client connection (on its SYN). `own` are the node's addresses.
-    pub fn accept(&mut self, key: FlowKey, listener: usize, own: &[IpAddr], seed: u64, now_ns: u64) -> bool {
+    /// Accepts a new client connection (on its SYN). `own` are the node's addresses;
+    /// `tls` makes it HTTPS.
+    pub fn accept(
+        &mut self,
+        key: FlowKey,
+        listener: usize,
+        own: &[IpAddr],
+        tls: Option<&TlsTermination>,
+        seed: u64,
+        now_ns: u64,
+    ) -> bool {
         if self.conns.len() >= PROXIED_MAX {
             return false;
         }
+        let tls = match tls.map(|t| rustls::ServerConnection::new(t.0.clone())) {
+            None => None,
+            Some(Ok(conn)) => Some(conn),
+            Some(Err(_)) => return false,
+        };
         let addrs: Vec<IpAddr> = std::iter::once(key.dst).chain(own.iter().copied()).collect();
         let mut stack = TcpStack::with_addresses(&addrs, seed, now_ns);
         let client = stack.new_socket();
@@ -169,6 +245,8 @@ impl L7 {
         }
         let conn = Proxied {
             stack,
+            tls,
+            client_wire: Vec::new(),
             client,
             backend: None,
             listener,
@@ -226,7 +304,18 @@ impl L7 {
             if n == 0 {
                 break;
             }
-            if c.framer.feed(&buf[..n], client_ip, &mut c.to_backend).is_err() {
+            let mut plain = Vec::new();
+            let data = match c.tls.as_mut() {
+                Some(tls) => {
+                    if tls_read(tls, &buf[..n], &mut plain).is_err() {
+                        bad = true;
+                        break;
+                    }
+                    &plain[..]
+                }
+                None => &buf[..n],
+            };
+            if c.framer.feed(data, client_ip, &mut c.to_backend).is_err() {
                 bad = true;
                 break;
             }
@@ -250,10 +339,14 @@ impl L7 {
                 c.to_client.extend_from_slice(&buf[..n]);
             }
         }
+        match c.tls.as_mut() {
+            Some(tls) => tls_write(tls, &mut c.to_client, &mut c.client_wire),
+            None => c.client_wire.append(&mut c.to_client),
+        }
         let cs = c.stack.socket(c.client);
-        if cs.can_send() && !c.to_client.is_empty() {
-            let n = cs.send_slice(&c.to_client).unwrap_or(0);
-            c.to_client.drain(..n);
+        if cs.can_send() && !c.client_wire.is_empty() {
+            let n = cs.send_slice(&c.client_wire).unwrap_or(0);
+            c.client_wire.drain(..n);
         }
         // Half-closes travel across once the data before them has.
         let client_state = c.stack.socket(c.client).state();
@@ -264,7 +357,7 @@ impl L7 {
                 None => c.stack.socket(c.client).close(),
             }
         }
-        if matches!(backend_state, Some(tcp::State::CloseWait)) && c.to_client.is_empty() {
+        if matches!(backend_state, Some(tcp::State::CloseWait)) && c.to_client.is_empty() && c.client_wire.is_empty() {
             c.stack.socket(c.client).close();
         }
         if matches!(client_state, tcp::State::Closed)

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod engine;
 pub mod report;
+pub mod tls;
 pub mod topology;
 pub mod world;
 

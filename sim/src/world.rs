@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
@@ -117,7 +118,7 @@ struct Flow {
 }
 
 /// The TCP side of one flow: a connection carrying sequential requests.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct TcpFlow {
     handle: Option<SocketHandle>,
     generation: u16,
@@ -129,6 +130,10 @@ struct TcpFlow {
     /// HTTP: where the response body starts in `head`, and the response's full length.
     body_at: Option<usize>,
     expected: Option<u64>,
+    /// HTTPS: the client's TLS session on the current connection.
+    tls: Option<rustls::ClientConnection>,
+    /// Bytes waiting for room in the socket (TLS records, or the plain request).
+    wire: Vec<u8>,
 }
 
 struct Client {
@@ -257,8 +262,12 @@ pub struct World<'t> {
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
     client_by_addr: HashMap<IpAddr, usize>,
-    /// Per traffic class: it talks HTTP (its listener is layer 7).
+    /// Per traffic class: it talks HTTP (its listener is layer 7), over TLS (HTTPS).
     class_http: Vec<bool>,
+    class_tls: Vec<bool>,
+    /// HTTPS listeners' identity and the clients' trust in it (when any listener is HTTPS).
+    tls_server: Option<anyedge_region::l7::TlsTermination>,
+    tls_client: Option<Arc<rustls::ClientConfig>>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
     site_links: HashMap<(usize, usize), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
@@ -367,18 +376,21 @@ impl<'t> World<'t> {
             violations: Vec::new(),
             unbound: Vec::new(),
             client_by_addr: HashMap::new(),
-            class_http: t
-                .traffic
-                .iter()
-                .map(|c| {
-                    t.vips[c.vip].listeners.iter().any(|l| {
-                        l.port == c.port && matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https)
-                    })
-                })
-                .collect(),
+            class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
+            class_tls: t.traffic.iter().map(|c| class_listener(t, c) == Some(ListenerProtocol::Https)).collect(),
+            tls_server: None,
+            tls_client: None,
             site_links: HashMap::new(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
         };
+        let https = t.vips.iter().flat_map(|v| &v.listeners).any(|l| l.protocol == ListenerProtocol::Https);
+        if https {
+            let names: Vec<IpAddr> =
+                t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
+            let (server, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
+            w.tls_server = Some(server);
+            w.tls_client = Some(client);
+        }
         w.build_pops();
         w.build_regions();
         w.build_groups();
@@ -437,6 +449,7 @@ impl<'t> World<'t> {
                     backends: backends(vip.is_ipv6()),
                     persistence_ns: l.persistence_ns,
                     layer7: matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https),
+                    tls: (l.protocol == ListenerProtocol::Https).then(|| self.tls_server.clone()).flatten(),
                 };
                 listeners.push(listener(IpAddr::V4(vip.ipv4)));
                 if let Some(v6) = vip.ipv6 {
@@ -964,11 +977,16 @@ impl<'t> World<'t> {
                 continue;
             };
             let remote = (t.vip_addr(class, addr), class.port);
-            let app = TcpApp { request, response, http: self.class_http[class_idx] };
+            let app = TcpApp {
+                request,
+                response,
+                http: self.class_http[class_idx],
+                tls: self.class_tls[class_idx].then(|| self.tls_client.clone()).flatten(),
+            };
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.clients[client].tcp_flows[slot];
-                service_tcp_flow(&mut stack, tf, slot, addr, remote, app, &mut completions);
+                service_tcp_flow(&mut stack, tf, slot, addr, remote, &app, &mut completions);
             }
         }
         stack.poll(now);
@@ -1616,6 +1634,16 @@ impl<'t> World<'t> {
     }
 }
 
+/// The protocol of the TCP listener a traffic class reaches.
+fn class_listener(t: &Topology, class: &crate::topology::TrafficClass) -> Option<ListenerProtocol> {
+    let tcp = class.transport() == Transport::Tcp;
+    t.vips[class.vip]
+        .listeners
+        .iter()
+        .find(|l| l.port == class.port && (l.protocol.transport() == Transport::Tcp) == tcp)
+        .map(|l| l.protocol)
+}
+
 fn flow_id(client: usize, slot: usize) -> u64 {
     ((client as u64) << 8) | slot as u64
 }
@@ -1632,23 +1660,40 @@ enum LinkKind {
     Backbone(usize),
 }
 
-#[allow(clippy::too_many_arguments)]
 /// What a TCP traffic class sends: the plain request protocol, or HTTP (to a layer-7
-/// listener).
-#[derive(Debug, Clone, Copy)]
+/// listener), over TLS for HTTPS.
+#[derive(Clone)]
 struct TcpApp {
     request: u32,
     response: u32,
     http: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+impl TcpApp {
+    fn request_bytes(&self, remote: (IpAddr, u16)) -> Vec<u8> {
+        if self.http {
+            app::http_request(remote, self.request, self.response)
+        } else {
+            app::tcp_request(self.request, self.response)
+        }
+    }
+
+    /// Response length when it is known before the head is read (the plain protocol).
+    fn fixed_response(&self) -> Option<u64> {
+        (!self.http).then(|| u64::from(self.response.max(app::ID_LEN as u32)))
+    }
+}
+
+/// Drives one TCP flow of a client: (re)connect, write the request in progress, read its
+/// response; completed requests go to `completions` as (slot, issue time, backend).
 fn service_tcp_flow(
     stack: &mut TcpStack,
     tf: &mut TcpFlow,
     slot: usize,
     addr: IpAddr,
     remote: (IpAddr, u16),
-    app: TcpApp,
+    app: &TcpApp,
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
     let state = tf.handle.map(|h| stack.socket(h).state());
@@ -1673,46 +1718,93 @@ fn service_tcp_flow(
             return;
         }
         tf.handle = Some(h);
+        tf.tls = app.tls.as_ref().and_then(|cfg| {
+            let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
+            rustls::ClientConnection::new(cfg.clone(), name).ok()
+        });
+        tf.wire.clear();
         tf.reset_exchange();
     }
     let Some(h) = tf.handle else { return };
-    let req = if app.http {
-        app::http_request(remote, app.request, app.response)
-    } else {
-        app::tcp_request(app.request, app.response)
-    };
-    if !app.http {
-        tf.body_at = Some(0);
-        tf.expected = Some(u64::from(app.response.max(app::ID_LEN as u32)));
+    if tf.expected.is_none() {
+        tf.expected = app.fixed_response();
+        tf.body_at = tf.expected.map(|_| 0);
     }
+    let req = app.request_bytes(remote);
     let s = stack.socket(h);
-    loop {
-        if tf.pending.is_empty() {
+    // Request out: straight onto the socket, or through TLS once its handshake is done.
+    if !tf.pending.is_empty() && tf.sent_bytes < req.len() {
+        match tf.tls.as_mut() {
+            Some(tls) if !tls.is_handshaking() => {
+                let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
+                tf.sent_bytes = req.len();
+            }
+            Some(_) => {}
+            None => {
+                tf.wire.extend_from_slice(&req[tf.sent_bytes..]);
+                tf.sent_bytes = req.len();
+            }
+        }
+    }
+    if let Some(tls) = tf.tls.as_mut() {
+        anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+    }
+    if s.can_send() && !tf.wire.is_empty() {
+        let n = s.send_slice(&tf.wire).unwrap_or(0);
+        tf.wire.drain(..n);
+    }
+    // Response in.
+    while s.can_recv() {
+        let mut buf = [0u8; 8192];
+        let n = s.recv_slice(&mut buf).unwrap_or(0);
+        if n == 0 {
             break;
         }
-        if s.can_send() && tf.sent_bytes < req.len() {
-            tf.sent_bytes += s.send_slice(&req[tf.sent_bytes..]).unwrap_or(0);
+        let mut plain = Vec::new();
+        let data = match tf.tls.as_mut() {
+            Some(tls) => {
+                if anyedge_region::l7::tls_read(tls, &buf[..n], &mut plain).is_err() {
+                    s.abort();
+                    return;
+                }
+                &plain[..]
+            }
+            None => &buf[..n],
+        };
+        absorb_response(tf, data, app, slot, completions);
+    }
+    // A finished handshake may have freed the request, or TLS may owe the peer records.
+    if let Some(tls) = tf.tls.as_mut() {
+        if !tf.pending.is_empty() && tf.sent_bytes < req.len() && !tls.is_handshaking() {
+            let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
+            tf.sent_bytes = req.len();
         }
-        if !s.can_recv() {
-            break;
+        anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+        if s.can_send() && !tf.wire.is_empty() {
+            let n = s.send_slice(&tf.wire).unwrap_or(0);
+            tf.wire.drain(..n);
         }
+    }
+}
+
+/// Takes response bytes of the request in progress; completes it when all have come.
+fn absorb_response(
+    tf: &mut TcpFlow,
+    mut data: &[u8],
+    app: &TcpApp,
+    slot: usize,
+    completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
+) {
+    while !data.is_empty() && !tf.pending.is_empty() {
         // Until an HTTP head is read the response's length is unknown: one request is
         // outstanding at a time, so whatever arrives belongs to it.
-        let need = tf.expected.map_or(usize::MAX, |e| (e - tf.resp_got) as usize);
+        let need = tf.expected.map_or(usize::MAX, |e| e.saturating_sub(tf.resp_got) as usize);
+        let n = data.len().min(need);
         let keep = tf.body_at.map_or(app::HTTP_HEAD_MAX, |b| b + app::ID_LEN);
-        let head = &mut tf.head;
-        let got = s
-            .recv(|data| {
-                let n = data.len().min(need);
-                let want = keep.saturating_sub(head.len()).min(n);
-                head.extend_from_slice(&data[..want]);
-                (n, n)
-            })
-            .unwrap_or(0);
-        if got == 0 {
-            break;
-        }
-        tf.resp_got += got as u64;
+        let want = keep.saturating_sub(tf.head.len()).min(n);
+        tf.head.extend_from_slice(&data[..want]);
+        tf.resp_got += n as u64;
+        data = &data[n..];
         if tf.expected.is_none()
             && let Some(end) = app::http_head_end(&tf.head)
         {
@@ -1728,10 +1820,8 @@ fn service_tcp_flow(
                 completions.push((slot, issued, backend));
             }
             tf.reset_exchange();
-            if !app.http {
-                tf.body_at = Some(0);
-                tf.expected = Some(u64::from(app.response.max(app::ID_LEN as u32)));
-            }
+            tf.expected = app.fixed_response();
+            tf.body_at = tf.expected.map(|_| 0);
         }
     }
 }

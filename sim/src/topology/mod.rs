@@ -79,6 +79,11 @@ impl ListenerProtocol {
         }
     }
 
+    /// HTTP and HTTPS: the CLB terminates TCP and speaks HTTP to backends.
+    pub fn is_layer7(self) -> bool {
+        matches!(self, ListenerProtocol::Http | ListenerProtocol::Https)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ListenerProtocol::Tcp => "tcp",
