@@ -55,6 +55,7 @@ fn clb() -> Clb {
         }],
         persistence_ns: None,
         layer7: false,
+        http: false,
         tls: None,
     };
     Clb::new(

@@ -341,6 +341,21 @@ fn https_listeners_terminate_tls_and_pass_x_forwarded_for() {
 }
 
 #[test]
+fn tcp_ssl_listeners_terminate_tls_and_name_the_client_in_toa() {
+    let r = run(&small_with_web_listener("tcp-ssl")).report;
+    for c in r.clients.iter().filter(|c| c.traffic.len() > 1) {
+        let web = &c.traffic[1];
+        assert!(web.anycast.received > 0 && web.anycast.loss_pct < 2.0, "{}: {:?}", c.name, web.anycast);
+    }
+    for b in r.backends.iter().filter(|b| b.address.ends_with(":8080")) {
+        // The backend's TCP peer is the CLB node, but TOA names the client, so the client
+        // addresses are what it reports.
+        assert!(b.client_addrs_seen.iter().all(|a| a.starts_with("198.18.64.")), "{:?}", b.client_addrs_seen);
+        assert!(!b.client_addrs_seen.is_empty());
+    }
+}
+
+#[test]
 fn https_runs_are_byte_identical_despite_fresh_keys() {
     let t = small_with_web_listener("https");
     assert_eq!(run(&t).report.to_json(), run(&t).report.to_json());

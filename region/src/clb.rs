@@ -452,8 +452,8 @@ impl Clb {
                 return Err(Drop::NoConnection);
             }
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
-            let tls = self.listeners[li].config.tls.clone();
-            if !self.l7.accept(key, li, &self.own_addresses, tls.as_ref(), seed, now_ns) {
+            let (http, tls) = (self.listeners[li].config.http, self.listeners[li].config.tls.clone());
+            if !self.l7.accept(key, li, &self.own_addresses, http, tls.as_ref(), seed, now_ns) {
                 return Err(Drop::NoBackend);
             }
             self.flows_created += 1;
@@ -499,8 +499,17 @@ impl Clb {
             self.outputs.push_back(out);
         }
         let backend = self.l7.get(key).and_then(|c| c.backend_addr);
+        let http = self.l7.get(key).is_some_and(|c| self.listeners[c.listener].config.http);
         if let Some(backend) = backend {
-            self.outputs.extend(step.to_backend.into_iter().map(|bytes| Output::ToBackend { backend, bytes }));
+            for mut bytes in step.to_backend {
+                // TCP SSL: the backend's peer is this node; a TOA option names the client.
+                let syn = inner::parse(&bytes).is_ok_and(|i| i.tcp.is_some_and(|f| f.syn && !f.ack));
+                if syn && !http {
+                    let toa = inner::toa_option((key.src, key.src_port));
+                    bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
+                }
+                self.outputs.push_back(Output::ToBackend { backend, bytes });
+            }
         }
         if step.finished
             && let Some(c) = self.l7.remove(key)
@@ -768,6 +777,7 @@ mod tests {
                 backends,
                 persistence_ns,
                 layer7: false,
+                http: false,
                 tls: None,
             }],
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),

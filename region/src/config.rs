@@ -54,9 +54,13 @@ pub struct ListenerConfig {
     pub backends: Vec<BackendConfig>,
     /// Session persistence by client IP (WRR only).
     pub persistence_ns: Option<u64>,
-    /// HTTP(S): the node terminates TCP and relays requests with X-Forwarded-For.
+    /// HTTP(S) and TCP SSL: the node terminates the client's TCP and relays over a
+    /// connection of its own.
     pub layer7: bool,
-    /// HTTPS: the TLS identity the node terminates with.
+    /// HTTP(S): requests are parsed and carry X-Forwarded-For. Otherwise (TCP SSL) bytes
+    /// pass as they are and the backend learns the client from a TOA option.
+    pub http: bool,
+    /// HTTPS and TCP SSL: the TLS identity the node terminates with.
     pub tls: Option<crate::l7::TlsTermination>,
 }
 

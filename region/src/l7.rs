@@ -24,6 +24,8 @@ pub const PROXIED_MAX: usize = 100_000;
 /// Splits a client's byte stream into requests and rewrites each head.
 #[derive(Debug, Default)]
 struct Framer {
+    /// Not HTTP (TCP SSL): everything passes through untouched.
+    raw: bool,
     head: Vec<u8>,
     /// Body bytes of the current request still to pass through.
     body_left: u64,
@@ -33,6 +35,10 @@ impl Framer {
     /// Appends what the backend should get to `out`; an error when a head grows past
     /// `HEAD_MAX` or is not HTTP/1.x.
     fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), ()> {
+        if self.raw {
+            out.extend_from_slice(data);
+            return Ok(());
+        }
         while !data.is_empty() {
             if self.body_left > 0 {
                 let take = (self.body_left as usize).min(data.len());
@@ -222,6 +228,7 @@ impl L7 {
         key: FlowKey,
         listener: usize,
         own: &[IpAddr],
+        http: bool,
         tls: Option<&TlsTermination>,
         seed: u64,
         now_ns: u64,
@@ -253,7 +260,7 @@ impl L7 {
             binding: None,
             backend_addr: None,
             local: None,
-            framer: Framer::default(),
+            framer: Framer { raw: !http, ..Framer::default() },
             to_backend: Vec::new(),
             to_client: Vec::new(),
             poll_at: None,

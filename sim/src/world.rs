@@ -377,13 +377,13 @@ impl<'t> World<'t> {
             unbound: Vec::new(),
             client_by_addr: HashMap::new(),
             class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
-            class_tls: t.traffic.iter().map(|c| class_listener(t, c) == Some(ListenerProtocol::Https)).collect(),
+            class_tls: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.has_tls())).collect(),
             tls_server: None,
             tls_client: None,
             site_links: HashMap::new(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
         };
-        let https = t.vips.iter().flat_map(|v| &v.listeners).any(|l| l.protocol == ListenerProtocol::Https);
+        let https = t.vips.iter().flat_map(|v| &v.listeners).any(|l| l.protocol.has_tls());
         if https {
             let names: Vec<IpAddr> =
                 t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
@@ -448,8 +448,9 @@ impl<'t> World<'t> {
                     scheduler: l.scheduler,
                     backends: backends(vip.is_ipv6()),
                     persistence_ns: l.persistence_ns,
-                    layer7: matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https),
-                    tls: (l.protocol == ListenerProtocol::Https).then(|| self.tls_server.clone()).flatten(),
+                    layer7: l.protocol.is_terminated(),
+                    http: l.protocol.is_layer7(),
+                    tls: l.protocol.has_tls().then(|| self.tls_server.clone()).flatten(),
                 };
                 listeners.push(listener(IpAddr::V4(vip.ipv4)));
                 if let Some(v6) = vip.ipv6 {

@@ -84,6 +84,16 @@ impl ListenerProtocol {
         matches!(self, ListenerProtocol::Http | ListenerProtocol::Https)
     }
 
+    /// HTTPS and TCP SSL: the CLB terminates TLS.
+    pub fn has_tls(self) -> bool {
+        matches!(self, ListenerProtocol::Https | ListenerProtocol::TcpSsl)
+    }
+
+    /// The CLB terminates the client's TCP connection (HTTP, HTTPS, TCP SSL).
+    pub fn is_terminated(self) -> bool {
+        self.is_layer7() || self.has_tls()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ListenerProtocol::Tcp => "tcp",
