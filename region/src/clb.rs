@@ -452,8 +452,9 @@ impl Clb {
                 return Err(Drop::NoConnection);
             }
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
-            let (http, tls) = (self.listeners[li].config.http, self.listeners[li].config.tls.clone());
-            if !self.l7.accept(key, li, &self.own_addresses, http, tls.as_ref(), seed, now_ns) {
+            let config = &self.listeners[li].config;
+            let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
+            if !self.l7.accept(key, li, &self.own_addresses, mode, seed, now_ns) {
                 return Err(Drop::NoBackend);
             }
             self.flows_created += 1;

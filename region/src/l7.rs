@@ -155,6 +155,15 @@ pub fn tls_write<D>(tls: &mut rustls::ConnectionCommon<D>, plaintext: &mut Vec<u
     }
 }
 
+/// How a listener's connections are relayed.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode<'a> {
+    /// Parse HTTP and add X-Forwarded-For; otherwise relay bytes as they are.
+    pub http: bool,
+    /// Terminate TLS with this identity.
+    pub tls: Option<&'a TlsTermination>,
+}
+
 /// One proxied client connection.
 pub struct Proxied {
     stack: TcpStack,
@@ -228,11 +237,11 @@ impl L7 {
         key: FlowKey,
         listener: usize,
         own: &[IpAddr],
-        http: bool,
-        tls: Option<&TlsTermination>,
+        mode: Mode<'_>,
         seed: u64,
         now_ns: u64,
     ) -> bool {
+        let Mode { http, tls } = mode;
         if self.conns.len() >= PROXIED_MAX {
             return false;
         }
