@@ -57,6 +57,7 @@ fn clb() -> Clb {
         layer7: false,
         http: false,
         tls: None,
+        quic: None,
     };
     Clb::new(
         ClbConfig {
@@ -99,7 +100,7 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
 fn cores_drop_fuzzed_packets_without_panicking() {
     let seeds = valid_packets();
     let mut rng = ComponentRng::new(0xf023, "fuzz/cores");
-    let routes = vec![Route { vip: "198.18.0.20".parse().unwrap(), region: 0, clb_nodes: 2 }];
+    let routes = vec![Route { vip: "198.18.0.20".parse().unwrap(), region: 0, clb_nodes: 2, quic_ports: vec![4433] }];
     let mut pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: 64 });
     let mut clb = clb();
     for i in 0..ITERATIONS as u64 {

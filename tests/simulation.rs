@@ -375,3 +375,53 @@ fn assert_forwarded_for(r: &Report) {
         assert!(seen.iter().any(|a| a.starts_with("198.18.64.")), "{seen:?}");
     }
 }
+
+/// small.yaml plus a QUIC listener and a group of QUIC clients, with these faults.
+fn small_with_quic(faults: &str) -> Topology {
+    let text = SMALL
+        .replace(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: quic, port: 4433, scheduler: wlc, backends: web }",
+        )
+        .replace(
+            "  - { name: kyiv,",
+            "  - { name: mobile, location: [48.2, 16.37], count: 10, traffic: app }\n  - { name: kyiv,",
+        )
+        .replace(
+            "traffic:\n  game:",
+            "traffic:\n  app:  { vip: edge, protocol: quic, port: 4433, requests_per_s: 4, request: 300, response: 3000 }\n  game:",
+        );
+    let text = text.split("faults:").next().unwrap().to_string() + "faults:\n" + faults;
+    let mut t = topology::parse_str("quic.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    t.duration_ns = 10_000_000_000;
+    t
+}
+
+#[test]
+fn quic_listeners_terminate_quic_and_relay_streams_over_tcp() {
+    let outcome = run(&small_with_quic(""));
+    let r = &outcome.report;
+    let mobile = r.clients.iter().find(|c| c.name == "mobile").unwrap();
+    let app = &mobile.traffic[0];
+    assert_eq!(app.protocol, "quic");
+    assert!(app.anycast.received > 300 && app.anycast.loss_pct < 2.0, "{:?}", app.anycast);
+    assert!(app.direct.received > 300 && app.direct.loss_pct < 2.0, "{:?}", app.direct);
+    // Ten clients, anycast and direct: twenty QUIC connections, each on a TCP relay to
+    // a web backend that learns the client from TOA.
+    assert_eq!(outcome.quic_handshakes, 20);
+    let seen: Vec<&String> =
+        r.backends.iter().filter(|b| b.address.ends_with(":8080")).flat_map(|b| &b.client_addrs_seen).collect();
+    assert!(seen.iter().all(|a| a.starts_with("198.18.64.")), "{seen:?}");
+}
+
+#[test]
+fn a_migrating_quic_client_keeps_its_connection_and_backend() {
+    let outcome = run(&small_with_quic("  - { at: 5s, migrate: client/mobile }\n"));
+    let (_, f) = fault(&outcome.report, "migrate client/mobile");
+    assert_eq!(f.flows_affected, 10, "the group's anycast QUIC flows");
+    assert_eq!(f.flows_recovered, 10);
+    assert_eq!(f.flows_backend_changed, 0, "same connection, same backend");
+    assert_eq!(outcome.quic_handshakes, 20, "no client had to connect again");
+    let app = &outcome.report.clients.iter().find(|c| c.name == "mobile").unwrap().traffic[0];
+    assert!(app.anycast.loss_pct < 2.0, "{:?}", app.anycast);
+}

@@ -313,6 +313,26 @@ fn health_check_protocols() {
 }
 
 #[test]
+fn quic_traffic_listeners_and_migration() {
+    let with_quic = with(
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: quic, port: 4433, backends: web }",
+    );
+    let app = |def: &str| with_quic.replace("traffic:\n  game:", &format!("traffic:\n  app: {def}\n  game:"));
+    let client = |text: String| text.replace("count: 20, traffic: game }", "count: 20, traffic: [game, app] }");
+    topology::parse_str("t.yaml", &client(app("{ vip: edge, protocol: quic, port: 4433 }"))).unwrap();
+    expect(&client(app("{ vip: edge, protocol: udp, port: 4433 }")), 44, "traffic.app.protocol", "use protocol: quic");
+    expect(&client(app("{ vip: edge, protocol: quic, port: 7000 }")), 44, "traffic.app.protocol", "not QUIC");
+    let maglev = with_quic.replace(
+        "{ protocol: quic, port: 4433, backends: web }",
+        "{ protocol: quic, port: 4433, scheduler: maglev, backends: web }",
+    );
+    expect(&maglev, 15, "listeners[2].scheduler", "QUIC listeners schedule with wrr or wlc");
+    expect(&with("down: pop/paris", "migrate: client/tokyo"), 51, "faults[0].migrate", "not client/NAME");
+    topology::parse_str("t.yaml", &with("down: pop/paris", "migrate: client/rome")).unwrap();
+}
+
+#[test]
 fn latitude_and_longitude_out_of_range() {
     expect(&with("[48.857, 2.352]", "[98.857, 2.352]"), 17, "pops[0].location[0] (latitude)", "outside -90–90");
     expect(&with("[52.230, 21.012]", "[52.230, 181.0]"), 18, "pops[1].location[1] (longitude)", "outside -180–180");

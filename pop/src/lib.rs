@@ -18,6 +18,9 @@ pub struct Route {
     pub region: u16,
     /// Number of CLB nodes in the region; flows spread over them by flow hash.
     pub clb_nodes: u16,
+    /// UDP ports of QUIC listeners: their packets go to the CLB node their connection ID
+    /// names, so a client that changed address still reaches its connection.
+    pub quic_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +111,19 @@ impl Pop {
         let info = inner::parse(packet)?;
         let route = self.route(info.key.dst).ok_or(Drop::NoRoute)?;
         let (region, nodes) = (route.region, route.clb_nodes.max(1));
+        let quic = info.key.transport == anyedge_proto::Transport::Udp && route.quic_ports.contains(&info.key.dst_port);
         let flow_hash = info.key.flow_hash();
+        let by_cid = quic
+            .then(|| anyedge_proto::quic::cid_node(inner::transport_payload(packet), nodes))
+            .flatten()
+            .filter(|n| !self.clbs_down.contains(&(region, *n)));
         let pinned = self.flows.get(&info.key).copied();
-        let node = match pinned {
-            Some(node) if node < nodes && !self.clbs_down.contains(&(region, node)) => node,
-            known => {
-                let node = self.pick_node(region, nodes, flow_hash);
+        let live = |n: u16| n < nodes && !self.clbs_down.contains(&(region, n));
+        let node = match (by_cid, pinned) {
+            (Some(node), Some(p)) if p == node => node,
+            (None, Some(node)) if live(node) => node,
+            (cid, known) => {
+                let node = cid.unwrap_or_else(|| self.pick_node(region, nodes, flow_hash));
                 self.flows.put(info.key, node);
                 if known.is_none() {
                     self.flows_seen += 1;
@@ -156,7 +166,7 @@ mod tests {
     use super::*;
 
     fn pop() -> Pop {
-        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2 }];
+        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![] }];
         Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: 16 })
     }
 
@@ -194,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_dead_clb_node_moves_only_its_flows() {
-        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2 }];
+        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![] }];
         let mut p = Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: 1000 });
         let node_of = |p: &mut Pop, port: u16| {
             p.handle_from_client(0, &client_packet(port)).unwrap();

@@ -4,6 +4,7 @@
 
 pub mod ccn;
 pub mod inner;
+pub mod quic;
 
 pub use ccn::{Direction, Packet as CcnPacket, Repr as CcnRepr};
 pub use inner::{FlowKey, Transport};

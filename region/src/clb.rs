@@ -113,6 +113,8 @@ pub struct Clb {
     /// Per backend port: how its probes are made.
     probe_protocols: Vec<HealthProtocol>,
     l7: crate::l7::L7,
+    /// Per listener: its QUIC endpoint, for QUIC listeners.
+    quic: Vec<Option<crate::quic_listener::QuicListener>>,
     /// Per layer-7 client connection: where it entered and its flow hash.
     l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32)>,
     own_addresses: Vec<IpAddr>,
@@ -166,7 +168,7 @@ impl Clb {
             pops_down: Vec::new(),
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
             flows_created: 0,
-            snat_ips: config.snat,
+            snat_ips: config.snat.clone(),
             snat_used: Default::default(),
             snat_cursor: 0,
             node_index: config.node_index,
@@ -175,11 +177,28 @@ impl Clb {
                 .then(|| crate::security::Firewall::new(config.security_groups)),
             prober: Prober::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
             l7: Default::default(),
+            quic: Vec::new(),
             l7_ingress: Default::default(),
-            own_addresses: std::iter::once(config.address).chain(config.address_v6).collect(),
+            // Addresses this node's own TCP answers on: its own and its SNAT addresses.
+            own_addresses: {
+                let mut own: Vec<IpAddr> = std::iter::once(config.address).chain(config.address_v6).collect();
+                own.extend(config.snat.iter().filter(|a| !own.contains(a)).copied().collect::<Vec<_>>());
+                own
+            },
             probe_protocols: health.iter().map(|h| h.protocol.clone()).collect(),
         };
         clb.rebuild_tables();
+        let own = clb.own_addresses.clone();
+        let node = clb.node_index as u8;
+        clb.quic = clb
+            .listeners
+            .iter()
+            .map(|l| {
+                let vip = SocketAddr::new(l.config.vip, l.config.port);
+                let seed = u64::from(node) << 48 ^ u64::from(l.config.port);
+                l.config.quic.as_ref().map(|q| crate::quic_listener::QuicListener::new(q, vip, own.clone(), node, seed))
+            })
+            .collect();
         clb
     }
 
@@ -232,7 +251,9 @@ impl Clb {
         let sweep = Some(self.next_sweep_ns);
         let probes = self.prober.poll_timeout(self.now_ns);
         let l7 = self.l7.next_timer();
-        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).chain(l7).min()
+        let now = self.now_ns;
+        let quic = self.quic.iter_mut().flatten().filter_map(|q| q.poll_timeout(now)).min();
+        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).chain(l7).chain(quic).min()
     }
 
     /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
@@ -307,6 +328,17 @@ impl Clb {
             return Ok(());
         }
         let from = SocketAddr::new(info.key.src, info.key.src_port);
+        let local = (info.key.dst, info.key.dst_port);
+        let quic = self.quic.iter().position(|q| q.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
+        if let Some(li) = quic {
+            if let Some(q) = self.quic[li].as_mut()
+                && let Some(ch) = q.by_backend(from, local)
+            {
+                q.receive_backend(ch, packet);
+            }
+            self.drive_quic(li, now_ns, Ingress::Direct);
+            return Ok(());
+        }
         if let Some(client_key) = self.l7.by_backend(from, (info.key.dst, info.key.dst_port)) {
             self.l7.receive(&client_key, packet);
             self.drive_l7(&client_key, now_ns);
@@ -364,6 +396,12 @@ impl Clb {
         for key in self.l7.due(now_ns) {
             self.drive_l7(&key, now_ns);
         }
+        for li in 0..self.quic.len() {
+            let due = self.quic[li].as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
+            if due {
+                self.drive_quic(li, now_ns, Ingress::Direct);
+            }
+        }
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             let expired = self.conns.expire(now_ns, |c| {
@@ -393,6 +431,17 @@ impl Clb {
         let li = self.find_listener(&key).ok_or(Drop::NoListener)?;
         if self.listeners[li].config.layer7 {
             return self.forward_l7(now_ns, key, info.tcp, packet, ingress, li);
+        }
+        if self.quic[li].is_some() {
+            let payload = inner::transport_payload(&packet);
+            let mut step = crate::quic_listener::QuicStep::default();
+            if let Some(q) = self.quic[li].as_mut() {
+                let client = SocketAddr::new(key.src, key.src_port);
+                q.receive(now_ns, client, payload, ingress, key.flow_hash(), &mut step);
+            }
+            self.apply_quic(li, now_ns, step, ingress);
+            self.drive_quic(li, now_ns, ingress);
+            return Ok(());
         }
         let existing = self.conns.get_mut(&key).map(|c| {
             c.ingress = ingress;
@@ -522,6 +571,91 @@ impl Clb {
                 self.snat_used.remove(&(ip, port, Transport::Tcp));
             }
         }
+    }
+
+    /// Drives a QUIC listener and carries out what it asks.
+    fn drive_quic(&mut self, li: usize, now_ns: u64, fallback: Ingress) {
+        // Choosing backends and opening relays produce more work: a few rounds settle it.
+        for _ in 0..4 {
+            let mut step = crate::quic_listener::QuicStep::default();
+            let Some(q) = self.quic[li].as_mut() else { return };
+            q.drive(now_ns, &mut step);
+            let more = !step.need_backend.is_empty() || !step.need_port.is_empty();
+            self.apply_quic(li, now_ns, step, fallback);
+            if !more {
+                break;
+            }
+        }
+    }
+
+    fn apply_quic(&mut self, li: usize, now_ns: u64, step: crate::quic_listener::QuicStep, fallback: Ingress) {
+        for ch in step.need_backend {
+            let Some(first) = self.quic[li].as_ref().and_then(|q| q.conn(ch)).map(|c| c.first) else { continue };
+            let vip = self.quic[li].as_ref().map(|q| q.vip());
+            let Some(vip) = vip else { continue };
+            let key = FlowKey {
+                transport: Transport::Udp,
+                src: first.ip(),
+                src_port: first.port(),
+                dst: vip.ip(),
+                dst_port: vip.port(),
+            };
+            if let Some(binding) = self.pick(li, &key, now_ns) {
+                let backend = self.backends[self.listeners[li].ports[binding]];
+                if let Some(q) = self.quic[li].as_mut() {
+                    q.set_backend(ch, binding, backend, now_ns);
+                }
+                self.listeners[li].active[binding] += 1;
+                self.flows_created += 1;
+            }
+        }
+        for (ch, stream) in step.need_port {
+            let backend = self.quic[li].as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
+            let Some(backend) = backend else { continue };
+            if let Some(local) = self.allocate_snat(Transport::Tcp, backend.ip())
+                && let Some(q) = self.quic[li].as_mut()
+                && !q.open_relay(ch, stream, local)
+            {
+                self.snat_used.remove(&(local.0, local.1, Transport::Tcp));
+            }
+        }
+        for (ch, dst, payload) in step.to_client {
+            let Some(q) = self.quic[li].as_ref() else { return };
+            let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
+            let Some(packet) = q.datagram_to(dst, &payload) else { continue };
+            let out = match ingress {
+                Ingress::Pop(p) => {
+                    let pop_id = self.reply_pop(p);
+                    match ccn::encapsulate(Direction::ToPop, pop_id, flow_hash, &packet) {
+                        Ok(bytes) => Output::ToPop { pop_id, bytes },
+                        Err(_) => continue,
+                    }
+                }
+                Ingress::Direct => Output::ToClient { bytes: packet },
+            };
+            self.outputs.push_back(out);
+        }
+        for (backend, client, mut bytes) in step.to_backend {
+            if inner::parse(&bytes).is_ok_and(|i| i.tcp.is_some_and(|f| f.syn && !f.ack)) {
+                let toa = inner::toa_option((client.ip(), client.port()));
+                bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
+            }
+            self.outputs.push_back(Output::ToBackend { backend, bytes });
+        }
+        for (binding, ports) in step.closed {
+            if let Some(b) = binding {
+                let active = &mut self.listeners[li].active[b];
+                *active = active.saturating_sub(1);
+            }
+            for (ip, port) in ports {
+                self.snat_used.remove(&(ip, port, Transport::Tcp));
+            }
+        }
+    }
+
+    /// QUIC connections this node holds now, and handshakes it has accepted.
+    pub fn quic_connections(&self) -> (usize, u64) {
+        self.quic.iter().flatten().fold((0, 0), |(c, h), q| (c + q.connections(), h + q.handshakes()))
     }
 
     /// Layer-7 connections this node holds now.
@@ -780,6 +914,7 @@ mod tests {
                 layer7: false,
                 http: false,
                 tls: None,
+                quic: None,
             }],
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 1000,

@@ -62,6 +62,8 @@ pub struct ListenerConfig {
     pub http: bool,
     /// HTTPS and TCP SSL: the TLS identity the node terminates with.
     pub tls: Option<crate::l7::TlsTermination>,
+    /// QUIC: the node terminates QUIC with this identity and relays streams over TCP.
+    pub quic: Option<crate::quic_listener::QuicTermination>,
 }
 
 /// Health checking of a backend port.

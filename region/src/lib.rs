@@ -9,6 +9,8 @@ pub mod conn_table;
 pub mod health;
 pub mod l7;
 pub mod probe;
+pub mod quic;
+pub mod quic_listener;
 pub mod scheduler;
 pub mod security;
 pub mod tcp_stack;

@@ -19,6 +19,8 @@ pub struct Outcome {
     pub stats: Stats,
     /// Per fault (report order), every recovered flow's fault-to-first-reply time.
     pub recoveries_ns: Vec<Vec<u64>>,
+    /// QUIC handshakes the CLB nodes accepted.
+    pub quic_handshakes: u64,
 }
 
 /// Runs a topology to the end of its duration (plus a drain for in-flight replies).
@@ -44,5 +46,5 @@ pub fn run(topology: &topology::Topology, progress: impl FnMut(f64)) -> Result<O
         packets_per_s: packets as f64 / wall_s.max(1e-9),
         sim_s: world.sim_s(),
     };
-    Ok(Outcome { report, stats, recoveries_ns: world.recoveries_ns() })
+    Ok(Outcome { report, stats, recoveries_ns: world.recoveries_ns(), quic_handshakes: world.quic_handshakes() })
 }

@@ -54,3 +54,17 @@ pub fn vip_pki(vips: &[IpAddr]) -> Result<(TlsTermination, Arc<rustls::ClientCon
     client.resumption = rustls::client::Resumption::disabled();
     Ok((TlsTermination(Arc::new(server)), Arc::new(client)))
 }
+
+/// QUIC server and client configurations over the same identity.
+pub fn quic_configs(
+    server: &TlsTermination,
+    client: &Arc<rustls::ClientConfig>,
+) -> Result<(anyedge_region::quic_listener::QuicTermination, quinn_proto::ClientConfig), String> {
+    use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    let err = |e: &dyn std::fmt::Display| format!("QUIC set-up: {e}");
+    let server = QuicServerConfig::try_from(server.0.clone()).map_err(|e| err(&e))?;
+    let client = QuicClientConfig::try_from(client.clone()).map_err(|e| err(&e))?;
+    let server = quinn_proto::ServerConfig::with_crypto(Arc::new(server));
+    let client = quinn_proto::ClientConfig::new(Arc::new(client));
+    Ok((anyedge_region::quic_listener::QuicTermination(Arc::new(server)), client))
+}

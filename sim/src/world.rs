@@ -67,6 +67,14 @@ enum Ev {
         client: usize,
         k: usize,
     },
+    QuicIssue {
+        client: usize,
+        k: usize,
+    },
+    ClientQuicPoll {
+        client: usize,
+        slot: usize,
+    },
     TcpIssue {
         client: usize,
         k: usize,
@@ -146,6 +154,22 @@ struct Client {
     tcp_poll_at: Option<u64>,
     /// The client's own draws (flood source ports).
     rng: ComponentRng,
+    /// Per slot: the QUIC side of QUIC traffic classes.
+    quic_flows: Vec<Option<QuicFlow>>,
+}
+
+/// The QUIC side of one flow: a connection carrying requests, one stream each.
+struct QuicFlow {
+    host: anyedge_region::quic::QuicHost,
+    conn: Option<quinn_proto::ConnectionHandle>,
+    connected: bool,
+    /// Issue times of requests not yet answered; the front one is on a stream.
+    pending: VecDeque<u64>,
+    stream: Option<quinn_proto::StreamId>,
+    to_send: Vec<u8>,
+    got: u64,
+    head: Vec<u8>,
+    poll_at: Option<u64>,
 }
 
 struct Group {
@@ -268,6 +292,8 @@ pub struct World<'t> {
     /// HTTPS listeners' identity and the clients' trust in it (when any listener is HTTPS).
     tls_server: Option<anyedge_region::l7::TlsTermination>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
+    quic_server: Option<anyedge_region::quic_listener::QuicTermination>,
+    quic_client: Option<quinn_proto::ClientConfig>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
     site_links: HashMap<(usize, usize), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
@@ -380,14 +406,22 @@ impl<'t> World<'t> {
             class_tls: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.has_tls())).collect(),
             tls_server: None,
             tls_client: None,
+            quic_server: None,
+            quic_client: None,
             site_links: HashMap::new(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
         };
-        let https = t.vips.iter().flat_map(|v| &v.listeners).any(|l| l.protocol.has_tls());
+        let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
+        let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);
         if https {
             let names: Vec<IpAddr> =
                 t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
             let (server, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
+            if listeners().any(|l| l.protocol == ListenerProtocol::Quic) {
+                let (qs, qc) = crate::tls::quic_configs(&server, &client).map_err(SimError)?;
+                w.quic_server = Some(qs);
+                w.quic_client = Some(qc);
+            }
             w.tls_server = Some(server);
             w.tls_client = Some(client);
         }
@@ -410,8 +444,11 @@ impl<'t> World<'t> {
                 .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
                 .flat_map(|v| {
                     let (region, clb_nodes) = (v.home as u16, t.regions[v.home].clb_nodes);
-                    let v6 = v.ipv6.map(|a| Route { vip: IpAddr::V6(a), region, clb_nodes });
-                    std::iter::once(Route { vip: IpAddr::V4(v.ipv4), region, clb_nodes }).chain(v6)
+                    let quic_ports: Vec<u16> =
+                        v.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Quic).map(|l| l.port).collect();
+                    let route = |vip: IpAddr| Route { vip, region, clb_nodes, quic_ports: quic_ports.clone() };
+                    let v6 = v.ipv6.map(|a| route(IpAddr::V6(a)));
+                    std::iter::once(route(IpAddr::V4(v.ipv4))).chain(v6)
                 })
                 .collect();
             let core = Pop::new(PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 });
@@ -451,6 +488,7 @@ impl<'t> World<'t> {
                     layer7: l.protocol.is_terminated(),
                     http: l.protocol.is_layer7(),
                     tls: l.protocol.has_tls().then(|| self.tls_server.clone()).flatten(),
+                    quic: (l.protocol == ListenerProtocol::Quic).then(|| self.quic_server.clone()).flatten(),
                 };
                 listeners.push(listener(IpAddr::V4(vip.ipv4)));
                 if let Some(v6) = vip.ipv6 {
@@ -671,18 +709,38 @@ impl<'t> World<'t> {
                     tcp_flows: (0..slots).map(|_| TcpFlow::default()).collect(),
                     tcp_poll_at: None,
                     rng: ComponentRng::new(t.seed, &format!("client/{c}")),
+                    quic_flows: (0..slots)
+                        .map(|slot| {
+                            let class = &t.traffic[group.traffic[slot / 2]];
+                            matches!(class.kind, TrafficKind::Quic { .. }).then(|| QuicFlow {
+                                host: anyedge_region::quic::QuicHost::client(
+                                    ComponentRng::new(t.seed, &format!("quic/{c}/{slot}")).next_u64(),
+                                ),
+                                conn: None,
+                                connected: false,
+                                pending: VecDeque::new(),
+                                stream: None,
+                                to_send: Vec::new(),
+                                got: 0,
+                                head: Vec::new(),
+                                poll_at: None,
+                            })
+                        })
+                        .collect(),
                 });
                 for (k, &class) in group.traffic.iter().enumerate() {
                     let period = match t.traffic[class].kind {
                         TrafficKind::Udp { interval_ns, .. } => interval_ns,
                         TrafficKind::Tcp { requests_per_s, .. } => (1e9 / requests_per_s) as u64,
                         TrafficKind::SynFlood { rate_per_s } => (1e9 / rate_per_s) as u64,
+                        TrafficKind::Quic { requests_per_s, .. } => (1e9 / requests_per_s) as u64,
                     };
                     let start = rng.below(period.max(1));
                     let ev = match t.traffic[class].kind {
                         TrafficKind::Udp { .. } => Ev::UdpSend { client: c, k },
                         TrafficKind::Tcp { .. } => Ev::TcpIssue { client: c, k },
                         TrafficKind::SynFlood { .. } => Ev::FloodSend { client: c, k },
+                        TrafficKind::Quic { .. } => Ev::QuicIssue { client: c, k },
                     };
                     self.q.schedule(start, ev);
                 }
@@ -765,6 +823,11 @@ impl<'t> World<'t> {
         &self.violations
     }
 
+    /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
+    pub fn quic_handshakes(&self) -> u64 {
+        self.clbs.iter().map(|c| c.core.quic_connections().1).sum()
+    }
+
     pub fn events(&self) -> u64 {
         self.q.processed()
     }
@@ -782,6 +845,17 @@ impl<'t> World<'t> {
             Ev::UdpSend { client, k } => self.udp_send(client, k),
             Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
             Ev::FloodSend { client, k } => self.flood_send(client, k),
+            Ev::QuicIssue { client, k } => self.quic_issue(client, k),
+            Ev::ClientQuicPoll { client, slot } => {
+                let now = self.q.now_ns();
+                let due = self.clients[client].quic_flows[slot].as_ref().is_some_and(|f| f.poll_at == Some(now));
+                if due {
+                    if let Some(f) = self.clients[client].quic_flows[slot].as_mut() {
+                        f.poll_at = None;
+                    }
+                    self.client_quic_service(client, slot);
+                }
+            }
             Ev::ClientTcpPoll { client } => {
                 if self.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
                     self.clients[client].tcp_poll_at = None;
@@ -930,6 +1004,148 @@ impl<'t> World<'t> {
             self.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
         }
         self.q.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
+    }
+
+    fn quic_issue(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::Quic { requests_per_s, .. } = class.kind else { return };
+        for path in PATHS {
+            let slot = k * 2 + path as usize;
+            let c = &mut self.clients[client];
+            c.flows[slot].sent += 1;
+            if let Some(f) = c.quic_flows[slot].as_mut() {
+                f.pending.push_back(now);
+                if f.pending.len() > TCP_PENDING_MAX {
+                    f.pending.pop_front();
+                }
+            }
+            self.client_quic_service(client, slot);
+        }
+        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::QuicIssue { client, k });
+    }
+
+    /// Drives a client's QUIC flow: connect, one stream per request, read the answer.
+    fn client_quic_service(&mut self, client: usize, slot: usize) {
+        let now = self.q.now_ns();
+        let t = self.t;
+        let group = self.clients[client].group;
+        let class = &t.traffic[t.clients[group].traffic[slot / 2]];
+        let TrafficKind::Quic { request, response, .. } = class.kind else { return };
+        let addr = self.clients[client].addr;
+        let remote = SocketAddr::new(t.vip_addr(class, addr), class.port);
+        let config = self.quic_client.clone();
+        let Some(f) = self.clients[client].quic_flows[slot].as_mut() else { return };
+        let mut out = Vec::new();
+        let mut completions = Vec::new();
+        if f.conn.is_none()
+            && !f.pending.is_empty()
+            && let Some(config) = config
+        {
+            f.conn = f.host.connect(now, config, remote, &remote.ip().to_string());
+            f.connected = false;
+        }
+        f.host.drive(now, &mut out);
+        for (_, event) in f.host.take_events() {
+            match event {
+                quinn_proto::Event::Connected => f.connected = true,
+                quinn_proto::Event::ConnectionLost { .. } => {
+                    f.conn = None;
+                    f.connected = false;
+                    f.stream = None;
+                    f.to_send.clear();
+                    f.got = 0;
+                    f.head.clear();
+                }
+                _ => {}
+            }
+        }
+        if let Some(ch) = f.conn
+            && f.connected
+            && let Some(conn) = f.host.conn(ch)
+        {
+            if f.stream.is_none() && !f.pending.is_empty() {
+                f.stream = conn.streams().open(quinn_proto::Dir::Bi);
+                f.to_send = app::tcp_request(request, response);
+                f.got = 0;
+                f.head.clear();
+            }
+            if let Some(id) = f.stream {
+                if !f.to_send.is_empty() {
+                    let n = conn.send_stream(id).write(&f.to_send).unwrap_or(0);
+                    f.to_send.drain(..n);
+                    if f.to_send.is_empty() {
+                        let _ = conn.send_stream(id).finish();
+                    }
+                }
+                let expected = u64::from(response.max(app::ID_LEN as u32));
+                let mut done = false;
+                if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
+                    while let Ok(Some(chunk)) = chunks.next(64 * 1024) {
+                        let want = app::ID_LEN.saturating_sub(f.head.len()).min(chunk.bytes.len());
+                        f.head.extend_from_slice(&chunk.bytes[..want]);
+                        f.got += chunk.bytes.len() as u64;
+                    }
+                    let _ = chunks.finalize();
+                }
+                if f.got >= expected {
+                    done = true;
+                }
+                if done {
+                    let backend = app::parse_identity(&f.head).map(|(b, _)| b);
+                    if let Some(issued) = f.pending.pop_front() {
+                        completions.push((issued, backend));
+                    }
+                    f.stream = None;
+                }
+            }
+            f.host.drive(now, &mut out);
+        }
+        let next = f.host.poll_timeout();
+        for (issued, backend) in completions {
+            self.record_reply(client, slot, issued, backend);
+        }
+        self.send_quic_datagrams(client, slot, out);
+        if let Some(at) = next {
+            let at = at.max(now);
+            let f = self.clients[client].quic_flows[slot].as_mut();
+            if let Some(f) = f
+                && f.poll_at.is_none_or(|t| at < t)
+            {
+                f.poll_at = Some(at);
+                self.q.schedule(at, Ev::ClientQuicPoll { client, slot });
+            }
+        }
+    }
+
+    /// Sends a client's QUIC datagrams from its slot's current source port.
+    fn send_quic_datagrams(&mut self, client: usize, slot: usize, out: Vec<anyedge_region::quic::QuicTransmit>) {
+        let addr = self.clients[client].addr;
+        let port = port_of(slot, self.clients[client].tcp_flows[slot].generation);
+        let path = if slot % 2 == 0 { Path::Anycast } else { Path::Direct };
+        for (dst, _, payload) in out {
+            let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };
+            let route = match path {
+                Path::Anycast => self.slot_route(client, slot / 2, path),
+                Path::Direct => self.direct_quic_route(client, slot, &payload),
+            };
+            if let Some((link, to)) = route {
+                self.send_over(link, flow_id(client, slot), to, packet);
+            }
+        }
+    }
+
+    /// The region edge routes QUIC by the connection ID the CLB node issued, when there is
+    /// one, so a migrated client reaches the node that holds its connection.
+    fn direct_quic_route(&self, client: usize, slot: usize, payload: &[u8]) -> Option<(LinkKind, Arrival)> {
+        let (link, to) = self.slot_route(client, slot / 2, Path::Direct)?;
+        let Arrival::ClbDirect(clb) = to else { return Some((link, to)) };
+        let r = self.clbs[clb].region;
+        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes);
+        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.clb_base[r] + usize::from(n)))))
     }
 
     fn tcp_issue(&mut self, client: usize, k: usize) {
@@ -1317,6 +1533,18 @@ impl<'t> World<'t> {
                 if slot >= self.clients[client].flows.len() {
                     return;
                 }
+                if self.clients[client].quic_flows[slot].is_some() {
+                    let now = self.q.now_ns();
+                    let remote = SocketAddr::new(info.key.src, info.key.src_port);
+                    let payload = &packet[packet.len() - info.payload_len..];
+                    let mut out = Vec::new();
+                    if let Some(f) = self.clients[client].quic_flows[slot].as_mut() {
+                        f.host.receive(now, remote, Some(info.key.dst), payload, &mut out);
+                    }
+                    self.send_quic_datagrams(client, slot, out);
+                    self.client_quic_service(client, slot);
+                    return;
+                }
                 let Some(reply) = app::parse_udp_reply(&packet[packet.len() - info.payload_len..]) else {
                     return;
                 };
@@ -1399,6 +1627,17 @@ impl<'t> World<'t> {
                 }
             }
             FaultAction::Unbind(_) | FaultAction::Bind(_) => {}
+            FaultAction::Migrate(group) => {
+                for client in self.clients.iter_mut().filter(|c| c.group == group) {
+                    for slot in 0..client.tcp_flows.len() {
+                        // A new source port: QUIC carries on, TCP connections die with it.
+                        client.tcp_flows[slot].generation = client.tcp_flows[slot].generation.wrapping_add(1);
+                        if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows[slot].handle) {
+                            stack.socket(h).abort();
+                        }
+                    }
+                }
+            }
             FaultAction::Down(Target::Backend { addr, .. }) => {
                 if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
                     self.hosts[h].down_ports.push(addr.port());
@@ -1479,6 +1718,7 @@ impl<'t> World<'t> {
                                 .is_some_and(|p| self.pops[p].core.node_of(&self.slot_key(ci, slot)) == Some(index))
                     }
                     FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
+                    FaultAction::Migrate(group) => c.group == group,
                     FaultAction::Link(lo) => g.route[vip] == Some(lo.pop) && home == lo.region,
                 };
                 if hit {
@@ -1625,6 +1865,7 @@ impl<'t> World<'t> {
                         TrafficKind::Udp { .. } => "udp".into(),
                         TrafficKind::Tcp { .. } => "tcp".into(),
                         TrafficKind::SynFlood { .. } => "syn-flood".into(),
+                        TrafficKind::Quic { .. } => "quic".into(),
                     },
                     anycast: path(0),
                     direct: path(1),

@@ -227,6 +227,8 @@ pub enum TrafficKind {
     Tcp { requests_per_s: f64, request: u32, response: u32 },
     /// TCP SYNs from random source ports, never completed: `rate_per_s` per client.
     SynFlood { rate_per_s: f64 },
+    /// A QUIC connection carrying requests, one bidirectional stream each.
+    Quic { requests_per_s: f64, request: u32, response: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,7 +242,7 @@ pub struct TrafficClass {
 impl TrafficClass {
     pub fn transport(&self) -> Transport {
         match self.kind {
-            TrafficKind::Udp { .. } => Transport::Udp,
+            TrafficKind::Udp { .. } | TrafficKind::Quic { .. } => Transport::Udp,
             TrafficKind::Tcp { .. } | TrafficKind::SynFlood { .. } => Transport::Tcp,
         }
     }
@@ -285,6 +287,9 @@ pub enum FaultAction {
     Unbind(Target),
     /// Bind an unbound backend again.
     Bind(Target),
+    /// Every client of a group changes its source port (4G to Wi-Fi): QUIC connections
+    /// migrate, other flows start afresh. Index into `clients`.
+    Migrate(usize),
     Link(LinkOverride),
 }
 

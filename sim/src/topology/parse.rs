@@ -338,7 +338,8 @@ impl Parser {
         let clients = self.clients(&top, &traffic_names, &names);
         self.check_client_addresses(&top, &clients, &vips, &traffic, &regions);
         let failover = self.failover(&top);
-        let faults = self.faults(&top, &names, duration_ns.unwrap_or(u64::MAX));
+        let client_names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
+        let faults = self.faults(&top, &names, &client_names, duration_ns.unwrap_or(u64::MAX));
         let security_groups = self.security_groups(&top, &names);
         Some(Topology {
             name: name?,
@@ -765,6 +766,12 @@ impl Parser {
             None => Some(None),
             Some(n) => self.persistence(n, &o.field("persistence"), protocol, scheduler),
         };
+        if protocol == Some(ListenerProtocol::Quic)
+            && let Some(Scheduler::Hash { .. } | Scheduler::Maglev { .. }) = scheduler
+            && let Some(n) = o.get("scheduler")
+        {
+            self.err(n.span(), &o.field("scheduler"), "QUIC listeners schedule with wrr or wlc");
+        }
         Some(Listener {
             protocol: protocol?,
             port: port?,
@@ -1006,7 +1013,8 @@ impl Parser {
                 };
                 TrafficKind::Udp { interval_ns: interval_ns?, size: size? }
             }
-            "tcp" => {
+            "tcp" | "quic" => {
+                let quic = protocol == "quic";
                 let requests_per_s = self.opt_float(o, "requests_per_s", 1.0, 0.01, 1000.0);
                 let size = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
                     Some(n) => p.int(n, &o.field(key), 16, 10_000_000).map(|v| v as u32),
@@ -1014,16 +1022,36 @@ impl Parser {
                 };
                 let request = size(self, "request", 500);
                 let response = size(self, "response", 20_000);
-                TrafficKind::Tcp { requests_per_s: requests_per_s?, request: request?, response: response? }
+                let (requests_per_s, request, response) = (requests_per_s?, request?, response?);
+                if quic {
+                    TrafficKind::Quic { requests_per_s, request, response }
+                } else {
+                    TrafficKind::Tcp { requests_per_s, request, response }
+                }
             }
             other => {
-                self.err(proto_node.span(), &o.field("protocol"), format!("`{other}` is not one of udp, tcp"));
+                self.err(proto_node.span(), &o.field("protocol"), format!("`{other}` is not one of udp, tcp, quic"));
                 return None;
             }
         };
         let (vip, port) = (vip?, port?);
         let class = TrafficClass { name: name.to_string(), vip, port, kind };
-        let served = vips[vip].listeners.iter().any(|l| l.port == port && l.protocol.transport() == class.transport());
+        let listener =
+            vips[vip].listeners.iter().find(|l| l.port == port && l.protocol.transport() == class.transport());
+        let quic_class = matches!(class.kind, TrafficKind::Quic { .. });
+        if let Some(l) = listener
+            && (l.protocol == ListenerProtocol::Quic) != quic_class
+        {
+            let span = proto_node.span();
+            let reason = if quic_class {
+                format!("port {port} of VIP `{}` is a {} listener, not QUIC", vips[vip].name, l.protocol.name())
+            } else {
+                format!("port {port} of VIP `{}` is a QUIC listener: use protocol: quic", vips[vip].name)
+            };
+            self.err(span, &o.field("protocol"), reason);
+            return None;
+        }
+        let served = listener.is_some();
         if !served && !regions.is_empty() {
             let span = port_node.map_or(o.map.span(), |n| n.span());
             let proto = if class.transport() == anyedge_proto::Transport::Udp { "UDP" } else { "TCP" };
@@ -1323,18 +1351,18 @@ impl Parser {
         Some(Rule { source: source?, ports: ports?, action: action? })
     }
 
-    fn faults(&mut self, top: &Obj<'_>, names: &Names<'_>, duration_ns: u64) -> Vec<Fault> {
-        let Some(node) = top.get("faults") else { return vec![] };
+    fn faults(&mut self, top: &Obj<'_>, names: &Names<'_>, clients: &[String], duration_ns: u64) -> Vec<Fault> {
+        let Some(node) = top.get("faults").filter(|n| !is_null(n)) else { return vec![] };
         let Some(seq) = self.seq(node, "faults") else {
             return vec![];
         };
-        let allowed = &["at", "down", "up", "unbind", "bind", "link", "for", "loss", "delay", "jitter"];
+        let allowed = &["at", "down", "up", "unbind", "bind", "migrate", "link", "for", "loss", "delay", "jitter"];
         let mut out = Vec::new();
         for (i, item) in seq.iter().enumerate() {
             let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else {
                 continue;
             };
-            if let Some(f) = self.fault(&o, names, duration_ns) {
+            if let Some(f) = self.fault(&o, names, clients, duration_ns) {
                 out.push(f);
             }
         }
@@ -1342,7 +1370,7 @@ impl Parser {
         out
     }
 
-    fn fault(&mut self, o: &Obj<'_>, names: &Names<'_>, duration_ns: u64) -> Option<Fault> {
+    fn fault(&mut self, o: &Obj<'_>, names: &Names<'_>, clients: &[String], duration_ns: u64) -> Option<Fault> {
         let at_node = self.req(o, "at")?;
         let at_ns = self.duration(at_node, &o.field("at"))?;
         if at_ns >= duration_ns {
@@ -1350,14 +1378,23 @@ impl Parser {
             return None;
         }
         let kinds: Vec<&str> =
-            ["down", "up", "unbind", "bind", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
+            ["down", "up", "unbind", "bind", "migrate", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
         if kinds.len() != 1 {
-            self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, unbind, bind, link");
+            self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, unbind, bind, migrate, link");
             return None;
         }
         let key = kinds[0];
         let node = o.get(key)?;
         let field = o.field(key);
+        if key == "migrate" {
+            let text = self.str(node, &field)?;
+            let group = text.strip_prefix("client/").and_then(|g| clients.iter().position(|c| c == g));
+            let Some(group) = group else {
+                self.err(node.span(), &field, format!("`{text}` is not client/NAME of a client group"));
+                return None;
+            };
+            return Some(Fault { at_ns, action: FaultAction::Migrate(group), what: format!("migrate {text}") });
+        }
         if key != "link" {
             for extra in ["for", "loss", "delay", "jitter"] {
                 if let Some(n) = o.get(extra) {
@@ -1430,6 +1467,11 @@ fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
         out.push(range);
     }
     Ok(out)
+}
+
+/// `key:` with nothing after it (YAML null).
+fn is_null(node: &Node) -> bool {
+    node.as_scalar().is_some_and(|s| matches!(s.as_str(), "" | "~" | "null"))
 }
 
 fn is_prime(n: usize) -> bool {

@@ -1,0 +1,348 @@
+//! QUIC listeners: the CLB node terminates the client's QUIC connection (quinn-proto,
+//! TLS 1.3) and carries each bidirectional stream to the connection's backend over a TCP
+//! connection of its own, naming the client in a TOA option. A client that changes
+//! address (4G to Wi-Fi) keeps its connection: quinn validates the new path and the
+//! node keeps the backend.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyedge_proto::inner;
+use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent, StreamId};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+
+use crate::quic::{QuicHost, QuicTransmit};
+use crate::tcp_stack::TcpStack;
+
+/// The QUIC server identity of a listener.
+#[derive(Clone)]
+pub struct QuicTermination(pub Arc<quinn_proto::ServerConfig>);
+
+impl std::fmt::Debug for QuicTermination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuicTermination")
+    }
+}
+
+impl PartialEq for QuicTermination {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for QuicTermination {}
+
+/// A stream relayed to the backend over TCP.
+struct Relay {
+    stream: StreamId,
+    tcp: SocketHandle,
+    local: (IpAddr, u16),
+    to_tcp: Vec<u8>,
+    to_quic: Vec<u8>,
+    /// The client finished its side of the stream / we closed TCP's send side.
+    quic_fin: bool,
+    tcp_closed: bool,
+    /// The backend finished / we finished the QUIC stream.
+    tcp_fin: bool,
+    quic_finished: bool,
+}
+
+/// One client QUIC connection at this node.
+pub struct QuicConn {
+    /// Where its latest packet entered, and its flow hash (for the way back).
+    pub ingress: crate::conn_table::Ingress,
+    pub flow_hash: u32,
+    /// The client's address when the connection began (scheduling key).
+    pub first: SocketAddr,
+    pub binding: Option<usize>,
+    pub backend: Option<SocketAddr>,
+    stack: Option<TcpStack>,
+    relays: Vec<Relay>,
+}
+
+/// A binding no longer in use (if any) and local ports (address, port) to free.
+pub type Released = (Option<usize>, Vec<(IpAddr, u16)>);
+
+/// What the listener asks of the CLB.
+#[derive(Default)]
+pub struct QuicStep {
+    /// QUIC datagrams toward clients: (connection, destination, UDP payload).
+    pub to_client: Vec<(ConnectionHandle, SocketAddr, Vec<u8>)>,
+    /// TCP packets toward backends: (backend, the client it is for, packet).
+    pub to_backend: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Connections that need a backend chosen (just established).
+    pub need_backend: Vec<ConnectionHandle>,
+    /// Streams that need a local port toward the backend: (connection, stream).
+    pub need_port: Vec<(ConnectionHandle, StreamId)>,
+    /// What to release: a finished connection's binding and its relays' local ports.
+    pub closed: Vec<Released>,
+}
+
+pub struct QuicListener {
+    host: QuicHost,
+    vip: SocketAddr,
+    own: Vec<IpAddr>,
+    conns: HashMap<ConnectionHandle, QuicConn>,
+    by_backend: HashMap<(SocketAddr, IpAddr, u16), ConnectionHandle>,
+    seed: u64,
+}
+
+impl std::fmt::Debug for QuicListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicListener").field("vip", &self.vip).field("connections", &self.conns.len()).finish()
+    }
+}
+
+impl QuicListener {
+    pub fn new(termination: &QuicTermination, vip: SocketAddr, own: Vec<IpAddr>, node: u8, seed: u64) -> QuicListener {
+        QuicListener {
+            host: QuicHost::server(termination.0.clone(), node, seed),
+            vip,
+            own,
+            conns: HashMap::new(),
+            by_backend: HashMap::new(),
+            seed,
+        }
+    }
+
+    pub fn handshakes(&self) -> u64 {
+        self.host.handshakes()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn conn(&self, ch: ConnectionHandle) -> Option<&QuicConn> {
+        self.conns.get(&ch)
+    }
+
+    /// The connection a backend's TCP packet to `local` belongs to.
+    pub fn by_backend(&self, backend: SocketAddr, local: (IpAddr, u16)) -> Option<ConnectionHandle> {
+        self.by_backend.get(&(backend, local.0, local.1)).copied()
+    }
+
+    /// A client datagram (UDP payload) from `client`.
+    pub fn receive(
+        &mut self,
+        now_ns: u64,
+        client: SocketAddr,
+        payload: &[u8],
+        ingress: crate::conn_table::Ingress,
+        flow_hash: u32,
+        step: &mut QuicStep,
+    ) {
+        let mut out = Vec::new();
+        let ch = self.host.receive(now_ns, client, Some(self.vip.ip()), payload, &mut out);
+        self.collect(&mut out, step);
+        if let Some(ch) = ch {
+            let conn = self.conns.entry(ch).or_insert_with(|| QuicConn {
+                ingress,
+                flow_hash,
+                first: client,
+                binding: None,
+                backend: None,
+                stack: None,
+                relays: Vec::new(),
+            });
+            conn.ingress = ingress;
+        }
+    }
+
+    /// A backend's TCP packet for one of the relays.
+    pub fn receive_backend(&mut self, ch: ConnectionHandle, packet: Vec<u8>) {
+        if let Some(stack) = self.conns.get_mut(&ch).and_then(|c| c.stack.as_mut()) {
+            stack.receive(packet);
+        }
+    }
+
+    /// Sets the backend of a connection (after the CLB scheduled it).
+    pub fn set_backend(&mut self, ch: ConnectionHandle, binding: usize, backend: SocketAddr, now_ns: u64) {
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.binding = Some(binding);
+            c.backend = Some(backend);
+            let seed = self.seed ^ (ch.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            c.stack = Some(TcpStack::with_addresses(&self.own, seed, now_ns));
+        }
+    }
+
+    /// Opens the TCP side of a stream from `local` (after the CLB gave a port).
+    pub fn open_relay(&mut self, ch: ConnectionHandle, stream: StreamId, local: (IpAddr, u16)) -> bool {
+        let Some(c) = self.conns.get_mut(&ch) else { return false };
+        let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else { return false };
+        let handle = stack.new_socket();
+        let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
+        let socket = sockets.get_mut::<tcp::Socket>(handle);
+        socket.set_nagle_enabled(false);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
+        if socket.connect(iface.context(), (backend.ip(), backend.port()), local).is_err() {
+            sockets.remove(handle);
+            return false;
+        }
+        c.relays.push(Relay {
+            stream,
+            tcp: handle,
+            local,
+            to_tcp: Vec::new(),
+            to_quic: Vec::new(),
+            quic_fin: false,
+            tcp_closed: false,
+            tcp_fin: false,
+            quic_finished: false,
+        });
+        self.by_backend.insert((backend, local.0, local.1), ch);
+        true
+    }
+
+    /// Moves everything along at `now_ns`.
+    pub fn drive(&mut self, now_ns: u64, step: &mut QuicStep) {
+        let mut out = Vec::new();
+        self.host.drive(now_ns, &mut out);
+        for (ch, event) in self.host.take_events() {
+            match event {
+                Event::Connected => step.need_backend.push(ch),
+                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                    while let Some(id) = self.host.conn(ch).and_then(|c| c.streams().accept(Dir::Bi)) {
+                        step.need_port.push((ch, id));
+                    }
+                }
+                Event::ConnectionLost { .. } => {
+                    if let Some(c) = self.conns.remove(&ch) {
+                        let ports = c.relays.iter().map(|r| r.local).collect();
+                        if let Some(b) = c.backend {
+                            for r in &c.relays {
+                                self.by_backend.remove(&(b, r.local.0, r.local.1));
+                            }
+                        }
+                        step.closed.push((c.binding, ports));
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.relay(now_ns, step);
+        self.host.drive(now_ns, &mut out);
+        self.collect(&mut out, step);
+    }
+
+    /// Copies bytes between each stream and its TCP connection, both ways.
+    fn relay(&mut self, now_ns: u64, step: &mut QuicStep) {
+        let mut handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        handles.sort();
+        for ch in handles {
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else { continue };
+            let Some(conn) = self.host.conn(ch) else { continue };
+            stack.poll(now_ns);
+            for r in &mut c.relays {
+                // Client → backend.
+                if !r.quic_fin {
+                    let mut stream = conn.recv_stream(r.stream);
+                    if let Ok(mut chunks) = stream.read(true) {
+                        loop {
+                            match chunks.next(64 * 1024) {
+                                Ok(Some(chunk)) => r.to_tcp.extend_from_slice(&chunk.bytes),
+                                Ok(None) => {
+                                    r.quic_fin = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = chunks.finalize();
+                    }
+                }
+                let s = stack.socket(r.tcp);
+                if s.can_send() && !r.to_tcp.is_empty() {
+                    let n = s.send_slice(&r.to_tcp).unwrap_or(0);
+                    r.to_tcp.drain(..n);
+                }
+                if r.quic_fin && r.to_tcp.is_empty() && !r.tcp_closed && s.may_send() {
+                    s.close();
+                    r.tcp_closed = true;
+                }
+                // Backend → client.
+                while s.can_recv() {
+                    let mut buf = [0u8; 8192];
+                    let n = s.recv_slice(&mut buf).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    r.to_quic.extend_from_slice(&buf[..n]);
+                }
+                if !s.may_recv()
+                    && matches!(
+                        s.state(),
+                        tcp::State::CloseWait
+                            | tcp::State::LastAck
+                            | tcp::State::TimeWait
+                            | tcp::State::Closed
+                            | tcp::State::Closing
+                    )
+                {
+                    r.tcp_fin = true;
+                }
+                if !r.to_quic.is_empty() {
+                    let n = conn.send_stream(r.stream).write(&r.to_quic).unwrap_or(0);
+                    r.to_quic.drain(..n);
+                }
+                if r.tcp_fin && r.to_quic.is_empty() && !r.quic_finished {
+                    let _ = conn.send_stream(r.stream).finish();
+                    r.quic_finished = true;
+                }
+            }
+            stack.poll(now_ns);
+            for packet in stack.drain_tx() {
+                step.to_backend.push((backend, c.first, packet));
+            }
+            // Relays whose both directions are done leave; their ports go back.
+            let mut done = Vec::new();
+            c.relays.retain(|r| {
+                let over = r.quic_finished && r.tcp_closed;
+                if over {
+                    done.push(r.local);
+                }
+                !over
+            });
+            for local in &done {
+                self.by_backend.remove(&(backend, local.0, local.1));
+            }
+            if !done.is_empty() {
+                step.closed.push((None, done));
+            }
+        }
+    }
+
+    fn collect(&mut self, out: &mut Vec<QuicTransmit>, step: &mut QuicStep) {
+        if out.is_empty() {
+            return;
+        }
+        // Datagrams go to a connection's current address (it moves when a client migrates).
+        let mut handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        handles.sort();
+        let remotes: Vec<(SocketAddr, ConnectionHandle)> =
+            handles.into_iter().filter_map(|h| Some((self.host.conn(h)?.remote_address(), h))).collect();
+        for (dst, _src, bytes) in out.drain(..) {
+            let ch = remotes.iter().find(|(r, _)| *r == dst).map(|(_, h)| *h);
+            step.to_client.push((ch.unwrap_or(ConnectionHandle(usize::MAX)), dst, bytes));
+        }
+    }
+
+    /// When the listener next needs `drive`.
+    pub fn poll_timeout(&mut self, now_ns: u64) -> Option<u64> {
+        let quic = self.host.poll_timeout();
+        let tcp = self.conns.values_mut().filter_map(|c| c.stack.as_mut()?.poll_at_ns(now_ns)).min();
+        quic.into_iter().chain(tcp).min().map(|t| t.max(now_ns))
+    }
+
+    pub fn vip(&self) -> SocketAddr {
+        self.vip
+    }
+
+    /// Builds the UDP datagram carrying a QUIC payload to a client.
+    pub fn datagram_to(&self, client: SocketAddr, payload: &[u8]) -> Option<Vec<u8>> {
+        inner::build_udp((self.vip.ip(), self.vip.port()), (client.ip(), client.port()), payload)
+    }
+}
