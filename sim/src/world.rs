@@ -1125,7 +1125,7 @@ impl<'t> World<'t> {
     fn send_quic_datagrams(&mut self, client: usize, slot: usize, out: Vec<anyedge_region::quic::QuicTransmit>) {
         let addr = self.clients[client].addr;
         let port = port_of(slot, self.clients[client].tcp_flows[slot].generation);
-        let path = if slot % 2 == 0 { Path::Anycast } else { Path::Direct };
+        let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
         for (dst, _, payload) in out {
             let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };
             let route = match path {
@@ -1218,7 +1218,7 @@ impl<'t> World<'t> {
             let Some(slot) = slot_of(info.key.src_port) else {
                 continue;
             };
-            let path = if slot % 2 == 0 { Path::Anycast } else { Path::Direct };
+            let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
             if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
                 self.send_over(link, flow_id(client, slot), to, packet);
             }
