@@ -772,6 +772,15 @@ impl Parser {
         {
             self.err(n.span(), &o.field("scheduler"), "QUIC listeners schedule with wrr or wlc");
         }
+        // QUIC listeners take IPv4 and IPv6-NAT64 VIPs: their backends are IPv4.
+        if protocol == Some(ListenerProtocol::Quic)
+            && let (Some(g), Some(home)) = (backend_group, home)
+            && let Some(b) = home.backend_groups[g].backends.iter().find(|b| b.addr.is_ipv6())
+            && let Some(n) = o.get("backends")
+        {
+            let reason = format!("QUIC listeners reach IPv4 backends only (IPv4 or NAT64 VIPs), not {}", b.addr);
+            self.err(n.span(), &o.field("backends"), reason);
+        }
         Some(Listener {
             protocol: protocol?,
             port: port?,
