@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod engine;
+pub mod nodes;
 pub mod report;
 pub mod tls;
 pub mod topology;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
-use anyedge_pop::{Pop, PopConfig, Route, rendezvous_node};
+use anyedge_pop::{Pop, rendezvous_node};
 use anyedge_proto::{FlowKey, Transport, inner};
 use anyedge_region::clb::PROBE_PORTS;
-use anyedge_region::{BackendConfig, Clb, ClbConfig, ListenerConfig};
+use anyedge_region::{Clb, ClbConfig};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
@@ -436,98 +436,17 @@ impl<'t> World<'t> {
     }
 
     fn build_pops(&mut self) {
-        let t = self.t;
-        for p in 0..t.pops.len() {
-            let routes = t
-                .vips
-                .iter()
-                .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
-                .flat_map(|v| {
-                    let (region, clb_nodes) = (v.home as u16, t.regions[v.home].clb_nodes);
-                    let quic_ports: Vec<u16> =
-                        v.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Quic).map(|l| l.port).collect();
-                    let route = |vip: IpAddr| Route { vip, region, clb_nodes, quic_ports: quic_ports.clone() };
-                    let v6 = v.ipv6.map(|a| route(IpAddr::V6(a)));
-                    std::iter::once(route(IpAddr::V4(v.ipv4))).chain(v6)
-                })
-                .collect();
-            let core = Pop::new(PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 });
+        for p in 0..self.t.pops.len() {
+            let core = Pop::new(crate::nodes::pop_config(self.t, p));
             self.pops.push(PopNode { core, up: true, announced: true });
         }
     }
 
     fn clb_config(&self, r: usize, index: usize) -> ClbConfig {
-        let t = self.t;
-        let region = &t.regions[r];
-        let mut listeners = Vec::new();
-        for vip in t.vips.iter().filter(|v| v.home == r) {
-            for l in &vip.listeners {
-                let group = &region.backend_groups[l.backend_group];
-                let backends = |v6_vip: bool| {
-                    // An IPv4 VIP reaches IPv4 backends; an IPv6 VIP reaches IPv6 ones
-                    // directly and IPv4 ones through NAT64.
-                    group
-                        .backends
-                        .iter()
-                        .filter(|b| v6_vip || b.addr.is_ipv4())
-                        .map(|b| BackendConfig {
-                            addr: b.addr,
-                            weight: b.weight,
-                            health: group.health.clone(),
-                            snat: matches!(b.site, Site::Idc(_)),
-                        })
-                        .collect()
-                };
-                let listener = |vip: IpAddr| ListenerConfig {
-                    vip,
-                    transport: l.protocol.transport(),
-                    port: l.port,
-                    scheduler: l.scheduler,
-                    backends: backends(vip.is_ipv6()),
-                    persistence_ns: l.persistence_ns,
-                    layer7: l.protocol.is_terminated(),
-                    http: l.protocol.is_layer7(),
-                    tls: l.protocol.has_tls().then(|| self.tls_server.clone()).flatten(),
-                    quic: (l.protocol == ListenerProtocol::Quic).then(|| self.quic_server.clone()).flatten(),
-                };
-                listeners.push(listener(IpAddr::V4(vip.ipv4)));
-                if let Some(v6) = vip.ipv6 {
-                    listeners.push(listener(IpAddr::V6(v6)));
-                }
-            }
-        }
-        let snat =
-            if region.snat.is_empty() { vec![clb_addr(r, index), clb_addr_v6(r, index)] } else { region.snat.clone() };
-        let security_groups = t
-            .security_groups
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| {
-                d.bind.iter().any(|b| {
-                    matches!(*b, SgBinding::Clb { region, index: i } if region == r && i.is_none_or(|i| usize::from(i) == index))
-                })
-            })
-            .map(|(gi, d)| (gi, d.group.clone()))
-            .collect();
-        ClbConfig {
-            security_groups,
-            address: clb_addr(r, index),
-            address_v6: Some(clb_addr_v6(r, index)),
-            node_count: region.clb_nodes,
-            snat,
-            node_index: index as u16,
-            listeners,
-            health: region.health.clone(),
-            conn_table_capacity: region.conn_table,
-            pop_fallback: (0..t.pops.len())
-                .map(|p| {
-                    let mut others: Vec<usize> =
-                        (0..t.pops.len()).filter(|&q| q != p && t.backbone.has_link(q, r)).collect();
-                    others.sort_by_key(|&q| (fiber_delay_ns(t.pops[p].location, t.pops[q].location, 1.0), q));
-                    others.into_iter().map(|q| q as u16).collect()
-                })
-                .collect(),
-        }
+        let addresses =
+            crate::nodes::ClbAddresses { address: clb_addr(r, index), address_v6: Some(clb_addr_v6(r, index)) };
+        let identity = crate::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        crate::nodes::clb_config(self.t, r, index, addresses, &identity)
     }
 
     fn build_regions(&mut self) {

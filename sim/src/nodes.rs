@@ -1,0 +1,121 @@
+//! How each node of a topology is configured: the one place the simulator and the lab
+//! turn a topology file into the POP and CLB cores' configurations.
+
+use std::net::IpAddr;
+
+use anyedge_ccn::geo::fiber_delay_ns;
+use anyedge_pop::{PopConfig, Route};
+use anyedge_region::l7::TlsTermination;
+use anyedge_region::quic_listener::QuicTermination;
+use anyedge_region::{BackendConfig, ClbConfig, ListenerConfig};
+
+use crate::topology::{ListenerProtocol, SgBinding, Site, Topology};
+
+/// A CLB node's own addresses (health probes and, by default, SNAT come from them).
+#[derive(Debug, Clone, Copy)]
+pub struct ClbAddresses {
+    pub address: IpAddr,
+    pub address_v6: Option<IpAddr>,
+}
+
+/// The TLS and QUIC identities terminating listeners present, when there are any.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub tls: Option<TlsTermination>,
+    pub quic: Option<QuicTermination>,
+}
+
+/// POP `p`: a route to the home region of every VIP it publishes (and reaches).
+pub fn pop_config(t: &Topology, p: usize) -> PopConfig {
+    let routes = t
+        .vips
+        .iter()
+        .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
+        .flat_map(|v| {
+            let (region, clb_nodes) = (v.home as u16, t.regions[v.home].clb_nodes);
+            let quic_ports: Vec<u16> =
+                v.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Quic).map(|l| l.port).collect();
+            let route = |vip: IpAddr| Route { vip, region, clb_nodes, quic_ports: quic_ports.clone() };
+            let v6 = v.ipv6.map(|a| route(IpAddr::V6(a)));
+            std::iter::once(route(IpAddr::V4(v.ipv4))).chain(v6)
+        })
+        .collect();
+    PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 }
+}
+
+/// CLB node `index` of region `r`.
+pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, identity: &Identity) -> ClbConfig {
+    let region = &t.regions[r];
+    let mut listeners = Vec::new();
+    for vip in t.vips.iter().filter(|v| v.home == r) {
+        for l in &vip.listeners {
+            let group = &region.backend_groups[l.backend_group];
+            let backends = |v6_vip: bool| {
+                // An IPv4 VIP reaches IPv4 backends; an IPv6 VIP reaches IPv6 ones
+                // directly and IPv4 ones through NAT64.
+                group
+                    .backends
+                    .iter()
+                    .filter(|b| v6_vip || b.addr.is_ipv4())
+                    .map(|b| BackendConfig {
+                        addr: b.addr,
+                        weight: b.weight,
+                        health: group.health.clone(),
+                        snat: matches!(b.site, Site::Idc(_)),
+                    })
+                    .collect()
+            };
+            let listener = |vip: IpAddr| ListenerConfig {
+                vip,
+                transport: l.protocol.transport(),
+                port: l.port,
+                scheduler: l.scheduler,
+                backends: backends(vip.is_ipv6()),
+                persistence_ns: l.persistence_ns,
+                layer7: l.protocol.is_terminated(),
+                http: l.protocol.is_layer7(),
+                tls: l.protocol.has_tls().then(|| identity.tls.clone()).flatten(),
+                quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic.clone()).flatten(),
+            };
+            listeners.push(listener(IpAddr::V4(vip.ipv4)));
+            if let Some(v6) = vip.ipv6 {
+                listeners.push(listener(IpAddr::V6(v6)));
+            }
+        }
+    }
+    let snat = if region.snat.is_empty() {
+        std::iter::once(own.address).chain(own.address_v6).collect()
+    } else {
+        region.snat.clone()
+    };
+    let security_groups = t
+        .security_groups
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            d.bind.iter().any(|b| {
+                matches!(*b, SgBinding::Clb { region, index: i } if region == r && i.is_none_or(|i| usize::from(i) == index))
+            })
+        })
+        .map(|(gi, d)| (gi, d.group.clone()))
+        .collect();
+    ClbConfig {
+        security_groups,
+        address: own.address,
+        address_v6: own.address_v6,
+        node_count: region.clb_nodes,
+        snat,
+        node_index: index as u16,
+        listeners,
+        health: region.health.clone(),
+        conn_table_capacity: region.conn_table,
+        pop_fallback: (0..t.pops.len())
+            .map(|p| {
+                let mut others: Vec<usize> =
+                    (0..t.pops.len()).filter(|&q| q != p && t.backbone.has_link(q, r)).collect();
+                others.sort_by_key(|&q| (fiber_delay_ns(t.pops[p].location, t.pops[q].location, 1.0), q));
+                others.into_iter().map(|q| q as u16).collect()
+            })
+            .collect(),
+    }
+}
