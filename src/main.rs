@@ -38,11 +38,72 @@ enum Command {
         /// Topology file (YAML).
         file: PathBuf,
     },
+    /// Run one node of a lab (inside its namespace; `lab up` starts these).
+    Node {
+        #[arg(long)]
+        topology: PathBuf,
+        /// The node, named as fault targets name it: pop/paris, clb/frankfurt/0, backend/IP.
+        #[arg(long)]
+        name: String,
+        /// The lab's state directory (readiness markers).
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Bring a topology up as network namespaces with real packets, and manage it.
+    Lab {
+        #[command(subcommand)]
+        action: LabCommand,
+    },
+    /// Load a VIP from inside a client namespace and report round trips.
+    Probe {
+        /// VIP:PORT to send to.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        #[arg(long, value_parser = ["udp", "tcp"], default_value = "udp")]
+        protocol: String,
+        /// Requests per second, all flows together.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// How long to send, e.g. 5s.
+        #[arg(long, default_value = "5s")]
+        duration: String,
+        /// Flows (source ports; TCP: connections).
+        #[arg(long, default_value_t = 1)]
+        flows: usize,
+        /// Write the JSON report here (else stdout).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Make the namespaces, links and devices, start every node, return when all are ready.
+    Up { file: PathBuf },
+    /// Remove every namespace, link, device and process of the lab.
+    Down { file: PathBuf },
+    /// Which nodes run.
+    Status {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a node's namespace.
+    Exec {
+        file: PathBuf,
+        node: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop a node's process (its namespace stays, like a crashed machine).
+    Kill { file: PathBuf, node: String },
+    /// Start a stopped node again.
+    Start { file: PathBuf, node: String },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +180,40 @@ fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats
     ExitCode::SUCCESS
 }
 
+fn lab(action: LabCommand) -> ExitCode {
+    use anyedge_lab::setup;
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+    let result = match action {
+        LabCommand::Up { file } => setup::up(&file, &exe).map(|s| {
+            println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
+        }),
+        LabCommand::Down { file } => setup::down(&file).map(|()| println!("lab is down")),
+        LabCommand::Status { file, json } => setup::status(&file).map(|s| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
+                for (node, state) in &s.nodes {
+                    println!("  {node:<32} {state}");
+                }
+            }
+        }),
+        LabCommand::Exec { file, node, command } => match setup::exec(&file, &node, &command) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
+        LabCommand::Kill { file, node } => setup::kill(&file, &node),
+        LabCommand::Start { file, node } => setup::start(&file, &node, &exe),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lab: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -161,6 +256,45 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
+        }
+        Command::Node { topology, name, state_dir } => match anyedge_lab::node::run(&topology, &name, &state_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("node {name}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Lab { action } => lab(action),
+        Command::Probe { target, protocol, rate, duration, flows, report } => {
+            let duration = match anyedge_sim::topology::parse_duration_ns(&duration) {
+                Ok(ns) => std::time::Duration::from_nanos(ns),
+                Err(e) => {
+                    eprintln!("--duration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let protocol =
+                if protocol == "tcp" { anyedge_lab::probe::Protocol::Tcp } else { anyedge_lab::probe::Protocol::Udp };
+            let config = anyedge_lab::probe::ProbeConfig { target, protocol, rate_per_s: rate, duration, flows };
+            match anyedge_lab::probe::run(&config) {
+                Ok(r) => {
+                    let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";
+                    match report {
+                        Some(path) => match write_file(&path, &text) {
+                            Ok(()) => ExitCode::SUCCESS,
+                            Err(code) => code,
+                        },
+                        None => {
+                            print!("{text}");
+                            ExitCode::SUCCESS
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("probe: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Sim { file, seed, report, stats } => {
             let mut t = match load(&file) {

@@ -1,1 +1,8 @@
-//! placeholder
+//! anyedge's lab: a topology brought up as network namespaces, veth links and TUN
+//! devices, with the shipped cores running on tokio in real node processes.
+
+pub mod netns;
+pub mod node;
+pub mod plan;
+pub mod probe;
+pub mod setup;

@@ -1,0 +1,51 @@
+//! Namespaces, links, addresses and routes, made with iproute2 (`ip`), and the one way
+//! back: deleting a lab's namespaces takes its links and TUN devices with them.
+
+use std::process::Command;
+
+/// Runs `ip ARGS`; an error names the command and what `ip` said.
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let out =
+        Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip` (is iproute2 installed?): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Runs `ip -n NS ARGS`.
+pub fn ip_in(ns: &str, args: &[&str]) -> Result<(), String> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    ip(&all)
+}
+
+/// Writes a sysctl inside a namespace (through /proc, no sysctl binary needed).
+pub fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), String> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")])
+        .output()
+        .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("sysctl {key}={value} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Namespaces whose names start with `prefix`.
+pub fn list_with_prefix(prefix: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return vec![] };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn delete(ns: &str) -> Result<(), String> {
+    ip(&["netns", "del", ns])
+}

@@ -1,0 +1,234 @@
+//! `anyedge node`: one node of a lab — the shipped sans-IO cores driven by tokio, a TUN
+//! device and UDP sockets, on the wall clock. POP: VIP packets from the TUN device are
+//! encapsulated toward the home region's CLB node. CLB: decapsulates, schedules, keeps
+//! the client's address, and hands packets to backend hosts. Backend: a host with a
+//! real kernel stack (its TUN device) and built-in UDP echo and TCP servers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyedge_pop::{Output as PopOutput, Pop};
+use anyedge_proto::inner;
+use anyedge_region::{Clb, Output as ClbOutput};
+use anyedge_sim::nodes::{ClbAddresses, Identity, clb_config, pop_config};
+use anyedge_sim::topology::{self, Topology};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::plan::{BACKEND_PORT, Plan, REGION_NET, Role, TUN_NAME, sanitize};
+
+/// Largest packet a node reads at once.
+const MTU_BUF: usize = 65_536;
+
+/// Runs the named node until it is killed.
+pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
+    let t = topology::load(file).map_err(|e| e.to_string())?;
+    let plan = Plan::new(&t);
+    let node = plan.node(name).ok_or(format!("no node `{name}` in this topology"))?.clone();
+    let role = plan.namespaces[node.ns].role.clone();
+    let ready = state_dir.join("ready").join(sanitize(&node.name));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        match role {
+            Role::Pop(p) => run_pop(&t, &plan, p, &ready).await,
+            Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready).await,
+            Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
+            other => Err(format!("node `{name}` ({other:?}) runs no process")),
+        }
+    })
+}
+
+fn open_tun() -> Result<tun::AsyncDevice, String> {
+    let mut config = tun::Configuration::default();
+    config.tun_name(TUN_NAME).up();
+    tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
+}
+
+fn mark_ready(path: &Path) -> Result<(), String> {
+    std::fs::write(path, b"ready\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn now_ns(start: Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<(), String> {
+    let tun = open_tun()?;
+    let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
+    let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+    let mut core = Pop::new(pop_config(t, p));
+    let start = Instant::now();
+    mark_ready(ready)?;
+    let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    loop {
+        tokio::select! {
+            r = tun.recv(&mut tbuf) => {
+                let n = r.map_err(|e| e.to_string())?;
+                let _ = core.handle_from_client(now_ns(start), &tbuf[..n]);
+            }
+            r = sock.recv_from(&mut ubuf) => {
+                let (n, _) = r.map_err(|e| e.to_string())?;
+                let _ = core.handle_from_clb(now_ns(start), &ubuf[..n]);
+            }
+        }
+        while let Some(out) = core.poll_output() {
+            match out {
+                PopOutput::ToClb { region, node, bytes } => {
+                    if let Some(to) = plan.clb_tunnel(usize::from(region), usize::from(node)) {
+                        let _ = sock.send_to(&bytes, to).await;
+                    }
+                }
+                PopOutput::ToClient { bytes } => {
+                    let _ = tun.send(&bytes).await;
+                }
+            }
+        }
+    }
+}
+
+async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: &Path) -> Result<(), String> {
+    let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
+    let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
+    let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
+    let be_bind = SocketAddr::new(IpAddr::V4(own), BACKEND_PORT);
+    let be_sock = UdpSocket::bind(be_bind).await.map_err(|e| format!("bind {be_bind}: {e}"))?;
+    let inner_addr = plan.clb_inner_addr(region, index);
+    let addresses = ClbAddresses { address: IpAddr::V4(inner_addr), address_v6: None };
+    let start = Instant::now();
+    let mut core = Clb::new(clb_config(t, region, index, addresses, &Identity::default()), 0);
+    mark_ready(ready)?;
+    let (mut pbuf, mut bbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    loop {
+        let wake = core.poll_timeout().map(|ns| start + std::time::Duration::from_nanos(ns));
+        let sleep = tokio::time::sleep_until(wake.map_or_else(
+            || tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
+            tokio::time::Instant::from_std,
+        ));
+        tokio::select! {
+            r = pop_sock.recv_from(&mut pbuf) => {
+                let (n, _) = r.map_err(|e| e.to_string())?;
+                let _ = core.handle_from_pop(now_ns(start), &pbuf[..n]);
+            }
+            r = be_sock.recv_from(&mut bbuf) => {
+                let (n, _) = r.map_err(|e| e.to_string())?;
+                let _ = core.handle_from_backend(now_ns(start), bbuf[..n].to_vec());
+            }
+            _ = sleep => core.handle_timeout(now_ns(start)),
+        }
+        while let Some(out) = core.poll_output() {
+            match out {
+                ClbOutput::ToPop { pop_id, bytes } => {
+                    if let Some(to) = plan.pop_tunnel(usize::from(pop_id)) {
+                        let _ = pop_sock.send_to(&bytes, to).await;
+                    }
+                }
+                ClbOutput::ToBackend { backend, bytes } => {
+                    if let IpAddr::V4(ip) = backend.ip()
+                        && let Some(to) = plan.backend_tunnel(ip)
+                    {
+                        let _ = be_sock.send_to(&bytes, to).await;
+                    }
+                }
+                // The lab has no direct (non-anycast) path yet.
+                ClbOutput::ToClient { .. } => {}
+            }
+        }
+        while core.poll_event().is_some() {}
+    }
+}
+
+fn in_region_net(ip: IpAddr) -> bool {
+    let IpAddr::V4(a) = ip else { return false };
+    let (net, prefix) = REGION_NET;
+    u32::from(a) >> (32 - prefix) == u32::from(net) >> (32 - prefix)
+}
+
+async fn run_backend(t: &Topology, plan: &Plan, ip: Ipv4Addr, ready: &Path) -> Result<(), String> {
+    let tun = open_tun()?;
+    let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
+    let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+    let mut ports: Vec<u16> = t
+        .regions
+        .iter()
+        .flat_map(|r| &r.backend_groups)
+        .flat_map(|g| &g.backends)
+        .filter(|b| b.addr.ip() == IpAddr::V4(ip))
+        .map(|b| b.addr.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for &port in &ports {
+        let addr = SocketAddr::new(IpAddr::V4(ip), port);
+        let udp = Arc::new(UdpSocket::bind(addr).await.map_err(|e| format!("bind udp {addr}: {e}"))?);
+        tokio::spawn(udp_echo(udp, addr));
+        let tcp = TcpListener::bind(addr).await.map_err(|e| format!("bind tcp {addr}: {e}"))?;
+        tokio::spawn(tcp_server(tcp, addr));
+    }
+    mark_ready(ready)?;
+    // Client endpoint → the CLB node that last forwarded its packets (the way back).
+    let mut via: HashMap<(IpAddr, u16), SocketAddr> = HashMap::new();
+    let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    loop {
+        tokio::select! {
+            r = sock.recv_from(&mut ubuf) => {
+                let (n, from) = r.map_err(|e| e.to_string())?;
+                if let Ok(info) = inner::parse(&ubuf[..n]) {
+                    via.insert((info.key.src, info.key.src_port), from);
+                    let _ = tun.send(&ubuf[..n]).await;
+                }
+            }
+            r = tun.recv(&mut tbuf) => {
+                let n = r.map_err(|e| e.to_string())?;
+                let Ok(info) = inner::parse(&tbuf[..n]) else { continue };
+                let to = via.get(&(info.key.dst, info.key.dst_port)).copied().or_else(|| {
+                    in_region_net(info.key.dst).then(|| SocketAddr::new(info.key.dst, BACKEND_PORT))
+                });
+                if to.is_none() {
+                    eprintln!("no way back for {:?}", info.key);
+                }
+                if let Some(to) = to {
+                    let _ = sock.send_to(&tbuf[..n], to).await;
+                }
+            }
+        }
+    }
+}
+
+/// What a built-in server adds to a reply: who answered and whom it saw.
+pub fn identity_trailer(backend: SocketAddr, client: SocketAddr) -> String {
+    format!("|be={backend}|cl={client}")
+}
+
+async fn udp_echo(sock: Arc<UdpSocket>, addr: SocketAddr) {
+    let mut buf = vec![0u8; MTU_BUF];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
+        let mut reply = buf[..n].to_vec();
+        reply.extend_from_slice(identity_trailer(addr, from).as_bytes());
+        let _ = sock.send_to(&reply, from).await;
+    }
+}
+
+async fn tcp_server(listener: TcpListener, addr: SocketAddr) {
+    loop {
+        let Ok((mut stream, peer)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            // Framing: a fixed-size request; the reply echoes it, then a length-prefixed
+            // identity trailer.
+            let mut request = [0u8; crate::probe::REQUEST_LEN];
+            while stream.read_exact(&mut request).await.is_ok() {
+                let trailer = identity_trailer(addr, peer);
+                let mut reply = request.to_vec();
+                reply.extend_from_slice(&(trailer.len() as u16).to_be_bytes());
+                reply.extend_from_slice(trailer.as_bytes());
+                if stream.write_all(&reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}

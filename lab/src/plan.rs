@@ -1,0 +1,269 @@
+//! The lab's network, computed from a topology file alone so `lab up` and every node
+//! process agree on it: one namespace per node, routers for the internet, the backbone
+//! and each region, point-to-point veth links, addresses, routes and TUN devices.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyedge_sim::topology::Topology;
+
+/// UDP port of the POP ↔ CLB tunnel (CCN header over UDP).
+pub const TUNNEL_PORT: u16 = 6081;
+/// UDP port of the CLB ↔ backend tunnel (plain IP packets over UDP).
+pub const BACKEND_PORT: u16 = 6082;
+/// TUN device that takes VIP packets on a POP, and serves packets on a backend host.
+pub const TUN_NAME: &str = "ae0";
+
+/// What a namespace is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Plays the internet: routes each client group to its POP (anycast).
+    Internet,
+    /// The CCN backbone between POPs and CLB nodes.
+    Backbone,
+    /// A region's network between its CLB nodes and backends.
+    RegionNet(usize),
+    Client(usize),
+    Pop(usize),
+    Clb {
+        region: usize,
+        index: usize,
+    },
+    /// A backend host: every backend port with this address.
+    Backend {
+        region: usize,
+        ip: Ipv4Addr,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A veth pair between two namespaces, a /30 with .1 on `a` and .2 on `b`.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub a: usize,
+    pub a_if: String,
+    pub a_addr: Ipv4Addr,
+    pub b: usize,
+    pub b_if: String,
+    pub b_addr: Ipv4Addr,
+}
+
+/// A node process: its name as fault targets write it, and where it runs.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub ns: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub lab: String,
+    pub namespaces: Vec<Namespace>,
+    pub links: Vec<Link>,
+    pub nodes: Vec<Node>,
+}
+
+/// Names a namespace may carry: letters, digits, `.`, `_`, `-`.
+pub fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect()
+}
+
+/// Link pools: internet links, backbone links, region links (each a /30).
+const INTERNET_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 0);
+const BACKBONE_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 192, 0);
+const REGION_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 224, 0);
+pub const BACKBONE_NET: (Ipv4Addr, u8) = (BACKBONE_POOL, 19);
+pub const REGION_NET: (Ipv4Addr, u8) = (REGION_POOL, 19);
+
+fn link_addrs(pool: Ipv4Addr, k: usize) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(pool) + 4 * k as u32;
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+/// Backend hosts of a topology: (region, IPv4 address), in file order.
+pub fn backend_hosts(t: &Topology) -> Vec<(usize, Ipv4Addr)> {
+    let mut hosts = Vec::new();
+    for (r, region) in t.regions.iter().enumerate() {
+        for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+            if let IpAddr::V4(ip) = b.addr.ip()
+                && !hosts.iter().any(|&(_, h)| h == ip)
+            {
+                hosts.push((r, ip));
+            }
+        }
+    }
+    hosts
+}
+
+impl Plan {
+    pub fn new(t: &Topology) -> Plan {
+        let lab = sanitize(&t.name);
+        let mut namespaces = Vec::new();
+        let mut ns = |role: Role, name: String| {
+            namespaces.push(Namespace { name: format!("{lab}-{}", sanitize(&name)), role });
+            namespaces.len() - 1
+        };
+        let internet = ns(Role::Internet, "inet".into());
+        let backbone = ns(Role::Backbone, "ccn".into());
+        let region_nets: Vec<usize> =
+            (0..t.regions.len()).map(|r| ns(Role::RegionNet(r), format!("rg-{}", t.regions[r].name))).collect();
+        let clients: Vec<usize> =
+            (0..t.clients.len()).map(|g| ns(Role::Client(g), format!("client-{}", t.clients[g].name))).collect();
+        let pops: Vec<usize> = (0..t.pops.len()).map(|p| ns(Role::Pop(p), format!("pop-{}", t.pops[p].name))).collect();
+        let mut clbs = Vec::new();
+        for (r, region) in t.regions.iter().enumerate() {
+            for index in 0..usize::from(region.clb_nodes) {
+                clbs.push(((r, index), ns(Role::Clb { region: r, index }, format!("clb-{}-{index}", region.name))));
+            }
+        }
+        let hosts: Vec<(usize, Ipv4Addr, usize)> = backend_hosts(t)
+            .into_iter()
+            .map(|(r, ip)| (r, ip, ns(Role::Backend { region: r, ip }, format!("be-{ip}"))))
+            .collect();
+
+        let mut links = Vec::new();
+        let mut counters = [0usize; 3];
+        let mut link = |pool: usize, router: usize, node: usize, links: &mut Vec<Link>| {
+            let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
+            let (a_addr, b_addr) = link_addrs(base, counters[pool]);
+            counters[pool] += 1;
+            let name = ["inet", "ccn", "rgn"][pool];
+            links.push(Link {
+                a: router,
+                a_if: format!("l{}", links.len()),
+                a_addr,
+                b: node,
+                b_if: name.into(),
+                b_addr,
+            });
+        };
+        for &c in &clients {
+            link(0, internet, c, &mut links);
+        }
+        for &p in &pops {
+            link(0, internet, p, &mut links);
+        }
+        for &p in &pops {
+            link(1, backbone, p, &mut links);
+        }
+        for &((_, _), c) in &clbs {
+            link(1, backbone, c, &mut links);
+        }
+        for &((r, _), c) in &clbs {
+            link(2, region_nets[r], c, &mut links);
+        }
+        for &(r, _, h) in &hosts {
+            link(2, region_nets[r], h, &mut links);
+        }
+
+        let mut nodes = Vec::new();
+        for (g, &c) in clients.iter().enumerate() {
+            nodes.push(Node { name: format!("client/{}", t.clients[g].name), ns: c });
+        }
+        for (p, &n) in pops.iter().enumerate() {
+            nodes.push(Node { name: format!("pop/{}", t.pops[p].name), ns: n });
+        }
+        for &((r, i), n) in &clbs {
+            nodes.push(Node { name: format!("clb/{}/{i}", t.regions[r].name), ns: n });
+        }
+        for &(_, ip, n) in &hosts {
+            nodes.push(Node { name: format!("backend/{ip}"), ns: n });
+        }
+        Plan { lab, namespaces, links, nodes }
+    }
+
+    pub fn ns_index(&self, role: &Role) -> Option<usize> {
+        self.namespaces.iter().position(|n| n.role == *role)
+    }
+
+    /// The address a namespace has on its link toward `router_role`.
+    fn addr_toward(&self, ns: usize, router: usize) -> Option<Ipv4Addr> {
+        self.links.iter().find(|l| l.b == ns && l.a == router).map(|l| l.b_addr)
+    }
+
+    /// The router's end of a namespace's link toward it (its gateway).
+    pub fn gateway(&self, ns: usize, router: usize) -> Option<Ipv4Addr> {
+        self.links.iter().find(|l| l.b == ns && l.a == router).map(|l| l.a_addr)
+    }
+
+    pub fn client_addr(&self, g: usize) -> Option<Ipv4Addr> {
+        let ns = self.ns_index(&Role::Client(g))?;
+        self.addr_toward(ns, self.ns_index(&Role::Internet)?)
+    }
+
+    pub fn pop_internet_addr(&self, p: usize) -> Option<Ipv4Addr> {
+        let ns = self.ns_index(&Role::Pop(p))?;
+        self.addr_toward(ns, self.ns_index(&Role::Internet)?)
+    }
+
+    /// Where a POP's tunnel endpoint listens.
+    pub fn pop_tunnel(&self, p: usize) -> Option<SocketAddr> {
+        let ns = self.ns_index(&Role::Pop(p))?;
+        let a = self.addr_toward(ns, self.ns_index(&Role::Backbone)?)?;
+        Some(SocketAddr::new(IpAddr::V4(a), TUNNEL_PORT))
+    }
+
+    /// Where a CLB node's tunnel endpoint (from POPs) listens.
+    pub fn clb_tunnel(&self, region: usize, index: usize) -> Option<SocketAddr> {
+        let ns = self.ns_index(&Role::Clb { region, index })?;
+        let a = self.addr_toward(ns, self.ns_index(&Role::Backbone)?)?;
+        Some(SocketAddr::new(IpAddr::V4(a), TUNNEL_PORT))
+    }
+
+    /// A CLB node's address in its region: backends see it (health probes, its tunnel).
+    pub fn clb_region_addr(&self, region: usize, index: usize) -> Option<Ipv4Addr> {
+        let ns = self.ns_index(&Role::Clb { region, index })?;
+        self.addr_toward(ns, self.ns_index(&Role::RegionNet(region))?)
+    }
+
+    /// The address a CLB node's core speaks from toward backends (health probes, SNAT):
+    /// outside every link network, so backends answer it through their tunnel.
+    pub fn clb_inner_addr(&self, region: usize, index: usize) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 32, 1)) + (region * 64 + index) as u32)
+    }
+
+    /// Where a backend host's tunnel endpoint listens.
+    pub fn backend_tunnel(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
+        let (ns, region) = self.namespaces.iter().enumerate().find_map(|(i, n)| match n.role {
+            Role::Backend { region, ip: h } if h == ip => Some((i, region)),
+            _ => None,
+        })?;
+        let a = self.addr_toward(ns, self.ns_index(&Role::RegionNet(region))?)?;
+        Some(SocketAddr::new(IpAddr::V4(a), BACKEND_PORT))
+    }
+
+    /// The node named like a fault target (`pop/paris`, `clb/frankfurt/0`,
+    /// `backend/198.19.20.1:7000` or `backend/198.19.20.1`, `client/rome`).
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        let host_form = name.strip_prefix("backend/").and_then(|rest| rest.parse::<SocketAddr>().ok());
+        let name = host_form.map_or(name.to_string(), |a| format!("backend/{}", a.ip()));
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Topology {
+        anyedge_sim::topology::parse_str("small.yaml", include_str!("../../topologies/small.yaml")).unwrap()
+    }
+
+    #[test]
+    fn every_node_has_a_namespace_and_links_do_not_share_addresses() {
+        let plan = Plan::new(&small());
+        assert_eq!(plan.nodes.len(), 3 + 2 + 2 + 5);
+        let mut addrs: Vec<Ipv4Addr> = plan.links.iter().flat_map(|l| [l.a_addr, l.b_addr]).collect();
+        let n = addrs.len();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), n);
+        assert!(plan.namespaces.iter().all(|ns| ns.name.starts_with("small-europe-")));
+        assert!(plan.node("backend/198.19.20.3:7000").is_some());
+        assert!(plan.clb_tunnel(0, 1).is_some() && plan.pop_tunnel(1).is_some());
+    }
+}

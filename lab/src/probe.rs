@@ -1,0 +1,218 @@
+//! `anyedge probe`: load a VIP from inside a client namespace — F flows (source ports),
+//! a request rate, round trips in an HDR histogram — and report what came back,
+//! including which backends answered and which client address they saw.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Mutex;
+
+/// Bytes of a probe request: magic, sequence number, send time (µs since start).
+pub const REQUEST_LEN: usize = 20;
+const MAGIC: &[u8; 4] = b"AEPR";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub target: SocketAddr,
+    pub protocol: Protocol,
+    pub rate_per_s: f64,
+    pub duration: Duration,
+    pub flows: usize,
+}
+
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct RttUs {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    pub source: String,
+    pub sent: u64,
+    pub received: u64,
+    pub loss_pct: f64,
+    pub rtt_us: Option<RttUs>,
+    pub backends: BTreeMap<String, u64>,
+    pub client_addrs_seen: Vec<String>,
+    pub connections_opened: u64,
+}
+
+fn request(seq: u64, start: Instant) -> [u8; REQUEST_LEN] {
+    let mut r = [0u8; REQUEST_LEN];
+    r[..4].copy_from_slice(MAGIC);
+    r[4..12].copy_from_slice(&seq.to_be_bytes());
+    r[12..20].copy_from_slice(&(start.elapsed().as_micros() as u64).to_be_bytes());
+    r
+}
+
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    hist: Option<Histogram<u64>>,
+    backends: BTreeMap<String, u64>,
+    clients: BTreeSet<String>,
+}
+
+impl Tally {
+    /// Takes a reply: the request echoed, then `|be=…|cl=…`.
+    fn reply(&mut self, bytes: &[u8], start: Instant) {
+        if bytes.len() < REQUEST_LEN || &bytes[..4] != MAGIC {
+            return;
+        }
+        let sent_us = u64::from_be_bytes(bytes[12..20].try_into().unwrap_or([0; 8]));
+        let rtt = (start.elapsed().as_micros() as u64).saturating_sub(sent_us).max(1);
+        let hist =
+            self.hist.get_or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds"));
+        let _ = hist.record(rtt);
+        self.received += 1;
+        let trailer = String::from_utf8_lossy(&bytes[REQUEST_LEN..]);
+        for part in trailer.trim().split('|') {
+            if let Some(b) = part.strip_prefix("be=") {
+                *self.backends.entry(b.to_string()).or_default() += 1;
+            } else if let Some(c) = part.strip_prefix("cl=")
+                && let Ok(addr) = c.parse::<SocketAddr>()
+            {
+                self.clients.insert(addr.ip().to_string());
+            }
+        }
+    }
+}
+
+/// Runs a probe to completion.
+pub fn run(config: &ProbeConfig) -> Result<ProbeReport, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        match config.protocol {
+            Protocol::Udp => udp(config).await,
+            Protocol::Tcp => tcp(config).await,
+        }
+    })
+}
+
+fn interval(config: &ProbeConfig) -> Duration {
+    Duration::from_secs_f64(1.0 / config.rate_per_s.max(0.001))
+}
+
+async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
+    let start = Instant::now();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut socks = Vec::new();
+    for _ in 0..config.flows.max(1) {
+        let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| e.to_string())?;
+        sock.connect(config.target).await.map_err(|e| format!("{}: {e}", config.target))?;
+        let sock = Arc::new(sock);
+        let (s, t) = (sock.clone(), tally.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok(n) = s.recv(&mut buf).await {
+                t.lock().await.reply(&buf[..n], start);
+            }
+        });
+        socks.push(sock);
+    }
+    let source = socks[0].local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let mut sent = 0u64;
+    let mut next = tokio::time::Instant::now();
+    while start.elapsed() < config.duration {
+        let sock = &socks[sent as usize % socks.len()];
+        let _ = sock.send(&request(sent, start)).await;
+        sent += 1;
+        next += interval(config);
+        tokio::time::sleep_until(next).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = tally.lock().await;
+    Ok(report(source, sent, &t, config.flows as u64))
+}
+
+async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
+    let start = Instant::now();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let flows = config.flows.max(1);
+    let per_flow = Duration::from_secs_f64(flows as f64 / config.rate_per_s.max(0.001));
+    let mut tasks = Vec::new();
+    let mut source = String::new();
+    for f in 0..flows {
+        let stream = TcpStream::connect(config.target).await.map_err(|e| format!("connect {}: {e}", config.target))?;
+        let _ = stream.set_nodelay(true);
+        if f == 0 {
+            source = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        }
+        let (t, duration) = (tally.clone(), config.duration);
+        tasks.push(tokio::spawn(async move {
+            let (mut rd, mut wr) = stream.into_split();
+            let mut sent = 0u64;
+            let mut next = tokio::time::Instant::now();
+            while start.elapsed() < duration {
+                if wr.write_all(&request(sent, start)).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                let wait = tokio::time::timeout(Duration::from_secs(5), read_reply(&mut rd)).await;
+                match wait {
+                    Ok(Ok(reply)) => t.lock().await.reply(&reply, start),
+                    // A broken or silent connection ends this flow.
+                    _ => break,
+                }
+                next += per_flow;
+                tokio::time::sleep_until(next).await;
+            }
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        sent += task.await.unwrap_or(0);
+    }
+    let t = tally.lock().await;
+    Ok(report(source, sent, &t, flows as u64))
+}
+
+/// One TCP reply: the echoed request, a u16 length, the identity trailer.
+async fn read_reply(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; REQUEST_LEN + 2];
+    rd.read_exact(&mut head).await?;
+    let len = usize::from(u16::from_be_bytes([head[REQUEST_LEN], head[REQUEST_LEN + 1]]));
+    let mut trailer = vec![0u8; len];
+    rd.read_exact(&mut trailer).await?;
+    let mut reply = head[..REQUEST_LEN].to_vec();
+    reply.extend_from_slice(&trailer);
+    Ok(reply)
+}
+
+fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport {
+    let rtt_us = t.hist.as_ref().map(|h| RttUs {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    });
+    let loss_pct = if sent == 0 { 0.0 } else { 100.0 * sent.saturating_sub(t.received) as f64 / sent as f64 };
+    ProbeReport {
+        source,
+        sent,
+        received: t.received,
+        loss_pct: (loss_pct * 1000.0).round() / 1000.0,
+        rtt_us,
+        backends: t.backends.clone(),
+        client_addrs_seen: t.clients.iter().take(16).cloned().collect(),
+        connections_opened: connections,
+    }
+}

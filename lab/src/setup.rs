@@ -1,0 +1,373 @@
+//! `anyedge lab up|down|status|exec|kill|start`: bring a topology up as namespaces with
+//! real node processes, look at it, and take it all down again — also after a crash,
+//! from the state kept on disk.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyedge_sim::topology::{self, Topology};
+use serde::{Deserialize, Serialize};
+
+use crate::netns::{self, ip, ip_in, sysctl_in};
+use crate::plan::{BACKBONE_NET, Plan, REGION_NET, Role, TUN_NAME};
+
+/// Where labs keep their state: `ANYEDGE_LAB_DIR`, or /run/anyedge/labs.
+pub fn labs_dir() -> PathBuf {
+    std::env::var_os("ANYEDGE_LAB_DIR").map_or_else(|| PathBuf::from("/run/anyedge/labs"), PathBuf::from)
+}
+
+/// What a running lab is made of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub lab: String,
+    pub topology: PathBuf,
+    pub namespaces: Vec<String>,
+    /// Node name → process id.
+    pub pids: BTreeMap<String, u32>,
+}
+
+fn state_dir(lab: &str) -> PathBuf {
+    labs_dir().join(lab)
+}
+
+fn load(file: &Path) -> Result<(Topology, Plan), String> {
+    let t = topology::load(file).map_err(|e| e.to_string())?;
+    let plan = Plan::new(&t);
+    Ok((t, plan))
+}
+
+pub fn read_state(lab: &str) -> Option<State> {
+    let text = std::fs::read_to_string(state_dir(lab).join("state.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_state(state: &State) -> Result<(), String> {
+    let dir = state_dir(&state.lab);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("state.json"), text).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Brings a topology up; on any failure everything made so far is taken down again.
+pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
+    let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (t, plan) = load(&file)?;
+    let prefix = format!("{}-", plan.lab);
+    if read_state(&plan.lab).is_some() || !netns::list_with_prefix(&prefix).is_empty() {
+        return Err(format!(
+            "lab `{}` is already up (or was left behind): run `anyedge lab down {}`",
+            plan.lab,
+            file.display()
+        ));
+    }
+    let mut state =
+        State { lab: plan.lab.clone(), topology: file.clone(), namespaces: Vec::new(), pids: BTreeMap::new() };
+    let result = build(&t, &plan, &mut state, exe);
+    match result {
+        Ok(()) => {
+            write_state(&state)?;
+            Ok(state)
+        }
+        Err(e) => {
+            teardown(&state);
+            Err(e)
+        }
+    }
+}
+
+fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {
+    let dir = state_dir(&plan.lab);
+    std::fs::create_dir_all(dir.join("ready")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for ns in &plan.namespaces {
+        ip(&["netns", "add", &ns.name])?;
+        state.namespaces.push(ns.name.clone());
+        ip_in(&ns.name, &["link", "set", "lo", "up"])?;
+        let forwards = matches!(ns.role, Role::Internet | Role::Backbone | Role::RegionNet(_) | Role::Pop(_));
+        if forwards {
+            sysctl_in(&ns.name, "net.ipv4.ip_forward", "1")?;
+        }
+        for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"] {
+            sysctl_in(&ns.name, key, "0")?;
+        }
+    }
+    for l in &plan.links {
+        let (a, b) = (&plan.namespaces[l.a].name, &plan.namespaces[l.b].name);
+        ip(&["link", "add", &l.a_if, "netns", a, "type", "veth", "peer", "name", &l.b_if, "netns", b])?;
+        ip_in(a, &["addr", "add", &format!("{}/30", l.a_addr), "dev", &l.a_if])?;
+        ip_in(b, &["addr", "add", &format!("{}/30", l.b_addr), "dev", &l.b_if])?;
+        ip_in(a, &["link", "set", &l.a_if, "up"])?;
+        ip_in(b, &["link", "set", &l.b_if, "up"])?;
+    }
+    routes(t, plan)?;
+    start_nodes(plan, state, exe)?;
+    wait_ready(plan, state)
+}
+
+fn net(n: (std::net::Ipv4Addr, u8)) -> String {
+    format!("{}/{}", n.0, n.1)
+}
+
+fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
+    let inet = plan.ns_index(&Role::Internet).ok_or("no internet namespace")?;
+    let ccn = plan.ns_index(&Role::Backbone).ok_or("no backbone namespace")?;
+    for (i, ns) in plan.namespaces.iter().enumerate() {
+        let name = &ns.name;
+        let gw = |router: usize| {
+            plan.gateway(i, router).map(|a| a.to_string()).ok_or(format!("{name} has no link to its router"))
+        };
+        match ns.role {
+            Role::Client(_) => ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?,
+            Role::Pop(p) => {
+                ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
+                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
+                ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
+                ip_in(name, &["link", "set", TUN_NAME, "up"])?;
+                for v in t.vips.iter().filter(|v| v.pops.contains(&p)) {
+                    ip_in(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
+                }
+                sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
+            }
+            Role::Clb { region, .. } => {
+                let rg = plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace")?;
+                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
+                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw(rg)?])?;
+            }
+            Role::Backend { region, ip: host } => {
+                let rg = plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace")?;
+                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw(rg)?])?;
+                ip_in(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
+                ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
+                ip_in(name, &["link", "set", TUN_NAME, "up"])?;
+                // Everything that is not the region goes back through the CLB tunnel.
+                ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
+                sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
+            }
+            Role::Internet | Role::Backbone | Role::RegionNet(_) => {}
+        }
+    }
+    anycast_routes(t, plan, inet)
+}
+
+/// The internet router sends each client group to its POP: a table per group.
+pub fn anycast_routes(t: &Topology, plan: &Plan, inet: usize) -> Result<(), String> {
+    let router = &plan.namespaces[inet].name;
+    for (g, group) in t.clients.iter().enumerate() {
+        let client = plan.client_addr(g).ok_or("client without an address")?;
+        let table = (100 + g).to_string();
+        ip_in(
+            router,
+            &["rule", "add", "from", &format!("{client}/32"), "lookup", &table, "priority", &(1000 + g).to_string()],
+        )?;
+        for &k in &group.traffic {
+            let vip = &t.vips[t.traffic[k].vip];
+            let Some(p) = first_pop(t, g, t.traffic[k].vip) else { continue };
+            let via = plan.pop_internet_addr(p).ok_or("POP without an address")?;
+            let route = format!("{}/32", vip.ipv4);
+            ip_in(router, &["route", "replace", &route, "via", &via.to_string(), "table", &table])?;
+        }
+    }
+    Ok(())
+}
+
+/// The POP a group enters for a VIP when all are up: catchment order, else nearest.
+pub fn first_pop(t: &Topology, g: usize, vip: usize) -> Option<usize> {
+    let group = &t.clients[g];
+    let publish = &t.vips[vip].pops;
+    match &group.catchment {
+        Some(order) => order.iter().copied().find(|p| publish.contains(p)),
+        None => publish.iter().copied().min_by_key(|&p| {
+            (anyedge_ccn::geo::fiber_delay_ns(group.location, t.pops[p].location, t.internet.stretch), p)
+        }),
+    }
+}
+
+fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {
+    for node in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
+        let pid = spawn_node(plan, state, exe, &node.name)?;
+        state.pids.insert(node.name.clone(), pid);
+    }
+    Ok(())
+}
+
+fn log_name(node: &str) -> String {
+    crate::plan::sanitize(node)
+}
+
+fn spawn_node(plan: &Plan, state: &State, exe: &Path, name: &str) -> Result<u32, String> {
+    use std::os::unix::process::CommandExt;
+    let node = plan.node(name).ok_or(format!("no node `{name}` in this lab"))?;
+    let ns = &plan.namespaces[node.ns].name;
+    let dir = state_dir(&plan.lab);
+    let log = std::fs::File::create(dir.join(format!("{}.log", log_name(name)))).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(dir.join("ready").join(log_name(name)));
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["node", "--topology"])
+        .arg(&state.topology)
+        .args(["--name", name, "--state-dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        // Its own process group: the lab outlives the shell that brought it up.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    Ok(child.id())
+}
+
+fn wait_ready(plan: &Plan, state: &State) -> Result<(), String> {
+    let dir = state_dir(&plan.lab).join("ready");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let missing: Vec<&String> = state.pids.keys().filter(|n| !dir.join(log_name(n)).exists()).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for (name, &pid) in &state.pids {
+            if !alive(pid) {
+                let log = std::fs::read_to_string(state_dir(&plan.lab).join(format!("{}.log", log_name(name))))
+                    .unwrap_or_default();
+                return Err(format!("node {name} exited while starting:\n{}", log.trim()));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("nodes not ready after 20 s: {missing:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process that exists and is not a zombie waiting to be reaped (an exited node's
+/// parent, `lab up`, is long gone; whoever adopted it may reap it late).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "pid (comm) S ...": the state follows the last ')'.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
+fn stop(pid: u32) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if !alive(pid.as_raw() as u32) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Stops every process and deletes every namespace of a lab.
+fn teardown(state: &State) {
+    for &pid in state.pids.values() {
+        stop(pid);
+    }
+    let mut names = state.namespaces.clone();
+    for leftover in netns::list_with_prefix(&format!("{}-", state.lab)) {
+        if !names.contains(&leftover) {
+            names.push(leftover);
+        }
+    }
+    for ns in names {
+        let _ = netns::delete(&ns);
+    }
+    let _ = std::fs::remove_dir_all(state_dir(&state.lab));
+}
+
+/// Takes a lab down: its processes, namespaces, links, devices and state.
+pub fn down(file: &Path) -> Result<(), String> {
+    let (_, plan) = load(file)?;
+    let state = read_state(&plan.lab).unwrap_or(State {
+        lab: plan.lab.clone(),
+        topology: file.to_path_buf(),
+        namespaces: Vec::new(),
+        pids: BTreeMap::new(),
+    });
+    teardown(&state);
+    let left = netns::list_with_prefix(&format!("{}-", plan.lab));
+    if left.is_empty() { Ok(()) } else { Err(format!("namespaces left behind: {left:?}")) }
+}
+
+/// Node name → running or not, and the lab's namespaces.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub lab: String,
+    pub up: bool,
+    pub nodes: BTreeMap<String, &'static str>,
+    pub namespaces: Vec<String>,
+}
+
+pub fn status(file: &Path) -> Result<Status, String> {
+    let (_, plan) = load(file)?;
+    let state = read_state(&plan.lab);
+    let nodes = plan
+        .nodes
+        .iter()
+        .filter(|n| !n.name.starts_with("client/"))
+        .map(|n| {
+            let pid = state.as_ref().and_then(|s| s.pids.get(&n.name));
+            (n.name.clone(), if pid.is_some_and(|&p| alive(p)) { "running" } else { "stopped" })
+        })
+        .collect();
+    Ok(Status {
+        lab: plan.lab.clone(),
+        up: state.is_some(),
+        nodes,
+        namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
+    })
+}
+
+/// Runs a command inside a node's namespace; returns its exit code.
+pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> {
+    let (_, plan) = load(file)?;
+    let n = plan.node(node).ok_or(format!("no node `{node}` in lab `{}`", plan.lab))?;
+    if read_state(&plan.lab).is_none() {
+        return Err(format!("lab `{}` is not up", plan.lab));
+    }
+    let status = Command::new("ip")
+        .args(["netns", "exec", &plan.namespaces[n.ns].name])
+        .args(command)
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Stops one node's process (its namespace stays, like a crashed machine).
+pub fn kill(file: &Path, node: &str) -> Result<(), String> {
+    let (_, plan) = load(file)?;
+    let n = plan.node(node).ok_or(format!("no node `{node}`"))?;
+    let mut state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let name = plan.nodes.iter().find(|x| x.ns == n.ns).map(|x| x.name.clone()).unwrap_or_default();
+    let pid = state.pids.remove(&name).ok_or(format!("node `{name}` runs no process"))?;
+    stop(pid);
+    write_state(&state)
+}
+
+/// Starts a stopped node again.
+pub fn start(file: &Path, node: &str, exe: &Path) -> Result<(), String> {
+    let (_, plan) = load(file)?;
+    let n = plan.node(node).ok_or(format!("no node `{node}`"))?.clone();
+    let mut state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    if state.pids.get(&n.name).is_some_and(|&p| alive(p)) {
+        return Err(format!("node `{}` is already running", n.name));
+    }
+    let pid = spawn_node(&plan, &state, exe, &n.name)?;
+    state.pids.insert(n.name.clone(), pid);
+    let single = State { pids: [(n.name.clone(), pid)].into_iter().collect(), ..state.clone() };
+    wait_ready(&plan, &single)?;
+    write_state(&state)
+}
+
+/// Addresses of a lab's clients, for tests and `status`.
+pub fn client_address(file: &Path, group: &str) -> Result<IpAddr, String> {
+    let (t, plan) = load(file)?;
+    let g = t.clients.iter().position(|c| c.name == group).ok_or(format!("no client group `{group}`"))?;
+    plan.client_addr(g).map(IpAddr::V4).ok_or("no address".into())
+}

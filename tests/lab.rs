@@ -1,0 +1,169 @@
+//! The lab with real packets (needs root; CI runs it as root, so it never skips there):
+//! UDP and TCP through the VIP, the backend seeing the client's own address, weights
+//! shaping flows, and `lab down` leaving nothing behind — also after a crash.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const SMALL: &str = include_str!("../topologies/small.yaml");
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_anyedge")
+}
+
+/// Whether this process may make namespaces; outside CI a non-root run skips.
+fn may_run() -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("lab tests must run as root in CI");
+    }
+    if !root {
+        eprintln!("skipping: lab tests need root (network namespaces)");
+    }
+    root
+}
+
+/// A lab of its own: a uniquely named copy of small.yaml, taken down on drop (also
+/// when the test fails).
+struct Lab {
+    file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn up(tag: &str) -> Lab {
+        let name = format!("t-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = SMALL.replace("name: small-europe", &format!("name: {name}"));
+        let text = text.split("faults:").next().unwrap().to_string();
+        let file = dir.join("lab.yaml");
+        std::fs::write(&file, text).unwrap();
+        let lab = Lab { file, dir };
+        let out = lab.anyedge(&["lab", "up"]);
+        assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
+        lab
+    }
+
+    fn anyedge(&self, args: &[&str]) -> std::process::Output {
+        let (cmd, rest) = args.split_at(2);
+        Command::new(exe()).args(cmd).arg(&self.file).args(rest).output().expect("runs")
+    }
+
+    /// Runs `anyedge probe` inside a client's namespace and returns its report.
+    fn probe(&self, client: &str, target: &str, protocol: &str, flows: usize) -> Value {
+        let report = self.dir.join(format!("probe-{client}-{protocol}.json"));
+        let out = Command::new(exe())
+            .args(["lab", "exec"])
+            .arg(&self.file)
+            .arg(format!("client/{client}"))
+            .args([
+                "--",
+                exe(),
+                "probe",
+                "--target",
+                target,
+                "--protocol",
+                protocol,
+                "--rate",
+                "200",
+                "--duration",
+                "2s",
+            ])
+            .args(["--flows", &flows.to_string(), "--report"])
+            .arg(&report)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    }
+
+    fn prefix(&self) -> String {
+        format!("{}-", self.file.parent().and_then(Path::file_name).unwrap().to_string_lossy())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(exe()).args(["lab", "down"]).arg(&self.file).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn namespaces_with(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(prefix)).map(String::from).collect()
+}
+
+fn client_address(lab: &Lab, client: &str) -> String {
+    let out = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .arg(format!("client/{client}"))
+        .args(["--", "ip", "-4", "-o", "addr", "show", "dev", "inet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "2: inet    inet 198.18.128.2/30 brd ...": the address is the token with a prefix.
+    let addr = text.split_whitespace().find(|w| w.contains('/')).and_then(|a| a.split('/').next());
+    addr.unwrap_or_else(|| panic!("no address in {text}")).to_string()
+}
+
+#[test]
+fn udp_and_tcp_through_the_vip_reach_backends_that_see_the_clients_own_address() {
+    if !may_run() {
+        return;
+    }
+    let lab = Lab::up("vip");
+    let london = client_address(&lab, "london");
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 16);
+    assert!(udp["received"].as_u64().unwrap() >= udp["sent"].as_u64().unwrap() * 95 / 100, "{udp}");
+    assert_eq!(udp["client_addrs_seen"], serde_json::json!([london]), "the backend sees the client, not a proxy");
+    assert_eq!(udp["source"], london);
+    let game: Vec<&String> = udp["backends"].as_object().unwrap().keys().collect();
+    assert!(game.iter().all(|b| b.ends_with(":7000")) && game.len() >= 2, "{udp}");
+
+    let kyiv = client_address(&lab, "kyiv");
+    let tcp = lab.probe("kyiv", "198.18.0.20:443", "tcp", 8);
+    assert!(tcp["received"].as_u64().unwrap() >= tcp["sent"].as_u64().unwrap() * 95 / 100, "{tcp}");
+    assert_eq!(tcp["client_addrs_seen"], serde_json::json!([kyiv]));
+    assert_eq!(tcp["connections_opened"], 8);
+}
+
+#[test]
+fn weights_shape_flows_in_the_lab() {
+    if !may_run() {
+        return;
+    }
+    let lab = Lab::up("weights");
+    // web: 198.19.20.10 weight 10, .11 weight 30, WRR over 40 connections.
+    let tcp = lab.probe("london", "198.18.0.20:443", "tcp", 40);
+    let backends = tcp["backends"].as_object().unwrap();
+    let replies = |b: &str| backends.get(b).and_then(Value::as_u64).unwrap_or(0) as f64;
+    let share = replies("198.19.20.11:8080") / (replies("198.19.20.10:8080") + replies("198.19.20.11:8080"));
+    assert!((share - 0.75).abs() < 0.1, "share of the weight-30 backend: {share} ({tcp})");
+}
+
+#[test]
+fn lab_down_leaves_nothing_behind_even_after_a_crash() {
+    if !may_run() {
+        return;
+    }
+    let lab = Lab::up("down");
+    let prefix = lab.prefix();
+    assert!(namespaces_with(&prefix).len() > 10);
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    assert_eq!(status["nodes"]["pop/paris"], "running");
+    // A node dies on its own: down still finds and removes everything.
+    let killed = lab.anyedge(&["lab", "kill", "pop/paris"]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    assert_eq!(status["nodes"]["pop/paris"], "stopped");
+    let down = lab.anyedge(&["lab", "down"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(namespaces_with(&prefix).is_empty(), "left: {:?}", namespaces_with(&prefix));
+    let procs = Command::new("pgrep").args(["-f", &lab.file.to_string_lossy()]).output().unwrap();
+    assert!(procs.stdout.is_empty(), "node processes left: {}", String::from_utf8_lossy(&procs.stdout));
+}
