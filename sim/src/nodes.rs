@@ -3,7 +3,8 @@
 
 use std::net::IpAddr;
 
-use anyedge_ccn::geo::fiber_delay_ns;
+use anyedge_ccn::geo::{Location, fiber_delay_ns};
+use anyedge_ccn::{Impairment, LinkModel};
 use anyedge_pop::{PopConfig, Route};
 use anyedge_region::l7::TlsTermination;
 use anyedge_region::quic_listener::QuicTermination;
@@ -23,6 +24,33 @@ pub struct ClbAddresses {
 pub struct Identity {
     pub tls: Option<TlsTermination>,
     pub quic: Option<QuicTermination>,
+}
+
+/// The internet path of client group `g` to a place (a POP, or a region directly):
+/// fiber delay with the internet's stretch plus the last mile, jitter, loss.
+pub fn access_link(t: &Topology, g: usize, to: Location) -> LinkModel {
+    let delay_ns = fiber_delay_ns(t.clients[g].location, to, t.internet.stretch) + t.internet.last_mile_ns;
+    LinkModel {
+        impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
+        bandwidth_bps: None,
+        queue_bytes_max: 0,
+    }
+}
+
+/// A backbone (CCN) link between two places: fiber with the backbone's stretch,
+/// jitter, loss, bandwidth and a queue of `queue` worth of bandwidth (at least 64 KiB).
+pub fn backbone_link(t: &Topology, a: Location, b: Location) -> LinkModel {
+    let bb = &t.backbone;
+    let queue_bytes_max = (u128::from(bb.bandwidth_bps) * u128::from(bb.queue_ns) / 8 / 1_000_000_000) as u64;
+    LinkModel {
+        impairment: Impairment {
+            delay_ns: fiber_delay_ns(a, b, bb.stretch),
+            jitter_mean_ns: bb.jitter_ns,
+            loss: bb.loss,
+        },
+        bandwidth_bps: Some(bb.bandwidth_bps),
+        queue_bytes_max: queue_bytes_max.max(64 * 1024),
+    }
 }
 
 /// POP `p`: a route to the home region of every VIP it publishes (and reaches).

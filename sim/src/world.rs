@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyedge_ccn::geo::fiber_delay_ns;
-use anyedge_ccn::{ComponentRng, Impairment, Link, LinkModel, Outcome};
+use anyedge_ccn::{ComponentRng, Impairment, Link, Outcome};
 use anyedge_pop::{Pop, rendezvous_node};
 use anyedge_proto::{FlowKey, Transport, inner};
 use anyedge_region::clb::PROBE_PORTS;
@@ -338,42 +338,29 @@ impl<'t> World<'t> {
         }
         let seed = t.seed;
         let (np, nr, ng) = (t.pops.len(), t.regions.len(), t.clients.len());
-        let inet_model = |delay_ns: u64| LinkModel {
-            impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
-            bandwidth_bps: None,
-            queue_bytes_max: 0,
-        };
         let mut inet_pop = Vec::with_capacity(ng * np * 2);
-        for (g, group) in t.clients.iter().enumerate() {
-            for (p, pop) in t.pops.iter().enumerate() {
-                let d = fiber_delay_ns(group.location, pop.location, t.internet.stretch) + t.internet.last_mile_ns;
+        for g in 0..ng {
+            for p in 0..np {
+                let model = crate::nodes::access_link(t, g, t.pops[p].location);
                 for dir in 0..2 {
-                    inet_pop
-                        .push(Link::new(inet_model(d), ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
+                    inet_pop.push(Link::new(model, ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
                 }
             }
         }
         let mut inet_direct = Vec::with_capacity(ng * nr * 2);
-        for (g, group) in t.clients.iter().enumerate() {
-            for (r, region) in t.regions.iter().enumerate() {
-                let d = fiber_delay_ns(group.location, region.location, t.internet.stretch) + t.internet.last_mile_ns;
+        for g in 0..ng {
+            for r in 0..nr {
+                let model = crate::nodes::access_link(t, g, t.regions[r].location);
                 for dir in 0..2 {
                     let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
-                    inet_direct.push(Link::new(inet_model(d), rng));
+                    inet_direct.push(Link::new(model, rng));
                 }
             }
         }
-        let bb = &t.backbone;
-        let queue_bytes_max = (u128::from(bb.bandwidth_bps) * u128::from(bb.queue_ns) / 8 / 1_000_000_000) as u64;
         let mut backbone = Vec::with_capacity(np * nr * 2);
-        for (p, pop) in t.pops.iter().enumerate() {
-            for (r, region) in t.regions.iter().enumerate() {
-                let d = fiber_delay_ns(pop.location, region.location, bb.stretch);
-                let model = LinkModel {
-                    impairment: Impairment { delay_ns: d, jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
-                    bandwidth_bps: Some(bb.bandwidth_bps),
-                    queue_bytes_max: queue_bytes_max.max(64 * 1024),
-                };
+        for p in 0..np {
+            for r in 0..nr {
+                let model = crate::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
                 for dir in 0..2 {
                     backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
                 }
@@ -506,13 +493,7 @@ impl<'t> World<'t> {
             return;
         }
         // A backend away from its region is reached over the backbone.
-        let bb = &t.backbone;
-        let delay_ns = fiber_delay_ns(t.regions[region].location, location, bb.stretch);
-        let model = LinkModel {
-            impairment: Impairment { delay_ns, jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
-            bandwidth_bps: Some(bb.bandwidth_bps),
-            queue_bytes_max: (u128::from(bb.bandwidth_bps) * u128::from(bb.queue_ns) / 8_000_000_000) as u64,
-        };
+        let model = crate::nodes::backbone_link(t, t.regions[region].location, location);
         let link =
             |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip())));
         self.site_links.insert((region, h), [link(0), link(1)]);
