@@ -13,6 +13,13 @@ fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_anyedge")
 }
 
+/// Labs measure time: one at a time, so they do not slow each other down.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Whether this process may make namespaces; outside CI a non-root run skips.
 fn may_run() -> bool {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
@@ -116,6 +123,7 @@ fn udp_and_tcp_through_the_vip_reach_backends_that_see_the_clients_own_address()
     if !may_run() {
         return;
     }
+    let _one = serial();
     let lab = Lab::up("vip");
     let london = client_address(&lab, "london");
     let udp = lab.probe("london", "198.18.0.20:7000", "udp", 16);
@@ -137,6 +145,7 @@ fn weights_shape_flows_in_the_lab() {
     if !may_run() {
         return;
     }
+    let _one = serial();
     let lab = Lab::up("weights");
     // web: 198.19.20.10 weight 10, .11 weight 30, WRR over 40 connections.
     let tcp = lab.probe("london", "198.18.0.20:443", "tcp", 40);
@@ -151,6 +160,7 @@ fn lab_down_leaves_nothing_behind_even_after_a_crash() {
     if !may_run() {
         return;
     }
+    let _one = serial();
     let lab = Lab::up("down");
     let prefix = lab.prefix();
     assert!(namespaces_with(&prefix).len() > 10);
@@ -166,4 +176,27 @@ fn lab_down_leaves_nothing_behind_even_after_a_crash() {
     assert!(namespaces_with(&prefix).is_empty(), "left: {:?}", namespaces_with(&prefix));
     let procs = Command::new("pgrep").args(["-f", &lab.file.to_string_lossy()]).output().unwrap();
     assert!(procs.stdout.is_empty(), "node processes left: {}", String::from_utf8_lossy(&procs.stdout));
+}
+
+#[test]
+fn the_lab_agrees_with_the_simulator_on_each_clients_p50_within_15_percent() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("fidelity");
+    let t = anyedge_sim::topology::load(&lab.file).unwrap();
+    let sim = anyedge_sim::run(&t, |_| {}).unwrap().report;
+    for client in ["london", "rome", "kyiv"] {
+        let game = &sim.clients.iter().find(|c| c.name == client).unwrap().traffic[0];
+        let sim_p50_ms = game.anycast.rtt_ms.unwrap().p50;
+        let probe = lab.probe(client, "198.18.0.20:7000", "udp", 8);
+        let lab_p50_ms = probe["rtt_us"]["p50"].as_f64().unwrap() / 1000.0;
+        let gap = (lab_p50_ms - sim_p50_ms).abs() / sim_p50_ms;
+        assert!(
+            gap <= 0.15,
+            "{client}: lab p50 {lab_p50_ms:.1} ms, simulator {sim_p50_ms:.1} ms ({:.0} %)",
+            gap * 100.0
+        );
+    }
 }

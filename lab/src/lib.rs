@@ -6,3 +6,4 @@ pub mod node;
 pub mod plan;
 pub mod probe;
 pub mod setup;
+pub mod shaper;

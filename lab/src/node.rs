@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::plan::{BACKEND_PORT, Plan, REGION_NET, Role, TUN_NAME, sanitize};
+use crate::shaper::Shaper;
+use anyedge_ccn::{ComponentRng, Link};
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -55,34 +57,97 @@ fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
+/// Where a shaped packet goes once its link delivers it.
+enum PopDest {
+    /// A client's packet, now at the POP: into the core.
+    Core,
+    /// Encapsulated, now at the CLB node.
+    Clb(SocketAddr),
+    /// A reply, now at the client: out through the TUN device to the internet.
+    Client,
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
+}
+
+fn flow_of(packet: &[u8]) -> u64 {
+    inner::parse(packet).map_or(0, |i| u64::from(i.key.flow_hash()))
+}
+
 async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<(), String> {
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
     let mut core = Pop::new(pop_config(t, p));
     let start = Instant::now();
+    let seed = t.seed;
+    // The access links of every client group to this POP, both ways, and the backbone
+    // links to every region: the simulator's links, in user space.
+    let groups: HashMap<IpAddr, usize> =
+        (0..t.clients.len()).filter_map(|g| Some((IpAddr::V4(plan.client_addr(g)?), g))).collect();
+    let access = |g: usize, dir: usize| {
+        let model = anyedge_sim::nodes::access_link(t, g, t.pops[p].location);
+        Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
+    };
+    let mut to_pop: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 0)).collect();
+    let mut to_client: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 1)).collect();
+    let mut backbone: Vec<Link> = (0..t.regions.len())
+        .map(|r| {
+            let model = anyedge_sim::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+            Link::new(model, ComponentRng::new(seed, &format!("lab/backbone/{p}/{r}/0")))
+        })
+        .collect();
+    let mut shaper: Shaper<PopDest> = Shaper::new(start);
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
+        let wake = shaper.wake_at().unwrap_or_else(far_future);
+        let mut due = Vec::new();
         tokio::select! {
             r = tun.recv(&mut tbuf) => {
                 let n = r.map_err(|e| e.to_string())?;
-                let _ = core.handle_from_client(now_ns(start), &tbuf[..n]);
+                let packet = tbuf[..n].to_vec();
+                let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
+                match group {
+                    Some(g) => shaper.push(&mut to_pop[g], flow_of(&packet), PopDest::Core, packet),
+                    None => shaper.pass(PopDest::Core, packet),
+                }
             }
             r = sock.recv_from(&mut ubuf) => {
                 let (n, _) = r.map_err(|e| e.to_string())?;
                 let _ = core.handle_from_clb(now_ns(start), &ubuf[..n]);
+            }
+            _ = tokio::time::sleep_until(wake) => due = shaper.due(),
+        }
+        for (dest, packet) in due {
+            match dest {
+                PopDest::Core => {
+                    let _ = core.handle_from_client(now_ns(start), &packet);
+                }
+                PopDest::Clb(to) => {
+                    let _ = sock.send_to(&packet, to).await;
+                }
+                PopDest::Client => {
+                    let _ = tun.send(&packet).await;
+                }
             }
         }
         while let Some(out) = core.poll_output() {
             match out {
                 PopOutput::ToClb { region, node, bytes } => {
                     if let Some(to) = plan.clb_tunnel(usize::from(region), usize::from(node)) {
-                        let _ = sock.send_to(&bytes, to).await;
+                        let flow =
+                            anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
+                        shaper.push(&mut backbone[usize::from(region)], flow, PopDest::Clb(to), bytes);
                     }
                 }
                 PopOutput::ToClient { bytes } => {
-                    let _ = tun.send(&bytes).await;
+                    let group = inner::parse(&bytes).ok().and_then(|i| groups.get(&i.key.dst).copied());
+                    match group {
+                        Some(g) => shaper.push(&mut to_client[g], flow_of(&bytes), PopDest::Client, bytes),
+                        None => shaper.pass(PopDest::Client, bytes),
+                    }
                 }
             }
         }
@@ -99,14 +164,22 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
     let addresses = ClbAddresses { address: IpAddr::V4(inner_addr), address_v6: None };
     let start = Instant::now();
     let mut core = Clb::new(clb_config(t, region, index, addresses, &Identity::default()), 0);
+    // Backbone links back to every POP (the POPs shape the way here).
+    let mut backbone: Vec<Link> = (0..t.pops.len())
+        .map(|p| {
+            let model = anyedge_sim::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
+            Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
+        })
+        .collect();
+    let mut shaper: Shaper<SocketAddr> = Shaper::new(start);
     mark_ready(ready)?;
     let (mut pbuf, mut bbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
-        let wake = core.poll_timeout().map(|ns| start + std::time::Duration::from_nanos(ns));
-        let sleep = tokio::time::sleep_until(wake.map_or_else(
-            || tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
-            tokio::time::Instant::from_std,
-        ));
+        let core_wake =
+            core.poll_timeout().map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
+        let shaper_wake = shaper.wake_at();
+        let wake = core_wake.into_iter().chain(shaper_wake).min().unwrap_or_else(far_future);
+        let mut due = Vec::new();
         tokio::select! {
             r = pop_sock.recv_from(&mut pbuf) => {
                 let (n, _) = r.map_err(|e| e.to_string())?;
@@ -116,13 +189,22 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
                 let (n, _) = r.map_err(|e| e.to_string())?;
                 let _ = core.handle_from_backend(now_ns(start), bbuf[..n].to_vec());
             }
-            _ = sleep => core.handle_timeout(now_ns(start)),
+            _ = tokio::time::sleep_until(wake) => {
+                core.handle_timeout(now_ns(start));
+                due = shaper.due();
+            }
+        }
+        for (to, packet) in due {
+            let _ = pop_sock.send_to(&packet, to).await;
         }
         while let Some(out) = core.poll_output() {
             match out {
                 ClbOutput::ToPop { pop_id, bytes } => {
-                    if let Some(to) = plan.pop_tunnel(usize::from(pop_id)) {
-                        let _ = pop_sock.send_to(&bytes, to).await;
+                    let p = usize::from(pop_id);
+                    if let (Some(to), Some(link)) = (plan.pop_tunnel(p), backbone.get_mut(p)) {
+                        let flow =
+                            anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
+                        shaper.push(link, flow, to, bytes);
                     }
                 }
                 ClbOutput::ToBackend { backend, bytes } => {

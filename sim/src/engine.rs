@@ -62,6 +62,11 @@ impl<E> EventQueue<E> {
         self.slab[slot as usize].take()
     }
 
+    /// When the earliest waiting event is due.
+    pub fn next_at(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
     pub fn len(&self) -> usize {
         self.heap.len()
     }

@@ -1,0 +1,62 @@
+//! Impairments in user space (the kernel here has no netem): packets wait in a queue
+//! until the `ccn` link model says they arrive — the same model, and the same numbers,
+//! as the simulator's links. Lost packets never leave.
+
+use std::time::{Duration, Instant};
+
+use anyedge_ccn::{Link, Outcome};
+use anyedge_sim::engine::EventQueue;
+
+/// Packets on their way, each with where it goes once due.
+pub struct Shaper<D> {
+    queue: EventQueue<(D, Vec<u8>)>,
+    start: Instant,
+}
+
+impl<D> Shaper<D> {
+    pub fn new(start: Instant) -> Shaper<D> {
+        Shaper { queue: EventQueue::new(), start }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Hands a packet to `link`; it comes out of `due` when the link delivers it.
+    pub fn push(&mut self, link: &mut Link, flow: u64, dest: D, packet: Vec<u8>) {
+        let now = self.now_ns();
+        if let Outcome::Deliver(at) = link.transmit(now, packet.len(), flow) {
+            self.queue.schedule(at, (dest, packet));
+        }
+    }
+
+    /// Sends a packet without delay (no link applies to it).
+    pub fn pass(&mut self, dest: D, packet: Vec<u8>) {
+        let now = self.now_ns();
+        self.queue.schedule(now, (dest, packet));
+    }
+
+    /// When the next packet is due, as a tokio instant one millisecond early (tokio's
+    /// timer has millisecond steps; `due` waits out the rest precisely).
+    pub fn wake_at(&self) -> Option<tokio::time::Instant> {
+        let at = self.queue.next_at()?;
+        let due = self.start + Duration::from_nanos(at);
+        Some(tokio::time::Instant::from_std(due.checked_sub(Duration::from_millis(1)).unwrap_or(due)))
+    }
+
+    /// The packets due now, waiting out up to a millisecond for the earliest one.
+    pub fn due(&mut self) -> Vec<(D, Vec<u8>)> {
+        if let Some(at) = self.queue.next_at() {
+            let now = self.now_ns();
+            if at > now && at - now <= 1_000_000 {
+                std::thread::sleep(Duration::from_nanos(at - now));
+            }
+        }
+        let now = self.now_ns();
+        let mut out = Vec::new();
+        while let Some(item) = self.queue.pop_until(now) {
+            out.push(item);
+        }
+        out
+    }
+}
