@@ -200,3 +200,52 @@ fn the_lab_agrees_with_the_simulator_on_each_clients_p50_within_15_percent() {
         );
     }
 }
+
+#[test]
+fn a_tcp_connection_survives_pop_failover_on_the_same_backend() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("failover");
+    let report = lab.dir.join("failover.json");
+    // One TCP connection, 20 requests a second for 6 s; its POP dies after 1.5 s.
+    let probe = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:443", "--protocol", "tcp"])
+        .args(["--rate", "20", "--duration", "6s", "--flows", "1", "--report"])
+        .arg(&report)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = lab.anyedge(&["lab", "kill", "pop/paris"]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let out = probe.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["connections_opened"], 1);
+    assert_eq!(r["received"], r["sent"], "every request of the one connection was answered: {r}");
+    assert_eq!(r["backends"].as_object().unwrap().len(), 1, "and all by the same backend: {r}");
+    // The router moved London to Warsaw: the path is longer now.
+    let after = lab.probe("london", "198.18.0.20:7000", "udp", 4);
+    assert!(after["received"].as_u64().unwrap() > 0, "{after}");
+}
+
+#[test]
+fn a_killed_backend_is_taken_out_by_health_checks() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("health");
+    let before = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
+    assert!(before["backends"].get("198.19.20.3:7000").is_some(), "{before}");
+    let killed = lab.anyedge(&["lab", "kill", "backend/198.19.20.3:7000"]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    // Health checks: 1 s interval, 500 ms timeout, 2 failures — gone within 3 s.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
+    assert!(after["backends"].get("198.19.20.3:7000").is_none(), "{after}");
+    assert!(after["received"].as_u64().unwrap() >= after["sent"].as_u64().unwrap() * 95 / 100, "{after}");
+}

@@ -5,5 +5,6 @@ pub mod netns;
 pub mod node;
 pub mod plan;
 pub mod probe;
+pub mod router;
 pub mod setup;
 pub mod shaper;

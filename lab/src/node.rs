@@ -18,7 +18,7 @@ use anyedge_sim::topology::{self, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::plan::{BACKEND_PORT, Plan, REGION_NET, Role, TUN_NAME, sanitize};
+use crate::plan::{BACKEND_PORT, HEALTH_PORT, Plan, REGION_NET, Role, TUN_NAME, sanitize};
 use crate::shaper::Shaper;
 use anyedge_ccn::{ComponentRng, Link};
 
@@ -38,6 +38,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
             Role::Pop(p) => run_pop(&t, &plan, p, &ready).await,
             Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready).await,
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
+            Role::Internet => crate::router::run(&t, &plan, &ready).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }
     })
@@ -99,6 +100,16 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
         })
         .collect();
     let mut shaper: Shaper<PopDest> = Shaper::new(start);
+    // Health probes (the internet router's, the CLB nodes'): answered while we run.
+    let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
+        .await
+        .map_err(|e| format!("bind health port: {e}"))?;
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = health.recv_from(&mut buf).await {
+            let _ = health.send_to(&buf[..n], from).await;
+        }
+    });
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
@@ -172,6 +183,13 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
         })
         .collect();
     let mut shaper: Shaper<SocketAddr> = Shaper::new(start);
+    // Backbone probing of the POPs: a dead POP's flows answer through a live neighbour.
+    let pops: Vec<SocketAddr> =
+        (0..t.pops.len()).filter_map(|p| plan.pop_tunnel(p).map(|a| SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
+    let mut watch = crate::router::Watch::new(pops.len(), t.failover.pop_detect_ns);
+    let probe_sock = UdpSocket::bind(SocketAddr::new(from_pops.ip(), 0)).await.map_err(|e| e.to_string())?;
+    let mut probe_tick = tokio::time::interval(crate::router::PROBE_INTERVAL);
+    let mut pbuf_probe = [0u8; 64];
     mark_ready(ready)?;
     let (mut pbuf, mut bbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
@@ -192,6 +210,21 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
             _ = tokio::time::sleep_until(wake) => {
                 core.handle_timeout(now_ns(start));
                 due = shaper.due();
+            }
+            _ = probe_tick.tick() => {
+                for to in &pops {
+                    let _ = probe_sock.send_to(b"anyedge-pop-probe", *to).await;
+                }
+                for (p, up) in watch.changes(now_ns(start)) {
+                    core.set_pop_up(p as u16, up);
+                }
+            }
+            r = probe_sock.recv_from(&mut pbuf_probe) => {
+                if let Ok((_, from)) = r
+                    && let Some(p) = pops.iter().position(|a| a.ip() == from.ip())
+                {
+                    watch.answered(p, now_ns(start));
+                }
             }
         }
         for (to, packet) in due {

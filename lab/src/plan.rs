@@ -10,6 +10,8 @@ use anyedge_sim::topology::Topology;
 pub const TUNNEL_PORT: u16 = 6081;
 /// UDP port of the CLB ↔ backend tunnel (plain IP packets over UDP).
 pub const BACKEND_PORT: u16 = 6082;
+/// UDP port where POPs answer health probes (from the internet router and CLB nodes).
+pub const HEALTH_PORT: u16 = 6090;
 /// TUN device that takes VIP packets on a POP, and serves packets on a backend host.
 pub const TUN_NAME: &str = "ae0";
 
@@ -160,7 +162,7 @@ impl Plan {
             link(2, region_nets[r], h, &mut links);
         }
 
-        let mut nodes = Vec::new();
+        let mut nodes = vec![Node { name: "internet".into(), ns: internet }];
         for (g, &c) in clients.iter().enumerate() {
             nodes.push(Node { name: format!("client/{}", t.clients[g].name), ns: c });
         }
@@ -256,7 +258,7 @@ mod tests {
     #[test]
     fn every_node_has_a_namespace_and_links_do_not_share_addresses() {
         let plan = Plan::new(&small());
-        assert_eq!(plan.nodes.len(), 3 + 2 + 2 + 5);
+        assert_eq!(plan.nodes.len(), 1 + 3 + 2 + 2 + 5);
         let mut addrs: Vec<Ipv4Addr> = plan.links.iter().flat_map(|l| [l.a_addr, l.b_addr]).collect();
         let n = addrs.len();
         addrs.sort();

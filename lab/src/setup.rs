@@ -174,13 +174,22 @@ pub fn anycast_routes(t: &Topology, plan: &Plan, inet: usize) -> Result<(), Stri
 
 /// The POP a group enters for a VIP when all are up: catchment order, else nearest.
 pub fn first_pop(t: &Topology, g: usize, vip: usize) -> Option<usize> {
+    pop_order(t, g, vip).first().copied()
+}
+
+/// The POPs a group may enter for a VIP, in BGP's preference: catchment, else nearest.
+pub fn pop_order(t: &Topology, g: usize, vip: usize) -> Vec<usize> {
     let group = &t.clients[g];
     let publish = &t.vips[vip].pops;
     match &group.catchment {
-        Some(order) => order.iter().copied().find(|p| publish.contains(p)),
-        None => publish.iter().copied().min_by_key(|&p| {
-            (anyedge_ccn::geo::fiber_delay_ns(group.location, t.pops[p].location, t.internet.stretch), p)
-        }),
+        Some(order) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
+        None => {
+            let mut pops = publish.clone();
+            pops.sort_by_key(|&p| {
+                (anyedge_ccn::geo::fiber_delay_ns(group.location, t.pops[p].location, t.internet.stretch), p)
+            });
+            pops
+        }
     }
 }
 
