@@ -41,11 +41,16 @@ struct Lab {
 
 impl Lab {
     fn up(tag: &str) -> Lab {
+        Lab::up_with(tag, |text| text)
+    }
+
+    /// A lab of small.yaml edited by `edit`.
+    fn up_with(tag: &str, edit: impl Fn(String) -> String) -> Lab {
         let name = format!("t-{tag}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         let text = SMALL.replace("name: small-europe", &format!("name: {name}"));
-        let text = text.split("faults:").next().unwrap().to_string();
+        let text = edit(text.split("faults:").next().unwrap().to_string());
         let file = dir.join("lab.yaml");
         std::fs::write(&file, text).unwrap();
         let lab = Lab { file, dir };
@@ -248,4 +253,25 @@ fn a_killed_backend_is_taken_out_by_health_checks() {
     let after = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
     assert!(after["backends"].get("198.19.20.3:7000").is_none(), "{after}");
     assert!(after["received"].as_u64().unwrap() >= after["sent"].as_u64().unwrap() * 95 / 100, "{after}");
+}
+
+#[test]
+fn the_backbone_runs_over_grpc_streams_too() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("grpc", |text| text.replace("bandwidth: 1Gbps }", "bandwidth: 1Gbps, transport: grpc }"));
+    assert!(std::fs::read_to_string(&lab.file).unwrap().contains("transport: grpc"));
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 8);
+    assert!(udp["received"].as_u64().unwrap() >= udp["sent"].as_u64().unwrap() * 95 / 100, "{udp}");
+    let tcp = lab.probe("kyiv", "198.18.0.20:443", "tcp", 4);
+    assert_eq!(tcp["received"], tcp["sent"], "{tcp}");
+    // The CLB node listens for the gRPC backbone (tonic) on its backbone address.
+    let ss = Command::new("ip")
+        .args(["netns", "exec", &format!("{}clb-frankfurt-0", lab.prefix()), "cat", "/proc/net/tcp"])
+        .output()
+        .unwrap();
+    let grpc_port = format!(":{:04X}", 6083);
+    assert!(String::from_utf8_lossy(&ss.stdout).contains(&grpc_port), "no gRPC listener");
 }

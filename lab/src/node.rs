@@ -14,7 +14,7 @@ use anyedge_pop::{Output as PopOutput, Pop};
 use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
 use anyedge_sim::nodes::{ClbAddresses, Identity, clb_config, pop_config};
-use anyedge_sim::topology::{self, Topology};
+use anyedge_sim::topology::{self, BackboneTransport, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -62,8 +62,10 @@ fn now_ns(start: Instant) -> u64 {
 enum PopDest {
     /// A client's packet, now at the POP: into the core.
     Core,
-    /// Encapsulated, now at the CLB node.
+    /// Encapsulated, now at the CLB node (UDP).
     Clb(SocketAddr),
+    /// Encapsulated, now at the CLB node (gRPC stream to region, node).
+    ClbStream(usize, usize),
     /// A reply, now at the client: out through the TUN device to the internet.
     Client,
 }
@@ -100,6 +102,20 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
         })
         .collect();
     let mut shaper: Shaper<PopDest> = Shaper::new(start);
+    // With `backbone.transport: grpc`, one stream per CLB node instead of UDP.
+    let grpc = t.backbone.transport == BackboneTransport::Grpc;
+    let (down_tx, mut down_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
+    let mut streams: HashMap<(usize, usize), tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
+    if grpc {
+        for (r, region) in t.regions.iter().enumerate() {
+            for i in 0..usize::from(region.clb_nodes) {
+                if let Some(a) = plan.clb_tunnel(r, i) {
+                    let to = SocketAddr::new(a.ip(), crate::grpc::GRPC_PORT);
+                    streams.insert((r, i), crate::grpc::connect(to, down_tx.clone()));
+                }
+            }
+        }
+    }
     // Health probes (the internet router's, the CLB nodes'): answered while we run.
     let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
         .await
@@ -129,6 +145,9 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
                 let (n, _) = r.map_err(|e| e.to_string())?;
                 let _ = core.handle_from_clb(now_ns(start), &ubuf[..n]);
             }
+            Some(packet) = down_rx.recv() => {
+                let _ = core.handle_from_clb(now_ns(start), &packet);
+            }
             _ = tokio::time::sleep_until(wake) => due = shaper.due(),
         }
         for (dest, packet) in due {
@@ -139,6 +158,11 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
                 PopDest::Clb(to) => {
                     let _ = sock.send_to(&packet, to).await;
                 }
+                PopDest::ClbStream(r, i) => {
+                    if let Some(up) = streams.get(&(r, i)) {
+                        let _ = up.try_send(packet);
+                    }
+                }
                 PopDest::Client => {
                     let _ = tun.send(&packet).await;
                 }
@@ -147,10 +171,12 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
         while let Some(out) = core.poll_output() {
             match out {
                 PopOutput::ToClb { region, node, bytes } => {
-                    if let Some(to) = plan.clb_tunnel(usize::from(region), usize::from(node)) {
+                    let (r, i) = (usize::from(region), usize::from(node));
+                    if let Some(to) = plan.clb_tunnel(r, i) {
                         let flow =
                             anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
-                        shaper.push(&mut backbone[usize::from(region)], flow, PopDest::Clb(to), bytes);
+                        let dest = if grpc { PopDest::ClbStream(r, i) } else { PopDest::Clb(to) };
+                        shaper.push(&mut backbone[r], flow, dest, bytes);
                     }
                 }
                 PopOutput::ToClient { bytes } => {
@@ -162,6 +188,23 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
                 }
             }
         }
+    }
+}
+
+/// Where a CLB node's reply goes once its backbone link delivers it.
+enum ClbDest {
+    Udp(SocketAddr),
+    /// Down the gRPC stream the POP opened.
+    Stream(u16),
+}
+
+/// The next packet up any gRPC stream (never, when the backbone is UDP).
+async fn next_upstream(
+    streams: &mut Option<tokio::sync::mpsc::Receiver<crate::grpc::Upstream>>,
+) -> Option<crate::grpc::Upstream> {
+    match streams.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -182,7 +225,15 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
             Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
         })
         .collect();
-    let mut shaper: Shaper<SocketAddr> = Shaper::new(start);
+    let mut shaper: Shaper<ClbDest> = Shaper::new(start);
+    let grpc = t.backbone.transport == BackboneTransport::Grpc;
+    let mut from_streams = if grpc {
+        Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), crate::grpc::GRPC_PORT)).await?)
+    } else {
+        None
+    };
+    // POP id → the stream its packets came up on (replies go down it).
+    let mut downstreams: HashMap<u16, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
     // Backbone probing of the POPs: a dead POP's flows answer through a live neighbour.
     let pops: Vec<SocketAddr> =
         (0..t.pops.len()).filter_map(|p| plan.pop_tunnel(p).map(|a| SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
@@ -207,6 +258,12 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
                 let (n, _) = r.map_err(|e| e.to_string())?;
                 let _ = core.handle_from_backend(now_ns(start), bbuf[..n].to_vec());
             }
+            Some((packet, down)) = next_upstream(&mut from_streams) => {
+                if let Ok(c) = anyedge_proto::CcnPacket::new_checked(&packet[..]) {
+                    downstreams.insert(c.pop_id(), down);
+                }
+                let _ = core.handle_from_pop(now_ns(start), &packet);
+            }
             _ = tokio::time::sleep_until(wake) => {
                 core.handle_timeout(now_ns(start));
                 due = shaper.due();
@@ -228,7 +285,16 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
             }
         }
         for (to, packet) in due {
-            let _ = pop_sock.send_to(&packet, to).await;
+            match to {
+                ClbDest::Udp(to) => {
+                    let _ = pop_sock.send_to(&packet, to).await;
+                }
+                ClbDest::Stream(pop) => {
+                    if let Some(down) = downstreams.get(&pop) {
+                        let _ = down.try_send(packet);
+                    }
+                }
+            }
         }
         while let Some(out) = core.poll_output() {
             match out {
@@ -237,7 +303,8 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
                     if let (Some(to), Some(link)) = (plan.pop_tunnel(p), backbone.get_mut(p)) {
                         let flow =
                             anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
-                        shaper.push(link, flow, to, bytes);
+                        let dest = if grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
+                        shaper.push(link, flow, dest, bytes);
                     }
                 }
                 ClbOutput::ToBackend { backend, bytes } => {

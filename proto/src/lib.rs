@@ -4,6 +4,12 @@
 
 pub mod ccn;
 pub mod inner;
+
+/// The backbone's gRPC service (tonic), generated from `proto/anyedge.proto`.
+pub mod grpc {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("anyedge.ccn");
+}
 pub mod quic;
 
 pub use ccn::{Direction, Packet as CcnPacket, Repr as CcnRepr};

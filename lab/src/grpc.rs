@@ -1,0 +1,110 @@
+//! The backbone over gRPC (`backbone.transport: grpc`): a tonic bidirectional stream per
+//! POP and CLB node. Each frame carries one encapsulated packet; impairments are applied
+//! before a frame enters the stream, as for UDP.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyedge_proto::grpc::Frame;
+use anyedge_proto::grpc::backbone_client::BackboneClient;
+use anyedge_proto::grpc::backbone_server::{Backbone, BackboneServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Port of the gRPC backbone on CLB nodes.
+pub const GRPC_PORT: u16 = 6083;
+/// Frames a stream buffers before the sender waits.
+const DEPTH: usize = 4096;
+
+/// A packet from a POP and the way to send replies down that POP's stream.
+pub type Upstream = (Vec<u8>, mpsc::Sender<Vec<u8>>);
+
+struct Tunnel {
+    to_node: mpsc::Sender<Upstream>,
+}
+
+#[tonic::async_trait]
+impl Backbone for Tunnel {
+    type TunnelStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
+    async fn tunnel(&self, request: Request<Streaming<Frame>>) -> Result<Response<Self::TunnelStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (down_tx, down_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let to_node = self.to_node.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = inbound.next().await {
+                if to_node.send((frame.packet, down_tx.clone())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let out = ReceiverStream::new(down_rx).map(|packet| Ok(Frame { packet }));
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Serves the backbone on a CLB node: frames from every POP arrive on the returned channel.
+pub async fn serve(addr: SocketAddr) -> Result<mpsc::Receiver<Upstream>, String> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    let (to_node, from_pops) = mpsc::channel(DEPTH);
+    // Small frames must not wait for Nagle.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            let _ = c.set_nodelay(true);
+        }
+        conn
+    });
+    tokio::spawn(async move {
+        let server = tonic::transport::Server::builder().add_service(BackboneServer::new(Tunnel { to_node }));
+        if let Err(e) = server.serve_with_incoming(incoming).await {
+            eprintln!("backbone gRPC server: {e}");
+        }
+    });
+    Ok(from_pops)
+}
+
+/// Keeps a stream open from a POP to one CLB node (reconnecting when it breaks):
+/// packets sent on the returned sender go up; replies come out on `down`.
+pub fn connect(clb: SocketAddr, down: mpsc::Sender<Vec<u8>>) -> mpsc::Sender<Vec<u8>> {
+    let (up_tx, mut up_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    tokio::spawn(async move {
+        let uri = format!("http://{clb}");
+        loop {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(uri.clone()) else { return };
+            let Ok(channel) = endpoint.tcp_nodelay(true).connect().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let (inner_tx, inner_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+            let frames = ReceiverStream::new(inner_rx).map(|packet| Frame { packet });
+            let Ok(response) = BackboneClient::new(channel).tunnel(frames).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut replies = response.into_inner();
+            loop {
+                tokio::select! {
+                    up = up_rx.recv() => match up {
+                        Some(packet) => {
+                            if inner_tx.send(packet).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => return,
+                    },
+                    reply = replies.message() => match reply {
+                        Ok(Some(frame)) => {
+                            let _ = down.send(frame.packet).await;
+                        }
+                        _ => break,
+                    },
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    up_tx
+}

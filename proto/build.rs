@@ -1,0 +1,8 @@
+//! Compiles the .proto files with protox (pure Rust): a fresh machine needs only cargo.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/anyedge.proto");
+    let fds = protox::compile(["proto/anyedge.proto"], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}
