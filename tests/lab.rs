@@ -235,6 +235,13 @@ fn a_tcp_connection_survives_pop_failover_on_the_same_backend() {
     // The router moved London to Warsaw: the path is longer now.
     let after = lab.probe("london", "198.18.0.20:7000", "udp", 4);
     assert!(after["received"].as_u64().unwrap() > 0, "{after}");
+    // Paris comes back: once routing converges London is back on the short path.
+    let started = lab.anyedge(&["lab", "start", "pop/paris"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let back = lab.probe("london", "198.18.0.20:7000", "udp", 4);
+    let p50 = |r: &Value| r["rtt_us"]["p50"].as_u64().unwrap();
+    assert!(p50(&back) < p50(&after), "Paris {} µs should beat Warsaw {} µs", p50(&back), p50(&after));
 }
 
 #[test]
