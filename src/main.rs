@@ -70,6 +70,9 @@ enum Command {
         /// Flows (source ports; TCP: connections).
         #[arg(long, default_value_t = 1)]
         flows: usize,
+        /// UDP: keep this many requests in flight per flow instead of pacing at --rate.
+        #[arg(long)]
+        window: Option<usize>,
         /// Write the JSON report here (else stdout).
         #[arg(long)]
         report: Option<PathBuf>,
@@ -108,6 +111,14 @@ enum LabCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The lab forwarder's throughput and added latency on real packets (root).
+    Lab {
+        /// Topology file (the lab is brought up and down by the benchmark).
+        file: PathBuf,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Maglev table balance, disruption when one backend goes, and build time.
     Maglev {
         /// Number of backends.
@@ -232,6 +243,33 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Bench { which: BenchCommand::Lab { file, json } } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            match anyedge_lab::bench::run(&file, &exe) {
+                Ok(f) => {
+                    println!(
+                        "lab: {:.0} round trips/s through the VIP, {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
+                        f.pps,
+                        f.direct_pps,
+                        f.pps / f.direct_pps.max(1.0),
+                        f.added_p50_us,
+                        f.added_p99_us,
+                        f.added_p999_us
+                    );
+                    if let Some(path) = json
+                        && let Err(e) = bench::write_json(&path, &f)
+                    {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench lab: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Bench { which: BenchCommand::Maglev { backends, table, json } } => {
             let figures = match bench::maglev(backends, table) {
                 Ok(f) => f,
@@ -265,7 +303,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab { action } => lab(action),
-        Command::Probe { target, protocol, rate, duration, flows, report } => {
+        Command::Probe { target, protocol, rate, duration, flows, window, report } => {
             let duration = match anyedge_sim::topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
                 Err(e) => {
@@ -275,7 +313,8 @@ fn main() -> ExitCode {
             };
             let protocol =
                 if protocol == "tcp" { anyedge_lab::probe::Protocol::Tcp } else { anyedge_lab::probe::Protocol::Udp };
-            let config = anyedge_lab::probe::ProbeConfig { target, protocol, rate_per_s: rate, duration, flows };
+            let config =
+                anyedge_lab::probe::ProbeConfig { target, protocol, rate_per_s: rate, duration, flows, window };
             match anyedge_lab::probe::run(&config) {
                 Ok(r) => {
                     let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";

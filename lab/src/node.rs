@@ -22,6 +22,9 @@ use crate::plan::{BACKEND_PORT, HEALTH_PORT, Plan, REGION_NET, Role, TUN_NAME, s
 use crate::shaper::Shaper;
 use anyedge_ccn::{ComponentRng, Link};
 
+/// A file in the lab's state directory that turns impairments off (benchmarks).
+pub const NO_IMPAIRMENTS: &str = "no-impairments";
+
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
 
@@ -32,11 +35,12 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let node = plan.node(name).ok_or(format!("no node `{name}` in this topology"))?.clone();
     let role = plan.namespaces[node.ns].role.clone();
     let ready = state_dir.join("ready").join(sanitize(&node.name));
+    let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
         match role {
-            Role::Pop(p) => run_pop(&t, &plan, p, &ready).await,
-            Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready).await,
+            Role::Pop(p) => run_pop(&t, &plan, p, &ready, impair).await,
+            Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready, impair).await,
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
@@ -78,7 +82,7 @@ fn flow_of(packet: &[u8]) -> u64 {
     inner::parse(packet).map_or(0, |i| u64::from(i.key.flow_hash()))
 }
 
-async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<(), String> {
+async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool) -> Result<(), String> {
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
@@ -101,7 +105,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path) -> Result<()
             Link::new(model, ComponentRng::new(seed, &format!("lab/backbone/{p}/{r}/0")))
         })
         .collect();
-    let mut shaper: Shaper<PopDest> = Shaper::new(start);
+    let mut shaper: Shaper<PopDest> = Shaper::new(start, impair);
     // With `backbone.transport: grpc`, one stream per CLB node instead of UDP.
     let grpc = t.backbone.transport == BackboneTransport::Grpc;
     let (down_tx, mut down_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
@@ -208,7 +212,14 @@ async fn next_upstream(
     }
 }
 
-async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: &Path) -> Result<(), String> {
+async fn run_clb(
+    t: &Topology,
+    plan: &Plan,
+    region: usize,
+    index: usize,
+    ready: &Path,
+    impair: bool,
+) -> Result<(), String> {
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
     let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
@@ -225,7 +236,7 @@ async fn run_clb(t: &Topology, plan: &Plan, region: usize, index: usize, ready: 
             Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
         })
         .collect();
-    let mut shaper: Shaper<ClbDest> = Shaper::new(start);
+    let mut shaper: Shaper<ClbDest> = Shaper::new(start, impair);
     let grpc = t.backbone.transport == BackboneTransport::Grpc;
     let mut from_streams = if grpc {
         Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), crate::grpc::GRPC_PORT)).await?)
@@ -343,10 +354,17 @@ async fn run_backend(t: &Topology, plan: &Plan, ip: Ipv4Addr, ready: &Path) -> R
     ports.sort_unstable();
     ports.dedup();
     for &port in &ports {
+        // On every address of the host: the backend address (through the CLB) and its
+        // own region address (the direct path).
         let addr = SocketAddr::new(IpAddr::V4(ip), port);
-        let udp = Arc::new(UdpSocket::bind(addr).await.map_err(|e| format!("bind udp {addr}: {e}"))?);
-        tokio::spawn(udp_echo(udp, addr));
-        let tcp = TcpListener::bind(addr).await.map_err(|e| format!("bind tcp {addr}: {e}"))?;
+        // UDP answers from the address it was asked on: one socket per address.
+        let direct = plan.backend_direct_addr(ip).ok_or("backend without a region address")?;
+        for local in [addr, SocketAddr::new(IpAddr::V4(direct), port)] {
+            let udp = Arc::new(UdpSocket::bind(local).await.map_err(|e| format!("bind udp {local}: {e}"))?);
+            tokio::spawn(udp_echo(udp, addr));
+        }
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
         tokio::spawn(tcp_server(tcp, addr));
     }
     mark_ready(ready)?;

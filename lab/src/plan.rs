@@ -78,6 +78,7 @@ pub fn sanitize(text: &str) -> String {
 const INTERNET_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 128, 0);
 const BACKBONE_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 192, 0);
 const REGION_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 224, 0);
+pub const INTERNET_NET: (Ipv4Addr, u8) = (INTERNET_POOL, 18);
 pub const BACKBONE_NET: (Ipv4Addr, u8) = (BACKBONE_POOL, 19);
 pub const REGION_NET: (Ipv4Addr, u8) = (REGION_POOL, 19);
 
@@ -148,6 +149,10 @@ impl Plan {
         }
         for &p in &pops {
             link(0, internet, p, &mut links);
+        }
+        // The direct path: the internet reaches each region (the baseline without anycast).
+        for &rg in &region_nets {
+            link(0, internet, rg, &mut links);
         }
         for &p in &pops {
             link(1, backbone, p, &mut links);
@@ -236,6 +241,21 @@ impl Plan {
         })?;
         let a = self.addr_toward(ns, self.ns_index(&Role::RegionNet(region))?)?;
         Some(SocketAddr::new(IpAddr::V4(a), BACKEND_PORT))
+    }
+
+    /// A backend host's own address on its region network: the direct path (no VIP,
+    /// no tunnel) reaches its servers there.
+    pub fn backend_direct_addr(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.backend_tunnel(ip).and_then(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    /// The region router's address on its link to the internet router.
+    pub fn region_internet_addr(&self, region: usize) -> Option<Ipv4Addr> {
+        let ns = self.ns_index(&Role::RegionNet(region))?;
+        self.addr_toward(ns, self.ns_index(&Role::Internet)?)
     }
 
     /// The node named like a fault target (`pop/paris`, `clb/frankfurt/0`,

@@ -30,6 +30,9 @@ pub struct ProbeConfig {
     pub rate_per_s: f64,
     pub duration: Duration,
     pub flows: usize,
+    /// UDP: keep this many requests in flight per flow instead of pacing at `rate`
+    /// (how many round trips per second the path sustains).
+    pub window: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -110,6 +113,9 @@ fn interval(config: &ProbeConfig) -> Duration {
 }
 
 async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
+    if let Some(window) = config.window {
+        return udp_windowed(config, window).await;
+    }
     let start = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut socks = Vec::new();
@@ -137,6 +143,46 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         tokio::time::sleep_until(next).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = tally.lock().await;
+    Ok(report(source, sent, &t, config.flows as u64))
+}
+
+/// Each flow keeps `window` requests in flight: a reply sends the next request.
+async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport, String> {
+    let start = Instant::now();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = Vec::new();
+    let mut source = String::new();
+    for f in 0..config.flows.max(1) {
+        let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| e.to_string())?;
+        sock.connect(config.target).await.map_err(|e| format!("{}: {e}", config.target))?;
+        if f == 0 {
+            source = sock.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        }
+        let (t, duration) = (tally.clone(), config.duration);
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            for _ in 0..window.max(1) {
+                let _ = sock.send(&request(sent, start)).await;
+                sent += 1;
+            }
+            let mut buf = vec![0u8; 65_536];
+            while start.elapsed() < duration {
+                // A reply, or a lost request after 200 ms: either way the next request goes,
+                // so the window stays full.
+                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await {
+                    t.lock().await.reply(&buf[..n], start);
+                }
+                let _ = sock.send(&request(sent, start)).await;
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        sent += task.await.unwrap_or(0);
+    }
     let t = tally.lock().await;
     Ok(report(source, sent, &t, config.flows as u64))
 }

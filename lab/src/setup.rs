@@ -12,7 +12,7 @@ use anyedge_sim::topology::{self, Topology};
 use serde::{Deserialize, Serialize};
 
 use crate::netns::{self, ip, ip_in, sysctl_in};
-use crate::plan::{BACKBONE_NET, Plan, REGION_NET, Role, TUN_NAME};
+use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
 
 /// Where labs keep their state: `ANYEDGE_LAB_DIR`, or /run/anyedge/labs.
 pub fn labs_dir() -> PathBuf {
@@ -53,6 +53,12 @@ fn write_state(state: &State) -> Result<(), String> {
 
 /// Brings a topology up; on any failure everything made so far is taken down again.
 pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
+    up_with(file, exe, true)
+}
+
+/// `up`, with the topology's impairments applied or not (benchmarks measure the
+/// forwarder alone).
+pub fn up_with(file: &Path, exe: &Path, impairments: bool) -> Result<State, String> {
     let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (t, plan) = load(&file)?;
     let prefix = format!("{}-", plan.lab);
@@ -65,7 +71,7 @@ pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
     }
     let mut state =
         State { lab: plan.lab.clone(), topology: file.clone(), namespaces: Vec::new(), pids: BTreeMap::new() };
-    let result = build(&t, &plan, &mut state, exe);
+    let result = build(&t, &plan, &mut state, exe, impairments);
     match result {
         Ok(()) => {
             write_state(&state)?;
@@ -78,9 +84,12 @@ pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
     }
 }
 
-fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {
+fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, impairments: bool) -> Result<(), String> {
     let dir = state_dir(&plan.lab);
     std::fs::create_dir_all(dir.join("ready")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !impairments {
+        std::fs::write(dir.join(crate::node::NO_IMPAIRMENTS), b"").map_err(|e| e.to_string())?;
+    }
     for ns in &plan.namespaces {
         ip(&["netns", "add", &ns.name])?;
         state.namespaces.push(ns.name.clone());
@@ -141,11 +150,26 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 ip_in(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
                 ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
                 ip_in(name, &["link", "set", TUN_NAME, "up"])?;
-                // Everything that is not the region goes back through the CLB tunnel.
+                // Everything that is not the region goes back through the CLB tunnel…
                 ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
                 sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
+                // …but answers from the host's own region address take the direct path.
+                let own = plan.backend_direct_addr(host).ok_or("backend without a region address")?;
+                ip_in(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
+                ip_in(name, &["route", "add", "default", "via", &gw(rg)?, "table", "200"])?;
             }
-            Role::Internet | Role::Backbone | Role::RegionNet(_) => {}
+            Role::RegionNet(r) => {
+                // Clients reach the region's hosts directly through the internet router.
+                ip_in(name, &["route", "add", &net(INTERNET_NET), "via", &gw(inet)?])?;
+                let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
+                let router = &plan.namespaces[inet].name;
+                for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
+                    if let Some(direct) = plan.backend_direct_addr(host) {
+                        ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
+                    }
+                }
+            }
+            Role::Internet | Role::Backbone => {}
         }
     }
     anycast_routes(t, plan, inet)

@@ -1,0 +1,103 @@
+//! `anyedge bench lab`: how fast the forwarder is on real packets, impairments off — the
+//! most round trips a second a windowed load gets through the VIP path (client, POP, CLB,
+//! backend) and straight from the client to the backend, and the latency the VIP path
+//! adds at a steady 10,000 round trips a second.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::plan::{Plan, Role};
+use crate::setup;
+
+#[derive(Debug, Serialize)]
+pub struct LabFigures {
+    pub pps: f64,
+    pub direct_pps: f64,
+    pub added_p50_us: i64,
+    pub added_p99_us: i64,
+    pub added_p999_us: i64,
+    /// The latencies the added figures come from, VIP and direct.
+    pub vip_rtt_us: [u64; 3],
+    pub direct_rtt_us: [u64; 3],
+}
+
+/// Load phases: seconds of windowed load, and of paced load.
+const PHASE: Duration = Duration::from_secs(3);
+
+pub fn run(file: &Path, exe: &Path) -> Result<LabFigures, String> {
+    let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
+    let plan = Plan::new(&t);
+    let (client_ns, vip, direct) = targets(&t, &plan)?;
+    setup::up_with(file, exe, false)?;
+    let result = measure(&plan, exe, &client_ns, vip, direct);
+    let down = setup::down(file);
+    let figures = result?;
+    down?;
+    Ok(figures)
+}
+
+/// The first client group, its first UDP traffic class's VIP, and a backend of it.
+fn targets(t: &anyedge_sim::topology::Topology, plan: &Plan) -> Result<(String, SocketAddr, SocketAddr), String> {
+    let class = t
+        .traffic
+        .iter()
+        .find(|c| matches!(c.kind, anyedge_sim::topology::TrafficKind::Udp { .. }))
+        .ok_or("bench lab needs a UDP traffic class")?;
+    let g = t.clients.iter().position(|c| c.traffic.contains(&t.traffic.iter().position(|x| x == class).unwrap_or(0)));
+    let g = g.ok_or("no client group sends the UDP traffic class")?;
+    let ns = plan.ns_index(&Role::Client(g)).ok_or("no client namespace")?;
+    let vip = &t.vips[class.vip];
+    let listener = vip.listeners.iter().find(|l| l.port == class.port).ok_or("no listener")?;
+    let backend = t.regions[vip.home].backend_groups[listener.backend_group].backends.first().ok_or("no backend")?;
+    let IpAddr::V4(host) = backend.addr.ip() else { return Err("bench lab needs an IPv4 backend".into()) };
+    let direct = plan.backend_direct_addr(host).ok_or("backend without a region address")?;
+    Ok((
+        plan.namespaces[ns].name.clone(),
+        SocketAddr::new(IpAddr::V4(vip.ipv4), class.port),
+        SocketAddr::new(IpAddr::V4(direct), backend.addr.port()),
+    ))
+}
+
+fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[&str]) -> Result<serde_json::Value, String> {
+    let report = setup::labs_dir().join(&plan.lab).join(format!("bench-{}.json", target.port()));
+    let secs = format!("{}s", PHASE.as_secs());
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["probe", "--target", &target.to_string(), "--protocol", "udp", "--duration", &secs])
+        .args(load)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("probe failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let text = std::fs::read_to_string(&report).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+fn measure(plan: &Plan, exe: &Path, ns: &str, vip: SocketAddr, direct: SocketAddr) -> Result<LabFigures, String> {
+    let windowed = ["--window", "32", "--flows", "8"];
+    let pps = |r: &serde_json::Value| r["received"].as_f64().unwrap_or(0.0) / PHASE.as_secs_f64();
+    let vip_max = probe(plan, exe, ns, vip, &windowed)?;
+    let direct_max = probe(plan, exe, ns, direct, &windowed)?;
+    let paced = ["--rate", "10000", "--flows", "16"];
+    let vip_lat = probe(plan, exe, ns, vip, &paced)?;
+    let direct_lat = probe(plan, exe, ns, direct, &paced)?;
+    let q = |r: &serde_json::Value| ["p50", "p99", "p999"].map(|k| r["rtt_us"][k].as_u64().unwrap_or(0));
+    let (v, d) = (q(&vip_lat), q(&direct_lat));
+    Ok(LabFigures {
+        pps: pps(&vip_max).round(),
+        direct_pps: pps(&direct_max).round(),
+        added_p50_us: v[0] as i64 - d[0] as i64,
+        added_p99_us: v[1] as i64 - d[1] as i64,
+        added_p999_us: v[2] as i64 - d[2] as i64,
+        vip_rtt_us: v,
+        direct_rtt_us: d,
+    })
+}
