@@ -133,27 +133,31 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
+        // Packets with no delay to wait for go round again at once.
+        let mut due = shaper.take_ready();
         let wake = shaper.wake_at().unwrap_or_else(far_future);
-        let mut due = Vec::new();
-        tokio::select! {
-            r = tun.recv(&mut tbuf) => {
-                let n = r.map_err(|e| e.to_string())?;
-                let packet = tbuf[..n].to_vec();
-                let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
-                match group {
-                    Some(g) => shaper.push(&mut to_pop[g], flow_of(&packet), PopDest::Core, packet),
-                    None => shaper.pass(PopDest::Core, packet),
+        if due.is_empty() {
+            tokio::select! {
+                r = tun.recv(&mut tbuf) => {
+                    let n = r.map_err(|e| e.to_string())?;
+                    let packet = tbuf[..n].to_vec();
+                    let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
+                    match group {
+                        Some(g) => shaper.push(&mut to_pop[g], flow_of(&packet), PopDest::Core, packet),
+                        None => shaper.pass(PopDest::Core, packet),
+                    }
                 }
+                r = sock.recv_from(&mut ubuf) => {
+                    let (n, _) = r.map_err(|e| e.to_string())?;
+                    let _ = core.handle_from_clb(now_ns(start), &ubuf[..n]);
+                }
+                Some(packet) = down_rx.recv() => {
+                    let _ = core.handle_from_clb(now_ns(start), &packet);
+                }
+                _ = tokio::time::sleep_until(wake) => due = shaper.due(),
             }
-            r = sock.recv_from(&mut ubuf) => {
-                let (n, _) = r.map_err(|e| e.to_string())?;
-                let _ = core.handle_from_clb(now_ns(start), &ubuf[..n]);
-            }
-            Some(packet) = down_rx.recv() => {
-                let _ = core.handle_from_clb(now_ns(start), &packet);
-            }
-            _ = tokio::time::sleep_until(wake) => due = shaper.due(),
         }
+        due.extend(shaper.take_ready());
         for (dest, packet) in due {
             match dest {
                 PopDest::Core => {
@@ -257,44 +261,47 @@ async fn run_clb(
     loop {
         let core_wake =
             core.poll_timeout().map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
+        let mut due = shaper.take_ready();
         let shaper_wake = shaper.wake_at();
         let wake = core_wake.into_iter().chain(shaper_wake).min().unwrap_or_else(far_future);
-        let mut due = Vec::new();
-        tokio::select! {
-            r = pop_sock.recv_from(&mut pbuf) => {
-                let (n, _) = r.map_err(|e| e.to_string())?;
-                let _ = core.handle_from_pop(now_ns(start), &pbuf[..n]);
-            }
-            r = be_sock.recv_from(&mut bbuf) => {
-                let (n, _) = r.map_err(|e| e.to_string())?;
-                let _ = core.handle_from_backend(now_ns(start), bbuf[..n].to_vec());
-            }
-            Some((packet, down)) = next_upstream(&mut from_streams) => {
-                if let Ok(c) = anyedge_proto::CcnPacket::new_checked(&packet[..]) {
-                    downstreams.insert(c.pop_id(), down);
+        if due.is_empty() {
+            tokio::select! {
+                r = pop_sock.recv_from(&mut pbuf) => {
+                    let (n, _) = r.map_err(|e| e.to_string())?;
+                    let _ = core.handle_from_pop(now_ns(start), &pbuf[..n]);
                 }
-                let _ = core.handle_from_pop(now_ns(start), &packet);
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                core.handle_timeout(now_ns(start));
-                due = shaper.due();
-            }
-            _ = probe_tick.tick() => {
-                for to in &pops {
-                    let _ = probe_sock.send_to(b"anyedge-pop-probe", *to).await;
+                r = be_sock.recv_from(&mut bbuf) => {
+                    let (n, _) = r.map_err(|e| e.to_string())?;
+                    let _ = core.handle_from_backend(now_ns(start), bbuf[..n].to_vec());
                 }
-                for (p, up) in watch.changes(now_ns(start)) {
-                    core.set_pop_up(p as u16, up);
+                Some((packet, down)) = next_upstream(&mut from_streams) => {
+                    if let Ok(c) = anyedge_proto::CcnPacket::new_checked(&packet[..]) {
+                        downstreams.insert(c.pop_id(), down);
+                    }
+                    let _ = core.handle_from_pop(now_ns(start), &packet);
                 }
-            }
-            r = probe_sock.recv_from(&mut pbuf_probe) => {
-                if let Ok((_, from)) = r
-                    && let Some(p) = pops.iter().position(|a| a.ip() == from.ip())
-                {
-                    watch.answered(p, now_ns(start));
+                _ = tokio::time::sleep_until(wake) => {
+                    core.handle_timeout(now_ns(start));
+                    due = shaper.due();
+                }
+                _ = probe_tick.tick() => {
+                    for to in &pops {
+                        let _ = probe_sock.send_to(b"anyedge-pop-probe", *to).await;
+                    }
+                    for (p, up) in watch.changes(now_ns(start)) {
+                        core.set_pop_up(p as u16, up);
+                    }
+                }
+                r = probe_sock.recv_from(&mut pbuf_probe) => {
+                    if let Ok((_, from)) = r
+                        && let Some(p) = pops.iter().position(|a| a.ip() == from.ip())
+                    {
+                        watch.answered(p, now_ns(start));
+                    }
                 }
             }
         }
+        due.extend(shaper.take_ready());
         for (to, packet) in due {
             match to {
                 ClbDest::Udp(to) => {

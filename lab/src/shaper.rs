@@ -13,11 +13,13 @@ pub struct Shaper<D> {
     start: Instant,
     /// Off: links add nothing (benchmarks of the forwarder itself).
     enabled: bool,
+    /// Packets to send at once (no link, or links off): no timer in their way.
+    ready: Vec<(D, Vec<u8>)>,
 }
 
 impl<D> Shaper<D> {
     pub fn new(start: Instant, enabled: bool) -> Shaper<D> {
-        Shaper { queue: EventQueue::new(), start, enabled }
+        Shaper { queue: EventQueue::new(), start, enabled, ready: Vec::new() }
     }
 
     fn now_ns(&self) -> u64 {
@@ -37,8 +39,12 @@ impl<D> Shaper<D> {
 
     /// Sends a packet without delay (no link applies to it).
     pub fn pass(&mut self, dest: D, packet: Vec<u8>) {
-        let now = self.now_ns();
-        self.queue.schedule(now, (dest, packet));
+        self.ready.push((dest, packet));
+    }
+
+    /// Packets to send now, without waiting for a timer.
+    pub fn take_ready(&mut self) -> Vec<(D, Vec<u8>)> {
+        std::mem::take(&mut self.ready)
     }
 
     /// When the next packet is due, as a tokio instant one millisecond early (tokio's
@@ -58,7 +64,7 @@ impl<D> Shaper<D> {
             }
         }
         let now = self.now_ns();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.ready);
         while let Some(item) = self.queue.pop_until(now) {
             out.push(item);
         }
