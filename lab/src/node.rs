@@ -91,8 +91,13 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool
     let seed = t.seed;
     // The access links of every client group to this POP, both ways, and the backbone
     // links to every region: the simulator's links, in user space.
-    let groups: HashMap<IpAddr, usize> =
-        (0..t.clients.len()).filter_map(|g| Some((IpAddr::V4(plan.client_addr(g)?), g))).collect();
+    let groups: HashMap<IpAddr, usize> = (0..t.clients.len())
+        .flat_map(|g| {
+            let v4 = plan.client_addr(g).map(|a| (IpAddr::V4(a), g));
+            let v6 = plan.client_addr6(g).map(|a| (IpAddr::V6(a), g));
+            v4.into_iter().chain(v6)
+        })
+        .collect();
     let access = |g: usize, dir: usize| {
         let model = anyedge_sim::nodes::access_link(t, g, t.pops[p].location);
         Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
@@ -230,7 +235,10 @@ async fn run_clb(
     let be_bind = SocketAddr::new(IpAddr::V4(own), BACKEND_PORT);
     let be_sock = UdpSocket::bind(be_bind).await.map_err(|e| format!("bind {be_bind}: {e}"))?;
     let inner_addr = plan.clb_inner_addr(region, index);
-    let addresses = ClbAddresses { address: IpAddr::V4(inner_addr), address_v6: None };
+    let addresses = ClbAddresses {
+        address: IpAddr::V4(inner_addr),
+        address_v6: Some(IpAddr::V6(plan.clb_inner_addr6(region, index))),
+    };
     let start = Instant::now();
     let mut core = Clb::new(clb_config(t, region, index, addresses, &Identity::default()), 0);
     // Backbone links back to every POP (the POPs shape the way here).

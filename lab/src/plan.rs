@@ -2,7 +2,7 @@
 //! process agree on it: one namespace per node, routers for the internet, the backbone
 //! and each region, point-to-point veth links, addresses, routes and TUN devices.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyedge_sim::topology::Topology;
 
@@ -43,7 +43,8 @@ pub struct Namespace {
     pub role: Role,
 }
 
-/// A veth pair between two namespaces, a /30 with .1 on `a` and .2 on `b`.
+/// A veth pair between two namespaces: a /30 with .1 on `a` and .2 on `b`, and an
+/// IPv6 /64 from fd00::/8 the same way.
 #[derive(Debug, Clone)]
 pub struct Link {
     pub a: usize,
@@ -52,6 +53,19 @@ pub struct Link {
     pub b: usize,
     pub b_if: String,
     pub b_addr: Ipv4Addr,
+    pub a_addr6: Ipv6Addr,
+    pub b_addr6: Ipv6Addr,
+}
+
+/// IPv6 link networks: fd00:ae:POOL:K::/64 (POOL 0 internet, 1 backbone, 2 region).
+pub const V6_PREFIX: [u16; 2] = [0xfd00, 0xae];
+pub const INTERNET_NET6: &str = "fd00:ae:0::/48";
+pub const BACKBONE_NET6: &str = "fd00:ae:1::/48";
+pub const REGION_NET6: &str = "fd00:ae:2::/48";
+
+fn link_addrs6(pool: usize, k: usize) -> (Ipv6Addr, Ipv6Addr) {
+    let net = |host| Ipv6Addr::new(V6_PREFIX[0], V6_PREFIX[1], pool as u16, k as u16, 0, 0, 0, host);
+    (net(1), net(2))
 }
 
 /// A node process: its name as fault targets write it, and where it runs.
@@ -133,6 +147,7 @@ impl Plan {
         let mut link = |pool: usize, router: usize, node: usize, links: &mut Vec<Link>| {
             let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
             let (a_addr, b_addr) = link_addrs(base, counters[pool]);
+            let (a_addr6, b_addr6) = link_addrs6(pool, counters[pool]);
             counters[pool] += 1;
             let name = ["inet", "ccn", "rgn"][pool];
             links.push(Link {
@@ -142,6 +157,8 @@ impl Plan {
                 b: node,
                 b_if: name.into(),
                 b_addr,
+                a_addr6,
+                b_addr6,
             });
         };
         for &c in &clients {
@@ -195,6 +212,26 @@ impl Plan {
     /// The router's end of a namespace's link toward it (its gateway).
     pub fn gateway(&self, ns: usize, router: usize) -> Option<Ipv4Addr> {
         self.links.iter().find(|l| l.b == ns && l.a == router).map(|l| l.a_addr)
+    }
+
+    /// The IPv6 address a namespace has on its link toward `router`, and the router's end.
+    pub fn addr6_toward(&self, ns: usize, router: usize) -> Option<(Ipv6Addr, Ipv6Addr)> {
+        self.links.iter().find(|l| l.b == ns && l.a == router).map(|l| (l.b_addr6, l.a_addr6))
+    }
+
+    pub fn client_addr6(&self, g: usize) -> Option<Ipv6Addr> {
+        let ns = self.ns_index(&Role::Client(g))?;
+        self.addr6_toward(ns, self.ns_index(&Role::Internet)?).map(|(a, _)| a)
+    }
+
+    pub fn pop_internet_addr6(&self, p: usize) -> Option<Ipv6Addr> {
+        let ns = self.ns_index(&Role::Pop(p))?;
+        self.addr6_toward(ns, self.ns_index(&Role::Internet)?).map(|(a, _)| a)
+    }
+
+    /// A CLB node's IPv6 address toward backends (probes, NAT64's other side).
+    pub fn clb_inner_addr6(&self, region: usize, index: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x18, 0x32, 0, 0, 0, region as u16, index as u16 + 1)
     }
 
     pub fn client_addr(&self, g: usize) -> Option<Ipv4Addr> {

@@ -56,6 +56,11 @@ pub struct ProbeReport {
     pub connections_opened: u64,
 }
 
+/// Any local port in the target's family.
+fn any_port(target: SocketAddr) -> &'static str {
+    if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+}
+
 fn request(seq: u64, start: Instant) -> [u8; REQUEST_LEN] {
     let mut r = [0u8; REQUEST_LEN];
     r[..4].copy_from_slice(MAGIC);
@@ -120,7 +125,7 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut socks = Vec::new();
     for _ in 0..config.flows.max(1) {
-        let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| e.to_string())?;
+        let sock = UdpSocket::bind(any_port(config.target)).await.map_err(|e| e.to_string())?;
         sock.connect(config.target).await.map_err(|e| format!("{}: {e}", config.target))?;
         let sock = Arc::new(sock);
         let (s, t) = (sock.clone(), tally.clone());
@@ -154,7 +159,7 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
     let mut tasks = Vec::new();
     let mut source = String::new();
     for f in 0..config.flows.max(1) {
-        let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| e.to_string())?;
+        let sock = UdpSocket::bind(any_port(config.target)).await.map_err(|e| e.to_string())?;
         sock.connect(config.target).await.map_err(|e| format!("{}: {e}", config.target))?;
         if f == 0 {
             source = sock.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();

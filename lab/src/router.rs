@@ -114,6 +114,12 @@ fn reroute(t: &Topology, plan: &Plan, announced: &[bool]) {
             if !status.is_ok_and(|s| s.success()) {
                 eprintln!("router: cannot point group {g} at POP {p}");
             }
+            if let (Some(v6), Some(via6)) = (t.vips[vip].ipv6, plan.pop_internet_addr6(p)) {
+                let route6 = format!("{v6}/128");
+                let _ = std::process::Command::new("ip")
+                    .args(["-6", "route", "replace", &route6, "via", &via6.to_string(), "table", &table])
+                    .status();
+            }
         }
     }
 }

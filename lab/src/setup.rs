@@ -97,6 +97,7 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, impairments: 
         let forwards = matches!(ns.role, Role::Internet | Role::Backbone | Role::RegionNet(_) | Role::Pop(_));
         if forwards {
             sysctl_in(&ns.name, "net.ipv4.ip_forward", "1")?;
+            sysctl_in(&ns.name, "net.ipv6.conf.all.forwarding", "1")?;
         }
         for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"] {
             sysctl_in(&ns.name, key, "0")?;
@@ -107,6 +108,9 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, impairments: 
         ip(&["link", "add", &l.a_if, "netns", a, "type", "veth", "peer", "name", &l.b_if, "netns", b])?;
         ip_in(a, &["addr", "add", &format!("{}/30", l.a_addr), "dev", &l.a_if])?;
         ip_in(b, &["addr", "add", &format!("{}/30", l.b_addr), "dev", &l.b_if])?;
+        // No duplicate-address detection: the lab's addresses are unique by construction.
+        ip_in(a, &["-6", "addr", "add", &format!("{}/64", l.a_addr6), "dev", &l.a_if, "nodad"])?;
+        ip_in(b, &["-6", "addr", "add", &format!("{}/64", l.b_addr6), "dev", &l.b_if, "nodad"])?;
         ip_in(a, &["link", "set", &l.a_if, "up"])?;
         ip_in(b, &["link", "set", &l.b_if, "up"])?;
     }
@@ -127,15 +131,27 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
         let gw = |router: usize| {
             plan.gateway(i, router).map(|a| a.to_string()).ok_or(format!("{name} has no link to its router"))
         };
+        let gw6 = |router: usize| {
+            plan.addr6_toward(i, router)
+                .map(|(_, g)| g.to_string())
+                .ok_or(format!("{name} has no IPv6 link to its router"))
+        };
         match ns.role {
-            Role::Client(_) => ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?,
+            Role::Client(_) => {
+                ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
+                ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
+            }
             Role::Pop(p) => {
                 ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
+                ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
                 ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
                 ip_in(name, &["link", "set", TUN_NAME, "up"])?;
                 for v in t.vips.iter().filter(|v| v.pops.contains(&p)) {
                     ip_in(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
+                    if let Some(v6) = v.ipv6 {
+                        ip_in(name, &["-6", "route", "add", &format!("{v6}/128"), "dev", TUN_NAME])?;
+                    }
                 }
                 sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
             }
@@ -152,6 +168,7 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 ip_in(name, &["link", "set", TUN_NAME, "up"])?;
                 // Everything that is not the region goes back through the CLB tunnel…
                 ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
+                ip_in(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
                 sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
                 // …but answers from the host's own region address take the direct path.
                 let own = plan.backend_direct_addr(host).ok_or("backend without a region address")?;
@@ -181,16 +198,22 @@ pub fn anycast_routes(t: &Topology, plan: &Plan, inet: usize) -> Result<(), Stri
     for (g, group) in t.clients.iter().enumerate() {
         let client = plan.client_addr(g).ok_or("client without an address")?;
         let table = (100 + g).to_string();
-        ip_in(
-            router,
-            &["rule", "add", "from", &format!("{client}/32"), "lookup", &table, "priority", &(1000 + g).to_string()],
-        )?;
+        let priority = (1000 + g).to_string();
+        ip_in(router, &["rule", "add", "from", &format!("{client}/32"), "lookup", &table, "priority", &priority])?;
+        if let Some(client6) = plan.client_addr6(g) {
+            let from = format!("{client6}/128");
+            ip_in(router, &["-6", "rule", "add", "from", &from, "lookup", &table, "priority", &priority])?;
+        }
         for &k in &group.traffic {
             let vip = &t.vips[t.traffic[k].vip];
             let Some(p) = first_pop(t, g, t.traffic[k].vip) else { continue };
             let via = plan.pop_internet_addr(p).ok_or("POP without an address")?;
             let route = format!("{}/32", vip.ipv4);
             ip_in(router, &["route", "replace", &route, "via", &via.to_string(), "table", &table])?;
+            if let (Some(v6), Some(via6)) = (vip.ipv6, plan.pop_internet_addr6(p)) {
+                let route6 = format!("{v6}/128");
+                ip_in(router, &["-6", "route", "replace", &route6, "via", &via6.to_string(), "table", &table])?;
+            }
         }
     }
     Ok(())
