@@ -170,7 +170,8 @@ fn lab_down_leaves_nothing_behind_even_after_a_crash() {
     let prefix = lab.prefix();
     assert!(namespaces_with(&prefix).len() > 10);
     let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
-    assert_eq!(status["nodes"]["pop/paris"], "running");
+    assert_eq!(status["nodes"]["pop/paris"], "running", "it answers on its control socket: {status}");
+    assert!(status["nodes"].as_object().unwrap().values().all(|s| s == "running"), "{status}");
     // A node dies on its own: down still finds and removes everything.
     let killed = lab.anyedge(&["lab", "kill", "pop/paris"]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));

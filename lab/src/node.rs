@@ -37,7 +37,12 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let ready = state_dir.join("ready").join(sanitize(&node.name));
     let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let control = control_socket(state_dir, &node.name);
+    let node_name = node.name.clone();
     rt.block_on(async move {
+        // Control over a Unix socket: nothing of the lab's control plane rides on IP.
+        let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
+        tokio::spawn(serve_control(listener, node_name));
         match role {
             Role::Pop(p) => run_pop(&t, &plan, p, &ready, impair).await,
             Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready, impair).await,
@@ -52,6 +57,36 @@ fn open_tun() -> Result<tun::AsyncDevice, String> {
     let mut config = tun::Configuration::default();
     config.tun_name(TUN_NAME).up();
     tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
+}
+
+/// Where a node's control socket lives.
+pub fn control_socket(state_dir: &Path, node: &str) -> std::path::PathBuf {
+    let dir = state_dir.join("ctl");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("{}.sock", sanitize(node)));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Answers `status` with one JSON line: the node, its process, how long it has run.
+async fn serve_control(listener: tokio::net::UnixListener, name: String) {
+    let started = Instant::now();
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let mut line = [0u8; 64];
+        let n = stream.read(&mut line).await.unwrap_or(0);
+        let reply = if line[..n].starts_with(b"status") {
+            format!(
+                "{{\"node\": {:?}, \"pid\": {}, \"uptime_ms\": {}}}\n",
+                name,
+                std::process::id(),
+                started.elapsed().as_millis()
+            )
+        } else {
+            "{\"error\": \"unknown command (try status)\"}\n".to_string()
+        };
+        let _ = stream.write_all(reply.as_bytes()).await;
+    }
 }
 
 fn mark_ready(path: &Path) -> Result<(), String> {

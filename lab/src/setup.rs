@@ -368,8 +368,8 @@ pub fn status(file: &Path) -> Result<Status, String> {
         .iter()
         .filter(|n| !n.name.starts_with("client/"))
         .map(|n| {
-            let pid = state.as_ref().and_then(|s| s.pids.get(&n.name));
-            (n.name.clone(), if pid.is_some_and(|&p| alive(p)) { "running" } else { "stopped" })
+            let answers = ask_node(&plan.lab, &n.name).is_some();
+            (n.name.clone(), if answers { "running" } else { "stopped" })
         })
         .collect();
     Ok(Status {
@@ -378,6 +378,18 @@ pub fn status(file: &Path) -> Result<Status, String> {
         nodes,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
+}
+
+/// Asks a node over its control socket how it is; `None` when it does not answer.
+pub fn ask_node(lab: &str, node: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let path = state_dir(lab).join("ctl").join(format!("{}.sock", crate::plan::sanitize(node)));
+    let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    stream.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    stream.write_all(b"status\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    serde_json::from_str(reply.trim()).ok()
 }
 
 /// Runs a command inside a node's namespace; returns its exit code.
