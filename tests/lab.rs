@@ -283,3 +283,29 @@ fn the_backbone_runs_over_grpc_streams_too() {
     let grpc_port = format!(":{:04X}", 6083);
     assert!(String::from_utf8_lossy(&ss.stdout).contains(&grpc_port), "no gRPC listener");
 }
+
+#[test]
+fn an_ipv6_vip_answers_udp_and_tcp_through_nat64_to_ipv4_backends() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab =
+        Lab::up_with("v6", |text| text.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: \"fd00:a::20\""));
+    let london = client_address(&lab, "london");
+    let udp = lab.probe("london", "[fd00:a::20]:7000", "udp", 8);
+    assert!(udp["received"].as_u64().unwrap() >= udp["sent"].as_u64().unwrap() * 95 / 100, "{udp}");
+    let source: std::net::Ipv6Addr = udp["source"].as_str().unwrap().parse().expect("the client speaks IPv6");
+    assert_eq!(source.segments()[0] & 0xff00, 0xfd00, "lab addresses come from fd00::/8: {source}");
+    // The first round trips are as fast as the rest: no address waits out duplicate detection.
+    assert!(udp["rtt_us"]["max"].as_u64().unwrap() < 200_000, "{udp}");
+    let tcp = lab.probe("london", "[fd00:a::20]:443", "tcp", 4);
+    assert_eq!(tcp["received"], tcp["sent"], "{tcp}");
+    assert!(tcp["backends"].as_object().unwrap().keys().all(|b| b.ends_with(":8080")), "{tcp}");
+    // NAT64: IPv4 backends see an IPv4 address the CLB owns, never the client's IPv4 one.
+    for seen in udp["client_addrs_seen"].as_array().unwrap().iter().chain(tcp["client_addrs_seen"].as_array().unwrap())
+    {
+        let seen: std::net::Ipv4Addr = seen.as_str().unwrap().parse().expect("an IPv4 address");
+        assert_ne!(seen.to_string(), london);
+    }
+}

@@ -102,6 +102,12 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, impairments: 
         for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"] {
             sysctl_in(&ns.name, key, "0")?;
         }
+        // No duplicate address detection on any device made here, link-local addresses
+        // included: every address is ours, and a tentative link-local address holds up
+        // neighbour discovery (IPv6 answers took seconds for the first moments of a lab).
+        for key in ["net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"] {
+            sysctl_in(&ns.name, key, "0")?;
+        }
     }
     for l in &plan.links {
         let (a, b) = (&plan.namespaces[l.a].name, &plan.namespaces[l.b].name);
@@ -395,12 +401,27 @@ pub fn ask_node(lab: &str, node: &str) -> Option<serde_json::Value> {
 /// Runs a command inside a node's namespace; returns its exit code.
 pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> {
     let (_, plan) = load(file)?;
-    let n = plan.node(node).ok_or(format!("no node `{node}` in lab `{}`", plan.lab))?;
+    // A node name (`pop/paris`) or a namespace without the lab prefix (`client-london`).
+    let prefixed = format!("{}-{node}", plan.lab);
+    let ns = match plan.node(node) {
+        Some(n) => &plan.namespaces[n.ns].name,
+        None => match plan.namespaces.iter().find(|ns| ns.name == prefixed) {
+            Some(ns) => &ns.name,
+            None => {
+                let names: Vec<&str> = plan.namespaces.iter().map(|ns| &ns.name[plan.lab.len() + 1..]).collect();
+                return Err(format!(
+                    "no node or namespace `{node}` in lab `{}` (namespaces: {})",
+                    plan.lab,
+                    names.join(", ")
+                ));
+            }
+        },
+    };
     if read_state(&plan.lab).is_none() {
         return Err(format!("lab `{}` is not up", plan.lab));
     }
     let status = Command::new("ip")
-        .args(["netns", "exec", &plan.namespaces[n.ns].name])
+        .args(["netns", "exec", ns])
         .args(command)
         .status()
         .map_err(|e| format!("cannot run {command:?}: {e}"))?;
