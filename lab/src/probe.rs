@@ -123,30 +123,42 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     }
     let start = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let mut socks = Vec::new();
+    // Replies are read by tokio tasks; requests leave from a thread of their own, paced
+    // by thread sleeps: tokio's timer ticks in whole milliseconds, which at 10 k/s would
+    // send bursts of ten every millisecond instead of one every 100 µs.
+    let mut senders = Vec::new();
     for _ in 0..config.flows.max(1) {
-        let sock = UdpSocket::bind(any_port(config.target)).await.map_err(|e| e.to_string())?;
-        sock.connect(config.target).await.map_err(|e| format!("{}: {e}", config.target))?;
-        let sock = Arc::new(sock);
-        let (s, t) = (sock.clone(), tally.clone());
+        let sock = std::net::UdpSocket::bind(any_port(config.target)).map_err(|e| e.to_string())?;
+        sock.connect(config.target).map_err(|e| format!("{}: {e}", config.target))?;
+        senders.push(sock.try_clone().map_err(|e| e.to_string())?);
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let s = UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+        let t = tally.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok(n) = s.recv(&mut buf).await {
                 t.lock().await.reply(&buf[..n], start);
             }
         });
-        socks.push(sock);
     }
-    let source = socks[0].local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let mut sent = 0u64;
-    let mut next = tokio::time::Instant::now();
-    while start.elapsed() < config.duration {
-        let sock = &socks[sent as usize % socks.len()];
-        let _ = sock.send(&request(sent, start)).await;
-        sent += 1;
-        next += interval(config);
-        tokio::time::sleep_until(next).await;
-    }
+    let source = senders[0].local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let (step, duration) = (interval(config), config.duration);
+    let sending = tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        let mut next = Instant::now();
+        while start.elapsed() < duration {
+            // The clones share the non-blocking flag: a full send buffer drops the request
+            // (it counts as sent and lost), as a paced sender should.
+            let _ = senders[sent as usize % senders.len()].send(&request(sent, start));
+            sent += 1;
+            next += step;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        sent
+    });
+    let sent = sending.await.map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = tally.lock().await;
     Ok(report(source, sent, &t, config.flows as u64))
