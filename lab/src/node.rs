@@ -150,14 +150,18 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool
     let grpc = t.backbone.transport == BackboneTransport::Grpc;
     let (down_tx, mut down_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
     let mut streams: HashMap<(usize, usize), tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
+    // Every CLB node's tunnel endpoint, looked up once rather than per packet.
+    let clb_tunnels: HashMap<(usize, usize), SocketAddr> = t
+        .regions
+        .iter()
+        .enumerate()
+        .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| (r, i)))
+        .filter_map(|(r, i)| plan.clb_tunnel(r, i).map(|a| ((r, i), a)))
+        .collect();
     if grpc {
-        for (r, region) in t.regions.iter().enumerate() {
-            for i in 0..usize::from(region.clb_nodes) {
-                if let Some(a) = plan.clb_tunnel(r, i) {
-                    let to = SocketAddr::new(a.ip(), crate::grpc::GRPC_PORT);
-                    streams.insert((r, i), crate::grpc::connect(to, down_tx.clone()));
-                }
-            }
+        for (&(r, i), a) in &clb_tunnels {
+            let to = SocketAddr::new(a.ip(), crate::grpc::GRPC_PORT);
+            streams.insert((r, i), crate::grpc::connect(to, down_tx.clone()));
         }
     }
     // Health probes (the internet router's, the CLB nodes'): answered while we run.
@@ -220,7 +224,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool
             match out {
                 PopOutput::ToClb { region, node, bytes } => {
                     let (r, i) = (usize::from(region), usize::from(node));
-                    if let Some(to) = plan.clb_tunnel(r, i) {
+                    if let Some(&to) = clb_tunnels.get(&(r, i)) {
                         let flow =
                             anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
                         let dest = if grpc { PopDest::ClbStream(r, i) } else { PopDest::Clb(to) };
@@ -293,8 +297,10 @@ async fn run_clb(
     // POP id → the stream its packets came up on (replies go down it).
     let mut downstreams: HashMap<u16, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
     // Backbone probing of the POPs: a dead POP's flows answer through a live neighbour.
-    let pops: Vec<SocketAddr> =
-        (0..t.pops.len()).filter_map(|p| plan.pop_tunnel(p).map(|a| SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
+    // Every POP's tunnel endpoint and the CLB's backend hosts, looked up once, not per packet.
+    let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
+    let mut backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>> = HashMap::new();
+    let pops: Vec<SocketAddr> = pop_tunnels.iter().flatten().map(|a| SocketAddr::new(a.ip(), HEALTH_PORT)).collect();
     let mut watch = crate::router::Watch::new(pops.len(), t.failover.pop_detect_ns);
     let probe_sock = UdpSocket::bind(SocketAddr::new(from_pops.ip(), 0)).await.map_err(|e| e.to_string())?;
     let mut probe_tick = tokio::time::interval(crate::router::PROBE_INTERVAL);
@@ -361,7 +367,7 @@ async fn run_clb(
             match out {
                 ClbOutput::ToPop { pop_id, bytes } => {
                     let p = usize::from(pop_id);
-                    if let (Some(to), Some(link)) = (plan.pop_tunnel(p), backbone.get_mut(p)) {
+                    if let (Some(&Some(to)), Some(link)) = (pop_tunnels.get(p), backbone.get_mut(p)) {
                         let flow =
                             anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
                         let dest = if grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
@@ -370,7 +376,7 @@ async fn run_clb(
                 }
                 ClbOutput::ToBackend { backend, bytes } => {
                     if let IpAddr::V4(ip) = backend.ip()
-                        && let Some(to) = plan.backend_tunnel(ip)
+                        && let Some(to) = *backend_tunnels.entry(ip).or_insert_with(|| plan.backend_tunnel(ip))
                     {
                         let _ = be_sock.send_to(&bytes, to).await;
                     }

@@ -305,6 +305,18 @@ impl Clb {
         fallback.unwrap_or(ingress)
     }
 
+    /// A reply to a client, back the way it came: through the POP it entered by (or a live
+    /// neighbour of it), or straight out when it came straight in.
+    fn reply_to_client(&self, ingress: Ingress, flow_hash: u32, packet: Vec<u8>) -> anyedge_proto::Result<Output> {
+        Ok(match ingress {
+            Ingress::Pop(p) => {
+                let pop_id = self.reply_pop(p);
+                Output::ToPop { pop_id, bytes: ccn::encapsulate(Direction::ToPop, pop_id, flow_hash, &packet)? }
+            }
+            Ingress::Direct => Output::ToClient { bytes: packet },
+        })
+    }
+
     /// An encapsulated client packet from a POP.
     pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), Drop> {
         let (repr, packet) = ccn::decapsulate(bytes)?;
@@ -360,14 +372,7 @@ impl Clb {
         } else {
             inner::rewrite(&mut packet, Some(vip), None)?;
         }
-        let out = match conn_copy.ingress {
-            Ingress::Pop(ingress) => {
-                let pop_id = self.reply_pop(ingress);
-                let bytes = ccn::encapsulate(Direction::ToPop, pop_id, conn_copy.flow_hash, &packet)?;
-                Output::ToPop { pop_id, bytes }
-            }
-            Ingress::Direct => Output::ToClient { bytes: packet },
-        };
+        let out = self.reply_to_client(conn_copy.ingress, conn_copy.flow_hash, packet)?;
         self.outputs.push_back(out);
         Ok(())
     }
@@ -536,16 +541,7 @@ impl Clb {
         }
         let (ingress, flow_hash) = self.l7_ingress.get(key).copied().unwrap_or((Ingress::Direct, 0));
         for packet in step.to_client {
-            let out = match ingress {
-                Ingress::Pop(p) => {
-                    let pop_id = self.reply_pop(p);
-                    match ccn::encapsulate(Direction::ToPop, pop_id, flow_hash, &packet) {
-                        Ok(bytes) => Output::ToPop { pop_id, bytes },
-                        Err(_) => continue,
-                    }
-                }
-                Ingress::Direct => Output::ToClient { bytes: packet },
-            };
+            let Ok(out) = self.reply_to_client(ingress, flow_hash, packet) else { continue };
             self.outputs.push_back(out);
         }
         let backend = self.l7.get(key).and_then(|c| c.backend_addr);
@@ -623,16 +619,7 @@ impl Clb {
             let Some(q) = self.quic[li].as_ref() else { return };
             let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
             let Some(packet) = q.datagram_to(dst, &payload) else { continue };
-            let out = match ingress {
-                Ingress::Pop(p) => {
-                    let pop_id = self.reply_pop(p);
-                    match ccn::encapsulate(Direction::ToPop, pop_id, flow_hash, &packet) {
-                        Ok(bytes) => Output::ToPop { pop_id, bytes },
-                        Err(_) => continue,
-                    }
-                }
-                Ingress::Direct => Output::ToClient { bytes: packet },
-            };
+            let Ok(out) = self.reply_to_client(ingress, flow_hash, packet) else { continue };
             self.outputs.push_back(out);
         }
         for (backend, client, mut bytes) in step.to_backend {

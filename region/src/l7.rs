@@ -8,7 +8,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use anyedge_proto::FlowKey;
 use smoltcp::iface::SocketHandle;
@@ -100,22 +99,7 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Option<(Vec<u8>, u64)>
 }
 
 /// The TLS identity an HTTPS listener presents.
-#[derive(Clone)]
-pub struct TlsTermination(pub Arc<rustls::ServerConfig>);
-
-impl std::fmt::Debug for TlsTermination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TlsTermination")
-    }
-}
-
-impl PartialEq for TlsTermination {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for TlsTermination {}
+pub type TlsTermination = crate::Shared<rustls::ServerConfig>;
 
 /// The peer broke the TLS protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,4 +16,28 @@ pub mod security;
 pub mod tcp_stack;
 
 pub use clb::{Clb, Event, Output};
+
+/// A server configuration shared by pointer (TLS and QUIC configs cannot be compared):
+/// two are equal when they are the same one.
+pub struct Shared<T>(pub std::sync::Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T> Eq for Shared<T> {}
 pub use config::{BackendConfig, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};

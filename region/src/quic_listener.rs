@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use anyedge_proto::inner;
 use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent, StreamId};
@@ -17,22 +16,7 @@ use crate::quic::{QuicHost, QuicTransmit};
 use crate::tcp_stack::TcpStack;
 
 /// The QUIC server identity of a listener.
-#[derive(Clone)]
-pub struct QuicTermination(pub Arc<quinn_proto::ServerConfig>);
-
-impl std::fmt::Debug for QuicTermination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("QuicTermination")
-    }
-}
-
-impl PartialEq for QuicTermination {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for QuicTermination {}
+pub type QuicTermination = crate::Shared<quinn_proto::ServerConfig>;
 
 /// A stream relayed to the backend over TCP.
 struct Relay {

@@ -52,7 +52,7 @@ pub fn vip_pki(vips: &[IpAddr]) -> Result<(TlsTermination, Arc<rustls::ClientCon
         .with_root_certificates(roots)
         .with_no_client_auth();
     client.resumption = rustls::client::Resumption::disabled();
-    Ok((TlsTermination(Arc::new(server)), Arc::new(client)))
+    Ok((anyedge_region::Shared(Arc::new(server)), Arc::new(client)))
 }
 
 /// QUIC server and client configurations over the same identity.
@@ -66,5 +66,5 @@ pub fn quic_configs(
     let client = QuicClientConfig::try_from(client.clone()).map_err(|e| err(&e))?;
     let server = quinn_proto::ServerConfig::with_crypto(Arc::new(server));
     let client = quinn_proto::ClientConfig::new(Arc::new(client));
-    Ok((anyedge_region::quic_listener::QuicTermination(Arc::new(server)), client))
+    Ok((anyedge_region::Shared(Arc::new(server)), client))
 }
