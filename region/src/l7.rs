@@ -325,19 +325,7 @@ impl L7 {
         }
         step.needs_backend = c.backend.is_none() && !c.to_backend.is_empty();
         if let Some(b) = c.backend {
-            let bs = c.stack.socket(b);
-            if bs.can_send() && !c.to_backend.is_empty() {
-                let n = bs.send_slice(&c.to_backend).unwrap_or(0);
-                c.to_backend.drain(..n);
-            }
-            while bs.can_recv() {
-                let mut buf = [0u8; 4096];
-                let n = bs.recv_slice(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                c.to_client.extend_from_slice(&buf[..n]);
-            }
+            crate::tcp_stack::exchange(c.stack.socket(b), &mut c.to_backend, &mut c.to_client);
         }
         match c.tls.as_mut() {
             Some(tls) => tls_write(tls, &mut c.to_client, &mut c.client_wire),

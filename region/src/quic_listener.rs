@@ -239,22 +239,11 @@ impl QuicListener {
                     }
                 }
                 let s = stack.socket(r.tcp);
-                if s.can_send() && !r.to_tcp.is_empty() {
-                    let n = s.send_slice(&r.to_tcp).unwrap_or(0);
-                    r.to_tcp.drain(..n);
-                }
+                // Client → backend, and backend → client.
+                crate::tcp_stack::exchange(s, &mut r.to_tcp, &mut r.to_quic);
                 if r.quic_fin && r.to_tcp.is_empty() && !r.tcp_closed && s.may_send() {
                     s.close();
                     r.tcp_closed = true;
-                }
-                // Backend → client.
-                while s.can_recv() {
-                    let mut buf = [0u8; 8192];
-                    let n = s.recv_slice(&mut buf).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    r.to_quic.extend_from_slice(&buf[..n]);
                 }
                 if !s.may_recv()
                     && matches!(

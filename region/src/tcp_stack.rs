@@ -135,3 +135,20 @@ impl TcpStack {
         Some((at.total_micros().max(0) as u64) * 1000)
     }
 }
+
+/// Moves bytes through a relay's TCP socket: as much of `to_send` as the socket takes
+/// now, and everything it has received onto `received`.
+pub fn exchange(s: &mut tcp::Socket, to_send: &mut Vec<u8>, received: &mut Vec<u8>) {
+    if s.can_send() && !to_send.is_empty() {
+        let n = s.send_slice(to_send).unwrap_or(0);
+        to_send.drain(..n);
+    }
+    while s.can_recv() {
+        let mut buf = [0u8; 8192];
+        let n = s.recv_slice(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+}
