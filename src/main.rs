@@ -76,6 +76,9 @@ enum Command {
         /// Write the JSON report here (else stdout).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Run SCHED_FIFO, so the probe's own scheduling waits stay out of its figures.
+        #[arg(long)]
+        realtime: bool,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -87,7 +90,15 @@ enum Command {
 #[derive(Subcommand)]
 enum LabCommand {
     /// Make the namespaces, links and devices, start every node, return when all are ready.
-    Up { file: PathBuf },
+    Up {
+        file: PathBuf,
+        /// Leave the file's delay, jitter, loss and bandwidth out (to time the forwarder by hand).
+        #[arg(long)]
+        no_impairments: bool,
+        /// Run node processes SCHED_FIFO, as data-plane daemons are run in production.
+        #[arg(long)]
+        realtime: bool,
+    },
     /// Remove every namespace, link, device and process of the lab.
     Down { file: PathBuf },
     /// Which nodes run.
@@ -118,6 +129,9 @@ enum BenchCommand {
         /// Write the figures here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run nodes and probes in the ordinary scheduling class instead of SCHED_FIFO.
+        #[arg(long)]
+        no_realtime: bool,
     },
     /// Maglev table balance, disruption when one backend goes, and build time.
     Maglev {
@@ -195,9 +209,11 @@ fn lab(action: LabCommand) -> ExitCode {
     use anyedge_lab::setup;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
     let result = match action {
-        LabCommand::Up { file } => setup::up(&file, &exe).map(|s| {
-            println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
-        }),
+        LabCommand::Up { file, no_impairments, realtime } => {
+            setup::up_with(&file, &exe, setup::Options { impairments: !no_impairments, realtime }).map(|s| {
+                println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
+            })
+        }
         LabCommand::Down { file } => setup::down(&file).map(|()| println!("lab is down")),
         LabCommand::Status { file, json } => setup::status(&file).map(|s| {
             if json {
@@ -243,12 +259,13 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Bench { which: BenchCommand::Lab { file, json } } => {
+        Command::Bench { which: BenchCommand::Lab { file, json, no_realtime } } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            match anyedge_lab::bench::run(&file, &exe) {
+            match anyedge_lab::bench::run(&file, &exe, !no_realtime) {
                 Ok(f) => {
                     println!(
-                        "lab: {:.0} round trips/s through the VIP, {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
+                        "lab{}: {:.0} round trips/s through the VIP, {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
+                        if f.realtime { " (SCHED_FIFO)" } else { "" },
                         f.pps,
                         f.direct_pps,
                         f.pps / f.direct_pps.max(1.0),
@@ -303,7 +320,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab { action } => lab(action),
-        Command::Probe { target, protocol, rate, duration, flows, window, report } => {
+        Command::Probe { target, protocol, rate, duration, flows, window, report, realtime } => {
             let duration = match anyedge_sim::topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
                 Err(e) => {
@@ -313,8 +330,15 @@ fn main() -> ExitCode {
             };
             let protocol =
                 if protocol == "tcp" { anyedge_lab::probe::Protocol::Tcp } else { anyedge_lab::probe::Protocol::Udp };
-            let config =
-                anyedge_lab::probe::ProbeConfig { target, protocol, rate_per_s: rate, duration, flows, window };
+            let config = anyedge_lab::probe::ProbeConfig {
+                target,
+                protocol,
+                rate_per_s: rate,
+                duration,
+                flows,
+                window,
+                realtime,
+            };
             match anyedge_lab::probe::run(&config) {
                 Ok(r) => {
                     let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";

@@ -46,6 +46,11 @@ impl Lab {
 
     /// A lab of small.yaml edited by `edit`.
     fn up_with(tag: &str, edit: impl Fn(String) -> String) -> Lab {
+        Lab::up_flags(tag, edit, &[])
+    }
+
+    /// A lab of small.yaml edited by `edit`, brought up with `lab up FILE FLAGS…`.
+    fn up_flags(tag: &str, edit: impl Fn(String) -> String, flags: &[&str]) -> Lab {
         let name = format!("t-{tag}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -54,7 +59,7 @@ impl Lab {
         let file = dir.join("lab.yaml");
         std::fs::write(&file, text).unwrap();
         let lab = Lab { file, dir };
-        let out = lab.anyedge(&["lab", "up"]);
+        let out = lab.anyedge(&[&["lab", "up"], flags].concat());
         assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
         lab
     }
@@ -308,4 +313,34 @@ fn an_ipv6_vip_answers_udp_and_tcp_through_nat64_to_ipv4_backends() {
         let seen: std::net::Ipv4Addr = seen.as_str().unwrap().parse().expect("an IPv4 address");
         assert_ne!(seen.to_string(), london);
     }
+}
+
+/// The scheduling policy of a process (/proc/PID/stat field 41; 1 is SCHED_FIFO).
+fn policy(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(38)?.parse().ok()
+}
+
+#[test]
+fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("rt", |text| text, &["--realtime"]);
+    let procs = Command::new("pgrep").args(["-f", &lab.file.to_string_lossy()]).output().unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&procs.stdout).split_whitespace().map(String::from).collect();
+    assert_eq!(pids.len(), 10, "every node of small.yaml runs: {pids:?}");
+    for pid in &pids {
+        assert_eq!(policy(pid), Some(1), "node process {pid} runs SCHED_FIFO");
+    }
+    let r = lab.probe("london", "198.18.0.20:7000", "udp", 4);
+    assert_eq!(r["received"], r["sent"], "{r}");
+    // A node started again keeps the lab's scheduling.
+    assert!(lab.anyedge(&["lab", "kill", "pop/paris"]).status.success());
+    assert!(lab.anyedge(&["lab", "start", "pop/paris"]).status.success());
+    let procs =
+        Command::new("pgrep").args(["-f", &format!("{} --name pop/paris", lab.file.display())]).output().unwrap();
+    let pid = String::from_utf8_lossy(&procs.stdout).trim().to_string();
+    assert_eq!(policy(&pid), Some(1), "restarted pop/paris ({pid}) runs SCHED_FIFO");
 }

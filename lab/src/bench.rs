@@ -25,6 +25,8 @@ pub struct LabFigures {
     /// machine noise, not the path.
     pub vip_rtt_us: [u64; 3],
     pub direct_rtt_us: [u64; 3],
+    /// Nodes and probe ran SCHED_FIFO (both paths alike; see [`crate::realtime`]).
+    pub realtime: bool,
 }
 
 /// Load phases: seconds of windowed load, and of paced load.
@@ -41,12 +43,12 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
     })
 }
 
-pub fn run(file: &Path, exe: &Path) -> Result<LabFigures, String> {
+pub fn run(file: &Path, exe: &Path, realtime: bool) -> Result<LabFigures, String> {
     let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
-    setup::up_with(file, exe, false)?;
-    let result = measure(&plan, exe, &client_ns, vip, direct);
+    setup::up_with(file, exe, setup::Options { impairments: false, realtime })?;
+    let result = measure(&plan, exe, &client_ns, vip, direct, realtime);
     let down = setup::down(file);
     let figures = result?;
     down?;
@@ -75,7 +77,7 @@ fn targets(t: &anyedge_sim::topology::Topology, plan: &Plan) -> Result<(String, 
     ))
 }
 
-fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[&str]) -> Result<serde_json::Value, String> {
+fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[String]) -> Result<serde_json::Value, String> {
     let report = setup::labs_dir().join(&plan.lab).join(format!("bench-{}.json", target.port()));
     let secs = format!("{}s", PHASE.as_secs());
     let out = Command::new("ip")
@@ -94,12 +96,22 @@ fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[&str]) -
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
-fn measure(plan: &Plan, exe: &Path, ns: &str, vip: SocketAddr, direct: SocketAddr) -> Result<LabFigures, String> {
-    let windowed = ["--window", "32", "--flows", "8"];
+fn measure(
+    plan: &Plan,
+    exe: &Path,
+    ns: &str,
+    vip: SocketAddr,
+    direct: SocketAddr,
+    realtime: bool,
+) -> Result<LabFigures, String> {
+    let args = |load: &[&str]| -> Vec<String> {
+        load.iter().map(|s| s.to_string()).chain(realtime.then(|| "--realtime".to_string())).collect()
+    };
+    let windowed = args(&["--window", "32", "--flows", "8"]);
     let pps = |r: &serde_json::Value| r["received"].as_f64().unwrap_or(0.0) / PHASE.as_secs_f64();
     let vip_max = probe(plan, exe, ns, vip, &windowed)?;
     let direct_max = probe(plan, exe, ns, direct, &windowed)?;
-    let paced = ["--rate", "10000", "--flows", "16"];
+    let paced = args(&["--rate", "10000", "--flows", "16"]);
     // Tails on 2 shared cores swing from one phase to the next: alternate the two paths
     // LATENCY_ROUNDS times and keep each quantile's median over the rounds.
     let q = |r: &serde_json::Value| ["p50", "p99", "p999"].map(|k| r["rtt_us"][k].as_u64().unwrap_or(0));
@@ -117,5 +129,6 @@ fn measure(plan: &Plan, exe: &Path, ns: &str, vip: SocketAddr, direct: SocketAdd
         added_p999_us: v[2] as i64 - d[2] as i64,
         vip_rtt_us: v,
         direct_rtt_us: d,
+        realtime,
     })
 }

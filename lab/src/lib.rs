@@ -7,6 +7,7 @@ pub mod netns;
 pub mod node;
 pub mod plan;
 pub mod probe;
+pub mod realtime;
 pub mod router;
 pub mod setup;
 pub mod shaper;

@@ -24,6 +24,8 @@ use anyedge_ccn::{ComponentRng, Link};
 
 /// A file in the lab's state directory that turns impairments off (benchmarks).
 pub const NO_IMPAIRMENTS: &str = "no-impairments";
+/// A file in the lab's state directory that runs nodes SCHED_FIFO (`lab up --realtime`).
+pub const REALTIME: &str = "realtime";
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -36,6 +38,9 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let role = plan.namespaces[node.ns].role.clone();
     let ready = state_dir.join("ready").join(sanitize(&node.name));
     let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
+    if state_dir.join(REALTIME).exists() {
+        crate::realtime::enter()?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let control = control_socket(state_dir, &node.name);
     let node_name = node.name.clone();

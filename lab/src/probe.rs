@@ -33,6 +33,8 @@ pub struct ProbeConfig {
     /// UDP: keep this many requests in flight per flow instead of pacing at `rate`
     /// (how many round trips per second the path sustains).
     pub window: Option<usize>,
+    /// Run SCHED_FIFO (see [`crate::realtime`]), so the probe's own waits stay out of the figures.
+    pub realtime: bool,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -104,6 +106,9 @@ impl Tally {
 
 /// Runs a probe to completion.
 pub fn run(config: &ProbeConfig) -> Result<ProbeReport, String> {
+    if config.realtime {
+        crate::realtime::enter()?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         match config.protocol {

@@ -53,12 +53,26 @@ fn write_state(state: &State) -> Result<(), String> {
 
 /// Brings a topology up; on any failure everything made so far is taken down again.
 pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
-    up_with(file, exe, true)
+    up_with(file, exe, Options::default())
 }
 
-/// `up`, with the topology's impairments applied or not (benchmarks measure the
-/// forwarder alone).
-pub fn up_with(file: &Path, exe: &Path, impairments: bool) -> Result<State, String> {
+/// How a lab runs beyond what its topology file says.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The file's delay, jitter, loss and bandwidth (off: benchmarks time the forwarder alone).
+    pub impairments: bool,
+    /// Node processes run SCHED_FIFO (see [`crate::realtime`]).
+    pub realtime: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { impairments: true, realtime: false }
+    }
+}
+
+/// `up`, with [`Options`].
+pub fn up_with(file: &Path, exe: &Path, options: Options) -> Result<State, String> {
     let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (t, plan) = load(&file)?;
     let prefix = format!("{}-", plan.lab);
@@ -71,7 +85,7 @@ pub fn up_with(file: &Path, exe: &Path, impairments: bool) -> Result<State, Stri
     }
     let mut state =
         State { lab: plan.lab.clone(), topology: file.clone(), namespaces: Vec::new(), pids: BTreeMap::new() };
-    let result = build(&t, &plan, &mut state, exe, impairments);
+    let result = build(&t, &plan, &mut state, exe, options);
     match result {
         Ok(()) => {
             write_state(&state)?;
@@ -84,11 +98,14 @@ pub fn up_with(file: &Path, exe: &Path, impairments: bool) -> Result<State, Stri
     }
 }
 
-fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, impairments: bool) -> Result<(), String> {
+fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Options) -> Result<(), String> {
     let dir = state_dir(&plan.lab);
     std::fs::create_dir_all(dir.join("ready")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !impairments {
+    if !options.impairments {
         std::fs::write(dir.join(crate::node::NO_IMPAIRMENTS), b"").map_err(|e| e.to_string())?;
+    }
+    if options.realtime {
+        std::fs::write(dir.join(crate::node::REALTIME), b"").map_err(|e| e.to_string())?;
     }
     for ns in &plan.namespaces {
         ip(&["netns", "add", &ns.name])?;
