@@ -1,0 +1,26 @@
+//! anyedge's control plane: the route table (VIPs, listeners, publish sets, backends and
+//! weights, security groups) replicated with Raft — raft-rs's `RawNode`, driven sans-IO
+//! like every other core here. The simulator moves its messages over the seeded network;
+//! the lab moves them over mutual-TLS gRPC and keeps the log on disk.
+//!
+//! ```
+//! use anyedge_control::{ControlConfig, ControlNode, LogStore, InMemory, RouteTable};
+//! let config = ControlConfig { id: 1, voters: vec![1], election_tick: 10, heartbeat_tick: 2, snapshot_every: 64 };
+//! let mut node = ControlNode::new(&config, RouteTable::default(), LogStore::new(&[1], Box::new(InMemory))).unwrap();
+//! // A single voter elects itself once its election timeout passes.
+//! for _ in 0..=10 { node.tick().unwrap(); }
+//! assert!(node.is_leader());
+//! ```
+
+pub mod node;
+pub mod store;
+pub mod table;
+
+pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError};
+pub use store::{InMemory, LogStore, Persist, StoreWrite};
+pub use table::{
+    BackendRoute, Change, ChangeError, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! One control node: raft-rs's `RawNode` with the route table as its state machine,
+//! sans-IO. Its driver calls [`ControlNode::tick`] on a fixed period, hands it the
+//! messages peers sent ([`ControlNode::step`]) and proposals ([`ControlNode::propose`]),
+//! and sends out what [`ControlNode::poll_output`] returns. No clock, no socket, no
+//! thread RNG: the election timeout is pinned (`max = min + 1`) and chosen by the
+//! driver from its seeded RNG, so the simulator replays elections exactly.
+
+use std::collections::VecDeque;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
+use raft::{Config, RawNode, StateRole};
+use serde::Serialize;
+
+use crate::store::LogStore;
+use crate::table::{Change, ChangeError, RouteTable};
+
+/// Applied changes a node keeps for watchers catching up; older ones come as a table.
+pub const HISTORY_MAX: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// This node's Raft id (1-based, as `control/N`).
+    pub id: u64,
+    /// Every voter's id, this node's included.
+    pub voters: Vec<u64>,
+    /// Ticks without a leader before a follower campaigns (pinned: no random spread).
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Fold the log into a snapshot every this many applied entries.
+    pub snapshot_every: u64,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send these bytes to peer `to`.
+    Message { to: u64, bytes: Vec<u8> },
+    /// A committed entry was applied to the table (`result` says whether it still fit).
+    Applied { index: u64, term: u64, change: Change, result: Result<(), ChangeError> },
+    /// This node saw a new leader (or lost it: `None`).
+    Leader { leader: Option<u64>, term: u64 },
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum ProposeError {
+    /// Only the leader proposes; this is who it is, if known.
+    NotLeader { leader: Option<u64> },
+    /// The change does not fit the table; nothing was proposed.
+    Invalid(ChangeError),
+    /// raft-rs refused it (e.g. a leadership transfer is under way).
+    Refused(String),
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader: Some(l) } => write!(f, "not the leader (control/{l} is)"),
+            ProposeError::NotLeader { leader: None } => write!(f, "no leader yet"),
+            ProposeError::Invalid(e) => write!(f, "{e}"),
+            ProposeError::Refused(e) => write!(f, "refused: {e}"),
+        }
+    }
+}
+
+/// What a watcher (POP, CLB node) needs to follow the table from `after`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CatchUp {
+    /// The changes after `after`, in log order.
+    Changes(Vec<(u64, Change)>),
+    /// Too far behind (or new): the whole table as of `index`.
+    Table { index: u64, table: RouteTable },
+}
+
+pub struct ControlNode {
+    raw: RawNode<LogStore>,
+    table: RouteTable,
+    applied: u64,
+    snapshot_every: u64,
+    history: VecDeque<(u64, Change)>,
+    outputs: VecDeque<Output>,
+    leader_seen: (Option<u64>, u64),
+}
+
+fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl ControlNode {
+    /// A node with `store` (fresh, or restored from disk) whose table before any entry
+    /// is `initial` — unless the store holds a snapshot, which wins.
+    pub fn new(config: &ControlConfig, initial: RouteTable, store: LogStore) -> Result<ControlNode, String> {
+        let snapshot = store.latest_snapshot().clone();
+        let (table, applied) = match RouteTable::decode(snapshot.get_data()) {
+            Some(t) if snapshot.get_metadata().index > 0 => (t, snapshot.get_metadata().index),
+            _ => (initial, snapshot.get_metadata().index),
+        };
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            min_election_tick: config.election_tick,
+            max_election_tick: config.election_tick + 1,
+            heartbeat_tick: config.heartbeat_tick,
+            applied,
+            max_inflight_msgs: 256,
+            max_size_per_msg: 1 << 20,
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        let raw = RawNode::new(&raft_config, store, &discard_logger()).map_err(|e| e.to_string())?;
+        let mut node = ControlNode {
+            raw,
+            table,
+            applied,
+            snapshot_every: config.snapshot_every.max(1),
+            history: VecDeque::new(),
+            outputs: VecDeque::new(),
+            leader_seen: (None, 0),
+        };
+        // A restarted node re-applies what it had committed after its snapshot.
+        node.process_ready()?;
+        Ok(node)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    pub fn tick(&mut self) -> Result<(), String> {
+        self.raw.tick();
+        self.process_ready()
+    }
+
+    /// A message from a peer, as bytes off the wire. Garbage and messages for another
+    /// node are refused and change nothing.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let msg = Message::parse_from_bytes(bytes).map_err(|e| format!("not a Raft message: {e}"))?;
+        if msg.to != self.id() {
+            return Err(format!("message for node {} reached node {}", msg.to, self.id()));
+        }
+        if raft::raw_node::is_local_msg(msg.get_msg_type()) {
+            return Err("a local Raft message cannot come from the network".into());
+        }
+        self.raw.step(msg).map_err(|e| e.to_string())?;
+        self.process_ready()
+    }
+
+    /// Proposes `change` (leader only, checked against the table first). Returns the log
+    /// index it will commit at.
+    pub fn propose(&mut self, change: &Change) -> Result<u64, ProposeError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader() });
+        }
+        self.table.check(change).map_err(ProposeError::Invalid)?;
+        self.raw.propose(Vec::new(), change.encode()).map_err(|e| ProposeError::Refused(e.to_string()))?;
+        let index = self.raw.raft.raft_log.last_index();
+        self.process_ready().map_err(ProposeError::Refused)?;
+        Ok(index)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The committed entry at `index`, if this node still has it in its log.
+    pub fn committed_entry(&self, index: u64) -> Option<(u64, Vec<u8>)> {
+        if index == 0 || index > self.commit() {
+            return None;
+        }
+        let e = self.raw.raft.raft_log.entries(index, 1, raft::GetEntriesContext::empty(false)).ok()?;
+        e.first().map(|e| (e.term, e.data.to_vec()))
+    }
+
+    /// What a watcher that has applied up to `after` needs next.
+    pub fn catch_up(&self, after: u64) -> CatchUp {
+        let oldest = self.history.front().map_or(self.applied + 1, |(i, _)| *i);
+        if after + 1 >= oldest || after >= self.applied {
+            CatchUp::Changes(self.history.iter().filter(|(i, _)| *i > after).cloned().collect())
+        } else {
+            CatchUp::Table { index: self.applied, table: self.table.clone() }
+        }
+    }
+
+    /// Runs one raft-rs Ready cycle: persist, send, apply (the order raft-rs requires).
+    fn process_ready(&mut self) -> Result<(), String> {
+        self.note_leader();
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        self.send(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.raw.mut_store().apply_snapshot(snapshot.clone())?;
+            self.install(&snapshot);
+        }
+        self.apply(ready.take_committed_entries());
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(ready.entries())?;
+        }
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone())?;
+        }
+        self.send(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries());
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        self.note_leader();
+        Ok(())
+    }
+
+    fn note_leader(&mut self) {
+        let now = (self.leader(), self.term());
+        if now != self.leader_seen {
+            self.leader_seen = now;
+            self.outputs.push_back(Output::Leader { leader: now.0, term: now.1 });
+        }
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        for m in messages {
+            if let Ok(bytes) = m.write_to_bytes() {
+                self.outputs.push_back(Output::Message { to: m.to, bytes });
+            }
+        }
+    }
+
+    fn install(&mut self, snapshot: &Snapshot) {
+        if let Some(table) = RouteTable::decode(snapshot.get_data()) {
+            self.table = table;
+            self.applied = snapshot.get_metadata().index;
+            self.history.clear();
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
+            self.applied = e.index;
+            if e.get_entry_type() != EntryType::EntryNormal {
+                continue;
+            }
+            let Some(change) = Change::decode(&e.data) else { continue };
+            let result = self.table.apply(&change);
+            if self.history.len() == HISTORY_MAX {
+                self.history.pop_front();
+            }
+            self.history.push_back((e.index, change.clone()));
+            self.outputs.push_back(Output::Applied { index: e.index, term: e.term, change, result });
+        }
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), String> {
+        let snap_index = self.raw.store().latest_snapshot().get_metadata().index;
+        if self.applied >= snap_index + self.snapshot_every {
+            let data = self.table.encode();
+            self.raw.mut_store().compact(self.applied, data)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! Control nodes wired together without I/O (raft-rs's harness network, smaller): messages
+//! queue between nodes, links can be cut, nodes isolated, crashed and restarted from what
+//! they persisted.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use raft::eraftpb::{Entry, HardState, Snapshot};
+
+use crate::node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError};
+use crate::store::{LogStore, Persist, StoreWrite};
+use crate::table::{BackendRoute, Change, GroupRoute, RouteTable};
+
+/// What a node wrote to its "disk".
+#[derive(Default)]
+struct Disk {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    entries: Vec<Entry>,
+}
+
+struct DiskWriter(Arc<Mutex<Disk>>);
+
+impl Persist for DiskWriter {
+    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), String> {
+        let mut d = self.0.lock().map_err(|e| e.to_string())?;
+        match write {
+            StoreWrite::Append(new) => {
+                if let Some(first) = new.first() {
+                    d.entries.retain(|e| e.index < first.index);
+                    d.entries.extend_from_slice(new);
+                }
+            }
+            StoreWrite::HardState(hs) => d.hard_state = hs.clone(),
+            StoreWrite::Snapshot(s) => {
+                let index = s.get_metadata().index;
+                d.entries.retain(|e| e.index > index);
+                d.snapshot = s.clone();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn backend(i: u8) -> std::net::SocketAddr {
+    format!("198.19.20.{i}:7000").parse().unwrap()
+}
+
+fn initial_table() -> RouteTable {
+    RouteTable {
+        backend_groups: vec![GroupRoute {
+            region: "frankfurt".into(),
+            name: "game".into(),
+            backends: (1..=3).map(|i| BackendRoute { addr: backend(i), weight: 10, bound: true }).collect(),
+        }],
+        ..RouteTable::default()
+    }
+}
+
+struct Network {
+    nodes: Vec<Option<ControlNode>>,
+    disks: Vec<Arc<Mutex<Disk>>>,
+    in_flight: VecDeque<(u64, u64, Vec<u8>)>,
+    cut: BTreeSet<(u64, u64)>,
+    applied: Vec<Vec<(u64, Change)>>,
+    leaders: Vec<(u64, u64)>,
+    snapshot_every: u64,
+}
+
+impl Network {
+    fn new(n: u64, snapshot_every: u64) -> Network {
+        let mut net = Network {
+            nodes: Vec::new(),
+            disks: Vec::new(),
+            in_flight: VecDeque::new(),
+            cut: BTreeSet::new(),
+            applied: vec![Vec::new(); n as usize],
+            leaders: Vec::new(),
+            snapshot_every,
+        };
+        for id in 1..=n {
+            let disk = Arc::new(Mutex::new(Disk::default()));
+            let store = LogStore::new(&net.voters(n), Box::new(DiskWriter(disk.clone())));
+            net.disks.push(disk);
+            net.nodes.push(Some(ControlNode::new(&net.config(id, n), initial_table(), store).unwrap()));
+        }
+        net
+    }
+
+    fn voters(&self, n: u64) -> Vec<u64> {
+        (1..=n).collect()
+    }
+
+    /// Distinct election timeouts, as the simulator draws them from its seeded RNG.
+    fn config(&self, id: u64, n: u64) -> ControlConfig {
+        ControlConfig {
+            id,
+            voters: self.voters(n),
+            election_tick: 10 + 3 * id as usize,
+            heartbeat_tick: 2,
+            snapshot_every: self.snapshot_every,
+        }
+    }
+
+    fn node(&mut self, id: u64) -> &mut ControlNode {
+        self.nodes[id as usize - 1].as_mut().expect("node is up")
+    }
+
+    fn drain(&mut self, id: u64) {
+        let Some(node) = self.nodes[id as usize - 1].as_mut() else { return };
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Message { to, bytes } => self.in_flight.push_back((id, to, bytes)),
+                Output::Applied { index, change, .. } => self.applied[id as usize - 1].push((index, change)),
+                Output::Leader { leader: Some(l), term } if l == id => self.leaders.push((term, id)),
+                Output::Leader { .. } => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.drain(id);
+        }
+        while let Some((from, to, bytes)) = self.in_flight.pop_front() {
+            if self.cut.contains(&(from, to)) {
+                continue;
+            }
+            if let Some(node) = self.nodes[to as usize - 1].as_mut() {
+                node.step(&bytes).unwrap();
+                self.drain(to);
+            }
+        }
+    }
+
+    fn tick(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            for node in self.nodes.iter_mut().flatten() {
+                node.tick().unwrap();
+            }
+            self.deliver();
+        }
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let leaders: Vec<u64> = self.nodes.iter().flatten().filter(|n| n.is_leader()).map(|n| n.id()).collect();
+        // Several nodes may think they lead only across terms (a deposed one not yet told).
+        leaders.into_iter().max_by_key(|&id| self.nodes[id as usize - 1].as_ref().map(|n| n.term()))
+    }
+
+    fn isolate(&mut self, id: u64) {
+        for other in 1..=self.nodes.len() as u64 {
+            self.cut.insert((id, other));
+            self.cut.insert((other, id));
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn crash(&mut self, id: u64) {
+        self.nodes[id as usize - 1] = None;
+    }
+
+    /// Brings a crashed node back with what its disk holds, nothing more.
+    fn restart(&mut self, id: u64) {
+        let n = self.nodes.len() as u64;
+        let d = self.disks[id as usize - 1].lock().unwrap();
+        let store = LogStore::restore(
+            d.hard_state.clone(),
+            d.snapshot.clone(),
+            d.entries.clone(),
+            Box::new(DiskWriter(self.disks[id as usize - 1].clone())),
+        );
+        drop(d);
+        let node = ControlNode::new(&self.config(id, n), initial_table(), store).unwrap();
+        self.nodes[id as usize - 1] = Some(node);
+        self.applied[id as usize - 1].clear();
+        self.drain(id);
+    }
+
+    fn write(&mut self, change: &Change) -> u64 {
+        let leader = self.leader().expect("a leader");
+        let index = self.node(leader).propose(change).unwrap();
+        self.deliver();
+        index
+    }
+}
+
+fn set_weight(i: u8, weight: u8) -> Change {
+    Change::SetWeight { backend: backend(i), weight }
+}
+
+#[test]
+fn three_nodes_elect_one_leader_and_every_node_applies_a_committed_write() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let leader = net.leader().expect("elected within 30 ticks");
+    let index = net.write(&set_weight(1, 0));
+    net.tick(3);
+    for id in 1..=3 {
+        let node = net.node(id);
+        assert!(node.commit() >= index && node.applied() >= index, "node {id} applied {}", node.applied());
+        assert_eq!(node.table().weight(backend(1)), Some(0), "node {id}");
+        assert_eq!(node.leader(), Some(leader));
+    }
+    let terms: BTreeSet<u64> = net.leaders.iter().map(|&(t, _)| t).collect();
+    assert_eq!(terms.len(), net.leaders.len(), "one leader per term: {:?}", net.leaders);
+}
+
+#[test]
+fn followers_refuse_to_propose_and_name_the_leader() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let leader = net.leader().unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let err = net.node(follower).propose(&set_weight(1, 5)).unwrap_err();
+    assert_eq!(err, ProposeError::NotLeader { leader: Some(leader) });
+}
+
+#[test]
+fn an_invalid_change_is_refused_before_it_is_proposed_and_changes_nothing() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let leader = net.leader().unwrap();
+    let before = net.node(leader).commit();
+    let err = net.node(leader).propose(&set_weight(1, 101)).unwrap_err();
+    let ProposeError::Invalid(e) = err else { panic!("{err:?}") };
+    assert_eq!(e.field, "weight");
+    let err = net.node(leader).propose(&Change::Unbind { backend: backend(9) }).unwrap_err();
+    assert!(matches!(err, ProposeError::Invalid(ref e) if e.field == "backend"), "{err:?}");
+    net.tick(5);
+    assert_eq!(net.node(leader).commit(), before, "nothing reached the log");
+    assert_eq!(net.node(leader).table(), &initial_table());
+}
+
+#[test]
+fn isolating_the_leader_elects_another_that_commits_and_nothing_committed_is_lost() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let old = net.leader().unwrap();
+    let first = net.write(&set_weight(1, 20));
+    net.tick(2);
+    net.isolate(old);
+    // The isolated leader still takes a proposal; it can never commit.
+    let doomed = net.node(old).propose(&set_weight(2, 99)).unwrap();
+    net.tick(60);
+    let new = (1..=3).filter(|&id| id != old).find(|&id| net.node(id).is_leader()).expect("the majority elected");
+    let second = net.node(new).propose(&set_weight(3, 0)).unwrap();
+    net.tick(3);
+    assert!(net.node(new).commit() >= second);
+    net.heal();
+    net.tick(30);
+    for id in 1..=3 {
+        let node = net.node(id);
+        assert_eq!(node.table().weight(backend(1)), Some(20), "node {id} kept the first write");
+        assert_eq!(node.table().weight(backend(3)), Some(0), "node {id} has the second write");
+        assert_eq!(node.table().weight(backend(2)), Some(10), "the minority's write at {doomed} never committed");
+        assert!(node.applied() >= second && first < second);
+    }
+    // Entries are the same on every node that applied them (committed never changes).
+    for i in 0..3 {
+        for (index, change) in &net.applied[i] {
+            for j in 0..3 {
+                if let Some((_, other)) = net.applied[j].iter().find(|(x, _)| x == index) {
+                    assert_eq!(other, change, "entry {index} differs between nodes {} and {}", i + 1, j + 1);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restarted_node_replays_its_own_log_then_catches_up_from_its_peers() {
+    let mut net = Network::new(3, 1000);
+    net.tick(30);
+    let leader = net.leader().unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    net.write(&set_weight(1, 1));
+    net.write(&set_weight(2, 2));
+    net.tick(3);
+    net.crash(follower);
+    net.write(&set_weight(3, 3));
+    net.tick(3);
+    net.restart(follower);
+    // Before hearing from anyone it has re-applied what it had committed.
+    assert_eq!(net.node(follower).table().weight(backend(2)), Some(2), "replayed from its own log");
+    assert_eq!(net.node(follower).table().weight(backend(3)), Some(10), "not yet told of the third write");
+    net.tick(20);
+    assert_eq!(net.node(follower).table().weight(backend(3)), Some(3), "caught up from the leader");
+}
+
+#[test]
+fn a_node_far_behind_is_sent_a_snapshot_of_the_table() {
+    let mut net = Network::new(3, 4);
+    net.tick(30);
+    let leader = net.leader().unwrap();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    net.crash(follower);
+    for w in 0..20 {
+        net.write(&set_weight(1 + w % 3, w));
+        net.tick(1);
+    }
+    net.restart(follower);
+    net.tick(30);
+    let want = net.node(leader).table().clone();
+    assert_eq!(net.node(follower).table(), &want);
+    assert!(net.node(follower).applied() >= 20);
+    match net.node(leader).catch_up(0) {
+        CatchUp::Table { table, .. } => assert_eq!(table, want),
+        CatchUp::Changes(c) => panic!("history starts late, a watcher at 0 needs the table: {c:?}"),
+    }
+    let applied = net.node(leader).applied();
+    assert_eq!(net.node(leader).catch_up(applied), CatchUp::Changes(Vec::new()));
+}
+
+#[test]
+fn bytes_that_are_not_a_raft_message_for_this_node_are_refused() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let before = net.node(1).term();
+    assert!(net.node(1).step(b"\xff\xff\xff garbage").is_err());
+    // A well-formed message addressed to node 2 does not move node 1.
+    let mut m = raft::eraftpb::Message { to: 2, from: 3, term: before + 5, ..Default::default() };
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    let bytes = protobuf::Message::write_to_bytes(&m).unwrap();
+    assert!(net.node(1).step(&bytes).is_err());
+    assert_eq!(net.node(1).term(), before);
+}
