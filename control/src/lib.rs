@@ -6,7 +6,7 @@
 //! ```
 //! use anyedge_control::{ControlConfig, ControlNode, LogStore, InMemory, RouteTable};
 //! let config = ControlConfig { id: 1, voters: vec![1], election_tick: 10, heartbeat_tick: 2, snapshot_every: 64 };
-//! let mut node = ControlNode::new(&config, RouteTable::default(), LogStore::new(&[1], Box::new(InMemory))).unwrap();
+//! let mut node = ControlNode::new(&config, RouteTable::default(), LogStore::new(&[1], Box::new(InMemory)).unwrap()).unwrap();
 //! // A single voter elects itself once its election timeout passes.
 //! for _ in 0..=10 { node.tick().unwrap(); }
 //! assert!(node.is_leader());
@@ -17,7 +17,7 @@ pub mod store;
 pub mod table;
 
 pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError};
-pub use store::{InMemory, LogStore, Persist, StoreWrite};
+pub use store::{Disk, DiskWriter, InMemory, LogStore, Persist, StoreWrite};
 pub use table::{
     BackendRoute, Change, ChangeError, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,
 };

@@ -31,6 +31,48 @@ impl Persist for InMemory {
     }
 }
 
+/// What a node has written, as a disk would hold it: the simulator's and the tests'
+/// stand-in for the real driver's database. Shared with the writer so a "restarted"
+/// node can be rebuilt from it and nothing else.
+#[derive(Default, Clone)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub snapshot: Snapshot,
+    pub entries: Vec<Entry>,
+}
+
+/// A [`Persist`] writing to a shared [`Disk`].
+pub struct DiskWriter(pub std::sync::Arc<std::sync::Mutex<Disk>>);
+
+impl Persist for DiskWriter {
+    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), String> {
+        let mut d = self.0.lock().map_err(|e| e.to_string())?;
+        match write {
+            StoreWrite::Append(new) => {
+                if let Some(first) = new.first() {
+                    d.entries.retain(|e| e.index < first.index);
+                    d.entries.extend_from_slice(new);
+                }
+            }
+            StoreWrite::HardState(hs) => d.hard_state = hs.clone(),
+            StoreWrite::Snapshot(s) => {
+                let index = s.get_metadata().index;
+                d.entries.retain(|e| e.index > index);
+                d.snapshot = s.clone();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LogStore {
+    /// A node brought back from a [`Disk`] (its later writes go to the same disk).
+    pub fn from_disk(disk: &std::sync::Arc<std::sync::Mutex<Disk>>) -> Result<LogStore, String> {
+        let d = disk.lock().map_err(|e| e.to_string())?.clone();
+        Ok(LogStore::restore(d.hard_state, d.snapshot, d.entries, Box::new(DiskWriter(disk.clone()))))
+    }
+}
+
 pub struct LogStore {
     hard_state: HardState,
     snapshot: Snapshot,
@@ -40,11 +82,13 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// A fresh node of a cluster of `voters`, its log empty.
-    pub fn new(voters: &[u64], persist: Box<dyn Persist + Send>) -> LogStore {
+    /// A fresh node of a cluster of `voters`, its log empty. The membership is written
+    /// first: a node restarted from its disk must still know it is a voter.
+    pub fn new(voters: &[u64], mut persist: Box<dyn Persist + Send>) -> Result<LogStore, String> {
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().set_conf_state(ConfState::from((voters.to_vec(), Vec::<u64>::new())));
-        LogStore { hard_state: HardState::default(), snapshot, entries: Vec::new(), persist }
+        persist.save(StoreWrite::Snapshot(&snapshot))?;
+        Ok(LogStore { hard_state: HardState::default(), snapshot, entries: Vec::new(), persist })
     }
 
     /// A node coming back with what it persisted.

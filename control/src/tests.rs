@@ -5,42 +5,9 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use raft::eraftpb::{Entry, HardState, Snapshot};
-
 use crate::node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError};
-use crate::store::{LogStore, Persist, StoreWrite};
+use crate::store::{Disk, DiskWriter, LogStore};
 use crate::table::{BackendRoute, Change, GroupRoute, RouteTable};
-
-/// What a node wrote to its "disk".
-#[derive(Default)]
-struct Disk {
-    hard_state: HardState,
-    snapshot: Snapshot,
-    entries: Vec<Entry>,
-}
-
-struct DiskWriter(Arc<Mutex<Disk>>);
-
-impl Persist for DiskWriter {
-    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), String> {
-        let mut d = self.0.lock().map_err(|e| e.to_string())?;
-        match write {
-            StoreWrite::Append(new) => {
-                if let Some(first) = new.first() {
-                    d.entries.retain(|e| e.index < first.index);
-                    d.entries.extend_from_slice(new);
-                }
-            }
-            StoreWrite::HardState(hs) => d.hard_state = hs.clone(),
-            StoreWrite::Snapshot(s) => {
-                let index = s.get_metadata().index;
-                d.entries.retain(|e| e.index > index);
-                d.snapshot = s.clone();
-            }
-        }
-        Ok(())
-    }
-}
 
 fn backend(i: u8) -> std::net::SocketAddr {
     format!("198.19.20.{i}:7000").parse().unwrap()
@@ -80,7 +47,7 @@ impl Network {
         };
         for id in 1..=n {
             let disk = Arc::new(Mutex::new(Disk::default()));
-            let store = LogStore::new(&net.voters(n), Box::new(DiskWriter(disk.clone())));
+            let store = LogStore::new(&net.voters(n), Box::new(DiskWriter(disk.clone()))).unwrap();
             net.disks.push(disk);
             net.nodes.push(Some(ControlNode::new(&net.config(id, n), initial_table(), store).unwrap()));
         }
@@ -166,14 +133,7 @@ impl Network {
     /// Brings a crashed node back with what its disk holds, nothing more.
     fn restart(&mut self, id: u64) {
         let n = self.nodes.len() as u64;
-        let d = self.disks[id as usize - 1].lock().unwrap();
-        let store = LogStore::restore(
-            d.hard_state.clone(),
-            d.snapshot.clone(),
-            d.entries.clone(),
-            Box::new(DiskWriter(self.disks[id as usize - 1].clone())),
-        );
-        drop(d);
+        let store = LogStore::from_disk(&self.disks[id as usize - 1]).unwrap();
         let node = ControlNode::new(&self.config(id, n), initial_table(), store).unwrap();
         self.nodes[id as usize - 1] = Some(node);
         self.applied[id as usize - 1].clear();
@@ -327,4 +287,30 @@ fn bytes_that_are_not_a_raft_message_for_this_node_are_refused() {
     let bytes = protobuf::Message::write_to_bytes(&m).unwrap();
     assert!(net.node(1).step(&bytes).is_err());
     assert_eq!(net.node(1).term(), before);
+}
+
+#[test]
+fn a_cluster_restarted_from_its_disks_elects_a_leader_and_keeps_every_committed_write() {
+    let mut net = Network::new(3, 1000);
+    net.tick(30);
+    for w in 0..6 {
+        net.write(&set_weight(1 + w % 3, 50 + w));
+        net.tick(1);
+    }
+    net.tick(5);
+    let before = net.node(1).table().clone();
+    for id in 1..=3 {
+        net.crash(id);
+    }
+    for id in 1..=3 {
+        net.restart(id);
+    }
+    net.tick(60);
+    let leader = net.leader().expect("restarted voters still vote and lead");
+    assert_eq!(net.node(leader).table(), &before, "nothing committed was lost");
+    net.write(&set_weight(1, 0));
+    net.tick(3);
+    for id in 1..=3 {
+        assert_eq!(net.node(id).table().weight(backend(1)), Some(0), "node {id}");
+    }
 }

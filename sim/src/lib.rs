@@ -2,6 +2,7 @@
 //! cores it runs are the shipped ones; the simulator supplies clock, links and hosts.
 
 pub mod app;
+pub mod control;
 pub mod engine;
 pub mod nodes;
 pub mod report;

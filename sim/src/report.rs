@@ -16,6 +16,9 @@ pub struct Report {
     pub clb_nodes: Vec<ClbNodeReport>,
     pub security_groups: Vec<SecurityGroupReport>,
     pub faults: Vec<FaultReport>,
+    /// The Raft control plane, when the file has `control:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::control::ControlReport>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -192,6 +195,33 @@ impl Report {
                     f.at_s, f.what, f.flows_affected, f.flows_recovered, recovery, f.flows_backend_changed
                 );
             }
+        }
+        if let Some(c) = &self.control {
+            let ok = |b: bool| if b { "ok" } else { "VIOLATED" };
+            let latency = match &c.commit_latency_ms {
+                Some(l) => format!("commit p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50, l.p99, l.max),
+                None => "no commits".into(),
+            };
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "control plane ({} nodes): leader {} (term {}, commit {}), {} leader changes, {}/{} writes committed, {}",
+                c.nodes,
+                c.leader.as_deref().unwrap_or("none"),
+                c.term,
+                c.commit,
+                c.leader_changes,
+                c.writes_committed,
+                c.writes,
+                latency
+            );
+            let _ = writeln!(
+                out,
+                "  invariants: election safety {}, committed never lost {}, converged {}",
+                ok(c.invariants.election_safety),
+                ok(c.invariants.committed_never_lost),
+                ok(c.invariants.converged)
+            );
         }
         out
     }

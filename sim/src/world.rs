@@ -109,6 +109,7 @@ enum Ev {
         pop: usize,
         region: usize,
     },
+    Control(crate::control::ControlEv),
 }
 
 /// One client's traffic on one path.
@@ -298,6 +299,10 @@ pub struct World<'t> {
     site_links: HashMap<(usize, usize), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
     retired_sg: Vec<Vec<RuleCounters>>,
+    /// The Raft control plane (`control:`); its watchers are the CLB nodes, in order.
+    control: Option<crate::control::ControlPlane>,
+    /// Weights set by faults without a control plane (a restarted CLB node keeps them).
+    weights_set: Vec<(SocketAddr, u8)>,
 }
 
 /// The default pool clients without an `address` block draw from: 198.18.64.1 up to
@@ -397,6 +402,8 @@ impl<'t> World<'t> {
             quic_client: None,
             site_links: HashMap::new(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
+            control: None,
+            weights_set: Vec::new(),
         };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);
@@ -418,6 +425,11 @@ impl<'t> World<'t> {
         w.build_clients();
         for (index, f) in t.faults.iter().enumerate() {
             w.q.schedule(f.at_ns, Ev::Fault { index });
+        }
+        if let Some(c) = &t.control {
+            let watchers: Vec<_> = w.clbs.iter().map(|n| t.regions[n.region].location).collect();
+            w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(SimError)?);
+            w.q.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
         }
         Ok(w)
     }
@@ -710,6 +722,10 @@ impl<'t> World<'t> {
             }
             self.handle(ev);
         }
+        if let Some(c) = self.control.as_mut() {
+            c.finish(self.end_ns);
+        }
+        self.collect_control_violations();
         progress(1.0);
     }
 
@@ -783,6 +799,7 @@ impl<'t> World<'t> {
                 }
             }
             Ev::Fault { index } => self.apply_fault(index),
+            Ev::Control(ev) => self.control_event(ev),
             Ev::Withdraw { pop } => {
                 if !self.pops[pop].up {
                     self.pops[pop].announced = false;
@@ -1478,6 +1495,39 @@ impl<'t> World<'t> {
             affected,
         });
         match fault.action {
+            FaultAction::Down(Target::Control(n)) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.down(now, n);
+                }
+            }
+            FaultAction::Up(Target::Control(n)) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.up(now, n);
+                }
+            }
+            FaultAction::Partition(side_of) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.partition(now, &side_of);
+                }
+            }
+            FaultAction::Heal => {
+                if let Some(c) = self.control.as_mut() {
+                    c.heal(now);
+                }
+            }
+            FaultAction::SetWeight { region, addr, weight } => match self.control.as_mut() {
+                Some(c) => {
+                    let events = c.request(now, anyedge_control::Change::SetWeight { backend: addr, weight });
+                    self.schedule_control(events);
+                }
+                None => {
+                    self.weights_set.retain(|&(a, _)| a != addr);
+                    self.weights_set.push((addr, weight));
+                    for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+                        c.core.set_weight(addr, weight);
+                    }
+                }
+            },
             FaultAction::Down(Target::Pop(p)) => {
                 self.pops[p].up = false;
                 self.q.schedule(now + t.failover.pop_detect_ns, Ev::Withdraw { pop: p });
@@ -1491,8 +1541,11 @@ impl<'t> World<'t> {
                 }
             }
             FaultAction::Down(Target::Region(r)) => {
-                for c in self.clbs.iter_mut().filter(|c| c.region == r) {
+                for (i, c) in self.clbs.iter_mut().enumerate().filter(|(_, c)| c.region == r) {
                     c.up = false;
+                    if let Some(plane) = self.control.as_mut() {
+                        plane.watcher_down(i);
+                    }
                 }
             }
             FaultAction::Up(Target::Region(r)) => {
@@ -1506,6 +1559,9 @@ impl<'t> World<'t> {
             FaultAction::Down(Target::Clb { region, index }) => {
                 let c = self.clb_base[region] + usize::from(index);
                 self.clbs[c].up = false;
+                if let Some(plane) = self.control.as_mut() {
+                    plane.watcher_down(c);
+                }
                 self.q.schedule(now + t.failover.pop_detect_ns, Ev::ClbDetected { clb: c, up: false });
             }
             FaultAction::Up(Target::Clb { region, index }) => {
@@ -1563,6 +1619,58 @@ impl<'t> World<'t> {
         }
     }
 
+    fn collect_control_violations(&mut self) {
+        let found = self.control.as_mut().map(|c| c.take_violations()).unwrap_or_default();
+        for v in found {
+            self.violation(v);
+        }
+    }
+
+    fn schedule_control(&mut self, events: Vec<(u64, crate::control::ControlEv)>) {
+        for (at, ev) in events {
+            self.q.schedule(at, Ev::Control(ev));
+        }
+    }
+
+    fn control_event(&mut self, ev: crate::control::ControlEv) {
+        use crate::control::ControlEv;
+        let now = self.q.now_ns();
+        let Some(plane) = self.control.as_mut() else { return };
+        let events = match ev {
+            ControlEv::Tick => plane.tick(now),
+            ControlEv::Message { to, bytes } => plane.deliver(now, to, &bytes),
+            ControlEv::Watch { watcher, update } => {
+                for wc in plane.watch_arrived(watcher, update) {
+                    self.apply_route_change(wc.watcher, &wc.change);
+                }
+                Vec::new()
+            }
+        };
+        self.schedule_control(events);
+        self.collect_control_violations();
+    }
+
+    /// A CLB node applies a committed change from its watch stream.
+    fn apply_route_change(&mut self, c: usize, change: &anyedge_control::Change) {
+        use anyedge_control::Change;
+        let core = &mut self.clbs[c].core;
+        match *change {
+            Change::SetWeight { backend, weight } => core.set_weight(backend, weight),
+            Change::Bind { backend } => core.bind(backend),
+            Change::Unbind { backend } => core.unbind(backend),
+            // Listener changes live in the replicated table; CLB cores in the simulator
+            // keep the listeners the file gave them.
+            Change::AddListener { .. } | Change::DelListener { .. } => {}
+        }
+    }
+
+    /// The control plane's report section (when the file has `control:`).
+    pub fn control_report(&self) -> Option<crate::control::ControlReport> {
+        let names: Vec<String> =
+            self.clbs.iter().map(|n| format!("clb/{}/{}", self.t.regions[n.region].name, n.index)).collect();
+        self.control.as_ref().map(|c| c.report(&names))
+    }
+
     /// A restarted node comes back empty: no connection table, fresh health state.
     fn restart_clb(&mut self, c: usize, now: u64) {
         let node = &mut self.clbs[c];
@@ -1583,6 +1691,13 @@ impl<'t> World<'t> {
         }
         for &addr in &self.unbound {
             self.clbs[c].core.unbind(addr);
+        }
+        for &(addr, weight) in &self.weights_set {
+            self.clbs[c].core.set_weight(addr, weight);
+        }
+        // With a control plane it catches up from its watch stream instead.
+        if let Some(plane) = self.control.as_mut() {
+            plane.watcher_restarted(c);
         }
         self.clbs[c].up = true;
         self.clbs[c].timer_at = None;
@@ -1618,6 +1733,11 @@ impl<'t> World<'t> {
                                 .is_some_and(|p| self.pops[p].core.node_of(&self.slot_key(ci, slot)) == Some(index))
                     }
                     FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
+                    FaultAction::SetWeight { addr, .. } => c.flows[slot].last_backend == Some(addr),
+                    FaultAction::Down(Target::Control(_))
+                    | FaultAction::Up(Target::Control(_))
+                    | FaultAction::Partition(_)
+                    | FaultAction::Heal => false,
                     FaultAction::Migrate(group) => c.group == group,
                     FaultAction::Link(lo) => g.route[vip] == Some(lo.pop) && home == lo.region,
                 };
@@ -1696,6 +1816,7 @@ impl<'t> World<'t> {
             clb_nodes,
             security_groups,
             faults,
+            control: self.control_report(),
         }
     }
 

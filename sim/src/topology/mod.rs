@@ -31,6 +31,8 @@ pub struct Topology {
     pub failover: Failover,
     pub faults: Vec<Fault>,
     pub security_groups: Vec<SecurityGroupDef>,
+    /// The Raft-replicated control plane (`control:`), when the file has one.
+    pub control: Option<Control>,
 }
 
 /// A security group and where it is bound.
@@ -254,6 +256,21 @@ pub struct Failover {
     pub route_converge_ns: u64,
 }
 
+/// `control: { nodes: 3, sites: [...] }`: control nodes `control/1` … `control/N`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    /// 3 or 5 voters.
+    pub nodes: u8,
+    /// Where each node runs (a region's or POP's name and location), node 1 first.
+    pub sites: Vec<(String, Location)>,
+    /// Election timeouts are drawn per node from this range (raft-rs ticks of `tick_ns`).
+    pub election_ns: (u64, u64),
+    pub tick_ns: u64,
+}
+
+/// Most control nodes a file may have: 5 (the 3 or 5 voters).
+pub const CONTROL_NODES_MAX: u8 = 5;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Pop(usize),
@@ -267,6 +284,8 @@ pub enum Target {
         region: usize,
         addr: SocketAddr,
     },
+    /// `control/N`, N counted from 1.
+    Control(u8),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -291,6 +310,18 @@ pub enum FaultAction {
     /// migrate, other flows start afresh. Index into `clients`.
     Migrate(usize),
     Link(LinkOverride),
+    /// Control nodes split into sides that cannot reach each other: the side of each
+    /// node (`control/1` first); nodes the file did not list share one more side.
+    Partition([u8; CONTROL_NODES_MAX as usize]),
+    /// Every control node reaches every other again.
+    Heal,
+    /// A backend's weight changes through the control plane (committed, then applied by
+    /// every CLB node that binds it; straight to the CLBs when the file has no `control:`).
+    SetWeight {
+        region: usize,
+        addr: SocketAddr,
+        weight: u8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -117,6 +117,7 @@ struct Sites<'t> {
 struct Names<'t> {
     pops: &'t [PopSite],
     regions: &'t [Region],
+    control_nodes: u8,
 }
 
 impl Parser {
@@ -315,6 +316,7 @@ impl Parser {
             "failover",
             "faults",
             "security_groups",
+            "control",
         ];
         let top = self.obj(root, "", TOP)?;
         let name = self.name(&top);
@@ -326,7 +328,8 @@ impl Parser {
         let pops = self.pops(&top);
         let idcs = self.idcs(&top);
         let regions = self.regions(&top, &idcs);
-        let names = Names { pops: &pops, regions: &regions };
+        let control = self.control(&top, &pops, &regions);
+        let names = Names { pops: &pops, regions: &regions, control_nodes: control.as_ref().map_or(0, |c| c.nodes) };
         let vips = self.vips(&top, &names);
         let backbone = self.backbone(&top, &names);
         let internet = self.internet(&top);
@@ -356,7 +359,65 @@ impl Parser {
             failover: failover?,
             faults,
             security_groups,
+            control,
         })
+    }
+
+    /// `control: { nodes: 3|5, sites: [REGION|POP, …] }`. Sites default to the regions,
+    /// then the POPs, in file order.
+    fn control(&mut self, top: &Obj<'_>, pops: &[PopSite], regions: &[Region]) -> Option<Control> {
+        let node = top.get("control").filter(|n| !is_null(n))?;
+        let o = self.obj(node, "control", &["nodes", "sites"])?;
+        let count = self.req(&o, "nodes").and_then(|n| self.int(n, &o.field("nodes"), 1, 9));
+        let count = match count {
+            Some(c @ (3 | 5)) => c as u8,
+            Some(c) => {
+                let n = o.get("nodes")?;
+                self.err(
+                    n.span(),
+                    &o.field("nodes"),
+                    format!("{c} control nodes: use 3 or 5 (a majority must survive one or two failures)"),
+                );
+                return None;
+            }
+            None => return None,
+        };
+        let known: Vec<(String, Location)> = regions
+            .iter()
+            .map(|r| (r.name.clone(), r.location))
+            .chain(pops.iter().map(|p| (p.name.clone(), p.location)))
+            .collect();
+        let sites = match o.get("sites") {
+            None => (0..usize::from(count)).map(|i| known[i % known.len().max(1)].clone()).collect(),
+            Some(n) => {
+                let seq = self.seq(n, &o.field("sites"))?;
+                if seq.len() != usize::from(count) {
+                    self.err(
+                        n.span(),
+                        &o.field("sites"),
+                        format!("{} sites for {count} nodes: give one per node", seq.len()),
+                    );
+                    return None;
+                }
+                let mut sites = Vec::new();
+                for (i, item) in seq.iter().enumerate() {
+                    let field = format!("{}[{i}]", o.field("sites"));
+                    let name = self.str(item, &field)?;
+                    match known.iter().find(|(k, _)| k == name) {
+                        Some(site) => sites.push(site.clone()),
+                        None => {
+                            self.err(item.span(), &field, format!("`{name}` is neither a region nor a POP"));
+                            return None;
+                        }
+                    }
+                }
+                sites
+            }
+        };
+        if sites.is_empty() {
+            return None;
+        }
+        Some(Control { nodes: count, sites, election_ns: (150 * MS, 300 * MS), tick_ns: 10 * MS })
     }
 
     fn pops(&mut self, top: &Obj<'_>) -> Vec<PopSite> {
@@ -929,7 +990,7 @@ impl Parser {
             match self.target(end, &f, names)? {
                 Target::Pop(p) => pop = Some(p),
                 Target::Region(r) => region = Some(r),
-                Target::Backend { .. } | Target::Clb { .. } => {}
+                Target::Backend { .. } | Target::Clb { .. } | Target::Control(_) => {}
             }
         }
         if pop.is_none() || region.is_none() {
@@ -1254,8 +1315,21 @@ impl Parser {
                     .position(|r| r.backend_groups.iter().any(|g| g.backends.iter().any(|b| b.addr == addr)))
                     .map(|region| Target::Backend { region, addr })
             }
+            "control" => match rest.parse::<u8>() {
+                Ok(n) if (1..=names.control_nodes).contains(&n) => Some(Target::Control(n)),
+                _ if names.control_nodes == 0 => {
+                    self.err(node.span(), field, format!("`{text}`: the file has no `control:` section"));
+                    return None;
+                }
+                _ => {
+                    let reason = format!("`{text}` is not control/1 … control/{}", names.control_nodes);
+                    self.err(node.span(), field, reason);
+                    return None;
+                }
+            },
             _ => {
-                let reason = format!("`{text}` is not pop/NAME, region/NAME, clb/REGION/N or backend/IP:PORT");
+                let reason =
+                    format!("`{text}` is not pop/NAME, region/NAME, clb/REGION/N, backend/IP:PORT or control/N");
                 self.err(node.span(), field, reason);
                 return None;
             }
@@ -1365,7 +1439,22 @@ impl Parser {
         let Some(seq) = self.seq(node, "faults") else {
             return vec![];
         };
-        let allowed = &["at", "down", "up", "unbind", "bind", "migrate", "link", "for", "loss", "delay", "jitter"];
+        let allowed = &[
+            "at",
+            "down",
+            "up",
+            "unbind",
+            "bind",
+            "migrate",
+            "link",
+            "for",
+            "loss",
+            "delay",
+            "jitter",
+            "partition",
+            "heal",
+            "set-weight",
+        ];
         let mut out = Vec::new();
         for (i, item) in seq.iter().enumerate() {
             let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else {
@@ -1386,10 +1475,10 @@ impl Parser {
             self.err(at_node.span(), &o.field("at"), "is at or after the end of the simulation (duration)");
             return None;
         }
-        let kinds: Vec<&str> =
-            ["down", "up", "unbind", "bind", "migrate", "link"].into_iter().filter(|k| o.get(k).is_some()).collect();
+        const KINDS: [&str; 9] = ["down", "up", "unbind", "bind", "migrate", "link", "partition", "heal", "set-weight"];
+        let kinds: Vec<&str> = KINDS.into_iter().filter(|k| o.get(k).is_some()).collect();
         if kinds.len() != 1 {
-            self.err(o.map.span(), &o.path, "a fault needs exactly one of down, up, unbind, bind, migrate, link");
+            self.err(o.map.span(), &o.path, format!("a fault needs exactly one of {}", KINDS.join(", ")));
             return None;
         }
         let key = kinds[0];
@@ -1404,6 +1493,10 @@ impl Parser {
             };
             return Some(Fault { at_ns, action: FaultAction::Migrate(group), what: format!("migrate {text}") });
         }
+        if matches!(key, "partition" | "heal" | "set-weight") {
+            let action = self.control_fault(key, node, &field, names)?;
+            return Some(Fault { at_ns, action, what: describe_control_fault(&action, names) });
+        }
         if key != "link" {
             for extra in ["for", "loss", "delay", "jitter"] {
                 if let Some(n) = o.get(extra) {
@@ -1415,6 +1508,14 @@ impl Parser {
             let action = match key {
                 "down" => FaultAction::Down(target),
                 "up" => FaultAction::Up(target),
+                _ if matches!(target, Target::Control(_)) => {
+                    self.err(
+                        node.span(),
+                        &field,
+                        format!("control nodes go down and up, they are not bound: `{text}`"),
+                    );
+                    return None;
+                }
                 _ if !matches!(target, Target::Backend { .. }) => {
                     self.err(node.span(), &field, format!("only backends are bound and unbound, not `{text}`"));
                     return None;
@@ -1443,6 +1544,88 @@ impl Parser {
         };
         let what = format!("link pop/{}-region/{}", names.pops[pop].name, names.regions[region].name);
         Some(Fault { at_ns, action: FaultAction::Link(lo), what })
+    }
+}
+
+impl Parser {
+    /// `partition: [[control/1, control/2], [control/3]]`, `heal: partition`,
+    /// `set-weight: { backend: IP:PORT, weight: W }`.
+    fn control_fault(&mut self, key: &str, node: &Node, field: &str, names: &Names<'_>) -> Option<FaultAction> {
+        match key {
+            "heal" => {
+                let text = self.str(node, field)?;
+                if text != "partition" {
+                    self.err(node.span(), field, format!("`{text}`: only `heal: partition` exists"));
+                    return None;
+                }
+                Some(FaultAction::Heal)
+            }
+            "partition" => {
+                if names.control_nodes == 0 {
+                    self.err(
+                        node.span(),
+                        field,
+                        "a partition splits control nodes: the file has no `control:` section",
+                    );
+                    return None;
+                }
+                let sides = self.seq(node, field)?;
+                let mut side_of = [u8::MAX; CONTROL_NODES_MAX as usize];
+                for (s, side) in sides.iter().enumerate() {
+                    let side_field = format!("{field}[{s}]");
+                    let members = self.seq(side, &side_field)?;
+                    for (m, member) in members.iter().enumerate() {
+                        let member_field = format!("{side_field}[{m}]");
+                        let Some(Target::Control(n)) = self.target(member, &member_field, names) else {
+                            self.err(member.span(), &member_field, "a partition lists control/N nodes only");
+                            return None;
+                        };
+                        let slot = &mut side_of[usize::from(n) - 1];
+                        if *slot != u8::MAX {
+                            self.err(member.span(), &member_field, format!("control/{n} is on two sides"));
+                            return None;
+                        }
+                        *slot = s as u8;
+                    }
+                }
+                if sides.len() < 2 {
+                    self.err(node.span(), field, "a partition needs at least two sides");
+                    return None;
+                }
+                Some(FaultAction::Partition(side_of))
+            }
+            _ => {
+                let o = self.obj(node, field, &["backend", "weight"])?;
+                let backend = self.req(&o, "backend");
+                let weight = self.req(&o, "weight").and_then(|n| self.int(n, &o.field("weight"), 0, 100));
+                let addr = self.parsed::<SocketAddr>(backend?, &o.field("backend"), "IP:PORT")?;
+                let region = names
+                    .regions
+                    .iter()
+                    .position(|r| r.backend_groups.iter().any(|g| g.backends.iter().any(|b| b.addr == addr)));
+                let Some(region) = region else {
+                    self.err(backend?.span(), &o.field("backend"), format!("no backend {addr} is bound in any group"));
+                    return None;
+                };
+                Some(FaultAction::SetWeight { region, addr, weight: weight? as u8 })
+            }
+        }
+    }
+}
+
+fn describe_control_fault(action: &FaultAction, names: &Names<'_>) -> String {
+    match action {
+        FaultAction::Heal => "heal partition".into(),
+        FaultAction::Partition(side_of) => {
+            let mut sides: BTreeMap<u8, Vec<String>> = BTreeMap::new();
+            for n in 0..names.control_nodes {
+                sides.entry(side_of[usize::from(n)]).or_default().push(format!("control/{}", n + 1));
+            }
+            let shown: Vec<String> = sides.into_values().map(|s| s.join(",")).collect();
+            format!("partition {}", shown.join(" | "))
+        }
+        FaultAction::SetWeight { addr, weight, .. } => format!("set-weight backend/{addr} {weight}"),
+        _ => String::new(),
     }
 }
 

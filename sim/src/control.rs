@@ -1,0 +1,604 @@
+//! The control plane under the simulator: `control/N` nodes (the shipped `ControlNode`,
+//! raft-rs inside) tick on the virtual clock, their messages cross the seeded backbone
+//! links between their sites, faults crash, restart and partition them, and every
+//! committed change streams to the CLB nodes that follow the table. Raft's safety
+//! properties are checked on every step; a broken one is a violation with the seed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyedge_ccn::geo::Location;
+use anyedge_ccn::{ComponentRng, Link, Outcome};
+use anyedge_control::{
+    BackendRoute, CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, GroupRoute, ListenerRoute, LogStore,
+    Output, ProposeError, RouteTable, SecurityGroupRoute, VipRoute,
+};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::nodes::backbone_link;
+use crate::topology::{Control, Scheduler, SgBinding, Topology};
+
+/// Snapshot the log every this many applied entries.
+const SNAPSHOT_EVERY: u64 = 256;
+/// Heartbeats every this many ticks (30 ms with 10 ms ticks).
+const HEARTBEAT_TICKS: usize = 3;
+/// A control plane that was whole this long before the end must have converged.
+const SETTLE_NS: u64 = 3_000_000_000;
+
+/// The route table a topology file starts with.
+pub fn route_table(t: &Topology) -> RouteTable {
+    let scheduler = |s: Scheduler| match s {
+        Scheduler::Wrr => "wrr",
+        Scheduler::Wlc => "wlc",
+        Scheduler::Hash { .. } => "hash",
+        Scheduler::Maglev { .. } => "maglev",
+    };
+    let vips = t
+        .vips
+        .iter()
+        .map(|v| VipRoute {
+            name: v.name.clone(),
+            ipv4: v.ipv4.to_string(),
+            ipv6: v.ipv6.map(|a| a.to_string()),
+            home: t.regions[v.home].name.clone(),
+            publish: v.pops.iter().map(|&p| t.pops[p].name.clone()).collect(),
+            listeners: v
+                .listeners
+                .iter()
+                .map(|l| ListenerRoute {
+                    protocol: l.protocol.name().to_string(),
+                    port: l.port,
+                    scheduler: scheduler(l.scheduler).to_string(),
+                    backends: t.regions[v.home].backend_groups[l.backend_group].name.clone(),
+                    persistence_s: l.persistence_ns.map(|ns| (ns / 1_000_000_000) as u32),
+                })
+                .collect(),
+        })
+        .collect();
+    let backend_groups = t
+        .regions
+        .iter()
+        .flat_map(|r| {
+            r.backend_groups.iter().map(|g| GroupRoute {
+                region: r.name.clone(),
+                name: g.name.clone(),
+                backends: g
+                    .backends
+                    .iter()
+                    .map(|b| BackendRoute { addr: b.addr, weight: b.weight, bound: true })
+                    .collect(),
+            })
+        })
+        .collect();
+    let security_groups = t
+        .security_groups
+        .iter()
+        .map(|sg| SecurityGroupRoute {
+            name: sg.group.name.clone(),
+            rules: sg
+                .group
+                .rules
+                .iter()
+                .map(|r| {
+                    let action = match r.action {
+                        anyedge_region::security::Action::Allow => "allow",
+                        anyedge_region::security::Action::Drop => "drop",
+                    };
+                    let port = match r.ports {
+                        anyedge_region::security::Ports::Any => "any".to_string(),
+                        anyedge_region::security::Ports::Range(lo, hi) if lo == hi => lo.to_string(),
+                        anyedge_region::security::Ports::Range(lo, hi) => format!("{lo}-{hi}"),
+                    };
+                    format!("{action} {} {port}", r.source)
+                })
+                .collect(),
+            bind: sg
+                .bind
+                .iter()
+                .map(|b| match b {
+                    SgBinding::Backend(ip) => format!("backend/{ip}"),
+                    SgBinding::Clb { region, index: None } => format!("clb/{}", t.regions[*region].name),
+                    SgBinding::Clb { region, index: Some(i) } => format!("clb/{}/{i}", t.regions[*region].name),
+                })
+                .collect(),
+        })
+        .collect();
+    RouteTable { vips, backend_groups, security_groups }
+}
+
+/// What the world schedules for the control plane.
+pub enum ControlEv {
+    Tick,
+    /// A Raft message arriving at node `to` (1-based).
+    Message {
+        to: u8,
+        bytes: Vec<u8>,
+    },
+    /// Table updates arriving at a watcher.
+    Watch {
+        watcher: usize,
+        update: CatchUp,
+    },
+}
+
+/// A node that follows the table (a CLB node): where it is, what it has applied.
+pub struct Watcher {
+    pub location: Location,
+    /// The control node it streams from (1-based).
+    following: u8,
+    /// The log index it has applied, and the index its stream has been sent up to.
+    pub applied: u64,
+    sent: u64,
+    pub live: bool,
+}
+
+/// A change a watcher must apply to its core.
+pub struct WatchChange {
+    pub watcher: usize,
+    pub change: Change,
+}
+
+struct Member {
+    node: Option<ControlNode>,
+    disk: Arc<Mutex<Disk>>,
+    config: ControlConfig,
+    location: Location,
+}
+
+struct Pending {
+    change: Change,
+    requested_ns: u64,
+    proposed: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ControlReport {
+    pub nodes: u8,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub commit: u64,
+    pub leader_changes: u64,
+    pub writes: u64,
+    pub writes_committed: u64,
+    pub commit_latency_ms: Option<LatencyMs>,
+    /// Every control node's and CLB node's applied log index (`null`: down).
+    pub applied: BTreeMap<String, Option<u64>>,
+    pub invariants: Invariants,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Invariants {
+    pub election_safety: bool,
+    pub committed_never_lost: bool,
+    pub converged: bool,
+}
+
+pub struct ControlPlane {
+    members: Vec<Member>,
+    /// [from][to] backbone links between the nodes' sites.
+    links: Vec<Vec<Link>>,
+    side_of: Option<Vec<u8>>,
+    pub watchers: Vec<Watcher>,
+    pending: Vec<Pending>,
+    leaders_by_term: BTreeMap<u64, u8>,
+    committed: BTreeMap<u64, (u64, Vec<u8>)>,
+    commit_hist: Histogram<u64>,
+    writes: u64,
+    writes_committed: u64,
+    election_safety: bool,
+    committed_never_lost: bool,
+    /// When the control plane was last disturbed (a fault touching it).
+    last_disturbed_ns: u64,
+    pub tick_ns: u64,
+    violations: Vec<String>,
+    delay_to_watcher: Vec<Vec<u64>>,
+    initial: RouteTable,
+}
+
+fn delay_ns(t: &Topology, a: Location, b: Location) -> u64 {
+    backbone_link(t, a, b).impairment.delay_ns.max(100_000)
+}
+
+impl ControlPlane {
+    /// The control nodes of `c`, and `watchers` (CLB node locations) following them.
+    pub fn new(t: &Topology, c: &Control, watchers: &[Location]) -> Result<ControlPlane, String> {
+        let initial = route_table(t);
+        let voters: Vec<u64> = (1..=u64::from(c.nodes)).collect();
+        let (lo, hi) = (c.election_ns.0 / c.tick_ns, c.election_ns.1 / c.tick_ns);
+        let mut members = Vec::new();
+        for id in 1..=c.nodes {
+            let mut rng = ComponentRng::new(t.seed, &format!("control/{id}/election"));
+            let election_tick = (lo + rng.below(hi.saturating_sub(lo).max(1))) as usize;
+            let config = ControlConfig {
+                id: u64::from(id),
+                voters: voters.clone(),
+                election_tick: election_tick.max(HEARTBEAT_TICKS + 1),
+                heartbeat_tick: HEARTBEAT_TICKS,
+                snapshot_every: SNAPSHOT_EVERY,
+            };
+            let disk = Arc::new(Mutex::new(Disk::default()));
+            let store = LogStore::new(&voters, Box::new(DiskWriter(disk.clone())))?;
+            let node = ControlNode::new(&config, initial.clone(), store)?;
+            let location = c.sites[usize::from(id) - 1].1;
+            members.push(Member { node: Some(node), disk, config, location });
+        }
+        let links = members
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                members
+                    .iter()
+                    .enumerate()
+                    .map(|(j, b)| {
+                        let mut model = backbone_link(t, a.location, b.location);
+                        model.impairment.delay_ns = model.impairment.delay_ns.max(100_000);
+                        Link::new(model, ComponentRng::new(t.seed, &format!("control/link/{}/{}", i + 1, j + 1)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let delay_to_watcher =
+            members.iter().map(|m| watchers.iter().map(|&w| delay_ns(t, m.location, w)).collect()).collect();
+        let mut plane = ControlPlane {
+            members,
+            links,
+            side_of: None,
+            watchers: Vec::new(),
+            pending: Vec::new(),
+            leaders_by_term: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            commit_hist: Histogram::new(3).map_err(|e| e.to_string())?,
+            writes: 0,
+            writes_committed: 0,
+            election_safety: true,
+            committed_never_lost: true,
+            last_disturbed_ns: 0,
+            tick_ns: c.tick_ns,
+            violations: Vec::new(),
+            delay_to_watcher,
+            initial,
+        };
+        for (w, &location) in watchers.iter().enumerate() {
+            let following = plane.nearest_live(w).unwrap_or(1);
+            plane.watchers.push(Watcher { location, following, applied: 0, sent: 0, live: true });
+        }
+        Ok(plane)
+    }
+
+    fn nearest_live(&self, watcher: usize) -> Option<u8> {
+        (0..self.members.len())
+            .filter(|&m| self.members[m].node.is_some())
+            .min_by_key(|&m| (self.delay_to_watcher[m][watcher], m))
+            .map(|m| m as u8 + 1)
+    }
+
+    pub fn take_violations(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.violations)
+    }
+
+    fn reachable(&self, from: u8, to: u8) -> bool {
+        match &self.side_of {
+            None => true,
+            Some(sides) => sides[usize::from(from) - 1] == sides[usize::from(to) - 1],
+        }
+    }
+
+    /// One tick of every live node; proposals waiting for a leader try again; watchers
+    /// of a dead node move to a live one. Returns events to schedule.
+    pub fn tick(&mut self, now: u64) -> Vec<(u64, ControlEv)> {
+        let mut out = vec![(now + self.tick_ns, ControlEv::Tick)];
+        for m in 0..self.members.len() {
+            if let Some(node) = self.members[m].node.as_mut()
+                && let Err(e) = node.tick()
+            {
+                self.violations.push(format!("control/{}: {e}", m + 1));
+            }
+            self.drain(m, now, &mut out);
+        }
+        self.propose_pending(now, &mut out);
+        self.refresh_watchers(now, &mut out);
+        out
+    }
+
+    pub fn deliver(&mut self, now: u64, to: u8, bytes: &[u8]) -> Vec<(u64, ControlEv)> {
+        let mut out = Vec::new();
+        let m = usize::from(to) - 1;
+        if let Some(node) = self.members.get_mut(m).and_then(|x| x.node.as_mut()) {
+            // A refused message (garbled, for another node) changes nothing; a node whose
+            // log cannot be written is a bug.
+            if let Err(e) = node.step(bytes)
+                && !e.starts_with("not a Raft message")
+                && !e.starts_with("message for node")
+            {
+                self.violations.push(format!("control/{to}: {e}"));
+            }
+            self.drain(m, now, &mut out);
+            self.propose_pending(now, &mut out);
+        }
+        out
+    }
+
+    /// A write requested at `now` (a `set-weight` fault): committed through the leader,
+    /// retried while there is none.
+    pub fn request(&mut self, now: u64, change: Change) -> Vec<(u64, ControlEv)> {
+        self.writes += 1;
+        self.pending.push(Pending { change, requested_ns: now, proposed: None });
+        let mut out = Vec::new();
+        self.propose_pending(now, &mut out);
+        out
+    }
+
+    fn leader(&self) -> Option<usize> {
+        // The live leader with the highest term (a deposed one may not know yet).
+        (0..self.members.len())
+            .filter(|&m| self.members[m].node.as_ref().is_some_and(|n| n.is_leader()))
+            .max_by_key(|&m| self.members[m].node.as_ref().map(|n| n.term()))
+    }
+
+    fn propose_pending(&mut self, now: u64, out: &mut Vec<(u64, ControlEv)>) {
+        let Some(l) = self.leader() else { return };
+        for p in 0..self.pending.len() {
+            if self.pending[p].proposed.is_some() {
+                continue;
+            }
+            let Some(node) = self.members[l].node.as_mut() else { return };
+            match node.propose(&self.pending[p].change) {
+                Ok(index) => self.pending[p].proposed = Some((index, node.term())),
+                Err(ProposeError::Invalid(e)) => {
+                    // Checked when the file was loaded; refused here only if an earlier
+                    // write changed what it refers to. Dropped, as the API would refuse it.
+                    self.violations.push(format!("write {:?} refused: {e}", self.pending[p].change));
+                    self.pending[p].proposed = Some((0, 0));
+                }
+                Err(_) => {}
+            }
+        }
+        self.pending.retain(|p| p.proposed != Some((0, 0)));
+        self.drain(l, now, out);
+    }
+
+    fn drain(&mut self, m: usize, now: u64, out: &mut Vec<(u64, ControlEv)>) {
+        let from = m as u8 + 1;
+        while let Some(output) = self.members[m].node.as_mut().and_then(|n| n.poll_output()) {
+            match output {
+                Output::Message { to, bytes } => {
+                    let to = to as u8;
+                    if !self.reachable(from, to) || usize::from(to) > self.members.len() {
+                        continue;
+                    }
+                    let link = &mut self.links[m][usize::from(to) - 1];
+                    if let Outcome::Deliver(at) = link.transmit(now, bytes.len(), u64::from(to)) {
+                        out.push((at, ControlEv::Message { to, bytes }));
+                    }
+                }
+                Output::Leader { leader: Some(l), term } if l == u64::from(from) => {
+                    if let Some(&other) = self.leaders_by_term.get(&term)
+                        && other != from
+                    {
+                        self.election_safety = false;
+                        self.violations
+                            .push(format!("election safety: control/{other} and control/{from} both lead term {term}"));
+                    }
+                    self.leaders_by_term.insert(term, from);
+                }
+                Output::Leader { .. } => {}
+                Output::Applied { index, term, change, .. } => self.applied(m, now, index, term, &change, out),
+            }
+        }
+    }
+
+    fn applied(&mut self, m: usize, now: u64, index: u64, term: u64, change: &Change, out: &mut Vec<(u64, ControlEv)>) {
+        let bytes = change.encode();
+        match self.committed.get(&index) {
+            Some((t, b)) if *t != term || *b != bytes => {
+                self.committed_never_lost = false;
+                self.violations.push(format!(
+                    "committed entry {index} changed: control/{} applied term {term}, first applied as term {t}",
+                    m + 1
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.committed.insert(index, (term, bytes));
+            }
+        }
+        for p in &mut self.pending {
+            if let Some((i, t)) = p.proposed
+                && i == index
+            {
+                if t == term {
+                    let ms = (now - p.requested_ns) / 1000;
+                    let _ = self.commit_hist.record(ms.max(1));
+                    p.proposed = Some((0, 0));
+                    self.writes_committed += 1;
+                } else {
+                    // Overwritten before it committed (its leader lost): propose again.
+                    p.proposed = None;
+                }
+            }
+        }
+        self.pending.retain(|p| p.proposed != Some((0, 0)));
+        // Watchers following this node get the change on their stream at once.
+        let from = m as u8 + 1;
+        for w in 0..self.watchers.len() {
+            let watcher = &mut self.watchers[w];
+            if watcher.live && watcher.following == from && index > watcher.sent {
+                watcher.sent = index;
+                let at = now + self.delay_to_watcher[m][w];
+                out.push((
+                    at,
+                    ControlEv::Watch { watcher: w, update: CatchUp::Changes(vec![(index, change.clone())]) },
+                ));
+            }
+        }
+    }
+
+    /// Watchers whose node died follow the nearest live one, which sends what they miss.
+    fn refresh_watchers(&mut self, now: u64, out: &mut Vec<(u64, ControlEv)>) {
+        for w in 0..self.watchers.len() {
+            if !self.watchers[w].live {
+                continue;
+            }
+            let following = usize::from(self.watchers[w].following) - 1;
+            if self.members[following].node.is_none() {
+                let Some(next) = self.nearest_live(w) else { continue };
+                self.watchers[w].following = next;
+                self.watchers[w].sent = self.watchers[w].applied;
+            }
+            let m = usize::from(self.watchers[w].following) - 1;
+            let Some(node) = self.members[m].node.as_ref() else { continue };
+            if node.applied() > self.watchers[w].sent {
+                let update = node.catch_up(self.watchers[w].sent);
+                self.watchers[w].sent = node.applied();
+                out.push((now + self.delay_to_watcher[m][w], ControlEv::Watch { watcher: w, update }));
+            }
+        }
+    }
+
+    /// A watch update arrives: the changes the watcher has not applied yet, in order.
+    pub fn watch_arrived(&mut self, watcher: usize, update: CatchUp) -> Vec<WatchChange> {
+        let w = &mut self.watchers[watcher];
+        if !w.live {
+            return Vec::new();
+        }
+        match update {
+            CatchUp::Changes(changes) => {
+                let mut out = Vec::new();
+                for (i, change) in changes {
+                    if i > w.applied {
+                        w.applied = i;
+                        out.push(WatchChange { watcher, change });
+                    }
+                }
+                out
+            }
+            CatchUp::Table { index, table } if index > w.applied => {
+                w.applied = index;
+                table_as_changes(&table).into_iter().map(|change| WatchChange { watcher, change }).collect()
+            }
+            CatchUp::Table { .. } => Vec::new(),
+        }
+    }
+
+    /// A watcher restarted: it comes back with the table its file gave it and catches up.
+    pub fn watcher_restarted(&mut self, watcher: usize) {
+        let w = &mut self.watchers[watcher];
+        w.live = true;
+        w.applied = 0;
+        w.sent = 0;
+    }
+
+    pub fn watcher_down(&mut self, watcher: usize) {
+        self.watchers[watcher].live = false;
+    }
+
+    pub fn down(&mut self, now: u64, id: u8) {
+        self.last_disturbed_ns = now;
+        if let Some(m) = self.members.get_mut(usize::from(id) - 1) {
+            m.node = None;
+        }
+    }
+
+    /// A node restarts from what it wrote to disk.
+    pub fn up(&mut self, now: u64, id: u8) {
+        self.last_disturbed_ns = now;
+        let initial = self.initial.clone();
+        let Some(m) = self.members.get_mut(usize::from(id) - 1) else { return };
+        if m.node.is_some() {
+            return;
+        }
+        let node = LogStore::from_disk(&m.disk).and_then(|store| ControlNode::new(&m.config, initial, store));
+        match node {
+            Ok(n) => m.node = Some(n),
+            Err(e) => self.violations.push(format!("control/{id} cannot restart from its log: {e}")),
+        }
+    }
+
+    pub fn partition(&mut self, now: u64, side_of: &[u8]) {
+        self.last_disturbed_ns = now;
+        self.side_of = Some(side_of[..self.members.len()].to_vec());
+    }
+
+    pub fn heal(&mut self, now: u64) {
+        self.last_disturbed_ns = now;
+        self.side_of = None;
+    }
+
+    /// Whether every live control node holds the same table.
+    fn converged(&self) -> bool {
+        let mut tables = self.members.iter().filter_map(|m| m.node.as_ref()).map(|n| n.table());
+        let Some(first) = tables.next() else { return true };
+        tables.all(|t| t == first)
+    }
+
+    /// At the end of the run: a control plane left whole long enough that has not
+    /// converged is a violation.
+    pub fn finish(&mut self, end_ns: u64) {
+        if !self.converged() && self.side_of.is_none() && end_ns.saturating_sub(self.last_disturbed_ns) >= SETTLE_NS {
+            self.violations.push("converged: live control nodes ended with different tables".into());
+        }
+    }
+
+    pub fn report(&self, watcher_names: &[String]) -> ControlReport {
+        let converged = self.converged();
+        let leader = self.leader();
+        let latency = (!self.commit_hist.is_empty()).then(|| LatencyMs {
+            p50: self.commit_hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: self.commit_hist.value_at_quantile(0.99) as f64 / 1000.0,
+            max: self.commit_hist.max() as f64 / 1000.0,
+        });
+        let mut applied = BTreeMap::new();
+        for (i, m) in self.members.iter().enumerate() {
+            applied.insert(format!("control/{}", i + 1), m.node.as_ref().map(|n| n.applied()));
+        }
+        for (w, name) in self.watchers.iter().zip(watcher_names) {
+            applied.insert(name.clone(), w.live.then_some(w.applied));
+        }
+        let (term, commit) =
+            leader.and_then(|l| self.members[l].node.as_ref()).map_or((0, 0), |n| (n.term(), n.commit()));
+        ControlReport {
+            nodes: self.members.len() as u8,
+            leader: leader.map(|l| format!("control/{}", l + 1)),
+            term,
+            commit,
+            leader_changes: self.leaders_by_term.len().saturating_sub(1) as u64,
+            writes: self.writes,
+            writes_committed: self.writes_committed,
+            commit_latency_ms: latency,
+            applied,
+            invariants: Invariants {
+                election_safety: self.election_safety,
+                committed_never_lost: self.committed_never_lost,
+                converged,
+            },
+        }
+    }
+
+    /// The table of a live node (tests, `routes`).
+    pub fn table(&self, id: u8) -> Option<&RouteTable> {
+        self.members.get(usize::from(id).checked_sub(1)?)?.node.as_ref().map(|n| n.table())
+    }
+}
+
+/// A whole table as the changes a watcher applies to its core (weights and bindings).
+fn table_as_changes(table: &RouteTable) -> Vec<Change> {
+    let mut seen: BTreeMap<SocketAddr, BackendRoute> = BTreeMap::new();
+    for b in table.backend_groups.iter().flat_map(|g| &g.backends) {
+        seen.entry(b.addr).or_insert(*b);
+    }
+    seen.values()
+        .flat_map(|b| {
+            let bind = if b.bound { Change::Bind { backend: b.addr } } else { Change::Unbind { backend: b.addr } };
+            [Change::SetWeight { backend: b.addr, weight: b.weight }, bind]
+        })
+        .collect()
+}
