@@ -2,7 +2,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/anyedge.proto");
-    let fds = protox::compile(["proto/anyedge.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/control.proto");
+    let fds = protox::compile(["proto/anyedge.proto", "proto/control.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

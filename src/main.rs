@@ -54,6 +54,13 @@ enum Command {
         #[command(subcommand)]
         action: LabCommand,
     },
+    /// The control API of a running lab (its file has `control:`): status, routes, writes.
+    Ctl {
+        /// Topology file of the lab.
+        file: PathBuf,
+        #[command(subcommand)]
+        action: CtlCommand,
+    },
     /// Load a VIP from inside a client namespace and report round trips.
     Probe {
         /// VIP:PORT to send to.
@@ -85,6 +92,126 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Leader, term, commit, members, and the applied index of every control, POP and CLB node.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The replicated route table.
+    Routes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a backend's weight (0–100; 0 drains). Returns once committed.
+    SetWeight { backend: String, weight: u8 },
+    /// Bind a backend again.
+    Bind { backend: String },
+    /// Unbind a backend: forwarding to it stops at once.
+    Unbind { backend: String },
+    /// Add a listener to a VIP.
+    AddListener {
+        vip: String,
+        /// tcp, udp, tcp-ssl, quic, http or https.
+        protocol: String,
+        port: u16,
+        #[arg(long, default_value = "wrr")]
+        scheduler: String,
+        /// Backend group of the VIP's home region.
+        #[arg(long)]
+        backends: String,
+        /// Session persistence in seconds (30–3600, wrr only).
+        #[arg(long)]
+        persistence: Option<u32>,
+    },
+    /// Remove a listener from a VIP.
+    DelListener { vip: String, protocol: String, port: u16 },
+}
+
+/// `IP:PORT` or `backend/IP:PORT`.
+fn backend_arg(text: &str) -> Result<std::net::SocketAddr, String> {
+    let bare = text.strip_prefix("backend/").unwrap_or(text);
+    bare.parse().map_err(|_| format!("backend: `{text}` is not IP:PORT"))
+}
+
+fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
+    use anyedge_control::{Change, ListenerRoute};
+    use anyedge_lab::ctl;
+    let change = match action {
+        CtlCommand::Status { json } => {
+            return match ctl::status(&file) {
+                Ok(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    println!(
+                        "leader {} (term {}, commit {}), members {}",
+                        s.leader.as_deref().unwrap_or("none"),
+                        s.term,
+                        s.commit,
+                        s.members.join(" ")
+                    );
+                    for (node, applied) in &s.applied {
+                        let shown = applied.map_or("not answering".to_string(), |a| format!("applied {a}"));
+                        println!("  {node:<24} {shown}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ctl status: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        CtlCommand::Routes { json } => {
+            return match ctl::routes(&file) {
+                Ok(r) => {
+                    let text = if json { serde_json::to_string_pretty(&r) } else { serde_json::to_string(&r) };
+                    println!("{}", text.unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ctl routes: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        CtlCommand::SetWeight { backend, weight } => {
+            backend_arg(&backend).map(|b| Change::SetWeight { backend: b, weight })
+        }
+        CtlCommand::Bind { backend } => backend_arg(&backend).map(|b| Change::Bind { backend: b }),
+        CtlCommand::Unbind { backend } => backend_arg(&backend).map(|b| Change::Unbind { backend: b }),
+        CtlCommand::AddListener { vip, protocol, port, scheduler, backends, persistence } => Ok(Change::AddListener {
+            vip,
+            listener: ListenerRoute { protocol, port, scheduler, backends, persistence_s: persistence },
+        }),
+        CtlCommand::DelListener { vip, protocol, port } => Ok(Change::DelListener { vip, protocol, port }),
+    };
+    let change = match change {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match ctl::write(&file, &change) {
+        Ok(index) => {
+            println!("committed at index {index}");
+            ExitCode::SUCCESS
+        }
+        Err(ctl::WriteError::Invalid(e)) => {
+            eprintln!("ctl: refused, nothing changed: {e}");
+            ExitCode::from(2)
+        }
+        Err(ctl::WriteError::Unavailable(e)) => {
+            eprintln!("ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -320,6 +447,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab { action } => lab(action),
+        Command::Ctl { file, action } => ctl(file, action),
         Command::Probe { target, protocol, rate, duration, flows, window, report, realtime } => {
             let duration = match anyedge_sim::topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),

@@ -344,3 +344,126 @@ fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
     let pid = String::from_utf8_lossy(&procs.stdout).trim().to_string();
     assert_eq!(policy(&pid), Some(1), "restarted pop/paris ({pid}) runs SCHED_FIFO");
 }
+
+/// small.yaml with a three-node control plane.
+fn with_control(text: String) -> String {
+    text + "control: { nodes: 3 }\n"
+}
+
+fn ctl_status(lab: &Lab) -> Value {
+    let out = ctl_write(lab, &["status", "--json"]);
+    assert!(out.status.success(), "ctl status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (up to 5 s) for `check` to hold on `ctl status`.
+fn wait_status(lab: &Lab, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let s = ctl_status(lab);
+        if check(&s) {
+            return s;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{what}: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `anyedge ctl FILE ARGS…`.
+fn ctl_write(lab: &Lab, args: &[&str]) -> std::process::Output {
+    Command::new(exe()).arg("ctl").arg(&lab.file).args(args).output().expect("runs")
+}
+
+#[test]
+fn killing_the_control_leader_lets_the_next_write_commit_under_a_new_leader() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("ctl-leader", with_control);
+    let s = wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let leader = s["leader"].as_str().unwrap().to_string();
+    assert_eq!(s["members"].as_array().unwrap().len(), 3);
+    assert!(lab.anyedge(&["lab", "kill", &leader]).status.success());
+    let out = ctl_write(&lab, &["set-weight", "198.19.20.1:7000", "20"]);
+    assert!(out.status.success(), "write after the leader died: {}", String::from_utf8_lossy(&out.stderr));
+    let s = ctl_status(&lab);
+    assert_ne!(s["leader"].as_str(), Some(leader.as_str()), "{s}");
+    assert_eq!(s["applied"][&leader], Value::Null, "the killed node does not answer: {s}");
+    // Every POP and CLB node follows the table to the new commit.
+    let commit = s["commit"].as_u64().unwrap();
+    wait_status(&lab, "data-plane nodes applied the write", |s| {
+        ["pop/paris", "pop/warsaw", "clb/frankfurt/0", "clb/frankfurt/1"]
+            .iter()
+            .all(|n| s["applied"][n].as_u64() >= Some(commit))
+    });
+    let routes = ctl_write(&lab, &["routes", "--json"]);
+    let routes: Value = serde_json::from_slice(&routes.stdout).unwrap();
+    let game = &routes["table"]["backend_groups"][0]["backends"][0];
+    assert_eq!((game["addr"].as_str(), game["weight"].as_u64()), (Some("198.19.20.1:7000"), Some(20)), "{routes}");
+    // An invalid change is refused before it is proposed, naming the field.
+    let out = ctl_write(&lab, &["set-weight", "198.19.20.1:7000", "101"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weight: 101 is not in 0–100"));
+    let out = ctl_write(&lab, &["add-listener", "edge", "tcp", "443", "--backends", "web"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port: port 443 is taken"), "{out:?}");
+    assert_eq!(ctl_status(&lab)["commit"].as_u64(), Some(commit), "refused changes reach no log");
+}
+
+#[test]
+fn ctl_set_weight_zero_stops_new_flows_to_that_backend() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("ctl-weight", with_control);
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let before = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
+    assert!(before["backends"].get("198.19.20.3:7000").is_some(), "{before}");
+    let out = ctl_write(&lab, &["set-weight", "backend/198.19.20.3:7000", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_status(&lab, "CLB nodes applied the write", |s| {
+        let commit = s["commit"].as_u64();
+        s["applied"]["clb/frankfurt/0"].as_u64() == commit && s["applied"]["clb/frankfurt/1"].as_u64() == commit
+    });
+    // New flows (a new probe: new source ports) avoid it.
+    let after = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
+    assert!(after["backends"].get("198.19.20.3:7000").is_none(), "{after}");
+    // The file's internet loss (0.3 % each way) still applies; the others answer.
+    assert!(after["loss_pct"].as_f64().unwrap() < 5.0, "{after}");
+}
+
+#[test]
+fn a_restarted_control_node_replays_its_own_log_then_catches_up() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("ctl-restart", with_control);
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    for w in ["11", "12", "13"] {
+        let out = ctl_write(&lab, &["set-weight", "198.19.20.2:7000", w]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let commit = wait_status(&lab, "all control nodes applied", |s| {
+        let c = s["commit"].as_u64();
+        (1..=3).all(|i| s["applied"][format!("control/{i}")].as_u64() == c)
+    })["commit"]
+        .as_u64()
+        .unwrap();
+    for i in 1..=3 {
+        assert!(lab.anyedge(&["lab", "kill", &format!("control/{i}")]).status.success());
+    }
+    // Alone, with no peer to learn from, control/1 applies what its log on disk holds.
+    assert!(lab.anyedge(&["lab", "start", "control/1"]).status.success());
+    wait_status(&lab, "control/1 replayed its log", |s| s["applied"]["control/1"].as_u64() == Some(commit));
+    for i in 2..=3 {
+        assert!(lab.anyedge(&["lab", "start", &format!("control/{i}")]).status.success());
+    }
+    let out = ctl_write(&lab, &["set-weight", "198.19.20.2:7000", "14"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_status(&lab, "every node caught up", |s| {
+        let c = s["commit"].as_u64();
+        c > Some(commit) && (1..=3).all(|i| s["applied"][format!("control/{i}")].as_u64() == c)
+    });
+}

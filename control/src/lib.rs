@@ -12,6 +12,8 @@
 //! assert!(node.is_leader());
 //! ```
 
+#[cfg(feature = "durable")]
+pub mod durable;
 pub mod node;
 pub mod store;
 pub mod table;

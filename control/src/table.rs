@@ -233,6 +233,21 @@ impl RouteTable {
         }
     }
 
+    /// The whole table as the changes a data-plane node applies to its core (weights
+    /// and bindings; one per backend address), for a watcher that catches up from scratch.
+    pub fn as_changes(&self) -> Vec<Change> {
+        let mut seen: std::collections::BTreeMap<SocketAddr, BackendRoute> = std::collections::BTreeMap::new();
+        for b in self.backend_groups.iter().flat_map(|g| &g.backends) {
+            seen.entry(b.addr).or_insert(*b);
+        }
+        seen.values()
+            .flat_map(|b| {
+                let bind = if b.bound { Change::Bind { backend: b.addr } } else { Change::Unbind { backend: b.addr } };
+                [Change::SetWeight { backend: b.addr, weight: b.weight }, bind]
+            })
+            .collect()
+    }
+
     /// The table as bytes (snapshots).
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()

@@ -2,6 +2,8 @@
 //! devices, with the shipped cores running on tokio in real node processes.
 
 pub mod bench;
+pub mod control_node;
+pub mod ctl;
 pub mod grpc;
 pub mod netns;
 pub mod node;
@@ -11,3 +13,4 @@ pub mod realtime;
 pub mod router;
 pub mod setup;
 pub mod shaper;
+pub mod watch;

@@ -45,14 +45,21 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let control = control_socket(state_dir, &node.name);
     let node_name = node.name.clone();
     rt.block_on(async move {
+        // POPs and CLB nodes follow the replicated route table (when the file has one).
+        let follower = match role {
+            Role::Pop(_) | Role::Clb { .. } => crate::watch::follow(&plan),
+            _ => None,
+        };
+        let applied = follower.as_ref().map(|f| f.applied.clone());
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
-        tokio::spawn(serve_control(listener, node_name));
+        tokio::spawn(serve_control(listener, node_name, applied));
         match role {
-            Role::Pop(p) => run_pop(&t, &plan, p, &ready, impair).await,
-            Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready, impair).await,
+            Role::Pop(p) => run_pop(&t, &plan, p, &ready, impair, follower).await,
+            Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready, impair, follower).await,
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
+            Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, &ready).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }
     })
@@ -73,16 +80,25 @@ pub fn control_socket(state_dir: &Path, node: &str) -> std::path::PathBuf {
     path
 }
 
-/// Answers `status` with one JSON line: the node, its process, how long it has run.
-async fn serve_control(listener: tokio::net::UnixListener, name: String) {
+/// Answers `status` with one JSON line: the node, its process, how long it has run, and
+/// the route-table log index it has applied (nodes that follow the table).
+async fn serve_control(
+    listener: tokio::net::UnixListener,
+    name: String,
+    applied: Option<Arc<std::sync::atomic::AtomicU64>>,
+) {
     let started = Instant::now();
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
         let mut line = [0u8; 64];
         let n = stream.read(&mut line).await.unwrap_or(0);
         let reply = if line[..n].starts_with(b"status") {
+            let applied = applied
+                .as_ref()
+                .map(|a| format!(", \"applied\": {}", a.load(std::sync::atomic::Ordering::SeqCst)))
+                .unwrap_or_default();
             format!(
-                "{{\"node\": {:?}, \"pid\": {}, \"uptime_ms\": {}}}\n",
+                "{{\"node\": {:?}, \"pid\": {}, \"uptime_ms\": {}{applied}}}\n",
                 name,
                 std::process::id(),
                 started.elapsed().as_millis()
@@ -94,7 +110,7 @@ async fn serve_control(listener: tokio::net::UnixListener, name: String) {
     }
 }
 
-fn mark_ready(path: &Path) -> Result<(), String> {
+pub(crate) fn mark_ready(path: &Path) -> Result<(), String> {
     std::fs::write(path, b"ready\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -122,7 +138,14 @@ fn flow_of(packet: &[u8]) -> u64 {
     inner::parse(packet).map_or(0, |i| u64::from(i.key.flow_hash()))
 }
 
-async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool) -> Result<(), String> {
+async fn run_pop(
+    t: &Topology,
+    plan: &Plan,
+    p: usize,
+    ready: &Path,
+    impair: bool,
+    mut follower: Option<crate::watch::Follower>,
+) -> Result<(), String> {
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
@@ -203,6 +226,9 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, ready: &Path, impair: bool
                 Some(packet) = down_rx.recv() => {
                     let _ = core.handle_from_clb(now_ns(start), &packet);
                 }
+                // POPs forward by VIP and CLB node; no change kind today alters that, so
+                // they only keep up (their applied index is in `status`).
+                Some(_) = crate::watch::next_change(&mut follower) => {}
                 _ = tokio::time::sleep_until(wake) => due = shaper.due(),
             }
         }
@@ -272,6 +298,7 @@ async fn run_clb(
     index: usize,
     ready: &Path,
     impair: bool,
+    mut follower: Option<crate::watch::Follower>,
 ) -> Result<(), String> {
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
@@ -337,6 +364,9 @@ async fn run_clb(
                 _ = tokio::time::sleep_until(wake) => {
                     core.handle_timeout(now_ns(start));
                     due = shaper.due();
+                }
+                Some(change) = crate::watch::next_change(&mut follower) => {
+                    anyedge_sim::control::apply_to_clb(&mut core, &change);
                 }
                 _ = probe_tick.tick() => {
                     for to in &pops {

@@ -35,6 +35,8 @@ pub enum Role {
         region: usize,
         ip: Ipv4Addr,
     },
+    /// A control node, `control/N` (N from 1), on the backbone.
+    Control(u8),
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +139,9 @@ impl Plan {
                 clbs.push(((r, index), ns(Role::Clb { region: r, index }, format!("clb-{}-{index}", region.name))));
             }
         }
+        let controls: Vec<(u8, usize)> = (1..=t.control.as_ref().map_or(0, |c| c.nodes))
+            .map(|n| (n, ns(Role::Control(n), format!("control-{n}"))))
+            .collect();
         let hosts: Vec<(usize, Ipv4Addr, usize)> = backend_hosts(t)
             .into_iter()
             .map(|(r, ip)| (r, ip, ns(Role::Backend { region: r, ip }, format!("be-{ip}"))))
@@ -177,6 +182,9 @@ impl Plan {
         for &((_, _), c) in &clbs {
             link(1, backbone, c, &mut links);
         }
+        for &(_, c) in &controls {
+            link(1, backbone, c, &mut links);
+        }
         for &((r, _), c) in &clbs {
             link(2, region_nets[r], c, &mut links);
         }
@@ -196,6 +204,9 @@ impl Plan {
         }
         for &(_, ip, n) in &hosts {
             nodes.push(Node { name: format!("backend/{ip}"), ns: n });
+        }
+        for &(id, n) in &controls {
+            nodes.push(Node { name: format!("control/{id}"), ns: n });
         }
         Plan { lab, namespaces, links, nodes }
     }
@@ -256,6 +267,23 @@ impl Plan {
         let ns = self.ns_index(&Role::Clb { region, index })?;
         let a = self.addr_toward(ns, self.ns_index(&Role::Backbone)?)?;
         Some(SocketAddr::new(IpAddr::V4(a), TUNNEL_PORT))
+    }
+
+    /// A control node's backbone address (Raft, the watch streams).
+    pub fn control_addr(&self, id: u8) -> Option<Ipv4Addr> {
+        let ns = self.ns_index(&Role::Control(id))?;
+        self.addr_toward(ns, self.ns_index(&Role::Backbone)?)
+    }
+
+    /// Every control node's backbone address, control/1 first.
+    pub fn control_addrs(&self) -> Vec<(u8, Ipv4Addr)> {
+        self.namespaces
+            .iter()
+            .filter_map(|n| match n.role {
+                Role::Control(id) => self.control_addr(id).map(|a| (id, a)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A CLB node's address in its region: backends see it (health probes, its tunnel).

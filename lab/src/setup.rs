@@ -209,6 +209,9 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                     }
                 }
             }
+            Role::Control(_) => {
+                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
+            }
             Role::Internet | Role::Backbone => {}
         }
     }

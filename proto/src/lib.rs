@@ -10,6 +10,13 @@ pub mod grpc {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("anyedge.ccn");
 }
+
+/// The control plane's gRPC services (Raft between control nodes, the control API),
+/// generated from `proto/control.proto`.
+pub mod control {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("anyedge.control");
+}
 pub mod quic;
 
 pub use ccn::{Direction, Packet as CcnPacket, Repr as CcnRepr};

@@ -5,7 +5,6 @@
 //! properties are checked on every step; a broken one is a violation with the seed.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyedge_ccn::geo::Location;
@@ -208,23 +207,45 @@ fn delay_ns(t: &Topology, a: Location, b: Location) -> u64 {
     backbone_link(t, a, b).impairment.delay_ns.max(100_000)
 }
 
+/// A committed change applied to a CLB core, in log order (simulator and lab alike).
+pub fn apply_to_clb(core: &mut anyedge_region::Clb, change: &Change) {
+    match *change {
+        Change::SetWeight { backend, weight } => core.set_weight(backend, weight),
+        Change::Bind { backend } => core.bind(backend),
+        Change::Unbind { backend } => core.unbind(backend),
+        // Listener changes live in the replicated table; CLB cores keep the listeners the
+        // file gave them (not yet rebuilt from the table).
+        Change::AddListener { .. } | Change::DelListener { .. } => {}
+    }
+}
+
+/// A control node's election timeout in ticks: drawn from its seeded RNG within the
+/// file's range (the simulator and the lab draw the same).
+pub fn election_tick(t: &Topology, c: &Control, id: u8) -> usize {
+    let (lo, hi) = (c.election_ns.0 / c.tick_ns, c.election_ns.1 / c.tick_ns);
+    let mut rng = ComponentRng::new(t.seed, &format!("control/{id}/election"));
+    ((lo + rng.below(hi.saturating_sub(lo).max(1))) as usize).max(HEARTBEAT_TICKS + 1)
+}
+
+/// A control node's configuration (ticks of `c.tick_ns`).
+pub fn control_config(t: &Topology, c: &Control, id: u8) -> ControlConfig {
+    ControlConfig {
+        id: u64::from(id),
+        voters: (1..=u64::from(c.nodes)).collect(),
+        election_tick: election_tick(t, c, id),
+        heartbeat_tick: HEARTBEAT_TICKS,
+        snapshot_every: SNAPSHOT_EVERY,
+    }
+}
+
 impl ControlPlane {
     /// The control nodes of `c`, and `watchers` (CLB node locations) following them.
     pub fn new(t: &Topology, c: &Control, watchers: &[Location]) -> Result<ControlPlane, String> {
         let initial = route_table(t);
         let voters: Vec<u64> = (1..=u64::from(c.nodes)).collect();
-        let (lo, hi) = (c.election_ns.0 / c.tick_ns, c.election_ns.1 / c.tick_ns);
         let mut members = Vec::new();
         for id in 1..=c.nodes {
-            let mut rng = ComponentRng::new(t.seed, &format!("control/{id}/election"));
-            let election_tick = (lo + rng.below(hi.saturating_sub(lo).max(1))) as usize;
-            let config = ControlConfig {
-                id: u64::from(id),
-                voters: voters.clone(),
-                election_tick: election_tick.max(HEARTBEAT_TICKS + 1),
-                heartbeat_tick: HEARTBEAT_TICKS,
-                snapshot_every: SNAPSHOT_EVERY,
-            };
+            let config = control_config(t, c, id);
             let disk = Arc::new(Mutex::new(Disk::default()));
             let store = LogStore::new(&voters, Box::new(DiskWriter(disk.clone())))?;
             let node = ControlNode::new(&config, initial.clone(), store)?;
@@ -483,7 +504,7 @@ impl ControlPlane {
             }
             CatchUp::Table { index, table } if index > w.applied => {
                 w.applied = index;
-                table_as_changes(&table).into_iter().map(|change| WatchChange { watcher, change }).collect()
+                table.as_changes().into_iter().map(|change| WatchChange { watcher, change }).collect()
             }
             CatchUp::Table { .. } => Vec::new(),
         }
@@ -587,18 +608,4 @@ impl ControlPlane {
     pub fn table(&self, id: u8) -> Option<&RouteTable> {
         self.members.get(usize::from(id).checked_sub(1)?)?.node.as_ref().map(|n| n.table())
     }
-}
-
-/// A whole table as the changes a watcher applies to its core (weights and bindings).
-fn table_as_changes(table: &RouteTable) -> Vec<Change> {
-    let mut seen: BTreeMap<SocketAddr, BackendRoute> = BTreeMap::new();
-    for b in table.backend_groups.iter().flat_map(|g| &g.backends) {
-        seen.entry(b.addr).or_insert(*b);
-    }
-    seen.values()
-        .flat_map(|b| {
-            let bind = if b.bound { Change::Bind { backend: b.addr } } else { Change::Unbind { backend: b.addr } };
-            [Change::SetWeight { backend: b.addr, weight: b.weight }, bind]
-        })
-        .collect()
 }

@@ -1652,16 +1652,7 @@ impl<'t> World<'t> {
 
     /// A CLB node applies a committed change from its watch stream.
     fn apply_route_change(&mut self, c: usize, change: &anyedge_control::Change) {
-        use anyedge_control::Change;
-        let core = &mut self.clbs[c].core;
-        match *change {
-            Change::SetWeight { backend, weight } => core.set_weight(backend, weight),
-            Change::Bind { backend } => core.bind(backend),
-            Change::Unbind { backend } => core.unbind(backend),
-            // Listener changes live in the replicated table; CLB cores in the simulator
-            // keep the listeners the file gave them.
-            Change::AddListener { .. } | Change::DelListener { .. } => {}
-        }
+        crate::control::apply_to_clb(&mut self.clbs[c].core, change);
     }
 
     /// The control plane's report section (when the file has `control:`).

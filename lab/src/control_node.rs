@@ -1,0 +1,265 @@
+//! `anyedge node --name control/N`: one control node of a lab — the shipped
+//! `ControlNode` (raft-rs) driven by tokio on the wall clock, its log in redb under the
+//! lab's state directory. Raft between control nodes and the watch streams POPs and CLB
+//! nodes follow run over gRPC on the backbone; the control API (`anyedge ctl`) also
+//! answers on a Unix socket per node.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyedge_control::durable::RedbDisk;
+use anyedge_control::{CatchUp, Change, ControlNode, Output, ProposeError};
+use anyedge_proto::control::control_server::{Control, ControlServer};
+use anyedge_proto::control::peer_client::PeerClient;
+use anyedge_proto::control::peer_server::{Peer, PeerServer};
+use anyedge_proto::control::{
+    Ack, RaftFrame, RoutesReply, RoutesRequest, StatusReply, StatusRequest, WatchRequest, WatchUpdate, WriteReply,
+    WriteRequest,
+};
+use anyedge_sim::topology::Topology;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::plan::Plan;
+
+/// TCP port of Raft and the control API on control nodes (backbone addresses).
+pub const CONTROL_PORT: u16 = 6095;
+/// How long a write waits to commit before the API gives up on it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Updates a watch stream buffers; a watcher further behind is dropped and reconnects.
+const WATCH_DEPTH: usize = 1024;
+
+/// Where a control node's API socket lives.
+pub fn api_socket(state_dir: &Path, id: u8) -> PathBuf {
+    state_dir.join("api").join(format!("control-{id}.sock"))
+}
+
+/// Where a control node keeps its Raft log.
+pub fn log_path(state_dir: &Path, id: u8) -> PathBuf {
+    state_dir.join(format!("control-{id}.redb"))
+}
+
+enum Call {
+    Raft(Vec<u8>),
+    Status(oneshot::Sender<StatusReply>),
+    Routes(oneshot::Sender<RoutesReply>),
+    Write(Change, oneshot::Sender<Result<u64, Status>>),
+    Watch(u64, mpsc::Sender<Result<WatchUpdate, Status>>),
+}
+
+#[derive(Clone)]
+struct Api {
+    calls: mpsc::Sender<Call>,
+}
+
+impl Api {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Call) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.calls.send(make(tx)).await.map_err(|_| Status::unavailable("control node is stopping"))?;
+        rx.await.map_err(|_| Status::unavailable("control node is stopping"))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for Api {
+    async fn raft(&self, request: Request<RaftFrame>) -> Result<Response<Ack>, Status> {
+        let frame = request.into_inner();
+        self.calls.send(Call::Raft(frame.message)).await.map_err(|_| Status::unavailable("stopping"))?;
+        Ok(Response::new(Ack {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Api {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        self.ask(Call::Status).await.map(Response::new)
+    }
+
+    async fn routes(&self, _: Request<RoutesRequest>) -> Result<Response<RoutesReply>, Status> {
+        self.ask(Call::Routes).await.map(Response::new)
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        let json = request.into_inner().change_json;
+        let change: Change = serde_json::from_str(&json)
+            .map_err(|e| Status::invalid_argument(format!("change: not a route-table change ({e})")))?;
+        let waited = tokio::time::timeout(WRITE_TIMEOUT, self.ask(|tx| Call::Write(change, tx))).await;
+        match waited {
+            Ok(Ok(Ok(index))) => Ok(Response::new(WriteReply { index })),
+            Ok(Ok(Err(status))) | Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded("not committed within 5 s (no majority?)")),
+        }
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let (tx, rx) = mpsc::channel(WATCH_DEPTH);
+        let after = request.into_inner().after;
+        self.calls.send(Call::Watch(after, tx)).await.map_err(|_| Status::unavailable("stopping"))?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn update(index: u64, change: &Change) -> WatchUpdate {
+    WatchUpdate { index, change_json: serde_json::to_string(change).unwrap_or_default(), table_json: String::new() }
+}
+
+/// Sends Raft messages to one peer in order, reconnecting as needed; never blocks the node.
+fn peer_sender(addr: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+    tokio::spawn(async move {
+        let uri = format!("http://{addr}");
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(uri) else { return };
+        let channel = endpoint.connect_timeout(Duration::from_millis(200)).tcp_nodelay(true).connect_lazy();
+        let mut client = PeerClient::new(channel);
+        while let Some(message) = rx.recv().await {
+            // A lost message is Raft's business (it retries); a dead peer just fails fast.
+            let _ = tokio::time::timeout(Duration::from_millis(500), client.raft(RaftFrame { message })).await;
+        }
+    });
+    tx
+}
+
+struct Pending {
+    index: u64,
+    term: u64,
+    reply: oneshot::Sender<Result<u64, Status>>,
+}
+
+struct Watcher {
+    tx: mpsc::Sender<Result<WatchUpdate, Status>>,
+}
+
+pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Path) -> Result<(), String> {
+    let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
+    let config = anyedge_sim::control::control_config(t, c, id);
+    let store = RedbDisk::open(&log_path(state_dir, id), &config.voters)?;
+    let mut node = ControlNode::new(&config, anyedge_sim::control::route_table(t), store)?;
+    let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(4096);
+    let api = Api { calls: calls_tx };
+    // Raft and watchers over the backbone.
+    let bind = SocketAddr::new(own.into(), CONTROL_PORT);
+    let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+    let server = tonic::transport::Server::builder()
+        .add_service(PeerServer::new(api.clone()))
+        .add_service(ControlServer::new(api.clone()));
+    tokio::spawn(async move {
+        if let Err(e) = server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)).await {
+            eprintln!("control gRPC server: {e}");
+        }
+    });
+    // The control API on a Unix socket.
+    let socket = api_socket(state_dir, id);
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let unix = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let local = tonic::transport::Server::builder().add_service(ControlServer::new(api));
+    tokio::spawn(async move {
+        if let Err(e) = local.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix)).await {
+            eprintln!("control API server: {e}");
+        }
+    });
+    let peers: HashMap<u64, mpsc::Sender<Vec<u8>>> = (1..=c.nodes)
+        .filter(|&p| p != id)
+        .filter_map(|p| {
+            plan.control_addr(p).map(|a| (u64::from(p), peer_sender(SocketAddr::new(a.into(), CONTROL_PORT))))
+        })
+        .collect();
+    crate::node::mark_ready(ready)?;
+    let mut tick = tokio::time::interval(Duration::from_nanos(c.tick_ns));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut watchers: Vec<Watcher> = Vec::new();
+    let name = format!("control/{id}");
+    loop {
+        tokio::select! {
+            _ = tick.tick() => node.tick()?,
+            Some(call) = calls.recv() => match call {
+                Call::Raft(bytes) => {
+                    // Garbage or a message for another node changes nothing.
+                    if let Err(e) = node.step(&bytes)
+                        && !e.starts_with("not a Raft message")
+                        && !e.starts_with("message for node")
+                        && !e.starts_with("a local Raft message")
+                    {
+                        return Err(format!("{name}: {e}"));
+                    }
+                }
+                Call::Status(reply) => {
+                    let _ = reply.send(StatusReply {
+                        node: name.clone(),
+                        id: u64::from(id),
+                        leader: node.leader().unwrap_or(0),
+                        term: node.term(),
+                        commit: node.commit(),
+                        applied: node.applied(),
+                        members: config.voters.clone(),
+                    });
+                }
+                Call::Routes(reply) => {
+                    let table_json = serde_json::to_string(node.table()).unwrap_or_default();
+                    let _ = reply.send(RoutesReply { index: node.applied(), table_json });
+                }
+                Call::Write(change, reply) => match node.propose(&change) {
+                    Ok(index) => pending.push(Pending { index, term: node.term(), reply }),
+                    Err(ProposeError::NotLeader { leader }) => {
+                        let who = leader.map_or("no leader yet".to_string(), |l| format!("leader is control/{l}"));
+                        let _ = reply.send(Err(Status::failed_precondition(format!("not the leader ({who})"))));
+                    }
+                    Err(ProposeError::Invalid(e)) => {
+                        let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
+                    }
+                    Err(ProposeError::Refused(e)) => {
+                        let _ = reply.send(Err(Status::unavailable(e)));
+                    }
+                },
+                Call::Watch(after, tx) => {
+                    let first: Vec<WatchUpdate> = match node.catch_up(after) {
+                        CatchUp::Changes(changes) => changes.iter().map(|(i, ch)| update(*i, ch)).collect(),
+                        CatchUp::Table { index, table } => vec![WatchUpdate {
+                            index,
+                            change_json: String::new(),
+                            table_json: serde_json::to_string(&table).unwrap_or_default(),
+                        }],
+                    };
+                    if first.into_iter().all(|u| tx.try_send(Ok(u)).is_ok()) {
+                        watchers.push(Watcher { tx });
+                    }
+                }
+            },
+        }
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Message { to, bytes } => {
+                    if let Some(peer) = peers.get(&to) {
+                        let _ = peer.try_send(bytes);
+                    }
+                }
+                Output::Applied { index, term, change, .. } => {
+                    let (done, rest): (Vec<Pending>, Vec<Pending>) = pending.drain(..).partition(|p| p.index == index);
+                    pending = rest;
+                    for p in done {
+                        let result = if p.term == term {
+                            Ok(index)
+                        } else {
+                            Err(Status::unavailable("leadership changed before the write committed; retry"))
+                        };
+                        let _ = p.reply.send(result);
+                    }
+                    let u = update(index, &change);
+                    watchers.retain(|w| w.tx.try_send(Ok(u.clone())).is_ok());
+                }
+                Output::Leader { .. } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `anyedge ctl FILE …`: the control API of a running lab, over each control node's
+//! Unix socket — status of every node, the route table, and writes that return once
+//! committed (sent to the leader, found by asking; retried across a leader change).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyedge_control::Change;
+use anyedge_proto::control::control_client::ControlClient;
+use anyedge_proto::control::{RoutesRequest, StatusReply, StatusRequest, WriteRequest};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::plan::{Plan, Role};
+
+/// How long a write keeps looking for a leader that will commit it.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    pub leader: Option<String>,
+    pub term: u64,
+    pub commit: u64,
+    pub members: Vec<String>,
+    /// Applied log index of every control, POP and CLB node (`null`: not answering).
+    pub applied: BTreeMap<String, Option<u64>>,
+}
+
+async fn connect(path: PathBuf) -> Result<ControlClient<Channel>, String> {
+    let shown = path.display().to_string();
+    let endpoint = tonic::transport::Endpoint::try_from("http://control.invalid").map_err(|e| e.to_string())?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_millis(500))
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(ControlClient::new(channel))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
+}
+
+struct Lab {
+    plan: Plan,
+    state_dir: PathBuf,
+    ids: Vec<u8>,
+}
+
+fn lab(file: &Path) -> Result<Lab, String> {
+    let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
+    let c = t
+        .control
+        .as_ref()
+        .ok_or(format!("{}: no `control:` section (the lab has no control plane)", file.display()))?;
+    let ids = (1..=c.nodes).collect();
+    let plan = Plan::new(&t);
+    let state_dir = crate::setup::labs_dir().join(&plan.lab);
+    if crate::setup::read_state(&plan.lab).is_none() {
+        return Err(format!("lab `{}` is not up (anyedge lab up {})", plan.lab, file.display()));
+    }
+    Ok(Lab { plan, state_dir, ids })
+}
+
+async fn statuses(lab: &Lab) -> Vec<(u8, Option<StatusReply>)> {
+    let mut out = Vec::new();
+    for &id in &lab.ids {
+        let socket = crate::control_node::api_socket(&lab.state_dir, id);
+        let reply = match connect(socket).await {
+            Ok(mut client) => tokio::time::timeout(Duration::from_millis(500), client.status(StatusRequest {}))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|r| r.into_inner()),
+            Err(_) => None,
+        };
+        out.push((id, reply));
+    }
+    out
+}
+
+/// The leader the answering nodes agree on at the highest term.
+fn leader_of(statuses: &[(u8, Option<StatusReply>)]) -> Option<(u64, u64, u64)> {
+    statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.leader != 0)
+        .max_by_key(|s| (s.term, s.commit))
+        .map(|s| (s.leader, s.term, s.commit))
+}
+
+pub fn status(file: &Path) -> Result<ClusterStatus, String> {
+    let lab = lab(file)?;
+    runtime()?.block_on(async {
+        let all = statuses(&lab).await;
+        let leader = leader_of(&all);
+        let mut applied = BTreeMap::new();
+        for (id, s) in &all {
+            applied.insert(format!("control/{id}"), s.as_ref().map(|s| s.applied));
+        }
+        for n in &lab.plan.nodes {
+            let follows = matches!(lab.plan.namespaces[n.ns].role, Role::Pop(_) | Role::Clb { .. });
+            if follows {
+                let answer = crate::setup::ask_node(&lab.plan.lab, &n.name);
+                applied.insert(n.name.clone(), answer.and_then(|a| a["applied"].as_u64()));
+            }
+        }
+        let commit = all.iter().filter_map(|(_, s)| s.as_ref()).map(|s| s.commit).max().unwrap_or(0);
+        Ok(ClusterStatus {
+            leader: leader.map(|(l, _, _)| format!("control/{l}")),
+            term: leader.map_or(0, |(_, t, _)| t),
+            commit,
+            members: lab.ids.iter().map(|id| format!("control/{id}")).collect(),
+            applied,
+        })
+    })
+}
+
+/// The route table as the leader has it (else any answering node), with its index.
+pub fn routes(file: &Path) -> Result<serde_json::Value, String> {
+    let lab = lab(file)?;
+    runtime()?.block_on(async {
+        let all = statuses(&lab).await;
+        let mut order: Vec<u8> = all.iter().filter(|(_, s)| s.is_some()).map(|(id, _)| *id).collect();
+        if let Some((l, _, _)) = leader_of(&all) {
+            order.sort_by_key(|&id| u64::from(id) != l);
+        }
+        for id in order {
+            let Ok(mut client) = connect(crate::control_node::api_socket(&lab.state_dir, id)).await else { continue };
+            if let Ok(r) = client.routes(RoutesRequest {}).await {
+                let r = r.into_inner();
+                let table: serde_json::Value = serde_json::from_str(&r.table_json).map_err(|e| e.to_string())?;
+                return Ok(serde_json::json!({ "index": r.index, "from": format!("control/{id}"), "table": table }));
+            }
+        }
+        Err("no control node answers".to_string())
+    })
+}
+
+/// Why a write did not commit.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Refused before it was proposed; nothing changed. Names the field.
+    Invalid(String),
+    /// No leader committed it in time.
+    Unavailable(String),
+}
+
+/// Proposes `change` at the leader and returns the index it committed at.
+pub fn write(file: &Path, change: &Change) -> Result<u64, WriteError> {
+    let lab = lab(file).map_err(WriteError::Unavailable)?;
+    let rt = runtime().map_err(WriteError::Unavailable)?;
+    let change_json = serde_json::to_string(change).map_err(|e| WriteError::Invalid(e.to_string()))?;
+    rt.block_on(async {
+        let started = Instant::now();
+        let mut last = "no leader".to_string();
+        while started.elapsed() < WRITE_DEADLINE {
+            let all = statuses(&lab).await;
+            if let Some((leader, _, _)) = leader_of(&all)
+                && let Ok(mut client) = connect(crate::control_node::api_socket(&lab.state_dir, leader as u8)).await
+            {
+                match client.write(WriteRequest { change_json: change_json.clone() }).await {
+                    Ok(r) => return Ok(r.into_inner().index),
+                    Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                        return Err(WriteError::Invalid(s.message().to_string()));
+                    }
+                    Err(s) => last = s.message().to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(WriteError::Unavailable(format!("not committed within {} s: {last}", WRITE_DEADLINE.as_secs())))
+    })
+}

@@ -1,0 +1,78 @@
+//! POPs and CLB nodes follow the route table: a watch stream (gRPC, server streaming)
+//! from a control node, resumed from the last applied index on another control node when
+//! the one it follows goes away. While no control node answers, the node keeps
+//! forwarding with the table it has.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyedge_control::{Change, RouteTable};
+use anyedge_proto::control::WatchRequest;
+use anyedge_proto::control::control_client::ControlClient;
+use tokio::sync::mpsc;
+
+use crate::control_node::CONTROL_PORT;
+use crate::plan::Plan;
+
+/// Changes to apply, in log order, and the log index applied so far.
+pub struct Follower {
+    pub changes: mpsc::Receiver<Change>,
+    pub applied: Arc<AtomicU64>,
+}
+
+/// Starts following the table (`None` when the lab has no control plane).
+pub fn follow(plan: &Plan) -> Option<Follower> {
+    let addrs = plan.control_addrs();
+    if addrs.is_empty() {
+        return None;
+    }
+    let (tx, changes) = mpsc::channel(4096);
+    let applied = Arc::new(AtomicU64::new(0));
+    let index = applied.clone();
+    tokio::spawn(async move {
+        for k in 0.. {
+            let (_, addr) = addrs[k % addrs.len()];
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}:{CONTROL_PORT}")) else {
+                return;
+            };
+            let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(300)).connect().await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let after = index.load(Ordering::SeqCst);
+            let Ok(response) = ControlClient::new(channel).watch(WatchRequest { after }).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut stream = response.into_inner();
+            while let Ok(Some(u)) = stream.message().await {
+                if u.index <= index.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let batch: Vec<Change> = if !u.table_json.is_empty() {
+                    serde_json::from_str::<RouteTable>(&u.table_json).map(|t| t.as_changes()).unwrap_or_default()
+                } else {
+                    serde_json::from_str::<Change>(&u.change_json).into_iter().collect()
+                };
+                for change in batch {
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+                index.store(u.index, Ordering::SeqCst);
+            }
+            // The stream ended (its control node went away): resume on the next one.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    Some(Follower { changes, applied })
+}
+
+/// The next change to apply (never, without a control plane).
+pub async fn next_change(follower: &mut Option<Follower>) -> Option<Change> {
+    match follower.as_mut() {
+        Some(f) => f.changes.recv().await,
+        None => std::future::pending().await,
+    }
+}
