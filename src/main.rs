@@ -260,6 +260,16 @@ enum BenchCommand {
         #[arg(long)]
         no_realtime: bool,
     },
+    /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
+    Control {
+        /// Topology file with a `control:` section (the lab is brought up and down).
+        file: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Maglev table balance, disruption when one backend goes, and build time.
     Maglev {
         /// Number of backends.
@@ -410,6 +420,34 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("bench lab: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Bench { which: BenchCommand::Control { file, rounds, json } } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            match anyedge_lab::bench::control(&file, &exe, rounds) {
+                Ok(f) => {
+                    println!(
+                        "control: leader killed → first committed write: median {:.0} ms, max {:.0} ms over {} rounds \
+                         (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
+                        f.failover_ms_median,
+                        f.failover_ms_max,
+                        f.rounds,
+                        f.election_timeout_ms[0],
+                        f.election_timeout_ms[1],
+                        f.commit_ms_median
+                    );
+                    if let Some(path) = json
+                        && let Err(e) = bench::write_json(&path, &f)
+                    {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench control: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -132,3 +132,83 @@ fn measure(
         realtime,
     })
 }
+
+/// `anyedge bench control`: how long the control plane is without a leader — from killing
+/// the leader to the first write committed under the next one — over several rounds.
+#[derive(Debug, Serialize)]
+pub struct ControlFigures {
+    pub rounds: usize,
+    /// Kill → first committed write, per round (the write is retried from the moment of the kill).
+    pub failover_ms: Vec<f64>,
+    pub failover_ms_median: f64,
+    pub failover_ms_max: f64,
+    /// Write → commit with a live leader, per round (the `ctl` path: find the leader, propose, commit).
+    pub commit_ms_median: f64,
+    pub election_timeout_ms: [u64; 2],
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures, String> {
+    let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
+    let c = t.control.clone().ok_or("bench control needs a topology with a `control:` section")?;
+    let backend = t
+        .regions
+        .iter()
+        .flat_map(|r| &r.backend_groups)
+        .flat_map(|g| &g.backends)
+        .next()
+        .map(|b| b.addr)
+        .ok_or("no backend to write weights for")?;
+    setup::up_with(file, exe, setup::Options { impairments: false, realtime: false })?;
+    let result = control_rounds(file, exe, backend, rounds.max(1));
+    let down = setup::down(file);
+    let (failover, commit) = result?;
+    down?;
+    Ok(ControlFigures {
+        rounds: failover.len(),
+        failover_ms_median: median(&failover),
+        failover_ms_max: failover.iter().copied().fold(0.0, f64::max),
+        failover_ms: failover,
+        commit_ms_median: median(&commit),
+        election_timeout_ms: [c.election_ns.0 / 1_000_000, c.election_ns.1 / 1_000_000],
+    })
+}
+
+fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+    use std::time::Instant;
+    let settle = |what: &str| -> Result<crate::ctl::ClusterStatus, String> {
+        let started = Instant::now();
+        loop {
+            let s = crate::ctl::status(file)?;
+            let all_caught_up = s.applied.values().all(|a| *a == Some(s.commit) || *a == Some(0));
+            if s.leader.is_some() && all_caught_up {
+                return Ok(s);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("control plane did not settle ({what}): {s:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let write = |w: u8| -> Result<f64, String> {
+        let started = Instant::now();
+        crate::ctl::write(file, &anyedge_control::Change::SetWeight { backend, weight: w })
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    };
+    let (mut failover, mut commit) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let leader = settle("before the kill")?.leader.ok_or("no leader")?;
+        commit.push(write(10 + (round % 50) as u8)?);
+        setup::kill(file, &leader)?;
+        failover.push(write(60 + (round % 40) as u8)?);
+        setup::start(file, &leader, exe)?;
+    }
+    settle("at the end")?;
+    Ok((failover, commit))
+}

@@ -111,11 +111,12 @@ fn update(index: u64, change: &Change) -> WatchUpdate {
 }
 
 /// Sends Raft messages to one peer in order, reconnecting as needed; never blocks the node.
-fn peer_sender(addr: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+fn peer_sender(addr: SocketAddr, tls: tonic::transport::ClientTlsConfig) -> Result<mpsc::Sender<Vec<u8>>, String> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .and_then(|e| e.tls_config(tls))
+        .map_err(|e| format!("control peer {addr}: {e}"))?;
     tokio::spawn(async move {
-        let uri = format!("http://{addr}");
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(uri) else { return };
         let channel = endpoint.connect_timeout(Duration::from_millis(200)).tcp_nodelay(true).connect_lazy();
         let mut client = PeerClient::new(channel);
         while let Some(message) = rx.recv().await {
@@ -123,7 +124,16 @@ fn peer_sender(addr: SocketAddr) -> mpsc::Sender<Vec<u8>> {
             let _ = tokio::time::timeout(Duration::from_millis(500), client.raft(RaftFrame { message })).await;
         }
     });
-    tx
+    Ok(tx)
+}
+
+/// Raft and the control API on the backbone, behind mutual TLS.
+fn backbone_server(state_dir: &Path, name: &str, api: Api) -> Result<tonic::transport::server::Router, String> {
+    Ok(tonic::transport::Server::builder()
+        .tls_config(crate::pki::server(state_dir, name)?)
+        .map_err(|e| format!("{name}: {e}"))?
+        .add_service(PeerServer::new(api.clone()))
+        .add_service(ControlServer::new(api)))
 }
 
 struct Pending {
@@ -144,12 +154,12 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(4096);
     let api = Api { calls: calls_tx };
-    // Raft and watchers over the backbone.
+    let name = format!("control/{id}");
+    // Raft and watchers over the backbone, mutual TLS: only holders of the lab's
+    // certificates get in.
     let bind = SocketAddr::new(own.into(), CONTROL_PORT);
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let server = tonic::transport::Server::builder()
-        .add_service(PeerServer::new(api.clone()))
-        .add_service(ControlServer::new(api.clone()));
+    let server = backbone_server(state_dir, &name, api.clone())?;
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)).await {
             eprintln!("control gRPC server: {e}");
@@ -168,18 +178,16 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
             eprintln!("control API server: {e}");
         }
     });
-    let peers: HashMap<u64, mpsc::Sender<Vec<u8>>> = (1..=c.nodes)
-        .filter(|&p| p != id)
-        .filter_map(|p| {
-            plan.control_addr(p).map(|a| (u64::from(p), peer_sender(SocketAddr::new(a.into(), CONTROL_PORT))))
-        })
-        .collect();
+    let mut peers: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
+        let tls = crate::pki::client(state_dir, &name, addr.into())?;
+        peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls)?);
+    }
     crate::node::mark_ready(ready)?;
     let mut tick = tokio::time::interval(Duration::from_nanos(c.tick_ns));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Vec<Pending> = Vec::new();
     let mut watchers: Vec<Watcher> = Vec::new();
-    let name = format!("control/{id}");
     loop {
         tokio::select! {
             _ = tick.tick() => node.tick()?,
@@ -261,5 +269,63 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
                 Output::Leader { .. } => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("anyedge-pki-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A Raft frame sent to the server with `tls` (or in the clear); whether it got in.
+    async fn inject(addr: SocketAddr, tls: Option<tonic::transport::ClientTlsConfig>) -> bool {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}")).unwrap();
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        let Ok(channel) = endpoint.connect_timeout(Duration::from_secs(2)).connect().await else { return false };
+        PeerClient::new(channel).raft(RaftFrame { message: b"forged".to_vec() }).await.is_ok()
+    }
+
+    #[test]
+    fn only_holders_of_the_labs_certificates_reach_a_control_node() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let (lab, stranger) = (temp("lab"), temp("stranger"));
+            let nodes = [("control/1".to_string(), Some(local)), ("pop/paris".to_string(), None)];
+            crate::pki::issue(&lab, &nodes).unwrap();
+            // Another lab's CA issues certificates with the very same names.
+            crate::pki::issue(&stranger, &nodes).unwrap();
+            let (calls_tx, mut calls) = mpsc::channel(16);
+            let server = backbone_server(&lab, "control/1", Api { calls: calls_tx }).unwrap();
+            let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
+            let ca_only = {
+                let ca = std::fs::read_to_string(crate::pki::dir(&lab).join("ca.pem")).unwrap();
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name(local.to_string())
+            };
+            assert!(!inject(addr, None).await, "plaintext is refused");
+            assert!(!inject(addr, Some(ca_only)).await, "TLS without a client certificate is refused");
+            let foreign = crate::pki::client(&stranger, "pop/paris", local).unwrap();
+            assert!(!inject(addr, Some(foreign)).await, "a certificate from another CA is refused");
+            assert!(calls.try_recv().is_err(), "nothing reached the node");
+            let member = crate::pki::client(&lab, "pop/paris", local).unwrap();
+            assert!(inject(addr, Some(member)).await, "the lab's own certificate gets in");
+            assert!(matches!(calls.try_recv(), Ok(Call::Raft(m)) if m == b"forged"));
+            let _ = std::fs::remove_dir_all(&lab);
+            let _ = std::fs::remove_dir_all(&stranger);
+        });
     }
 }

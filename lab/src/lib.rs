@@ -7,6 +7,7 @@ pub mod ctl;
 pub mod grpc;
 pub mod netns;
 pub mod node;
+pub mod pki;
 pub mod plan;
 pub mod probe;
 pub mod realtime;

@@ -47,7 +47,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     rt.block_on(async move {
         // POPs and CLB nodes follow the replicated route table (when the file has one).
         let follower = match role {
-            Role::Pop(_) | Role::Clb { .. } => crate::watch::follow(&plan),
+            Role::Pop(_) | Role::Clb { .. } => crate::watch::follow(&plan, state_dir, &node_name),
             _ => None,
         };
         let applied = follower.as_ref().map(|f| f.applied.clone());

@@ -138,6 +138,19 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         ip_in(b, &["link", "set", &l.b_if, "up"])?;
     }
     routes(t, plan)?;
+    if t.control.is_some() {
+        // Certificates for everything that speaks to control nodes over the backbone.
+        let nodes: Vec<(String, Option<std::net::IpAddr>)> = plan
+            .nodes
+            .iter()
+            .filter_map(|n| match plan.namespaces[n.ns].role {
+                Role::Control(id) => Some((n.name.clone(), plan.control_addr(id).map(Into::into))),
+                Role::Pop(_) | Role::Clb { .. } => Some((n.name.clone(), None)),
+                _ => None,
+            })
+            .collect();
+        crate::pki::issue(&dir, &nodes)?;
+    }
     start_nodes(plan, state, exe)?;
     wait_ready(plan, state)
 }

@@ -22,9 +22,15 @@ pub struct Follower {
 }
 
 /// Starts following the table (`None` when the lab has no control plane).
-pub fn follow(plan: &Plan) -> Option<Follower> {
+pub fn follow(plan: &Plan, state_dir: &std::path::Path, node: &str) -> Option<Follower> {
     let addrs = plan.control_addrs();
     if addrs.is_empty() {
+        return None;
+    }
+    // Mutual TLS: this node's certificate from `lab up`; without it nothing is watched.
+    let tls: Vec<_> = addrs.iter().filter_map(|&(_, a)| crate::pki::client(state_dir, node, a.into()).ok()).collect();
+    if tls.len() != addrs.len() {
+        eprintln!("{node}: no certificate to follow the route table with");
         return None;
     }
     let (tx, changes) = mpsc::channel(4096);
@@ -33,9 +39,9 @@ pub fn follow(plan: &Plan) -> Option<Follower> {
     tokio::spawn(async move {
         for k in 0.. {
             let (_, addr) = addrs[k % addrs.len()];
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}:{CONTROL_PORT}")) else {
-                return;
-            };
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}:{CONTROL_PORT}"))
+                .and_then(|e| e.tls_config(tls[k % addrs.len()].clone()));
+            let Ok(endpoint) = endpoint else { return };
             let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(300)).connect().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
