@@ -65,3 +65,28 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
     std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
 }
+
+/// Prints a benchmark's summary line and writes its figures as JSON; exit 2 when it
+/// could not run, 1 when the JSON could not be written.
+pub fn report<F: Serialize>(
+    name: &str,
+    figures: Result<F, String>,
+    json: Option<std::path::PathBuf>,
+    summary: impl Fn(&F) -> String,
+) -> std::process::ExitCode {
+    let f = match figures {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("bench {name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    println!("{}", summary(&f));
+    if let Some(path) = json
+        && let Err(e) = write_json(&path, &f)
+    {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}

@@ -398,84 +398,43 @@ fn main() -> ExitCode {
         },
         Command::Bench { which: BenchCommand::Lab { file, json, no_realtime } } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            match anyedge_lab::bench::run(&file, &exe, !no_realtime) {
-                Ok(f) => {
-                    println!(
-                        "lab{}: {:.0} round trips/s through the VIP, {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
-                        if f.realtime { " (SCHED_FIFO)" } else { "" },
-                        f.pps,
-                        f.direct_pps,
-                        f.pps / f.direct_pps.max(1.0),
-                        f.added_p50_us,
-                        f.added_p99_us,
-                        f.added_p999_us
-                    );
-                    if let Some(path) = json
-                        && let Err(e) = bench::write_json(&path, &f)
-                    {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("bench lab: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime);
+            bench::report("lab", figures, json, |f| {
+                format!(
+                    "lab{}: {:.0} round trips/s through the VIP, {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
+                    if f.realtime { " (SCHED_FIFO)" } else { "" },
+                    f.pps,
+                    f.direct_pps,
+                    f.pps / f.direct_pps.max(1.0),
+                    f.added_p50_us,
+                    f.added_p99_us,
+                    f.added_p999_us
+                )
+            })
         }
         Command::Bench { which: BenchCommand::Control { file, rounds, json } } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            match anyedge_lab::bench::control(&file, &exe, rounds) {
-                Ok(f) => {
-                    println!(
-                        "control: leader killed → first committed write: median {:.0} ms, max {:.0} ms over {} rounds \
-                         (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
-                        f.failover_ms_median,
-                        f.failover_ms_max,
-                        f.rounds,
-                        f.election_timeout_ms[0],
-                        f.election_timeout_ms[1],
-                        f.commit_ms_median
-                    );
-                    if let Some(path) = json
-                        && let Err(e) = bench::write_json(&path, &f)
-                    {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("bench control: {e}");
-                    ExitCode::from(2)
-                }
-            }
+            let figures = anyedge_lab::bench::control(&file, &exe, rounds);
+            bench::report("control", figures, json, |f| {
+                format!(
+                    "control: leader killed → first committed write: median {:.0} ms, max {:.0} ms over {} rounds \
+                     (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
+                    f.failover_ms_median,
+                    f.failover_ms_max,
+                    f.rounds,
+                    f.election_timeout_ms[0],
+                    f.election_timeout_ms[1],
+                    f.commit_ms_median
+                )
+            })
         }
         Command::Bench { which: BenchCommand::Maglev { backends, table, json } } => {
-            let figures = match bench::maglev(backends, table) {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("bench maglev: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            println!(
-                "maglev N={} M={}: max/avg {:.4}, disruption {:.3}% (ideal {:.3}%), build {:.3} ms",
-                figures.backends,
-                figures.table,
-                figures.max_over_avg,
-                figures.disruption_pct,
-                figures.ideal_disruption_pct,
-                figures.build_ms
-            );
-            if let Some(path) = json
-                && let Err(e) = bench::write_json(&path, &figures)
-            {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
+            bench::report("maglev", bench::maglev(backends, table), json, |f| {
+                format!(
+                    "maglev N={} M={}: max/avg {:.4}, disruption {:.3}% (ideal {:.3}%), build {:.3} ms",
+                    f.backends, f.table, f.max_over_avg, f.disruption_pct, f.ideal_disruption_pct, f.build_ms
+                )
+            })
         }
         Command::Node { topology, name, state_dir } => match anyedge_lab::node::run(&topology, &name, &state_dir) {
             Ok(()) => ExitCode::SUCCESS,
