@@ -454,6 +454,9 @@ fn a_restarted_control_node_replays_its_own_log_then_catches_up() {
     for i in 1..=3 {
         assert!(lab.anyedge(&["lab", "kill", &format!("control/{i}")]).status.success());
     }
+    // With no control node at all, the data plane forwards with the table it has.
+    let dark = lab.probe("rome", "198.18.0.20:7000", "udp", 8);
+    assert!(dark["loss_pct"].as_f64().unwrap() < 5.0, "{dark}");
     // Alone, with no peer to learn from, control/1 applies what its log on disk holds.
     assert!(lab.anyedge(&["lab", "start", "control/1"]).status.success());
     wait_status(&lab, "control/1 replayed its log", |s| s["applied"]["control/1"].as_u64() == Some(commit));
@@ -466,4 +469,41 @@ fn a_restarted_control_node_replays_its_own_log_then_catches_up() {
         let c = s["commit"].as_u64();
         c > Some(commit) && (1..=3).all(|i| s["applied"][format!("control/{i}")].as_u64() == c)
     });
+}
+
+#[test]
+fn listeners_added_and_deleted_through_ctl_start_and_stop_serving() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("ctl-listener", with_control);
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let before = lab.probe("rome", "198.18.0.20:7001", "udp", 4);
+    assert_eq!(before["received"], 0, "no listener on 7001 yet: {before}");
+    let out = ctl_write(&lab, &["add-listener", "edge", "udp", "7001", "--scheduler", "maglev", "--backends", "game"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let commit = ctl_status(&lab)["commit"].as_u64();
+    wait_status(&lab, "CLB nodes applied it", |s| {
+        s["applied"]["clb/frankfurt/0"].as_u64() == commit && s["applied"]["clb/frankfurt/1"].as_u64() == commit
+    });
+    let added = lab.probe("rome", "198.18.0.20:7001", "udp", 16);
+    assert!(added["loss_pct"].as_f64().unwrap() < 5.0, "the new listener serves: {added}");
+    assert!(added["backends"].get("198.19.20.1:7000").is_some(), "through the game group: {added}");
+    let out = ctl_write(&lab, &["del-listener", "edge", "udp", "7000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let commit = ctl_status(&lab)["commit"].as_u64();
+    wait_status(&lab, "CLB nodes applied it", |s| {
+        s["applied"]["clb/frankfurt/0"].as_u64() == commit && s["applied"]["clb/frankfurt/1"].as_u64() == commit
+    });
+    let deleted = lab.probe("rome", "198.18.0.20:7000", "udp", 4);
+    assert_eq!(deleted["received"], 0, "the deleted listener serves no more: {deleted}");
+    let routes: Value = serde_json::from_slice(&ctl_write(&lab, &["routes", "--json"]).stdout).unwrap();
+    let ports: Vec<u64> = routes["table"]["vips"][0]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![443, 7001], "{routes}");
 }

@@ -233,8 +233,31 @@ impl RouteTable {
         }
     }
 
+    /// What turns a node holding this table into one holding `new` (a watcher catching
+    /// up from a whole table): listeners deleted and added, then every backend's weight
+    /// and binding.
+    pub fn changes_to(&self, new: &RouteTable) -> Vec<Change> {
+        let listeners = |t: &RouteTable| -> Vec<(String, ListenerRoute)> {
+            t.vips.iter().flat_map(|v| v.listeners.iter().map(move |l| (v.name.clone(), l.clone()))).collect()
+        };
+        let (before, after) = (listeners(self), listeners(new));
+        let mut out: Vec<Change> = before
+            .iter()
+            .filter(|x| !after.contains(x))
+            .map(|(vip, l)| Change::DelListener { vip: vip.clone(), protocol: l.protocol.clone(), port: l.port })
+            .collect();
+        out.extend(
+            after
+                .iter()
+                .filter(|x| !before.contains(x))
+                .map(|(vip, l)| Change::AddListener { vip: vip.clone(), listener: l.clone() }),
+        );
+        out.extend(new.as_changes());
+        out
+    }
+
     /// The whole table as the changes a data-plane node applies to its core (weights
-    /// and bindings; one per backend address), for a watcher that catches up from scratch.
+    /// and bindings; one per backend address).
     pub fn as_changes(&self) -> Vec<Change> {
         let mut seen: std::collections::BTreeMap<SocketAddr, BackendRoute> = std::collections::BTreeMap::new();
         for b in self.backend_groups.iter().flat_map(|g| &g.backends) {
@@ -337,6 +360,20 @@ mod tests {
         assert_eq!(t.vips[0].listeners, vec![listener("tcp", 7000, "wrr")]);
         let e = t.apply(&Change::DelListener { vip: "edge".into(), protocol: "udp".into(), port: 7000 }).unwrap_err();
         assert_eq!(e.field, "port");
+    }
+
+    #[test]
+    fn changes_to_turns_one_table_into_another() {
+        let old = sample();
+        let mut new = sample();
+        new.apply(&Change::DelListener { vip: "edge".into(), protocol: "udp".into(), port: 7000 }).unwrap();
+        new.apply(&Change::AddListener { vip: "edge".into(), listener: listener("tcp", 80, "wrr") }).unwrap();
+        new.apply(&Change::SetWeight { backend: "198.19.20.1:7000".parse().unwrap(), weight: 3 }).unwrap();
+        let mut replayed = old.clone();
+        for c in old.changes_to(&new) {
+            replayed.apply(&c).unwrap();
+        }
+        assert_eq!(replayed, new);
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     rt.block_on(async move {
         // POPs and CLB nodes follow the replicated route table (when the file has one).
         let follower = match role {
-            Role::Pop(_) | Role::Clb { .. } => crate::watch::follow(&plan, state_dir, &node_name),
+            Role::Pop(_) | Role::Clb { .. } => {
+                crate::watch::follow(&plan, anyedge_sim::control::route_table(&t), state_dir, &node_name)
+            }
             _ => None,
         };
         let applied = follower.as_ref().map(|f| f.applied.clone());
@@ -311,7 +313,8 @@ async fn run_clb(
         address_v6: Some(IpAddr::V6(plan.clb_inner_addr6(region, index))),
     };
     let start = Instant::now();
-    let mut core = Clb::new(clb_config(t, region, index, addresses, &Identity::default()), 0);
+    let identity = Identity::default();
+    let mut core = Clb::new(clb_config(t, region, index, addresses, &identity), 0);
     // Backbone links back to every POP (the POPs shape the way here).
     let mut backbone: Vec<Link> = (0..t.pops.len())
         .map(|p| {
@@ -365,8 +368,9 @@ async fn run_clb(
                     core.handle_timeout(now_ns(start));
                     due = shaper.due();
                 }
-                Some(change) = crate::watch::next_change(&mut follower) => {
-                    anyedge_sim::control::apply_to_clb(&mut core, &change);
+                Some((change, table)) = crate::watch::next_change(&mut follower) => {
+                    let site = anyedge_sim::control::ClbSite { t, region, index, addresses, identity: &identity };
+                    anyedge_sim::control::apply_to_clb(&mut core, &site, &table, &change);
                 }
                 _ = probe_tick.tick() => {
                     for to in &pops {

@@ -15,14 +15,15 @@ use tokio::sync::mpsc;
 use crate::control_node::CONTROL_PORT;
 use crate::plan::Plan;
 
-/// Changes to apply, in log order, and the log index applied so far.
+/// Changes to apply, in log order, each with the table after it, and the log index
+/// applied so far.
 pub struct Follower {
-    pub changes: mpsc::Receiver<Change>,
+    pub changes: mpsc::Receiver<(Change, RouteTable)>,
     pub applied: Arc<AtomicU64>,
 }
 
 /// Starts following the table (`None` when the lab has no control plane).
-pub fn follow(plan: &Plan, state_dir: &std::path::Path, node: &str) -> Option<Follower> {
+pub fn follow(plan: &Plan, initial: RouteTable, state_dir: &std::path::Path, node: &str) -> Option<Follower> {
     let addrs = plan.control_addrs();
     if addrs.is_empty() {
         return None;
@@ -37,6 +38,7 @@ pub fn follow(plan: &Plan, state_dir: &std::path::Path, node: &str) -> Option<Fo
     let applied = Arc::new(AtomicU64::new(0));
     let index = applied.clone();
     tokio::spawn(async move {
+        let mut table = initial;
         for k in 0.. {
             let (_, addr) = addrs[k % addrs.len()];
             let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}:{CONTROL_PORT}"))
@@ -56,13 +58,19 @@ pub fn follow(plan: &Plan, state_dir: &std::path::Path, node: &str) -> Option<Fo
                 if u.index <= index.load(Ordering::SeqCst) {
                     continue;
                 }
-                let batch: Vec<Change> = if !u.table_json.is_empty() {
-                    serde_json::from_str::<RouteTable>(&u.table_json).map(|t| t.as_changes()).unwrap_or_default()
+                // Each change goes with the table after it (a new listener's backends).
+                let batch: Vec<(Change, RouteTable)> = if !u.table_json.is_empty() {
+                    let Ok(new) = serde_json::from_str::<RouteTable>(&u.table_json) else { continue };
+                    let changes = table.changes_to(&new);
+                    table = new;
+                    changes.into_iter().map(|c| (c, table.clone())).collect()
                 } else {
-                    serde_json::from_str::<Change>(&u.change_json).into_iter().collect()
+                    let Ok(change) = serde_json::from_str::<Change>(&u.change_json) else { continue };
+                    let _ = table.apply(&change);
+                    vec![(change, table.clone())]
                 };
-                for change in batch {
-                    if tx.send(change).await.is_err() {
+                for pair in batch {
+                    if tx.send(pair).await.is_err() {
                         return;
                     }
                 }
@@ -75,8 +83,8 @@ pub fn follow(plan: &Plan, state_dir: &std::path::Path, node: &str) -> Option<Fo
     Some(Follower { changes, applied })
 }
 
-/// The next change to apply (never, without a control plane).
-pub async fn next_change(follower: &mut Option<Follower>) -> Option<Change> {
+/// The next change to apply and the table after it (never, without a control plane).
+pub async fn next_change(follower: &mut Option<Follower>) -> Option<(Change, RouteTable)> {
     match follower.as_mut() {
         Some(f) => f.changes.recv().await,
         None => std::future::pending().await,

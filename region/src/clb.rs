@@ -75,6 +75,8 @@ struct Listener {
     table: Option<Maglev>,
     /// Active (open, not closing) flows per binding, for WLC.
     active: Vec<u32>,
+    /// Deleted at run time: matches no packet, its flows end (indices stay stable).
+    removed: bool,
 }
 
 pub use crate::probe::PROBE_PORTS;
@@ -148,6 +150,7 @@ impl Clb {
                     ports,
                     names,
                     table: None,
+                    removed: false,
                 }
             })
             .collect();
@@ -732,8 +735,72 @@ impl Clb {
 
     fn find_listener(&self, key: &FlowKey) -> Option<usize> {
         self.listeners.iter().position(|l| {
-            l.config.vip == key.dst && l.config.port == key.dst_port && l.config.transport == key.transport
+            !l.removed
+                && l.config.vip == key.dst
+                && l.config.port == key.dst_port
+                && l.config.transport == key.transport
         })
+    }
+
+    /// Adds a listener at run time (a committed route-table change). Its backends get
+    /// health checks of `health` unless already checked for another listener. A listener
+    /// already serving the same VIP, port and transport is left as it is.
+    pub fn add_listener(&mut self, config: ListenerConfig, health: &crate::HealthConfig) {
+        let taken = self.listeners.iter().any(|l| {
+            !l.removed
+                && l.config.vip == config.vip
+                && l.config.port == config.port
+                && l.config.transport == config.transport
+        });
+        if taken {
+            return;
+        }
+        let mut ports = Vec::with_capacity(config.backends.len());
+        for b in &config.backends {
+            let port = match self.backends.iter().position(|a| *a == b.addr) {
+                Some(p) => p,
+                None => {
+                    let h = b.health.clone().unwrap_or_else(|| health.clone());
+                    self.probe_protocols.push(h.protocol.clone());
+                    self.health.add_port(h, self.now_ns);
+                    self.backends.push(b.addr);
+                    self.unbound.push(false);
+                    self.backends.len() - 1
+                }
+            };
+            ports.push(port);
+        }
+        let vip = SocketAddr::new(config.vip, config.port);
+        let (own, node) = (self.own_addresses.clone(), self.node_index as u8);
+        let seed = u64::from(node) << 48 ^ u64::from(config.port);
+        self.quic.push(config.quic.as_ref().map(|q| crate::quic_listener::QuicListener::new(q, vip, own, node, seed)));
+        self.listeners.push(Listener {
+            wrr: Wrr::new(config.backends.len()),
+            active: vec![0; config.backends.len()],
+            names: config.backends.iter().map(|b| b.addr.to_string()).collect(),
+            config,
+            ports,
+            table: None,
+            removed: false,
+        });
+        self.rebuild_tables();
+    }
+
+    /// Deletes the listener on this VIP, port and transport: new packets to it match
+    /// nothing, and its existing flows end.
+    pub fn remove_listener(&mut self, vip: IpAddr, transport: Transport, port: u16) {
+        for l in self.listeners.iter_mut().filter(|l| l.config.vip == vip && l.config.port == port) {
+            if l.config.transport == transport {
+                l.removed = true;
+            }
+        }
+    }
+
+    /// Whether a listener serves this VIP, port and transport now.
+    pub fn has_listener(&self, vip: IpAddr, transport: Transport, port: u16) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| !l.removed && l.config.vip == vip && l.config.port == port && l.config.transport == transport)
     }
 
     /// Weights as schedulers see them: 0 for unhealthy or unbound ports.
@@ -752,6 +819,9 @@ impl Clb {
 
     /// Whether an existing flow may stay on its backend (weight 0 does not matter).
     fn serves_existing(&self, li: usize, binding: usize) -> bool {
+        if self.listeners[li].removed {
+            return false;
+        }
         let p = self.listeners[li].ports[binding];
         self.health.is_healthy(p) && !self.unbound[p]
     }

@@ -58,6 +58,19 @@ impl HealthChecker {
         HealthChecker { ports, next_probe_id: 0 }
     }
 
+    /// A port bound later (a listener added at run time): healthy, first probe at once.
+    pub fn add_port(&mut self, config: HealthConfig, now_ns: u64) -> usize {
+        self.ports.push(PortHealth {
+            next_probe_ns: now_ns,
+            config,
+            state: Health::Healthy,
+            successes: 0,
+            failures: 0,
+            outstanding: None,
+        });
+        self.ports.len() - 1
+    }
+
     pub fn state(&self, backend: usize) -> Health {
         self.ports.get(backend).map_or(Health::Unhealthy, |p| p.state)
     }

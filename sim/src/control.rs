@@ -124,6 +124,8 @@ pub enum ControlEv {
 
 /// A node that follows the table (a CLB node): where it is, what it has applied.
 pub struct Watcher {
+    /// The table as this watcher has it.
+    table: RouteTable,
     pub location: Location,
     /// The control node it streams from (1-based).
     following: u8,
@@ -133,10 +135,11 @@ pub struct Watcher {
     pub live: bool,
 }
 
-/// A change a watcher must apply to its core.
+/// A change a watcher must apply to its core, and its table after it.
 pub struct WatchChange {
     pub watcher: usize,
     pub change: Change,
+    pub table: RouteTable,
 }
 
 struct Member {
@@ -207,16 +210,84 @@ fn delay_ns(t: &Topology, a: Location, b: Location) -> u64 {
     backbone_link(t, a, b).impairment.delay_ns.max(100_000)
 }
 
-/// A committed change applied to a CLB core, in log order (simulator and lab alike).
-pub fn apply_to_clb(core: &mut anyedge_region::Clb, change: &Change) {
-    match *change {
-        Change::SetWeight { backend, weight } => core.set_weight(backend, weight),
-        Change::Bind { backend } => core.bind(backend),
-        Change::Unbind { backend } => core.unbind(backend),
-        // Listener changes live in the replicated table; CLB cores keep the listeners the
-        // file gave them (not yet rebuilt from the table).
-        Change::AddListener { .. } | Change::DelListener { .. } => {}
+/// Where a CLB core runs: what it needs to build a listener added at run time.
+pub struct ClbSite<'a> {
+    pub t: &'a Topology,
+    pub region: usize,
+    pub index: usize,
+    pub addresses: crate::nodes::ClbAddresses,
+    pub identity: &'a crate::nodes::Identity,
+}
+
+/// A committed change applied to a CLB core, in log order (simulator and lab alike);
+/// `table` is the route table with the change applied (a new listener's backends take
+/// their current weights and bindings from it).
+pub fn apply_to_clb(core: &mut anyedge_region::Clb, site: &ClbSite<'_>, table: &RouteTable, change: &Change) {
+    match change {
+        Change::SetWeight { backend, weight } => core.set_weight(*backend, *weight),
+        Change::Bind { backend } => core.bind(*backend),
+        Change::Unbind { backend } => core.unbind(*backend),
+        Change::AddListener { vip, listener } => {
+            let Some((configs, health)) = added_listener(site, vip, listener) else { return };
+            for config in configs {
+                core.add_listener(config, &health);
+            }
+            let group = table.backend_groups.iter().find(|g| {
+                g.name == listener.backends && site.t.regions.get(site.region).is_some_and(|r| r.name == g.region)
+            });
+            for b in group.iter().flat_map(|g| &g.backends) {
+                core.set_weight(b.addr, b.weight);
+                if !b.bound {
+                    core.unbind(b.addr);
+                }
+            }
+        }
+        Change::DelListener { vip, protocol, port } => {
+            let (Some(v), Some(p)) =
+                (site.t.vips.iter().find(|v| &v.name == vip), crate::topology::ListenerProtocol::from_name(protocol))
+            else {
+                return;
+            };
+            let addrs = std::iter::once(std::net::IpAddr::V4(v.ipv4)).chain(v.ipv6.map(std::net::IpAddr::V6));
+            for addr in addrs {
+                core.remove_listener(addr, p.transport(), *port);
+            }
+        }
     }
+}
+
+/// The listener configurations (IPv4, and IPv6 when the VIP has one) and health checks
+/// a CLB node serves for a listener added through the control plane: the file's rules for
+/// a listener written there (NAT64, backend sites, TLS identities), for VIPs homed here.
+fn added_listener(
+    site: &ClbSite<'_>,
+    vip: &str,
+    route: &ListenerRoute,
+) -> Option<(Vec<anyedge_region::config::ListenerConfig>, anyedge_region::HealthConfig)> {
+    let t = site.t;
+    let v = t.vips.iter().position(|x| x.name == vip && x.home == site.region)?;
+    let protocol = crate::topology::ListenerProtocol::from_name(&route.protocol)?;
+    let table_size = anyedge_region::config::MAGLEV_TABLE_DEFAULT;
+    let scheduler = match route.scheduler.as_str() {
+        "wrr" => Scheduler::Wrr,
+        "wlc" => Scheduler::Wlc,
+        "hash" => Scheduler::Hash { table_size },
+        "maglev" => Scheduler::Maglev { table_size },
+        _ => return None,
+    };
+    let backend_group = t.regions[site.region].backend_groups.iter().position(|g| g.name == route.backends)?;
+    let mut only = t.clone();
+    let mut one = t.vips[v].clone();
+    one.listeners = vec![crate::topology::Listener {
+        protocol,
+        port: route.port,
+        scheduler,
+        backend_group,
+        persistence_ns: route.persistence_s.map(|s| u64::from(s) * 1_000_000_000),
+    }];
+    only.vips = vec![one];
+    let config = crate::nodes::clb_config(&only, site.region, site.index, site.addresses, site.identity);
+    Some((config.listeners, config.health))
 }
 
 /// A control node's election timeout in ticks: drawn from its seeded RNG within the
@@ -290,7 +361,8 @@ impl ControlPlane {
         };
         for (w, &location) in watchers.iter().enumerate() {
             let following = plane.nearest_live(w).unwrap_or(1);
-            plane.watchers.push(Watcher { location, following, applied: 0, sent: 0, live: true });
+            let table = plane.initial.clone();
+            plane.watchers.push(Watcher { table, location, following, applied: 0, sent: 0, live: true });
         }
         Ok(plane)
     }
@@ -497,14 +569,17 @@ impl ControlPlane {
                 for (i, change) in changes {
                     if i > w.applied {
                         w.applied = i;
-                        out.push(WatchChange { watcher, change });
+                        let _ = w.table.apply(&change);
+                        out.push(WatchChange { watcher, change, table: w.table.clone() });
                     }
                 }
                 out
             }
             CatchUp::Table { index, table } if index > w.applied => {
                 w.applied = index;
-                table.as_changes().into_iter().map(|change| WatchChange { watcher, change }).collect()
+                let changes = w.table.changes_to(&table);
+                w.table = table;
+                changes.into_iter().map(|change| WatchChange { watcher, change, table: w.table.clone() }).collect()
             }
             CatchUp::Table { .. } => Vec::new(),
         }
@@ -513,6 +588,7 @@ impl ControlPlane {
     /// A watcher restarted: it comes back with the table its file gave it and catches up.
     pub fn watcher_restarted(&mut self, watcher: usize) {
         let w = &mut self.watchers[watcher];
+        w.table = self.initial.clone();
         w.live = true;
         w.applied = 0;
         w.sent = 0;

@@ -1641,7 +1641,7 @@ impl<'t> World<'t> {
             ControlEv::Message { to, bytes } => plane.deliver(now, to, &bytes),
             ControlEv::Watch { watcher, update } => {
                 for wc in plane.watch_arrived(watcher, update) {
-                    self.apply_route_change(wc.watcher, &wc.change);
+                    self.apply_route_change(wc.watcher, &wc.table, &wc.change);
                 }
                 Vec::new()
             }
@@ -1651,8 +1651,13 @@ impl<'t> World<'t> {
     }
 
     /// A CLB node applies a committed change from its watch stream.
-    fn apply_route_change(&mut self, c: usize, change: &anyedge_control::Change) {
-        crate::control::apply_to_clb(&mut self.clbs[c].core, change);
+    fn apply_route_change(&mut self, c: usize, table: &anyedge_control::RouteTable, change: &anyedge_control::Change) {
+        let (r, index) = (self.clbs[c].region, self.clbs[c].index);
+        let addresses =
+            crate::nodes::ClbAddresses { address: clb_addr(r, index), address_v6: Some(clb_addr_v6(r, index)) };
+        let identity = crate::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        let site = crate::control::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
+        crate::control::apply_to_clb(&mut self.clbs[c].core, &site, table, change);
     }
 
     /// The control plane's report section (when the file has `control:`).

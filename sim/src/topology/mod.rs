@@ -96,6 +96,19 @@ impl ListenerProtocol {
         self.is_layer7() || self.has_tls()
     }
 
+    pub fn from_name(name: &str) -> Option<ListenerProtocol> {
+        [
+            ListenerProtocol::Tcp,
+            ListenerProtocol::Udp,
+            ListenerProtocol::TcpSsl,
+            ListenerProtocol::Quic,
+            ListenerProtocol::Http,
+            ListenerProtocol::Https,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ListenerProtocol::Tcp => "tcp",
