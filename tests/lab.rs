@@ -374,6 +374,16 @@ fn ctl_write(lab: &Lab, args: &[&str]) -> std::process::Output {
     Command::new(exe()).arg("ctl").arg(&lab.file).args(args).output().expect("runs")
 }
 
+/// A `ctl` write that must commit, then every CLB node applying it.
+fn write_and_spread(lab: &Lab, args: &[&str]) {
+    let out = ctl_write(lab, args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let commit = ctl_status(lab)["commit"].as_u64();
+    wait_status(lab, "CLB nodes applied the write", |s| {
+        ["clb/frankfurt/0", "clb/frankfurt/1"].iter().all(|n| s["applied"][n].as_u64() >= commit)
+    });
+}
+
 #[test]
 fn killing_the_control_leader_lets_the_next_write_commit_under_a_new_leader() {
     if !may_run() {
@@ -420,12 +430,7 @@ fn ctl_set_weight_zero_stops_new_flows_to_that_backend() {
     wait_status(&lab, "a leader", |s| s["leader"].is_string());
     let before = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
     assert!(before["backends"].get("198.19.20.3:7000").is_some(), "{before}");
-    let out = ctl_write(&lab, &["set-weight", "backend/198.19.20.3:7000", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_status(&lab, "CLB nodes applied the write", |s| {
-        let commit = s["commit"].as_u64();
-        s["applied"]["clb/frankfurt/0"].as_u64() == commit && s["applied"]["clb/frankfurt/1"].as_u64() == commit
-    });
+    write_and_spread(&lab, &["set-weight", "backend/198.19.20.3:7000", "0"]);
     // New flows (a new probe: new source ports) avoid it.
     let after = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
     assert!(after["backends"].get("198.19.20.3:7000").is_none(), "{after}");
@@ -481,21 +486,11 @@ fn listeners_added_and_deleted_through_ctl_start_and_stop_serving() {
     wait_status(&lab, "a leader", |s| s["leader"].is_string());
     let before = lab.probe("rome", "198.18.0.20:7001", "udp", 4);
     assert_eq!(before["received"], 0, "no listener on 7001 yet: {before}");
-    let out = ctl_write(&lab, &["add-listener", "edge", "udp", "7001", "--scheduler", "maglev", "--backends", "game"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let commit = ctl_status(&lab)["commit"].as_u64();
-    wait_status(&lab, "CLB nodes applied it", |s| {
-        s["applied"]["clb/frankfurt/0"].as_u64() == commit && s["applied"]["clb/frankfurt/1"].as_u64() == commit
-    });
+    write_and_spread(&lab, &["add-listener", "edge", "udp", "7001", "--scheduler", "maglev", "--backends", "game"]);
     let added = lab.probe("rome", "198.18.0.20:7001", "udp", 16);
     assert!(added["loss_pct"].as_f64().unwrap() < 5.0, "the new listener serves: {added}");
     assert!(added["backends"].get("198.19.20.1:7000").is_some(), "through the game group: {added}");
-    let out = ctl_write(&lab, &["del-listener", "edge", "udp", "7000"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let commit = ctl_status(&lab)["commit"].as_u64();
-    wait_status(&lab, "CLB nodes applied it", |s| {
-        s["applied"]["clb/frankfurt/0"].as_u64() == commit && s["applied"]["clb/frankfurt/1"].as_u64() == commit
-    });
+    write_and_spread(&lab, &["del-listener", "edge", "udp", "7000"]);
     let deleted = lab.probe("rome", "198.18.0.20:7000", "udp", 4);
     assert_eq!(deleted["received"], 0, "the deleted listener serves no more: {deleted}");
     let routes: Value = serde_json::from_slice(&ctl_write(&lab, &["routes", "--json"]).stdout).unwrap();
