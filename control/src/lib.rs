@@ -18,7 +18,7 @@ pub mod node;
 pub mod store;
 pub mod table;
 
-pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError};
+pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, StepError};
 pub use store::{Disk, DiskWriter, InMemory, LogStore, Persist, StoreWrite};
 pub use table::{
     BackendRoute, Change, ChangeError, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,

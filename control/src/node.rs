@@ -64,11 +64,30 @@ impl std::fmt::Display for ProposeError {
     }
 }
 
+/// Why a message from the network was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// Garbage, misaddressed or refused by Raft: changes nothing (the network's noise).
+    Refused(String),
+    /// The log could not be written: the node cannot go on.
+    Store(String),
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::Refused(e) => write!(f, "refused: {e}"),
+            StepError::Store(e) => write!(f, "log store: {e}"),
+        }
+    }
+}
+
 /// What a watcher (POP, CLB node) needs to follow the table from `after`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CatchUp {
-    /// The changes after `after`, in log order.
-    Changes(Vec<(u64, Change)>),
+    /// The changes after `after`, in log order, and the index they bring the watcher to
+    /// (entries that change nothing, like a new leader's empty one, count too).
+    Changes { changes: Vec<(u64, Change)>, upto: u64 },
     /// Too far behind (or new): the whole table as of `index`.
     Table { index: u64, table: RouteTable },
 }
@@ -135,16 +154,17 @@ impl ControlNode {
 
     /// A message from a peer, as bytes off the wire. Garbage and messages for another
     /// node are refused and change nothing.
-    pub fn step(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let msg = Message::parse_from_bytes(bytes).map_err(|e| format!("not a Raft message: {e}"))?;
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        let msg =
+            Message::parse_from_bytes(bytes).map_err(|e| StepError::Refused(format!("not a Raft message: {e}")))?;
         if msg.to != self.id() {
-            return Err(format!("message for node {} reached node {}", msg.to, self.id()));
+            return Err(StepError::Refused(format!("message for node {} reached node {}", msg.to, self.id())));
         }
         if raft::raw_node::is_local_msg(msg.get_msg_type()) {
-            return Err("a local Raft message cannot come from the network".into());
+            return Err(StepError::Refused("a local Raft message cannot come from the network".into()));
         }
-        self.raw.step(msg).map_err(|e| e.to_string())?;
-        self.process_ready()
+        self.raw.step(msg).map_err(|e| StepError::Refused(e.to_string()))?;
+        self.process_ready().map_err(StepError::Store)
     }
 
     /// Proposes `change` (leader only, checked against the table first). Returns the log
@@ -201,7 +221,8 @@ impl ControlNode {
     pub fn catch_up(&self, after: u64) -> CatchUp {
         let oldest = self.history.front().map_or(self.applied + 1, |(i, _)| *i);
         if after + 1 >= oldest || after >= self.applied {
-            CatchUp::Changes(self.history.iter().filter(|(i, _)| *i > after).cloned().collect())
+            let changes = self.history.iter().filter(|(i, _)| *i > after).cloned().collect();
+            CatchUp::Changes { changes, upto: self.applied.max(after) }
         } else {
             CatchUp::Table { index: self.applied, table: self.table.clone() }
         }

@@ -269,10 +269,10 @@ fn a_node_far_behind_is_sent_a_snapshot_of_the_table() {
     assert!(net.node(follower).applied() >= 20);
     match net.node(leader).catch_up(0) {
         CatchUp::Table { table, .. } => assert_eq!(table, want),
-        CatchUp::Changes(c) => panic!("history starts late, a watcher at 0 needs the table: {c:?}"),
+        CatchUp::Changes { changes, .. } => panic!("history starts late, a watcher at 0 needs the table: {changes:?}"),
     }
     let applied = net.node(leader).applied();
-    assert_eq!(net.node(leader).catch_up(applied), CatchUp::Changes(Vec::new()));
+    assert_eq!(net.node(leader).catch_up(applied), CatchUp::Changes { changes: Vec::new(), upto: applied });
 }
 
 #[test]

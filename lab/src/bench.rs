@@ -185,7 +185,7 @@ fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -
         let started = Instant::now();
         loop {
             let s = crate::ctl::status(file)?;
-            let all_caught_up = s.applied.values().all(|a| *a == Some(s.commit) || *a == Some(0));
+            let all_caught_up = s.applied.values().all(|a| *a == Some(s.commit));
             if s.leader.is_some() && all_caught_up {
                 return Ok(s);
             }

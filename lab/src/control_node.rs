@@ -106,6 +106,11 @@ impl Control for Api {
     }
 }
 
+/// The watcher is at `index` (entries that change nothing, like a new leader's empty one).
+fn index_only(index: u64) -> WatchUpdate {
+    WatchUpdate { index, change_json: String::new(), table_json: String::new() }
+}
+
 fn update(index: u64, change: &Change) -> WatchUpdate {
     WatchUpdate { index, change_json: serde_json::to_string(change).unwrap_or_default(), table_json: String::new() }
 }
@@ -188,17 +193,15 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Vec<Pending> = Vec::new();
     let mut watchers: Vec<Watcher> = Vec::new();
+    // The highest index watchers have been told of.
+    let mut streamed = node.applied();
     loop {
         tokio::select! {
             _ = tick.tick() => node.tick()?,
             Some(call) = calls.recv() => match call {
                 Call::Raft(bytes) => {
-                    // Garbage or a message for another node changes nothing.
-                    if let Err(e) = node.step(&bytes)
-                        && !e.starts_with("not a Raft message")
-                        && !e.starts_with("message for node")
-                        && !e.starts_with("a local Raft message")
-                    {
+                    // A refused message changes nothing; a log that cannot be written stops the node.
+                    if let Err(e @ anyedge_control::StepError::Store(_)) = node.step(&bytes) {
                         return Err(format!("{name}: {e}"));
                     }
                 }
@@ -232,7 +235,11 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
                 },
                 Call::Watch(after, tx) => {
                     let first: Vec<WatchUpdate> = match node.catch_up(after) {
-                        CatchUp::Changes(changes) => changes.iter().map(|(i, ch)| update(*i, ch)).collect(),
+                        CatchUp::Changes { changes, upto } => changes
+                            .iter()
+                            .map(|(i, ch)| update(*i, ch))
+                            .chain(std::iter::once(index_only(upto)))
+                            .collect(),
                         CatchUp::Table { index, table } => vec![WatchUpdate {
                             index,
                             change_json: String::new(),
@@ -265,9 +272,14 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
                     }
                     let u = update(index, &change);
                     watchers.retain(|w| w.tx.try_send(Ok(u.clone())).is_ok());
+                    streamed = index;
                 }
                 Output::Leader { .. } => {}
             }
+        }
+        if node.applied() > streamed {
+            streamed = node.applied();
+            watchers.retain(|w| w.tx.try_send(Ok(index_only(streamed))).is_ok());
         }
     }
 }

@@ -64,6 +64,9 @@ pub fn follow(plan: &Plan, initial: RouteTable, state_dir: &std::path::Path, nod
                     let changes = table.changes_to(&new);
                     table = new;
                     changes.into_iter().map(|c| (c, table.clone())).collect()
+                } else if u.change_json.is_empty() {
+                    // Only the index moved (an entry that changes nothing).
+                    Vec::new()
                 } else {
                     let Ok(change) = serde_json::from_str::<Change>(&u.change_json) else { continue };
                     let _ = table.apply(&change);

@@ -265,15 +265,7 @@ impl L7 {
     /// Opens the backend side of a connection from `local`.
     pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
-        let handle = c.stack.new_socket();
-        let (iface, sockets) = (&mut c.stack.iface, &mut c.stack.sockets);
-        let socket = sockets.get_mut::<tcp::Socket>(handle);
-        socket.set_nagle_enabled(false);
-        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
-        if socket.connect(iface.context(), (backend.ip(), backend.port()), local).is_err() {
-            sockets.remove(handle);
-            return false;
-        }
+        let Some(handle) = c.stack.connect(backend, local) else { return false };
         c.backend = Some(handle);
         c.binding = Some(binding);
         c.backend_addr = Some(backend);

@@ -156,15 +156,7 @@ impl QuicListener {
     pub fn open_relay(&mut self, ch: ConnectionHandle, stream: StreamId, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(&ch) else { return false };
         let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else { return false };
-        let handle = stack.new_socket();
-        let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
-        let socket = sockets.get_mut::<tcp::Socket>(handle);
-        socket.set_nagle_enabled(false);
-        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
-        if socket.connect(iface.context(), (backend.ip(), backend.port()), local).is_err() {
-            sockets.remove(handle);
-            return false;
-        }
+        let Some(handle) = stack.connect(backend, local) else { return false };
         c.relays.push(Relay {
             stream,
             tcp: handle,

@@ -22,6 +22,27 @@ pub enum Ports {
     Range(u16, u16),
 }
 
+impl Action {
+    /// As topology files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// As topology files write it: `any`, `8080` or `8000-8999`.
+impl std::fmt::Display for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Ports::Any => write!(f, "any"),
+            Ports::Range(lo, hi) if lo == hi => write!(f, "{lo}"),
+            Ports::Range(lo, hi) => write!(f, "{lo}-{hi}"),
+        }
+    }
+}
+
 impl Ports {
     fn contains(&self, port: u16) -> bool {
         match *self {

@@ -4,7 +4,7 @@
 //! delay exactly as smoltcp's TCP makes it.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -109,6 +109,20 @@ impl TcpStack {
         let socket =
             tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
         self.sockets.add(socket)
+    }
+
+    /// Opens a relay connection to a backend from `local` (no Nagle, 30 s timeout), or
+    /// `None` when the stack refuses the endpoints.
+    pub fn connect(&mut self, backend: SocketAddr, local: (IpAddr, u16)) -> Option<SocketHandle> {
+        let handle = self.new_socket();
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        socket.set_nagle_enabled(false);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
+        if socket.connect(self.iface.context(), (backend.ip(), backend.port()), local).is_err() {
+            self.sockets.remove(handle);
+            return None;
+        }
+        Some(handle)
     }
 
     pub fn socket(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {

@@ -11,7 +11,7 @@ use anyedge_ccn::geo::Location;
 use anyedge_ccn::{ComponentRng, Link, Outcome};
 use anyedge_control::{
     BackendRoute, CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, GroupRoute, ListenerRoute, LogStore,
-    Output, ProposeError, RouteTable, SecurityGroupRoute, VipRoute,
+    Output, ProposeError, RouteTable, SecurityGroupRoute, StepError, VipRoute,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -76,23 +76,7 @@ pub fn route_table(t: &Topology) -> RouteTable {
         .iter()
         .map(|sg| SecurityGroupRoute {
             name: sg.group.name.clone(),
-            rules: sg
-                .group
-                .rules
-                .iter()
-                .map(|r| {
-                    let action = match r.action {
-                        anyedge_region::security::Action::Allow => "allow",
-                        anyedge_region::security::Action::Drop => "drop",
-                    };
-                    let port = match r.ports {
-                        anyedge_region::security::Ports::Any => "any".to_string(),
-                        anyedge_region::security::Ports::Range(lo, hi) if lo == hi => lo.to_string(),
-                        anyedge_region::security::Ports::Range(lo, hi) => format!("{lo}-{hi}"),
-                    };
-                    format!("{action} {} {port}", r.source)
-                })
-                .collect(),
+            rules: sg.group.rules.iter().map(|r| format!("{} {} {}", r.action.name(), r.source, r.ports)).collect(),
             bind: sg
                 .bind
                 .iter()
@@ -193,6 +177,7 @@ pub struct ControlPlane {
     pending: Vec<Pending>,
     leaders_by_term: BTreeMap<u64, u8>,
     committed: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Request → commit, microseconds.
     commit_hist: Histogram<u64>,
     writes: u64,
     writes_committed: u64,
@@ -406,12 +391,8 @@ impl ControlPlane {
         let mut out = Vec::new();
         let m = usize::from(to) - 1;
         if let Some(node) = self.members.get_mut(m).and_then(|x| x.node.as_mut()) {
-            // A refused message (garbled, for another node) changes nothing; a node whose
-            // log cannot be written is a bug.
-            if let Err(e) = node.step(bytes)
-                && !e.starts_with("not a Raft message")
-                && !e.starts_with("message for node")
-            {
+            // A refused message changes nothing; a node whose log cannot be written is a bug.
+            if let Err(e @ StepError::Store(_)) = node.step(bytes) {
                 self.violations.push(format!("control/{to}: {e}"));
             }
             self.drain(m, now, &mut out);
@@ -439,23 +420,25 @@ impl ControlPlane {
 
     fn propose_pending(&mut self, now: u64, out: &mut Vec<(u64, ControlEv)>) {
         let Some(l) = self.leader() else { return };
-        for p in 0..self.pending.len() {
-            if self.pending[p].proposed.is_some() {
-                continue;
+        let Some(node) = self.members[l].node.as_mut() else { return };
+        let violations = &mut self.violations;
+        self.pending.retain_mut(|p| {
+            if p.proposed.is_some() {
+                return true;
             }
-            let Some(node) = self.members[l].node.as_mut() else { return };
-            match node.propose(&self.pending[p].change) {
-                Ok(index) => self.pending[p].proposed = Some((index, node.term())),
+            match node.propose(&p.change) {
+                Ok(index) => p.proposed = Some((index, node.term())),
+                // The file's writes were validated when it was loaded and no change
+                // removes what they name: a refusal here is a bug.
                 Err(ProposeError::Invalid(e)) => {
-                    // Checked when the file was loaded; refused here only if an earlier
-                    // write changed what it refers to. Dropped, as the API would refuse it.
-                    self.violations.push(format!("write {:?} refused: {e}", self.pending[p].change));
-                    self.pending[p].proposed = Some((0, 0));
+                    violations.push(format!("write {:?} refused: {e}", p.change));
+                    return false;
                 }
+                // No leader after all (stepping down): the next tick tries again.
                 Err(_) => {}
             }
-        }
-        self.pending.retain(|p| p.proposed != Some((0, 0)));
+            true
+        });
         self.drain(l, now, out);
     }
 
@@ -465,7 +448,7 @@ impl ControlPlane {
             match output {
                 Output::Message { to, bytes } => {
                     let to = to as u8;
-                    if !self.reachable(from, to) || usize::from(to) > self.members.len() {
+                    if to == 0 || usize::from(to) > self.members.len() || !self.reachable(from, to) {
                         continue;
                     }
                     let link = &mut self.links[m][usize::from(to) - 1];
@@ -504,22 +487,20 @@ impl ControlPlane {
                 self.committed.insert(index, (term, bytes));
             }
         }
-        for p in &mut self.pending {
-            if let Some((i, t)) = p.proposed
-                && i == index
-            {
-                if t == term {
-                    let ms = (now - p.requested_ns) / 1000;
-                    let _ = self.commit_hist.record(ms.max(1));
-                    p.proposed = Some((0, 0));
-                    self.writes_committed += 1;
-                } else {
-                    // Overwritten before it committed (its leader lost): propose again.
-                    p.proposed = None;
-                }
+        let (hist, committed) = (&mut self.commit_hist, &mut self.writes_committed);
+        self.pending.retain_mut(|p| match p.proposed {
+            Some((i, t)) if i == index && t == term => {
+                let _ = hist.record(((now - p.requested_ns) / 1000).max(1));
+                *committed += 1;
+                false
             }
-        }
-        self.pending.retain(|p| p.proposed != Some((0, 0)));
+            Some((i, _)) if i == index => {
+                // Overwritten before it committed (its leader lost): propose again.
+                p.proposed = None;
+                true
+            }
+            _ => true,
+        });
         // Watchers following this node get the change on their stream at once.
         let from = m as u8 + 1;
         for w in 0..self.watchers.len() {
@@ -529,7 +510,10 @@ impl ControlPlane {
                 let at = now + self.delay_to_watcher[m][w];
                 out.push((
                     at,
-                    ControlEv::Watch { watcher: w, update: CatchUp::Changes(vec![(index, change.clone())]) },
+                    ControlEv::Watch {
+                        watcher: w,
+                        update: CatchUp::Changes { changes: vec![(index, change.clone())], upto: index },
+                    },
                 ));
             }
         }
@@ -564,7 +548,7 @@ impl ControlPlane {
             return Vec::new();
         }
         match update {
-            CatchUp::Changes(changes) => {
+            CatchUp::Changes { changes, upto } => {
                 let mut out = Vec::new();
                 for (i, change) in changes {
                     if i > w.applied {
@@ -573,6 +557,7 @@ impl ControlPlane {
                         out.push(WatchChange { watcher, change, table: w.table.clone() });
                     }
                 }
+                w.applied = w.applied.max(upto);
                 out
             }
             CatchUp::Table { index, table } if index > w.applied => {

@@ -1845,15 +1845,8 @@ impl<'t> World<'t> {
                     .zip(counts)
                     .map(|(r, c)| RuleReport {
                         source: r.source.to_string(),
-                        port: match r.ports {
-                            anyedge_region::security::Ports::Any => "any".into(),
-                            anyedge_region::security::Ports::Range(lo, hi) if lo == hi => lo.to_string(),
-                            anyedge_region::security::Ports::Range(lo, hi) => format!("{lo}-{hi}"),
-                        },
-                        action: match r.action {
-                            anyedge_region::security::Action::Allow => "allow",
-                            anyedge_region::security::Action::Drop => "drop",
-                        },
+                        port: r.ports.to_string(),
+                        action: r.action.name(),
                         matched: c.matched,
                         denied: c.denied,
                     })
