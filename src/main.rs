@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyedge_sim::topology::{self, Topology};
+use anyedge_topology::{self as topology, Topology};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -446,7 +446,7 @@ fn main() -> ExitCode {
         Command::Lab { action } => lab(action),
         Command::Ctl { file, action } => ctl(file, action),
         Command::Probe { target, protocol, rate, duration, flows, window, report, realtime } => {
-            let duration = match anyedge_sim::topology::parse_duration_ns(&duration) {
+            let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
                 Err(e) => {
                     eprintln!("--duration: {e}");

@@ -3,7 +3,7 @@
 
 use anyedge_sim::Report;
 use anyedge_sim::report::BackendReport;
-use anyedge_sim::topology;
+use anyedge_topology as topology;
 
 const BASE: &str = r#"
 name: addressing

@@ -3,7 +3,7 @@
 //! CLB nodes' data plane; the report's invariants hold and the run replays byte for byte.
 
 use anyedge_sim::Report;
-use anyedge_sim::topology::{self, Diagnostic, Topology};
+use anyedge_topology::{self as topology, Diagnostic, Topology};
 
 const SMALL: &str = include_str!("../topologies/small.yaml");
 

@@ -196,7 +196,7 @@ fn the_lab_agrees_with_the_simulator_on_each_clients_p50_within_15_percent() {
     }
     let _one = serial();
     let lab = Lab::up("fidelity");
-    let t = anyedge_sim::topology::load(&lab.file).unwrap();
+    let t = anyedge_topology::load(&lab.file).unwrap();
     let sim = anyedge_sim::run(&t, |_| {}).unwrap().report;
     for client in ["london", "rome", "kyiv"] {
         let game = &sim.clients.iter().find(|c| c.name == client).unwrap().traffic[0];

@@ -1,7 +1,7 @@
 //! Security groups in the simulator: first match wins, a blacklist works only before the
 //! final allow, and health checks need the CLB's own address allowed.
 
-use anyedge_sim::topology;
+use anyedge_topology as topology;
 use anyedge_sim::{Report, report::SecurityGroupReport};
 
 const SMALL: &str = include_str!("../topologies/small.yaml");
@@ -106,4 +106,28 @@ fn a_group_bound_to_the_clb_filters_clients_at_the_edge() {
     assert!(london.traffic.iter().all(|t| t.anycast.received == 0 && t.direct.received == 0));
     assert!(r.clients.iter().find(|c| c.name == "rome").unwrap().traffic[0].anycast.received > 0);
     assert!(group(&r, "edge").rules[0].denied > 0);
+}
+
+#[test]
+fn the_report_counts_every_clb_drop_by_node_and_reason() {
+    let r = run_with(
+        r#"security_groups:
+  - name: edge
+    bind: [clb/frankfurt]
+    rules:
+      - { source: 198.18.66.0/24, port: any, action: drop }
+      - { source: 0.0.0.0/0, port: any, action: allow }
+"#,
+    );
+    let denied_by_rule = group(&r, "edge").rules[0].denied;
+    let denied_in_drops: u64 = r
+        .drops
+        .iter()
+        .filter(|(node, _)| node.starts_with("clb/frankfurt/"))
+        .filter_map(|(_, reasons)| reasons.get("denied"))
+        .sum();
+    assert!(denied_by_rule > 0);
+    assert_eq!(denied_in_drops, denied_by_rule, "every denied packet is a counted drop: {:?}", r.drops);
+    assert!(r.drops.keys().all(|n| n.starts_with("clb/") || n.starts_with("pop/")), "{:?}", r.drops);
+    assert!(r.to_json().contains("\"drops\": {"), "the report shows them");
 }

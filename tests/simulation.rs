@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use anyedge_ccn::geo::{FIBER_KM_PER_S, great_circle_km};
-use anyedge_sim::topology::{self, Topology};
+use anyedge_topology::{self as topology, Topology};
 use anyedge_sim::{Outcome, Report};
 
 const SMALL: &str = include_str!("../topologies/small.yaml");

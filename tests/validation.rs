@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use anyedge_sim::topology::{self, Diagnostic};
+use anyedge_topology::{self as topology, Diagnostic};
 
 const SMALL: &str = include_str!("../topologies/small.yaml");
 

@@ -44,7 +44,7 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
 }
 
 pub fn run(file: &Path, exe: &Path, realtime: bool) -> Result<LabFigures, String> {
-    let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
+    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
     setup::up_with(file, exe, setup::Options { impairments: false, realtime })?;
@@ -56,11 +56,11 @@ pub fn run(file: &Path, exe: &Path, realtime: bool) -> Result<LabFigures, String
 }
 
 /// The first client group, its first UDP traffic class's VIP, and a backend of it.
-fn targets(t: &anyedge_sim::topology::Topology, plan: &Plan) -> Result<(String, SocketAddr, SocketAddr), String> {
+fn targets(t: &anyedge_topology::Topology, plan: &Plan) -> Result<(String, SocketAddr, SocketAddr), String> {
     let class = t
         .traffic
         .iter()
-        .find(|c| matches!(c.kind, anyedge_sim::topology::TrafficKind::Udp { .. }))
+        .find(|c| matches!(c.kind, anyedge_topology::TrafficKind::Udp { .. }))
         .ok_or("bench lab needs a UDP traffic class")?;
     let g = t.clients.iter().position(|c| c.traffic.contains(&t.traffic.iter().position(|x| x == class).unwrap_or(0)));
     let g = g.ok_or("no client group sends the UDP traffic class")?;
@@ -78,7 +78,7 @@ fn targets(t: &anyedge_sim::topology::Topology, plan: &Plan) -> Result<(String, 
 }
 
 fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[String]) -> Result<serde_json::Value, String> {
-    let report = setup::labs_dir().join(&plan.lab).join(format!("bench-{}.json", target.port()));
+    let report = crate::layout::state_dir(&plan.lab).join(format!("bench-{}.json", target.port()));
     let secs = format!("{}s", PHASE.as_secs());
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -154,7 +154,7 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures, String> {
-    let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
+    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let c = t.control.clone().ok_or("bench control needs a topology with a `control:` section")?;
     let backend = t
         .regions

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -19,30 +19,19 @@ use anyedge_proto::control::{
     Ack, RaftFrame, RoutesReply, RoutesRequest, StatusReply, StatusRequest, WatchRequest, WatchUpdate, WriteReply,
     WriteRequest,
 };
-use anyedge_sim::topology::Topology;
+use anyedge_topology::Topology;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::layout::{CONTROL_PORT, api_socket, log_path, mark_ready};
 use crate::plan::Plan;
 
-/// TCP port of Raft and the control API on control nodes (backbone addresses).
-pub const CONTROL_PORT: u16 = 6095;
 /// How long a write waits to commit before the API gives up on it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Updates a watch stream buffers; a watcher further behind is dropped and reconnects.
 const WATCH_DEPTH: usize = 1024;
-
-/// Where a control node's API socket lives.
-pub fn api_socket(state_dir: &Path, id: u8) -> PathBuf {
-    state_dir.join("api").join(format!("control-{id}.sock"))
-}
-
-/// Where a control node keeps its Raft log.
-pub fn log_path(state_dir: &Path, id: u8) -> PathBuf {
-    state_dir.join(format!("control-{id}.redb"))
-}
 
 enum Call {
     Raft(Vec<u8>),
@@ -153,9 +142,9 @@ struct Watcher {
 
 pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Path) -> Result<(), String> {
     let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
-    let config = anyedge_sim::control::control_config(t, c, id);
+    let config = anyedge_topology::route_table::control_config(t, c, id);
     let store = RedbDisk::open(&log_path(state_dir, id), &config.voters)?;
-    let mut node = ControlNode::new(&config, anyedge_sim::control::route_table(t), store)?;
+    let mut node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)?;
     let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(4096);
     let api = Api { calls: calls_tx };
@@ -188,7 +177,7 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
         let tls = crate::pki::client(state_dir, &name, addr.into())?;
         peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls)?);
     }
-    crate::node::mark_ready(ready)?;
+    mark_ready(ready)?;
     let mut tick = tokio::time::interval(Duration::from_nanos(c.tick_ns));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending: Vec<Pending> = Vec::new();

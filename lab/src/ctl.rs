@@ -54,14 +54,14 @@ struct Lab {
 }
 
 fn lab(file: &Path) -> Result<Lab, String> {
-    let t = anyedge_sim::topology::load(file).map_err(|e| e.to_string())?;
+    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let c = t
         .control
         .as_ref()
         .ok_or(format!("{}: no `control:` section (the lab has no control plane)", file.display()))?;
     let ids = (1..=c.nodes).collect();
     let plan = Plan::new(&t);
-    let state_dir = crate::setup::labs_dir().join(&plan.lab);
+    let state_dir = crate::layout::state_dir(&plan.lab);
     if crate::setup::read_state(&plan.lab).is_none() {
         return Err(format!("lab `{}` is not up (anyedge lab up {})", plan.lab, file.display()));
     }
@@ -71,7 +71,7 @@ fn lab(file: &Path) -> Result<Lab, String> {
 async fn statuses(lab: &Lab) -> Vec<(u8, Option<StatusReply>)> {
     let mut out = Vec::new();
     for &id in &lab.ids {
-        let socket = crate::control_node::api_socket(&lab.state_dir, id);
+        let socket = crate::layout::api_socket(&lab.state_dir, id);
         let reply = match connect(socket).await {
             Ok(mut client) => tokio::time::timeout(Duration::from_millis(500), client.status(StatusRequest {}))
                 .await
@@ -132,7 +132,7 @@ pub fn routes(file: &Path) -> Result<serde_json::Value, String> {
             order.sort_by_key(|&id| u64::from(id) != l);
         }
         for id in order {
-            let Ok(mut client) = connect(crate::control_node::api_socket(&lab.state_dir, id)).await else { continue };
+            let Ok(mut client) = connect(crate::layout::api_socket(&lab.state_dir, id)).await else { continue };
             if let Ok(r) = client.routes(RoutesRequest {}).await {
                 let r = r.into_inner();
                 let table: serde_json::Value = serde_json::from_str(&r.table_json).map_err(|e| e.to_string())?;
@@ -163,7 +163,7 @@ pub fn write(file: &Path, change: &Change) -> Result<u64, WriteError> {
         while started.elapsed() < WRITE_DEADLINE {
             let all = statuses(&lab).await;
             if let Some((leader, _, _)) = leader_of(&all)
-                && let Ok(mut client) = connect(crate::control_node::api_socket(&lab.state_dir, leader as u8)).await
+                && let Ok(mut client) = connect(crate::layout::api_socket(&lab.state_dir, leader as u8)).await
             {
                 match client.write(WriteRequest { change_json: change_json.clone() }).await {
                     Ok(r) => return Ok(r.into_inner().index),

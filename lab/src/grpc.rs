@@ -15,7 +15,6 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Port of the gRPC backbone on CLB nodes.
-pub const GRPC_PORT: u16 = 6083;
 /// Frames a stream buffers before the sender waits.
 const DEPTH: usize = 4096;
 

@@ -4,7 +4,9 @@
 pub mod bench;
 pub mod control_node;
 pub mod ctl;
+pub mod drops;
 pub mod grpc;
+pub mod layout;
 pub mod netns;
 pub mod node;
 pub mod pki;

@@ -13,19 +13,17 @@ use std::time::Instant;
 use anyedge_pop::{Output as PopOutput, Pop};
 use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
-use anyedge_sim::nodes::{ClbAddresses, Identity, clb_config, pop_config};
-use anyedge_sim::topology::{self, BackboneTransport, Topology};
+use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config, pop_config};
+use anyedge_topology::{self as topology, BackboneTransport, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::plan::{BACKEND_PORT, HEALTH_PORT, Plan, REGION_NET, Role, TUN_NAME, sanitize};
+use crate::drops::Drops;
+use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, mark_ready};
+use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::shaper::Shaper;
 use anyedge_ccn::{ComponentRng, Link};
 
-/// A file in the lab's state directory that turns impairments off (benchmarks).
-pub const NO_IMPAIRMENTS: &str = "no-impairments";
-/// A file in the lab's state directory that runs nodes SCHED_FIFO (`lab up --realtime`).
-pub const REALTIME: &str = "realtime";
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -36,7 +34,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let plan = Plan::new(&t);
     let node = plan.node(name).ok_or(format!("no node `{name}` in this topology"))?.clone();
     let role = plan.namespaces[node.ns].role.clone();
-    let ready = state_dir.join("ready").join(sanitize(&node.name));
+    let ready = crate::layout::ready_marker(state_dir, &node.name);
     let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
     if state_dir.join(REALTIME).exists() {
         crate::realtime::enter()?;
@@ -48,17 +46,20 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         // POPs and CLB nodes follow the replicated route table (when the file has one).
         let follower = match role {
             Role::Pop(_) | Role::Clb { .. } => {
-                crate::watch::follow(&plan, anyedge_sim::control::route_table(&t), state_dir, &node_name)
+                crate::watch::follow(&plan, anyedge_topology::route_table::route_table(&t), state_dir, &node_name)
             }
             _ => None,
         };
         let applied = follower.as_ref().map(|f| f.applied.clone());
+        let drops = Drops::default();
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
-        tokio::spawn(serve_control(listener, node_name, applied));
+        tokio::spawn(serve_control(listener, node_name, applied, drops.clone()));
         match role {
-            Role::Pop(p) => run_pop(&t, &plan, p, &ready, impair, follower).await,
-            Role::Clb { region, index } => run_clb(&t, &plan, region, index, &ready, impair, follower).await,
+            Role::Pop(p) => run_pop(&t, &plan, p, Forwarder { ready: &ready, impair, follower, drops }).await,
+            Role::Clb { region, index } => {
+                run_clb(&t, &plan, (region, index), Forwarder { ready: &ready, impair, follower, drops }).await
+            }
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
             Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, &ready).await,
@@ -73,21 +74,24 @@ fn open_tun() -> Result<tun::AsyncDevice, String> {
     tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
 }
 
-/// Where a node's control socket lives.
-pub fn control_socket(state_dir: &Path, node: &str) -> std::path::PathBuf {
-    let dir = state_dir.join("ctl");
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("{}.sock", sanitize(node)));
+/// A fresh control socket path for a node (an old socket file is removed).
+fn control_socket(state_dir: &Path, node: &str) -> std::path::PathBuf {
+    let path = crate::layout::node_socket(state_dir, node);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     let _ = std::fs::remove_file(&path);
     path
 }
 
-/// Answers `status` with one JSON line: the node, its process, how long it has run, and
-/// the route-table log index it has applied (nodes that follow the table).
+/// Answers `status` with one JSON line: the node, its process, how long it has run, the
+/// route-table log index it has applied (nodes that follow the table), and the packets
+/// its core refused by reason (`drops`, POPs and CLB nodes).
 async fn serve_control(
     listener: tokio::net::UnixListener,
     name: String,
     applied: Option<Arc<std::sync::atomic::AtomicU64>>,
+    drops: Drops,
 ) {
     let started = Instant::now();
     loop {
@@ -95,25 +99,21 @@ async fn serve_control(
         let mut line = [0u8; 64];
         let n = stream.read(&mut line).await.unwrap_or(0);
         let reply = if line[..n].starts_with(b"status") {
-            let applied = applied
-                .as_ref()
-                .map(|a| format!(", \"applied\": {}", a.load(std::sync::atomic::Ordering::SeqCst)))
-                .unwrap_or_default();
-            format!(
-                "{{\"node\": {:?}, \"pid\": {}, \"uptime_ms\": {}{applied}}}\n",
-                name,
-                std::process::id(),
-                started.elapsed().as_millis()
-            )
+            let mut status = serde_json::json!({
+                "node": name,
+                "pid": std::process::id(),
+                "uptime_ms": started.elapsed().as_millis() as u64,
+                "drops": drops.to_json(),
+            });
+            if let Some(a) = &applied {
+                status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
+            }
+            format!("{status}\n")
         } else {
             "{\"error\": \"unknown command (try status)\"}\n".to_string()
         };
         let _ = stream.write_all(reply.as_bytes()).await;
     }
-}
-
-pub(crate) fn mark_ready(path: &Path) -> Result<(), String> {
-    std::fs::write(path, b"ready\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn now_ns(start: Instant) -> u64 {
@@ -140,14 +140,18 @@ fn flow_of(packet: &[u8]) -> u64 {
     inner::parse(packet).map_or(0, |i| u64::from(i.key.flow_hash()))
 }
 
-async fn run_pop(
-    t: &Topology,
-    plan: &Plan,
-    p: usize,
-    ready: &Path,
+/// What a forwarding node (POP, CLB) gets from the process around it.
+struct Forwarder<'a> {
+    ready: &'a Path,
+    /// Apply the file's link impairments (off for benchmarks).
     impair: bool,
-    mut follower: Option<crate::watch::Follower>,
-) -> Result<(), String> {
+    /// The route table's watch stream, when the file has a control plane.
+    follower: Option<crate::watch::Follower>,
+    drops: Drops,
+}
+
+async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Result<(), String> {
+    let Forwarder { ready, impair, mut follower, drops } = node;
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
@@ -164,14 +168,14 @@ async fn run_pop(
         })
         .collect();
     let access = |g: usize, dir: usize| {
-        let model = anyedge_sim::nodes::access_link(t, g, t.pops[p].location);
+        let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
         Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
     };
     let mut to_pop: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 0)).collect();
     let mut to_client: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 1)).collect();
     let mut backbone: Vec<Link> = (0..t.regions.len())
         .map(|r| {
-            let model = anyedge_sim::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
             Link::new(model, ComponentRng::new(seed, &format!("lab/backbone/{p}/{r}/0")))
         })
         .collect();
@@ -190,7 +194,7 @@ async fn run_pop(
         .collect();
     if grpc {
         for (&(r, i), a) in &clb_tunnels {
-            let to = SocketAddr::new(a.ip(), crate::grpc::GRPC_PORT);
+            let to = SocketAddr::new(a.ip(), GRPC_PORT);
             streams.insert((r, i), crate::grpc::connect(to, down_tx.clone()));
         }
     }
@@ -223,10 +227,10 @@ async fn run_pop(
                 }
                 r = sock.recv_from(&mut ubuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
-                    let _ = core.handle_from_clb(now_ns(start), &ubuf[..n]);
+                    drops.count(core.handle_from_clb(now_ns(start), &ubuf[..n]));
                 }
                 Some(packet) = down_rx.recv() => {
-                    let _ = core.handle_from_clb(now_ns(start), &packet);
+                    drops.count(core.handle_from_clb(now_ns(start), &packet));
                 }
                 // POPs forward by VIP and CLB node; no change kind today alters that, so
                 // they only keep up (their applied index is in `status`).
@@ -238,7 +242,7 @@ async fn run_pop(
         for (dest, packet) in due {
             match dest {
                 PopDest::Core => {
-                    let _ = core.handle_from_client(now_ns(start), &packet);
+                    drops.count(core.handle_from_client(now_ns(start), &packet));
                 }
                 PopDest::Clb(to) => {
                     let _ = sock.send_to(&packet, to).await;
@@ -293,15 +297,8 @@ async fn next_upstream(
     }
 }
 
-async fn run_clb(
-    t: &Topology,
-    plan: &Plan,
-    region: usize,
-    index: usize,
-    ready: &Path,
-    impair: bool,
-    mut follower: Option<crate::watch::Follower>,
-) -> Result<(), String> {
+async fn run_clb(t: &Topology, plan: &Plan, (region, index): (usize, usize), node: Forwarder<'_>) -> Result<(), String> {
+    let Forwarder { ready, impair, mut follower, drops } = node;
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
     let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
@@ -318,14 +315,14 @@ async fn run_clb(
     // Backbone links back to every POP (the POPs shape the way here).
     let mut backbone: Vec<Link> = (0..t.pops.len())
         .map(|p| {
-            let model = anyedge_sim::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
+            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
             Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
         })
         .collect();
     let mut shaper: Shaper<ClbDest> = Shaper::new(start, impair);
     let grpc = t.backbone.transport == BackboneTransport::Grpc;
     let mut from_streams = if grpc {
-        Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), crate::grpc::GRPC_PORT)).await?)
+        Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT)).await?)
     } else {
         None
     };
@@ -352,25 +349,25 @@ async fn run_clb(
             tokio::select! {
                 r = pop_sock.recv_from(&mut pbuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
-                    let _ = core.handle_from_pop(now_ns(start), &pbuf[..n]);
+                    drops.count(core.handle_from_pop(now_ns(start), &pbuf[..n]));
                 }
                 r = be_sock.recv_from(&mut bbuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
-                    let _ = core.handle_from_backend(now_ns(start), bbuf[..n].to_vec());
+                    drops.count(core.handle_from_backend(now_ns(start), bbuf[..n].to_vec()));
                 }
                 Some((packet, down)) = next_upstream(&mut from_streams) => {
                     if let Ok(c) = anyedge_proto::CcnPacket::new_checked(&packet[..]) {
                         downstreams.insert(c.pop_id(), down);
                     }
-                    let _ = core.handle_from_pop(now_ns(start), &packet);
+                    drops.count(core.handle_from_pop(now_ns(start), &packet));
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     core.handle_timeout(now_ns(start));
                     due = shaper.due();
                 }
                 Some((change, table)) = crate::watch::next_change(&mut follower) => {
-                    let site = anyedge_sim::control::ClbSite { t, region, index, addresses, identity: &identity };
-                    anyedge_sim::control::apply_to_clb(&mut core, &site, &table, &change);
+                    let site = anyedge_topology::route_table::ClbSite { t, region, index, addresses, identity: &identity };
+                    anyedge_topology::route_table::apply_to_clb(&mut core, &site, &table, &change);
                 }
                 _ = probe_tick.tick() => {
                     for to in &pops {

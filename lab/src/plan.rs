@@ -4,14 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use anyedge_sim::topology::Topology;
+use anyedge_topology::Topology;
 
-/// UDP port of the POP ↔ CLB tunnel (CCN header over UDP).
-pub const TUNNEL_PORT: u16 = 6081;
-/// UDP port of the CLB ↔ backend tunnel (plain IP packets over UDP).
-pub const BACKEND_PORT: u16 = 6082;
-/// UDP port where POPs answer health probes (from the internet router and CLB nodes).
-pub const HEALTH_PORT: u16 = 6090;
+use crate::layout::{BACKEND_PORT, TUNNEL_PORT};
+
 /// TUN device that takes VIP packets on a POP, and serves packets on a backend host.
 pub const TUN_NAME: &str = "ae0";
 
@@ -337,7 +333,7 @@ mod tests {
     use super::*;
 
     fn small() -> Topology {
-        anyedge_sim::topology::parse_str("small.yaml", include_str!("../../topologies/small.yaml")).unwrap()
+        anyedge_topology::parse_str("small.yaml", include_str!("../../topologies/small.yaml")).unwrap()
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyedge_sim::topology::Topology;
+use anyedge_topology::Topology;
 use tokio::net::UdpSocket;
 
-use crate::plan::{HEALTH_PORT, Plan};
-use crate::setup::pop_order;
+use crate::layout::HEALTH_PORT;
+use crate::plan::Plan;
 
 /// How often POPs are probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
@@ -104,7 +104,7 @@ fn reroute(t: &Topology, plan: &Plan, announced: &[bool]) {
     for (g, group) in t.clients.iter().enumerate() {
         for &k in &group.traffic {
             let vip = t.traffic[k].vip;
-            let Some(p) = pop_order(t, g, vip).into_iter().find(|&p| announced[p]) else { continue };
+            let Some(p) = t.pop_order(g, vip).into_iter().find(|&p| announced[p]) else { continue };
             let Some(via) = plan.pop_internet_addr(p) else { continue };
             let route = format!("{}/32", t.vips[vip].ipv4);
             let table = (100 + g).to_string();

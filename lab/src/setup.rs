@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyedge_sim::topology::{self, Topology};
+use anyedge_topology::{self as topology, Topology};
 use serde::{Deserialize, Serialize};
 
+use crate::layout::{
+    NO_IMPAIRMENTS, REALTIME, node_log, node_socket, ready_dir, ready_marker, state_dir,
+};
 use crate::netns::{self, ip, ip_in, sysctl_in};
 use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
 
 /// Where labs keep their state: `ANYEDGE_LAB_DIR`, or /run/anyedge/labs.
-pub fn labs_dir() -> PathBuf {
-    std::env::var_os("ANYEDGE_LAB_DIR").map_or_else(|| PathBuf::from("/run/anyedge/labs"), PathBuf::from)
-}
 
 /// What a running lab is made of.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,10 +27,6 @@ pub struct State {
     pub namespaces: Vec<String>,
     /// Node name → process id.
     pub pids: BTreeMap<String, u32>,
-}
-
-fn state_dir(lab: &str) -> PathBuf {
-    labs_dir().join(lab)
 }
 
 fn load(file: &Path) -> Result<(Topology, Plan), String> {
@@ -100,12 +96,12 @@ pub fn up_with(file: &Path, exe: &Path, options: Options) -> Result<State, Strin
 
 fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Options) -> Result<(), String> {
     let dir = state_dir(&plan.lab);
-    std::fs::create_dir_all(dir.join("ready")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(ready_dir(&dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !options.impairments {
-        std::fs::write(dir.join(crate::node::NO_IMPAIRMENTS), b"").map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(NO_IMPAIRMENTS), b"").map_err(|e| e.to_string())?;
     }
     if options.realtime {
-        std::fs::write(dir.join(crate::node::REALTIME), b"").map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(REALTIME), b"").map_err(|e| e.to_string())?;
     }
     for ns in &plan.namespaces {
         ip(&["netns", "add", &ns.name])?;
@@ -260,23 +256,7 @@ pub fn anycast_routes(t: &Topology, plan: &Plan, inet: usize) -> Result<(), Stri
 
 /// The POP a group enters for a VIP when all are up: catchment order, else nearest.
 pub fn first_pop(t: &Topology, g: usize, vip: usize) -> Option<usize> {
-    pop_order(t, g, vip).first().copied()
-}
-
-/// The POPs a group may enter for a VIP, in BGP's preference: catchment, else nearest.
-pub fn pop_order(t: &Topology, g: usize, vip: usize) -> Vec<usize> {
-    let group = &t.clients[g];
-    let publish = &t.vips[vip].pops;
-    match &group.catchment {
-        Some(order) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
-        None => {
-            let mut pops = publish.clone();
-            pops.sort_by_key(|&p| {
-                (anyedge_ccn::geo::fiber_delay_ns(group.location, t.pops[p].location, t.internet.stretch), p)
-            });
-            pops
-        }
-    }
+    t.pop_order(g, vip).first().copied()
 }
 
 fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {
@@ -287,17 +267,13 @@ fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String>
     Ok(())
 }
 
-fn log_name(node: &str) -> String {
-    crate::plan::sanitize(node)
-}
-
 fn spawn_node(plan: &Plan, state: &State, exe: &Path, name: &str) -> Result<u32, String> {
     use std::os::unix::process::CommandExt;
     let node = plan.node(name).ok_or(format!("no node `{name}` in this lab"))?;
     let ns = &plan.namespaces[node.ns].name;
     let dir = state_dir(&plan.lab);
-    let log = std::fs::File::create(dir.join(format!("{}.log", log_name(name)))).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(dir.join("ready").join(log_name(name)));
+    let log = std::fs::File::create(node_log(&dir, name)).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(ready_marker(&dir, name));
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(exe)
@@ -316,16 +292,16 @@ fn spawn_node(plan: &Plan, state: &State, exe: &Path, name: &str) -> Result<u32,
 }
 
 fn wait_ready(plan: &Plan, state: &State) -> Result<(), String> {
-    let dir = state_dir(&plan.lab).join("ready");
+    let dir = state_dir(&plan.lab);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let missing: Vec<&String> = state.pids.keys().filter(|n| !dir.join(log_name(n)).exists()).collect();
+        let missing: Vec<&String> = state.pids.keys().filter(|n| !ready_marker(&dir, n).exists()).collect();
         if missing.is_empty() {
             return Ok(());
         }
         for (name, &pid) in &state.pids {
             if !alive(pid) {
-                let log = std::fs::read_to_string(state_dir(&plan.lab).join(format!("{}.log", log_name(name))))
+                let log = std::fs::read_to_string(node_log(&dir, name))
                     .unwrap_or_default();
                 return Err(format!("node {name} exited while starting:\n{}", log.trim()));
             }
@@ -422,7 +398,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
 /// Asks a node over its control socket how it is; `None` when it does not answer.
 pub fn ask_node(lab: &str, node: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
-    let path = state_dir(lab).join("ctl").join(format!("{}.sock", crate::plan::sanitize(node)));
+    let path = node_socket(&state_dir(lab), node);
     let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
     stream.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     stream.write_all(b"status\n").ok()?;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyedge_ccn::{Link, Outcome};
-use anyedge_sim::engine::EventQueue;
+use anyedge_ccn::EventQueue;
 
 /// Packets on their way, each with where it goes once due.
 pub struct Shaper<D> {

@@ -12,7 +12,7 @@ use anyedge_proto::control::WatchRequest;
 use anyedge_proto::control::control_client::ControlClient;
 use tokio::sync::mpsc;
 
-use crate::control_node::CONTROL_PORT;
+use crate::layout::CONTROL_PORT;
 use crate::plan::Plan;
 
 /// Changes to apply, in log order, each with the table after it, and the log index

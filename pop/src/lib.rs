@@ -41,17 +41,31 @@ pub enum Output {
 
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     Packet(anyedge_proto::Error),
     /// The destination is no VIP this POP publishes.
     NoRoute,
+    /// A backbone packet that is not a reply (it travels toward a region).
     WrongDirection,
+    /// A reply addressed to another POP.
     NotOurs,
 }
 
-impl From<anyedge_proto::Error> for Drop {
-    fn from(e: anyedge_proto::Error) -> Drop {
-        Drop::Packet(e)
+impl DropReason {
+    /// A stable name for counters and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::Packet(e) => e.name(),
+            DropReason::NoRoute => "no_route",
+            DropReason::WrongDirection => "wrong_direction",
+            DropReason::NotOurs => "not_ours",
+        }
+    }
+}
+
+impl From<anyedge_proto::Error> for DropReason {
+    fn from(e: anyedge_proto::Error) -> DropReason {
+        DropReason::Packet(e)
     }
 }
 
@@ -107,9 +121,9 @@ impl Pop {
     }
 
     /// A client's packet for a VIP.
-    pub fn handle_from_client(&mut self, _now_ns: u64, packet: &[u8]) -> Result<(), Drop> {
+    pub fn handle_from_client(&mut self, _now_ns: u64, packet: &[u8]) -> Result<(), DropReason> {
         let info = inner::parse(packet)?;
-        let route = self.route(info.key.dst).ok_or(Drop::NoRoute)?;
+        let route = self.route(info.key.dst).ok_or(DropReason::NoRoute)?;
         let (region, nodes) = (route.region, route.clb_nodes.max(1));
         let quic = info.key.transport == anyedge_proto::Transport::Udp && route.quic_ports.contains(&info.key.dst_port);
         let flow_hash = info.key.flow_hash();
@@ -140,13 +154,13 @@ impl Pop {
     }
 
     /// An encapsulated reply from a CLB node.
-    pub fn handle_from_clb(&mut self, _now_ns: u64, bytes: &[u8]) -> Result<(), Drop> {
+    pub fn handle_from_clb(&mut self, _now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
         let (repr, packet) = ccn::decapsulate(bytes)?;
         if repr.direction != Direction::ToPop {
-            return Err(Drop::WrongDirection);
+            return Err(DropReason::WrongDirection);
         }
         if repr.pop_id != self.config.pop_id {
-            return Err(Drop::NotOurs);
+            return Err(DropReason::NotOurs);
         }
         inner::parse(packet)?;
         self.outputs.push_back(Output::ToClient { bytes: packet.to_vec() });
@@ -227,14 +241,14 @@ mod tests {
         let mut p = pop();
         let pkt = inner::build_udp(("198.18.40.1".parse().unwrap(), 1), ("198.18.0.99".parse().unwrap(), 7000), b"x")
             .unwrap();
-        assert_eq!(p.handle_from_client(0, &pkt), Err(Drop::NoRoute));
+        assert_eq!(p.handle_from_client(0, &pkt), Err(DropReason::NoRoute));
     }
 
     #[test]
     fn reply_for_another_pop_is_refused() {
         let mut p = pop();
         let bytes = ccn::encapsulate(Direction::ToPop, 9, 1, &client_packet(1)).unwrap();
-        assert_eq!(p.handle_from_clb(0, &bytes), Err(Drop::NotOurs));
+        assert_eq!(p.handle_from_clb(0, &bytes), Err(DropReason::NotOurs));
         let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &client_packet(1)).unwrap();
         assert_eq!(p.handle_from_clb(0, &bytes), Ok(()));
         assert_eq!(p.poll_output(), Some(Output::ToClient { bytes: client_packet(1) }));

@@ -6,6 +6,7 @@ pub mod ccn;
 pub mod inner;
 
 /// The backbone's gRPC service (tonic), generated from `proto/anyedge.proto`.
+#[cfg(feature = "grpc")]
 pub mod grpc {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("anyedge.ccn");
@@ -13,6 +14,7 @@ pub mod grpc {
 
 /// The control plane's gRPC services (Raft between control nodes, the control API),
 /// generated from `proto/control.proto`.
+#[cfg(feature = "grpc")]
 pub mod control {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("anyedge.control");
@@ -33,6 +35,17 @@ pub enum Error {
     Malformed(&'static str),
     /// A protocol the cores do not carry (neither TCP nor UDP).
     Unsupported(&'static str),
+}
+
+impl Error {
+    /// A stable name for drop counters: `truncated`, `malformed`, `unsupported`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Error::Truncated => "truncated",
+            Error::Malformed(_) => "malformed",
+            Error::Unsupported(_) => "unsupported",
+        }
+    }
 }
 
 impl fmt::Display for Error {

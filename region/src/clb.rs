@@ -10,14 +10,15 @@ use anyedge_proto::inner::{self, Fnv, Inner, mix64};
 use anyedge_proto::{FlowKey, Transport};
 use lru::LruCache;
 
-use crate::config::HealthProtocol;
 use crate::config::{
     CLOSED_LINGER_NS, ClbConfig, ListenerConfig, SWEEP_INTERVAL_NS, SchedulerKind, TCP_IDLE_NS, UDP_IDLE_NS, WEIGHT_MAX,
 };
 use crate::conn_table::{Conn, ConnTable, Ingress};
 use crate::health::{Health, HealthChecker, ProbeRequest};
 use crate::probe::Prober;
-use crate::scheduler::{Candidate, Maglev, Wrr};
+use crate::quic_listener::QuicListener;
+use crate::scheduler::{Candidate, Maglev};
+use crate::tables::{BackendTable, Listener, ListenerTable, PortId};
 
 /// Something the driver must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub enum Event {
 
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     Packet(anyedge_proto::Error),
     WrongDirection,
     NoListener,
@@ -58,25 +59,25 @@ pub enum Drop {
     Denied,
 }
 
-impl From<anyedge_proto::Error> for Drop {
-    fn from(e: anyedge_proto::Error) -> Drop {
-        Drop::Packet(e)
+impl DropReason {
+    /// A stable name for counters and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::Packet(e) => e.name(),
+            DropReason::WrongDirection => "wrong_direction",
+            DropReason::NoListener => "no_listener",
+            DropReason::NoBackend => "no_backend",
+            DropReason::NoConnection => "no_connection",
+            DropReason::Unbound => "unbound",
+            DropReason::Denied => "denied",
+        }
     }
 }
 
-#[derive(Debug)]
-struct Listener {
-    config: ListenerConfig,
-    /// Backend port index (into `Clb::backends`) of each binding.
-    ports: Vec<usize>,
-    names: Vec<String>,
-    wrr: Wrr,
-    /// The lookup table of `maglev` (5-tuple) and `hash` (source IP) listeners.
-    table: Option<Maglev>,
-    /// Active (open, not closing) flows per binding, for WLC.
-    active: Vec<u32>,
-    /// Deleted at run time: matches no packet, its flows end (indices stay stable).
-    removed: bool,
+impl From<anyedge_proto::Error> for DropReason {
+    fn from(e: anyedge_proto::Error) -> DropReason {
+        DropReason::Packet(e)
+    }
 }
 
 pub use crate::probe::PROBE_PORTS;
@@ -89,11 +90,9 @@ pub struct Clb {
     address: IpAddr,
     /// The latest time the driver gave us.
     now_ns: u64,
-    listeners: Vec<Listener>,
-    /// Distinct backend ports across listeners: health is per port.
-    backends: Vec<SocketAddr>,
-    /// Per backend port: unbound ports get nothing, and nothing of theirs passes.
-    unbound: Vec<bool>,
+    listeners: ListenerTable,
+    /// Distinct backend ports across listeners: health is per port (`PortId` indexes both).
+    backends: BackendTable,
     health: HealthChecker,
     conns: ConnTable,
     persistence: LruCache<(usize, IpAddr), (usize, u64)>,
@@ -112,11 +111,7 @@ pub struct Clb {
     node_count: u16,
     firewall: Option<crate::security::Firewall>,
     prober: Prober,
-    /// Per backend port: how its probes are made.
-    probe_protocols: Vec<HealthProtocol>,
     l7: crate::l7::L7,
-    /// Per listener: its QUIC endpoint, for QUIC listeners.
-    quic: Vec<Option<crate::quic_listener::QuicListener>>,
     /// Per layer-7 client connection: where it entered and its flow hash.
     l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32)>,
     own_addresses: Vec<IpAddr>,
@@ -124,43 +119,20 @@ pub struct Clb {
 
 impl Clb {
     pub fn new(config: ClbConfig, now_ns: u64) -> Clb {
-        let mut backends: Vec<SocketAddr> = Vec::new();
+        let mut backends = BackendTable::default();
         let mut health = Vec::new();
-        let listeners: Vec<Listener> = config
-            .listeners
-            .into_iter()
-            .map(|lc| {
-                let ports = lc
-                    .backends
-                    .iter()
-                    .map(|b| match backends.iter().position(|a| *a == b.addr) {
-                        Some(i) => i,
-                        None => {
-                            backends.push(b.addr);
-                            health.push(b.health.clone().unwrap_or_else(|| config.health.clone()));
-                            backends.len() - 1
-                        }
-                    })
-                    .collect();
-                let names = lc.backends.iter().map(|b| b.addr.to_string()).collect();
-                Listener {
-                    wrr: Wrr::new(lc.backends.len()),
-                    active: vec![0; lc.backends.len()],
-                    config: lc,
-                    ports,
-                    names,
-                    table: None,
-                    removed: false,
-                }
-            })
-            .collect();
+        let mut listeners = ListenerTable::default();
+        for lc in config.listeners {
+            let (listener, added) = Listener::new(lc, &mut backends, &config.health);
+            health.extend(added);
+            listeners.push(listener);
+        }
         let mut clb = Clb {
             address: config.address,
             now_ns,
             listeners,
-            unbound: vec![false; backends.len()],
             backends,
-            health: HealthChecker::new(health.clone(), now_ns),
+            health: HealthChecker::new(health, now_ns),
             conns: ConnTable::new(config.conn_table_capacity),
             persistence: LruCache::unbounded(),
             outputs: VecDeque::new(),
@@ -180,7 +152,6 @@ impl Clb {
                 .then(|| crate::security::Firewall::new(config.security_groups)),
             prober: Prober::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
             l7: Default::default(),
-            quic: Vec::new(),
             l7_ingress: Default::default(),
             // Addresses this node's own TCP answers on: its own and its SNAT addresses.
             own_addresses: {
@@ -188,20 +159,13 @@ impl Clb {
                 own.extend(config.snat.iter().filter(|a| !own.contains(a)).copied().collect::<Vec<_>>());
                 own
             },
-            probe_protocols: health.iter().map(|h| h.protocol.clone()).collect(),
         };
         clb.rebuild_tables();
         let own = clb.own_addresses.clone();
         let node = clb.node_index as u8;
-        clb.quic = clb
-            .listeners
-            .iter()
-            .map(|l| {
-                let vip = SocketAddr::new(l.config.vip, l.config.port);
-                let seed = u64::from(node) << 48 ^ u64::from(l.config.port);
-                l.config.quic.as_ref().map(|q| crate::quic_listener::QuicListener::new(q, vip, own.clone(), node, seed))
-            })
-            .collect();
+        for l in clb.listeners.iter_mut() {
+            l.quic = quic_endpoint(&l.config, &own, node);
+        }
         clb
     }
 
@@ -224,22 +188,18 @@ impl Clb {
     }
 
     pub fn backend_healthy(&self, backend: SocketAddr) -> Option<bool> {
-        let i = self.port_of(backend)?;
-        Some(self.health.is_healthy(i))
+        let p = self.backends.find(backend)?;
+        Some(self.health.is_healthy(p.0))
     }
 
     /// Active (open) flows on a backend across listeners, as WLC counts them.
     pub fn active_flows(&self, backend: SocketAddr) -> u32 {
         self.listeners
             .iter()
-            .flat_map(|l| l.ports.iter().zip(&l.active))
-            .filter(|&(&p, _)| self.backends[p] == backend)
-            .map(|(_, &a)| a)
+            .flat_map(|l| &l.bindings)
+            .filter(|b| self.backends[b.port].addr == backend)
+            .map(|b| b.active)
             .sum()
-    }
-
-    fn port_of(&self, backend: SocketAddr) -> Option<usize> {
-        self.backends.iter().position(|b| *b == backend)
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -255,16 +215,16 @@ impl Clb {
         let probes = self.prober.poll_timeout(self.now_ns);
         let l7 = self.l7.next_timer();
         let now = self.now_ns;
-        let quic = self.quic.iter_mut().flatten().filter_map(|q| q.poll_timeout(now)).min();
+        let quic = self.listeners.iter_mut().filter_map(|l| l.quic.as_mut()?.poll_timeout(now)).min();
         self.health.poll_timeout().into_iter().chain(sweep).chain(probes).chain(l7).chain(quic).min()
     }
 
     /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
     /// new flows, existing ones continue.
     pub fn set_weight(&mut self, backend: SocketAddr, weight: u8) {
-        for l in &mut self.listeners {
-            for b in l.config.backends.iter_mut().filter(|b| b.addr == backend) {
-                b.weight = weight.min(WEIGHT_MAX);
+        for l in self.listeners.iter_mut() {
+            for b in l.bindings.iter_mut().filter(|b| b.backend.addr == backend) {
+                b.backend.weight = weight.min(WEIGHT_MAX);
             }
         }
         self.rebuild_tables();
@@ -273,16 +233,16 @@ impl Clb {
     /// Unbinds a backend port: from now on nothing is forwarded to it or from it, and its
     /// flows move to other backends on their next packet.
     pub fn unbind(&mut self, backend: SocketAddr) {
-        if let Some(p) = self.port_of(backend) {
-            self.unbound[p] = true;
+        if let Some(p) = self.backends.find(backend) {
+            self.backends[p].unbound = true;
             self.rebuild_tables();
         }
     }
 
     /// Binds an unbound backend port again.
     pub fn bind(&mut self, backend: SocketAddr) {
-        if let Some(p) = self.port_of(backend) {
-            self.unbound[p] = false;
+        if let Some(p) = self.backends.find(backend) {
+            self.backends[p].unbound = false;
             self.rebuild_tables();
         }
     }
@@ -321,21 +281,21 @@ impl Clb {
     }
 
     /// An encapsulated client packet from a POP.
-    pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), Drop> {
+    pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
         let (repr, packet) = ccn::decapsulate(bytes)?;
         if repr.direction != Direction::ToRegion {
-            return Err(Drop::WrongDirection);
+            return Err(DropReason::WrongDirection);
         }
         self.forward(now_ns, packet.to_vec(), Ingress::Pop(repr.pop_id))
     }
 
     /// A client packet that reached the region straight over the internet.
-    pub fn handle_direct(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), Drop> {
+    pub fn handle_direct(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), DropReason> {
         self.forward(now_ns, packet, Ingress::Direct)
     }
 
     /// A packet from a backend: a reply to a client, or the answer to a health probe.
-    pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), Drop> {
+    pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), DropReason> {
         self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
         if self.prober.is_probe_traffic(&info) {
@@ -344,9 +304,9 @@ impl Clb {
         }
         let from = SocketAddr::new(info.key.src, info.key.src_port);
         let local = (info.key.dst, info.key.dst_port);
-        let quic = self.quic.iter().position(|q| q.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
+        let quic = self.listeners.iter().position(|l| l.quic.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
         if let Some(li) = quic {
-            if let Some(q) = self.quic[li].as_mut()
+            if let Some(q) = self.listeners[li].quic.as_mut()
                 && let Some(ch) = q.by_backend(from, local)
             {
                 q.receive_backend(ch, packet);
@@ -359,12 +319,12 @@ impl Clb {
             self.drive_l7(&client_key, now_ns);
             return Ok(());
         }
-        let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(Drop::NoConnection)?;
+        let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(DropReason::NoConnection)?;
         conn.last_seen_ns = now_ns;
         let conn_copy = *conn;
-        let port = self.listeners[conn_copy.listener].ports[conn_copy.backend];
-        if self.unbound[port] {
-            return Err(Drop::Unbound);
+        let port = self.listeners[conn_copy.listener].bindings[conn_copy.backend].port;
+        if self.backends[port].unbound {
+            return Err(DropReason::Unbound);
         }
         if let Some(flags) = info.tcp {
             self.track_close(&fkey, flags.fin, flags.rst, false);
@@ -390,9 +350,8 @@ impl Clb {
         let health = &self.health;
         self.prober.cancel_except(|id| health.backend_of_probe(id).is_some(), &mut sends);
         for probe in probes.drain(..) {
-            let backend = self.backends[probe.backend];
-            let protocol = &self.probe_protocols[probe.backend];
-            self.prober.start(now_ns, probe.probe_id, backend, protocol, &mut sends);
+            let port = &self.backends[PortId(probe.backend)];
+            self.prober.start(now_ns, probe.probe_id, port.addr, &port.probe, &mut sends);
         }
         let mut answers = Vec::new();
         self.prober.handle_timeout(now_ns, &mut sends, &mut answers);
@@ -404,8 +363,8 @@ impl Clb {
         for key in self.l7.due(now_ns) {
             self.drive_l7(&key, now_ns);
         }
-        for li in 0..self.quic.len() {
-            let due = self.quic[li].as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
+        for li in 0..self.listeners.len() {
+            let due = self.listeners[li].quic.as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
             if due {
                 self.drive_quic(li, now_ns, Ingress::Direct);
             }
@@ -427,23 +386,23 @@ impl Clb {
         }
     }
 
-    fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), Drop> {
+    fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), DropReason> {
         self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
         let key = info.key;
         if let Some(fw) = self.firewall.as_mut()
             && fw.inbound(&key) == crate::security::Verdict::Drop
         {
-            return Err(Drop::Denied);
+            return Err(DropReason::Denied);
         }
-        let li = self.find_listener(&key).ok_or(Drop::NoListener)?;
+        let li = self.find_listener(&key).ok_or(DropReason::NoListener)?;
         if self.listeners[li].config.layer7 {
             return self.forward_l7(now_ns, key, info.tcp, packet, ingress, li);
         }
-        if self.quic[li].is_some() {
+        if self.listeners[li].quic.is_some() {
             let payload = inner::transport_payload(&packet);
             let mut step = crate::quic_listener::QuicStep::default();
-            if let Some(q) = self.quic[li].as_mut() {
+            if let Some(q) = self.listeners[li].quic.as_mut() {
                 let client = SocketAddr::new(key.src, key.src_port);
                 q.receive(now_ns, client, payload, ingress, key.flow_hash(), &mut step);
             }
@@ -459,15 +418,15 @@ impl Clb {
         let binding = match existing {
             Some(conn) if conn.listener == li && self.serves_existing(li, conn.backend) => conn.backend,
             Some(conn) => {
-                let binding = self.pick(li, &key, now_ns).ok_or(Drop::NoBackend)?;
-                let from = self.backends[self.listeners[conn.listener].ports[conn.backend]];
-                let to = self.backends[self.listeners[li].ports[binding]];
+                let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
+                let from = self.backend_addr(conn.listener, conn.backend);
+                let to = self.backend_addr(li, binding);
                 self.events.push_back(Event::FlowMoved { from, to });
                 self.insert_conn(key, li, binding, ingress, now_ns);
                 binding
             }
             None => {
-                let binding = self.pick(li, &key, now_ns).ok_or(Drop::NoBackend)?;
+                let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
                 self.insert_conn(key, li, binding, ingress, now_ns);
                 self.flows_created += 1;
                 binding
@@ -476,7 +435,7 @@ impl Clb {
         if let Some(flags) = info.tcp {
             self.track_close(&key, flags.fin, flags.rst, true);
         }
-        let backend = self.backends[self.listeners[li].ports[binding]];
+        let backend = self.backend_addr(li, binding);
         let to = (backend.ip(), backend.port());
         let snat = self.conns.get_mut(&key).and_then(|c| c.snat);
         match snat {
@@ -503,16 +462,16 @@ impl Clb {
         packet: Vec<u8>,
         ingress: Ingress,
         li: usize,
-    ) -> Result<(), Drop> {
+    ) -> Result<(), DropReason> {
         if self.l7.get(&key).is_none() {
             if !tcp.is_some_and(|f| f.syn && !f.ack) {
-                return Err(Drop::NoConnection);
+                return Err(DropReason::NoConnection);
             }
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
             let config = &self.listeners[li].config;
             let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
             if !self.l7.accept(key, li, &self.own_addresses, mode, seed, now_ns) {
-                return Err(Drop::NoBackend);
+                return Err(DropReason::NoBackend);
             }
             self.flows_created += 1;
         }
@@ -528,14 +487,14 @@ impl Clb {
         if step.needs_backend {
             let Some(li) = self.l7.get(key).map(|c| c.listener) else { return };
             let chosen = self.pick(li, key, now_ns).and_then(|binding| {
-                let backend = self.backends[self.listeners[li].ports[binding]];
+                let backend = self.backend_addr(li, binding);
                 let local = self.allocate_snat(Transport::Tcp, backend.ip())?;
                 Some((binding, backend, local))
             });
             if let Some((binding, backend, local)) = chosen
                 && self.l7.connect(key, binding, backend, local)
             {
-                self.listeners[li].active[binding] += 1;
+                self.listeners[li].bindings[binding].active += 1;
                 let more = self.l7.drive(key, now_ns);
                 step.to_client.extend(more.to_client);
                 step.to_backend.extend(more.to_backend);
@@ -565,8 +524,7 @@ impl Clb {
         {
             self.l7_ingress.remove(key);
             if let (Some(binding), Some((ip, port))) = (c.binding, c.local) {
-                let active = &mut self.listeners[c.listener].active[binding];
-                *active = active.saturating_sub(1);
+                self.listeners[c.listener].bindings[binding].release();
                 self.snat_used.remove(&(ip, port, Transport::Tcp));
             }
         }
@@ -577,7 +535,7 @@ impl Clb {
         // Choosing backends and opening relays produce more work: a few rounds settle it.
         for _ in 0..4 {
             let mut step = crate::quic_listener::QuicStep::default();
-            let Some(q) = self.quic[li].as_mut() else { return };
+            let Some(q) = self.listeners[li].quic.as_mut() else { return };
             q.drive(now_ns, &mut step);
             let more = !step.need_backend.is_empty() || !step.need_port.is_empty();
             self.apply_quic(li, now_ns, step, fallback);
@@ -589,8 +547,8 @@ impl Clb {
 
     fn apply_quic(&mut self, li: usize, now_ns: u64, step: crate::quic_listener::QuicStep, fallback: Ingress) {
         for ch in step.need_backend {
-            let Some(first) = self.quic[li].as_ref().and_then(|q| q.conn(ch)).map(|c| c.first) else { continue };
-            let vip = self.quic[li].as_ref().map(|q| q.vip());
+            let Some(first) = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).map(|c| c.first) else { continue };
+            let vip = self.listeners[li].quic.as_ref().map(|q| q.vip());
             let Some(vip) = vip else { continue };
             let key = FlowKey {
                 transport: Transport::Udp,
@@ -600,26 +558,26 @@ impl Clb {
                 dst_port: vip.port(),
             };
             if let Some(binding) = self.pick(li, &key, now_ns) {
-                let backend = self.backends[self.listeners[li].ports[binding]];
-                if let Some(q) = self.quic[li].as_mut() {
+                let backend = self.backend_addr(li, binding);
+                if let Some(q) = self.listeners[li].quic.as_mut() {
                     q.set_backend(ch, binding, backend, now_ns);
                 }
-                self.listeners[li].active[binding] += 1;
+                self.listeners[li].bindings[binding].active += 1;
                 self.flows_created += 1;
             }
         }
         for (ch, stream) in step.need_port {
-            let backend = self.quic[li].as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
+            let backend = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
             let Some(backend) = backend else { continue };
             if let Some(local) = self.allocate_snat(Transport::Tcp, backend.ip())
-                && let Some(q) = self.quic[li].as_mut()
+                && let Some(q) = self.listeners[li].quic.as_mut()
                 && !q.open_relay(ch, stream, local)
             {
                 self.snat_used.remove(&(local.0, local.1, Transport::Tcp));
             }
         }
         for (ch, dst, payload) in step.to_client {
-            let Some(q) = self.quic[li].as_ref() else { return };
+            let Some(q) = self.listeners[li].quic.as_ref() else { return };
             let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
             let Some(packet) = q.datagram_to(dst, &payload) else { continue };
             let Ok(out) = self.reply_to_client(ingress, flow_hash, packet) else { continue };
@@ -634,8 +592,7 @@ impl Clb {
         }
         for (binding, ports) in step.closed {
             if let Some(b) = binding {
-                let active = &mut self.listeners[li].active[b];
-                *active = active.saturating_sub(1);
+                self.listeners[li].bindings[b].release();
             }
             for (ip, port) in ports {
                 self.snat_used.remove(&(ip, port, Transport::Tcp));
@@ -645,7 +602,7 @@ impl Clb {
 
     /// QUIC connections this node holds now, and handshakes it has accepted.
     pub fn quic_connections(&self) -> (usize, u64) {
-        self.quic.iter().flatten().fold((0, 0), |(c, h), q| (c + q.connections(), h + q.handshakes()))
+        self.listeners.iter().filter_map(|l| l.quic.as_ref()).fold((0, 0), |(c, h), q| (c + q.connections(), h + q.handshakes()))
     }
 
     /// Layer-7 connections this node holds now.
@@ -656,7 +613,7 @@ impl Clb {
     /// Whether a flow to this binding goes through SNAT: on-premises backends, and
     /// backends of the other IP family (NAT64).
     fn needs_snat(&self, key: &FlowKey, li: usize, binding: usize) -> bool {
-        let b = &self.listeners[li].config.backends[binding];
+        let b = &self.listeners[li].bindings[binding].backend;
         b.snat || b.addr.is_ipv4() != key.dst.is_ipv4()
     }
 
@@ -693,8 +650,7 @@ impl Clb {
         if rst || (conn.fin_client && conn.fin_backend) {
             conn.closing = true;
             let (l, b) = (conn.listener, conn.backend);
-            let active = &mut self.listeners[l].active[b];
-            *active = active.saturating_sub(1);
+            self.listeners[l].bindings[b].release();
         }
     }
 
@@ -704,13 +660,12 @@ impl Clb {
             self.snat_used.remove(&(ip, port, conn.reply_key.transport));
         }
         if !conn.closing {
-            let active = &mut self.listeners[conn.listener].active[conn.backend];
-            *active = active.saturating_sub(1);
+            self.listeners[conn.listener].bindings[conn.backend].release();
         }
     }
 
     fn insert_conn(&mut self, key: FlowKey, listener: usize, binding: usize, ingress: Ingress, now_ns: u64) {
-        let backend = self.backends[self.listeners[listener].ports[binding]];
+        let backend = self.backend_addr(listener, binding);
         let snat = if self.needs_snat(&key, listener, binding) {
             // Out of SNAT ports: the flow goes unanswered rather than unaddressed.
             self.allocate_snat(key.transport, backend.ip())
@@ -727,94 +682,54 @@ impl Clb {
         };
         let mut conn = Conn::new(listener, binding, ingress, key.flow_hash(), reply_key, now_ns);
         conn.snat = snat;
-        self.listeners[listener].active[binding] += 1;
+        self.listeners[listener].bindings[binding].active += 1;
         for old in self.conns.insert(key, conn) {
             self.release(&old);
         }
     }
 
+    /// The address of a listener's binding.
+    fn backend_addr(&self, li: usize, binding: usize) -> SocketAddr {
+        self.backends[self.listeners[li].bindings[binding].port].addr
+    }
+
     fn find_listener(&self, key: &FlowKey) -> Option<usize> {
-        self.listeners.iter().position(|l| {
-            !l.removed
-                && l.config.vip == key.dst
-                && l.config.port == key.dst_port
-                && l.config.transport == key.transport
-        })
+        self.listeners.find(key)
     }
 
     /// Adds a listener at run time (a committed route-table change). Its backends get
     /// health checks of `health` unless already checked for another listener. A listener
     /// already serving the same VIP, port and transport is left as it is.
     pub fn add_listener(&mut self, config: ListenerConfig, health: &crate::HealthConfig) {
-        let taken = self.listeners.iter().any(|l| {
-            !l.removed
-                && l.config.vip == config.vip
-                && l.config.port == config.port
-                && l.config.transport == config.transport
-        });
-        if taken {
+        if self.has_listener(config.vip, config.transport, config.port) {
             return;
         }
-        let mut ports = Vec::with_capacity(config.backends.len());
-        for b in &config.backends {
-            let port = match self.backends.iter().position(|a| *a == b.addr) {
-                Some(p) => p,
-                None => {
-                    let h = b.health.clone().unwrap_or_else(|| health.clone());
-                    self.probe_protocols.push(h.protocol.clone());
-                    self.health.add_port(h, self.now_ns);
-                    self.backends.push(b.addr);
-                    self.unbound.push(false);
-                    self.backends.len() - 1
-                }
-            };
-            ports.push(port);
+        let (mut listener, added) = Listener::new(config, &mut self.backends, health);
+        for h in added {
+            self.health.add_port(h, self.now_ns);
         }
-        let vip = SocketAddr::new(config.vip, config.port);
-        let (own, node) = (self.own_addresses.clone(), self.node_index as u8);
-        let seed = u64::from(node) << 48 ^ u64::from(config.port);
-        self.quic.push(config.quic.as_ref().map(|q| crate::quic_listener::QuicListener::new(q, vip, own, node, seed)));
-        self.listeners.push(Listener {
-            wrr: Wrr::new(config.backends.len()),
-            active: vec![0; config.backends.len()],
-            names: config.backends.iter().map(|b| b.addr.to_string()).collect(),
-            config,
-            ports,
-            table: None,
-            removed: false,
-        });
+        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, self.node_index as u8);
+        self.listeners.push(listener);
         self.rebuild_tables();
     }
 
     /// Deletes the listener on this VIP, port and transport: new packets to it match
     /// nothing, and its existing flows end.
     pub fn remove_listener(&mut self, vip: IpAddr, transport: Transport, port: u16) {
-        for l in self.listeners.iter_mut().filter(|l| l.config.vip == vip && l.config.port == port) {
-            if l.config.transport == transport {
-                l.removed = true;
-            }
+        for l in self.listeners.iter_mut().filter(|l| l.serves(vip, transport, port)) {
+            l.removed = true;
         }
     }
 
     /// Whether a listener serves this VIP, port and transport now.
     pub fn has_listener(&self, vip: IpAddr, transport: Transport, port: u16) -> bool {
-        self.listeners
-            .iter()
-            .any(|l| !l.removed && l.config.vip == vip && l.config.port == port && l.config.transport == transport)
+        self.listeners.iter().any(|l| l.serves(vip, transport, port))
     }
 
     /// Weights as schedulers see them: 0 for unhealthy or unbound ports.
     fn effective_weights(&self, li: usize) -> Vec<u32> {
-        let l = &self.listeners[li];
-        l.config
-            .backends
-            .iter()
-            .zip(&l.ports)
-            .map(|(b, &p)| {
-                let live = self.health.is_healthy(p) && !self.unbound[p];
-                if live { u32::from(b.weight) } else { 0 }
-            })
-            .collect()
+        let live = |p: PortId| self.health.is_healthy(p.0) && !self.backends[p].unbound;
+        self.listeners[li].bindings.iter().map(|b| if live(b.port) { u32::from(b.backend.weight) } else { 0 }).collect()
     }
 
     /// Whether an existing flow may stay on its backend (weight 0 does not matter).
@@ -822,13 +737,13 @@ impl Clb {
         if self.listeners[li].removed {
             return false;
         }
-        let p = self.listeners[li].ports[binding];
-        self.health.is_healthy(p) && !self.unbound[p]
+        let p = self.listeners[li].bindings[binding].port;
+        self.health.is_healthy(p.0) && !self.backends[p].unbound
     }
 
     fn eligible(&self, li: usize, binding: usize) -> bool {
         let l = &self.listeners[li];
-        l.config.backends.get(binding).is_some_and(|b| b.weight > 0) && self.serves_existing(li, binding)
+        l.bindings.get(binding).is_some_and(|b| b.backend.weight > 0) && self.serves_existing(li, binding)
     }
 
     /// Picks a binding for a new flow: a live persistence entry first, then the scheduler.
@@ -845,9 +760,9 @@ impl Clb {
         let binding = match self.listeners[li].config.scheduler {
             SchedulerKind::Wrr => {
                 let weights = self.effective_weights(li);
-                let Listener { names, wrr, .. } = &mut self.listeners[li];
+                let Listener { bindings, wrr, .. } = &mut self.listeners[li];
                 let cands: Vec<Candidate> =
-                    names.iter().zip(&weights).map(|(n, &w)| Candidate { name: n, weight: w }).collect();
+                    bindings.iter().zip(&weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
                 wrr.pick(&cands)?
             }
             SchedulerKind::Wlc => self.least_connections(li)?,
@@ -867,7 +782,7 @@ impl Clb {
     /// heavier, then the first.
     fn least_connections(&self, li: usize) -> Option<usize> {
         let weights = self.effective_weights(li);
-        let active = &self.listeners[li].active;
+        let active: Vec<u32> = self.listeners[li].bindings.iter().map(|b| b.active).collect();
         let mut best: Option<usize> = None;
         for (i, &w) in weights.iter().enumerate().filter(|(_, w)| **w > 0) {
             best = match best {
@@ -892,7 +807,7 @@ impl Clb {
             let weights = self.effective_weights(li);
             let l = &self.listeners[li];
             let cands: Vec<Candidate> =
-                l.names.iter().zip(&weights).map(|(n, &w)| Candidate { name: n, weight: w }).collect();
+                l.bindings.iter().zip(&weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
             let table = Maglev::build(&cands, table_size);
             self.listeners[li].table = Some(table);
         }
@@ -904,7 +819,7 @@ impl Clb {
         }
         for (port, state) in changes.drain(..) {
             let healthy = state == Health::Healthy;
-            self.events.push_back(Event::HealthChanged { backend: self.backends[port], healthy });
+            self.events.push_back(Event::HealthChanged { backend: self.backends[PortId(port)].addr, healthy });
         }
         self.rebuild_tables();
     }
@@ -913,7 +828,7 @@ impl Clb {
     fn probe_packet(&mut self, now_ns: u64, info: &Inner, packet: &[u8]) {
         let (mut sends, mut answers) = (Vec::new(), Vec::new());
         let (health, backends) = (&self.health, &self.backends);
-        let backend_of = |id: u16| health.backend_of_probe(id).map(|p| backends[p]);
+        let backend_of = |id: u16| health.backend_of_probe(id).map(|p| backends[PortId(p)].addr);
         self.prober.on_packet(now_ns, info, packet, backend_of, &mut sends, &mut answers);
         let mut changes = std::mem::take(&mut self.changes);
         self.apply_answers(&answers, &mut changes);
@@ -929,6 +844,13 @@ impl Clb {
             }
         }
     }
+}
+
+/// A QUIC listener's endpoint (connection IDs name this node), for QUIC listeners.
+fn quic_endpoint(config: &ListenerConfig, own: &[IpAddr], node: u8) -> Option<QuicListener> {
+    let vip = SocketAddr::new(config.vip, config.port);
+    let seed = u64::from(node) << 48 ^ u64::from(config.port);
+    config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), node, seed))
 }
 
 /// The hash `hash` listeners schedule by: the client's address alone.
@@ -1138,10 +1060,10 @@ mod tests {
     fn packets_for_no_listener_are_dropped() {
         let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
         let other = inner::build_udp(("198.18.64.7".parse().unwrap(), 1), (VIP.parse().unwrap(), 9999), b"x").unwrap();
-        assert_eq!(clb.handle_direct(0, other), Err(Drop::NoListener));
+        assert_eq!(clb.handle_direct(0, other), Err(DropReason::NoListener));
         let stray = inner::build_udp(("198.19.20.1".parse().unwrap(), 7000), ("198.18.64.9".parse().unwrap(), 1), b"x")
             .unwrap();
-        assert_eq!(clb.handle_from_backend(0, stray), Err(Drop::NoConnection));
+        assert_eq!(clb.handle_from_backend(0, stray), Err(DropReason::NoConnection));
     }
 
     fn tcp_segment(port: u16, control: TcpControl) -> Vec<u8> {
@@ -1203,7 +1125,7 @@ mod tests {
         clb.unbind(first);
         // Nothing from the unbound backend reaches the client any more.
         let stray = inner::build_udp((first.ip(), first.port()), ("198.18.64.7".parse().unwrap(), 4000), b"x").unwrap();
-        assert_eq!(clb.handle_from_backend(0, stray), Err(Drop::Unbound));
+        assert_eq!(clb.handle_from_backend(0, stray), Err(DropReason::Unbound));
         // Its flow moves on the next packet, and no new flow goes there.
         assert_ne!(send(&mut clb, 0, 4000), first);
         assert!((5000..5020).all(|p| send(&mut clb, 0, p) != first));

@@ -13,9 +13,10 @@ pub mod quic;
 pub mod quic_listener;
 pub mod scheduler;
 pub mod security;
+pub mod tables;
 pub mod tcp_stack;
 
-pub use clb::{Clb, Event, Output};
+pub use clb::{Clb, DropReason, Event, Output};
 
 /// A server configuration shared by pointer (TLS and QUIC configs cannot be compared):
 /// two are equal when they are the same one.

@@ -10,6 +10,7 @@ pub const UDP_STAMP_LEN: usize = 16;
 pub const ID_LEN: usize = 36;
 /// Smallest payload that carries the stamp and the identification.
 pub const MIN_PAYLOAD: usize = UDP_STAMP_LEN + ID_LEN;
+const _: () = assert!(MIN_PAYLOAD == anyedge_topology::UDP_PAYLOAD_MIN, "topology files validate against this");
 
 fn put_addr(buf: &mut [u8], addr: SocketAddr) {
     let v6 = match addr.ip() {

@@ -3,11 +3,8 @@
 
 pub mod app;
 pub mod control;
-pub mod engine;
-pub mod nodes;
 pub mod report;
 pub mod tls;
-pub mod topology;
 pub mod world;
 
 use std::time::Instant;
@@ -26,7 +23,7 @@ pub struct Outcome {
 }
 
 /// Runs a topology to the end of its duration (plus a drain for in-flight replies).
-pub fn run(topology: &topology::Topology, progress: impl FnMut(f64)) -> Result<Outcome, SimError> {
+pub fn run(topology: &anyedge_topology::Topology, progress: impl FnMut(f64)) -> Result<Outcome, SimError> {
     let started = Instant::now();
     let mut world = world::World::new(topology)?;
     world.run(progress);

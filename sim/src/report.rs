@@ -1,6 +1,7 @@
 //! The simulation report: a JSON document (byte-identical for the same topology and
 //! seed) and the table printed on stdout. Run statistics live apart, in `Stats`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -19,6 +20,9 @@ pub struct Report {
     /// The Raft control plane, when the file has `control:`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<crate::control::ControlReport>,
+    /// Packets a POP or CLB core refused, per node (`pop/NAME`, `clb/REGION/N`) and
+    /// reason; nodes that dropped nothing are left out.
+    pub drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -222,6 +226,14 @@ impl Report {
                 ok(c.invariants.committed_never_lost),
                 ok(c.invariants.converged)
             );
+        }
+        if !self.drops.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "drops");
+            for (node, reasons) in &self.drops {
+                let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                let _ = writeln!(out, "  {:<22} {}", node, reasons.join(", "));
+            }
         }
         out
     }

@@ -2,7 +2,7 @@
 //! driven by one event queue. POPs and CLB nodes are the shipped sans-IO cores; this
 //! module is their driver: it moves real packets between them over modelled links.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -17,9 +17,9 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
 use crate::app;
-use crate::engine::EventQueue;
+use anyedge_ccn::EventQueue;
 use crate::report::*;
-use crate::topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
+use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
 use anyedge_region::security::{Firewall, RuleCounters, Verdict};
 use anyedge_region::tcp_stack::TcpStack;
 
@@ -187,6 +187,8 @@ struct PopNode {
     core: Pop,
     up: bool,
     announced: bool,
+    /// Packets the core refused, by reason.
+    drops: BTreeMap<&'static str, u64>,
 }
 
 struct ClbNode {
@@ -202,6 +204,8 @@ struct ClbNode {
     peak_before: usize,
     evictions_before: u64,
     timer_at: Option<u64>,
+    /// Packets the core refused, by reason (across restarts).
+    drops: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Default)]
@@ -346,7 +350,7 @@ impl<'t> World<'t> {
         let mut inet_pop = Vec::with_capacity(ng * np * 2);
         for g in 0..ng {
             for p in 0..np {
-                let model = crate::nodes::access_link(t, g, t.pops[p].location);
+                let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
                 for dir in 0..2 {
                     inet_pop.push(Link::new(model, ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
                 }
@@ -355,7 +359,7 @@ impl<'t> World<'t> {
         let mut inet_direct = Vec::with_capacity(ng * nr * 2);
         for g in 0..ng {
             for r in 0..nr {
-                let model = crate::nodes::access_link(t, g, t.regions[r].location);
+                let model = anyedge_topology::nodes::access_link(t, g, t.regions[r].location);
                 for dir in 0..2 {
                     let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
                     inet_direct.push(Link::new(model, rng));
@@ -365,7 +369,7 @@ impl<'t> World<'t> {
         let mut backbone = Vec::with_capacity(np * nr * 2);
         for p in 0..np {
             for r in 0..nr {
-                let model = crate::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+                let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
                 for dir in 0..2 {
                     backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
                 }
@@ -436,16 +440,16 @@ impl<'t> World<'t> {
 
     fn build_pops(&mut self) {
         for p in 0..self.t.pops.len() {
-            let core = Pop::new(crate::nodes::pop_config(self.t, p));
-            self.pops.push(PopNode { core, up: true, announced: true });
+            let core = Pop::new(anyedge_topology::nodes::pop_config(self.t, p));
+            self.pops.push(PopNode { core, up: true, announced: true, drops: BTreeMap::new() });
         }
     }
 
     fn clb_config(&self, r: usize, index: usize) -> ClbConfig {
         let addresses =
-            crate::nodes::ClbAddresses { address: clb_addr(r, index), address_v6: Some(clb_addr_v6(r, index)) };
-        let identity = crate::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
-        crate::nodes::clb_config(self.t, r, index, addresses, &identity)
+            anyedge_topology::nodes::ClbAddresses { address: clb_addr(r, index), address_v6: Some(clb_addr_v6(r, index)) };
+        let identity = anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        anyedge_topology::nodes::clb_config(self.t, r, index, addresses, &identity)
     }
 
     fn build_regions(&mut self) {
@@ -470,6 +474,7 @@ impl<'t> World<'t> {
                     flows_before: 0,
                     peak_before: 0,
                     evictions_before: 0,
+                    drops: BTreeMap::new(),
                 });
             }
             for group in &region.backend_groups {
@@ -505,7 +510,7 @@ impl<'t> World<'t> {
             return;
         }
         // A backend away from its region is reached over the backbone.
-        let model = crate::nodes::backbone_link(t, t.regions[region].location, location);
+        let model = anyedge_topology::nodes::backbone_link(t, t.regions[region].location, location);
         let link =
             |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip())));
         self.site_links.insert((region, h), [link(0), link(1)]);
@@ -549,19 +554,8 @@ impl<'t> World<'t> {
 
     fn build_groups(&mut self) {
         let t = self.t;
-        for g in &t.clients {
-            let order: Vec<Vec<usize>> = t
-                .vips
-                .iter()
-                .map(|v| match &g.catchment {
-                    Some(c) => c.iter().copied().filter(|p| v.pops.contains(p)).collect(),
-                    None => {
-                        let mut ps = v.pops.clone();
-                        ps.sort_by_key(|&p| (fiber_delay_ns(g.location, t.pops[p].location, t.internet.stretch), p));
-                        ps
-                    }
-                })
-                .collect();
+        for (gi, g) in t.clients.iter().enumerate() {
+            let order: Vec<Vec<usize>> = (0..t.vips.len()).map(|v| t.pop_order(gi, v)).collect();
             let route = order.iter().map(|o| o.first().copied()).collect();
             let floor_ns = t
                 .vips
@@ -1199,33 +1193,34 @@ impl<'t> World<'t> {
     fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
         let now = self.q.now_ns();
         match to {
-            Arrival::PopFromClient(p) => {
-                if self.pops[p].up && self.pops[p].core.handle_from_client(now, &packet).is_ok() {
-                    self.drain_pop(p);
+            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => {
+                let node = &mut self.pops[p];
+                if !node.up {
+                    return;
+                }
+                let result = match to {
+                    Arrival::PopFromClient(_) => node.core.handle_from_client(now, &packet),
+                    _ => node.core.handle_from_clb(now, &packet),
+                };
+                match result {
+                    Ok(()) => self.drain_pop(p),
+                    Err(reason) => *node.drops.entry(reason.name()).or_default() += 1,
                 }
             }
-            Arrival::PopFromClb(p) => {
-                if self.pops[p].up && self.pops[p].core.handle_from_clb(now, &packet).is_ok() {
-                    self.drain_pop(p);
+            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) => {
+                let node = &mut self.clbs[c];
+                if !node.up {
+                    return;
                 }
-            }
-            Arrival::ClbFromPop(c) => {
-                if self.clbs[c].up {
-                    let _ = self.clbs[c].core.handle_from_pop(now, &packet);
-                    self.drain_clb(c);
+                let result = match to {
+                    Arrival::ClbFromPop(_) => node.core.handle_from_pop(now, &packet),
+                    Arrival::ClbDirect(_) => node.core.handle_direct(now, packet),
+                    _ => node.core.handle_from_backend(now, packet),
+                };
+                if let Err(reason) = result {
+                    *node.drops.entry(reason.name()).or_default() += 1;
                 }
-            }
-            Arrival::ClbDirect(c) => {
-                if self.clbs[c].up {
-                    let _ = self.clbs[c].core.handle_direct(now, packet);
-                    self.drain_clb(c);
-                }
-            }
-            Arrival::ClbFromBackend(c) => {
-                if self.clbs[c].up {
-                    let _ = self.clbs[c].core.handle_from_backend(now, packet);
-                    self.drain_clb(c);
-                }
+                self.drain_clb(c);
             }
             Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
             Arrival::Client(c) => self.client_receive(c, packet),
@@ -1654,10 +1649,10 @@ impl<'t> World<'t> {
     fn apply_route_change(&mut self, c: usize, table: &anyedge_control::RouteTable, change: &anyedge_control::Change) {
         let (r, index) = (self.clbs[c].region, self.clbs[c].index);
         let addresses =
-            crate::nodes::ClbAddresses { address: clb_addr(r, index), address_v6: Some(clb_addr_v6(r, index)) };
-        let identity = crate::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
-        let site = crate::control::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
-        crate::control::apply_to_clb(&mut self.clbs[c].core, &site, table, change);
+            anyedge_topology::nodes::ClbAddresses { address: clb_addr(r, index), address_v6: Some(clb_addr_v6(r, index)) };
+        let identity = anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        let site = anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
+        anyedge_topology::route_table::apply_to_clb(&mut self.clbs[c].core, &site, table, change);
     }
 
     /// The control plane's report section (when the file has `control:`).
@@ -1813,7 +1808,16 @@ impl<'t> World<'t> {
             security_groups,
             faults,
             control: self.control_report(),
+            drops: self.drop_report(),
         }
+    }
+
+    /// Every core's refused packets, by node and reason.
+    fn drop_report(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+        let t = self.t;
+        let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
+        let clbs = self.clbs.iter().map(|n| (format!("clb/{}/{}", t.regions[n.region].name, n.index), &n.drops));
+        pops.chain(clbs).filter(|(_, d)| !d.is_empty()).map(|(name, d)| (name, d.clone())).collect()
     }
 
     /// Rule counters summed over every host a group is bound to.
@@ -1855,7 +1859,7 @@ impl<'t> World<'t> {
             .collect()
     }
 
-    fn client_report(&self, g: usize, group: &crate::topology::ClientGroup) -> ClientReport {
+    fn client_report(&self, g: usize, group: &anyedge_topology::ClientGroup) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
         let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p].name.clone());
@@ -1887,7 +1891,7 @@ impl<'t> World<'t> {
 }
 
 /// The protocol of the TCP listener a traffic class reaches.
-fn class_listener(t: &Topology, class: &crate::topology::TrafficClass) -> Option<ListenerProtocol> {
+fn class_listener(t: &Topology, class: &anyedge_topology::TrafficClass) -> Option<ListenerProtocol> {
     let tcp = class.transport() == Transport::Tcp;
     t.vips[class.vip]
         .listeners

@@ -3,7 +3,9 @@
 //! `FILE:LINE:COL: field: reason`; a file that loads is fully resolved (names are
 //! indices, units are nanoseconds, bits per second and fractions).
 
+pub mod nodes;
 mod parse;
+pub mod route_table;
 mod values;
 
 use std::fmt;
@@ -284,6 +286,10 @@ pub struct Control {
 /// Most control nodes a file may have: 5 (the 3 or 5 voters).
 pub const CONTROL_NODES_MAX: u8 = 5;
 
+/// Smallest UDP request a traffic class may send: the simulator's echo stamps 16 bytes of
+/// sequence and send time and the reply names backend and client in 36 more.
+pub const UDP_PAYLOAD_MIN: usize = 52;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Pop(usize),
@@ -346,6 +352,23 @@ pub struct Fault {
 }
 
 impl Topology {
+    /// The POPs client group `g` may enter for VIP `vip`, in routing's preference: its
+    /// `catchment` when it has one, else nearest first by internet delay.
+    pub fn pop_order(&self, g: usize, vip: usize) -> Vec<usize> {
+        let group = &self.clients[g];
+        let publish = &self.vips[vip].pops;
+        match &group.catchment {
+            Some(order) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
+            None => {
+                let mut pops = publish.clone();
+                pops.sort_by_key(|&p| {
+                    (anyedge_ccn::geo::fiber_delay_ns(group.location, self.pops[p].location, self.internet.stretch), p)
+                });
+                pops
+            }
+        }
+    }
+
     pub fn region_index(&self, name: &str) -> Option<usize> {
         self.regions.iter().position(|r| r.name == name)
     }

@@ -1078,7 +1078,7 @@ impl Parser {
             "udp" => {
                 let interval_ns = self.duration_within(o, "interval", 50 * MS, MS, 60 * S);
                 let size = match o.get("size") {
-                    Some(n) => self.int(n, &o.field("size"), crate::app::MIN_PAYLOAD as i64, 1400).map(|v| v as u32),
+                    Some(n) => self.int(n, &o.field("size"), UDP_PAYLOAD_MIN as i64, 1400).map(|v| v as u32),
                     None => Some(120),
                 };
                 TrafficKind::Udp { interval_ns: interval_ns?, size: size? }

@@ -10,7 +10,7 @@ use anyedge_region::l7::TlsTermination;
 use anyedge_region::quic_listener::QuicTermination;
 use anyedge_region::{BackendConfig, ClbConfig, ListenerConfig};
 
-use crate::topology::{ListenerProtocol, SgBinding, Site, Topology};
+use crate::{ListenerProtocol, SgBinding, Site, Topology};
 
 /// A CLB node's own addresses (health probes and, by default, SNAT come from them).
 #[derive(Debug, Clone, Copy)]

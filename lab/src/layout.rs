@@ -1,0 +1,66 @@
+//! The lab's fixed layout, in one place every other module imports: the ports nodes
+//! listen on, and the files of a lab's state directory (markers, sockets, logs).
+
+use std::path::{Path, PathBuf};
+
+use crate::plan::sanitize;
+
+/// CCN tunnel (UDP) on POPs and CLB nodes.
+pub const TUNNEL_PORT: u16 = 6081;
+/// CLB node ↔ backend host tunnel (UDP).
+pub const BACKEND_PORT: u16 = 6082;
+/// Backbone gRPC streams (`backbone.transport: grpc`).
+pub const GRPC_PORT: u16 = 6083;
+/// Liveness probes answered by POPs (UDP echo).
+pub const HEALTH_PORT: u16 = 6090;
+/// Raft between control nodes and the watch API (gRPC over mutual TLS).
+pub const CONTROL_PORT: u16 = 6095;
+
+/// A file in the lab's state directory that turns impairments off (benchmarks).
+pub const NO_IMPAIRMENTS: &str = "no-impairments";
+/// A file in the lab's state directory that runs nodes SCHED_FIFO (`lab up --realtime`).
+pub const REALTIME: &str = "realtime";
+
+/// Where labs keep their state: `ANYEDGE_LAB_DIR`, or /run/anyedge/labs.
+pub fn labs_dir() -> PathBuf {
+    std::env::var_os("ANYEDGE_LAB_DIR").map_or_else(|| PathBuf::from("/run/anyedge/labs"), PathBuf::from)
+}
+
+/// One lab's state directory.
+pub fn state_dir(lab: &str) -> PathBuf {
+    labs_dir().join(lab)
+}
+
+/// The folder of ready markers: a node writes its own once it has bound everything.
+pub fn ready_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("ready")
+}
+
+/// A node's ready marker.
+pub fn ready_marker(state_dir: &Path, node: &str) -> PathBuf {
+    ready_dir(state_dir).join(sanitize(node))
+}
+
+pub fn mark_ready(path: &Path) -> Result<(), String> {
+    std::fs::write(path, b"ready\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A node's status socket (`status` answers one JSON line).
+pub fn node_socket(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join("ctl").join(format!("{}.sock", sanitize(node)))
+}
+
+/// A node's log file.
+pub fn node_log(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join(format!("{}.log", sanitize(node)))
+}
+
+/// Control node `id`'s API socket (the control API without TLS, root-only).
+pub fn api_socket(state_dir: &Path, id: u8) -> PathBuf {
+    state_dir.join("api").join(format!("control-{id}.sock"))
+}
+
+/// Where control node `id` keeps its Raft log.
+pub fn log_path(state_dir: &Path, id: u8) -> PathBuf {
+    state_dir.join(format!("control-{id}.redb"))
+}

@@ -1,0 +1,172 @@
+//! A CLB node's two tables: backend ports (health and binding are per IP:port, shared by
+//! every listener that binds it) and listeners, each row owning its bindings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Index, IndexMut};
+
+use anyedge_proto::{FlowKey, Transport};
+
+use crate::config::{BackendConfig, HealthConfig, HealthProtocol, ListenerConfig};
+use crate::quic_listener::QuicListener;
+use crate::scheduler::{Maglev, Wrr};
+
+/// A backend port's row in the `BackendTable` (also its index in the health checker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortId(pub usize);
+
+/// One backend IP:port.
+#[derive(Debug)]
+pub struct BackendPort {
+    pub addr: SocketAddr,
+    /// Unbound: nothing is forwarded to it, and nothing of its passes back.
+    pub unbound: bool,
+    /// How its health probes are made.
+    pub probe: HealthProtocol,
+}
+
+/// Every backend port this node knows, across listeners.
+#[derive(Debug, Default)]
+pub struct BackendTable {
+    rows: Vec<BackendPort>,
+}
+
+impl BackendTable {
+    pub fn find(&self, addr: SocketAddr) -> Option<PortId> {
+        self.rows.iter().position(|b| b.addr == addr).map(PortId)
+    }
+
+    /// The port of `addr`, added (bound, probed by `probe`) when it is new; true when new.
+    pub fn insert(&mut self, addr: SocketAddr, probe: HealthProtocol) -> (PortId, bool) {
+        match self.find(addr) {
+            Some(id) => (id, false),
+            None => {
+                self.rows.push(BackendPort { addr, unbound: false, probe });
+                (PortId(self.rows.len() - 1), true)
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BackendPort> {
+        self.rows.iter()
+    }
+}
+
+impl Index<PortId> for BackendTable {
+    type Output = BackendPort;
+    fn index(&self, id: PortId) -> &BackendPort {
+        &self.rows[id.0]
+    }
+}
+
+impl IndexMut<PortId> for BackendTable {
+    fn index_mut(&mut self, id: PortId) -> &mut BackendPort {
+        &mut self.rows[id.0]
+    }
+}
+
+/// A listener's binding of one backend port.
+#[derive(Debug)]
+pub struct Binding {
+    /// Weight, SNAT, health override, as configured (weights change at run time).
+    pub backend: BackendConfig,
+    pub port: PortId,
+    /// The scheduler's name for it (its address).
+    pub name: String,
+    /// Active (open, not closing) flows, for WLC.
+    pub active: u32,
+}
+
+impl Binding {
+    /// A flow on this binding closed or left the table.
+    pub fn release(&mut self) {
+        self.active = self.active.saturating_sub(1);
+    }
+}
+
+/// One listener: what it serves and the backends it binds.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its configuration; `config.backends` is empty, the backends live in `bindings`.
+    pub config: ListenerConfig,
+    pub bindings: Vec<Binding>,
+    pub wrr: Wrr,
+    /// The lookup table of `maglev` (5-tuple) and `hash` (source IP) listeners.
+    pub table: Option<Maglev>,
+    /// Its QUIC endpoint, for QUIC listeners.
+    pub quic: Option<QuicListener>,
+    /// Deleted at run time: matches no packet, its flows end (indices stay stable).
+    pub removed: bool,
+}
+
+impl Listener {
+    /// A listener from its configuration, binding each backend to its row in `ports`;
+    /// also the health checks of the ports it added (`default` unless a backend has its
+    /// own), in the order they were added.
+    pub fn new(mut config: ListenerConfig, ports: &mut BackendTable, default: &HealthConfig) -> (Listener, Vec<HealthConfig>) {
+        let mut added = Vec::new();
+        let bindings: Vec<Binding> = std::mem::take(&mut config.backends)
+            .into_iter()
+            .map(|backend| {
+                let health = backend.health.clone().unwrap_or_else(|| default.clone());
+                let (port, new) = ports.insert(backend.addr, health.protocol.clone());
+                if new {
+                    added.push(health);
+                }
+                Binding { name: backend.addr.to_string(), port, active: 0, backend }
+            })
+            .collect();
+        let listener = Listener { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
+        (listener, added)
+    }
+
+    /// Whether it serves this VIP, transport and port now.
+    pub fn serves(&self, vip: IpAddr, transport: Transport, port: u16) -> bool {
+        !self.removed && self.config.vip == vip && self.config.port == port && self.config.transport == transport
+    }
+}
+
+/// Every listener of this node, in configuration order (then added ones).
+#[derive(Debug, Default)]
+pub struct ListenerTable {
+    rows: Vec<Listener>,
+}
+
+impl ListenerTable {
+    /// The listener a client packet is for.
+    pub fn find(&self, key: &FlowKey) -> Option<usize> {
+        self.rows.iter().position(|l| l.serves(key.dst, key.transport, key.dst_port))
+    }
+
+    pub fn push(&mut self, listener: Listener) {
+        self.rows.push(listener);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Listener> {
+        self.rows.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Listener> {
+        self.rows.iter_mut()
+    }
+}
+
+impl Index<usize> for ListenerTable {
+    type Output = Listener;
+    fn index(&self, li: usize) -> &Listener {
+        &self.rows[li]
+    }
+}
+
+impl IndexMut<usize> for ListenerTable {
+    fn index_mut(&mut self, li: usize) -> &mut Listener {
+        &mut self.rows[li]
+    }
+}

@@ -1,0 +1,180 @@
+//! The route table a topology starts with, and the adapters between the table and the
+//! cores: a committed change applied to a CLB core, a control node's configuration. The
+//! simulator and the lab both use these, so a change means the same thing in each.
+
+use anyedge_ccn::ComponentRng;
+use anyedge_control::{
+    BackendRoute, Change, ControlConfig, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,
+};
+
+use crate::nodes::{ClbAddresses, Identity};
+use crate::{Control, Scheduler, SgBinding, Topology};
+
+/// Snapshot the log every this many applied entries.
+pub const SNAPSHOT_EVERY: u64 = 256;
+/// Heartbeats every this many ticks (30 ms with 10 ms ticks).
+pub const HEARTBEAT_TICKS: usize = 3;
+
+/// The route table a topology file starts with.
+pub fn route_table(t: &Topology) -> RouteTable {
+    let scheduler = |s: Scheduler| match s {
+        Scheduler::Wrr => "wrr",
+        Scheduler::Wlc => "wlc",
+        Scheduler::Hash { .. } => "hash",
+        Scheduler::Maglev { .. } => "maglev",
+    };
+    let vips = t
+        .vips
+        .iter()
+        .map(|v| VipRoute {
+            name: v.name.clone(),
+            ipv4: v.ipv4.to_string(),
+            ipv6: v.ipv6.map(|a| a.to_string()),
+            home: t.regions[v.home].name.clone(),
+            publish: v.pops.iter().map(|&p| t.pops[p].name.clone()).collect(),
+            listeners: v
+                .listeners
+                .iter()
+                .map(|l| ListenerRoute {
+                    protocol: l.protocol.name().to_string(),
+                    port: l.port,
+                    scheduler: scheduler(l.scheduler).to_string(),
+                    backends: t.regions[v.home].backend_groups[l.backend_group].name.clone(),
+                    persistence_s: l.persistence_ns.map(|ns| (ns / 1_000_000_000) as u32),
+                })
+                .collect(),
+        })
+        .collect();
+    let backend_groups = t
+        .regions
+        .iter()
+        .flat_map(|r| {
+            r.backend_groups.iter().map(|g| GroupRoute {
+                region: r.name.clone(),
+                name: g.name.clone(),
+                backends: g
+                    .backends
+                    .iter()
+                    .map(|b| BackendRoute { addr: b.addr, weight: b.weight, bound: true })
+                    .collect(),
+            })
+        })
+        .collect();
+    let security_groups = t
+        .security_groups
+        .iter()
+        .map(|sg| SecurityGroupRoute {
+            name: sg.group.name.clone(),
+            rules: sg.group.rules.iter().map(|r| format!("{} {} {}", r.action.name(), r.source, r.ports)).collect(),
+            bind: sg
+                .bind
+                .iter()
+                .map(|b| match b {
+                    SgBinding::Backend(ip) => format!("backend/{ip}"),
+                    SgBinding::Clb { region, index: None } => format!("clb/{}", t.regions[*region].name),
+                    SgBinding::Clb { region, index: Some(i) } => format!("clb/{}/{i}", t.regions[*region].name),
+                })
+                .collect(),
+        })
+        .collect();
+    RouteTable { vips, backend_groups, security_groups }
+}
+
+/// Where a CLB core runs: what it needs to build a listener added at run time.
+pub struct ClbSite<'a> {
+    pub t: &'a Topology,
+    pub region: usize,
+    pub index: usize,
+    pub addresses: ClbAddresses,
+    pub identity: &'a Identity,
+}
+
+/// A committed change applied to a CLB core, in log order (simulator and lab alike);
+/// `table` is the route table with the change applied (a new listener's backends take
+/// their current weights and bindings from it).
+pub fn apply_to_clb(core: &mut anyedge_region::Clb, site: &ClbSite<'_>, table: &RouteTable, change: &Change) {
+    match change {
+        Change::SetWeight { backend, weight } => core.set_weight(*backend, *weight),
+        Change::Bind { backend } => core.bind(*backend),
+        Change::Unbind { backend } => core.unbind(*backend),
+        Change::AddListener { vip, listener } => {
+            let Some((configs, health)) = added_listener(site, vip, listener) else { return };
+            for config in configs {
+                core.add_listener(config, &health);
+            }
+            let group = table.backend_groups.iter().find(|g| {
+                g.name == listener.backends && site.t.regions.get(site.region).is_some_and(|r| r.name == g.region)
+            });
+            for b in group.iter().flat_map(|g| &g.backends) {
+                core.set_weight(b.addr, b.weight);
+                if !b.bound {
+                    core.unbind(b.addr);
+                }
+            }
+        }
+        Change::DelListener { vip, protocol, port } => {
+            let (Some(v), Some(p)) =
+                (site.t.vips.iter().find(|v| &v.name == vip), crate::ListenerProtocol::from_name(protocol))
+            else {
+                return;
+            };
+            let addrs = std::iter::once(std::net::IpAddr::V4(v.ipv4)).chain(v.ipv6.map(std::net::IpAddr::V6));
+            for addr in addrs {
+                core.remove_listener(addr, p.transport(), *port);
+            }
+        }
+    }
+}
+
+/// The listener configurations (IPv4, and IPv6 when the VIP has one) and health checks
+/// a CLB node serves for a listener added through the control plane: the file's rules for
+/// a listener written there (NAT64, backend sites, TLS identities), for VIPs homed here.
+fn added_listener(
+    site: &ClbSite<'_>,
+    vip: &str,
+    route: &ListenerRoute,
+) -> Option<(Vec<anyedge_region::config::ListenerConfig>, anyedge_region::HealthConfig)> {
+    let t = site.t;
+    let v = t.vips.iter().position(|x| x.name == vip && x.home == site.region)?;
+    let protocol = crate::ListenerProtocol::from_name(&route.protocol)?;
+    let table_size = anyedge_region::config::MAGLEV_TABLE_DEFAULT;
+    let scheduler = match route.scheduler.as_str() {
+        "wrr" => Scheduler::Wrr,
+        "wlc" => Scheduler::Wlc,
+        "hash" => Scheduler::Hash { table_size },
+        "maglev" => Scheduler::Maglev { table_size },
+        _ => return None,
+    };
+    let backend_group = t.regions[site.region].backend_groups.iter().position(|g| g.name == route.backends)?;
+    let mut only = t.clone();
+    let mut one = t.vips[v].clone();
+    one.listeners = vec![crate::Listener {
+        protocol,
+        port: route.port,
+        scheduler,
+        backend_group,
+        persistence_ns: route.persistence_s.map(|s| u64::from(s) * 1_000_000_000),
+    }];
+    only.vips = vec![one];
+    let config = crate::nodes::clb_config(&only, site.region, site.index, site.addresses, site.identity);
+    Some((config.listeners, config.health))
+}
+
+/// A control node's election timeout in ticks: drawn from its seeded RNG within the
+/// file's range (the simulator and the lab draw the same).
+pub fn election_tick(t: &Topology, c: &Control, id: u8) -> usize {
+    let (lo, hi) = (c.election_ns.0 / c.tick_ns, c.election_ns.1 / c.tick_ns);
+    let mut rng = ComponentRng::new(t.seed, &format!("control/{id}/election"));
+    ((lo + rng.below(hi.saturating_sub(lo).max(1))) as usize).max(HEARTBEAT_TICKS + 1)
+}
+
+/// A control node's configuration (ticks of `c.tick_ns`).
+pub fn control_config(t: &Topology, c: &Control, id: u8) -> ControlConfig {
+    ControlConfig {
+        id: u64::from(id),
+        voters: (1..=u64::from(c.nodes)).collect(),
+        election_tick: election_tick(t, c, id),
+        heartbeat_tick: HEARTBEAT_TICKS,
+        snapshot_every: SNAPSHOT_EVERY,
+    }
+}
