@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::plan::sanitize;
-
 /// CCN tunnel (UDP) on POPs and CLB nodes.
 pub const TUNNEL_PORT: u16 = 6081;
 /// CLB node ↔ backend host tunnel (UDP).
@@ -20,6 +18,11 @@ pub const CONTROL_PORT: u16 = 6095;
 pub const NO_IMPAIRMENTS: &str = "no-impairments";
 /// A file in the lab's state directory that runs nodes SCHED_FIFO (`lab up --realtime`).
 pub const REALTIME: &str = "realtime";
+
+/// Names a namespace or a state file may carry: letters, digits, `.`, `_`, `-`.
+pub fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect()
+}
 
 /// Where labs keep their state: `ANYEDGE_LAB_DIR`, or /run/anyedge/labs.
 pub fn labs_dir() -> PathBuf {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-use crate::plan::sanitize;
+use crate::layout::sanitize;
 
 /// Where a lab keeps its certificates.
 pub fn dir(state_dir: &Path) -> PathBuf {

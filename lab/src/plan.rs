@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyedge_topology::Topology;
 
-use crate::layout::{BACKEND_PORT, TUNNEL_PORT};
+use crate::layout::{BACKEND_PORT, TUNNEL_PORT, sanitize};
 
 /// TUN device that takes VIP packets on a POP, and serves packets on a backend host.
 pub const TUN_NAME: &str = "ae0";
@@ -79,11 +79,6 @@ pub struct Plan {
     pub namespaces: Vec<Namespace>,
     pub links: Vec<Link>,
     pub nodes: Vec<Node>,
-}
-
-/// Names a namespace may carry: letters, digits, `.`, `_`, `-`.
-pub fn sanitize(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect()
 }
 
 /// Link pools: internet links, backbone links, region links (each a /30).
