@@ -1,8 +1,8 @@
 //! Security groups in the simulator: first match wins, a blacklist works only before the
 //! final allow, and health checks need the CLB's own address allowed.
 
-use anyedge_topology as topology;
 use anyedge_sim::{Report, report::SecurityGroupReport};
+use anyedge_topology as topology;
 
 const SMALL: &str = include_str!("../topologies/small.yaml");
 

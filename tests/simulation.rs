@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use anyedge_ccn::geo::{FIBER_KM_PER_S, great_circle_km};
-use anyedge_topology::{self as topology, Topology};
 use anyedge_sim::{Outcome, Report};
+use anyedge_topology::{self as topology, Topology};
 
 const SMALL: &str = include_str!("../topologies/small.yaml");
 

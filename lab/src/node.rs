@@ -24,7 +24,6 @@ use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::shaper::Shaper;
 use anyedge_ccn::{ComponentRng, Link};
 
-
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
 
@@ -297,7 +296,12 @@ async fn next_upstream(
     }
 }
 
-async fn run_clb(t: &Topology, plan: &Plan, (region, index): (usize, usize), node: Forwarder<'_>) -> Result<(), String> {
+async fn run_clb(
+    t: &Topology,
+    plan: &Plan,
+    (region, index): (usize, usize),
+    node: Forwarder<'_>,
+) -> Result<(), String> {
     let Forwarder { ready, impair, mut follower, drops } = node;
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
@@ -321,11 +325,8 @@ async fn run_clb(t: &Topology, plan: &Plan, (region, index): (usize, usize), nod
         .collect();
     let mut shaper: Shaper<ClbDest> = Shaper::new(start, impair);
     let grpc = t.backbone.transport == BackboneTransport::Grpc;
-    let mut from_streams = if grpc {
-        Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT)).await?)
-    } else {
-        None
-    };
+    let mut from_streams =
+        if grpc { Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT)).await?) } else { None };
     // POP id → the stream its packets came up on (replies go down it).
     let mut downstreams: HashMap<u16, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
     // Backbone probing of the POPs: a dead POP's flows answer through a live neighbour.

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use anyedge_topology::{self as topology, Topology};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{
-    NO_IMPAIRMENTS, REALTIME, node_log, node_socket, ready_dir, ready_marker, state_dir,
-};
+use crate::layout::{NO_IMPAIRMENTS, REALTIME, node_log, node_socket, ready_dir, ready_marker, state_dir};
 use crate::netns::{self, ip, ip_in, sysctl_in};
 use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
 
@@ -301,8 +299,7 @@ fn wait_ready(plan: &Plan, state: &State) -> Result<(), String> {
         }
         for (name, &pid) in &state.pids {
             if !alive(pid) {
-                let log = std::fs::read_to_string(node_log(&dir, name))
-                    .unwrap_or_default();
+                let log = std::fs::read_to_string(node_log(&dir, name)).unwrap_or_default();
                 return Err(format!("node {name} exited while starting:\n{}", log.trim()));
             }
         }

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyedge_ccn::{Link, Outcome};
 use anyedge_ccn::EventQueue;
+use anyedge_ccn::{Link, Outcome};
 
 /// Packets on their way, each with where it goes once due.
 pub struct Shaper<D> {

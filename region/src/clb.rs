@@ -304,7 +304,8 @@ impl Clb {
         }
         let from = SocketAddr::new(info.key.src, info.key.src_port);
         let local = (info.key.dst, info.key.dst_port);
-        let quic = self.listeners.iter().position(|l| l.quic.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
+        let quic =
+            self.listeners.iter().position(|l| l.quic.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
         if let Some(li) = quic {
             if let Some(q) = self.listeners[li].quic.as_mut()
                 && let Some(ch) = q.by_backend(from, local)
@@ -364,7 +365,8 @@ impl Clb {
             self.drive_l7(&key, now_ns);
         }
         for li in 0..self.listeners.len() {
-            let due = self.listeners[li].quic.as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
+            let due =
+                self.listeners[li].quic.as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
             if due {
                 self.drive_quic(li, now_ns, Ingress::Direct);
             }
@@ -547,7 +549,9 @@ impl Clb {
 
     fn apply_quic(&mut self, li: usize, now_ns: u64, step: crate::quic_listener::QuicStep, fallback: Ingress) {
         for ch in step.need_backend {
-            let Some(first) = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).map(|c| c.first) else { continue };
+            let Some(first) = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).map(|c| c.first) else {
+                continue;
+            };
             let vip = self.listeners[li].quic.as_ref().map(|q| q.vip());
             let Some(vip) = vip else { continue };
             let key = FlowKey {
@@ -602,7 +606,10 @@ impl Clb {
 
     /// QUIC connections this node holds now, and handshakes it has accepted.
     pub fn quic_connections(&self) -> (usize, u64) {
-        self.listeners.iter().filter_map(|l| l.quic.as_ref()).fold((0, 0), |(c, h), q| (c + q.connections(), h + q.handshakes()))
+        self.listeners
+            .iter()
+            .filter_map(|l| l.quic.as_ref())
+            .fold((0, 0), |(c, h), q| (c + q.connections(), h + q.handshakes()))
     }
 
     /// Layer-7 connections this node holds now.

@@ -102,7 +102,11 @@ impl Listener {
     /// A listener from its configuration, binding each backend to its row in `ports`;
     /// also the health checks of the ports it added (`default` unless a backend has its
     /// own), in the order they were added.
-    pub fn new(mut config: ListenerConfig, ports: &mut BackendTable, default: &HealthConfig) -> (Listener, Vec<HealthConfig>) {
+    pub fn new(
+        mut config: ListenerConfig,
+        ports: &mut BackendTable,
+        default: &HealthConfig,
+    ) -> (Listener, Vec<HealthConfig>) {
         let mut added = Vec::new();
         let bindings: Vec<Binding> = std::mem::take(&mut config.backends)
             .into_iter()
@@ -115,7 +119,8 @@ impl Listener {
                 Binding { name: backend.addr.to_string(), port, active: 0, backend }
             })
             .collect();
-        let listener = Listener { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
+        let listener =
+            Listener { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
         (listener, added)
     }
 

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use anyedge_ccn::geo::Location;
 use anyedge_ccn::{ComponentRng, Link, Outcome};
 use anyedge_control::{
-    CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, LogStore, Output, ProposeError, RouteTable, StepError,
+    CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, LogStore, Output, ProposeError, RouteTable,
+    StepError,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -125,7 +126,6 @@ pub struct ControlPlane {
 fn delay_ns(t: &Topology, a: Location, b: Location) -> u64 {
     backbone_link(t, a, b).impairment.delay_ns.max(100_000)
 }
-
 
 impl ControlPlane {
     /// The control nodes of `c`, and `watchers` (CLB node locations) following them.

@@ -1,0 +1,329 @@
+//! Backend hosts: UDP echo and TCP/HTTP servers on smoltcp, security groups bound to
+//! them, and what each backend port saw.
+
+use super::*;
+
+/// TCP connections a backend host holds (its backlog): more new SYNs are dropped.
+pub(super) const BACKEND_CONNS_MAX: usize = 4096;
+
+#[derive(Default)]
+pub(super) struct Serve {
+    pub(super) header: Vec<u8>,
+    pub(super) remaining_req: u64,
+    pub(super) pending_resp: Vec<u8>,
+    pub(super) resp_off: usize,
+    /// The peer asked to close after this response (HTTP `Connection: close`).
+    pub(super) close_after: bool,
+}
+
+/// One server-side TCP connection of a backend: its own smoltcp stack, so serving one
+/// connection never walks the others (TCP connections are independent anyway).
+pub(super) struct BackendConn {
+    pub(super) stack: TcpStack,
+    pub(super) handle: SocketHandle,
+    pub(super) serve: Serve,
+    pub(super) poll_at: Option<u64>,
+}
+
+pub(super) struct BackendHost {
+    pub(super) ip: IpAddr,
+    /// Ports whose service is down: packets to them vanish.
+    pub(super) down_ports: Vec<u16>,
+    pub(super) tcp_ports: Vec<u16>,
+    /// Remote endpoint → its connection.
+    pub(super) conns: HashMap<(IpAddr, u16), BackendConn>,
+    /// Client endpoint → the CLB node that last forwarded its packets (the way back).
+    pub(super) via: HashMap<(IpAddr, u16), usize>,
+    /// Security groups bound to this instance.
+    pub(super) firewall: Option<Firewall>,
+}
+
+/// Per backend port, as the report shows it.
+pub(super) struct BackendRecord {
+    pub(super) region: usize,
+    pub(super) group: String,
+    pub(super) addr: SocketAddr,
+    pub(super) weight: u8,
+    pub(super) flows: std::collections::BTreeSet<(usize, usize)>,
+    pub(super) health: Vec<(u64, bool)>,
+    /// The lowest source addresses the backend saw on client traffic (at most 16).
+    pub(super) addrs_seen: std::collections::BTreeSet<IpAddr>,
+}
+
+/// How many client addresses a backend's report lists.
+pub(super) const ADDRS_SEEN_MAX: usize = 16;
+
+/// Reads request bytes and queues responses on one server-side connection.
+/// HTTP clients it answered (as the server sees them) go to `http_clients`.
+pub(super) fn serve_connection(
+    s: &mut tcp::Socket<'static>,
+    serve: &mut Serve,
+    ip: IpAddr,
+    http_clients: &mut Vec<IpAddr>,
+) {
+    while s.can_recv() {
+        let mut chunk = [0u8; 4096];
+        let n = s.recv_slice(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let mut data = &chunk[..n];
+        while !data.is_empty() {
+            let http = app::looks_like_http(&serve.header) || serve.header.is_empty() && app::looks_like_http(data);
+            if serve.remaining_req == 0 && http {
+                // HTTP: read the head, answer it, skip any body.
+                let before = serve.header.len();
+                let take = (app::HTTP_HEAD_MAX - before).min(data.len());
+                serve.header.extend_from_slice(&data[..take]);
+                let Some(end) = app::http_head_end(&serve.header) else {
+                    if serve.header.len() >= app::HTTP_HEAD_MAX {
+                        s.abort();
+                        return;
+                    }
+                    data = &data[take..];
+                    continue;
+                };
+                data = &data[end - before..];
+                let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let (Some(remote), Some(local)) = (remote, local) else { return };
+                let answer = app::http_answer(&serve.header[..end], local, remote);
+                http_clients.push(answer.client);
+                serve.header.clear();
+                serve.pending_resp.drain(..serve.resp_off);
+                serve.resp_off = 0;
+                serve.pending_resp.extend_from_slice(&answer.response);
+                serve.remaining_req = answer.body_len;
+                serve.close_after |= answer.close;
+                continue;
+            }
+            if serve.remaining_req == 0 {
+                let take = (app::TCP_REQUEST_HEADER - serve.header.len()).min(data.len());
+                serve.header.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if serve.header.len() < app::TCP_REQUEST_HEADER {
+                    break;
+                }
+                let Some((req_len, resp_len)) = app::parse_tcp_request_header(&serve.header) else {
+                    s.abort();
+                    return;
+                };
+                serve.header.clear();
+                let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
+                let mut resp = vec![0u8; (resp_len as usize).clamp(app::ID_LEN, 16 << 20)];
+                if let (Some(remote), Some(local)) = (remote, local) {
+                    debug_assert_eq!(local.ip(), ip);
+                    app::stamp_identity(&mut resp, 0, local, remote);
+                }
+                serve.pending_resp.drain(..serve.resp_off);
+                serve.resp_off = 0;
+                serve.pending_resp.extend_from_slice(&resp);
+                serve.remaining_req = u64::from(req_len) - app::TCP_REQUEST_HEADER as u64;
+            } else {
+                let take = (serve.remaining_req as usize).min(data.len());
+                serve.remaining_req -= take as u64;
+                data = &data[take..];
+            }
+        }
+    }
+    while serve.resp_off < serve.pending_resp.len() && s.can_send() {
+        let n = s.send_slice(&serve.pending_resp[serve.resp_off..]).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        serve.resp_off += n;
+    }
+    if serve.resp_off == serve.pending_resp.len() {
+        serve.pending_resp.clear();
+        serve.resp_off = 0;
+        if serve.close_after {
+            s.close();
+        }
+    }
+}
+
+impl<'t> World<'t> {
+    pub(super) fn ensure_host(&mut self, addr: SocketAddr, region: usize, site: Site) {
+        let h = self.host(addr, region);
+        let t = self.t;
+        let location = match site {
+            Site::Local => return,
+            Site::Region(r) => t.regions[r].location,
+            Site::Idc(i) => t.idcs[i].location,
+        };
+        if self.site_links.contains_key(&(region, h)) {
+            return;
+        }
+        // A backend away from its region is reached over the backbone.
+        let model = anyedge_topology::nodes::backbone_link(t, t.regions[region].location, location);
+        let link =
+            |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip())));
+        self.site_links.insert((region, h), [link(0), link(1)]);
+    }
+
+    pub(super) fn host(&mut self, addr: SocketAddr, _region: usize) -> usize {
+        let h = match self.host_by_ip.get(&addr.ip()) {
+            Some(&h) => h,
+            None => {
+                let h = self.hosts.len();
+                self.hosts.push(BackendHost {
+                    ip: addr.ip(),
+                    down_ports: Vec::new(),
+                    tcp_ports: Vec::new(),
+                    conns: HashMap::new(),
+                    via: HashMap::new(),
+                    firewall: self.backend_firewall(addr.ip()),
+                });
+                self.host_by_ip.insert(addr.ip(), h);
+                h
+            }
+        };
+        // Every backend port also listens on TCP, so TCP health checks find it.
+        if !self.hosts[h].tcp_ports.contains(&addr.port()) {
+            self.hosts[h].tcp_ports.push(addr.port());
+        }
+        h
+    }
+
+    pub(super) fn backend_firewall(&self, ip: IpAddr) -> Option<Firewall> {
+        let groups: Vec<_> = self
+            .t
+            .security_groups
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.bind.contains(&SgBinding::Backend(ip)))
+            .map(|(gi, d)| (gi, d.group.clone()))
+            .collect();
+        (!groups.is_empty()).then(|| Firewall::new(groups))
+    }
+
+    pub(super) fn backend_receive(&mut self, host: usize, via_clb: usize, mut packet: Vec<u8>) {
+        let Ok(info) = inner::parse(&packet) else { return };
+        let h = &mut self.hosts[host];
+        if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
+            return;
+        }
+        if let Some(fw) = h.firewall.as_mut()
+            && fw.inbound(&info.key) == Verdict::Drop
+        {
+            return;
+        }
+        h.via.insert((info.key.src, info.key.src_port), via_clb);
+        let probe = self.clb_by_addr.contains_key(&info.key.src) && PROBE_PORTS.contains(&info.key.src_port);
+        let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
+        let port = SocketAddr::new(info.key.dst, info.key.dst_port);
+        if !probe
+            && new_flow
+            && let Some(&b) = self.backend_index.get(&port)
+        {
+            // What the server would report as its peer: the TOA address when there is one.
+            let peer = inner::read_toa(&packet).map_or(info.key.src, |(ip, _)| ip);
+            self.note_client_seen(b, peer);
+        }
+        let h = &mut self.hosts[host];
+        match info.key.transport {
+            Transport::Udp => {
+                let payload_start = packet.len() - info.payload_len;
+                let mut payload = packet.split_off(payload_start);
+                let backend = SocketAddr::new(info.key.dst, info.key.dst_port);
+                let client_seen = SocketAddr::new(info.key.src, info.key.src_port);
+                app::stamp_identity(&mut payload, app::UDP_STAMP_LEN, backend, client_seen);
+                let src = (info.key.dst, info.key.dst_port);
+                let dst = (info.key.src, info.key.src_port);
+                if let Some(reply) = inner::build_udp(src, dst, &payload) {
+                    self.send_clb_backend(via_clb, host, 1, reply);
+                }
+            }
+            Transport::Tcp => {
+                let remote = (info.key.src, info.key.src_port);
+                let flags = info.tcp.unwrap_or_default();
+                if !h.conns.contains_key(&remote) {
+                    if h.conns.len() >= BACKEND_CONNS_MAX && flags.syn && !flags.ack {
+                        return; // a full backlog drops new SYNs
+                    }
+                    if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
+                        // No connection and no listener for it: the host answers RST.
+                        if let Some(rst) = inner::tcp_reset_for(&packet) {
+                            self.send_clb_backend(via_clb, host, 1, rst);
+                        }
+                        return;
+                    }
+                    let seed = ComponentRng::new(self.t.seed, &format!("backend/{}/{:?}", h.ip, remote)).next_u64();
+                    let mut stack = TcpStack::new(h.ip, seed, self.q.now_ns());
+                    let handle = stack.new_socket();
+                    let socket = stack.socket(handle);
+                    // Like a server with TCP_NODELAY: a response's tail is not held back.
+                    socket.set_nagle_enabled(false);
+                    // Half-open or silent peers are given up on, as a kernel would.
+                    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
+                    let _ = socket.listen(info.key.dst_port);
+                    h.conns.insert(remote, BackendConn { stack, handle, serve: Serve::default(), poll_at: None });
+                }
+                if let Some(conn) = h.conns.get_mut(&remote) {
+                    conn.stack.receive(packet);
+                }
+                self.backend_tcp_service(host, remote);
+            }
+        }
+    }
+
+    pub(super) fn note_client_seen(&mut self, backend: usize, client: IpAddr) {
+        let seen = &mut self.backends[backend].addrs_seen;
+        seen.insert(client);
+        if seen.len() > ADDRS_SEEN_MAX {
+            seen.pop_last();
+        }
+    }
+
+    /// Serves one TCP connection: read requests, answer with the response size asked for.
+    pub(super) fn backend_tcp_service(&mut self, host: usize, remote: (IpAddr, u16)) {
+        let now = self.q.now_ns();
+        let h = &mut self.hosts[host];
+        let ip = h.ip;
+        let Some(conn) = h.conns.get_mut(&remote) else { return };
+        conn.stack.poll(now);
+        let s = conn.stack.socket(conn.handle);
+        let mut http_clients = Vec::new();
+        if !matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed) {
+            serve_connection(s, &mut conn.serve, ip, &mut http_clients);
+            if s.state() == tcp::State::CloseWait && conn.serve.pending_resp.len() == conn.serve.resp_off {
+                s.close();
+            }
+        }
+        conn.stack.poll(now);
+        let out: Vec<Vec<u8>> = conn.stack.drain_tx().collect();
+        let local_port = conn.stack.socket(conn.handle).local_endpoint().map(|e| e.port);
+        // Back to Listen (a reset handshake, e.g. a health probe) or done: forget it.
+        let state = conn.stack.socket(conn.handle).state();
+        let finished = matches!(state, tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait);
+        let next = if finished { None } else { conn.stack.poll_at_ns(now) };
+        if finished {
+            h.conns.remove(&remote);
+        }
+        if let Some(&b) = local_port.and_then(|p| self.backend_index.get(&SocketAddr::new(ip, p))) {
+            for client in http_clients {
+                self.note_client_seen(b, client);
+            }
+        }
+        for packet in out {
+            let Ok(info) = inner::parse(&packet) else { continue };
+            let via = match self.clb_by_addr.get(&info.key.dst) {
+                Some(&c) => Some(c),
+                None => self.hosts[host].via.get(&(info.key.dst, info.key.dst_port)).copied(),
+            };
+            if let Some(c) = via {
+                self.send_clb_backend(c, host, 1, packet);
+            }
+        }
+        if let Some(at) = next {
+            let at = at.max(now);
+            if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
+                && conn.poll_at.is_none_or(|t| at < t)
+            {
+                conn.poll_at = Some(at);
+                self.q.schedule(at, Ev::BackendTcpPoll { host, remote });
+            }
+        }
+    }
+}

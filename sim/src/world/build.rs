@@ -1,0 +1,297 @@
+//! Building the world from a topology: links, POP and CLB cores, backend hosts, client
+//! groups and their clients, and the first events.
+
+use super::*;
+
+/// The default pool clients without an `address` block draw from: 198.18.64.1 up to
+/// 198.18.255.254, clear of VIPs (198.18.0.x) and CLB nodes (198.18.32.x).
+pub(super) fn default_pool() -> (Cidr, u128) {
+    (Cidr { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), prefix: 16 }, 64 * 256)
+}
+
+pub(super) fn clb_addr(region: usize, index: usize) -> IpAddr {
+    let base = u32::from(Ipv4Addr::new(198, 18, 32, 1));
+    IpAddr::V4(Ipv4Addr::from(base + (region * 64 + index) as u32))
+}
+
+pub(super) fn clb_addr_v6(region: usize, index: usize) -> IpAddr {
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0x18, 0x32, 0, 0, 0, region as u16, index as u16 + 1))
+}
+
+/// The protocol of the TCP listener a traffic class reaches.
+pub(super) fn class_listener(t: &Topology, class: &anyedge_topology::TrafficClass) -> Option<ListenerProtocol> {
+    let tcp = class.transport() == Transport::Tcp;
+    t.vips[class.vip]
+        .listeners
+        .iter()
+        .find(|l| l.port == class.port && (l.protocol.transport() == Transport::Tcp) == tcp)
+        .map(|l| l.protocol)
+}
+
+impl<'t> World<'t> {
+    pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
+        let total: u64 = t.clients.iter().map(|c| u64::from(c.count)).sum();
+        if total > 40_000 {
+            return Err(SimError(format!("{total} clients: the simulator addresses at most 40000")));
+        }
+        if let Some(g) = t.clients.iter().find(|g| g.traffic.len() * 2 > SLOTS_MAX) {
+            return Err(SimError(format!("client group `{}` has more than {} traffic classes", g.name, SLOTS_MAX / 2)));
+        }
+        let seed = t.seed;
+        let (np, nr, ng) = (t.pops.len(), t.regions.len(), t.clients.len());
+        let mut inet_pop = Vec::with_capacity(ng * np * 2);
+        for g in 0..ng {
+            for p in 0..np {
+                let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
+                for dir in 0..2 {
+                    inet_pop.push(Link::new(model, ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
+                }
+            }
+        }
+        let mut inet_direct = Vec::with_capacity(ng * nr * 2);
+        for g in 0..ng {
+            for r in 0..nr {
+                let model = anyedge_topology::nodes::access_link(t, g, t.regions[r].location);
+                for dir in 0..2 {
+                    let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
+                    inet_direct.push(Link::new(model, rng));
+                }
+            }
+        }
+        let mut backbone = Vec::with_capacity(np * nr * 2);
+        for p in 0..np {
+            for r in 0..nr {
+                let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+                for dir in 0..2 {
+                    backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
+                }
+            }
+        }
+        let mut w = World {
+            t,
+            q: EventQueue::new(),
+            end_ns: t.duration_ns + DRAIN_NS,
+            clients: Vec::new(),
+            groups: Vec::new(),
+            pops: Vec::new(),
+            clbs: Vec::new(),
+            clb_base: Vec::new(),
+            clb_by_addr: HashMap::new(),
+            hosts: Vec::new(),
+            host_by_ip: HashMap::new(),
+            inet_pop,
+            inet_direct,
+            backbone,
+            hist: Vec::new(),
+            trackers: Vec::new(),
+            backends: Vec::new(),
+            backend_index: HashMap::new(),
+            packets: 0,
+            violations: Vec::new(),
+            unbound: Vec::new(),
+            client_by_addr: HashMap::new(),
+            class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
+            class_tls: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.has_tls())).collect(),
+            tls_server: None,
+            tls_client: None,
+            quic_server: None,
+            quic_client: None,
+            site_links: HashMap::new(),
+            retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
+            control: None,
+            weights_set: Vec::new(),
+        };
+        let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
+        let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);
+        if https {
+            let names: Vec<IpAddr> =
+                t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
+            let (server, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
+            if listeners().any(|l| l.protocol == ListenerProtocol::Quic) {
+                let (qs, qc) = crate::tls::quic_configs(&server, &client).map_err(SimError)?;
+                w.quic_server = Some(qs);
+                w.quic_client = Some(qc);
+            }
+            w.tls_server = Some(server);
+            w.tls_client = Some(client);
+        }
+        w.build_pops();
+        w.build_regions();
+        w.build_groups();
+        w.build_clients();
+        for (index, f) in t.faults.iter().enumerate() {
+            w.q.schedule(f.at_ns, Ev::Fault { index });
+        }
+        if let Some(c) = &t.control {
+            let watchers: Vec<_> = w.clbs.iter().map(|n| t.regions[n.region].location).collect();
+            w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(SimError)?);
+            w.q.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
+        }
+        Ok(w)
+    }
+
+    pub(super) fn build_pops(&mut self) {
+        for p in 0..self.t.pops.len() {
+            let core = Pop::new(anyedge_topology::nodes::pop_config(self.t, p));
+            self.pops.push(PopNode { core, up: true, announced: true, drops: BTreeMap::new() });
+        }
+    }
+
+    pub(super) fn clb_config(&self, r: usize, index: usize) -> ClbConfig {
+        let addresses = anyedge_topology::nodes::ClbAddresses {
+            address: clb_addr(r, index),
+            address_v6: Some(clb_addr_v6(r, index)),
+        };
+        let identity =
+            anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        anyedge_topology::nodes::clb_config(self.t, r, index, addresses, &identity)
+    }
+
+    pub(super) fn build_regions(&mut self) {
+        let t = self.t;
+        for (r, region) in t.regions.iter().enumerate() {
+            self.clb_base.push(self.clbs.len());
+            for index in 0..usize::from(region.clb_nodes) {
+                let config = self.clb_config(r, index);
+                let core = Clb::new(config.clone(), 0);
+                self.clb_by_addr.insert(config.address, self.clbs.len());
+                if let Some(v6) = config.address_v6 {
+                    self.clb_by_addr.insert(v6, self.clbs.len());
+                }
+                self.clbs.push(ClbNode {
+                    region: r,
+                    index,
+                    core,
+                    config,
+                    up: true,
+                    known_up: true,
+                    timer_at: None,
+                    flows_before: 0,
+                    peak_before: 0,
+                    evictions_before: 0,
+                    drops: BTreeMap::new(),
+                });
+            }
+            for group in &region.backend_groups {
+                for b in &group.backends {
+                    self.backend_index.entry(b.addr).or_insert(self.backends.len());
+                    self.backends.push(BackendRecord {
+                        region: r,
+                        group: group.name.clone(),
+                        addr: b.addr,
+                        weight: b.weight,
+                        flows: Default::default(),
+                        health: vec![(0, true)],
+                        addrs_seen: Default::default(),
+                    });
+                    self.ensure_host(b.addr, r, b.site);
+                }
+            }
+        }
+        for c in 0..self.clbs.len() {
+            self.arm_clb_timer(c);
+        }
+    }
+
+    pub(super) fn build_groups(&mut self) {
+        let t = self.t;
+        for (gi, g) in t.clients.iter().enumerate() {
+            let order: Vec<Vec<usize>> = (0..t.vips.len()).map(|v| t.pop_order(gi, v)).collect();
+            let route = order.iter().map(|o| o.first().copied()).collect();
+            let floor_ns = t
+                .vips
+                .iter()
+                .map(|v| {
+                    let to_pop = v.pops.iter().map(|&p| fiber_delay_ns(g.location, t.pops[p].location, 1.0)).min();
+                    let to_region = fiber_delay_ns(g.location, t.regions[v.home].location, 1.0);
+                    [2 * to_pop.unwrap_or(0), 2 * to_region]
+                })
+                .collect();
+            self.groups.push(Group { order, route, floor_ns });
+        }
+    }
+
+    pub(super) fn build_clients(&mut self) {
+        let t = self.t;
+        let mut next = 0usize;
+        let explicit: Vec<Cidr> = t.clients.iter().filter_map(|g| g.address).collect();
+        let reserved: std::collections::HashSet<IpAddr> =
+            t.vips.iter().map(|v| IpAddr::V4(v.ipv4)).chain(self.backends.iter().map(|b| b.addr.ip())).collect();
+        let (pool, mut pool_next) = default_pool();
+        for (g, group) in t.clients.iter().enumerate() {
+            self.hist.push(
+                group
+                    .traffic
+                    .iter()
+                    .map(|_| {
+                        let h =
+                            || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid");
+                        [h(), h()]
+                    })
+                    .collect(),
+            );
+            let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
+            for i in 0..group.count {
+                let c = next;
+                next += 1;
+                let addr = match group.address {
+                    Some(cidr) => cidr.host(u128::from(i)),
+                    None => loop {
+                        let a = pool.host(pool_next);
+                        pool_next += 1;
+                        if !explicit.iter().any(|e| e.contains(a)) && !reserved.contains(&a) {
+                            break a;
+                        }
+                    },
+                };
+                self.client_by_addr.insert(addr, c);
+                let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
+                let tcp = has_tcp.then(|| TcpStack::new(addr, rng.next_u64(), 0));
+                let slots = group.traffic.len() * 2;
+                self.clients.push(Client {
+                    group: g,
+                    addr,
+                    flows: (0..slots).map(|_| Flow::default()).collect(),
+                    tcp,
+                    tcp_flows: (0..slots).map(|_| TcpFlow::default()).collect(),
+                    tcp_poll_at: None,
+                    rng: ComponentRng::new(t.seed, &format!("client/{c}")),
+                    quic_flows: (0..slots)
+                        .map(|slot| {
+                            let class = &t.traffic[group.traffic[slot / 2]];
+                            matches!(class.kind, TrafficKind::Quic { .. }).then(|| QuicFlow {
+                                host: anyedge_region::quic::QuicHost::client(
+                                    ComponentRng::new(t.seed, &format!("quic/{c}/{slot}")).next_u64(),
+                                ),
+                                conn: None,
+                                connected: false,
+                                pending: VecDeque::new(),
+                                stream: None,
+                                to_send: Vec::new(),
+                                got: 0,
+                                head: Vec::new(),
+                                poll_at: None,
+                            })
+                        })
+                        .collect(),
+                });
+                for (k, &class) in group.traffic.iter().enumerate() {
+                    let period = match t.traffic[class].kind {
+                        TrafficKind::Udp { interval_ns, .. } => interval_ns,
+                        TrafficKind::Tcp { requests_per_s, .. } => (1e9 / requests_per_s) as u64,
+                        TrafficKind::SynFlood { rate_per_s } => (1e9 / rate_per_s) as u64,
+                        TrafficKind::Quic { requests_per_s, .. } => (1e9 / requests_per_s) as u64,
+                    };
+                    let start = rng.below(period.max(1));
+                    let ev = match t.traffic[class].kind {
+                        TrafficKind::Udp { .. } => Ev::UdpSend { client: c, k },
+                        TrafficKind::Tcp { .. } => Ev::TcpIssue { client: c, k },
+                        TrafficKind::SynFlood { .. } => Ev::FloodSend { client: c, k },
+                        TrafficKind::Quic { .. } => Ev::QuicIssue { client: c, k },
+                    };
+                    self.q.schedule(start, ev);
+                }
+            }
+        }
+    }
+}

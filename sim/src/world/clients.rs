@@ -1,0 +1,331 @@
+//! Client hosts and their traffic: UDP requests, TCP connections on smoltcp, SYN floods,
+//! and the replies they record (round trips, backends, fault recoveries).
+
+use super::*;
+
+/// Requests a TCP flow queues before it counts the oldest as lost.
+pub(super) const TCP_PENDING_MAX: usize = 256;
+
+/// Client source ports: 10000 + slot * 1000 + connection generation.
+pub(super) const PORT_BASE: u16 = 10_000;
+
+pub(super) const PORTS_PER_SLOT: u16 = 1_000;
+
+/// One client's traffic on one path.
+#[derive(Debug, Default)]
+pub(super) struct Flow {
+    pub(super) sent: u64,
+    pub(super) received: u64,
+    pub(super) last_backend: Option<SocketAddr>,
+    pub(super) last_rtt_ns: Option<u64>,
+    pub(super) jitter_sum_ns: u128,
+    pub(super) jitter_n: u64,
+    /// Fault trackers waiting for this flow's first reply after the fault.
+    pub(super) watching: Vec<(usize, usize)>,
+    pub(super) udp_seq: u64,
+}
+
+/// The TCP side of one flow: a connection carrying sequential requests.
+#[derive(Default)]
+pub(super) struct TcpFlow {
+    pub(super) handle: Option<SocketHandle>,
+    pub(super) generation: u16,
+    /// Issue times of requests not yet answered; the front one is on the wire.
+    pub(super) pending: VecDeque<u64>,
+    pub(super) sent_bytes: usize,
+    pub(super) resp_got: u64,
+    pub(super) head: Vec<u8>,
+    /// HTTP: where the response body starts in `head`, and the response's full length.
+    pub(super) body_at: Option<usize>,
+    pub(super) expected: Option<u64>,
+    /// HTTPS: the client's TLS session on the current connection.
+    pub(super) tls: Option<rustls::ClientConnection>,
+    /// Bytes waiting for room in the socket (TLS records, or the plain request).
+    pub(super) wire: Vec<u8>,
+}
+
+pub(super) struct Client {
+    pub(super) group: usize,
+    pub(super) addr: IpAddr,
+    /// Indexed by slot = k * 2 + path.
+    pub(super) flows: Vec<Flow>,
+    pub(super) tcp: Option<TcpStack>,
+    pub(super) tcp_flows: Vec<TcpFlow>,
+    pub(super) tcp_poll_at: Option<u64>,
+    /// The client's own draws (flood source ports).
+    pub(super) rng: ComponentRng,
+    /// Per slot: the QUIC side of QUIC traffic classes.
+    pub(super) quic_flows: Vec<Option<QuicFlow>>,
+}
+
+pub(super) struct Group {
+    /// Per VIP: POPs in preference order (catchment or nearest by internet delay).
+    pub(super) order: Vec<Vec<usize>>,
+    /// Per VIP: the POP routing delivers this group to now.
+    pub(super) route: Vec<Option<usize>>,
+    /// Per VIP: [anycast, direct] round trips no reply can beat: light in a straight
+    /// fiber over the internet legs (fault overrides touch only backbone links).
+    pub(super) floor_ns: Vec<[u64; 2]>,
+}
+
+pub(super) fn port_of(slot: usize, generation: u16) -> u16 {
+    PORT_BASE + slot as u16 * PORTS_PER_SLOT + generation % PORTS_PER_SLOT
+}
+
+pub(super) fn slot_of(port: u16) -> Option<usize> {
+    port.checked_sub(PORT_BASE).map(|p| usize::from(p / PORTS_PER_SLOT))
+}
+
+pub(super) fn flow_id(client: usize, slot: usize) -> u64 {
+    ((client as u64) << 8) | slot as u64
+}
+
+impl<'t> World<'t> {
+    /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
+    pub(super) fn slot_key(&self, client: usize, slot: usize) -> FlowKey {
+        let c = &self.clients[client];
+        let class = &self.t.traffic[self.t.clients[c.group].traffic[slot / 2]];
+        let generation = c.tcp_flows[slot].generation;
+        FlowKey {
+            transport: class.transport(),
+            src: c.addr,
+            src_port: port_of(slot, generation),
+            dst: self.t.vip_addr(class, c.addr),
+            dst_port: class.port,
+        }
+    }
+
+    pub(super) fn slot_route(&self, client: usize, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
+        let c = &self.clients[client];
+        let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
+        match path {
+            Path::Anycast => {
+                let p = self.groups[c.group].route[class.vip]?;
+                Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
+            }
+            Path::Direct => {
+                let r = self.t.vips[class.vip].home;
+                let base = self.clb_base[r];
+                let hash = self.slot_key(client, k * 2 + 1).flow_hash();
+                let node =
+                    rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.clbs[base + usize::from(n)].known_up);
+                let clb = base + usize::from(node);
+                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
+            }
+        }
+    }
+
+    pub(super) fn udp_send(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::Udp { interval_ns, size } = class.kind else {
+            return;
+        };
+        let vip = (self.t.vip_addr(class, self.clients[client].addr), class.port);
+        for path in PATHS {
+            let slot = k * 2 + path as usize;
+            let flow = &mut self.clients[client].flows[slot];
+            let seq = flow.udp_seq;
+            flow.udp_seq += 1;
+            flow.sent += 1;
+            let payload = app::udp_request(seq, now, size as usize);
+            let src = (self.clients[client].addr, port_of(slot, 0));
+            let Some(packet) = inner::build_udp(src, vip, &payload) else {
+                continue;
+            };
+            if let Some((link, to)) = self.slot_route(client, k, path) {
+                self.send_over(link, flow_id(client, slot), to, packet);
+            }
+        }
+        self.q.schedule(now + interval_ns, Ev::UdpSend { client, k });
+    }
+
+    /// One SYN of a flood, from a random low source port, never completed.
+    pub(super) fn flood_send(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::SynFlood { rate_per_s } = class.kind else { return };
+        let c = &mut self.clients[client];
+        let src_port = 1024 + c.rng.below(u64::from(PORT_BASE - 1024)) as u16;
+        let seq = c.rng.next_u64() as u32;
+        c.flows[k * 2].sent += 1;
+        let syn = inner::bare_tcp(src_port, class.port, smoltcp::wire::TcpControl::Syn, seq, None, Some(1460));
+        if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class, c.addr), &syn)
+            && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
+        {
+            self.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
+        }
+        self.q.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
+    }
+
+    pub(super) fn tcp_issue(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::Tcp { requests_per_s, .. } = class.kind else {
+            return;
+        };
+        for path in PATHS {
+            let slot = k * 2 + path as usize;
+            let c = &mut self.clients[client];
+            c.flows[slot].sent += 1;
+            let tf = &mut c.tcp_flows[slot];
+            tf.pending.push_back(now);
+            if tf.pending.len() > TCP_PENDING_MAX {
+                // The oldest request is abandoned with its connection (its answer must not
+                // be taken for the next one's): counted as sent, never received.
+                tf.pending.pop_front();
+                if let (Some(stack), Some(h)) = (c.tcp.as_mut(), tf.handle) {
+                    stack.socket(h).abort();
+                }
+                tf.reset_exchange();
+            }
+        }
+        self.client_tcp_service(client);
+        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
+    }
+
+    /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
+    pub(super) fn client_tcp_service(&mut self, client: usize) {
+        let now = self.q.now_ns();
+        let t = self.t;
+        let group = self.clients[client].group;
+        let addr = self.clients[client].addr;
+        let Some(mut stack) = self.clients[client].tcp.take() else {
+            return;
+        };
+        stack.poll(now);
+        let mut completions: Vec<(usize, u64, Option<SocketAddr>)> = Vec::new();
+        for (k, &class_idx) in t.clients[group].traffic.iter().enumerate() {
+            let class = &t.traffic[class_idx];
+            let TrafficKind::Tcp { request, response, .. } = class.kind else {
+                continue;
+            };
+            let remote = (t.vip_addr(class, addr), class.port);
+            let app = TcpApp {
+                request,
+                response,
+                http: self.class_http[class_idx],
+                tls: self.class_tls[class_idx].then(|| self.tls_client.clone()).flatten(),
+            };
+            for path in PATHS {
+                let slot = k * 2 + path as usize;
+                let tf = &mut self.clients[client].tcp_flows[slot];
+                service_tcp_flow(&mut stack, tf, slot, addr, remote, &app, &mut completions);
+            }
+        }
+        stack.poll(now);
+        let out: Vec<Vec<u8>> = stack.drain_tx().collect();
+        let next = stack.poll_at_ns(now);
+        self.clients[client].tcp = Some(stack);
+        for (slot, issued, backend) in completions {
+            self.record_reply(client, slot, issued, backend);
+        }
+        for packet in out {
+            let Ok(info) = inner::parse(&packet) else { continue };
+            let Some(slot) = slot_of(info.key.src_port) else {
+                continue;
+            };
+            let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
+            if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
+                self.send_over(link, flow_id(client, slot), to, packet);
+            }
+        }
+        if let Some(at) = next {
+            self.arm_client_poll(client, at.max(now));
+        }
+    }
+
+    pub(super) fn arm_client_poll(&mut self, client: usize, at: u64) {
+        let c = &mut self.clients[client];
+        if c.tcp_poll_at.is_none_or(|t| at < t) {
+            c.tcp_poll_at = Some(at);
+            self.q.schedule(at, Ev::ClientTcpPoll { client });
+        }
+    }
+
+    pub(super) fn record_reply(&mut self, client: usize, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
+        let now = self.q.now_ns();
+        let group = self.clients[client].group;
+        let rtt_ns = now.saturating_sub(sent_ns);
+        let class = self.t.clients[group].traffic[slot / 2];
+        let floor_ns = self.groups[group].floor_ns[self.t.traffic[class].vip][slot % 2];
+        if rtt_ns < floor_ns {
+            self.violation(format!(
+                "client group `{}`: a reply took {rtt_ns} ns, faster than light allows ({floor_ns} ns)",
+                self.t.clients[group].name
+            ));
+        }
+        let _ = self.hist[group][slot / 2][slot % 2].record((rtt_ns / 1000).max(1));
+        let flow = &mut self.clients[client].flows[slot];
+        flow.received += 1;
+        if let Some(prev) = flow.last_rtt_ns {
+            flow.jitter_sum_ns += u128::from(prev.abs_diff(rtt_ns));
+            flow.jitter_n += 1;
+        }
+        flow.last_rtt_ns = Some(rtt_ns);
+        let new_backend = backend.filter(|b| flow.last_backend != Some(*b));
+        if backend.is_some() {
+            flow.last_backend = backend;
+        }
+        let watching = std::mem::take(&mut flow.watching);
+        let mut still = Vec::new();
+        for (tr, pos) in watching {
+            let tracker = &mut self.trackers[tr];
+            if sent_ns >= tracker.at_ns {
+                tracker.first_reply_ns[pos] = Some(now);
+                tracker.changed[pos] =
+                    tracker.before[pos].is_some() && backend.is_some() && tracker.before[pos] != backend;
+            } else {
+                still.push((tr, pos));
+            }
+        }
+        self.clients[client].flows[slot].watching = still;
+        // A flow counts once per backend that served it: only a change needs recording.
+        if let Some(&b) = new_backend.as_ref().and_then(|b| self.backend_index.get(b)) {
+            self.backends[b].flows.insert((client, slot));
+        }
+    }
+
+    pub(super) fn client_receive(&mut self, client: usize, packet: Vec<u8>) {
+        let Ok(info) = inner::parse(&packet) else { return };
+        match info.key.transport {
+            Transport::Udp => {
+                let Some(slot) = slot_of(info.key.dst_port) else { return };
+                if slot >= self.clients[client].flows.len() {
+                    return;
+                }
+                if self.clients[client].quic_flows[slot].is_some() {
+                    let now = self.q.now_ns();
+                    let remote = SocketAddr::new(info.key.src, info.key.src_port);
+                    let payload = &packet[packet.len() - info.payload_len..];
+                    let mut out = Vec::new();
+                    if let Some(f) = self.clients[client].quic_flows[slot].as_mut() {
+                        f.host.receive(now, remote, Some(info.key.dst), payload, &mut out);
+                    }
+                    self.send_quic_datagrams(client, slot, out);
+                    self.client_quic_service(client, slot);
+                    return;
+                }
+                let Some(reply) = app::parse_udp_reply(&packet[packet.len() - info.payload_len..]) else {
+                    return;
+                };
+                self.record_reply(client, slot, reply.sent_ns, Some(reply.backend));
+            }
+            Transport::Tcp => {
+                if let Some(stack) = self.clients[client].tcp.as_mut() {
+                    stack.receive(packet);
+                    self.client_tcp_service(client);
+                }
+            }
+        }
+    }
+}

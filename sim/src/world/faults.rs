@@ -1,0 +1,258 @@
+//! The fault schedule: what each fault changes in the world (never what a node knows), the
+//! flows it touches and their recovery, and the control plane's events.
+
+use super::*;
+
+pub(super) struct FaultTracker {
+    pub(super) at_ns: u64,
+    pub(super) what: String,
+    pub(super) affected: Vec<(usize, usize)>,
+    pub(super) before: Vec<Option<SocketAddr>>,
+    pub(super) first_reply_ns: Vec<Option<u64>>,
+    pub(super) changed: Vec<bool>,
+}
+
+impl<'t> World<'t> {
+    pub(super) fn apply_fault(&mut self, index: usize) {
+        let t = self.t;
+        let fault = &t.faults[index];
+        let now = self.q.now_ns();
+        let affected = self.affected_flows(&fault.action);
+        let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
+        let tr = self.trackers.len();
+        for (pos, &(c, s)) in affected.iter().enumerate() {
+            self.clients[c].flows[s].watching.push((tr, pos));
+        }
+        self.trackers.push(FaultTracker {
+            at_ns: now,
+            what: fault.what.clone(),
+            first_reply_ns: vec![None; affected.len()],
+            changed: vec![false; affected.len()],
+            before,
+            affected,
+        });
+        match fault.action {
+            FaultAction::Down(Target::Control(n)) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.down(now, n);
+                }
+            }
+            FaultAction::Up(Target::Control(n)) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.up(now, n);
+                }
+            }
+            FaultAction::Partition(side_of) => {
+                if let Some(c) = self.control.as_mut() {
+                    c.partition(now, &side_of);
+                }
+            }
+            FaultAction::Heal => {
+                if let Some(c) = self.control.as_mut() {
+                    c.heal(now);
+                }
+            }
+            FaultAction::SetWeight { region, addr, weight } => match self.control.as_mut() {
+                Some(c) => {
+                    let events = c.request(now, anyedge_control::Change::SetWeight { backend: addr, weight });
+                    self.schedule_control(events);
+                }
+                None => {
+                    self.weights_set.retain(|&(a, _)| a != addr);
+                    self.weights_set.push((addr, weight));
+                    for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+                        c.core.set_weight(addr, weight);
+                    }
+                }
+            },
+            FaultAction::Down(Target::Pop(p)) => {
+                self.pops[p].up = false;
+                self.q.schedule(now + t.failover.pop_detect_ns, Ev::Withdraw { pop: p });
+            }
+            FaultAction::Up(Target::Pop(p)) => {
+                if !self.pops[p].up {
+                    self.pops[p].up = true;
+                    self.pops[p].announced = true;
+                    self.set_pop_state_at_clbs(p, true);
+                    self.q.schedule(now + t.failover.route_converge_ns, Ev::Reconverge);
+                }
+            }
+            FaultAction::Down(Target::Region(r)) => {
+                for (i, c) in self.clbs.iter_mut().enumerate().filter(|(_, c)| c.region == r) {
+                    c.up = false;
+                    if let Some(plane) = self.control.as_mut() {
+                        plane.watcher_down(i);
+                    }
+                }
+            }
+            FaultAction::Up(Target::Region(r)) => {
+                let nodes: Vec<usize> = (0..self.clbs.len()).filter(|&c| self.clbs[c].region == r).collect();
+                for c in nodes {
+                    if !self.clbs[c].up {
+                        self.restart_clb(c, now);
+                    }
+                }
+            }
+            FaultAction::Down(Target::Clb { region, index }) => {
+                let c = self.clb_base[region] + usize::from(index);
+                self.clbs[c].up = false;
+                if let Some(plane) = self.control.as_mut() {
+                    plane.watcher_down(c);
+                }
+                self.q.schedule(now + t.failover.pop_detect_ns, Ev::ClbDetected { clb: c, up: false });
+            }
+            FaultAction::Up(Target::Clb { region, index }) => {
+                let c = self.clb_base[region] + usize::from(index);
+                if !self.clbs[c].up {
+                    self.restart_clb(c, now);
+                    self.q.schedule(now, Ev::ClbDetected { clb: c, up: true });
+                }
+            }
+            FaultAction::Unbind(Target::Backend { region, addr })
+            | FaultAction::Bind(Target::Backend { region, addr }) => {
+                let unbind = matches!(fault.action, FaultAction::Unbind(_));
+                self.unbound.retain(|&a| a != addr);
+                if unbind {
+                    self.unbound.push(addr);
+                }
+                for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+                    if unbind { c.core.unbind(addr) } else { c.core.bind(addr) }
+                }
+            }
+            FaultAction::Unbind(_) | FaultAction::Bind(_) => {}
+            FaultAction::Migrate(group) => {
+                for client in self.clients.iter_mut().filter(|c| c.group == group) {
+                    for slot in 0..client.tcp_flows.len() {
+                        // A new source port: QUIC carries on, TCP connections die with it.
+                        client.tcp_flows[slot].generation = client.tcp_flows[slot].generation.wrapping_add(1);
+                        if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows[slot].handle) {
+                            stack.socket(h).abort();
+                        }
+                    }
+                }
+            }
+            FaultAction::Down(Target::Backend { addr, .. }) => {
+                if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
+                    self.hosts[h].down_ports.push(addr.port());
+                }
+            }
+            FaultAction::Up(Target::Backend { addr, .. }) => {
+                if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
+                    self.hosts[h].down_ports.retain(|&p| p != addr.port());
+                }
+            }
+            FaultAction::Link(lo) => {
+                for dir in 0..2 {
+                    let i = self.link_bb(lo.pop, lo.region, dir);
+                    let base = self.backbone[i].model().impairment;
+                    self.backbone[i].set_override(Impairment {
+                        delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
+                        jitter_mean_ns: lo.jitter_ns.unwrap_or(base.jitter_mean_ns),
+                        loss: lo.loss.unwrap_or(base.loss),
+                    });
+                }
+                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: lo.pop, region: lo.region });
+            }
+        }
+    }
+
+    /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
+    /// the region, on the CLB node, or served by the backend it names.
+    pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(usize, usize)> {
+        let t = self.t;
+        let mut out = Vec::new();
+        for (ci, c) in self.clients.iter().enumerate() {
+            let g = &self.groups[c.group];
+            for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
+                let vip = t.traffic[class].vip;
+                let home = t.vips[vip].home;
+                let slot = k * 2;
+                let hit = match *action {
+                    FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(p),
+                    FaultAction::Up(Target::Pop(p)) => {
+                        g.order[vip].iter().copied().find(|&q| q == p || self.pops[q].announced) == Some(p)
+                            && g.route[vip] != Some(p)
+                    }
+                    FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
+                    FaultAction::Down(Target::Backend { addr, .. })
+                    | FaultAction::Up(Target::Backend { addr, .. })
+                    | FaultAction::Unbind(Target::Backend { addr, .. })
+                    | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
+                    FaultAction::Down(Target::Clb { region, index })
+                    | FaultAction::Up(Target::Clb { region, index }) => {
+                        home == region
+                            && g.route[vip]
+                                .is_some_and(|p| self.pops[p].core.node_of(&self.slot_key(ci, slot)) == Some(index))
+                    }
+                    FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
+                    FaultAction::SetWeight { addr, .. } => c.flows[slot].last_backend == Some(addr),
+                    FaultAction::Down(Target::Control(_))
+                    | FaultAction::Up(Target::Control(_))
+                    | FaultAction::Partition(_)
+                    | FaultAction::Heal => false,
+                    FaultAction::Migrate(group) => c.group == group,
+                    FaultAction::Link(lo) => g.route[vip] == Some(lo.pop) && home == lo.region,
+                };
+                if hit {
+                    out.push((ci, slot));
+                }
+            }
+        }
+        out
+    }
+
+    /// Per fault, each recovered flow's time from the fault to its first reply.
+    pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
+        self.trackers.iter().map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect()).collect()
+    }
+
+    pub(super) fn collect_control_violations(&mut self) {
+        let found = self.control.as_mut().map(|c| c.take_violations()).unwrap_or_default();
+        for v in found {
+            self.violation(v);
+        }
+    }
+
+    pub(super) fn schedule_control(&mut self, events: Vec<(u64, crate::control::ControlEv)>) {
+        for (at, ev) in events {
+            self.q.schedule(at, Ev::Control(ev));
+        }
+    }
+
+    pub(super) fn control_event(&mut self, ev: crate::control::ControlEv) {
+        use crate::control::ControlEv;
+        let now = self.q.now_ns();
+        let Some(plane) = self.control.as_mut() else { return };
+        let events = match ev {
+            ControlEv::Tick => plane.tick(now),
+            ControlEv::Message { to, bytes } => plane.deliver(now, to, &bytes),
+            ControlEv::Watch { watcher, update } => {
+                for wc in plane.watch_arrived(watcher, update) {
+                    self.apply_route_change(wc.watcher, &wc.table, &wc.change);
+                }
+                Vec::new()
+            }
+        };
+        self.schedule_control(events);
+        self.collect_control_violations();
+    }
+
+    /// A CLB node applies a committed change from its watch stream.
+    pub(super) fn apply_route_change(
+        &mut self,
+        c: usize,
+        table: &anyedge_control::RouteTable,
+        change: &anyedge_control::Change,
+    ) {
+        let (r, index) = (self.clbs[c].region, self.clbs[c].index);
+        let addresses = anyedge_topology::nodes::ClbAddresses {
+            address: clb_addr(r, index),
+            address_v6: Some(clb_addr_v6(r, index)),
+        };
+        let identity =
+            anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        let site =
+            anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
+        anyedge_topology::route_table::apply_to_clb(&mut self.clbs[c].core, &site, table, change);
+    }
+}

@@ -1,0 +1,201 @@
+//! The shipped cores in the world: packets into POP and CLB cores, their outputs onto
+//! links, their timers, drops counted, routing convergence and CLB restarts.
+
+use super::*;
+
+pub(super) struct PopNode {
+    pub(super) core: Pop,
+    pub(super) up: bool,
+    pub(super) announced: bool,
+    /// Packets the core refused, by reason.
+    pub(super) drops: BTreeMap<&'static str, u64>,
+}
+
+pub(super) struct ClbNode {
+    pub(super) region: usize,
+    pub(super) index: usize,
+    pub(super) core: Clb,
+    pub(super) config: ClbConfig,
+    pub(super) up: bool,
+    /// What backbone probing believes: the direct path's region edge uses it.
+    pub(super) known_up: bool,
+    /// Counters of cores this node ran before a restart.
+    pub(super) flows_before: u64,
+    pub(super) peak_before: usize,
+    pub(super) evictions_before: u64,
+    pub(super) timer_at: Option<u64>,
+    /// Packets the core refused, by reason (across restarts).
+    pub(super) drops: BTreeMap<&'static str, u64>,
+}
+
+/// The flow hash a CCN header carries (every encapsulated packet the cores emit has one).
+pub(super) fn ccn_flow(bytes: &[u8]) -> u64 {
+    anyedge_proto::CcnPacket::new_checked(bytes).map_or(0, |p| u64::from(p.flow_hash()))
+}
+
+impl<'t> World<'t> {
+    pub(super) fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
+        let now = self.q.now_ns();
+        match to {
+            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => {
+                let node = &mut self.pops[p];
+                if !node.up {
+                    return;
+                }
+                let result = match to {
+                    Arrival::PopFromClient(_) => node.core.handle_from_client(now, &packet),
+                    _ => node.core.handle_from_clb(now, &packet),
+                };
+                match result {
+                    Ok(()) => self.drain_pop(p),
+                    Err(reason) => *node.drops.entry(reason.name()).or_default() += 1,
+                }
+            }
+            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) => {
+                let node = &mut self.clbs[c];
+                if !node.up {
+                    return;
+                }
+                let result = match to {
+                    Arrival::ClbFromPop(_) => node.core.handle_from_pop(now, &packet),
+                    Arrival::ClbDirect(_) => node.core.handle_direct(now, packet),
+                    _ => node.core.handle_from_backend(now, packet),
+                };
+                if let Err(reason) = result {
+                    *node.drops.entry(reason.name()).or_default() += 1;
+                }
+                self.drain_clb(c);
+            }
+            Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
+            Arrival::Client(c) => self.client_receive(c, packet),
+        }
+    }
+
+    /// The client a packet from the VIP is for, and its flow id.
+    pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(usize, u64)> {
+        let key = inner::parse(packet).ok()?.key;
+        let client = *self.client_by_addr.get(&key.dst)?;
+        Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
+    }
+
+    pub(super) fn drain_pop(&mut self, p: usize) {
+        while let Some(out) = self.pops[p].core.poll_output() {
+            match out {
+                anyedge_pop::Output::ToClb { region, node, bytes } => {
+                    let region = usize::from(region);
+                    let clb = self.clb_base[region] + usize::from(node);
+                    let link = LinkKind::Backbone(self.link_bb(p, region, 0));
+                    self.send_over(link, ccn_flow(&bytes), Arrival::ClbFromPop(clb), bytes);
+                }
+                anyedge_pop::Output::ToClient { bytes } => {
+                    let Some((client, flow)) = self.reply_target(&bytes) else {
+                        continue;
+                    };
+                    let link = LinkKind::InetPop(self.link_pop(self.clients[client].group, p, 1));
+                    self.send_over(link, flow, Arrival::Client(client), bytes);
+                }
+            }
+        }
+    }
+
+    pub(super) fn drain_clb(&mut self, c: usize) {
+        let region = self.clbs[c].region;
+        let table = self.clbs[c].core.conn_table();
+        if table.len() > table.capacity() {
+            let msg = format!("CLB {c}: connection table holds {} > capacity {}", table.len(), table.capacity());
+            self.violation(msg);
+        }
+        while let Some(out) = self.clbs[c].core.poll_output() {
+            match out {
+                anyedge_region::Output::ToPop { pop_id, bytes } => {
+                    let p = usize::from(pop_id);
+                    if p >= self.pops.len() {
+                        continue;
+                    }
+                    let link = LinkKind::Backbone(self.link_bb(p, region, 1));
+                    self.send_over(link, ccn_flow(&bytes), Arrival::PopFromClb(p), bytes);
+                }
+                anyedge_region::Output::ToBackend { backend, bytes } => {
+                    if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
+                        self.send_clb_backend(c, host, 0, bytes);
+                    }
+                }
+                anyedge_region::Output::ToClient { bytes } => {
+                    let Some((client, flow)) = self.reply_target(&bytes) else {
+                        continue;
+                    };
+                    let link = LinkKind::InetDirect(self.link_direct(self.clients[client].group, region, 1));
+                    self.send_over(link, flow, Arrival::Client(client), bytes);
+                }
+            }
+        }
+        while let Some(ev) = self.clbs[c].core.poll_event() {
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev
+                && self.clbs[c].index == 0
+            {
+                let now = self.q.now_ns();
+                for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
+                    rec.health.push((now, healthy));
+                }
+            }
+        }
+        self.arm_clb_timer(c);
+    }
+
+    pub(super) fn arm_clb_timer(&mut self, c: usize) {
+        let Some(at) = self.clbs[c].core.poll_timeout() else {
+            return;
+        };
+        if self.clbs[c].timer_at.is_none_or(|t| at < t) {
+            self.clbs[c].timer_at = Some(at);
+            self.q.schedule(at, Ev::ClbTimer { clb: c });
+        }
+    }
+
+    pub(super) fn set_pop_state_at_clbs(&mut self, pop: usize, up: bool) {
+        for c in &mut self.clbs {
+            c.core.set_pop_up(pop as u16, up);
+        }
+    }
+
+    pub(super) fn reconverge(&mut self) {
+        for g in &mut self.groups {
+            for (v, order) in g.order.iter().enumerate() {
+                g.route[v] = order.iter().copied().find(|&p| self.pops[p].announced);
+            }
+        }
+    }
+
+    /// A restarted node comes back empty: no connection table, fresh health state.
+    pub(super) fn restart_clb(&mut self, c: usize, now: u64) {
+        let node = &mut self.clbs[c];
+        node.flows_before += node.core.flows_created();
+        node.peak_before = node.peak_before.max(node.core.conn_table().peak());
+        node.evictions_before += node.core.conn_table().evictions();
+        if let Some(fw) = node.core.firewall() {
+            for (gi, counters) in fw.counters() {
+                for (ri, c) in counters.iter().enumerate() {
+                    self.retired_sg[gi][ri].matched += c.matched;
+                    self.retired_sg[gi][ri].denied += c.denied;
+                }
+            }
+        }
+        self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
+        for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
+            self.clbs[c].core.set_pop_up(p as u16, false);
+        }
+        for &addr in &self.unbound {
+            self.clbs[c].core.unbind(addr);
+        }
+        for &(addr, weight) in &self.weights_set {
+            self.clbs[c].core.set_weight(addr, weight);
+        }
+        // With a control plane it catches up from its watch stream instead.
+        if let Some(plane) = self.control.as_mut() {
+            plane.watcher_restarted(c);
+        }
+        self.clbs[c].up = true;
+        self.clbs[c].timer_at = None;
+        self.arm_clb_timer(c);
+    }
+}

@@ -1,0 +1,64 @@
+//! Moving packets over the modelled links: the internet (client ↔ POP, client ↔ region),
+//! the backbone (POP ↔ region) and the region's own (CLB node ↔ backend).
+
+use super::*;
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LinkKind {
+    InetPop(usize),
+    InetDirect(usize),
+    Backbone(usize),
+}
+
+impl<'t> World<'t> {
+    pub(super) fn link_pop(&self, g: usize, p: usize, dir: usize) -> usize {
+        (g * self.t.pops.len() + p) * 2 + dir
+    }
+
+    pub(super) fn link_direct(&self, g: usize, r: usize, dir: usize) -> usize {
+        (g * self.t.regions.len() + r) * 2 + dir
+    }
+
+    pub(super) fn link_bb(&self, p: usize, r: usize, dir: usize) -> usize {
+        (p * self.t.regions.len() + r) * 2 + dir
+    }
+
+    pub(super) fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
+        let now = self.q.now_ns();
+        let size = match link {
+            LinkKind::Backbone(_) => packet.len() + OUTER_HEADER,
+            _ => packet.len(),
+        };
+        let l = match link {
+            LinkKind::InetPop(i) => &mut self.inet_pop[i],
+            LinkKind::InetDirect(i) => &mut self.inet_direct[i],
+            LinkKind::Backbone(i) => &mut self.backbone[i],
+        };
+        if let Outcome::Deliver(at) = l.transmit(now, size, flow) {
+            self.packets += 1;
+            self.q.schedule(at, Ev::Arrive { to, packet });
+        }
+    }
+
+    /// CLB node `clb` ↔ backend `host`: inside the region, or over the backbone when the
+    /// backend lives elsewhere (another region, an IDC). `dir` 0 is toward the backend.
+    pub(super) fn send_clb_backend(&mut self, clb: usize, host: usize, dir: usize, packet: Vec<u8>) {
+        let to = if dir == 0 { Arrival::Backend { host, via_clb: clb } } else { Arrival::ClbFromBackend(clb) };
+        let region = self.clbs[clb].region;
+        let now = self.q.now_ns();
+        let at = match self.site_links.get_mut(&(region, host)) {
+            None => Some(now + INTRA_REGION_NS),
+            Some(links) => {
+                let flow = inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
+                match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
+                    Outcome::Deliver(at) => Some(at),
+                    Outcome::Lost | Outcome::QueueFull => None,
+                }
+            }
+        };
+        if let Some(at) = at {
+            self.packets += 1;
+            self.q.schedule(at, Ev::Arrive { to, packet });
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The simulated world: client hosts, POPs, CLB nodes and backends joined by links, all
+//! driven by one event queue. POPs and CLB nodes are the shipped sans-IO cores; this
+//! module is their driver: it moves real packets between them over modelled links.
+//!
+//! `World` holds the tables; each concern has a module of its own: `build` (from a
+//! topology), `clients` and `tcp_app` and `quic_client` (traffic), `forwarding` (the
+//! cores), `links`, `backends`, `faults`, `report`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyedge_ccn::geo::fiber_delay_ns;
+use anyedge_ccn::{ComponentRng, Impairment, Link, Outcome};
+use anyedge_pop::{Pop, rendezvous_node};
+use anyedge_proto::{FlowKey, Transport, inner};
+use anyedge_region::clb::PROBE_PORTS;
+use anyedge_region::{Clb, ClbConfig};
+use hdrhistogram::Histogram;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+
+use anyedge_ccn::EventQueue;
+use anyedge_region::security::{Firewall, RuleCounters, Verdict};
+use anyedge_region::tcp_stack::TcpStack;
+use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
+
+use crate::app;
+use crate::report::*;
+
+mod backends;
+mod build;
+mod clients;
+mod faults;
+mod forwarding;
+mod links;
+mod quic_client;
+mod report;
+mod tcp_app;
+
+use backends::*;
+use build::*;
+use clients::*;
+use faults::*;
+use forwarding::*;
+use links::*;
+use quic_client::*;
+use tcp_app::*;
+
+/// Replies still arriving after the last request are collected for this long.
+pub const DRAIN_NS: u64 = 3_000_000_000;
+
+/// One-way delay between a CLB node and a backend in its region.
+pub const INTRA_REGION_NS: u64 = 50_000;
+
+/// Outer IPv4 + UDP header the backbone adds around the CCN header.
+const OUTER_HEADER: usize = 28;
+
+/// Most traffic slots (class × path) a client group may have.
+pub const SLOTS_MAX: usize = 55;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Anycast = 0,
+    Direct = 1,
+}
+
+const PATHS: [Path; 2] = [Path::Anycast, Path::Direct];
+
+#[derive(Debug, Clone, Copy)]
+enum Arrival {
+    PopFromClient(usize),
+    PopFromClb(usize),
+    ClbFromPop(usize),
+    ClbDirect(usize),
+    ClbFromBackend(usize),
+    Backend { host: usize, via_clb: usize },
+    Client(usize),
+}
+
+enum Ev {
+    UdpSend {
+        client: usize,
+        k: usize,
+    },
+    FloodSend {
+        client: usize,
+        k: usize,
+    },
+    QuicIssue {
+        client: usize,
+        k: usize,
+    },
+    ClientQuicPoll {
+        client: usize,
+        slot: usize,
+    },
+    TcpIssue {
+        client: usize,
+        k: usize,
+    },
+    ClientTcpPoll {
+        client: usize,
+    },
+    BackendTcpPoll {
+        host: usize,
+        remote: (IpAddr, u16),
+    },
+    Arrive {
+        to: Arrival,
+        packet: Vec<u8>,
+    },
+    ClbTimer {
+        clb: usize,
+    },
+    Fault {
+        index: usize,
+    },
+    Withdraw {
+        pop: usize,
+    },
+    /// Backbone probing (POPs, the region edge) learns a CLB node's state.
+    ClbDetected {
+        clb: usize,
+        up: bool,
+    },
+    Reconverge,
+    LinkRestore {
+        pop: usize,
+        region: usize,
+    },
+    Control(crate::control::ControlEv),
+}
+
+pub struct World<'t> {
+    t: &'t Topology,
+    q: EventQueue<Ev>,
+    end_ns: u64,
+    clients: Vec<Client>,
+    groups: Vec<Group>,
+    pops: Vec<PopNode>,
+    clbs: Vec<ClbNode>,
+    clb_base: Vec<usize>,
+    clb_by_addr: HashMap<IpAddr, usize>,
+    hosts: Vec<BackendHost>,
+    host_by_ip: HashMap<IpAddr, usize>,
+    inet_pop: Vec<Link>,
+    inet_direct: Vec<Link>,
+    backbone: Vec<Link>,
+    /// [group][k][path] round-trip histograms in microseconds.
+    hist: Vec<Vec<[Histogram<u64>; 2]>>,
+    trackers: Vec<FaultTracker>,
+    backends: Vec<BackendRecord>,
+    /// Backend address → its first record in `backends`.
+    backend_index: HashMap<SocketAddr, usize>,
+    packets: u64,
+    /// Invariants found broken while running (bugs, not input): reported with the seed.
+    violations: Vec<String>,
+    /// Backends unbound by faults (a restarted CLB node must not forget them).
+    unbound: Vec<SocketAddr>,
+    client_by_addr: HashMap<IpAddr, usize>,
+    /// Per traffic class: it talks HTTP (its listener is layer 7), over TLS (HTTPS).
+    class_http: Vec<bool>,
+    class_tls: Vec<bool>,
+    /// HTTPS listeners' identity and the clients' trust in it (when any listener is HTTPS).
+    tls_server: Option<anyedge_region::l7::TlsTermination>,
+    tls_client: Option<Arc<rustls::ClientConfig>>,
+    quic_server: Option<anyedge_region::quic_listener::QuicTermination>,
+    quic_client: Option<quinn_proto::ClientConfig>,
+    /// (region, backend host) → [to the backend, back] for backends away from the region.
+    site_links: HashMap<(usize, usize), [Link; 2]>,
+    /// Security-group counters of CLB cores that were restarted.
+    retired_sg: Vec<Vec<RuleCounters>>,
+    /// The Raft control plane (`control:`); its watchers are the CLB nodes, in order.
+    control: Option<crate::control::ControlPlane>,
+    /// Weights set by faults without a control plane (a restarted CLB node keeps them).
+    weights_set: Vec<(SocketAddr, u8)>,
+}
+
+/// Why a topology cannot be simulated (beyond what validation checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimError(pub String);
+
+impl<'t> World<'t> {
+    /// Runs to the end; `progress` is called with the fraction done now and then.
+    pub fn run(&mut self, mut progress: impl FnMut(f64)) {
+        let step = (self.end_ns / 100).max(1);
+        let mut next_progress = step;
+        while let Some(ev) = self.q.pop_until(self.end_ns) {
+            if self.q.now_ns() >= next_progress {
+                progress(self.q.now_ns() as f64 / self.end_ns as f64);
+                next_progress = self.q.now_ns() + step;
+            }
+            self.handle(ev);
+        }
+        if let Some(c) = self.control.as_mut() {
+            c.finish(self.end_ns);
+        }
+        self.collect_control_violations();
+        progress(1.0);
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.violations.len() < 16 {
+            self.violations.push(format!("t={} ns: {what}", self.q.now_ns()));
+        }
+    }
+
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
+    pub fn quic_handshakes(&self) -> u64 {
+        self.clbs.iter().map(|c| c.core.quic_connections().1).sum()
+    }
+
+    pub fn events(&self) -> u64 {
+        self.q.processed()
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    pub fn sim_s(&self) -> f64 {
+        self.end_ns as f64 / 1e9
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::UdpSend { client, k } => self.udp_send(client, k),
+            Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
+            Ev::FloodSend { client, k } => self.flood_send(client, k),
+            Ev::QuicIssue { client, k } => self.quic_issue(client, k),
+            Ev::ClientQuicPoll { client, slot } => {
+                let now = self.q.now_ns();
+                let due = self.clients[client].quic_flows[slot].as_ref().is_some_and(|f| f.poll_at == Some(now));
+                if due {
+                    if let Some(f) = self.clients[client].quic_flows[slot].as_mut() {
+                        f.poll_at = None;
+                    }
+                    self.client_quic_service(client, slot);
+                }
+            }
+            Ev::ClientTcpPoll { client } => {
+                if self.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
+                    self.clients[client].tcp_poll_at = None;
+                    self.client_tcp_service(client);
+                }
+            }
+            Ev::BackendTcpPoll { host, remote } => {
+                let now = self.q.now_ns();
+                if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
+                    && conn.poll_at == Some(now)
+                {
+                    conn.poll_at = None;
+                    self.backend_tcp_service(host, remote);
+                }
+            }
+            Ev::Arrive { to, packet } => self.arrive(to, packet),
+            Ev::ClbTimer { clb } => {
+                if self.clbs[clb].timer_at == Some(self.q.now_ns()) {
+                    self.clbs[clb].timer_at = None;
+                    if self.clbs[clb].up {
+                        let now = self.q.now_ns();
+                        self.clbs[clb].core.handle_timeout(now);
+                        self.drain_clb(clb);
+                    }
+                }
+            }
+            Ev::Fault { index } => self.apply_fault(index),
+            Ev::Control(ev) => self.control_event(ev),
+            Ev::Withdraw { pop } => {
+                if !self.pops[pop].up {
+                    self.pops[pop].announced = false;
+                    // Backbone probing finds the dead POP in the same time BGP does.
+                    self.set_pop_state_at_clbs(pop, false);
+                    let at = self.q.now_ns() + self.t.failover.route_converge_ns;
+                    self.q.schedule(at, Ev::Reconverge);
+                }
+            }
+            Ev::Reconverge => self.reconverge(),
+            Ev::ClbDetected { clb, up } => {
+                self.clbs[clb].known_up = up;
+                let (region, index) = (self.clbs[clb].region as u16, self.clbs[clb].index as u16);
+                for p in &mut self.pops {
+                    p.core.set_clb_up(region, index, up);
+                }
+            }
+            Ev::LinkRestore { pop, region } => {
+                for dir in 0..2 {
+                    let i = self.link_bb(pop, region, dir);
+                    self.backbone[i].clear_override();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! QUIC clients (quinn-proto): a connection per flow, a stream per request, datagrams
+//! routed by the connection ID the CLB node issued.
+
+use super::*;
+
+/// The QUIC side of one flow: a connection carrying requests, one stream each.
+pub(super) struct QuicFlow {
+    pub(super) host: anyedge_region::quic::QuicHost,
+    pub(super) conn: Option<quinn_proto::ConnectionHandle>,
+    pub(super) connected: bool,
+    /// Issue times of requests not yet answered; the front one is on a stream.
+    pub(super) pending: VecDeque<u64>,
+    pub(super) stream: Option<quinn_proto::StreamId>,
+    pub(super) to_send: Vec<u8>,
+    pub(super) got: u64,
+    pub(super) head: Vec<u8>,
+    pub(super) poll_at: Option<u64>,
+}
+
+impl<'t> World<'t> {
+    pub(super) fn quic_issue(&mut self, client: usize, k: usize) {
+        let now = self.q.now_ns();
+        if now >= self.t.duration_ns {
+            return;
+        }
+        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let TrafficKind::Quic { requests_per_s, .. } = class.kind else { return };
+        for path in PATHS {
+            let slot = k * 2 + path as usize;
+            let c = &mut self.clients[client];
+            c.flows[slot].sent += 1;
+            if let Some(f) = c.quic_flows[slot].as_mut() {
+                f.pending.push_back(now);
+                if f.pending.len() > TCP_PENDING_MAX {
+                    f.pending.pop_front();
+                }
+            }
+            self.client_quic_service(client, slot);
+        }
+        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::QuicIssue { client, k });
+    }
+
+    /// Drives a client's QUIC flow: connect, one stream per request, read the answer.
+    pub(super) fn client_quic_service(&mut self, client: usize, slot: usize) {
+        let now = self.q.now_ns();
+        let t = self.t;
+        let group = self.clients[client].group;
+        let class = &t.traffic[t.clients[group].traffic[slot / 2]];
+        let TrafficKind::Quic { request, response, .. } = class.kind else { return };
+        let addr = self.clients[client].addr;
+        let remote = SocketAddr::new(t.vip_addr(class, addr), class.port);
+        let config = self.quic_client.clone();
+        let Some(f) = self.clients[client].quic_flows[slot].as_mut() else { return };
+        let mut out = Vec::new();
+        let mut completions = Vec::new();
+        if f.conn.is_none()
+            && !f.pending.is_empty()
+            && let Some(config) = config
+        {
+            f.conn = f.host.connect(now, config, remote, &remote.ip().to_string());
+            f.connected = false;
+        }
+        f.host.drive(now, &mut out);
+        for (_, event) in f.host.take_events() {
+            match event {
+                quinn_proto::Event::Connected => f.connected = true,
+                quinn_proto::Event::ConnectionLost { .. } => {
+                    f.conn = None;
+                    f.connected = false;
+                    f.stream = None;
+                    f.to_send.clear();
+                    f.got = 0;
+                    f.head.clear();
+                }
+                _ => {}
+            }
+        }
+        if let Some(ch) = f.conn
+            && f.connected
+            && let Some(conn) = f.host.conn(ch)
+        {
+            if f.stream.is_none() && !f.pending.is_empty() {
+                f.stream = conn.streams().open(quinn_proto::Dir::Bi);
+                f.to_send = app::tcp_request(request, response);
+                f.got = 0;
+                f.head.clear();
+            }
+            if let Some(id) = f.stream {
+                if !f.to_send.is_empty() {
+                    let n = conn.send_stream(id).write(&f.to_send).unwrap_or(0);
+                    f.to_send.drain(..n);
+                    if f.to_send.is_empty() {
+                        let _ = conn.send_stream(id).finish();
+                    }
+                }
+                let expected = u64::from(response.max(app::ID_LEN as u32));
+                let mut done = false;
+                if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
+                    while let Ok(Some(chunk)) = chunks.next(64 * 1024) {
+                        let want = app::ID_LEN.saturating_sub(f.head.len()).min(chunk.bytes.len());
+                        f.head.extend_from_slice(&chunk.bytes[..want]);
+                        f.got += chunk.bytes.len() as u64;
+                    }
+                    let _ = chunks.finalize();
+                }
+                if f.got >= expected {
+                    done = true;
+                }
+                if done {
+                    let backend = app::parse_identity(&f.head).map(|(b, _)| b);
+                    if let Some(issued) = f.pending.pop_front() {
+                        completions.push((issued, backend));
+                    }
+                    f.stream = None;
+                }
+            }
+            f.host.drive(now, &mut out);
+        }
+        let next = f.host.poll_timeout();
+        for (issued, backend) in completions {
+            self.record_reply(client, slot, issued, backend);
+        }
+        self.send_quic_datagrams(client, slot, out);
+        if let Some(at) = next {
+            let at = at.max(now);
+            let f = self.clients[client].quic_flows[slot].as_mut();
+            if let Some(f) = f
+                && f.poll_at.is_none_or(|t| at < t)
+            {
+                f.poll_at = Some(at);
+                self.q.schedule(at, Ev::ClientQuicPoll { client, slot });
+            }
+        }
+    }
+
+    /// Sends a client's QUIC datagrams from its slot's current source port.
+    pub(super) fn send_quic_datagrams(
+        &mut self,
+        client: usize,
+        slot: usize,
+        out: Vec<anyedge_region::quic::QuicTransmit>,
+    ) {
+        let addr = self.clients[client].addr;
+        let port = port_of(slot, self.clients[client].tcp_flows[slot].generation);
+        let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
+        for (dst, _, payload) in out {
+            let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };
+            let route = match path {
+                Path::Anycast => self.slot_route(client, slot / 2, path),
+                Path::Direct => self.direct_quic_route(client, slot, &payload),
+            };
+            if let Some((link, to)) = route {
+                self.send_over(link, flow_id(client, slot), to, packet);
+            }
+        }
+    }
+
+    /// The region edge routes QUIC by the connection ID the CLB node issued, when there is
+    /// one, so a migrated client reaches the node that holds its connection.
+    pub(super) fn direct_quic_route(&self, client: usize, slot: usize, payload: &[u8]) -> Option<(LinkKind, Arrival)> {
+        let (link, to) = self.slot_route(client, slot / 2, Path::Direct)?;
+        let Arrival::ClbDirect(clb) = to else { return Some((link, to)) };
+        let r = self.clbs[clb].region;
+        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes);
+        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.clb_base[r] + usize::from(n)))))
+    }
+}

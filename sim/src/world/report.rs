@@ -1,0 +1,194 @@
+//! The report a run ends with, built from the world's counters and histograms.
+
+use super::*;
+
+pub(super) fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>) -> PathReport {
+    let (mut sent, mut received, mut jsum, mut jn) = (0u64, 0u64, 0u128, 0u64);
+    for f in flows {
+        sent += f.sent;
+        received += f.received;
+        jsum += f.jitter_sum_ns;
+        jn += f.jitter_n;
+    }
+    let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
+    let ms = |us: u64| ms3(us as f64 / 1000.0);
+    let rtt_ms = (!hist.is_empty()).then(|| Percentiles {
+        p50: ms(hist.value_at_quantile(0.5)),
+        p90: ms(hist.value_at_quantile(0.9)),
+        p99: ms(hist.value_at_quantile(0.99)),
+        p999: ms(hist.value_at_quantile(0.999)),
+        max: ms(hist.max()),
+    });
+    let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
+    PathReport { sent, received, loss_pct, rtt_ms, jitter_ms }
+}
+
+pub(super) fn fault_report(tr: &FaultTracker) -> FaultReport {
+    let mut rec: Vec<u64> = tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect();
+    rec.sort_unstable();
+    let recovery_ms = (!rec.is_empty()).then(|| Recovery {
+        p50: ms3(rec[(rec.len() - 1) / 2] as f64 / 1e6),
+        max: ms3(*rec.last().unwrap_or(&0) as f64 / 1e6),
+    });
+    FaultReport {
+        at_s: ms3(tr.at_ns as f64 / 1e9),
+        what: tr.what.clone(),
+        flows_affected: tr.affected.len() as u64,
+        flows_recovered: rec.len() as u64,
+        recovery_ms,
+        flows_backend_changed: tr.changed.iter().filter(|&&c| c).count() as u64,
+    }
+}
+
+impl<'t> World<'t> {
+    pub fn report(&self) -> Report {
+        let t = self.t;
+        let pops = t
+            .pops
+            .iter()
+            .enumerate()
+            .map(|(p, site)| PopReport {
+                name: site.name.clone(),
+                location: site.location,
+                flows: self.pops[p].core.flows_seen(),
+            })
+            .collect();
+        let clients = t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect();
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| BackendReport {
+                region: t.regions[b.region].name.clone(),
+                group: b.group.clone(),
+                address: b.addr.to_string(),
+                weight: b.weight,
+                flows: b.flows.len() as u64,
+                client_addrs_seen: b.addrs_seen.iter().map(|a| a.to_string()).collect(),
+                health: b
+                    .health
+                    .iter()
+                    .map(|&(at, ok)| HealthReport {
+                        at_s: ms3(at as f64 / 1e9),
+                        state: if ok { "healthy" } else { "unhealthy" },
+                    })
+                    .collect(),
+            })
+            .collect();
+        let faults = self.trackers.iter().map(fault_report).collect();
+        let security_groups = self.security_group_report();
+        let clb_nodes = self
+            .clbs
+            .iter()
+            .map(|n| {
+                let table = n.core.conn_table();
+                ClbNodeReport {
+                    region: t.regions[n.region].name.clone(),
+                    index: n.index,
+                    flows: n.flows_before + n.core.flows_created(),
+                    conn_table: ConnTableReport {
+                        capacity: table.capacity(),
+                        peak: n.peak_before.max(table.peak()),
+                        evictions: n.evictions_before + table.evictions(),
+                    },
+                }
+            })
+            .collect();
+        Report {
+            name: t.name.clone(),
+            seed: t.seed,
+            duration_s: t.duration_ns as f64 / 1e9,
+            pops,
+            clients,
+            backends,
+            clb_nodes,
+            security_groups,
+            faults,
+            control: self.control_report(),
+            drops: self.drop_report(),
+        }
+    }
+
+    /// Every core's refused packets, by node and reason.
+    pub(super) fn drop_report(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+        let t = self.t;
+        let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
+        let clbs = self.clbs.iter().map(|n| (format!("clb/{}/{}", t.regions[n.region].name, n.index), &n.drops));
+        pops.chain(clbs).filter(|(_, d)| !d.is_empty()).map(|(name, d)| (name, d.clone())).collect()
+    }
+
+    /// Rule counters summed over every host a group is bound to.
+    pub(super) fn security_group_report(&self) -> Vec<SecurityGroupReport> {
+        let mut totals = self.retired_sg.clone();
+        let firewalls = self
+            .clbs
+            .iter()
+            .filter_map(|c| c.core.firewall())
+            .chain(self.hosts.iter().filter_map(|h| h.firewall.as_ref()));
+        for fw in firewalls {
+            for (gi, counters) in fw.counters() {
+                for (ri, c) in counters.iter().enumerate() {
+                    totals[gi][ri].matched += c.matched;
+                    totals[gi][ri].denied += c.denied;
+                }
+            }
+        }
+        self.t
+            .security_groups
+            .iter()
+            .zip(totals)
+            .map(|(d, counts)| SecurityGroupReport {
+                name: d.group.name.clone(),
+                rules: d
+                    .group
+                    .rules
+                    .iter()
+                    .zip(counts)
+                    .map(|(r, c)| RuleReport {
+                        source: r.source.to_string(),
+                        port: r.ports.to_string(),
+                        action: r.action.name(),
+                        matched: c.matched,
+                        denied: c.denied,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub(super) fn client_report(&self, g: usize, group: &anyedge_topology::ClientGroup) -> ClientReport {
+        let t = self.t;
+        let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
+        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p].name.clone());
+        let members: Vec<&Client> = self.clients.iter().filter(|c| c.group == g).collect();
+        let traffic = group
+            .traffic
+            .iter()
+            .enumerate()
+            .map(|(k, &class)| {
+                let path = |p: usize| {
+                    let flows = members.iter().map(|c| &c.flows[k * 2 + p]);
+                    path_report(flows, &self.hist[g][k][p])
+                };
+                TrafficReport {
+                    name: t.traffic[class].name.clone(),
+                    protocol: match t.traffic[class].kind {
+                        TrafficKind::Udp { .. } => "udp".into(),
+                        TrafficKind::Tcp { .. } => "tcp".into(),
+                        TrafficKind::SynFlood { .. } => "syn-flood".into(),
+                        TrafficKind::Quic { .. } => "quic".into(),
+                    },
+                    anycast: path(0),
+                    direct: path(1),
+                }
+            })
+            .collect();
+        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, traffic }
+    }
+
+    /// The control plane's report section (when the file has `control:`).
+    pub fn control_report(&self) -> Option<crate::control::ControlReport> {
+        let names: Vec<String> =
+            self.clbs.iter().map(|n| format!("clb/{}/{}", self.t.regions[n.region].name, n.index)).collect();
+        self.control.as_ref().map(|c| c.report(&names))
+    }
+}

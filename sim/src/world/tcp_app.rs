@@ -1,0 +1,181 @@
+//! What a client's TCP connection carries: plain requests, HTTP, or HTTPS through rustls,
+//! and how it reads the answers.
+
+use super::*;
+
+/// What a TCP traffic class sends: the plain request protocol, or HTTP (to a layer-7
+/// listener), over TLS for HTTPS.
+#[derive(Clone)]
+pub(super) struct TcpApp {
+    pub(super) request: u32,
+    pub(super) response: u32,
+    pub(super) http: bool,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl TcpApp {
+    pub(super) fn request_bytes(&self, remote: (IpAddr, u16)) -> Vec<u8> {
+        if self.http {
+            app::http_request(remote, self.request, self.response)
+        } else {
+            app::tcp_request(self.request, self.response)
+        }
+    }
+
+    /// Response length when it is known before the head is read (the plain protocol).
+    pub(super) fn fixed_response(&self) -> Option<u64> {
+        (!self.http).then(|| u64::from(self.response.max(app::ID_LEN as u32)))
+    }
+}
+
+/// Drives one TCP flow of a client: (re)connect, write the request in progress, read its
+/// response; completed requests go to `completions` as (slot, issue time, backend).
+pub(super) fn service_tcp_flow(
+    stack: &mut TcpStack,
+    tf: &mut TcpFlow,
+    slot: usize,
+    addr: IpAddr,
+    remote: (IpAddr, u16),
+    app: &TcpApp,
+    completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
+) {
+    let state = tf.handle.map(|h| stack.socket(h).state());
+    let broken =
+        matches!(state, None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait));
+    if broken {
+        if tf.pending.is_empty() {
+            return;
+        }
+        if let Some(h) = tf.handle.take() {
+            stack.socket(h).abort();
+            stack.sockets.remove(h);
+            tf.generation = tf.generation.wrapping_add(1);
+        }
+        let h = stack.new_socket();
+        let local = port_of(slot, tf.generation);
+        let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
+        let socket = sockets.get_mut::<tcp::Socket>(h);
+        socket.set_nagle_enabled(false);
+        if socket.connect(iface.context(), remote, (addr, local)).is_err() {
+            sockets.remove(h);
+            return;
+        }
+        tf.handle = Some(h);
+        tf.tls = app.tls.as_ref().and_then(|cfg| {
+            let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
+            rustls::ClientConnection::new(cfg.clone(), name).ok()
+        });
+        tf.wire.clear();
+        tf.reset_exchange();
+    }
+    let Some(h) = tf.handle else { return };
+    if tf.expected.is_none() {
+        tf.expected = app.fixed_response();
+        tf.body_at = tf.expected.map(|_| 0);
+    }
+    let req = app.request_bytes(remote);
+    let s = stack.socket(h);
+    // Request out: straight onto the socket, or through TLS once its handshake is done.
+    if !tf.pending.is_empty() && tf.sent_bytes < req.len() {
+        match tf.tls.as_mut() {
+            Some(tls) if !tls.is_handshaking() => {
+                let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
+                tf.sent_bytes = req.len();
+            }
+            Some(_) => {}
+            None => {
+                tf.wire.extend_from_slice(&req[tf.sent_bytes..]);
+                tf.sent_bytes = req.len();
+            }
+        }
+    }
+    if let Some(tls) = tf.tls.as_mut() {
+        anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+    }
+    if s.can_send() && !tf.wire.is_empty() {
+        let n = s.send_slice(&tf.wire).unwrap_or(0);
+        tf.wire.drain(..n);
+    }
+    // Response in.
+    while s.can_recv() {
+        let mut buf = [0u8; 8192];
+        let n = s.recv_slice(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let mut plain = Vec::new();
+        let data = match tf.tls.as_mut() {
+            Some(tls) => {
+                if anyedge_region::l7::tls_read(tls, &buf[..n], &mut plain).is_err() {
+                    s.abort();
+                    return;
+                }
+                &plain[..]
+            }
+            None => &buf[..n],
+        };
+        absorb_response(tf, data, app, slot, completions);
+    }
+    // A finished handshake may have freed the request, or TLS may owe the peer records.
+    if let Some(tls) = tf.tls.as_mut() {
+        if !tf.pending.is_empty() && tf.sent_bytes < req.len() && !tls.is_handshaking() {
+            let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
+            tf.sent_bytes = req.len();
+        }
+        anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+        if s.can_send() && !tf.wire.is_empty() {
+            let n = s.send_slice(&tf.wire).unwrap_or(0);
+            tf.wire.drain(..n);
+        }
+    }
+}
+
+/// Takes response bytes of the request in progress; completes it when all have come.
+pub(super) fn absorb_response(
+    tf: &mut TcpFlow,
+    mut data: &[u8],
+    app: &TcpApp,
+    slot: usize,
+    completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
+) {
+    while !data.is_empty() && !tf.pending.is_empty() {
+        // Until an HTTP head is read the response's length is unknown: one request is
+        // outstanding at a time, so whatever arrives belongs to it.
+        let need = tf.expected.map_or(usize::MAX, |e| e.saturating_sub(tf.resp_got) as usize);
+        let n = data.len().min(need);
+        let keep = tf.body_at.map_or(app::HTTP_HEAD_MAX, |b| b + app::ID_LEN);
+        let want = keep.saturating_sub(tf.head.len()).min(n);
+        tf.head.extend_from_slice(&data[..want]);
+        tf.resp_got += n as u64;
+        data = &data[n..];
+        if tf.expected.is_none()
+            && let Some(end) = app::http_head_end(&tf.head)
+        {
+            let text = String::from_utf8_lossy(&tf.head[..end]);
+            let length: u64 = app::http_header(&text, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            tf.body_at = Some(end);
+            tf.expected = Some(end as u64 + length);
+        }
+        if tf.expected.is_some_and(|e| tf.resp_got >= e) {
+            let body = tf.body_at.and_then(|b| tf.head.get(b..)).unwrap_or(&[]);
+            let backend = app::parse_identity(body).map(|(b, _)| b);
+            if let Some(issued) = tf.pending.pop_front() {
+                completions.push((slot, issued, backend));
+            }
+            tf.reset_exchange();
+            tf.expected = app.fixed_response();
+            tf.body_at = tf.expected.map(|_| 0);
+        }
+    }
+}
+
+impl TcpFlow {
+    /// Forgets the request in progress (answered, or lost with its connection).
+    pub(super) fn reset_exchange(&mut self) {
+        self.sent_bytes = 0;
+        self.resp_got = 0;
+        self.head.clear();
+        self.body_at = None;
+        self.expected = None;
+    }
+}
