@@ -33,7 +33,7 @@ pub(super) struct BackendHost {
     /// Remote endpoint → its connection.
     pub(super) conns: HashMap<(IpAddr, u16), BackendConn>,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
-    pub(super) via: HashMap<(IpAddr, u16), usize>,
+    pub(super) via: HashMap<(IpAddr, u16), ClbId>,
     /// Security groups bound to this instance.
     pub(super) firewall: Option<Firewall>,
 }
@@ -44,7 +44,7 @@ pub(super) struct BackendRecord {
     pub(super) group: String,
     pub(super) addr: SocketAddr,
     pub(super) weight: u8,
-    pub(super) flows: std::collections::BTreeSet<(usize, usize)>,
+    pub(super) flows: std::collections::BTreeSet<(ClientId, usize)>,
     pub(super) health: Vec<(u64, bool)>,
     /// The lowest source addresses the backend saw on client traffic (at most 16).
     pub(super) addrs_seen: std::collections::BTreeSet<IpAddr>,
@@ -145,7 +145,7 @@ pub(super) fn serve_connection(
 
 impl<'t> World<'t> {
     pub(super) fn ensure_host(&mut self, addr: SocketAddr, region: usize, site: Site) {
-        let h = self.host(addr, region);
+        let h = self.host(addr);
         let t = self.t;
         let location = match site {
             Site::Local => return,
@@ -162,11 +162,11 @@ impl<'t> World<'t> {
         self.site_links.insert((region, h), [link(0), link(1)]);
     }
 
-    pub(super) fn host(&mut self, addr: SocketAddr, _region: usize) -> usize {
+    pub(super) fn host(&mut self, addr: SocketAddr) -> HostId {
         let h = match self.host_by_ip.get(&addr.ip()) {
             Some(&h) => h,
             None => {
-                let h = self.hosts.len();
+                let h = self.hosts.next_id();
                 self.hosts.push(BackendHost {
                     ip: addr.ip(),
                     down_ports: Vec::new(),
@@ -198,7 +198,7 @@ impl<'t> World<'t> {
         (!groups.is_empty()).then(|| Firewall::new(groups))
     }
 
-    pub(super) fn backend_receive(&mut self, host: usize, via_clb: usize, mut packet: Vec<u8>) {
+    pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, mut packet: Vec<u8>) {
         let Ok(info) = inner::parse(&packet) else { return };
         let h = &mut self.hosts[host];
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
@@ -268,7 +268,7 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn note_client_seen(&mut self, backend: usize, client: IpAddr) {
+    pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr) {
         let seen = &mut self.backends[backend].addrs_seen;
         seen.insert(client);
         if seen.len() > ADDRS_SEEN_MAX {
@@ -277,7 +277,7 @@ impl<'t> World<'t> {
     }
 
     /// Serves one TCP connection: read requests, answer with the response size asked for.
-    pub(super) fn backend_tcp_service(&mut self, host: usize, remote: (IpAddr, u16)) {
+    pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16)) {
         let now = self.q.now_ns();
         let h = &mut self.hosts[host];
         let ip = h.ip;

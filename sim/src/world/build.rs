@@ -71,20 +71,20 @@ impl<'t> World<'t> {
             t,
             q: EventQueue::new(),
             end_ns: t.duration_ns + DRAIN_NS,
-            clients: Vec::new(),
+            clients: Table::new(),
             groups: Vec::new(),
-            pops: Vec::new(),
-            clbs: Vec::new(),
+            pops: Table::new(),
+            clbs: Table::new(),
             clb_base: Vec::new(),
             clb_by_addr: HashMap::new(),
-            hosts: Vec::new(),
+            hosts: Table::new(),
             host_by_ip: HashMap::new(),
             inet_pop,
             inet_direct,
             backbone,
             hist: Vec::new(),
             trackers: Vec::new(),
-            backends: Vec::new(),
+            backends: Table::new(),
             backend_index: HashMap::new(),
             packets: 0,
             violations: Vec::new(),
@@ -150,13 +150,13 @@ impl<'t> World<'t> {
     pub(super) fn build_regions(&mut self) {
         let t = self.t;
         for (r, region) in t.regions.iter().enumerate() {
-            self.clb_base.push(self.clbs.len());
+            self.clb_base.push(self.clbs.next_id());
             for index in 0..usize::from(region.clb_nodes) {
                 let config = self.clb_config(r, index);
                 let core = Clb::new(config.clone(), 0);
-                self.clb_by_addr.insert(config.address, self.clbs.len());
+                self.clb_by_addr.insert(config.address, self.clbs.next_id());
                 if let Some(v6) = config.address_v6 {
-                    self.clb_by_addr.insert(v6, self.clbs.len());
+                    self.clb_by_addr.insert(v6, self.clbs.next_id());
                 }
                 self.clbs.push(ClbNode {
                     region: r,
@@ -174,7 +174,7 @@ impl<'t> World<'t> {
             }
             for group in &region.backend_groups {
                 for b in &group.backends {
-                    self.backend_index.entry(b.addr).or_insert(self.backends.len());
+                    self.backend_index.entry(b.addr).or_insert(self.backends.next_id());
                     self.backends.push(BackendRecord {
                         region: r,
                         group: group.name.clone(),
@@ -188,7 +188,7 @@ impl<'t> World<'t> {
                 }
             }
         }
-        for c in 0..self.clbs.len() {
+        for c in self.clbs.ids() {
             self.arm_clb_timer(c);
         }
     }
@@ -196,7 +196,8 @@ impl<'t> World<'t> {
     pub(super) fn build_groups(&mut self) {
         let t = self.t;
         for (gi, g) in t.clients.iter().enumerate() {
-            let order: Vec<Vec<usize>> = (0..t.vips.len()).map(|v| t.pop_order(gi, v)).collect();
+            let order: Vec<Vec<PopId>> =
+                (0..t.vips.len()).map(|v| t.pop_order(gi, v).into_iter().map(PopId).collect()).collect();
             let route = order.iter().map(|o| o.first().copied()).collect();
             let floor_ns = t
                 .vips
@@ -232,7 +233,7 @@ impl<'t> World<'t> {
             );
             let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
             for i in 0..group.count {
-                let c = next;
+                let c = ClientId(next);
                 next += 1;
                 let addr = match group.address {
                     Some(cidr) => cidr.host(u128::from(i)),

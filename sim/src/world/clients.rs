@@ -60,9 +60,9 @@ pub(super) struct Client {
 
 pub(super) struct Group {
     /// Per VIP: POPs in preference order (catchment or nearest by internet delay).
-    pub(super) order: Vec<Vec<usize>>,
+    pub(super) order: Vec<Vec<PopId>>,
     /// Per VIP: the POP routing delivers this group to now.
-    pub(super) route: Vec<Option<usize>>,
+    pub(super) route: Vec<Option<PopId>>,
     /// Per VIP: [anycast, direct] round trips no reply can beat: light in a straight
     /// fiber over the internet legs (fault overrides touch only backbone links).
     pub(super) floor_ns: Vec<[u64; 2]>,
@@ -76,13 +76,13 @@ pub(super) fn slot_of(port: u16) -> Option<usize> {
     port.checked_sub(PORT_BASE).map(|p| usize::from(p / PORTS_PER_SLOT))
 }
 
-pub(super) fn flow_id(client: usize, slot: usize) -> u64 {
-    ((client as u64) << 8) | slot as u64
+pub(super) fn flow_id(client: ClientId, slot: usize) -> u64 {
+    ((client.0 as u64) << 8) | slot as u64
 }
 
 impl<'t> World<'t> {
     /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
-    pub(super) fn slot_key(&self, client: usize, slot: usize) -> FlowKey {
+    pub(super) fn slot_key(&self, client: ClientId, slot: usize) -> FlowKey {
         let c = &self.clients[client];
         let class = &self.t.traffic[self.t.clients[c.group].traffic[slot / 2]];
         let generation = c.tcp_flows[slot].generation;
@@ -95,7 +95,7 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn slot_route(&self, client: usize, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
+    pub(super) fn slot_route(&self, client: ClientId, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
         let c = &self.clients[client];
         let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
         match path {
@@ -107,15 +107,14 @@ impl<'t> World<'t> {
                 let r = self.t.vips[class.vip].home;
                 let base = self.clb_base[r];
                 let hash = self.slot_key(client, k * 2 + 1).flow_hash();
-                let node =
-                    rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.clbs[base + usize::from(n)].known_up);
-                let clb = base + usize::from(node);
+                let node = rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.clbs[base.node(n)].known_up);
+                let clb = base.node(node);
                 Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
             }
         }
     }
 
-    pub(super) fn udp_send(&mut self, client: usize, k: usize) {
+    pub(super) fn udp_send(&mut self, client: ClientId, k: usize) {
         let now = self.q.now_ns();
         if now >= self.t.duration_ns {
             return;
@@ -144,7 +143,7 @@ impl<'t> World<'t> {
     }
 
     /// One SYN of a flood, from a random low source port, never completed.
-    pub(super) fn flood_send(&mut self, client: usize, k: usize) {
+    pub(super) fn flood_send(&mut self, client: ClientId, k: usize) {
         let now = self.q.now_ns();
         if now >= self.t.duration_ns {
             return;
@@ -164,7 +163,7 @@ impl<'t> World<'t> {
         self.q.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
     }
 
-    pub(super) fn tcp_issue(&mut self, client: usize, k: usize) {
+    pub(super) fn tcp_issue(&mut self, client: ClientId, k: usize) {
         let now = self.q.now_ns();
         if now >= self.t.duration_ns {
             return;
@@ -194,7 +193,7 @@ impl<'t> World<'t> {
     }
 
     /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
-    pub(super) fn client_tcp_service(&mut self, client: usize) {
+    pub(super) fn client_tcp_service(&mut self, client: ClientId) {
         let now = self.q.now_ns();
         let t = self.t;
         let group = self.clients[client].group;
@@ -244,7 +243,7 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn arm_client_poll(&mut self, client: usize, at: u64) {
+    pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64) {
         let c = &mut self.clients[client];
         if c.tcp_poll_at.is_none_or(|t| at < t) {
             c.tcp_poll_at = Some(at);
@@ -252,7 +251,7 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn record_reply(&mut self, client: usize, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
+    pub(super) fn record_reply(&mut self, client: ClientId, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
         let now = self.q.now_ns();
         let group = self.clients[client].group;
         let rtt_ns = now.saturating_sub(sent_ns);
@@ -295,7 +294,7 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn client_receive(&mut self, client: usize, packet: Vec<u8>) {
+    pub(super) fn client_receive(&mut self, client: ClientId, packet: Vec<u8>) {
         let Ok(info) = inner::parse(&packet) else { return };
         match info.key.transport {
             Transport::Udp => {

@@ -6,7 +6,7 @@ use super::*;
 pub(super) struct FaultTracker {
     pub(super) at_ns: u64,
     pub(super) what: String,
-    pub(super) affected: Vec<(usize, usize)>,
+    pub(super) affected: Vec<(ClientId, usize)>,
     pub(super) before: Vec<Option<SocketAddr>>,
     pub(super) first_reply_ns: Vec<Option<u64>>,
     pub(super) changed: Vec<bool>,
@@ -66,10 +66,12 @@ impl<'t> World<'t> {
                 }
             },
             FaultAction::Down(Target::Pop(p)) => {
+                let p = PopId(p);
                 self.pops[p].up = false;
                 self.q.schedule(now + t.failover.pop_detect_ns, Ev::Withdraw { pop: p });
             }
             FaultAction::Up(Target::Pop(p)) => {
+                let p = PopId(p);
                 if !self.pops[p].up {
                     self.pops[p].up = true;
                     self.pops[p].announced = true;
@@ -78,15 +80,15 @@ impl<'t> World<'t> {
                 }
             }
             FaultAction::Down(Target::Region(r)) => {
-                for (i, c) in self.clbs.iter_mut().enumerate().filter(|(_, c)| c.region == r) {
+                for (i, c) in self.clbs.enumerate_mut().filter(|(_, c)| c.region == r) {
                     c.up = false;
                     if let Some(plane) = self.control.as_mut() {
-                        plane.watcher_down(i);
+                        plane.watcher_down(i.0);
                     }
                 }
             }
             FaultAction::Up(Target::Region(r)) => {
-                let nodes: Vec<usize> = (0..self.clbs.len()).filter(|&c| self.clbs[c].region == r).collect();
+                let nodes: Vec<ClbId> = self.clbs.ids().filter(|&c| self.clbs[c].region == r).collect();
                 for c in nodes {
                     if !self.clbs[c].up {
                         self.restart_clb(c, now);
@@ -94,15 +96,15 @@ impl<'t> World<'t> {
                 }
             }
             FaultAction::Down(Target::Clb { region, index }) => {
-                let c = self.clb_base[region] + usize::from(index);
+                let c = self.clb_base[region].node(index);
                 self.clbs[c].up = false;
                 if let Some(plane) = self.control.as_mut() {
-                    plane.watcher_down(c);
+                    plane.watcher_down(c.0);
                 }
                 self.q.schedule(now + t.failover.pop_detect_ns, Ev::ClbDetected { clb: c, up: false });
             }
             FaultAction::Up(Target::Clb { region, index }) => {
-                let c = self.clb_base[region] + usize::from(index);
+                let c = self.clb_base[region].node(index);
                 if !self.clbs[c].up {
                     self.restart_clb(c, now);
                     self.q.schedule(now, Ev::ClbDetected { clb: c, up: true });
@@ -143,7 +145,7 @@ impl<'t> World<'t> {
             }
             FaultAction::Link(lo) => {
                 for dir in 0..2 {
-                    let i = self.link_bb(lo.pop, lo.region, dir);
+                    let i = self.link_bb(PopId(lo.pop), lo.region, dir);
                     let base = self.backbone[i].model().impairment;
                     self.backbone[i].set_override(Impairment {
                         delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
@@ -151,25 +153,26 @@ impl<'t> World<'t> {
                         loss: lo.loss.unwrap_or(base.loss),
                     });
                 }
-                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: lo.pop, region: lo.region });
+                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: PopId(lo.pop), region: lo.region });
             }
         }
     }
 
     /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
     /// the region, on the CLB node, or served by the backend it names.
-    pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(usize, usize)> {
+    pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(ClientId, usize)> {
         let t = self.t;
         let mut out = Vec::new();
-        for (ci, c) in self.clients.iter().enumerate() {
+        for (ci, c) in self.clients.enumerate() {
             let g = &self.groups[c.group];
             for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
                 let vip = t.traffic[class].vip;
                 let home = t.vips[vip].home;
                 let slot = k * 2;
                 let hit = match *action {
-                    FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(p),
+                    FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
+                        let p = PopId(p);
                         g.order[vip].iter().copied().find(|&q| q == p || self.pops[q].announced) == Some(p)
                             && g.route[vip] != Some(p)
                     }
@@ -191,7 +194,7 @@ impl<'t> World<'t> {
                     | FaultAction::Partition(_)
                     | FaultAction::Heal => false,
                     FaultAction::Migrate(group) => c.group == group,
-                    FaultAction::Link(lo) => g.route[vip] == Some(lo.pop) && home == lo.region,
+                    FaultAction::Link(lo) => g.route[vip] == Some(PopId(lo.pop)) && home == lo.region,
                 };
                 if hit {
                     out.push((ci, slot));
@@ -228,7 +231,7 @@ impl<'t> World<'t> {
             ControlEv::Message { to, bytes } => plane.deliver(now, to, &bytes),
             ControlEv::Watch { watcher, update } => {
                 for wc in plane.watch_arrived(watcher, update) {
-                    self.apply_route_change(wc.watcher, &wc.table, &wc.change);
+                    self.apply_route_change(ClbId(wc.watcher), &wc.table, &wc.change);
                 }
                 Vec::new()
             }
@@ -240,7 +243,7 @@ impl<'t> World<'t> {
     /// A CLB node applies a committed change from its watch stream.
     pub(super) fn apply_route_change(
         &mut self,
-        c: usize,
+        c: ClbId,
         table: &anyedge_control::RouteTable,
         change: &anyedge_control::Change,
     ) {

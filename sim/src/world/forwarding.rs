@@ -72,18 +72,18 @@ impl<'t> World<'t> {
     }
 
     /// The client a packet from the VIP is for, and its flow id.
-    pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(usize, u64)> {
+    pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
         let key = inner::parse(packet).ok()?.key;
         let client = *self.client_by_addr.get(&key.dst)?;
         Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
     }
 
-    pub(super) fn drain_pop(&mut self, p: usize) {
+    pub(super) fn drain_pop(&mut self, p: PopId) {
         while let Some(out) = self.pops[p].core.poll_output() {
             match out {
                 anyedge_pop::Output::ToClb { region, node, bytes } => {
                     let region = usize::from(region);
-                    let clb = self.clb_base[region] + usize::from(node);
+                    let clb = self.clb_base[region].node(node);
                     let link = LinkKind::Backbone(self.link_bb(p, region, 0));
                     self.send_over(link, ccn_flow(&bytes), Arrival::ClbFromPop(clb), bytes);
                 }
@@ -98,7 +98,7 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn drain_clb(&mut self, c: usize) {
+    pub(super) fn drain_clb(&mut self, c: ClbId) {
         let region = self.clbs[c].region;
         let table = self.clbs[c].core.conn_table();
         if table.len() > table.capacity() {
@@ -108,8 +108,8 @@ impl<'t> World<'t> {
         while let Some(out) = self.clbs[c].core.poll_output() {
             match out {
                 anyedge_region::Output::ToPop { pop_id, bytes } => {
-                    let p = usize::from(pop_id);
-                    if p >= self.pops.len() {
+                    let p = PopId(usize::from(pop_id));
+                    if p.0 >= self.pops.len() {
                         continue;
                     }
                     let link = LinkKind::Backbone(self.link_bb(p, region, 1));
@@ -142,7 +142,7 @@ impl<'t> World<'t> {
         self.arm_clb_timer(c);
     }
 
-    pub(super) fn arm_clb_timer(&mut self, c: usize) {
+    pub(super) fn arm_clb_timer(&mut self, c: ClbId) {
         let Some(at) = self.clbs[c].core.poll_timeout() else {
             return;
         };
@@ -152,9 +152,9 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn set_pop_state_at_clbs(&mut self, pop: usize, up: bool) {
-        for c in &mut self.clbs {
-            c.core.set_pop_up(pop as u16, up);
+    pub(super) fn set_pop_state_at_clbs(&mut self, pop: PopId, up: bool) {
+        for c in self.clbs.iter_mut() {
+            c.core.set_pop_up(pop.0 as u16, up);
         }
     }
 
@@ -167,7 +167,7 @@ impl<'t> World<'t> {
     }
 
     /// A restarted node comes back empty: no connection table, fresh health state.
-    pub(super) fn restart_clb(&mut self, c: usize, now: u64) {
+    pub(super) fn restart_clb(&mut self, c: ClbId, now: u64) {
         let node = &mut self.clbs[c];
         node.flows_before += node.core.flows_created();
         node.peak_before = node.peak_before.max(node.core.conn_table().peak());
@@ -181,8 +181,8 @@ impl<'t> World<'t> {
             }
         }
         self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
-        for p in (0..self.pops.len()).filter(|&p| !self.pops[p].announced) {
-            self.clbs[c].core.set_pop_up(p as u16, false);
+        for p in self.pops.ids().filter(|&p| !self.pops[p].announced) {
+            self.clbs[c].core.set_pop_up(p.0 as u16, false);
         }
         for &addr in &self.unbound {
             self.clbs[c].core.unbind(addr);
@@ -192,7 +192,7 @@ impl<'t> World<'t> {
         }
         // With a control plane it catches up from its watch stream instead.
         if let Some(plane) = self.control.as_mut() {
-            plane.watcher_restarted(c);
+            plane.watcher_restarted(c.0);
         }
         self.clbs[c].up = true;
         self.clbs[c].timer_at = None;

@@ -11,16 +11,16 @@ pub(super) enum LinkKind {
 }
 
 impl<'t> World<'t> {
-    pub(super) fn link_pop(&self, g: usize, p: usize, dir: usize) -> usize {
-        (g * self.t.pops.len() + p) * 2 + dir
+    pub(super) fn link_pop(&self, g: usize, p: PopId, dir: usize) -> usize {
+        (g * self.t.pops.len() + p.0) * 2 + dir
     }
 
     pub(super) fn link_direct(&self, g: usize, r: usize, dir: usize) -> usize {
         (g * self.t.regions.len() + r) * 2 + dir
     }
 
-    pub(super) fn link_bb(&self, p: usize, r: usize, dir: usize) -> usize {
-        (p * self.t.regions.len() + r) * 2 + dir
+    pub(super) fn link_bb(&self, p: PopId, r: usize, dir: usize) -> usize {
+        (p.0 * self.t.regions.len() + r) * 2 + dir
     }
 
     pub(super) fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
@@ -42,7 +42,7 @@ impl<'t> World<'t> {
 
     /// CLB node `clb` ↔ backend `host`: inside the region, or over the backbone when the
     /// backend lives elsewhere (another region, an IDC). `dir` 0 is toward the backend.
-    pub(super) fn send_clb_backend(&mut self, clb: usize, host: usize, dir: usize, packet: Vec<u8>) {
+    pub(super) fn send_clb_backend(&mut self, clb: ClbId, host: HostId, dir: usize, packet: Vec<u8>) {
         let to = if dir == 0 { Arrival::Backend { host, via_clb: clb } } else { Arrival::ClbFromBackend(clb) };
         let region = self.clbs[clb].region;
         let now = self.q.now_ns();

@@ -33,6 +33,7 @@ mod build;
 mod clients;
 mod faults;
 mod forwarding;
+mod ids;
 mod links;
 mod quic_client;
 mod report;
@@ -43,6 +44,7 @@ use build::*;
 use clients::*;
 use faults::*;
 use forwarding::*;
+use ids::*;
 use links::*;
 use quic_client::*;
 use tcp_app::*;
@@ -69,41 +71,41 @@ const PATHS: [Path; 2] = [Path::Anycast, Path::Direct];
 
 #[derive(Debug, Clone, Copy)]
 enum Arrival {
-    PopFromClient(usize),
-    PopFromClb(usize),
-    ClbFromPop(usize),
-    ClbDirect(usize),
-    ClbFromBackend(usize),
-    Backend { host: usize, via_clb: usize },
-    Client(usize),
+    PopFromClient(PopId),
+    PopFromClb(PopId),
+    ClbFromPop(ClbId),
+    ClbDirect(ClbId),
+    ClbFromBackend(ClbId),
+    Backend { host: HostId, via_clb: ClbId },
+    Client(ClientId),
 }
 
 enum Ev {
     UdpSend {
-        client: usize,
+        client: ClientId,
         k: usize,
     },
     FloodSend {
-        client: usize,
+        client: ClientId,
         k: usize,
     },
     QuicIssue {
-        client: usize,
+        client: ClientId,
         k: usize,
     },
     ClientQuicPoll {
-        client: usize,
+        client: ClientId,
         slot: usize,
     },
     TcpIssue {
-        client: usize,
+        client: ClientId,
         k: usize,
     },
     ClientTcpPoll {
-        client: usize,
+        client: ClientId,
     },
     BackendTcpPoll {
-        host: usize,
+        host: HostId,
         remote: (IpAddr, u16),
     },
     Arrive {
@@ -111,22 +113,22 @@ enum Ev {
         packet: Vec<u8>,
     },
     ClbTimer {
-        clb: usize,
+        clb: ClbId,
     },
     Fault {
         index: usize,
     },
     Withdraw {
-        pop: usize,
+        pop: PopId,
     },
     /// Backbone probing (POPs, the region edge) learns a CLB node's state.
     ClbDetected {
-        clb: usize,
+        clb: ClbId,
         up: bool,
     },
     Reconverge,
     LinkRestore {
-        pop: usize,
+        pop: PopId,
         region: usize,
     },
     Control(crate::control::ControlEv),
@@ -136,29 +138,30 @@ pub struct World<'t> {
     t: &'t Topology,
     q: EventQueue<Ev>,
     end_ns: u64,
-    clients: Vec<Client>,
+    clients: Table<ClientId, Client>,
     groups: Vec<Group>,
-    pops: Vec<PopNode>,
-    clbs: Vec<ClbNode>,
-    clb_base: Vec<usize>,
-    clb_by_addr: HashMap<IpAddr, usize>,
-    hosts: Vec<BackendHost>,
-    host_by_ip: HashMap<IpAddr, usize>,
+    pops: Table<PopId, PopNode>,
+    clbs: Table<ClbId, ClbNode>,
+    /// Per region: its first CLB node (a region's nodes are consecutive).
+    clb_base: Vec<ClbId>,
+    clb_by_addr: HashMap<IpAddr, ClbId>,
+    hosts: Table<HostId, BackendHost>,
+    host_by_ip: HashMap<IpAddr, HostId>,
     inet_pop: Vec<Link>,
     inet_direct: Vec<Link>,
     backbone: Vec<Link>,
     /// [group][k][path] round-trip histograms in microseconds.
     hist: Vec<Vec<[Histogram<u64>; 2]>>,
     trackers: Vec<FaultTracker>,
-    backends: Vec<BackendRecord>,
+    backends: Table<BackendId, BackendRecord>,
     /// Backend address → its first record in `backends`.
-    backend_index: HashMap<SocketAddr, usize>,
+    backend_index: HashMap<SocketAddr, BackendId>,
     packets: u64,
     /// Invariants found broken while running (bugs, not input): reported with the seed.
     violations: Vec<String>,
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
-    client_by_addr: HashMap<IpAddr, usize>,
+    client_by_addr: HashMap<IpAddr, ClientId>,
     /// Per traffic class: it talks HTTP (its listener is layer 7), over TLS (HTTPS).
     class_http: Vec<bool>,
     class_tls: Vec<bool>,
@@ -168,7 +171,7 @@ pub struct World<'t> {
     quic_server: Option<anyedge_region::quic_listener::QuicTermination>,
     quic_client: Option<quinn_proto::ClientConfig>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
-    site_links: HashMap<(usize, usize), [Link; 2]>,
+    site_links: HashMap<(usize, HostId), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
     retired_sg: Vec<Vec<RuleCounters>>,
     /// The Raft control plane (`control:`); its watchers are the CLB nodes, in order.
@@ -284,7 +287,7 @@ impl<'t> World<'t> {
             Ev::ClbDetected { clb, up } => {
                 self.clbs[clb].known_up = up;
                 let (region, index) = (self.clbs[clb].region as u16, self.clbs[clb].index as u16);
-                for p in &mut self.pops {
+                for p in self.pops.iter_mut() {
                     p.core.set_clb_up(region, index, up);
                 }
             }

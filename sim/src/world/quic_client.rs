@@ -18,7 +18,7 @@ pub(super) struct QuicFlow {
 }
 
 impl<'t> World<'t> {
-    pub(super) fn quic_issue(&mut self, client: usize, k: usize) {
+    pub(super) fn quic_issue(&mut self, client: ClientId, k: usize) {
         let now = self.q.now_ns();
         if now >= self.t.duration_ns {
             return;
@@ -41,7 +41,7 @@ impl<'t> World<'t> {
     }
 
     /// Drives a client's QUIC flow: connect, one stream per request, read the answer.
-    pub(super) fn client_quic_service(&mut self, client: usize, slot: usize) {
+    pub(super) fn client_quic_service(&mut self, client: ClientId, slot: usize) {
         let now = self.q.now_ns();
         let t = self.t;
         let group = self.clients[client].group;
@@ -136,7 +136,7 @@ impl<'t> World<'t> {
     /// Sends a client's QUIC datagrams from its slot's current source port.
     pub(super) fn send_quic_datagrams(
         &mut self,
-        client: usize,
+        client: ClientId,
         slot: usize,
         out: Vec<anyedge_region::quic::QuicTransmit>,
     ) {
@@ -157,11 +157,16 @@ impl<'t> World<'t> {
 
     /// The region edge routes QUIC by the connection ID the CLB node issued, when there is
     /// one, so a migrated client reaches the node that holds its connection.
-    pub(super) fn direct_quic_route(&self, client: usize, slot: usize, payload: &[u8]) -> Option<(LinkKind, Arrival)> {
+    pub(super) fn direct_quic_route(
+        &self,
+        client: ClientId,
+        slot: usize,
+        payload: &[u8],
+    ) -> Option<(LinkKind, Arrival)> {
         let (link, to) = self.slot_route(client, slot / 2, Path::Direct)?;
         let Arrival::ClbDirect(clb) = to else { return Some((link, to)) };
         let r = self.clbs[clb].region;
         let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes);
-        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.clb_base[r] + usize::from(n)))))
+        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.clb_base[r].node(n)))))
     }
 }

@@ -50,7 +50,7 @@ impl<'t> World<'t> {
             .map(|(p, site)| PopReport {
                 name: site.name.clone(),
                 location: site.location,
-                flows: self.pops[p].core.flows_seen(),
+                flows: self.pops[PopId(p)].core.flows_seen(),
             })
             .collect();
         let clients = t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect();
@@ -158,7 +158,7 @@ impl<'t> World<'t> {
     pub(super) fn client_report(&self, g: usize, group: &anyedge_topology::ClientGroup) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
-        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p].name.clone());
+        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p.0].name.clone());
         let members: Vec<&Client> = self.clients.iter().filter(|c| c.group == g).collect();
         let traffic = group
             .traffic
