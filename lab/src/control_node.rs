@@ -277,6 +277,7 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
+    use std::path::PathBuf;
 
     fn temp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("anyedge-pki-{tag}-{}", std::process::id()));

@@ -15,8 +15,6 @@ use crate::layout::{NO_IMPAIRMENTS, REALTIME, node_log, node_socket, ready_dir, 
 use crate::netns::{self, ip, ip_in, sysctl_in};
 use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
 
-/// Where labs keep their state: `ANYEDGE_LAB_DIR`, or /run/anyedge/labs.
-
 /// What a running lab is made of.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct State {
