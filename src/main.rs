@@ -1,5 +1,17 @@
-//! The `anyedge` command: `sim` replays a topology file in the deterministic simulator,
-//! `validate` checks one.
+//! The `anyedge` command, one binary for both drivers:
+//!
+//! - `sim FILE [--seed N] [--report F] [--stats F]` replays a topology file in the
+//!   deterministic simulator and prints per-city latency, loss and failover;
+//! - `validate FILE` checks a topology file and names every problem (FILE:LINE:COL);
+//! - `lab up|down|status|exec|kill|start FILE …` brings the same file up as network
+//!   namespaces with real packets and manages it (root);
+//! - `node --topology F --name N --state-dir D` is one lab node's process (`lab up`
+//!   starts these inside their namespaces);
+//! - `probe --target VIP:PORT …` loads a VIP from inside a client namespace and reports
+//!   HDR round-trip percentiles;
+//! - `ctl FILE status|routes|set-weight|bind|unbind|add-listener|del-listener` is the
+//!   control API of a running lab (its file has `control:`);
+//! - `bench lab|control|maglev` are the benchmarks that print figures.
 
 mod bench;
 
@@ -359,6 +371,10 @@ fn lab(action: LabCommand) -> ExitCode {
                 println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
                 for (node, state) in &s.nodes {
                     println!("  {node:<32} {state}");
+                }
+                for (node, reasons) in &s.drops {
+                    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                    println!("  {node:<32} drops: {}", reasons.join(", "));
                 }
             }
         }),

@@ -502,3 +502,28 @@ fn listeners_added_and_deleted_through_ctl_start_and_stop_serving() {
         .collect();
     assert_eq!(ports, vec![443, 7001], "{routes}");
 }
+
+#[test]
+fn lab_status_counts_the_packets_a_core_refuses_by_node_and_reason() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("drops");
+    // UDP to a VIP port no listener serves: the POP forwards it, the CLB core refuses it.
+    let probe = lab.probe("london", "198.18.0.20:7999", "udp", 4);
+    let sent = probe["sent"].as_u64().unwrap();
+    assert_eq!(probe["received"], 0, "{probe}");
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let drops = status["drops"].as_object().unwrap_or_else(|| panic!("no drops in {status}"));
+    let no_listener: u64 = drops
+        .iter()
+        .filter(|(node, _)| node.starts_with("clb/frankfurt/"))
+        .filter_map(|(_, reasons)| reasons["no_listener"].as_u64())
+        .sum();
+    // The file's internet and backbone lose a few packets on the way (0.3 % and less).
+    assert!(no_listener <= sent && no_listener >= sent * 95 / 100, "sent {sent}, counted {no_listener}: {status}");
+    assert!(drops.keys().all(|n| n.starts_with("clb/")), "POPs forward any VIP port: {status}");
+    let text = String::from_utf8_lossy(&lab.anyedge(&["lab", "status"]).stdout).to_string();
+    assert!(text.contains("drops: no_listener"), "{text}");
+}

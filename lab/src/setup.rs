@@ -368,24 +368,32 @@ pub struct Status {
     pub up: bool,
     pub nodes: BTreeMap<String, &'static str>,
     pub namespaces: Vec<String>,
+    /// Packets each running POP and CLB core refused, by reason (as the simulator's report
+    /// has them); nodes that dropped nothing are left out.
+    pub drops: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 pub fn status(file: &Path) -> Result<Status, String> {
     let (_, plan) = load(file)?;
     let state = read_state(&plan.lab);
-    let nodes = plan
-        .nodes
-        .iter()
-        .filter(|n| !n.name.starts_with("client/"))
-        .map(|n| {
-            let answers = ask_node(&plan.lab, &n.name).is_some();
-            (n.name.clone(), if answers { "running" } else { "stopped" })
-        })
-        .collect();
+    let mut nodes = BTreeMap::new();
+    let mut drops = BTreeMap::new();
+    for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
+        let answer = ask_node(&plan.lab, &n.name);
+        let counts: BTreeMap<String, u64> = answer
+            .as_ref()
+            .and_then(|a| serde_json::from_value(a["drops"].clone()).ok())
+            .unwrap_or_default();
+        if !counts.is_empty() {
+            drops.insert(n.name.clone(), counts);
+        }
+        nodes.insert(n.name.clone(), if answer.is_some() { "running" } else { "stopped" });
+    }
     Ok(Status {
         lab: plan.lab.clone(),
         up: state.is_some(),
         nodes,
+        drops,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }
