@@ -380,10 +380,8 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut drops = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
-        let counts: BTreeMap<String, u64> = answer
-            .as_ref()
-            .and_then(|a| serde_json::from_value(a["drops"].clone()).ok())
-            .unwrap_or_default();
+        let counts: BTreeMap<String, u64> =
+            answer.as_ref().and_then(|a| serde_json::from_value(a["drops"].clone()).ok()).unwrap_or_default();
         if !counts.is_empty() {
             drops.insert(n.name.clone(), counts);
         }
