@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyedge_ccn::{ComponentRng, Link};
 use anyedge_pop::{Output as PopOutput, Pop};
 use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
@@ -22,7 +23,6 @@ use crate::drops::Drops;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, mark_ready};
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::shaper::Shaper;
-use anyedge_ccn::{ComponentRng, Link};
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;

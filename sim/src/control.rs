@@ -13,12 +13,11 @@ use anyedge_control::{
     CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, LogStore, Output, ProposeError, RouteTable,
     StepError,
 };
-use hdrhistogram::Histogram;
-use serde::Serialize;
-
 use anyedge_topology::nodes::backbone_link;
 use anyedge_topology::route_table::{control_config, route_table};
 use anyedge_topology::{Control, Topology};
+use hdrhistogram::Histogram;
+use serde::Serialize;
 
 /// A control plane that was whole this long before the end must have converged.
 const SETTLE_NS: u64 = 3_000_000_000;

@@ -11,19 +11,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyedge_ccn::geo::fiber_delay_ns;
-use anyedge_ccn::{ComponentRng, Impairment, Link, Outcome};
+use anyedge_ccn::{ComponentRng, EventQueue, Impairment, Link, Outcome};
 use anyedge_pop::{Pop, rendezvous_node};
 use anyedge_proto::{FlowKey, Transport, inner};
 use anyedge_region::clb::PROBE_PORTS;
+use anyedge_region::security::{Firewall, RuleCounters, Verdict};
+use anyedge_region::tcp_stack::TcpStack;
 use anyedge_region::{Clb, ClbConfig};
+use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-
-use anyedge_ccn::EventQueue;
-use anyedge_region::security::{Firewall, RuleCounters, Verdict};
-use anyedge_region::tcp_stack::TcpStack;
-use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
 
 use crate::app;
 use crate::report::*;
