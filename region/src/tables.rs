@@ -175,3 +175,70 @@ impl IndexMut<usize> for ListenerTable {
         &mut self.rows[li]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SchedulerKind;
+
+    fn listener(port: u16, transport: Transport, backends: &[&str]) -> ListenerConfig {
+        ListenerConfig {
+            vip: "198.18.0.20".parse().unwrap(),
+            transport,
+            port,
+            scheduler: SchedulerKind::Wrr,
+            backends: backends
+                .iter()
+                .map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None, snat: false })
+                .collect(),
+            persistence_ns: None,
+            layer7: false,
+            http: false,
+            tls: None,
+            quic: None,
+        }
+    }
+
+    #[test]
+    fn a_backend_port_bound_by_two_listeners_is_one_row_with_one_health_check() {
+        let health = HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2);
+        let mut ports = BackendTable::default();
+        let (udp, added_udp) = Listener::new(
+            listener(7000, Transport::Udp, &["198.19.20.1:7000", "198.19.20.2:7000"]),
+            &mut ports,
+            &health,
+        );
+        let (tcp, added_tcp) = Listener::new(
+            listener(7000, Transport::Tcp, &["198.19.20.2:7000", "198.19.20.3:7000"]),
+            &mut ports,
+            &health,
+        );
+        assert_eq!((added_udp.len(), added_tcp.len()), (2, 1), "the shared port is checked once");
+        assert_eq!(udp.bindings[1].port, tcp.bindings[0].port, "198.19.20.2:7000 is one row");
+        assert_eq!(ports.iter().count(), 3);
+        assert!(udp.config.backends.is_empty() && tcp.bindings.len() == 2, "bindings own the backends");
+        ports[tcp.bindings[0].port].unbound = true;
+        assert!(ports[udp.bindings[1].port].unbound, "unbinding a port unbinds it for every listener");
+    }
+
+    #[test]
+    fn a_removed_listener_matches_no_packet() {
+        let health = HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2);
+        let mut ports = BackendTable::default();
+        let mut table = ListenerTable::default();
+        for transport in [Transport::Udp, Transport::Tcp] {
+            table.push(Listener::new(listener(7000, transport, &["198.19.20.1:7000"]), &mut ports, &health).0);
+        }
+        let key = |transport| FlowKey {
+            transport,
+            src: "198.18.64.7".parse().unwrap(),
+            src_port: 4000,
+            dst: "198.18.0.20".parse().unwrap(),
+            dst_port: 7000,
+        };
+        assert_eq!((table.find(&key(Transport::Udp)), table.find(&key(Transport::Tcp))), (Some(0), Some(1)));
+        table[0].removed = true;
+        assert_eq!(table.find(&key(Transport::Udp)), None);
+        assert_eq!(table.find(&key(Transport::Tcp)), Some(1), "the TCP listener on the same port stays");
+    }
+}
