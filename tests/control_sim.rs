@@ -177,3 +177,63 @@ fn control_sections_and_faults_are_validated_with_the_field_named() {
     let d = with("control: { nodes: 3 }\n", "  - { at: 1s, unbind: control/1 }\n");
     assert!(has(&d, "faults[0].unbind", "not bound"), "{d:#?}");
 }
+
+const CONTROL: &str = include_str!("../topologies/control.yaml");
+
+/// topologies/control.yaml, `duration` and `seed` replaced, with these faults.
+fn control_yaml_with(seed: u64, duration: &str, faults: &str) -> Topology {
+    let head = CONTROL.split("faults:").next().expect("control.yaml has faults");
+    let head = head
+        .lines()
+        .map(|l| match l.split(':').next() {
+            Some("seed") => format!("seed: {seed}"),
+            Some("duration") => format!("duration: {duration}"),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = format!("{head}\nfaults:\n{faults}");
+    topology::parse_str("control.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Found by a sweep: with seed 39, control/3 dies and the two survivors drew election
+/// timeouts that fire on the same tick; drawn once for life, they split the vote forever.
+#[test]
+fn survivors_elect_when_their_timeouts_collide() {
+    let writes: String = (3..9)
+        .map(|s| format!("  - {{ at: {s}s, set-weight: {{ backend: \"198.19.20.1:7000\", weight: {} }} }}\n", 10 + s))
+        .collect();
+    let t = control_yaml_with(39, "10s", &format!("  - {{ at: 2s, down: control/3 }}\n{writes}"));
+    let c = run(&t).control.expect("a control section");
+    assert!(c.leader.is_some(), "the survivors elect a leader: {c:?}");
+    assert_eq!((c.writes, c.writes_committed), (6, 6), "{c:?}");
+}
+
+/// A write sent to a leader that a partition is deposing: the next leader's empty entry
+/// takes its index, and the write must be proposed again, not silently dropped.
+#[test]
+fn a_write_superseded_by_a_new_leaders_entry_is_proposed_again() {
+    let text = r#"name: lost-write
+seed: 1
+duration: 10s
+vips:
+  - { name: edge, ipv4: 198.18.0.20, home: frankfurt, pops: [paris], listeners: [{ protocol: udp, port: 7000, scheduler: maglev, backends: game }] }
+pops: [{ name: paris, location: [48.857, 2.352] }, { name: warsaw, location: [52.230, 21.012] }]
+regions:
+  - { name: frankfurt, location: [50.110, 8.682], backends: { game: [{ address: 198.19.20.1, port: 7000 }] } }
+backbone: { stretch: 1.4, jitter: 0.2ms, loss: 0.001%, bandwidth: 1Gbps }
+internet: { stretch: 2.0, last_mile: 5ms, jitter: 2ms, loss: 0.2% }
+clients:
+  - { name: rome, location: [41.903, 12.496], count: 1, traffic: game }
+traffic:
+  game: { vip: edge, protocol: udp, port: 7000, interval: 1s, size: 120 }
+control: { nodes: 3, sites: [frankfurt, paris, warsaw] }
+faults:
+  - { at: 2s, partition: [[control/2], [control/1, control/3]] }
+  - { at: 2050ms, set-weight: { backend: "198.19.20.1:7000", weight: 5 } }
+  - { at: 4s, heal: partition }
+"#;
+    let t = topology::parse_str("lost-write.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    let c = run(&t).control.expect("a control section");
+    assert_eq!((c.writes, c.writes_committed), (1, 1), "{c:?}");
+}

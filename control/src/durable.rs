@@ -127,7 +127,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("log.redb");
-        let config = ControlConfig { id: 1, voters: vec![1], election_tick: 5, heartbeat_tick: 1, snapshot_every: 3 };
+        let config = ControlConfig {
+            id: 1,
+            voters: vec![1],
+            election_ticks: (5, 6),
+            heartbeat_tick: 1,
+            snapshot_every: 3,
+            seed: 1,
+        };
         let backend = "198.19.20.1:7000".parse().unwrap();
         {
             let mut node = ControlNode::new(&config, table(), RedbDisk::open(&path, &[1]).unwrap()).unwrap();

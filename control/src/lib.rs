@@ -5,10 +5,11 @@
 //!
 //! ```
 //! use anyedge_control::{ControlConfig, ControlNode, LogStore, InMemory, RouteTable};
-//! let config = ControlConfig { id: 1, voters: vec![1], election_tick: 10, heartbeat_tick: 2, snapshot_every: 64 };
+//! let config =
+//!     ControlConfig { id: 1, voters: vec![1], election_ticks: (10, 20), heartbeat_tick: 2, snapshot_every: 64, seed: 1 };
 //! let mut node = ControlNode::new(&config, RouteTable::default(), LogStore::new(&[1], Box::new(InMemory)).unwrap()).unwrap();
-//! // A single voter elects itself once its election timeout passes.
-//! for _ in 0..=10 { node.tick().unwrap(); }
+//! // A single voter elects itself once its election timeout (10 to 19 ticks) passes.
+//! for _ in 0..20 { node.tick().unwrap(); }
 //! assert!(node.is_leader());
 //! ```
 
@@ -18,7 +19,7 @@ pub mod node;
 pub mod store;
 pub mod table;
 
-pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, StepError};
+pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, StepError, WriteFate, write_fate};
 pub use store::{Disk, DiskWriter, InMemory, LogStore, Persist, StoreWrite};
 pub use table::{
     BackendRoute, Change, ChangeError, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,

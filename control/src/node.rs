@@ -2,11 +2,14 @@
 //! sans-IO. Its driver calls [`ControlNode::tick`] on a fixed period, hands it the
 //! messages peers sent ([`ControlNode::step`]) and proposals ([`ControlNode::propose`]),
 //! and sends out what [`ControlNode::poll_output`] returns. No clock, no socket, no
-//! thread RNG: the election timeout is pinned (`max = min + 1`) and chosen by the
-//! driver from its seeded RNG, so the simulator replays elections exactly.
+//! thread RNG: whenever raft-rs resets its election timer (a new term, a new role, an
+//! election started or a leader heard from), the node draws a fresh timeout from its own
+//! seeded RNG, so elections converge (two nodes cannot keep timing out together) and the
+//! simulator still replays them exactly.
 
 use std::collections::VecDeque;
 
+use anyedge_ccn::ComponentRng;
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
 use raft::{Config, RawNode, StateRole};
@@ -24,11 +27,14 @@ pub struct ControlConfig {
     pub id: u64,
     /// Every voter's id, this node's included.
     pub voters: Vec<u64>,
-    /// Ticks without a leader before a follower campaigns (pinned: no random spread).
-    pub election_tick: usize,
+    /// Ticks without a leader before a follower campaigns: a fresh draw from
+    /// `min..max` at every reset of the election timer.
+    pub election_ticks: (usize, usize),
     pub heartbeat_tick: usize,
     /// Fold the log into a snapshot every this many applied entries.
     pub snapshot_every: u64,
+    /// The root seed the node's election-timeout draws come from (with its id).
+    pub seed: u64,
 }
 
 /// What the driver must do.
@@ -38,6 +44,9 @@ pub enum Output {
     Message { to: u64, bytes: Vec<u8> },
     /// A committed entry was applied to the table (`result` says whether it still fit).
     Applied { index: u64, term: u64, change: Change, result: Result<(), ChangeError> },
+    /// A committed entry that carries no change was applied (a new leader's empty entry,
+    /// a membership change): its index is taken, and a write proposed there lost.
+    AppliedNothing { index: u64, term: u64 },
     /// This node saw a new leader (or lost it: `None`).
     Leader { leader: Option<u64>, term: u64 },
 }
@@ -100,6 +109,38 @@ pub struct ControlNode {
     history: VecDeque<(u64, Change)>,
     outputs: VecDeque<Output>,
     leader_seen: (Option<u64>, u64),
+    /// The election timer as last seen (term, role, ticks elapsed): a change means
+    /// raft-rs reset it, and a fresh timeout is drawn.
+    timer_seen: (u64, StateRole, usize),
+    election_ticks: (usize, usize),
+    rng: ComponentRng,
+}
+
+/// What became of a write proposed at (index, term), now that (index, term) of an applied
+/// entry is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFate {
+    /// Its own entry was applied.
+    Committed,
+    /// Another entry took its index, or a later term's entry committed before it: it can
+    /// never commit. Propose it again (or tell the caller to).
+    Lost,
+    /// Not decided yet.
+    Open,
+}
+
+/// The fate of a write proposed at `proposed` once the entry at `applied` is applied
+/// (both `(index, term)`). Log terms never decrease along the log, so an entry of a later
+/// term at an earlier index means the write's index will hold a later term too.
+pub fn write_fate(proposed: (u64, u64), applied: (u64, u64)) -> WriteFate {
+    let ((index, term), (at, at_term)) = (proposed, applied);
+    if at == index && at_term == term {
+        WriteFate::Committed
+    } else if at == index || (at < index && at_term > term) {
+        WriteFate::Lost
+    } else {
+        WriteFate::Open
+    }
 }
 
 fn discard_logger() -> slog::Logger {
@@ -115,11 +156,13 @@ impl ControlNode {
             Some(t) if snapshot.get_metadata().index > 0 => (t, snapshot.get_metadata().index),
             _ => (initial, snapshot.get_metadata().index),
         };
+        let (lo, hi) = config.election_ticks;
+        let (lo, hi) = (lo.max(config.heartbeat_tick + 1), hi.max(lo.max(config.heartbeat_tick + 1) + 1));
         let raft_config = Config {
             id: config.id,
-            election_tick: config.election_tick,
-            min_election_tick: config.election_tick,
-            max_election_tick: config.election_tick + 1,
+            election_tick: lo,
+            min_election_tick: lo,
+            max_election_tick: hi,
             heartbeat_tick: config.heartbeat_tick,
             applied,
             max_inflight_msgs: 256,
@@ -129,6 +172,7 @@ impl ControlNode {
             ..Config::default()
         };
         let raw = RawNode::new(&raft_config, store, &discard_logger()).map_err(|e| e.to_string())?;
+        let boot_term = raw.raft.term;
         let mut node = ControlNode {
             raw,
             table,
@@ -137,7 +181,13 @@ impl ControlNode {
             history: VecDeque::new(),
             outputs: VecDeque::new(),
             leader_seen: (None, 0),
+            timer_seen: (0, StateRole::Follower, 0),
+            election_ticks: (lo, hi),
+            // The term it boots in names the draws too: a restarted node does not replay
+            // the timeouts of its last life.
+            rng: ComponentRng::new(config.seed, &format!("control/{}/election/{boot_term}", config.id)),
         };
+        node.draw_election_timeout();
         // A restarted node re-applies what it had committed after its snapshot.
         node.process_ready()?;
         Ok(node)
@@ -150,6 +200,32 @@ impl ControlNode {
     pub fn tick(&mut self) -> Result<(), String> {
         self.raw.tick();
         self.process_ready()
+    }
+
+    /// The election timeout (ticks) drawn at the timer's last reset.
+    pub fn election_timeout(&self) -> usize {
+        self.raw.raft.randomized_election_timeout()
+    }
+
+    fn draw_election_timeout(&mut self) {
+        let (lo, hi) = self.election_ticks;
+        let ticks = lo + self.rng.below((hi - lo) as u64) as usize;
+        self.raw.raft.set_randomized_election_timeout(ticks);
+        let r = &self.raw.raft;
+        self.timer_seen = (r.term, r.state, r.election_elapsed);
+    }
+
+    /// raft-rs draws a new timeout from the thread RNG at some resets and at none when a
+    /// pre-vote campaign starts; either way the node overwrites it with its own draw
+    /// before the next tick, whenever the timer was reset.
+    fn redraw_if_timer_reset(&mut self) {
+        let r = &self.raw.raft;
+        let (term, role, elapsed) = self.timer_seen;
+        if r.term != term || r.state != role || r.election_elapsed < elapsed {
+            self.draw_election_timeout();
+        } else {
+            self.timer_seen.2 = r.election_elapsed;
+        }
     }
 
     /// A message from a peer, as bytes off the wire. Garbage and messages for another
@@ -230,6 +306,7 @@ impl ControlNode {
 
     /// Runs one raft-rs Ready cycle: persist, send, apply (the order raft-rs requires).
     fn process_ready(&mut self) -> Result<(), String> {
+        self.redraw_if_timer_reset();
         self.note_leader();
         if !self.raw.has_ready() {
             return Ok(());
@@ -291,10 +368,11 @@ impl ControlNode {
                 continue;
             }
             self.applied = e.index;
-            if e.get_entry_type() != EntryType::EntryNormal {
+            let change = (e.get_entry_type() == EntryType::EntryNormal).then(|| Change::decode(&e.data)).flatten();
+            let Some(change) = change else {
+                self.outputs.push_back(Output::AppliedNothing { index: e.index, term: e.term });
                 continue;
-            }
-            let Some(change) = Change::decode(&e.data) else { continue };
+            };
             let result = self.table.apply(&change);
             if self.history.len() == HISTORY_MAX {
                 self.history.pop_front();

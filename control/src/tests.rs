@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError};
+use crate::node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, WriteFate, write_fate};
 use crate::store::{Disk, DiskWriter, LogStore};
 use crate::table::{BackendRoute, Change, GroupRoute, RouteTable};
 
@@ -31,6 +31,8 @@ struct Network {
     cut: BTreeSet<(u64, u64)>,
     applied: Vec<Vec<(u64, Change)>>,
     leaders: Vec<(u64, u64)>,
+    /// (index, term) of entries applied with no change in them, by any node.
+    applied_nothing: Vec<(u64, u64)>,
     snapshot_every: u64,
 }
 
@@ -43,6 +45,7 @@ impl Network {
             cut: BTreeSet::new(),
             applied: vec![Vec::new(); n as usize],
             leaders: Vec::new(),
+            applied_nothing: Vec::new(),
             snapshot_every,
         };
         for id in 1..=n {
@@ -58,14 +61,16 @@ impl Network {
         (1..=n).collect()
     }
 
-    /// Distinct election timeouts, as the simulator draws them from its seeded RNG.
+    /// Election timeouts drawn from 10..20 ticks at every reset, each node from its own
+    /// seeded RNG (as the simulator and the lab configure them).
     fn config(&self, id: u64, n: u64) -> ControlConfig {
         ControlConfig {
             id,
             voters: self.voters(n),
-            election_tick: 10 + 3 * id as usize,
+            election_ticks: (10, 20),
             heartbeat_tick: 2,
             snapshot_every: self.snapshot_every,
+            seed: 7,
         }
     }
 
@@ -81,6 +86,7 @@ impl Network {
                 Output::Applied { index, change, .. } => self.applied[id as usize - 1].push((index, change)),
                 Output::Leader { leader: Some(l), term } if l == id => self.leaders.push((term, id)),
                 Output::Leader { .. } => {}
+                Output::AppliedNothing { index, term } => self.applied_nothing.push((index, term)),
             }
         }
     }
@@ -313,4 +319,63 @@ fn a_cluster_restarted_from_its_disks_elects_a_leader_and_keeps_every_committed_
     for id in 1..=3 {
         assert_eq!(net.node(id).table().weight(backend(1)), Some(0), "node {id}");
     }
+}
+
+#[test]
+fn every_election_draws_a_fresh_timeout_and_a_leader_always_follows() {
+    let mut net = Network::new(3, 64);
+    let mut timeouts = BTreeSet::new();
+    // Kill the leader 30 times: the survivors must elect within a bound every time.
+    for round in 0..30 {
+        let mut waited = 0;
+        while net.leader().is_none() {
+            net.tick(1);
+            waited += 1;
+            assert!(waited <= 200, "round {round}: no leader after 200 ticks (10× the longest timeout)");
+            for node in net.nodes.iter().flatten() {
+                let t = node.election_timeout();
+                assert!((10..20).contains(&t), "drawn from the configured range: {t}");
+                timeouts.insert((node.id(), t));
+            }
+        }
+        let leader = net.leader().unwrap();
+        net.crash(leader);
+        net.tick(1);
+        net.restart(leader);
+    }
+    for id in 1..=3 {
+        let drawn = timeouts.iter().filter(|(n, _)| *n == id).count();
+        assert!(drawn >= 4, "node {id} drew only {drawn} distinct timeouts: {timeouts:?}");
+    }
+}
+
+#[test]
+fn a_write_whose_index_a_new_leader_takes_is_known_lost() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let old = net.leader().unwrap();
+    let term = net.node(old).term();
+    // Proposed, then the leader is cut off before anyone hears of it.
+    net.isolate(old);
+    let index = net.node(old).propose(&set_weight(1, 3)).unwrap();
+    net.tick(60);
+    let new = net.leader().unwrap();
+    assert_ne!(new, old);
+    net.heal();
+    net.tick(30);
+    // The new leader's empty entry took the index: the old leader applied it too.
+    let taken = net.applied_nothing.iter().find(|&&(i, _)| i == index).copied();
+    let (_, new_term) = taken.unwrap_or_else(|| panic!("nothing applied at {index}: {:?}", net.applied_nothing));
+    assert!(new_term > term);
+    assert_eq!(write_fate((index, term), (index, new_term)), WriteFate::Lost);
+    assert_eq!(net.node(old).table().weight(backend(1)), Some(10), "the write never applied");
+}
+
+#[test]
+fn write_fate_follows_the_log() {
+    assert_eq!(write_fate((7, 2), (7, 2)), WriteFate::Committed);
+    assert_eq!(write_fate((7, 2), (7, 3)), WriteFate::Lost, "another entry at its index");
+    assert_eq!(write_fate((7, 2), (5, 3)), WriteFate::Lost, "a later term before it: its index holds term ≥ 3");
+    assert_eq!(write_fate((7, 2), (5, 2)), WriteFate::Open, "its own term, earlier: still coming");
+    assert_eq!(write_fate((7, 2), (6, 1)), WriteFate::Open);
 }

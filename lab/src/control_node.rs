@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyedge_control::durable::RedbDisk;
-use anyedge_control::{CatchUp, Change, ControlNode, Output, ProposeError};
+use anyedge_control::{CatchUp, Change, ControlNode, Output, ProposeError, WriteFate, write_fate};
 use anyedge_proto::control::control_server::{Control, ControlServer};
 use anyedge_proto::control::peer_client::PeerClient;
 use anyedge_proto::control::peer_server::{Peer, PeerServer};
@@ -128,6 +128,21 @@ fn backbone_server(state_dir: &Path, name: &str, api: Api) -> Result<tonic::tran
         .map_err(|e| format!("{name}: {e}"))?
         .add_service(PeerServer::new(api.clone()))
         .add_service(ControlServer::new(api)))
+}
+
+/// Answers the writes the entry at (index, term) decides: committed, or superseded (a new
+/// leader's entry took its place) — the caller may retry those, nothing of theirs applied.
+fn settle(pending: &mut Vec<Pending>, index: u64, term: u64) {
+    let (decided, open): (Vec<Pending>, Vec<Pending>) =
+        pending.drain(..).partition(|p| write_fate((p.index, p.term), (index, term)) != WriteFate::Open);
+    *pending = open;
+    for p in decided {
+        let result = match write_fate((p.index, p.term), (index, term)) {
+            WriteFate::Committed => Ok(p.index),
+            _ => Err(Status::unavailable("superseded: leadership changed before the write committed; retry")),
+        };
+        let _ = p.reply.send(result);
+    }
 }
 
 struct Pending {
@@ -249,20 +264,13 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
                     }
                 }
                 Output::Applied { index, term, change, .. } => {
-                    let (done, rest): (Vec<Pending>, Vec<Pending>) = pending.drain(..).partition(|p| p.index == index);
-                    pending = rest;
-                    for p in done {
-                        let result = if p.term == term {
-                            Ok(index)
-                        } else {
-                            Err(Status::unavailable("leadership changed before the write committed; retry"))
-                        };
-                        let _ = p.reply.send(result);
-                    }
+                    settle(&mut pending, index, term);
                     let u = update(index, &change);
                     watchers.retain(|w| w.tx.try_send(Ok(u.clone())).is_ok());
                     streamed = index;
                 }
+                // Nothing to stream (the index goes out below), but a write there lost.
+                Output::AppliedNothing { index, term } => settle(&mut pending, index, term),
                 Output::Leader { .. } => {}
             }
         }

@@ -11,7 +11,7 @@ use anyedge_ccn::geo::Location;
 use anyedge_ccn::{ComponentRng, Link, Outcome};
 use anyedge_control::{
     CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, LogStore, Output, ProposeError, RouteTable,
-    StepError,
+    StepError, WriteFate, write_fate,
 };
 use anyedge_topology::nodes::backbone_link;
 use anyedge_topology::route_table::{control_config, route_table};
@@ -299,13 +299,23 @@ impl ControlPlane {
                     self.leaders_by_term.insert(term, from);
                 }
                 Output::Leader { .. } => {}
-                Output::Applied { index, term, change, .. } => self.applied(m, now, index, term, &change, out),
+                Output::Applied { index, term, change, .. } => self.applied(m, now, index, term, Some(&change), out),
+                Output::AppliedNothing { index, term } => self.applied(m, now, index, term, None, out),
             }
         }
     }
 
-    fn applied(&mut self, m: usize, now: u64, index: u64, term: u64, change: &Change, out: &mut Vec<(u64, ControlEv)>) {
-        let bytes = change.encode();
+    /// Node `m` applied the entry at `index` (`change`: what it carried, if anything).
+    fn applied(
+        &mut self,
+        m: usize,
+        now: u64,
+        index: u64,
+        term: u64,
+        change: Option<&Change>,
+        out: &mut Vec<(u64, ControlEv)>,
+    ) {
+        let bytes = change.map(Change::encode).unwrap_or_default();
         match self.committed.get(&index) {
             Some((t, b)) if *t != term || *b != bytes => {
                 self.committed_never_lost = false;
@@ -320,19 +330,20 @@ impl ControlPlane {
             }
         }
         let (hist, committed) = (&mut self.commit_hist, &mut self.writes_committed);
-        self.pending.retain_mut(|p| match p.proposed {
-            Some((i, t)) if i == index && t == term => {
+        self.pending.retain_mut(|p| match p.proposed.map(|proposed| write_fate(proposed, (index, term))) {
+            Some(WriteFate::Committed) => {
                 let _ = hist.record(((now - p.requested_ns) / 1000).max(1));
                 *committed += 1;
                 false
             }
-            Some((i, _)) if i == index => {
-                // Overwritten before it committed (its leader lost): propose again.
+            Some(WriteFate::Lost) => {
+                // Superseded before it committed (its leader lost): propose again.
                 p.proposed = None;
                 true
             }
-            _ => true,
+            Some(WriteFate::Open) | None => true,
         });
+        let Some(change) = change else { return };
         // Watchers following this node get the change on their stream at once.
         let from = m as u8 + 1;
         for w in 0..self.watchers.len() {

@@ -2,7 +2,6 @@
 //! cores: a committed change applied to a CLB core, a control node's configuration. The
 //! simulator and the lab both use these, so a change means the same thing in each.
 
-use anyedge_ccn::ComponentRng;
 use anyedge_control::{
     BackendRoute, Change, ControlConfig, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,
 };
@@ -160,12 +159,12 @@ fn added_listener(
     Some((config.listeners, config.health))
 }
 
-/// A control node's election timeout in ticks: drawn from its seeded RNG within the
-/// file's range (the simulator and the lab draw the same).
-pub fn election_tick(t: &Topology, c: &Control, id: u8) -> usize {
-    let (lo, hi) = (c.election_ns.0 / c.tick_ns, c.election_ns.1 / c.tick_ns);
-    let mut rng = ComponentRng::new(t.seed, &format!("control/{id}/election"));
-    ((lo + rng.below(hi.saturating_sub(lo).max(1))) as usize).max(HEARTBEAT_TICKS + 1)
+/// The file's election-timeout range in ticks of `c.tick_ns`: `min..max`, at least one
+/// tick wide and above the heartbeat.
+pub fn election_ticks(c: &Control) -> (usize, usize) {
+    let lo = ((c.election_ns.0 / c.tick_ns) as usize).max(HEARTBEAT_TICKS + 1);
+    let hi = ((c.election_ns.1 / c.tick_ns) as usize).max(lo + 1);
+    (lo, hi)
 }
 
 /// A control node's configuration (ticks of `c.tick_ns`).
@@ -173,8 +172,11 @@ pub fn control_config(t: &Topology, c: &Control, id: u8) -> ControlConfig {
     ControlConfig {
         id: u64::from(id),
         voters: (1..=u64::from(c.nodes)).collect(),
-        election_tick: election_tick(t, c, id),
+        // Every node draws afresh at each election from its own seeded RNG (the simulator
+        // and the lab alike): a timeout fixed for life lets two nodes split the vote forever.
+        election_ticks: election_ticks(c),
         heartbeat_tick: HEARTBEAT_TICKS,
         snapshot_every: SNAPSHOT_EVERY,
+        seed: t.seed,
     }
 }
