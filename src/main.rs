@@ -331,7 +331,7 @@ fn progress_bar() -> impl FnMut(f64) {
 }
 
 fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> ExitCode {
-    let outcome = match anyedge_sim::run(t, progress_bar()) {
+    let outcome = match anyedge_sim::run_report(t, progress_bar()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: cannot simulate: {}", file.display(), e.0);
@@ -350,6 +350,15 @@ fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats
         if let Err(code) = write_file(&path, &text) {
             return code;
         }
+    }
+    if !outcome.report.violations.is_empty() {
+        // The report is written all the same: it shows which invariant broke.
+        eprintln!("{}: invariant violated (a bug in anyedge, seed {}):", file.display(), t.seed);
+        for v in &outcome.report.violations {
+            eprintln!("  {v}");
+        }
+        eprintln!("replay: anyedge sim {} --seed {}", file.display(), t.seed);
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

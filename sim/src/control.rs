@@ -16,6 +16,8 @@ use anyedge_control::{
 use anyedge_topology::nodes::backbone_link;
 use anyedge_topology::route_table::{control_config, route_table};
 use anyedge_topology::{Control, Topology};
+
+use crate::liveness::{Liveness, Snapshot};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -65,6 +67,8 @@ struct Member {
 }
 
 struct Pending {
+    /// The write's number (1-based, in request order).
+    id: u64,
     change: Change,
     requested_ns: u64,
     proposed: Option<(u64, u64)>,
@@ -96,7 +100,18 @@ pub struct LatencyMs {
 pub struct Invariants {
     pub election_safety: bool,
     pub committed_never_lost: bool,
+    /// The live control nodes hold the same table now (false at the end of a run that
+    /// ends partitioned is a state, not a violation; a settled run must converge).
     pub converged: bool,
+    /// With a majority up and connected, a leader within the bound (10× the longest
+    /// election timeout).
+    pub leader_within_bound: bool,
+    /// Every write commits within the bound (the leader's plus 1 s) once a majority is
+    /// up and connected.
+    pub writes_commit_within_bound: bool,
+    /// A settled run (whole for its last 3 s) ends with every live control node and CLB
+    /// watcher at the same applied index.
+    pub applied_agree: bool,
 }
 
 pub struct ControlPlane {
@@ -118,6 +133,8 @@ pub struct ControlPlane {
     last_disturbed_ns: u64,
     pub tick_ns: u64,
     violations: Vec<String>,
+    liveness: Liveness,
+    applied_agree: bool,
     delay_to_watcher: Vec<Vec<u64>>,
     initial: RouteTable,
 }
@@ -173,6 +190,8 @@ impl ControlPlane {
             last_disturbed_ns: 0,
             tick_ns: c.tick_ns,
             violations: Vec::new(),
+            liveness: Liveness::new(10 * c.election_ns.1, 10 * c.election_ns.1 + 1_000_000_000),
+            applied_agree: true,
             delay_to_watcher,
             initial,
         };
@@ -216,7 +235,30 @@ impl ControlPlane {
         }
         self.propose_pending(now, &mut out);
         self.refresh_watchers(now, &mut out);
+        self.check_liveness(now);
         out
+    }
+
+    /// The live nodes that can reach each other, when they are a majority.
+    fn connected_majority(&self) -> Option<Vec<usize>> {
+        let live = (0..self.members.len()).filter(|&m| self.members[m].node.is_some());
+        let mut sides: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+        for m in live {
+            let side = self.side_of.as_ref().map_or(0, |s| s[m]);
+            sides.entry(side).or_default().push(m);
+        }
+        sides.into_values().find(|group| group.len() * 2 > self.members.len())
+    }
+
+    fn check_liveness(&mut self, now: u64) {
+        let majority = self.connected_majority();
+        let leader = majority.as_ref().and_then(|group| {
+            let nodes = group.iter().filter_map(|&m| self.members[m].node.as_ref().map(|n| (m, n)));
+            nodes.filter(|(_, n)| n.is_leader()).max_by_key(|(_, n)| n.term()).map(|(m, _)| m as u8 + 1)
+        });
+        let pending: Vec<(u64, u64)> = self.pending.iter().map(|p| (p.id, p.requested_ns)).collect();
+        let snapshot = Snapshot { now_ns: now, majority_connected: majority.is_some(), leader, pending: &pending };
+        self.liveness.observe(&snapshot, &mut self.violations);
     }
 
     pub fn deliver(&mut self, now: u64, to: u8, bytes: &[u8]) -> Vec<(u64, ControlEv)> {
@@ -237,7 +279,7 @@ impl ControlPlane {
     /// retried while there is none.
     pub fn request(&mut self, now: u64, change: Change) -> Vec<(u64, ControlEv)> {
         self.writes += 1;
-        self.pending.push(Pending { change, requested_ns: now, proposed: None });
+        self.pending.push(Pending { id: self.writes, change, requested_ns: now, proposed: None });
         let mut out = Vec::new();
         self.propose_pending(now, &mut out);
         out
@@ -465,11 +507,31 @@ impl ControlPlane {
         tables.all(|t| t == first)
     }
 
-    /// At the end of the run: a control plane left whole long enough that has not
-    /// converged is a violation.
+    /// Every live control node's and live watcher's applied index, when they differ.
+    fn applied_disagree(&self) -> Option<String> {
+        let nodes = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(m, x)| Some((format!("control/{}", m + 1), x.node.as_ref()?.applied())));
+        let watchers =
+            self.watchers.iter().enumerate().filter(|(_, w)| w.live).map(|(w, x)| (format!("watcher {w}"), x.applied));
+        let all: Vec<(String, u64)> = nodes.chain(watchers).collect();
+        let agree = all.windows(2).all(|w| w[0].1 == w[1].1);
+        (!agree).then(|| all.iter().map(|(n, a)| format!("{n} at {a}")).collect::<Vec<_>>().join(", "))
+    }
+
+    /// At the end of the run: a control plane left whole long enough must have converged
+    /// and every live node and watcher must agree on the applied index.
     pub fn finish(&mut self, end_ns: u64) {
-        if !self.converged() && self.side_of.is_none() && end_ns.saturating_sub(self.last_disturbed_ns) >= SETTLE_NS {
+        self.check_liveness(end_ns);
+        let settled = self.side_of.is_none() && end_ns.saturating_sub(self.last_disturbed_ns) >= SETTLE_NS;
+        if !self.converged() && settled {
             self.violations.push("converged: live control nodes ended with different tables".into());
+        }
+        if let Some(which) = self.applied_disagree().filter(|_| settled) {
+            self.applied_agree = false;
+            self.violations.push(format!("applied_agree: a settled control plane ended with {which}"));
         }
     }
 
@@ -488,14 +550,18 @@ impl ControlPlane {
         for (w, name) in self.watchers.iter().zip(watcher_names) {
             applied.insert(name.clone(), w.live.then_some(w.applied));
         }
-        let (term, commit) =
-            leader.and_then(|l| self.members[l].node.as_ref()).map_or((0, 0), |n| (n.term(), n.commit()));
+        // With no leader, the highest term and commit any live node has reached.
+        let live = || self.members.iter().filter_map(|m| m.node.as_ref());
+        let (term, commit) = match leader.and_then(|l| self.members[l].node.as_ref()) {
+            Some(n) => (n.term(), n.commit()),
+            None => (live().map(|n| n.term()).max().unwrap_or(0), live().map(|n| n.commit()).max().unwrap_or(0)),
+        };
         ControlReport {
             nodes: self.members.len() as u8,
             leader: leader.map(|l| format!("control/{}", l + 1)),
             term,
             commit,
-            leader_changes: self.leaders_by_term.len().saturating_sub(1) as u64,
+            leader_changes: self.liveness.leader_changes,
             writes: self.writes,
             writes_committed: self.writes_committed,
             commit_latency_ms: latency,
@@ -504,6 +570,9 @@ impl ControlPlane {
                 election_safety: self.election_safety,
                 committed_never_lost: self.committed_never_lost,
                 converged,
+                leader_within_bound: self.liveness.leader_within_bound,
+                writes_commit_within_bound: self.liveness.writes_commit_within_bound,
+                applied_agree: self.applied_agree,
             },
         }
     }

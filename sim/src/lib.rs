@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod control;
+pub mod liveness;
 pub mod report;
 pub mod tls;
 pub mod world;
@@ -22,18 +23,26 @@ pub struct Outcome {
     pub quic_handshakes: u64,
 }
 
-/// Runs a topology to the end of its duration (plus a drain for in-flight replies).
+/// Runs a topology to the end of its duration (plus a drain for in-flight replies); a
+/// broken invariant is an error naming the seed.
 pub fn run(topology: &anyedge_topology::Topology, progress: impl FnMut(f64)) -> Result<Outcome, SimError> {
-    let started = Instant::now();
-    let mut world = world::World::new(topology)?;
-    world.run(progress);
-    if !world.violations().is_empty() {
+    let outcome = run_report(topology, progress)?;
+    if !outcome.report.violations.is_empty() {
         return Err(SimError(format!(
             "invariant violated (a bug in anyedge, seed {}):\n  {}",
             topology.seed,
-            world.violations().join("\n  ")
+            outcome.report.violations.join("\n  ")
         )));
     }
+    Ok(outcome)
+}
+
+/// Runs a topology and returns its report even when an invariant broke: then the
+/// report's `violations` lists what broke (and the control section's invariants say which).
+pub fn run_report(topology: &anyedge_topology::Topology, progress: impl FnMut(f64)) -> Result<Outcome, SimError> {
+    let started = Instant::now();
+    let mut world = world::World::new(topology)?;
+    world.run(progress);
     let report = world.report();
     let wall_s = started.elapsed().as_secs_f64();
     let (events, packets) = (world.events(), world.packets());

@@ -23,6 +23,10 @@ pub struct Report {
     /// Packets a POP or CLB core refused, per node (`pop/NAME`, `clb/REGION/N`) and
     /// reason; nodes that dropped nothing are left out.
     pub drops: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Invariants the run broke (bugs in anyedge, not in the file), each with the
+    /// simulated time it was found at; absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -226,6 +230,20 @@ impl Report {
                 ok(c.invariants.committed_never_lost),
                 ok(c.invariants.converged)
             );
+            let _ = writeln!(
+                out,
+                "  liveness: leader within bound {}, writes commit within bound {}, applied agree {}",
+                ok(c.invariants.leader_within_bound),
+                ok(c.invariants.writes_commit_within_bound),
+                ok(c.invariants.applied_agree)
+            );
+        }
+        if !self.violations.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "INVARIANTS VIOLATED (a bug in anyedge)");
+            for v in &self.violations {
+                let _ = writeln!(out, "  {v}");
+            }
         }
         if !self.drops.is_empty() {
             let _ = writeln!(out);

@@ -105,6 +105,7 @@ impl<'t> World<'t> {
             faults,
             control: self.control_report(),
             drops: self.drop_report(),
+            violations: self.violations.clone(),
         }
     }
 
