@@ -11,9 +11,12 @@
 //!   HDR round-trip percentiles;
 //! - `ctl FILE status|routes|set-weight|bind|unbind|add-listener|del-listener` is the
 //!   control API of a running lab (its file has `control:`);
+//! - `chaos FILE --seeds N [--from S] [--jobs J] [--faults KINDS] [--json F]` runs many
+//!   seeded random fault schedules in the simulator and checks every invariant;
 //! - `bench lab|control|maglev` are the benchmarks that print figures.
 
 mod bench;
+mod chaos;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -98,6 +101,35 @@ enum Command {
         /// Run SCHED_FIFO, so the probe's own scheduling waits stay out of its figures.
         #[arg(long)]
         realtime: bool,
+    },
+    /// Many seeds, each a random fault schedule drawn from the file's world, every
+    /// invariant checked; failing seeds are listed with the command that replays them.
+    Chaos {
+        /// Topology file (YAML).
+        file: PathBuf,
+        /// How many seeds to run.
+        #[arg(long)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Fault kinds to draw, comma-separated: pop, clb, region, backend, control,
+        /// partition, link, write (default: every kind the world has room for).
+        #[arg(long)]
+        faults: Option<String>,
+        /// Run each seed this long instead of the file's duration (at least 12s).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print each seed's drawn fault schedule as topology-file `faults:` lines instead
+        /// of running it (a failing seed, written out as a file for `anyedge sim`).
+        #[arg(long)]
+        print_schedule: bool,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -508,6 +540,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule } => {
+            chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule })
         }
         Command::Sim { file, seed, report, stats } => {
             let mut t = match load(&file) {

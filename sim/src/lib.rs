@@ -2,6 +2,7 @@
 //! cores it runs are the shipped ones; the simulator supplies clock, links and hosts.
 
 pub mod app;
+pub mod chaos;
 pub mod control;
 pub mod liveness;
 pub mod report;
@@ -21,6 +22,8 @@ pub struct Outcome {
     pub recoveries_ns: Vec<Vec<u64>>,
     /// QUIC handshakes the CLB nodes accepted.
     pub quic_handshakes: u64,
+    /// [client group][traffic class of the group]: when it last got an anycast reply.
+    pub last_reply_ns: Vec<Vec<Option<u64>>>,
 }
 
 /// Runs a topology to the end of its duration (plus a drain for in-flight replies); a
@@ -54,5 +57,11 @@ pub fn run_report(topology: &anyedge_topology::Topology, progress: impl FnMut(f6
         packets_per_s: packets as f64 / wall_s.max(1e-9),
         sim_s: world.sim_s(),
     };
-    Ok(Outcome { report, stats, recoveries_ns: world.recoveries_ns(), quic_handshakes: world.quic_handshakes() })
+    Ok(Outcome {
+        report,
+        stats,
+        recoveries_ns: world.recoveries_ns(),
+        quic_handshakes: world.quic_handshakes(),
+        last_reply_ns: world.last_reply_ns(),
+    })
 }

@@ -28,6 +28,16 @@ pub(super) fn class_listener(t: &Topology, class: &anyedge_topology::TrafficClas
         .map(|l| l.protocol)
 }
 
+/// The backend ports a traffic class may be answered by: those its listener binds.
+pub(super) fn class_backends(t: &Topology, class: &anyedge_topology::TrafficClass) -> Vec<SocketAddr> {
+    let tcp = class.transport() == Transport::Tcp;
+    let vip = &t.vips[class.vip];
+    let listener =
+        vip.listeners.iter().find(|l| l.port == class.port && (l.protocol.transport() == Transport::Tcp) == tcp);
+    let group = listener.map(|l| &t.regions[vip.home].backend_groups[l.backend_group]);
+    group.map(|g| g.backends.iter().map(|b| b.addr).collect()).unwrap_or_default()
+}
+
 impl<'t> World<'t> {
     pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
         let total: u64 = t.clients.iter().map(|c| u64::from(c.count)).sum();
@@ -90,6 +100,8 @@ impl<'t> World<'t> {
             violations: Vec::new(),
             unbound: Vec::new(),
             client_by_addr: HashMap::new(),
+            class_backends: t.traffic.iter().map(|c| class_backends(t, c)).collect(),
+            last_reply_ns: t.clients.iter().map(|g| vec![None; g.traffic.len()]).collect(),
             class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
             class_tls: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.has_tls())).collect(),
             tls_server: None,

@@ -263,6 +263,17 @@ impl<'t> World<'t> {
                 self.t.clients[group].name
             ));
         }
+        if let Some(b) = backend
+            && !self.class_backends[class].contains(&b)
+        {
+            self.violation(format!(
+                "client group `{}`: answered by {b}, a backend its listener never sends to",
+                self.t.clients[group].name
+            ));
+        }
+        if slot % 2 == Path::Anycast as usize {
+            self.last_reply_ns[group][slot / 2] = Some(now);
+        }
         let _ = self.hist[group][slot / 2][slot % 2].record((rtt_ns / 1000).max(1));
         let flow = &mut self.clients[client].flows[slot];
         flow.received += 1;

@@ -160,6 +160,10 @@ pub struct World<'t> {
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
     client_by_addr: HashMap<IpAddr, ClientId>,
+    /// Per traffic class: the backend ports its listener binds (no other may answer it).
+    class_backends: Vec<Vec<SocketAddr>>,
+    /// [group][k]: when the group's class last got an anycast reply.
+    last_reply_ns: Vec<Vec<Option<u64>>>,
     /// Per traffic class: it talks HTTP (its listener is layer 7), over TLS (HTTPS).
     class_http: Vec<bool>,
     class_tls: Vec<bool>,
@@ -222,6 +226,11 @@ impl<'t> World<'t> {
 
     pub fn packets(&self) -> u64 {
         self.packets
+    }
+
+    /// [group][k]: when each client group's traffic class last got an anycast reply.
+    pub fn last_reply_ns(&self) -> Vec<Vec<Option<u64>>> {
+        self.last_reply_ns.clone()
     }
 
     pub fn sim_s(&self) -> f64 {
