@@ -308,7 +308,8 @@ enum BenchCommand {
     Control {
         /// Topology file with a `control:` section (the lab is brought up and down).
         file: PathBuf,
-        #[arg(long, default_value_t = 5)]
+        /// Leader kills (each followed by a restart).
+        #[arg(long, default_value_t = 20)]
         rounds: usize,
         /// Write the figures here as JSON.
         #[arg(long)]
@@ -474,11 +475,13 @@ fn main() -> ExitCode {
             let figures = anyedge_lab::bench::control(&file, &exe, rounds);
             bench::report("control", figures, json, |f| {
                 format!(
-                    "control: leader killed → first committed write: median {:.0} ms, max {:.0} ms over {} rounds \
-                     (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
+                    "control: leader killed → first committed write: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} rounds, \
+                     {} without a commit (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
                     f.failover_ms_median,
+                    f.failover_ms_p90,
                     f.failover_ms_max,
                     f.rounds,
+                    f.failed_rounds,
                     f.election_timeout_ms[0],
                     f.election_timeout_ms[1],
                     f.commit_ms_median

@@ -138,9 +138,13 @@ fn measure(
 #[derive(Debug, Serialize)]
 pub struct ControlFigures {
     pub rounds: usize,
-    /// Kill → first committed write, per round (the write is retried from the moment of the kill).
-    pub failover_ms: Vec<f64>,
+    /// Kill → first committed write, per round (the write is retried from the moment of the
+    /// kill); `null` for a round whose write never committed (within `ctl`'s 10 s).
+    pub failover_ms: Vec<Option<f64>>,
+    /// Rounds whose first write after the kill did not commit.
+    pub failed_rounds: usize,
     pub failover_ms_median: f64,
+    pub failover_ms_p90: f64,
     pub failover_ms_max: f64,
     /// Write → commit with a live leader, per round (the `ctl` path: find the leader, propose, commit).
     pub commit_ms_median: f64,
@@ -148,9 +152,15 @@ pub struct ControlFigures {
 }
 
 fn median(xs: &[f64]) -> f64 {
+    quantile(xs, 0.5)
+}
+
+/// The nearest-rank quantile `q` of `xs` (0 when empty).
+fn quantile(xs: &[f64], q: f64) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied().unwrap_or(0.0)
 }
 
 pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures, String> {
@@ -169,17 +179,22 @@ pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures,
     let down = setup::down(file);
     let (failover, commit) = result?;
     down?;
+    let committed: Vec<f64> = failover.iter().flatten().copied().collect();
     Ok(ControlFigures {
         rounds: failover.len(),
-        failover_ms_median: median(&failover),
-        failover_ms_max: failover.iter().copied().fold(0.0, f64::max),
+        failed_rounds: failover.iter().filter(|f| f.is_none()).count(),
+        failover_ms_median: median(&committed),
+        failover_ms_p90: quantile(&committed, 0.9),
+        failover_ms_max: committed.iter().copied().fold(0.0, f64::max),
         failover_ms: failover,
         commit_ms_median: median(&commit),
         election_timeout_ms: [c.election_ns.0 / 1_000_000, c.election_ns.1 / 1_000_000],
     })
 }
 
-fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
+type Rounds = (Vec<Option<f64>>, Vec<f64>);
+
+fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -> Result<Rounds, String> {
     use std::time::Instant;
     let settle = |what: &str| -> Result<crate::ctl::ClusterStatus, String> {
         let started = Instant::now();
@@ -206,7 +221,12 @@ fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -
         let leader = settle("before the kill")?.leader.ok_or("no leader")?;
         commit.push(write(10 + (round % 50) as u8)?);
         setup::kill(file, &leader)?;
-        failover.push(write(60 + (round % 40) as u8)?);
+        // A write that does not commit is the finding, not the end of the benchmark.
+        let after_kill = write(60 + (round % 40) as u8);
+        if let Err(e) = &after_kill {
+            eprintln!("round {}: the first write after killing {leader} did not commit: {e}", round + 1);
+        }
+        failover.push(after_kill.ok());
         setup::start(file, &leader, exe)?;
     }
     settle("at the end")?;
