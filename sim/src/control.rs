@@ -518,6 +518,12 @@ impl ControlPlane {
             self.watchers.iter().enumerate().filter(|(_, w)| w.live).map(|(w, x)| (format!("watcher {w}"), x.applied));
         let all: Vec<(String, u64)> = nodes.chain(watchers).collect();
         let agree = all.windows(2).all(|w| w[0].1 == w[1].1);
+        // Watchers apply changes in log order: at the same index, the same table.
+        let table = self.members.iter().find_map(|m| m.node.as_ref()).map(|n| n.table());
+        let tables_agree = self.watchers.iter().filter(|w| w.live).all(|w| table.is_none_or(|t| &w.table == t));
+        if agree && !tables_agree {
+            return Some("a CLB watcher whose table differs from the control nodes' at the same index".into());
+        }
         (!agree).then(|| all.iter().map(|(n, a)| format!("{n} at {a}")).collect::<Vec<_>>().join(", "))
     }
 
