@@ -6,8 +6,10 @@
 pub mod event_queue;
 pub mod geo;
 pub mod link;
+pub mod liveness;
 pub mod rng;
 
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, Outcome};
+pub use liveness::{ProbeConfig, ProbeOutput, Prober};
 pub use rng::ComponentRng;

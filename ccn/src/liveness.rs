@@ -1,0 +1,206 @@
+//! The liveness prober both drivers are to run (sans-IO): every `interval` it probes each
+//! peer, and from the answers that come back — or do not — it decides when a peer is down
+//! (`misses` probes in a row unanswered) and when it is up again (the first answer after).
+//! Time comes in as an argument; probes go out as outputs the driver carries (simulated
+//! links, UDP sockets), so loss and delay on the way slow detection as they would.
+
+use std::collections::VecDeque;
+
+/// How a prober probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Time between two probes to the same peer.
+    pub interval_ns: u64,
+    /// Unanswered probes in a row that make a peer down (at least 1).
+    pub misses: u32,
+}
+
+impl ProbeConfig {
+    /// The longest a dead peer can go unnoticed: the probe it missed first may leave up to
+    /// one interval after it died, and `misses` intervals must pass without an answer.
+    pub fn detect_ns_max(&self) -> u64 {
+        self.interval_ns * (u64::from(self.misses.max(1)) + 1)
+    }
+}
+
+/// What the driver must do, or learn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutput {
+    /// Send probe `seq` to peer `peer`; its answer comes back through `handle_answer`.
+    Send { peer: usize, seq: u64 },
+    /// The peer stopped answering.
+    Down { peer: usize },
+    /// The peer answers again.
+    Up { peer: usize },
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    up: bool,
+    /// The probe sent last, and whether it was answered.
+    last_seq: u64,
+    answered: bool,
+    /// Probes in a row that went unanswered.
+    missed: u32,
+}
+
+/// Probes a fixed set of peers (0..n) and tracks which answer.
+#[derive(Debug, Clone)]
+pub struct Prober {
+    config: ProbeConfig,
+    peers: Vec<Peer>,
+    next_probe_ns: u64,
+    seq: u64,
+    outputs: VecDeque<ProbeOutput>,
+}
+
+impl Prober {
+    /// A prober of `peers` peers, all taken to be up, probing first at `now_ns`.
+    pub fn new(peers: usize, config: ProbeConfig, now_ns: u64) -> Prober {
+        let config = ProbeConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
+        let peer = Peer { up: true, last_seq: 0, answered: true, missed: 0 };
+        Prober { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
+    }
+
+    pub fn config(&self) -> ProbeConfig {
+        self.config
+    }
+
+    /// When `handle_timeout` wants to run next.
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_probe_ns
+    }
+
+    /// Counts the probes that went unanswered and sends the next round.
+    pub fn handle_timeout(&mut self, now_ns: u64) {
+        if now_ns < self.next_probe_ns {
+            return;
+        }
+        // Bounded work even after a long pause: one round, then the clock moves on.
+        self.next_probe_ns = now_ns + self.config.interval_ns;
+        self.seq += 1;
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            if !peer.answered {
+                peer.missed = peer.missed.saturating_add(1);
+                if peer.up && peer.missed >= self.config.misses {
+                    peer.up = false;
+                    self.outputs.push_back(ProbeOutput::Down { peer: i });
+                }
+            }
+            peer.last_seq = self.seq;
+            peer.answered = false;
+            self.outputs.push_back(ProbeOutput::Send { peer: i, seq: self.seq });
+        }
+    }
+
+    /// An answer to probe `seq` came back from `peer`. Answers to older probes, to probes
+    /// never sent, or from peers unknown change nothing.
+    pub fn handle_answer(&mut self, peer: usize, seq: u64) {
+        let Some(p) = self.peers.get_mut(peer) else { return };
+        if seq != p.last_seq || p.answered {
+            return;
+        }
+        p.answered = true;
+        p.missed = 0;
+        if !p.up {
+            p.up = true;
+            self.outputs.push_back(ProbeOutput::Up { peer });
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<ProbeOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn is_up(&self, peer: usize) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two probers' worth of harness: a peer that answers (after a delay, or not at all),
+    //! time moving in steps of a millisecond.
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// Runs a prober of one peer until `until_ns`; the peer answers each probe
+    /// `rtt_ns` later while `alive(now)` holds, and `lost(seq)` drops some. Returns when
+    /// Down and Up came out.
+    fn run(
+        config: ProbeConfig,
+        until_ns: u64,
+        rtt_ns: u64,
+        alive: impl Fn(u64) -> bool,
+        lost: impl Fn(u64) -> bool,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let mut p = Prober::new(1, config, 0);
+        let mut in_flight: Vec<(u64, u64)> = Vec::new();
+        let (mut downs, mut ups) = (Vec::new(), Vec::new());
+        let mut now = 0;
+        while now <= until_ns {
+            p.handle_timeout(now);
+            in_flight.retain(|&(at, seq)| {
+                if at <= now {
+                    p.handle_answer(0, seq);
+                    false
+                } else {
+                    true
+                }
+            });
+            while let Some(out) = p.poll_output() {
+                match out {
+                    ProbeOutput::Send { seq, .. } if alive(now) && !lost(seq) => in_flight.push((now + rtt_ns, seq)),
+                    ProbeOutput::Send { .. } => {}
+                    ProbeOutput::Down { .. } => downs.push(now),
+                    ProbeOutput::Up { .. } => ups.push(now),
+                }
+            }
+            now += MS;
+        }
+        (downs, ups)
+    }
+
+    #[test]
+    fn a_dead_peer_is_down_within_the_configured_bound_and_up_at_its_first_answer() {
+        let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
+        let died = 1_020 * MS;
+        let back = 3_000 * MS;
+        let (downs, ups) = run(config, 4_000 * MS, 10 * MS, |t| t < died || t >= back, |_| false);
+        assert_eq!(downs.len(), 1, "{downs:?}");
+        let detect = downs[0] - died;
+        assert!(detect <= config.detect_ns_max() && detect >= 2 * config.interval_ns, "detected after {detect} ns");
+        assert_eq!(ups.len(), 1);
+        assert!(ups[0] >= back && ups[0] - back <= config.interval_ns + 10 * MS, "up at {}", ups[0]);
+    }
+
+    #[test]
+    fn a_live_peer_on_a_lossy_path_is_not_declared_down_by_scattered_losses() {
+        let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
+        // Every fourth probe lost: never three in a row.
+        let (downs, _) = run(config, 10_000 * MS, 10 * MS, |_| true, |seq| seq % 4 == 0);
+        assert!(downs.is_empty(), "{downs:?}");
+    }
+
+    #[test]
+    fn answers_slower_than_the_interval_count_as_misses() {
+        let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
+        let (downs, _) = run(config, 2_000 * MS, 80 * MS, |_| true, |_| false);
+        assert_eq!(downs.len(), 1, "a peer whose answers always come late is as good as dead");
+    }
+
+    #[test]
+    fn stray_and_stale_answers_change_nothing() {
+        let mut p = Prober::new(2, ProbeConfig { interval_ns: 10, misses: 1 }, 0);
+        p.handle_timeout(0);
+        p.handle_answer(7, 1);
+        p.handle_answer(0, 99);
+        p.handle_timeout(10);
+        assert!(!p.is_up(0) && !p.is_up(1), "neither answered probe 1");
+        p.handle_answer(0, 1);
+        assert!(!p.is_up(0), "an answer to an old probe does not bring a peer back");
+        p.handle_answer(0, 2);
+        assert!(p.is_up(0));
+    }
+}
