@@ -535,3 +535,27 @@ fn lab_status_counts_the_packets_a_core_refuses_by_node_and_reason() {
     let text = String::from_utf8_lossy(&lab.anyedge(&["lab", "status"]).stdout).to_string();
     assert!(text.contains("drops: no_listener"), "{text}");
 }
+
+#[test]
+fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("clb-death");
+    let before = lab.probe("london", "198.18.0.20:7000", "udp", 16);
+    assert!(before["received"].as_u64().unwrap() >= before["sent"].as_u64().unwrap() * 95 / 100, "{before}");
+    let killed = lab.anyedge(&["lab", "kill", "clb/frankfurt/0"]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    // Probing finds the dead node within pop_detect (small.yaml: 300 ms); wait it out.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Rendezvous hashing put about half of 16 flows on node 0: all must be answered now.
+    let after = lab.probe("london", "198.18.0.20:7000", "udp", 16);
+    assert!(after["received"].as_u64().unwrap() >= after["sent"].as_u64().unwrap() * 95 / 100, "{after}");
+    // Brought back, it is probed alive and takes flows again.
+    let started = lab.anyedge(&["lab", "start", "clb/frankfurt/0"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let back = lab.probe("london", "198.18.0.20:7000", "udp", 16);
+    assert!(back["received"].as_u64().unwrap() >= back["sent"].as_u64().unwrap() * 95 / 100, "{back}");
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyedge_ccn::{ComponentRng, Link};
+use anyedge_ccn::{ComponentRng, Link, ProbeConfig, ProbeOutput, Prober};
 use anyedge_pop::{Output as PopOutput, Pop};
 use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
@@ -131,6 +131,47 @@ enum PopDest {
     Client,
 }
 
+/// Answers liveness probes on the health port (echo) for as long as the node runs.
+async fn answer_probes() -> Result<(), String> {
+    let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
+        .await
+        .map_err(|e| format!("bind health port: {e}"))?;
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = health.recv_from(&mut buf).await {
+            let _ = health.send_to(&buf[..n], from).await;
+        }
+    });
+    Ok(())
+}
+
+/// Probing as the file sets it: every `PROBE_INTERVAL`, down after `pop_detect` of misses.
+fn probe_config(t: &Topology) -> ProbeConfig {
+    let interval_ns = crate::router::PROBE_INTERVAL.as_nanos() as u64;
+    ProbeConfig { interval_ns, misses: (t.failover.pop_detect_ns / interval_ns).max(1) as u32 }
+}
+
+const PROBE_MAGIC: &[u8; 4] = b"AEpb";
+
+/// A liveness probe: magic, peer index, sequence number (the peer echoes it back).
+fn probe_bytes(peer: usize, seq: u64) -> [u8; 14] {
+    let mut b = [0u8; 14];
+    b[..4].copy_from_slice(PROBE_MAGIC);
+    b[4..6].copy_from_slice(&(peer as u16).to_be_bytes());
+    b[6..].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+/// The (peer, seq) an echoed probe names; anything else is not an answer.
+fn probe_answer(bytes: &[u8]) -> Option<(usize, u64)> {
+    if bytes.len() != 14 || &bytes[..4] != PROBE_MAGIC {
+        return None;
+    }
+    let peer = u16::from_be_bytes([bytes[4], bytes[5]]);
+    let seq = u64::from_be_bytes(bytes[6..14].try_into().ok()?);
+    Some((usize::from(peer), seq))
+}
+
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
 }
@@ -198,15 +239,17 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
         }
     }
     // Health probes (the internet router's, the CLB nodes'): answered while we run.
-    let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
-        .await
-        .map_err(|e| format!("bind health port: {e}"))?;
-    tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        while let Ok((n, from)) = health.recv_from(&mut buf).await {
-            let _ = health.send_to(&buf[..n], from).await;
-        }
-    });
+    answer_probes().await?;
+    // Backbone probing of the CLB nodes (the shared liveness core): a dead node's flows
+    // move to a live one of its region, a node that answers again is taken back.
+    let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
+        clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
+    clb_peers.sort();
+    let mut prober = Prober::new(clb_peers.len(), probe_config(t), now_ns(start));
+    let probe_sock =
+        UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
+    let mut probe_tick = tokio::time::interval(crate::router::PROBE_INTERVAL);
+    let mut probe_buf = [0u8; 64];
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
@@ -234,6 +277,27 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 // POPs forward by VIP and CLB node; no change kind today alters that, so
                 // they only keep up (their applied index is in `status`).
                 Some(_) = crate::watch::next_change(&mut follower) => {}
+                _ = probe_tick.tick() => {
+                    prober.handle_timeout(now_ns(start));
+                    while let Some(out) = prober.poll_output() {
+                        match out {
+                            ProbeOutput::Send { peer, seq } => {
+                                let _ = probe_sock.send_to(&probe_bytes(peer, seq), clb_peers[peer].1).await;
+                            }
+                            ProbeOutput::Down { peer } | ProbeOutput::Up { peer } => {
+                                let ((r, i), _) = clb_peers[peer];
+                                core.set_clb_up(r as u16, i as u16, prober.is_up(peer));
+                            }
+                        }
+                    }
+                }
+                r = probe_sock.recv_from(&mut probe_buf) => {
+                    if let Ok((n, _)) = r
+                        && let Some((peer, seq)) = probe_answer(&probe_buf[..n])
+                    {
+                        prober.handle_answer(peer, seq);
+                    }
+                }
                 _ = tokio::time::sleep_until(wake) => due = shaper.due(),
             }
         }
@@ -338,6 +402,8 @@ async fn run_clb(
     let probe_sock = UdpSocket::bind(SocketAddr::new(from_pops.ip(), 0)).await.map_err(|e| e.to_string())?;
     let mut probe_tick = tokio::time::interval(crate::router::PROBE_INTERVAL);
     let mut pbuf_probe = [0u8; 64];
+    // POPs probe this node over the backbone: answer while we run.
+    answer_probes().await?;
     mark_ready(ready)?;
     let (mut pbuf, mut bbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
