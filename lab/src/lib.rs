@@ -12,6 +12,7 @@ pub mod node;
 pub mod pki;
 pub mod plan;
 pub mod probe;
+pub mod probing;
 pub mod realtime;
 pub mod router;
 pub mod setup;

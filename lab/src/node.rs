@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyedge_ccn::{ComponentRng, Link, ProbeConfig, ProbeOutput, Prober};
+use anyedge_ccn::{ComponentRng, Link};
 use anyedge_pop::{Output as PopOutput, Pop};
 use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::drops::Drops;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, mark_ready};
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
+use crate::probing::{PROBE_INTERVAL, UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
 
 /// Largest packet a node reads at once.
@@ -131,47 +132,6 @@ enum PopDest {
     Client,
 }
 
-/// Answers liveness probes on the health port (echo) for as long as the node runs.
-async fn answer_probes() -> Result<(), String> {
-    let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
-        .await
-        .map_err(|e| format!("bind health port: {e}"))?;
-    tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        while let Ok((n, from)) = health.recv_from(&mut buf).await {
-            let _ = health.send_to(&buf[..n], from).await;
-        }
-    });
-    Ok(())
-}
-
-/// Probing as the file sets it: every `PROBE_INTERVAL`, down after `pop_detect` of misses.
-fn probe_config(t: &Topology) -> ProbeConfig {
-    let interval_ns = crate::router::PROBE_INTERVAL.as_nanos() as u64;
-    ProbeConfig { interval_ns, misses: (t.failover.pop_detect_ns / interval_ns).max(1) as u32 }
-}
-
-const PROBE_MAGIC: &[u8; 4] = b"AEpb";
-
-/// A liveness probe: magic, peer index, sequence number (the peer echoes it back).
-fn probe_bytes(peer: usize, seq: u64) -> [u8; 14] {
-    let mut b = [0u8; 14];
-    b[..4].copy_from_slice(PROBE_MAGIC);
-    b[4..6].copy_from_slice(&(peer as u16).to_be_bytes());
-    b[6..].copy_from_slice(&seq.to_be_bytes());
-    b
-}
-
-/// The (peer, seq) an echoed probe names; anything else is not an answer.
-fn probe_answer(bytes: &[u8]) -> Option<(usize, u64)> {
-    if bytes.len() != 14 || &bytes[..4] != PROBE_MAGIC {
-        return None;
-    }
-    let peer = u16::from_be_bytes([bytes[4], bytes[5]]);
-    let seq = u64::from_be_bytes(bytes[6..14].try_into().ok()?);
-    Some((usize::from(peer), seq))
-}
-
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
 }
@@ -245,10 +205,9 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
         clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
     clb_peers.sort();
-    let mut prober = Prober::new(clb_peers.len(), probe_config(t), now_ns(start));
-    let probe_sock =
-        UdpSocket::bind(SocketAddr::new(bind.ip(), 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
-    let mut probe_tick = tokio::time::interval(crate::router::PROBE_INTERVAL);
+    let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
+    let mut prober = UdpProber::bind(bind.ip(), addrs, probe_config(t), now_ns(start)).await?;
+    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
     let mut probe_buf = [0u8; 64];
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
@@ -278,24 +237,14 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 // they only keep up (their applied index is in `status`).
                 Some(_) = crate::watch::next_change(&mut follower) => {}
                 _ = probe_tick.tick() => {
-                    prober.handle_timeout(now_ns(start));
-                    while let Some(out) = prober.poll_output() {
-                        match out {
-                            ProbeOutput::Send { peer, seq } => {
-                                let _ = probe_sock.send_to(&probe_bytes(peer, seq), clb_peers[peer].1).await;
-                            }
-                            ProbeOutput::Down { peer } | ProbeOutput::Up { peer } => {
-                                let ((r, i), _) = clb_peers[peer];
-                                core.set_clb_up(r as u16, i as u16, prober.is_up(peer));
-                            }
-                        }
+                    for (peer, up) in prober.tick(now_ns(start)).await {
+                        let ((r, i), _) = clb_peers[peer];
+                        core.set_clb_up(r as u16, i as u16, up);
                     }
                 }
-                r = probe_sock.recv_from(&mut probe_buf) => {
-                    if let Ok((n, _)) = r
-                        && let Some((peer, seq)) = probe_answer(&probe_buf[..n])
-                    {
-                        prober.handle_answer(peer, seq);
+                r = prober.sock.recv_from(&mut probe_buf) => {
+                    if let Ok((n, _)) = r {
+                        prober.answered(&probe_buf[..n]);
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => due = shaper.due(),
@@ -397,10 +346,15 @@ async fn run_clb(
     // Every POP's tunnel endpoint and the CLB's backend hosts, looked up once, not per packet.
     let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
     let mut backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>> = HashMap::new();
-    let pops: Vec<SocketAddr> = pop_tunnels.iter().flatten().map(|a| SocketAddr::new(a.ip(), HEALTH_PORT)).collect();
-    let mut watch = crate::router::Watch::new(pops.len(), t.failover.pop_detect_ns);
-    let probe_sock = UdpSocket::bind(SocketAddr::new(from_pops.ip(), 0)).await.map_err(|e| e.to_string())?;
-    let mut probe_tick = tokio::time::interval(crate::router::PROBE_INTERVAL);
+    // (POP id, its health address) for every POP with a tunnel.
+    let pops: Vec<(u16, SocketAddr)> = pop_tunnels
+        .iter()
+        .enumerate()
+        .filter_map(|(p, a)| a.map(|a| (p as u16, SocketAddr::new(a.ip(), HEALTH_PORT))))
+        .collect();
+    let addrs = pops.iter().map(|&(_, a)| a).collect();
+    let mut prober = UdpProber::bind(from_pops.ip(), addrs, probe_config(t), now_ns(start)).await?;
+    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
     let mut pbuf_probe = [0u8; 64];
     // POPs probe this node over the backbone: answer while we run.
     answer_probes().await?;
@@ -437,18 +391,13 @@ async fn run_clb(
                     anyedge_topology::route_table::apply_to_clb(&mut core, &site, &table, &change);
                 }
                 _ = probe_tick.tick() => {
-                    for to in &pops {
-                        let _ = probe_sock.send_to(b"anyedge-pop-probe", *to).await;
-                    }
-                    for (p, up) in watch.changes(now_ns(start)) {
-                        core.set_pop_up(p as u16, up);
+                    for (peer, up) in prober.tick(now_ns(start)).await {
+                        core.set_pop_up(pops[peer].0, up);
                     }
                 }
-                r = probe_sock.recv_from(&mut pbuf_probe) => {
-                    if let Ok((_, from)) = r
-                        && let Some(p) = pops.iter().position(|a| a.ip() == from.ip())
-                    {
-                        watch.answered(p, now_ns(start));
+                r = prober.sock.recv_from(&mut pbuf_probe) => {
+                    if let Ok((n, _)) = r {
+                        prober.answered(&pbuf_probe[..n]);
                     }
                 }
             }

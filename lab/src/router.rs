@@ -1,70 +1,32 @@
-//! The internet router: plays BGP for the lab. It probes every POP, and when one stops
-//! answering for `failover.pop_detect` it withdraws it, moving the clients it served to
+//! The internet router: plays BGP for the lab. It probes every POP with the shared
+//! liveness core, and when one misses `failover.pop_detect` worth of probes it withdraws it, moving the clients it served to
 //! their next POP `failover.route_converge` later (policy routes in its namespace).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyedge_topology::Topology;
-use tokio::net::UdpSocket;
 
 use crate::layout::HEALTH_PORT;
 use crate::plan::Plan;
-
-/// How often POPs are probed.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Liveness of a set of peers from their answers: a peer is down once it has not
-/// answered for `detect_ns`, up again as soon as it answers.
-pub struct Watch {
-    last: Vec<u64>,
-    up: Vec<bool>,
-    detect_ns: u64,
-}
-
-impl Watch {
-    pub fn new(peers: usize, detect_ns: u64) -> Watch {
-        Watch { last: vec![0; peers], up: vec![true; peers], detect_ns }
-    }
-
-    pub fn answered(&mut self, peer: usize, now_ns: u64) {
-        if let Some(t) = self.last.get_mut(peer) {
-            *t = now_ns;
-        }
-    }
-
-    pub fn is_up(&self, peer: usize) -> bool {
-        self.up.get(peer).copied().unwrap_or(false)
-    }
-
-    /// Peers whose state changed: (peer, now up).
-    pub fn changes(&mut self, now_ns: u64) -> Vec<(usize, bool)> {
-        let mut out = Vec::new();
-        for (p, up) in self.up.iter_mut().enumerate() {
-            let alive = now_ns.saturating_sub(self.last[p]) < self.detect_ns;
-            if alive != *up {
-                *up = alive;
-                out.push((p, alive));
-            }
-        }
-        out
-    }
-}
+use crate::probing::{PROBE_INTERVAL, UdpProber, probe_config};
 
 fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
 pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> {
-    let pops: Vec<SocketAddr> = (0..t.pops.len())
-        .filter_map(|p| plan.pop_internet_addr(p).map(|a| SocketAddr::new(IpAddr::V4(a), HEALTH_PORT)))
+    // (POP, its health address) for every POP on the internet.
+    let pops: Vec<(usize, SocketAddr)> = (0..t.pops.len())
+        .filter_map(|p| plan.pop_internet_addr(p).map(|a| (p, SocketAddr::new(IpAddr::V4(a), HEALTH_PORT))))
         .collect();
-    let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| e.to_string())?;
     let start = Instant::now();
-    let mut watch = Watch::new(pops.len(), t.failover.pop_detect_ns);
+    let local = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let addrs = pops.iter().map(|&(_, a)| a).collect();
+    let mut prober = UdpProber::bind(local, addrs, probe_config(t), now_ns(start)).await?;
     // What routing shows now, and what it converges to (time it takes effect).
-    let mut announced = vec![true; pops.len()];
+    let mut announced = vec![true; t.pops.len()];
     let mut pending: Vec<(u64, usize, bool)> = Vec::new();
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     let mut buf = [0u8; 64];
@@ -72,12 +34,9 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for to in &pops {
-                    let _ = sock.send_to(b"anyedge-router-probe", *to).await;
-                }
                 let now = now_ns(start);
-                for (p, up) in watch.changes(now) {
-                    pending.push((now + t.failover.route_converge_ns, p, up));
+                for (peer, up) in prober.tick(now).await {
+                    pending.push((now + t.failover.route_converge_ns, pops[peer].0, up));
                 }
                 let due: Vec<(u64, usize, bool)> = pending.iter().copied().filter(|&(at, _, _)| at <= now).collect();
                 pending.retain(|&(at, _, _)| at > now);
@@ -88,11 +47,9 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
                     reroute(t, plan, &announced);
                 }
             }
-            r = sock.recv_from(&mut buf) => {
-                if let Ok((_, from)) = r
-                    && let Some(p) = pops.iter().position(|a| a.ip() == from.ip())
-                {
-                    watch.answered(p, now_ns(start));
+            r = prober.sock.recv_from(&mut buf) => {
+                if let Ok((n, _)) = r {
+                    prober.answered(&buf[..n]);
                 }
             }
         }
