@@ -76,6 +76,9 @@ fn bad_input_is_refused_with_exit_2_and_a_reason() {
     assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stdout));
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("--faults pop") && why.contains("one POP"), "{why}");
+    let garbled = chaos(&[&control, "--seeds", "5", "--duration", "soon"]);
+    assert_eq!(garbled.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&garbled.stderr).contains("--duration soon"));
     let short = chaos(&[&control, "--seeds", "5", "--duration", "5s"]);
     assert_eq!(short.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&short.stderr).contains("too short"));

@@ -789,15 +789,16 @@ impl Clb {
     /// heavier, then the first.
     fn least_connections(&self, li: usize) -> Option<usize> {
         let weights = self.effective_weights(li);
-        let active: Vec<u32> = self.listeners[li].bindings.iter().map(|b| b.active).collect();
+        let bindings = &self.listeners[li].bindings;
+        let active = |i: usize| bindings[i].active;
         let mut best: Option<usize> = None;
         for (i, &w) in weights.iter().enumerate().filter(|(_, w)| **w > 0) {
             best = match best {
                 None => Some(i),
                 Some(b) => {
                     // active[i]/w < active[b]/weights[b], without division.
-                    let lhs = u64::from(active[i]) * u64::from(weights[b]);
-                    let rhs = u64::from(active[b]) * u64::from(w);
+                    let lhs = u64::from(active(i)) * u64::from(weights[b]);
+                    let rhs = u64::from(active(b)) * u64::from(w);
                     if lhs < rhs || (lhs == rhs && w > weights[b]) { Some(i) } else { Some(b) }
                 }
             };
