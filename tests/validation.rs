@@ -60,9 +60,25 @@ fn shared_example_means_what_its_comments_say() {
     let ny = t.clients.iter().find(|c| c.name == "newyork").unwrap();
     let names: Vec<&str> = ny.catchment.as_ref().unwrap().iter().map(|&p| t.pops[p].name.as_str()).collect();
     assert_eq!(names, ["virginia", "toronto"]);
-    assert_eq!(t.failover.pop_detect_ns, 300_000_000);
+    // `pop_detect: 300ms` is shorthand for 6 probes of the default 50 ms interval.
+    assert_eq!((t.failover.probe_interval_ns, t.failover.probe_misses), (50_000_000, 6));
+    assert_eq!(t.failover.detect_ns_min(), 300_000_000);
     assert_eq!(t.faults.len(), 4);
     assert_eq!(t.faults[0].what, "down pop/tokyo");
+}
+
+#[test]
+fn failover_probe_settings_are_checked_and_pop_detect_is_shorthand_for_probe_misses() {
+    let line = SMALL.lines().position(|l| l.contains("probe_misses: 6")).unwrap() + 1;
+    expect(&with("probe_misses: 6", "probe_misses: 0"), line, "failover.probe_misses", "outside 1–100");
+    let both = with("probe_misses: 6", "probe_misses: 6\n  pop_detect: 300ms");
+    expect(&both, line + 1, "failover.pop_detect", "give one or the other");
+    expect(&with("probe_interval: 50ms", "probe_interval: 0s"), line - 1, "failover.probe_interval", "must lie within");
+    let shorthand = with("probe_interval: 50ms\n  probe_misses: 6", "pop_detect: 400ms");
+    let t = topology::parse_str("t.yaml", &shorthand).unwrap();
+    assert_eq!((t.failover.probe_interval_ns, t.failover.probe_misses), (50_000_000, 8));
+    let t = topology::parse_str("t.yaml", &with("probe_misses: 6", "probe_misses: 3")).unwrap();
+    assert_eq!(t.failover.detect_ns_max(), 200_000_000, "3 misses of 50 ms, plus the interval a death can fall in");
 }
 
 #[test]

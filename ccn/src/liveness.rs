@@ -1,6 +1,9 @@
 //! The liveness prober both drivers are to run (sans-IO): every `interval` it probes each
 //! peer, and from the answers that come back — or do not — it decides when a peer is down
 //! (`misses` probes in a row unanswered) and when it is up again (the first answer after).
+//! An answer counts whenever it comes back before the peer is declared down, so a path
+//! whose round trip is longer than one interval (a POP on another continent) keeps its
+//! peer up as long as the round trip is shorter than `misses` intervals.
 //! Time comes in as an argument; probes go out as outputs the driver carries (simulated
 //! links, UDP sockets), so loss and delay on the way slow detection as they would.
 
@@ -37,11 +40,9 @@ pub enum ProbeOutput {
 #[derive(Debug, Clone)]
 struct Peer {
     up: bool,
-    /// The probe sent last, and whether it was answered.
-    last_seq: u64,
-    answered: bool,
-    /// Probes in a row that went unanswered.
-    missed: u32,
+    /// The newest probe answered (0: none yet; probes count from 1) — or, once the peer
+    /// is down, the last probe sent before: only an answer to a later one brings it back.
+    answered: u64,
 }
 
 /// Probes a fixed set of peers (0..n) and tracks which answer.
@@ -58,7 +59,7 @@ impl Prober {
     /// A prober of `peers` peers, all taken to be up, probing first at `now_ns`.
     pub fn new(peers: usize, config: ProbeConfig, now_ns: u64) -> Prober {
         let config = ProbeConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
-        let peer = Peer { up: true, last_seq: 0, answered: true, missed: 0 };
+        let peer = Peer { up: true, answered: 0 };
         Prober { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
     }
 
@@ -80,28 +81,25 @@ impl Prober {
         self.next_probe_ns = now_ns + self.config.interval_ns;
         self.seq += 1;
         for (i, peer) in self.peers.iter_mut().enumerate() {
-            if !peer.answered {
-                peer.missed = peer.missed.saturating_add(1);
-                if peer.up && peer.missed >= self.config.misses {
-                    peer.up = false;
-                    self.outputs.push_back(ProbeOutput::Down { peer: i });
-                }
+            // Probes answered..seq-1 went out and none of them came back.
+            let missed = (self.seq - 1).saturating_sub(peer.answered);
+            if peer.up && missed >= u64::from(self.config.misses) {
+                peer.up = false;
+                peer.answered = self.seq - 1;
+                self.outputs.push_back(ProbeOutput::Down { peer: i });
             }
-            peer.last_seq = self.seq;
-            peer.answered = false;
             self.outputs.push_back(ProbeOutput::Send { peer: i, seq: self.seq });
         }
     }
 
-    /// An answer to probe `seq` came back from `peer`. Answers to older probes, to probes
-    /// never sent, or from peers unknown change nothing.
+    /// An answer to probe `seq` came back from `peer`. Answers older than one already
+    /// counted, to probes never sent, or from peers unknown change nothing.
     pub fn handle_answer(&mut self, peer: usize, seq: u64) {
         let Some(p) = self.peers.get_mut(peer) else { return };
-        if seq != p.last_seq || p.answered {
+        if seq <= p.answered || seq > self.seq {
             return;
         }
-        p.answered = true;
-        p.missed = 0;
+        p.answered = seq;
         if !p.up {
             p.up = true;
             self.outputs.push_back(ProbeOutput::Up { peer });
@@ -184,10 +182,22 @@ mod tests {
     }
 
     #[test]
-    fn answers_slower_than_the_interval_count_as_misses() {
+    fn answers_slower_than_the_whole_window_count_as_misses() {
         let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
-        let (downs, _) = run(config, 2_000 * MS, 80 * MS, |_| true, |_| false);
-        assert_eq!(downs.len(), 1, "a peer whose answers always come late is as good as dead");
+        let (downs, _) = run(config, 2_000 * MS, 200 * MS, |_| true, |_| false);
+        assert!(!downs.is_empty(), "a peer whose answers come after 3 intervals is as good as dead");
+        assert_eq!(downs[0], 150 * MS, "down at the round that found three probes unanswered");
+    }
+
+    #[test]
+    fn a_far_peer_whose_round_trip_exceeds_one_interval_stays_up_and_is_still_detected() {
+        let config = ProbeConfig { interval_ns: 50 * MS, misses: 6 };
+        let (downs, _) = run(config, 5_000 * MS, 180 * MS, |_| true, |_| false);
+        assert!(downs.is_empty(), "a 180 ms round trip fits in 6 × 50 ms: {downs:?}");
+        let died = 2_010 * MS;
+        let (downs, _) = run(config, 5_000 * MS, 180 * MS, |t| t < died, |_| false);
+        assert_eq!(downs.len(), 1);
+        assert!(downs[0] - died <= config.detect_ns_max(), "detected after {} ns", downs[0] - died);
     }
 
     #[test]

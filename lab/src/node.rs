@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::drops::Drops;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, mark_ready};
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
-use crate::probing::{PROBE_INTERVAL, UdpProber, answer_probes, probe_config};
+use crate::probing::{UdpProber, answer_probes, probe_config, probe_interval};
 use crate::shaper::Shaper;
 
 /// Largest packet a node reads at once.
@@ -207,7 +207,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     clb_peers.sort();
     let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
     let mut prober = UdpProber::bind(bind.ip(), addrs, probe_config(t), now_ns(start)).await?;
-    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+    let mut probe_tick = tokio::time::interval(probe_interval(t));
     let mut probe_buf = [0u8; 64];
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
@@ -354,7 +354,7 @@ async fn run_clb(
         .collect();
     let addrs = pops.iter().map(|&(_, a)| a).collect();
     let mut prober = UdpProber::bind(from_pops.ip(), addrs, probe_config(t), now_ns(start)).await?;
-    let mut probe_tick = tokio::time::interval(PROBE_INTERVAL);
+    let mut probe_tick = tokio::time::interval(probe_interval(t));
     let mut pbuf_probe = [0u8; 64];
     // POPs probe this node over the backbone: answer while we run.
     answer_probes().await?;

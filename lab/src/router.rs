@@ -1,5 +1,5 @@
 //! The internet router: plays BGP for the lab. It probes every POP with the shared
-//! liveness core, and when one misses `failover.pop_detect` worth of probes it withdraws it, moving the clients it served to
+//! liveness core, and when one misses `failover.probe_misses` probes in a row it withdraws it, moving the clients it served to
 //! their next POP `failover.route_converge` later (policy routes in its namespace).
 
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +10,7 @@ use anyedge_topology::Topology;
 
 use crate::layout::HEALTH_PORT;
 use crate::plan::Plan;
-use crate::probing::{PROBE_INTERVAL, UdpProber, probe_config};
+use crate::probing::{UdpProber, probe_config, probe_interval};
 
 fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
@@ -28,7 +28,7 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
     // What routing shows now, and what it converges to (time it takes effect).
     let mut announced = vec![true; t.pops.len()];
     let mut pending: Vec<(u64, usize, bool)> = Vec::new();
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    let mut tick = tokio::time::interval(probe_interval(t));
     let mut buf = [0u8; 64];
     std::fs::write(ready, b"ready\n").map_err(|e| e.to_string())?;
     loop {

@@ -126,6 +126,9 @@ pub struct FaultReport {
     pub what: String,
     pub flows_affected: u64,
     pub flows_recovered: u64,
+    /// From the fault to the first node noticing it (a probe or health check); null for
+    /// faults no node detects (weights, links, the control plane, migrations).
+    pub detected_ms: Option<f64>,
     pub recovery_ms: Option<Recovery>,
     pub flows_backend_changed: u64,
 }
@@ -197,10 +200,14 @@ impl Report {
                     Some(r) => format!("recovery p50 {:.0} ms, max {:.0} ms", r.p50, r.max),
                     None => "no recovery".into(),
                 };
+                let detected = match f.detected_ms {
+                    Some(d) => format!("detected {d:.0} ms"),
+                    None => "detected -".into(),
+                };
                 let _ = writeln!(
                     out,
-                    "  {:>8.3}s  {:<42} flows {:>4} affected, {:>4} recovered, {}, {} changed backend",
-                    f.at_s, f.what, f.flows_affected, f.flows_recovered, recovery, f.flows_backend_changed
+                    "  {:>8.3}s  {:<42} {}, flows {:>4} affected, {:>4} recovered, {}, {} changed backend",
+                    f.at_s, f.what, detected, f.flows_affected, f.flows_recovered, recovery, f.flows_backend_changed
                 );
             }
         }

@@ -265,10 +265,32 @@ impl TrafficClass {
     }
 }
 
+/// `failover: { probe_interval, probe_misses, route_converge }`: how the liveness prober
+/// both drivers run (POPs ↔ CLB nodes over the backbone, the internet edge → POPs) finds a
+/// dead node, and how long anycast routing takes to move clients once a POP is withdrawn.
+/// `pop_detect: D` is shorthand for `probe_misses: D / probe_interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failover {
-    pub pop_detect_ns: u64,
+    pub probe_interval_ns: u64,
+    pub probe_misses: u32,
     pub route_converge_ns: u64,
+}
+
+impl Failover {
+    /// The prober's settings.
+    pub fn probe(&self) -> anyedge_ccn::ProbeConfig {
+        anyedge_ccn::ProbeConfig { interval_ns: self.probe_interval_ns, misses: self.probe_misses }
+    }
+
+    /// The shortest time a dead peer takes to be noticed: `probe_misses` intervals.
+    pub fn detect_ns_min(&self) -> u64 {
+        self.probe_interval_ns * u64::from(self.probe_misses)
+    }
+
+    /// The longest a dead peer can go unnoticed on a loss-free path.
+    pub fn detect_ns_max(&self) -> u64 {
+        self.probe().detect_ns_max()
+    }
 }
 
 /// `control: { nodes: 3, sites: [...] }`: control nodes `control/1` … `control/N`.

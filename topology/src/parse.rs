@@ -1275,14 +1275,43 @@ impl Parser {
     }
 
     fn failover(&mut self, top: &Obj<'_>) -> Option<Failover> {
-        let default = Failover { pop_detect_ns: 300 * MS, route_converge_ns: 500 * MS };
+        let default = Failover { probe_interval_ns: 50 * MS, probe_misses: 6, route_converge_ns: 500 * MS };
         let Some(node) = top.get("failover") else {
             return Some(default);
         };
-        let o = self.obj(node, "failover", &["pop_detect", "route_converge"])?;
-        let pop_detect_ns = self.opt_duration(&o, "pop_detect", default.pop_detect_ns);
+        let keys = ["probe_interval", "probe_misses", "route_converge", "pop_detect"];
+        let o = self.obj(node, "failover", &keys)?;
+        let interval = self.duration_within(&o, "probe_interval", default.probe_interval_ns, MS, 10_000 * MS);
+        let misses = match o.get("probe_misses") {
+            Some(n) => self.int(n, &o.field("probe_misses"), 1, 100).map(|m| Some(m as u32)),
+            None => Some(None),
+        };
+        let pop_detect = match o.get("pop_detect") {
+            Some(n) => self.duration(n, &o.field("pop_detect")).map(|d| Some((d, n))),
+            None => Some(None),
+        };
         let route_converge_ns = self.opt_duration(&o, "route_converge", default.route_converge_ns);
-        Some(Failover { pop_detect_ns: pop_detect_ns?, route_converge_ns: route_converge_ns? })
+        let (probe_interval_ns, misses, pop_detect, route_converge_ns) =
+            (interval?, misses?, pop_detect?, route_converge_ns?);
+        let probe_misses = match (misses, pop_detect) {
+            (Some(_), Some((_, n))) => {
+                let reason = "is shorthand for probe_misses × probe_interval; give one or the other";
+                self.err(n.span(), &o.field("pop_detect"), reason);
+                return None;
+            }
+            (Some(m), None) => m,
+            (None, Some((d, n))) => {
+                let m = d.div_ceil(probe_interval_ns);
+                if !(1..=100).contains(&m) {
+                    let reason = format!("is {m} probe intervals; it must be 1–100 (probe_interval {})", show_ns(probe_interval_ns));
+                    self.err(n.span(), &o.field("pop_detect"), reason);
+                    return None;
+                }
+                m as u32
+            }
+            (None, None) => default.probe_misses,
+        };
+        Some(Failover { probe_interval_ns, probe_misses, route_converge_ns })
     }
 
     /// `pop/NAME`, `region/NAME`, `clb/REGION/N` or `backend/IP:PORT`.

@@ -112,6 +112,7 @@ impl<'t> World<'t> {
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
             control: None,
             weights_set: Vec::new(),
+            probers: None,
         };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);
@@ -131,6 +132,7 @@ impl<'t> World<'t> {
         w.build_regions();
         w.build_groups();
         w.build_clients();
+        w.build_probers();
         for (index, f) in t.faults.iter().enumerate() {
             w.q.schedule(f.at_ns, Ev::Fault { index });
         }

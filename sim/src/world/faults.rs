@@ -4,7 +4,11 @@
 use super::*;
 
 pub(super) struct FaultTracker {
+    /// The fault's index in the file.
+    pub(super) fault: usize,
     pub(super) at_ns: u64,
+    /// When the first node noticed what it did (probes, health checks).
+    pub(super) detected_ns: Option<u64>,
     pub(super) what: String,
     pub(super) affected: Vec<(ClientId, usize)>,
     pub(super) before: Vec<Option<SocketAddr>>,
@@ -24,7 +28,9 @@ impl<'t> World<'t> {
             self.clients[c].flows[s].watching.push((tr, pos));
         }
         self.trackers.push(FaultTracker {
+            fault: index,
             at_ns: now,
+            detected_ns: None,
             what: fault.what.clone(),
             first_reply_ns: vec![None; affected.len()],
             changed: vec![false; affected.len()],
@@ -66,17 +72,20 @@ impl<'t> World<'t> {
                 }
             },
             FaultAction::Down(Target::Pop(p)) => {
-                let p = PopId(p);
-                self.pops[p].up = false;
-                self.q.schedule(now + t.failover.pop_detect_ns, Ev::Withdraw { pop: p });
+                // The POP stops: the internet edge and the CLB nodes find out by probing.
+                self.pops[PopId(p)].up = false;
             }
             FaultAction::Up(Target::Pop(p)) => {
                 let p = PopId(p);
                 if !self.pops[p].up {
+                    // It comes back believing every CLB node up, as its fresh prober does;
+                    // the edge announces it again at its first answer.
                     self.pops[p].up = true;
-                    self.pops[p].announced = true;
-                    self.set_pop_state_at_clbs(p, true);
-                    self.q.schedule(now + t.failover.route_converge_ns, Ev::Reconverge);
+                    for c in self.clbs.ids().collect::<Vec<_>>() {
+                        let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
+                        self.pops[p].core.set_clb_up(region, index, true);
+                    }
+                    self.restart_prober(ProberAt::Pop(p));
                 }
             }
             FaultAction::Down(Target::Region(r)) => {
@@ -101,13 +110,11 @@ impl<'t> World<'t> {
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
-                self.q.schedule(now + t.failover.pop_detect_ns, Ev::ClbDetected { clb: c, up: false });
             }
             FaultAction::Up(Target::Clb { region, index }) => {
                 let c = self.clb_base[region].node(index);
                 if !self.clbs[c].up {
                     self.restart_clb(c, now);
-                    self.q.schedule(now, Ev::ClbDetected { clb: c, up: true });
                 }
             }
             FaultAction::Unbind(Target::Backend { region, addr })

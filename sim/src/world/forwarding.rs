@@ -68,6 +68,8 @@ impl<'t> World<'t> {
             }
             Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
             Arrival::Client(c) => self.client_receive(c, packet),
+            Arrival::ProbeRequest { to, from } => self.probe_request(to, from, packet),
+            Arrival::ProbeAnswer { at } => self.probe_answer(at, packet),
         }
     }
 
@@ -130,12 +132,13 @@ impl<'t> World<'t> {
             }
         }
         while let Some(ev) = self.clbs[c].core.poll_event() {
-            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev
-                && self.clbs[c].index == 0
-            {
-                let now = self.q.now_ns();
-                for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
-                    rec.health.push((now, healthy));
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
+                self.noticed(Notice::Backend { addr: backend, healthy });
+                if self.clbs[c].index == 0 {
+                    let now = self.q.now_ns();
+                    for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
+                        rec.health.push((now, healthy));
+                    }
                 }
             }
         }
@@ -152,12 +155,6 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn set_pop_state_at_clbs(&mut self, pop: PopId, up: bool) {
-        for c in self.clbs.iter_mut() {
-            c.core.set_pop_up(pop.0 as u16, up);
-        }
-    }
-
     pub(super) fn reconverge(&mut self) {
         for g in &mut self.groups {
             for (v, order) in g.order.iter().enumerate() {
@@ -166,7 +163,8 @@ impl<'t> World<'t> {
         }
     }
 
-    /// A restarted node comes back empty: no connection table, fresh health state.
+    /// A restarted node comes back empty: no connection table, fresh health state, every
+    /// POP taken to be up until its own probes say otherwise.
     pub(super) fn restart_clb(&mut self, c: ClbId, now: u64) {
         let node = &mut self.clbs[c];
         node.flows_before += node.core.flows_created();
@@ -181,9 +179,6 @@ impl<'t> World<'t> {
             }
         }
         self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
-        for p in self.pops.ids().filter(|&p| !self.pops[p].announced) {
-            self.clbs[c].core.set_pop_up(p.0 as u16, false);
-        }
         for &addr in &self.unbound {
             self.clbs[c].core.unbind(addr);
         }
@@ -197,5 +192,6 @@ impl<'t> World<'t> {
         self.clbs[c].up = true;
         self.clbs[c].timer_at = None;
         self.arm_clb_timer(c);
+        self.restart_prober(ProberAt::Clb(c));
     }
 }

@@ -33,6 +33,7 @@ mod faults;
 mod forwarding;
 mod ids;
 mod links;
+mod probing;
 mod quic_client;
 mod report;
 mod tcp_app;
@@ -44,6 +45,7 @@ use faults::*;
 use forwarding::*;
 use ids::*;
 use links::*;
+use probing::*;
 use quic_client::*;
 use tcp_app::*;
 
@@ -76,6 +78,9 @@ enum Arrival {
     ClbFromBackend(ClbId),
     Backend { host: HostId, via_clb: ClbId },
     Client(ClientId),
+    /// A liveness probe reaches the node it probes, or its answer the prober.
+    ProbeRequest { to: Probed, from: ProberAt },
+    ProbeAnswer { at: ProberAt },
 }
 
 enum Ev {
@@ -116,13 +121,10 @@ enum Ev {
     Fault {
         index: usize,
     },
-    Withdraw {
-        pop: PopId,
-    },
-    /// Backbone probing (POPs, the region edge) learns a CLB node's state.
-    ClbDetected {
-        clb: ClbId,
-        up: bool,
+    /// A liveness prober's round is due.
+    ProbeTick {
+        at: ProberAt,
+        epoch: u32,
     },
     Reconverge,
     LinkRestore {
@@ -180,6 +182,8 @@ pub struct World<'t> {
     control: Option<crate::control::ControlPlane>,
     /// Weights set by faults without a control plane (a restarted CLB node keeps them).
     weights_set: Vec<(SocketAddr, u8)>,
+    /// The liveness probers of every node and edge.
+    probers: Option<Probers>,
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).
@@ -281,23 +285,8 @@ impl<'t> World<'t> {
             }
             Ev::Fault { index } => self.apply_fault(index),
             Ev::Control(ev) => self.control_event(ev),
-            Ev::Withdraw { pop } => {
-                if !self.pops[pop].up {
-                    self.pops[pop].announced = false;
-                    // Backbone probing finds the dead POP in the same time BGP does.
-                    self.set_pop_state_at_clbs(pop, false);
-                    let at = self.q.now_ns() + self.t.failover.route_converge_ns;
-                    self.q.schedule(at, Ev::Reconverge);
-                }
-            }
+            Ev::ProbeTick { at, epoch } => self.probe_tick(at, epoch),
             Ev::Reconverge => self.reconverge(),
-            Ev::ClbDetected { clb, up } => {
-                self.clbs[clb].known_up = up;
-                let (region, index) = (self.clbs[clb].region as u16, self.clbs[clb].index as u16);
-                for p in self.pops.iter_mut() {
-                    p.core.set_clb_up(region, index, up);
-                }
-            }
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.link_bb(pop, region, dir);

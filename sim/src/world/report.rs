@@ -35,6 +35,7 @@ pub(super) fn fault_report(tr: &FaultTracker) -> FaultReport {
         what: tr.what.clone(),
         flows_affected: tr.affected.len() as u64,
         flows_recovered: rec.len() as u64,
+        detected_ms: tr.detected_ns.map(|at| ms3((at - tr.at_ns) as f64 / 1e6)),
         recovery_ms,
         flows_backend_changed: tr.changed.iter().filter(|&&c| c).count() as u64,
     }

@@ -1,0 +1,264 @@
+//! Failure detection the way the lab does it, with no oracle: every POP probes every CLB
+//! node over the backbone, every CLB node probes every POP back, the internet edge probes
+//! the POPs (withdrawal) and each region's edge probes its CLB nodes (the direct path's
+//! ECMP). All run the shared `anyedge_ccn::Prober`; probes are `anyedge_proto::probe`
+//! bytes that cross the simulated links, so loss, jitter and queues on the backbone shape
+//! detection as they would for real. A fault only stops a node; a node that is down
+//! answers nothing and probes nothing.
+
+use anyedge_ccn::{ProbeOutput, Prober};
+use anyedge_proto::probe;
+
+use super::*;
+
+/// One way between the internet edge and a POP it announces (its upstream router).
+pub const EDGE_HOP_NS: u64 = 50_000;
+
+/// Who runs a prober.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProberAt {
+    /// A POP, probing every CLB node (peer i is `ClbId(i)`).
+    Pop(PopId),
+    /// A CLB node, probing every POP (peer i is `PopId(i)`).
+    Clb(ClbId),
+    /// The internet edge, probing every POP: it withdraws a dead one.
+    Edge,
+    /// A region's edge, probing the region's CLB nodes (peer i is node i).
+    Region(usize),
+}
+
+/// A node that answers probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probed {
+    Pop(PopId),
+    Clb(ClbId),
+}
+
+/// What a node noticed, for the fault report's `detected_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Notice {
+    Pop { pop: PopId, up: bool },
+    Clb { clb: ClbId, up: bool },
+    Backend { addr: SocketAddr, healthy: bool },
+}
+
+pub(super) struct ProberSlot {
+    prober: Prober,
+    /// Bumped when the owner restarts, so ticks of its earlier life are ignored.
+    epoch: u32,
+}
+
+pub(super) struct Probers {
+    pop: Vec<ProberSlot>,
+    clb: Vec<ProberSlot>,
+    edge: ProberSlot,
+    region: Vec<ProberSlot>,
+}
+
+impl Probers {
+    fn slot(&mut self, at: ProberAt) -> &mut ProberSlot {
+        match at {
+            ProberAt::Pop(p) => &mut self.pop[p.0],
+            ProberAt::Clb(c) => &mut self.clb[c.0],
+            ProberAt::Edge => &mut self.edge,
+            ProberAt::Region(r) => &mut self.region[r],
+        }
+    }
+}
+
+impl<'t> World<'t> {
+    /// Every prober, each starting at a phase of its own (seeded) within one interval.
+    pub(super) fn build_probers(&mut self) {
+        let config = self.t.failover.probe();
+        let (np, nc) = (self.pops.len(), self.clbs.len());
+        let seed = self.t.seed;
+        let slot = |name: String, peers: usize| {
+            let start = ComponentRng::new(seed, &format!("probe/{name}")).below(config.interval_ns);
+            ProberSlot { prober: Prober::new(peers, config, start), epoch: 0 }
+        };
+        let regions = self.t.regions.iter().enumerate();
+        self.probers = Some(Probers {
+            pop: (0..np).map(|p| slot(format!("pop/{p}"), nc)).collect(),
+            clb: (0..nc).map(|c| slot(format!("clb/{c}"), np)).collect(),
+            edge: slot("edge".into(), np),
+            region: regions.map(|(r, region)| slot(format!("region/{r}"), usize::from(region.clb_nodes))).collect(),
+        });
+        let all = (0..np)
+            .map(|p| ProberAt::Pop(PopId(p)))
+            .chain((0..nc).map(|c| ProberAt::Clb(ClbId(c))))
+            .chain(std::iter::once(ProberAt::Edge))
+            .chain((0..self.t.regions.len()).map(ProberAt::Region));
+        for at in all.collect::<Vec<_>>() {
+            self.schedule_probe_tick(at);
+        }
+    }
+
+    fn schedule_probe_tick(&mut self, at: ProberAt) {
+        let Some(probers) = self.probers.as_mut() else { return };
+        let slot = probers.slot(at);
+        let (when, epoch) = (slot.prober.poll_timeout(), slot.epoch);
+        self.q.schedule(when, Ev::ProbeTick { at, epoch });
+    }
+
+    /// A node came back: its prober starts afresh (every peer taken to be up).
+    pub(super) fn restart_prober(&mut self, at: ProberAt) {
+        let now = self.q.now_ns();
+        let Some(probers) = self.probers.as_mut() else { return };
+        let slot = probers.slot(at);
+        let config = slot.prober.config();
+        let peers = match at {
+            ProberAt::Pop(_) => self.clbs.len(),
+            ProberAt::Clb(_) | ProberAt::Edge => self.pops.len(),
+            ProberAt::Region(r) => usize::from(self.t.regions[r].clb_nodes),
+        };
+        slot.prober = Prober::new(peers, config, now);
+        slot.epoch = slot.epoch.wrapping_add(1);
+        self.schedule_probe_tick(at);
+    }
+
+    fn prober_alive(&self, at: ProberAt) -> bool {
+        match at {
+            ProberAt::Pop(p) => self.pops[p].up,
+            ProberAt::Clb(c) => self.clbs[c].up,
+            ProberAt::Edge | ProberAt::Region(_) => true,
+        }
+    }
+
+    pub(super) fn probe_tick(&mut self, at: ProberAt, epoch: u32) {
+        let now = self.q.now_ns();
+        if !self.prober_alive(at) {
+            return;
+        }
+        let Some(probers) = self.probers.as_mut() else { return };
+        let slot = probers.slot(at);
+        if slot.epoch != epoch {
+            return;
+        }
+        slot.prober.handle_timeout(now);
+        self.drain_prober(at);
+        self.schedule_probe_tick(at);
+    }
+
+    /// A probe request reached `to`: a live node echoes it back the way it came.
+    pub(super) fn probe_request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
+        let alive = match to {
+            Probed::Pop(p) => self.pops[p].up,
+            Probed::Clb(c) => self.clbs[c].up,
+        };
+        if !alive {
+            return;
+        }
+        if let Ok(answer) = probe::answer(&packet) {
+            self.send_probe(from, to, 1, answer.to_vec());
+        }
+    }
+
+    /// An answer came back to the prober at `at`.
+    pub(super) fn probe_answer(&mut self, at: ProberAt, packet: Vec<u8>) {
+        if !self.prober_alive(at) {
+            return;
+        }
+        let Ok((peer, seq)) = probe::parse_answer(&packet) else { return };
+        let Some(probers) = self.probers.as_mut() else { return };
+        probers.slot(at).prober.handle_answer(usize::from(peer), seq);
+        self.drain_prober(at);
+    }
+
+    /// A probe between prober `at` and node `node`: `dir` 0 is the request, 1 the answer.
+    fn send_probe(&mut self, at: ProberAt, node: Probed, dir: usize, packet: Vec<u8>) {
+        let to = if dir == 0 { Arrival::ProbeRequest { to: node, from: at } } else { Arrival::ProbeAnswer { at } };
+        let now = self.q.now_ns();
+        let backbone = |w: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
+            let i = w.link_bb(pop, w.clbs[clb].region, if toward_region { 0 } else { 1 });
+            // Probes of one pair keep to one path (their own flow on the link).
+            let flow = u64::MAX - ((pop.0 as u64) << 20 | clb.0 as u64);
+            (LinkKind::Backbone(i), flow)
+        };
+        let link = match (at, node) {
+            (ProberAt::Pop(p), Probed::Clb(c)) => Some(backbone(self, p, c, dir == 0)),
+            (ProberAt::Clb(c), Probed::Pop(p)) => Some(backbone(self, p, c, dir == 1)),
+            _ => None,
+        };
+        match link {
+            Some((link, flow)) => self.send_over(link, flow, to, packet),
+            None => {
+                // The internet edge sits next to each POP, a region's edge next to its nodes.
+                let hop = if matches!(at, ProberAt::Edge) { EDGE_HOP_NS } else { INTRA_REGION_NS };
+                self.packets += 1;
+                self.q.schedule(now + hop, Ev::Arrive { to, packet });
+            }
+        }
+    }
+
+    /// Carries out what a prober decided: probes to send, peers found down or up.
+    fn drain_prober(&mut self, at: ProberAt) {
+        loop {
+            let Some(probers) = self.probers.as_mut() else { return };
+            let Some(out) = probers.slot(at).prober.poll_output() else { return };
+            let (peer, up) = match out {
+                ProbeOutput::Send { peer, seq } => {
+                    let node = match at {
+                        ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
+                        ProberAt::Clb(_) | ProberAt::Edge => Probed::Pop(PopId(peer)),
+                        ProberAt::Region(r) => Probed::Clb(self.clb_base[r].node(peer as u16)),
+                    };
+                    let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit();
+                    self.send_probe(at, node, 0, request.to_vec());
+                    continue;
+                }
+                ProbeOutput::Down { peer } => (peer, false),
+                ProbeOutput::Up { peer } => (peer, true),
+            };
+            let now = self.q.now_ns();
+            match at {
+                ProberAt::Pop(p) => {
+                    let c = ClbId(peer);
+                    let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
+                    self.pops[p].core.set_clb_up(region, index, up);
+                    self.noticed(Notice::Clb { clb: c, up });
+                }
+                ProberAt::Clb(c) => {
+                    self.clbs[c].core.set_pop_up(peer as u16, up);
+                    self.noticed(Notice::Pop { pop: PopId(peer), up });
+                }
+                ProberAt::Edge => {
+                    // Withdrawn (or announced again); BGP moves clients after convergence.
+                    self.pops[PopId(peer)].announced = up;
+                    self.q.schedule(now + self.t.failover.route_converge_ns, Ev::Reconverge);
+                    self.noticed(Notice::Pop { pop: PopId(peer), up });
+                }
+                ProberAt::Region(r) => {
+                    let c = self.clb_base[r].node(peer as u16);
+                    self.clbs[c].known_up = up;
+                    self.noticed(Notice::Clb { clb: c, up });
+                }
+            }
+        }
+    }
+
+    /// The first node to notice what a fault did sets that fault's `detected_ms`.
+    pub(super) fn noticed(&mut self, notice: Notice) {
+        let now = self.q.now_ns();
+        let t = self.t;
+        for tr in self.trackers.iter_mut().filter(|tr| tr.detected_ns.is_none()) {
+            let hit = match (t.faults[tr.fault].action, notice) {
+                (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
+                | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,
+                (FaultAction::Down(Target::Clb { region, index }), Notice::Clb { clb, up: false })
+                | (FaultAction::Up(Target::Clb { region, index }), Notice::Clb { clb, up: true }) => {
+                    self.clb_base[region].node(index) == clb
+                }
+                (FaultAction::Down(Target::Region(r)), Notice::Clb { clb, up: false })
+                | (FaultAction::Up(Target::Region(r)), Notice::Clb { clb, up: true }) => self.clbs[clb].region == r,
+                (FaultAction::Down(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: false })
+                | (FaultAction::Up(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: true }) => {
+                    addr == a
+                }
+                _ => false,
+            };
+            if hit {
+                tr.detected_ns = Some(now);
+            }
+        }
+    }
+}
