@@ -5,7 +5,7 @@
 use anyedge_ccn::ComponentRng;
 use anyedge_pop::{Pop, PopConfig, Route};
 use anyedge_proto::ccn::{self, Direction};
-use anyedge_proto::inner;
+use anyedge_proto::{inner, probe};
 use anyedge_region::{BackendConfig, Clb, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};
 
 const ITERATIONS: usize = 200_000;
@@ -19,7 +19,9 @@ fn valid_packets() -> Vec<Vec<u8>> {
     let udp6 = inner::build_udp(v6a, v6b, &[9u8; 40]).unwrap();
     let encapsulated = ccn::encapsulate(Direction::ToRegion, 1, 77, &udp4).unwrap();
     let reply = ccn::encapsulate(Direction::ToPop, 0, 77, &udp4).unwrap();
-    vec![udp4, udp6, encapsulated, reply]
+    let request = probe::Repr { answer: false, peer: 3, seq: 77 }.emit().to_vec();
+    let answer = probe::answer(&request).unwrap().to_vec();
+    vec![udp4, udp6, encapsulated, reply, request, answer]
 }
 
 fn mutate(rng: &mut ComponentRng, seed_packets: &[Vec<u8>]) -> Vec<u8> {
@@ -88,6 +90,17 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
         }
         let _ = inner::parse(&p);
         let _ = inner::transport_payload(&p);
+        if let Ok(packet) = probe::Packet::new_checked(&p[..]) {
+            let _ = probe::Repr::parse(&packet);
+        }
+        // A probe answer is only ever the answer to a well-formed request.
+        if let Ok(answer) = probe::answer(&p) {
+            assert_eq!(
+                probe::parse_answer(&answer).ok(),
+                probe::Repr::parse(&probe::Packet::new_unchecked(&p[..])).ok().map(|r| (r.peer, r.seq))
+            );
+        }
+        let _ = probe::parse_answer(&p);
         let mut q = p.clone();
         let _ =
             inner::rewrite(&mut q, Some(("198.18.0.1".parse().unwrap(), 1)), Some(("198.19.0.1".parse().unwrap(), 2)));

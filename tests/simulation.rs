@@ -427,3 +427,71 @@ fn a_migrating_quic_client_keeps_its_connection_and_backend() {
     let app = &outcome.report.clients.iter().find(|c| c.name == "mobile").unwrap().traffic[0];
     assert!(app.anycast.loss_pct < 2.0, "{:?}", app.anycast);
 }
+
+/// One-way backbone delay between a POP and the region, as the simulator models it.
+fn backbone_one_way_ns(t: &Topology, pop: &str) -> u64 {
+    let p = t.pops.iter().find(|p| p.name == pop).expect("pop");
+    anyedge_topology::nodes::backbone_link(t, p.location, t.regions[0].location).impairment.delay_ns
+}
+
+#[test]
+fn every_pop_finds_a_dead_clb_node_by_probes_within_the_probe_bound() {
+    let t = small_with_faults("  - { at: 8s, down: clb/frankfurt/1 }\n  - { at: 12s, up: clb/frankfurt/1 }\n");
+    let report = run(&t).report;
+    let (max_ms, min_ms) = (t.failover.detect_ns_max() as f64 / 1e6, t.failover.detect_ns_min() as f64 / 1e6);
+    let (_, down) = fault(&report, "down clb/frankfurt/1");
+    for pop in ["paris", "warsaw"] {
+        let at = down.noticed_ms[&format!("pop/{pop}")];
+        // The last probe the node answered left the POP up to one way before it died.
+        let floor = min_ms - backbone_one_way_ns(&t, pop) as f64 / 1e6 - 1.0;
+        assert!(at >= floor && at <= max_ms, "pop/{pop} noticed after {at} ms, not within {floor}–{max_ms}");
+    }
+    assert_eq!(down.detected_ms, down.noticed_ms.values().copied().reduce(f64::min));
+    // Back up: noticed at the first answer, within one interval and a round trip.
+    let (_, up) = fault(&report, "up clb/frankfurt/1");
+    for pop in ["paris", "warsaw"] {
+        let at = up.noticed_ms[&format!("pop/{pop}")];
+        let bound = t.failover.probe_interval_ns as f64 / 1e6 + 2.0 * backbone_one_way_ns(&t, pop) as f64 / 1e6 + 1.0;
+        assert!(at <= bound, "pop/{pop} saw the node back after {at} ms (bound {bound})");
+    }
+}
+
+#[test]
+fn a_lossy_backbone_finds_a_restarted_clb_node_later_but_never_a_dead_one_past_the_bound() {
+    // clb/frankfurt/1 dies and comes back while paris's backbone link loses 20 % (or, for
+    // comparison, nothing) — same seeds, so the same probe phases. With loss, paris sees
+    // the node back later (a probe and its answer must both get through: 36 % of round
+    // trips fail, so on average 0.36 / 0.64 of an interval later), and never notices the
+    // death later than probe_misses + 1 intervals: misses count from the last answer,
+    // and loss only makes that older.
+    let faults = |loss: &str| {
+        format!(
+            "  - {{ at: 8s, for: 6s, link: [pop/paris, region/frankfurt], loss: {loss} }}\n  \
+             - {{ at: 8s, down: clb/frankfurt/1 }}\n  - {{ at: 11s, up: clb/frankfurt/1 }}\n"
+        )
+    };
+    let (mut lossy, mut clean) = (small_with_faults(&faults("20%")), small_with_faults(&faults("0%")));
+    lossy.duration_ns = 15_000_000_000;
+    clean.duration_ns = 15_000_000_000;
+    let max_ms = lossy.failover.detect_ns_max() as f64 / 1e6;
+    let interval_ms = lossy.failover.probe_interval_ns as f64 / 1e6;
+    let mut extra = Vec::new();
+    for seed in 1..=16 {
+        let mut seen = [0.0; 2];
+        for (i, t) in [&mut lossy, &mut clean].into_iter().enumerate() {
+            t.seed = seed;
+            let report = run(t).report;
+            let (_, down) = fault(&report, "down clb/frankfurt/1");
+            if let Some(&at) = down.noticed_ms.get("pop/paris") {
+                assert!(at <= max_ms, "seed {seed}: paris noticed the death after {at} ms > {max_ms}");
+            }
+            let (_, up) = fault(&report, "up clb/frankfurt/1");
+            seen[i] = up.noticed_ms["pop/paris"];
+        }
+        assert!(seen[0] >= seen[1] - 2.0, "seed {seed}: lossy {} ms before clean {} ms", seen[0], seen[1]);
+        extra.push(seen[0] - seen[1]);
+    }
+    let mean = extra.iter().sum::<f64>() / extra.len() as f64;
+    let predicted = interval_ms * 0.36 / 0.64;
+    assert!(mean > 0.0 && mean <= 3.0 * predicted, "loss delayed the notice by {mean} ms on average: {extra:?}");
+}

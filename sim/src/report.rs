@@ -129,6 +129,10 @@ pub struct FaultReport {
     /// From the fault to the first node noticing it (a probe or health check); null for
     /// faults no node detects (weights, links, the control plane, migrations).
     pub detected_ms: Option<f64>,
+    /// Each node that noticed it (`pop/NAME`, `clb/REGION/N`, `internet` for the edge that
+    /// withdraws POPs, `region/NAME/edge`), and when.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub noticed_ms: BTreeMap<String, f64>,
     pub recovery_ms: Option<Recovery>,
     pub flows_backend_changed: u64,
 }

@@ -1303,7 +1303,10 @@ impl Parser {
             (None, Some((d, n))) => {
                 let m = d.div_ceil(probe_interval_ns);
                 if !(1..=100).contains(&m) {
-                    let reason = format!("is {m} probe intervals; it must be 1–100 (probe_interval {})", show_ns(probe_interval_ns));
+                    let reason = format!(
+                        "is {m} probe intervals; it must be 1–100 (probe_interval {})",
+                        show_ns(probe_interval_ns)
+                    );
                     self.err(n.span(), &o.field("pop_detect"), reason);
                     return None;
                 }

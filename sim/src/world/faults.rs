@@ -9,6 +9,8 @@ pub(super) struct FaultTracker {
     pub(super) at_ns: u64,
     /// When the first node noticed what it did (probes, health checks).
     pub(super) detected_ns: Option<u64>,
+    /// Each node's first notice of it.
+    pub(super) noticed: BTreeMap<String, u64>,
     pub(super) what: String,
     pub(super) affected: Vec<(ClientId, usize)>,
     pub(super) before: Vec<Option<SocketAddr>>,
@@ -31,6 +33,7 @@ impl<'t> World<'t> {
             fault: index,
             at_ns: now,
             detected_ns: None,
+            noticed: BTreeMap::new(),
             what: fault.what.clone(),
             first_reply_ns: vec![None; affected.len()],
             changed: vec![false; affected.len()],

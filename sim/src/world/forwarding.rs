@@ -133,7 +133,7 @@ impl<'t> World<'t> {
         }
         while let Some(ev) = self.clbs[c].core.poll_event() {
             if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
-                self.noticed(Notice::Backend { addr: backend, healthy });
+                self.noticed(Notice::Backend { addr: backend, healthy }, self.clb_name(c));
                 if self.clbs[c].index == 0 {
                     let now = self.q.now_ns();
                     for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {

@@ -76,11 +76,19 @@ enum Arrival {
     ClbFromPop(ClbId),
     ClbDirect(ClbId),
     ClbFromBackend(ClbId),
-    Backend { host: HostId, via_clb: ClbId },
+    Backend {
+        host: HostId,
+        via_clb: ClbId,
+    },
     Client(ClientId),
     /// A liveness probe reaches the node it probes, or its answer the prober.
-    ProbeRequest { to: Probed, from: ProberAt },
-    ProbeAnswer { at: ProberAt },
+    ProbeRequest {
+        to: Probed,
+        from: ProberAt,
+    },
+    ProbeAnswer {
+        at: ProberAt,
+    },
 }
 
 enum Ev {

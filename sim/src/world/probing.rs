@@ -34,7 +34,7 @@ pub(super) enum Probed {
     Clb(ClbId),
 }
 
-/// What a node noticed, for the fault report's `detected_ms`.
+/// What a node noticed, for the fault report's `detected_ms` and `noticed_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Notice {
     Pop { pop: PopId, up: bool },
@@ -215,32 +215,37 @@ impl<'t> World<'t> {
                     let c = ClbId(peer);
                     let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
                     self.pops[p].core.set_clb_up(region, index, up);
-                    self.noticed(Notice::Clb { clb: c, up });
+                    self.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", self.t.pops[p.0].name));
                 }
                 ProberAt::Clb(c) => {
                     self.clbs[c].core.set_pop_up(peer as u16, up);
-                    self.noticed(Notice::Pop { pop: PopId(peer), up });
+                    self.noticed(Notice::Pop { pop: PopId(peer), up }, self.clb_name(c));
                 }
                 ProberAt::Edge => {
                     // Withdrawn (or announced again); BGP moves clients after convergence.
                     self.pops[PopId(peer)].announced = up;
                     self.q.schedule(now + self.t.failover.route_converge_ns, Ev::Reconverge);
-                    self.noticed(Notice::Pop { pop: PopId(peer), up });
+                    self.noticed(Notice::Pop { pop: PopId(peer), up }, "internet".into());
                 }
                 ProberAt::Region(r) => {
                     let c = self.clb_base[r].node(peer as u16);
                     self.clbs[c].known_up = up;
-                    self.noticed(Notice::Clb { clb: c, up });
+                    self.noticed(Notice::Clb { clb: c, up }, format!("region/{}/edge", self.t.regions[r].name));
                 }
             }
         }
     }
 
-    /// The first node to notice what a fault did sets that fault's `detected_ms`.
-    pub(super) fn noticed(&mut self, notice: Notice) {
+    pub(super) fn clb_name(&self, c: ClbId) -> String {
+        format!("clb/{}/{}", self.t.regions[self.clbs[c].region].name, self.clbs[c].index)
+    }
+
+    /// `who` noticed what a fault did: the first node to notice sets the fault's
+    /// `detected_ms`, each node's first notice goes in its `noticed_ms`.
+    pub(super) fn noticed(&mut self, notice: Notice, who: String) {
         let now = self.q.now_ns();
         let t = self.t;
-        for tr in self.trackers.iter_mut().filter(|tr| tr.detected_ns.is_none()) {
+        for tr in self.trackers.iter_mut() {
             let hit = match (t.faults[tr.fault].action, notice) {
                 (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
                 | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,
@@ -257,7 +262,8 @@ impl<'t> World<'t> {
                 _ => false,
             };
             if hit {
-                tr.detected_ns = Some(now);
+                tr.detected_ns.get_or_insert(now);
+                tr.noticed.entry(who.clone()).or_insert(now);
             }
         }
     }

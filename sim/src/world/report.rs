@@ -36,6 +36,7 @@ pub(super) fn fault_report(tr: &FaultTracker) -> FaultReport {
         flows_affected: tr.affected.len() as u64,
         flows_recovered: rec.len() as u64,
         detected_ms: tr.detected_ns.map(|at| ms3((at - tr.at_ns) as f64 / 1e6)),
+        noticed_ms: tr.noticed.iter().map(|(who, &at)| (who.clone(), ms3((at - tr.at_ns) as f64 / 1e6))).collect(),
         recovery_ms,
         flows_backend_changed: tr.changed.iter().filter(|&&c| c).count() as u64,
     }
