@@ -5,7 +5,7 @@
 use anyedge_ccn::ComponentRng;
 use anyedge_pop::{Pop, PopConfig, Route};
 use anyedge_proto::ccn::{self, Direction};
-use anyedge_proto::{inner, probe};
+use anyedge_proto::{inner, probe, sync};
 use anyedge_region::{BackendConfig, Clb, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};
 
 const ITERATIONS: usize = 200_000;
@@ -21,7 +21,20 @@ fn valid_packets() -> Vec<Vec<u8>> {
     let reply = ccn::encapsulate(Direction::ToPop, 0, 77, &udp4).unwrap();
     let request = probe::Repr { answer: false, peer: 3, seq: 77 }.emit().to_vec();
     let answer = probe::answer(&request).unwrap().to_vec();
-    vec![udp4, udp6, encapsulated, reply, request, answer]
+    let key = inner::parse(&udp4).unwrap().key;
+    let entries = vec![
+        sync::Entry::Flow { key, backend: "198.19.20.1:7000".parse().unwrap(), ttl_ms: 60_000 },
+        sync::Entry::Persist {
+            transport: anyedge_proto::Transport::Tcp,
+            client: key.src,
+            vip: "198.18.0.20:443".parse().unwrap(),
+            backend: "198.19.20.10:8080".parse().unwrap(),
+            ttl_ms: 1,
+        },
+    ];
+    let batch = sync::Message::Entries { from: 1, entries }.emit();
+    let table_request = sync::Message::Request { from: 1 }.emit();
+    vec![udp4, udp6, encapsulated, reply, request, answer, batch, table_request]
 }
 
 fn mutate(rng: &mut ComponentRng, seed_packets: &[Vec<u8>]) -> Vec<u8> {
@@ -66,7 +79,7 @@ fn clb() -> Clb {
             address: "198.18.32.1".parse().unwrap(),
             address_v6: Some("fd00:18:32::1".parse().unwrap()),
             node_index: 0,
-            node_count: 1,
+            node_count: 2,
             snat: vec!["198.18.32.1".parse().unwrap()],
             security_groups: vec![],
             listeners: vec![listener],
@@ -101,6 +114,10 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
             );
         }
         let _ = probe::parse_answer(&p);
+        // What parses emits back to the same bytes.
+        if let Ok(m) = sync::Message::parse(&p) {
+            assert_eq!(m.emit(), p);
+        }
         let mut q = p.clone();
         let _ =
             inner::rewrite(&mut q, Some(("198.18.0.1".parse().unwrap(), 1)), Some(("198.19.0.1".parse().unwrap(), 2)));
@@ -122,9 +139,11 @@ fn cores_drop_fuzzed_packets_without_panicking() {
         let _ = pop.handle_from_clb(i, &p);
         let _ = clb.handle_from_pop(i, &p);
         let _ = clb.handle_direct(i, p.clone());
+        let _ = clb.handle_from_peer(i, &p);
         let _ = clb.handle_from_backend(i, p);
         while pop.poll_output().is_some() {}
         while clb.poll_output().is_some() {}
     }
     assert!(clb.conn_table().len() <= 64, "the connection table stays bounded under garbage");
+    assert!(clb.peer_flows() <= 64, "so does the table of peers' flows");
 }

@@ -495,3 +495,46 @@ fn a_lossy_backbone_finds_a_restarted_clb_node_later_but_never_a_dead_one_past_t
     let predicted = interval_ms * 0.36 / 0.64;
     assert!(mean > 0.0 && mean <= 3.0 * predicted, "loss delayed the notice by {mean} ms on average: {extra:?}");
 }
+
+/// small.yaml with a listener per scheduler (UDP) and a TCP one with persistence, every
+/// client sending to each, and `faults`.
+fn small_with_every_scheduler(faults: &str) -> Topology {
+    let text = SMALL
+        .replace(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web, persistence: 60s }\n      \
+             - { protocol: udp, port: 7001, scheduler: wrr, backends: game }\n      \
+             - { protocol: udp, port: 7002, scheduler: wlc, backends: game }\n      \
+             - { protocol: udp, port: 7003, scheduler: hash, backends: game }",
+        )
+        .replace("traffic: [game, web]", "traffic: [game, web, wrr, wlc, hash]")
+        .replace("traffic: game }", "traffic: [game, web, wrr, wlc, hash] }")
+        .replace(
+            "traffic:\n",
+            "traffic:\n  wrr:  { vip: edge, protocol: udp, port: 7001, interval: 50ms, size: 120 }\n  \
+             wlc:  { vip: edge, protocol: udp, port: 7002, interval: 50ms, size: 120 }\n  \
+             hash: { vip: edge, protocol: udp, port: 7003, interval: 50ms, size: 120 }\n",
+        );
+    let text = text.split("faults:").next().unwrap().to_string() + "faults:\n" + faults;
+    topology::parse_str("small.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn a_dead_clb_node_moves_no_flow_to_another_backend_under_any_scheduler_or_persistence() {
+    let t = small_with_every_scheduler("  - { at: 8s, down: clb/frankfurt/1 }\n  - { at: 12s, up: clb/frankfurt/1 }\n");
+    let report = run(&t).report;
+    for what in ["down clb/frankfurt/1", "up clb/frankfurt/1"] {
+        let (_, f) = fault(&report, what);
+        assert!(f.flows_affected >= 40, "{what}: flows of every class used node 1: {f:?}");
+        assert_eq!(f.flows_recovered, f.flows_affected, "{what}: {f:?}");
+        assert_eq!(f.flows_backend_changed, 0, "{what}: the surviving node had the dead one's table: {f:?}");
+    }
+    // The sync traffic is reported per node: node 0 adopted node 1's flows when it died,
+    // and node 1 adopted them back from node 0's table when it returned.
+    for node in &report.clb_nodes {
+        let sync = node.sync.expect("a region of two nodes syncs");
+        assert!(sync.messages_sent > 0 && sync.bytes_sent > sync.messages_sent * 8, "{node:?}");
+        assert!(sync.flows_adopted >= 40, "node {} adopted {} flows", node.index, sync.flows_adopted);
+        assert_eq!(sync.queue_overflow, 0);
+    }
+}

@@ -5,9 +5,27 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Default)]
-pub struct Drops(Arc<Mutex<BTreeMap<&'static str, u64>>>);
+pub struct Drops(Arc<Mutex<BTreeMap<&'static str, u64>>>, Arc<Mutex<Option<serde_json::Value>>>);
 
 impl Drops {
+    /// A CLB node's connection-table sync counters, for `status`.
+    pub fn set_sync(&self, stats: &anyedge_region::sync::SyncStats) {
+        if let Ok(mut s) = self.1.lock() {
+            *s = Some(serde_json::json!({
+                "messages_sent": stats.messages_sent,
+                "bytes_sent": stats.bytes_sent,
+                "messages_received": stats.messages_received,
+                "bytes_received": stats.bytes_received,
+                "flows_adopted": stats.flows_adopted,
+                "queue_overflow": stats.queue_overflow,
+            }));
+        }
+    }
+
+    pub fn sync_json(&self) -> Option<serde_json::Value> {
+        self.1.lock().ok().and_then(|s| s.clone())
+    }
+
     /// Counts a core's refusal, if it refused.
     pub fn count<E: Reason>(&self, result: Result<(), E>) {
         if let Err(reason) = result

@@ -9,7 +9,9 @@ pub const TUNNEL_PORT: u16 = 6081;
 pub const BACKEND_PORT: u16 = 6082;
 /// Backbone gRPC streams (`backbone.transport: grpc`).
 pub const GRPC_PORT: u16 = 6083;
-/// Liveness probes answered by POPs (UDP echo).
+/// Connection-table sync between the CLB nodes of a region (UDP, region network).
+pub const SYNC_PORT: u16 = 6084;
+/// Liveness probes answered by POPs and CLB nodes (`anyedge_proto::probe`).
 pub const HEALTH_PORT: u16 = 6090;
 /// Raft between control nodes and the watch API (gRPC over mutual TLS).
 pub const CONTROL_PORT: u16 = 6095;

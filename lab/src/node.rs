@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::drops::Drops;
-use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, mark_ready};
+use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready};
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::probing::{UdpProber, answer_probes, probe_config, probe_interval};
 use crate::shaper::Shaper;
@@ -105,6 +105,9 @@ async fn serve_control(
                 "uptime_ms": started.elapsed().as_millis() as u64,
                 "drops": drops.to_json(),
             });
+            if let Some(sync) = drops.sync_json() {
+                status["sync"] = sync;
+            }
             if let Some(a) = &applied {
                 status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
             }
@@ -321,6 +324,12 @@ async fn run_clb(
     let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
     let be_bind = SocketAddr::new(IpAddr::V4(own), BACKEND_PORT);
     let be_sock = UdpSocket::bind(be_bind).await.map_err(|e| format!("bind {be_bind}: {e}"))?;
+    // Connection-table sync with the region's other nodes, on the region network.
+    let sync_bind = SocketAddr::new(IpAddr::V4(own), SYNC_PORT);
+    let sync_sock = UdpSocket::bind(sync_bind).await.map_err(|e| format!("bind {sync_bind}: {e}"))?;
+    let sync_peers: Vec<Option<SocketAddr>> = (0..usize::from(t.regions[region].clb_nodes))
+        .map(|i| plan.clb_region_addr(region, i).map(|a| SocketAddr::new(IpAddr::V4(a), SYNC_PORT)))
+        .collect();
     let inner_addr = plan.clb_inner_addr(region, index);
     let addresses = ClbAddresses {
         address: IpAddr::V4(inner_addr),
@@ -359,7 +368,7 @@ async fn run_clb(
     // POPs probe this node over the backbone: answer while we run.
     answer_probes().await?;
     mark_ready(ready)?;
-    let (mut pbuf, mut bbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    let (mut pbuf, mut bbuf, mut sbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
         let core_wake =
             core.poll_timeout().map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
@@ -375,6 +384,16 @@ async fn run_clb(
                 r = be_sock.recv_from(&mut bbuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
                     drops.count(core.handle_from_backend(now_ns(start), bbuf[..n].to_vec()));
+                }
+                r = sync_sock.recv_from(&mut sbuf) => {
+                    let (n, from) = r.map_err(|e| e.to_string())?;
+                    // Only the region's other nodes sync with this one.
+                    if sync_peers.iter().flatten().any(|p| p.ip() == from.ip()) {
+                        drops.count(core.handle_from_peer(now_ns(start), &sbuf[..n]));
+                    } else {
+                        drops.count::<anyedge_region::DropReason>(Err(anyedge_region::DropReason::NotPeer));
+                    }
+                    drops.set_sync(&core.sync_stats());
                 }
                 Some((packet, down)) = next_upstream(&mut from_streams) => {
                     if let Ok(c) = anyedge_proto::CcnPacket::new_checked(&packet[..]) {
@@ -435,6 +454,12 @@ async fn run_clb(
                 }
                 // The lab has no direct (non-anycast) path yet.
                 ClbOutput::ToClient { .. } => {}
+                ClbOutput::ToPeer { node, bytes } => {
+                    if let Some(&Some(to)) = sync_peers.get(usize::from(node)) {
+                        let _ = sync_sock.send_to(&bytes, to).await;
+                    }
+                    drops.set_sync(&core.sync_stats());
+                }
             }
         }
         while core.poll_event().is_some() {}

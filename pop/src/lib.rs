@@ -107,6 +107,11 @@ impl Pop {
         }
     }
 
+    /// Whether this POP takes the CLB node to be up (its probes have not found it dead).
+    pub fn clb_up(&self, region: u16, node: u16) -> bool {
+        !self.clbs_down.contains(&(region, node))
+    }
+
     /// The CLB node this POP sends a flow to now, if it has seen the flow.
     pub fn node_of(&self, key: &FlowKey) -> Option<u16> {
         self.flows.peek(key).copied()

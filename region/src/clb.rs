@@ -18,7 +18,9 @@ use crate::health::{Health, HealthChecker, ProbeRequest};
 use crate::probe::Prober;
 use crate::quic_listener::QuicListener;
 use crate::scheduler::{Candidate, Maglev};
+use crate::sync::{ConnSync, PeerFlow, SyncStats};
 use crate::tables::{BackendTable, Listener, ListenerTable, PortId};
+use anyedge_proto::sync::{Entry, Message};
 
 /// Something the driver must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub enum Output {
     ToBackend { backend: SocketAddr, bytes: Vec<u8> },
     /// An IP packet straight to a client over the internet (direct-ingress replies).
     ToClient { bytes: Vec<u8> },
+    /// Connection-table sync for the region's CLB node with this index.
+    ToPeer { node: u16, bytes: Vec<u8> },
 }
 
 /// Something worth recording.
@@ -57,6 +61,8 @@ pub enum DropReason {
     Unbound,
     /// A security group bound to this node dropped it.
     Denied,
+    /// Sync from a node that is not one of this region's others.
+    NotPeer,
 }
 
 impl DropReason {
@@ -70,6 +76,7 @@ impl DropReason {
             DropReason::NoConnection => "no_connection",
             DropReason::Unbound => "unbound",
             DropReason::Denied => "denied",
+            DropReason::NotPeer => "not_peer",
         }
     }
 }
@@ -81,6 +88,14 @@ impl From<anyedge_proto::Error> for DropReason {
 }
 
 pub use crate::probe::PROBE_PORTS;
+
+/// How long an idle flow of this transport is kept.
+fn idle_ns(transport: Transport) -> u64 {
+    match transport {
+        Transport::Tcp => TCP_IDLE_NS,
+        Transport::Udp => UDP_IDLE_NS,
+    }
+}
 /// SNAT ports, split between a region's nodes (below the probe ports).
 const SNAT_PORTS: std::ops::Range<u16> = 1024..61_000;
 
@@ -95,7 +110,9 @@ pub struct Clb {
     backends: BackendTable,
     health: HealthChecker,
     conns: ConnTable,
-    persistence: LruCache<(usize, IpAddr), (usize, u64)>,
+    /// (listener, client address) → (binding, expires, when peers were last told).
+    persistence: LruCache<(usize, IpAddr), (usize, u64, u64)>,
+    sync: ConnSync,
     outputs: VecDeque<Output>,
     events: VecDeque<Event>,
     probes: Vec<ProbeRequest>,
@@ -135,6 +152,7 @@ impl Clb {
             health: HealthChecker::new(health, now_ns),
             conns: ConnTable::new(config.conn_table_capacity),
             persistence: LruCache::unbounded(),
+            sync: ConnSync::new(config.node_index, config.node_count.max(1), config.conn_table_capacity),
             outputs: VecDeque::new(),
             events: VecDeque::new(),
             probes: Vec::new(),
@@ -166,7 +184,126 @@ impl Clb {
         for l in clb.listeners.iter_mut() {
             l.quic = quic_endpoint(&l.config, &own, node);
         }
+        // A node that starts (or restarts) learns its peers' tables.
+        if clb.sync.enabled() {
+            let requests = clb.sync.requests();
+            clb.outputs.extend(requests.into_iter().map(|(node, bytes)| Output::ToPeer { node, bytes }));
+        }
         clb
+    }
+
+    /// Connection-table sync traffic of this node.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.sync.stats
+    }
+
+    /// Flows the region's other nodes told this one of (still live or not yet expired).
+    pub fn peer_flows(&self) -> usize {
+        self.sync.peer_flows()
+    }
+
+    /// A sync message from another CLB node of the region.
+    pub fn handle_from_peer(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
+        self.now_ns = self.now_ns.max(now_ns);
+        let message = Message::parse(bytes)?;
+        match message {
+            Message::Request { from } => {
+                if !self.sync.is_peer(from) {
+                    return Err(DropReason::NotPeer);
+                }
+                self.sync.received(bytes.len(), 0);
+                let entries = self.table_entries(now_ns);
+                let out = self.sync.dump(from, &entries);
+                self.outputs.extend(out.into_iter().map(|(node, bytes)| Output::ToPeer { node, bytes }));
+            }
+            Message::Entries { from, entries } => {
+                if !self.sync.is_peer(from) {
+                    return Err(DropReason::NotPeer);
+                }
+                self.sync.received(bytes.len(), entries.len());
+                for e in entries {
+                    self.learn(now_ns, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in one entry a peer sent.
+    fn learn(&mut self, now_ns: u64, entry: Entry) {
+        match entry {
+            Entry::Flow { key, backend, ttl_ms } => {
+                // A flow this node serves itself keeps what this node decided.
+                if self.conns.get_mut(&key).is_none() {
+                    let expires_ns = now_ns + u64::from(ttl_ms) * 1_000_000;
+                    self.sync.learn_flow(key, PeerFlow { backend, expires_ns });
+                }
+            }
+            Entry::Persist { transport, client, vip, backend, ttl_ms } => {
+                let Some(li) = self.listeners.iter().position(|l| l.serves(vip.ip(), transport, vip.port())) else {
+                    return;
+                };
+                let Some(binding) = self.binding_of(li, backend) else { return };
+                let expires_ns = now_ns + u64::from(ttl_ms) * 1_000_000;
+                // Known to the peers already: not sent on again.
+                self.persistence.put((li, client), (binding, expires_ns, now_ns));
+                while self.persistence.len() > self.conns.capacity() {
+                    self.persistence.pop_lru();
+                }
+            }
+        }
+    }
+
+    /// Everything a restarting peer should learn: this node's flows, the flows it knows
+    /// of from other peers, and live persistence.
+    fn table_entries(&self, now_ns: u64) -> Vec<Entry> {
+        let ms = |ns: u64| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX);
+        let mut out: Vec<Entry> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing && c.snat.is_none())
+            .map(|(key, c)| {
+                let left = (c.last_seen_ns + idle_ns(key.transport)).saturating_sub(now_ns);
+                Entry::Flow { key: *key, backend: self.backend_addr(c.listener, c.backend), ttl_ms: ms(left) }
+            })
+            .collect();
+        out.extend(self.sync.live_peer_flows(now_ns).map(|(key, f)| Entry::Flow {
+            key: *key,
+            backend: f.backend,
+            ttl_ms: ms(f.expires_ns - now_ns),
+        }));
+        for (&(li, client), &(binding, expires_ns, _)) in self.persistence.iter() {
+            let l = &self.listeners[li];
+            if expires_ns > now_ns && !l.removed {
+                out.push(Entry::Persist {
+                    transport: l.config.transport,
+                    client,
+                    vip: SocketAddr::new(l.config.vip, l.config.port),
+                    backend: self.backend_addr(li, binding),
+                    ttl_ms: ms(expires_ns - now_ns),
+                });
+            }
+        }
+        out
+    }
+
+    /// The binding of listener `li` that sends to `backend`.
+    fn binding_of(&self, li: usize, backend: SocketAddr) -> Option<usize> {
+        self.listeners[li].bindings.iter().position(|b| self.backends[b.port].addr == backend)
+    }
+
+    /// Tells the region's other nodes where a flow goes.
+    fn sync_flow(&mut self, now_ns: u64, key: FlowKey) {
+        let Some(conn) = self.conns.get_mut(&key) else { return };
+        if conn.snat.is_some() || !self.sync.enabled() {
+            // Replies to a node's own SNAT address cannot reach another node.
+            return;
+        }
+        conn.synced_ns = now_ns;
+        let (li, b) = (conn.listener, conn.backend);
+        let ttl_ms = u32::try_from(idle_ns(key.transport) / 1_000_000).unwrap_or(u32::MAX);
+        let backend = self.backend_addr(li, b);
+        self.sync.queue(now_ns, Entry::Flow { key, backend, ttl_ms });
     }
 
     pub fn address(&self) -> IpAddr {
@@ -216,7 +353,8 @@ impl Clb {
         let l7 = self.l7.next_timer();
         let now = self.now_ns;
         let quic = self.listeners.iter_mut().filter_map(|l| l.quic.as_mut()?.poll_timeout(now)).min();
-        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).chain(l7).chain(quic).min()
+        let sync = self.sync.poll_timeout();
+        self.health.poll_timeout().into_iter().chain(sweep).chain(probes).chain(l7).chain(quic).chain(sync).min()
     }
 
     /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
@@ -371,8 +509,11 @@ impl Clb {
                 self.drive_quic(li, now_ns, Ingress::Direct);
             }
         }
+        let batches = self.sync.flush(now_ns);
+        self.outputs.extend(batches.into_iter().map(|(node, bytes)| Output::ToPeer { node, bytes }));
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
+            self.sync.expire(now_ns);
             let expired = self.conns.expire(now_ns, |c| {
                 if c.closing {
                     CLOSED_LINGER_NS
@@ -418,7 +559,13 @@ impl Clb {
             *c
         });
         let binding = match existing {
-            Some(conn) if conn.listener == li && self.serves_existing(li, conn.backend) => conn.backend,
+            Some(conn) if conn.listener == li && self.serves_existing(li, conn.backend) => {
+                // Renewed at the peers well before their copy would expire.
+                if now_ns.saturating_sub(conn.synced_ns) >= idle_ns(key.transport) / 4 {
+                    self.sync_flow(now_ns, key);
+                }
+                conn.backend
+            }
             Some(conn) => {
                 let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
                 let from = self.backend_addr(conn.listener, conn.backend);
@@ -428,10 +575,26 @@ impl Clb {
                 binding
             }
             None => {
-                let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
-                self.insert_conn(key, li, binding, ingress, now_ns);
-                self.flows_created += 1;
-                binding
+                // A flow another node of the region scheduled keeps its backend here.
+                let adopted = self
+                    .sync
+                    .peer_flow(&key, now_ns)
+                    .and_then(|backend| self.binding_of(li, backend))
+                    .filter(|&b| self.serves_existing(li, b));
+                match adopted {
+                    Some(binding) => {
+                        self.sync.forget_flow(&key);
+                        self.sync.stats.flows_adopted += 1;
+                        self.insert_conn(key, li, binding, ingress, now_ns);
+                        binding
+                    }
+                    None => {
+                        let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
+                        self.insert_conn(key, li, binding, ingress, now_ns);
+                        self.flows_created += 1;
+                        binding
+                    }
+                }
             }
         };
         if let Some(flags) = info.tcp {
@@ -693,6 +856,7 @@ impl Clb {
         for old in self.conns.insert(key, conn) {
             self.release(&old);
         }
+        self.sync_flow(now_ns, key);
     }
 
     /// The address of a listener's binding.
@@ -757,11 +921,15 @@ impl Clb {
     fn pick(&mut self, li: usize, key: &FlowKey, now_ns: u64) -> Option<usize> {
         let persistence_ns = self.listeners[li].config.persistence_ns;
         if let Some(ttl_ns) = persistence_ns
-            && let Some(&(binding, expires_ns)) = self.persistence.get(&(li, key.src))
+            && let Some(&(binding, expires_ns, synced_ns)) = self.persistence.get(&(li, key.src))
             && expires_ns > now_ns
             && self.eligible(li, binding)
         {
-            self.persistence.put((li, key.src), (binding, now_ns + ttl_ns));
+            let renew = now_ns.saturating_sub(synced_ns) >= ttl_ns / 4;
+            self.persistence.put((li, key.src), (binding, now_ns + ttl_ns, if renew { now_ns } else { synced_ns }));
+            if renew {
+                self.sync_persistence(now_ns, li, key.src, binding, ttl_ns);
+            }
             return Some(binding);
         }
         let binding = match self.listeners[li].config.scheduler {
@@ -777,12 +945,25 @@ impl Clb {
             SchedulerKind::Maglev { .. } => self.listeners[li].table.as_ref()?.lookup(key.flow_hash())?,
         };
         if let Some(ttl_ns) = persistence_ns {
-            self.persistence.put((li, key.src), (binding, now_ns + ttl_ns));
+            self.persistence.put((li, key.src), (binding, now_ns + ttl_ns, now_ns));
             while self.persistence.len() > self.conns.capacity() {
                 self.persistence.pop_lru();
             }
+            self.sync_persistence(now_ns, li, key.src, binding, ttl_ns);
         }
         Some(binding)
+    }
+
+    fn sync_persistence(&mut self, now_ns: u64, li: usize, client: IpAddr, binding: usize, ttl_ns: u64) {
+        let l = &self.listeners[li];
+        let entry = Entry::Persist {
+            transport: l.config.transport,
+            client,
+            vip: SocketAddr::new(l.config.vip, l.config.port),
+            backend: self.backend_addr(li, binding),
+            ttl_ms: u32::try_from(ttl_ns / 1_000_000).unwrap_or(u32::MAX),
+        };
+        self.sync.queue(now_ns, entry);
     }
 
     /// The binding with the fewest active flows per unit of weight; ties go to the
@@ -1200,6 +1381,8 @@ mod tests {
                 b.snat = true;
             }
             let mut clb = Clb::new(c, 0);
+            // Its first output is the table request to its peer.
+            assert!(matches!(clb.poll_output(), Some(Output::ToPeer { .. })));
             for port in 0..300 {
                 clb.handle_direct(0, client(5000 + port)).unwrap();
                 let Some(Output::ToBackend { bytes, .. }) = clb.poll_output() else { panic!() };
@@ -1208,5 +1391,104 @@ mod tests {
                 assert!(ports.insert(p), "port {p} handed out twice");
             }
         }
+    }
+
+    /// Node `index` of a two-node region.
+    fn node(index: u16, scheduler: SchedulerKind, persistence_ns: Option<u64>) -> Clb {
+        let mut c = config(scheduler, persistence_ns);
+        c.node_index = index;
+        c.node_count = 2;
+        Clb::new(c, 0)
+    }
+
+    /// Runs `from`'s timers at `now` and hands every sync message it sends to `to`.
+    fn pump(from: &mut Clb, to: &mut Clb, now: u64) -> usize {
+        from.handle_timeout(now);
+        let mut n = 0;
+        while let Some(out) = from.poll_output() {
+            if let Output::ToPeer { node, bytes } = out {
+                assert_eq!(node, to.node_index);
+                to.handle_from_peer(now, &bytes).unwrap();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_peer_keeps_the_flows_another_node_scheduled_on_the_same_backend() {
+        let (mut a, mut b, mut unsynced) =
+            (node(0, SchedulerKind::Wrr, None), node(1, SchedulerKind::Wrr, None), node(1, SchedulerKind::Wrr, None));
+        while a.poll_output().is_some() {}
+        // b and its twin have scheduled flows of their own, so their WRR is elsewhere.
+        for port in 5000..5003 {
+            send(&mut b, 0, port);
+            send(&mut unsynced, 0, port);
+        }
+        let chosen: Vec<SocketAddr> = (1000..1050).map(|port| send(&mut a, 0, port)).collect();
+        assert_eq!(pump(&mut a, &mut b, 0), 0, "nothing is sent before the sync interval");
+        assert!(pump(&mut a, &mut b, crate::sync::SYNC_INTERVAL_NS) >= 1, "one batch (or a few) after it");
+        let kept: Vec<SocketAddr> = (1000..1050).map(|port| send(&mut b, 1, port)).collect();
+        assert_eq!(kept, chosen, "node 1 took over node 0's flows with their backends");
+        assert_eq!(b.sync_stats().flows_adopted, 50);
+        assert_eq!(b.flows_created(), 3, "adopted flows are not scheduled again");
+        // Without the sync the same node would have moved some of them.
+        let fresh: Vec<SocketAddr> = (1000..1050).map(|port| send(&mut unsynced, 1, port)).collect();
+        assert_ne!(fresh, chosen, "the test's premise: WRR on another node picks differently");
+        let stats = a.sync_stats();
+        assert_eq!(stats.entries_sent, 50);
+        assert!(stats.bytes_sent < 50 * 40 && stats.messages_sent <= 3, "batched: {stats:?}");
+    }
+
+    #[test]
+    fn a_restarted_node_learns_flows_and_persistence_from_a_peer() {
+        let mut a = node(0, SchedulerKind::Wrr, Some(60_000_000_000));
+        while a.poll_output().is_some() {}
+        let chosen: Vec<SocketAddr> = (1000..1004).map(|port| send(&mut a, 0, port)).collect();
+        // Node 1 (re)starts: its first output asks node 0 for its table.
+        let mut b = node(1, SchedulerKind::Wrr, Some(60_000_000_000));
+        match b.poll_output() {
+            Some(Output::ToPeer { node: 0, bytes }) => a.handle_from_peer(1, &bytes).unwrap(),
+            other => panic!("expected a table request, got {other:?}"),
+        }
+        let mut dumped = 0;
+        while let Some(out) = a.poll_output() {
+            if let Output::ToPeer { node: 1, bytes } = out {
+                b.handle_from_peer(1, &bytes).unwrap();
+                dumped += 1;
+            }
+        }
+        assert!(dumped >= 1);
+        let kept: Vec<SocketAddr> = (1000..1004).map(|port| send(&mut b, 1, port)).collect();
+        assert_eq!(kept, chosen);
+        // Persistence came along: a new flow of the same client goes where its others do.
+        assert!(chosen.iter().all(|&c| c == chosen[0]), "persistence kept the client on one backend");
+        assert_eq!(send(&mut b, 1, 2000), chosen[0]);
+    }
+
+    #[test]
+    fn sync_from_outside_the_region_or_garbage_is_refused_and_changes_nothing() {
+        let mut b = node(1, SchedulerKind::Wrr, None);
+        for from in [1, 2, 7] {
+            let bytes = Message::Request { from }.emit();
+            assert_eq!(b.handle_from_peer(0, &bytes), Err(DropReason::NotPeer), "node {from} is no peer of node 1");
+        }
+        assert!(b.handle_from_peer(0, b"AS\x01\x01garbage").is_err());
+        assert_eq!(b.peer_flows(), 0);
+        assert!(b.poll_output().is_some_and(|o| matches!(o, Output::ToPeer { node: 0, .. })));
+        assert!(b.poll_output().is_none(), "nothing answered");
+    }
+
+    #[test]
+    fn the_sync_queue_is_bounded_and_counts_what_it_drops() {
+        let mut c = config(SchedulerKind::Maglev { table_size: 251 }, None);
+        c.node_count = 2;
+        c.conn_table_capacity = 20_000;
+        let mut a = Clb::new(c, 0);
+        for port in 0..10_000 {
+            send(&mut a, 0, port);
+        }
+        let stats = a.sync_stats();
+        assert_eq!(stats.queue_overflow, 10_000 - crate::sync::SYNC_QUEUE_MAX as u64);
     }
 }

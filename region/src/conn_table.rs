@@ -32,6 +32,8 @@ pub struct Conn {
     pub closing: bool,
     /// The address and port the backend sees instead of the client's (SNAT, NAT64).
     pub snat: Option<(std::net::IpAddr, u16)>,
+    /// When the region's other CLB nodes were last told of this flow.
+    pub synced_ns: u64,
 }
 
 impl Conn {
@@ -54,6 +56,7 @@ impl Conn {
             fin_backend: false,
             closing: false,
             snat: None,
+            synced_ns: now_ns,
         }
     }
 }
@@ -141,6 +144,11 @@ impl ConnTable {
 
     pub fn len(&self) -> usize {
         self.forward.len()
+    }
+
+    /// Every entry, most recently used first.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Conn)> {
+        self.forward.iter()
     }
 
     pub fn is_empty(&self) -> bool {

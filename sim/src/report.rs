@@ -51,6 +51,22 @@ pub struct ClbNodeReport {
     pub index: usize,
     pub flows: u64,
     pub conn_table: ConnTableReport,
+    /// Connection-table sync with the region's other nodes (absent for a lone node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncReport>,
+}
+
+/// A CLB node's connection-table sync traffic, across restarts.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct SyncReport {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    pub bytes_received: u64,
+    /// Flows another node scheduled that arrived here and kept their backend.
+    pub flows_adopted: u64,
+    /// Entries dropped because the send queue was full.
+    pub queue_overflow: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]

@@ -133,6 +133,10 @@ impl<'t> World<'t> {
         w.build_groups();
         w.build_clients();
         w.build_probers();
+        // Each CLB node's first outputs ask its peers for their tables (empty at start).
+        for c in w.clbs.ids().collect::<Vec<_>>() {
+            w.drain_clb(c);
+        }
         for (index, f) in t.faults.iter().enumerate() {
             w.q.schedule(f.at_ns, Ev::Fault { index });
         }
@@ -183,6 +187,7 @@ impl<'t> World<'t> {
                     flows_before: 0,
                     peak_before: 0,
                     evictions_before: 0,
+                    sync_before: SyncTotals::default(),
                     drops: BTreeMap::new(),
                 });
             }

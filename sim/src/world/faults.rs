@@ -191,11 +191,21 @@ impl<'t> World<'t> {
                     | FaultAction::Up(Target::Backend { addr, .. })
                     | FaultAction::Unbind(Target::Backend { addr, .. })
                     | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
-                    FaultAction::Down(Target::Clb { region, index })
-                    | FaultAction::Up(Target::Clb { region, index }) => {
+                    FaultAction::Down(Target::Clb { region, index }) => {
                         home == region
                             && g.route[vip]
                                 .is_some_and(|p| self.pops[p].core.node_of(&self.slot_key(ci, slot)) == Some(index))
+                    }
+                    // The flows its POPs will send it once they find it back.
+                    FaultAction::Up(Target::Clb { region, index }) => {
+                        let nodes = t.regions[region].clb_nodes;
+                        let hash = self.slot_key(ci, slot).flow_hash();
+                        home == region
+                            && g.route[vip].is_some_and(|p| {
+                                let live = |n: u16| n == index || self.pops[p].core.clb_up(region as u16, n);
+                                self.pops[p].core.node_of(&self.slot_key(ci, slot)).is_some()
+                                    && rendezvous_node(hash, nodes, live) == index
+                            })
                     }
                     FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
                     FaultAction::SetWeight { addr, .. } => c.flows[slot].last_backend == Some(addr),

@@ -23,9 +23,34 @@ pub(super) struct ClbNode {
     pub(super) flows_before: u64,
     pub(super) peak_before: usize,
     pub(super) evictions_before: u64,
+    pub(super) sync_before: SyncTotals,
     pub(super) timer_at: Option<u64>,
     /// Packets the core refused, by reason (across restarts).
     pub(super) drops: BTreeMap<&'static str, u64>,
+}
+
+/// A node's connection-table sync traffic, summed across restarts.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SyncTotals {
+    pub(super) messages_sent: u64,
+    pub(super) bytes_sent: u64,
+    pub(super) messages_received: u64,
+    pub(super) bytes_received: u64,
+    pub(super) flows_adopted: u64,
+    pub(super) queue_overflow: u64,
+}
+
+impl SyncTotals {
+    pub(super) fn add(&self, s: &anyedge_region::sync::SyncStats) -> SyncTotals {
+        SyncTotals {
+            messages_sent: self.messages_sent + s.messages_sent,
+            bytes_sent: self.bytes_sent + s.bytes_sent,
+            messages_received: self.messages_received + s.messages_received,
+            bytes_received: self.bytes_received + s.bytes_received,
+            flows_adopted: self.flows_adopted + s.flows_adopted,
+            queue_overflow: self.queue_overflow + s.queue_overflow,
+        }
+    }
 }
 
 /// The flow hash a CCN header carries (every encapsulated packet the cores emit has one).
@@ -51,7 +76,7 @@ impl<'t> World<'t> {
                     Err(reason) => *node.drops.entry(reason.name()).or_default() += 1,
                 }
             }
-            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) => {
+            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
                 let node = &mut self.clbs[c];
                 if !node.up {
                     return;
@@ -59,6 +84,7 @@ impl<'t> World<'t> {
                 let result = match to {
                     Arrival::ClbFromPop(_) => node.core.handle_from_pop(now, &packet),
                     Arrival::ClbDirect(_) => node.core.handle_direct(now, packet),
+                    Arrival::ClbFromPeer(_) => node.core.handle_from_peer(now, &packet),
                     _ => node.core.handle_from_backend(now, packet),
                 };
                 if let Err(reason) = result {
@@ -129,6 +155,15 @@ impl<'t> World<'t> {
                     let link = LinkKind::InetDirect(self.link_direct(self.clients[client].group, region, 1));
                     self.send_over(link, flow, Arrival::Client(client), bytes);
                 }
+                anyedge_region::Output::ToPeer { node, bytes } => {
+                    // Over the region's own network, like CLB ↔ backend.
+                    if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
+                        let peer = self.clb_base[region].node(node);
+                        self.packets += 1;
+                        let at = self.q.now_ns() + INTRA_REGION_NS;
+                        self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromPeer(peer), packet: bytes });
+                    }
+                }
             }
         }
         while let Some(ev) = self.clbs[c].core.poll_event() {
@@ -170,6 +205,7 @@ impl<'t> World<'t> {
         node.flows_before += node.core.flows_created();
         node.peak_before = node.peak_before.max(node.core.conn_table().peak());
         node.evictions_before += node.core.conn_table().evictions();
+        node.sync_before = node.sync_before.add(&node.core.sync_stats());
         if let Some(fw) = node.core.firewall() {
             for (gi, counters) in fw.counters() {
                 for (ri, c) in counters.iter().enumerate() {
@@ -191,7 +227,8 @@ impl<'t> World<'t> {
         }
         self.clbs[c].up = true;
         self.clbs[c].timer_at = None;
-        self.arm_clb_timer(c);
+        // Its first outputs ask the region's other nodes for their tables.
+        self.drain_clb(c);
         self.restart_prober(ProberAt::Clb(c));
     }
 }

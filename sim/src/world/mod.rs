@@ -76,6 +76,8 @@ enum Arrival {
     ClbFromPop(ClbId),
     ClbDirect(ClbId),
     ClbFromBackend(ClbId),
+    /// Connection-table sync from another CLB node of the region.
+    ClbFromPeer(ClbId),
     Backend {
         host: HostId,
         via_clb: ClbId,

@@ -92,6 +92,17 @@ impl<'t> World<'t> {
                         peak: n.peak_before.max(table.peak()),
                         evictions: n.evictions_before + table.evictions(),
                     },
+                    sync: (t.regions[n.region].clb_nodes > 1).then(|| {
+                        let s = n.sync_before.add(&n.core.sync_stats());
+                        SyncReport {
+                            messages_sent: s.messages_sent,
+                            bytes_sent: s.bytes_sent,
+                            messages_received: s.messages_received,
+                            bytes_received: s.bytes_received,
+                            flows_adopted: s.flows_adopted,
+                            queue_overflow: s.queue_overflow,
+                        }
+                    }),
                 }
             })
             .collect();
