@@ -418,6 +418,17 @@ fn lab(action: LabCommand) -> ExitCode {
                     let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
                     println!("  {node:<32} drops: {}", reasons.join(", "));
                 }
+                for (node, c) in &s.sync {
+                    let n = |k: &str| c.get(k).copied().unwrap_or(0);
+                    println!(
+                        "  {node:<32} sync: sent {} msgs / {} B, received {} msgs / {} B, {} flows adopted",
+                        n("messages_sent"),
+                        n("bytes_sent"),
+                        n("messages_received"),
+                        n("bytes_received"),
+                        n("flows_adopted")
+                    );
+                }
             }
         }),
         LabCommand::Exec { file, node, command } => match setup::exec(&file, &node, &command) {

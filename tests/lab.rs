@@ -559,3 +559,48 @@ fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
     let back = lab.probe("london", "198.18.0.20:7000", "udp", 16);
     assert!(back["received"].as_u64().unwrap() >= back["sent"].as_u64().unwrap() * 95 / 100, "{back}");
 }
+
+/// Spawns `anyedge probe` in a client namespace for `secs` seconds, reporting to `name`.
+fn spawn_probe(lab: &Lab, client: &str, target: &str, protocol: &str, flows: usize, name: &str) -> std::process::Child {
+    Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .arg(format!("client/{client}"))
+        .args(["--", exe(), "probe", "--target", target, "--protocol", protocol])
+        .args(["--rate", "80", "--duration", "6s", "--flows", &flows.to_string(), "--report"])
+        .arg(lab.dir.join(name))
+        .spawn()
+        .expect("runs")
+}
+
+#[test]
+fn a_clb_node_killed_under_tcp_and_udp_load_keeps_every_connection_and_backend() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    // WRR on both listeners: without the region's table sync, the survivor would pick
+    // other backends for many of the dead node's flows.
+    let lab = Lab::up_with("clb-sync", |s| s.replace("scheduler: maglev", "scheduler: wrr"));
+    let tcp = spawn_probe(&lab, "london", "198.18.0.20:443", "tcp", 8, "sync-tcp.json");
+    let udp = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "sync-udp.json");
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let killed = lab.anyedge(&["lab", "kill", "clb/frankfurt/0"]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    for (child, name) in [(tcp, "sync-tcp.json"), (udp, "sync-udp.json")] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join(name)).unwrap()).unwrap();
+        assert_eq!(r["flows_backend_changed"], 0, "{name}: every flow kept its backend: {r}");
+        assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 85 / 100, "{name}: {r}");
+        if name.contains("tcp") {
+            assert_eq!(r["connections_opened"], 8, "no connection re-opened: {r}");
+            assert_eq!(r["connections_broken"], 0, "none broke: {r}");
+        }
+    }
+    // The survivor adopted the dead node's flows from its copy of the table.
+    let status = lab.anyedge(&["lab", "status", "--json"]);
+    let s: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+    let adopted = s["sync"]["clb/frankfurt/1"]["flows_adopted"].as_u64().unwrap_or(0);
+    assert!(adopted >= 1, "the survivor's status counts the flows it adopted: {s}");
+}

@@ -56,6 +56,10 @@ pub struct ProbeReport {
     pub backends: BTreeMap<String, u64>,
     pub client_addrs_seen: Vec<String>,
     pub connections_opened: u64,
+    /// Flows (source ports, TCP connections) answered by one backend and later by another.
+    pub flows_backend_changed: u64,
+    /// TCP connections that broke (reset, or 5 s without an answer) before the end.
+    pub connections_broken: u64,
 }
 
 /// Any local port in the target's family.
@@ -77,11 +81,14 @@ struct Tally {
     hist: Option<Histogram<u64>>,
     backends: BTreeMap<String, u64>,
     clients: BTreeSet<String>,
+    /// Per flow: the backend that answered it first, and whether another answered later.
+    flow_backends: BTreeMap<usize, (String, bool)>,
+    broken: u64,
 }
 
 impl Tally {
-    /// Takes a reply: the request echoed, then `|be=…|cl=…`.
-    fn reply(&mut self, bytes: &[u8], start: Instant) {
+    /// Takes a reply of flow `flow`: the request echoed, then `|be=…|cl=…`.
+    fn reply(&mut self, flow: usize, bytes: &[u8], start: Instant) {
         if bytes.len() < REQUEST_LEN || &bytes[..4] != MAGIC {
             return;
         }
@@ -95,6 +102,8 @@ impl Tally {
         for part in trailer.trim().split('|') {
             if let Some(b) = part.strip_prefix("be=") {
                 *self.backends.entry(b.to_string()).or_default() += 1;
+                let first = self.flow_backends.entry(flow).or_insert_with(|| (b.to_string(), false));
+                first.1 |= first.0 != b;
             } else if let Some(c) = part.strip_prefix("cl=")
                 && let Ok(addr) = c.parse::<SocketAddr>()
             {
@@ -132,7 +141,7 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     // by thread sleeps: tokio's timer ticks in whole milliseconds, which at 10 k/s would
     // send bursts of ten every millisecond instead of one every 100 µs.
     let mut senders = Vec::new();
-    for _ in 0..config.flows.max(1) {
+    for flow in 0..config.flows.max(1) {
         let sock = std::net::UdpSocket::bind(any_port(config.target)).map_err(|e| e.to_string())?;
         sock.connect(config.target).map_err(|e| format!("{}: {e}", config.target))?;
         senders.push(sock.try_clone().map_err(|e| e.to_string())?);
@@ -142,7 +151,7 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok(n) = s.recv(&mut buf).await {
-                t.lock().await.reply(&buf[..n], start);
+                t.lock().await.reply(flow, &buf[..n], start);
             }
         });
     }
@@ -193,7 +202,7 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
                 // A reply, or a lost request after 200 ms: either way the next request goes,
                 // so the window stays full.
                 if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await {
-                    t.lock().await.reply(&buf[..n], start);
+                    t.lock().await.reply(f, &buf[..n], start);
                 }
                 let _ = sock.send(&request(sent, start)).await;
                 sent += 1;
@@ -229,14 +238,18 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
             let mut next = tokio::time::Instant::now();
             while start.elapsed() < duration {
                 if wr.write_all(&request(sent, start)).await.is_err() {
+                    t.lock().await.broken += 1;
                     break;
                 }
                 sent += 1;
                 let wait = tokio::time::timeout(Duration::from_secs(5), read_reply(&mut rd)).await;
                 match wait {
-                    Ok(Ok(reply)) => t.lock().await.reply(&reply, start),
+                    Ok(Ok(reply)) => t.lock().await.reply(f, &reply, start),
                     // A broken or silent connection ends this flow.
-                    _ => break,
+                    _ => {
+                        t.lock().await.broken += 1;
+                        break;
+                    }
                 }
                 next += per_flow;
                 tokio::time::sleep_until(next).await;
@@ -282,5 +295,7 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         backends: t.backends.clone(),
         client_addrs_seen: t.clients.iter().take(16).cloned().collect(),
         connections_opened: connections,
+        flows_backend_changed: t.flow_backends.values().filter(|(_, changed)| *changed).count() as u64,
+        connections_broken: t.broken,
     }
 }

@@ -371,6 +371,9 @@ pub struct Status {
     /// Packets each running POP and CLB core refused, by reason (as the simulator's report
     /// has them); nodes that dropped nothing are left out.
     pub drops: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Each running CLB node's connection-table sync with its region's other nodes
+    /// (messages and bytes each way, flows adopted, queue overflow).
+    pub sync: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 pub fn status(file: &Path) -> Result<Status, String> {
@@ -378,12 +381,18 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let state = read_state(&plan.lab);
     let mut nodes = BTreeMap::new();
     let mut drops = BTreeMap::new();
+    let mut sync = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
             answer.as_ref().and_then(|a| serde_json::from_value(a["drops"].clone()).ok()).unwrap_or_default();
         if !counts.is_empty() {
             drops.insert(n.name.clone(), counts);
+        }
+        let synced: Option<BTreeMap<String, u64>> =
+            answer.as_ref().and_then(|a| serde_json::from_value(a["sync"].clone()).ok());
+        if let Some(synced) = synced {
+            sync.insert(n.name.clone(), synced);
         }
         nodes.insert(n.name.clone(), if answer.is_some() { "running" } else { "stopped" });
     }
@@ -392,6 +401,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
         up: state.is_some(),
         nodes,
         drops,
+        sync,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }
