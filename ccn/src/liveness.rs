@@ -63,6 +63,12 @@ impl Prober {
         Prober { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
     }
 
+    /// Starts over, as a restarted node does: every peer taken to be up, the first probe
+    /// at `now_ns`, nothing remembered.
+    pub fn restart(&mut self, now_ns: u64) {
+        *self = Prober::new(self.peers.len(), self.config, now_ns);
+    }
+
     pub fn config(&self) -> ProbeConfig {
         self.config
     }

@@ -234,22 +234,17 @@ impl Clb {
         match entry {
             Entry::Flow { key, backend, ttl_ms } => {
                 // A flow this node serves itself keeps what this node decided.
-                if self.conns.get_mut(&key).is_none() {
+                if !self.conns.contains(&key) {
                     let expires_ns = now_ns + u64::from(ttl_ms) * 1_000_000;
                     self.sync.learn_flow(key, PeerFlow { backend, expires_ns });
                 }
             }
             Entry::Persist { transport, client, vip, backend, ttl_ms } => {
-                let Some(li) = self.listeners.iter().position(|l| l.serves(vip.ip(), transport, vip.port())) else {
-                    return;
-                };
+                let Some(li) = self.listeners.find_vip(vip.ip(), transport, vip.port()) else { return };
                 let Some(binding) = self.binding_of(li, backend) else { return };
                 let expires_ns = now_ns + u64::from(ttl_ms) * 1_000_000;
                 // Known to the peers already: not sent on again.
-                self.persistence.put((li, client), (binding, expires_ns, now_ns));
-                while self.persistence.len() > self.conns.capacity() {
-                    self.persistence.pop_lru();
-                }
+                self.put_persistence((li, client), (binding, expires_ns, now_ns));
             }
         }
     }
@@ -514,15 +509,9 @@ impl Clb {
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             self.sync.expire(now_ns);
-            let expired = self.conns.expire(now_ns, |c| {
-                if c.closing {
-                    CLOSED_LINGER_NS
-                } else if c.reply_key.transport == Transport::Tcp {
-                    TCP_IDLE_NS
-                } else {
-                    UDP_IDLE_NS
-                }
-            });
+            let expired = self
+                .conns
+                .expire(now_ns, |c| if c.closing { CLOSED_LINGER_NS } else { idle_ns(c.reply_key.transport) });
             for conn in expired {
                 self.release(&conn);
             }
@@ -894,7 +883,7 @@ impl Clb {
 
     /// Whether a listener serves this VIP, port and transport now.
     pub fn has_listener(&self, vip: IpAddr, transport: Transport, port: u16) -> bool {
-        self.listeners.iter().any(|l| l.serves(vip, transport, port))
+        self.listeners.find_vip(vip, transport, port).is_some()
     }
 
     /// Weights as schedulers see them: 0 for unhealthy or unbound ports.
@@ -945,13 +934,18 @@ impl Clb {
             SchedulerKind::Maglev { .. } => self.listeners[li].table.as_ref()?.lookup(key.flow_hash())?,
         };
         if let Some(ttl_ns) = persistence_ns {
-            self.persistence.put((li, key.src), (binding, now_ns + ttl_ns, now_ns));
-            while self.persistence.len() > self.conns.capacity() {
-                self.persistence.pop_lru();
-            }
+            self.put_persistence((li, key.src), (binding, now_ns + ttl_ns, now_ns));
             self.sync_persistence(now_ns, li, key.src, binding, ttl_ns);
         }
         Some(binding)
+    }
+
+    /// Sets a persistence entry, keeping the table within the connection table's bound.
+    fn put_persistence(&mut self, key: (usize, IpAddr), value: (usize, u64, u64)) {
+        self.persistence.put(key, value);
+        while self.persistence.len() > self.conns.capacity() {
+            self.persistence.pop_lru();
+        }
     }
 
     fn sync_persistence(&mut self, now_ns: u64, li: usize, client: IpAddr, binding: usize, ttl_ns: u64) {

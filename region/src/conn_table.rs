@@ -84,6 +84,11 @@ impl ConnTable {
         }
     }
 
+    /// Whether the table holds this flow (without marking it used).
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.forward.contains(key)
+    }
+
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
         self.forward.get_mut(key)
     }

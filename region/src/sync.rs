@@ -37,6 +37,22 @@ pub struct SyncStats {
     pub queue_overflow: u64,
 }
 
+impl SyncStats {
+    /// Both counts together (a node's across restarts).
+    pub fn plus(&self, o: &SyncStats) -> SyncStats {
+        SyncStats {
+            messages_sent: self.messages_sent + o.messages_sent,
+            bytes_sent: self.bytes_sent + o.bytes_sent,
+            entries_sent: self.entries_sent + o.entries_sent,
+            messages_received: self.messages_received + o.messages_received,
+            bytes_received: self.bytes_received + o.bytes_received,
+            entries_received: self.entries_received + o.entries_received,
+            flows_adopted: self.flows_adopted + o.flows_adopted,
+            queue_overflow: self.queue_overflow + o.queue_overflow,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerFlow {
     pub backend: SocketAddr,

@@ -139,7 +139,12 @@ pub struct ListenerTable {
 impl ListenerTable {
     /// The listener a client packet is for.
     pub fn find(&self, key: &FlowKey) -> Option<usize> {
-        self.rows.iter().position(|l| l.serves(key.dst, key.transport, key.dst_port))
+        self.find_vip(key.dst, key.transport, key.dst_port)
+    }
+
+    /// The listener serving this VIP, transport and port.
+    pub fn find_vip(&self, vip: IpAddr, transport: Transport, port: u16) -> Option<usize> {
+        self.rows.iter().position(|l| l.serves(vip, transport, port))
     }
 
     pub fn push(&mut self, listener: Listener) {

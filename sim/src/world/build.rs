@@ -187,7 +187,7 @@ impl<'t> World<'t> {
                     flows_before: 0,
                     peak_before: 0,
                     evictions_before: 0,
-                    sync_before: SyncTotals::default(),
+                    sync_before: Default::default(),
                     drops: BTreeMap::new(),
                 });
             }

@@ -23,34 +23,11 @@ pub(super) struct ClbNode {
     pub(super) flows_before: u64,
     pub(super) peak_before: usize,
     pub(super) evictions_before: u64,
-    pub(super) sync_before: SyncTotals,
+    /// Sync traffic of cores this node ran before a restart.
+    pub(super) sync_before: anyedge_region::sync::SyncStats,
     pub(super) timer_at: Option<u64>,
     /// Packets the core refused, by reason (across restarts).
     pub(super) drops: BTreeMap<&'static str, u64>,
-}
-
-/// A node's connection-table sync traffic, summed across restarts.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct SyncTotals {
-    pub(super) messages_sent: u64,
-    pub(super) bytes_sent: u64,
-    pub(super) messages_received: u64,
-    pub(super) bytes_received: u64,
-    pub(super) flows_adopted: u64,
-    pub(super) queue_overflow: u64,
-}
-
-impl SyncTotals {
-    pub(super) fn add(&self, s: &anyedge_region::sync::SyncStats) -> SyncTotals {
-        SyncTotals {
-            messages_sent: self.messages_sent + s.messages_sent,
-            bytes_sent: self.bytes_sent + s.bytes_sent,
-            messages_received: self.messages_received + s.messages_received,
-            bytes_received: self.bytes_received + s.bytes_received,
-            flows_adopted: self.flows_adopted + s.flows_adopted,
-            queue_overflow: self.queue_overflow + s.queue_overflow,
-        }
-    }
 }
 
 /// The flow hash a CCN header carries (every encapsulated packet the cores emit has one).
@@ -205,7 +182,7 @@ impl<'t> World<'t> {
         node.flows_before += node.core.flows_created();
         node.peak_before = node.peak_before.max(node.core.conn_table().peak());
         node.evictions_before += node.core.conn_table().evictions();
-        node.sync_before = node.sync_before.add(&node.core.sync_stats());
+        node.sync_before = node.sync_before.plus(&node.core.sync_stats());
         if let Some(fw) = node.core.firewall() {
             for (gi, counters) in fw.counters() {
                 for (ri, c) in counters.iter().enumerate() {

@@ -105,13 +105,7 @@ impl<'t> World<'t> {
         let now = self.q.now_ns();
         let Some(probers) = self.probers.as_mut() else { return };
         let slot = probers.slot(at);
-        let config = slot.prober.config();
-        let peers = match at {
-            ProberAt::Pop(_) => self.clbs.len(),
-            ProberAt::Clb(_) | ProberAt::Edge => self.pops.len(),
-            ProberAt::Region(r) => usize::from(self.t.regions[r].clb_nodes),
-        };
-        slot.prober = Prober::new(peers, config, now);
+        slot.prober.restart(now);
         slot.epoch = slot.epoch.wrapping_add(1);
         self.schedule_probe_tick(at);
     }

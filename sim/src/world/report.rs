@@ -93,7 +93,7 @@ impl<'t> World<'t> {
                         evictions: n.evictions_before + table.evictions(),
                     },
                     sync: (t.regions[n.region].clb_nodes > 1).then(|| {
-                        let s = n.sync_before.add(&n.core.sync_stats());
+                        let s = n.sync_before.plus(&n.core.sync_stats());
                         SyncReport {
                             messages_sent: s.messages_sent,
                             bytes_sent: s.bytes_sent,
