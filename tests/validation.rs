@@ -77,6 +77,9 @@ fn failover_probe_settings_are_checked_and_pop_detect_is_shorthand_for_probe_mis
     let shorthand = with("probe_interval: 50ms\n  probe_misses: 6", "pop_detect: 400ms");
     let t = topology::parse_str("t.yaml", &shorthand).unwrap();
     assert_eq!((t.failover.probe_interval_ns, t.failover.probe_misses), (50_000_000, 8));
+    // A window shorter than a backbone round trip would declare live nodes dead.
+    let short = with("probe_interval: 50ms\n  probe_misses: 6", "probe_interval: 2ms\n  probe_misses: 2");
+    expect(&short, line - 1, "failover", "must exceed the longest backbone round trip, pop/warsaw ↔ region/frankfurt");
     let t = topology::parse_str("t.yaml", &with("probe_misses: 6", "probe_misses: 3")).unwrap();
     assert_eq!(t.failover.detect_ns_max(), 200_000_000, "3 misses of 50 ms, plus the interval a death can fall in");
 }

@@ -341,6 +341,9 @@ impl Parser {
         let clients = self.clients(&top, &traffic_names, &names);
         self.check_client_addresses(&top, &clients, &vips, &traffic, &regions);
         let failover = self.failover(&top);
+        if let (Some(f), Some(bb)) = (failover.as_ref(), backbone.as_ref()) {
+            self.check_probe_window(&top, f, bb, &pops, &regions);
+        }
         let client_names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
         let faults = self.faults(&top, &names, &client_names, duration_ns.unwrap_or(u64::MAX));
         let security_groups = self.security_groups(&top, &names);
@@ -1315,6 +1318,50 @@ impl Parser {
             (None, None) => default.probe_misses,
         };
         Some(Failover { probe_interval_ns, probe_misses, route_converge_ns })
+    }
+
+    /// A live peer is declared down when its answers take longer than `probe_misses`
+    /// intervals: every backbone round trip must fit in that window.
+    fn check_probe_window(&mut self, top: &Obj<'_>, f: &Failover, bb: &Backbone, pops: &[PopSite], regions: &[Region]) {
+        let window_ns = f.detect_ns_min();
+        let longest = pops
+            .iter()
+            .enumerate()
+            .flat_map(|(p, pop)| regions.iter().enumerate().map(move |(r, region)| (p, pop, r, region)))
+            .filter(|&(p, _, r, _)| bb.has_link(p, r))
+            .map(|(_, pop, _, region)| {
+                let rtt = 2 * anyedge_ccn::geo::fiber_delay_ns(pop.location, region.location, bb.stretch);
+                (rtt, pop, region)
+            })
+            .max_by_key(|&(rtt, ..)| rtt);
+        let Some((rtt_ns, pop, region)) = longest else { return };
+        if rtt_ns < window_ns {
+            return;
+        }
+        let Some(node) = top.get("failover") else {
+            // The defaults do not fit this world: say so where the backbone is described.
+            if let Some(node) = top.get("backbone") {
+                let reason = format!(
+                    "the longest backbone round trip, pop/{} ↔ region/{} ({}), does not fit in the default \
+                     failover window (probe_interval × probe_misses = {}): set failover.probe_misses",
+                    pop.name,
+                    region.name,
+                    show_ns(rtt_ns),
+                    show_ns(window_ns)
+                );
+                self.err(node.span(), "backbone", reason);
+            }
+            return;
+        };
+        let reason = format!(
+            "probe_interval × probe_misses ({}) must exceed the longest backbone round trip, pop/{} ↔ region/{} ({}): \
+             a live node that far would be declared down",
+            show_ns(window_ns),
+            pop.name,
+            region.name,
+            show_ns(rtt_ns)
+        );
+        self.err(node.span(), "failover", reason);
     }
 
     /// `pop/NAME`, `region/NAME`, `clb/REGION/N` or `backend/IP:PORT`.
