@@ -604,3 +604,55 @@ fn a_clb_node_killed_under_tcp_and_udp_load_keeps_every_connection_and_backend()
     let adopted = s["sync"]["clb/frankfurt/1"]["flows_adopted"].as_u64().unwrap_or(0);
     assert!(adopted >= 1, "the survivor's status counts the flows it adopted: {s}");
 }
+
+/// The simulator's predicted recovery (p50 over affected flows, ms) for `fault` at 3 s in
+/// small.yaml, next to the lab's measured one: london's UDP flows at the game's rate
+/// (one request per flow every 50 ms) while `node` is killed; a flow's outage is its
+/// longest gap between two replies.
+fn recovery_sim_and_lab(lab: &Lab, fault: &str, node: &str) -> (f64, f64, Vec<f64>) {
+    let text = std::fs::read_to_string(&lab.file).unwrap();
+    let text = text.split("faults:").next().unwrap().to_string() + &format!("faults:\n  - {{ at: 3s, {fault} }}\n");
+    let mut sim_t = anyedge_topology::parse_str("small.yaml", &text).unwrap();
+    sim_t.duration_ns = 8_000_000_000;
+    let sim = anyedge_sim::run(&sim_t, |_| {}).unwrap().report;
+    let sim_p50 = sim.faults[0].recovery_ms.expect("the simulator recovers").p50;
+    let child = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:7000", "--protocol", "udp"])
+        .args(["--rate", "320", "--duration", "5s", "--flows", "16", "--report"])
+        .arg(lab.dir.join("recovery.json"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = lab.anyedge(&["lab", "kill", node]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("recovery.json")).unwrap()).unwrap();
+    // Affected flows went silent for far longer than their 50 ms between requests.
+    let mut gaps: Vec<f64> =
+        r["longest_gap_ms"].as_array().unwrap().iter().filter_map(Value::as_f64).filter(|&g| g > 150.0).collect();
+    gaps.sort_by(f64::total_cmp);
+    assert!(!gaps.is_empty(), "no london flow noticed the loss of {node}: {r}");
+    let lab_p50 = gaps[(gaps.len() - 1) / 2];
+    (sim_p50, lab_p50, gaps)
+}
+
+#[test]
+fn the_lab_recovers_from_a_dead_pop_and_a_dead_clb_node_as_the_simulator_predicts() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let interval_ms = 50.0;
+    for (fault, node) in [("down: clb/frankfurt/0", "clb/frankfurt/0"), ("down: pop/paris", "pop/paris")] {
+        let lab = Lab::up(if node.starts_with("pop") { "rec-pop" } else { "rec-clb" });
+        let (sim, measured, gaps) = recovery_sim_and_lab(&lab, fault, node);
+        eprintln!("{fault}: simulator p50 {sim:.1} ms, lab p50 {measured:.1} ms over {} flows {gaps:?}", gaps.len());
+        assert!(
+            (measured - sim).abs() <= 0.2 * sim + interval_ms,
+            "{fault}: lab recovered in {measured:.1} ms (p50), the simulator predicts {sim:.1} ms"
+        );
+    }
+}

@@ -83,8 +83,12 @@ impl Prober {
         if now_ns < self.next_probe_ns {
             return;
         }
-        // Bounded work even after a long pause: one round, then the clock moves on.
-        self.next_probe_ns = now_ns + self.config.interval_ns;
+        // Rounds keep to their grid, so a driver that wakes a little late (by varying
+        // amounts) gets a round every wake-up; after a pause of more than an interval,
+        // one round (bounded work), then the grid restarts from now.
+        let interval = self.config.interval_ns;
+        self.next_probe_ns =
+            if now_ns - self.next_probe_ns < interval { self.next_probe_ns + interval } else { now_ns + interval };
         self.seq += 1;
         for (i, peer) in self.peers.iter_mut().enumerate() {
             // Probes answered..seq-1 went out and none of them came back.
@@ -204,6 +208,23 @@ mod tests {
         let (downs, _) = run(config, 5_000 * MS, 180 * MS, |t| t < died, |_| false);
         assert_eq!(downs.len(), 1);
         assert!(downs[0] - died <= config.detect_ns_max(), "detected after {} ns", downs[0] - died);
+    }
+
+    #[test]
+    fn a_driver_ticking_on_a_fixed_grid_with_varying_lateness_gets_a_round_every_tick() {
+        // A real driver (a tokio interval) wakes a little late, by varying amounts: each
+        // wake-up must still send a round, or probing runs at half speed.
+        let config = ProbeConfig { interval_ns: 50 * MS, misses: 6 };
+        let mut p = Prober::new(1, config, 0);
+        let mut rounds = 0;
+        for k in 0..100u64 {
+            let late = if k % 2 == 0 { 300_000 } else { 100_000 };
+            p.handle_timeout(k * 50 * MS + late);
+            while let Some(out) = p.poll_output() {
+                rounds += u64::from(matches!(out, ProbeOutput::Send { .. }));
+            }
+        }
+        assert_eq!(rounds, 100);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::drops::Drops;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready};
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
-use crate::probing::{UdpProber, answer_probes, probe_config, probe_interval};
+use crate::probing::{UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
 
 /// Largest packet a node reads at once.
@@ -119,6 +119,11 @@ async fn serve_control(
     }
 }
 
+/// Wall-clock milliseconds, for log lines a user can line up with other nodes'.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
 fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
@@ -210,7 +215,6 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     clb_peers.sort();
     let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
     let mut prober = UdpProber::bind(bind.ip(), addrs, probe_config(t), now_ns(start)).await?;
-    let mut probe_tick = tokio::time::interval(probe_interval(t));
     let mut probe_buf = [0u8; 64];
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
@@ -239,15 +243,14 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 // POPs forward by VIP and CLB node; no change kind today alters that, so
                 // they only keep up (their applied index is in `status`).
                 Some(_) = crate::watch::next_change(&mut follower) => {}
-                _ = probe_tick.tick() => {
-                    for (peer, up) in prober.tick(now_ns(start)).await {
-                        let ((r, i), _) = clb_peers[peer];
-                        core.set_clb_up(r as u16, i as u16, up);
-                    }
+                _ = tokio::time::sleep_until(prober.wake_at(start)) => {
+                    let changes = prober.tick(now_ns(start)).await;
+                    clb_changes(t, p, &mut core, &clb_peers, changes);
                 }
                 r = prober.sock.recv_from(&mut probe_buf) => {
                     if let Ok((n, _)) = r {
-                        prober.answered(&probe_buf[..n]);
+                        let changes = prober.answered(&probe_buf[..n]);
+                        clb_changes(t, p, &mut core, &clb_peers, changes);
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => due = shaper.due(),
@@ -292,6 +295,23 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 }
             }
         }
+    }
+}
+
+/// A POP's probes found CLB nodes down or back: its core sends their flows elsewhere (or
+/// to them again), and the log says when.
+fn clb_changes(
+    t: &Topology,
+    p: usize,
+    core: &mut Pop,
+    peers: &[((usize, usize), SocketAddr)],
+    changes: Vec<(usize, bool)>,
+) {
+    for (peer, up) in changes {
+        let ((r, i), _) = peers[peer];
+        core.set_clb_up(r as u16, i as u16, up);
+        let state = if up { "up" } else { "down" };
+        eprintln!("{} pop/{}: clb/{}/{i} {state}", unix_ms(), t.pops[p].name, t.regions[r].name);
     }
 }
 
@@ -363,7 +383,6 @@ async fn run_clb(
         .collect();
     let addrs = pops.iter().map(|&(_, a)| a).collect();
     let mut prober = UdpProber::bind(from_pops.ip(), addrs, probe_config(t), now_ns(start)).await?;
-    let mut probe_tick = tokio::time::interval(probe_interval(t));
     let mut pbuf_probe = [0u8; 64];
     // POPs probe this node over the backbone: answer while we run.
     answer_probes().await?;
@@ -409,14 +428,16 @@ async fn run_clb(
                     let site = anyedge_topology::route_table::ClbSite { t, region, index, addresses, identity: &identity };
                     anyedge_topology::route_table::apply_to_clb(&mut core, &site, &table, &change);
                 }
-                _ = probe_tick.tick() => {
+                _ = tokio::time::sleep_until(prober.wake_at(start)) => {
                     for (peer, up) in prober.tick(now_ns(start)).await {
                         core.set_pop_up(pops[peer].0, up);
                     }
                 }
                 r = prober.sock.recv_from(&mut pbuf_probe) => {
                     if let Ok((n, _)) = r {
-                        prober.answered(&pbuf_probe[..n]);
+                        for (peer, up) in prober.answered(&pbuf_probe[..n]) {
+                            core.set_pop_up(pops[peer].0, up);
+                        }
                     }
                 }
             }

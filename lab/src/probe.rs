@@ -60,6 +60,9 @@ pub struct ProbeReport {
     pub flows_backend_changed: u64,
     /// TCP connections that broke (reset, or 5 s without an answer) before the end.
     pub connections_broken: u64,
+    /// Per flow, in flow order: the longest time between two of its replies (an outage
+    /// and its recovery, when a node on its path died), in milliseconds.
+    pub longest_gap_ms: Vec<f64>,
 }
 
 /// Any local port in the target's family.
@@ -83,6 +86,8 @@ struct Tally {
     clients: BTreeSet<String>,
     /// Per flow: the backend that answered it first, and whether another answered later.
     flow_backends: BTreeMap<usize, (String, bool)>,
+    /// Per flow: when its last reply came (µs since start), and the longest gap so far.
+    flow_gaps: BTreeMap<usize, (u64, u64)>,
     broken: u64,
 }
 
@@ -93,7 +98,11 @@ impl Tally {
             return;
         }
         let sent_us = u64::from_be_bytes(bytes[12..20].try_into().unwrap_or([0; 8]));
-        let rtt = (start.elapsed().as_micros() as u64).saturating_sub(sent_us).max(1);
+        let now_us = start.elapsed().as_micros() as u64;
+        let rtt = now_us.saturating_sub(sent_us).max(1);
+        let gap = self.flow_gaps.entry(flow).or_insert((now_us, 0));
+        gap.1 = gap.1.max(now_us - gap.0);
+        gap.0 = now_us;
         let hist =
             self.hist.get_or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds"));
         let _ = hist.record(rtt);
@@ -297,5 +306,6 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         connections_opened: connections,
         flows_backend_changed: t.flow_backends.values().filter(|(_, changed)| *changed).count() as u64,
         connections_broken: t.broken,
+        longest_gap_ms: t.flow_gaps.values().map(|&(_, gap)| gap as f64 / 1000.0).collect(),
     }
 }

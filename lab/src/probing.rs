@@ -18,11 +18,6 @@ pub fn probe_config(t: &Topology) -> ProbeConfig {
     t.failover.probe()
 }
 
-/// How often the driver must tick a prober.
-pub fn probe_interval(t: &Topology) -> Duration {
-    Duration::from_nanos(t.failover.probe_interval_ns)
-}
-
 /// Answers liveness probes on the health port (an echo) for as long as the node runs.
 pub async fn answer_probes() -> Result<(), String> {
     let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
@@ -40,8 +35,12 @@ pub async fn answer_probes() -> Result<(), String> {
     Ok(())
 }
 
+/// A peer whose state changed: (peer index, up).
+pub type Change = (usize, bool);
+
 /// A prober over UDP: `sock` receives the answers (await `sock.recv_from` in a select and
-/// hand the bytes to `answered`); `tick` every `probe_interval`.
+/// hand the bytes to `answered`); `tick` when `wake_at` comes (the core's own timer, so
+/// rounds keep the configured cadence).
 pub struct UdpProber {
     prober: Prober,
     peers: Vec<SocketAddr>,
@@ -55,27 +54,41 @@ impl UdpProber {
         Ok(UdpProber { prober: Prober::new(peers.len(), config, now_ns), peers, sock })
     }
 
+    /// When the next round is due, for a driver whose clock started at `start`.
+    pub fn wake_at(&self, start: std::time::Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(start + Duration::from_nanos(self.prober.poll_timeout()))
+    }
+
     /// Counts misses, sends the next round; the peers whose state changed, (peer, up).
-    pub async fn tick(&mut self, now_ns: u64) -> Vec<(usize, bool)> {
+    pub async fn tick(&mut self, now_ns: u64) -> Vec<Change> {
         self.prober.handle_timeout(now_ns);
-        let mut changes = Vec::new();
-        while let Some(out) = self.prober.poll_output() {
-            match out {
-                ProbeOutput::Send { peer, seq } => {
-                    let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit();
-                    let _ = self.sock.send_to(&request, self.peers[peer]).await;
-                }
-                ProbeOutput::Down { peer } => changes.push((peer, false)),
-                ProbeOutput::Up { peer } => changes.push((peer, true)),
-            }
+        let (changes, sends) = self.outputs();
+        for (peer, seq) in sends {
+            let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit();
+            let _ = self.sock.send_to(&request, self.peers[peer]).await;
         }
         changes
     }
 
     /// Bytes that came back on `sock`: an answer if they are one of our echoed probes.
-    pub fn answered(&mut self, bytes: &[u8]) {
+    /// The peers it brought back, at once (not at the next round).
+    pub fn answered(&mut self, bytes: &[u8]) -> Vec<Change> {
         if let Ok((peer, seq)) = probe::parse_answer(bytes) {
             self.prober.handle_answer(usize::from(peer), seq);
         }
+        self.outputs().0
+    }
+
+    /// The prober's outputs: peers changed (peer, up), and probes to send (peer, seq).
+    fn outputs(&mut self) -> (Vec<Change>, Vec<(usize, u64)>) {
+        let (mut changes, mut sends) = (Vec::new(), Vec::new());
+        while let Some(out) = self.prober.poll_output() {
+            match out {
+                ProbeOutput::Send { peer, seq } => sends.push((peer, seq)),
+                ProbeOutput::Down { peer } => changes.push((peer, false)),
+                ProbeOutput::Up { peer } => changes.push((peer, true)),
+            }
+        }
+        (changes, sends)
     }
 }

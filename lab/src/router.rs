@@ -4,13 +4,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyedge_topology::Topology;
 
 use crate::layout::HEALTH_PORT;
 use crate::plan::Plan;
-use crate::probing::{UdpProber, probe_config, probe_interval};
+use crate::probing::{UdpProber, probe_config};
 
 fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
@@ -28,30 +28,34 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
     // What routing shows now, and what it converges to (time it takes effect).
     let mut announced = vec![true; t.pops.len()];
     let mut pending: Vec<(u64, usize, bool)> = Vec::new();
-    let mut tick = tokio::time::interval(probe_interval(t));
     let mut buf = [0u8; 64];
     std::fs::write(ready, b"ready\n").map_err(|e| e.to_string())?;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = now_ns(start);
-                for (peer, up) in prober.tick(now).await {
-                    pending.push((now + t.failover.route_converge_ns, pops[peer].0, up));
-                }
-                let due: Vec<(u64, usize, bool)> = pending.iter().copied().filter(|&(at, _, _)| at <= now).collect();
-                pending.retain(|&(at, _, _)| at > now);
-                if !due.is_empty() {
-                    for (_, p, up) in due {
-                        announced[p] = up;
-                    }
-                    reroute(t, plan, &announced);
-                }
+        // Wake for the next probe round or the next route change to take effect.
+        let converge = pending.iter().map(|&(at, ..)| at).min();
+        let wake = match converge {
+            Some(at) => prober.wake_at(start).min(tokio::time::Instant::from_std(start + Duration::from_nanos(at))),
+            None => prober.wake_at(start),
+        };
+        let changes = tokio::select! {
+            _ = tokio::time::sleep_until(wake) => prober.tick(now_ns(start)).await,
+            r = prober.sock.recv_from(&mut buf) => match r {
+                Ok((n, _)) => prober.answered(&buf[..n]),
+                Err(_) => Vec::new(),
+            },
+        };
+        let now = now_ns(start);
+        for (peer, up) in changes {
+            eprintln!("internet: pop/{} {}", t.pops[pops[peer].0].name, if up { "up" } else { "withdrawn" });
+            pending.push((now + t.failover.route_converge_ns, pops[peer].0, up));
+        }
+        let due: Vec<(u64, usize, bool)> = pending.iter().copied().filter(|&(at, _, _)| at <= now).collect();
+        pending.retain(|&(at, _, _)| at > now);
+        if !due.is_empty() {
+            for (_, p, up) in due {
+                announced[p] = up;
             }
-            r = prober.sock.recv_from(&mut buf) => {
-                if let Ok((n, _)) = r {
-                    prober.answered(&buf[..n]);
-                }
-            }
+            reroute(t, plan, &announced);
         }
     }
 }
