@@ -558,6 +558,12 @@ fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let back = lab.probe("london", "198.18.0.20:7000", "udp", 16);
     assert!(back["received"].as_u64().unwrap() >= back["sent"].as_u64().unwrap() * 95 / 100, "{back}");
+    // Taken back: the POPs send its share of new flows to it again, which it schedules
+    // and tells node 1 of (sync messages it sends after its restart).
+    let status = lab.anyedge(&["lab", "status", "--json"]);
+    let s: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+    let sent = s["sync"]["clb/frankfurt/0"]["messages_sent"].as_u64().unwrap_or(0);
+    assert!(sent >= 2, "the restarted node schedules flows again (a table request, then batches): {s}");
 }
 
 /// Spawns `anyedge probe` in a client namespace for `secs` seconds, reporting to `name`.
