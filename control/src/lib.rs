@@ -13,17 +13,21 @@
 //! assert!(node.is_leader());
 //! ```
 
+pub mod admission;
 #[cfg(feature = "durable")]
 pub mod durable;
 pub mod node;
 pub mod store;
 pub mod table;
 
+pub use admission::{Refusal, TERM_JUMP_MAX, TERM_MAX};
 pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, StepError, WriteFate, write_fate};
 pub use store::{Disk, DiskWriter, InMemory, LogStore, Persist, StoreWrite};
 pub use table::{
     BackendRoute, Change, ChangeError, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,
 };
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -114,6 +114,10 @@ pub struct ControlNode {
     timer_seen: (u64, StateRole, usize),
     election_ticks: (usize, usize),
     rng: ComponentRng,
+    voters: Vec<u64>,
+    /// What raft-rs was configured with (a rebuild uses it again).
+    raft_config: Config,
+    recovered: u64,
 }
 
 /// What became of a write proposed at (index, term), now that (index, term) of an applied
@@ -186,6 +190,9 @@ impl ControlNode {
             // The term it boots in names the draws too: a restarted node does not replay
             // the timeouts of its last life.
             rng: ComponentRng::new(config.seed, &format!("control/{}/election/{boot_term}", config.id)),
+            voters: config.voters.clone(),
+            raft_config,
+            recovered: 0,
         };
         node.draw_election_timeout();
         // A restarted node re-applies what it had committed after its snapshot.
@@ -228,19 +235,77 @@ impl ControlNode {
         }
     }
 
-    /// A message from a peer, as bytes off the wire. Garbage and messages for another
-    /// node are refused and change nothing.
-    pub fn step(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+    /// A message from peer `from` (the identity its transport proved: the sender's
+    /// certificate in the lab, the link in the simulator), as bytes off the wire. Whatever
+    /// arrives, nothing panics: garbage, messages for another node, from a non-member, or
+    /// claiming another sender, absurd terms, message kinds peers never send each other
+    /// and messages that contradict this node's log are refused with the reason and change
+    /// nothing. Should raft-rs still give up on a message, the node is rebuilt from its log
+    /// store (what a restart would do) and goes on; [`ControlNode::recovered`] counts those.
+    pub fn step(&mut self, from: u64, bytes: &[u8]) -> Result<(), StepError> {
         let msg =
             Message::parse_from_bytes(bytes).map_err(|e| StepError::Refused(format!("not a Raft message: {e}")))?;
-        if msg.to != self.id() {
-            return Err(StepError::Refused(format!("message for node {} reached node {}", msg.to, self.id())));
+        crate::admission::admit(&self.admission(), from, &msg).map_err(|e| StepError::Refused(e.to_string()))?;
+        self.step_admitted(from, msg)
+    }
+
+    /// Steps a message admission let through; if raft-rs panics on it after all, the node
+    /// is rebuilt from its store.
+    fn step_admitted(&mut self, from: u64, msg: Message) -> Result<(), StepError> {
+        let raw = &mut self.raw;
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raw.step(msg)));
+        match stepped {
+            Ok(result) => result.map_err(|e| StepError::Refused(e.to_string()))?,
+            Err(_) => {
+                self.rebuild().map_err(StepError::Store)?;
+                return Err(StepError::Refused(format!(
+                    "raft-rs gave up on a message from control/{from}; rebuilt from the log store"
+                )));
+            }
         }
-        if raft::raw_node::is_local_msg(msg.get_msg_type()) {
-            return Err(StepError::Refused("a local Raft message cannot come from the network".into()));
-        }
-        self.raw.step(msg).map_err(|e| StepError::Refused(e.to_string()))?;
         self.process_ready().map_err(StepError::Store)
+    }
+
+    /// A message handed to raft-rs without admission: how a test makes raft-rs panic.
+    #[cfg(test)]
+    pub(crate) fn step_unchecked(&mut self, from: u64, msg: Message) -> Result<(), StepError> {
+        self.step_admitted(from, msg)
+    }
+
+    /// What [`crate::admission::admit`] checks a message against: this node as it is now.
+    fn admission(&self) -> crate::admission::NodeView<'_> {
+        let r = &self.raw.raft;
+        crate::admission::NodeView {
+            id: r.id,
+            voters: &self.voters,
+            term: r.term,
+            leader: self.leader(),
+            last_index: r.raft_log.last_index(),
+            committed: r.raft_log.committed,
+        }
+    }
+
+    /// Times raft-rs gave up on a message and the node was rebuilt from its log store.
+    pub fn recovered(&self) -> u64 {
+        self.recovered
+    }
+
+    /// A fresh raft-rs node on this node's log store, as after a restart: what was
+    /// persisted stays, whatever a failed step left half done in memory is gone. The
+    /// table and the applied index are this node's own (everything applied was committed
+    /// and persisted first).
+    fn rebuild(&mut self) -> Result<(), String> {
+        self.recovered += 1;
+        let placeholder = LogStore::new(&self.voters, Box::new(crate::store::InMemory))?;
+        let store = std::mem::replace(&mut self.raw.raft.raft_log.store, placeholder);
+        let mut config = self.raft_config.clone();
+        config.applied = self.applied;
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            RawNode::new(&config, store, &discard_logger()).map_err(|e| e.to_string())
+        }));
+        self.raw = built.map_err(|_| "the log store cannot be loaded".to_string())??;
+        self.draw_election_timeout();
+        Ok(())
     }
 
     /// Proposes `change` (leader only, checked against the table first). Returns the log

@@ -9,11 +9,11 @@ use crate::node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, Wri
 use crate::store::{Disk, DiskWriter, LogStore};
 use crate::table::{BackendRoute, Change, GroupRoute, RouteTable};
 
-fn backend(i: u8) -> std::net::SocketAddr {
+pub(crate) fn backend(i: u8) -> std::net::SocketAddr {
     format!("198.19.20.{i}:7000").parse().unwrap()
 }
 
-fn initial_table() -> RouteTable {
+pub(crate) fn initial_table() -> RouteTable {
     RouteTable {
         backend_groups: vec![GroupRoute {
             region: "frankfurt".into(),
@@ -24,8 +24,8 @@ fn initial_table() -> RouteTable {
     }
 }
 
-struct Network {
-    nodes: Vec<Option<ControlNode>>,
+pub(crate) struct Network {
+    pub(crate) nodes: Vec<Option<ControlNode>>,
     disks: Vec<Arc<Mutex<Disk>>>,
     in_flight: VecDeque<(u64, u64, Vec<u8>)>,
     cut: BTreeSet<(u64, u64)>,
@@ -34,10 +34,13 @@ struct Network {
     /// (index, term) of entries applied with no change in them, by any node.
     applied_nothing: Vec<(u64, u64)>,
     snapshot_every: u64,
+    /// Whether a node may refuse a message its peer sent (only after forged ones muddled
+    /// the cluster); otherwise a refusal fails the test.
+    pub(crate) refusals_allowed: bool,
 }
 
 impl Network {
-    fn new(n: u64, snapshot_every: u64) -> Network {
+    pub(crate) fn new(n: u64, snapshot_every: u64) -> Network {
         let mut net = Network {
             nodes: Vec::new(),
             disks: Vec::new(),
@@ -47,6 +50,7 @@ impl Network {
             leaders: Vec::new(),
             applied_nothing: Vec::new(),
             snapshot_every,
+            refusals_allowed: false,
         };
         for id in 1..=n {
             let disk = Arc::new(Mutex::new(Disk::default()));
@@ -74,7 +78,7 @@ impl Network {
         }
     }
 
-    fn node(&mut self, id: u64) -> &mut ControlNode {
+    pub(crate) fn node(&mut self, id: u64) -> &mut ControlNode {
         self.nodes[id as usize - 1].as_mut().expect("node is up")
     }
 
@@ -91,7 +95,7 @@ impl Network {
         }
     }
 
-    fn deliver(&mut self) {
+    pub(crate) fn deliver(&mut self) {
         for id in 1..=self.nodes.len() as u64 {
             self.drain(id);
         }
@@ -100,13 +104,16 @@ impl Network {
                 continue;
             }
             if let Some(node) = self.nodes[to as usize - 1].as_mut() {
-                node.step(&bytes).unwrap();
+                match node.step(from, &bytes) {
+                    Err(crate::StepError::Refused(_)) if self.refusals_allowed => {}
+                    result => result.unwrap(),
+                }
                 self.drain(to);
             }
         }
     }
 
-    fn tick(&mut self, ticks: usize) {
+    pub(crate) fn tick(&mut self, ticks: usize) {
         for _ in 0..ticks {
             for node in self.nodes.iter_mut().flatten() {
                 node.tick().unwrap();
@@ -115,29 +122,29 @@ impl Network {
         }
     }
 
-    fn leader(&self) -> Option<u64> {
+    pub(crate) fn leader(&self) -> Option<u64> {
         let leaders: Vec<u64> = self.nodes.iter().flatten().filter(|n| n.is_leader()).map(|n| n.id()).collect();
         // Several nodes may think they lead only across terms (a deposed one not yet told).
         leaders.into_iter().max_by_key(|&id| self.nodes[id as usize - 1].as_ref().map(|n| n.term()))
     }
 
-    fn isolate(&mut self, id: u64) {
+    pub(crate) fn isolate(&mut self, id: u64) {
         for other in 1..=self.nodes.len() as u64 {
             self.cut.insert((id, other));
             self.cut.insert((other, id));
         }
     }
 
-    fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         self.cut.clear();
     }
 
-    fn crash(&mut self, id: u64) {
+    pub(crate) fn crash(&mut self, id: u64) {
         self.nodes[id as usize - 1] = None;
     }
 
     /// Brings a crashed node back with what its disk holds, nothing more.
-    fn restart(&mut self, id: u64) {
+    pub(crate) fn restart(&mut self, id: u64) {
         let n = self.nodes.len() as u64;
         let store = LogStore::from_disk(&self.disks[id as usize - 1]).unwrap();
         let node = ControlNode::new(&self.config(id, n), initial_table(), store).unwrap();
@@ -146,7 +153,7 @@ impl Network {
         self.drain(id);
     }
 
-    fn write(&mut self, change: &Change) -> u64 {
+    pub(crate) fn write(&mut self, change: &Change) -> u64 {
         let leader = self.leader().expect("a leader");
         let index = self.node(leader).propose(change).unwrap();
         self.deliver();
@@ -154,7 +161,7 @@ impl Network {
     }
 }
 
-fn set_weight(i: u8, weight: u8) -> Change {
+pub(crate) fn set_weight(i: u8, weight: u8) -> Change {
     Change::SetWeight { backend: backend(i), weight }
 }
 
@@ -286,12 +293,12 @@ fn bytes_that_are_not_a_raft_message_for_this_node_are_refused() {
     let mut net = Network::new(3, 64);
     net.tick(30);
     let before = net.node(1).term();
-    assert!(net.node(1).step(b"\xff\xff\xff garbage").is_err());
+    assert!(net.node(1).step(3, b"\xff\xff\xff garbage").is_err());
     // A well-formed message addressed to node 2 does not move node 1.
     let mut m = raft::eraftpb::Message { to: 2, from: 3, term: before + 5, ..Default::default() };
     m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
     let bytes = protobuf::Message::write_to_bytes(&m).unwrap();
-    assert!(net.node(1).step(&bytes).is_err());
+    assert!(net.node(1).step(3, &bytes).is_err());
     assert_eq!(net.node(1).term(), before);
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyedge_control::durable::RedbDisk;
@@ -26,6 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::layout::{CONTROL_PORT, api_socket, log_path, mark_ready};
+use crate::pki::{PeerIdentity, Role};
 use crate::plan::Plan;
 
 /// How long a write waits to commit before the API gives up on it.
@@ -34,7 +36,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const WATCH_DEPTH: usize = 1024;
 
 enum Call {
-    Raft(Vec<u8>),
+    /// A Raft message from the control node with this id (its certificate says so).
+    Raft(u64, Vec<u8>),
     Status(oneshot::Sender<StatusReply>),
     Routes(oneshot::Sender<RoutesReply>),
     Write(Change, oneshot::Sender<Result<u64, Status>>),
@@ -44,9 +47,50 @@ enum Call {
 #[derive(Clone)]
 struct Api {
     calls: mpsc::Sender<Call>,
+    /// Serving the Unix socket (root on this host, the operator) rather than the backbone.
+    local: bool,
+    refusals: Refusals,
+}
+
+/// Logs why peers were refused: every reason the first few times, then one in a thousand,
+/// so a flood of forged messages cannot fill the disk.
+#[derive(Clone, Default)]
+struct Refusals {
+    name: Arc<str>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Refusals {
+    fn new(name: &str) -> Refusals {
+        Refusals { name: name.into(), count: Arc::default() }
+    }
+
+    fn log(&self, what: &str, reason: &dyn std::fmt::Display) {
+        let n = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n <= 20 || n.is_multiple_of(1000) {
+            eprintln!("{} {}: refused {what}: {reason} ({n} refused so far)", crate::node::unix_ms(), self.name);
+        }
+    }
+
+    /// The status a refused call gets back, logged.
+    fn deny(&self, what: &str, reason: String) -> Status {
+        self.log(what, &reason);
+        Status::permission_denied(reason)
+    }
 }
 
 impl Api {
+    /// Who is calling: `None` on the local socket; over the backbone, the identity in the
+    /// peer's certificate (which TLS checked against the lab's CA).
+    fn caller<T>(&self, request: &Request<T>, what: &str) -> Result<Option<PeerIdentity>, Status> {
+        if self.local {
+            return Ok(None);
+        }
+        let chain = request.peer_certs().ok_or_else(|| self.refusals.deny(what, "no client certificate".into()))?;
+        let leaf = chain.first().ok_or_else(|| self.refusals.deny(what, "empty certificate chain".into()))?;
+        crate::pki::peer_identity(leaf.as_ref()).map(Some).map_err(|e| self.refusals.deny(what, e))
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Call) -> Result<T, Status> {
         let (tx, rx) = oneshot::channel();
         self.calls.send(make(tx)).await.map_err(|_| Status::unavailable("control node is stopping"))?;
@@ -57,8 +101,15 @@ impl Api {
 #[tonic::async_trait]
 impl Peer for Api {
     async fn raft(&self, request: Request<RaftFrame>) -> Result<Response<Ack>, Status> {
+        let id = match self.caller(&request, "a Raft message")? {
+            Some(PeerIdentity { role: Role::Control(id), .. }) => id,
+            who => {
+                let who = who.map_or("the local socket".to_string(), |w| w.name);
+                return Err(self.refusals.deny("a Raft message", format!("{who} is no control node")));
+            }
+        };
         let frame = request.into_inner();
-        self.calls.send(Call::Raft(frame.message)).await.map_err(|_| Status::unavailable("stopping"))?;
+        self.calls.send(Call::Raft(id, frame.message)).await.map_err(|_| Status::unavailable("stopping"))?;
         Ok(Response::new(Ack {}))
     }
 }
@@ -74,6 +125,10 @@ impl Control for Api {
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        match self.caller(&request, "a write")? {
+            None | Some(PeerIdentity { role: Role::Ctl, .. }) => {}
+            Some(who) => return Err(self.refusals.deny("a write", format!("{} may only watch and read", who.name))),
+        }
         let json = request.into_inner().change_json;
         let change: Change = serde_json::from_str(&json)
             .map_err(|e| Status::invalid_argument(format!("change: not a route-table change ({e})")))?;
@@ -162,8 +217,9 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     let mut node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)?;
     let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
     let (calls_tx, mut calls) = mpsc::channel::<Call>(4096);
-    let api = Api { calls: calls_tx };
     let name = format!("control/{id}");
+    let refusals = Refusals::new(&name);
+    let api = Api { calls: calls_tx, local: false, refusals: refusals.clone() };
     // Raft and watchers over the backbone, mutual TLS: only holders of the lab's
     // certificates get in.
     let bind = SocketAddr::new(own.into(), CONTROL_PORT);
@@ -181,7 +237,7 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     }
     let _ = std::fs::remove_file(&socket);
     let unix = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    let local = tonic::transport::Server::builder().add_service(ControlServer::new(api));
+    let local = tonic::transport::Server::builder().add_service(ControlServer::new(Api { local: true, ..api }));
     tokio::spawn(async move {
         if let Err(e) = local.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix)).await {
             eprintln!("control API server: {e}");
@@ -203,12 +259,14 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
         tokio::select! {
             _ = tick.tick() => node.tick()?,
             Some(call) = calls.recv() => match call {
-                Call::Raft(bytes) => {
+                Call::Raft(from, bytes) => match node.step(from, &bytes) {
+                    Ok(()) => {}
                     // A refused message changes nothing; a log that cannot be written stops the node.
-                    if let Err(e @ anyedge_control::StepError::Store(_)) = node.step(&bytes) {
-                        return Err(format!("{name}: {e}"));
+                    Err(anyedge_control::StepError::Refused(e)) => {
+                        refusals.log(&format!("a Raft message from control/{from}"), &e);
                     }
-                }
+                    Err(e @ anyedge_control::StepError::Store(_)) => return Err(format!("{name}: {e}")),
+                },
                 Call::Status(reply) => {
                     let _ = reply.send(StatusReply {
                         node: name.clone(),
@@ -306,17 +364,23 @@ mod tests {
     }
 
     #[test]
-    fn only_holders_of_the_labs_certificates_reach_a_control_node() {
+    fn only_control_nodes_of_the_lab_send_raft_messages_and_only_as_themselves() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
             let (lab, stranger) = (temp("lab"), temp("stranger"));
-            let nodes = [("control/1".to_string(), Some(local)), ("pop/paris".to_string(), None)];
+            let nodes = [
+                ("control/1".to_string(), Some(local)),
+                ("control/2".to_string(), Some(local)),
+                ("pop/paris".to_string(), None),
+                ("clb/frankfurt/0".to_string(), None),
+            ];
             crate::pki::issue(&lab, &nodes).unwrap();
             // Another lab's CA issues certificates with the very same names.
             crate::pki::issue(&stranger, &nodes).unwrap();
             let (calls_tx, mut calls) = mpsc::channel(16);
-            let server = backbone_server(&lab, "control/1", Api { calls: calls_tx }).unwrap();
+            let api = Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1") };
+            let server = backbone_server(&lab, "control/1", api).unwrap();
             let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
             let addr = tcp.local_addr().unwrap();
             tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
@@ -328,14 +392,45 @@ mod tests {
             };
             assert!(!inject(addr, None).await, "plaintext is refused");
             assert!(!inject(addr, Some(ca_only)).await, "TLS without a client certificate is refused");
-            let foreign = crate::pki::client(&stranger, "pop/paris", local).unwrap();
+            let foreign = crate::pki::client(&stranger, "control/2", local).unwrap();
             assert!(!inject(addr, Some(foreign)).await, "a certificate from another CA is refused");
+            for watcher in ["pop/paris", "clb/frankfurt/0", "ctl"] {
+                let tls = crate::pki::client(&lab, watcher, local).unwrap();
+                assert!(!inject(addr, Some(tls)).await, "{watcher}'s certificate sends no Raft messages");
+            }
             assert!(calls.try_recv().is_err(), "nothing reached the node");
-            let member = crate::pki::client(&lab, "pop/paris", local).unwrap();
-            assert!(inject(addr, Some(member)).await, "the lab's own certificate gets in");
-            assert!(matches!(calls.try_recv(), Ok(Call::Raft(m)) if m == b"forged"));
+            let member = crate::pki::client(&lab, "control/2", local).unwrap();
+            assert!(inject(addr, Some(member)).await, "a control node's certificate gets in");
+            assert!(
+                matches!(calls.try_recv(), Ok(Call::Raft(2, m)) if m == b"forged"),
+                "as control/2, its certificate's id"
+            );
             let _ = std::fs::remove_dir_all(&lab);
             let _ = std::fs::remove_dir_all(&stranger);
         });
+    }
+
+    #[test]
+    fn certificates_name_their_node_and_role_with_key_usage_set() {
+        let lab = temp("roles");
+        let nodes = [("control/3".to_string(), Some(IpAddr::V4(Ipv4Addr::LOCALHOST))), ("pop/tokyo".to_string(), None)];
+        crate::pki::issue(&lab, &nodes).unwrap();
+        for (name, role, server) in
+            [("control/3", Role::Control(3), true), ("pop/tokyo", Role::Pop, false), ("ctl", Role::Ctl, false)]
+        {
+            let pem =
+                std::fs::read_to_string(crate::pki::dir(&lab).join(format!("{}.pem", crate::layout::sanitize(name))))
+                    .unwrap();
+            let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+            let identity = crate::pki::peer_identity(&der.contents).unwrap();
+            assert_eq!(identity, PeerIdentity { name: name.into(), role });
+            let (_, cert) = x509_parser::parse_x509_certificate(&der.contents).unwrap();
+            let usage = cert.key_usage().unwrap().expect("key usage set").value;
+            assert!(usage.digital_signature() && !usage.key_cert_sign(), "{name}: {usage:?}");
+            let eku = cert.extended_key_usage().unwrap().expect("extended key usage set").value;
+            assert!(eku.client_auth, "{name} dials control nodes");
+            assert_eq!(eku.server_auth, server, "{name} serves: {server}");
+        }
+        let _ = std::fs::remove_dir_all(&lab);
     }
 }

@@ -120,7 +120,7 @@ async fn serve_control(
 }
 
 /// Wall-clock milliseconds, for log lines a user can line up with other nodes'.
-fn unix_ms() -> u128 {
+pub(crate) fn unix_ms() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 

@@ -1,13 +1,19 @@
 //! Mutual TLS for the lab's control plane: at `lab up` a private CA (rcgen, Ed25519)
 //! issues one certificate per node that speaks gRPC on the backbone — control nodes
-//! (their backbone address as SAN), POPs and CLB nodes (watchers). Control nodes accept
-//! only peers that present a certificate from that CA; the CA's key is not kept, so no
-//! certificate can be minted for a stranger later.
+//! (their backbone address as SAN), POPs and CLB nodes (watchers) and `ctl`. Each names
+//! its node (common name `control/2`, `pop/paris`, `clb/frankfurt/0`, `ctl`) and role
+//! (organizational unit), with key usage and extended key usage set (control nodes serve
+//! and dial, everyone else only dials). Control nodes accept only peers that present a
+//! certificate from that CA and then check the role in it ([`PeerIdentity`]); the CA's
+//! key is not kept, so no certificate can be minted for a stranger later.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::layout::sanitize;
@@ -29,14 +35,23 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)]) -> Result<(),
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = ca_params.self_signed(&ca_key).map_err(err)?;
     let issuer = Issuer::new(ca_params, ca_key);
     write(&dir.join("ca.pem"), &ca.pem())?;
-    for (node, addr) in nodes {
+    let ctl = ("ctl".to_string(), None);
+    for (node, addr) in nodes.iter().chain(std::iter::once(&ctl)) {
+        let role = Role::of(node).ok_or_else(|| err(format!("`{node}` names no role")))?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         params.distinguished_name.push(DnType::CommonName, node.as_str());
+        params.distinguished_name.push(DnType::OrganizationalUnitName, role.name());
         params.subject_alt_names = addr.iter().map(|a| SanType::IpAddress(*a)).collect();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = match role {
+            Role::Control(_) => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
         let cert = params.signed_by(&key, &issuer).map_err(err)?;
         write(&dir.join(format!("{}.pem", sanitize(node))), &cert.pem())?;
         write(&dir.join(format!("{}.key", sanitize(node))), &key.serialize_pem())?;
@@ -79,4 +94,63 @@ pub fn server(state_dir: &Path, node: &str) -> Result<ServerTlsConfig, String> {
 pub fn client(state_dir: &Path, node: &str, server: IpAddr) -> Result<ClientTlsConfig, String> {
     let (ca, id) = identity(state_dir, node)?;
     Ok(ClientTlsConfig::new().ca_certificate(ca).identity(id).domain_name(server.to_string()))
+}
+
+/// What a certificate of the lab lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A control node, with its Raft id: sends Raft messages as that id.
+    Control(u64),
+    /// POPs and CLB nodes: watch and read the table.
+    Pop,
+    Clb,
+    /// The operator's tool: writes.
+    Ctl,
+}
+
+impl Role {
+    /// The role a node's name gives it (`control/N`, `pop/X`, `clb/R/N`, `ctl`).
+    pub fn of(name: &str) -> Option<Role> {
+        match name.split('/').collect::<Vec<_>>()[..] {
+            ["control", n] => n.parse().ok().filter(|&n| n > 0).map(Role::Control),
+            ["pop", p] if !p.is_empty() => Some(Role::Pop),
+            ["clb", r, n] if !r.is_empty() && n.parse::<u16>().is_ok() => Some(Role::Clb),
+            ["ctl"] => Some(Role::Ctl),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Control(_) => "control",
+            Role::Pop => "pop",
+            Role::Clb => "clb",
+            Role::Ctl => "ctl",
+        }
+    }
+}
+
+/// Who is on the other end of a mutual-TLS connection, from its certificate (which the
+/// TLS layer already checked against the lab's CA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The identity in a peer's certificate (DER): its common name, whose role must be the
+/// one its organizational unit states.
+pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let subject = cert.subject();
+    let names: Vec<&str> = subject.iter_common_name().filter_map(|a| a.as_str().ok()).collect();
+    let units: Vec<&str> = subject.iter_organizational_unit().filter_map(|a| a.as_str().ok()).collect();
+    let (&[name], &[unit]) = (&names[..], &units[..]) else {
+        return Err("certificate without exactly one common name and one role".into());
+    };
+    let role = Role::of(name).ok_or_else(|| format!("certificate for `{name}`, which names no role"))?;
+    if role.name() != unit {
+        return Err(format!("certificate for `{name}` claims role `{unit}`"));
+    }
+    Ok(PeerIdentity { name: name.to_string(), role })
 }

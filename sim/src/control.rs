@@ -27,8 +27,9 @@ const SETTLE_NS: u64 = 3_000_000_000;
 /// What the world schedules for the control plane.
 pub enum ControlEv {
     Tick,
-    /// A Raft message arriving at node `to` (1-based).
+    /// A Raft message from node `from` arriving at node `to` (1-based).
     Message {
+        from: u8,
         to: u8,
         bytes: Vec<u8>,
     },
@@ -261,13 +262,18 @@ impl ControlPlane {
         self.liveness.observe(&snapshot, &mut self.violations);
     }
 
-    pub fn deliver(&mut self, now: u64, to: u8, bytes: &[u8]) -> Vec<(u64, ControlEv)> {
+    pub fn deliver(&mut self, now: u64, (from, to): (u8, u8), bytes: &[u8]) -> Vec<(u64, ControlEv)> {
         let mut out = Vec::new();
         let m = usize::from(to) - 1;
         if let Some(node) = self.members.get_mut(m).and_then(|x| x.node.as_mut()) {
-            // A refused message changes nothing; a node whose log cannot be written is a bug.
-            if let Err(e @ StepError::Store(_)) = node.step(bytes) {
-                self.violations.push(format!("control/{to}: {e}"));
+            // Every message here is an honest peer's: a refusal means the admission checks
+            // would turn away real traffic, and a log that cannot be written is a bug.
+            match node.step(u64::from(from), bytes) {
+                Ok(()) => {}
+                Err(StepError::Refused(e)) => {
+                    self.violations.push(format!("control/{to} refused a message from control/{from}: {e}"))
+                }
+                Err(e @ StepError::Store(_)) => self.violations.push(format!("control/{to}: {e}")),
             }
             self.drain(m, now, &mut out);
             self.propose_pending(now, &mut out);
@@ -327,7 +333,7 @@ impl ControlPlane {
                     }
                     let link = &mut self.links[m][usize::from(to) - 1];
                     if let Outcome::Deliver(at) = link.transmit(now, bytes.len(), u64::from(to)) {
-                        out.push((at, ControlEv::Message { to, bytes }));
+                        out.push((at, ControlEv::Message { from, to, bytes }));
                     }
                 }
                 Output::Leader { leader: Some(l), term } if l == u64::from(from) => {

@@ -248,7 +248,7 @@ impl<'t> World<'t> {
         let Some(plane) = self.control.as_mut() else { return };
         let events = match ev {
             ControlEv::Tick => plane.tick(now),
-            ControlEv::Message { to, bytes } => plane.deliver(now, to, &bytes),
+            ControlEv::Message { from, to, bytes } => plane.deliver(now, (from, to), &bytes),
             ControlEv::Watch { watcher, update } => {
                 for wc in plane.watch_arrived(watcher, update) {
                     self.apply_route_change(ClbId(wc.watcher), &wc.table, &wc.change);
