@@ -3,8 +3,10 @@
 //! replays; the iteration count is sized for CI.
 
 use anyedge_ccn::ComponentRng;
+use anyedge_ccn::auth::{AuthConfig, BackboneSecret, Keyring, NodeId};
 use anyedge_pop::{Pop, PopConfig, Route};
 use anyedge_proto::ccn::{self, Direction};
+use anyedge_proto::seal::{self, Kind};
 use anyedge_proto::{inner, probe, sync};
 use anyedge_region::{BackendConfig, Clb, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};
 
@@ -86,9 +88,21 @@ fn clb() -> Clb {
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 64,
             pop_fallback: vec![vec![]],
+            region: 0,
+            auth: auth(CLB),
         },
         0,
     )
+}
+
+const POP: NodeId = NodeId::Pop(0);
+const CLB: NodeId = NodeId::Clb { region: 0, node: 0 };
+const PEER: NodeId = NodeId::Clb { region: 0, node: 1 };
+
+/// The fuzzed backbone: POP 0 and two CLB nodes of region 0, every pair keyed.
+fn auth(me: NodeId) -> AuthConfig {
+    let peers: Vec<NodeId> = [POP, CLB, PEER].into_iter().filter(|&p| p != me).collect();
+    AuthConfig { keys: BackboneSecret::from_seed(9).keys_for(me, &peers), epoch_ns: 0 }
 }
 
 #[test]
@@ -114,6 +128,11 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
             );
         }
         let _ = probe::parse_answer(&p);
+        if let Ok(packet) = seal::Packet::new_checked(&p[..]) {
+            let _ = seal::Repr::parse(&packet);
+            let _ = (packet.payload(), packet.tag(), packet.covered());
+        }
+        let _ = seal::ccn_flow_hash(&p);
         // What parses emits back to the same bytes.
         if let Ok(m) = sync::Message::parse(&p) {
             assert_eq!(m.emit(), p);
@@ -131,19 +150,32 @@ fn cores_drop_fuzzed_packets_without_panicking() {
     let seeds = valid_packets();
     let mut rng = ComponentRng::new(0xf023, "fuzz/cores");
     let routes = vec![Route { vip: "198.18.0.20".parse().unwrap(), region: 0, clb_nodes: 2, quic_ports: vec![4433] }];
-    let mut pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: 64 });
+    let mut pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: 64, auth: auth(POP) }, 0);
     let mut clb = clb();
+    // Authentic senders, so garbage also arrives sealed and reaches the parsers behind
+    // the tag check.
+    let mut senders: Vec<Keyring> = [POP, CLB, PEER].map(|me| auth(me).keyring(me, 1 << 40)).into();
+    let mut opened = 0;
     for i in 0..ITERATIONS as u64 {
         let p = mutate(&mut rng, &seeds);
+        let mut sealed = |keys: &mut Keyring, to, kind| {
+            if rng.chance(0.5) { keys.seal(to, kind, &p).unwrap() } else { p.clone() }
+        };
+        let (to_pop, to_clb, to_peer) = (
+            sealed(&mut senders[1], POP, Kind::Data),
+            sealed(&mut senders[0], CLB, Kind::Data),
+            sealed(&mut senders[2], CLB, Kind::Sync),
+        );
         let _ = pop.handle_from_client(i, &p);
-        let _ = pop.handle_from_clb(i, &p);
-        let _ = clb.handle_from_pop(i, &p);
+        opened += u32::from(!matches!(pop.handle_from_clb(i, &to_pop), Err(anyedge_pop::DropReason::Auth(_))));
+        let _ = clb.handle_from_pop(i, &to_clb);
         let _ = clb.handle_direct(i, p.clone());
-        let _ = clb.handle_from_peer(i, &p);
+        let _ = clb.handle_from_peer(i, &to_peer);
         let _ = clb.handle_from_backend(i, p);
         while pop.poll_output().is_some() {}
         while clb.poll_output().is_some() {}
     }
+    assert!(opened > 10_000, "sealed garbage got past the tag check to the parsers ({opened} times)");
     assert!(clb.conn_table().len() <= 64, "the connection table stays bounded under garbage");
     assert!(clb.peer_flows() <= 64, "so does the table of peers' flows");
 }

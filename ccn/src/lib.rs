@@ -1,14 +1,16 @@
 //! The CCN backbone and the internet around it, as models the simulator and the lab share:
 //! geography (great-circle delay), a per-link model (delay, jitter, loss, bandwidth,
-//! bounded queue), the discrete-event queue that emulating links needs, and seeded
-//! per-component randomness.
+//! bounded queue), the discrete-event queue that emulating links needs, seeded
+//! per-component randomness, and backbone authentication (keys, tags, replay windows).
 
+pub mod auth;
 pub mod event_queue;
 pub mod geo;
 pub mod link;
 pub mod liveness;
 pub mod rng;
 
+pub use auth::{AuthConfig, AuthError, BackboneSecret, Keyring, NodeId, PeerKeys};
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, Outcome};
 pub use liveness::{ProbeConfig, ProbeOutput, Prober};

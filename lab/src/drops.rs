@@ -58,3 +58,9 @@ impl Reason for anyedge_region::DropReason {
         anyedge_region::DropReason::name(self)
     }
 }
+
+impl Reason for anyedge_ccn::AuthError {
+    fn name(&self) -> &'static str {
+        anyedge_ccn::AuthError::name(self)
+    }
+}

@@ -52,13 +52,18 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         };
         let applied = follower.as_ref().map(|f| f.applied.clone());
         let drops = Drops::default();
+        // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.
+        let keys = match role {
+            Role::Pop(_) | Role::Clb { .. } => crate::pki::backbone_keys(state_dir, &node_name)?,
+            _ => Vec::new(),
+        };
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
         tokio::spawn(serve_control(listener, node_name, applied, drops.clone()));
         match role {
-            Role::Pop(p) => run_pop(&t, &plan, p, Forwarder { ready: &ready, impair, follower, drops }).await,
+            Role::Pop(p) => run_pop(&t, &plan, p, Forwarder { ready: &ready, impair, follower, drops, keys }).await,
             Role::Clb { region, index } => {
-                run_clb(&t, &plan, (region, index), Forwarder { ready: &ready, impair, follower, drops }).await
+                run_clb(&t, &plan, (region, index), Forwarder { ready: &ready, impair, follower, drops, keys }).await
             }
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
@@ -156,15 +161,28 @@ struct Forwarder<'a> {
     /// The route table's watch stream, when the file has a control plane.
     follower: Option<crate::watch::Follower>,
     drops: Drops,
+    /// Its backbone keys (from the lab's PKI).
+    keys: Vec<anyedge_ccn::PeerKeys>,
+}
+
+/// Backbone authentication for a core whose clock starts now.
+fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> anyedge_ccn::AuthConfig {
+    let epoch_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    anyedge_ccn::AuthConfig { keys, epoch_ns }
 }
 
 async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Result<(), String> {
-    let Forwarder { ready, impair, mut follower, drops } = node;
+    let Forwarder { ready, impair, mut follower, drops, keys } = node;
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let mut core = Pop::new(pop_config(t, p));
     let start = Instant::now();
+    let auth = auth_from_now(keys);
+    let me = anyedge_topology::nodes::pop_node(p);
+    let mut config = pop_config(t, p);
+    config.auth = auth.clone();
+    let mut core = Pop::new(config, 0);
     let seed = t.seed;
     // The access links of every client group to this POP, both ways, and the backbone
     // links to every region: the simulator's links, in user space.
@@ -207,15 +225,19 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
         }
     }
     // Health probes (the internet router's, the CLB nodes'): answered while we run.
-    answer_probes().await?;
+    let router =
+        plan.ns_index(&Role::Pop(p)).zip(plan.ns_index(&Role::Internet)).and_then(|(ns, inet)| plan.gateway(ns, inet));
+    answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops.clone()).await?;
     // Backbone probing of the CLB nodes (the shared liveness core): a dead node's flows
     // move to a live one of its region, a node that answers again is taken back.
     let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
         clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
     clb_peers.sort();
     let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
-    let mut prober = UdpProber::bind(bind.ip(), addrs, probe_config(t), now_ns(start)).await?;
-    let mut probe_buf = [0u8; 64];
+    let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
+    let sealing = Some((auth.keyring(me, 0), ids));
+    let mut prober = UdpProber::bind(bind.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
+    let mut probe_buf = [0u8; 256];
     mark_ready(ready)?;
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
@@ -280,8 +302,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 PopOutput::ToClb { region, node, bytes } => {
                     let (r, i) = (usize::from(region), usize::from(node));
                     if let Some(&to) = clb_tunnels.get(&(r, i)) {
-                        let flow =
-                            anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
+                        let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
                         let dest = if grpc { PopDest::ClbStream(r, i) } else { PopDest::Clb(to) };
                         shaper.push(&mut backbone[r], flow, dest, bytes);
                     }
@@ -338,7 +359,7 @@ async fn run_clb(
     (region, index): (usize, usize),
     node: Forwarder<'_>,
 ) -> Result<(), String> {
-    let Forwarder { ready, impair, mut follower, drops } = node;
+    let Forwarder { ready, impair, mut follower, drops, keys } = node;
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
     let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
@@ -357,7 +378,11 @@ async fn run_clb(
     };
     let start = Instant::now();
     let identity = Identity::default();
-    let mut core = Clb::new(clb_config(t, region, index, addresses, &identity), 0);
+    let auth = auth_from_now(keys);
+    let me = anyedge_topology::nodes::clb_node(region, index);
+    let mut config = clb_config(t, region, index, addresses, &identity);
+    config.auth = auth.clone();
+    let mut core = Clb::new(config, 0);
     // Backbone links back to every POP (the POPs shape the way here).
     let mut backbone: Vec<Link> = (0..t.pops.len())
         .map(|p| {
@@ -382,10 +407,12 @@ async fn run_clb(
         .filter_map(|(p, a)| a.map(|a| (p as u16, SocketAddr::new(a.ip(), HEALTH_PORT))))
         .collect();
     let addrs = pops.iter().map(|&(_, a)| a).collect();
-    let mut prober = UdpProber::bind(from_pops.ip(), addrs, probe_config(t), now_ns(start)).await?;
-    let mut pbuf_probe = [0u8; 64];
+    let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
+    let sealing = Some((auth.keyring(me, 0), ids));
+    let mut prober = UdpProber::bind(from_pops.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
+    let mut pbuf_probe = [0u8; 256];
     // POPs probe this node over the backbone: answer while we run.
-    answer_probes().await?;
+    answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
     mark_ready(ready)?;
     let (mut pbuf, mut bbuf, mut sbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
@@ -415,10 +442,15 @@ async fn run_clb(
                     drops.set_sync(&core.sync_stats());
                 }
                 Some((packet, down)) = next_upstream(&mut from_streams) => {
-                    if let Ok(c) = anyedge_proto::CcnPacket::new_checked(&packet[..]) {
-                        downstreams.insert(c.pop_id(), down);
+                    let result = core.handle_from_pop(now_ns(start), &packet);
+                    // Replies go down the stream the POP's authentic packets came up.
+                    let sender = anyedge_proto::seal::Packet::new_checked(&packet[..])
+                        .ok()
+                        .and_then(|e| anyedge_ccn::NodeId::from_wire(e.sender()));
+                    if let (Ok(()), Some(anyedge_ccn::NodeId::Pop(pop))) = (&result, sender) {
+                        downstreams.insert(pop, down);
                     }
-                    drops.count(core.handle_from_pop(now_ns(start), &packet));
+                    drops.count(result);
                 }
                 _ = tokio::time::sleep_until(wake) => {
                     core.handle_timeout(now_ns(start));
@@ -460,8 +492,7 @@ async fn run_clb(
                 ClbOutput::ToPop { pop_id, bytes } => {
                     let p = usize::from(pop_id);
                     if let (Some(&Some(to)), Some(link)) = (pop_tunnels.get(p), backbone.get_mut(p)) {
-                        let flow =
-                            anyedge_proto::CcnPacket::new_checked(&bytes[..]).map_or(0, |c| u64::from(c.flow_hash()));
+                        let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
                         let dest = if grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
                         shaper.push(link, flow, dest, bytes);
                     }

@@ -96,6 +96,62 @@ pub fn client(state_dir: &Path, node: &str, server: IpAddr) -> Result<ClientTlsC
     Ok(ClientTlsConfig::new().ca_certificate(ca).identity(id).domain_name(server.to_string()))
 }
 
+/// Hands out the backbone's keys at `lab up`: a fresh secret (dropped once done, like the
+/// CA's key) derives each POP's and CLB node's keys for its peers (`anyedge_ccn::auth`),
+/// written to `pki/<node>.keys`, readable by root only. A node gets its own keys and no
+/// one else's.
+pub fn issue_backbone_keys(
+    state_dir: &Path,
+    t: &anyedge_topology::Topology,
+    nodes: &[(anyedge_ccn::NodeId, String)],
+) -> Result<(), String> {
+    let dir = dir(state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let secret = anyedge_ccn::BackboneSecret::generate()?;
+    for (id, name) in nodes {
+        let auth = anyedge_topology::nodes::backbone_auth(t, &secret, *id, 0);
+        let text: String =
+            auth.keys.iter().map(|k| format!("{:08x} {} {}\n", k.peer.to_wire(), hex(&k.send), hex(&k.recv))).collect();
+        write(&keys_path(state_dir, name), &text)?;
+    }
+    Ok(())
+}
+
+fn keys_path(state_dir: &Path, node: &str) -> PathBuf {
+    dir(state_dir).join(format!("{}.keys", sanitize(node)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<anyedge_ccn::auth::KeyBytes> {
+    let mut k = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+/// A node's backbone keys, as `lab up` wrote them.
+pub fn backbone_keys(state_dir: &Path, node: &str) -> Result<Vec<anyedge_ccn::PeerKeys>, String> {
+    let path = keys_path(state_dir, node);
+    let text = read(&path)?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let bad = || format!("{}:{}: not `PEER SEND RECV` in hex", path.display(), i + 1);
+            let [peer, send, recv] = line.split(' ').collect::<Vec<_>>()[..] else { return Err(bad()) };
+            let peer = u32::from_str_radix(peer, 16).ok().and_then(anyedge_ccn::NodeId::from_wire).ok_or_else(bad)?;
+            let (send, recv) = (unhex(send).ok_or_else(bad)?, unhex(recv).ok_or_else(bad)?);
+            Ok(anyedge_ccn::PeerKeys { peer, send, recv })
+        })
+        .collect()
+}
+
 /// What a certificate of the lab lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

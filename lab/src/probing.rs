@@ -2,12 +2,16 @@
 //! peer's health port every `failover.probe_interval` (the wire format is
 //! `anyedge_proto::probe`), echoed answers matched back, peers' Down/Up
 //! handed to the caller. POPs probe CLB nodes, CLB nodes POPs, the internet router POPs.
+//! Probes between POPs and CLB nodes are sealed with the nodes' backbone keys (requests
+//! and answers each their own kind), as in the simulator; the router's are not (it holds
+//! no keys), and only the router's address gets a plain answer.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyedge_ccn::{ProbeConfig, ProbeOutput, Prober};
+use anyedge_ccn::{Keyring, NodeId, ProbeConfig, ProbeOutput, Prober};
 use anyedge_proto::probe;
+use anyedge_proto::seal::Kind;
 use anyedge_topology::Topology;
 use tokio::net::UdpSocket;
 
@@ -18,16 +22,35 @@ pub fn probe_config(t: &Topology) -> ProbeConfig {
     t.failover.probe()
 }
 
-/// Answers liveness probes on the health port (an echo) for as long as the node runs.
-pub async fn answer_probes() -> Result<(), String> {
+/// Answers liveness probes on the health port for as long as the node runs: sealed ones
+/// from backbone peers `keys` holds keys for (answered sealed), plain ones only from
+/// `plain_from` (the internet router). Everything else is dropped and counted.
+pub async fn answer_probes(
+    mut keys: Keyring,
+    plain_from: Option<IpAddr>,
+    drops: crate::drops::Drops,
+) -> Result<(), String> {
     let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
         .await
         .map_err(|e| format!("bind health port: {e}"))?;
     tokio::spawn(async move {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 256];
         while let Ok((n, from)) = health.recv_from(&mut buf).await {
-            // Only well-formed requests are answered: nothing to reflect, no ping-pong.
-            if let Ok(answer) = probe::answer(&buf[..n]) {
+            let answer = if Some(from.ip()) == plain_from {
+                probe::answer(&buf[..n]).ok().map(|a| a.to_vec())
+            } else {
+                match keys.open(Kind::Probe, &buf[..n]) {
+                    // Only well-formed requests are answered: nothing to reflect, no ping-pong.
+                    Ok((peer, request)) => {
+                        probe::answer(request).ok().and_then(|a| keys.seal(peer, Kind::ProbeAnswer, &a))
+                    }
+                    Err(e) => {
+                        drops.count(Err(e));
+                        None
+                    }
+                }
+            };
+            if let Some(answer) = answer {
                 let _ = health.send_to(&answer, from).await;
             }
         }
@@ -44,14 +67,23 @@ pub type Change = (usize, bool);
 pub struct UdpProber {
     prober: Prober,
     peers: Vec<SocketAddr>,
+    /// The keys to seal with and each peer's backbone id (the router probes in the clear).
+    sealing: Option<(Keyring, Vec<NodeId>)>,
     pub sock: UdpSocket,
 }
 
 impl UdpProber {
-    /// Probes `peers` (health-port addresses) from `local`.
-    pub async fn bind(local: IpAddr, peers: Vec<SocketAddr>, config: ProbeConfig, now_ns: u64) -> Result<Self, String> {
+    /// Probes `peers` (health-port addresses) from `local`, sealed for each peer's
+    /// backbone id when `sealing` is given.
+    pub async fn bind(
+        local: IpAddr,
+        peers: Vec<SocketAddr>,
+        sealing: Option<(Keyring, Vec<NodeId>)>,
+        config: ProbeConfig,
+        now_ns: u64,
+    ) -> Result<Self, String> {
         let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
-        Ok(UdpProber { prober: Prober::new(peers.len(), config, now_ns), peers, sock })
+        Ok(UdpProber { prober: Prober::new(peers.len(), config, now_ns), peers, sealing, sock })
     }
 
     /// When the next round is due, for a driver whose clock started at `start`.
@@ -65,15 +97,28 @@ impl UdpProber {
         let (changes, sends) = self.outputs();
         for (peer, seq) in sends {
             let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit();
-            let _ = self.sock.send_to(&request, self.peers[peer]).await;
+            let sealed = match self.sealing.as_mut() {
+                Some((keys, ids)) => keys.seal(ids[peer], Kind::Probe, &request),
+                None => Some(request.to_vec()),
+            };
+            if let Some(bytes) = sealed {
+                let _ = self.sock.send_to(&bytes, self.peers[peer]).await;
+            }
         }
         changes
     }
 
-    /// Bytes that came back on `sock`: an answer if they are one of our echoed probes.
-    /// The peers it brought back, at once (not at the next round).
+    /// Bytes that came back on `sock`: an answer if they are one of our echoed probes
+    /// (sealed by the peer it names, when probes are sealed). The peers it brought back,
+    /// at once (not at the next round).
     pub fn answered(&mut self, bytes: &[u8]) -> Vec<Change> {
-        if let Ok((peer, seq)) = probe::parse_answer(bytes) {
+        let answer = match self.sealing.as_mut() {
+            Some((keys, ids)) => keys.open(Kind::ProbeAnswer, bytes).ok().and_then(|(from, answer)| {
+                probe::parse_answer(answer).ok().filter(|(peer, _)| ids.get(usize::from(*peer)) == Some(&from))
+            }),
+            None => probe::parse_answer(bytes).ok(),
+        };
+        if let Some((peer, seq)) = answer {
             self.prober.handle_answer(usize::from(peer), seq);
         }
         self.outputs().0

@@ -24,7 +24,7 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
     let start = Instant::now();
     let local = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let addrs = pops.iter().map(|&(_, a)| a).collect();
-    let mut prober = UdpProber::bind(local, addrs, probe_config(t), now_ns(start)).await?;
+    let mut prober = UdpProber::bind(local, addrs, None, probe_config(t), now_ns(start)).await?;
     // What routing shows now, and what it converges to (time it takes effect).
     let mut announced = vec![true; t.pops.len()];
     let mut pending: Vec<(u64, usize, bool)> = Vec::new();

@@ -130,6 +130,17 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         ip_in(b, &["link", "set", &l.b_if, "up"])?;
     }
     routes(t, plan)?;
+    // Backbone keys for every POP and CLB node.
+    let backbone: Vec<(anyedge_ccn::NodeId, String)> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match plan.namespaces[n.ns].role {
+            Role::Pop(p) => Some((anyedge_topology::nodes::pop_node(p), n.name.clone())),
+            Role::Clb { region, index } => Some((anyedge_topology::nodes::clb_node(region, index), n.name.clone())),
+            _ => None,
+        })
+        .collect();
+    crate::pki::issue_backbone_keys(&dir, t, &backbone)?;
     if t.control.is_some() {
         // Certificates for everything that speaks to control nodes over the backbone.
         let nodes: Vec<(String, Option<std::net::IpAddr>)> = plan

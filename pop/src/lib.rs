@@ -2,12 +2,16 @@
 //! looks up the VIP's home region, keeps each flow on one CLB node of that region (a
 //! bounded flow table), and encapsulates toward it; replies coming back over the
 //! backbone are decapsulated and handed to the client. The POP never picks a backend.
+//! Everything it sends over the backbone is sealed for its CLB node, and it takes from
+//! the backbone only what a CLB node it holds keys for sealed for it (`anyedge_ccn::auth`).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
+use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::mix64;
+use anyedge_proto::seal::Kind;
 use anyedge_proto::{FlowKey, inner};
 use lru::LruCache;
 
@@ -28,6 +32,8 @@ pub struct PopConfig {
     pub pop_id: u16,
     pub routes: Vec<Route>,
     pub flow_table_capacity: usize,
+    /// Keys for the backbone: one pair per CLB node this POP talks to.
+    pub auth: AuthConfig,
 }
 
 /// Something the driver must send.
@@ -49,6 +55,8 @@ pub enum DropReason {
     WrongDirection,
     /// A reply addressed to another POP.
     NotOurs,
+    /// Not sealed by a CLB node for this POP, or replayed.
+    Auth(AuthError),
 }
 
 impl DropReason {
@@ -59,6 +67,7 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::WrongDirection => "wrong_direction",
             DropReason::NotOurs => "not_ours",
+            DropReason::Auth(e) => e.name(),
         }
     }
 }
@@ -78,11 +87,34 @@ pub struct Pop {
     outputs: VecDeque<Output>,
     /// CLB nodes backbone probing reports dead, as (region, node).
     clbs_down: Vec<(u16, u16)>,
+    keys: Keyring,
+    /// Outputs dropped for want of a key for their CLB node (a configuration error).
+    unsealable: u64,
 }
 
 impl Pop {
-    pub fn new(config: PopConfig) -> Pop {
-        Pop { config, flows: LruCache::unbounded(), flows_seen: 0, outputs: VecDeque::new(), clbs_down: Vec::new() }
+    /// A POP starting at `now_ns` (its backbone sequence numbers start there).
+    pub fn new(config: PopConfig, now_ns: u64) -> Pop {
+        let keys = config.auth.keyring(NodeId::Pop(config.pop_id), now_ns);
+        Pop {
+            config,
+            flows: LruCache::unbounded(),
+            flows_seen: 0,
+            outputs: VecDeque::new(),
+            clbs_down: Vec::new(),
+            keys,
+            unsealable: 0,
+        }
+    }
+
+    /// This POP's backbone keys: drivers seal and open its probes with them.
+    pub fn keyring(&mut self) -> &mut Keyring {
+        &mut self.keys
+    }
+
+    /// Backbone packets this POP could not send for want of a key.
+    pub fn unsealable(&self) -> u64 {
+        self.unsealable
     }
 
     pub fn id(&self) -> u16 {
@@ -154,12 +186,19 @@ impl Pop {
             }
         };
         let bytes = ccn::encapsulate(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?;
-        self.outputs.push_back(Output::ToClb { region, node, bytes });
+        match self.keys.seal(NodeId::Clb { region, node }, Kind::Data, &bytes) {
+            Some(bytes) => self.outputs.push_back(Output::ToClb { region, node, bytes }),
+            None => self.unsealable += 1,
+        }
         Ok(())
     }
 
-    /// An encapsulated reply from a CLB node.
+    /// A sealed, encapsulated reply from a CLB node.
     pub fn handle_from_clb(&mut self, _now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
+        let (from, bytes) = self.keys.open(Kind::Data, bytes).map_err(DropReason::Auth)?;
+        if !matches!(from, NodeId::Clb { .. }) {
+            return Err(DropReason::Auth(AuthError::UnknownPeer));
+        }
         let (repr, packet) = ccn::decapsulate(bytes)?;
         if repr.direction != Direction::ToPop {
             return Err(DropReason::WrongDirection);
@@ -184,9 +223,36 @@ pub fn rendezvous_node(flow_hash: u32, nodes: u16, is_live: impl Fn(u16) -> bool
 mod tests {
     use super::*;
 
-    fn pop() -> Pop {
+    use anyedge_ccn::auth::BackboneSecret;
+
+    const CLBS: [NodeId; 2] = [NodeId::Clb { region: 3, node: 0 }, NodeId::Clb { region: 3, node: 1 }];
+
+    fn auth(pop_id: u16) -> AuthConfig {
+        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(NodeId::Pop(pop_id), &CLBS), epoch_ns: 0 }
+    }
+
+    /// CLB node `node` of region 3, holding keys for POPs 0..10.
+    fn clb_keys(node: u16) -> Keyring {
+        let pops: Vec<NodeId> = (0..10).map(NodeId::Pop).collect();
+        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(CLBS[usize::from(node)], &pops), epoch_ns: 0 }
+            .keyring(CLBS[usize::from(node)], 0)
+    }
+
+    fn pop_with(capacity: usize) -> Pop {
         let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![] }];
-        Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: 16 })
+        Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: capacity, auth: auth(5) }, 0)
+    }
+
+    fn pop() -> Pop {
+        pop_with(16)
+    }
+
+    /// What CLB node `node` receives when the POP sends `bytes`.
+    fn opened(node: u16, bytes: &[u8]) -> Vec<u8> {
+        let mut keys = clb_keys(node);
+        let (from, payload) = keys.open(Kind::Data, bytes).expect("sealed for this CLB node");
+        assert_eq!(from, NodeId::Pop(5));
+        payload.to_vec()
     }
 
     fn client_packet(port: u16) -> Vec<u8> {
@@ -200,6 +266,7 @@ mod tests {
         let Some(Output::ToClb { region, node, bytes }) = p.poll_output() else { panic!("no output") };
         assert_eq!(region, 3);
         assert!(node < 2);
+        let bytes = opened(node, &bytes);
         let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
         assert_eq!(repr.pop_id, 5);
         assert_eq!(repr.direction, Direction::ToRegion);
@@ -223,8 +290,7 @@ mod tests {
 
     #[test]
     fn a_dead_clb_node_moves_only_its_flows() {
-        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![] }];
-        let mut p = Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: 1000 });
+        let mut p = pop_with(1000);
         let node_of = |p: &mut Pop, port: u16| {
             p.handle_from_client(0, &client_packet(port)).unwrap();
             match p.poll_output() {
@@ -252,10 +318,30 @@ mod tests {
     #[test]
     fn reply_for_another_pop_is_refused() {
         let mut p = pop();
+        let mut clb = clb_keys(0);
         let bytes = ccn::encapsulate(Direction::ToPop, 9, 1, &client_packet(1)).unwrap();
-        assert_eq!(p.handle_from_clb(0, &bytes), Err(DropReason::NotOurs));
+        let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
+        assert_eq!(p.handle_from_clb(0, &sealed), Err(DropReason::NotOurs));
         let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &client_packet(1)).unwrap();
-        assert_eq!(p.handle_from_clb(0, &bytes), Ok(()));
+        let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
+        assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
         assert_eq!(p.poll_output(), Some(Output::ToClient { bytes: client_packet(1) }));
+    }
+
+    #[test]
+    fn replies_not_sealed_by_a_clb_node_for_this_pop_are_refused_by_reason() {
+        let mut p = pop();
+        let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &client_packet(1)).unwrap();
+        assert_eq!(p.handle_from_clb(0, &bytes), Err(DropReason::Auth(AuthError::Malformed)), "bare CCN");
+        let mut clb = clb_keys(1);
+        let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
+        let mut forged = sealed.clone();
+        forged[30] ^= 1;
+        assert_eq!(p.handle_from_clb(0, &forged), Err(DropReason::Auth(AuthError::BadTag)));
+        let for_other_pop = clb.seal(NodeId::Pop(6), Kind::Data, &bytes).unwrap();
+        assert_eq!(p.handle_from_clb(0, &for_other_pop), Err(DropReason::Auth(AuthError::Misdirected)));
+        assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
+        assert_eq!(p.handle_from_clb(0, &sealed), Err(DropReason::Auth(AuthError::Replayed)));
+        assert_eq!(DropReason::Auth(AuthError::Replayed).name(), "auth_replayed");
     }
 }

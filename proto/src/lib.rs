@@ -21,6 +21,7 @@ pub mod control {
 }
 pub mod probe;
 pub mod quic;
+pub mod seal;
 pub mod sync;
 
 pub use ccn::{Direction, Packet as CcnPacket, Repr as CcnRepr};

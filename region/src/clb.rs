@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
+use anyedge_ccn::auth::{AuthError, Keyring, NodeId};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::{self, Fnv, Inner, mix64};
+use anyedge_proto::seal::Kind;
 use anyedge_proto::{FlowKey, Transport};
 use lru::LruCache;
 
@@ -63,6 +65,10 @@ pub enum DropReason {
     Denied,
     /// Sync from a node that is not one of this region's others.
     NotPeer,
+    /// Not sealed for this node by a peer it holds keys for, or replayed.
+    Auth(AuthError),
+    /// A POP's packet naming another POP in its CCN header.
+    PopMismatch,
 }
 
 impl DropReason {
@@ -77,6 +83,8 @@ impl DropReason {
             DropReason::Unbound => "unbound",
             DropReason::Denied => "denied",
             DropReason::NotPeer => "not_peer",
+            DropReason::Auth(e) => e.name(),
+            DropReason::PopMismatch => "pop_mismatch",
         }
     }
 }
@@ -132,6 +140,10 @@ pub struct Clb {
     /// Per layer-7 client connection: where it entered and its flow hash.
     l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32)>,
     own_addresses: Vec<IpAddr>,
+    region: u16,
+    keys: Keyring,
+    /// Outputs dropped for want of a key for their peer (a configuration error).
+    unsealable: u64,
 }
 
 impl Clb {
@@ -166,6 +178,9 @@ impl Clb {
             snat_cursor: 0,
             node_index: config.node_index,
             node_count: config.node_count.max(1),
+            region: config.region,
+            keys: config.auth.keyring(NodeId::Clb { region: config.region, node: config.node_index }, now_ns),
+            unsealable: 0,
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
             prober: Prober::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
@@ -202,10 +217,17 @@ impl Clb {
         self.sync.peer_flows()
     }
 
-    /// A sync message from another CLB node of the region.
+    /// A sealed sync message from another CLB node of the region; it must name its sealer.
     pub fn handle_from_peer(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
         self.now_ns = self.now_ns.max(now_ns);
+        let (sender, bytes) = self.keys.open(Kind::Sync, bytes).map_err(DropReason::Auth)?;
         let message = Message::parse(bytes)?;
+        let named = match message {
+            Message::Request { from } | Message::Entries { from, .. } => from,
+        };
+        if sender != (NodeId::Clb { region: self.region, node: named }) {
+            return Err(DropReason::NotPeer);
+        }
         match message {
             Message::Request { from } => {
                 if !self.sync.is_peer(from) {
@@ -334,8 +356,40 @@ impl Clb {
             .sum()
     }
 
+    /// The next thing to send; what goes over the backbone or to a peer is sealed for it.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        loop {
+            let (to, kind, bytes) = match self.outputs.pop_front()? {
+                Output::ToPop { pop_id, bytes } => (NodeId::Pop(pop_id), Kind::Data, bytes),
+                Output::ToPeer { node, bytes } => (NodeId::Clb { region: self.region, node }, Kind::Sync, bytes),
+                other => return Some(other),
+            };
+            let Some(sealed) = self.keys.seal(to, kind, &bytes) else {
+                self.unsealable += 1;
+                continue;
+            };
+            return Some(match to {
+                NodeId::Pop(pop_id) => Output::ToPop { pop_id, bytes: sealed },
+                _ => Output::ToPeer { node: self.node_of(to), bytes: sealed },
+            });
+        }
+    }
+
+    fn node_of(&self, id: NodeId) -> u16 {
+        match id {
+            NodeId::Clb { node, .. } => node,
+            _ => self.node_index,
+        }
+    }
+
+    /// This node's backbone keys: drivers seal and open its probes with them.
+    pub fn keyring(&mut self) -> &mut Keyring {
+        &mut self.keys
+    }
+
+    /// Packets this node could not send for want of a key.
+    pub fn unsealable(&self) -> u64 {
+        self.unsealable
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -413,11 +467,16 @@ impl Clb {
         })
     }
 
-    /// An encapsulated client packet from a POP.
+    /// A sealed, encapsulated client packet from a POP. The POP id in the CCN header must
+    /// be the sealing POP's own: replies follow it.
     pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
+        let (from, bytes) = self.keys.open(Kind::Data, bytes).map_err(DropReason::Auth)?;
         let (repr, packet) = ccn::decapsulate(bytes)?;
         if repr.direction != Direction::ToRegion {
             return Err(DropReason::WrongDirection);
+        }
+        if from != NodeId::Pop(repr.pop_id) {
+            return Err(DropReason::PopMismatch);
         }
         self.forward(now_ns, packet.to_vec(), Ingress::Pop(repr.pop_id))
     }
@@ -1048,7 +1107,44 @@ mod tests {
     //! A harness in the quinn-proto style: the core alone, packets in and out, no I/O.
     use super::*;
     use crate::config::{BackendConfig, HealthConfig};
+    use anyedge_ccn::auth::{AuthConfig, BackboneSecret};
     use smoltcp::wire::TcpControl;
+
+    /// The test backbone: POPs 0..4 and three CLB nodes of region 0.
+    fn backbone() -> (BackboneSecret, Vec<NodeId>) {
+        let pops = (0..4).map(NodeId::Pop);
+        let clbs = (0..3).map(|node| NodeId::Clb { region: 0, node });
+        (BackboneSecret::from_seed(3), pops.chain(clbs).collect())
+    }
+
+    /// The keys of CLB node `node` of region 0.
+    fn auth(node: u16) -> AuthConfig {
+        let (secret, peers) = backbone();
+        let me = NodeId::Clb { region: 0, node };
+        AuthConfig {
+            keys: secret.keys_for(me, &peers.into_iter().filter(|&p| p != me).collect::<Vec<_>>()),
+            epoch_ns: 0,
+        }
+    }
+
+    /// A fresh keyring for `id` whose sequence numbers are ahead of every earlier one's.
+    fn keyring(id: NodeId) -> Keyring {
+        static BOOT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+        let (secret, peers) = backbone();
+        let boot = BOOT.fetch_add(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        Keyring::new(id, &secret.keys_for(id, &peers), boot)
+    }
+
+    /// What POP `pop` sends CLB node `node` of region 0 for `packet`.
+    fn from_pop(pop: u16, node: u16, packet: &[u8]) -> Vec<u8> {
+        let bytes = ccn::encapsulate(Direction::ToRegion, pop, 1, packet).unwrap();
+        keyring(NodeId::Pop(pop)).seal(NodeId::Clb { region: 0, node }, Kind::Data, &bytes).unwrap()
+    }
+
+    /// The CCN packet POP `pop` finds in what a CLB node sent it.
+    fn at_pop(pop: u16, sealed: &[u8]) -> Vec<u8> {
+        keyring(NodeId::Pop(pop)).open(Kind::Data, sealed).expect("sealed for this POP").1.to_vec()
+    }
 
     const VIP: &str = "198.18.0.20";
     const B1: &str = "198.19.20.1:7000";
@@ -1062,6 +1158,7 @@ mod tests {
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
             address_v6: None,
+            region: 0,
             node_index: 0,
             node_count: 1,
             snat: vec!["198.18.32.1".parse().unwrap()],
@@ -1081,6 +1178,7 @@ mod tests {
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 1000,
             pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
+            auth: auth(0),
         }
     }
 
@@ -1090,7 +1188,7 @@ mod tests {
 
     /// Sends a client packet in through `pop` and returns the backend it reached.
     fn send(clb: &mut Clb, pop: u16, port: u16) -> SocketAddr {
-        let bytes = ccn::encapsulate(Direction::ToRegion, pop, 1, &client(port)).unwrap();
+        let bytes = from_pop(pop, clb.node_index, &client(port));
         clb.handle_from_pop(0, &bytes).unwrap();
         loop {
             match clb.poll_output() {
@@ -1113,6 +1211,7 @@ mod tests {
         clb.handle_from_backend(0, packet).unwrap();
         match clb.poll_output() {
             Some(Output::ToPop { pop_id, bytes }) => {
+                let bytes = at_pop(pop_id, &bytes);
                 let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
                 assert_eq!(repr.pop_id, pop_id);
                 (pop_id, inner_bytes.to_vec())
@@ -1232,6 +1331,7 @@ mod tests {
         let mut a = Clb::new(config(SchedulerKind::Maglev { table_size: 65_537 }, None), 0);
         let mut cfg = config(SchedulerKind::Maglev { table_size: 65_537 }, None);
         cfg.node_index = 1;
+        cfg.auth = auth(1);
         cfg.address = "198.18.32.2".parse().unwrap();
         let mut b = Clb::new(cfg, 0);
         for port in 4000..4200 {
@@ -1371,6 +1471,7 @@ mod tests {
             let mut c = config(SchedulerKind::Wrr, None);
             c.node_index = node;
             c.node_count = 2;
+            c.auth = auth(node);
             for b in &mut c.listeners[0].backends {
                 b.snat = true;
             }
@@ -1392,6 +1493,7 @@ mod tests {
         let mut c = config(scheduler, persistence_ns);
         c.node_index = index;
         c.node_count = 2;
+        c.auth = auth(index);
         Clb::new(c, 0)
     }
 
@@ -1463,14 +1565,45 @@ mod tests {
     #[test]
     fn sync_from_outside_the_region_or_garbage_is_refused_and_changes_nothing() {
         let mut b = node(1, SchedulerKind::Wrr, None);
-        for from in [1, 2, 7] {
-            let bytes = Message::Request { from }.emit();
-            assert_eq!(b.handle_from_peer(0, &bytes), Err(DropReason::NotPeer), "node {from} is no peer of node 1");
+        let me = NodeId::Clb { region: 0, node: 1 };
+        // Sealed by node 2 (a member of the test backbone, not of this two-node region),
+        // and by node 0 but naming another sender.
+        for (sealer, from) in [(2, 2), (0, 2), (0, 7)] {
+            let bytes = keyring(NodeId::Clb { region: 0, node: sealer })
+                .seal(me, Kind::Sync, &Message::Request { from }.emit())
+                .unwrap();
+            assert_eq!(b.handle_from_peer(0, &bytes), Err(DropReason::NotPeer), "node {sealer} as {from}");
         }
+        // A POP's keys, an unsealed request and garbage.
+        let pop = keyring(NodeId::Pop(0)).seal(me, Kind::Sync, &Message::Request { from: 0 }.emit()).unwrap();
+        assert_eq!(b.handle_from_peer(0, &pop), Err(DropReason::NotPeer));
+        let bare = Message::Request { from: 0 }.emit();
+        assert_eq!(b.handle_from_peer(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
         assert!(b.handle_from_peer(0, b"AS\x01\x01garbage").is_err());
         assert_eq!(b.peer_flows(), 0);
         assert!(b.poll_output().is_some_and(|o| matches!(o, Output::ToPeer { node: 0, .. })));
         assert!(b.poll_output().is_none(), "nothing answered");
+    }
+
+    #[test]
+    fn a_pops_packet_must_be_sealed_for_this_node_and_name_its_sealer() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let bare = ccn::encapsulate(Direction::ToRegion, 1, 1, &client(4000)).unwrap();
+        assert_eq!(clb.handle_from_pop(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
+        // POP 1 seals a packet whose CCN header says POP 2: replies would go to POP 2.
+        let claims_other = ccn::encapsulate(Direction::ToRegion, 2, 1, &client(4000)).unwrap();
+        let forged = keyring(NodeId::Pop(1)).seal(NodeId::Clb { region: 0, node: 0 }, Kind::Data, &claims_other);
+        assert_eq!(clb.handle_from_pop(0, &forged.unwrap()), Err(DropReason::PopMismatch));
+        let for_node_1 = from_pop(1, 1, &client(4000));
+        assert_eq!(clb.handle_from_pop(0, &for_node_1), Err(DropReason::Auth(AuthError::Misdirected)));
+        let good = from_pop(1, 0, &client(4000));
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x80;
+        assert_eq!(clb.handle_from_pop(0, &flipped), Err(DropReason::Auth(AuthError::BadTag)));
+        assert_eq!(clb.handle_from_pop(0, &good), Ok(()));
+        assert_eq!(clb.handle_from_pop(0, &good), Err(DropReason::Auth(AuthError::Replayed)));
+        assert_eq!(clb.flows_created(), 1, "only the authentic packet was scheduled");
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct ClbConfig {
     pub address: IpAddr,
     /// The node's IPv6 address, for IPv6 backends.
     pub address_v6: Option<IpAddr>,
+    /// The region this node belongs to (its backbone id is `clb#region/node_index`).
+    pub region: u16,
     pub node_index: u16,
     /// Nodes in the region: SNAT ports are split between them.
     pub node_count: u16,
@@ -116,4 +118,6 @@ pub struct ClbConfig {
     /// Per POP id: other POPs nearest first. A reply whose POP is down leaves through
     /// the first live one (any POP can hand a reply to the client over the internet).
     pub pop_fallback: Vec<Vec<u16>>,
+    /// Keys for the backbone (every POP) and the region network (the region's other nodes).
+    pub auth: anyedge_ccn::auth::AuthConfig,
 }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use anyedge_ccn::auth::{AuthConfig, BackboneSecret, NodeId};
 use anyedge_ccn::geo::{Location, fiber_delay_ns};
 use anyedge_ccn::{Impairment, LinkModel};
 use anyedge_pop::{PopConfig, Route};
@@ -68,7 +69,49 @@ pub fn pop_config(t: &Topology, p: usize) -> PopConfig {
             std::iter::once(route(IpAddr::V4(v.ipv4))).chain(v6)
         })
         .collect();
-    PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000 }
+    // Keys are the driver's to give (`backbone_auth`): from the seed or from the lab's PKI.
+    PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000, auth: AuthConfig::default() }
+}
+
+/// POP `p` on the backbone.
+pub fn pop_node(p: usize) -> NodeId {
+    NodeId::Pop(p as u16)
+}
+
+/// CLB node `index` of region `r` on the backbone.
+pub fn clb_node(r: usize, index: usize) -> NodeId {
+    NodeId::Clb { region: r as u16, node: index as u16 }
+}
+
+/// Every node that holds backbone keys: POPs, then each region's CLB nodes.
+pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
+    let pops = (0..t.pops.len()).map(pop_node);
+    let clbs = t
+        .regions
+        .iter()
+        .enumerate()
+        .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
+    pops.chain(clbs).collect()
+}
+
+/// The peers `me` holds keys for: a POP, every CLB node (it may carry any region's
+/// VIP); a CLB node, every POP and its region's other nodes (table sync).
+pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
+    backbone_nodes(t)
+        .into_iter()
+        .filter(|&peer| match (me, peer) {
+            (NodeId::Pop(_), NodeId::Clb { .. }) | (NodeId::Clb { .. }, NodeId::Pop(_)) => true,
+            (NodeId::Clb { region: a, node: i }, NodeId::Clb { region: b, node: j }) => a == b && i != j,
+            _ => false,
+        })
+        .collect()
+}
+
+/// The keys of node `me` derived from `secret`, for a core whose clock's zero is
+/// `epoch_ns` in wall-clock nanoseconds: the simulator derives them from the seed at
+/// every run, `lab up` from a fresh secret into each node's key file.
+pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns: u64) -> AuthConfig {
+    AuthConfig { keys: secret.keys_for(me, &backbone_peers(t, me)), epoch_ns }
 }
 
 /// CLB node `index` of region `r`.
@@ -133,6 +176,7 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
         address_v6: own.address_v6,
         node_count: region.clb_nodes,
         snat,
+        region: r as u16,
         node_index: index as u16,
         listeners,
         health: region.health.clone(),
@@ -145,5 +189,6 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
                 others.into_iter().map(|q| q as u16).collect()
             })
             .collect(),
+        auth: AuthConfig::default(),
     }
 }

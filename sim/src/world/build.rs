@@ -150,7 +150,9 @@ impl<'t> World<'t> {
 
     pub(super) fn build_pops(&mut self) {
         for p in 0..self.t.pops.len() {
-            let core = Pop::new(anyedge_topology::nodes::pop_config(self.t, p));
+            let mut config = anyedge_topology::nodes::pop_config(self.t, p);
+            config.auth = self.backbone_auth(anyedge_topology::nodes::pop_node(p));
+            let core = Pop::new(config, 0);
             self.pops.push(PopNode { core, up: true, announced: true, drops: BTreeMap::new() });
         }
     }
@@ -162,7 +164,16 @@ impl<'t> World<'t> {
         };
         let identity =
             anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
-        anyedge_topology::nodes::clb_config(self.t, r, index, addresses, &identity)
+        let mut config = anyedge_topology::nodes::clb_config(self.t, r, index, addresses, &identity);
+        config.auth = self.backbone_auth(anyedge_topology::nodes::clb_node(r, index));
+        config
+    }
+
+    /// A node's backbone keys: from the seed, the same derivation `lab up` makes from its
+    /// random secret. The simulator's clock starts at 0.
+    fn backbone_auth(&self, me: anyedge_ccn::NodeId) -> anyedge_ccn::AuthConfig {
+        let secret = anyedge_ccn::BackboneSecret::from_seed(self.t.seed);
+        anyedge_topology::nodes::backbone_auth(self.t, &secret, me, 0)
     }
 
     pub(super) fn build_regions(&mut self) {

@@ -30,9 +30,10 @@ pub(super) struct ClbNode {
     pub(super) drops: BTreeMap<&'static str, u64>,
 }
 
-/// The flow hash a CCN header carries (every encapsulated packet the cores emit has one).
+/// The flow hash the CCN header in a sealed backbone packet carries (every encapsulated
+/// packet the cores emit has one).
 pub(super) fn ccn_flow(bytes: &[u8]) -> u64 {
-    anyedge_proto::CcnPacket::new_checked(bytes).map_or(0, |p| u64::from(p.flow_hash()))
+    u64::from(anyedge_proto::seal::ccn_flow_hash(bytes))
 }
 
 impl<'t> World<'t> {

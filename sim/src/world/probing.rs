@@ -3,11 +3,13 @@
 //! the POPs (withdrawal) and each region's edge probes its CLB nodes (the direct path's
 //! ECMP). All run the shared `anyedge_ccn::Prober`; probes are `anyedge_proto::probe`
 //! bytes that cross the simulated links, so loss, jitter and queues on the backbone shape
-//! detection as they would for real. A fault only stops a node; a node that is down
-//! answers nothing and probes nothing.
+//! detection as they would for real. Backbone probes (POP ↔ CLB node) are sealed with the
+//! nodes' keys like data; the edges' probes cross no backbone and are not. A fault only
+//! stops a node; a node that is down answers nothing and probes nothing.
 
-use anyedge_ccn::{ProbeOutput, Prober};
+use anyedge_ccn::{Keyring, NodeId, ProbeOutput, Prober};
 use anyedge_proto::probe;
+use anyedge_proto::seal::Kind;
 
 use super::*;
 
@@ -133,6 +135,55 @@ impl<'t> World<'t> {
         self.schedule_probe_tick(at);
     }
 
+    /// The keyring and backbone id of a probed node, and its drop counters.
+    fn probed_keys(&mut self, node: Probed) -> (&mut Keyring, NodeId, &mut BTreeMap<&'static str, u64>) {
+        match node {
+            Probed::Pop(p) => {
+                let n = &mut self.pops[p];
+                (n.core.keyring(), anyedge_topology::nodes::pop_node(p.0), &mut n.drops)
+            }
+            Probed::Clb(c) => {
+                let n = &mut self.clbs[c];
+                let id = anyedge_topology::nodes::clb_node(n.region, n.index);
+                (n.core.keyring(), id, &mut n.drops)
+            }
+        }
+    }
+
+    /// The node at the backbone end of a probe between `at` and `node` other than `node`
+    /// (`None` for the edges' probes, which are not sealed).
+    fn backbone_prober(at: ProberAt) -> Option<Probed> {
+        match at {
+            ProberAt::Pop(p) => Some(Probed::Pop(p)),
+            ProberAt::Clb(c) => Some(Probed::Clb(c)),
+            ProberAt::Edge | ProberAt::Region(_) => None,
+        }
+    }
+
+    /// `bytes` of `kind` sealed by `from` for `to` (unsealed off the backbone).
+    fn seal_probe(&mut self, from: Probed, to: Option<Probed>, kind: Kind, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(to) = to else { return Some(bytes) };
+        let (_, to_id, _) = self.probed_keys(to);
+        let (keys, _, _) = self.probed_keys(from);
+        keys.seal(to_id, kind, &bytes)
+    }
+
+    /// The probe bytes in what `node` received, when they are authentic (counted by reason
+    /// when not); as they are off the backbone.
+    fn open_probe(&mut self, node: Probed, sealed: bool, kind: Kind, packet: &[u8]) -> Option<Vec<u8>> {
+        if !sealed {
+            return Some(packet.to_vec());
+        }
+        let (keys, _, drops) = self.probed_keys(node);
+        match keys.open(kind, packet) {
+            Ok((_, bytes)) => Some(bytes.to_vec()),
+            Err(e) => {
+                *drops.entry(e.name()).or_default() += 1;
+                None
+            }
+        }
+    }
+
     /// A probe request reached `to`: a live node echoes it back the way it came.
     pub(super) fn probe_request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
         let alive = match to {
@@ -142,8 +193,12 @@ impl<'t> World<'t> {
         if !alive {
             return;
         }
-        if let Ok(answer) = probe::answer(&packet) {
-            self.send_probe(from, to, 1, answer.to_vec());
+        let prober = Self::backbone_prober(from);
+        let Some(request) = self.open_probe(to, prober.is_some(), Kind::Probe, &packet) else { return };
+        if let Ok(answer) = probe::answer(&request)
+            && let Some(answer) = self.seal_probe(to, prober, Kind::ProbeAnswer, answer.to_vec())
+        {
+            self.send_probe(from, to, 1, answer);
         }
     }
 
@@ -152,6 +207,13 @@ impl<'t> World<'t> {
         if !self.prober_alive(at) {
             return;
         }
+        let packet = match Self::backbone_prober(at) {
+            Some(node) => match self.open_probe(node, true, Kind::ProbeAnswer, &packet) {
+                Some(p) => p,
+                None => return,
+            },
+            None => packet,
+        };
         let Ok((peer, seq)) = probe::parse_answer(&packet) else { return };
         let Some(probers) = self.probers.as_mut() else { return };
         probers.slot(at).prober.handle_answer(usize::from(peer), seq);
@@ -196,8 +258,14 @@ impl<'t> World<'t> {
                         ProberAt::Clb(_) | ProberAt::Edge => Probed::Pop(PopId(peer)),
                         ProberAt::Region(r) => Probed::Clb(self.clb_base[r].node(peer as u16)),
                     };
-                    let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit();
-                    self.send_probe(at, node, 0, request.to_vec());
+                    let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
+                    let sealed = match Self::backbone_prober(at) {
+                        Some(me) => self.seal_probe(me, Some(node), Kind::Probe, request),
+                        None => Some(request),
+                    };
+                    if let Some(request) = sealed {
+                        self.send_probe(at, node, 0, request);
+                    }
                     continue;
                 }
                 ProbeOutput::Down { peer } => (peer, false),

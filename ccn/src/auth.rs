@@ -1,0 +1,420 @@
+//! Backbone authentication, sans-IO: each node holds a key per peer and direction
+//! (derived from one backbone secret: random at `lab up`, from the seed in the
+//! simulator — the same derivation and the same checks either way), seals what it sends
+//! in an `anyedge_proto::seal` envelope (HMAC-SHA256 tag over header and payload, a
+//! sequence number per peer and kind) and opens what it receives: a datagram with a bad
+//! tag, for another node, from a stranger, of the wrong kind, or replayed is refused with
+//! the reason, and only an authentic one moves the replay window.
+//!
+//! Sequence numbers start at the sender's boot time in nanoseconds (wall clock in the
+//! lab, virtual in the simulator) and count up, so a restarted sender is ahead of every
+//! number it used before and its peers' windows take it without a handshake. A
+//! restarted receiver starts with empty windows: a packet captured before its restart
+//! can be replayed to it once, until the sender's next packet — the price of keeping no
+//! state across restarts.
+
+use std::collections::BTreeMap;
+
+use anyedge_proto::seal::{self, Kind, TAG_LEN};
+use ring::hmac;
+
+use crate::ComponentRng;
+
+/// A node on the backbone, as envelopes name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeId {
+    Pop(u16),
+    Clb {
+        region: u16,
+        node: u16,
+    },
+    /// A backend host: its position among its region's hosts.
+    Backend {
+        region: u16,
+        host: u16,
+    },
+}
+
+/// Nodes per region (CLB nodes, backend hosts) an id can name.
+pub const REGION_NODES_MAX: u16 = 1 << 12;
+
+impl NodeId {
+    /// The 32 bits an envelope carries: the kind in the top 4, region in the next 16.
+    pub fn to_wire(self) -> u32 {
+        let regional = |kind: u32, region: u16, n: u16| kind << 28 | u32::from(region) << 12 | u32::from(n & 0x0fff);
+        match self {
+            NodeId::Pop(p) => 1 << 28 | u32::from(p),
+            NodeId::Clb { region, node } => regional(2, region, node),
+            NodeId::Backend { region, host } => regional(3, region, host),
+        }
+    }
+
+    pub fn from_wire(v: u32) -> Option<NodeId> {
+        let (region, n) = ((v >> 12 & 0xffff) as u16, (v & 0x0fff) as u16);
+        match v >> 28 {
+            1 if v >> 16 & 0x0fff == 0 => Some(NodeId::Pop(v as u16)),
+            2 => Some(NodeId::Clb { region, node: n }),
+            3 => Some(NodeId::Backend { region, host: n }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeId::Pop(p) => write!(f, "pop#{p}"),
+            NodeId::Clb { region, node } => write!(f, "clb#{region}/{node}"),
+            NodeId::Backend { region, host } => write!(f, "backend#{region}/{host}"),
+        }
+    }
+}
+
+/// A key's bytes.
+pub type KeyBytes = [u8; 32];
+
+/// The keys one node holds for one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerKeys {
+    pub peer: NodeId,
+    /// What this node signs with toward the peer.
+    pub send: KeyBytes,
+    /// What the peer signs with toward this node.
+    pub recv: KeyBytes,
+}
+
+/// The secret every backbone key derives from. Only `lab up` and the simulator hold it;
+/// each lab node gets just its own [`PeerKeys`].
+#[derive(Clone)]
+pub struct BackboneSecret(KeyBytes);
+
+impl BackboneSecret {
+    /// The simulator's: from the root seed, so a run replays byte for byte.
+    pub fn from_seed(seed: u64) -> BackboneSecret {
+        let mut rng = ComponentRng::new(seed, "backbone/secret");
+        let mut k = [0u8; 32];
+        for chunk in k.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        BackboneSecret(k)
+    }
+
+    /// A lab's: from the operating system's random source.
+    pub fn generate() -> Result<BackboneSecret, String> {
+        use ring::rand::SecureRandom;
+        let mut k = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut k).map_err(|_| "no system randomness".to_string())?;
+        Ok(BackboneSecret(k))
+    }
+
+    /// The key `from` signs with toward `to`.
+    pub fn key(&self, from: NodeId, to: NodeId) -> KeyBytes {
+        let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let mut label = b"anyedge backbone v1".to_vec();
+        label.extend_from_slice(&from.to_wire().to_be_bytes());
+        label.extend_from_slice(&to.to_wire().to_be_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(hmac::sign(&secret, &label).as_ref());
+        k
+    }
+
+    /// What node `me` holds for talking with each of `peers`.
+    pub fn keys_for(&self, me: NodeId, peers: &[NodeId]) -> Vec<PeerKeys> {
+        peers.iter().map(|&peer| PeerKeys { peer, send: self.key(me, peer), recv: self.key(peer, me) }).collect()
+    }
+}
+
+/// What a core needs to seal and open: its keys, and where its clock's zero lies in
+/// wall-clock nanoseconds (0 in the simulator, whose clock starts at 0 for every run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub keys: Vec<PeerKeys>,
+    pub epoch_ns: u64,
+}
+
+impl AuthConfig {
+    /// The keyring of node `me` starting at `now_ns` on its clock.
+    pub fn keyring(&self, me: NodeId, now_ns: u64) -> Keyring {
+        Keyring::new(me, &self.keys, self.epoch_ns.saturating_add(now_ns))
+    }
+}
+
+/// Why a datagram was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// Not an envelope (too short, unknown version or kind).
+    Malformed,
+    /// An envelope of another kind than this port takes.
+    WrongKind,
+    /// Addressed to another node.
+    Misdirected,
+    /// From a node this one holds no key for.
+    UnknownPeer,
+    /// The tag does not match: forged or altered.
+    BadTag,
+    /// A sequence number already taken.
+    Replayed,
+    /// Older than the replay window reaches.
+    TooOld,
+}
+
+impl AuthError {
+    /// A stable name for drop counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthError::Malformed => "auth_malformed",
+            AuthError::WrongKind => "auth_wrong_kind",
+            AuthError::Misdirected => "auth_misdirected",
+            AuthError::UnknownPeer => "auth_unknown_peer",
+            AuthError::BadTag => "auth_bad_tag",
+            AuthError::Replayed => "auth_replayed",
+            AuthError::TooOld => "auth_too_old",
+        }
+    }
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sequence numbers a replay window remembers behind the highest one seen: reordering
+/// deeper than this (packets, per peer and kind) is taken for a replay.
+pub const WINDOW: u64 = 8192;
+const WORDS: usize = (WINDOW / 64) as usize;
+
+/// Which of the last [`WINDOW`] sequence numbers have been taken.
+#[derive(Debug, Clone)]
+pub struct ReplayWindow {
+    /// The highest sequence number taken (0: none yet).
+    top: u64,
+    bits: Box<[u64; WORDS]>,
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow { top: 0, bits: Box::new([0; WORDS]) }
+    }
+}
+
+impl ReplayWindow {
+    fn bit(seq: u64) -> (usize, u64) {
+        ((seq / 64 % WORDS as u64) as usize, 1 << (seq % 64))
+    }
+
+    /// Ok when `seq` is new and inside the window.
+    pub fn check(&self, seq: u64) -> Result<(), AuthError> {
+        if seq == 0 {
+            return Err(AuthError::TooOld);
+        }
+        if seq > self.top || self.top == 0 {
+            return Ok(());
+        }
+        if self.top - seq >= WINDOW {
+            return Err(AuthError::TooOld);
+        }
+        let (w, b) = Self::bit(seq);
+        if self.bits[w] & b != 0 { Err(AuthError::Replayed) } else { Ok(()) }
+    }
+
+    /// Marks `seq` taken (after [`ReplayWindow::check`] and the tag passed).
+    pub fn take(&mut self, seq: u64) {
+        if seq > self.top {
+            let advance = seq - self.top;
+            if advance >= WINDOW || self.top == 0 {
+                self.bits.fill(0);
+            } else {
+                for s in self.top + 1..seq {
+                    let (w, b) = Self::bit(s);
+                    self.bits[w] &= !b;
+                }
+            }
+            self.top = seq;
+        }
+        let (w, b) = Self::bit(seq);
+        self.bits[w] |= b;
+    }
+}
+
+struct Peer {
+    send: hmac::Key,
+    recv: hmac::Key,
+    next_seq: [u64; Kind::ALL.len()],
+    windows: [ReplayWindow; Kind::ALL.len()],
+}
+
+/// One node's keys, outgoing sequence numbers and replay windows.
+pub struct Keyring {
+    me: NodeId,
+    peers: BTreeMap<NodeId, Peer>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").field("me", &self.me).field("peers", &self.peers.len()).finish()
+    }
+}
+
+fn tag(key: &hmac::Key, covered: &[u8]) -> [u8; TAG_LEN] {
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&hmac::sign(key, covered).as_ref()[..TAG_LEN]);
+    t
+}
+
+/// Equal in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Keyring {
+    /// Node `me` with `keys`; its sequence numbers start at `boot_ns` (at least 1).
+    pub fn new(me: NodeId, keys: &[PeerKeys], boot_ns: u64) -> Keyring {
+        let peers = keys
+            .iter()
+            .map(|k| {
+                let peer = Peer {
+                    send: hmac::Key::new(hmac::HMAC_SHA256, &k.send),
+                    recv: hmac::Key::new(hmac::HMAC_SHA256, &k.recv),
+                    next_seq: [boot_ns.max(1); Kind::ALL.len()],
+                    windows: Default::default(),
+                };
+                (k.peer, peer)
+            })
+            .collect();
+        Keyring { me, peers }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// Whether this node holds keys for `peer`.
+    pub fn knows(&self, peer: NodeId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// `payload` in an envelope of `kind` for `to`; `None` when this node has no key for it.
+    pub fn seal(&mut self, to: NodeId, kind: Kind, payload: &[u8]) -> Option<Vec<u8>> {
+        let me = self.me;
+        let peer = self.peers.get_mut(&to)?;
+        let seq = &mut peer.next_seq[kind.index()];
+        let repr = seal::Repr { kind, sender: me.to_wire(), receiver: to.to_wire(), seq: *seq };
+        *seq += 1;
+        let mut bytes = repr.emit(payload);
+        let covered = bytes.len() - TAG_LEN;
+        let t = tag(&peer.send, &bytes[..covered]);
+        bytes[covered..].copy_from_slice(&t);
+        Some(bytes)
+    }
+
+    /// The sender and payload of an authentic, fresh envelope of `kind` for this node.
+    pub fn open<'a>(&mut self, kind: Kind, bytes: &'a [u8]) -> Result<(NodeId, &'a [u8]), AuthError> {
+        let packet = seal::Packet::new_checked(bytes).map_err(|_| AuthError::Malformed)?;
+        let repr = seal::Repr::parse(&packet).map_err(|_| AuthError::Malformed)?;
+        if repr.kind != kind {
+            return Err(AuthError::WrongKind);
+        }
+        if repr.receiver != self.me.to_wire() {
+            return Err(AuthError::Misdirected);
+        }
+        let from = NodeId::from_wire(repr.sender).ok_or(AuthError::UnknownPeer)?;
+        let peer = self.peers.get_mut(&from).ok_or(AuthError::UnknownPeer)?;
+        let window = &mut peer.windows[kind.index()];
+        window.check(repr.seq)?;
+        if !same(&tag(&peer.recv, packet.covered()), packet.tag()) {
+            return Err(AuthError::BadTag);
+        }
+        window.take(repr.seq);
+        let end = bytes.len() - TAG_LEN;
+        Ok((from, &bytes[seal::HEADER_LEN..end]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POP: NodeId = NodeId::Pop(3);
+    const CLB: NodeId = NodeId::Clb { region: 1, node: 0 };
+
+    fn pair(secret: &BackboneSecret) -> (Keyring, Keyring) {
+        (Keyring::new(POP, &secret.keys_for(POP, &[CLB]), 1000), Keyring::new(CLB, &secret.keys_for(CLB, &[POP]), 50))
+    }
+
+    #[test]
+    fn node_ids_survive_the_wire_and_nothing_else_parses() {
+        for id in [NodeId::Pop(0), NodeId::Pop(65535), CLB, NodeId::Backend { region: 65535, host: 4095 }] {
+            assert_eq!(NodeId::from_wire(id.to_wire()), Some(id));
+        }
+        assert_eq!(NodeId::from_wire(0), None);
+        assert_eq!(NodeId::from_wire(0x1001_0000), None, "a POP id with region bits");
+        assert_eq!(NodeId::from_wire(0x4000_0000), None);
+    }
+
+    #[test]
+    fn a_sealed_datagram_opens_once_at_its_receiver_only() {
+        let (mut pop, mut clb) = pair(&BackboneSecret::from_seed(1));
+        let sealed = pop.seal(CLB, Kind::Data, b"hello").unwrap();
+        assert_eq!(sealed.len(), 5 + seal::OVERHEAD);
+        assert_eq!(clb.open(Kind::Data, &sealed), Ok((POP, &b"hello"[..])));
+        assert_eq!(clb.open(Kind::Data, &sealed), Err(AuthError::Replayed));
+        let mut other = Keyring::new(NodeId::Clb { region: 1, node: 1 }, &[], 1);
+        assert_eq!(other.open(Kind::Data, &sealed), Err(AuthError::Misdirected));
+        let sealed = pop.seal(CLB, Kind::Data, b"again").unwrap();
+        assert_eq!(clb.open(Kind::Probe, &sealed), Err(AuthError::WrongKind));
+        assert_eq!(pop.seal(NodeId::Pop(9), Kind::Data, b"x"), None, "no key for a stranger");
+    }
+
+    #[test]
+    fn any_changed_bit_or_another_secret_fails_the_tag() {
+        let (mut pop, mut clb) = pair(&BackboneSecret::from_seed(1));
+        let sealed = pop.seal(CLB, Kind::Data, b"client packet with pop id").unwrap();
+        for i in seal::HEADER_LEN..sealed.len() {
+            let mut forged = sealed.clone();
+            forged[i] ^= 0x01;
+            assert_eq!(clb.open(Kind::Data, &forged), Err(AuthError::BadTag), "byte {i}");
+        }
+        let (mut stranger, _) = pair(&BackboneSecret::from_seed(2));
+        let forged = stranger.seal(CLB, Kind::Data, b"x").unwrap();
+        assert_eq!(clb.open(Kind::Data, &forged), Err(AuthError::BadTag));
+        // Forgeries did not move the window: the genuine packet still opens.
+        assert!(clb.open(Kind::Data, &sealed).is_ok());
+    }
+
+    #[test]
+    fn reordering_inside_the_window_passes_and_older_is_refused() {
+        let (mut pop, mut clb) = pair(&BackboneSecret::from_seed(1));
+        let sealed: Vec<Vec<u8>> = (0..WINDOW + 10).map(|_| pop.seal(CLB, Kind::Data, b"x").unwrap()).collect();
+        // The last one first, then the rest backwards down to the window's edge.
+        let last = sealed.len() - 1;
+        assert!(clb.open(Kind::Data, &sealed[last]).is_ok());
+        for s in sealed[..last].iter().rev().take(WINDOW as usize - 1) {
+            assert!(clb.open(Kind::Data, s).is_ok());
+        }
+        assert_eq!(clb.open(Kind::Data, &sealed[last - WINDOW as usize]), Err(AuthError::TooOld));
+        assert_eq!(clb.open(Kind::Data, &sealed[last - 1]), Err(AuthError::Replayed));
+    }
+
+    #[test]
+    fn a_restarted_sender_is_ahead_of_its_old_numbers() {
+        let secret = BackboneSecret::from_seed(1);
+        let (mut pop, mut clb) = pair(&secret);
+        let old = pop.seal(CLB, Kind::Data, b"before").unwrap();
+        assert!(clb.open(Kind::Data, &old).is_ok());
+        let mut restarted = Keyring::new(POP, &secret.keys_for(POP, &[CLB]), 2_000_000);
+        assert!(clb.open(Kind::Data, &restarted.seal(CLB, Kind::Data, b"after").unwrap()).is_ok());
+        assert_eq!(clb.open(Kind::Data, &old), Err(AuthError::TooOld));
+    }
+
+    #[test]
+    fn each_kind_counts_on_its_own() {
+        let (mut pop, mut clb) = pair(&BackboneSecret::from_seed(1));
+        let data = pop.seal(CLB, Kind::Data, b"d").unwrap();
+        let probes: Vec<Vec<u8>> = (0..WINDOW + 5).map(|_| pop.seal(CLB, Kind::Probe, b"p").unwrap()).collect();
+        for p in &probes {
+            assert!(clb.open(Kind::Probe, p).is_ok());
+        }
+        assert!(clb.open(Kind::Data, &data).is_ok(), "probes sent after it do not age a data packet");
+    }
+}
