@@ -1,6 +1,8 @@
 //! The backbone over gRPC (`backbone.transport: grpc`): a tonic bidirectional stream per
-//! POP and CLB node. Each frame carries one encapsulated packet; impairments are applied
-//! before a frame enters the stream, as for UDP.
+//! POP and CLB node, over mutual TLS with the lab's CA — a CLB node takes streams only
+//! from holders of a POP's certificate. Each frame carries one sealed, encapsulated
+//! packet (the cores check it as they do UDP's); impairments are applied before a frame
+//! enters the stream, as for UDP.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -25,11 +27,24 @@ struct Tunnel {
     to_node: mpsc::Sender<Upstream>,
 }
 
+/// Ok when the peer's certificate is a POP's.
+fn check_pop<T>(request: &Request<T>) -> Result<(), Status> {
+    let chain = request.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let leaf = chain.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
+    let who = crate::pki::peer_identity(leaf.as_ref()).map_err(Status::permission_denied)?;
+    if who.role != crate::pki::Role::Pop {
+        eprintln!("{} backbone: refused a stream from {}: no POP", crate::node::unix_ms(), who.name);
+        return Err(Status::permission_denied(format!("{} is no POP", who.name)));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Backbone for Tunnel {
     type TunnelStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
 
     async fn tunnel(&self, request: Request<Streaming<Frame>>) -> Result<Response<Self::TunnelStream>, Status> {
+        check_pop(&request)?;
         let mut inbound = request.into_inner();
         let (down_tx, down_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
         let to_node = self.to_node.clone();
@@ -45,8 +60,12 @@ impl Backbone for Tunnel {
     }
 }
 
-/// Serves the backbone on a CLB node: frames from every POP arrive on the returned channel.
-pub async fn serve(addr: SocketAddr) -> Result<mpsc::Receiver<Upstream>, String> {
+/// Serves the backbone on a CLB node behind `tls` (its certificate, POP certificates
+/// required): frames from every POP arrive on the returned channel.
+pub async fn serve(
+    addr: SocketAddr,
+    tls: tonic::transport::ServerTlsConfig,
+) -> Result<mpsc::Receiver<Upstream>, String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
     let (to_node, from_pops) = mpsc::channel(DEPTH);
     // Small frames must not wait for Nagle.
@@ -56,8 +75,9 @@ pub async fn serve(addr: SocketAddr) -> Result<mpsc::Receiver<Upstream>, String>
         }
         conn
     });
+    let mut builder = tonic::transport::Server::builder().tls_config(tls).map_err(|e| format!("backbone TLS: {e}"))?;
+    let server = builder.add_service(BackboneServer::new(Tunnel { to_node }));
     tokio::spawn(async move {
-        let server = tonic::transport::Server::builder().add_service(BackboneServer::new(Tunnel { to_node }));
         if let Err(e) = server.serve_with_incoming(incoming).await {
             eprintln!("backbone gRPC server: {e}");
         }
@@ -65,14 +85,19 @@ pub async fn serve(addr: SocketAddr) -> Result<mpsc::Receiver<Upstream>, String>
     Ok(from_pops)
 }
 
-/// Keeps a stream open from a POP to one CLB node (reconnecting when it breaks):
-/// packets sent on the returned sender go up; replies come out on `down`.
-pub fn connect(clb: SocketAddr, down: mpsc::Sender<Vec<u8>>) -> mpsc::Sender<Vec<u8>> {
+/// Keeps a stream open from a POP to one CLB node over `tls` (reconnecting when it
+/// breaks): packets sent on the returned sender go up; replies come out on `down`.
+pub fn connect(
+    clb: SocketAddr,
+    tls: tonic::transport::ClientTlsConfig,
+    down: mpsc::Sender<Vec<u8>>,
+) -> mpsc::Sender<Vec<u8>> {
     let (up_tx, mut up_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
     tokio::spawn(async move {
-        let uri = format!("http://{clb}");
+        let uri = format!("https://{clb}");
         loop {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(uri.clone()) else { return };
+            let endpoint = tonic::transport::Endpoint::from_shared(uri.clone()).and_then(|e| e.tls_config(tls.clone()));
+            let Ok(endpoint) = endpoint else { return };
             let Ok(channel) = endpoint.tcp_nodelay(true).connect().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

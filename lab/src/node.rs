@@ -59,11 +59,15 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         };
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
-        tokio::spawn(serve_control(listener, node_name, applied, drops.clone()));
+        tokio::spawn(serve_control(listener, node_name.clone(), applied, drops.clone()));
         match role {
-            Role::Pop(p) => run_pop(&t, &plan, p, Forwarder { ready: &ready, impair, follower, drops, keys }).await,
+            Role::Pop(p) => {
+                let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
+                run_pop(&t, &plan, p, node).await
+            }
             Role::Clb { region, index } => {
-                run_clb(&t, &plan, (region, index), Forwarder { ready: &ready, impair, follower, drops, keys }).await
+                let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
+                run_clb(&t, &plan, (region, index), node).await
             }
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
@@ -163,6 +167,9 @@ struct Forwarder<'a> {
     drops: Drops,
     /// Its backbone keys (from the lab's PKI).
     keys: Vec<anyedge_ccn::PeerKeys>,
+    /// Where its certificate is (the gRPC backbone), and its name.
+    state_dir: &'a Path,
+    name: &'a str,
 }
 
 /// Backbone authentication for a core whose clock starts now.
@@ -173,7 +180,7 @@ fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> anyedge_ccn::AuthConfig {
 }
 
 async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Result<(), String> {
-    let Forwarder { ready, impair, mut follower, drops, keys } = node;
+    let Forwarder { ready, impair, mut follower, drops, keys, state_dir, name } = node;
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
@@ -221,7 +228,8 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     if grpc {
         for (&(r, i), a) in &clb_tunnels {
             let to = SocketAddr::new(a.ip(), GRPC_PORT);
-            streams.insert((r, i), crate::grpc::connect(to, down_tx.clone()));
+            let tls = crate::pki::client(state_dir, name, a.ip())?;
+            streams.insert((r, i), crate::grpc::connect(to, tls, down_tx.clone()));
         }
     }
     // Health probes (the internet router's, the CLB nodes'): answered while we run.
@@ -359,7 +367,7 @@ async fn run_clb(
     (region, index): (usize, usize),
     node: Forwarder<'_>,
 ) -> Result<(), String> {
-    let Forwarder { ready, impair, mut follower, drops, keys } = node;
+    let Forwarder { ready, impair, mut follower, drops, keys, state_dir, name } = node;
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
     let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
@@ -392,8 +400,12 @@ async fn run_clb(
         .collect();
     let mut shaper: Shaper<ClbDest> = Shaper::new(start, impair);
     let grpc = t.backbone.transport == BackboneTransport::Grpc;
-    let mut from_streams =
-        if grpc { Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT)).await?) } else { None };
+    let mut from_streams = if grpc {
+        let tls = crate::pki::server(state_dir, name)?;
+        Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT), tls).await?)
+    } else {
+        None
+    };
     // POP id → the stream its packets came up on (replies go down it).
     let mut downstreams: HashMap<u16, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
     // Backbone probing of the POPs: a dead POP's flows answer through a live neighbour.

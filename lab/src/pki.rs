@@ -1,9 +1,9 @@
 //! Mutual TLS for the lab's control plane: at `lab up` a private CA (rcgen, Ed25519)
 //! issues one certificate per node that speaks gRPC on the backbone — control nodes
-//! (their backbone address as SAN), POPs and CLB nodes (watchers) and `ctl`. Each names
-//! its node (common name `control/2`, `pop/paris`, `clb/frankfurt/0`, `ctl`) and role
-//! (organizational unit), with key usage and extended key usage set (control nodes serve
-//! and dial, everyone else only dials). Control nodes accept only peers that present a
+//! (their backbone address as SAN), CLB nodes (the gRPC backbone's servers, their tunnel
+//! address as SAN), POPs and `ctl`. Each names its node (common name `control/2`,
+//! `pop/paris`, `clb/frankfurt/0`, `ctl`) and role (organizational unit), with key usage
+//! and extended key usage set (control and CLB nodes serve and dial, the rest only dial). Control nodes accept only peers that present a
 //! certificate from that CA and then check the role in it ([`PeerIdentity`]); the CA's
 //! key is not kept, so no certificate can be minted for a stranger later.
 
@@ -49,7 +49,10 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)]) -> Result<(),
         params.subject_alt_names = addr.iter().map(|a| SanType::IpAddress(*a)).collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match role {
-            Role::Control(_) => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            // Control nodes serve Raft and the API; CLB nodes serve the gRPC backbone.
+            Role::Control(_) | Role::Clb => {
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+            }
             _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         let cert = params.signed_by(&key, &issuer).map_err(err)?;

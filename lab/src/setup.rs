@@ -141,19 +141,19 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         })
         .collect();
     crate::pki::issue_backbone_keys(&dir, t, &backbone)?;
-    if t.control.is_some() {
-        // Certificates for everything that speaks to control nodes over the backbone.
-        let nodes: Vec<(String, Option<std::net::IpAddr>)> = plan
-            .nodes
-            .iter()
-            .filter_map(|n| match plan.namespaces[n.ns].role {
-                Role::Control(id) => Some((n.name.clone(), plan.control_addr(id).map(Into::into))),
-                Role::Pop(_) | Role::Clb { .. } => Some((n.name.clone(), None)),
-                _ => None,
-            })
-            .collect();
-        crate::pki::issue(&dir, &nodes)?;
-    }
+    // Certificates for everything that speaks gRPC on the backbone: control nodes (Raft,
+    // watch streams) and CLB nodes (the gRPC backbone) serve, POPs and CLB nodes dial.
+    let nodes: Vec<(String, Option<std::net::IpAddr>)> = plan
+        .nodes
+        .iter()
+        .filter_map(|n| match plan.namespaces[n.ns].role {
+            Role::Control(id) => Some((n.name.clone(), plan.control_addr(id).map(Into::into))),
+            Role::Clb { region, index } => Some((n.name.clone(), plan.clb_tunnel(region, index).map(|a| a.ip()))),
+            Role::Pop(_) => Some((n.name.clone(), None)),
+            _ => None,
+        })
+        .collect();
+    crate::pki::issue(&dir, &nodes)?;
     start_nodes(plan, state, exe)?;
     wait_ready(plan, state)
 }
