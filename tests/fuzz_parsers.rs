@@ -90,6 +90,7 @@ fn clb() -> Clb {
             pop_fallback: vec![vec![]],
             region: 0,
             auth: auth(CLB),
+            backend_hosts: vec![("198.19.20.1".parse().unwrap(), HOST)],
         },
         0,
     )
@@ -98,10 +99,11 @@ fn clb() -> Clb {
 const POP: NodeId = NodeId::Pop(0);
 const CLB: NodeId = NodeId::Clb { region: 0, node: 0 };
 const PEER: NodeId = NodeId::Clb { region: 0, node: 1 };
+const HOST: NodeId = NodeId::Backend { region: 0, host: 0 };
 
 /// The fuzzed backbone: POP 0 and two CLB nodes of region 0, every pair keyed.
 fn auth(me: NodeId) -> AuthConfig {
-    let peers: Vec<NodeId> = [POP, CLB, PEER].into_iter().filter(|&p| p != me).collect();
+    let peers: Vec<NodeId> = [POP, CLB, PEER, HOST].into_iter().filter(|&p| p != me).collect();
     AuthConfig { keys: BackboneSecret::from_seed(9).keys_for(me, &peers), epoch_ns: 0 }
 }
 
@@ -154,24 +156,25 @@ fn cores_drop_fuzzed_packets_without_panicking() {
     let mut clb = clb();
     // Authentic senders, so garbage also arrives sealed and reaches the parsers behind
     // the tag check.
-    let mut senders: Vec<Keyring> = [POP, CLB, PEER].map(|me| auth(me).keyring(me, 1 << 40)).into();
+    let mut senders: Vec<Keyring> = [POP, CLB, PEER, HOST].map(|me| auth(me).keyring(me, 1 << 40)).into();
     let mut opened = 0;
     for i in 0..ITERATIONS as u64 {
         let p = mutate(&mut rng, &seeds);
         let mut sealed = |keys: &mut Keyring, to, kind| {
             if rng.chance(0.5) { keys.seal(to, kind, &p).unwrap() } else { p.clone() }
         };
-        let (to_pop, to_clb, to_peer) = (
+        let (to_pop, to_clb, to_peer, from_host) = (
             sealed(&mut senders[1], POP, Kind::Data),
             sealed(&mut senders[0], CLB, Kind::Data),
             sealed(&mut senders[2], CLB, Kind::Sync),
+            sealed(&mut senders[3], CLB, Kind::Backend),
         );
         let _ = pop.handle_from_client(i, &p);
         opened += u32::from(!matches!(pop.handle_from_clb(i, &to_pop), Err(anyedge_pop::DropReason::Auth(_))));
         let _ = clb.handle_from_pop(i, &to_clb);
         let _ = clb.handle_direct(i, p.clone());
         let _ = clb.handle_from_peer(i, &to_peer);
-        let _ = clb.handle_from_backend(i, p);
+        let _ = clb.handle_from_backend(i, from_host);
         while pop.poll_output().is_some() {}
         while clb.poll_output().is_some() {}
     }

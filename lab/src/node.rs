@@ -54,7 +54,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         let drops = Drops::default();
         // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.
         let keys = match role {
-            Role::Pop(_) | Role::Clb { .. } => crate::pki::backbone_keys(state_dir, &node_name)?,
+            Role::Pop(_) | Role::Clb { .. } | Role::Backend { .. } => crate::pki::backbone_keys(state_dir, &node_name)?,
             _ => Vec::new(),
         };
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
@@ -69,7 +69,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
                 run_clb(&t, &plan, (region, index), node).await
             }
-            Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready).await,
+            Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready, (keys, drops)).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
             Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, &ready).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
@@ -536,10 +536,41 @@ fn in_region_net(ip: IpAddr) -> bool {
     u32::from(a) >> (32 - prefix) == u32::from(net) >> (32 - prefix)
 }
 
-async fn run_backend(t: &Topology, plan: &Plan, ip: Ipv4Addr, ready: &Path) -> Result<(), String> {
+/// The backbone id of every CLB node, by each address it speaks to backends from.
+fn clb_ids(t: &Topology, plan: &Plan) -> HashMap<IpAddr, anyedge_ccn::NodeId> {
+    let mut ids = HashMap::new();
+    for (r, region) in t.regions.iter().enumerate() {
+        for i in 0..usize::from(region.clb_nodes) {
+            let id = anyedge_topology::nodes::clb_node(r, i);
+            ids.insert(IpAddr::V4(plan.clb_inner_addr(r, i)), id);
+            if let Some(a) = plan.clb_region_addr(r, i) {
+                ids.insert(IpAddr::V4(a), id);
+            }
+        }
+    }
+    ids
+}
+
+/// A backend host: takes inner packets only sealed by a CLB node of a region that binds
+/// it (dropped and counted otherwise), hands them to its kernel through its TUN device,
+/// and seals what its kernel answers for the CLB node the client's packets came through.
+async fn run_backend(
+    t: &Topology,
+    plan: &Plan,
+    ip: Ipv4Addr,
+    ready: &Path,
+    (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
+) -> Result<(), String> {
     let tun = open_tun()?;
     let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+    let me = anyedge_topology::nodes::backend_hosts(t)
+        .into_iter()
+        .find(|(h, _)| *h == IpAddr::V4(ip))
+        .map(|(_, id)| id)
+        .ok_or("backend host without a backbone id")?;
+    let mut keyring = auth_from_now(keys).keyring(me, 0);
+    let clbs = clb_ids(t, plan);
     let mut ports: Vec<u16> = t
         .regions
         .iter()
@@ -566,28 +597,39 @@ async fn run_backend(t: &Topology, plan: &Plan, ip: Ipv4Addr, ready: &Path) -> R
     }
     mark_ready(ready)?;
     // Client endpoint → the CLB node that last forwarded its packets (the way back).
-    let mut via: HashMap<(IpAddr, u16), SocketAddr> = HashMap::new();
+    let mut via: HashMap<(IpAddr, u16), (SocketAddr, anyedge_ccn::NodeId)> = HashMap::new();
     let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     loop {
         tokio::select! {
             r = sock.recv_from(&mut ubuf) => {
                 let (n, from) = r.map_err(|e| e.to_string())?;
-                if let Ok(info) = inner::parse(&ubuf[..n]) {
-                    via.insert((info.key.src, info.key.src_port), from);
-                    let _ = tun.send(&ubuf[..n]).await;
+                let opened = keyring.open(anyedge_proto::seal::Kind::Backend, &ubuf[..n]);
+                let (clb, packet) = match opened {
+                    Ok((clb @ anyedge_ccn::NodeId::Clb { .. }, packet)) => (clb, packet),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        drops.count(Err(e));
+                        continue;
+                    }
+                };
+                if let Ok(info) = inner::parse(packet) {
+                    via.insert((info.key.src, info.key.src_port), (from, clb));
+                    let _ = tun.send(packet).await;
                 }
             }
             r = tun.recv(&mut tbuf) => {
                 let n = r.map_err(|e| e.to_string())?;
                 let Ok(info) = inner::parse(&tbuf[..n]) else { continue };
                 let to = via.get(&(info.key.dst, info.key.dst_port)).copied().or_else(|| {
-                    in_region_net(info.key.dst).then(|| SocketAddr::new(info.key.dst, BACKEND_PORT))
+                    let id = clbs.get(&info.key.dst).copied()?;
+                    in_region_net(info.key.dst).then(|| (SocketAddr::new(info.key.dst, BACKEND_PORT), id))
                 });
-                if to.is_none() {
+                let Some((to, clb)) = to else {
                     eprintln!("no way back for {:?}", info.key);
-                }
-                if let Some(to) = to {
-                    let _ = sock.send_to(&tbuf[..n], to).await;
+                    continue;
+                };
+                if let Some(sealed) = keyring.seal(clb, anyedge_proto::seal::Kind::Backend, &tbuf[..n]) {
+                    let _ = sock.send_to(&sealed, to).await;
                 }
             }
         }

@@ -94,19 +94,16 @@ fn link_addrs(pool: Ipv4Addr, k: usize) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
 
-/// Backend hosts of a topology: (region, IPv4 address), in file order.
+/// Backend hosts of a topology: (region, IPv4 address), in file order (the numbering
+/// their backbone ids follow).
 pub fn backend_hosts(t: &Topology) -> Vec<(usize, Ipv4Addr)> {
-    let mut hosts = Vec::new();
-    for (r, region) in t.regions.iter().enumerate() {
-        for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
-            if let IpAddr::V4(ip) = b.addr.ip()
-                && !hosts.iter().any(|&(_, h)| h == ip)
-            {
-                hosts.push((r, ip));
-            }
-        }
-    }
-    hosts
+    anyedge_topology::nodes::backend_hosts(t)
+        .into_iter()
+        .filter_map(|(ip, id)| match (ip, id) {
+            (IpAddr::V4(ip), anyedge_ccn::NodeId::Backend { region, .. }) => Some((usize::from(region), ip)),
+            _ => None,
+        })
+        .collect()
 }
 
 impl Plan {

@@ -130,13 +130,17 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         ip_in(b, &["link", "set", &l.b_if, "up"])?;
     }
     routes(t, plan)?;
-    // Backbone keys for every POP and CLB node.
+    // Backbone keys for every POP, CLB node and backend host.
+    let hosts = anyedge_topology::nodes::backend_hosts(t);
     let backbone: Vec<(anyedge_ccn::NodeId, String)> = plan
         .nodes
         .iter()
         .filter_map(|n| match plan.namespaces[n.ns].role {
             Role::Pop(p) => Some((anyedge_topology::nodes::pop_node(p), n.name.clone())),
             Role::Clb { region, index } => Some((anyedge_topology::nodes::clb_node(region, index), n.name.clone())),
+            Role::Backend { ip, .. } => {
+                hosts.iter().find(|(h, _)| *h == std::net::IpAddr::V4(ip)).map(|&(_, id)| (id, n.name.clone()))
+            }
             _ => None,
         })
         .collect();

@@ -69,6 +69,8 @@ pub enum DropReason {
     Auth(AuthError),
     /// A POP's packet naming another POP in its CCN header.
     PopMismatch,
+    /// A backend host's packet from an address that is not the host's.
+    NotHost,
 }
 
 impl DropReason {
@@ -85,6 +87,7 @@ impl DropReason {
             DropReason::NotPeer => "not_peer",
             DropReason::Auth(e) => e.name(),
             DropReason::PopMismatch => "pop_mismatch",
+            DropReason::NotHost => "not_host",
         }
     }
 }
@@ -142,6 +145,7 @@ pub struct Clb {
     own_addresses: Vec<IpAddr>,
     region: u16,
     keys: Keyring,
+    backend_hosts: Vec<(IpAddr, NodeId)>,
     /// Outputs dropped for want of a key for their peer (a configuration error).
     unsealable: u64,
 }
@@ -180,6 +184,7 @@ impl Clb {
             node_count: config.node_count.max(1),
             region: config.region,
             keys: config.auth.keyring(NodeId::Clb { region: config.region, node: config.node_index }, now_ns),
+            backend_hosts: config.backend_hosts.clone(),
             unsealable: 0,
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
@@ -359,27 +364,39 @@ impl Clb {
     /// The next thing to send; what goes over the backbone or to a peer is sealed for it.
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
-            let (to, kind, bytes) = match self.outputs.pop_front()? {
-                Output::ToPop { pop_id, bytes } => (NodeId::Pop(pop_id), Kind::Data, bytes),
-                Output::ToPeer { node, bytes } => (NodeId::Clb { region: self.region, node }, Kind::Sync, bytes),
-                other => return Some(other),
+            let out = self.outputs.pop_front()?;
+            let (to, kind) = match &out {
+                Output::ToPop { pop_id, .. } => (NodeId::Pop(*pop_id), Kind::Data),
+                Output::ToPeer { node, .. } => (NodeId::Clb { region: self.region, node: *node }, Kind::Sync),
+                Output::ToBackend { backend, .. } => match self.host_id(backend.ip()) {
+                    Some(host) => (host, Kind::Backend),
+                    None => {
+                        self.unsealable += 1;
+                        continue;
+                    }
+                },
+                Output::ToClient { .. } => return Some(out),
             };
-            let Some(sealed) = self.keys.seal(to, kind, &bytes) else {
+            let (Output::ToPop { bytes, .. } | Output::ToPeer { bytes, .. } | Output::ToBackend { bytes, .. }) = &out
+            else {
+                return Some(out);
+            };
+            let Some(sealed) = self.keys.seal(to, kind, bytes) else {
                 self.unsealable += 1;
                 continue;
             };
-            return Some(match to {
-                NodeId::Pop(pop_id) => Output::ToPop { pop_id, bytes: sealed },
-                _ => Output::ToPeer { node: self.node_of(to), bytes: sealed },
+            return Some(match out {
+                Output::ToPop { pop_id, .. } => Output::ToPop { pop_id, bytes: sealed },
+                Output::ToPeer { node, .. } => Output::ToPeer { node, bytes: sealed },
+                Output::ToBackend { backend, .. } => Output::ToBackend { backend, bytes: sealed },
+                other => other,
             });
         }
     }
 
-    fn node_of(&self, id: NodeId) -> u16 {
-        match id {
-            NodeId::Clb { node, .. } => node,
-            _ => self.node_index,
-        }
+    /// The backend host at `ip`.
+    fn host_id(&self, ip: IpAddr) -> Option<NodeId> {
+        self.backend_hosts.iter().find(|(a, _)| *a == ip).map(|&(_, id)| id)
     }
 
     /// This node's backbone keys: drivers seal and open its probes with them.
@@ -486,10 +503,16 @@ impl Clb {
         self.forward(now_ns, packet, Ingress::Direct)
     }
 
-    /// A packet from a backend: a reply to a client, or the answer to a health probe.
-    pub fn handle_from_backend(&mut self, now_ns: u64, mut packet: Vec<u8>) -> Result<(), DropReason> {
+    /// A sealed packet from a backend host: a reply to a client, or the answer to a health
+    /// probe. The host speaks only for its own address.
+    pub fn handle_from_backend(&mut self, now_ns: u64, sealed: Vec<u8>) -> Result<(), DropReason> {
         self.now_ns = self.now_ns.max(now_ns);
+        let (from, bytes) = self.keys.open(Kind::Backend, &sealed).map_err(DropReason::Auth)?;
+        let mut packet = bytes.to_vec();
         let info = inner::parse(&packet)?;
+        if self.host_id(info.key.src) != Some(from) {
+            return Err(DropReason::NotHost);
+        }
         if self.prober.is_probe_traffic(&info) {
             self.probe_packet(now_ns, &info, &packet);
             return Ok(());
@@ -1110,11 +1133,48 @@ mod tests {
     use anyedge_ccn::auth::{AuthConfig, BackboneSecret};
     use smoltcp::wire::TcpControl;
 
-    /// The test backbone: POPs 0..4 and three CLB nodes of region 0.
+    /// The test backbone: POPs 0..4, three CLB nodes of region 0, and the backend hosts.
     fn backbone() -> (BackboneSecret, Vec<NodeId>) {
         let pops = (0..4).map(NodeId::Pop);
         let clbs = (0..3).map(|node| NodeId::Clb { region: 0, node });
-        (BackboneSecret::from_seed(3), pops.chain(clbs).collect())
+        let hosts = backend_hosts().into_iter().map(|(_, id)| id);
+        (BackboneSecret::from_seed(3), pops.chain(clbs).chain(hosts).collect())
+    }
+
+    /// The hosts of B1 and B2.
+    fn backend_hosts() -> Vec<(IpAddr, NodeId)> {
+        [B1, B2]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.parse::<SocketAddr>().unwrap().ip(), NodeId::Backend { region: 0, host: i as u16 }))
+            .collect()
+    }
+
+    fn host_of(ip: IpAddr) -> NodeId {
+        backend_hosts().into_iter().find(|(a, _)| *a == ip).expect("a test backend host").1
+    }
+
+    impl Clb {
+        /// The next output as its receiver sees it: a backend's packet opened by its host.
+        fn next_out(&mut self) -> Option<Output> {
+            match self.poll_output()? {
+                Output::ToBackend { backend, bytes } => {
+                    let mut host = keyring(host_of(backend.ip()));
+                    let (from, opened) = host.open(Kind::Backend, &bytes).expect("sealed for the backend's host");
+                    assert_eq!(from, NodeId::Clb { region: 0, node: self.node_index });
+                    Some(Output::ToBackend { backend, bytes: opened.to_vec() })
+                }
+                other => Some(other),
+            }
+        }
+
+        /// A packet from a backend, sealed by the host its source address belongs to.
+        fn from_backend(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), DropReason> {
+            let src = inner::parse(&packet).unwrap().key.src;
+            let to = NodeId::Clb { region: 0, node: self.node_index };
+            let sealed = keyring(host_of(src)).seal(to, Kind::Backend, &packet).unwrap();
+            self.handle_from_backend(now_ns, sealed)
+        }
     }
 
     /// The keys of CLB node `node` of region 0.
@@ -1179,6 +1239,7 @@ mod tests {
             conn_table_capacity: 1000,
             pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
             auth: auth(0),
+            backend_hosts: backend_hosts(),
         }
     }
 
@@ -1191,7 +1252,7 @@ mod tests {
         let bytes = from_pop(pop, clb.node_index, &client(port));
         clb.handle_from_pop(0, &bytes).unwrap();
         loop {
-            match clb.poll_output() {
+            match clb.next_out() {
                 Some(Output::ToBackend { backend, bytes }) if backend.port() == 7000 => {
                     let seen = inner::parse(&bytes).unwrap().key;
                     assert_eq!(seen.src, "198.18.64.7".parse::<IpAddr>().unwrap(), "the client's own address");
@@ -1208,8 +1269,8 @@ mod tests {
     fn reply(clb: &mut Clb, backend: SocketAddr, port: u16) -> (u16, Vec<u8>) {
         let packet =
             inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), port), b"pong").unwrap();
-        clb.handle_from_backend(0, packet).unwrap();
-        match clb.poll_output() {
+        clb.from_backend(0, packet).unwrap();
+        match clb.next_out() {
             Some(Output::ToPop { pop_id, bytes }) => {
                 let bytes = at_pop(pop_id, &bytes);
                 let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
@@ -1225,12 +1286,12 @@ mod tests {
         while clb.backend_healthy(backend) == Some(true) {
             let now = clb.poll_timeout().unwrap();
             clb.handle_timeout(now);
-            while let Some(out) = clb.poll_output() {
+            while let Some(out) = clb.next_out() {
                 if let Output::ToBackend { backend: to, bytes } = out
                     && to != backend
                     && let Some(answer) = syn_ack(&bytes)
                 {
-                    clb.handle_from_backend(now, answer).unwrap();
+                    clb.from_backend(now, answer).unwrap();
                 }
             }
             assert!(now < 60_000_000_000, "never marked unhealthy");
@@ -1346,7 +1407,7 @@ mod tests {
         assert_eq!(clb.handle_direct(0, other), Err(DropReason::NoListener));
         let stray = inner::build_udp(("198.19.20.1".parse().unwrap(), 7000), ("198.18.64.9".parse().unwrap(), 1), b"x")
             .unwrap();
-        assert_eq!(clb.handle_from_backend(0, stray), Err(DropReason::NoConnection));
+        assert_eq!(clb.from_backend(0, stray), Err(DropReason::NoConnection));
     }
 
     fn tcp_segment(port: u16, control: TcpControl) -> Vec<u8> {
@@ -1366,7 +1427,7 @@ mod tests {
     /// Opens a TCP flow from `port`; returns its backend.
     fn open(clb: &mut Clb, port: u16) -> SocketAddr {
         clb.handle_direct(0, tcp_segment(port, TcpControl::Syn)).unwrap();
-        match clb.poll_output() {
+        match clb.next_out() {
             Some(Output::ToBackend { backend, .. }) => backend,
             other => panic!("{other:?}"),
         }
@@ -1385,7 +1446,7 @@ mod tests {
         for port in 0..400 {
             if closed < 100 && open(&mut clb, 4000 + port) == b2 {
                 clb.handle_direct(0, tcp_segment(4000 + port, TcpControl::Rst)).unwrap();
-                while clb.poll_output().is_some() {}
+                while clb.next_out().is_some() {}
                 closed += 1;
             }
         }
@@ -1408,7 +1469,7 @@ mod tests {
         clb.unbind(first);
         // Nothing from the unbound backend reaches the client any more.
         let stray = inner::build_udp((first.ip(), first.port()), ("198.18.64.7".parse().unwrap(), 4000), b"x").unwrap();
-        assert_eq!(clb.handle_from_backend(0, stray), Err(DropReason::Unbound));
+        assert_eq!(clb.from_backend(0, stray), Err(DropReason::Unbound));
         // Its flow moves on the next packet, and no new flow goes there.
         assert_ne!(send(&mut clb, 0, 4000), first);
         assert!((5000..5020).all(|p| send(&mut clb, 0, p) != first));
@@ -1425,7 +1486,7 @@ mod tests {
         while now < crate::config::UDP_IDLE_NS + 2 * crate::config::SWEEP_INTERVAL_NS {
             now = clb.poll_timeout().unwrap();
             clb.handle_timeout(now);
-            while clb.poll_output().is_some() {}
+            while clb.next_out().is_some() {}
         }
         assert_eq!(clb.conn_table().len(), 0);
         assert_eq!(clb.active_flows(B1.parse().unwrap()) + clb.active_flows(B2.parse().unwrap()), 0);
@@ -1439,13 +1500,13 @@ mod tests {
         let client: (IpAddr, u16) = ("fd00:66::7".parse().unwrap(), 4000);
         let request = inner::build_udp(client, ("fd00:a::20".parse().unwrap(), 7000), b"ping").unwrap();
         clb.handle_direct(0, request).unwrap();
-        let Some(Output::ToBackend { backend, bytes }) = clb.poll_output() else { panic!("not forwarded") };
+        let Some(Output::ToBackend { backend, bytes }) = clb.next_out() else { panic!("not forwarded") };
         let seen = inner::parse(&bytes).unwrap().key;
         assert_eq!(seen.src, "198.18.32.1".parse::<IpAddr>().unwrap(), "the backend sees the SNAT address");
         assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
         let answer = inner::build_udp((backend.ip(), backend.port()), (seen.src, seen.src_port), b"pong").unwrap();
-        clb.handle_from_backend(0, answer).unwrap();
-        let Some(Output::ToClient { bytes }) = clb.poll_output() else { panic!("no reply") };
+        clb.from_backend(0, answer).unwrap();
+        let Some(Output::ToClient { bytes }) = clb.next_out() else { panic!("no reply") };
         let back = inner::parse(&bytes).unwrap().key;
         assert_eq!((back.src, back.src_port), ("fd00:a::20".parse().unwrap(), 7000));
         assert_eq!((back.dst, back.dst_port), client);
@@ -1459,7 +1520,7 @@ mod tests {
         }
         let mut clb = Clb::new(c, 0);
         clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
-        let Some(Output::ToBackend { bytes, .. }) = clb.poll_output() else { panic!("not forwarded") };
+        let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
     }
@@ -1477,10 +1538,10 @@ mod tests {
             }
             let mut clb = Clb::new(c, 0);
             // Its first output is the table request to its peer.
-            assert!(matches!(clb.poll_output(), Some(Output::ToPeer { .. })));
+            assert!(matches!(clb.next_out(), Some(Output::ToPeer { .. })));
             for port in 0..300 {
                 clb.handle_direct(0, client(5000 + port)).unwrap();
-                let Some(Output::ToBackend { bytes, .. }) = clb.poll_output() else { panic!() };
+                let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!() };
                 let p = inner::parse(&bytes).unwrap().key.src_port;
                 assert_eq!(p % 2, node ^ (SNAT_PORTS.start % 2), "node {node} uses its own share");
                 assert!(ports.insert(p), "port {p} handed out twice");
@@ -1501,7 +1562,7 @@ mod tests {
     fn pump(from: &mut Clb, to: &mut Clb, now: u64) -> usize {
         from.handle_timeout(now);
         let mut n = 0;
-        while let Some(out) = from.poll_output() {
+        while let Some(out) = from.next_out() {
             if let Output::ToPeer { node, bytes } = out {
                 assert_eq!(node, to.node_index);
                 to.handle_from_peer(now, &bytes).unwrap();
@@ -1515,7 +1576,7 @@ mod tests {
     fn a_peer_keeps_the_flows_another_node_scheduled_on_the_same_backend() {
         let (mut a, mut b, mut unsynced) =
             (node(0, SchedulerKind::Wrr, None), node(1, SchedulerKind::Wrr, None), node(1, SchedulerKind::Wrr, None));
-        while a.poll_output().is_some() {}
+        while a.next_out().is_some() {}
         // b and its twin have scheduled flows of their own, so their WRR is elsewhere.
         for port in 5000..5003 {
             send(&mut b, 0, port);
@@ -1539,16 +1600,16 @@ mod tests {
     #[test]
     fn a_restarted_node_learns_flows_and_persistence_from_a_peer() {
         let mut a = node(0, SchedulerKind::Wrr, Some(60_000_000_000));
-        while a.poll_output().is_some() {}
+        while a.next_out().is_some() {}
         let chosen: Vec<SocketAddr> = (1000..1004).map(|port| send(&mut a, 0, port)).collect();
         // Node 1 (re)starts: its first output asks node 0 for its table.
         let mut b = node(1, SchedulerKind::Wrr, Some(60_000_000_000));
-        match b.poll_output() {
+        match b.next_out() {
             Some(Output::ToPeer { node: 0, bytes }) => a.handle_from_peer(1, &bytes).unwrap(),
             other => panic!("expected a table request, got {other:?}"),
         }
         let mut dumped = 0;
-        while let Some(out) = a.poll_output() {
+        while let Some(out) = a.next_out() {
             if let Output::ToPeer { node: 1, bytes } = out {
                 b.handle_from_peer(1, &bytes).unwrap();
                 dumped += 1;
@@ -1581,8 +1642,27 @@ mod tests {
         assert_eq!(b.handle_from_peer(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
         assert!(b.handle_from_peer(0, b"AS\x01\x01garbage").is_err());
         assert_eq!(b.peer_flows(), 0);
-        assert!(b.poll_output().is_some_and(|o| matches!(o, Output::ToPeer { node: 0, .. })));
-        assert!(b.poll_output().is_none(), "nothing answered");
+        assert!(b.next_out().is_some_and(|o| matches!(o, Output::ToPeer { node: 0, .. })));
+        assert!(b.next_out().is_none(), "nothing answered");
+    }
+
+    #[test]
+    fn a_backend_hosts_packet_must_be_sealed_by_it_and_come_from_its_own_address() {
+        let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
+        let backend = send(&mut clb, 0, 4000);
+        let other = [B1, B2].iter().map(|b| b.parse::<SocketAddr>().unwrap()).find(|b| *b != backend).unwrap();
+        let answer = inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), 4000), b"pong");
+        let answer = answer.unwrap();
+        let me = NodeId::Clb { region: 0, node: 0 };
+        assert_eq!(clb.handle_from_backend(0, answer.clone()), Err(DropReason::Auth(AuthError::Malformed)), "bare");
+        // The other backend's host speaking for this backend's address.
+        let spoofed = keyring(host_of(other.ip())).seal(me, Kind::Backend, &answer).unwrap();
+        assert_eq!(clb.handle_from_backend(0, spoofed), Err(DropReason::NotHost));
+        let pop = keyring(NodeId::Pop(1)).seal(me, Kind::Backend, &answer).unwrap();
+        assert_eq!(clb.handle_from_backend(0, pop), Err(DropReason::NotHost), "a POP's keys are no host's");
+        assert!(clb.next_out().is_none(), "nothing reached the client");
+        assert_eq!(clb.from_backend(0, answer), Ok(()));
+        assert!(matches!(clb.next_out(), Some(Output::ToPop { pop_id: 0, .. })));
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct ClbConfig {
     /// Per POP id: other POPs nearest first. A reply whose POP is down leaves through
     /// the first live one (any POP can hand a reply to the client over the internet).
     pub pop_fallback: Vec<Vec<u16>>,
-    /// Keys for the backbone (every POP) and the region network (the region's other nodes).
+    /// Keys for the backbone (every POP) and the region network (the region's other
+    /// nodes, backend hosts).
     pub auth: anyedge_ccn::auth::AuthConfig,
+    /// The id of each backend host this node sends to, by address: its packets to a
+    /// backend are sealed for that host, and a host speaks only for its own address.
+    pub backend_hosts: Vec<(IpAddr, anyedge_ccn::auth::NodeId)>,
 }

@@ -83,7 +83,8 @@ pub fn clb_node(r: usize, index: usize) -> NodeId {
     NodeId::Clb { region: r as u16, node: index as u16 }
 }
 
-/// Every node that holds backbone keys: POPs, then each region's CLB nodes.
+/// Every node that holds backbone keys: POPs, then each region's CLB nodes, then the
+/// backend hosts.
 pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
     let pops = (0..t.pops.len()).map(pop_node);
     let clbs = t
@@ -91,17 +92,46 @@ pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
         .iter()
         .enumerate()
         .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
-    pops.chain(clbs).collect()
+    let hosts = backend_hosts(t).into_iter().map(|(_, id)| id);
+    pops.chain(clbs).chain(hosts).collect()
 }
 
-/// The peers `me` holds keys for: a POP, every CLB node (it may carry any region's
-/// VIP); a CLB node, every POP and its region's other nodes (table sync).
+/// Every backend host (a distinct backend address) and its id: numbered per region, in
+/// the order the file first binds them.
+pub fn backend_hosts(t: &Topology) -> Vec<(IpAddr, NodeId)> {
+    let mut hosts: Vec<(IpAddr, NodeId)> = Vec::new();
+    for (r, region) in t.regions.iter().enumerate() {
+        let mut n = 0u16;
+        for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+            if !hosts.iter().any(|(ip, _)| *ip == b.addr.ip()) {
+                hosts.push((b.addr.ip(), NodeId::Backend { region: r as u16, host: n }));
+                n += 1;
+            }
+        }
+    }
+    hosts
+}
+
+/// Whether region `r` binds a backend on host `ip`.
+fn region_binds(t: &Topology, r: usize, ip: IpAddr) -> bool {
+    t.regions[r].backend_groups.iter().flat_map(|g| &g.backends).any(|b| b.addr.ip() == ip)
+}
+
+/// The peers `me` holds keys for: a POP, every CLB node (it may carry any region's VIP);
+/// a CLB node, every POP, its region's other nodes (table sync) and the hosts of the
+/// backends its region binds; a backend host, the CLB nodes of every region binding it.
 pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
+    let hosts = backend_hosts(t);
+    let ip_of = |id: NodeId| hosts.iter().find(|(_, h)| *h == id).map(|(ip, _)| *ip);
     backbone_nodes(t)
         .into_iter()
         .filter(|&peer| match (me, peer) {
             (NodeId::Pop(_), NodeId::Clb { .. }) | (NodeId::Clb { .. }, NodeId::Pop(_)) => true,
             (NodeId::Clb { region: a, node: i }, NodeId::Clb { region: b, node: j }) => a == b && i != j,
+            (NodeId::Clb { region, .. }, host @ NodeId::Backend { .. })
+            | (host @ NodeId::Backend { .. }, NodeId::Clb { region, .. }) => {
+                ip_of(host).is_some_and(|ip| region_binds(t, usize::from(region), ip))
+            }
             _ => false,
         })
         .collect()
@@ -190,5 +220,6 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
             })
             .collect(),
         auth: AuthConfig::default(),
+        backend_hosts: backend_hosts(t).into_iter().filter(|&(ip, _)| region_binds(t, r, ip)).collect(),
     }
 }

@@ -1,6 +1,8 @@
 //! Backend hosts: UDP echo and TCP/HTTP servers on smoltcp, security groups bound to
 //! them, and what each backend port saw.
 
+use anyedge_proto::seal::Kind;
+
 use super::*;
 
 /// TCP connections a backend host holds (its backlog): more new SYNs are dropped.
@@ -36,6 +38,10 @@ pub(super) struct BackendHost {
     pub(super) via: HashMap<(IpAddr, u16), ClbId>,
     /// Security groups bound to this instance.
     pub(super) firewall: Option<Firewall>,
+    /// Its keys for the CLB nodes of the regions that bind it.
+    pub(super) keys: anyedge_ccn::Keyring,
+    /// Packets it refused, by reason.
+    pub(super) drops: BTreeMap<&'static str, u64>,
 }
 
 /// Per backend port, as the report shows it.
@@ -167,7 +173,15 @@ impl<'t> World<'t> {
             Some(&h) => h,
             None => {
                 let h = self.hosts.next_id();
+                let id = anyedge_topology::nodes::backend_hosts(self.t)
+                    .into_iter()
+                    .find(|(ip, _)| *ip == addr.ip())
+                    .map_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 }, |(_, id)| id);
+                let secret = anyedge_ccn::BackboneSecret::from_seed(self.t.seed);
+                let keys = anyedge_topology::nodes::backbone_auth(self.t, &secret, id, 0).keyring(id, 0);
                 self.hosts.push(BackendHost {
+                    keys,
+                    drops: BTreeMap::new(),
                     ip: addr.ip(),
                     down_ports: Vec::new(),
                     tcp_ports: Vec::new(),
@@ -198,9 +212,16 @@ impl<'t> World<'t> {
         (!groups.is_empty()).then(|| Firewall::new(groups))
     }
 
-    pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, mut packet: Vec<u8>) {
-        let Ok(info) = inner::parse(&packet) else { return };
+    /// A sealed packet from CLB node `via_clb` reached backend host `host`.
+    pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, sealed: Vec<u8>) {
+        let clb = anyedge_topology::nodes::clb_node(self.clbs[via_clb].region, self.clbs[via_clb].index);
         let h = &mut self.hosts[host];
+        let mut packet = match h.keys.open(Kind::Backend, &sealed) {
+            Ok((from, bytes)) if from == clb => bytes.to_vec(),
+            Ok(_) => return *h.drops.entry("not_sender").or_default() += 1,
+            Err(e) => return *h.drops.entry(e.name()).or_default() += 1,
+        };
+        let Ok(info) = inner::parse(&packet) else { return };
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
             return;
         }

@@ -127,7 +127,8 @@ impl<'t> World<'t> {
         let t = self.t;
         let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
         let clbs = self.clbs.iter().map(|n| (format!("clb/{}/{}", t.regions[n.region].name, n.index), &n.drops));
-        pops.chain(clbs).filter(|(_, d)| !d.is_empty()).map(|(name, d)| (name, d.clone())).collect()
+        let hosts = self.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
+        pops.chain(clbs).chain(hosts).filter(|(_, d)| !d.is_empty()).map(|(name, d)| (name, d.clone())).collect()
     }
 
     /// Rule counters summed over every host a group is bound to.
