@@ -1169,7 +1169,7 @@ mod tests {
         }
 
         /// A packet from a backend, sealed by the host its source address belongs to.
-        fn from_backend(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), DropReason> {
+        fn handle_backend_sealed(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), DropReason> {
             let src = inner::parse(&packet).unwrap().key.src;
             let to = NodeId::Clb { region: 0, node: self.node_index };
             let sealed = keyring(host_of(src)).seal(to, Kind::Backend, &packet).unwrap();
@@ -1269,7 +1269,7 @@ mod tests {
     fn reply(clb: &mut Clb, backend: SocketAddr, port: u16) -> (u16, Vec<u8>) {
         let packet =
             inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), port), b"pong").unwrap();
-        clb.from_backend(0, packet).unwrap();
+        clb.handle_backend_sealed(0, packet).unwrap();
         match clb.next_out() {
             Some(Output::ToPop { pop_id, bytes }) => {
                 let bytes = at_pop(pop_id, &bytes);
@@ -1291,7 +1291,7 @@ mod tests {
                     && to != backend
                     && let Some(answer) = syn_ack(&bytes)
                 {
-                    clb.from_backend(now, answer).unwrap();
+                    clb.handle_backend_sealed(now, answer).unwrap();
                 }
             }
             assert!(now < 60_000_000_000, "never marked unhealthy");
@@ -1407,7 +1407,7 @@ mod tests {
         assert_eq!(clb.handle_direct(0, other), Err(DropReason::NoListener));
         let stray = inner::build_udp(("198.19.20.1".parse().unwrap(), 7000), ("198.18.64.9".parse().unwrap(), 1), b"x")
             .unwrap();
-        assert_eq!(clb.from_backend(0, stray), Err(DropReason::NoConnection));
+        assert_eq!(clb.handle_backend_sealed(0, stray), Err(DropReason::NoConnection));
     }
 
     fn tcp_segment(port: u16, control: TcpControl) -> Vec<u8> {
@@ -1469,7 +1469,7 @@ mod tests {
         clb.unbind(first);
         // Nothing from the unbound backend reaches the client any more.
         let stray = inner::build_udp((first.ip(), first.port()), ("198.18.64.7".parse().unwrap(), 4000), b"x").unwrap();
-        assert_eq!(clb.from_backend(0, stray), Err(DropReason::Unbound));
+        assert_eq!(clb.handle_backend_sealed(0, stray), Err(DropReason::Unbound));
         // Its flow moves on the next packet, and no new flow goes there.
         assert_ne!(send(&mut clb, 0, 4000), first);
         assert!((5000..5020).all(|p| send(&mut clb, 0, p) != first));
@@ -1505,7 +1505,7 @@ mod tests {
         assert_eq!(seen.src, "198.18.32.1".parse::<IpAddr>().unwrap(), "the backend sees the SNAT address");
         assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
         let answer = inner::build_udp((backend.ip(), backend.port()), (seen.src, seen.src_port), b"pong").unwrap();
-        clb.from_backend(0, answer).unwrap();
+        clb.handle_backend_sealed(0, answer).unwrap();
         let Some(Output::ToClient { bytes }) = clb.next_out() else { panic!("no reply") };
         let back = inner::parse(&bytes).unwrap().key;
         assert_eq!((back.src, back.src_port), ("fd00:a::20".parse().unwrap(), 7000));
@@ -1661,7 +1661,7 @@ mod tests {
         let pop = keyring(NodeId::Pop(1)).seal(me, Kind::Backend, &answer).unwrap();
         assert_eq!(clb.handle_from_backend(0, pop), Err(DropReason::NotHost), "a POP's keys are no host's");
         assert!(clb.next_out().is_none(), "nothing reached the client");
-        assert_eq!(clb.from_backend(0, answer), Ok(()));
+        assert_eq!(clb.handle_backend_sealed(0, answer), Ok(()));
         assert!(matches!(clb.next_out(), Some(Output::ToPop { pop_id: 0, .. })));
     }
 
