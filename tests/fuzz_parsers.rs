@@ -151,7 +151,9 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
 fn cores_drop_fuzzed_packets_without_panicking() {
     let seeds = valid_packets();
     let mut rng = ComponentRng::new(0xf023, "fuzz/cores");
-    let routes = vec![Route { vip: "198.18.0.20".parse().unwrap(), region: 0, clb_nodes: 2, quic_ports: vec![4433] }];
+    let ports = vec![(anyedge_proto::Transport::Udp, 7000), (anyedge_proto::Transport::Udp, 4433)];
+    let vip = "198.18.0.20".parse().unwrap();
+    let routes = vec![Route { vip, region: 0, clb_nodes: 2, quic_ports: vec![4433], ports }];
     let mut pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: 64, auth: auth(POP) }, 0);
     let mut clb = clb();
     // Authentic senders, so garbage also arrives sealed and reaches the parsers behind

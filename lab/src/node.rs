@@ -270,9 +270,11 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 Some(packet) = down_rx.recv() => {
                     drops.count(core.handle_from_clb(now_ns(start), &packet));
                 }
-                // POPs forward by VIP and CLB node; no change kind today alters that, so
-                // they only keep up (their applied index is in `status`).
-                Some(_) = crate::watch::next_change(&mut follower) => {}
+                // POPs forward by VIP and CLB node; what the table changes for them is which
+                // listeners' replies may leave toward clients.
+                Some((change, _)) = crate::watch::next_change(&mut follower) => {
+                    anyedge_topology::route_table::apply_to_pop(&mut core, t, &change);
+                }
                 _ = tokio::time::sleep_until(prober.wake_at(start)) => {
                     let changes = prober.tick(now_ns(start)).await;
                     clb_changes(t, p, &mut core, &clb_peers, changes);

@@ -88,6 +88,8 @@ const REGION_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 224, 0);
 pub const INTERNET_NET: (Ipv4Addr, u8) = (INTERNET_POOL, 18);
 pub const BACKBONE_NET: (Ipv4Addr, u8) = (BACKBONE_POOL, 19);
 pub const REGION_NET: (Ipv4Addr, u8) = (REGION_POOL, 19);
+/// Backend hosts' public addresses (the direct path).
+pub const DIRECT_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 112, 0), 20);
 
 fn link_addrs(pool: Ipv4Addr, k: usize) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(pool) + 4 * k as u32;
@@ -296,13 +298,17 @@ impl Plan {
         Some(SocketAddr::new(IpAddr::V4(a), BACKEND_PORT))
     }
 
-    /// A backend host's own address on its region network: the direct path (no VIP,
-    /// no tunnel) reaches its servers there.
+    /// A backend host's public address: the direct path (no VIP, no tunnel) reaches its
+    /// servers there. It lies outside every link network — the internet routes it to the
+    /// region's router, which routes it to the host — so no client reaches a tunnel or
+    /// region address.
     pub fn backend_direct_addr(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
-        self.backend_tunnel(ip).and_then(|a| match a.ip() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
+        let k = self
+            .namespaces
+            .iter()
+            .filter(|n| matches!(n.role, Role::Backend { .. }))
+            .position(|n| matches!(n.role, Role::Backend { ip: h, .. } if h == ip))?;
+        Some(Ipv4Addr::from(u32::from(DIRECT_NET.0) + 1 + k as u32))
     }
 
     /// The region router's address on its link to the internet router.

@@ -213,26 +213,37 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
                 ip_in(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
                 sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
-                // …but answers from the host's own region address take the direct path.
-                let own = plan.backend_direct_addr(host).ok_or("backend without a region address")?;
+                // …but answers from the host's public address take the direct path.
+                let own = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
+                ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
                 ip_in(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
                 ip_in(name, &["route", "add", "default", "via", &gw(rg)?, "table", "200"])?;
             }
             Role::RegionNet(r) => {
-                // Clients reach the region's hosts directly through the internet router.
+                // Clients reach the region's hosts' public addresses through the internet
+                // router; nothing routes them to the region network itself.
                 ip_in(name, &["route", "add", &net(INTERNET_NET), "via", &gw(inet)?])?;
                 let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
                 let router = &plan.namespaces[inet].name;
                 for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
-                    if let Some(direct) = plan.backend_direct_addr(host) {
-                        ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
-                    }
+                    let direct = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
+                    let link = plan.backend_tunnel(host).ok_or("backend without a region address")?.ip().to_string();
+                    ip_in(name, &["route", "add", &format!("{direct}/32"), "via", &link])?;
+                    ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
                 }
             }
             Role::Control(_) => {
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
             }
-            Role::Internet | Role::Backbone => {}
+            Role::Internet => {
+                // Strict reverse-path filtering where clients attach: a client can only
+                // send from its own address.
+                for l in plan.links.iter().filter(|l| l.a == i && matches!(plan.namespaces[l.b].role, Role::Client(_)))
+                {
+                    sysctl_in(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
+                }
+            }
+            Role::Backbone => {}
         }
     }
     anycast_routes(t, plan, inet)

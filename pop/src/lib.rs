@@ -12,7 +12,7 @@ use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::mix64;
 use anyedge_proto::seal::Kind;
-use anyedge_proto::{FlowKey, inner};
+use anyedge_proto::{FlowKey, Transport, inner};
 use lru::LruCache;
 
 /// Where a VIP's traffic goes: its home region and the CLB nodes there.
@@ -25,6 +25,8 @@ pub struct Route {
     /// UDP ports of QUIC listeners: their packets go to the CLB node their connection ID
     /// names, so a client that changed address still reaches its connection.
     pub quic_ports: Vec<u16>,
+    /// The VIP's listeners: only replies from one of them leave toward clients.
+    pub ports: Vec<(Transport, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,8 @@ pub enum DropReason {
     NotOurs,
     /// Not sealed by a CLB node for this POP, or replayed.
     Auth(AuthError),
+    /// A reply whose source is none of this POP's VIPs' listeners.
+    NotVip,
 }
 
 impl DropReason {
@@ -68,6 +72,7 @@ impl DropReason {
             DropReason::WrongDirection => "wrong_direction",
             DropReason::NotOurs => "not_ours",
             DropReason::Auth(e) => e.name(),
+            DropReason::NotVip => "not_vip",
         }
     }
 }
@@ -157,6 +162,20 @@ impl Pop {
         self.config.routes.iter().find(|r| r.vip == vip)
     }
 
+    /// A listener added to (`present`) or removed from a VIP this POP publishes, as the
+    /// route table changes: replies from it may leave (or no longer).
+    pub fn set_listener(&mut self, vip: IpAddr, transport: Transport, port: u16, quic: bool, present: bool) {
+        let Some(route) = self.config.routes.iter_mut().find(|r| r.vip == vip) else { return };
+        route.ports.retain(|&p| p != (transport, port));
+        route.quic_ports.retain(|&p| !(quic && p == port));
+        if present {
+            route.ports.push((transport, port));
+            if quic {
+                route.quic_ports.push(port);
+            }
+        }
+    }
+
     /// A client's packet for a VIP.
     pub fn handle_from_client(&mut self, _now_ns: u64, packet: &[u8]) -> Result<(), DropReason> {
         let info = inner::parse(packet)?;
@@ -206,7 +225,12 @@ impl Pop {
         if repr.pop_id != self.config.pop_id {
             return Err(DropReason::NotOurs);
         }
-        inner::parse(packet)?;
+        // Only a VIP's listeners speak to clients through a POP.
+        let key = inner::parse(packet)?.key;
+        let listener = self.route(key.src).is_some_and(|r| r.ports.contains(&(key.transport, key.src_port)));
+        if !listener {
+            return Err(DropReason::NotVip);
+        }
         self.outputs.push_back(Output::ToClient { bytes: packet.to_vec() });
         Ok(())
     }
@@ -239,7 +263,9 @@ mod tests {
     }
 
     fn pop_with(capacity: usize) -> Pop {
-        let routes = vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![] }];
+        let ports = vec![(Transport::Udp, 7000)];
+        let routes =
+            vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![], ports }];
         Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: capacity, auth: auth(5) }, 0)
     }
 
@@ -257,6 +283,11 @@ mod tests {
 
     fn client_packet(port: u16) -> Vec<u8> {
         inner::build_udp(("198.18.40.1".parse().unwrap(), port), ("198.18.0.10".parse().unwrap(), 7000), b"x").unwrap()
+    }
+
+    /// A reply from `src` to the client.
+    fn reply_from(src: (&str, u16)) -> Vec<u8> {
+        inner::build_udp((src.0.parse().unwrap(), src.1), ("198.18.40.1".parse().unwrap(), 4000), b"y").unwrap()
     }
 
     #[test]
@@ -319,19 +350,39 @@ mod tests {
     fn reply_for_another_pop_is_refused() {
         let mut p = pop();
         let mut clb = clb_keys(0);
-        let bytes = ccn::encapsulate(Direction::ToPop, 9, 1, &client_packet(1)).unwrap();
+        let reply = reply_from(("198.18.0.10", 7000));
+        let bytes = ccn::encapsulate(Direction::ToPop, 9, 1, &reply).unwrap();
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
         assert_eq!(p.handle_from_clb(0, &sealed), Err(DropReason::NotOurs));
-        let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &client_packet(1)).unwrap();
+        let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply).unwrap();
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
         assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
-        assert_eq!(p.poll_output(), Some(Output::ToClient { bytes: client_packet(1) }));
+        assert_eq!(p.poll_output(), Some(Output::ToClient { bytes: reply }));
+    }
+
+    #[test]
+    fn only_replies_from_a_vips_listener_leave_toward_clients() {
+        let mut p = pop();
+        let mut clb = clb_keys(0);
+        let mut deliver = |p: &mut Pop, src: (&str, u16)| {
+            let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply_from(src)).unwrap();
+            p.handle_from_clb(0, &clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap())
+        };
+        assert_eq!(deliver(&mut p, ("198.18.77.77", 53)), Err(DropReason::NotVip), "not a VIP");
+        assert_eq!(deliver(&mut p, ("198.18.0.10", 443)), Err(DropReason::NotVip), "a VIP, no listener there");
+        assert!(p.poll_output().is_none(), "nothing left toward clients");
+        assert_eq!(deliver(&mut p, ("198.18.0.10", 7000)), Ok(()));
+        // A listener the route table adds speaks at once; one it removes falls silent.
+        p.set_listener("198.18.0.10".parse().unwrap(), Transport::Udp, 443, false, true);
+        assert_eq!(deliver(&mut p, ("198.18.0.10", 443)), Ok(()));
+        p.set_listener("198.18.0.10".parse().unwrap(), Transport::Udp, 7000, false, false);
+        assert_eq!(deliver(&mut p, ("198.18.0.10", 7000)), Err(DropReason::NotVip));
     }
 
     #[test]
     fn replies_not_sealed_by_a_clb_node_for_this_pop_are_refused_by_reason() {
         let mut p = pop();
-        let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &client_packet(1)).unwrap();
+        let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply_from(("198.18.0.10", 7000))).unwrap();
         assert_eq!(p.handle_from_clb(0, &bytes), Err(DropReason::Auth(AuthError::Malformed)), "bare CCN");
         let mut clb = clb_keys(1);
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();

@@ -64,7 +64,9 @@ pub fn pop_config(t: &Topology, p: usize) -> PopConfig {
             let (region, clb_nodes) = (v.home as u16, t.regions[v.home].clb_nodes);
             let quic_ports: Vec<u16> =
                 v.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Quic).map(|l| l.port).collect();
-            let route = |vip: IpAddr| Route { vip, region, clb_nodes, quic_ports: quic_ports.clone() };
+            let ports: Vec<_> = v.listeners.iter().map(|l| (l.protocol.transport(), l.port)).collect();
+            let route =
+                |vip: IpAddr| Route { vip, region, clb_nodes, quic_ports: quic_ports.clone(), ports: ports.clone() };
             let v6 = v.ipv6.map(|a| route(IpAddr::V6(a)));
             std::iter::once(route(IpAddr::V4(v.ipv4))).chain(v6)
         })

@@ -125,6 +125,25 @@ pub fn apply_to_clb(core: &mut anyedge_region::Clb, site: &ClbSite<'_>, table: &
     }
 }
 
+/// A committed change applied to a POP core: listeners added or removed change which
+/// replies may leave toward clients (nothing else a POP does depends on the table).
+pub fn apply_to_pop(core: &mut anyedge_pop::Pop, t: &Topology, change: &Change) {
+    let (vip, protocol, port, present) = match change {
+        Change::AddListener { vip, listener } => (vip, listener.protocol.as_str(), listener.port, true),
+        Change::DelListener { vip, protocol, port } => (vip, protocol.as_str(), *port, false),
+        _ => return,
+    };
+    let (Some(v), Some(p)) = (t.vips.iter().find(|v| &v.name == vip), crate::ListenerProtocol::from_name(protocol))
+    else {
+        return;
+    };
+    let quic = p == crate::ListenerProtocol::Quic;
+    let addrs = std::iter::once(std::net::IpAddr::V4(v.ipv4)).chain(v.ipv6.map(std::net::IpAddr::V6));
+    for addr in addrs {
+        core.set_listener(addr, p.transport(), port, quic, present);
+    }
+}
+
 /// The listener configurations (IPv4, and IPv6 when the VIP has one) and health checks
 /// a CLB node serves for a listener added through the control plane: the file's rules for
 /// a listener written there (NAT64, backend sites, TLS identities), for VIPs homed here.

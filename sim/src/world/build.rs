@@ -141,7 +141,9 @@ impl<'t> World<'t> {
             w.q.schedule(f.at_ns, Ev::Fault { index });
         }
         if let Some(c) = &t.control {
-            let watchers: Vec<_> = w.clbs.iter().map(|n| t.regions[n.region].location).collect();
+            // CLB nodes, then POPs (a POP follows the listeners its replies may come from).
+            let clbs = w.clbs.iter().map(|n| t.regions[n.region].location);
+            let watchers: Vec<_> = clbs.chain(t.pops.iter().map(|p| p.location)).collect();
             w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(SimError)?);
             w.q.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
         }

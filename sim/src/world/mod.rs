@@ -188,7 +188,8 @@ pub struct World<'t> {
     site_links: HashMap<(usize, HostId), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
     retired_sg: Vec<Vec<RuleCounters>>,
-    /// The Raft control plane (`control:`); its watchers are the CLB nodes, in order.
+    /// The Raft control plane (`control:`); its watchers are the CLB nodes, then the
+    /// POPs, in order.
     control: Option<crate::control::ControlPlane>,
     /// Weights set by faults without a control plane (a restarted CLB node keeps them).
     weights_set: Vec<(SocketAddr, u8)>,
