@@ -662,3 +662,27 @@ fn the_lab_recovers_from_a_dead_pop_and_a_dead_clb_node_as_the_simulator_predict
         );
     }
 }
+
+#[test]
+fn a_security_group_bound_to_a_backend_drops_its_clients_in_the_lab_as_in_the_simulator() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    // Set after the clients' addresses are known: the lab gives kyiv its address.
+    let probe_lab = Lab::up("sg-addr");
+    let kyiv = client_address(&probe_lab, "kyiv");
+    drop(probe_lab);
+    let group = format!(
+        "security_groups:\n  - name: no-kyiv\n    bind: [backend/198.19.20.1:7000]\n    rules:\n      - {{ source: {kyiv}/32, port: 7000, action: drop }}\n      - {{ source: 0.0.0.0/0, port: any, action: allow }}\n"
+    );
+    let lab = Lab::up_with("sg", |text| text + &group);
+    let from_kyiv = lab.probe("kyiv", "198.18.0.20:7000", "udp", 32);
+    assert!(from_kyiv["backends"].get("198.19.20.1:7000").is_none(), "kyiv is kept from .1: {from_kyiv}");
+    assert!(from_kyiv["received"].as_u64().unwrap() < from_kyiv["sent"].as_u64().unwrap(), "{from_kyiv}");
+    let from_london = lab.probe("london", "198.18.0.20:7000", "udp", 32);
+    assert!(from_london["backends"].get("198.19.20.1:7000").is_some(), "london reaches .1: {from_london}");
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let denied = status["drops"]["backend/198.19.20.1"]["denied"].as_u64().unwrap_or(0);
+    assert!(denied > 0, "the host counts what its group denied: {}", status["drops"]);
+}

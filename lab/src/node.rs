@@ -27,6 +27,10 @@ use crate::shaper::Shaper;
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
+/// How long a status client may take to ask and to read the answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Status connections served at once; more are closed on arrival.
+const STATUS_CONNECTIONS_MAX: usize = 64;
 
 /// Runs the named node until it is killed.
 pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
@@ -103,28 +107,39 @@ async fn serve_control(
     drops: Drops,
 ) {
     let started = Instant::now();
+    // Each connection on its own task with a deadline, a bounded number at once: an idle or
+    // slow client cannot keep `lab status` from the node.
+    let slots = Arc::new(tokio::sync::Semaphore::new(STATUS_CONNECTIONS_MAX));
+    let name: Arc<str> = name.into();
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
-        let mut line = [0u8; 64];
-        let n = stream.read(&mut line).await.unwrap_or(0);
-        let reply = if line[..n].starts_with(b"status") {
-            let mut status = serde_json::json!({
-                "node": name,
-                "pid": std::process::id(),
-                "uptime_ms": started.elapsed().as_millis() as u64,
-                "drops": drops.to_json(),
-            });
-            if let Some(sync) = drops.sync_json() {
-                status["sync"] = sync;
-            }
-            if let Some(a) = &applied {
-                status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
-            }
-            format!("{status}\n")
-        } else {
-            "{\"error\": \"unknown command (try status)\"}\n".to_string()
-        };
-        let _ = stream.write_all(reply.as_bytes()).await;
+        // Over the cap: closed at once.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let (name, applied, drops) = (name.clone(), applied.clone(), drops.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut line = [0u8; 64];
+            let read = tokio::time::timeout(STATUS_TIMEOUT, stream.read(&mut line)).await;
+            let Ok(Ok(n)) = read else { return };
+            let reply = if line[..n].starts_with(b"status") {
+                let mut status = serde_json::json!({
+                    "node": &*name,
+                    "pid": std::process::id(),
+                    "uptime_ms": started.elapsed().as_millis() as u64,
+                    "drops": drops.to_json(),
+                });
+                if let Some(sync) = drops.sync_json() {
+                    status["sync"] = sync;
+                }
+                if let Some(a) = &applied {
+                    status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
+                }
+                format!("{status}\n")
+            } else {
+                "{\"error\": \"unknown command (try status)\"}\n".to_string()
+            };
+            let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(reply.as_bytes())).await;
+        });
     }
 }
 
@@ -554,8 +569,9 @@ fn clb_ids(t: &Topology, plan: &Plan) -> HashMap<IpAddr, anyedge_ccn::NodeId> {
 }
 
 /// A backend host: takes inner packets only sealed by a CLB node of a region that binds
-/// it (dropped and counted otherwise), hands them to its kernel through its TUN device,
-/// and seals what its kernel answers for the CLB node the client's packets came through.
+/// it (dropped and counted otherwise), filters them through the security groups bound to
+/// it, hands them to its kernel through its TUN device, and seals what its kernel
+/// answers for the CLB node the client's packets came through.
 async fn run_backend(
     t: &Topology,
     plan: &Plan,
@@ -573,6 +589,9 @@ async fn run_backend(
         .ok_or("backend host without a backbone id")?;
     let mut keyring = auth_from_now(keys).keyring(me, 0);
     let clbs = clb_ids(t, plan);
+    // Security groups bound to this instance, as the simulator applies them.
+    let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
+    let mut firewall = (!groups.is_empty()).then(|| anyedge_region::security::Firewall::new(groups));
     let mut ports: Vec<u16> = t
         .regions
         .iter()
@@ -615,6 +634,12 @@ async fn run_backend(
                     }
                 };
                 if let Ok(info) = inner::parse(packet) {
+                    if let Some(fw) = firewall.as_mut()
+                        && fw.inbound(&info.key) == anyedge_region::security::Verdict::Drop
+                    {
+                        drops.count(Err(anyedge_region::DropReason::Denied));
+                        continue;
+                    }
                     via.insert((info.key.src, info.key.src_port), (from, clb));
                     let _ = tun.send(packet).await;
                 }
@@ -670,6 +695,43 @@ async fn tcp_server(listener: TcpListener, addr: SocketAddr) {
                     break;
                 }
             }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_status_connections_do_not_keep_others_from_an_answer() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("anyedge-status-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("node.sock");
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            tokio::spawn(serve_control(listener, "pop/paris".into(), None, Drops::default()));
+            // Idle clients that never ask, more than the node serves at once.
+            let mut idle = Vec::new();
+            for _ in 0..STATUS_CONNECTIONS_MAX + 10 {
+                idle.push(tokio::net::UnixStream::connect(&path).await.unwrap());
+            }
+            // Once their deadline passes, a real question gets its answer.
+            tokio::time::sleep(STATUS_TIMEOUT + std::time::Duration::from_millis(200)).await;
+            let asked = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+                s.write_all(b"status\n").await.unwrap();
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).await.unwrap();
+                reply
+            });
+            let reply = asked.await.expect("answered while idle connections stay open");
+            let status: serde_json::Value = serde_json::from_str(reply.trim()).unwrap();
+            assert_eq!(status["node"], "pop/paris");
+            drop(idle);
+            let _ = std::fs::remove_dir_all(&dir);
         });
     }
 }

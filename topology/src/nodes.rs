@@ -114,6 +114,17 @@ pub fn backend_hosts(t: &Topology) -> Vec<(IpAddr, NodeId)> {
     hosts
 }
 
+/// The security groups bound to the backend instance at `ip`, in file order, with their
+/// index in the topology: what its host filters inbound traffic with.
+pub fn backend_security_groups(t: &Topology, ip: IpAddr) -> Vec<(usize, anyedge_region::security::SecurityGroup)> {
+    t.security_groups
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.bind.contains(&SgBinding::Backend(ip)))
+        .map(|(gi, d)| (gi, d.group.clone()))
+        .collect()
+}
+
 /// Whether region `r` binds a backend on host `ip`.
 fn region_binds(t: &Topology, r: usize, ip: IpAddr) -> bool {
     t.regions[r].backend_groups.iter().flat_map(|g| &g.backends).any(|b| b.addr.ip() == ip)

@@ -201,14 +201,7 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn backend_firewall(&self, ip: IpAddr) -> Option<Firewall> {
-        let groups: Vec<_> = self
-            .t
-            .security_groups
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| d.bind.contains(&SgBinding::Backend(ip)))
-            .map(|(gi, d)| (gi, d.group.clone()))
-            .collect();
+        let groups = anyedge_topology::nodes::backend_security_groups(self.t, ip);
         (!groups.is_empty()).then(|| Firewall::new(groups))
     }
 

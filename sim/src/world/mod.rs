@@ -18,7 +18,7 @@ use anyedge_region::clb::PROBE_PORTS;
 use anyedge_region::security::{Firewall, RuleCounters, Verdict};
 use anyedge_region::tcp_stack::TcpStack;
 use anyedge_region::{Clb, ClbConfig};
-use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, SgBinding, Site, Target, Topology, TrafficKind};
+use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, Site, Target, Topology, TrafficKind};
 use hdrhistogram::Histogram;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
