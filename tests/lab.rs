@@ -686,3 +686,58 @@ fn a_security_group_bound_to_a_backend_drops_its_clients_in_the_lab_as_in_the_si
     let denied = status["drops"]["backend/198.19.20.1"]["denied"].as_u64().unwrap_or(0);
     assert!(denied > 0, "the host counts what its group denied: {}", status["drops"]);
 }
+
+#[test]
+fn a_labs_state_is_root_only_and_lab_down_signals_only_its_own_processes() {
+    use std::os::unix::fs::PermissionsExt;
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("private", with_control);
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let dir = lab_state_dir(&lab);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    let mut checked = 0;
+    let mut pending = vec![dir.clone()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let (path, kind) = (entry.path(), entry.file_type().unwrap());
+            if kind.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{}", path.display());
+                pending.push(path);
+            } else if kind.is_file() {
+                assert_eq!(mode(&path) & 0o077, 0, "{} is readable by others", path.display());
+                checked += 1;
+            }
+        }
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(names.iter().any(|n| n == "state.json") && names.iter().any(|n| n.ends_with(".log")), "{names:?}");
+    assert!(checked >= 20, "logs, Raft logs, keys and certificates checked ({checked})");
+    // A PID the lab recorded that now belongs to something else is left alone.
+    let mut stranger = Command::new("sleep").arg("30").spawn().unwrap();
+    let state_file = dir.join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let real = state["pids"]["backend/198.19.20.1"].as_u64().unwrap();
+    state["pids"]["backend/198.19.20.1"] = stranger.id().into();
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let down = lab.anyedge(&["lab", "down"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("no longer this lab's node"), "{down:?}");
+    let spared = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    // The node the lab no longer knew of is the test's to stop.
+    let _ = Command::new("kill").args(["-9", &real.to_string()]).status();
+    assert!(spared, "the stranger was not signalled");
+}
+
+/// Where a test lab keeps its state (`ANYEDGE_LAB_DIR` or /run/anyedge/labs).
+fn lab_state_dir(lab: &Lab) -> PathBuf {
+    let name = lab.dir.file_name().unwrap().to_string_lossy().to_string();
+    let base = std::env::var_os("ANYEDGE_LAB_DIR").map_or_else(|| PathBuf::from("/run/anyedge/labs"), PathBuf::from);
+    base.join(name)
+}

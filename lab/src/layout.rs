@@ -36,6 +36,22 @@ pub fn state_dir(lab: &str) -> PathBuf {
     labs_dir().join(lab)
 }
 
+/// Makes what this process creates from now on private to root (files 0600, directories
+/// 0700): a lab's state, logs, Raft logs, keys and sockets are nobody else's to read.
+pub fn private_files() {
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates `dir` (and its parents) readable by root only, tightening it if it exists.
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
 /// The folder of ready markers: a node writes its own once it has bound everything.
 pub fn ready_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("ready")

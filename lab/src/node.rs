@@ -34,6 +34,8 @@ const STATUS_CONNECTIONS_MAX: usize = 64;
 
 /// Runs the named node until it is killed.
 pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
+    // Its Raft log, sockets and whatever else it writes are root's alone.
+    crate::layout::private_files();
     let t = topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let node = plan.node(name).ok_or(format!("no node `{name}` in this topology"))?.clone();

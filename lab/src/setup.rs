@@ -38,7 +38,8 @@ pub fn read_state(lab: &str) -> Option<State> {
 
 fn write_state(state: &State) -> Result<(), String> {
     let dir = state_dir(&state.lab);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::layout::private_files();
+    crate::layout::private_dir(&dir)?;
     let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("state.json"), text).map_err(|e| format!("{}: {e}", dir.display()))
 }
@@ -92,6 +93,9 @@ pub fn up_with(file: &Path, exe: &Path, options: Options) -> Result<State, Strin
 
 fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Options) -> Result<(), String> {
     let dir = state_dir(&plan.lab);
+    // Everything under the state directory is root's alone: keys, logs, Raft logs, sockets.
+    crate::layout::private_files();
+    crate::layout::private_dir(&dir)?;
     std::fs::create_dir_all(ready_dir(&dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !options.impairments {
         std::fs::write(dir.join(NO_IMPAIRMENTS), b"").map_err(|e| e.to_string())?;
@@ -343,6 +347,26 @@ fn alive(pid: u32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
+/// Whether `pid` is still this lab's node `name` (its command line says `node … --name
+/// NAME … --state-dir DIR`): a PID the lab recorded may since belong to anyone.
+fn is_lab_node(pid: u32, name: &str, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let after = |flag: &str| args.windows(2).find(|w| w[0] == flag.as_bytes()).map(|w| w[1]);
+    args.contains(&&b"node"[..])
+        && after("--name") == Some(name.as_bytes())
+        && after("--state-dir") == Some(dir.as_os_str().as_encoded_bytes())
+}
+
+/// Stops node `name` of the lab at `dir` if `pid` is still it; says so when it is not.
+fn stop_node(pid: u32, name: &str, dir: &Path) {
+    if is_lab_node(pid, name, dir) {
+        stop(pid);
+    } else if alive(pid) {
+        eprintln!("{name}: PID {pid} is no longer this lab's node; not signalled");
+    }
+}
+
 fn stop(pid: u32) {
     let pid = nix::unistd::Pid::from_raw(pid as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -358,8 +382,9 @@ fn stop(pid: u32) {
 
 /// Stops every process and deletes every namespace of a lab.
 fn teardown(state: &State) {
-    for &pid in state.pids.values() {
-        stop(pid);
+    let dir = state_dir(&state.lab);
+    for (name, &pid) in &state.pids {
+        stop_node(pid, name, &dir);
     }
     let mut names = state.namespaces.clone();
     for leftover in netns::list_with_prefix(&format!("{}-", state.lab)) {
@@ -481,7 +506,7 @@ pub fn kill(file: &Path, node: &str) -> Result<(), String> {
     let mut state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
     let name = plan.nodes.iter().find(|x| x.ns == n.ns).map(|x| x.name.clone()).unwrap_or_default();
     let pid = state.pids.remove(&name).ok_or(format!("node `{name}` runs no process"))?;
-    stop(pid);
+    stop_node(pid, &name, &state_dir(&plan.lab));
     write_state(&state)
 }
 
