@@ -226,7 +226,8 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
     let server = backbone_server(state_dir, &name, api.clone())?;
     tokio::spawn(async move {
-        if let Err(e) = server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)).await {
+        // Bounded: an idle-connection flood neither exhausts file handles nor starves peers.
+        if let Err(e) = server.serve_with_incoming(crate::limits::limited(tcp)).await {
             eprintln!("control gRPC server: {e}");
         }
     });

@@ -68,13 +68,8 @@ pub async fn serve(
 ) -> Result<mpsc::Receiver<Upstream>, String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
     let (to_node, from_pops) = mpsc::channel(DEPTH);
-    // Small frames must not wait for Nagle.
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    });
+    // Bounded connections, TCP_NODELAY on each (small frames must not wait for Nagle).
+    let incoming = crate::limits::limited(listener);
     let mut builder = tonic::transport::Server::builder().tls_config(tls).map_err(|e| format!("backbone TLS: {e}"))?;
     let server = builder.add_service(BackboneServer::new(Tunnel { to_node }));
     tokio::spawn(async move {

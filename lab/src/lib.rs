@@ -7,6 +7,7 @@ pub mod ctl;
 pub mod drops;
 pub mod grpc;
 pub mod layout;
+pub mod limits;
 pub mod netns;
 pub mod node;
 pub mod pki;
