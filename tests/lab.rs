@@ -2,131 +2,12 @@
 //! UDP and TCP through the VIP, the backend seeing the client's own address, weights
 //! shaping flows, and `lab down` leaving nothing behind — also after a crash.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
+use common::*;
 use serde_json::Value;
-
-const SMALL: &str = include_str!("../topologies/small.yaml");
-
-fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_anyedge")
-}
-
-/// Labs measure time: one at a time, so they do not slow each other down.
-static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether this process may make namespaces; outside CI a non-root run skips.
-fn may_run() -> bool {
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("lab tests must run as root in CI");
-    }
-    if !root {
-        eprintln!("skipping: lab tests need root (network namespaces)");
-    }
-    root
-}
-
-/// A lab of its own: a uniquely named copy of small.yaml, taken down on drop (also
-/// when the test fails).
-struct Lab {
-    file: PathBuf,
-    dir: PathBuf,
-}
-
-impl Lab {
-    fn up(tag: &str) -> Lab {
-        Lab::up_with(tag, |text| text)
-    }
-
-    /// A lab of small.yaml edited by `edit`.
-    fn up_with(tag: &str, edit: impl Fn(String) -> String) -> Lab {
-        Lab::up_flags(tag, edit, &[])
-    }
-
-    /// A lab of small.yaml edited by `edit`, brought up with `lab up FILE FLAGS…`.
-    fn up_flags(tag: &str, edit: impl Fn(String) -> String, flags: &[&str]) -> Lab {
-        let name = format!("t-{tag}-{}", std::process::id());
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let text = SMALL.replace("name: small-europe", &format!("name: {name}"));
-        let text = edit(text.split("faults:").next().unwrap().to_string());
-        let file = dir.join("lab.yaml");
-        std::fs::write(&file, text).unwrap();
-        let lab = Lab { file, dir };
-        let out = lab.anyedge(&[&["lab", "up"], flags].concat());
-        assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
-        lab
-    }
-
-    fn anyedge(&self, args: &[&str]) -> std::process::Output {
-        let (cmd, rest) = args.split_at(2);
-        Command::new(exe()).args(cmd).arg(&self.file).args(rest).output().expect("runs")
-    }
-
-    /// Runs `anyedge probe` inside a client's namespace and returns its report.
-    fn probe(&self, client: &str, target: &str, protocol: &str, flows: usize) -> Value {
-        let report = self.dir.join(format!("probe-{client}-{protocol}.json"));
-        let out = Command::new(exe())
-            .args(["lab", "exec"])
-            .arg(&self.file)
-            .arg(format!("client/{client}"))
-            .args([
-                "--",
-                exe(),
-                "probe",
-                "--target",
-                target,
-                "--protocol",
-                protocol,
-                "--rate",
-                "200",
-                "--duration",
-                "2s",
-            ])
-            .args(["--flows", &flows.to_string(), "--report"])
-            .arg(&report)
-            .output()
-            .expect("runs");
-        assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
-    }
-
-    fn prefix(&self) -> String {
-        format!("{}-", self.file.parent().and_then(Path::file_name).unwrap().to_string_lossy())
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(exe()).args(["lab", "down"]).arg(&self.file).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(prefix)).map(String::from).collect()
-}
-
-fn client_address(lab: &Lab, client: &str) -> String {
-    let out = Command::new(exe())
-        .args(["lab", "exec"])
-        .arg(&lab.file)
-        .arg(format!("client/{client}"))
-        .args(["--", "ip", "-4", "-o", "addr", "show", "dev", "inet"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "2: inet    inet 198.18.128.2/30 brd ...": the address is the token with a prefix.
-    let addr = text.split_whitespace().find(|w| w.contains('/')).and_then(|a| a.split('/').next());
-    addr.unwrap_or_else(|| panic!("no address in {text}")).to_string()
-}
 
 #[test]
 fn udp_and_tcp_through_the_vip_reach_backends_that_see_the_clients_own_address() {
@@ -345,45 +226,6 @@ fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
     assert_eq!(policy(&pid), Some(1), "restarted pop/paris ({pid}) runs SCHED_FIFO");
 }
 
-/// small.yaml with a three-node control plane.
-fn with_control(text: String) -> String {
-    text + "control: { nodes: 3 }\n"
-}
-
-fn ctl_status(lab: &Lab) -> Value {
-    let out = ctl_write(lab, &["status", "--json"]);
-    assert!(out.status.success(), "ctl status: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Waits (up to 5 s) for `check` to hold on `ctl status`.
-fn wait_status(lab: &Lab, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let started = std::time::Instant::now();
-    loop {
-        let s = ctl_status(lab);
-        if check(&s) {
-            return s;
-        }
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{what}: {s}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-/// `anyedge ctl FILE ARGS…`.
-fn ctl_write(lab: &Lab, args: &[&str]) -> std::process::Output {
-    Command::new(exe()).arg("ctl").arg(&lab.file).args(args).output().expect("runs")
-}
-
-/// A `ctl` write that must commit, then every CLB node applying it.
-fn write_and_spread(lab: &Lab, args: &[&str]) {
-    let out = ctl_write(lab, args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let commit = ctl_status(lab)["commit"].as_u64();
-    wait_status(lab, "CLB nodes applied the write", |s| {
-        ["clb/frankfurt/0", "clb/frankfurt/1"].iter().all(|n| s["applied"][n].as_u64() >= commit)
-    });
-}
-
 #[test]
 fn killing_the_control_leader_lets_the_next_write_commit_under_a_new_leader() {
     if !may_run() {
@@ -567,17 +409,6 @@ fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
 }
 
 /// Spawns `anyedge probe` in a client namespace for `secs` seconds, reporting to `name`.
-fn spawn_probe(lab: &Lab, client: &str, target: &str, protocol: &str, flows: usize, name: &str) -> std::process::Child {
-    Command::new(exe())
-        .args(["lab", "exec"])
-        .arg(&lab.file)
-        .arg(format!("client/{client}"))
-        .args(["--", exe(), "probe", "--target", target, "--protocol", protocol])
-        .args(["--rate", "80", "--duration", "6s", "--flows", &flows.to_string(), "--report"])
-        .arg(lab.dir.join(name))
-        .spawn()
-        .expect("runs")
-}
 
 #[test]
 fn a_clb_node_killed_under_tcp_and_udp_load_keeps_every_connection_and_backend() {
@@ -733,11 +564,4 @@ fn a_labs_state_is_root_only_and_lab_down_signals_only_its_own_processes() {
     // The node the lab no longer knew of is the test's to stop.
     let _ = Command::new("kill").args(["-9", &real.to_string()]).status();
     assert!(spared, "the stranger was not signalled");
-}
-
-/// Where a test lab keeps its state (`ANYEDGE_LAB_DIR` or /run/anyedge/labs).
-fn lab_state_dir(lab: &Lab) -> PathBuf {
-    let name = lab.dir.file_name().unwrap().to_string_lossy().to_string();
-    let base = std::env::var_os("ANYEDGE_LAB_DIR").map_or_else(|| PathBuf::from("/run/anyedge/labs"), PathBuf::from);
-    base.join(name)
 }

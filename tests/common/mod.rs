@@ -1,0 +1,198 @@
+//! What the lab tests share: a lab of its own per test (a uniquely named copy of
+//! small.yaml, taken down on drop), one lab at a time, and the commands they run.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+pub const SMALL: &str = include_str!("../../topologies/small.yaml");
+
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_anyedge")
+}
+
+/// Labs measure time: one at a time, so they do not slow each other down.
+pub static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether this process may make namespaces; outside CI a non-root run skips.
+pub fn may_run() -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("lab tests must run as root in CI");
+    }
+    if !root {
+        eprintln!("skipping: lab tests need root (network namespaces)");
+    }
+    root
+}
+
+/// A lab of its own: a uniquely named copy of small.yaml, taken down on drop (also
+/// when the test fails).
+pub struct Lab {
+    pub file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn up(tag: &str) -> Lab {
+        Lab::up_with(tag, |text| text)
+    }
+
+    /// A lab of small.yaml edited by `edit`.
+    pub fn up_with(tag: &str, edit: impl Fn(String) -> String) -> Lab {
+        Lab::up_flags(tag, edit, &[])
+    }
+
+    /// A lab of small.yaml edited by `edit`, brought up with `lab up FILE FLAGS…`.
+    pub fn up_flags(tag: &str, edit: impl Fn(String) -> String, flags: &[&str]) -> Lab {
+        let name = format!("t-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = SMALL.replace("name: small-europe", &format!("name: {name}"));
+        let text = edit(text.split("faults:").next().unwrap().to_string());
+        let file = dir.join("lab.yaml");
+        std::fs::write(&file, text).unwrap();
+        let lab = Lab { file, dir };
+        let out = lab.anyedge(&[&["lab", "up"], flags].concat());
+        assert!(out.status.success(), "lab up: {}", String::from_utf8_lossy(&out.stderr));
+        lab
+    }
+
+    pub fn anyedge(&self, args: &[&str]) -> std::process::Output {
+        let (cmd, rest) = args.split_at(2);
+        Command::new(exe()).args(cmd).arg(&self.file).args(rest).output().expect("runs")
+    }
+
+    /// Runs `anyedge probe` inside a client's namespace and returns its report.
+    pub fn probe(&self, client: &str, target: &str, protocol: &str, flows: usize) -> Value {
+        let report = self.dir.join(format!("probe-{client}-{protocol}.json"));
+        let out = Command::new(exe())
+            .args(["lab", "exec"])
+            .arg(&self.file)
+            .arg(format!("client/{client}"))
+            .args([
+                "--",
+                exe(),
+                "probe",
+                "--target",
+                target,
+                "--protocol",
+                protocol,
+                "--rate",
+                "200",
+                "--duration",
+                "2s",
+            ])
+            .args(["--flows", &flows.to_string(), "--report"])
+            .arg(&report)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("{}-", self.file.parent().and_then(Path::file_name).unwrap().to_string_lossy())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(exe()).args(["lab", "down"]).arg(&self.file).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn namespaces_with(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(prefix)).map(String::from).collect()
+}
+
+pub fn client_address(lab: &Lab, client: &str) -> String {
+    let out = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .arg(format!("client/{client}"))
+        .args(["--", "ip", "-4", "-o", "addr", "show", "dev", "inet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "2: inet    inet 198.18.128.2/30 brd ...": the address is the token with a prefix.
+    let addr = text.split_whitespace().find(|w| w.contains('/')).and_then(|a| a.split('/').next());
+    addr.unwrap_or_else(|| panic!("no address in {text}")).to_string()
+}
+
+/// small.yaml with a three-node control plane.
+pub fn with_control(text: String) -> String {
+    text + "control: { nodes: 3 }\n"
+}
+
+pub fn ctl_status(lab: &Lab) -> Value {
+    let out = ctl_write(lab, &["status", "--json"]);
+    assert!(out.status.success(), "ctl status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (up to 5 s) for `check` to hold on `ctl status`.
+pub fn wait_status(lab: &Lab, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let s = ctl_status(lab);
+        if check(&s) {
+            return s;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{what}: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `anyedge ctl FILE ARGS…`.
+pub fn ctl_write(lab: &Lab, args: &[&str]) -> std::process::Output {
+    Command::new(exe()).arg("ctl").arg(&lab.file).args(args).output().expect("runs")
+}
+
+/// A `ctl` write that must commit, then every CLB node applying it.
+pub fn write_and_spread(lab: &Lab, args: &[&str]) {
+    let out = ctl_write(lab, args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let commit = ctl_status(lab)["commit"].as_u64();
+    wait_status(lab, "CLB nodes applied the write", |s| {
+        ["clb/frankfurt/0", "clb/frankfurt/1"].iter().all(|n| s["applied"][n].as_u64() >= commit)
+    });
+}
+
+/// Where a test lab keeps its state (`ANYEDGE_LAB_DIR` or /run/anyedge/labs).
+pub fn lab_state_dir(lab: &Lab) -> PathBuf {
+    let name = lab.dir.file_name().unwrap().to_string_lossy().to_string();
+    let base = std::env::var_os("ANYEDGE_LAB_DIR").map_or_else(|| PathBuf::from("/run/anyedge/labs"), PathBuf::from);
+    base.join(name)
+}
+
+/// `anyedge probe` in a client's namespace, in the background (80 packets/s per flow
+/// for 6 s); its report goes to `name` in the lab's folder.
+pub fn spawn_probe(
+    lab: &Lab,
+    client: &str,
+    target: &str,
+    protocol: &str,
+    flows: usize,
+    name: &str,
+) -> std::process::Child {
+    Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .arg(format!("client/{client}"))
+        .args(["--", exe(), "probe", "--target", target, "--protocol", protocol])
+        .args(["--rate", "80", "--duration", "6s", "--flows", &flows.to_string(), "--report"])
+        .arg(lab.dir.join(name))
+        .spawn()
+        .expect("runs")
+}
+
+pub mod net;

@@ -1,0 +1,309 @@
+//! The lab attacked the way issue 12 found it open (needs root; CI runs it as root): from
+//! a client's namespace and from the backbone's, forged, replayed, spoofed and flooded
+//! packets are dropped and counted — by the nodes, by reason, or by the network's kernels
+//! (no route, reverse-path filter) — and the victim's flow loses nothing.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use anyedge_ccn::NodeId;
+use anyedge_lab::layout::{CONTROL_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT};
+use anyedge_lab::plan::{Plan, Role};
+use anyedge_proto::ccn::{self, Direction};
+use anyedge_proto::{inner, seal};
+use common::net::{RawSender, capture_udp_to, in_ns, kernel_counter, udp, udp_packet};
+use common::*;
+use serde_json::Value;
+
+fn plan(lab: &Lab) -> Plan {
+    Plan::new(&anyedge_topology::load(&lab.file).unwrap())
+}
+
+fn ns(plan: &Plan, role: Role) -> String {
+    let i = plan.ns_index(&role).unwrap_or_else(|| panic!("no namespace {role:?}"));
+    plan.namespaces[i].name.clone()
+}
+
+fn v4(a: SocketAddr) -> SocketAddrV4 {
+    match a {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("the lab's tunnels are IPv4"),
+    }
+}
+
+fn drops(lab: &Lab) -> Value {
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    status["drops"].clone()
+}
+
+/// How many more packets `node` dropped for `reason` in `after` than in `before`.
+fn more(before: &Value, after: &Value, node: &str, reason: &str) -> u64 {
+    let n = |v: &Value| v[node][reason].as_u64().unwrap_or(0);
+    n(after) - n(before)
+}
+
+fn wait_probe(lab: &Lab, child: std::process::Child, name: &str) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(lab.dir.join(name)).unwrap()).unwrap()
+}
+
+/// A client packet of london's to the VIP, from port `port`.
+fn london_packet(plan: &Plan, port: u16) -> Vec<u8> {
+    let london = IpAddr::V4(plan.client_addr(0).unwrap());
+    inner::build_udp((london, port), ("198.18.0.20".parse().unwrap(), 7000), b"forged").unwrap()
+}
+
+/// Sends `packets` at about `per_s`, in bursts small enough for the receivers' buffers.
+fn paced(raw: &RawSender, packets: impl Iterator<Item = Vec<u8>>, per_s: u64) -> u64 {
+    let mut sent = 0;
+    for p in packets {
+        sent += u64::from(raw.send(&p));
+        if sent.is_multiple_of(100) {
+            std::thread::sleep(Duration::from_micros(100_000_000 / per_s));
+        }
+    }
+    sent
+}
+
+#[test]
+fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_victim_loses_nothing() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("atk-bb", |t| t, &["--no-impairments"]);
+    let plan = plan(&lab);
+    let clbs = [v4(plan.clb_tunnel(0, 0).unwrap()), v4(plan.clb_tunnel(0, 1).unwrap())];
+    let (pop, other_pop) = (v4(plan.pop_tunnel(0).unwrap()), v4(plan.pop_tunnel(1).unwrap()));
+    let victim = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 4, "victim.json");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = drops(&lab);
+    let forged_ccn = ccn::encapsulate(Direction::ToRegion, 1, 77, &london_packet(&plan, 40_000)).unwrap();
+    let reply =
+        inner::build_udp(("198.18.77.77".parse().unwrap(), 53), (plan.client_addr(0).unwrap().into(), 40_000), b"x");
+    let forged_reply = ccn::encapsulate(Direction::ToPop, 0, 77, &reply.unwrap()).unwrap();
+    let sent = in_ns(&ns(&plan, Role::Backbone), move || {
+        let raw = RawSender::new();
+        // A genuine packet from a POP to a CLB node, captured on the backbone, replayed.
+        let (replayed_to, genuine) =
+            capture_udp_to(&clbs, Duration::from_secs(4)).expect("a POP's packet to a CLB node crossed the backbone");
+        let replays = paced(&raw, std::iter::repeat_n(genuine, 500), 20_000);
+        // The rest goes to clb/frankfurt/0.
+        let clb = clbs[0];
+        // 32,000 bare CCN packets for one of london's flows, from warsaw's address, claiming
+        // warsaw (replies would have gone there).
+        let bare = udp_packet(other_pop, clb, &forged_ccn);
+        let bare_sent = paced(&raw, std::iter::repeat_n(bare, 32_000), 20_000);
+        // Envelopes with the right header (paris to the node) and a made-up tag.
+        let receiver = NodeId::Clb { region: 0, node: 0 }.to_wire();
+        let envelopes = (0..2_000u64).map(|i| {
+            let repr = seal::Repr {
+                kind: seal::Kind::Data,
+                sender: NodeId::Pop(0).to_wire(),
+                receiver,
+                seq: u64::MAX / 2 + i,
+            };
+            let mut e = repr.emit(&forged_ccn);
+            let n = e.len();
+            e[n - 8..].copy_from_slice(&i.to_be_bytes());
+            udp_packet(pop, clb, &e)
+        });
+        let tagged = paced(&raw, envelopes, 20_000);
+        // Replies forged toward paris's tunnel: a DNS answer from nowhere for london.
+        let to_pop = udp_packet(clb, pop, &forged_reply);
+        let replies = paced(&raw, std::iter::repeat_n(to_pop, 2_000), 20_000);
+        (replies, bare_sent, tagged, (replays, clbs.iter().position(|&c| c == replayed_to).unwrap()))
+    });
+    let (replies, bare, tagged, (replays, replayed_node)) = sent;
+    let r = wait_probe(&lab, victim, "victim.json");
+    assert_eq!(r["received"], r["sent"], "the victim lost nothing: {r}");
+    let after = drops(&lab);
+    let node = format!("clb/frankfurt/{replayed_node}");
+    let replayed = more(&before, &after, &node, "auth_replayed") + more(&before, &after, &node, "auth_too_old");
+    assert!(replayed >= replays * 95 / 100, "{replays} replays, {replayed} counted at {node}: {after}");
+    let node = "clb/frankfurt/0";
+    let malformed = more(&before, &after, node, "auth_malformed");
+    assert!(malformed >= bare * 95 / 100, "{bare} bare CCN packets, {malformed} counted: {after}");
+    let bad_tag = more(&before, &after, node, "auth_bad_tag");
+    assert!(bad_tag >= tagged * 95 / 100, "{tagged} forged tags, {bad_tag} counted: {after}");
+    let at_pop = more(&before, &after, "pop/paris", "auth_malformed");
+    assert!(at_pop >= replies * 95 / 100, "{replies} forged replies, {at_pop} counted at paris: {after}");
+}
+
+#[test]
+fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("atk-cl", |t| t, &["--no-impairments"]);
+    let plan = plan(&lab);
+    let host: Ipv4Addr = "198.19.20.1".parse().unwrap();
+    let tunnel = v4(plan.backend_tunnel(host).unwrap());
+    let public = SocketAddrV4::new(plan.backend_direct_addr(host).unwrap(), 7000);
+    let clb = v4(plan.clb_tunnel(0, 0).unwrap());
+    let pop_health = SocketAddrV4::new(plan.pop_internet_addr(0).unwrap(), HEALTH_PORT);
+    let router = ns(&plan, Role::Internet);
+    let counters = |router: &str| {
+        in_ns(router, || (kernel_counter("IpExt", "InNoRoutes"), kernel_counter("TcpExt", "IPReversePathFilter")))
+    };
+    let (no_route_before, rp_before) = counters(&router);
+    let before = drops(&lab);
+    let answered = in_ns(&ns(&plan, Role::Client(2)), move || {
+        let sock = udp();
+        sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        // Tunnel and region addresses: no route from here (200 + 200 datagrams).
+        for to in [tunnel, clb] {
+            for _ in 0..200 {
+                let _ = sock.send_to(b"into the tunnel", to);
+            }
+        }
+        // Another source address, to the backend's public address (reachable) and to the
+        // VIP, in the names of 198.18.99.99 and of the CLB node: reverse-path filtered.
+        let raw = RawSender::new();
+        for src in [SocketAddrV4::new("198.18.99.99".parse().unwrap(), 4000), clb] {
+            for to in [public, SocketAddrV4::new("198.18.0.20".parse().unwrap(), 7000)] {
+                for _ in 0..100 {
+                    raw.send(&udp_packet(src, to, b"spoofed"));
+                }
+            }
+        }
+        // A plain probe to paris's health port: only the internet router gets answers.
+        let probe = anyedge_proto::probe::Repr { answer: false, peer: 0, seq: 1 }.emit();
+        for _ in 0..50 {
+            let _ = sock.send_to(&probe, pop_health);
+        }
+        let mut buf = [0u8; 256];
+        sock.recv_from(&mut buf).is_ok()
+    });
+    assert!(!answered, "nothing answered the attacks");
+    let (no_route, rp) = counters(&router);
+    // 400 to tunnel and region addresses and the 200 spoofed ones to the VIP (whose route
+    // is kyiv's own, chosen by source) find no route; the 200 spoofed ones to the
+    // backend's public address fail the reverse-path check.
+    let (no_route, rp) = (no_route - no_route_before, rp - rp_before);
+    assert!(no_route >= 600, "no route: {no_route} counted");
+    assert!(rp >= 200, "spoofed sources filtered at the client edge: {rp} counted");
+    let after = drops(&lab);
+    assert!(more(&before, &after, "pop/paris", "auth_malformed") >= 50, "paris counted the plain probes: {after}");
+    // The clients' own traffic is untouched.
+    let r = lab.probe("kyiv", "198.18.0.20:7000", "udp", 4);
+    assert_eq!(r["received"], r["sent"], "{r}");
+}
+
+#[test]
+fn a_hundred_thousand_random_datagrams_into_every_node_port_leave_every_node_forwarding() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("atk-fuzz", |t| t, &["--no-impairments"]);
+    let plan = plan(&lab);
+    let t = anyedge_topology::load(&lab.file).unwrap();
+    // Every UDP port of every node, from the network it listens on.
+    let mut targets: Vec<(String, Vec<SocketAddr>)> = Vec::new();
+    let tunnels = (0..t.pops.len())
+        .map(|p| plan.pop_tunnel(p).unwrap())
+        .chain((0..usize::from(t.regions[0].clb_nodes)).map(|i| plan.clb_tunnel(0, i).unwrap()));
+    let backbone: Vec<SocketAddr> = tunnels.flat_map(|a| [a, SocketAddr::new(a.ip(), HEALTH_PORT)]).collect();
+    targets.push((ns(&plan, Role::Backbone), backbone));
+    let region = (0..usize::from(t.regions[0].clb_nodes))
+        .map(|i| IpAddr::V4(plan.clb_region_addr(0, i).unwrap()))
+        .flat_map(|a| [SocketAddr::new(a, anyedge_lab::layout::BACKEND_PORT), SocketAddr::new(a, SYNC_PORT)])
+        .chain(anyedge_lab::plan::backend_hosts(&t).into_iter().map(|(_, h)| plan.backend_tunnel(h).unwrap()));
+    targets.push((ns(&plan, Role::RegionNet(0)), region.collect()));
+    let pops = (0..t.pops.len()).map(|p| SocketAddr::new(IpAddr::V4(plan.pop_internet_addr(p).unwrap()), HEALTH_PORT));
+    targets.push((ns(&plan, Role::Internet), pops.collect()));
+    let ports: usize = targets.iter().map(|(_, a)| a.len()).sum();
+    let victims = [
+        spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 4, "fuzz-london.json"),
+        spawn_probe(&lab, "kyiv", "198.18.0.20:443", "tcp", 4, "fuzz-kyiv.json"),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let per_target = 100_000 / ports + 1;
+    let mut total = 0;
+    let senders: Vec<_> = targets
+        .into_iter()
+        .map(|(name, addrs)| {
+            std::thread::spawn(move || {
+                let seed_name = name.clone();
+                in_ns(&name, move || {
+                    let sock = udp();
+                    let mut rng = anyedge_ccn::ComponentRng::new(12, &seed_name);
+                    let mut sent = 0u64;
+                    for i in 0..per_target * addrs.len() {
+                        let len = rng.below(1400) as usize;
+                        let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+                        sent += u64::from(sock.send_to(&bytes, addrs[i % addrs.len()]).is_ok());
+                        if i % 50 == 49 {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                    sent
+                })
+            })
+        })
+        .collect();
+    for s in senders {
+        total += s.join().unwrap();
+    }
+    assert!(total >= 100_000, "{total} datagrams sent into {ports} ports");
+    for (child, name) in victims.into_iter().zip(["fuzz-london.json", "fuzz-kyiv.json"]) {
+        let r = wait_probe(&lab, child, name);
+        let (sent, received) = (r["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
+        assert!(received * 100 >= sent * 99, "{name}: under 1 % lost during the fuzz: {r}");
+    }
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let stopped: Vec<&String> =
+        status["nodes"].as_object().unwrap().iter().filter(|(_, s)| *s != "running").map(|(n, _)| n).collect();
+    assert!(stopped.is_empty(), "every node still runs: {stopped:?}");
+    for client in ["london", "rome", "kyiv"] {
+        let r = lab.probe(client, "198.18.0.20:7000", "udp", 4);
+        assert_eq!(r["received"], r["sent"], "{client} after the fuzz: {r}");
+    }
+}
+
+#[test]
+fn strangers_get_nothing_from_grpc_or_the_control_plane_and_an_idle_flood_changes_nothing() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("atk-ctl", |text| {
+        with_control(text.replace("bandwidth: 1Gbps }", "bandwidth: 1Gbps, transport: grpc }"))
+    });
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let plan = plan(&lab);
+    let grpc = SocketAddr::new(plan.clb_tunnel(0, 0).unwrap().ip(), GRPC_PORT);
+    let control = SocketAddr::new(IpAddr::V4(plan.control_addr(1).unwrap()), CONTROL_PORT);
+    let (plaintext_answered, flood) = in_ns(&ns(&plan, Role::Backbone), move || {
+        use std::io::{Read, Write};
+        // An h2c stream (no TLS) to the gRPC backbone: no HTTP/2 answer, the connection closes.
+        let mut s = std::net::TcpStream::connect(grpc).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+        let mut buf = [0u8; 64];
+        let answered = matches!(s.read(&mut buf), Ok(n) if n >= 9 && buf[3] == 0x04);
+        // 2,000 idle connections to control/1: the node keeps a bounded number of them.
+        let flood: Vec<_> = (0..2_000).filter_map(|_| std::net::TcpStream::connect(control).ok()).collect();
+        (answered, flood)
+    });
+    assert!(!plaintext_answered, "no HTTP/2 SETTINGS to a plaintext stream");
+    // While the idle connections are held: the control plane still answers and commits.
+    let out = ctl_write(&lab, &["set-weight", "198.19.20.1:7000", "25"]);
+    assert!(out.status.success(), "a write during the flood: {}", String::from_utf8_lossy(&out.stderr));
+    let s = ctl_status(&lab);
+    let members = s["applied"].as_object().unwrap();
+    assert!(members.keys().filter(|k| k.starts_with("control/")).count() == 3, "every control node answers: {s}");
+    // An idle client on a node's status socket does not make it look stopped.
+    let socket = anyedge_lab::layout::node_socket(&lab_state_dir(&lab), "pop/paris");
+    let _idle = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    assert_eq!(status["nodes"]["pop/paris"], "running", "{status}");
+    let r = lab.probe("london", "198.18.0.20:7000", "udp", 4);
+    assert!(r["received"].as_u64().unwrap() * 100 >= r["sent"].as_u64().unwrap() * 99, "{r}");
+    drop(flood);
+}
