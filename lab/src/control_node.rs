@@ -412,6 +412,55 @@ mod tests {
     }
 
     #[test]
+    fn only_ctl_writes_pops_and_clb_nodes_only_read() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            let lab = temp("writers");
+            let nodes = [
+                ("control/1".to_string(), Some(local)),
+                ("pop/paris".to_string(), None),
+                ("clb/frankfurt/0".to_string(), None),
+            ];
+            crate::pki::issue(&lab, &nodes).unwrap();
+            let (calls_tx, mut calls) = mpsc::channel(16);
+            let api = Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1") };
+            let server = backbone_server(&lab, "control/1", api).unwrap();
+            let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
+            // The node's side: a write reaching it is answered as committed at index 7.
+            tokio::spawn(async move {
+                while let Some(call) = calls.recv().await {
+                    match call {
+                        Call::Write(_, reply) => {
+                            let _ = reply.send(Ok(7));
+                        }
+                        Call::Routes(reply) => {
+                            let _ = reply.send(RoutesReply { index: 7, table_json: "{}".into() });
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            let change = r#"{"op":"unbind","backend":"198.19.20.1:7000"}"#.to_string();
+            for (who, writes) in [("pop/paris", false), ("clb/frankfurt/0", false), ("ctl", true)] {
+                let tls = crate::pki::client(&lab, who, local).unwrap();
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}")).unwrap();
+                let channel = endpoint.tls_config(tls).unwrap().connect().await.unwrap();
+                let mut client = anyedge_proto::control::control_client::ControlClient::new(channel);
+                let written = client.write(WriteRequest { change_json: change.clone() }).await;
+                assert_eq!(written.is_ok(), writes, "{who}: {written:?}");
+                if let Err(status) = written {
+                    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{who}");
+                }
+                assert!(client.routes(RoutesRequest {}).await.is_ok(), "{who} reads the table");
+            }
+            let _ = std::fs::remove_dir_all(&lab);
+        });
+    }
+
+    #[test]
     fn certificates_name_their_node_and_role_with_key_usage_set() {
         let lab = temp("roles");
         let nodes = [("control/3".to_string(), Some(IpAddr::V4(Ipv4Addr::LOCALHOST))), ("pop/tokyo".to_string(), None)];
