@@ -515,3 +515,34 @@ fn bench_maglev_reports_balance_and_disruption() {
     assert_eq!(bad.status.code(), Some(2), "a non-prime table is refused");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn mutual_tls_only_on_listeners_that_terminate_tls() {
+    let listener = |def: &str| with("      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }", def);
+    for protocol in ["https", "tcp-ssl"] {
+        let def = format!("      - {{ protocol: {protocol}, port: 443, backends: web, mtls: true }}");
+        let t = topology::parse_str("t.yaml", &listener(&def)).unwrap_or_else(|e| panic!("{protocol}: {e}"));
+        assert!(t.vips[0].listeners[1].mtls, "{protocol}");
+    }
+    let quic = "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: quic, port: 4433, backends: web, mtls: true }";
+    let t = topology::parse_str("t.yaml", &listener(quic)).unwrap();
+    assert!(t.vips[0].listeners[2].mtls && !t.vips[0].listeners[1].mtls, "quic");
+    expect(
+        &with("scheduler: maglev, backends: game }", "scheduler: maglev, backends: game, mtls: true }"),
+        13,
+        "listeners[0].mtls",
+        "needs a listener that terminates TLS",
+    );
+    expect(
+        &listener("      - { protocol: tcp, port: 443, backends: web, mtls: true }"),
+        14,
+        "listeners[1].mtls",
+        "tcp-ssl",
+    );
+    expect(
+        &listener("      - { protocol: https, port: 443, backends: web, mtls: yes }"),
+        14,
+        "listeners[1].mtls",
+        "true or false",
+    );
+}

@@ -376,9 +376,9 @@ mod tests {
                 ("pop/paris".to_string(), None),
                 ("clb/frankfurt/0".to_string(), None),
             ];
-            crate::pki::issue(&lab, &nodes).unwrap();
+            crate::pki::issue(&lab, &nodes, &[]).unwrap();
             // Another lab's CA issues certificates with the very same names.
-            crate::pki::issue(&stranger, &nodes).unwrap();
+            crate::pki::issue(&stranger, &nodes, &[]).unwrap();
             let (calls_tx, mut calls) = mpsc::channel(16);
             let api = Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1") };
             let server = backbone_server(&lab, "control/1", api).unwrap();
@@ -422,7 +422,7 @@ mod tests {
                 ("pop/paris".to_string(), None),
                 ("clb/frankfurt/0".to_string(), None),
             ];
-            crate::pki::issue(&lab, &nodes).unwrap();
+            crate::pki::issue(&lab, &nodes, &[]).unwrap();
             let (calls_tx, mut calls) = mpsc::channel(16);
             let api = Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1") };
             let server = backbone_server(&lab, "control/1", api).unwrap();
@@ -464,7 +464,7 @@ mod tests {
     fn certificates_name_their_node_and_role_with_key_usage_set() {
         let lab = temp("roles");
         let nodes = [("control/3".to_string(), Some(IpAddr::V4(Ipv4Addr::LOCALHOST))), ("pop/tokyo".to_string(), None)];
-        crate::pki::issue(&lab, &nodes).unwrap();
+        crate::pki::issue(&lab, &nodes, &[]).unwrap();
         for (name, role, server) in
             [("control/3", Role::Control(3), true), ("pop/tokyo", Role::Pop, false), ("ctl", Role::Ctl, false)]
         {

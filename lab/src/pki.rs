@@ -27,8 +27,13 @@ fn err(e: impl std::fmt::Display) -> String {
     format!("certificates: {e}")
 }
 
-/// Issues a CA and a certificate for each `(node, address)`; addresses go in the SAN.
-pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)]) -> Result<(), String> {
+/// A VIP's server certificate: its name (a DNS name in the SAN) and its addresses.
+pub type VipNames = (String, Vec<IpAddr>);
+
+/// Issues a CA, a certificate for each `(node, address)` (addresses go in the SAN), and a
+/// server certificate for each VIP (`vip-NAME.pem`, its name and addresses in the SAN),
+/// which HTTPS, TCP SSL and QUIC listeners terminate with.
+pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNames]) -> Result<(), String> {
     let dir = dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
@@ -59,7 +64,24 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)]) -> Result<(),
         write(&dir.join(format!("{}.pem", sanitize(node))), &cert.pem())?;
         write(&dir.join(format!("{}.key", sanitize(node))), &key.serialize_pem())?;
     }
+    for (name, addrs) in vips {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        params.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
+        let dns = rcgen::string::Ia5String::try_from(name.as_str()).ok().map(SanType::DnsName);
+        params.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        write(&vip_cert_path(state_dir, name), &cert.pem())?;
+        write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
+    }
     Ok(())
+}
+
+/// Where VIP `name`'s server certificate is (its key beside it, `.key`).
+pub fn vip_cert_path(state_dir: &Path, name: &str) -> PathBuf {
+    dir(state_dir).join(format!("vip-{}.pem", sanitize(name)))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
@@ -212,4 +234,51 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, String> {
         return Err(format!("certificate for `{name}` claims role `{unit}`"));
     }
     Ok(PeerIdentity { name: name.to_string(), role })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_vip_gets_a_server_certificate_naming_it_and_its_addresses() {
+        let state = std::env::temp_dir().join(format!("anyedge-vip-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let addrs: Vec<IpAddr> = vec!["198.18.0.20".parse().unwrap(), "fd00:a::20".parse().unwrap()];
+        issue(&state, &[], &[("edge".into(), addrs.clone())]).unwrap();
+        let pem = std::fs::read_to_string(vip_cert_path(&state, "edge")).unwrap();
+        let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der.contents).unwrap();
+        let san = cert.subject_alternative_name().unwrap().expect("a SAN").value;
+        use x509_parser::extensions::GeneralName;
+        let dns: Vec<&str> = san
+            .general_names
+            .iter()
+            .filter_map(|n| if let GeneralName::DNSName(d) = n { Some(*d) } else { None })
+            .collect();
+        assert_eq!(dns, ["edge"]);
+        let ips: Vec<&[u8]> = san
+            .general_names
+            .iter()
+            .filter_map(|n| if let GeneralName::IPAddress(a) = n { Some(*a) } else { None })
+            .collect();
+        let want: Vec<Vec<u8>> = addrs
+            .iter()
+            .map(|a| match a {
+                IpAddr::V4(v) => v.octets().to_vec(),
+                IpAddr::V6(v) => v.octets().to_vec(),
+            })
+            .collect();
+        assert_eq!(ips, want.iter().map(|w| w.as_slice()).collect::<Vec<_>>());
+        let eku = cert.extended_key_usage().unwrap().expect("extended key usage").value;
+        assert!(eku.server_auth && !eku.client_auth);
+        let ca_pem = std::fs::read_to_string(dir(&state).join("ca.pem")).unwrap();
+        let (_, ca_der) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der.contents).unwrap();
+        assert_eq!(cert.issuer(), ca.subject(), "issued by the lab's CA");
+        use std::os::unix::fs::PermissionsExt;
+        let key = vip_cert_path(&state, "edge").with_extension("key");
+        assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o077, 0, "the key is root's only");
+        let _ = std::fs::remove_dir_all(&state);
+    }
 }

@@ -134,6 +134,8 @@ pub struct Listener {
     /// Index into the home region's `backend_groups`.
     pub backend_group: usize,
     pub persistence_ns: Option<u64>,
+    /// Clients must present a certificate from the lab's CA (HTTPS, TCP SSL, QUIC only).
+    pub mtls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

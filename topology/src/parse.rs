@@ -768,7 +768,7 @@ impl Parser {
     }
 
     fn listeners(&mut self, vip: &Obj<'_>, home: Option<&Region>) -> Vec<Listener> {
-        let allowed = &["protocol", "port", "scheduler", "backends", "persistence", "table"];
+        let allowed = &["protocol", "port", "scheduler", "backends", "persistence", "table", "mtls"];
         let objs = self.list_of_objs(vip, "listeners", allowed);
         let mut out: Vec<Listener> = Vec::new();
         for o in &objs {
@@ -845,12 +845,24 @@ impl Parser {
             let reason = format!("QUIC listeners reach IPv4 backends only (IPv4 or NAT64 VIPs), not {}", b.addr);
             self.err(n.span(), &o.field("backends"), reason);
         }
+        let mtls = match o.get("mtls") {
+            None => false,
+            Some(n) => {
+                let on = self.parsed::<bool>(n, &o.field("mtls"), "true or false").unwrap_or(false);
+                if on && protocol.is_some_and(|p| !(p.has_tls() || p == ListenerProtocol::Quic)) {
+                    let reason = "mutual TLS needs a listener that terminates TLS (https, tcp-ssl or quic)";
+                    self.err(n.span(), &o.field("mtls"), reason);
+                }
+                on
+            }
+        };
         Some(Listener {
             protocol: protocol?,
             port: port?,
             scheduler: scheduler.unwrap_or(Scheduler::Wrr),
             backend_group: backend_group.unwrap_or(0),
             persistence_ns: persistence_ns.flatten(),
+            mtls,
         })
     }
 

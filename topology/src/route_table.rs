@@ -172,6 +172,7 @@ fn added_listener(
         scheduler,
         backend_group,
         persistence_ns: route.persistence_s.map(|s| u64::from(s) * 1_000_000_000),
+        mtls: false,
     }];
     only.vips = vec![one];
     let config = crate::nodes::clb_config(&only, site.region, site.index, site.addresses, site.identity);
