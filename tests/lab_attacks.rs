@@ -307,3 +307,87 @@ fn strangers_get_nothing_from_grpc_or_the_control_plane_and_an_idle_flood_change
     assert!(r["received"].as_u64().unwrap() * 100 >= r["sent"].as_u64().unwrap() * 99, "{r}");
     drop(flood);
 }
+
+/// A TLS connection from a client's namespace to `vip`, trusting the lab's CA and, when
+/// `client_cert`, presenting the lab's client certificate, that carries one request to a
+/// backend and its echo back; the server's certificate when it does.
+fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: bool) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let pki = lab_state_dir(lab).join("pki");
+    let ca = CertificateDer::from_pem_file(pki.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = if client_cert {
+        let cert = CertificateDer::from_pem_file(pki.join("client.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(pki.join("client.key")).unwrap();
+        builder.with_client_auth_cert(vec![cert], key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
+    let plan = plan(lab);
+    let name = ns(&plan, Role::Client(t_client(lab, client)));
+    in_ns(&name, move || {
+        use std::io::Write;
+        let server = ServerName::IpAddress(vip.ip().into());
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server).map_err(|e| e.to_string())?;
+        let mut tcp = std::net::TcpStream::connect_timeout(&vip, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+        }
+        // A request as the lab's backends frame them, and their echo back: only a
+        // connection the listener took reaches the backend.
+        let request = [7u8; anyedge_lab::probe::REQUEST_LEN];
+        let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+        stream.write_all(&request).map_err(|e| e.to_string())?;
+        let mut reply = [0u8; anyedge_lab::probe::REQUEST_LEN];
+        std::io::Read::read_exact(&mut stream, &mut reply).map_err(|e| format!("no reply: {e}"))?;
+        if reply != request {
+            return Err("the reply is not the echo".into());
+        }
+        let certs = conn.peer_certificates().ok_or("no server certificate")?;
+        Ok(certs[0].to_vec())
+    })
+}
+
+/// A client group's index by name.
+fn t_client(lab: &Lab, name: &str) -> usize {
+    let t = anyedge_topology::load(&lab.file).unwrap();
+    t.clients.iter().position(|c| c.name == name).unwrap()
+}
+
+#[test]
+fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs_client_certificate() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("tls", |text| {
+        text.replace(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }",
+        )
+    });
+    let vip = |port| SocketAddr::new("198.18.0.20".parse().unwrap(), port);
+    let cert = handshake(&lab, "london", vip(8443), false).expect("a one-way handshake with the VIP's certificate");
+    assert_eq!(subject_cn(&cert), "vip/edge", "the VIP's own certificate");
+    let refused = handshake(&lab, "london", vip(9443), false);
+    assert!(refused.is_err(), "mutual TLS without a client certificate is refused: {refused:?}");
+    handshake(&lab, "london", vip(9443), true).expect("mutual TLS with the lab's client certificate");
+}
+
+/// The common name of a DER certificate's subject: the last common name in it (the
+/// issuer's comes first).
+fn subject_cn(der: &[u8]) -> String {
+    let oid = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let at = der.windows(oid.len()).rposition(|w| w == oid).expect("a common name");
+    let len = der[at + oid.len() + 1] as usize;
+    let start = at + oid.len() + 2;
+    String::from_utf8_lossy(&der[start..start + len]).to_string()
+}

@@ -538,3 +538,22 @@ fn a_dead_clb_node_moves_no_flow_to_another_backend_under_any_scheduler_or_persi
         assert_eq!(sync.queue_overflow, 0);
     }
 }
+
+#[test]
+fn mutual_tls_listeners_serve_clients_holding_the_cas_certificate_as_one_way_ones_do() {
+    let one_way = run(&small_with_web_listener("https")).report;
+    let text = SMALL.replace(
+        "{ protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "{ protocol: https, port: 443, scheduler: wrr, backends: web, mtls: true }",
+    );
+    let mut t = topology::parse_str("mtls.yaml", text.split("faults:").next().unwrap()).unwrap();
+    t.duration_ns = 6_000_000_000;
+    assert!(t.vips[0].listeners[1].mtls);
+    let mutual = run(&t).report;
+    for (a, b) in one_way.clients.iter().zip(&mutual.clients).filter(|(c, _)| c.traffic.len() > 1) {
+        let (a, b) = (&a.traffic[1].anycast, &b.traffic[1].anycast);
+        assert!(b.received > 0 && b.loss_pct < 2.0, "{}: {b:?}", mutual.clients[0].name);
+        // The client's certificate adds to the handshake; requests still complete alike.
+        assert!(b.received * 10 >= a.received * 9, "mutual {} vs one-way {}", b.received, a.received);
+    }
+}

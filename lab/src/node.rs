@@ -404,7 +404,9 @@ async fn run_clb(
         address_v6: Some(IpAddr::V6(plan.clb_inner_addr6(region, index))),
     };
     let start = Instant::now();
-    let identity = Identity::default();
+    // Each VIP homed here terminates TLS with the certificate lab up issued it.
+    let homed = crate::pki::vip_names(t, Some(region));
+    let identity = Identity { default: None, vips: crate::pki::vip_identities(state_dir, &homed)? };
     let auth = auth_from_now(keys);
     let me = anyedge_topology::nodes::clb_node(region, index);
     let mut config = clb_config(t, region, index, addresses, &identity);

@@ -30,6 +30,15 @@ fn err(e: impl std::fmt::Display) -> String {
 /// A VIP's server certificate: its name (a DNS name in the SAN) and its addresses.
 pub type VipNames = (String, Vec<IpAddr>);
 
+/// The names and addresses of the file's VIPs (those homed in `region`, when given).
+pub fn vip_names(t: &anyedge_topology::Topology, region: Option<usize>) -> Vec<VipNames> {
+    t.vips
+        .iter()
+        .filter(|v| region.is_none_or(|r| v.home == r))
+        .map(|v| (v.name.clone(), std::iter::once(v.ipv4.into()).chain(v.ipv6.map(Into::into)).collect()))
+        .collect()
+}
+
 /// Issues a CA, a certificate for each `(node, address)` (addresses go in the SAN), and a
 /// server certificate for each VIP (`vip-NAME.pem`, its name and addresses in the SAN),
 /// which HTTPS, TCP SSL and QUIC listeners terminate with.
@@ -76,7 +85,42 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNa
         write(&vip_cert_path(state_dir, name), &cert.pem())?;
         write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
     }
+    // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    params.distinguished_name.push(DnType::CommonName, "client");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    write(&dir.join("client.pem"), &cert.pem())?;
+    write(&dir.join("client.key"), &key.serialize_pem())?;
     Ok(())
+}
+
+/// The DER of the first PEM block in `path`.
+fn der(path: &Path) -> Result<Vec<u8>, String> {
+    let text = read(path)?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(pem.contents)
+}
+
+/// What the CLB nodes of a region terminate TLS with: each VIP's certificate (chain to
+/// the lab's CA) for its addresses, mutual variants accepting the lab CA's clients.
+pub fn vip_identities(
+    state_dir: &Path,
+    vips: &[VipNames],
+) -> Result<Vec<(IpAddr, anyedge_region::identity::VipIdentity)>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca = CertificateDer::from(der(&dir(state_dir).join("ca.pem"))?);
+    let mut out = Vec::new();
+    for (name, addrs) in vips {
+        let path = vip_cert_path(state_dir, name);
+        let chain = vec![CertificateDer::from(der(&path)?), ca.clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(&path.with_extension("key"))?));
+        let identity = anyedge_region::identity::VipIdentity::new(chain, key, Some(ca.clone()))?;
+        out.extend(addrs.iter().map(|a| (*a, identity.clone())));
+    }
+    Ok(out)
 }
 
 /// Where VIP `name`'s server certificate is (its key beside it, `.key`).

@@ -162,12 +162,7 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         })
         .collect();
     // A server certificate for every VIP, for the listeners that terminate TLS.
-    let vips: Vec<crate::pki::VipNames> = t
-        .vips
-        .iter()
-        .map(|v| (v.name.clone(), std::iter::once(v.ipv4.into()).chain(v.ipv6.map(Into::into)).collect()))
-        .collect();
-    crate::pki::issue(&dir, &nodes, &vips)?;
+    crate::pki::issue(&dir, &nodes, &crate::pki::vip_names(t, None))?;
     start_nodes(plan, state, exe)?;
     wait_ready(plan, state)
 }

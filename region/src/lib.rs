@@ -7,6 +7,7 @@ pub mod clb;
 pub mod config;
 pub mod conn_table;
 pub mod health;
+pub mod identity;
 pub mod l7;
 pub mod probe;
 pub mod quic;

@@ -7,6 +7,7 @@ use anyedge_ccn::auth::{AuthConfig, BackboneSecret, NodeId};
 use anyedge_ccn::geo::{Location, fiber_delay_ns};
 use anyedge_ccn::{Impairment, LinkModel};
 use anyedge_pop::{PopConfig, Route};
+use anyedge_region::identity::VipIdentity;
 use anyedge_region::l7::TlsTermination;
 use anyedge_region::quic_listener::QuicTermination;
 use anyedge_region::{BackendConfig, ClbConfig, ListenerConfig};
@@ -20,11 +21,29 @@ pub struct ClbAddresses {
     pub address_v6: Option<IpAddr>,
 }
 
-/// The TLS and QUIC identities terminating listeners present, when there are any.
+/// The TLS and QUIC identities terminating listeners present, when there are any: one
+/// per VIP address (the lab issues a certificate per VIP), else `default`.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
-    pub tls: Option<TlsTermination>,
-    pub quic: Option<QuicTermination>,
+    pub default: Option<VipIdentity>,
+    pub vips: Vec<(IpAddr, VipIdentity)>,
+}
+
+impl Identity {
+    pub fn for_vip(&self, vip: IpAddr) -> Option<&VipIdentity> {
+        self.vips.iter().find(|(a, _)| *a == vip).map(|(_, id)| id).or(self.default.as_ref())
+    }
+
+    /// What a listener at `vip` terminates TLS with (`mtls`: client certificates required).
+    fn tls(&self, vip: IpAddr, mtls: bool) -> Option<TlsTermination> {
+        let id = self.for_vip(vip)?;
+        if mtls { id.tls_mutual.clone() } else { Some(id.tls.clone()) }
+    }
+
+    fn quic(&self, vip: IpAddr, mtls: bool) -> Option<QuicTermination> {
+        let id = self.for_vip(vip)?;
+        if mtls { id.quic_mutual.clone() } else { Some(id.quic.clone()) }
+    }
 }
 
 /// The internet path of client group `g` to a place (a POP, or a region directly):
@@ -188,8 +207,8 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
                 persistence_ns: l.persistence_ns,
                 layer7: l.protocol.is_terminated(),
                 http: l.protocol.is_layer7(),
-                tls: l.protocol.has_tls().then(|| identity.tls.clone()).flatten(),
-                quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic.clone()).flatten(),
+                tls: l.protocol.has_tls().then(|| identity.tls(vip, l.mtls)).flatten(),
+                quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic(vip, l.mtls)).flatten(),
             };
             listeners.push(listener(IpAddr::V4(vip.ipv4)));
             if let Some(v6) = vip.ipv6 {

@@ -104,9 +104,8 @@ impl<'t> World<'t> {
             last_reply_ns: t.clients.iter().map(|g| vec![None; g.traffic.len()]).collect(),
             class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
             class_tls: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.has_tls())).collect(),
-            tls_server: None,
+            vip_identity: None,
             tls_client: None,
-            quic_server: None,
             quic_client: None,
             site_links: HashMap::new(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
@@ -119,13 +118,11 @@ impl<'t> World<'t> {
         if https {
             let names: Vec<IpAddr> =
                 t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
-            let (server, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
+            let (identity, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
             if listeners().any(|l| l.protocol == ListenerProtocol::Quic) {
-                let (qs, qc) = crate::tls::quic_configs(&server, &client).map_err(SimError)?;
-                w.quic_server = Some(qs);
-                w.quic_client = Some(qc);
+                w.quic_client = Some(crate::tls::quic_client(&client).map_err(SimError)?);
             }
-            w.tls_server = Some(server);
+            w.vip_identity = Some(identity);
             w.tls_client = Some(client);
         }
         w.build_pops();
@@ -164,8 +161,7 @@ impl<'t> World<'t> {
             address: clb_addr(r, index),
             address_v6: Some(clb_addr_v6(r, index)),
         };
-        let identity =
-            anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        let identity = anyedge_topology::nodes::Identity { default: self.vip_identity.clone(), vips: Vec::new() };
         let mut config = anyedge_topology::nodes::clb_config(self.t, r, index, addresses, &identity);
         config.auth = self.backbone_auth(anyedge_topology::nodes::clb_node(r, index));
         config

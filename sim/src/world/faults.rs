@@ -280,8 +280,7 @@ impl<'t> World<'t> {
             address: clb_addr(r, index),
             address_v6: Some(clb_addr_v6(r, index)),
         };
-        let identity =
-            anyedge_topology::nodes::Identity { tls: self.tls_server.clone(), quic: self.quic_server.clone() };
+        let identity = anyedge_topology::nodes::Identity { default: self.vip_identity.clone(), vips: Vec::new() };
         let site =
             anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
         anyedge_topology::route_table::apply_to_clb(&mut self.clbs[c].core, &site, table, change);

@@ -180,9 +180,8 @@ pub struct World<'t> {
     class_http: Vec<bool>,
     class_tls: Vec<bool>,
     /// HTTPS listeners' identity and the clients' trust in it (when any listener is HTTPS).
-    tls_server: Option<anyedge_region::l7::TlsTermination>,
+    vip_identity: Option<anyedge_region::identity::VipIdentity>,
     tls_client: Option<Arc<rustls::ClientConfig>>,
-    quic_server: Option<anyedge_region::quic_listener::QuicTermination>,
     quic_client: Option<quinn_proto::ClientConfig>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
     site_links: HashMap<(usize, HostId), [Link; 2]>,

@@ -1,0 +1,162 @@
+//! The server side of a VIP's TLS: one certificate chain and key make what its HTTPS and
+//! TCP SSL listeners (rustls) and QUIC listeners (quinn-proto) terminate with — one-way,
+//! and, given the CA whose client certificates it accepts, mutual (`mtls: true`). TLS 1.3
+//! only, no session tickets (records whose number would depend on nothing the simulator
+//! models). Both drivers build identities here: the simulator from its generated CA, the
+//! lab from the certificates `lab up` issued.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+
+use crate::Shared;
+use crate::l7::TlsTermination;
+use crate::quic_listener::QuicTermination;
+
+/// What a VIP's TLS-terminating listeners present.
+#[derive(Debug, Clone)]
+pub struct VipIdentity {
+    pub tls: TlsTermination,
+    pub quic: QuicTermination,
+    /// The same certificate, client certificates from the CA required.
+    pub tls_mutual: Option<TlsTermination>,
+    pub quic_mutual: Option<QuicTermination>,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("TLS identity: {e}")
+}
+
+fn server_config(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(err)?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain.to_vec(), key.clone_key()).map_err(err)?;
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+fn quic(config: &Arc<rustls::ServerConfig>) -> Result<QuicTermination, String> {
+    let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(config.clone()).map_err(err)?;
+    Ok(Shared(Arc::new(quinn_proto::ServerConfig::with_crypto(Arc::new(crypto)))))
+}
+
+impl VipIdentity {
+    /// Listeners presenting `chain` (leaf first) signed with `key`; with `client_ca`,
+    /// mutual-TLS variants that accept only client certificates it issued.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        client_ca: Option<CertificateDer<'static>>,
+    ) -> Result<VipIdentity, String> {
+        let tls = Arc::new(server_config(&chain, &key, None)?);
+        let mutual = match client_ca {
+            None => None,
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca).map_err(err)?;
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(err)?;
+                Some(Arc::new(server_config(&chain, &key, Some(verifier))?))
+            }
+        };
+        Ok(VipIdentity {
+            quic: quic(&tls)?,
+            quic_mutual: mutual.as_ref().map(quic).transpose()?,
+            tls: Shared(tls),
+            tls_mutual: mutual.map(Shared),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
+
+    struct Pki {
+        ca: CertificateDer<'static>,
+        server: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+        client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    }
+
+    fn issue() -> Pki {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap().der().clone();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |sans: Vec<SanType>| {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.subject_alt_names = sans;
+            let cert = p.signed_by(&key, &issuer).unwrap().der().clone();
+            (vec![cert, ca.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        };
+        let server = leaf(vec![SanType::IpAddress("198.18.0.20".parse().unwrap())]);
+        let client = leaf(Vec::new());
+        Pki { ca, server, client }
+    }
+
+    /// A handshake and one byte each way between a client and `server`, in memory.
+    fn talk(server: &TlsTermination, pki: &Pki, with_cert: bool) -> Result<(), String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match with_cert {
+            true => builder.with_client_auth_cert(pki.client.0.clone(), pki.client.1.clone_key()).unwrap(),
+            false => builder.with_no_client_auth(),
+        };
+        let name = ServerName::IpAddress("198.18.0.20".parse::<std::net::IpAddr>().unwrap().into());
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut srv = rustls::ServerConnection::new(server.0.clone()).unwrap();
+        use std::io::{Read, Write};
+        client.writer().write_all(b"x").unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            srv.read_tls(&mut &wire[..]).unwrap();
+            srv.process_new_packets().map_err(|e| format!("server: {e}"))?;
+            let mut back = Vec::new();
+            srv.write_tls(&mut back).unwrap();
+            client.read_tls(&mut &back[..]).unwrap();
+            client.process_new_packets().map_err(|e| format!("client: {e}"))?;
+        }
+        let mut got = [0u8; 1];
+        srv.reader().read_exact(&mut got).map_err(|e| format!("nothing arrived: {e}"))?;
+        Ok(())
+    }
+
+    #[test]
+    fn one_way_serves_anyone_and_mutual_only_holders_of_the_cas_client_certificates() {
+        let pki = issue();
+        let id = VipIdentity::new(pki.server.0.clone(), pki.server.1.clone_key(), Some(pki.ca.clone())).unwrap();
+        talk(&id.tls, &pki, false).expect("one-way, no client certificate");
+        let mutual = id.tls_mutual.as_ref().expect("a mutual variant when a client CA is given");
+        let refused = talk(mutual, &pki, false);
+        assert!(refused.as_ref().is_err_and(|e| e.starts_with("server")), "{refused:?}");
+        talk(mutual, &pki, true).expect("mutual, with the CA's client certificate");
+        let stranger = issue();
+        let foreign = Pki { ca: pki.ca.clone(), server: pki.server, client: stranger.client };
+        assert!(talk(mutual, &foreign, true).is_err(), "a client certificate from another CA is refused");
+        let none = VipIdentity::new(foreign.server.0.clone(), foreign.server.1.clone_key(), None).unwrap();
+        assert!(none.tls_mutual.is_none() && none.quic_mutual.is_none());
+    }
+}
