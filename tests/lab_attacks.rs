@@ -310,8 +310,9 @@ fn strangers_get_nothing_from_grpc_or_the_control_plane_and_an_idle_flood_change
 
 /// A TLS connection from a client's namespace to `vip`, trusting the lab's CA and, when
 /// `client_cert`, presenting the lab's client certificate, that carries one request to a
-/// backend and its echo back; the server's certificate when it does.
-fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: bool) -> Result<Vec<u8>, String> {
+/// backend and its echo back; the server's certificate and the backend's identity trailer
+/// (`|be=BACKEND|cl=CLIENT`) when it does.
+fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: bool) -> Result<(Vec<u8>, String), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let pki = lab_state_dir(lab).join("pki");
@@ -351,8 +352,12 @@ fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: bool) -> Res
         if reply != request {
             return Err("the reply is not the echo".into());
         }
+        let mut len = [0u8; 2];
+        std::io::Read::read_exact(&mut stream, &mut len).map_err(|e| e.to_string())?;
+        let mut trailer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        std::io::Read::read_exact(&mut stream, &mut trailer).map_err(|e| e.to_string())?;
         let certs = conn.peer_certificates().ok_or("no server certificate")?;
-        Ok(certs[0].to_vec())
+        Ok((certs[0].to_vec(), String::from_utf8_lossy(&trailer).to_string()))
     })
 }
 
@@ -375,8 +380,13 @@ fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs
         )
     });
     let vip = |port| SocketAddr::new("198.18.0.20".parse().unwrap(), port);
-    let cert = handshake(&lab, "london", vip(8443), false).expect("a one-way handshake with the VIP's certificate");
+    let (cert, trailer) =
+        handshake(&lab, "london", vip(8443), false).expect("a one-way handshake with the VIP's certificate");
     assert_eq!(subject_cn(&cert), "vip/edge", "the VIP's own certificate");
+    // The CLB node opened its own connection to the backend; the TOA option in its SYN
+    // named london, and that is whom the backend reports.
+    let london = plan(&lab).client_addr(0).unwrap();
+    assert!(trailer.contains(&format!("|cl={london}:")), "the backend learned london from TOA: {trailer}");
     let refused = handshake(&lab, "london", vip(9443), false);
     assert!(refused.is_err(), "mutual TLS without a client certificate is refused: {refused:?}");
     handshake(&lab, "london", vip(9443), true).expect("mutual TLS with the lab's client certificate");

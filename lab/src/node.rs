@@ -593,6 +593,7 @@ async fn run_backend(
         .ok_or("backend host without a backbone id")?;
     let mut keyring = auth_from_now(keys).keyring(me, 0);
     let clbs = clb_ids(t, plan);
+    let toa = ToaSeen::default();
     // Security groups bound to this instance, as the simulator applies them.
     let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
     let mut firewall = (!groups.is_empty()).then(|| anyedge_region::security::Firewall::new(groups));
@@ -618,7 +619,7 @@ async fn run_backend(
         }
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
-        tokio::spawn(tcp_server(tcp, addr));
+        tokio::spawn(tcp_server(tcp, addr, toa.clone()));
     }
     mark_ready(ready)?;
     // Client endpoint → the CLB node that last forwarded its packets (the way back).
@@ -645,6 +646,7 @@ async fn run_backend(
                         continue;
                     }
                     via.insert((info.key.src, info.key.src_port), (from, clb));
+                    toa.note(packet);
                     let _ = tun.send(packet).await;
                 }
             }
@@ -682,16 +684,43 @@ async fn udp_echo(sock: Arc<UdpSocket>, addr: SocketAddr) {
     }
 }
 
-async fn tcp_server(listener: TcpListener, addr: SocketAddr) {
+/// TCP peers (a CLB node's translated address and port) → the client the TOA option in
+/// their SYN named: what a backend reports as its client when the CLB had to SNAT.
+#[derive(Clone, Default)]
+struct ToaSeen(Arc<std::sync::Mutex<HashMap<SocketAddr, SocketAddr>>>);
+
+/// Connections whose TOA a host remembers at once; more start the table afresh.
+const TOA_SEEN_MAX: usize = 65_536;
+
+impl ToaSeen {
+    /// Notes the TOA option of an inner packet on its way to the host's kernel.
+    fn note(&self, packet: &[u8]) {
+        let (Ok(info), Some((ip, port))) = (inner::parse(packet), inner::read_toa(packet)) else { return };
+        if let Ok(mut seen) = self.0.lock() {
+            if seen.len() >= TOA_SEEN_MAX {
+                seen.clear();
+            }
+            seen.insert(SocketAddr::new(info.key.src, info.key.src_port), SocketAddr::new(ip, port));
+        }
+    }
+
+    /// The client behind TCP peer `peer`: the TOA it sent, else the peer itself.
+    fn client(&self, peer: SocketAddr) -> SocketAddr {
+        self.0.lock().ok().and_then(|s| s.get(&peer).copied()).unwrap_or(peer)
+    }
+}
+
+async fn tcp_server(listener: TcpListener, addr: SocketAddr, toa: ToaSeen) {
     loop {
         let Ok((mut stream, peer)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
+        let client = toa.client(peer);
         tokio::spawn(async move {
             // Framing: a fixed-size request; the reply echoes it, then a length-prefixed
-            // identity trailer.
+            // identity trailer naming the client (from TOA when the CLB translated).
             let mut request = [0u8; crate::probe::REQUEST_LEN];
             while stream.read_exact(&mut request).await.is_ok() {
-                let trailer = identity_trailer(addr, peer);
+                let trailer = identity_trailer(addr, client);
                 let mut reply = request.to_vec();
                 reply.extend_from_slice(&(trailer.len() as u16).to_be_bytes());
                 reply.extend_from_slice(trailer.as_bytes());
