@@ -81,8 +81,18 @@ enum Command {
         /// VIP:PORT to send to.
         #[arg(long)]
         target: std::net::SocketAddr,
-        #[arg(long, value_parser = ["udp", "tcp"], default_value = "udp")]
+        #[arg(long, value_parser = ["udp", "tcp", "tcp-ssl"], default_value = "udp")]
         protocol: String,
+        /// tcp-ssl: the CA to trust (default: $ANYEDGE_LAB_PKI/ca.pem, which `lab exec` sets).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// tcp-ssl to an `mtls: true` listener: the client certificate to present
+        /// (default: $ANYEDGE_LAB_PKI/client.pem) …
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// … and its key (default: $ANYEDGE_LAB_PKI/client.key).
+        #[arg(long)]
+        key: Option<PathBuf>,
         /// Requests per second, all flows together.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
@@ -516,7 +526,7 @@ fn main() -> ExitCode {
         },
         Command::Lab { action } => lab(action),
         Command::Ctl { file, action } => ctl(file, action),
-        Command::Probe { target, protocol, rate, duration, flows, window, report, realtime } => {
+        Command::Probe { target, protocol, ca, cert, key, rate, duration, flows, window, report, realtime } => {
             let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
                 Err(e) => {
@@ -524,8 +534,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let protocol =
-                if protocol == "tcp" { anyedge_lab::probe::Protocol::Tcp } else { anyedge_lab::probe::Protocol::Udp };
+            let protocol = match protocol.as_str() {
+                "tcp" => anyedge_lab::probe::Protocol::Tcp,
+                "tcp-ssl" => anyedge_lab::probe::Protocol::TcpSsl,
+                _ => anyedge_lab::probe::Protocol::Udp,
+            };
+            // Inside a lab (`lab exec`), its CA and client certificate unless told otherwise.
+            let pki = std::env::var_os("ANYEDGE_LAB_PKI").map(PathBuf::from);
+            let from_lab = |name: &str| pki.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
+            let tls = anyedge_lab::probe::TlsFiles {
+                ca: ca.or_else(|| from_lab("ca.pem")),
+                cert: cert.or_else(|| from_lab("client.pem")),
+                key: key.or_else(|| from_lab("client.key")),
+            };
             let config = anyedge_lab::probe::ProbeConfig {
                 target,
                 protocol,
@@ -534,6 +555,7 @@ fn main() -> ExitCode {
                 flows,
                 window,
                 realtime,
+                tls,
             };
             match anyedge_lab::probe::run(&config) {
                 Ok(r) => {

@@ -401,3 +401,23 @@ fn subject_cn(der: &[u8]) -> String {
     let start = at + oid.len() + 2;
     String::from_utf8_lossy(&der[start..start + len]).to_string()
 }
+
+#[test]
+fn anyedge_probe_speaks_tcp_ssl_with_the_labs_ca_and_client_certificate() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("probe-ssl", |text| {
+        text.replace(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }",
+        )
+    });
+    let r = lab.probe("kyiv", "198.18.0.20:9443", "tcp-ssl", 4);
+    assert_eq!(r["received"], r["sent"], "{r}");
+    assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
+    let kyiv = plan(&lab).client_addr(2).unwrap().to_string();
+    assert_eq!(r["client_addrs_seen"], serde_json::json!([kyiv]), "the backends learned kyiv from TOA: {r}");
+}

@@ -21,6 +21,44 @@ const MAGIC: &[u8; 4] = b"AEPR";
 pub enum Protocol {
     Udp,
     Tcp,
+    /// TCP inside TLS (a `tcp-ssl` listener): the same requests once the handshake is done.
+    TcpSsl,
+}
+
+/// How a `tcp-ssl` probe does TLS: the CA it trusts and, for `mtls: true` listeners, the
+/// client certificate and key it presents (PEM files).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// The client configuration these files make.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = self.ca.as_ref().ok_or("--ca: the CA to trust (the lab's: pki/ca.pem in its state directory)")?;
+        let read_cert =
+            |p: &std::path::Path| CertificateDer::from_pem_file(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(read_cert(ca)?).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+                builder.with_client_auth_cert(vec![read_cert(cert)?], key).map_err(|e| e.to_string())?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("--cert and --key go together".into()),
+        };
+        Ok(Arc::new(config))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +73,8 @@ pub struct ProbeConfig {
     pub window: Option<usize>,
     /// Run SCHED_FIFO (see [`crate::realtime`]), so the probe's own waits stay out of the figures.
     pub realtime: bool,
+    /// `tcp-ssl`: whom to trust and what to present.
+    pub tls: TlsFiles,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -131,7 +171,7 @@ pub fn run(config: &ProbeConfig) -> Result<ProbeReport, String> {
     rt.block_on(async {
         match config.protocol {
             Protocol::Udp => udp(config).await,
-            Protocol::Tcp => tcp(config).await,
+            Protocol::Tcp | Protocol::TcpSsl => tcp(config).await,
         }
     })
 }
@@ -227,22 +267,43 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
     Ok(report(source, sent, &t, config.flows as u64))
 }
 
+/// A byte stream to the VIP: plain TCP, or TLS over it.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+/// Connects a flow: TCP, and a TLS handshake on it when `tls` is given.
+async fn connect(
+    target: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(Box<dyn Conn>, SocketAddr), String> {
+    let stream = TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let Some(config) = tls else { return Ok((Box::new(stream), local)) };
+    let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await;
+    Ok((Box::new(tls.map_err(|e| format!("TLS with {target}: {e}"))?), local))
+}
+
 async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     let start = Instant::now();
+    let tls = match config.protocol {
+        Protocol::TcpSsl => Some(config.tls.client_config()?),
+        _ => None,
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let flows = config.flows.max(1);
     let per_flow = Duration::from_secs_f64(flows as f64 / config.rate_per_s.max(0.001));
     let mut tasks = Vec::new();
     let mut source = String::new();
     for f in 0..flows {
-        let stream = TcpStream::connect(config.target).await.map_err(|e| format!("connect {}: {e}", config.target))?;
-        let _ = stream.set_nodelay(true);
+        let (stream, local) = connect(config.target, tls.as_ref()).await?;
         if f == 0 {
-            source = stream.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            source = local.ip().to_string();
         }
         let (t, duration) = (tally.clone(), config.duration);
         tasks.push(tokio::spawn(async move {
-            let (mut rd, mut wr) = stream.into_split();
+            let (mut rd, mut wr) = tokio::io::split(stream);
             let mut sent = 0u64;
             let mut next = tokio::time::Instant::now();
             while start.elapsed() < duration {
@@ -275,7 +336,7 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
 }
 
 /// One TCP reply: the echoed request, a u16 length, the identity trailer.
-async fn read_reply(rd: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
+async fn read_reply(rd: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
     let mut head = [0u8; REQUEST_LEN + 2];
     rd.read_exact(&mut head).await?;
     let len = usize::from(u16::from_be_bytes([head[REQUEST_LEN], head[REQUEST_LEN + 1]]));

@@ -495,6 +495,8 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> 
     let status = Command::new("ip")
         .args(["netns", "exec", ns])
         .args(command)
+        // What runs there (`anyedge probe`) finds the lab's CA and client certificate.
+        .env("ANYEDGE_LAB_PKI", crate::pki::dir(&state_dir(&plan.lab)))
         .status()
         .map_err(|e| format!("cannot run {command:?}: {e}"))?;
     Ok(status.code().unwrap_or(1))
