@@ -81,12 +81,13 @@ enum Command {
         /// VIP:PORT to send to.
         #[arg(long)]
         target: std::net::SocketAddr,
-        #[arg(long, value_parser = ["udp", "tcp", "tcp-ssl"], default_value = "udp")]
+        #[arg(long, value_parser = anyedge_lab::probe::Protocol::NAMES, default_value = "udp")]
         protocol: String,
-        /// tcp-ssl: the CA to trust (default: $ANYEDGE_LAB_PKI/ca.pem, which `lab exec` sets).
+        /// tcp-ssl, https, quic: the CA to trust (default: $ANYEDGE_LAB_PKI/ca.pem, which
+        /// `lab exec` sets).
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// tcp-ssl to an `mtls: true` listener: the client certificate to present
+        /// To an `mtls: true` listener: the client certificate to present
         /// (default: $ANYEDGE_LAB_PKI/client.pem) …
         #[arg(long)]
         cert: Option<PathBuf>,
@@ -105,6 +106,10 @@ enum Command {
         /// UDP: keep this many requests in flight per flow instead of pacing at --rate.
         #[arg(long)]
         window: Option<usize>,
+        /// QUIC: move every flow's connection to a new local port this far into the run
+        /// (connection migration), e.g. 2s.
+        #[arg(long)]
+        migrate_at: Option<String>,
         /// Write the JSON report here (else stdout).
         #[arg(long)]
         report: Option<PathBuf>,
@@ -439,6 +444,10 @@ fn lab(action: LabCommand) -> ExitCode {
                         n("flows_adopted")
                     );
                 }
+                for (node, q) in s.quic.iter().filter(|(_, q)| q.values().any(|&v| v > 0)) {
+                    let n = |k: &str| q.get(k).copied().unwrap_or(0);
+                    println!("  {node:<32} quic: {} connections, {} handshakes", n("connections"), n("handshakes"));
+                }
             }
         }),
         LabCommand::Exec { file, node, command } => match setup::exec(&file, &node, &command) {
@@ -526,7 +535,20 @@ fn main() -> ExitCode {
         },
         Command::Lab { action } => lab(action),
         Command::Ctl { file, action } => ctl(file, action),
-        Command::Probe { target, protocol, ca, cert, key, rate, duration, flows, window, report, realtime } => {
+        Command::Probe {
+            target,
+            protocol,
+            ca,
+            cert,
+            key,
+            rate,
+            duration,
+            flows,
+            window,
+            migrate_at,
+            report,
+            realtime,
+        } => {
             let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
                 Err(e) => {
@@ -534,11 +556,20 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let protocol = match protocol.as_str() {
-                "tcp" => anyedge_lab::probe::Protocol::Tcp,
-                "tcp-ssl" => anyedge_lab::probe::Protocol::TcpSsl,
-                _ => anyedge_lab::probe::Protocol::Udp,
+            let migrate_at = match migrate_at.as_deref().map(anyedge_topology::parse_duration_ns).transpose() {
+                Ok(at) => at.map(std::time::Duration::from_nanos),
+                Err(e) => {
+                    eprintln!("--migrate-at: {e}");
+                    return ExitCode::from(2);
+                }
             };
+            // clap checked the name against the same list.
+            let protocol =
+                anyedge_lab::probe::Protocol::from_name(&protocol).unwrap_or(anyedge_lab::probe::Protocol::Udp);
+            if migrate_at.is_some() && protocol != anyedge_lab::probe::Protocol::Quic {
+                eprintln!("--migrate-at: only QUIC connections migrate (--protocol quic)");
+                return ExitCode::from(2);
+            }
             // Inside a lab (`lab exec`), its CA and client certificate unless told otherwise.
             let pki = std::env::var_os("ANYEDGE_LAB_PKI").map(PathBuf::from);
             let from_lab = |name: &str| pki.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
@@ -556,6 +587,7 @@ fn main() -> ExitCode {
                 window,
                 realtime,
                 tls,
+                migrate_at,
             };
             match anyedge_lab::probe::run(&config) {
                 Ok(r) => {

@@ -567,3 +567,98 @@ fn a_labs_state_is_root_only_and_lab_down_signals_only_its_own_processes() {
     let _ = Command::new("kill").args(["-9", &real.to_string()]).status();
     assert!(spared, "the stranger was not signalled");
 }
+
+/// small.yaml's `edge` VIP with an HTTP, an HTTPS and a QUIC listener on the web backends.
+fn with_every_listener(text: String) -> String {
+    text.replace(
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: https, port: 8443, backends: web }\n      - { protocol: quic, port: 4433, backends: web }",
+    )
+}
+
+/// QUIC connections held and handshakes accepted, over every CLB node of the lab.
+fn quic_handshakes(lab: &Lab) -> (u64, u64) {
+    let status = lab.anyedge(&["lab", "status", "--json"]);
+    let s: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+    let nodes = s["quic"].as_object().cloned().unwrap_or_default();
+    let sum = |k: &str| nodes.values().map(|q| q[k].as_u64().unwrap_or(0)).sum();
+    (sum("connections"), sum("handshakes"))
+}
+
+#[test]
+fn anyedge_probe_speaks_http_https_and_quic_and_the_backends_show_what_reached_them() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("listeners", with_every_listener);
+    let london = client_address(&lab, "london");
+    for protocol in ["http", "https"] {
+        let port = if protocol == "http" { 80 } else { 8443 };
+        let r = lab.probe("london", &format!("198.18.0.20:{port}"), protocol, 4);
+        assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "{protocol}: {r}");
+        assert_eq!(r["connections_broken"], 0, "{protocol}: {r}");
+        // The CLB node terminated the connection and named london in X-Forwarded-For.
+        assert_eq!(r["forwarded_for_seen"], serde_json::json!([london]), "{protocol}: {r}");
+        assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "{protocol}: {r}");
+        assert!(r["backends"].as_object().unwrap().keys().all(|b| b.ends_with(":8080")), "{protocol}: {r}");
+    }
+    let r = lab.probe("london", "198.18.0.20:4433", "quic", 4);
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "quic: {r}");
+    assert_eq!(r["connections_broken"], 0, "quic: {r}");
+    // QUIC reaches the backend over the CLB node's own TCP connection, whose TOA option
+    // names london (address and port); no X-Forwarded-For on a layer-4 listener.
+    let toa = r["toa_seen"].as_array().unwrap();
+    assert_eq!(toa.len(), 4, "one TOA client per QUIC connection: {r}");
+    assert!(toa.iter().all(|a| a.as_str().unwrap().starts_with(&format!("{london}:"))), "{r}");
+    assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "quic: {r}");
+    assert_eq!(r["forwarded_for_seen"], serde_json::json!([]), "quic: {r}");
+    assert_eq!(quic_handshakes(&lab).1, 4, "one handshake per connection");
+}
+
+#[test]
+fn a_quic_connection_moved_to_a_new_port_keeps_its_backend_without_a_new_handshake() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("quic-migrate", with_every_listener);
+    let r = lab.probe_with("kyiv", "198.18.0.20:4433", "quic", 6, &["--migrate-at", "1s"]);
+    assert_eq!(r["migrations"], 6, "every flow moved to a new port: {r}");
+    assert!(r["sent"].as_u64().unwrap() > 100 && r["received"] == r["sent"], "every request answered: {r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
+    assert_eq!(r["flows_backend_changed"], 0, "each connection kept its backend: {r}");
+    assert_eq!(quic_handshakes(&lab).1, 6, "the new path needed no new handshake");
+}
+
+#[test]
+fn a_quic_connection_survives_its_pops_death_and_then_a_move_to_a_new_port() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("quic-pop", with_every_listener);
+    // London reaches the VIP through Paris; Paris dies 1.5 s in, the flows move at 4 s.
+    let report = lab.dir.join("quic-pop.json");
+    let probe = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:4433", "--protocol", "quic"])
+        .args(["--rate", "80", "--duration", "6s", "--flows", "4", "--migrate-at", "4s", "--report"])
+        .arg(&report)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = lab.anyedge(&["lab", "kill", "pop/paris"]);
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let out = probe.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["connections_broken"], 0, "no connection broke: {r}");
+    assert_eq!(r["migrations"], 4, "{r}");
+    assert!(r["sent"].as_u64().unwrap() > 100 && r["received"] == r["sent"], "QUIC resent what the outage lost: {r}");
+    assert_eq!(r["flows_backend_changed"], 0, "Warsaw sent each connection to the node that holds it: {r}");
+    let gaps: Vec<f64> = r["longest_gap_ms"].as_array().unwrap().iter().map(|g| g.as_f64().unwrap()).collect();
+    assert!(gaps.iter().all(|&g| g > 200.0), "each flow saw the outage: {gaps:?}");
+    assert_eq!(quic_handshakes(&lab).1, 4, "no connection shook hands again");
+}

@@ -5,25 +5,41 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Default)]
-pub struct Drops(Arc<Mutex<BTreeMap<&'static str, u64>>>, Arc<Mutex<Option<serde_json::Value>>>);
+pub struct Drops(Arc<Mutex<BTreeMap<&'static str, u64>>>, Sections);
+
+/// Further sections of a node's status (`sync`, `quic`), by name.
+type Sections = Arc<Mutex<BTreeMap<&'static str, serde_json::Value>>>;
 
 impl Drops {
     /// A CLB node's connection-table sync counters, for `status`.
     pub fn set_sync(&self, stats: &anyedge_region::sync::SyncStats) {
-        if let Ok(mut s) = self.1.lock() {
-            *s = Some(serde_json::json!({
+        self.set_section(
+            "sync",
+            serde_json::json!({
                 "messages_sent": stats.messages_sent,
                 "bytes_sent": stats.bytes_sent,
                 "messages_received": stats.messages_received,
                 "bytes_received": stats.bytes_received,
                 "flows_adopted": stats.flows_adopted,
                 "queue_overflow": stats.queue_overflow,
-            }));
+            }),
+        );
+    }
+
+    /// A CLB node's QUIC connections now and handshakes so far, for `status`.
+    pub fn set_quic(&self, (connections, handshakes): (usize, u64)) {
+        self.set_section("quic", serde_json::json!({ "connections": connections, "handshakes": handshakes }));
+    }
+
+    fn set_section(&self, name: &'static str, value: serde_json::Value) {
+        if let Ok(mut s) = self.1.lock() {
+            s.insert(name, value);
         }
     }
 
-    pub fn sync_json(&self) -> Option<serde_json::Value> {
-        self.1.lock().ok().and_then(|s| s.clone())
+    /// The status sections set so far.
+    pub fn sections(&self) -> BTreeMap<&'static str, serde_json::Value> {
+        self.1.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Counts a core's refusal, if it refused.

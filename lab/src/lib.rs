@@ -16,6 +16,7 @@ pub mod probe;
 pub mod probing;
 pub mod realtime;
 pub mod router;
+pub mod servers;
 pub mod setup;
 pub mod shaper;
 pub mod watch;

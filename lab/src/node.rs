@@ -130,8 +130,8 @@ async fn serve_control(
                     "uptime_ms": started.elapsed().as_millis() as u64,
                     "drops": drops.to_json(),
                 });
-                if let Some(sync) = drops.sync_json() {
-                    status["sync"] = sync;
+                for (section, value) in drops.sections() {
+                    status[section] = value;
                 }
                 if let Some(a) = &applied {
                     status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
@@ -448,6 +448,9 @@ async fn run_clb(
     answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
     mark_ready(ready)?;
     let (mut pbuf, mut bbuf, mut sbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    // QUIC connections and handshakes, as `status` last showed them.
+    let mut quic_seen = (0, 0);
+    drops.set_quic(quic_seen);
     loop {
         let core_wake =
             core.poll_timeout().map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
@@ -548,6 +551,11 @@ async fn run_clb(
             }
         }
         while core.poll_event().is_some() {}
+        let quic = core.quic_connections();
+        if quic != quic_seen {
+            quic_seen = quic;
+            drops.set_quic(quic);
+        }
     }
 }
 
@@ -593,7 +601,7 @@ async fn run_backend(
         .ok_or("backend host without a backbone id")?;
     let mut keyring = auth_from_now(keys).keyring(me, 0);
     let clbs = clb_ids(t, plan);
-    let toa = ToaSeen::default();
+    let toa = crate::servers::ToaSeen::default();
     // Security groups bound to this instance, as the simulator applies them.
     let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
     let mut firewall = (!groups.is_empty()).then(|| anyedge_region::security::Firewall::new(groups));
@@ -615,11 +623,11 @@ async fn run_backend(
         let direct = plan.backend_direct_addr(ip).ok_or("backend without a region address")?;
         for local in [addr, SocketAddr::new(IpAddr::V4(direct), port)] {
             let udp = Arc::new(UdpSocket::bind(local).await.map_err(|e| format!("bind udp {local}: {e}"))?);
-            tokio::spawn(udp_echo(udp, addr));
+            tokio::spawn(crate::servers::udp_echo(udp, addr));
         }
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
-        tokio::spawn(tcp_server(tcp, addr, toa.clone()));
+        tokio::spawn(crate::servers::tcp_server(tcp, addr, toa.clone()));
     }
     mark_ready(ready)?;
     // Client endpoint → the CLB node that last forwarded its packets (the way back).
@@ -666,69 +674,6 @@ async fn run_backend(
                 }
             }
         }
-    }
-}
-
-/// What a built-in server adds to a reply: who answered and whom it saw.
-pub fn identity_trailer(backend: SocketAddr, client: SocketAddr) -> String {
-    format!("|be={backend}|cl={client}")
-}
-
-async fn udp_echo(sock: Arc<UdpSocket>, addr: SocketAddr) {
-    let mut buf = vec![0u8; MTU_BUF];
-    loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else { continue };
-        let mut reply = buf[..n].to_vec();
-        reply.extend_from_slice(identity_trailer(addr, from).as_bytes());
-        let _ = sock.send_to(&reply, from).await;
-    }
-}
-
-/// TCP peers (a CLB node's translated address and port) → the client the TOA option in
-/// their SYN named: what a backend reports as its client when the CLB had to SNAT.
-#[derive(Clone, Default)]
-struct ToaSeen(Arc<std::sync::Mutex<HashMap<SocketAddr, SocketAddr>>>);
-
-/// Connections whose TOA a host remembers at once; more start the table afresh.
-const TOA_SEEN_MAX: usize = 65_536;
-
-impl ToaSeen {
-    /// Notes the TOA option of an inner packet on its way to the host's kernel.
-    fn note(&self, packet: &[u8]) {
-        let (Ok(info), Some((ip, port))) = (inner::parse(packet), inner::read_toa(packet)) else { return };
-        if let Ok(mut seen) = self.0.lock() {
-            if seen.len() >= TOA_SEEN_MAX {
-                seen.clear();
-            }
-            seen.insert(SocketAddr::new(info.key.src, info.key.src_port), SocketAddr::new(ip, port));
-        }
-    }
-
-    /// The client behind TCP peer `peer`: the TOA it sent, else the peer itself.
-    fn client(&self, peer: SocketAddr) -> SocketAddr {
-        self.0.lock().ok().and_then(|s| s.get(&peer).copied()).unwrap_or(peer)
-    }
-}
-
-async fn tcp_server(listener: TcpListener, addr: SocketAddr, toa: ToaSeen) {
-    loop {
-        let Ok((mut stream, peer)) = listener.accept().await else { continue };
-        let _ = stream.set_nodelay(true);
-        let client = toa.client(peer);
-        tokio::spawn(async move {
-            // Framing: a fixed-size request; the reply echoes it, then a length-prefixed
-            // identity trailer naming the client (from TOA when the CLB translated).
-            let mut request = [0u8; crate::probe::REQUEST_LEN];
-            while stream.read_exact(&mut request).await.is_ok() {
-                let trailer = identity_trailer(addr, client);
-                let mut reply = request.to_vec();
-                reply.extend_from_slice(&(trailer.len() as u16).to_be_bytes());
-                reply.extend_from_slice(trailer.as_bytes());
-                if stream.write_all(&reply).await.is_err() {
-                    break;
-                }
-            }
-        });
     }
 }
 

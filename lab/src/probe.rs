@@ -23,6 +23,38 @@ pub enum Protocol {
     Tcp,
     /// TCP inside TLS (a `tcp-ssl` listener): the same requests once the handshake is done.
     TcpSsl,
+    /// HTTP/1.1 requests on kept-alive connections (an `http` listener).
+    Http,
+    /// HTTP/1.1 inside TLS (an `https` listener).
+    Https,
+    /// A QUIC connection per flow (quinn), the requests on one bidirectional stream.
+    Quic,
+}
+
+impl Protocol {
+    /// The protocol a `--protocol` name stands for.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        Some(match name {
+            "udp" => Protocol::Udp,
+            "tcp" => Protocol::Tcp,
+            "tcp-ssl" => Protocol::TcpSsl,
+            "http" => Protocol::Http,
+            "https" => Protocol::Https,
+            "quic" => Protocol::Quic,
+            _ => return None,
+        })
+    }
+
+    /// Every name `from_name` takes.
+    pub const NAMES: [&'static str; 6] = ["udp", "tcp", "http", "https", "tcp-ssl", "quic"];
+
+    fn tls(self) -> bool {
+        matches!(self, Protocol::TcpSsl | Protocol::Https | Protocol::Quic)
+    }
+
+    fn http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
+    }
 }
 
 /// How a `tcp-ssl` probe does TLS: the CA it trusts and, for `mtls: true` listeners, the
@@ -73,8 +105,11 @@ pub struct ProbeConfig {
     pub window: Option<usize>,
     /// Run SCHED_FIFO (see [`crate::realtime`]), so the probe's own waits stay out of the figures.
     pub realtime: bool,
-    /// `tcp-ssl`: whom to trust and what to present.
+    /// `tcp-ssl`, `https`, `quic`: whom to trust and what to present.
     pub tls: TlsFiles,
+    /// QUIC: when each flow moves its connection to a new local port (a phone going
+    /// from Wi-Fi to 4G), keeping the connection.
+    pub migrate_at: Option<Duration>,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -94,7 +129,16 @@ pub struct ProbeReport {
     pub loss_pct: f64,
     pub rtt_us: Option<RttUs>,
     pub backends: BTreeMap<String, u64>,
+    /// The client addresses the backends took for the client: the first X-Forwarded-For
+    /// address (HTTP), else the TOA option's (TCP SSL, QUIC), else the packets' source.
     pub client_addrs_seen: Vec<String>,
+    /// HTTP(S): the X-Forwarded-For headers the backends received.
+    pub forwarded_for_seen: Vec<String>,
+    /// The client addresses (IP:port) backends learned from the TOA option of the CLB's
+    /// connection to them (TCP SSL, QUIC, where the CLB speaks TCP on the client's behalf).
+    pub toa_seen: Vec<String>,
+    /// QUIC: how many flows moved to a new local port (`--migrate-at`).
+    pub migrations: u64,
     pub connections_opened: u64,
     /// Flows (source ports, TCP connections) answered by one backend and later by another.
     pub flows_backend_changed: u64,
@@ -124,6 +168,9 @@ struct Tally {
     hist: Option<Histogram<u64>>,
     backends: BTreeMap<String, u64>,
     clients: BTreeSet<String>,
+    forwarded_for: BTreeSet<String>,
+    toa: BTreeSet<String>,
+    migrations: u64,
     /// Per flow: the backend that answered it first, and whether another answered later.
     flow_backends: BTreeMap<usize, (String, bool)>,
     /// Per flow: when its last reply came (µs since start), and the longest gap so far.
@@ -157,6 +204,10 @@ impl Tally {
                 && let Ok(addr) = c.parse::<SocketAddr>()
             {
                 self.clients.insert(addr.ip().to_string());
+            } else if let Some(xff) = part.strip_prefix("xff=") {
+                self.forwarded_for.insert(xff.to_string());
+            } else if let Some(toa) = part.strip_prefix("toa=") {
+                self.toa.insert(toa.to_string());
             }
         }
     }
@@ -171,7 +222,8 @@ pub fn run(config: &ProbeConfig) -> Result<ProbeReport, String> {
     rt.block_on(async {
         match config.protocol {
             Protocol::Udp => udp(config).await,
-            Protocol::Tcp | Protocol::TcpSsl => tcp(config).await,
+            Protocol::Quic => quic(config).await,
+            _ => tcp(config).await,
         }
     })
 }
@@ -271,26 +323,101 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
 trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
 
+/// How long a flow waits for its connection, its handshake or an answer.
+const WAIT: Duration = Duration::from_secs(5);
+
 /// Connects a flow: TCP, and a TLS handshake on it when `tls` is given.
 async fn connect(
     target: SocketAddr,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<(Box<dyn Conn>, SocketAddr), String> {
-    let stream = TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
+    let stream = tokio::time::timeout(WAIT, TcpStream::connect(target))
+        .await
+        .map_err(|_| format!("connect {target}: no answer in {} s", WAIT.as_secs()))?
+        .map_err(|e| format!("connect {target}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(|e| e.to_string())?;
     let Some(config) = tls else { return Ok((Box::new(stream), local)) };
     let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
-    let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await;
+    let tls = tokio::time::timeout(WAIT, tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream))
+        .await
+        .map_err(|_| format!("TLS with {target}: no handshake in {} s", WAIT.as_secs()))?;
     Ok((Box::new(tls.map_err(|e| format!("TLS with {target}: {e}"))?), local))
 }
 
+/// What one flow's requests and replies look like on its byte stream.
+#[derive(Clone, Copy)]
+enum Framing {
+    /// The probe's own: a fixed-size request, its echo and a length-prefixed trailer.
+    Plain,
+    /// HTTP/1.1: the request as a POST body, the reply as the response body.
+    Http(SocketAddr),
+}
+
+/// One flow's exchange loop, paced at `per_flow`, until the run ends or the stream breaks.
+/// `migrate`: a QUIC flow's endpoint and when to move it to a new local port.
+async fn run_flow(
+    (f, start, duration, per_flow): (usize, Instant, Duration, Duration),
+    stream: (impl tokio::io::AsyncRead + Unpin, impl tokio::io::AsyncWrite + Unpin),
+    framing: Framing,
+    tally: Arc<Mutex<Tally>>,
+    mut migrate: Option<(Duration, quinn::Endpoint)>,
+) -> u64 {
+    let (rd, mut wr) = stream;
+    let mut rd = tokio::io::BufReader::new(rd);
+    let mut sent = 0u64;
+    let mut next = tokio::time::Instant::now();
+    while start.elapsed() < duration {
+        if let Some((at, endpoint)) = &migrate
+            && start.elapsed() >= *at
+        {
+            // A new socket on a new port: the server sees the connection's packets come
+            // from a new address and validates the path.
+            let moved = std::net::UdpSocket::bind(any_port(endpoint.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())))
+                .and_then(|sock| sock.set_nonblocking(true).and_then(|()| endpoint.rebind(sock)));
+            if moved.is_ok() {
+                tally.lock().await.migrations += 1;
+            }
+            migrate = None;
+        }
+        let req = request(sent, start);
+        let wrote = match framing {
+            Framing::Plain => wr.write_all(&req).await,
+            Framing::Http(target) => {
+                let head = format!("POST /probe HTTP/1.1\r\nHost: {target}\r\nContent-Length: {}\r\n\r\n", req.len());
+                let mut bytes = head.into_bytes();
+                bytes.extend_from_slice(&req);
+                wr.write_all(&bytes).await
+            }
+        };
+        if wrote.is_err() {
+            tally.lock().await.broken += 1;
+            break;
+        }
+        sent += 1;
+        let reply = match framing {
+            Framing::Plain => tokio::time::timeout(WAIT, read_reply(&mut rd)).await,
+            Framing::Http(_) => tokio::time::timeout(WAIT, read_http_reply(&mut rd)).await,
+        };
+        match reply {
+            Ok(Ok(reply)) => tally.lock().await.reply(f, &reply, start),
+            // A broken or silent connection ends this flow.
+            _ => {
+                tally.lock().await.broken += 1;
+                break;
+            }
+        }
+        next += per_flow;
+        tokio::time::sleep_until(next).await;
+    }
+    sent
+}
+
+/// TCP, TCP SSL, HTTP and HTTPS: a connection per flow.
 async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     let start = Instant::now();
-    let tls = match config.protocol {
-        Protocol::TcpSsl => Some(config.tls.client_config()?),
-        _ => None,
-    };
+    let tls = if config.protocol.tls() { Some(config.tls.client_config()?) } else { None };
+    let framing = if config.protocol.http() { Framing::Http(config.target) } else { Framing::Plain };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let flows = config.flows.max(1);
     let per_flow = Duration::from_secs_f64(flows as f64 / config.rate_per_s.max(0.001));
@@ -301,29 +428,54 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         if f == 0 {
             source = local.ip().to_string();
         }
-        let (t, duration) = (tally.clone(), config.duration);
+        let pace = (f, start, config.duration, per_flow);
+        let t = tally.clone();
+        tasks.push(tokio::spawn(async move { run_flow(pace, tokio::io::split(stream), framing, t, None).await }));
+    }
+    let mut sent = 0;
+    for task in tasks {
+        sent += task.await.unwrap_or(0);
+    }
+    let t = tally.lock().await;
+    Ok(report(source, sent, &t, flows as u64))
+}
+
+/// QUIC: an endpoint (a local port) and a connection per flow, the requests on one
+/// bidirectional stream in the probe's framing (the CLB relays the stream to the backend
+/// over TCP).
+async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
+    use quinn::crypto::rustls::QuicClientConfig;
+    let start = Instant::now();
+    let tls = config.tls.client_config()?;
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC set-up: {e}"))?;
+    let client = quinn::ClientConfig::new(Arc::new(crypto));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let flows = config.flows.max(1);
+    let per_flow = Duration::from_secs_f64(flows as f64 / config.rate_per_s.max(0.001));
+    let mut tasks = Vec::new();
+    let mut source = String::new();
+    let target = config.target;
+    for f in 0..flows {
+        let local: SocketAddr = any_port(target).parse().map_err(|e| format!("{e}"))?;
+        let mut endpoint = quinn::Endpoint::client(local).map_err(|e| format!("QUIC endpoint: {e}"))?;
+        endpoint.set_default_client_config(client.clone());
+        let connecting =
+            endpoint.connect(target, &target.ip().to_string()).map_err(|e| format!("QUIC to {target}: {e}"))?;
+        let conn = tokio::time::timeout(WAIT, connecting)
+            .await
+            .map_err(|_| format!("QUIC to {target}: no handshake in {} s", WAIT.as_secs()))?
+            .map_err(|e| format!("QUIC to {target}: {e}"))?;
+        let (send, recv) = conn.open_bi().await.map_err(|e| format!("QUIC stream to {target}: {e}"))?;
+        if f == 0 {
+            source = endpoint.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        }
+        let pace = (f, start, config.duration, per_flow);
+        let migrate = config.migrate_at.map(|at| (at, endpoint.clone()));
+        let t = tally.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut rd, mut wr) = tokio::io::split(stream);
-            let mut sent = 0u64;
-            let mut next = tokio::time::Instant::now();
-            while start.elapsed() < duration {
-                if wr.write_all(&request(sent, start)).await.is_err() {
-                    t.lock().await.broken += 1;
-                    break;
-                }
-                sent += 1;
-                let wait = tokio::time::timeout(Duration::from_secs(5), read_reply(&mut rd)).await;
-                match wait {
-                    Ok(Ok(reply)) => t.lock().await.reply(f, &reply, start),
-                    // A broken or silent connection ends this flow.
-                    _ => {
-                        t.lock().await.broken += 1;
-                        break;
-                    }
-                }
-                next += per_flow;
-                tokio::time::sleep_until(next).await;
-            }
+            let sent = run_flow(pace, (recv, send), Framing::Plain, t, migrate).await;
+            conn.close(0u32.into(), b"done");
+            endpoint.wait_idle().await;
             sent
         }));
     }
@@ -347,6 +499,20 @@ async fn read_reply(rd: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Re
     Ok(reply)
 }
 
+/// One HTTP response's body (the echoed request and the identity trailer); an error for
+/// anything but a 200.
+async fn read_http_reply(rd: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    use crate::servers::{content_length, read_http_head};
+    let head = read_http_head(rd).await?.ok_or(std::io::ErrorKind::UnexpectedEof)?;
+    if !head.starts_with("HTTP/1.1 200 ") && !head.starts_with("HTTP/1.0 200 ") {
+        let status = head.lines().next().unwrap_or_default().to_string();
+        return Err(std::io::Error::other(status));
+    }
+    let mut body = vec![0u8; content_length(&head)? as usize];
+    rd.read_exact(&mut body).await?;
+    Ok(body)
+}
+
 fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport {
     let rtt_us = t.hist.as_ref().map(|h| RttUs {
         p50: h.value_at_quantile(0.5),
@@ -364,6 +530,9 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         rtt_us,
         backends: t.backends.clone(),
         client_addrs_seen: t.clients.iter().take(16).cloned().collect(),
+        forwarded_for_seen: t.forwarded_for.iter().take(16).cloned().collect(),
+        toa_seen: t.toa.iter().take(16).cloned().collect(),
+        migrations: t.migrations,
         connections_opened: connections,
         flows_backend_changed: t.flow_backends.values().filter(|(_, changed)| *changed).count() as u64,
         connections_broken: t.broken,

@@ -426,6 +426,9 @@ pub struct Status {
     /// Each running CLB node's connection-table sync with its region's other nodes
     /// (messages and bytes each way, flows adopted, queue overflow).
     pub sync: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Each running CLB node's QUIC connections now and handshakes it has accepted (a
+    /// migrating client adds none).
+    pub quic: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 pub fn status(file: &Path) -> Result<Status, String> {
@@ -434,6 +437,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut nodes = BTreeMap::new();
     let mut drops = BTreeMap::new();
     let mut sync = BTreeMap::new();
+    let mut quic = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
@@ -446,6 +450,11 @@ pub fn status(file: &Path) -> Result<Status, String> {
         if let Some(synced) = synced {
             sync.insert(n.name.clone(), synced);
         }
+        let held: Option<BTreeMap<String, u64>> =
+            answer.as_ref().and_then(|a| serde_json::from_value(a["quic"].clone()).ok());
+        if let Some(held) = held {
+            quic.insert(n.name.clone(), held);
+        }
         nodes.insert(n.name.clone(), if answer.is_some() { "running" } else { "stopped" });
     }
     Ok(Status {
@@ -454,6 +463,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
         nodes,
         drops,
         sync,
+        quic,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }

@@ -48,7 +48,7 @@ impl Framer {
             }
             let before = self.head.len();
             self.head.extend_from_slice(data);
-            let Some(end) = self.head.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+            let Some(end) = http_head_end(&self.head) else {
                 if self.head.len() > HEAD_MAX {
                     return Err(());
                 }
@@ -96,6 +96,24 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Option<(Vec<u8>, u64)>
     }
     out.push_str("\r\n");
     Some((out.into_bytes(), body))
+}
+
+/// Whether bytes open an HTTP request (rather than the plain request protocol).
+pub fn looks_like_http(start: &[u8]) -> bool {
+    [&b"GET "[..], b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC"].iter().any(|m| start.starts_with(m))
+}
+
+/// Where an HTTP head ends (just past the blank line), if it has.
+pub fn http_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// A header's value in an HTTP head (first occurrence, case-insensitive name).
+pub fn http_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// The TLS identity an HTTPS listener presents.

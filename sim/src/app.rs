@@ -97,23 +97,7 @@ pub fn parse_identity(p: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
 /// Longest HTTP request head a simulated server reads.
 pub const HTTP_HEAD_MAX: usize = 16 * 1024;
 
-/// Whether bytes open an HTTP request (rather than the plain request protocol).
-pub fn looks_like_http(start: &[u8]) -> bool {
-    [&b"GET "[..], b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC"].iter().any(|m| start.starts_with(m))
-}
-
-/// Where an HTTP head ends (just past the blank line), if it has.
-pub fn http_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// A header's value in an HTTP head (first occurrence, case-insensitive name).
-pub fn http_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.split("\r\n").skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
+pub use anyedge_region::l7::{http_head_end, http_header, looks_like_http};
 
 /// What a simulated HTTP server does with one request head.
 pub struct HttpAnswer {

@@ -71,6 +71,11 @@ impl Lab {
 
     /// Runs `anyedge probe` inside a client's namespace and returns its report.
     pub fn probe(&self, client: &str, target: &str, protocol: &str, flows: usize) -> Value {
+        self.probe_with(client, target, protocol, flows, &[])
+    }
+
+    /// `probe` with further arguments (`--migrate-at 1s`).
+    pub fn probe_with(&self, client: &str, target: &str, protocol: &str, flows: usize, extra: &[&str]) -> Value {
         let report = self.dir.join(format!("probe-{client}-{protocol}.json"));
         let out = Command::new(exe())
             .args(["lab", "exec"])
@@ -91,6 +96,7 @@ impl Lab {
             ])
             .args(["--flows", &flows.to_string(), "--report"])
             .arg(&report)
+            .args(extra)
             .output()
             .expect("runs");
         assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
