@@ -69,6 +69,7 @@ fn clb() -> Clb {
             weight: 10,
             health: None,
             snat: false,
+            behind_nat: false,
         }],
         persistence_ns: None,
         layer7: false,

@@ -546,3 +546,86 @@ fn mutual_tls_only_on_listeners_that_terminate_tls() {
         "true or false",
     );
 }
+
+/// small.yaml with two NAT gateways (frankfurt's `egress`, madrid's `far`), a madrid
+/// region, and one more `web` backend on the internet written as `backend`.
+fn with_gateways(backend: &str) -> String {
+    let text = with(
+        "regions:\n",
+        "nat_gateways:\n  - { name: egress, region: frankfurt, public: 198.18.99.1 }\n  - { name: far, region: madrid, public: 198.18.99.2 }\n\nregions:\n",
+    );
+    let text = text.replacen(
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+        &format!("        - {{ address: 198.19.20.11, port: 8080, weight: 30 }}\n        - {backend}\n"),
+        1,
+    );
+    text.replacen(
+        "\nbackbone:",
+        "  - name: madrid\n    location: [40.417, -3.704]\n    backends:\n      api:\n        - { address: 198.19.30.1, port: 80 }\n\nbackbone:",
+        1,
+    )
+}
+
+/// The 1-based line of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("the needle is in the text") + 1
+}
+
+#[test]
+fn public_internet_backends_name_a_gateway_of_their_own_region_or_the_router() {
+    use anyedge_topology::{Egress, Site};
+    let ok = topology::parse_str("t.yaml", &with_gateways("{ address: 198.51.100.7, port: 8080, via: nat/egress }"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.nat_gateways.len(), 2);
+    assert_eq!(ok.nat_gateways[0].public.to_string(), "198.18.99.1");
+    assert_eq!(ok.regions[0].backend_groups[1].backends[2].site, Site::Internet(Egress::Nat(0)));
+    let routed = topology::parse_str("t.yaml", &with_gateways("{ address: 198.51.100.7, port: 8080, via: router }"));
+    assert_eq!(routed.unwrap().regions[0].backend_groups[1].backends[2].site, Site::Internet(Egress::Router));
+
+    for (backend, reason) in [
+        (
+            "{ address: 198.51.100.7, port: 8080, via: nat/nope }",
+            "no NAT gateway `nope` (declare it under nat_gateways)",
+        ),
+        ("{ address: 198.51.100.7, port: 8080, via: nat/far }", "NAT gateway `far` is in region `madrid`"),
+        ("{ address: 198.51.100.7, port: 8080, via: sideways }", "is not `router` or `nat/NAME`"),
+        ("{ address: '2001:db8::7', port: 8080, via: router }", "public-internet backends are IPv4"),
+        ("{ address: 198.51.100.7, port: 8080, via: router, region: madrid }", "lives on the internet"),
+        ("{ address: 198.19.20.10, port: 9090, via: router }", "198.19.20.10 is bound without via elsewhere"),
+    ] {
+        let text = with_gateways(backend);
+        expect(&text, line_of(&text, "via:"), "backends.web[2].via", reason);
+    }
+    let text = with_gateways("{ address: 198.51.100.7, port: 8080, via: nat/egress }")
+        .replace("region: madrid, public", "region: lisbon, public");
+    expect(&text, line_of(&text, "region: lisbon"), "nat_gateways[1].region", "unknown region `lisbon`");
+}
+
+#[test]
+fn anyedge_validate_refuses_a_backend_behind_an_unknown_gateway_with_exit_2() {
+    let dir = std::env::temp_dir().join(format!("anyedge-via-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("via.yaml");
+    let text = with_gateways("{ address: 198.51.100.7, port: 8080, via: nat/nope }");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = line_of(&text, "nat/nope");
+    assert!(stderr.contains(&format!("via.yaml:{line}:")) && stderr.contains("backends.web[2].via"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_quic_listener_refuses_a_backend_group_with_ipv6_members() {
+    let text = with(
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: quic, port: 4433, backends: web }",
+    )
+    .replacen(
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n        - { address: 'fd00:20::11', port: 8080 }\n",
+        1,
+    );
+    expect(&text, line_of(&text, "protocol: quic"), "listeners[2].backends", "QUIC listeners reach IPv4 backends only");
+}

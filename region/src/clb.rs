@@ -683,7 +683,15 @@ impl Clb {
                     packet = inner::insert_tcp_option(&packet, &toa).unwrap_or(packet);
                 }
             }
-            None => inner::rewrite(&mut packet, None, Some(to))?,
+            None => {
+                inner::rewrite(&mut packet, None, Some(to))?;
+                if self.listeners[li].bindings[binding].backend.behind_nat && info.tcp.is_some_and(|f| f.syn && !f.ack)
+                {
+                    // A NAT gateway will put its address in place of the client's.
+                    let toa = inner::toa_option((key.src, key.src_port));
+                    packet = inner::insert_tcp_option(&packet, &toa).unwrap_or(packet);
+                }
+            }
         }
         self.outputs.push_back(Output::ToBackend { backend, bytes: packet });
         Ok(())
@@ -1213,7 +1221,13 @@ mod tests {
     fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
         let backends = [B1, B2]
             .iter()
-            .map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None, snat: false })
+            .map(|a| BackendConfig {
+                addr: a.parse().unwrap(),
+                weight: 10,
+                health: None,
+                snat: false,
+                behind_nat: false,
+            })
             .collect();
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
@@ -1523,6 +1537,24 @@ mod tests {
         let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
+    }
+
+    #[test]
+    fn backends_behind_a_nat_gateway_get_the_client_in_a_toa_option_and_the_client_as_source() {
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+        for b in &mut c.listeners[0].backends {
+            b.behind_nat = true;
+        }
+        let mut clb = Clb::new(c, 0);
+        clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
+        let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        // The gateway translates the source; the node leaves it alone and names the client.
+        assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.64.7".parse::<IpAddr>().unwrap());
+        assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
+        // Only the SYN carries it.
+        clb.handle_direct(0, tcp_segment(4000, TcpControl::None)).unwrap();
+        let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        assert_eq!(inner::read_toa(&bytes), None);
     }
 
     #[test]

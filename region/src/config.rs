@@ -43,6 +43,9 @@ pub struct BackendConfig {
     /// Reached through SNAT (an on-premises backend): it sees an address the CLB owns;
     /// TCP backends get the client address in a TOA option.
     pub snat: bool,
+    /// Reached through a NAT gateway that translates the source on the way: the backend
+    /// cannot see the client's address, so TCP names it in a TOA option.
+    pub behind_nat: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ pub mod cidr;
 pub mod clb;
 pub mod config;
 pub mod conn_table;
+pub mod gateway;
 pub mod health;
 pub mod identity;
 pub mod l7;

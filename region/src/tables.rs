@@ -194,7 +194,13 @@ mod tests {
             scheduler: SchedulerKind::Wrr,
             backends: backends
                 .iter()
-                .map(|a| BackendConfig { addr: a.parse().unwrap(), weight: 10, health: None, snat: false })
+                .map(|a| BackendConfig {
+                    addr: a.parse().unwrap(),
+                    weight: 10,
+                    health: None,
+                    snat: false,
+                    behind_nat: false,
+                })
                 .collect(),
             persistence_ns: None,
             layer7: false,

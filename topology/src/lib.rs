@@ -26,6 +26,7 @@ pub struct Topology {
     pub pops: Vec<PopSite>,
     pub regions: Vec<Region>,
     pub idcs: Vec<Idc>,
+    pub nat_gateways: Vec<NatGateway>,
     pub backbone: Backbone,
     pub internet: Internet,
     pub clients: Vec<ClientGroup>,
@@ -181,6 +182,30 @@ pub enum Site {
     Region(usize),
     /// In an on-premises IDC (index into `idcs`), over the backbone through SNAT.
     Idc(usize),
+    /// On the public internet, reached by its public address.
+    Internet(Egress),
+}
+
+/// How a CLB node reaches a backend on the public internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// Through a NAT gateway (index into `nat_gateways`) of the binding region: the
+    /// backend sees the gateway's public address (TCP names the client in a TOA option).
+    Nat(usize),
+    /// Through the region's router (a route-table entry whose next hop is a router), no
+    /// translation: the backend sees the client's address, and the CLB node's for
+    /// health checks.
+    Router,
+}
+
+/// A NAT gateway of a region (`nat_gateways:`): CLB nodes reach public-internet backends
+/// through it, translated to its public address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatGateway {
+    pub name: String,
+    /// Index into `Topology::regions`.
+    pub region: usize,
+    pub public: IpAddr,
 }
 
 /// An on-premises data centre that backends may live in.

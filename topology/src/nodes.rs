@@ -12,7 +12,7 @@ use anyedge_region::l7::TlsTermination;
 use anyedge_region::quic_listener::QuicTermination;
 use anyedge_region::{BackendConfig, ClbConfig, ListenerConfig};
 
-use crate::{ListenerProtocol, SgBinding, Site, Topology};
+use crate::{Egress, ListenerProtocol, SgBinding, Site, Topology};
 
 /// A CLB node's own addresses (health probes and, by default, SNAT come from them).
 #[derive(Debug, Clone, Copy)]
@@ -113,8 +113,50 @@ pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
         .iter()
         .enumerate()
         .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
-    let hosts = backend_hosts(t).into_iter().map(|(_, id)| id);
+    let mut hosts: Vec<NodeId> = Vec::new();
+    for (_, id) in backend_hosts(t) {
+        // A gateway stands for every internet backend behind it: once.
+        if !hosts.contains(&id) {
+            hosts.push(id);
+        }
+    }
     pops.chain(clbs).chain(hosts).collect()
+}
+
+/// Host numbers (12 bits on the wire) of egress nodes: NAT gateway `g` is
+/// `GATEWAY_HOST_BASE + g` among its
+/// region's backbone hosts, the region's router `ROUTER_HOST`.
+pub const GATEWAY_HOST_BASE: u16 = 0xF00;
+pub const ROUTER_HOST: u16 = 0xFFF;
+
+/// The backbone node that carries a CLB node's packets to the internet: NAT gateway `g`,
+/// or region `r`'s router. To the CLB it is the backend host of every internet backend
+/// behind it (it seals and opens the backend leg).
+pub fn egress_node(t: &Topology, r: usize, egress: Egress) -> NodeId {
+    match egress {
+        Egress::Nat(g) => {
+            NodeId::Backend { region: t.nat_gateways[g].region as u16, host: GATEWAY_HOST_BASE + g as u16 }
+        }
+        Egress::Router => NodeId::Backend { region: r as u16, host: ROUTER_HOST },
+    }
+}
+
+/// Every egress node (NAT gateways, region routers) carrying a backend, with its region,
+/// the egress and the internet backends' addresses behind it, in file order.
+pub fn egress_nodes(t: &Topology) -> Vec<(usize, Egress, Vec<IpAddr>)> {
+    let mut out: Vec<(usize, Egress, Vec<IpAddr>)> = Vec::new();
+    for (r, region) in t.regions.iter().enumerate() {
+        for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+            let Site::Internet(e) = b.site else { continue };
+            let ip = b.addr.ip();
+            match out.iter_mut().find(|(rr, ee, _)| *rr == r && *ee == e) {
+                Some((_, _, ips)) if ips.contains(&ip) => {}
+                Some((_, _, ips)) => ips.push(ip),
+                None => out.push((r, e, vec![ip])),
+            }
+        }
+    }
+    out
 }
 
 /// Every backend host (a distinct backend address) and its id: numbered per region, in
@@ -124,7 +166,12 @@ pub fn backend_hosts(t: &Topology) -> Vec<(IpAddr, NodeId)> {
     for (r, region) in t.regions.iter().enumerate() {
         let mut n = 0u16;
         for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
-            if !hosts.iter().any(|(ip, _)| *ip == b.addr.ip()) {
+            if hosts.iter().any(|(ip, _)| *ip == b.addr.ip()) {
+                continue;
+            }
+            if let Site::Internet(e) = b.site {
+                hosts.push((b.addr.ip(), egress_node(t, r, e)));
+            } else {
                 hosts.push((b.addr.ip(), NodeId::Backend { region: r as u16, host: n }));
                 n += 1;
             }
@@ -195,6 +242,7 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
                         weight: b.weight,
                         health: group.health.clone(),
                         snat: matches!(b.site, Site::Idc(_)),
+                        behind_nat: matches!(b.site, Site::Internet(Egress::Nat(_))),
                     })
                     .collect()
             };

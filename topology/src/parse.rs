@@ -42,7 +42,7 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
         Ok(root) => root,
         Err(e) => return Err(vec![load_error(&e)]),
     };
-    let mut p = Parser { diags: Vec::new() };
+    let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
     let topology = p.topology(&root);
     match topology {
         Some(t) if p.diags.is_empty() => Ok(t),
@@ -105,12 +105,15 @@ impl<'a> Obj<'a> {
 
 struct Parser {
     diags: Vec<Diagnostic>,
+    /// Each backend address bound so far and whether (and how) it is on the internet.
+    paths: Vec<(IpAddr, Option<Egress>)>,
 }
 
 /// Places a backend may live, for resolving `region:` and `idc:`.
 struct Sites<'t> {
     regions: &'t [String],
     idcs: &'t [Idc],
+    nat_gateways: &'t [NatGateway],
 }
 
 /// Names found so far, for resolving references.
@@ -309,6 +312,7 @@ impl Parser {
             "pops",
             "regions",
             "idcs",
+            "nat_gateways",
             "backbone",
             "internet",
             "clients",
@@ -327,7 +331,8 @@ impl Parser {
         let duration_ns = self.duration_within(&top, "duration", 60 * S, MS, 24 * 3600 * S);
         let pops = self.pops(&top);
         let idcs = self.idcs(&top);
-        let regions = self.regions(&top, &idcs);
+        let nat_gateways = self.nat_gateways(&top);
+        let regions = self.regions(&top, &idcs, &nat_gateways);
         let control = self.control(&top, &pops, &regions);
         let names = Names { pops: &pops, regions: &regions, control_nodes: control.as_ref().map_or(0, |c| c.nodes) };
         let vips = self.vips(&top, &names);
@@ -355,6 +360,7 @@ impl Parser {
             pops,
             regions,
             idcs,
+            nat_gateways,
             backbone: backbone?,
             internet: internet?,
             clients,
@@ -457,16 +463,62 @@ impl Parser {
         out
     }
 
-    fn regions(&mut self, top: &Obj<'_>, idcs: &[Idc]) -> Vec<Region> {
+    /// The regions' names as written, before the regions are parsed: what `region:`
+    /// references resolve against.
+    fn region_names(top: &Obj<'_>) -> Vec<String> {
+        let Some(seq) = top.get("regions").and_then(|n| n.as_sequence()) else { return vec![] };
+        seq.iter()
+            .filter_map(|r| r.as_mapping().and_then(|m| m.get_scalar("name")).map(|n| n.as_str().to_string()))
+            .collect()
+    }
+
+    /// `nat_gateways: [{ name, region, public }]`.
+    fn nat_gateways(&mut self, top: &Obj<'_>) -> Vec<NatGateway> {
+        if top.get("nat_gateways").is_none() {
+            return vec![];
+        }
+        let region_names = Self::region_names(top);
+        let objs = self.list_of_objs(top, "nat_gateways", &["name", "region", "public"]);
+        let mut out: Vec<NatGateway> = Vec::new();
+        let mut seen = Vec::new();
+        for o in &objs {
+            let name = self.name(o);
+            let region = self.req(o, "region").and_then(|n| {
+                let r = self.str(n, &o.field("region"))?;
+                let i = region_names.iter().position(|x| x == r);
+                if i.is_none() {
+                    self.err(n.span(), &o.field("region"), format!("unknown region `{r}`"));
+                }
+                i
+            });
+            let public = self.req(o, "public").and_then(|n| {
+                let ip = self.parsed::<Ipv4Addr>(n, &o.field("public"), "an IPv4 address")?;
+                if let Some(other) = out.iter().find(|g| g.public == IpAddr::V4(ip)) {
+                    let reason = format!("{ip} is already the public address of NAT gateway `{}`", other.name);
+                    self.err(n.span(), &o.field("public"), reason);
+                }
+                Some(IpAddr::V4(ip))
+            });
+            if let Some(name) = name {
+                seen.push((name.clone(), o.map.span(), o.field("name")));
+                if let (Some(region), Some(public)) = (region, public) {
+                    out.push(NatGateway { name, region, public });
+                }
+            }
+        }
+        self.unique(&seen);
+        out
+    }
+
+    fn regions(&mut self, top: &Obj<'_>, idcs: &[Idc], nat_gateways: &[NatGateway]) -> Vec<Region> {
         let allowed = &["name", "location", "clb_nodes", "conn_table", "snat", "health", "backends"];
         let objs = self.list_of_objs(top, "regions", allowed);
         // Names first: a backend may live in a region defined further down.
-        let region_names: Vec<String> =
-            objs.iter().filter_map(|o| o.map.get_scalar("name").map(|n| n.as_str().to_string())).collect();
-        let sites = Sites { regions: &region_names, idcs };
+        let region_names = Self::region_names(top);
+        let sites = Sites { regions: &region_names, idcs, nat_gateways };
         let mut regions = Vec::new();
         let mut seen = Vec::new();
-        for o in &objs {
+        for (ri, o) in objs.iter().enumerate() {
             let name = self.name(o);
             let location = self.location(o);
             let clb_nodes = match o.get("clb_nodes") {
@@ -478,7 +530,9 @@ impl Parser {
                 None => Some(CONN_TABLE_DEFAULT),
             };
             let health = self.health(o, &HealthConfig::tcp(2 * S, S, 3, 3));
-            let groups = self.backend_groups(o, &sites, health.as_ref());
+            let region_index =
+                region_names.iter().position(|n| o.map.get_scalar("name").is_some_and(|x| x.as_str() == n));
+            let groups = self.backend_groups(o, &sites, region_index.unwrap_or(ri), health.as_ref());
             let snat = self.snat(o, &groups);
             // Kept when other fields are bad (already errors) so references still resolve.
             if let Some(name) = name {
@@ -610,6 +664,7 @@ impl Parser {
         &mut self,
         region: &Obj<'_>,
         sites: &Sites<'_>,
+        region_index: usize,
         region_health: Option<&HealthConfig>,
     ) -> Vec<BackendGroup> {
         let field = region.field("backends");
@@ -639,12 +694,34 @@ impl Parser {
             let mut backends: Vec<Backend> = Vec::new();
             for (i, item) in seq.iter().enumerate() {
                 let bfield = format!("{gfield}[{i}]");
-                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight", "region", "idc"]) else {
+                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight", "region", "idc", "via"]) else {
                     continue;
                 };
-                if let Some(b) = self.backend(&o, sites) {
+                if let Some(b) = self.backend(&o, sites, region_index) {
                     if backends.iter().any(|x| x.addr == b.addr) {
                         self.err(item.span(), &bfield, format!("backend {} is bound twice in this group", b.addr));
+                    }
+                    // One address, one way there: a host is either on the internet through
+                    // one egress, or not on it.
+                    let egress = match b.site {
+                        Site::Internet(e) => Some(e),
+                        _ => None,
+                    };
+                    let ip = b.addr.ip();
+                    match self.paths.iter().find(|(a, _)| *a == ip).map(|&(_, e)| e) {
+                        Some(before) if before != egress => {
+                            let say = |e: Option<Egress>| match e {
+                                Some(Egress::Nat(g)) => format!("via nat/{}", sites.nat_gateways[g].name),
+                                Some(Egress::Router) => "via router".to_string(),
+                                None => "without via".to_string(),
+                            };
+                            let reason =
+                                format!("{ip} is bound {} elsewhere: one host, one way to reach it", say(before));
+                            let span = o.get("via").map_or(item.span(), |n| n.span());
+                            self.err(span, &format!("{bfield}.via"), reason);
+                        }
+                        Some(_) => {}
+                        None => self.paths.push((ip, egress)),
                     }
                     backends.push(b);
                 }
@@ -657,7 +734,44 @@ impl Parser {
         groups
     }
 
-    fn backend(&mut self, o: &Obj<'_>, sites: &Sites<'_>) -> Option<Backend> {
+    /// A backend's `via:` — `nat/NAME` (a NAT gateway of region `region`) or `router`.
+    fn egress(
+        &mut self,
+        n: &Node,
+        field: &str,
+        sites: &Sites<'_>,
+        region: usize,
+        ip: Option<IpAddr>,
+    ) -> Option<Egress> {
+        let via = self.str(n, field)?;
+        if ip.is_some_and(|ip| !ip.is_ipv4()) {
+            self.err(n.span(), field, "public-internet backends are IPv4 addresses");
+            return None;
+        }
+        if via == "router" {
+            return Some(Egress::Router);
+        }
+        let Some(name) = via.strip_prefix("nat/") else {
+            self.err(n.span(), field, format!("`{via}` is not `router` or `nat/NAME` (a NAT gateway)"));
+            return None;
+        };
+        let Some(g) = sites.nat_gateways.iter().position(|g| g.name == name) else {
+            self.err(n.span(), field, format!("no NAT gateway `{name}` (declare it under nat_gateways)"));
+            return None;
+        };
+        let home = sites.nat_gateways[g].region;
+        if home != region {
+            let (theirs, ours) = (&sites.regions[home], sites.regions.get(region).map_or("", String::as_str));
+            let reason = format!(
+                "NAT gateway `{name}` is in region `{theirs}`: region `{ours}` reaches the internet only through its own gateways"
+            );
+            self.err(n.span(), field, reason);
+            return None;
+        }
+        Some(Egress::Nat(g))
+    }
+
+    fn backend(&mut self, o: &Obj<'_>, sites: &Sites<'_>, region: usize) -> Option<Backend> {
         let addr_node = self.req(o, "address");
         let port_node = self.req(o, "port");
         let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
@@ -667,6 +781,17 @@ impl Parser {
             None => Some(WEIGHT_DEFAULT),
         };
         let site = match (o.get("region"), o.get("idc")) {
+            _ if o.get("via").is_some() => {
+                let n = o.get("via")?;
+                if let Some(other) = ["region", "idc"].into_iter().find(|k| o.get(k).is_some()) {
+                    self.err(
+                        n.span(),
+                        &o.field("via"),
+                        format!("a public-internet backend lives on the internet, not in {other}:"),
+                    );
+                }
+                self.egress(n, &o.field("via"), sites, region, ip).map_or(Site::Local, Site::Internet)
+            }
             (Some(_), Some(n)) => {
                 self.err(n.span(), &o.field("idc"), "a backend lives in a region or an IDC, not both");
                 Site::Local

@@ -154,7 +154,8 @@ impl<'t> World<'t> {
         let h = self.host(addr);
         let t = self.t;
         let location = match site {
-            Site::Local => return,
+            // In the region, or on the internet behind an egress node (its own links).
+            Site::Local | Site::Internet(_) => return,
             Site::Region(r) => t.regions[r].location,
             Site::Idc(i) => t.idcs[i].location,
         };
