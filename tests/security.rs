@@ -131,3 +131,84 @@ fn the_report_counts_every_clb_drop_by_node_and_reason() {
     assert!(r.drops.keys().all(|n| n.starts_with("clb/") || n.starts_with("pop/")), "{:?}", r.drops);
     assert!(r.to_json().contains("\"drops\": {"), "the report shows them");
 }
+
+/// `run_with`, plus a NAT gateway `egress` (public 198.18.99.1) in frankfurt and two
+/// internet backends reached `via` it (or the router): 198.19.99.7:8080 serving web (TCP)
+/// and 198.19.99.8:7000 serving the game (UDP).
+fn run_with_internet_backends(via: &str, security_groups: &str) -> Report {
+    let groups =
+        format!("nat_gateways:\n  - {{ name: egress, region: frankfurt, public: 198.18.99.1 }}\n{security_groups}");
+    let text = SMALL
+        .replacen(
+            "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+            &format!("        - {{ address: 198.19.20.11, port: 8080, weight: 30 }}\n        - {{ address: 198.19.99.7, port: 8080, weight: 30, via: {via} }}\n"),
+            1,
+        )
+        .replacen(
+            "        - { address: 198.19.20.3, port: 7000, weight: 20 }\n",
+            &format!("        - {{ address: 198.19.20.3, port: 7000, weight: 20 }}\n        - {{ address: 198.19.99.8, port: 7000, weight: 20, via: {via} }}\n"),
+            1,
+        );
+    let text = text.split("faults:").next().unwrap().replace(
+        "{ name: london, location: [51.507, -0.128], count: 20, traffic: [game, web] }",
+        "{ name: london, location: [51.507, -0.128], count: 20, traffic: [game, web], address: 198.18.66.0/24 }",
+    ) + &groups;
+    let mut t = topology::parse_str("nat.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    t.duration_ns = 6_000_000_000;
+    anyedge_sim::run(&t, |_| {}).expect("simulates").report
+}
+
+fn backend<'a>(r: &'a Report, address: &str) -> &'a anyedge_sim::report::BackendReport {
+    r.backends.iter().find(|b| b.address == address).unwrap()
+}
+
+#[test]
+fn internet_backends_behind_a_nat_gateway_see_its_public_address_and_tcp_names_the_client() {
+    let r = run_with_internet_backends("nat/egress", "");
+    let (web, game) = (backend(&r, "198.19.99.7:8080"), backend(&r, "198.19.99.8:7000"));
+    for b in [web, game] {
+        assert!(b.flows > 0, "it serves flows: {b:?}");
+        assert!(b.health.iter().all(|h| h.state == "healthy"), "health checks cross the gateway: {b:?}");
+    }
+    // UDP carries no option: the backend sees only the gateway.
+    assert_eq!(game.client_addrs_seen, vec!["198.18.99.1"], "{game:?}");
+    // TCP: the CLB node named the client in a TOA option, which the gateway left alone.
+    assert!(!web.client_addrs_seen.is_empty(), "{web:?}");
+    // Clients' own addresses (198.18.64.0/18), neither the gateway's nor a CLB node's.
+    assert!(web.client_addrs_seen.iter().all(|a| a.starts_with("198.18.6")), "{web:?}");
+    assert!(web_loss(&r, "london") < 2.0 && web_loss(&r, "kyiv") < 2.0);
+    assert!(!r.drops.contains_key("nat/egress"), "the gateway refused nothing: {:?}", r.drops);
+}
+
+#[test]
+fn internet_backends_via_the_router_see_the_clients_own_address() {
+    let r = run_with_internet_backends("router", "");
+    let game = backend(&r, "198.19.99.8:7000");
+    assert!(game.flows > 0 && game.health.iter().all(|h| h.state == "healthy"), "{game:?}");
+    assert!(!game.client_addrs_seen.is_empty(), "{game:?}");
+    assert!(game.client_addrs_seen.iter().all(|a| a.starts_with("198.18.6")), "no translation: {game:?}");
+}
+
+#[test]
+fn a_backend_whose_security_group_does_not_allow_the_nat_gateway_is_unhealthy_and_says_why() {
+    let londoners_only = r#"security_groups:
+  - name: be-public
+    bind: [backend/198.19.99.7:8080]
+    rules:
+      - { source: 198.18.66.0/24, port: any, action: allow }
+"#;
+    let r = run_with_internet_backends("nat/egress", londoners_only);
+    let web = backend(&r, "198.19.99.7:8080");
+    let down = web.health.iter().find(|h| h.state == "unhealthy").unwrap_or_else(|| panic!("{web:?}"));
+    let reason = down.reason.as_deref().unwrap_or_default();
+    for part in ["be-public", "198.18.99.1", "nat/egress"] {
+        assert!(reason.contains(part), "the reason names {part}: {reason}");
+    }
+    assert!(web.flows == 0 || web_loss(&r, "london") > 0.0, "{web:?}");
+    // Allowing the gateway's public address (the return traffic and the checks) fixes it.
+    let allowed = format!("{londoners_only}      - {{ source: 198.18.99.1/32, port: any, action: allow }}\n");
+    let r = run_with_internet_backends("nat/egress", &allowed);
+    let web = backend(&r, "198.19.99.7:8080");
+    assert!(web.flows > 0 && web.health.iter().all(|h| h.state == "healthy"), "{web:?}");
+    assert!(web_loss(&r, "london") < 2.0);
+}

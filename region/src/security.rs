@@ -130,6 +130,18 @@ impl Firewall {
         Verdict::Drop
     }
 
+    /// Why an inbound packet with `key` is dropped (for a user reading a report): the
+    /// rule that drops it, or the groups none of whose rules allow it. Counts nothing.
+    pub fn explain_drop(&self, key: &FlowKey) -> String {
+        for (_, group) in &self.groups {
+            if let Some(ri) = group.rules.iter().position(|r| r.matches(key)) {
+                return format!("security group `{}` rule {ri} drops {} to port {}", group.name, key.src, key.dst_port);
+            }
+        }
+        let names: Vec<&str> = self.groups.iter().map(|(_, g)| g.name.as_str()).collect();
+        format!("no rule of security group `{}` allows {} to port {}", names.join("`, `"), key.src, key.dst_port)
+    }
+
     /// Notes an outbound packet of a flow this host opens, so its replies pass.
     pub fn outbound(&mut self, key: &FlowKey) {
         let reply = key.reversed();

@@ -134,6 +134,10 @@ pub struct BackendReport {
 pub struct HealthReport {
     pub at_s: f64,
     pub state: &'static str,
+    /// Why it went unhealthy, when the world can tell (a security group dropped the
+    /// checks: which rule, from which address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -270,6 +274,19 @@ impl Report {
             let _ = writeln!(out, "INVARIANTS VIOLATED (a bug in anyedge)");
             for v in &self.violations {
                 let _ = writeln!(out, "  {v}");
+            }
+        }
+        let explained: Vec<(&BackendReport, &HealthReport)> = self
+            .backends
+            .iter()
+            .flat_map(|b| b.health.iter().filter(|h| h.reason.is_some()).map(move |h| (b, h)))
+            .collect();
+        if !explained.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "unhealthy backends");
+            for (b, h) in explained {
+                let reason = h.reason.as_deref().unwrap_or_default();
+                let _ = writeln!(out, "  {:<22} at {:.1} s: {reason}", b.address, h.at_s);
             }
         }
         if !self.drops.is_empty() {

@@ -7,6 +7,7 @@ use anyedge_ccn::auth::{AuthConfig, BackboneSecret, NodeId};
 use anyedge_ccn::geo::{Location, fiber_delay_ns};
 use anyedge_ccn::{Impairment, LinkModel};
 use anyedge_pop::{PopConfig, Route};
+use anyedge_region::gateway::GatewayConfig;
 use anyedge_region::identity::VipIdentity;
 use anyedge_region::l7::TlsTermination;
 use anyedge_region::quic_listener::QuicTermination;
@@ -52,6 +53,21 @@ pub fn access_link(t: &Topology, g: usize, to: Location) -> LinkModel {
     let delay_ns = fiber_delay_ns(t.clients[g].location, to, t.internet.stretch) + t.internet.last_mile_ns;
     LinkModel {
         impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
+        bandwidth_bps: None,
+        queue_bytes_max: 0,
+    }
+}
+
+/// The public internet between a region's egress (a NAT gateway, its router) and a
+/// backend on the internet, which the file places at the region: the internet's last
+/// mile, jitter and loss.
+pub fn internet_hop(t: &Topology) -> LinkModel {
+    LinkModel {
+        impairment: Impairment {
+            delay_ns: t.internet.last_mile_ns,
+            jitter_mean_ns: t.internet.jitter_ns,
+            loss: t.internet.loss,
+        },
         bandwidth_bps: None,
         queue_bytes_max: 0,
     }
@@ -157,6 +173,25 @@ pub fn egress_nodes(t: &Topology) -> Vec<(usize, Egress, Vec<IpAddr>)> {
         }
     }
     out
+}
+
+/// An egress node's name, as nodes and reports show it: `nat/NAME` or `router/REGION`.
+pub fn egress_name(t: &Topology, r: usize, egress: Egress) -> String {
+    match egress {
+        Egress::Nat(g) => format!("nat/{}", t.nat_gateways[g].name),
+        Egress::Router => format!("router/{}", t.regions[r].name),
+    }
+}
+
+/// The core of egress node `k` (of [`egress_nodes`]), its keys from `auth` (given its id).
+pub fn gateway_config(t: &Topology, k: usize, auth: impl FnOnce(NodeId) -> AuthConfig) -> Option<GatewayConfig> {
+    let (r, egress, backends) = egress_nodes(t).into_iter().nth(k)?;
+    let me = egress_node(t, r, egress);
+    let public = match egress {
+        Egress::Nat(g) => Some(t.nat_gateways[g].public),
+        Egress::Router => None,
+    };
+    Some(GatewayConfig { me, public, backends, auth: auth(me), capacity: anyedge_region::gateway::GATEWAY_FLOWS_MAX })
 }
 
 /// Every backend host (a distinct backend address) and its id: numbered per region, in

@@ -42,6 +42,10 @@ pub(super) struct BackendHost {
     pub(super) keys: anyedge_ccn::Keyring,
     /// Packets it refused, by reason.
     pub(super) drops: BTreeMap<&'static str, u64>,
+    /// An internet host: the egress node (index into `World::egress`) it is reached by.
+    pub(super) egress: Option<usize>,
+    /// The last packet its security groups dropped: when, its source, and why.
+    pub(super) denied: Option<(u64, IpAddr, String)>,
 }
 
 /// Per backend port, as the report shows it.
@@ -51,7 +55,8 @@ pub(super) struct BackendRecord {
     pub(super) addr: SocketAddr,
     pub(super) weight: u8,
     pub(super) flows: std::collections::BTreeSet<(ClientId, usize)>,
-    pub(super) health: Vec<(u64, bool)>,
+    /// (when, healthy, why it went unhealthy when the world can tell).
+    pub(super) health: Vec<(u64, bool, Option<String>)>,
     /// The lowest source addresses the backend saw on client traffic (at most 16).
     pub(super) addrs_seen: std::collections::BTreeSet<IpAddr>,
 }
@@ -189,6 +194,8 @@ impl<'t> World<'t> {
                     conns: HashMap::new(),
                     via: HashMap::new(),
                     firewall: self.backend_firewall(addr.ip()),
+                    egress: None,
+                    denied: None,
                 });
                 self.host_by_ip.insert(addr.ip(), h);
                 h
@@ -210,22 +217,38 @@ impl<'t> World<'t> {
     pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, sealed: Vec<u8>) {
         let clb = anyedge_topology::nodes::clb_node(self.clbs[via_clb].region, self.clbs[via_clb].index);
         let h = &mut self.hosts[host];
-        let mut packet = match h.keys.open(Kind::Backend, &sealed) {
+        if h.egress.is_some() {
+            // An internet host takes nothing from the backbone.
+            return *h.drops.entry("not_sender").or_default() += 1;
+        }
+        let packet = match h.keys.open(Kind::Backend, &sealed) {
             Ok((from, bytes)) if from == clb => bytes.to_vec(),
             Ok(_) => return *h.drops.entry("not_sender").or_default() += 1,
             Err(e) => return *h.drops.entry(e.name()).or_default() += 1,
         };
+        self.host_receive(host, Some(via_clb), packet);
+    }
+
+    /// A packet reaches host `host`'s stack: from CLB node `via_clb` (unsealed), or from
+    /// the internet (an internet host, from its egress node).
+    pub(super) fn host_receive(&mut self, host: HostId, via_clb: Option<ClbId>, mut packet: Vec<u8>) {
         let Ok(info) = inner::parse(&packet) else { return };
+        let h = &mut self.hosts[host];
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
             return;
         }
         if let Some(fw) = h.firewall.as_mut()
             && fw.inbound(&info.key) == Verdict::Drop
         {
+            let why = fw.explain_drop(&info.key);
+            h.denied = Some((self.q.now_ns(), info.key.src, why));
             return;
         }
-        h.via.insert((info.key.src, info.key.src_port), via_clb);
-        let probe = self.clb_by_addr.contains_key(&info.key.src) && PROBE_PORTS.contains(&info.key.src_port);
+        if let Some(c) = via_clb {
+            h.via.insert((info.key.src, info.key.src_port), c);
+        }
+        let from_clb = self.clb_by_addr.contains_key(&info.key.src) || self.is_gateway_public(info.key.src);
+        let probe = from_clb && PROBE_PORTS.contains(&info.key.src_port);
         let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
         let port = SocketAddr::new(info.key.dst, info.key.dst_port);
         if !probe
@@ -247,7 +270,7 @@ impl<'t> World<'t> {
                 let src = (info.key.dst, info.key.dst_port);
                 let dst = (info.key.src, info.key.src_port);
                 if let Some(reply) = inner::build_udp(src, dst, &payload) {
-                    self.send_clb_backend(via_clb, host, 1, reply);
+                    self.host_send(host, via_clb, reply);
                 }
             }
             Transport::Tcp => {
@@ -260,7 +283,7 @@ impl<'t> World<'t> {
                     if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
                         // No connection and no listener for it: the host answers RST.
                         if let Some(rst) = inner::tcp_reset_for(&packet) {
-                            self.send_clb_backend(via_clb, host, 1, rst);
+                            self.host_send(host, via_clb, rst);
                         }
                         return;
                     }
@@ -281,6 +304,35 @@ impl<'t> World<'t> {
                 self.backend_tcp_service(host, remote);
             }
         }
+    }
+
+    /// A packet host `host` sends: an internet host's all go to its egress node over the
+    /// internet; a backbone host's back through CLB node `via` (sealed).
+    pub(super) fn host_send(&mut self, host: HostId, via: Option<ClbId>, packet: Vec<u8>) {
+        match (self.hosts[host].egress, via) {
+            (Some(e), _) => {
+                let flow = inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
+                self.internet_hop(e, host, 1, flow, packet);
+            }
+            (None, Some(c)) => self.send_clb_backend(c, host, 1, packet),
+            (None, None) => {}
+        }
+    }
+
+    /// Why backend `addr`'s health checks failed, when its host's security groups dropped
+    /// checks since `since`: the rule, and for a NAT gateway's address, whose it is.
+    pub(super) fn unhealthy_reason(&self, addr: SocketAddr, since: u64) -> Option<String> {
+        let &host = self.host_by_ip.get(&addr.ip())?;
+        let (at, src, why) = self.hosts[host].denied.as_ref()?;
+        let checker = self.clb_by_addr.contains_key(src) || self.is_gateway_public(*src);
+        if *at < since || !checker {
+            return None;
+        }
+        let whose = match self.egress.iter().find(|e| e.public == Some(*src)) {
+            Some(e) => format!(" — the public address of {} that health checks and traffic come from", e.name),
+            None => " — the CLB node's address that health checks come from".to_string(),
+        };
+        Some(format!("health checks dropped: {why}{whose}; allow it"))
     }
 
     pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr) {
@@ -327,9 +379,7 @@ impl<'t> World<'t> {
                 Some(&c) => Some(c),
                 None => self.hosts[host].via.get(&(info.key.dst, info.key.dst_port)).copied(),
             };
-            if let Some(c) = via {
-                self.send_clb_backend(c, host, 1, packet);
-            }
+            self.host_send(host, via, packet);
         }
         if let Some(at) = next {
             let at = at.max(now);

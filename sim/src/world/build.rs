@@ -112,6 +112,8 @@ impl<'t> World<'t> {
             control: None,
             weights_set: Vec::new(),
             probers: None,
+            egress: Vec::new(),
+            egress_by_ip: HashMap::new(),
         };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);
@@ -127,6 +129,7 @@ impl<'t> World<'t> {
         }
         w.build_pops();
         w.build_regions();
+        w.build_egress();
         w.build_groups();
         w.build_clients();
         w.build_probers();
@@ -209,7 +212,7 @@ impl<'t> World<'t> {
                         addr: b.addr,
                         weight: b.weight,
                         flows: Default::default(),
-                        health: vec![(0, true)],
+                        health: vec![(0, true, None)],
                         addrs_seen: Default::default(),
                     });
                     self.ensure_host(b.addr, r, b.site);

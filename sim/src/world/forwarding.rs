@@ -71,6 +71,9 @@ impl<'t> World<'t> {
                 self.drain_clb(c);
             }
             Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
+            Arrival::EgressFromClb(e) => self.egress_from_clb(e, packet),
+            Arrival::EgressFromInternet(e) => self.egress_from_internet(e, packet),
+            Arrival::InternetHost(host) => self.host_receive(host, None, packet),
             Arrival::Client(c) => self.client_receive(c, packet),
             Arrival::ProbeRequest { to, from } => self.probe_request(to, from, packet),
             Arrival::ProbeAnswer { at } => self.probe_answer(at, packet),
@@ -122,7 +125,12 @@ impl<'t> World<'t> {
                     self.send_over(link, ccn_flow(&bytes), Arrival::PopFromClb(p), bytes);
                 }
                 anyedge_region::Output::ToBackend { backend, bytes } => {
-                    if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
+                    if let Some(&e) = self.egress_by_ip.get(&backend.ip()) {
+                        // An internet backend: through the region's egress node.
+                        self.packets += 1;
+                        let at = self.q.now_ns() + INTRA_REGION_NS;
+                        self.q.schedule(at, Ev::Arrive { to: Arrival::EgressFromClb(e), packet: bytes });
+                    } else if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
                         self.send_clb_backend(c, host, 0, bytes);
                     }
                 }
@@ -149,8 +157,15 @@ impl<'t> World<'t> {
                 self.noticed(Notice::Backend { addr: backend, healthy }, self.clb_name(c));
                 if self.clbs[c].index == 0 {
                     let now = self.q.now_ns();
+                    let since = self
+                        .backends
+                        .iter()
+                        .filter(|r| r.addr == backend && r.region == region)
+                        .find_map(|r| r.health.last().map(|h| h.0))
+                        .unwrap_or(0);
+                    let reason = if healthy { None } else { self.unhealthy_reason(backend, since) };
                     for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
-                        rec.health.push((now, healthy));
+                        rec.health.push((now, healthy, reason.clone()));
                     }
                 }
             }

@@ -29,6 +29,7 @@ use crate::report::*;
 mod backends;
 mod build;
 mod clients;
+mod egress;
 mod faults;
 mod forwarding;
 mod ids;
@@ -82,6 +83,12 @@ enum Arrival {
         host: HostId,
         via_clb: ClbId,
     },
+    /// A CLB node's sealed packet reaches an egress node (NAT gateway, router).
+    EgressFromClb(usize),
+    /// An internet host's packet reaches its egress node.
+    EgressFromInternet(usize),
+    /// An egress node's packet reaches a host on the internet.
+    InternetHost(HostId),
     Client(ClientId),
     /// A liveness probe reaches the node it probes, or its answer the prober.
     ProbeRequest {
@@ -194,6 +201,10 @@ pub struct World<'t> {
     weights_set: Vec<(SocketAddr, u8)>,
     /// The liveness probers of every node and edge.
     probers: Option<Probers>,
+    /// NAT gateways and routers that carry internet backends.
+    egress: Vec<egress::EgressNode>,
+    /// Internet backend address → its egress node.
+    egress_by_ip: HashMap<IpAddr, usize>,
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).

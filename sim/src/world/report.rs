@@ -69,9 +69,10 @@ impl<'t> World<'t> {
                 health: b
                     .health
                     .iter()
-                    .map(|&(at, ok)| HealthReport {
-                        at_s: ms3(at as f64 / 1e9),
-                        state: if ok { "healthy" } else { "unhealthy" },
+                    .map(|(at, ok, reason)| HealthReport {
+                        at_s: ms3(*at as f64 / 1e9),
+                        state: if *ok { "healthy" } else { "unhealthy" },
+                        reason: reason.clone(),
                     })
                     .collect(),
             })
@@ -128,7 +129,13 @@ impl<'t> World<'t> {
         let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
         let clbs = self.clbs.iter().map(|n| (format!("clb/{}/{}", t.regions[n.region].name, n.index), &n.drops));
         let hosts = self.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
-        pops.chain(clbs).chain(hosts).filter(|(_, d)| !d.is_empty()).map(|(name, d)| (name, d.clone())).collect()
+        let egress = self.egress.iter().map(|e| (e.name.clone(), &e.drops));
+        pops.chain(clbs)
+            .chain(hosts)
+            .chain(egress)
+            .filter(|(_, d)| !d.is_empty())
+            .map(|(name, d)| (name, d.clone()))
+            .collect()
     }
 
     /// Rule counters summed over every host a group is bound to.

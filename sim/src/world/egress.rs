@@ -1,0 +1,115 @@
+//! Egress nodes in the simulator: each region's NAT gateways and router run the shared
+//! gateway core (`anyedge_region::gateway`) between the region's CLB nodes (the sealed
+//! backend leg, inside the region) and the backends on the public internet (one
+//! internet hop each way).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use anyedge_ccn::{ComponentRng, Link, Outcome};
+use anyedge_proto::inner;
+use anyedge_region::gateway::{Gateway, GatewayOutput};
+
+use super::*;
+
+pub(super) struct EgressNode {
+    pub(super) core: Gateway,
+    pub(super) region: usize,
+    pub(super) name: String,
+    /// The gateway's public address (NAT), or none (a router).
+    pub(super) public: Option<IpAddr>,
+    /// Per internet host behind it: [toward the host, back].
+    pub(super) links: HashMap<HostId, [Link; 2]>,
+    pub(super) drops: BTreeMap<&'static str, u64>,
+}
+
+impl<'t> World<'t> {
+    /// One egress node per NAT gateway or router that carries a backend; each internet
+    /// backend's host knows its way out.
+    pub(super) fn build_egress(&mut self) {
+        let t = self.t;
+        let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
+        for (k, (r, egress, backends)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
+            let auth = |me| anyedge_topology::nodes::backbone_auth(t, &secret, me, 0);
+            let Some(config) = anyedge_topology::nodes::gateway_config(t, k, auth) else { continue };
+            let name = anyedge_topology::nodes::egress_name(t, r, egress);
+            let mut links = HashMap::new();
+            for ip in &backends {
+                let Some(&host) = self.host_by_ip.get(ip) else { continue };
+                self.hosts[host].egress = Some(k);
+                self.egress_by_ip.insert(*ip, k);
+                let model = anyedge_topology::nodes::internet_hop(t);
+                let link = |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("{name}/{ip}/{dir}")));
+                links.insert(host, [link(0), link(1)]);
+            }
+            self.egress.push(EgressNode {
+                public: config.public,
+                core: Gateway::new(config, 0),
+                region: r,
+                name,
+                links,
+                drops: BTreeMap::new(),
+            });
+        }
+    }
+
+    /// Whether `ip` is the public address of a NAT gateway (what health checks come from).
+    pub(super) fn is_gateway_public(&self, ip: IpAddr) -> bool {
+        self.egress.iter().any(|e| e.public == Some(ip))
+    }
+
+    /// A sealed packet from a CLB node reaches egress node `e` (inside the region).
+    pub(super) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>) {
+        let now = self.q.now_ns();
+        let node = &mut self.egress[e];
+        if let Err(reason) = node.core.handle_from_clb(now, &sealed) {
+            *node.drops.entry(reason.name()).or_default() += 1;
+        }
+        self.drain_egress(e);
+    }
+
+    /// A packet from the internet reaches egress node `e`.
+    pub(super) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>) {
+        let now = self.q.now_ns();
+        let node = &mut self.egress[e];
+        if let Err(reason) = node.core.handle_from_internet(now, &packet) {
+            *node.drops.entry(reason.name()).or_default() += 1;
+        }
+        self.drain_egress(e);
+    }
+
+    fn drain_egress(&mut self, e: usize) {
+        while let Some(out) = self.egress[e].core.poll_output() {
+            match out {
+                GatewayOutput::ToInternet(bytes) => {
+                    let Ok(info) = inner::parse(&bytes) else { continue };
+                    let Some(&host) = self.host_by_ip.get(&info.key.dst) else { continue };
+                    self.internet_hop(e, host, 0, u64::from(info.key.flow_hash()), bytes);
+                }
+                GatewayOutput::ToClb { node, bytes } => {
+                    let anyedge_ccn::NodeId::Clb { region, node } = node else { continue };
+                    let (region, node) = (usize::from(region), node);
+                    if region != self.egress[e].region || node >= self.t.regions[region].clb_nodes {
+                        continue;
+                    }
+                    let clb = self.clb_base[region].node(node);
+                    self.packets += 1;
+                    let at = self.q.now_ns() + INTRA_REGION_NS;
+                    self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromBackend(clb), packet: bytes });
+                }
+            }
+        }
+    }
+
+    /// A packet crosses the internet between egress node `e` and internet host `host`:
+    /// `dir` 0 toward the host, 1 back.
+    pub(super) fn internet_hop(&mut self, e: usize, host: HostId, dir: usize, flow: u64, packet: Vec<u8>) {
+        let now = self.q.now_ns();
+        let Some(links) = self.egress[e].links.get_mut(&host) else { return };
+        if let Outcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
+            let to = if dir == 0 { Arrival::InternetHost(host) } else { Arrival::EgressFromInternet(e) };
+            self.packets += 1;
+            self.q.schedule(at, Ev::Arrive { to, packet });
+        }
+    }
+}
