@@ -448,6 +448,14 @@ fn lab(action: LabCommand) -> ExitCode {
                     let n = |k: &str| q.get(k).copied().unwrap_or(0);
                     println!("  {node:<32} quic: {} connections, {} handshakes", n("connections"), n("handshakes"));
                 }
+                for (node, backends) in &s.health {
+                    for (backend, state) in backends.iter().filter(|(_, s)| *s != "healthy") {
+                        println!("  {node:<32} sees backend {backend} {state}");
+                    }
+                }
+                for (node, why) in &s.denied {
+                    println!("  {node:<32} last dropped: {why}");
+                }
             }
         }),
         LabCommand::Exec { file, node, command } => match setup::exec(&file, &node, &command) {

@@ -662,3 +662,107 @@ fn a_quic_connection_survives_its_pops_death_and_then_a_move_to_a_new_port() {
     assert!(gaps.iter().all(|&g| g > 200.0), "each flow saw the outage: {gaps:?}");
     assert_eq!(quic_handshakes(&lab).1, 4, "no connection shook hands again");
 }
+
+/// small.yaml with a NAT gateway `egress` (public 198.18.99.1) in frankfurt and two
+/// internet backends reached `via` it or the router (web 198.19.99.7:8080 weight 30, game
+/// 198.19.99.8:7000 weight 20), and `extra` appended (security groups).
+fn with_internet_backends(via: &'static str, extra: &'static str) -> impl Fn(String) -> String {
+    move |text: String| {
+        let text = text
+            .replacen(
+                "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+                &format!("        - {{ address: 198.19.20.11, port: 8080, weight: 30 }}\n        - {{ address: 198.19.99.7, port: 8080, weight: 30, via: {via} }}\n"),
+                1,
+            )
+            .replacen(
+                "        - { address: 198.19.20.3, port: 7000, weight: 20 }\n",
+                &format!("        - {{ address: 198.19.20.3, port: 7000, weight: 20 }}\n        - {{ address: 198.19.99.8, port: 7000, weight: 20, via: {via} }}\n"),
+                1,
+            );
+        format!("{text}\nnat_gateways:\n  - {{ name: egress, region: frankfurt, public: 198.18.99.1 }}\n{extra}")
+    }
+}
+
+/// What the backends at `backend` (IP:port) reported of their clients in probe report `r`.
+fn replies_from(r: &Value, backend: &str) -> u64 {
+    r["backends"][backend].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn internet_backends_behind_a_nat_gateway_answer_through_it_and_see_its_public_address() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("nat", with_internet_backends("nat/egress", ""));
+    let london = client_address(&lab, "london");
+    // UDP: the gateway's address is all the backend sees of its clients.
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 32);
+    assert!(replies_from(&udp, "198.19.99.8:7000") > 0, "the internet backend answered: {udp}");
+    let seen: Vec<&str> = udp["client_addrs_seen"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(seen.contains(&"198.18.99.1") && seen.contains(&london.as_str()), "{udp}");
+    assert!(udp["received"].as_u64().unwrap() >= udp["sent"].as_u64().unwrap() * 95 / 100, "{udp}");
+    // TCP: the CLB node named london in a TOA option, which crossed the gateway.
+    let tcp = lab.probe("london", "198.18.0.20:443", "tcp", 24);
+    assert!(replies_from(&tcp, "198.19.99.7:8080") > 0, "{tcp}");
+    assert_eq!(tcp["client_addrs_seen"], serde_json::json!([london]), "{tcp}");
+    let toa = tcp["toa_seen"].as_array().unwrap();
+    assert!(!toa.is_empty() && toa.iter().all(|a| a.as_str().unwrap().starts_with(&format!("{london}:"))), "{tcp}");
+    assert_eq!(tcp["received"], tcp["sent"], "{tcp}");
+    // Health checks cross the gateway too: no CLB node sees either backend unhealthy.
+    let status = lab.anyedge(&["lab", "status", "--json"]);
+    let s: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(s["nodes"]["nat/egress"], "running", "{s}");
+    let unhealthy: Vec<String> = s["health"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .flat_map(|b| b.as_object().unwrap().iter().filter(|(_, v)| *v != "healthy").map(|(k, _)| k.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(unhealthy.is_empty(), "{s}");
+}
+
+#[test]
+fn internet_backends_via_the_router_see_the_clients_own_address_in_the_lab() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("inet-router", with_internet_backends("router", ""));
+    let london = client_address(&lab, "london");
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 32);
+    assert!(replies_from(&udp, "198.19.99.8:7000") > 0, "{udp}");
+    assert_eq!(udp["client_addrs_seen"], serde_json::json!([london]), "no translation on the way: {udp}");
+}
+
+#[test]
+fn a_backend_whose_security_group_leaves_out_the_nat_gateway_is_unhealthy_and_lab_status_says_why() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let sg = "security_groups:\n  - name: be-public\n    bind: [backend/198.19.99.7:8080]\n    rules:\n      - { source: 198.18.128.0/18, port: any, action: allow }\n";
+    let lab = Lab::up_with("nat-sg", with_internet_backends("nat/egress", sg));
+    // Checks every 1 s, unhealthy after 2 unanswered: a few seconds.
+    let started = std::time::Instant::now();
+    let s = loop {
+        let out = lab.anyedge(&["lab", "status", "--json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if s["health"]["clb/frankfurt/0"]["198.19.99.7:8080"] == "unhealthy" {
+            break s;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "never unhealthy: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let why = s["denied"]["backend/198.19.99.7"].as_str().unwrap_or_default();
+    assert!(why.contains("be-public") && why.contains("198.18.99.1"), "{s}");
+    let text = lab.anyedge(&["lab", "status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("sees backend 198.19.99.7:8080 unhealthy") && text.contains("allows 198.18.99.1"), "{text}");
+    // Healthy backends take every flow: nothing is lost to the dropped one.
+    let tcp = lab.probe("kyiv", "198.18.0.20:443", "tcp", 16);
+    assert_eq!(replies_from(&tcp, "198.19.99.7:8080"), 0, "{tcp}");
+    assert_eq!(tcp["received"], tcp["sent"], "{tcp}");
+}

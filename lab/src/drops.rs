@@ -31,6 +31,16 @@ impl Drops {
         self.set_section("quic", serde_json::json!({ "connections": connections, "handshakes": handshakes }));
     }
 
+    /// A backend host's last packet its security groups dropped, and why (`status`).
+    pub fn set_denied(&self, why: &str) {
+        self.set_section("denied", serde_json::Value::String(why.to_string()));
+    }
+
+    /// A CLB node's view of its backends' health (`status`).
+    pub fn set_health(&self, health: &std::collections::BTreeMap<String, &'static str>) {
+        self.set_section("health", serde_json::json!(health));
+    }
+
     fn set_section(&self, name: &'static str, value: serde_json::Value) {
         if let Ok(mut s) = self.1.lock() {
             s.insert(name, value);
@@ -72,6 +82,12 @@ impl Reason for anyedge_pop::DropReason {
 impl Reason for anyedge_region::DropReason {
     fn name(&self) -> &'static str {
         anyedge_region::DropReason::name(self)
+    }
+}
+
+impl Reason for anyedge_region::gateway::GatewayDrop {
+    fn name(&self) -> &'static str {
+        anyedge_region::gateway::GatewayDrop::name(self)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod control_node;
 pub mod ctl;
 pub mod drops;
+pub mod egress;
 pub mod grpc;
 pub mod layout;
 pub mod limits;

@@ -60,7 +60,10 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         let drops = Drops::default();
         // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.
         let keys = match role {
-            Role::Pop(_) | Role::Clb { .. } | Role::Backend { .. } => crate::pki::backbone_keys(state_dir, &node_name)?,
+            Role::Backend { ip, .. } if plan.egress_of(ip).is_some() => Vec::new(),
+            Role::Pop(_) | Role::Clb { .. } | Role::Backend { .. } | Role::Egress { .. } => {
+                crate::pki::backbone_keys(state_dir, &node_name)?
+            }
             _ => Vec::new(),
         };
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
@@ -76,6 +79,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
                 run_clb(&t, &plan, (region, index), node).await
             }
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready, (keys, drops)).await,
+            Role::Egress { k, .. } => crate::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
             Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, &ready).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
@@ -190,7 +194,7 @@ struct Forwarder<'a> {
 }
 
 /// Backbone authentication for a core whose clock starts now.
-fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> anyedge_ccn::AuthConfig {
+pub(crate) fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> anyedge_ccn::AuthConfig {
     let epoch_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     anyedge_ccn::AuthConfig { keys, epoch_ns }
@@ -448,6 +452,8 @@ async fn run_clb(
     answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
     mark_ready(ready)?;
     let (mut pbuf, mut bbuf, mut sbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    // Each backend's health as this node's checks see it (all healthy at the start).
+    let mut health: std::collections::BTreeMap<String, &'static str> = std::collections::BTreeMap::new();
     // QUIC connections and handshakes, as `status` last showed them.
     let mut quic_seen = (0, 0);
     drops.set_quic(quic_seen);
@@ -535,7 +541,7 @@ async fn run_clb(
                 }
                 ClbOutput::ToBackend { backend, bytes } => {
                     if let IpAddr::V4(ip) = backend.ip()
-                        && let Some(to) = *backend_tunnels.entry(ip).or_insert_with(|| plan.backend_tunnel(ip))
+                        && let Some(to) = *backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
                     {
                         let _ = be_sock.send_to(&bytes, to).await;
                     }
@@ -550,7 +556,13 @@ async fn run_clb(
                 }
             }
         }
-        while core.poll_event().is_some() {}
+        while let Some(event) = core.poll_event() {
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = event {
+                health.insert(backend.to_string(), if healthy { "healthy" } else { "unhealthy" });
+                drops.set_health(&health);
+                eprintln!("{} {name}: backend {backend} {}", unix_ms(), if healthy { "healthy" } else { "unhealthy" });
+            }
+        }
         let quic = core.quic_connections();
         if quic != quic_seen {
             quic_seen = quic;
@@ -599,6 +611,11 @@ async fn run_backend(
         .find(|(h, _)| *h == IpAddr::V4(ip))
         .map(|(_, id)| id)
         .ok_or("backend host without a backbone id")?;
+    // An internet host takes plain packets from its egress node only, and answers it.
+    let internet = match plan.egress_of(ip) {
+        Some(k) => Some(plan.egress_tunnel(k).ok_or("egress node without a region address")?),
+        None => None,
+    };
     let mut keyring = auth_from_now(keys).keyring(me, 0);
     let clbs = clb_ids(t, plan);
     let toa = crate::servers::ToaSeen::default();
@@ -637,30 +654,45 @@ async fn run_backend(
         tokio::select! {
             r = sock.recv_from(&mut ubuf) => {
                 let (n, from) = r.map_err(|e| e.to_string())?;
-                let opened = keyring.open(anyedge_proto::seal::Kind::Backend, &ubuf[..n]);
-                let (clb, packet) = match opened {
-                    Ok((clb @ anyedge_ccn::NodeId::Clb { .. }, packet)) => (clb, packet),
-                    Ok(_) => continue,
-                    Err(e) => {
-                        drops.count(Err(e));
+                let (clb, packet) = match internet {
+                    Some(egress) if from == egress => (None, &ubuf[..n]),
+                    Some(_) => {
+                        drops.count(Err(anyedge_region::gateway::GatewayDrop::NotCarried));
                         continue;
                     }
+                    None => match keyring.open(anyedge_proto::seal::Kind::Backend, &ubuf[..n]) {
+                        Ok((clb @ anyedge_ccn::NodeId::Clb { .. }, packet)) => (Some(clb), packet),
+                        Ok(_) => continue,
+                        Err(e) => {
+                            drops.count(Err(e));
+                            continue;
+                        }
+                    },
                 };
                 if let Ok(info) = inner::parse(packet) {
                     if let Some(fw) = firewall.as_mut()
                         && fw.inbound(&info.key) == anyedge_region::security::Verdict::Drop
                     {
                         drops.count(Err(anyedge_region::DropReason::Denied));
+                        drops.set_denied(&fw.explain_drop(&info.key));
                         continue;
                     }
-                    via.insert((info.key.src, info.key.src_port), (from, clb));
+                    if let Some(clb) = clb {
+                        via.insert((info.key.src, info.key.src_port), (from, clb));
+                    }
                     toa.note(packet);
                     let _ = tun.send(packet).await;
                 }
             }
             r = tun.recv(&mut tbuf) => {
                 let n = r.map_err(|e| e.to_string())?;
+                // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
                 let Ok(info) = inner::parse(&tbuf[..n]) else { continue };
+                if let Some(egress) = internet {
+                    // Everything an internet host sends goes out through its egress node.
+                    let _ = sock.send_to(&tbuf[..n], egress).await;
+                    continue;
+                }
                 let to = via.get(&(info.key.dst, info.key.dst_port)).copied().or_else(|| {
                     let id = clbs.get(&info.key.dst).copied()?;
                     in_region_net(info.key.dst).then(|| (SocketAddr::new(info.key.dst, BACKEND_PORT), id))

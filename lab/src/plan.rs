@@ -33,6 +33,12 @@ pub enum Role {
     },
     /// A control node, `control/N` (N from 1), on the backbone.
     Control(u8),
+    /// An egress node (`nat/NAME`, `router/REGION`): entry `k` of
+    /// `anyedge_topology::nodes::egress_nodes`, on its region's network.
+    Egress {
+        region: usize,
+        k: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +85,8 @@ pub struct Plan {
     pub namespaces: Vec<Namespace>,
     pub links: Vec<Link>,
     pub nodes: Vec<Node>,
+    /// Internet backend hosts and the egress node (`k`) that reaches each.
+    pub internet_hosts: Vec<(Ipv4Addr, usize)>,
 }
 
 /// Link pools: internet links, backbone links, region links (each a /30).
@@ -136,6 +144,16 @@ impl Plan {
             .into_iter()
             .map(|(r, ip)| (r, ip, ns(Role::Backend { region: r, ip }, format!("be-{ip}"))))
             .collect();
+        let mut internet_hosts = Vec::new();
+        let mut egress = Vec::new();
+        for (k, (r, e, ips)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
+            let name = anyedge_topology::nodes::egress_name(t, r, e);
+            egress.push((r, name.clone(), ns(Role::Egress { region: r, k }, name.replace('/', "-"))));
+            internet_hosts.extend(ips.into_iter().filter_map(|ip| match ip {
+                IpAddr::V4(ip) => Some((ip, k)),
+                IpAddr::V6(_) => None,
+            }));
+        }
 
         let mut links = Vec::new();
         let mut counters = [0usize; 3];
@@ -181,6 +199,9 @@ impl Plan {
         for &(r, _, h) in &hosts {
             link(2, region_nets[r], h, &mut links);
         }
+        for &(r, _, e) in &egress {
+            link(2, region_nets[r], e, &mut links);
+        }
 
         let mut nodes = vec![Node { name: "internet".into(), ns: internet }];
         for (g, &c) in clients.iter().enumerate() {
@@ -198,7 +219,10 @@ impl Plan {
         for &(id, n) in &controls {
             nodes.push(Node { name: format!("control/{id}"), ns: n });
         }
-        Plan { lab, namespaces, links, nodes }
+        for (_, name, n) in egress {
+            nodes.push(Node { name, ns: n });
+        }
+        Plan { lab, namespaces, links, nodes, internet_hosts }
     }
 
     pub fn ns_index(&self, role: &Role) -> Option<usize> {
@@ -296,6 +320,31 @@ impl Plan {
         })?;
         let a = self.addr_toward(ns, self.ns_index(&Role::RegionNet(region))?)?;
         Some(SocketAddr::new(IpAddr::V4(a), BACKEND_PORT))
+    }
+
+    /// Where egress node `k` takes the CLB nodes' sealed packets and its internet hosts'
+    /// replies (its region address).
+    pub fn egress_tunnel(&self, k: usize) -> Option<SocketAddr> {
+        let (ns, region) = self.namespaces.iter().enumerate().find_map(|(i, n)| match n.role {
+            Role::Egress { region, k: e } if e == k => Some((i, region)),
+            _ => None,
+        })?;
+        let a = self.addr_toward(ns, self.ns_index(&Role::RegionNet(region))?)?;
+        Some(SocketAddr::new(IpAddr::V4(a), BACKEND_PORT))
+    }
+
+    /// The egress node that reaches internet backend host `ip`, if it is one.
+    pub fn egress_of(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.internet_hosts.iter().find(|(h, _)| *h == ip).map(|&(_, k)| k)
+    }
+
+    /// Where a CLB node sends a backend's packets: its host's tunnel, or for a backend on
+    /// the internet, its egress node.
+    pub fn backend_leg(&self, ip: Ipv4Addr) -> Option<SocketAddr> {
+        match self.egress_of(ip) {
+            Some(k) => self.egress_tunnel(k),
+            None => self.backend_tunnel(ip),
+        }
     }
 
     /// A backend host's public address: the direct path (no VIP, no tunnel) reaches its

@@ -134,16 +134,21 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         ip_in(b, &["link", "set", &l.b_if, "up"])?;
     }
     routes(t, plan)?;
-    // Backbone keys for every POP, CLB node and backend host.
+    // Backbone keys for every POP, CLB node, backend host and egress node (internet hosts
+    // hold none: the internet is not the backbone).
     let hosts = anyedge_topology::nodes::backend_hosts(t);
+    let egress = anyedge_topology::nodes::egress_nodes(t);
     let backbone: Vec<(anyedge_ccn::NodeId, String)> = plan
         .nodes
         .iter()
         .filter_map(|n| match plan.namespaces[n.ns].role {
             Role::Pop(p) => Some((anyedge_topology::nodes::pop_node(p), n.name.clone())),
             Role::Clb { region, index } => Some((anyedge_topology::nodes::clb_node(region, index), n.name.clone())),
-            Role::Backend { ip, .. } => {
+            Role::Backend { ip, .. } if plan.egress_of(ip).is_none() => {
                 hosts.iter().find(|(h, _)| *h == std::net::IpAddr::V4(ip)).map(|&(_, id)| (id, n.name.clone()))
+            }
+            Role::Egress { region, k } => {
+                egress.get(k).map(|&(_, e, _)| (anyedge_topology::nodes::egress_node(t, region, e), n.name.clone()))
             }
             _ => None,
         })
@@ -239,6 +244,10 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
             }
             Role::Control(_) => {
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
+            }
+            Role::Egress { region, .. } => {
+                let rg = plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace")?;
+                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw(rg)?])?;
             }
             Role::Internet => {
                 // Strict reverse-path filtering where clients attach: a client can only
@@ -429,6 +438,11 @@ pub struct Status {
     /// Each running CLB node's QUIC connections now and handshakes it has accepted (a
     /// migrating client adds none).
     pub quic: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Each running CLB node's view of its backends' health (backends whose health
+    /// changed; the rest are healthy).
+    pub health: BTreeMap<String, BTreeMap<String, String>>,
+    /// Per backend host whose security groups dropped a packet: the last one, and why.
+    pub denied: BTreeMap<String, String>,
 }
 
 pub fn status(file: &Path) -> Result<Status, String> {
@@ -438,6 +452,8 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut drops = BTreeMap::new();
     let mut sync = BTreeMap::new();
     let mut quic = BTreeMap::new();
+    let mut health = BTreeMap::new();
+    let mut denied = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
@@ -455,6 +471,14 @@ pub fn status(file: &Path) -> Result<Status, String> {
         if let Some(held) = held {
             quic.insert(n.name.clone(), held);
         }
+        let seen: Option<BTreeMap<String, String>> =
+            answer.as_ref().and_then(|a| serde_json::from_value(a["health"].clone()).ok());
+        if let Some(seen) = seen {
+            health.insert(n.name.clone(), seen);
+        }
+        if let Some(why) = answer.as_ref().and_then(|a| a["denied"].as_str()) {
+            denied.insert(n.name.clone(), why.to_string());
+        }
         nodes.insert(n.name.clone(), if answer.is_some() { "running" } else { "stopped" });
     }
     Ok(Status {
@@ -464,6 +488,8 @@ pub fn status(file: &Path) -> Result<Status, String> {
         drops,
         sync,
         quic,
+        health,
+        denied,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }

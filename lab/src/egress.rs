@@ -1,0 +1,69 @@
+//! An egress node in the lab (`nat/NAME`, `router/REGION`): the shared gateway core on a
+//! UDP socket on its region's network. CLB nodes send it sealed packets for the internet
+//! backends behind it; it hands them, translated (NAT) or not (router), to those hosts as
+//! plain IP packets — the internet leg, unsealed — and seals their replies back to the
+//! CLB node each flow came from.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Instant;
+
+use anyedge_proto::inner;
+use anyedge_region::gateway::{Gateway, GatewayOutput};
+use anyedge_topology::Topology;
+use tokio::net::UdpSocket;
+
+use crate::drops::Drops;
+use crate::layout::{BACKEND_PORT, mark_ready};
+use crate::plan::Plan;
+
+pub async fn run(
+    t: &Topology,
+    plan: &Plan,
+    k: usize,
+    ready: &Path,
+    (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
+) -> Result<(), String> {
+    let bind = plan.egress_tunnel(k).ok_or("egress node without a region address")?;
+    let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+    let auth = crate::node::auth_from_now(keys);
+    let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or("no such egress node")?;
+    let start = Instant::now();
+    let mut core = Gateway::new(config, 0);
+    // The internet hosts behind it, by tunnel address (their packets come unsealed).
+    let hosts: HashMap<SocketAddr, IpAddr> = plan
+        .internet_hosts
+        .iter()
+        .filter(|&&(_, e)| e == k)
+        .filter_map(|&(ip, _)| plan.backend_tunnel(ip).map(|a| (a, IpAddr::V4(ip))))
+        .collect();
+    mark_ready(ready)?;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
+        let now = start.elapsed().as_nanos() as u64;
+        let result = match hosts.get(&from) {
+            Some(_) => core.handle_from_internet(now, &buf[..n]),
+            None => core.handle_from_clb(now, &buf[..n]),
+        };
+        drops.count(result);
+        while let Some(out) = core.poll_output() {
+            let (to, bytes) = match out {
+                GatewayOutput::ToInternet(bytes) => {
+                    let Ok(info) = inner::parse(&bytes) else { continue };
+                    let IpAddr::V4(dst) = info.key.dst else { continue };
+                    (plan.backend_tunnel(dst), bytes)
+                }
+                GatewayOutput::ToClb { node: anyedge_ccn::NodeId::Clb { region, node }, bytes } => {
+                    let addr = plan.clb_region_addr(usize::from(region), usize::from(node));
+                    (addr.map(|a| SocketAddr::new(IpAddr::V4(a), BACKEND_PORT)), bytes)
+                }
+                GatewayOutput::ToClb { .. } => continue,
+            };
+            if let Some(to) = to {
+                let _ = sock.send_to(&bytes, to).await;
+            }
+        }
+    }
+}
