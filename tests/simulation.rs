@@ -428,6 +428,19 @@ fn a_migrating_quic_client_keeps_its_connection_and_backend() {
     assert!(app.anycast.loss_pct < 2.0, "{:?}", app.anycast);
 }
 
+#[test]
+fn a_quic_connection_survives_its_pops_death_on_the_same_backend_without_a_new_handshake() {
+    let outcome = run(&small_with_quic("  - { at: 5s, down: pop/warsaw }\n"));
+    let mobile = outcome.report.clients.iter().find(|c| c.name == "mobile").unwrap();
+    assert_eq!(mobile.pop.as_deref(), Some("warsaw"), "Vienna starts on Warsaw");
+    let (_, f) = fault(&outcome.report, "down pop/warsaw");
+    assert_eq!(f.flows_affected, f.flows_recovered, "{f:?}");
+    assert_eq!(f.flows_backend_changed, 0, "Paris sends each connection to the node that holds it: {f:?}");
+    assert_eq!(outcome.quic_handshakes, 20, "no client had to connect again");
+    let app = &mobile.traffic[0];
+    assert!(app.anycast.received > 300 && app.anycast.loss_pct < 2.0, "QUIC resent what the outage lost: {:?}", app.anycast);
+}
+
 /// One-way backbone delay between a POP and the region, as the simulator models it.
 fn backbone_one_way_ns(t: &Topology, pop: &str) -> u64 {
     let p = t.pops.iter().find(|p| p.name == pop).expect("pop");
