@@ -157,6 +157,21 @@ fn cores_drop_fuzzed_packets_without_panicking() {
     let routes = vec![Route { vip, region: 0, clb_nodes: 2, quic_ports: vec![4433], ports }];
     let mut pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: 64, auth: auth(POP) }, 0);
     let mut clb = clb();
+    // An egress node (as HOST) carrying the seeds' addresses both ways, so garbage also
+    // reaches its translation.
+    let carried = ["198.18.0.20", "198.18.64.1", "fd00::1", "fd00::2"].map(|a| a.parse().unwrap()).to_vec();
+    let gateway_config = |public: Option<&str>| anyedge_region::gateway::GatewayConfig {
+        me: HOST,
+        public: public.map(|p| p.parse().unwrap()),
+        backends: carried.clone(),
+        auth: auth(HOST),
+        capacity: 64,
+    };
+    let mut gateways = [
+        anyedge_region::gateway::Gateway::new(gateway_config(Some("198.18.99.1")), 0),
+        anyedge_region::gateway::Gateway::new(gateway_config(None), 0),
+    ];
+    let mut through_gateway = 0;
     // Authentic senders, so garbage also arrives sealed and reaches the parsers behind
     // the tag check.
     let mut senders: Vec<Keyring> = [POP, CLB, PEER, HOST].map(|me| auth(me).keyring(me, 1 << 40)).into();
@@ -178,9 +193,17 @@ fn cores_drop_fuzzed_packets_without_panicking() {
         let _ = clb.handle_direct(i, p.clone());
         let _ = clb.handle_from_peer(i, &to_peer);
         let _ = clb.handle_from_backend(i, from_host);
+        let to_gateway = sealed(&mut senders[1], HOST, Kind::Backend);
+        for g in &mut gateways {
+            through_gateway += u32::from(g.handle_from_clb(i, &to_gateway).is_ok());
+            let _ = g.handle_from_internet(i, &p);
+            while g.poll_output().is_some() {}
+            assert!(g.flows() <= 64, "the gateway's table stays bounded under garbage");
+        }
         while pop.poll_output().is_some() {}
         while clb.poll_output().is_some() {}
     }
+    assert!(through_gateway > 1_000, "garbage reached the gateways' translation ({through_gateway} times)");
     assert!(opened > 10_000, "sealed garbage got past the tag check to the parsers ({opened} times)");
     assert!(clb.conn_table().len() <= 64, "the connection table stays bounded under garbage");
     assert!(clb.peer_flows() <= 64, "so does the table of peers' flows");

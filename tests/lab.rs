@@ -572,7 +572,7 @@ fn a_labs_state_is_root_only_and_lab_down_signals_only_its_own_processes() {
 fn with_every_listener(text: String) -> String {
     text.replace(
         "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: https, port: 8443, backends: web }\n      - { protocol: quic, port: 4433, backends: web }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: https, port: 8443, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: https, port: 9443, backends: web, mtls: true }\n      - { protocol: quic, port: 4434, backends: web, mtls: true }",
     )
 }
 
@@ -614,6 +614,11 @@ fn anyedge_probe_speaks_http_https_and_quic_and_the_backends_show_what_reached_t
     assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "quic: {r}");
     assert_eq!(r["forwarded_for_seen"], serde_json::json!([]), "quic: {r}");
     assert_eq!(quic_handshakes(&lab).1, 4, "one handshake per connection");
+    // Mutual TLS: the probe presents the lab's client certificate (`lab exec` points it there).
+    for (port, protocol) in [(9443, "https"), (4434, "quic")] {
+        let r = lab.probe("london", &format!("198.18.0.20:{port}"), protocol, 2);
+        assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "mtls {protocol}: {r}");
+    }
 }
 
 #[test]

@@ -438,7 +438,11 @@ fn a_quic_connection_survives_its_pops_death_on_the_same_backend_without_a_new_h
     assert_eq!(f.flows_backend_changed, 0, "Paris sends each connection to the node that holds it: {f:?}");
     assert_eq!(outcome.quic_handshakes, 20, "no client had to connect again");
     let app = &mobile.traffic[0];
-    assert!(app.anycast.received > 300 && app.anycast.loss_pct < 2.0, "QUIC resent what the outage lost: {:?}", app.anycast);
+    assert!(
+        app.anycast.received > 300 && app.anycast.loss_pct < 2.0,
+        "QUIC resent what the outage lost: {:?}",
+        app.anycast
+    );
 }
 
 /// One-way backbone delay between a POP and the region, as the simulator models it.
