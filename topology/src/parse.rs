@@ -106,7 +106,7 @@ impl<'a> Obj<'a> {
 struct Parser {
     diags: Vec<Diagnostic>,
     /// Each backend address bound so far and whether (and how) it is on the internet.
-    paths: Vec<(IpAddr, Option<Egress>)>,
+    paths: Vec<(IpAddr, Option<(Egress, usize)>)>,
 }
 
 /// Places a backend may live, for resolving `region:` and `idc:`.
@@ -703,16 +703,18 @@ impl Parser {
                     }
                     // One address, one way there: a host is either on the internet through
                     // one egress, or not on it.
+                    // (An internet backend is bound from one region: its egress node is the
+                    // way back for every flow to it.)
                     let egress = match b.site {
-                        Site::Internet(e) => Some(e),
+                        Site::Internet(e) => Some((e, region_index)),
                         _ => None,
                     };
                     let ip = b.addr.ip();
                     match self.paths.iter().find(|(a, _)| *a == ip).map(|&(_, e)| e) {
                         Some(before) if before != egress => {
-                            let say = |e: Option<Egress>| match e {
-                                Some(Egress::Nat(g)) => format!("via nat/{}", sites.nat_gateways[g].name),
-                                Some(Egress::Router) => "via router".to_string(),
+                            let say = |e: Option<(Egress, usize)>| match e {
+                                Some((Egress::Nat(g), _)) => format!("via nat/{}", sites.nat_gateways[g].name),
+                                Some((Egress::Router, r)) => format!("via router in region `{}`", sites.regions[r]),
                                 None => "without via".to_string(),
                             };
                             let reason =
