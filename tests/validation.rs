@@ -629,3 +629,75 @@ fn a_quic_listener_refuses_a_backend_group_with_ipv6_members() {
     );
     expect(&text, line_of(&text, "protocol: quic"), "listeners[2].backends", "QUIC listeners reach IPv4 backends only");
 }
+
+// Findings of a fuzzing run of mutated topology files (issue 14): each input gets a clear
+// error at its line, or is read as the user meant.
+
+#[test]
+fn a_nul_byte_is_refused_at_its_line_instead_of_ending_the_file() {
+    let text = with("duration: 20s\n", "duration: 20s\n\0\n");
+    let at = line_of(&text, "\0");
+    expect(&text, at, "file", "NUL");
+}
+
+#[test]
+fn a_second_yaml_document_is_refused() {
+    let text = format!("{SMALL}---\nname: another\n");
+    expect(&text, line_of(&text, "name: another") - 1, "file", "second YAML document");
+}
+
+#[test]
+fn a_utf8_bom_and_cr_only_line_ends_read_as_the_same_topology() {
+    let plain = topology::parse_str("t.yaml", SMALL).unwrap();
+    let bom = topology::parse_str("t.yaml", &format!("\u{feff}{SMALL}")).unwrap_or_else(|e| panic!("BOM: {e}"));
+    assert_eq!(bom, plain);
+    let cr = topology::parse_str("t.yaml", &SMALL.replace('\n', "\r")).unwrap_or_else(|e| panic!("CR: {e}"));
+    assert_eq!(cr, plain);
+    let crlf = topology::parse_str("t.yaml", &SMALL.replace('\n', "\r\n")).unwrap_or_else(|e| panic!("CRLF: {e}"));
+    assert_eq!(crlf, plain);
+}
+
+#[test]
+fn errors_of_a_two_line_file_point_inside_it() {
+    let diags = errors("name: x\npops:");
+    assert!(diags.iter().all(|d| d.line <= 2), "{diags:#?}");
+}
+
+#[test]
+fn errors_quote_long_values_shortened() {
+    let long = "a".repeat(100_000);
+    let diags = errors(&with("duration: 20s", &format!("duration: {long}")));
+    let d = diags.iter().find(|d| d.field == "duration").unwrap_or_else(|| panic!("{diags:#?}"));
+    assert!(d.reason.len() < 300, "{} bytes of reason", d.reason.len());
+}
+
+#[test]
+fn a_duration_in_exponent_notation_is_refused_not_misread() {
+    expect(&with("duration: 20s", "duration: 1e9s"), 5, "duration", "1e9s");
+    let text = with("interval: 50ms, size: 120", "interval: 1e2ms, size: 120");
+    expect(&text, line_of(&text, "1e2ms"), "traffic.game.interval", "1e2ms");
+}
+
+#[test]
+fn a_region_that_only_hosts_other_regions_backends_needs_none_of_its_own() {
+    let text = SMALL
+        .replacen(
+            "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+            "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n        - { address: 198.19.30.1, port: 8080, region: madrid }\n",
+            1,
+        )
+        .replacen("\nbackbone:", "  - { name: madrid, location: [40.417, -3.704] }\n\nbackbone:", 1);
+    let t = topology::parse_str("t.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.regions[1].backend_groups.is_empty());
+}
+
+#[test]
+fn a_loopback_vip_a_vip_that_is_a_backend_and_a_backend_inside_a_client_range_are_refused() {
+    expect(&with("ipv4: 198.18.0.20", "ipv4: 127.0.0.1"), 9, "vips[0].ipv4", "not a routable unicast address");
+    expect(&with("ipv4: 198.18.0.20", "ipv4: 198.19.20.10"), 9, "vips[0].ipv4", "is also a backend");
+    let text = with("count: 20, traffic: game }", "count: 20, traffic: game, address: 198.19.20.0/24 }");
+    expect(&text, line_of(&text, "198.19.20.0/24"), "clients[1].address", "198.19.20.1");
+    // The default pool (groups without `address:`) counts too.
+    let text = with("{ address: 198.19.20.1, port: 7000", "{ address: 198.18.64.5, port: 7000");
+    expect(&text, line_of(&text, "name: london"), "clients[0]", "holds 198.18.64.5");
+}

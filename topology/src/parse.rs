@@ -25,7 +25,56 @@ pub const CLIENTS_MAX: u64 = 40_000;
 pub const CLASSES_PER_GROUP_MAX: usize = 27;
 const S: u64 = 1_000_000_000;
 
+/// Longest reason a diagnostic quotes; longer ones (a 100 KB value echoed) are cut.
+const REASON_MAX: usize = 200;
+
+/// The text as the YAML reader should see it: without a UTF-8 byte-order mark, with
+/// CR-only and CRLF line ends as LF; or the first character no topology file holds
+/// (NUL and other control characters), and where it is.
+fn clean(text: &str) -> Result<String, Diagnostic> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    for (i, line) in text.lines().enumerate() {
+        if let Some((col, c)) = line.char_indices().find(|&(_, c)| c.is_control() && c != '\t') {
+            let what =
+                if c == '\0' { "a NUL byte".to_string() } else { format!("control character U+{:04X}", c as u32) };
+            let col = line[..col].chars().count() + 1;
+            return Err(diag_at(i + 1, col, "file", &format!("{what}: a topology file is text")));
+        }
+    }
+    Ok(text)
+}
+
+/// The line of a document marker (`---`, `...`) that starts a second document.
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    let mut ended = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        let marker = t == "---" || t.starts_with("--- ") || t == "...";
+        if marker && (content || ended) {
+            if t == "..." {
+                ended = true;
+                continue;
+            }
+            return Some(i + 1);
+        }
+        let meaningful = !t.trim().is_empty() && !t.trim_start().starts_with('#') && !marker;
+        if meaningful && ended {
+            return Some(i + 1);
+        }
+        content |= meaningful;
+    }
+    None
+}
+
 pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
+    let text = &clean(text).map_err(|d| vec![d])?;
+    if let Some(line) = second_document(text) {
+        let reason = "a second YAML document: a file holds one topology";
+        return Err(vec![diag_at(line, 1, "file", reason)]);
+    }
+    let lines = text.lines().count().max(1);
     let meaningful = text.lines().any(|l| {
         let t = l.trim();
         !t.is_empty() && !t.starts_with('#') && t != "---"
@@ -48,6 +97,16 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
         Some(t) if p.diags.is_empty() => Ok(t),
         _ => {
             let mut diags = p.diags;
+            for d in &mut diags {
+                // A mapping that ends the file ends past its last line: point at the last.
+                if d.line > lines {
+                    (d.line, d.col) = (lines, 1);
+                }
+                if d.reason.len() > REASON_MAX {
+                    let cut = (0..=REASON_MAX).rev().find(|&i| d.reason.is_char_boundary(i)).unwrap_or(0);
+                    d.reason = format!("{}…", &d.reason[..cut]);
+                }
+            }
             diags.sort_by_key(|d| (d.line, d.col));
             diags.dedup();
             if diags.is_empty() {
@@ -668,7 +727,8 @@ impl Parser {
         region_health: Option<&HealthConfig>,
     ) -> Vec<BackendGroup> {
         let field = region.field("backends");
-        let Some(node) = self.req(region, "backends") else {
+        // A region may hold no backends of its own (it hosts other regions' members).
+        let Some(node) = region.get("backends") else {
             return vec![];
         };
         let Some(map) = node.as_mapping() else {
@@ -841,6 +901,37 @@ impl Parser {
             let name = self.name(o);
             let ipv4 =
                 self.req(o, "ipv4").and_then(|n| self.parsed::<Ipv4Addr>(n, &o.field("ipv4"), "an IPv4 address"));
+            if let (Some(ip), Some(n)) = (ipv4, o.get("ipv4")) {
+                let kind = if ip.is_loopback() {
+                    Some("loopback")
+                } else if ip.is_unspecified() {
+                    Some("unspecified")
+                } else if ip.is_multicast() {
+                    Some("multicast")
+                } else if ip.is_broadcast() {
+                    Some("broadcast")
+                } else if ip.is_link_local() {
+                    Some("link-local")
+                } else {
+                    None
+                };
+                if let Some(kind) = kind {
+                    self.err(n.span(), &o.field("ipv4"), format!("{ip} is not a routable unicast address ({kind})"));
+                }
+                let backend = names
+                    .regions
+                    .iter()
+                    .flat_map(|r| &r.backend_groups)
+                    .flat_map(|g| &g.backends)
+                    .find(|b| b.addr.ip() == IpAddr::V4(ip));
+                if let Some(b) = backend {
+                    self.err(
+                        n.span(),
+                        &o.field("ipv4"),
+                        format!("{ip} is also a backend ({}): a VIP needs an address of its own", b.addr),
+                    );
+                }
+            }
             let ipv6 = match o.get("ipv6") {
                 Some(n) => self.parsed::<Ipv6Addr>(n, &o.field("ipv6"), "an IPv6 address"),
                 None => None,
@@ -1389,6 +1480,31 @@ impl Parser {
             }
             for p in problems {
                 self.err(n.span(), &field, p);
+            }
+        }
+        // Groups without `address:` are numbered from 198.18.64.0 upwards (the simulator's
+        // default pool): no VIP or backend may sit where they land.
+        let defaults: u32 = clients.iter().filter(|c| c.address.is_none()).map(|c| c.count).sum();
+        let first = clients.iter().position(|c| c.address.is_none());
+        if let (Some(i), true) = (first, defaults > 0) {
+            let (low, high) =
+                (u32::from(Ipv4Addr::new(198, 18, 64, 0)), u32::from(Ipv4Addr::new(198, 18, 64, 0)) + defaults);
+            let inside = |a: &IpAddr| matches!(a, IpAddr::V4(v) if (low..=high).contains(&u32::from(*v)));
+            let taken = vips
+                .iter()
+                .map(|v| IpAddr::V4(v.ipv4))
+                .chain(
+                    regions
+                        .iter()
+                        .flat_map(|r| r.backend_groups.iter().flat_map(|b| b.backends.iter().map(|b| b.addr.ip()))),
+                )
+                .find(inside);
+            if let (Some(a), Some(node)) = (taken, seq.get(i)) {
+                let reason = format!(
+                    "clients without `address:` are numbered from 198.18.64.0 to {}, which holds {a}, a VIP or backend address: give the group an `address:` block",
+                    Ipv4Addr::from(high)
+                );
+                self.err(node.span(), &format!("clients[{i}]"), reason);
             }
         }
     }

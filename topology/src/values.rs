@@ -5,11 +5,13 @@ pub use anyedge_region::cidr::Cidr;
 /// `300ms`, `0.3ms`, `60s`, `2m`, `150us`, `1h` → nanoseconds.
 pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("`{t}` has no unit (write e.g. 300ms, 2s, 1m)"))?;
+    // Plain digits (and a point), then the unit: `1e9s` is not 1 with a unit `e9s`.
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == ' '));
+    let Some(split) = split else { return Err(format!("`{t}` has no unit (write e.g. 300ms, 2s, 1m)")) };
     let (number, unit) = t.split_at(split);
-    let value: f64 = number.trim().parse().map_err(|_| format!("`{t}` is not a duration (e.g. 300ms, 2s)"))?;
+    let not_duration =
+        || format!("`{t}` is not a duration: a number and a unit (e.g. 300ms, 2s; units ns, us, ms, s, m, h)");
+    let value: f64 = number.trim().parse().map_err(|_| not_duration())?;
     let scale = match unit {
         "ns" => 1.0,
         "us" | "µs" => 1e3,
@@ -17,7 +19,7 @@ pub fn parse_duration_ns(text: &str) -> Result<u64, String> {
         "s" => 1e9,
         "m" | "min" => 60e9,
         "h" => 3600e9,
-        _ => return Err(format!("`{unit}` is not a time unit (ns, us, ms, s, m, h)")),
+        _ => return Err(not_duration()),
     };
     if !value.is_finite() || value < 0.0 {
         return Err(format!("`{t}` must be a non-negative duration"));
