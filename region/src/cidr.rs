@@ -71,6 +71,12 @@ impl Cidr {
         self.addr_of(Self::as_u128(self.network()) + 1 + i)
     }
 
+    /// Addresses the block spans, network and broadcast included (saturating at 2^128 - 1).
+    pub fn span(&self) -> u128 {
+        let host_bits = self.bits() - u32::from(self.prefix);
+        if host_bits >= 128 { u128::MAX } else { 1u128 << host_bits }
+    }
+
     /// Whether two blocks share any address.
     pub fn overlaps(&self, other: &Cidr) -> bool {
         self.contains(other.network()) || other.contains(self.network())
