@@ -378,7 +378,32 @@ fn progress_bar() -> impl FnMut(f64) {
     }
 }
 
+/// Refuses an output path that cannot be written, before any work: created (and
+/// removed again when it did not exist) to find out.
+fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
+    let existed = path.exists();
+    match std::fs::OpenOptions::new().append(true).create(true).open(path) {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{flag} {}: cannot write ({e}); nothing was run", path.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> ExitCode {
+    for (flag, path) in [("--report", &report), ("--stats", &stats)] {
+        if let Some(path) = path
+            && let Err(code) = check_writable(flag, path)
+        {
+            return code;
+        }
+    }
     let outcome = match anyedge_sim::run_report(t, progress_bar()) {
         Ok(o) => o,
         Err(e) => {
@@ -571,6 +596,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if let Some(path) = &report
+                && let Err(code) = check_writable("--report", path)
+            {
+                return code;
+            }
             // clap checked the name against the same list.
             let protocol =
                 anyedge_lab::probe::Protocol::from_name(&protocol).unwrap_or(anyedge_lab::probe::Protocol::Udp);

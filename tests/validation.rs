@@ -701,3 +701,29 @@ fn a_loopback_vip_a_vip_that_is_a_backend_and_a_backend_inside_a_client_range_ar
     let text = with("{ address: 198.19.20.1, port: 7000", "{ address: 198.18.64.5, port: 7000");
     expect(&text, line_of(&text, "name: london"), "clients[0]", "holds 198.18.64.5");
 }
+
+#[test]
+fn an_unwritable_report_path_is_refused_before_the_simulation_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["sim", "topologies/small.yaml", "--report", "/nonexistent/r.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing was simulated: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/r.json") && stderr.contains("--report"), "{stderr}");
+}
+
+#[test]
+fn a_file_larger_than_a_topology_can_be_is_refused_unread() {
+    let dir = std::env::temp_dir().join(format!("anyedge-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("huge.yaml");
+    let filler = format!("# {}\n", "x".repeat(1000));
+    std::fs::write(&file, format!("{SMALL}{}", filler.repeat(17 * 1024))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("huge.yaml:1:1") && stderr.contains("MB"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
