@@ -439,14 +439,19 @@ fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats
 fn lab(action: LabCommand) -> ExitCode {
     use anyedge_lab::setup;
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+    // Whether the lab is up, as far as `status` found out (other commands leave it true).
+    let mut up = true;
     let result = match action {
         LabCommand::Up { file, no_impairments, realtime } => {
             setup::up_with(&file, &exe, setup::Options { impairments: !no_impairments, realtime }).map(|s| {
                 println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
             })
         }
-        LabCommand::Down { file } => setup::down(&file).map(|()| println!("lab is down")),
+        LabCommand::Down { file } => {
+            setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
+        }
         LabCommand::Status { file, json } => setup::status(&file).map(|s| {
+            up = s.up;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             } else {
@@ -483,14 +488,27 @@ fn lab(action: LabCommand) -> ExitCode {
                 }
             }
         }),
-        LabCommand::Exec { file, node, command } => match setup::exec(&file, &node, &command) {
-            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => Err(e),
-        },
-        LabCommand::Kill { file, node } => setup::kill(&file, &node),
-        LabCommand::Start { file, node } => setup::start(&file, &node, &exe),
+        LabCommand::Exec { file, node, mut command } => {
+            // `anyedge` is this very binary (sudo resets PATH, and a checkout's build is
+            // not on it anyway).
+            if command.first().is_some_and(|c| c == "anyedge") {
+                command[0] = exe.display().to_string();
+            }
+            match setup::require_root("lab exec").and_then(|()| setup::exec(&file, &node, &command)) {
+                Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => Err(e),
+            }
+        }
+        LabCommand::Kill { file, node } => setup::require_root("lab kill")
+            .and_then(|()| setup::kill(&file, &node))
+            .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
+        LabCommand::Start { file, node } => setup::require_root("lab start")
+            .and_then(|()| setup::start(&file, &node, &exe))
+            .map(|()| println!("{node}: started")),
     };
     match result {
+        // `lab status` of a lab that is not up.
+        Ok(()) if !up => ExitCode::from(3),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lab: {e}");

@@ -24,6 +24,16 @@ fn udp_and_tcp_through_the_vip_reach_backends_that_see_the_clients_own_address()
     let game: Vec<&String> = udp["backends"].as_object().unwrap().keys().collect();
     assert!(game.iter().all(|b| b.ends_with(":7000")) && game.len() >= 2, "{udp}");
 
+    // README's line, verbatim: `anyedge` inside `lab exec` is this binary, whatever PATH says.
+    let readme = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/london", "--", "anyedge", "probe", "--target", "198.18.0.20:7000", "--protocol", "udp"])
+        .args(["--rate", "200", "--duration", "1s", "--flows", "8"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(readme.status.success(), "{}", String::from_utf8_lossy(&readme.stderr));
     let kyiv = client_address(&lab, "kyiv");
     let tcp = lab.probe("kyiv", "198.18.0.20:443", "tcp", 8);
     assert!(tcp["received"].as_u64().unwrap() >= tcp["sent"].as_u64().unwrap() * 95 / 100, "{tcp}");
@@ -61,11 +71,16 @@ fn lab_down_leaves_nothing_behind_even_after_a_crash() {
     // A node dies on its own: down still finds and removes everything.
     let killed = lab.anyedge(&["lab", "kill", "pop/paris"]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    assert!(String::from_utf8_lossy(&killed.stdout).contains("pop/paris: stopped"), "kill says what it did");
     let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
     assert_eq!(status["nodes"]["pop/paris"], "stopped");
     let down = lab.anyedge(&["lab", "down"]);
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert!(namespaces_with(&prefix).is_empty(), "left: {:?}", namespaces_with(&prefix));
+    // A lab that is not up: status says so, with its own exit code.
+    let status = lab.anyedge(&["lab", "status"]);
+    assert_eq!(status.status.code(), Some(3), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(String::from_utf8_lossy(&status.stdout).contains(": down"));
     let procs = Command::new("pgrep").args(["-f", &lab.file.to_string_lossy()]).output().unwrap();
     assert!(procs.stdout.is_empty(), "node processes left: {}", String::from_utf8_lossy(&procs.stdout));
 }

@@ -65,7 +65,20 @@ impl Default for Options {
 }
 
 /// `up`, with [`Options`].
+/// An error naming the privilege `what` needs, unless this process runs as root.
+pub fn require_root(what: &str) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN: network namespaces, veth links, TUN devices): run it with sudo"
+        ))
+    }
+}
+
 pub fn up_with(file: &Path, exe: &Path, options: Options) -> Result<State, String> {
+    require_root("lab up")?;
     let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (t, plan) = load(&file)?;
     let prefix = format!("{}-", plan.lab);
