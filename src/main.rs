@@ -110,12 +110,18 @@ enum Command {
         /// (connection migration), e.g. 2s.
         #[arg(long)]
         migrate_at: Option<String>,
-        /// Write the JSON report here (else stdout).
-        #[arg(long)]
+        /// Write the JSON report to this file (`--report` is an older name for it).
+        #[arg(long = "json", alias = "report", value_name = "FILE")]
         report: Option<PathBuf>,
+        /// What to print on stdout: a table, or the JSON report.
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
         /// Run SCHED_FIFO, so the probe's own scheduling waits stay out of its figures.
         #[arg(long)]
         realtime: bool,
+        /// Probe from outside a lab's client namespace (a real service, say).
+        #[arg(long)]
+        outside_lab: bool,
     },
     /// Many seeds, each a random fault schedule drawn from the file's world, every
     /// invariant checked; failing seeds are listed with the command that replays them.
@@ -598,7 +604,9 @@ fn main() -> ExitCode {
             window,
             migrate_at,
             report,
+            output,
             realtime,
+            outside_lab,
         } => {
             let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
@@ -618,6 +626,13 @@ fn main() -> ExitCode {
                 && let Err(code) = check_writable("--report", path)
             {
                 return code;
+            }
+            // A lab's client namespace has its link to the lab's internet, `inet`.
+            if !outside_lab && !std::path::Path::new("/sys/class/net/inet").exists() {
+                eprintln!(
+                    "probe: not inside a lab's client namespace (no `inet` link here): run it as `anyedge lab exec FILE client/NAME -- anyedge probe …`, or pass --outside-lab"
+                );
+                return ExitCode::FAILURE;
             }
             // clap checked the name against the same list.
             let protocol =
@@ -648,16 +663,25 @@ fn main() -> ExitCode {
             match anyedge_lab::probe::run(&config) {
                 Ok(r) => {
                     let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";
-                    match report {
-                        Some(path) => match write_file(&path, &text) {
-                            Ok(()) => ExitCode::SUCCESS,
-                            Err(code) => code,
-                        },
-                        None => {
-                            print!("{text}");
-                            ExitCode::SUCCESS
-                        }
+                    if let Some(path) = report
+                        && let Err(code) = write_file(&path, &text)
+                    {
+                        return code;
                     }
+                    if output == "json" {
+                        print!("{text}");
+                    } else {
+                        print!("{}", r.table(target, config.protocol));
+                    }
+                    if r.received > 0 {
+                        return ExitCode::SUCCESS;
+                    }
+                    let why = match &r.connect_error {
+                        Some(e) => format!(" ({e})"),
+                        None => " — is there a listener on that port?".to_string(),
+                    };
+                    eprintln!("probe: no answer from {target}: {} requests sent, none answered{why}", r.sent);
+                    ExitCode::FAILURE
                 }
                 Err(e) => {
                     eprintln!("probe: {e}");

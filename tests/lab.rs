@@ -121,7 +121,7 @@ fn a_tcp_connection_survives_pop_failover_on_the_same_backend() {
         .args(["lab", "exec"])
         .arg(&lab.file)
         .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:443", "--protocol", "tcp"])
-        .args(["--rate", "20", "--duration", "6s", "--flows", "1", "--report"])
+        .args(["--rate", "20", "--duration", "6s", "--flows", "1", "--json"])
         .arg(&report)
         .spawn()
         .unwrap();
@@ -343,14 +343,14 @@ fn listeners_added_and_deleted_through_ctl_start_and_stop_serving() {
     let _one = serial();
     let lab = Lab::up_with("ctl-listener", with_control);
     wait_status(&lab, "a leader", |s| s["leader"].is_string());
-    let before = lab.probe("rome", "198.18.0.20:7001", "udp", 4);
+    let before = lab.probe_unanswered("rome", "198.18.0.20:7001", "udp", 4);
     assert_eq!(before["received"], 0, "no listener on 7001 yet: {before}");
     write_and_spread(&lab, &["add-listener", "edge", "udp", "7001", "--scheduler", "maglev", "--backends", "game"]);
     let added = lab.probe("rome", "198.18.0.20:7001", "udp", 16);
     assert!(added["loss_pct"].as_f64().unwrap() < 5.0, "the new listener serves: {added}");
     assert!(added["backends"].get("198.19.20.1:7000").is_some(), "through the game group: {added}");
     write_and_spread(&lab, &["del-listener", "edge", "udp", "7000"]);
-    let deleted = lab.probe("rome", "198.18.0.20:7000", "udp", 4);
+    let deleted = lab.probe_unanswered("rome", "198.18.0.20:7000", "udp", 4);
     assert_eq!(deleted["received"], 0, "the deleted listener serves no more: {deleted}");
     let routes: Value = serde_json::from_slice(&ctl_write(&lab, &["routes", "--json"]).stdout).unwrap();
     let ports: Vec<u64> = routes["table"]["vips"][0]["listeners"]
@@ -379,7 +379,7 @@ fn lab_status_counts_the_packets_a_core_refuses_by_node_and_reason() {
     };
     let before = drops(&lab);
     // UDP to a VIP port no listener serves: the POP forwards it, the CLB core refuses it.
-    let probe = lab.probe("london", "198.18.0.20:7999", "udp", 4);
+    let probe = lab.probe_unanswered("london", "198.18.0.20:7999", "udp", 4);
     let sent = probe["sent"].as_u64().unwrap();
     assert_eq!(probe["received"], 0, "{probe}");
     let after = drops(&lab);
@@ -474,7 +474,7 @@ fn recovery_sim_and_lab(lab: &Lab, fault: &str, node: &str) -> (f64, f64, Vec<f6
         .args(["lab", "exec"])
         .arg(&lab.file)
         .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:7000", "--protocol", "udp"])
-        .args(["--rate", "320", "--duration", "5s", "--flows", "16", "--report"])
+        .args(["--rate", "320", "--duration", "5s", "--flows", "16", "--json"])
         .arg(lab.dir.join("recovery.json"))
         .spawn()
         .unwrap();
@@ -664,7 +664,7 @@ fn a_quic_connection_survives_its_pops_death_and_then_a_move_to_a_new_port() {
         .args(["lab", "exec"])
         .arg(&lab.file)
         .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:4433", "--protocol", "quic"])
-        .args(["--rate", "80", "--duration", "6s", "--flows", "4", "--migrate-at", "4s", "--report"])
+        .args(["--rate", "80", "--duration", "6s", "--flows", "4", "--migrate-at", "4s", "--json"])
         .arg(&report)
         .spawn()
         .unwrap();
@@ -785,4 +785,22 @@ fn a_backend_whose_security_group_leaves_out_the_nat_gateway_is_unhealthy_and_la
     let tcp = lab.probe("kyiv", "198.18.0.20:443", "tcp", 16);
     assert_eq!(replies_from(&tcp, "198.19.99.7:8080"), 0, "{tcp}");
     assert_eq!(tcp["received"], tcp["sent"], "{tcp}");
+}
+
+#[test]
+fn a_probe_to_a_port_nobody_serves_ends_on_time_and_exits_1_with_its_report() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("dead-port");
+    for protocol in ["tcp", "udp", "quic"] {
+        let started = std::time::Instant::now();
+        let r = lab.probe_unanswered("london", "198.18.0.20:7999", protocol, 2);
+        let took = started.elapsed();
+        // 2 s of run, 1 s of grace, and lab exec's own start.
+        assert!(took < std::time::Duration::from_secs(6), "{protocol}: the probe took {took:?}");
+        assert_eq!(r["received"], 0, "{protocol}: {r}");
+        assert!(!r["timeline"].as_array().unwrap().is_empty() || protocol != "udp", "{protocol}: {r}");
+    }
 }

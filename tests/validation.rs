@@ -727,3 +727,17 @@ fn a_file_larger_than_a_topology_can_be_is_refused_unread() {
     assert!(stderr.contains("huge.yaml:1:1") && stderr.contains("MB"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_probe_outside_a_labs_client_namespace_says_so_and_exits_1() {
+    if std::path::Path::new("/sys/class/net/inet").exists() {
+        return; // this machine's own namespace has an `inet` link: not the case to test
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["probe", "--target", "198.18.0.20:7000", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not inside a lab's client namespace") && stderr.contains("lab exec"), "{stderr}");
+}

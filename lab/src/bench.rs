@@ -85,7 +85,7 @@ fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[String])
         .arg(exe)
         .args(["probe", "--target", &target.to_string(), "--protocol", "udp", "--duration", &secs])
         .args(load)
-        .arg("--report")
+        .arg("--json")
         .arg(&report)
         .output()
         .map_err(|e| e.to_string())?;

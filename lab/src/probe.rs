@@ -139,6 +139,12 @@ pub struct ProbeReport {
     pub toa_seen: Vec<String>,
     /// QUIC: how many flows moved to a new local port (`--migrate-at`).
     pub migrations: u64,
+    /// Per second of the run, by when requests left: sent, answered, and the answered
+    /// ones' round trips.
+    pub timeline: Vec<SecondReport>,
+    /// Why flows could not connect, when some could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_error: Option<String>,
     pub connections_opened: u64,
     /// Flows (source ports, TCP connections) answered by one backend and later by another.
     pub flows_backend_changed: u64,
@@ -147,6 +153,58 @@ pub struct ProbeReport {
     /// Per flow, in flow order: the longest time between two of its replies (an outage
     /// and its recovery, when a node on its path died), in milliseconds.
     pub longest_gap_ms: Vec<f64>,
+}
+
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct SecondReport {
+    pub t_s: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+}
+
+impl ProbeReport {
+    /// The report for a terminal.
+    pub fn table(&self, target: SocketAddr, protocol: Protocol) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let name = Protocol::NAMES.iter().find(|n| Protocol::from_name(n) == Some(protocol)).unwrap_or(&"?");
+        let _ =
+            writeln!(out, "probe {name} {target} from {}: {} connections/flows", self.source, self.connections_opened);
+        let _ = writeln!(out, "  sent {}  received {}  loss {:.3} %", self.sent, self.received, self.loss_pct);
+        if let Some(r) = self.rtt_us {
+            let ms = |us: u64| us as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "  round trip ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                ms(r.p50),
+                ms(r.p90),
+                ms(r.p99),
+                ms(r.p999),
+                ms(r.max)
+            );
+        }
+        for (b, n) in &self.backends {
+            let _ = writeln!(out, "  backend {b:<24} {n} replies");
+        }
+        let lists = [
+            ("clients seen", &self.client_addrs_seen),
+            ("X-Forwarded-For", &self.forwarded_for_seen),
+            ("TOA", &self.toa_seen),
+        ];
+        for (what, list) in lists.into_iter().filter(|(_, l)| !l.is_empty()) {
+            let _ = writeln!(out, "  {what}: {}", list.join(", "));
+        }
+        if self.connections_broken + self.flows_backend_changed + self.migrations > 0 {
+            let _ = writeln!(
+                out,
+                "  broken {}  moved to another backend {}  migrated {}",
+                self.connections_broken, self.flows_backend_changed, self.migrations
+            );
+        }
+        out
+    }
 }
 
 /// Any local port in the target's family.
@@ -176,9 +234,36 @@ struct Tally {
     /// Per flow: when its last reply came (µs since start), and the longest gap so far.
     flow_gaps: BTreeMap<usize, (u64, u64)>,
     broken: u64,
+    /// Per second of the run (by when the request left): requests sent, and the round
+    /// trips of those answered.
+    seconds: Vec<(u64, Option<Histogram<u64>>)>,
+    /// Why connections could not be made (the last such error), for the user.
+    connect_error: Option<String>,
+}
+
+/// Slowest round trip a histogram holds (µs).
+const RTT_MAX_US: u64 = 60_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, RTT_MAX_US, 3).expect("static bounds")
 }
 
 impl Tally {
+    /// The tally of the second `at_us` (since the start) falls in; requests sent later
+    /// than an hour in are counted in the last.
+    fn second(&mut self, at_us: u64) -> &mut (u64, Option<Histogram<u64>>) {
+        let i = (at_us / 1_000_000).min(3600) as usize;
+        if self.seconds.len() <= i {
+            self.seconds.resize_with(i + 1, || (0, None));
+        }
+        &mut self.seconds[i]
+    }
+
+    /// Counts `n` requests sent at `at_us`.
+    fn sent(&mut self, at_us: u64, n: u64) {
+        self.second(at_us).0 += n;
+    }
+
     /// Takes a reply of flow `flow`: the request echoed, then `|be=…|cl=…`.
     fn reply(&mut self, flow: usize, bytes: &[u8], start: Instant) {
         if bytes.len() < REQUEST_LEN || &bytes[..4] != MAGIC {
@@ -190,9 +275,9 @@ impl Tally {
         let gap = self.flow_gaps.entry(flow).or_insert((now_us, 0));
         gap.1 = gap.1.max(now_us - gap.0);
         gap.0 = now_us;
-        let hist =
-            self.hist.get_or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds"));
-        let _ = hist.record(rtt);
+        let _ = self.hist.get_or_insert_with(histogram).record(rtt);
+        let second = self.second(sent_us);
+        let _ = second.1.get_or_insert_with(histogram).record(rtt);
         self.received += 1;
         let trailer = String::from_utf8_lossy(&bytes[REQUEST_LEN..]);
         for part in trailer.trim().split('|') {
@@ -260,22 +345,32 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     let (step, duration) = (interval(config), config.duration);
     let sending = tokio::task::spawn_blocking(move || {
         let mut sent = 0u64;
+        let mut per_second: Vec<u64> = Vec::new();
         let mut next = Instant::now();
         while start.elapsed() < duration {
             // The clones share the non-blocking flag: a full send buffer drops the request
             // (it counts as sent and lost), as a paced sender should.
-            let _ = senders[sent as usize % senders.len()].send(&request(sent, start));
+            let req = request(sent, start);
+            let _ = senders[sent as usize % senders.len()].send(&req);
+            let second = (start.elapsed().as_secs() as usize).min(3600);
+            if per_second.len() <= second {
+                per_second.resize(second + 1, 0);
+            }
+            per_second[second] += 1;
             sent += 1;
             next += step;
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
         }
-        sent
+        (sent, per_second)
     });
-    let sent = sending.await.map_err(|e| e.to_string())?;
+    let (sent, per_second) = sending.await.map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let t = tally.lock().await;
+    let mut t = tally.lock().await;
+    for (i, n) in per_second.into_iter().enumerate() {
+        t.sent(i as u64 * 1_000_000, n);
+    }
     Ok(report(source, sent, &t, config.flows as u64))
 }
 
@@ -298,13 +393,18 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
                 let _ = sock.send(&request(sent, start)).await;
                 sent += 1;
             }
+            t.lock().await.sent(start.elapsed().as_micros() as u64, sent);
             let mut buf = vec![0u8; 65_536];
             while start.elapsed() < duration {
                 // A reply, or a lost request after 200 ms: either way the next request goes,
                 // so the window stays full.
-                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await {
-                    t.lock().await.reply(f, &buf[..n], start);
+                let answer = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await;
+                let mut tally = t.lock().await;
+                if let Ok(Ok(n)) = answer {
+                    tally.reply(f, &buf[..n], start);
                 }
+                tally.sent(start.elapsed().as_micros() as u64, 1);
+                drop(tally);
                 let _ = sock.send(&request(sent, start)).await;
                 sent += 1;
             }
@@ -323,26 +423,34 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
 trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
 
-/// How long a flow waits for its connection, its handshake or an answer.
+/// How long a flow waits for its connection, its handshake or an answer…
 const WAIT: Duration = Duration::from_secs(5);
+/// …but never past `--duration` and this much more.
+const GRACE: Duration = Duration::from_secs(1);
 
-/// Connects a flow: TCP, and a TLS handshake on it when `tls` is given.
+/// Connects a flow: TCP, and a TLS handshake on it when `tls` is given; at most `wait`.
 async fn connect(
     target: SocketAddr,
     tls: Option<&Arc<rustls::ClientConfig>>,
+    wait: Duration,
 ) -> Result<(Box<dyn Conn>, SocketAddr), String> {
-    let stream = tokio::time::timeout(WAIT, TcpStream::connect(target))
+    let stream = tokio::time::timeout(wait, TcpStream::connect(target))
         .await
-        .map_err(|_| format!("connect {target}: no answer in {} s", WAIT.as_secs()))?
+        .map_err(|_| format!("connect {target}: no answer in {:.1} s", wait.as_secs_f64()))?
         .map_err(|e| format!("connect {target}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(|e| e.to_string())?;
     let Some(config) = tls else { return Ok((Box::new(stream), local)) };
     let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
-    let tls = tokio::time::timeout(WAIT, tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream))
+    let tls = tokio::time::timeout(wait, tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream))
         .await
-        .map_err(|_| format!("TLS with {target}: no handshake in {} s", WAIT.as_secs()))?;
+        .map_err(|_| format!("TLS with {target}: no handshake in {:.1} s", wait.as_secs_f64()))?;
     Ok((Box::new(tls.map_err(|e| format!("TLS with {target}: {e}"))?), local))
+}
+
+/// How long a connection may take: WAIT, but not past the run's end and its grace.
+fn connect_wait(start: Instant, duration: Duration) -> Duration {
+    WAIT.min((duration + GRACE).saturating_sub(start.elapsed())).max(Duration::from_millis(10))
 }
 
 /// What one flow's requests and replies look like on its byte stream.
@@ -381,6 +489,7 @@ async fn run_flow(
             migrate = None;
         }
         let req = request(sent, start);
+        tally.lock().await.sent(start.elapsed().as_micros() as u64, 1);
         let wrote = match framing {
             Framing::Plain => wr.write_all(&req).await,
             Framing::Http(target) => {
@@ -395,9 +504,11 @@ async fn run_flow(
             break;
         }
         sent += 1;
+        // A reply may come up to WAIT after the request, but not past the run's grace.
+        let wait = WAIT.min((duration + GRACE).saturating_sub(start.elapsed()));
         let reply = match framing {
-            Framing::Plain => tokio::time::timeout(WAIT, read_reply(&mut rd)).await,
-            Framing::Http(_) => tokio::time::timeout(WAIT, read_http_reply(&mut rd)).await,
+            Framing::Plain => tokio::time::timeout(wait, read_reply(&mut rd)).await,
+            Framing::Http(_) => tokio::time::timeout(wait, read_http_reply(&mut rd)).await,
         };
         match reply {
             Ok(Ok(reply)) => tally.lock().await.reply(f, &reply, start),
@@ -423,21 +534,36 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     let per_flow = Duration::from_secs_f64(flows as f64 / config.rate_per_s.max(0.001));
     let mut tasks = Vec::new();
     let mut source = String::new();
-    for f in 0..flows {
-        let (stream, local) = connect(config.target, tls.as_ref()).await?;
-        if f == 0 {
+    // Flows connect at once, each within the run's time.
+    let connecting: Vec<_> = (0..flows)
+        .map(|_| {
+            let (target, tls, wait) = (config.target, tls.clone(), connect_wait(start, config.duration));
+            tokio::spawn(async move { connect(target, tls.as_ref(), wait).await })
+        })
+        .collect();
+    for (f, c) in connecting.into_iter().enumerate() {
+        let (stream, local) = match c.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(connected) => connected,
+            Err(e) => {
+                let mut t = tally.lock().await;
+                t.broken += 1;
+                t.connect_error = Some(e);
+                continue;
+            }
+        };
+        if source.is_empty() {
             source = local.ip().to_string();
         }
         let pace = (f, start, config.duration, per_flow);
         let t = tally.clone();
         tasks.push(tokio::spawn(async move { run_flow(pace, tokio::io::split(stream), framing, t, None).await }));
     }
-    let mut sent = 0;
+    let (mut sent, opened) = (0, tasks.len() as u64);
     for task in tasks {
         sent += task.await.unwrap_or(0);
     }
     let t = tally.lock().await;
-    Ok(report(source, sent, &t, flows as u64))
+    Ok(report(source, sent, &t, opened))
 }
 
 /// QUIC: an endpoint (a local port) and a connection per flow, the requests on one
@@ -461,12 +587,25 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
         endpoint.set_default_client_config(client.clone());
         let connecting =
             endpoint.connect(target, &target.ip().to_string()).map_err(|e| format!("QUIC to {target}: {e}"))?;
-        let conn = tokio::time::timeout(WAIT, connecting)
-            .await
-            .map_err(|_| format!("QUIC to {target}: no handshake in {} s", WAIT.as_secs()))?
-            .map_err(|e| format!("QUIC to {target}: {e}"))?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| format!("QUIC stream to {target}: {e}"))?;
-        if f == 0 {
+        let wait = connect_wait(start, config.duration);
+        let opened = async {
+            let conn = tokio::time::timeout(wait, connecting)
+                .await
+                .map_err(|_| format!("QUIC to {target}: no handshake in {:.1} s", wait.as_secs_f64()))?
+                .map_err(|e| format!("QUIC to {target}: {e}"))?;
+            let (send, recv) = conn.open_bi().await.map_err(|e| format!("QUIC stream to {target}: {e}"))?;
+            Ok::<_, String>((conn, send, recv))
+        };
+        let (conn, send, recv) = match opened.await {
+            Ok(opened) => opened,
+            Err(e) => {
+                let mut t = tally.lock().await;
+                t.broken += 1;
+                t.connect_error = Some(e);
+                continue;
+            }
+        };
+        if source.is_empty() {
             source = endpoint.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         }
         let pace = (f, start, config.duration, per_flow);
@@ -479,12 +618,12 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
             sent
         }));
     }
-    let mut sent = 0;
+    let (mut sent, opened) = (0, tasks.len() as u64);
     for task in tasks {
         sent += task.await.unwrap_or(0);
     }
     let t = tally.lock().await;
-    Ok(report(source, sent, &t, flows as u64))
+    Ok(report(source, sent, &t, opened))
 }
 
 /// One TCP reply: the echoed request, a u16 length, the identity trailer.
@@ -533,6 +672,19 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         forwarded_for_seen: t.forwarded_for.iter().take(16).cloned().collect(),
         toa_seen: t.toa.iter().take(16).cloned().collect(),
         migrations: t.migrations,
+        connect_error: t.connect_error.clone(),
+        timeline: t
+            .seconds
+            .iter()
+            .enumerate()
+            .map(|(i, (sent, h))| SecondReport {
+                t_s: i as u64,
+                sent: *sent,
+                received: h.as_ref().map_or(0, |h| h.len()),
+                p50_us: h.as_ref().map(|h| h.value_at_quantile(0.5)),
+                p99_us: h.as_ref().map(|h| h.value_at_quantile(0.99)),
+            })
+            .collect(),
         connections_opened: connections,
         flows_backend_changed: t.flow_backends.values().filter(|(_, changed)| *changed).count() as u64,
         connections_broken: t.broken,

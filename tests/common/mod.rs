@@ -94,12 +94,30 @@ impl Lab {
                 "--duration",
                 "2s",
             ])
-            .args(["--flows", &flows.to_string(), "--report"])
+            .args(["--flows", &flows.to_string(), "--json"])
             .arg(&report)
             .args(extra)
             .output()
             .expect("runs");
         assert!(out.status.success(), "probe: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    }
+
+    /// `probe` where nothing should answer: it exits 1, says so, and still writes its report.
+    pub fn probe_unanswered(&self, client: &str, target: &str, protocol: &str, flows: usize) -> Value {
+        let report = self.dir.join(format!("probe-{client}-{protocol}-unanswered.json"));
+        let out = Command::new(exe())
+            .args(["lab", "exec"])
+            .arg(&self.file)
+            .arg(format!("client/{client}"))
+            .args(["--", exe(), "probe", "--target", target, "--protocol", protocol, "--rate", "200"])
+            .args(["--duration", "2s", "--flows", &flows.to_string(), "--json"])
+            .arg(&report)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1), "probe: {}", String::from_utf8_lossy(&out.stdout));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("no answer from {target}")), "{stderr}");
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
     }
 
@@ -195,7 +213,7 @@ pub fn spawn_probe(
         .arg(&lab.file)
         .arg(format!("client/{client}"))
         .args(["--", exe(), "probe", "--target", target, "--protocol", protocol])
-        .args(["--rate", "80", "--duration", "6s", "--flows", &flows.to_string(), "--report"])
+        .args(["--rate", "80", "--duration", "6s", "--flows", &flows.to_string(), "--json"])
         .arg(lab.dir.join(name))
         .spawn()
         .expect("runs")
