@@ -47,6 +47,10 @@ enum Command {
         /// Write run statistics (events, packets, wall time, rates) here as JSON.
         #[arg(long)]
         stats: Option<PathBuf>,
+        /// Write a pcap per node (NODE.pcap, simulated time stamps) into this directory;
+        /// tools/wireshark/anyedge.lua dissects the backbone's envelopes.
+        #[arg(long, value_name = "DIR")]
+        pcap: Option<PathBuf>,
     },
     /// Check a topology file; print every problem as FILE:LINE:COL: field: reason.
     Validate {
@@ -402,7 +406,13 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
     }
 }
 
-fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats: Option<PathBuf>) -> ExitCode {
+fn simulate(
+    file: &std::path::Path,
+    t: &Topology,
+    report: Option<PathBuf>,
+    stats: Option<PathBuf>,
+    pcap: Option<PathBuf>,
+) -> ExitCode {
     for (flag, path) in [("--report", &report), ("--stats", &stats)] {
         if let Some(path) = path
             && let Err(code) = check_writable(flag, path)
@@ -410,7 +420,17 @@ fn simulate(file: &std::path::Path, t: &Topology, report: Option<PathBuf>, stats
             return code;
         }
     }
-    let outcome = match anyedge_sim::run_report(t, progress_bar()) {
+    if let Some(dir) = &pcap {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("--pcap {}: cannot create ({e}); nothing was run", dir.display());
+            return ExitCode::from(2);
+        }
+        if let Err(code) = check_writable("--pcap", &dir.join(".anyedge-write-check")) {
+            return code;
+        }
+    }
+    let options = anyedge_sim::Options { pcap };
+    let outcome = match anyedge_sim::run_with(t, &options, progress_bar()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: cannot simulate: {}", file.display(), e.0);
@@ -692,7 +712,7 @@ fn main() -> ExitCode {
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule } => {
             chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule })
         }
-        Command::Sim { file, seed, report, stats } => {
+        Command::Sim { file, seed, report, stats, pcap } => {
             let mut t = match load(&file) {
                 Ok(t) => t,
                 Err(code) => return code,
@@ -700,7 +720,7 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            simulate(&file, &t, report, stats)
+            simulate(&file, &t, report, stats, pcap)
         }
     }
 }

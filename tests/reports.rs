@@ -58,3 +58,92 @@ fn the_comparison_ignores_drops_and_nothing_else() {
     let other = "{\n  \"name\": \"y\",\n  \"drops\": {}\n}\n";
     assert_ne!(without_drops(with), without_drops(other), "a changed figure still shows");
 }
+
+/// small.yaml for 3 s without faults, simulated with `--pcap` into a fresh directory.
+fn capture(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("anyedge-pcap-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = include_str!("../topologies/small.yaml").replace("duration: 20s", "duration: 3s");
+    let file = dir.join("small3.yaml");
+    std::fs::write(&file, text.split("faults:").next().unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .arg("sim")
+        .arg(&file)
+        .arg("--pcap")
+        .arg(dir.join("pcap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+#[test]
+fn sim_pcap_writes_a_capture_per_node_in_simulated_time_and_the_same_bytes_every_run() {
+    let (a, b) = (capture("a"), capture("b"));
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d.join("pcap"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = names(&a);
+    for node in
+        ["pop-paris.pcap", "pop-warsaw.pcap", "clb-frankfurt-0.pcap", "backend-198.19.20.1.pcap", "client-london.pcap"]
+    {
+        assert!(files.contains(&node.to_string()), "{node} in {files:?}");
+    }
+    assert_eq!(files, names(&b));
+    for f in &files {
+        let bytes = std::fs::read(a.join("pcap").join(f)).unwrap();
+        assert_eq!(bytes, std::fs::read(b.join("pcap").join(f)).unwrap(), "{f}: same seed, same bytes");
+        // Nanosecond pcap, raw IP; records in time order, none past the run (3 s + drain).
+        assert_eq!(&bytes[..4], &0xa1b2_3c4du32.to_le_bytes(), "{f}");
+        assert_eq!(u32::from_le_bytes(bytes[20..24].try_into().unwrap()), 101, "{f}");
+        let (mut at, mut last, mut records) = (24, 0u64, 0);
+        while at + 16 <= bytes.len() {
+            let word = |i: usize| u64::from(u32::from_le_bytes(bytes[at + i..at + i + 4].try_into().unwrap()));
+            let t = word(0) * 1_000_000_000 + word(4);
+            assert!(t >= last && t < 10_000_000_000, "{f}: record at {t} ns after {last}");
+            last = t;
+            at += 16 + word(8) as usize;
+            records += 1;
+        }
+        assert_eq!(at, bytes.len(), "{f}: whole records");
+        assert!(records > 0, "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
+}
+
+#[test]
+fn tshark_reads_a_simulated_capture_through_the_repositorys_dissector() {
+    let tshark = std::process::Command::new("tshark").arg("--version").output();
+    if tshark.is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs tshark (.ci/run): it must be here");
+        return;
+    }
+    let dir = capture("tshark");
+    let out = std::process::Command::new("tshark")
+        .arg("-X")
+        .arg(format!("lua_script:{}/tools/wireshark/anyedge.lua", env!("CARGO_MANIFEST_DIR")))
+        .arg("-r")
+        .arg(dir.join("pcap").join("clb-frankfurt-0.pcap"))
+        .args(["-Y", "anyedge.ccn.pop_id", "-T", "fields", "-e", "anyedge.sender_name", "-e", "anyedge.ccn.pop_id"])
+        .args(["-e", "ip.dst"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 100, "CCN data decoded: {} lines", lines.len());
+    // From a POP, with the CCN header's POP id, and the client's packet to the VIP inside.
+    assert!(
+        lines.iter().any(|l| l.starts_with("pop#0\t0\t") && l.contains("198.18.0.20")),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

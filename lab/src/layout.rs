@@ -4,15 +4,15 @@
 use std::path::{Path, PathBuf};
 
 /// CCN tunnel (UDP) on POPs and CLB nodes.
-pub const TUNNEL_PORT: u16 = 6081;
+pub const TUNNEL_PORT: u16 = anyedge_proto::pcap::TUNNEL_PORT;
 /// CLB node ↔ backend host tunnel (UDP).
-pub const BACKEND_PORT: u16 = 6082;
+pub const BACKEND_PORT: u16 = anyedge_proto::pcap::BACKEND_PORT;
 /// Backbone gRPC streams (`backbone.transport: grpc`).
 pub const GRPC_PORT: u16 = 6083;
 /// Connection-table sync between the CLB nodes of a region (UDP, region network).
-pub const SYNC_PORT: u16 = 6084;
+pub const SYNC_PORT: u16 = anyedge_proto::pcap::SYNC_PORT;
 /// Liveness probes answered by POPs and CLB nodes (`anyedge_proto::probe`).
-pub const HEALTH_PORT: u16 = 6090;
+pub const HEALTH_PORT: u16 = anyedge_proto::pcap::HEALTH_PORT;
 /// Raft between control nodes and the watch API (gRPC over mutual TLS).
 pub const CONTROL_PORT: u16 = 6095;
 

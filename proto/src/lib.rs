@@ -19,6 +19,7 @@ pub mod control {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("anyedge.control");
 }
+pub mod pcap;
 pub mod probe;
 pub mod quic;
 pub mod seal;

@@ -43,9 +43,29 @@ pub fn run(topology: &anyedge_topology::Topology, progress: impl FnMut(f64)) -> 
 /// Runs a topology and returns its report even when an invariant broke: then the
 /// report's `violations` lists what broke (and the control section's invariants say which).
 pub fn run_report(topology: &anyedge_topology::Topology, progress: impl FnMut(f64)) -> Result<Outcome, SimError> {
+    run_with(topology, &Options::default(), progress)
+}
+
+/// What a run writes besides its report.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A pcap per node of every packet that reaches it, in this directory.
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+/// `run_report`, with captures and the like.
+pub fn run_with(
+    topology: &anyedge_topology::Topology,
+    options: &Options,
+    progress: impl FnMut(f64),
+) -> Result<Outcome, SimError> {
     let started = Instant::now();
     let mut world = world::World::new(topology)?;
+    if let Some(dir) = &options.pcap {
+        world.capture_into(dir.clone())?;
+    }
     world.run(progress);
+    world.finish_capture()?;
     let report = world.report();
     let wall_s = started.elapsed().as_secs_f64();
     let (events, packets) = (world.events(), world.packets());

@@ -114,6 +114,7 @@ impl<'t> World<'t> {
             probers: None,
             egress: Vec::new(),
             egress_by_ip: HashMap::new(),
+            capture: None,
         };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);

@@ -28,6 +28,7 @@ use crate::report::*;
 
 mod backends;
 mod build;
+mod capture;
 mod clients;
 mod egress;
 mod faults;
@@ -205,6 +206,8 @@ pub struct World<'t> {
     egress: Vec<egress::EgressNode>,
     /// Internet backend address → its egress node.
     egress_by_ip: HashMap<IpAddr, usize>,
+    /// `--pcap DIR`: every packet that reaches a node, per node.
+    capture: Option<capture::Capture>,
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).
@@ -293,7 +296,10 @@ impl<'t> World<'t> {
                     self.backend_tcp_service(host, remote);
                 }
             }
-            Ev::Arrive { to, packet } => self.arrive(to, packet),
+            Ev::Arrive { to, packet } => {
+                self.capture(&to, &packet);
+                self.arrive(to, packet)
+            }
             Ev::ClbTimer { clb } => {
                 if self.clbs[clb].timer_at == Some(self.q.now_ns()) {
                     self.clbs[clb].timer_at = None;

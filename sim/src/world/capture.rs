@@ -1,0 +1,106 @@
+//! `anyedge sim FILE --pcap DIR`: a pcap per node of every packet that reaches it,
+//! stamped with simulated time (see `anyedge_proto::pcap` for the framing). Same
+//! topology and seed, same bytes.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyedge_proto::pcap;
+
+use super::*;
+
+pub(super) struct Capture {
+    dir: PathBuf,
+    files: BTreeMap<String, BufWriter<std::fs::File>>,
+    /// The first write error: capturing stops there and the run reports it.
+    pub(super) error: Option<String>,
+}
+
+impl Capture {
+    pub(super) fn new(dir: PathBuf) -> Result<Capture, SimError> {
+        std::fs::create_dir_all(&dir).map_err(|e| SimError(format!("--pcap {}: {e}", dir.display())))?;
+        Ok(Capture { dir, files: BTreeMap::new(), error: None })
+    }
+
+    fn record(&mut self, node: String, at_ns: u64, packet: &[u8], port: u16) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(frame) = pcap::frame(packet, port) else { return };
+        let result = match self.files.get_mut(&node) {
+            Some(out) => pcap::write_record(out, at_ns, &frame),
+            None => {
+                let path = self.dir.join(format!("{}.pcap", node.replace('/', "-")));
+                let opened = std::fs::File::create(&path).map(BufWriter::new).and_then(|mut out| {
+                    out.write_all(&pcap::file_header())?;
+                    pcap::write_record(&mut out, at_ns, &frame)?;
+                    Ok(out)
+                });
+                opened.map(|out| {
+                    self.files.insert(node, out);
+                })
+            }
+        };
+        if let Err(e) = result {
+            self.error = Some(format!("--pcap {}: {e}", self.dir.display()));
+        }
+    }
+
+    /// Flushes every file; the first error, if any.
+    pub(super) fn finish(&mut self) -> Result<(), String> {
+        for out in self.files.values_mut() {
+            if let Err(e) = out.flush() {
+                self.error.get_or_insert(format!("--pcap {}: {e}", self.dir.display()));
+            }
+        }
+        self.error.clone().map_or(Ok(()), Err)
+    }
+}
+
+impl<'t> World<'t> {
+    /// Captures (when on) a packet arriving at `to` now.
+    pub(super) fn capture(&mut self, to: &Arrival, packet: &[u8]) {
+        if self.capture.is_none() {
+            return;
+        }
+        let t = self.t;
+        let node = match *to {
+            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => format!("pop/{}", t.pops[p.index()].name),
+            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
+                self.clb_name(c)
+            }
+            Arrival::Backend { host, .. } | Arrival::InternetHost(host) => format!("backend/{}", self.hosts[host].ip),
+            Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.egress[e].name.clone(),
+            Arrival::Client(c) => format!("client/{}", t.clients[self.clients[c].group].name),
+            Arrival::ProbeRequest { to: probing::Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
+            Arrival::ProbeRequest { to: probing::Probed::Clb(c), .. } => self.clb_name(c),
+            Arrival::ProbeAnswer { at } => match at {
+                probing::ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
+                probing::ProberAt::Clb(c) => self.clb_name(c),
+                probing::ProberAt::Edge => "internet".to_string(),
+                probing::ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
+            },
+        };
+        // Unsealed datagrams that are not IP: the internet edge's probes of POPs.
+        let port = match to {
+            Arrival::ProbeRequest { .. } | Arrival::ProbeAnswer { .. } => pcap::HEALTH_PORT,
+            _ => pcap::TUNNEL_PORT,
+        };
+        let now = self.q.now_ns();
+        if let Some(c) = self.capture.as_mut() {
+            c.record(node, now, packet, port);
+        }
+    }
+
+    /// Starts capturing into `dir`.
+    pub fn capture_into(&mut self, dir: PathBuf) -> Result<(), SimError> {
+        self.capture = Some(Capture::new(dir)?);
+        Ok(())
+    }
+
+    /// Ends the capture: every file flushed, or the first error.
+    pub fn finish_capture(&mut self) -> Result<(), SimError> {
+        self.capture.as_mut().map_or(Ok(()), |c| c.finish().map_err(SimError))
+    }
+}
