@@ -57,7 +57,16 @@ enum Command {
         /// Topology file (YAML).
         file: PathBuf,
     },
+    /// Capture in this network namespace (what `lab capture` runs inside a node's).
+    #[command(hide = true)]
+    CaptureHere {
+        #[arg(short = 'w')]
+        out: PathBuf,
+        #[arg(long)]
+        duration: String,
+    },
     /// Run one node of a lab (inside its namespace; `lab up` starts these).
+    #[command(hide = true)]
     Node {
         #[arg(long)]
         topology: PathBuf,
@@ -314,6 +323,17 @@ enum LabCommand {
     Kill { file: PathBuf, node: String },
     /// Start a stopped node again.
     Start { file: PathBuf, node: String },
+    /// Capture a node's packets (every interface of its namespace) into a pcap file.
+    Capture {
+        file: PathBuf,
+        node: String,
+        /// The pcap file to write.
+        #[arg(short = 'w', value_name = "FILE")]
+        out: PathBuf,
+        /// How long to capture, e.g. 5s.
+        #[arg(long, default_value = "5s")]
+        duration: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -528,6 +548,13 @@ fn lab(action: LabCommand) -> ExitCode {
         LabCommand::Kill { file, node } => setup::require_root("lab kill")
             .and_then(|()| setup::kill(&file, &node))
             .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
+        LabCommand::Capture { file, node, out, duration } => {
+            if let Err(e) = anyedge_topology::parse_duration_ns(&duration) {
+                eprintln!("--duration: {e}");
+                return ExitCode::from(2);
+            }
+            setup::require_root("lab capture").and_then(|()| setup::capture(&file, &node, &out, &duration, &exe))
+        }
         LabCommand::Start { file, node } => setup::require_root("lab start")
             .and_then(|()| setup::start(&file, &node, &exe))
             .map(|()| println!("{node}: started")),
@@ -611,6 +638,25 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab { action } => lab(action),
+        Command::CaptureHere { out, duration } => {
+            let duration = match anyedge_topology::parse_duration_ns(&duration) {
+                Ok(ns) => std::time::Duration::from_nanos(ns),
+                Err(e) => {
+                    eprintln!("--duration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match anyedge_lab::capture::capture_here(&out, duration) {
+                Ok(n) => {
+                    println!("{n} packets captured into {}", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("capture: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Ctl { file, action } => ctl(file, action),
         Command::Probe {
             target,

@@ -804,3 +804,47 @@ fn a_probe_to_a_port_nobody_serves_ends_on_time_and_exits_1_with_its_report() {
         assert!(!r["timeline"].as_array().unwrap().is_empty() || protocol != "udp", "{protocol}: {r}");
     }
 }
+
+#[test]
+fn lab_capture_records_a_nodes_packets_and_the_dissector_reads_its_backbone_envelopes() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("capture");
+    let out = lab.dir.join("clb0.pcap");
+    let capture = Command::new(exe())
+        .args(["lab", "capture"])
+        .arg(&lab.file)
+        .args(["clb/frankfurt/0", "-w"])
+        .arg(&out)
+        .args(["--duration", "3s"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 16);
+    assert!(udp["received"].as_u64().unwrap() > 0, "{udp}");
+    let done = capture.wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..4], &0xa1b2_3c4du32.to_le_bytes());
+    assert!(bytes.len() > 24 + 100 * 16, "packets were captured: {} bytes", bytes.len());
+    if Command::new("tshark").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs tshark (.ci/run)");
+        return;
+    }
+    let decoded = Command::new("tshark")
+        .arg("-X")
+        .arg(format!("lua_script:{}/tools/wireshark/anyedge.lua", env!("CARGO_MANIFEST_DIR")))
+        .arg("-r")
+        .arg(&out)
+        .args(["-Y", "anyedge.ccn.pop_id", "-T", "fields", "-e", "anyedge.sender_name", "-e", "ip.dst"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("pop#") && l.contains("198.18.0.20")),
+        "real CCN data from a POP with london's packet to the VIP inside: {}",
+        &text[..text.len().min(1500)]
+    );
+}

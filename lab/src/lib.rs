@@ -2,6 +2,7 @@
 //! devices, with the shipped cores running on tokio in real node processes.
 
 pub mod bench;
+pub mod capture;
 pub mod control_node;
 pub mod ctl;
 pub mod drops;

@@ -551,6 +551,20 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> 
     Ok(status.code().unwrap_or(1))
 }
 
+/// Captures `duration` of a node's traffic into `out` (see [`crate::capture`]): runs
+/// this binary's hidden `capture-here` inside the node's namespace.
+pub fn capture(file: &Path, node: &str, out: &Path, duration: &str, exe: &Path) -> Result<(), String> {
+    let out = std::path::absolute(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let command = [exe.display().to_string(), "capture-here".into(), "-w".into(), out.display().to_string()]
+        .into_iter()
+        .chain(["--duration".to_string(), duration.to_string()])
+        .collect::<Vec<String>>();
+    match exec(file, node, &command)? {
+        0 => Ok(()),
+        code => Err(format!("capture in {node} failed (exit {code})")),
+    }
+}
+
 /// Stops one node's process (its namespace stays, like a crashed machine).
 pub fn kill(file: &Path, node: &str) -> Result<(), String> {
     let (_, plan) = load(file)?;
