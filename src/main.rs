@@ -323,6 +323,9 @@ enum LabCommand {
     Kill { file: PathBuf, node: String },
     /// Start a stopped node again.
     Start { file: PathBuf, node: String },
+    /// Every node's Prometheus metrics (each also serves them at http://NODE:6091/metrics
+    /// inside the lab).
+    Metrics { file: PathBuf, node: Option<String> },
     /// Capture a node's packets (every interface of its namespace) into a pcap file.
     Capture {
         file: PathBuf,
@@ -548,6 +551,7 @@ fn lab(action: LabCommand) -> ExitCode {
         LabCommand::Kill { file, node } => setup::require_root("lab kill")
             .and_then(|()| setup::kill(&file, &node))
             .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
+        LabCommand::Metrics { file, node } => setup::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
         LabCommand::Capture { file, node, out, duration } => {
             if let Err(e) = anyedge_topology::parse_duration_ns(&duration) {
                 eprintln!("--duration: {e}");

@@ -848,3 +848,49 @@ fn lab_capture_records_a_nodes_packets_and_the_dissector_reads_its_backbone_enve
         &text[..text.len().min(1500)]
     );
 }
+
+#[test]
+fn every_node_serves_prometheus_metrics_and_lab_metrics_prints_them() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("metrics", with_control);
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 8);
+    assert!(udp["received"].as_u64().unwrap() > 0, "{udp}");
+    let out = lab.anyedge(&["lab", "metrics"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = |line_start: &str| -> u64 {
+        let line =
+            text.lines().find(|l| l.starts_with(line_start)).unwrap_or_else(|| panic!("{line_start} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("anyedge_packets_in_total{node=\"pop/paris\"}") > 0);
+    assert!(value("anyedge_packets_out_total{node=\"clb/frankfurt/0\"}") > 0);
+    assert!(
+        value("anyedge_conn_table_entries{node=\"clb/frankfurt/0\"}")
+            + value("anyedge_conn_table_entries{node=\"clb/frankfurt/1\"}")
+            >= 8
+    );
+    assert!(value("anyedge_raft_term{node=\"control/1\"}") >= 1);
+    assert!(value("anyedge_raft_commit{node=\"control/1\"}") >= 1);
+    assert!(text.contains("# TYPE anyedge_drops_total counter"), "{text}");
+    // The same text over HTTP on the node's namespace, as a Prometheus server would scrape it.
+    let plan = anyedge_lab::plan::Plan::new(&anyedge_topology::load(&lab.file).unwrap());
+    let clb = plan.clb_region_addr(0, 0).unwrap();
+    let scrape = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["backend/198.19.20.1", "--", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{clb}/6091; printf 'GET /metrics HTTP/1.1\\r\\n\\r\\n' >&3; cat <&3"))
+        .output()
+        .unwrap();
+    let http = String::from_utf8_lossy(&scrape.stdout);
+    assert!(http.starts_with("HTTP/1.1 200 OK") && http.contains("text/plain; version=0.0.4"), "{http}");
+    assert!(http.contains("anyedge_packets_in_total{node=\"clb/frankfurt/0\"}"), "{http}");
+    // Levelled logs in the state directory (RUST_LOG, default info).
+    let log = std::fs::read_to_string(lab_state_dir(&lab).join("pop-paris.log")).unwrap();
+    assert!(log.contains(" INFO ") && log.contains("pop/paris starting") && log.contains("ready"), "{log}");
+}

@@ -68,7 +68,7 @@ impl Refusals {
     fn log(&self, what: &str, reason: &dyn std::fmt::Display) {
         let n = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if n <= 20 || n.is_multiple_of(1000) {
-            eprintln!("{} {}: refused {what}: {reason} ({n} refused so far)", crate::node::unix_ms(), self.name);
+            tracing::warn!("{}: refused {what}: {reason} ({n} refused so far)", self.name);
         }
     }
 
@@ -210,7 +210,13 @@ struct Watcher {
     tx: mpsc::Sender<Result<WatchUpdate, Status>>,
 }
 
-pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Path) -> Result<(), String> {
+pub async fn run(
+    t: &Topology,
+    plan: &Plan,
+    id: u8,
+    state_dir: &Path,
+    (ready, drops): (&Path, crate::drops::Drops),
+) -> Result<(), String> {
     let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
     let config = anyedge_topology::route_table::control_config(t, c, id);
     let store = RedbDisk::open(&log_path(state_dir, id), &config.voters)?;
@@ -228,7 +234,7 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     tokio::spawn(async move {
         // Bounded: an idle-connection flood neither exhausts file handles nor starves peers.
         if let Err(e) = server.serve_with_incoming(crate::limits::limited(tcp)).await {
-            eprintln!("control gRPC server: {e}");
+            tracing::error!("control gRPC server: {e}");
         }
     });
     // The control API on a Unix socket.
@@ -241,7 +247,7 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
     let local = tonic::transport::Server::builder().add_service(ControlServer::new(Api { local: true, ..api }));
     tokio::spawn(async move {
         if let Err(e) = local.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix)).await {
-            eprintln!("control API server: {e}");
+            tracing::error!("control API server: {e}");
         }
     });
     let mut peers: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
@@ -337,6 +343,9 @@ pub async fn run(t: &Topology, plan: &Plan, id: u8, state_dir: &Path, ready: &Pa
             streamed = node.applied();
             watchers.retain(|w| w.tx.try_send(Ok(index_only(streamed))).is_ok());
         }
+        drops.set_gauge("raft_term", node.term());
+        drops.set_gauge("raft_commit", node.commit());
+        drops.set_gauge("raft_applied", node.applied());
     }
 }
 

@@ -5,7 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Default)]
-pub struct Drops(Arc<Mutex<BTreeMap<&'static str, u64>>>, Sections);
+pub struct Drops(Arc<Mutex<BTreeMap<&'static str, u64>>>, Sections, Arc<Counters>);
+
+/// Packets through the node's forwarding loop, and gauges its core reports.
+#[derive(Debug, Default)]
+struct Counters {
+    packets_in: std::sync::atomic::AtomicU64,
+    packets_out: std::sync::atomic::AtomicU64,
+    gauges: Mutex<BTreeMap<&'static str, u64>>,
+}
 
 /// Further sections of a node's status (`sync`, `quic`), by name.
 type Sections = Arc<Mutex<BTreeMap<&'static str, serde_json::Value>>>;
@@ -28,6 +36,8 @@ impl Drops {
 
     /// A CLB node's QUIC connections now and handshakes so far, for `status`.
     pub fn set_quic(&self, (connections, handshakes): (usize, u64)) {
+        self.set_gauge("quic_connections", connections as u64);
+        self.set_gauge("quic_handshakes_total", handshakes);
         self.set_section("quic", serde_json::json!({ "connections": connections, "handshakes": handshakes }));
     }
 
@@ -57,8 +67,86 @@ impl Drops {
         if let Err(reason) = result
             && let Ok(mut counts) = self.0.lock()
         {
+            tracing::debug!(reason = reason.name(), "dropped");
             *counts.entry(reason.name()).or_default() += 1;
         }
+    }
+
+    /// A packet (datagram, TUN read, stream message) the node took in.
+    pub fn packet_in(&self) {
+        self.2.packets_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A packet the node sent on.
+    pub fn packet_out(&self) {
+        self.2.packets_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A figure the node's core reports (`conn_table_entries`, `raft_term`, …).
+    pub fn set_gauge(&self, name: &'static str, value: u64) {
+        if let Ok(mut g) = self.2.gauges.lock() {
+            g.insert(name, value);
+        }
+    }
+
+    /// Everything as Prometheus text exposition (version 0.0.4), labelled with `node`.
+    pub fn prometheus(&self, node: &str) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let node = node.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+            if rows.is_empty() {
+                return;
+            }
+            let _ = writeln!(out, "# HELP anyedge_{name} {help}\n# TYPE anyedge_{name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "anyedge_{name}{{node=\"{node}\"{labels}}} {v}");
+            }
+        };
+        metric(
+            "packets_in_total",
+            "counter",
+            "Packets the node took in.",
+            vec![(String::new(), self.2.packets_in.load(Relaxed))],
+        );
+        metric(
+            "packets_out_total",
+            "counter",
+            "Packets the node sent on.",
+            vec![(String::new(), self.2.packets_out.load(Relaxed))],
+        );
+        let drops = self.0.lock().map(|c| c.clone()).unwrap_or_default();
+        let rows = drops.iter().map(|(r, n)| (format!(",reason=\"{r}\""), *n)).collect();
+        metric("drops_total", "counter", "Packets the node's core refused, by reason.", rows);
+        let gauges = self.2.gauges.lock().map(|g| g.clone()).unwrap_or_default();
+        for (name, v) in gauges {
+            let (kind, help) = match name {
+                "conn_table_entries" => ("gauge", "Flows in the connection table."),
+                "conn_table_evictions_total" => ("counter", "Flows the connection table pushed out (full)."),
+                "raft_term" => ("gauge", "The control node's Raft term."),
+                "raft_commit" => ("gauge", "The control node's commit index."),
+                "raft_applied" => ("gauge", "The control node's applied index."),
+                "route_table_applied" => ("gauge", "The route-table log index the node has applied."),
+                "quic_connections" => ("gauge", "QUIC connections held."),
+                "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
+                _ => ("gauge", "A node figure."),
+            };
+            metric(name, kind, help, vec![(String::new(), v)]);
+        }
+        let sections = self.sections();
+        if let Some(health) = sections.get("health").and_then(|h| h.as_object()) {
+            let rows =
+                health.iter().map(|(b, state)| (format!(",backend=\"{b}\""), u64::from(state == "healthy"))).collect();
+            metric("backend_healthy", "gauge", "1 while the node's health checks pass for the backend.", rows);
+        }
+        if let Some(sync) = sections.get("sync").and_then(|h| h.as_object()) {
+            for (k, v) in sync {
+                let help = "Connection-table sync with the region's other nodes.";
+                metric(&format!("sync_{k}_total"), "counter", help, vec![(String::new(), v.as_u64().unwrap_or(0))]);
+            }
+        }
+        out
     }
 
     /// The counts so far, as a JSON object (`{"no_route": 3}`).

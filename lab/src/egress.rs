@@ -42,6 +42,7 @@ pub async fn run(
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, from) = sock.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
+        drops.packet_in();
         let now = start.elapsed().as_nanos() as u64;
         let result = match hosts.get(&from) {
             Some(_) => core.handle_from_internet(now, &buf[..n]),
@@ -62,6 +63,7 @@ pub async fn run(
                 GatewayOutput::ToClb { .. } => continue,
             };
             if let Some(to) = to {
+                drops.packet_out();
                 let _ = sock.send_to(&bytes, to).await;
             }
         }

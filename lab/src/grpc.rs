@@ -33,7 +33,7 @@ fn check_pop<T>(request: &Request<T>) -> Result<(), Status> {
     let leaf = chain.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
     let who = crate::pki::peer_identity(leaf.as_ref()).map_err(Status::permission_denied)?;
     if who.role != crate::pki::Role::Pop {
-        eprintln!("{} backbone: refused a stream from {}: no POP", crate::node::unix_ms(), who.name);
+        tracing::warn!("backbone: refused a stream from {}: no POP", who.name);
         return Err(Status::permission_denied(format!("{} is no POP", who.name)));
     }
     Ok(())
@@ -74,7 +74,7 @@ pub async fn serve(
     let server = builder.add_service(BackboneServer::new(Tunnel { to_node }));
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(incoming).await {
-            eprintln!("backbone gRPC server: {e}");
+            tracing::error!("backbone gRPC server: {e}");
         }
     });
     Ok(from_pops)

@@ -13,6 +13,8 @@ pub const GRPC_PORT: u16 = 6083;
 pub const SYNC_PORT: u16 = anyedge_proto::pcap::SYNC_PORT;
 /// Liveness probes answered by POPs and CLB nodes (`anyedge_proto::probe`).
 pub const HEALTH_PORT: u16 = anyedge_proto::pcap::HEALTH_PORT;
+/// Prometheus `/metrics` on every node's namespace.
+pub const METRICS_PORT: u16 = 6091;
 /// Raft between control nodes and the watch API (gRPC over mutual TLS).
 pub const CONTROL_PORT: u16 = 6095;
 
@@ -63,6 +65,7 @@ pub fn ready_marker(state_dir: &Path, node: &str) -> PathBuf {
 }
 
 pub fn mark_ready(path: &Path) -> Result<(), String> {
+    tracing::info!("ready");
     std::fs::write(path, b"ready\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -20,7 +20,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::drops::Drops;
-use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready};
+use crate::layout::{
+    BACKEND_PORT, GRPC_PORT, HEALTH_PORT, METRICS_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready,
+};
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::probing::{UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
@@ -29,6 +31,8 @@ use crate::shaper::Shaper;
 const MTU_BUF: usize = 65_536;
 /// How long a status client may take to ask and to read the answer.
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a CLB node refreshes its connection-table gauges.
+const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 /// Status connections served at once; more are closed on arrival.
 const STATUS_CONNECTIONS_MAX: usize = 64;
 
@@ -36,6 +40,11 @@ const STATUS_CONNECTIONS_MAX: usize = 64;
 pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     // Its Raft log, sockets and whatever else it writes are root's alone.
     crate::layout::private_files();
+    // Levelled logs (RUST_LOG, default info) on stderr, which `lab up` points at the
+    // node's log file in the state directory.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
     let t = topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let node = plan.node(name).ok_or(format!("no node `{name}` in this topology"))?.clone();
@@ -69,6 +78,15 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
         tokio::spawn(serve_control(listener, node_name.clone(), applied, drops.clone()));
+        // Prometheus on the namespace's own addresses (`/metrics`).
+        let metrics = tokio::net::TcpListener::bind(("0.0.0.0", METRICS_PORT)).await;
+        match metrics {
+            Ok(m) => {
+                tokio::spawn(serve_metrics(m, node_name.clone(), drops.clone()));
+            }
+            Err(e) => tracing::warn!("{node_name}: no /metrics on port {METRICS_PORT}: {e}"),
+        }
+        tracing::info!("{node_name} starting ({:?}, pid {})", role, std::process::id());
         match role {
             Role::Pop(p) => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
@@ -81,7 +99,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
             Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready, (keys, drops)).await,
             Role::Egress { k, .. } => crate::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
-            Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, &ready).await,
+            Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, (&ready, drops)).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }
     })
@@ -127,7 +145,12 @@ async fn serve_control(
             let mut line = [0u8; 64];
             let read = tokio::time::timeout(STATUS_TIMEOUT, stream.read(&mut line)).await;
             let Ok(Ok(n)) = read else { return };
-            let reply = if line[..n].starts_with(b"status") {
+            if let Some(a) = &applied {
+                drops.set_gauge("route_table_applied", a.load(std::sync::atomic::Ordering::SeqCst));
+            }
+            let reply = if line[..n].starts_with(b"metrics") {
+                drops.prometheus(&name)
+            } else if line[..n].starts_with(b"status") {
                 let mut status = serde_json::json!({
                     "node": &*name,
                     "pid": std::process::id(),
@@ -142,16 +165,39 @@ async fn serve_control(
                 }
                 format!("{status}\n")
             } else {
-                "{\"error\": \"unknown command (try status)\"}\n".to_string()
+                "{\"error\": \"unknown command (try status or metrics)\"}\n".to_string()
             };
             let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(reply.as_bytes())).await;
         });
     }
 }
 
-/// Wall-clock milliseconds, for log lines a user can line up with other nodes'.
-pub(crate) fn unix_ms() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+/// Serves `GET /metrics` (Prometheus text) on the node's namespace: one request per
+/// connection, bounded like the status socket.
+async fn serve_metrics(listener: tokio::net::TcpListener, name: String, drops: Drops) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(STATUS_CONNECTIONS_MAX));
+    let name: Arc<str> = name.into();
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let (name, drops) = (name.clone(), drops.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut head = [0u8; 1024];
+            let read = tokio::time::timeout(STATUS_TIMEOUT, stream.read(&mut head)).await;
+            let Ok(Ok(n)) = read else { return };
+            let reply = if head[..n].starts_with(b"GET /metrics ") {
+                let body = drops.prometheus(&name);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(reply.as_bytes())).await;
+        });
+    }
 }
 
 fn now_ns(start: Instant) -> u64 {
@@ -277,6 +323,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
             tokio::select! {
                 r = tun.recv(&mut tbuf) => {
                     let n = r.map_err(|e| e.to_string())?;
+                    drops.packet_in();
                     let packet = tbuf[..n].to_vec();
                     let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
                     match group {
@@ -286,9 +333,11 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 }
                 r = sock.recv_from(&mut ubuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
+                    drops.packet_in();
                     drops.count(core.handle_from_clb(now_ns(start), &ubuf[..n]));
                 }
                 Some(packet) = down_rx.recv() => {
+                    drops.packet_in();
                     drops.count(core.handle_from_clb(now_ns(start), &packet));
                 }
                 // POPs forward by VIP and CLB node; what the table changes for them is which
@@ -316,14 +365,17 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                     drops.count(core.handle_from_client(now_ns(start), &packet));
                 }
                 PopDest::Clb(to) => {
+                    drops.packet_out();
                     let _ = sock.send_to(&packet, to).await;
                 }
                 PopDest::ClbStream(r, i) => {
                     if let Some(up) = streams.get(&(r, i)) {
+                        drops.packet_out();
                         let _ = up.try_send(packet);
                     }
                 }
                 PopDest::Client => {
+                    drops.packet_out();
                     let _ = tun.send(&packet).await;
                 }
             }
@@ -363,7 +415,7 @@ fn clb_changes(
         let ((r, i), _) = peers[peer];
         core.set_clb_up(r as u16, i as u16, up);
         let state = if up { "up" } else { "down" };
-        eprintln!("{} pop/{}: clb/{}/{i} {state}", unix_ms(), t.pops[p].name, t.regions[r].name);
+        tracing::info!("pop/{}: clb/{}/{i} {state}", t.pops[p].name, t.regions[r].name);
     }
 }
 
@@ -454,6 +506,8 @@ async fn run_clb(
     let (mut pbuf, mut bbuf, mut sbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
     // Each backend's health as this node's checks see it (all healthy at the start).
     let mut health: std::collections::BTreeMap<String, &'static str> = std::collections::BTreeMap::new();
+    // Gauges for /metrics, refreshed now and then rather than per packet.
+    let mut gauges_at = Instant::now() - GAUGE_EVERY;
     // QUIC connections and handshakes, as `status` last showed them.
     let mut quic_seen = (0, 0);
     drops.set_quic(quic_seen);
@@ -467,10 +521,12 @@ async fn run_clb(
             tokio::select! {
                 r = pop_sock.recv_from(&mut pbuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
+                    drops.packet_in();
                     drops.count(core.handle_from_pop(now_ns(start), &pbuf[..n]));
                 }
                 r = be_sock.recv_from(&mut bbuf) => {
                     let (n, _) = r.map_err(|e| e.to_string())?;
+                    drops.packet_in();
                     drops.count(core.handle_from_backend(now_ns(start), bbuf[..n].to_vec()));
                 }
                 r = sync_sock.recv_from(&mut sbuf) => {
@@ -484,6 +540,7 @@ async fn run_clb(
                     drops.set_sync(&core.sync_stats());
                 }
                 Some((packet, down)) = next_upstream(&mut from_streams) => {
+                    drops.packet_in();
                     let result = core.handle_from_pop(now_ns(start), &packet);
                     // Replies go down the stream the POP's authentic packets came up.
                     let sender = anyedge_proto::seal::Packet::new_checked(&packet[..])
@@ -520,10 +577,12 @@ async fn run_clb(
         for (to, packet) in due {
             match to {
                 ClbDest::Udp(to) => {
+                    drops.packet_out();
                     let _ = pop_sock.send_to(&packet, to).await;
                 }
                 ClbDest::Stream(pop) => {
                     if let Some(down) = downstreams.get(&pop) {
+                        drops.packet_out();
                         let _ = down.try_send(packet);
                     }
                 }
@@ -543,6 +602,7 @@ async fn run_clb(
                     if let IpAddr::V4(ip) = backend.ip()
                         && let Some(to) = *backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
                     {
+                        drops.packet_out();
                         let _ = be_sock.send_to(&bytes, to).await;
                     }
                 }
@@ -560,8 +620,13 @@ async fn run_clb(
             if let anyedge_region::Event::HealthChanged { backend, healthy } = event {
                 health.insert(backend.to_string(), if healthy { "healthy" } else { "unhealthy" });
                 drops.set_health(&health);
-                eprintln!("{} {name}: backend {backend} {}", unix_ms(), if healthy { "healthy" } else { "unhealthy" });
+                tracing::info!("{name}: backend {backend} {}", if healthy { "healthy" } else { "unhealthy" });
             }
+        }
+        if gauges_at.elapsed() >= GAUGE_EVERY {
+            gauges_at = Instant::now();
+            drops.set_gauge("conn_table_entries", core.conn_table().len() as u64);
+            drops.set_gauge("conn_table_evictions_total", core.conn_table().evictions());
         }
         let quic = core.quic_connections();
         if quic != quic_seen {
@@ -654,6 +719,7 @@ async fn run_backend(
         tokio::select! {
             r = sock.recv_from(&mut ubuf) => {
                 let (n, from) = r.map_err(|e| e.to_string())?;
+                drops.packet_in();
                 let (clb, packet) = match internet {
                     Some(egress) if from == egress => (None, &ubuf[..n]),
                     Some(_) => {
@@ -681,15 +747,18 @@ async fn run_backend(
                         via.insert((info.key.src, info.key.src_port), (from, clb));
                     }
                     toa.note(packet);
+                    drops.packet_out();
                     let _ = tun.send(packet).await;
                 }
             }
             r = tun.recv(&mut tbuf) => {
                 let n = r.map_err(|e| e.to_string())?;
+                drops.packet_in();
                 // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
                 let Ok(info) = inner::parse(&tbuf[..n]) else { continue };
                 if let Some(egress) = internet {
                     // Everything an internet host sends goes out through its egress node.
+                    drops.packet_out();
                     let _ = sock.send_to(&tbuf[..n], egress).await;
                     continue;
                 }
@@ -698,10 +767,11 @@ async fn run_backend(
                     in_region_net(info.key.dst).then(|| (SocketAddr::new(info.key.dst, BACKEND_PORT), id))
                 });
                 let Some((to, clb)) = to else {
-                    eprintln!("no way back for {:?}", info.key);
+                    tracing::debug!("no way back for {:?}", info.key);
                     continue;
                 };
                 if let Some(sealed) = keyring.seal(clb, anyedge_proto::seal::Kind::Backend, &tbuf[..n]) {
+                    drops.packet_out();
                     let _ = sock.send_to(&sealed, to).await;
                 }
             }

@@ -46,7 +46,7 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
         };
         let now = now_ns(start);
         for (peer, up) in changes {
-            eprintln!("internet: pop/{} {}", t.pops[pops[peer].0].name, if up { "up" } else { "withdrawn" });
+            tracing::info!("internet: pop/{} {}", t.pops[pops[peer].0].name, if up { "up" } else { "withdrawn" });
             pending.push((now + t.failover.route_converge_ns, pops[peer].0, up));
         }
         let due: Vec<(u64, usize, bool)> = pending.iter().copied().filter(|&(at, _, _)| at <= now).collect();
@@ -73,7 +73,7 @@ fn reroute(t: &Topology, plan: &Plan, announced: &[bool]) {
                 .args(["route", "replace", &route, "via", &via.to_string(), "table", &table])
                 .status();
             if !status.is_ok_and(|s| s.success()) {
-                eprintln!("router: cannot point group {g} at POP {p}");
+                tracing::warn!("router: cannot point group {g} at POP {p}");
             }
             if let (Some(v6), Some(via6)) = (t.vips[vip].ipv6, plan.pop_internet_addr6(p)) {
                 let route6 = format!("{v6}/128");

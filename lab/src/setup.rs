@@ -321,7 +321,9 @@ fn spawn_node(plan: &Plan, state: &State, exe: &Path, name: &str) -> Result<u32,
     let node = plan.node(name).ok_or(format!("no node `{name}` in this lab"))?;
     let ns = &plan.namespaces[node.ns].name;
     let dir = state_dir(&plan.lab);
-    let log = std::fs::File::create(node_log(&dir, name)).map_err(|e| e.to_string())?;
+    // Appended: a restarted node's log keeps what it said before it died.
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(node_log(&dir, name)).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(ready_marker(&dir, name));
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -517,6 +519,36 @@ pub fn ask_node(lab: &str, node: &str) -> Option<serde_json::Value> {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
     serde_json::from_str(reply.trim()).ok()
+}
+
+/// Every running node's Prometheus metrics (or one node's), as their control sockets
+/// give them.
+pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let (_, plan) = load(file)?;
+    if read_state(&plan.lab).is_none() {
+        return Err(format!("lab `{}` is not up", plan.lab));
+    }
+    let names: Vec<String> = match node {
+        Some(n) => vec![plan.node(n).ok_or(format!("no node `{n}`"))?.name.clone()],
+        None => plan.nodes.iter().filter(|n| !n.name.starts_with("client/")).map(|n| n.name.clone()).collect(),
+    };
+    let mut out = String::new();
+    for name in names {
+        let path = node_socket(&state_dir(&plan.lab), &name);
+        let text = std::os::unix::net::UnixStream::connect(path).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+            s.write_all(b"metrics\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        match text {
+            Ok(text) => out.push_str(&text),
+            Err(_) => out.push_str(&format!("# {name}: not running\n")),
+        }
+    }
+    Ok(out)
 }
 
 /// Runs a command inside a node's namespace; returns its exit code.

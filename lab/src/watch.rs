@@ -31,7 +31,7 @@ pub fn follow(plan: &Plan, initial: RouteTable, state_dir: &std::path::Path, nod
     // Mutual TLS: this node's certificate from `lab up`; without it nothing is watched.
     let tls: Vec<_> = addrs.iter().filter_map(|&(_, a)| crate::pki::client(state_dir, node, a.into()).ok()).collect();
     if tls.len() != addrs.len() {
-        eprintln!("{node}: no certificate to follow the route table with");
+        tracing::warn!("{node}: no certificate to follow the route table with");
         return None;
     }
     let (tx, changes) = mpsc::channel(4096);
