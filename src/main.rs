@@ -47,6 +47,9 @@ enum Command {
         /// Write run statistics (events, packets, wall time, rates) here as JSON.
         #[arg(long)]
         stats: Option<PathBuf>,
+        /// Write the report as one self-contained HTML page with plots here.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
         /// Write a pcap per node (NODE.pcap, simulated time stamps) into this directory;
         /// tools/wireshark/anyedge.lua dissects the backbone's envelopes.
         #[arg(long, value_name = "DIR")]
@@ -64,6 +67,14 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         duration: String,
+    },
+    /// Render a JSON report (`sim --report`) as an HTML page with plots.
+    Report {
+        /// The JSON report.
+        json: PathBuf,
+        /// The HTML page to write.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
     },
     /// Run one node of a lab (inside its namespace; `lab up` starts these).
     #[command(hide = true)]
@@ -429,14 +440,17 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
     }
 }
 
-fn simulate(
-    file: &std::path::Path,
-    t: &Topology,
+/// What `sim` writes besides the table.
+struct Outputs {
     report: Option<PathBuf>,
     stats: Option<PathBuf>,
     pcap: Option<PathBuf>,
-) -> ExitCode {
-    for (flag, path) in [("--report", &report), ("--stats", &stats)] {
+    html: Option<PathBuf>,
+}
+
+fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
+    let Outputs { report, stats, pcap, html } = outputs;
+    for (flag, path) in [("--report", &report), ("--stats", &stats), ("--html", &html)] {
         if let Some(path) = path
             && let Err(code) = check_writable(flag, path)
         {
@@ -461,7 +475,14 @@ fn simulate(
             return ExitCode::from(2);
         }
     };
-    print!("{}", outcome.report.table());
+    let table = outcome.report.table();
+    print!("{table}");
+    if let Some(path) = html {
+        let value = serde_json::to_value(&outcome.report).unwrap_or_default();
+        if let Err(code) = write_file(&path, &anyedge_sim::html::render(&value, Some(&table))) {
+            return code;
+        }
+    }
     if let Some(path) = report
         && let Err(code) = write_file(&path, &outcome.report.to_json())
     {
@@ -762,7 +783,27 @@ fn main() -> ExitCode {
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule } => {
             chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule })
         }
-        Command::Sim { file, seed, report, stats, pcap } => {
+        Command::Report { json, html } => {
+            let text = match std::fs::read_to_string(&json) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: {e}", json.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let value: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("{}: not a report ({e})", json.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match write_file(&html, &anyedge_sim::html::render(&value, None)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
+        }
+        Command::Sim { file, seed, report, stats, pcap, html } => {
             let mut t = match load(&file) {
                 Ok(t) => t,
                 Err(code) => return code,
@@ -770,7 +811,7 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            simulate(&file, &t, report, stats, pcap)
+            simulate(&file, &t, Outputs { report, stats, pcap, html })
         }
     }
 }

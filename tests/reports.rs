@@ -147,3 +147,71 @@ fn tshark_reads_a_simulated_capture_through_the_repositorys_dissector() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_html_report_is_one_self_contained_page_with_every_section_and_report_renders_a_json_report_alike() {
+    let dir = std::env::temp_dir().join(format!("anyedge-html-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (html, json, again) = (dir.join("r.html"), dir.join("r.json"), dir.join("again.html"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["sim", "topologies/control.yaml", "--html"])
+        .arg(&html)
+        .arg("--report")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    for part in [
+        "<h2>Map</h2>",
+        "RTT CDF",
+        "over time",
+        "<h2 id=health>Backend health</h2>",
+        "Raft leader and term",
+        "<h2>Faults</h2>",
+        "<pre>",
+    ] {
+        assert!(page.contains(part), "the page has {part}");
+    }
+    // Plots are inline SVG; nothing is fetched when it opens.
+    assert!(page.matches("<svg ").count() >= 12, "{} plots", page.matches("<svg ").count());
+    for outside in ["<script", "<link", "<img", "@import", "url("] {
+        assert!(!page.contains(outside), "no {outside} in a self-contained page");
+    }
+    let without_svg_ns = page.replace("http://www.w3.org/2000/svg", "");
+    assert!(!without_svg_ns.contains("http://") && !without_svg_ns.contains("https://"), "no links out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .arg("report")
+        .arg(&json)
+        .arg("--html")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered = std::fs::read_to_string(&again).unwrap();
+    // The same page but for the terminal table, which only `sim` has.
+    let cut = |p: &str| p.split("<h2>Report</h2>").next().unwrap().trim_end_matches("</body></html>\n").to_string();
+    assert_eq!(cut(&rendered), cut(&page));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_paths_per_second_series_and_histogram_add_up_to_its_totals() {
+    let t = topology::parse_str("small.yaml", include_str!("../topologies/small.yaml")).unwrap();
+    let r = anyedge_sim::run(&t, |_| {}).unwrap().report;
+    for c in &r.clients {
+        for tr in &c.traffic {
+            for p in [&tr.anycast, &tr.direct] {
+                let sent: u64 = p.series.iter().map(|s| s.sent).sum();
+                let received: u64 = p.series.iter().map(|s| s.received).sum();
+                assert_eq!((sent, received), (p.sent, p.received), "{} {}", c.name, tr.name);
+                let bucketed: u64 = p.histogram_ms.iter().map(|b| b.1).sum();
+                assert_eq!(bucketed, p.received, "every round trip in a bucket");
+                if let Some(q) = p.rtt_ms {
+                    assert!(q.p50 <= q.p90 && q.p90 <= q.p99 && q.p99 <= q.p999 && q.p999 <= q.max);
+                }
+            }
+        }
+    }
+}

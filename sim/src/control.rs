@@ -82,12 +82,21 @@ pub struct ControlReport {
     pub term: u64,
     pub commit: u64,
     pub leader_changes: u64,
+    /// The majority's leader and its term from each change on (none: no leader).
+    pub leaders: Vec<LeaderSpan>,
     pub writes: u64,
     pub writes_committed: u64,
     pub commit_latency_ms: Option<LatencyMs>,
     /// Every control node's and CLB node's applied log index (`null`: down).
     pub applied: BTreeMap<String, Option<u64>>,
     pub invariants: Invariants,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LeaderSpan {
+    pub at_s: f64,
+    pub leader: Option<String>,
+    pub term: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -116,6 +125,8 @@ pub struct Invariants {
 }
 
 pub struct ControlPlane {
+    /// (when, the majority's leader, its term) at every change, for the report's timeline.
+    leaders: Vec<(u64, Option<u8>, u64)>,
     members: Vec<Member>,
     /// [from][to] backbone links between the nodes' sites.
     links: Vec<Vec<Link>>,
@@ -176,6 +187,7 @@ impl ControlPlane {
         let delay_to_watcher =
             members.iter().map(|m| watchers.iter().map(|&w| delay_ns(t, m.location, w)).collect()).collect();
         let mut plane = ControlPlane {
+            leaders: Vec::new(),
             members,
             links,
             side_of: None,
@@ -260,6 +272,10 @@ impl ControlPlane {
         let pending: Vec<(u64, u64)> = self.pending.iter().map(|p| (p.id, p.requested_ns)).collect();
         let snapshot = Snapshot { now_ns: now, majority_connected: majority.is_some(), leader, pending: &pending };
         self.liveness.observe(&snapshot, &mut self.violations);
+        let term = leader.and_then(|l| self.members[usize::from(l) - 1].node.as_ref()).map_or(0, |n| n.term());
+        if self.leaders.last().is_none_or(|&(_, l, t)| (l, t) != (leader, term)) {
+            self.leaders.push((now, leader, term));
+        }
     }
 
     pub fn deliver(&mut self, now: u64, (from, to): (u8, u8), bytes: &[u8]) -> Vec<(u64, ControlEv)> {
@@ -574,6 +590,15 @@ impl ControlPlane {
             term,
             commit,
             leader_changes: self.liveness.leader_changes,
+            leaders: self
+                .leaders
+                .iter()
+                .map(|&(at, l, term)| LeaderSpan {
+                    at_s: (at as f64 / 1e6).round() / 1e3,
+                    leader: l.map(|l| format!("control/{l}")),
+                    term,
+                })
+                .collect(),
             writes: self.writes,
             writes_committed: self.writes_committed,
             commit_latency_ms: latency,

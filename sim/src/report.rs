@@ -12,6 +12,8 @@ pub struct Report {
     pub seed: u64,
     pub duration_s: f64,
     pub pops: Vec<PopReport>,
+    /// Each region and where it is (for the map).
+    pub regions: Vec<RegionReport>,
     pub clients: Vec<ClientReport>,
     pub backends: Vec<BackendReport>,
     pub clb_nodes: Vec<ClbNodeReport>,
@@ -84,12 +86,28 @@ pub struct PopReport {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RegionReport {
+    pub name: String,
+    pub location: [f64; 2],
+}
+
+/// Routing moved a group's anycast traffic for a VIP to another POP (or to none).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CatchmentChange {
+    pub at_s: f64,
+    pub vip: String,
+    pub pop: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClientReport {
     pub name: String,
     pub location: [f64; 2],
     pub count: u32,
     /// POP entered at t=0 (null when the VIP has no live POP for this group).
     pub pop: Option<String>,
+    /// Every later move of its anycast traffic (POP failures and returns).
+    pub catchment: Vec<CatchmentChange>,
     pub traffic: Vec<TrafficReport>,
 }
 
@@ -106,8 +124,23 @@ pub struct PathReport {
     pub sent: u64,
     pub received: u64,
     pub loss_pct: f64,
+    /// Exact (nearest rank over every round trip), in ms to the microsecond.
     pub rtt_ms: Option<Percentiles>,
     pub jitter_ms: Option<f64>,
+    /// Round trips in hdrhistogram's logarithmic buckets: (upper bound ms, count).
+    pub histogram_ms: Vec<(f64, u64)>,
+    /// Per second of the run, by when requests left.
+    pub series: Vec<SecondReport>,
+}
+
+/// One second of a path: requests sent then, those answered, their p50 and p99.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SecondReport {
+    pub t_s: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]

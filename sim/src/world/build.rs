@@ -93,6 +93,7 @@ impl<'t> World<'t> {
             inet_direct,
             backbone,
             hist: Vec::new(),
+            samples: Vec::new(),
             trackers: Vec::new(),
             backends: Table::new(),
             backend_index: HashMap::new(),
@@ -115,6 +116,7 @@ impl<'t> World<'t> {
             egress: Vec::new(),
             egress_by_ip: HashMap::new(),
             capture: None,
+            catchments: Vec::new(),
         };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         let https = listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic);
@@ -263,6 +265,7 @@ impl<'t> World<'t> {
                     })
                     .collect(),
             );
+            self.samples.push(group.traffic.iter().map(|_| Default::default()).collect());
             let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
             for i in 0..group.count {
                 let c = ClientId(next);

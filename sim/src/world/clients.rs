@@ -126,10 +126,10 @@ impl<'t> World<'t> {
         let vip = (self.t.vip_addr(class, self.clients[client].addr), class.port);
         for path in PATHS {
             let slot = k * 2 + path as usize;
+            self.note_sent(client, slot, now);
             let flow = &mut self.clients[client].flows[slot];
             let seq = flow.udp_seq;
             flow.udp_seq += 1;
-            flow.sent += 1;
             let payload = app::udp_request(seq, now, size as usize);
             let src = (self.clients[client].addr, port_of(slot, 0));
             let Some(packet) = inner::build_udp(src, vip, &payload) else {
@@ -150,10 +150,10 @@ impl<'t> World<'t> {
         }
         let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
         let TrafficKind::SynFlood { rate_per_s } = class.kind else { return };
+        self.note_sent(client, k * 2, now);
         let c = &mut self.clients[client];
         let src_port = 1024 + c.rng.below(u64::from(PORT_BASE - 1024)) as u16;
         let seq = c.rng.next_u64() as u32;
-        c.flows[k * 2].sent += 1;
         let syn = inner::bare_tcp(src_port, class.port, smoltcp::wire::TcpControl::Syn, seq, None, Some(1460));
         if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class, c.addr), &syn)
             && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
@@ -174,8 +174,8 @@ impl<'t> World<'t> {
         };
         for path in PATHS {
             let slot = k * 2 + path as usize;
+            self.note_sent(client, slot, now);
             let c = &mut self.clients[client];
-            c.flows[slot].sent += 1;
             let tf = &mut c.tcp_flows[slot];
             tf.pending.push_back(now);
             if tf.pending.len() > TCP_PENDING_MAX {
@@ -275,6 +275,7 @@ impl<'t> World<'t> {
             self.last_reply_ns[group][slot / 2] = Some(now);
         }
         let _ = self.hist[group][slot / 2][slot % 2].record((rtt_ns / 1000).max(1));
+        self.samples[group][slot / 2][slot % 2].replied(sent_ns, rtt_ns);
         let flow = &mut self.clients[client].flows[slot];
         flow.received += 1;
         if let Some(prev) = flow.last_rtt_ns {

@@ -184,9 +184,15 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn reconverge(&mut self) {
-        for g in &mut self.groups {
+        let now = self.q.now_ns();
+        for (gi, g) in self.groups.iter_mut().enumerate() {
             for (v, order) in g.order.iter().enumerate() {
-                g.route[v] = order.iter().copied().find(|&p| self.pops[p].announced);
+                let route = order.iter().copied().find(|&p| self.pops[p].announced);
+                if route != g.route[v] {
+                    // For the report's map: where the group's anycast traffic lands now.
+                    self.catchments.push((now, gi, v, route));
+                }
+                g.route[v] = route;
             }
         }
     }

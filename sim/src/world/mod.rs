@@ -38,6 +38,7 @@ mod links;
 mod probing;
 mod quic_client;
 mod report;
+mod samples;
 mod tcp_app;
 
 use backends::*;
@@ -170,6 +171,8 @@ pub struct World<'t> {
     backbone: Vec<Link>,
     /// [group][k][path] round-trip histograms in microseconds.
     hist: Vec<Vec<[Histogram<u64>; 2]>>,
+    /// [group][k][path]: every round trip, and requests sent per second.
+    samples: Vec<Vec<[samples::Samples; 2]>>,
     trackers: Vec<FaultTracker>,
     backends: Table<BackendId, BackendRecord>,
     /// Backend address → its first record in `backends`.
@@ -206,6 +209,8 @@ pub struct World<'t> {
     egress: Vec<egress::EgressNode>,
     /// Internet backend address → its egress node.
     egress_by_ip: HashMap<IpAddr, usize>,
+    /// (when, group, VIP, its POP now) each time routing moved a group's anycast traffic.
+    catchments: Vec<(u64, usize, usize, Option<PopId>)>,
     /// `--pcap DIR`: every packet that reaches a node, per node.
     capture: Option<capture::Capture>,
 }

@@ -27,8 +27,8 @@ impl<'t> World<'t> {
         let TrafficKind::Quic { requests_per_s, .. } = class.kind else { return };
         for path in PATHS {
             let slot = k * 2 + path as usize;
+            self.note_sent(client, slot, now);
             let c = &mut self.clients[client];
-            c.flows[slot].sent += 1;
             if let Some(f) = c.quic_flows[slot].as_mut() {
                 f.pending.push_back(now);
                 if f.pending.len() > TCP_PENDING_MAX {

@@ -2,7 +2,11 @@
 
 use super::*;
 
-pub(super) fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Histogram<u64>) -> PathReport {
+pub(super) fn path_report<'a>(
+    flows: impl Iterator<Item = &'a Flow>,
+    hist: &Histogram<u64>,
+    samples: &samples::Samples,
+) -> PathReport {
     let (mut sent, mut received, mut jsum, mut jn) = (0u64, 0u64, 0u128, 0u64);
     for f in flows {
         sent += f.sent;
@@ -11,16 +15,17 @@ pub(super) fn path_report<'a>(flows: impl Iterator<Item = &'a Flow>, hist: &Hist
         jn += f.jitter_n;
     }
     let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
-    let ms = |us: u64| ms3(us as f64 / 1000.0);
-    let rtt_ms = (!hist.is_empty()).then(|| Percentiles {
-        p50: ms(hist.value_at_quantile(0.5)),
-        p90: ms(hist.value_at_quantile(0.9)),
-        p99: ms(hist.value_at_quantile(0.99)),
-        p999: ms(hist.value_at_quantile(0.999)),
-        max: ms(hist.max()),
-    });
+    let rtt_ms = samples.percentiles();
     let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
-    PathReport { sent, received, loss_pct, rtt_ms, jitter_ms }
+    // The distribution, for CDFs: hdrhistogram's logarithmic buckets (upper bound, count).
+    let histogram_ms = if hist.is_empty() {
+        Vec::new()
+    } else {
+        hist.iter_log(100, 1.05)
+            .map(|v| (ms3(v.value_iterated_to() as f64 / 1000.0), v.count_since_last_iteration()))
+            .collect()
+    };
+    PathReport { sent, received, loss_pct, rtt_ms, jitter_ms, histogram_ms, series: samples.series() }
 }
 
 pub(super) fn fault_report(tr: &FaultTracker) -> FaultReport {
@@ -112,6 +117,7 @@ impl<'t> World<'t> {
             seed: t.seed,
             duration_s: t.duration_ns as f64 / 1e9,
             pops,
+            regions: t.regions.iter().map(|r| RegionReport { name: r.name.clone(), location: r.location }).collect(),
             clients,
             backends,
             clb_nodes,
@@ -189,7 +195,7 @@ impl<'t> World<'t> {
             .map(|(k, &class)| {
                 let path = |p: usize| {
                     let flows = members.iter().map(|c| &c.flows[k * 2 + p]);
-                    path_report(flows, &self.hist[g][k][p])
+                    path_report(flows, &self.hist[g][k][p], &self.samples[g][k][p])
                 };
                 TrafficReport {
                     name: t.traffic[class].name.clone(),
@@ -204,7 +210,17 @@ impl<'t> World<'t> {
                 }
             })
             .collect();
-        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, traffic }
+        let catchment = self
+            .catchments
+            .iter()
+            .filter(|c| c.1 == g)
+            .map(|&(at, _, v, p)| CatchmentChange {
+                at_s: ms3(at as f64 / 1e9),
+                vip: t.vips[v].name.clone(),
+                pop: p.map(|p| t.pops[p.0].name.clone()),
+            })
+            .collect();
+        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, catchment, traffic }
     }
 
     /// The control plane's report section (when the file has `control:`).

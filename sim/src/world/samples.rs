@@ -1,0 +1,109 @@
+//! Every round trip a client group's traffic class took on each path, kept whole: the
+//! report's percentiles are exact (nearest rank, to the microsecond), not the top of a
+//! histogram bucket, and its per-second series (sent, received, p50, p99 by the second
+//! a request left) come from the same samples.
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub(super) struct Samples {
+    /// (second the request left, round trip in ns), in arrival order.
+    rtts: Vec<(u32, u64)>,
+    /// Requests sent, per second of the run.
+    sent: Vec<u64>,
+}
+
+fn second_of(at_ns: u64) -> u32 {
+    (at_ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32
+}
+
+impl Samples {
+    pub(super) fn sent(&mut self, at_ns: u64) {
+        let s = second_of(at_ns) as usize;
+        if self.sent.len() <= s {
+            self.sent.resize(s + 1, 0);
+        }
+        self.sent[s] += 1;
+    }
+
+    pub(super) fn replied(&mut self, sent_ns: u64, rtt_ns: u64) {
+        self.rtts.push((second_of(sent_ns), rtt_ns));
+    }
+
+    /// Exact percentiles of every round trip (nearest rank), in ms to the microsecond.
+    pub(super) fn percentiles(&self) -> Option<crate::report::Percentiles> {
+        let mut all: Vec<u64> = self.rtts.iter().map(|&(_, r)| r).collect();
+        all.sort_unstable();
+        let at = |q: f64| ns_ms(nearest_rank(&all, q));
+        (!all.is_empty()).then(|| crate::report::Percentiles {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: ns_ms(*all.last().unwrap_or(&0)),
+        })
+    }
+
+    /// Per second of the run (by when requests left): sent, answered, p50 and p99.
+    pub(super) fn series(&self) -> Vec<crate::report::SecondReport> {
+        let seconds = self.sent.len().max(self.rtts.iter().map(|&(s, _)| s as usize + 1).max().unwrap_or(0));
+        let mut by_second: Vec<Vec<u64>> = vec![Vec::new(); seconds];
+        for &(s, r) in &self.rtts {
+            by_second[s as usize].push(r);
+        }
+        by_second
+            .into_iter()
+            .enumerate()
+            .map(|(s, mut rtts)| {
+                rtts.sort_unstable();
+                crate::report::SecondReport {
+                    t_s: s as u64,
+                    sent: self.sent.get(s).copied().unwrap_or(0),
+                    received: rtts.len() as u64,
+                    p50_ms: (!rtts.is_empty()).then(|| ns_ms(nearest_rank(&rtts, 0.5))),
+                    p99_ms: (!rtts.is_empty()).then(|| ns_ms(nearest_rank(&rtts, 0.99))),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The nearest-rank `q` quantile of sorted values (0 when empty).
+pub(super) fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Nanoseconds as milliseconds rounded to the microsecond.
+fn ns_ms(ns: u64) -> f64 {
+    ((ns + 500) / 1000) as f64 / 1000.0
+}
+
+impl<'t> World<'t> {
+    /// A request of `client`'s slot left now: counted on its flow and in the series.
+    pub(super) fn note_sent(&mut self, client: ClientId, slot: usize, now: u64) {
+        let c = &mut self.clients[client];
+        c.flows[slot].sent += 1;
+        let group = c.group;
+        self.samples[group][slot / 2][slot % 2].sent(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_picks_a_sample_never_a_bucket_top() {
+        let v: Vec<u64> = (1..=1000).map(|i| 300_000_000 + i * 1000).collect();
+        assert_eq!(nearest_rank(&v, 0.5), 300_500_000);
+        assert_eq!(nearest_rank(&v, 0.99), 300_990_000);
+        assert_eq!(nearest_rank(&v, 1.0), 301_000_000);
+        assert_eq!(nearest_rank(&[7], 0.5), 7);
+        assert_eq!(ns_ms(300_123_456), 300.123);
+        assert_eq!(ns_ms(300_123_500), 300.124);
+    }
+}
