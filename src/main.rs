@@ -450,6 +450,10 @@ struct Outputs {
 
 fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
     let Outputs { report, stats, pcap, html } = outputs;
+    if let Some(why) = anyedge_sim::cost::refuse(t) {
+        eprintln!("{}: {why}", file.display());
+        return ExitCode::from(2);
+    }
     for (flag, path) in [("--report", &report), ("--stats", &stats), ("--html", &html)] {
         if let Some(path) = path
             && let Err(code) = check_writable(flag, path)

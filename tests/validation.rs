@@ -741,3 +741,30 @@ fn a_probe_outside_a_labs_client_namespace_says_so_and_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not inside a lab's client namespace") && stderr.contains("lab exec"), "{stderr}");
 }
+
+#[test]
+fn a_pop_without_a_backbone_link_to_its_vips_home_region_is_refused() {
+    let text = with("backbone: { stretch: 1.4,", "backbone: { links: [[pop/paris, region/frankfurt]], stretch: 1.4,");
+    // warsaw publishes the VIP but has no link home.
+    expect(&text, 11, "vips[0].pops[1]", "POP `warsaw` has no backbone link to region `frankfurt`");
+    let both = with(
+        "backbone: { stretch: 1.4,",
+        "backbone: { links: [[pop/paris, region/frankfurt], [region/frankfurt, pop/warsaw]], stretch: 1.4,",
+    );
+    topology::parse_str("t.yaml", &both).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run() {
+    let dir = std::env::temp_dir().join(format!("anyedge-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("huge.yaml");
+    let text = SMALL.replace("duration: 20s", "duration: 24h").replace("count: 20,", "count: 13000,");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).arg("sim").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "nothing ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("would") && (stderr.contains("GB") || stderr.contains("events")), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod chaos;
 pub mod control;
+pub mod cost;
 pub mod html;
 pub mod liveness;
 pub mod report;

@@ -403,6 +403,9 @@ impl Parser {
         let names = Names { pops: &pops, regions: &regions, control_nodes: control.as_ref().map_or(0, |c| c.nodes) };
         let vips = self.vips(&top, &names);
         let backbone = self.backbone(&top, &names);
+        if let Some(bb) = &backbone {
+            self.check_backbone_paths(&top, &vips, bb, &pops, &regions);
+        }
         let internet = self.internet(&top);
         let traffic = self.traffic(&top, &vips, &regions);
         let traffic_names: Vec<String> = match top.get("traffic").and_then(|n| n.as_mapping()) {
@@ -1202,6 +1205,35 @@ impl Parser {
             transport: transport?,
             links: links?,
         })
+    }
+
+    /// With `backbone.links`, every POP a VIP is published at needs a link to the VIP's
+    /// home region: without one its clients would get no answer at all.
+    fn check_backbone_paths(
+        &mut self,
+        top: &Obj<'_>,
+        vips: &[Vip],
+        bb: &Backbone,
+        pops: &[PopSite],
+        regions: &[Region],
+    ) {
+        let Some(links) = &bb.links else { return };
+        let Some(seq) = top.get("vips").and_then(|n| n.as_sequence()) else { return };
+        for (i, (vip, node)) in vips.iter().zip(seq.iter()).enumerate() {
+            let Some(pop_nodes) = node.as_mapping().and_then(|m| m.get_node("pops")).and_then(|n| n.as_sequence())
+            else {
+                continue;
+            };
+            for (j, (&p, pn)) in vip.pops.iter().zip(pop_nodes.iter()).enumerate() {
+                if !links.contains(&(p, vip.home)) {
+                    let reason = format!(
+                        "POP `{}` has no backbone link to region `{}`, the VIP's home (backbone.links lists none): its clients would get no answer",
+                        pops[p].name, regions[vip.home].name
+                    );
+                    self.err(pn.span(), &format!("vips[{i}].pops[{j}]"), reason);
+                }
+            }
+        }
     }
 
     fn backbone_links(&mut self, node: &Node, field: &str, names: &Names<'_>) -> Option<Vec<(usize, usize)>> {

@@ -1,0 +1,107 @@
+//! What a run will cost before it starts: events and memory, from the file alone, so
+//! `anyedge sim` can refuse a world this machine cannot hold instead of dying hours in.
+//! Figures measured on this machine's class: a TCP (or QUIC) client's stack about 270 KB,
+//! a UDP client about 8 KB, each round trip about 10 events and 16 bytes of samples.
+
+use anyedge_topology::{Topology, TrafficKind};
+
+/// Bytes a simulated client with a TCP or QUIC stack holds.
+const TCP_CLIENT_BYTES: f64 = 270_000.0;
+/// Bytes any other simulated client holds.
+const UDP_CLIENT_BYTES: f64 = 8_000.0;
+/// Events a request costs, there and back (sends, hops, timers).
+const EVENTS_PER_REQUEST: f64 = 10.0;
+/// Bytes kept per answered request (the exact-percentile samples).
+const SAMPLE_BYTES: f64 = 16.0;
+/// What the world itself takes before any client.
+const BASE_BYTES: f64 = 64e6;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    pub events: f64,
+    pub bytes: f64,
+}
+
+/// The estimated events and peak memory of simulating `t`.
+pub fn estimate(t: &Topology) -> Cost {
+    let seconds = t.duration_ns as f64 / 1e9;
+    let (mut events, mut bytes) = (0.0, BASE_BYTES);
+    for g in &t.clients {
+        let n = f64::from(g.count);
+        let mut stack = false;
+        for &k in &g.traffic {
+            let rate = match t.traffic[k].kind {
+                TrafficKind::Udp { interval_ns, .. } => 1e9 / interval_ns.max(1) as f64,
+                TrafficKind::Tcp { requests_per_s, .. } | TrafficKind::Quic { requests_per_s, .. } => {
+                    stack = true;
+                    requests_per_s
+                }
+                TrafficKind::SynFlood { rate_per_s } => rate_per_s / 2.0,
+            };
+            // Anycast and direct: two requests per tick.
+            let requests = n * rate * seconds * 2.0;
+            events += requests * EVENTS_PER_REQUEST;
+            bytes += requests * SAMPLE_BYTES;
+        }
+        bytes += n * if stack { TCP_CLIENT_BYTES } else { UDP_CLIENT_BYTES };
+    }
+    Cost { events, bytes }
+}
+
+/// Memory this machine can give a run now (MemAvailable), when it can tell.
+pub fn available_bytes() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Events a run may take at most: about a day at this machine's pace (a million a second).
+pub const EVENTS_MAX: f64 = 86_400.0 * 1e6;
+
+/// Why `t` is too much to run here, if it is.
+pub fn refuse(t: &Topology) -> Option<String> {
+    let cost = estimate(t);
+    let gb = |b: f64| b / 1e9;
+    if let Some(available) = available_bytes()
+        && cost.bytes > available
+    {
+        return Some(format!(
+            "the run would need about {:.1} GB of memory ({:.2e} events); this machine has {:.1} GB available: fewer clients, a lower rate or a shorter duration",
+            gb(cost.bytes),
+            cost.events,
+            gb(available)
+        ));
+    }
+    (cost.events > EVENTS_MAX).then(|| {
+        format!(
+            "the run would take about {:.2e} events (~{:.0} h at a million a second; at most {:.1e}): fewer clients, a lower rate or a shorter duration",
+            cost.events,
+            cost.events / 1e6 / 3600.0,
+            EVENTS_MAX
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_worlds_fit_and_a_huge_one_does_not() {
+        let small = anyedge_topology::parse_str("s.yaml", include_str!("../../topologies/small.yaml")).unwrap();
+        let global = anyedge_topology::parse_str("g.yaml", include_str!("../../topologies/global.yaml")).unwrap();
+        for t in [&small, &global] {
+            let c = estimate(t);
+            assert!(c.events < 1e9 && c.bytes < 4e9, "{c:?}");
+        }
+        let mut huge = small.clone();
+        huge.duration_ns = 24 * 3600 * 1_000_000_000;
+        for g in &mut huge.clients {
+            g.count = 20_000;
+        }
+        let c = estimate(&huge);
+        assert!(c.events > EVENTS_MAX && c.bytes > 100e9, "{c:?}");
+        assert!(refuse(&huge).is_some_and(|why| why.contains("GB") || why.contains("events")));
+    }
+}
