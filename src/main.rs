@@ -41,9 +41,13 @@ enum Command {
         /// Root seed; overrides the file's `seed`.
         #[arg(long)]
         seed: Option<u64>,
-        /// Write the JSON report here (byte-identical for the same file and seed).
-        #[arg(long)]
+        /// Write the JSON report to this file (byte-identical for the same file and seed;
+        /// `--report` is its older name).
+        #[arg(long = "json", alias = "report", value_name = "FILE")]
         report: Option<PathBuf>,
+        /// No progress bar (there is none either when stderr is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
         /// Write run statistics (events, packets, wall time, rates) here as JSON.
         #[arg(long)]
         stats: Option<PathBuf>,
@@ -176,6 +180,11 @@ enum Command {
         #[arg(long)]
         print_schedule: bool,
     },
+    /// Shell completions for anyedge, on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -187,16 +196,29 @@ enum Command {
 enum CtlCommand {
     /// Leader, term, commit, members, and the applied index of every control, POP and CLB node.
     Status {
-        #[arg(long)]
+        /// A table, or JSON on stdout.
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+        /// Same as `--output json` (older spelling).
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// The replicated route table.
     Routes {
-        #[arg(long)]
+        /// A table, or JSON on stdout.
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+        /// Same as `--output json` (older spelling).
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// Set a backend's weight (0–100; 0 drains). Returns once committed.
-    SetWeight { backend: String, weight: u8 },
+    SetWeight {
+        backend: String,
+        /// 0–100.
+        #[arg(allow_hyphen_values = true)]
+        weight: String,
+    },
     /// Bind a backend again.
     Bind { backend: String },
     /// Unbind a backend: forwarding to it stops at once.
@@ -212,12 +234,65 @@ enum CtlCommand {
         /// Backend group of the VIP's home region.
         #[arg(long)]
         backends: String,
-        /// Session persistence in seconds (30–3600, wrr only).
+        /// Session persistence, as in the file (30s–3600s, e.g. 60s or 5m; wrr only).
         #[arg(long)]
-        persistence: Option<u32>,
+        persistence: Option<String>,
     },
     /// Remove a listener from a VIP.
     DelListener { vip: String, protocol: String, port: u16 },
+}
+
+/// What a route-table change does, for the user who asked for it.
+fn describe(change: &anyedge_control::Change) -> String {
+    use anyedge_control::Change;
+    match change {
+        Change::SetWeight { backend, weight } => format!("backend {backend}: weight set to {weight}"),
+        Change::Bind { backend } => format!("backend {backend}: bound"),
+        Change::Unbind { backend } => format!("backend {backend}: unbound (forwarding to it stopped)"),
+        Change::AddListener { vip, listener } => format!(
+            "VIP {vip}: {} listener on port {} added ({} over group {}{})",
+            listener.protocol,
+            listener.port,
+            listener.scheduler,
+            listener.backends,
+            listener.persistence_s.map_or(String::new(), |p| format!(", persistence {p}s"))
+        ),
+        Change::DelListener { vip, protocol, port } => format!("VIP {vip}: {protocol} listener on port {port} removed"),
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
+    }
+}
+
+/// `ctl routes` as a table: VIPs and their listeners, then groups and their backends.
+fn routes_table(r: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let _ = writeln!(out, "route table at index {} (from {})", r["index"], s(&r["from"]));
+    let t = &r["table"];
+    for v in t["vips"].as_array().into_iter().flatten() {
+        let pops: Vec<String> = v["publish"].as_array().into_iter().flatten().map(s).collect();
+        let _ = writeln!(out, "VIP {} home {} published at {}", s(&v["name"]), s(&v["home"]), pops.join(", "));
+        for l in v["listeners"].as_array().into_iter().flatten() {
+            let persist = l["persistence_s"].as_u64().map_or(String::new(), |p| format!("  persistence {p}s"));
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>5}  {:<7} -> {}{persist}",
+                s(&l["protocol"]),
+                l["port"],
+                s(&l["scheduler"]),
+                s(&l["backends"])
+            );
+        }
+    }
+    for g in t["backend_groups"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "group {}/{}", s(&g["region"]), s(&g["name"]));
+        for b in g["backends"].as_array().into_iter().flatten() {
+            let bound = if b["bound"].as_bool().unwrap_or(true) { "" } else { "  (unbound)" };
+            let _ = writeln!(out, "  {:<24} weight {:>3}{bound}", s(&b["addr"]), b["weight"]);
+        }
+    }
+    out
 }
 
 /// `IP:PORT` or `backend/IP:PORT`.
@@ -230,9 +305,9 @@ fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
     use anyedge_control::{Change, ListenerRoute};
     use anyedge_lab::ctl;
     let change = match action {
-        CtlCommand::Status { json } => {
+        CtlCommand::Status { output, json } => {
             return match ctl::status(&file) {
-                Ok(s) if json => {
+                Ok(s) if json || output == "json" => {
                     println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
@@ -256,11 +331,14 @@ fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
                 }
             };
         }
-        CtlCommand::Routes { json } => {
+        CtlCommand::Routes { output, json } => {
             return match ctl::routes(&file) {
+                Ok(r) if json || output == "json" => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
                 Ok(r) => {
-                    let text = if json { serde_json::to_string_pretty(&r) } else { serde_json::to_string(&r) };
-                    println!("{}", text.unwrap_or_default());
+                    print!("{}", routes_table(&r));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -269,15 +347,38 @@ fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
                 }
             };
         }
-        CtlCommand::SetWeight { backend, weight } => {
-            backend_arg(&backend).map(|b| Change::SetWeight { backend: b, weight })
-        }
+        CtlCommand::SetWeight { backend, weight } => match weight.parse::<u8>() {
+            Ok(w) if w <= 100 => backend_arg(&backend).map(|b| Change::SetWeight { backend: b, weight: w }),
+            _ => Err(format!("weight: `{weight}` is not a whole number from 0 to 100 (0 drains)")),
+        },
         CtlCommand::Bind { backend } => backend_arg(&backend).map(|b| Change::Bind { backend: b }),
         CtlCommand::Unbind { backend } => backend_arg(&backend).map(|b| Change::Unbind { backend: b }),
-        CtlCommand::AddListener { vip, protocol, port, scheduler, backends, persistence } => Ok(Change::AddListener {
-            vip,
-            listener: ListenerRoute { protocol, port, scheduler, backends, persistence_s: persistence },
-        }),
+        CtlCommand::AddListener { vip, protocol, port, scheduler, backends, persistence } => {
+            // A VIP by name, or by one of its addresses.
+            let vip = match vip.parse::<std::net::IpAddr>() {
+                Ok(ip) => match anyedge_topology::load(&file).ok().and_then(|t| {
+                    t.vips
+                        .iter()
+                        .find(|v| std::net::IpAddr::V4(v.ipv4) == ip || v.ipv6.map(std::net::IpAddr::V6) == Some(ip))
+                        .map(|v| v.name.clone())
+                }) {
+                    Some(name) => name,
+                    None => {
+                        eprintln!("ctl: no VIP has the address {ip}");
+                        return ExitCode::from(2);
+                    }
+                },
+                Err(_) => vip,
+            };
+            let persistence_s = match persistence.as_deref().map(anyedge_topology::parse_duration_ns).transpose() {
+                Ok(ns) => Ok(ns.map(|ns| (ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32)),
+                Err(e) => Err(format!("--persistence: {e}")),
+            };
+            persistence_s.map(|persistence_s| Change::AddListener {
+                vip,
+                listener: ListenerRoute { protocol, port, scheduler, backends, persistence_s },
+            })
+        }
         CtlCommand::DelListener { vip, protocol, port } => Ok(Change::DelListener { vip, protocol, port }),
     };
     let change = match change {
@@ -287,9 +388,10 @@ fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let what = describe(&change);
     match ctl::write(&file, &change) {
         Ok(index) => {
-            println!("committed at index {index}");
+            println!("{what}: committed at index {index}");
             ExitCode::SUCCESS
         }
         Err(ctl::WriteError::Invalid(e)) => {
@@ -320,7 +422,11 @@ enum LabCommand {
     /// Which nodes run.
     Status {
         file: PathBuf,
-        #[arg(long)]
+        /// A table, or JSON on stdout.
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+        /// Same as `--output json` (older spelling).
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// Run a command inside a node's namespace.
@@ -402,9 +508,11 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), ExitCode> {
     })
 }
 
-/// Draws a progress bar on stderr when it is a terminal.
-fn progress_bar() -> impl FnMut(f64) {
-    let tty = std::io::stderr().is_terminal();
+/// Draws a progress bar on stderr when it is a terminal (and not `--quiet`): simulated
+/// time, wall time so far and the time left at the pace so far.
+fn progress_bar(quiet: bool, sim_s: f64) -> impl FnMut(f64) {
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let started = std::time::Instant::now();
     let mut last = usize::MAX;
     move |done: f64| {
         if !tty {
@@ -414,9 +522,16 @@ fn progress_bar() -> impl FnMut(f64) {
         if pct != last {
             last = pct;
             let filled = pct / 4;
-            eprint!("\r[{}{}] {pct:>3}%", "#".repeat(filled), ".".repeat(25 - filled.min(25)));
+            let elapsed = started.elapsed().as_secs_f64();
+            let eta = if done > 0.0 { elapsed * (1.0 - done) / done } else { 0.0 };
+            eprint!(
+                "\r[{}{}] {pct:>3}%  {:.1}/{sim_s:.0} s simulated  {elapsed:.1} s elapsed  ETA {eta:.0} s   ",
+                "#".repeat(filled),
+                ".".repeat(25 - filled.min(25)),
+                done * sim_s
+            );
             if pct >= 100 {
-                eprint!("\r{}\r", " ".repeat(40));
+                eprint!("\r{}\r", " ".repeat(100));
             }
         }
     }
@@ -442,6 +557,7 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
 
 /// What `sim` writes besides the table.
 struct Outputs {
+    quiet: bool,
     report: Option<PathBuf>,
     stats: Option<PathBuf>,
     pcap: Option<PathBuf>,
@@ -449,12 +565,12 @@ struct Outputs {
 }
 
 fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
-    let Outputs { report, stats, pcap, html } = outputs;
+    let Outputs { report, stats, pcap, html, quiet } = outputs;
     if let Some(why) = anyedge_sim::cost::refuse(t) {
         eprintln!("{}: {why}", file.display());
         return ExitCode::from(2);
     }
-    for (flag, path) in [("--report", &report), ("--stats", &stats), ("--html", &html)] {
+    for (flag, path) in [("--json", &report), ("--stats", &stats), ("--html", &html)] {
         if let Some(path) = path
             && let Err(code) = check_writable(flag, path)
         {
@@ -471,7 +587,7 @@ fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode 
         }
     }
     let options = anyedge_sim::Options { pcap };
-    let outcome = match anyedge_sim::run_with(t, &options, progress_bar()) {
+    let outcome = match anyedge_sim::run_with(t, &options, progress_bar(quiet, t.duration_ns as f64 / 1e9)) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: cannot simulate: {}", file.display(), e.0);
@@ -524,9 +640,9 @@ fn lab(action: LabCommand) -> ExitCode {
         LabCommand::Down { file } => {
             setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
         }
-        LabCommand::Status { file, json } => setup::status(&file).map(|s| {
+        LabCommand::Status { file, output, json } => setup::status(&file).map(|s| {
             up = s.up;
-            if json {
+            if json || output == "json" {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             } else {
                 println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
@@ -667,6 +783,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Lab { action } => lab(action),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "anyedge", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::CaptureHere { out, duration } => {
             let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
@@ -807,7 +928,7 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        Command::Sim { file, seed, report, stats, pcap, html } => {
+        Command::Sim { file, seed, report, stats, pcap, html, quiet } => {
             let mut t = match load(&file) {
                 Ok(t) => t,
                 Err(code) => return code,
@@ -815,7 +936,7 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            simulate(&file, &t, Outputs { report, stats, pcap, html })
+            simulate(&file, &t, Outputs { report, stats, pcap, html, quiet })
         }
     }
 }

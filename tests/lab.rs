@@ -349,6 +349,15 @@ fn listeners_added_and_deleted_through_ctl_start_and_stop_serving() {
     let added = lab.probe("rome", "198.18.0.20:7001", "udp", 16);
     assert!(added["loss_pct"].as_f64().unwrap() < 5.0, "the new listener serves: {added}");
     assert!(added["backends"].get("198.19.20.1:7000").is_some(), "through the game group: {added}");
+    // By the VIP's address, persistence written as in the file; the write says what it did.
+    let added =
+        ctl_write(&lab, &["add-listener", "198.18.0.20", "tcp", "8443", "--backends", "web", "--persistence", "60s"]);
+    let said = String::from_utf8_lossy(&added.stdout);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(said.contains("VIP edge: tcp listener on port 8443 added (wrr over group web, persistence 60s)"), "{said}");
+    let table = String::from_utf8_lossy(&ctl_write(&lab, &["routes"]).stdout).to_string();
+    assert!(table.contains("tcp") && table.contains("8443") && table.contains("persistence 60s"), "{table}");
+    write_and_spread(&lab, &["del-listener", "edge", "tcp", "8443"]);
     write_and_spread(&lab, &["del-listener", "edge", "udp", "7000"]);
     let deleted = lab.probe_unanswered("rome", "198.18.0.20:7000", "udp", 4);
     assert_eq!(deleted["received"], 0, "the deleted listener serves no more: {deleted}");

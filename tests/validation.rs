@@ -711,7 +711,7 @@ fn an_unwritable_report_path_is_refused_before_the_simulation_runs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "nothing was simulated: {}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/r.json") && stderr.contains("--report"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/r.json") && stderr.contains("--json"), "{stderr}");
 }
 
 #[test]
@@ -767,4 +767,49 @@ fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("would") && (stderr.contains("GB") || stderr.contains("events")), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_cli_completes_hides_its_internals_and_refuses_bad_ctl_arguments_itself() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_anyedge")).args(args).output().unwrap();
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("anyedge") && script.contains("sim") && script.contains("probe"),
+        "a bash completion script"
+    );
+    let help = String::from_utf8_lossy(&run(&["--help"]).stdout).to_string();
+    assert!(help.contains("sim") && !help.contains("\n  node ") && !help.contains("capture-here"), "{help}");
+    for (args, says) in [
+        (
+            &["ctl", "topologies/control.yaml", "set-weight", "198.19.20.1:7000", "-5"][..],
+            "weight: `-5` is not a whole number from 0 to 100",
+        ),
+        (&["ctl", "topologies/control.yaml", "set-weight", "198.19.20.1:7000", "101"][..], "from 0 to 100"),
+        (
+            &[
+                "ctl",
+                "topologies/control.yaml",
+                "add-listener",
+                "edge",
+                "tcp",
+                "8443",
+                "--backends",
+                "web",
+                "--persistence",
+                "banana",
+            ][..],
+            "--persistence",
+        ),
+        (
+            &["ctl", "topologies/control.yaml", "add-listener", "203.0.113.9", "tcp", "8443", "--backends", "web"][..],
+            "no VIP has the address 203.0.113.9",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("ctl: ") && stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

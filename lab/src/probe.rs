@@ -121,6 +121,15 @@ pub struct RttUs {
     pub max: u64,
 }
 
+#[derive(Debug, Serialize, Clone, Copy)]
+pub struct RttMs {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
     pub source: String,
@@ -128,6 +137,8 @@ pub struct ProbeReport {
     pub received: u64,
     pub loss_pct: f64,
     pub rtt_us: Option<RttUs>,
+    /// The same in milliseconds with decimals, as the simulator reports round trips.
+    pub rtt_ms: Option<RttMs>,
     pub backends: BTreeMap<String, u64>,
     /// The client addresses the backends took for the client: the first X-Forwarded-For
     /// address (HTTP), else the TOA option's (TCP SSL, QUIC), else the packets' source.
@@ -667,6 +678,10 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         received: t.received,
         loss_pct: (loss_pct * 1000.0).round() / 1000.0,
         rtt_us,
+        rtt_ms: rtt_us.map(|r| {
+            let ms = |us: u64| us as f64 / 1000.0;
+            RttMs { p50: ms(r.p50), p90: ms(r.p90), p99: ms(r.p99), p999: ms(r.p999), max: ms(r.max) }
+        }),
         backends: t.backends.clone(),
         client_addrs_seen: t.clients.iter().take(16).cloned().collect(),
         forwarded_for_seen: t.forwarded_for.iter().take(16).cloned().collect(),

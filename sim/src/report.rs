@@ -229,6 +229,10 @@ impl Report {
             "{:<14} {:<8} {:<14} {:>19} {:>7}   {:>19} {:>7}   {:>9}",
             "client", "traffic", "pop", "anycast p50/p99 ms", "loss", "direct p50/p99 ms", "loss", "p50 gain"
         );
+        let _ = writeln!(
+            out,
+            "(round trips in ms: p50/p99 over every reply; loss: requests never answered, % of sent; p50 gain: direct p50 minus anycast p50, positive when anycast is faster)"
+        );
         for c in &self.clients {
             for t in &c.traffic {
                 let gain = match (&t.anycast.rtt_ms, &t.direct.rtt_ms) {
