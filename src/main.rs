@@ -312,12 +312,16 @@ fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok(s) => {
+                    let quorum =
+                        if s.quorum { String::new() } else { " — no quorum: writes cannot commit".to_string() };
                     println!(
-                        "leader {} (term {}, commit {}), members {}",
+                        "leader {} (term {}, commit {}), members {}, {} of {} answering{quorum}",
                         s.leader.as_deref().unwrap_or("none"),
                         s.term,
                         s.commit,
-                        s.members.join(" ")
+                        s.members.join(" "),
+                        s.answering,
+                        s.members.len()
                     );
                     for (node, applied) in &s.applied {
                         let shown = applied.map_or("not answering".to_string(), |a| format!("applied {a}"));

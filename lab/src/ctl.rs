@@ -19,8 +19,14 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize)]
 pub struct ClusterStatus {
+    /// The leader, only when it answers itself (a dead leader its followers still name
+    /// is no leader).
     pub leader: Option<String>,
+    /// The highest term any answering node is in.
     pub term: u64,
+    /// Control nodes answering, and whether they are a majority of the members.
+    pub answering: usize,
+    pub quorum: bool,
     pub commit: u64,
     pub members: Vec<String>,
     /// Applied log index of every control, POP and CLB node (`null`: not answering).
@@ -85,14 +91,15 @@ async fn statuses(lab: &Lab) -> Vec<(u8, Option<StatusReply>)> {
     out
 }
 
-/// The leader the answering nodes agree on at the highest term.
+/// The leader at the highest term, if it answered and says so itself: followers may
+/// still name a leader that has died.
 fn leader_of(statuses: &[(u8, Option<StatusReply>)]) -> Option<(u64, u64, u64)> {
     statuses
         .iter()
-        .filter_map(|(_, s)| s.as_ref())
-        .filter(|s| s.leader != 0)
-        .max_by_key(|s| (s.term, s.commit))
-        .map(|s| (s.leader, s.term, s.commit))
+        .filter_map(|(id, s)| s.as_ref().map(|s| (u64::from(*id), s)))
+        .filter(|(id, s)| s.leader == *id)
+        .max_by_key(|(_, s)| (s.term, s.commit))
+        .map(|(_, s)| (s.leader, s.term, s.commit))
 }
 
 pub fn status(file: &Path) -> Result<ClusterStatus, String> {
@@ -112,9 +119,13 @@ pub fn status(file: &Path) -> Result<ClusterStatus, String> {
             }
         }
         let commit = all.iter().filter_map(|(_, s)| s.as_ref()).map(|s| s.commit).max().unwrap_or(0);
+        let answering = all.iter().filter(|(_, s)| s.is_some()).count();
+        let term = all.iter().filter_map(|(_, s)| s.as_ref()).map(|s| s.term).max().unwrap_or(0);
         Ok(ClusterStatus {
             leader: leader.map(|(l, _, _)| format!("control/{l}")),
-            term: leader.map_or(0, |(_, t, _)| t),
+            term,
+            answering,
+            quorum: answering * 2 > lab.ids.len(),
             commit,
             members: lab.ids.iter().map(|id| format!("control/{id}")).collect(),
             applied,
