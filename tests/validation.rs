@@ -813,3 +813,14 @@ fn the_cli_completes_hides_its_internals_and_refuses_bad_ctl_arguments_itself() 
         assert!(stderr.starts_with("ctl: ") && stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn an_ipv6_backend_behind_a_vip_without_ipv6_is_refused_as_unreachable() {
+    let text = with(
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n        - { address: 'fd00:20::11', port: 8080 }\n",
+    );
+    expect(&text, line_of(&text, "backends: web"), "listeners[1].backends", "fd00:20::11");
+    let with_v6 = text.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: fd00:a::20");
+    topology::parse_str("t.yaml", &with_v6).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -143,6 +143,8 @@ pub struct ProbeReport {
     /// The client addresses the backends took for the client: the first X-Forwarded-For
     /// address (HTTP), else the TOA option's (TCP SSL, QUIC), else the packets' source.
     pub client_addrs_seen: Vec<String>,
+    /// How many distinct client addresses the backends reported (the list shows 16).
+    pub client_addrs_total: u64,
     /// HTTP(S): the X-Forwarded-For headers the backends received.
     pub forwarded_for_seen: Vec<String>,
     /// The client addresses (IP:port) backends learned from the TOA option of the CLB's
@@ -684,6 +686,7 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         }),
         backends: t.backends.clone(),
         client_addrs_seen: t.clients.iter().take(16).cloned().collect(),
+        client_addrs_total: t.clients.len() as u64,
         forwarded_for_seen: t.forwarded_for.iter().take(16).cloned().collect(),
         toa_seen: t.toa.iter().take(16).cloned().collect(),
         migrations: t.migrations,

@@ -158,8 +158,14 @@ pub struct BackendReport {
     pub group: String,
     pub address: String,
     pub weight: u8,
+    /// Flows it served: anycast and direct together, then each.
     pub flows: u64,
+    pub flows_anycast: u64,
+    pub flows_direct: u64,
+    /// The first 16 client addresses it saw (lowest first) …
     pub client_addrs_seen: Vec<String>,
+    /// … and how many distinct ones it saw in all.
+    pub client_addrs_total: u64,
     pub health: Vec<HealthReport>,
 }
 

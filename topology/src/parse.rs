@@ -999,8 +999,23 @@ impl Parser {
         let allowed = &["protocol", "port", "scheduler", "backends", "persistence", "table", "mtls"];
         let objs = self.list_of_objs(vip, "listeners", allowed);
         let mut out: Vec<Listener> = Vec::new();
+        // Without an ipv6 address, a VIP never reaches IPv6 backends (no NAT46).
+        let v4_only = vip.get("ipv6").is_none();
         for o in &objs {
             let Some(l) = self.listener(o, home) else { continue };
+            if v4_only
+                && let (Some(region), Some(n)) = (home, o.get("backends"))
+                && let Some(b) = region
+                    .backend_groups
+                    .get(l.backend_group)
+                    .and_then(|g| g.backends.iter().find(|b| b.addr.is_ipv6()))
+            {
+                let reason = format!(
+                    "backend {} is IPv6 and this VIP has no ipv6 address: it would never be reached (give the VIP an ipv6 address)",
+                    b.addr
+                );
+                self.err(n.span(), &o.field("backends"), reason);
+            }
             let clash = out.iter().position(|x| x.port == l.port && x.protocol.transport() == l.protocol.transport());
             if let Some(j) = clash {
                 let span = o.get("port").map_or(o.map.span(), |n| n.span());
