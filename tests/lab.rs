@@ -909,3 +909,28 @@ fn every_node_serves_prometheus_metrics_and_lab_metrics_prints_them() {
     let log = std::fs::read_to_string(lab_state_dir(&lab).join("pop-paris.log")).unwrap();
     assert!(log.contains(" INFO ") && log.contains("pop/paris starting") && log.contains("ready"), "{log}");
 }
+
+#[test]
+fn a_client_groups_address_block_is_its_source_in_the_lab_as_in_the_simulator() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("client-block", |text| {
+        text.replace(
+            "{ name: london, location: [51.507, -0.128], count: 20, traffic: [game, web] }",
+            "{ name: london, location: [51.507, -0.128], count: 20, traffic: [game, web], address: 198.18.66.0/24 }",
+        )
+    });
+    for (protocol, target) in [("udp", "198.18.0.20:7000"), ("tcp", "198.18.0.20:443")] {
+        let r = lab.probe("london", target, protocol, 8);
+        assert_eq!(r["source"], "198.18.66.1", "{protocol}: {r}");
+        assert_eq!(r["client_addrs_seen"], serde_json::json!(["198.18.66.1"]), "the backends see it: {r}");
+        assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{protocol}: {r}");
+    }
+    // The direct path (straight to a backend's public address) answers the block too.
+    let plan = anyedge_lab::plan::Plan::new(&anyedge_topology::load(&lab.file).unwrap());
+    let direct = plan.backend_direct_addr("198.19.20.1".parse().unwrap()).unwrap();
+    let r = lab.probe("london", &format!("{direct}:7000"), "udp", 4);
+    assert!(r["received"].as_u64().unwrap() > 0, "{r}");
+}

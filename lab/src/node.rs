@@ -260,13 +260,8 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     let seed = t.seed;
     // The access links of every client group to this POP, both ways, and the backbone
     // links to every region: the simulator's links, in user space.
-    let groups: HashMap<IpAddr, usize> = (0..t.clients.len())
-        .flat_map(|g| {
-            let v4 = plan.client_addr(g).map(|a| (IpAddr::V4(a), g));
-            let v6 = plan.client_addr6(g).map(|a| (IpAddr::V6(a), g));
-            v4.into_iter().chain(v6)
-        })
-        .collect();
+    let groups: HashMap<IpAddr, usize> =
+        (0..t.clients.len()).flat_map(|g| plan.client_sources(g).into_iter().map(move |a| (a, g))).collect();
     let access = |g: usize, dir: usize| {
         let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
         Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))

@@ -87,6 +87,9 @@ pub struct Plan {
     pub nodes: Vec<Node>,
     /// Internet backend hosts and the egress node (`k`) that reaches each.
     pub internet_hosts: Vec<(Ipv4Addr, usize)>,
+    /// Per client group: its `address:` block and the address its namespace sends from
+    /// (the block's first host), when the file gives one; else its link address is used.
+    pub group_sources: Vec<Option<(anyedge_topology::Cidr, IpAddr)>>,
 }
 
 /// Link pools: internet links, backbone links, region links (each a /30).
@@ -222,7 +225,8 @@ impl Plan {
         for (_, name, n) in egress {
             nodes.push(Node { name, ns: n });
         }
-        Plan { lab, namespaces, links, nodes, internet_hosts }
+        let group_sources = t.clients.iter().map(|g| g.address.map(|c| (c, c.host(0)))).collect();
+        Plan { lab, namespaces, links, nodes, internet_hosts, group_sources }
     }
 
     pub fn ns_index(&self, role: &Role) -> Option<usize> {
@@ -262,6 +266,15 @@ impl Plan {
     pub fn client_addr(&self, g: usize) -> Option<Ipv4Addr> {
         let ns = self.ns_index(&Role::Client(g))?;
         self.addr_toward(ns, self.ns_index(&Role::Internet)?)
+    }
+
+    /// Every source address client group `g`'s packets may carry: its link addresses and,
+    /// with an `address:` block, the block's first host, which it sends from.
+    pub fn client_sources(&self, g: usize) -> Vec<IpAddr> {
+        let own = self.group_sources.get(g).copied().flatten().map(|(_, a)| a);
+        let v4 = self.client_addr(g).map(IpAddr::V4);
+        let v6 = self.client_addr6(g).map(IpAddr::V6);
+        own.into_iter().chain(v4).chain(v6).collect()
     }
 
     pub fn pop_internet_addr(&self, p: usize) -> Option<Ipv4Addr> {

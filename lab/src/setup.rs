@@ -203,10 +203,30 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 .ok_or(format!("{name} has no IPv6 link to its router"))
         };
         match ns.role {
-            Role::Client(_) => {
-                ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
-                ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
-            }
+            Role::Client(g) => match plan.group_sources.get(g).copied().flatten() {
+                // The group's `address:` block: its namespace sends from the block's first
+                // host, as the simulator's clients do; the internet routes the block back.
+                Some((cidr, own)) => {
+                    let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
+                    let router = &plan.namespaces[inet].name;
+                    if own.is_ipv4() {
+                        ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
+                        ip_in(name, &["route", "add", "default", "via", &gw(inet)?, "src", &own.to_string()])?;
+                        ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
+                        ip_in(router, &["route", "add", &cidr.to_string(), "via", &link])?;
+                    } else {
+                        let link6 = plan.client_addr6(g).ok_or("client without an IPv6 address")?.to_string();
+                        ip_in(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
+                        ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
+                        ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?, "src", &own.to_string()])?;
+                        ip_in(router, &["-6", "route", "add", &cidr.to_string(), "via", &link6])?;
+                    }
+                }
+                None => {
+                    ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
+                    ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
+                }
+            },
             Role::Pop(p) => {
                 ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
                 ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
@@ -246,6 +266,14 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 // Clients reach the region's hosts' public addresses through the internet
                 // router; nothing routes them to the region network itself.
                 ip_in(name, &["route", "add", &net(INTERNET_NET), "via", &gw(inet)?])?;
+                // Client groups with an `address:` block are on the internet too.
+                for (cidr, _) in plan.group_sources.iter().flatten() {
+                    if cidr.addr.is_ipv4() {
+                        ip_in(name, &["route", "add", &cidr.to_string(), "via", &gw(inet)?])?;
+                    } else {
+                        ip_in(name, &["-6", "route", "add", &cidr.to_string(), "via", &gw6(inet)?])?;
+                    }
+                }
                 let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
                 let router = &plan.namespaces[inet].name;
                 for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
@@ -280,13 +308,19 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
 pub fn anycast_routes(t: &Topology, plan: &Plan, inet: usize) -> Result<(), String> {
     let router = &plan.namespaces[inet].name;
     for (g, group) in t.clients.iter().enumerate() {
-        let client = plan.client_addr(g).ok_or("client without an address")?;
         let table = (100 + g).to_string();
         let priority = (1000 + g).to_string();
-        ip_in(router, &["rule", "add", "from", &format!("{client}/32"), "lookup", &table, "priority", &priority])?;
-        if let Some(client6) = plan.client_addr6(g) {
-            let from = format!("{client6}/128");
-            ip_in(router, &["-6", "rule", "add", "from", &from, "lookup", &table, "priority", &priority])?;
+        let mut sources: Vec<String> = plan
+            .client_sources(g)
+            .iter()
+            .map(|a| if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") })
+            .collect();
+        if let Some((cidr, _)) = plan.group_sources.get(g).copied().flatten() {
+            sources.push(cidr.to_string());
+        }
+        for from in sources {
+            let family = if from.contains(':') { "-6" } else { "-4" };
+            ip_in(router, &[family, "rule", "add", "from", &from, "lookup", &table, "priority", &priority])?;
         }
         for &k in &group.traffic {
             let vip = &t.vips[t.traffic[k].vip];
@@ -627,5 +661,5 @@ pub fn start(file: &Path, node: &str, exe: &Path) -> Result<(), String> {
 pub fn client_address(file: &Path, group: &str) -> Result<IpAddr, String> {
     let (t, plan) = load(file)?;
     let g = t.clients.iter().position(|c| c.name == group).ok_or(format!("no client group `{group}`"))?;
-    plan.client_addr(g).map(IpAddr::V4).ok_or("no address".into())
+    plan.client_sources(g).first().copied().ok_or("no address".into())
 }
