@@ -85,7 +85,7 @@ enum Command {
     Node {
         #[arg(long)]
         topology: PathBuf,
-        /// The node, named as fault targets name it: pop/paris, clb/frankfurt/0, backend/IP.
+        /// The node, named as fault targets name it: pop/paris, clb/frankfurt/1, backend/IP.
         #[arg(long)]
         name: String,
         /// The lab's state directory (readiness markers).

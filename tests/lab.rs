@@ -178,7 +178,7 @@ fn the_backbone_runs_over_grpc_streams_too() {
     assert_eq!(tcp["received"], tcp["sent"], "{tcp}");
     // The CLB node listens for the gRPC backbone (tonic) on its backbone address.
     let ss = Command::new("ip")
-        .args(["netns", "exec", &format!("{}clb-frankfurt-0", lab.prefix()), "cat", "/proc/net/tcp"])
+        .args(["netns", "exec", &format!("{}clb-frankfurt-1", lab.prefix()), "cat", "/proc/net/tcp"])
         .output()
         .unwrap();
     let grpc_port = format!(":{:04X}", 6083);
@@ -268,7 +268,7 @@ fn killing_the_control_leader_lets_the_next_write_commit_under_a_new_leader() {
     // Every POP and CLB node follows the table to the new commit.
     let commit = s["commit"].as_u64().unwrap();
     wait_status(&lab, "data-plane nodes applied the write", |s| {
-        ["pop/paris", "pop/warsaw", "clb/frankfurt/0", "clb/frankfurt/1"]
+        ["pop/paris", "pop/warsaw", "clb/frankfurt/1", "clb/frankfurt/2"]
             .iter()
             .all(|n| s["applied"][n].as_u64() >= Some(commit))
     });
@@ -419,7 +419,7 @@ fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
     let lab = Lab::up("clb-death");
     let before = lab.probe("london", "198.18.0.20:7000", "udp", 16);
     assert!(before["received"].as_u64().unwrap() >= before["sent"].as_u64().unwrap() * 95 / 100, "{before}");
-    let killed = lab.anyedge(&["lab", "kill", "clb/frankfurt/0"]);
+    let killed = lab.anyedge(&["lab", "kill", "clb/frankfurt/1"]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     // Probing finds the dead node within pop_detect (small.yaml: 300 ms); wait it out.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -427,7 +427,7 @@ fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
     let after = lab.probe("london", "198.18.0.20:7000", "udp", 16);
     assert!(after["received"].as_u64().unwrap() >= after["sent"].as_u64().unwrap() * 95 / 100, "{after}");
     // Brought back, it is probed alive and takes flows again.
-    let started = lab.anyedge(&["lab", "start", "clb/frankfurt/0"]);
+    let started = lab.anyedge(&["lab", "start", "clb/frankfurt/1"]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let back = lab.probe("london", "198.18.0.20:7000", "udp", 16);
@@ -436,7 +436,7 @@ fn pops_notice_a_dead_clb_node_and_send_its_flows_to_the_survivor() {
     // and tells node 1 of (sync messages it sends after its restart).
     let status = lab.anyedge(&["lab", "status", "--json"]);
     let s: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
-    let sent = s["sync"]["clb/frankfurt/0"]["messages_sent"].as_u64().unwrap_or(0);
+    let sent = s["sync"]["clb/frankfurt/1"]["messages_sent"].as_u64().unwrap_or(0);
     assert!(sent >= 2, "the restarted node schedules flows again (a table request, then batches): {s}");
 }
 
@@ -454,7 +454,7 @@ fn a_clb_node_killed_under_tcp_and_udp_load_keeps_every_connection_and_backend()
     let tcp = spawn_probe(&lab, "london", "198.18.0.20:443", "tcp", 8, "sync-tcp.json");
     let udp = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "sync-udp.json");
     std::thread::sleep(std::time::Duration::from_millis(2000));
-    let killed = lab.anyedge(&["lab", "kill", "clb/frankfurt/0"]);
+    let killed = lab.anyedge(&["lab", "kill", "clb/frankfurt/1"]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     for (child, name) in [(tcp, "sync-tcp.json"), (udp, "sync-udp.json")] {
         let out = child.wait_with_output().unwrap();
@@ -470,7 +470,7 @@ fn a_clb_node_killed_under_tcp_and_udp_load_keeps_every_connection_and_backend()
     // The survivor adopted the dead node's flows from its copy of the table.
     let status = lab.anyedge(&["lab", "status", "--json"]);
     let s: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
-    let adopted = s["sync"]["clb/frankfurt/1"]["flows_adopted"].as_u64().unwrap_or(0);
+    let adopted = s["sync"]["clb/frankfurt/2"]["flows_adopted"].as_u64().unwrap_or(0);
     assert!(adopted >= 1, "the survivor's status counts the flows it adopted: {s}");
 }
 
@@ -515,7 +515,7 @@ fn the_lab_recovers_from_a_dead_pop_and_a_dead_clb_node_as_the_simulator_predict
     }
     let _one = serial();
     let interval_ms = 50.0;
-    for (fault, node) in [("down: clb/frankfurt/0", "clb/frankfurt/0"), ("down: pop/paris", "pop/paris")] {
+    for (fault, node) in [("down: clb/frankfurt/1", "clb/frankfurt/1"), ("down: pop/paris", "pop/paris")] {
         let lab = Lab::up(if node.starts_with("pop") { "rec-pop" } else { "rec-clb" });
         let (sim, measured, gaps) = recovery_sim_and_lab(&lab, fault, node);
         eprintln!("{fault}: simulator p50 {sim:.1} ms, lab p50 {measured:.1} ms over {} flows {gaps:?}", gaps.len());
@@ -785,7 +785,7 @@ fn a_backend_whose_security_group_leaves_out_the_nat_gateway_is_unhealthy_and_la
     let s = loop {
         let out = lab.anyedge(&["lab", "status", "--json"]);
         let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if s["health"]["clb/frankfurt/0"]["198.19.99.7:8080"] == "unhealthy" {
+        if s["health"]["clb/frankfurt/1"]["198.19.99.7:8080"] == "unhealthy" {
             break s;
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "never unhealthy: {s}");
@@ -831,7 +831,7 @@ fn lab_capture_records_a_nodes_packets_and_the_dissector_reads_its_backbone_enve
     let capture = Command::new(exe())
         .args(["lab", "capture"])
         .arg(&lab.file)
-        .args(["clb/frankfurt/0", "-w"])
+        .args(["clb/frankfurt/1", "-w"])
         .arg(&out)
         .args(["--duration", "3s"])
         .spawn()
@@ -883,10 +883,10 @@ fn every_node_serves_prometheus_metrics_and_lab_metrics_prints_them() {
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     assert!(value("anyedge_packets_in_total{node=\"pop/paris\"}") > 0);
-    assert!(value("anyedge_packets_out_total{node=\"clb/frankfurt/0\"}") > 0);
+    assert!(value("anyedge_packets_out_total{node=\"clb/frankfurt/1\"}") > 0);
     assert!(
-        value("anyedge_conn_table_entries{node=\"clb/frankfurt/0\"}")
-            + value("anyedge_conn_table_entries{node=\"clb/frankfurt/1\"}")
+        value("anyedge_conn_table_entries{node=\"clb/frankfurt/1\"}")
+            + value("anyedge_conn_table_entries{node=\"clb/frankfurt/2\"}")
             >= 8
     );
     assert!(value("anyedge_raft_term{node=\"control/1\"}") >= 1);
@@ -904,7 +904,7 @@ fn every_node_serves_prometheus_metrics_and_lab_metrics_prints_them() {
         .unwrap();
     let http = String::from_utf8_lossy(&scrape.stdout);
     assert!(http.starts_with("HTTP/1.1 200 OK") && http.contains("text/plain; version=0.0.4"), "{http}");
-    assert!(http.contains("anyedge_packets_in_total{node=\"clb/frankfurt/0\"}"), "{http}");
+    assert!(http.contains("anyedge_packets_in_total{node=\"clb/frankfurt/1\"}"), "{http}");
     // Levelled logs in the state directory (RUST_LOG, default info).
     let log = std::fs::read_to_string(lab_state_dir(&lab).join("pop-paris.log")).unwrap();
     assert!(log.contains(" INFO ") && log.contains("pop/paris starting") && log.contains("ready"), "{log}");

@@ -91,7 +91,7 @@ fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_
         let (replayed_to, genuine) =
             capture_udp_to(&clbs, Duration::from_secs(4)).expect("a POP's packet to a CLB node crossed the backbone");
         let replays = paced(&raw, std::iter::repeat_n(genuine, 500), 20_000);
-        // The rest goes to clb/frankfurt/0.
+        // The rest goes to clb/frankfurt/1.
         let clb = clbs[0];
         // 32,000 bare CCN packets for one of london's flows, from warsaw's address, claiming
         // warsaw (replies would have gone there).
@@ -121,10 +121,10 @@ fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_
     let r = wait_probe(&lab, victim, "victim.json");
     assert_eq!(r["received"], r["sent"], "the victim lost nothing: {r}");
     let after = drops(&lab);
-    let node = format!("clb/frankfurt/{replayed_node}");
+    let node = format!("clb/frankfurt/{}", replayed_node + 1);
     let replayed = more(&before, &after, &node, "auth_replayed") + more(&before, &after, &node, "auth_too_old");
     assert!(replayed >= replays * 95 / 100, "{replays} replays, {replayed} counted at {node}: {after}");
-    let node = "clb/frankfurt/0";
+    let node = "clb/frankfurt/1";
     let malformed = more(&before, &after, node, "auth_malformed");
     assert!(malformed >= bare * 95 / 100, "{bare} bare CCN packets, {malformed} counted: {after}");
     let bad_tag = more(&before, &after, node, "auth_bad_tag");

@@ -91,7 +91,7 @@ fn sim_pcap_writes_a_capture_per_node_in_simulated_time_and_the_same_bytes_every
     };
     let files = names(&a);
     for node in
-        ["pop-paris.pcap", "pop-warsaw.pcap", "clb-frankfurt-0.pcap", "backend-198.19.20.1.pcap", "client-london.pcap"]
+        ["pop-paris.pcap", "pop-warsaw.pcap", "clb-frankfurt-1.pcap", "backend-198.19.20.1.pcap", "client-london.pcap"]
     {
         assert!(files.contains(&node.to_string()), "{node} in {files:?}");
     }
@@ -130,7 +130,7 @@ fn tshark_reads_a_simulated_capture_through_the_repositorys_dissector() {
         .arg("-X")
         .arg(format!("lua_script:{}/tools/wireshark/anyedge.lua", env!("CARGO_MANIFEST_DIR")))
         .arg("-r")
-        .arg(dir.join("pcap").join("clb-frankfurt-0.pcap"))
+        .arg(dir.join("pcap").join("clb-frankfurt-1.pcap"))
         .args(["-Y", "anyedge.ccn.pop_id", "-T", "fields", "-e", "anyedge.sender_name", "-e", "anyedge.ccn.pop_id"])
         .args(["-e", "ip.dst"])
         .output()

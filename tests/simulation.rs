@@ -178,9 +178,9 @@ fn small_with_faults(faults: &str) -> Topology {
 
 #[test]
 fn a_dead_clb_node_moves_no_maglev_flow_to_another_backend() {
-    let t = small_with_faults("  - { at: 8s, down: clb/frankfurt/1 }\n");
+    let t = small_with_faults("  - { at: 8s, down: clb/frankfurt/2 }\n");
     let report = run(&t).report;
-    let (_, f) = fault(&report, "down clb/frankfurt/1");
+    let (_, f) = fault(&report, "down clb/frankfurt/2");
     let game_flows_on_node = f.flows_affected;
     assert!(game_flows_on_node > 0, "some flows used node 1");
     assert_eq!(f.flows_recovered, f.flows_affected, "they all come back through node 0");
@@ -188,10 +188,10 @@ fn a_dead_clb_node_moves_no_maglev_flow_to_another_backend() {
     // game class alone by running a game-only variant.
     let game_only = SMALL.replace("traffic: [game, web]", "traffic: game");
     let text =
-        game_only.split("faults:").next().unwrap().to_string() + "faults:\n  - { at: 8s, down: clb/frankfurt/1 }\n";
+        game_only.split("faults:").next().unwrap().to_string() + "faults:\n  - { at: 8s, down: clb/frankfurt/2 }\n";
     let t = topology::parse_str("small.yaml", &text).unwrap();
     let report = run(&t).report;
-    let (_, f) = fault(&report, "down clb/frankfurt/1");
+    let (_, f) = fault(&report, "down clb/frankfurt/2");
     assert!(f.flows_affected > 0);
     assert_eq!(f.flows_backend_changed, 0, "every CLB node picks the same backend with Maglev");
 }
@@ -453,10 +453,10 @@ fn backbone_one_way_ns(t: &Topology, pop: &str) -> u64 {
 
 #[test]
 fn every_pop_finds_a_dead_clb_node_by_probes_within_the_probe_bound() {
-    let t = small_with_faults("  - { at: 8s, down: clb/frankfurt/1 }\n  - { at: 12s, up: clb/frankfurt/1 }\n");
+    let t = small_with_faults("  - { at: 8s, down: clb/frankfurt/2 }\n  - { at: 12s, up: clb/frankfurt/2 }\n");
     let report = run(&t).report;
     let (max_ms, min_ms) = (t.failover.detect_ns_max() as f64 / 1e6, t.failover.detect_ns_min() as f64 / 1e6);
-    let (_, down) = fault(&report, "down clb/frankfurt/1");
+    let (_, down) = fault(&report, "down clb/frankfurt/2");
     for pop in ["paris", "warsaw"] {
         let at = down.noticed_ms[&format!("pop/{pop}")];
         // The last probe the node answered left the POP up to one way before it died.
@@ -465,7 +465,7 @@ fn every_pop_finds_a_dead_clb_node_by_probes_within_the_probe_bound() {
     }
     assert_eq!(down.detected_ms, down.noticed_ms.values().copied().reduce(f64::min));
     // Back up: noticed at the first answer, within one interval and a round trip.
-    let (_, up) = fault(&report, "up clb/frankfurt/1");
+    let (_, up) = fault(&report, "up clb/frankfurt/2");
     for pop in ["paris", "warsaw"] {
         let at = up.noticed_ms[&format!("pop/{pop}")];
         let bound = t.failover.probe_interval_ns as f64 / 1e6 + 2.0 * backbone_one_way_ns(&t, pop) as f64 / 1e6 + 1.0;
@@ -475,7 +475,7 @@ fn every_pop_finds_a_dead_clb_node_by_probes_within_the_probe_bound() {
 
 #[test]
 fn a_lossy_backbone_finds_a_restarted_clb_node_later_but_never_a_dead_one_past_the_bound() {
-    // clb/frankfurt/1 dies and comes back while paris's backbone link loses 20 % (or, for
+    // clb/frankfurt/2 dies and comes back while paris's backbone link loses 20 % (or, for
     // comparison, nothing) — same seeds, so the same probe phases. With loss, paris sees
     // the node back later (a probe and its answer must both get through: 36 % of round
     // trips fail, so on average 0.36 / 0.64 of an interval later), and never notices the
@@ -484,7 +484,7 @@ fn a_lossy_backbone_finds_a_restarted_clb_node_later_but_never_a_dead_one_past_t
     let faults = |loss: &str| {
         format!(
             "  - {{ at: 8s, for: 6s, link: [pop/paris, region/frankfurt], loss: {loss} }}\n  \
-             - {{ at: 8s, down: clb/frankfurt/1 }}\n  - {{ at: 11s, up: clb/frankfurt/1 }}\n"
+             - {{ at: 8s, down: clb/frankfurt/2 }}\n  - {{ at: 11s, up: clb/frankfurt/2 }}\n"
         )
     };
     let (mut lossy, mut clean) = (small_with_faults(&faults("20%")), small_with_faults(&faults("0%")));
@@ -498,11 +498,11 @@ fn a_lossy_backbone_finds_a_restarted_clb_node_later_but_never_a_dead_one_past_t
         for (i, t) in [&mut lossy, &mut clean].into_iter().enumerate() {
             t.seed = seed;
             let report = run(t).report;
-            let (_, down) = fault(&report, "down clb/frankfurt/1");
+            let (_, down) = fault(&report, "down clb/frankfurt/2");
             if let Some(&at) = down.noticed_ms.get("pop/paris") {
                 assert!(at <= max_ms, "seed {seed}: paris noticed the death after {at} ms > {max_ms}");
             }
-            let (_, up) = fault(&report, "up clb/frankfurt/1");
+            let (_, up) = fault(&report, "up clb/frankfurt/2");
             seen[i] = up.noticed_ms["pop/paris"];
         }
         assert!(seen[0] >= seen[1] - 2.0, "seed {seed}: lossy {} ms before clean {} ms", seen[0], seen[1]);
@@ -538,9 +538,9 @@ fn small_with_every_scheduler(faults: &str) -> Topology {
 
 #[test]
 fn a_dead_clb_node_moves_no_flow_to_another_backend_under_any_scheduler_or_persistence() {
-    let t = small_with_every_scheduler("  - { at: 8s, down: clb/frankfurt/1 }\n  - { at: 12s, up: clb/frankfurt/1 }\n");
+    let t = small_with_every_scheduler("  - { at: 8s, down: clb/frankfurt/2 }\n  - { at: 12s, up: clb/frankfurt/2 }\n");
     let report = run(&t).report;
-    for what in ["down clb/frankfurt/1", "up clb/frankfurt/1"] {
+    for what in ["down clb/frankfurt/2", "up clb/frankfurt/2"] {
         let (_, f) = fault(&report, what);
         assert!(f.flows_affected >= 40, "{what}: flows of every class used node 1: {f:?}");
         assert_eq!(f.flows_recovered, f.flows_affected, "{what}: {f:?}");
@@ -551,7 +551,7 @@ fn a_dead_clb_node_moves_no_flow_to_another_backend_under_any_scheduler_or_persi
     for node in &report.clb_nodes {
         let sync = node.sync.expect("a region of two nodes syncs");
         assert!(sync.messages_sent > 0 && sync.bytes_sent > sync.messages_sent * 8, "{node:?}");
-        assert!(sync.flows_adopted >= 40, "node {} adopted {} flows", node.index, sync.flows_adopted);
+        assert!(sync.flows_adopted >= 40, "node {} adopted {} flows", node.name, sync.flows_adopted);
         assert_eq!(sync.queue_overflow, 0);
     }
 }

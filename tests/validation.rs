@@ -232,11 +232,21 @@ fn schedulers_and_lookup_tables() {
 
 #[test]
 fn clb_and_unbind_fault_targets() {
+    // CLB nodes are numbered from 1 like control nodes: /0 and one past the last are refused
+    // with the range that exists.
+    for bad in ["clb/frankfurt/0", "clb/frankfurt/3"] {
+        expect(
+            &with("down: pop/paris", &format!("down: {bad}")),
+            51,
+            "faults[0].down",
+            &format!("`{bad}`: CLB nodes are numbered from 1, like control nodes: clb/frankfurt/1 … clb/frankfurt/2"),
+        );
+    }
     expect(
-        &with("down: pop/paris", "down: clb/frankfurt/2"),
+        &with("down: pop/paris", "down: clb/nowhere/1"),
         51,
         "faults[0].down",
-        "unknown fault target `clb/frankfurt/2`",
+        "unknown fault target `clb/nowhere/1`",
     );
     expect(&with("down: pop/paris", "down: clb/frankfurt"), 51, "faults[0].down", "is not clb/REGION/N");
     expect(
@@ -246,6 +256,7 @@ fn clb_and_unbind_fault_targets() {
         "only backends are bound and unbound",
     );
     topology::parse_str("t.yaml", &with("down: pop/paris", "down: clb/frankfurt/1")).unwrap();
+    topology::parse_str("t.yaml", &with("down: pop/paris", "down: clb/frankfurt/2")).unwrap();
     topology::parse_str("t.yaml", &with("down: pop/paris", "unbind: backend/198.19.20.1:7000")).unwrap();
 }
 

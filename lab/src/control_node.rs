@@ -383,7 +383,7 @@ mod tests {
                 ("control/1".to_string(), Some(local)),
                 ("control/2".to_string(), Some(local)),
                 ("pop/paris".to_string(), None),
-                ("clb/frankfurt/0".to_string(), None),
+                ("clb/frankfurt/1".to_string(), None),
             ];
             crate::pki::issue(&lab, &nodes, &[]).unwrap();
             // Another lab's CA issues certificates with the very same names.
@@ -404,7 +404,7 @@ mod tests {
             assert!(!inject(addr, Some(ca_only)).await, "TLS without a client certificate is refused");
             let foreign = crate::pki::client(&stranger, "control/2", local).unwrap();
             assert!(!inject(addr, Some(foreign)).await, "a certificate from another CA is refused");
-            for watcher in ["pop/paris", "clb/frankfurt/0", "ctl"] {
+            for watcher in ["pop/paris", "clb/frankfurt/1", "ctl"] {
                 let tls = crate::pki::client(&lab, watcher, local).unwrap();
                 assert!(!inject(addr, Some(tls)).await, "{watcher}'s certificate sends no Raft messages");
             }
@@ -429,7 +429,7 @@ mod tests {
             let nodes = [
                 ("control/1".to_string(), Some(local)),
                 ("pop/paris".to_string(), None),
-                ("clb/frankfurt/0".to_string(), None),
+                ("clb/frankfurt/1".to_string(), None),
             ];
             crate::pki::issue(&lab, &nodes, &[]).unwrap();
             let (calls_tx, mut calls) = mpsc::channel(16);
@@ -453,7 +453,7 @@ mod tests {
                 }
             });
             let change = r#"{"op":"unbind","backend":"198.19.20.1:7000"}"#.to_string();
-            for (who, writes) in [("pop/paris", false), ("clb/frankfurt/0", false), ("ctl", true)] {
+            for (who, writes) in [("pop/paris", false), ("clb/frankfurt/1", false), ("ctl", true)] {
                 let tls = crate::pki::client(&lab, who, local).unwrap();
                 let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}")).unwrap();
                 let channel = endpoint.tls_config(tls).unwrap().connect().await.unwrap();

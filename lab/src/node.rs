@@ -410,7 +410,7 @@ fn clb_changes(
         let ((r, i), _) = peers[peer];
         core.set_clb_up(r as u16, i as u16, up);
         let state = if up { "up" } else { "down" };
-        tracing::info!("pop/{}: clb/{}/{i} {state}", t.pops[p].name, t.regions[r].name);
+        tracing::info!("pop/{}: {} {state}", t.pops[p].name, anyedge_topology::clb_name(&t.regions[r].name, i));
     }
 }
 

@@ -2,7 +2,7 @@
 //! issues one certificate per node that speaks gRPC on the backbone — control nodes
 //! (their backbone address as SAN), CLB nodes (the gRPC backbone's servers, their tunnel
 //! address as SAN), POPs and `ctl`. Each names its node (common name `control/2`,
-//! `pop/paris`, `clb/frankfurt/0`, `ctl`) and role (organizational unit), with key usage
+//! `pop/paris`, `clb/frankfurt/1`, `ctl`) and role (organizational unit), with key usage
 //! and extended key usage set (control and CLB nodes serve and dial, the rest only dial). Control nodes accept only peers that present a
 //! certificate from that CA and then check the role in it ([`PeerIdentity`]); the CA's
 //! key is not kept, so no certificate can be minted for a stranger later.

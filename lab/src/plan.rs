@@ -137,7 +137,10 @@ impl Plan {
         let mut clbs = Vec::new();
         for (r, region) in t.regions.iter().enumerate() {
             for index in 0..usize::from(region.clb_nodes) {
-                clbs.push(((r, index), ns(Role::Clb { region: r, index }, format!("clb-{}-{index}", region.name))));
+                clbs.push((
+                    (r, index),
+                    ns(Role::Clb { region: r, index }, anyedge_topology::clb_slug(&region.name, index)),
+                ));
             }
         }
         let controls: Vec<(u8, usize)> = (1..=t.control.as_ref().map_or(0, |c| c.nodes))
@@ -214,7 +217,7 @@ impl Plan {
             nodes.push(Node { name: format!("pop/{}", t.pops[p].name), ns: n });
         }
         for &((r, i), n) in &clbs {
-            nodes.push(Node { name: format!("clb/{}/{i}", t.regions[r].name), ns: n });
+            nodes.push(Node { name: anyedge_topology::clb_name(&t.regions[r].name, i), ns: n });
         }
         for &(_, ip, n) in &hosts {
             nodes.push(Node { name: format!("backend/{ip}"), ns: n });
@@ -379,7 +382,7 @@ impl Plan {
         self.addr_toward(ns, self.ns_index(&Role::Internet)?)
     }
 
-    /// The node named like a fault target (`pop/paris`, `clb/frankfurt/0`,
+    /// The node named like a fault target (`pop/paris`, `clb/frankfurt/1`,
     /// `backend/198.19.20.1:7000` or `backend/198.19.20.1`, `client/rome`).
     pub fn node(&self, name: &str) -> Option<&Node> {
         let host_form = name.strip_prefix("backend/").and_then(|rest| rest.parse::<SocketAddr>().ok());

@@ -49,8 +49,9 @@ pub struct RuleReport {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ClbNodeReport {
+    /// `clb/REGION/N`, N counted from 1 as fault targets name it.
+    pub name: String,
     pub region: String,
-    pub index: usize,
     pub flows: u64,
     pub conn_table: ConnTableReport,
     /// Connection-table sync with the region's other nodes (absent for a lone node).

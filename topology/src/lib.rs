@@ -343,7 +343,8 @@ pub const UDP_PAYLOAD_MIN: usize = 52;
 pub enum Target {
     Pop(usize),
     Region(usize),
-    /// One CLB node of a region: `clb/REGION/N`, N counted from 0.
+    /// One CLB node of a region: `index` counts from 0 here; its name, `clb/REGION/N`,
+    /// counts from 1 like `control/N` (see [`clb_name`]).
     Clb {
         region: usize,
         index: u16,
@@ -354,6 +355,17 @@ pub enum Target {
     },
     /// `control/N`, N counted from 1.
     Control(u8),
+}
+
+/// A CLB node's name as users write and read it: `clb/REGION/N`, N counted from 1 like
+/// `control/N` (the node at `index` 0 is `clb/REGION/1`). The one place names are made.
+pub fn clb_name(region: &str, index: impl Into<usize>) -> String {
+    format!("clb/{region}/{}", index.into() + 1)
+}
+
+/// A CLB node's network namespace suffix in the lab: `clb-REGION-N`, numbered as its name.
+pub fn clb_slug(region: &str, index: impl Into<usize>) -> String {
+    format!("clb-{region}-{}", index.into() + 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1693,16 +1693,21 @@ impl Parser {
             "pop" => names.pops.iter().position(|p| p.name == rest).map(Target::Pop),
             "region" => names.regions.iter().position(|r| r.name == rest).map(Target::Region),
             "clb" => {
-                let (region, index) = rest.rsplit_once('/').unwrap_or((rest, ""));
-                let Ok(index) = index.parse::<u16>() else {
+                let (region, number) = rest.rsplit_once('/').unwrap_or((rest, ""));
+                let Ok(number) = number.parse::<u16>() else {
                     self.err(node.span(), field, format!("`{text}` is not clb/REGION/N"));
                     return None;
                 };
-                names
-                    .regions
-                    .iter()
-                    .position(|r| r.name == region && index < r.clb_nodes)
-                    .map(|region| Target::Clb { region, index })
+                let r = names.regions.iter().position(|r| r.name == region);
+                if let Some(r) = r.filter(|&r| !(1..=names.regions[r].clb_nodes).contains(&number)) {
+                    let n = names.regions[r].clb_nodes;
+                    let reason = format!(
+                        "`{text}`: CLB nodes are numbered from 1, like control nodes: clb/{region}/1 … clb/{region}/{n}"
+                    );
+                    self.err(node.span(), field, reason);
+                    return None;
+                }
+                r.map(|region| Target::Clb { region, index: number - 1 })
             }
             "backend" => {
                 let Ok(addr) = rest.parse::<SocketAddr>() else {
@@ -1774,13 +1779,18 @@ impl Parser {
             let Some(text) = self.str(n, &f) else { continue };
             let binding = match text.split_once('/') {
                 Some(("clb", rest)) => {
-                    let (region, index) = match rest.split_once('/') {
-                        Some((r, i)) => (r, i.parse::<u16>().ok()),
+                    let (region, number) = match rest.split_once('/') {
+                        Some((r, i)) => (r, Some(i.parse::<u16>().ok())),
                         None => (rest, None),
                     };
                     names.regions.iter().position(|r| r.name == region).and_then(|r| {
-                        let fits = index.is_none_or(|i| i < names.regions[r].clb_nodes);
-                        fits.then_some(SgBinding::Clb { region: r, index })
+                        // `clb/REGION/N` counts from 1, as everywhere users name a node.
+                        let index = match number {
+                            None => None,
+                            Some(Some(n)) if (1..=names.regions[r].clb_nodes).contains(&n) => Some(n - 1),
+                            Some(_) => return None,
+                        };
+                        Some(SgBinding::Clb { region: r, index })
                     })
                 }
                 Some(("backend", rest)) => {

@@ -71,7 +71,7 @@ pub fn route_table(t: &Topology) -> RouteTable {
                 .map(|b| match b {
                     SgBinding::Backend(ip) => format!("backend/{ip}"),
                     SgBinding::Clb { region, index: None } => format!("clb/{}", t.regions[*region].name),
-                    SgBinding::Clb { region, index: Some(i) } => format!("clb/{}/{i}", t.regions[*region].name),
+                    SgBinding::Clb { region, index: Some(i) } => crate::clb_name(&t.regions[*region].name, *i),
                 })
                 .collect(),
         })

@@ -243,7 +243,7 @@ fn episode(
             let r = pick(rng, t.regions.len());
             let index = pick(rng, usize::from(t.regions[r].clb_nodes)) as u16;
             taken(budget, Resource::Clb(r, index)) && {
-                let name = format!("clb/{}/{index}", t.regions[r].name);
+                let name = anyedge_topology::clb_name(&t.regions[r].name, index);
                 down_up(faults, span, Target::Clb { region: r, index }, &name, false);
                 true
             }
@@ -352,7 +352,7 @@ fn target_name(t: &Topology, target: &Target) -> String {
     match *target {
         Target::Pop(p) => format!("pop/{}", t.pops[p].name),
         Target::Region(r) => format!("region/{}", t.regions[r].name),
-        Target::Clb { region, index } => format!("clb/{}/{index}", t.regions[region].name),
+        Target::Clb { region, index } => anyedge_topology::clb_name(&t.regions[region].name, index),
         Target::Backend { addr, .. } => format!("backend/{addr}"),
         Target::Control(n) => format!("control/{n}"),
     }

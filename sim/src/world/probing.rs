@@ -299,7 +299,7 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn clb_name(&self, c: ClbId) -> String {
-        format!("clb/{}/{}", self.t.regions[self.clbs[c].region].name, self.clbs[c].index)
+        anyedge_topology::clb_name(&self.t.regions[self.clbs[c].region].name, self.clbs[c].index)
     }
 
     /// `who` noticed what a fault did: the first node to notice sets the fault's

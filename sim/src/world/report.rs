@@ -93,8 +93,8 @@ impl<'t> World<'t> {
             .map(|n| {
                 let table = n.core.conn_table();
                 ClbNodeReport {
+                    name: anyedge_topology::clb_name(&t.regions[n.region].name, n.index),
                     region: t.regions[n.region].name.clone(),
-                    index: n.index,
                     flows: n.flows_before + n.core.flows_created(),
                     conn_table: ConnTableReport {
                         capacity: table.capacity(),
@@ -136,7 +136,7 @@ impl<'t> World<'t> {
     pub(super) fn drop_report(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
         let t = self.t;
         let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
-        let clbs = self.clbs.iter().map(|n| (format!("clb/{}/{}", t.regions[n.region].name, n.index), &n.drops));
+        let clbs = self.clbs.iter().map(|n| (anyedge_topology::clb_name(&t.regions[n.region].name, n.index), &n.drops));
         let hosts = self.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
         let egress = self.egress.iter().map(|e| (e.name.clone(), &e.drops));
         pops.chain(clbs)
@@ -229,7 +229,7 @@ impl<'t> World<'t> {
     /// The control plane's report section (when the file has `control:`).
     pub fn control_report(&self) -> Option<crate::control::ControlReport> {
         let names: Vec<String> =
-            self.clbs.iter().map(|n| format!("clb/{}/{}", self.t.regions[n.region].name, n.index)).collect();
+            self.clbs.iter().map(|n| anyedge_topology::clb_name(&self.t.regions[n.region].name, n.index)).collect();
         self.control.as_ref().map(|c| c.report(&names))
     }
 }
