@@ -90,3 +90,232 @@ pub fn report<F: Serialize>(
     }
     std::process::ExitCode::SUCCESS
 }
+
+/// One scale of `bench sim`: the world with every group's client count multiplied and
+/// each client's rate divided by the same factor, so the packets sent stay the same.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SimScale {
+    pub scale: u32,
+    pub clients: u64,
+    /// Client × traffic class pairs: each is a flow (a UDP source port, a TCP or QUIC
+    /// connection).
+    pub flows: u64,
+    pub tcp_flows: u64,
+    pub events: u64,
+    /// Packets delivered over modelled links.
+    pub deliveries: u64,
+    /// Median wall time of the runs.
+    pub wall_s: f64,
+    pub events_per_s: f64,
+    pub deliveries_per_s: f64,
+    /// The run's peak resident memory (each run is its own process).
+    pub peak_rss_mb: f64,
+    /// Peak memory over flows.
+    pub kb_per_flow: f64,
+    /// What each flow added over the smallest scale: (peak − peak at the smallest
+    /// scale) / (flows − its flows); absent at the smallest scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marginal_kb_per_flow: Option<f64>,
+    /// Events/s over the smallest scale's events/s.
+    pub rate_vs_smallest: f64,
+    /// Every run's wall time, in the order they ran (runs interleave the scales).
+    pub wall_s_runs: Vec<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SimFigures {
+    pub file: String,
+    pub runs: usize,
+    pub scales: Vec<SimScale>,
+}
+
+/// What one child process measured (`bench sim-one`): run statistics and its peak memory.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct SimRun {
+    pub clients: u64,
+    pub flows: u64,
+    pub tcp_flows: u64,
+    pub events: u64,
+    pub deliveries: u64,
+    pub wall_s: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Multiplies every client group's count by `scale` and divides each client's rate by
+/// it: the same packets from `scale` times as many flows.
+pub fn scale_clients(t: &mut anyedge_topology::Topology, scale: u32) {
+    use anyedge_topology::TrafficKind;
+    for g in &mut t.clients {
+        g.count = g.count.saturating_mul(scale);
+    }
+    let s = f64::from(scale);
+    for class in &mut t.traffic {
+        match &mut class.kind {
+            TrafficKind::Udp { interval_ns, .. } => *interval_ns = interval_ns.saturating_mul(u64::from(scale)),
+            TrafficKind::Tcp { requests_per_s, .. } | TrafficKind::Quic { requests_per_s, .. } => *requests_per_s /= s,
+            TrafficKind::SynFlood { rate_per_s } => *rate_per_s /= s,
+        }
+    }
+}
+
+/// Runs one scale in this process and measures it (the child side of `bench sim`).
+pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
+    let mut t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
+    scale_clients(&mut t, scale);
+    if let Some(why) = anyedge_sim::cost::refuse(&t) {
+        return Err(format!("--scale {scale}: {why}"));
+    }
+    let clients: u64 = t.clients.iter().map(|g| u64::from(g.count)).sum();
+    let flows: u64 = t.clients.iter().map(|g| u64::from(g.count) * g.traffic.len() as u64).sum();
+    let tcp_flows: u64 = t
+        .clients
+        .iter()
+        .map(|g| {
+            let tcp =
+                g.traffic.iter().filter(|&&k| matches!(t.traffic[k].kind, anyedge_topology::TrafficKind::Tcp { .. }));
+            u64::from(g.count) * tcp.count() as u64
+        })
+        .sum();
+    let outcome = anyedge_sim::run_report(&t, |_| {}).map_err(|e| e.0)?;
+    Ok(SimRun {
+        clients,
+        flows,
+        tcp_flows,
+        events: outcome.stats.events,
+        deliveries: outcome.stats.packets,
+        wall_s: outcome.stats.wall_s,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// This process's peak resident set (VmHWM), in bytes.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kb.unwrap_or(0) * 1024
+}
+
+/// `bench sim`: every scale `runs` times, each run in a fresh process (so peak memory is
+/// the run's own), scales interleaved so the machine's drift touches them alike.
+pub fn sim(
+    exe: &Path,
+    file: &Path,
+    scales: &[u32],
+    runs: usize,
+    mut progress: impl FnMut(&str),
+) -> Result<SimFigures, String> {
+    if scales.is_empty() || scales.contains(&0) {
+        return Err("--scale takes factors of 1 or more, e.g. 1,10,50".into());
+    }
+    if runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    anyedge_topology::load(file).map_err(|e| e.to_string())?;
+    let mut measured: Vec<Vec<SimRun>> = scales.iter().map(|_| Vec::new()).collect();
+    for run in 0..runs {
+        for (i, &scale) in scales.iter().enumerate() {
+            progress(&format!("run {}/{runs}, scale {scale}×", run + 1));
+            let out = std::process::Command::new(exe)
+                .args(["bench", "sim-one"])
+                .arg(file)
+                .args(["--scale", &scale.to_string()])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+            if !out.status.success() {
+                return Err(format!("scale {scale}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            let r: SimRun = serde_json::from_slice(&out.stdout).map_err(|e| format!("scale {scale}: {e}"))?;
+            measured[i].push(r);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rows: Vec<SimScale> = Vec::new();
+    for (i, &scale) in scales.iter().enumerate() {
+        let rs = &measured[i];
+        let wall_s = median(rs.iter().map(|r| r.wall_s).collect());
+        let peak = median(rs.iter().map(|r| r.peak_rss_bytes as f64).collect());
+        let (events, deliveries, flows) = (rs[0].events, rs[0].deliveries, rs[0].flows);
+        rows.push(SimScale {
+            scale,
+            clients: rs[0].clients,
+            flows,
+            tcp_flows: rs[0].tcp_flows,
+            events,
+            deliveries,
+            wall_s: round4(wall_s),
+            events_per_s: (events as f64 / wall_s).round(),
+            deliveries_per_s: (deliveries as f64 / wall_s).round(),
+            peak_rss_mb: round4(peak / 1e6),
+            kb_per_flow: round4(peak / 1e3 / flows.max(1) as f64),
+            marginal_kb_per_flow: None,
+            rate_vs_smallest: 0.0,
+            wall_s_runs: rs.iter().map(|r| round4(r.wall_s)).collect(),
+        });
+    }
+    let smallest = (0..rows.len()).min_by_key(|&i| rows[i].scale).unwrap_or(0);
+    let (base_rate, base_peak, base_flows) =
+        (rows[smallest].events_per_s, rows[smallest].peak_rss_mb * 1e6, rows[smallest].flows);
+    for row in &mut rows {
+        row.rate_vs_smallest = round4(row.events_per_s / base_rate.max(1.0));
+        if row.flows > base_flows {
+            let extra = row.peak_rss_mb * 1e6 - base_peak;
+            row.marginal_kb_per_flow = Some(round4(extra / 1e3 / (row.flows - base_flows) as f64));
+        }
+    }
+    Ok(SimFigures { file: file.display().to_string(), runs, scales: rows })
+}
+
+/// `bench sim`'s table.
+pub fn sim_table(f: &SimFigures) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "bench sim {} (client counts × scale, each client's rate ÷ scale; medians of {} run{})\n",
+        f.file,
+        f.runs,
+        if f.runs == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "{:>6} {:>8} {:>8} {:>11} {:>11} {:>8} {:>10} {:>12} {:>6} {:>9} {:>10} {:>9}",
+        "scale",
+        "clients",
+        "flows",
+        "events",
+        "deliveries",
+        "wall s",
+        "events/s",
+        "deliveries/s",
+        "vs 1st",
+        "peak MB",
+        "KB/flow",
+        "+KB/flow"
+    );
+    for r in &f.scales {
+        let _ = writeln!(
+            s,
+            "{:>5}× {:>8} {:>8} {:>11} {:>11} {:>8.2} {:>9.2}M {:>11.2}M {:>6.2} {:>9.0} {:>10.1} {:>9}",
+            r.scale,
+            r.clients,
+            r.flows,
+            r.events,
+            r.deliveries,
+            r.wall_s,
+            r.events_per_s / 1e6,
+            r.deliveries_per_s / 1e6,
+            r.rate_vs_smallest,
+            r.peak_rss_mb,
+            r.kb_per_flow,
+            r.marginal_kb_per_flow.map(|k| format!("{k:.1}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    s.push_str(
+        "vs 1st: events/s over the first scale's; +KB/flow: peak memory each flow added over the smallest scale\n",
+    );
+    s
+}

@@ -484,6 +484,30 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The simulator as the world grows: the file with every client count multiplied and
+    /// each client's rate divided (the same packets from more flows), per scale wall time,
+    /// events/s, deliveries/s, peak memory and memory per flow. Each run is a process.
+    Sim {
+        /// Topology file.
+        #[arg(default_value = "topologies/global.yaml")]
+        file: PathBuf,
+        /// Client-count factors, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+        scale: Vec<u32>,
+        /// Runs per scale (figures are medians; runs interleave the scales).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// One scale of `bench sim` in this process; prints its figures as JSON.
+    #[command(hide = true)]
+    SimOne {
+        file: PathBuf,
+        #[arg(long)]
+        scale: u32,
+    },
     /// Maglev table balance, disruption when one backend goes, and build time.
     Maglev {
         /// Number of backends.
@@ -771,6 +795,29 @@ fn main() -> ExitCode {
                 )
             })
         }
+        Command::Bench { which: BenchCommand::Sim { file, scale, runs, json } } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let tty = std::io::stderr().is_terminal();
+            let figures = bench::sim(&exe, &file, &scale, runs, |what| {
+                if tty {
+                    eprint!("\r\x1b[2Kbench sim: {what}");
+                }
+            });
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            bench::report("sim", figures, json, |f| bench::sim_table(f).trim_end().to_string())
+        }
+        Command::Bench { which: BenchCommand::SimOne { file, scale } } => match bench::sim_one(&file, scale) {
+            Ok(run) => {
+                println!("{}", serde_json::to_string(&run).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Bench { which: BenchCommand::Maglev { backends, table, json } } => {
             bench::report("maglev", bench::maglev(backends, table), json, |f| {
                 format!(

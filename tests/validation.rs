@@ -389,7 +389,7 @@ fn malformed_ip_addresses() {
 #[test]
 fn more_clients_than_the_simulator_addresses() {
     let many = with("count: 20, traffic: game }", "count: 100000, traffic: game }");
-    expect(&many, 38, "clients", "at most 40000 are addressable");
+    expect(&many, 38, "clients", "at most 48000 are addressable");
 }
 
 #[test]

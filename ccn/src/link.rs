@@ -6,12 +6,13 @@
 //! keeps a flow on one path), a packet is never delivered before an earlier packet of
 //! its own flow. Packets of different flows may overtake each other.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::rng::ComponentRng;
 
-/// Flows a link remembers for ordering before it forgets those already delivered.
-const FLOW_MEMORY_MAX: usize = 65_536;
+/// The fewest flows a link remembers for ordering before it forgets those already
+/// delivered (it sweeps again each time the map doubles past what survived).
+const SWEEP_MIN: usize = 1_024;
 
 /// Delay, jitter and loss of a path; a fault may override them for a while.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,13 +54,25 @@ pub struct Link {
     /// When the transmitter finishes serialising what it already accepted.
     busy_until_ns: u64,
     rng: ComponentRng,
-    /// Latest delivery time per flow, to keep each flow in order.
-    last_delivery_ns: HashMap<u64, u64>,
+    /// Latest delivery time per flow, to keep each flow in order. Only deliveries still
+    /// ahead of the clock matter; the rest are swept out whenever the map has doubled
+    /// since the last sweep, so it stays near the number of flows in flight rather than
+    /// every flow the link ever carried (a cache-friendly size as worlds grow).
+    last_delivery_ns: FxHashMap<u64, u64>,
+    /// Sweep when the map reaches this many entries.
+    sweep_at: usize,
 }
 
 impl Link {
     pub fn new(model: LinkModel, rng: ComponentRng) -> Link {
-        Link { model, override_impairment: None, busy_until_ns: 0, rng, last_delivery_ns: HashMap::new() }
+        Link {
+            model,
+            override_impairment: None,
+            busy_until_ns: 0,
+            rng,
+            last_delivery_ns: FxHashMap::default(),
+            sweep_at: SWEEP_MIN,
+        }
     }
 
     pub fn model(&self) -> &LinkModel {
@@ -100,8 +113,9 @@ impl Link {
         let jitter_ns = self.rng.exponential(imp.jitter_mean_ns as f64) as u64;
         let mut at_ns = depart_ns + imp.delay_ns + jitter_ns;
         if imp.jitter_mean_ns > 0 {
-            if self.last_delivery_ns.len() >= FLOW_MEMORY_MAX {
+            if self.last_delivery_ns.len() >= self.sweep_at {
                 self.last_delivery_ns.retain(|_, &mut t| t > now_ns);
+                self.sweep_at = (2 * self.last_delivery_ns.len()).max(SWEEP_MIN);
             }
             let last = self.last_delivery_ns.entry(flow).or_insert(0);
             at_ns = at_ns.max(*last);

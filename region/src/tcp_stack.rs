@@ -74,6 +74,19 @@ pub struct TcpStack {
 const RX_BUFFER: usize = 64 * 1024;
 const TX_BUFFER: usize = 64 * 1024;
 
+/// Room beside a message in a buffer sized to it: HTTP heads, a TLS handshake flight.
+const MESSAGE_SLACK: usize = 4 * 1024;
+
+/// A socket buffer sized to the largest message one direction of a connection carries:
+/// the message and its slack, in whole KiB, at most the 64 KiB every socket had before.
+/// A connection carrying one message at a time never waits for room in it, and the
+/// window never binds below 64 KiB where it did not before; a simulated host with
+/// thousands of connections keeps a few tens of KiB each instead of 128 KiB.
+pub fn buffer_for(message: u64) -> usize {
+    let bytes = usize::try_from(message).unwrap_or(usize::MAX).saturating_add(MESSAGE_SLACK);
+    bytes.div_ceil(1024).saturating_mul(1024).min(RX_BUFFER)
+}
+
 impl TcpStack {
     pub fn new(addr: IpAddr, seed: u64, now_ns: u64) -> TcpStack {
         TcpStack::with_addresses(&[addr], seed, now_ns)
@@ -106,8 +119,12 @@ impl TcpStack {
     }
 
     pub fn new_socket(&mut self) -> SocketHandle {
-        let socket =
-            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUFFER]), tcp::SocketBuffer::new(vec![0; TX_BUFFER]));
+        self.new_socket_sized(RX_BUFFER, TX_BUFFER)
+    }
+
+    /// A socket with `rx` and `tx` bytes of buffer (see [`buffer_for`]).
+    pub fn new_socket_sized(&mut self, rx: usize, tx: usize) -> SocketHandle {
+        let socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; rx]), tcp::SocketBuffer::new(vec![0; tx]));
         self.sockets.add(socket)
     }
 

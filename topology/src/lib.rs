@@ -15,6 +15,7 @@ use anyedge_ccn::geo::Location;
 use anyedge_proto::Transport;
 use anyedge_region::HealthConfig;
 
+pub use parse::CLIENTS_MAX;
 pub use values::{Cidr, parse_duration_ns, parse_percent};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,8 +19,9 @@ use super::*;
 use anyedge_region::security::{Action, Ports, Rule, SecurityGroup};
 
 const MS: u64 = 1_000_000;
-/// Simulated clients are addressed from 198.18.64.1 upwards.
-pub const CLIENTS_MAX: u64 = 40_000;
+/// Simulated clients are addressed from 198.18.64.1 upwards (49,150 addresses to
+/// 198.18.255.253, some of which groups' own blocks may take).
+pub const CLIENTS_MAX: u64 = 48_000;
 /// Each class of a group takes two source-port slots (anycast, direct).
 pub const CLASSES_PER_GROUP_MAX: usize = 27;
 const S: u64 = 1_000_000_000;

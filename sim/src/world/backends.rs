@@ -57,8 +57,9 @@ pub(super) struct BackendRecord {
     pub(super) flows: std::collections::BTreeSet<(ClientId, usize)>,
     /// (when, healthy, why it went unhealthy when the world can tell).
     pub(super) health: Vec<(u64, bool, Option<String>)>,
-    /// The lowest source addresses the backend saw on client traffic (at most 16).
-    pub(super) addrs_seen: std::collections::BTreeSet<IpAddr>,
+    /// Every source address the backend saw on client traffic (the report sorts them,
+    /// lists the lowest 16 and counts all).
+    pub(super) addrs_seen: FxHashSet<IpAddr>,
 }
 
 /// How many client addresses a backend's report lists.
@@ -289,7 +290,9 @@ impl<'t> World<'t> {
                     }
                     let seed = ComponentRng::new(self.t.seed, &format!("backend/{}/{:?}", h.ip, remote)).next_u64();
                     let mut stack = TcpStack::new(h.ip, seed, self.q.now_ns());
-                    let handle = stack.new_socket();
+                    // Requests in, responses out: each fits whole (the largest of any class).
+                    let [request, response] = self.tcp_messages_max;
+                    let handle = stack.new_socket_sized(buffer_for(request), buffer_for(response));
                     let socket = stack.socket(handle);
                     // Like a server with TCP_NODELAY: a response's tail is not held back.
                     socket.set_nagle_enabled(false);

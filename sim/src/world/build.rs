@@ -9,6 +9,34 @@ pub(super) fn default_pool() -> (Cidr, u128) {
     (Cidr { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), prefix: 16 }, 64 * 256)
 }
 
+/// The default pool holds every client without an `address:` block, skipping the
+/// groups' own blocks and VIP and backend addresses inside it.
+fn pool_has_room(t: &Topology) -> Result<(), SimError> {
+    let (pool, first) = default_pool();
+    let wanted: u128 = t.clients.iter().filter(|g| g.address.is_none()).map(|g| u128::from(g.count)).sum();
+    let explicit: Vec<Cidr> = t.clients.iter().filter_map(|g| g.address).collect();
+    let reserved: std::collections::HashSet<IpAddr> = t
+        .vips
+        .iter()
+        .map(|v| IpAddr::V4(v.ipv4))
+        .chain(
+            t.regions.iter().flat_map(|r| r.backend_groups.iter().flat_map(|g| g.backends.iter().map(|b| b.addr.ip()))),
+        )
+        .collect();
+    // host(i) is the network address + 1 + i: stop at 198.18.255.253 (.254 is the hosts'
+    // default gateway, .255 broadcast).
+    let usable = (first..pool.span() - 3).filter(|&i| {
+        let a = pool.host(i);
+        !explicit.iter().any(|e| e.contains(a)) && !reserved.contains(&a)
+    });
+    if wanted > 0 && usable.take(wanted as usize).count() < wanted as usize {
+        return Err(SimError(format!(
+            "{wanted} clients without `address:` do not fit the default pool 198.18.64.1–198.18.255.253 beside the groups' own blocks: give groups `address:` blocks outside it"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn clb_addr(region: usize, index: usize) -> IpAddr {
     let base = u32::from(Ipv4Addr::new(198, 18, 32, 1));
     IpAddr::V4(Ipv4Addr::from(base + (region * 64 + index) as u32))
@@ -41,9 +69,11 @@ pub(super) fn class_backends(t: &Topology, class: &anyedge_topology::TrafficClas
 impl<'t> World<'t> {
     pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
         let total: u64 = t.clients.iter().map(|c| u64::from(c.count)).sum();
-        if total > 40_000 {
-            return Err(SimError(format!("{total} clients: the simulator addresses at most 40000")));
+        if total > anyedge_topology::CLIENTS_MAX {
+            let most = anyedge_topology::CLIENTS_MAX;
+            return Err(SimError(format!("{total} clients: the simulator addresses at most {most}")));
         }
+        pool_has_room(t)?;
         if let Some(g) = t.clients.iter().find(|g| g.traffic.len() * 2 > SLOTS_MAX) {
             return Err(SimError(format!("client group `{}` has more than {} traffic classes", g.name, SLOTS_MAX / 2)));
         }
@@ -86,9 +116,9 @@ impl<'t> World<'t> {
             pops: Table::new(),
             clbs: Table::new(),
             clb_base: Vec::new(),
-            clb_by_addr: HashMap::new(),
+            clb_by_addr: FxHashMap::default(),
             hosts: Table::new(),
-            host_by_ip: HashMap::new(),
+            host_by_ip: FxHashMap::default(),
             inet_pop,
             inet_direct,
             backbone,
@@ -96,11 +126,11 @@ impl<'t> World<'t> {
             samples: Vec::new(),
             trackers: Vec::new(),
             backends: Table::new(),
-            backend_index: HashMap::new(),
+            backend_index: FxHashMap::default(),
             packets: 0,
             violations: Vec::new(),
             unbound: Vec::new(),
-            client_by_addr: HashMap::new(),
+            client_by_addr: FxHashMap::default(),
             class_backends: t.traffic.iter().map(|c| class_backends(t, c)).collect(),
             last_reply_ns: t.clients.iter().map(|g| vec![None; g.traffic.len()]).collect(),
             class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
@@ -116,6 +146,12 @@ impl<'t> World<'t> {
             egress: Vec::new(),
             egress_by_ip: HashMap::new(),
             capture: None,
+            tcp_messages_max: t.traffic.iter().fold([0, 0], |[q, r], class| match class.kind {
+                TrafficKind::Tcp { request, response, .. } => {
+                    [q.max(u64::from(request)), r.max(u64::from(response).max(app::ID_LEN as u64))]
+                }
+                _ => [q, r],
+            }),
             catchments: Vec::new(),
         };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);

@@ -16,10 +16,11 @@ use anyedge_pop::{Pop, rendezvous_node};
 use anyedge_proto::{FlowKey, Transport, inner};
 use anyedge_region::clb::PROBE_PORTS;
 use anyedge_region::security::{Firewall, RuleCounters, Verdict};
-use anyedge_region::tcp_stack::TcpStack;
+use anyedge_region::tcp_stack::{TcpStack, buffer_for};
 use anyedge_region::{Clb, ClbConfig};
 use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, Site, Target, Topology, TrafficKind};
 use hdrhistogram::Histogram;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
@@ -163,9 +164,9 @@ pub struct World<'t> {
     clbs: Table<ClbId, ClbNode>,
     /// Per region: its first CLB node (a region's nodes are consecutive).
     clb_base: Vec<ClbId>,
-    clb_by_addr: HashMap<IpAddr, ClbId>,
+    clb_by_addr: FxHashMap<IpAddr, ClbId>,
     hosts: Table<HostId, BackendHost>,
-    host_by_ip: HashMap<IpAddr, HostId>,
+    host_by_ip: FxHashMap<IpAddr, HostId>,
     inet_pop: Vec<Link>,
     inet_direct: Vec<Link>,
     backbone: Vec<Link>,
@@ -176,13 +177,13 @@ pub struct World<'t> {
     trackers: Vec<FaultTracker>,
     backends: Table<BackendId, BackendRecord>,
     /// Backend address → its first record in `backends`.
-    backend_index: HashMap<SocketAddr, BackendId>,
+    backend_index: FxHashMap<SocketAddr, BackendId>,
     packets: u64,
     /// Invariants found broken while running (bugs, not input): reported with the seed.
     violations: Vec<String>,
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
-    client_by_addr: HashMap<IpAddr, ClientId>,
+    client_by_addr: FxHashMap<IpAddr, ClientId>,
     /// Per traffic class: the backend ports its listener binds (no other may answer it).
     class_backends: Vec<Vec<SocketAddr>>,
     /// [group][k]: when the group's class last got an anycast reply.
@@ -213,6 +214,8 @@ pub struct World<'t> {
     catchments: Vec<(u64, usize, usize, Option<PopId>)>,
     /// `--pcap DIR`: every packet that reaches a node, per node.
     capture: Option<capture::Capture>,
+    /// [request, response]: the largest of any TCP class (backends size sockets by them).
+    tcp_messages_max: [u64; 2],
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).

@@ -72,7 +72,11 @@ impl<'t> World<'t> {
                 flows: b.flows.len() as u64,
                 flows_anycast: b.flows.iter().filter(|(_, slot)| slot % 2 == Path::Anycast as usize).count() as u64,
                 flows_direct: b.flows.iter().filter(|(_, slot)| slot % 2 == Path::Direct as usize).count() as u64,
-                client_addrs_seen: b.addrs_seen.iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect(),
+                client_addrs_seen: {
+                    let mut seen: Vec<&IpAddr> = b.addrs_seen.iter().collect();
+                    seen.sort_unstable();
+                    seen.into_iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect()
+                },
                 client_addrs_total: b.addrs_seen.len() as u64,
                 health: b
                     .health

@@ -22,6 +22,12 @@ impl TcpApp {
         }
     }
 
+    /// A client socket's (receive, send) buffers: the response and the request each fit
+    /// whole, so the window is what it would be with 64 KiB for every message up to 60 KiB.
+    pub(super) fn buffers(&self) -> (usize, usize) {
+        (buffer_for(u64::from(self.response)), buffer_for(u64::from(self.request)))
+    }
+
     /// Response length when it is known before the head is read (the plain protocol).
     pub(super) fn fixed_response(&self) -> Option<u64> {
         (!self.http).then(|| u64::from(self.response.max(app::ID_LEN as u32)))
@@ -51,7 +57,8 @@ pub(super) fn service_tcp_flow(
             stack.sockets.remove(h);
             tf.generation = tf.generation.wrapping_add(1);
         }
-        let h = stack.new_socket();
+        let (rx, tx) = app.buffers();
+        let h = stack.new_socket_sized(rx, tx);
         let local = port_of(slot, tf.generation);
         let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
         let socket = sockets.get_mut::<tcp::Socket>(h);
