@@ -31,7 +31,9 @@ fn bench_sim_multiplies_clients_and_holds_the_packets_sent() {
     assert!((0.8..1.25).contains(&ratio), "deliveries at 4x / 1x = {ratio}: {f}");
     for i in 0..2 {
         assert!(get(i, "events") > 0.0 && get(i, "wall_s") > 0.0 && get(i, "peak_rss_mb") > 1.0, "{f}");
-        assert!((get(i, "events_per_s") - get(i, "events") / get(i, "wall_s")).abs() <= 1.0 + get(i, "events_per_s") * 1e-3);
+        assert!(
+            (get(i, "events_per_s") - get(i, "events") / get(i, "wall_s")).abs() <= 1.0 + get(i, "events_per_s") * 1e-3
+        );
     }
     assert_eq!(get(0, "rate_vs_smallest"), 1.0);
     assert!(rows[0].get("marginal_kb_per_flow").is_none() && get(1, "marginal_kb_per_flow").is_finite(), "{f}");

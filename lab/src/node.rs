@@ -19,6 +19,7 @@ use anyedge_topology::{self as topology, BackboneTransport, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::batch::BatchSocket;
 use crate::drops::Drops;
 use crate::layout::{
     BACKEND_PORT, GRPC_PORT, HEALTH_PORT, METRICS_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready,
@@ -250,7 +251,8 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     let Forwarder { ready, impair, mut follower, drops, keys, state_dir, name } = node;
     let tun = open_tun()?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
-    let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+    // The backbone socket carries the data: batched both ways.
+    let mut sock = BatchSocket::bind(bind).await?;
     let start = Instant::now();
     let auth = auth_from_now(keys);
     let me = anyedge_topology::nodes::pop_node(p);
@@ -309,7 +311,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     let mut prober = UdpProber::bind(bind.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
     let mut probe_buf = [0u8; 256];
     mark_ready(ready)?;
-    let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    let mut tbuf = vec![0u8; MTU_BUF];
     loop {
         // Packets with no delay to wait for go round again at once.
         let mut due = shaper.take_ready();
@@ -326,10 +328,12 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                         None => shaper.pass(PopDest::Core, packet),
                     }
                 }
-                r = sock.recv_from(&mut ubuf) => {
-                    let (n, _) = r.map_err(|e| e.to_string())?;
-                    drops.packet_in();
-                    drops.count(core.handle_from_clb(now_ns(start), &ubuf[..n]));
+                r = sock.recv() => {
+                    r.map_err(|e| e.to_string())?;
+                    for (_, packet) in sock.datagrams() {
+                        drops.packet_in();
+                        drops.count(core.handle_from_clb(now_ns(start), packet));
+                    }
                 }
                 Some(packet) = down_rx.recv() => {
                     drops.packet_in();
@@ -361,7 +365,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 }
                 PopDest::Clb(to) => {
                     drops.packet_out();
-                    let _ = sock.send_to(&packet, to).await;
+                    sock.queue(to, packet);
                 }
                 PopDest::ClbStream(r, i) => {
                     if let Some(up) = streams.get(&(r, i)) {
@@ -394,6 +398,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
                 }
             }
         }
+        sock.flush().await;
     }
 }
 
@@ -440,9 +445,10 @@ async fn run_clb(
     let Forwarder { ready, impair, mut follower, drops, keys, state_dir, name } = node;
     let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
     let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
-    let pop_sock = UdpSocket::bind(from_pops).await.map_err(|e| format!("bind {from_pops}: {e}"))?;
+    // The backbone and backend sockets carry the data: batched both ways.
+    let mut pop_sock = BatchSocket::bind(from_pops).await?;
     let be_bind = SocketAddr::new(IpAddr::V4(own), BACKEND_PORT);
-    let be_sock = UdpSocket::bind(be_bind).await.map_err(|e| format!("bind {be_bind}: {e}"))?;
+    let mut be_sock = BatchSocket::bind(be_bind).await?;
     // Connection-table sync with the region's other nodes, on the region network.
     let sync_bind = SocketAddr::new(IpAddr::V4(own), SYNC_PORT);
     let sync_sock = UdpSocket::bind(sync_bind).await.map_err(|e| format!("bind {sync_bind}: {e}"))?;
@@ -498,7 +504,7 @@ async fn run_clb(
     // POPs probe this node over the backbone: answer while we run.
     answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
     mark_ready(ready)?;
-    let (mut pbuf, mut bbuf, mut sbuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    let mut sbuf = vec![0u8; MTU_BUF];
     // Each backend's health as this node's checks see it (all healthy at the start).
     let mut health: std::collections::BTreeMap<String, &'static str> = std::collections::BTreeMap::new();
     // Gauges for /metrics, refreshed now and then rather than per packet.
@@ -514,15 +520,19 @@ async fn run_clb(
         let wake = core_wake.into_iter().chain(shaper_wake).min().unwrap_or_else(far_future);
         if due.is_empty() {
             tokio::select! {
-                r = pop_sock.recv_from(&mut pbuf) => {
-                    let (n, _) = r.map_err(|e| e.to_string())?;
-                    drops.packet_in();
-                    drops.count(core.handle_from_pop(now_ns(start), &pbuf[..n]));
+                r = pop_sock.recv() => {
+                    r.map_err(|e| e.to_string())?;
+                    for (_, packet) in pop_sock.datagrams() {
+                        drops.packet_in();
+                        drops.count(core.handle_from_pop(now_ns(start), packet));
+                    }
                 }
-                r = be_sock.recv_from(&mut bbuf) => {
-                    let (n, _) = r.map_err(|e| e.to_string())?;
-                    drops.packet_in();
-                    drops.count(core.handle_from_backend(now_ns(start), bbuf[..n].to_vec()));
+                r = be_sock.recv() => {
+                    r.map_err(|e| e.to_string())?;
+                    for (_, packet) in be_sock.datagrams() {
+                        drops.packet_in();
+                        drops.count(core.handle_from_backend(now_ns(start), packet.to_vec()));
+                    }
                 }
                 r = sync_sock.recv_from(&mut sbuf) => {
                     let (n, from) = r.map_err(|e| e.to_string())?;
@@ -573,7 +583,7 @@ async fn run_clb(
             match to {
                 ClbDest::Udp(to) => {
                     drops.packet_out();
-                    let _ = pop_sock.send_to(&packet, to).await;
+                    pop_sock.queue(to, packet);
                 }
                 ClbDest::Stream(pop) => {
                     if let Some(down) = downstreams.get(&pop) {
@@ -598,7 +608,7 @@ async fn run_clb(
                         && let Some(to) = *backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
                     {
                         drops.packet_out();
-                        let _ = be_sock.send_to(&bytes, to).await;
+                        be_sock.queue(to, bytes);
                     }
                 }
                 // The lab has no direct (non-anycast) path yet.
@@ -611,6 +621,9 @@ async fn run_clb(
                 }
             }
         }
+        // What this pass produced leaves together.
+        pop_sock.flush().await;
+        be_sock.flush().await;
         while let Some(event) = core.poll_event() {
             if let anyedge_region::Event::HealthChanged { backend, healthy } = event {
                 health.insert(backend.to_string(), if healthy { "healthy" } else { "unhealthy" });
