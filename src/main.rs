@@ -472,6 +472,10 @@ enum BenchCommand {
         /// Run nodes and probes in the ordinary scheduling class instead of SCHED_FIFO.
         #[arg(long)]
         no_realtime: bool,
+        /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module as
+        /// a one-hop UDP proxy between the same client and backend).
+        #[arg(long, value_parser = ["nginx"])]
+        peer: Option<String>,
     },
     /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
     Control {
@@ -761,12 +765,12 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Bench { which: BenchCommand::Lab { file, json, no_realtime } } => {
+        Command::Bench { which: BenchCommand::Lab { file, json, no_realtime, peer } } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime);
+            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, peer.as_deref());
             bench::report("lab", figures, json, |f| {
-                format!(
-                    "lab{}: {:.0} round trips/s through the VIP, {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
+                let mut line = format!(
+                    "lab{}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
                     if f.realtime { " (SCHED_FIFO)" } else { "" },
                     f.pps,
                     f.direct_pps,
@@ -774,7 +778,24 @@ fn main() -> ExitCode {
                     f.added_p50_us,
                     f.added_p99_us,
                     f.added_p999_us
-                )
+                );
+                if let Some(p) = &f.peer {
+                    if p.measured {
+                        line += &format!(
+                            "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs ({})",
+                            p.name,
+                            p.pps,
+                            p.pps / f.direct_pps.max(1.0),
+                            p.added_p50_us,
+                            p.added_p99_us,
+                            p.added_p999_us,
+                            p.what
+                        );
+                    } else {
+                        line += &format!("\n{}: {}", p.name, p.what);
+                    }
+                }
+                line
             })
         }
         Command::Bench { which: BenchCommand::Control { file, rounds, json } } => {

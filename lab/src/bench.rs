@@ -27,7 +27,30 @@ pub struct LabFigures {
     pub direct_rtt_us: [u64; 3],
     /// Nodes and probe ran SCHED_FIFO (both paths alike; see [`crate::realtime`]).
     pub realtime: bool,
+    /// `--peer nginx`: the same load through an nginx stream UDP proxy, one hop between the
+    /// same client and backend, measured in the same run (absent without `--peer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerFigures>,
 }
+
+/// A peer proxy measured beside anyedge, or why it could not be.
+#[derive(Debug, Serialize)]
+pub struct PeerFigures {
+    pub name: String,
+    /// What ran (e.g. `nginx/1.22.1, stream module, 1 worker`), or why nothing did.
+    pub what: String,
+    pub measured: bool,
+    pub pps: f64,
+    /// Round trips at 10,000/s through the peer: p50, p99, p99.9 (median of the rounds).
+    pub rtt_us: [u64; 3],
+    /// The peer's latency over the direct path's at the same quantiles.
+    pub added_p50_us: i64,
+    pub added_p99_us: i64,
+    pub added_p999_us: i64,
+}
+
+/// The peers `bench lab --peer` knows.
+pub const PEERS: [&str; 1] = ["nginx"];
 
 /// Load phases: seconds of windowed load, and of paced load.
 const PHASE: Duration = Duration::from_secs(3);
@@ -43,16 +66,113 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
     })
 }
 
-pub fn run(file: &Path, exe: &Path, realtime: bool) -> Result<LabFigures, String> {
+pub fn run(file: &Path, exe: &Path, realtime: bool, peer: Option<&str>) -> Result<LabFigures, String> {
+    if let Some(p) = peer.filter(|p| !PEERS.contains(p)) {
+        return Err(format!("--peer {p}: the peers are {}", PEERS.join(", ")));
+    }
     let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
     setup::up_with(file, exe, setup::Options { impairments: false, realtime })?;
-    let result = measure(&plan, exe, &client_ns, vip, direct, realtime);
+    // The peer runs in the direct path's region router namespace, on its internet-facing
+    // address: client → nginx → backend, one hop, the same client and backend.
+    let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
+    let result = measure(&plan, exe, &client_ns, vip, direct, realtime, nginx.as_ref());
+    drop(nginx);
     let down = setup::down(file);
     let figures = result?;
     down?;
     Ok(figures)
+}
+
+/// Port the nginx peer listens on (the region router's address).
+const NGINX_PORT: u16 = 7_990;
+
+/// An nginx stream UDP proxy for the length of a benchmark (stopped when dropped), or the
+/// reason it could not start.
+enum Nginx {
+    Running { child: std::process::Child, listen: SocketAddr, what: String, dir: std::path::PathBuf },
+    Missing(String),
+}
+
+impl Nginx {
+    fn start(t: &anyedge_topology::Topology, plan: &Plan, backend: SocketAddr, realtime: bool) -> Nginx {
+        match Nginx::try_start(t, plan, backend, realtime) {
+            Ok(n) => n,
+            Err(why) => Nginx::Missing(why),
+        }
+    }
+
+    fn try_start(
+        t: &anyedge_topology::Topology,
+        plan: &Plan,
+        backend: SocketAddr,
+        realtime: bool,
+    ) -> Result<Nginx, String> {
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("nginx is not installed (Debian: apt-get install nginx-light libnginx-mod-stream)")?;
+        let version = Command::new(bin).arg("-V").output().map_err(|e| format!("{bin} -V: {e}"))?;
+        let built = String::from_utf8_lossy(&version.stderr).to_string();
+        let name = built.lines().next().unwrap_or("nginx").trim_start_matches("nginx version: ").to_string();
+        // The stream module: built in, or a dynamic module to load.
+        let module = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/local/nginx/modules/ngx_stream_module.so"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let load = match (built.contains("--with-stream "), built.contains("--with-stream=dynamic"), module) {
+            (true, _, _) => String::new(),
+            (_, _, Some(m)) => format!("load_module {m};\n"),
+            _ => return Err(format!("{name} has no stream module (Debian: apt-get install libnginx-mod-stream)")),
+        };
+        let region = t.vips.first().map(|v| v.home).ok_or("no VIP")?;
+        let addr = plan.region_internet_addr(region).ok_or("the region router has no internet address")?;
+        let listen = SocketAddr::new(IpAddr::V4(addr), NGINX_PORT);
+        let ns = plan.ns_index(&Role::RegionNet(region)).map(|i| plan.namespaces[i].name.clone());
+        let ns = ns.ok_or("no region router namespace")?;
+        let dir = crate::layout::state_dir(&plan.lab).join("nginx");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let conf = format!(
+            "{load}worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             stream {{\n  upstream backend {{ server {backend}; }}\n  \
+             server {{ listen {listen} udp; proxy_pass backend; proxy_timeout 30s; }}\n}}\n",
+            d = dir.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| format!("{}: {e}", conf_path.display()))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns, bin, "-p"]).arg(&dir).arg("-c").arg(&conf_path);
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start {bin}: {e}"))?;
+        // Listening, or it said why not.
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(format!("{name} exited ({status}): {}", err.trim()));
+        }
+        if realtime {
+            // Same scheduling as the nodes it is compared with.
+            let param = libc::sched_param { sched_priority: crate::realtime::PRIORITY };
+            // SAFETY: sched_setscheduler reads one sched_param we own, for the child's pid.
+            unsafe { libc::sched_setscheduler(child.id() as i32, libc::SCHED_FIFO, &param) };
+        }
+        let what = format!("{name}, stream module, 1 worker, in {ns} at {listen} → {backend}");
+        Ok(Nginx::Running { child, listen, what, dir })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Nginx::Running { child, dir, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// The first client group, its first UDP traffic class's VIP, and a backend of it.
@@ -103,6 +223,7 @@ fn measure(
     vip: SocketAddr,
     direct: SocketAddr,
     realtime: bool,
+    nginx: Option<&Nginx>,
 ) -> Result<LabFigures, String> {
     let args = |load: &[&str]| -> Vec<String> {
         load.iter().map(|s| s.to_string()).chain(realtime.then(|| "--realtime".to_string())).collect()
@@ -111,16 +232,52 @@ fn measure(
     let pps = |r: &serde_json::Value| r["received"].as_f64().unwrap_or(0.0) / PHASE.as_secs_f64();
     let vip_max = probe(plan, exe, ns, vip, &windowed)?;
     let direct_max = probe(plan, exe, ns, direct, &windowed)?;
+    let peer_at = match nginx {
+        Some(Nginx::Running { listen, .. }) => Some(*listen),
+        _ => None,
+    };
+    let peer_max = match peer_at {
+        Some(at) => Some(probe(plan, exe, ns, at, &windowed)?),
+        None => None,
+    };
     let paced = args(&["--rate", "10000", "--flows", "16"]);
     // Tails on 2 shared cores swing from one phase to the next: alternate the two paths
     // LATENCY_ROUNDS times and keep each quantile's median over the rounds.
     let q = |r: &serde_json::Value| ["p50", "p99", "p999"].map(|k| r["rtt_us"][k].as_u64().unwrap_or(0));
-    let (mut vs, mut ds) = (Vec::new(), Vec::new());
+    let (mut vs, mut ds, mut ps) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..LATENCY_ROUNDS {
         vs.push(q(&probe(plan, exe, ns, vip, &paced)?));
         ds.push(q(&probe(plan, exe, ns, direct, &paced)?));
+        if let Some(at) = peer_at {
+            ps.push(q(&probe(plan, exe, ns, at, &paced)?));
+        }
     }
     let (v, d) = (median_each(&vs), median_each(&ds));
+    let peer = nginx.map(|n| match n {
+        Nginx::Running { what, .. } => {
+            let p = median_each(&ps);
+            PeerFigures {
+                name: "nginx".into(),
+                what: what.clone(),
+                measured: true,
+                pps: peer_max.as_ref().map(|r| pps(r).round()).unwrap_or(0.0),
+                rtt_us: p,
+                added_p50_us: p[0] as i64 - d[0] as i64,
+                added_p99_us: p[1] as i64 - d[1] as i64,
+                added_p999_us: p[2] as i64 - d[2] as i64,
+            }
+        }
+        Nginx::Missing(why) => PeerFigures {
+            name: "nginx".into(),
+            what: format!("not measured: {why}"),
+            measured: false,
+            pps: 0.0,
+            rtt_us: [0; 3],
+            added_p50_us: 0,
+            added_p99_us: 0,
+            added_p999_us: 0,
+        },
+    });
     Ok(LabFigures {
         pps: pps(&vip_max).round(),
         direct_pps: pps(&direct_max).round(),
@@ -130,6 +287,7 @@ fn measure(
         vip_rtt_us: v,
         direct_rtt_us: d,
         realtime,
+        peer,
     })
 }
 
