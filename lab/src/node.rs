@@ -27,6 +27,7 @@ use crate::layout::{
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::probing::{UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
+use futures_util::FutureExt as _;
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -319,13 +320,21 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
         if due.is_empty() {
             tokio::select! {
                 r = tun.recv(&mut tbuf) => {
-                    let n = r.map_err(|e| e.to_string())?;
-                    drops.packet_in();
-                    let packet = tbuf[..n].to_vec();
-                    let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
-                    match group {
-                        Some(g) => shaper.push(&mut to_pop[g], flow_of(&packet), PopDest::Core, packet),
-                        None => shaper.pass(PopDest::Core, packet),
+                    let mut n = r.map_err(|e| e.to_string())?;
+                    // Every packet already waiting joins this pass (their backbone sends
+                    // then leave together), up to a batch.
+                    for _ in 0..crate::batch::BATCH {
+                        drops.packet_in();
+                        let packet = tbuf[..n].to_vec();
+                        let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
+                        match group {
+                            Some(g) => shaper.push(&mut to_pop[g], flow_of(&packet), PopDest::Core, packet),
+                            None => shaper.pass(PopDest::Core, packet),
+                        }
+                        match tun.recv(&mut tbuf).now_or_never() {
+                            Some(Ok(m)) => n = m,
+                            _ => break,
+                        }
                     }
                 }
                 r = sock.recv() => {
