@@ -318,7 +318,7 @@ impl<'t> World<'t> {
                 };
                 self.client_by_addr.insert(addr, c);
                 let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
-                let tcp = has_tcp.then(|| TcpStack::new(addr, rng.next_u64(), 0));
+                let tcp = has_tcp.then(|| Box::new(TcpStack::new(addr, rng.next_u64(), 0)));
                 let slots = group.traffic.len() * 2;
                 self.clients.push(Client {
                     group: g,
@@ -331,18 +331,20 @@ impl<'t> World<'t> {
                     quic_flows: (0..slots)
                         .map(|slot| {
                             let class = &t.traffic[group.traffic[slot / 2]];
-                            matches!(class.kind, TrafficKind::Quic { .. }).then(|| QuicFlow {
-                                host: anyedge_region::quic::QuicHost::client(
-                                    ComponentRng::new(t.seed, &format!("quic/{c}/{slot}")).next_u64(),
-                                ),
-                                conn: None,
-                                connected: false,
-                                pending: VecDeque::new(),
-                                stream: None,
-                                to_send: Vec::new(),
-                                got: 0,
-                                head: Vec::new(),
-                                poll_at: None,
+                            matches!(class.kind, TrafficKind::Quic { .. }).then(|| {
+                                Box::new(QuicFlow {
+                                    host: anyedge_region::quic::QuicHost::client(
+                                        ComponentRng::new(t.seed, &format!("quic/{c}/{slot}")).next_u64(),
+                                    ),
+                                    conn: None,
+                                    connected: false,
+                                    pending: VecDeque::new(),
+                                    stream: None,
+                                    to_send: Vec::new(),
+                                    got: 0,
+                                    head: Vec::new(),
+                                    poll_at: None,
+                                })
                             })
                         })
                         .collect(),

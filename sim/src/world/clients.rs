@@ -38,8 +38,9 @@ pub(super) struct TcpFlow {
     /// HTTP: where the response body starts in `head`, and the response's full length.
     pub(super) body_at: Option<usize>,
     pub(super) expected: Option<u64>,
-    /// HTTPS: the client's TLS session on the current connection.
-    pub(super) tls: Option<rustls::ClientConnection>,
+    /// HTTPS: the client's TLS session on the current connection (boxed: a kilobyte
+    /// every client would carry for nothing when its classes are not HTTPS).
+    pub(super) tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes waiting for room in the socket (TLS records, or the plain request).
     pub(super) wire: Vec<u8>,
 }
@@ -49,13 +50,13 @@ pub(super) struct Client {
     pub(super) addr: IpAddr,
     /// Indexed by slot = k * 2 + path.
     pub(super) flows: Vec<Flow>,
-    pub(super) tcp: Option<TcpStack>,
+    pub(super) tcp: Option<Box<TcpStack>>,
     pub(super) tcp_flows: Vec<TcpFlow>,
     pub(super) tcp_poll_at: Option<u64>,
     /// The client's own draws (flood source ports).
     pub(super) rng: ComponentRng,
     /// Per slot: the QUIC side of QUIC traffic classes.
-    pub(super) quic_flows: Vec<Option<QuicFlow>>,
+    pub(super) quic_flows: Vec<Option<Box<QuicFlow>>>,
 }
 
 pub(super) struct Group {

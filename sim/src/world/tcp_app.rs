@@ -70,7 +70,7 @@ pub(super) fn service_tcp_flow(
         tf.handle = Some(h);
         tf.tls = app.tls.as_ref().and_then(|cfg| {
             let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
-            rustls::ClientConnection::new(cfg.clone(), name).ok()
+            rustls::ClientConnection::new(cfg.clone(), name).ok().map(Box::new)
         });
         tf.wire.clear();
         tf.reset_exchange();
