@@ -96,14 +96,8 @@ pub fn report<F: Serialize>(
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SimScale {
     pub scale: u32,
-    pub clients: u64,
-    /// Client × traffic class pairs: each is a flow (a UDP source port, a TCP or QUIC
-    /// connection).
-    pub flows: u64,
-    pub tcp_flows: u64,
-    pub events: u64,
-    /// Packets delivered over modelled links.
-    pub deliveries: u64,
+    #[serde(flatten)]
+    pub counts: SimCounts,
     /// Median wall time of the runs.
     pub wall_s: f64,
     pub events_per_s: f64,
@@ -129,14 +123,24 @@ pub struct SimFigures {
     pub scales: Vec<SimScale>,
 }
 
-/// What one child process measured (`bench sim-one`): run statistics and its peak memory.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct SimRun {
+/// What a scale of the world is and did (the same in every run of it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SimCounts {
     pub clients: u64,
+    /// Client × traffic class pairs: each is a flow (a UDP source port, a TCP or QUIC
+    /// connection).
     pub flows: u64,
     pub tcp_flows: u64,
     pub events: u64,
+    /// Packets delivered over modelled links.
     pub deliveries: u64,
+}
+
+/// What one child process measured (`bench sim-one`): run statistics and its peak memory.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct SimRun {
+    #[serde(flatten)]
+    pub counts: SimCounts,
     pub wall_s: f64,
     pub peak_rss_bytes: u64,
 }
@@ -178,11 +182,13 @@ pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
         .sum();
     let outcome = anyedge_sim::run_report(&t, |_| {}).map_err(|e| e.0)?;
     Ok(SimRun {
-        clients,
-        flows,
-        tcp_flows,
-        events: outcome.stats.events,
-        deliveries: outcome.stats.packets,
+        counts: SimCounts {
+            clients,
+            flows,
+            tcp_flows,
+            events: outcome.stats.events,
+            deliveries: outcome.stats.packets,
+        },
         wall_s: outcome.stats.wall_s,
         peak_rss_bytes: peak_rss_bytes(),
     })
@@ -240,14 +246,11 @@ pub fn sim(
         let rs = &measured[i];
         let wall_s = median(rs.iter().map(|r| r.wall_s).collect());
         let peak = median(rs.iter().map(|r| r.peak_rss_bytes as f64).collect());
-        let (events, deliveries, flows) = (rs[0].events, rs[0].deliveries, rs[0].flows);
+        let counts = rs[0].counts.clone();
+        let (events, deliveries, flows) = (counts.events, counts.deliveries, counts.flows);
         rows.push(SimScale {
             scale,
-            clients: rs[0].clients,
-            flows,
-            tcp_flows: rs[0].tcp_flows,
-            events,
-            deliveries,
+            counts,
             wall_s: round4(wall_s),
             events_per_s: (events as f64 / wall_s).round(),
             deliveries_per_s: (deliveries as f64 / wall_s).round(),
@@ -260,12 +263,12 @@ pub fn sim(
     }
     let smallest = (0..rows.len()).min_by_key(|&i| rows[i].scale).unwrap_or(0);
     let (base_rate, base_peak, base_flows) =
-        (rows[smallest].events_per_s, rows[smallest].peak_rss_mb * 1e6, rows[smallest].flows);
+        (rows[smallest].events_per_s, rows[smallest].peak_rss_mb * 1e6, rows[smallest].counts.flows);
     for row in &mut rows {
         row.rate_vs_smallest = round4(row.events_per_s / base_rate.max(1.0));
-        if row.flows > base_flows {
+        if row.counts.flows > base_flows {
             let extra = row.peak_rss_mb * 1e6 - base_peak;
-            row.marginal_kb_per_flow = Some(round4(extra / 1e3 / (row.flows - base_flows) as f64));
+            row.marginal_kb_per_flow = Some(round4(extra / 1e3 / (row.counts.flows - base_flows) as f64));
         }
     }
     Ok(SimFigures { file: file.display().to_string(), runs, scales: rows })
@@ -301,10 +304,10 @@ pub fn sim_table(f: &SimFigures) -> String {
             s,
             "{:>5}× {:>8} {:>8} {:>11} {:>11} {:>8.2} {:>9.2}M {:>11.2}M {:>6.2} {:>9.0} {:>10.1} {:>9}",
             r.scale,
-            r.clients,
-            r.flows,
-            r.events,
-            r.deliveries,
+            r.counts.clients,
+            r.counts.flows,
+            r.counts.events,
+            r.counts.deliveries,
             r.wall_s,
             r.events_per_s / 1e6,
             r.deliveries_per_s / 1e6,
