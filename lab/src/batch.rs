@@ -21,6 +21,10 @@ const RECV_BUF: usize = 65_536;
 /// The most bytes one GSO send carries.
 const GSO_BYTES_MAX: usize = 65_000;
 
+/// The largest datagram sent in a GSO run: one that fits a 1500-byte link whole. A larger
+/// one (the envelope of a full-size inner packet) goes alone, and the kernel fragments it.
+const GSO_SEGMENT_MAX: usize = 1_472;
+
 pub struct BatchSocket {
     sock: UdpSocket,
     state: UdpSocketState,
@@ -35,6 +39,10 @@ impl BatchSocket {
     pub async fn bind(addr: SocketAddr) -> Result<BatchSocket, String> {
         let sock = UdpSocket::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
         let state = UdpSocketState::new((&sock).into()).map_err(|e| format!("{addr}: {e}"))?;
+        // quinn-udp never lets the kernel fragment (QUIC probes the path MTU itself); the
+        // backbone carries envelopes of full-size packets, which a 1500-byte link must
+        // fragment as it did for a plain socket.
+        allow_fragments(&sock, addr).map_err(|e| format!("{addr}: {e}"))?;
         Ok(BatchSocket {
             sock,
             state,
@@ -93,7 +101,7 @@ impl BatchSocket {
             let (to, first) = (&out[i].0, &out[i].1);
             let size = first.len();
             let mut j = i + 1;
-            if max_segments > 1 && size > 0 {
+            if max_segments > 1 && size > 0 && size <= GSO_SEGMENT_MAX {
                 let mut total = size;
                 while j < out.len()
                     && j - i < max_segments
@@ -138,5 +146,86 @@ impl BatchSocket {
 
     pub fn queued(&self) -> usize {
         self.out.len()
+    }
+}
+
+/// Lets the kernel fragment datagrams larger than the path MTU (no DF bit).
+fn allow_fragments(sock: &UdpSocket, addr: SocketAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = match addr {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DONT),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DONT),
+    };
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: setsockopt reads one c_int we own from the pointer, on a socket we own.
+    let rc = unsafe { libc::setsockopt(sock.as_raw_fd(), level, name, (&raw const value).cast(), len) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// A network namespace of this test's own, removed however the test ends.
+    struct Ns(String);
+
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = crate::netns::delete(&self.0);
+        }
+    }
+
+    /// Runs `f` on a thread inside namespace `ns`, on a runtime of its own.
+    fn in_ns<T: Send + 'static>(ns: &str, f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns on this thread only, with a namespace file we hold open.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(f())
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Backbone envelopes of full-size inner packets are bigger than a 1500-byte link:
+    /// the kernel must fragment them as it did for a plain socket (quinn-udp's default
+    /// of never fragmenting would drop them), and runs of equal datagrams sent with GSO
+    /// must arrive as the datagrams they were, in order.
+    #[test]
+    fn datagrams_larger_than_the_link_mtu_and_gso_runs_arrive_whole() {
+        let ns = Ns(format!("ae-batch-{}", std::process::id()));
+        crate::netns::ip(&["netns", "add", &ns.0]).unwrap();
+        crate::netns::ip_in(&ns.0, &["link", "set", "lo", "mtu", "1500", "up"]).unwrap();
+        let got = in_ns(&ns.0, async || {
+            let a = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let mut b = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let to = b.sock.local_addr().unwrap();
+            let mut a = a;
+            let mut sent: Vec<Vec<u8>> = Vec::new();
+            // One over the MTU, a GSO run of 40 equal ones with a short tail, mixed sizes.
+            sent.push((0..3_000u32).map(|i| i as u8).collect());
+            sent.extend((0..40u8).map(|i| vec![i; 1_000]));
+            sent.push(vec![0xee; 300]);
+            sent.extend([1_400usize, 20, 1_472, 9_000].iter().map(|&n| vec![n as u8; n]));
+            for d in &sent {
+                a.queue(to, d.clone());
+            }
+            a.flush().await;
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            while got.len() < sent.len() {
+                let r = tokio::time::timeout(std::time::Duration::from_secs(2), b.recv()).await;
+                if r.is_err() {
+                    break;
+                }
+                got.extend(b.datagrams().map(|(_, d)| d.to_vec()));
+            }
+            (sent, got)
+        });
+        let (sent, got) = got;
+        assert_eq!(got.len(), sent.len(), "datagrams that arrived: {:?}", got.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(got == sent, "every datagram arrives whole and in order");
     }
 }
