@@ -134,6 +134,10 @@ enum Command {
         /// UDP: keep this many requests in flight per flow instead of pacing at --rate.
         #[arg(long)]
         window: Option<usize>,
+        /// UDP: bytes per request (20 to 65000; the backend echoes them back), e.g. 1460 for
+        /// full-size packets whose backbone envelopes the links must fragment.
+        #[arg(long, default_value_t = anyedge_lab::probe::REQUEST_LEN, allow_hyphen_values = true)]
+        size: usize,
         /// QUIC: move every flow's connection to a new local port this far into the run
         /// (connection migration), e.g. 2s.
         #[arg(long)]
@@ -890,6 +894,7 @@ fn main() -> ExitCode {
             duration,
             flows,
             window,
+            size,
             migrate_at,
             report,
             output,
@@ -929,6 +934,18 @@ fn main() -> ExitCode {
                 eprintln!("--migrate-at: only QUIC connections migrate (--protocol quic)");
                 return ExitCode::from(2);
             }
+            if !(anyedge_lab::probe::REQUEST_LEN..=anyedge_lab::probe::REQUEST_MAX).contains(&size) {
+                eprintln!(
+                    "--size {size}: a request is {} to {} bytes",
+                    anyedge_lab::probe::REQUEST_LEN,
+                    anyedge_lab::probe::REQUEST_MAX
+                );
+                return ExitCode::from(2);
+            }
+            if size != anyedge_lab::probe::REQUEST_LEN && protocol != anyedge_lab::probe::Protocol::Udp {
+                eprintln!("--size: only UDP requests are sized (--protocol udp)");
+                return ExitCode::from(2);
+            }
             // Inside a lab (`lab exec`), its CA and client certificate unless told otherwise.
             let pki = std::env::var_os("ANYEDGE_LAB_PKI").map(PathBuf::from);
             let from_lab = |name: &str| pki.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
@@ -944,6 +961,7 @@ fn main() -> ExitCode {
                 duration,
                 flows,
                 window,
+                size,
                 realtime,
                 tls,
                 migrate_at,

@@ -34,6 +34,11 @@ fn udp_and_tcp_through_the_vip_reach_backends_that_see_the_clients_own_address()
         .output()
         .unwrap();
     assert!(readme.status.success(), "{}", String::from_utf8_lossy(&readme.stderr));
+    // Near full-size datagrams: their backbone envelopes (request and echoed reply) are
+    // bigger than the 1500-byte links and must be fragmented, not dropped.
+    let big = lab.probe_with("london", "198.18.0.20:7000", "udp", 4, &["--size", "1400"]);
+    assert!(big["received"].as_u64().unwrap() >= big["sent"].as_u64().unwrap() * 95 / 100, "{big}");
+    assert!(big["backends"].as_object().unwrap().keys().all(|b| b.ends_with(":7000")), "{big}");
     let kyiv = client_address(&lab, "kyiv");
     let tcp = lab.probe("kyiv", "198.18.0.20:443", "tcp", 8);
     assert!(tcp["received"].as_u64().unwrap() >= tcp["sent"].as_u64().unwrap() * 95 / 100, "{tcp}");

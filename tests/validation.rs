@@ -754,6 +754,24 @@ fn a_probe_outside_a_labs_client_namespace_says_so_and_exits_1() {
 }
 
 #[test]
+fn probe_sizes_outside_20_to_65000_bytes_or_on_tcp_are_refused_before_sending() {
+    for (args, why) in [
+        (&["--size", "10"][..], "--size 10: a request is 20 to 65000 bytes"),
+        (&["--size", "70000"][..], "--size 70000: a request is 20 to 65000 bytes"),
+        (&["--size", "1400", "--protocol", "tcp"][..], "--size: only UDP requests are sized"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args(["probe", "--outside-lab", "--target", "127.0.0.1:9", "--duration", "1s"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_pop_without_a_backbone_link_to_its_vips_home_region_is_refused() {
     let text = with("backbone: { stretch: 1.4,", "backbone: { links: [[pop/paris, region/frankfurt]], stretch: 1.4,");
     // warsaw publishes the VIP but has no link home.

@@ -15,6 +15,9 @@ use tokio::sync::Mutex;
 
 /// Bytes of a probe request: magic, sequence number, send time (µs since start).
 pub const REQUEST_LEN: usize = 20;
+
+/// The largest UDP request `--size` asks for (an IPv6 UDP payload that still fits).
+pub const REQUEST_MAX: usize = 65_000;
 const MAGIC: &[u8; 4] = b"AEPR";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,8 @@ pub struct ProbeConfig {
     /// UDP: keep this many requests in flight per flow instead of pacing at `rate`
     /// (how many round trips per second the path sustains).
     pub window: Option<usize>,
+    /// UDP: bytes per request, [`REQUEST_LEN`] (no padding) to [`REQUEST_MAX`].
+    pub size: usize,
     /// Run SCHED_FIFO (see [`crate::realtime`]), so the probe's own waits stay out of the figures.
     pub realtime: bool,
     /// `tcp-ssl`, `https`, `quic`: whom to trust and what to present.
@@ -233,6 +238,14 @@ fn request(seq: u64, start: Instant) -> [u8; REQUEST_LEN] {
     r
 }
 
+/// A UDP request of `size` bytes: the request, then dots (the echo carries them back
+/// ahead of the backend's `|`-separated trailer, whose first field they become).
+fn udp_request(seq: u64, start: Instant, size: usize) -> Vec<u8> {
+    let mut r = request(seq, start).to_vec();
+    r.resize(size.max(REQUEST_LEN), b'.');
+    r
+}
+
 #[derive(Default)]
 struct Tally {
     received: u64,
@@ -355,7 +368,7 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         });
     }
     let source = senders[0].local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let (step, duration) = (interval(config), config.duration);
+    let (step, duration, size) = (interval(config), config.duration, config.size);
     let sending = tokio::task::spawn_blocking(move || {
         let mut sent = 0u64;
         let mut per_second: Vec<u64> = Vec::new();
@@ -363,7 +376,7 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         while start.elapsed() < duration {
             // The clones share the non-blocking flag: a full send buffer drops the request
             // (it counts as sent and lost), as a paced sender should.
-            let req = request(sent, start);
+            let req = udp_request(sent, start, size);
             let _ = senders[sent as usize % senders.len()].send(&req);
             let second = (start.elapsed().as_secs() as usize).min(3600);
             if per_second.len() <= second {
@@ -399,11 +412,11 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
         if f == 0 {
             source = sock.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         }
-        let (t, duration) = (tally.clone(), config.duration);
+        let (t, duration, size) = (tally.clone(), config.duration, config.size);
         tasks.push(tokio::spawn(async move {
             let mut sent = 0u64;
             for _ in 0..window.max(1) {
-                let _ = sock.send(&request(sent, start)).await;
+                let _ = sock.send(&udp_request(sent, start, size)).await;
                 sent += 1;
             }
             t.lock().await.sent(start.elapsed().as_micros() as u64, sent);
@@ -418,7 +431,7 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
                 }
                 tally.sent(start.elapsed().as_micros() as u64, 1);
                 drop(tally);
-                let _ = sock.send(&request(sent, start)).await;
+                let _ = sock.send(&udp_request(sent, start, size)).await;
                 sent += 1;
             }
             sent
