@@ -28,7 +28,7 @@ const GSO_SEGMENT_MAX: usize = 1_472;
 pub struct BatchSocket {
     sock: UdpSocket,
     state: UdpSocketState,
-    bufs: Box<[[u8; RECV_BUF]]>,
+    bufs: Box<[[u8; RECV_BUF]; BATCH]>,
     meta: Vec<RecvMeta>,
     got: usize,
     out: Vec<(SocketAddr, Vec<u8>)>,
@@ -46,7 +46,7 @@ impl BatchSocket {
         Ok(BatchSocket {
             sock,
             state,
-            bufs: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice(),
+            bufs: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice().try_into().map_err(|_| "batch buffers")?,
             meta: vec![RecvMeta::default(); BATCH],
             got: 0,
             out: Vec::with_capacity(BATCH),
@@ -63,7 +63,7 @@ impl BatchSocket {
         loop {
             sock.readable().await?;
             let read = sock.try_io(Interest::READABLE, || {
-                let mut iovs: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(&mut b[..])).collect();
+                let mut iovs = bufs.each_mut().map(|b| IoSliceMut::new(&mut b[..]));
                 state.recv(sock.into(), &mut iovs, meta)
             });
             match read {

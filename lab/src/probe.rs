@@ -291,6 +291,12 @@ impl Tally {
     }
 
     /// Takes a reply of flow `flow`: the request echoed, then `|be=…|cl=…`.
+    /// A connection that could not be made: counted as broken, and why kept for the user.
+    fn connect_failed(&mut self, why: String) {
+        self.broken += 1;
+        self.connect_error = Some(why);
+    }
+
     fn reply(&mut self, flow: usize, bytes: &[u8], start: Instant) {
         if bytes.len() < REQUEST_LEN || &bytes[..4] != MAGIC {
             return;
@@ -571,9 +577,7 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         let (stream, local) = match c.await.map_err(|e| e.to_string()).and_then(|r| r) {
             Ok(connected) => connected,
             Err(e) => {
-                let mut t = tally.lock().await;
-                t.broken += 1;
-                t.connect_error = Some(e);
+                tally.lock().await.connect_failed(e);
                 continue;
             }
         };
@@ -625,9 +629,7 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
         let (conn, send, recv) = match opened.await {
             Ok(opened) => opened,
             Err(e) => {
-                let mut t = tally.lock().await;
-                t.broken += 1;
-                t.connect_error = Some(e);
+                tally.lock().await.connect_failed(e);
                 continue;
             }
         };

@@ -1219,16 +1219,7 @@ mod tests {
     const B2: &str = "198.19.20.2:7000";
 
     fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
-        let backends = [B1, B2]
-            .iter()
-            .map(|a| BackendConfig {
-                addr: a.parse().unwrap(),
-                weight: 10,
-                health: None,
-                snat: false,
-                behind_nat: false,
-            })
-            .collect();
+        let backends = [B1, B2].iter().map(|a| BackendConfig::direct(a.parse().unwrap(), 10)).collect();
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
             address_v6: None,

@@ -48,6 +48,13 @@ pub struct BackendConfig {
     pub behind_nat: bool,
 }
 
+impl BackendConfig {
+    /// A backend reached directly: no health check of its own, no SNAT, no NAT gateway.
+    pub fn direct(addr: SocketAddr, weight: u8) -> BackendConfig {
+        BackendConfig { addr, weight, health: None, snat: false, behind_nat: false }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub vip: IpAddr,

@@ -192,16 +192,7 @@ mod tests {
             transport,
             port,
             scheduler: SchedulerKind::Wrr,
-            backends: backends
-                .iter()
-                .map(|a| BackendConfig {
-                    addr: a.parse().unwrap(),
-                    weight: 10,
-                    health: None,
-                    snat: false,
-                    behind_nat: false,
-                })
-                .collect(),
+            backends: backends.iter().map(|a| BackendConfig::direct(a.parse().unwrap(), 10)).collect(),
             persistence_ns: None,
             layer7: false,
             http: false,

@@ -9,11 +9,11 @@ pub(super) fn default_pool() -> (Cidr, u128) {
     (Cidr { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), prefix: 16 }, 64 * 256)
 }
 
-/// The default pool holds every client without an `address:` block, skipping the
+/// The addresses clients without an `address:` block get, in order: the default pool
+/// up to 198.18.255.253 (.254 is the hosts' default gateway, .255 broadcast), skipping the
 /// groups' own blocks and VIP and backend addresses inside it.
-fn pool_has_room(t: &Topology) -> Result<(), SimError> {
+fn default_pool_hosts(t: &Topology) -> impl Iterator<Item = IpAddr> + '_ {
     let (pool, first) = default_pool();
-    let wanted: u128 = t.clients.iter().filter(|g| g.address.is_none()).map(|g| u128::from(g.count)).sum();
     let explicit: Vec<Cidr> = t.clients.iter().filter_map(|g| g.address).collect();
     let reserved: std::collections::HashSet<IpAddr> = t
         .vips
@@ -23,18 +23,10 @@ fn pool_has_room(t: &Topology) -> Result<(), SimError> {
             t.regions.iter().flat_map(|r| r.backend_groups.iter().flat_map(|g| g.backends.iter().map(|b| b.addr.ip()))),
         )
         .collect();
-    // host(i) is the network address + 1 + i: stop at 198.18.255.253 (.254 is the hosts'
-    // default gateway, .255 broadcast).
-    let usable = (first..pool.span() - 3).filter(|&i| {
-        let a = pool.host(i);
-        !explicit.iter().any(|e| e.contains(a)) && !reserved.contains(&a)
-    });
-    if wanted > 0 && usable.take(wanted as usize).count() < wanted as usize {
-        return Err(SimError(format!(
-            "{wanted} clients without `address:` do not fit the default pool 198.18.64.1–198.18.255.253 beside the groups' own blocks: give groups `address:` blocks outside it"
-        )));
-    }
-    Ok(())
+    // host(i) is the network address + 1 + i.
+    (first..pool.span() - 3)
+        .map(move |i| pool.host(i))
+        .filter(move |a| !explicit.iter().any(|e| e.contains(*a)) && !reserved.contains(a))
 }
 
 pub(super) fn clb_addr(region: usize, index: usize) -> IpAddr {
@@ -73,7 +65,6 @@ impl<'t> World<'t> {
             let most = anyedge_topology::CLIENTS_MAX;
             return Err(SimError(format!("{total} clients: the simulator addresses at most {most}")));
         }
-        pool_has_room(t)?;
         if let Some(g) = t.clients.iter().find(|g| g.traffic.len() * 2 > SLOTS_MAX) {
             return Err(SimError(format!("client group `{}` has more than {} traffic classes", g.name, SLOTS_MAX / 2)));
         }
@@ -170,7 +161,7 @@ impl<'t> World<'t> {
         w.build_regions();
         w.build_egress();
         w.build_groups();
-        w.build_clients();
+        w.build_clients()?;
         w.build_probers();
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.clbs.ids().collect::<Vec<_>>() {
@@ -282,13 +273,10 @@ impl<'t> World<'t> {
         }
     }
 
-    pub(super) fn build_clients(&mut self) {
+    pub(super) fn build_clients(&mut self) -> Result<(), SimError> {
         let t = self.t;
         let mut next = 0usize;
-        let explicit: Vec<Cidr> = t.clients.iter().filter_map(|g| g.address).collect();
-        let reserved: std::collections::HashSet<IpAddr> =
-            t.vips.iter().map(|v| IpAddr::V4(v.ipv4)).chain(self.backends.iter().map(|b| b.addr.ip())).collect();
-        let (pool, mut pool_next) = default_pool();
+        let mut pool = default_pool_hosts(t);
         for (g, group) in t.clients.iter().enumerate() {
             self.hist.push(
                 group
@@ -308,13 +296,12 @@ impl<'t> World<'t> {
                 next += 1;
                 let addr = match group.address {
                     Some(cidr) => cidr.host(u128::from(i)),
-                    None => loop {
-                        let a = pool.host(pool_next);
-                        pool_next += 1;
-                        if !explicit.iter().any(|e| e.contains(a)) && !reserved.contains(&a) {
-                            break a;
-                        }
-                    },
+                    None => pool.next().ok_or_else(|| {
+                        let wanted: u64 = t.clients.iter().filter(|g| g.address.is_none()).map(|g| u64::from(g.count)).sum();
+                        SimError(format!(
+                            "{wanted} clients without `address:` do not fit the default pool 198.18.64.1–198.18.255.253 beside the groups' own blocks: give groups `address:` blocks outside it"
+                        ))
+                    })?,
                 };
                 self.client_by_addr.insert(addr, c);
                 let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
@@ -367,5 +354,6 @@ impl<'t> World<'t> {
                 }
             }
         }
+        Ok(())
     }
 }
