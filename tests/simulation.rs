@@ -574,3 +574,25 @@ fn mutual_tls_listeners_serve_clients_holding_the_cas_certificate_as_one_way_one
         assert!(b.received * 10 >= a.received * 9, "mutual {} vs one-way {}", b.received, a.received);
     }
 }
+
+#[test]
+fn clients_that_do_not_fit_the_default_pool_beside_a_groups_own_block_are_refused_by_name() {
+    // kyiv's own /17 takes half of 198.18.64.1–198.18.255.253: 20,000 more clients
+    // without a block cannot all be numbered there.
+    let text = SMALL
+        .replace(
+            "{ name: kyiv,   location: [50.450, 30.523], count: 20,",
+            "{ name: kyiv,   location: [50.450, 30.523], count: 20, address: 198.18.128.0/17,",
+        )
+        .replace(
+            "{ name: rome,   location: [41.903, 12.496], count: 20,",
+            "{ name: rome,   location: [41.903, 12.496], count: 19980,",
+        );
+    let t = topology::parse_str("pool.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let Err(e) = anyedge_sim::run_report(&t, |_| {}) else { panic!("the world was built") };
+    assert!(e.0.contains("20000 clients without `address:` do not fit the default pool"), "{}", e.0);
+    // The block itself is fine: with as many clients as fit beside it, the world runs.
+    let fits = text.replace("count: 19980,", "count: 200,");
+    let t = topology::parse_str("pool.yaml", &fits).unwrap_or_else(|e| panic!("{e}"));
+    assert!(anyedge_sim::run_report(&t, |_| {}).is_ok());
+}
