@@ -99,7 +99,7 @@ const HOST: NodeId = NodeId::Backend { region: 0, host: 0 };
 /// The fuzzed backbone: POP 0 and two CLB nodes of region 0, every pair keyed.
 fn auth(me: NodeId) -> AuthConfig {
     let peers: Vec<NodeId> = [POP, CLB, PEER, HOST].into_iter().filter(|&p| p != me).collect();
-    AuthConfig { keys: BackboneSecret::from_seed(9).keys_for(me, &peers), epoch_ns: 0 }
+    AuthConfig { keys: BackboneSecret::from_seed(9).keys_for(me, &peers), epoch_ns: 0, salt: 0 }
 }
 
 #[test]

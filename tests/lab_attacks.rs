@@ -102,6 +102,7 @@ fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_
         let envelopes = (0..2_000u64).map(|i| {
             let repr = seal::Repr {
                 kind: seal::Kind::Data,
+                salt: 0,
                 sender: NodeId::Pop(0).to_wire(),
                 receiver,
                 seq: u64::MAX / 2 + i,

@@ -14,15 +14,34 @@
 /// Buckets: one per bit of the 128-bit key, plus bucket 0 (unused: keys are unique).
 const BUCKETS: usize = 129;
 
+/// What the buckets move around: a key and where its event waits. Events stay put in
+/// `slots` (they are large and moved once each way); only these 24 bytes move between
+/// buckets.
+#[derive(Clone, Copy)]
+struct Entry {
+    at_ns: u64,
+    seq: u64,
+    slot: u32,
+}
+
+impl Entry {
+    fn key(&self) -> u128 {
+        key(self.at_ns, self.seq)
+    }
+}
+
 /// A discrete-event queue with its own clock.
 pub struct EventQueue<E> {
-    /// Bucket b: (key, event) with `128 − (key ^ last).leading_zeros() == b`.
-    buckets: Vec<Vec<(u128, E)>>,
+    /// Bucket b: entries with `128 − (key ^ last).leading_zeros() == b`.
+    buckets: Vec<Vec<Entry>>,
     /// Bit b set when bucket b is not empty.
     occupied: u128,
     occupied_top: bool,
     /// The key of the last event taken (every waiting key is larger).
     last: u128,
+    /// The waiting events, by slot; `free` lists the empty slots.
+    slots: Vec<Option<E>>,
+    free: Vec<u32>,
     len: usize,
     now_ns: u64,
     seq: u64,
@@ -33,10 +52,6 @@ fn key(at_ns: u64, seq: u64) -> u128 {
     (u128::from(at_ns) << 64) | u128::from(seq)
 }
 
-fn time_of(key: u128) -> u64 {
-    (key >> 64) as u64
-}
-
 impl<E> EventQueue<E> {
     pub fn new() -> EventQueue<E> {
         EventQueue {
@@ -44,6 +59,8 @@ impl<E> EventQueue<E> {
             occupied: 0,
             occupied_top: false,
             last: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
             len: 0,
             now_ns: 0,
             seq: 0,
@@ -60,18 +77,14 @@ impl<E> EventQueue<E> {
         self.processed
     }
 
-    fn bucket_of(&self, key: u128) -> usize {
-        128 - (key ^ self.last).leading_zeros() as usize
-    }
-
-    fn put(&mut self, key: u128, event: E) {
-        let b = self.bucket_of(key);
+    fn put(&mut self, entry: Entry) {
+        let b = 128 - (entry.key() ^ self.last).leading_zeros() as usize;
         if b == 128 {
             self.occupied_top = true;
         } else {
             self.occupied |= 1 << b;
         }
-        self.buckets[b].push((key, event));
+        self.buckets[b].push(entry);
     }
 
     /// The lowest non-empty bucket.
@@ -85,10 +98,11 @@ impl<E> EventQueue<E> {
         }
     }
 
-    /// Where the smallest key of the lowest non-empty bucket is.
+    /// Where the smallest key of bucket `b` is, and the key.
     fn min_in(&self, b: usize) -> (usize, u128) {
         let mut best = (0, u128::MAX);
-        for (i, &(k, _)) in self.buckets[b].iter().enumerate() {
+        for (i, e) in self.buckets[b].iter().enumerate() {
+            let k = e.key();
             if k < best.1 {
                 best = (i, k);
             }
@@ -101,43 +115,62 @@ impl<E> EventQueue<E> {
         let at_ns = at_ns.max(self.now_ns);
         self.seq += 1;
         self.len += 1;
-        self.put(key(at_ns, self.seq), event);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                // More than 2^32 events waiting at once would not fit in memory anyway.
+                let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 waiting events");
+                self.slots.push(Some(event));
+                slot
+            }
+        };
+        self.put(Entry { at_ns, seq: self.seq, slot });
     }
 
     /// The next event no later than `until_ns`, advancing the clock to it.
     pub fn pop_until(&mut self, until_ns: u64) -> Option<E> {
         let b = self.first_bucket()?;
         let (i, min) = self.min_in(b);
-        if time_of(min) > until_ns {
+        let entry = self.buckets[b][i];
+        if entry.at_ns > until_ns {
             return None;
         }
-        let mut bucket = std::mem::take(&mut self.buckets[b]);
-        let (_, event) = bucket.swap_remove(i);
         if b == 128 {
             self.occupied_top = false;
         } else {
             self.occupied &= !(1 << b);
         }
-        // Every other key of the bucket now differs from `min` below bit b − 1.
         self.last = min;
-        for (k, e) in bucket.drain(..) {
-            self.put(k, e);
+        if self.buckets[b].len() == 1 {
+            self.buckets[b].clear();
+        } else {
+            // Every other key of the bucket now differs from `min` below bit b − 1.
+            let mut bucket = std::mem::take(&mut self.buckets[b]);
+            bucket.swap_remove(i);
+            for e in bucket.drain(..) {
+                self.put(e);
+            }
+            // Keep the bucket's allocation for later.
+            if self.buckets[b].is_empty() {
+                self.buckets[b] = bucket;
+            }
         }
-        // Keep the bucket's allocation for later.
-        if self.buckets[b].is_empty() {
-            self.buckets[b] = bucket;
-        }
-        debug_assert!(time_of(min) >= self.now_ns, "time never runs backwards");
-        self.now_ns = time_of(min);
+        debug_assert!(entry.at_ns >= self.now_ns, "time never runs backwards");
+        self.now_ns = entry.at_ns;
         self.processed += 1;
         self.len -= 1;
-        Some(event)
+        self.free.push(entry.slot);
+        self.slots[entry.slot as usize].take()
     }
 
     /// When the earliest waiting event is due.
     pub fn next_at(&self) -> Option<u64> {
         let b = self.first_bucket()?;
-        Some(time_of(self.min_in(b).1))
+        let (i, _) = self.min_in(b);
+        Some(self.buckets[b][i].at_ns)
     }
 
     pub fn len(&self) -> usize {

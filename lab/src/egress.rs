@@ -27,7 +27,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let bind = plan.egress_tunnel(k).ok_or("egress node without a region address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let auth = crate::node::auth_from_now(keys);
+    let auth = crate::node::auth_from_now(keys)?;
     let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or("no such egress node")?;
     let start = Instant::now();
     let mut core = Gateway::new(config, 0);

@@ -241,11 +241,11 @@ struct Forwarder<'a> {
     name: &'a str,
 }
 
-/// Backbone authentication for a core whose clock starts now.
-pub(crate) fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> anyedge_ccn::AuthConfig {
+/// Backbone authentication for a core whose clock starts now, with this start's salt.
+pub(crate) fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> Result<anyedge_ccn::AuthConfig, String> {
     let epoch_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    anyedge_ccn::AuthConfig { keys, epoch_ns }
+    Ok(anyedge_ccn::AuthConfig { keys, epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()? })
 }
 
 async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Result<(), String> {
@@ -255,7 +255,7 @@ async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Re
     // The backbone socket carries the data: batched both ways.
     let mut sock = BatchSocket::bind(bind).await?;
     let start = Instant::now();
-    let auth = auth_from_now(keys);
+    let auth = auth_from_now(keys)?;
     let me = anyedge_topology::nodes::pop_node(p);
     let mut config = pop_config(t, p);
     config.auth = auth.clone();
@@ -473,7 +473,7 @@ async fn run_clb(
     // Each VIP homed here terminates TLS with the certificate lab up issued it.
     let homed = crate::pki::vip_names(t, Some(region));
     let identity = Identity { default: None, vips: crate::pki::vip_identities(state_dir, &homed)? };
-    let auth = auth_from_now(keys);
+    let auth = auth_from_now(keys)?;
     let me = anyedge_topology::nodes::clb_node(region, index);
     let mut config = clb_config(t, region, index, addresses, &identity);
     config.auth = auth.clone();
@@ -698,7 +698,7 @@ async fn run_backend(
         Some(k) => Some(plan.egress_tunnel(k).ok_or("egress node without a region address")?),
         None => None,
     };
-    let mut keyring = auth_from_now(keys).keyring(me, 0);
+    let mut keyring = auth_from_now(keys)?.keyring(me, 0);
     let clbs = clb_ids(t, plan);
     let toa = crate::servers::ToaSeen::default();
     // Security groups bound to this instance, as the simulator applies them.

@@ -204,8 +204,11 @@ impl Pop {
                 node
             }
         };
-        let bytes = ccn::encapsulate(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?;
-        match self.keys.seal(NodeId::Clb { region, node }, Kind::Data, &bytes) {
+        let ccn = ccn::Repr::around(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?;
+        let sealed = self
+            .keys
+            .seal_with(NodeId::Clb { region, node }, Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, packet));
+        match sealed {
             Some(bytes) => self.outputs.push_back(Output::ToClb { region, node, bytes }),
             None => self.unsealable += 1,
         }
@@ -252,13 +255,13 @@ mod tests {
     const CLBS: [NodeId; 2] = [NodeId::Clb { region: 3, node: 0 }, NodeId::Clb { region: 3, node: 1 }];
 
     fn auth(pop_id: u16) -> AuthConfig {
-        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(NodeId::Pop(pop_id), &CLBS), epoch_ns: 0 }
+        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(NodeId::Pop(pop_id), &CLBS), epoch_ns: 0, salt: 0 }
     }
 
     /// CLB node `node` of region 3, holding keys for POPs 0..10.
     fn clb_keys(node: u16) -> Keyring {
         let pops: Vec<NodeId> = (0..10).map(NodeId::Pop).collect();
-        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(CLBS[usize::from(node)], &pops), epoch_ns: 0 }
+        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(CLBS[usize::from(node)], &pops), epoch_ns: 0, salt: 0 }
             .keyring(CLBS[usize::from(node)], 0)
     }
 

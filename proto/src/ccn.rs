@@ -209,19 +209,32 @@ impl Repr {
     }
 }
 
+impl Repr {
+    /// The header that carries `inner` (an IPv4 or IPv6 packet).
+    pub fn around(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u8]) -> Result<Repr> {
+        let next_header = match inner.first().map(|b| b >> 4) {
+            Some(4) => NEXT_IPV4,
+            Some(6) => NEXT_IPV6,
+            _ => return Err(Error::Unsupported("inner IP version")),
+        };
+        let payload_len = u16::try_from(inner.len()).map_err(|_| Error::Malformed("inner length"))?;
+        Ok(Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT })
+    }
+
+    /// Writes header and `inner` into `buffer` of [`Repr::buffer_len`] bytes (the
+    /// envelope's payload when sealing, so the packet is copied once).
+    pub fn emit_with(&self, buffer: &mut [u8], inner: &[u8]) {
+        let mut packet = Packet::new_unchecked(buffer);
+        self.emit(&mut packet);
+        packet.payload_mut().copy_from_slice(inner);
+    }
+}
+
 /// Encapsulates an inner IP packet: a new buffer holding header and payload.
 pub fn encapsulate(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u8]) -> Result<Vec<u8>> {
-    let next_header = match inner.first().map(|b| b >> 4) {
-        Some(4) => NEXT_IPV4,
-        Some(6) => NEXT_IPV6,
-        _ => return Err(Error::Unsupported("inner IP version")),
-    };
-    let payload_len = u16::try_from(inner.len()).map_err(|_| Error::Malformed("inner length"))?;
-    let repr = Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT };
+    let repr = Repr::around(direction, pop_id, flow_hash, inner)?;
     let mut buffer = vec![0u8; repr.buffer_len()];
-    let mut packet = Packet::new_unchecked(&mut buffer[..]);
-    repr.emit(&mut packet);
-    packet.payload_mut().copy_from_slice(inner);
+    repr.emit_with(&mut buffer, inner);
     Ok(buffer)
 }
 

@@ -96,8 +96,9 @@ mod tests {
         assert_eq!(u32::from_le_bytes(out[28..32].try_into().unwrap()), 123);
         assert_eq!(&out[40..], &ip[..]);
         assert_eq!(frame(&ip, 1).unwrap(), ip, "IP packets as they are");
-        let env = seal::Repr { kind: seal::Kind::Data, sender: 1 << 28 | 3, receiver: 2 << 28 | 1 << 12, seq: 9 }
-            .emit(b"payload");
+        let env =
+            seal::Repr { kind: seal::Kind::Data, salt: 0, sender: 1 << 28 | 3, receiver: 2 << 28 | 1 << 12, seq: 9 }
+                .emit(b"payload");
         let framed = frame(&env, 1).unwrap();
         let info = crate::inner::parse(&framed).unwrap();
         assert_eq!(info.key.src, IpAddr::V4(Ipv4Addr::new(10, 1, 0, 3)));

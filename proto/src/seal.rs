@@ -4,10 +4,14 @@
 //! the CCN header's POP id and every other field inside are authenticated. Computing and
 //! checking the tag is `anyedge_ccn::auth`'s job: this module only knows where things are.
 //!
+//! Version 2: the tag is ChaCha20-Poly1305's over the envelope as associated data (an
+//! empty plaintext), with the nonce salt ‖ kind ‖ sequence number; the salt is a random
+//! number the sender draws when it starts. Version 1 (HMAC-SHA256) had no salt.
+//!
 //! ```text
 //!  0               1               2               3
 //! +-------+-------+---------------+-------------------------------+
-//! |version| kind  |               reserved (zero)                 |
+//! |version| kind  |            salt (sender's, per start)         |
 //! +-------+-------+-----------------------------------------------+
 //! |                        sender node id                         |
 //! +---------------------------------------------------------------+
@@ -17,18 +21,18 @@
 //! +---------------------------------------------------------------+
 //! |                          payload ...                          |
 //! +---------------------------------------------------------------+
-//! |                  tag (128 bits, HMAC-SHA256)                  |
+//! |             tag (128 bits, Poly1305 over all above)           |
 //! +---------------------------------------------------------------+
 //! ```
 
 use crate::{Error, Result};
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 mod field {
     use std::ops::Range;
     pub const VER_KIND: usize = 0;
-    pub const RESERVED: Range<usize> = 1..4;
+    pub const SALT: Range<usize> = 1..4;
     pub const SENDER: Range<usize> = 4..8;
     pub const RECEIVER: Range<usize> = 8..12;
     pub const SEQ: Range<usize> = 12..20;
@@ -98,8 +102,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()[field::VER_KIND] & 0x0f
     }
 
-    pub fn reserved_is_zero(&self) -> bool {
-        self.buffer.as_ref()[field::RESERVED].iter().all(|&b| b == 0)
+    /// The sender's salt (24 bits).
+    pub fn salt(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::SALT];
+        u32::from_be_bytes([0, b[0], b[1], b[2]])
     }
 
     fn u32_at(&self, r: std::ops::Range<usize>) -> u32 {
@@ -142,6 +148,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
     pub kind: Kind,
+    /// The sender's salt: only the low 24 bits travel.
+    pub salt: u32,
     pub sender: u32,
     pub receiver: u32,
     pub seq: u64,
@@ -153,23 +161,25 @@ impl Repr {
         if packet.version() != VERSION {
             return Err(Error::Malformed("envelope version"));
         }
-        if !packet.reserved_is_zero() {
-            return Err(Error::Malformed("envelope reserved bits"));
-        }
         let kind = Kind::from_u8(packet.kind_raw()).ok_or(Error::Malformed("envelope kind"))?;
-        Ok(Repr { kind, sender: packet.sender(), receiver: packet.receiver(), seq: packet.seq() })
+        Ok(Repr { kind, salt: packet.salt(), sender: packet.sender(), receiver: packet.receiver(), seq: packet.seq() })
     }
 
     /// A buffer with this header, `payload`, and a zeroed tag for the sealer to fill.
     pub fn emit(&self, payload: &[u8]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(OVERHEAD + payload.len());
-        b.push((VERSION << 4) | self.kind as u8);
-        b.extend_from_slice(&[0; 3]);
-        b.extend_from_slice(&self.sender.to_be_bytes());
-        b.extend_from_slice(&self.receiver.to_be_bytes());
-        b.extend_from_slice(&self.seq.to_be_bytes());
-        b.extend_from_slice(payload);
-        b.extend_from_slice(&[0; TAG_LEN]);
+        self.emit_with(payload.len(), |b| b.copy_from_slice(payload))
+    }
+
+    /// A buffer with this header, `payload_len` bytes of payload that `write` fills in
+    /// place, and a zeroed tag for the sealer to fill.
+    pub fn emit_with(&self, payload_len: usize, write: impl FnOnce(&mut [u8])) -> Vec<u8> {
+        let mut b = vec![0u8; OVERHEAD + payload_len];
+        b[field::VER_KIND] = (VERSION << 4) | self.kind as u8;
+        b[field::SALT].copy_from_slice(&self.salt.to_be_bytes()[1..]);
+        b[field::SENDER].copy_from_slice(&self.sender.to_be_bytes());
+        b[field::RECEIVER].copy_from_slice(&self.receiver.to_be_bytes());
+        b[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
+        write(&mut b[HEADER_LEN..HEADER_LEN + payload_len]);
         b
     }
 }
@@ -190,7 +200,8 @@ mod tests {
 
     #[test]
     fn emit_then_parse_round_trips_and_finds_the_payload() {
-        let repr = Repr { kind: Kind::Sync, sender: 0x1000_0003, receiver: 0x2000_1002, seq: 1 << 60 | 5 };
+        let repr =
+            Repr { kind: Kind::Sync, salt: 0xab_cdef, sender: 0x1000_0003, receiver: 0x2000_1002, seq: 1 << 60 | 5 };
         let bytes = repr.emit(b"payload");
         let packet = Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(Repr::parse(&packet), Ok(repr));
@@ -204,13 +215,12 @@ mod tests {
         for len in 0..OVERHEAD {
             assert_eq!(Packet::new_checked(&vec![0x11; len][..]).err(), Some(Error::Truncated));
         }
-        let mut bytes = Repr { kind: Kind::Data, sender: 1, receiver: 2, seq: 3 }.emit(&[]);
-        bytes[0] = 0x1f;
+        let mut bytes = Repr { kind: Kind::Data, salt: 0, sender: 1, receiver: 2, seq: 3 }.emit(&[]);
+        bytes[0] = 0x2f;
         assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "kind 15");
-        bytes[0] = 0x21;
-        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 2");
         bytes[0] = 0x11;
-        bytes[2] = 1;
-        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "reserved bits");
+        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 1 (HMAC, no salt)");
+        bytes[0] = 0x31;
+        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 3");
     }
 }

@@ -24,6 +24,14 @@ use crate::sync::{ConnSync, PeerFlow, SyncStats};
 use crate::tables::{BackendTable, Listener, ListenerTable, PortId};
 use anyedge_proto::sync::{Entry, Message};
 
+/// An output waiting for `poll_output`: sealed there, or already sealed (replies toward
+/// a POP are encapsulated and sealed in one copy as they are made).
+#[derive(Debug)]
+enum Queued {
+    ToSeal(Output),
+    Ready(Output),
+}
+
 /// Something the driver must send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -124,7 +132,7 @@ pub struct Clb {
     /// (listener, client address) → (binding, expires, when peers were last told).
     persistence: LruCache<(usize, IpAddr), (usize, u64, u64)>,
     sync: ConnSync,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<Queued>,
     events: VecDeque<Event>,
     probes: Vec<ProbeRequest>,
     changes: Vec<(usize, Health)>,
@@ -207,7 +215,8 @@ impl Clb {
         // A node that starts (or restarts) learns its peers' tables.
         if clb.sync.enabled() {
             let requests = clb.sync.requests();
-            clb.outputs.extend(requests.into_iter().map(|(node, bytes)| Output::ToPeer { node, bytes }));
+            clb.outputs
+                .extend(requests.into_iter().map(|(node, bytes)| Queued::ToSeal(Output::ToPeer { node, bytes })));
         }
         clb
     }
@@ -241,7 +250,8 @@ impl Clb {
                 self.sync.received(bytes.len(), 0);
                 let entries = self.table_entries(now_ns);
                 let out = self.sync.dump(from, &entries);
-                self.outputs.extend(out.into_iter().map(|(node, bytes)| Output::ToPeer { node, bytes }));
+                self.outputs
+                    .extend(out.into_iter().map(|(node, bytes)| Queued::ToSeal(Output::ToPeer { node, bytes })));
             }
             Message::Entries { from, entries } => {
                 if !self.sync.is_peer(from) {
@@ -364,7 +374,10 @@ impl Clb {
     /// The next thing to send; what goes over the backbone or to a peer is sealed for it.
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
-            let out = self.outputs.pop_front()?;
+            let out = match self.outputs.pop_front()? {
+                Queued::Ready(out) => return Some(out),
+                Queued::ToSeal(out) => out,
+            };
             let (to, kind) = match &out {
                 Output::ToPop { pop_id, .. } => (NodeId::Pop(*pop_id), Kind::Data),
                 Output::ToPeer { node, .. } => (NodeId::Clb { region: self.region, node: *node }, Kind::Sync),
@@ -472,16 +485,21 @@ impl Clb {
         fallback.unwrap_or(ingress)
     }
 
-    /// A reply to a client, back the way it came: through the POP it entered by (or a live
-    /// neighbour of it), or straight out when it came straight in.
-    fn reply_to_client(&self, ingress: Ingress, flow_hash: u32, packet: Vec<u8>) -> anyedge_proto::Result<Output> {
-        Ok(match ingress {
-            Ingress::Pop(p) => {
-                let pop_id = self.reply_pop(p);
-                Output::ToPop { pop_id, bytes: ccn::encapsulate(Direction::ToPop, pop_id, flow_hash, &packet)? }
-            }
-            Ingress::Direct => Output::ToClient { bytes: packet },
-        })
+    /// Queues a reply to a client, back the way it came: through the POP it entered by (or
+    /// a live neighbour of it) — encapsulated and sealed in one copy — or straight out when
+    /// it came straight in.
+    fn reply_to_client(&mut self, ingress: Ingress, flow_hash: u32, packet: Vec<u8>) -> anyedge_proto::Result<()> {
+        let Ingress::Pop(p) = ingress else {
+            self.outputs.push_back(Queued::Ready(Output::ToClient { bytes: packet }));
+            return Ok(());
+        };
+        let pop_id = self.reply_pop(p);
+        let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?;
+        match self.keys.seal_with(NodeId::Pop(pop_id), Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, &packet)) {
+            Some(bytes) => self.outputs.push_back(Queued::Ready(Output::ToPop { pop_id, bytes })),
+            None => self.unsealable += 1,
+        }
+        Ok(())
     }
 
     /// A sealed, encapsulated client packet from a POP. The POP id in the CCN header must
@@ -551,8 +569,7 @@ impl Clb {
         } else {
             inner::rewrite(&mut packet, Some(vip), None)?;
         }
-        let out = self.reply_to_client(conn_copy.ingress, conn_copy.flow_hash, packet)?;
-        self.outputs.push_back(out);
+        self.reply_to_client(conn_copy.ingress, conn_copy.flow_hash, packet)?;
         Ok(())
     }
 
@@ -575,7 +592,8 @@ impl Clb {
         self.apply_answers(&answers, &mut changes);
         self.apply_health_changes(&mut changes);
         self.changes = changes;
-        self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Output::ToBackend { backend, bytes }));
+        self.outputs
+            .extend(sends.into_iter().map(|(backend, bytes)| Queued::ToSeal(Output::ToBackend { backend, bytes })));
         for key in self.l7.due(now_ns) {
             self.drive_l7(&key, now_ns);
         }
@@ -587,7 +605,7 @@ impl Clb {
             }
         }
         let batches = self.sync.flush(now_ns);
-        self.outputs.extend(batches.into_iter().map(|(node, bytes)| Output::ToPeer { node, bytes }));
+        self.outputs.extend(batches.into_iter().map(|(node, bytes)| Queued::ToSeal(Output::ToPeer { node, bytes })));
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             self.sync.expire(now_ns);
@@ -693,7 +711,7 @@ impl Clb {
                 }
             }
         }
-        self.outputs.push_back(Output::ToBackend { backend, bytes: packet });
+        self.outputs.push_back(Queued::ToSeal(Output::ToBackend { backend, bytes: packet }));
         Ok(())
     }
 
@@ -747,8 +765,7 @@ impl Clb {
         }
         let (ingress, flow_hash) = self.l7_ingress.get(key).copied().unwrap_or((Ingress::Direct, 0));
         for packet in step.to_client {
-            let Ok(out) = self.reply_to_client(ingress, flow_hash, packet) else { continue };
-            self.outputs.push_back(out);
+            let _ = self.reply_to_client(ingress, flow_hash, packet);
         }
         let backend = self.l7.get(key).and_then(|c| c.backend_addr);
         let http = self.l7.get(key).is_some_and(|c| self.listeners[c.listener].config.http);
@@ -760,7 +777,7 @@ impl Clb {
                     let toa = inner::toa_option((key.src, key.src_port));
                     bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
                 }
-                self.outputs.push_back(Output::ToBackend { backend, bytes });
+                self.outputs.push_back(Queued::ToSeal(Output::ToBackend { backend, bytes }));
             }
         }
         if step.finished
@@ -826,15 +843,14 @@ impl Clb {
             let Some(q) = self.listeners[li].quic.as_ref() else { return };
             let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
             let Some(packet) = q.datagram_to(dst, &payload) else { continue };
-            let Ok(out) = self.reply_to_client(ingress, flow_hash, packet) else { continue };
-            self.outputs.push_back(out);
+            let _ = self.reply_to_client(ingress, flow_hash, packet);
         }
         for (backend, client, mut bytes) in step.to_backend {
             if inner::parse(&bytes).is_ok_and(|i| i.tcp.is_some_and(|f| f.syn && !f.ack)) {
                 let toa = inner::toa_option((client.ip(), client.port()));
                 bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
             }
-            self.outputs.push_back(Output::ToBackend { backend, bytes });
+            self.outputs.push_back(Queued::ToSeal(Output::ToBackend { backend, bytes }));
         }
         for (binding, ports) in step.closed {
             if let Some(b) = binding {
@@ -1107,7 +1123,8 @@ impl Clb {
         self.apply_answers(&answers, &mut changes);
         self.apply_health_changes(&mut changes);
         self.changes = changes;
-        self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Output::ToBackend { backend, bytes }));
+        self.outputs
+            .extend(sends.into_iter().map(|(backend, bytes)| Queued::ToSeal(Output::ToBackend { backend, bytes })));
     }
 
     fn apply_answers(&mut self, answers: &[crate::probe::Answer], changes: &mut Vec<(usize, Health)>) {
@@ -1192,6 +1209,7 @@ mod tests {
         AuthConfig {
             keys: secret.keys_for(me, &peers.into_iter().filter(|&p| p != me).collect::<Vec<_>>()),
             epoch_ns: 0,
+            salt: 0,
         }
     }
 

@@ -20,7 +20,8 @@ f.kind = ProtoField.uint8("anyedge.kind", "Kind", base.DEC, kinds)
 f.sender = ProtoField.uint32("anyedge.sender", "Sender", base.HEX)
 f.receiver = ProtoField.uint32("anyedge.receiver", "Receiver", base.HEX)
 f.seq = ProtoField.uint64("anyedge.seq", "Sequence", base.DEC)
-f.tag = ProtoField.bytes("anyedge.tag", "Tag (HMAC-SHA256, 128 bits)")
+f.salt = ProtoField.uint24("anyedge.salt", "Salt (sender's, per start)", base.HEX)
+f.tag = ProtoField.bytes("anyedge.tag", "Tag (Poly1305, 128 bits)")
 f.sender_name = ProtoField.string("anyedge.sender_name", "Sender node")
 f.receiver_name = ProtoField.string("anyedge.receiver_name", "Receiver node")
 
@@ -58,12 +59,13 @@ function anyedge.dissector(tvb, pinfo, tree)
   if tvb:len() < 36 then return 0 end
   local vk = tvb(0, 1):uint()
   local version, kind = bit.rshift(vk, 4), bit.band(vk, 0x0f)
-  if version ~= 1 or kinds[kind] == nil then return 0 end
+  if version ~= 2 or kinds[kind] == nil then return 0 end
   pinfo.cols.protocol = "anyedge"
   local payload_len = tvb:len() - 36
   local t = tree:add(anyedge, tvb(), "anyedge envelope: " .. kinds[kind])
   t:add(f.version, tvb(0, 1), version)
   t:add(f.kind, tvb(0, 1), kind)
+  t:add(f.salt, tvb(1, 3))
   t:add(f.sender, tvb(4, 4))
   t:add(f.sender_name, tvb(4, 4), node_name(tvb(4, 4):uint()))
   t:add(f.receiver, tvb(8, 4))

@@ -255,7 +255,7 @@ pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
 /// `epoch_ns` in wall-clock nanoseconds: the simulator derives them from the seed at
 /// every run, `lab up` from a fresh secret into each node's key file.
 pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns: u64) -> AuthConfig {
-    AuthConfig { keys: secret.keys_for(me, &backbone_peers(t, me)), epoch_ns }
+    AuthConfig { keys: secret.keys_for(me, &backbone_peers(t, me)), epoch_ns, salt: 0 }
 }
 
 /// CLB node `index` of region `r`.
