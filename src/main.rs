@@ -756,6 +756,11 @@ fn lab(action: LabCommand) -> ExitCode {
     }
 }
 
+/// p50/p99/p99.9 as `a/b/c µs`.
+fn quantiles_us(q: [u64; 3]) -> String {
+    format!("{}/{}/{} µs", q[0], q[1], q[2])
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -779,25 +784,28 @@ fn main() -> ExitCode {
             let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, peer.as_deref());
             bench::report("lab", figures, json, |f| {
                 let mut line = format!(
-                    "lab{}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs",
+                    "lab{}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
                     if f.realtime { " (SCHED_FIFO)" } else { "" },
                     f.pps,
                     f.direct_pps,
                     f.pps / f.direct_pps.max(1.0),
                     f.added_p50_us,
                     f.added_p99_us,
-                    f.added_p999_us
+                    f.added_p999_us,
+                    quantiles_us(f.vip_rtt_us),
+                    quantiles_us(f.direct_rtt_us)
                 );
                 if let Some(p) = &f.peer {
                     if p.measured {
                         line += &format!(
-                            "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs ({})",
+                            "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
                             p.name,
                             p.pps,
                             p.pps / f.direct_pps.max(1.0),
                             p.added_p50_us,
                             p.added_p99_us,
                             p.added_p999_us,
+                            quantiles_us(p.rtt_us),
                             p.what
                         );
                     } else {
