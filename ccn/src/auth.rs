@@ -23,6 +23,7 @@
 //! an earlier one even if the wall clock was set back in between. Within one process,
 //! each kind is sealed toward a peer by one keyring only (the core, the prober and the
 //! probe answerer seal different kinds), so two keyrings never share a nonce.
+
 use std::collections::BTreeMap;
 
 use anyedge_proto::seal::{self, Kind, TAG_LEN};
@@ -295,13 +296,13 @@ fn nonce(salt: u32, kind: Kind, seq: u64) -> aead::Nonce {
     aead::Nonce::assume_unique_for_key(n)
 }
 
-fn tag(key: &aead::LessSafeKey, nonce: aead::Nonce, covered: &[u8]) -> [u8; TAG_LEN] {
+/// The tag over `covered`; `None` if ring refuses (it cannot with nothing to encrypt,
+/// but a tag that was not computed must never stand in for one that was).
+fn tag(key: &aead::LessSafeKey, nonce: aead::Nonce, covered: &[u8]) -> Option<[u8; TAG_LEN]> {
+    let sealed = key.seal_in_place_separate_tag(nonce, aead::Aad::from(covered), &mut []).ok()?;
     let mut t = [0u8; TAG_LEN];
-    // Nothing to encrypt, so sealing cannot run past ChaCha20's block counter.
-    if let Ok(sealed) = key.seal_in_place_separate_tag(nonce, aead::Aad::from(covered), &mut []) {
-        t.copy_from_slice(sealed.as_ref());
-    }
-    t
+    t.copy_from_slice(sealed.as_ref());
+    Some(t)
 }
 
 /// Equal in time independent of where they differ.
@@ -363,7 +364,7 @@ impl Keyring {
         *seq += 1;
         let mut bytes = repr.emit_with(payload_len, write);
         let covered = bytes.len() - TAG_LEN;
-        let t = tag(&peer.send, nonce(repr.salt, kind, repr.seq), &bytes[..covered]);
+        let t = tag(&peer.send, nonce(repr.salt, kind, repr.seq), &bytes[..covered])?;
         bytes[covered..].copy_from_slice(&t);
         Some(bytes)
     }
@@ -382,7 +383,8 @@ impl Keyring {
         let peer = self.peers.get_mut(&from).ok_or(AuthError::UnknownPeer)?;
         let window = &mut peer.windows[kind.index()];
         window.check(repr.seq)?;
-        if !same(&tag(&peer.recv, nonce(repr.salt, kind, repr.seq), packet.covered()), packet.tag()) {
+        let expected = tag(&peer.recv, nonce(repr.salt, kind, repr.seq), packet.covered());
+        if !expected.is_some_and(|t| same(&t, packet.tag())) {
             return Err(AuthError::BadTag);
         }
         window.take(repr.seq);

@@ -207,9 +207,7 @@ impl Repr {
         packet.set_payload_len(self.payload_len);
         packet.set_hop_limit(self.hop_limit);
     }
-}
 
-impl Repr {
     /// The header that carries `inner` (an IPv4 or IPv6 packet).
     pub fn around(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u8]) -> Result<Repr> {
         let next_header = match inner.first().map(|b| b >> 4) {
