@@ -429,6 +429,10 @@ enum LabCommand {
         /// Run node processes SCHED_FIFO, as data-plane daemons are run in production.
         #[arg(long)]
         realtime: bool,
+        /// Queues each POP reads its TUN device with, each on a thread of its own
+        /// (default: one per core).
+        #[arg(long, value_name = "N", value_parser = tun_queues)]
+        tun_queues: Option<usize>,
     },
     /// Remove every namespace, link, device and process of the lab.
     Down { file: PathBuf },
@@ -481,6 +485,9 @@ enum BenchCommand {
         /// Run nodes and probes in the ordinary scheduling class instead of SCHED_FIFO.
         #[arg(long)]
         no_realtime: bool,
+        /// Queues the POP reads its TUN device with (default: one per core).
+        #[arg(long, value_name = "N", value_parser = tun_queues)]
+        tun_queues: Option<usize>,
         /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module as
         /// a one-hop UDP proxy between the same client and backend).
         #[arg(long, value_parser = ["nginx"])]
@@ -673,8 +680,9 @@ fn lab(action: LabCommand) -> ExitCode {
     // Whether the lab is up, as far as `status` found out (other commands leave it true).
     let mut up = true;
     let result = match action {
-        LabCommand::Up { file, no_impairments, realtime } => {
-            setup::up_with(&file, &exe, setup::Options { impairments: !no_impairments, realtime }).map(|s| {
+        LabCommand::Up { file, no_impairments, realtime, tun_queues } => {
+            let options = setup::Options { impairments: !no_impairments, realtime, tun_queues };
+            setup::up_with(&file, &exe, options).map(|s| {
                 println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
             })
         }
@@ -716,6 +724,10 @@ fn lab(action: LabCommand) -> ExitCode {
                 }
                 for (node, why) in &s.denied {
                     println!("  {node:<32} last dropped: {why}");
+                }
+                for (node, t) in &s.tun {
+                    let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
+                    println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
                 }
             }
         }),
@@ -779,13 +791,14 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Bench { which: BenchCommand::Lab { file, json, no_realtime, peer } } => {
+        Command::Bench { which: BenchCommand::Lab { file, json, no_realtime, tun_queues, peer } } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, peer.as_deref());
+            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, tun_queues, peer.as_deref());
             bench::report("lab", figures, json, |f| {
                 let mut line = format!(
-                    "lab{}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
+                    "lab{}, POP TUN queues {}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
                     if f.realtime { " (SCHED_FIFO)" } else { "" },
+                    f.tun_queues,
                     f.pps,
                     f.direct_pps,
                     f.pps / f.direct_pps.max(1.0),
@@ -1041,5 +1054,14 @@ fn main() -> ExitCode {
             }
             simulate(&file, &t, Outputs { report, stats, pcap, html, quiet })
         }
+    }
+}
+
+/// `--tun-queues N`: 1 to the most a POP attaches.
+fn tun_queues(text: &str) -> Result<usize, String> {
+    let max = anyedge_lab::tunq::QUEUES_MAX;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a queue count: 1 to {max}")),
     }
 }

@@ -249,6 +249,48 @@ fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
 }
 
 #[test]
+fn a_pop_reads_its_tun_device_on_every_queue_asked_for_and_flows_spread_over_them() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("tunq", |text| text, &["--tun-queues", "3"]);
+    // The kernel's view: each POP's device has three queues attached.
+    for pop in ["pop-paris", "pop-warsaw"] {
+        let ns = format!("{}{pop}", lab.prefix());
+        let out = Command::new("ip").args(["netns", "exec", &ns, "ls", "/sys/class/net/ae0/queues"]).output().unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        let rx: Vec<&str> = listed.split_whitespace().filter(|q| q.starts_with("rx-")).collect();
+        assert_eq!(rx, ["rx-0", "rx-1", "rx-2"], "{ns}: {listed}");
+    }
+    // Many flows of each kind, answered whole through whichever queue they came in on.
+    let udp = lab.probe("london", "198.18.0.20:7000", "udp", 32);
+    assert!(udp["received"].as_u64().unwrap() >= udp["sent"].as_u64().unwrap() * 95 / 100, "{udp}");
+    let tcp = lab.probe("london", "198.18.0.20:443", "tcp", 16);
+    assert!(tcp["received"].as_u64().unwrap() >= tcp["sent"].as_u64().unwrap() * 95 / 100, "{tcp}");
+    assert_eq!(tcp["connections_opened"], 16, "{tcp}");
+    // Every queue of the POP that took London's flows read some of them (48 flows over 3
+    // queues: one left without any is a chance of about 1 in 10^8).
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let tun = status["tun"].as_object().unwrap();
+    assert_eq!(tun.len(), 2, "both POPs report their TUN device: {status}");
+    let busiest = tun
+        .values()
+        .max_by_key(|t| t["packets_read"].as_array().unwrap().iter().filter_map(Value::as_u64).sum::<u64>());
+    let busiest = busiest.unwrap();
+    assert_eq!(busiest["queues"], 3, "{busiest}");
+    let reads: Vec<u64> = busiest["packets_read"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
+    assert_eq!(reads.len(), 3, "{busiest}");
+    assert!(reads.iter().all(|&n| n > 0), "packets read by queue: {reads:?}");
+    let text = String::from_utf8_lossy(&lab.anyedge(&["lab", "status"]).stdout).to_string();
+    assert!(text.contains("TUN: 3 queue(s)"), "{text}");
+    // A queue count the POP cannot use is refused before anything is made.
+    let refused = Command::new(exe()).args(["lab", "up"]).arg(&lab.file).args(["--tun-queues", "0"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a queue count"), "{refused:?}");
+}
+
+#[test]
 fn killing_the_control_leader_lets_the_next_write_commit_under_a_new_leader() {
     if !may_run() {
         return;

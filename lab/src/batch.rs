@@ -38,6 +38,17 @@ pub struct BatchSocket {
 impl BatchSocket {
     pub async fn bind(addr: SocketAddr) -> Result<BatchSocket, String> {
         let sock = UdpSocket::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+        BatchSocket::new(sock, addr)
+    }
+
+    /// A socket from [`bind_shared`], on the calling thread's runtime.
+    pub fn from_std(sock: std::net::UdpSocket) -> Result<BatchSocket, String> {
+        let addr = sock.local_addr().map_err(|e| e.to_string())?;
+        sock.set_nonblocking(true).map_err(|e| format!("{addr}: {e}"))?;
+        BatchSocket::new(UdpSocket::from_std(sock).map_err(|e| format!("{addr}: {e}"))?, addr)
+    }
+
+    fn new(sock: UdpSocket, addr: SocketAddr) -> Result<BatchSocket, String> {
         let state = UdpSocketState::new((&sock).into()).map_err(|e| format!("{addr}: {e}"))?;
         // quinn-udp never lets the kernel fragment (QUIC probes the path MTU itself); the
         // backbone carries envelopes of full-size packets, which a 1500-byte link must
@@ -147,6 +158,18 @@ impl BatchSocket {
     pub fn queued(&self) -> usize {
         self.out.len()
     }
+}
+
+/// A socket bound to `addr` with `SO_REUSEPORT`, so that one node's threads can each
+/// bind one: they all send from `addr`, and the kernel hands each arriving datagram to
+/// one of them (by its source and destination).
+pub fn bind_shared(addr: SocketAddr) -> Result<std::net::UdpSocket, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| format!("socket for {addr}: {e}"))?;
+    sock.set_reuse_port(true).map_err(|e| format!("SO_REUSEPORT on {addr}: {e}"))?;
+    sock.bind(&addr.into()).map_err(|e| format!("bind {addr}: {e}"))?;
+    Ok(sock.into())
 }
 
 /// Lets the kernel fragment datagrams larger than the path MTU (no DF bit).

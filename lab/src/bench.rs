@@ -27,6 +27,8 @@ pub struct LabFigures {
     pub direct_rtt_us: [u64; 3],
     /// Nodes and probe ran SCHED_FIFO (both paths alike; see [`crate::realtime`]).
     pub realtime: bool,
+    /// Queues the POP read its TUN device with.
+    pub tun_queues: usize,
     /// `--peer nginx`: the same load through an nginx stream UDP proxy, one hop between the
     /// same client and backend, measured in the same run (absent without `--peer`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,18 +68,25 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
     })
 }
 
-pub fn run(file: &Path, exe: &Path, realtime: bool, peer: Option<&str>) -> Result<LabFigures, String> {
+pub fn run(
+    file: &Path,
+    exe: &Path,
+    realtime: bool,
+    tun_queues: Option<usize>,
+    peer: Option<&str>,
+) -> Result<LabFigures, String> {
     if let Some(p) = peer.filter(|p| !PEERS.contains(p)) {
         return Err(format!("--peer {p}: the peers are {}", PEERS.join(", ")));
     }
     let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
-    setup::up_with(file, exe, setup::Options { impairments: false, realtime })?;
+    setup::up_with(file, exe, setup::Options { impairments: false, realtime, tun_queues })?;
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
     let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
-    let result = measure(&plan, exe, &client_ns, vip, direct, realtime, nginx.as_ref());
+    let result = measure(&plan, exe, &client_ns, vip, direct, realtime, nginx.as_ref())
+        .map(|f| LabFigures { tun_queues: tun_queues.unwrap_or_else(crate::tunq::per_core), ..f });
     drop(nginx);
     let down = setup::down(file);
     let figures = result?;
@@ -287,6 +296,7 @@ fn measure(
         vip_rtt_us: v,
         direct_rtt_us: d,
         realtime,
+        tun_queues: 1,
         peer,
     })
 }
@@ -332,7 +342,7 @@ pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures,
         .next()
         .map(|b| b.addr)
         .ok_or("no backend to write weights for")?;
-    setup::up_with(file, exe, setup::Options { impairments: false, realtime: false })?;
+    setup::up_with(file, exe, setup::Options { impairments: false, realtime: false, tun_queues: None })?;
     let result = control_rounds(file, exe, backend, rounds.max(1));
     let down = setup::down(file);
     let (failover, commit) = result?;

@@ -13,6 +13,8 @@ struct Counters {
     packets_in: std::sync::atomic::AtomicU64,
     packets_out: std::sync::atomic::AtomicU64,
     gauges: Mutex<BTreeMap<&'static str, u64>>,
+    /// Packets read from each queue of a POP's TUN device.
+    tun_reads: std::sync::OnceLock<Box<[std::sync::atomic::AtomicU64]>>,
 }
 
 /// Further sections of a node's status (`sync`, `quic`), by name.
@@ -82,6 +84,24 @@ impl Drops {
         self.2.packets_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The node reads its TUN device with `n` queues (a POP).
+    pub fn set_tun_queues(&self, n: usize) {
+        let _ = self.2.tun_reads.set((0..n).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
+    }
+
+    /// `count` packets read from TUN queue `queue`.
+    pub fn tun_read(&self, queue: usize, count: u64) {
+        if let Some(q) = self.2.tun_reads.get().and_then(|r| r.get(queue)) {
+            q.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Packets read from each TUN queue so far (a POP), for `status`.
+    pub fn tun_reads(&self) -> Option<Vec<u64>> {
+        let reads = self.2.tun_reads.get()?;
+        Some(reads.iter().map(|q| q.load(std::sync::atomic::Ordering::Relaxed)).collect())
+    }
+
     /// A figure the node's core reports (`conn_table_entries`, `raft_term`, …).
     pub fn set_gauge(&self, name: &'static str, value: u64) {
         if let Ok(mut g) = self.2.gauges.lock() {
@@ -116,6 +136,10 @@ impl Drops {
             "Packets the node sent on.",
             vec![(String::new(), self.2.packets_out.load(Relaxed))],
         );
+        if let Some(reads) = self.tun_reads() {
+            let rows = reads.iter().enumerate().map(|(q, n)| (format!(",queue=\"{q}\""), *n)).collect();
+            metric("tun_queue_packets_total", "counter", "Packets read from each queue of the TUN device.", rows);
+        }
         let drops = self.0.lock().map(|c| c.clone()).unwrap_or_default();
         let rows = drops.iter().map(|(r, n)| (format!(",reason=\"{r}\""), *n)).collect();
         metric("drops_total", "counter", "Packets the node's core refused, by reason.", rows);

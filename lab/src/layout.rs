@@ -23,6 +23,28 @@ pub const NO_IMPAIRMENTS: &str = "no-impairments";
 /// A file in the lab's state directory that runs nodes SCHED_FIFO (`lab up --realtime`).
 pub const REALTIME: &str = "realtime";
 
+/// A file in the lab's state directory holding how many queues each POP reads its TUN
+/// device with (`lab up --tun-queues N`); without it, one per core.
+pub const TUN_QUEUES: &str = "tun-queues";
+
+/// The TUN queue count the lab in `state_dir` asks of its POPs.
+pub fn tun_queues(state_dir: &Path) -> Result<usize, String> {
+    let path = state_dir.join(TUN_QUEUES);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=crate::tunq::QUEUES_MAX).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "{}: `{}` is not a queue count (1 to {})",
+                path.display(),
+                text.trim(),
+                crate::tunq::QUEUES_MAX
+            )),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(crate::tunq::per_core()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// Names a namespace or a state file may carry: letters, digits, `.`, `_`, `-`.
 pub fn sanitize(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect()

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyedge_ccn::{ComponentRng, Link};
-use anyedge_pop::{Output as PopOutput, Pop};
 use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
-use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config, pop_config};
+use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config};
 use anyedge_topology::{self as topology, BackboneTransport, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -27,7 +26,6 @@ use crate::layout::{
 use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
 use crate::probing::{UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
-use futures_util::FutureExt as _;
 
 /// Largest packet a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -53,6 +51,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let role = plan.namespaces[node.ns].role.clone();
     let ready = crate::layout::ready_marker(state_dir, &node.name);
     let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
+    let tun_queues = crate::layout::tun_queues(state_dir)?;
     if state_dir.join(REALTIME).exists() {
         crate::realtime::enter()?;
     }
@@ -92,7 +91,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         match role {
             Role::Pop(p) => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
-                run_pop(&t, &plan, p, node).await
+                crate::pop::run_pop(&t, &plan, p, node, tun_queues).await
             }
             Role::Clb { region, index } => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
@@ -162,6 +161,9 @@ async fn serve_control(
                 for (section, value) in drops.sections() {
                     status[section] = value;
                 }
+                if let Some(reads) = drops.tun_reads() {
+                    status["tun"] = serde_json::json!({ "queues": reads.len(), "packets_read": reads });
+                }
                 if let Some(a) = &applied {
                     status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
                 }
@@ -202,43 +204,31 @@ async fn serve_metrics(listener: tokio::net::TcpListener, name: String, drops: D
     }
 }
 
-fn now_ns(start: Instant) -> u64 {
+pub(crate) fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
-/// Where a shaped packet goes once its link delivers it.
-enum PopDest {
-    /// A client's packet, now at the POP: into the core.
-    Core,
-    /// Encapsulated, now at the CLB node (UDP).
-    Clb(SocketAddr),
-    /// Encapsulated, now at the CLB node (gRPC stream to region, node).
-    ClbStream(usize, usize),
-    /// A reply, now at the client: out through the TUN device to the internet.
-    Client,
-}
-
-fn far_future() -> tokio::time::Instant {
+pub(crate) fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
 }
 
-fn flow_of(packet: &[u8]) -> u64 {
+pub(crate) fn flow_of(packet: &[u8]) -> u64 {
     inner::parse(packet).map_or(0, |i| u64::from(i.key.flow_hash()))
 }
 
 /// What a forwarding node (POP, CLB) gets from the process around it.
-struct Forwarder<'a> {
-    ready: &'a Path,
+pub(crate) struct Forwarder<'a> {
+    pub(crate) ready: &'a Path,
     /// Apply the file's link impairments (off for benchmarks).
-    impair: bool,
+    pub(crate) impair: bool,
     /// The route table's watch stream, when the file has a control plane.
-    follower: Option<crate::watch::Follower>,
-    drops: Drops,
+    pub(crate) follower: Option<crate::watch::Follower>,
+    pub(crate) drops: Drops,
     /// Its backbone keys (from the lab's PKI).
-    keys: Vec<anyedge_ccn::PeerKeys>,
+    pub(crate) keys: Vec<anyedge_ccn::PeerKeys>,
     /// Where its certificate is (the gRPC backbone), and its name.
-    state_dir: &'a Path,
-    name: &'a str,
+    pub(crate) state_dir: &'a Path,
+    pub(crate) name: &'a str,
 }
 
 /// Backbone authentication for a core whose clock starts now, with this start's salt.
@@ -246,186 +236,6 @@ pub(crate) fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> Result<anyedge_
     let epoch_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     Ok(anyedge_ccn::AuthConfig { keys, epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()? })
-}
-
-async fn run_pop(t: &Topology, plan: &Plan, p: usize, node: Forwarder<'_>) -> Result<(), String> {
-    let Forwarder { ready, impair, mut follower, drops, keys, state_dir, name } = node;
-    let tun = open_tun()?;
-    let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
-    // The backbone socket carries the data: batched both ways.
-    let mut sock = BatchSocket::bind(bind).await?;
-    let start = Instant::now();
-    let auth = auth_from_now(keys)?;
-    let me = anyedge_topology::nodes::pop_node(p);
-    let mut config = pop_config(t, p);
-    config.auth = auth.clone();
-    let mut core = Pop::new(config, 0);
-    let seed = t.seed;
-    // The access links of every client group to this POP, both ways, and the backbone
-    // links to every region: the simulator's links, in user space.
-    let groups: HashMap<IpAddr, usize> =
-        (0..t.clients.len()).flat_map(|g| plan.client_sources(g).into_iter().map(move |a| (a, g))).collect();
-    let access = |g: usize, dir: usize| {
-        let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
-        Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
-    };
-    let mut to_pop: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 0)).collect();
-    let mut to_client: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 1)).collect();
-    let mut backbone: Vec<Link> = (0..t.regions.len())
-        .map(|r| {
-            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
-            Link::new(model, ComponentRng::new(seed, &format!("lab/backbone/{p}/{r}/0")))
-        })
-        .collect();
-    let mut shaper: Shaper<PopDest> = Shaper::new(start, impair);
-    // With `backbone.transport: grpc`, one stream per CLB node instead of UDP.
-    let grpc = t.backbone.transport == BackboneTransport::Grpc;
-    let (down_tx, mut down_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4096);
-    let mut streams: HashMap<(usize, usize), tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
-    // Every CLB node's tunnel endpoint, looked up once rather than per packet.
-    let clb_tunnels: HashMap<(usize, usize), SocketAddr> = t
-        .regions
-        .iter()
-        .enumerate()
-        .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| (r, i)))
-        .filter_map(|(r, i)| plan.clb_tunnel(r, i).map(|a| ((r, i), a)))
-        .collect();
-    if grpc {
-        for (&(r, i), a) in &clb_tunnels {
-            let to = SocketAddr::new(a.ip(), GRPC_PORT);
-            let tls = crate::pki::client(state_dir, name, a.ip())?;
-            streams.insert((r, i), crate::grpc::connect(to, tls, down_tx.clone()));
-        }
-    }
-    // Health probes (the internet router's, the CLB nodes'): answered while we run.
-    let router =
-        plan.ns_index(&Role::Pop(p)).zip(plan.ns_index(&Role::Internet)).and_then(|(ns, inet)| plan.gateway(ns, inet));
-    answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops.clone()).await?;
-    // Backbone probing of the CLB nodes (the shared liveness core): a dead node's flows
-    // move to a live one of its region, a node that answers again is taken back.
-    let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
-        clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
-    clb_peers.sort();
-    let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
-    let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
-    let sealing = Some((auth.keyring(me, 0), ids));
-    let mut prober = UdpProber::bind(bind.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
-    let mut probe_buf = [0u8; 256];
-    mark_ready(ready)?;
-    let mut tbuf = vec![0u8; MTU_BUF];
-    loop {
-        // Packets with no delay to wait for go round again at once.
-        let mut due = shaper.take_ready();
-        let wake = shaper.wake_at().unwrap_or_else(far_future);
-        if due.is_empty() {
-            tokio::select! {
-                r = tun.recv(&mut tbuf) => {
-                    let mut n = r.map_err(|e| e.to_string())?;
-                    // Every packet already waiting joins this pass (their backbone sends
-                    // then leave together), up to a batch.
-                    for _ in 0..crate::batch::BATCH {
-                        drops.packet_in();
-                        let packet = tbuf[..n].to_vec();
-                        let group = inner::parse(&packet).ok().and_then(|i| groups.get(&i.key.src).copied());
-                        match group {
-                            Some(g) => shaper.push(&mut to_pop[g], flow_of(&packet), PopDest::Core, packet),
-                            None => shaper.pass(PopDest::Core, packet),
-                        }
-                        match tun.recv(&mut tbuf).now_or_never() {
-                            Some(Ok(m)) => n = m,
-                            _ => break,
-                        }
-                    }
-                }
-                r = sock.recv() => {
-                    r.map_err(|e| e.to_string())?;
-                    for (_, packet) in sock.datagrams() {
-                        drops.packet_in();
-                        drops.count(core.handle_from_clb(now_ns(start), packet));
-                    }
-                }
-                Some(packet) = down_rx.recv() => {
-                    drops.packet_in();
-                    drops.count(core.handle_from_clb(now_ns(start), &packet));
-                }
-                // POPs forward by VIP and CLB node; what the table changes for them is which
-                // listeners' replies may leave toward clients.
-                Some((change, _)) = crate::watch::next_change(&mut follower) => {
-                    anyedge_topology::route_table::apply_to_pop(&mut core, t, &change);
-                }
-                _ = tokio::time::sleep_until(prober.wake_at(start)) => {
-                    let changes = prober.tick(now_ns(start)).await;
-                    clb_changes(t, p, &mut core, &clb_peers, changes);
-                }
-                r = prober.sock.recv_from(&mut probe_buf) => {
-                    if let Ok((n, _)) = r {
-                        let changes = prober.answered(&probe_buf[..n]);
-                        clb_changes(t, p, &mut core, &clb_peers, changes);
-                    }
-                }
-                _ = tokio::time::sleep_until(wake) => due = shaper.due(),
-            }
-        }
-        due.extend(shaper.take_ready());
-        for (dest, packet) in due {
-            match dest {
-                PopDest::Core => {
-                    drops.count(core.handle_from_client(now_ns(start), &packet));
-                }
-                PopDest::Clb(to) => {
-                    drops.packet_out();
-                    sock.queue(to, packet);
-                }
-                PopDest::ClbStream(r, i) => {
-                    if let Some(up) = streams.get(&(r, i)) {
-                        drops.packet_out();
-                        let _ = up.try_send(packet);
-                    }
-                }
-                PopDest::Client => {
-                    drops.packet_out();
-                    let _ = tun.send(&packet).await;
-                }
-            }
-        }
-        while let Some(out) = core.poll_output() {
-            match out {
-                PopOutput::ToClb { region, node, bytes } => {
-                    let (r, i) = (usize::from(region), usize::from(node));
-                    if let Some(&to) = clb_tunnels.get(&(r, i)) {
-                        let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
-                        let dest = if grpc { PopDest::ClbStream(r, i) } else { PopDest::Clb(to) };
-                        shaper.push(&mut backbone[r], flow, dest, bytes);
-                    }
-                }
-                PopOutput::ToClient { bytes } => {
-                    let group = inner::parse(&bytes).ok().and_then(|i| groups.get(&i.key.dst).copied());
-                    match group {
-                        Some(g) => shaper.push(&mut to_client[g], flow_of(&bytes), PopDest::Client, bytes),
-                        None => shaper.pass(PopDest::Client, bytes),
-                    }
-                }
-            }
-        }
-        sock.flush().await;
-    }
-}
-
-/// A POP's probes found CLB nodes down or back: its core sends their flows elsewhere (or
-/// to them again), and the log says when.
-fn clb_changes(
-    t: &Topology,
-    p: usize,
-    core: &mut Pop,
-    peers: &[((usize, usize), SocketAddr)],
-    changes: Vec<(usize, bool)>,
-) {
-    for (peer, up) in changes {
-        let ((r, i), _) = peers[peer];
-        core.set_clb_up(r as u16, i as u16, up);
-        let state = if up { "up" } else { "down" };
-        tracing::info!("pop/{}: {} {state}", t.pops[p].name, anyedge_topology::clb_name(&t.regions[r].name, i));
-    }
 }
 
 /// Where a CLB node's reply goes once its backbone link delivers it.

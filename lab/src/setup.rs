@@ -56,11 +56,13 @@ pub struct Options {
     pub impairments: bool,
     /// Node processes run SCHED_FIFO (see [`crate::realtime`]).
     pub realtime: bool,
+    /// Queues each POP reads its TUN device with (None: one per core; see [`crate::tunq`]).
+    pub tun_queues: Option<usize>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { impairments: true, realtime: false }
+        Options { impairments: true, realtime: false, tun_queues: None }
     }
 }
 
@@ -115,6 +117,15 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
     }
     if options.realtime {
         std::fs::write(dir.join(REALTIME), b"").map_err(|e| e.to_string())?;
+    }
+    if let Some(n) = options.tun_queues {
+        if !(1..=crate::tunq::QUEUES_MAX).contains(&n) {
+            return Err(format!(
+                "--tun-queues {n}: a POP reads its TUN device with 1 to {} queues",
+                crate::tunq::QUEUES_MAX
+            ));
+        }
+        std::fs::write(dir.join(crate::layout::TUN_QUEUES), format!("{n}\n")).map_err(|e| e.to_string())?;
     }
     for ns in &plan.namespaces {
         ip(&["netns", "add", &ns.name])?;
@@ -231,7 +242,8 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
                 ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
-                ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
+                // Multi-queue: the POP reads it with a queue per core.
+                ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun", "multi_queue"])?;
                 ip_in(name, &["link", "set", TUN_NAME, "up"])?;
                 for v in t.vips.iter().filter(|v| v.pops.contains(&p)) {
                     ip_in(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
@@ -492,6 +504,15 @@ pub struct Status {
     pub health: BTreeMap<String, BTreeMap<String, String>>,
     /// Per backend host whose security groups dropped a packet: the last one, and why.
     pub denied: BTreeMap<String, String>,
+    /// Each running POP's TUN device: its queues, and the packets read from each.
+    pub tun: BTreeMap<String, TunStatus>,
+}
+
+/// A POP's TUN device as its node reports it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct TunStatus {
+    pub queues: usize,
+    pub packets_read: Vec<u64>,
 }
 
 pub fn status(file: &Path) -> Result<Status, String> {
@@ -503,6 +524,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut quic = BTreeMap::new();
     let mut health = BTreeMap::new();
     let mut denied = BTreeMap::new();
+    let mut tun = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
@@ -525,6 +547,9 @@ pub fn status(file: &Path) -> Result<Status, String> {
         if let Some(seen) = seen {
             health.insert(n.name.clone(), seen);
         }
+        if let Some(t) = answer.as_ref().and_then(|a| serde_json::from_value::<TunStatus>(a["tun"].clone()).ok()) {
+            tun.insert(n.name.clone(), t);
+        }
         if let Some(why) = answer.as_ref().and_then(|a| a["denied"].as_str()) {
             denied.insert(n.name.clone(), why.to_string());
         }
@@ -539,6 +564,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
         quic,
         health,
         denied,
+        tun,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }

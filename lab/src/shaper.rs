@@ -55,14 +55,26 @@ impl<D> Shaper<D> {
         Some(tokio::time::Instant::from_std(due.checked_sub(Duration::from_millis(1)).unwrap_or(due)))
     }
 
+    /// How long until the earliest packet is due, when that is within a millisecond (the
+    /// rest of the wait after [`Shaper::wake_at`]); zero otherwise.
+    pub fn until_due(&self) -> Duration {
+        match self.queue.next_at() {
+            Some(at) => {
+                let now = self.now_ns();
+                if at > now && at - now <= 1_000_000 { Duration::from_nanos(at - now) } else { Duration::ZERO }
+            }
+            None => Duration::ZERO,
+        }
+    }
+
     /// The packets due now, waiting out up to a millisecond for the earliest one.
     pub fn due(&mut self) -> Vec<(D, Vec<u8>)> {
-        if let Some(at) = self.queue.next_at() {
-            let now = self.now_ns();
-            if at > now && at - now <= 1_000_000 {
-                std::thread::sleep(Duration::from_nanos(at - now));
-            }
-        }
+        std::thread::sleep(self.until_due());
+        self.due_now()
+    }
+
+    /// The packets due now, without waiting.
+    pub fn due_now(&mut self) -> Vec<(D, Vec<u8>)> {
         let now = self.now_ns();
         let mut out = std::mem::take(&mut self.ready);
         while let Some(item) = self.queue.pop_until(now) {

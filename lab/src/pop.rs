@@ -1,0 +1,464 @@
+//! A POP node of the lab: the shipped POP core behind the VIP's TUN device, read through
+//! its multi-queue support with one queue per core ([`crate::tunq`]).
+//!
+//! Each queue has a thread of its own, with its own runtime and its own backbone socket
+//! (`SO_REUSEPORT` on the POP's one tunnel address, so every thread sends from the same
+//! address and the kernel hands each arriving datagram to one of them). The system calls —
+//! TUN reads and writes, batched backbone sends and receives — run on every core at once.
+//! The core's own work for a packet (parse, flow lookup, seal or open: about a microsecond)
+//! runs under one lock, so the POP keeps one flow table, one sequence of backbone sequence
+//! numbers and one set of replay windows whatever the number of queues: the core is the
+//! simulator's, unchanged. Queue 0's thread (the process's main thread) also follows the
+//! route table, probes the CLB nodes and takes the gRPC streams' replies.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use anyedge_ccn::{ComponentRng, Link};
+use anyedge_pop::{Output as PopOutput, Pop};
+use anyedge_proto::inner;
+use anyedge_topology::nodes::pop_config;
+use anyedge_topology::{BackboneTransport, Topology};
+use futures_util::FutureExt as _;
+use tokio::sync::mpsc;
+
+use crate::batch::{BATCH, BatchSocket};
+use crate::drops::Drops;
+use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
+use crate::node::{Forwarder, auth_from_now, far_future, flow_of, now_ns};
+use crate::plan::{Plan, Role, TUN_NAME};
+use crate::probing::{UdpProber, answer_probes, probe_config};
+use crate::shaper::Shaper;
+
+/// Largest packet a queue reads at once.
+const MTU_BUF: usize = 65_536;
+
+/// Where a shaped packet goes once its link delivers it.
+enum PopDest {
+    /// A client's packet, now at the POP: into the core.
+    Core,
+    /// Out of the node.
+    Leave(Leave),
+}
+
+/// Where a packet leaving the node goes.
+enum Leave {
+    /// Encapsulated, now at the CLB node (UDP).
+    Clb(SocketAddr),
+    /// Encapsulated, now at the CLB node (gRPC stream to region, node).
+    ClbStream(usize, usize),
+    /// A reply, now at the client: out through the TUN device to the internet.
+    Client,
+}
+
+/// What the queues share and take turns at: the core and the links it sends over.
+struct PopState {
+    core: Pop,
+    shaper: Shaper<PopDest>,
+    /// Access links of each client group: toward the POP, toward the client.
+    to_pop: Vec<Link>,
+    to_client: Vec<Link>,
+    /// Backbone links to each region.
+    backbone: Vec<Link>,
+}
+
+/// The POP's forwarding path: its state behind the lock, and what never changes.
+struct PopPath {
+    state: Mutex<PopState>,
+    /// Client group of each client source address (which access link a packet takes).
+    groups: HashMap<IpAddr, usize>,
+    /// Every CLB node's tunnel endpoint, looked up once rather than per packet.
+    clb_tunnels: HashMap<(usize, usize), SocketAddr>,
+    /// `backbone.transport: grpc`: one stream per CLB node instead of UDP.
+    grpc: bool,
+    streams: HashMap<(usize, usize), mpsc::Sender<Vec<u8>>>,
+    writers: crate::tunq::Writers,
+    drops: Drops,
+    start: Instant,
+}
+
+/// One queue's own I/O: its TUN attachment, its backbone socket and its buffers.
+struct Queue {
+    index: usize,
+    tun: tun::AsyncDevice,
+    sock: BatchSocket,
+    buf: Vec<u8>,
+    inbox: Vec<(Option<usize>, u64, Vec<u8>)>,
+    out: Vec<(Leave, Vec<u8>)>,
+}
+
+/// What only queue 0's thread waits on besides its queue.
+struct Control<'a> {
+    t: &'a Topology,
+    p: usize,
+    follower: Option<crate::watch::Follower>,
+    prober: UdpProber,
+    clb_peers: Vec<((usize, usize), SocketAddr)>,
+    probe_buf: [u8; 256],
+    down_rx: mpsc::Receiver<Vec<u8>>,
+}
+
+enum ControlEvent {
+    /// A reply down a gRPC stream.
+    Down(Vec<u8>),
+    /// A committed route-table change.
+    Change(anyedge_control::Change),
+    /// The prober's timer.
+    Tick,
+    /// A probe answer of this many bytes in the probe buffer.
+    Answer(usize),
+}
+
+pub(crate) async fn run_pop(
+    t: &Topology,
+    plan: &Plan,
+    p: usize,
+    node: Forwarder<'_>,
+    queues: usize,
+) -> Result<(), String> {
+    let Forwarder { ready, impair, follower, drops, keys, state_dir, name } = node;
+    let fds = crate::tunq::attach(TUN_NAME, queues)?;
+    let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
+    let start = Instant::now();
+    let auth = auth_from_now(keys)?;
+    let me = anyedge_topology::nodes::pop_node(p);
+    let mut config = pop_config(t, p);
+    config.auth = auth.clone();
+    let core = Pop::new(config, 0);
+    let seed = t.seed;
+    // The access links of every client group to this POP, both ways, and the backbone
+    // links to every region: the simulator's links, in user space.
+    let groups: HashMap<IpAddr, usize> =
+        (0..t.clients.len()).flat_map(|g| plan.client_sources(g).into_iter().map(move |a| (a, g))).collect();
+    let access = |g: usize, dir: usize| {
+        let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
+        Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
+    };
+    let to_pop: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 0)).collect();
+    let to_client: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 1)).collect();
+    let backbone: Vec<Link> = (0..t.regions.len())
+        .map(|r| {
+            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+            Link::new(model, ComponentRng::new(seed, &format!("lab/backbone/{p}/{r}/0")))
+        })
+        .collect();
+    let shaper: Shaper<PopDest> = Shaper::new(start, impair);
+    let grpc = t.backbone.transport == BackboneTransport::Grpc;
+    let (down_tx, down_rx) = mpsc::channel::<Vec<u8>>(4096);
+    let clb_tunnels: HashMap<(usize, usize), SocketAddr> = t
+        .regions
+        .iter()
+        .enumerate()
+        .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| (r, i)))
+        .filter_map(|(r, i)| plan.clb_tunnel(r, i).map(|a| ((r, i), a)))
+        .collect();
+    let mut streams = HashMap::new();
+    if grpc {
+        for (&(r, i), a) in &clb_tunnels {
+            let to = SocketAddr::new(a.ip(), GRPC_PORT);
+            let tls = crate::pki::client(state_dir, name, a.ip())?;
+            streams.insert((r, i), crate::grpc::connect(to, tls, down_tx.clone()));
+        }
+    }
+    drops.set_tun_queues(fds.len());
+    let path = Arc::new(PopPath {
+        state: Mutex::new(PopState { core, shaper, to_pop, to_client, backbone }),
+        groups,
+        clb_tunnels,
+        grpc,
+        streams,
+        writers: crate::tunq::Writers::new(&fds)?,
+        drops: drops.clone(),
+        start,
+    });
+    // Health probes (the internet router's, the CLB nodes'): answered while we run.
+    let router =
+        plan.ns_index(&Role::Pop(p)).zip(plan.ns_index(&Role::Internet)).and_then(|(ns, inet)| plan.gateway(ns, inet));
+    answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops.clone()).await?;
+    // Backbone probing of the CLB nodes (the shared liveness core): a dead node's flows
+    // move to a live one of its region, a node that answers again is taken back.
+    let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
+        path.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
+    clb_peers.sort();
+    let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
+    let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
+    let sealing = Some((auth.keyring(me, 0), ids));
+    let prober = UdpProber::bind(bind.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
+    // Every queue's backbone socket is bound before the node says it is ready.
+    let mut socks =
+        (0..fds.len()).map(|_| crate::batch::bind_shared(bind)).collect::<Result<Vec<_>, String>>()?.into_iter();
+    let mut fds = fds.into_iter();
+    let (first_fd, first_sock) = (fds.next().ok_or("no TUN queue")?, socks.next().ok_or("no backbone socket")?);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    for (index, (fd, sock)) in fds.zip(socks).enumerate().map(|(i, x)| (i + 1, x)) {
+        let (path, started) = (path.clone(), started_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("tun-queue-{index}"))
+            .spawn(move || queue_thread(path, index, fd, sock, started))
+            .map_err(|e| format!("cannot start the thread of TUN queue {index}: {e}"))?;
+    }
+    drop(started_tx);
+    for started in started_rx {
+        started?;
+    }
+    let mut queue = Queue::new(0, first_fd, first_sock)?;
+    let control = Control { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx };
+    mark_ready(ready)?;
+    tracing::info!("{name}: reading {TUN_NAME} on {} queue(s)", path.writers.len());
+    serve_queue(&path, &mut queue, Some(control)).await
+}
+
+/// Queue `index`'s thread: a runtime of its own serving the queue; the node exits if it
+/// fails, as it would if the main thread failed.
+fn queue_thread(
+    path: Arc<PopPath>,
+    index: usize,
+    fd: OwnedFd,
+    sock: std::net::UdpSocket,
+    started: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let queue = Queue::new(index, fd, sock);
+            let _ = started.send(queue.as_ref().map(|_| ()).map_err(Clone::clone));
+            drop(started);
+            serve_queue(&path, &mut queue?, None).await
+        })
+    }));
+    let why = match run {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e,
+        Err(_) => "panicked".to_string(),
+    };
+    tracing::error!("TUN queue {index}: {why}; the node stops");
+    std::process::exit(1);
+}
+
+impl Queue {
+    /// Queue `index` on the calling thread's runtime.
+    fn new(index: usize, fd: OwnedFd, sock: std::net::UdpSocket) -> Result<Queue, String> {
+        Ok(Queue {
+            index,
+            tun: crate::tunq::into_async(TUN_NAME, fd)?,
+            sock: BatchSocket::from_std(sock)?,
+            buf: vec![0u8; MTU_BUF],
+            inbox: Vec::with_capacity(BATCH),
+            out: Vec::with_capacity(BATCH),
+        })
+    }
+}
+
+impl PopPath {
+    fn lock(&self) -> MutexGuard<'_, PopState> {
+        // A thread that panicked holding the lock ends the node (`queue_thread`); what
+        // it left is still the core's own consistent state between two calls.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn now_ns(&self) -> u64 {
+        now_ns(self.start)
+    }
+
+    /// Packets from clients: the first one read (`n` bytes in the buffer) and every one
+    /// already waiting on the queue, up to a batch, onto their access links.
+    fn take_from_clients(&self, q: &mut Queue, mut n: usize) {
+        loop {
+            let packet = q.buf[..n].to_vec();
+            let parsed = inner::parse(&packet).ok();
+            let group = parsed.as_ref().and_then(|i| self.groups.get(&i.key.src).copied());
+            let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
+            q.inbox.push((group, flow, packet));
+            if q.inbox.len() == BATCH {
+                break;
+            }
+            match q.tun.recv(&mut q.buf).now_or_never() {
+                Some(Ok(m)) => n = m,
+                _ => break,
+            }
+        }
+        self.drops.tun_read(q.index, q.inbox.len() as u64);
+        let mut guard = self.lock();
+        let PopState { shaper, to_pop, .. } = &mut *guard;
+        for (group, flow, packet) in q.inbox.drain(..) {
+            self.drops.packet_in();
+            match group.and_then(|g| to_pop.get_mut(g)) {
+                Some(link) => shaper.push(link, flow, PopDest::Core, packet),
+                None => shaper.pass(PopDest::Core, packet),
+            }
+        }
+    }
+
+    /// Backbone datagrams from CLB nodes, into the core.
+    fn take_from_clbs<'b>(&self, datagrams: impl Iterator<Item = &'b [u8]>) {
+        let now = self.now_ns();
+        let mut guard = self.lock();
+        for packet in datagrams {
+            self.drops.packet_in();
+            self.drops.count(guard.core.handle_from_clb(now, packet));
+        }
+    }
+
+    /// Packets due on their links (`due`, and whatever is ready without a wait): clients'
+    /// into the core, the core's output onto its links; then, outside the lock, what is
+    /// ready to leave goes out through this queue's socket and the TUN device.
+    async fn forward(&self, q: &mut Queue, due: Vec<(PopDest, Vec<u8>)>) {
+        {
+            let now = self.now_ns();
+            let mut guard = self.lock();
+            let PopState { core, shaper, to_client, backbone, .. } = &mut *guard;
+            // Clients' packets into the core, the core's output onto its links, until
+            // nothing ready is left for the core (its output never is).
+            let mut pending = due;
+            loop {
+                pending.extend(shaper.take_ready());
+                if pending.is_empty() {
+                    break;
+                }
+                for (dest, packet) in pending.drain(..) {
+                    match dest {
+                        PopDest::Core => self.drops.count(core.handle_from_client(now, &packet)),
+                        PopDest::Leave(leave) => q.out.push((leave, packet)),
+                    }
+                }
+                while let Some(out) = core.poll_output() {
+                    match out {
+                        PopOutput::ToClb { region, node, bytes } => {
+                            let (r, i) = (usize::from(region), usize::from(node));
+                            if let (Some(&to), Some(link)) = (self.clb_tunnels.get(&(r, i)), backbone.get_mut(r)) {
+                                let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
+                                let leave = if self.grpc { Leave::ClbStream(r, i) } else { Leave::Clb(to) };
+                                shaper.push(link, flow, PopDest::Leave(leave), bytes);
+                            }
+                        }
+                        PopOutput::ToClient { bytes } => {
+                            let parsed = inner::parse(&bytes).ok();
+                            let group = parsed.as_ref().and_then(|i| self.groups.get(&i.key.dst).copied());
+                            let dest = PopDest::Leave(Leave::Client);
+                            match group.and_then(|g| to_client.get_mut(g)) {
+                                Some(link) => shaper.push(link, flow_of(&bytes), dest, bytes),
+                                None => shaper.pass(dest, bytes),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (leave, packet) in q.out.drain(..) {
+            match leave {
+                Leave::Clb(to) => {
+                    self.drops.packet_out();
+                    q.sock.queue(to, packet);
+                }
+                Leave::ClbStream(r, i) => {
+                    if let Some(up) = self.streams.get(&(r, i)) {
+                        self.drops.packet_out();
+                        let _ = up.try_send(packet);
+                    }
+                }
+                // Written on the queue of the flow's hash: the kernel then reads the
+                // flow's next packets from that queue too.
+                Leave::Client => {
+                    self.drops.packet_out();
+                    let _ = self.writers.write(flow_of(&packet), &packet);
+                }
+            }
+        }
+        q.sock.flush().await;
+    }
+
+    /// The packets due on their links now, waiting out the last part of a millisecond
+    /// for the earliest without holding the lock.
+    fn due(&self) -> Vec<(PopDest, Vec<u8>)> {
+        let wait = self.lock().shaper.until_due();
+        std::thread::sleep(wait);
+        self.lock().shaper.due_now()
+    }
+}
+
+/// What queue 0's thread waits on besides its queue (never, on the other threads).
+async fn next_control(control: &mut Option<Control<'_>>, start: Instant) -> ControlEvent {
+    let Some(c) = control.as_mut() else { return std::future::pending().await };
+    loop {
+        tokio::select! {
+            Some(packet) = c.down_rx.recv() => return ControlEvent::Down(packet),
+            // POPs forward by VIP and CLB node; what the table changes for them is which
+            // listeners' replies may leave toward clients.
+            Some((change, _)) = crate::watch::next_change(&mut c.follower) => return ControlEvent::Change(change),
+            _ = tokio::time::sleep_until(c.prober.wake_at(start)) => return ControlEvent::Tick,
+            r = c.prober.sock.recv_from(&mut c.probe_buf) => {
+                if let Ok((n, _)) = r {
+                    return ControlEvent::Answer(n);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one queue until the node stops: its TUN reads, its backbone socket, the links'
+/// timers, and on queue 0 the route table, the prober and the gRPC streams.
+async fn serve_queue(path: &PopPath, q: &mut Queue, mut control: Option<Control<'_>>) -> Result<(), String> {
+    loop {
+        // Packets with no delay to wait for go round again at once.
+        let (mut due, wake) = {
+            let mut state = path.lock();
+            (state.shaper.take_ready(), state.shaper.wake_at().unwrap_or_else(far_future))
+        };
+        if due.is_empty() {
+            tokio::select! {
+                r = q.tun.recv(&mut q.buf) => {
+                    let n = r.map_err(|e| format!("TUN queue {}: {e}", q.index))?;
+                    path.take_from_clients(q, n);
+                }
+                r = q.sock.recv() => {
+                    r.map_err(|e| e.to_string())?;
+                    path.take_from_clbs(q.sock.datagrams().map(|(_, d)| d));
+                }
+                event = next_control(&mut control, path.start) => {
+                    if let Some(c) = control.as_mut() {
+                        handle_control(path, c, event).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => due = path.due(),
+            }
+        }
+        path.forward(q, due).await;
+    }
+}
+
+async fn handle_control(path: &PopPath, c: &mut Control<'_>, event: ControlEvent) {
+    match event {
+        ControlEvent::Down(packet) => path.take_from_clbs(std::iter::once(&packet[..])),
+        ControlEvent::Change(change) => {
+            anyedge_topology::route_table::apply_to_pop(&mut path.lock().core, c.t, &change);
+        }
+        ControlEvent::Tick => {
+            let changes = c.prober.tick(path.now_ns()).await;
+            clb_changes(c.t, c.p, &mut path.lock().core, &c.clb_peers, changes);
+        }
+        ControlEvent::Answer(n) => {
+            let changes = c.prober.answered(&c.probe_buf[..n]);
+            clb_changes(c.t, c.p, &mut path.lock().core, &c.clb_peers, changes);
+        }
+    }
+}
+
+/// A POP's probes found CLB nodes down or back: its core sends their flows elsewhere (or
+/// to them again), and the log says when.
+fn clb_changes(
+    t: &Topology,
+    p: usize,
+    core: &mut Pop,
+    peers: &[((usize, usize), SocketAddr)],
+    changes: Vec<(usize, bool)>,
+) {
+    for (peer, up) in changes {
+        let ((r, i), _) = peers[peer];
+        core.set_clb_up(r as u16, i as u16, up);
+        let state = if up { "up" } else { "down" };
+        tracing::info!("pop/{}: {} {state}", t.pops[p].name, anyedge_topology::clb_name(&t.regions[r].name, i));
+    }
+}
