@@ -310,14 +310,11 @@ impl PopPath {
             let now = self.now_ns();
             let mut guard = self.lock();
             let PopState { core, shaper, to_client, backbone, .. } = &mut *guard;
-            // Clients' packets into the core, the core's output onto its links, until
-            // nothing ready is left for the core (its output never is).
+            // Clients' packets into the core, the core's output (also what it made of
+            // backbone datagrams just taken) onto its links, until nothing ready is left
+            // for the core (its output never is).
             let mut pending = due;
             loop {
-                pending.extend(shaper.take_ready());
-                if pending.is_empty() {
-                    break;
-                }
                 for (dest, packet) in pending.drain(..) {
                     match dest {
                         PopDest::Core => self.drops.count(core.handle_from_client(now, &packet)),
@@ -344,6 +341,10 @@ impl PopPath {
                             }
                         }
                     }
+                }
+                pending.extend(shaper.take_ready());
+                if pending.is_empty() {
+                    break;
                 }
             }
         }
