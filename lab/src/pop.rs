@@ -35,6 +35,10 @@ use crate::shaper::Shaper;
 
 /// Largest packet a queue reads at once.
 const MTU_BUF: usize = 65_536;
+/// Packet buffers a queue keeps for its next reads.
+const SPARE_MAX: usize = 4 * BATCH;
+/// The largest buffer kept as a spare (a full-size packet fits).
+const SPARE_BYTES_MAX: usize = 2_048;
 
 /// Where a shaped packet goes once its link delivers it.
 enum PopDest {
@@ -88,6 +92,19 @@ struct Queue {
     buf: Vec<u8>,
     inbox: Vec<(Option<usize>, u64, Vec<u8>)>,
     out: Vec<(Leave, Vec<u8>)>,
+    /// Buffers of packets this queue is done with (a client's packet the core has taken,
+    /// a reply written to the device), reused for the next reads instead of allocating.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Queue {
+    fn recycle(&mut self, mut packet: Vec<u8>) {
+        // A jumbo buffer is let go: the spares stay a few hundred KB at most.
+        if self.spare.len() < SPARE_MAX && packet.capacity() <= SPARE_BYTES_MAX {
+            packet.clear();
+            self.spare.push(packet);
+        }
+    }
 }
 
 /// What only queue 0's thread waits on besides its queue.
@@ -248,6 +265,7 @@ impl Queue {
             buf: vec![0u8; MTU_BUF],
             inbox: Vec::with_capacity(BATCH),
             out: Vec::with_capacity(BATCH),
+            spare: Vec::with_capacity(SPARE_MAX),
         })
     }
 }
@@ -267,7 +285,8 @@ impl PopPath {
     /// already waiting on the queue, up to a batch, onto their access links.
     fn take_from_clients(&self, q: &mut Queue, mut n: usize) {
         loop {
-            let packet = q.buf[..n].to_vec();
+            let mut packet = q.spare.pop().unwrap_or_default();
+            packet.extend_from_slice(&q.buf[..n]);
             let parsed = inner::parse(&packet).ok();
             let group = parsed.as_ref().and_then(|i| self.groups.get(&i.key.src).copied());
             let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
@@ -317,7 +336,10 @@ impl PopPath {
             loop {
                 for (dest, packet) in pending.drain(..) {
                     match dest {
-                        PopDest::Core => self.drops.count(core.handle_from_client(now, &packet)),
+                        PopDest::Core => {
+                            self.drops.count(core.handle_from_client(now, &packet));
+                            q.recycle(packet);
+                        }
                         PopDest::Leave(leave) => q.out.push((leave, packet)),
                     }
                 }
@@ -348,7 +370,8 @@ impl PopPath {
                 }
             }
         }
-        for (leave, packet) in q.out.drain(..) {
+        let mut out = std::mem::take(&mut q.out);
+        for (leave, packet) in out.drain(..) {
             match leave {
                 Leave::Clb(to) => {
                     self.drops.packet_out();
@@ -365,9 +388,11 @@ impl PopPath {
                 Leave::Client => {
                     self.drops.packet_out();
                     let _ = self.writers.write(flow_of(&packet), &packet);
+                    q.recycle(packet);
                 }
             }
         }
+        q.out = out;
         q.sock.flush().await;
     }
 
