@@ -190,15 +190,6 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    /// A network namespace of this test's own, removed however the test ends.
-    struct Ns(String);
-
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            let _ = crate::netns::delete(&self.0);
-        }
-    }
-
     /// Runs `f` on a thread inside namespace `ns`, on a runtime of its own.
     fn in_ns<T: Send + 'static>(ns: &str, f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{ns}");
@@ -219,9 +210,8 @@ mod tests {
     /// must arrive as the datagrams they were, in order.
     #[test]
     fn datagrams_larger_than_the_link_mtu_and_gso_runs_arrive_whole() {
-        let ns = Ns(format!("ae-batch-{}", std::process::id()));
-        crate::netns::ip(&["netns", "add", &ns.0]).unwrap();
-        crate::netns::ip_in(&ns.0, &["link", "set", "lo", "mtu", "1500", "up"]).unwrap();
+        let ns = crate::netns::TestNs::new("batch");
+        crate::netns::ip_in(&ns.0, &["link", "set", "lo", "mtu", "1500"]).unwrap();
         let got = in_ns(&ns.0, async || {
             let a = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             let mut b = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

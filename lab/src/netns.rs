@@ -49,3 +49,26 @@ pub fn list_with_prefix(prefix: &str) -> Vec<String> {
 pub fn delete(ns: &str) -> Result<(), String> {
     ip(&["netns", "del", ns])
 }
+
+/// A network namespace of a unit test's own, with its loopback up, removed however the
+/// test ends.
+#[cfg(test)]
+pub struct TestNs(pub String);
+
+#[cfg(test)]
+impl TestNs {
+    /// `ae-TAG-PID`, made now.
+    pub fn new(tag: &str) -> TestNs {
+        let ns = TestNs(format!("ae-{tag}-{}", std::process::id()));
+        ip(&["netns", "add", &ns.0]).unwrap();
+        ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
+        ns
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = delete(&self.0);
+    }
+}

@@ -102,15 +102,6 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    /// A network namespace of this test's own, removed however the test ends.
-    struct Ns(String);
-
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            let _ = crate::netns::delete(&self.0);
-        }
-    }
-
     fn root() -> bool {
         // SAFETY: geteuid has no arguments and cannot fail.
         unsafe { libc::geteuid() == 0 }
@@ -125,9 +116,7 @@ mod tests {
             eprintln!("skipped: needs root (CI runs it as root)");
             return;
         }
-        let ns = Ns(format!("ae-tunq-{}", std::process::id()));
-        crate::netns::ip(&["netns", "add", &ns.0]).unwrap();
-        crate::netns::ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
+        let ns = crate::netns::TestNs::new("tunq");
         crate::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
         crate::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
         crate::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
