@@ -128,7 +128,38 @@ mod tests {
             assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
             assert!(attach("aeq0", 0).is_err(), "zero queues is refused");
             let fds = attach("aeq0", 4).unwrap();
-            let sock = std::net::UdpSocket::bind("198.18.250.1:0").unwrap();
+            let files: Vec<File> = fds.iter().map(|fd| File::from(fd.try_clone().unwrap())).collect();
+            for f in &files {
+                // SAFETY: fcntl on a descriptor we own, setting O_NONBLOCK.
+                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+            }
+            // Every queue's packets to 198.18.251.7 waiting now (the kernel's own traffic,
+            // IPv6 solicitations and the like, is not ours).
+            let read_all = || -> Vec<Vec<Vec<u8>>> {
+                let mut buf = [0u8; 2048];
+                let mut all = Vec::new();
+                for mut f in &files {
+                    let mut got = Vec::new();
+                    while let Ok(n) = f.read(&mut buf) {
+                        if n >= 28 && buf[0] >> 4 == 4 && buf[16..20] == [198, 18, 251, 7] {
+                            got.push(buf[28..n].to_vec());
+                        }
+                    }
+                    all.push(got);
+                }
+                all
+            };
+            // A device has carrier once a queue is attached, but the kernel starts handing
+            // it packets a moment later (its link watch): until then, sends are dropped.
+            let warm = std::net::UdpSocket::bind("198.18.250.1:0").unwrap();
+            let since = std::time::Instant::now();
+            while read_all().iter().flatten().next().is_none() {
+                assert!(since.elapsed() < std::time::Duration::from_secs(5), "the device never passed a packet");
+                warm.send_to(b"warm", "198.18.251.7:9").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            eprintln!("WARM {:?}", since.elapsed());
+            read_all();
             // 64 flows (source ports), two datagrams each.
             let senders: Vec<_> =
                 (0..64).map(|_| std::net::UdpSocket::bind("198.18.250.1:0").unwrap()).collect::<Vec<_>>();
@@ -137,24 +168,14 @@ mod tests {
                     s.send_to(b"hello queues", "198.18.251.7:9").unwrap();
                 }
             }
-            drop(sock);
             let mut per_queue = vec![0usize; fds.len()];
             let mut wrong = 0;
-            for (q, fd) in fds.iter().enumerate() {
-                let mut f = File::from(fd.try_clone().unwrap());
-                // SAFETY: fcntl on a descriptor we own, setting O_NONBLOCK.
-                unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-                let mut buf = [0u8; 2048];
-                while let Ok(n) = f.read(&mut buf) {
-                    let udp = &buf[..n];
-                    // IPv4 to 198.18.251.7 with our payload: count it; other traffic
-                    // (the kernel's own) is not ours to count.
-                    if n >= 28 && udp[0] >> 4 == 4 && udp[16..20] == [198, 18, 251, 7] {
-                        if &udp[28..] == b"hello queues" {
-                            per_queue[q] += 1;
-                        } else {
-                            wrong += 1;
-                        }
+            for (q, got) in read_all().into_iter().enumerate() {
+                for payload in got {
+                    if payload == b"hello queues" {
+                        per_queue[q] += 1;
+                    } else {
+                        wrong += 1;
                     }
                 }
             }
