@@ -158,7 +158,6 @@ mod tests {
                 warm.send_to(b"warm", "198.18.251.7:9").unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            eprintln!("WARM {:?}", since.elapsed());
             read_all();
             // 64 flows (source ports), two datagrams each.
             let senders: Vec<_> =
