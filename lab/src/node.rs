@@ -212,10 +212,6 @@ pub(crate) fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
 }
 
-pub(crate) fn flow_of(packet: &[u8]) -> u64 {
-    inner::parse(packet).map_or(0, |i| u64::from(i.key.flow_hash()))
-}
-
 /// What a forwarding node (POP, CLB) gets from the process around it.
 pub(crate) struct Forwarder<'a> {
     pub(crate) ready: &'a Path,

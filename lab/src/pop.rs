@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::batch::{BATCH, BatchSocket};
 use crate::drops::Drops;
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
-use crate::node::{Forwarder, auth_from_now, far_future, flow_of, now_ns};
+use crate::node::{Forwarder, auth_from_now, far_future, now_ns};
 use crate::plan::{Plan, Role, TUN_NAME};
 use crate::probing::{UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
@@ -54,8 +54,9 @@ enum Leave {
     Clb(SocketAddr),
     /// Encapsulated, now at the CLB node (gRPC stream to region, node).
     ClbStream(usize, usize),
-    /// A reply, now at the client: out through the TUN device to the internet.
-    Client,
+    /// A reply (of this flow hash), now at the client: out through the TUN device to the
+    /// internet, on the flow's queue.
+    Client(u64),
 }
 
 /// What the queues share and take turns at: the core and the links it sends over.
@@ -354,11 +355,13 @@ impl PopPath {
                             }
                         }
                         PopOutput::ToClient { bytes } => {
+                            // One parse: the client's group (its access link) and the flow.
                             let parsed = inner::parse(&bytes).ok();
                             let group = parsed.as_ref().and_then(|i| self.groups.get(&i.key.dst).copied());
-                            let dest = PopDest::Leave(Leave::Client);
+                            let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
+                            let dest = PopDest::Leave(Leave::Client(flow));
                             match group.and_then(|g| to_client.get_mut(g)) {
-                                Some(link) => shaper.push(link, flow_of(&bytes), dest, bytes),
+                                Some(link) => shaper.push(link, flow, dest, bytes),
                                 None => shaper.pass(dest, bytes),
                             }
                         }
@@ -385,9 +388,9 @@ impl PopPath {
                 }
                 // Written on the queue of the flow's hash: the kernel then reads the
                 // flow's next packets from that queue too.
-                Leave::Client => {
+                Leave::Client(flow) => {
                     self.drops.packet_out();
-                    let _ = self.writers.write(flow_of(&packet), &packet);
+                    let _ = self.writers.write(flow, &packet);
                     q.recycle(packet);
                 }
             }
