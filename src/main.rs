@@ -431,7 +431,7 @@ enum LabCommand {
         realtime: bool,
         /// Queues each POP reads its TUN device with, each on a thread of its own
         /// (default: one per core).
-        #[arg(long, value_name = "N", value_parser = tun_queues)]
+        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
         tun_queues: Option<usize>,
     },
     /// Remove every namespace, link, device and process of the lab.
@@ -486,7 +486,7 @@ enum BenchCommand {
         #[arg(long)]
         no_realtime: bool,
         /// Queues the POP reads its TUN device with (default: one per core).
-        #[arg(long, value_name = "N", value_parser = tun_queues)]
+        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
         tun_queues: Option<usize>,
         /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module as
         /// a one-hop UDP proxy between the same client and backend).
@@ -1054,14 +1054,5 @@ fn main() -> ExitCode {
             }
             simulate(&file, &t, Outputs { report, stats, pcap, html, quiet })
         }
-    }
-}
-
-/// `--tun-queues N`: 1 to the most a POP attaches.
-fn tun_queues(text: &str) -> Result<usize, String> {
-    let max = anyedge_lab::tunq::QUEUES_MAX;
-    match text.parse::<usize>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(format!("`{text}` is not a queue count: 1 to {max}")),
     }
 }

@@ -85,8 +85,8 @@ pub fn run(
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
     let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
-    let result = measure(&plan, exe, &client_ns, vip, direct, realtime, nginx.as_ref())
-        .map(|f| LabFigures { tun_queues: tun_queues.unwrap_or_else(crate::tunq::per_core), ..f });
+    let queues = tun_queues.unwrap_or_else(crate::tunq::per_core);
+    let result = measure(&plan, exe, &client_ns, vip, direct, (realtime, queues), nginx.as_ref());
     drop(nginx);
     let down = setup::down(file);
     let figures = result?;
@@ -231,7 +231,7 @@ fn measure(
     ns: &str,
     vip: SocketAddr,
     direct: SocketAddr,
-    realtime: bool,
+    (realtime, tun_queues): (bool, usize),
     nginx: Option<&Nginx>,
 ) -> Result<LabFigures, String> {
     let args = |load: &[&str]| -> Vec<String> {
@@ -296,7 +296,7 @@ fn measure(
         vip_rtt_us: v,
         direct_rtt_us: d,
         realtime,
-        tun_queues: 1,
+        tun_queues,
         peer,
     })
 }

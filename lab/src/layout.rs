@@ -31,15 +31,7 @@ pub const TUN_QUEUES: &str = "tun-queues";
 pub fn tun_queues(state_dir: &Path) -> Result<usize, String> {
     let path = state_dir.join(TUN_QUEUES);
     match std::fs::read_to_string(&path) {
-        Ok(text) => match text.trim().parse::<usize>() {
-            Ok(n) if (1..=crate::tunq::QUEUES_MAX).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "{}: `{}` is not a queue count (1 to {})",
-                path.display(),
-                text.trim(),
-                crate::tunq::QUEUES_MAX
-            )),
-        },
+        Ok(text) => crate::tunq::parse_count(&text).map_err(|e| format!("{}: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(crate::tunq::per_core()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }

@@ -119,12 +119,7 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         std::fs::write(dir.join(REALTIME), b"").map_err(|e| e.to_string())?;
     }
     if let Some(n) = options.tun_queues {
-        if !(1..=crate::tunq::QUEUES_MAX).contains(&n) {
-            return Err(format!(
-                "--tun-queues {n}: a POP reads its TUN device with 1 to {} queues",
-                crate::tunq::QUEUES_MAX
-            ));
-        }
+        crate::tunq::check_count(n).map_err(|e| format!("--tun-queues: {e}"))?;
         std::fs::write(dir.join(crate::layout::TUN_QUEUES), format!("{n}\n")).map_err(|e| e.to_string())?;
     }
     for ns in &plan.namespaces {

@@ -21,11 +21,20 @@ pub fn per_core() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, QUEUES_MAX)
 }
 
+/// `n` as a queue count, or why it is not one.
+pub fn check_count(n: usize) -> Result<usize, String> {
+    if (1..=QUEUES_MAX).contains(&n) { Ok(n) } else { Err(format!("{n} is not a queue count: 1 to {QUEUES_MAX}")) }
+}
+
+/// A queue count written as text (`--tun-queues`, the lab's state file).
+pub fn parse_count(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    text.parse::<usize>().map_err(|_| format!("`{text}` is not a queue count: 1 to {QUEUES_MAX}")).and_then(check_count)
+}
+
 /// Attaches `n` queues to the multi-queue TUN device `name` (no packet-information header).
 pub fn attach(name: &str, n: usize) -> Result<Vec<OwnedFd>, String> {
-    if n == 0 || n > QUEUES_MAX {
-        return Err(format!("TUN device {name}: {n} queues (1 to {QUEUES_MAX})"));
-    }
+    check_count(n).map_err(|e| format!("TUN device {name}: {e}"))?;
     (0..n).map(|q| attach_one(name).map_err(|e| format!("TUN device {name}, queue {q}: {e}"))).collect()
 }
 
@@ -101,6 +110,27 @@ impl Writers {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// A queue count from the command line or the lab's state file: a bad one is refused
+    /// with what was wrong, and the state file's error names the file.
+    #[test]
+    fn queue_counts_outside_one_to_the_maximum_are_refused_with_the_reason() {
+        assert_eq!(parse_count(" 3\n"), Ok(3));
+        assert_eq!(parse_count("64"), Ok(QUEUES_MAX));
+        for bad in ["0", "65", "-1", "two", ""] {
+            let e = parse_count(bad).unwrap_err();
+            assert!(e.contains("is not a queue count: 1 to 64"), "{bad}: {e}");
+        }
+        assert!(attach("ae0", 0).unwrap_err().starts_with("TUN device ae0: 0 is not a queue count"));
+        let dir = std::env::temp_dir().join(format!("ae-tunq-count-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(crate::layout::tun_queues(&dir), Ok(per_core()), "no file: one per core");
+        std::fs::write(dir.join(crate::layout::TUN_QUEUES), "0\n").unwrap();
+        let e = crate::layout::tun_queues(&dir).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        let named = format!("{}: 0 is not a queue count: 1 to 64", dir.join(crate::layout::TUN_QUEUES).display());
+        assert_eq!(e, named);
+    }
 
     fn root() -> bool {
         // SAFETY: geteuid has no arguments and cannot fail.
