@@ -784,6 +784,27 @@ fn a_pop_without_a_backbone_link_to_its_vips_home_region_is_refused() {
 }
 
 #[test]
+fn a_pop_published_by_all_without_a_backbone_link_home_is_refused_by_name() {
+    // `pops: all` publishes the VIP at warsaw too, which has no link to frankfurt: its
+    // clients would get 100 % loss (`no_route`) if this ran.
+    let all = with("pops: [paris, warsaw]", "pops: all");
+    let text = all.replacen(
+        "backbone: { stretch: 1.4,",
+        "backbone: { links: [[pop/paris, region/frankfurt]], stretch: 1.4,",
+        1,
+    );
+    expect(&text, 11, "vips[0].pops", "POP `warsaw` has no backbone link to region `frankfurt`");
+    let diags = errors(&text);
+    assert!(!diags.iter().any(|d| d.reason.contains("POP `paris`")), "paris has its link: {diags:#?}");
+    let both = all.replacen(
+        "backbone: { stretch: 1.4,",
+        "backbone: { links: [[pop/paris, region/frankfurt], [pop/warsaw, region/frankfurt]], stretch: 1.4,",
+        1,
+    );
+    topology::parse_str("t.yaml", &both).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run() {
     let dir = std::env::temp_dir().join(format!("anyedge-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

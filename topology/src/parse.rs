@@ -1236,17 +1236,26 @@ impl Parser {
         let Some(links) = &bb.links else { return };
         let Some(seq) = top.get("vips").and_then(|n| n.as_sequence()) else { return };
         for (i, (vip, node)) in vips.iter().zip(seq.iter()).enumerate() {
-            let Some(pop_nodes) = node.as_mapping().and_then(|m| m.get_node("pops")).and_then(|n| n.as_sequence())
-            else {
-                continue;
+            let Some(pops_node) = node.as_mapping().and_then(|m| m.get_node("pops")) else { continue };
+            // `pops: all` names no POP one by one: each POP without a way home is reported
+            // at the `all`, by name.
+            let items: Vec<_> = match pops_node.as_sequence() {
+                Some(list) => vip
+                    .pops
+                    .iter()
+                    .zip(list.iter())
+                    .enumerate()
+                    .map(|(j, (&p, n))| (p, n.span(), format!("vips[{i}].pops[{j}]")))
+                    .collect(),
+                None => vip.pops.iter().map(|&p| (p, pops_node.span(), format!("vips[{i}].pops"))).collect(),
             };
-            for (j, (&p, pn)) in vip.pops.iter().zip(pop_nodes.iter()).enumerate() {
+            for (p, span, field) in items {
                 if !links.contains(&(p, vip.home)) {
                     let reason = format!(
                         "POP `{}` has no backbone link to region `{}`, the VIP's home (backbone.links lists none): its clients would get no answer",
                         pops[p].name, regions[vip.home].name
                     );
-                    self.err(pn.span(), &format!("vips[{i}].pops[{j}]"), reason);
+                    self.err(span, &field, reason);
                 }
             }
         }
