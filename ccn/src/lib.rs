@@ -4,6 +4,7 @@
 //! per-component randomness, and backbone authentication (keys, tags, replay windows).
 
 pub mod auth;
+pub mod delay;
 pub mod event_queue;
 pub mod geo;
 pub mod link;
