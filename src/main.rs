@@ -13,9 +13,11 @@
 //!   control API of a running lab (its file has `control:`);
 //! - `chaos FILE --seeds N [--from S] [--jobs J] [--faults KINDS] [--json F]` runs many
 //!   seeded random fault schedules in the simulator and checks every invariant;
+//! - `calibrate MEASURED.csv` fits the delay model to measured round trips;
 //! - `bench lab|control|maglev` are the benchmarks that print figures.
 
 mod bench;
+mod calibrate;
 mod chaos;
 
 /// mimalloc instead of the system allocator: every simulated packet is a buffer
@@ -188,6 +190,28 @@ enum Command {
         /// of running it (a failing seed, written out as a file for `anyedge sim`).
         #[arg(long)]
         print_schedule: bool,
+    },
+    /// Fit the delay model to measured round trips (CSV with a_lat,a_lon,b_lat,b_lon,rtt_ms)
+    /// and print it as a topology file's `delay:` section, with its error on held-out pairs.
+    Calibrate {
+        file: PathBuf,
+        /// The calibration's name, as reports will show it.
+        #[arg(long, default_value = "custom")]
+        name: String,
+        /// Where the measurements come from (dataset, date, licence), as reports will show it.
+        #[arg(long)]
+        source: Option<String>,
+        /// Hold every Nth pair out of the fit and report the error on those (0: none).
+        #[arg(long, default_value_t = 3)]
+        holdout: u32,
+        /// Print each pair's measured and predicted round trip.
+        #[arg(long)]
+        pairs: bool,
+        /// Also print a topology's client round trips under its own model and the fitted one.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Shell completions for anyedge, on stdout.
     Completions {
@@ -1020,6 +1044,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Calibrate { file, name, source, holdout, pairs, topology, json } => {
+            calibrate::run(calibrate::Args { file, name, source, holdout, pairs, topology, json })
         }
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule } => {
             chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule })

@@ -226,6 +226,17 @@ pub const MIN_PAIRS_PER_AREA_PAIR: usize = 4;
 /// fraction: a model takes the straight path unless the data say otherwise.
 const HUB_GAIN_MIN: f64 = 0.2;
 
+/// Fewest measured pairs before a detour is considered: a hub fitted on three pairs is
+/// noise that happens to fit.
+const MIN_PAIRS_FOR_A_HUB: usize = 8;
+
+/// A hub may carry a pair of areas when it lies in one of them, or in Europe or North
+/// America, where the transit networks of the others meet (Lagos–Accra through London,
+/// Bogotá–Lima through Miami): never a detour through a third area's edge.
+fn hub_may_carry(hub: Area, (a, b): (Area, Area)) -> bool {
+    hub == a || hub == b || hub == Area::Europe || hub == Area::NorthAmerica
+}
+
 /// Fits a model to measured round trips: a default from every pair, then, for each pair
 /// of areas with enough measurements, its own stretch and overhead on the straight path
 /// or through the hub that fits it best. Deterministic: same rows, same model.
@@ -244,7 +255,9 @@ pub fn fit(name: &str, source: &str, rows: &[Measured]) -> DelayModel {
         let straight = fit_path(&group, &direct);
         let straight_err = median_abs_error(&group, &straight);
         let mut best = (straight, straight_err);
-        for (hub, _) in HUBS {
+        let hubs =
+            HUBS.iter().filter(|(_, at)| group.len() >= MIN_PAIRS_FOR_A_HUB && hub_may_carry(Area::of(*at), key));
+        for (hub, _) in hubs {
             let via = PathParams { via: Some(hub.to_string()), ..direct.clone() };
             let p = fit_path(&group, &via);
             let err = median_abs_error(&group, &p);
@@ -374,7 +387,8 @@ mod tests {
     #[test]
     fn a_fit_recovers_the_stretch_and_overhead_that_made_the_data() {
         let truth = PathParams::direct(1.5, 4.0);
-        let places = [[48.857, 2.352], [52.23, 21.012], [40.416, -3.704], [59.913, 10.752], [41.9, 12.5], [53.35, -6.26]];
+        let places =
+            [[48.857, 2.352], [52.23, 21.012], [40.416, -3.704], [59.913, 10.752], [41.9, 12.5], [53.35, -6.26]];
         let mut rows = Vec::new();
         for (i, &a) in places.iter().enumerate() {
             for &b in &places[i + 1..] {

@@ -5,12 +5,14 @@
 
 pub mod nodes;
 mod parse;
+pub use parse::{BACKBONE_DELAY_DEFAULT, builtin_delay};
 pub mod route_table;
 mod values;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use anyedge_ccn::delay::DelayModel;
 use anyedge_ccn::geo::Location;
 use anyedge_proto::Transport;
 use anyedge_region::HealthConfig;
@@ -224,7 +226,8 @@ pub enum BackboneTransport {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backbone {
-    pub stretch: f64,
+    /// Propagation delay between two places (POP, region, IDC).
+    pub delay: DelayModel,
     pub jitter_ns: u64,
     /// Fraction 0..=1.
     pub loss: f64,
@@ -244,7 +247,8 @@ impl Backbone {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Internet {
-    pub stretch: f64,
+    /// Round trips between two places on the public internet, before the last mile.
+    pub delay: DelayModel,
     pub last_mile_ns: u64,
     pub jitter_ns: u64,
     pub loss: f64,
@@ -423,9 +427,7 @@ impl Topology {
             Some(order) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
             None => {
                 let mut pops = publish.clone();
-                pops.sort_by_key(|&p| {
-                    (anyedge_ccn::geo::fiber_delay_ns(group.location, self.pops[p].location, self.internet.stretch), p)
-                });
+                pops.sort_by_key(|&p| (self.internet.delay.one_way_ns(group.location, self.pops[p].location), p));
                 pops
             }
         }

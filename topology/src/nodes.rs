@@ -50,7 +50,7 @@ impl Identity {
 /// The internet path of client group `g` to a place (a POP, or a region directly):
 /// fiber delay with the internet's stretch plus the last mile, jitter, loss.
 pub fn access_link(t: &Topology, g: usize, to: Location) -> LinkModel {
-    let delay_ns = fiber_delay_ns(t.clients[g].location, to, t.internet.stretch) + t.internet.last_mile_ns;
+    let delay_ns = t.internet.delay.one_way_ns(t.clients[g].location, to) + t.internet.last_mile_ns;
     LinkModel {
         impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
         bandwidth_bps: None,
@@ -79,11 +79,7 @@ pub fn backbone_link(t: &Topology, a: Location, b: Location) -> LinkModel {
     let bb = &t.backbone;
     let queue_bytes_max = (u128::from(bb.bandwidth_bps) * u128::from(bb.queue_ns) / 8 / 1_000_000_000) as u64;
     LinkModel {
-        impairment: Impairment {
-            delay_ns: fiber_delay_ns(a, b, bb.stretch),
-            jitter_mean_ns: bb.jitter_ns,
-            loss: bb.loss,
-        },
+        impairment: Impairment { delay_ns: bb.delay.one_way_ns(a, b), jitter_mean_ns: bb.jitter_ns, loss: bb.loss },
         bandwidth_bps: Some(bb.bandwidth_bps),
         queue_bytes_max: queue_bytes_max.max(64 * 1024),
     }

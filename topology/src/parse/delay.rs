@@ -1,0 +1,147 @@
+//! The `delay:` section of `internet:` and `backbone:`: a calibrated delay model, by the
+//! name of one that ships (`azure-2025-06`) or written out as `anyedge calibrate` prints
+//! it, and the calibrations that ship with anyedge.
+
+use std::collections::BTreeMap;
+
+use anyedge_ccn::delay::{Area, DelayModel, PathParams, hub_location};
+use marked_yaml::Node;
+
+use super::{Obj, Parser};
+
+/// Calibrations that ship: name, what `anyedge calibrate` wrote. Each is fitted on a
+/// dataset in `data/delay/` (README there names its source, date and licence).
+pub const BUILTIN: &[(&str, &str)] = &[("azure-2025-06", include_str!("../../../data/delay/azure-2025-06.yaml"))];
+
+/// A built-in calibration by name.
+pub fn builtin(name: &str) -> Option<DelayModel> {
+    let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
+    let node = marked_yaml::parse_yaml(0, text).ok()?;
+    let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
+    let root = p.obj(&node, "", &["delay"])?;
+    let model = p.delay_model(root.get("delay")?, "delay")?;
+    p.diags.is_empty().then_some(model)
+}
+
+fn builtin_names() -> String {
+    BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+impl Parser {
+    /// `delay: NAME` (a shipped calibration) or `delay: { name, source, default, pairs }`.
+    pub(super) fn delay_model(&mut self, node: &Node, field: &str) -> Option<DelayModel> {
+        if let Some(s) = node.as_scalar() {
+            let name = s.as_str();
+            let model = builtin(name);
+            if model.is_none() {
+                self.err(
+                    node.span(),
+                    field,
+                    format!("`{name}` is no calibration that ships (one of: {})", builtin_names()),
+                );
+            }
+            return model;
+        }
+        let o = self.obj(node, field, &["name", "source", "default", "pairs"])?;
+        let name = match o.get("name") {
+            Some(n) => self.str(n, &o.field("name"))?.to_string(),
+            None => "custom".into(),
+        };
+        let source = match o.get("source") {
+            Some(n) => self.str(n, &o.field("source"))?.to_string(),
+            None => "given in the topology file".into(),
+        };
+        let default = self.req(&o, "default").and_then(|n| self.path_params(n, &o.field("default"), false));
+        let pairs = match o.get("pairs") {
+            Some(n) => self.area_pairs(n, &o.field("pairs")),
+            None => Some(BTreeMap::new()),
+        };
+        Some(DelayModel { name, source, default: default?, pairs: pairs? })
+    }
+
+    fn area_pairs(&mut self, node: &Node, field: &str) -> Option<BTreeMap<(Area, Area), PathParams>> {
+        let seq = self.seq(node, field)?;
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (i, item) in seq.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            let Some(o) = self.obj(item, &f, &["between", "stretch", "overhead", "via"]) else {
+                ok = false;
+                continue;
+            };
+            let key = self.req(&o, "between").and_then(|n| self.area_pair(n, &o.field("between")));
+            let params = self.path_params(item, &f, true);
+            match (key, params) {
+                (Some(key), Some(params)) => {
+                    if out.insert(key, params).is_some() {
+                        self.err(item.span(), &f, format!("{} and {} are given twice", key.0, key.1));
+                        ok = false;
+                    }
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn area_pair(&mut self, node: &Node, field: &str) -> Option<(Area, Area)> {
+        let seq = self.seq(node, field)?;
+        if seq.len() != 2 {
+            self.err(node.span(), field, "expected [AREA, AREA]");
+            return None;
+        }
+        let mut areas = seq.iter().enumerate().map(|(i, n)| self.area(n, &format!("{field}[{i}]")));
+        let (a, b) = (areas.next()??, areas.next()??);
+        Some(anyedge_ccn::delay::area_key(a, b))
+    }
+
+    fn area(&mut self, node: &Node, field: &str) -> Option<Area> {
+        let name = self.str(node, field)?;
+        let area = Area::parse(name);
+        if area.is_none() {
+            let all: Vec<_> = Area::ALL.iter().map(|a| a.name()).collect();
+            self.err(node.span(), field, format!("`{name}` is not an area (one of: {})", all.join(", ")));
+        }
+        area
+    }
+
+    /// `{ stretch, overhead, via }`: stretch 1–10 (nothing beats light in fibre), overhead
+    /// 0–500 ms of round trip, `via` one of the hubs.
+    fn path_params(&mut self, node: &Node, field: &str, may_have_between: bool) -> Option<PathParams> {
+        let allowed: &[&str] =
+            if may_have_between { &["between", "stretch", "overhead", "via"] } else { &["stretch", "overhead", "via"] };
+        let o = self.obj(node, field, allowed)?;
+        let stretch = self.req(&o, "stretch").and_then(|n| self.float(n, &o.field("stretch"), 1.0, 10.0));
+        let overhead_ns = self.duration_within(&o, "overhead", 0, 0, 500_000_000);
+        let via = match o.get("via") {
+            None => Some(None),
+            Some(n) => {
+                let hub = self.str(n, &o.field("via"))?;
+                if hub_location(hub).is_none() {
+                    let hubs: Vec<_> = anyedge_ccn::delay::HUBS.iter().map(|(h, _)| *h).collect();
+                    self.err(n.span(), &o.field("via"), format!("`{hub}` is not a hub (one of: {})", hubs.join(", ")));
+                    return None;
+                }
+                Some(Some(hub.to_string()))
+            }
+        };
+        Some(PathParams { stretch: stretch?, overhead_ms: overhead_ns? as f64 / 1e6, via: via? })
+    }
+
+    /// A section's model: `delay:` or the older `stretch:` (one stretch everywhere), not both.
+    pub(super) fn stretch_or_delay(&mut self, o: &Obj<'_>, default: impl FnOnce() -> DelayModel) -> Option<DelayModel> {
+        match (o.get("stretch"), o.get("delay")) {
+            (Some(s), Some(_)) => {
+                self.err(
+                    s.span(),
+                    &o.field("stretch"),
+                    "give `stretch` (one stretch everywhere) or `delay` (a calibrated model), not both",
+                );
+                None
+            }
+            (Some(s), None) => self.float(s, &o.field("stretch"), 1.0, 10.0).map(DelayModel::uniform),
+            (None, Some(d)) => self.delay_model(d, &o.field("delay")),
+            (None, None) => Some(default()),
+        }
+    }
+}
