@@ -805,6 +805,55 @@ fn a_pop_published_by_all_without_a_backbone_link_home_is_refused_by_name() {
 }
 
 #[test]
+fn a_calibrated_delay_model_is_taken_by_name_or_written_out_and_bad_ones_are_refused() {
+    const BB: &str = "backbone: { stretch: 1.4,";
+    let named = with(BB, "backbone: { delay: azure-2025-06,");
+    let t = topology::parse_str("t.yaml", &named).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.backbone.delay.name, "azure-2025-06");
+    let written = with(
+        "internet: { stretch: 2.0,",
+        "internet: { delay: { name: mine, default: { stretch: 1.6, overhead: 3ms }, pairs: [{ between: [europe, africa], stretch: 1.3, overhead: 2ms, via: london }] },",
+    );
+    let t = topology::parse_str("t.yaml", &written).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.internet.delay.name, "mine");
+    // paris–warsaw: both in Europe, so the default: 3 ms + 1.6 x the fibre round trip.
+    let (paris, warsaw) = (t.pops[0].location, t.pops[1].location);
+    let km = anyedge_ccn::geo::great_circle_km(paris, warsaw);
+    let want = 3.0 + 1.6 * 2.0 * km / anyedge_ccn::geo::FIBER_KM_PER_S * 1e3;
+    assert!((t.internet.delay.rtt_ms(paris, warsaw) - want).abs() < 1e-6);
+
+    expect(
+        &with(BB, "backbone: { delay: mars-2030,"),
+        34,
+        "backbone.delay",
+        "`mars-2030` is no calibration that ships",
+    );
+    expect(&with(BB, "backbone: { delay: azure-2025-06, stretch: 1.4,"), 34, "backbone.stretch", "not both");
+    let bad_pair =
+        |pair: &str| with(BB, &format!("backbone: {{ delay: {{ default: {{ stretch: 1.5 }}, pairs: [{pair}] }},"));
+    expect(
+        &bad_pair("{ between: [europe, atlantis], stretch: 1.5 }"),
+        34,
+        "pairs[0].between[1]",
+        "`atlantis` is not an area",
+    );
+    expect(&bad_pair("{ between: [europe, africa], stretch: 0.5 }"), 34, "pairs[0].stretch", "0.5 is outside 1–10");
+    expect(
+        &bad_pair("{ between: [europe, africa], stretch: 1.2, via: paris }"),
+        34,
+        "pairs[0].via",
+        "`paris` is not a hub",
+    );
+    expect(
+        &bad_pair("{ between: [europe, africa], stretch: 1.2 }, { between: [africa, europe], stretch: 1.3 }"),
+        34,
+        "pairs[1]",
+        "given twice",
+    );
+    expect(&with(BB, "backbone: { delay: { pairs: [] },"), 34, "backbone.delay.default", "missing");
+}
+
+#[test]
 fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run() {
     let dir = std::env::temp_dir().join(format!("anyedge-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
