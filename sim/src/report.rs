@@ -11,6 +11,8 @@ pub struct Report {
     pub name: String,
     pub seed: u64,
     pub duration_s: f64,
+    /// Which delay models produced every round trip below, and what they rest on.
+    pub models: ModelsReport,
     pub pops: Vec<PopReport>,
     /// Each region and where it is (for the map).
     pub regions: Vec<RegionReport>,
@@ -29,6 +31,30 @@ pub struct Report {
     /// simulated time it was found at; absent when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<String>,
+}
+
+/// The delay models a run used: a reader of a "gain" needs to know what it rests on.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelsReport {
+    /// Clients to POPs and straight to regions; `last_mile_ms` is added at the client's end.
+    pub internet: ModelReport,
+    pub internet_last_mile_ms: f64,
+    /// POPs, regions and IDCs to each other.
+    pub backbone: ModelReport,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelReport {
+    /// `uniform` (one stretch everywhere) or a calibration's name.
+    pub name: String,
+    /// Where its parameters come from: dataset, date, licence (or that it is not calibrated).
+    pub source: String,
+}
+
+impl ModelReport {
+    pub fn of(model: &anyedge_ccn::delay::DelayModel) -> ModelReport {
+        ModelReport { name: model.name.clone(), source: model.source.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -230,6 +256,12 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "anyedge sim: {}  seed {}  {}s simulated", self.name, self.seed, self.duration_s);
+        let m = &self.models;
+        let _ = writeln!(
+            out,
+            "delay models: internet `{}` ({}) + {} ms last mile; backbone `{}` ({})",
+            m.internet.name, m.internet.source, m.internet_last_mile_ms, m.backbone.name, m.backbone.source
+        );
         let _ = writeln!(out);
         let _ = writeln!(
             out,

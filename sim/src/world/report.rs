@@ -123,6 +123,11 @@ impl<'t> World<'t> {
             name: t.name.clone(),
             seed: t.seed,
             duration_s: t.duration_ns as f64 / 1e9,
+            models: ModelsReport {
+                internet: ModelReport::of(&t.internet.delay),
+                internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
+                backbone: ModelReport::of(&t.backbone.delay),
+            },
             pops,
             regions: t.regions.iter().map(|r| RegionReport { name: r.name.clone(), location: r.location }).collect(),
             clients,
