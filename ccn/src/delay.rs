@@ -59,7 +59,7 @@ impl Area {
         if (china_core || china_north_east || hainan) && !hong_kong && !taiwan {
             return Area::China;
         }
-        if (lat < -10.0 && lon > 110.0) || (lat < 0.0 && (lon > 140.0 || lon < -150.0)) {
+        if (lat < -10.0 && lon > 110.0) || (lat < 0.0 && !(-150.0..=140.0).contains(&lon)) {
             return Area::Oceania;
         }
         if lat >= 21.8 && (100.0..150.0).contains(&lon) && lat < 55.0 {
