@@ -597,3 +597,26 @@ fn clients_that_do_not_fit_the_default_pool_beside_a_groups_own_block_are_refuse
     let t = topology::parse_str("pool.yaml", &fits).unwrap_or_else(|e| panic!("{e}"));
     assert!(anyedge_sim::run_report(&t, |_| {}).is_ok());
 }
+
+#[test]
+fn a_pinned_internet_round_trip_replaces_the_model_for_its_pair_and_moves_the_catchment() {
+    // london–frankfurt direct pinned at 100 ms; london–paris at 200 ms, so warsaw is nearer.
+    let text = SMALL.replacen(
+        "internet: { stretch: 2.0,",
+        "internet: { rtt: [{ between: [client/london, region/frankfurt], rtt: 100ms }, \
+         { between: [pop/paris, client/london], rtt: 200ms }], stretch: 2.0,",
+        1,
+    );
+    let t = topology::parse_str("pinned.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let report = run(&t).report;
+    let london = report.clients.iter().find(|c| c.name == "london").unwrap();
+    assert_eq!(london.pop.as_deref(), Some("warsaw"), "paris is 200 ms away now");
+    let game = london.traffic.iter().find(|tr| tr.name == "game").unwrap();
+    // 100 ms pinned + 5 ms of last mile each way; jitter (mean 2 ms) only adds.
+    let direct = game.direct.rtt_ms.expect("direct replies").p50;
+    assert!((110.0..125.0).contains(&direct), "london direct p50 {direct} ms");
+    assert_eq!(report.models.internet_pinned.len(), 2, "{:?}", report.models);
+    // Others keep the model: rome's direct path is far shorter than london's pinned one.
+    let rome = report.clients.iter().find(|c| c.name == "rome").unwrap();
+    assert!(rome.traffic[0].direct.rtt_ms.unwrap().p50 < 60.0);
+}

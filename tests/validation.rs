@@ -854,6 +854,44 @@ fn a_calibrated_delay_model_is_taken_by_name_or_written_out_and_bad_ones_are_ref
 }
 
 #[test]
+fn pinned_internet_round_trips_name_known_ends_and_never_beat_light() {
+    const NET: &str = "internet: { stretch: 2.0,";
+    let pin = |pins: &str| with(NET, &format!("internet: {{ rtt: [{pins}], stretch: 2.0,"));
+    let t = topology::parse_str("t.yaml", &pin("{ between: [client/london, pop/paris], rtt: 14ms }"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.internet.pinned.len(), 1);
+    assert_eq!(t.internet_rtt_ns(0, topology::InternetEnd::Pop(0)), 14_000_000);
+    expect(
+        &pin("{ between: [client/atlantis, pop/paris], rtt: 14ms }"),
+        35,
+        "rtt[0].between",
+        "no client group named `atlantis`",
+    );
+    expect(&pin("{ between: [client/london, pop/lyon], rtt: 14ms }"), 35, "rtt[0].between", "no POP named `lyon`");
+    expect(
+        &pin("{ between: [pop/paris, region/frankfurt], rtt: 14ms }"),
+        35,
+        "rtt[0].between",
+        "expected [client/NAME",
+    );
+    // london–paris is 343 km: at least 3.4 ms round trip in fibre.
+    expect(
+        &pin("{ between: [client/london, pop/paris], rtt: 2ms }"),
+        35,
+        "rtt[0].rtt",
+        "faster than light in fibre over 343 km",
+    );
+    expect(&pin("{ between: [client/london, pop/paris], rtt: 0ms }"), 35, "rtt[0].rtt", "must lie within");
+    expect(&pin("{ between: [client/london, pop/paris], rtt: -5ms }"), 35, "rtt[0].rtt", "");
+    expect(
+        &pin("{ between: [client/london, pop/paris], rtt: 14ms }, { between: [pop/paris, client/london], rtt: 15ms }"),
+        35,
+        "rtt[1]",
+        "pinned twice",
+    );
+}
+
+#[test]
 fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run() {
     let dir = std::env::temp_dir().join(format!("anyedge-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -152,7 +152,7 @@ pub(crate) async fn run_pop(
     let groups: HashMap<IpAddr, usize> =
         (0..t.clients.len()).flat_map(|g| plan.client_sources(g).into_iter().map(move |a| (a, g))).collect();
     let access = |g: usize, dir: usize| {
-        let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
+        let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Pop(p));
         Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
     };
     let to_pop: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 0)).collect();

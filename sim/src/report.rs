@@ -39,6 +39,9 @@ pub struct ModelsReport {
     /// Clients to POPs and straight to regions; `last_mile_ms` is added at the client's end.
     pub internet: ModelReport,
     pub internet_last_mile_ms: f64,
+    /// Measured round trips the file pins (`internet.rtt`), used instead of the model's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub internet_pinned: Vec<String>,
     /// POPs, regions and IDCs to each other.
     pub backbone: ModelReport,
 }
@@ -257,9 +260,13 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(out, "anyedge sim: {}  seed {}  {}s simulated", self.name, self.seed, self.duration_s);
         let m = &self.models;
+        let pinned = match m.internet_pinned.len() {
+            0 => String::new(),
+            n => format!(", {n} pinned round trip(s)"),
+        };
         let _ = writeln!(
             out,
-            "delay models: internet `{}` ({}) + {} ms last mile; backbone `{}` ({})",
+            "delay models: internet `{}` ({}{pinned}) + {} ms last mile; backbone `{}` ({})",
             m.internet.name, m.internet.source, m.internet_last_mile_ms, m.backbone.name, m.backbone.source
         );
         let _ = writeln!(out);

@@ -249,9 +249,27 @@ impl Backbone {
 pub struct Internet {
     /// Round trips between two places on the public internet, before the last mile.
     pub delay: DelayModel,
+    /// Measured round trips (`rtt:`) that replace the model's for their pair.
+    pub pinned: Vec<PinnedRtt>,
     pub last_mile_ns: u64,
     pub jitter_ns: u64,
     pub loss: f64,
+}
+
+/// Where a client group's internet path ends: a POP (anycast) or a region (direct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternetEnd {
+    Pop(usize),
+    Region(usize),
+}
+
+/// A measured round trip between a client group and a POP or region (`internet.rtt`),
+/// which the simulator uses instead of the model's (the last mile is still added).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinnedRtt {
+    pub client: usize,
+    pub to: InternetEnd,
+    pub rtt_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -427,9 +445,26 @@ impl Topology {
             Some(order) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
             None => {
                 let mut pops = publish.clone();
-                pops.sort_by_key(|&p| (self.internet.delay.one_way_ns(group.location, self.pops[p].location), p));
+                pops.sort_by_key(|&p| (self.internet_rtt_ns(g, InternetEnd::Pop(p)), p));
                 pops
             }
+        }
+    }
+
+    /// Where an internet path's far end is.
+    pub fn internet_end_location(&self, to: InternetEnd) -> Location {
+        match to {
+            InternetEnd::Pop(p) => self.pops[p].location,
+            InternetEnd::Region(r) => self.regions[r].location,
+        }
+    }
+
+    /// Client group `g`'s internet round trip to a POP or region, before the last mile:
+    /// measured when the file pins it (`internet.rtt`), else the model's.
+    pub fn internet_rtt_ns(&self, g: usize, to: InternetEnd) -> u64 {
+        match self.internet.pinned.iter().find(|p| p.client == g && p.to == to) {
+            Some(p) => p.rtt_ns,
+            None => 2 * self.internet.delay.one_way_ns(self.clients[g].location, self.internet_end_location(to)),
         }
     }
 

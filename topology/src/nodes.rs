@@ -13,7 +13,7 @@ use anyedge_region::l7::TlsTermination;
 use anyedge_region::quic_listener::QuicTermination;
 use anyedge_region::{BackendConfig, ClbConfig, ListenerConfig};
 
-use crate::{Egress, ListenerProtocol, SgBinding, Site, Topology};
+use crate::{Egress, InternetEnd, ListenerProtocol, SgBinding, Site, Topology};
 
 /// A CLB node's own addresses (health probes and, by default, SNAT come from them).
 #[derive(Debug, Clone, Copy)]
@@ -47,10 +47,11 @@ impl Identity {
     }
 }
 
-/// The internet path of client group `g` to a place (a POP, or a region directly):
-/// fiber delay with the internet's stretch plus the last mile, jitter, loss.
-pub fn access_link(t: &Topology, g: usize, to: Location) -> LinkModel {
-    let delay_ns = t.internet.delay.one_way_ns(t.clients[g].location, to) + t.internet.last_mile_ns;
+/// The internet path of client group `g` to a POP or straight to a region: half the
+/// round trip the internet model predicts (or the file pins) plus the last mile, jitter,
+/// loss.
+pub fn access_link(t: &Topology, g: usize, to: InternetEnd) -> LinkModel {
+    let delay_ns = t.internet_rtt_ns(g, to) / 2 + t.internet.last_mile_ns;
     LinkModel {
         impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
         bandwidth_bps: None,

@@ -410,7 +410,6 @@ impl Parser {
         if let Some(bb) = &backbone {
             self.check_backbone_paths(&top, &vips, bb, &pops, &regions);
         }
-        let internet = self.internet(&top);
         let traffic = self.traffic(&top, &vips, &regions);
         let traffic_names: Vec<String> = match top.get("traffic").and_then(|n| n.as_mapping()) {
             Some(m) => m.keys().map(|k| k.as_str().to_string()).collect(),
@@ -418,6 +417,7 @@ impl Parser {
         };
         let clients = self.clients(&top, &traffic_names, &names);
         self.check_client_addresses(&top, &clients, &vips, &traffic, &regions);
+        let internet = self.internet(&top, &clients, &names);
         let failover = self.failover(&top);
         if let (Some(f), Some(bb)) = (failover.as_ref(), backbone.as_ref()) {
             self.check_probe_window(&top, f, bb, &pops, &regions);
@@ -1300,9 +1300,10 @@ impl Parser {
         Some((pop?, region?))
     }
 
-    fn internet(&mut self, top: &Obj<'_>) -> Option<Internet> {
+    fn internet(&mut self, top: &Obj<'_>, clients: &[ClientGroup], names: &Names<'_>) -> Option<Internet> {
         let default = Internet {
             delay: DelayModel::uniform(INTERNET_STRETCH_DEFAULT),
+            pinned: Vec::new(),
             last_mile_ns: 5 * MS,
             jitter_ns: 4 * MS,
             loss: 0.003,
@@ -1310,12 +1311,22 @@ impl Parser {
         let Some(node) = top.get("internet") else {
             return Some(default);
         };
-        let o = self.obj(node, "internet", &["stretch", "delay", "last_mile", "jitter", "loss"])?;
+        let o = self.obj(node, "internet", &["stretch", "delay", "rtt", "last_mile", "jitter", "loss"])?;
+        let pinned = match o.get("rtt") {
+            Some(n) => self.pinned_rtts(n, &o.field("rtt"), clients, names),
+            None => Some(Vec::new()),
+        };
         let delay = self.stretch_or_delay(&o, || DelayModel::uniform(INTERNET_STRETCH_DEFAULT));
         let last_mile_ns = self.opt_duration(&o, "last_mile", default.last_mile_ns);
         let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
         let loss = self.opt_percent(&o, "loss", default.loss);
-        Some(Internet { delay: delay?, last_mile_ns: last_mile_ns?, jitter_ns: jitter_ns?, loss: loss? })
+        Some(Internet {
+            delay: delay?,
+            pinned: pinned?,
+            last_mile_ns: last_mile_ns?,
+            jitter_ns: jitter_ns?,
+            loss: loss?,
+        })
     }
 
     fn traffic(&mut self, top: &Obj<'_>, vips: &[Vip], regions: &[Region]) -> Vec<TrafficClass> {

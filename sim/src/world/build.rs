@@ -73,7 +73,7 @@ impl<'t> World<'t> {
         let mut inet_pop = Vec::with_capacity(ng * np * 2);
         for g in 0..ng {
             for p in 0..np {
-                let model = anyedge_topology::nodes::access_link(t, g, t.pops[p].location);
+                let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Pop(p));
                 for dir in 0..2 {
                     inet_pop.push(Link::new(model, ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
                 }
@@ -82,7 +82,7 @@ impl<'t> World<'t> {
         let mut inet_direct = Vec::with_capacity(ng * nr * 2);
         for g in 0..ng {
             for r in 0..nr {
-                let model = anyedge_topology::nodes::access_link(t, g, t.regions[r].location);
+                let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Region(r));
                 for dir in 0..2 {
                     let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
                     inet_direct.push(Link::new(model, rng));

@@ -126,6 +126,18 @@ impl<'t> World<'t> {
             models: ModelsReport {
                 internet: ModelReport::of(&t.internet.delay),
                 internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
+                internet_pinned: t
+                    .internet
+                    .pinned
+                    .iter()
+                    .map(|p| {
+                        let to = match p.to {
+                            anyedge_topology::InternetEnd::Pop(i) => format!("pop/{}", t.pops[i].name),
+                            anyedge_topology::InternetEnd::Region(i) => format!("region/{}", t.regions[i].name),
+                        };
+                        format!("client/{} {to}: {} ms", t.clients[p.client].name, p.rtt_ns as f64 / 1e6)
+                    })
+                    .collect(),
                 backbone: ModelReport::of(&t.backbone.delay),
             },
             pops,

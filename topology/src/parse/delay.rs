@@ -4,10 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use anyedge_ccn::delay::{Area, DelayModel, PathParams, hub_location};
+use anyedge_ccn::delay::{Area, DelayModel, PathParams, fibre_rtt_ms, hub_location};
+use anyedge_ccn::geo::great_circle_km;
 use marked_yaml::Node;
 
-use super::{Obj, Parser};
+use super::{Names, Obj, Parser, show_ns};
+use crate::{ClientGroup, InternetEnd, PinnedRtt};
+
+/// The longest round trip a file may pin: ten seconds is no internet path.
+const PINNED_RTT_MAX_NS: u64 = 10_000_000_000;
 
 /// Calibrations that ship: name, what `anyedge calibrate` wrote. Each is fitted on a
 /// dataset in `data/delay/` (README there names its source, date and licence).
@@ -142,6 +147,109 @@ impl Parser {
             (Some(s), None) => self.float(s, &o.field("stretch"), 1.0, 10.0).map(DelayModel::uniform),
             (None, Some(d)) => self.delay_model(d, &o.field("delay")),
             (None, None) => Some(default()),
+        }
+    }
+}
+
+impl Parser {
+    /// `internet.rtt: [{ between: [client/X, pop/Y|region/Y], rtt: DURATION }, …]`:
+    /// measured round trips that replace the model's, each checked against light in fibre.
+    pub(super) fn pinned_rtts(
+        &mut self,
+        node: &Node,
+        field: &str,
+        clients: &[ClientGroup],
+        names: &Names<'_>,
+    ) -> Option<Vec<PinnedRtt>> {
+        let seq = self.seq(node, field)?;
+        let mut out: Vec<PinnedRtt> = Vec::new();
+        let mut ok = true;
+        for (i, item) in seq.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            match self.pinned_rtt(item, &f, clients, names) {
+                Some(pin) if out.iter().any(|p| p.client == pin.client && p.to == pin.to) => {
+                    self.err(item.span(), &f, "this pair is pinned twice");
+                    ok = false;
+                }
+                Some(pin) => out.push(pin),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn pinned_rtt(&mut self, item: &Node, f: &str, clients: &[ClientGroup], names: &Names<'_>) -> Option<PinnedRtt> {
+        let o = self.obj(item, f, &["between", "rtt"])?;
+        let ends = self.req(&o, "between").and_then(|n| self.pinned_ends(n, &o.field("between"), clients, names));
+        let rtt_node = self.req(&o, "rtt")?;
+        let rtt_ns = self.duration(rtt_node, &o.field("rtt"))?;
+        let (client, to) = ends?;
+        if rtt_ns == 0 || rtt_ns > PINNED_RTT_MAX_NS {
+            self.err(rtt_node.span(), &o.field("rtt"), format!("must lie within 1ns – {}", show_ns(PINNED_RTT_MAX_NS)));
+            return None;
+        }
+        let far = match to {
+            InternetEnd::Pop(p) => names.pops[p].location,
+            InternetEnd::Region(r) => names.regions[r].location,
+        };
+        let km = great_circle_km(clients[client].location, far);
+        let light_ms = fibre_rtt_ms(km);
+        if (rtt_ns as f64) / 1e6 < light_ms {
+            let reason = format!(
+                "{} is faster than light in fibre over {km:.0} km (at least {light_ms:.1} ms round trip)",
+                show_ns(rtt_ns)
+            );
+            self.err(rtt_node.span(), &o.field("rtt"), reason);
+            return None;
+        }
+        Some(PinnedRtt { client, to, rtt_ns })
+    }
+
+    /// `[client/NAME, pop/NAME|region/NAME]`, in either order.
+    fn pinned_ends(
+        &mut self,
+        node: &Node,
+        field: &str,
+        clients: &[ClientGroup],
+        names: &Names<'_>,
+    ) -> Option<(usize, InternetEnd)> {
+        let seq = self.seq(node, field)?;
+        let ends: Vec<&str> = seq.iter().filter_map(|n| n.as_scalar().map(|s| s.as_str())).collect();
+        let kinds = "expected [client/NAME, pop/NAME] or [client/NAME, region/NAME]";
+        let [a, b] = ends[..] else {
+            self.err(node.span(), field, kinds);
+            return None;
+        };
+        let (client, other) = match (a.strip_prefix("client/"), b.strip_prefix("client/")) {
+            (Some(c), None) => (c, b),
+            (None, Some(c)) => (c, a),
+            _ => {
+                self.err(node.span(), field, kinds);
+                return None;
+            }
+        };
+        let Some(g) = clients.iter().position(|c| c.name == client) else {
+            self.err(node.span(), field, format!("no client group named `{client}`"));
+            return None;
+        };
+        let to = if let Some(p) = other.strip_prefix("pop/") {
+            names.pops.iter().position(|s| s.name == p).map(InternetEnd::Pop).ok_or(format!("no POP named `{p}`"))
+        } else if let Some(r) = other.strip_prefix("region/") {
+            names
+                .regions
+                .iter()
+                .position(|s| s.name == r)
+                .map(InternetEnd::Region)
+                .ok_or(format!("no region named `{r}`"))
+        } else {
+            Err(kinds.to_string())
+        };
+        match to {
+            Ok(to) => Some((g, to)),
+            Err(reason) => {
+                self.err(node.span(), field, reason);
+                None
+            }
         }
     }
 }
