@@ -989,3 +989,87 @@ fn a_client_groups_address_block_is_its_source_in_the_lab_as_in_the_simulator() 
     let r = lab.probe("london", &format!("{direct}:7000"), "udp", 4);
     assert!(r["received"].as_u64().unwrap() > 0, "{r}");
 }
+
+/// small.yaml with one UDP listener per way a backend can be away from its region:
+/// 7001 in another region (lisbon), 7002 in an IDC (madrid), 7003 on the internet behind
+/// a NAT gateway, 7004 on the internet through the region's router; london sends to each.
+fn with_every_backend_path(text: String) -> String {
+    let text = text
+        .replacen(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n\
+             \x20     - { protocol: udp, port: 7001, scheduler: wrr, backends: remote }\n\
+             \x20     - { protocol: udp, port: 7002, scheduler: wrr, backends: onprem }\n\
+             \x20     - { protocol: udp, port: 7003, scheduler: wrr, backends: natted }\n\
+             \x20     - { protocol: udp, port: 7004, scheduler: wrr, backends: routed }\n",
+            1,
+        )
+        .replacen(
+            "    clb_nodes: 2\n",
+            "    clb_nodes: 2\n    snat: [198.18.40.1]\n",
+            1,
+        )
+        .replacen(
+            "      web:\n",
+            "      remote: [{ address: 198.19.91.1, port: 7001, region: lisbon }]\n\
+             \x20     onprem: [{ address: 198.19.92.1, port: 7002, idc: madrid }]\n\
+             \x20     natted: [{ address: 198.19.99.8, port: 7003, via: nat/egress }]\n\
+             \x20     routed: [{ address: 198.19.99.9, port: 7004, via: router }]\n\
+             \x20     web:\n",
+            1,
+        )
+        .replacen("regions:\n", "idcs:\n  - { name: madrid, location: [40.416, -3.704] }\n\nregions:\n", 1)
+        .replacen(
+            "\nbackbone:",
+            "  - name: lisbon\n    location: [38.722, -9.139]\n    clb_nodes: 1\n    backends:\n      spare: [{ address: 198.19.91.2, port: 7009 }]\n\nbackbone:",
+            1,
+        )
+        .replacen("traffic: [game, web] }", "traffic: [game, web, remote, onprem, natted, routed] }", 1)
+        .replacen(
+            "traffic:\n",
+            "traffic:\n  remote: { vip: edge, protocol: udp, port: 7001, interval: 50ms, size: 60 }\n\
+             \x20 onprem: { vip: edge, protocol: udp, port: 7002, interval: 50ms, size: 60 }\n\
+             \x20 natted: { vip: edge, protocol: udp, port: 7003, interval: 50ms, size: 60 }\n\
+             \x20 routed: { vip: edge, protocol: udp, port: 7004, interval: 50ms, size: 60 }\n",
+            1,
+        );
+    format!("{text}\nnat_gateways:\n  - {{ name: egress, region: frankfurt, public: 198.18.99.1 }}\n")
+}
+
+#[test]
+fn the_lab_delays_every_backend_path_as_the_simulator_does() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("paths", with_every_backend_path);
+    let t = anyedge_topology::load(&lab.file).unwrap();
+    let sim = anyedge_sim::run(&t, |_| {}).unwrap().report;
+    let london = sim.clients.iter().find(|c| c.name == "london").unwrap();
+    for (class, port, backend) in [
+        ("remote", 7001, "198.19.91.1:7001"),
+        ("onprem", 7002, "198.19.92.1:7002"),
+        ("natted", 7003, "198.19.99.8:7003"),
+        ("routed", 7004, "198.19.99.9:7004"),
+    ] {
+        let rtt = london.traffic.iter().find(|tr| tr.name == class).unwrap().anycast.rtt_ms.unwrap();
+        let probe = lab.probe("london", &format!("198.18.0.20:{port}"), "udp", 8);
+        assert!(replies_from(&probe, backend) > 0, "{class}: {probe}");
+        let lab_ms = |q: &str| probe["rtt_us"][q].as_f64().unwrap() / 1000.0;
+        eprintln!(
+            "{class}: p50 lab {:.2} / sim {:.2} ms, p99 lab {:.2} / sim {:.2} ms",
+            lab_ms("p50"),
+            rtt.p50,
+            lab_ms("p99"),
+            rtt.p99
+        );
+        for (q, sim_ms) in [("p50", rtt.p50), ("p99", rtt.p99)] {
+            let gap = (lab_ms(q) - sim_ms).abs();
+            assert!(
+                gap <= sim_ms * 0.10 + 1.0,
+                "{class} {q}: lab {:.2} ms, simulator {sim_ms:.2} ms (allowed 10 % + 1 ms)",
+                lab_ms(q)
+            );
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! anyedge's lab: a topology brought up as network namespaces, veth links and TUN
 //! devices, with the shipped cores running on tokio in real node processes.
 
+pub mod backend_host;
 pub mod batch;
 pub mod bench;
 pub mod capture;

@@ -11,19 +11,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyedge_ccn::{ComponentRng, Link};
-use anyedge_proto::inner;
 use anyedge_region::{Clb, Output as ClbOutput};
 use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config};
 use anyedge_topology::{self as topology, BackboneTransport, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 
 use crate::batch::BatchSocket;
 use crate::drops::Drops;
 use crate::layout::{
     BACKEND_PORT, GRPC_PORT, HEALTH_PORT, METRICS_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready,
 };
-use crate::plan::{Plan, REGION_NET, Role, TUN_NAME};
+use crate::plan::{Plan, Role, TUN_NAME};
 use crate::probing::{UdpProber, answer_probes, probe_config};
 use crate::shaper::Shaper;
 
@@ -97,7 +96,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
                 run_clb(&t, &plan, (region, index), node).await
             }
-            Role::Backend { ip, .. } => run_backend(&t, &plan, ip, &ready, (keys, drops)).await,
+            Role::Backend { ip, .. } => crate::backend_host::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
             Role::Egress { k, .. } => crate::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Internet => crate::router::run(&t, &plan, &ready).await,
             Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, (&ready, drops)).await,
@@ -106,7 +105,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     })
 }
 
-fn open_tun() -> Result<tun::AsyncDevice, String> {
+pub(crate) fn open_tun() -> Result<tun::AsyncDevice, String> {
     let mut config = tun::Configuration::default();
     config.tun_name(TUN_NAME).up();
     tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
@@ -455,149 +454,6 @@ async fn run_clb(
         if quic != quic_seen {
             quic_seen = quic;
             drops.set_quic(quic);
-        }
-    }
-}
-
-fn in_region_net(ip: IpAddr) -> bool {
-    let IpAddr::V4(a) = ip else { return false };
-    let (net, prefix) = REGION_NET;
-    u32::from(a) >> (32 - prefix) == u32::from(net) >> (32 - prefix)
-}
-
-/// The backbone id of every CLB node, by each address it speaks to backends from.
-fn clb_ids(t: &Topology, plan: &Plan) -> HashMap<IpAddr, anyedge_ccn::NodeId> {
-    let mut ids = HashMap::new();
-    for (r, region) in t.regions.iter().enumerate() {
-        for i in 0..usize::from(region.clb_nodes) {
-            let id = anyedge_topology::nodes::clb_node(r, i);
-            ids.insert(IpAddr::V4(plan.clb_inner_addr(r, i)), id);
-            if let Some(a) = plan.clb_region_addr(r, i) {
-                ids.insert(IpAddr::V4(a), id);
-            }
-        }
-    }
-    ids
-}
-
-/// A backend host: takes inner packets only sealed by a CLB node of a region that binds
-/// it (dropped and counted otherwise), filters them through the security groups bound to
-/// it, hands them to its kernel through its TUN device, and seals what its kernel
-/// answers for the CLB node the client's packets came through.
-async fn run_backend(
-    t: &Topology,
-    plan: &Plan,
-    ip: Ipv4Addr,
-    ready: &Path,
-    (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
-) -> Result<(), String> {
-    let tun = open_tun()?;
-    let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
-    let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let me = anyedge_topology::nodes::backend_hosts(t)
-        .into_iter()
-        .find(|(h, _)| *h == IpAddr::V4(ip))
-        .map(|(_, id)| id)
-        .ok_or("backend host without a backbone id")?;
-    // An internet host takes plain packets from its egress node only, and answers it.
-    let internet = match plan.egress_of(ip) {
-        Some(k) => Some(plan.egress_tunnel(k).ok_or("egress node without a region address")?),
-        None => None,
-    };
-    let mut keyring = auth_from_now(keys)?.keyring(me, 0);
-    let clbs = clb_ids(t, plan);
-    let toa = crate::servers::ToaSeen::default();
-    // Security groups bound to this instance, as the simulator applies them.
-    let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
-    let mut firewall = (!groups.is_empty()).then(|| anyedge_region::security::Firewall::new(groups));
-    let mut ports: Vec<u16> = t
-        .regions
-        .iter()
-        .flat_map(|r| &r.backend_groups)
-        .flat_map(|g| &g.backends)
-        .filter(|b| b.addr.ip() == IpAddr::V4(ip))
-        .map(|b| b.addr.port())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    for &port in &ports {
-        // On every address of the host: the backend address (through the CLB) and its
-        // own region address (the direct path).
-        let addr = SocketAddr::new(IpAddr::V4(ip), port);
-        // UDP answers from the address it was asked on: one socket per address.
-        let direct = plan.backend_direct_addr(ip).ok_or("backend without a region address")?;
-        for local in [addr, SocketAddr::new(IpAddr::V4(direct), port)] {
-            let udp = Arc::new(UdpSocket::bind(local).await.map_err(|e| format!("bind udp {local}: {e}"))?);
-            tokio::spawn(crate::servers::udp_echo(udp, addr));
-        }
-        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-        let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
-        tokio::spawn(crate::servers::tcp_server(tcp, addr, toa.clone()));
-    }
-    mark_ready(ready)?;
-    // Client endpoint → the CLB node that last forwarded its packets (the way back).
-    let mut via: HashMap<(IpAddr, u16), (SocketAddr, anyedge_ccn::NodeId)> = HashMap::new();
-    let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
-    loop {
-        tokio::select! {
-            r = sock.recv_from(&mut ubuf) => {
-                let (n, from) = r.map_err(|e| e.to_string())?;
-                drops.packet_in();
-                let (clb, packet) = match internet {
-                    Some(egress) if from == egress => (None, &ubuf[..n]),
-                    Some(_) => {
-                        drops.count(Err(anyedge_region::gateway::GatewayDrop::NotCarried));
-                        continue;
-                    }
-                    None => match keyring.open(anyedge_proto::seal::Kind::Backend, &ubuf[..n]) {
-                        Ok((clb @ anyedge_ccn::NodeId::Clb { .. }, packet)) => (Some(clb), packet),
-                        Ok(_) => continue,
-                        Err(e) => {
-                            drops.count(Err(e));
-                            continue;
-                        }
-                    },
-                };
-                if let Ok(info) = inner::parse(packet) {
-                    if let Some(fw) = firewall.as_mut()
-                        && fw.inbound(&info.key) == anyedge_region::security::Verdict::Drop
-                    {
-                        drops.count(Err(anyedge_region::DropReason::Denied));
-                        drops.set_denied(&fw.explain_drop(&info.key));
-                        continue;
-                    }
-                    if let Some(clb) = clb {
-                        via.insert((info.key.src, info.key.src_port), (from, clb));
-                    }
-                    toa.note(packet);
-                    drops.packet_out();
-                    let _ = tun.send(packet).await;
-                }
-            }
-            r = tun.recv(&mut tbuf) => {
-                let n = r.map_err(|e| e.to_string())?;
-                drops.packet_in();
-                // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
-                let Ok(info) = inner::parse(&tbuf[..n]) else { continue };
-                if let Some(egress) = internet {
-                    // Everything an internet host sends goes out through its egress node.
-                    drops.packet_out();
-                    let _ = sock.send_to(&tbuf[..n], egress).await;
-                    continue;
-                }
-                let to = via.get(&(info.key.dst, info.key.dst_port)).copied().or_else(|| {
-                    let id = clbs.get(&info.key.dst).copied()?;
-                    in_region_net(info.key.dst).then(|| (SocketAddr::new(info.key.dst, BACKEND_PORT), id))
-                });
-                let Some((to, clb)) = to else {
-                    tracing::debug!("no way back for {:?}", info.key);
-                    continue;
-                };
-                if let Some(sealed) = keyring.seal(clb, anyedge_proto::seal::Kind::Backend, &tbuf[..n]) {
-                    drops.packet_out();
-                    let _ = sock.send_to(&sealed, to).await;
-                }
-            }
         }
     }
 }

@@ -1,0 +1,305 @@
+//! A backend host in the lab: takes inner packets only sealed by a CLB node of a region
+//! that binds it (dropped and counted otherwise), filters them through the security
+//! groups bound to it, hands them to its kernel through its TUN device, and seals what
+//! its kernel answers for the CLB node the client's packets came through. A host away
+//! from its region (another region, an IDC) or on the internet behind an egress node
+//! delays both ways as the simulator's links do (`HostLinks`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyedge_ccn::{ComponentRng, Keyring, Link, NodeId};
+use anyedge_proto::inner;
+use anyedge_region::security::{Firewall, Verdict};
+use anyedge_topology::{Site, Topology};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::drops::Drops;
+use crate::layout::{BACKEND_PORT, mark_ready};
+use crate::node::{auth_from_now, far_future};
+use crate::plan::{Plan, REGION_NET};
+use crate::shaper::Shaper;
+
+/// Largest packet a host reads at once.
+const MTU_BUF: usize = 65_536;
+
+/// Where a host's packet goes once its link delivers it.
+enum HostDest {
+    /// Into the host's kernel.
+    Tun,
+    /// Back out of the tunnel socket, to a CLB node or the egress node.
+    Tunnel(SocketAddr),
+}
+
+/// The links between a host and the region that binds it, per region and direction
+/// (0: toward the host, 1: from it), as the simulator has them: over the backbone for a
+/// host in another region or an IDC, one internet hop for a host behind an egress node,
+/// none for a host in its own region.
+struct HostLinks {
+    links: HashMap<(u16, usize), Link>,
+}
+
+impl HostLinks {
+    fn new(t: &Topology, ip: Ipv4Addr, internet: bool) -> HostLinks {
+        let mut links = HashMap::new();
+        let label = |region: usize, dir: usize| format!("lab/host/{region}/{ip}/{dir}");
+        let sites = t
+            .regions
+            .iter()
+            .enumerate()
+            .flat_map(|(r, region)| region.backend_groups.iter().flat_map(|g| &g.backends).map(move |b| (r, b)));
+        for (r, b) in sites.filter(|(_, b)| b.addr.ip() == IpAddr::V4(ip)) {
+            let model = match b.site {
+                Site::Local => continue,
+                Site::Region(s) => {
+                    anyedge_topology::nodes::backbone_link(t, t.regions[r].location, t.regions[s].location)
+                }
+                Site::Idc(i) => anyedge_topology::nodes::backbone_link(t, t.regions[r].location, t.idcs[i].location),
+                Site::Internet(_) => anyedge_topology::nodes::internet_hop(t),
+            };
+            // An internet host's packets all go by its egress node: one pair of links.
+            let region = if internet { 0 } else { r as u16 };
+            for dir in 0..2 {
+                links
+                    .entry((region, dir))
+                    .or_insert_with(|| Link::new(model, ComponentRng::new(t.seed, &label(r, dir))));
+            }
+        }
+        HostLinks { links }
+    }
+
+    fn get(&mut self, region: u16, dir: usize) -> Option<&mut Link> {
+        self.links.get_mut(&(region, dir))
+    }
+}
+
+/// One backend host's state: its sockets, keys, filters, links and the way back of
+/// each client's packets.
+struct BackendHost {
+    tun: tun::AsyncDevice,
+    sock: UdpSocket,
+    keyring: Keyring,
+    /// An internet host's egress node: it takes plain packets from there only.
+    internet: Option<SocketAddr>,
+    clbs: HashMap<IpAddr, NodeId>,
+    firewall: Option<Firewall>,
+    toa: crate::servers::ToaSeen,
+    /// Client endpoint → the CLB node that last forwarded its packets (the way back).
+    via: HashMap<(IpAddr, u16), (SocketAddr, NodeId)>,
+    links: HostLinks,
+    shaper: Shaper<HostDest>,
+    drops: Drops,
+}
+
+pub async fn run(
+    t: &Topology,
+    plan: &Plan,
+    ip: Ipv4Addr,
+    impair: bool,
+    ready: &Path,
+    (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
+) -> Result<(), String> {
+    let mut host = BackendHost::new(t, plan, ip, impair, keys, drops).await?;
+    serve_ports(t, plan, ip, host.toa.clone()).await?;
+    mark_ready(ready)?;
+    host.run().await
+}
+
+/// The host's servers on every port bound to it: UDP echo, TCP and HTTP.
+async fn serve_ports(t: &Topology, plan: &Plan, ip: Ipv4Addr, toa: crate::servers::ToaSeen) -> Result<(), String> {
+    let mut ports: Vec<u16> = t
+        .regions
+        .iter()
+        .flat_map(|r| &r.backend_groups)
+        .flat_map(|g| &g.backends)
+        .filter(|b| b.addr.ip() == IpAddr::V4(ip))
+        .map(|b| b.addr.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let direct = plan.backend_direct_addr(ip).ok_or("backend without a region address")?;
+    for &port in &ports {
+        // On every address of the host: the backend address (through the CLB) and its
+        // own region address (the direct path). UDP answers from the address it was asked
+        // on: one socket per address.
+        let addr = SocketAddr::new(IpAddr::V4(ip), port);
+        for local in [addr, SocketAddr::new(IpAddr::V4(direct), port)] {
+            let udp = Arc::new(UdpSocket::bind(local).await.map_err(|e| format!("bind udp {local}: {e}"))?);
+            tokio::spawn(crate::servers::udp_echo(udp, addr));
+        }
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
+        tokio::spawn(crate::servers::tcp_server(tcp, addr, toa.clone()));
+    }
+    Ok(())
+}
+
+impl BackendHost {
+    async fn new(
+        t: &Topology,
+        plan: &Plan,
+        ip: Ipv4Addr,
+        impair: bool,
+        keys: Vec<anyedge_ccn::PeerKeys>,
+        drops: Drops,
+    ) -> Result<BackendHost, String> {
+        let tun = crate::node::open_tun()?;
+        let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
+        let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+        let me = anyedge_topology::nodes::backend_hosts(t)
+            .into_iter()
+            .find(|(h, _)| *h == IpAddr::V4(ip))
+            .map(|(_, id)| id)
+            .ok_or("backend host without a backbone id")?;
+        let internet = match plan.egress_of(ip) {
+            Some(k) => Some(plan.egress_tunnel(k).ok_or("egress node without a region address")?),
+            None => None,
+        };
+        // Security groups bound to this instance, as the simulator applies them.
+        let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
+        Ok(BackendHost {
+            tun,
+            sock,
+            keyring: auth_from_now(keys)?.keyring(me, 0),
+            internet,
+            clbs: clb_ids(t, plan),
+            firewall: (!groups.is_empty()).then(|| Firewall::new(groups)),
+            toa: crate::servers::ToaSeen::default(),
+            via: HashMap::new(),
+            links: HostLinks::new(t, ip, internet.is_some()),
+            shaper: Shaper::new(Instant::now(), impair),
+            drops,
+        })
+    }
+
+    /// Selects and dispatches; what a wake-up made due leaves at its end.
+    async fn run(&mut self) -> Result<(), String> {
+        let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+        loop {
+            let wake = self.shaper.wake_at().unwrap_or_else(far_future);
+            tokio::select! {
+                r = self.sock.recv_from(&mut ubuf) => {
+                    let (n, from) = r.map_err(|e| e.to_string())?;
+                    self.on_tunnel(from, &ubuf[..n]);
+                }
+                r = self.tun.recv(&mut tbuf) => {
+                    let n = r.map_err(|e| e.to_string())?;
+                    self.on_kernel(&tbuf[..n]);
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            self.transmit().await;
+        }
+    }
+
+    /// A datagram on the tunnel socket: sealed by a CLB node, or plain from the egress.
+    fn on_tunnel(&mut self, from: SocketAddr, datagram: &[u8]) {
+        self.drops.packet_in();
+        let (clb, packet) = match self.internet {
+            Some(egress) if from == egress => (None, datagram),
+            Some(_) => {
+                self.drops.count(Err(anyedge_region::gateway::GatewayDrop::NotCarried));
+                return;
+            }
+            None => match self.keyring.open(anyedge_proto::seal::Kind::Backend, datagram) {
+                Ok((clb @ NodeId::Clb { .. }, packet)) => (Some(clb), packet),
+                Ok(_) => return,
+                Err(e) => {
+                    self.drops.count(Err(e));
+                    return;
+                }
+            },
+        };
+        let Ok(info) = inner::parse(packet) else { return };
+        if let Some(fw) = self.firewall.as_mut()
+            && fw.inbound(&info.key) == Verdict::Drop
+        {
+            self.drops.count(Err(anyedge_region::DropReason::Denied));
+            self.drops.set_denied(&fw.explain_drop(&info.key));
+            return;
+        }
+        let region = match clb {
+            Some(clb @ NodeId::Clb { region, .. }) => {
+                self.via.insert((info.key.src, info.key.src_port), (from, clb));
+                region
+            }
+            _ => 0,
+        };
+        self.toa.note(packet);
+        let flow = u64::from(info.key.flow_hash());
+        match self.links.get(region, 0) {
+            Some(link) => self.shaper.push(link, flow, HostDest::Tun, packet.to_vec()),
+            None => self.shaper.pass(HostDest::Tun, packet.to_vec()),
+        }
+    }
+
+    /// What the host's kernel sends: out through the egress node, or sealed back to the
+    /// CLB node its client's packets came through.
+    fn on_kernel(&mut self, packet: &[u8]) {
+        self.drops.packet_in();
+        // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
+        let Ok(info) = inner::parse(packet) else { return };
+        let flow = u64::from(info.key.flow_hash());
+        let (to, region, bytes) = match self.internet {
+            // Everything an internet host sends goes out through its egress node.
+            Some(egress) => (egress, 0, packet.to_vec()),
+            None => {
+                let to = self.via.get(&(info.key.dst, info.key.dst_port)).copied().or_else(|| {
+                    let id = self.clbs.get(&info.key.dst).copied()?;
+                    in_region_net(info.key.dst).then(|| (SocketAddr::new(info.key.dst, BACKEND_PORT), id))
+                });
+                let Some((to, clb)) = to else {
+                    tracing::debug!("no way back for {:?}", info.key);
+                    return;
+                };
+                let NodeId::Clb { region, .. } = clb else { return };
+                let Some(sealed) = self.keyring.seal(clb, anyedge_proto::seal::Kind::Backend, packet) else { return };
+                (to, region, sealed)
+            }
+        };
+        match self.links.get(region, 1) {
+            Some(link) => self.shaper.push(link, flow, HostDest::Tunnel(to), bytes),
+            None => self.shaper.pass(HostDest::Tunnel(to), bytes),
+        }
+    }
+
+    /// Sends what is due: into the kernel or out of the tunnel.
+    async fn transmit(&mut self) {
+        let due = if self.shaper.wake_at().is_some_and(|at| at <= tokio::time::Instant::now()) {
+            self.shaper.due()
+        } else {
+            self.shaper.due_now()
+        };
+        for (dest, bytes) in due {
+            self.drops.packet_out();
+            let _ = match dest {
+                HostDest::Tun => self.tun.send(&bytes).await,
+                HostDest::Tunnel(to) => self.sock.send_to(&bytes, to).await,
+            };
+        }
+    }
+}
+
+fn in_region_net(ip: IpAddr) -> bool {
+    let IpAddr::V4(a) = ip else { return false };
+    let (net, prefix) = REGION_NET;
+    u32::from(a) >> (32 - prefix) == u32::from(net) >> (32 - prefix)
+}
+
+/// The backbone id of every CLB node, by each address it speaks to backends from.
+fn clb_ids(t: &Topology, plan: &Plan) -> HashMap<IpAddr, NodeId> {
+    let mut ids = HashMap::new();
+    for (r, region) in t.regions.iter().enumerate() {
+        for i in 0..usize::from(region.clb_nodes) {
+            let id = anyedge_topology::nodes::clb_node(r, i);
+            ids.insert(IpAddr::V4(plan.clb_inner_addr(r, i)), id);
+            if let Some(a) = plan.clb_region_addr(r, i) {
+                ids.insert(IpAddr::V4(a), id);
+            }
+        }
+    }
+    ids
+}
