@@ -171,6 +171,8 @@ fn the_html_report_is_one_self_contained_page_with_every_section_and_report_rend
         "Raft leader and term",
         "<h2>Faults</h2>",
         "<pre>",
+        // What the figures rest on: control.yaml keeps one stretch for each.
+        "Delay models: internet <b>uniform</b> (stretch 2 everywhere, not calibrated) plus 5.0 ms of last mile; backbone <b>uniform</b>",
     ] {
         assert!(page.contains(part), "the page has {part}");
     }

@@ -310,6 +310,30 @@ fn leader_rows(r: &Value, duration: f64) -> Vec<Row> {
     vec![("leader".to_string(), spans)]
 }
 
+/// What the figures rest on: each delay model's name and source, and the pinned pairs.
+fn models_paragraph(m: &Value) -> String {
+    if m.is_null() {
+        return String::new();
+    }
+    let model = |v: &Value| {
+        format!("<b>{}</b> ({})", esc(v["name"].as_str().unwrap_or("?")), esc(v["source"].as_str().unwrap_or("?")))
+    };
+    let pinned = arr(&m["internet_pinned"]);
+    let pinned = match pinned.len() {
+        0 => String::new(),
+        _ => format!(
+            "; measured round trips pinned: {}",
+            esc(&pinned.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", "))
+        ),
+    };
+    format!(
+        "<p>Delay models: internet {} plus {} ms of last mile{pinned}; backbone {}.</p>",
+        model(&m["internet"]),
+        m["internet_last_mile_ms"],
+        model(&m["backbone"])
+    )
+}
+
 /// The report as a page; `table`, the terminal table when there is one.
 pub fn render(r: &Value, table: Option<&str>) -> String {
     let duration = f(&r["duration_s"]);
@@ -328,6 +352,7 @@ straight over the internet to the region. Red lines mark faults.</p>",
         name = esc(r["name"].as_str().unwrap_or("")),
         seed = r["seed"],
     );
+    page.push_str(&models_paragraph(&r["models"]));
     if !faults.is_empty() {
         page.push_str("<h2>Faults</h2><table><tr><th>at (s)</th><th class=l>what</th><th>detected (ms)</th><th>flows affected</th><th>recovered</th><th>recovery p50 (ms)</th><th>changed backend</th></tr>");
         for x in arr(&r["faults"]) {
