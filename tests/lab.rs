@@ -1073,3 +1073,60 @@ fn the_lab_delays_every_backend_path_as_the_simulator_does() {
         }
     }
 }
+
+/// small.yaml with control nodes far apart: Frankfurt, and POPs in Mumbai and Virginia
+/// (no VIP is published there).
+fn with_far_control(text: String) -> String {
+    let text = text.replacen(
+        "  - { name: warsaw, location: [52.230, 21.012] }\n",
+        "  - { name: warsaw, location: [52.230, 21.012] }\n  - { name: mumbai, location: [19.076, 72.878] }\n  - { name: virginia, location: [39.044, -77.487] }\n",
+        1,
+    );
+    text + "control: { nodes: 3, sites: [frankfurt, mumbai, virginia] }\n"
+}
+
+/// `writes` set-weight faults for the simulator, a second apart from 3 s.
+fn weight_writes(writes: usize) -> String {
+    let mut text = String::from("faults:\n");
+    for i in 0..writes {
+        let at = 3 + i;
+        text.push_str(&format!(
+            "  - {{ at: {at}s, set-weight: {{ backend: \"198.19.20.1:7000\", weight: {} }} }}\n",
+            10 + i
+        ));
+    }
+    text
+}
+
+#[test]
+fn raft_messages_cross_the_backbone_in_the_lab_as_long_as_in_the_simulator() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("far-raft", with_far_control);
+    let text = std::fs::read_to_string(&lab.file).unwrap() + &weight_writes(8);
+    let t = anyedge_topology::parse_str("far.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let sim = anyedge_sim::run(&t, |_| {}).unwrap().report;
+    let sim_p50 = sim.control.as_ref().and_then(|c| c.commit_latency_ms.as_ref()).expect("writes committed").p50;
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let timed = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = ctl_write(&lab, args);
+        assert!(out.status.success(), "ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // What a ctl call costs without Raft (process, socket, TLS): a read.
+    let read_ms = median((0..5).map(|_| timed(&["status", "--json"])).collect());
+    let write_ms = median((0..7).map(|w| timed(&["set-weight", "198.19.20.1:7000", &(10 + w).to_string()])).collect());
+    let commit_ms = write_ms - read_ms;
+    eprintln!("commit: lab {commit_ms:.1} ms (write {write_ms:.1} - read {read_ms:.1}), simulator p50 {sim_p50:.1} ms");
+    assert!(
+        (commit_ms - sim_p50).abs() <= sim_p50 * 0.10 + 5.0,
+        "a write commits in {commit_ms:.1} ms in the lab, {sim_p50:.1} ms in the simulator (allowed 10 % + 5 ms for the ctl process)"
+    );
+}

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyedge_ccn::{ComponentRng, Link, Outcome};
 use anyedge_control::durable::RedbDisk;
 use anyedge_control::{CatchUp, Change, ControlNode, Output, ProposeError, WriteFate, write_fate};
 use anyedge_proto::control::control_server::{Control, ControlServer};
@@ -159,21 +160,48 @@ fn update(index: u64, change: &Change) -> WatchUpdate {
     WatchUpdate { index, change_json: serde_json::to_string(change).unwrap_or_default(), table_json: String::new() }
 }
 
+/// The way to one peer: its messages in order, each stamped when the node sent it.
+type PeerTx = mpsc::Sender<(tokio::time::Instant, Vec<u8>)>;
+
 /// Sends Raft messages to one peer in order, reconnecting as needed; never blocks the node.
-fn peer_sender(addr: SocketAddr, tls: tonic::transport::ClientTlsConfig) -> Result<mpsc::Sender<Vec<u8>>, String> {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4096);
+/// With impairments on, each message waits out the backbone link between the two sites
+/// (delay, jitter, loss), the link the simulator's control plane runs on.
+fn peer_sender(
+    addr: SocketAddr,
+    tls: tonic::transport::ClientTlsConfig,
+    mut link: Option<Link>,
+) -> Result<PeerTx, String> {
+    let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4096);
     let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
         .and_then(|e| e.tls_config(tls))
         .map_err(|e| format!("control peer {addr}: {e}"))?;
     tokio::spawn(async move {
         let channel = endpoint.connect_timeout(Duration::from_millis(200)).tcp_nodelay(true).connect_lazy();
         let mut client = PeerClient::new(channel);
-        while let Some(message) = rx.recv().await {
+        let start = tokio::time::Instant::now();
+        while let Some((sent, message)) = rx.recv().await {
+            if let Some(link) = link.as_mut() {
+                let at_ns = sent.duration_since(start).as_nanos() as u64;
+                match link.transmit(at_ns, message.len(), 0) {
+                    Outcome::Deliver(due_ns) => tokio::time::sleep_until(start + Duration::from_nanos(due_ns)).await,
+                    Outcome::Lost | Outcome::QueueFull => continue,
+                }
+            }
             // A lost message is Raft's business (it retries); a dead peer just fails fast.
             let _ = tokio::time::timeout(Duration::from_millis(500), client.raft(RaftFrame { message })).await;
         }
     });
     Ok(tx)
+}
+
+/// The backbone link from control node `id`'s site to peer `p`'s, as the simulator has it
+/// (at least 100 µs); none when impairments are off.
+fn control_link(t: &Topology, c: &anyedge_topology::Control, id: u8, p: u8, impair: bool) -> Option<Link> {
+    let site = |n: u8| c.sites.get(usize::from(n).checked_sub(1)?).map(|s| s.1);
+    let (a, b) = (site(id)?, site(p)?);
+    let mut model = anyedge_topology::nodes::backbone_link(t, a, b);
+    model.impairment.delay_ns = model.impairment.delay_ns.max(100_000);
+    impair.then(|| Link::new(model, ComponentRng::new(t.seed, &format!("lab/control/link/{id}/{p}"))))
 }
 
 /// Raft and the control API on the backbone, behind mutual TLS.
@@ -250,10 +278,12 @@ pub async fn run(
             tracing::error!("control API server: {e}");
         }
     });
-    let mut peers: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut peers: HashMap<u64, PeerTx> = HashMap::new();
+    let impair = !state_dir.join(crate::layout::NO_IMPAIRMENTS).exists();
     for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
         let tls = crate::pki::client(state_dir, &name, addr.into())?;
-        peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls)?);
+        let link = control_link(t, c, id, p, impair);
+        peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls, link)?);
     }
     mark_ready(ready)?;
     let mut tick = tokio::time::interval(Duration::from_nanos(c.tick_ns));
@@ -325,7 +355,7 @@ pub async fn run(
             match out {
                 Output::Message { to, bytes } => {
                     if let Some(peer) = peers.get(&to) {
-                        let _ = peer.try_send(bytes);
+                        let _ = peer.try_send((tokio::time::Instant::now(), bytes));
                     }
                 }
                 Output::Applied { index, term, change, .. } => {
