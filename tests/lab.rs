@@ -1130,3 +1130,35 @@ fn raft_messages_cross_the_backbone_in_the_lab_as_long_as_in_the_simulator() {
         "a write commits in {commit_ms:.1} ms in the lab, {sim_p50:.1} ms in the simulator (allowed 10 % + 5 ms for the ctl process)"
     );
 }
+
+/// small.yaml with every control node in Mumbai, 6,300 km from the CLB nodes in
+/// Frankfurt: POPs (publishing nothing) there host them, so a write commits in a
+/// millisecond and only the way to the watchers is long.
+fn with_remote_control(text: String) -> String {
+    let text = text.replacen(
+        "  - { name: warsaw, location: [52.230, 21.012] }\n",
+        "  - { name: warsaw, location: [52.230, 21.012] }\n  - { name: mumbai1, location: [19.076, 72.878] }\n  - { name: mumbai2, location: [19.077, 72.879] }\n  - { name: mumbai3, location: [19.078, 72.880] }\n",
+        1,
+    );
+    text + "control: { nodes: 3, sites: [mumbai1, mumbai2, mumbai3] }\n"
+}
+
+#[test]
+fn a_committed_change_reaches_a_far_clb_node_a_backbone_delay_later_not_at_once() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("far-watch", with_remote_control);
+    wait_status(&lab, "a leader", |s| s["leader"].is_string());
+    let applied = |s: &Value| s["applied"]["clb/frankfurt/1"].as_u64().unwrap_or(0);
+    wait_status(&lab, "the CLB node follows the table", |s| applied(s) >= s["commit"].as_u64().unwrap_or(u64::MAX));
+    let out = ctl_write(&lab, &["set-weight", "198.19.20.1:7000", "15"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Frankfurt is 6,300 km from every control node: 43 ms one way at stretch 1.4, more
+    // than the ~10 ms a ctl call takes; the simulator delays watch updates so too.
+    let right_after = ctl_status(&lab);
+    let commit = right_after["commit"].as_u64().unwrap();
+    assert!(applied(&right_after) < commit, "the change crossed 6,300 km at once: {right_after}");
+    wait_status(&lab, "the change reaches the CLB node", |s| applied(s) >= commit);
+}

@@ -51,6 +51,9 @@ struct Api {
     /// Serving the Unix socket (root on this host, the operator) rather than the backbone.
     local: bool,
     refusals: Refusals,
+    /// How long the backbone takes from this node's site to each watcher (`pop/X`,
+    /// `clb/R/N`), as the simulator delays watch updates; empty with impairments off.
+    watch_delays: Arc<HashMap<String, Duration>>,
 }
 
 /// Logs why peers were refused: every reason the first few times, then one in a thousand,
@@ -144,11 +147,61 @@ impl Control for Api {
     type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchUpdate, Status>> + Send>>;
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let delay = match self.caller(&request, "a watch") {
+            Ok(Some(who)) => self.watch_delays.get(&who.name).copied(),
+            _ => None,
+        };
         let (tx, rx) = mpsc::channel(WATCH_DEPTH);
         let after = request.into_inner().after;
         self.calls.send(Call::Watch(after, tx)).await.map_err(|_| Status::unavailable("stopping"))?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let Some(delay) = delay else { return Ok(Response::new(Box::pin(ReceiverStream::new(rx)))) };
+        let (late_tx, late_rx) = mpsc::channel(WATCH_DEPTH);
+        tokio::spawn(delay_updates(rx, late_tx, delay));
+        Ok(Response::new(Box::pin(ReceiverStream::new(late_rx))))
     }
+}
+
+/// Hands each update on `delay` after it was sent, in order, none held longer: the
+/// backbone between a control node and a watcher far away. A watcher more than
+/// `WATCH_DEPTH` updates behind is dropped (it reconnects and catches up), as it is when
+/// it reads too slowly.
+async fn delay_updates<T>(mut rx: mpsc::Receiver<T>, tx: mpsc::Sender<T>, delay: Duration) {
+    let mut on_the_way: std::collections::VecDeque<(tokio::time::Instant, T)> = std::collections::VecDeque::new();
+    let mut open = true;
+    while open || !on_the_way.is_empty() {
+        let due = on_the_way.front().map(|(at, _)| *at);
+        tokio::select! {
+            item = rx.recv(), if open => match item {
+                Some(item) if on_the_way.len() < WATCH_DEPTH => on_the_way.push_back((tokio::time::Instant::now() + delay, item)),
+                Some(_) => return,
+                None => open = false,
+            },
+            _ = tokio::time::sleep_until(due.unwrap_or_else(crate::node::far_future)), if due.is_some() => {
+                let Some((_, item)) = on_the_way.pop_front() else { continue };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One-way backbone delays from control node `id`'s site to every POP and CLB node that
+/// watches the table, as the simulator has them (at least 100 µs); none when impairments
+/// are off.
+fn watch_delays(t: &Topology, c: &anyedge_topology::Control, id: u8, impair: bool) -> HashMap<String, Duration> {
+    let Some(&(_, site)) = c.sites.get(usize::from(id).wrapping_sub(1)) else { return HashMap::new() };
+    if !impair {
+        return HashMap::new();
+    }
+    let delay =
+        |to| Duration::from_nanos(anyedge_topology::nodes::backbone_link(t, site, to).impairment.delay_ns.max(100_000));
+    let pops = t.pops.iter().map(|p| (format!("pop/{}", p.name), delay(p.location)));
+    let clbs = t
+        .regions
+        .iter()
+        .flat_map(|r| (1..=r.clb_nodes).map(move |n| (format!("clb/{}/{n}", r.name), delay(r.location))));
+    pops.chain(clbs).collect()
 }
 
 /// The watcher is at `index` (entries that change nothing, like a new leader's empty one).
@@ -253,7 +306,9 @@ pub async fn run(
     let (calls_tx, mut calls) = mpsc::channel::<Call>(4096);
     let name = format!("control/{id}");
     let refusals = Refusals::new(&name);
-    let api = Api { calls: calls_tx, local: false, refusals: refusals.clone() };
+    let impair = !state_dir.join(crate::layout::NO_IMPAIRMENTS).exists();
+    let watch_delays = Arc::new(watch_delays(t, c, id, impair));
+    let api = Api { calls: calls_tx, local: false, refusals: refusals.clone(), watch_delays };
     // Raft and watchers over the backbone, mutual TLS: only holders of the lab's
     // certificates get in.
     let bind = SocketAddr::new(own.into(), CONTROL_PORT);
@@ -279,7 +334,6 @@ pub async fn run(
         }
     });
     let mut peers: HashMap<u64, PeerTx> = HashMap::new();
-    let impair = !state_dir.join(crate::layout::NO_IMPAIRMENTS).exists();
     for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
         let tls = crate::pki::client(state_dir, &name, addr.into())?;
         let link = control_link(t, c, id, p, impair);
@@ -419,7 +473,12 @@ mod tests {
             // Another lab's CA issues certificates with the very same names.
             crate::pki::issue(&stranger, &nodes, &[]).unwrap();
             let (calls_tx, mut calls) = mpsc::channel(16);
-            let api = Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1") };
+            let api = Api {
+                calls: calls_tx,
+                local: false,
+                refusals: Refusals::new("control/1"),
+                watch_delays: Arc::default(),
+            };
             let server = backbone_server(&lab, "control/1", api).unwrap();
             let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
             let addr = tcp.local_addr().unwrap();
@@ -463,7 +522,12 @@ mod tests {
             ];
             crate::pki::issue(&lab, &nodes, &[]).unwrap();
             let (calls_tx, mut calls) = mpsc::channel(16);
-            let api = Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1") };
+            let api = Api {
+                calls: calls_tx,
+                local: false,
+                refusals: Refusals::new("control/1"),
+                watch_delays: Arc::default(),
+            };
             let server = backbone_server(&lab, "control/1", api).unwrap();
             let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
             let addr = tcp.local_addr().unwrap();
