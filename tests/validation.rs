@@ -892,6 +892,24 @@ fn pinned_internet_round_trips_name_known_ends_and_never_beat_light() {
 }
 
 #[test]
+fn control_nodes_with_no_region_or_pop_to_run_at_are_refused_not_a_panic() {
+    // Found by coverage-guided fuzzing (issue 33): `validate` exited 101, index out of bounds.
+    let text = "name: x\nseed: 1\nduration: 1s\ncontrol: { nodes: 3 }\n";
+    let diags = errors(text);
+    assert!(
+        diags.iter().any(|d| d.line == 4 && d.field == "control" && d.reason.contains("no region or POP")),
+        "{diags:#?}"
+    );
+    let dir = std::env::temp_dir().join(format!("anyedge-nosite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("x.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run() {
     let dir = std::env::temp_dir().join(format!("anyedge-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

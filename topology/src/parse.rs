@@ -469,8 +469,16 @@ impl Parser {
             .map(|r| (r.name.clone(), r.location))
             .chain(pops.iter().map(|p| (p.name.clone(), p.location)))
             .collect();
+        if known.is_empty() {
+            self.err(
+                node.span(),
+                "control",
+                "no region or POP for the control nodes to run at (sites are regions or POPs)",
+            );
+            return None;
+        }
         let sites = match o.get("sites") {
-            None => (0..usize::from(count)).map(|i| known[i % known.len().max(1)].clone()).collect(),
+            None => (0..usize::from(count)).map(|i| known[i % known.len()].clone()).collect(),
             Some(n) => {
                 let seq = self.seq(n, &o.field("sites"))?;
                 if seq.len() != usize::from(count) {
