@@ -882,7 +882,12 @@ fn pinned_internet_round_trips_name_known_ends_and_never_beat_light() {
         "faster than light in fibre over 343 km",
     );
     expect(&pin("{ between: [client/london, pop/paris], rtt: 0ms }"), 35, "rtt[0].rtt", "must lie within");
-    expect(&pin("{ between: [client/london, pop/paris], rtt: -5ms }"), 35, "rtt[0].rtt", "");
+    expect(
+        &pin("{ between: [client/london, pop/paris], rtt: -5ms }"),
+        35,
+        "rtt[0].rtt",
+        "`-5ms` must be a non-negative duration",
+    );
     expect(
         &pin("{ between: [client/london, pop/paris], rtt: 14ms }, { between: [pop/paris, client/london], rtt: 15ms }"),
         35,
