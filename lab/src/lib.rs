@@ -5,6 +5,7 @@ pub mod backend_host;
 pub mod batch;
 pub mod bench;
 pub mod capture;
+mod clb_driver;
 pub mod control_node;
 pub mod ctl;
 pub mod drops;

@@ -4,34 +4,19 @@
 //! the client's address, and hands packets to backend hosts. Backend: a host with a
 //! real kernel stack (its TUN device) and built-in UDP echo and TCP servers.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyedge_ccn::{ComponentRng, Link};
-use anyedge_region::{Clb, Output as ClbOutput};
-use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config};
-use anyedge_topology::{self as topology, BackboneTransport, Topology};
+use anyedge_topology::{self as topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UdpSocket;
 
-use crate::batch::BatchSocket;
 use crate::drops::Drops;
-use crate::layout::{
-    BACKEND_PORT, GRPC_PORT, HEALTH_PORT, METRICS_PORT, NO_IMPAIRMENTS, REALTIME, SYNC_PORT, mark_ready,
-};
+use crate::layout::{METRICS_PORT, NO_IMPAIRMENTS, REALTIME};
 use crate::plan::{Plan, Role, TUN_NAME};
-use crate::probing::{UdpProber, answer_probes, probe_config};
-use crate::shaper::Shaper;
 
-/// Largest packet a node reads at once.
-const MTU_BUF: usize = 65_536;
 /// How long a status client may take to ask and to read the answer.
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-/// How often a CLB node refreshes its connection-table gauges.
-const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 /// Status connections served at once; more are closed on arrival.
 const STATUS_CONNECTIONS_MAX: usize = 64;
 
@@ -94,7 +79,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
             }
             Role::Clb { region, index } => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
-                run_clb(&t, &plan, (region, index), node).await
+                crate::clb_driver::ClbDriver::bind(&t, &plan, (region, index), node).await?.run().await
             }
             Role::Backend { ip, .. } => crate::backend_host::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
             Role::Egress { k, .. } => crate::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
@@ -231,231 +216,6 @@ pub(crate) fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> Result<anyedge_
     let epoch_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     Ok(anyedge_ccn::AuthConfig { keys, epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()? })
-}
-
-/// Where a CLB node's reply goes once its backbone link delivers it.
-enum ClbDest {
-    Udp(SocketAddr),
-    /// Down the gRPC stream the POP opened.
-    Stream(u16),
-}
-
-/// The next packet up any gRPC stream (never, when the backbone is UDP).
-async fn next_upstream(
-    streams: &mut Option<tokio::sync::mpsc::Receiver<crate::grpc::Upstream>>,
-) -> Option<crate::grpc::Upstream> {
-    match streams.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn run_clb(
-    t: &Topology,
-    plan: &Plan,
-    (region, index): (usize, usize),
-    node: Forwarder<'_>,
-) -> Result<(), String> {
-    let Forwarder { ready, impair, mut follower, drops, keys, state_dir, name } = node;
-    let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
-    let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
-    // The backbone and backend sockets carry the data: batched both ways.
-    let mut pop_sock = BatchSocket::bind(from_pops).await?;
-    let be_bind = SocketAddr::new(IpAddr::V4(own), BACKEND_PORT);
-    let mut be_sock = BatchSocket::bind(be_bind).await?;
-    // Connection-table sync with the region's other nodes, on the region network.
-    let sync_bind = SocketAddr::new(IpAddr::V4(own), SYNC_PORT);
-    let sync_sock = UdpSocket::bind(sync_bind).await.map_err(|e| format!("bind {sync_bind}: {e}"))?;
-    let sync_peers: Vec<Option<SocketAddr>> = (0..usize::from(t.regions[region].clb_nodes))
-        .map(|i| plan.clb_region_addr(region, i).map(|a| SocketAddr::new(IpAddr::V4(a), SYNC_PORT)))
-        .collect();
-    let inner_addr = plan.clb_inner_addr(region, index);
-    let addresses = ClbAddresses {
-        address: IpAddr::V4(inner_addr),
-        address_v6: Some(IpAddr::V6(plan.clb_inner_addr6(region, index))),
-    };
-    let start = Instant::now();
-    // Each VIP homed here terminates TLS with the certificate lab up issued it.
-    let homed = crate::pki::vip_names(t, Some(region));
-    let identity = Identity { default: None, vips: crate::pki::vip_identities(state_dir, &homed)? };
-    let auth = auth_from_now(keys)?;
-    let me = anyedge_topology::nodes::clb_node(region, index);
-    let mut config = clb_config(t, region, index, addresses, &identity);
-    config.auth = auth.clone();
-    let mut core = Clb::new(config, 0);
-    // Backbone links back to every POP (the POPs shape the way here).
-    let mut backbone: Vec<Link> = (0..t.pops.len())
-        .map(|p| {
-            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
-            Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
-        })
-        .collect();
-    let mut shaper: Shaper<ClbDest> = Shaper::new(start, impair);
-    let grpc = t.backbone.transport == BackboneTransport::Grpc;
-    let mut from_streams = if grpc {
-        let tls = crate::pki::server(state_dir, name)?;
-        Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT), tls).await?)
-    } else {
-        None
-    };
-    // POP id → the stream its packets came up on (replies go down it).
-    let mut downstreams: HashMap<u16, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
-    // Backbone probing of the POPs: a dead POP's flows answer through a live neighbour.
-    // Every POP's tunnel endpoint and the CLB's backend hosts, looked up once, not per packet.
-    let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
-    let mut backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>> = HashMap::new();
-    // (POP id, its health address) for every POP with a tunnel.
-    let pops: Vec<(u16, SocketAddr)> = pop_tunnels
-        .iter()
-        .enumerate()
-        .filter_map(|(p, a)| a.map(|a| (p as u16, SocketAddr::new(a.ip(), HEALTH_PORT))))
-        .collect();
-    let addrs = pops.iter().map(|&(_, a)| a).collect();
-    let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
-    let sealing = Some((auth.keyring(me, 0), ids));
-    let mut prober = UdpProber::bind(from_pops.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
-    let mut pbuf_probe = [0u8; 256];
-    // POPs probe this node over the backbone: answer while we run.
-    answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
-    mark_ready(ready)?;
-    let mut sbuf = vec![0u8; MTU_BUF];
-    // Each backend's health as this node's checks see it (all healthy at the start).
-    let mut health: std::collections::BTreeMap<String, &'static str> = std::collections::BTreeMap::new();
-    // Gauges for /metrics, refreshed now and then rather than per packet.
-    let mut gauges_at = Instant::now() - GAUGE_EVERY;
-    // QUIC connections and handshakes, as `status` last showed them.
-    let mut quic_seen = (0, 0);
-    drops.set_quic(quic_seen);
-    loop {
-        let core_wake =
-            core.poll_timeout().map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
-        let mut due = shaper.take_ready();
-        let shaper_wake = shaper.wake_at();
-        let wake = core_wake.into_iter().chain(shaper_wake).min().unwrap_or_else(far_future);
-        if due.is_empty() {
-            tokio::select! {
-                r = pop_sock.recv() => {
-                    r.map_err(|e| e.to_string())?;
-                    for (_, packet) in pop_sock.datagrams() {
-                        drops.packet_in();
-                        drops.count(core.handle_from_pop(now_ns(start), packet));
-                    }
-                }
-                r = be_sock.recv() => {
-                    r.map_err(|e| e.to_string())?;
-                    for (_, packet) in be_sock.datagrams() {
-                        drops.packet_in();
-                        drops.count(core.handle_from_backend(now_ns(start), packet.to_vec()));
-                    }
-                }
-                r = sync_sock.recv_from(&mut sbuf) => {
-                    let (n, from) = r.map_err(|e| e.to_string())?;
-                    // Only the region's other nodes sync with this one.
-                    if sync_peers.iter().flatten().any(|p| p.ip() == from.ip()) {
-                        drops.count(core.handle_from_peer(now_ns(start), &sbuf[..n]));
-                    } else {
-                        drops.count::<anyedge_region::DropReason>(Err(anyedge_region::DropReason::NotPeer));
-                    }
-                    drops.set_sync(&core.sync_stats());
-                }
-                Some((packet, down)) = next_upstream(&mut from_streams) => {
-                    drops.packet_in();
-                    let result = core.handle_from_pop(now_ns(start), &packet);
-                    // Replies go down the stream the POP's authentic packets came up.
-                    let sender = anyedge_proto::seal::Packet::new_checked(&packet[..])
-                        .ok()
-                        .and_then(|e| anyedge_ccn::NodeId::from_wire(e.sender()));
-                    if let (Ok(()), Some(anyedge_ccn::NodeId::Pop(pop))) = (&result, sender) {
-                        downstreams.insert(pop, down);
-                    }
-                    drops.count(result);
-                }
-                _ = tokio::time::sleep_until(wake) => {
-                    core.handle_timeout(now_ns(start));
-                    due = shaper.due();
-                }
-                Some((change, table)) = crate::watch::next_change(&mut follower) => {
-                    let site = anyedge_topology::route_table::ClbSite { t, region, index, addresses, identity: &identity };
-                    anyedge_topology::route_table::apply_to_clb(&mut core, &site, &table, &change);
-                }
-                _ = tokio::time::sleep_until(prober.wake_at(start)) => {
-                    for (peer, up) in prober.tick(now_ns(start)).await {
-                        core.set_pop_up(pops[peer].0, up);
-                    }
-                }
-                r = prober.sock.recv_from(&mut pbuf_probe) => {
-                    if let Ok((n, _)) = r {
-                        for (peer, up) in prober.answered(&pbuf_probe[..n]) {
-                            core.set_pop_up(pops[peer].0, up);
-                        }
-                    }
-                }
-            }
-        }
-        due.extend(shaper.take_ready());
-        for (to, packet) in due {
-            match to {
-                ClbDest::Udp(to) => {
-                    drops.packet_out();
-                    pop_sock.queue(to, packet);
-                }
-                ClbDest::Stream(pop) => {
-                    if let Some(down) = downstreams.get(&pop) {
-                        drops.packet_out();
-                        let _ = down.try_send(packet);
-                    }
-                }
-            }
-        }
-        while let Some(out) = core.poll_output() {
-            match out {
-                ClbOutput::ToPop { pop_id, bytes } => {
-                    let p = usize::from(pop_id);
-                    if let (Some(&Some(to)), Some(link)) = (pop_tunnels.get(p), backbone.get_mut(p)) {
-                        let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
-                        let dest = if grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
-                        shaper.push(link, flow, dest, bytes);
-                    }
-                }
-                ClbOutput::ToBackend { backend, bytes } => {
-                    if let IpAddr::V4(ip) = backend.ip()
-                        && let Some(to) = *backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
-                    {
-                        drops.packet_out();
-                        be_sock.queue(to, bytes);
-                    }
-                }
-                // The lab has no direct (non-anycast) path yet.
-                ClbOutput::ToClient { .. } => {}
-                ClbOutput::ToPeer { node, bytes } => {
-                    if let Some(&Some(to)) = sync_peers.get(usize::from(node)) {
-                        let _ = sync_sock.send_to(&bytes, to).await;
-                    }
-                    drops.set_sync(&core.sync_stats());
-                }
-            }
-        }
-        // What this pass produced leaves together.
-        pop_sock.flush().await;
-        be_sock.flush().await;
-        while let Some(event) = core.poll_event() {
-            if let anyedge_region::Event::HealthChanged { backend, healthy } = event {
-                health.insert(backend.to_string(), if healthy { "healthy" } else { "unhealthy" });
-                drops.set_health(&health);
-                tracing::info!("{name}: backend {backend} {}", if healthy { "healthy" } else { "unhealthy" });
-            }
-        }
-        if gauges_at.elapsed() >= GAUGE_EVERY {
-            gauges_at = Instant::now();
-            drops.set_gauge("conn_table_entries", core.conn_table().len() as u64);
-            drops.set_gauge("conn_table_evictions_total", core.conn_table().evictions());
-        }
-        let quic = core.quic_connections();
-        if quic != quic_seen {
-            quic_seen = quic;
-            drops.set_quic(quic);
-        }
-    }
 }
 
 #[cfg(test)]

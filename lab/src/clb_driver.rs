@@ -1,0 +1,397 @@
+//! A CLB node in the lab: the region's sans-IO CLB core driven by tokio, shaped like
+//! quinn's `ConnectionDriver` — `bind` makes its sockets and state, one `on_*` method per
+//! input (backbone datagrams, backend datagrams, table sync, gRPC upstream, liveness
+//! probes, route changes, timers), `transmit` hands what the core produced to the
+//! sockets, and `run` only selects and dispatches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use anyedge_ccn::{ComponentRng, Link};
+use anyedge_control::RouteTable;
+use anyedge_region::{Clb, Output as ClbOutput};
+use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config};
+use anyedge_topology::{BackboneTransport, Topology};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::batch::BatchSocket;
+use crate::drops::Drops;
+use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready};
+use crate::node::{Forwarder, auth_from_now, far_future, now_ns};
+use crate::plan::Plan;
+use crate::probing::{UdpProber, answer_probes, probe_config};
+use crate::shaper::Shaper;
+
+/// Largest sync message a node reads at once.
+const MTU_BUF: usize = 65_536;
+/// How often a CLB node refreshes its connection-table gauges.
+const GAUGE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Where a CLB node's reply goes once its backbone link delivers it.
+enum ClbDest {
+    Udp(SocketAddr),
+    /// Down the gRPC stream the POP opened.
+    Stream(u16),
+}
+
+/// What woke the driver up.
+enum Input {
+    Backbone,
+    Backend,
+    Sync(usize, SocketAddr),
+    Upstream(crate::grpc::Upstream),
+    Timer,
+    RouteChange(anyedge_control::Change, RouteTable),
+    ProbeTick,
+    ProbeAnswer(usize),
+}
+
+pub(crate) struct ClbDriver<'a> {
+    t: &'a Topology,
+    plan: &'a Plan,
+    region: usize,
+    index: usize,
+    name: &'a str,
+    core: Clb,
+    start: Instant,
+    drops: Drops,
+    follower: Option<crate::watch::Follower>,
+    addresses: ClbAddresses,
+    identity: Identity,
+    /// Backbone datagrams from POPs and replies to them: batched both ways.
+    pop_sock: BatchSocket,
+    /// The tunnel to backend hosts and egress nodes: batched both ways.
+    be_sock: BatchSocket,
+    /// Connection-table sync with the region's other nodes, on the region network.
+    sync_sock: UdpSocket,
+    sync_peers: Vec<Option<SocketAddr>>,
+    sync_buf: Vec<u8>,
+    /// Backbone links back to every POP (the POPs shape the way here).
+    backbone: Vec<Link>,
+    shaper: Shaper<ClbDest>,
+    grpc: bool,
+    from_streams: Option<mpsc::Receiver<crate::grpc::Upstream>>,
+    /// POP id → the stream its packets came up on (replies go down it).
+    downstreams: HashMap<u16, mpsc::Sender<Vec<u8>>>,
+    /// Every POP's tunnel endpoint and the CLB's backend hosts, looked up once.
+    pop_tunnels: Vec<Option<SocketAddr>>,
+    backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>>,
+    /// (POP id, its liveness address) for every POP the prober watches.
+    pops: Vec<(u16, SocketAddr)>,
+    prober: UdpProber,
+    probe_buf: [u8; 256],
+    /// Each backend's health as this node's checks see it.
+    health: BTreeMap<String, &'static str>,
+    /// Gauges for /metrics, refreshed now and then rather than per packet.
+    gauges_at: Instant,
+    /// QUIC connections and handshakes, as `status` last showed them.
+    quic_seen: (usize, u64),
+}
+
+impl<'a> ClbDriver<'a> {
+    /// Binds CLB node `index` of `region`: its sockets, core, links and prober; then says
+    /// it is ready.
+    pub(crate) async fn bind(
+        t: &'a Topology,
+        plan: &'a Plan,
+        (region, index): (usize, usize),
+        node: Forwarder<'a>,
+    ) -> Result<ClbDriver<'a>, String> {
+        let Forwarder { ready, impair, follower, drops, keys, state_dir, name } = node;
+        let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
+        let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
+        let pop_sock = BatchSocket::bind(from_pops).await?;
+        let be_sock = BatchSocket::bind(SocketAddr::new(IpAddr::V4(own), BACKEND_PORT)).await?;
+        let sync_bind = SocketAddr::new(IpAddr::V4(own), SYNC_PORT);
+        let sync_sock = UdpSocket::bind(sync_bind).await.map_err(|e| format!("bind {sync_bind}: {e}"))?;
+        let sync_peers = (0..usize::from(t.regions[region].clb_nodes))
+            .map(|i| plan.clb_region_addr(region, i).map(|a| SocketAddr::new(IpAddr::V4(a), SYNC_PORT)))
+            .collect();
+        let addresses = ClbAddresses {
+            address: IpAddr::V4(plan.clb_inner_addr(region, index)),
+            address_v6: Some(IpAddr::V6(plan.clb_inner_addr6(region, index))),
+        };
+        let start = Instant::now();
+        // Each VIP homed here terminates TLS with the certificate lab up issued it.
+        let homed = crate::pki::vip_names(t, Some(region));
+        let identity = Identity { default: None, vips: crate::pki::vip_identities(state_dir, &homed)? };
+        let auth = auth_from_now(keys)?;
+        let me = anyedge_topology::nodes::clb_node(region, index);
+        let mut config = clb_config(t, region, index, addresses, &identity);
+        config.auth = auth.clone();
+        let backbone = (0..t.pops.len())
+            .map(|p| {
+                let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
+                Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
+            })
+            .collect();
+        let grpc = t.backbone.transport == BackboneTransport::Grpc;
+        let from_streams = match grpc {
+            true => {
+                let tls = crate::pki::server(state_dir, name)?;
+                Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT), tls).await?)
+            }
+            false => None,
+        };
+        // Liveness probing of the POPs: a dead POP's flows answer through a live neighbour.
+        let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
+        let pops: Vec<(u16, SocketAddr)> = pop_tunnels
+            .iter()
+            .enumerate()
+            .filter_map(|(p, a)| a.map(|a| (p as u16, SocketAddr::new(a.ip(), HEALTH_PORT))))
+            .collect();
+        let addrs = pops.iter().map(|&(_, a)| a).collect();
+        let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
+        let sealing = Some((auth.keyring(me, 0), ids));
+        let prober = UdpProber::bind(from_pops.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
+        // POPs probe this node over the backbone: answer while we run.
+        answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
+        mark_ready(ready)?;
+        drops.set_quic((0, 0));
+        Ok(ClbDriver {
+            t,
+            plan,
+            region,
+            index,
+            name,
+            core: Clb::new(config, 0),
+            start,
+            drops,
+            follower,
+            addresses,
+            identity,
+            pop_sock,
+            be_sock,
+            sync_sock,
+            sync_peers,
+            sync_buf: vec![0u8; MTU_BUF],
+            backbone,
+            shaper: Shaper::new(start, impair),
+            grpc,
+            from_streams,
+            downstreams: HashMap::new(),
+            pop_tunnels,
+            backend_tunnels: HashMap::new(),
+            pops,
+            prober,
+            probe_buf: [0u8; 256],
+            health: BTreeMap::new(),
+            gauges_at: Instant::now() - GAUGE_EVERY,
+            quic_seen: (0, 0),
+        })
+    }
+
+    /// Selects and dispatches until an I/O error ends the node.
+    pub(crate) async fn run(mut self) -> Result<(), String> {
+        loop {
+            let mut due = self.shaper.take_ready();
+            if due.is_empty() {
+                let input = self.next_input().await?;
+                due = self.dispatch(input).await;
+            }
+            due.extend(self.shaper.take_ready());
+            self.send_due(due);
+            self.transmit().await;
+            self.after_pass();
+        }
+    }
+
+    /// Waits for the next input: a socket, a stream, a timer or a route change.
+    async fn next_input(&mut self) -> Result<Input, String> {
+        let start = self.start;
+        let core_wake = self
+            .core
+            .poll_timeout()
+            .map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
+        let wake = core_wake.into_iter().chain(self.shaper.wake_at()).min().unwrap_or_else(far_future);
+        Ok(tokio::select! {
+            r = self.pop_sock.recv() => r.map(|()| Input::Backbone).map_err(|e| e.to_string())?,
+            r = self.be_sock.recv() => r.map(|()| Input::Backend).map_err(|e| e.to_string())?,
+            r = self.sync_sock.recv_from(&mut self.sync_buf) => {
+                let (n, from) = r.map_err(|e| e.to_string())?;
+                Input::Sync(n, from)
+            }
+            Some(up) = next_upstream(&mut self.from_streams) => Input::Upstream(up),
+            _ = tokio::time::sleep_until(wake) => Input::Timer,
+            Some((change, table)) = crate::watch::next_change(&mut self.follower) => Input::RouteChange(change, table),
+            _ = tokio::time::sleep_until(self.prober.wake_at(start)) => Input::ProbeTick,
+            r = self.prober.sock.recv_from(&mut self.probe_buf) => match r {
+                Ok((n, _)) => Input::ProbeAnswer(n),
+                Err(_) => Input::ProbeAnswer(0),
+            },
+        })
+    }
+
+    /// Hands an input to the core; returns what a timer made due on the links.
+    async fn dispatch(&mut self, input: Input) -> Vec<(ClbDest, Vec<u8>)> {
+        match input {
+            Input::Backbone => self.on_backbone(),
+            Input::Backend => self.on_backend(),
+            Input::Sync(n, from) => self.on_sync(n, from),
+            Input::Upstream(up) => self.on_upstream(up),
+            Input::Timer => return self.on_timer(),
+            Input::RouteChange(change, table) => self.on_route_change(&change, &table),
+            Input::ProbeTick => self.on_probe_tick().await,
+            Input::ProbeAnswer(n) => self.on_probe_answer(n),
+        }
+        Vec::new()
+    }
+
+    fn on_backbone(&mut self) {
+        let now = now_ns(self.start);
+        for (_, packet) in self.pop_sock.datagrams() {
+            self.drops.packet_in();
+            self.drops.count(self.core.handle_from_pop(now, packet));
+        }
+    }
+
+    fn on_backend(&mut self) {
+        let now = now_ns(self.start);
+        for (_, packet) in self.be_sock.datagrams() {
+            self.drops.packet_in();
+            self.drops.count(self.core.handle_from_backend(now, packet.to_vec()));
+        }
+    }
+
+    /// Only the region's other nodes sync with this one.
+    fn on_sync(&mut self, n: usize, from: SocketAddr) {
+        if self.sync_peers.iter().flatten().any(|p| p.ip() == from.ip()) {
+            let result = self.core.handle_from_peer(now_ns(self.start), &self.sync_buf[..n]);
+            self.drops.count(result);
+        } else {
+            self.drops.count::<anyedge_region::DropReason>(Err(anyedge_region::DropReason::NotPeer));
+        }
+        self.drops.set_sync(&self.core.sync_stats());
+    }
+
+    /// A packet up a POP's gRPC stream: replies go down the stream its authentic packets
+    /// came up.
+    fn on_upstream(&mut self, (packet, down): crate::grpc::Upstream) {
+        self.drops.packet_in();
+        let result = self.core.handle_from_pop(now_ns(self.start), &packet);
+        let sender = anyedge_proto::seal::Packet::new_checked(&packet[..])
+            .ok()
+            .and_then(|e| anyedge_ccn::NodeId::from_wire(e.sender()));
+        if let (Ok(()), Some(anyedge_ccn::NodeId::Pop(pop))) = (&result, sender) {
+            self.downstreams.insert(pop, down);
+        }
+        self.drops.count(result);
+    }
+
+    fn on_timer(&mut self) -> Vec<(ClbDest, Vec<u8>)> {
+        self.core.handle_timeout(now_ns(self.start));
+        self.shaper.due()
+    }
+
+    fn on_route_change(&mut self, change: &anyedge_control::Change, table: &RouteTable) {
+        let site = anyedge_topology::route_table::ClbSite {
+            t: self.t,
+            region: self.region,
+            index: self.index,
+            addresses: self.addresses,
+            identity: &self.identity,
+        };
+        anyedge_topology::route_table::apply_to_clb(&mut self.core, &site, table, change);
+    }
+
+    async fn on_probe_tick(&mut self) {
+        for (peer, up) in self.prober.tick(now_ns(self.start)).await {
+            self.core.set_pop_up(self.pops[peer].0, up);
+        }
+    }
+
+    fn on_probe_answer(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        for (peer, up) in self.prober.answered(&self.probe_buf[..n]) {
+            self.core.set_pop_up(self.pops[peer].0, up);
+        }
+    }
+
+    /// Replies the backbone links delivered: out of the UDP socket or down a stream.
+    fn send_due(&mut self, due: Vec<(ClbDest, Vec<u8>)>) {
+        for (to, packet) in due {
+            match to {
+                ClbDest::Udp(to) => {
+                    self.drops.packet_out();
+                    self.pop_sock.queue(to, packet);
+                }
+                ClbDest::Stream(pop) => {
+                    if let Some(down) = self.downstreams.get(&pop) {
+                        self.drops.packet_out();
+                        let _ = down.try_send(packet);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the core produced: toward POPs over their backbone links, to backend hosts,
+    /// to the region's other nodes; then every batch leaves together.
+    async fn transmit(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                ClbOutput::ToPop { pop_id, bytes } => {
+                    let p = usize::from(pop_id);
+                    if let (Some(&Some(to)), Some(link)) = (self.pop_tunnels.get(p), self.backbone.get_mut(p)) {
+                        let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
+                        let dest = if self.grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
+                        self.shaper.push(link, flow, dest, bytes);
+                    }
+                }
+                ClbOutput::ToBackend { backend, bytes } => {
+                    let plan = self.plan;
+                    if let IpAddr::V4(ip) = backend.ip()
+                        && let Some(to) = *self.backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
+                    {
+                        self.drops.packet_out();
+                        self.be_sock.queue(to, bytes);
+                    }
+                }
+                // The lab has no direct (non-anycast) path yet.
+                ClbOutput::ToClient { .. } => {}
+                ClbOutput::ToPeer { node, bytes } => {
+                    if let Some(&Some(to)) = self.sync_peers.get(usize::from(node)) {
+                        let _ = self.sync_sock.send_to(&bytes, to).await;
+                    }
+                    self.drops.set_sync(&self.core.sync_stats());
+                }
+            }
+        }
+        self.pop_sock.flush().await;
+        self.be_sock.flush().await;
+    }
+
+    /// Health changes, gauges and QUIC counts for `status` and /metrics.
+    fn after_pass(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = event {
+                let state = if healthy { "healthy" } else { "unhealthy" };
+                self.health.insert(backend.to_string(), state);
+                self.drops.set_health(&self.health);
+                tracing::info!("{}: backend {backend} {state}", self.name);
+            }
+        }
+        if self.gauges_at.elapsed() >= GAUGE_EVERY {
+            self.gauges_at = Instant::now();
+            self.drops.set_gauge("conn_table_entries", self.core.conn_table().len() as u64);
+            self.drops.set_gauge("conn_table_evictions_total", self.core.conn_table().evictions());
+        }
+        let quic = self.core.quic_connections();
+        if quic != self.quic_seen {
+            self.quic_seen = quic;
+            self.drops.set_quic(quic);
+        }
+    }
+}
+
+/// The next packet up any gRPC stream (never, when the backbone is UDP).
+async fn next_upstream(streams: &mut Option<mpsc::Receiver<crate::grpc::Upstream>>) -> Option<crate::grpc::Upstream> {
+    match streams.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
