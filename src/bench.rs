@@ -1,6 +1,8 @@
 //! `anyedge bench`: benchmarks that print figures (never tests that fail on timing).
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyedge_region::scheduler::{Candidate, Maglev};
@@ -321,4 +323,168 @@ pub fn sim_table(f: &SimFigures) -> String {
         "vs 1st: events/s over the first scale's; +KB/flow: peak memory each flow added over the smallest scale\n",
     );
     s
+}
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// The lab forwarder's throughput and added latency on real packets (root).
+    Lab {
+        /// Topology file (the lab is brought up and down by the benchmark).
+        file: PathBuf,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Run nodes and probes in the ordinary scheduling class instead of SCHED_FIFO.
+        #[arg(long)]
+        no_realtime: bool,
+        /// Queues the POP reads its TUN device with (default: one per core).
+        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
+        tun_queues: Option<usize>,
+        /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module as
+        /// a one-hop UDP proxy between the same client and backend).
+        #[arg(long, value_parser = ["nginx"])]
+        peer: Option<String>,
+    },
+    /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
+    Control {
+        /// Topology file with a `control:` section (the lab is brought up and down).
+        file: PathBuf,
+        /// Leader kills (each followed by a restart).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The simulator as the world grows: the file with every client count multiplied and
+    /// each client's rate divided (the same packets from more flows), per scale wall time,
+    /// events/s, deliveries/s, peak memory and memory per flow. Each run is a process.
+    Sim {
+        /// Topology file.
+        #[arg(default_value = "topologies/global.yaml")]
+        file: PathBuf,
+        /// Client-count factors, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+        scale: Vec<u32>,
+        /// Runs per scale (figures are medians; runs interleave the scales).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// One scale of `bench sim` in this process; prints its figures as JSON.
+    #[command(hide = true)]
+    SimOne {
+        file: PathBuf,
+        #[arg(long)]
+        scale: u32,
+    },
+    /// Maglev table balance, disruption when one backend goes, and build time.
+    Maglev {
+        /// Number of backends.
+        #[arg(long, default_value_t = 100)]
+        backends: usize,
+        /// Lookup table size (prime).
+        #[arg(long, default_value_t = 65_537)]
+        table: usize,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// Runs a `bench` subcommand and prints its figures.
+pub fn command(which: BenchCommand) -> ExitCode {
+    match which {
+        BenchCommand::Lab { file, json, no_realtime, tun_queues, peer } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, tun_queues, peer.as_deref());
+            report("lab", figures, json, |f| {
+                let mut line = format!(
+                    "lab{}, POP TUN queues {}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
+                    if f.realtime { " (SCHED_FIFO)" } else { "" },
+                    f.tun_queues,
+                    f.pps,
+                    f.direct_pps,
+                    f.pps / f.direct_pps.max(1.0),
+                    f.added_p50_us,
+                    f.added_p99_us,
+                    f.added_p999_us,
+                    quantiles_us(f.vip_rtt_us),
+                    quantiles_us(f.direct_rtt_us)
+                );
+                if let Some(p) = &f.peer {
+                    if p.measured {
+                        line += &format!(
+                            "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
+                            p.name,
+                            p.pps,
+                            p.pps / f.direct_pps.max(1.0),
+                            p.added_p50_us,
+                            p.added_p99_us,
+                            p.added_p999_us,
+                            quantiles_us(p.rtt_us),
+                            p.what
+                        );
+                    } else {
+                        line += &format!("\n{}: {}", p.name, p.what);
+                    }
+                }
+                line
+            })
+        }
+        BenchCommand::Control { file, rounds, json } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let figures = anyedge_lab::bench::control(&file, &exe, rounds);
+            report("control", figures, json, |f| {
+                format!(
+                    "control: leader killed → first committed write: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} rounds, \
+                 {} without a commit (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
+                    f.failover_ms_median,
+                    f.failover_ms_p90,
+                    f.failover_ms_max,
+                    f.rounds,
+                    f.failed_rounds,
+                    f.election_timeout_ms[0],
+                    f.election_timeout_ms[1],
+                    f.commit_ms_median
+                )
+            })
+        }
+        BenchCommand::Sim { file, scale, runs, json } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let tty = std::io::stderr().is_terminal();
+            let figures = sim(&exe, &file, &scale, runs, |what| {
+                if tty {
+                    eprint!("\r\x1b[2Kbench sim: {what}");
+                }
+            });
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            report("sim", figures, json, |f| sim_table(f).trim_end().to_string())
+        }
+        BenchCommand::SimOne { file, scale } => match sim_one(&file, scale) {
+            Ok(run) => {
+                println!("{}", serde_json::to_string(&run).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        BenchCommand::Maglev { backends, table, json } => report("maglev", maglev(backends, table), json, |f| {
+            format!(
+                "maglev N={} M={}: max/avg {:.4}, disruption {:.3}% (ideal {:.3}%), build {:.3} ms",
+                f.backends, f.table, f.max_over_avg, f.disruption_pct, f.ideal_disruption_pct, f.build_ms
+            )
+        }),
+    }
+}
+
+/// p50/p99/p99.9 as `a/b/c µs`.
+fn quantiles_us(q: [u64; 3]) -> String {
+    format!("{}/{}/{} µs", q[0], q[1], q[2])
 }

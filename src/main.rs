@@ -19,6 +19,7 @@
 mod bench;
 mod calibrate;
 mod chaos;
+mod probe;
 
 /// mimalloc instead of the system allocator: every simulated packet is a buffer
 /// allocated and freed, and glibc's malloc was a tenth of a simulation's time.
@@ -112,56 +113,7 @@ enum Command {
         action: CtlCommand,
     },
     /// Load a VIP from inside a client namespace and report round trips.
-    Probe {
-        /// VIP:PORT to send to.
-        #[arg(long)]
-        target: std::net::SocketAddr,
-        #[arg(long, value_parser = anyedge_lab::probe::Protocol::NAMES, default_value = "udp")]
-        protocol: String,
-        /// tcp-ssl, https, quic: the CA to trust (default: $ANYEDGE_LAB_PKI/ca.pem, which
-        /// `lab exec` sets).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// To an `mtls: true` listener: the client certificate to present
-        /// (default: $ANYEDGE_LAB_PKI/client.pem) …
-        #[arg(long)]
-        cert: Option<PathBuf>,
-        /// … and its key (default: $ANYEDGE_LAB_PKI/client.key).
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Requests per second, all flows together.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-        /// How long to send, e.g. 5s.
-        #[arg(long, default_value = "5s")]
-        duration: String,
-        /// Flows (source ports; TCP: connections).
-        #[arg(long, default_value_t = 1)]
-        flows: usize,
-        /// UDP: keep this many requests in flight per flow instead of pacing at --rate.
-        #[arg(long)]
-        window: Option<usize>,
-        /// UDP: bytes per request (20 to 65000; the backend echoes them back), e.g. 1460 for
-        /// full-size packets whose backbone envelopes the links must fragment.
-        #[arg(long, default_value_t = anyedge_lab::probe::REQUEST_LEN, allow_hyphen_values = true)]
-        size: usize,
-        /// QUIC: move every flow's connection to a new local port this far into the run
-        /// (connection migration), e.g. 2s.
-        #[arg(long)]
-        migrate_at: Option<String>,
-        /// Write the JSON report to this file (`--report` is an older name for it).
-        #[arg(long = "json", alias = "report", value_name = "FILE")]
-        report: Option<PathBuf>,
-        /// What to print on stdout: a table, or the JSON report.
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
-        output: String,
-        /// Run SCHED_FIFO, so the probe's own scheduling waits stay out of its figures.
-        #[arg(long)]
-        realtime: bool,
-        /// Probe from outside a lab's client namespace (a real service, say).
-        #[arg(long)]
-        outside_lab: bool,
-    },
+    Probe(probe::Args),
     /// Many seeds, each a random fault schedule drawn from the file's world, every
     /// invariant checked; failing seeds are listed with the command that replays them.
     Chaos {
@@ -221,7 +173,7 @@ enum Command {
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
-        which: BenchCommand,
+        which: bench::BenchCommand,
     },
 }
 
@@ -497,75 +449,6 @@ enum LabCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// The lab forwarder's throughput and added latency on real packets (root).
-    Lab {
-        /// Topology file (the lab is brought up and down by the benchmark).
-        file: PathBuf,
-        /// Write the figures here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Run nodes and probes in the ordinary scheduling class instead of SCHED_FIFO.
-        #[arg(long)]
-        no_realtime: bool,
-        /// Queues the POP reads its TUN device with (default: one per core).
-        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
-        tun_queues: Option<usize>,
-        /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module as
-        /// a one-hop UDP proxy between the same client and backend).
-        #[arg(long, value_parser = ["nginx"])]
-        peer: Option<String>,
-    },
-    /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
-    Control {
-        /// Topology file with a `control:` section (the lab is brought up and down).
-        file: PathBuf,
-        /// Leader kills (each followed by a restart).
-        #[arg(long, default_value_t = 20)]
-        rounds: usize,
-        /// Write the figures here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// The simulator as the world grows: the file with every client count multiplied and
-    /// each client's rate divided (the same packets from more flows), per scale wall time,
-    /// events/s, deliveries/s, peak memory and memory per flow. Each run is a process.
-    Sim {
-        /// Topology file.
-        #[arg(default_value = "topologies/global.yaml")]
-        file: PathBuf,
-        /// Client-count factors, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
-        scale: Vec<u32>,
-        /// Runs per scale (figures are medians; runs interleave the scales).
-        #[arg(long, default_value_t = 1)]
-        runs: usize,
-        /// Write the figures here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// One scale of `bench sim` in this process; prints its figures as JSON.
-    #[command(hide = true)]
-    SimOne {
-        file: PathBuf,
-        #[arg(long)]
-        scale: u32,
-    },
-    /// Maglev table balance, disruption when one backend goes, and build time.
-    Maglev {
-        /// Number of backends.
-        #[arg(long, default_value_t = 100)]
-        backends: usize,
-        /// Lookup table size (prime).
-        #[arg(long, default_value_t = 65_537)]
-        table: usize,
-        /// Write the figures here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-}
-
 fn load(file: &std::path::Path) -> Result<Topology, ExitCode> {
     topology::load(file).map_err(|e| {
         eprintln!("{e}");
@@ -792,11 +675,6 @@ fn lab(action: LabCommand) -> ExitCode {
     }
 }
 
-/// p50/p99/p99.9 as `a/b/c µs`.
-fn quantiles_us(q: [u64; 3]) -> String {
-    format!("{}/{}/{} µs", q[0], q[1], q[2])
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -815,92 +693,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Bench { which: BenchCommand::Lab { file, json, no_realtime, tun_queues, peer } } => {
-            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, tun_queues, peer.as_deref());
-            bench::report("lab", figures, json, |f| {
-                let mut line = format!(
-                    "lab{}, POP TUN queues {}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
-                    if f.realtime { " (SCHED_FIFO)" } else { "" },
-                    f.tun_queues,
-                    f.pps,
-                    f.direct_pps,
-                    f.pps / f.direct_pps.max(1.0),
-                    f.added_p50_us,
-                    f.added_p99_us,
-                    f.added_p999_us,
-                    quantiles_us(f.vip_rtt_us),
-                    quantiles_us(f.direct_rtt_us)
-                );
-                if let Some(p) = &f.peer {
-                    if p.measured {
-                        line += &format!(
-                            "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
-                            p.name,
-                            p.pps,
-                            p.pps / f.direct_pps.max(1.0),
-                            p.added_p50_us,
-                            p.added_p99_us,
-                            p.added_p999_us,
-                            quantiles_us(p.rtt_us),
-                            p.what
-                        );
-                    } else {
-                        line += &format!("\n{}: {}", p.name, p.what);
-                    }
-                }
-                line
-            })
-        }
-        Command::Bench { which: BenchCommand::Control { file, rounds, json } } => {
-            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let figures = anyedge_lab::bench::control(&file, &exe, rounds);
-            bench::report("control", figures, json, |f| {
-                format!(
-                    "control: leader killed → first committed write: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} rounds, \
-                     {} without a commit (election timeouts {}–{} ms); write → commit with a leader: median {:.0} ms",
-                    f.failover_ms_median,
-                    f.failover_ms_p90,
-                    f.failover_ms_max,
-                    f.rounds,
-                    f.failed_rounds,
-                    f.election_timeout_ms[0],
-                    f.election_timeout_ms[1],
-                    f.commit_ms_median
-                )
-            })
-        }
-        Command::Bench { which: BenchCommand::Sim { file, scale, runs, json } } => {
-            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let tty = std::io::stderr().is_terminal();
-            let figures = bench::sim(&exe, &file, &scale, runs, |what| {
-                if tty {
-                    eprint!("\r\x1b[2Kbench sim: {what}");
-                }
-            });
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
-            bench::report("sim", figures, json, |f| bench::sim_table(f).trim_end().to_string())
-        }
-        Command::Bench { which: BenchCommand::SimOne { file, scale } } => match bench::sim_one(&file, scale) {
-            Ok(run) => {
-                println!("{}", serde_json::to_string(&run).unwrap_or_default());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Bench { which: BenchCommand::Maglev { backends, table, json } } => {
-            bench::report("maglev", bench::maglev(backends, table), json, |f| {
-                format!(
-                    "maglev N={} M={}: max/avg {:.4}, disruption {:.3}% (ideal {:.3}%), build {:.3} ms",
-                    f.backends, f.table, f.max_over_avg, f.disruption_pct, f.ideal_disruption_pct, f.build_ms
-                )
-            })
-        }
+        Command::Bench { which } => bench::command(which),
         Command::Node { topology, name, state_dir } => match anyedge_lab::node::run(&topology, &name, &state_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -934,117 +727,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Ctl { file, action } => ctl(file, action),
-        Command::Probe {
-            target,
-            protocol,
-            ca,
-            cert,
-            key,
-            rate,
-            duration,
-            flows,
-            window,
-            size,
-            migrate_at,
-            report,
-            output,
-            realtime,
-            outside_lab,
-        } => {
-            let duration = match anyedge_topology::parse_duration_ns(&duration) {
-                Ok(ns) => std::time::Duration::from_nanos(ns),
-                Err(e) => {
-                    eprintln!("--duration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let migrate_at = match migrate_at.as_deref().map(anyedge_topology::parse_duration_ns).transpose() {
-                Ok(at) => at.map(std::time::Duration::from_nanos),
-                Err(e) => {
-                    eprintln!("--migrate-at: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Some(path) = &report
-                && let Err(code) = check_writable("--report", path)
-            {
-                return code;
-            }
-            // A lab's client namespace has its link to the lab's internet, `inet`.
-            if !outside_lab && !std::path::Path::new("/sys/class/net/inet").exists() {
-                eprintln!(
-                    "probe: not inside a lab's client namespace (no `inet` link here): run it as `anyedge lab exec FILE client/NAME -- anyedge probe …`, or pass --outside-lab"
-                );
-                return ExitCode::FAILURE;
-            }
-            // clap checked the name against the same list.
-            let protocol =
-                anyedge_lab::probe::Protocol::from_name(&protocol).unwrap_or(anyedge_lab::probe::Protocol::Udp);
-            if migrate_at.is_some() && protocol != anyedge_lab::probe::Protocol::Quic {
-                eprintln!("--migrate-at: only QUIC connections migrate (--protocol quic)");
-                return ExitCode::from(2);
-            }
-            if !(anyedge_lab::probe::REQUEST_LEN..=anyedge_lab::probe::REQUEST_MAX).contains(&size) {
-                eprintln!(
-                    "--size {size}: a request is {} to {} bytes",
-                    anyedge_lab::probe::REQUEST_LEN,
-                    anyedge_lab::probe::REQUEST_MAX
-                );
-                return ExitCode::from(2);
-            }
-            if size != anyedge_lab::probe::REQUEST_LEN && protocol != anyedge_lab::probe::Protocol::Udp {
-                eprintln!("--size: only UDP requests are sized (--protocol udp)");
-                return ExitCode::from(2);
-            }
-            // Inside a lab (`lab exec`), its CA and client certificate unless told otherwise.
-            let pki = std::env::var_os("ANYEDGE_LAB_PKI").map(PathBuf::from);
-            let from_lab = |name: &str| pki.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
-            let tls = anyedge_lab::probe::TlsFiles {
-                ca: ca.or_else(|| from_lab("ca.pem")),
-                cert: cert.or_else(|| from_lab("client.pem")),
-                key: key.or_else(|| from_lab("client.key")),
-            };
-            let config = anyedge_lab::probe::ProbeConfig {
-                target,
-                protocol,
-                rate_per_s: rate,
-                duration,
-                flows,
-                window,
-                size,
-                realtime,
-                tls,
-                migrate_at,
-            };
-            match anyedge_lab::probe::run(&config) {
-                Ok(r) => {
-                    let text = serde_json::to_string_pretty(&r).unwrap_or_default() + "\n";
-                    if let Some(path) = report
-                        && let Err(code) = write_file(&path, &text)
-                    {
-                        return code;
-                    }
-                    if output == "json" {
-                        print!("{text}");
-                    } else {
-                        print!("{}", r.table(target, config.protocol));
-                    }
-                    if r.received > 0 {
-                        return ExitCode::SUCCESS;
-                    }
-                    let why = match &r.connect_error {
-                        Some(e) => format!(" ({e})"),
-                        None => " — is there a listener on that port?".to_string(),
-                    };
-                    eprintln!("probe: no answer from {target}: {} requests sent, none answered{why}", r.sent);
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("probe: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Probe(args) => probe::run(args),
         Command::Calibrate { file, name, source, holdout, pairs, topology, json } => {
             calibrate::run(calibrate::Args { file, name, source, holdout, pairs, topology, json })
         }
