@@ -78,7 +78,7 @@ impl HostLinks {
 
 /// One backend host's state: its sockets, keys, filters, links and the way back of
 /// each client's packets.
-struct BackendHost {
+struct BackendDriver {
     tun: tun::AsyncDevice,
     sock: UdpSocket,
     keyring: Keyring,
@@ -102,7 +102,7 @@ pub async fn run(
     ready: &Path,
     (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
 ) -> Result<(), String> {
-    let mut host = BackendHost::new(t, plan, ip, impair, keys, drops).await?;
+    let mut host = BackendDriver::new(t, plan, ip, impair, keys, drops).await?;
     serve_ports(t, plan, ip, host.toa.clone()).await?;
     mark_ready(ready)?;
     host.run().await
@@ -137,7 +137,7 @@ async fn serve_ports(t: &Topology, plan: &Plan, ip: Ipv4Addr, toa: crate::server
     Ok(())
 }
 
-impl BackendHost {
+impl BackendDriver {
     async fn new(
         t: &Topology,
         plan: &Plan,
@@ -145,7 +145,7 @@ impl BackendHost {
         impair: bool,
         keys: Vec<anyedge_ccn::PeerKeys>,
         drops: Drops,
-    ) -> Result<BackendHost, String> {
+    ) -> Result<BackendDriver, String> {
         let tun = crate::node::open_tun()?;
         let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
         let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
@@ -160,7 +160,7 @@ impl BackendHost {
         };
         // Security groups bound to this instance, as the simulator applies them.
         let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
-        Ok(BackendHost {
+        Ok(BackendDriver {
             tun,
             sock,
             keyring: auth_from_now(keys)?.keyring(me, 0),

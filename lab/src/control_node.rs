@@ -298,139 +298,231 @@ pub async fn run(
     state_dir: &Path,
     (ready, drops): (&Path, crate::drops::Drops),
 ) -> Result<(), String> {
-    let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
-    let config = anyedge_topology::route_table::control_config(t, c, id);
-    let store = RedbDisk::open(&log_path(state_dir, id), &config.voters)?;
-    let mut node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)?;
-    let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
-    let (calls_tx, mut calls) = mpsc::channel::<Call>(4096);
-    let name = format!("control/{id}");
-    let refusals = Refusals::new(&name);
-    let impair = !state_dir.join(crate::layout::NO_IMPAIRMENTS).exists();
-    let watch_delays = Arc::new(watch_delays(t, c, id, impair));
-    let api = Api { calls: calls_tx, local: false, refusals: refusals.clone(), watch_delays };
-    // Raft and watchers over the backbone, mutual TLS: only holders of the lab's
-    // certificates get in.
-    let bind = SocketAddr::new(own.into(), CONTROL_PORT);
+    ControlDriver::bind(t, plan, id, state_dir, drops).await?.ready(ready)?.run().await
+}
+
+/// What woke a control node up.
+enum Input {
+    Tick,
+    Call(Call),
+}
+
+/// A control node in the lab: the sans-IO `ControlNode` driven by tokio — gRPC with mutual
+/// TLS on the backbone and the control API on a Unix socket feed it calls, a ticker drives
+/// Raft's clock, and `transmit` hands its outputs to peers, writers and watchers.
+struct ControlDriver {
+    node: ControlNode,
+    id: u8,
+    name: String,
+    voters: Vec<u64>,
+    refusals: Refusals,
+    calls: mpsc::Receiver<Call>,
+    tick: tokio::time::Interval,
+    peers: HashMap<u64, PeerTx>,
+    pending: Vec<Pending>,
+    watchers: Vec<Watcher>,
+    /// The highest index watchers have been told of.
+    streamed: u64,
+    drops: crate::drops::Drops,
+}
+
+impl ControlDriver {
+    /// Opens the node's Raft log, serves Raft and the control API (backbone and Unix
+    /// socket), and makes the way to each peer.
+    async fn bind(
+        t: &Topology,
+        plan: &Plan,
+        id: u8,
+        state_dir: &Path,
+        drops: crate::drops::Drops,
+    ) -> Result<ControlDriver, String> {
+        let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
+        let config = anyedge_topology::route_table::control_config(t, c, id);
+        let store = RedbDisk::open(&log_path(state_dir, id), &config.voters)?;
+        let node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)?;
+        let (calls_tx, calls) = mpsc::channel::<Call>(4096);
+        let name = format!("control/{id}");
+        let refusals = Refusals::new(&name);
+        let impair = !state_dir.join(crate::layout::NO_IMPAIRMENTS).exists();
+        let watch_delays = Arc::new(watch_delays(t, c, id, impair));
+        let api = Api { calls: calls_tx, local: false, refusals: refusals.clone(), watch_delays };
+        let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
+        serve_backbone(SocketAddr::new(own.into(), CONTROL_PORT), state_dir, &name, api.clone()).await?;
+        serve_local(state_dir, id, Api { local: true, ..api })?;
+        let mut peers: HashMap<u64, PeerTx> = HashMap::new();
+        for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
+            let tls = crate::pki::client(state_dir, &name, addr.into())?;
+            let link = control_link(t, c, id, p, impair);
+            peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls, link)?);
+        }
+        let mut tick = tokio::time::interval(Duration::from_nanos(c.tick_ns));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let streamed = node.applied();
+        Ok(ControlDriver {
+            node,
+            id,
+            name,
+            voters: config.voters.clone(),
+            refusals,
+            calls,
+            tick,
+            peers,
+            pending: Vec::new(),
+            watchers: Vec::new(),
+            streamed,
+            drops,
+        })
+    }
+
+    fn ready(self, ready: &Path) -> Result<ControlDriver, String> {
+        mark_ready(ready)?;
+        Ok(self)
+    }
+
+    /// Selects and dispatches until the log cannot be written.
+    async fn run(mut self) -> Result<(), String> {
+        loop {
+            let input = tokio::select! {
+                _ = self.tick.tick() => Input::Tick,
+                Some(call) = self.calls.recv() => Input::Call(call),
+            };
+            match input {
+                Input::Tick => self.node.tick()?,
+                Input::Call(Call::Raft(from, bytes)) => self.on_raft(from, &bytes)?,
+                Input::Call(Call::Status(reply)) => self.on_status(reply),
+                Input::Call(Call::Routes(reply)) => self.on_routes(reply),
+                Input::Call(Call::Write(change, reply)) => self.on_write(&change, reply),
+                Input::Call(Call::Watch(after, tx)) => self.on_watch(after, tx),
+            }
+            self.transmit();
+        }
+    }
+
+    /// A refused message changes nothing; a log that cannot be written stops the node.
+    fn on_raft(&mut self, from: u64, bytes: &[u8]) -> Result<(), String> {
+        match self.node.step(from, bytes) {
+            Ok(()) => Ok(()),
+            Err(anyedge_control::StepError::Refused(e)) => {
+                self.refusals.log(&format!("a Raft message from control/{from}"), &e);
+                Ok(())
+            }
+            Err(e @ anyedge_control::StepError::Store(_)) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    fn on_status(&self, reply: oneshot::Sender<StatusReply>) {
+        let _ = reply.send(StatusReply {
+            node: self.name.clone(),
+            id: u64::from(self.id),
+            leader: self.node.leader().unwrap_or(0),
+            term: self.node.term(),
+            commit: self.node.commit(),
+            applied: self.node.applied(),
+            members: self.voters.clone(),
+        });
+    }
+
+    fn on_routes(&self, reply: oneshot::Sender<RoutesReply>) {
+        let table_json = serde_json::to_string(self.node.table()).unwrap_or_default();
+        let _ = reply.send(RoutesReply { index: self.node.applied(), table_json });
+    }
+
+    /// A write is answered once its entry commits (`settle`), or at once when it cannot be.
+    fn on_write(&mut self, change: &Change, reply: oneshot::Sender<Result<u64, Status>>) {
+        let refused = match self.node.propose(change) {
+            Ok(index) => {
+                self.pending.push(Pending { index, term: self.node.term(), reply });
+                return;
+            }
+            Err(ProposeError::NotLeader { leader }) => {
+                let who = leader.map_or("no leader yet".to_string(), |l| format!("leader is control/{l}"));
+                Status::failed_precondition(format!("not the leader ({who})"))
+            }
+            Err(ProposeError::Invalid(e)) => Status::invalid_argument(e.to_string()),
+            Err(ProposeError::Refused(e)) => Status::unavailable(e),
+        };
+        let _ = reply.send(Err(refused));
+    }
+
+    /// A new watcher gets what it missed since `after` (the changes, or the whole table),
+    /// then every applied change.
+    fn on_watch(&mut self, after: u64, tx: mpsc::Sender<Result<WatchUpdate, Status>>) {
+        let first: Vec<WatchUpdate> = match self.node.catch_up(after) {
+            CatchUp::Changes { changes, upto } => {
+                changes.iter().map(|(i, ch)| update(*i, ch)).chain(std::iter::once(index_only(upto))).collect()
+            }
+            CatchUp::Table { index, table } => vec![WatchUpdate {
+                index,
+                change_json: String::new(),
+                table_json: serde_json::to_string(&table).unwrap_or_default(),
+            }],
+        };
+        if first.into_iter().all(|u| tx.try_send(Ok(u)).is_ok()) {
+            self.watchers.push(Watcher { tx });
+        }
+    }
+
+    /// Raft messages to peers, committed writes answered, applied changes and the applied
+    /// index to watchers; gauges for /metrics.
+    fn transmit(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Message { to, bytes } => {
+                    if let Some(peer) = self.peers.get(&to) {
+                        let _ = peer.try_send((tokio::time::Instant::now(), bytes));
+                    }
+                }
+                Output::Applied { index, term, change, .. } => {
+                    settle(&mut self.pending, index, term);
+                    let u = update(index, &change);
+                    self.watchers.retain(|w| w.tx.try_send(Ok(u.clone())).is_ok());
+                    self.streamed = index;
+                }
+                // Nothing to stream (the index goes out below), but a write there lost.
+                Output::AppliedNothing { index, term } => settle(&mut self.pending, index, term),
+                Output::Leader { .. } => {}
+            }
+        }
+        if self.node.applied() > self.streamed {
+            self.streamed = self.node.applied();
+            let at = index_only(self.streamed);
+            self.watchers.retain(|w| w.tx.try_send(Ok(at.clone())).is_ok());
+        }
+        self.drops.set_gauge("raft_term", self.node.term());
+        self.drops.set_gauge("raft_commit", self.node.commit());
+        self.drops.set_gauge("raft_applied", self.node.applied());
+    }
+}
+
+/// Raft and watchers over the backbone, mutual TLS: only holders of the lab's
+/// certificates get in. Bounded: an idle-connection flood neither exhausts file handles
+/// nor starves peers.
+async fn serve_backbone(bind: SocketAddr, state_dir: &Path, name: &str, api: Api) -> Result<(), String> {
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let server = backbone_server(state_dir, &name, api.clone())?;
+    let server = backbone_server(state_dir, name, api)?;
     tokio::spawn(async move {
-        // Bounded: an idle-connection flood neither exhausts file handles nor starves peers.
         if let Err(e) = server.serve_with_incoming(crate::limits::limited(tcp)).await {
             tracing::error!("control gRPC server: {e}");
         }
     });
-    // The control API on a Unix socket.
+    Ok(())
+}
+
+/// The control API on a Unix socket (the operator, root on this host).
+fn serve_local(state_dir: &Path, id: u8, api: Api) -> Result<(), String> {
     let socket = api_socket(state_dir, id);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let _ = std::fs::remove_file(&socket);
     let unix = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    let local = tonic::transport::Server::builder().add_service(ControlServer::new(Api { local: true, ..api }));
+    let local = tonic::transport::Server::builder().add_service(ControlServer::new(api));
     tokio::spawn(async move {
         if let Err(e) = local.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix)).await {
             tracing::error!("control API server: {e}");
         }
     });
-    let mut peers: HashMap<u64, PeerTx> = HashMap::new();
-    for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
-        let tls = crate::pki::client(state_dir, &name, addr.into())?;
-        let link = control_link(t, c, id, p, impair);
-        peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls, link)?);
-    }
-    mark_ready(ready)?;
-    let mut tick = tokio::time::interval(Duration::from_nanos(c.tick_ns));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut watchers: Vec<Watcher> = Vec::new();
-    // The highest index watchers have been told of.
-    let mut streamed = node.applied();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => node.tick()?,
-            Some(call) = calls.recv() => match call {
-                Call::Raft(from, bytes) => match node.step(from, &bytes) {
-                    Ok(()) => {}
-                    // A refused message changes nothing; a log that cannot be written stops the node.
-                    Err(anyedge_control::StepError::Refused(e)) => {
-                        refusals.log(&format!("a Raft message from control/{from}"), &e);
-                    }
-                    Err(e @ anyedge_control::StepError::Store(_)) => return Err(format!("{name}: {e}")),
-                },
-                Call::Status(reply) => {
-                    let _ = reply.send(StatusReply {
-                        node: name.clone(),
-                        id: u64::from(id),
-                        leader: node.leader().unwrap_or(0),
-                        term: node.term(),
-                        commit: node.commit(),
-                        applied: node.applied(),
-                        members: config.voters.clone(),
-                    });
-                }
-                Call::Routes(reply) => {
-                    let table_json = serde_json::to_string(node.table()).unwrap_or_default();
-                    let _ = reply.send(RoutesReply { index: node.applied(), table_json });
-                }
-                Call::Write(change, reply) => match node.propose(&change) {
-                    Ok(index) => pending.push(Pending { index, term: node.term(), reply }),
-                    Err(ProposeError::NotLeader { leader }) => {
-                        let who = leader.map_or("no leader yet".to_string(), |l| format!("leader is control/{l}"));
-                        let _ = reply.send(Err(Status::failed_precondition(format!("not the leader ({who})"))));
-                    }
-                    Err(ProposeError::Invalid(e)) => {
-                        let _ = reply.send(Err(Status::invalid_argument(e.to_string())));
-                    }
-                    Err(ProposeError::Refused(e)) => {
-                        let _ = reply.send(Err(Status::unavailable(e)));
-                    }
-                },
-                Call::Watch(after, tx) => {
-                    let first: Vec<WatchUpdate> = match node.catch_up(after) {
-                        CatchUp::Changes { changes, upto } => changes
-                            .iter()
-                            .map(|(i, ch)| update(*i, ch))
-                            .chain(std::iter::once(index_only(upto)))
-                            .collect(),
-                        CatchUp::Table { index, table } => vec![WatchUpdate {
-                            index,
-                            change_json: String::new(),
-                            table_json: serde_json::to_string(&table).unwrap_or_default(),
-                        }],
-                    };
-                    if first.into_iter().all(|u| tx.try_send(Ok(u)).is_ok()) {
-                        watchers.push(Watcher { tx });
-                    }
-                }
-            },
-        }
-        while let Some(out) = node.poll_output() {
-            match out {
-                Output::Message { to, bytes } => {
-                    if let Some(peer) = peers.get(&to) {
-                        let _ = peer.try_send((tokio::time::Instant::now(), bytes));
-                    }
-                }
-                Output::Applied { index, term, change, .. } => {
-                    settle(&mut pending, index, term);
-                    let u = update(index, &change);
-                    watchers.retain(|w| w.tx.try_send(Ok(u.clone())).is_ok());
-                    streamed = index;
-                }
-                // Nothing to stream (the index goes out below), but a write there lost.
-                Output::AppliedNothing { index, term } => settle(&mut pending, index, term),
-                Output::Leader { .. } => {}
-            }
-        }
-        if node.applied() > streamed {
-            streamed = node.applied();
-            watchers.retain(|w| w.tx.try_send(Ok(index_only(streamed))).is_ok());
-        }
-        drops.set_gauge("raft_term", node.term());
-        drops.set_gauge("raft_commit", node.commit());
-        drops.set_gauge("raft_applied", node.applied());
-    }
+    Ok(())
 }
 
 #[cfg(test)]
