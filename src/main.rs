@@ -19,14 +19,16 @@
 mod bench;
 mod calibrate;
 mod chaos;
+mod ctl;
+mod lab;
 mod probe;
+mod sim;
 
 /// mimalloc instead of the system allocator: every simulated packet is a buffer
 /// allocated and freed, and glibc's malloc was a tenth of a simulation's time.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -103,14 +105,14 @@ enum Command {
     /// Bring a topology up as network namespaces with real packets, and manage it.
     Lab {
         #[command(subcommand)]
-        action: LabCommand,
+        action: lab::LabCommand,
     },
     /// The control API of a running lab (its file has `control:`): status, routes, writes.
     Ctl {
         /// Topology file of the lab.
         file: PathBuf,
         #[command(subcommand)]
-        action: CtlCommand,
+        action: ctl::CtlCommand,
     },
     /// Load a VIP from inside a client namespace and report round trips.
     Probe(probe::Args),
@@ -177,278 +179,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum CtlCommand {
-    /// Leader, term, commit, members, and the applied index of every control, POP and CLB node.
-    Status {
-        /// A table, or JSON on stdout.
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
-        output: String,
-        /// Same as `--output json` (older spelling).
-        #[arg(long, hide = true)]
-        json: bool,
-    },
-    /// The replicated route table.
-    Routes {
-        /// A table, or JSON on stdout.
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
-        output: String,
-        /// Same as `--output json` (older spelling).
-        #[arg(long, hide = true)]
-        json: bool,
-    },
-    /// Set a backend's weight (0–100; 0 drains). Returns once committed.
-    SetWeight {
-        backend: String,
-        /// 0–100.
-        #[arg(allow_hyphen_values = true)]
-        weight: String,
-    },
-    /// Bind a backend again.
-    Bind { backend: String },
-    /// Unbind a backend: forwarding to it stops at once.
-    Unbind { backend: String },
-    /// Add a listener to a VIP.
-    AddListener {
-        vip: String,
-        /// tcp, udp, tcp-ssl, quic, http or https.
-        protocol: String,
-        port: u16,
-        #[arg(long, default_value = "wrr")]
-        scheduler: String,
-        /// Backend group of the VIP's home region.
-        #[arg(long)]
-        backends: String,
-        /// Session persistence, as in the file (30s–3600s, e.g. 60s or 5m; wrr only).
-        #[arg(long)]
-        persistence: Option<String>,
-    },
-    /// Remove a listener from a VIP.
-    DelListener { vip: String, protocol: String, port: u16 },
-}
-
-/// What a route-table change does, for the user who asked for it.
-fn describe(change: &anyedge_control::Change) -> String {
-    use anyedge_control::Change;
-    match change {
-        Change::SetWeight { backend, weight } => format!("backend {backend}: weight set to {weight}"),
-        Change::Bind { backend } => format!("backend {backend}: bound"),
-        Change::Unbind { backend } => format!("backend {backend}: unbound (forwarding to it stopped)"),
-        Change::AddListener { vip, listener } => format!(
-            "VIP {vip}: {} listener on port {} added ({} over group {}{})",
-            listener.protocol,
-            listener.port,
-            listener.scheduler,
-            listener.backends,
-            listener.persistence_s.map_or(String::new(), |p| format!(", persistence {p}s"))
-        ),
-        Change::DelListener { vip, protocol, port } => format!("VIP {vip}: {protocol} listener on port {port} removed"),
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?}"),
-    }
-}
-
-/// `ctl routes` as a table: VIPs and their listeners, then groups and their backends.
-fn routes_table(r: &serde_json::Value) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let _ = writeln!(out, "route table at index {} (from {})", r["index"], s(&r["from"]));
-    let t = &r["table"];
-    for v in t["vips"].as_array().into_iter().flatten() {
-        let pops: Vec<String> = v["publish"].as_array().into_iter().flatten().map(s).collect();
-        let _ = writeln!(out, "VIP {} home {} published at {}", s(&v["name"]), s(&v["home"]), pops.join(", "));
-        for l in v["listeners"].as_array().into_iter().flatten() {
-            let persist = l["persistence_s"].as_u64().map_or(String::new(), |p| format!("  persistence {p}s"));
-            let _ = writeln!(
-                out,
-                "  {:<8} {:>5}  {:<7} -> {}{persist}",
-                s(&l["protocol"]),
-                l["port"],
-                s(&l["scheduler"]),
-                s(&l["backends"])
-            );
-        }
-    }
-    for g in t["backend_groups"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "group {}/{}", s(&g["region"]), s(&g["name"]));
-        for b in g["backends"].as_array().into_iter().flatten() {
-            let bound = if b["bound"].as_bool().unwrap_or(true) { "" } else { "  (unbound)" };
-            let _ = writeln!(out, "  {:<24} weight {:>3}{bound}", s(&b["addr"]), b["weight"]);
-        }
-    }
-    out
-}
-
-/// `IP:PORT` or `backend/IP:PORT`.
-fn backend_arg(text: &str) -> Result<std::net::SocketAddr, String> {
-    let bare = text.strip_prefix("backend/").unwrap_or(text);
-    bare.parse().map_err(|_| format!("backend: `{text}` is not IP:PORT"))
-}
-
-fn ctl(file: PathBuf, action: CtlCommand) -> ExitCode {
-    use anyedge_control::{Change, ListenerRoute};
-    use anyedge_lab::ctl;
-    let change = match action {
-        CtlCommand::Status { output, json } => {
-            return match ctl::status(&file) {
-                Ok(s) if json || output == "json" => {
-                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Ok(s) => {
-                    let quorum =
-                        if s.quorum { String::new() } else { " — no quorum: writes cannot commit".to_string() };
-                    println!(
-                        "leader {} (term {}, commit {}), members {}, {} of {} answering{quorum}",
-                        s.leader.as_deref().unwrap_or("none"),
-                        s.term,
-                        s.commit,
-                        s.members.join(" "),
-                        s.answering,
-                        s.members.len()
-                    );
-                    for (node, applied) in &s.applied {
-                        let shown = applied.map_or("not answering".to_string(), |a| format!("applied {a}"));
-                        println!("  {node:<24} {shown}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ctl status: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        CtlCommand::Routes { output, json } => {
-            return match ctl::routes(&file) {
-                Ok(r) if json || output == "json" => {
-                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                    ExitCode::SUCCESS
-                }
-                Ok(r) => {
-                    print!("{}", routes_table(&r));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ctl routes: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        CtlCommand::SetWeight { backend, weight } => match weight.parse::<u8>() {
-            Ok(w) if w <= 100 => backend_arg(&backend).map(|b| Change::SetWeight { backend: b, weight: w }),
-            _ => Err(format!("weight: `{weight}` is not a whole number from 0 to 100 (0 drains)")),
-        },
-        CtlCommand::Bind { backend } => backend_arg(&backend).map(|b| Change::Bind { backend: b }),
-        CtlCommand::Unbind { backend } => backend_arg(&backend).map(|b| Change::Unbind { backend: b }),
-        CtlCommand::AddListener { vip, protocol, port, scheduler, backends, persistence } => {
-            // A VIP by name, or by one of its addresses.
-            let vip = match vip.parse::<std::net::IpAddr>() {
-                Ok(ip) => match anyedge_topology::load(&file).ok().and_then(|t| {
-                    t.vips
-                        .iter()
-                        .find(|v| std::net::IpAddr::V4(v.ipv4) == ip || v.ipv6.map(std::net::IpAddr::V6) == Some(ip))
-                        .map(|v| v.name.clone())
-                }) {
-                    Some(name) => name,
-                    None => {
-                        eprintln!("ctl: no VIP has the address {ip}");
-                        return ExitCode::from(2);
-                    }
-                },
-                Err(_) => vip,
-            };
-            let persistence_s = match persistence.as_deref().map(anyedge_topology::parse_duration_ns).transpose() {
-                Ok(ns) => Ok(ns.map(|ns| (ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32)),
-                Err(e) => Err(format!("--persistence: {e}")),
-            };
-            persistence_s.map(|persistence_s| Change::AddListener {
-                vip,
-                listener: ListenerRoute { protocol, port, scheduler, backends, persistence_s },
-            })
-        }
-        CtlCommand::DelListener { vip, protocol, port } => Ok(Change::DelListener { vip, protocol, port }),
-    };
-    let change = match change {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ctl: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let what = describe(&change);
-    match ctl::write(&file, &change) {
-        Ok(index) => {
-            println!("{what}: committed at index {index}");
-            ExitCode::SUCCESS
-        }
-        Err(ctl::WriteError::Invalid(e)) => {
-            eprintln!("ctl: refused, nothing changed: {e}");
-            ExitCode::from(2)
-        }
-        Err(ctl::WriteError::Unavailable(e)) => {
-            eprintln!("ctl: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum LabCommand {
-    /// Make the namespaces, links and devices, start every node, return when all are ready.
-    Up {
-        file: PathBuf,
-        /// Leave the file's delay, jitter, loss and bandwidth out (to time the forwarder by hand).
-        #[arg(long)]
-        no_impairments: bool,
-        /// Run node processes SCHED_FIFO, as data-plane daemons are run in production.
-        #[arg(long)]
-        realtime: bool,
-        /// Queues each POP reads its TUN device with, each on a thread of its own
-        /// (default: one per core).
-        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
-        tun_queues: Option<usize>,
-    },
-    /// Remove every namespace, link, device and process of the lab.
-    Down { file: PathBuf },
-    /// Which nodes run.
-    Status {
-        file: PathBuf,
-        /// A table, or JSON on stdout.
-        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
-        output: String,
-        /// Same as `--output json` (older spelling).
-        #[arg(long, hide = true)]
-        json: bool,
-    },
-    /// Run a command inside a node's namespace.
-    Exec {
-        file: PathBuf,
-        node: String,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Stop a node's process (its namespace stays, like a crashed machine).
-    Kill { file: PathBuf, node: String },
-    /// Start a stopped node again.
-    Start { file: PathBuf, node: String },
-    /// Every node's Prometheus metrics (each also serves them at http://NODE:6091/metrics
-    /// inside the lab).
-    Metrics { file: PathBuf, node: Option<String> },
-    /// Capture a node's packets (every interface of its namespace) into a pcap file.
-    Capture {
-        file: PathBuf,
-        node: String,
-        /// The pcap file to write.
-        #[arg(short = 'w', value_name = "FILE")]
-        out: PathBuf,
-        /// How long to capture, e.g. 5s.
-        #[arg(long, default_value = "5s")]
-        duration: String,
-    },
-}
-
 fn load(file: &std::path::Path) -> Result<Topology, ExitCode> {
     topology::load(file).map_err(|e| {
         eprintln!("{e}");
@@ -461,35 +191,6 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), ExitCode> {
         eprintln!("{}: cannot write: {e}", path.display());
         ExitCode::FAILURE
     })
-}
-
-/// Draws a progress bar on stderr when it is a terminal (and not `--quiet`): simulated
-/// time, wall time so far and the time left at the pace so far.
-fn progress_bar(quiet: bool, sim_s: f64) -> impl FnMut(f64) {
-    let tty = std::io::stderr().is_terminal() && !quiet;
-    let started = std::time::Instant::now();
-    let mut last = usize::MAX;
-    move |done: f64| {
-        if !tty {
-            return;
-        }
-        let pct = (done * 100.0).round() as usize;
-        if pct != last {
-            last = pct;
-            let filled = pct / 4;
-            let elapsed = started.elapsed().as_secs_f64();
-            let eta = if done > 0.0 { elapsed * (1.0 - done) / done } else { 0.0 };
-            eprint!(
-                "\r[{}{}] {pct:>3}%  {:.1}/{sim_s:.0} s simulated  {elapsed:.1} s elapsed  ETA {eta:.0} s   ",
-                "#".repeat(filled),
-                ".".repeat(25 - filled.min(25)),
-                done * sim_s
-            );
-            if pct >= 100 {
-                eprint!("\r{}\r", " ".repeat(100));
-            }
-        }
-    }
 }
 
 /// Refuses an output path that cannot be written, before any work: created (and
@@ -506,171 +207,6 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
         Err(e) => {
             eprintln!("{flag} {}: cannot write ({e}); nothing was run", path.display());
             Err(ExitCode::from(2))
-        }
-    }
-}
-
-/// What `sim` writes besides the table.
-struct Outputs {
-    quiet: bool,
-    report: Option<PathBuf>,
-    stats: Option<PathBuf>,
-    pcap: Option<PathBuf>,
-    html: Option<PathBuf>,
-}
-
-fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
-    let Outputs { report, stats, pcap, html, quiet } = outputs;
-    if let Some(why) = anyedge_sim::cost::refuse(t) {
-        eprintln!("{}: {why}", file.display());
-        return ExitCode::from(2);
-    }
-    for (flag, path) in [("--json", &report), ("--stats", &stats), ("--html", &html)] {
-        if let Some(path) = path
-            && let Err(code) = check_writable(flag, path)
-        {
-            return code;
-        }
-    }
-    if let Some(dir) = &pcap {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("--pcap {}: cannot create ({e}); nothing was run", dir.display());
-            return ExitCode::from(2);
-        }
-        if let Err(code) = check_writable("--pcap", &dir.join(".anyedge-write-check")) {
-            return code;
-        }
-    }
-    let options = anyedge_sim::Options { pcap };
-    let outcome = match anyedge_sim::run_with(t, &options, progress_bar(quiet, t.duration_ns as f64 / 1e9)) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{}: cannot simulate: {}", file.display(), e.0);
-            eprintln!("replay: anyedge sim {} --seed {}", file.display(), t.seed);
-            return ExitCode::from(2);
-        }
-    };
-    let table = outcome.report.table();
-    print!("{table}");
-    if let Some(path) = html {
-        let value = serde_json::to_value(&outcome.report).unwrap_or_default();
-        if let Err(code) = write_file(&path, &anyedge_sim::html::render(&value, Some(&table))) {
-            return code;
-        }
-    }
-    if let Some(path) = report
-        && let Err(code) = write_file(&path, &outcome.report.to_json())
-    {
-        return code;
-    }
-    if let Some(path) = stats {
-        let text = serde_json::to_string_pretty(&outcome.stats).unwrap_or_default() + "\n";
-        if let Err(code) = write_file(&path, &text) {
-            return code;
-        }
-    }
-    if !outcome.report.violations.is_empty() {
-        // The report is written all the same: it shows which invariant broke.
-        eprintln!("{}: invariant violated (a bug in anyedge, seed {}):", file.display(), t.seed);
-        for v in &outcome.report.violations {
-            eprintln!("  {v}");
-        }
-        eprintln!("replay: anyedge sim {} --seed {}", file.display(), t.seed);
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
-}
-
-fn lab(action: LabCommand) -> ExitCode {
-    use anyedge_lab::setup;
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-    // Whether the lab is up, as far as `status` found out (other commands leave it true).
-    let mut up = true;
-    let result = match action {
-        LabCommand::Up { file, no_impairments, realtime, tun_queues } => {
-            let options = setup::Options { impairments: !no_impairments, realtime, tun_queues };
-            setup::up_with(&file, &exe, options).map(|s| {
-                println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
-            })
-        }
-        LabCommand::Down { file } => {
-            setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
-        }
-        LabCommand::Status { file, output, json } => setup::status(&file).map(|s| {
-            up = s.up;
-            if json || output == "json" {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            } else {
-                println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
-                for (node, state) in &s.nodes {
-                    println!("  {node:<32} {state}");
-                }
-                for (node, reasons) in &s.drops {
-                    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
-                    println!("  {node:<32} drops: {}", reasons.join(", "));
-                }
-                for (node, c) in &s.sync {
-                    let n = |k: &str| c.get(k).copied().unwrap_or(0);
-                    println!(
-                        "  {node:<32} sync: sent {} msgs / {} B, received {} msgs / {} B, {} flows adopted",
-                        n("messages_sent"),
-                        n("bytes_sent"),
-                        n("messages_received"),
-                        n("bytes_received"),
-                        n("flows_adopted")
-                    );
-                }
-                for (node, q) in s.quic.iter().filter(|(_, q)| q.values().any(|&v| v > 0)) {
-                    let n = |k: &str| q.get(k).copied().unwrap_or(0);
-                    println!("  {node:<32} quic: {} connections, {} handshakes", n("connections"), n("handshakes"));
-                }
-                for (node, backends) in &s.health {
-                    for (backend, state) in backends.iter().filter(|(_, s)| *s != "healthy") {
-                        println!("  {node:<32} sees backend {backend} {state}");
-                    }
-                }
-                for (node, why) in &s.denied {
-                    println!("  {node:<32} last dropped: {why}");
-                }
-                for (node, t) in &s.tun {
-                    let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
-                    println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
-                }
-            }
-        }),
-        LabCommand::Exec { file, node, mut command } => {
-            // `anyedge` is this very binary (sudo resets PATH, and a checkout's build is
-            // not on it anyway).
-            if command.first().is_some_and(|c| c == "anyedge") {
-                command[0] = exe.display().to_string();
-            }
-            match setup::require_root("lab exec").and_then(|()| setup::exec(&file, &node, &command)) {
-                Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
-                Err(e) => Err(e),
-            }
-        }
-        LabCommand::Kill { file, node } => setup::require_root("lab kill")
-            .and_then(|()| setup::kill(&file, &node))
-            .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
-        LabCommand::Metrics { file, node } => setup::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
-        LabCommand::Capture { file, node, out, duration } => {
-            if let Err(e) = anyedge_topology::parse_duration_ns(&duration) {
-                eprintln!("--duration: {e}");
-                return ExitCode::from(2);
-            }
-            setup::require_root("lab capture").and_then(|()| setup::capture(&file, &node, &out, &duration, &exe))
-        }
-        LabCommand::Start { file, node } => setup::require_root("lab start")
-            .and_then(|()| setup::start(&file, &node, &exe))
-            .map(|()| println!("{node}: started")),
-    };
-    match result {
-        // `lab status` of a lab that is not up.
-        Ok(()) if !up => ExitCode::from(3),
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lab: {e}");
-            ExitCode::from(2)
         }
     }
 }
@@ -701,7 +237,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Lab { action } => lab(action),
+        Command::Lab { action } => lab::run(action),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "anyedge", &mut std::io::stdout());
@@ -726,7 +262,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Ctl { file, action } => ctl(file, action),
+        Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
         Command::Calibrate { file, name, source, holdout, pairs, topology, json } => {
             calibrate::run(calibrate::Args { file, name, source, holdout, pairs, topology, json })
@@ -762,7 +298,7 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            simulate(&file, &t, Outputs { report, stats, pcap, html, quiet })
+            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, html, quiet })
         }
     }
 }

@@ -1,0 +1,157 @@
+//! `anyedge lab`: bring a topology up as network namespaces with real packets, and
+//! manage it (status, exec, kill, start, metrics, capture, down).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Make the namespaces, links and devices, start every node, return when all are ready.
+    Up {
+        file: PathBuf,
+        /// Leave the file's delay, jitter, loss and bandwidth out (to time the forwarder by hand).
+        #[arg(long)]
+        no_impairments: bool,
+        /// Run node processes SCHED_FIFO, as data-plane daemons are run in production.
+        #[arg(long)]
+        realtime: bool,
+        /// Queues each POP reads its TUN device with, each on a thread of its own
+        /// (default: one per core).
+        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
+        tun_queues: Option<usize>,
+    },
+    /// Remove every namespace, link, device and process of the lab.
+    Down { file: PathBuf },
+    /// Which nodes run.
+    Status {
+        file: PathBuf,
+        /// A table, or JSON on stdout.
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+        /// Same as `--output json` (older spelling).
+        #[arg(long, hide = true)]
+        json: bool,
+    },
+    /// Run a command inside a node's namespace.
+    Exec {
+        file: PathBuf,
+        node: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop a node's process (its namespace stays, like a crashed machine).
+    Kill { file: PathBuf, node: String },
+    /// Start a stopped node again.
+    Start { file: PathBuf, node: String },
+    /// Every node's Prometheus metrics (each also serves them at http://NODE:6091/metrics
+    /// inside the lab).
+    Metrics { file: PathBuf, node: Option<String> },
+    /// Capture a node's packets (every interface of its namespace) into a pcap file.
+    Capture {
+        file: PathBuf,
+        node: String,
+        /// The pcap file to write.
+        #[arg(short = 'w', value_name = "FILE")]
+        out: PathBuf,
+        /// How long to capture, e.g. 5s.
+        #[arg(long, default_value = "5s")]
+        duration: String,
+    },
+}
+
+/// Runs a `lab` subcommand.
+pub fn run(action: LabCommand) -> ExitCode {
+    use anyedge_lab::setup;
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+    // Whether the lab is up, as far as `status` found out (other commands leave it true).
+    let mut up = true;
+    let result = match action {
+        LabCommand::Up { file, no_impairments, realtime, tun_queues } => {
+            let options = setup::Options { impairments: !no_impairments, realtime, tun_queues };
+            setup::up_with(&file, &exe, options).map(|s| {
+                println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
+            })
+        }
+        LabCommand::Down { file } => {
+            setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
+        }
+        LabCommand::Status { file, output, json } => setup::status(&file).map(|s| {
+            up = s.up;
+            if json || output == "json" {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
+                for (node, state) in &s.nodes {
+                    println!("  {node:<32} {state}");
+                }
+                for (node, reasons) in &s.drops {
+                    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                    println!("  {node:<32} drops: {}", reasons.join(", "));
+                }
+                for (node, c) in &s.sync {
+                    let n = |k: &str| c.get(k).copied().unwrap_or(0);
+                    println!(
+                        "  {node:<32} sync: sent {} msgs / {} B, received {} msgs / {} B, {} flows adopted",
+                        n("messages_sent"),
+                        n("bytes_sent"),
+                        n("messages_received"),
+                        n("bytes_received"),
+                        n("flows_adopted")
+                    );
+                }
+                for (node, q) in s.quic.iter().filter(|(_, q)| q.values().any(|&v| v > 0)) {
+                    let n = |k: &str| q.get(k).copied().unwrap_or(0);
+                    println!("  {node:<32} quic: {} connections, {} handshakes", n("connections"), n("handshakes"));
+                }
+                for (node, backends) in &s.health {
+                    for (backend, state) in backends.iter().filter(|(_, s)| *s != "healthy") {
+                        println!("  {node:<32} sees backend {backend} {state}");
+                    }
+                }
+                for (node, why) in &s.denied {
+                    println!("  {node:<32} last dropped: {why}");
+                }
+                for (node, t) in &s.tun {
+                    let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
+                    println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
+                }
+            }
+        }),
+        LabCommand::Exec { file, node, mut command } => {
+            // `anyedge` is this very binary (sudo resets PATH, and a checkout's build is
+            // not on it anyway).
+            if command.first().is_some_and(|c| c == "anyedge") {
+                command[0] = exe.display().to_string();
+            }
+            match setup::require_root("lab exec").and_then(|()| setup::exec(&file, &node, &command)) {
+                Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+                Err(e) => Err(e),
+            }
+        }
+        LabCommand::Kill { file, node } => setup::require_root("lab kill")
+            .and_then(|()| setup::kill(&file, &node))
+            .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
+        LabCommand::Metrics { file, node } => setup::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
+        LabCommand::Capture { file, node, out, duration } => {
+            if let Err(e) = anyedge_topology::parse_duration_ns(&duration) {
+                eprintln!("--duration: {e}");
+                return ExitCode::from(2);
+            }
+            setup::require_root("lab capture").and_then(|()| setup::capture(&file, &node, &out, &duration, &exe))
+        }
+        LabCommand::Start { file, node } => setup::require_root("lab start")
+            .and_then(|()| setup::start(&file, &node, &exe))
+            .map(|()| println!("{node}: started")),
+    };
+    match result {
+        // `lab status` of a lab that is not up.
+        Ok(()) if !up => ExitCode::from(3),
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lab: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
