@@ -31,8 +31,8 @@ pub const TUN_QUEUES: &str = "tun-queues";
 pub fn tun_queues(state_dir: &Path) -> Result<usize, String> {
     let path = state_dir.join(TUN_QUEUES);
     match std::fs::read_to_string(&path) {
-        Ok(text) => crate::tunq::parse_count(&text).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(crate::tunq::per_core()),
+        Ok(text) => crate::io::tunq::parse_count(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(crate::io::tunq::per_core()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }

@@ -1,29 +1,19 @@
 //! anyedge's lab: a topology brought up as network namespaces, veth links and TUN
-//! devices, with the shipped cores running on tokio in real node processes.
+//! devices, with the shipped cores running on tokio in real node processes. Three rooms:
+//! `node/` is what `anyedge node` runs inside a namespace (one driver per role), `setup/`
+//! brings a lab up and down on the host, `client/` talks to a running lab (probe, bench,
+//! ctl, capture); `io/` is the I/O they share, and `plan`, `layout` and `pki` describe a
+//! lab to all of them.
 
-pub mod backend_host;
-pub mod batch;
-pub mod bench;
-pub mod capture;
-mod clb_driver;
-pub mod control_node;
-pub mod ctl;
-pub mod drops;
-pub mod egress;
-pub mod grpc;
+pub mod app_wire;
+pub mod client;
+pub mod io;
 pub mod layout;
-pub mod limits;
-pub mod netns;
 pub mod node;
 pub mod pki;
 pub mod plan;
-pub mod pop;
-pub mod probe;
-pub mod probing;
-pub mod realtime;
-pub mod router;
-pub mod servers;
 pub mod setup;
-pub mod shaper;
-pub mod tunq;
-pub mod watch;
+
+// The paths the binary and the tests have always used.
+pub use client::{bench, capture, ctl, probe};
+pub use io::tunq;

@@ -156,7 +156,7 @@ fn identity(state_dir: &Path, node: &str) -> Result<(Certificate, Identity), Str
 /// A control node's server side: its certificate, and client certificates required.
 pub fn server(state_dir: &Path, node: &str) -> Result<ServerTlsConfig, String> {
     let (ca, id) = identity(state_dir, node)?;
-    Ok(ServerTlsConfig::new().identity(id).client_ca_root(ca).timeout(crate::limits::HANDSHAKE_TIMEOUT))
+    Ok(ServerTlsConfig::new().identity(id).client_ca_root(ca).timeout(crate::io::limits::HANDSHAKE_TIMEOUT))
 }
 
 /// A node's client side toward the control node at `server`.

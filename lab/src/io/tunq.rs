@@ -146,11 +146,11 @@ mod tests {
             eprintln!("skipped: needs root (CI runs it as root)");
             return;
         }
-        let ns = crate::netns::TestNs::new("tunq");
-        crate::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
-        crate::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
-        crate::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
-        crate::netns::ip_in(&ns.0, &["route", "add", "198.18.251.0/24", "dev", "aeq0"]).unwrap();
+        let ns = crate::io::netns::TestNs::new("tunq");
+        crate::io::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["route", "add", "198.18.251.0/24", "dev", "aeq0"]).unwrap();
         let path = format!("/var/run/netns/{}", ns.0);
         let (per_queue, wrong) = std::thread::spawn(move || {
             let file = File::open(&path).unwrap();

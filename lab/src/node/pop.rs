@@ -1,5 +1,5 @@
 //! A POP node of the lab: the shipped POP core behind the VIP's TUN device, read through
-//! its multi-queue support with one queue per core ([`crate::tunq`]).
+//! its multi-queue support with one queue per core ([`crate::io::tunq`]).
 //!
 //! Each queue has a thread of its own, with its own runtime and its own backbone socket
 //! (`SO_REUSEPORT` on the POP's one tunnel address, so every thread sends from the same
@@ -25,13 +25,14 @@ use anyedge_topology::{BackboneTransport, Topology};
 use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 
-use crate::batch::{BATCH, BatchSocket};
-use crate::drops::Drops;
+use crate::io::batch::{BATCH, BatchSocket};
+use crate::io::clock::{far_future, now_ns};
+use crate::io::shaper::Shaper;
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
-use crate::node::{Forwarder, auth_from_now, far_future, now_ns};
+use crate::node::drops::Drops;
+use crate::node::forwarder::{Forwarder, auth_from_now};
+use crate::node::liveness::{UdpProber, answer_probes, probe_config};
 use crate::plan::{Plan, Role, TUN_NAME};
-use crate::probing::{UdpProber, answer_probes, probe_config};
-use crate::shaper::Shaper;
 
 /// Largest packet a queue reads at once.
 const MTU_BUF: usize = 65_536;
@@ -80,7 +81,7 @@ struct PopPath {
     /// `backbone.transport: grpc`: one stream per CLB node instead of UDP.
     grpc: bool,
     streams: HashMap<(usize, usize), mpsc::Sender<Vec<u8>>>,
-    writers: crate::tunq::Writers,
+    writers: crate::io::tunq::Writers,
     drops: Drops,
     start: Instant,
 }
@@ -112,7 +113,7 @@ impl Queue {
 struct Control<'a> {
     t: &'a Topology,
     p: usize,
-    follower: Option<crate::watch::Follower>,
+    follower: Option<crate::node::watch::Follower>,
     prober: UdpProber,
     clb_peers: Vec<((usize, usize), SocketAddr)>,
     probe_buf: [u8; 256],
@@ -138,7 +139,7 @@ pub(crate) async fn run_pop(
     queues: usize,
 ) -> Result<(), String> {
     let Forwarder { ready, impair, follower, drops, keys, state_dir, name } = node;
-    let fds = crate::tunq::attach(TUN_NAME, queues)?;
+    let fds = crate::io::tunq::attach(TUN_NAME, queues)?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let start = Instant::now();
     let auth = auth_from_now(keys)?;
@@ -178,7 +179,7 @@ pub(crate) async fn run_pop(
         for (&(r, i), a) in &clb_tunnels {
             let to = SocketAddr::new(a.ip(), GRPC_PORT);
             let tls = crate::pki::client(state_dir, name, a.ip())?;
-            streams.insert((r, i), crate::grpc::connect(to, tls, down_tx.clone()));
+            streams.insert((r, i), crate::node::grpc::connect(to, tls, down_tx.clone()));
         }
     }
     drops.set_tun_queues(fds.len());
@@ -188,7 +189,7 @@ pub(crate) async fn run_pop(
         clb_tunnels,
         grpc,
         streams,
-        writers: crate::tunq::Writers::new(&fds)?,
+        writers: crate::io::tunq::Writers::new(&fds)?,
         drops: drops.clone(),
         start,
     });
@@ -207,7 +208,7 @@ pub(crate) async fn run_pop(
     let prober = UdpProber::bind(bind.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
     // Every queue's backbone socket is bound before the node says it is ready.
     let mut socks =
-        (0..fds.len()).map(|_| crate::batch::bind_shared(bind)).collect::<Result<Vec<_>, String>>()?.into_iter();
+        (0..fds.len()).map(|_| crate::io::batch::bind_shared(bind)).collect::<Result<Vec<_>, String>>()?.into_iter();
     let mut fds = fds.into_iter();
     let (first_fd, first_sock) = (fds.next().ok_or("no TUN queue")?, socks.next().ok_or("no backbone socket")?);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -261,7 +262,7 @@ impl Queue {
     fn new(index: usize, fd: OwnedFd, sock: std::net::UdpSocket) -> Result<Queue, String> {
         Ok(Queue {
             index,
-            tun: crate::tunq::into_async(TUN_NAME, fd)?,
+            tun: crate::io::tunq::into_async(TUN_NAME, fd)?,
             sock: BatchSocket::from_std(sock)?,
             buf: vec![0u8; MTU_BUF],
             inbox: Vec::with_capacity(BATCH),
@@ -416,7 +417,7 @@ async fn next_control(control: &mut Option<Control<'_>>, start: Instant) -> Cont
             Some(packet) = c.down_rx.recv() => return ControlEvent::Down(packet),
             // POPs forward by VIP and CLB node; what the table changes for them is which
             // listeners' replies may leave toward clients.
-            Some((change, _)) = crate::watch::next_change(&mut c.follower) => return ControlEvent::Change(change),
+            Some((change, _)) = crate::node::watch::next_change(&mut c.follower) => return ControlEvent::Change(change),
             _ = tokio::time::sleep_until(c.prober.wake_at(start)) => return ControlEvent::Tick,
             r = c.prober.sock.recv_from(&mut c.probe_buf) => {
                 if let Ok((n, _)) = r {

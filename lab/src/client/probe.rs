@@ -13,11 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Mutex;
 
-/// Bytes of a probe request: magic, sequence number, send time (µs since start).
-pub const REQUEST_LEN: usize = 20;
+pub use crate::app_wire::{REQUEST_LEN, REQUEST_MAX};
 
-/// The largest UDP request `--size` asks for (an IPv6 UDP payload that still fits).
-pub const REQUEST_MAX: usize = 65_000;
 const MAGIC: &[u8; 4] = b"AEPR";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +105,7 @@ pub struct ProbeConfig {
     pub window: Option<usize>,
     /// UDP: bytes per request, [`REQUEST_LEN`] (no padding) to [`REQUEST_MAX`].
     pub size: usize,
-    /// Run SCHED_FIFO (see [`crate::realtime`]), so the probe's own waits stay out of the figures.
+    /// Run SCHED_FIFO (see [`crate::io::realtime`]), so the probe's own waits stay out of the figures.
     pub realtime: bool,
     /// `tcp-ssl`, `https`, `quic`: whom to trust and what to present.
     pub tls: TlsFiles,
@@ -333,7 +330,7 @@ impl Tally {
 /// Runs a probe to completion.
 pub fn run(config: &ProbeConfig) -> Result<ProbeReport, String> {
     if config.realtime {
-        crate::realtime::enter()?;
+        crate::io::realtime::enter()?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
@@ -669,7 +666,7 @@ async fn read_reply(rd: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Re
 /// One HTTP response's body (the echoed request and the identity trailer); an error for
 /// anything but a 200.
 async fn read_http_reply(rd: &mut (impl tokio::io::AsyncBufRead + Unpin)) -> std::io::Result<Vec<u8>> {
-    use crate::servers::{content_length, read_http_head};
+    use crate::app_wire::{content_length, read_http_head};
     let head = read_http_head(rd).await?.ok_or(std::io::ErrorKind::UnexpectedEof)?;
     if !head.starts_with("HTTP/1.1 200 ") && !head.starts_with("HTTP/1.0 200 ") {
         let status = head.lines().next().unwrap_or_default().to_string();

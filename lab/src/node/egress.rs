@@ -14,8 +14,8 @@ use anyedge_region::gateway::{Gateway, GatewayOutput};
 use anyedge_topology::Topology;
 use tokio::net::UdpSocket;
 
-use crate::drops::Drops;
 use crate::layout::{BACKEND_PORT, mark_ready};
+use crate::node::drops::Drops;
 use crate::plan::Plan;
 
 pub async fn run(
@@ -27,7 +27,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let bind = plan.egress_tunnel(k).ok_or("egress node without a region address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let auth = crate::node::auth_from_now(keys)?;
+    let auth = crate::node::forwarder::auth_from_now(keys)?;
     let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or("no such egress node")?;
     let start = Instant::now();
     let mut core = Gateway::new(config, 0);

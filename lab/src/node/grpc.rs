@@ -69,7 +69,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
     let (to_node, from_pops) = mpsc::channel(DEPTH);
     // Bounded connections, TCP_NODELAY on each (small frames must not wait for Nagle).
-    let incoming = crate::limits::limited(listener);
+    let incoming = crate::io::limits::limited(listener);
     let mut builder = tonic::transport::Server::builder().tls_config(tls).map_err(|e| format!("backbone TLS: {e}"))?;
     let server = builder.add_service(BackboneServer::new(Tunnel { to_node }));
     tokio::spawn(async move {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyedge_topology::{self as topology, Topology};
 use serde::{Deserialize, Serialize};
 
+use crate::io::netns::{self, ip, ip_in, sysctl_in};
 use crate::layout::{NO_IMPAIRMENTS, REALTIME, node_log, node_socket, ready_dir, ready_marker, state_dir};
-use crate::netns::{self, ip, ip_in, sysctl_in};
 use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
 
 /// What a running lab is made of.
@@ -54,9 +54,9 @@ pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
 pub struct Options {
     /// The file's delay, jitter, loss and bandwidth (off: benchmarks time the forwarder alone).
     pub impairments: bool,
-    /// Node processes run SCHED_FIFO (see [`crate::realtime`]).
+    /// Node processes run SCHED_FIFO (see [`crate::io::realtime`]).
     pub realtime: bool,
-    /// Queues each POP reads its TUN device with (None: one per core; see [`crate::tunq`]).
+    /// Queues each POP reads its TUN device with (None: one per core; see [`crate::io::tunq`]).
     pub tun_queues: Option<usize>,
 }
 
@@ -119,7 +119,7 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Opti
         std::fs::write(dir.join(REALTIME), b"").map_err(|e| e.to_string())?;
     }
     if let Some(n) = options.tun_queues {
-        crate::tunq::check_count(n).map_err(|e| format!("--tun-queues: {e}"))?;
+        crate::io::tunq::check_count(n).map_err(|e| format!("--tun-queues: {e}"))?;
         std::fs::write(dir.join(crate::layout::TUN_QUEUES), format!("{n}\n")).map_err(|e| e.to_string())?;
     }
     for ns in &plan.namespaces {
@@ -638,7 +638,7 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> 
     Ok(status.code().unwrap_or(1))
 }
 
-/// Captures `duration` of a node's traffic into `out` (see [`crate::capture`]): runs
+/// Captures `duration` of a node's traffic into `out` (see [`crate::client::capture`]): runs
 /// this binary's hidden `capture-here` inside the node's namespace.
 pub fn capture(file: &Path, node: &str, out: &Path, duration: &str, exe: &Path) -> Result<(), String> {
     let out = std::path::absolute(out).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -25,7 +25,7 @@ pub struct LabFigures {
     /// machine noise, not the path.
     pub vip_rtt_us: [u64; 3],
     pub direct_rtt_us: [u64; 3],
-    /// Nodes and probe ran SCHED_FIFO (both paths alike; see [`crate::realtime`]).
+    /// Nodes and probe ran SCHED_FIFO (both paths alike; see [`crate::io::realtime`]).
     pub realtime: bool,
     /// Queues the POP read its TUN device with.
     pub tun_queues: usize,
@@ -85,7 +85,7 @@ pub fn run(
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
     let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
-    let queues = tun_queues.unwrap_or_else(crate::tunq::per_core);
+    let queues = tun_queues.unwrap_or_else(crate::io::tunq::per_core);
     let result = measure(&plan, exe, &client_ns, vip, direct, (realtime, queues), nginx.as_ref());
     drop(nginx);
     let down = setup::down(file);
@@ -165,7 +165,7 @@ impl Nginx {
         }
         if realtime {
             // Same scheduling as the nodes it is compared with.
-            let param = libc::sched_param { sched_priority: crate::realtime::PRIORITY };
+            let param = libc::sched_param { sched_priority: crate::io::realtime::PRIORITY };
             // SAFETY: sched_setscheduler reads one sched_param we own, for the child's pid.
             unsafe { libc::sched_setscheduler(child.id() as i32, libc::SCHED_FIFO, &param) };
         }
@@ -364,10 +364,10 @@ type Rounds = (Vec<Option<f64>>, Vec<f64>);
 
 fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -> Result<Rounds, String> {
     use std::time::Instant;
-    let settle = |what: &str| -> Result<crate::ctl::ClusterStatus, String> {
+    let settle = |what: &str| -> Result<crate::client::ctl::ClusterStatus, String> {
         let started = Instant::now();
         loop {
-            let s = crate::ctl::status(file)?;
+            let s = crate::client::ctl::status(file)?;
             let all_caught_up = s.applied.values().all(|a| *a == Some(s.commit));
             if s.leader.is_some() && all_caught_up {
                 return Ok(s);
@@ -380,7 +380,7 @@ fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -
     };
     let write = |w: u8| -> Result<f64, String> {
         let started = Instant::now();
-        crate::ctl::write(file, &anyedge_control::Change::SetWeight { backend, weight: w })
+        crate::client::ctl::write(file, &anyedge_control::Change::SetWeight { backend, weight: w })
             .map_err(|e| format!("{e:?}"))?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     };

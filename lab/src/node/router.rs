@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyedge_topology::Topology;
 
 use crate::layout::HEALTH_PORT;
+use crate::node::liveness::{UdpProber, probe_config};
 use crate::plan::Plan;
-use crate::probing::{UdpProber, probe_config};
 
 fn now_ns(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64

@@ -28,7 +28,7 @@ pub fn probe_config(t: &Topology) -> ProbeConfig {
 pub async fn answer_probes(
     mut keys: Keyring,
     plain_from: Option<IpAddr>,
-    drops: crate::drops::Drops,
+    drops: crate::node::drops::Drops,
 ) -> Result<(), String> {
     let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
         .await

@@ -11,9 +11,23 @@ use std::time::Instant;
 use anyedge_topology::{self as topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::drops::Drops;
+pub mod backend;
+mod clb;
+pub mod control;
+pub mod drops;
+pub mod egress;
+pub mod forwarder;
+pub mod grpc;
+pub mod liveness;
+pub mod pop;
+pub mod router;
+pub mod servers;
+pub mod watch;
+
 use crate::layout::{METRICS_PORT, NO_IMPAIRMENTS, REALTIME};
-use crate::plan::{Plan, Role, TUN_NAME};
+use crate::node::drops::Drops;
+use crate::node::forwarder::Forwarder;
+use crate::plan::{Plan, Role};
 
 /// How long a status client may take to ask and to read the answer.
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -37,7 +51,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
     let tun_queues = crate::layout::tun_queues(state_dir)?;
     if state_dir.join(REALTIME).exists() {
-        crate::realtime::enter()?;
+        crate::io::realtime::enter()?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let control = control_socket(state_dir, &node.name);
@@ -46,7 +60,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         // POPs and CLB nodes follow the replicated route table (when the file has one).
         let follower = match role {
             Role::Pop(_) | Role::Clb { .. } => {
-                crate::watch::follow(&plan, anyedge_topology::route_table::route_table(&t), state_dir, &node_name)
+                crate::node::watch::follow(&plan, anyedge_topology::route_table::route_table(&t), state_dir, &node_name)
             }
             _ => None,
         };
@@ -75,25 +89,19 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         match role {
             Role::Pop(p) => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
-                crate::pop::run_pop(&t, &plan, p, node, tun_queues).await
+                crate::node::pop::run_pop(&t, &plan, p, node, tun_queues).await
             }
             Role::Clb { region, index } => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
-                crate::clb_driver::ClbDriver::bind(&t, &plan, (region, index), node).await?.run().await
+                crate::node::clb::ClbDriver::bind(&t, &plan, (region, index), node).await?.run().await
             }
-            Role::Backend { ip, .. } => crate::backend_host::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
-            Role::Egress { k, .. } => crate::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
-            Role::Internet => crate::router::run(&t, &plan, &ready).await,
-            Role::Control(id) => crate::control_node::run(&t, &plan, id, state_dir, (&ready, drops)).await,
+            Role::Backend { ip, .. } => crate::node::backend::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
+            Role::Egress { k, .. } => crate::node::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
+            Role::Internet => crate::node::router::run(&t, &plan, &ready).await,
+            Role::Control(id) => crate::node::control::run(&t, &plan, id, state_dir, (&ready, drops)).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }
     })
-}
-
-pub(crate) fn open_tun() -> Result<tun::AsyncDevice, String> {
-    let mut config = tun::Configuration::default();
-    config.tun_name(TUN_NAME).up();
-    tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
 }
 
 /// A fresh control socket path for a node (an old socket file is removed).
@@ -186,36 +194,6 @@ async fn serve_metrics(listener: tokio::net::TcpListener, name: String, drops: D
             let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(reply.as_bytes())).await;
         });
     }
-}
-
-pub(crate) fn now_ns(start: Instant) -> u64 {
-    start.elapsed().as_nanos() as u64
-}
-
-pub(crate) fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
-}
-
-/// What a forwarding node (POP, CLB) gets from the process around it.
-pub(crate) struct Forwarder<'a> {
-    pub(crate) ready: &'a Path,
-    /// Apply the file's link impairments (off for benchmarks).
-    pub(crate) impair: bool,
-    /// The route table's watch stream, when the file has a control plane.
-    pub(crate) follower: Option<crate::watch::Follower>,
-    pub(crate) drops: Drops,
-    /// Its backbone keys (from the lab's PKI).
-    pub(crate) keys: Vec<anyedge_ccn::PeerKeys>,
-    /// Where its certificate is (the gRPC backbone), and its name.
-    pub(crate) state_dir: &'a Path,
-    pub(crate) name: &'a str,
-}
-
-/// Backbone authentication for a core whose clock starts now, with this start's salt.
-pub(crate) fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> Result<anyedge_ccn::AuthConfig, String> {
-    let epoch_ns =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    Ok(anyedge_ccn::AuthConfig { keys, epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()? })
 }
 
 #[cfg(test)]

@@ -210,8 +210,8 @@ mod tests {
     /// must arrive as the datagrams they were, in order.
     #[test]
     fn datagrams_larger_than_the_link_mtu_and_gso_runs_arrive_whole() {
-        let ns = crate::netns::TestNs::new("batch");
-        crate::netns::ip_in(&ns.0, &["link", "set", "lo", "mtu", "1500"]).unwrap();
+        let ns = crate::io::netns::TestNs::new("batch");
+        crate::io::netns::ip_in(&ns.0, &["link", "set", "lo", "mtu", "1500"]).unwrap();
         let got = in_ns(&ns.0, async || {
             let a = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
             let mut b = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

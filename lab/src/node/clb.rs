@@ -16,13 +16,14 @@ use anyedge_topology::{BackboneTransport, Topology};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::batch::BatchSocket;
-use crate::drops::Drops;
+use crate::io::batch::BatchSocket;
+use crate::io::clock::{far_future, now_ns};
+use crate::io::shaper::Shaper;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready};
-use crate::node::{Forwarder, auth_from_now, far_future, now_ns};
+use crate::node::drops::Drops;
+use crate::node::forwarder::{Forwarder, auth_from_now};
+use crate::node::liveness::{UdpProber, answer_probes, probe_config};
 use crate::plan::Plan;
-use crate::probing::{UdpProber, answer_probes, probe_config};
-use crate::shaper::Shaper;
 
 /// Largest sync message a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -41,7 +42,7 @@ enum Input {
     Backbone,
     Backend,
     Sync(usize, SocketAddr),
-    Upstream(crate::grpc::Upstream),
+    Upstream(crate::node::grpc::Upstream),
     Timer,
     RouteChange(anyedge_control::Change, RouteTable),
     ProbeTick,
@@ -57,7 +58,7 @@ pub(crate) struct ClbDriver<'a> {
     core: Clb,
     start: Instant,
     drops: Drops,
-    follower: Option<crate::watch::Follower>,
+    follower: Option<crate::node::watch::Follower>,
     addresses: ClbAddresses,
     identity: Identity,
     /// Backbone datagrams from POPs and replies to them: batched both ways.
@@ -72,7 +73,7 @@ pub(crate) struct ClbDriver<'a> {
     backbone: Vec<Link>,
     shaper: Shaper<ClbDest>,
     grpc: bool,
-    from_streams: Option<mpsc::Receiver<crate::grpc::Upstream>>,
+    from_streams: Option<mpsc::Receiver<crate::node::grpc::Upstream>>,
     /// POP id → the stream its packets came up on (replies go down it).
     downstreams: HashMap<u16, mpsc::Sender<Vec<u8>>>,
     /// Every POP's tunnel endpoint and the CLB's backend hosts, looked up once.
@@ -131,7 +132,7 @@ impl<'a> ClbDriver<'a> {
         let from_streams = match grpc {
             true => {
                 let tls = crate::pki::server(state_dir, name)?;
-                Some(crate::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT), tls).await?)
+                Some(crate::node::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT), tls).await?)
             }
             false => None,
         };
@@ -215,7 +216,7 @@ impl<'a> ClbDriver<'a> {
             }
             Some(up) = next_upstream(&mut self.from_streams) => Input::Upstream(up),
             _ = tokio::time::sleep_until(wake) => Input::Timer,
-            Some((change, table)) = crate::watch::next_change(&mut self.follower) => Input::RouteChange(change, table),
+            Some((change, table)) = crate::node::watch::next_change(&mut self.follower) => Input::RouteChange(change, table),
             _ = tokio::time::sleep_until(self.prober.wake_at(start)) => Input::ProbeTick,
             r = self.prober.sock.recv_from(&mut self.probe_buf) => match r {
                 Ok((n, _)) => Input::ProbeAnswer(n),
@@ -268,7 +269,7 @@ impl<'a> ClbDriver<'a> {
 
     /// A packet up a POP's gRPC stream: replies go down the stream its authentic packets
     /// came up.
-    fn on_upstream(&mut self, (packet, down): crate::grpc::Upstream) {
+    fn on_upstream(&mut self, (packet, down): crate::node::grpc::Upstream) {
         self.drops.packet_in();
         let result = self.core.handle_from_pop(now_ns(self.start), &packet);
         let sender = anyedge_proto::seal::Packet::new_checked(&packet[..])
@@ -389,7 +390,9 @@ impl<'a> ClbDriver<'a> {
 }
 
 /// The next packet up any gRPC stream (never, when the backbone is UDP).
-async fn next_upstream(streams: &mut Option<mpsc::Receiver<crate::grpc::Upstream>>) -> Option<crate::grpc::Upstream> {
+async fn next_upstream(
+    streams: &mut Option<mpsc::Receiver<crate::node::grpc::Upstream>>,
+) -> Option<crate::node::grpc::Upstream> {
     match streams.as_mut() {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

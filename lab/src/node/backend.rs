@@ -17,11 +17,12 @@ use anyedge_region::security::{Firewall, Verdict};
 use anyedge_topology::{Site, Topology};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::drops::Drops;
+use crate::io::clock::far_future;
+use crate::io::shaper::Shaper;
 use crate::layout::{BACKEND_PORT, mark_ready};
-use crate::node::{auth_from_now, far_future};
+use crate::node::drops::Drops;
+use crate::node::forwarder::auth_from_now;
 use crate::plan::{Plan, REGION_NET};
-use crate::shaper::Shaper;
 
 /// Largest packet a host reads at once.
 const MTU_BUF: usize = 65_536;
@@ -86,7 +87,7 @@ struct BackendDriver {
     internet: Option<SocketAddr>,
     clbs: HashMap<IpAddr, NodeId>,
     firewall: Option<Firewall>,
-    toa: crate::servers::ToaSeen,
+    toa: crate::node::servers::ToaSeen,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
     via: HashMap<(IpAddr, u16), (SocketAddr, NodeId)>,
     links: HostLinks,
@@ -109,7 +110,12 @@ pub async fn run(
 }
 
 /// The host's servers on every port bound to it: UDP echo, TCP and HTTP.
-async fn serve_ports(t: &Topology, plan: &Plan, ip: Ipv4Addr, toa: crate::servers::ToaSeen) -> Result<(), String> {
+async fn serve_ports(
+    t: &Topology,
+    plan: &Plan,
+    ip: Ipv4Addr,
+    toa: crate::node::servers::ToaSeen,
+) -> Result<(), String> {
     let mut ports: Vec<u16> = t
         .regions
         .iter()
@@ -128,11 +134,11 @@ async fn serve_ports(t: &Topology, plan: &Plan, ip: Ipv4Addr, toa: crate::server
         let addr = SocketAddr::new(IpAddr::V4(ip), port);
         for local in [addr, SocketAddr::new(IpAddr::V4(direct), port)] {
             let udp = Arc::new(UdpSocket::bind(local).await.map_err(|e| format!("bind udp {local}: {e}"))?);
-            tokio::spawn(crate::servers::udp_echo(udp, addr));
+            tokio::spawn(crate::node::servers::udp_echo(udp, addr));
         }
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
-        tokio::spawn(crate::servers::tcp_server(tcp, addr, toa.clone()));
+        tokio::spawn(crate::node::servers::tcp_server(tcp, addr, toa.clone()));
     }
     Ok(())
 }
@@ -146,7 +152,7 @@ impl BackendDriver {
         keys: Vec<anyedge_ccn::PeerKeys>,
         drops: Drops,
     ) -> Result<BackendDriver, String> {
-        let tun = crate::node::open_tun()?;
+        let tun = crate::node::forwarder::open_tun()?;
         let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
         let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
         let me = anyedge_topology::nodes::backend_hosts(t)
@@ -167,7 +173,7 @@ impl BackendDriver {
             internet,
             clbs: clb_ids(t, plan),
             firewall: (!groups.is_empty()).then(|| Firewall::new(groups)),
-            toa: crate::servers::ToaSeen::default(),
+            toa: crate::node::servers::ToaSeen::default(),
             via: HashMap::new(),
             links: HostLinks::new(t, ip, internet.is_some()),
             shaper: Shaper::new(Instant::now(), impair),

@@ -176,7 +176,7 @@ async fn delay_updates<T>(mut rx: mpsc::Receiver<T>, tx: mpsc::Sender<T>, delay:
                 Some(_) => return,
                 None => open = false,
             },
-            _ = tokio::time::sleep_until(due.unwrap_or_else(crate::node::far_future)), if due.is_some() => {
+            _ = tokio::time::sleep_until(due.unwrap_or_else(crate::io::clock::far_future)), if due.is_some() => {
                 let Some((_, item)) = on_the_way.pop_front() else { continue };
                 if tx.send(item).await.is_err() {
                     return;
@@ -296,7 +296,7 @@ pub async fn run(
     plan: &Plan,
     id: u8,
     state_dir: &Path,
-    (ready, drops): (&Path, crate::drops::Drops),
+    (ready, drops): (&Path, crate::node::drops::Drops),
 ) -> Result<(), String> {
     ControlDriver::bind(t, plan, id, state_dir, drops).await?.ready(ready)?.run().await
 }
@@ -323,7 +323,7 @@ struct ControlDriver {
     watchers: Vec<Watcher>,
     /// The highest index watchers have been told of.
     streamed: u64,
-    drops: crate::drops::Drops,
+    drops: crate::node::drops::Drops,
 }
 
 impl ControlDriver {
@@ -334,7 +334,7 @@ impl ControlDriver {
         plan: &Plan,
         id: u8,
         state_dir: &Path,
-        drops: crate::drops::Drops,
+        drops: crate::node::drops::Drops,
     ) -> Result<ControlDriver, String> {
         let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
         let config = anyedge_topology::route_table::control_config(t, c, id);
@@ -501,7 +501,7 @@ async fn serve_backbone(bind: SocketAddr, state_dir: &Path, name: &str, api: Api
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
     let server = backbone_server(state_dir, name, api)?;
     tokio::spawn(async move {
-        if let Err(e) = server.serve_with_incoming(crate::limits::limited(tcp)).await {
+        if let Err(e) = server.serve_with_incoming(crate::io::limits::limited(tcp)).await {
             tracing::error!("control gRPC server: {e}");
         }
     });

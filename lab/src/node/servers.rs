@@ -10,13 +10,10 @@ use std::sync::Arc;
 
 use anyedge_proto::inner;
 use anyedge_region::l7::{http_header, looks_like_http};
+
+use crate::app_wire::{REQUEST_LEN, content_length, read_http_head};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
-
-/// Longest HTTP request head the built-in server reads (the CLB's own limit).
-pub const HTTP_HEAD_MAX: usize = anyedge_region::l7::HEAD_MAX;
-/// Longest HTTP request body the built-in server reads.
-pub const HTTP_BODY_MAX: u64 = 64 * 1024;
 
 /// What the backend learned of its client, for the reply's trailer.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -116,7 +113,7 @@ async fn serve_framed(
     addr: SocketAddr,
     seen: &Seen,
 ) -> std::io::Result<()> {
-    let mut request = [0u8; crate::probe::REQUEST_LEN];
+    let mut request = [0u8; REQUEST_LEN];
     let trailer = identity_trailer(addr, seen);
     loop {
         rd.read_exact(&mut request).await?;
@@ -124,44 +121,6 @@ async fn serve_framed(
         reply.extend_from_slice(&(trailer.len() as u16).to_be_bytes());
         reply.extend_from_slice(trailer.as_bytes());
         wr.write_all(&reply).await?;
-    }
-}
-
-/// Reads one HTTP/1.x head (through its blank line), at most `HTTP_HEAD_MAX` bytes.
-/// `Ok(None)` at a clean end of the stream before a request.
-pub async fn read_http_head(rd: &mut (impl AsyncBufReadExt + Unpin)) -> std::io::Result<Option<String>> {
-    let mut head = Vec::new();
-    loop {
-        let buf = rd.fill_buf().await?;
-        if buf.is_empty() {
-            return if head.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
-        }
-        // A line at a time, never more than the bound: a head without line ends cannot grow.
-        let line_end = buf.iter().position(|&b| b == b'\n').map(|i| i + 1);
-        let take = line_end.unwrap_or(buf.len()).min(HTTP_HEAD_MAX + 1 - head.len());
-        head.extend_from_slice(&buf[..take]);
-        rd.consume(take);
-        if head.len() > HTTP_HEAD_MAX {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request head too long"));
-        }
-        if head.ends_with(b"\r\n\r\n") {
-            return String::from_utf8(head)
-                .map(Some)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "head is not UTF-8"));
-        }
-    }
-}
-
-/// A head's Content-Length (0 when absent); an error past `HTTP_BODY_MAX` or unreadable.
-pub fn content_length(head: &str) -> std::io::Result<u64> {
-    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
-    match http_header(head, "content-length") {
-        None => Ok(0),
-        Some(v) => match v.parse::<u64>() {
-            Ok(n) if n <= HTTP_BODY_MAX => Ok(n),
-            Ok(_) => Err(bad("body too long")),
-            Err(_) => Err(bad("bad Content-Length")),
-        },
     }
 }
 
@@ -203,6 +162,7 @@ async fn serve_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app_wire::{HTTP_BODY_MAX, HTTP_HEAD_MAX};
 
     async fn server() -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,11 +208,11 @@ mod tests {
         rt.block_on(async {
             let addr = server().await;
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let request = [7u8; crate::probe::REQUEST_LEN];
+            let request = [7u8; REQUEST_LEN];
             s.write_all(&request).await.unwrap();
-            let mut echo = [0u8; crate::probe::REQUEST_LEN + 2];
+            let mut echo = [0u8; REQUEST_LEN + 2];
             s.read_exact(&mut echo).await.unwrap();
-            assert_eq!(echo[..crate::probe::REQUEST_LEN], request);
+            assert_eq!(echo[..REQUEST_LEN], request);
             let len = usize::from(u16::from_be_bytes([echo[20], echo[21]]));
             let mut trailer = vec![0u8; len];
             s.read_exact(&mut trailer).await.unwrap();

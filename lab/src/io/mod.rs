@@ -1,0 +1,10 @@
+//! The I/O every room shares: batched sockets, TUN queues, the user-space link shaper,
+//! connection limits, namespaces, real-time scheduling and the node clock.
+
+pub mod batch;
+pub mod clock;
+pub mod limits;
+pub mod netns;
+pub mod realtime;
+pub mod shaper;
+pub mod tunq;

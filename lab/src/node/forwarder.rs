@@ -1,0 +1,36 @@
+//! What every forwarding role of a node shares: what the process hands a forwarder, its
+//! backbone authentication, and its TUN device.
+
+use std::path::Path;
+
+use crate::node::drops::Drops;
+use crate::plan::TUN_NAME;
+
+/// What a forwarding node (POP, CLB) gets from the process around it.
+pub struct Forwarder<'a> {
+    pub ready: &'a Path,
+    /// Apply the file's link impairments (off for benchmarks).
+    pub impair: bool,
+    /// The route table's watch stream, when the file has a control plane.
+    pub follower: Option<crate::node::watch::Follower>,
+    pub drops: Drops,
+    /// Its backbone keys (from the lab's PKI).
+    pub keys: Vec<anyedge_ccn::PeerKeys>,
+    /// Where its certificate is (the gRPC backbone), and its name.
+    pub state_dir: &'a Path,
+    pub name: &'a str,
+}
+
+/// Backbone authentication for a core whose clock starts now, with this start's salt.
+pub fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> Result<anyedge_ccn::AuthConfig, String> {
+    let epoch_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    Ok(anyedge_ccn::AuthConfig { keys, epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()? })
+}
+
+/// The node's TUN device (one queue).
+pub fn open_tun() -> Result<tun::AsyncDevice, String> {
+    let mut config = tun::Configuration::default();
+    config.tun_name(TUN_NAME).up();
+    tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
+}
