@@ -7,7 +7,7 @@ use anyedge_ccn::auth::{AuthConfig, BackboneSecret, Keyring, NodeId};
 use anyedge_pop::{Pop, PopConfig, Route};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::seal::{self, Kind};
-use anyedge_proto::{inner, probe, sync};
+use anyedge_proto::{inner, liveness, sync};
 use anyedge_region::{BackendConfig, Clb, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};
 
 const ITERATIONS: usize = 200_000;
@@ -21,8 +21,8 @@ fn valid_packets() -> Vec<Vec<u8>> {
     let udp6 = inner::build_udp(v6a, v6b, &[9u8; 40]).unwrap();
     let encapsulated = ccn::encapsulate(Direction::ToRegion, 1, 77, &udp4).unwrap();
     let reply = ccn::encapsulate(Direction::ToPop, 0, 77, &udp4).unwrap();
-    let request = probe::Repr { answer: false, peer: 3, seq: 77 }.emit().to_vec();
-    let answer = probe::answer(&request).unwrap().to_vec();
+    let request = liveness::Repr { answer: false, peer: 3, seq: 77 }.emit().to_vec();
+    let answer = liveness::answer(&request).unwrap().to_vec();
     let key = inner::parse(&udp4).unwrap().key;
     let entries = vec![
         sync::Entry::Flow { key, backend: "198.19.20.1:7000".parse().unwrap(), ttl_ms: 60_000 },
@@ -114,17 +114,17 @@ fn packet_parsers_never_panic_on_fuzzed_input() {
         }
         let _ = inner::parse(&p);
         let _ = inner::transport_payload(&p);
-        if let Ok(packet) = probe::Packet::new_checked(&p[..]) {
-            let _ = probe::Repr::parse(&packet);
+        if let Ok(packet) = liveness::Packet::new_checked(&p[..]) {
+            let _ = liveness::Repr::parse(&packet);
         }
         // A probe answer is only ever the answer to a well-formed request.
-        if let Ok(answer) = probe::answer(&p) {
+        if let Ok(answer) = liveness::answer(&p) {
             assert_eq!(
-                probe::parse_answer(&answer).ok(),
-                probe::Repr::parse(&probe::Packet::new_unchecked(&p[..])).ok().map(|r| (r.peer, r.seq))
+                liveness::parse_answer(&answer).ok(),
+                liveness::Repr::parse(&liveness::Packet::new_unchecked(&p[..])).ok().map(|r| (r.peer, r.seq))
             );
         }
-        let _ = probe::parse_answer(&p);
+        let _ = liveness::parse_answer(&p);
         if let Ok(packet) = seal::Packet::new_checked(&p[..]) {
             let _ = seal::Repr::parse(&packet);
             let _ = (packet.payload(), packet.tag(), packet.covered());

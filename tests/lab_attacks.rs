@@ -173,7 +173,7 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
             }
         }
         // A plain probe to paris's health port: only the internet router gets answers.
-        let probe = anyedge_proto::probe::Repr { answer: false, peer: 0, seq: 1 }.emit();
+        let probe = anyedge_proto::liveness::Repr { answer: false, peer: 0, seq: 1 }.emit();
         for _ in 0..50 {
             let _ = sock.send_to(&probe, pop_health);
         }

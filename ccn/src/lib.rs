@@ -14,5 +14,5 @@ pub mod rng;
 pub use auth::{AuthConfig, AuthError, BackboneSecret, Keyring, NodeId, PeerKeys};
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, Outcome};
-pub use liveness::{ProbeConfig, ProbeOutput, Prober};
+pub use liveness::{LivenessConfig, ProbeOutput, Prober};
 pub use rng::ComponentRng;

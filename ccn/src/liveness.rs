@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 
 /// How a prober probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeConfig {
+pub struct LivenessConfig {
     /// Time between two probes to the same peer.
     pub interval_ns: u64,
     /// Unanswered probes in a row that make a peer down (at least 1).
     pub misses: u32,
 }
 
-impl ProbeConfig {
+impl LivenessConfig {
     /// The longest a dead peer can go unnoticed: the probe it missed first may leave up to
     /// one interval after it died, and `misses` intervals must pass without an answer.
     pub fn detect_ns_max(&self) -> u64 {
@@ -48,7 +48,7 @@ struct Peer {
 /// Probes a fixed set of peers (0..n) and tracks which answer.
 #[derive(Debug, Clone)]
 pub struct Prober {
-    config: ProbeConfig,
+    config: LivenessConfig,
     peers: Vec<Peer>,
     next_probe_ns: u64,
     seq: u64,
@@ -57,8 +57,8 @@ pub struct Prober {
 
 impl Prober {
     /// A prober of `peers` peers, all taken to be up, probing first at `now_ns`.
-    pub fn new(peers: usize, config: ProbeConfig, now_ns: u64) -> Prober {
-        let config = ProbeConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
+    pub fn new(peers: usize, config: LivenessConfig, now_ns: u64) -> Prober {
+        let config = LivenessConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
         let peer = Peer { up: true, answered: 0 };
         Prober { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
     }
@@ -69,7 +69,7 @@ impl Prober {
         *self = Prober::new(self.peers.len(), self.config, now_ns);
     }
 
-    pub fn config(&self) -> ProbeConfig {
+    pub fn config(&self) -> LivenessConfig {
         self.config
     }
 
@@ -137,7 +137,7 @@ mod tests {
     /// `rtt_ns` later while `alive(now)` holds, and `lost(seq)` drops some. Returns when
     /// Down and Up came out.
     fn run(
-        config: ProbeConfig,
+        config: LivenessConfig,
         until_ns: u64,
         rtt_ns: u64,
         alive: impl Fn(u64) -> bool,
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_dead_peer_is_down_within_the_configured_bound_and_up_at_its_first_answer() {
-        let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 3 };
         let died = 1_020 * MS;
         let back = 3_000 * MS;
         let (downs, ups) = run(config, 4_000 * MS, 10 * MS, |t| t < died || t >= back, |_| false);
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_live_peer_on_a_lossy_path_is_not_declared_down_by_scattered_losses() {
-        let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 3 };
         // Every fourth probe lost: never three in a row.
         let (downs, _) = run(config, 10_000 * MS, 10 * MS, |_| true, |seq| seq % 4 == 0);
         assert!(downs.is_empty(), "{downs:?}");
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn answers_slower_than_the_whole_window_count_as_misses() {
-        let config = ProbeConfig { interval_ns: 50 * MS, misses: 3 };
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 3 };
         let (downs, _) = run(config, 2_000 * MS, 200 * MS, |_| true, |_| false);
         assert!(!downs.is_empty(), "a peer whose answers come after 3 intervals is as good as dead");
         assert_eq!(downs[0], 150 * MS, "down at the round that found three probes unanswered");
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_far_peer_whose_round_trip_exceeds_one_interval_stays_up_and_is_still_detected() {
-        let config = ProbeConfig { interval_ns: 50 * MS, misses: 6 };
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 6 };
         let (downs, _) = run(config, 5_000 * MS, 180 * MS, |_| true, |_| false);
         assert!(downs.is_empty(), "a 180 ms round trip fits in 6 × 50 ms: {downs:?}");
         let died = 2_010 * MS;
@@ -214,7 +214,7 @@ mod tests {
     fn a_driver_ticking_on_a_fixed_grid_with_varying_lateness_gets_a_round_every_tick() {
         // A real driver (a tokio interval) wakes a little late, by varying amounts: each
         // wake-up must still send a round, or probing runs at half speed.
-        let config = ProbeConfig { interval_ns: 50 * MS, misses: 6 };
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 6 };
         let mut p = Prober::new(1, config, 0);
         let mut rounds = 0;
         for k in 0..100u64 {
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn stray_and_stale_answers_change_nothing() {
-        let mut p = Prober::new(2, ProbeConfig { interval_ns: 10, misses: 1 }, 0);
+        let mut p = Prober::new(2, LivenessConfig { interval_ns: 10, misses: 1 }, 0);
         p.handle_timeout(0);
         p.handle_answer(7, 1);
         p.handle_answer(0, 99);

@@ -11,7 +11,7 @@ pub const BACKEND_PORT: u16 = anyedge_proto::pcap::BACKEND_PORT;
 pub const GRPC_PORT: u16 = 6083;
 /// Connection-table sync between the CLB nodes of a region (UDP, region network).
 pub const SYNC_PORT: u16 = anyedge_proto::pcap::SYNC_PORT;
-/// Liveness probes answered by POPs and CLB nodes (`anyedge_proto::probe`).
+/// Liveness probes answered by POPs and CLB nodes (`anyedge_proto::liveness`).
 pub const HEALTH_PORT: u16 = anyedge_proto::pcap::HEALTH_PORT;
 /// Prometheus `/metrics` on every node's namespace.
 pub const METRICS_PORT: u16 = 6091;

@@ -19,8 +19,8 @@ pub mod control {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("anyedge.control");
 }
+pub mod liveness;
 pub mod pcap;
-pub mod probe;
 pub mod quic;
 pub mod seal;
 pub mod sync;

@@ -17,7 +17,7 @@ use crate::config::{
 };
 use crate::conn_table::{Conn, ConnTable, Ingress};
 use crate::health::{Health, HealthChecker, ProbeRequest};
-use crate::probe::Prober;
+use crate::health_check::HealthProber;
 use crate::quic_listener::QuicListener;
 use crate::scheduler::{Candidate, Maglev};
 use crate::sync::{ConnSync, PeerFlow, SyncStats};
@@ -106,7 +106,7 @@ impl From<anyedge_proto::Error> for DropReason {
     }
 }
 
-pub use crate::probe::PROBE_PORTS;
+pub use crate::health_check::PROBE_PORTS;
 
 /// How long an idle flow of this transport is kept.
 fn idle_ns(transport: Transport) -> u64 {
@@ -146,7 +146,7 @@ pub struct Clb {
     node_index: u16,
     node_count: u16,
     firewall: Option<crate::security::Firewall>,
-    prober: Prober,
+    prober: HealthProber,
     l7: crate::l7::L7,
     /// Per layer-7 client connection: where it entered and its flow hash.
     l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32)>,
@@ -196,7 +196,7 @@ impl Clb {
             unsealable: 0,
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
-            prober: Prober::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
+            prober: HealthProber::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
             l7: Default::default(),
             l7_ingress: Default::default(),
             // Addresses this node's own TCP answers on: its own and its SNAT addresses.
@@ -1127,7 +1127,7 @@ impl Clb {
             .extend(sends.into_iter().map(|(backend, bytes)| Queued::ToSeal(Output::ToBackend { backend, bytes })));
     }
 
-    fn apply_answers(&mut self, answers: &[crate::probe::Answer], changes: &mut Vec<(usize, Health)>) {
+    fn apply_answers(&mut self, answers: &[crate::health_check::Answer], changes: &mut Vec<(usize, Health)>) {
         for &(probe_id, ok) in answers {
             if let Some(port) = self.health.backend_of_probe(probe_id) {
                 self.health.on_answer(port, probe_id, ok, changes);

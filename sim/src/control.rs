@@ -17,7 +17,7 @@ use anyedge_topology::nodes::backbone_link;
 use anyedge_topology::route_table::{control_config, route_table};
 use anyedge_topology::{Control, Topology};
 
-use crate::liveness::{Liveness, Snapshot};
+use crate::raft_liveness::{Liveness, Snapshot};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

@@ -328,8 +328,8 @@ pub struct Failover {
 
 impl Failover {
     /// The prober's settings.
-    pub fn probe(&self) -> anyedge_ccn::ProbeConfig {
-        anyedge_ccn::ProbeConfig { interval_ns: self.probe_interval_ns, misses: self.probe_misses }
+    pub fn probe(&self) -> anyedge_ccn::LivenessConfig {
+        anyedge_ccn::LivenessConfig { interval_ns: self.probe_interval_ns, misses: self.probe_misses }
     }
 
     /// The shortest time a dead peer takes to be noticed: `probe_misses` intervals.

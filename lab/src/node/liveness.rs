@@ -1,6 +1,6 @@
 //! The shared liveness core (`anyedge_ccn::Prober`) driven over UDP: a probe to each
 //! peer's health port every `failover.probe_interval` (the wire format is
-//! `anyedge_proto::probe`), echoed answers matched back, peers' Down/Up
+//! `anyedge_proto::liveness`), echoed answers matched back, peers' Down/Up
 //! handed to the caller. POPs probe CLB nodes, CLB nodes POPs, the internet router POPs.
 //! Probes between POPs and CLB nodes are sealed with the nodes' backbone keys (requests
 //! and answers each their own kind), as in the simulator; the router's are not (it holds
@@ -9,8 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyedge_ccn::{Keyring, NodeId, ProbeConfig, ProbeOutput, Prober};
-use anyedge_proto::probe;
+use anyedge_ccn::{Keyring, LivenessConfig, NodeId, ProbeOutput, Prober};
+use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
 use anyedge_topology::Topology;
 use tokio::net::UdpSocket;
@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use crate::layout::HEALTH_PORT;
 
 /// Probing as the file sets it (`failover.probe_interval`, `failover.probe_misses`).
-pub fn probe_config(t: &Topology) -> ProbeConfig {
+pub fn probe_config(t: &Topology) -> LivenessConfig {
     t.failover.probe()
 }
 
@@ -37,12 +37,12 @@ pub async fn answer_probes(
         let mut buf = [0u8; 256];
         while let Ok((n, from)) = health.recv_from(&mut buf).await {
             let answer = if Some(from.ip()) == plain_from {
-                probe::answer(&buf[..n]).ok().map(|a| a.to_vec())
+                liveness::answer(&buf[..n]).ok().map(|a| a.to_vec())
             } else {
                 match keys.open(Kind::Probe, &buf[..n]) {
                     // Only well-formed requests are answered: nothing to reflect, no ping-pong.
                     Ok((peer, request)) => {
-                        probe::answer(request).ok().and_then(|a| keys.seal(peer, Kind::ProbeAnswer, &a))
+                        liveness::answer(request).ok().and_then(|a| keys.seal(peer, Kind::ProbeAnswer, &a))
                     }
                     Err(e) => {
                         drops.count(Err(e));
@@ -79,7 +79,7 @@ impl UdpProber {
         local: IpAddr,
         peers: Vec<SocketAddr>,
         sealing: Option<(Keyring, Vec<NodeId>)>,
-        config: ProbeConfig,
+        config: LivenessConfig,
         now_ns: u64,
     ) -> Result<Self, String> {
         let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
@@ -96,7 +96,7 @@ impl UdpProber {
         self.prober.handle_timeout(now_ns);
         let (changes, sends) = self.outputs();
         for (peer, seq) in sends {
-            let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit();
+            let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit();
             let sealed = match self.sealing.as_mut() {
                 Some((keys, ids)) => keys.seal(ids[peer], Kind::Probe, &request),
                 None => Some(request.to_vec()),
@@ -114,9 +114,9 @@ impl UdpProber {
     pub fn answered(&mut self, bytes: &[u8]) -> Vec<Change> {
         let answer = match self.sealing.as_mut() {
             Some((keys, ids)) => keys.open(Kind::ProbeAnswer, bytes).ok().and_then(|(from, answer)| {
-                probe::parse_answer(answer).ok().filter(|(peer, _)| ids.get(usize::from(*peer)) == Some(&from))
+                liveness::parse_answer(answer).ok().filter(|(peer, _)| ids.get(usize::from(*peer)) == Some(&from))
             }),
-            None => probe::parse_answer(bytes).ok(),
+            None => liveness::parse_answer(bytes).ok(),
         };
         if let Some((peer, seq)) = answer {
             self.prober.handle_answer(usize::from(peer), seq);

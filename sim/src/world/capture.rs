@@ -73,13 +73,13 @@ impl<'t> World<'t> {
             Arrival::Backend { host, .. } | Arrival::InternetHost(host) => format!("backend/{}", self.hosts[host].ip),
             Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.egress[e].name.clone(),
             Arrival::Client(c) => format!("client/{}", t.clients[self.clients[c].group].name),
-            Arrival::ProbeRequest { to: probing::Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
-            Arrival::ProbeRequest { to: probing::Probed::Clb(c), .. } => self.clb_name(c),
+            Arrival::ProbeRequest { to: liveness::Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
+            Arrival::ProbeRequest { to: liveness::Probed::Clb(c), .. } => self.clb_name(c),
             Arrival::ProbeAnswer { at } => match at {
-                probing::ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
-                probing::ProberAt::Clb(c) => self.clb_name(c),
-                probing::ProberAt::Edge => "internet".to_string(),
-                probing::ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
+                liveness::ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
+                liveness::ProberAt::Clb(c) => self.clb_name(c),
+                liveness::ProberAt::Edge => "internet".to_string(),
+                liveness::ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
             },
         };
         // Unsealed datagrams that are not IP: the internet edge's probes of POPs.

@@ -36,7 +36,7 @@ mod faults;
 mod forwarding;
 mod ids;
 mod links;
-mod probing;
+mod liveness;
 mod quic_client;
 mod report;
 mod samples;
@@ -49,7 +49,7 @@ use faults::*;
 use forwarding::*;
 use ids::*;
 use links::*;
-use probing::*;
+use liveness::*;
 use quic_client::*;
 use tcp_app::*;
 

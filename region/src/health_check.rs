@@ -37,7 +37,7 @@ struct HttpProbe {
 }
 
 /// One CLB node's health probes in flight.
-pub struct Prober {
+pub struct HealthProber {
     address: IpAddr,
     address_v6: Option<IpAddr>,
     http: Option<TcpStack>,
@@ -45,9 +45,9 @@ pub struct Prober {
     seed: u64,
 }
 
-impl std::fmt::Debug for Prober {
+impl std::fmt::Debug for HealthProber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prober").field("http_probes", &self.http_probes.len()).finish()
+        f.debug_struct("HealthProber").field("http_probes", &self.http_probes.len()).finish()
     }
 }
 
@@ -59,9 +59,9 @@ fn probe_port(probe_id: u16) -> u16 {
     PROBE_PORTS.start() + probe_id % span
 }
 
-impl Prober {
-    pub fn new(address: IpAddr, address_v6: Option<IpAddr>, seed: u64) -> Prober {
-        Prober { address, address_v6, http: None, http_probes: Vec::new(), seed }
+impl HealthProber {
+    pub fn new(address: IpAddr, address_v6: Option<IpAddr>, seed: u64) -> HealthProber {
+        HealthProber { address, address_v6, http: None, http_probes: Vec::new(), seed }
     }
 
     fn own_address_for(&self, peer: IpAddr) -> IpAddr {

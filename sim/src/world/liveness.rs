@@ -1,14 +1,14 @@
 //! Failure detection the way the lab does it, with no oracle: every POP probes every CLB
 //! node over the backbone, every CLB node probes every POP back, the internet edge probes
 //! the POPs (withdrawal) and each region's edge probes its CLB nodes (the direct path's
-//! ECMP). All run the shared `anyedge_ccn::Prober`; probes are `anyedge_proto::probe`
+//! ECMP). All run the shared `anyedge_ccn::Prober`; probes are `anyedge_proto::liveness`
 //! bytes that cross the simulated links, so loss, jitter and queues on the backbone shape
 //! detection as they would for real. Backbone probes (POP ↔ CLB node) are sealed with the
 //! nodes' keys like data; the edges' probes cross no backbone and are not. A fault only
 //! stops a node; a node that is down answers nothing and probes nothing.
 
 use anyedge_ccn::{Keyring, NodeId, ProbeOutput, Prober};
-use anyedge_proto::probe;
+use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
 
 use super::*;
@@ -195,7 +195,7 @@ impl<'t> World<'t> {
         }
         let prober = Self::backbone_prober(from);
         let Some(request) = self.open_probe(to, prober.is_some(), Kind::Probe, &packet) else { return };
-        if let Ok(answer) = probe::answer(&request)
+        if let Ok(answer) = liveness::answer(&request)
             && let Some(answer) = self.seal_probe(to, prober, Kind::ProbeAnswer, answer.to_vec())
         {
             self.send_probe(from, to, 1, answer);
@@ -214,7 +214,7 @@ impl<'t> World<'t> {
             },
             None => packet,
         };
-        let Ok((peer, seq)) = probe::parse_answer(&packet) else { return };
+        let Ok((peer, seq)) = liveness::parse_answer(&packet) else { return };
         let Some(probers) = self.probers.as_mut() else { return };
         probers.slot(at).prober.handle_answer(usize::from(peer), seq);
         self.drain_prober(at);
@@ -258,7 +258,7 @@ impl<'t> World<'t> {
                         ProberAt::Clb(_) | ProberAt::Edge => Probed::Pop(PopId(peer)),
                         ProberAt::Region(r) => Probed::Clb(self.clb_base[r].node(peer as u16)),
                     };
-                    let request = probe::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
+                    let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
                     let sealed = match Self::backbone_prober(at) {
                         Some(me) => self.seal_probe(me, Some(node), Kind::Probe, request),
                         None => Some(request),
