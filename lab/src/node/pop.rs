@@ -71,8 +71,11 @@ struct PopState {
     backbone: Vec<Link>,
 }
 
-/// The POP's forwarding path: its state behind the lock, and what never changes.
-struct PopPath {
+/// The POP's driver, shared by its queues: the state behind the lock, and what never
+/// changes. Each queue's thread runs `serve_queue` over it: `take_from_clients` (TUN
+/// reads), `take_from_clbs` (backbone datagrams), `handle_control` (queue 0: route
+/// changes, liveness probes, gRPC replies) and `forward` (what is due, out).
+struct PopDriver {
     state: Mutex<PopState>,
     /// Client group of each client source address (which access link a packet takes).
     groups: HashMap<IpAddr, usize>,
@@ -141,99 +144,130 @@ pub(crate) async fn run_pop(
     let Forwarder { ready, impair, follower, drops, keys, state_dir, name } = node;
     let fds = crate::io::tunq::attach(TUN_NAME, queues)?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
-    let start = Instant::now();
     let auth = auth_from_now(keys)?;
+    let (driver, down_rx) = PopDriver::bind(t, plan, p, (impair, &auth), (state_dir, name), &fds, drops.clone())?;
+    let driver = Arc::new(driver);
+    // Liveness probes (the internet router's, the CLB nodes'): answered while we run.
     let me = anyedge_topology::nodes::pop_node(p);
-    let mut config = pop_config(t, p);
-    config.auth = auth.clone();
-    let core = Pop::new(config, 0);
-    let seed = t.seed;
-    // The access links of every client group to this POP, both ways, and the backbone
-    // links to every region: the simulator's links, in user space.
-    let groups: HashMap<IpAddr, usize> =
-        (0..t.clients.len()).flat_map(|g| plan.client_sources(g).into_iter().map(move |a| (a, g))).collect();
-    let access = |g: usize, dir: usize| {
-        let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Pop(p));
-        Link::new(model, ComponentRng::new(seed, &format!("lab/inet/{g}/{p}/{dir}")))
-    };
-    let to_pop: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 0)).collect();
-    let to_client: Vec<Link> = (0..t.clients.len()).map(|g| access(g, 1)).collect();
-    let backbone: Vec<Link> = (0..t.regions.len())
-        .map(|r| {
-            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
-            Link::new(model, ComponentRng::new(seed, &format!("lab/backbone/{p}/{r}/0")))
-        })
-        .collect();
-    let shaper: Shaper<PopDest> = Shaper::new(start, impair);
-    let grpc = t.backbone.transport == BackboneTransport::Grpc;
-    let (down_tx, down_rx) = mpsc::channel::<Vec<u8>>(4096);
-    let clb_tunnels: HashMap<(usize, usize), SocketAddr> = t
-        .regions
-        .iter()
-        .enumerate()
-        .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| (r, i)))
-        .filter_map(|(r, i)| plan.clb_tunnel(r, i).map(|a| ((r, i), a)))
-        .collect();
-    let mut streams = HashMap::new();
-    if grpc {
-        for (&(r, i), a) in &clb_tunnels {
-            let to = SocketAddr::new(a.ip(), GRPC_PORT);
-            let tls = crate::pki::client(state_dir, name, a.ip())?;
-            streams.insert((r, i), crate::node::grpc::connect(to, tls, down_tx.clone()));
-        }
-    }
-    drops.set_tun_queues(fds.len());
-    let path = Arc::new(PopPath {
-        state: Mutex::new(PopState { core, shaper, to_pop, to_client, backbone }),
-        groups,
-        clb_tunnels,
-        grpc,
-        streams,
-        writers: crate::io::tunq::Writers::new(&fds)?,
-        drops: drops.clone(),
-        start,
-    });
-    // Health probes (the internet router's, the CLB nodes'): answered while we run.
     let router =
         plan.ns_index(&Role::Pop(p)).zip(plan.ns_index(&Role::Internet)).and_then(|(ns, inet)| plan.gateway(ns, inet));
-    answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops.clone()).await?;
-    // Backbone probing of the CLB nodes (the shared liveness core): a dead node's flows
-    // move to a live one of its region, a node that answers again is taken back.
-    let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
-        path.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
-    clb_peers.sort();
-    let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
-    let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
-    let sealing = Some((auth.keyring(me, 0), ids));
-    let prober = UdpProber::bind(bind.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
-    // Every queue's backbone socket is bound before the node says it is ready.
+    answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops).await?;
+    let control = Control::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), follower, down_rx).await?;
+    let mut queue = start_queues(&driver, bind, fds)?;
+    mark_ready(ready)?;
+    tracing::info!("{name}: reading {TUN_NAME} on {} queue(s)", driver.writers.len());
+    serve_queue(&driver, &mut queue, Some(control)).await
+}
+
+impl PopDriver {
+    /// The POP's core, its links (the simulator's, in user space: each client group's
+    /// access link both ways, the backbone to every region), its CLB tunnels and, with a
+    /// gRPC backbone, a stream to each CLB node; the receiver of those streams' replies.
+    fn bind(
+        t: &Topology,
+        plan: &Plan,
+        p: usize,
+        (impair, auth): (bool, &anyedge_ccn::AuthConfig),
+        (state_dir, name): (&std::path::Path, &str),
+        fds: &[OwnedFd],
+        drops: Drops,
+    ) -> Result<(PopDriver, mpsc::Receiver<Vec<u8>>), String> {
+        let start = Instant::now();
+        let mut config = pop_config(t, p);
+        config.auth = auth.clone();
+        let groups: HashMap<IpAddr, usize> =
+            (0..t.clients.len()).flat_map(|g| plan.client_sources(g).into_iter().map(move |a| (a, g))).collect();
+        let access = |g: usize, dir: usize| {
+            let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Pop(p));
+            Link::new(model, ComponentRng::new(t.seed, &format!("lab/inet/{g}/{p}/{dir}")))
+        };
+        let backbone = (0..t.regions.len())
+            .map(|r| {
+                let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+                Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{r}/0")))
+            })
+            .collect();
+        let state = PopState {
+            core: Pop::new(config, 0),
+            shaper: Shaper::new(start, impair),
+            to_pop: (0..t.clients.len()).map(|g| access(g, 0)).collect(),
+            to_client: (0..t.clients.len()).map(|g| access(g, 1)).collect(),
+            backbone,
+        };
+        let clb_tunnels: HashMap<(usize, usize), SocketAddr> = t
+            .regions
+            .iter()
+            .enumerate()
+            .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| (r, i)))
+            .filter_map(|(r, i)| plan.clb_tunnel(r, i).map(|a| ((r, i), a)))
+            .collect();
+        let grpc = t.backbone.transport == BackboneTransport::Grpc;
+        let (down_tx, down_rx) = mpsc::channel::<Vec<u8>>(4096);
+        let mut streams = HashMap::new();
+        if grpc {
+            for (&(r, i), a) in &clb_tunnels {
+                let tls = crate::pki::client(state_dir, name, a.ip())?;
+                streams.insert(
+                    (r, i),
+                    crate::node::grpc::connect(SocketAddr::new(a.ip(), GRPC_PORT), tls, down_tx.clone()),
+                );
+            }
+        }
+        drops.set_tun_queues(fds.len());
+        let writers = crate::io::tunq::Writers::new(fds)?;
+        let driver = PopDriver { state: Mutex::new(state), groups, clb_tunnels, grpc, streams, writers, drops, start };
+        Ok((driver, down_rx))
+    }
+}
+
+impl<'a> Control<'a> {
+    /// Liveness probing of the CLB nodes (the shared core): a dead node's flows move to a
+    /// live one of its region, a node that answers again is taken back.
+    async fn bind(
+        t: &'a Topology,
+        p: usize,
+        driver: &PopDriver,
+        local: IpAddr,
+        keyring: anyedge_ccn::Keyring,
+        follower: Option<crate::node::watch::Follower>,
+        down_rx: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<Control<'a>, String> {
+        let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
+            driver.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
+        clb_peers.sort();
+        let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
+        let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
+        let prober = UdpProber::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(driver.start)).await?;
+        Ok(Control { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx })
+    }
+}
+
+/// Binds every queue's backbone socket, starts a thread for each queue but the first and
+/// waits until they run; returns the first, which the calling thread serves.
+fn start_queues(driver: &Arc<PopDriver>, bind: SocketAddr, fds: Vec<OwnedFd>) -> Result<Queue, String> {
     let mut socks =
         (0..fds.len()).map(|_| crate::io::batch::bind_shared(bind)).collect::<Result<Vec<_>, String>>()?.into_iter();
     let mut fds = fds.into_iter();
     let (first_fd, first_sock) = (fds.next().ok_or("no TUN queue")?, socks.next().ok_or("no backbone socket")?);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     for (index, (fd, sock)) in fds.zip(socks).enumerate().map(|(i, x)| (i + 1, x)) {
-        let (path, started) = (path.clone(), started_tx.clone());
+        let (driver, started) = (driver.clone(), started_tx.clone());
         std::thread::Builder::new()
             .name(format!("tun-queue-{index}"))
-            .spawn(move || queue_thread(path, index, fd, sock, started))
+            .spawn(move || queue_thread(driver, index, fd, sock, started))
             .map_err(|e| format!("cannot start the thread of TUN queue {index}: {e}"))?;
     }
     drop(started_tx);
     for started in started_rx {
         started?;
     }
-    let mut queue = Queue::new(0, first_fd, first_sock)?;
-    let control = Control { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx };
-    mark_ready(ready)?;
-    tracing::info!("{name}: reading {TUN_NAME} on {} queue(s)", path.writers.len());
-    serve_queue(&path, &mut queue, Some(control)).await
+    Queue::new(0, first_fd, first_sock)
 }
 
 /// Queue `index`'s thread: a runtime of its own serving the queue; the node exits if it
 /// fails, as it would if the main thread failed.
 fn queue_thread(
-    path: Arc<PopPath>,
+    path: Arc<PopDriver>,
     index: usize,
     fd: OwnedFd,
     sock: std::net::UdpSocket,
@@ -272,7 +306,7 @@ impl Queue {
     }
 }
 
-impl PopPath {
+impl PopDriver {
     fn lock(&self) -> MutexGuard<'_, PopState> {
         // A thread that panicked holding the lock ends the node (`queue_thread`); what
         // it left is still the core's own consistent state between two calls.
@@ -430,7 +464,7 @@ async fn next_control(control: &mut Option<Control<'_>>, start: Instant) -> Cont
 
 /// Serves one queue until the node stops: its TUN reads, its backbone socket, the links'
 /// timers, and on queue 0 the route table, the prober and the gRPC streams.
-async fn serve_queue(path: &PopPath, q: &mut Queue, mut control: Option<Control<'_>>) -> Result<(), String> {
+async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<Control<'_>>) -> Result<(), String> {
     loop {
         // Packets with no delay to wait for go round again at once.
         let (mut due, wake) = {
@@ -459,7 +493,7 @@ async fn serve_queue(path: &PopPath, q: &mut Queue, mut control: Option<Control<
     }
 }
 
-async fn handle_control(path: &PopPath, c: &mut Control<'_>, event: ControlEvent) {
+async fn handle_control(path: &PopDriver, c: &mut Control<'_>, event: ControlEvent) {
     match event {
         ControlEvent::Down(packet) => path.take_from_clbs(std::iter::once(&packet[..])),
         ControlEvent::Change(change) => {
