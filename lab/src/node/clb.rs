@@ -122,31 +122,11 @@ impl<'a> ClbDriver<'a> {
         let me = anyedge_topology::nodes::clb_node(region, index);
         let mut config = clb_config(t, region, index, addresses, &identity);
         config.auth = auth.clone();
-        let backbone = (0..t.pops.len())
-            .map(|p| {
-                let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
-                Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
-            })
-            .collect();
+        let backbone = backbone_links(t, region, index);
         let grpc = t.backbone.transport == BackboneTransport::Grpc;
-        let from_streams = match grpc {
-            true => {
-                let tls = crate::pki::server(state_dir, name)?;
-                Some(crate::node::grpc::serve(SocketAddr::new(from_pops.ip(), GRPC_PORT), tls).await?)
-            }
-            false => None,
-        };
-        // Liveness probing of the POPs: a dead POP's flows answer through a live neighbour.
+        let from_streams = if grpc { Some(upstreams(state_dir, name, from_pops.ip()).await?) } else { None };
         let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
-        let pops: Vec<(u16, SocketAddr)> = pop_tunnels
-            .iter()
-            .enumerate()
-            .filter_map(|(p, a)| a.map(|a| (p as u16, SocketAddr::new(a.ip(), HEALTH_PORT))))
-            .collect();
-        let addrs = pops.iter().map(|&(_, a)| a).collect();
-        let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
-        let sealing = Some((auth.keyring(me, 0), ids));
-        let prober = UdpProber::bind(from_pops.ip(), addrs, sealing, probe_config(t), now_ns(start)).await?;
+        let (pops, prober) = pop_prober(t, &pop_tunnels, from_pops.ip(), auth.keyring(me, 0), start).await?;
         // POPs probe this node over the backbone: answer while we run.
         answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
         mark_ready(ready)?;
@@ -387,6 +367,46 @@ impl<'a> ClbDriver<'a> {
             self.drops.set_quic(quic);
         }
     }
+}
+
+/// Backbone links back to every POP (the POPs shape the way here).
+fn backbone_links(t: &Topology, region: usize, index: usize) -> Vec<Link> {
+    (0..t.pops.len())
+        .map(|p| {
+            let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[region].location);
+            Link::new(model, ComponentRng::new(t.seed, &format!("lab/backbone/{p}/{region}/1/{index}")))
+        })
+        .collect()
+}
+
+/// Liveness probing of the POPs: a dead POP's flows answer through a live neighbour.
+/// Returns (POP id, its liveness address) for every POP with a tunnel, and the prober.
+async fn pop_prober(
+    t: &Topology,
+    pop_tunnels: &[Option<SocketAddr>],
+    local: IpAddr,
+    keyring: anyedge_ccn::Keyring,
+    start: Instant,
+) -> Result<(Vec<(u16, SocketAddr)>, UdpProber), String> {
+    let pops: Vec<(u16, SocketAddr)> = pop_tunnels
+        .iter()
+        .enumerate()
+        .filter_map(|(p, a)| a.map(|a| (p as u16, SocketAddr::new(a.ip(), HEALTH_PORT))))
+        .collect();
+    let addrs = pops.iter().map(|&(_, a)| a).collect();
+    let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
+    let prober = UdpProber::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(start)).await?;
+    Ok((pops, prober))
+}
+
+/// With `backbone.transport: grpc`, the POPs' streams up to this node (mutual TLS).
+async fn upstreams(
+    state_dir: &std::path::Path,
+    name: &str,
+    ip: IpAddr,
+) -> Result<mpsc::Receiver<crate::node::grpc::Upstream>, String> {
+    let tls = crate::pki::server(state_dir, name)?;
+    crate::node::grpc::serve(SocketAddr::new(ip, GRPC_PORT), tls).await
 }
 
 /// The next packet up any gRPC stream (never, when the backbone is UDP).

@@ -408,6 +408,12 @@ impl PopDriver {
                 }
             }
         }
+        self.send_out(q).await;
+    }
+
+    /// What left the links, out through this queue's socket, a gRPC stream or the TUN
+    /// device; then the socket's batch goes.
+    async fn send_out(&self, q: &mut Queue) {
         let mut out = std::mem::take(&mut q.out);
         for (leave, packet) in out.drain(..) {
             match leave {
