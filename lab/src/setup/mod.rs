@@ -195,107 +195,49 @@ fn net(n: (std::net::Ipv4Addr, u8)) -> String {
     format!("{}/{}", n.0, n.1)
 }
 
+/// A namespace's way to each of its routers: the router's address on their link.
+struct Gateways<'a> {
+    plan: &'a Plan,
+    /// The namespace, by index and name.
+    i: usize,
+    name: &'a str,
+}
+
+impl Gateways<'_> {
+    fn v4(&self, router: usize) -> Result<String, String> {
+        self.plan
+            .gateway(self.i, router)
+            .map(|a| a.to_string())
+            .ok_or(format!("{} has no link to its router", self.name))
+    }
+
+    fn v6(&self, router: usize) -> Result<String, String> {
+        self.plan
+            .addr6_toward(self.i, router)
+            .map(|(_, g)| g.to_string())
+            .ok_or(format!("{} has no IPv6 link to its router", self.name))
+    }
+}
+
 fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
     let inet = plan.ns_index(&Role::Internet).ok_or("no internet namespace")?;
     let ccn = plan.ns_index(&Role::Backbone).ok_or("no backbone namespace")?;
+    let region_net = |region| plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace");
     for (i, ns) in plan.namespaces.iter().enumerate() {
         let name = &ns.name;
-        let gw = |router: usize| {
-            plan.gateway(i, router).map(|a| a.to_string()).ok_or(format!("{name} has no link to its router"))
-        };
-        let gw6 = |router: usize| {
-            plan.addr6_toward(i, router)
-                .map(|(_, g)| g.to_string())
-                .ok_or(format!("{name} has no IPv6 link to its router"))
-        };
+        let gw = Gateways { plan, i, name };
         match ns.role {
-            Role::Client(g) => match plan.group_sources.get(g).copied().flatten() {
-                // The group's `address:` block: its namespace sends from the block's first
-                // host, as the simulator's clients do; the internet routes the block back.
-                Some((cidr, own)) => {
-                    let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
-                    let router = &plan.namespaces[inet].name;
-                    if own.is_ipv4() {
-                        ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
-                        ip_in(name, &["route", "add", "default", "via", &gw(inet)?, "src", &own.to_string()])?;
-                        ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
-                        ip_in(router, &["route", "add", &cidr.to_string(), "via", &link])?;
-                    } else {
-                        let link6 = plan.client_addr6(g).ok_or("client without an IPv6 address")?.to_string();
-                        ip_in(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
-                        ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
-                        ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?, "src", &own.to_string()])?;
-                        ip_in(router, &["-6", "route", "add", &cidr.to_string(), "via", &link6])?;
-                    }
-                }
-                None => {
-                    ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
-                    ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
-                }
-            },
-            Role::Pop(p) => {
-                ip_in(name, &["route", "add", "default", "via", &gw(inet)?])?;
-                ip_in(name, &["-6", "route", "add", "default", "via", &gw6(inet)?])?;
-                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
-                // Multi-queue: the POP reads it with a queue per core.
-                ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun", "multi_queue"])?;
-                ip_in(name, &["link", "set", TUN_NAME, "up"])?;
-                for v in t.vips.iter().filter(|v| v.pops.contains(&p)) {
-                    ip_in(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
-                    if let Some(v6) = v.ipv6 {
-                        ip_in(name, &["-6", "route", "add", &format!("{v6}/128"), "dev", TUN_NAME])?;
-                    }
-                }
-                sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
-            }
+            Role::Client(g) => client_routes(plan, g, &gw, inet)?,
+            Role::Pop(p) => pop_routes(t, p, &gw, (inet, ccn))?,
             Role::Clb { region, .. } => {
-                let rg = plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace")?;
-                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
-                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw(rg)?])?;
+                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
+                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
             }
-            Role::Backend { region, ip: host } => {
-                let rg = plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace")?;
-                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw(rg)?])?;
-                ip_in(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
-                ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
-                ip_in(name, &["link", "set", TUN_NAME, "up"])?;
-                // Everything that is not the region goes back through the CLB tunnel…
-                ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
-                ip_in(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
-                sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
-                // …but answers from the host's public address take the direct path.
-                let own = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
-                ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
-                ip_in(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
-                ip_in(name, &["route", "add", "default", "via", &gw(rg)?, "table", "200"])?;
-            }
-            Role::RegionNet(r) => {
-                // Clients reach the region's hosts' public addresses through the internet
-                // router; nothing routes them to the region network itself.
-                ip_in(name, &["route", "add", &net(INTERNET_NET), "via", &gw(inet)?])?;
-                // Client groups with an `address:` block are on the internet too.
-                for (cidr, _) in plan.group_sources.iter().flatten() {
-                    if cidr.addr.is_ipv4() {
-                        ip_in(name, &["route", "add", &cidr.to_string(), "via", &gw(inet)?])?;
-                    } else {
-                        ip_in(name, &["-6", "route", "add", &cidr.to_string(), "via", &gw6(inet)?])?;
-                    }
-                }
-                let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
-                let router = &plan.namespaces[inet].name;
-                for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
-                    let direct = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
-                    let link = plan.backend_tunnel(host).ok_or("backend without a region address")?.ip().to_string();
-                    ip_in(name, &["route", "add", &format!("{direct}/32"), "via", &link])?;
-                    ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
-                }
-            }
-            Role::Control(_) => {
-                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw(ccn)?])?;
-            }
+            Role::Backend { region, ip: host } => backend_routes(plan, host, &gw, region_net(region)?)?,
+            Role::RegionNet(r) => region_routes(t, plan, r, &gw, inet)?,
+            Role::Control(_) => ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?,
             Role::Egress { region, .. } => {
-                let rg = plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace")?;
-                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw(rg)?])?;
+                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
             }
             Role::Internet => {
                 // Strict reverse-path filtering where clients attach: a client can only
@@ -309,6 +251,90 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
         }
     }
     anycast_routes(t, plan, inet)
+}
+
+/// A client group's default routes to the internet; with an `address:` block, its
+/// namespace sends from the block's first host, as the simulator's clients do, and the
+/// internet routes the block back.
+fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+    let name = gw.name;
+    let Some((cidr, own)) = plan.group_sources.get(g).copied().flatten() else {
+        ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
+        return ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?]);
+    };
+    let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
+    let router = &plan.namespaces[inet].name;
+    if own.is_ipv4() {
+        ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
+        ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?, "src", &own.to_string()])?;
+        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
+        ip_in(router, &["route", "add", &cidr.to_string(), "via", &link])
+    } else {
+        let link6 = plan.client_addr6(g).ok_or("client without an IPv6 address")?.to_string();
+        ip_in(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
+        ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
+        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?, "src", &own.to_string()])?;
+        ip_in(router, &["-6", "route", "add", &cidr.to_string(), "via", &link6])
+    }
+}
+
+/// A POP: the internet, the backbone, and its VIPs into its multi-queue TUN device (the
+/// POP reads it with a queue per core).
+fn pop_routes(t: &Topology, p: usize, gw: &Gateways<'_>, (inet, ccn): (usize, usize)) -> Result<(), String> {
+    let name = gw.name;
+    ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
+    ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
+    ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
+    ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun", "multi_queue"])?;
+    ip_in(name, &["link", "set", TUN_NAME, "up"])?;
+    for v in t.vips.iter().filter(|v| v.pops.contains(&p)) {
+        ip_in(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
+        if let Some(v6) = v.ipv6 {
+            ip_in(name, &["-6", "route", "add", &format!("{v6}/128"), "dev", TUN_NAME])?;
+        }
+    }
+    sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")
+}
+
+/// A backend host: everything that is not the region goes back through the CLB tunnel
+/// (its TUN device), but answers from the host's public address take the direct path.
+fn backend_routes(plan: &Plan, host: std::net::Ipv4Addr, gw: &Gateways<'_>, rg: usize) -> Result<(), String> {
+    let name = gw.name;
+    ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(rg)?])?;
+    ip_in(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
+    ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
+    ip_in(name, &["link", "set", TUN_NAME, "up"])?;
+    ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
+    ip_in(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
+    sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
+    let own = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
+    ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
+    ip_in(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
+    ip_in(name, &["route", "add", "default", "via", &gw.v4(rg)?, "table", "200"])
+}
+
+/// A region's network: clients reach its hosts' public addresses through the internet
+/// router (client groups with an `address:` block are on the internet too); nothing
+/// routes them to the region network itself.
+fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+    let name = gw.name;
+    ip_in(name, &["route", "add", &net(INTERNET_NET), "via", &gw.v4(inet)?])?;
+    for (cidr, _) in plan.group_sources.iter().flatten() {
+        if cidr.addr.is_ipv4() {
+            ip_in(name, &["route", "add", &cidr.to_string(), "via", &gw.v4(inet)?])?;
+        } else {
+            ip_in(name, &["-6", "route", "add", &cidr.to_string(), "via", &gw.v6(inet)?])?;
+        }
+    }
+    let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
+    let router = &plan.namespaces[inet].name;
+    for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
+        let direct = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
+        let link = plan.backend_tunnel(host).ok_or("backend without a region address")?.ip().to_string();
+        ip_in(name, &["route", "add", &format!("{direct}/32"), "via", &link])?;
+        ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
+    }
+    Ok(())
 }
 
 /// The internet router sends each client group to its POP: a table per group.
