@@ -104,9 +104,14 @@ fn parse_row(cells: &[&str], idx: &[usize]) -> Result<Measured, String> {
 fn split(rows: &[Row], holdout: u32) -> (Vec<Measured>, Vec<Measured>) {
     let (mut fit, mut test) = (Vec::new(), Vec::new());
     for (i, r) in rows.iter().enumerate() {
-        if holdout > 1 && i % holdout as usize == 1 { test.push(r.m.clone()) } else { fit.push(r.m.clone()) }
+        if held_out(i, holdout) { test.push(r.m.clone()) } else { fit.push(r.m.clone()) }
     }
     (fit, test)
+}
+
+/// Whether row `i` is one of those held out of the fit.
+fn held_out(i: usize, holdout: u32) -> bool {
+    holdout > 1 && i % holdout as usize == 1
 }
 
 #[derive(Serialize)]
@@ -239,7 +244,7 @@ pub fn run(args: Args) -> ExitCode {
                 b: r.b_name.clone(),
                 km: great_circle_km(r.m.a, r.m.b).round(),
                 areas: format!("{}/{}", Area::of(r.m.a), Area::of(r.m.b)),
-                held_out: args.holdout > 1 && i % args.holdout as usize == 1,
+                held_out: held_out(i, args.holdout),
                 measured_ms: r.m.rtt_ms,
                 predicted_ms: (predicted * 10.0).round() / 10.0,
                 error_pct: pct((predicted - r.m.rtt_ms) / r.m.rtt_ms),

@@ -134,15 +134,14 @@ impl Plan {
         let clients: Vec<usize> =
             (0..t.clients.len()).map(|g| ns(Role::Client(g), format!("client-{}", t.clients[g].name))).collect();
         let pops: Vec<usize> = (0..t.pops.len()).map(|p| ns(Role::Pop(p), format!("pop-{}", t.pops[p].name))).collect();
-        let mut clbs = Vec::new();
-        for (r, region) in t.regions.iter().enumerate() {
-            for index in 0..usize::from(region.clb_nodes) {
-                clbs.push((
-                    (r, index),
-                    ns(Role::Clb { region: r, index }, anyedge_topology::clb_slug(&region.name, index)),
-                ));
-            }
-        }
+        let clb_nodes: Vec<(usize, usize)> =
+            (0..t.regions.len()).flat_map(|r| (0..usize::from(t.regions[r].clb_nodes)).map(move |i| (r, i))).collect();
+        let clbs: Vec<((usize, usize), usize)> = clb_nodes
+            .into_iter()
+            .map(|(r, i)| {
+                ((r, i), ns(Role::Clb { region: r, index: i }, anyedge_topology::clb_slug(&t.regions[r].name, i)))
+            })
+            .collect();
         let controls: Vec<(u8, usize)> = (1..=t.control.as_ref().map_or(0, |c| c.nodes))
             .map(|n| (n, ns(Role::Control(n), format!("control-{n}"))))
             .collect();
@@ -209,27 +208,17 @@ impl Plan {
             link(2, region_nets[r], e, &mut links);
         }
 
-        let mut nodes = vec![Node { name: "internet".into(), ns: internet }];
-        for (g, &c) in clients.iter().enumerate() {
-            nodes.push(Node { name: format!("client/{}", t.clients[g].name), ns: c });
-        }
-        for (p, &n) in pops.iter().enumerate() {
-            nodes.push(Node { name: format!("pop/{}", t.pops[p].name), ns: n });
-        }
-        for &((r, i), n) in &clbs {
-            nodes.push(Node { name: anyedge_topology::clb_name(&t.regions[r].name, i), ns: n });
-        }
-        for &(_, ip, n) in &hosts {
-            nodes.push(Node { name: format!("backend/{ip}"), ns: n });
-        }
-        for &(id, n) in &controls {
-            nodes.push(Node { name: format!("control/{id}"), ns: n });
-        }
-        for (_, name, n) in egress {
-            nodes.push(Node { name, ns: n });
-        }
-        let group_sources = t.clients.iter().map(|g| g.address.map(|c| (c, c.host(0)))).collect();
-        Plan { lab, namespaces, links, nodes, internet_hosts, group_sources }
+        // Every node that runs a process, by the name users give it (`pop/paris`).
+        let named = |name: String, ns: usize| Node { name, ns };
+        let nodes = std::iter::once(named("internet".into(), internet))
+            .chain(clients.iter().enumerate().map(|(g, &n)| named(format!("client/{}", t.clients[g].name), n)))
+            .chain(pops.iter().enumerate().map(|(p, &n)| named(format!("pop/{}", t.pops[p].name), n)))
+            .chain(clbs.iter().map(|&((r, i), n)| named(anyedge_topology::clb_name(&t.regions[r].name, i), n)))
+            .chain(hosts.iter().map(|&(_, ip, n)| named(format!("backend/{ip}"), n)))
+            .chain(controls.iter().map(|&(id, n)| named(format!("control/{id}"), n)))
+            .chain(egress.into_iter().map(|(_, name, n)| named(name, n)))
+            .collect();
+        Plan { lab, namespaces, links, nodes, internet_hosts, group_sources: group_sources(t) }
     }
 
     pub fn ns_index(&self, role: &Role) -> Option<usize> {
@@ -389,6 +378,12 @@ impl Plan {
         let name = host_form.map_or(name.to_string(), |a| format!("backend/{}", a.ip()));
         self.nodes.iter().find(|n| n.name == name)
     }
+}
+
+/// Each client group's `address:` block and the host its namespace sends from (the
+/// block's first, as the simulator's clients do).
+fn group_sources(t: &Topology) -> Vec<Option<(anyedge_topology::Cidr, IpAddr)>> {
+    t.clients.iter().map(|g| g.address.map(|c| (c, c.host(0)))).collect()
 }
 
 #[cfg(test)]

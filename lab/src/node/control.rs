@@ -531,6 +531,18 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::path::PathBuf;
 
+    /// control/1's backbone server on `local`, its calls handed to the test.
+    async fn serve_as_control_1(lab: &Path, local: IpAddr) -> (SocketAddr, mpsc::Receiver<Call>) {
+        let (calls_tx, calls) = mpsc::channel(16);
+        let api =
+            Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1"), watch_delays: Arc::default() };
+        let server = backbone_server(lab, "control/1", api).unwrap();
+        let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
+        (addr, calls)
+    }
+
     fn temp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("anyedge-pki-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -564,17 +576,7 @@ mod tests {
             crate::pki::issue(&lab, &nodes, &[]).unwrap();
             // Another lab's CA issues certificates with the very same names.
             crate::pki::issue(&stranger, &nodes, &[]).unwrap();
-            let (calls_tx, mut calls) = mpsc::channel(16);
-            let api = Api {
-                calls: calls_tx,
-                local: false,
-                refusals: Refusals::new("control/1"),
-                watch_delays: Arc::default(),
-            };
-            let server = backbone_server(&lab, "control/1", api).unwrap();
-            let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
-            let addr = tcp.local_addr().unwrap();
-            tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
+            let (addr, mut calls) = serve_as_control_1(&lab, local).await;
             let ca_only = {
                 let ca = std::fs::read_to_string(crate::pki::dir(&lab).join("ca.pem")).unwrap();
                 tonic::transport::ClientTlsConfig::new()
@@ -613,17 +615,7 @@ mod tests {
                 ("clb/frankfurt/1".to_string(), None),
             ];
             crate::pki::issue(&lab, &nodes, &[]).unwrap();
-            let (calls_tx, mut calls) = mpsc::channel(16);
-            let api = Api {
-                calls: calls_tx,
-                local: false,
-                refusals: Refusals::new("control/1"),
-                watch_delays: Arc::default(),
-            };
-            let server = backbone_server(&lab, "control/1", api).unwrap();
-            let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
-            let addr = tcp.local_addr().unwrap();
-            tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
+            let (addr, mut calls) = serve_as_control_1(&lab, local).await;
             // The node's side: a write reaching it is answered as committed at index 7.
             tokio::spawn(async move {
                 while let Some(call) = calls.recv().await {
