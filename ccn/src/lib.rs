@@ -10,9 +10,11 @@ pub mod geo;
 pub mod link;
 pub mod liveness;
 pub mod rng;
+pub mod transmit;
 
 pub use auth::{AuthConfig, AuthError, BackboneSecret, Keyring, NodeId, PeerKeys};
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, Outcome};
 pub use liveness::{LivenessConfig, ProbeOutput, Prober};
 pub use rng::ComponentRng;
+pub use transmit::{Dest, Transmit};

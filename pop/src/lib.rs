@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
+use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::mix64;
 use anyedge_proto::seal::Kind;
@@ -36,15 +37,6 @@ pub struct PopConfig {
     pub flow_table_capacity: usize,
     /// Keys for the backbone: one pair per CLB node this POP talks to.
     pub auth: AuthConfig,
-}
-
-/// Something the driver must send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// An encapsulated packet for CLB node `node` of `region`, over the backbone.
-    ToClb { region: u16, node: u16, bytes: Vec<u8> },
-    /// A decapsulated reply for the client (an IP packet from the VIP).
-    ToClient { bytes: Vec<u8> },
 }
 
 /// Why a packet was not forwarded.
@@ -89,7 +81,7 @@ pub struct Pop {
     /// flow → CLB node, so a flow stays on one node.
     flows: LruCache<FlowKey, u16>,
     flows_seen: u64,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<Transmit>,
     /// CLB nodes backbone probing reports dead, as (region, node).
     clbs_down: Vec<(u16, u16)>,
     keys: Keyring,
@@ -131,7 +123,9 @@ impl Pop {
         self.flows_seen
     }
 
-    pub fn poll_output(&mut self) -> Option<Output> {
+    /// The next packet to send: a client's, encapsulated and sealed for a CLB node
+    /// (`Dest::Node`), or a reply decapsulated for its client (`Dest::Client`).
+    pub fn poll_output(&mut self) -> Option<Transmit> {
         self.outputs.pop_front()
     }
 
@@ -209,7 +203,9 @@ impl Pop {
             .keys
             .seal_with(NodeId::Clb { region, node }, Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, packet));
         match sealed {
-            Some(bytes) => self.outputs.push_back(Output::ToClb { region, node, bytes }),
+            Some(bytes) => {
+                self.outputs.push_back(Transmit::new(Dest::Node(NodeId::Clb { region, node }), flow_hash, bytes))
+            }
             None => self.unsealable += 1,
         }
         Ok(())
@@ -234,7 +230,7 @@ impl Pop {
         if !listener {
             return Err(DropReason::NotVip);
         }
-        self.outputs.push_back(Output::ToClient { bytes: packet.to_vec() });
+        self.outputs.push_back(Transmit::new(Dest::Client(key.dst), key.flow_hash(), packet.to_vec()));
         Ok(())
     }
 }
@@ -297,12 +293,17 @@ mod tests {
     fn client_packet_is_encapsulated_toward_home_region() {
         let mut p = pop();
         p.handle_from_client(0, &client_packet(4000)).unwrap();
-        let Some(Output::ToClb { region, node, bytes }) = p.poll_output() else { panic!("no output") };
+        let Some(Transmit { dest: Dest::Node(NodeId::Clb { region, node }), flow_hash, bytes }) = p.poll_output()
+        else {
+            panic!("no output")
+        };
         assert_eq!(region, 3);
         assert!(node < 2);
         let bytes = opened(node, &bytes);
         let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
         assert_eq!(repr.pop_id, 5);
+        assert_eq!(repr.flow_hash, flow_hash, "the driver's flow hash is the one the CCN header carries");
+        assert_eq!(flow_hash, inner::parse(&client_packet(4000)).unwrap().key.flow_hash());
         assert_eq!(repr.direction, Direction::ToRegion);
         assert_eq!(inner_bytes, &client_packet(4000)[..]);
     }
@@ -313,7 +314,7 @@ mod tests {
         let mut nodes = vec![];
         for _ in 0..5 {
             p.handle_from_client(0, &client_packet(4001)).unwrap();
-            if let Some(Output::ToClb { node, .. }) = p.poll_output() {
+            if let Some(Transmit { dest: Dest::Node(NodeId::Clb { node, .. }), .. }) = p.poll_output() {
                 nodes.push(node);
             }
         }
@@ -328,7 +329,7 @@ mod tests {
         let node_of = |p: &mut Pop, port: u16| {
             p.handle_from_client(0, &client_packet(port)).unwrap();
             match p.poll_output() {
-                Some(Output::ToClb { node, .. }) => node,
+                Some(Transmit { dest: Dest::Node(NodeId::Clb { node, .. }), .. }) => node,
                 other => panic!("{other:?}"),
             }
         };
@@ -360,7 +361,9 @@ mod tests {
         let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply).unwrap();
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
         assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
-        assert_eq!(p.poll_output(), Some(Output::ToClient { bytes: reply }));
+        let client = "198.18.40.1".parse().unwrap();
+        let hash = inner::parse(&reply).unwrap().key.flow_hash();
+        assert_eq!(p.poll_output(), Some(Transmit::new(Dest::Client(client), hash, reply)));
     }
 
     #[test]

@@ -184,16 +184,6 @@ impl Repr {
     }
 }
 
-/// The flow hash of the CCN packet inside a sealed data envelope (0 if there is none):
-/// what links and shapers keep one flow's packets in order by. Nothing is authenticated
-/// here; it only reads where the header would be.
-pub fn ccn_flow_hash(bytes: &[u8]) -> u32 {
-    Packet::new_checked(bytes)
-        .ok()
-        .and_then(|p| crate::ccn::Packet::new_checked(p.payload()).ok().map(|c| c.flow_hash()))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

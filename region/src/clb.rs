@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use anyedge_ccn::auth::{AuthError, Keyring, NodeId};
+use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::{self, Fnv, Inner, mix64};
 use anyedge_proto::seal::Kind;
@@ -28,21 +29,22 @@ use anyedge_proto::sync::{Entry, Message};
 /// a POP are encapsulated and sealed in one copy as they are made).
 #[derive(Debug)]
 enum Queued {
-    ToSeal(Output),
-    Ready(Output),
+    ToSeal(Transmit),
+    Ready(Transmit),
 }
 
-/// Something the driver must send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// An encapsulated reply for the POP with this id, over the backbone.
-    ToPop { pop_id: u16, bytes: Vec<u8> },
-    /// An IP packet for a backend (client packets, health probes).
-    ToBackend { backend: SocketAddr, bytes: Vec<u8> },
-    /// An IP packet straight to a client over the internet (direct-ingress replies).
-    ToClient { bytes: Vec<u8> },
-    /// Connection-table sync for the region's CLB node with this index.
-    ToPeer { node: u16, bytes: Vec<u8> },
+impl Queued {
+    /// An IP packet for a backend (a client's, a health check), sealed for its host when
+    /// polled; its flow hash is taken here, from the packet as made.
+    fn to_backend(backend: SocketAddr, bytes: Vec<u8>) -> Queued {
+        let flow_hash = inner::parse(&bytes).map_or(0, |i| i.key.flow_hash());
+        Queued::ToSeal(Transmit::new(Dest::Backend(backend), flow_hash, bytes))
+    }
+
+    /// A connection-sync batch for the region's CLB node `node`, sealed when polled.
+    fn to_peer(region: u16, node: u16, bytes: Vec<u8>) -> Queued {
+        Queued::ToSeal(Transmit::new(Dest::Node(NodeId::Clb { region, node }), 0, bytes))
+    }
 }
 
 /// Something worth recording.
@@ -214,9 +216,8 @@ impl Clb {
         }
         // A node that starts (or restarts) learns its peers' tables.
         if clb.sync.enabled() {
-            let requests = clb.sync.requests();
-            clb.outputs
-                .extend(requests.into_iter().map(|(node, bytes)| Queued::ToSeal(Output::ToPeer { node, bytes })));
+            let (requests, region) = (clb.sync.requests(), clb.region);
+            clb.outputs.extend(requests.into_iter().map(|(node, bytes)| Queued::to_peer(region, node, bytes)));
         }
         clb
     }
@@ -249,9 +250,8 @@ impl Clb {
                 }
                 self.sync.received(bytes.len(), 0);
                 let entries = self.table_entries(now_ns);
-                let out = self.sync.dump(from, &entries);
-                self.outputs
-                    .extend(out.into_iter().map(|(node, bytes)| Queued::ToSeal(Output::ToPeer { node, bytes })));
+                let (out, region) = (self.sync.dump(from, &entries), self.region);
+                self.outputs.extend(out.into_iter().map(|(node, bytes)| Queued::to_peer(region, node, bytes)));
             }
             Message::Entries { from, entries } => {
                 if !self.sync.is_peer(from) {
@@ -371,39 +371,34 @@ impl Clb {
             .sum()
     }
 
-    /// The next thing to send; what goes over the backbone or to a peer is sealed for it.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    /// The next packet to send: a reply encapsulated for a POP or a sync batch for
+    /// another CLB node of the region (`Dest::Node`), a packet for a backend
+    /// (`Dest::Backend`), or a reply straight to a client that came straight in
+    /// (`Dest::Client`). What goes over the backbone or to a backend host is sealed for it.
+    pub fn poll_output(&mut self) -> Option<Transmit> {
         loop {
-            let out = match self.outputs.pop_front()? {
+            let mut out = match self.outputs.pop_front()? {
                 Queued::Ready(out) => return Some(out),
                 Queued::ToSeal(out) => out,
             };
-            let (to, kind) = match &out {
-                Output::ToPop { pop_id, .. } => (NodeId::Pop(*pop_id), Kind::Data),
-                Output::ToPeer { node, .. } => (NodeId::Clb { region: self.region, node: *node }, Kind::Sync),
-                Output::ToBackend { backend, .. } => match self.host_id(backend.ip()) {
+            let (to, kind) = match out.dest {
+                Dest::Node(node @ NodeId::Pop(_)) => (node, Kind::Data),
+                Dest::Node(node) => (node, Kind::Sync),
+                Dest::Backend(backend) => match self.host_id(backend.ip()) {
                     Some(host) => (host, Kind::Backend),
                     None => {
                         self.unsealable += 1;
                         continue;
                     }
                 },
-                Output::ToClient { .. } => return Some(out),
+                Dest::Client(_) => return Some(out),
             };
-            let (Output::ToPop { bytes, .. } | Output::ToPeer { bytes, .. } | Output::ToBackend { bytes, .. }) = &out
-            else {
-                return Some(out);
-            };
-            let Some(sealed) = self.keys.seal(to, kind, bytes) else {
+            let Some(sealed) = self.keys.seal(to, kind, &out.bytes) else {
                 self.unsealable += 1;
                 continue;
             };
-            return Some(match out {
-                Output::ToPop { pop_id, .. } => Output::ToPop { pop_id, bytes: sealed },
-                Output::ToPeer { node, .. } => Output::ToPeer { node, bytes: sealed },
-                Output::ToBackend { backend, .. } => Output::ToBackend { backend, bytes: sealed },
-                other => other,
-            });
+            out.bytes = sealed;
+            return Some(out);
         }
     }
 
@@ -490,13 +485,16 @@ impl Clb {
     /// it came straight in.
     fn reply_to_client(&mut self, ingress: Ingress, flow_hash: u32, packet: Vec<u8>) -> anyedge_proto::Result<()> {
         let Ingress::Pop(p) = ingress else {
-            self.outputs.push_back(Queued::Ready(Output::ToClient { bytes: packet }));
+            let key = inner::parse(&packet)?.key;
+            self.outputs.push_back(Queued::Ready(Transmit::new(Dest::Client(key.dst), key.flow_hash(), packet)));
             return Ok(());
         };
         let pop_id = self.reply_pop(p);
         let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?;
         match self.keys.seal_with(NodeId::Pop(pop_id), Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, &packet)) {
-            Some(bytes) => self.outputs.push_back(Queued::Ready(Output::ToPop { pop_id, bytes })),
+            Some(bytes) => {
+                self.outputs.push_back(Queued::Ready(Transmit::new(Dest::Node(NodeId::Pop(pop_id)), flow_hash, bytes)))
+            }
             None => self.unsealable += 1,
         }
         Ok(())
@@ -592,8 +590,7 @@ impl Clb {
         self.apply_answers(&answers, &mut changes);
         self.apply_health_changes(&mut changes);
         self.changes = changes;
-        self.outputs
-            .extend(sends.into_iter().map(|(backend, bytes)| Queued::ToSeal(Output::ToBackend { backend, bytes })));
+        self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Queued::to_backend(backend, bytes)));
         for key in self.l7.due(now_ns) {
             self.drive_l7(&key, now_ns);
         }
@@ -605,7 +602,8 @@ impl Clb {
             }
         }
         let batches = self.sync.flush(now_ns);
-        self.outputs.extend(batches.into_iter().map(|(node, bytes)| Queued::ToSeal(Output::ToPeer { node, bytes })));
+        let region = self.region;
+        self.outputs.extend(batches.into_iter().map(|(node, bytes)| Queued::to_peer(region, node, bytes)));
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             self.sync.expire(now_ns);
@@ -711,7 +709,7 @@ impl Clb {
                 }
             }
         }
-        self.outputs.push_back(Queued::ToSeal(Output::ToBackend { backend, bytes: packet }));
+        self.outputs.push_back(Queued::to_backend(backend, packet));
         Ok(())
     }
 
@@ -777,7 +775,7 @@ impl Clb {
                     let toa = inner::toa_option((key.src, key.src_port));
                     bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
                 }
-                self.outputs.push_back(Queued::ToSeal(Output::ToBackend { backend, bytes }));
+                self.outputs.push_back(Queued::to_backend(backend, bytes));
             }
         }
         if step.finished
@@ -850,7 +848,7 @@ impl Clb {
                 let toa = inner::toa_option((client.ip(), client.port()));
                 bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
             }
-            self.outputs.push_back(Queued::ToSeal(Output::ToBackend { backend, bytes }));
+            self.outputs.push_back(Queued::to_backend(backend, bytes));
         }
         for (binding, ports) in step.closed {
             if let Some(b) = binding {
@@ -1123,8 +1121,7 @@ impl Clb {
         self.apply_answers(&answers, &mut changes);
         self.apply_health_changes(&mut changes);
         self.changes = changes;
-        self.outputs
-            .extend(sends.into_iter().map(|(backend, bytes)| Queued::ToSeal(Output::ToBackend { backend, bytes })));
+        self.outputs.extend(sends.into_iter().map(|(backend, bytes)| Queued::to_backend(backend, bytes)));
     }
 
     fn apply_answers(&mut self, answers: &[crate::health_check::Answer], changes: &mut Vec<(usize, Health)>) {
@@ -1179,18 +1176,46 @@ mod tests {
         backend_hosts().into_iter().find(|(a, _)| *a == ip).expect("a test backend host").1
     }
 
+    /// A packet the core sent, as its receiver sees it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Sent {
+        /// An encapsulated reply for the POP with this id (still sealed).
+        ToPop { pop_id: u16, bytes: Vec<u8> },
+        /// An IP packet a backend receives (opened by its host).
+        ToBackend { backend: SocketAddr, bytes: Vec<u8> },
+        /// An IP packet straight to a client.
+        ToClient { bytes: Vec<u8> },
+        /// Connection-table sync for the region's CLB node with this index (still sealed).
+        ToPeer { node: u16, bytes: Vec<u8> },
+    }
+
     impl Clb {
         /// The next output as its receiver sees it: a backend's packet opened by its host.
-        fn next_out(&mut self) -> Option<Output> {
-            match self.poll_output()? {
-                Output::ToBackend { backend, bytes } => {
+        /// Every output carries the flow hash of the packet it was made from.
+        fn next_out(&mut self) -> Option<Sent> {
+            let Transmit { dest, flow_hash, bytes } = self.poll_output()?;
+            Some(match dest {
+                Dest::Backend(backend) => {
                     let mut host = keyring(host_of(backend.ip()));
                     let (from, opened) = host.open(Kind::Backend, &bytes).expect("sealed for the backend's host");
                     assert_eq!(from, NodeId::Clb { region: 0, node: self.node_index });
-                    Some(Output::ToBackend { backend, bytes: opened.to_vec() })
+                    assert_eq!(flow_hash, inner::parse(opened).unwrap().key.flow_hash(), "the packet's own flow");
+                    Sent::ToBackend { backend, bytes: opened.to_vec() }
                 }
-                other => Some(other),
-            }
+                Dest::Node(NodeId::Pop(pop_id)) => {
+                    let opened = at_pop(pop_id, &bytes);
+                    let (repr, _) = ccn::decapsulate(&opened).unwrap();
+                    assert_eq!(repr.flow_hash, flow_hash, "the hash the CCN header carries");
+                    Sent::ToPop { pop_id, bytes }
+                }
+                Dest::Node(NodeId::Clb { region: 0, node }) => Sent::ToPeer { node, bytes },
+                Dest::Client(client) => {
+                    let key = inner::parse(&bytes).unwrap().key;
+                    assert_eq!((client, flow_hash), (key.dst, key.flow_hash()));
+                    Sent::ToClient { bytes }
+                }
+                other => panic!("a CLB node sends nothing to {other:?}"),
+            })
         }
 
         /// A packet from a backend, sealed by the host its source address belongs to.
@@ -1276,7 +1301,7 @@ mod tests {
         clb.handle_from_pop(0, &bytes).unwrap();
         loop {
             match clb.next_out() {
-                Some(Output::ToBackend { backend, bytes }) if backend.port() == 7000 => {
+                Some(Sent::ToBackend { backend, bytes }) if backend.port() == 7000 => {
                     let seen = inner::parse(&bytes).unwrap().key;
                     assert_eq!(seen.src, "198.18.64.7".parse::<IpAddr>().unwrap(), "the client's own address");
                     assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
@@ -1294,7 +1319,7 @@ mod tests {
             inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), port), b"pong").unwrap();
         clb.handle_backend_sealed(0, packet).unwrap();
         match clb.next_out() {
-            Some(Output::ToPop { pop_id, bytes }) => {
+            Some(Sent::ToPop { pop_id, bytes }) => {
                 let bytes = at_pop(pop_id, &bytes);
                 let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
                 assert_eq!(repr.pop_id, pop_id);
@@ -1310,7 +1335,7 @@ mod tests {
             let now = clb.poll_timeout().unwrap();
             clb.handle_timeout(now);
             while let Some(out) = clb.next_out() {
-                if let Output::ToBackend { backend: to, bytes } = out
+                if let Sent::ToBackend { backend: to, bytes } = out
                     && to != backend
                     && let Some(answer) = syn_ack(&bytes)
                 {
@@ -1451,7 +1476,7 @@ mod tests {
     fn open(clb: &mut Clb, port: u16) -> SocketAddr {
         clb.handle_direct(0, tcp_segment(port, TcpControl::Syn)).unwrap();
         match clb.next_out() {
-            Some(Output::ToBackend { backend, .. }) => backend,
+            Some(Sent::ToBackend { backend, .. }) => backend,
             other => panic!("{other:?}"),
         }
     }
@@ -1523,13 +1548,13 @@ mod tests {
         let client: (IpAddr, u16) = ("fd00:66::7".parse().unwrap(), 4000);
         let request = inner::build_udp(client, ("fd00:a::20".parse().unwrap(), 7000), b"ping").unwrap();
         clb.handle_direct(0, request).unwrap();
-        let Some(Output::ToBackend { backend, bytes }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::ToBackend { backend, bytes }) = clb.next_out() else { panic!("not forwarded") };
         let seen = inner::parse(&bytes).unwrap().key;
         assert_eq!(seen.src, "198.18.32.1".parse::<IpAddr>().unwrap(), "the backend sees the SNAT address");
         assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
         let answer = inner::build_udp((backend.ip(), backend.port()), (seen.src, seen.src_port), b"pong").unwrap();
         clb.handle_backend_sealed(0, answer).unwrap();
-        let Some(Output::ToClient { bytes }) = clb.next_out() else { panic!("no reply") };
+        let Some(Sent::ToClient { bytes }) = clb.next_out() else { panic!("no reply") };
         let back = inner::parse(&bytes).unwrap().key;
         assert_eq!((back.src, back.src_port), ("fd00:a::20".parse().unwrap(), 7000));
         assert_eq!((back.dst, back.dst_port), client);
@@ -1543,7 +1568,7 @@ mod tests {
         }
         let mut clb = Clb::new(c, 0);
         clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
-        let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
     }
@@ -1556,13 +1581,13 @@ mod tests {
         }
         let mut clb = Clb::new(c, 0);
         clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
-        let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         // The gateway translates the source; the node leaves it alone and names the client.
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.64.7".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
         // Only the SYN carries it.
         clb.handle_direct(0, tcp_segment(4000, TcpControl::None)).unwrap();
-        let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::read_toa(&bytes), None);
     }
 
@@ -1579,10 +1604,10 @@ mod tests {
             }
             let mut clb = Clb::new(c, 0);
             // Its first output is the table request to its peer.
-            assert!(matches!(clb.next_out(), Some(Output::ToPeer { .. })));
+            assert!(matches!(clb.next_out(), Some(Sent::ToPeer { .. })));
             for port in 0..300 {
                 clb.handle_direct(0, client(5000 + port)).unwrap();
-                let Some(Output::ToBackend { bytes, .. }) = clb.next_out() else { panic!() };
+                let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!() };
                 let p = inner::parse(&bytes).unwrap().key.src_port;
                 assert_eq!(p % 2, node ^ (SNAT_PORTS.start % 2), "node {node} uses its own share");
                 assert!(ports.insert(p), "port {p} handed out twice");
@@ -1604,7 +1629,7 @@ mod tests {
         from.handle_timeout(now);
         let mut n = 0;
         while let Some(out) = from.next_out() {
-            if let Output::ToPeer { node, bytes } = out {
+            if let Sent::ToPeer { node, bytes } = out {
                 assert_eq!(node, to.node_index);
                 to.handle_from_peer(now, &bytes).unwrap();
                 n += 1;
@@ -1646,12 +1671,12 @@ mod tests {
         // Node 1 (re)starts: its first output asks node 0 for its table.
         let mut b = node(1, SchedulerKind::Wrr, Some(60_000_000_000));
         match b.next_out() {
-            Some(Output::ToPeer { node: 0, bytes }) => a.handle_from_peer(1, &bytes).unwrap(),
+            Some(Sent::ToPeer { node: 0, bytes }) => a.handle_from_peer(1, &bytes).unwrap(),
             other => panic!("expected a table request, got {other:?}"),
         }
         let mut dumped = 0;
         while let Some(out) = a.next_out() {
-            if let Output::ToPeer { node: 1, bytes } = out {
+            if let Sent::ToPeer { node: 1, bytes } = out {
                 b.handle_from_peer(1, &bytes).unwrap();
                 dumped += 1;
             }
@@ -1683,7 +1708,7 @@ mod tests {
         assert_eq!(b.handle_from_peer(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
         assert!(b.handle_from_peer(0, b"AS\x01\x01garbage").is_err());
         assert_eq!(b.peer_flows(), 0);
-        assert!(b.next_out().is_some_and(|o| matches!(o, Output::ToPeer { node: 0, .. })));
+        assert!(b.next_out().is_some_and(|o| matches!(o, Sent::ToPeer { node: 0, .. })));
         assert!(b.next_out().is_none(), "nothing answered");
     }
 
@@ -1703,7 +1728,7 @@ mod tests {
         assert_eq!(clb.handle_from_backend(0, pop), Err(DropReason::NotHost), "a POP's keys are no host's");
         assert!(clb.next_out().is_none(), "nothing reached the client");
         assert_eq!(clb.handle_backend_sealed(0, answer), Ok(()));
-        assert!(matches!(clb.next_out(), Some(Output::ToPop { pop_id: 0, .. })));
+        assert!(matches!(clb.next_out(), Some(Sent::ToPop { pop_id: 0, .. })));
     }
 
     #[test]

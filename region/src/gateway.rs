@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
 use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
+use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::seal::Kind;
-use anyedge_proto::{Transport, inner};
+use anyedge_proto::{FlowKey, Transport, inner};
 
 /// Flows one gateway carries at once; the least recently used gives way past this.
 pub const GATEWAY_FLOWS_MAX: usize = 262_144;
@@ -63,14 +64,6 @@ impl GatewayDrop {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum GatewayOutput {
-    /// An IP packet for the internet (to a backend behind the gateway).
-    ToInternet(Vec<u8>),
-    /// A sealed reply for CLB node `node`.
-    ToClb { node: NodeId, bytes: Vec<u8> },
-}
-
 /// (transport, address, port, address, port): a flow seen from one side.
 type Tuple = (Transport, IpAddr, u16, IpAddr, u16);
 
@@ -90,7 +83,7 @@ pub struct Gateway {
     replies: HashMap<Tuple, Tuple>,
     /// Where the next port search starts when a source port is taken.
     cursor: u16,
-    outputs: std::collections::VecDeque<GatewayOutput>,
+    outputs: std::collections::VecDeque<Transmit>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -158,7 +151,9 @@ impl Gateway {
             }
             None => packet.to_vec(),
         };
-        self.outputs.push_back(GatewayOutput::ToInternet(bytes));
+        let seen = FlowKey { src: mapping.seen.0, src_port: mapping.seen.1, ..k };
+        let backend = std::net::SocketAddr::new(k.dst, k.dst_port);
+        self.outputs.push_back(Transmit::new(Dest::Backend(backend), seen.flow_hash(), bytes));
         Ok(())
     }
 
@@ -180,11 +175,15 @@ impl Gateway {
             None => packet.to_vec(),
         };
         let sealed = self.keys.seal(mapping.clb, Kind::Backend, &bytes).ok_or(GatewayDrop::NotClb)?;
-        self.outputs.push_back(GatewayOutput::ToClb { node: mapping.clb, bytes: sealed });
+        let back = FlowKey { dst: src, dst_port: src_port, ..k };
+        self.outputs.push_back(Transmit::new(Dest::Node(mapping.clb), back.flow_hash(), sealed));
         Ok(())
     }
 
-    pub fn poll_output(&mut self) -> Option<GatewayOutput> {
+    /// The next packet to send: an IP packet for a backend on the internet
+    /// (`Dest::Backend`), or a reply sealed for the CLB node its flow came from
+    /// (`Dest::Node`).
+    pub fn poll_output(&mut self) -> Option<Transmit> {
         self.outputs.pop_front()
     }
 
@@ -249,7 +248,11 @@ mod tests {
 
     fn to_internet(g: &mut Gateway) -> Vec<u8> {
         match g.poll_output() {
-            Some(GatewayOutput::ToInternet(b)) => b,
+            Some(Transmit { dest: Dest::Backend(to), flow_hash, bytes }) => {
+                let k = inner::parse(&bytes).unwrap().key;
+                assert_eq!((to, flow_hash), (std::net::SocketAddr::new(k.dst, k.dst_port), k.flow_hash()));
+                bytes
+            }
             other => panic!("expected a packet for the internet, got {other:?}"),
         }
     }
@@ -266,7 +269,9 @@ mod tests {
         assert_eq!((k.src, k.src_port, k.dst, k.dst_port), (ip("203.0.113.5"), 4000, ip("198.51.100.7"), 8080));
         let reply = udp(("198.51.100.7", 8080), ("203.0.113.5", 4000));
         g.handle_from_internet(0, &reply).unwrap();
-        let Some(GatewayOutput::ToClb { node, bytes }) = g.poll_output() else { panic!("a reply for a CLB node") };
+        let Some(Transmit { dest: Dest::Node(node), bytes, .. }) = g.poll_output() else {
+            panic!("a reply for a CLB node")
+        };
         assert_eq!(node, CLB1, "back to the node that sent the flow");
         let (from, inside) = clb1.open(Kind::Backend, &bytes).unwrap();
         assert_eq!(from, GW);
@@ -290,7 +295,7 @@ mod tests {
         // Each reply finds its own source.
         for (port, src) in ports.iter().zip(["198.18.64.7", "198.18.64.8"]) {
             g.handle_from_internet(0, &udp(("198.51.100.7", 8080), ("203.0.113.5", *port))).unwrap();
-            let Some(GatewayOutput::ToClb { bytes, .. }) = g.poll_output() else { panic!() };
+            let Some(Transmit { dest: Dest::Node(_), bytes, .. }) = g.poll_output() else { panic!() };
             let (_, inside) = clb.open(Kind::Backend, &bytes).unwrap();
             assert_eq!(inner::parse(inside).unwrap().key.dst, ip(src));
         }
@@ -304,7 +309,7 @@ mod tests {
         g.handle_from_clb(0, &clb.seal(GW, Kind::Backend, &out).unwrap()).unwrap();
         assert_eq!(to_internet(&mut g), out, "the backend sees the client's own address");
         g.handle_from_internet(0, &udp(("198.51.100.7", 8080), ("198.18.64.7", 4000))).unwrap();
-        assert!(matches!(g.poll_output(), Some(GatewayOutput::ToClb { node: CLB0, .. })));
+        assert!(matches!(g.poll_output(), Some(Transmit { dest: Dest::Node(CLB0), .. })));
     }
 
     #[test]

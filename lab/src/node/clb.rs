@@ -9,8 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use anyedge_ccn::{ComponentRng, Link};
+use anyedge_ccn::{Dest, NodeId};
 use anyedge_control::RouteTable;
-use anyedge_region::{Clb, Output as ClbOutput};
+use anyedge_region::Clb;
 use anyedge_topology::nodes::{ClbAddresses, Identity, clb_config};
 use anyedge_topology::{BackboneTransport, Topology};
 use tokio::net::UdpSocket;
@@ -314,32 +315,32 @@ impl<'a> ClbDriver<'a> {
     /// to the region's other nodes; then every batch leaves together.
     async fn transmit(&mut self) {
         while let Some(out) = self.core.poll_output() {
-            match out {
-                ClbOutput::ToPop { pop_id, bytes } => {
+            let flow = out.flow();
+            match out.dest {
+                Dest::Node(NodeId::Pop(pop_id)) => {
                     let p = usize::from(pop_id);
                     if let (Some(&Some(to)), Some(link)) = (self.pop_tunnels.get(p), self.backbone.get_mut(p)) {
-                        let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
                         let dest = if self.grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
-                        self.shaper.push(link, flow, dest, bytes);
+                        self.shaper.push(link, flow, dest, out.bytes);
                     }
                 }
-                ClbOutput::ToBackend { backend, bytes } => {
+                Dest::Backend(backend) => {
                     let plan = self.plan;
                     if let IpAddr::V4(ip) = backend.ip()
                         && let Some(to) = *self.backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
                     {
                         self.drops.packet_out();
-                        self.be_sock.queue(to, bytes);
+                        self.be_sock.queue(to, out.bytes);
                     }
                 }
-                // The lab has no direct (non-anycast) path yet.
-                ClbOutput::ToClient { .. } => {}
-                ClbOutput::ToPeer { node, bytes } => {
+                Dest::Node(NodeId::Clb { node, .. }) => {
                     if let Some(&Some(to)) = self.sync_peers.get(usize::from(node)) {
-                        let _ = self.sync_sock.send_to(&bytes, to).await;
+                        let _ = self.sync_sock.send_to(&out.bytes, to).await;
                     }
                     self.drops.set_sync(&self.core.sync_stats());
                 }
+                // The lab has no direct (non-anycast) path yet.
+                Dest::Client(_) | Dest::Node(NodeId::Backend { .. }) => {}
             }
         }
         self.pop_sock.flush().await;

@@ -9,8 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Instant;
 
-use anyedge_proto::inner;
-use anyedge_region::gateway::{Gateway, GatewayOutput};
+use anyedge_ccn::{Dest, NodeId};
+use anyedge_region::gateway::Gateway;
 use anyedge_topology::Topology;
 use tokio::net::UdpSocket;
 
@@ -50,21 +50,17 @@ pub async fn run(
         };
         drops.count(result);
         while let Some(out) = core.poll_output() {
-            let (to, bytes) = match out {
-                GatewayOutput::ToInternet(bytes) => {
-                    let Ok(info) = inner::parse(&bytes) else { continue };
-                    let IpAddr::V4(dst) = info.key.dst else { continue };
-                    (plan.backend_tunnel(dst), bytes)
-                }
-                GatewayOutput::ToClb { node: anyedge_ccn::NodeId::Clb { region, node }, bytes } => {
+            let to = match out.dest {
+                Dest::Backend(SocketAddr::V4(backend)) => plan.backend_tunnel(*backend.ip()),
+                Dest::Node(NodeId::Clb { region, node }) => {
                     let addr = plan.clb_region_addr(usize::from(region), usize::from(node));
-                    (addr.map(|a| SocketAddr::new(IpAddr::V4(a), BACKEND_PORT)), bytes)
+                    addr.map(|a| SocketAddr::new(IpAddr::V4(a), BACKEND_PORT))
                 }
-                GatewayOutput::ToClb { .. } => continue,
+                _ => continue,
             };
             if let Some(to) = to {
                 drops.packet_out();
-                let _ = sock.send_to(&bytes, to).await;
+                let _ = sock.send_to(&out.bytes, to).await;
             }
         }
     }

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyedge_ccn::{ComponentRng, Link};
-use anyedge_pop::{Output as PopOutput, Pop};
+use anyedge_ccn::{Dest, NodeId};
+use anyedge_pop::Pop;
 use anyedge_proto::inner;
 use anyedge_topology::nodes::pop_config;
 use anyedge_topology::{BackboneTransport, Topology};
@@ -380,26 +381,25 @@ impl PopDriver {
                     }
                 }
                 while let Some(out) = core.poll_output() {
-                    match out {
-                        PopOutput::ToClb { region, node, bytes } => {
+                    let flow = out.flow();
+                    match out.dest {
+                        Dest::Node(NodeId::Clb { region, node }) => {
                             let (r, i) = (usize::from(region), usize::from(node));
                             if let (Some(&to), Some(link)) = (self.clb_tunnels.get(&(r, i)), backbone.get_mut(r)) {
-                                let flow = u64::from(anyedge_proto::seal::ccn_flow_hash(&bytes));
                                 let leave = if self.grpc { Leave::ClbStream(r, i) } else { Leave::Clb(to) };
-                                shaper.push(link, flow, PopDest::Leave(leave), bytes);
+                                shaper.push(link, flow, PopDest::Leave(leave), out.bytes);
                             }
                         }
-                        PopOutput::ToClient { bytes } => {
-                            // One parse: the client's group (its access link) and the flow.
-                            let parsed = inner::parse(&bytes).ok();
-                            let group = parsed.as_ref().and_then(|i| self.groups.get(&i.key.dst).copied());
-                            let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
+                        Dest::Client(client) => {
+                            // The client's group is its access link.
+                            let group = self.groups.get(&client).copied();
                             let dest = PopDest::Leave(Leave::Client(flow));
                             match group.and_then(|g| to_client.get_mut(g)) {
-                                Some(link) => shaper.push(link, flow, dest, bytes),
-                                None => shaper.pass(dest, bytes),
+                                Some(link) => shaper.push(link, flow, dest, out.bytes),
+                                None => shaper.pass(dest, out.bytes),
                             }
                         }
+                        Dest::Node(_) | Dest::Backend(_) => {}
                     }
                 }
                 pending.extend(shaper.take_ready());

@@ -312,12 +312,16 @@ impl<'t> World<'t> {
     /// A packet host `host` sends: an internet host's all go to its egress node over the
     /// internet; a backbone host's back through CLB node `via` (sealed).
     pub(super) fn host_send(&mut self, host: HostId, via: Option<ClbId>, packet: Vec<u8>) {
+        let flow = || inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
         match (self.hosts[host].egress, via) {
             (Some(e), _) => {
-                let flow = inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
+                let flow = flow();
                 self.internet_hop(e, host, 1, flow, packet);
             }
-            (None, Some(c)) => self.send_clb_backend(c, host, 1, packet),
+            (None, Some(c)) => {
+                let flow = flow();
+                self.send_clb_backend(c, host, 1, flow, packet)
+            }
             (None, None) => {}
         }
     }

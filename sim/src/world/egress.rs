@@ -6,9 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use anyedge_ccn::{ComponentRng, Link, Outcome};
-use anyedge_proto::inner;
-use anyedge_region::gateway::{Gateway, GatewayOutput};
+use anyedge_ccn::{ComponentRng, Dest, Link, NodeId, Outcome};
+use anyedge_region::gateway::Gateway;
 
 use super::*;
 
@@ -80,14 +79,13 @@ impl<'t> World<'t> {
 
     fn drain_egress(&mut self, e: usize) {
         while let Some(out) = self.egress[e].core.poll_output() {
-            match out {
-                GatewayOutput::ToInternet(bytes) => {
-                    let Ok(info) = inner::parse(&bytes) else { continue };
-                    let Some(&host) = self.host_by_ip.get(&info.key.dst) else { continue };
-                    self.internet_hop(e, host, 0, u64::from(info.key.flow_hash()), bytes);
+            let flow = out.flow();
+            match out.dest {
+                Dest::Backend(backend) => {
+                    let Some(&host) = self.host_by_ip.get(&backend.ip()) else { continue };
+                    self.internet_hop(e, host, 0, flow, out.bytes);
                 }
-                GatewayOutput::ToClb { node, bytes } => {
-                    let anyedge_ccn::NodeId::Clb { region, node } = node else { continue };
+                Dest::Node(NodeId::Clb { region, node }) => {
                     let (region, node) = (usize::from(region), node);
                     if region != self.egress[e].region || node >= self.t.regions[region].clb_nodes {
                         continue;
@@ -95,8 +93,9 @@ impl<'t> World<'t> {
                     let clb = self.clb_base[region].node(node);
                     self.packets += 1;
                     let at = self.q.now_ns() + INTRA_REGION_NS;
-                    self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromBackend(clb), packet: bytes });
+                    self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromBackend(clb), packet: out.bytes });
                 }
+                Dest::Node(_) | Dest::Client(_) => {}
             }
         }
     }

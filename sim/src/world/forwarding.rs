@@ -1,6 +1,8 @@
 //! The shipped cores in the world: packets into POP and CLB cores, their outputs onto
 //! links, their timers, drops counted, routing convergence and CLB restarts.
 
+use anyedge_ccn::{Dest, NodeId};
+
 use super::*;
 
 pub(super) struct PopNode {
@@ -28,12 +30,6 @@ pub(super) struct ClbNode {
     pub(super) timer_at: Option<u64>,
     /// Packets the core refused, by reason (across restarts).
     pub(super) drops: BTreeMap<&'static str, u64>,
-}
-
-/// The flow hash the CCN header in a sealed backbone packet carries (every encapsulated
-/// packet the cores emit has one).
-pub(super) fn ccn_flow(bytes: &[u8]) -> u64 {
-    u64::from(anyedge_proto::seal::ccn_flow_hash(bytes))
 }
 
 impl<'t> World<'t> {
@@ -89,20 +85,21 @@ impl<'t> World<'t> {
 
     pub(super) fn drain_pop(&mut self, p: PopId) {
         while let Some(out) = self.pops[p].core.poll_output() {
-            match out {
-                anyedge_pop::Output::ToClb { region, node, bytes } => {
+            match out.dest {
+                Dest::Node(NodeId::Clb { region, node }) => {
                     let region = usize::from(region);
                     let clb = self.clb_base[region].node(node);
                     let link = LinkKind::Backbone(self.link_bb(p, region, 0));
-                    self.send_over(link, ccn_flow(&bytes), Arrival::ClbFromPop(clb), bytes);
+                    self.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
                 }
-                anyedge_pop::Output::ToClient { bytes } => {
-                    let Some((client, flow)) = self.reply_target(&bytes) else {
+                Dest::Client(_) => {
+                    let Some((client, flow)) = self.reply_target(&out.bytes) else {
                         continue;
                     };
                     let link = LinkKind::InetPop(self.link_pop(self.clients[client].group, p, 1));
-                    self.send_over(link, flow, Arrival::Client(client), bytes);
+                    self.send_over(link, flow, Arrival::Client(client), out.bytes);
                 }
+                Dest::Node(_) | Dest::Backend(_) => {}
             }
         }
     }
@@ -115,41 +112,43 @@ impl<'t> World<'t> {
             self.violation(msg);
         }
         while let Some(out) = self.clbs[c].core.poll_output() {
-            match out {
-                anyedge_region::Output::ToPop { pop_id, bytes } => {
+            let flow = out.flow();
+            match out.dest {
+                Dest::Node(NodeId::Pop(pop_id)) => {
                     let p = PopId(usize::from(pop_id));
                     if p.0 >= self.pops.len() {
                         continue;
                     }
                     let link = LinkKind::Backbone(self.link_bb(p, region, 1));
-                    self.send_over(link, ccn_flow(&bytes), Arrival::PopFromClb(p), bytes);
+                    self.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
                 }
-                anyedge_region::Output::ToBackend { backend, bytes } => {
+                Dest::Backend(backend) => {
                     if let Some(&e) = self.egress_by_ip.get(&backend.ip()) {
                         // An internet backend: through the region's egress node.
                         self.packets += 1;
                         let at = self.q.now_ns() + INTRA_REGION_NS;
-                        self.q.schedule(at, Ev::Arrive { to: Arrival::EgressFromClb(e), packet: bytes });
+                        self.q.schedule(at, Ev::Arrive { to: Arrival::EgressFromClb(e), packet: out.bytes });
                     } else if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
-                        self.send_clb_backend(c, host, 0, bytes);
+                        self.send_clb_backend(c, host, 0, flow, out.bytes);
                     }
                 }
-                anyedge_region::Output::ToClient { bytes } => {
-                    let Some((client, flow)) = self.reply_target(&bytes) else {
+                Dest::Client(_) => {
+                    let Some((client, flow)) = self.reply_target(&out.bytes) else {
                         continue;
                     };
                     let link = LinkKind::InetDirect(self.link_direct(self.clients[client].group, region, 1));
-                    self.send_over(link, flow, Arrival::Client(client), bytes);
+                    self.send_over(link, flow, Arrival::Client(client), out.bytes);
                 }
-                anyedge_region::Output::ToPeer { node, bytes } => {
+                Dest::Node(NodeId::Clb { node, .. }) => {
                     // Over the region's own network, like CLB ↔ backend.
                     if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
                         let peer = self.clb_base[region].node(node);
                         self.packets += 1;
                         let at = self.q.now_ns() + INTRA_REGION_NS;
-                        self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromPeer(peer), packet: bytes });
+                        self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromPeer(peer), packet: out.bytes });
                     }
                 }
+                Dest::Node(NodeId::Backend { .. }) => {}
             }
         }
         while let Some(ev) = self.clbs[c].core.poll_event() {

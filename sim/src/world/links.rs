@@ -40,11 +40,11 @@ impl<'t> World<'t> {
         }
     }
 
-    /// CLB node `clb` ↔ backend `host`: inside the region, or over the backbone when the
-    /// backend lives elsewhere (another region, an IDC). `dir` 0 is toward the backend.
-    /// A packet between CLB node `clb` and backend host `host`: `dir` 0 is the CLB's (its
-    /// core sealed it), 1 the host's (sealed here with the host's keys).
-    pub(super) fn send_clb_backend(&mut self, clb: ClbId, host: HostId, dir: usize, packet: Vec<u8>) {
+    /// A packet of flow `flow` between CLB node `clb` and backend host `host`, inside the
+    /// region or over the site's links when the backend lives elsewhere (another region,
+    /// an IDC): `dir` 0 is the CLB's (its core sealed it), 1 the host's (sealed here with
+    /// the host's keys).
+    pub(super) fn send_clb_backend(&mut self, clb: ClbId, host: HostId, dir: usize, flow: u64, packet: Vec<u8>) {
         let packet = if dir == 0 {
             packet
         } else {
@@ -59,14 +59,10 @@ impl<'t> World<'t> {
         let now = self.q.now_ns();
         let at = match self.site_links.get_mut(&(region, host)) {
             None => Some(now + INTRA_REGION_NS),
-            Some(links) => {
-                let inside = anyedge_proto::seal::Packet::new_checked(&packet[..]).map(|p| inner::parse(p.payload()));
-                let flow = inside.ok().and_then(|i| i.ok()).map_or(0, |i| u64::from(i.key.flow_hash()));
-                match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
-                    Outcome::Deliver(at) => Some(at),
-                    Outcome::Lost | Outcome::QueueFull => None,
-                }
-            }
+            Some(links) => match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
+                Outcome::Deliver(at) => Some(at),
+                Outcome::Lost | Outcome::QueueFull => None,
+            },
         };
         if let Some(at) = at {
             self.packets += 1;
