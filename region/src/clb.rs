@@ -1180,13 +1180,13 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, Eq)]
     enum Sent {
         /// An encapsulated reply for the POP with this id (still sealed).
-        ToPop { pop_id: u16, bytes: Vec<u8> },
+        Pop { pop_id: u16, bytes: Vec<u8> },
         /// An IP packet a backend receives (opened by its host).
-        ToBackend { backend: SocketAddr, bytes: Vec<u8> },
+        Backend { backend: SocketAddr, bytes: Vec<u8> },
         /// An IP packet straight to a client.
-        ToClient { bytes: Vec<u8> },
+        Client { bytes: Vec<u8> },
         /// Connection-table sync for the region's CLB node with this index (still sealed).
-        ToPeer { node: u16, bytes: Vec<u8> },
+        Peer { node: u16, bytes: Vec<u8> },
     }
 
     impl Clb {
@@ -1200,19 +1200,19 @@ mod tests {
                     let (from, opened) = host.open(Kind::Backend, &bytes).expect("sealed for the backend's host");
                     assert_eq!(from, NodeId::Clb { region: 0, node: self.node_index });
                     assert_eq!(flow_hash, inner::parse(opened).unwrap().key.flow_hash(), "the packet's own flow");
-                    Sent::ToBackend { backend, bytes: opened.to_vec() }
+                    Sent::Backend { backend, bytes: opened.to_vec() }
                 }
                 Dest::Node(NodeId::Pop(pop_id)) => {
                     let opened = at_pop(pop_id, &bytes);
                     let (repr, _) = ccn::decapsulate(&opened).unwrap();
                     assert_eq!(repr.flow_hash, flow_hash, "the hash the CCN header carries");
-                    Sent::ToPop { pop_id, bytes }
+                    Sent::Pop { pop_id, bytes }
                 }
-                Dest::Node(NodeId::Clb { region: 0, node }) => Sent::ToPeer { node, bytes },
+                Dest::Node(NodeId::Clb { region: 0, node }) => Sent::Peer { node, bytes },
                 Dest::Client(client) => {
                     let key = inner::parse(&bytes).unwrap().key;
                     assert_eq!((client, flow_hash), (key.dst, key.flow_hash()));
-                    Sent::ToClient { bytes }
+                    Sent::Client { bytes }
                 }
                 other => panic!("a CLB node sends nothing to {other:?}"),
             })
@@ -1301,7 +1301,7 @@ mod tests {
         clb.handle_from_pop(0, &bytes).unwrap();
         loop {
             match clb.next_out() {
-                Some(Sent::ToBackend { backend, bytes }) if backend.port() == 7000 => {
+                Some(Sent::Backend { backend, bytes }) if backend.port() == 7000 => {
                     let seen = inner::parse(&bytes).unwrap().key;
                     assert_eq!(seen.src, "198.18.64.7".parse::<IpAddr>().unwrap(), "the client's own address");
                     assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
@@ -1319,7 +1319,7 @@ mod tests {
             inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), port), b"pong").unwrap();
         clb.handle_backend_sealed(0, packet).unwrap();
         match clb.next_out() {
-            Some(Sent::ToPop { pop_id, bytes }) => {
+            Some(Sent::Pop { pop_id, bytes }) => {
                 let bytes = at_pop(pop_id, &bytes);
                 let (repr, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
                 assert_eq!(repr.pop_id, pop_id);
@@ -1335,7 +1335,7 @@ mod tests {
             let now = clb.poll_timeout().unwrap();
             clb.handle_timeout(now);
             while let Some(out) = clb.next_out() {
-                if let Sent::ToBackend { backend: to, bytes } = out
+                if let Sent::Backend { backend: to, bytes } = out
                     && to != backend
                     && let Some(answer) = syn_ack(&bytes)
                 {
@@ -1476,7 +1476,7 @@ mod tests {
     fn open(clb: &mut Clb, port: u16) -> SocketAddr {
         clb.handle_direct(0, tcp_segment(port, TcpControl::Syn)).unwrap();
         match clb.next_out() {
-            Some(Sent::ToBackend { backend, .. }) => backend,
+            Some(Sent::Backend { backend, .. }) => backend,
             other => panic!("{other:?}"),
         }
     }
@@ -1548,13 +1548,13 @@ mod tests {
         let client: (IpAddr, u16) = ("fd00:66::7".parse().unwrap(), 4000);
         let request = inner::build_udp(client, ("fd00:a::20".parse().unwrap(), 7000), b"ping").unwrap();
         clb.handle_direct(0, request).unwrap();
-        let Some(Sent::ToBackend { backend, bytes }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::Backend { backend, bytes }) = clb.next_out() else { panic!("not forwarded") };
         let seen = inner::parse(&bytes).unwrap().key;
         assert_eq!(seen.src, "198.18.32.1".parse::<IpAddr>().unwrap(), "the backend sees the SNAT address");
         assert_eq!((seen.dst, seen.dst_port), (backend.ip(), backend.port()));
         let answer = inner::build_udp((backend.ip(), backend.port()), (seen.src, seen.src_port), b"pong").unwrap();
         clb.handle_backend_sealed(0, answer).unwrap();
-        let Some(Sent::ToClient { bytes }) = clb.next_out() else { panic!("no reply") };
+        let Some(Sent::Client { bytes }) = clb.next_out() else { panic!("no reply") };
         let back = inner::parse(&bytes).unwrap().key;
         assert_eq!((back.src, back.src_port), ("fd00:a::20".parse().unwrap(), 7000));
         assert_eq!((back.dst, back.dst_port), client);
@@ -1568,7 +1568,7 @@ mod tests {
         }
         let mut clb = Clb::new(c, 0);
         clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
-        let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
     }
@@ -1581,13 +1581,13 @@ mod tests {
         }
         let mut clb = Clb::new(c, 0);
         clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
-        let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         // The gateway translates the source; the node leaves it alone and names the client.
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.64.7".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
         // Only the SYN carries it.
         clb.handle_direct(0, tcp_segment(4000, TcpControl::None)).unwrap();
-        let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+        let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::read_toa(&bytes), None);
     }
 
@@ -1604,10 +1604,10 @@ mod tests {
             }
             let mut clb = Clb::new(c, 0);
             // Its first output is the table request to its peer.
-            assert!(matches!(clb.next_out(), Some(Sent::ToPeer { .. })));
+            assert!(matches!(clb.next_out(), Some(Sent::Peer { .. })));
             for port in 0..300 {
                 clb.handle_direct(0, client(5000 + port)).unwrap();
-                let Some(Sent::ToBackend { bytes, .. }) = clb.next_out() else { panic!() };
+                let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!() };
                 let p = inner::parse(&bytes).unwrap().key.src_port;
                 assert_eq!(p % 2, node ^ (SNAT_PORTS.start % 2), "node {node} uses its own share");
                 assert!(ports.insert(p), "port {p} handed out twice");
@@ -1629,7 +1629,7 @@ mod tests {
         from.handle_timeout(now);
         let mut n = 0;
         while let Some(out) = from.next_out() {
-            if let Sent::ToPeer { node, bytes } = out {
+            if let Sent::Peer { node, bytes } = out {
                 assert_eq!(node, to.node_index);
                 to.handle_from_peer(now, &bytes).unwrap();
                 n += 1;
@@ -1671,12 +1671,12 @@ mod tests {
         // Node 1 (re)starts: its first output asks node 0 for its table.
         let mut b = node(1, SchedulerKind::Wrr, Some(60_000_000_000));
         match b.next_out() {
-            Some(Sent::ToPeer { node: 0, bytes }) => a.handle_from_peer(1, &bytes).unwrap(),
+            Some(Sent::Peer { node: 0, bytes }) => a.handle_from_peer(1, &bytes).unwrap(),
             other => panic!("expected a table request, got {other:?}"),
         }
         let mut dumped = 0;
         while let Some(out) = a.next_out() {
-            if let Sent::ToPeer { node: 1, bytes } = out {
+            if let Sent::Peer { node: 1, bytes } = out {
                 b.handle_from_peer(1, &bytes).unwrap();
                 dumped += 1;
             }
@@ -1708,7 +1708,7 @@ mod tests {
         assert_eq!(b.handle_from_peer(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
         assert!(b.handle_from_peer(0, b"AS\x01\x01garbage").is_err());
         assert_eq!(b.peer_flows(), 0);
-        assert!(b.next_out().is_some_and(|o| matches!(o, Sent::ToPeer { node: 0, .. })));
+        assert!(b.next_out().is_some_and(|o| matches!(o, Sent::Peer { node: 0, .. })));
         assert!(b.next_out().is_none(), "nothing answered");
     }
 
@@ -1728,7 +1728,7 @@ mod tests {
         assert_eq!(clb.handle_from_backend(0, pop), Err(DropReason::NotHost), "a POP's keys are no host's");
         assert!(clb.next_out().is_none(), "nothing reached the client");
         assert_eq!(clb.handle_backend_sealed(0, answer), Ok(()));
-        assert!(matches!(clb.next_out(), Some(Sent::ToPop { pop_id: 0, .. })));
+        assert!(matches!(clb.next_out(), Some(Sent::Pop { pop_id: 0, .. })));
     }
 
     #[test]
