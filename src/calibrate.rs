@@ -27,7 +27,7 @@ const COLUMNS: [&str; 5] = ["a_lat", "a_lon", "b_lat", "b_lon", "rtt_ms"];
 
 /// One row of the file: a measurement and the names the file gives its ends, if any.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub struct MeasuredPair {
     pub line: usize,
     pub a_name: String,
     pub b_name: String,
@@ -35,7 +35,7 @@ pub struct Row {
 }
 
 /// Reads a measurement CSV. Every bad row is named by its line; any bad row fails the file.
-pub fn read_csv(path: &Path, text: &str) -> Result<Vec<Row>, Vec<String>> {
+pub fn read_csv(path: &Path, text: &str) -> Result<Vec<MeasuredPair>, Vec<String>> {
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'));
     let Some((_, header)) = lines.next() else {
         return Err(vec![format!("{}: empty file (expected a header with {})", path.display(), COLUMNS.join(","))]);
@@ -56,7 +56,7 @@ pub fn read_csv(path: &Path, text: &str) -> Result<Vec<Row>, Vec<String>> {
         match parse_row(&cells, &idx) {
             Ok(m) => {
                 let name = |c: Option<usize>| c.and_then(|c| cells.get(c)).map_or(String::new(), |s| s.to_string());
-                rows.push(Row { line: i + 1, a_name: name(name_a), b_name: name(name_b), m });
+                rows.push(MeasuredPair { line: i + 1, a_name: name(name_a), b_name: name(name_b), m });
             }
             Err(why) => errors.push(format!("{}:{}: {why}", path.display(), i + 1)),
         }
@@ -101,7 +101,7 @@ fn parse_row(cells: &[&str], idx: &[usize]) -> Result<Measured, String> {
 
 /// The split: every `holdout`-th row (counting from the second of each `holdout`) is held
 /// out of the fit and only measured against; 0 holds nothing out.
-fn split(rows: &[Row], holdout: u32) -> (Vec<Measured>, Vec<Measured>) {
+fn split(rows: &[MeasuredPair], holdout: u32) -> (Vec<Measured>, Vec<Measured>) {
     let (mut fit, mut test) = (Vec::new(), Vec::new());
     for (i, r) in rows.iter().enumerate() {
         if held_out(i, holdout) { test.push(r.m.clone()) } else { fit.push(r.m.clone()) }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyedge_sim::chaos::{self, Kind, SeedRun};
+use anyedge_sim::chaos::{self, FaultKind, SeedRun};
 use serde::Serialize;
 
 pub struct Args {
@@ -135,12 +135,12 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 /// `pop,clb,…` → kinds; an unknown name is an error listing the known ones.
-fn parse_kinds(text: &str) -> Result<Vec<Kind>, String> {
+fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|name| {
-            Kind::from_name(name).ok_or_else(|| {
+            FaultKind::from_name(name).ok_or_else(|| {
                 let known: Vec<&str> = chaos::KINDS.iter().map(|k| k.name()).collect();
                 format!("--faults {name}: not a fault kind (one of {})", known.join(", "))
             })

@@ -69,7 +69,7 @@ pub fn run(action: LabCommand) -> ExitCode {
     let mut up = true;
     let result = match action {
         LabCommand::Up { file, no_impairments, realtime, tun_queues } => {
-            let options = setup::Options { impairments: !no_impairments, realtime, tun_queues };
+            let options = setup::LabOptions { impairments: !no_impairments, realtime, tun_queues };
             setup::up_with(&file, &exe, options).map(|s| {
                 println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
             })

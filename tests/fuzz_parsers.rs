@@ -181,7 +181,7 @@ fn cores_drop_fuzzed_packets_without_panicking() {
             sealed(&mut senders[3], CLB, Kind::Backend),
         );
         let _ = pop.handle_from_client(i, &p);
-        opened += u32::from(!matches!(pop.handle_from_clb(i, &to_pop), Err(anyedge_pop::DropReason::Auth(_))));
+        opened += u32::from(!matches!(pop.handle_from_clb(i, &to_pop), Err(anyedge_pop::PopDrop::Auth(_))));
         let _ = clb.handle_from_pop(i, &to_clb);
         let _ = clb.handle_direct(i, p.clone());
         let _ = clb.handle_from_peer(i, &to_peer);

@@ -18,13 +18,13 @@ const BUCKETS: usize = 129;
 /// `slots` (they are large and moved once each way); only these 24 bytes move between
 /// buckets.
 #[derive(Clone, Copy)]
-struct Entry {
+struct Scheduled {
     at_ns: u64,
     seq: u64,
     slot: u32,
 }
 
-impl Entry {
+impl Scheduled {
     fn key(&self) -> u128 {
         key(self.at_ns, self.seq)
     }
@@ -33,7 +33,7 @@ impl Entry {
 /// A discrete-event queue with its own clock.
 pub struct EventQueue<E> {
     /// Bucket b: entries with `128 − (key ^ last).leading_zeros() == b`.
-    buckets: Vec<Vec<Entry>>,
+    buckets: Vec<Vec<Scheduled>>,
     /// Bit b set when bucket b is not empty.
     occupied: u128,
     occupied_top: bool,
@@ -77,7 +77,7 @@ impl<E> EventQueue<E> {
         self.processed
     }
 
-    fn put(&mut self, entry: Entry) {
+    fn put(&mut self, entry: Scheduled) {
         let b = 128 - (entry.key() ^ self.last).leading_zeros() as usize;
         if b == 128 {
             self.occupied_top = true;
@@ -127,7 +127,7 @@ impl<E> EventQueue<E> {
                 slot
             }
         };
-        self.put(Entry { at_ns, seq: self.seq, slot });
+        self.put(Scheduled { at_ns, seq: self.seq, slot });
     }
 
     /// The next event no later than `until_ns`, advancing the clock to it.

@@ -14,7 +14,7 @@ pub mod transmit;
 
 pub use auth::{AuthConfig, AuthError, BackboneSecret, Keyring, NodeId, PeerKeys};
 pub use event_queue::EventQueue;
-pub use link::{Impairment, Link, LinkModel, Outcome};
-pub use liveness::{LivenessConfig, ProbeOutput, Prober};
+pub use link::{Impairment, Link, LinkModel, LinkOutcome};
+pub use liveness::{LivenessConfig, LivenessOutput, LivenessProber};
 pub use rng::ComponentRng;
 pub use transmit::{Dest, Transmit};

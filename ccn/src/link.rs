@@ -37,7 +37,7 @@ pub struct LinkModel {
 
 /// What happened to a packet handed to a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LinkOutcome {
     /// Arrives at the far end at this time.
     Deliver(u64),
     /// Lost on the wire (random loss).
@@ -94,21 +94,21 @@ impl Link {
     }
 
     /// Hands a packet of `size_bytes` belonging to `flow` to the link at `now_ns`.
-    pub fn transmit(&mut self, now_ns: u64, size_bytes: usize, flow: u64) -> Outcome {
+    pub fn transmit(&mut self, now_ns: u64, size_bytes: usize, flow: u64) -> LinkOutcome {
         let imp = self.impairment();
         let mut depart_ns = now_ns;
         if let Some(bps) = self.model.bandwidth_bps.filter(|&b| b > 0) {
             let start_ns = self.busy_until_ns.max(now_ns);
             let backlog_bytes = ((start_ns - now_ns) as u128 * bps as u128 / 8 / 1_000_000_000) as u64;
             if backlog_bytes + size_bytes as u64 > self.model.queue_bytes_max {
-                return Outcome::QueueFull;
+                return LinkOutcome::QueueFull;
             }
             let serialise_ns = (size_bytes as u128 * 8 * 1_000_000_000).div_ceil(bps as u128) as u64;
             self.busy_until_ns = start_ns + serialise_ns;
             depart_ns = self.busy_until_ns;
         }
         if self.rng.chance(imp.loss) {
-            return Outcome::Lost;
+            return LinkOutcome::Lost;
         }
         let jitter_ns = self.rng.exponential(imp.jitter_mean_ns as f64) as u64;
         let mut at_ns = depart_ns + imp.delay_ns + jitter_ns;
@@ -121,7 +121,7 @@ impl Link {
             at_ns = at_ns.max(*last);
             *last = at_ns;
         }
-        Outcome::Deliver(at_ns)
+        LinkOutcome::Deliver(at_ns)
     }
 }
 
@@ -144,7 +144,7 @@ mod tests {
         let mut link = Link::new(m, ComponentRng::new(1, "l"));
         for i in 0..10_000u64 {
             match link.transmit(i, 100, i) {
-                Outcome::Deliver(at) => assert!(at >= i + 1_000_000),
+                LinkOutcome::Deliver(at) => assert!(at >= i + 1_000_000),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -159,7 +159,7 @@ mod tests {
         let mut overtakes = 0;
         for i in 0..10_000u64 {
             let flow = i % 2;
-            let Outcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else { panic!() };
+            let LinkOutcome::Deliver(at) = link.transmit(i * 10_000, 100, flow) else { panic!() };
             assert!(at >= last[flow as usize], "flow {flow} reordered");
             if at < last[(1 - flow) as usize] {
                 overtakes += 1;
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn loss_rate_matches_configuration() {
         let mut link = Link::new(model(0.05, None, 0), ComponentRng::new(3, "l"));
-        let lost = (0..100_000).filter(|_| link.transmit(0, 100, 0) == Outcome::Lost).count();
+        let lost = (0..100_000).filter(|_| link.transmit(0, 100, 0) == LinkOutcome::Lost).count();
         assert!((4_500..5_500).contains(&lost), "{lost}");
     }
 
@@ -180,19 +180,19 @@ mod tests {
     fn bandwidth_serialises_and_full_queue_drops() {
         // 8 Mbit/s: 1000 bytes take 1 ms; the queue holds 3000 bytes.
         let mut link = Link::new(model(0.0, Some(8_000_000), 3_000), ComponentRng::new(1, "l"));
-        assert_eq!(link.transmit(0, 1000, 0), Outcome::Deliver(2_000_000));
-        assert_eq!(link.transmit(0, 1000, 0), Outcome::Deliver(3_000_000));
-        assert_eq!(link.transmit(0, 1000, 0), Outcome::Deliver(4_000_000));
-        assert_eq!(link.transmit(0, 1000, 0), Outcome::QueueFull);
-        assert_eq!(link.transmit(3_000_000, 1000, 0), Outcome::Deliver(5_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), LinkOutcome::Deliver(2_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), LinkOutcome::Deliver(3_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), LinkOutcome::Deliver(4_000_000));
+        assert_eq!(link.transmit(0, 1000, 0), LinkOutcome::QueueFull);
+        assert_eq!(link.transmit(3_000_000, 1000, 0), LinkOutcome::Deliver(5_000_000));
     }
 
     #[test]
     fn override_changes_loss_until_cleared() {
         let mut link = Link::new(model(0.0, None, 0), ComponentRng::new(1, "l"));
         link.set_override(Impairment { delay_ns: 1_000_000, jitter_mean_ns: 0, loss: 1.0 });
-        assert_eq!(link.transmit(0, 10, 0), Outcome::Lost);
+        assert_eq!(link.transmit(0, 10, 0), LinkOutcome::Lost);
         link.clear_override();
-        assert_eq!(link.transmit(0, 10, 0), Outcome::Deliver(1_000_000));
+        assert_eq!(link.transmit(0, 10, 0), LinkOutcome::Deliver(1_000_000));
     }
 }

@@ -28,7 +28,7 @@ impl LivenessConfig {
 
 /// What the driver must do, or learn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeOutput {
+pub enum LivenessOutput {
     /// Send probe `seq` to peer `peer`; its answer comes back through `handle_answer`.
     Send { peer: usize, seq: u64 },
     /// The peer stopped answering.
@@ -47,26 +47,26 @@ struct Peer {
 
 /// Probes a fixed set of peers (0..n) and tracks which answer.
 #[derive(Debug, Clone)]
-pub struct Prober {
+pub struct LivenessProber {
     config: LivenessConfig,
     peers: Vec<Peer>,
     next_probe_ns: u64,
     seq: u64,
-    outputs: VecDeque<ProbeOutput>,
+    outputs: VecDeque<LivenessOutput>,
 }
 
-impl Prober {
+impl LivenessProber {
     /// A prober of `peers` peers, all taken to be up, probing first at `now_ns`.
-    pub fn new(peers: usize, config: LivenessConfig, now_ns: u64) -> Prober {
+    pub fn new(peers: usize, config: LivenessConfig, now_ns: u64) -> LivenessProber {
         let config = LivenessConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
         let peer = Peer { up: true, answered: 0 };
-        Prober { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
+        LivenessProber { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
     }
 
     /// Starts over, as a restarted node does: every peer taken to be up, the first probe
     /// at `now_ns`, nothing remembered.
     pub fn restart(&mut self, now_ns: u64) {
-        *self = Prober::new(self.peers.len(), self.config, now_ns);
+        *self = LivenessProber::new(self.peers.len(), self.config, now_ns);
     }
 
     pub fn config(&self) -> LivenessConfig {
@@ -96,9 +96,9 @@ impl Prober {
             if peer.up && missed >= u64::from(self.config.misses) {
                 peer.up = false;
                 peer.answered = self.seq - 1;
-                self.outputs.push_back(ProbeOutput::Down { peer: i });
+                self.outputs.push_back(LivenessOutput::Down { peer: i });
             }
-            self.outputs.push_back(ProbeOutput::Send { peer: i, seq: self.seq });
+            self.outputs.push_back(LivenessOutput::Send { peer: i, seq: self.seq });
         }
     }
 
@@ -112,11 +112,11 @@ impl Prober {
         p.answered = seq;
         if !p.up {
             p.up = true;
-            self.outputs.push_back(ProbeOutput::Up { peer });
+            self.outputs.push_back(LivenessOutput::Up { peer });
         }
     }
 
-    pub fn poll_output(&mut self) -> Option<ProbeOutput> {
+    pub fn poll_output(&mut self) -> Option<LivenessOutput> {
         self.outputs.pop_front()
     }
 
@@ -143,7 +143,7 @@ mod tests {
         alive: impl Fn(u64) -> bool,
         lost: impl Fn(u64) -> bool,
     ) -> (Vec<u64>, Vec<u64>) {
-        let mut p = Prober::new(1, config, 0);
+        let mut p = LivenessProber::new(1, config, 0);
         let mut in_flight: Vec<(u64, u64)> = Vec::new();
         let (mut downs, mut ups) = (Vec::new(), Vec::new());
         let mut now = 0;
@@ -159,10 +159,10 @@ mod tests {
             });
             while let Some(out) = p.poll_output() {
                 match out {
-                    ProbeOutput::Send { seq, .. } if alive(now) && !lost(seq) => in_flight.push((now + rtt_ns, seq)),
-                    ProbeOutput::Send { .. } => {}
-                    ProbeOutput::Down { .. } => downs.push(now),
-                    ProbeOutput::Up { .. } => ups.push(now),
+                    LivenessOutput::Send { seq, .. } if alive(now) && !lost(seq) => in_flight.push((now + rtt_ns, seq)),
+                    LivenessOutput::Send { .. } => {}
+                    LivenessOutput::Down { .. } => downs.push(now),
+                    LivenessOutput::Up { .. } => ups.push(now),
                 }
             }
             now += MS;
@@ -215,13 +215,13 @@ mod tests {
         // A real driver (a tokio interval) wakes a little late, by varying amounts: each
         // wake-up must still send a round, or probing runs at half speed.
         let config = LivenessConfig { interval_ns: 50 * MS, misses: 6 };
-        let mut p = Prober::new(1, config, 0);
+        let mut p = LivenessProber::new(1, config, 0);
         let mut rounds = 0;
         for k in 0..100u64 {
             let late = if k % 2 == 0 { 300_000 } else { 100_000 };
             p.handle_timeout(k * 50 * MS + late);
             while let Some(out) = p.poll_output() {
-                rounds += u64::from(matches!(out, ProbeOutput::Send { .. }));
+                rounds += u64::from(matches!(out, LivenessOutput::Send { .. }));
             }
         }
         assert_eq!(rounds, 100);
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn stray_and_stale_answers_change_nothing() {
-        let mut p = Prober::new(2, LivenessConfig { interval_ns: 10, misses: 1 }, 0);
+        let mut p = LivenessProber::new(2, LivenessConfig { interval_ns: 10, misses: 1 }, 0);
         p.handle_timeout(0);
         p.handle_answer(7, 1);
         p.handle_answer(0, 99);

@@ -50,7 +50,7 @@ pub struct Namespace {
 /// A veth pair between two namespaces: a /30 with .1 on `a` and .2 on `b`, and an
 /// IPv6 /64 from fd00::/8 the same way.
 #[derive(Debug, Clone)]
-pub struct Link {
+pub struct Veth {
     pub a: usize,
     pub a_if: String,
     pub a_addr: Ipv4Addr,
@@ -83,7 +83,7 @@ pub struct Node {
 pub struct Plan {
     pub lab: String,
     pub namespaces: Vec<Namespace>,
-    pub links: Vec<Link>,
+    pub links: Vec<Veth>,
     pub nodes: Vec<Node>,
     /// Internet backend hosts and the egress node (`k`) that reaches each.
     pub internet_hosts: Vec<(Ipv4Addr, usize)>,
@@ -162,13 +162,13 @@ impl Plan {
 
         let mut links = Vec::new();
         let mut counters = [0usize; 3];
-        let mut link = |pool: usize, router: usize, node: usize, links: &mut Vec<Link>| {
+        let mut link = |pool: usize, router: usize, node: usize, links: &mut Vec<Veth>| {
             let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
             let (a_addr, b_addr) = link_addrs(base, counters[pool]);
             let (a_addr6, b_addr6) = link_addrs6(pool, counters[pool]);
             counters[pool] += 1;
             let name = ["inet", "ccn", "rgn"][pool];
-            links.push(Link {
+            links.push(Veth {
                 a: router,
                 a_if: format!("l{}", links.len()),
                 a_addr,

@@ -41,7 +41,7 @@ pub struct PopConfig {
 
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
+pub enum PopDrop {
     Packet(anyedge_proto::Error),
     /// The destination is no VIP this POP publishes.
     NoRoute,
@@ -55,23 +55,23 @@ pub enum DropReason {
     NotVip,
 }
 
-impl DropReason {
+impl PopDrop {
     /// A stable name for counters and reports.
     pub fn name(&self) -> &'static str {
         match self {
-            DropReason::Packet(e) => e.name(),
-            DropReason::NoRoute => "no_route",
-            DropReason::WrongDirection => "wrong_direction",
-            DropReason::NotOurs => "not_ours",
-            DropReason::Auth(e) => e.name(),
-            DropReason::NotVip => "not_vip",
+            PopDrop::Packet(e) => e.name(),
+            PopDrop::NoRoute => "no_route",
+            PopDrop::WrongDirection => "wrong_direction",
+            PopDrop::NotOurs => "not_ours",
+            PopDrop::Auth(e) => e.name(),
+            PopDrop::NotVip => "not_vip",
         }
     }
 }
 
-impl From<anyedge_proto::Error> for DropReason {
-    fn from(e: anyedge_proto::Error) -> DropReason {
-        DropReason::Packet(e)
+impl From<anyedge_proto::Error> for PopDrop {
+    fn from(e: anyedge_proto::Error) -> PopDrop {
+        PopDrop::Packet(e)
     }
 }
 
@@ -171,9 +171,9 @@ impl Pop {
     }
 
     /// A client's packet for a VIP.
-    pub fn handle_from_client(&mut self, _now_ns: u64, packet: &[u8]) -> Result<(), DropReason> {
+    pub fn handle_from_client(&mut self, _now_ns: u64, packet: &[u8]) -> Result<(), PopDrop> {
         let info = inner::parse(packet)?;
-        let route = self.route(info.key.dst).ok_or(DropReason::NoRoute)?;
+        let route = self.route(info.key.dst).ok_or(PopDrop::NoRoute)?;
         let (region, nodes) = (route.region, route.clb_nodes.max(1));
         let quic = info.key.transport == anyedge_proto::Transport::Udp && route.quic_ports.contains(&info.key.dst_port);
         let flow_hash = info.key.flow_hash();
@@ -212,23 +212,23 @@ impl Pop {
     }
 
     /// A sealed, encapsulated reply from a CLB node.
-    pub fn handle_from_clb(&mut self, _now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
-        let (from, bytes) = self.keys.open(Kind::Data, bytes).map_err(DropReason::Auth)?;
+    pub fn handle_from_clb(&mut self, _now_ns: u64, bytes: &[u8]) -> Result<(), PopDrop> {
+        let (from, bytes) = self.keys.open(Kind::Data, bytes).map_err(PopDrop::Auth)?;
         if !matches!(from, NodeId::Clb { .. }) {
-            return Err(DropReason::Auth(AuthError::UnknownPeer));
+            return Err(PopDrop::Auth(AuthError::UnknownPeer));
         }
         let (repr, packet) = ccn::decapsulate(bytes)?;
         if repr.direction != Direction::ToPop {
-            return Err(DropReason::WrongDirection);
+            return Err(PopDrop::WrongDirection);
         }
         if repr.pop_id != self.config.pop_id {
-            return Err(DropReason::NotOurs);
+            return Err(PopDrop::NotOurs);
         }
         // Only a VIP's listeners speak to clients through a POP.
         let key = inner::parse(packet)?.key;
         let listener = self.route(key.src).is_some_and(|r| r.ports.contains(&(key.transport, key.src_port)));
         if !listener {
-            return Err(DropReason::NotVip);
+            return Err(PopDrop::NotVip);
         }
         self.outputs.push_back(Transmit::new(Dest::Client(key.dst), key.flow_hash(), packet.to_vec()));
         Ok(())
@@ -347,7 +347,7 @@ mod tests {
         let mut p = pop();
         let pkt = inner::build_udp(("198.18.40.1".parse().unwrap(), 1), ("198.18.0.99".parse().unwrap(), 7000), b"x")
             .unwrap();
-        assert_eq!(p.handle_from_client(0, &pkt), Err(DropReason::NoRoute));
+        assert_eq!(p.handle_from_client(0, &pkt), Err(PopDrop::NoRoute));
     }
 
     #[test]
@@ -357,7 +357,7 @@ mod tests {
         let reply = reply_from(("198.18.0.10", 7000));
         let bytes = ccn::encapsulate(Direction::ToPop, 9, 1, &reply).unwrap();
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
-        assert_eq!(p.handle_from_clb(0, &sealed), Err(DropReason::NotOurs));
+        assert_eq!(p.handle_from_clb(0, &sealed), Err(PopDrop::NotOurs));
         let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply).unwrap();
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
         assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
@@ -374,31 +374,31 @@ mod tests {
             let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply_from(src)).unwrap();
             p.handle_from_clb(0, &clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap())
         };
-        assert_eq!(deliver(&mut p, ("198.18.77.77", 53)), Err(DropReason::NotVip), "not a VIP");
-        assert_eq!(deliver(&mut p, ("198.18.0.10", 443)), Err(DropReason::NotVip), "a VIP, no listener there");
+        assert_eq!(deliver(&mut p, ("198.18.77.77", 53)), Err(PopDrop::NotVip), "not a VIP");
+        assert_eq!(deliver(&mut p, ("198.18.0.10", 443)), Err(PopDrop::NotVip), "a VIP, no listener there");
         assert!(p.poll_output().is_none(), "nothing left toward clients");
         assert_eq!(deliver(&mut p, ("198.18.0.10", 7000)), Ok(()));
         // A listener the route table adds speaks at once; one it removes falls silent.
         p.set_listener("198.18.0.10".parse().unwrap(), Transport::Udp, 443, false, true);
         assert_eq!(deliver(&mut p, ("198.18.0.10", 443)), Ok(()));
         p.set_listener("198.18.0.10".parse().unwrap(), Transport::Udp, 7000, false, false);
-        assert_eq!(deliver(&mut p, ("198.18.0.10", 7000)), Err(DropReason::NotVip));
+        assert_eq!(deliver(&mut p, ("198.18.0.10", 7000)), Err(PopDrop::NotVip));
     }
 
     #[test]
     fn replies_not_sealed_by_a_clb_node_for_this_pop_are_refused_by_reason() {
         let mut p = pop();
         let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &reply_from(("198.18.0.10", 7000))).unwrap();
-        assert_eq!(p.handle_from_clb(0, &bytes), Err(DropReason::Auth(AuthError::Malformed)), "bare CCN");
+        assert_eq!(p.handle_from_clb(0, &bytes), Err(PopDrop::Auth(AuthError::Malformed)), "bare CCN");
         let mut clb = clb_keys(1);
         let sealed = clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap();
         let mut forged = sealed.clone();
         forged[30] ^= 1;
-        assert_eq!(p.handle_from_clb(0, &forged), Err(DropReason::Auth(AuthError::BadTag)));
+        assert_eq!(p.handle_from_clb(0, &forged), Err(PopDrop::Auth(AuthError::BadTag)));
         let for_other_pop = clb.seal(NodeId::Pop(6), Kind::Data, &bytes).unwrap();
-        assert_eq!(p.handle_from_clb(0, &for_other_pop), Err(DropReason::Auth(AuthError::Misdirected)));
+        assert_eq!(p.handle_from_clb(0, &for_other_pop), Err(PopDrop::Auth(AuthError::Misdirected)));
         assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
-        assert_eq!(p.handle_from_clb(0, &sealed), Err(DropReason::Auth(AuthError::Replayed)));
-        assert_eq!(DropReason::Auth(AuthError::Replayed).name(), "auth_replayed");
+        assert_eq!(p.handle_from_clb(0, &sealed), Err(PopDrop::Auth(AuthError::Replayed)));
+        assert_eq!(PopDrop::Auth(AuthError::Replayed).name(), "auth_replayed");
     }
 }

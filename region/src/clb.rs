@@ -22,7 +22,7 @@ use crate::health_check::HealthProber;
 use crate::quic_listener::QuicListener;
 use crate::scheduler::{Candidate, Maglev};
 use crate::sync::{ConnSync, PeerFlow, SyncStats};
-use crate::tables::{BackendTable, Listener, ListenerTable, PortId};
+use crate::tables::{BackendTable, ListenerState, ListenerTable, PortId};
 use anyedge_proto::sync::{Entry, Message};
 
 /// An output waiting for `poll_output`: sealed there, or already sealed (replies toward
@@ -63,7 +63,7 @@ pub enum Event {
 
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
+pub enum ClbDrop {
     Packet(anyedge_proto::Error),
     WrongDirection,
     NoListener,
@@ -83,28 +83,28 @@ pub enum DropReason {
     NotHost,
 }
 
-impl DropReason {
+impl ClbDrop {
     /// A stable name for counters and reports.
     pub fn name(&self) -> &'static str {
         match self {
-            DropReason::Packet(e) => e.name(),
-            DropReason::WrongDirection => "wrong_direction",
-            DropReason::NoListener => "no_listener",
-            DropReason::NoBackend => "no_backend",
-            DropReason::NoConnection => "no_connection",
-            DropReason::Unbound => "unbound",
-            DropReason::Denied => "denied",
-            DropReason::NotPeer => "not_peer",
-            DropReason::Auth(e) => e.name(),
-            DropReason::PopMismatch => "pop_mismatch",
-            DropReason::NotHost => "not_host",
+            ClbDrop::Packet(e) => e.name(),
+            ClbDrop::WrongDirection => "wrong_direction",
+            ClbDrop::NoListener => "no_listener",
+            ClbDrop::NoBackend => "no_backend",
+            ClbDrop::NoConnection => "no_connection",
+            ClbDrop::Unbound => "unbound",
+            ClbDrop::Denied => "denied",
+            ClbDrop::NotPeer => "not_peer",
+            ClbDrop::Auth(e) => e.name(),
+            ClbDrop::PopMismatch => "pop_mismatch",
+            ClbDrop::NotHost => "not_host",
         }
     }
 }
 
-impl From<anyedge_proto::Error> for DropReason {
-    fn from(e: anyedge_proto::Error) -> DropReason {
-        DropReason::Packet(e)
+impl From<anyedge_proto::Error> for ClbDrop {
+    fn from(e: anyedge_proto::Error) -> ClbDrop {
+        ClbDrop::Packet(e)
     }
 }
 
@@ -166,7 +166,7 @@ impl Clb {
         let mut health = Vec::new();
         let mut listeners = ListenerTable::default();
         for lc in config.listeners {
-            let (listener, added) = Listener::new(lc, &mut backends, &config.health);
+            let (listener, added) = ListenerState::new(lc, &mut backends, &config.health);
             health.extend(added);
             listeners.push(listener);
         }
@@ -233,20 +233,20 @@ impl Clb {
     }
 
     /// A sealed sync message from another CLB node of the region; it must name its sealer.
-    pub fn handle_from_peer(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
+    pub fn handle_from_peer(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), ClbDrop> {
         self.now_ns = self.now_ns.max(now_ns);
-        let (sender, bytes) = self.keys.open(Kind::Sync, bytes).map_err(DropReason::Auth)?;
+        let (sender, bytes) = self.keys.open(Kind::Sync, bytes).map_err(ClbDrop::Auth)?;
         let message = Message::parse(bytes)?;
         let named = match message {
             Message::Request { from } | Message::Entries { from, .. } => from,
         };
         if sender != (NodeId::Clb { region: self.region, node: named }) {
-            return Err(DropReason::NotPeer);
+            return Err(ClbDrop::NotPeer);
         }
         match message {
             Message::Request { from } => {
                 if !self.sync.is_peer(from) {
-                    return Err(DropReason::NotPeer);
+                    return Err(ClbDrop::NotPeer);
                 }
                 self.sync.received(bytes.len(), 0);
                 let entries = self.table_entries(now_ns);
@@ -255,7 +255,7 @@ impl Clb {
             }
             Message::Entries { from, entries } => {
                 if !self.sync.is_peer(from) {
-                    return Err(DropReason::NotPeer);
+                    return Err(ClbDrop::NotPeer);
                 }
                 self.sync.received(bytes.len(), entries.len());
                 for e in entries {
@@ -502,32 +502,32 @@ impl Clb {
 
     /// A sealed, encapsulated client packet from a POP. The POP id in the CCN header must
     /// be the sealing POP's own: replies follow it.
-    pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), DropReason> {
-        let (from, bytes) = self.keys.open(Kind::Data, bytes).map_err(DropReason::Auth)?;
+    pub fn handle_from_pop(&mut self, now_ns: u64, bytes: &[u8]) -> Result<(), ClbDrop> {
+        let (from, bytes) = self.keys.open(Kind::Data, bytes).map_err(ClbDrop::Auth)?;
         let (repr, packet) = ccn::decapsulate(bytes)?;
         if repr.direction != Direction::ToRegion {
-            return Err(DropReason::WrongDirection);
+            return Err(ClbDrop::WrongDirection);
         }
         if from != NodeId::Pop(repr.pop_id) {
-            return Err(DropReason::PopMismatch);
+            return Err(ClbDrop::PopMismatch);
         }
         self.forward(now_ns, packet.to_vec(), Ingress::Pop(repr.pop_id))
     }
 
     /// A client packet that reached the region straight over the internet.
-    pub fn handle_direct(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), DropReason> {
+    pub fn handle_direct(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), ClbDrop> {
         self.forward(now_ns, packet, Ingress::Direct)
     }
 
     /// A sealed packet from a backend host: a reply to a client, or the answer to a health
     /// probe. The host speaks only for its own address.
-    pub fn handle_from_backend(&mut self, now_ns: u64, sealed: Vec<u8>) -> Result<(), DropReason> {
+    pub fn handle_from_backend(&mut self, now_ns: u64, sealed: Vec<u8>) -> Result<(), ClbDrop> {
         self.now_ns = self.now_ns.max(now_ns);
-        let (from, bytes) = self.keys.open(Kind::Backend, &sealed).map_err(DropReason::Auth)?;
+        let (from, bytes) = self.keys.open(Kind::Backend, &sealed).map_err(ClbDrop::Auth)?;
         let mut packet = bytes.to_vec();
         let info = inner::parse(&packet)?;
         if self.host_id(info.key.src) != Some(from) {
-            return Err(DropReason::NotHost);
+            return Err(ClbDrop::NotHost);
         }
         if self.prober.is_probe_traffic(&info) {
             self.probe_packet(now_ns, &info, &packet);
@@ -551,12 +551,12 @@ impl Clb {
             self.drive_l7(&client_key, now_ns);
             return Ok(());
         }
-        let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(DropReason::NoConnection)?;
+        let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(ClbDrop::NoConnection)?;
         conn.last_seen_ns = now_ns;
         let conn_copy = *conn;
         let port = self.listeners[conn_copy.listener].bindings[conn_copy.backend].port;
         if self.backends[port].unbound {
-            return Err(DropReason::Unbound);
+            return Err(ClbDrop::Unbound);
         }
         if let Some(flags) = info.tcp {
             self.track_close(&fkey, flags.fin, flags.rst, false);
@@ -616,16 +616,16 @@ impl Clb {
         }
     }
 
-    fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), DropReason> {
+    fn forward(&mut self, now_ns: u64, mut packet: Vec<u8>, ingress: Ingress) -> Result<(), ClbDrop> {
         self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
         let key = info.key;
         if let Some(fw) = self.firewall.as_mut()
             && fw.inbound(&key) == crate::security::Verdict::Drop
         {
-            return Err(DropReason::Denied);
+            return Err(ClbDrop::Denied);
         }
-        let li = self.find_listener(&key).ok_or(DropReason::NoListener)?;
+        let li = self.find_listener(&key).ok_or(ClbDrop::NoListener)?;
         if self.listeners[li].config.layer7 {
             return self.forward_l7(now_ns, key, info.tcp, packet, ingress, li);
         }
@@ -654,7 +654,7 @@ impl Clb {
                 conn.backend
             }
             Some(conn) => {
-                let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
+                let binding = self.pick(li, &key, now_ns).ok_or(ClbDrop::NoBackend)?;
                 let from = self.backend_addr(conn.listener, conn.backend);
                 let to = self.backend_addr(li, binding);
                 self.events.push_back(Event::FlowMoved { from, to });
@@ -676,7 +676,7 @@ impl Clb {
                         binding
                     }
                     None => {
-                        let binding = self.pick(li, &key, now_ns).ok_or(DropReason::NoBackend)?;
+                        let binding = self.pick(li, &key, now_ns).ok_or(ClbDrop::NoBackend)?;
                         self.insert_conn(key, li, binding, ingress, now_ns);
                         self.flows_created += 1;
                         binding
@@ -722,16 +722,16 @@ impl Clb {
         packet: Vec<u8>,
         ingress: Ingress,
         li: usize,
-    ) -> Result<(), DropReason> {
+    ) -> Result<(), ClbDrop> {
         if self.l7.get(&key).is_none() {
             if !tcp.is_some_and(|f| f.syn && !f.ack) {
-                return Err(DropReason::NoConnection);
+                return Err(ClbDrop::NoConnection);
             }
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
             let config = &self.listeners[li].config;
             let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
             if !self.l7.accept(key, li, &self.own_addresses, mode, seed, now_ns) {
-                return Err(DropReason::NoBackend);
+                return Err(ClbDrop::NoBackend);
             }
             self.flows_created += 1;
         }
@@ -968,7 +968,7 @@ impl Clb {
         if self.has_listener(config.vip, config.transport, config.port) {
             return;
         }
-        let (mut listener, added) = Listener::new(config, &mut self.backends, health);
+        let (mut listener, added) = ListenerState::new(config, &mut self.backends, health);
         for h in added {
             self.health.add_port(h, self.now_ns);
         }
@@ -1028,7 +1028,7 @@ impl Clb {
         let binding = match self.listeners[li].config.scheduler {
             SchedulerKind::Wrr => {
                 let weights = self.effective_weights(li);
-                let Listener { bindings, wrr, .. } = &mut self.listeners[li];
+                let ListenerState { bindings, wrr, .. } = &mut self.listeners[li];
                 let cands: Vec<Candidate> =
                     bindings.iter().zip(&weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
                 wrr.pick(&cands)?
@@ -1219,7 +1219,7 @@ mod tests {
         }
 
         /// A packet from a backend, sealed by the host its source address belongs to.
-        fn handle_backend_sealed(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), DropReason> {
+        fn handle_backend_sealed(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), ClbDrop> {
             let src = inner::parse(&packet).unwrap().key.src;
             let to = NodeId::Clb { region: 0, node: self.node_index };
             let sealed = keyring(host_of(src)).seal(to, Kind::Backend, &packet).unwrap();
@@ -1452,10 +1452,10 @@ mod tests {
     fn packets_for_no_listener_are_dropped() {
         let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
         let other = inner::build_udp(("198.18.64.7".parse().unwrap(), 1), (VIP.parse().unwrap(), 9999), b"x").unwrap();
-        assert_eq!(clb.handle_direct(0, other), Err(DropReason::NoListener));
+        assert_eq!(clb.handle_direct(0, other), Err(ClbDrop::NoListener));
         let stray = inner::build_udp(("198.19.20.1".parse().unwrap(), 7000), ("198.18.64.9".parse().unwrap(), 1), b"x")
             .unwrap();
-        assert_eq!(clb.handle_backend_sealed(0, stray), Err(DropReason::NoConnection));
+        assert_eq!(clb.handle_backend_sealed(0, stray), Err(ClbDrop::NoConnection));
     }
 
     fn tcp_segment(port: u16, control: TcpControl) -> Vec<u8> {
@@ -1517,7 +1517,7 @@ mod tests {
         clb.unbind(first);
         // Nothing from the unbound backend reaches the client any more.
         let stray = inner::build_udp((first.ip(), first.port()), ("198.18.64.7".parse().unwrap(), 4000), b"x").unwrap();
-        assert_eq!(clb.handle_backend_sealed(0, stray), Err(DropReason::Unbound));
+        assert_eq!(clb.handle_backend_sealed(0, stray), Err(ClbDrop::Unbound));
         // Its flow moves on the next packet, and no new flow goes there.
         assert_ne!(send(&mut clb, 0, 4000), first);
         assert!((5000..5020).all(|p| send(&mut clb, 0, p) != first));
@@ -1699,13 +1699,13 @@ mod tests {
             let bytes = keyring(NodeId::Clb { region: 0, node: sealer })
                 .seal(me, Kind::Sync, &Message::Request { from }.emit())
                 .unwrap();
-            assert_eq!(b.handle_from_peer(0, &bytes), Err(DropReason::NotPeer), "node {sealer} as {from}");
+            assert_eq!(b.handle_from_peer(0, &bytes), Err(ClbDrop::NotPeer), "node {sealer} as {from}");
         }
         // A POP's keys, an unsealed request and garbage.
         let pop = keyring(NodeId::Pop(0)).seal(me, Kind::Sync, &Message::Request { from: 0 }.emit()).unwrap();
-        assert_eq!(b.handle_from_peer(0, &pop), Err(DropReason::NotPeer));
+        assert_eq!(b.handle_from_peer(0, &pop), Err(ClbDrop::NotPeer));
         let bare = Message::Request { from: 0 }.emit();
-        assert_eq!(b.handle_from_peer(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
+        assert_eq!(b.handle_from_peer(0, &bare), Err(ClbDrop::Auth(AuthError::Malformed)));
         assert!(b.handle_from_peer(0, b"AS\x01\x01garbage").is_err());
         assert_eq!(b.peer_flows(), 0);
         assert!(b.next_out().is_some_and(|o| matches!(o, Sent::Peer { node: 0, .. })));
@@ -1720,12 +1720,12 @@ mod tests {
         let answer = inner::build_udp((backend.ip(), backend.port()), ("198.18.64.7".parse().unwrap(), 4000), b"pong");
         let answer = answer.unwrap();
         let me = NodeId::Clb { region: 0, node: 0 };
-        assert_eq!(clb.handle_from_backend(0, answer.clone()), Err(DropReason::Auth(AuthError::Malformed)), "bare");
+        assert_eq!(clb.handle_from_backend(0, answer.clone()), Err(ClbDrop::Auth(AuthError::Malformed)), "bare");
         // The other backend's host speaking for this backend's address.
         let spoofed = keyring(host_of(other.ip())).seal(me, Kind::Backend, &answer).unwrap();
-        assert_eq!(clb.handle_from_backend(0, spoofed), Err(DropReason::NotHost));
+        assert_eq!(clb.handle_from_backend(0, spoofed), Err(ClbDrop::NotHost));
         let pop = keyring(NodeId::Pop(1)).seal(me, Kind::Backend, &answer).unwrap();
-        assert_eq!(clb.handle_from_backend(0, pop), Err(DropReason::NotHost), "a POP's keys are no host's");
+        assert_eq!(clb.handle_from_backend(0, pop), Err(ClbDrop::NotHost), "a POP's keys are no host's");
         assert!(clb.next_out().is_none(), "nothing reached the client");
         assert_eq!(clb.handle_backend_sealed(0, answer), Ok(()));
         assert!(matches!(clb.next_out(), Some(Sent::Pop { pop_id: 0, .. })));
@@ -1735,20 +1735,20 @@ mod tests {
     fn a_pops_packet_must_be_sealed_for_this_node_and_name_its_sealer() {
         let mut clb = Clb::new(config(SchedulerKind::Wrr, None), 0);
         let bare = ccn::encapsulate(Direction::ToRegion, 1, 1, &client(4000)).unwrap();
-        assert_eq!(clb.handle_from_pop(0, &bare), Err(DropReason::Auth(AuthError::Malformed)));
+        assert_eq!(clb.handle_from_pop(0, &bare), Err(ClbDrop::Auth(AuthError::Malformed)));
         // POP 1 seals a packet whose CCN header says POP 2: replies would go to POP 2.
         let claims_other = ccn::encapsulate(Direction::ToRegion, 2, 1, &client(4000)).unwrap();
         let forged = keyring(NodeId::Pop(1)).seal(NodeId::Clb { region: 0, node: 0 }, Kind::Data, &claims_other);
-        assert_eq!(clb.handle_from_pop(0, &forged.unwrap()), Err(DropReason::PopMismatch));
+        assert_eq!(clb.handle_from_pop(0, &forged.unwrap()), Err(ClbDrop::PopMismatch));
         let for_node_1 = from_pop(1, 1, &client(4000));
-        assert_eq!(clb.handle_from_pop(0, &for_node_1), Err(DropReason::Auth(AuthError::Misdirected)));
+        assert_eq!(clb.handle_from_pop(0, &for_node_1), Err(ClbDrop::Auth(AuthError::Misdirected)));
         let good = from_pop(1, 0, &client(4000));
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0x80;
-        assert_eq!(clb.handle_from_pop(0, &flipped), Err(DropReason::Auth(AuthError::BadTag)));
+        assert_eq!(clb.handle_from_pop(0, &flipped), Err(ClbDrop::Auth(AuthError::BadTag)));
         assert_eq!(clb.handle_from_pop(0, &good), Ok(()));
-        assert_eq!(clb.handle_from_pop(0, &good), Err(DropReason::Auth(AuthError::Replayed)));
+        assert_eq!(clb.handle_from_pop(0, &good), Err(ClbDrop::Auth(AuthError::Replayed)));
         assert_eq!(clb.flows_created(), 1, "only the authentic packet was scheduled");
     }
 

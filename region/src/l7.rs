@@ -174,7 +174,7 @@ pub struct Proxied {
     client_wire: Vec<u8>,
     client: SocketHandle,
     backend: Option<SocketHandle>,
-    /// Listener index, backend binding and address once a request chose one.
+    /// ListenerState index, backend binding and address once a request chose one.
     pub listener: usize,
     pub binding: Option<usize>,
     pub backend_addr: Option<SocketAddr>,

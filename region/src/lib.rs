@@ -19,7 +19,7 @@ pub mod sync;
 pub mod tables;
 pub mod tcp_stack;
 
-pub use clb::{Clb, DropReason, Event};
+pub use clb::{Clb, ClbDrop, Event};
 
 /// A server configuration shared by pointer (TLS and QUIC configs cannot be compared):
 /// two are equal when they are the same one.

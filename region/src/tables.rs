@@ -85,7 +85,7 @@ impl Binding {
 
 /// One listener: what it serves and the backends it binds.
 #[derive(Debug)]
-pub struct Listener {
+pub struct ListenerState {
     /// Its configuration; `config.backends` is empty, the backends live in `bindings`.
     pub config: ListenerConfig,
     pub bindings: Vec<Binding>,
@@ -98,7 +98,7 @@ pub struct Listener {
     pub removed: bool,
 }
 
-impl Listener {
+impl ListenerState {
     /// A listener from its configuration, binding each backend to its row in `ports`;
     /// also the health checks of the ports it added (`default` unless a backend has its
     /// own), in the order they were added.
@@ -106,7 +106,7 @@ impl Listener {
         mut config: ListenerConfig,
         ports: &mut BackendTable,
         default: &HealthConfig,
-    ) -> (Listener, Vec<HealthConfig>) {
+    ) -> (ListenerState, Vec<HealthConfig>) {
         let mut added = Vec::new();
         let bindings: Vec<Binding> = std::mem::take(&mut config.backends)
             .into_iter()
@@ -120,7 +120,7 @@ impl Listener {
             })
             .collect();
         let listener =
-            Listener { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
+            ListenerState { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
         (listener, added)
     }
 
@@ -133,7 +133,7 @@ impl Listener {
 /// Every listener of this node, in configuration order (then added ones).
 #[derive(Debug, Default)]
 pub struct ListenerTable {
-    rows: Vec<Listener>,
+    rows: Vec<ListenerState>,
 }
 
 impl ListenerTable {
@@ -147,7 +147,7 @@ impl ListenerTable {
         self.rows.iter().position(|l| l.serves(vip, transport, port))
     }
 
-    pub fn push(&mut self, listener: Listener) {
+    pub fn push(&mut self, listener: ListenerState) {
         self.rows.push(listener);
     }
 
@@ -159,24 +159,24 @@ impl ListenerTable {
         self.rows.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Listener> {
+    pub fn iter(&self) -> impl Iterator<Item = &ListenerState> {
         self.rows.iter()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Listener> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut ListenerState> {
         self.rows.iter_mut()
     }
 }
 
 impl Index<usize> for ListenerTable {
-    type Output = Listener;
-    fn index(&self, li: usize) -> &Listener {
+    type Output = ListenerState;
+    fn index(&self, li: usize) -> &ListenerState {
         &self.rows[li]
     }
 }
 
 impl IndexMut<usize> for ListenerTable {
-    fn index_mut(&mut self, li: usize) -> &mut Listener {
+    fn index_mut(&mut self, li: usize) -> &mut ListenerState {
         &mut self.rows[li]
     }
 }
@@ -205,12 +205,12 @@ mod tests {
     fn a_backend_port_bound_by_two_listeners_is_one_row_with_one_health_check() {
         let health = HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2);
         let mut ports = BackendTable::default();
-        let (udp, added_udp) = Listener::new(
+        let (udp, added_udp) = ListenerState::new(
             listener(7000, Transport::Udp, &["198.19.20.1:7000", "198.19.20.2:7000"]),
             &mut ports,
             &health,
         );
-        let (tcp, added_tcp) = Listener::new(
+        let (tcp, added_tcp) = ListenerState::new(
             listener(7000, Transport::Tcp, &["198.19.20.2:7000", "198.19.20.3:7000"]),
             &mut ports,
             &health,
@@ -229,7 +229,7 @@ mod tests {
         let mut ports = BackendTable::default();
         let mut table = ListenerTable::default();
         for transport in [Transport::Udp, Transport::Tcp] {
-            table.push(Listener::new(listener(7000, transport, &["198.19.20.1:7000"]), &mut ports, &health).0);
+            table.push(ListenerState::new(listener(7000, transport, &["198.19.20.1:7000"]), &mut ports, &health).0);
         }
         let key = |transport| FlowKey {
             transport,

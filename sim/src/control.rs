@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyedge_ccn::geo::Location;
-use anyedge_ccn::{ComponentRng, Link, Outcome};
+use anyedge_ccn::{ComponentRng, Link, LinkOutcome};
 use anyedge_control::{
     CatchUp, Change, ControlConfig, ControlNode, Disk, DiskWriter, LogStore, Output, ProposeError, RouteTable,
     StepError, WriteFate, write_fate,
@@ -348,7 +348,7 @@ impl ControlPlane {
                         continue;
                     }
                     let link = &mut self.links[m][usize::from(to) - 1];
-                    if let Outcome::Deliver(at) = link.transmit(now, bytes.len(), u64::from(to)) {
+                    if let LinkOutcome::Deliver(at) = link.transmit(now, bytes.len(), u64::from(to)) {
                         out.push((at, ControlEv::Message { from, to, bytes }));
                     }
                 }

@@ -81,7 +81,7 @@ pub fn run(
     let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
-    setup::up_with(file, exe, setup::Options { impairments: false, realtime, tun_queues })?;
+    setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime, tun_queues })?;
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
     let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
@@ -342,7 +342,7 @@ pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures,
         .next()
         .map(|b| b.addr)
         .ok_or("no backend to write weights for")?;
-    setup::up_with(file, exe, setup::Options { impairments: false, realtime: false, tun_queues: None })?;
+    setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime: false, tun_queues: None })?;
     let result = control_rounds(file, exe, backend, rounds.max(1));
     let down = setup::down(file);
     let (failover, commit) = result?;

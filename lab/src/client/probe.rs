@@ -156,7 +156,7 @@ pub struct ProbeReport {
     pub migrations: u64,
     /// Per second of the run, by when requests left: sent, answered, and the answered
     /// ones' round trips.
-    pub timeline: Vec<SecondReport>,
+    pub timeline: Vec<ProbeSecond>,
     /// Why flows could not connect, when some could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_error: Option<String>,
@@ -171,7 +171,7 @@ pub struct ProbeReport {
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
-pub struct SecondReport {
+pub struct ProbeSecond {
     pub t_s: u64,
     pub sent: u64,
     pub received: u64,
@@ -449,8 +449,8 @@ async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport
 }
 
 /// A byte stream to the VIP: plain TCP, or TLS over it.
-trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+trait AppStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AppStream for T {}
 
 /// How long a flow waits for its connection, its handshake or an answer…
 const WAIT: Duration = Duration::from_secs(5);
@@ -462,7 +462,7 @@ async fn connect(
     target: SocketAddr,
     tls: Option<&Arc<rustls::ClientConfig>>,
     wait: Duration,
-) -> Result<(Box<dyn Conn>, SocketAddr), String> {
+) -> Result<(Box<dyn AppStream>, SocketAddr), String> {
     let stream = tokio::time::timeout(wait, TcpStream::connect(target))
         .await
         .map_err(|_| format!("connect {target}: no answer in {:.1} s", wait.as_secs_f64()))?
@@ -707,7 +707,7 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
             .seconds
             .iter()
             .enumerate()
-            .map(|(i, (sent, h))| SecondReport {
+            .map(|(i, (sent, h))| ProbeSecond {
                 t_s: i as u64,
                 sent: *sent,
                 received: h.as_ref().map_or(0, |h| h.len()),

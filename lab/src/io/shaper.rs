@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyedge_ccn::EventQueue;
-use anyedge_ccn::{Link, Outcome};
+use anyedge_ccn::{Link, LinkOutcome};
 
 /// Packets on their way, each with where it goes once due.
 pub struct Shaper<D> {
@@ -32,7 +32,7 @@ impl<D> Shaper<D> {
             return self.pass(dest, packet);
         }
         let now = self.now_ns();
-        if let Outcome::Deliver(at) = link.transmit(now, packet.len(), flow) {
+        if let LinkOutcome::Deliver(at) = link.transmit(now, packet.len(), flow) {
             self.queue.schedule(at, (dest, packet));
         }
     }

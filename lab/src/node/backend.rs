@@ -223,7 +223,7 @@ impl BackendDriver {
         if let Some(fw) = self.firewall.as_mut()
             && fw.inbound(&info.key) == Verdict::Drop
         {
-            self.drops.count(Err(anyedge_region::DropReason::Denied));
+            self.drops.count(Err(anyedge_region::ClbDrop::Denied));
             self.drops.set_denied(&fw.explain_drop(&info.key));
             return;
         }

@@ -23,7 +23,7 @@ use crate::io::shaper::Shaper;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready};
 use crate::node::drops::Drops;
 use crate::node::forwarder::{Forwarder, auth_from_now};
-use crate::node::liveness::{UdpProber, answer_probes, probe_config};
+use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
 use crate::plan::Plan;
 
 /// Largest sync message a node reads at once.
@@ -82,7 +82,7 @@ pub(crate) struct ClbDriver<'a> {
     backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>>,
     /// (POP id, its liveness address) for every POP the prober watches.
     pops: Vec<(u16, SocketAddr)>,
-    prober: UdpProber,
+    prober: UdpLiveness,
     probe_buf: [u8; 256],
     /// Each backend's health as this node's checks see it.
     health: BTreeMap<String, &'static str>,
@@ -243,7 +243,7 @@ impl<'a> ClbDriver<'a> {
             let result = self.core.handle_from_peer(now_ns(self.start), &self.sync_buf[..n]);
             self.drops.count(result);
         } else {
-            self.drops.count::<anyedge_region::DropReason>(Err(anyedge_region::DropReason::NotPeer));
+            self.drops.count::<anyedge_region::ClbDrop>(Err(anyedge_region::ClbDrop::NotPeer));
         }
         self.drops.set_sync(&self.core.sync_stats());
     }
@@ -388,7 +388,7 @@ async fn pop_prober(
     local: IpAddr,
     keyring: anyedge_ccn::Keyring,
     start: Instant,
-) -> Result<(Vec<(u16, SocketAddr)>, UdpProber), String> {
+) -> Result<(Vec<(u16, SocketAddr)>, UdpLiveness), String> {
     let pops: Vec<(u16, SocketAddr)> = pop_tunnels
         .iter()
         .enumerate()
@@ -396,7 +396,7 @@ async fn pop_prober(
         .collect();
     let addrs = pops.iter().map(|&(_, a)| a).collect();
     let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
-    let prober = UdpProber::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(start)).await?;
+    let prober = UdpLiveness::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(start)).await?;
     Ok((pops, prober))
 }
 

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyedge_ccn::{ComponentRng, Link, Outcome};
+use anyedge_ccn::{ComponentRng, Link, LinkOutcome};
 use anyedge_control::durable::RedbDisk;
 use anyedge_control::{CatchUp, Change, ControlNode, Output, ProposeError, WriteFate, write_fate};
 use anyedge_proto::control::control_server::{Control, ControlServer};
@@ -236,8 +236,10 @@ fn peer_sender(
             if let Some(link) = link.as_mut() {
                 let at_ns = sent.duration_since(start).as_nanos() as u64;
                 match link.transmit(at_ns, message.len(), 0) {
-                    Outcome::Deliver(due_ns) => tokio::time::sleep_until(start + Duration::from_nanos(due_ns)).await,
-                    Outcome::Lost | Outcome::QueueFull => continue,
+                    LinkOutcome::Deliver(due_ns) => {
+                        tokio::time::sleep_until(start + Duration::from_nanos(due_ns)).await
+                    }
+                    LinkOutcome::Lost | LinkOutcome::QueueFull => continue,
                 }
             }
             // A lost message is Raft's business (it retries); a dead peer just fails fast.
@@ -268,8 +270,8 @@ fn backbone_server(state_dir: &Path, name: &str, api: Api) -> Result<tonic::tran
 
 /// Answers the writes the entry at (index, term) decides: committed, or superseded (a new
 /// leader's entry took its place) — the caller may retry those, nothing of theirs applied.
-fn settle(pending: &mut Vec<Pending>, index: u64, term: u64) {
-    let (decided, open): (Vec<Pending>, Vec<Pending>) =
+fn settle(pending: &mut Vec<PendingWrite>, index: u64, term: u64) {
+    let (decided, open): (Vec<PendingWrite>, Vec<PendingWrite>) =
         pending.drain(..).partition(|p| write_fate((p.index, p.term), (index, term)) != WriteFate::Open);
     *pending = open;
     for p in decided {
@@ -281,13 +283,13 @@ fn settle(pending: &mut Vec<Pending>, index: u64, term: u64) {
     }
 }
 
-struct Pending {
+struct PendingWrite {
     index: u64,
     term: u64,
     reply: oneshot::Sender<Result<u64, Status>>,
 }
 
-struct Watcher {
+struct WatchStream {
     tx: mpsc::Sender<Result<WatchUpdate, Status>>,
 }
 
@@ -319,8 +321,8 @@ struct ControlDriver {
     calls: mpsc::Receiver<Call>,
     tick: tokio::time::Interval,
     peers: HashMap<u64, PeerTx>,
-    pending: Vec<Pending>,
-    watchers: Vec<Watcher>,
+    pending: Vec<PendingWrite>,
+    watchers: Vec<WatchStream>,
     /// The highest index watchers have been told of.
     streamed: u64,
     drops: crate::node::drops::Drops,
@@ -431,7 +433,7 @@ impl ControlDriver {
     fn on_write(&mut self, change: &Change, reply: oneshot::Sender<Result<u64, Status>>) {
         let refused = match self.node.propose(change) {
             Ok(index) => {
-                self.pending.push(Pending { index, term: self.node.term(), reply });
+                self.pending.push(PendingWrite { index, term: self.node.term(), reply });
                 return;
             }
             Err(ProposeError::NotLeader { leader }) => {
@@ -458,7 +460,7 @@ impl ControlDriver {
             }],
         };
         if first.into_iter().all(|u| tx.try_send(Ok(u)).is_ok()) {
-            self.watchers.push(Watcher { tx });
+            self.watchers.push(WatchStream { tx });
         }
     }
 

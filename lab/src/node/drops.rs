@@ -185,15 +185,15 @@ pub trait Reason {
     fn name(&self) -> &'static str;
 }
 
-impl Reason for anyedge_pop::DropReason {
+impl Reason for anyedge_pop::PopDrop {
     fn name(&self) -> &'static str {
-        anyedge_pop::DropReason::name(self)
+        anyedge_pop::PopDrop::name(self)
     }
 }
 
-impl Reason for anyedge_region::DropReason {
+impl Reason for anyedge_region::ClbDrop {
     fn name(&self) -> &'static str {
-        anyedge_region::DropReason::name(self)
+        anyedge_region::ClbDrop::name(self)
     }
 }
 

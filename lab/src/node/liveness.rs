@@ -1,4 +1,4 @@
-//! The shared liveness core (`anyedge_ccn::Prober`) driven over UDP: a probe to each
+//! The shared liveness core (`anyedge_ccn::LivenessProber`) driven over UDP: a probe to each
 //! peer's health port every `failover.probe_interval` (the wire format is
 //! `anyedge_proto::liveness`), echoed answers matched back, peers' Down/Up
 //! handed to the caller. POPs probe CLB nodes, CLB nodes POPs, the internet router POPs.
@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyedge_ccn::{Keyring, LivenessConfig, NodeId, ProbeOutput, Prober};
+use anyedge_ccn::{Keyring, LivenessConfig, LivenessOutput, LivenessProber, NodeId};
 use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
 use anyedge_topology::Topology;
@@ -59,20 +59,20 @@ pub async fn answer_probes(
 }
 
 /// A peer whose state changed: (peer index, up).
-pub type Change = (usize, bool);
+pub type PeerChange = (usize, bool);
 
 /// A prober over UDP: `sock` receives the answers (await `sock.recv_from` in a select and
 /// hand the bytes to `answered`); `tick` when `wake_at` comes (the core's own timer, so
 /// rounds keep the configured cadence).
-pub struct UdpProber {
-    prober: Prober,
+pub struct UdpLiveness {
+    prober: LivenessProber,
     peers: Vec<SocketAddr>,
     /// The keys to seal with and each peer's backbone id (the router probes in the clear).
     sealing: Option<(Keyring, Vec<NodeId>)>,
     pub sock: UdpSocket,
 }
 
-impl UdpProber {
+impl UdpLiveness {
     /// Probes `peers` (health-port addresses) from `local`, sealed for each peer's
     /// backbone id when `sealing` is given.
     pub async fn bind(
@@ -83,7 +83,7 @@ impl UdpProber {
         now_ns: u64,
     ) -> Result<Self, String> {
         let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
-        Ok(UdpProber { prober: Prober::new(peers.len(), config, now_ns), peers, sealing, sock })
+        Ok(UdpLiveness { prober: LivenessProber::new(peers.len(), config, now_ns), peers, sealing, sock })
     }
 
     /// When the next round is due, for a driver whose clock started at `start`.
@@ -92,7 +92,7 @@ impl UdpProber {
     }
 
     /// Counts misses, sends the next round; the peers whose state changed, (peer, up).
-    pub async fn tick(&mut self, now_ns: u64) -> Vec<Change> {
+    pub async fn tick(&mut self, now_ns: u64) -> Vec<PeerChange> {
         self.prober.handle_timeout(now_ns);
         let (changes, sends) = self.outputs();
         for (peer, seq) in sends {
@@ -111,7 +111,7 @@ impl UdpProber {
     /// Bytes that came back on `sock`: an answer if they are one of our echoed probes
     /// (sealed by the peer it names, when probes are sealed). The peers it brought back,
     /// at once (not at the next round).
-    pub fn answered(&mut self, bytes: &[u8]) -> Vec<Change> {
+    pub fn answered(&mut self, bytes: &[u8]) -> Vec<PeerChange> {
         let answer = match self.sealing.as_mut() {
             Some((keys, ids)) => keys.open(Kind::ProbeAnswer, bytes).ok().and_then(|(from, answer)| {
                 liveness::parse_answer(answer).ok().filter(|(peer, _)| ids.get(usize::from(*peer)) == Some(&from))
@@ -125,13 +125,13 @@ impl UdpProber {
     }
 
     /// The prober's outputs: peers changed (peer, up), and probes to send (peer, seq).
-    fn outputs(&mut self) -> (Vec<Change>, Vec<(usize, u64)>) {
+    fn outputs(&mut self) -> (Vec<PeerChange>, Vec<(usize, u64)>) {
         let (mut changes, mut sends) = (Vec::new(), Vec::new());
         while let Some(out) = self.prober.poll_output() {
             match out {
-                ProbeOutput::Send { peer, seq } => sends.push((peer, seq)),
-                ProbeOutput::Down { peer } => changes.push((peer, false)),
-                ProbeOutput::Up { peer } => changes.push((peer, true)),
+                LivenessOutput::Send { peer, seq } => sends.push((peer, seq)),
+                LivenessOutput::Down { peer } => changes.push((peer, false)),
+                LivenessOutput::Up { peer } => changes.push((peer, true)),
             }
         }
         (changes, sends)

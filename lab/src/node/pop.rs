@@ -32,7 +32,7 @@ use crate::io::shaper::Shaper;
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
 use crate::node::drops::Drops;
 use crate::node::forwarder::{Forwarder, auth_from_now};
-use crate::node::liveness::{UdpProber, answer_probes, probe_config};
+use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
 use crate::plan::{Plan, Role, TUN_NAME};
 
 /// Largest packet a queue reads at once.
@@ -114,11 +114,11 @@ impl Queue {
 }
 
 /// What only queue 0's thread waits on besides its queue.
-struct Control<'a> {
+struct PopControl<'a> {
     t: &'a Topology,
     p: usize,
     follower: Option<crate::node::watch::Follower>,
-    prober: UdpProber,
+    prober: UdpLiveness,
     clb_peers: Vec<((usize, usize), SocketAddr)>,
     probe_buf: [u8; 256],
     down_rx: mpsc::Receiver<Vec<u8>>,
@@ -153,7 +153,7 @@ pub(crate) async fn run_pop(
     let router =
         plan.ns_index(&Role::Pop(p)).zip(plan.ns_index(&Role::Internet)).and_then(|(ns, inet)| plan.gateway(ns, inet));
     answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops).await?;
-    let control = Control::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), follower, down_rx).await?;
+    let control = PopControl::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), follower, down_rx).await?;
     let mut queue = start_queues(&driver, bind, fds)?;
     mark_ready(ready)?;
     tracing::info!("{name}: reading {TUN_NAME} on {} queue(s)", driver.writers.len());
@@ -221,7 +221,7 @@ impl PopDriver {
     }
 }
 
-impl<'a> Control<'a> {
+impl<'a> PopControl<'a> {
     /// Liveness probing of the CLB nodes (the shared core): a dead node's flows move to a
     /// live one of its region, a node that answers again is taken back.
     async fn bind(
@@ -232,14 +232,15 @@ impl<'a> Control<'a> {
         keyring: anyedge_ccn::Keyring,
         follower: Option<crate::node::watch::Follower>,
         down_rx: mpsc::Receiver<Vec<u8>>,
-    ) -> Result<Control<'a>, String> {
+    ) -> Result<PopControl<'a>, String> {
         let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
             driver.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
         clb_peers.sort();
         let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
         let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
-        let prober = UdpProber::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(driver.start)).await?;
-        Ok(Control { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx })
+        let prober =
+            UdpLiveness::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(driver.start)).await?;
+        Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx })
     }
 }
 
@@ -450,7 +451,7 @@ impl PopDriver {
 }
 
 /// What queue 0's thread waits on besides its queue (never, on the other threads).
-async fn next_control(control: &mut Option<Control<'_>>, start: Instant) -> ControlEvent {
+async fn next_control(control: &mut Option<PopControl<'_>>, start: Instant) -> ControlEvent {
     let Some(c) = control.as_mut() else { return std::future::pending().await };
     loop {
         tokio::select! {
@@ -470,7 +471,7 @@ async fn next_control(control: &mut Option<Control<'_>>, start: Instant) -> Cont
 
 /// Serves one queue until the node stops: its TUN reads, its backbone socket, the links'
 /// timers, and on queue 0 the route table, the prober and the gRPC streams.
-async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<Control<'_>>) -> Result<(), String> {
+async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopControl<'_>>) -> Result<(), String> {
     loop {
         // Packets with no delay to wait for go round again at once.
         let (mut due, wake) = {
@@ -499,7 +500,7 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<Contro
     }
 }
 
-async fn handle_control(path: &PopDriver, c: &mut Control<'_>, event: ControlEvent) {
+async fn handle_control(path: &PopDriver, c: &mut PopControl<'_>, event: ControlEvent) {
     match event {
         ControlEvent::Down(packet) => path.take_from_clbs(std::iter::once(&packet[..])),
         ControlEvent::Change(change) => {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyedge_topology::Topology;
 
 use crate::layout::HEALTH_PORT;
-use crate::node::liveness::{UdpProber, probe_config};
+use crate::node::liveness::{UdpLiveness, probe_config};
 use crate::plan::Plan;
 
 fn now_ns(start: Instant) -> u64 {
@@ -24,7 +24,7 @@ pub async fn run(t: &Topology, plan: &Plan, ready: &Path) -> Result<(), String> 
     let start = Instant::now();
     let local = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let addrs = pops.iter().map(|&(_, a)| a).collect();
-    let mut prober = UdpProber::bind(local, addrs, None, probe_config(t), now_ns(start)).await?;
+    let mut prober = UdpLiveness::bind(local, addrs, None, probe_config(t), now_ns(start)).await?;
     // What routing shows now, and what it converges to (time it takes effect).
     let mut announced = vec![true; t.pops.len()];
     let mut pending: Vec<(u64, usize, bool)> = Vec::new();

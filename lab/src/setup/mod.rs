@@ -46,12 +46,12 @@ fn write_state(state: &State) -> Result<(), String> {
 
 /// Brings a topology up; on any failure everything made so far is taken down again.
 pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
-    up_with(file, exe, Options::default())
+    up_with(file, exe, LabOptions::default())
 }
 
 /// How a lab runs beyond what its topology file says.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub struct LabOptions {
     /// The file's delay, jitter, loss and bandwidth (off: benchmarks time the forwarder alone).
     pub impairments: bool,
     /// Node processes run SCHED_FIFO (see [`crate::io::realtime`]).
@@ -60,13 +60,13 @@ pub struct Options {
     pub tun_queues: Option<usize>,
 }
 
-impl Default for Options {
-    fn default() -> Options {
-        Options { impairments: true, realtime: false, tun_queues: None }
+impl Default for LabOptions {
+    fn default() -> LabOptions {
+        LabOptions { impairments: true, realtime: false, tun_queues: None }
     }
 }
 
-/// `up`, with [`Options`].
+/// `up`, with [`LabOptions`].
 /// An error naming the privilege `what` needs, unless this process runs as root.
 pub fn require_root(what: &str) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -79,7 +79,7 @@ pub fn require_root(what: &str) -> Result<(), String> {
     }
 }
 
-pub fn up_with(file: &Path, exe: &Path, options: Options) -> Result<State, String> {
+pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, String> {
     require_root("lab up")?;
     let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (t, plan) = load(&file)?;
@@ -106,7 +106,7 @@ pub fn up_with(file: &Path, exe: &Path, options: Options) -> Result<State, Strin
     }
 }
 
-fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: Options) -> Result<(), String> {
+fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabOptions) -> Result<(), String> {
     let dir = state_dir(&plan.lab);
     // Everything under the state directory is root's alone: keys, logs, Raft logs, sockets.
     crate::layout::private_files();

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyedge_topology::{Topology, TrafficKind};
 use serde::Serialize;
 
-pub use schedule::{KINDS, Kind, Window, to_yaml};
+pub use schedule::{FaultKind, KINDS, Window, to_yaml};
 
 /// Outages end this long before the run does, so the world can recover in sight: health
 /// checks take a dead backend out in about 7 s, routing a dead POP in about 1 s.
@@ -21,14 +21,14 @@ pub const SETTLE_NS: u64 = 8_000_000_000;
 pub const DURATION_MIN_NS: u64 = 4_000_000_000 + SETTLE_NS;
 
 /// What a sweep draws: the kinds of fault and the window they fall in.
-pub struct Plan {
-    pub kinds: Vec<Kind>,
+pub struct ChaosPlan {
+    pub kinds: Vec<FaultKind>,
     pub window: Window,
 }
 
 /// Checks the file's world against the budget. `requested` kinds must all be possible
 /// (an error names the first that is not); without it, every kind the world allows.
-pub fn plan(t: &Topology, requested: Option<&[Kind]>) -> Result<Plan, String> {
+pub fn plan(t: &Topology, requested: Option<&[FaultKind]>) -> Result<ChaosPlan, String> {
     if t.duration_ns < DURATION_MIN_NS {
         return Err(format!(
             "duration {} s is too short for chaos: faults need a window and {} s to settle after it (at least {} s; try --duration)",
@@ -46,7 +46,7 @@ pub fn plan(t: &Topology, requested: Option<&[Kind]>) -> Result<Plan, String> {
         }
         None => KINDS.into_iter().filter(|k| k.unavailable(t).is_none()).collect(),
     };
-    Ok(Plan { kinds, window: Window { start_ns: 500_000_000, end_ns: t.duration_ns - SETTLE_NS } })
+    Ok(ChaosPlan { kinds, window: Window { start_ns: 500_000_000, end_ns: t.duration_ns - SETTLE_NS } })
 }
 
 /// One seed's run.
@@ -60,7 +60,7 @@ pub struct SeedRun {
 }
 
 /// The topology a seed runs: the file with this seed and its drawn schedule.
-pub fn seeded(t: &Topology, plan: &Plan, seed: u64) -> Topology {
+pub fn seeded(t: &Topology, plan: &ChaosPlan, seed: u64) -> Topology {
     let mut t = t.clone();
     t.seed = seed;
     t.faults = schedule::draw(&t, seed, &plan.kinds, &plan.window);
@@ -68,7 +68,7 @@ pub fn seeded(t: &Topology, plan: &Plan, seed: u64) -> Topology {
 }
 
 /// Runs one seed and checks it.
-pub fn run_seed(t: &Topology, plan: &Plan, seed: u64) -> SeedRun {
+pub fn run_seed(t: &Topology, plan: &ChaosPlan, seed: u64) -> SeedRun {
     let t = seeded(t, plan, seed);
     let faults = t.faults.len();
     let outcome = match crate::run_report(&t, |_| {}) {
@@ -103,7 +103,7 @@ pub fn run_seed(t: &Topology, plan: &Plan, seed: u64) -> SeedRun {
 /// Results come back in seed order, whatever order the threads finished in.
 pub fn sweep(
     t: &Topology,
-    plan: &Plan,
+    plan: &ChaosPlan,
     from: u64,
     seeds: u64,
     jobs: usize,
@@ -175,8 +175,8 @@ mod tests {
         for v in &mut t.vips {
             v.pops.truncate(1);
         }
-        let err = plan(&t, Some(&[Kind::Pop])).err().unwrap();
+        let err = plan(&t, Some(&[FaultKind::Pop])).err().unwrap();
         assert!(err.starts_with("--faults pop: ") && err.contains("one POP"), "{err}");
-        assert!(!plan(&t, None).unwrap().kinds.contains(&Kind::Pop), "left out when not asked for");
+        assert!(!plan(&t, None).unwrap().kinds.contains(&FaultKind::Pop), "left out when not asked for");
     }
 }

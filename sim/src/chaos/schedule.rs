@@ -12,7 +12,7 @@ const MS: u64 = 1_000_000;
 
 /// A kind of fault `anyedge chaos` may draw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub enum FaultKind {
     /// Kill and restart a POP.
     Pop,
     /// Kill and restart one CLB node.
@@ -31,24 +31,32 @@ pub enum Kind {
     Write,
 }
 
-pub const KINDS: [Kind; 8] =
-    [Kind::Pop, Kind::Clb, Kind::Region, Kind::Backend, Kind::Control, Kind::Partition, Kind::Link, Kind::Write];
+pub const KINDS: [FaultKind; 8] = [
+    FaultKind::Pop,
+    FaultKind::Clb,
+    FaultKind::Region,
+    FaultKind::Backend,
+    FaultKind::Control,
+    FaultKind::Partition,
+    FaultKind::Link,
+    FaultKind::Write,
+];
 
-impl Kind {
+impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Pop => "pop",
-            Kind::Clb => "clb",
-            Kind::Region => "region",
-            Kind::Backend => "backend",
-            Kind::Control => "control",
-            Kind::Partition => "partition",
-            Kind::Link => "link",
-            Kind::Write => "write",
+            FaultKind::Pop => "pop",
+            FaultKind::Clb => "clb",
+            FaultKind::Region => "region",
+            FaultKind::Backend => "backend",
+            FaultKind::Control => "control",
+            FaultKind::Partition => "partition",
+            FaultKind::Link => "link",
+            FaultKind::Write => "write",
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Kind> {
+    pub fn from_name(name: &str) -> Option<FaultKind> {
         KINDS.into_iter().find(|k| k.name() == name)
     }
 
@@ -56,20 +64,20 @@ impl Kind {
     pub fn unavailable(self, t: &Topology) -> Option<String> {
         let control = t.control.as_ref().map_or(0, |c| c.nodes);
         match self {
-            Kind::Pop if !t.vips.iter().any(|v| v.pops.len() >= 2) => Some(
+            FaultKind::Pop if !t.vips.iter().any(|v| v.pops.len() >= 2) => Some(
                 "every VIP is published at one POP only: killing it would leave its clients nowhere (the budget keeps a POP per VIP up)".into(),
             ),
-            Kind::Clb if !t.regions.iter().any(|r| r.clb_nodes >= 2) => {
+            FaultKind::Clb if !t.regions.iter().any(|r| r.clb_nodes >= 2) => {
                 Some("every region has one CLB node (the budget keeps one up)".into())
             }
-            Kind::Backend if !groups(t).iter().any(|g| g.len() >= 2) => {
+            FaultKind::Backend if !groups(t).iter().any(|g| g.len() >= 2) => {
                 Some("every backend group has one backend (the budget keeps one up and bound)".into())
             }
-            Kind::Control | Kind::Partition if control == 0 => Some("the file has no `control:` section".into()),
-            Kind::Link if !(0..t.pops.len()).any(|p| (0..t.regions.len()).any(|r| t.backbone.has_link(p, r))) => {
+            FaultKind::Control | FaultKind::Partition if control == 0 => Some("the file has no `control:` section".into()),
+            FaultKind::Link if !(0..t.pops.len()).any(|p| (0..t.regions.len()).any(|r| t.backbone.has_link(p, r))) => {
                 Some("the file has no backbone links".into())
             }
-            Kind::Write if groups(t).is_empty() => Some("the file has no backends to weigh".into()),
+            FaultKind::Write if groups(t).is_empty() => Some("the file has no backends to weigh".into()),
             _ => None,
         }
     }
@@ -176,7 +184,7 @@ pub struct Window {
 }
 
 /// A random schedule for seed `seed` of the given kinds, faults sorted by time.
-pub fn draw(t: &Topology, seed: u64, kinds: &[Kind], window: &Window) -> Vec<Fault> {
+pub fn draw(t: &Topology, seed: u64, kinds: &[FaultKind], window: &Window) -> Vec<Fault> {
     let mut rng = ComponentRng::new(seed, "chaos/schedule");
     let mut budget = Budget { t, busy: Vec::new() };
     let mut faults = Vec::new();
@@ -218,7 +226,7 @@ fn episode(
     t: &Topology,
     rng: &mut ComponentRng,
     budget: &mut Budget<'_>,
-    kind: Kind,
+    kind: FaultKind,
     span: (u64, u64),
     faults: &mut Vec<Fault>,
 ) -> bool {
@@ -232,14 +240,14 @@ fn episode(
         ok
     };
     match kind {
-        Kind::Pop => {
+        FaultKind::Pop => {
             let p = pick(rng, t.pops.len());
             taken(budget, Resource::Pop(p)) && {
                 down_up(faults, span, Target::Pop(p), &format!("pop/{}", t.pops[p].name), false);
                 true
             }
         }
-        Kind::Clb => {
+        FaultKind::Clb => {
             let r = pick(rng, t.regions.len());
             let index = pick(rng, usize::from(t.regions[r].clb_nodes)) as u16;
             taken(budget, Resource::Clb(r, index)) && {
@@ -248,14 +256,14 @@ fn episode(
                 true
             }
         }
-        Kind::Region => {
+        FaultKind::Region => {
             let r = pick(rng, t.regions.len());
             taken(budget, Resource::Region(r)) && {
                 down_up(faults, span, Target::Region(r), &format!("region/{}", t.regions[r].name), false);
                 true
             }
         }
-        Kind::Backend => {
+        FaultKind::Backend => {
             let all: Vec<(usize, SocketAddr)> = groups(t).into_iter().flatten().collect();
             let Some(&(region, addr)) = all.get(pick(rng, all.len())) else { return false };
             let unbind = rng.chance(0.5);
@@ -264,7 +272,7 @@ fn episode(
                 true
             }
         }
-        Kind::Control => {
+        FaultKind::Control => {
             let nodes = t.control.as_ref().map_or(0, |c| c.nodes);
             let n = pick(rng, usize::from(nodes)) as u8 + 1;
             let ok = nodes > 0 && budget.allows_control(&[n], from, to, false) && {
@@ -276,7 +284,7 @@ fn episode(
                 true
             }
         }
-        Kind::Partition => {
+        FaultKind::Partition => {
             let nodes = t.control.as_ref().map_or(0, |c| c.nodes);
             if nodes < 3 {
                 return false;
@@ -311,7 +319,7 @@ fn episode(
             faults.push(Fault { at_ns: to, action: FaultAction::Heal, what: "heal partition".into() });
             true
         }
-        Kind::Link => {
+        FaultKind::Link => {
             let links: Vec<(usize, usize)> = (0..t.pops.len())
                 .flat_map(|p| (0..t.regions.len()).map(move |r| (p, r)))
                 .filter(|&(p, r)| t.backbone.has_link(p, r))
@@ -331,7 +339,7 @@ fn episode(
             faults.push(Fault { at_ns: from, action: FaultAction::Link(link), what });
             true
         }
-        Kind::Write => {
+        FaultKind::Write => {
             let all: Vec<(usize, SocketAddr)> = groups(t).into_iter().flatten().collect();
             let Some(&(region, addr)) = all.get(pick(rng, all.len())) else { return false };
             // 1–100: a group of weight-0 backends would serve nobody new.

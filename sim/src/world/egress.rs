@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use anyedge_ccn::{ComponentRng, Dest, Link, NodeId, Outcome};
+use anyedge_ccn::{ComponentRng, Dest, Link, LinkOutcome, NodeId};
 use anyedge_region::gateway::Gateway;
 
 use super::*;
@@ -105,7 +105,7 @@ impl<'t> World<'t> {
     pub(super) fn internet_hop(&mut self, e: usize, host: HostId, dir: usize, flow: u64, packet: Vec<u8>) {
         let now = self.q.now_ns();
         let Some(links) = self.egress[e].links.get_mut(&host) else { return };
-        if let Outcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
+        if let LinkOutcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
             let to = if dir == 0 { Arrival::InternetHost(host) } else { Arrival::EgressFromInternet(e) };
             self.packets += 1;
             self.q.schedule(at, Ev::Arrive { to, packet });

@@ -34,7 +34,7 @@ impl<'t> World<'t> {
             LinkKind::InetDirect(i) => &mut self.inet_direct[i],
             LinkKind::Backbone(i) => &mut self.backbone[i],
         };
-        if let Outcome::Deliver(at) = l.transmit(now, size, flow) {
+        if let LinkOutcome::Deliver(at) = l.transmit(now, size, flow) {
             self.packets += 1;
             self.q.schedule(at, Ev::Arrive { to, packet });
         }
@@ -60,8 +60,8 @@ impl<'t> World<'t> {
         let at = match self.site_links.get_mut(&(region, host)) {
             None => Some(now + INTRA_REGION_NS),
             Some(links) => match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
-                Outcome::Deliver(at) => Some(at),
-                Outcome::Lost | Outcome::QueueFull => None,
+                LinkOutcome::Deliver(at) => Some(at),
+                LinkOutcome::Lost | LinkOutcome::QueueFull => None,
             },
         };
         if let Some(at) = at {

@@ -1,13 +1,13 @@
 //! Failure detection the way the lab does it, with no oracle: every POP probes every CLB
 //! node over the backbone, every CLB node probes every POP back, the internet edge probes
 //! the POPs (withdrawal) and each region's edge probes its CLB nodes (the direct path's
-//! ECMP). All run the shared `anyedge_ccn::Prober`; probes are `anyedge_proto::liveness`
+//! ECMP). All run the shared `anyedge_ccn::LivenessProber`; probes are `anyedge_proto::liveness`
 //! bytes that cross the simulated links, so loss, jitter and queues on the backbone shape
 //! detection as they would for real. Backbone probes (POP ↔ CLB node) are sealed with the
 //! nodes' keys like data; the edges' probes cross no backbone and are not. A fault only
 //! stops a node; a node that is down answers nothing and probes nothing.
 
-use anyedge_ccn::{Keyring, NodeId, ProbeOutput, Prober};
+use anyedge_ccn::{Keyring, LivenessOutput, LivenessProber, NodeId};
 use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
 
@@ -45,7 +45,7 @@ pub(super) enum Notice {
 }
 
 pub(super) struct ProberSlot {
-    prober: Prober,
+    prober: LivenessProber,
     /// Bumped when the owner restarts, so ticks of its earlier life are ignored.
     epoch: u32,
 }
@@ -76,7 +76,7 @@ impl<'t> World<'t> {
         let seed = self.t.seed;
         let slot = |name: String, peers: usize| {
             let start = ComponentRng::new(seed, &format!("probe/{name}")).below(config.interval_ns);
-            ProberSlot { prober: Prober::new(peers, config, start), epoch: 0 }
+            ProberSlot { prober: LivenessProber::new(peers, config, start), epoch: 0 }
         };
         let regions = self.t.regions.iter().enumerate();
         self.probers = Some(Probers {
@@ -252,7 +252,7 @@ impl<'t> World<'t> {
             let Some(probers) = self.probers.as_mut() else { return };
             let Some(out) = probers.slot(at).prober.poll_output() else { return };
             let (peer, up) = match out {
-                ProbeOutput::Send { peer, seq } => {
+                LivenessOutput::Send { peer, seq } => {
                     let node = match at {
                         ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
                         ProberAt::Clb(_) | ProberAt::Edge => Probed::Pop(PopId(peer)),
@@ -268,8 +268,8 @@ impl<'t> World<'t> {
                     }
                     continue;
                 }
-                ProbeOutput::Down { peer } => (peer, false),
-                ProbeOutput::Up { peer } => (peer, true),
+                LivenessOutput::Down { peer } => (peer, false),
+                LivenessOutput::Up { peer } => (peer, true),
             };
             let now = self.q.now_ns();
             match at {

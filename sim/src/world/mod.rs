@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyedge_ccn::geo::fiber_delay_ns;
-use anyedge_ccn::{ComponentRng, EventQueue, Impairment, Link, Outcome};
+use anyedge_ccn::{ComponentRng, EventQueue, Impairment, Link, LinkOutcome};
 use anyedge_pop::{Pop, rendezvous_node};
 use anyedge_proto::{FlowKey, Transport, inner};
 use anyedge_region::clb::PROBE_PORTS;
