@@ -58,86 +58,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let Args {
-        target,
-        protocol,
-        ca,
-        cert,
-        key,
-        rate,
-        duration,
-        flows,
-        window,
-        size,
-        migrate_at,
-        report,
-        output,
-        realtime,
-        outside_lab,
-    } = args;
-    let duration = match anyedge_topology::parse_duration_ns(&duration) {
-        Ok(ns) => std::time::Duration::from_nanos(ns),
-        Err(e) => {
-            eprintln!("--duration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let migrate_at = match migrate_at.as_deref().map(anyedge_topology::parse_duration_ns).transpose() {
-        Ok(at) => at.map(std::time::Duration::from_nanos),
-        Err(e) => {
-            eprintln!("--migrate-at: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(path) = &report
-        && let Err(code) = check_writable("--report", path)
-    {
-        return code;
-    }
-    // A lab's client namespace has its link to the lab's internet, `inet`.
-    if !outside_lab && !std::path::Path::new("/sys/class/net/inet").exists() {
-        eprintln!(
-            "probe: not inside a lab's client namespace (no `inet` link here): run it as `anyedge lab exec FILE client/NAME -- anyedge probe …`, or pass --outside-lab"
-        );
-        return ExitCode::FAILURE;
-    }
-    // clap checked the name against the same list.
-    let protocol = anyedge_lab::probe::Protocol::from_name(&protocol).unwrap_or(anyedge_lab::probe::Protocol::Udp);
-    if migrate_at.is_some() && protocol != anyedge_lab::probe::Protocol::Quic {
-        eprintln!("--migrate-at: only QUIC connections migrate (--protocol quic)");
-        return ExitCode::from(2);
-    }
-    if !(anyedge_lab::probe::REQUEST_LEN..=anyedge_lab::probe::REQUEST_MAX).contains(&size) {
-        eprintln!(
-            "--size {size}: a request is {} to {} bytes",
-            anyedge_lab::probe::REQUEST_LEN,
-            anyedge_lab::probe::REQUEST_MAX
-        );
-        return ExitCode::from(2);
-    }
-    if size != anyedge_lab::probe::REQUEST_LEN && protocol != anyedge_lab::probe::Protocol::Udp {
-        eprintln!("--size: only UDP requests are sized (--protocol udp)");
-        return ExitCode::from(2);
-    }
-    // Inside a lab (`lab exec`), its CA and client certificate unless told otherwise.
-    let pki = std::env::var_os("ANYEDGE_LAB_PKI").map(PathBuf::from);
-    let from_lab = |name: &str| pki.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
-    let tls = anyedge_lab::probe::TlsFiles {
-        ca: ca.or_else(|| from_lab("ca.pem")),
-        cert: cert.or_else(|| from_lab("client.pem")),
-        key: key.or_else(|| from_lab("client.key")),
-    };
-    let config = anyedge_lab::probe::ProbeConfig {
-        target,
-        protocol,
-        rate_per_s: rate,
-        duration,
-        flows,
-        window,
-        size,
-        realtime,
-        tls,
-        migrate_at,
+    let (report, output) = (args.report.clone(), args.output.clone());
+    let config = match config(args) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     match anyedge_lab::probe::run(&config) {
         Ok(r) => {
@@ -150,7 +74,7 @@ pub fn run(args: Args) -> ExitCode {
             if output == "json" {
                 print!("{text}");
             } else {
-                print!("{}", r.table(target, config.protocol));
+                print!("{}", r.table(config.target, config.protocol));
             }
             if r.received > 0 {
                 return ExitCode::SUCCESS;
@@ -159,7 +83,7 @@ pub fn run(args: Args) -> ExitCode {
                 Some(e) => format!(" ({e})"),
                 None => " — is there a listener on that port?".to_string(),
             };
-            eprintln!("probe: no answer from {target}: {} requests sent, none answered{why}", r.sent);
+            eprintln!("probe: no answer from {}: {} requests sent, none answered{why}", config.target, r.sent);
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -167,4 +91,64 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The run the arguments ask for, or the exit code of the first thing wrong with them
+/// (said on stderr).
+fn config(args: Args) -> Result<anyedge_lab::probe::ProbeConfig, ExitCode> {
+    use anyedge_lab::probe::{Protocol, REQUEST_LEN, REQUEST_MAX};
+    let usage = |msg: String| {
+        eprintln!("{msg}");
+        ExitCode::from(2)
+    };
+    let Args {
+        target, protocol, ca, cert, key, rate, duration, flows, window, size, migrate_at, report, realtime, ..
+    } = args;
+    let duration = anyedge_topology::parse_duration_ns(&duration).map_err(|e| usage(format!("--duration: {e}")))?;
+    let migrate_at = migrate_at
+        .as_deref()
+        .map(anyedge_topology::parse_duration_ns)
+        .transpose()
+        .map_err(|e| usage(format!("--migrate-at: {e}")))?;
+    if let Some(path) = &report {
+        check_writable("--report", path)?;
+    }
+    // A lab's client namespace has its link to the lab's internet, `inet`.
+    if !args.outside_lab && !std::path::Path::new("/sys/class/net/inet").exists() {
+        eprintln!(
+            "probe: not inside a lab's client namespace (no `inet` link here): run it as `anyedge lab exec FILE client/NAME -- anyedge probe …`, or pass --outside-lab"
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    // clap checked the name against the same list.
+    let protocol = Protocol::from_name(&protocol).unwrap_or(Protocol::Udp);
+    if migrate_at.is_some() && protocol != Protocol::Quic {
+        return Err(usage("--migrate-at: only QUIC connections migrate (--protocol quic)".into()));
+    }
+    if !(REQUEST_LEN..=REQUEST_MAX).contains(&size) {
+        return Err(usage(format!("--size {size}: a request is {REQUEST_LEN} to {REQUEST_MAX} bytes")));
+    }
+    if size != REQUEST_LEN && protocol != Protocol::Udp {
+        return Err(usage("--size: only UDP requests are sized (--protocol udp)".into()));
+    }
+    // Inside a lab (`lab exec`), its CA and client certificate unless told otherwise.
+    let pki = std::env::var_os("ANYEDGE_LAB_PKI").map(PathBuf::from);
+    let from_lab = |name: &str| pki.as_ref().map(|d| d.join(name)).filter(|p| p.exists());
+    let tls = anyedge_lab::probe::TlsFiles {
+        ca: ca.or_else(|| from_lab("ca.pem")),
+        cert: cert.or_else(|| from_lab("client.pem")),
+        key: key.or_else(|| from_lab("client.key")),
+    };
+    Ok(anyedge_lab::probe::ProbeConfig {
+        target,
+        protocol,
+        rate_per_s: rate,
+        duration: std::time::Duration::from_nanos(duration),
+        flows,
+        window,
+        size,
+        realtime,
+        tls,
+        migrate_at: migrate_at.map(std::time::Duration::from_nanos),
+    })
 }
