@@ -221,6 +221,11 @@ fn down_up(faults: &mut Vec<Fault>, (from, to): (u64, u64), target: Target, name
     faults.push(Fault { at_ns: to, action: on, what: format!("{b} {name}") });
 }
 
+/// One of `n` things, drawn from `rng` (0 when there are none).
+fn pick(rng: &mut ComponentRng, n: usize) -> usize {
+    rng.below(n.max(1) as u64) as usize
+}
+
 /// Draws one episode of `kind` over `span`; false when the budget does not allow it.
 fn episode(
     t: &Topology,
@@ -230,7 +235,6 @@ fn episode(
     span: (u64, u64),
     faults: &mut Vec<Fault>,
 ) -> bool {
-    let pick = |rng: &mut ComponentRng, n: usize| rng.below(n.max(1) as u64) as usize;
     let (from, to) = span;
     let taken = |budget: &mut Budget<'_>, r: Resource| {
         let ok = budget.allows(r, from, to);
@@ -284,61 +288,8 @@ fn episode(
                 true
             }
         }
-        FaultKind::Partition => {
-            let nodes = t.control.as_ref().map_or(0, |c| c.nodes);
-            if nodes < 3 {
-                return false;
-            }
-            // A minority side of one or two nodes, the rest together.
-            let size = 1 + pick(rng, usize::from((nodes - 1) / 2));
-            let mut minority: Vec<u8> = Vec::new();
-            while minority.len() < size {
-                let n = pick(rng, usize::from(nodes)) as u8 + 1;
-                if !minority.contains(&n) {
-                    minority.push(n);
-                }
-            }
-            if !budget.allows_control(&minority, from, to, true) {
-                return false;
-            }
-            budget.busy.push((Resource::Partition, from, to));
-            budget.busy.extend(minority.iter().map(|&n| (Resource::Control(n), from, to)));
-            // As the parser numbers sides: the first listed (the minority) 0, the rest 1,
-            // slots past the file's nodes u8::MAX.
-            let mut side_of = [u8::MAX; CONTROL_NODES_MAX as usize];
-            for n in 1..=nodes {
-                side_of[usize::from(n) - 1] = u8::from(!minority.contains(&n));
-            }
-            let mut names: Vec<String> = minority.iter().map(|n| format!("control/{n}")).collect();
-            names.sort();
-            faults.push(Fault {
-                at_ns: from,
-                action: FaultAction::Partition(side_of),
-                what: format!("partition {}", names.join(",")),
-            });
-            faults.push(Fault { at_ns: to, action: FaultAction::Heal, what: "heal partition".into() });
-            true
-        }
-        FaultKind::Link => {
-            let links: Vec<(usize, usize)> = (0..t.pops.len())
-                .flat_map(|p| (0..t.regions.len()).map(move |r| (p, r)))
-                .filter(|&(p, r)| t.backbone.has_link(p, r))
-                .collect();
-            let Some(&(pop, region)) = links.get(pick(rng, links.len())) else { return false };
-            let loss = rng.below(30) as f64 / 100.0;
-            let delay_ns = rng.below(80) * 1_000_000;
-            let link = LinkOverride {
-                pop,
-                region,
-                for_ns: to - from,
-                loss: Some(loss),
-                delay_ns: Some(delay_ns),
-                jitter_ns: Some(rng.below(10) * 1_000_000),
-            };
-            let what = format!("link pop/{}-region/{}", t.pops[pop].name, t.regions[region].name);
-            faults.push(Fault { at_ns: from, action: FaultAction::Link(link), what });
-            true
-        }
+        FaultKind::Partition => partition(t, rng, budget, span, faults),
+        FaultKind::Link => link(t, rng, span, faults),
         FaultKind::Write => {
             let all: Vec<(usize, SocketAddr)> = groups(t).into_iter().flatten().collect();
             let Some(&(region, addr)) = all.get(pick(rng, all.len())) else { return false };
@@ -349,6 +300,73 @@ fn episode(
             true
         }
     }
+}
+
+/// Splits a minority of one or two control nodes from the rest for `span`, then heals.
+fn partition(
+    t: &Topology,
+    rng: &mut ComponentRng,
+    budget: &mut Budget<'_>,
+    span: (u64, u64),
+    faults: &mut Vec<Fault>,
+) -> bool {
+    let (from, to) = span;
+    let nodes = t.control.as_ref().map_or(0, |c| c.nodes);
+    if nodes < 3 {
+        return false;
+    }
+    // A minority side of one or two nodes, the rest together.
+    let size = 1 + pick(rng, usize::from((nodes - 1) / 2));
+    let mut minority: Vec<u8> = Vec::new();
+    while minority.len() < size {
+        let n = pick(rng, usize::from(nodes)) as u8 + 1;
+        if !minority.contains(&n) {
+            minority.push(n);
+        }
+    }
+    if !budget.allows_control(&minority, from, to, true) {
+        return false;
+    }
+    budget.busy.push((Resource::Partition, from, to));
+    budget.busy.extend(minority.iter().map(|&n| (Resource::Control(n), from, to)));
+    // As the parser numbers sides: the first listed (the minority) 0, the rest 1,
+    // slots past the file's nodes u8::MAX.
+    let mut side_of = [u8::MAX; CONTROL_NODES_MAX as usize];
+    for n in 1..=nodes {
+        side_of[usize::from(n) - 1] = u8::from(!minority.contains(&n));
+    }
+    let mut names: Vec<String> = minority.iter().map(|n| format!("control/{n}")).collect();
+    names.sort();
+    faults.push(Fault {
+        at_ns: from,
+        action: FaultAction::Partition(side_of),
+        what: format!("partition {}", names.join(",")),
+    });
+    faults.push(Fault { at_ns: to, action: FaultAction::Heal, what: "heal partition".into() });
+    true
+}
+
+/// Loses, delays and jitters one backbone link for `span`.
+fn link(t: &Topology, rng: &mut ComponentRng, span: (u64, u64), faults: &mut Vec<Fault>) -> bool {
+    let (from, to) = span;
+    let links: Vec<(usize, usize)> = (0..t.pops.len())
+        .flat_map(|p| (0..t.regions.len()).map(move |r| (p, r)))
+        .filter(|&(p, r)| t.backbone.has_link(p, r))
+        .collect();
+    let Some(&(pop, region)) = links.get(pick(rng, links.len())) else { return false };
+    let loss = rng.below(30) as f64 / 100.0;
+    let delay_ns = rng.below(80) * 1_000_000;
+    let link = LinkOverride {
+        pop,
+        region,
+        for_ns: to - from,
+        loss: Some(loss),
+        delay_ns: Some(delay_ns),
+        jitter_ns: Some(rng.below(10) * 1_000_000),
+    };
+    let what = format!("link pop/{}-region/{}", t.pops[pop].name, t.regions[region].name);
+    faults.push(Fault { at_ns: from, action: FaultAction::Link(link), what });
+    true
 }
 
 /// A duration as a topology file writes it (whole milliseconds, or µs when finer).

@@ -20,9 +20,45 @@ pub(super) struct FaultTracker {
 
 impl<'t> World<'t> {
     pub(super) fn apply_fault(&mut self, index: usize) {
-        let t = self.t;
-        let fault = &t.faults[index];
+        let action = self.t.faults[index].action;
         let now = self.q.now_ns();
+        self.track_fault(index, now);
+        match action {
+            FaultAction::Down(Target::Control(_))
+            | FaultAction::Up(Target::Control(_))
+            | FaultAction::Partition(_)
+            | FaultAction::Heal
+            | FaultAction::SetWeight { .. } => self.control_fault(action, now),
+            FaultAction::Down(Target::Pop(p)) => {
+                // The POP stops: the internet edge and the CLB nodes find out by probing.
+                self.pops[PopId(p)].up = false;
+            }
+            FaultAction::Up(Target::Pop(p)) => self.restart_pop(PopId(p)),
+            FaultAction::Down(Target::Region(_) | Target::Clb { .. })
+            | FaultAction::Up(Target::Region(_) | Target::Clb { .. }) => self.clb_fault(action, now),
+            FaultAction::Down(Target::Backend { .. })
+            | FaultAction::Up(Target::Backend { .. })
+            | FaultAction::Unbind(_)
+            | FaultAction::Bind(_) => self.backend_fault(action),
+            FaultAction::Migrate(group) => self.migrate(group),
+            FaultAction::Link(lo) => {
+                for dir in 0..2 {
+                    let i = self.link_bb(PopId(lo.pop), lo.region, dir);
+                    let base = self.backbone[i].model().impairment;
+                    self.backbone[i].set_override(Impairment {
+                        delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
+                        jitter_mean_ns: lo.jitter_ns.unwrap_or(base.jitter_mean_ns),
+                        loss: lo.loss.unwrap_or(base.loss),
+                    });
+                }
+                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: PopId(lo.pop), region: lo.region });
+            }
+        }
+    }
+
+    /// Starts following fault `index`: the flows it touches, which backend each was on.
+    fn track_fault(&mut self, index: usize, now: u64) {
+        let fault = &self.t.faults[index];
         let affected = self.affected_flows(&fault.action);
         let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
         let tr = self.trackers.len();
@@ -40,107 +76,86 @@ impl<'t> World<'t> {
             before,
             affected,
         });
-        match fault.action {
-            FaultAction::Down(Target::Control(n)) => {
-                if let Some(c) = self.control.as_mut() {
-                    c.down(now, n);
-                }
+    }
+
+    /// A control node stops or starts, the control nodes split or heal, or a weight is
+    /// written (through the control plane, or straight to the CLB nodes without one).
+    fn control_fault(&mut self, action: FaultAction, now: u64) {
+        if let FaultAction::SetWeight { region, addr, weight } = action
+            && self.control.is_none()
+        {
+            self.weights_set.retain(|&(a, _)| a != addr);
+            self.weights_set.push((addr, weight));
+            for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+                c.core.set_weight(addr, weight);
             }
-            FaultAction::Up(Target::Control(n)) => {
-                if let Some(c) = self.control.as_mut() {
-                    c.up(now, n);
-                }
+            return;
+        }
+        let Some(c) = self.control.as_mut() else { return };
+        match action {
+            FaultAction::Down(Target::Control(n)) => c.down(now, n),
+            FaultAction::Up(Target::Control(n)) => c.up(now, n),
+            FaultAction::Partition(side_of) => c.partition(now, &side_of),
+            FaultAction::Heal => c.heal(now),
+            FaultAction::SetWeight { addr, weight, .. } => {
+                let events = c.request(now, anyedge_control::Change::SetWeight { backend: addr, weight });
+                self.schedule_control(events);
             }
-            FaultAction::Partition(side_of) => {
-                if let Some(c) = self.control.as_mut() {
-                    c.partition(now, &side_of);
-                }
+            _ => {}
+        }
+    }
+
+    /// A stopped POP comes back believing every CLB node up, as its fresh prober does;
+    /// the edge announces it again at its first answer.
+    fn restart_pop(&mut self, p: PopId) {
+        if self.pops[p].up {
+            return;
+        }
+        self.pops[p].up = true;
+        for c in self.clbs.ids().collect::<Vec<_>>() {
+            let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
+            self.pops[p].core.set_clb_up(region, index, true);
+        }
+        self.restart_prober(ProberAt::Pop(p));
+    }
+
+    /// A region's CLB nodes, or one of them, stop or start.
+    fn clb_fault(&mut self, action: FaultAction, now: u64) {
+        let nodes: Vec<ClbId> = match action {
+            FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => {
+                self.clbs.ids().filter(|&c| self.clbs[c].region == r).collect()
             }
-            FaultAction::Heal => {
-                if let Some(c) = self.control.as_mut() {
-                    c.heal(now);
-                }
+            FaultAction::Down(Target::Clb { region, index }) | FaultAction::Up(Target::Clb { region, index }) => {
+                vec![self.clb_base[region].node(index)]
             }
-            FaultAction::SetWeight { region, addr, weight } => match self.control.as_mut() {
-                Some(c) => {
-                    let events = c.request(now, anyedge_control::Change::SetWeight { backend: addr, weight });
-                    self.schedule_control(events);
-                }
-                None => {
-                    self.weights_set.retain(|&(a, _)| a != addr);
-                    self.weights_set.push((addr, weight));
-                    for c in self.clbs.iter_mut().filter(|c| c.region == region) {
-                        c.core.set_weight(addr, weight);
-                    }
-                }
-            },
-            FaultAction::Down(Target::Pop(p)) => {
-                // The POP stops: the internet edge and the CLB nodes find out by probing.
-                self.pops[PopId(p)].up = false;
-            }
-            FaultAction::Up(Target::Pop(p)) => {
-                let p = PopId(p);
-                if !self.pops[p].up {
-                    // It comes back believing every CLB node up, as its fresh prober does;
-                    // the edge announces it again at its first answer.
-                    self.pops[p].up = true;
-                    for c in self.clbs.ids().collect::<Vec<_>>() {
-                        let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
-                        self.pops[p].core.set_clb_up(region, index, true);
-                    }
-                    self.restart_prober(ProberAt::Pop(p));
-                }
-            }
-            FaultAction::Down(Target::Region(r)) => {
-                for (i, c) in self.clbs.enumerate_mut().filter(|(_, c)| c.region == r) {
-                    c.up = false;
-                    if let Some(plane) = self.control.as_mut() {
-                        plane.watcher_down(i.0);
-                    }
-                }
-            }
-            FaultAction::Up(Target::Region(r)) => {
-                let nodes: Vec<ClbId> = self.clbs.ids().filter(|&c| self.clbs[c].region == r).collect();
-                for c in nodes {
-                    if !self.clbs[c].up {
-                        self.restart_clb(c, now);
-                    }
-                }
-            }
-            FaultAction::Down(Target::Clb { region, index }) => {
-                let c = self.clb_base[region].node(index);
+            _ => return,
+        };
+        let down = matches!(action, FaultAction::Down(_));
+        for c in nodes {
+            if down {
                 self.clbs[c].up = false;
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
+            } else if !self.clbs[c].up {
+                self.restart_clb(c, now);
             }
-            FaultAction::Up(Target::Clb { region, index }) => {
-                let c = self.clb_base[region].node(index);
-                if !self.clbs[c].up {
-                    self.restart_clb(c, now);
-                }
-            }
+        }
+    }
+
+    /// A backend port stops or starts (its host stops answering on it), or is unbound or
+    /// bound again on every CLB node of its region.
+    fn backend_fault(&mut self, action: FaultAction) {
+        match action {
             FaultAction::Unbind(Target::Backend { region, addr })
             | FaultAction::Bind(Target::Backend { region, addr }) => {
-                let unbind = matches!(fault.action, FaultAction::Unbind(_));
+                let unbind = matches!(action, FaultAction::Unbind(_));
                 self.unbound.retain(|&a| a != addr);
                 if unbind {
                     self.unbound.push(addr);
                 }
                 for c in self.clbs.iter_mut().filter(|c| c.region == region) {
                     if unbind { c.core.unbind(addr) } else { c.core.bind(addr) }
-                }
-            }
-            FaultAction::Unbind(_) | FaultAction::Bind(_) => {}
-            FaultAction::Migrate(group) => {
-                for client in self.clients.iter_mut().filter(|c| c.group == group) {
-                    for slot in 0..client.tcp_flows.len() {
-                        // A new source port: QUIC carries on, TCP connections die with it.
-                        client.tcp_flows[slot].generation = client.tcp_flows[slot].generation.wrapping_add(1);
-                        if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows[slot].handle) {
-                            stack.socket(h).abort();
-                        }
-                    }
                 }
             }
             FaultAction::Down(Target::Backend { addr, .. }) => {
@@ -153,17 +168,19 @@ impl<'t> World<'t> {
                     self.hosts[h].down_ports.retain(|&p| p != addr.port());
                 }
             }
-            FaultAction::Link(lo) => {
-                for dir in 0..2 {
-                    let i = self.link_bb(PopId(lo.pop), lo.region, dir);
-                    let base = self.backbone[i].model().impairment;
-                    self.backbone[i].set_override(Impairment {
-                        delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
-                        jitter_mean_ns: lo.jitter_ns.unwrap_or(base.jitter_mean_ns),
-                        loss: lo.loss.unwrap_or(base.loss),
-                    });
+            _ => {}
+        }
+    }
+
+    /// Every client of `group` changes its source port: QUIC carries on, TCP connections
+    /// die with it.
+    fn migrate(&mut self, group: usize) {
+        for client in self.clients.iter_mut().filter(|c| c.group == group) {
+            for slot in 0..client.tcp_flows.len() {
+                client.tcp_flows[slot].generation = client.tcp_flows[slot].generation.wrapping_add(1);
+                if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows[slot].handle) {
+                    stack.socket(h).abort();
                 }
-                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: PopId(lo.pop), region: lo.region });
             }
         }
     }

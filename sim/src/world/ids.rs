@@ -95,10 +95,6 @@ impl<I: Id, T> Table<I, T> {
     pub(super) fn enumerate(&self) -> impl Iterator<Item = (I, &T)> {
         self.rows.iter().enumerate().map(|(i, row)| (I::from_index(i), row))
     }
-
-    pub(super) fn enumerate_mut(&mut self) -> impl Iterator<Item = (I, &mut T)> {
-        self.rows.iter_mut().enumerate().map(|(i, row)| (I::from_index(i), row))
-    }
 }
 
 impl<I: Id, T> Index<I> for Table<I, T> {
