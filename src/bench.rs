@@ -344,6 +344,10 @@ pub enum BenchCommand {
         /// a one-hop UDP proxy between the same client and backend).
         #[arg(long, value_parser = ["nginx"])]
         peer: Option<String>,
+        /// Also show where the time goes: how long packets spend inside the POP, the CLB
+        /// node and the backend host's tunnel end, from timestamps the nodes take.
+        #[arg(long)]
+        breakdown: bool,
     },
     /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
     Control {
@@ -397,9 +401,15 @@ pub enum BenchCommand {
 /// Runs a `bench` subcommand and prints its figures.
 pub fn command(which: BenchCommand) -> ExitCode {
     match which {
-        BenchCommand::Lab { file, json, no_realtime, tun_queues, peer } => {
+        BenchCommand::Lab { file, json, no_realtime, tun_queues, peer, breakdown } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let figures = anyedge_lab::bench::run(&file, &exe, !no_realtime, tun_queues, peer.as_deref());
+            let options = anyedge_lab::bench::LabBench {
+                realtime: !no_realtime,
+                tun_queues,
+                peer: peer.as_deref(),
+                breakdown,
+            };
+            let figures = anyedge_lab::bench::run(&file, &exe, options);
             report("lab", figures, json, |f| {
                 let mut line = format!(
                     "lab{}, POP TUN queues {}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
@@ -429,6 +439,23 @@ pub fn command(which: BenchCommand) -> ExitCode {
                         );
                     } else {
                         line += &format!("\n{}: {}", p.name, p.what);
+                    }
+                }
+                if !f.breakdown.is_empty() {
+                    line += "\ninside each node of the VIP path at 10k/s (wake-up to send; p50 / p99 / p99.9 / max, µs):";
+                    for h in &f.breakdown {
+                        let us = |ns: u64| ns as f64 / 1000.0;
+                        line += &format!(
+                            "\n  {:<8} {:<8} {:>8.1} {:>8.1} {:>8.1} {:>9.1}  {} packets, {}",
+                            h.hop,
+                            h.way,
+                            us(h.p50_ns),
+                            us(h.p99_ns),
+                            us(h.p999_ns),
+                            us(h.max_ns),
+                            h.packets,
+                            h.node
+                        );
                     }
                 }
                 line

@@ -33,6 +33,40 @@ pub struct LabFigures {
     /// same client and backend, measured in the same run (absent without `--peer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerFigures>,
+    /// `--breakdown`: the time packets spent inside each node of the VIP path during the
+    /// paced rounds, from the nodes' own timestamps (empty without `--breakdown`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub breakdown: Vec<HopFigures>,
+}
+
+/// How long packets going one way spent inside one node of the VIP path: from the
+/// wake-up that read them to the send that let them go (a batch's packets all count the
+/// batch's whole pass). Each quantile is the median over the paced rounds; the node is
+/// the busiest of its role in each round.
+#[derive(Debug, Clone, Serialize)]
+pub struct HopFigures {
+    /// `pop`, `clb` or `backend` (the backend host's tunnel end).
+    pub hop: &'static str,
+    /// `request` (toward the backend) or `reply` (toward the client).
+    pub way: &'static str,
+    /// The node, as in the busiest round's status.
+    pub node: String,
+    pub packets: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+}
+
+/// What `bench lab` runs beside its defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LabBench<'a> {
+    /// Nodes and probes SCHED_FIFO.
+    pub realtime: bool,
+    pub tun_queues: Option<usize>,
+    pub peer: Option<&'a str>,
+    /// Per-hop residence (`--breakdown`).
+    pub breakdown: bool,
 }
 
 /// A peer proxy measured beside anyedge, or why it could not be.
@@ -68,13 +102,8 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
     })
 }
 
-pub fn run(
-    file: &Path,
-    exe: &Path,
-    realtime: bool,
-    tun_queues: Option<usize>,
-    peer: Option<&str>,
-) -> Result<LabFigures, String> {
+pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures, String> {
+    let LabBench { realtime, tun_queues, peer, breakdown } = options;
     if let Some(p) = peer.filter(|p| !PEERS.contains(p)) {
         return Err(format!("--peer {p}: the peers are {}", PEERS.join(", ")));
     }
@@ -86,7 +115,8 @@ pub fn run(
     // address: client → nginx → backend, one hop, the same client and backend.
     let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
     let queues = tun_queues.unwrap_or_else(crate::io::tunq::per_core);
-    let result = measure(&plan, exe, &client_ns, vip, direct, (realtime, queues), nginx.as_ref());
+    let hops = breakdown.then(|| path_nodes(&plan));
+    let result = measure(&plan, exe, &client_ns, (vip, direct), (realtime, queues), nginx.as_ref(), hops.as_ref());
     drop(nginx);
     let down = setup::down(file);
     let figures = result?;
@@ -229,10 +259,10 @@ fn measure(
     plan: &Plan,
     exe: &Path,
     ns: &str,
-    vip: SocketAddr,
-    direct: SocketAddr,
+    (vip, direct): (SocketAddr, SocketAddr),
     (realtime, tun_queues): (bool, usize),
     nginx: Option<&Nginx>,
+    hops: Option<&Vec<(&'static str, String)>>,
 ) -> Result<LabFigures, String> {
     let args = |load: &[&str]| -> Vec<String> {
         load.iter().map(|s| s.to_string()).chain(realtime.then(|| "--realtime".to_string())).collect()
@@ -253,9 +283,15 @@ fn measure(
     // Tails on 2 shared cores swing from one phase to the next: alternate the two paths
     // LATENCY_ROUNDS times and keep each quantile's median over the rounds.
     let q = |r: &serde_json::Value| ["p50", "p99", "p999"].map(|k| r["rtt_us"][k].as_u64().unwrap_or(0));
-    let (mut vs, mut ds, mut ps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut vs, mut ds, mut ps, mut rs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..LATENCY_ROUNDS {
+        if let Some(hops) = hops {
+            reset_residence(plan, hops);
+        }
         vs.push(q(&probe(plan, exe, ns, vip, &paced)?));
+        if let Some(hops) = hops {
+            rs.push(residence(plan, hops));
+        }
         ds.push(q(&probe(plan, exe, ns, direct, &paced)?));
         if let Some(at) = peer_at {
             ps.push(q(&probe(plan, exe, ns, at, &paced)?));
@@ -298,7 +334,83 @@ fn measure(
         realtime,
         tun_queues,
         peer,
+        breakdown: breakdown_of(&rs),
     })
+}
+
+/// The nodes a VIP round trip can cross, with their hop names: every POP, CLB node and
+/// backend host (the busiest of each role in a round is the one on the path).
+fn path_nodes(plan: &Plan) -> Vec<(&'static str, String)> {
+    plan.nodes
+        .iter()
+        .filter_map(|n| match plan.namespaces[n.ns].role {
+            Role::Pop(_) => Some(("pop", n.name.clone())),
+            Role::Clb { .. } => Some(("clb", n.name.clone())),
+            Role::Backend { .. } => Some(("backend", n.name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reset_residence(plan: &Plan, hops: &[(&'static str, String)]) {
+    for (_, node) in hops {
+        let _ = setup::node_command(&plan.lab, node, "reset-residence");
+    }
+}
+
+/// One round's residence: for each hop and way, the busiest node's figures.
+fn residence(plan: &Plan, hops: &[(&'static str, String)]) -> Vec<HopFigures> {
+    let mut busiest: Vec<HopFigures> = Vec::new();
+    for (hop, node) in hops {
+        let Some(status) = setup::ask_node(&plan.lab, node) else { continue };
+        for way in ["request", "reply"] {
+            let r = &status["residence"][way];
+            let ns = |k: &str| r[k].as_u64().unwrap_or(0);
+            let figures = HopFigures {
+                hop,
+                way,
+                node: node.clone(),
+                packets: ns("packets"),
+                p50_ns: ns("p50_ns"),
+                p99_ns: ns("p99_ns"),
+                p999_ns: ns("p999_ns"),
+                max_ns: ns("max_ns"),
+            };
+            match busiest.iter_mut().find(|b| b.hop == *hop && b.way == way) {
+                Some(b) if b.packets >= figures.packets => {}
+                Some(b) => *b = figures,
+                None => busiest.push(figures),
+            }
+        }
+    }
+    busiest
+}
+
+/// Each hop and way's median figures over the rounds (the node of the busiest round).
+fn breakdown_of(rounds: &[Vec<HopFigures>]) -> Vec<HopFigures> {
+    let Some(first) = rounds.first() else { return Vec::new() };
+    let mut out = Vec::new();
+    for h in first {
+        let same: Vec<&HopFigures> =
+            rounds.iter().filter_map(|r| r.iter().find(|x| x.hop == h.hop && x.way == h.way)).collect();
+        let med = |f: fn(&HopFigures) -> u64| {
+            let mut xs: Vec<u64> = same.iter().map(|x| f(x)).collect();
+            xs.sort_unstable();
+            xs.get(xs.len() / 2).copied().unwrap_or(0)
+        };
+        let node = same.iter().max_by_key(|x| x.packets).map_or_else(String::new, |x| x.node.clone());
+        out.push(HopFigures {
+            hop: h.hop,
+            way: h.way,
+            node,
+            packets: med(|x| x.packets),
+            p50_ns: med(|x| x.p50_ns),
+            p99_ns: med(|x| x.p99_ns),
+            p999_ns: med(|x| x.p999_ns),
+            max_ns: med(|x| x.max_ns),
+        });
+    }
+    out
 }
 
 /// `anyedge bench control`: how long the control plane is without a leader — from killing

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::io::clock::far_future;
 use crate::io::shaper::Shaper;
 use crate::layout::{BACKEND_PORT, mark_ready};
-use crate::node::drops::Drops;
+use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::auth_from_now;
 use crate::plan::{Plan, REGION_NET};
 
@@ -186,18 +186,22 @@ impl BackendDriver {
         let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
         loop {
             let wake = self.shaper.wake_at().unwrap_or_else(far_future);
-            tokio::select! {
+            let since = tokio::select! {
                 r = self.sock.recv_from(&mut ubuf) => {
+                    let since = std::time::Instant::now();
                     let (n, from) = r.map_err(|e| e.to_string())?;
                     self.on_tunnel(from, &ubuf[..n]);
+                    since
                 }
                 r = self.tun.recv(&mut tbuf) => {
+                    let since = std::time::Instant::now();
                     let n = r.map_err(|e| e.to_string())?;
                     self.on_kernel(&tbuf[..n]);
+                    since
                 }
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-            self.transmit().await;
+                _ = tokio::time::sleep_until(wake) => std::time::Instant::now(),
+            };
+            self.transmit(since).await;
         }
     }
 
@@ -272,20 +276,30 @@ impl BackendDriver {
         }
     }
 
-    /// Sends what is due: into the kernel or out of the tunnel.
-    async fn transmit(&mut self) {
+    /// Sends what is due: into the kernel or out of the tunnel; each packet's time at the
+    /// tunnel end since the wake-up at `since` is recorded.
+    async fn transmit(&mut self, since: std::time::Instant) {
         let due = if self.shaper.wake_at().is_some_and(|at| at <= tokio::time::Instant::now()) {
             self.shaper.due()
         } else {
             self.shaper.due_now()
         };
+        let mut passed = [0u64; 2];
         for (dest, bytes) in due {
             self.drops.packet_out();
             let _ = match dest {
-                HostDest::Tun => self.tun.send(&bytes).await,
-                HostDest::Tunnel(to) => self.sock.send_to(&bytes, to).await,
+                HostDest::Tun => {
+                    passed[Way::Request as usize] += 1;
+                    self.tun.send(&bytes).await
+                }
+                HostDest::Tunnel(to) => {
+                    passed[Way::Reply as usize] += 1;
+                    self.sock.send_to(&bytes, to).await
+                }
             };
         }
+        self.drops.left(Way::Request, since, passed[0]);
+        self.drops.left(Way::Reply, since, passed[1]);
     }
 }
 

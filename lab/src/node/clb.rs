@@ -21,7 +21,7 @@ use crate::io::batch::BatchSocket;
 use crate::io::clock::{far_future, now_ns};
 use crate::io::shaper::Shaper;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready};
-use crate::node::drops::Drops;
+use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
 use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
 use crate::plan::Plan;
@@ -90,6 +90,8 @@ pub(crate) struct ClbDriver<'a> {
     gauges_at: Instant,
     /// QUIC connections and handshakes, as `status` last showed them.
     quic_seen: (usize, u64),
+    /// Packets this pass sent toward backends and back toward POPs (`residence`).
+    passed: [u64; 2],
 }
 
 impl<'a> ClbDriver<'a> {
@@ -162,6 +164,7 @@ impl<'a> ClbDriver<'a> {
             health: BTreeMap::new(),
             gauges_at: Instant::now() - GAUGE_EVERY,
             quic_seen: (0, 0),
+            passed: [0; 2],
         })
     }
 
@@ -169,13 +172,18 @@ impl<'a> ClbDriver<'a> {
     pub(crate) async fn run(mut self) -> Result<(), String> {
         loop {
             let mut due = self.shaper.take_ready();
+            let mut since = Instant::now();
             if due.is_empty() {
                 let input = self.next_input().await?;
+                since = Instant::now();
                 due = self.dispatch(input).await;
             }
             due.extend(self.shaper.take_ready());
             self.send_due(due);
             self.transmit().await;
+            for (way, n) in [Way::Request, Way::Reply].into_iter().zip(std::mem::take(&mut self.passed)) {
+                self.drops.left(way, since, n);
+            }
             self.after_pass();
         }
     }
@@ -299,11 +307,13 @@ impl<'a> ClbDriver<'a> {
             match to {
                 ClbDest::Udp(to) => {
                     self.drops.packet_out();
+                    self.passed[Way::Reply as usize] += 1;
                     self.pop_sock.queue(to, packet);
                 }
                 ClbDest::Stream(pop) => {
                     if let Some(down) = self.downstreams.get(&pop) {
                         self.drops.packet_out();
+                        self.passed[Way::Reply as usize] += 1;
                         let _ = down.try_send(packet);
                     }
                 }
@@ -330,6 +340,7 @@ impl<'a> ClbDriver<'a> {
                         && let Some(to) = *self.backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
                     {
                         self.drops.packet_out();
+                        self.passed[Way::Request as usize] += 1;
                         self.be_sock.queue(to, out.bytes);
                     }
                 }
@@ -343,6 +354,10 @@ impl<'a> ClbDriver<'a> {
                 Dest::Client(_) | Dest::Node(NodeId::Backend { .. }) => {}
             }
         }
+        // What the links pass at once (impairments off, or nothing queued) leaves in
+        // this pass, with what the core made for backends.
+        let ready = self.shaper.take_ready();
+        self.send_due(ready);
         self.pop_sock.flush().await;
         self.be_sock.flush().await;
     }

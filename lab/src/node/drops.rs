@@ -15,7 +15,19 @@ struct Counters {
     gauges: Mutex<BTreeMap<&'static str, u64>>,
     /// Packets read from each queue of a POP's TUN device.
     tun_reads: std::sync::OnceLock<Box<[std::sync::atomic::AtomicU64]>>,
+    /// Time packets spent inside the node, by way ([`Way`]).
+    residence: [Mutex<Option<hdrhistogram::Histogram<u64>>>; 2],
 }
+
+/// Which way a packet goes through a node: toward the backend or back to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Request = 0,
+    Reply = 1,
+}
+
+/// The longest residence a histogram holds (longer ones count at this value): 10 s.
+const RESIDENCE_MAX_NS: u64 = 10_000_000_000;
 
 /// Further sections of a node's status (`sync`, `quic`), by name.
 type Sections = Arc<Mutex<BTreeMap<&'static str, serde_json::Value>>>;
@@ -100,6 +112,55 @@ impl Drops {
     pub fn tun_reads(&self) -> Option<Vec<u64>> {
         let reads = self.2.tun_reads.get()?;
         Some(reads.iter().map(|q| q.load(std::sync::atomic::Ordering::Relaxed)).collect())
+    }
+
+    /// `count` packets going `way` left the node; the node read the first of them at
+    /// `since` (the wake-up that read them): the time from that read to now is theirs.
+    /// Every packet of a batch is charged the batch's whole pass, the bound a packet that
+    /// arrives with others sees.
+    pub fn left(&self, way: Way, since: std::time::Instant, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let ns = (since.elapsed().as_nanos() as u64).clamp(1, RESIDENCE_MAX_NS);
+        if let Ok(mut h) = self.2.residence[way as usize].lock() {
+            if h.is_none() {
+                *h = hdrhistogram::Histogram::new_with_bounds(1, RESIDENCE_MAX_NS, 3).ok();
+            }
+            if let Some(h) = h.as_mut() {
+                let _ = h.record_n(ns, count);
+            }
+        }
+    }
+
+    /// Forgets the residence recorded so far (`bench lab --breakdown` between phases).
+    pub fn reset_residence(&self) {
+        for h in &self.2.residence {
+            if let Ok(mut h) = h.lock() {
+                *h = None;
+            }
+        }
+    }
+
+    /// Residence since the last reset, for `status`: per way, packets and the p50, p99,
+    /// p99.9 and max in nanoseconds (absent when nothing went that way).
+    pub fn residence(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for (name, h) in ["request", "reply"].iter().zip(&self.2.residence) {
+            let Ok(h) = h.lock() else { continue };
+            let Some(h) = h.as_ref().filter(|h| !h.is_empty()) else { continue };
+            out.insert(
+                name.to_string(),
+                serde_json::json!({
+                    "packets": h.len(),
+                    "p50_ns": h.value_at_quantile(0.5),
+                    "p99_ns": h.value_at_quantile(0.99),
+                    "p999_ns": h.value_at_quantile(0.999),
+                    "max_ns": h.max(),
+                }),
+            );
+        }
+        serde_json::Value::Object(out)
     }
 
     /// A figure the node's core reports (`conn_table_entries`, `raft_term`, …).

@@ -115,8 +115,9 @@ fn control_socket(state_dir: &Path, node: &str) -> std::path::PathBuf {
 }
 
 /// Answers `status` with one JSON line: the node, its process, how long it has run, the
-/// route-table log index it has applied (nodes that follow the table), and the packets
-/// its core refused by reason (`drops`, POPs and CLB nodes).
+/// route-table log index it has applied (nodes that follow the table), the packets its
+/// core refused by reason (`drops`, POPs and CLB nodes) and the time packets spent inside
+/// it (`residence`, forwarders and backend hosts); `reset-residence` starts that afresh.
 async fn serve_control(
     listener: tokio::net::UnixListener,
     name: String,
@@ -149,6 +150,7 @@ async fn serve_control(
                     "pid": std::process::id(),
                     "uptime_ms": started.elapsed().as_millis() as u64,
                     "drops": drops.to_json(),
+                    "residence": drops.residence(),
                 });
                 for (section, value) in drops.sections() {
                     status[section] = value;
@@ -160,8 +162,11 @@ async fn serve_control(
                     status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
                 }
                 format!("{status}\n")
+            } else if line[..n].starts_with(b"reset-residence") {
+                drops.reset_residence();
+                "{\"reset\": \"residence\"}\n".to_string()
             } else {
-                "{\"error\": \"unknown command (try status or metrics)\"}\n".to_string()
+                "{\"error\": \"unknown command (try status, metrics or reset-residence)\"}\n".to_string()
             };
             let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(reply.as_bytes())).await;
         });

@@ -30,7 +30,7 @@ use crate::io::batch::{BATCH, BatchSocket};
 use crate::io::clock::{far_future, now_ns};
 use crate::io::shaper::Shaper;
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
-use crate::node::drops::Drops;
+use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
 use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
 use crate::plan::{Plan, Role, TUN_NAME};
@@ -362,7 +362,7 @@ impl PopDriver {
     /// Packets due on their links (`due`, and whatever is ready without a wait): clients'
     /// into the core, the core's output onto its links; then, outside the lock, what is
     /// ready to leave goes out through this queue's socket and the TUN device.
-    async fn forward(&self, q: &mut Queue, due: Vec<(PopDest, Vec<u8>)>) {
+    async fn forward(&self, q: &mut Queue, due: Vec<(PopDest, Vec<u8>)>, since: Instant) {
         {
             let now = self.now_ns();
             let mut guard = self.lock();
@@ -409,13 +409,16 @@ impl PopDriver {
                 }
             }
         }
-        self.send_out(q).await;
+        self.send_out(q, since).await;
     }
 
     /// What left the links, out through this queue's socket, a gRPC stream or the TUN
-    /// device; then the socket's batch goes.
-    async fn send_out(&self, q: &mut Queue) {
+    /// device; then the socket's batch goes, and each packet's time in the node since the
+    /// wake-up at `since` is recorded.
+    async fn send_out(&self, q: &mut Queue, since: Instant) {
         let mut out = std::mem::take(&mut q.out);
+        let replies = out.iter().filter(|(leave, _)| matches!(leave, Leave::Client(_))).count() as u64;
+        let requests = out.len() as u64 - replies;
         for (leave, packet) in out.drain(..) {
             match leave {
                 Leave::Clb(to) => {
@@ -439,6 +442,8 @@ impl PopDriver {
         }
         q.out = out;
         q.sock.flush().await;
+        self.drops.left(Way::Request, since, requests);
+        self.drops.left(Way::Reply, since, replies);
     }
 
     /// The packets due on their links now, waiting out the last part of a millisecond
@@ -478,13 +483,16 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopCon
             let mut state = path.lock();
             (state.shaper.take_ready(), state.shaper.wake_at().unwrap_or_else(far_future))
         };
+        let mut since = Instant::now();
         if due.is_empty() {
             tokio::select! {
                 r = q.tun.recv(&mut q.buf) => {
+                    since = Instant::now();
                     let n = r.map_err(|e| format!("TUN queue {}: {e}", q.index))?;
                     path.take_from_clients(q, n);
                 }
                 r = q.sock.recv() => {
+                    since = Instant::now();
                     r.map_err(|e| e.to_string())?;
                     path.take_from_clbs(q.sock.datagrams().map(|(_, d)| d));
                 }
@@ -496,7 +504,7 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopCon
                 _ = tokio::time::sleep_until(wake) => due = path.due(),
             }
         }
-        path.forward(q, due).await;
+        path.forward(q, due, since).await;
     }
 }
 

@@ -592,20 +592,24 @@ pub fn status(file: &Path) -> Result<Status, String> {
 
 /// Asks a node over its control socket how it is; `None` when it does not answer.
 pub fn ask_node(lab: &str, node: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(node_command(lab, node, "status").ok()?.trim()).ok()
+}
+
+/// Sends a command (`status`, `metrics`, `reset-residence`) to a node's control socket
+/// and returns its answer.
+pub fn node_command(lab: &str, node: &str, command: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let path = node_socket(&state_dir(lab), node);
-    let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
-    stream.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    stream.write_all(b"status\n").ok()?;
+    let mut stream = std::os::unix::net::UnixStream::connect(node_socket(&state_dir(lab), node))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
     let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    serde_json::from_str(reply.trim()).ok()
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
 }
 
 /// Every running node's Prometheus metrics (or one node's), as their control sockets
 /// give them.
 pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, String> {
-    use std::io::{Read, Write};
     let (_, plan) = load(file)?;
     if read_state(&plan.lab).is_none() {
         return Err(format!("lab `{}` is not up", plan.lab));
@@ -616,15 +620,7 @@ pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, String> {
     };
     let mut out = String::new();
     for name in names {
-        let path = node_socket(&state_dir(&plan.lab), &name);
-        let text = std::os::unix::net::UnixStream::connect(path).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_millis(500)))?;
-            s.write_all(b"metrics\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        });
-        match text {
+        match node_command(&plan.lab, &name, "metrics") {
             Ok(text) => out.push_str(&text),
             Err(_) => out.push_str(&format!("# {name}: not running\n")),
         }
