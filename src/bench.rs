@@ -403,12 +403,8 @@ pub fn command(which: BenchCommand) -> ExitCode {
     match which {
         BenchCommand::Lab { file, json, no_realtime, tun_queues, peer, breakdown } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let options = anyedge_lab::bench::LabBench {
-                realtime: !no_realtime,
-                tun_queues,
-                peer: peer.as_deref(),
-                breakdown,
-            };
+            let options =
+                anyedge_lab::bench::LabBench { realtime: !no_realtime, tun_queues, peer: peer.as_deref(), breakdown };
             let figures = anyedge_lab::bench::run(&file, &exe, options);
             report("lab", figures, json, |f| {
                 let mut line = format!(
@@ -442,7 +438,8 @@ pub fn command(which: BenchCommand) -> ExitCode {
                     }
                 }
                 if !f.breakdown.is_empty() {
-                    line += "\ninside each node of the VIP path at 10k/s (wake-up to send; p50 / p99 / p99.9 / max, µs):";
+                    line +=
+                        "\ninside each node of the VIP path at 10k/s (wake-up to send; p50 / p99 / p99.9 / max, µs):";
                     for h in &f.breakdown {
                         let us = |ns: u64| ns as f64 / 1000.0;
                         line += &format!(

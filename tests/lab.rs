@@ -44,6 +44,25 @@ fn udp_and_tcp_through_the_vip_reach_backends_that_see_the_clients_own_address()
     assert!(tcp["received"].as_u64().unwrap() >= tcp["sent"].as_u64().unwrap() * 95 / 100, "{tcp}");
     assert_eq!(tcp["client_addrs_seen"], serde_json::json!([kyiv]));
     assert_eq!(tcp["connections_opened"], 8);
+
+    // Every node on the way says how long packets spent inside it, each way (what
+    // `bench lab --breakdown` shows): every answered request crossed a POP, a CLB node and
+    // a backend host going out, and each of them coming back.
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let residence = status["residence"].as_object().unwrap();
+    let answered = udp["received"].as_u64().unwrap() + big["received"].as_u64().unwrap();
+    for hop in ["pop/", "clb/", "backend/"] {
+        for way in ["request", "reply"] {
+            let nodes: Vec<&Value> =
+                residence.iter().filter(|(n, _)| n.starts_with(hop)).map(|(_, r)| &r[way]).collect();
+            let packets: u64 = nodes.iter().map(|r| r["packets"].as_u64().unwrap_or(0)).sum();
+            assert!(packets >= answered, "{hop} {way}: {packets} packets < {answered} answered: {residence:?}");
+            for r in nodes.iter().filter(|r| r["packets"].as_u64().unwrap_or(0) > 0) {
+                let q = ["p50_ns", "p99_ns", "p999_ns", "max_ns"].map(|k| r[k].as_u64().unwrap());
+                assert!(q[0] > 0 && q.windows(2).all(|w| w[0] <= w[1]), "{hop} {way}: {r}");
+            }
+        }
+    }
 }
 
 #[test]

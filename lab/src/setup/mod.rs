@@ -527,6 +527,10 @@ pub struct Status {
     pub denied: BTreeMap<String, String>,
     /// Each running POP's TUN device: its queues, and the packets read from each.
     pub tun: BTreeMap<String, TunStatus>,
+    /// How long packets spent inside each running forwarder and backend host, per way
+    /// (`request`, `reply`): packets, `p50_ns`, `p99_ns`, `p999_ns`, `max_ns` (nodes that
+    /// forwarded nothing are left out).
+    pub residence: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 /// A POP's TUN device as its node reports it.
@@ -546,6 +550,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut health = BTreeMap::new();
     let mut denied = BTreeMap::new();
     let mut tun = BTreeMap::new();
+    let mut residence = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
@@ -571,6 +576,11 @@ pub fn status(file: &Path) -> Result<Status, String> {
         if let Some(t) = answer.as_ref().and_then(|a| serde_json::from_value::<TunStatus>(a["tun"].clone()).ok()) {
             tun.insert(n.name.clone(), t);
         }
+        let inside: Option<BTreeMap<String, BTreeMap<String, u64>>> =
+            answer.as_ref().and_then(|a| serde_json::from_value(a["residence"].clone()).ok());
+        if let Some(inside) = inside.filter(|r| !r.is_empty()) {
+            residence.insert(n.name.clone(), inside);
+        }
         if let Some(why) = answer.as_ref().and_then(|a| a["denied"].as_str()) {
             denied.insert(n.name.clone(), why.to_string());
         }
@@ -586,6 +596,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
         health,
         denied,
         tun,
+        residence,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }
