@@ -406,57 +406,7 @@ pub fn command(which: BenchCommand) -> ExitCode {
             let options =
                 anyedge_lab::bench::LabBench { realtime: !no_realtime, tun_queues, peer: peer.as_deref(), breakdown };
             let figures = anyedge_lab::bench::run(&file, &exe, options);
-            report("lab", figures, json, |f| {
-                let mut line = format!(
-                    "lab{}, POP TUN queues {}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
-                    if f.realtime { " (SCHED_FIFO)" } else { "" },
-                    f.tun_queues,
-                    f.pps,
-                    f.direct_pps,
-                    f.pps / f.direct_pps.max(1.0),
-                    f.added_p50_us,
-                    f.added_p99_us,
-                    f.added_p999_us,
-                    quantiles_us(f.vip_rtt_us),
-                    quantiles_us(f.direct_rtt_us)
-                );
-                if let Some(p) = &f.peer {
-                    if p.measured {
-                        line += &format!(
-                            "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
-                            p.name,
-                            p.pps,
-                            p.pps / f.direct_pps.max(1.0),
-                            p.added_p50_us,
-                            p.added_p99_us,
-                            p.added_p999_us,
-                            quantiles_us(p.rtt_us),
-                            p.what
-                        );
-                    } else {
-                        line += &format!("\n{}: {}", p.name, p.what);
-                    }
-                }
-                if !f.breakdown.is_empty() {
-                    line +=
-                        "\ninside each node of the VIP path at 10k/s (wake-up to send; p50 / p99 / p99.9 / max, µs):";
-                    for h in &f.breakdown {
-                        let us = |ns: u64| ns as f64 / 1000.0;
-                        line += &format!(
-                            "\n  {:<8} {:<8} {:>8.1} {:>8.1} {:>8.1} {:>9.1}  {} packets, {}",
-                            h.hop,
-                            h.way,
-                            us(h.p50_ns),
-                            us(h.p99_ns),
-                            us(h.p999_ns),
-                            us(h.max_ns),
-                            h.packets,
-                            h.node
-                        );
-                    }
-                }
-                line
-            })
+            report("lab", figures, json, lab_text)
         }
         BenchCommand::Control { file, rounds, json } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
@@ -511,4 +461,56 @@ pub fn command(which: BenchCommand) -> ExitCode {
 /// p50/p99/p99.9 as `a/b/c µs`.
 fn quantiles_us(q: [u64; 3]) -> String {
     format!("{}/{}/{} µs", q[0], q[1], q[2])
+}
+
+/// `bench lab`'s figures as the lines it prints.
+fn lab_text(f: &anyedge_lab::bench::LabFigures) -> String {
+    let mut line = format!(
+        "lab{}, POP TUN queues {}: {:.0} round trips/s through the VIP (two hops: POP, CLB), {:.0} direct ({:.2}x); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips p50/p99/p99.9: VIP {}, direct {}; an added figure below zero is noise in that quantile)",
+        if f.realtime { " (SCHED_FIFO)" } else { "" },
+        f.tun_queues,
+        f.pps,
+        f.direct_pps,
+        f.pps / f.direct_pps.max(1.0),
+        f.added_p50_us,
+        f.added_p99_us,
+        f.added_p999_us,
+        quantiles_us(f.vip_rtt_us),
+        quantiles_us(f.direct_rtt_us)
+    );
+    if let Some(p) = &f.peer {
+        if p.measured {
+            line += &format!(
+                "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
+                p.name,
+                p.pps,
+                p.pps / f.direct_pps.max(1.0),
+                p.added_p50_us,
+                p.added_p99_us,
+                p.added_p999_us,
+                quantiles_us(p.rtt_us),
+                p.what
+            );
+        } else {
+            line += &format!("\n{}: {}", p.name, p.what);
+        }
+    }
+    if !f.breakdown.is_empty() {
+        line += "\ninside each node of the VIP path at 10k/s (wake-up to send; p50 / p99 / p99.9 / max, µs):";
+        for h in &f.breakdown {
+            let us = |ns: u64| ns as f64 / 1000.0;
+            line += &format!(
+                "\n  {:<8} {:<8} {:>8.1} {:>8.1} {:>8.1} {:>9.1}  {} packets, {}",
+                h.hop,
+                h.way,
+                us(h.p50_ns),
+                us(h.p99_ns),
+                us(h.p999_ns),
+                us(h.max_ns),
+                h.packets,
+                h.node
+            );
+        }
+    }
+    line
 }

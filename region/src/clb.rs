@@ -41,6 +41,13 @@ impl Queued {
         Queued::ToSeal(Transmit::new(Dest::Backend(backend), flow_hash, bytes))
     }
 
+    /// The same, for a packet whose flow key the caller knows (it rewrote the packet to
+    /// it): no second parse on the forwarding path.
+    fn to_backend_as(backend: SocketAddr, key: FlowKey, bytes: Vec<u8>) -> Queued {
+        debug_assert_eq!(inner::parse(&bytes).map(|i| i.key).ok(), Some(key), "the key the packet carries");
+        Queued::ToSeal(Transmit::new(Dest::Backend(backend), key.flow_hash(), bytes))
+    }
+
     /// A connection-sync batch for the region's CLB node `node`, sealed when polled.
     fn to_peer(region: u16, node: u16, bytes: Vec<u8>) -> Queued {
         Queued::ToSeal(Transmit::new(Dest::Node(NodeId::Clb { region, node }), 0, bytes))
@@ -690,6 +697,8 @@ impl Clb {
         let backend = self.backend_addr(li, binding);
         let to = (backend.ip(), backend.port());
         let snat = self.conns.get_mut(&key).and_then(|c| c.snat);
+        let (src, src_port) = snat.unwrap_or((key.src, key.src_port));
+        let seen = FlowKey { src, src_port, dst: to.0, dst_port: to.1, ..key };
         match snat {
             Some(snat) => {
                 packet = inner::translate(&packet, snat, to)?;
@@ -709,7 +718,7 @@ impl Clb {
                 }
             }
         }
-        self.outputs.push_back(Queued::to_backend(backend, packet));
+        self.outputs.push_back(Queued::to_backend_as(backend, seen, packet));
         Ok(())
     }
 
