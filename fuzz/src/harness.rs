@@ -1,0 +1,297 @@
+//! What the fuzz targets (`fuzz/fuzz_targets/`) and the seeded loops in
+//! `tests/fuzz_parsers.rs` run: every wire parser with its oracles, and the POP, CLB and
+//! egress cores stepped with packets from each peer, sealed with real keys. One copy,
+//! included by both (`#[path]`), so a finding replays the same way in either.
+
+use anyedge_ccn::auth::{AuthConfig, BackboneSecret, Keyring, NodeId};
+use anyedge_pop::{Pop, PopConfig, Route};
+use anyedge_proto::ccn::{self, Direction};
+use anyedge_proto::seal::{self, Kind};
+use anyedge_proto::{inner, liveness, sync};
+use anyedge_region::gateway::{Gateway, GatewayConfig};
+use anyedge_region::{BackendConfig, Clb, ClbConfig, HealthConfig, ListenerConfig, SchedulerKind};
+
+/// Well-formed packets of every format: the seeds mutation starts from.
+pub fn valid_packets() -> Vec<Vec<u8>> {
+    let client = ("198.18.64.1".parse().unwrap(), 10_000);
+    let vip = ("198.18.0.20".parse().unwrap(), 7000);
+    let v6a = ("fd00::1".parse().unwrap(), 10_000);
+    let v6b = ("fd00::2".parse().unwrap(), 7000);
+    let udp4 = inner::build_udp(client, vip, &[7u8; 64]).unwrap();
+    let udp6 = inner::build_udp(v6a, v6b, &[9u8; 40]).unwrap();
+    let encapsulated = ccn::encapsulate(Direction::ToRegion, 1, 77, &udp4).unwrap();
+    let reply = ccn::encapsulate(Direction::ToPop, 0, 77, &udp4).unwrap();
+    let request = liveness::Repr { answer: false, peer: 3, seq: 77 }.emit().to_vec();
+    let answer = liveness::answer(&request).unwrap().to_vec();
+    let key = inner::parse(&udp4).unwrap().key;
+    let entries = vec![
+        sync::Entry::Flow { key, backend: "198.19.20.1:7000".parse().unwrap(), ttl_ms: 60_000 },
+        sync::Entry::Persist {
+            transport: anyedge_proto::Transport::Tcp,
+            client: key.src,
+            vip: "198.18.0.20:443".parse().unwrap(),
+            backend: "198.19.20.10:8080".parse().unwrap(),
+            ttl_ms: 1,
+        },
+    ];
+    let batch = sync::Message::Entries { from: 1, entries }.emit();
+    let table_request = sync::Message::Request { from: 1 }.emit();
+    vec![udp4, udp6, encapsulated, reply, request, answer, batch, table_request]
+}
+
+/// Every parser of the wire formats on `p`, with the oracles that must hold: what parses
+/// emits back to the same bytes, an answer only answers a well-formed request, rewrites
+/// never panic.
+pub fn wire(p: &[u8]) {
+    let _ = ccn::decapsulate(p);
+    if let Ok(packet) = ccn::Packet::new_checked(p)
+        && let Ok(repr) = ccn::Repr::parse(&packet)
+    {
+        // What parses emits a header that parses to the same (bits the format ignores
+        // are written as zero: that is the normal form).
+        let mut out = vec![0u8; repr.buffer_len()];
+        repr.emit_with(&mut out, &p[ccn::HEADER_LEN..repr.buffer_len()]);
+        let again = ccn::Packet::new_checked(&out[..]).and_then(|q| ccn::Repr::parse(&q));
+        assert_eq!(again.ok(), Some(repr), "ccn header round trip");
+    }
+    let _ = inner::parse(p);
+    let _ = inner::transport_payload(p);
+    if let Ok(packet) = liveness::Packet::new_checked(p) {
+        let _ = liveness::Repr::parse(&packet);
+    }
+    // A probe answer is only ever the answer to a well-formed request.
+    if let Ok(answer) = liveness::answer(p) {
+        assert_eq!(
+            liveness::parse_answer(&answer).ok(),
+            liveness::Repr::parse(&liveness::Packet::new_unchecked(p)).ok().map(|r| (r.peer, r.seq))
+        );
+    }
+    let _ = liveness::parse_answer(p);
+    if let Ok(packet) = seal::Packet::new_checked(p) {
+        let _ = seal::Repr::parse(&packet);
+        let _ = (packet.payload(), packet.tag(), packet.covered());
+    }
+    // What parses emits back to the same bytes.
+    if let Ok(m) = sync::Message::parse(p) {
+        assert_eq!(m.emit(), p);
+    }
+    let mut q = p.to_vec();
+    let _ = inner::rewrite(&mut q, Some(("198.18.0.1".parse().unwrap(), 1)), Some(("198.19.0.1".parse().unwrap(), 2)));
+    let mut q6 = p.to_vec();
+    let _ = inner::rewrite(&mut q6, None, Some(("fd00::9".parse().unwrap(), 2)));
+    let _ = inner::translate(p, ("198.18.99.1".parse().unwrap(), 40_000), ("198.19.0.1".parse().unwrap(), 2));
+    let _ = inner::insert_tcp_option(p, &inner::toa_option(("198.18.64.1".parse().unwrap(), 9)));
+    let _ = inner::tcp_reset_for(p);
+}
+
+pub fn clb() -> Clb {
+    let listener = ListenerConfig {
+        vip: "198.18.0.20".parse().unwrap(),
+        transport: anyedge_proto::Transport::Udp,
+        port: 7000,
+        scheduler: SchedulerKind::Maglev { table_size: 251 },
+        backends: vec![BackendConfig::direct("198.19.20.1:7000".parse().unwrap(), 10)],
+        persistence_ns: None,
+        layer7: false,
+        http: false,
+        tls: None,
+        quic: None,
+    };
+    Clb::new(
+        ClbConfig {
+            address: "198.18.32.1".parse().unwrap(),
+            address_v6: Some("fd00:18:32::1".parse().unwrap()),
+            node_index: 0,
+            node_count: 2,
+            snat: vec!["198.18.32.1".parse().unwrap()],
+            security_groups: vec![],
+            listeners: vec![listener],
+            health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
+            conn_table_capacity: 64,
+            pop_fallback: vec![vec![]],
+            region: 0,
+            auth: auth(CLB),
+            backend_hosts: vec![("198.19.20.1".parse().unwrap(), HOST)],
+        },
+        0,
+    )
+}
+
+pub const POP: NodeId = NodeId::Pop(0);
+pub const CLB: NodeId = NodeId::Clb { region: 0, node: 0 };
+pub const PEER: NodeId = NodeId::Clb { region: 0, node: 1 };
+pub const HOST: NodeId = NodeId::Backend { region: 0, host: 0 };
+
+/// The fuzzed backbone: POP 0 and two CLB nodes of region 0, every pair keyed.
+pub fn auth(me: NodeId) -> AuthConfig {
+    let peers: Vec<NodeId> = [POP, CLB, PEER, HOST].into_iter().filter(|&p| p != me).collect();
+    AuthConfig { keys: BackboneSecret::from_seed(9).keys_for(me, &peers), epoch_ns: 0, salt: 0 }
+}
+
+/// The cores under fuzzing: a POP, a CLB node, two egress gateways (NAT and router),
+/// and authentic senders that seal what the fuzzer sends for them.
+pub struct Cores {
+    pub pop: Pop,
+    pub clb: Clb,
+    pub gateways: [Gateway; 2],
+    /// POP, CLB, PEER, HOST.
+    pub senders: Vec<Keyring>,
+    /// Sealed packets that got past the tag check to the POP's parsers.
+    pub opened: u32,
+    /// Packets the gateways took from a CLB node.
+    pub through_gateway: u32,
+}
+
+/// Whom a fuzzed packet comes from, and whether it arrives sealed by them.
+#[derive(Debug, Clone, Copy)]
+pub enum From {
+    Client,
+    /// A CLB node's reply, to the POP.
+    ClbToPop {
+        sealed: bool,
+    },
+    /// A POP's packet, to the CLB node.
+    PopToClb {
+        sealed: bool,
+    },
+    /// A packet straight from the internet, to the CLB node.
+    Direct,
+    /// The other CLB node's sync, to the CLB node.
+    Peer {
+        sealed: bool,
+    },
+    /// A backend host, to the CLB node.
+    Backend {
+        sealed: bool,
+    },
+    /// A CLB node, to the gateways.
+    ClbToGateway {
+        sealed: bool,
+    },
+    /// The internet, to the gateways.
+    Internet,
+}
+
+impl From {
+    /// The sender a selector byte names.
+    pub fn of(b: u8) -> From {
+        let sealed = b & 0x80 == 0;
+        match b % 8 {
+            0 => From::Client,
+            1 => From::ClbToPop { sealed },
+            2 => From::PopToClb { sealed },
+            3 => From::Direct,
+            4 => From::Peer { sealed },
+            5 => From::Backend { sealed },
+            6 => From::ClbToGateway { sealed },
+            _ => From::Internet,
+        }
+    }
+}
+
+/// Flows the fuzzed tables hold at most.
+pub const CAPACITY: usize = 64;
+
+impl Cores {
+    pub fn new() -> Cores {
+        let ports = vec![(anyedge_proto::Transport::Udp, 7000), (anyedge_proto::Transport::Udp, 4433)];
+        let vip = "198.18.0.20".parse().unwrap();
+        let routes = vec![Route { vip, region: 0, clb_nodes: 2, quic_ports: vec![4433], ports }];
+        let pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: CAPACITY, auth: auth(POP) }, 0);
+        // Egress nodes (as HOST) carrying the seeds' addresses both ways, so garbage also
+        // reaches their translation.
+        let carried = ["198.18.0.20", "198.18.64.1", "fd00::1", "fd00::2"].map(|a| a.parse().unwrap()).to_vec();
+        let gateway_config = |public: Option<&str>| GatewayConfig {
+            me: HOST,
+            public: public.map(|p| p.parse().unwrap()),
+            backends: carried.clone(),
+            auth: auth(HOST),
+            capacity: CAPACITY,
+        };
+        let gateways = [Gateway::new(gateway_config(Some("198.18.99.1")), 0), Gateway::new(gateway_config(None), 0)];
+        let senders: Vec<Keyring> = [POP, CLB, PEER, HOST].map(|me| auth(me).keyring(me, 1 << 40)).into();
+        Cores { pop, clb: clb(), gateways, senders, opened: 0, through_gateway: 0 }
+    }
+
+    /// `p` from `from` at `now_ns`; then every core's output is taken, and the bounds
+    /// every core promises are checked.
+    pub fn step(&mut self, now_ns: u64, from: From, p: &[u8]) {
+        let mut seal = |i: usize, to, kind, sealed: bool| {
+            if sealed { self.senders[i].seal(to, kind, p).unwrap_or_default() } else { p.to_vec() }
+        };
+        match from {
+            From::Client => {
+                let _ = self.pop.handle_from_client(now_ns, p);
+            }
+            From::ClbToPop { sealed } => {
+                let bytes = seal(1, POP, Kind::Data, sealed);
+                let refused = matches!(self.pop.handle_from_clb(now_ns, &bytes), Err(anyedge_pop::PopDrop::Auth(_)));
+                self.opened += u32::from(!refused);
+            }
+            From::PopToClb { sealed } => {
+                let bytes = seal(0, CLB, Kind::Data, sealed);
+                let _ = self.clb.handle_from_pop(now_ns, &bytes);
+            }
+            From::Direct => {
+                let _ = self.clb.handle_direct(now_ns, p.to_vec());
+            }
+            From::Peer { sealed } => {
+                let bytes = seal(2, CLB, Kind::Sync, sealed);
+                let _ = self.clb.handle_from_peer(now_ns, &bytes);
+            }
+            From::Backend { sealed } => {
+                let bytes = seal(3, CLB, Kind::Backend, sealed);
+                let _ = self.clb.handle_from_backend(now_ns, bytes);
+            }
+            From::ClbToGateway { sealed } => {
+                let bytes = seal(1, HOST, Kind::Backend, sealed);
+                for g in &mut self.gateways {
+                    self.through_gateway += u32::from(g.handle_from_clb(now_ns, &bytes).is_ok());
+                }
+            }
+            From::Internet => {
+                for g in &mut self.gateways {
+                    let _ = g.handle_from_internet(now_ns, p);
+                }
+            }
+        }
+        if self.clb.poll_timeout().is_some_and(|at| at <= now_ns) {
+            self.clb.handle_timeout(now_ns);
+        }
+        while self.pop.poll_output().is_some() {}
+        while self.clb.poll_output().is_some() {}
+        for g in &mut self.gateways {
+            while g.poll_output().is_some() {}
+            assert!(g.flows() <= CAPACITY, "the gateway's table stays bounded");
+        }
+        assert!(self.clb.conn_table().len() <= CAPACITY, "the connection table stays bounded");
+        assert!(self.clb.peer_flows() <= CAPACITY, "so does the table of peers' flows");
+    }
+}
+
+impl Default for Cores {
+    fn default() -> Cores {
+        Cores::new()
+    }
+}
+
+/// The seeds `fuzz/corpus/wire` and `fuzz/corpus/cores` start from: each valid packet
+/// alone, and for the cores, every valid packet sent by each sender, sealed, as records
+/// of `[selector, length, bytes…]` (a millisecond apart).
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let packets = valid_packets();
+    let mut out = Vec::new();
+    for (i, p) in packets.iter().enumerate() {
+        out.push(("wire", format!("valid-{i}"), p.clone()));
+    }
+    for who in 0..8u8 {
+        let mut records = Vec::new();
+        for p in &packets {
+            let p = &p[..p.len().min(255)];
+            records.extend_from_slice(&[who | 1 << 3, p.len() as u8]);
+            records.extend_from_slice(p);
+        }
+        out.push(("cores", format!("sender-{who}"), records));
+    }
+    out
+}

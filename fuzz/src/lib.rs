@@ -1,0 +1,3 @@
+//! The fuzz targets' shared harness (also run, seeded, by `tests/fuzz_parsers.rs`).
+
+pub mod harness;
