@@ -259,6 +259,7 @@ impl ReplayWindow {
         }
         let (w, b) = Self::bit(seq);
         self.bits[w] |= b;
+        debug_assert!(seq <= self.top && self.top - seq < WINDOW, "a taken number lies inside the window");
     }
 }
 

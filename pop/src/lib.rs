@@ -195,6 +195,7 @@ impl Pop {
                 while self.flows.len() > self.config.flow_table_capacity.max(1) {
                     self.flows.pop_lru();
                 }
+                debug_assert!(self.flows.len() <= self.config.flow_table_capacity.max(1), "flow table bound");
                 node
             }
         };

@@ -122,6 +122,10 @@ impl ConnTable {
             }
         }
         self.peak = self.peak.max(self.forward.len());
+        // The bounds and the two maps' agreement (checked in debug builds and under the
+        // fuzzer): every flow has its reply key, and nothing else does.
+        debug_assert!(self.forward.len() <= self.capacity, "the table stays within its capacity");
+        debug_assert_eq!(self.reverse.len(), self.forward.len(), "one reply key per flow");
         removed
     }
 

@@ -20,9 +20,10 @@ pub const HEAD_MAX: usize = 16 * 1024;
 /// Proxied connections one node holds at most; more new ones are refused.
 pub const PROXIED_MAX: usize = 100_000;
 
-/// Splits a client's byte stream into requests and rewrites each head.
+/// Splits a client's byte stream into requests and rewrites each head (public for the
+/// fuzzer: `fuzz/fuzz_targets/http.rs`).
 #[derive(Debug, Default)]
-struct Framer {
+pub struct Framer {
     /// Not HTTP (TCP SSL): everything passes through untouched.
     raw: bool,
     head: Vec<u8>,
@@ -31,9 +32,14 @@ struct Framer {
 }
 
 impl Framer {
+    /// A framer for an HTTP listener's stream, or (`raw`) one that passes bytes through.
+    pub fn new(raw: bool) -> Framer {
+        Framer { raw, ..Framer::default() }
+    }
+
     /// Appends what the backend should get to `out`; an error when a head grows past
     /// `HEAD_MAX` or is not HTTP/1.x.
-    fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), ()> {
+    pub fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), ()> {
         if self.raw {
             out.extend_from_slice(data);
             return Ok(());
@@ -54,6 +60,10 @@ impl Framer {
                 }
                 return Ok(());
             };
+            // However the head arrived (one read or many), it may not be longer.
+            if end > HEAD_MAX {
+                return Err(());
+            }
             data = &data[end - before..];
             let head = std::mem::take(&mut self.head);
             let (rewritten, body) = with_forwarded_for(&head[..end], client).ok_or(())?;
@@ -449,5 +459,29 @@ mod tests {
         assert!(text.contains("\r\n\r\nabcGET /2"), "the body passes untouched: {text}");
         let mut f = Framer::default();
         assert!(f.feed(&vec![b'a'; HEAD_MAX + 10], client, &mut Vec::new()).is_err());
+    }
+
+    /// Found by the `http` fuzz target (fuzz/corpus/http/finding-long-head-in-one-read):
+    /// a head longer than `HEAD_MAX` was refused when it came in pieces but passed when
+    /// one read held all of it.
+    #[test]
+    fn a_head_longer_than_head_max_is_refused_however_it_arrives() {
+        let client: IpAddr = "198.18.64.7".parse().unwrap();
+        let mut stream = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        stream.resize(HEAD_MAX + 100, b'a');
+        stream.extend_from_slice(b"\r\n\r\n");
+        for chunk in [stream.len(), 200] {
+            let mut f = Framer::new(false);
+            let fed = stream.chunks(chunk).try_for_each(|c| f.feed(c, client, &mut Vec::new()));
+            assert!(fed.is_err(), "a {}-byte head read {chunk} bytes at a time", stream.len());
+        }
+        // One at the limit passes either way.
+        let mut at_limit = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        at_limit.resize(HEAD_MAX - 4, b'a');
+        at_limit.extend_from_slice(b"\r\n\r\n");
+        for chunk in [at_limit.len(), 200] {
+            let mut f = Framer::new(false);
+            assert!(at_limit.chunks(chunk).try_for_each(|c| f.feed(c, client, &mut Vec::new())).is_ok());
+        }
     }
 }
