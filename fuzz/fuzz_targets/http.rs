@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use anyedge_region::l7::{Framer, http_head_end, http_header, looks_like_http, with_forwarded_for};
+use anyedge_region::l7::{Framer, NotHttp, http_head_end, http_header, looks_like_http, with_forwarded_for};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         stream.chunks(step).try_for_each(|c| f.feed(c, client, &mut out)).map(|()| out)
     };
     // Compared by length and result, so a finding prints a line, not the stream.
-    let shape = |r: &Result<Vec<u8>, ()>| -> Option<(usize, u64)> {
+    let shape = |r: &Result<Vec<u8>, NotHttp>| -> Option<(usize, u64)> {
         r.as_ref().ok().map(|b| (b.len(), b.iter().map(|&x| u64::from(x)).sum()))
     };
     assert!(whole == pieces, "the same stream read {cut} bytes at a time: {:?} against {:?}", shape(&whole), shape(&pieces));

@@ -20,6 +20,10 @@ pub const HEAD_MAX: usize = 16 * 1024;
 /// Proxied connections one node holds at most; more new ones are refused.
 pub const PROXIED_MAX: usize = 100_000;
 
+/// A request stream the proxy refuses: a head past `HEAD_MAX`, or one that is not HTTP/1.x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHttp;
+
 /// Splits a client's byte stream into requests and rewrites each head (public for the
 /// fuzzer: `fuzz/fuzz_targets/http.rs`).
 #[derive(Debug, Default)]
@@ -39,7 +43,7 @@ impl Framer {
 
     /// Appends what the backend should get to `out`; an error when a head grows past
     /// `HEAD_MAX` or is not HTTP/1.x.
-    pub fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), ()> {
+    pub fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), NotHttp> {
         if self.raw {
             out.extend_from_slice(data);
             return Ok(());
@@ -56,17 +60,17 @@ impl Framer {
             self.head.extend_from_slice(data);
             let Some(end) = http_head_end(&self.head) else {
                 if self.head.len() > HEAD_MAX {
-                    return Err(());
+                    return Err(NotHttp);
                 }
                 return Ok(());
             };
             // However the head arrived (one read or many), it may not be longer.
             if end > HEAD_MAX {
-                return Err(());
+                return Err(NotHttp);
             }
             data = &data[end - before..];
             let head = std::mem::take(&mut self.head);
-            let (rewritten, body) = with_forwarded_for(&head[..end], client).ok_or(())?;
+            let (rewritten, body) = with_forwarded_for(&head[..end], client).ok_or(NotHttp)?;
             out.extend_from_slice(&rewritten);
             self.body_left = body;
         }
