@@ -7,7 +7,7 @@
 mod harness;
 
 use anyedge_ccn::ComponentRng;
-use harness::{Cores, From};
+use harness::{Cores, Sender};
 
 const ITERATIONS: usize = 200_000;
 
@@ -49,7 +49,7 @@ fn cores_drop_fuzzed_packets_without_panicking() {
         // Every sender in turn, sealed half the time.
         for who in 0..8u8 {
             let sealed = if rng.chance(0.5) { 0 } else { 0x80 };
-            cores.step(i, From::of(who | sealed), &p);
+            cores.step(i, Sender::of(who | sealed), &p);
         }
     }
     assert!(cores.through_gateway > 1_000, "garbage reached the gateways' translation ({})", cores.through_gateway);

@@ -4,7 +4,7 @@
 //! it unsealed, bits 3–6 advance the clock by that many milliseconds first.
 #![no_main]
 
-use anyedge_fuzz::harness::{Cores, From};
+use anyedge_fuzz::harness::{Cores, Sender};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     while let [selector, len, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
         now += u64::from(selector >> 3 & 0x0f) * 1_000_000;
-        cores.step(now, From::of(*selector), &tail[..n]);
+        cores.step(now, Sender::of(*selector), &tail[..n]);
         rest = &tail[n..];
     }
 });

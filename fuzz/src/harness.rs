@@ -144,7 +144,7 @@ pub struct Cores {
 
 /// Whom a fuzzed packet comes from, and whether it arrives sealed by them.
 #[derive(Debug, Clone, Copy)]
-pub enum From {
+pub enum Sender {
     Client,
     /// A CLB node's reply, to the POP.
     ClbToPop {
@@ -172,19 +172,19 @@ pub enum From {
     Internet,
 }
 
-impl From {
+impl Sender {
     /// The sender a selector byte names.
-    pub fn of(b: u8) -> From {
+    pub fn of(b: u8) -> Sender {
         let sealed = b & 0x80 == 0;
         match b % 8 {
-            0 => From::Client,
-            1 => From::ClbToPop { sealed },
-            2 => From::PopToClb { sealed },
-            3 => From::Direct,
-            4 => From::Peer { sealed },
-            5 => From::Backend { sealed },
-            6 => From::ClbToGateway { sealed },
-            _ => From::Internet,
+            0 => Sender::Client,
+            1 => Sender::ClbToPop { sealed },
+            2 => Sender::PopToClb { sealed },
+            3 => Sender::Direct,
+            4 => Sender::Peer { sealed },
+            5 => Sender::Backend { sealed },
+            6 => Sender::ClbToGateway { sealed },
+            _ => Sender::Internet,
         }
     }
 }
@@ -215,41 +215,41 @@ impl Cores {
 
     /// `p` from `from` at `now_ns`; then every core's output is taken, and the bounds
     /// every core promises are checked.
-    pub fn step(&mut self, now_ns: u64, from: From, p: &[u8]) {
+    pub fn step(&mut self, now_ns: u64, from: Sender, p: &[u8]) {
         let mut seal = |i: usize, to, kind, sealed: bool| {
             if sealed { self.senders[i].seal(to, kind, p).unwrap_or_default() } else { p.to_vec() }
         };
         match from {
-            From::Client => {
+            Sender::Client => {
                 let _ = self.pop.handle_from_client(now_ns, p);
             }
-            From::ClbToPop { sealed } => {
+            Sender::ClbToPop { sealed } => {
                 let bytes = seal(1, POP, Kind::Data, sealed);
                 let refused = matches!(self.pop.handle_from_clb(now_ns, &bytes), Err(anyedge_pop::PopDrop::Auth(_)));
                 self.opened += u32::from(!refused);
             }
-            From::PopToClb { sealed } => {
+            Sender::PopToClb { sealed } => {
                 let bytes = seal(0, CLB, Kind::Data, sealed);
                 let _ = self.clb.handle_from_pop(now_ns, &bytes);
             }
-            From::Direct => {
+            Sender::Direct => {
                 let _ = self.clb.handle_direct(now_ns, p.to_vec());
             }
-            From::Peer { sealed } => {
+            Sender::Peer { sealed } => {
                 let bytes = seal(2, CLB, Kind::Sync, sealed);
                 let _ = self.clb.handle_from_peer(now_ns, &bytes);
             }
-            From::Backend { sealed } => {
+            Sender::Backend { sealed } => {
                 let bytes = seal(3, CLB, Kind::Backend, sealed);
                 let _ = self.clb.handle_from_backend(now_ns, bytes);
             }
-            From::ClbToGateway { sealed } => {
+            Sender::ClbToGateway { sealed } => {
                 let bytes = seal(1, HOST, Kind::Backend, sealed);
                 for g in &mut self.gateways {
                     self.through_gateway += u32::from(g.handle_from_clb(now_ns, &bytes).is_ok());
                 }
             }
-            From::Internet => {
+            Sender::Internet => {
                 for g in &mut self.gateways {
                     let _ = g.handle_from_internet(now_ns, p);
                 }
