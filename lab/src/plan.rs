@@ -14,8 +14,13 @@ pub const TUN_NAME: &str = "ae0";
 /// What a namespace is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// Plays the internet: routes each client group to its POP (anycast).
+    /// The internet's core: the direct path to regions and internet hosts, and every
+    /// transit's upstream.
     Internet,
+    /// The transit AS upstream of POP `p` (`transit/POP`): a BGP speaker that learns the
+    /// VIPs' routes from its POP and the other transits (`anyedge_topology::bgp`); client
+    /// groups attach to the transit of their nearest POP.
+    Transit(usize),
     /// The CCN backbone between POPs and CLB nodes.
     Backbone,
     /// A region's network between its CLB nodes and backends.
@@ -39,6 +44,16 @@ pub enum Role {
         region: usize,
         k: usize,
     },
+}
+
+/// One namespace's end of a veth link: its device and address, and the other end's.
+#[derive(Debug, Clone)]
+pub struct LinkEnds {
+    pub dev: String,
+    pub local: Ipv4Addr,
+    pub peer: Ipv4Addr,
+    pub local6: Ipv6Addr,
+    pub peer6: Ipv6Addr,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +149,8 @@ impl Plan {
         let clients: Vec<usize> =
             (0..t.clients.len()).map(|g| ns(Role::Client(g), format!("client-{}", t.clients[g].name))).collect();
         let pops: Vec<usize> = (0..t.pops.len()).map(|p| ns(Role::Pop(p), format!("pop-{}", t.pops[p].name))).collect();
+        let transits: Vec<usize> =
+            (0..t.pops.len()).map(|p| ns(Role::Transit(p), format!("as-{}", t.pops[p].name))).collect();
         let clb_nodes: Vec<(usize, usize)> =
             (0..t.regions.len()).flat_map(|r| (0..usize::from(t.regions[r].clb_nodes)).map(move |i| (r, i))).collect();
         let clbs: Vec<((usize, usize), usize)> = clb_nodes
@@ -162,7 +179,7 @@ impl Plan {
 
         let mut links = Vec::new();
         let mut counters = [0usize; 3];
-        let mut link = |pool: usize, router: usize, node: usize, links: &mut Vec<Veth>| {
+        let mut veth = |pool: usize, router: usize, node: usize, b_if: Option<String>, links: &mut Vec<Veth>| {
             let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
             let (a_addr, b_addr) = link_addrs(base, counters[pool]);
             let (a_addr6, b_addr6) = link_addrs6(pool, counters[pool]);
@@ -173,44 +190,59 @@ impl Plan {
                 a_if: format!("l{}", links.len()),
                 a_addr,
                 b: node,
-                b_if: name.into(),
+                b_if: b_if.unwrap_or_else(|| name.into()),
                 b_addr,
                 a_addr6,
                 b_addr6,
             });
         };
-        for &c in &clients {
-            link(0, internet, c, &mut links);
+        // The internet: each client group on the transit of its nearest POP, each POP on
+        // its own transit, every transit on the core (`core`) and on every other (`mN`).
+        for (g, &c) in clients.iter().enumerate() {
+            let upstream = anyedge_topology::bgp::attach(t, g).map_or(internet, |p| transits[p]);
+            veth(0, upstream, c, None, &mut links);
         }
-        for &p in &pops {
-            link(0, internet, p, &mut links);
+        for (p, &n) in pops.iter().enumerate() {
+            veth(0, transits[p], n, None, &mut links);
+        }
+        for &x in &transits {
+            veth(0, internet, x, Some("core".into()), &mut links);
+        }
+        for (i, &x) in transits.iter().enumerate() {
+            for &y in &transits[i + 1..] {
+                let b_if = format!("m{}", links.len());
+                veth(0, x, y, Some(b_if), &mut links);
+            }
         }
         // The direct path: the internet reaches each region (the baseline without anycast).
         for &rg in &region_nets {
-            link(0, internet, rg, &mut links);
+            veth(0, internet, rg, None, &mut links);
         }
         for &p in &pops {
-            link(1, backbone, p, &mut links);
+            veth(1, backbone, p, None, &mut links);
         }
         for &((_, _), c) in &clbs {
-            link(1, backbone, c, &mut links);
+            veth(1, backbone, c, None, &mut links);
         }
         for &(_, c) in &controls {
-            link(1, backbone, c, &mut links);
+            veth(1, backbone, c, None, &mut links);
         }
         for &((r, _), c) in &clbs {
-            link(2, region_nets[r], c, &mut links);
+            veth(2, region_nets[r], c, None, &mut links);
         }
         for &(r, _, h) in &hosts {
-            link(2, region_nets[r], h, &mut links);
+            veth(2, region_nets[r], h, None, &mut links);
         }
         for &(r, _, e) in &egress {
-            link(2, region_nets[r], e, &mut links);
+            veth(2, region_nets[r], e, None, &mut links);
         }
 
         // Every node that runs a process, by the name users give it (`pop/paris`).
         let named = |name: String, ns: usize| Node { name, ns };
-        let nodes = std::iter::once(named("internet".into(), internet))
+        let nodes = transits
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| named(format!("transit/{}", t.pops[p].name), n))
             .chain(clients.iter().enumerate().map(|(g, &n)| named(format!("client/{}", t.clients[g].name), n)))
             .chain(pops.iter().enumerate().map(|(p, &n)| named(format!("pop/{}", t.pops[p].name), n)))
             .chain(clbs.iter().map(|&((r, i), n)| named(anyedge_topology::clb_name(&t.regions[r].name, i), n)))
@@ -240,14 +272,19 @@ impl Plan {
         self.links.iter().find(|l| l.b == ns && l.a == router).map(|l| (l.b_addr6, l.a_addr6))
     }
 
+    /// The router a client group or POP reaches the internet through (its transit).
+    pub fn upstream(&self, ns: usize) -> Option<usize> {
+        self.links.iter().find(|l| l.b == ns && l.b_if == "inet").map(|l| l.a)
+    }
+
     pub fn client_addr6(&self, g: usize) -> Option<Ipv6Addr> {
         let ns = self.ns_index(&Role::Client(g))?;
-        self.addr6_toward(ns, self.ns_index(&Role::Internet)?).map(|(a, _)| a)
+        self.addr6_toward(ns, self.upstream(ns)?).map(|(a, _)| a)
     }
 
     pub fn pop_internet_addr6(&self, p: usize) -> Option<Ipv6Addr> {
         let ns = self.ns_index(&Role::Pop(p))?;
-        self.addr6_toward(ns, self.ns_index(&Role::Internet)?).map(|(a, _)| a)
+        self.addr6_toward(ns, self.upstream(ns)?).map(|(a, _)| a)
     }
 
     /// A CLB node's IPv6 address toward backends (probes, NAT64's other side).
@@ -257,7 +294,7 @@ impl Plan {
 
     pub fn client_addr(&self, g: usize) -> Option<Ipv4Addr> {
         let ns = self.ns_index(&Role::Client(g))?;
-        self.addr_toward(ns, self.ns_index(&Role::Internet)?)
+        self.addr_toward(ns, self.upstream(ns)?)
     }
 
     /// Every source address client group `g`'s packets may carry: its link addresses and,
@@ -271,7 +308,20 @@ impl Plan {
 
     pub fn pop_internet_addr(&self, p: usize) -> Option<Ipv4Addr> {
         let ns = self.ns_index(&Role::Pop(p))?;
-        self.addr_toward(ns, self.ns_index(&Role::Internet)?)
+        self.addr_toward(ns, self.upstream(ns)?)
+    }
+
+    /// Namespace `ns`'s end of its link with `peer` (a BGP session's two addresses).
+    pub fn link_between(&self, ns: usize, peer: usize) -> Option<LinkEnds> {
+        self.links.iter().find_map(|l| {
+            if l.a == ns && l.b == peer {
+                Some(LinkEnds { dev: l.a_if.clone(), local: l.a_addr, peer: l.b_addr, local6: l.a_addr6, peer6: l.b_addr6 })
+            } else if l.b == ns && l.a == peer {
+                Some(LinkEnds { dev: l.b_if.clone(), local: l.b_addr, peer: l.a_addr, local6: l.b_addr6, peer6: l.a_addr6 })
+            } else {
+                None
+            }
+        })
     }
 
     /// Where a POP's tunnel endpoint listens.

@@ -3,6 +3,7 @@
 //! `FILE:LINE:COL: field: reason`; a file that loads is fully resolved (names are
 //! indices, units are nanoseconds, bits per second and fractions).
 
+pub mod bgp;
 pub mod nodes;
 mod parse;
 pub use parse::{BACKBONE_DELAY_DEFAULT, builtin_delay};
@@ -437,17 +438,15 @@ pub struct Fault {
 
 impl Topology {
     /// The POPs client group `g` may enter for VIP `vip`, in routing's preference: its
-    /// `catchment` when it has one, else nearest first by internet delay.
+    /// `catchment` when it has one, else BGP's selection at the transit the group
+    /// attaches to (`bgp`: its nearest POP first, then the POPs nearest that one).
     pub fn pop_order(&self, g: usize, vip: usize) -> Vec<usize> {
         let group = &self.clients[g];
         let publish = &self.vips[vip].pops;
-        match &group.catchment {
-            Some(order) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
-            None => {
-                let mut pops = publish.clone();
-                pops.sort_by_key(|&p| (self.internet_rtt_ns(g, InternetEnd::Pop(p)), p));
-                pops
-            }
+        match (&group.catchment, bgp::attach(self, g)) {
+            (Some(order), _) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
+            (None, Some(at)) => bgp::selection_order(self, at, publish),
+            (None, None) => Vec::new(),
         }
     }
 

@@ -46,7 +46,14 @@ pub fn list_with_prefix(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Deletes a namespace, killing whatever still runs in it first (a BGP speaker whose node
+/// was killed outright, say): nothing of a lab outlives it.
 pub fn delete(ns: &str) -> Result<(), String> {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
     ip(&["netns", "del", ns])
 }
 

@@ -65,7 +65,7 @@ impl Drops {
         self.set_section("health", serde_json::json!(health));
     }
 
-    fn set_section(&self, name: &'static str, value: serde_json::Value) {
+    pub fn set_section(&self, name: &'static str, value: serde_json::Value) {
         if let Ok(mut s) = self.1.lock() {
             s.insert(name, value);
         }

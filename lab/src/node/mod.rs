@@ -12,6 +12,7 @@ use anyedge_topology::{self as topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod backend;
+pub mod bgp;
 mod clb;
 pub mod control;
 pub mod drops;
@@ -20,7 +21,6 @@ pub mod forwarder;
 pub mod grpc;
 pub mod liveness;
 pub mod pop;
-pub mod router;
 pub mod servers;
 pub mod watch;
 
@@ -97,7 +97,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
             }
             Role::Backend { ip, .. } => crate::node::backend::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
             Role::Egress { k, .. } => crate::node::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
-            Role::Internet => crate::node::router::run(&t, &plan, &ready).await,
+            Role::Transit(x) => crate::node::bgp::run_transit(&t, &plan, x, state_dir, (&ready, drops)).await,
             Role::Control(id) => crate::node::control::run(&t, &plan, id, state_dir, (&ready, drops)).await,
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }

@@ -33,7 +33,7 @@ use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
 use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
-use crate::plan::{Plan, Role, TUN_NAME};
+use crate::plan::{Plan, TUN_NAME};
 
 /// Largest packet a queue reads at once.
 const MTU_BUF: usize = 65_536;
@@ -122,6 +122,10 @@ struct PopControl<'a> {
     clb_peers: Vec<((usize, usize), SocketAddr)>,
     probe_buf: [u8; 256],
     down_rx: mpsc::Receiver<Vec<u8>>,
+    /// Which CLB nodes (of `clb_peers`) the probes find alive.
+    clb_live: Vec<bool>,
+    /// The BGP speaker's announcements, by the VIPs' health here.
+    announcer: crate::node::bgp::Announcer,
 }
 
 enum ControlEvent {
@@ -148,12 +152,12 @@ pub(crate) async fn run_pop(
     let auth = auth_from_now(keys)?;
     let (driver, down_rx) = PopDriver::bind(t, plan, p, (impair, &auth), (state_dir, name), &fds, drops.clone())?;
     let driver = Arc::new(driver);
-    // Liveness probes (the internet router's, the CLB nodes'): answered while we run.
+    // Liveness probes (the CLB nodes'): answered while we run.
     let me = anyedge_topology::nodes::pop_node(p);
-    let router =
-        plan.ns_index(&Role::Pop(p)).zip(plan.ns_index(&Role::Internet)).and_then(|(ns, inet)| plan.gateway(ns, inet));
-    answer_probes(auth.keyring(me, 0), router.map(IpAddr::V4), drops).await?;
-    let control = PopControl::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), follower, down_rx).await?;
+    answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
+    // The BGP speaker announces the VIPs while they are healthy here.
+    let announcer = crate::node::bgp::Announcer::start(t, plan, p, state_dir, (name, drops)).await?;
+    let control = PopControl::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), follower, down_rx, announcer).await?;
     let mut queue = start_queues(&driver, bind, fds)?;
     mark_ready(ready)?;
     tracing::info!("{name}: reading {TUN_NAME} on {} queue(s)", driver.writers.len());
@@ -232,6 +236,7 @@ impl<'a> PopControl<'a> {
         keyring: anyedge_ccn::Keyring,
         follower: Option<crate::node::watch::Follower>,
         down_rx: mpsc::Receiver<Vec<u8>>,
+        announcer: crate::node::bgp::Announcer,
     ) -> Result<PopControl<'a>, String> {
         let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
             driver.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
@@ -240,7 +245,27 @@ impl<'a> PopControl<'a> {
         let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
         let prober =
             UdpLiveness::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(driver.start)).await?;
-        Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx })
+        let clb_live = vec![true; clb_peers.len()];
+        Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx, clb_live, announcer })
+    }
+
+    /// The probes' news, into the core and into what the POP announces.
+    fn clb_changes(&mut self, core: &mut Pop, changes: Vec<(usize, bool)>) {
+        for &(peer, up) in &changes {
+            self.clb_live[peer] = up;
+        }
+        clb_changes(self.t, self.p, core, &self.clb_peers, changes);
+    }
+
+    /// One health sample per published VIP: healthy while a CLB node of its home region
+    /// answers probes. The speaker withdraws and announces through the hysteresis.
+    fn announce(&mut self) {
+        let (t, peers, live) = (self.t, &self.clb_peers, &self.clb_live);
+        let healthy = |k: usize| peers.iter().zip(live).any(|(&((r, _), _), &up)| up && r == t.vips[k].home);
+        for (k, up) in self.announcer.sample(healthy) {
+            let what = if up { "announced" } else { "withdrawn" };
+            tracing::info!("pop/{}: VIP {} {what}", t.pops[self.p].name, t.vips[k].name);
+        }
     }
 }
 
@@ -516,11 +541,12 @@ async fn handle_control(path: &PopDriver, c: &mut PopControl<'_>, event: Control
         }
         ControlEvent::Tick => {
             let changes = c.prober.tick(path.now_ns()).await;
-            clb_changes(c.t, c.p, &mut path.lock().core, &c.clb_peers, changes);
+            c.clb_changes(&mut path.lock().core, changes);
+            c.announce();
         }
         ControlEvent::Answer(n) => {
             let changes = c.prober.answered(&c.probe_buf[..n]);
-            clb_changes(c.t, c.p, &mut path.lock().core, &c.clb_peers, changes);
+            c.clb_changes(&mut path.lock().core, changes);
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn require_root(what: &str) -> Result<(), String> {
 
 pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, String> {
     require_root("lab up")?;
+    crate::node::bgp::check_installed()?;
     let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (t, plan) = load(&file)?;
     let prefix = format!("{}-", plan.lab);
@@ -126,7 +127,8 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
         ip(&["netns", "add", &ns.name])?;
         state.namespaces.push(ns.name.clone());
         ip_in(&ns.name, &["link", "set", "lo", "up"])?;
-        let forwards = matches!(ns.role, Role::Internet | Role::Backbone | Role::RegionNet(_) | Role::Pop(_));
+        let forwards =
+            matches!(ns.role, Role::Internet | Role::Transit(_) | Role::Backbone | Role::RegionNet(_) | Role::Pop(_));
         if forwards {
             sysctl_in(&ns.name, "net.ipv4.ip_forward", "1")?;
             sysctl_in(&ns.name, "net.ipv6.conf.all.forwarding", "1")?;
@@ -188,7 +190,44 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
     // A server certificate for every VIP, for the listeners that terminate TLS.
     crate::pki::issue(&dir, &nodes, &crate::pki::vip_names(t, None))?;
     start_nodes(plan, state, exe)?;
-    wait_ready(plan, state)
+    wait_ready(plan, state)?;
+    wait_converged(t, plan)
+}
+
+/// Waits until BGP has given every client group's transit a route to each VIP its traffic
+/// goes to (sessions open after BIRD's one-second connect delay).
+fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut wanted = Vec::new();
+    for g in 0..t.clients.len() {
+        let Some(ns) = plan.ns_index(&Role::Client(g)).and_then(|c| plan.upstream(c)) else { continue };
+        for &k in &t.clients[g].traffic {
+            let vip = &t.vips[t.traffic[k].vip];
+            if t.pop_order(g, t.traffic[k].vip).is_empty() {
+                continue;
+            }
+            wanted.push((plan.namespaces[ns].name.clone(), format!("{}/32", vip.ipv4)));
+            if let Some(v6) = vip.ipv6 {
+                wanted.push((plan.namespaces[ns].name.clone(), format!("{v6}/128")));
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    loop {
+        wanted.retain(|(ns, prefix)| {
+            let family = if prefix.contains(':') { "-6" } else { "-4" };
+            let out = Command::new("ip").args(["-n", ns, family, "route", "show", prefix]).output();
+            !out.is_ok_and(|o| !o.stdout.is_empty())
+        });
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("BGP has not converged after 30 s: no route yet for {wanted:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn net(n: (std::net::Ipv4Addr, u8)) -> String {
@@ -228,7 +267,8 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
         let gw = Gateways { plan, i, name };
         match ns.role {
             Role::Client(g) => client_routes(plan, g, &gw, inet)?,
-            Role::Pop(p) => pop_routes(t, p, &gw, (inet, ccn))?,
+            Role::Pop(p) => pop_routes(t, p, &gw, (plan.upstream(i).ok_or("POP without a transit")?, ccn))?,
+            Role::Transit(_) => transit_routes(plan, &gw, inet)?,
             Role::Clb { region, .. } => {
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
                 ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
@@ -239,42 +279,64 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
             Role::Egress { region, .. } => {
                 ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
             }
-            Role::Internet => {
-                // Strict reverse-path filtering where clients attach: a client can only
-                // send from its own address.
-                for l in plan.links.iter().filter(|l| l.a == i && matches!(plan.namespaces[l.b].role, Role::Client(_)))
-                {
-                    sysctl_in(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
-                }
-            }
-            Role::Backbone => {}
+            Role::Internet | Role::Backbone => {}
         }
     }
-    anycast_routes(t, plan, inet)
+    Ok(())
 }
 
-/// A client group's default routes to the internet; with an `address:` block, its
-/// namespace sends from the block's first host, as the simulator's clients do, and the
-/// internet routes the block back.
+/// A transit: its clients and its POP on links of their own; everything else through the
+/// internet's core, which routes their link networks back here. Its VIP routes come from
+/// BGP (its speaker installs them).
+fn transit_routes(plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+    let name = gw.name;
+    ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
+    ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
+    let core = &plan.namespaces[inet].name;
+    let up = plan.link_between(gw.i, inet).ok_or("transit without a link to the core")?;
+    let (via, via6) = (up.local.to_string(), up.local6.to_string());
+    for l in plan.links.iter().filter(|l| l.a == gw.i && l.b_if == "inet") {
+        let net4 = std::net::Ipv4Addr::from(u32::from(l.a_addr) & !3);
+        let net6 = std::net::Ipv6Addr::from(u128::from(l.a_addr6) & !u128::from(u64::MAX));
+        ip_in(core, &["route", "add", &format!("{net4}/30"), "via", &via])?;
+        ip_in(core, &["-6", "route", "add", &format!("{net6}/64"), "via", &via6])?;
+        // Strict reverse-path filtering where clients attach: a client can only send
+        // from its own address.
+        if matches!(plan.namespaces[l.b].role, Role::Client(_)) {
+            sysctl_in(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
+        }
+    }
+    Ok(())
+}
+
+/// A client group's default routes to the internet, through its transit; with an
+/// `address:` block, its namespace sends from the block's first host, as the simulator's
+/// clients do, and the transit and the core route the block back.
 fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
     let name = gw.name;
+    let transit = plan.upstream(gw.i).ok_or(format!("{name} has no transit"))?;
     let Some((cidr, own)) = plan.group_sources.get(g).copied().flatten() else {
-        ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
-        return ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?]);
+        ip_in(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
+        return ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?]);
     };
-    let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
-    let router = &plan.namespaces[inet].name;
+    let router = &plan.namespaces[transit].name;
+    let core = &plan.namespaces[inet].name;
+    let up = plan.link_between(transit, inet).ok_or("transit without a link to the core")?;
+    let block = cidr.to_string();
     if own.is_ipv4() {
+        let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
         ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
-        ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?, "src", &own.to_string()])?;
-        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
-        ip_in(router, &["route", "add", &cidr.to_string(), "via", &link])
+        ip_in(name, &["route", "add", "default", "via", &gw.v4(transit)?, "src", &own.to_string()])?;
+        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?])?;
+        ip_in(router, &["route", "add", &block, "via", &link])?;
+        ip_in(core, &["route", "add", &block, "via", &up.local.to_string()])
     } else {
         let link6 = plan.client_addr6(g).ok_or("client without an IPv6 address")?.to_string();
         ip_in(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
-        ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
-        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?, "src", &own.to_string()])?;
-        ip_in(router, &["-6", "route", "add", &cidr.to_string(), "via", &link6])
+        ip_in(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
+        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?, "src", &own.to_string()])?;
+        ip_in(router, &["-6", "route", "add", &block, "via", &link6])?;
+        ip_in(core, &["-6", "route", "add", &block, "via", &up.local6.to_string()])
     }
 }
 
@@ -335,44 +397,6 @@ fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'_>, inet: u
         ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
     }
     Ok(())
-}
-
-/// The internet router sends each client group to its POP: a table per group.
-pub fn anycast_routes(t: &Topology, plan: &Plan, inet: usize) -> Result<(), String> {
-    let router = &plan.namespaces[inet].name;
-    for (g, group) in t.clients.iter().enumerate() {
-        let table = (100 + g).to_string();
-        let priority = (1000 + g).to_string();
-        let mut sources: Vec<String> = plan
-            .client_sources(g)
-            .iter()
-            .map(|a| if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") })
-            .collect();
-        if let Some((cidr, _)) = plan.group_sources.get(g).copied().flatten() {
-            sources.push(cidr.to_string());
-        }
-        for from in sources {
-            let family = if from.contains(':') { "-6" } else { "-4" };
-            ip_in(router, &[family, "rule", "add", "from", &from, "lookup", &table, "priority", &priority])?;
-        }
-        for &k in &group.traffic {
-            let vip = &t.vips[t.traffic[k].vip];
-            let Some(p) = first_pop(t, g, t.traffic[k].vip) else { continue };
-            let via = plan.pop_internet_addr(p).ok_or("POP without an address")?;
-            let route = format!("{}/32", vip.ipv4);
-            ip_in(router, &["route", "replace", &route, "via", &via.to_string(), "table", &table])?;
-            if let (Some(v6), Some(via6)) = (vip.ipv6, plan.pop_internet_addr6(p)) {
-                let route6 = format!("{v6}/128");
-                ip_in(router, &["-6", "route", "replace", &route6, "via", &via6.to_string(), "table", &table])?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The POP a group enters for a VIP when all are up: catchment order, else nearest.
-pub fn first_pop(t: &Topology, g: usize, vip: usize) -> Option<usize> {
-    t.pop_order(g, vip).first().copied()
 }
 
 fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {

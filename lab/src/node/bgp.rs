@@ -1,0 +1,529 @@
+//! BGP in the lab: a BIRD 2 speaker in every POP and every transit namespace, run and
+//! restarted by the node process that owns the namespace, configured from the topology
+//! by the one rule in `anyedge_topology::bgp`.
+//!
+//! - A transit speaker (`transit/POP`) peers with its POP (eBGP, BFD 50 ms × 3, hold 3 s),
+//!   with every other transit (eBGP, MED set on import to the delay model's round trip in
+//!   µs, compared across ASes), and installs the best route of each VIP prefix in its
+//!   namespace's kernel table, which forwards the clients' packets.
+//! - A POP speaker announces each VIP it publishes from a static protocol per VIP and
+//!   address family (`vip4_K`, `vip6_K`); the POP node enables one while the VIP is
+//!   healthy there (a live CLB node of its home region, through [`Hysteresis`]) and
+//!   disables it when not, over the speaker's control socket. The speaker dies with the
+//!   node (`PR_SET_PDEATHSIG`): a killed POP's session closes and its routes go at once;
+//!   a frozen POP's BFD session times out.
+//!
+//! Sessions are IPv4 for IPv4 prefixes and IPv6 for IPv6 prefixes, one per family.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyedge_topology::Topology;
+use anyedge_topology::bgp::{CDN_ASN, med_us, pop_router_id, transit_asn, transit_router_id};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::plan::{Plan, Role};
+
+/// The speaker's program (Debian's `bird2`).
+pub const BIRD: &str = "bird";
+/// BFD between a POP and its transit: 50 ms × 3 (no false resets measured with 8 busy
+/// processes on 2 cores; 10 ms × 3 had some).
+const BFD_INTERVAL_MS: u32 = 50;
+const BFD_MULTIPLIER: u32 = 3;
+/// The hold timer, BFD's fallback (BIRD's minimum; the default is 240 s).
+const HOLD_S: u32 = 3;
+
+/// Is the speaker installed? The error names the package and how to install it.
+pub fn check_installed() -> Result<(), String> {
+    match Command::new(BIRD).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "the lab's BGP speaker `{BIRD}` is not installed: install Debian's bird2 (apt-get install bird2)"
+        )),
+    }
+}
+
+/// Session timers every speaker uses: quick reconnects after a flap (re-announce within
+/// seconds, not BIRD's default minutes), the short hold time.
+fn timers() -> String {
+    format!(
+        "hold time {HOLD_S}; keepalive time 1; connect delay time 1; connect retry time 1; error wait time 1, 10; error forget time 10;"
+    )
+}
+
+/// The VIP prefixes of a topology, per family, as BIRD prefix sets.
+fn prefix_sets(t: &Topology) -> (String, String) {
+    let v4: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).collect();
+    let v6: Vec<String> = t.vips.iter().filter_map(|v| v.ipv6.map(|a| format!("{a}/128"))).collect();
+    let set = |v: Vec<String>| if v.is_empty() { String::new() } else { format!("[ {} ]", v.join(", ")) };
+    (set(v4), set(v6))
+}
+
+fn header(out: &mut String, what: &str, router_id: std::net::Ipv4Addr) {
+    let _ = writeln!(out, "# {what}: written by anyedge from the topology file; each start rewrites it.");
+    let _ = writeln!(out, "router id {router_id};");
+    let _ = writeln!(out, "log stderr {{ info, remote, warning, error, auth, fatal, bug }};");
+    let _ = writeln!(out, "protocol device {{ scan time 10; }}");
+}
+
+fn bfd(out: &mut String, dev: &str) {
+    let _ = writeln!(
+        out,
+        "protocol bfd {{ interface \"{dev}\" {{ min rx interval {BFD_INTERVAL_MS} ms; min tx interval {BFD_INTERVAL_MS} ms; multiplier {BFD_MULTIPLIER}; }}; }}"
+    );
+}
+
+/// The speaker of transit `x` (upstream of POP `x`).
+pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, String> {
+    let ns = plan.ns_index(&Role::Transit(x)).ok_or("no transit namespace")?;
+    let pop_ns = plan.ns_index(&Role::Pop(x)).ok_or("no POP namespace")?;
+    let asn = transit_asn(x);
+    let (set4, set6) = prefix_sets(t);
+    let mut out = String::new();
+    header(&mut out, &format!("transit/{}", t.pops[x].name), transit_router_id(x));
+    // Only BGP's best routes go to the kernel: they forward the clients' packets.
+    for (name, family) in [("kernel4", "ipv4"), ("kernel6", "ipv6")] {
+        let _ = writeln!(
+            out,
+            "protocol kernel {name} {{ {family} {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }}; }}"
+        );
+    }
+    let pop = plan.link_between(ns, pop_ns).ok_or("transit without a link to its POP")?;
+    bfd(&mut out, &pop.dev);
+    let timers = timers();
+    // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer).
+    for (family, set, local, peer) in [
+        ("ipv4", &set4, IpAddr::V4(pop.local), IpAddr::V4(pop.peer)),
+        ("ipv6", &set6, IpAddr::V6(pop.local6), IpAddr::V6(pop.peer6)),
+    ] {
+        if set.is_empty() {
+            continue;
+        }
+        let suffix = if family == "ipv4" { "4" } else { "6" };
+        let _ = writeln!(
+            out,
+            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd on; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
+        );
+    }
+    // Every other transit: the VIP prefixes both ways, MED = the model's round trip.
+    for y in (0..t.pops.len()).filter(|&y| y != x) {
+        let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or("no transit namespace")?;
+        let l = plan.link_between(ns, peer_ns).ok_or("transits without a link")?;
+        let med = med_us(t, x, y);
+        for (family, set, local, peer) in [
+            ("ipv4", &set4, IpAddr::V4(l.local), IpAddr::V4(l.peer)),
+            ("ipv6", &set6, IpAddr::V6(l.local6), IpAddr::V6(l.peer6)),
+        ] {
+            if set.is_empty() {
+                continue;
+            }
+            let suffix = if family == "ipv4" { "4" } else { "6" };
+            let _ = writeln!(
+                out,
+                "protocol bgp t{y}_{suffix} {{ description \"transit/{}\"; local {local} as {asn}; neighbor {peer} as {}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = {med}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+                t.pops[y].name,
+                transit_asn(y)
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A static protocol's name for VIP `k` in one family.
+pub fn vip_protocol(k: usize, v6: bool) -> String {
+    format!("vip{}_{k}", if v6 { 6 } else { 4 })
+}
+
+/// The speaker of POP `p`: one static protocol per VIP it publishes and family, each
+/// exported to its transit; all start enabled (a POP starts healthy, as its probes do).
+pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String> {
+    let ns = plan.ns_index(&Role::Pop(p)).ok_or("no POP namespace")?;
+    let transit = plan.ns_index(&Role::Transit(p)).ok_or("no transit namespace")?;
+    let l = plan.link_between(ns, transit).ok_or("POP without a link to its transit")?;
+    let mut out = String::new();
+    header(&mut out, &format!("pop/{}", t.pops[p].name), pop_router_id(p));
+    bfd(&mut out, &l.dev);
+    let (mut any4, mut any6) = (false, false);
+    for (k, v) in t.vips.iter().enumerate().filter(|(_, v)| v.pops.contains(&p)) {
+        let _ = writeln!(out, "protocol static {} {{ ipv4; route {}/32 unreachable; }}", vip_protocol(k, false), v.ipv4);
+        any4 = true;
+        if let Some(v6) = v.ipv6 {
+            let _ = writeln!(out, "protocol static {} {{ ipv6; route {v6}/128 unreachable; }}", vip_protocol(k, true));
+            any6 = true;
+        }
+    }
+    let timers = timers();
+    let asn = transit_asn(p);
+    for (family, any, local, peer) in
+        [("ipv4", any4, IpAddr::V4(l.local), IpAddr::V4(l.peer)), ("ipv6", any6, IpAddr::V6(l.local6), IpAddr::V6(l.peer6))]
+    {
+        if !any {
+            continue;
+        }
+        let suffix = if family == "ipv4" { "4" } else { "6" };
+        let _ = writeln!(
+            out,
+            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd on; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
+        );
+    }
+    Ok(out)
+}
+
+/// A BIRD process this node runs, restarted when it dies.
+pub struct Speaker {
+    config: PathBuf,
+    pub socket: PathBuf,
+    child: Child,
+    /// Times it died and was started again.
+    pub restarts: u64,
+}
+
+impl Speaker {
+    /// Writes the configuration under the node's state, has BIRD check it, and starts it.
+    pub fn start(state_dir: &Path, node: &str, config: &str) -> Result<Speaker, String> {
+        check_installed()?;
+        let dir = state_dir.join("bgp").join(crate::layout::sanitize(node));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join("bird.conf");
+        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+        let parsed = Command::new(BIRD).arg("-p").arg("-c").arg(&path).output().map_err(|e| e.to_string())?;
+        if !parsed.status.success() {
+            return Err(format!(
+                "{}: BIRD refuses the configuration: {}",
+                path.display(),
+                String::from_utf8_lossy(&parsed.stderr).trim()
+            ));
+        }
+        let socket = dir.join("bird.ctl");
+        let child = spawn(&path, &socket)?;
+        Ok(Speaker { config: path, socket, child, restarts: 0 })
+    }
+
+    /// Starts the speaker again if it has died; true when it did.
+    pub fn revive(&mut self) -> bool {
+        match self.child.try_wait() {
+            Ok(None) => false,
+            Ok(Some(status)) => {
+                tracing::warn!("BGP speaker exited ({status}); starting it again");
+                match spawn(&self.config, &self.socket) {
+                    Ok(child) => {
+                        self.child = child;
+                        self.restarts += 1;
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!("BGP speaker: {e}");
+                        false
+                    }
+                }
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// BIRD in the foreground (its log on the node's stderr), killed when this process dies.
+fn spawn(config: &Path, socket: &Path) -> Result<Child, String> {
+    use std::os::unix::process::CommandExt;
+    let _ = std::fs::remove_file(socket);
+    let mut cmd = Command::new(BIRD);
+    cmd.arg("-f").arg("-c").arg(config).arg("-s").arg(socket).stdin(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; the closure only calls it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("cannot start {BIRD}: {e}"))
+}
+
+/// One command over BIRD's control socket; its reply, without the reply codes. BIRD's
+/// replies are lines `CODE-text` (more follow), ` text` (continuation) and `CODE text`
+/// (the last); codes 8000 and up are errors.
+pub async fn command(socket: &Path, cmd: &str) -> Result<String, String> {
+    let run = async {
+        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| format!("{}: {e}", socket.display()))?;
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        // The greeting: `0001 BIRD 2.0.12 ready.`
+        lines.next_line().await.map_err(|e| e.to_string())?;
+        write.write_all(format!("{cmd}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+            let (code, sep, text) = split_reply(&line);
+            if code.is_some_and(|c| c >= 8000) {
+                return Err(format!("BIRD: {}", text.trim()));
+            }
+            reply.push_str(text);
+            reply.push('\n');
+            if code.is_some() && sep == ' ' {
+                break;
+            }
+        }
+        Ok(reply)
+    };
+    tokio::time::timeout(Duration::from_secs(2), run).await.map_err(|_| "BIRD did not answer in 2 s".to_string())?
+}
+
+/// `CODE-text`, `CODE text` or ` text`: the code, the separator and the text.
+fn split_reply(line: &str) -> (Option<u32>, char, &str) {
+    let b = line.as_bytes();
+    if b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && (b[4] == b'-' || b[4] == b' ') {
+        (line[..4].parse().ok(), b[4] as char, &line[5..])
+    } else {
+        (None, '-', line.strip_prefix(' ').unwrap_or(line))
+    }
+}
+
+/// A BGP session as `show protocols` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Session {
+    pub name: String,
+    /// BIRD's state (`up`, `start`, `down`) and the BGP state (`Established`, `Active`…).
+    pub state: String,
+    pub bgp: String,
+    /// When it entered its state (BIRD's time format).
+    pub since: String,
+}
+
+/// The BGP sessions out of `show protocols`.
+pub fn sessions(show_protocols: &str) -> Vec<Session> {
+    show_protocols
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5 && f[1] == "BGP").then(|| Session {
+                name: f[0].to_string(),
+                state: f[3].to_string(),
+                since: f[4].to_string(),
+                bgp: f.get(5).map_or(String::new(), |s| s.to_string()),
+            })
+        })
+        .collect()
+}
+
+/// Health → announcement, with rise/fall hysteresis: announced after `rise` healthy
+/// samples in a row, withdrawn after `fall` unhealthy ones, so a flapping check changes
+/// the announcement at most once per `min(rise, fall)` samples.
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    rise: u32,
+    fall: u32,
+    announced: bool,
+    run: u32,
+}
+
+impl Hysteresis {
+    pub fn new(rise: u32, fall: u32, announced: bool) -> Hysteresis {
+        Hysteresis { rise: rise.max(1), fall: fall.max(1), announced, run: 0 }
+    }
+
+    pub fn announced(&self) -> bool {
+        self.announced
+    }
+
+    /// One health sample; `Some(announce)` when the announcement changes.
+    pub fn sample(&mut self, healthy: bool) -> Option<bool> {
+        if healthy == self.announced {
+            self.run = 0;
+            return None;
+        }
+        self.run += 1;
+        let needed = if healthy { self.rise } else { self.fall };
+        if self.run < needed {
+            return None;
+        }
+        self.run = 0;
+        self.announced = healthy;
+        Some(healthy)
+    }
+}
+
+/// A POP's announcements: the hysteresis of each VIP it publishes, and the task that runs
+/// its speaker and applies what the hysteresis decides.
+pub struct Announcer {
+    /// (VIP, its hysteresis).
+    vips: Vec<(usize, Hysteresis)>,
+    desired: tokio::sync::watch::Sender<Vec<(usize, bool)>>,
+}
+
+/// Samples in a row before a VIP is announced again / withdrawn (at the probe interval).
+pub const RISE: u32 = 3;
+pub const FALL: u32 = 2;
+
+impl Announcer {
+    /// Starts POP `p`'s speaker (every VIP announced) and the task that keeps it running.
+    pub async fn start(
+        t: &Topology,
+        plan: &Plan,
+        p: usize,
+        state_dir: &Path,
+        (node, drops): (&str, crate::node::drops::Drops),
+    ) -> Result<Announcer, String> {
+        let mut speaker = Speaker::start(state_dir, node, &pop_config(t, plan, p)?)?;
+        wait_for_socket(&speaker.socket).await?;
+        let vips: Vec<(usize, Hysteresis)> = (0..t.vips.len())
+            .filter(|&k| t.vips[k].pops.contains(&p))
+            .map(|k| (k, Hysteresis::new(RISE, FALL, true)))
+            .collect();
+        let families: Vec<(usize, bool)> = vips.iter().map(|&(k, _)| (k, t.vips[k].ipv6.is_some())).collect();
+        let initial: Vec<(usize, bool)> = vips.iter().map(|&(k, _)| (k, true)).collect();
+        let (desired, mut wanted) = tokio::sync::watch::channel(initial);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                let revived = tokio::select! {
+                    _ = tick.tick() => speaker.revive(),
+                    changed = wanted.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        true
+                    }
+                };
+                if revived {
+                    let now: Vec<(usize, bool)> = wanted.borrow_and_update().clone();
+                    apply(&speaker.socket, &families, &now).await;
+                }
+                publish(&speaker, &drops).await;
+            }
+        });
+        Ok(Announcer { vips, desired })
+    }
+
+    /// One health sample of every VIP (`healthy(vip)`); changed announcements go to the
+    /// speaker. Returns the VIPs whose announcement changed, with the new state.
+    pub fn sample(&mut self, healthy: impl Fn(usize) -> bool) -> Vec<(usize, bool)> {
+        let changed: Vec<(usize, bool)> =
+            self.vips.iter_mut().filter_map(|(k, h)| h.sample(healthy(*k)).map(|up| (*k, up))).collect();
+        if !changed.is_empty() {
+            let now = self.vips.iter().map(|(k, h)| (*k, h.announced())).collect();
+            let _ = self.desired.send(now);
+        }
+        changed
+    }
+}
+
+/// Enables or disables each VIP's static protocols to match `now`.
+async fn apply(socket: &Path, families: &[(usize, bool)], now: &[(usize, bool)]) {
+    for &(k, on) in now {
+        let v6 = families.iter().any(|&(f, has6)| f == k && has6);
+        for proto in std::iter::once(vip_protocol(k, false)).chain(v6.then(|| vip_protocol(k, true))) {
+            let verb = if on { "enable" } else { "disable" };
+            if let Err(e) = command(socket, &format!("{verb} {proto}")).await {
+                tracing::warn!("BGP speaker: {verb} {proto}: {e}");
+            }
+        }
+    }
+}
+
+/// Runs a transit: its speaker, restarted when it dies, and its sessions in `status`.
+pub async fn run_transit(
+    t: &Topology,
+    plan: &Plan,
+    x: usize,
+    state_dir: &Path,
+    (ready, drops): (&Path, crate::node::drops::Drops),
+) -> Result<(), String> {
+    let name = format!("transit/{}", t.pops[x].name);
+    let mut speaker = Speaker::start(state_dir, &name, &transit_config(t, plan, x)?)?;
+    wait_for_socket(&speaker.socket).await?;
+    std::fs::write(ready, b"ready\n").map_err(|e| e.to_string())?;
+    supervise(&mut speaker, &drops).await
+}
+
+/// Waits until a new speaker answers on its control socket.
+pub async fn wait_for_socket(socket: &Path) -> Result<(), String> {
+    for _ in 0..100 {
+        if command(socket, "show status").await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("{}: BIRD did not come up in 5 s", socket.display()))
+}
+
+/// Revives the speaker when it dies and publishes its sessions (`bgp` in `status`) and
+/// restarts (`bgp_speaker_restarts`), every 250 ms, for ever.
+pub async fn supervise(speaker: &mut Speaker, drops: &crate::node::drops::Drops) -> Result<(), String> {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        speaker.revive();
+        publish(speaker, drops).await;
+    }
+}
+
+/// The speaker's sessions and restarts into the node's status.
+pub async fn publish(speaker: &Speaker, drops: &crate::node::drops::Drops) {
+    drops.set_gauge("bgp_speaker_restarts", speaker.restarts);
+    if let Ok(text) = command(&speaker.socket, "show protocols").await {
+        let list = sessions(&text);
+        let established = list.iter().filter(|s| s.bgp == "Established").count();
+        drops.set_gauge("bgp_sessions_established", established as u64);
+        drops.set_section("bgp", serde_json::json!({ "sessions": list, "speaker_restarts": speaker.restarts }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_check_changes_the_announcement_a_bounded_number_of_times() {
+        let mut h = Hysteresis::new(3, 2, true);
+        // Healthy and unhealthy in turn, for ever: never two unhealthy samples in a row.
+        let changes = (0..1_000).filter_map(|i| h.sample(i % 2 == 0)).count();
+        assert_eq!(changes, 0, "a check that never fails twice running never withdraws");
+        // Down twice, up once, down twice...: the worst a flap can do.
+        let mut h = Hysteresis::new(3, 2, true);
+        let pattern = [false, false, true, true, true];
+        let changes = (0..1_000).filter_map(|i| h.sample(pattern[i % pattern.len()])).count();
+        assert!(changes <= 1_000 / 2, "{changes} updates for 1000 samples");
+        assert_eq!(changes, 400, "one withdraw and one announce per 5-sample cycle");
+    }
+
+    #[test]
+    fn withdraws_after_fall_and_announces_after_rise() {
+        let mut h = Hysteresis::new(3, 2, true);
+        assert_eq!(h.sample(false), None);
+        assert_eq!(h.sample(false), Some(false));
+        assert_eq!(h.sample(true), None);
+        assert_eq!(h.sample(true), None);
+        assert_eq!(h.sample(true), Some(true));
+        assert!(h.announced());
+    }
+
+    #[test]
+    fn reply_lines_split_into_code_and_text() {
+        assert_eq!(split_reply("0001 BIRD 2.0.12 ready."), (Some(1), ' ', "BIRD 2.0.12 ready."));
+        assert_eq!(split_reply("2002-Name       Proto"), (Some(2002), '-', "Name       Proto"));
+        assert_eq!(split_reply(" continued"), (None, '-', "continued"));
+        assert_eq!(split_reply("8001 Protocol not found"), (Some(8001), ' ', "Protocol not found"));
+    }
+
+    #[test]
+    fn sessions_come_from_show_protocols() {
+        let text = "Name       Proto      Table      State  Since         Info\n\
+device1    Device     ---        up     12:00:00.000  \n\
+pop4       BGP        ---        up     12:00:01.000  Established   \n\
+t1_4       BGP        ---        start  12:00:01.000  Active        Socket: Connection refused\n";
+        let s = sessions(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].name.as_str(), s[0].state.as_str(), s[0].bgp.as_str()), ("pop4", "up", "Established"));
+        assert_eq!((s[1].name.as_str(), s[1].bgp.as_str()), ("t1_4", "Active"));
+    }
+}
