@@ -45,6 +45,19 @@ pub enum LabCommand {
     Kill { file: PathBuf, node: String },
     /// Start a stopped node again.
     Start { file: PathBuf, node: String },
+    /// Freeze every process of a node (its BGP speaker too), like a machine that hangs
+    /// without closing anything; `lab thaw` lets it go on.
+    Freeze { file: PathBuf, node: String },
+    /// Let a frozen node go on.
+    Thaw { file: PathBuf, node: String },
+    /// A POP's or transit's BGP routes for the VIP prefixes: where each leads, its AS path
+    /// and MED, the POP that announced it, and which one BGP selected (`*`).
+    Bgp {
+        file: PathBuf,
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every node's Prometheus metrics (each also serves them at http://NODE:6091/metrics
     /// inside the lab).
     Metrics { file: PathBuf, node: Option<String> },
@@ -141,6 +154,15 @@ pub fn run(action: LabCommand) -> ExitCode {
             }
             setup::require_root("lab capture").and_then(|()| setup::capture(&file, &node, &out, &duration, &exe))
         }
+        LabCommand::Freeze { file, node } => setup::require_root("lab freeze")
+            .and_then(|()| setup::freeze(&file, &node, true))
+            .map(|n| println!("{node}: frozen ({n} processes)")),
+        LabCommand::Thaw { file, node } => setup::require_root("lab thaw")
+            .and_then(|()| setup::freeze(&file, &node, false))
+            .map(|n| println!("{node}: thawed ({n} processes)")),
+        LabCommand::Bgp { file, node, json } => setup::require_root("lab bgp")
+            .and_then(|()| setup::bgp(&file, &node))
+            .map(|routes| print!("{}", bgp_text(&routes, json))),
         LabCommand::Start { file, node } => setup::require_root("lab start")
             .and_then(|()| setup::start(&file, &node, &exe))
             .map(|()| println!("{node}: started")),
@@ -154,4 +176,27 @@ pub fn run(action: LabCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `lab bgp`'s table (or JSON): one line per route, the selected one marked `*`.
+fn bgp_text(routes: &[anyedge_lab::bgp::Route], json: bool) -> String {
+    if json {
+        return format!("{}\n", serde_json::json!({ "routes": routes }));
+    }
+    let mut out =
+        format!("{:<2}{:<22}{:<18}{:<18}{:<26}{:>10}  {}\n", "", "prefix", "from", "via", "as path", "med", "pop");
+    for r in routes {
+        let path: Vec<String> = r.as_path.iter().map(u32::to_string).collect();
+        out.push_str(&format!(
+            "{:<2}{:<22}{:<18}{:<18}{:<26}{:>10}  {}\n",
+            if r.best { "*" } else { "" },
+            r.prefix,
+            r.from,
+            r.via,
+            path.join(" "),
+            r.med.map_or("-".into(), |m| m.to_string()),
+            r.pop.as_deref().unwrap_or("?")
+        ));
+    }
+    out
 }

@@ -570,9 +570,16 @@ fn recovery_sim_and_lab(lab: &Lab, fault: &str, node: &str) -> (f64, f64, Vec<f6
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let killed = lab.anyedge(&["lab", "kill", node]);
-    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    // The simulator's `down` is a machine that goes silent: a POP is frozen with its BGP
+    // speaker (only BFD notices; a killed one would close its session at once), a CLB
+    // node is killed (nothing but probes notices either way).
+    let verb = if node.starts_with("pop/") { "freeze" } else { "kill" };
+    let stopped = lab.anyedge(&["lab", verb, node]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
     let out = child.wait_with_output().unwrap();
+    if verb == "freeze" {
+        lab.anyedge(&["lab", "thaw", node]);
+    }
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("recovery.json")).unwrap()).unwrap();
     // Affected flows went silent for far longer than their 50 ms between requests.
@@ -1198,4 +1205,81 @@ fn a_committed_change_reaches_a_far_clb_node_a_backbone_delay_later_not_at_once(
     let commit = right_after["commit"].as_u64().unwrap();
     assert!(applied(&right_after) < commit, "the change crossed 6,300 km at once: {right_after}");
     wait_status(&lab, "the change reaches the CLB node", |s| applied(s) >= commit);
+}
+
+/// Six POPs on three continents, one region, eight client groups far apart.
+fn six_pop_world(small: String) -> String {
+    let name = small.lines().find(|l| l.starts_with("name:")).unwrap().to_string();
+    format!(
+        "{name}\nseed: 1\nduration: 10s\n\
+vips:\n  - name: edge\n    ipv4: 198.18.0.20\n    home: frankfurt\n    pops: all\n    listeners:\n      - {{ protocol: udp, port: 7000, scheduler: maglev, backends: game }}\n\
+pops:\n  - {{ name: paris, location: [48.857, 2.352] }}\n  - {{ name: frankfurt, location: [50.110, 8.682] }}\n  \
+- {{ name: virginia, location: [39.044, -77.487] }}\n  - {{ name: siliconvalley, location: [37.339, -121.895] }}\n  \
+- {{ name: tokyo, location: [35.690, 139.692] }}\n  - {{ name: singapore, location: [1.352, 103.820] }}\n\
+regions:\n  - name: frankfurt\n    location: [50.110, 8.682]\n    clb_nodes: 1\n    backends:\n      game:\n        - {{ address: 198.19.20.1, port: 7000 }}\n\
+clients:\n  - {{ name: london, location: [51.507, -0.128], count: 1, traffic: game }}\n  \
+- {{ name: madrid, location: [40.417, -3.704], count: 1, traffic: game }}\n  \
+- {{ name: newyork, location: [40.713, -74.006], count: 1, traffic: game }}\n  \
+- {{ name: losangeles, location: [34.052, -118.244], count: 1, traffic: game }}\n  \
+- {{ name: osaka, location: [34.694, 135.502], count: 1, traffic: game }}\n  \
+- {{ name: jakarta, location: [-6.208, 106.846], count: 1, traffic: game }}\n  \
+- {{ name: sydney, location: [-33.869, 151.209], count: 1, traffic: game }}\n  \
+- {{ name: saopaulo, location: [-23.55, -46.633], count: 1, traffic: game }}\n\
+traffic:\n  game: {{ vip: edge, protocol: udp, port: 7000, interval: 50ms, size: 120 }}\n"
+    )
+}
+
+/// Each client group's POP as BGP chose it: the best route at the group's transit.
+fn lab_catchments(lab: &Lab, t: &anyedge_topology::Topology) -> Vec<String> {
+    (0..t.clients.len())
+        .map(|g| {
+            let at = anyedge_topology::bgp::attach(t, g).unwrap();
+            let out = lab.anyedge(&["lab", "bgp", &format!("transit/{}", t.pops[at].name), "--json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let best: Vec<&Value> = v["routes"].as_array().unwrap().iter().filter(|r| r["best"] == true).collect();
+            assert_eq!(best.len(), 1, "one selected route at transit/{}: {v}", t.pops[at].name);
+            best[0]["pop"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The simulator's catchment of each group with `dead` POPs withdrawn.
+fn sim_catchments(t: &anyedge_topology::Topology, dead: &[&str]) -> Vec<String> {
+    (0..t.clients.len())
+        .map(|g| {
+            let live = t.pop_order(g, 0).into_iter().find(|&p| !dead.contains(&t.pops[p].name.as_str())).unwrap();
+            format!("pop/{}", t.pops[live].name)
+        })
+        .collect()
+}
+
+#[test]
+fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_two_pops_die() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("bgp6", six_pop_world);
+    let t = anyedge_topology::load(&lab.file).unwrap();
+    assert_eq!(lab_catchments(&lab, &t), sim_catchments(&t, &[]), "catchments with every POP up");
+    // Transits carry what their sessions say: each POP's and every other transit's.
+    let status = lab.anyedge(&["lab", "bgp", "transit/paris"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.lines().filter(|l| l.contains("198.18.0.20/32")).count() >= 6, "{text}");
+    for pop in ["pop/paris", "pop/tokyo"] {
+        assert!(lab.anyedge(&["lab", "kill", pop]).status.success());
+    }
+    let want = sim_catchments(&t, &["paris", "tokyo"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut got = lab_catchments(&lab, &t);
+    while got != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        got = lab_catchments(&lab, &t);
+    }
+    assert_eq!(got, want, "catchments with paris and tokyo withdrawn");
+    assert_ne!(want, sim_catchments(&t, &[]), "the kills moved someone");
+    // Packets follow: london, whose POP died, is answered through its new one.
+    let r = lab.probe("london", "198.18.0.20:7000", "udp", 4);
+    assert!(r["received"].as_u64().unwrap() > 0, "london answered after paris died: {r}");
 }

@@ -91,9 +91,11 @@ fn pop_fault_recovers_no_sooner_than_detect_plus_converge_and_keeps_backends() {
     let t = small();
     let outcome = small_outcome();
     let (i, f) = fault(&outcome.report, "down pop/paris");
-    // The internet edge, next to the POP, withdraws it after probe_misses unanswered probes.
+    // The POP's transit, next to it, withdraws it once BFD has heard nothing for
+    // bfd_multiplier intervals.
     let edge_hop_ns = 50_000;
-    let floor_ns = t.failover.detect_ns_min() - edge_hop_ns + t.failover.route_converge_ns;
+    let bfd = t.failover.bfd();
+    let floor_ns = bfd.interval_ns * u64::from(bfd.misses) - edge_hop_ns + t.failover.route_converge_ns;
     assert!(f.flows_affected > 0);
     assert_eq!(f.flows_recovered, f.flows_affected, "every flow comes back through warsaw");
     let recoveries = &outcome.recoveries_ns[i];

@@ -17,3 +17,4 @@ pub mod setup;
 // The paths the binary and the tests have always used.
 pub use client::{bench, capture, ctl, probe};
 pub use io::tunq;
+pub use node::bgp;

@@ -315,9 +315,21 @@ impl Plan {
     pub fn link_between(&self, ns: usize, peer: usize) -> Option<LinkEnds> {
         self.links.iter().find_map(|l| {
             if l.a == ns && l.b == peer {
-                Some(LinkEnds { dev: l.a_if.clone(), local: l.a_addr, peer: l.b_addr, local6: l.a_addr6, peer6: l.b_addr6 })
+                Some(LinkEnds {
+                    dev: l.a_if.clone(),
+                    local: l.a_addr,
+                    peer: l.b_addr,
+                    local6: l.a_addr6,
+                    peer6: l.b_addr6,
+                })
             } else if l.b == ns && l.a == peer {
-                Some(LinkEnds { dev: l.b_if.clone(), local: l.b_addr, peer: l.a_addr, local6: l.b_addr6, peer6: l.a_addr6 })
+                Some(LinkEnds {
+                    dev: l.b_if.clone(),
+                    local: l.b_addr,
+                    peer: l.a_addr,
+                    local6: l.b_addr6,
+                    peer6: l.a_addr6,
+                })
             } else {
                 None
             }

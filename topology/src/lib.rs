@@ -316,14 +316,18 @@ impl TrafficClass {
     }
 }
 
-/// `failover: { probe_interval, probe_misses, route_converge }`: how the liveness prober
-/// both drivers run (POPs ↔ CLB nodes over the backbone, the internet edge → POPs) finds a
-/// dead node, and how long anycast routing takes to move clients once a POP is withdrawn.
-/// `pop_detect: D` is shorthand for `probe_misses: D / probe_interval`.
+/// `failover: { probe_interval, probe_misses, bfd_interval, bfd_multiplier,
+/// route_converge }`: how the liveness prober both drivers run (POPs ↔ CLB nodes over the
+/// backbone) finds a dead node; how BFD between a POP and its transit finds a dead POP
+/// (the lab's BIRD sessions use these timers; the simulator's internet edge probes with
+/// them); and how long BGP takes to move clients once a POP is withdrawn. `pop_detect: D`
+/// is shorthand for `probe_misses: D / probe_interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failover {
     pub probe_interval_ns: u64,
     pub probe_misses: u32,
+    pub bfd_interval_ns: u64,
+    pub bfd_multiplier: u32,
     pub route_converge_ns: u64,
 }
 
@@ -331,6 +335,11 @@ impl Failover {
     /// The prober's settings.
     pub fn probe(&self) -> anyedge_ccn::LivenessConfig {
         anyedge_ccn::LivenessConfig { interval_ns: self.probe_interval_ns, misses: self.probe_misses }
+    }
+
+    /// BFD's settings, as a prober: down after `bfd_multiplier` silent intervals.
+    pub fn bfd(&self) -> anyedge_ccn::LivenessConfig {
+        anyedge_ccn::LivenessConfig { interval_ns: self.bfd_interval_ns, misses: self.bfd_multiplier }
     }
 
     /// The shortest time a dead peer takes to be noticed: `probe_misses` intervals.

@@ -29,10 +29,6 @@ use crate::plan::{Plan, Role};
 
 /// The speaker's program (Debian's `bird2`).
 pub const BIRD: &str = "bird";
-/// BFD between a POP and its transit: 50 ms × 3 (no false resets measured with 8 busy
-/// processes on 2 cores; 10 ms × 3 had some).
-const BFD_INTERVAL_MS: u32 = 50;
-const BFD_MULTIPLIER: u32 = 3;
 /// The hold timer, BFD's fallback (BIRD's minimum; the default is 240 s).
 const HOLD_S: u32 = 3;
 
@@ -65,14 +61,18 @@ fn prefix_sets(t: &Topology) -> (String, String) {
 fn header(out: &mut String, what: &str, router_id: std::net::Ipv4Addr) {
     let _ = writeln!(out, "# {what}: written by anyedge from the topology file; each start rewrites it.");
     let _ = writeln!(out, "router id {router_id};");
-    let _ = writeln!(out, "log stderr {{ info, remote, warning, error, auth, fatal, bug }};");
+    let _ = writeln!(out, "log stderr {{ info, trace, remote, warning, error, auth, fatal, bug }};");
     let _ = writeln!(out, "protocol device {{ scan time 10; }}");
 }
 
-fn bfd(out: &mut String, dev: &str) {
+/// BFD on the POP–transit link, with the file's `failover.bfd_interval` and
+/// `bfd_multiplier`.
+fn bfd(out: &mut String, t: &Topology, dev: &str) {
+    let ms = t.failover.bfd_interval_ns / 1_000_000;
+    let multiplier = t.failover.bfd_multiplier;
     let _ = writeln!(
         out,
-        "protocol bfd {{ interface \"{dev}\" {{ min rx interval {BFD_INTERVAL_MS} ms; min tx interval {BFD_INTERVAL_MS} ms; multiplier {BFD_MULTIPLIER}; }}; }}"
+        "protocol bfd {{ interface \"{dev}\" {{ min rx interval {ms} ms; min tx interval {ms} ms; multiplier {multiplier}; }}; }}"
     );
 }
 
@@ -92,7 +92,7 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
         );
     }
     let pop = plan.link_between(ns, pop_ns).ok_or("transit without a link to its POP")?;
-    bfd(&mut out, &pop.dev);
+    bfd(&mut out, t, &pop.dev);
     let timers = timers();
     // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer).
     for (family, set, local, peer) in [
@@ -105,7 +105,7 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
         let suffix = if family == "ipv4" { "4" } else { "6" };
         let _ = writeln!(
             out,
-            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd on; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
+            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd on; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
         );
     }
     // Every other transit: the VIP prefixes both ways, MED = the model's round trip.
@@ -123,7 +123,7 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
             let suffix = if family == "ipv4" { "4" } else { "6" };
             let _ = writeln!(
                 out,
-                "protocol bgp t{y}_{suffix} {{ description \"transit/{}\"; local {local} as {asn}; neighbor {peer} as {}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = {med}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+                "protocol bgp t{y}_{suffix} {{ description \"transit/{}\"; local {local} as {asn}; neighbor {peer} as {}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = {med}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
                 t.pops[y].name,
                 transit_asn(y)
             );
@@ -145,10 +145,11 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
     let l = plan.link_between(ns, transit).ok_or("POP without a link to its transit")?;
     let mut out = String::new();
     header(&mut out, &format!("pop/{}", t.pops[p].name), pop_router_id(p));
-    bfd(&mut out, &l.dev);
+    bfd(&mut out, t, &l.dev);
     let (mut any4, mut any6) = (false, false);
     for (k, v) in t.vips.iter().enumerate().filter(|(_, v)| v.pops.contains(&p)) {
-        let _ = writeln!(out, "protocol static {} {{ ipv4; route {}/32 unreachable; }}", vip_protocol(k, false), v.ipv4);
+        let _ =
+            writeln!(out, "protocol static {} {{ ipv4; route {}/32 unreachable; }}", vip_protocol(k, false), v.ipv4);
         any4 = true;
         if let Some(v6) = v.ipv6 {
             let _ = writeln!(out, "protocol static {} {{ ipv6; route {v6}/128 unreachable; }}", vip_protocol(k, true));
@@ -157,16 +158,17 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
     }
     let timers = timers();
     let asn = transit_asn(p);
-    for (family, any, local, peer) in
-        [("ipv4", any4, IpAddr::V4(l.local), IpAddr::V4(l.peer)), ("ipv6", any6, IpAddr::V6(l.local6), IpAddr::V6(l.peer6))]
-    {
+    for (family, any, local, peer) in [
+        ("ipv4", any4, IpAddr::V4(l.local), IpAddr::V4(l.peer)),
+        ("ipv6", any6, IpAddr::V6(l.local6), IpAddr::V6(l.peer6)),
+    ] {
         if !any {
             continue;
         }
         let suffix = if family == "ipv4" { "4" } else { "6" };
         let _ = writeln!(
             out,
-            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd on; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
+            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd on; debug {{ states }}; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
         );
     }
     Ok(out)
@@ -232,6 +234,20 @@ impl Drop for Speaker {
     }
 }
 
+/// Every speaker process this node has started (for [`stop_all`]).
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Stops this node's speakers and reaps them (the node is told to stop): BIRD closes its
+/// sessions, and no process of the lab is left behind, not even a zombie.
+pub fn stop_all() {
+    let pids = RUNNING.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+    for pid in pids {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
+
 /// BIRD in the foreground (its log on the node's stderr), killed when this process dies.
 fn spawn(config: &Path, socket: &Path) -> Result<Child, String> {
     use std::os::unix::process::CommandExt;
@@ -247,7 +263,11 @@ fn spawn(config: &Path, socket: &Path) -> Result<Child, String> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| format!("cannot start {BIRD}: {e}"))
+    let child = cmd.spawn().map_err(|e| format!("cannot start {BIRD}: {e}"))?;
+    if let Ok(mut running) = RUNNING.lock() {
+        running.push(child.id());
+    }
+    Ok(child)
 }
 
 /// One command over BIRD's control socket; its reply, without the reply codes. BIRD's
@@ -313,6 +333,77 @@ pub fn sessions(show_protocols: &str) -> Vec<Session> {
             })
         })
         .collect()
+}
+
+/// A route as `show route all` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Route {
+    pub prefix: String,
+    /// The protocol (session) it came from.
+    pub from: String,
+    pub via: String,
+    pub as_path: Vec<u32>,
+    pub med: Option<u32>,
+    /// The route BGP selected (and the kernel forwards by).
+    pub best: bool,
+    /// The POP that announced it (`pop/NAME`), from its AS path.
+    pub pop: Option<String>,
+}
+
+/// The routes out of `show route all`; `own` is the POP a one-AS path (the CDN's alone)
+/// comes from, for a transit (its own POP) or a POP (itself).
+pub fn routes(t: &Topology, own: usize, show_route_all: &str) -> Vec<Route> {
+    let mut out: Vec<Route> = Vec::new();
+    let mut prefix = String::new();
+    for line in show_route_all.lines() {
+        if let Some(at) = line.find(" [") {
+            let head = &line[..at];
+            if !line.starts_with(char::is_whitespace) {
+                prefix = head.split_whitespace().next().unwrap_or_default().to_string();
+            }
+            let from = line[at + 2..].split_whitespace().next().unwrap_or_default().to_string();
+            let best = line.contains("] * (");
+            out.push(Route {
+                prefix: prefix.clone(),
+                from,
+                via: String::new(),
+                as_path: Vec::new(),
+                med: None,
+                best,
+                pop: None,
+            });
+            continue;
+        }
+        let Some(r) = out.last_mut() else { continue };
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("via ") {
+            r.via = rest.split_whitespace().next().unwrap_or_default().to_string();
+        } else if let Some(rest) = l.strip_prefix("BGP.as_path:") {
+            r.as_path = rest.split_whitespace().filter_map(|a| a.parse().ok()).collect();
+            let p = match r.as_path[..] {
+                [CDN_ASN] => Some(own),
+                [first, .., CDN_ASN] => (first.checked_sub(transit_asn(0))).map(|p| p as usize),
+                _ => None,
+            };
+            r.pop = p.filter(|&p| p < t.pops.len()).map(|p| format!("pop/{}", t.pops[p].name));
+        } else if let Some(rest) = l.strip_prefix("BGP.med:") {
+            r.med = rest.trim().parse().ok();
+        }
+    }
+    out
+}
+
+/// A node's routes for every VIP prefix (`anyedge lab bgp`), from its speaker.
+pub async fn vip_routes(t: &Topology, own: usize, socket: &Path) -> Result<Vec<Route>, String> {
+    let mut all = Vec::new();
+    for v in &t.vips {
+        let prefixes = std::iter::once(format!("{}/32", v.ipv4)).chain(v.ipv6.map(|a| format!("{a}/128")));
+        for prefix in prefixes {
+            let text = command(socket, &format!("show route all for {prefix}")).await?;
+            all.extend(routes(t, own, &text).into_iter().filter(|r| r.prefix == prefix));
+        }
+    }
+    Ok(all)
 }
 
 /// Health → announcement, with rise/fall hysteresis: announced after `rise` healthy
@@ -513,6 +604,30 @@ mod tests {
         assert_eq!(split_reply("2002-Name       Proto"), (Some(2002), '-', "Name       Proto"));
         assert_eq!(split_reply(" continued"), (None, '-', "continued"));
         assert_eq!(split_reply("8001 Protocol not found"), (Some(8001), ' ', "Protocol not found"));
+    }
+
+    #[test]
+    fn routes_come_from_show_route_all_with_the_pop_that_announced_them() {
+        let t = anyedge_topology::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../topologies/small.yaml"
+        )))
+        .unwrap();
+        let text = "Table master4:\n\
+198.18.0.20/32       unicast [pop4 21:09:00.498] * (100) [AS64500i]\n\
+\tvia 198.18.128.14 on l3\n\
+\tBGP.as_path: 64500\n\
+\tBGP.med: 0\n\
+                     unicast [t1_4 21:09:00.546] (100) [AS64500i]\n\
+\tvia 198.18.128.30 on l7\n\
+\tBGP.as_path: 4200000001 64500\n\
+\tBGP.med: 26770\n";
+        let r = routes(&t, 0, text);
+        assert_eq!(r.len(), 2);
+        assert!(r[0].best && !r[1].best);
+        assert_eq!((r[0].pop.as_deref(), r[1].pop.as_deref()), (Some("pop/paris"), Some("pop/warsaw")));
+        assert_eq!((r[1].via.as_str(), r[1].med, r[1].from.as_str()), ("198.18.128.30", Some(26770), "t1_4"));
+        assert_eq!(r[1].prefix, "198.18.0.20/32");
     }
 
     #[test]

@@ -86,6 +86,14 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
             Err(e) => tracing::warn!("{node_name}: no /metrics on port {METRICS_PORT}: {e}"),
         }
         tracing::info!("{node_name} starting ({:?}, pid {})", role, std::process::id());
+        // Told to stop (`lab down`): its BGP speaker goes first, reaped.
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::spawn(async move {
+                term.recv().await;
+                crate::node::bgp::stop_all();
+                std::process::exit(0);
+            });
+        }
         match role {
             Role::Pop(p) => {
                 let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };

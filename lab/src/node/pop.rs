@@ -157,7 +157,8 @@ pub(crate) async fn run_pop(
     answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
     // The BGP speaker announces the VIPs while they are healthy here.
     let announcer = crate::node::bgp::Announcer::start(t, plan, p, state_dir, (name, drops)).await?;
-    let control = PopControl::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), follower, down_rx, announcer).await?;
+    let control =
+        PopControl::bind(t, p, &driver, bind.ip(), auth.keyring(me, 0), (follower, down_rx, announcer)).await?;
     let mut queue = start_queues(&driver, bind, fds)?;
     mark_ready(ready)?;
     tracing::info!("{name}: reading {TUN_NAME} on {} queue(s)", driver.writers.len());
@@ -234,9 +235,11 @@ impl<'a> PopControl<'a> {
         driver: &PopDriver,
         local: IpAddr,
         keyring: anyedge_ccn::Keyring,
-        follower: Option<crate::node::watch::Follower>,
-        down_rx: mpsc::Receiver<Vec<u8>>,
-        announcer: crate::node::bgp::Announcer,
+        (follower, down_rx, announcer): (
+            Option<crate::node::watch::Follower>,
+            mpsc::Receiver<Vec<u8>>,
+            crate::node::bgp::Announcer,
+        ),
     ) -> Result<PopControl<'a>, String> {
         let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
             driver.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();

@@ -194,10 +194,31 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
     wait_converged(t, plan)
 }
 
-/// Waits until BGP has given every client group's transit a route to each VIP its traffic
-/// goes to (sessions open after BIRD's one-second connect delay).
+/// Waits until every BGP session of every speaker is established (they open after
+/// BIRD's one-second connect delay) and every client group's transit has a route to each
+/// VIP its traffic goes to.
 fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let dir = state_dir(&plan.lab);
+    let speakers: Vec<std::path::PathBuf> = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_)))
+        .map(|n| dir.join("bgp").join(crate::layout::sanitize(&n.name)).join("bird.ctl"))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut waiting = speakers;
+    while !waiting.is_empty() {
+        waiting.retain(|socket| {
+            let text = rt.block_on(crate::node::bgp::command(socket, "show protocols")).unwrap_or_default();
+            let sessions = crate::node::bgp::sessions(&text);
+            sessions.is_empty() || sessions.iter().any(|s| s.bgp != "Established")
+        });
+        if Instant::now() > deadline {
+            return Err(format!("BGP sessions not established after 30 s: {waiting:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut wanted = Vec::new();
     for g in 0..t.clients.len() {
         let Some(ns) = plan.ns_index(&Role::Client(g)).and_then(|c| plan.upstream(c)) else { continue };
@@ -642,6 +663,21 @@ pub fn node_command(lab: &str, node: &str, command: &str) -> std::io::Result<Str
     Ok(reply)
 }
 
+/// A POP's or transit's BGP routes for the VIP prefixes, from its speaker, each with the
+/// POP that announced it and whether BGP selected it.
+pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::node::bgp::Route>, String> {
+    let (t, plan) = load(file)?;
+    let n = plan.node(node).ok_or(format!("no node `{node}`"))?;
+    read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let own = match plan.namespaces[n.ns].role {
+        Role::Pop(p) | Role::Transit(p) => p,
+        _ => return Err(format!("`{node}` runs no BGP speaker (POPs and transits do: pop/NAME, transit/NAME)")),
+    };
+    let socket = state_dir(&plan.lab).join("bgp").join(crate::layout::sanitize(&n.name)).join("bird.ctl");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(crate::node::bgp::vip_routes(&t, own, &socket))
+}
+
 /// Every running node's Prometheus metrics (or one node's), as their control sockets
 /// give them.
 pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, String> {
@@ -718,6 +754,24 @@ pub fn kill(file: &Path, node: &str) -> Result<(), String> {
     let pid = state.pids.remove(&name).ok_or(format!("node `{name}` runs no process"))?;
     stop_node(pid, &name, &state_dir(&plan.lab));
     write_state(&state)
+}
+
+/// Freezes (SIGSTOP) or thaws (SIGCONT) every process in a node's namespace — the node
+/// and its BGP speaker — like a machine that hangs without a word: no session closes, only
+/// BFD and timeouts notice. Returns how many processes it signalled.
+pub fn freeze(file: &Path, node: &str, frozen: bool) -> Result<usize, String> {
+    let (_, plan) = load(file)?;
+    let n = plan.node(node).ok_or(format!("no node `{node}`"))?;
+    read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let ns = &plan.namespaces[n.ns].name;
+    let out = Command::new("ip").args(["netns", "pids", ns]).output().map_err(|e| e.to_string())?;
+    let signal = if frozen { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT };
+    let pids: Vec<i32> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    for &pid in &pids {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| format!("pid {pid}: {e}"))?;
+    }
+    Ok(pids.len())
 }
 
 /// Starts a stopped node again.

@@ -74,15 +74,17 @@ impl<'t> World<'t> {
         let config = self.t.failover.probe();
         let (np, nc) = (self.pops.len(), self.clbs.len());
         let seed = self.t.seed;
-        let slot = |name: String, peers: usize| {
+        let slot_with = |name: String, peers: usize, config: anyedge_ccn::LivenessConfig| {
             let start = ComponentRng::new(seed, &format!("probe/{name}")).below(config.interval_ns);
             ProberSlot { prober: LivenessProber::new(peers, config, start), epoch: 0 }
         };
+        let slot = |name: String, peers: usize| slot_with(name, peers, config);
         let regions = self.t.regions.iter().enumerate();
         self.probers = Some(Probers {
             pop: (0..np).map(|p| slot(format!("pop/{p}"), nc)).collect(),
             clb: (0..nc).map(|c| slot(format!("clb/{c}"), np)).collect(),
-            edge: slot("edge".into(), np),
+            // The internet's edge is each POP's transit, and it finds a dead POP by BFD.
+            edge: slot_with("edge".into(), np, self.t.failover.bfd()),
             region: regions.map(|(r, region)| slot(format!("region/{r}"), usize::from(region.clb_nodes))).collect(),
         });
         let all = (0..np)
