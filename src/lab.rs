@@ -130,6 +130,23 @@ pub fn run(action: LabCommand) -> ExitCode {
                     let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
                     println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
                 }
+                for (node, speaker) in &s.bgp {
+                    let sessions: Vec<String> = speaker["sessions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| {
+                            format!(
+                                "{} {} since {}",
+                                x["name"].as_str().unwrap_or("?"),
+                                x["bgp"].as_str().unwrap_or("?"),
+                                x["since"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    let restarts = speaker["speaker_restarts"].as_u64().unwrap_or(0);
+                    println!("  {node:<32} bgp: {} (speaker restarts {restarts})", sessions.join(", "));
+                }
             }
         }),
         LabCommand::Exec { file, node, mut command } => {

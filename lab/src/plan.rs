@@ -459,7 +459,8 @@ mod tests {
     #[test]
     fn every_node_has_a_namespace_and_links_do_not_share_addresses() {
         let plan = Plan::new(&small());
-        assert_eq!(plan.nodes.len(), 1 + 3 + 2 + 2 + 5);
+        // Transits (one per POP), clients, POPs, CLB nodes, backend hosts.
+        assert_eq!(plan.nodes.len(), 2 + 3 + 2 + 2 + 5);
         let mut addrs: Vec<Ipv4Addr> = plan.links.iter().flat_map(|l| [l.a_addr, l.b_addr]).collect();
         let n = addrs.len();
         addrs.sort();
@@ -468,5 +469,20 @@ mod tests {
         assert!(plan.namespaces.iter().all(|ns| ns.name.starts_with("small-europe-")));
         assert!(plan.node("backend/198.19.20.3:7000").is_some());
         assert!(plan.clb_tunnel(0, 1).is_some() && plan.pop_tunnel(1).is_some());
+    }
+
+    #[test]
+    fn clients_hang_off_their_nearest_pops_transit_and_transits_peer_in_a_full_mesh() {
+        let t = small();
+        let plan = Plan::new(&t);
+        let transit = |p| plan.ns_index(&Role::Transit(p)).unwrap();
+        // london and rome are nearest paris, kyiv warsaw.
+        for (g, p) in [(0, 0), (1, 0), (2, 1)] {
+            assert_eq!(plan.upstream(plan.ns_index(&Role::Client(g)).unwrap()), Some(transit(p)));
+        }
+        assert_eq!(plan.upstream(plan.ns_index(&Role::Pop(1)).unwrap()), Some(transit(1)));
+        assert!(plan.link_between(transit(0), transit(1)).is_some());
+        let core = plan.ns_index(&Role::Internet).unwrap();
+        assert!(plan.link_between(transit(0), core).is_some_and(|l| l.dev == "core"));
     }
 }

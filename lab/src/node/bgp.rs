@@ -94,12 +94,14 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
     let pop = plan.link_between(ns, pop_ns).ok_or("transit without a link to its POP")?;
     bfd(&mut out, t, &pop.dev);
     let timers = timers();
-    // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer).
-    for (family, set, local, peer) in [
-        ("ipv4", &set4, IpAddr::V4(pop.local), IpAddr::V4(pop.peer)),
-        ("ipv6", &set6, IpAddr::V6(pop.local6), IpAddr::V6(pop.peer6)),
+    // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer);
+    // a session per family it announces in (as its own configuration has).
+    let (pop4, pop6) = pop_families(t, x);
+    for (family, set, local, peer, announces) in [
+        ("ipv4", &set4, IpAddr::V4(pop.local), IpAddr::V4(pop.peer), pop4),
+        ("ipv6", &set6, IpAddr::V6(pop.local6), IpAddr::V6(pop.peer6), pop6),
     ] {
-        if set.is_empty() {
+        if !announces {
             continue;
         }
         let suffix = if family == "ipv4" { "4" } else { "6" };
@@ -132,6 +134,12 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
     Ok(out)
 }
 
+/// Does POP `p` publish a VIP with an IPv4 address, with an IPv6 one?
+fn pop_families(t: &Topology, p: usize) -> (bool, bool) {
+    let published = || t.vips.iter().filter(|v| v.pops.contains(&p));
+    (published().next().is_some(), published().any(|v| v.ipv6.is_some()))
+}
+
 /// A static protocol's name for VIP `k` in one family.
 pub fn vip_protocol(k: usize, v6: bool) -> String {
     format!("vip{}_{k}", if v6 { 6 } else { 4 })
@@ -146,16 +154,14 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
     let mut out = String::new();
     header(&mut out, &format!("pop/{}", t.pops[p].name), pop_router_id(p));
     bfd(&mut out, t, &l.dev);
-    let (mut any4, mut any6) = (false, false);
     for (k, v) in t.vips.iter().enumerate().filter(|(_, v)| v.pops.contains(&p)) {
         let _ =
             writeln!(out, "protocol static {} {{ ipv4; route {}/32 unreachable; }}", vip_protocol(k, false), v.ipv4);
-        any4 = true;
         if let Some(v6) = v.ipv6 {
             let _ = writeln!(out, "protocol static {} {{ ipv6; route {v6}/128 unreachable; }}", vip_protocol(k, true));
-            any6 = true;
         }
     }
+    let (any4, any6) = pop_families(t, p);
     let timers = timers();
     let asn = transit_asn(p);
     for (family, any, local, peer) in [
@@ -486,6 +492,9 @@ impl Announcer {
                     }
                 };
                 if revived {
+                    // A restarted speaker starts with every VIP announced: tell it what
+                    // health says once it listens.
+                    let _ = wait_for_socket(&speaker.socket).await;
                     let now: Vec<(usize, bool)> = wanted.borrow_and_update().clone();
                     apply(&speaker.socket, &families, &now).await;
                 }
@@ -613,16 +622,20 @@ mod tests {
             "/../topologies/small.yaml"
         )))
         .unwrap();
-        let text = "Table master4:\n\
-198.18.0.20/32       unicast [pop4 21:09:00.498] * (100) [AS64500i]\n\
-\tvia 198.18.128.14 on l3\n\
-\tBGP.as_path: 64500\n\
-\tBGP.med: 0\n\
-                     unicast [t1_4 21:09:00.546] (100) [AS64500i]\n\
-\tvia 198.18.128.30 on l7\n\
-\tBGP.as_path: 4200000001 64500\n\
-\tBGP.med: 26770\n";
-        let r = routes(&t, 0, text);
+        // A second route of the same prefix is indented to the header's width.
+        let text = [
+            "Table master4:",
+            "198.18.0.20/32       unicast [pop4 21:09:00.498] * (100) [AS64500i]",
+            "\tvia 198.18.128.14 on l3",
+            "\tBGP.as_path: 64500",
+            "\tBGP.med: 0",
+            "                     unicast [t1_4 21:09:00.546] (100) [AS64500i]",
+            "\tvia 198.18.128.30 on l7",
+            "\tBGP.as_path: 4200000001 64500",
+            "\tBGP.med: 26770",
+        ]
+        .join("\n");
+        let r = routes(&t, 0, &text);
         assert_eq!(r.len(), 2);
         assert!(r[0].best && !r[1].best);
         assert_eq!((r[0].pop.as_deref(), r[1].pop.as_deref()), (Some("pop/paris"), Some("pop/warsaw")));

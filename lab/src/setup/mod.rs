@@ -210,9 +210,11 @@ fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
     let mut waiting = speakers;
     while !waiting.is_empty() {
         waiting.retain(|socket| {
-            let text = rt.block_on(crate::node::bgp::command(socket, "show protocols")).unwrap_or_default();
-            let sessions = crate::node::bgp::sessions(&text);
-            sessions.is_empty() || sessions.iter().any(|s| s.bgp != "Established")
+            // A speaker with no sessions (a POP that publishes no VIP) has nothing to wait for.
+            match rt.block_on(crate::node::bgp::command(socket, "show protocols")) {
+                Ok(text) => crate::node::bgp::sessions(&text).iter().any(|s| s.bgp != "Established"),
+                Err(_) => true,
+            }
         });
         if Instant::now() > deadline {
             return Err(format!("BGP sessions not established after 30 s: {waiting:?}"));
@@ -576,6 +578,9 @@ pub struct Status {
     /// (`request`, `reply`): packets, `p50_ns`, `p99_ns`, `p999_ns`, `max_ns` (nodes that
     /// forwarded nothing are left out).
     pub residence: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    /// Each running POP's and transit's BGP speaker: its sessions (name, state, BGP
+    /// state, since when) and how often the node restarted it.
+    pub bgp: BTreeMap<String, serde_json::Value>,
 }
 
 /// A POP's TUN device as its node reports it.
@@ -596,6 +601,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut denied = BTreeMap::new();
     let mut tun = BTreeMap::new();
     let mut residence = BTreeMap::new();
+    let mut bgp = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
@@ -626,6 +632,9 @@ pub fn status(file: &Path) -> Result<Status, String> {
         if let Some(inside) = inside.filter(|r| !r.is_empty()) {
             residence.insert(n.name.clone(), inside);
         }
+        if let Some(speaker) = answer.as_ref().map(|a| a["bgp"].clone()).filter(|b| !b.is_null()) {
+            bgp.insert(n.name.clone(), speaker);
+        }
         if let Some(why) = answer.as_ref().and_then(|a| a["denied"].as_str()) {
             denied.insert(n.name.clone(), why.to_string());
         }
@@ -642,6 +651,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
         denied,
         tun,
         residence,
+        bgp,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }
