@@ -95,58 +95,7 @@ pub fn run(action: LabCommand) -> ExitCode {
             if json || output == "json" {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
             } else {
-                println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
-                for (node, state) in &s.nodes {
-                    println!("  {node:<32} {state}");
-                }
-                for (node, reasons) in &s.drops {
-                    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
-                    println!("  {node:<32} drops: {}", reasons.join(", "));
-                }
-                for (node, c) in &s.sync {
-                    let n = |k: &str| c.get(k).copied().unwrap_or(0);
-                    println!(
-                        "  {node:<32} sync: sent {} msgs / {} B, received {} msgs / {} B, {} flows adopted",
-                        n("messages_sent"),
-                        n("bytes_sent"),
-                        n("messages_received"),
-                        n("bytes_received"),
-                        n("flows_adopted")
-                    );
-                }
-                for (node, q) in s.quic.iter().filter(|(_, q)| q.values().any(|&v| v > 0)) {
-                    let n = |k: &str| q.get(k).copied().unwrap_or(0);
-                    println!("  {node:<32} quic: {} connections, {} handshakes", n("connections"), n("handshakes"));
-                }
-                for (node, backends) in &s.health {
-                    for (backend, state) in backends.iter().filter(|(_, s)| *s != "healthy") {
-                        println!("  {node:<32} sees backend {backend} {state}");
-                    }
-                }
-                for (node, why) in &s.denied {
-                    println!("  {node:<32} last dropped: {why}");
-                }
-                for (node, t) in &s.tun {
-                    let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
-                    println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
-                }
-                for (node, speaker) in &s.bgp {
-                    let sessions: Vec<String> = speaker["sessions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|x| {
-                            format!(
-                                "{} {} since {}",
-                                x["name"].as_str().unwrap_or("?"),
-                                x["bgp"].as_str().unwrap_or("?"),
-                                x["since"].as_str().unwrap_or("?")
-                            )
-                        })
-                        .collect();
-                    let restarts = speaker["speaker_restarts"].as_u64().unwrap_or(0);
-                    println!("  {node:<32} bgp: {} (speaker restarts {restarts})", sessions.join(", "));
-                }
+                print_status(&s);
             }
         }),
         LabCommand::Exec { file, node, mut command } => {
@@ -216,4 +165,60 @@ fn bgp_text(routes: &[anyedge_lab::bgp::Route], json: bool) -> String {
         ));
     }
     out
+}
+
+/// `lab status`'s table: every node's state, then what running nodes report.
+fn print_status(s: &anyedge_lab::setup::Status) {
+    println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
+    for (node, state) in &s.nodes {
+        println!("  {node:<32} {state}");
+    }
+    for (node, reasons) in &s.drops {
+        let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!("  {node:<32} drops: {}", reasons.join(", "));
+    }
+    for (node, c) in &s.sync {
+        let n = |k: &str| c.get(k).copied().unwrap_or(0);
+        println!(
+            "  {node:<32} sync: sent {} msgs / {} B, received {} msgs / {} B, {} flows adopted",
+            n("messages_sent"),
+            n("bytes_sent"),
+            n("messages_received"),
+            n("bytes_received"),
+            n("flows_adopted")
+        );
+    }
+    for (node, q) in s.quic.iter().filter(|(_, q)| q.values().any(|&v| v > 0)) {
+        let n = |k: &str| q.get(k).copied().unwrap_or(0);
+        println!("  {node:<32} quic: {} connections, {} handshakes", n("connections"), n("handshakes"));
+    }
+    for (node, backends) in &s.health {
+        for (backend, state) in backends.iter().filter(|(_, s)| *s != "healthy") {
+            println!("  {node:<32} sees backend {backend} {state}");
+        }
+    }
+    for (node, why) in &s.denied {
+        println!("  {node:<32} last dropped: {why}");
+    }
+    for (node, t) in &s.tun {
+        let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
+        println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
+    }
+    for (node, speaker) in &s.bgp {
+        let sessions: Vec<String> = speaker["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                format!(
+                    "{} {} since {}",
+                    x["name"].as_str().unwrap_or("?"),
+                    x["bgp"].as_str().unwrap_or("?"),
+                    x["since"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let restarts = speaker["speaker_restarts"].as_u64().unwrap_or(0);
+        println!("  {node:<32} bgp: {} (speaker restarts {restarts})", sessions.join(", "));
+    }
 }

@@ -85,6 +85,20 @@ fn failover_probe_settings_are_checked_and_pop_detect_is_shorthand_for_probe_mis
 }
 
 #[test]
+fn bfd_timers_are_checked_and_reach_the_failover_settings() {
+    let line = SMALL.lines().position(|l| l.contains("bfd_interval: 50ms")).unwrap() + 1;
+    // BIRD takes 10 ms and up; a multiplier of 0 would never declare anything down.
+    expect(&with("bfd_interval: 50ms", "bfd_interval: 1ms"), line, "failover.bfd_interval", "must lie within");
+    let zero = with("bfd_interval: 50ms", "bfd_interval: 50ms\n  bfd_multiplier: 0");
+    expect(&zero, line + 1, "failover.bfd_multiplier", "outside 1–255");
+    let t =
+        topology::parse_str("t.yaml", &with("bfd_interval: 50ms", "bfd_interval: 20ms\n  bfd_multiplier: 5")).unwrap();
+    assert_eq!((t.failover.bfd().interval_ns, t.failover.bfd().misses), (20_000_000, 5));
+    let t = topology::parse_str("t.yaml", SMALL).unwrap();
+    assert_eq!(t.failover.route_converge_ns, 1_000_000, "the default measured in the lab");
+}
+
+#[test]
 fn empty_file_is_an_error() {
     expect("", 1, "file", "empty");
     expect("# only a comment\n\n", 1, "file", "empty");

@@ -122,6 +122,61 @@ fn link_addrs(pool: Ipv4Addr, k: usize) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
 
+/// The links of a lab, numbered per pool (internet, backbone, region): link `k` of a
+/// pool is its `k`th /30 and /64.
+#[derive(Default)]
+struct LinkPools {
+    counters: [usize; 3],
+    links: Vec<Veth>,
+}
+
+impl LinkPools {
+    /// A link from `router` (device `lN`) to `node` (device `b_if`, else the pool's name).
+    fn add(&mut self, pool: usize, router: usize, node: usize, b_if: Option<String>) {
+        let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
+        let (a_addr, b_addr) = link_addrs(base, self.counters[pool]);
+        let (a_addr6, b_addr6) = link_addrs6(pool, self.counters[pool]);
+        self.counters[pool] += 1;
+        let name = ["inet", "ccn", "rgn"][pool];
+        self.links.push(Veth {
+            a: router,
+            a_if: format!("l{}", self.links.len()),
+            a_addr,
+            b: node,
+            b_if: b_if.unwrap_or_else(|| name.into()),
+            b_addr,
+            a_addr6,
+            b_addr6,
+        });
+    }
+}
+
+/// The internet: each client group on the transit of its nearest POP, each POP on its
+/// own transit, every transit on the core (`core`) and on every other (`mN`).
+fn internet_links(
+    t: &Topology,
+    pools: &mut LinkPools,
+    core: usize,
+    (clients, pops, transits): (&[usize], &[usize], &[usize]),
+) {
+    for (g, &c) in clients.iter().enumerate() {
+        let upstream = anyedge_topology::bgp::attach(t, g).map_or(core, |p| transits[p]);
+        pools.add(0, upstream, c, None);
+    }
+    for (p, &n) in pops.iter().enumerate() {
+        pools.add(0, transits[p], n, None);
+    }
+    for &x in transits {
+        pools.add(0, core, x, Some("core".into()));
+    }
+    for (i, &x) in transits.iter().enumerate() {
+        for &y in &transits[i + 1..] {
+            let b_if = format!("m{}", pools.links.len());
+            pools.add(0, x, y, Some(b_if));
+        }
+    }
+}
+
 /// Backend hosts of a topology: (region, IPv4 address), in file order (the numbering
 /// their backbone ids follow).
 pub fn backend_hosts(t: &Topology) -> Vec<(usize, Ipv4Addr)> {
@@ -177,64 +232,29 @@ impl Plan {
             }));
         }
 
-        let mut links = Vec::new();
-        let mut counters = [0usize; 3];
-        let mut veth = |pool: usize, router: usize, node: usize, b_if: Option<String>, links: &mut Vec<Veth>| {
-            let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
-            let (a_addr, b_addr) = link_addrs(base, counters[pool]);
-            let (a_addr6, b_addr6) = link_addrs6(pool, counters[pool]);
-            counters[pool] += 1;
-            let name = ["inet", "ccn", "rgn"][pool];
-            links.push(Veth {
-                a: router,
-                a_if: format!("l{}", links.len()),
-                a_addr,
-                b: node,
-                b_if: b_if.unwrap_or_else(|| name.into()),
-                b_addr,
-                a_addr6,
-                b_addr6,
-            });
-        };
-        // The internet: each client group on the transit of its nearest POP, each POP on
-        // its own transit, every transit on the core (`core`) and on every other (`mN`).
-        for (g, &c) in clients.iter().enumerate() {
-            let upstream = anyedge_topology::bgp::attach(t, g).map_or(internet, |p| transits[p]);
-            veth(0, upstream, c, None, &mut links);
-        }
-        for (p, &n) in pops.iter().enumerate() {
-            veth(0, transits[p], n, None, &mut links);
-        }
-        for &x in &transits {
-            veth(0, internet, x, Some("core".into()), &mut links);
-        }
-        for (i, &x) in transits.iter().enumerate() {
-            for &y in &transits[i + 1..] {
-                let b_if = format!("m{}", links.len());
-                veth(0, x, y, Some(b_if), &mut links);
-            }
-        }
+        let mut pools = LinkPools::default();
+        internet_links(t, &mut pools, internet, (&clients, &pops, &transits));
         // The direct path: the internet reaches each region (the baseline without anycast).
         for &rg in &region_nets {
-            veth(0, internet, rg, None, &mut links);
+            pools.add(0, internet, rg, None);
         }
         for &p in &pops {
-            veth(1, backbone, p, None, &mut links);
+            pools.add(1, backbone, p, None);
         }
         for &((_, _), c) in &clbs {
-            veth(1, backbone, c, None, &mut links);
+            pools.add(1, backbone, c, None);
         }
         for &(_, c) in &controls {
-            veth(1, backbone, c, None, &mut links);
+            pools.add(1, backbone, c, None);
         }
         for &((r, _), c) in &clbs {
-            veth(2, region_nets[r], c, None, &mut links);
+            pools.add(2, region_nets[r], c, None);
         }
         for &(r, _, h) in &hosts {
-            veth(2, region_nets[r], h, None, &mut links);
+            pools.add(2, region_nets[r], h, None);
         }
         for &(r, _, e) in &egress {
-            veth(2, region_nets[r], e, None, &mut links);
+            pools.add(2, region_nets[r], e, None);
         }
 
         // Every node that runs a process, by the name users give it (`pop/paris`).
@@ -250,7 +270,7 @@ impl Plan {
             .chain(controls.iter().map(|&(id, n)| named(format!("control/{id}"), n)))
             .chain(egress.into_iter().map(|(_, name, n)| named(name, n)))
             .collect();
-        Plan { lab, namespaces, links, nodes, internet_hosts, group_sources: group_sources(t) }
+        Plan { lab, namespaces, links: pools.links, nodes, internet_hosts, group_sources: group_sources(t) }
     }
 
     pub fn ns_index(&self, role: &Role) -> Option<usize> {
@@ -427,7 +447,7 @@ impl Plan {
         Some(Ipv4Addr::from(u32::from(DIRECT_NET.0) + 1 + k as u32))
     }
 
-    /// The region router's address on its link to the internet router.
+    /// The region router's address on its link to the internet's core.
     pub fn region_internet_addr(&self, region: usize) -> Option<Ipv4Addr> {
         let ns = self.ns_index(&Role::RegionNet(region))?;
         self.addr_toward(ns, self.ns_index(&Role::Internet)?)

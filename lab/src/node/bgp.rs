@@ -25,7 +25,7 @@ use anyedge_topology::Topology;
 use anyedge_topology::bgp::{CDN_ASN, med_us, pop_router_id, transit_asn, transit_router_id};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::plan::{Plan, Role};
+use crate::plan::{LinkEnds, Plan, Role};
 
 /// The speaker's program (Debian's `bird2`).
 pub const BIRD: &str = "bird";
@@ -76,6 +76,12 @@ fn bfd(out: &mut String, t: &Topology, dev: &str) {
     );
 }
 
+/// The two families' sessions over one link: (family, name suffix, local and peer
+/// address).
+fn families(l: &LinkEnds) -> [(&'static str, &'static str, IpAddr, IpAddr); 2] {
+    [("ipv4", "4", IpAddr::V4(l.local), IpAddr::V4(l.peer)), ("ipv6", "6", IpAddr::V6(l.local6), IpAddr::V6(l.peer6))]
+}
+
 /// The speaker of transit `x` (upstream of POP `x`).
 pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, String> {
     let ns = plan.ns_index(&Role::Transit(x)).ok_or("no transit namespace")?;
@@ -97,14 +103,12 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
     // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer);
     // a session per family it announces in (as its own configuration has).
     let (pop4, pop6) = pop_families(t, x);
-    for (family, set, local, peer, announces) in [
-        ("ipv4", &set4, IpAddr::V4(pop.local), IpAddr::V4(pop.peer), pop4),
-        ("ipv6", &set6, IpAddr::V6(pop.local6), IpAddr::V6(pop.peer6), pop6),
-    ] {
+    for ((family, suffix, local, peer), (set, announces)) in
+        families(&pop).into_iter().zip([(&set4, pop4), (&set6, pop6)])
+    {
         if !announces {
             continue;
         }
-        let suffix = if family == "ipv4" { "4" } else { "6" };
         let _ = writeln!(
             out,
             "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd on; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
@@ -115,14 +119,10 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
         let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or("no transit namespace")?;
         let l = plan.link_between(ns, peer_ns).ok_or("transits without a link")?;
         let med = med_us(t, x, y);
-        for (family, set, local, peer) in [
-            ("ipv4", &set4, IpAddr::V4(l.local), IpAddr::V4(l.peer)),
-            ("ipv6", &set6, IpAddr::V6(l.local6), IpAddr::V6(l.peer6)),
-        ] {
+        for ((family, suffix, local, peer), set) in families(&l).into_iter().zip([&set4, &set6]) {
             if set.is_empty() {
                 continue;
             }
-            let suffix = if family == "ipv4" { "4" } else { "6" };
             let _ = writeln!(
                 out,
                 "protocol bgp t{y}_{suffix} {{ description \"transit/{}\"; local {local} as {asn}; neighbor {peer} as {}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = {med}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
@@ -164,20 +164,26 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
     let (any4, any6) = pop_families(t, p);
     let timers = timers();
     let asn = transit_asn(p);
-    for (family, any, local, peer) in [
-        ("ipv4", any4, IpAddr::V4(l.local), IpAddr::V4(l.peer)),
-        ("ipv6", any6, IpAddr::V6(l.local6), IpAddr::V6(l.peer6)),
-    ] {
+    for ((family, suffix, local, peer), any) in families(&l).into_iter().zip([any4, any6]) {
         if !any {
             continue;
         }
-        let suffix = if family == "ipv4" { "4" } else { "6" };
         let _ = writeln!(
             out,
             "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd on; debug {{ states }}; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
         );
     }
     Ok(out)
+}
+
+/// Where node `node`'s speaker keeps its configuration and control socket.
+pub fn speaker_dir(state_dir: &Path, node: &str) -> PathBuf {
+    state_dir.join("bgp").join(crate::layout::sanitize(node))
+}
+
+/// Node `node`'s speaker's control socket.
+pub fn speaker_socket(state_dir: &Path, node: &str) -> PathBuf {
+    speaker_dir(state_dir, node).join("bird.ctl")
 }
 
 /// A BIRD process this node runs, restarted when it dies.
@@ -193,7 +199,7 @@ impl Speaker {
     /// Writes the configuration under the node's state, has BIRD check it, and starts it.
     pub fn start(state_dir: &Path, node: &str, config: &str) -> Result<Speaker, String> {
         check_installed()?;
-        let dir = state_dir.join("bgp").join(crate::layout::sanitize(node));
+        let dir = speaker_dir(state_dir, node);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("bird.conf");
         std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -205,7 +211,7 @@ impl Speaker {
                 String::from_utf8_lossy(&parsed.stderr).trim()
             ));
         }
-        let socket = dir.join("bird.ctl");
+        let socket = speaker_socket(state_dir, node);
         let child = spawn(&path, &socket)?;
         Ok(Speaker { config: path, socket, child, restarts: 0 })
     }

@@ -131,7 +131,7 @@ impl<'a> ClbDriver<'a> {
         let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
         let (pops, prober) = pop_prober(t, &pop_tunnels, from_pops.ip(), auth.keyring(me, 0), start).await?;
         // POPs probe this node over the backbone: answer while we run.
-        answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
+        answer_probes(auth.keyring(me, 0), drops.clone()).await?;
         mark_ready(ready)?;
         drops.set_quic((0, 0));
         Ok(ClbDriver {
@@ -411,7 +411,7 @@ async fn pop_prober(
         .collect();
     let addrs = pops.iter().map(|&(_, a)| a).collect();
     let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
-    let prober = UdpLiveness::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(start)).await?;
+    let prober = UdpLiveness::bind(local, addrs, (keyring, ids), probe_config(t), now_ns(start)).await?;
     Ok((pops, prober))
 }
 

@@ -1,7 +1,7 @@
 //! The shared liveness core (`anyedge_ccn::LivenessProber`) driven over UDP: a probe to each
 //! peer's health port every `failover.probe_interval` (the wire format is
 //! `anyedge_proto::liveness`), echoed answers matched back, peers' Down/Up
-//! handed to the caller. POPs probe CLB nodes, CLB nodes POPs, the internet router POPs.
+//! handed to the caller. POPs probe CLB nodes, CLB nodes POPs (a POP's transit finds it dead by BFD, in BIRD).
 //! Probes between POPs and CLB nodes are sealed with the nodes' backbone keys (requests
 //! and answers each their own kind), as in the simulator; the router's are not (it holds
 //! no keys), and only the router's address gets a plain answer.
@@ -23,31 +23,24 @@ pub fn probe_config(t: &Topology) -> LivenessConfig {
 }
 
 /// Answers liveness probes on the health port for as long as the node runs: sealed ones
-/// from backbone peers `keys` holds keys for (answered sealed), plain ones only from
-/// `plain_from` (the internet router). Everything else is dropped and counted.
-pub async fn answer_probes(
-    mut keys: Keyring,
-    plain_from: Option<IpAddr>,
-    drops: crate::node::drops::Drops,
-) -> Result<(), String> {
+/// from backbone peers `keys` holds keys for, answered sealed. Everything else (plain
+/// probes included: nothing on the internet probes a node since BGP replaced the lab's
+/// router) is dropped and counted.
+pub async fn answer_probes(mut keys: Keyring, drops: crate::node::drops::Drops) -> Result<(), String> {
     let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
         .await
         .map_err(|e| format!("bind health port: {e}"))?;
     tokio::spawn(async move {
         let mut buf = [0u8; 256];
         while let Ok((n, from)) = health.recv_from(&mut buf).await {
-            let answer = if Some(from.ip()) == plain_from {
-                liveness::answer(&buf[..n]).ok().map(|a| a.to_vec())
-            } else {
-                match keys.open(Kind::Probe, &buf[..n]) {
-                    // Only well-formed requests are answered: nothing to reflect, no ping-pong.
-                    Ok((peer, request)) => {
-                        liveness::answer(request).ok().and_then(|a| keys.seal(peer, Kind::ProbeAnswer, &a))
-                    }
-                    Err(e) => {
-                        drops.count(Err(e));
-                        None
-                    }
+            let answer = match keys.open(Kind::Probe, &buf[..n]) {
+                // Only well-formed requests are answered: nothing to reflect, no ping-pong.
+                Ok((peer, request)) => {
+                    liveness::answer(request).ok().and_then(|a| keys.seal(peer, Kind::ProbeAnswer, &a))
+                }
+                Err(e) => {
+                    drops.count(Err(e));
+                    None
                 }
             };
             if let Some(answer) = answer {
@@ -67,23 +60,24 @@ pub type PeerChange = (usize, bool);
 pub struct UdpLiveness {
     prober: LivenessProber,
     peers: Vec<SocketAddr>,
-    /// The keys to seal with and each peer's backbone id (the router probes in the clear).
-    sealing: Option<(Keyring, Vec<NodeId>)>,
+    /// The keys to seal with, and each peer's backbone id.
+    keys: Keyring,
+    ids: Vec<NodeId>,
     pub sock: UdpSocket,
 }
 
 impl UdpLiveness {
     /// Probes `peers` (health-port addresses) from `local`, sealed for each peer's
-    /// backbone id when `sealing` is given.
+    /// backbone id.
     pub async fn bind(
         local: IpAddr,
         peers: Vec<SocketAddr>,
-        sealing: Option<(Keyring, Vec<NodeId>)>,
+        (keys, ids): (Keyring, Vec<NodeId>),
         config: LivenessConfig,
         now_ns: u64,
     ) -> Result<Self, String> {
         let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
-        Ok(UdpLiveness { prober: LivenessProber::new(peers.len(), config, now_ns), peers, sealing, sock })
+        Ok(UdpLiveness { prober: LivenessProber::new(peers.len(), config, now_ns), peers, keys, ids, sock })
     }
 
     /// When the next round is due, for a driver whose clock started at `start`.
@@ -97,11 +91,7 @@ impl UdpLiveness {
         let (changes, sends) = self.outputs();
         for (peer, seq) in sends {
             let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit();
-            let sealed = match self.sealing.as_mut() {
-                Some((keys, ids)) => keys.seal(ids[peer], Kind::Probe, &request),
-                None => Some(request.to_vec()),
-            };
-            if let Some(bytes) = sealed {
+            if let Some(bytes) = self.keys.seal(self.ids[peer], Kind::Probe, &request) {
                 let _ = self.sock.send_to(&bytes, self.peers[peer]).await;
             }
         }
@@ -109,15 +99,13 @@ impl UdpLiveness {
     }
 
     /// Bytes that came back on `sock`: an answer if they are one of our echoed probes
-    /// (sealed by the peer it names, when probes are sealed). The peers it brought back,
-    /// at once (not at the next round).
+    /// (sealed by the peer it names). The peers it brought back, at once (not at the next
+    /// round).
     pub fn answered(&mut self, bytes: &[u8]) -> Vec<PeerChange> {
-        let answer = match self.sealing.as_mut() {
-            Some((keys, ids)) => keys.open(Kind::ProbeAnswer, bytes).ok().and_then(|(from, answer)| {
-                liveness::parse_answer(answer).ok().filter(|(peer, _)| ids.get(usize::from(*peer)) == Some(&from))
-            }),
-            None => liveness::parse_answer(bytes).ok(),
-        };
+        let ids = &self.ids;
+        let answer = self.keys.open(Kind::ProbeAnswer, bytes).ok().and_then(|(from, answer)| {
+            liveness::parse_answer(answer).ok().filter(|(peer, _)| ids.get(usize::from(*peer)) == Some(&from))
+        });
         if let Some((peer, seq)) = answer {
             self.prober.handle_answer(usize::from(peer), seq);
         }

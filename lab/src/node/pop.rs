@@ -154,7 +154,7 @@ pub(crate) async fn run_pop(
     let driver = Arc::new(driver);
     // Liveness probes (the CLB nodes'): answered while we run.
     let me = anyedge_topology::nodes::pop_node(p);
-    answer_probes(auth.keyring(me, 0), None, drops.clone()).await?;
+    answer_probes(auth.keyring(me, 0), drops.clone()).await?;
     // The BGP speaker announces the VIPs while they are healthy here.
     let announcer = crate::node::bgp::Announcer::start(t, plan, p, state_dir, (name, drops)).await?;
     let control =
@@ -246,8 +246,7 @@ impl<'a> PopControl<'a> {
         clb_peers.sort();
         let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
         let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
-        let prober =
-            UdpLiveness::bind(local, addrs, Some((keyring, ids)), probe_config(t), now_ns(driver.start)).await?;
+        let prober = UdpLiveness::bind(local, addrs, (keyring, ids), probe_config(t), now_ns(driver.start)).await?;
         let clb_live = vec![true; clb_peers.len()];
         Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx, clb_live, announcer })
     }

@@ -204,7 +204,7 @@ fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
         .nodes
         .iter()
         .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_)))
-        .map(|n| dir.join("bgp").join(crate::layout::sanitize(&n.name)).join("bird.ctl"))
+        .map(|n| crate::node::bgp::speaker_socket(&dir, &n.name))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let mut waiting = speakers;
@@ -683,7 +683,7 @@ pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::node::bgp::Route>, Stri
         Role::Pop(p) | Role::Transit(p) => p,
         _ => return Err(format!("`{node}` runs no BGP speaker (POPs and transits do: pop/NAME, transit/NAME)")),
     };
-    let socket = state_dir(&plan.lab).join("bgp").join(crate::layout::sanitize(&n.name)).join("bird.ctl");
+    let socket = crate::node::bgp::speaker_socket(&state_dir(&plan.lab), &n.name);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(crate::node::bgp::vip_routes(&t, own, &socket))
 }
