@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyedge_lab::failover::Fault;
 use anyedge_region::scheduler::{Candidate, Maglev};
 use serde::Serialize;
 
@@ -360,6 +361,25 @@ pub enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// BGP failover in a lab (root): a POP dies under load, `--kills` times (each followed
+    /// by its recovery); detection (its transit's session down), withdrawal (no transit
+    /// selects it) and each affected flow's longest wait for a reply.
+    Failover {
+        /// Topology file (the lab is brought up and down).
+        file: PathBuf,
+        /// The POP to kill (default: the first a client group enters).
+        #[arg(long)]
+        pop: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// `freeze` (node and speaker hang: BFD finds it) or `kill` (the node stops, its
+        /// speaker closes the session).
+        #[arg(long, value_parser = ["freeze", "kill"], default_value = "freeze")]
+        fault: String,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The simulator as the world grows: the file with every client count multiplied and
     /// each client's rate divided (the same packets from more flows), per scale wall time,
     /// events/s, deliveries/s, peak memory and memory per flow. Each run is a process.
@@ -407,6 +427,29 @@ pub fn command(which: BenchCommand) -> ExitCode {
                 anyedge_lab::bench::LabBench { realtime: !no_realtime, tun_queues, peer: peer.as_deref(), breakdown };
             let figures = anyedge_lab::bench::run(&file, &exe, options);
             report("lab", figures, json, lab_text)
+        }
+        BenchCommand::Failover { file, pop, kills, fault, json } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let fault = if fault == "kill" { Fault::Kill } else { Fault::Freeze };
+            let figures = anyedge_lab::failover::failover(&file, &exe, pop.as_deref(), kills, fault);
+            report("failover", figures, json, |f| {
+                format!(
+                    "failover: {} {:?}d {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn                      everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), replies resumed p50 {:.0} ms,                      p90 {:.0} ms, max {:.0} ms over {} flows",
+                    f.pop,
+                    f.fault,
+                    f.kills,
+                    f.groups.join(", "),
+                    f.detect_ms_p50,
+                    f.detect_ms_max,
+                    f.withdrawn_ms_p50,
+                    f.withdrawn_ms_max,
+                    f.converge_ms_p50,
+                    f.resume_ms_p50,
+                    f.resume_ms_p90,
+                    f.resume_ms_max,
+                    f.resume_ms.len()
+                )
+            })
         }
         BenchCommand::Control { file, rounds, json } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));

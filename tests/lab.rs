@@ -1365,3 +1365,43 @@ fn bgp_follows_health_a_hung_pop_and_a_dead_speaker_and_status_shows_the_session
     assert!(restarted.is_some(), "pop/warsaw's speaker restarted, counted, and its session re-established");
     assert_eq!(best_pop(&lab, "transit/warsaw"), warsaw);
 }
+
+#[test]
+fn bench_failover_times_bfd_detection_withdrawal_and_the_clients_resume_for_a_frozen_pop() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let name = format!("t-bench-fo-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lab.yaml");
+    let text = SMALL.replace("name: small-europe", &format!("name: {name}"));
+    std::fs::write(&file, text.split("faults:").next().unwrap()).unwrap();
+    let json = dir.join("failover.json");
+    let out = Command::new(exe())
+        .args(["bench", "failover"])
+        .arg(&file)
+        .args(["--kills", "2", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(namespaces_with(&format!("{name}-")).is_empty(), "the bench takes its lab down");
+    let f: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(f["pop"], "pop/paris", "london and rome enter paris: {f}");
+    assert_eq!(f["groups"], serde_json::json!(["client/london", "client/rome"]));
+    let t = anyedge_topology::load(&file).unwrap();
+    let bfd_ms = (t.failover.bfd_interval_ns * u64::from(t.failover.bfd_multiplier)) as f64 / 1e6;
+    for k in 0..2 {
+        let (d, w) = (f["detect_ms"][k].as_f64().expect("detected"), f["withdrawn_ms"][k].as_f64().expect("withdrawn"));
+        // BFD declares the hung POP down within its bound (plus polling and scheduling),
+        // never after the 3 s hold timer; withdrawal follows detection.
+        assert!(d > 0.0 && d < bfd_ms + 500.0, "kill {k}: detected after {d} ms (BFD bound {bfd_ms} ms): {f}");
+        assert!(w + 5.0 >= d && w < d + 500.0, "kill {k}: withdrawn at {w} ms, detected at {d} ms: {f}");
+    }
+    let resume = f["resume_ms"].as_array().unwrap();
+    assert_eq!(resume.len(), 2 * 16, "8 flows from each of two groups, twice: {f}");
+    assert!(f["resume_ms_p50"].as_f64().unwrap() >= f["detect_ms_p50"].as_f64().unwrap() * 0.5, "{f}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -436,7 +436,7 @@ fn median(xs: &[f64]) -> f64 {
 }
 
 /// The nearest-rank quantile `q` of `xs` (0 when empty).
-fn quantile(xs: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(xs: &[f64], q: f64) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));

@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod capture;
 pub mod ctl;
+pub mod failover;
 pub mod probe;

@@ -3,8 +3,7 @@
 //! `anyedge_proto::liveness`), echoed answers matched back, peers' Down/Up
 //! handed to the caller. POPs probe CLB nodes, CLB nodes POPs (a POP's transit finds it dead by BFD, in BIRD).
 //! Probes between POPs and CLB nodes are sealed with the nodes' backbone keys (requests
-//! and answers each their own kind), as in the simulator; the router's are not (it holds
-//! no keys), and only the router's address gets a plain answer.
+//! and answers each their own kind), as in the simulator; a plain probe gets no answer.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
