@@ -434,9 +434,11 @@ pub fn command(which: BenchCommand) -> ExitCode {
             let figures = anyedge_lab::failover::failover(&file, &exe, pop.as_deref(), kills, fault);
             report("failover", figures, json, |f| {
                 format!(
-                    "failover: {} {:?}d {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn                      everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), replies resumed p50 {:.0} ms,                      p90 {:.0} ms, max {:.0} ms over {} flows",
+                    "failover: {} {} {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn \
+                     everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), replies resumed p50 {:.0} ms, \
+                     p90 {:.0} ms, max {:.0} ms over {} flows",
                     f.pop,
-                    f.fault,
+                    if f.fault == Fault::Kill { "killed" } else { "frozen" },
                     f.kills,
                     f.groups.join(", "),
                     f.detect_ms_p50,
