@@ -1405,3 +1405,31 @@ fn bench_failover_times_bfd_detection_withdrawal_and_the_clients_resume_for_a_fr
     assert!(f["resume_ms_p50"].as_f64().unwrap() >= f["detect_ms_p50"].as_f64().unwrap() * 0.5, "{f}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_pop_killed_and_restarted_again_and_again_leaves_no_speaker_or_route_behind() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("bgp-flap");
+    let dir = common::lab_state_dir(&lab);
+    let speakers = || {
+        let out = Command::new("pgrep").args(["-f", &format!("bird -f -c {}", dir.display())]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().count()
+    };
+    assert_eq!(speakers(), 4, "a speaker for each POP and transit");
+    for _ in 0..5 {
+        assert!(lab.anyedge(&["lab", "kill", "pop/paris"]).status.success());
+        assert!(lab.anyedge(&["lab", "start", "pop/paris"]).status.success());
+    }
+    assert_eq!(speakers(), 4, "each kill took its speaker along, each start brought one");
+    // Back where it was: paris's transit selects paris again.
+    let back =
+        within(std::time::Duration::from_secs(15), || best_pop(&lab, "transit/paris").as_deref() == Some("pop/paris"));
+    assert!(back.is_some(), "paris announced again after the last start");
+    let prefix = lab.prefix();
+    drop(lab);
+    assert_eq!(speakers(), 0, "lab down stops every speaker");
+    assert!(namespaces_with(&prefix).is_empty(), "and removes every namespace");
+}

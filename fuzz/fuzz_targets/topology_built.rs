@@ -26,6 +26,8 @@ struct World {
     faults: Vec<Fault>,
     control: Option<(u8, Vec<u8>)>,
     backbone_delay: Option<bool>,
+    /// `failover:` BFD interval and multiplier, route convergence.
+    failover: Option<(u8, u8, u8)>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -167,6 +169,13 @@ fn yaml(w: &World) -> String {
         let sites: Vec<&str> = sites.iter().take(5).map(|&s| pick(&NAMES, s)).collect();
         y += &format!("control: {{ nodes: {}, sites: [{}] }}\n", nodes % 8, sites.join(", "));
     }
+    if let Some((bfd, multiplier, converge)) = w.failover {
+        y += &format!(
+            "failover: {{ bfd_interval: {}, bfd_multiplier: {multiplier}, route_converge: {} }}\n",
+            pick(&DURATIONS, bfd),
+            pick(&DURATIONS, converge)
+        );
+    }
     y += "faults:\n";
     for f in w.faults.iter().take(4) {
         let verb = ["down", "up", "unbind", "bind", "migrate"][usize::from(f.kind) % 5];
@@ -177,7 +186,21 @@ fn yaml(w: &World) -> String {
 
 fuzz_target!(|w: World| {
     let text = yaml(&w);
-    if let Err(e) = anyedge_topology::parse_str("fuzz.yaml", &text) {
-        assert!(!e.diagnostics.is_empty(), "an error without a diagnostic");
+    match anyedge_topology::parse_str("fuzz.yaml", &text) {
+        Err(e) => assert!(!e.diagnostics.is_empty(), "an error without a diagnostic"),
+        // BGP's catchment order (topology::bgp) is an order of the VIP's POPs: each once.
+        Ok(t) => {
+            for g in 0..t.clients.len() {
+                for k in 0..t.vips.len() {
+                    let mut order = t.pop_order(g, k);
+                    if t.clients[g].catchment.is_none() {
+                        order.sort_unstable();
+                        let mut publish = t.vips[k].pops.clone();
+                        publish.sort_unstable();
+                        assert_eq!(order, publish, "group {g}, VIP {k}");
+                    }
+                }
+            }
+        }
     }
 });
