@@ -174,12 +174,16 @@ pub fn exchange(s: &mut tcp::Socket, to_send: &mut Vec<u8>, received: &mut Vec<u
         let n = s.send_slice(to_send).unwrap_or(0);
         to_send.drain(..n);
     }
+    // Straight out of the socket's buffer: no zeroed scratch buffer per read.
     while s.can_recv() {
-        let mut buf = [0u8; 8192];
-        let n = s.recv_slice(&mut buf).unwrap_or(0);
+        let n = s
+            .recv(|data| {
+                received.extend_from_slice(data);
+                (data.len(), data.len())
+            })
+            .unwrap_or(0);
         if n == 0 {
             break;
         }
-        received.extend_from_slice(&buf[..n]);
     }
 }

@@ -103,25 +103,33 @@ pub(super) fn service_tcp_flow(
         let n = s.send_slice(&tf.wire).unwrap_or(0);
         tf.wire.drain(..n);
     }
-    // Response in.
-    while s.can_recv() {
-        let mut buf = [0u8; 8192];
-        let n = s.recv_slice(&mut buf).unwrap_or(0);
+    // Response in, straight out of the socket's buffer (no zeroed scratch buffer per read).
+    let mut tls = tf.tls.take();
+    let mut broken = false;
+    while s.can_recv() && !broken {
+        let n = s
+            .recv(|data| {
+                match tls.as_mut() {
+                    Some(tls) => {
+                        let mut plain = Vec::new();
+                        match anyedge_region::l7::tls_read(tls, data, &mut plain) {
+                            Ok(_) => absorb_response(tf, &plain, app, slot, completions),
+                            Err(_) => broken = true,
+                        }
+                    }
+                    None => absorb_response(tf, data, app, slot, completions),
+                }
+                (data.len(), data.len())
+            })
+            .unwrap_or(0);
         if n == 0 {
             break;
         }
-        let mut plain = Vec::new();
-        let data = match tf.tls.as_mut() {
-            Some(tls) => {
-                if anyedge_region::l7::tls_read(tls, &buf[..n], &mut plain).is_err() {
-                    s.abort();
-                    return;
-                }
-                &plain[..]
-            }
-            None => &buf[..n],
-        };
-        absorb_response(tf, data, app, slot, completions);
+    }
+    tf.tls = tls;
+    if broken {
+        s.abort();
+        return;
     }
     // A finished handshake may have freed the request, or TLS may owe the peer records.
     if let Some(tls) = tf.tls.as_mut() {
