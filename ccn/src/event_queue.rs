@@ -2,74 +2,65 @@
 //! two events at the same instant always run in the order they were scheduled.
 //!
 //! A radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990), which fits a discrete-event clock:
-//! keys never go below the last one taken. Each event's key is (time, insertion number)
-//! as one 128-bit number; bucket `b` holds the keys whose highest bit differing from the
-//! last key taken is bit `b − 1`. Scheduling appends to a bucket (no sifting through a
-//! heap as large as every pending event); taking the next event scans the lowest
-//! non-empty bucket and spreads it over the buckets below, so each event moves at most
-//! once per bit of its distance from the clock, and mostly through memory in order. A
-//! binary heap's cost per event grew with the number of pending events (one per flow
-//! and more), and its random accesses were most of a large world's run time.
+//! times never go below the last one taken. Bucket `b` holds the events whose time's
+//! highest bit differing from the last time taken is bit `b − 1`; bucket 0 holds the
+//! events due at exactly that time, first scheduled first. Scheduling appends to a bucket
+//! (no sifting through a heap as large as every pending event); when bucket 0 is empty,
+//! taking the next event scans the lowest non-empty bucket for its earliest time and
+//! spreads the bucket, in order, over the buckets below, so each event moves at most once
+//! per bit of its distance from the clock, and mostly through memory in order. A binary
+//! heap's cost per event grew with the number of pending events (one per flow and more),
+//! and its random accesses were most of a large world's run time.
+//!
+//! Insertion order needs no sequence number: two events due at the same time always sit
+//! in the same bucket (a bucket is a function of the time and the last time taken), each
+//! bucket keeps the order events entered it, and spreading a bucket keeps its order.
 
-/// Buckets: one per bit of the 128-bit key, plus bucket 0 (unused: keys are unique).
-const BUCKETS: usize = 129;
+/// Buckets: 0 for "now", then one per bit of the 64-bit time.
+const BUCKETS: usize = 65;
 
-/// What the buckets move around: a key and where its event waits. Events stay put in
-/// `slots` (they are large and moved once each way); only these 24 bytes move between
+/// What the buckets move around: a time and where its event waits. Events stay put in
+/// `slots` (they are large and moved once each way); only these 16 bytes move between
 /// buckets.
 #[derive(Clone, Copy)]
 struct Scheduled {
     at_ns: u64,
-    seq: u64,
     slot: u32,
-}
-
-impl Scheduled {
-    fn key(&self) -> u128 {
-        key(self.at_ns, self.seq)
-    }
 }
 
 /// A discrete-event queue with its own clock.
 pub struct EventQueue<E> {
-    /// Bucket b: entries with `128 − (key ^ last).leading_zeros() == b`.
+    /// Bucket b: entries with `64 − (at ^ last).leading_zeros() == b`.
     buckets: Vec<Vec<Scheduled>>,
+    /// Bucket 0's entries before this index were taken already.
+    head: usize,
     /// Bit b set when bucket b is not empty.
     occupied: u128,
-    occupied_top: bool,
-    /// The key of the last event taken (every waiting key is larger).
-    last: u128,
+    /// The time of the last event taken (every waiting time is at least this).
+    last: u64,
     /// The waiting events, by slot; `free` lists the empty slots.
     slots: Vec<Option<E>>,
     free: Vec<u32>,
     len: usize,
-    now_ns: u64,
-    seq: u64,
     processed: u64,
-}
-
-fn key(at_ns: u64, seq: u64) -> u128 {
-    (u128::from(at_ns) << 64) | u128::from(seq)
 }
 
 impl<E> EventQueue<E> {
     pub fn new() -> EventQueue<E> {
         EventQueue {
             buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            head: 0,
             occupied: 0,
-            occupied_top: false,
             last: 0,
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
-            now_ns: 0,
-            seq: 0,
             processed: 0,
         }
     }
 
     pub fn now_ns(&self) -> u64 {
-        self.now_ns
+        self.last
     }
 
     /// Events taken off the queue so far.
@@ -78,42 +69,25 @@ impl<E> EventQueue<E> {
     }
 
     fn put(&mut self, entry: Scheduled) {
-        let b = 128 - (entry.key() ^ self.last).leading_zeros() as usize;
-        if b == 128 {
-            self.occupied_top = true;
-        } else {
-            self.occupied |= 1 << b;
-        }
+        let b = 64 - (entry.at_ns ^ self.last).leading_zeros() as usize;
+        self.occupied |= 1 << b;
         self.buckets[b].push(entry);
     }
 
-    /// The lowest non-empty bucket.
-    fn first_bucket(&self) -> Option<usize> {
-        if self.occupied != 0 {
-            Some(self.occupied.trailing_zeros() as usize)
-        } else if self.occupied_top {
-            Some(128)
-        } else {
-            None
+    /// The lowest non-empty bucket above bucket 0, and its earliest time.
+    fn earliest_above_now(&self) -> Option<(usize, u64)> {
+        let above = self.occupied & !1;
+        if above == 0 {
+            return None;
         }
-    }
-
-    /// Where the smallest key of bucket `b` is, and the key.
-    fn min_in(&self, b: usize) -> (usize, u128) {
-        let mut best = (0, u128::MAX);
-        for (i, e) in self.buckets[b].iter().enumerate() {
-            let k = e.key();
-            if k < best.1 {
-                best = (i, k);
-            }
-        }
-        best
+        let b = above.trailing_zeros() as usize;
+        let min = self.buckets[b].iter().map(|e| e.at_ns).min()?;
+        Some((b, min))
     }
 
     /// Schedules `event` at `at_ns`; a time in the past runs at the current time.
     pub fn schedule(&mut self, at_ns: u64, event: E) {
-        let at_ns = at_ns.max(self.now_ns);
-        self.seq += 1;
+        let at_ns = at_ns.max(self.last);
         self.len += 1;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -127,29 +101,21 @@ impl<E> EventQueue<E> {
                 slot
             }
         };
-        self.put(Scheduled { at_ns, seq: self.seq, slot });
+        self.put(Scheduled { at_ns, slot });
     }
 
     /// The next event no later than `until_ns`, advancing the clock to it.
     pub fn pop_until(&mut self, until_ns: u64) -> Option<E> {
-        let b = self.first_bucket()?;
-        let (i, min) = self.min_in(b);
-        let entry = self.buckets[b][i];
-        if entry.at_ns > until_ns {
-            return None;
-        }
-        if b == 128 {
-            self.occupied_top = false;
-        } else {
+        if self.occupied & 1 == 0 {
+            let (b, min) = self.earliest_above_now()?;
+            if min > until_ns {
+                return None;
+            }
+            // Every entry of bucket b now differs from `min` below bit b − 1: spread them,
+            // in order; those due at `min` land in bucket 0.
             self.occupied &= !(1 << b);
-        }
-        self.last = min;
-        if self.buckets[b].len() == 1 {
-            self.buckets[b].clear();
-        } else {
-            // Every other key of the bucket now differs from `min` below bit b − 1.
+            self.last = min;
             let mut bucket = std::mem::take(&mut self.buckets[b]);
-            bucket.swap_remove(i);
             for e in bucket.drain(..) {
                 self.put(e);
             }
@@ -157,9 +123,17 @@ impl<E> EventQueue<E> {
             if self.buckets[b].is_empty() {
                 self.buckets[b] = bucket;
             }
+        } else if self.last > until_ns {
+            return None;
         }
-        debug_assert!(entry.at_ns >= self.now_ns, "time never runs backwards");
-        self.now_ns = entry.at_ns;
+        let now = &mut self.buckets[0];
+        let entry = now[self.head];
+        self.head += 1;
+        if self.head == now.len() {
+            now.clear();
+            self.head = 0;
+            self.occupied &= !1;
+        }
         self.processed += 1;
         self.len -= 1;
         self.free.push(entry.slot);
@@ -168,9 +142,10 @@ impl<E> EventQueue<E> {
 
     /// When the earliest waiting event is due.
     pub fn next_at(&self) -> Option<u64> {
-        let b = self.first_bucket()?;
-        let (i, _) = self.min_in(b);
-        Some(self.buckets[b][i].at_ns)
+        if self.occupied & 1 != 0 {
+            return Some(self.last);
+        }
+        self.earliest_above_now().map(|(_, min)| min)
     }
 
     pub fn len(&self) -> usize {
@@ -252,7 +227,11 @@ mod tests {
                 heap.push(Reverse((at, seq)));
                 q.schedule(at, seq);
             } else {
-                let until = if r % 16 == 7 { now } else { u64::MAX };
+                let until = match r % 16 {
+                    7 => now,
+                    9 => now + r % 2_000_000,
+                    _ => u64::MAX,
+                };
                 assert_eq!(q.next_at(), heap.peek().map(|Reverse((at, _))| *at));
                 let want = match heap.peek() {
                     Some(&Reverse((at, s))) if at <= until => {

@@ -33,9 +33,9 @@ pub(super) struct BackendHost {
     pub(super) down_ports: Vec<u16>,
     pub(super) tcp_ports: Vec<u16>,
     /// Remote endpoint → its connection.
-    pub(super) conns: HashMap<(IpAddr, u16), BackendConn>,
+    pub(super) conns: FxHashMap<(IpAddr, u16), BackendConn>,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
-    pub(super) via: HashMap<(IpAddr, u16), ClbId>,
+    pub(super) via: FxHashMap<(IpAddr, u16), ClbId>,
     /// Security groups bound to this instance.
     pub(super) firewall: Option<Firewall>,
     /// Its keys for the CLB nodes of the regions that bind it.
@@ -192,8 +192,8 @@ impl<'t> World<'t> {
                     ip: addr.ip(),
                     down_ports: Vec::new(),
                     tcp_ports: Vec::new(),
-                    conns: HashMap::new(),
-                    via: HashMap::new(),
+                    conns: FxHashMap::default(),
+                    via: FxHashMap::default(),
                     firewall: self.backend_firewall(addr.ip()),
                     egress: None,
                     denied: None,

@@ -129,13 +129,13 @@ impl<'t> World<'t> {
             vip_identity: None,
             tls_client: None,
             quic_client: None,
-            site_links: HashMap::new(),
+            site_links: FxHashMap::default(),
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
             control: None,
             weights_set: Vec::new(),
             probers: None,
             egress: Vec::new(),
-            egress_by_ip: HashMap::new(),
+            egress_by_ip: FxHashMap::default(),
             capture: None,
             tcp_messages_max: t.traffic.iter().fold([0, 0], |[q, r], class| match class.kind {
                 TrafficKind::Tcp { request, response, .. } => {

@@ -6,7 +6,7 @@
 //! topology), `clients` and `tcp_app` and `quic_client` (traffic), `forwarding` (the
 //! cores), `links`, `backends`, `faults`, `report`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -196,7 +196,7 @@ pub struct World<'t> {
     tls_client: Option<Arc<rustls::ClientConfig>>,
     quic_client: Option<quinn_proto::ClientConfig>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
-    site_links: HashMap<(usize, HostId), [Link; 2]>,
+    site_links: FxHashMap<(usize, HostId), [Link; 2]>,
     /// Security-group counters of CLB cores that were restarted.
     retired_sg: Vec<Vec<RuleCounters>>,
     /// The Raft control plane (`control:`); its watchers are the CLB nodes, then the
@@ -209,7 +209,7 @@ pub struct World<'t> {
     /// NAT gateways and routers that carry internet backends.
     egress: Vec<egress::EgressNode>,
     /// Internet backend address → its egress node.
-    egress_by_ip: HashMap<IpAddr, usize>,
+    egress_by_ip: FxHashMap<IpAddr, usize>,
     /// (when, group, VIP, its POP now) each time routing moved a group's anycast traffic.
     catchments: Vec<(u64, usize, usize, Option<PopId>)>,
     /// `--pcap DIR`: every packet that reaches a node, per node.
