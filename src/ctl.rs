@@ -57,6 +57,26 @@ pub enum CtlCommand {
     },
     /// Remove a listener from a VIP.
     DelListener { vip: String, protocol: String, port: u16 },
+    /// Take a POP out of service on purpose: it withdraws every VIP at once and keeps
+    /// serving until no transit selects its route, then until its clients' packets stop
+    /// (1 s quiet) or the timeout, and only then stops (client packets dropped). Lab only;
+    /// needs no control plane.
+    Drain {
+        /// The POP, `pop/NAME`.
+        pop: String,
+        /// Stop after this long even if clients still send to it (e.g. 30s).
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Put a drained POP back: it announces again once healthy (rise samples), and the
+    /// command returns when its own transit selects its route.
+    Undrain {
+        /// The POP, `pop/NAME`.
+        pop: String,
+    },
 }
 
 /// What a route-table change does, for the user who asked for it.
@@ -124,6 +144,8 @@ pub fn run(file: PathBuf, action: CtlCommand) -> ExitCode {
     let change = match action {
         CtlCommand::Status { output, json } => return status(&file, json || output == "json"),
         CtlCommand::Routes { output, json } => return routes(&file, json || output == "json"),
+        CtlCommand::Drain { pop, timeout, json } => return drain(&file, &pop, &timeout, json.as_deref()),
+        CtlCommand::Undrain { pop } => return undrain(&file, &pop),
         write => change_of(&file, write),
     };
     match change {
@@ -201,8 +223,61 @@ fn change_of(file: &Path, action: CtlCommand) -> Result<Change, String> {
             Ok(Change::AddListener { vip, listener })
         }
         CtlCommand::DelListener { vip, protocol, port } => Ok(Change::DelListener { vip, protocol, port }),
-        CtlCommand::Status { .. } | CtlCommand::Routes { .. } => Err("not a write".into()),
+        CtlCommand::Status { .. }
+        | CtlCommand::Routes { .. }
+        | CtlCommand::Drain { .. }
+        | CtlCommand::Undrain { .. } => Err("not a write".into()),
     }
+}
+
+fn drain(file: &Path, pop: &str, timeout: &str, json: Option<&Path>) -> ExitCode {
+    let timeout = match anyedge_topology::parse_duration_ns(timeout) {
+        Ok(ns) if ns > 0 => std::time::Duration::from_nanos(ns),
+        Ok(_) => return usage("--timeout: must be above zero"),
+        Err(e) => return usage(&format!("--timeout: {e}")),
+    };
+    match anyedge_lab::drain::drain(file, pop, timeout) {
+        Ok(f) => {
+            let last = f.last_client_packet_ms.map_or("no client packet after the command".to_string(), |ms| {
+                format!("last client packet at {ms:.0} ms")
+            });
+            let why =
+                if f.timed_out { "the timeout passed with clients still sending" } else { "its clients went quiet" };
+            println!(
+                "{}: withdrawn; no transit selects it after {:.1} ms ({} client packets served meanwhile); {last}; stopped at {:.0} ms ({why})",
+                f.pop, f.withdrawn_everywhere_ms, f.packets_while_withdrawing, f.stopped_ms
+            );
+            if let Some(path) = json
+                && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&f).unwrap_or_default())
+            {
+                eprintln!("ctl drain: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ctl drain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn undrain(file: &Path, pop: &str) -> ExitCode {
+    match anyedge_lab::drain::undrain(file, pop) {
+        Ok(f) => {
+            println!("{}: serving; its transit selects it again after {:.0} ms", f.pop, f.announced_ms);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ctl undrain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(what: &str) -> ExitCode {
+    eprintln!("ctl: {what}");
+    ExitCode::from(2)
 }
 
 /// A VIP by name, or by one of its addresses.

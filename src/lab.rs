@@ -200,6 +200,9 @@ fn print_status(s: &anyedge_lab::setup::Status) {
     for (node, why) in &s.denied {
         println!("  {node:<32} last dropped: {why}");
     }
+    for (node, state) in s.admin.iter().filter(|(_, a)| *a != "serving") {
+        println!("  {node:<32} {state} (ctl drain; ctl undrain serves again)");
+    }
     for (node, t) in &s.tun {
         let reads: Vec<String> = t.packets_read.iter().map(u64::to_string).collect();
         println!("  {node:<32} TUN: {} queue(s), packets read {}", t.queues, reads.join(" / "));
@@ -211,10 +214,12 @@ fn print_status(s: &anyedge_lab::setup::Status) {
             .flatten()
             .map(|x| {
                 format!(
-                    "{} {} since {}",
+                    "{} {} since {} ({} in, {} out)",
                     x["name"].as_str().unwrap_or("?"),
                     x["bgp"].as_str().unwrap_or("?"),
-                    x["since"].as_str().unwrap_or("?")
+                    x["since"].as_str().unwrap_or("?"),
+                    x["imported"].as_u64().unwrap_or(0),
+                    x["exported"].as_u64().unwrap_or(0)
                 )
             })
             .collect();

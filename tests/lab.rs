@@ -1433,3 +1433,74 @@ fn a_pop_killed_and_restarted_again_and_again_leaves_no_speaker_or_route_behind(
     assert_eq!(speakers(), 0, "lab down stops every speaker");
     assert!(namespaces_with(&prefix).is_empty(), "and removes every namespace");
 }
+
+#[test]
+fn ctl_drain_withdraws_first_loses_no_flow_and_stops_the_pop_only_once_its_clients_moved() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("drain");
+    let (paris, warsaw) = (Some("pop/paris".to_string()), Some("pop/warsaw".to_string()));
+    assert_eq!(best_pop(&lab, "transit/paris"), paris, "london's transit starts on paris");
+    // Bad requests change nothing.
+    for (args, want) in [
+        (vec!["drain", "transit/paris"], "is not a POP of this lab (its POPs: pop/paris, pop/warsaw)"),
+        (vec!["drain", "pop/nowhere"], "is not a POP"),
+        (vec!["drain", "pop/paris", "--timeout", "0s"], "--timeout"),
+    ] {
+        let out = ctl_write(&lab, &args);
+        assert!(!out.status.success(), "{args:?} refused");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(want),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(best_pop(&lab, "transit/paris"), paris, "a refused drain withdrew nothing");
+    // London's flows run across the drain: 4 flows, 100 requests/s each, for 6 s.
+    let probe = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/london", "--", exe(), "probe", "--target", "198.18.0.20:7000", "--protocol", "udp"])
+        .args(["--rate", "400", "--duration", "6s", "--flows", "4", "--json"])
+        .arg(lab.dir.join("drain-probe.json"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let json = lab.dir.join("drain.json");
+    let out = ctl_write(&lab, &["drain", "pop/paris", "--timeout", "20s", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let f: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    // Withdrawn at the POP's next probe tick and gone from every transit within
+    // milliseconds (BIRD has no MRAI), far from any timer.
+    let withdrawn = f["withdrawn_everywhere_ms"].as_f64().unwrap();
+    assert!(withdrawn < 1_000.0, "{f}");
+    // Stopped last: only after its clients had been quiet for a second.
+    assert_eq!(f["timed_out"], false, "london moved to warsaw, so paris went quiet: {f}");
+    assert!(f["stopped_ms"].as_f64().unwrap() >= withdrawn + 1_000.0, "{f}");
+    assert_eq!(best_pop(&lab, "transit/paris"), warsaw, "london's transit now selects warsaw");
+    let s: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    assert_eq!(s["admin"]["pop/paris"], "stopped", "{s}");
+    assert_eq!(s["admin"]["pop/warsaw"], "serving", "{s}");
+    let table = String::from_utf8_lossy(&lab.anyedge(&["lab", "status"]).stdout).to_string();
+    assert!(table.lines().any(|l| l.contains("pop/paris") && l.contains("stopped (ctl drain")), "{table}");
+    // No flow noticed: no gap in replies longer than a lost packet or two and the longer
+    // way round through warsaw (10 ms apart; a killed or frozen POP leaves at least BFD's
+    // 150 ms).
+    let out = probe.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("drain-probe.json")).unwrap()).unwrap();
+    let gaps: Vec<f64> = r["longest_gap_ms"].as_array().unwrap().iter().map(|g| g.as_f64().unwrap()).collect();
+    assert_eq!(gaps.len(), 4, "{r}");
+    assert!(gaps.iter().all(|&g| g < 100.0), "longest gaps {gaps:?} ms: {r}");
+    assert!(r["received"].as_f64().unwrap() >= 0.98 * r["sent"].as_f64().unwrap(), "{r}");
+    // Undrained, it announces again once healthy and london comes back.
+    let out = ctl_write(&lab, &["undrain", "pop/paris"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(best_pop(&lab, "transit/paris"), paris);
+    let s: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    assert_eq!(s["admin"]["pop/paris"], "serving", "{s}");
+    let after = lab.probe("london", "198.18.0.20:7000", "udp", 2);
+    assert!(after["received"].as_u64().unwrap() > 0, "{after}");
+}

@@ -130,8 +130,7 @@ fn kill_rounds(
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let dir = crate::layout::state_dir(&plan.lab);
     let name = format!("pop/{}", t.pops[victim].name);
-    let transits: Vec<PathBuf> =
-        (0..t.pops.len()).map(|x| bgp::speaker_socket(&dir, &format!("transit/{}", t.pops[x].name))).collect();
+    let transits = transit_sockets(t, plan);
     let (mut detect, mut withdrawn, mut resume) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..kills {
         settle(&rt, &transits, victim)?;
@@ -195,19 +194,29 @@ async fn watch(t: &Topology, transits: &[PathBuf], victim: usize, at: Instant) -
                 detect = Some(ms());
             }
         }
-        if withdrawn.is_none() {
-            let mut leads = false;
-            for (x, socket) in transits.iter().enumerate() {
-                let routes = bgp::vip_routes(t, x, socket).await.unwrap_or_default();
-                leads |= routes.iter().any(|r| r.best && r.pop.as_deref() == Some(pop.as_str()));
-            }
-            if !leads {
-                withdrawn = Some(ms());
-            }
+        if withdrawn.is_none() && selecting(t, transits, &pop).await.is_none() {
+            withdrawn = Some(ms());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     (detect, withdrawn)
+}
+
+/// The first transit whose selected route for a VIP leads to `pop` (`pop/NAME`), if any.
+pub(crate) async fn selecting(t: &Topology, transits: &[PathBuf], pop: &str) -> Option<usize> {
+    for (x, socket) in transits.iter().enumerate() {
+        let routes = bgp::vip_routes(t, x, socket).await.unwrap_or_default();
+        if routes.iter().any(|r| r.best && r.pop.as_deref() == Some(pop)) {
+            return Some(x);
+        }
+    }
+    None
+}
+
+/// Every transit's speaker socket, in POP order.
+pub(crate) fn transit_sockets(t: &Topology, plan: &Plan) -> Vec<PathBuf> {
+    let dir = crate::layout::state_dir(&plan.lab);
+    (0..t.pops.len()).map(|x| bgp::speaker_socket(&dir, &format!("transit/{}", t.pops[x].name))).collect()
 }
 
 fn start_probe(

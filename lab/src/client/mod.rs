@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod capture;
 pub mod ctl;
+pub mod drain;
 pub mod failover;
 pub mod probe;

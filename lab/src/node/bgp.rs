@@ -320,7 +320,8 @@ fn split_reply(line: &str) -> (Option<u32>, char, &str) {
     }
 }
 
-/// A BGP session as `show protocols` lists it.
+/// A BGP session as `show protocols` lists it (and, from `show protocols all`, the
+/// prefixes it carries).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Session {
     pub name: String,
@@ -329,22 +330,40 @@ pub struct Session {
     pub bgp: String,
     /// When it entered its state (BIRD's time format).
     pub since: String,
+    /// Prefixes learned from the peer and announced to it (`show protocols all` only).
+    pub imported: u64,
+    pub exported: u64,
 }
 
-/// The BGP sessions out of `show protocols`.
+/// The BGP sessions out of `show protocols` or `show protocols all`: a protocol's line
+/// starts unindented; `all` adds indented details, among them `Routes: N imported, …,
+/// M exported` per channel.
 pub fn sessions(show_protocols: &str) -> Vec<Session> {
-    show_protocols
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 5 && f[1] == "BGP").then(|| Session {
-                name: f[0].to_string(),
-                state: f[3].to_string(),
-                since: f[4].to_string(),
-                bgp: f.get(5).map_or(String::new(), |s| s.to_string()),
-            })
-        })
-        .collect()
+    let mut out: Vec<Session> = Vec::new();
+    let mut in_bgp = false;
+    for l in show_protocols.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if !l.starts_with(char::is_whitespace) {
+            in_bgp = f.len() >= 5 && f[1] == "BGP";
+            if in_bgp {
+                out.push(Session {
+                    name: f[0].to_string(),
+                    state: f[3].to_string(),
+                    since: f[4].to_string(),
+                    bgp: f.get(5).map_or(String::new(), |s| s.to_string()),
+                    imported: 0,
+                    exported: 0,
+                });
+            }
+        } else if let (true, Some(session), Some(&"Routes:")) = (in_bgp, out.last_mut(), f.first()) {
+            let count = |what: &str| {
+                f.windows(2).find(|w| w[1].trim_end_matches(',') == what).and_then(|w| w[0].parse::<u64>().ok())
+            };
+            session.imported += count("imported").unwrap_or(0);
+            session.exported += count("exported").unwrap_or(0);
+        }
+    }
+    out
 }
 
 /// A route as `show route all` lists it.
@@ -438,6 +457,13 @@ impl Hysteresis {
         self.announced
     }
 
+    /// Withdrawn now, not after `fall` samples; `Some(false)` when that is a change. The
+    /// next announce needs `rise` healthy samples as after any withdrawal.
+    pub fn withdraw(&mut self) -> Option<bool> {
+        self.run = 0;
+        std::mem::replace(&mut self.announced, false).then_some(false)
+    }
+
     /// One health sample; `Some(announce)` when the announcement changes.
     pub fn sample(&mut self, healthy: bool) -> Option<bool> {
         if healthy == self.announced {
@@ -512,9 +538,16 @@ impl Announcer {
 
     /// One health sample of every VIP (`healthy(vip)`); changed announcements go to the
     /// speaker. Returns the VIPs whose announcement changed, with the new state.
-    pub fn sample(&mut self, healthy: impl Fn(usize) -> bool) -> Vec<(usize, bool)> {
-        let changed: Vec<(usize, bool)> =
-            self.vips.iter_mut().filter_map(|(k, h)| h.sample(healthy(*k)).map(|up| (*k, up))).collect();
+    /// `held`: withdrawn on purpose (a drain), at once rather than after `fall` samples.
+    pub fn sample(&mut self, healthy: impl Fn(usize) -> bool, held: bool) -> Vec<(usize, bool)> {
+        let changed: Vec<(usize, bool)> = self
+            .vips
+            .iter_mut()
+            .filter_map(|(k, h)| {
+                let change = if held { h.withdraw() } else { h.sample(healthy(*k)) };
+                change.map(|up| (*k, up))
+            })
+            .collect();
         if !changed.is_empty() {
             let now = self.vips.iter().map(|(k, h)| (*k, h.announced())).collect();
             let _ = self.desired.send(now);
@@ -576,7 +609,7 @@ pub async fn supervise(speaker: &mut Speaker, drops: &crate::node::drops::Drops)
 /// The speaker's sessions and restarts into the node's status.
 pub async fn publish(speaker: &Speaker, drops: &crate::node::drops::Drops) {
     drops.set_gauge("bgp_speaker_restarts", speaker.restarts);
-    if let Ok(text) = command(&speaker.socket, "show protocols").await {
+    if let Ok(text) = command(&speaker.socket, "show protocols all").await {
         let list = sessions(&text);
         let established = list.iter().filter(|s| s.bgp == "Established").count();
         drops.set_gauge("bgp_sessions_established", established as u64);
@@ -600,6 +633,17 @@ mod tests {
         let changes = (0..1_000).filter_map(|i| h.sample(pattern[i % pattern.len()])).count();
         assert!(changes <= 1_000 / 2, "{changes} updates for 1000 samples");
         assert_eq!(changes, 400, "one withdraw and one announce per 5-sample cycle");
+    }
+
+    #[test]
+    fn a_drain_withdraws_at_once_and_the_next_announce_still_waits_for_rise() {
+        let mut h = Hysteresis::new(RISE, FALL, true);
+        assert_eq!(h.withdraw(), Some(false), "withdrawn on the first call, not after {FALL} samples");
+        assert_eq!(h.withdraw(), None, "already withdrawn: no second update");
+        for _ in 1..RISE {
+            assert_eq!(h.sample(true), None);
+        }
+        assert_eq!(h.sample(true), Some(true), "announced after {RISE} healthy samples");
     }
 
     #[test]
@@ -659,5 +703,22 @@ t1_4       BGP        ---        start  12:00:01.000  Active        Socket: Conn
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].name.as_str(), s[0].state.as_str(), s[0].bgp.as_str()), ("pop4", "up", "Established"));
         assert_eq!((s[1].name.as_str(), s[1].bgp.as_str()), ("t1_4", "Active"));
+    }
+
+    #[test]
+    fn show_protocols_all_adds_each_sessions_prefix_counts() {
+        // As BIRD 2.0.12 answers on its control socket (one leading space stripped).
+        let text = "Name       Proto      Table      State  Since         Info\n\
+vip4_0     Static     master4    up     06:35:15.875  \n \
+ Channel ipv4\n    Routes:         1 imported, 0 exported, 1 preferred\n\
+transit4   BGP        ---        up     06:35:16.681  Established   \n \
+ BGP state:          Established\n    Neighbor AS:      4200000000\n \
+ Channel ipv4\n    State:          UP\n    Routes:         0 imported, 1 exported, 0 preferred\n\
+t2_4       BGP        ---        up     06:35:16.700  Established   \n \
+ Channel ipv4\n    Routes:         2 imported, 1 filtered, 3 exported, 1 preferred\n";
+        let s = sessions(text);
+        assert_eq!(s.len(), 2, "the static protocol is no session: {s:?}");
+        assert_eq!((s[0].name.as_str(), s[0].imported, s[0].exported), ("transit4", 0, 1));
+        assert_eq!((s[1].name.as_str(), s[1].imported, s[1].exported), ("t2_4", 2, 3));
     }
 }

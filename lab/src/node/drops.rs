@@ -17,6 +17,39 @@ struct Counters {
     tun_reads: std::sync::OnceLock<Box<[std::sync::atomic::AtomicU64]>>,
     /// Time packets spent inside the node, by way ([`Way`]).
     residence: [Mutex<Option<hdrhistogram::Histogram<u64>>>; 2],
+    /// A POP's administrative state ([`Admin`]), set by `ctl drain`.
+    admin: std::sync::atomic::AtomicU8,
+    /// Packets a POP read from clients (what `ctl drain` watches for the last flow).
+    client_packets: std::sync::atomic::AtomicU64,
+}
+
+/// What an operator asked of a POP: serve (announce while healthy), drain (withdraw every
+/// VIP, keep serving what still arrives) or stop (withdrawn, client packets dropped as
+/// `drained`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Serving = 0,
+    Draining = 1,
+    Stopped = 2,
+}
+
+impl Admin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Admin::Serving => "serving",
+            Admin::Draining => "draining",
+            Admin::Stopped => "stopped",
+        }
+    }
+}
+
+/// Client packets a stopped POP refuses.
+pub struct Drained;
+
+impl Reason for Drained {
+    fn name(&self) -> &'static str {
+        "drained"
+    }
 }
 
 /// Which way a packet goes through a node: toward the backend or back to the client.
@@ -94,6 +127,28 @@ impl Drops {
     /// A packet the node sent on.
     pub fn packet_out(&self) {
         self.2.packets_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The POP's administrative state.
+    pub fn admin(&self) -> Admin {
+        match self.2.admin.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Admin::Draining,
+            2 => Admin::Stopped,
+            _ => Admin::Serving,
+        }
+    }
+
+    pub fn set_admin(&self, admin: Admin) {
+        self.2.admin.store(admin as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A packet a POP read from a client.
+    pub fn client_packet(&self) {
+        self.2.client_packets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn client_packets(&self) -> u64 {
+        self.2.client_packets.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The node reads its TUN device with `n` queues (a POP).

@@ -165,6 +165,8 @@ async fn serve_control(
                 }
                 if let Some(reads) = drops.tun_reads() {
                     status["tun"] = serde_json::json!({ "queues": reads.len(), "packets_read": reads });
+                    status["admin"] = drops.admin().name().into();
+                    status["client_packets"] = drops.client_packets().into();
                 }
                 if let Some(a) = &applied {
                     status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
@@ -173,11 +175,32 @@ async fn serve_control(
             } else if line[..n].starts_with(b"reset-residence") {
                 drops.reset_residence();
                 "{\"reset\": \"residence\"}\n".to_string()
+            } else if let Some(admin) = admin_command(&line[..n]) {
+                if name.starts_with("pop/") {
+                    drops.set_admin(admin);
+                    tracing::info!("{name}: {} (asked by ctl)", admin.name());
+                    format!("{{\"admin\": \"{}\"}}\n", admin.name())
+                } else {
+                    "{\"error\": \"only a POP drains, stops or serves on request\"}\n".to_string()
+                }
             } else {
-                "{\"error\": \"unknown command (try status, metrics or reset-residence)\"}\n".to_string()
+                "{\"error\": \"unknown command (try status, metrics, reset-residence, drain, stop or undrain)\"}\n"
+                    .to_string()
             };
             let _ = tokio::time::timeout(STATUS_TIMEOUT, stream.write_all(reply.as_bytes())).await;
         });
+    }
+}
+
+/// `drain`, `stop` or `undrain` on a node's control socket: what `ctl drain` asks of a POP.
+fn admin_command(line: &[u8]) -> Option<crate::node::drops::Admin> {
+    use crate::node::drops::Admin;
+    let word = line.split(|b| b.is_ascii_whitespace()).next()?;
+    match word {
+        b"drain" => Some(Admin::Draining),
+        b"stop" => Some(Admin::Stopped),
+        b"undrain" => Some(Admin::Serving),
+        _ => None,
     }
 }
 

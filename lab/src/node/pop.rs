@@ -261,10 +261,13 @@ impl<'a> PopControl<'a> {
 
     /// One health sample per published VIP: healthy while a CLB node of its home region
     /// answers probes. The speaker withdraws and announces through the hysteresis.
-    fn announce(&mut self) {
+    /// While the POP drains or is stopped (`ctl drain`) every VIP is withdrawn at once,
+    /// whatever health says; serving again, announcements follow health from withdrawn.
+    fn announce(&mut self, admin: crate::node::drops::Admin) {
         let (t, peers, live) = (self.t, &self.clb_peers, &self.clb_live);
-        let healthy = |k: usize| peers.iter().zip(live).any(|(&((r, _), _), &up)| up && r == t.vips[k].home);
-        for (k, up) in self.announcer.sample(healthy) {
+        let held = admin != crate::node::drops::Admin::Serving;
+        let healthy = |k: usize| !held && peers.iter().zip(live).any(|(&((r, _), _), &up)| up && r == t.vips[k].home);
+        for (k, up) in self.announcer.sample(healthy, held) {
             let what = if up { "announced" } else { "withdrawn" };
             tracing::info!("pop/{}: VIP {} {what}", t.pops[self.p].name, t.vips[k].name);
         }
@@ -367,8 +370,15 @@ impl PopDriver {
         self.drops.tun_read(q.index, q.inbox.len() as u64);
         let mut guard = self.lock();
         let PopState { shaper, to_pop, .. } = &mut *guard;
+        let stopped = self.drops.admin() == crate::node::drops::Admin::Stopped;
         for (group, flow, packet) in q.inbox.drain(..) {
             self.drops.packet_in();
+            self.drops.client_packet();
+            if stopped {
+                self.drops.count(Err(crate::node::drops::Drained));
+                q.spare.push(packet);
+                continue;
+            }
             match group.and_then(|g| to_pop.get_mut(g)) {
                 Some(link) => shaper.push(link, flow, PopDest::Core, packet),
                 None => shaper.pass(PopDest::Core, packet),
@@ -544,7 +554,7 @@ async fn handle_control(path: &PopDriver, c: &mut PopControl<'_>, event: Control
         ControlEvent::Tick => {
             let changes = c.prober.tick(path.now_ns()).await;
             c.clb_changes(&mut path.lock().core, changes);
-            c.announce();
+            c.announce(path.drops.admin());
         }
         ControlEvent::Answer(n) => {
             let changes = c.prober.answered(&c.probe_buf[..n]);

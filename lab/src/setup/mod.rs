@@ -25,7 +25,7 @@ pub struct State {
     pub pids: BTreeMap<String, u32>,
 }
 
-fn load(file: &Path) -> Result<(Topology, Plan), String> {
+pub(crate) fn load(file: &Path) -> Result<(Topology, Plan), String> {
     let t = topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     Ok((t, plan))
@@ -581,6 +581,9 @@ pub struct Status {
     /// Each running POP's and transit's BGP speaker: its sessions (name, state, BGP
     /// state, since when) and how often the node restarted it.
     pub bgp: BTreeMap<String, serde_json::Value>,
+    /// Each running POP's administrative state: `serving`, or `draining` / `stopped`
+    /// after `ctl drain`.
+    pub admin: BTreeMap<String, String>,
 }
 
 /// A POP's TUN device as its node reports it.
@@ -602,6 +605,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut tun = BTreeMap::new();
     let mut residence = BTreeMap::new();
     let mut bgp = BTreeMap::new();
+    let mut admin = BTreeMap::new();
     for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let answer = ask_node(&plan.lab, &n.name);
         let counts: BTreeMap<String, u64> =
@@ -638,6 +642,9 @@ pub fn status(file: &Path) -> Result<Status, String> {
         if let Some(why) = answer.as_ref().and_then(|a| a["denied"].as_str()) {
             denied.insert(n.name.clone(), why.to_string());
         }
+        if let Some(state) = answer.as_ref().and_then(|a| a["admin"].as_str()) {
+            admin.insert(n.name.clone(), state.to_string());
+        }
         nodes.insert(n.name.clone(), if answer.is_some() { "running" } else { "stopped" });
     }
     Ok(Status {
@@ -652,6 +659,7 @@ pub fn status(file: &Path) -> Result<Status, String> {
         tun,
         residence,
         bgp,
+        admin,
         namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
     })
 }
