@@ -58,6 +58,13 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Each client group's POP as BGP selects it now (the simulator report's `clients`
+    /// shape: name, location, count, pop), with its transit and its POP per VIP.
+    Catchments {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Every node's Prometheus metrics (each also serves them at http://NODE:6091/metrics
     /// inside the lab).
     Metrics { file: PathBuf, node: Option<String> },
@@ -129,6 +136,9 @@ pub fn run(action: LabCommand) -> ExitCode {
         LabCommand::Bgp { file, node, json } => setup::require_root("lab bgp")
             .and_then(|()| setup::bgp(&file, &node))
             .map(|routes| print!("{}", bgp_text(&routes, json))),
+        LabCommand::Catchments { file, json } => setup::require_root("lab catchments")
+            .and_then(|()| setup::catchments(&file))
+            .map(|c| print!("{}", catchments_text(&c, json))),
         LabCommand::Start { file, node } => setup::require_root("lab start")
             .and_then(|()| setup::start(&file, &node, &exe))
             .map(|()| println!("{node}: started")),
@@ -142,6 +152,25 @@ pub fn run(action: LabCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `lab catchments`' table (or JSON): one line per client group.
+fn catchments_text(c: &serde_json::Value, json: bool) -> String {
+    if json {
+        return format!("{c}\n");
+    }
+    let mut out = format!("{:<24}{:<24}{}\n", "client", "transit", "POP per VIP (BGP's selection)");
+    for g in c["clients"].as_array().into_iter().flatten() {
+        let vips: Vec<String> = g["vips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| format!("{} → {}", v["vip"].as_str().unwrap_or("?"), v["pop"].as_str().unwrap_or("no route")))
+            .collect();
+        let name = format!("client/{}", g["name"].as_str().unwrap_or("?"));
+        out += &format!("{name:<24}{:<24}{}\n", g["transit"].as_str().unwrap_or("?"), vips.join(", "));
+    }
+    out
 }
 
 /// `lab bgp`'s table (or JSON): one line per route, the selected one marked `*`.

@@ -1222,38 +1222,32 @@ pops:\n  - {{ name: paris, location: [48.857, 2.352] }}\n  - {{ name: frankfurt,
 - {{ name: tokyo, location: [35.690, 139.692] }}\n  - {{ name: singapore, location: [1.352, 103.820] }}\n\
 regions:\n  - name: frankfurt\n    location: [50.110, 8.682]\n    clb_nodes: 1\n    backends:\n      game:\n        - {{ address: 198.19.20.1, port: 7000 }}\n\
 clients:\n  - {{ name: london, location: [51.507, -0.128], count: 1, traffic: game }}\n  \
-- {{ name: madrid, location: [40.417, -3.704], count: 1, traffic: game }}\n  \
+- {{ name: madrid, location: [40.417, -3.704], count: 1, traffic: game, catchment: [tokyo, paris, virginia] }}\n  \
 - {{ name: newyork, location: [40.713, -74.006], count: 1, traffic: game }}\n  \
 - {{ name: losangeles, location: [34.052, -118.244], count: 1, traffic: game }}\n  \
 - {{ name: osaka, location: [34.694, 135.502], count: 1, traffic: game }}\n  \
-- {{ name: jakarta, location: [-6.208, 106.846], count: 1, traffic: game }}\n  \
+- {{ name: jakarta, location: [-6.208, 106.846], count: 1, traffic: game, catchment: [tokyo, paris] }}\n  \
 - {{ name: sydney, location: [-33.869, 151.209], count: 1, traffic: game }}\n  \
 - {{ name: saopaulo, location: [-23.55, -46.633], count: 1, traffic: game }}\n\
 traffic:\n  game: {{ vip: edge, protocol: udp, port: 7000, interval: 50ms, size: 120 }}\n"
     )
 }
 
-/// Each client group's POP as BGP chose it: the best route at the group's transit.
-fn lab_catchments(lab: &Lab, t: &anyedge_topology::Topology) -> Vec<String> {
-    (0..t.clients.len())
-        .map(|g| {
-            let at = anyedge_topology::bgp::attach(t, g).unwrap();
-            let out = lab.anyedge(&["lab", "bgp", &format!("transit/{}", t.pops[at].name), "--json"]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            let best: Vec<&Value> = v["routes"].as_array().unwrap().iter().filter(|r| r["best"] == true).collect();
-            assert_eq!(best.len(), 1, "one selected route at transit/{}: {v}", t.pops[at].name);
-            best[0]["pop"].as_str().unwrap().to_string()
-        })
-        .collect()
+/// Each client group's POP as BGP chose it (`lab catchments`, the simulator report's
+/// `clients[].pop`), `none` without a route.
+fn lab_catchments(lab: &Lab) -> Vec<String> {
+    let out = lab.anyedge(&["lab", "catchments", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["clients"].as_array().unwrap().iter().map(|c| c["pop"].as_str().unwrap_or("none").to_string()).collect()
 }
 
-/// The simulator's catchment of each group with `dead` POPs withdrawn.
+/// The simulator's catchment of each group with `dead` POPs withdrawn, `none` without one.
 fn sim_catchments(t: &anyedge_topology::Topology, dead: &[&str]) -> Vec<String> {
     (0..t.clients.len())
         .map(|g| {
-            let live = t.pop_order(g, 0).into_iter().find(|&p| !dead.contains(&t.pops[p].name.as_str())).unwrap();
-            format!("pop/{}", t.pops[live].name)
+            let live = t.pop_order(g, 0).into_iter().find(|&p| !dead.contains(&t.pops[p].name.as_str()));
+            live.map_or("none".to_string(), |p| t.pops[p].name.clone())
         })
         .collect()
 }
@@ -1266,7 +1260,9 @@ fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_
     let _one = serial();
     let lab = Lab::up_with("bgp6", six_pop_world);
     let t = anyedge_topology::load(&lab.file).unwrap();
-    assert_eq!(lab_catchments(&lab, &t), sim_catchments(&t, &[]), "catchments with every POP up");
+    assert_eq!(lab_catchments(&lab), sim_catchments(&t, &[]), "catchments with every POP up");
+    // A `catchment:` list is the group's policy at its transit: madrid's is tokyo first.
+    assert_eq!(lab_catchments(&lab)[1], "tokyo");
     // Transits carry what their sessions say: each POP's and every other transit's.
     let status = lab.anyedge(&["lab", "bgp", "transit/paris"]);
     let text = String::from_utf8_lossy(&status.stdout);
@@ -1276,12 +1272,15 @@ fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_
     }
     let want = sim_catchments(&t, &["paris", "tokyo"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut got = lab_catchments(&lab, &t);
+    let mut got = lab_catchments(&lab);
     while got != want && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        got = lab_catchments(&lab, &t);
+        got = lab_catchments(&lab);
     }
     assert_eq!(got, want, "catchments with paris and tokyo withdrawn");
+    // Madrid's list goes on to its third POP (hot potato at transit/tokyo would pick the
+    // POP nearest tokyo); jakarta's list is spent: no route, as in the simulator.
+    assert_eq!((got[1].as_str(), got[5].as_str()), ("virginia", "none"), "{got:?}");
     assert_ne!(want, sim_catchments(&t, &[]), "the kills moved someone");
     // Packets follow: london, whose POP died, is answered through its new one.
     let r = lab.probe("london", "198.18.0.20:7000", "udp", 4);

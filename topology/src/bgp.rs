@@ -7,6 +7,9 @@
 //!   the VIPs it publishes while it is healthy.
 //! - A client group attaches to the transit of its nearest POP (by its internet round
 //!   trip, pins included), or of the first POP of its `catchment:` when the file gives one.
+//!   A `catchment:` list is that transit's routing policy for the group (a table of its
+//!   own, [`catchment_table`]): the listed POPs' routes, preferred in the list's order;
+//!   with every listed POP withdrawn the group has no route, as in the simulator.
 //! - A transit prefers the route of the POP it serves (shortest AS path); among routes
 //!   from other transits (all one AS hop longer), the lowest MED, which each transit sets
 //!   on import to the delay model's round trip in microseconds between its site and the
@@ -45,6 +48,15 @@ pub fn attach(t: &Topology, g: usize) -> Option<usize> {
         return Some(*first);
     }
     (0..t.pops.len()).min_by_key(|&p| (t.internet_rtt_ns(g, InternetEnd::Pop(p)), p))
+}
+
+/// The kernel routing table (and BIRD table) where the lab keeps client group `g`'s own
+/// choice among the VIP routes when the file gives it a `catchment:` list: its transit
+/// imports every POP's route into it ranked by the list (POPs not on the list never),
+/// and the transit forwards the group's packets by it. Numbers above the kernel's
+/// reserved tables (253–255).
+pub fn catchment_table(g: usize) -> u32 {
+    1_000 + g as u32
 }
 
 /// The MED transit `at` gives a route learned from transit `from`: the internet model's

@@ -131,7 +131,54 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
             );
         }
     }
+    catchment_policies(t, x, (&set4, &set6), &mut out);
     Ok(out)
+}
+
+/// The client groups attached to transit `x` with a `catchment:` list: per group and
+/// family, a table of its own (the kernel's [`bgp::catchment_table`], which the transit's
+/// policy rule consults for packets from the group's link) holding the listed POPs'
+/// routes, preferred in the list's order (BIRD's `preference`), with an unreachable
+/// route beneath them all: with every listed POP withdrawn the group has no route.
+fn catchment_policies(t: &Topology, x: usize, (set4, set6): (&str, &str), out: &mut String) {
+    for g in (0..t.clients.len()).filter(|&g| anyedge_topology::bgp::attach(t, g) == Some(x)) {
+        let Some(list) = t.clients[g].catchment.as_ref() else { continue };
+        let kernel = anyedge_topology::bgp::catchment_table(g);
+        for (family, suffix, set) in [("ipv4", "4", set4), ("ipv6", "6", set6)] {
+            if set.is_empty() {
+                continue;
+            }
+            let table = format!("g{g}_{suffix}");
+            // The POP a route leads to is the AS before the POPs' own at the path's end.
+            let ranked: String = list
+                .iter()
+                .enumerate()
+                .map(|(rank, &p)| {
+                    let mask = if p == x {
+                        format!("[= {CDN_ASN} =]")
+                    } else {
+                        format!("[= * {} {CDN_ASN} =]", transit_asn(p))
+                    };
+                    format!("if bgp_path ~ {mask} then {{ preference = {}; accept; }} ", 300 - rank)
+                })
+                .collect();
+            let prefixes: Vec<&str> = set.trim_matches(|c| c == '[' || c == ']' || c == ' ').split(", ").collect();
+            let unreachable: String = prefixes.iter().map(|p| format!("route {p} unreachable; ")).collect();
+            let _ = writeln!(out, "{family} table {table};");
+            let _ = writeln!(
+                out,
+                "protocol static {table}_none {{ {family} {{ table {table}; preference 1; }}; {unreachable}}}"
+            );
+            let _ = writeln!(
+                out,
+                "protocol pipe {table}_pipe {{ table master{suffix}; peer table {table}; import none; export filter {{ if source = RTS_BGP && net ~ {set} then {{ {ranked}}} reject; }}; }}"
+            );
+            let _ = writeln!(
+                out,
+                "protocol kernel {table}_kernel {{ {family} {{ table {table}; import none; export all; }}; kernel table {kernel}; }}"
+            );
+        }
+    }
 }
 
 /// Does POP `p` publish a VIP with an IPv4 address, with an IPv6 one?
@@ -411,9 +458,11 @@ pub fn routes(t: &Topology, own: usize, show_route_all: &str) -> Vec<Route> {
             r.via = rest.split_whitespace().next().unwrap_or_default().to_string();
         } else if let Some(rest) = l.strip_prefix("BGP.as_path:") {
             r.as_path = rest.split_whitespace().filter_map(|a| a.parse().ok()).collect();
+            // The POP's transit is the AS just before the POPs' own at the path's end
+            // (a route re-exported by a third transit has that one first).
             let p = match r.as_path[..] {
                 [CDN_ASN] => Some(own),
-                [first, .., CDN_ASN] => (first.checked_sub(transit_asn(0))).map(|p| p as usize),
+                [.., last_transit, CDN_ASN] => (last_transit.checked_sub(transit_asn(0))).map(|p| p as usize),
                 _ => None,
             };
             r.pop = p.filter(|&p| p < t.pops.len()).map(|p| format!("pop/{}", t.pops[p].name));
@@ -426,11 +475,23 @@ pub fn routes(t: &Topology, own: usize, show_route_all: &str) -> Vec<Route> {
 
 /// A node's routes for every VIP prefix (`anyedge lab bgp`), from its speaker.
 pub async fn vip_routes(t: &Topology, own: usize, socket: &Path) -> Result<Vec<Route>, String> {
+    table_routes(t, own, socket, None).await
+}
+
+/// Client group `g`'s routes for every VIP prefix at its transit: its own table when the
+/// file gives it a `catchment:` list, else the transit's.
+pub async fn group_routes(t: &Topology, g: usize, socket: &Path) -> Result<Vec<Route>, String> {
+    let own = anyedge_topology::bgp::attach(t, g).ok_or("a group with no POP to attach to")?;
+    table_routes(t, own, socket, t.clients[g].catchment.as_ref().map(|_| g)).await
+}
+
+async fn table_routes(t: &Topology, own: usize, socket: &Path, group: Option<usize>) -> Result<Vec<Route>, String> {
     let mut all = Vec::new();
     for v in &t.vips {
-        let prefixes = std::iter::once(format!("{}/32", v.ipv4)).chain(v.ipv6.map(|a| format!("{a}/128")));
-        for prefix in prefixes {
-            let text = command(socket, &format!("show route all for {prefix}")).await?;
+        let prefixes = std::iter::once((format!("{}/32", v.ipv4), 4)).chain(v.ipv6.map(|a| (format!("{a}/128"), 6)));
+        for (prefix, family) in prefixes {
+            let table = group.map_or(String::new(), |g| format!(" table g{g}_{family}"));
+            let text = command(socket, &format!("show route all{table} for {prefix}")).await?;
             all.extend(routes(t, own, &text).into_iter().filter(|r| r.prefix == prefix));
         }
     }

@@ -291,7 +291,7 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
         match ns.role {
             Role::Client(g) => client_routes(plan, g, &gw, inet)?,
             Role::Pop(p) => pop_routes(t, p, &gw, (plan.upstream(i).ok_or("POP without a transit")?, ccn))?,
-            Role::Transit(_) => transit_routes(plan, &gw, inet)?,
+            Role::Transit(_) => transit_routes(t, plan, &gw, inet)?,
             Role::Clb { region, .. } => {
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
                 ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
@@ -311,7 +311,7 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
 /// A transit: its clients and its POP on links of their own; everything else through the
 /// internet's core, which routes their link networks back here. Its VIP routes come from
 /// BGP (its speaker installs them).
-fn transit_routes(plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
     let name = gw.name;
     ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
     ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
@@ -325,8 +325,19 @@ fn transit_routes(plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), Str
         ip_in(core, &["-6", "route", "add", &format!("{net6}/64"), "via", &via6])?;
         // Strict reverse-path filtering where clients attach: a client can only send
         // from its own address.
-        if matches!(plan.namespaces[l.b].role, Role::Client(_)) {
+        if let Role::Client(g) = plan.namespaces[l.b].role {
             sysctl_in(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
+            // A group with a `catchment:` list: its packets go by its own table, where the
+            // speaker ranks the VIP routes by the list; what that table has no route for
+            // (anything but the VIPs) falls through to the main table.
+            if t.clients[g].catchment.is_some() {
+                let table = topology::bgp::catchment_table(g).to_string();
+                let priority = (10_000 + g).to_string();
+                for family in ["-4", "-6"] {
+                    let rule = ["rule", "add", "iif", &l.a_if, "lookup", &table, "priority", &priority];
+                    ip_in(name, &[&[family][..], &rule[..]].concat())?;
+                }
+            }
         }
     }
     Ok(())
@@ -694,6 +705,42 @@ pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::node::bgp::Route>, Stri
     let socket = crate::node::bgp::speaker_socket(&state_dir(&plan.lab), &n.name);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(crate::node::bgp::vip_routes(&t, own, &socket))
+}
+
+/// Each client group's POP as the lab's BGP selects it now, in the shape of the
+/// simulator report's `clients` (`name`, `location`, `count`, and `pop`: the POP entered
+/// for the group's first traffic class's VIP, `null` without a route), with the transit
+/// the group hangs off and its POP for every VIP it sends to. A group with a `catchment:`
+/// list is read from its own policy table at that transit.
+pub fn catchments(file: &Path) -> Result<serde_json::Value, String> {
+    let (t, plan) = load(file)?;
+    read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let dir = state_dir(&plan.lab);
+    let mut clients = Vec::new();
+    for (g, group) in t.clients.iter().enumerate() {
+        let at = topology::bgp::attach(&t, g).ok_or(format!("client/{}: no POP to attach to", group.name))?;
+        let transit = format!("transit/{}", t.pops[at].name);
+        let socket = crate::node::bgp::speaker_socket(&dir, &transit);
+        let routes =
+            rt.block_on(crate::node::bgp::group_routes(&t, g, &socket)).map_err(|e| format!("{transit}: {e}"))?;
+        let pop_for = |v: usize| {
+            let prefix = format!("{}/32", t.vips[v].ipv4);
+            let best = routes.iter().find(|r| r.best && r.prefix == prefix)?;
+            best.pop.as_deref().map(|p| p.trim_start_matches("pop/").to_string())
+        };
+        let mut vips: Vec<usize> = group.traffic.iter().map(|&k| t.traffic[k].vip).collect();
+        vips.dedup();
+        clients.push(serde_json::json!({
+            "name": group.name,
+            "location": group.location,
+            "count": group.count,
+            "pop": vips.first().and_then(|&v| pop_for(v)),
+            "transit": transit,
+            "vips": vips.iter().map(|&v| serde_json::json!({ "vip": t.vips[v].name, "pop": pop_for(v) })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(serde_json::json!({ "lab": plan.lab, "clients": clients }))
 }
 
 /// Every running node's Prometheus metrics (or one node's), as their control sockets
