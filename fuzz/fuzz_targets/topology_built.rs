@@ -172,7 +172,7 @@ fn yaml(w: &World) -> String {
     if let Some((bfd, multiplier, converge)) = w.failover {
         y += &format!(
             "failover: {{ bfd_interval: {}, bfd_multiplier: {multiplier}, route_converge: {} }}\n",
-            pick(&DURATIONS, bfd),
+            if bfd % 9 == 8 { "off" } else { pick(&DURATIONS, bfd) },
             pick(&DURATIONS, converge)
         );
     }

@@ -24,6 +24,12 @@ use std::net::Ipv4Addr;
 
 use crate::{InternetEnd, Topology};
 
+/// BGP session timers every speaker uses (the lab's BIRD; the simulator's hold-timer
+/// detection with BFD off): the hold time, BIRD's minimum (its default is 240 s), and the
+/// keepalive interval.
+pub const HOLD_S: u32 = 3;
+pub const KEEPALIVE_S: u32 = 1;
+
 /// The AS every POP announces the VIPs from.
 pub const CDN_ASN: u32 = 64_500;
 

@@ -1667,8 +1667,12 @@ impl Parser {
             None => Some(None),
         };
         let route_converge_ns = self.opt_duration(&o, "route_converge", default.route_converge_ns);
-        // BIRD takes BFD intervals of 10 ms and up; below that a busy host flaps.
-        let bfd_interval = self.duration_within(&o, "bfd_interval", default.bfd_interval_ns, 10 * MS, 10_000 * MS);
+        // BIRD takes BFD intervals of 10 ms and up; below that a busy host flaps. `off`:
+        // no BFD, only the BGP session's hold timer finds a dead POP.
+        let bfd_interval = match o.get("bfd_interval") {
+            Some(n) if n.as_scalar().is_some_and(|v| v.as_str() == "off") => Some(0),
+            _ => self.duration_within(&o, "bfd_interval", default.bfd_interval_ns, 10 * MS, 10_000 * MS),
+        };
         let bfd_multiplier = match o.get("bfd_multiplier") {
             Some(n) => self.int(n, &o.field("bfd_multiplier"), 1, 255).map(|m| m as u32),
             None => Some(default.bfd_multiplier),

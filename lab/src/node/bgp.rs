@@ -22,15 +22,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyedge_topology::Topology;
-use anyedge_topology::bgp::{CDN_ASN, med_us, pop_router_id, transit_asn, transit_router_id};
+use anyedge_topology::bgp::{CDN_ASN, HOLD_S, KEEPALIVE_S, med_us, pop_router_id, transit_asn, transit_router_id};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::plan::{LinkEnds, Plan, Role};
 
 /// The speaker's program (Debian's `bird2`).
 pub const BIRD: &str = "bird";
-/// The hold timer, BFD's fallback (BIRD's minimum; the default is 240 s).
-const HOLD_S: u32 = 3;
 
 /// Is the speaker installed? The error names the package and how to install it.
 pub fn check_installed() -> Result<(), String> {
@@ -44,9 +42,14 @@ pub fn check_installed() -> Result<(), String> {
 
 /// Session timers every speaker uses: quick reconnects after a flap (re-announce within
 /// seconds, not BIRD's default minutes), the short hold time.
+/// `on` or `off`: whether the POP–transit sessions run BFD (`failover.bfd_interval`).
+fn bfd_switch(t: &Topology) -> &'static str {
+    if t.failover.bfd_on() { "on" } else { "off" }
+}
+
 fn timers() -> String {
     format!(
-        "hold time {HOLD_S}; keepalive time 1; connect delay time 1; connect retry time 1; error wait time 1, 10; error forget time 10;"
+        "hold time {HOLD_S}; keepalive time {KEEPALIVE_S}; connect delay time 1; connect retry time 1; error wait time 1, 10; error forget time 10;"
     )
 }
 
@@ -68,6 +71,9 @@ fn header(out: &mut String, what: &str, router_id: std::net::Ipv4Addr) {
 /// BFD on the POP–transit link, with the file's `failover.bfd_interval` and
 /// `bfd_multiplier`.
 fn bfd(out: &mut String, t: &Topology, dev: &str) {
+    if !t.failover.bfd_on() {
+        return;
+    }
     let ms = t.failover.bfd_interval_ns / 1_000_000;
     let multiplier = t.failover.bfd_multiplier;
     let _ = writeln!(
@@ -99,7 +105,7 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
     }
     let pop = plan.link_between(ns, pop_ns).ok_or("transit without a link to its POP")?;
     bfd(&mut out, t, &pop.dev);
-    let timers = timers();
+    let (timers, bfd) = (timers(), bfd_switch(t));
     // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer);
     // a session per family it announces in (as its own configuration has).
     let (pop4, pop6) = pop_families(t, x);
@@ -111,7 +117,7 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
         }
         let _ = writeln!(
             out,
-            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd on; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
+            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd {bfd}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
         );
     }
     // Every other transit: the VIP prefixes both ways, MED = the model's round trip.
@@ -209,7 +215,7 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
         }
     }
     let (any4, any6) = pop_families(t, p);
-    let timers = timers();
+    let (timers, bfd) = (timers(), bfd_switch(t));
     let asn = transit_asn(p);
     for ((family, suffix, local, peer), any) in families(&l).into_iter().zip([any4, any6]) {
         if !any {
@@ -217,7 +223,7 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
         }
         let _ = writeln!(
             out,
-            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd on; debug {{ states }}; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
+            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd {bfd}; debug {{ states }}; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
         );
     }
     Ok(out)
