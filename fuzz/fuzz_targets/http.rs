@@ -1,5 +1,6 @@
-//! HTTP/1 request streams through the layer-7 proxy's framer (heads rewritten with
-//! X-Forwarded-For, bodies passed by Content-Length). The first byte picks where the
+//! HTTP/1 request streams through the layer-7 proxy's framer (heads rewritten with the
+//! proxy's own X-Forwarded-For, ambiguous framing refused, bodies passed by
+//! Content-Length). The first byte picks where the
 //! stream is cut into reads: the framer must give the same bytes, or fail the same way,
 //! however the stream arrives.
 #![no_main]
@@ -28,13 +29,20 @@ fuzz_target!(|data: &[u8]| {
     assert!(whole == pieces, "the same stream read {cut} bytes at a time: {:?} against {:?}", shape(&whole), shape(&pieces));
     if let Some(end) = http_head_end(stream) {
         let head = &stream[..end];
-        if let Some((rewritten, _body)) = with_forwarded_for(head, client) {
-            // Rewritten once more, it is still one head naming the client last.
+        if let Ok((rewritten, _body)) = with_forwarded_for(head, client) {
+            // Rewritten, it is one head that names the client once, as the proxy saw it,
+            // with nothing else claiming who the client is; and it passes a second time.
             let text = String::from_utf8(rewritten.clone()).expect("a rewritten head is text");
             assert!(text.ends_with("\r\n\r\n"));
             let forwarded = http_header(&text, "x-forwarded-for").expect("the header is there");
-            assert!(forwarded.ends_with(&client.to_string()), "{forwarded:?}");
+            assert_eq!(forwarded, client.to_string());
+            let claims = text.split("\r\n").skip(1).filter(|l| {
+                let name = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
+                ["x-forwarded-for", "forwarded", "x-real-ip"].contains(&name.as_str())
+            });
+            assert_eq!(claims.count(), 1, "only the proxy's own header: {text:?}");
             assert_eq!(http_head_end(&rewritten), Some(rewritten.len()), "exactly one head");
+            assert!(with_forwarded_for(&rewritten, client).is_ok(), "a rewritten head is plain HTTP/1.x");
         }
     }
     let _ = looks_like_http(stream);

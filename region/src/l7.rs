@@ -20,9 +20,31 @@ pub const HEAD_MAX: usize = 16 * 1024;
 /// Proxied connections one node holds at most; more new ones are refused.
 pub const PROXIED_MAX: usize = 100_000;
 
-/// A request stream the proxy refuses: a head past `HEAD_MAX`, or one that is not HTTP/1.x.
+/// A request stream the proxy refuses, with the status it answers before closing: 431
+/// for a head past `HEAD_MAX`, 501 for a Transfer-Encoding (bodies pass by
+/// Content-Length only), 400 for anything not plainly HTTP/1.x or framed ambiguously
+/// (RFC 9112: a bare CR or LF, a folded line, whitespace before a colon, a duplicate or
+/// malformed Content-Length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotHttp;
+pub struct NotHttp {
+    pub status: u16,
+}
+
+impl NotHttp {
+    const BAD: NotHttp = NotHttp { status: 400 };
+    const TOO_LONG: NotHttp = NotHttp { status: 431 };
+    const NOT_IMPLEMENTED: NotHttp = NotHttp { status: 501 };
+
+    /// What the proxy sends the client before it closes the connection.
+    pub fn response(&self) -> Vec<u8> {
+        let reason = match self.status {
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            _ => "Bad Request",
+        };
+        format!("HTTP/1.1 {} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.status).into_bytes()
+    }
+}
 
 /// Splits a client's byte stream into requests and rewrites each head (public for the
 /// fuzzer: `fuzz/fuzz_targets/http.rs`).
@@ -60,17 +82,17 @@ impl Framer {
             self.head.extend_from_slice(data);
             let Some(end) = http_head_end(&self.head) else {
                 if self.head.len() > HEAD_MAX {
-                    return Err(NotHttp);
+                    return Err(NotHttp::TOO_LONG);
                 }
                 return Ok(());
             };
             // However the head arrived (one read or many), it may not be longer.
             if end > HEAD_MAX {
-                return Err(NotHttp);
+                return Err(NotHttp::TOO_LONG);
             }
             data = &data[end - before..];
             let head = std::mem::take(&mut self.head);
-            let (rewritten, body) = with_forwarded_for(&head[..end], client).ok_or(NotHttp)?;
+            let (rewritten, body) = with_forwarded_for(&head[..end], client)?;
             out.extend_from_slice(&rewritten);
             self.body_left = body;
         }
@@ -78,38 +100,70 @@ impl Framer {
     }
 }
 
-/// A request head with the client appended to X-Forwarded-For (or the header added),
-/// and the body length its Content-Length declares. `None` when it is not HTTP/1.x.
-pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Option<(Vec<u8>, u64)> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.strip_suffix("\r\n\r\n")?.split("\r\n");
-    let request_line = lines.next()?;
-    if !request_line.rsplit(' ').next()?.starts_with("HTTP/1.") {
-        return None;
+/// Headers through which a client could name itself: the proxy drops them; the backend
+/// learns the client from the proxy's own X-Forwarded-For only.
+const CLIENT_CLAIMS: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
+
+/// RFC 9110 token characters (a method, a field name).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A request head as the backend gets it: the client's own X-Forwarded-For, Forwarded
+/// and X-Real-IP dropped and the proxy's `X-Forwarded-For: CLIENT` added; with the body
+/// length its Content-Length declares. Refused (RFC 9112's strict reading, so the proxy
+/// and any backend frame it alike): anything but `METHOD SP TARGET SP HTTP/1.0|1.1`, a CR
+/// or LF not in a CRLF, a folded line, a field name that is not a token (whitespace
+/// before the colon), more than one Content-Length or one that is not digits, and any
+/// Transfer-Encoding (501: bodies pass by Content-Length only).
+pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64), NotHttp> {
+    let text = std::str::from_utf8(head).map_err(|_| NotHttp::BAD)?;
+    let fields = text.strip_suffix("\r\n\r\n").ok_or(NotHttp::BAD)?;
+    let mut lines = fields.split("\r\n");
+    let request_line = lines.next().ok_or(NotHttp::BAD)?;
+    if request_line.contains(['\r', '\n']) {
+        return Err(NotHttp::BAD);
+    }
+    let parts: Vec<&str> = request_line.split(' ').collect();
+    let plain = parts.len() == 3
+        && !parts[0].is_empty()
+        && parts[0].bytes().all(is_tchar)
+        && !parts[1].is_empty()
+        && matches!(parts[2], "HTTP/1.1" | "HTTP/1.0");
+    if !plain {
+        return Err(NotHttp::BAD);
     }
     let mut out = String::with_capacity(head.len() + 40);
     out.push_str(request_line);
     out.push_str("\r\n");
-    let mut body = 0u64;
-    let mut forwarded = false;
+    let mut length: Option<u64> = None;
     for line in lines {
-        let (name, value) = line.split_once(':')?;
-        if name.trim().eq_ignore_ascii_case("content-length") {
-            body = value.trim().parse().ok()?;
+        if line.contains(['\r', '\n']) || line.starts_with([' ', '\t']) {
+            return Err(NotHttp::BAD);
         }
-        if name.trim().eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded = true;
-            out.push_str(&format!("{}: {}, {client}\r\n", name.trim(), value.trim()));
+        let (name, value) = line.split_once(':').ok_or(NotHttp::BAD)?;
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(NotHttp::BAD);
+        }
+        let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(NotHttp::NOT_IMPLEMENTED);
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+            if length.is_some() || !digits {
+                return Err(NotHttp::BAD);
+            }
+            length = Some(value.parse().map_err(|_| NotHttp::BAD)?);
+        }
+        if CLIENT_CLAIMS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
             continue;
         }
         out.push_str(line);
         out.push_str("\r\n");
     }
-    if !forwarded {
-        out.push_str(&format!("X-Forwarded-For: {client}\r\n"));
-    }
-    out.push_str("\r\n");
-    Some((out.into_bytes(), body))
+    out.push_str(&format!("X-Forwarded-For: {client}\r\n\r\n"));
+    Ok((out.into_bytes(), length.unwrap_or(0)))
 }
 
 /// Whether bytes open an HTTP request (rather than the plain request protocol).
@@ -198,6 +252,9 @@ pub struct Proxied {
     to_backend: Vec<u8>,
     to_client: Vec<u8>,
     poll_at: Option<u64>,
+    /// A request was refused: its status goes to the client, then the connection closes
+    /// and nothing more is read.
+    refused: bool,
 }
 
 /// What the proxy asks of the CLB after moving a connection along.
@@ -289,6 +346,7 @@ impl L7 {
             to_backend: Vec::new(),
             to_client: Vec::new(),
             poll_at: None,
+            refused: false,
         };
         self.conns.insert(key, conn);
         true
@@ -322,7 +380,8 @@ impl L7 {
         // Client → backend, through the framer.
         let s = c.stack.socket(c.client);
         let mut bad = false;
-        while s.can_recv() {
+        let mut refusal = None;
+        while s.can_recv() && !c.refused {
             let mut buf = [0u8; 4096];
             let n = s.recv_slice(&mut buf).unwrap_or(0);
             if n == 0 {
@@ -339,13 +398,24 @@ impl L7 {
                 }
                 None => &buf[..n],
             };
-            if c.framer.feed(data, client_ip, &mut c.to_backend).is_err() {
-                bad = true;
+            if let Err(refused) = c.framer.feed(data, client_ip, &mut c.to_backend) {
+                refusal = Some(refused);
                 break;
             }
         }
         if bad {
             s.abort();
+        }
+        if let Some(refused) = refusal {
+            // The request goes nowhere: the client gets the status and the connection
+            // closes; a backend connection (an earlier request's) is cut.
+            c.to_backend.clear();
+            c.to_client.clear();
+            c.to_client.extend_from_slice(&refused.response());
+            if let Some(b) = c.backend {
+                c.stack.socket(b).abort();
+            }
+            c.refused = true;
         }
         step.needs_backend = c.backend.is_none() && !c.to_backend.is_empty();
         if let Some(b) = c.backend {
@@ -359,6 +429,10 @@ impl L7 {
         if cs.can_send() && !c.client_wire.is_empty() {
             let n = cs.send_slice(&c.client_wire).unwrap_or(0);
             c.client_wire.drain(..n);
+        }
+        if c.refused && c.client_wire.is_empty() {
+            // The FIN follows the refusal's status, already in the socket.
+            cs.close();
         }
         // Half-closes travel across once the data before them has.
         let client_state = c.stack.socket(c.client).state();
@@ -431,21 +505,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forwarded_for_is_added_or_appended() {
+    fn the_client_is_named_by_the_proxy_alone_whatever_it_claims() {
         let client: IpAddr = "198.18.66.7".parse().unwrap();
         let (out, body) = with_forwarded_for(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", client).unwrap();
         assert_eq!(out, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
         assert_eq!(body, 0);
-        let (out, body) = with_forwarded_for(
-            b"POST /a HTTP/1.1\r\nX-Forwarded-For: 203.0.113.1\r\nContent-Length: 5\r\n\r\n",
-            client,
-        )
-        .unwrap();
+        let claims = b"POST /a HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\n\
+X-Real-IP: 6.6.6.6\r\nContent-Length: 5\r\n\r\n";
+        let (out, body) = with_forwarded_for(claims, client).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("X-Forwarded-For: 203.0.113.1, 198.18.66.7\r\n"), "{text}");
+        assert_eq!(text, "POST /a HTTP/1.1\r\nContent-Length: 5\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
         assert_eq!(body, 5);
-        assert!(with_forwarded_for(b"SSH-2.0-x\r\n\r\n", client).is_none());
-        assert!(with_forwarded_for(b"GET / HTTP/1.1\r\nContent-Length: lots\r\n\r\n", client).is_none());
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused_with_400_and_transfer_encoding_with_501() {
+        let client: IpAddr = "198.18.66.7".parse().unwrap();
+        let status = |head: &[u8]| with_forwarded_for(head, client).err().map(|e| e.status);
+        for (head, why) in [
+            (&b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..], "conflicting lengths"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n", "a duplicate length"),
+            (b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", "a signed length"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", "a list for a length"),
+            (b"GET / HTTP/1.1\r\nContent-Length: lots\r\n\r\n", "no number"),
+            (b"GET / HTTP/1.1\r\nHost: x\nX-Smuggled: y\r\n\r\n", "a bare LF"),
+            (b"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", "a bare CR"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", "a folded line"),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", "whitespace before the colon"),
+            (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", "a line without a field"),
+            (b"GET  / HTTP/1.1\r\n\r\n", "two spaces in the request line"),
+            (b"GET / HTTP/2.0\r\n\r\n", "not HTTP/1.x"),
+            (b"SSH-2.0-x\r\n\r\n", "not HTTP"),
+        ] {
+            assert_eq!(status(head), Some(400), "{why}");
+        }
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(501));
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 0005\r\n\r\n"), None, "leading zeros are digits");
+        // In a stream, the refused request reaches the backend not at all, the one before
+        // it whole.
+        let mut f = Framer::new(false);
+        let mut out = Vec::new();
+        let stream = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc";
+        assert_eq!(f.feed(stream, client, &mut out), Err(NotHttp { status: 400 }));
+        assert_eq!(out, b"GET /1 HTTP/1.1\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
+        assert!(NotHttp { status: 400 }.response().starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
     }
 
     #[test]
