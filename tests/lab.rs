@@ -1503,3 +1503,45 @@ fn ctl_drain_withdraws_first_loses_no_flow_and_stops_the_pop_only_once_its_clien
     let after = lab.probe("london", "198.18.0.20:7000", "udp", 2);
     assert!(after["received"].as_u64().unwrap() > 0, "{after}");
 }
+
+/// Sends `request` as it is from london's namespace to the VIP's HTTP listener (bash's
+/// /dev/tcp, so no client library tidies it up) and returns what came back.
+fn raw_http(lab: &Lab, request: &str) -> String {
+    let script = format!("exec 3<>/dev/tcp/198.18.0.20/80 && printf '%s' \"$REQ\" >&3 && timeout 5 cat <&3");
+    let out = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/london", "--", "env", &format!("REQ={request}"), "bash", "-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn the_http_proxy_names_the_client_itself_and_answers_ambiguous_framing_with_400() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("l7-forged", with_every_listener);
+    let london = client_address(&lab, "london");
+    // A client naming someone else: the backend hears of london only, from the proxy.
+    let forged = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nConnection: close\r\n\r\n";
+    let answer = raw_http(&lab, forged);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains(&format!("|xff={london}")), "the proxy's header alone: {answer}");
+    assert!(!answer.contains("6.6.6.6"), "{answer}");
+    // Smuggling by framing: refused with a status, nothing reaches a backend.
+    for (request, status) in [
+        ("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc", "400"),
+        ("GET / HTTP/1.1\r\nHost: x\nX-Forwarded-For: 6.6.6.6\r\n\r\n", "400"),
+        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "501"),
+    ] {
+        let answer = raw_http(&lab, request);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{request:?}: {answer:?}");
+        assert!(!answer.contains("|be="), "no backend answered {request:?}: {answer:?}");
+    }
+    // The listener still serves everyone else.
+    let r = lab.probe("london", "198.18.0.20:80", "http", 2);
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "{r}");
+}
