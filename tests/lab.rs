@@ -1507,11 +1507,11 @@ fn ctl_drain_withdraws_first_loses_no_flow_and_stops_the_pop_only_once_its_clien
 /// Sends `request` as it is from london's namespace to the VIP's HTTP listener (bash's
 /// /dev/tcp, so no client library tidies it up) and returns what came back.
 fn raw_http(lab: &Lab, request: &str) -> String {
-    let script = format!("exec 3<>/dev/tcp/198.18.0.20/80 && printf '%s' \"$REQ\" >&3 && timeout 5 cat <&3");
+    let script = "exec 3<>/dev/tcp/198.18.0.20/80 && printf '%s' \"$REQ\" >&3 && timeout 5 cat <&3";
     let out = Command::new(exe())
         .args(["lab", "exec"])
         .arg(&lab.file)
-        .args(["client/london", "--", "env", &format!("REQ={request}"), "bash", "-c", &script])
+        .args(["client/london", "--", "env", &format!("REQ={request}"), "bash", "-c", script])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).to_string()

@@ -81,6 +81,13 @@ pub fn wire(p: &[u8]) {
     let _ = inner::rewrite(&mut q6, None, Some(("fd00::9".parse().unwrap(), 2)));
     let _ = inner::translate(p, ("198.18.99.1".parse().unwrap(), 40_000), ("198.19.0.1".parse().unwrap(), 2));
     let _ = inner::insert_tcp_option(p, &inner::toa_option(("198.18.64.1".parse().unwrap(), 9)));
+    // A client's TOA taken out is gone, and what is left is still a packet of the flow.
+    if let Ok(stripped) = inner::strip_toa(p) {
+        assert!(!inner::has_toa(&stripped), "a TOA left after strip_toa");
+        assert_eq!(inner::read_toa(&stripped), None);
+        let (before, after) = (inner::parse(p).map(|i| i.key), inner::parse(&stripped).map(|i| i.key));
+        assert_eq!(before.ok(), after.ok(), "stripping options changed the flow");
+    }
     let _ = inner::tcp_reset_for(p);
 }
 

@@ -253,6 +253,70 @@ pub fn insert_tcp_option(packet: &[u8], option: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether a TCP segment's options carry a TOA option (either family's kind).
+pub fn has_toa(packet: &[u8]) -> bool {
+    let Some(tcp) = transport_segment(packet).and_then(|s| TcpPacket::new_checked(s).ok()) else { return false };
+    let options = tcp.options();
+    let mut at = 0;
+    while at < options.len() {
+        match options[at] {
+            0 => return false,
+            1 => at += 1,
+            TOA_V4 | TOA_V6 => return true,
+            _ => match options.get(at + 1) {
+                Some(&len) if len >= 2 => at += usize::from(len),
+                _ => return false,
+            },
+        }
+    }
+    false
+}
+
+/// The segment without its TOA options (a client's claim of who it is) and without NOP
+/// padding, the rest of its options kept in order and the header shrunk to fit; what
+/// follows a malformed option is dropped with it (the options before it are kept). An
+/// error when it is no TCP.
+pub fn strip_toa(packet: &[u8]) -> Result<Vec<u8>> {
+    let info = parse(packet)?;
+    if info.key.transport != Transport::Tcp {
+        return Err(Error::Unsupported("TCP options on a non-TCP packet"));
+    }
+    let segment = transport_segment(packet).ok_or(Error::Truncated)?;
+    let tcp = TcpPacket::new_checked(segment).map_err(|_| Error::Truncated)?;
+    let old_header = usize::from(tcp.header_len());
+    let options = tcp.options();
+    let mut kept = Vec::with_capacity(options.len());
+    let mut at = 0;
+    while at < options.len() {
+        match options[at] {
+            0 => break,
+            1 => at += 1,
+            kind => match options.get(at + 1) {
+                Some(&len) if len >= 2 && at + usize::from(len) <= options.len() => {
+                    if kind != TOA_V4 && kind != TOA_V6 {
+                        kept.extend_from_slice(&options[at..at + usize::from(len)]);
+                    }
+                    at += usize::from(len);
+                }
+                _ => break,
+            },
+        }
+    }
+    let new_header = (20 + kept.len()).div_ceil(4) * 4;
+    let mut new_segment = Vec::with_capacity(segment.len());
+    new_segment.extend_from_slice(&segment[..20]);
+    new_segment.extend_from_slice(&kept);
+    new_segment.resize(new_header, 0); // End-of-List padding
+    new_segment.extend_from_slice(&segment[old_header..]);
+    TcpPacket::new_unchecked(&mut new_segment[..]).set_header_len(new_header as u8);
+    let ip_header = packet.len() - segment.len() - trailing(packet, segment.len())?;
+    let mut out = packet[..ip_header].to_vec();
+    out.extend_from_slice(&new_segment);
+    fix_ip_lengths(&mut out, new_segment.len())?;
+    rewrite(&mut out, None, None)?;
+    Ok(out)
+}
+
 /// Bytes of a TCP options area before its End-of-List (or its end).
 fn options_in_use(options: &[u8]) -> usize {
     let mut at = 0;
@@ -592,6 +656,33 @@ mod tests {
         let back =
             translate(&v4, ("fd00:a::20".parse().unwrap(), 7000), ("fd00:66::1".parse().unwrap(), 5000)).unwrap();
         assert_eq!(parse(&back).unwrap().key, parse(&v6).unwrap().key.reversed());
+    }
+
+    #[test]
+    fn strip_toa_takes_out_every_toa_and_the_padding_and_keeps_the_rest() {
+        let mut syn = bare_tcp(40000, 8080, TcpControl::Syn, 1, None, Some(1460));
+        syn.window_scale = Some(7);
+        let pkt = build_tcp("198.18.32.1".parse().unwrap(), "198.19.1.1".parse().unwrap(), &syn).unwrap();
+        let mut with = insert_tcp_option(&pkt, &toa_option(("6.6.6.6".parse().unwrap(), 1))).unwrap();
+        with = insert_tcp_option(&with, &[1, 1, 1]).unwrap();
+        with = insert_tcp_option(&with, &toa_option(("fd00::6".parse().unwrap(), 2))).unwrap();
+        assert!(has_toa(&with) && !has_toa(&pkt));
+        let stripped = strip_toa(&with).unwrap();
+        assert!(!has_toa(&stripped));
+        assert_eq!(read_toa(&stripped), None);
+        let ip = Ipv4Packet::new_checked(&stripped[..]).unwrap();
+        assert!(ip.verify_checksum());
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.verify_checksum(&IpAddress::from(ip.src_addr()), &IpAddress::from(ip.dst_addr())));
+        let (src, dst) = (IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()));
+        let repr = TcpRepr::parse(&tcp, &src, &dst, &ChecksumCapabilities::default()).unwrap();
+        assert_eq!((repr.max_seg_size, repr.window_scale), (Some(1460), Some(7)), "the rest survives");
+        assert!(tcp.header_len() < TcpPacket::new_checked(&with[20..]).unwrap().header_len());
+        assert!(strip_toa(&build_udp_for_test()).is_err(), "no TCP, no options");
+    }
+
+    fn build_udp_for_test() -> Vec<u8> {
+        build_udp(("198.18.32.1".parse().unwrap(), 1), ("198.19.1.1".parse().unwrap(), 2), b"x").unwrap()
     }
 
     #[test]

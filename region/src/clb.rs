@@ -88,6 +88,9 @@ pub enum ClbDrop {
     PopMismatch,
     /// A backend host's packet from an address that is not the host's.
     NotHost,
+    /// A client SYN whose TCP options leave no room for the node's TOA option even
+    /// without the client's padding (the backend could not learn who the client is).
+    ToaNoRoom,
 }
 
 impl ClbDrop {
@@ -105,7 +108,20 @@ impl ClbDrop {
             ClbDrop::Auth(e) => e.name(),
             ClbDrop::PopMismatch => "pop_mismatch",
             ClbDrop::NotHost => "not_host",
+            ClbDrop::ToaNoRoom => "toa_no_room",
         }
+    }
+}
+
+/// A client SYN with the node's TOA option naming `client`, and no TOA of the client's
+/// own: the client's are taken out first, and when the options still leave no room, the
+/// client's NOP padding too; with no room even then, the flow is refused (`toa_no_room`).
+fn with_toa(packet: Vec<u8>, client: inner::Endpoint) -> Result<Vec<u8>, ClbDrop> {
+    let toa = inner::toa_option(client);
+    let packet = if inner::has_toa(&packet) { inner::strip_toa(&packet)? } else { packet };
+    match inner::insert_tcp_option(&packet, &toa) {
+        Ok(p) => Ok(p),
+        Err(_) => inner::insert_tcp_option(&inner::strip_toa(&packet)?, &toa).map_err(|_| ClbDrop::ToaNoRoom),
     }
 }
 
@@ -699,24 +715,34 @@ impl Clb {
         let snat = self.conns.get_mut(&key).and_then(|c| c.snat);
         let (src, src_port) = snat.unwrap_or((key.src, key.src_port));
         let seen = FlowKey { src, src_port, dst: to.0, dst_port: to.1, ..key };
-        match snat {
+        let syn = info.tcp.is_some_and(|f| f.syn && !f.ack);
+        let named = match snat {
             Some(snat) => {
                 packet = inner::translate(&packet, snat, to)?;
-                if info.tcp.is_some_and(|f| f.syn && !f.ack) {
-                    // The backend only sees our address: tell it who the client is.
-                    let toa = inner::toa_option((key.src, key.src_port));
-                    packet = inner::insert_tcp_option(&packet, &toa).unwrap_or(packet);
-                }
+                // The backend only sees our address: tell it who the client is.
+                syn.then(|| with_toa(packet.clone(), (key.src, key.src_port)))
             }
             None => {
                 inner::rewrite(&mut packet, None, Some(to))?;
-                if self.listeners[li].bindings[binding].backend.behind_nat && info.tcp.is_some_and(|f| f.syn && !f.ack)
-                {
-                    // A NAT gateway will put its address in place of the client's.
-                    let toa = inner::toa_option((key.src, key.src_port));
-                    packet = inner::insert_tcp_option(&packet, &toa).unwrap_or(packet);
+                // A NAT gateway will put its address in place of the client's; else the
+                // client's own address reaches the backend, and a TOA of its own is a lie.
+                match (syn, self.listeners[li].bindings[binding].backend.behind_nat) {
+                    (true, true) => Some(with_toa(packet.clone(), (key.src, key.src_port))),
+                    (true, false) if inner::has_toa(&packet) => Some(inner::strip_toa(&packet).map_err(ClbDrop::from)),
+                    _ => None,
                 }
             }
+        };
+        match named {
+            Some(Ok(p)) => packet = p,
+            Some(Err(e)) => {
+                // No flow for it: the entry just made goes, and its SNAT port with it.
+                if let Some(conn) = self.conns.remove(&key) {
+                    self.release(&conn);
+                }
+                return Err(e);
+            }
+            None => {}
         }
         self.outputs.push_back(Queued::to_backend_as(backend, seen, packet));
         Ok(())
@@ -781,6 +807,7 @@ impl Clb {
                 // TCP SSL: the backend's peer is this node; a TOA option names the client.
                 let syn = inner::parse(&bytes).is_ok_and(|i| i.tcp.is_some_and(|f| f.syn && !f.ack));
                 if syn && !http {
+                    // The node's own SYN: its few options always leave room.
                     let toa = inner::toa_option((key.src, key.src_port));
                     bytes = inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes);
                 }
@@ -1580,6 +1607,51 @@ mod tests {
         let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
         assert_eq!(inner::parse(&bytes).unwrap().key.src, "198.18.32.1".parse::<IpAddr>().unwrap());
         assert_eq!(inner::read_toa(&bytes), Some(("198.18.64.7".parse().unwrap(), 4000)));
+    }
+
+    /// A SYN with `option` appended as often as the 40 bytes of TCP options allow.
+    fn packed(mut syn: Vec<u8>, option: &[u8]) -> Vec<u8> {
+        while let Ok(more) = inner::insert_tcp_option(&syn, option) {
+            syn = more;
+        }
+        syn
+    }
+
+    #[test]
+    fn a_clients_own_toa_never_reaches_a_backend_and_the_nodes_always_fits_or_the_flow_is_refused() {
+        let client: IpAddr = "198.18.64.7".parse().unwrap();
+        let forged = inner::toa_option(("6.6.6.6".parse().unwrap(), 4242));
+        let syn = inner::insert_tcp_option(&tcp_segment(4000, TcpControl::Syn), &forged).unwrap();
+        // The client's claim, then NOPs up to the options' 40 bytes: no room left as sent.
+        let padded = packed(syn.clone(), &[1]);
+        assert!(inner::insert_tcp_option(&padded, &inner::toa_option((client, 4000))).is_err());
+        for (snat, behind_nat) in [(false, false), (true, false), (false, true)] {
+            for (packet, what) in [(&syn, "a forged TOA"), (&padded, "a forged TOA and padding")] {
+                let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+                for b in &mut c.listeners[0].backends {
+                    (b.snat, b.behind_nat) = (snat, behind_nat);
+                }
+                let mut clb = Clb::new(c, 0);
+                clb.handle_direct(0, packet.clone()).unwrap();
+                let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("not forwarded") };
+                // With SNAT or a NAT gateway the node names the client; with the client's
+                // own address as source, nothing does. Never 6.6.6.6.
+                let want = (snat || behind_nat).then_some((client, 4000));
+                assert_eq!(inner::read_toa(&bytes), want, "{what}, snat {snat}, behind NAT {behind_nat}");
+                assert_eq!(inner::parse(&bytes).unwrap().tcp.map(|f| f.syn), Some(true));
+            }
+        }
+        // Options of the client's own filling every byte: the SNAT flow is refused, counted,
+        // and leaves no entry behind.
+        let stuffed = packed(tcp_segment(4000, TcpControl::Syn), &[30, 2]);
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+        for b in &mut c.listeners[0].backends {
+            b.snat = true;
+        }
+        let mut clb = Clb::new(c, 0);
+        assert_eq!(clb.handle_direct(0, stuffed).map_err(|e| e.name()), Err("toa_no_room"));
+        assert!(clb.next_out().is_none());
+        assert_eq!(clb.conn_table().len(), 0);
     }
 
     #[test]
