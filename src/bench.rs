@@ -435,8 +435,8 @@ pub fn command(which: BenchCommand) -> ExitCode {
             report("failover", figures, json, |f| {
                 format!(
                     "failover: {} {} {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn \
-                     everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), replies resumed p50 {:.0} ms, \
-                     p90 {:.0} ms, max {:.0} ms over {} flows",
+                     everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), gone from every transit p50 \
+                     {:.0} ms (max {:.0}), replies resumed p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} flows",
                     f.pop,
                     if f.fault == Fault::Kill { "killed" } else { "frozen" },
                     f.kills,
@@ -446,6 +446,8 @@ pub fn command(which: BenchCommand) -> ExitCode {
                     f.withdrawn_ms_p50,
                     f.withdrawn_ms_max,
                     f.converge_ms_p50,
+                    f.propagated_ms_p50,
+                    f.propagated_ms_max,
                     f.resume_ms_p50,
                     f.resume_ms_p90,
                     f.resume_ms_max,

@@ -1267,9 +1267,18 @@ fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_
     let status = lab.anyedge(&["lab", "bgp", "transit/paris"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.lines().filter(|l| l.contains("198.18.0.20/32")).count() >= 6, "{text}");
-    for pop in ["pop/paris", "pop/tokyo"] {
-        assert!(lab.anyedge(&["lab", "kill", pop]).status.success());
-    }
+    // BGP between transits is as late as the model's internet: paris's withdrawal leaves
+    // its own transit at once and reaches siliconvalley's the one-way delay later
+    // (MED/2, about 92 ms; this checks half of it, what polling cannot blur).
+    let one_way_ms = f64::from(anyedge_topology::bgp::med_us(&t, 0, 3)) / 2_000.0;
+    assert!(lab.anyedge(&["lab", "kill", "pop/paris"]).status.success());
+    let limit = std::time::Duration::from_secs(5);
+    within(limit, || !holds_route_from(&lab, "transit/paris", "pop/paris")).expect("paris's transit drops it");
+    // From then (a late first poll shortens the lag by one poll at most: hence half).
+    let far = within(limit, || !holds_route_from(&lab, "transit/siliconvalley", "pop/paris")).expect("and the far one");
+    let lag_ms = far.as_secs_f64() * 1e3;
+    assert!(lag_ms >= one_way_ms / 2.0, "withdrawal crossed {one_way_ms:.0} ms of model in {lag_ms:.1} ms");
+    assert!(lab.anyedge(&["lab", "kill", "pop/tokyo"]).status.success());
     let want = sim_catchments(&t, &["paris", "tokyo"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut got = lab_catchments(&lab);
@@ -1292,6 +1301,13 @@ fn best_pop(lab: &Lab, transit: &str) -> Option<String> {
     let out = lab.anyedge(&["lab", "bgp", transit, "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
     v["routes"].as_array()?.iter().find(|r| r["best"] == true).and_then(|r| r["pop"].as_str().map(str::to_string))
+}
+
+/// Whether `transit` holds any route (selected or not) that `pop` announced.
+fn holds_route_from(lab: &Lab, transit: &str, pop: &str) -> bool {
+    let out = lab.anyedge(&["lab", "bgp", transit, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["routes"].as_array().is_some_and(|r| r.iter().any(|r| r["pop"].as_str() == Some(pop)))
 }
 
 /// Polls `check` every 20 ms until it holds or `limit` passes; how long it took.

@@ -1,7 +1,9 @@
 //! `anyedge bench failover`: a POP dies under load, again and again, and BGP's answer is
 //! timed from outside: when its transit's session went down (detection: BFD, or the
 //! session closing), when every transit's selected route stopped leading to it
-//! (withdrawal), and how long each affected client flow went without replies (resume).
+//! (withdrawal), when no transit held a route from it at all (propagation: BGP between
+//! transits waits out the delay model's one-way delays), and how long each affected
+//! client flow went without replies (resume).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -36,12 +38,17 @@ pub struct FailoverFigures {
     pub detect_ms: Vec<Option<f64>>,
     /// Fault → no transit's selected route leads to the POP, per kill.
     pub withdrawn_ms: Vec<Option<f64>>,
+    /// Fault → no transit holds any route from the POP (the withdrawal has crossed the
+    /// delayed sessions between transits), per kill.
+    pub propagated_ms: Vec<Option<f64>>,
     /// Each affected flow's longest wait for a reply, over every kill.
     pub resume_ms: Vec<f64>,
     pub detect_ms_p50: f64,
     pub detect_ms_max: f64,
     pub withdrawn_ms_p50: f64,
     pub withdrawn_ms_max: f64,
+    pub propagated_ms_p50: f64,
+    pub propagated_ms_max: f64,
     /// Detection → withdrawal everywhere: what `failover.route_converge` models.
     pub converge_ms_p50: f64,
     pub converge_ms_max: f64,
@@ -72,12 +79,12 @@ pub fn failover(
     setup::up_with(file, exe, setup::LabOptions::default())?;
     let result = kill_rounds(file, exe, (&t, &plan), (victim, target, &groups), (kills.max(1), fault));
     let down = setup::down(file);
-    let (detect, withdrawn, resume) = result?;
+    let Rounds { detect, withdrawn, propagated, resume } = result?;
     down?;
     let converge: Vec<f64> =
         detect.iter().zip(&withdrawn).filter_map(|(d, w)| Some(((*w)? - (*d)?).max(0.0))).collect();
     let seen = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
-    let (d, w) = (seen(&detect), seen(&withdrawn));
+    let (d, w, g) = (seen(&detect), seen(&withdrawn), seen(&propagated));
     Ok(FailoverFigures {
         pop: format!("pop/{}", t.pops[victim].name),
         fault,
@@ -88,6 +95,8 @@ pub fn failover(
         detect_ms_max: quantile(&d, 1.0),
         withdrawn_ms_p50: quantile(&w, 0.5),
         withdrawn_ms_max: quantile(&w, 1.0),
+        propagated_ms_p50: quantile(&g, 0.5),
+        propagated_ms_max: quantile(&g, 1.0),
         converge_ms_p50: quantile(&converge, 0.5),
         converge_ms_max: quantile(&converge, 1.0),
         resume_ms_p50: quantile(&resume, 0.5),
@@ -95,6 +104,7 @@ pub fn failover(
         resume_ms_max: quantile(&resume, 1.0),
         detect_ms: detect,
         withdrawn_ms: withdrawn,
+        propagated_ms: propagated,
         resume_ms: resume,
     })
 }
@@ -118,7 +128,13 @@ fn choose(t: &Topology, pop: Option<&str>) -> Result<(usize, SocketAddr, Vec<usi
     Ok((victim, SocketAddr::new(IpAddr::V4(t.vips[k].ipv4), port), groups))
 }
 
-type Rounds = (Vec<Option<f64>>, Vec<Option<f64>>, Vec<f64>);
+#[derive(Default)]
+struct Rounds {
+    detect: Vec<Option<f64>>,
+    withdrawn: Vec<Option<f64>>,
+    propagated: Vec<Option<f64>>,
+    resume: Vec<f64>,
+}
 
 fn kill_rounds(
     file: &Path,
@@ -131,7 +147,7 @@ fn kill_rounds(
     let dir = crate::layout::state_dir(&plan.lab);
     let name = format!("pop/{}", t.pops[victim].name);
     let transits = transit_sockets(t, plan);
-    let (mut detect, mut withdrawn, mut resume) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rounds = Rounds::default();
     for round in 0..kills {
         settle(&rt, &transits, victim)?;
         let probes: Vec<(Child, PathBuf)> = groups
@@ -144,20 +160,28 @@ fn kill_rounds(
             Fault::Freeze => setup::freeze(file, &name, true).map(drop)?,
             Fault::Kill => setup::kill(file, &name)?,
         }
-        let (d, w) = rt.block_on(watch(t, &transits, victim, at));
-        detect.push(d);
-        withdrawn.push(w);
+        let (d, w, g) = rt.block_on(watch(t, &transits, victim, at));
+        rounds.detect.push(d);
+        rounds.withdrawn.push(w);
+        rounds.propagated.push(g);
         for (child, report) in probes {
-            resume.extend(longest_gaps(child, &report)?);
+            rounds.resume.extend(longest_gaps(child, &report)?);
         }
         match fault {
             Fault::Freeze => setup::freeze(file, &name, false).map(drop)?,
             Fault::Kill => setup::start(file, &name, exe)?,
         }
-        eprintln!("kill {}/{kills}: detected {d:?} ms, withdrawn everywhere {w:?} ms", round + 1);
+        let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        eprintln!(
+            "kill {}/{kills}: detected {}, withdrawn everywhere {}, gone from every transit {}",
+            round + 1,
+            ms(d),
+            ms(w),
+            ms(g)
+        );
     }
     settle(&rt, &transits, victim)?;
-    Ok((detect, withdrawn, resume))
+    Ok(rounds)
 }
 
 /// Until every transit selects the victim's route for its own clients again, and has
@@ -182,12 +206,18 @@ fn settle(rt: &tokio::runtime::Runtime, transits: &[PathBuf], victim: usize) -> 
 }
 
 /// Polls the transits every 2 ms from `at`: when the victim's own transit lost its
-/// session, and when no transit's selected route led to the victim any more.
-async fn watch(t: &Topology, transits: &[PathBuf], victim: usize, at: Instant) -> (Option<f64>, Option<f64>) {
+/// session, when no transit's selected route led to the victim any more, and when no
+/// transit held a route from it.
+async fn watch(
+    t: &Topology,
+    transits: &[PathBuf],
+    victim: usize,
+    at: Instant,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
     let ms = || at.elapsed().as_secs_f64() * 1000.0;
     let pop = format!("pop/{}", t.pops[victim].name);
-    let (mut detect, mut withdrawn) = (None, None);
-    while at.elapsed() < WATCH && (detect.is_none() || withdrawn.is_none()) {
+    let (mut detect, mut withdrawn, mut gone) = (None, None, None);
+    while at.elapsed() < WATCH && (detect.is_none() || withdrawn.is_none() || gone.is_none()) {
         if detect.is_none() {
             let text = bgp::command(&transits[victim], "show protocols").await.unwrap_or_default();
             if bgp::sessions(&text).iter().any(|s| s.name.starts_with("pop") && s.bgp != "Established") {
@@ -197,9 +227,23 @@ async fn watch(t: &Topology, transits: &[PathBuf], victim: usize, at: Instant) -
         if withdrawn.is_none() && selecting(t, transits, &pop).await.is_none() {
             withdrawn = Some(ms());
         }
+        if gone.is_none() && !holding(t, transits, &pop).await {
+            gone = Some(ms());
+        }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    (detect, withdrawn)
+    (detect, withdrawn, gone)
+}
+
+/// Whether any transit holds a route (selected or not) that `pop` announced.
+async fn holding(t: &Topology, transits: &[PathBuf], pop: &str) -> bool {
+    for (x, socket) in transits.iter().enumerate() {
+        let routes = bgp::vip_routes(t, x, socket).await.unwrap_or_default();
+        if routes.iter().any(|r| r.pop.as_deref() == Some(pop)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The first transit whose selected route for a VIP leads to `pop` (`pop/NAME`), if any.

@@ -3,8 +3,9 @@
 //! by the one rule in `anyedge_topology::bgp`.
 //!
 //! - A transit speaker (`transit/POP`) peers with its POP (eBGP, BFD 50 ms × 3, hold 3 s),
-//!   with every other transit (eBGP, MED set on import to the delay model's round trip in
-//!   µs, compared across ASes), and installs the best route of each VIP prefix in its
+//!   with every other transit (eBGP through a relay that delays each speaker's messages
+//!   by the delay model's one-way delay between the sites, [`crate::node::relay`]; MED
+//!   set on import to the model's round trip in µs, compared across ASes), and installs the best route of each VIP prefix in its
 //!   namespace's kernel table, which forwards the clients' packets.
 //! - A POP speaker announces each VIP it publishes from a static protocol per VIP and
 //!   address family (`vip4_K`, `vip6_K`); the POP node enables one while the VIP is
@@ -13,7 +14,9 @@
 //!   node (`PR_SET_PDEATHSIG`): a killed POP's session closes and its routes go at once;
 //!   a frozen POP's BFD session times out.
 //!
-//! Sessions are IPv4 for IPv4 prefixes and IPv6 for IPv6 prefixes, one per family.
+//! Sessions are one per family: POP–transit sessions over that family; transit–transit
+//! sessions both over IPv4 loopback (the relays), each naming its link's address of its
+//! family as the next hop.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -25,6 +28,7 @@ use anyedge_topology::Topology;
 use anyedge_topology::bgp::{CDN_ASN, HOLD_S, KEEPALIVE_S, med_us, pop_router_id, transit_asn, transit_router_id};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::node::relay;
 use crate::plan::{LinkEnds, Plan, Role};
 
 /// The speaker's program (Debian's `bird2`).
@@ -120,18 +124,23 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
             "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd {bfd}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
         );
     }
-    // Every other transit: the VIP prefixes both ways, MED = the model's round trip.
+    // Every other transit, through the relay that delays what this speaker says (see
+    // `relay`): the VIP prefixes both ways, MED = the model's round trip, the link's
+    // address as next hop (resolved over the links' routes, `protocol direct`).
+    let _ = writeln!(out, "protocol direct {{ ipv4; ipv6; }}");
     for y in (0..t.pops.len()).filter(|&y| y != x) {
         let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or("no transit namespace")?;
         let l = plan.link_between(ns, peer_ns).ok_or("transits without a link")?;
         let med = med_us(t, x, y);
-        for ((family, suffix, local, peer), set) in families(&l).into_iter().zip([&set4, &set6]) {
+        let passive = if x > y { " passive on;" } else { "" };
+        for (f, ((family, suffix, local, _), set)) in families(&l).into_iter().zip([&set4, &set6]).enumerate() {
             if set.is_empty() {
                 continue;
             }
+            let (me, relay, port) = (relay::SPEAKER_ADDR, relay::relay_addr(f, y), relay::RELAY_PORT);
             let _ = writeln!(
                 out,
-                "protocol bgp t{y}_{suffix} {{ description \"transit/{}\"; local {local} as {asn}; neighbor {peer} as {}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = {med}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+                "protocol bgp t{y}_{suffix} {{ description \"transit/{}\"; local {me} as {asn}; neighbor {relay} port {port} as {}; multihop;{passive} debug {{ states }}; {timers} med metric yes; {family} {{ next hop address {local}; import filter {{ if net ~ {set} then {{ bgp_med = {med}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
                 t.pops[y].name,
                 transit_asn(y)
             );
@@ -645,10 +654,32 @@ pub async fn run_transit(
     (ready, drops): (&Path, crate::node::drops::Drops),
 ) -> Result<(), String> {
     let name = format!("transit/{}", t.pops[x].name);
+    relay::start(relay_peers(t, plan, x)?, relay_families(t)).await?;
     let mut speaker = Speaker::start(state_dir, &name, &transit_config(t, plan, x)?)?;
     wait_for_socket(&speaker.socket).await?;
     std::fs::write(ready, b"ready\n").map_err(|e| e.to_string())?;
     supervise(&mut speaker, &drops).await
+}
+
+/// Transit `x`'s relays: one per other transit, delaying by the model's one-way delay
+/// between the two sites (half the round trip its MED carries).
+fn relay_peers(t: &Topology, plan: &Plan, x: usize) -> Result<Vec<relay::Peer>, String> {
+    let ns = plan.ns_index(&Role::Transit(x)).ok_or("no transit namespace")?;
+    (0..t.pops.len())
+        .filter(|&y| y != x)
+        .map(|y| {
+            let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or("no transit namespace")?;
+            let link = plan.link_between(ns, peer_ns).ok_or("transits without a link")?;
+            Ok(relay::Peer { y, link, one_way: Duration::from_micros(u64::from(med_us(t, x, y)) / 2) })
+        })
+        .collect()
+}
+
+/// The families transits exchange routes in: 0 (IPv4) always, 1 (IPv6) when a VIP has
+/// an IPv6 address.
+fn relay_families(t: &Topology) -> Vec<usize> {
+    let (_, set6) = prefix_sets(t);
+    if set6.is_empty() { vec![0] } else { vec![0, 1] }
 }
 
 /// Waits until a new speaker answers on its control socket.

@@ -21,6 +21,7 @@ pub mod forwarder;
 pub mod grpc;
 pub mod liveness;
 pub mod pop;
+pub mod relay;
 pub mod servers;
 pub mod watch;
 

@@ -244,10 +244,44 @@ fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
             !out.is_ok_and(|o| !o.stdout.is_empty())
         });
         if wanted.is_empty() {
-            return Ok(());
+            break;
         }
         if Instant::now() > deadline {
             return Err(format!("BGP has not converged after 30 s: no route yet for {wanted:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_every_route(t, plan, &rt, deadline)
+}
+
+/// Waits until every transit holds a route from every POP that publishes each VIP, in
+/// each of its families: the sessions between transits are delayed (the model's one-way
+/// delay), so the far POPs' routes arrive last.
+fn wait_every_route(t: &Topology, plan: &Plan, rt: &tokio::runtime::Runtime, deadline: Instant) -> Result<(), String> {
+    let dir = state_dir(&plan.lab);
+    let mut waiting: Vec<usize> = (0..t.pops.len()).collect();
+    loop {
+        waiting.retain(|&x| {
+            let socket = crate::node::bgp::speaker_socket(&dir, &format!("transit/{}", t.pops[x].name));
+            let routes = rt.block_on(crate::node::bgp::vip_routes(t, x, &socket)).unwrap_or_default();
+            let prefixes = t.vips.iter().flat_map(|v| {
+                let v6 = v.ipv6.map(|a| format!("{a}/128"));
+                std::iter::once(format!("{}/32", v.ipv4)).chain(v6).map(move |prefix| (v, prefix))
+            });
+            let complete = prefixes.into_iter().all(|(v, prefix)| {
+                v.pops.iter().all(|&p| {
+                    let pop = format!("pop/{}", t.pops[p].name);
+                    routes.iter().any(|r| r.prefix == prefix && r.pop.as_deref() == Some(pop.as_str()))
+                })
+            });
+            !complete
+        });
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = waiting.iter().map(|&x| format!("transit/{}", t.pops[x].name)).collect();
+            return Err(format!("BGP has not converged after 30 s: {} lack a POP's route", names.join(", ")));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
