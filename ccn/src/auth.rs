@@ -146,7 +146,47 @@ pub struct AuthConfig {
     pub salt: u32,
 }
 
+/// A keyed pseudo-random function (HMAC-SHA256): values nobody without the key can
+/// compute or predict from earlier ones (a CLB node's QUIC connection IDs).
+#[derive(Clone)]
+pub struct Prf(hmac::Key);
+
+impl std::fmt::Debug for Prf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prf(..)")
+    }
+}
+
+impl Prf {
+    pub fn new(key: &[u8]) -> Prf {
+        Prf(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    pub fn eval(&self, input: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.0, input).as_ref());
+        out
+    }
+}
+
 impl AuthConfig {
+    /// A secret of this node's own for `label`: derived from every key it holds, this
+    /// start's salt and its epoch, so it differs per lab, node and start, and no one
+    /// without the node's keys computes it (in the simulator: from the seeded keys, so a
+    /// run replays).
+    pub fn node_secret(&self, label: &str) -> [u8; 32] {
+        let mut material = Vec::with_capacity(self.keys.len() * 64);
+        for k in &self.keys {
+            material.extend_from_slice(&k.send);
+            material.extend_from_slice(&k.recv);
+        }
+        let mut input = b"anyedge node secret v1 ".to_vec();
+        input.extend_from_slice(label.as_bytes());
+        input.extend_from_slice(&self.salt.to_be_bytes());
+        input.extend_from_slice(&self.epoch_ns.to_be_bytes());
+        Prf::new(&material).eval(&input)
+    }
+
     /// The keyring of node `me` starting at `now_ns` on its clock.
     pub fn keyring(&self, me: NodeId, now_ns: u64) -> Keyring {
         Keyring::new(me, &self.keys, self.epoch_ns.saturating_add(now_ns)).salted(self.salt)

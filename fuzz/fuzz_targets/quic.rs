@@ -24,7 +24,7 @@ fn identity() -> &'static VipIdentity {
 
 fuzz_target!(|data: &[u8]| {
     let vip: SocketAddr = VIP.parse().unwrap();
-    let mut listener = QuicListener::new(&identity().quic, vip, vec![vip.ip()], 0, 1);
+    let mut listener = QuicListener::new(&identity().quic, vip, vec![vip.ip()], (0, [1; 32]), 1);
     let mut now = 1_000_000u64;
     let mut rest = data;
     while let [port, len, tail @ ..] = rest {

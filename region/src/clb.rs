@@ -178,6 +178,8 @@ pub struct Clb {
     own_addresses: Vec<IpAddr>,
     region: u16,
     keys: Keyring,
+    /// What this node's unguessable values (QUIC connection IDs) derive from.
+    secret: anyedge_ccn::Prf,
     backend_hosts: Vec<(IpAddr, NodeId)>,
     /// Outputs dropped for want of a key for their peer (a configuration error).
     unsealable: u64,
@@ -217,6 +219,7 @@ impl Clb {
             node_count: config.node_count.max(1),
             region: config.region,
             keys: config.auth.keyring(NodeId::Clb { region: config.region, node: config.node_index }, now_ns),
+            secret: anyedge_ccn::Prf::new(&config.auth.node_secret("clb")),
             backend_hosts: config.backend_hosts.clone(),
             unsealable: 0,
             firewall: (!config.security_groups.is_empty())
@@ -235,7 +238,7 @@ impl Clb {
         let own = clb.own_addresses.clone();
         let node = clb.node_index as u8;
         for l in clb.listeners.iter_mut() {
-            l.quic = quic_endpoint(&l.config, &own, node);
+            l.quic = quic_endpoint(&l.config, &own, node, &clb.secret);
         }
         // A node that starts (or restarts) learns its peers' tables.
         if clb.sync.enabled() {
@@ -896,12 +899,13 @@ impl Clb {
         }
     }
 
-    /// QUIC connections this node holds now, and handshakes it has accepted.
-    pub fn quic_connections(&self) -> (usize, u64) {
+    /// QUIC connections this node holds now, handshakes it has accepted, and Initials it
+    /// answered with a Retry (over the rate, address not validated).
+    pub fn quic_connections(&self) -> (usize, u64, u64) {
         self.listeners
             .iter()
             .filter_map(|l| l.quic.as_ref())
-            .fold((0, 0), |(c, h), q| (c + q.connections(), h + q.handshakes()))
+            .fold((0, 0, 0), |(c, h, r), q| (c + q.connections(), h + q.handshakes(), r + q.retries()))
     }
 
     /// Layer-7 connections this node holds now.
@@ -1008,7 +1012,7 @@ impl Clb {
         for h in added {
             self.health.add_port(h, self.now_ns);
         }
-        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, self.node_index as u8);
+        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, self.node_index as u8, &self.secret);
         self.listeners.push(listener);
         self.rebuild_tables();
     }
@@ -1169,11 +1173,13 @@ impl Clb {
     }
 }
 
-/// A QUIC listener's endpoint (connection IDs name this node), for QUIC listeners.
-fn quic_endpoint(config: &ListenerConfig, own: &[IpAddr], node: u8) -> Option<QuicListener> {
+/// A QUIC listener's endpoint (connection IDs name this node, the rest drawn under the
+/// node's secret for this listener), for QUIC listeners.
+fn quic_endpoint(config: &ListenerConfig, own: &[IpAddr], node: u8, secret: &anyedge_ccn::Prf) -> Option<QuicListener> {
     let vip = SocketAddr::new(config.vip, config.port);
     let seed = u64::from(node) << 48 ^ u64::from(config.port);
-    config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), node, seed))
+    let cid_secret = secret.eval(format!("quic cid {vip}").as_bytes());
+    config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), (node, cid_secret), seed))
 }
 
 /// The hash `hash` listeners schedule by: the client's address alone.

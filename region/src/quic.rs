@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyedge_ccn::Prf;
 use anyedge_proto::inner::mix64;
 use bytes::BytesMut;
 use quinn_proto::{
@@ -17,16 +18,20 @@ use quinn_proto::{
 
 pub use anyedge_proto::quic::{CID_LEN, CID_MARKER, cid_node};
 
-/// Issues `CID_MARKER, node, 6 bytes` connection IDs.
+/// Issues `CID_MARKER, node, 6 bytes` connection IDs: the node in the clear (POPs route
+/// by it), the rest a keyed PRF of a counter under the node's own secret, so seeing any
+/// number of a node's IDs tells nothing of its next (RFC 9000 §5.1: IDs must not be
+/// guessable by an observer).
 struct NodeCids {
     node: u8,
-    state: u64,
+    prf: Prf,
+    issued: u64,
 }
 
 impl ConnectionIdGenerator for NodeCids {
     fn generate_cid(&mut self) -> ConnectionId {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let r = mix64(self.state).to_be_bytes();
+        self.issued += 1;
+        let r = self.prf.eval(&self.issued.to_be_bytes());
         let bytes = [CID_MARKER, self.node, r[0], r[1], r[2], r[3], r[4], r[5]];
         ConnectionId::new(&bytes)
     }
@@ -52,6 +57,73 @@ pub struct QuicHost {
     /// Connection events for the application: (connection, event).
     events: Vec<(ConnectionHandle, Event)>,
     handshakes: u64,
+    /// New connections accepted without a validated address: up to a rate, then Retry.
+    initials: TokenBucket,
+    retries: u64,
+    /// Accepted connections' anti-amplification budgets (servers only).
+    budgets: BTreeMap<ConnectionHandle, Budget>,
+    held: u64,
+}
+
+/// RFC 9000 §8.1, enforced here whatever quinn does (it lets a datagram through while any
+/// credit is left, and sent 3,738 bytes for a 1,200-byte Initial from a silent address):
+/// until a connection's address is validated (a Retry token, or the handshake done — the
+/// client's Handshake packets prove it got ours), it gets at most three times the bytes
+/// it sent. A datagram over the budget is not sent; quinn's recovery sends it again once
+/// the client says more.
+#[derive(Debug, Clone)]
+struct Budget {
+    received: usize,
+    sent: usize,
+    validated: bool,
+}
+
+impl Budget {
+    fn may_send(&mut self, size: usize, handshake_done: bool) -> bool {
+        self.validated |= handshake_done;
+        if self.validated {
+            return true;
+        }
+        if self.sent + size > 3 * self.received {
+            return false;
+        }
+        self.sent += size;
+        true
+    }
+}
+
+/// Initials an endpoint takes on trust, per second, and in a burst; past them a client
+/// must echo a Retry's token first (RFC 9000 §8.1.2). A real client pays one round trip
+/// more; a spoofed flood gets small Retries and no handshakes.
+pub const INITIALS_PER_S: u64 = 200;
+pub const INITIALS_BURST: u64 = 200;
+
+/// A token bucket on the caller's clock (nanoseconds).
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    tokens: u64,
+    at_ns: u64,
+}
+
+impl TokenBucket {
+    fn full() -> TokenBucket {
+        TokenBucket { tokens: INITIALS_BURST, at_ns: 0 }
+    }
+
+    /// Takes one token if there is one, refilling at [`INITIALS_PER_S`].
+    fn take(&mut self, now_ns: u64) -> bool {
+        let step = 1_000_000_000 / INITIALS_PER_S;
+        let earned = now_ns.saturating_sub(self.at_ns) / step;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(INITIALS_BURST);
+            self.at_ns += earned * step;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 impl std::fmt::Debug for QuicHost {
@@ -68,11 +140,47 @@ fn seed32(seed: u64) -> [u8; 32] {
     out
 }
 
+/// Frames of every kind a connection took from decrypted packets (quinn counts them only
+/// after a packet's protection came off; padding is not counted, and a packet of padding
+/// alone moves nothing).
+fn frames_received(f: &quinn_proto::FrameStats) -> u64 {
+    [
+        f.acks,
+        f.ack_frequency,
+        f.crypto,
+        f.connection_close,
+        f.data_blocked,
+        f.datagram,
+        u64::from(f.handshake_done),
+        f.immediate_ack,
+        f.max_data,
+        f.max_stream_data,
+        f.max_streams_bidi,
+        f.max_streams_uni,
+        f.new_connection_id,
+        f.new_token,
+        f.path_challenge,
+        f.path_response,
+        f.ping,
+        f.reset_stream,
+        f.retire_connection_id,
+        f.stream_data_blocked,
+        f.streams_blocked_bidi,
+        f.streams_blocked_uni,
+        f.stop_sending,
+        f.stream,
+    ]
+    .iter()
+    .fold(0u64, |a, &b| a.wrapping_add(b))
+}
+
 impl QuicHost {
-    /// A server endpoint whose connection IDs name `node`.
-    pub fn server(config: Arc<ServerConfig>, node: u8, seed: u64) -> QuicHost {
+    /// A server endpoint whose connection IDs name `node`, the rest drawn under
+    /// `cid_secret` (the node's own: [`anyedge_ccn::AuthConfig::node_secret`]).
+    pub fn server(config: Arc<ServerConfig>, node: u8, seed: u64, cid_secret: [u8; 32]) -> QuicHost {
         let mut endpoint_config = EndpointConfig::default();
-        endpoint_config.cid_generator(move || Box::new(NodeCids { node, state: seed }));
+        let prf = Prf::new(&cid_secret);
+        endpoint_config.cid_generator(move || Box::new(NodeCids { node, prf: prf.clone(), issued: 0 }));
         QuicHost::new(endpoint_config, Some(config), seed)
     }
 
@@ -84,7 +192,18 @@ impl QuicHost {
     fn new(config: EndpointConfig, server: Option<Arc<ServerConfig>>, seed: u64) -> QuicHost {
         // The epoch only anchors quinn's `Instant`s: behaviour depends on differences.
         let endpoint = Endpoint::new(Arc::new(config), server.clone(), false, Some(seed32(seed)));
-        QuicHost { endpoint, conns: BTreeMap::new(), epoch: Instant::now(), server, events: Vec::new(), handshakes: 0 }
+        QuicHost {
+            endpoint,
+            conns: BTreeMap::new(),
+            epoch: Instant::now(),
+            server,
+            events: Vec::new(),
+            handshakes: 0,
+            initials: TokenBucket::full(),
+            retries: 0,
+            budgets: BTreeMap::new(),
+            held: 0,
+        }
     }
 
     fn at(&self, now_ns: u64) -> Instant {
@@ -110,6 +229,17 @@ impl QuicHost {
         self.handshakes
     }
 
+    /// Initials answered with a Retry (over the rate, address not yet validated).
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    /// Datagrams held back because they would have taken an unvalidated address past
+    /// three times what it sent.
+    pub fn held_by_amplification_limit(&self) -> u64 {
+        self.held
+    }
+
     pub fn conn(&mut self, ch: ConnectionHandle) -> Option<&mut Connection> {
         self.conns.get_mut(&ch)
     }
@@ -120,7 +250,9 @@ impl QuicHost {
     }
 
     /// A datagram from `remote` to `local_ip`. Servers accept new connections.
-    /// Returns the connection it belongs to, if any.
+    /// Returns the connection it belongs to, if any, and whether a packet of it decrypted
+    /// (a new connection's Initial does): only such a datagram may move the connection's
+    /// path, since anyone who saw its connection IDs can send one that carries them.
     pub fn receive(
         &mut self,
         now_ns: u64,
@@ -128,23 +260,44 @@ impl QuicHost {
         local_ip: Option<IpAddr>,
         payload: &[u8],
         out: &mut Vec<QuicTransmit>,
-    ) -> Option<ConnectionHandle> {
+    ) -> Option<(ConnectionHandle, bool)> {
         let now = self.at(now_ns);
         let mut buf = Vec::new();
         let event = self.endpoint.handle(now, remote, local_ip, None, BytesMut::from(payload), &mut buf)?;
         match event {
             DatagramEvent::ConnectionEvent(ch, event) => {
-                if let Some(conn) = self.conns.get_mut(&ch) {
-                    conn.handle_event(event);
+                let conn = self.conns.get_mut(&ch)?;
+                if let Some(b) = self.budgets.get_mut(&ch).filter(|_| conn.remote_address() == remote) {
+                    b.received += payload.len();
                 }
-                Some(ch)
+                let before = frames_received(&conn.stats().frame_rx);
+                conn.handle_event(event);
+                Some((ch, frames_received(&conn.stats().frame_rx) != before))
             }
             DatagramEvent::NewConnection(incoming) => {
+                // Past the rate, a client proves its address (a Retry's token) before the
+                // handshake costs anything: spoofed Initials then draw one small Retry
+                // each, to the spoofed address, and no TLS work.
+                if !self.initials.take(now_ns) && !incoming.remote_address_validated() && incoming.may_retry() {
+                    self.retries += 1;
+                    return match self.endpoint.retry(incoming, &mut buf) {
+                        Ok(t) => {
+                            out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+                            None
+                        }
+                        Err(e) => {
+                            self.endpoint.ignore(e.into_incoming());
+                            None
+                        }
+                    };
+                }
+                let validated = incoming.remote_address_validated();
                 match self.endpoint.accept(incoming, now, &mut buf, self.server.clone()) {
                     Ok((ch, conn)) => {
                         self.conns.insert(ch, conn);
+                        self.budgets.insert(ch, Budget { received: payload.len(), sent: 0, validated });
                         self.handshakes += 1;
-                        Some(ch)
+                        Some((ch, true))
                     }
                     Err(e) => {
                         if let Some(t) = e.response {
@@ -178,8 +331,17 @@ impl QuicHost {
                     self.events.push((ch, ev));
                 }
                 let mut buf = Vec::new();
+                let mut budget = self.budgets.get_mut(&ch);
                 while let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
-                    out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+                    let send = match budget.as_deref_mut() {
+                        Some(b) => b.may_send(t.size, !conn.is_handshaking()),
+                        None => true,
+                    };
+                    if send {
+                        out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+                    } else {
+                        self.held += 1;
+                    }
                     buf.clear();
                 }
                 if conn.is_drained() {
@@ -199,6 +361,7 @@ impl QuicHost {
         }
         for ch in drained {
             self.conns.remove(&ch);
+            self.budgets.remove(&ch);
         }
     }
 
@@ -216,10 +379,170 @@ impl QuicHost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{CertificateParams, KeyPair, SanType};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    const SERVER: &str = "198.18.0.20:443";
+
+    /// A server endpoint for a self-signed certificate, and a client that trusts it.
+    fn pair() -> (QuicHost, QuicHost, ClientConfig) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::IpAddress("198.18.0.20".parse().unwrap())];
+        let cert = params.self_signed(&key).unwrap().der().clone();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let identity = crate::identity::VipIdentity::new(vec![cert.clone()], der, None).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+        let server = QuicHost::server(identity.quic.0.clone(), 2, 1, [9; 32]);
+        (server, QuicHost::client(2), ClientConfig::new(Arc::new(quic)))
+    }
+
+    /// Datagrams both ways until neither has anything to say; the client sits at `client`.
+    fn exchange(server: &mut QuicHost, client: &mut QuicHost, at: SocketAddr, now: &mut u64) {
+        let to: SocketAddr = SERVER.parse().unwrap();
+        for _ in 0..50 {
+            *now += 1_000_000;
+            let (mut up, mut down) = (Vec::new(), Vec::new());
+            client.drive(*now, &mut up);
+            for (_, _, d) in up.drain(..) {
+                server.receive(*now, at, Some(to.ip()), &d, &mut down);
+            }
+            server.drive(*now, &mut down);
+            let quiet = down.is_empty();
+            for (_, _, d) in down.drain(..) {
+                client.receive(*now, to, None, &d, &mut up);
+            }
+            if quiet && up.is_empty() {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_datagram_that_decrypts_may_move_a_connection() {
+        let (mut server, mut client, config) = pair();
+        let london: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let mut now = 0;
+        let ch = client.connect(now, config, SERVER.parse().unwrap(), "198.18.0.20").unwrap();
+        exchange(&mut server, &mut client, london, &mut now);
+        assert_eq!(server.connections(), 1, "the handshake completed");
+        // The client's next datagram: genuine, and a forgery with its connection IDs
+        // (header kept, protected payload flipped) sent from kyiv.
+        client.conn(ch).unwrap().ping();
+        let mut up = Vec::new();
+        now += 1_000_000;
+        client.drive(now, &mut up);
+        let (_, _, genuine) = up.first().cloned().expect("the ping goes out");
+        let mut forged = genuine.clone();
+        for b in forged[12..].iter_mut() {
+            *b ^= 0x5a;
+        }
+        let kyiv: SocketAddr = "203.0.113.9:6000".parse().unwrap();
+        let mut out = Vec::new();
+        let got = server.receive(now, kyiv, Some(SERVER.parse::<SocketAddr>().unwrap().ip()), &forged, &mut out);
+        assert!(matches!(got, Some((_, false))), "junk with the connection's IDs is its, but moves nothing: {got:?}");
+        let got = server.receive(now, london, Some(SERVER.parse::<SocketAddr>().unwrap().ip()), &genuine, &mut out);
+        assert!(matches!(got, Some((_, true))), "the client's own datagram decrypts: {got:?}");
+    }
+
+    #[test]
+    fn past_the_initial_rate_spoofed_initials_draw_small_retries_and_a_real_client_still_connects() {
+        let (mut server, mut client, config) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let now = 1_000_000;
+        // Initials of as many connections, from spoofed addresses, at one instant.
+        let first_initial = |host: &mut QuicHost| {
+            host.connect(now, config.clone(), to, "198.18.0.20").unwrap();
+            let mut up = Vec::new();
+            host.drive(now, &mut up);
+            up[0].2.clone()
+        };
+        let (mut answered, mut retry_bytes) = (0, 0);
+        for i in 0..(INITIALS_BURST + 300) {
+            let initial = first_initial(&mut QuicHost::client(1_000 + i));
+            let spoofed = SocketAddr::new(IpAddr::from([203, 0, (i >> 8) as u8, i as u8]), 4000);
+            let mut out = Vec::new();
+            server.receive(now, spoofed, Some(to.ip()), &initial, &mut out);
+            if i >= INITIALS_BURST {
+                answered += out.len();
+                retry_bytes += out.iter().map(|(_, _, d)| d.len()).sum::<usize>();
+                assert!(out.iter().all(|(_, _, d)| d.len() < initial.len()), "a Retry is smaller than an Initial");
+            }
+        }
+        assert_eq!(server.handshakes(), INITIALS_BURST, "the burst is taken on trust, no more");
+        assert_eq!(server.retries(), 300);
+        assert_eq!(answered, 300, "one Retry each");
+        assert!(retry_bytes < 300 * 1_200, "{retry_bytes} bytes for 300 Initials of at least 1,200");
+        // A real client over the rate echoes the token and gets its connection.
+        let ch = client.connect(now, config, to, "198.18.0.20").unwrap();
+        let mut up = Vec::new();
+        client.drive(now, &mut up);
+        let initial = up[0].2.clone();
+        let mut server_out = Vec::new();
+        let london: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        server.receive(now, london, Some(to.ip()), &initial, &mut server_out);
+        assert_eq!(server.retries(), 301);
+        let mut up = Vec::new();
+        for (_, _, d) in server_out {
+            client.receive(now, to, None, &d, &mut up);
+        }
+        let mut t = now;
+        exchange(&mut server, &mut client, london, &mut t);
+        assert!(client.conn(ch).is_some_and(|c| !c.is_handshaking()), "the client got through with the token");
+    }
+
+    #[test]
+    fn an_unvalidated_address_never_gets_more_than_three_times_what_it_sent() {
+        let (mut server, mut client, config) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        client.connect(0, config, to, "198.18.0.20").unwrap();
+        let mut up = Vec::new();
+        client.drive(0, &mut up);
+        let initial = up[0].2.clone();
+        let victim: SocketAddr = "203.0.113.9:6000".parse().unwrap();
+        let mut out = Vec::new();
+        server.receive(0, victim, Some(to.ip()), &initial, &mut out);
+        // The victim never answers: the server's first flight and every retransmission
+        // over the next 30 s.
+        for ms in 0..30_000u64 {
+            server.drive(ms * 1_000_000, &mut out);
+        }
+        let sent: usize = out.iter().filter(|(d, _, _)| *d == victim).map(|(_, _, b)| b.len()).sum();
+        assert!(sent > 0 && sent <= 3 * initial.len(), "{sent} bytes toward the victim for {}", initial.len());
+    }
+
+    #[test]
+    fn connection_ids_come_from_the_nodes_secret_not_from_public_values() {
+        let ids = |secret: [u8; 32]| {
+            let mut g = NodeCids { node: 3, prf: Prf::new(&secret), issued: 0 };
+            (0..64).map(|_| g.generate_cid().to_vec()).collect::<Vec<_>>()
+        };
+        let (a, b) = (ids([1; 32]), ids([2; 32]));
+        assert_eq!(a, ids([1; 32]), "the same secret replays (the simulator's runs)");
+        // Same node, same count, another secret: nothing in common but the routing bytes.
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x[0], x[1]), (CID_MARKER, 3));
+            assert_ne!(x[2..], y[2..]);
+        }
+        // No step between consecutive IDs repeats (the old counter-and-mix had one
+        // hidden state an observer could recover and run forward).
+        let value = |id: &Vec<u8>| id[2..].iter().fold(0u64, |v, &b| v << 8 | u64::from(b));
+        let steps: std::collections::BTreeSet<u64> =
+            a.windows(2).map(|w| value(&w[1]).wrapping_sub(value(&w[0]))).collect();
+        assert_eq!(steps.len(), 63);
+    }
 
     #[test]
     fn our_connection_ids_route_to_their_node() {
-        let mut g = NodeCids { node: 3, state: 7 };
+        let mut g = NodeCids { node: 3, prf: Prf::new(&[7; 32]), issued: 0 };
         let cid = g.generate_cid();
         let mut short = vec![0x40u8];
         short.extend_from_slice(&cid);

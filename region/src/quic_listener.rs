@@ -80,9 +80,15 @@ impl std::fmt::Debug for QuicListener {
 }
 
 impl QuicListener {
-    pub fn new(termination: &QuicTermination, vip: SocketAddr, own: Vec<IpAddr>, node: u8, seed: u64) -> QuicListener {
+    pub fn new(
+        termination: &QuicTermination,
+        vip: SocketAddr,
+        own: Vec<IpAddr>,
+        (node, cid_secret): (u8, [u8; 32]),
+        seed: u64,
+    ) -> QuicListener {
         QuicListener {
-            host: QuicHost::server(termination.0.clone(), node, seed),
+            host: QuicHost::server(termination.0.clone(), node, seed, cid_secret),
             vip,
             own,
             conns: HashMap::new(),
@@ -93,6 +99,10 @@ impl QuicListener {
 
     pub fn handshakes(&self) -> u64 {
         self.host.handshakes()
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.host.retries()
     }
 
     pub fn connections(&self) -> usize {
@@ -119,9 +129,11 @@ impl QuicListener {
         step: &mut QuicStep,
     ) {
         let mut out = Vec::new();
-        let ch = self.host.receive(now_ns, client, Some(self.vip.ip()), payload, &mut out);
+        let got = self.host.receive(now_ns, client, Some(self.vip.ip()), payload, &mut out);
         self.collect(&mut out, step);
-        if let Some(ch) = ch {
+        // Only a datagram that decrypted says where the client is now: junk carrying a
+        // connection's IDs (anyone on the path saw them) moves nothing.
+        if let Some((ch, true)) = got {
             let conn = self.conns.entry(ch).or_insert_with(|| QuicConn {
                 ingress,
                 flow_hash,

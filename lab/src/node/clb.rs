@@ -89,7 +89,7 @@ pub(crate) struct ClbDriver<'a> {
     /// Gauges for /metrics, refreshed now and then rather than per packet.
     gauges_at: Instant,
     /// QUIC connections and handshakes, as `status` last showed them.
-    quic_seen: (usize, u64),
+    quic_seen: (usize, u64, u64),
     /// Packets this pass sent toward backends and back toward POPs (`residence`).
     passed: [u64; 2],
 }
@@ -133,7 +133,7 @@ impl<'a> ClbDriver<'a> {
         // POPs probe this node over the backbone: answer while we run.
         answer_probes(auth.keyring(me, 0), drops.clone()).await?;
         mark_ready(ready)?;
-        drops.set_quic((0, 0));
+        drops.set_quic((0, 0, 0));
         Ok(ClbDriver {
             t,
             plan,
@@ -163,7 +163,7 @@ impl<'a> ClbDriver<'a> {
             probe_buf: [0u8; 256],
             health: BTreeMap::new(),
             gauges_at: Instant::now() - GAUGE_EVERY,
-            quic_seen: (0, 0),
+            quic_seen: (0, 0, 0),
             passed: [0; 2],
         })
     }

@@ -81,11 +81,15 @@ impl Drops {
         );
     }
 
-    /// A CLB node's QUIC connections now and handshakes so far, for `status`.
-    pub fn set_quic(&self, (connections, handshakes): (usize, u64)) {
+    /// A CLB node's QUIC connections now, handshakes and Retries so far, for `status`.
+    pub fn set_quic(&self, (connections, handshakes, retries): (usize, u64, u64)) {
         self.set_gauge("quic_connections", connections as u64);
         self.set_gauge("quic_handshakes_total", handshakes);
-        self.set_section("quic", serde_json::json!({ "connections": connections, "handshakes": handshakes }));
+        self.set_gauge("quic_retries_total", retries);
+        self.set_section(
+            "quic",
+            serde_json::json!({ "connections": connections, "handshakes": handshakes, "retries": retries }),
+        );
     }
 
     /// A backend host's last packet its security groups dropped, and why (`status`).
@@ -270,6 +274,7 @@ impl Drops {
                 "route_table_applied" => ("gauge", "The route-table log index the node has applied."),
                 "quic_connections" => ("gauge", "QUIC connections held."),
                 "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
+                "quic_retries_total" => ("counter", "QUIC Initials answered with a Retry (over the rate)."),
                 _ => ("gauge", "A node figure."),
             };
             metric(name, kind, help, vec![(String::new(), v)]);
