@@ -992,6 +992,21 @@ fn every_node_serves_prometheus_metrics_and_lab_metrics_prints_them() {
     let http = String::from_utf8_lossy(&scrape.stdout);
     assert!(http.starts_with("HTTP/1.1 200 OK") && http.contains("text/plain; version=0.0.4"), "{http}");
     assert!(http.contains("anyedge_packets_in_total{node=\"clb/frankfurt/1\"}"), "{http}");
+    // Clients reach none of it: not on the POP's internet address, not on a backend's
+    // public (direct-path) address.
+    let pop = plan.pop_internet_addr(0).unwrap();
+    let backend = plan.backend_direct_addr("198.19.20.1".parse().unwrap()).unwrap();
+    for addr in [pop, backend] {
+        let tried = Command::new(exe())
+            .args(["lab", "exec"])
+            .arg(&lab.file)
+            .args(["client/london", "--", "bash", "-c"])
+            .arg(format!("timeout 2 bash -c 'exec 3<>/dev/tcp/{addr}/6091' && echo OPEN || echo SHUT"))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&tried.stdout);
+        assert_eq!(said.trim(), "SHUT", "london reached /metrics on {addr}");
+    }
     // Levelled logs in the state directory (RUST_LOG, default info).
     let log = std::fs::read_to_string(lab_state_dir(&lab).join("pop-paris.log")).unwrap();
     assert!(log.contains(" INFO ") && log.contains("pop/paris starting") && log.contains("ready"), "{log}");

@@ -35,6 +35,23 @@ const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Status connections served at once; more are closed on arrival.
 const STATUS_CONNECTIONS_MAX: usize = 64;
 
+/// Where a node serves `/metrics`: its address on the backbone or on a region's network,
+/// which no client routes to (a POP's tunnel address, a CLB node's and a backend host's
+/// region side, a control node's backbone address, an egress node's region side); the
+/// loopback for the rest (transits carry clients' packets, so clients reach their
+/// addresses). `lab metrics` reads every node through its control socket.
+pub fn metrics_addr(plan: &Plan, role: &Role) -> std::net::IpAddr {
+    let addr = match *role {
+        Role::Pop(p) => plan.pop_tunnel(p).map(|a| a.ip()),
+        Role::Clb { region, index } => plan.clb_region_addr(region, index).map(std::net::IpAddr::V4),
+        Role::Backend { ip, .. } => plan.backend_tunnel(ip).map(|a| a.ip()),
+        Role::Control(id) => plan.control_addr(id).map(std::net::IpAddr::V4),
+        Role::Egress { k, .. } => plan.egress_tunnel(k).map(|a| a.ip()),
+        _ => None,
+    };
+    addr.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
 /// Runs the named node until it is killed.
 pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
     // Its Raft log, sockets and whatever else it writes are root's alone.
@@ -78,8 +95,8 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
         tokio::spawn(serve_control(listener, node_name.clone(), applied, drops.clone()));
-        // Prometheus on the namespace's own addresses (`/metrics`).
-        let metrics = tokio::net::TcpListener::bind(("0.0.0.0", METRICS_PORT)).await;
+        // Prometheus (`/metrics`) where no client routes to.
+        let metrics = tokio::net::TcpListener::bind((metrics_addr(&plan, &role), METRICS_PORT)).await;
         match metrics {
             Ok(m) => {
                 tokio::spawn(serve_metrics(m, node_name.clone(), drops.clone()));
