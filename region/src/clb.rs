@@ -14,7 +14,8 @@ use anyedge_proto::{FlowKey, Transport};
 use lru::LruCache;
 
 use crate::config::{
-    CLOSED_LINGER_NS, ClbConfig, ListenerConfig, SWEEP_INTERVAL_NS, SchedulerKind, TCP_IDLE_NS, UDP_IDLE_NS, WEIGHT_MAX,
+    CLOSED_LINGER_NS, ClbConfig, HALF_OPEN_NS, ListenerConfig, SWEEP_INTERVAL_NS, SchedulerKind, TCP_IDLE_NS,
+    UDP_IDLE_NS, WEIGHT_MAX,
 };
 use crate::conn_table::{Conn, ConnTable, Ingress};
 use crate::health::{Health, HealthChecker, ProbeRequest};
@@ -91,6 +92,9 @@ pub enum ClbDrop {
     /// A client SYN whose TCP options leave no room for the node's TOA option even
     /// without the client's padding (the backend could not learn who the client is).
     ToaNoRoom,
+    /// A new flow while the connection table holds only established flows (they are never
+    /// pushed out for a new one).
+    TableFull,
 }
 
 impl ClbDrop {
@@ -109,6 +113,7 @@ impl ClbDrop {
             ClbDrop::PopMismatch => "pop_mismatch",
             ClbDrop::NotHost => "not_host",
             ClbDrop::ToaNoRoom => "toa_no_room",
+            ClbDrop::TableFull => "table_full",
         }
     }
 }
@@ -579,6 +584,7 @@ impl Clb {
         }
         let (fkey, conn) = self.conns.lookup_reply(&info.key).ok_or(ClbDrop::NoConnection)?;
         conn.last_seen_ns = now_ns;
+        conn.answered = true;
         let conn_copy = *conn;
         let port = self.listeners[conn_copy.listener].bindings[conn_copy.backend].port;
         if self.backends[port].unbound {
@@ -633,9 +639,11 @@ impl Clb {
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             self.sync.expire(now_ns);
-            let expired = self
-                .conns
-                .expire(now_ns, |c| if c.closing { CLOSED_LINGER_NS } else { idle_ns(c.reply_key.transport) });
+            let expired = self.conns.expire(now_ns, |c, established| match c.reply_key.transport {
+                _ if c.closing => CLOSED_LINGER_NS,
+                Transport::Tcp if !established => HALF_OPEN_NS,
+                transport => idle_ns(transport),
+            });
             for conn in expired {
                 self.release(&conn);
             }
@@ -671,6 +679,11 @@ impl Clb {
             c.last_seen_ns = now_ns;
             *c
         });
+        // A client packet past the SYN after the backend answered: the handshake is
+        // done, and the flow is never pushed out for a new one.
+        if info.tcp.is_some_and(|f| !f.syn) && existing.is_some_and(|c| c.answered) {
+            self.conns.establish(&key);
+        }
         let binding = match existing {
             Some(conn) if conn.listener == li && self.serves_existing(li, conn.backend) => {
                 // Renewed at the peers well before their copy would expire.
@@ -684,7 +697,7 @@ impl Clb {
                 let from = self.backend_addr(conn.listener, conn.backend);
                 let to = self.backend_addr(li, binding);
                 self.events.push_back(Event::FlowMoved { from, to });
-                self.insert_conn(key, li, binding, ingress, now_ns);
+                self.insert_conn(key, li, binding, ingress, now_ns)?;
                 binding
             }
             None => {
@@ -698,12 +711,12 @@ impl Clb {
                     Some(binding) => {
                         self.sync.forget_flow(&key);
                         self.sync.stats.flows_adopted += 1;
-                        self.insert_conn(key, li, binding, ingress, now_ns);
+                        self.insert_conn(key, li, binding, ingress, now_ns)?;
                         binding
                     }
                     None => {
                         let binding = self.pick(li, &key, now_ns).ok_or(ClbDrop::NoBackend)?;
-                        self.insert_conn(key, li, binding, ingress, now_ns);
+                        self.insert_conn(key, li, binding, ingress, now_ns)?;
                         self.flows_created += 1;
                         binding
                     }
@@ -967,7 +980,16 @@ impl Clb {
         }
     }
 
-    fn insert_conn(&mut self, key: FlowKey, listener: usize, binding: usize, ingress: Ingress, now_ns: u64) {
+    /// A new flow's entry (or a moved flow's new one); refused when the table holds only
+    /// established flows, and then nothing of it is kept (its SNAT port goes back).
+    fn insert_conn(
+        &mut self,
+        key: FlowKey,
+        listener: usize,
+        binding: usize,
+        ingress: Ingress,
+        now_ns: u64,
+    ) -> Result<(), ClbDrop> {
         let backend = self.backend_addr(listener, binding);
         let snat = if self.needs_snat(&key, listener, binding) {
             // Out of SNAT ports: the flow goes unanswered rather than unaddressed.
@@ -985,11 +1007,18 @@ impl Clb {
         };
         let mut conn = Conn::new(listener, binding, ingress, key.flow_hash(), reply_key, now_ns);
         conn.snat = snat;
+        let Ok(pushed_out) = self.conns.insert(key, conn) else {
+            if let Some((ip, port)) = snat {
+                self.snat_used.remove(&(ip, port, key.transport));
+            }
+            return Err(ClbDrop::TableFull);
+        };
         self.listeners[listener].bindings[binding].active += 1;
-        for old in self.conns.insert(key, conn) {
+        for old in pushed_out {
             self.release(&old);
         }
         self.sync_flow(now_ns, key);
+        Ok(())
     }
 
     /// The address of a listener's binding.
@@ -1521,6 +1550,49 @@ mod tests {
             Some(Sent::Backend { backend, .. }) => backend,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_syn_flood_never_pushes_out_established_flows_and_half_open_ones_go_after_ten_seconds() {
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+        c.conn_table_capacity = 200;
+        let mut clb = Clb::new(c, 0);
+        let client: IpAddr = "198.18.64.7".parse().unwrap();
+        // Eight real clients: SYN, the backend's SYN-ACK, the client's ACK.
+        let mut victims = Vec::new();
+        for port in 4000..4008u16 {
+            let backend = open(&mut clb, port);
+            let syn_ack = inner::bare_tcp(backend.port(), port, TcpControl::Syn, 9, Some(2), None);
+            clb.handle_backend_sealed(0, inner::build_tcp(backend.ip(), client, &syn_ack).unwrap()).unwrap();
+            while clb.next_out().is_some() {}
+            clb.handle_direct(0, tcp_segment(port, TcpControl::None)).unwrap();
+            while clb.next_out().is_some() {}
+            victims.push((port, backend));
+        }
+        // 45,000 spoofed SYNs through a 200-entry table.
+        for i in 0..45_000u32 {
+            let repr = inner::bare_tcp(1024 + (i % 60_000) as u16, 7000, TcpControl::Syn, 1, None, None);
+            let src = IpAddr::from([203, 0, (i >> 16) as u8 + 113, (i >> 8) as u8]);
+            let _ = clb.handle_direct(0, inner::build_tcp(src, VIP.parse().unwrap(), &repr).unwrap());
+            while clb.next_out().is_some() {}
+        }
+        assert_eq!(clb.conn_table().len(), 200);
+        for &(port, backend) in &victims {
+            clb.handle_direct(1, tcp_segment(port, TcpControl::Psh)).unwrap();
+            match clb.next_out() {
+                Some(Sent::Backend { backend: to, .. }) => assert_eq!(to, backend, "flow {port} kept its backend"),
+                other => panic!("flow {port} lost: {other:?}"),
+            }
+        }
+        assert_eq!(clb.conn_table().refused(), 0, "the flood pushed out only its own entries");
+        // Ten seconds on, the half-open entries are gone and the established stay.
+        let mut now = 1;
+        while now < HALF_OPEN_NS + 2 * SWEEP_INTERVAL_NS {
+            now = clb.poll_timeout().unwrap().max(now + 1);
+            clb.handle_timeout(now);
+            while clb.next_out().is_some() {}
+        }
+        assert_eq!(clb.conn_table().len(), victims.len());
     }
 
     #[test]

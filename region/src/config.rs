@@ -16,6 +16,10 @@ pub const CONN_TABLE_DEFAULT: usize = 1_000_000;
 pub const UDP_IDLE_NS: u64 = 60_000_000_000;
 /// Idle time after which an open TCP connection is forgotten.
 pub const TCP_IDLE_NS: u64 = 900_000_000_000;
+/// Idle time after which a TCP flow that never got established (no client packet past
+/// the SYN after the backend answered: a spoofed SYN, a backend that never answers) is
+/// forgotten. A real client's SYN retransmissions (1, 3, 7 s) each renew it.
+pub const HALF_OPEN_NS: u64 = 10_000_000_000;
 /// How long a closed TCP connection's entry lingers for stragglers.
 pub const CLOSED_LINGER_NS: u64 = 10_000_000_000;
 /// How often idle entries are swept.
