@@ -2,7 +2,7 @@
 //! internet for the direct baseline), picks a backend, rewrites the destination while
 //! keeping the client's source address, and sends replies back the way the flow came.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use anyedge_ccn::auth::{AuthError, Keyring, NodeId};
@@ -145,6 +145,9 @@ fn idle_ns(transport: Transport) -> u64 {
         Transport::Udp => UDP_IDLE_NS,
     }
 }
+/// How many of the least recently used open flows a full SNAT pool looks through for a
+/// port to take back.
+const SNAT_EVICT_SCAN: usize = 256;
 /// SNAT ports, split between a region's nodes (below the probe ports).
 const SNAT_PORTS: std::ops::Range<u16> = 1024..61_000;
 
@@ -172,6 +175,9 @@ pub struct Clb {
     flows_created: u64,
     snat_ips: Vec<IpAddr>,
     snat_used: std::collections::HashSet<(IpAddr, u16, Transport)>,
+    /// Ports taken per SNAT address and transport (how full each pool is).
+    snat_taken: HashMap<(IpAddr, Transport), usize>,
+    snat_evictions: u64,
     snat_cursor: u32,
     node_index: u16,
     node_count: u16,
@@ -219,6 +225,8 @@ impl Clb {
             flows_created: 0,
             snat_ips: config.snat.clone(),
             snat_used: Default::default(),
+            snat_taken: HashMap::new(),
+            snat_evictions: 0,
             snat_cursor: 0,
             node_index: config.node_index,
             node_count: config.node_count.max(1),
@@ -836,7 +844,7 @@ impl Clb {
             self.l7_ingress.remove(key);
             if let (Some(binding), Some((ip, port))) = (c.binding, c.local) {
                 self.listeners[c.listener].bindings[binding].release();
-                self.snat_used.remove(&(ip, port, Transport::Tcp));
+                self.snat_free(ip, port, Transport::Tcp);
             }
         }
     }
@@ -886,7 +894,7 @@ impl Clb {
                 && let Some(q) = self.listeners[li].quic.as_mut()
                 && !q.open_relay(ch, stream, local)
             {
-                self.snat_used.remove(&(local.0, local.1, Transport::Tcp));
+                self.snat_free(local.0, local.1, Transport::Tcp);
             }
         }
         for (ch, dst, payload) in step.to_client {
@@ -907,7 +915,7 @@ impl Clb {
                 self.listeners[li].bindings[b].release();
             }
             for (ip, port) in ports {
-                self.snat_used.remove(&(ip, port, Transport::Tcp));
+                self.snat_free(ip, port, Transport::Tcp);
             }
         }
     }
@@ -938,15 +946,43 @@ impl Clb {
     fn allocate_snat(&mut self, transport: Transport, backend: IpAddr) -> Option<(IpAddr, u16)> {
         let ip = *self.snat_ips.iter().find(|a| a.is_ipv4() == backend.is_ipv4())?;
         let share = u32::from(SNAT_PORTS.end - SNAT_PORTS.start) / u32::from(self.node_count);
-        for _ in 0..share {
+        // A full pool is known without a look at every port (a flood would pay that per SYN).
+        let full = self.snat_taken.get(&(ip, transport)).is_some_and(|&n| n >= share as usize);
+        for _ in 0..if full { 0 } else { share } {
             let k = self.snat_cursor % share;
             self.snat_cursor = self.snat_cursor.wrapping_add(1);
             let port = SNAT_PORTS.start + (k * u32::from(self.node_count)) as u16 + self.node_index;
             if self.snat_used.insert((ip, port, transport)) {
+                *self.snat_taken.entry((ip, transport)).or_default() += 1;
                 return Some((ip, port));
             }
         }
-        None
+        // Every port taken: the least recently used flow that never got established (a
+        // spoofed SYN's) gives up its port; an established flow never does.
+        let victim = self.conns.oldest_open(SNAT_EVICT_SCAN, |c| {
+            c.snat.is_some_and(|(a, _)| a == ip) && c.reply_key.transport == transport
+        })?;
+        let conn = self.conns.remove(&victim)?;
+        self.release(&conn);
+        self.snat_evictions += 1;
+        let taken = conn.snat?;
+        self.snat_used.insert((taken.0, taken.1, transport));
+        *self.snat_taken.entry((ip, transport)).or_default() += 1;
+        Some(taken)
+    }
+
+    /// Gives a SNAT port back.
+    fn snat_free(&mut self, ip: IpAddr, port: u16, transport: Transport) {
+        if self.snat_used.remove(&(ip, port, transport))
+            && let Some(n) = self.snat_taken.get_mut(&(ip, transport))
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// SNAT ports taken back from flows that never got established, for new ones.
+    pub fn snat_evictions(&self) -> u64 {
+        self.snat_evictions
     }
 
     /// A RST, or FINs from both sides, close a connection: it stops counting as active.
@@ -973,7 +1009,7 @@ impl Clb {
     /// An entry left the table: it no longer counts as active, its SNAT port is free.
     fn release(&mut self, conn: &Conn) {
         if let Some((ip, port)) = conn.snat {
-            self.snat_used.remove(&(ip, port, conn.reply_key.transport));
+            self.snat_free(ip, port, conn.reply_key.transport);
         }
         if !conn.closing {
             self.listeners[conn.listener].bindings[conn.backend].release();
@@ -1009,7 +1045,7 @@ impl Clb {
         conn.snat = snat;
         let Ok(pushed_out) = self.conns.insert(key, conn) else {
             if let Some((ip, port)) = snat {
-                self.snat_used.remove(&(ip, port, key.transport));
+                self.snat_free(ip, port, key.transport);
             }
             return Err(ClbDrop::TableFull);
         };
@@ -1593,6 +1629,42 @@ mod tests {
             while clb.next_out().is_some() {}
         }
         assert_eq!(clb.conn_table().len(), victims.len());
+    }
+
+    #[test]
+    fn a_spoofed_syn_flood_that_takes_every_snat_port_gives_them_back_to_real_clients() {
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 0]);
+        for b in &mut c.listeners[0].backends {
+            b.snat = true;
+        }
+        c.conn_table_capacity = 100_000;
+        let mut clb = Clb::new(c, 0);
+        let client: IpAddr = "198.18.64.7".parse().unwrap();
+        // One real flow, established (SYN, SYN-ACK, ACK).
+        clb.handle_direct(0, tcp_segment(4000, TcpControl::Syn)).unwrap();
+        let Some(Sent::Backend { backend, bytes }) = clb.next_out() else { panic!("not forwarded") };
+        let snat = inner::parse(&bytes).unwrap().key;
+        let syn_ack = inner::bare_tcp(backend.port(), snat.src_port, TcpControl::Syn, 9, Some(2), None);
+        clb.handle_backend_sealed(0, inner::build_tcp(backend.ip(), snat.src, &syn_ack).unwrap()).unwrap();
+        while clb.next_out().is_some() {}
+        clb.handle_direct(0, tcp_segment(4000, TcpControl::None)).unwrap();
+        while clb.next_out().is_some() {}
+        // More spoofed SYNs than the node has SNAT ports.
+        let ports = usize::from(SNAT_PORTS.end - SNAT_PORTS.start);
+        for i in 0..ports as u32 + 1_000 {
+            let repr = inner::bare_tcp(1024 + (i % 60_000) as u16, 7000, TcpControl::Syn, 1, None, None);
+            let src = IpAddr::from([203, 0, 113 + (i >> 16) as u8, (i >> 8) as u8]);
+            let _ = clb.handle_direct(0, inner::build_tcp(src, VIP.parse().unwrap(), &repr).unwrap());
+            while clb.next_out().is_some() {}
+        }
+        assert!(clb.snat_evictions() >= 1_000, "the pool ran out and took ports back: {}", clb.snat_evictions());
+        // A new real client still gets a port; the established flow keeps its own.
+        clb.handle_direct(1, tcp_segment(5000, TcpControl::Syn)).unwrap();
+        let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("a new client refused") };
+        assert_eq!(inner::read_toa(&bytes), Some((client, 5000)));
+        clb.handle_direct(1, tcp_segment(4000, TcpControl::Psh)).unwrap();
+        let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("the established flow lost") };
+        assert_eq!(inner::parse(&bytes).unwrap().key.src_port, snat.src_port, "it kept its SNAT port");
     }
 
     #[test]

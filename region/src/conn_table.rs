@@ -123,6 +123,12 @@ impl ConnTable {
         }
     }
 
+    /// The least recently used open flow that `pred` accepts, among the `scan` least
+    /// recently used open flows (never an established one).
+    pub fn oldest_open(&self, scan: usize, pred: impl Fn(&Conn) -> bool) -> Option<FlowKey> {
+        self.open.iter().rev().take(scan).find(|(_, c)| pred(c)).map(|(k, _)| *k)
+    }
+
     /// The forward key a reply (backend → client) belongs to, and its entry.
     pub fn lookup_reply(&mut self, reply: &FlowKey) -> Option<(FlowKey, &mut Conn)> {
         let key = *self.reverse.get(reply)?;

@@ -376,6 +376,8 @@ impl<'a> ClbDriver<'a> {
             self.gauges_at = Instant::now();
             self.drops.set_gauge("conn_table_entries", self.core.conn_table().len() as u64);
             self.drops.set_gauge("conn_table_evictions_total", self.core.conn_table().evictions());
+            self.drops.set_gauge("conn_table_refused_total", self.core.conn_table().refused());
+            self.drops.set_gauge("snat_evictions_total", self.core.snat_evictions());
         }
         let quic = self.core.quic_connections();
         if quic != self.quic_seen {

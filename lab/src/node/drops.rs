@@ -267,7 +267,13 @@ impl Drops {
         for (name, v) in gauges {
             let (kind, help) = match name {
                 "conn_table_entries" => ("gauge", "Flows in the connection table."),
-                "conn_table_evictions_total" => ("counter", "Flows the connection table pushed out (full)."),
+                "conn_table_evictions_total" => {
+                    ("counter", "Flows not yet established the connection table pushed out (full).")
+                }
+                "conn_table_refused_total" => ("counter", "New flows refused: the table held only established flows."),
+                "snat_evictions_total" => {
+                    ("counter", "SNAT ports taken back from flows never established (pool full).")
+                }
                 "raft_term" => ("gauge", "The control node's Raft term."),
                 "raft_commit" => ("gauge", "The control node's commit index."),
                 "raft_applied" => ("gauge", "The control node's applied index."),
