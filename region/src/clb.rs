@@ -95,6 +95,8 @@ pub enum ClbDrop {
     /// A new flow while the connection table holds only established flows (they are never
     /// pushed out for a new one).
     TableFull,
+    /// A new layer-7 connection from an address that holds `l7::PER_SOURCE_MAX` already.
+    SourceCap,
 }
 
 impl ClbDrop {
@@ -114,6 +116,7 @@ impl ClbDrop {
             ClbDrop::NotHost => "not_host",
             ClbDrop::ToaNoRoom => "toa_no_room",
             ClbDrop::TableFull => "table_full",
+            ClbDrop::SourceCap => "source_cap",
         }
     }
 }
@@ -789,8 +792,10 @@ impl Clb {
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
             let config = &self.listeners[li].config;
             let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
+            let capped = self.l7.refused_per_source();
             if !self.l7.accept(key, li, &self.own_addresses, mode, seed, now_ns) {
-                return Err(ClbDrop::NoBackend);
+                let over_cap = self.l7.refused_per_source() > capped;
+                return Err(if over_cap { ClbDrop::SourceCap } else { ClbDrop::NoBackend });
             }
             self.flows_created += 1;
         }

@@ -19,6 +19,15 @@ use crate::tcp_stack::TcpStack;
 pub const HEAD_MAX: usize = 16 * 1024;
 /// Proxied connections one node holds at most; more new ones are refused.
 pub const PROXIED_MAX: usize = 100_000;
+/// Proxied connections one client address holds at most; more new ones are refused (a
+/// few slowloris addresses no longer hold the node's memory).
+pub const PER_SOURCE_MAX: usize = 256;
+/// Time a connection has to finish its first request head (from its SYN); a client
+/// that has not is answered 408 and the connection closes.
+pub const HEAD_DEADLINE_NS: u64 = 10_000_000_000;
+/// Bytes the proxy holds for one way of one connection beyond the sockets' own buffers;
+/// past it, it stops reading that side and TCP's window pushes back on the sender.
+pub const BUFFER_MAX: usize = 64 * 1024;
 
 /// A request stream the proxy refuses, with the status it answers before closing: 431
 /// for a head past `HEAD_MAX`, 501 for a Transfer-Encoding (bodies pass by
@@ -34,10 +43,12 @@ impl NotHttp {
     const BAD: NotHttp = NotHttp { status: 400 };
     const TOO_LONG: NotHttp = NotHttp { status: 431 };
     const NOT_IMPLEMENTED: NotHttp = NotHttp { status: 501 };
+    const TIMEOUT: NotHttp = NotHttp { status: 408 };
 
     /// What the proxy sends the client before it closes the connection.
     pub fn response(&self) -> Vec<u8> {
         let reason = match self.status {
+            408 => "Request Timeout",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
             _ => "Bad Request",
@@ -255,6 +266,8 @@ pub struct Proxied {
     /// A request was refused: its status goes to the client, then the connection closes
     /// and nothing more is read.
     refused: bool,
+    /// When its first request head is due (cleared once it has come).
+    head_due_ns: Option<u64>,
 }
 
 /// What the proxy asks of the CLB after moving a connection along.
@@ -274,6 +287,10 @@ pub struct Step {
 #[derive(Default)]
 pub struct L7 {
     conns: HashMap<FlowKey, Proxied>,
+    /// Connections per client address.
+    per_source: HashMap<IpAddr, usize>,
+    /// New connections refused for their address's cap.
+    refused_per_source: u64,
     /// (backend, node address, node port) → client key, for the backend's packets.
     by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey>,
     timers: BTreeSet<(u64, FlowKey)>,
@@ -318,6 +335,10 @@ impl L7 {
         if self.conns.len() >= PROXIED_MAX {
             return false;
         }
+        if self.per_source.get(&key.src).is_some_and(|&n| n >= PER_SOURCE_MAX) {
+            self.refused_per_source += 1;
+            return false;
+        }
         let tls = match tls.map(|t| rustls::ServerConnection::new(t.0.clone())) {
             None => None,
             Some(Ok(conn)) => Some(conn),
@@ -347,9 +368,16 @@ impl L7 {
             to_client: Vec::new(),
             poll_at: None,
             refused: false,
+            head_due_ns: http.then_some(now_ns + HEAD_DEADLINE_NS),
         };
         self.conns.insert(key, conn);
+        *self.per_source.entry(key.src).or_default() += 1;
         true
+    }
+
+    /// New connections refused because their client address held [`PER_SOURCE_MAX`].
+    pub fn refused_per_source(&self) -> u64 {
+        self.refused_per_source
     }
 
     /// Opens the backend side of a connection from `local`.
@@ -381,7 +409,8 @@ impl L7 {
         let s = c.stack.socket(c.client);
         let mut bad = false;
         let mut refusal = None;
-        while s.can_recv() && !c.refused {
+        // Bounded: past BUFFER_MAX for the backend, the client's window closes instead.
+        while s.can_recv() && !c.refused && c.to_backend.len() < BUFFER_MAX {
             let mut buf = [0u8; 4096];
             let n = s.recv_slice(&mut buf).unwrap_or(0);
             if n == 0 {
@@ -403,6 +432,14 @@ impl L7 {
                 break;
             }
         }
+        if !c.to_backend.is_empty() {
+            c.head_due_ns = None;
+        }
+        if c.head_due_ns.is_some_and(|due| now_ns >= due) && refusal.is_none() && !c.refused {
+            // Slowloris: no whole head in time.
+            refusal = Some(NotHttp::TIMEOUT);
+            c.head_due_ns = None;
+        }
         if bad {
             s.abort();
         }
@@ -419,7 +456,8 @@ impl L7 {
         }
         step.needs_backend = c.backend.is_none() && !c.to_backend.is_empty();
         if let Some(b) = c.backend {
-            crate::tcp_stack::exchange(c.stack.socket(b), &mut c.to_backend, &mut c.to_client);
+            let room = BUFFER_MAX.saturating_sub(c.to_client.len() + c.client_wire.len());
+            crate::tcp_stack::exchange_upto(c.stack.socket(b), &mut c.to_backend, &mut c.to_client, room);
         }
         match c.tls.as_mut() {
             Some(tls) => tls_write(tls, &mut c.to_client, &mut c.client_wire),
@@ -467,7 +505,15 @@ impl L7 {
         let client_done = gone(Some(c.stack.socket(c.client).state()));
         let backend_done = gone(c.backend.map(|b| c.stack.socket(b).state()));
         step.finished = client_done && backend_done;
-        let next = if step.finished { None } else { c.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns)) };
+        let next = if step.finished {
+            None
+        } else {
+            let stack = c.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns));
+            match (stack, c.head_due_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         if let Some(old) = c.poll_at.take() {
             self.timers.remove(&(old, *key));
         }
@@ -483,6 +529,12 @@ impl L7 {
         let c = self.conns.remove(key)?;
         if let Some(at) = c.poll_at {
             self.timers.remove(&(at, *key));
+        }
+        if let Some(n) = self.per_source.get_mut(&key.src) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&key.src);
+            }
         }
         if let (Some(b), Some(l)) = (c.backend_addr, c.local) {
             self.by_backend.remove(&(b, l.0, l.1));
@@ -503,6 +555,117 @@ impl L7 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyedge_proto::Transport;
+
+    const VIP: &str = "198.18.0.20";
+
+    /// A client's own TCP stack connected (from `port`) to an HTTP listener of `l7`.
+    struct Client {
+        stack: TcpStack,
+        socket: smoltcp::iface::SocketHandle,
+        key: FlowKey,
+    }
+
+    fn key(src: &str, port: u16) -> FlowKey {
+        FlowKey {
+            transport: Transport::Tcp,
+            src: src.parse().unwrap(),
+            src_port: port,
+            dst: VIP.parse().unwrap(),
+            dst_port: 80,
+        }
+    }
+
+    fn connect(l7: &mut L7, src: &str, port: u16, now: u64) -> Client {
+        let key = key(src, port);
+        let mut stack = TcpStack::new(key.src, u64::from(port), now);
+        let socket = stack.connect(SocketAddr::new(key.dst, 80), (key.src, port)).unwrap();
+        assert!(l7.accept(key, 0, &[], Mode { http: true, tls: None }, 1, now));
+        let mut c = Client { stack, socket, key };
+        shuttle(l7, &mut c, now);
+        c
+    }
+
+    /// Packets both ways until both sides are quiet.
+    fn shuttle(l7: &mut L7, c: &mut Client, now: u64) {
+        for _ in 0..200 {
+            c.stack.poll(now);
+            let up: Vec<Vec<u8>> = c.stack.drain_tx().collect();
+            for p in &up {
+                l7.receive(&c.key, p.clone());
+            }
+            let step = l7.drive(&c.key, now);
+            if up.is_empty() && step.to_client.is_empty() {
+                return;
+            }
+            for p in step.to_client {
+                c.stack.receive(p);
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_not_finished_in_ten_seconds_gets_408_and_the_connection_closes() {
+        let mut l7 = L7::default();
+        let mut c = connect(&mut l7, "198.51.100.7", 4000, 0);
+        // Slowloris: a head that never ends.
+        c.stack.socket(c.socket).send_slice(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: b\r\n").unwrap();
+        shuttle(&mut l7, &mut c, 1_000_000);
+        // Nothing more from the client: only timers move it (the deadline is one of them).
+        while let Some(at) = l7.next_timer().filter(|&t| t <= HEAD_DEADLINE_NS) {
+            for key in l7.due(at) {
+                for p in l7.drive(&key, at).to_client {
+                    c.stack.receive(p);
+                }
+            }
+            shuttle(&mut l7, &mut c, at);
+        }
+        let mut got = Vec::new();
+        let s = c.stack.socket(c.socket);
+        while s.can_recv() {
+            s.recv(|d| {
+                got.extend_from_slice(d);
+                (d.len(), ())
+            })
+            .unwrap();
+        }
+        assert!(got.starts_with(b"HTTP/1.1 408 Request Timeout"), "{}", String::from_utf8_lossy(&got));
+        assert!(!s.may_recv(), "the proxy closed its side");
+    }
+
+    #[test]
+    fn one_address_holds_at_most_per_source_max_connections() {
+        let mut l7 = L7::default();
+        let mode = || Mode { http: true, tls: None };
+        for port in 0..PER_SOURCE_MAX as u16 {
+            assert!(l7.accept(key("203.0.113.5", 1000 + port), 0, &[], mode(), 1, 0));
+        }
+        assert!(!l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0), "one more from the same address");
+        assert_eq!(l7.refused_per_source(), 1);
+        assert!(l7.accept(key("198.51.100.7", 9999), 0, &[], mode(), 1, 0), "another address is not held back");
+        l7.remove(&key("203.0.113.5", 1000));
+        assert!(l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0), "room again once one ends");
+    }
+
+    #[test]
+    fn a_body_the_backend_is_not_taking_stays_in_the_clients_window_not_in_memory() {
+        let mut l7 = L7::default();
+        let mut c = connect(&mut l7, "198.51.100.7", 4000, 0);
+        let mut body = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n".to_vec();
+        body.resize(4 * 1024 * 1024, b'a');
+        let mut sent = 0;
+        // No backend ever connects: the client pushes as long as the windows let it.
+        for round in 0..2_000u64 {
+            let s = c.stack.socket(c.socket);
+            if s.can_send() && sent < body.len() {
+                sent += s.send_slice(&body[sent..]).unwrap();
+            }
+            shuttle(&mut l7, &mut c, round * 1_000_000);
+        }
+        let held = l7.conns.get(&c.key).map(|p| p.to_backend.len()).unwrap();
+        assert!(held <= BUFFER_MAX + 4096, "the proxy holds {held} bytes of the body");
+        assert!(sent < body.len(), "the client was held back ({sent} of {} bytes out)", body.len());
+    }
 
     #[test]
     fn the_client_is_named_by_the_proxy_alone_whatever_it_claims() {

@@ -170,20 +170,28 @@ impl TcpStack {
 /// Moves bytes through a relay's TCP socket: as much of `to_send` as the socket takes
 /// now, and everything it has received onto `received`.
 pub fn exchange(s: &mut tcp::Socket, to_send: &mut Vec<u8>, received: &mut Vec<u8>) {
+    exchange_upto(s, to_send, received, usize::MAX);
+}
+
+/// [`exchange`], reading at most `room` bytes: what is left waits in the socket, whose
+/// window then pushes back on the sender.
+pub fn exchange_upto(s: &mut tcp::Socket, to_send: &mut Vec<u8>, received: &mut Vec<u8>, mut room: usize) {
     if s.can_send() && !to_send.is_empty() {
         let n = s.send_slice(to_send).unwrap_or(0);
         to_send.drain(..n);
     }
     // Straight out of the socket's buffer: no zeroed scratch buffer per read.
-    while s.can_recv() {
+    while s.can_recv() && room > 0 {
         let n = s
             .recv(|data| {
-                received.extend_from_slice(data);
-                (data.len(), data.len())
+                let take = data.len().min(room);
+                received.extend_from_slice(&data[..take]);
+                (take, take)
             })
             .unwrap_or(0);
         if n == 0 {
             break;
         }
+        room -= n;
     }
 }
