@@ -330,7 +330,10 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
                 ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
                 ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
             }
-            Role::Backend { region, ip: host } => backend_routes(plan, host, &gw, region_net(region)?)?,
+            Role::Backend { region, ip: host } => {
+                backend_routes(plan, host, &gw, region_net(region)?)?;
+                direct_security_groups(t, plan, host, &gw, region_net(region)?)?;
+            }
             Role::RegionNet(r) => region_routes(t, plan, r, &gw, inet)?,
             Role::Control(_) => ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?,
             Role::Egress { region, .. } => {
@@ -441,6 +444,60 @@ fn backend_routes(plan: &Plan, host: std::net::Ipv4Addr, gw: &Gateways<'_>, rg: 
     ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
     ip_in(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
     ip_in(name, &["route", "add", "default", "via", &gw.v4(rg)?, "table", "200"])
+}
+
+/// The security groups bound to a backend host, on its public (direct-path) address too:
+/// packets the CLB brings pass the host's node (`node/backend.rs`), but the direct path
+/// reaches the host's kernel straight from the region's network, so the same rules go
+/// in as policy-routing rules on that link, in order (allow: the local table; drop:
+/// blackhole; no match: blackhole), ahead of the local table (moved from 0 to 999).
+fn direct_security_groups(
+    t: &Topology,
+    plan: &Plan,
+    host: std::net::Ipv4Addr,
+    gw: &Gateways<'_>,
+    rg: usize,
+) -> Result<(), String> {
+    use anyedge_region::security::{Action, Ports};
+    let groups = anyedge_topology::nodes::backend_security_groups(t, std::net::IpAddr::V4(host));
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let name = gw.name;
+    // A host with no public address has no direct path to guard.
+    let (Some(own), Some(link)) = (plan.backend_direct_addr(host), plan.link_between(gw.i, rg)) else {
+        return Ok(());
+    };
+    let (dev, to) = (link.dev, format!("{own}/32"));
+    let mut pref = 100u32;
+    let mut add = |selector: &[&str], action: Action| -> Result<(), String> {
+        let p = pref.to_string();
+        let mut args = vec!["rule", "add", "priority", &p, "iif", &dev, "to", &to];
+        args.extend_from_slice(selector);
+        match action {
+            Action::Allow => args.extend(["lookup", "local"]),
+            Action::Drop => args.push("blackhole"),
+        }
+        pref += 1;
+        ip_in(name, &args)
+    };
+    for (_, group) in &groups {
+        for rule in group.rules.iter().filter(|r| r.source.addr.is_ipv4()) {
+            let from = rule.source.to_string();
+            match rule.ports {
+                Ports::Any => add(&["from", &from], rule.action)?,
+                Ports::Range(lo, hi) => {
+                    let ports = if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+                    for proto in ["tcp", "udp"] {
+                        add(&["from", &from, "ipproto", proto, "dport", &ports], rule.action)?;
+                    }
+                }
+            }
+        }
+    }
+    add(&[], Action::Drop)?;
+    ip_in(name, &["rule", "add", "priority", "999", "lookup", "local"])?;
+    ip_in(name, &["rule", "del", "priority", "0"])
 }
 
 /// A region's network: clients reach its hosts' public addresses through the internet
