@@ -361,7 +361,7 @@ impl ControlNode {
     /// What a watcher that has applied up to `after` needs next.
     pub fn catch_up(&self, after: u64) -> CatchUp {
         let oldest = self.history.front().map_or(self.applied + 1, |(i, _)| *i);
-        if after + 1 >= oldest || after >= self.applied {
+        if after.saturating_add(1) >= oldest || after >= self.applied {
             let changes = self.history.iter().filter(|(i, _)| *i > after).cloned().collect();
             CatchUp::Changes { changes, upto: self.applied.max(after) }
         } else {

@@ -288,6 +288,19 @@ fn a_node_far_behind_is_sent_a_snapshot_of_the_table() {
     assert_eq!(net.node(leader).catch_up(applied), CatchUp::Changes { changes: Vec::new(), upto: applied });
 }
 
+/// Seen while writing the `grpc` fuzz target: a watch request's `after` is the watcher's word, and
+/// `u64::MAX` overflowed `after + 1` (a panic in debug builds, a wrapped index in release).
+#[test]
+fn a_watcher_claiming_the_highest_index_waits_for_it_without_a_panic() {
+    let mut net = Network::new(3, 64);
+    net.tick(30);
+    let leader = net.leader().unwrap();
+    net.write(&set_weight(1, 5));
+    let node = net.node(leader);
+    assert_eq!(node.catch_up(u64::MAX), CatchUp::Changes { changes: Vec::new(), upto: u64::MAX });
+    assert_eq!(node.catch_up(u64::MAX - 1), CatchUp::Changes { changes: Vec::new(), upto: u64::MAX - 1 });
+}
+
 #[test]
 fn bytes_that_are_not_a_raft_message_for_this_node_are_refused() {
     let mut net = Network::new(3, 64);
