@@ -1,43 +1,111 @@
-//! QUIC datagrams into a CLB node's QUIC listener (quinn-proto behind it, the VIP's real
-//! certificate): a sequence of `[source port, length, bytes…]` records, a millisecond
-//! apart, from clients the first byte tells apart; the listener is driven after each.
-//! Nothing a client sends may panic it.
+//! QUIC into a CLB node's QUIC listener (quinn-proto behind it, the VIP's real
+//! certificate), with a real client beside the attacker: records `[op, len (u16 LE),
+//! bytes…]`. Op 0 sends the bytes as a datagram from one of four client ports (Initials
+//! need 1,200 bytes: the length is two bytes); op 1 delivers the real client's pending
+//! datagrams, from a port the op picks (a moved client), with the record's bytes as
+//! `(offset, xor)` pairs flipped into the first one; op 2 delivers the listener's
+//! datagrams for the real client; op 3 lets `len` milliseconds pass. Once the handshake is
+//! done the client opens a stream with a request and the listener is given a backend and
+//! relay ports, so streams, relays and migration are reached, not only header parsing.
+//! Nothing a client sends may panic the listener.
 #![no_main]
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyedge_region::conn_table::Ingress;
 use anyedge_region::identity::VipIdentity;
+use anyedge_region::quic::{QuicHost, QuicTransmit};
 use anyedge_region::quic_listener::{QuicListener, QuicStep};
 use libfuzzer_sys::fuzz_target;
 
 const VIP: &str = "198.18.0.20:4433";
+const BACKEND: &str = "198.19.1.2:8080";
 
-fn identity() -> &'static VipIdentity {
-    static ID: OnceLock<VipIdentity> = OnceLock::new();
+fn pki() -> &'static (VipIdentity, Arc<rustls::ClientConfig>) {
+    static ID: OnceLock<(VipIdentity, Arc<rustls::ClientConfig>)> = OnceLock::new();
     ID.get_or_init(|| {
         let vip: SocketAddr = VIP.parse().unwrap();
-        anyedge_sim::tls::vip_pki(&[vip.ip()]).expect("a test PKI").0
+        anyedge_sim::tls::vip_pki(&[vip.ip()]).expect("a test PKI")
     })
 }
 
+fn client_addr(port: u8) -> SocketAddr {
+    SocketAddr::new("198.18.64.7".parse().unwrap(), 40_000 + u16::from(port % 4))
+}
+
+/// The listener's turn: the step it took, with backends and relay ports handed out.
+fn serve(listener: &mut QuicListener, now: u64, step: &mut QuicStep, next_port: &mut u16, to_client: &mut Vec<Vec<u8>>) {
+    listener.drive(now, step);
+    for ch in std::mem::take(&mut step.need_backend) {
+        listener.set_backend(ch, 0, BACKEND.parse().unwrap(), now);
+    }
+    for (ch, stream) in std::mem::take(&mut step.need_port) {
+        *next_port = next_port.wrapping_add(1).max(1024);
+        listener.open_relay(ch, stream, ("198.19.0.2".parse().unwrap(), *next_port));
+    }
+    to_client.extend(step.to_client.drain(..).map(|(_, _, d)| d));
+    step.to_backend.clear();
+    step.closed.clear();
+}
+
 fuzz_target!(|data: &[u8]| {
+    let (identity, client_tls) = pki();
     let vip: SocketAddr = VIP.parse().unwrap();
-    let mut listener = QuicListener::new(&identity().quic, vip, vec![vip.ip()], (0, [1; 32]), 1);
+    let mut listener = QuicListener::new(&identity.quic, vip, vec![vip.ip()], (0, [1; 32]), 1);
+    let mut client = QuicHost::client(7);
+    let config = anyedge_sim::tls::quic_client(client_tls).expect("a QUIC client configuration");
     let mut now = 1_000_000u64;
+    let ch = client.connect(now, config, vip, &vip.ip().to_string());
+    let (mut connected, mut asked) = (false, false);
+    let (mut step, mut next_port) = (QuicStep::default(), 20_000u16);
+    let mut from_client: Vec<QuicTransmit> = Vec::new();
+    let mut to_client: Vec<Vec<u8>> = Vec::new();
     let mut rest = data;
-    while let [port, len, tail @ ..] = rest {
-        let n = usize::from(*len).min(tail.len());
-        let client = SocketAddr::new("198.18.64.7".parse().unwrap(), 40_000 + u16::from(*port % 4));
-        let mut step = QuicStep::default();
-        listener.receive(now, client, &tail[..n], Ingress::Direct, 0, &mut step);
-        listener.drive(now, &mut step);
-        if let Some(at) = listener.poll_timeout(now) {
-            now = now.max(at);
-            listener.drive(now, &mut step);
+    while let [op, lo, hi, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*lo, *hi]));
+        let n = len.min(tail.len()).min(1500);
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        match op % 4 {
+            0 => listener.receive(now, client_addr(op >> 2), bytes, Ingress::Direct, 0, &mut step),
+            1 => {
+                client.drive(now, &mut from_client);
+                for (i, (_, _, mut d)) in std::mem::take(&mut from_client).into_iter().enumerate() {
+                    if i == 0 {
+                        for pair in bytes.chunks_exact(2) {
+                            let at = usize::from(pair[0]) * d.len() / 256;
+                            if let Some(b) = d.get_mut(at) {
+                                *b ^= pair[1];
+                            }
+                        }
+                    }
+                    listener.receive(now, client_addr(op >> 2), &d, Ingress::Direct, 0, &mut step);
+                }
+            }
+            2 => {
+                for d in std::mem::take(&mut to_client) {
+                    client.receive(now, vip, None, &d, &mut from_client);
+                }
+            }
+            _ => {
+                now += (len as u64 % 2_000) * 1_000_000;
+                client.drive(now, &mut from_client);
+            }
         }
-        now += 1_000_000;
-        rest = &tail[n..];
+        serve(&mut listener, now, &mut step, &mut next_port, &mut to_client);
+        if let Some(at) = listener.poll_timeout(now).filter(|&at| at <= now) {
+            serve(&mut listener, at.max(now), &mut step, &mut next_port, &mut to_client);
+        }
+        connected |= client.take_events().iter().any(|(_, e)| matches!(e, quinn_proto::Event::Connected));
+        if connected
+            && !asked
+            && let Some(conn) = ch.and_then(|ch| client.conn(ch))
+            && let Some(id) = conn.streams().open(quinn_proto::Dir::Bi)
+        {
+            let _ = conn.send_stream(id).write(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n");
+            let _ = conn.send_stream(id).finish();
+            asked = true;
+        }
     }
 });
