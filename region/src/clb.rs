@@ -177,9 +177,12 @@ pub struct Clb {
     next_sweep_ns: u64,
     flows_created: u64,
     snat_ips: Vec<IpAddr>,
-    snat_used: std::collections::HashSet<(IpAddr, u16, Transport)>,
-    /// Ports taken per SNAT address and transport (how full each pool is).
-    snat_taken: HashMap<(IpAddr, Transport), usize>,
+    /// SNAT ports in use: (address, port, transport, the backend it was taken toward).
+    /// A pool is one (address, transport, backend): a reply names all four, so the same
+    /// port serves flows to different backends at once.
+    snat_used: std::collections::HashSet<(IpAddr, u16, Transport, SocketAddr)>,
+    /// Ports taken per pool (how full each is); a pool with none taken has no entry.
+    snat_taken: HashMap<(IpAddr, Transport, SocketAddr), usize>,
     snat_evictions: u64,
     snat_cursor: u32,
     node_index: u16,
@@ -812,17 +815,20 @@ impl Clb {
             let Some(li) = self.l7.get(key).map(|c| c.listener) else { return };
             let chosen = self.pick(li, key, now_ns).and_then(|binding| {
                 let backend = self.backend_addr(li, binding);
-                let local = self.allocate_snat(Transport::Tcp, backend.ip())?;
+                let local = self.allocate_snat(Transport::Tcp, backend)?;
                 Some((binding, backend, local))
             });
-            if let Some((binding, backend, local)) = chosen
-                && self.l7.connect(key, binding, backend, local)
-            {
-                self.listeners[li].bindings[binding].active += 1;
-                let more = self.l7.drive(key, now_ns);
-                step.to_client.extend(more.to_client);
-                step.to_backend.extend(more.to_backend);
-                step.finished = more.finished;
+            if let Some((binding, backend, local)) = chosen {
+                if self.l7.connect(key, binding, backend, local) {
+                    self.listeners[li].bindings[binding].active += 1;
+                    let more = self.l7.drive(key, now_ns);
+                    step.to_client.extend(more.to_client);
+                    step.to_backend.extend(more.to_backend);
+                    step.finished = more.finished;
+                } else {
+                    // Not connected: the port was never used.
+                    self.snat_free(local.0, local.1, Transport::Tcp, backend);
+                }
             }
         }
         let (ingress, flow_hash) = self.l7_ingress.get(key).copied().unwrap_or((Ingress::Direct, 0));
@@ -847,9 +853,9 @@ impl Clb {
             && let Some(c) = self.l7.remove(key)
         {
             self.l7_ingress.remove(key);
-            if let (Some(binding), Some((ip, port))) = (c.binding, c.local) {
+            if let (Some(binding), Some((ip, port)), Some(backend)) = (c.binding, c.local, c.backend_addr) {
                 self.listeners[c.listener].bindings[binding].release();
-                self.snat_free(ip, port, Transport::Tcp);
+                self.snat_free(ip, port, Transport::Tcp, backend);
             }
         }
     }
@@ -895,11 +901,11 @@ impl Clb {
         for (ch, stream) in step.need_port {
             let backend = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
             let Some(backend) = backend else { continue };
-            if let Some(local) = self.allocate_snat(Transport::Tcp, backend.ip())
+            if let Some(local) = self.allocate_snat(Transport::Tcp, backend)
                 && let Some(q) = self.listeners[li].quic.as_mut()
                 && !q.open_relay(ch, stream, local)
             {
-                self.snat_free(local.0, local.1, Transport::Tcp);
+                self.snat_free(local.0, local.1, Transport::Tcp, backend);
             }
         }
         for (ch, dst, payload) in step.to_client {
@@ -919,8 +925,8 @@ impl Clb {
             if let Some(b) = binding {
                 self.listeners[li].bindings[b].release();
             }
-            for (ip, port) in ports {
-                self.snat_free(ip, port, Transport::Tcp);
+            for (backend, (ip, port)) in ports {
+                self.snat_free(ip, port, Transport::Tcp, backend);
             }
         }
     }
@@ -946,42 +952,49 @@ impl Clb {
         b.snat || b.addr.is_ipv4() != key.dst.is_ipv4()
     }
 
-    /// A free SNAT address and port in the backend's family, from this node's share of
-    /// the port range.
-    fn allocate_snat(&mut self, transport: Transport, backend: IpAddr) -> Option<(IpAddr, u16)> {
+    /// A free SNAT address and port in the backend's family toward this backend, from
+    /// this node's share of the port range: each (backend, transport) has a pool of its
+    /// own, so a flood toward one backend leaves every other backend's ports alone.
+    fn allocate_snat(&mut self, transport: Transport, backend: SocketAddr) -> Option<(IpAddr, u16)> {
         let ip = *self.snat_ips.iter().find(|a| a.is_ipv4() == backend.is_ipv4())?;
+        let pool = (ip, transport, backend);
         let share = u32::from(SNAT_PORTS.end - SNAT_PORTS.start) / u32::from(self.node_count);
         // A full pool is known without a look at every port (a flood would pay that per SYN).
-        let full = self.snat_taken.get(&(ip, transport)).is_some_and(|&n| n >= share as usize);
+        let full = self.snat_taken.get(&pool).is_some_and(|&n| n >= share as usize);
         for _ in 0..if full { 0 } else { share } {
             let k = self.snat_cursor % share;
             self.snat_cursor = self.snat_cursor.wrapping_add(1);
             let port = SNAT_PORTS.start + (k * u32::from(self.node_count)) as u16 + self.node_index;
-            if self.snat_used.insert((ip, port, transport)) {
-                *self.snat_taken.entry((ip, transport)).or_default() += 1;
+            if self.snat_used.insert((ip, port, transport, backend)) {
+                *self.snat_taken.entry(pool).or_default() += 1;
                 return Some((ip, port));
             }
         }
-        // Every port taken: the least recently used flow that never got established (a
-        // spoofed SYN's) gives up its port; an established flow never does.
+        // Every port taken: the least recently used flow to this backend that never got
+        // established (a spoofed SYN's) gives up its port; an established flow never does.
+        let to_backend = |c: &Conn| SocketAddr::new(c.reply_key.src, c.reply_key.src_port) == backend;
         let victim = self.conns.oldest_open(SNAT_EVICT_SCAN, |c| {
-            c.snat.is_some_and(|(a, _)| a == ip) && c.reply_key.transport == transport
+            c.snat.is_some_and(|(a, _)| a == ip) && c.reply_key.transport == transport && to_backend(c)
         })?;
         let conn = self.conns.remove(&victim)?;
         self.release(&conn);
         self.snat_evictions += 1;
         let taken = conn.snat?;
-        self.snat_used.insert((taken.0, taken.1, transport));
-        *self.snat_taken.entry((ip, transport)).or_default() += 1;
+        self.snat_used.insert((taken.0, taken.1, transport, backend));
+        *self.snat_taken.entry(pool).or_default() += 1;
         Some(taken)
     }
 
-    /// Gives a SNAT port back.
-    fn snat_free(&mut self, ip: IpAddr, port: u16, transport: Transport) {
-        if self.snat_used.remove(&(ip, port, transport))
-            && let Some(n) = self.snat_taken.get_mut(&(ip, transport))
+    /// Gives a SNAT port taken toward `backend` back.
+    fn snat_free(&mut self, ip: IpAddr, port: u16, transport: Transport, backend: SocketAddr) {
+        let pool = (ip, transport, backend);
+        if self.snat_used.remove(&(ip, port, transport, backend))
+            && let Some(n) = self.snat_taken.get_mut(&pool)
         {
             *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.snat_taken.remove(&pool);
+            }
         }
     }
 
@@ -1014,7 +1027,8 @@ impl Clb {
     /// An entry left the table: it no longer counts as active, its SNAT port is free.
     fn release(&mut self, conn: &Conn) {
         if let Some((ip, port)) = conn.snat {
-            self.snat_free(ip, port, conn.reply_key.transport);
+            let backend = SocketAddr::new(conn.reply_key.src, conn.reply_key.src_port);
+            self.snat_free(ip, port, conn.reply_key.transport, backend);
         }
         if !conn.closing {
             self.listeners[conn.listener].bindings[conn.backend].release();
@@ -1034,7 +1048,7 @@ impl Clb {
         let backend = self.backend_addr(listener, binding);
         let snat = if self.needs_snat(&key, listener, binding) {
             // Out of SNAT ports: the flow goes unanswered rather than unaddressed.
-            self.allocate_snat(key.transport, backend.ip())
+            self.allocate_snat(key.transport, backend)
         } else {
             None
         };
@@ -1050,7 +1064,7 @@ impl Clb {
         conn.snat = snat;
         let Ok(pushed_out) = self.conns.insert(key, conn) else {
             if let Some((ip, port)) = snat {
-                self.snat_free(ip, port, key.transport);
+                self.snat_free(ip, port, key.transport, backend);
             }
             return Err(ClbDrop::TableFull);
         };
@@ -1670,6 +1684,34 @@ mod tests {
         clb.handle_direct(1, tcp_segment(4000, TcpControl::Psh)).unwrap();
         let Some(Sent::Backend { bytes, .. }) = clb.next_out() else { panic!("the established flow lost") };
         assert_eq!(inner::parse(&bytes).unwrap().key.src_port, snat.src_port, "it kept its SNAT port");
+    }
+
+    #[test]
+    fn each_backend_has_a_snat_pool_of_its_own_so_one_port_serves_two_backends_at_once() {
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+        for b in &mut c.listeners[0].backends {
+            b.snat = true;
+        }
+        c.conn_table_capacity = 200_000;
+        let mut clb = Clb::new(c, 0);
+        // One and a half times the port range, split between two backends: a single pool
+        // would have to take ports back, a pool per backend never does.
+        let ports = usize::from(SNAT_PORTS.end - SNAT_PORTS.start);
+        let mut used: HashMap<SocketAddr, std::collections::HashSet<u16>> = HashMap::new();
+        for i in 0..(ports + ports / 2) as u32 {
+            let repr = inner::bare_tcp(1024 + (i % 60_000) as u16, 7000, TcpControl::Syn, 1, None, None);
+            let src = IpAddr::from([203, 0, 113 + (i >> 16) as u8, (i >> 8) as u8]);
+            clb.handle_direct(0, inner::build_tcp(src, VIP.parse().unwrap(), &repr).unwrap()).unwrap();
+            let Some(Sent::Backend { backend, bytes }) = clb.next_out() else { panic!("SYN {i} not forwarded") };
+            let port = inner::parse(&bytes).unwrap().key.src_port;
+            assert!(used.entry(backend).or_default().insert(port), "port {port} taken twice toward {backend}");
+            while clb.next_out().is_some() {}
+        }
+        assert_eq!(clb.snat_evictions(), 0, "no flow gave its port up");
+        assert_eq!(used.len(), 2);
+        let [a, b] = [B1, B2].map(|x| &used[&x.parse::<SocketAddr>().unwrap()]);
+        assert!(a.len() + b.len() > ports, "more flows than one pool holds: {} + {}", a.len(), b.len());
+        assert!(a.intersection(b).count() > ports / 3, "the same ports serve both backends");
     }
 
     #[test]

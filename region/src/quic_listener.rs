@@ -46,8 +46,9 @@ pub struct QuicConn {
     relays: Vec<Relay>,
 }
 
-/// A binding no longer in use (if any) and local ports (address, port) to free.
-pub type Released = (Option<usize>, Vec<(IpAddr, u16)>);
+/// A binding no longer in use (if any), and local ports (address, port) to free with the
+/// backend each was taken toward (SNAT pools are per backend).
+pub type Released = (Option<usize>, Vec<(SocketAddr, (IpAddr, u16))>);
 
 /// What the listener asks of the CLB.
 #[derive(Default)]
@@ -198,10 +199,11 @@ impl QuicListener {
                 }
                 Event::ConnectionLost { .. } => {
                     if let Some(c) = self.conns.remove(&ch) {
-                        let ports = c.relays.iter().map(|r| r.local).collect();
+                        let mut ports = Vec::new();
                         if let Some(b) = c.backend {
                             for r in &c.relays {
                                 self.by_backend.remove(&(b, r.local.0, r.local.1));
+                                ports.push((b, r.local));
                             }
                         }
                         step.closed.push((c.binding, ports));
@@ -287,7 +289,7 @@ impl QuicListener {
                 self.by_backend.remove(&(backend, local.0, local.1));
             }
             if !done.is_empty() {
-                step.closed.push((None, done));
+                step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
             }
         }
     }
