@@ -39,6 +39,38 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u
     p
 }
 
+/// An IPv4/TCP SYN from `src` to `dst` with sequence number `seq` (an MSS option, as a
+/// kernel's own SYN has; checksums filled in).
+pub fn tcp_syn_packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
+    let total = 20 + 24;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.ip().octets());
+    p[16..20].copy_from_slice(&dst.ip().octets());
+    let sum = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&src.port().to_be_bytes());
+    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 6 << 4; // 24 bytes of header
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&64_240u16.to_be_bytes());
+    t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
+    // The checksum covers a pseudo-header: addresses, protocol, TCP length.
+    let mut pseudo = Vec::with_capacity(12 + 24);
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 24]);
+    pseudo.extend_from_slice(&p[20..]);
+    let sum = checksum(&pseudo);
+    p[36..38].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
 fn checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
     while sum >> 16 != 0 {
