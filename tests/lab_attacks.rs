@@ -542,3 +542,91 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     }
     drop(held);
 }
+
+/// The CPU time a node has used so far, in seconds (user + system, from `/proc/PID/stat`).
+fn cpu_seconds(lab: &Lab, node: &str) -> f64 {
+    let state: Value = serde_json::from_slice(&std::fs::read(lab_state_dir(lab).join("state.json")).unwrap()).unwrap();
+    let pid = state["pids"][node].as_u64().unwrap_or_else(|| panic!("no PID for {node}: {state}"));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf reads a constant.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// QUIC Initials, 1,200 bytes each, from `n` new connections of a real client (quinn,
+/// through the same code the simulator's clients run), toward `vip`.
+fn quic_initials(vip: std::net::SocketAddr, n: usize) -> Vec<Vec<u8>> {
+    let (_, tls) = anyedge_sim::tls::vip_pki(&[vip.ip()]).unwrap();
+    let config = anyedge_sim::tls::quic_client(&tls).unwrap();
+    let mut client = anyedge_region::quic::QuicHost::client(11);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        client.connect(1, config.clone(), vip, &vip.ip().to_string()).expect("connects");
+    }
+    client.drive(1, &mut out);
+    out.into_iter().map(|(_, _, d)| d).filter(|d| d.len() >= 1_200).collect()
+}
+
+#[test]
+fn a_flood_of_quic_initials_is_answered_with_retries_and_leaves_a_quic_victim_its_requests() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags(
+        "atk-quic",
+        |text| {
+            for_state_floods(text).replace(
+                "      - { protocol: http, port: 80, backends: web }",
+                "      - { protocol: quic, port: 4433, backends: web }",
+            )
+        },
+        &["--no-impairments"],
+    );
+    let plan = plan(&lab);
+    let kyiv = ns(&plan, Role::Client(2));
+    let clbs = ["clb/frankfurt/1", "clb/frankfurt/2"];
+    let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 4433);
+    let initials = quic_initials(std::net::SocketAddr::V4(vip), 6_000);
+    assert_eq!(initials.len(), 6_000, "one Initial per connection");
+    let status = || -> Value { serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap() };
+    let retries = |s: &Value| -> u64 { clbs.iter().map(|n| s["quic"][n]["retries"].as_u64().unwrap_or(0)).sum() };
+    let retries_before = retries(&status());
+    let (cpu_before, peak_before) = (clbs.map(|n| cpu_seconds(&lab, n)), clbs.map(|n| peak_rss_mib(&lab, n)));
+    // 6,000 Initials at 1,000/s, each from its own address and port of kyiv's block (the
+    // answers die unanswered), while london asks over QUIC.
+    let victim = spawn_probe(&lab, "london", "198.18.0.20:4433", "quic", 4, "victim-quic.json");
+    std::thread::sleep(Duration::from_millis(300));
+    let flood = std::time::Instant::now();
+    let sent = in_ns(&kyiv, move || {
+        let raw = RawSender::new();
+        let packets = initials.into_iter().enumerate().map(|(i, d)| {
+            let src = SocketAddrV4::new(Ipv4Addr::new(198, 18, 67, 2 + (i % 250) as u8), 20_000 + (i / 250) as u16);
+            udp_packet(src, vip, &d)
+        });
+        paced(&raw, packets, 1_000)
+    });
+    let seconds = flood.elapsed().as_secs_f64();
+    assert!(sent >= 5_900, "the flood left kyiv: {sent}");
+    let r = wait_probe(&lab, victim, "victim-quic.json");
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's QUIC requests: {r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
+    // Past 200 Initials a second (a burst of 200) each node answers with a Retry: the two
+    // nodes take at most 2 × (200 + 200 × the flood's seconds) handshakes.
+    let retried = retries(&status()) - retries_before;
+    let handshakes = (2.0 * (200.0 + 200.0 * seconds)) as u64;
+    eprintln!("{retried} of {sent} Initials answered with a Retry in {seconds:.1} s");
+    assert!(retried + handshakes >= sent, "{retried} Retries for {sent} Initials: {}", status()["quic"]);
+    // Memory: a handshake a node takes holds a quinn connection until it times out
+    // (about 48 KB measured), so a node holds at most its share of those handshakes at
+    // 64 KiB each, plus 8 MiB.
+    let bound = (200.0 + 200.0 * seconds) * 64.0 / 1024.0 + 8.0;
+    for (i, n) in clbs.iter().enumerate() {
+        let (cpu, peak) = (cpu_seconds(&lab, n) - cpu_before[i], peak_rss_mib(&lab, n) - peak_before[i]);
+        eprintln!("{n}: {cpu:.2} CPU-seconds and +{peak:.1} MiB peak resident over the flood (bound {bound:.0})");
+        assert!(peak <= bound, "{n}'s peak resident memory grew {peak:.1} MiB, over {bound:.0}");
+    }
+}
