@@ -133,6 +133,74 @@ impl BackboneSecret {
     pub fn keys_for(&self, me: NodeId, peers: &[NodeId]) -> Vec<PeerKeys> {
         peers.iter().map(|&peer| PeerKeys { peer, send: self.key(me, peer), recv: self.key(peer, me) }).collect()
     }
+
+    /// Region `region`'s key for the routing bits of its CLB nodes' QUIC connection IDs
+    /// ([`CidCipher`]): the region's CLB nodes and every POP hold it, nobody else.
+    pub fn cid_key(&self, region: u16) -> KeyBytes {
+        let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let mut label = b"anyedge quic cid v1".to_vec();
+        label.extend_from_slice(&region.to_be_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(hmac::sign(&secret, &label).as_ref());
+        k
+    }
+}
+
+/// The routing bits of a CLB node's QUIC connection IDs, encrypted as the QUIC-LB draft
+/// does (draft-ietf-quic-load-balancers): the node byte is XORed with a mask that
+/// AES-256 draws from the ID's own random bytes under the region's key, so an observer
+/// without the key cannot tell which node issued an ID, or that two IDs share a node;
+/// a POP with the key reads the node back. One AES block a QUIC packet (ring's QUIC
+/// header-protection primitive, which is exactly AES-ECB of a 16-byte sample).
+pub struct CidCipher {
+    key: KeyBytes,
+    aes: aead::quic::HeaderProtectionKey,
+}
+
+impl CidCipher {
+    pub fn new(key: &KeyBytes) -> CidCipher {
+        // 32 bytes is AES-256's key length: this cannot fail.
+        let aes = aead::quic::HeaderProtectionKey::new(&aead::quic::AES_256, key).expect("a 256-bit key");
+        CidCipher { key: *key, aes }
+    }
+
+    /// The mask for the node byte of an ID whose random bytes are `nonce` (at most 16).
+    pub fn mask(&self, nonce: &[u8]) -> u8 {
+        let mut sample = [0u8; 16];
+        let n = nonce.len().min(16);
+        sample[..n].copy_from_slice(&nonce[..n]);
+        // Cannot fail for a 16-byte sample; 0 (the clear byte) if ring ever refused.
+        self.aes.new_mask(&sample).map_or(0, |m| m[0])
+    }
+}
+
+impl Clone for CidCipher {
+    fn clone(&self) -> CidCipher {
+        CidCipher::new(&self.key)
+    }
+}
+
+impl std::fmt::Debug for CidCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CidCipher(..)")
+    }
+}
+
+impl PartialEq for CidCipher {
+    fn eq(&self, other: &CidCipher) -> bool {
+        same(&self.key, &other.key)
+    }
+}
+
+impl Eq for CidCipher {}
+
+/// The CLB node a QUIC packet's destination connection ID routes to, if it carries one
+/// of ours: the node byte read back with the region's `cipher` (in the clear without
+/// one), modulo the region's `nodes`. Client-chosen initial IDs are routed by flow hash.
+pub fn cid_node(udp_payload: &[u8], nodes: u16, cipher: Option<&CidCipher>) -> Option<u16> {
+    let (node, nonce) = anyedge_proto::quic::cid_parts(udp_payload)?;
+    let node = node ^ cipher.map_or(0, |c| c.mask(&nonce));
+    (nodes > 0).then(|| u16::from(node) % nodes)
 }
 
 /// What a core needs to seal and open: its keys, where its clock's zero lies in
@@ -144,6 +212,9 @@ pub struct AuthConfig {
     pub keys: Vec<PeerKeys>,
     pub epoch_ns: u64,
     pub salt: u32,
+    /// QUIC connection-ID keys by region ([`BackboneSecret::cid_key`]): a POP holds every
+    /// region's, a CLB node its own region's.
+    pub cid_keys: Vec<(u16, KeyBytes)>,
 }
 
 /// A keyed pseudo-random function (HMAC-SHA256): values nobody without the key can
@@ -170,6 +241,11 @@ impl Prf {
 }
 
 impl AuthConfig {
+    /// The cipher of region `region`'s QUIC connection IDs, if this node holds its key.
+    pub fn cid_cipher(&self, region: u16) -> Option<CidCipher> {
+        self.cid_keys.iter().find(|(r, _)| *r == region).map(|(_, k)| CidCipher::new(k))
+    }
+
     /// A secret of this node's own for `label`: derived from every key it holds, this
     /// start's salt and its epoch, so it differs per lab, node and start, and no one
     /// without the node's keys computes it (in the simulator: from the seeded keys, so a

@@ -52,7 +52,8 @@ fn serve(listener: &mut QuicListener, now: u64, step: &mut QuicStep, next_port: 
 fuzz_target!(|data: &[u8]| {
     let (identity, client_tls) = pki();
     let vip: SocketAddr = VIP.parse().unwrap();
-    let mut listener = QuicListener::new(&identity.quic, vip, vec![vip.ip()], (0, [1; 32]), 1);
+    let cipher = anyedge_ccn::CidCipher::new(&[2; 32]);
+    let mut listener = QuicListener::new(&identity.quic, vip, vec![vip.ip()], (0, [1; 32], Some(cipher)), 1);
     let mut client = QuicHost::client(7);
     let config = anyedge_sim::tls::quic_client(client_tls).expect("a QUIC client configuration");
     let mut now = 1_000_000u64;

@@ -129,10 +129,13 @@ pub const CLB: NodeId = NodeId::Clb { region: 0, node: 0 };
 pub const PEER: NodeId = NodeId::Clb { region: 0, node: 1 };
 pub const HOST: NodeId = NodeId::Backend { region: 0, host: 0 };
 
-/// The fuzzed backbone: POP 0 and two CLB nodes of region 0, every pair keyed.
+/// The fuzzed backbone: POP 0 and two CLB nodes of region 0, every pair keyed; the POP
+/// and the CLB nodes hold region 0's QUIC connection-ID key.
 pub fn auth(me: NodeId) -> AuthConfig {
     let peers: Vec<NodeId> = [POP, CLB, PEER, HOST].into_iter().filter(|&p| p != me).collect();
-    AuthConfig { keys: BackboneSecret::from_seed(9).keys_for(me, &peers), epoch_ns: 0, salt: 0 }
+    let secret = BackboneSecret::from_seed(9);
+    let cid_keys = if me == HOST { Vec::new() } else { vec![(0, secret.cid_key(0))] };
+    AuthConfig { keys: secret.keys_for(me, &peers), cid_keys, ..AuthConfig::default() }
 }
 
 /// The cores under fuzzing: a POP, a CLB node, two egress gateways (NAT and router),

@@ -179,8 +179,9 @@ pub fn issue_backbone_keys(
     let secret = anyedge_ccn::BackboneSecret::generate()?;
     for (id, name) in nodes {
         let auth = anyedge_topology::nodes::backbone_auth(t, &secret, *id, 0);
-        let text: String =
-            auth.keys.iter().map(|k| format!("{:08x} {} {}\n", k.peer.to_wire(), hex(&k.send), hex(&k.recv))).collect();
+        let peers = auth.keys.iter().map(|k| format!("{:08x} {} {}\n", k.peer.to_wire(), hex(&k.send), hex(&k.recv)));
+        let cids = auth.cid_keys.iter().map(|(r, k)| format!("cid {r} {}\n", hex(k)));
+        let text: String = peers.chain(cids).collect();
         write(&keys_path(state_dir, name), &text)?;
     }
     Ok(())
@@ -205,20 +206,30 @@ fn unhex(text: &str) -> Option<anyedge_ccn::auth::KeyBytes> {
     Some(k)
 }
 
-/// A node's backbone keys, as `lab up` wrote them.
-pub fn backbone_keys(state_dir: &Path, node: &str) -> Result<Vec<anyedge_ccn::PeerKeys>, String> {
+/// A node's backbone keys (`PEER SEND RECV` lines) and QUIC connection-ID keys (`cid
+/// REGION KEY` lines), as `lab up` wrote them; its clock's epoch and salt are the node's
+/// to set at start.
+pub fn backbone_keys(state_dir: &Path, node: &str) -> Result<anyedge_ccn::AuthConfig, String> {
     let path = keys_path(state_dir, node);
     let text = read(&path)?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            let bad = || format!("{}:{}: not `PEER SEND RECV` in hex", path.display(), i + 1);
-            let [peer, send, recv] = line.split(' ').collect::<Vec<_>>()[..] else { return Err(bad()) };
-            let peer = u32::from_str_radix(peer, 16).ok().and_then(anyedge_ccn::NodeId::from_wire).ok_or_else(bad)?;
-            let (send, recv) = (unhex(send).ok_or_else(bad)?, unhex(recv).ok_or_else(bad)?);
-            Ok(anyedge_ccn::PeerKeys { peer, send, recv })
-        })
-        .collect()
+    let mut auth = anyedge_ccn::AuthConfig::default();
+    for (i, line) in text.lines().enumerate() {
+        let bad = || format!("{}:{}: not `PEER SEND RECV` or `cid REGION KEY` in hex", path.display(), i + 1);
+        match line.split(' ').collect::<Vec<_>>()[..] {
+            ["cid", region, key] => {
+                let region = region.parse::<u16>().map_err(|_| bad())?;
+                auth.cid_keys.push((region, unhex(key).ok_or_else(bad)?));
+            }
+            [peer, send, recv] => {
+                let peer =
+                    u32::from_str_radix(peer, 16).ok().and_then(anyedge_ccn::NodeId::from_wire).ok_or_else(bad)?;
+                let (send, recv) = (unhex(send).ok_or_else(bad)?, unhex(recv).ok_or_else(bad)?);
+                auth.keys.push(anyedge_ccn::PeerKeys { peer, send, recv });
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(auth)
 }
 
 /// What a certificate of the lab lets its holder do.

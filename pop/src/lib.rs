@@ -85,6 +85,8 @@ pub struct Pop {
     /// CLB nodes backbone probing reports dead, as (region, node).
     clbs_down: Vec<(u16, u16)>,
     keys: Keyring,
+    /// Each region's cipher for the node byte of its QUIC connection IDs.
+    cid_ciphers: Vec<(u16, anyedge_ccn::CidCipher)>,
     /// Outputs dropped for want of a key for their CLB node (a configuration error).
     unsealable: u64,
 }
@@ -93,6 +95,7 @@ impl Pop {
     /// A POP starting at `now_ns` (its backbone sequence numbers start there).
     pub fn new(config: PopConfig, now_ns: u64) -> Pop {
         let keys = config.auth.keyring(NodeId::Pop(config.pop_id), now_ns);
+        let cid_ciphers = config.auth.cid_keys.iter().map(|(r, k)| (*r, anyedge_ccn::CidCipher::new(k))).collect();
         Pop {
             config,
             flows: LruCache::unbounded(),
@@ -100,6 +103,7 @@ impl Pop {
             outputs: VecDeque::new(),
             clbs_down: Vec::new(),
             keys,
+            cid_ciphers,
             unsealable: 0,
         }
     }
@@ -178,7 +182,10 @@ impl Pop {
         let quic = info.key.transport == anyedge_proto::Transport::Udp && route.quic_ports.contains(&info.key.dst_port);
         let flow_hash = info.key.flow_hash();
         let by_cid = quic
-            .then(|| anyedge_proto::quic::cid_node(inner::transport_payload(packet), nodes))
+            .then(|| {
+                let cipher = self.cid_ciphers.iter().find(|(r, _)| *r == region).map(|(_, c)| c);
+                anyedge_ccn::cid_node(inner::transport_payload(packet), nodes, cipher)
+            })
             .flatten()
             .filter(|n| !self.clbs_down.contains(&(region, *n)));
         let pinned = self.flows.get(&info.key).copied();
@@ -252,14 +259,19 @@ mod tests {
     const CLBS: [NodeId; 2] = [NodeId::Clb { region: 3, node: 0 }, NodeId::Clb { region: 3, node: 1 }];
 
     fn auth(pop_id: u16) -> AuthConfig {
-        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(NodeId::Pop(pop_id), &CLBS), epoch_ns: 0, salt: 0 }
+        let secret = BackboneSecret::from_seed(1);
+        let cid_keys = vec![(0, secret.cid_key(0))];
+        AuthConfig { keys: secret.keys_for(NodeId::Pop(pop_id), &CLBS), cid_keys, ..AuthConfig::default() }
     }
 
     /// CLB node `node` of region 3, holding keys for POPs 0..10.
     fn clb_keys(node: u16) -> Keyring {
         let pops: Vec<NodeId> = (0..10).map(NodeId::Pop).collect();
-        AuthConfig { keys: BackboneSecret::from_seed(1).keys_for(CLBS[usize::from(node)], &pops), epoch_ns: 0, salt: 0 }
-            .keyring(CLBS[usize::from(node)], 0)
+        AuthConfig {
+            keys: BackboneSecret::from_seed(1).keys_for(CLBS[usize::from(node)], &pops),
+            ..AuthConfig::default()
+        }
+        .keyring(CLBS[usize::from(node)], 0)
     }
 
     fn pop_with(capacity: usize) -> Pop {

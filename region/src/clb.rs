@@ -197,6 +197,8 @@ pub struct Clb {
     keys: Keyring,
     /// What this node's unguessable values (QUIC connection IDs) derive from.
     secret: anyedge_ccn::Prf,
+    /// The region's cipher for the node byte of QUIC connection IDs (none: in the clear).
+    cid_cipher: Option<anyedge_ccn::CidCipher>,
     backend_hosts: Vec<(IpAddr, NodeId)>,
     /// Outputs dropped for want of a key for their peer (a configuration error).
     unsealable: u64,
@@ -239,6 +241,7 @@ impl Clb {
             region: config.region,
             keys: config.auth.keyring(NodeId::Clb { region: config.region, node: config.node_index }, now_ns),
             secret: anyedge_ccn::Prf::new(&config.auth.node_secret("clb")),
+            cid_cipher: config.auth.cid_cipher(config.region),
             backend_hosts: config.backend_hosts.clone(),
             unsealable: 0,
             firewall: (!config.security_groups.is_empty())
@@ -257,7 +260,7 @@ impl Clb {
         let own = clb.own_addresses.clone();
         let node = clb.node_index as u8;
         for l in clb.listeners.iter_mut() {
-            l.quic = quic_endpoint(&l.config, &own, node, &clb.secret);
+            l.quic = quic_endpoint(&l.config, &own, node, (&clb.secret, clb.cid_cipher.as_ref()));
         }
         // A node that starts (or restarts) learns its peers' tables.
         if clb.sync.enabled() {
@@ -1096,7 +1099,8 @@ impl Clb {
         for h in added {
             self.health.add_port(h, self.now_ns);
         }
-        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, self.node_index as u8, &self.secret);
+        let ids = (&self.secret, self.cid_cipher.as_ref());
+        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, self.node_index as u8, ids);
         self.listeners.push(listener);
         self.rebuild_tables();
     }
@@ -1257,13 +1261,20 @@ impl Clb {
     }
 }
 
-/// A QUIC listener's endpoint (connection IDs name this node, the rest drawn under the
-/// node's secret for this listener), for QUIC listeners.
-fn quic_endpoint(config: &ListenerConfig, own: &[IpAddr], node: u8, secret: &anyedge_ccn::Prf) -> Option<QuicListener> {
+/// A QUIC listener's endpoint (connection IDs name this node, encrypted under the
+/// region's key, the rest drawn under the node's secret for this listener), for QUIC
+/// listeners.
+fn quic_endpoint(
+    config: &ListenerConfig,
+    own: &[IpAddr],
+    node: u8,
+    (secret, cipher): (&anyedge_ccn::Prf, Option<&anyedge_ccn::CidCipher>),
+) -> Option<QuicListener> {
     let vip = SocketAddr::new(config.vip, config.port);
     let seed = u64::from(node) << 48 ^ u64::from(config.port);
     let cid_secret = secret.eval(format!("quic cid {vip}").as_bytes());
-    config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), (node, cid_secret), seed))
+    let ids = (node, cid_secret, cipher.cloned());
+    config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), ids, seed))
 }
 
 /// The hash `hash` listeners schedule by: the client's address alone.
@@ -1359,8 +1370,8 @@ mod tests {
         let me = NodeId::Clb { region: 0, node };
         AuthConfig {
             keys: secret.keys_for(me, &peers.into_iter().filter(|&p| p != me).collect::<Vec<_>>()),
-            epoch_ns: 0,
-            salt: 0,
+            cid_keys: vec![(0, secret.cid_key(0))],
+            ..AuthConfig::default()
         }
     }
 

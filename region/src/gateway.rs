@@ -231,12 +231,12 @@ mod tests {
         let secret = BackboneSecret::from_seed(7);
         let all = [GW, CLB0, CLB1, POP];
         let peers: Vec<NodeId> = all.into_iter().filter(|&p| p != me).collect();
-        AuthConfig { keys: secret.keys_for(me, &peers), epoch_ns: 0, salt: 0 }.keyring(me, 0)
+        AuthConfig { keys: secret.keys_for(me, &peers), ..AuthConfig::default() }.keyring(me, 0)
     }
 
     fn gateway(public: Option<&str>) -> Gateway {
         let secret = BackboneSecret::from_seed(7);
-        let auth = AuthConfig { keys: secret.keys_for(GW, &[CLB0, CLB1, POP]), epoch_ns: 0, salt: 0 };
+        let auth = AuthConfig { keys: secret.keys_for(GW, &[CLB0, CLB1, POP]), ..AuthConfig::default() };
         let config =
             GatewayConfig { me: GW, public: public.map(ip), backends: vec![ip("198.51.100.7")], auth, capacity: 1024 };
         Gateway::new(config, 0)

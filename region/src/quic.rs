@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyedge_ccn::Prf;
+use anyedge_ccn::{CidCipher, Prf};
 use anyedge_proto::inner::mix64;
 use bytes::BytesMut;
 use quinn_proto::{
@@ -16,14 +16,17 @@ use quinn_proto::{
     EndpointConfig, Event, ServerConfig,
 };
 
-pub use anyedge_proto::quic::{CID_LEN, CID_MARKER, cid_node};
+pub use anyedge_ccn::cid_node;
+pub use anyedge_proto::quic::{CID_LEN, CID_MARKER};
 
-/// Issues `CID_MARKER, node, 6 bytes` connection IDs: the node in the clear (POPs route
-/// by it), the rest a keyed PRF of a counter under the node's own secret, so seeing any
-/// number of a node's IDs tells nothing of its next (RFC 9000 §5.1: IDs must not be
-/// guessable by an observer).
+/// Issues `CID_MARKER, node, 6 bytes` connection IDs: the 6 bytes a keyed PRF of a
+/// counter under the node's own secret, so seeing any number of a node's IDs tells
+/// nothing of its next (RFC 9000 §5.1: IDs must not be guessable by an observer); the
+/// node byte encrypted under the region's key with those bytes as the nonce (QUIC-LB), so
+/// POPs, which hold the key, route by it and an observer cannot tell the node.
 struct NodeCids {
     node: u8,
+    cipher: Option<CidCipher>,
     prf: Prf,
     issued: u64,
 }
@@ -32,7 +35,8 @@ impl ConnectionIdGenerator for NodeCids {
     fn generate_cid(&mut self) -> ConnectionId {
         self.issued += 1;
         let r = self.prf.eval(&self.issued.to_be_bytes());
-        let bytes = [CID_MARKER, self.node, r[0], r[1], r[2], r[3], r[4], r[5]];
+        let node = self.node ^ self.cipher.as_ref().map_or(0, |c| c.mask(&r[..6]));
+        let bytes = [CID_MARKER, node, r[0], r[1], r[2], r[3], r[4], r[5]];
         ConnectionId::new(&bytes)
     }
 
@@ -175,12 +179,19 @@ fn frames_received(f: &quinn_proto::FrameStats) -> u64 {
 }
 
 impl QuicHost {
-    /// A server endpoint whose connection IDs name `node`, the rest drawn under
-    /// `cid_secret` (the node's own: [`anyedge_ccn::AuthConfig::node_secret`]).
-    pub fn server(config: Arc<ServerConfig>, node: u8, seed: u64, cid_secret: [u8; 32]) -> QuicHost {
+    /// A server endpoint whose connection IDs name `node` (encrypted with the region's
+    /// `cipher`, in the clear without one), the rest drawn under `cid_secret` (the node's
+    /// own: [`anyedge_ccn::AuthConfig::node_secret`]).
+    pub fn server(
+        config: Arc<ServerConfig>,
+        (node, cipher): (u8, Option<CidCipher>),
+        seed: u64,
+        cid_secret: [u8; 32],
+    ) -> QuicHost {
         let mut endpoint_config = EndpointConfig::default();
         let prf = Prf::new(&cid_secret);
-        endpoint_config.cid_generator(move || Box::new(NodeCids { node, prf: prf.clone(), issued: 0 }));
+        endpoint_config
+            .cid_generator(move || Box::new(NodeCids { node, cipher: cipher.clone(), prf: prf.clone(), issued: 0 }));
         QuicHost::new(endpoint_config, Some(config), seed)
     }
 
@@ -401,7 +412,7 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
-        let server = QuicHost::server(identity.quic.0.clone(), 2, 1, [9; 32]);
+        let server = QuicHost::server(identity.quic.0.clone(), (2, None), 1, [9; 32]);
         (server, QuicHost::client(2), ClientConfig::new(Arc::new(quic)))
     }
 
@@ -522,7 +533,7 @@ mod tests {
     #[test]
     fn connection_ids_come_from_the_nodes_secret_not_from_public_values() {
         let ids = |secret: [u8; 32]| {
-            let mut g = NodeCids { node: 3, prf: Prf::new(&secret), issued: 0 };
+            let mut g = NodeCids { node: 3, cipher: None, prf: Prf::new(&secret), issued: 0 };
             (0..64).map(|_| g.generate_cid().to_vec()).collect::<Vec<_>>()
         };
         let (a, b) = (ids([1; 32]), ids([2; 32]));
@@ -541,18 +552,55 @@ mod tests {
     }
 
     #[test]
-    fn our_connection_ids_route_to_their_node() {
-        let mut g = NodeCids { node: 3, prf: Prf::new(&[7; 32]), issued: 0 };
-        let cid = g.generate_cid();
-        let mut short = vec![0x40u8];
-        short.extend_from_slice(&cid);
-        short.extend_from_slice(&[0; 20]);
-        assert_eq!(cid_node(&short, 4), Some(3));
-        let mut long = vec![0xc0u8, 0, 0, 0, 1, CID_LEN as u8];
-        long.extend_from_slice(&cid);
-        assert_eq!(cid_node(&long, 4), Some(3));
+    fn our_connection_ids_route_to_their_node_for_whoever_holds_the_regions_key() {
+        let key = anyedge_ccn::BackboneSecret::from_seed(5).cid_key(0);
+        let cipher = CidCipher::new(&key);
+        for node in 0..4u8 {
+            let mut g = NodeCids { node, cipher: Some(cipher.clone()), prf: Prf::new(&[7; 32]), issued: 0 };
+            for _ in 0..16 {
+                let cid = g.generate_cid();
+                let mut short = vec![0x40u8];
+                short.extend_from_slice(&cid);
+                short.extend_from_slice(&[0; 20]);
+                assert_eq!(cid_node(&short, 4, Some(&cipher)), Some(u16::from(node)));
+                let mut long = vec![0xc0u8, 0, 0, 0, 1, CID_LEN as u8];
+                long.extend_from_slice(&cid);
+                assert_eq!(cid_node(&long, 4, Some(&cipher)), Some(u16::from(node)));
+            }
+        }
         let random_initial = [0xc0u8, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8];
-        assert_eq!(cid_node(&random_initial, 4), None);
-        assert_eq!(cid_node(&[], 4), None);
+        assert_eq!(cid_node(&random_initial, 4, Some(&cipher)), None);
+        assert_eq!(cid_node(&[], 4, Some(&cipher)), None);
+    }
+
+    #[test]
+    fn an_observer_without_the_key_cannot_tell_which_node_issued_an_id() {
+        // 4,096 IDs from node 1 and 4,096 from node 2 of the same region: their routing
+        // bytes (as sent) spread over all 256 values alike, so the byte says nothing of
+        // the node; with the clear byte of before, it named the node every time.
+        let cipher = CidCipher::new(&anyedge_ccn::BackboneSecret::from_seed(5).cid_key(0));
+        let sent_bytes = |node: u8| {
+            let mut g = NodeCids { node, cipher: Some(cipher.clone()), prf: Prf::new(&[node; 32]), issued: 0 };
+            let mut seen = [0u32; 256];
+            for _ in 0..4_096 {
+                seen[usize::from(g.generate_cid()[1])] += 1;
+            }
+            seen
+        };
+        for seen in [sent_bytes(1), sent_bytes(2)] {
+            assert_eq!(seen.iter().filter(|&&n| n > 0).count(), 256, "every value occurs");
+            assert!(seen.iter().all(|&n| n <= 48), "none stands out (16 expected): {:?}", seen.iter().max());
+        }
+        // Another region's key reads the same IDs as noise, not as the node.
+        let other = CidCipher::new(&anyedge_ccn::BackboneSecret::from_seed(5).cid_key(1));
+        let mut g = NodeCids { node: 1, cipher: Some(cipher.clone()), prf: Prf::new(&[3; 32]), issued: 0 };
+        let right = (0..256)
+            .filter(|_| {
+                let mut short = vec![0x40u8];
+                short.extend_from_slice(&g.generate_cid());
+                cid_node(&short, 256, Some(&other)) == Some(1)
+            })
+            .count();
+        assert!(right <= 8, "the wrong key named the node {right} times in 256");
     }
 }

@@ -85,11 +85,11 @@ impl QuicListener {
         termination: &QuicTermination,
         vip: SocketAddr,
         own: Vec<IpAddr>,
-        (node, cid_secret): (u8, [u8; 32]),
+        (node, cid_secret, cipher): (u8, [u8; 32], Option<anyedge_ccn::CidCipher>),
         seed: u64,
     ) -> QuicListener {
         QuicListener {
-            host: QuicHost::server(termination.0.clone(), node, seed, cid_secret),
+            host: QuicHost::server(termination.0.clone(), (node, cipher), seed, cid_secret),
             vip,
             own,
             conns: HashMap::new(),

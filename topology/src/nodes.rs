@@ -252,7 +252,13 @@ pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
 /// `epoch_ns` in wall-clock nanoseconds: the simulator derives them from the seed at
 /// every run, `lab up` from a fresh secret into each node's key file.
 pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns: u64) -> AuthConfig {
-    AuthConfig { keys: secret.keys_for(me, &backbone_peers(t, me)), epoch_ns, salt: 0 }
+    // QUIC connection-ID keys: a POP reads every region's IDs, a CLB node writes its own.
+    let cid_keys = match me {
+        NodeId::Pop(_) => (0..t.regions.len() as u16).map(|r| (r, secret.cid_key(r))).collect(),
+        NodeId::Clb { region, .. } => vec![(region, secret.cid_key(region))],
+        NodeId::Backend { .. } => Vec::new(),
+    };
+    AuthConfig { keys: secret.keys_for(me, &backbone_peers(t, me)), epoch_ns, salt: 0, cid_keys }
 }
 
 /// CLB node `index` of region `r`.

@@ -101,7 +101,7 @@ pub async fn run(
     ip: Ipv4Addr,
     impair: bool,
     ready: &Path,
-    (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
+    (keys, drops): (anyedge_ccn::AuthConfig, Drops),
 ) -> Result<(), String> {
     let mut host = BackendDriver::new(t, plan, ip, impair, keys, drops).await?;
     serve_ports(t, plan, ip, host.toa.clone()).await?;
@@ -149,7 +149,7 @@ impl BackendDriver {
         plan: &Plan,
         ip: Ipv4Addr,
         impair: bool,
-        keys: Vec<anyedge_ccn::PeerKeys>,
+        keys: anyedge_ccn::AuthConfig,
         drops: Drops,
     ) -> Result<BackendDriver, String> {
         let tun = crate::node::forwarder::open_tun()?;

@@ -23,7 +23,7 @@ pub async fn run(
     plan: &Plan,
     k: usize,
     ready: &Path,
-    (keys, drops): (Vec<anyedge_ccn::PeerKeys>, Drops),
+    (keys, drops): (anyedge_ccn::AuthConfig, Drops),
 ) -> Result<(), String> {
     let bind = plan.egress_tunnel(k).ok_or("egress node without a region address")?;
     let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;

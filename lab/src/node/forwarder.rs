@@ -14,18 +14,18 @@ pub struct Forwarder<'a> {
     /// The route table's watch stream, when the file has a control plane.
     pub follower: Option<crate::node::watch::Follower>,
     pub drops: Drops,
-    /// Its backbone keys (from the lab's PKI).
-    pub keys: Vec<anyedge_ccn::PeerKeys>,
+    /// Its backbone keys and QUIC connection-ID keys (from the lab's PKI).
+    pub keys: anyedge_ccn::AuthConfig,
     /// Where its certificate is (the gRPC backbone), and its name.
     pub state_dir: &'a Path,
     pub name: &'a str,
 }
 
 /// Backbone authentication for a core whose clock starts now, with this start's salt.
-pub fn auth_from_now(keys: Vec<anyedge_ccn::PeerKeys>) -> Result<anyedge_ccn::AuthConfig, String> {
+pub fn auth_from_now(keys: anyedge_ccn::AuthConfig) -> Result<anyedge_ccn::AuthConfig, String> {
     let epoch_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    Ok(anyedge_ccn::AuthConfig { keys, epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()? })
+    Ok(anyedge_ccn::AuthConfig { epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()?, ..keys })
 }
 
 /// The node's TUN device (one queue).

@@ -86,11 +86,11 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         let drops = Drops::default();
         // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.
         let keys = match role {
-            Role::Backend { ip, .. } if plan.egress_of(ip).is_some() => Vec::new(),
+            Role::Backend { ip, .. } if plan.egress_of(ip).is_some() => anyedge_ccn::AuthConfig::default(),
             Role::Pop(_) | Role::Clb { .. } | Role::Backend { .. } | Role::Egress { .. } => {
                 crate::pki::backbone_keys(state_dir, &node_name)?
             }
-            _ => Vec::new(),
+            _ => anyedge_ccn::AuthConfig::default(),
         };
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
         let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;

@@ -112,6 +112,10 @@ impl<'t> World<'t> {
             host_by_ip: FxHashMap::default(),
             inet_pop,
             inet_direct,
+            cid_ciphers: {
+                let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
+                (0..t.regions.len() as u16).map(|r| anyedge_ccn::CidCipher::new(&secret.cid_key(r))).collect()
+            },
             backbone,
             hist: Vec::new(),
             samples: Vec::new(),

@@ -169,6 +169,9 @@ pub struct World<'t> {
     host_by_ip: FxHashMap<IpAddr, HostId>,
     inet_pop: Vec<Link>,
     inet_direct: Vec<Link>,
+    /// Each region's QUIC connection-ID cipher: the region's edge routes QUIC by the node
+    /// an ID names, as a QUIC-LB load balancer holding the key does.
+    cid_ciphers: Vec<anyedge_ccn::CidCipher>,
     backbone: Vec<Link>,
     /// [group][k][path] round-trip histograms in microseconds.
     hist: Vec<Vec<[Histogram<u64>; 2]>>,

@@ -166,7 +166,7 @@ impl<'t> World<'t> {
         let (link, to) = self.slot_route(client, slot / 2, Path::Direct)?;
         let Arrival::ClbDirect(clb) = to else { return Some((link, to)) };
         let r = self.clbs[clb].region;
-        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes);
+        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes, self.cid_ciphers.get(r));
         Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.clb_base[r].node(n)))))
     }
 }
