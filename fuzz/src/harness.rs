@@ -36,7 +36,74 @@ pub fn valid_packets() -> Vec<Vec<u8>> {
     ];
     let batch = sync::Message::Entries { from: 1, entries }.emit();
     let table_request = sync::Message::Request { from: 1 }.emit();
-    vec![udp4, udp6, encapsulated, reply, request, answer, batch, table_request]
+    // TCP toward the layer-4 (SNAT, WLC) and layer-7 listeners, and a backend's answer.
+    let c = [198, 18, 64, 1];
+    let (v, b) = ([198, 18, 0, 20], [198, 19, 20, 1]);
+    let get = b"GET / HTTP/1.1\r\nHost: vip\r\nX-Forwarded-For: 6.6.6.6\r\nContent-Length: 4\r\n\r\nbody";
+    let tcp = vec![
+        tcp_packet((c, 10_001), (v, 443), SYN, (1, 0), &[]),
+        tcp_packet((c, 10_002), (v, 444), SYN, (1, 0), &[]),
+        tcp_packet((c, 10_003), (v, 80), SYN, (1, 0), &[]),
+        tcp_packet((c, 10_003), (v, 80), ACK | PSH, (2, 1), get),
+        tcp_packet((b, 8080), (c, 10_001), SYN | ACK, (9, 2), &[]),
+        tcp_packet((c, 10_001), (v, 443), FIN | ACK, (2, 10), &[]),
+        tcp_packet((c, 10_002), (v, 444), RST, (2, 0), &[]),
+        inner::build_udp(client, ("198.18.0.20".parse().unwrap(), 7001), &[5u8; 32]).unwrap(),
+    ];
+    [udp4, udp6, encapsulated, reply, request, answer, batch, table_request].into_iter().chain(tcp).collect()
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// An IPv4/TCP packet with checksums (and an MSS option on a SYN, as kernels send).
+fn tcp_packet(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: u8, (seq, ack): (u32, u32), payload: &[u8]) -> Vec<u8> {
+    let options: &[u8] = if flags & SYN != 0 { &[2, 4, 0x05, 0xb4] } else { &[] };
+    let tcp_len = 20 + options.len() + payload.len();
+    let mut p = vec![0u8; 20 + tcp_len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.0);
+    p[16..20].copy_from_slice(&dst.0);
+    let sum = checksum(&[&p[..20]]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&src.1.to_be_bytes());
+    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = ((20 + options.len()) as u8 / 4) << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&64_240u16.to_be_bytes());
+    t[20..20 + options.len()].copy_from_slice(options);
+    t[20 + options.len()..].copy_from_slice(payload);
+    let mut pseudo = [0u8; 12];
+    pseudo[..4].copy_from_slice(&src.0);
+    pseudo[4..8].copy_from_slice(&dst.0);
+    pseudo[9] = 6;
+    pseudo[10..].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+    let sum = checksum(&[&pseudo, &p[20..]]);
+    p[36..38].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+/// The Internet checksum over `parts` laid end to end (each of even length but the last).
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        for c in part.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// Every parser of the wire formats on `p`, with the oracles that must hold: what parses
@@ -91,19 +158,41 @@ pub fn wire(p: &[u8]) {
     let _ = inner::tcp_reset_for(p);
 }
 
+/// The fuzzed CLB node: a listener of every scheduler and kind a packet can reach
+/// without TLS — UDP Maglev (7000) and source hash (7001), TCP WRR through SNAT with
+/// persistence (443), TCP WLC (444), and the HTTP proxy (80).
 pub fn clb() -> Clb {
-    let listener = ListenerConfig {
+    use anyedge_proto::Transport::{Tcp, Udp};
+    let listener = |transport, port, scheduler, backends: &[(&str, u8)]| ListenerConfig {
         vip: "198.18.0.20".parse().unwrap(),
-        transport: anyedge_proto::Transport::Udp,
-        port: 7000,
-        scheduler: SchedulerKind::Maglev { table_size: 251 },
-        backends: vec![BackendConfig::direct("198.19.20.1:7000".parse().unwrap(), 10)],
+        transport,
+        port,
+        scheduler,
+        backends: backends.iter().map(|(a, w)| BackendConfig::direct(a.parse().unwrap(), *w)).collect(),
         persistence_ns: None,
         layer7: false,
         http: false,
         tls: None,
         quic: None,
     };
+    let web = [("198.19.20.1:8080", 10), ("198.19.20.2:8080", 30)];
+    let mut snat = listener(Tcp, 443, SchedulerKind::Wrr, &web);
+    snat.backends[0].snat = true;
+    snat.persistence_ns = Some(60_000_000_000);
+    let mut http = listener(Tcp, 80, SchedulerKind::Wrr, &web);
+    (http.layer7, http.http) = (true, true);
+    let listeners = vec![
+        listener(Udp, 7000, SchedulerKind::Maglev { table_size: 251 }, &[("198.19.20.1:7000", 10)]),
+        listener(
+            Udp,
+            7001,
+            SchedulerKind::Hash { table_size: 251 },
+            &[("198.19.20.1:7001", 10), ("198.19.20.2:7001", 5)],
+        ),
+        snat,
+        listener(Tcp, 444, SchedulerKind::Wlc, &web),
+        http,
+    ];
     Clb::new(
         ClbConfig {
             address: "198.18.32.1".parse().unwrap(),
@@ -112,13 +201,13 @@ pub fn clb() -> Clb {
             node_count: 2,
             snat: vec!["198.18.32.1".parse().unwrap()],
             security_groups: vec![],
-            listeners: vec![listener],
+            listeners,
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 64,
             pop_fallback: vec![vec![]],
             region: 0,
             auth: auth(CLB),
-            backend_hosts: vec![("198.19.20.1".parse().unwrap(), HOST)],
+            backend_hosts: vec![("198.19.20.1".parse().unwrap(), HOST), ("198.19.20.2".parse().unwrap(), HOST)],
         },
         0,
     )
@@ -204,7 +293,8 @@ pub const CAPACITY: usize = 64;
 
 impl Cores {
     pub fn new() -> Cores {
-        let ports = vec![(anyedge_proto::Transport::Udp, 7000), (anyedge_proto::Transport::Udp, 4433)];
+        use anyedge_proto::Transport::{Tcp, Udp};
+        let ports = vec![(Udp, 7000), (Udp, 7001), (Udp, 4433), (Tcp, 443), (Tcp, 444), (Tcp, 80)];
         let vip = "198.18.0.20".parse().unwrap();
         let routes = vec![Route { vip, region: 0, clb_nodes: 2, quic_ports: vec![4433], ports }];
         let pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: CAPACITY, auth: auth(POP) }, 0);

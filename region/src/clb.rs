@@ -97,6 +97,10 @@ pub enum ClbDrop {
     TableFull,
     /// A new layer-7 connection from an address that holds `l7::PER_SOURCE_MAX` already.
     SourceCap,
+    /// A new flow whose replies would look like an existing flow's (the same client
+    /// address and port, through another listener, to the same backend): neither node nor
+    /// backend could tell them apart, so it is refused and the first keeps its replies.
+    ReplyTaken,
 }
 
 impl ClbDrop {
@@ -117,6 +121,7 @@ impl ClbDrop {
             ClbDrop::ToaNoRoom => "toa_no_room",
             ClbDrop::TableFull => "table_full",
             ClbDrop::SourceCap => "source_cap",
+            ClbDrop::ReplyTaken => "reply_taken",
         }
     }
 }
@@ -1063,6 +1068,14 @@ impl Clb {
             dst: seen_ip,
             dst_port: seen_port,
         };
+        // Replies are told apart by their tuple alone: a second flow with the first's (the
+        // same client port to another listener's same backend) would take its replies.
+        if self.conns.reply_owner(&reply_key).is_some_and(|owner| owner != key) {
+            if let Some((ip, port)) = snat {
+                self.snat_free(ip, port, key.transport, backend);
+            }
+            return Err(ClbDrop::ReplyTaken);
+        }
         let mut conn = Conn::new(listener, binding, ingress, key.flow_hash(), reply_key, now_ns);
         conn.snat = snat;
         let Ok(pushed_out) = self.conns.insert(key, conn) else {
@@ -1723,6 +1736,36 @@ mod tests {
         let [a, b] = [B1, B2].map(|x| &used[&x.parse::<SocketAddr>().unwrap()]);
         assert!(a.len() + b.len() > ports, "more flows than one pool holds: {} + {}", a.len(), b.len());
         assert!(a.intersection(b).count() > ports / 3, "the same ports serve both backends");
+    }
+
+    /// Found by the `cores` fuzz target once its node had two listeners sharing a backend
+    /// (the conn table's own check, "one reply key per flow", fired): a client that sends
+    /// from one port to two VIP ports whose listeners pick the same backend makes two flows
+    /// whose replies look alike (backend → client address and port). The second used to
+    /// overwrite the first's reply key, so the first's replies left from the wrong VIP port,
+    /// and once either ended the other's replies were dropped.
+    #[test]
+    fn a_second_flow_whose_replies_would_look_like_the_firsts_is_refused_and_the_first_keeps_its_replies() {
+        let mut c = config(SchedulerKind::Wrr, None);
+        let mut other = c.listeners[0].clone();
+        other.port = 7001;
+        other.backends.truncate(1);
+        c.listeners[0].backends.truncate(1);
+        c.listeners.push(other);
+        let mut clb = Clb::new(c, 0);
+        let (client, vip): (IpAddr, IpAddr) = ("198.18.64.7".parse().unwrap(), VIP.parse().unwrap());
+        let to = |port| inner::build_udp((client, 5000), (vip, port), b"ping").unwrap();
+        clb.handle_direct(0, to(7000)).unwrap();
+        let Some(Sent::Backend { backend, .. }) = clb.next_out() else { panic!("the first flow not forwarded") };
+        assert_eq!(clb.handle_direct(0, to(7001)), Err(ClbDrop::ReplyTaken), "the look-alike flow is refused");
+        assert!(clb.next_out().is_none());
+        assert_eq!(clb.conn_table().len(), 1);
+        // The first flow's replies still leave from its own VIP port.
+        let answer = inner::build_udp((backend.ip(), backend.port()), (client, 5000), b"pong").unwrap();
+        clb.handle_backend_sealed(0, answer).unwrap();
+        let Some(Sent::Client { bytes, .. }) = clb.next_out() else { panic!("no reply") };
+        assert_eq!(inner::parse(&bytes).unwrap().key.src_port, 7000);
+        assert_eq!(ClbDrop::ReplyTaken.name(), "reply_taken");
     }
 
     #[test]

@@ -129,6 +129,11 @@ impl ConnTable {
         self.open.iter().rev().take(scan).find(|(_, c)| pred(c)).map(|(k, _)| *k)
     }
 
+    /// The flow whose replies look like `reply` (backend → client), if there is one.
+    pub fn reply_owner(&self, reply: &FlowKey) -> Option<FlowKey> {
+        self.reverse.get(reply).copied()
+    }
+
     /// The forward key a reply (backend → client) belongs to, and its entry.
     pub fn lookup_reply(&mut self, reply: &FlowKey) -> Option<(FlowKey, &mut Conn)> {
         let key = *self.reverse.get(reply)?;
