@@ -309,7 +309,10 @@ impl Plan {
 
     /// A CLB node's IPv6 address toward backends (probes, NAT64's other side).
     pub fn clb_inner_addr6(&self, region: usize, index: usize) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00, 0x18, 0x32, 0, 0, 0, region as u16, index as u16 + 1)
+        match anyedge_topology::nodes::ClbAddresses::of(region, index).address_v6 {
+            Some(IpAddr::V6(a)) => a,
+            _ => Ipv6Addr::UNSPECIFIED,
+        }
     }
 
     pub fn client_addr(&self, g: usize) -> Option<Ipv4Addr> {
@@ -396,7 +399,10 @@ impl Plan {
     /// The address a CLB node's core speaks from toward backends (health probes, SNAT):
     /// outside every link network, so backends answer it through their tunnel.
     pub fn clb_inner_addr(&self, region: usize, index: usize) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 32, 1)) + (region * 64 + index) as u32)
+        match anyedge_topology::nodes::ClbAddresses::of(region, index).address {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        }
     }
 
     /// Where a backend host's tunnel endpoint listens.

@@ -22,6 +22,17 @@ pub struct ClbAddresses {
     pub address_v6: Option<IpAddr>,
 }
 
+impl ClbAddresses {
+    /// The addresses CLB node `index` of region `r` speaks from toward backends (health
+    /// probes, SNAT, NAT64's other side), in both drivers: outside every link network of
+    /// the lab, so backends answer them through their tunnel.
+    pub fn of(r: usize, index: usize) -> ClbAddresses {
+        let v4 = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 32, 1)) + (r * 64 + index) as u32);
+        let v6 = std::net::Ipv6Addr::new(0xfd00, 0x18, 0x32, 0, 0, 0, r as u16, index as u16 + 1);
+        ClbAddresses { address: IpAddr::V4(v4), address_v6: Some(IpAddr::V6(v6)) }
+    }
+}
+
 /// The TLS and QUIC identities terminating listeners present, when there are any: one
 /// per VIP address (the lab issues a certificate per VIP), else `default`.
 #[derive(Debug, Clone, Default)]

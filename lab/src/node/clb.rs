@@ -113,10 +113,7 @@ impl<'a> ClbDriver<'a> {
         let sync_peers = (0..usize::from(t.regions[region].clb_nodes))
             .map(|i| plan.clb_region_addr(region, i).map(|a| SocketAddr::new(IpAddr::V4(a), SYNC_PORT)))
             .collect();
-        let addresses = ClbAddresses {
-            address: IpAddr::V4(plan.clb_inner_addr(region, index)),
-            address_v6: Some(IpAddr::V6(plan.clb_inner_addr6(region, index))),
-        };
+        let addresses = ClbAddresses::of(region, index);
         let start = Instant::now();
         // Each VIP homed here terminates TLS with the certificate lab up issued it.
         let homed = crate::pki::vip_names(t, Some(region));

@@ -29,15 +29,6 @@ fn default_pool_hosts(t: &Topology) -> impl Iterator<Item = IpAddr> + '_ {
         .filter(move |a| !explicit.iter().any(|e| e.contains(*a)) && !reserved.contains(a))
 }
 
-pub(super) fn clb_addr(region: usize, index: usize) -> IpAddr {
-    let base = u32::from(Ipv4Addr::new(198, 18, 32, 1));
-    IpAddr::V4(Ipv4Addr::from(base + (region * 64 + index) as u32))
-}
-
-pub(super) fn clb_addr_v6(region: usize, index: usize) -> IpAddr {
-    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0x18, 0x32, 0, 0, 0, region as u16, index as u16 + 1))
-}
-
 /// The protocol of the TCP listener a traffic class reaches.
 pub(super) fn class_listener(t: &Topology, class: &anyedge_topology::TrafficClass) -> Option<ListenerProtocol> {
     let tcp = class.transport() == Transport::Tcp;
@@ -194,10 +185,7 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn clb_config(&self, r: usize, index: usize) -> ClbConfig {
-        let addresses = anyedge_topology::nodes::ClbAddresses {
-            address: clb_addr(r, index),
-            address_v6: Some(clb_addr_v6(r, index)),
-        };
+        let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
         let identity = anyedge_topology::nodes::Identity { default: self.vip_identity.clone(), vips: Vec::new() };
         let mut config = anyedge_topology::nodes::clb_config(self.t, r, index, addresses, &identity);
         config.auth = self.backbone_auth(anyedge_topology::nodes::clb_node(r, index));

@@ -293,10 +293,7 @@ impl<'t> World<'t> {
         change: &anyedge_control::Change,
     ) {
         let (r, index) = (self.clbs[c].region, self.clbs[c].index);
-        let addresses = anyedge_topology::nodes::ClbAddresses {
-            address: clb_addr(r, index),
-            address_v6: Some(clb_addr_v6(r, index)),
-        };
+        let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
         let identity = anyedge_topology::nodes::Identity { default: self.vip_identity.clone(), vips: Vec::new() };
         let site =
             anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };

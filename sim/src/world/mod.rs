@@ -43,7 +43,6 @@ mod samples;
 mod tcp_app;
 
 use backends::*;
-use build::*;
 use clients::*;
 use faults::*;
 use forwarding::*;

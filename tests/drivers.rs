@@ -1,0 +1,178 @@
+//! The simulator and the lab build their cores from one file through the same functions
+//! (`anyedge_topology::nodes`); what each driver adds is its own: the keys (the
+//! simulator's derived from the seed, the lab's from the key files `lab up` writes and
+//! each node reads back) and the addresses (one function, `ClbAddresses::of`). Here each
+//! driver's POP cores get the same client packets and must send every one to the same CLB
+//! node, and a QUIC packet carrying an ID a CLB node issued (its node byte encrypted with
+//! that driver's region key) to the node that issued it.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+
+use anyedge_ccn::auth::{AuthConfig, BackboneSecret, NodeId};
+use anyedge_ccn::{CidCipher, Dest};
+use anyedge_pop::{Pop, PopConfig};
+use anyedge_proto::Transport;
+use anyedge_proto::quic::{CID_LEN, CID_MARKER};
+use anyedge_topology::Topology;
+use anyedge_topology::nodes::{self, ClbAddresses};
+use common::net::tcp_syn_packet;
+
+/// The shipped files and the fuzz seed with every feature.
+fn files() -> Vec<PathBuf> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    ["topologies/small.yaml", "topologies/control.yaml", "topologies/global.yaml"]
+        .iter()
+        .chain(&["fuzz/corpus/topology/every-feature.yaml"])
+        .map(|f| root.join(f))
+        .collect()
+}
+
+/// The lab's keys as a node reads them: `lab up` writes every node's key file into a
+/// state directory, the node reads its own back.
+struct LabKeys {
+    dir: PathBuf,
+}
+
+impl LabKeys {
+    fn issue(t: &Topology, tag: &str) -> LabKeys {
+        let dir = std::env::temp_dir().join(format!("anyedge-drivers-{}-{tag}", std::process::id()));
+        let pops = (0..t.pops.len()).map(|p| (nodes::pop_node(p), format!("pop-{p}")));
+        let clbs = t.regions.iter().enumerate().flat_map(|(r, region)| {
+            (0..usize::from(region.clb_nodes)).map(move |i| (nodes::clb_node(r, i), format!("clb-{r}-{i}")))
+        });
+        let ids: Vec<(NodeId, String)> = pops.chain(clbs).collect();
+        anyedge_lab::pki::issue_backbone_keys(&dir, t, &ids).unwrap();
+        LabKeys { dir }
+    }
+
+    fn of(&self, name: &str) -> AuthConfig {
+        let keys = anyedge_lab::pki::backbone_keys(&self.dir, name).unwrap();
+        anyedge_lab::node::forwarder::auth_from_now(keys).unwrap()
+    }
+}
+
+impl Drop for LabKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A QUIC short-header packet from `client` to `vip` whose destination ID was issued by
+/// node `node` under `cipher` (its 6 random bytes from `n`).
+fn quic_packet(client: (IpAddr, u16), vip: (IpAddr, u16), node: u8, cipher: &CidCipher, n: u64) -> Vec<u8> {
+    let nonce = n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes();
+    let mut payload = vec![0x40, CID_MARKER, node ^ cipher.mask(&nonce[..CID_LEN - 2])];
+    payload.extend_from_slice(&nonce[..CID_LEN - 2]);
+    payload.extend_from_slice(&[0x55; 40]);
+    anyedge_proto::inner::build_udp(client, vip, &payload).unwrap()
+}
+
+/// Where a POP core sends a client packet (the node and the flow hash), if anywhere.
+fn sent(pop: &mut Pop, packet: &[u8]) -> Option<(Dest, u32)> {
+    let _ = pop.handle_from_client(0, packet);
+    let out = pop.poll_output().map(|t| (t.dest, t.flow_hash));
+    while pop.poll_output().is_some() {}
+    out
+}
+
+#[test]
+fn the_simulators_and_the_labs_pop_cores_send_every_packet_to_the_same_clb_node() {
+    for file in files() {
+        let t = anyedge_topology::load(&file).unwrap();
+        let name = file.file_stem().unwrap().to_string_lossy().to_string();
+        let lab = LabKeys::issue(&t, &name);
+        let sim = BackboneSecret::from_seed(t.seed);
+        let mut checked = 0;
+        for p in 0..t.pops.len() {
+            let sim_auth = nodes::backbone_auth(&t, &sim, nodes::pop_node(p), 0);
+            let lab_auth = lab.of(&format!("pop-{p}"));
+            // The key file carries everything the simulator derives, only the values differ.
+            let peers = |a: &AuthConfig| a.keys.iter().map(|k| k.peer).collect::<Vec<_>>();
+            let regions = |a: &AuthConfig| a.cid_keys.iter().map(|(r, _)| *r).collect::<Vec<_>>();
+            assert_eq!(peers(&lab_auth), peers(&sim_auth), "{name}: pop {p}'s backbone peers");
+            assert_eq!(regions(&lab_auth), regions(&sim_auth), "{name}: pop {p}'s connection-ID keys");
+            let config = nodes::pop_config(&t, p);
+            let routes = config.routes.clone();
+            let mut cores = [sim_auth, lab_auth].map(|auth| Pop::new(PopConfig { auth, ..config.clone() }, 0));
+            for route in &routes {
+                let client = |i: u16| -> IpAddr {
+                    if route.vip.is_ipv4() {
+                        IpAddr::V4(Ipv4Addr::new(198, 18, 64, 1 + (i % 200) as u8))
+                    } else {
+                        format!("2001:db8::{}", 1 + i % 200).parse().unwrap()
+                    }
+                };
+                for &(transport, port) in &route.ports {
+                    for i in 0..64u16 {
+                        let packet = match (transport, route.vip, client(i)) {
+                            (Transport::Tcp, IpAddr::V4(vip), IpAddr::V4(c)) => {
+                                tcp_syn_packet(SocketAddrV4::new(c, 20_000 + i), SocketAddrV4::new(vip, port), 1)
+                            }
+                            (Transport::Tcp, ..) => continue,
+                            (Transport::Udp, vip, c) => {
+                                anyedge_proto::inner::build_udp((c, 20_000 + i), (vip, port), b"same").unwrap()
+                            }
+                        };
+                        let [a, b] = [0, 1].map(|d| sent(&mut cores[d], &packet));
+                        assert!(a.is_some(), "{name}: pop {p} forwards {transport:?} to {}:{port}", route.vip);
+                        assert_eq!(
+                            a,
+                            b,
+                            "{name}: pop {p}, {transport:?} to {}:{port} from port {}",
+                            route.vip,
+                            20_000 + i
+                        );
+                        checked += 1;
+                    }
+                }
+                // QUIC: a packet carrying an ID node `n` issued reaches node `n`, in both
+                // drivers, each with the keys its CLB nodes hold (the lab's from their files).
+                let r = usize::from(route.region);
+                for &port in &route.quic_ports {
+                    for n in 0..route.clb_nodes {
+                        let keys = [
+                            sim.cid_key(route.region),
+                            lab.of(&format!("clb-{r}-{n}"))
+                                .cid_keys
+                                .iter()
+                                .find(|(k, _)| *k == route.region)
+                                .unwrap()
+                                .1,
+                        ];
+                        for (d, key) in keys.iter().enumerate() {
+                            for i in 0..16u16 {
+                                let packet = quic_packet(
+                                    (client(i), 30_000 + i),
+                                    (route.vip, port),
+                                    n as u8,
+                                    &CidCipher::new(key),
+                                    u64::from(i),
+                                );
+                                let to = sent(&mut cores[d], &packet).map(|(dest, _)| dest);
+                                assert_eq!(
+                                    to,
+                                    Some(Dest::Node(nodes::clb_node(r, usize::from(n)))),
+                                    "{name}: driver {d}"
+                                );
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= 128, "{name}: {checked} packets compared");
+        // Both drivers give a CLB node the same addresses (one function).
+        let plan = anyedge_lab::plan::Plan::new(&t);
+        for (r, region) in t.regions.iter().enumerate() {
+            for i in 0..usize::from(region.clb_nodes) {
+                let a = ClbAddresses::of(r, i);
+                assert_eq!(a.address, IpAddr::V4(plan.clb_inner_addr(r, i)));
+                assert_eq!(a.address_v6, Some(IpAddr::V6(plan.clb_inner_addr6(r, i))));
+            }
+        }
+    }
+}
