@@ -20,18 +20,25 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
     .expect("the thread in the namespace panicked")
 }
 
-/// An IPv4/UDP packet from `src` to `dst` (UDP checksum left 0, which IPv4 allows).
-pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + 8 + payload.len();
+/// An IPv4 packet of `protocol` from `src` to `dst` with `len` bytes after its 20-byte
+/// header (zeroed), the header's checksum filled in.
+fn ipv4(src: SocketAddrV4, dst: SocketAddrV4, protocol: u8, len: usize) -> Vec<u8> {
+    let total = 20 + len;
     let mut p = vec![0u8; total];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     p[8] = 64;
-    p[9] = 17;
+    p[9] = protocol;
     p[12..16].copy_from_slice(&src.ip().octets());
     p[16..20].copy_from_slice(&dst.ip().octets());
     let sum = checksum(&p[..20]);
     p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+/// An IPv4/UDP packet from `src` to `dst` (UDP checksum left 0, which IPv4 allows).
+pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let mut p = ipv4(src, dst, 17, 8 + payload.len());
     p[20..22].copy_from_slice(&src.port().to_be_bytes());
     p[22..24].copy_from_slice(&dst.port().to_be_bytes());
     p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
@@ -42,16 +49,7 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u
 /// An IPv4/TCP SYN from `src` to `dst` with sequence number `seq` (an MSS option, as a
 /// kernel's own SYN has; checksums filled in).
 pub fn tcp_syn_packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
-    let total = 20 + 24;
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src.ip().octets());
-    p[16..20].copy_from_slice(&dst.ip().octets());
-    let sum = checksum(&p[..20]);
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut p = ipv4(src, dst, 6, 24);
     let t = &mut p[20..];
     t[0..2].copy_from_slice(&src.port().to_be_bytes());
     t[2..4].copy_from_slice(&dst.port().to_be_bytes());
