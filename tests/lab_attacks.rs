@@ -13,7 +13,11 @@ use anyedge_lab::layout::{CONTROL_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT};
 use anyedge_lab::plan::{Plan, Role};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::{inner, seal};
-use common::net::{RawSender, capture_udp_to, in_ns, kernel_counter, tcp_syn_packet, udp, udp_packet};
+use anyedge_proto::quic::{CID_LEN, CID_MARKER};
+use anyedge_region::quic::UNVALIDATED_MAX;
+use common::net::{
+    ACK, Capture, PSH, RawSender, SYN, capture_udp_to, in_ns, kernel_counter, tcp_packet, tcp_syn_packet, udp, udp_packet,
+};
 use common::*;
 use serde_json::Value;
 
@@ -571,7 +575,7 @@ fn quic_initials(vip: std::net::SocketAddr, n: usize) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn a_flood_of_quic_initials_is_answered_with_retries_and_leaves_a_quic_victim_its_requests() {
+fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_of_its_replies() {
     if !may_run() {
         return;
     }
@@ -614,19 +618,138 @@ fn a_flood_of_quic_initials_is_answered_with_retries_and_leaves_a_quic_victim_it
     let r = wait_probe(&lab, victim, "victim-quic.json");
     assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's QUIC requests: {r}");
     assert_eq!(r["connections_broken"], 0, "{r}");
-    // Past 200 Initials a second (a burst of 200) each node answers with a Retry: the two
-    // nodes take at most 2 × (200 + 200 × the flood's seconds) handshakes.
+    // Past 200 Initials a second, or with 64 handshakes of unvalidated addresses under way
+    // (spoofed ones never finish; they time out after 30 s), each node answers with a
+    // Retry: the two nodes take at most 2 × 64 of the flood's handshakes.
     let retried = retries(&status()) - retries_before;
-    let handshakes = (2.0 * (200.0 + 200.0 * seconds)) as u64;
+    let handshakes = 2 * UNVALIDATED_MAX as u64;
     eprintln!("{retried} of {sent} Initials answered with a Retry in {seconds:.1} s");
     assert!(retried + handshakes >= sent, "{retried} Retries for {sent} Initials: {}", status()["quic"]);
     // Memory: a handshake a node takes holds a quinn connection until it times out
-    // (about 48 KB measured), so a node holds at most its share of those handshakes at
-    // 64 KiB each, plus 8 MiB.
-    let bound = (200.0 + 200.0 * seconds) * 64.0 / 1024.0 + 8.0;
+    // (about 48 KB measured), so a node holds at most 64 of them at 64 KiB each, plus
+    // 8 MiB.
+    let bound = UNVALIDATED_MAX as f64 * 64.0 / 1024.0 + 8.0;
     for (i, n) in clbs.iter().enumerate() {
         let (cpu, peak) = (cpu_seconds(&lab, n) - cpu_before[i], peak_rss_mib(&lab, n) - peak_before[i]);
         eprintln!("{n}: {cpu:.2} CPU-seconds and +{peak:.1} MiB peak resident over the flood (bound {bound:.0})");
         assert!(peak <= bound, "{n}'s peak resident memory grew {peak:.1} MiB, over {bound:.0}");
     }
+    // Junk carrying london's connection IDs (seen on the path), sent from kyiv: it enters
+    // kyiv's POP and reaches the CLB node that issued the IDs, but it does not decrypt, so
+    // london's replies keep leaving through london's own POP (the issue saw 35 % of them
+    // moved to the junk's POP) and london loses nothing.
+    let victim = spawn_probe(&lab, "london", "198.18.0.20:4433", "quic", 2, "victim-junk.json");
+    // An observer on the path (london's POP, where its packets arrive) sees london's
+    // short-header packets (first bit 0) toward the VIP: each carries an ID the node issued.
+    let london_ip = plan.client_addr(0).unwrap();
+    let pops: Vec<String> = (0..2).map(|p| ns(&plan, Role::Pop(p))).collect();
+    let observers: Vec<_> = pops
+        .iter()
+        .map(|pop| {
+            let pop = pop.clone();
+            std::thread::spawn(move || {
+                in_ns(&pop, move || {
+                    Capture::open().udp(Duration::from_secs(3), |from, to, payload| {
+                        *from.ip() == london_ip && to == vip && payload.first().is_some_and(|b| b & 0x80 == 0)
+                    })
+                })
+            })
+        })
+        .collect();
+    let (london, _, packet) = observers
+        .into_iter()
+        .filter_map(|o| o.join().unwrap())
+        .next()
+        .expect("london's short-header QUIC packets cross a POP");
+    let dcid = packet[29..29 + CID_LEN].to_vec();
+    assert_eq!(dcid[0], CID_MARKER, "an ID of the CLB node's");
+    let kyiv_addr = SocketAddrV4::new(plan.client_addr(2).unwrap(), 40_000);
+    let watchers: Vec<_> = pops
+        .iter()
+        .map(|pop| {
+            let pop = pop.clone();
+            std::thread::spawn(move || in_ns(&pop, || Capture::open().udp_seen(Duration::from_secs(3))))
+        })
+        .collect();
+    let sent = in_ns(&kyiv, move || {
+        let raw = RawSender::new();
+        let junk = (0..3_000u32).map(|i| {
+            let mut payload = vec![0x40 | (i as u8 & 0x3f)];
+            payload.extend_from_slice(&dcid);
+            payload.extend((0..60u32).map(|k| (i.wrapping_mul(2_654_435_761) >> (k % 24)) as u8));
+            udp_packet(kyiv_addr, vip, &payload)
+        });
+        paced(&raw, junk, 1_000)
+    });
+    assert!(sent >= 2_900, "the junk left kyiv: {sent}");
+    let seen: Vec<Vec<(SocketAddrV4, SocketAddrV4)>> = watchers.into_iter().map(|w| w.join().unwrap()).collect();
+    let count = |p: usize, f: &dyn Fn(&(SocketAddrV4, SocketAddrV4)) -> bool| seen[p].iter().filter(|x| f(x)).count();
+    let replies: Vec<usize> = (0..2).map(|p| count(p, &|&(from, to)| from == vip && to == london)).collect();
+    let junk: Vec<usize> = (0..2).map(|p| count(p, &|&(from, to)| from == kyiv_addr && to == vip)).collect();
+    eprintln!("london's replies through {pops:?}: {replies:?}; the junk through them: {junk:?}");
+    let home = replies.iter().position(|&n| n > 0).expect("london's replies cross its POP");
+    assert_eq!(junk[home], 0, "kyiv's junk entered london's own POP: the test would show nothing");
+    assert!(junk[1 - home] > 0, "the junk entered kyiv's POP");
+    assert_eq!(replies[1 - home], 0, "london's replies moved to the junk's POP");
+    let r = wait_probe(&lab, victim, "victim-junk.json");
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's QUIC requests: {r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
+}
+
+/// A client's own TOA option (kind 254, 8 bytes: port, IPv4 address) naming `who`,
+/// beside the MSS option a kernel's SYN has.
+fn forged_toa(who: SocketAddrV4) -> Vec<u8> {
+    let mut o = common::net::MSS_1460.to_vec();
+    o.extend_from_slice(&[254, 8]);
+    o.extend_from_slice(&who.port().to_be_bytes());
+    o.extend_from_slice(&who.ip().octets());
+    o
+}
+
+/// One request of the probe's framing over a TCP connection a raw socket makes from
+/// `client` (an address of kyiv's block no socket owns, so its kernel sends no RST) to
+/// `vip`, its SYN carrying `options`; the backend's identity trailer, or why none came.
+fn raw_request(client: SocketAddrV4, vip: SocketAddrV4, options: Vec<u8>) -> Result<String, String> {
+    let raw = RawSender::new();
+    let capture = Capture::open();
+    let isn = 0x1000_0000 | u32::from(client.port());
+    raw.send(&tcp_packet(client, vip, (isn, 0), SYN, &options, &[]));
+    let wait = Duration::from_secs(3);
+    let (server, _, _) = capture.tcp_to(client, SYN | ACK, false, wait).ok_or("no SYN-ACK")?;
+    let request = [0x5a; anyedge_lab::app_wire::REQUEST_LEN];
+    raw.send(&tcp_packet(client, vip, (isn + 1, server + 1), ACK | PSH, &[], &request));
+    let (_, _, reply) = capture.tcp_to(client, ACK, true, wait).ok_or("no reply")?;
+    let trailer = reply.get(request.len() + 2..).ok_or("a reply without a trailer")?;
+    Ok(String::from_utf8_lossy(trailer).into_owned())
+}
+
+#[test]
+fn a_clients_forged_toa_option_never_names_the_client_to_a_backend() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("atk-toa", for_state_floods, &["--no-impairments"]);
+    let plan = plan(&lab);
+    let kyiv = ns(&plan, Role::Client(2));
+    let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 443);
+    let victim = spawn_probe(&lab, "london", "198.18.0.20:443", "tcp", 4, "victim-toa.json");
+    // Ten connections from kyiv's block whose SYNs name 6.6.6.6:4242 in a TOA option of
+    // their own: every backend must name the connection's real source as its client.
+    let trailers = in_ns(&kyiv, move || {
+        (0..10u8)
+            .map(|i| {
+                let client = SocketAddrV4::new(Ipv4Addr::new(198, 18, 67, 100 + i), 41_000 + u16::from(i));
+                (client, raw_request(client, vip, forged_toa("6.6.6.6:4242".parse().unwrap())))
+            })
+            .collect::<Vec<_>>()
+    });
+    for (client, trailer) in trailers {
+        let trailer = trailer.unwrap_or_else(|e| panic!("{client}: {e}"));
+        eprintln!("{client}: the backend answered {trailer}");
+        assert!(trailer.contains(&format!("|cl={client}")), "{client}: the backend's client: {trailer}");
+        assert!(!trailer.contains("6.6.6.6"), "{client}: the forged TOA reached the backend: {trailer}");
+    }
+    let r = wait_probe(&lab, victim, "victim-toa.json");
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's TCP requests: {r}");
 }

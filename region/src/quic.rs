@@ -63,6 +63,9 @@ pub struct QuicHost {
     handshakes: u64,
     /// New connections accepted without a validated address: up to a rate, then Retry.
     initials: TokenBucket,
+    /// Accepted connections whose address is not validated yet (their handshake under
+    /// way): at [`UNVALIDATED_MAX`], new ones get a Retry whatever the rate.
+    unvalidated: usize,
     retries: u64,
     /// Accepted connections' anti-amplification budgets (servers only).
     budgets: BTreeMap<ConnectionHandle, Budget>,
@@ -101,6 +104,14 @@ impl Budget {
 /// more; a spoofed flood gets small Retries and no handshakes.
 pub const INITIALS_PER_S: u64 = 200;
 pub const INITIALS_BURST: u64 = 200;
+
+/// Handshakes an endpoint keeps under way at once for addresses it has not validated;
+/// past it, a new client echoes a Retry's token first. Spoofed Initials never finish
+/// their handshake, so without this bound each one the rate let in held a connection
+/// (and its timers, retransmissions and a turn of every `drive`) until its idle timeout:
+/// a 1,000/s flood let 200 a second in, about 1,200 per node after 6 s, and the node's
+/// per-packet work grew with them until a QUIC victim's round trips reached a second.
+pub const UNVALIDATED_MAX: usize = 64;
 
 /// A token bucket on the caller's clock (nanoseconds).
 #[derive(Debug, Clone)]
@@ -211,6 +222,7 @@ impl QuicHost {
             events: Vec::new(),
             handshakes: 0,
             initials: TokenBucket::full(),
+            unvalidated: 0,
             retries: 0,
             budgets: BTreeMap::new(),
             held: 0,
@@ -289,7 +301,8 @@ impl QuicHost {
                 // Past the rate, a client proves its address (a Retry's token) before the
                 // handshake costs anything: spoofed Initials then draw one small Retry
                 // each, to the spoofed address, and no TLS work.
-                if !self.initials.take(now_ns) && !incoming.remote_address_validated() && incoming.may_retry() {
+                let untrusted = self.unvalidated >= UNVALIDATED_MAX || !self.initials.take(now_ns);
+                if untrusted && !incoming.remote_address_validated() && incoming.may_retry() {
                     self.retries += 1;
                     return match self.endpoint.retry(incoming, &mut buf) {
                         Ok(t) => {
@@ -307,6 +320,7 @@ impl QuicHost {
                     Ok((ch, conn)) => {
                         self.conns.insert(ch, conn);
                         self.budgets.insert(ch, Budget { received: payload.len(), sent: 0, validated });
+                        self.unvalidated += usize::from(!validated);
                         self.handshakes += 1;
                         Some((ch, true))
                     }
@@ -345,7 +359,12 @@ impl QuicHost {
                 let mut budget = self.budgets.get_mut(&ch);
                 while let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
                     let send = match budget.as_deref_mut() {
-                        Some(b) => b.may_send(t.size, !conn.is_handshaking()),
+                        Some(b) => {
+                            let was = b.validated;
+                            let send = b.may_send(t.size, !conn.is_handshaking());
+                            self.unvalidated -= usize::from(b.validated && !was);
+                            send
+                        }
                         None => true,
                     };
                     if send {
@@ -372,7 +391,9 @@ impl QuicHost {
         }
         for ch in drained {
             self.conns.remove(&ch);
-            self.budgets.remove(&ch);
+            if self.budgets.remove(&ch).is_some_and(|b| !b.validated) {
+                self.unvalidated -= 1;
+            }
         }
     }
 
@@ -465,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn past_the_initial_rate_spoofed_initials_draw_small_retries_and_a_real_client_still_connects() {
+    fn past_the_initial_rate_or_the_unvalidated_cap_spoofed_initials_draw_small_retries_and_a_real_client_still_connects() {
         let (mut server, mut client, config) = pair();
         let to: SocketAddr = SERVER.parse().unwrap();
         let now = 1_000_000;
@@ -482,16 +503,19 @@ mod tests {
             let spoofed = SocketAddr::new(IpAddr::from([203, 0, (i >> 8) as u8, i as u8]), 4000);
             let mut out = Vec::new();
             server.receive(now, spoofed, Some(to.ip()), &initial, &mut out);
-            if i >= INITIALS_BURST {
+            if i >= UNVALIDATED_MAX as u64 {
                 answered += out.len();
                 retry_bytes += out.iter().map(|(_, _, d)| d.len()).sum::<usize>();
                 assert!(out.iter().all(|(_, _, d)| d.len() < initial.len()), "a Retry is smaller than an Initial");
             }
         }
-        assert_eq!(server.handshakes(), INITIALS_BURST, "the burst is taken on trust, no more");
-        assert_eq!(server.retries(), 300);
-        assert_eq!(answered, 300, "one Retry each");
-        assert!(retry_bytes < 300 * 1_200, "{retry_bytes} bytes for 300 Initials of at least 1,200");
+        // The burst allows 200, but no more than 64 handshakes of unvalidated addresses
+        // are under way at once.
+        let over = INITIALS_BURST + 300 - UNVALIDATED_MAX as u64;
+        assert_eq!(server.handshakes(), UNVALIDATED_MAX as u64, "taken on trust: as many as the cap, no more");
+        assert_eq!(server.retries(), over);
+        assert_eq!(answered as u64, over, "one Retry each");
+        assert!(retry_bytes < over as usize * 1_200, "{retry_bytes} bytes for {over} Initials of at least 1,200");
         // A real client over the rate echoes the token and gets its connection.
         let ch = client.connect(now, config, to, "198.18.0.20").unwrap();
         let mut up = Vec::new();
@@ -500,7 +524,7 @@ mod tests {
         let mut server_out = Vec::new();
         let london: SocketAddr = "198.51.100.7:5000".parse().unwrap();
         server.receive(now, london, Some(to.ip()), &initial, &mut server_out);
-        assert_eq!(server.retries(), 301);
+        assert_eq!(server.retries(), over + 1);
         let mut up = Vec::new();
         for (_, _, d) in server_out {
             client.receive(now, to, None, &d, &mut up);
@@ -508,6 +532,34 @@ mod tests {
         let mut t = now;
         exchange(&mut server, &mut client, london, &mut t);
         assert!(client.conn(ch).is_some_and(|c| !c.is_handshaking()), "the client got through with the token");
+    }
+
+    #[test]
+    fn handshakes_of_spoofed_addresses_give_their_place_back_when_they_time_out() {
+        let (mut server, _, config) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let spoof = |server: &mut QuicHost, i: u64, now: u64| {
+            let mut host = QuicHost::client(5_000 + i);
+            host.connect(now, config.clone(), to, "198.18.0.20").unwrap();
+            let mut up = Vec::new();
+            host.drive(now, &mut up);
+            let from = SocketAddr::new(IpAddr::from([203, 0, 113, i as u8]), 4000);
+            let mut out = Vec::new();
+            server.receive(now, from, Some(to.ip()), &up[0].2, &mut out);
+        };
+        for i in 0..=UNVALIDATED_MAX as u64 {
+            spoof(&mut server, i, 1_000_000);
+        }
+        assert_eq!((server.handshakes(), server.retries()), (UNVALIDATED_MAX as u64, 1), "the cap holds");
+        // Nobody answers: each handshake times out, its connection drains.
+        let mut now = 1_000_000;
+        while let Some(t) = server.poll_timeout().filter(|&t| t < 300_000_000_000) {
+            now = t.max(now);
+            server.drive(now, &mut Vec::new());
+        }
+        assert_eq!(server.connections(), 0, "every spoofed handshake timed out");
+        spoof(&mut server, 200, now);
+        assert_eq!((server.handshakes(), server.retries()), (UNVALIDATED_MAX as u64 + 1, 1), "trusted again");
     }
 
     #[test]

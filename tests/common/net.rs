@@ -46,28 +46,58 @@ pub fn udp_packet(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u
     p
 }
 
-/// An IPv4/TCP SYN from `src` to `dst` with sequence number `seq` (an MSS option, as a
-/// kernel's own SYN has; checksums filled in).
-pub fn tcp_syn_packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
-    let mut p = ipv4(src, dst, 6, 24);
+/// TCP flags.
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const PSH: u8 = 0x08;
+
+/// An IPv4/TCP segment from `src` to `dst` with `flags`, `options` (a multiple of 4
+/// bytes) and `payload`; checksums filled in.
+pub fn tcp_packet(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    (seq, ack): (u32, u32),
+    flags: u8,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40, "TCP options in whole words, at most 40 bytes");
+    let header = 20 + options.len();
+    let mut p = ipv4(src, dst, 6, header + payload.len());
     let t = &mut p[20..];
     t[0..2].copy_from_slice(&src.port().to_be_bytes());
     t[2..4].copy_from_slice(&dst.port().to_be_bytes());
     t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[12] = 6 << 4; // 24 bytes of header
-    t[13] = 0x02; // SYN
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = ((header / 4) as u8) << 4;
+    t[13] = flags;
     t[14..16].copy_from_slice(&64_240u16.to_be_bytes());
-    t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
+    t[20..header].copy_from_slice(options);
+    t[header..].copy_from_slice(payload);
     // The checksum covers a pseudo-header: addresses, protocol, TCP length.
-    let mut pseudo = Vec::with_capacity(12 + 24);
+    let len = (header + payload.len()) as u16;
+    let mut pseudo = Vec::with_capacity(12 + usize::from(len) + 1);
     pseudo.extend_from_slice(&src.ip().octets());
     pseudo.extend_from_slice(&dst.ip().octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 24]);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&len.to_be_bytes());
     pseudo.extend_from_slice(&p[20..]);
+    if pseudo.len() % 2 == 1 {
+        pseudo.push(0);
+    }
     let sum = checksum(&pseudo);
     p[36..38].copy_from_slice(&sum.to_be_bytes());
     p
 }
+
+/// An IPv4/TCP SYN from `src` to `dst` with sequence number `seq` (an MSS option, as a
+/// kernel's own SYN has; checksums filled in).
+pub fn tcp_syn_packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
+    tcp_packet(src, dst, (seq, 0), SYN, &MSS_1460, &[])
+}
+
+/// The MSS option a kernel's SYN carries on Ethernet.
+pub const MSS_1460: [u8; 4] = [2, 4, 0x05, 0xb4];
 
 fn checksum(header: &[u8]) -> u16 {
     let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
@@ -118,45 +148,110 @@ impl Default for RawSender {
     }
 }
 
+/// A packet socket seeing every IPv4 packet on every interface of the namespace of the
+/// thread that opened it, both ways (a packet once per interface it crosses).
+pub struct Capture(std::os::fd::OwnedFd);
+
+impl Capture {
+    pub fn open() -> Capture {
+        let proto = (libc::ETH_P_IP as u16).to_be();
+        // SAFETY: a plain socket call; the fd is owned from here on.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
+        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        let fd: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        // SAFETY: setsockopt with a timeval that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        Capture(fd)
+    }
+
+    /// The next IPv4 packet of `protocol` (its header and what follows, to its total
+    /// length), or `None` when a read waited 100 ms or read something else.
+    fn next<'a>(&self, buf: &'a mut [u8], protocol: u8) -> Option<&'a [u8]> {
+        // SAFETY: the buffer outlives the call.
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let p = &buf[..usize::try_from(n).ok()?];
+        if p.len() < 20 || p[0] != 0x45 || p[9] != protocol {
+            return None;
+        }
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        p.get(..total)
+    }
+
+    /// The first IPv4/UDP packet within `wait` that `want(source, destination, UDP
+    /// payload)` takes: its source, destination and the whole IP packet as it crossed.
+    pub fn udp(
+        &self,
+        wait: Duration,
+        want: impl Fn(SocketAddrV4, SocketAddrV4, &[u8]) -> bool,
+    ) -> Option<(SocketAddrV4, SocketAddrV4, Vec<u8>)> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut buf = vec![0u8; 65_536];
+        while std::time::Instant::now() < deadline {
+            let Some(p) = self.next(&mut buf, 17).filter(|p| p.len() >= 28) else { continue };
+            let (from, to) = endpoints(p);
+            if want(from, to, &p[28..]) {
+                // Sent on a veth, the UDP checksum may be left for the device to fill in:
+                // as captured it is only partial. Zero (no checksum, IPv4 allows it) keeps
+                // the datagram exactly what the sender sealed.
+                let mut packet = p.to_vec();
+                packet[26..28].copy_from_slice(&[0, 0]);
+                return Some((from, to, packet));
+            }
+        }
+        None
+    }
+
+    /// Every IPv4/UDP packet's (source, destination) for `wait`.
+    pub fn udp_seen(&self, wait: Duration) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut buf = vec![0u8; 65_536];
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Some(p) = self.next(&mut buf, 17).filter(|p| p.len() >= 28) {
+                seen.push(endpoints(p));
+            }
+        }
+        seen
+    }
+
+    /// The first TCP segment to `to` within `wait` with all of `flags`, carrying data
+    /// when `data`: its (sequence, acknowledgement) numbers and payload.
+    pub fn tcp_to(&self, to: SocketAddrV4, flags: u8, data: bool, wait: Duration) -> Option<(u32, u32, Vec<u8>)> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut buf = vec![0u8; 65_536];
+        while std::time::Instant::now() < deadline {
+            let Some(p) = self.next(&mut buf, 6).filter(|p| p.len() >= 40) else { continue };
+            let t = &p[20..];
+            let payload = t.get(usize::from(t[12] >> 4) * 4..).unwrap_or_default();
+            if endpoints(p).1 == to && t[13] & flags == flags && payload.is_empty() != data {
+                let word = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+                return Some((word(4), word(8), payload.to_vec()));
+            }
+        }
+        None
+    }
+}
+
+/// The source and destination of an IPv4 packet with a 20-byte header and ports after it.
+fn endpoints(p: &[u8]) -> (SocketAddrV4, SocketAddrV4) {
+    let from = SocketAddrV4::new(Ipv4Addr::new(p[12], p[13], p[14], p[15]), u16::from_be_bytes([p[20], p[21]]));
+    let to = SocketAddrV4::new(Ipv4Addr::new(p[16], p[17], p[18], p[19]), u16::from_be_bytes([p[22], p[23]]));
+    (from, to)
+}
+
 /// The first IPv4/UDP packet to one of `dsts` seen on any interface of the namespace
 /// within `wait` (the whole IP packet, as it crossed), and which one it went to.
 pub fn capture_udp_to(dsts: &[SocketAddrV4], wait: Duration) -> Option<(SocketAddrV4, Vec<u8>)> {
-    let proto = (libc::ETH_P_IP as u16).to_be();
-    // SAFETY: a plain socket call; the fd is owned from here on.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
-    assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
-    let fd: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-    // SAFETY: setsockopt with a timeval that outlives the call.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
-    let deadline = std::time::Instant::now() + wait;
-    let mut buf = vec![0u8; 65_536];
-    while std::time::Instant::now() < deadline {
-        // SAFETY: the buffer outlives the call.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 28 {
-            continue;
-        }
-        let p = &buf[..n as usize];
-        let to = SocketAddrV4::new(Ipv4Addr::new(p[16], p[17], p[18], p[19]), u16::from_be_bytes([p[22], p[23]]));
-        if p[0] == 0x45 && p[9] == 17 && dsts.contains(&to) {
-            // Sent on a veth, the UDP checksum may be left for the device to fill in: as
-            // captured it is only partial. Zero (no checksum, IPv4 allows it) keeps the
-            // datagram exactly what the sender sealed.
-            let mut packet = p.to_vec();
-            packet[26..28].copy_from_slice(&[0, 0]);
-            return Some((to, packet));
-        }
-    }
-    None
+    Capture::open().udp(wait, |_, to, _| dsts.contains(&to)).map(|(_, to, packet)| (to, packet))
 }
 
 /// A UDP socket bound in the current namespace, for plain datagrams.
