@@ -12,11 +12,12 @@ use anyedge_ccn::NodeId;
 use anyedge_lab::layout::{CONTROL_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT};
 use anyedge_lab::plan::{Plan, Role};
 use anyedge_proto::ccn::{self, Direction};
-use anyedge_proto::{inner, seal};
 use anyedge_proto::quic::{CID_LEN, CID_MARKER};
+use anyedge_proto::{inner, seal};
 use anyedge_region::quic::UNVALIDATED_MAX;
 use common::net::{
-    ACK, Capture, PSH, RawSender, SYN, capture_udp_to, in_ns, kernel_counter, tcp_packet, tcp_syn_packet, udp, udp_packet,
+    ACK, Capture, PSH, RawSender, SYN, capture_udp_to, in_ns, kernel_counter, tcp_packet, tcp_syn_packet, udp,
+    udp_packet,
 };
 use common::*;
 use serde_json::Value;

@@ -486,7 +486,8 @@ mod tests {
     }
 
     #[test]
-    fn past_the_initial_rate_or_the_unvalidated_cap_spoofed_initials_draw_small_retries_and_a_real_client_still_connects() {
+    fn past_the_initial_rate_or_the_unvalidated_cap_spoofed_initials_draw_small_retries_and_a_real_client_still_connects()
+     {
         let (mut server, mut client, config) = pair();
         let to: SocketAddr = SERVER.parse().unwrap();
         let now = 1_000_000;
