@@ -71,3 +71,16 @@ fn the_fuzz_corpus_seeds_are_todays_valid_packets() {
         assert_eq!(on_disk, bytes, "{} is stale: ANYEDGE_WRITE_SEEDS=1 cargo test --test fuzz_parsers", path.display());
     }
 }
+
+/// The cores seed sent straight to the CLB node gets through the layer-7 listener's SYN
+/// cookie: its SYN draws a SYN-ACK, its ACK (acknowledgement 0: "what the SYN-ACK said")
+/// sets up a proxied connection, so the fuzzer starts past the cookie, in the proxy.
+#[test]
+fn the_cores_seed_sent_straight_gets_past_the_syn_cookie_into_the_proxy() {
+    let mut cores = Cores::new();
+    for (i, p) in harness::valid_packets().iter().enumerate() {
+        cores.step(i as u64 * 1_000_000, Sender::of(3), p);
+    }
+    assert_eq!(cores.clb.syn_cookies_sent(), 1, "the SYN to the HTTP listener drew a cookie");
+    assert_eq!(cores.clb.proxied_connections(), 1, "the ACK returning it set up the proxied connection");
+}

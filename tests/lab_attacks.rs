@@ -508,6 +508,34 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     let r = lab.probe("london", "198.18.0.20:443", "tcp", 8);
     assert_eq!(r["received"], r["sent"], "new connections after the flood: {r}");
     assert_eq!(r["connections_broken"], 0, "{r}");
+    // 1b. 20,000 SYNs to the HTTP listener at about 5,000/s while london asks over HTTP:
+    // each is answered with a SYN cookie and nothing is set up for it (an L7 SYN used to
+    // set up a TCP stack, about 130 KB, before the handshake).
+    let victim = spawn_probe(&lab, "london", "198.18.0.20:80", "http", 4, "victim-http.json");
+    std::thread::sleep(Duration::from_millis(500));
+    let syns = in_ns(&kyiv, move || {
+        let raw = RawSender::new();
+        let packets = (0..20_000u32).map(|i| {
+            let src = SocketAddrV4::new(Ipv4Addr::new(198, 18, 67, 2 + (i % 250) as u8), 40_000 + (i / 250) as u16);
+            tcp_syn_packet(src, vip(80), i.wrapping_mul(2_654_435_761))
+        });
+        paced(&raw, packets, 5_000)
+    });
+    assert!(syns >= 19_500, "the flood left kyiv: {syns}");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
+    let metric = |name: &str, node: &str| -> u64 {
+        let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let cookies: u64 = clbs.iter().map(|n| metric("syn_cookies_total", n)).sum();
+    let proxied: u64 = clbs.iter().map(|n| metric("l7_connections", n)).sum();
+    eprintln!("{cookies} SYN cookies for {syns} SYNs; {proxied} layer-7 connections held");
+    assert!(cookies * 100 >= syns * 95, "SYNs answered with a cookie: {cookies} for {syns}:\n{metrics}");
+    assert!(proxied <= 8, "the nodes hold london's connections at most, none of the flood's: {proxied}");
+    let r = wait_probe(&lab, victim, "victim-http.json");
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's HTTP requests: {r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
     // 2. Slowloris: 700 connections from kyiv's own address to the HTTP listener, each
     // with a head it never finishes, held open while london asks over HTTP.
     let before = drops(&lab);

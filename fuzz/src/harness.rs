@@ -44,7 +44,7 @@ pub fn valid_packets() -> Vec<Vec<u8>> {
         tcp_packet((c, 10_001), (v, 443), SYN, (1, 0), &[]),
         tcp_packet((c, 10_002), (v, 444), SYN, (1, 0), &[]),
         tcp_packet((c, 10_003), (v, 80), SYN, (1, 0), &[]),
-        tcp_packet((c, 10_003), (v, 80), ACK | PSH, (2, 1), get),
+        tcp_packet((c, 10_003), (v, 80), ACK | PSH, (2, 0), get),
         tcp_packet((b, 8080), (c, 10_001), SYN | ACK, (9, 2), &[]),
         tcp_packet((c, 10_001), (v, 443), FIN | ACK, (2, 10), &[]),
         tcp_packet((c, 10_002), (v, 444), RST, (2, 0), &[]),
@@ -239,6 +239,11 @@ pub struct Cores {
     pub opened: u32,
     /// Packets the gateways took from a CLB node.
     pub through_gateway: u32,
+    /// SYN-ACKs the CLB node sent clients straight (a layer-7 listener's SYN cookies):
+    /// client (address, port) → the sequence and acknowledgement numbers of the ACK that
+    /// answers it. A client's ACK sent straight with acknowledgement number 0 gets these
+    /// (a client that read its SYN-ACK), so the fuzzer gets past the cookie to the proxy.
+    pub syn_acks: std::collections::HashMap<(std::net::IpAddr, u16), (u32, u32)>,
 }
 
 /// Whom a fuzzed packet comes from, and whether it arrives sealed by them.
@@ -310,7 +315,7 @@ impl Cores {
         };
         let gateways = [Gateway::new(gateway_config(Some("198.18.99.1")), 0), Gateway::new(gateway_config(None), 0)];
         let senders: Vec<Keyring> = [POP, CLB, PEER, HOST].map(|me| auth(me).keyring(me, 1 << 40)).into();
-        Cores { pop, clb: clb(), gateways, senders, opened: 0, through_gateway: 0 }
+        Cores { pop, clb: clb(), gateways, senders, opened: 0, through_gateway: 0, syn_acks: Default::default() }
     }
 
     /// `p` from `from` at `now_ns`; then every core's output is taken, and the bounds
@@ -333,7 +338,15 @@ impl Cores {
                 let _ = self.clb.handle_from_pop(now_ns, &bytes);
             }
             Sender::Direct => {
-                let _ = self.clb.handle_direct(now_ns, p.to_vec());
+                let mut packet = p.to_vec();
+                if let Ok(info) = inner::parse(&packet)
+                    && info.tcp.is_some_and(|f| f.ack && !f.syn)
+                    && let Some((seq, 0, _)) = inner::tcp_numbers(&packet)
+                    && let Some(&(want_seq, want_ack)) = self.syn_acks.get(&(info.key.src, info.key.src_port))
+                {
+                    let _ = inner::shift_tcp(&mut packet, want_seq.wrapping_sub(seq), 0u32.wrapping_sub(want_ack));
+                }
+                let _ = self.clb.handle_direct(now_ns, packet);
             }
             Sender::Peer { sealed } => {
                 let bytes = seal(2, CLB, Kind::Sync, sealed);
@@ -359,7 +372,18 @@ impl Cores {
             self.clb.handle_timeout(now_ns);
         }
         while self.pop.poll_output().is_some() {}
-        while self.clb.poll_output().is_some() {}
+        while let Some(t) = self.clb.poll_output() {
+            if let anyedge_ccn::Dest::Client(_) = t.dest
+                && let Ok(info) = inner::parse(&t.bytes)
+                && info.tcp.is_some_and(|f| f.syn && f.ack)
+                && let Some((seq, ack, _)) = inner::tcp_numbers(&t.bytes)
+            {
+                if self.syn_acks.len() >= CAPACITY {
+                    self.syn_acks.clear();
+                }
+                self.syn_acks.insert((info.key.dst, info.key.dst_port), (ack, seq.wrapping_add(1)));
+            }
+        }
         for g in &mut self.gateways {
             while g.poll_output().is_some() {}
             assert!(g.flows() <= CAPACITY, "the gateway's table stays bounded");

@@ -510,6 +510,55 @@ pub fn bare_tcp(
     }
 }
 
+/// A TCP segment's sequence and acknowledgement numbers and its MSS option, if any.
+pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, Option<u16>)> {
+    let tcp = TcpPacket::new_checked(transport_segment(packet)?).ok()?;
+    let mut mss = None;
+    let mut options = tcp.options();
+    while let Some((&kind, rest)) = options.split_first() {
+        match kind {
+            0 => break,
+            1 => options = rest,
+            _ => {
+                let len = usize::from(*rest.first()?);
+                if len < 2 || len > options.len() {
+                    break;
+                }
+                if kind == 2 && len == 4 {
+                    mss = Some(u16::from_be_bytes([options[2], options[3]]));
+                }
+                options = &options[len..];
+            }
+        }
+    }
+    Some((tcp.seq_number().0 as u32, tcp.ack_number().0 as u32, mss))
+}
+
+/// Moves a TCP segment's sequence number by `seq_add` and, when it has the ACK flag, its
+/// acknowledgement number back by `ack_sub` (both modulo 2^32), and refills the checksum:
+/// what a SYN proxy does to every segment of a connection it spliced (the client's
+/// numbers for the node's stack on the way in, the stack's for the client's on the way
+/// out).
+pub fn shift_tcp(packet: &mut [u8], seq_add: u32, ack_sub: u32) -> Result<()> {
+    let info = parse(packet)?;
+    let flags = info.tcp.ok_or(Error::Malformed("not TCP"))?;
+    let start = match packet[0] >> 4 {
+        4 => usize::from(Ipv4Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?.header_len()),
+        _ => Ipv6Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?.header_len(),
+    };
+    let end = start + transport_segment(packet).ok_or(Error::Truncated)?.len();
+    let (src, dst) = (IpAddress::from(info.key.src), IpAddress::from(info.key.dst));
+    let mut tcp = TcpPacket::new_checked(&mut packet[start..end]).map_err(|_| Error::Truncated)?;
+    // Plain wrapping arithmetic: smoltcp's `+` panics past i32::MAX.
+    tcp.set_seq_number(TcpSeqNumber((tcp.seq_number().0 as u32).wrapping_add(seq_add) as i32));
+    if flags.ack {
+        let ack = (tcp.ack_number().0 as u32).wrapping_sub(ack_sub);
+        tcp.set_ack_number(TcpSeqNumber(ack as i32));
+    }
+    tcp.fill_checksum(&src, &dst);
+    Ok(())
+}
+
 /// The transport segment (header and payload) inside an IP packet.
 fn transport_segment(packet: &[u8]) -> Option<&[u8]> {
     match packet.first()? >> 4 {

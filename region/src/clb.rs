@@ -101,6 +101,9 @@ pub enum ClbDrop {
     /// address and port, through another listener, to the same backend): neither node nor
     /// backend could tell them apart, so it is refused and the first keeps its replies.
     ReplyTaken,
+    /// A client's ACK toward a layer-7 listener with no connection whose acknowledgement
+    /// is not a SYN cookie this node made for it in the last two periods.
+    BadCookie,
 }
 
 impl ClbDrop {
@@ -122,6 +125,7 @@ impl ClbDrop {
             ClbDrop::TableFull => "table_full",
             ClbDrop::SourceCap => "source_cap",
             ClbDrop::ReplyTaken => "reply_taken",
+            ClbDrop::BadCookie => "bad_cookie",
         }
     }
 }
@@ -204,6 +208,10 @@ pub struct Clb {
     secret: anyedge_ccn::Prf,
     /// The region's cipher for the node byte of QUIC connection IDs (none: in the clear).
     cid_cipher: Option<anyedge_ccn::CidCipher>,
+    /// Layer-7 listeners answer SYNs with these and set up a connection on the ACK.
+    syn_cookies: crate::syn_cookie::SynCookies,
+    /// SYN-ACKs sent with a cookie (layer-7 listeners).
+    syn_cookies_sent: u64,
     backend_hosts: Vec<(IpAddr, NodeId)>,
     /// Outputs dropped for want of a key for their peer (a configuration error).
     unsealable: u64,
@@ -247,6 +255,8 @@ impl Clb {
             keys: config.auth.keyring(NodeId::Clb { region: config.region, node: config.node_index }, now_ns),
             secret: anyedge_ccn::Prf::new(&config.auth.node_secret("clb")),
             cid_cipher: config.auth.cid_cipher(config.region),
+            syn_cookies: crate::syn_cookie::SynCookies::new(&config.auth.node_secret("clb syn cookies")),
+            syn_cookies_sent: 0,
             backend_hosts: config.backend_hosts.clone(),
             unsealable: 0,
             firewall: (!config.security_groups.is_empty())
@@ -797,9 +807,24 @@ impl Clb {
         li: usize,
     ) -> Result<(), ClbDrop> {
         if self.l7.get(&key).is_none() {
-            if !tcp.is_some_and(|f| f.syn && !f.ack) {
+            let Some(flags) = tcp.filter(|f| !f.rst) else { return Err(ClbDrop::NoConnection) };
+            let (seq, ack, mss) = inner::tcp_numbers(&packet).ok_or(ClbDrop::NoConnection)?;
+            if flags.syn && !flags.ack {
+                // A SYN costs nothing to remember: the SYN-ACK's sequence number is a
+                // cookie, and the connection is set up on the ACK that returns it.
+                let (cookie, mss) = self.syn_cookies.make(&key, seq, mss, now_ns);
+                let control = smoltcp::wire::TcpControl::Syn;
+                let syn_ack =
+                    inner::bare_tcp(key.dst_port, key.src_port, control, cookie, Some(seq.wrapping_add(1)), Some(mss));
+                let syn_ack = inner::build_tcp(key.dst, key.src, &syn_ack).ok_or(ClbDrop::NoConnection)?;
+                self.syn_cookies_sent += 1;
+                return self.reply_to_client(ingress, key.flow_hash(), syn_ack).map_err(ClbDrop::from);
+            }
+            if flags.syn || !flags.ack {
                 return Err(ClbDrop::NoConnection);
             }
+            let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
+            let mss = self.syn_cookies.check(&key, client_isn, cookie, now_ns).ok_or(ClbDrop::BadCookie)?;
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
             let config = &self.listeners[li].config;
             let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
@@ -808,10 +833,14 @@ impl Clb {
                 let over_cap = self.l7.refused_per_source() > capped;
                 return Err(if over_cap { ClbDrop::SourceCap } else { ClbDrop::NoBackend });
             }
+            if !self.l7.splice(&key, client_isn, cookie, mss, now_ns) {
+                self.l7.remove(&key);
+                return Err(ClbDrop::NoBackend);
+            }
             self.flows_created += 1;
         }
         self.l7_ingress.insert(key, (ingress, key.flow_hash()));
-        self.l7.receive(&key, packet);
+        self.l7.receive_client(&key, packet);
         self.drive_l7(&key, now_ns);
         Ok(())
     }
@@ -1007,6 +1036,11 @@ impl Clb {
     }
 
     /// SNAT ports taken back from flows that never got established, for new ones.
+    /// SYN-ACKs this node answered layer-7 SYNs with, a cookie each (nothing kept).
+    pub fn syn_cookies_sent(&self) -> u64 {
+        self.syn_cookies_sent
+    }
+
     pub fn snat_evictions(&self) -> u64 {
         self.snat_evictions
     }
@@ -1302,7 +1336,9 @@ mod tests {
     //! A harness in the quinn-proto style: the core alone, packets in and out, no I/O.
     use super::*;
     use crate::config::{BackendConfig, HealthConfig};
+    use crate::tcp_stack::TcpStack;
     use anyedge_ccn::auth::{AuthConfig, BackboneSecret};
+    use smoltcp::iface::SocketHandle;
     use smoltcp::wire::TcpControl;
 
     /// The test backbone: POPs 0..4, three CLB nodes of region 0, and the backend hosts.
@@ -1405,6 +1441,114 @@ mod tests {
     /// The CCN packet POP `pop` finds in what a CLB node sent it.
     fn at_pop(pop: u16, sealed: &[u8]) -> Vec<u8> {
         keyring(NodeId::Pop(pop)).open(Kind::Data, sealed).expect("sealed for this POP").1.to_vec()
+    }
+
+    /// A node whose one listener is an HTTP proxy on the VIP's port 80.
+    fn http_node() -> Clb {
+        let mut c = config(SchedulerKind::Wrr, None);
+        let l = &mut c.listeners[0];
+        (l.transport, l.port, l.layer7, l.http) = (Transport::Tcp, 80, true, true);
+        Clb::new(c, 0)
+    }
+
+    fn tcp_flags(bytes: &[u8]) -> inner::TcpFlags {
+        inner::parse(bytes).unwrap().tcp.unwrap()
+    }
+
+    #[test]
+    fn an_http_listener_answers_syns_with_cookies_and_keeps_nothing_until_the_ack_returns_one() {
+        let mut clb = http_node();
+        let vip: IpAddr = VIP.parse().unwrap();
+        // 10,000 spoofed SYNs: a SYN-ACK each, no connection, nothing kept.
+        for i in 0..10_000u32 {
+            let src = (IpAddr::from([203, 0, (i >> 8) as u8, i as u8]), 1024 + (i % 50_000) as u16);
+            let syn = inner::build_tcp(src.0, vip, &inner::bare_tcp(src.1, 80, TcpControl::Syn, i, None, Some(1460)));
+            clb.handle_direct(1_000, syn.unwrap()).unwrap();
+            let Some(Sent::Client { bytes }) = clb.next_out() else { panic!("SYN {i} unanswered") };
+            let f = tcp_flags(&bytes);
+            assert!(f.syn && f.ack, "a SYN-ACK");
+            assert_eq!(inner::tcp_numbers(&bytes).map(|n| n.1), Some(i.wrapping_add(1)), "it acknowledges the SYN");
+        }
+        assert_eq!((clb.l7.len(), clb.syn_cookies_sent()), (0, 10_000), "no connection set up for a SYN");
+        // An ACK whose acknowledgement is no cookie of this node's sets nothing up either.
+        let src: IpAddr = "203.0.0.1".parse().unwrap();
+        for guess in [0u32, 1, 0xdead_beef] {
+            let ack = inner::bare_tcp(1025, 80, TcpControl::None, 2, Some(guess), None);
+            let ack = inner::build_tcp(src, vip, &ack).unwrap();
+            assert_eq!(clb.handle_direct(2_000, ack).map_err(|e| e.name()), Err("bad_cookie"));
+        }
+        assert_eq!(clb.l7.len(), 0);
+    }
+
+    #[test]
+    fn a_client_behind_a_syn_cookie_gets_its_request_to_a_backend_and_the_answer_back() {
+        let mut clb = http_node();
+        let vip: IpAddr = VIP.parse().unwrap();
+        let me: IpAddr = "198.18.64.7".parse().unwrap();
+        let mut client = TcpStack::new(me, 5, 0);
+        let h = client.connect(SocketAddr::new(vip, 80), (me, 40_000)).unwrap();
+        // Both backends run a server on their port.
+        let mut servers: Vec<(SocketAddr, TcpStack, SocketHandle)> = [B1, B2]
+            .iter()
+            .map(|b| {
+                let addr: SocketAddr = b.parse().unwrap();
+                let mut stack = TcpStack::new(addr.ip(), 9, 0);
+                let s = stack.new_socket();
+                stack.socket(s).listen(addr.port()).unwrap();
+                (addr, stack, s)
+            })
+            .collect();
+        let request = b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n".to_vec();
+        let (mut sent, mut answered, mut got) = (false, false, Vec::new());
+        for step in 0..200u64 {
+            let now = 1_000_000 + step * 1_000_000;
+            client.poll(now);
+            let s = client.socket(h);
+            if s.may_send() && !sent {
+                sent = s.send_slice(&request).unwrap() == request.len();
+            }
+            while s.can_recv() {
+                let mut buf = [0u8; 4096];
+                let n = s.recv_slice(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            client.poll(now);
+            for p in client.drain_tx().collect::<Vec<_>>() {
+                let _ = clb.handle_direct(now, p);
+            }
+            clb.handle_timeout(now);
+            while let Some(out) = clb.next_out() {
+                match out {
+                    Sent::Client { bytes } => client.receive(bytes),
+                    Sent::Backend { backend, bytes } => {
+                        servers.iter_mut().find(|(a, _, _)| *a == backend).unwrap().1.receive(bytes)
+                    }
+                    _ => {}
+                }
+            }
+            for (_, stack, sock) in servers.iter_mut() {
+                stack.poll(now);
+                let s = stack.socket(*sock);
+                if s.can_recv() && !answered {
+                    let mut buf = [0u8; 4096];
+                    let n = s.recv_slice(&mut buf).unwrap();
+                    assert!(buf[..n].starts_with(b"GET / HTTP/1.1\r\n"), "the request as the client sent it");
+                    s.send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+                    answered = true;
+                }
+                stack.poll(now);
+                for p in stack.drain_tx().collect::<Vec<_>>() {
+                    let _ = clb.handle_backend_sealed(now, p);
+                }
+            }
+            if got.ends_with(b"ok") {
+                break;
+            }
+        }
+        assert!(answered, "the request reached a backend");
+        assert!(got.starts_with(b"HTTP/1.1 200 OK") && got.ends_with(b"ok"), "{:?}", String::from_utf8_lossy(&got));
+        assert_eq!(client.socket(h).send_queue(), 0, "the node's stack acknowledged all the client sent");
+        assert_eq!(clb.syn_cookies_sent(), 1);
     }
 
     const VIP: &str = "198.18.0.20";

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 
-use anyedge_proto::FlowKey;
+use anyedge_proto::{FlowKey, inner};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
@@ -268,6 +268,10 @@ pub struct Proxied {
     refused: bool,
     /// When its first request head is due (cleared once it has come).
     head_due_ns: Option<u64>,
+    /// Spliced behind a SYN cookie: the cookie less the stack's own initial sequence
+    /// number, added to the stack's sequence numbers on the way to the client and taken
+    /// from the client's acknowledgements on the way in.
+    seq_shift: Option<u32>,
 }
 
 /// What the proxy asks of the CLB after moving a connection along.
@@ -369,6 +373,7 @@ impl L7 {
             poll_at: None,
             refused: false,
             head_due_ns: http.then_some(now_ns + HEAD_DEADLINE_NS),
+            seq_shift: None,
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(key.src).or_default() += 1;
@@ -392,7 +397,41 @@ impl L7 {
         true
     }
 
-    /// A packet of this connection (from the client or from the backend).
+    /// Hands a connection just accepted on a client's ACK that carried a good SYN
+    /// cookie to its stack as though the handshake had been the stack's own: the
+    /// client's SYN (its initial sequence number, the MSS the cookie carried) goes in,
+    /// the stack's SYN-ACK is kept back, and from then on sequence numbers are shifted
+    /// between the stack's and the cookie's. False when the stack would not answer.
+    pub fn splice(&mut self, key: &FlowKey, client_isn: u32, cookie: u32, mss: u16, now_ns: u64) -> bool {
+        let Some(c) = self.conns.get_mut(key) else { return false };
+        let syn =
+            inner::bare_tcp(key.src_port, key.dst_port, smoltcp::wire::TcpControl::Syn, client_isn, None, Some(mss));
+        let Some(syn) = inner::build_tcp(key.src, key.dst, &syn) else { return false };
+        c.stack.receive(syn);
+        c.stack.poll(now_ns);
+        let own_isn = c
+            .stack
+            .drain_tx()
+            .filter(|p| inner::parse(p).is_ok_and(|i| i.key.src == key.dst && i.tcp.is_some_and(|f| f.syn && f.ack)))
+            .find_map(|p| inner::tcp_numbers(&p).map(|(seq, _, _)| seq));
+        let Some(own_isn) = own_isn else { return false };
+        c.seq_shift = Some(cookie.wrapping_sub(own_isn));
+        true
+    }
+
+    /// A packet of this connection from the client.
+    pub fn receive_client(&mut self, key: &FlowKey, mut packet: Vec<u8>) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if let Some(shift) = c.seq_shift
+                && inner::shift_tcp(&mut packet, 0, shift).is_err()
+            {
+                return;
+            }
+            c.stack.receive(packet);
+        }
+    }
+
+    /// A packet of this connection from its backend.
     pub fn receive(&mut self, key: &FlowKey, packet: Vec<u8>) {
         if let Some(c) = self.conns.get_mut(key) {
             c.stack.receive(packet);
@@ -493,9 +532,13 @@ impl L7 {
             }
         }
         c.stack.poll(now_ns);
-        for packet in c.stack.drain_tx() {
+        for mut packet in c.stack.drain_tx() {
             let from_vip = anyedge_proto::inner::parse(&packet).is_ok_and(|i| i.key.src == key.dst);
             if from_vip {
+                if let Some(shift) = c.seq_shift {
+                    // The stack's own segments: parse succeeded above, so this does too.
+                    let _ = inner::shift_tcp(&mut packet, shift, 0);
+                }
                 step.to_client.push(packet);
             } else {
                 step.to_backend.push(packet);

@@ -15,6 +15,7 @@ pub mod quic;
 pub mod quic_listener;
 pub mod scheduler;
 pub mod security;
+pub mod syn_cookie;
 pub mod sync;
 pub mod tables;
 pub mod tcp_stack;

@@ -375,6 +375,8 @@ impl<'a> ClbDriver<'a> {
             self.drops.set_gauge("conn_table_evictions_total", self.core.conn_table().evictions());
             self.drops.set_gauge("conn_table_refused_total", self.core.conn_table().refused());
             self.drops.set_gauge("snat_evictions_total", self.core.snat_evictions());
+            self.drops.set_gauge("l7_connections", self.core.proxied_connections() as u64);
+            self.drops.set_gauge("syn_cookies_total", self.core.syn_cookies_sent());
         }
         let quic = self.core.quic_connections();
         if quic != self.quic_seen {

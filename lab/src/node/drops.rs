@@ -274,6 +274,10 @@ impl Drops {
                 "snat_evictions_total" => {
                     ("counter", "SNAT ports taken back from flows never established (pool full).")
                 }
+                "l7_connections" => ("gauge", "Layer-7 (HTTP, HTTPS, TCP SSL) connections the node proxies."),
+                "syn_cookies_total" => {
+                    ("counter", "Layer-7 SYNs answered with a SYN cookie (nothing kept until the ACK).")
+                }
                 "raft_term" => ("gauge", "The control node's Raft term."),
                 "raft_commit" => ("gauge", "The control node's commit index."),
                 "raft_applied" => ("gauge", "The control node's applied index."),

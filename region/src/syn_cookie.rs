@@ -1,0 +1,126 @@
+//! SYN cookies for the layer-7 listeners: a CLB node answers a client's SYN with a SYN-ACK
+//! whose initial sequence number is a keyed MAC of the connection (RFC 4987 §3.6, as
+//! Linux's), so a SYN costs it nothing to remember; the node's own TCP stack is set up
+//! only for an ACK that carries a cookie the node made in the last two periods.
+//!
+//! Cookie bits: `period mod 32` (5) · MSS index (3) · MAC (24). The MAC is HMAC-SHA256,
+//! under a secret of the node's own, of the flow's addresses and ports, the client's
+//! initial sequence number, the period and the MSS index (so no bit of a cookie can be
+//! changed and still check out). A period is 64 s; a cookie is good in its
+//! period and the next. The cookie's SYN-ACK offers no window scaling, SACK or
+//! timestamps (nothing to remember them in): a connection's window is then at most 64 KiB,
+//! which is what the proxy's sockets hold anyway.
+
+use anyedge_proto::FlowKey;
+
+/// How long one cookie period lasts.
+pub const PERIOD_NS: u64 = 64_000_000_000;
+
+/// The MSS values a cookie can carry: the largest not above the client's is taken.
+const MSS_TABLE: [u16; 8] = [536, 1_024, 1_200, 1_220, 1_360, 1_400, 1_440, 1_460];
+
+/// The node's cookie secret.
+#[derive(Debug)]
+pub struct SynCookies {
+    prf: anyedge_ccn::Prf,
+}
+
+impl SynCookies {
+    pub fn new(secret: &[u8]) -> SynCookies {
+        SynCookies { prf: anyedge_ccn::Prf::new(secret) }
+    }
+
+    fn mac(&self, key: &FlowKey, client_isn: u32, period: u64, mss_index: u32) -> u32 {
+        let mut input = Vec::with_capacity(48);
+        for ip in [key.src, key.dst] {
+            match ip {
+                std::net::IpAddr::V4(a) => input.extend_from_slice(&a.octets()),
+                std::net::IpAddr::V6(a) => input.extend_from_slice(&a.octets()),
+            }
+        }
+        input.extend_from_slice(&key.src_port.to_be_bytes());
+        input.extend_from_slice(&key.dst_port.to_be_bytes());
+        input.extend_from_slice(&client_isn.to_be_bytes());
+        input.extend_from_slice(&period.to_be_bytes());
+        input.extend_from_slice(&mss_index.to_be_bytes());
+        let out = self.prf.eval(&input);
+        u32::from_be_bytes([0, out[0], out[1], out[2]])
+    }
+
+    /// The initial sequence number of the SYN-ACK answering a SYN of `key` with sequence
+    /// number `client_isn` and MSS option `client_mss` (536 when absent, RFC 9293), and
+    /// the MSS the cookie carries.
+    pub fn make(&self, key: &FlowKey, client_isn: u32, client_mss: Option<u16>, now_ns: u64) -> (u32, u16) {
+        let wanted = client_mss.unwrap_or(536);
+        let index = MSS_TABLE.iter().rposition(|&m| m <= wanted).unwrap_or(0);
+        let period = now_ns / PERIOD_NS;
+        let cookie =
+            ((period & 0x1f) as u32) << 27 | (index as u32) << 24 | self.mac(key, client_isn, period, index as u32);
+        (cookie, MSS_TABLE[index])
+    }
+
+    /// The MSS a cookie carries when this node made it for `key` and `client_isn` in this
+    /// period or the one before; `None` for anything else.
+    pub fn check(&self, key: &FlowKey, client_isn: u32, cookie: u32, now_ns: u64) -> Option<u16> {
+        let now = now_ns / PERIOD_NS;
+        let period = std::iter::once(now).chain(now.checked_sub(1)).find(|p| (p & 0x1f) as u32 == cookie >> 27)?;
+        let index = cookie >> 24 & 7;
+        (self.mac(key, client_isn, period, index) == cookie & 0x00ff_ffff).then(|| MSS_TABLE[index as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyedge_proto::Transport;
+
+    fn key(port: u16) -> FlowKey {
+        FlowKey {
+            transport: Transport::Tcp,
+            src: "198.18.64.7".parse().unwrap(),
+            src_port: port,
+            dst: "198.18.0.20".parse().unwrap(),
+            dst_port: 80,
+        }
+    }
+
+    #[test]
+    fn a_cookie_checks_out_for_its_connection_in_its_period_and_the_next_only() {
+        let c = SynCookies::new(b"node secret");
+        let t = 5 * PERIOD_NS + 7;
+        let (cookie, mss) = c.make(&key(4000), 1_000, Some(1_460), t);
+        assert_eq!(mss, 1_460);
+        assert_eq!(c.check(&key(4000), 1_000, cookie, t), Some(1_460));
+        assert_eq!(c.check(&key(4000), 1_000, cookie, t + PERIOD_NS), Some(1_460), "the next period");
+        assert_eq!(c.check(&key(4000), 1_000, cookie, t + 2 * PERIOD_NS), None, "two periods on");
+        assert_eq!(c.check(&key(4001), 1_000, cookie, t), None, "another port");
+        assert_eq!(c.check(&key(4000), 1_001, cookie, t), None, "another client sequence number");
+        assert_eq!(SynCookies::new(b"another node").check(&key(4000), 1_000, cookie, t), None, "another node's");
+        for bit in 0..32 {
+            assert_eq!(c.check(&key(4000), 1_000, cookie ^ 1 << bit, t), None, "bit {bit} flipped");
+        }
+    }
+
+    #[test]
+    fn the_cookie_carries_the_largest_mss_not_above_the_clients() {
+        let c = SynCookies::new(b"node secret");
+        for (asked, got) in
+            [(None, 536), (Some(100), 536), (Some(1_300), 1_220), (Some(1_440), 1_440), (Some(9_000), 1_460)]
+        {
+            let (cookie, mss) = c.make(&key(4000), 9, asked, 0);
+            assert_eq!(mss, got, "{asked:?}");
+            assert_eq!(c.check(&key(4000), 9, cookie, 0), Some(got), "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn guessing_a_cookie_takes_millions_of_tries() {
+        // 24 MAC bits: of 100,000 guesses for one connection, none should pass (expected
+        // 0.006).
+        let c = SynCookies::new(b"node secret");
+        let t = 3 * PERIOD_NS;
+        let hits =
+            (0..100_000u32).filter(|g| c.check(&key(4000), 1, g.wrapping_mul(2_654_435_761), t).is_some()).count();
+        assert_eq!(hits, 0);
+    }
+}
