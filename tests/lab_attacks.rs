@@ -633,6 +633,10 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     // answers die unanswered), while london asks over QUIC.
     let victim = spawn_probe(&lab, "london", "198.18.0.20:4433", "quic", 4, "victim-quic.json");
     std::thread::sleep(Duration::from_millis(300));
+    // What comes back to the spoofed addresses, watched in kyiv's namespace where it dies.
+    let kyiv_watch = kyiv.clone();
+    let answers = std::thread::spawn(move || in_ns(&kyiv_watch, || Capture::open().udp_seen(Duration::from_secs(9))));
+    std::thread::sleep(Duration::from_millis(100));
     let flood = std::time::Instant::now();
     let sent = in_ns(&kyiv, move || {
         let raw = RawSender::new();
@@ -650,6 +654,18 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     // Past 200 Initials a second, or with 64 handshakes of unvalidated addresses under way
     // (spoofed ones never finish; they time out after 30 s), each node answers with a
     // Retry: the two nodes take at most 2 × 64 of the flood's handshakes.
+    // No spoofed address got more than three times its 1,200-byte Initial back (RFC 9000
+    // §8.1; the issue saw 3,822 bytes for one).
+    let mut back: std::collections::HashMap<SocketAddrV4, usize> = Default::default();
+    for (from, to, len) in answers.join().unwrap() {
+        if from == vip && to.ip().octets()[..3] == [198, 18, 67] {
+            *back.entry(to).or_default() += len;
+        }
+    }
+    let most = back.values().max().copied().unwrap_or(0);
+    eprintln!("{} spoofed addresses got answers, the most {most} bytes", back.len());
+    assert!(back.len() >= 5_000, "the answers reached kyiv's namespace: {}", back.len());
+    assert!(most <= 3 * 1_200, "an unvalidated address got {most} bytes for 1,200");
     let retried = retries(&status()) - retries_before;
     let handshakes = 2 * UNVALIDATED_MAX as u64;
     eprintln!("{retried} of {sent} Initials answered with a Retry in {seconds:.1} s");
@@ -711,10 +727,10 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
         paced(&raw, junk, 1_000)
     });
     assert!(sent >= 2_900, "the junk left kyiv: {sent}");
-    let seen: Vec<Vec<(SocketAddrV4, SocketAddrV4)>> = watchers.into_iter().map(|w| w.join().unwrap()).collect();
-    let count = |p: usize, f: &dyn Fn(&(SocketAddrV4, SocketAddrV4)) -> bool| seen[p].iter().filter(|x| f(x)).count();
-    let replies: Vec<usize> = (0..2).map(|p| count(p, &|&(from, to)| from == vip && to == london)).collect();
-    let junk: Vec<usize> = (0..2).map(|p| count(p, &|&(from, to)| from == kyiv_addr && to == vip)).collect();
+    let seen: Vec<Vec<(SocketAddrV4, SocketAddrV4, usize)>> = watchers.into_iter().map(|w| w.join().unwrap()).collect();
+    let count = |p: usize, want: (SocketAddrV4, SocketAddrV4)| seen[p].iter().filter(|x| (x.0, x.1) == want).count();
+    let replies: Vec<usize> = (0..2).map(|p| count(p, (vip, london))).collect();
+    let junk: Vec<usize> = (0..2).map(|p| count(p, (kyiv_addr, vip))).collect();
     eprintln!("london's replies through {pops:?}: {replies:?}; the junk through them: {junk:?}");
     let home = replies.iter().position(|&n| n > 0).expect("london's replies cross its POP");
     assert_eq!(junk[home], 0, "kyiv's junk entered london's own POP: the test would show nothing");
@@ -781,4 +797,67 @@ fn a_clients_forged_toa_option_never_names_the_client_to_a_backend() {
     }
     let r = wait_probe(&lab, victim, "victim-toa.json");
     assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's TCP requests: {r}");
+}
+
+#[test]
+fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_bounded_buffers() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_flags("atk-body", for_state_floods, &["--no-impairments"]);
+    let plan = plan(&lab);
+    let kyiv = ns(&plan, Role::Client(2));
+    let clbs = ["clb/frankfurt/1", "clb/frankfurt/2"];
+    let peak_before = clbs.map(|n| peak_rss_mib(&lab, n));
+    let victim = spawn_probe(&lab, "london", "198.18.0.20:80", "http", 4, "victim-body.json");
+    std::thread::sleep(Duration::from_millis(300));
+    // Four connections from kyiv push requests with 64 KiB bodies (each echoed back by
+    // the backend) for 4 s and never read an answer: the answers fill the proxy's 64 KiB
+    // toward kyiv, the backend stops being read, stops reading, the proxy's 64 KiB toward
+    // it fills, and kyiv's window closes. The issue saw one 366 MiB body read ahead of
+    // its backend, a node growing from 27 to 783 MB.
+    let pushed = in_ns(&kyiv, || {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    use std::io::Write;
+                    let to = std::net::SocketAddr::V4(SocketAddrV4::new("198.18.0.20".parse().unwrap(), 80));
+                    let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connects");
+                    s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+                    let mut request = b"POST / HTTP/1.1\r\nHost: kyiv\r\nContent-Length: 65536\r\n\r\n".to_vec();
+                    request.extend_from_slice(&[b'x'; 65_536]);
+                    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+                    let mut pushed = 0usize;
+                    while std::time::Instant::now() < deadline {
+                        match s.write(&request) {
+                            Ok(n) => pushed += n,
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(e) => panic!("the proxy closed the connection: {e} after {pushed} bytes"),
+                        }
+                    }
+                    (pushed, s)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect::<Vec<_>>()
+    });
+    let bytes: usize = pushed.iter().map(|(n, _)| n).sum();
+    eprintln!("kyiv's four connections got {:.1} MiB into the network in 4 s", bytes as f64 / 1_048_576.0);
+    // What the path holds: kyiv's and the proxy's socket buffers, the proxy's 64 KiB each
+    // way, the backend's: a few MiB, not what 4 s of a link could carry.
+    assert!(bytes < 32 << 20, "{bytes} bytes went in: nothing pushed back");
+    let r = wait_probe(&lab, victim, "victim-body.json");
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's HTTP requests: {r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
+    // Per node: its share of the four connections, each two 64 KiB sockets toward the
+    // client, two toward the backend and 64 KiB each way beyond them, plus 16 MiB.
+    for (i, n) in clbs.iter().enumerate() {
+        let grew = peak_rss_mib(&lab, n) - peak_before[i];
+        eprintln!("{n}: peak resident +{grew:.1} MiB");
+        assert!(grew <= 4.0 * 6.0 * 64.0 / 1024.0 + 16.0, "{n}'s peak resident memory grew {grew:.1} MiB");
+    }
+    drop(pushed);
 }

@@ -174,16 +174,32 @@ impl Capture {
     }
 
     /// The next IPv4 packet of `protocol` (its header and what follows, to its total
-    /// length), or `None` when a read waited 100 ms or read something else.
-    fn next<'a>(&self, buf: &'a mut [u8], protocol: u8) -> Option<&'a [u8]> {
-        // SAFETY: the buffer outlives the call.
-        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    /// length) and whether it was leaving an interface (not arriving), or `None` when a
+    /// read waited 100 ms or read something else.
+    fn next_with_way<'a>(&self, buf: &'a mut [u8], protocol: u8) -> Option<(&'a [u8], bool)> {
+        // SAFETY: zeroed is a valid sockaddr_ll; the buffer and address outlive the call.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        let n = unsafe {
+            libc::recvfrom(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
         let p = &buf[..usize::try_from(n).ok()?];
         if p.len() < 20 || p[0] != 0x45 || p[9] != protocol {
             return None;
         }
         let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        p.get(..total)
+        Some((p.get(..total)?, from.sll_pkttype == libc::PACKET_OUTGOING))
+    }
+
+    fn next<'a>(&self, buf: &'a mut [u8], protocol: u8) -> Option<&'a [u8]> {
+        self.next_with_way(buf, protocol).map(|(p, _)| p)
     }
 
     /// The first IPv4/UDP packet within `wait` that `want(source, destination, UDP
@@ -210,14 +226,17 @@ impl Capture {
         None
     }
 
-    /// Every IPv4/UDP packet's (source, destination) for `wait`.
-    pub fn udp_seen(&self, wait: Duration) -> Vec<(SocketAddrV4, SocketAddrV4)> {
+    /// Every IPv4/UDP packet arriving on an interface for `wait` (a packet the namespace
+    /// forwards counts once, where it came in; one its processes send, not at all, unless
+    /// it goes in through a TUN device): source, destination and UDP payload length.
+    pub fn udp_seen(&self, wait: Duration) -> Vec<(SocketAddrV4, SocketAddrV4, usize)> {
         let deadline = std::time::Instant::now() + wait;
         let mut buf = vec![0u8; 65_536];
         let mut seen = Vec::new();
         while std::time::Instant::now() < deadline {
-            if let Some(p) = self.next(&mut buf, 17).filter(|p| p.len() >= 28) {
-                seen.push(endpoints(p));
+            if let Some((p, false)) = self.next_with_way(&mut buf, 17).filter(|(p, _)| p.len() >= 28) {
+                let (from, to) = endpoints(p);
+                seen.push((from, to, p.len() - 28));
             }
         }
         seen
