@@ -935,6 +935,16 @@ fn control_nodes_with_no_region_or_pop_to_run_at_are_refused_not_a_panic() {
 }
 
 #[test]
+fn backbone_links_with_a_vips_home_region_missing_are_refused_not_a_panic() {
+    // Found by coverage-guided fuzzing (issue 33, fuzz/artifacts crash in the topology
+    // target): with `backbone.links` and no regions, the check that every POP has a way
+    // to its VIP's home read the home from an empty list (index out of bounds).
+    let text = "name: x\nseed: 1\nduration: 1s\nvips:\n  - { name: v, ipv4: 198.18.0.20, home: frankfurt, pops: [paris], listeners: [{ protocol: udp, port: 7000, backends: game }] }\npops:\n  - { name: paris, location: [48.857, 2.352] }\nbackbone: { links: [] }\n";
+    let diags = errors(text);
+    assert!(diags.iter().any(|d| d.field.starts_with("vips[0].home")), "the home names no region: {diags:#?}");
+}
+
+#[test]
 fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run() {
     let dir = std::env::temp_dir().join(format!("anyedge-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

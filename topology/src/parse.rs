@@ -1269,11 +1269,15 @@ impl Parser {
                     .collect(),
                 None => vip.pops.iter().map(|&p| (p, pops_node.span(), format!("vips[{i}].pops"))).collect(),
             };
+            // A home or POP that names nothing was refused where it was named; the index
+            // it holds is a placeholder, not a site.
+            let Some(home) = regions.get(vip.home) else { continue };
             for (p, span, field) in items {
+                let Some(pop) = pops.get(p) else { continue };
                 if !links.contains(&(p, vip.home)) {
                     let reason = format!(
                         "POP `{}` has no backbone link to region `{}`, the VIP's home (backbone.links lists none): its clients would get no answer",
-                        pops[p].name, regions[vip.home].name
+                        pop.name, home.name
                     );
                     self.err(span, &field, reason);
                 }

@@ -7,8 +7,11 @@ use super::*;
 
 #[derive(Debug, Default)]
 pub(super) struct Samples {
-    /// (second the request left, round trip in ns), in arrival order.
-    rtts: Vec<(u32, u64)>,
+    /// (second the request left, round trip in µs rounded as the report rounds it), in
+    /// arrival order. Rounding is monotone, so the nearest-rank quantile of the rounded
+    /// values is the rounded quantile of the nanoseconds: the report is the same, in half
+    /// the memory (8 bytes a sample, not 16; at 50× global.yaml about 40 MB less).
+    rtts: Vec<(u32, u32)>,
     /// Requests sent, per second of the run.
     sent: Vec<u64>,
 }
@@ -27,20 +30,20 @@ impl Samples {
     }
 
     pub(super) fn replied(&mut self, sent_ns: u64, rtt_ns: u64) {
-        self.rtts.push((second_of(sent_ns), rtt_ns));
+        self.rtts.push((second_of(sent_ns), ns_us(rtt_ns)));
     }
 
     /// Exact percentiles of every round trip (nearest rank), in ms to the microsecond.
     pub(super) fn percentiles(&self) -> Option<crate::report::Percentiles> {
-        let mut all: Vec<u64> = self.rtts.iter().map(|&(_, r)| r).collect();
+        let mut all: Vec<u64> = self.rtts.iter().map(|&(_, r)| u64::from(r)).collect();
         all.sort_unstable();
-        let at = |q: f64| ns_ms(nearest_rank(&all, q));
+        let at = |q: f64| us_ms(nearest_rank(&all, q));
         (!all.is_empty()).then(|| crate::report::Percentiles {
             p50: at(0.5),
             p90: at(0.9),
             p99: at(0.99),
             p999: at(0.999),
-            max: ns_ms(*all.last().unwrap_or(&0)),
+            max: us_ms(*all.last().unwrap_or(&0)),
         })
     }
 
@@ -49,7 +52,7 @@ impl Samples {
         let seconds = self.sent.len().max(self.rtts.iter().map(|&(s, _)| s as usize + 1).max().unwrap_or(0));
         let mut by_second: Vec<Vec<u64>> = vec![Vec::new(); seconds];
         for &(s, r) in &self.rtts {
-            by_second[s as usize].push(r);
+            by_second[s as usize].push(u64::from(r));
         }
         by_second
             .into_iter()
@@ -60,8 +63,8 @@ impl Samples {
                     t_s: s as u64,
                     sent: self.sent.get(s).copied().unwrap_or(0),
                     received: rtts.len() as u64,
-                    p50_ms: (!rtts.is_empty()).then(|| ns_ms(nearest_rank(&rtts, 0.5))),
-                    p99_ms: (!rtts.is_empty()).then(|| ns_ms(nearest_rank(&rtts, 0.99))),
+                    p50_ms: (!rtts.is_empty()).then(|| us_ms(nearest_rank(&rtts, 0.5))),
+                    p99_ms: (!rtts.is_empty()).then(|| us_ms(nearest_rank(&rtts, 0.99))),
                 }
             })
             .collect()
@@ -77,9 +80,14 @@ pub(super) fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Nanoseconds as milliseconds rounded to the microsecond.
-fn ns_ms(ns: u64) -> f64 {
-    ((ns + 500) / 1000) as f64 / 1000.0
+/// Nanoseconds rounded to the microsecond (at most u32::MAX µs, 71 minutes).
+fn ns_us(ns: u64) -> u32 {
+    u32::try_from(ns.saturating_add(500) / 1000).unwrap_or(u32::MAX)
+}
+
+/// Microseconds as milliseconds.
+fn us_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }
 
 impl<'t> World<'t> {
@@ -103,7 +111,24 @@ mod tests {
         assert_eq!(nearest_rank(&v, 0.99), 300_990_000);
         assert_eq!(nearest_rank(&v, 1.0), 301_000_000);
         assert_eq!(nearest_rank(&[7], 0.5), 7);
-        assert_eq!(ns_ms(300_123_456), 300.123);
-        assert_eq!(ns_ms(300_123_500), 300.124);
+        assert_eq!(us_ms(u64::from(ns_us(300_123_456))), 300.123);
+        assert_eq!(us_ms(u64::from(ns_us(300_123_500))), 300.124);
+    }
+
+    #[test]
+    fn samples_kept_in_microseconds_give_the_quantiles_of_the_nanoseconds_rounded() {
+        // Rounding is monotone: the rank-th rounded value is the rank-th value rounded.
+        let mut rng = anyedge_ccn::ComponentRng::new(7, "samples");
+        let mut kept = Samples::default();
+        let mut ns: Vec<u64> = Vec::new();
+        for _ in 0..10_000 {
+            let rtt = 1_000 + rng.below(400_000_000) + if rng.chance(0.5) { 500 } else { 0 };
+            kept.replied(0, rtt);
+            ns.push(rtt);
+        }
+        ns.sort_unstable();
+        let exact = |q: f64| ((nearest_rank(&ns, q) + 500) / 1000) as f64 / 1000.0;
+        let p = kept.percentiles().unwrap();
+        assert_eq!([p.p50, p.p90, p.p99, p.p999, p.max], [0.5, 0.9, 0.99, 0.999, 1.0].map(exact));
     }
 }
