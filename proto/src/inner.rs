@@ -354,38 +354,46 @@ fn fix_ip_lengths(packet: &mut [u8], segment_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// A TCP header's options as (kind, body), in order, up to the end-of-list option or the
+/// first malformed one (a length under 2 or past the end).
+fn tcp_options(mut options: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        loop {
+            let (&kind, rest) = options.split_first()?;
+            match kind {
+                0 => return None,
+                1 => options = rest,
+                _ => {
+                    let len = usize::from(*rest.first()?);
+                    if len < 2 || len > options.len() {
+                        return None;
+                    }
+                    let body = &options[2..len];
+                    options = &options[len..];
+                    return Some((kind, body));
+                }
+            }
+        }
+    })
+}
+
 /// The client endpoint a TOA option in a TCP segment names, if it carries one.
 pub fn read_toa(packet: &[u8]) -> Option<Endpoint> {
     let segment = transport_segment(packet)?;
     let tcp = TcpPacket::new_checked(segment).ok()?;
-    let mut options = tcp.options();
-    while let Some((&kind, rest)) = options.split_first() {
-        match kind {
-            0 => break,
-            1 => options = rest,
-            _ => {
-                let len = usize::from(*rest.first()?);
-                if len < 2 || len > options.len() {
-                    return None;
-                }
-                let body = &options[2..len];
-                match (kind, body.len()) {
-                    (TOA_V4, 6) => {
-                        let port = u16::from_be_bytes([body[0], body[1]]);
-                        return Some((IpAddr::V4(Ipv4Addr::new(body[2], body[3], body[4], body[5])), port));
-                    }
-                    (TOA_V6, 18) => {
-                        let port = u16::from_be_bytes([body[0], body[1]]);
-                        let mut octets = [0u8; 16];
-                        octets.copy_from_slice(&body[2..18]);
-                        return Some((IpAddr::V6(Ipv6Addr::from(octets)), port));
-                    }
-                    _ => options = &options[len..],
-                }
-            }
+    tcp_options(tcp.options()).find_map(|(kind, body)| match (kind, body.len()) {
+        (TOA_V4, 6) => {
+            let port = u16::from_be_bytes([body[0], body[1]]);
+            Some((IpAddr::V4(Ipv4Addr::new(body[2], body[3], body[4], body[5])), port))
         }
-    }
-    None
+        (TOA_V6, 18) => {
+            let port = u16::from_be_bytes([body[0], body[1]]);
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&body[2..18]);
+            Some((IpAddr::V6(Ipv6Addr::from(octets)), port))
+        }
+        _ => None,
+    })
 }
 
 /// Rewrites the source and/or destination of a packet in place and recomputes the IP
@@ -513,24 +521,10 @@ pub fn bare_tcp(
 /// A TCP segment's sequence and acknowledgement numbers and its MSS option, if any.
 pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, Option<u16>)> {
     let tcp = TcpPacket::new_checked(transport_segment(packet)?).ok()?;
-    let mut mss = None;
-    let mut options = tcp.options();
-    while let Some((&kind, rest)) = options.split_first() {
-        match kind {
-            0 => break,
-            1 => options = rest,
-            _ => {
-                let len = usize::from(*rest.first()?);
-                if len < 2 || len > options.len() {
-                    break;
-                }
-                if kind == 2 && len == 4 {
-                    mss = Some(u16::from_be_bytes([options[2], options[3]]));
-                }
-                options = &options[len..];
-            }
-        }
-    }
+    let mss = tcp_options(tcp.options()).find_map(|(kind, body)| match (kind, body) {
+        (2, &[a, b]) => Some(u16::from_be_bytes([a, b])),
+        _ => None,
+    });
     Some((tcp.seq_number().0 as u32, tcp.ack_number().0 as u32, mss))
 }
 
