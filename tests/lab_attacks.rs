@@ -49,6 +49,15 @@ fn more(before: &Value, after: &Value, node: &str, reason: &str) -> u64 {
     n(after) - n(before)
 }
 
+/// The lab's CLB nodes (small.yaml's region has two).
+const CLBS: [&str; 2] = ["clb/frankfurt/1", "clb/frankfurt/2"];
+
+/// A victim's probe report: it asked, every request was answered, no connection broke.
+fn victim_lost_nothing(r: &Value, what: &str) {
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's {what} requests: {r}");
+    assert_eq!(r["connections_broken"], 0, "london's {what} connections: {r}");
+}
+
 fn wait_probe(lab: &Lab, child: std::process::Child, name: &str) -> Value {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -473,7 +482,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     let lab = Lab::up_flags("atk-state", for_state_floods, &["--no-impairments"]);
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
-    let clbs = ["clb/frankfurt/1", "clb/frankfurt/2"];
+    let clbs = CLBS;
     let peak_before = clbs.map(|n| peak_rss_mib(&lab, n));
     let vip = |port| SocketAddrV4::new("198.18.0.20".parse().unwrap(), port);
     // 1. 60,000 SYNs to the TCP listener from 250 addresses of kyiv's block that nobody
@@ -534,8 +543,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     assert!(cookies * 100 >= syns * 95, "SYNs answered with a cookie: {cookies} for {syns}:\n{metrics}");
     assert!(proxied <= 8, "the nodes hold london's connections at most, none of the flood's: {proxied}");
     let r = wait_probe(&lab, victim, "victim-http.json");
-    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's HTTP requests: {r}");
-    assert_eq!(r["connections_broken"], 0, "{r}");
+    victim_lost_nothing(&r, "HTTP");
     // 2. Slowloris: 700 connections from kyiv's own address to the HTTP listener, each
     // with a head it never finishes, held open while london asks over HTTP.
     let before = drops(&lab);
@@ -621,7 +629,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     );
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
-    let clbs = ["clb/frankfurt/1", "clb/frankfurt/2"];
+    let clbs = CLBS;
     let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 4433);
     let initials = quic_initials(std::net::SocketAddr::V4(vip), 6_000);
     assert_eq!(initials.len(), 6_000, "one Initial per connection");
@@ -649,8 +657,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     let seconds = flood.elapsed().as_secs_f64();
     assert!(sent >= 5_900, "the flood left kyiv: {sent}");
     let r = wait_probe(&lab, victim, "victim-quic.json");
-    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's QUIC requests: {r}");
-    assert_eq!(r["connections_broken"], 0, "{r}");
+    victim_lost_nothing(&r, "QUIC");
     // Past 200 Initials a second, or with 64 handshakes of unvalidated addresses under way
     // (spoofed ones never finish; they time out after 30 s), each node answers with a
     // Retry: the two nodes take at most 2 × 64 of the flood's handshakes.
@@ -737,8 +744,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     assert!(junk[1 - home] > 0, "the junk entered kyiv's POP");
     assert_eq!(replies[1 - home], 0, "london's replies moved to the junk's POP");
     let r = wait_probe(&lab, victim, "victim-junk.json");
-    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's QUIC requests: {r}");
-    assert_eq!(r["connections_broken"], 0, "{r}");
+    victim_lost_nothing(&r, "QUIC");
 }
 
 /// A client's own TOA option (kind 254, 8 bytes: port, IPv4 address) naming `who`,
@@ -796,7 +802,7 @@ fn a_clients_forged_toa_option_never_names_the_client_to_a_backend() {
         assert!(!trailer.contains("6.6.6.6"), "{client}: the forged TOA reached the backend: {trailer}");
     }
     let r = wait_probe(&lab, victim, "victim-toa.json");
-    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's TCP requests: {r}");
+    victim_lost_nothing(&r, "TCP");
 }
 
 #[test]
@@ -808,7 +814,7 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
     let lab = Lab::up_flags("atk-body", for_state_floods, &["--no-impairments"]);
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
-    let clbs = ["clb/frankfurt/1", "clb/frankfurt/2"];
+    let clbs = CLBS;
     let peak_before = clbs.map(|n| peak_rss_mib(&lab, n));
     let victim = spawn_probe(&lab, "london", "198.18.0.20:80", "http", 4, "victim-body.json");
     std::thread::sleep(Duration::from_millis(300));
@@ -850,8 +856,7 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
     // way, the backend's: a few MiB, not what 4 s of a link could carry.
     assert!(bytes < 32 << 20, "{bytes} bytes went in: nothing pushed back");
     let r = wait_probe(&lab, victim, "victim-body.json");
-    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "london's HTTP requests: {r}");
-    assert_eq!(r["connections_broken"], 0, "{r}");
+    victim_lost_nothing(&r, "HTTP");
     // Per node: its share of the four connections, each two 64 KiB sockets toward the
     // client, two toward the backend and 64 KiB each way beyond them, plus 16 MiB.
     for (i, n) in clbs.iter().enumerate() {
