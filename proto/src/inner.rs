@@ -534,18 +534,32 @@ pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, Option<u16>)> {
 /// numbers for the node's stack on the way in, the stack's for the client's on the way
 /// out).
 pub fn shift_tcp(packet: &mut [u8], seq_add: u32, ack_sub: u32) -> Result<()> {
-    let info = parse(packet)?;
-    let flags = info.tcp.ok_or(Error::Malformed("not TCP"))?;
-    let start = match packet[0] >> 4 {
-        4 => usize::from(Ipv4Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?.header_len()),
-        _ => Ipv6Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?.header_len(),
+    // One look at the IP header: where the segment is, whose it is (no full parse: this
+    // runs on every segment of a spliced connection).
+    let (range, src, dst) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(Error::Malformed("not TCP"));
+            }
+            let range = usize::from(ip.header_len())..usize::from(ip.total_len());
+            (range, IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()))
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(Error::Malformed("not TCP"));
+            }
+            let range = ip.header_len()..ip.header_len() + usize::from(ip.payload_len());
+            (range, IpAddress::Ipv6(ip.src_addr()), IpAddress::Ipv6(ip.dst_addr()))
+        }
+        _ => return Err(Error::Malformed("not IP")),
     };
-    let end = start + transport_segment(packet).ok_or(Error::Truncated)?.len();
-    let (src, dst) = (IpAddress::from(info.key.src), IpAddress::from(info.key.dst));
-    let mut tcp = TcpPacket::new_checked(&mut packet[start..end]).map_err(|_| Error::Truncated)?;
+    let segment = packet.get_mut(range).ok_or(Error::Truncated)?;
+    let mut tcp = TcpPacket::new_checked(segment).map_err(|_| Error::Truncated)?;
     // Plain wrapping arithmetic: smoltcp's `+` panics past i32::MAX.
     tcp.set_seq_number(TcpSeqNumber((tcp.seq_number().0 as u32).wrapping_add(seq_add) as i32));
-    if flags.ack {
+    if tcp.ack() {
         let ack = (tcp.ack_number().0 as u32).wrapping_sub(ack_sub);
         tcp.set_ack_number(TcpSeqNumber(ack as i32));
     }
