@@ -345,6 +345,11 @@ pub enum BenchCommand {
         /// a one-hop UDP proxy between the same client and backend).
         #[arg(long, value_parser = ["nginx"])]
         peer: Option<String>,
+        /// Peer processes chained one after another (with `--peer`): 3 crosses as many
+        /// user-space processes each way as the VIP path (POP, CLB node, tunnel end).
+        #[arg(long, value_name = "N", default_value_t = 1, requires = "peer",
+              value_parser = clap::value_parser!(u8).range(1..=anyedge_lab::bench::MAX_PEER_HOPS as i64))]
+        peer_hops: u8,
         /// Also show where the time goes: how long packets spend inside the POP, the CLB
         /// node and the backend host's tunnel end, from timestamps the nodes take.
         #[arg(long)]
@@ -421,10 +426,15 @@ pub enum BenchCommand {
 /// Runs a `bench` subcommand and prints its figures.
 pub fn command(which: BenchCommand) -> ExitCode {
     match which {
-        BenchCommand::Lab { file, json, no_realtime, tun_queues, peer, breakdown } => {
+        BenchCommand::Lab { file, json, no_realtime, tun_queues, peer, peer_hops, breakdown } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let options =
-                anyedge_lab::bench::LabBench { realtime: !no_realtime, tun_queues, peer: peer.as_deref(), breakdown };
+            let options = anyedge_lab::bench::LabBench {
+                realtime: !no_realtime,
+                tun_queues,
+                peer: peer.as_deref(),
+                peer_hops: peer_hops.into(),
+                breakdown,
+            };
             let figures = anyedge_lab::bench::run(&file, &exe, options);
             report("lab", figures, json, lab_text)
         }
@@ -528,9 +538,10 @@ fn lab_text(f: &anyedge_lab::bench::LabFigures) -> String {
     if let Some(p) = &f.peer {
         if p.measured {
             line += &format!(
-                "\n{}: {:.0} round trips/s through one hop ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
+                "\n{}: {:.0} round trips/s through {} ({:.2}x direct); added latency at 10k/s p50 {} µs, p99 {} µs, p99.9 {} µs (round trips {}; {})",
                 p.name,
                 p.pps,
+                if p.hops == 1 { "one hop".to_string() } else { format!("{} hops", p.hops) },
                 p.pps / f.direct_pps.max(1.0),
                 p.added_p50_us,
                 p.added_p99_us,

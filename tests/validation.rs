@@ -548,6 +548,24 @@ fn bench_maglev_reports_balance_and_disruption() {
 }
 
 #[test]
+fn bench_lab_refuses_a_peer_chain_without_a_peer_or_out_of_range_before_touching_the_host() {
+    // Refused by the command line itself: no lab comes up, nothing needs root.
+    for (args, says) in [
+        (&["--peer-hops", "3"][..], "--peer"),
+        (&["--peer", "nginx", "--peer-hops", "0"][..], "0"),
+        (&["--peer", "nginx", "--peer-hops", "9"][..], "9"),
+        (&["--peer", "haproxy"][..], "haproxy"),
+    ] {
+        let mut all = vec!["bench", "lab", "/nonexistent/world.yaml"];
+        all.extend_from_slice(args);
+        let out = anyedge(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} names what is wrong: {err}");
+    }
+}
+
+#[test]
 fn mutual_tls_only_on_listeners_that_terminate_tls() {
     let listener = |def: &str| with("      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }", def);
     for protocol in ["https", "tcp-ssl"] {

@@ -29,8 +29,9 @@ pub struct LabFigures {
     pub realtime: bool,
     /// Queues the POP read its TUN device with.
     pub tun_queues: usize,
-    /// `--peer nginx`: the same load through an nginx stream UDP proxy, one hop between the
-    /// same client and backend, measured in the same run (absent without `--peer`).
+    /// `--peer nginx`: the same load through nginx stream UDP proxies (one, or a chain of
+    /// `--peer-hops` processes) between the same client and backend, measured in the same
+    /// run (absent without `--peer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerFigures>,
     /// `--breakdown`: the time packets spent inside each node of the VIP path during the
@@ -65,6 +66,9 @@ pub struct LabBench<'a> {
     pub realtime: bool,
     pub tun_queues: Option<usize>,
     pub peer: Option<&'a str>,
+    /// nginx processes chained one after another (`--peer-hops`; 1 when 0): three is as
+    /// many user-space passes each way as the VIP path's POP, CLB node and tunnel end.
+    pub peer_hops: usize,
     /// Per-hop residence (`--breakdown`).
     pub breakdown: bool,
 }
@@ -73,6 +77,8 @@ pub struct LabBench<'a> {
 #[derive(Debug, Serialize)]
 pub struct PeerFigures {
     pub name: String,
+    /// Peer processes a round trip crosses each way (chained, each its own process).
+    pub hops: usize,
     /// What ran (e.g. `nginx/1.22.1, stream module, 1 worker`), or why nothing did.
     pub what: String,
     pub measured: bool,
@@ -103,7 +109,11 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
 }
 
 pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures, String> {
-    let LabBench { realtime, tun_queues, peer, breakdown } = options;
+    let LabBench { realtime, tun_queues, peer, peer_hops, breakdown } = options;
+    let peer_hops = peer_hops.max(1);
+    if peer_hops > MAX_PEER_HOPS {
+        return Err(format!("--peer-hops {peer_hops}: at most {MAX_PEER_HOPS}"));
+    }
     if let Some(p) = peer.filter(|p| !PEERS.contains(p)) {
         return Err(format!("--peer {p}: the peers are {}", PEERS.join(", ")));
     }
@@ -113,7 +123,7 @@ pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures,
     setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime, tun_queues })?;
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
-    let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime));
+    let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime, peer_hops));
     let queues = tun_queues.unwrap_or_else(crate::io::tunq::per_core);
     let hops = breakdown.then(|| path_nodes(&plan));
     let result = measure(&plan, exe, &client_ns, (vip, direct), (realtime, queues), nginx.as_ref(), hops.as_ref());
@@ -124,30 +134,52 @@ pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures,
     Ok(figures)
 }
 
-/// Port the nginx peer listens on (the region router's address).
+/// Port the first nginx peer listens on (the region router's address); the next in a
+/// chain listens on the next port.
 const NGINX_PORT: u16 = 7_990;
+/// The longest nginx chain `--peer-hops` runs.
+pub const MAX_PEER_HOPS: usize = 8;
 
-/// An nginx stream UDP proxy for the length of a benchmark (stopped when dropped), or the
-/// reason it could not start.
+/// nginx stream UDP proxies for the length of a benchmark (stopped when dropped), or the
+/// reason they could not start.
 enum Nginx {
-    Running { child: std::process::Child, listen: SocketAddr, what: String, dir: std::path::PathBuf },
-    Missing(String),
+    Running {
+        children: Vec<std::process::Child>,
+        listen: SocketAddr,
+        hops: usize,
+        what: String,
+        dir: std::path::PathBuf,
+    },
+    Missing {
+        hops: usize,
+        why: String,
+    },
 }
 
 impl Nginx {
-    fn start(t: &anyedge_topology::Topology, plan: &Plan, backend: SocketAddr, realtime: bool) -> Nginx {
-        match Nginx::try_start(t, plan, backend, realtime) {
-            Ok(n) => n,
-            Err(why) => Nginx::Missing(why),
+    fn start(t: &anyedge_topology::Topology, plan: &Plan, backend: SocketAddr, realtime: bool, hops: usize) -> Nginx {
+        let dir = crate::layout::state_dir(&plan.lab).join("nginx");
+        let mut children = Vec::new();
+        match Nginx::try_start(t, plan, backend, realtime, hops, &dir, &mut children) {
+            Ok((listen, what)) => Nginx::Running { children, listen, hops, what, dir },
+            Err(why) => {
+                stop_all(&mut children, &dir);
+                Nginx::Missing { hops, why }
+            }
         }
     }
 
+    /// Starts `hops` nginx processes, the last proxying to `backend` and each other one to
+    /// the next; returns where the first listens and what ran.
     fn try_start(
         t: &anyedge_topology::Topology,
         plan: &Plan,
         backend: SocketAddr,
         realtime: bool,
-    ) -> Result<Nginx, String> {
+        hops: usize,
+        dir: &Path,
+        children: &mut Vec<std::process::Child>,
+    ) -> Result<(SocketAddr, String), String> {
         let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -166,22 +198,44 @@ impl Nginx {
         };
         let region = t.vips.first().map(|v| v.home).ok_or("no VIP")?;
         let addr = plan.region_internet_addr(region).ok_or("the region router has no internet address")?;
-        let listen = SocketAddr::new(IpAddr::V4(addr), NGINX_PORT);
         let ns = plan.ns_index(&Role::RegionNet(region)).map(|i| plan.namespaces[i].name.clone());
         let ns = ns.ok_or("no region router namespace")?;
-        let dir = crate::layout::state_dir(&plan.lab).join("nginx");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let listen_at = |i: usize| SocketAddr::new(IpAddr::V4(addr), NGINX_PORT + i as u16);
+        // The last first, so each process's upstream listens before it starts.
+        for i in (0..hops).rev() {
+            let upstream = if i + 1 == hops { backend } else { listen_at(i + 1) };
+            let d = dir.join(i.to_string());
+            children.push(Nginx::spawn(bin, &load, &ns, &d, listen_at(i), upstream, &name, realtime)?);
+        }
+        let chain = if hops == 1 { "1 process".to_string() } else { format!("{hops} processes chained") };
+        let what = format!("{name}, stream module, 1 worker each, {chain}, in {ns} at {} → {backend}", listen_at(0));
+        Ok((listen_at(0), what))
+    }
+
+    /// One nginx process proxying UDP from `listen` to `upstream`, started and running.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        bin: &str,
+        load: &str,
+        ns: &str,
+        dir: &Path,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        name: &str,
+        realtime: bool,
+    ) -> Result<std::process::Child, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let conf = format!(
             "{load}worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
-             stream {{\n  upstream backend {{ server {backend}; }}\n  \
+             stream {{\n  upstream backend {{ server {upstream}; }}\n  \
              server {{ listen {listen} udp; proxy_pass backend; proxy_timeout 30s; }}\n}}\n",
             d = dir.display()
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| format!("{}: {e}", conf_path.display()))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns, bin, "-p"]).arg(&dir).arg("-c").arg(&conf_path);
+        cmd.args(["netns", "exec", ns, bin, "-p"]).arg(dir).arg("-c").arg(&conf_path);
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("cannot start {bin}: {e}"))?;
         // Listening, or it said why not.
@@ -199,17 +253,23 @@ impl Nginx {
             // SAFETY: sched_setscheduler reads one sched_param we own, for the child's pid.
             unsafe { libc::sched_setscheduler(child.id() as i32, libc::SCHED_FIFO, &param) };
         }
-        let what = format!("{name}, stream module, 1 worker, in {ns} at {listen} → {backend}");
-        Ok(Nginx::Running { child, listen, what, dir })
+        Ok(child)
     }
+}
+
+/// Stops every started peer process and removes their files.
+fn stop_all(children: &mut Vec<std::process::Child>, dir: &Path) {
+    for mut child in children.drain(..) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        if let Nginx::Running { child, dir, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_dir_all(dir);
+        if let Nginx::Running { children, dir, .. } = self {
+            stop_all(children, dir);
         }
     }
 }
@@ -299,10 +359,11 @@ fn measure(
     }
     let (v, d) = (median_each(&vs), median_each(&ds));
     let peer = nginx.map(|n| match n {
-        Nginx::Running { what, .. } => {
+        Nginx::Running { what, hops, .. } => {
             let p = median_each(&ps);
             PeerFigures {
                 name: "nginx".into(),
+                hops: *hops,
                 what: what.clone(),
                 measured: true,
                 pps: peer_max.as_ref().map(|r| pps(r).round()).unwrap_or(0.0),
@@ -312,8 +373,9 @@ fn measure(
                 added_p999_us: p[2] as i64 - d[2] as i64,
             }
         }
-        Nginx::Missing(why) => PeerFigures {
+        Nginx::Missing { hops, why } => PeerFigures {
             name: "nginx".into(),
+            hops: *hops,
             what: format!("not measured: {why}"),
             measured: false,
             pps: 0.0,
