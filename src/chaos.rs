@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyedge_sim::chaos::{self, FaultKind, SeedRun};
-use serde::Serialize;
+use anyedge_sim::chaos::{self, FaultKind};
+use serde::{Deserialize, Serialize};
+
+use crate::shard::{self, Origin, Part, Shard};
 
 pub struct Args {
     pub file: PathBuf,
@@ -18,25 +20,42 @@ pub struct Args {
     pub duration: Option<String>,
     pub json: Option<PathBuf>,
     pub print_schedule: bool,
+    /// `I/N`: run the I-th of N blocks of the seeds and write a part for `anyedge merge`.
+    pub shard: Option<String>,
 }
 
+/// The report `--json` writes: a function of the file, the build and the options only
+/// (no wall time, no thread count), so shards merged give the same bytes as one process.
 #[derive(Serialize)]
-struct Summary<'a> {
+struct Summary {
     file: String,
     from: u64,
     seeds: u64,
-    jobs: usize,
-    kinds: Vec<&'static str>,
+    kinds: Vec<String>,
     passed: u64,
-    failed: Vec<Failed<'a>>,
-    wall_s: f64,
+    failed: Vec<Ran>,
 }
 
-#[derive(Serialize)]
-struct Failed<'a> {
-    #[serde(flatten)]
-    run: &'a SeedRun,
+/// One seed as reports and parts keep it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ran {
+    seed: u64,
+    /// Faults in its schedule.
+    faults: usize,
+    /// Broken invariants and checks; empty when the seed passed.
+    failures: Vec<String>,
+    /// The command that replays it exactly.
     replay: String,
+}
+
+/// The options a chaos part records (a merge refuses parts whose options differ).
+#[derive(Serialize, Deserialize)]
+struct Options {
+    from: u64,
+    seeds: u64,
+    faults: Option<String>,
+    duration: Option<String>,
+    kinds: Vec<String>,
 }
 
 fn bad_input(what: String) -> ExitCode {
@@ -78,12 +97,33 @@ pub fn run(args: Args) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    let shard = match shard::chosen(args.shard.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return bad_input(e),
+    };
+    if shard.is_some() && args.json.is_none() {
+        return bad_input("a shard writes a part file: give --json PART (then `anyedge merge PARTS… --json OUT`)".into());
+    }
+    let kinds: Vec<String> = plan.kinds.iter().map(|k| k.name().to_string()).collect();
+    let options = Options {
+        from: args.from,
+        seeds: args.seeds,
+        faults: args.faults.clone(),
+        duration: args.duration.clone(),
+        kinds: kinds.clone(),
+    };
+    let origin = match shard.map(|_| Origin::new("chaos", &args.file, serde_json::to_value(&options).unwrap_or_default())) {
+        Some(Err(e)) => return bad_input(e),
+        Some(Ok(o)) => Some(o),
+        None => None,
+    };
+    let (start, end) = shard.map_or((0, args.seeds), |s| s.block(args.seeds));
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    let total = args.seeds;
-    let runs = chaos::sweep(&t, &plan, args.from, args.seeds, jobs, |done, failed| {
-        if tty {
+    let total = end - start;
+    let runs = chaos::sweep(&t, &plan, args.from + start, total, jobs, |done, failed| {
+        if tty && total > 0 {
             let filled = (done * 25 / total) as usize;
             eprint!("\r[{}{}] {done}/{total} seeds, {failed} failing", "#".repeat(filled), ".".repeat(25 - filled));
             if done == total {
@@ -92,46 +132,88 @@ pub fn run(args: Args) -> ExitCode {
         }
     });
     let wall_s = started.elapsed().as_secs_f64();
-    let replay = |seed: u64| replay_command(&args, seed);
-    let failed: Vec<Failed<'_>> =
-        runs.iter().filter(|r| !r.failures.is_empty()).map(|run| Failed { run, replay: replay(run.seed) }).collect();
-    let kinds: Vec<&'static str> = plan.kinds.iter().map(|k| k.name()).collect();
+    let ran: Vec<Ran> = runs
+        .into_iter()
+        .map(|r| Ran { seed: r.seed, faults: r.faults, failures: r.failures, replay: replay_command(&args, r.seed) })
+        .collect();
+    let what = match shard {
+        Some(Shard { index, count }) => format!(" (shard {index}/{count}: seeds {} to {})", args.from + start, args.from + end),
+        None => String::new(),
+    };
+    let failed = print_outcome(&args.file.display().to_string(), &options, &ran, &format!("{what}, {wall_s:.1} s on {jobs} threads"));
+    let written = match (&args.json, origin, shard) {
+        (Some(path), Some(origin), Some(shard)) => {
+            Part { anyedge_part: shard::PART_VERSION, origin, shard, items: (start, end), results: ran }.write(path)
+        }
+        (Some(path), ..) => write_summary(path, &args.file.display().to_string(), &options, ran),
+        _ => Ok(()),
+    };
+    if let Err(e) = written {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Prints the one-line outcome and the table of failing seeds; true when one failed.
+fn print_outcome(file: &str, o: &Options, ran: &[Ran], tail: &str) -> bool {
+    let failed: Vec<&Ran> = ran.iter().filter(|r| !r.failures.is_empty()).collect();
     println!(
-        "chaos {}: {} seeds from {} ({}), {} passed, {} failed, {:.1} s on {jobs} threads",
-        args.file.display(),
-        total,
-        args.from,
-        kinds.join(","),
-        runs.len() - failed.len(),
+        "chaos {file}: {} seeds from {} ({}), {} passed, {} failed{tail}",
+        ran.len(),
+        ran.first().map_or(o.from, |r| r.seed),
+        o.kinds.join(","),
+        ran.len() - failed.len(),
         failed.len(),
-        wall_s
     );
     if !failed.is_empty() {
         println!("\n{:<8} {:>6}  {:<70} replay", "seed", "faults", "first failure");
         for f in &failed {
-            let first = f.run.failures.first().map_or("", String::as_str);
+            let first = f.failures.first().map_or("", String::as_str);
             let first: String = first.chars().take(70).collect();
-            println!("{:<8} {:>6}  {:<70} {}", f.run.seed, f.run.faults, first, f.replay);
+            println!("{:<8} {:>6}  {:<70} {}", f.seed, f.faults, first, f.replay);
         }
     }
-    if let Some(path) = &args.json {
-        let summary = Summary {
-            file: args.file.display().to_string(),
-            from: args.from,
-            seeds: total,
-            jobs,
-            kinds,
-            passed: (runs.len() - failed.len()) as u64,
-            failed,
-            wall_s,
-        };
-        let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("{}: cannot write: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    !failed.is_empty()
+}
+
+/// Writes the report of every seed: one process's, or the merge of its shards'.
+fn write_summary(path: &Path, file: &str, o: &Options, ran: Vec<Ran>) -> Result<(), String> {
+    let passed = ran.iter().filter(|r| r.failures.is_empty()).count() as u64;
+    let summary = Summary {
+        file: file.to_string(),
+        from: o.from,
+        seeds: o.seeds,
+        kinds: o.kinds.clone(),
+        passed,
+        failed: ran.into_iter().filter(|r| !r.failures.is_empty()).collect(),
+    };
+    let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
+    std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+/// `anyedge merge` for chaos parts: the report one process would have written for the
+/// same seeds, or why the parts do not make one run.
+pub fn merge(parts: Vec<Part<Ran>>, json: &Path) -> Result<bool, String> {
+    let origin = parts.first().map(|p| p.origin.clone()).ok_or("no part files given")?;
+    if origin.command != "chaos" {
+        return Err(format!("the parts are from `anyedge {}`, not chaos", origin.command));
     }
-    if runs.iter().any(|r| !r.failures.is_empty()) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    let options: Options =
+        serde_json::from_value(origin.options.clone()).map_err(|e| format!("the parts' options: {e}"))?;
+    let mut ran = Vec::new();
+    for p in parts {
+        let (a, b) = p.shard.block(options.seeds);
+        let seeds: Vec<u64> = p.results.iter().map(|r| r.seed).collect();
+        let expected: Vec<u64> = (options.from + a..options.from + b).collect();
+        if p.items != (a, b) || seeds != expected {
+            return Err(format!("shard {}/{}: its seeds are not the block it should have run", p.shard.index, p.shard.count));
+        }
+        ran.extend(p.results);
+    }
+    let failed = print_outcome(&origin.file, &options, &ran, " (merged)");
+    write_summary(json, &origin.file, &options, ran)?;
+    Ok(failed)
 }
 
 /// `pop,clb,…` → kinds; an unknown name is an error listing the known ones.

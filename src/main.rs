@@ -13,6 +13,8 @@
 //!   control API of a running lab (its file has `control:`);
 //! - `chaos FILE --seeds N [--from S] [--jobs J] [--faults KINDS] [--json F]` runs many
 //!   seeded random fault schedules in the simulator and checks every invariant;
+//!   `--shard I/N` runs one block of the seeds and writes a part file;
+//! - `merge PARTS… --json F` combines part files into the report one process writes;
 //! - `calibrate MEASURED.csv` fits the delay model to measured round trips;
 //! - `bench lab|control|maglev` are the benchmarks that print figures.
 
@@ -22,6 +24,7 @@ mod chaos;
 mod ctl;
 mod lab;
 mod probe;
+mod shard;
 mod sim;
 
 /// mimalloc instead of the system allocator: every simulated packet is a buffer
@@ -144,6 +147,22 @@ enum Command {
         /// of running it (a failing seed, written out as a file for `anyedge sim`).
         #[arg(long)]
         print_schedule: bool,
+        /// Run only block I of N of the seeds (I from 0) and write a part file to --json,
+        /// for `anyedge merge`. Default inside a Slurm job array: its task id and count; in
+        /// a Kubernetes Indexed Job: JOB_COMPLETION_INDEX of ANYEDGE_SHARDS.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+    },
+    /// Combine the part files of a sharded run (`chaos --shard`) into the report one
+    /// process would have written for the same seeds; parts from another build, topology
+    /// file or options are refused.
+    Merge {
+        /// Part files, one per shard, in any order.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+        /// Write the merged report here.
+        #[arg(long)]
+        json: PathBuf,
     },
     /// Fit the delay model to measured round trips (CSV with a_lat,a_lon,b_lat,b_lon,rtt_ms)
     /// and print it as a topology file's `delay:` section, with its error on held-out pairs.
@@ -267,8 +286,19 @@ fn main() -> ExitCode {
         Command::Calibrate { file, name, source, holdout, pairs, topology, json } => {
             calibrate::run(calibrate::Args { file, name, source, holdout, pairs, topology, json })
         }
-        Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule } => {
-            chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule })
+        Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule, shard } => {
+            chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule, shard })
+        }
+        Command::Merge { parts, json } => {
+            let merged = shard::gather::<chaos::Ran>(&parts).and_then(|parts| chaos::merge(parts, &json));
+            match merged {
+                Ok(false) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("merge: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Report { json, html } => {
             let text = match std::fs::read_to_string(&json) {

@@ -92,3 +92,70 @@ fn a_file_without_control_skips_the_raft_kinds() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("20 passed") && !stdout.contains("control") && !stdout.contains("partition"), "{stdout}");
 }
+
+#[test]
+fn shards_merged_give_the_bytes_one_process_writes_and_parts_that_do_not_belong_are_refused() {
+    let dir = std::env::temp_dir().join(format!("anyedge-chaos-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let control = topology("control.yaml");
+    let at = |name: &str| dir.join(name).to_string_lossy().to_string();
+    let run = |extra: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(exe());
+        cmd.arg("chaos").args([&control, "--seeds", "10", "--from", "3", "--duration", "12s", "--jobs", "2"]);
+        for k in ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "JOB_COMPLETION_INDEX"] {
+            cmd.env_remove(k);
+        }
+        let out = cmd.args(extra).envs(envs.iter().copied()).output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["--json", &at("whole.json")], &[]);
+    // Three shards: two by flag, one as a Slurm array task would run it (ids 7..9).
+    let first = run(&["--shard", "0/3", "--json", &at("p0.json")], &[]);
+    assert!(first.contains("shard 0/3: seeds 3 to 6"), "{first}");
+    run(&["--shard", "1/3", "--json", &at("p1.json")], &[]);
+    let slurm = [("SLURM_ARRAY_TASK_ID", "9"), ("SLURM_ARRAY_TASK_COUNT", "3"), ("SLURM_ARRAY_TASK_MIN", "7")];
+    let last = run(&["--json", &at("p2.json")], &slurm);
+    assert!(last.contains("shard 2/3: seeds 9 to 13"), "{last}");
+    let merge = |parts: &[&str]| {
+        let paths: Vec<String> = parts.iter().map(|p| at(p)).collect();
+        Command::new(exe()).arg("merge").args(&paths).args(["--json", &at("merged.json")]).output().unwrap()
+    };
+    // Any order of the parts.
+    let out = merge(&["p2.json", "p0.json", "p1.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (whole, merged) = (std::fs::read(at("whole.json")).unwrap(), std::fs::read(at("merged.json")).unwrap());
+    assert_eq!(String::from_utf8_lossy(&merged), String::from_utf8_lossy(&whole), "merged bytes = one process's bytes");
+    let summary: serde_json::Value = serde_json::from_slice(&merged).unwrap();
+    assert_eq!((summary["from"].as_u64(), summary["seeds"].as_u64(), summary["passed"].as_u64()), (Some(3), Some(10), Some(10)));
+
+    let refused = |parts: &[&str], says: &str| {
+        let _ = std::fs::remove_file(at("merged.json"));
+        let out = merge(parts);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{parts:?}: {err}");
+        assert!(err.contains(says), "{parts:?} refused naming {says}: {err}");
+        assert!(!dir.join("merged.json").exists(), "{parts:?}: nothing written");
+    };
+    refused(&["p0.json", "p1.json"], "missing: 2");
+    refused(&["p0.json", "p1.json", "p1.json"], "shard 1 is given twice");
+    refused(&["p0.json", "p1.json", "whole.json"], "not an anyedge part file");
+    // A shard of the same seeds run with other options, or from another file's bytes.
+    run(&["--shard", "2/3", "--json", &at("other.json"), "--faults", "pop"], &[]);
+    refused(&["p0.json", "p1.json", "other.json"], "the options");
+    let moved = variant("shard-file", "duration:", "# a comment changes the bytes\nduration:");
+    let out = Command::new(exe())
+        .arg("chaos")
+        .arg(&moved)
+        .args(["--seeds", "10", "--from", "3", "--duration", "12s", "--shard", "2/3", "--json", &at("moved.json")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    refused(&["p0.json", "p1.json", "moved.json"], "the topology file");
+    // A shard without a part to write it to is refused before it runs.
+    let out = Command::new(exe()).arg("chaos").args([&control, "--seeds", "4", "--shard", "0/2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--json PART"));
+    let _ = std::fs::remove_file(moved);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

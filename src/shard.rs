@@ -1,0 +1,224 @@
+//! Shards and parts: one run's seeds split over many processes (a Slurm job array, a
+//! Kubernetes Indexed Job, or shells by hand), each writing a part file that records what
+//! made it — the binary, the topology file's bytes and the options — so `anyedge merge`
+//! can refuse parts that do not belong together and rebuild exactly the report one
+//! process would have written.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Shard `index` of `count` (0-based, like `JOB_COMPLETION_INDEX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+/// The part format's version; a merge refuses any other.
+pub const PART_VERSION: u32 = 1;
+
+impl Shard {
+    /// `I/N`, with 0 ≤ I < N.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (i, n) = text.split_once('/').ok_or_else(|| format!("--shard {text}: write it as I/N, e.g. 0/4"))?;
+        let num = |s: &str, what: &str| {
+            s.trim().parse::<u64>().map_err(|_| format!("--shard {text}: {what} `{s}` is not a whole number"))
+        };
+        let (index, count) = (num(i, "the index")?, num(n, "the count")?);
+        if count == 0 || index >= count {
+            return Err(format!("--shard {text}: the index counts from 0 and stays below the count"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard a job scheduler gave this process: Slurm's array task (its id less the
+    /// array's first id, of the array's task count), or a Kubernetes Indexed Job's
+    /// completion index with the count in `ANYEDGE_SHARDS`. None outside such a job.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<Shard>, String> {
+        let num = |name: &str| -> Result<Option<u64>, String> {
+            match var(name) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| format!("{name}={v}: not a whole number")),
+            }
+        };
+        let (index, count, from) = if let (Some(id), Some(count)) =
+            (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?)
+        {
+            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            (id.checked_sub(min).ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?, count, "SLURM_ARRAY_TASK_*")
+        } else if let Some(index) = num("JOB_COMPLETION_INDEX")? {
+            let count = num("ANYEDGE_SHARDS")?
+                .ok_or("JOB_COMPLETION_INDEX is set but ANYEDGE_SHARDS (the Job's completions) is not")?;
+            (index, count, "JOB_COMPLETION_INDEX and ANYEDGE_SHARDS")
+        } else {
+            return Ok(None);
+        };
+        Shard::parse(&format!("{index}/{count}")).map(Some).map_err(|e| format!("{from}: {e}"))
+    }
+
+    /// This shard's block of `total` items: items `start..end`. Blocks are contiguous, in
+    /// order, differ in length by at most one, and together cover every item once.
+    pub fn block(&self, total: u64) -> (u64, u64) {
+        let at = |i: u64| ((total as u128 * i as u128) / self.count as u128) as u64;
+        (at(self.index), at(self.index + 1))
+    }
+}
+
+/// The shard to run: `--shard` when given, else the job scheduler's, else none.
+pub fn chosen(flag: Option<&str>) -> Result<Option<Shard>, String> {
+    match flag {
+        Some(text) => Shard::parse(text).map(Some),
+        None => Shard::from_env(|name| std::env::var(name).ok()),
+    }
+}
+
+/// SHA-256 of bytes, as hex.
+pub fn digest(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What identifies the running binary: the SHA-256 of its executable file. Parts from two
+/// builds may disagree on a model's numbers, so a merge refuses to mix them.
+pub fn build_id() -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let bytes = std::fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+    Ok(digest(&bytes))
+}
+
+/// What makes parts belong together: the command, the build, the topology file's bytes,
+/// and every option that changes the report (the seed range included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub command: String,
+    pub build: String,
+    /// The file as named on the command line, and its bytes' SHA-256.
+    pub file: String,
+    pub file_sha256: String,
+    /// The options, as the report shows them (e.g. faults, duration, the grid).
+    pub options: serde_json::Value,
+}
+
+impl Origin {
+    pub fn new(command: &str, file: &Path, options: serde_json::Value) -> Result<Origin, String> {
+        let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        Ok(Origin {
+            command: command.into(),
+            build: build_id()?,
+            file: file.display().to_string(),
+            file_sha256: digest(&bytes),
+            options,
+        })
+    }
+}
+
+/// One shard's results and where they came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Part<T> {
+    pub anyedge_part: u32,
+    pub origin: Origin,
+    pub shard: Shard,
+    /// The items this shard ran, `start..end` of the whole.
+    pub items: (u64, u64),
+    pub results: Vec<T>,
+}
+
+impl<T: Serialize> Part<T> {
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string(self).map_err(|e| e.to_string())? + "\n";
+        std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+    }
+}
+
+/// Reads parts and checks they make one whole: one origin, one shard count, every shard
+/// once. Returns them in shard order.
+pub fn gather<T: for<'de> Deserialize<'de>>(paths: &[std::path::PathBuf]) -> Result<Vec<Part<T>>, String> {
+    let mut parts: Vec<Part<T>> = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let head: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: not a part file ({e})", path.display()))?;
+        if head.get("anyedge_part").and_then(|v| v.as_u64()) != Some(PART_VERSION.into()) {
+            return Err(format!("{}: not an anyedge part file of version {PART_VERSION}", path.display()));
+        }
+        let part: Part<T> = serde_json::from_value(head).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(first) = parts.first() {
+            let (a, b) = (&first.origin, &part.origin);
+            let differs = if a.command != b.command {
+                Some(format!("the command ({} against {})", b.command, a.command))
+            } else if a.build != b.build {
+                Some("the anyedge build (another binary wrote it)".to_string())
+            } else if a.file_sha256 != b.file_sha256 {
+                Some(format!("the topology file ({} has other bytes than {})", b.file, a.file))
+            } else if a.options != b.options {
+                Some(format!("the options ({} against {})", b.options, a.options))
+            } else if part.shard.count != first.shard.count {
+                Some(format!("the shard count ({} against {})", part.shard.count, first.shard.count))
+            } else {
+                None
+            };
+            if let Some(what) = differs {
+                return Err(format!("{}: differs from {} in {what}", path.display(), paths[0].display()));
+            }
+            if parts.iter().any(|p| p.shard.index == part.shard.index) {
+                return Err(format!("{}: shard {} is given twice", path.display(), part.shard.index));
+            }
+        }
+        parts.push(part);
+    }
+    let Some(first) = parts.first() else { return Err("no part files given".into()) };
+    let count = first.shard.count;
+    if parts.len() as u64 != count {
+        let mut missing: Vec<String> = (0..count)
+            .filter(|i| !parts.iter().any(|p| p.shard.index == *i))
+            .take(10)
+            .map(|i| i.to_string())
+            .collect();
+        if missing.len() == 10 {
+            missing.push("…".into());
+        }
+        return Err(format!("{} of {count} shards given; missing: {}", parts.len(), missing.join(", ")));
+    }
+    parts.sort_by_key(|p| p.shard.index);
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_every_item_once_in_order() {
+        for total in [0, 1, 7, 100, 2000, 2001] {
+            for count in [1, 2, 3, 4, 7, 64] {
+                let mut next = 0;
+                for index in 0..count {
+                    let (a, b) = Shard { index, count }.block(total);
+                    assert_eq!(a, next, "{total} over {count}: shard {index} starts where the last ended");
+                    assert!(b - a <= total / count + 1);
+                    next = b;
+                }
+                assert_eq!(next, total, "{total} over {count}: every item");
+            }
+        }
+    }
+
+    #[test]
+    fn a_shard_is_read_from_the_flag_or_the_job_schedulers_variables() {
+        assert_eq!(Shard::parse("2/4"), Ok(Shard { index: 2, count: 4 }));
+        for bad in ["4/4", "1/0", "x/2", "3", "-1/2"] {
+            assert!(Shard::parse(bad).unwrap_err().contains(bad), "{bad}");
+        }
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(Shard::from_env(env(&[])), Ok(None));
+        let slurm = [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "3")];
+        assert_eq!(Shard::from_env(env(&slurm)), Ok(Some(Shard { index: 2, count: 4 })));
+        let k8s = [("JOB_COMPLETION_INDEX", "1"), ("ANYEDGE_SHARDS", "3")];
+        assert_eq!(Shard::from_env(env(&k8s)), Ok(Some(Shard { index: 1, count: 3 })));
+        assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).unwrap_err().contains("ANYEDGE_SHARDS"));
+        let past = [("SLURM_ARRAY_TASK_ID", "9"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        assert!(Shard::from_env(env(&past)).unwrap_err().contains("SLURM_ARRAY_TASK"));
+    }
+}
