@@ -137,7 +137,10 @@ pub fn run(args: Args) -> ExitCode {
         .map(|r| Ran { seed: r.seed, faults: r.faults, failures: r.failures, replay: replay_command(&args, r.seed) })
         .collect();
     let what = match shard {
-        Some(Shard { index, count }) => format!(" (shard {index}/{count}: seeds {} to {})", args.from + start, args.from + end),
+        Some(Shard { index, count }) if end > start => {
+            format!(" (shard {index}/{count}: seeds {} to {})", args.from + start, args.from + end - 1)
+        }
+        Some(Shard { index, count }) => format!(" (shard {index}/{count}: no seeds)"),
         None => String::new(),
     };
     let failed = print_outcome(&args.file.display().to_string(), &options, &ran, &format!("{what}, {wall_s:.1} s on {jobs} threads"));

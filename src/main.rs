@@ -14,6 +14,7 @@
 //! - `chaos FILE --seeds N [--from S] [--jobs J] [--faults KINDS] [--json F]` runs many
 //!   seeded random fault schedules in the simulator and checks every invariant;
 //!   `--shard I/N` runs one block of the seeds and writes a part file;
+//! - `sweep FILE --set PATH=V1,V2 … --seeds N` compares a design's variants over seeds;
 //! - `merge PARTS… --json F` combines part files into the report one process writes;
 //! - `calibrate MEASURED.csv` fits the delay model to measured round trips;
 //! - `bench lab|control|maglev` are the benchmarks that print figures.
@@ -26,6 +27,7 @@ mod lab;
 mod probe;
 mod shard;
 mod sim;
+mod sweep;
 
 /// mimalloc instead of the system allocator: every simulated packet is a buffer
 /// allocated and freed, and glibc's malloc was a tenth of a simulation's time.
@@ -153,7 +155,44 @@ enum Command {
         #[arg(long, value_name = "I/N")]
         shard: Option<String>,
     },
-    /// Combine the part files of a sharded run (`chaos --shard`) into the report one
+    /// Compare a design's variants: every combination of the `--set` values, each run
+    /// over `--seeds` seeds; per variant each metric's median and range over the seeds, as
+    /// a table, JSON and an HTML page of plots.
+    Sweep {
+        /// Topology file (YAML).
+        file: PathBuf,
+        /// PATH=V1,V2,…: a field of the file and the values to try (repeat for more).
+        /// PATH is keys joined by dots, with [N] or [NAME] for list items:
+        /// failover.probe_interval, backbone.loss, vips[0].listeners[1].scheduler,
+        /// clients[london].count.
+        #[arg(long = "set", value_name = "PATH=V1,V2,…")]
+        sets: Vec<String>,
+        /// Seeds per variant.
+        #[arg(long)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Metrics, comma-separated: p50, p99, loss (the worst client group; NAME@GROUP
+        /// for one group), recovery_p50, recovery_max, detected_ms, backend_changed,
+        /// false_downs (default: p50,p99,loss,recovery_max,detected_ms,false_downs).
+        #[arg(long = "metric", value_name = "METRICS")]
+        metrics: Option<String>,
+        /// Threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Write the report (or, with a shard, the part) here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the HTML page of plots here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Run only block I of N of the runs (variants × seeds) and write a part file to
+        /// --json; defaults as for `chaos --shard`.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+    },
+    /// Combine the part files of a sharded run (`chaos` or `sweep` with `--shard`) into the report one
     /// process would have written for the same seeds; parts from another build, topology
     /// file or options are refused.
     Merge {
@@ -163,6 +202,9 @@ enum Command {
         /// Write the merged report here.
         #[arg(long)]
         json: PathBuf,
+        /// Also write a sweep's HTML page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Fit the delay model to measured round trips (CSV with a_lat,a_lon,b_lat,b_lon,rtt_ms)
     /// and print it as a topology file's `delay:` section, with its error on held-out pairs.
@@ -289,16 +331,24 @@ fn main() -> ExitCode {
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule, shard } => {
             chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule, shard })
         }
-        Command::Merge { parts, json } => {
-            let merged = shard::gather::<chaos::Ran>(&parts).and_then(|parts| chaos::merge(parts, &json));
-            match merged {
-                Ok(false) => ExitCode::SUCCESS,
-                Ok(true) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("merge: {e}");
-                    ExitCode::from(2)
+        Command::Sweep { file, sets, seeds, from, metrics, jobs, json, html, shard } => {
+            sweep::run(sweep::Args { file, sets, seeds, from, metrics, jobs, json, html, shard })
+        }
+        Command::Merge { parts, json, html } => {
+            let merged = match shard::command_of(&parts) {
+                Ok(c) if c == "sweep" => {
+                    shard::gather::<sweep::RunResult>(&parts).and_then(|p| sweep::merge(p, &json, html.as_deref()))
                 }
-            }
+                Ok(_) if html.is_some() => Err("--html: only a sweep's merge writes a page".into()),
+                Ok(_) => shard::gather::<chaos::Ran>(&parts).and_then(|p| chaos::merge(p, &json)).map(|failed| {
+                    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+                }),
+                Err(e) => Err(e),
+            };
+            merged.unwrap_or_else(|e| {
+                eprintln!("merge: {e}");
+                ExitCode::from(2)
+            })
         }
         Command::Report { json, html } => {
             let text = match std::fs::read_to_string(&json) {

@@ -130,6 +130,18 @@ impl<T: Serialize> Part<T> {
     }
 }
 
+/// The command that wrote the first part (`chaos` or `sweep`), to know how to merge.
+pub fn command_of(paths: &[std::path::PathBuf]) -> Result<String, String> {
+    let first = paths.first().ok_or("no part files given")?;
+    let text = std::fs::read_to_string(first).map_err(|e| format!("{}: {e}", first.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not a part file ({e})", first.display()))?;
+    v["origin"]["command"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{}: not an anyedge part file of version {PART_VERSION}", first.display()))
+}
+
 /// Reads parts and checks they make one whole: one origin, one shard count, every shard
 /// once. Returns them in shard order.
 pub fn gather<T: for<'de> Deserialize<'de>>(paths: &[std::path::PathBuf]) -> Result<Vec<Part<T>>, String> {

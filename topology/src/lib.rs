@@ -5,7 +5,9 @@
 
 pub mod bgp;
 pub mod nodes;
+pub mod overrides;
 mod parse;
+pub use overrides::Override;
 pub use parse::{BACKBONE_DELAY_DEFAULT, builtin_delay};
 pub mod route_table;
 mod values;
@@ -574,7 +576,13 @@ pub const FILE_BYTES_MAX: u64 = 16_000_000;
 
 /// Parses and validates topology text; `file` names it in errors.
 pub fn parse_str(file: &str, text: &str) -> Result<Topology, TopologyError> {
-    parse::parse(text).map_err(|diagnostics| TopologyError { file: file.to_string(), diagnostics })
+    parse_with(file, text, &[])
+}
+
+/// Parses topology text with fields changed first (see [`overrides`]), then validates
+/// the result as a file; a path that does not fit is an error naming it.
+pub fn parse_with(file: &str, text: &str, sets: &[Override]) -> Result<Topology, TopologyError> {
+    parse::parse(text, sets).map_err(|diagnostics| TopologyError { file: file.to_string(), diagnostics })
 }
 
 fn single(file: &str, line: usize, col: usize, field: &str, reason: String) -> TopologyError {

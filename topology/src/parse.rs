@@ -88,7 +88,7 @@ fn second_document(text: &str) -> Option<usize> {
     None
 }
 
-pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
+pub(super) fn parse(text: &str, sets: &[crate::Override]) -> Result<Topology, Vec<Diagnostic>> {
     let text = &clean(text).map_err(|d| vec![d])?;
     if let Some(line) = second_document(text) {
         let reason = "a second YAML document: a file holds one topology";
@@ -107,10 +107,13 @@ pub(super) fn parse(text: &str) -> Result<Topology, Vec<Diagnostic>> {
             "the file is empty: a topology needs name, vips, pops, regions, clients and traffic",
         )]);
     }
-    let root = match marked_yaml::parse_yaml(0, text) {
+    let mut root = match marked_yaml::parse_yaml(0, text) {
         Ok(root) => root,
         Err(e) => return Err(vec![load_error(&e)]),
     };
+    for o in sets {
+        crate::overrides::apply(&mut root, o).map_err(|reason| vec![diag_at(1, 1, &o.path, &reason)])?;
+    }
     let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
     let topology = p.topology(&root);
     match topology {
