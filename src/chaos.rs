@@ -102,7 +102,9 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return bad_input(e),
     };
     if shard.is_some() && args.json.is_none() {
-        return bad_input("a shard writes a part file: give --json PART (then `anyedge merge PARTS… --json OUT`)".into());
+        return bad_input(
+            "a shard writes a part file: give --json PART (then `anyedge merge PARTS… --json OUT`)".into(),
+        );
     }
     let kinds: Vec<String> = plan.kinds.iter().map(|k| k.name().to_string()).collect();
     let options = Options {
@@ -112,11 +114,12 @@ pub fn run(args: Args) -> ExitCode {
         duration: args.duration.clone(),
         kinds: kinds.clone(),
     };
-    let origin = match shard.map(|_| Origin::new("chaos", &args.file, serde_json::to_value(&options).unwrap_or_default())) {
-        Some(Err(e)) => return bad_input(e),
-        Some(Ok(o)) => Some(o),
-        None => None,
-    };
+    let origin =
+        match shard.map(|_| Origin::new("chaos", &args.file, serde_json::to_value(&options).unwrap_or_default())) {
+            Some(Err(e)) => return bad_input(e),
+            Some(Ok(o)) => Some(o),
+            None => None,
+        };
     let (start, end) = shard.map_or((0, args.seeds), |s| s.block(args.seeds));
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let started = Instant::now();
@@ -143,7 +146,12 @@ pub fn run(args: Args) -> ExitCode {
         Some(Shard { index, count }) => format!(" (shard {index}/{count}: no seeds)"),
         None => String::new(),
     };
-    let failed = print_outcome(&args.file.display().to_string(), &options, &ran, &format!("{what}, {wall_s:.1} s on {jobs} threads"));
+    let failed = print_outcome(
+        &args.file.display().to_string(),
+        &options,
+        &ran,
+        &format!("{what}, {wall_s:.1} s on {jobs} threads"),
+    );
     let written = match (&args.json, origin, shard) {
         (Some(path), Some(origin), Some(shard)) => {
             Part { anyedge_part: shard::PART_VERSION, origin, shard, items: (start, end), results: ran }.write(path)
@@ -210,7 +218,10 @@ pub fn merge(parts: Vec<Part<Ran>>, json: &Path) -> Result<bool, String> {
         let seeds: Vec<u64> = p.results.iter().map(|r| r.seed).collect();
         let expected: Vec<u64> = (options.from + a..options.from + b).collect();
         if p.items != (a, b) || seeds != expected {
-            return Err(format!("shard {}/{}: its seeds are not the block it should have run", p.shard.index, p.shard.count));
+            return Err(format!(
+                "shard {}/{}: its seeds are not the block it should have run",
+                p.shard.index, p.shard.count
+            ));
         }
         ran.extend(p.results);
     }

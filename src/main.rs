@@ -340,9 +340,9 @@ fn main() -> ExitCode {
                     shard::gather::<sweep::RunResult>(&parts).and_then(|p| sweep::merge(p, &json, html.as_deref()))
                 }
                 Ok(_) if html.is_some() => Err("--html: only a sweep's merge writes a page".into()),
-                Ok(_) => shard::gather::<chaos::Ran>(&parts).and_then(|p| chaos::merge(p, &json)).map(|failed| {
-                    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-                }),
+                Ok(_) => shard::gather::<chaos::Ran>(&parts)
+                    .and_then(|p| chaos::merge(p, &json))
+                    .map(|failed| if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }),
                 Err(e) => Err(e),
             };
             merged.unwrap_or_else(|e| {

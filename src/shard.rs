@@ -42,18 +42,21 @@ impl Shard {
                 Some(v) => v.trim().parse().map(Some).map_err(|_| format!("{name}={v}: not a whole number")),
             }
         };
-        let (index, count, from) = if let (Some(id), Some(count)) =
-            (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?)
-        {
-            let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            (id.checked_sub(min).ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?, count, "SLURM_ARRAY_TASK_*")
-        } else if let Some(index) = num("JOB_COMPLETION_INDEX")? {
-            let count = num("ANYEDGE_SHARDS")?
-                .ok_or("JOB_COMPLETION_INDEX is set but ANYEDGE_SHARDS (the Job's completions) is not")?;
-            (index, count, "JOB_COMPLETION_INDEX and ANYEDGE_SHARDS")
-        } else {
-            return Ok(None);
-        };
+        let (index, count, from) =
+            if let (Some(id), Some(count)) = (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+                let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+                (
+                    id.checked_sub(min).ok_or("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")?,
+                    count,
+                    "SLURM_ARRAY_TASK_*",
+                )
+            } else if let Some(index) = num("JOB_COMPLETION_INDEX")? {
+                let count = num("ANYEDGE_SHARDS")?
+                    .ok_or("JOB_COMPLETION_INDEX is set but ANYEDGE_SHARDS (the Job's completions) is not")?;
+                (index, count, "JOB_COMPLETION_INDEX and ANYEDGE_SHARDS")
+            } else {
+                return Ok(None);
+            };
         Shard::parse(&format!("{index}/{count}")).map(Some).map_err(|e| format!("{from}: {e}"))
     }
 
@@ -153,9 +156,17 @@ pub fn gather<T: for<'de> Deserialize<'de>>(paths: &[std::path::PathBuf]) -> Res
         if head.get("anyedge_part").and_then(|v| v.as_u64()) != Some(PART_VERSION.into()) {
             return Err(format!("{}: not an anyedge part file of version {PART_VERSION}", path.display()));
         }
-        let part: Part<T> = serde_json::from_value(head).map_err(|e| format!("{}: {e}", path.display()))?;
+        // What made it first, so a part of another command is named as such, not as a
+        // part whose results do not parse.
+        let origin: Origin = serde_json::from_value(head["origin"].clone())
+            .map_err(|e| format!("{}: its origin: {e}", path.display()))?;
+        let shard: Shard =
+            serde_json::from_value(head["shard"].clone()).map_err(|e| format!("{}: its shard: {e}", path.display()))?;
+        if shard.index >= shard.count {
+            return Err(format!("{}: shard {} of {} is not a shard", path.display(), shard.index, shard.count));
+        }
         if let Some(first) = parts.first() {
-            let (a, b) = (&first.origin, &part.origin);
+            let (a, b) = (&first.origin, &origin);
             let differs = if a.command != b.command {
                 Some(format!("the command ({} against {})", b.command, a.command))
             } else if a.build != b.build {
@@ -164,28 +175,26 @@ pub fn gather<T: for<'de> Deserialize<'de>>(paths: &[std::path::PathBuf]) -> Res
                 Some(format!("the topology file ({} has other bytes than {})", b.file, a.file))
             } else if a.options != b.options {
                 Some(format!("the options ({} against {})", b.options, a.options))
-            } else if part.shard.count != first.shard.count {
-                Some(format!("the shard count ({} against {})", part.shard.count, first.shard.count))
+            } else if shard.count != first.shard.count {
+                Some(format!("the shard count ({} against {})", shard.count, first.shard.count))
             } else {
                 None
             };
             if let Some(what) = differs {
                 return Err(format!("{}: differs from {} in {what}", path.display(), paths[0].display()));
             }
-            if parts.iter().any(|p| p.shard.index == part.shard.index) {
-                return Err(format!("{}: shard {} is given twice", path.display(), part.shard.index));
+            if parts.iter().any(|p| p.shard.index == shard.index) {
+                return Err(format!("{}: shard {} is given twice", path.display(), shard.index));
             }
         }
+        let part: Part<T> = serde_json::from_value(head).map_err(|e| format!("{}: {e}", path.display()))?;
         parts.push(part);
     }
     let Some(first) = parts.first() else { return Err("no part files given".into()) };
     let count = first.shard.count;
     if parts.len() as u64 != count {
-        let mut missing: Vec<String> = (0..count)
-            .filter(|i| !parts.iter().any(|p| p.shard.index == *i))
-            .take(10)
-            .map(|i| i.to_string())
-            .collect();
+        let mut missing: Vec<String> =
+            (0..count).filter(|i| !parts.iter().any(|p| p.shard.index == *i)).take(10).map(|i| i.to_string()).collect();
         if missing.len() == 10 {
             missing.push("…".into());
         }
@@ -221,9 +230,9 @@ mod tests {
         for bad in ["4/4", "1/0", "x/2", "3", "-1/2"] {
             assert!(Shard::parse(bad).unwrap_err().contains(bad), "{bad}");
         }
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
+        fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
             move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
-        };
+        }
         assert_eq!(Shard::from_env(env(&[])), Ok(None));
         let slurm = [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "3")];
         assert_eq!(Shard::from_env(env(&slurm)), Ok(Some(Shard { index: 2, count: 4 })));

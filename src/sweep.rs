@@ -79,7 +79,11 @@ const KINDS: [(MetricKind, &str, &str); 8] = [
     (MetricKind::P50, "p50", "anycast round trip p50, ms (the highest of any client group and class)"),
     (MetricKind::P99, "p99", "anycast round trip p99, ms (the highest of any client group and class)"),
     (MetricKind::Loss, "loss", "anycast loss, % (the highest of any client group and class)"),
-    (MetricKind::RecoveryP50, "recovery_p50", "a fault's affected flows' median wait for a reply, ms (the longest fault)"),
+    (
+        MetricKind::RecoveryP50,
+        "recovery_p50",
+        "a fault's affected flows' median wait for a reply, ms (the longest fault)",
+    ),
     (MetricKind::RecoveryMax, "recovery_max", "a fault's longest wait for a reply, ms (the longest fault)"),
     (MetricKind::DetectedMs, "detected_ms", "fault to the first node noticing it, ms (the slowest fault)"),
     (MetricKind::BackendChanged, "backend_changed", "flows that moved to another backend (all faults)"),
@@ -126,13 +130,18 @@ impl Metric {
                 .flat_map(|c| &c.traffic)
                 .map(|t| &t.anycast)
         };
-        let highest = |xs: &mut dyn Iterator<Item = f64>| xs.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        let highest =
+            |xs: &mut dyn Iterator<Item = f64>| xs.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
         match self.kind {
             MetricKind::P50 => highest(&mut paths().filter_map(|p| p.rtt_ms.as_ref().map(|q| q.p50))),
             MetricKind::P99 => highest(&mut paths().filter_map(|p| p.rtt_ms.as_ref().map(|q| q.p99))),
             MetricKind::Loss => highest(&mut paths().filter(|p| p.sent > 0).map(|p| p.loss_pct)),
-            MetricKind::RecoveryP50 => highest(&mut r.faults.iter().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.p50))),
-            MetricKind::RecoveryMax => highest(&mut r.faults.iter().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.max))),
+            MetricKind::RecoveryP50 => {
+                highest(&mut r.faults.iter().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.p50)))
+            }
+            MetricKind::RecoveryMax => {
+                highest(&mut r.faults.iter().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.max)))
+            }
             MetricKind::DetectedMs => highest(&mut r.faults.iter().filter_map(|f| f.detected_ms)),
             MetricKind::BackendChanged => Some(r.faults.iter().map(|f| f.flows_backend_changed as f64).sum()),
             MetricKind::FalseDowns => Some(
@@ -254,8 +263,12 @@ fn plan(args: &Args) -> Result<Plan, String> {
         return Err(format!("--set {}: the path is set twice", p.1.path));
     }
     let metrics_text = args.metrics.as_deref().unwrap_or(DEFAULT_METRICS);
-    let metrics: Vec<Metric> =
-        metrics_text.split(',').map(str::trim).filter(|m| !m.is_empty()).map(|m| Metric::parse(m, &base)).collect::<Result<_, _>>()?;
+    let metrics: Vec<Metric> = metrics_text
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| Metric::parse(m, &base))
+        .collect::<Result<_, _>>()?;
     if metrics.is_empty() {
         return Err("--metric: name at least one metric".into());
     }
@@ -291,7 +304,9 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return bad_input(e),
     };
     if shard.is_some() && (args.json.is_none() || args.html.is_some()) {
-        return bad_input("a shard writes a part file: give --json PART and no --html (`anyedge merge` writes both)".into());
+        return bad_input(
+            "a shard writes a part file: give --json PART and no --html (`anyedge merge` writes both)".into(),
+        );
     }
     let total = plan.worlds.len() as u64 * args.seeds;
     let (start, end) = shard.map_or((0, total), |s| s.block(total));
@@ -412,7 +427,11 @@ fn finish(file: &str, o: &Options, results: Vec<RunResult>, json: Option<&Path>,
         let failed = runs
             .iter()
             .filter(|r| !r.failures.is_empty())
-            .map(|r| FailedRun { seed: r.seed, failures: r.failures.clone(), replay: replay(file, &o.params, row, r.seed) })
+            .map(|r| FailedRun {
+                seed: r.seed,
+                failures: r.failures.clone(),
+                replay: replay(file, &o.params, row, r.seed),
+            })
             .collect();
         variants.push(VariantReport { set: row.clone(), metrics, failed });
     }
@@ -424,25 +443,28 @@ fn finish(file: &str, o: &Options, results: Vec<RunResult>, json: Option<&Path>,
             let means = KINDS.iter().find(|k| k.1 == base).map_or("", |k| k.2);
             let means = match group {
                 // "… (the highest of any client group and class)" → this group's classes.
-                Some(g) => format!("{} (client group {g}, its highest of any traffic class)", means.split(" (").next().unwrap_or(means)),
+                Some(g) => format!(
+                    "{} (client group {g}, its highest of any traffic class)",
+                    means.split(" (").next().unwrap_or(means)
+                ),
                 None => means.to_string(),
             };
             MetricInfo { name: name.clone(), means }
         })
         .collect();
-    let report =
-        SweepReport { file: file.to_string(), from: o.from, seeds: o.seeds, params: o.params.clone(), metrics, variants };
+    let report = SweepReport {
+        file: file.to_string(),
+        from: o.from,
+        seeds: o.seeds,
+        params: o.params.clone(),
+        metrics,
+        variants,
+    };
     print!("{}", table(&report));
     let failed: usize = report.variants.iter().map(|v| v.failed.len()).sum();
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+    let json = json.map(|p| (p, serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"));
+    for (path, text) in json.into_iter().chain(html.map(|p| (p, page(&report)))) {
         if let Err(e) = std::fs::write(path, text) {
-            eprintln!("{}: cannot write: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-    }
-    if let Some(path) = html {
-        if let Err(e) = std::fs::write(path, page(&report)) {
             eprintln!("{}: cannot write: {e}", path.display());
             return ExitCode::FAILURE;
         }
@@ -542,11 +564,16 @@ fn page(r: &SweepReport) -> String {
     html += "</table>\n";
     for v in &r.variants {
         for f in &v.failed {
-            html += &format!("<p>seed {}: {} — <code>{}</code></p>\n", f.seed, esc(&f.failures.join("; ")), esc(&f.replay));
+            html +=
+                &format!("<p>seed {}: {} — <code>{}</code></p>\n", f.seed, esc(&f.failures.join("; ")), esc(&f.replay));
         }
     }
     html + "</body></html>\n"
 }
+
+/// One line of a plot: the other parameters' values, and its points (the index of the
+/// plotted parameter's value, and the metric there).
+type Line<'a> = (Vec<String>, Vec<(usize, &'a Spread)>);
 
 /// One SVG plot of metric `m` against parameter `p`.
 fn plot(r: &SweepReport, m: usize, p: usize, param: &Param) -> String {
@@ -567,16 +594,32 @@ fn plot(r: &SweepReport, m: usize, p: usize, param: &Param) -> String {
     );
     for k in 0..=4 {
         let v = lo + (hi - lo) * k as f64 / 4.0;
-        svg += &format!("<text x=\"{}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n", left - 4.0, y(v) + 3.0, fmt(Some(v)));
+        svg += &format!(
+            "<text x=\"{}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>\n",
+            left - 4.0,
+            y(v) + 3.0,
+            fmt(Some(v))
+        );
     }
     for (i, v) in param.values.iter().enumerate() {
-        svg += &format!("<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n", x(i), h - bottom + 16.0, esc(v));
+        svg += &format!(
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n",
+            x(i),
+            h - bottom + 16.0,
+            esc(v)
+        );
     }
-    svg += &format!("<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n", (left + w - right) / 2.0, h - 6.0, esc(&param.path));
+    svg += &format!(
+        "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n",
+        (left + w - right) / 2.0,
+        h - 6.0,
+        esc(&param.path)
+    );
     // Lines: variants that agree on every other parameter.
-    let mut lines: Vec<(Vec<String>, Vec<(usize, &Spread)>)> = Vec::new();
+    let mut lines: Vec<Line<'_>> = Vec::new();
     for (v, variant) in r.variants.iter().enumerate() {
-        let others: Vec<String> = variant.set.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, s)| s.clone()).collect();
+        let others: Vec<String> =
+            variant.set.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, s)| s.clone()).collect();
         let at = param.values.iter().position(|x| x == &variant.set[p]).unwrap_or(0);
         match lines.iter_mut().find(|l| l.0 == others) {
             Some(l) => l.1.push((at, spreads[v])),
@@ -589,18 +632,37 @@ fn plot(r: &SweepReport, m: usize, p: usize, param: &Param) -> String {
         let path: Vec<String> =
             points.iter().filter_map(|(i, s)| s.median.map(|m| format!("{:.1},{:.1}", x(*i), y(m)))).collect();
         if path.len() > 1 {
-            svg += &format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n", path.join(" "));
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+                path.join(" ")
+            );
         }
         for (i, s) in points {
             if let (Some(a), Some(b)) = (s.min, s.max) {
-                svg += &format!("<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"{colour}\" opacity=\"0.5\"/>\n", x(*i), y(a), y(b));
+                svg += &format!(
+                    "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"{colour}\" opacity=\"0.5\"/>\n",
+                    x(*i),
+                    y(a),
+                    y(b)
+                );
             }
             if let Some(m) = s.median {
-                svg += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{}</title></circle>\n", x(*i), y(m), fmt(Some(m)));
+                svg += &format!(
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>{}</title></circle>\n",
+                    x(*i),
+                    y(m),
+                    fmt(Some(m))
+                );
             }
         }
-        let names: Vec<String> =
-            r.params.iter().enumerate().filter(|(i, _)| *i != p).zip(others).map(|((_, q), v)| format!("{}={v}", q.path)).collect();
+        let names: Vec<String> = r
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != p)
+            .zip(others)
+            .map(|((_, q), v)| format!("{}={v}", q.path))
+            .collect();
         if !names.is_empty() {
             legend.push(format!("<span style=\"color:{colour}\">■</span> {}", esc(&names.join(" "))));
         }
@@ -620,7 +682,10 @@ pub fn merge(parts: Vec<Part<RunResult>>, json: &Path, html: Option<&Path>) -> R
         let items: Vec<(usize, u64)> = p.results.iter().map(|r| (r.variant, r.seed)).collect();
         let expected: Vec<(usize, u64)> = (a..b).map(|k| ((k / o.seeds) as usize, o.from + k % o.seeds)).collect();
         if p.items != (a, b) || items != expected {
-            return Err(format!("shard {}/{}: its runs are not the block it should have run", p.shard.index, p.shard.count));
+            return Err(format!(
+                "shard {}/{}: its runs are not the block it should have run",
+                p.shard.index, p.shard.count
+            ));
         }
         results.extend(p.results);
     }
@@ -633,7 +698,8 @@ mod tests {
 
     #[test]
     fn the_grid_holds_every_combination_once_the_last_parameter_fastest() {
-        let p = |path: &str, vs: &[&str]| Param { path: path.into(), values: vs.iter().map(|v| v.to_string()).collect() };
+        let p =
+            |path: &str, vs: &[&str]| Param { path: path.into(), values: vs.iter().map(|v| v.to_string()).collect() };
         let g = grid(&[p("a", &["1", "2"]), p("b", &["x", "y", "z"])]);
         assert_eq!(g.len(), 6);
         assert_eq!(g[0], ["1", "x"]);

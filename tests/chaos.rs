@@ -106,7 +106,12 @@ fn shards_merged_give_the_bytes_one_process_writes_and_parts_that_do_not_belong_
             cmd.env_remove(k);
         }
         let out = cmd.args(extra).envs(envs.iter().copied()).output().unwrap();
-        assert!(out.status.success(), "{extra:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     run(&["--json", &at("whole.json")], &[]);
@@ -127,7 +132,10 @@ fn shards_merged_give_the_bytes_one_process_writes_and_parts_that_do_not_belong_
     let (whole, merged) = (std::fs::read(at("whole.json")).unwrap(), std::fs::read(at("merged.json")).unwrap());
     assert_eq!(String::from_utf8_lossy(&merged), String::from_utf8_lossy(&whole), "merged bytes = one process's bytes");
     let summary: serde_json::Value = serde_json::from_slice(&merged).unwrap();
-    assert_eq!((summary["from"].as_u64(), summary["seeds"].as_u64(), summary["passed"].as_u64()), (Some(3), Some(10), Some(10)));
+    assert_eq!(
+        (summary["from"].as_u64(), summary["seeds"].as_u64(), summary["passed"].as_u64()),
+        (Some(3), Some(10), Some(10))
+    );
 
     let refused = |parts: &[&str], says: &str| {
         let _ = std::fs::remove_file(at("merged.json"));

@@ -84,12 +84,19 @@ fn a_sweep_runs_every_variant_and_each_measures_its_own_world() {
         "every combination once, the last parameter fastest"
     );
     let metric = |v: &serde_json::Value, name: &str| -> serde_json::Value {
-        v["metrics"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("{name}: {v}")).clone()
+        v["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {v}"))
+            .clone()
     };
     for v in variants {
         let p50 = metric(v, "p50");
         assert_eq!(p50["runs"], 2, "both seeds measured: {v}");
-        let (lo, med, hi) = (p50["min"].as_f64().unwrap(), p50["median"].as_f64().unwrap(), p50["max"].as_f64().unwrap());
+        let (lo, med, hi) =
+            (p50["min"].as_f64().unwrap(), p50["median"].as_f64().unwrap(), p50["max"].as_f64().unwrap());
         assert!(lo <= med && med <= hi && lo > 0.0, "{p50}");
         assert_eq!(v["failed"], serde_json::json!([]), "no invariant broken: {v}");
     }
