@@ -167,3 +167,58 @@ fn shards_merged_give_the_bytes_one_process_writes_and_parts_that_do_not_belong_
     let _ = std::fs::remove_file(moved);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failing_seed_in_a_shard_reaches_the_merged_report_with_a_replay_that_prints_its_schedule() {
+    let dir = std::env::temp_dir().join(format!("anyedge-chaos-travel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let control = topology("control.yaml");
+    let at = |name: &str| dir.join(name).to_string_lossy().to_string();
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let out = chaos(&[
+            &control,
+            "--seeds",
+            "4",
+            "--from",
+            "3",
+            "--duration",
+            "12s",
+            "--shard",
+            &shard,
+            "--json",
+            &at(&format!("p{i}.json")),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The part as shard 1 would have written it had seed 6 broken an invariant.
+    let mut part: serde_json::Value = serde_json::from_slice(&std::fs::read(at("p1.json")).unwrap()).unwrap();
+    let ran = part["results"].as_array_mut().unwrap();
+    let six = ran.iter_mut().find(|r| r["seed"] == 6).expect("shard 1 ran seed 6");
+    six["failures"] = serde_json::json!(["raft: two leaders in term 4"]);
+    std::fs::write(at("p1.json"), part.to_string()).unwrap();
+    let out = Command::new(exe())
+        .args(["merge", &at("p0.json"), &at("p1.json"), "--json", &at("merged.json")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a failing seed fails the merge as it fails one process: {stdout}");
+    assert!(stdout.contains("3 passed, 1 failed") && stdout.contains("raft: two leaders in term 4"), "{stdout}");
+    let merged: serde_json::Value = serde_json::from_slice(&std::fs::read(at("merged.json")).unwrap()).unwrap();
+    let failed = merged["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{merged}");
+    assert_eq!(failed[0]["seed"], 6);
+    let replay = failed[0]["replay"].as_str().unwrap();
+    assert_eq!(replay, format!("anyedge chaos {control} --from 6 --seeds 1 --duration 12s"));
+    // The replay command, with --print-schedule, prints the seed's faults as a file's lines.
+    let args: Vec<&str> = replay.split(' ').skip(2).collect();
+    let printed = chaos(&[&args[..], &["--print-schedule"]].concat());
+    let schedule = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.status.success() && schedule.starts_with("# seed 6:") && schedule.contains("faults:"),
+        "{schedule}"
+    );
+    let direct = chaos(&[&control, "--from", "6", "--seeds", "1", "--duration", "12s", "--print-schedule"]);
+    assert_eq!(schedule, String::from_utf8_lossy(&direct.stdout), "the same schedule the seed runs");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
