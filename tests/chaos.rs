@@ -160,6 +160,32 @@ fn shards_merged_give_the_bytes_one_process_writes_and_parts_that_do_not_belong_
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     refused(&["p0.json", "p1.json", "moved.json"], "the topology file");
+    // A part from another build: this binary with one byte more (it runs the same, but
+    // is not the same build).
+    let other_exe = dir.join("anyedge-other");
+    let mut bytes = std::fs::read(exe()).unwrap();
+    bytes.push(0);
+    std::fs::write(&other_exe, bytes).unwrap();
+    std::fs::set_permissions(&other_exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new(&other_exe)
+        .arg("chaos")
+        .args([
+            &control,
+            "--seeds",
+            "10",
+            "--from",
+            "3",
+            "--duration",
+            "12s",
+            "--shard",
+            "2/3",
+            "--json",
+            &at("built.json"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    refused(&["p0.json", "p1.json", "built.json"], "the anyedge build");
     // A shard without a part to write it to is refused before it runs.
     let out = Command::new(exe()).arg("chaos").args([&control, "--seeds", "4", "--shard", "0/2"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
