@@ -174,8 +174,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         from: u64,
         /// Metrics, comma-separated: p50, p99, loss (the worst client group; NAME@GROUP
-        /// for one group), recovery_p50, recovery_max, detected_ms, backend_changed,
-        /// false_downs (default: p50,p99,loss,recovery_max,detected_ms,false_downs).
+        /// for one group), recovery_p50, recovery_max, detected_ms, backend_changed (the
+        /// slowest fault, or all; NAME@TEXT for the faults whose description holds TEXT,
+        /// e.g. detected_ms@pop/paris), false_downs (default:
+        /// p50,p99,loss,recovery_max,detected_ms,false_downs).
         #[arg(long = "metric", value_name = "METRICS")]
         metrics: Option<String>,
         /// Threads (default: one per core).

@@ -110,13 +110,20 @@ impl Metric {
             .find(|k| k.1 == base)
             .map(|k| k.0)
             .ok_or_else(|| format!("--metric {text}: not a metric (one of {})", known()))?;
-        if let Some(g) = &group {
-            if !matches!(kind, MetricKind::P50 | MetricKind::P99 | MetricKind::Loss) {
-                return Err(format!("--metric {text}: only p50, p99 and loss are per client group"));
+        let per_group = matches!(kind, MetricKind::P50 | MetricKind::P99 | MetricKind::Loss);
+        match &group {
+            Some(_) if kind == MetricKind::FalseDowns => {
+                return Err(format!("--metric {text}: false_downs counts every backend, it takes no @"));
             }
-            if !t.clients.iter().any(|c| &c.name == g) {
+            Some(g) if per_group && !t.clients.iter().any(|c| &c.name == g) => {
                 return Err(format!("--metric {text}: the file has no client group `{g}`"));
             }
+            Some(f) if !per_group && !t.faults.iter().any(|x| x.what.contains(f.as_str())) => {
+                return Err(format!(
+                    "--metric {text}: no fault of the file is `{f}` (e.g. `@pop/paris` picks `down pop/paris`)"
+                ));
+            }
+            _ => {}
         }
         Ok(Metric { kind, group })
     }
@@ -132,18 +139,16 @@ impl Metric {
         };
         let highest =
             |xs: &mut dyn Iterator<Item = f64>| xs.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        // `@TEXT` on a fault metric: the faults whose description holds TEXT.
+        let faults = || r.faults.iter().filter(|f| self.group.as_ref().is_none_or(|g| f.what.contains(g.as_str())));
         match self.kind {
             MetricKind::P50 => highest(&mut paths().filter_map(|p| p.rtt_ms.as_ref().map(|q| q.p50))),
             MetricKind::P99 => highest(&mut paths().filter_map(|p| p.rtt_ms.as_ref().map(|q| q.p99))),
             MetricKind::Loss => highest(&mut paths().filter(|p| p.sent > 0).map(|p| p.loss_pct)),
-            MetricKind::RecoveryP50 => {
-                highest(&mut r.faults.iter().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.p50)))
-            }
-            MetricKind::RecoveryMax => {
-                highest(&mut r.faults.iter().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.max)))
-            }
-            MetricKind::DetectedMs => highest(&mut r.faults.iter().filter_map(|f| f.detected_ms)),
-            MetricKind::BackendChanged => Some(r.faults.iter().map(|f| f.flows_backend_changed as f64).sum()),
+            MetricKind::RecoveryP50 => highest(&mut faults().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.p50))),
+            MetricKind::RecoveryMax => highest(&mut faults().filter_map(|f| f.recovery_ms.as_ref().map(|x| x.max))),
+            MetricKind::DetectedMs => highest(&mut faults().filter_map(|f| f.detected_ms)),
+            MetricKind::BackendChanged => Some(faults().map(|f| f.flows_backend_changed as f64).sum()),
             MetricKind::FalseDowns => Some(
                 r.backends
                     .iter()
@@ -442,6 +447,9 @@ fn finish(file: &str, o: &Options, results: Vec<RunResult>, json: Option<&Path>,
             let (base, group) = name.split_once('@').map_or((name.as_str(), None), |(b, g)| (b, Some(g)));
             let means = KINDS.iter().find(|k| k.1 == base).map_or("", |k| k.2);
             let means = match group {
+                Some(f) if !matches!(base, "p50" | "p99" | "loss") => {
+                    format!("{} (faults `{f}`)", means.split(" (").next().unwrap_or(means))
+                }
                 // "… (the highest of any client group and class)" → this group's classes.
                 Some(g) => format!(
                     "{} (client group {g}, its highest of any traffic class)",

@@ -50,7 +50,7 @@ const GRID: [&str; 10] = [
     "--seeds",
     "2",
     "--metric",
-    "p50,loss,loss@london,recovery_max,false_downs",
+    "p50,loss,loss@london,detected_ms@pop/paris,false_downs",
 ];
 
 #[test]
@@ -168,7 +168,8 @@ fn bad_paths_values_and_metrics_are_refused_before_anything_runs_naming_them() {
         (&["--set", "backbone.loss=1%,1%"][..], "twice"),
         (&["--set", "backbone.loss=1%", "--set", "backbone.loss=2%"][..], "set twice"),
         (&["--metric", "p42"][..], "--metric p42: not a metric"),
-        (&["--metric", "detected_ms@london"][..], "only p50, p99 and loss are per client group"),
+        (&["--metric", "detected_ms@pop/atlantis"][..], "no fault of the file is `pop/atlantis`"),
+        (&["--metric", "false_downs@london"][..], "takes no @"),
         (&["--metric", "p99@atlantis"][..], "no client group `atlantis`"),
         (&["--shard", "0/2"][..], "--json PART"),
         (&["--shard", "3/2", "--json", "/tmp/x.json"][..], "--shard 3/2"),

@@ -34,9 +34,11 @@ pub enum ControlEv {
         bytes: Vec<u8>,
     },
     /// Table updates arriving at a watcher.
+    /// (Boxed: a whole table is large, and every event in the queue is as large as the
+    /// largest kind; table updates are rare, packets are not.)
     Watch {
         watcher: usize,
-        update: CatchUp,
+        update: Box<CatchUp>,
     },
 }
 
@@ -419,7 +421,7 @@ impl ControlPlane {
                     at,
                     ControlEv::Watch {
                         watcher: w,
-                        update: CatchUp::Changes { changes: vec![(index, change.clone())], upto: index },
+                        update: Box::new(CatchUp::Changes { changes: vec![(index, change.clone())], upto: index }),
                     },
                 ));
             }
@@ -441,7 +443,7 @@ impl ControlPlane {
             let m = usize::from(self.watchers[w].following) - 1;
             let Some(node) = self.members[m].node.as_ref() else { continue };
             if node.applied() > self.watchers[w].sent {
-                let update = node.catch_up(self.watchers[w].sent);
+                let update = Box::new(node.catch_up(self.watchers[w].sent));
                 self.watchers[w].sent = node.applied();
                 out.push((now + self.delay_to_watcher[m][w], ControlEv::Watch { watcher: w, update }));
             }

@@ -268,7 +268,7 @@ impl<'t> World<'t> {
             ControlEv::Message { from, to, bytes } => plane.deliver(now, (from, to), &bytes),
             ControlEv::Watch { watcher, update } => {
                 let clbs = self.clbs.len();
-                for wc in plane.watch_arrived(watcher, update) {
+                for wc in plane.watch_arrived(watcher, *update) {
                     match wc.watcher.checked_sub(clbs) {
                         None => self.apply_route_change(ClbId(wc.watcher), &wc.table, &wc.change),
                         Some(p) => anyedge_topology::route_table::apply_to_pop(
