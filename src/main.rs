@@ -24,6 +24,7 @@ mod calibrate;
 mod chaos;
 mod ctl;
 mod lab;
+mod merge;
 mod probe;
 mod shard;
 mod sim;
@@ -336,22 +337,7 @@ fn main() -> ExitCode {
         Command::Sweep { file, sets, seeds, from, metrics, jobs, json, html, shard } => {
             sweep::run(sweep::Args { file, sets, seeds, from, metrics, jobs, json, html, shard })
         }
-        Command::Merge { parts, json, html } => {
-            let merged = match shard::command_of(&parts) {
-                Ok(c) if c == "sweep" => {
-                    shard::gather::<sweep::RunResult>(&parts).and_then(|p| sweep::merge(p, &json, html.as_deref()))
-                }
-                Ok(_) if html.is_some() => Err("--html: only a sweep's merge writes a page".into()),
-                Ok(_) => shard::gather::<chaos::Ran>(&parts)
-                    .and_then(|p| chaos::merge(p, &json))
-                    .map(|failed| if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }),
-                Err(e) => Err(e),
-            };
-            merged.unwrap_or_else(|e| {
-                eprintln!("merge: {e}");
-                ExitCode::from(2)
-            })
-        }
+        Command::Merge { parts, json, html } => merge::run(&parts, &json, html.as_deref()),
         Command::Report { json, html } => {
             let text = match std::fs::read_to_string(&json) {
                 Ok(t) => t,

@@ -108,7 +108,7 @@ fn a_sweep_runs_every_variant_and_each_measures_its_own_world() {
     }
     // The page: one plot per metric and varied parameter, and the table.
     let page = std::fs::read_to_string(&html).unwrap();
-    assert_eq!(page.matches("<svg").count(), 5 * 3, "5 metrics × 3 parameters");
+    assert_eq!(page.matches("<figure>").count(), 5 * 3, "5 metrics × 3 parameters");
     assert!(page.contains("<h2>loss@london</h2>") && page.contains("backbone.loss=2%"), "legend names the lines");
     assert_eq!(page.matches("<tr>").count(), 1 + 8, "a header and one row per variant");
 }
