@@ -33,7 +33,8 @@ fn install_slurm() {
     let update = Command::new("apt-get").args(["update", "-qq"]).status().expect("apt-get");
     assert!(update.success(), "apt-get update");
     let install = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "slurmctld", "slurmd", "slurm-client", "munge"])
+        // Without recommends: the plugins for hdf5, rocm, elasticsearch… are not needed.
+        .args(["install", "-y", "-qq", "--no-install-recommends", "slurmctld", "slurmd", "slurm-client", "munge"])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .expect("apt-get");
