@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod control;
 pub mod cost;
 pub mod html;
+pub mod parallel;
 pub mod raft_liveness;
 pub mod report;
 pub mod tls;

@@ -7,8 +7,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyedge_sim::report::Report;
 use anyedge_topology::{Override, Topology};
@@ -355,37 +353,21 @@ pub fn run(args: Args) -> ExitCode {
 /// Runs items `start..end` (item k: variant k / seeds, seed from + k % seeds) on `jobs`
 /// threads; results in item order.
 fn run_items(plan: &Plan, from: u64, seeds: u64, (start, end): (u64, u64), jobs: usize) -> Vec<RunResult> {
-    let next = AtomicU64::new(start);
-    let done = AtomicU64::new(0);
-    let results = Mutex::new(Vec::new());
     let tty = std::io::stderr().is_terminal();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= end {
-                        break;
-                    }
-                    let (variant, seed) = ((k / seeds) as usize, from + k % seeds);
-                    let r = run_one(plan, variant, seed);
-                    if let Ok(mut all) = results.lock() {
-                        all.push((k, r));
-                    }
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if tty {
-                        eprint!("\r{n}/{} runs", end - start);
-                    }
-                }
-            });
-        }
-    });
+    let results = anyedge_sim::parallel::in_order(
+        (start, end),
+        jobs,
+        |k| run_one(plan, (k / seeds) as usize, from + k % seeds),
+        |n, _| {
+            if tty {
+                eprint!("\r{n}/{} runs", end - start);
+            }
+        },
+    );
     if tty && end > start {
         eprintln!();
     }
-    let mut all = results.into_inner().unwrap_or_default();
-    all.sort_by_key(|(k, _)| *k);
-    all.into_iter().map(|(_, r)| r).collect()
+    results
 }
 
 fn run_one(plan: &Plan, variant: usize, seed: u64) -> RunResult {

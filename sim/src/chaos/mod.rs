@@ -6,7 +6,6 @@
 
 pub mod schedule;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyedge_topology::{Topology, TrafficKind};
@@ -109,31 +108,16 @@ pub fn sweep(
     jobs: usize,
     progress: impl Fn(u64, u64) + Sync,
 ) -> Vec<SeedRun> {
-    let next = AtomicU64::new(from);
-    let (done, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
-            scope.spawn(|| {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= from + seeds {
-                        break;
-                    }
-                    let run = run_seed(t, plan, seed);
-                    let bad = u64::from(!run.failures.is_empty());
-                    if let Ok(mut r) = results.lock() {
-                        r.push(run);
-                    }
-                    let failed = failed.fetch_add(bad, Ordering::Relaxed) + bad;
-                    progress(done.fetch_add(1, Ordering::Relaxed) + 1, failed);
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|r| r.seed);
-    results
+    let failed = AtomicU64::new(0);
+    crate::parallel::in_order(
+        (from, from + seeds),
+        jobs,
+        |seed| run_seed(t, plan, seed),
+        |done, run: &SeedRun| {
+            let bad = u64::from(!run.failures.is_empty());
+            progress(done, failed.fetch_add(bad, Ordering::Relaxed) + bad);
+        },
+    )
 }
 
 #[cfg(test)]
