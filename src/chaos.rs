@@ -206,25 +206,8 @@ fn write_summary(path: &Path, file: &str, o: &Options, ran: Vec<Ran>) -> Result<
 /// `anyedge merge` for chaos parts: the report one process would have written for the
 /// same seeds, or why the parts do not make one run.
 pub fn merge(parts: Vec<Part<Ran>>, json: &Path) -> Result<bool, String> {
-    let origin = parts.first().map(|p| p.origin.clone()).ok_or("no part files given")?;
-    if origin.command != "chaos" {
-        return Err(format!("the parts are from `anyedge {}`, not chaos", origin.command));
-    }
-    let options: Options =
-        serde_json::from_value(origin.options.clone()).map_err(|e| format!("the parts' options: {e}"))?;
-    let mut ran = Vec::new();
-    for p in parts {
-        let (a, b) = p.shard.block(options.seeds);
-        let seeds: Vec<u64> = p.results.iter().map(|r| r.seed).collect();
-        let expected: Vec<u64> = (options.from + a..options.from + b).collect();
-        if p.items != (a, b) || seeds != expected {
-            return Err(format!(
-                "shard {}/{}: its seeds are not the block it should have run",
-                p.shard.index, p.shard.count
-            ));
-        }
-        ran.extend(p.results);
-    }
+    let (origin, options, ran) =
+        shard::join(parts, |o: &Options| o.seeds, |o: &Options, k| o.from + k, |r: &Ran| r.seed)?;
     let failed = print_outcome(&origin.file, &options, &ran, " (merged)");
     write_summary(json, &origin.file, &options, ran)?;
     Ok(failed)

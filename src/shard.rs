@@ -204,6 +204,35 @@ pub fn gather<T: for<'de> Deserialize<'de>>(paths: &[std::path::PathBuf]) -> Res
     Ok(parts)
 }
 
+/// The gathered parts as one run: their origin, their options, and every result in item
+/// order, after checking each shard ran exactly its block (`total_of` the options' item
+/// count; `key_at(options, k)` the key item `k` must have, `key` a result's).
+pub fn join<T, O: for<'de> Deserialize<'de>, K: PartialEq>(
+    parts: Vec<Part<T>>,
+    total_of: impl Fn(&O) -> u64,
+    key_at: impl Fn(&O, u64) -> K,
+    key: impl Fn(&T) -> K,
+) -> Result<(Origin, O, Vec<T>), String> {
+    let origin = parts.first().map(|p| p.origin.clone()).ok_or("no part files given")?;
+    let options: O = serde_json::from_value(origin.options.clone()).map_err(|e| format!("the parts' options: {e}"))?;
+    let total = total_of(&options);
+    let mut results = Vec::new();
+    for p in parts {
+        let (a, b) = p.shard.block(total);
+        let ran_its_block = p.items == (a, b)
+            && p.results.len() as u64 == b - a
+            && (a..b).zip(&p.results).all(|(k, r)| key(r) == key_at(&options, k));
+        if !ran_its_block {
+            return Err(format!(
+                "shard {}/{}: its results are not the block it should have run",
+                p.shard.index, p.shard.count
+            ));
+        }
+        results.extend(p.results);
+    }
+    Ok((origin, options, results))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

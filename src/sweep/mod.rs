@@ -350,14 +350,17 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Runs items `start..end` (item k: variant k / seeds, seed from + k % seeds) on `jobs`
+/// Runs items `start..end` (see [`item`]) on `jobs`
 /// threads; results in item order.
 fn run_items(plan: &Plan, from: u64, seeds: u64, (start, end): (u64, u64), jobs: usize) -> Vec<RunResult> {
     let tty = std::io::stderr().is_terminal();
     let results = anyedge_sim::parallel::in_order(
         (start, end),
         jobs,
-        |k| run_one(plan, (k / seeds) as usize, from + k % seeds),
+        |k| {
+            let (variant, seed) = item(from, seeds, k);
+            run_one(plan, variant, seed)
+        },
         |n, _| {
             if tty {
                 eprint!("\r{n}/{} runs", end - start);
@@ -368,6 +371,11 @@ fn run_items(plan: &Plan, from: u64, seeds: u64, (start, end): (u64, u64), jobs:
         eprintln!();
     }
     results
+}
+
+/// Item `k` of a sweep: variant `k / seeds` with seed `from + k % seeds`.
+fn item(from: u64, seeds: u64, k: u64) -> (usize, u64) {
+    ((k / seeds) as usize, from + k % seeds)
 }
 
 fn run_one(plan: &Plan, variant: usize, seed: u64) -> RunResult {
@@ -509,22 +517,12 @@ fn table(r: &SweepReport) -> String {
 
 /// `anyedge merge` for sweep parts: the report one process would have written.
 pub fn merge(parts: Vec<Part<RunResult>>, json: &Path, html: Option<&Path>) -> Result<ExitCode, String> {
-    let origin = parts.first().map(|p| p.origin.clone()).ok_or("no part files given")?;
-    let o: Options = serde_json::from_value(origin.options.clone()).map_err(|e| format!("the parts' options: {e}"))?;
-    let total = grid(&o.params).len() as u64 * o.seeds;
-    let mut results = Vec::new();
-    for p in parts {
-        let (a, b) = p.shard.block(total);
-        let items: Vec<(usize, u64)> = p.results.iter().map(|r| (r.variant, r.seed)).collect();
-        let expected: Vec<(usize, u64)> = (a..b).map(|k| ((k / o.seeds) as usize, o.from + k % o.seeds)).collect();
-        if p.items != (a, b) || items != expected {
-            return Err(format!(
-                "shard {}/{}: its runs are not the block it should have run",
-                p.shard.index, p.shard.count
-            ));
-        }
-        results.extend(p.results);
-    }
+    let (origin, o, results) = shard::join(
+        parts,
+        |o: &Options| grid(&o.params).len() as u64 * o.seeds,
+        |o: &Options, k| item(o.from, o.seeds, k),
+        |r: &RunResult| (r.variant, r.seed),
+    )?;
     Ok(finish(&origin.file, &o, results, Some(json), html))
 }
 
