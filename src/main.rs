@@ -5,8 +5,10 @@
 //! - `validate FILE` checks a topology file and names every problem (FILE:LINE:COL);
 //! - `lab up|down|status|exec|kill|start FILE …` brings the same file up as network
 //!   namespaces with real packets and manages it (root);
-//! - `node --topology F --name N --state-dir D` is one lab node's process (`lab up`
-//!   starts these inside their namespaces);
+//! - `render FILE --out DIR [--ca DIR]` writes each node's configuration, keys and
+//!   certificates into a directory of its own, for the host that runs it;
+//! - `node --config DIR [--check]` runs (or checks) one rendered node: on a host, or in
+//!   a lab namespace (`lab up` renders its nodes and starts them this way);
 //! - `probe --target VIP:PORT …` loads a VIP from inside a client namespace and reports
 //!   HDR round-trip percentiles;
 //! - `ctl FILE status|routes|set-weight|bind|unbind|add-listener|del-listener` is the
@@ -24,6 +26,7 @@ mod calibrate;
 mod chaos;
 mod ctl;
 mod lab;
+mod man;
 mod merge;
 mod probe;
 mod shard;
@@ -96,17 +99,42 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         html: PathBuf,
     },
-    /// Run one node of a lab (inside its namespace; `lab up` starts these).
-    #[command(hide = true)]
+    /// Run one node from the directory `render` made for it (on a host, or in a lab's
+    /// namespace: `lab up` starts its nodes this way).
     Node {
+        /// The node's rendered directory (node.json, topology.yaml, pki/).
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+        /// Check the directory (configuration, topology, keys, certificates) and exit:
+        /// 0 when the node could start from it, 2 with the reason when not.
         #[arg(long)]
-        topology: PathBuf,
-        /// The node, named as fault targets name it: pop/paris, clb/frankfurt/1, backend/IP.
+        check: bool,
+    },
+    /// Write every node's configuration (addresses, keys, certificates) into a directory
+    /// of its own under DIR, for `anyedge node --config DIR/NODE` on the host that runs it.
+    Render {
+        /// Topology file (YAML).
+        file: PathBuf,
+        /// Where the node directories go (made 0700); the CA and the backbone secret are
+        /// kept in DIR/ca, the operator's certificates in DIR/operator.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The CA (ca.pem, ca.key, backbone.secret) of an earlier render: nodes rendered
+        /// now join the nodes rendered then.
+        #[arg(long, value_name = "DIR")]
+        ca: Option<PathBuf>,
+        /// Each node's run-time directory (default /var/lib/anyedge/NODE).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Nodes leave out the file's delay, jitter and loss (benchmarks).
         #[arg(long)]
-        name: String,
-        /// The lab's state directory (readiness markers).
+        no_impairments: bool,
+        /// Nodes run SCHED_FIFO (needs CAP_SYS_NICE).
         #[arg(long)]
-        state_dir: PathBuf,
+        realtime: bool,
+        /// Queues each POP reads its TUN device with (default: one per core of its host).
+        #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
+        tun_queues: Option<usize>,
     },
     /// Bring a topology up as network namespaces with real packets, and manage it.
     Lab {
@@ -236,6 +264,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Man pages: anyedge.1 and one page per command (anyedge-sim.1, anyedge-lab.1 …),
+    /// written into DIR (what `man/` in the repository and the Debian package ship).
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -294,19 +328,52 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Bench { which } => bench::command(which),
-        Command::Node { topology, name, state_dir } => match anyedge_lab::node::run(&topology, &name, &state_dir) {
+        Command::Node { config, check: true } => match anyedge_lab::setup::render::load_node(&config) {
+            Ok(r) => {
+                println!("{}: ok ({}, state in {})", config.display(), r.config.node, r.config.state.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Node { config, check: false } => match anyedge_lab::node::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("node {name}: {e}");
+                eprintln!("node {}: {e}", config.display());
                 ExitCode::FAILURE
             }
         },
+        Command::Render { file, out, ca, state, no_impairments, realtime, tun_queues } => {
+            let opts = anyedge_lab::setup::render::RenderOptions { ca, state, no_impairments, realtime, tun_queues };
+            match anyedge_lab::setup::render::render(&file, &out, &opts) {
+                Ok(nodes) => {
+                    println!("{}: {} nodes rendered into {}", file.display(), nodes.len(), out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Lab { action } => lab::run(action),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "anyedge", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::Man { out } => match man::write_all(&out) {
+            Ok(pages) => {
+                println!("{} man pages in {}", pages, out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CaptureHere { out, duration } => {
             let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),

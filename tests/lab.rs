@@ -105,7 +105,7 @@ fn lab_down_leaves_nothing_behind_even_after_a_crash() {
     let status = lab.anyedge(&["lab", "status"]);
     assert_eq!(status.status.code(), Some(3), "{}", String::from_utf8_lossy(&status.stdout));
     assert!(String::from_utf8_lossy(&status.stdout).contains(": down"));
-    let procs = Command::new("pgrep").args(["-f", &lab.file.to_string_lossy()]).output().unwrap();
+    let procs = Command::new("pgrep").args(["-f", &node_pattern(&lab, "")]).output().unwrap();
     assert!(procs.stdout.is_empty(), "node processes left: {}", String::from_utf8_lossy(&procs.stdout));
 }
 
@@ -250,7 +250,7 @@ fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
     }
     let _one = serial();
     let lab = Lab::up_flags("rt", |text| text, &["--realtime"]);
-    let procs = Command::new("pgrep").args(["-f", &lab.file.to_string_lossy()]).output().unwrap();
+    let procs = Command::new("pgrep").args(["-f", &node_pattern(&lab, "")]).output().unwrap();
     let pids: Vec<String> = String::from_utf8_lossy(&procs.stdout).split_whitespace().map(String::from).collect();
     // 2 transits, 2 POPs, 2 CLB nodes, 5 backend hosts (BIRD's command lines name
     // their configuration, not the file).
@@ -263,8 +263,7 @@ fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
     // A node started again keeps the lab's scheduling.
     assert!(lab.anyedge(&["lab", "kill", "pop/paris"]).status.success());
     assert!(lab.anyedge(&["lab", "start", "pop/paris"]).status.success());
-    let procs =
-        Command::new("pgrep").args(["-f", &format!("{} --name pop/paris", lab.file.display())]).output().unwrap();
+    let procs = Command::new("pgrep").args(["-f", &node_pattern(&lab, "pop-paris")]).output().unwrap();
     let pid = String::from_utf8_lossy(&procs.stdout).trim().to_string();
     assert_eq!(policy(&pid), Some(1), "restarted pop/paris ({pid}) runs SCHED_FIFO");
 }

@@ -118,6 +118,17 @@ impl BackboneSecret {
         Ok(BackboneSecret(k))
     }
 
+    /// A secret kept from an earlier `render` (`backbone.secret`), so nodes rendered then and
+    /// now share their keys.
+    pub fn from_bytes(bytes: KeyBytes) -> BackboneSecret {
+        BackboneSecret(bytes)
+    }
+
+    /// The secret's bytes (to keep beside the CA that rendered a deployment).
+    pub fn bytes(&self) -> &KeyBytes {
+        &self.0
+    }
+
     /// The key `from` signs with toward `to`.
     pub fn key(&self, from: NodeId, to: NodeId) -> KeyBytes {
         let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);

@@ -18,25 +18,6 @@ pub const METRICS_PORT: u16 = 6091;
 /// Raft between control nodes and the watch API (gRPC over mutual TLS).
 pub const CONTROL_PORT: u16 = 6095;
 
-/// A file in the lab's state directory that turns impairments off (benchmarks).
-pub const NO_IMPAIRMENTS: &str = "no-impairments";
-/// A file in the lab's state directory that runs nodes SCHED_FIFO (`lab up --realtime`).
-pub const REALTIME: &str = "realtime";
-
-/// A file in the lab's state directory holding how many queues each POP reads its TUN
-/// device with (`lab up --tun-queues N`); without it, one per core.
-pub const TUN_QUEUES: &str = "tun-queues";
-
-/// The TUN queue count the lab in `state_dir` asks of its POPs.
-pub fn tun_queues(state_dir: &Path) -> Result<usize, String> {
-    let path = state_dir.join(TUN_QUEUES);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => crate::io::tunq::parse_count(&text).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(crate::io::tunq::per_core()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
 /// Names a namespace or a state file may carry: letters, digits, `.`, `_`, `-`.
 pub fn sanitize(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' }).collect()

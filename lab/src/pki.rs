@@ -39,20 +39,74 @@ pub fn vip_names(t: &anyedge_topology::Topology, region: Option<usize>) -> Vec<V
         .collect()
 }
 
-/// Issues a CA, a certificate for each `(node, address)` (addresses go in the SAN), and a
-/// server certificate for each VIP (`vip-NAME.pem`, its name and addresses in the SAN),
-/// which HTTPS, TCP SSL and QUIC listeners terminate with.
+/// The authority a lab's or a deployment's certificates chain to: made fresh (a lab's,
+/// whose key is dropped once its certificates are issued), or kept by `render` and given
+/// back with `--ca` so a node rendered later trusts and is trusted by the earlier ones.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+    key_pem: String,
+}
+
+impl Ca {
+    /// A new self-signed CA (Ed25519).
+    pub fn generate() -> Result<Ca, String> {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
+        let key_pem = ca_key.serialize_pem();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+        Ok(Ca { issuer: Issuer::new(ca_params, ca_key), pem: ca.pem(), key_pem })
+    }
+
+    /// The CA kept in `dir` (`ca.pem`, `ca.key`), as `render` writes it.
+    pub fn load(dir: &Path) -> Result<Ca, String> {
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let pem = read(&cert)?;
+        let key_pem = read(&key)?;
+        let signing = KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: not a private key: {e}", key.display()))?;
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| format!("{}: not a PEM certificate: {e}", cert.display()))?;
+        let x509 = parsed.parse_x509().map_err(|e| format!("{}: not a certificate: {e}", cert.display()))?;
+        if x509.public_key().subject_public_key.data.as_ref() != signing.public_key_raw() {
+            return Err(format!("{}: the key is not the certificate's ({})", key.display(), cert.display()));
+        }
+        if !x509.is_ca() {
+            return Err(format!("{}: not a CA certificate", cert.display()));
+        }
+        let issuer = Issuer::from_ca_cert_pem(&pem, signing).map_err(|e| format!("{}: {e}", cert.display()))?;
+        Ok(Ca { issuer, pem, key_pem })
+    }
+
+    /// Keeps the CA in `dir` (certificate and key, both 0600): the operator's to guard.
+    pub fn save(&self, dir: &Path) -> Result<(), String> {
+        crate::layout::private_dir(dir)?;
+        write(&dir.join("ca.pem"), &self.pem)?;
+        write(&dir.join("ca.key"), &self.key_pem)
+    }
+}
+
+/// Issues a fresh CA's certificates (see [`issue_with`]); the CA's key is not kept.
 pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNames]) -> Result<(), String> {
+    issue_with(state_dir, &Ca::generate()?, nodes, vips)
+}
+
+/// Issues, from `ca`, a certificate for each `(node, address)` (addresses go in the SAN),
+/// a server certificate for each VIP (`vip-NAME.pem`, its name and addresses in the SAN),
+/// which HTTPS, TCP SSL and QUIC listeners terminate with, and the `ctl` and `client`
+/// certificates, into `state_dir`'s `pki/`.
+pub fn issue_with(
+    state_dir: &Path,
+    ca: &Ca,
+    nodes: &[(String, Option<IpAddr>)],
+    vips: &[VipNames],
+) -> Result<(), String> {
     let dir = dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = ca_params.self_signed(&ca_key).map_err(err)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    write(&dir.join("ca.pem"), &ca.pem())?;
+    let issuer = &ca.issuer;
+    write(&dir.join("ca.pem"), &ca.pem)?;
     let ctl = ("ctl".to_string(), None);
     for (node, addr) in nodes.iter().chain(std::iter::once(&ctl)) {
         let role = Role::of(node).ok_or_else(|| err(format!("`{node}` names no role")))?;
@@ -69,7 +123,7 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNa
             }
             _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
-        let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        let cert = params.signed_by(&key, issuer).map_err(err)?;
         write(&dir.join(format!("{}.pem", sanitize(node))), &cert.pem())?;
         write(&dir.join(format!("{}.key", sanitize(node))), &key.serialize_pem())?;
     }
@@ -81,7 +135,7 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNa
         params.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        let cert = params.signed_by(&key, issuer).map_err(err)?;
         write(&vip_cert_path(state_dir, name), &cert.pem())?;
         write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
     }
@@ -91,7 +145,7 @@ pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNa
     params.distinguished_name.push(DnType::CommonName, "client");
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    let cert = params.signed_by(&key, issuer).map_err(err)?;
     write(&dir.join("client.pem"), &cert.pem())?;
     write(&dir.join("client.key"), &key.serialize_pem())?;
     Ok(())
@@ -153,6 +207,35 @@ fn identity(state_dir: &Path, node: &str) -> Result<(Certificate, Identity), Str
     Ok((ca, Identity::from_pem(cert, key)))
 }
 
+/// Checks `node`'s certificate and key in `state_dir`'s `pki/`: both there and parsed, the
+/// certificate naming the node, issued by the CA beside it, valid now, and the key its own.
+pub fn check_identity(state_dir: &Path, node: &str) -> Result<(), String> {
+    let dir = dir(state_dir);
+    let (ca_path, cert_path) = (dir.join("ca.pem"), dir.join(format!("{}.pem", sanitize(node))));
+    let key_path = cert_path.with_extension("key");
+    let (ca_der, cert_der) = (der(&ca_path)?, der(&cert_path)?);
+    let parse = |path: &Path, der| {
+        x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let (ca, cert) = (parse(&ca_path, &ca_der)?, parse(&cert_path, &cert_der)?);
+    let key =
+        KeyPair::from_pem(&read(&key_path)?).map_err(|e| format!("{}: not a private key: {e}", key_path.display()))?;
+    let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or("");
+    if cn != node {
+        return Err(format!("{}: issued to `{cn}`, not to `{node}`", cert_path.display()));
+    }
+    if cert.issuer() != ca.subject() {
+        return Err(format!("{}: not issued by the CA in {}", cert_path.display(), ca_path.display()));
+    }
+    if !cert.validity().is_valid() {
+        return Err(format!("{}: not valid now ({:?})", cert_path.display(), cert.validity()));
+    }
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(format!("{}: not the key of {}", key_path.display(), cert_path.display()));
+    }
+    Ok(())
+}
+
 /// A control node's server side: its certificate, and client certificates required.
 pub fn server(state_dir: &Path, node: &str) -> Result<ServerTlsConfig, String> {
     let (ca, id) = identity(state_dir, node)?;
@@ -174,11 +257,20 @@ pub fn issue_backbone_keys(
     t: &anyedge_topology::Topology,
     nodes: &[(anyedge_ccn::NodeId, String)],
 ) -> Result<(), String> {
+    issue_backbone_keys_with(state_dir, &anyedge_ccn::BackboneSecret::generate()?, t, nodes)
+}
+
+/// [`issue_backbone_keys`] from a given secret (one `render` kept).
+pub fn issue_backbone_keys_with(
+    state_dir: &Path,
+    secret: &anyedge_ccn::BackboneSecret,
+    t: &anyedge_topology::Topology,
+    nodes: &[(anyedge_ccn::NodeId, String)],
+) -> Result<(), String> {
     let dir = dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let secret = anyedge_ccn::BackboneSecret::generate()?;
     for (id, name) in nodes {
-        let auth = anyedge_topology::nodes::backbone_auth(t, &secret, *id, 0);
+        let auth = anyedge_topology::nodes::backbone_auth(t, secret, *id, 0);
         let peers = auth.keys.iter().map(|k| format!("{:08x} {} {}\n", k.peer.to_wire(), hex(&k.send), hex(&k.recv)));
         let cids = auth.cid_keys.iter().map(|(r, k)| format!("cid {r} {}\n", hex(k)));
         let text: String = peers.chain(cids).collect();
@@ -187,15 +279,15 @@ pub fn issue_backbone_keys(
     Ok(())
 }
 
-fn keys_path(state_dir: &Path, node: &str) -> PathBuf {
+pub fn keys_path(state_dir: &Path, node: &str) -> PathBuf {
     dir(state_dir).join(format!("{}.keys", sanitize(node)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<anyedge_ccn::auth::KeyBytes> {
+pub fn unhex(text: &str) -> Option<anyedge_ccn::auth::KeyBytes> {
     let mut k = [0u8; 32];
     if text.len() != 64 {
         return None;

@@ -198,6 +198,12 @@ pub fn lab_state_dir(lab: &Lab) -> PathBuf {
     base.join(name)
 }
 
+/// What `pgrep -f` finds the lab's node processes by (each runs `anyedge node --config
+/// STATE/nodes/NODE`); with `node` (`pop-paris`), that node's alone.
+pub fn node_pattern(lab: &Lab, node: &str) -> String {
+    format!("node --config {}/nodes/{node}", lab_state_dir(lab).display())
+}
+
 /// `anyedge probe` in a client's namespace, in the background (80 packets/s per flow
 /// for 6 s); its report goes to `name` in the lab's folder.
 pub fn spawn_probe(

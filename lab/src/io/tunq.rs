@@ -26,7 +26,7 @@ pub fn check_count(n: usize) -> Result<usize, String> {
     if (1..=QUEUES_MAX).contains(&n) { Ok(n) } else { Err(format!("{n} is not a queue count: 1 to {QUEUES_MAX}")) }
 }
 
-/// A queue count written as text (`--tun-queues`, the lab's state file).
+/// A queue count written as text (`--tun-queues`).
 pub fn parse_count(text: &str) -> Result<usize, String> {
     let text = text.trim();
     text.parse::<usize>().map_err(|_| format!("`{text}` is not a queue count: 1 to {QUEUES_MAX}")).and_then(check_count)
@@ -111,8 +111,8 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    /// A queue count from the command line or the lab's state file: a bad one is refused
-    /// with what was wrong, and the state file's error names the file.
+    /// A queue count from the command line or a rendered node: a bad one is refused with
+    /// what was wrong.
     #[test]
     fn queue_counts_outside_one_to_the_maximum_are_refused_with_the_reason() {
         assert_eq!(parse_count(" 3\n"), Ok(3));
@@ -122,14 +122,6 @@ mod tests {
             assert!(e.contains("is not a queue count: 1 to 64"), "{bad}: {e}");
         }
         assert!(attach("ae0", 0).unwrap_err().starts_with("TUN device ae0: 0 is not a queue count"));
-        let dir = std::env::temp_dir().join(format!("ae-tunq-count-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(crate::layout::tun_queues(&dir), Ok(per_core()), "no file: one per core");
-        std::fs::write(dir.join(crate::layout::TUN_QUEUES), "0\n").unwrap();
-        let e = crate::layout::tun_queues(&dir).unwrap_err();
-        let _ = std::fs::remove_dir_all(&dir);
-        let named = format!("{}: 0 is not a queue count: 1 to 64", dir.join(crate::layout::TUN_QUEUES).display());
-        assert_eq!(e, named);
     }
 
     fn root() -> bool {

@@ -103,7 +103,7 @@ impl<'a> ClbDriver<'a> {
         (region, index): (usize, usize),
         node: Forwarder<'a>,
     ) -> Result<ClbDriver<'a>, String> {
-        let Forwarder { ready, impair, follower, drops, keys, state_dir, name } = node;
+        let Forwarder { ready, impair, follower, drops, keys, conf_dir, name, .. } = node;
         let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
         let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
         let pop_sock = BatchSocket::bind(from_pops).await?;
@@ -117,14 +117,14 @@ impl<'a> ClbDriver<'a> {
         let start = Instant::now();
         // Each VIP homed here terminates TLS with the certificate lab up issued it.
         let homed = crate::pki::vip_names(t, Some(region));
-        let identity = Identity { default: None, vips: crate::pki::vip_identities(state_dir, &homed)? };
+        let identity = Identity { default: None, vips: crate::pki::vip_identities(conf_dir, &homed)? };
         let auth = auth_from_now(keys)?;
         let me = anyedge_topology::nodes::clb_node(region, index);
         let mut config = clb_config(t, region, index, addresses, &identity);
         config.auth = auth.clone();
         let backbone = backbone_links(t, region, index);
         let grpc = t.backbone.transport == BackboneTransport::Grpc;
-        let from_streams = if grpc { Some(upstreams(state_dir, name, from_pops.ip()).await?) } else { None };
+        let from_streams = if grpc { Some(upstreams(conf_dir, name, from_pops.ip()).await?) } else { None };
         let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
         let (pops, prober) = pop_prober(t, &pop_tunnels, from_pops.ip(), auth.keyring(me, 0), start).await?;
         // POPs probe this node over the backbone: answer while we run.
@@ -418,11 +418,11 @@ async fn pop_prober(
 
 /// With `backbone.transport: grpc`, the POPs' streams up to this node (mutual TLS).
 async fn upstreams(
-    state_dir: &std::path::Path,
+    conf_dir: &std::path::Path,
     name: &str,
     ip: IpAddr,
 ) -> Result<mpsc::Receiver<crate::node::grpc::Upstream>, String> {
-    let tls = crate::pki::server(state_dir, name)?;
+    let tls = crate::pki::server(conf_dir, name)?;
     crate::node::grpc::serve(SocketAddr::new(ip, GRPC_PORT), tls).await
 }
 

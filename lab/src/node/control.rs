@@ -260,9 +260,9 @@ fn control_link(t: &Topology, c: &anyedge_topology::Control, id: u8, p: u8, impa
 }
 
 /// Raft and the control API on the backbone, behind mutual TLS.
-fn backbone_server(state_dir: &Path, name: &str, api: Api) -> Result<tonic::transport::server::Router, String> {
+fn backbone_server(conf_dir: &Path, name: &str, api: Api) -> Result<tonic::transport::server::Router, String> {
     Ok(tonic::transport::Server::builder()
-        .tls_config(crate::pki::server(state_dir, name)?)
+        .tls_config(crate::pki::server(conf_dir, name)?)
         .map_err(|e| format!("{name}: {e}"))?
         .add_service(PeerServer::new(api.clone()))
         .add_service(ControlServer::new(api)))
@@ -297,10 +297,10 @@ pub async fn run(
     t: &Topology,
     plan: &Plan,
     id: u8,
-    state_dir: &Path,
+    dirs: (&Path, &Path, bool),
     (ready, drops): (&Path, crate::node::drops::Drops),
 ) -> Result<(), String> {
-    ControlDriver::bind(t, plan, id, state_dir, drops).await?.ready(ready)?.run().await
+    ControlDriver::bind(t, plan, id, dirs, drops).await?.ready(ready)?.run().await
 }
 
 /// What woke a control node up.
@@ -335,7 +335,7 @@ impl ControlDriver {
         t: &Topology,
         plan: &Plan,
         id: u8,
-        state_dir: &Path,
+        (conf_dir, state_dir, impair): (&Path, &Path, bool),
         drops: crate::node::drops::Drops,
     ) -> Result<ControlDriver, String> {
         let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
@@ -345,15 +345,14 @@ impl ControlDriver {
         let (calls_tx, calls) = mpsc::channel::<Call>(4096);
         let name = format!("control/{id}");
         let refusals = Refusals::new(&name);
-        let impair = !state_dir.join(crate::layout::NO_IMPAIRMENTS).exists();
         let watch_delays = Arc::new(watch_delays(t, c, id, impair));
         let api = Api { calls: calls_tx, local: false, refusals: refusals.clone(), watch_delays };
         let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
-        serve_backbone(SocketAddr::new(own.into(), CONTROL_PORT), state_dir, &name, api.clone()).await?;
+        serve_backbone(SocketAddr::new(own.into(), CONTROL_PORT), conf_dir, &name, api.clone()).await?;
         serve_local(state_dir, id, Api { local: true, ..api })?;
         let mut peers: HashMap<u64, PeerTx> = HashMap::new();
         for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
-            let tls = crate::pki::client(state_dir, &name, addr.into())?;
+            let tls = crate::pki::client(conf_dir, &name, addr.into())?;
             let link = control_link(t, c, id, p, impair);
             peers.insert(u64::from(p), peer_sender(SocketAddr::new(addr.into(), CONTROL_PORT), tls, link)?);
         }
@@ -499,9 +498,9 @@ impl ControlDriver {
 /// Raft and watchers over the backbone, mutual TLS: only holders of the lab's
 /// certificates get in. Bounded: an idle-connection flood neither exhausts file handles
 /// nor starves peers.
-async fn serve_backbone(bind: SocketAddr, state_dir: &Path, name: &str, api: Api) -> Result<(), String> {
+async fn serve_backbone(bind: SocketAddr, conf_dir: &Path, name: &str, api: Api) -> Result<(), String> {
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let server = backbone_server(state_dir, name, api)?;
+    let server = backbone_server(conf_dir, name, api)?;
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(crate::io::limits::limited(tcp)).await {
             tracing::error!("control gRPC server: {e}");

@@ -16,8 +16,11 @@ pub struct Forwarder<'a> {
     pub drops: Drops,
     /// Its backbone keys and QUIC connection-ID keys (from the lab's PKI).
     pub keys: anyedge_ccn::AuthConfig,
-    /// Where its certificate is (the gRPC backbone), and its name.
+    /// Where it writes at run time (its BGP speaker's files).
     pub state_dir: &'a Path,
+    /// Its rendered directory: its certificate (the gRPC backbone) and, on CLB nodes, the
+    /// VIPs' certificates.
+    pub conf_dir: &'a Path,
     pub name: &'a str,
 }
 

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyedge_topology::{self as topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod backend;
@@ -25,7 +24,7 @@ pub mod relay;
 pub mod servers;
 pub mod watch;
 
-use crate::layout::{METRICS_PORT, NO_IMPAIRMENTS, REALTIME};
+use crate::layout::METRICS_PORT;
 use crate::node::drops::Drops;
 use crate::node::forwarder::Forwarder;
 use crate::plan::{Plan, Role};
@@ -52,23 +51,29 @@ pub fn metrics_addr(plan: &Plan, role: &Role) -> std::net::IpAddr {
     addr.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
-/// Runs the named node until it is killed.
-pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
+/// Runs the node rendered in `config` (see [`crate::setup::render`]) until it is killed.
+pub fn run(config: &Path) -> Result<(), String> {
     // Its Raft log, sockets and whatever else it writes are root's alone.
     crate::layout::private_files();
-    // Levelled logs (RUST_LOG, default info) on stderr, which `lab up` points at the
-    // node's log file in the state directory.
+    // Levelled logs (RUST_LOG, default info) on stderr: `lab up` points it at the node's
+    // log file in the state directory, systemd at the journal.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
-    let t = topology::load(file).map_err(|e| e.to_string())?;
-    let plan = Plan::new(&t);
-    let node = plan.node(name).ok_or(format!("no node `{name}` in this topology"))?.clone();
+    let rendered = crate::setup::render::load_node(config)?;
+    let crate::setup::render::Rendered { dir: conf_dir, config, topology: t, plan } = rendered;
+    let conf_dir = conf_dir.as_path();
+    let state_dir = config.state.as_path();
+    crate::layout::private_dir(state_dir)?;
+    crate::layout::private_dir(&crate::layout::ready_dir(state_dir))?;
+    let node = plan.node(&config.node).ok_or(format!("no node `{}` in this topology", config.node))?.clone();
+    let name = node.name.as_str();
     let role = plan.namespaces[node.ns].role.clone();
     let ready = crate::layout::ready_marker(state_dir, &node.name);
-    let impair = !state_dir.join(NO_IMPAIRMENTS).exists();
-    let tun_queues = crate::layout::tun_queues(state_dir)?;
-    if state_dir.join(REALTIME).exists() {
+    let _ = std::fs::remove_file(&ready);
+    let impair = config.impairments;
+    let tun_queues = config.tun_queues.unwrap_or_else(crate::io::tunq::per_core);
+    if config.realtime {
         crate::io::realtime::enter()?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -78,7 +83,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         // POPs and CLB nodes follow the replicated route table (when the file has one).
         let follower = match role {
             Role::Pop(_) | Role::Clb { .. } => {
-                crate::node::watch::follow(&plan, anyedge_topology::route_table::route_table(&t), state_dir, &node_name)
+                crate::node::watch::follow(&plan, anyedge_topology::route_table::route_table(&t), conf_dir, &node_name)
             }
             _ => None,
         };
@@ -88,7 +93,7 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         let keys = match role {
             Role::Backend { ip, .. } if plan.egress_of(ip).is_some() => anyedge_ccn::AuthConfig::default(),
             Role::Pop(_) | Role::Clb { .. } | Role::Backend { .. } | Role::Egress { .. } => {
-                crate::pki::backbone_keys(state_dir, &node_name)?
+                crate::pki::backbone_keys(conf_dir, &node_name)?
             }
             _ => anyedge_ccn::AuthConfig::default(),
         };
@@ -114,17 +119,21 @@ pub fn run(file: &Path, name: &str, state_dir: &Path) -> Result<(), String> {
         }
         match role {
             Role::Pop(p) => {
-                let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
+                let node =
+                    Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, conf_dir, name: &node_name };
                 crate::node::pop::run_pop(&t, &plan, p, node, tun_queues).await
             }
             Role::Clb { region, index } => {
-                let node = Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, name: &node_name };
+                let node =
+                    Forwarder { ready: &ready, impair, follower, drops, keys, state_dir, conf_dir, name: &node_name };
                 crate::node::clb::ClbDriver::bind(&t, &plan, (region, index), node).await?.run().await
             }
             Role::Backend { ip, .. } => crate::node::backend::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
             Role::Egress { k, .. } => crate::node::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Transit(x) => crate::node::bgp::run_transit(&t, &plan, x, state_dir, (&ready, drops)).await,
-            Role::Control(id) => crate::node::control::run(&t, &plan, id, state_dir, (&ready, drops)).await,
+            Role::Control(id) => {
+                crate::node::control::run(&t, &plan, id, (conf_dir, state_dir, impair), (&ready, drops)).await
+            }
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }
     })

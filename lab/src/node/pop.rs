@@ -146,11 +146,11 @@ pub(crate) async fn run_pop(
     node: Forwarder<'_>,
     queues: usize,
 ) -> Result<(), String> {
-    let Forwarder { ready, impair, follower, drops, keys, state_dir, name } = node;
+    let Forwarder { ready, impair, follower, drops, keys, state_dir, conf_dir, name } = node;
     let fds = crate::io::tunq::attach(TUN_NAME, queues)?;
     let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
     let auth = auth_from_now(keys)?;
-    let (driver, down_rx) = PopDriver::bind(t, plan, p, (impair, &auth), (state_dir, name), &fds, drops.clone())?;
+    let (driver, down_rx) = PopDriver::bind(t, plan, p, (impair, &auth), (conf_dir, name), &fds, drops.clone())?;
     let driver = Arc::new(driver);
     // Liveness probes (the CLB nodes'): answered while we run.
     let me = anyedge_topology::nodes::pop_node(p);
@@ -174,7 +174,7 @@ impl PopDriver {
         plan: &Plan,
         p: usize,
         (impair, auth): (bool, &anyedge_ccn::AuthConfig),
-        (state_dir, name): (&std::path::Path, &str),
+        (conf_dir, name): (&std::path::Path, &str),
         fds: &[OwnedFd],
         drops: Drops,
     ) -> Result<(PopDriver, mpsc::Receiver<Vec<u8>>), String> {
@@ -212,7 +212,7 @@ impl PopDriver {
         let mut streams = HashMap::new();
         if grpc {
             for (&(r, i), a) in &clb_tunnels {
-                let tls = crate::pki::client(state_dir, name, a.ip())?;
+                let tls = crate::pki::client(conf_dir, name, a.ip())?;
                 streams.insert(
                     (r, i),
                     crate::node::grpc::connect(SocketAddr::new(a.ip(), GRPC_PORT), tls, down_tx.clone()),

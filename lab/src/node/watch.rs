@@ -23,13 +23,13 @@ pub struct Follower {
 }
 
 /// Starts following the table (`None` when the lab has no control plane).
-pub fn follow(plan: &Plan, initial: RouteTable, state_dir: &std::path::Path, node: &str) -> Option<Follower> {
+pub fn follow(plan: &Plan, initial: RouteTable, conf_dir: &std::path::Path, node: &str) -> Option<Follower> {
     let addrs = plan.control_addrs();
     if addrs.is_empty() {
         return None;
     }
     // Mutual TLS: this node's certificate from `lab up`; without it nothing is watched.
-    let tls: Vec<_> = addrs.iter().filter_map(|&(_, a)| crate::pki::client(state_dir, node, a.into()).ok()).collect();
+    let tls: Vec<_> = addrs.iter().filter_map(|&(_, a)| crate::pki::client(conf_dir, node, a.into()).ok()).collect();
     if tls.len() != addrs.len() {
         tracing::warn!("{node}: no certificate to follow the route table with");
         return None;

@@ -12,7 +12,9 @@ use anyedge_topology::{self as topology, Topology};
 use serde::{Deserialize, Serialize};
 
 use crate::io::netns::{self, ip, ip_in, sysctl_in};
-use crate::layout::{NO_IMPAIRMENTS, REALTIME, node_log, node_socket, ready_dir, ready_marker, state_dir};
+use crate::layout::{node_log, node_socket, ready_dir, ready_marker, state_dir};
+pub mod render;
+
 use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
 
 /// What a running lab is made of.
@@ -113,15 +115,8 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
     crate::layout::private_files();
     crate::layout::private_dir(&dir)?;
     std::fs::create_dir_all(ready_dir(&dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !options.impairments {
-        std::fs::write(dir.join(NO_IMPAIRMENTS), b"").map_err(|e| e.to_string())?;
-    }
-    if options.realtime {
-        std::fs::write(dir.join(REALTIME), b"").map_err(|e| e.to_string())?;
-    }
     if let Some(n) = options.tun_queues {
         crate::io::tunq::check_count(n).map_err(|e| format!("--tun-queues: {e}"))?;
-        std::fs::write(dir.join(crate::layout::TUN_QUEUES), format!("{n}\n")).map_err(|e| e.to_string())?;
     }
     for ns in &plan.namespaces {
         ip(&["netns", "add", &ns.name])?;
@@ -155,40 +150,17 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
         ip_in(b, &["link", "set", &l.b_if, "up"])?;
     }
     routes(t, plan)?;
-    // Backbone keys for every POP, CLB node, backend host and egress node (internet hosts
-    // hold none: the internet is not the backbone).
-    let hosts = anyedge_topology::nodes::backend_hosts(t);
-    let egress = anyedge_topology::nodes::egress_nodes(t);
-    let backbone: Vec<(anyedge_ccn::NodeId, String)> = plan
-        .nodes
-        .iter()
-        .filter_map(|n| match plan.namespaces[n.ns].role {
-            Role::Pop(p) => Some((anyedge_topology::nodes::pop_node(p), n.name.clone())),
-            Role::Clb { region, index } => Some((anyedge_topology::nodes::clb_node(region, index), n.name.clone())),
-            Role::Backend { ip, .. } if plan.egress_of(ip).is_none() => {
-                hosts.iter().find(|(h, _)| *h == std::net::IpAddr::V4(ip)).map(|&(_, id)| (id, n.name.clone()))
-            }
-            Role::Egress { region, k } => {
-                egress.get(k).map(|&(_, e, _)| (anyedge_topology::nodes::egress_node(t, region, e), n.name.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    crate::pki::issue_backbone_keys(&dir, t, &backbone)?;
-    // Certificates for everything that speaks gRPC on the backbone: control nodes (Raft,
-    // watch streams) and CLB nodes (the gRPC backbone) serve, POPs and CLB nodes dial.
-    let nodes: Vec<(String, Option<std::net::IpAddr>)> = plan
-        .nodes
-        .iter()
-        .filter_map(|n| match plan.namespaces[n.ns].role {
-            Role::Control(id) => Some((n.name.clone(), plan.control_addr(id).map(Into::into))),
-            Role::Clb { region, index } => Some((n.name.clone(), plan.clb_tunnel(region, index).map(|a| a.ip()))),
-            Role::Pop(_) => Some((n.name.clone(), None)),
-            _ => None,
-        })
-        .collect();
-    // A server certificate for every VIP, for the listeners that terminate TLS.
-    crate::pki::issue(&dir, &nodes, &crate::pki::vip_names(t, None))?;
+    // Every node rendered as `anyedge render` renders it (its keys, certificates and
+    // options, in the state directory), and started from that.
+    let text = std::fs::read_to_string(&state.topology).map_err(|e| format!("{}: {e}", state.topology.display()))?;
+    let opts = render::RenderOptions {
+        ca: None,
+        state: Some(dir.clone()),
+        no_impairments: !options.impairments,
+        realtime: options.realtime,
+        tun_queues: options.tun_queues,
+    };
+    render::render_lab(t, &text, plan, &dir, &opts)?;
     start_nodes(plan, state, exe)?;
     wait_ready(plan, state)?;
     wait_converged(t, plan)
@@ -526,13 +498,13 @@ fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'_>, inet: u
 
 fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {
     for node in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
-        let pid = spawn_node(plan, state, exe, &node.name)?;
+        let pid = spawn_node(plan, exe, &node.name)?;
         state.pids.insert(node.name.clone(), pid);
     }
     Ok(())
 }
 
-fn spawn_node(plan: &Plan, state: &State, exe: &Path, name: &str) -> Result<u32, String> {
+fn spawn_node(plan: &Plan, exe: &Path, name: &str) -> Result<u32, String> {
     use std::os::unix::process::CommandExt;
     let node = plan.node(name).ok_or(format!("no node `{name}` in this lab"))?;
     let ns = &plan.namespaces[node.ns].name;
@@ -544,10 +516,8 @@ fn spawn_node(plan: &Plan, state: &State, exe: &Path, name: &str) -> Result<u32,
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(exe)
-        .args(["node", "--topology"])
-        .arg(&state.topology)
-        .args(["--name", name, "--state-dir"])
-        .arg(&dir)
+        .args(["node", "--config"])
+        .arg(render::node_dir(&render::nodes_dir(&dir), name))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
@@ -588,15 +558,14 @@ fn alive(pid: u32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
-/// Whether `pid` is still this lab's node `name` (its command line says `node … --name
-/// NAME … --state-dir DIR`): a PID the lab recorded may since belong to anyone.
+/// Whether `pid` is still this lab's node `name` (its command line says `node --config
+/// DIR/nodes/NAME`): a PID the lab recorded may since belong to anyone.
 fn is_lab_node(pid: u32, name: &str, dir: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     let after = |flag: &str| args.windows(2).find(|w| w[0] == flag.as_bytes()).map(|w| w[1]);
-    args.contains(&&b"node"[..])
-        && after("--name") == Some(name.as_bytes())
-        && after("--state-dir") == Some(dir.as_os_str().as_encoded_bytes())
+    let config = render::node_dir(&render::nodes_dir(dir), name);
+    args.contains(&&b"node"[..]) && after("--config") == Some(config.as_os_str().as_encoded_bytes())
 }
 
 /// Stops node `name` of the lab at `dir` if `pid` is still it; says so when it is not.
@@ -938,7 +907,7 @@ pub fn start(file: &Path, node: &str, exe: &Path) -> Result<(), String> {
     if state.pids.get(&n.name).is_some_and(|&p| alive(p)) {
         return Err(format!("node `{}` is already running", n.name));
     }
-    let pid = spawn_node(&plan, &state, exe, &n.name)?;
+    let pid = spawn_node(&plan, exe, &n.name)?;
     state.pids.insert(n.name.clone(), pid);
     let single = State { pids: [(n.name.clone(), pid)].into_iter().collect(), ..state.clone() };
     wait_ready(&plan, &single)?;
