@@ -24,9 +24,14 @@ pub enum LabCommand {
     },
     /// Remove every namespace, link, device and process of the lab.
     Down { file: PathBuf },
-    /// Which nodes run.
+    /// Which nodes run: a lab's (FILE), or a rendered deployment's (--deployment DIR).
     Status {
-        file: PathBuf,
+        #[arg(required_unless_present = "deployment", conflicts_with = "deployment")]
+        file: Option<PathBuf>,
+        /// The directory `anyedge render` wrote (or a lab's STATE/nodes): every node in it
+        /// asked over the control socket in its own state directory, on this host.
+        #[arg(long, value_name = "DIR")]
+        deployment: Option<PathBuf>,
         /// A table, or JSON on stdout.
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
         output: String,
@@ -97,7 +102,12 @@ pub fn run(action: LabCommand) -> ExitCode {
         LabCommand::Down { file } => {
             setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
         }
-        LabCommand::Status { file, output, json } => setup::status(&file).map(|s| {
+        LabCommand::Status { file, deployment, output, json } => match (file, deployment) {
+            (_, Some(dir)) => setup::deployment_status(&dir),
+            (Some(file), None) => setup::status(&file),
+            (None, None) => Err("a topology file or --deployment DIR".to_string()),
+        }
+        .map(|s| {
             up = s.up;
             if json || output == "json" {
                 println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());

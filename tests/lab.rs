@@ -92,12 +92,27 @@ fn lab_down_leaves_nothing_behind_even_after_a_crash() {
     let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
     assert_eq!(status["nodes"]["pop/paris"], "running", "it answers on its control socket: {status}");
     assert!(status["nodes"].as_object().unwrap().values().all(|s| s == "running"), "{status}");
+    // The lab's nodes are rendered deployments too: `--deployment` finds the same nodes
+    // through their node.json and asks each in its own state directory.
+    let rendered = lab_state_dir(&lab).join("nodes");
+    let out =
+        Command::new(exe()).args(["lab", "status", "--deployment"]).arg(&rendered).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deployed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(deployed["nodes"], status["nodes"], "{deployed}");
+    assert_eq!(deployed["up"], true, "{deployed}");
     // A node dies on its own: down still finds and removes everything.
     let killed = lab.anyedge(&["lab", "kill", "pop/paris"]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     assert!(String::from_utf8_lossy(&killed.stdout).contains("pop/paris: stopped"), "kill says what it did");
     let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
     assert_eq!(status["nodes"]["pop/paris"], "stopped");
+    let out = Command::new(exe()).args(["lab", "status", "--deployment"]).arg(&rendered).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "a deployment with a stopped node is not up");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pop/paris")
+            && String::from_utf8_lossy(&out.stdout).contains("stopped")
+    );
     let down = lab.anyedge(&["lab", "down"]);
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert!(namespaces_with(&prefix).is_empty(), "left: {:?}", namespaces_with(&prefix));

@@ -667,6 +667,44 @@ pub struct TunStatus {
 pub fn status(file: &Path) -> Result<Status, String> {
     let (_, plan) = load(file)?;
     let state = read_state(&plan.lab);
+    let dir = state_dir(&plan.lab);
+    let sockets: Vec<(String, PathBuf)> = plan
+        .nodes
+        .iter()
+        .filter(|n| !n.name.starts_with("client/"))
+        .map(|n| (n.name.clone(), node_socket(&dir, &n.name)))
+        .collect();
+    let namespaces = netns::list_with_prefix(&format!("{}-", plan.lab));
+    Ok(status_of(&plan.lab, state.is_some(), &sockets, namespaces))
+}
+
+/// `lab status --deployment DIR`: the nodes `render` wrote into `DIR` (every `DIR/*/node.json`),
+/// each asked over the control socket in its own state directory. `up` when every node
+/// answers.
+pub fn deployment_status(dir: &Path) -> Result<Status, String> {
+    let mut sockets = Vec::new();
+    let mut name = None;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    for node_dir in dirs.iter().filter(|d| d.join(render::NODE_FILE).is_file()) {
+        let path = node_dir.join(render::NODE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let c: render::NodeConfig = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if name.is_none() {
+            let t = topology::load(&node_dir.join(&c.topology)).map_err(|e| e.to_string())?;
+            name = Some(crate::layout::sanitize(&t.name));
+        }
+        sockets.push((c.node.clone(), node_socket(&c.state, &c.node)));
+    }
+    let name = name.ok_or_else(|| format!("{}: no rendered node in it (no DIR/NODE/node.json)", dir.display()))?;
+    let mut s = status_of(&name, false, &sockets, Vec::new());
+    s.up = s.nodes.values().all(|&state| state == "running");
+    Ok(s)
+}
+
+/// What the nodes at `sockets` say of themselves.
+fn status_of(lab: &str, up: bool, sockets: &[(String, PathBuf)], namespaces: Vec<String>) -> Status {
     let mut nodes = BTreeMap::new();
     let mut drops = BTreeMap::new();
     let mut sync = BTreeMap::new();
@@ -677,50 +715,50 @@ pub fn status(file: &Path) -> Result<Status, String> {
     let mut residence = BTreeMap::new();
     let mut bgp = BTreeMap::new();
     let mut admin = BTreeMap::new();
-    for n in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
-        let answer = ask_node(&plan.lab, &n.name);
+    for (name, socket) in sockets {
+        let answer = ask_socket(socket);
         let counts: BTreeMap<String, u64> =
             answer.as_ref().and_then(|a| serde_json::from_value(a["drops"].clone()).ok()).unwrap_or_default();
         if !counts.is_empty() {
-            drops.insert(n.name.clone(), counts);
+            drops.insert(name.clone(), counts);
         }
         let synced: Option<BTreeMap<String, u64>> =
             answer.as_ref().and_then(|a| serde_json::from_value(a["sync"].clone()).ok());
         if let Some(synced) = synced {
-            sync.insert(n.name.clone(), synced);
+            sync.insert(name.clone(), synced);
         }
         let held: Option<BTreeMap<String, u64>> =
             answer.as_ref().and_then(|a| serde_json::from_value(a["quic"].clone()).ok());
         if let Some(held) = held {
-            quic.insert(n.name.clone(), held);
+            quic.insert(name.clone(), held);
         }
         let seen: Option<BTreeMap<String, String>> =
             answer.as_ref().and_then(|a| serde_json::from_value(a["health"].clone()).ok());
         if let Some(seen) = seen {
-            health.insert(n.name.clone(), seen);
+            health.insert(name.clone(), seen);
         }
         if let Some(t) = answer.as_ref().and_then(|a| serde_json::from_value::<TunStatus>(a["tun"].clone()).ok()) {
-            tun.insert(n.name.clone(), t);
+            tun.insert(name.clone(), t);
         }
         let inside: Option<BTreeMap<String, BTreeMap<String, u64>>> =
             answer.as_ref().and_then(|a| serde_json::from_value(a["residence"].clone()).ok());
         if let Some(inside) = inside.filter(|r| !r.is_empty()) {
-            residence.insert(n.name.clone(), inside);
+            residence.insert(name.clone(), inside);
         }
         if let Some(speaker) = answer.as_ref().map(|a| a["bgp"].clone()).filter(|b| !b.is_null()) {
-            bgp.insert(n.name.clone(), speaker);
+            bgp.insert(name.clone(), speaker);
         }
         if let Some(why) = answer.as_ref().and_then(|a| a["denied"].as_str()) {
-            denied.insert(n.name.clone(), why.to_string());
+            denied.insert(name.clone(), why.to_string());
         }
         if let Some(state) = answer.as_ref().and_then(|a| a["admin"].as_str()) {
-            admin.insert(n.name.clone(), state.to_string());
+            admin.insert(name.clone(), state.to_string());
         }
-        nodes.insert(n.name.clone(), if answer.is_some() { "running" } else { "stopped" });
+        nodes.insert(name.clone(), if answer.is_some() { "running" } else { "stopped" });
     }
-    Ok(Status {
-        lab: plan.lab.clone(),
-        up: state.is_some(),
+    Status {
+        lab: lab.to_string(),
+        up,
         nodes,
         drops,
         sync,
@@ -731,20 +769,29 @@ pub fn status(file: &Path) -> Result<Status, String> {
         residence,
         bgp,
         admin,
-        namespaces: netns::list_with_prefix(&format!("{}-", plan.lab)),
-    })
+        namespaces,
+    }
 }
 
 /// Asks a node over its control socket how it is; `None` when it does not answer.
 pub fn ask_node(lab: &str, node: &str) -> Option<serde_json::Value> {
-    serde_json::from_str(node_command(lab, node, "status").ok()?.trim()).ok()
+    ask_socket(&node_socket(&state_dir(lab), node))
+}
+
+/// Asks the node at control socket `socket` how it is; `None` when it does not answer.
+pub fn ask_socket(socket: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(socket_command(socket, "status").ok()?.trim()).ok()
 }
 
 /// Sends a command (`status`, `metrics`, `reset-residence`) to a node's control socket
 /// and returns its answer.
 pub fn node_command(lab: &str, node: &str, command: &str) -> std::io::Result<String> {
+    socket_command(&node_socket(&state_dir(lab), node), command)
+}
+
+fn socket_command(socket: &Path, command: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(node_socket(&state_dir(lab), node))?;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.write_all(format!("{command}\n").as_bytes())?;
     let mut reply = String::new();
