@@ -44,6 +44,23 @@ use std::process::ExitCode;
 use anyedge_topology::{self as topology, Topology};
 use clap::{Parser, Subcommand};
 
+#[derive(Subcommand)]
+enum HostCommand {
+    /// Build host NAME's namespaces, links and routes (nodes are started apart).
+    Up {
+        /// The directory `anyedge render --hosts` wrote.
+        dir: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        host: String,
+    },
+    /// Remove host NAME's namespaces (and what runs in them).
+    Down {
+        dir: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        host: String,
+    },
+}
+
 #[derive(Parser)]
 #[command(name = "anyedge", version, about = "Anycast edge network: simulator and forwarder")]
 struct Cli {
@@ -135,6 +152,16 @@ enum Command {
         /// Queues each POP reads its TUN device with (default: one per core of its host).
         #[arg(long, value_name = "N", value_parser = anyedge_lab::tunq::parse_count)]
         tun_queues: Option<usize>,
+        /// Place the nodes on hosts (name, underlay address, the nodes and networks on
+        /// it); each host then builds its part with `anyedge host up DIR --host NAME`.
+        #[arg(long, value_name = "HOSTS.yaml")]
+        hosts: Option<PathBuf>,
+    },
+    /// One host's part of a deployment rendered with --hosts: its namespaces, links, and a
+    /// VXLAN end over the underlay for each link to another host (root).
+    Host {
+        #[command(subcommand)]
+        action: HostCommand,
     },
     /// Bring a topology up as network namespaces with real packets, and manage it.
     Lab {
@@ -345,8 +372,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Render { file, out, ca, state, no_impairments, realtime, tun_queues } => {
-            let opts = anyedge_lab::setup::render::RenderOptions { ca, state, no_impairments, realtime, tun_queues };
+        Command::Host { action } => {
+            let (done, what) = match &action {
+                HostCommand::Up { dir, host } => (anyedge_lab::setup::host_up(dir, host), ("up", host)),
+                HostCommand::Down { dir, host } => (anyedge_lab::setup::host_down(dir, host), ("down", host)),
+            };
+            match done {
+                Ok(namespaces) => {
+                    println!("host {} is {}: {} namespaces", what.1, what.0, namespaces.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("host {}: {e}", what.1);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Render { file, out, ca, state, no_impairments, realtime, tun_queues, hosts } => {
+            let opts =
+                anyedge_lab::setup::render::RenderOptions { ca, state, no_impairments, realtime, tun_queues, hosts };
             match anyedge_lab::setup::render::render(&file, &out, &opts) {
                 Ok(nodes) => {
                     println!("{}: {} nodes rendered into {}", file.display(), nodes.len(), out.display());

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::io::netns::{self, ip, ip_in, sysctl_in};
 use crate::layout::{node_log, node_socket, ready_dir, ready_marker, state_dir};
+pub mod hosts;
 pub mod render;
 
 use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
@@ -118,7 +119,38 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
     if let Some(n) = options.tun_queues {
         crate::io::tunq::check_count(n).map_err(|e| format!("--tun-queues: {e}"))?;
     }
-    for ns in &plan.namespaces {
+    network(t, plan, state, None)?;
+    // Every node rendered as `anyedge render` renders it (its keys, certificates and
+    // options, in the state directory), and started from that.
+    let text = std::fs::read_to_string(&state.topology).map_err(|e| format!("{}: {e}", state.topology.display()))?;
+    let opts = render::RenderOptions {
+        ca: None,
+        state: Some(dir.clone()),
+        no_impairments: !options.impairments,
+        realtime: options.realtime,
+        tun_queues: options.tun_queues,
+        hosts: None,
+    };
+    render::render_lab(t, &text, plan, &dir, &opts)?;
+    start_nodes(plan, state, exe)?;
+    wait_ready(plan, state)?;
+    wait_converged(t, plan)
+}
+
+/// The lab's namespaces, links and routes: every one (`placed` is `None`: one host), or
+/// host `me`'s part of them (its namespaces, veths between them, and a VXLAN end for each
+/// link to a namespace on another host). The namespaces made are noted in `state`.
+fn network(
+    t: &Topology,
+    plan: &Plan,
+    state: &mut State,
+    placed: Option<(&hosts::Placement, usize)>,
+) -> Result<(), String> {
+    let local: Option<std::collections::BTreeSet<String>> = placed.map(|(p, me)| {
+        plan.namespaces.iter().enumerate().filter(|&(i, _)| p.host_of[i] == me).map(|(_, ns)| ns.name.clone()).collect()
+    });
+    let local = local.as_ref();
+    for ns in plan.namespaces.iter().filter(|ns| local.is_none_or(|l| l.contains(&ns.name))) {
         ip(&["netns", "add", &ns.name])?;
         state.namespaces.push(ns.name.clone());
         ip_in(&ns.name, &["link", "set", "lo", "up"])?;
@@ -138,32 +170,61 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
             sysctl_in(&ns.name, key, "0")?;
         }
     }
-    for l in &plan.links {
+    for (k, l) in plan.links.iter().enumerate() {
         let (a, b) = (&plan.namespaces[l.a].name, &plan.namespaces[l.b].name);
-        ip(&["link", "add", &l.a_if, "netns", a, "type", "veth", "peer", "name", &l.b_if, "netns", b])?;
-        ip_in(a, &["addr", "add", &format!("{}/30", l.a_addr), "dev", &l.a_if])?;
-        ip_in(b, &["addr", "add", &format!("{}/30", l.b_addr), "dev", &l.b_if])?;
-        // No duplicate-address detection: the lab's addresses are unique by construction.
-        ip_in(a, &["-6", "addr", "add", &format!("{}/64", l.a_addr6), "dev", &l.a_if, "nodad"])?;
-        ip_in(b, &["-6", "addr", "add", &format!("{}/64", l.b_addr6), "dev", &l.b_if, "nodad"])?;
-        ip_in(a, &["link", "set", &l.a_if, "up"])?;
-        ip_in(b, &["link", "set", &l.b_if, "up"])?;
+        let here = |ns: &String| local.is_none_or(|s| s.contains(ns));
+        match (here(a), here(b), placed) {
+            (true, true, _) | (_, _, None) => {
+                ip(&["link", "add", &l.a_if, "netns", a, "type", "veth", "peer", "name", &l.b_if, "netns", b])?;
+            }
+            (true, false, Some((p, me))) => {
+                vxlan_end(p, (me, p.host_of[l.b]), k, (a, &l.a_if))?;
+                link_addrs(a, &l.a_if, l.a_addr, l.a_addr6)?;
+                continue;
+            }
+            (false, true, Some((p, me))) => {
+                vxlan_end(p, (me, p.host_of[l.a]), k, (b, &l.b_if))?;
+                link_addrs(b, &l.b_if, l.b_addr, l.b_addr6)?;
+                continue;
+            }
+            (false, false, Some(_)) => continue,
+        }
+        link_addrs(a, &l.a_if, l.a_addr, l.a_addr6)?;
+        link_addrs(b, &l.b_if, l.b_addr, l.b_addr6)?;
     }
-    routes(t, plan)?;
-    // Every node rendered as `anyedge render` renders it (its keys, certificates and
-    // options, in the state directory), and started from that.
-    let text = std::fs::read_to_string(&state.topology).map_err(|e| format!("{}: {e}", state.topology.display()))?;
-    let opts = render::RenderOptions {
-        ca: None,
-        state: Some(dir.clone()),
-        no_impairments: !options.impairments,
-        realtime: options.realtime,
-        tun_queues: options.tun_queues,
-    };
-    render::render_lab(t, &text, plan, &dir, &opts)?;
-    start_nodes(plan, state, exe)?;
-    wait_ready(plan, state)?;
-    wait_converged(t, plan)
+    routes(t, plan, local)
+}
+
+/// A link's addresses on its end `dev` in namespace `ns`, and the link up.
+fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Result<(), String> {
+    ip_in(ns, &["addr", "add", &format!("{v4}/30"), "dev", dev])?;
+    // No duplicate-address detection: the lab's addresses are unique by construction.
+    ip_in(ns, &["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+    ip_in(ns, &["link", "set", dev, "up"])
+}
+
+/// This host's end of link `k` to a namespace on host `other`: a VXLAN device (VNI k + 1)
+/// made where the host's underlay is, from its address to the other host's, then moved
+/// into namespace `ns` as `dev`, with the underlay's MTU less VXLAN's.
+fn vxlan_end(
+    p: &hosts::Placement,
+    (me, other): (usize, usize),
+    k: usize,
+    (ns, dev): (&str, &str),
+) -> Result<(), String> {
+    let (mine, theirs) = (&p.hosts[me], &p.hosts[other]);
+    // A name of its own while it sits in the underlay's namespace beside other links' ends.
+    let tmp = format!("aevx{}", k + 1);
+    let (vni, port) = ((k + 1).to_string(), hosts::VXLAN_PORT.to_string());
+    let (local, remote) = (mine.address.to_string(), theirs.address.to_string());
+    let add = ["link", "add", &tmp, "type", "vxlan", "id", &vni, "local", &local, "remote", &remote, "dstport", &port];
+    let mv = ["link", "set", &tmp, "netns", ns];
+    match &mine.netns {
+        Some(u) => ip_in(u, &add).and_then(|()| ip_in(u, &mv))?,
+        None => ip(&add).and_then(|()| ip(&mv))?,
+    }
+    ip_in(ns, &["link", "set", &tmp, "name", dev])?;
+    ip_in(ns, &["link", "set", dev, "mtu", &p.link_mtu(me, other).to_string()])
 }
 
 /// Waits until every BGP session of every speaker is established (they open after
@@ -269,9 +330,26 @@ struct Gateways<'a> {
     /// The namespace, by index and name.
     i: usize,
     name: &'a str,
+    /// The namespaces this host builds (`None`: every one, a single-host lab).
+    local: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 impl Gateways<'_> {
+    /// `ip` in namespace `ns` when this host builds it; a route another host's namespace
+    /// needs is that host's to add.
+    fn ip(&self, ns: &str, args: &[&str]) -> Result<(), String> {
+        if self.here(ns) { ip_in(ns, args) } else { Ok(()) }
+    }
+
+    /// A sysctl in namespace `ns`, when this host builds it.
+    fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
+        if self.here(ns) { sysctl_in(ns, key, value) } else { Ok(()) }
+    }
+
+    fn here(&self, ns: &str) -> bool {
+        self.local.is_none_or(|l| l.contains(ns))
+    }
+
     fn v4(&self, router: usize) -> Result<String, String> {
         self.plan
             .gateway(self.i, router)
@@ -287,29 +365,29 @@ impl Gateways<'_> {
     }
 }
 
-fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
+fn routes(t: &Topology, plan: &Plan, local: Option<&std::collections::BTreeSet<String>>) -> Result<(), String> {
     let inet = plan.ns_index(&Role::Internet).ok_or("no internet namespace")?;
     let ccn = plan.ns_index(&Role::Backbone).ok_or("no backbone namespace")?;
     let region_net = |region| plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace");
     for (i, ns) in plan.namespaces.iter().enumerate() {
         let name = &ns.name;
-        let gw = Gateways { plan, i, name };
+        let gw = Gateways { plan, i, name, local };
         match ns.role {
             Role::Client(g) => client_routes(plan, g, &gw, inet)?,
             Role::Pop(p) => pop_routes(t, p, &gw, (plan.upstream(i).ok_or("POP without a transit")?, ccn))?,
             Role::Transit(_) => transit_routes(t, plan, &gw, inet)?,
             Role::Clb { region, .. } => {
-                ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
-                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
+                gw.ip(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
+                gw.ip(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
             }
             Role::Backend { region, ip: host } => {
                 backend_routes(plan, host, &gw, region_net(region)?)?;
                 direct_security_groups(t, plan, host, &gw, region_net(region)?)?;
             }
             Role::RegionNet(r) => region_routes(t, plan, r, &gw, inet)?,
-            Role::Control(_) => ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?,
+            Role::Control(_) => gw.ip(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?,
             Role::Egress { region, .. } => {
-                ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
+                gw.ip(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
             }
             Role::Internet | Role::Backbone => {}
         }
@@ -322,20 +400,20 @@ fn routes(t: &Topology, plan: &Plan) -> Result<(), String> {
 /// BGP (its speaker installs them).
 fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
     let name = gw.name;
-    ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
-    ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
+    gw.ip(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
+    gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
     let core = &plan.namespaces[inet].name;
     let up = plan.link_between(gw.i, inet).ok_or("transit without a link to the core")?;
     let (via, via6) = (up.local.to_string(), up.local6.to_string());
     for l in plan.links.iter().filter(|l| l.a == gw.i && l.b_if == "inet") {
         let net4 = std::net::Ipv4Addr::from(u32::from(l.a_addr) & !3);
         let net6 = std::net::Ipv6Addr::from(u128::from(l.a_addr6) & !u128::from(u64::MAX));
-        ip_in(core, &["route", "add", &format!("{net4}/30"), "via", &via])?;
-        ip_in(core, &["-6", "route", "add", &format!("{net6}/64"), "via", &via6])?;
+        gw.ip(core, &["route", "add", &format!("{net4}/30"), "via", &via])?;
+        gw.ip(core, &["-6", "route", "add", &format!("{net6}/64"), "via", &via6])?;
         // Strict reverse-path filtering where clients attach: a client can only send
         // from its own address.
         if let Role::Client(g) = plan.namespaces[l.b].role {
-            sysctl_in(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
+            gw.sysctl(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
             // A group with a `catchment:` list: its packets go by its own table, where the
             // speaker ranks the VIP routes by the list; what that table has no route for
             // (anything but the VIPs) falls through to the main table.
@@ -344,7 +422,7 @@ fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> 
                 let priority = (10_000 + g).to_string();
                 for family in ["-4", "-6"] {
                     let rule = ["rule", "add", "iif", &l.a_if, "lookup", &table, "priority", &priority];
-                    ip_in(name, &[&[family][..], &rule[..]].concat())?;
+                    gw.ip(name, &[&[family][..], &rule[..]].concat())?;
                 }
             }
         }
@@ -359,8 +437,8 @@ fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Resul
     let name = gw.name;
     let transit = plan.upstream(gw.i).ok_or(format!("{name} has no transit"))?;
     let Some((cidr, own)) = plan.group_sources.get(g).copied().flatten() else {
-        ip_in(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
-        return ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?]);
+        gw.ip(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
+        return gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?]);
     };
     let router = &plan.namespaces[transit].name;
     let core = &plan.namespaces[inet].name;
@@ -368,18 +446,18 @@ fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Resul
     let block = cidr.to_string();
     if own.is_ipv4() {
         let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
-        ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
-        ip_in(name, &["route", "add", "default", "via", &gw.v4(transit)?, "src", &own.to_string()])?;
-        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?])?;
-        ip_in(router, &["route", "add", &block, "via", &link])?;
-        ip_in(core, &["route", "add", &block, "via", &up.local.to_string()])
+        gw.ip(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
+        gw.ip(name, &["route", "add", "default", "via", &gw.v4(transit)?, "src", &own.to_string()])?;
+        gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?])?;
+        gw.ip(router, &["route", "add", &block, "via", &link])?;
+        gw.ip(core, &["route", "add", &block, "via", &up.local.to_string()])
     } else {
         let link6 = plan.client_addr6(g).ok_or("client without an IPv6 address")?.to_string();
-        ip_in(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
-        ip_in(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
-        ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?, "src", &own.to_string()])?;
-        ip_in(router, &["-6", "route", "add", &block, "via", &link6])?;
-        ip_in(core, &["-6", "route", "add", &block, "via", &up.local6.to_string()])
+        gw.ip(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
+        gw.ip(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
+        gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?, "src", &own.to_string()])?;
+        gw.ip(router, &["-6", "route", "add", &block, "via", &link6])?;
+        gw.ip(core, &["-6", "route", "add", &block, "via", &up.local6.to_string()])
     }
 }
 
@@ -387,35 +465,35 @@ fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Resul
 /// POP reads it with a queue per core).
 fn pop_routes(t: &Topology, p: usize, gw: &Gateways<'_>, (inet, ccn): (usize, usize)) -> Result<(), String> {
     let name = gw.name;
-    ip_in(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
-    ip_in(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
-    ip_in(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
-    ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun", "multi_queue"])?;
-    ip_in(name, &["link", "set", TUN_NAME, "up"])?;
+    gw.ip(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
+    gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
+    gw.ip(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
+    gw.ip(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun", "multi_queue"])?;
+    gw.ip(name, &["link", "set", TUN_NAME, "up"])?;
     for v in t.vips.iter().filter(|v| v.pops.contains(&p)) {
-        ip_in(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
+        gw.ip(name, &["route", "add", &format!("{}/32", v.ipv4), "dev", TUN_NAME])?;
         if let Some(v6) = v.ipv6 {
-            ip_in(name, &["-6", "route", "add", &format!("{v6}/128"), "dev", TUN_NAME])?;
+            gw.ip(name, &["-6", "route", "add", &format!("{v6}/128"), "dev", TUN_NAME])?;
         }
     }
-    sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")
+    gw.sysctl(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")
 }
 
 /// A backend host: everything that is not the region goes back through the CLB tunnel
 /// (its TUN device), but answers from the host's public address take the direct path.
 fn backend_routes(plan: &Plan, host: std::net::Ipv4Addr, gw: &Gateways<'_>, rg: usize) -> Result<(), String> {
     let name = gw.name;
-    ip_in(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(rg)?])?;
-    ip_in(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
-    ip_in(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
-    ip_in(name, &["link", "set", TUN_NAME, "up"])?;
-    ip_in(name, &["route", "add", "default", "dev", TUN_NAME])?;
-    ip_in(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
-    sysctl_in(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
+    gw.ip(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(rg)?])?;
+    gw.ip(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
+    gw.ip(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
+    gw.ip(name, &["link", "set", TUN_NAME, "up"])?;
+    gw.ip(name, &["route", "add", "default", "dev", TUN_NAME])?;
+    gw.ip(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
+    gw.sysctl(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
     let own = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
-    ip_in(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
-    ip_in(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
-    ip_in(name, &["route", "add", "default", "via", &gw.v4(rg)?, "table", "200"])
+    gw.ip(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
+    gw.ip(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
+    gw.ip(name, &["route", "add", "default", "via", &gw.v4(rg)?, "table", "200"])
 }
 
 /// The security groups bound to a backend host, on its public (direct-path) address too:
@@ -451,7 +529,7 @@ fn direct_security_groups(
             Action::Drop => args.push("blackhole"),
         }
         pref += 1;
-        ip_in(name, &args)
+        gw.ip(name, &args)
     };
     for (_, group) in &groups {
         for rule in group.rules.iter().filter(|r| r.source.addr.is_ipv4()) {
@@ -468,8 +546,8 @@ fn direct_security_groups(
         }
     }
     add(&[], Action::Drop)?;
-    ip_in(name, &["rule", "add", "priority", "999", "lookup", "local"])?;
-    ip_in(name, &["rule", "del", "priority", "0"])
+    gw.ip(name, &["rule", "add", "priority", "999", "lookup", "local"])?;
+    gw.ip(name, &["rule", "del", "priority", "0"])
 }
 
 /// A region's network: clients reach its hosts' public addresses through the internet
@@ -477,12 +555,12 @@ fn direct_security_groups(
 /// routes them to the region network itself.
 fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
     let name = gw.name;
-    ip_in(name, &["route", "add", &net(INTERNET_NET), "via", &gw.v4(inet)?])?;
+    gw.ip(name, &["route", "add", &net(INTERNET_NET), "via", &gw.v4(inet)?])?;
     for (cidr, _) in plan.group_sources.iter().flatten() {
         if cidr.addr.is_ipv4() {
-            ip_in(name, &["route", "add", &cidr.to_string(), "via", &gw.v4(inet)?])?;
+            gw.ip(name, &["route", "add", &cidr.to_string(), "via", &gw.v4(inet)?])?;
         } else {
-            ip_in(name, &["-6", "route", "add", &cidr.to_string(), "via", &gw.v6(inet)?])?;
+            gw.ip(name, &["-6", "route", "add", &cidr.to_string(), "via", &gw.v6(inet)?])?;
         }
     }
     let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
@@ -490,8 +568,8 @@ fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'_>, inet: u
     for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
         let direct = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
         let link = plan.backend_tunnel(host).ok_or("backend without a region address")?.ip().to_string();
-        ip_in(name, &["route", "add", &format!("{direct}/32"), "via", &link])?;
-        ip_in(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
+        gw.ip(name, &["route", "add", &format!("{direct}/32"), "via", &link])?;
+        gw.ip(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
     }
     Ok(())
 }
@@ -606,6 +684,69 @@ fn teardown(state: &State) {
         let _ = netns::delete(&ns);
     }
     let _ = std::fs::remove_dir_all(state_dir(&state.lab));
+}
+
+/// `anyedge host up DIR --host NAME`: host NAME's part of the deployment `render --hosts`
+/// wrote into DIR — its namespaces, the veths between them, a VXLAN end over the underlay
+/// for each link to another host, and its namespaces' routes. Nodes are not started: on
+/// each host, `ip netns exec NS anyedge node --config DIR/NODE` (or systemd) runs them.
+/// Anything made is removed again when a step fails. Returns the namespaces made.
+pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, String> {
+    require_root("host up")?;
+    let (t, plan, placement) = deployment(dir)?;
+    let me = placement.host(host)?;
+    let mine: Vec<String> = (0..plan.namespaces.len())
+        .filter(|&i| placement.host_of[i] == me)
+        .map(|i| plan.namespaces[i].name.clone())
+        .collect();
+    let there = netns::list_with_prefix(&format!("{}-", plan.lab));
+    if let Some(ns) = mine.iter().find(|ns| there.contains(ns)) {
+        return Err(format!("host `{host}` is already up (namespace {ns} exists): `anyedge host down` first"));
+    }
+    let mut state = State {
+        lab: plan.lab.clone(),
+        topology: dir.join(render::TOPOLOGY_FILE),
+        namespaces: Vec::new(),
+        pids: BTreeMap::new(),
+    };
+    match network(&t, &plan, &mut state, Some((&placement, me))) {
+        Ok(()) => Ok(state.namespaces),
+        Err(e) => {
+            for ns in &state.namespaces {
+                let _ = netns::delete(ns);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `anyedge host down DIR --host NAME`: removes host NAME's namespaces (what runs in them
+/// first) and with them its links' ends. Returns the namespaces removed.
+pub fn host_down(dir: &Path, host: &str) -> Result<Vec<String>, String> {
+    require_root("host down")?;
+    let (_, plan, placement) = deployment(dir)?;
+    let me = placement.host(host)?;
+    let there = netns::list_with_prefix(&format!("{}-", plan.lab));
+    let mine: Vec<String> = (0..plan.namespaces.len())
+        .filter(|&i| placement.host_of[i] == me)
+        .map(|i| plan.namespaces[i].name.clone())
+        .filter(|ns| there.contains(ns))
+        .collect();
+    for ns in &mine {
+        netns::delete(ns)?;
+    }
+    Ok(mine)
+}
+
+/// A deployment rendered with `--hosts`: its topology, plan and placement.
+fn deployment(dir: &Path) -> Result<(Topology, Plan, hosts::Placement), String> {
+    let (t, plan) = load(&dir.join(render::TOPOLOGY_FILE))?;
+    let file = dir.join(render::HOSTS_FILE);
+    if !file.exists() {
+        return Err(format!("{}: not rendered with --hosts (no {})", dir.display(), file.display()));
+    }
+    let placement = hosts::load(&file, &t, &plan)?;
+    Ok((t, plan, placement))
 }
 
 /// Takes a lab down: its processes, namespaces, links, devices and state.

@@ -44,6 +44,13 @@ pub struct NodeConfig {
     /// The node's addresses, as the topology places them (for the operator, and checked
     /// against the topology by `--check`).
     pub addresses: Vec<IpAddr>,
+    /// The host it runs on (rendered with `--hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The namespace `anyedge host up` makes for it on that host: run it there with
+    /// `ip netns exec NETNS anyedge node --config DIR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// What `render` is asked beyond the topology.
@@ -57,12 +64,16 @@ pub struct RenderOptions {
     pub no_impairments: bool,
     pub realtime: bool,
     pub tun_queues: Option<usize>,
+    /// A hosts file placing every node on a host (see [`super::hosts`]).
+    pub hosts: Option<PathBuf>,
 }
 
 /// The file in a node's directory that says what it is.
 pub const NODE_FILE: &str = "node.json";
 /// The topology's copy in a node's directory.
 pub const TOPOLOGY_FILE: &str = "topology.yaml";
+/// A deployment's placement of nodes on hosts (`render --hosts`), beside its topology.
+pub const HOSTS_FILE: &str = "hosts.yaml";
 /// Where a deployment's run-time state goes on a host by default.
 pub const HOST_STATE: &str = "/var/lib/anyedge";
 
@@ -95,12 +106,26 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
             (ca, secret)
         }
     };
+    let placement = match &opts.hosts {
+        Some(path) => Some(super::hosts::load(path, &t, &plan)?),
+        None => None,
+    };
     let operator = out.join("operator");
     issue(&t, &plan, &operator, &ca, &secret)?;
+    // The deployment's own copy of what every host builds from (`anyedge host up`).
+    write_private(&out.join(TOPOLOGY_FILE), text.as_bytes())?;
+    if let Some(path) = &opts.hosts {
+        let hosts = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_private(&out.join(HOSTS_FILE), &hosts)?;
+    }
     let state = |node: &str| opts.state.clone().unwrap_or_else(|| Path::new(HOST_STATE).join(sanitize(node)));
     let nodes = process_nodes(&plan);
     for node in &nodes {
-        write_node(&t, &plan, &text, (&operator, out), node, state(node), opts)?;
+        let host = placement.as_ref().and_then(|p| {
+            let ns = plan.node(node)?.ns;
+            Some(p.hosts[p.host_of[ns]].name.clone())
+        });
+        write_node(&t, &plan, &text, (&operator, out), node, (state(node), host), opts)?;
     }
     // The operator keeps the CA's certificate and the tools' identities; node material
     // lives in the node directories only.
@@ -124,7 +149,7 @@ pub fn render_lab(t: &Topology, text: &str, plan: &Plan, state_dir: &Path, opts:
     let out = nodes_dir(state_dir);
     private_dir(&out)?;
     for node in process_nodes(plan) {
-        write_node(t, plan, text, (state_dir, &out), &node, state_dir.to_path_buf(), opts)?;
+        write_node(t, plan, text, (state_dir, &out), &node, (state_dir.to_path_buf(), None), opts)?;
     }
     Ok(())
 }
@@ -222,7 +247,7 @@ fn write_node(
     text: &str,
     (from, out): (&Path, &Path),
     node: &str,
-    state: PathBuf,
+    (state, host): (PathBuf, Option<String>),
     opts: &RenderOptions,
 ) -> Result<(), String> {
     let dir = node_dir(out, node);
@@ -246,6 +271,8 @@ fn write_node(
         realtime: opts.realtime,
         tun_queues: opts.tun_queues,
         addresses: node_addresses(plan, node),
+        netns: host.as_ref().and_then(|_| plan.node(node)).map(|n| plan.namespaces[n.ns].name.clone()),
+        host,
     };
     let json = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())? + "\n";
     write_private(&dir.join(NODE_FILE), json.as_bytes())

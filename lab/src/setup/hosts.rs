@@ -1,0 +1,229 @@
+//! One topology over several hosts: a hosts file places every node (and every network the
+//! lab routes through: `internet`, `backbone`, `region/NAME`) on a named host with its
+//! underlay address. `anyedge host up DIR --host NAME` builds that host's part of the
+//! lab — its namespaces, veths between them, and a VXLAN device for every link whose
+//! other end is on another host, carried over the underlay — and `anyedge node --config`
+//! runs each node in its namespace there.
+//!
+//! ```yaml
+//! hosts:
+//!   - { name: edge, address: 10.77.0.1, nodes: [internet, transit/*, client/*, pop/*] }
+//!   - { name: core, address: 10.77.0.2, nodes: [backbone, region/*, clb/*, control/*] }
+//!   - { name: dc,   address: 10.77.0.3, nodes: [backend/*] }
+//! ```
+//!
+//! A link between hosts is VXLAN (UDP port 4789, one VNI per link) between the two hosts'
+//! underlay addresses. Its MTU is the underlay's less VXLAN's 50 bytes (1,450 on a
+//! 1,500-byte underlay), on both ends. What no longer fits, a full-size client packet in
+//! its backbone envelope, is fragmented by the sender's kernel and reassembled by the
+//! receiver's, as the lab test measures with 1,400-byte packets.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::plan::{Plan, Role};
+
+/// UDP port of the underlay's VXLAN (IANA's).
+pub const VXLAN_PORT: u16 = 4789;
+/// What VXLAN adds to a frame on an IPv4 underlay: outer IPv4, UDP, VXLAN, Ethernet.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// A hosts file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsFile {
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: String,
+    /// Its address on the underlay: where other hosts send its links' VXLAN.
+    pub address: Ipv4Addr,
+    /// Names and globs (`*` matches any run of characters) of what runs on it.
+    pub nodes: Vec<String>,
+    /// The network namespace that holds its underlay interface (hosts emulated by
+    /// namespaces; on a real host, absent: the host's own).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// The underlay's MTU (default 1,500).
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+impl Host {
+    pub fn mtu(&self) -> u32 {
+        self.mtu.unwrap_or(1500)
+    }
+}
+
+/// Every namespace of a plan on its host.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub hosts: Vec<Host>,
+    /// Per namespace of the plan: the index of its host.
+    pub host_of: Vec<usize>,
+}
+
+/// The name a hosts file gives namespace `i`: its node's name, or the network's
+/// (`internet`, `backbone`, `region/NAME`).
+pub fn place_name(t: &anyedge_topology::Topology, plan: &Plan, i: usize) -> String {
+    if let Some(n) = plan.nodes.iter().find(|n| n.ns == i) {
+        return n.name.clone();
+    }
+    match plan.namespaces[i].role {
+        Role::Internet => "internet".into(),
+        Role::Backbone => "backbone".into(),
+        Role::RegionNet(r) => format!("region/{}", t.regions[r].name),
+        _ => plan.namespaces[i].name.clone(),
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Reads a hosts file and places every namespace of `plan` on one host: each name is
+/// claimed by exactly one host, every host's pattern matches something, names are unique
+/// and addresses distinct. Errors name the file and what is wrong.
+pub fn load(path: &Path, t: &anyedge_topology::Topology, plan: &Plan) -> Result<Placement, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&path.display().to_string(), &text, t, plan)
+}
+
+pub fn parse(file: &str, text: &str, t: &anyedge_topology::Topology, plan: &Plan) -> Result<Placement, String> {
+    let f: HostsFile = marked_yaml::from_yaml(0, text).map_err(|e| format!("{file}: {e}"))?;
+    if f.hosts.is_empty() {
+        return Err(format!("{file}: hosts: at least one host"));
+    }
+    for (k, h) in f.hosts.iter().enumerate() {
+        if h.name.is_empty() || crate::layout::sanitize(&h.name) != h.name {
+            return Err(format!("{file}: hosts[{k}]: name `{}`: letters, digits, `.`, `_`, `-`", h.name));
+        }
+        if let Some(other) = f.hosts[..k].iter().find(|o| o.name == h.name || o.address == h.address) {
+            return Err(format!(
+                "{file}: host `{}`: its name or address {} is host `{}`'s too",
+                h.name, h.address, other.name
+            ));
+        }
+        if let Some(mtu) = h.mtu.filter(|m| !(1280..=9216).contains(m)) {
+            return Err(format!("{file}: host `{}`: mtu {mtu}: 1280 to 9216", h.name));
+        }
+    }
+    let names: Vec<String> = (0..plan.namespaces.len()).map(|i| place_name(t, plan, i)).collect();
+    let mut host_of = Vec::with_capacity(names.len());
+    for name in &names {
+        let claims: Vec<&Host> = f.hosts.iter().filter(|h| h.nodes.iter().any(|p| glob(p, name))).collect();
+        match claims[..] {
+            [] => return Err(format!("{file}: `{name}` is on no host (every node and network needs one)")),
+            [h] => host_of.push(f.hosts.iter().position(|x| x.name == h.name).unwrap_or(0)),
+            _ => {
+                let hosts: Vec<&str> = claims.iter().map(|h| h.name.as_str()).collect();
+                return Err(format!("{file}: `{name}` is on more than one host: {}", hosts.join(", ")));
+            }
+        }
+    }
+    for h in &f.hosts {
+        for p in &h.nodes {
+            if !names.iter().any(|n| glob(p, n)) {
+                return Err(format!("{file}: host `{}`: `{p}` names nothing in the topology", h.name));
+            }
+        }
+    }
+    Ok(Placement { hosts: f.hosts, host_of })
+}
+
+impl Placement {
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Result<usize, String> {
+        self.hosts.iter().position(|h| h.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+            format!("no host `{name}` (hosts: {})", names.join(", "))
+        })
+    }
+
+    /// The VXLAN link MTU between hosts `a` and `b`: the smaller underlay's less VXLAN.
+    pub fn link_mtu(&self, a: usize, b: usize) -> u32 {
+        self.hosts[a].mtu().min(self.hosts[b].mtu()) - VXLAN_OVERHEAD
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> (anyedge_topology::Topology, Plan) {
+        let t =
+            anyedge_topology::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/small.yaml")).unwrap();
+        let plan = Plan::new(&t);
+        (t, plan)
+    }
+
+    const THREE: &str = "hosts:
+  - { name: edge, address: 10.77.0.1, nodes: [internet, transit/*, client/*, pop/*] }
+  - { name: core, address: 10.77.0.2, nodes: [backbone, region/*, clb/*] }
+  - { name: dc,   address: 10.77.0.3, nodes: [backend/*], mtu: 9000 }
+";
+
+    #[test]
+    fn globs_match_runs_of_characters() {
+        assert!(glob("pop/*", "pop/paris") && glob("*", "x") && glob("clb/*/1", "clb/frankfurt/1"));
+        assert!(!glob("pop/*", "transit/paris") && !glob("clb/*/1", "clb/frankfurt/2") && !glob("pop", "pop/paris"));
+        assert!(glob("a*b*c", "aXbYc") && !glob("a*b*c", "aXcYb") && !glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn every_node_and_network_lands_on_the_host_that_claims_it() {
+        let (t, plan) = small();
+        let p = parse("hosts.yaml", THREE, &t, &plan).unwrap();
+        for (i, &h) in p.host_of.iter().enumerate() {
+            let name = place_name(&t, &plan, i);
+            let want = if name.starts_with("backend/") {
+                "dc"
+            } else if name == "backbone" || name.starts_with("region/") || name.starts_with("clb/") {
+                "core"
+            } else {
+                "edge"
+            };
+            assert_eq!(p.hosts[h].name, want, "{name}");
+        }
+        assert_eq!(p.link_mtu(0, 2), 1450, "the smaller underlay decides");
+        assert_eq!(p.link_mtu(2, 2), 8950);
+    }
+
+    #[test]
+    fn a_hosts_file_that_leaves_out_or_doubles_a_node_is_refused_naming_it() {
+        let (t, plan) = small();
+        let refused = |text: &str, want: &str| {
+            let e = parse("hosts.yaml", text, &t, &plan).unwrap_err();
+            assert!(e.starts_with("hosts.yaml: ") && e.contains(want), "want `{want}`: {e}");
+        };
+        refused(&THREE.replace(", pop/*]", "]"), "`pop/paris` is on no host");
+        refused(&THREE.replace("[backend/*]", "[backend/*, clb/*]"), "is on more than one host: core, dc");
+        refused(&THREE.replace("[backend/*]", "[backend/*, pop/atlantis]"), "`pop/atlantis` names nothing");
+        refused(&THREE.replace("10.77.0.3", "10.77.0.2"), "host `dc`: its name or address 10.77.0.2 is host `core`'s");
+        refused(&THREE.replace("mtu: 9000", "mtu: 90"), "host `dc`: mtu 90: 1280 to 9216");
+        refused(&THREE.replace("address: 10.77.0.1", "address: ten"), "hosts[0].address: invalid IPv4 address syntax");
+        refused(&THREE.replace("nodes: [backend/*]", "nodes: [backend/*], disk: 1"), "disk");
+        refused("hosts: []", "at least one host");
+    }
+}
