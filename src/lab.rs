@@ -24,6 +24,10 @@ pub enum LabCommand {
     },
     /// Remove every namespace, link, device and process of the lab.
     Down { file: PathBuf },
+    /// Apply FILE's route table (weights, bindings, listeners) to the running lab: every
+    /// node's rendered directory takes the file, every POP and CLB node a SIGHUP; flows
+    /// stay. Refused when FILE's nodes, addresses or links differ from the lab's.
+    Reload { file: PathBuf },
     /// Which nodes run: a lab's (FILE), or a rendered deployment's (--deployment DIR).
     Status {
         #[arg(required_unless_present = "deployment", conflicts_with = "deployment")]
@@ -99,6 +103,9 @@ pub fn run(action: LabCommand) -> ExitCode {
                 println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
             })
         }
+        LabCommand::Reload { file } => setup::reload(&file).map(|nodes| {
+            println!("lab reloaded: SIGHUP to {} nodes ({})", nodes.len(), nodes.join(", "));
+        }),
         LabCommand::Down { file } => {
             setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
         }

@@ -1601,3 +1601,66 @@ fn the_http_proxy_names_the_client_itself_and_answers_ambiguous_framing_with_400
     let r = lab.probe("london", "198.18.0.20:80", "http", 2);
     assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "{r}");
 }
+
+#[test]
+fn lab_reload_applies_an_edited_route_table_to_running_nodes_and_keeps_every_flow() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up("reload");
+    let before = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
+    assert!(before["backends"].get("198.19.20.3:7000").is_some(), "{before}");
+    // london's flows run through the reload.
+    let mut during = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "during.json");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let text = std::fs::read_to_string(&lab.file).unwrap();
+    let weight = "{ address: 198.19.20.3, port: 7000, weight: 20 }";
+    assert!(text.contains(weight));
+    let edited = text.replace(weight, "{ address: 198.19.20.3, port: 7000, weight: 0 }");
+    std::fs::write(&lab.file, &edited).unwrap();
+    let out = lab.anyedge(&["lab", "reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("SIGHUP to 4 nodes"), "2 POPs and 2 CLB nodes: {said}");
+    assert!(during.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("during.json")).unwrap()).unwrap();
+    assert_eq!(r["flows_backend_changed"], 0, "every flow kept its backend: {r}");
+    assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{r}");
+    // New flows avoid the backend the file now weighs 0 (from another client: see
+    // ctl_set_weight_zero_stops_new_flows_to_that_backend).
+    let after = lab.probe("kyiv", "198.18.0.20:7000", "udp", 32);
+    assert!(after["backends"].get("198.19.20.3:7000").is_none(), "{after}");
+    assert!(after["loss_pct"].as_f64().unwrap() < 5.0, "{after}");
+    let state = lab_state_dir(&lab);
+    let log = std::fs::read_to_string(state.join("clb-frankfurt-1.log")).unwrap();
+    assert!(log.contains("route-table changes"), "the CLB node says what it reloaded: {log}");
+
+    // A file that changes the lab's nodes is refused, and nothing changes.
+    let host = "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n";
+    assert!(edited.contains(host));
+    std::fs::write(&lab.file, edited.replace(host, "")).unwrap();
+    let out = lab.anyedge(&["lab", "reload"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not the running lab's"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = std::fs::read_to_string(state.join("nodes/pop-paris/topology.yaml")).unwrap();
+    assert_eq!(copy, edited, "the nodes' copies are untouched");
+
+    // A node whose directory no longer checks out refuses the reload and forwards on.
+    std::fs::write(state.join("nodes/pop-paris/topology.yaml"), format!("{edited}# edited by hand\n")).unwrap();
+    let pids = Command::new("pgrep").args(["-f", &node_pattern(&lab, "pop-paris")]).output().unwrap();
+    let pid = String::from_utf8_lossy(&pids.stdout).trim().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = std::fs::read_to_string(state.join("pop-paris.log")).unwrap();
+    assert!(
+        log.contains("reload refused, running on as before") && log.contains("changed since it was rendered"),
+        "{log}"
+    );
+    let r = lab.probe("london", "198.18.0.20:7000", "udp", 8);
+    assert!(r["loss_pct"].as_f64().unwrap() < 5.0, "pop/paris still forwards: {r}");
+}

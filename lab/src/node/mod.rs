@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod liveness;
 pub mod pop;
 pub mod relay;
+pub mod reload;
 pub mod servers;
 pub mod watch;
 
@@ -88,6 +89,16 @@ pub fn run(config: &Path) -> Result<(), String> {
             _ => None,
         };
         let applied = follower.as_ref().map(|f| f.applied.clone());
+        // …and take their own file's route table again on SIGHUP (`node::reload`).
+        let follower = match role {
+            Role::Pop(_) | Role::Clb { .. } => Some(crate::node::reload::attach(
+                follower,
+                conf_dir.to_path_buf(),
+                anyedge_topology::route_table::route_table(&t),
+                node_name.clone(),
+            )),
+            _ => follower,
+        };
         let drops = Drops::default();
         // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.
         let keys = match role {

@@ -37,12 +37,17 @@ pub fn follow(plan: &Plan, initial: RouteTable, conf_dir: &std::path::Path, node
     let (tx, changes) = mpsc::channel(4096);
     let applied = Arc::new(AtomicU64::new(0));
     let index = applied.clone();
+    let (conf_dir, node) = (conf_dir.to_path_buf(), node.to_string());
     tokio::spawn(async move {
         let mut table = initial;
         for k in 0.. {
             let (_, addr) = addrs[k % addrs.len()];
+            // The certificate read again at every connection: one renewed in the node's
+            // directory (and reloaded with SIGHUP) is presented from the next one on.
+            let tls =
+                crate::pki::client(&conf_dir, &node, addr.into()).unwrap_or_else(|_| tls[k % addrs.len()].clone());
             let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}:{CONTROL_PORT}"))
-                .and_then(|e| e.tls_config(tls[k % addrs.len()].clone()));
+                .and_then(|e| e.tls_config(tls));
             let Ok(endpoint) = endpoint else { return };
             let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(300)).connect().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -686,6 +686,52 @@ fn teardown(state: &State) {
     let _ = std::fs::remove_dir_all(state_dir(&state.lab));
 }
 
+/// `lab reload FILE`: the running lab takes FILE's route table (weights, bindings,
+/// listeners) without a restart: every node's rendered directory gets the file, then
+/// every POP and CLB node a SIGHUP (`node::reload`), and applies the difference to its
+/// running core; flows stay where they are. A file whose nodes, addresses or links differ
+/// from the running lab's is refused, and nothing changes. Returns the nodes signalled.
+pub fn reload(file: &Path) -> Result<Vec<String>, String> {
+    require_root("lab reload")?;
+    let (t, plan) = load(file)?;
+    let state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let dir = state_dir(&plan.lab);
+    // What the nodes run now: the copy rendered for them.
+    let running = process_nodes_dir(&dir, &plan)?;
+    let (_, old) = load(&running)?;
+    let shape = |p: &Plan| {
+        let ns: Vec<String> = p.namespaces.iter().map(|n| format!("{} {:?}", n.name, n.role)).collect();
+        (ns, format!("{:?}", p.links))
+    };
+    if shape(&old) != shape(&plan) {
+        return Err(format!(
+            "{}: its nodes, addresses or links are not the running lab's: `lab reload` changes the route table only (lab down, then up)",
+            file.display()
+        ));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    render::rerender_lab(&text, &plan, &dir)?;
+    let _ = t;
+    let mut signalled = Vec::new();
+    for (name, &pid) in &state.pids {
+        let forwards =
+            plan.node(name).is_some_and(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Clb { .. }));
+        if forwards && is_lab_node(pid, name, &dir) {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).is_ok() {
+                signalled.push(name.clone());
+            }
+        }
+    }
+    Ok(signalled)
+}
+
+/// The topology copy a running lab's nodes were rendered with.
+fn process_nodes_dir(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
+    let node = render::process_nodes(plan).into_iter().next().ok_or("a lab without nodes")?;
+    Ok(render::node_dir(&render::nodes_dir(dir), &node).join(render::TOPOLOGY_FILE))
+}
+
 /// `anyedge host up DIR --host NAME`: host NAME's part of the deployment `render --hosts`
 /// wrote into DIR — its namespaces, the veths between them, a VXLAN end over the underlay
 /// for each link to another host, and its namespaces' routes. Nodes are not started: on

@@ -154,6 +154,27 @@ pub fn render_lab(t: &Topology, text: &str, plan: &Plan, state_dir: &Path, opts:
     Ok(())
 }
 
+/// `lab reload`: the lab's rendered nodes take the topology `text` (its copy and the
+/// SHA-256 and addresses in `node.json`), keeping their keys, certificates and options.
+/// The nodes read it at their next SIGHUP.
+pub fn rerender_lab(text: &str, plan: &Plan, state_dir: &Path) -> Result<Vec<String>, String> {
+    let out = nodes_dir(state_dir);
+    let mut done = Vec::new();
+    for node in process_nodes(plan) {
+        let dir = node_dir(&out, &node);
+        let path = dir.join(NODE_FILE);
+        let json = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config: NodeConfig = serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.topology_sha256 = sha256_hex(text.as_bytes());
+        config.addresses = node_addresses(plan, &node);
+        write_private(&dir.join(&config.topology), text.as_bytes())?;
+        let json = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())? + "\n";
+        write_private(&path, json.as_bytes())?;
+        done.push(node);
+    }
+    Ok(done)
+}
+
 /// Where a lab keeps its rendered nodes.
 pub fn nodes_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("nodes")

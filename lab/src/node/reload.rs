@@ -1,0 +1,68 @@
+//! SIGHUP: a POP or CLB node reads its rendered directory again and, when everything in
+//! it checks out (as at start: `setup::render::load_node`), applies what changed in the
+//! topology's route table — weights, bindings, listeners — to its running core, the way
+//! a change from the control plane is applied: flow tables, connections and keys stay.
+//! A directory that does not check out is refused with the reason in the log, and the
+//! node runs on as it was. Where the file has a control plane, the route table is the
+//! control plane's: a reload then only re-reads certificates (the watch stream presents
+//! the new one at its next connection).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use anyedge_control::{Change, RouteTable};
+use tokio::sync::mpsc;
+
+use crate::node::watch::Follower;
+
+/// The changes a POP or CLB node applies: its control plane's (`follower`, when the file
+/// has one) and, without one, its own file's on every SIGHUP.
+pub fn attach(follower: Option<Follower>, conf_dir: PathBuf, initial: RouteTable, name: String) -> Follower {
+    match follower {
+        Some(f) => {
+            tokio::spawn(on_hangup(conf_dir, None, name));
+            f
+        }
+        None => {
+            let (tx, changes) = mpsc::channel(4096);
+            tokio::spawn(on_hangup(conf_dir, Some((initial, tx)), name));
+            Follower { changes, applied: Arc::new(AtomicU64::new(0)) }
+        }
+    }
+}
+
+/// Waits for SIGHUP, again and again; with `table`, sends the changes from it to the
+/// reloaded file's table.
+async fn on_hangup(
+    conf_dir: PathBuf,
+    mut table: Option<(RouteTable, mpsc::Sender<(Change, RouteTable)>)>,
+    name: String,
+) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("{name}: no SIGHUP handler: reload by restarting");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let rendered = match crate::setup::render::load_node(&conf_dir) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("{name}: reload refused, running on as before: {e}");
+                continue;
+            }
+        };
+        let Some((current, tx)) = table.as_mut() else {
+            tracing::info!("{name}: reloaded {}: the route table is the control plane's", conf_dir.display());
+            continue;
+        };
+        let new = anyedge_topology::route_table::route_table(&rendered.topology);
+        let changes = current.changes_to(&new);
+        tracing::info!("{name}: reloaded {}: {} route-table changes", conf_dir.display(), changes.len());
+        for change in changes {
+            if tx.send((change, new.clone())).await.is_err() {
+                return;
+            }
+        }
+        *current = new;
+    }
+}
