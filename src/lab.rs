@@ -87,6 +87,9 @@ pub enum LabCommand {
         /// How long to capture, e.g. 5s.
         #[arg(long, default_value = "5s")]
         duration: String,
+        /// Keep at most N bytes of each packet (tcpdump's -s; the record says its length).
+        #[arg(long, value_name = "N", default_value_t = 65_535, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+        snaplen: u32,
     },
 }
 
@@ -137,12 +140,13 @@ pub fn run(action: LabCommand) -> ExitCode {
             .and_then(|()| setup::kill(&file, &node))
             .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
         LabCommand::Metrics { file, node } => setup::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
-        LabCommand::Capture { file, node, out, duration } => {
+        LabCommand::Capture { file, node, out, duration, snaplen } => {
             if let Err(e) = anyedge_topology::parse_duration_ns(&duration) {
                 eprintln!("--duration: {e}");
                 return ExitCode::from(2);
             }
-            setup::require_root("lab capture").and_then(|()| setup::capture(&file, &node, &out, &duration, &exe))
+            setup::require_root("lab capture")
+                .and_then(|()| setup::capture(&file, &node, &out, (&duration, snaplen), &exe))
         }
         LabCommand::Freeze { file, node } => setup::require_root("lab freeze")
             .and_then(|()| setup::freeze(&file, &node, true))

@@ -94,6 +94,19 @@ enum Command {
         /// tools/wireshark/anyedge.lua dissects the backbone's envelopes.
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+        /// Capture only these nodes: names and globs, comma-separated
+        /// (pop/paris,clb/frankfurt/*,backend/*,client/london,region/NAME,internet).
+        #[arg(long, value_name = "NODES", requires = "pcap", value_delimiter = ',')]
+        pcap_nodes: Vec<String>,
+        /// Keep at most N bytes of each packet (the record says its whole length).
+        #[arg(long, value_name = "N", requires = "pcap", value_parser = clap::value_parser!(u32).range(1..=65_535))]
+        snaplen: Option<u32>,
+        /// Capture from this simulated time on (10s, 1500ms).
+        #[arg(long, value_name = "TIME", requires = "pcap", value_parser = duration_ns)]
+        pcap_from: Option<u64>,
+        /// Capture until this simulated time.
+        #[arg(long, value_name = "TIME", requires = "pcap", value_parser = duration_ns)]
+        pcap_to: Option<u64>,
     },
     /// Check a topology file; print every problem as FILE:LINE:COL: field: reason.
     Validate {
@@ -107,6 +120,8 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         duration: String,
+        #[arg(long, default_value_t = 65_535, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+        snaplen: u32,
     },
     /// Render a JSON report (`sim --report`) as an HTML page with plots.
     Report {
@@ -418,7 +433,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CaptureHere { out, duration } => {
+        Command::CaptureHere { out, duration, snaplen } => {
             let duration = match anyedge_topology::parse_duration_ns(&duration) {
                 Ok(ns) => std::time::Duration::from_nanos(ns),
                 Err(e) => {
@@ -426,7 +441,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match anyedge_lab::capture::capture_here(&out, duration) {
+            match anyedge_lab::capture::capture_here(&out, duration, snaplen) {
                 Ok(n) => {
                     println!("{n} packets captured into {}", out.display());
                     ExitCode::SUCCESS
@@ -469,7 +484,8 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        Command::Sim { file, seed, report, stats, pcap, html, quiet } => {
+        Command::Sim { file, seed, report, stats, pcap, pcap_nodes, snaplen, pcap_from, pcap_to, html, quiet } => {
+            let capture = anyedge_sim::CaptureFilter { nodes: pcap_nodes, from_ns: pcap_from, to_ns: pcap_to, snaplen };
             let mut t = match load(&file) {
                 Ok(t) => t,
                 Err(code) => return code,
@@ -477,7 +493,12 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, html, quiet })
+            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet })
         }
     }
+}
+
+/// A time on the command line (`10s`, `1500ms`), as topology files write it.
+fn duration_ns(text: &str) -> Result<u64, String> {
+    anyedge_topology::parse_duration_ns(text)
 }

@@ -44,12 +44,14 @@ pub struct Outputs {
     pub report: Option<PathBuf>,
     pub stats: Option<PathBuf>,
     pub pcap: Option<PathBuf>,
+    /// What the capture keeps (`--pcap-nodes`, `--snaplen`, `--pcap-from`, `--pcap-to`).
+    pub capture: anyedge_sim::CaptureFilter,
     pub html: Option<PathBuf>,
 }
 
 /// Runs the simulation, prints the table and writes what `outputs` asks for.
 pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
-    let Outputs { report, stats, pcap, html, quiet } = outputs;
+    let Outputs { report, stats, pcap, capture, html, quiet } = outputs;
     if let Some(why) = anyedge_sim::cost::refuse(t) {
         eprintln!("{}: {why}", file.display());
         return ExitCode::from(2);
@@ -62,6 +64,10 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
         }
     }
     if let Some(dir) = &pcap {
+        if let Err(e) = capture.check(t) {
+            eprintln!("{e}; nothing was run");
+            return ExitCode::from(2);
+        }
         if let Err(e) = std::fs::create_dir_all(dir) {
             eprintln!("--pcap {}: cannot create ({e}); nothing was run", dir.display());
             return ExitCode::from(2);
@@ -70,7 +76,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
             return code;
         }
     }
-    let options = anyedge_sim::Options { pcap };
+    let options = anyedge_sim::Options { pcap, capture };
     let outcome = match anyedge_sim::run_with(t, &options, progress_bar(quiet, t.duration_ns as f64 / 1e9)) {
         Ok(o) => o,
         Err(e) => {

@@ -971,6 +971,29 @@ fn lab_capture_records_a_nodes_packets_and_the_dissector_reads_its_backbone_enve
         "real CCN data from a POP with london's packet to the VIP inside: {}",
         &text[..text.len().min(1500)]
     );
+    // --snaplen: each record keeps at most that much, and says the packet's length.
+    let cut = lab.dir.join("clb0-cut.pcap");
+    let capture = Command::new(exe())
+        .args(["lab", "capture"])
+        .arg(&lab.file)
+        .args(["clb/frankfurt/1", "-w"])
+        .arg(&cut)
+        .args(["--duration", "2s", "--snaplen", "64"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.probe("london", "198.18.0.20:7000", "udp", 8);
+    assert!(capture.wait_with_output().unwrap().status.success());
+    let bytes = std::fs::read(&cut).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 64, "the header's snap length");
+    let (mut at, mut longer) = (24, 0);
+    while at + 16 <= bytes.len() {
+        let word = |i: usize| u32::from_le_bytes(bytes[at + i..at + i + 4].try_into().unwrap());
+        assert!(word(8) <= 64 && word(8) <= word(12), "kept {} of {}", word(8), word(12));
+        longer += usize::from(word(12) > 64);
+        at += 16 + word(8) as usize;
+    }
+    assert!(longer > 50, "envelopes longer than the cut were cut: {longer}");
 }
 
 #[test]

@@ -61,6 +61,11 @@ fn the_comparison_ignores_drops_and_nothing_else() {
 
 /// small.yaml for 3 s without faults, simulated with `--pcap` into a fresh directory.
 fn capture(tag: &str) -> std::path::PathBuf {
+    capture_with(tag, &[])
+}
+
+/// `capture` with further flags (`--pcap-nodes`, `--snaplen`, `--pcap-from`, `--pcap-to`).
+fn capture_with(tag: &str, flags: &[&str]) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("anyedge-pcap-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -72,10 +77,82 @@ fn capture(tag: &str) -> std::path::PathBuf {
         .arg(&file)
         .arg("--pcap")
         .arg(dir.join("pcap"))
+        .args(flags)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     dir
+}
+
+/// A capture's records: (time ns, bytes kept, the packet's whole length).
+fn records(bytes: &[u8]) -> Vec<(u64, Vec<u8>, u32)> {
+    let (mut at, mut out) = (24, Vec::new());
+    while at + 16 <= bytes.len() {
+        let word = |i: usize| u32::from_le_bytes(bytes[at + i..at + i + 4].try_into().unwrap());
+        let (t, kept, whole) = (u64::from(word(0)) * 1_000_000_000 + u64::from(word(4)), word(8) as usize, word(12));
+        out.push((t, bytes[at + 16..at + 16 + kept].to_vec(), whole));
+        at += 16 + kept;
+    }
+    out
+}
+
+#[test]
+fn a_capture_keeps_only_the_nodes_window_and_bytes_asked_for() {
+    let full = capture("full");
+    let cut = capture_with(
+        "cut",
+        &["--pcap-nodes", "pop/paris,clb/frankfurt/*", "--snaplen", "96", "--pcap-from", "1s", "--pcap-to", "2s"],
+    );
+    let mut files: Vec<String> =
+        std::fs::read_dir(cut.join("pcap")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    files.sort();
+    assert_eq!(files, ["clb-frankfurt-1.pcap", "clb-frankfurt-2.pcap", "pop-paris.pcap"], "the nodes named, no other");
+    for f in &files {
+        let bytes = std::fs::read(cut.join("pcap").join(f)).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[16..20].try_into().unwrap()), 96, "{f}: the header's snap length");
+        let kept = records(&bytes);
+        // Exactly the full capture's records in [1 s, 2 s), each cut to 96 bytes.
+        let want: Vec<(u64, Vec<u8>, u32)> = records(&std::fs::read(full.join("pcap").join(f)).unwrap())
+            .into_iter()
+            .filter(|(t, _, _)| (1_000_000_000..2_000_000_000).contains(t))
+            .map(|(t, b, whole)| (t, b[..b.len().min(96)].to_vec(), whole))
+            .collect();
+        assert!(!want.is_empty(), "{f}: packets in the window");
+        assert!(want.iter().any(|(_, _, whole)| *whole > 96), "{f}: some packets are longer than the cut");
+        assert!(kept == want, "{f}: {} records kept, {} wanted", kept.len(), want.len());
+    }
+    // Options that ask for nothing, or for the impossible, are refused before running.
+    let small = full.join("small3.yaml");
+    for (flags, says) in [
+        (&["--pcap-nodes", "pop/atlantis"][..], "--pcap-nodes: `pop/atlantis` names no node"),
+        (&["--pcap-from", "2s", "--pcap-to", "1s"][..], "--pcap-from 2 s is not before --pcap-to 1 s"),
+        (&["--snaplen", "0"][..], "--snaplen"),
+        (&["--pcap-from", "soon"][..], "--pcap-from"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .arg("sim")
+            .arg(&small)
+            .arg("--pcap")
+            .arg(full.join("refused"))
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let without = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["sim"])
+        .arg(&small)
+        .args(["--snaplen", "96"])
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2), "--snaplen needs --pcap");
+    let _ = std::fs::remove_dir_all(&full);
+    let _ = std::fs::remove_dir_all(&cut);
 }
 
 #[test]

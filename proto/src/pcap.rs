@@ -27,18 +27,29 @@ pub const SNAPLEN: u32 = 65_535;
 
 /// The file header.
 pub fn file_header() -> [u8; 24] {
+    file_header_snap(SNAPLEN)
+}
+
+/// The header of a capture whose records keep at most `snaplen` bytes of each packet.
+pub fn file_header_snap(snaplen: u32) -> [u8; 24] {
     let mut h = [0u8; 24];
     h[0..4].copy_from_slice(&MAGIC_NS.to_le_bytes());
     h[4..6].copy_from_slice(&2u16.to_le_bytes());
     h[6..8].copy_from_slice(&4u16.to_le_bytes());
-    h[16..20].copy_from_slice(&SNAPLEN.to_le_bytes());
+    h[16..20].copy_from_slice(&snaplen.min(SNAPLEN).to_le_bytes());
     h[20..24].copy_from_slice(&LINKTYPE_RAW.to_le_bytes());
     h
 }
 
 /// Writes one record stamped `at_ns` (since the capture's epoch).
 pub fn write_record(out: &mut impl Write, at_ns: u64, packet: &[u8]) -> std::io::Result<()> {
-    let kept = &packet[..packet.len().min(SNAPLEN as usize)];
+    write_record_snap(out, at_ns, packet, SNAPLEN)
+}
+
+/// [`write_record`] keeping at most `snaplen` bytes (the record says the packet's whole
+/// length, as tcpdump's `-s` does).
+pub fn write_record_snap(out: &mut impl Write, at_ns: u64, packet: &[u8], snaplen: u32) -> std::io::Result<()> {
+    let kept = &packet[..packet.len().min(snaplen.min(SNAPLEN) as usize)];
     let mut h = [0u8; 16];
     h[0..4].copy_from_slice(&((at_ns / 1_000_000_000) as u32).to_le_bytes());
     h[4..8].copy_from_slice(&((at_ns % 1_000_000_000) as u32).to_le_bytes());

@@ -54,6 +54,79 @@ pub fn run_report(topology: &anyedge_topology::Topology, progress: impl FnMut(f6
 pub struct Options {
     /// A pcap per node of every packet that reaches it, in this directory.
     pub pcap: Option<std::path::PathBuf>,
+    /// Which packets the capture keeps, and how much of each.
+    pub capture: CaptureFilter,
+}
+
+/// A capture sized to the question: the nodes named (names or `*` globs; none: every
+/// node), a simulated-time window, and how many bytes of each packet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaptureFilter {
+    pub nodes: Vec<String>,
+    /// Packets arriving at or after this simulated time (ns).
+    pub from_ns: Option<u64>,
+    /// Packets arriving before this simulated time (ns).
+    pub to_ns: Option<u64>,
+    /// At most this many bytes of each packet (the record keeps its whole length).
+    pub snaplen: Option<u32>,
+}
+
+impl CaptureFilter {
+    /// Whether a packet reaching `node` at `at_ns` is kept.
+    pub fn keeps(&self, node: &str, at_ns: u64) -> bool {
+        self.from_ns.is_none_or(|f| at_ns >= f)
+            && self.to_ns.is_none_or(|t| at_ns < t)
+            && (self.nodes.is_empty() || self.nodes.iter().any(|p| anyedge_topology::name_matches(p, node)))
+    }
+
+    /// Every name a capture can be of in `t` (what `nodes` must match): POPs, CLB nodes,
+    /// backend and internet hosts, egress nodes, client groups, `internet`, `region/NAME`.
+    pub fn node_names(t: &anyedge_topology::Topology) -> Vec<String> {
+        let mut names: Vec<String> = t.pops.iter().map(|p| format!("pop/{}", p.name)).collect();
+        for r in &t.regions {
+            names.extend((0..usize::from(r.clb_nodes)).map(|i| anyedge_topology::clb_name(&r.name, i)));
+            names.push(format!("region/{}", r.name));
+        }
+        let hosts = anyedge_topology::nodes::backend_hosts(t);
+        names.extend(hosts.iter().map(|(ip, _)| format!("backend/{ip}")));
+        for r in &t.regions {
+            for b in r.backend_groups.iter().flat_map(|g| &g.backends) {
+                names.push(format!("backend/{}", b.addr.ip()));
+            }
+        }
+        names.extend(
+            anyedge_topology::nodes::egress_nodes(t)
+                .iter()
+                .map(|(r, e, _)| anyedge_topology::nodes::egress_name(t, *r, *e)),
+        );
+        names.extend(t.clients.iter().map(|c| format!("client/{}", c.name)));
+        names.push("internet".to_string());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The filter, checked against `t`: every pattern names a node, the window is not
+    /// empty, the snap length is at least 1. The error names the option.
+    pub fn check(&self, t: &anyedge_topology::Topology) -> Result<(), String> {
+        let names = CaptureFilter::node_names(t);
+        for p in &self.nodes {
+            if !names.iter().any(|n| anyedge_topology::name_matches(p, n)) {
+                return Err(format!(
+                    "--pcap-nodes: `{p}` names no node (nodes: pop/NAME, clb/REGION/N, backend/IP, client/NAME, region/NAME, internet)"
+                ));
+            }
+        }
+        if let (Some(f), Some(to)) = (self.from_ns, self.to_ns)
+            && f >= to
+        {
+            return Err(format!("--pcap-from {} s is not before --pcap-to {} s", f as f64 / 1e9, to as f64 / 1e9));
+        }
+        if self.snaplen == Some(0) {
+            return Err("--snaplen: 0 keeps nothing of a packet (at least 1)".to_string());
+        }
+        Ok(())
+    }
 }
 
 /// `run_report`, with captures and the like.
@@ -65,7 +138,8 @@ pub fn run_with(
     let started = Instant::now();
     let mut world = world::World::new(topology)?;
     if let Some(dir) = &options.pcap {
-        world.capture_into(dir.clone())?;
+        options.capture.check(topology).map_err(SimError)?;
+        world.capture_into(dir.clone(), options.capture.clone())?;
     }
     world.run(progress);
     world.finish_capture()?;

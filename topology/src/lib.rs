@@ -412,6 +412,27 @@ pub enum Target {
     Control(u8),
 }
 
+/// Whether node `name` matches `pattern`, where `*` matches any run of characters
+/// (`pop/*`, `clb/frankfurt/*`, `*`): how hosts files and capture filters name nodes.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// A CLB node's name as users write and read it: `clb/REGION/N`, N counted from 1 like
 /// `control/N` (the node at `index` 0 is `clb/REGION/1`). The one place names are made.
 pub fn clb_name(region: &str, index: impl Into<usize>) -> String {

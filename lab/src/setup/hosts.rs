@@ -82,24 +82,9 @@ pub fn place_name(t: &anyedge_topology::Topology, plan: &Plan, i: usize) -> Stri
     }
 }
 
-/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+/// Whether `name` matches `pattern` (`*` matches any run of characters).
 pub fn glob(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
+    anyedge_topology::name_matches(pattern, name)
 }
 
 /// Reads a hosts file and places every namespace of `plan` on one host: each name is

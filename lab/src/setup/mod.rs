@@ -1092,11 +1092,17 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> 
 
 /// Captures `duration` of a node's traffic into `out` (see [`crate::client::capture`]): runs
 /// this binary's hidden `capture-here` inside the node's namespace.
-pub fn capture(file: &Path, node: &str, out: &Path, duration: &str, exe: &Path) -> Result<(), String> {
+pub fn capture(
+    file: &Path,
+    node: &str,
+    out: &Path,
+    (duration, snaplen): (&str, u32),
+    exe: &Path,
+) -> Result<(), String> {
     let out = std::path::absolute(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let command = [exe.display().to_string(), "capture-here".into(), "-w".into(), out.display().to_string()]
         .into_iter()
-        .chain(["--duration".to_string(), duration.to_string()])
+        .chain(["--duration".to_string(), duration.to_string(), "--snaplen".to_string(), snaplen.to_string()])
         .collect::<Vec<String>>();
     match exec(file, node, &command)? {
         0 => Ok(()),

@@ -12,15 +12,21 @@ use super::*;
 
 pub(super) struct Capture {
     dir: PathBuf,
+    filter: crate::CaptureFilter,
     files: BTreeMap<String, BufWriter<std::fs::File>>,
     /// The first write error: capturing stops there and the run reports it.
     pub(super) error: Option<String>,
 }
 
 impl Capture {
-    pub(super) fn new(dir: PathBuf) -> Result<Capture, SimError> {
+    pub(super) fn new(dir: PathBuf, filter: crate::CaptureFilter) -> Result<Capture, SimError> {
         std::fs::create_dir_all(&dir).map_err(|e| SimError(format!("--pcap {}: {e}", dir.display())))?;
-        Ok(Capture { dir, files: BTreeMap::new(), error: None })
+        Ok(Capture { dir, filter, files: BTreeMap::new(), error: None })
+    }
+
+    /// Whether a packet reaching `node` now is kept (before it is framed at all).
+    pub(super) fn keeps(&self, node: &str, at_ns: u64) -> bool {
+        self.error.is_none() && self.filter.keeps(node, at_ns)
     }
 
     fn record(&mut self, node: String, at_ns: u64, packet: &[u8], port: u16) {
@@ -28,13 +34,14 @@ impl Capture {
             return;
         }
         let Some(frame) = pcap::frame(packet, port) else { return };
+        let snaplen = self.filter.snaplen.unwrap_or(pcap::SNAPLEN);
         let result = match self.files.get_mut(&node) {
-            Some(out) => pcap::write_record(out, at_ns, &frame),
+            Some(out) => pcap::write_record_snap(out, at_ns, &frame, snaplen),
             None => {
                 let path = self.dir.join(format!("{}.pcap", node.replace('/', "-")));
                 let opened = std::fs::File::create(&path).map(BufWriter::new).and_then(|mut out| {
-                    out.write_all(&pcap::file_header())?;
-                    pcap::write_record(&mut out, at_ns, &frame)?;
+                    out.write_all(&pcap::file_header_snap(snaplen))?;
+                    pcap::write_record_snap(&mut out, at_ns, &frame, snaplen)?;
                     Ok(out)
                 });
                 opened.map(|out| {
@@ -88,14 +95,14 @@ impl<'t> World<'t> {
             _ => pcap::TUNNEL_PORT,
         };
         let now = self.q.now_ns();
-        if let Some(c) = self.capture.as_mut() {
+        if let Some(c) = self.capture.as_mut().filter(|c| c.keeps(&node, now)) {
             c.record(node, now, packet, port);
         }
     }
 
     /// Starts capturing into `dir`.
-    pub fn capture_into(&mut self, dir: PathBuf) -> Result<(), SimError> {
-        self.capture = Some(Capture::new(dir)?);
+    pub fn capture_into(&mut self, dir: PathBuf, filter: crate::CaptureFilter) -> Result<(), SimError> {
+        self.capture = Some(Capture::new(dir, filter)?);
         Ok(())
     }
 
