@@ -352,6 +352,12 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`anyedge lab status | head`) ends the output quietly, as
+    // for any Unix tool: Rust ignores SIGPIPE, and printing to the closed pipe panicked.
+    // SAFETY: restoring the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file } => match load(&file) {

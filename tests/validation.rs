@@ -978,6 +978,20 @@ fn a_world_too_big_for_this_machine_is_refused_with_its_estimate_before_the_run(
 }
 
 #[test]
+fn output_cut_short_by_its_reader_ends_quietly_without_a_panic() {
+    // `anyedge … | head -1`: the pipe closes after the first line.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} completions bash | head -1", env!("CARGO_BIN_EXE_anyedge")))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
 fn the_cli_completes_hides_its_internals_and_refuses_bad_ctl_arguments_itself() {
     let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_anyedge")).args(args).output().unwrap();
     let bash = run(&["completions", "bash"]);
