@@ -183,16 +183,7 @@ pub fn vip_cert_path(state_dir: &Path, name: &str) -> PathBuf {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    crate::layout::write_private(path, text.as_bytes())
 }
 
 fn read(path: &Path) -> Result<String, String> {

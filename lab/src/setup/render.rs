@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyedge_topology::Topology;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{private_dir, sanitize};
+use crate::layout::{private_dir, sanitize, write_private};
 use crate::plan::{Plan, Role};
 
 /// A rendered node's `node.json`.
@@ -297,21 +297,6 @@ fn write_node(
     };
     let json = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())? + "\n";
     write_private(&dir.join(NODE_FILE), json.as_bytes())
-}
-
-/// Writes `bytes` to `path`, readable by root only (0600 also over an existing file).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
