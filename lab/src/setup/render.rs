@@ -94,6 +94,26 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
     let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let plan = Plan::new(&t);
+    // Rendering again over a deployment is how keys are kept (`--ca`); a node of another
+    // topology left in DIR would be started, checked and asked for as if it belonged.
+    let nodes = process_nodes(&plan);
+    if let Ok(entries) = std::fs::read_dir(out) {
+        let mut stale: Vec<String> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| d.join(NODE_FILE).is_file())
+            .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| !nodes.iter().any(|node| sanitize(node) == *n))
+            .collect();
+        stale.sort();
+        if !stale.is_empty() {
+            return Err(format!(
+                "{}: holds nodes {} does not have ({}): render into an empty directory",
+                out.display(),
+                file.display(),
+                stale.join(", ")
+            ));
+        }
+    }
     crate::layout::private_files();
     private_dir(out)?;
     let (ca, secret) = match &opts.ca {
@@ -119,7 +139,6 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
         write_private(&out.join(HOSTS_FILE), &hosts)?;
     }
     let state = |node: &str| opts.state.clone().unwrap_or_else(|| Path::new(HOST_STATE).join(sanitize(node)));
-    let nodes = process_nodes(&plan);
     for node in &nodes {
         let host = placement.as_ref().and_then(|p| {
             let ns = plan.node(node)?.ns;
@@ -505,6 +524,13 @@ mod tests {
         assert_eq!(read(&a.0, "pop/paris", "pop-paris.keys"), read(&b.0, "pop/paris", "pop-paris.keys"), "same keys");
         assert_eq!(read(&a.0, "pop/paris", "ca.pem"), read(&b.0, "pop/paris", "ca.pem"), "same CA");
         assert!(!b.0.join("ca").exists(), "a CA given is not copied");
+        // Over a deployment of another topology: refused, naming the nodes that do not belong.
+        let small = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/small.yaml");
+        let e = render(&small, &b.0, &RenderOptions::default()).unwrap_err();
+        assert!(
+            e.contains("holds nodes") && e.contains("control-1") && e.contains("render into an empty directory"),
+            "{e}"
+        );
         assert_eq!(
             load_node(&node_dir(&b.0, "pop/paris")).unwrap().config.state,
             Path::new(HOST_STATE).join("pop-paris")
