@@ -171,7 +171,17 @@ pub fn wait_status(lab: &Lab, what: &str, check: impl Fn(&Value) -> bool) -> Val
         if check(&s) {
             return s;
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{what}: {s}");
+        if started.elapsed() >= std::time::Duration::from_secs(5) {
+            // What the control nodes said last: the lab (and its logs) goes when the test ends.
+            let logs: Vec<String> = (1..=5)
+                .filter_map(|i| {
+                    let log = std::fs::read_to_string(lab_state_dir(lab).join(format!("control-{i}.log"))).ok()?;
+                    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+                    Some(format!("control/{i}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")))
+                })
+                .collect();
+            panic!("{what}: {s}\n{}", logs.join("\n"));
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
