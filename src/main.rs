@@ -352,12 +352,7 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
 }
 
 fn main() -> ExitCode {
-    // A reader that stops early (`anyedge lab status | head`) ends the output quietly, as
-    // for any Unix tool: Rust ignores SIGPIPE, and printing to the closed pipe panicked.
-    // SAFETY: restoring the default action of one signal before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file } => match load(&file) {
@@ -507,4 +502,28 @@ fn main() -> ExitCode {
 /// A time on the command line (`10s`, `1500ms`), as topology files write it.
 fn duration_ns(text: &str) -> Result<u64, String> {
     anyedge_topology::parse_duration_ns(text)
+}
+
+/// A reader that stops early (`anyedge lab status | head`) ends the output quietly, as for
+/// any Unix tool, with SIGPIPE's exit status (141). Printing to the closed pipe panics in
+/// Rust (which ignores SIGPIPE); SIGPIPE itself stays ignored, because its default action
+/// would kill a node or a probe that writes to a socket its peer closed (a control node
+/// answering `ctl status` over its Unix socket died that way). Only the panics of writing
+/// to stdout are caught; every other panic is reported as always.
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let stdout =
+            text.starts_with("failed printing to stdout") || text.starts_with("failed to write completion file");
+        if stdout && (text.contains("Broken pipe") || text.contains("BrokenPipe")) {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

@@ -272,6 +272,12 @@ fn lab_up_realtime_runs_every_node_sched_fifo_and_still_forwards() {
     assert_eq!(pids.len(), 11, "every node of small.yaml runs: {pids:?}");
     for pid in &pids {
         assert_eq!(policy(pid), Some(1), "node process {pid} runs SCHED_FIFO");
+        // A peer that closes its end (a `ctl status` that gave up) must not kill a node
+        // writing to it: SIGPIPE stays ignored (its default action killed control nodes).
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ignored = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap().trim().to_string();
+        let mask = u64::from_str_radix(&ignored, 16).unwrap();
+        assert!(mask & (1 << (libc::SIGPIPE - 1)) != 0, "node process {pid} ignores SIGPIPE (SigIgn {ignored})");
     }
     let r = lab.probe("london", "198.18.0.20:7000", "udp", 4);
     assert_eq!(r["received"], r["sent"], "{r}");
