@@ -25,6 +25,7 @@ mod bench;
 mod calibrate;
 mod chaos;
 mod ctl;
+mod deploy;
 mod lab;
 mod man;
 mod merge;
@@ -371,52 +372,12 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Bench { which } => bench::command(which),
-        Command::Node { config, check: true } => match anyedge_lab::setup::render::load_node(&config) {
-            Ok(r) => {
-                println!("{}: ok ({}, state in {})", config.display(), r.config.node, r.config.state.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Node { config, check: false } => match anyedge_lab::node::run(&config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("node {}: {e}", config.display());
-                ExitCode::FAILURE
-            }
-        },
-        Command::Host { action } => {
-            let (done, what) = match &action {
-                HostCommand::Up { dir, host } => (anyedge_lab::setup::host_up(dir, host), ("up", host)),
-                HostCommand::Down { dir, host } => (anyedge_lab::setup::host_down(dir, host), ("down", host)),
-            };
-            match done {
-                Ok(namespaces) => {
-                    println!("host {} is {}: {} namespaces", what.1, what.0, namespaces.len());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("host {}: {e}", what.1);
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Node { config, check } => deploy::node(&config, check),
+        Command::Host { action } => deploy::host(&action),
         Command::Render { file, out, ca, state, no_impairments, realtime, tun_queues, hosts } => {
             let opts =
                 anyedge_lab::setup::render::RenderOptions { ca, state, no_impairments, realtime, tun_queues, hosts };
-            match anyedge_lab::setup::render::render(&file, &out, &opts) {
-                Ok(nodes) => {
-                    println!("{}: {} nodes rendered into {}", file.display(), nodes.len(), out.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
+            deploy::render(&file, &out, &opts)
         }
         Command::Lab { action } => lab::run(action),
         Command::Completions { shell } => {
@@ -434,25 +395,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::CaptureHere { out, duration, snaplen } => {
-            let duration = match anyedge_topology::parse_duration_ns(&duration) {
-                Ok(ns) => std::time::Duration::from_nanos(ns),
-                Err(e) => {
-                    eprintln!("--duration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match anyedge_lab::capture::capture_here(&out, duration, snaplen) {
-                Ok(n) => {
-                    println!("{n} packets captured into {}", out.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("capture: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::CaptureHere { out, duration, snaplen } => capture_here(&out, &duration, snaplen),
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
         Command::Calibrate { file, name, source, holdout, pairs, topology, json } => {
@@ -526,4 +469,25 @@ fn quiet_when_stdout_closes() {
         }
         default(info);
     }));
+}
+
+/// `capture-here`: what `lab capture` runs inside a node's namespace.
+fn capture_here(out: &std::path::Path, duration: &str, snaplen: u32) -> ExitCode {
+    let duration = match anyedge_topology::parse_duration_ns(duration) {
+        Ok(ns) => std::time::Duration::from_nanos(ns),
+        Err(e) => {
+            eprintln!("--duration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match anyedge_lab::capture::capture_here(out, duration, snaplen) {
+        Ok(n) => {
+            println!("{n} packets captured into {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("capture: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

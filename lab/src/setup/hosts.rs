@@ -23,6 +23,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use anyedge_topology::name_matches as glob;
+
 use crate::plan::{Plan, Role};
 
 /// UDP port of the underlay's VXLAN (IANA's).
@@ -80,11 +82,6 @@ pub fn place_name(t: &anyedge_topology::Topology, plan: &Plan, i: usize) -> Stri
         Role::RegionNet(r) => format!("region/{}", t.regions[r].name),
         _ => plan.namespaces[i].name.clone(),
     }
-}
-
-/// Whether `name` matches `pattern` (`*` matches any run of characters).
-pub fn glob(pattern: &str, name: &str) -> bool {
-    anyedge_topology::name_matches(pattern, name)
 }
 
 /// Reads a hosts file and places every namespace of `plan` on one host: each name is
