@@ -693,11 +693,11 @@ fn teardown(state: &State) {
 /// from the running lab's is refused, and nothing changes. Returns the nodes signalled.
 pub fn reload(file: &Path) -> Result<Vec<String>, String> {
     require_root("lab reload")?;
-    let (t, plan) = load(file)?;
+    let (_, plan) = load(file)?;
     let state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
     let dir = state_dir(&plan.lab);
     // What the nodes run now: the copy rendered for them.
-    let running = process_nodes_dir(&dir, &plan)?;
+    let running = running_topology(&dir, &plan)?;
     let (_, old) = load(&running)?;
     let shape = |p: &Plan| {
         let ns: Vec<String> = p.namespaces.iter().map(|n| format!("{} {:?}", n.name, n.role)).collect();
@@ -711,7 +711,6 @@ pub fn reload(file: &Path) -> Result<Vec<String>, String> {
     }
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     render::rerender_lab(&text, &plan, &dir)?;
-    let _ = t;
     let mut signalled = Vec::new();
     for (name, &pid) in &state.pids {
         let forwards =
@@ -727,7 +726,7 @@ pub fn reload(file: &Path) -> Result<Vec<String>, String> {
 }
 
 /// The topology copy a running lab's nodes were rendered with.
-fn process_nodes_dir(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
+fn running_topology(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
     let node = render::process_nodes(plan).into_iter().next().ok_or("a lab without nodes")?;
     Ok(render::node_dir(&render::nodes_dir(dir), &node).join(render::TOPOLOGY_FILE))
 }
