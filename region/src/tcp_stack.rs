@@ -122,9 +122,12 @@ impl TcpStack {
         self.new_socket_sized(RX_BUFFER, TX_BUFFER)
     }
 
-    /// A socket with `rx` and `tx` bytes of buffer (see [`buffer_for`]).
+    /// A socket with `rx` and `tx` bytes of buffer (see [`buffer_for`]). The buffers are
+    /// limits, as a kernel's are, not allocations: each takes memory on its first byte,
+    /// and `tcp::Socket::release_idle_buffers` gives it back while it holds nothing (the
+    /// vendored smoltcp's lazy ring buffer; the socket behaves the same either way).
     pub fn new_socket_sized(&mut self, rx: usize, tx: usize) -> SocketHandle {
-        let socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; rx]), tcp::SocketBuffer::new(vec![0; tx]));
+        let socket = tcp::Socket::new(tcp::SocketBuffer::new_lazy(rx), tcp::SocketBuffer::new_lazy(tx));
         self.sockets.add(socket)
     }
 
@@ -193,5 +196,120 @@ pub fn exchange_upto(s: &mut tcp::Socket, to_send: &mut Vec<u8>, received: &mut 
             break;
         }
         room -= n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    /// Everything two stacks put on the wire through a keep-alive connection carrying
+    /// three requests (12 KB up, 20 KB down, 4 KiB buffers so windows bind and rings wrap)
+    /// over a path that drops every 7th segment each way (out-of-order data waits in the
+    /// receiver's assembler). `lazy`: buffers allocated on use and released whenever
+    /// idle, after every step; otherwise allocated up front. Also the buffer memory the
+    /// client held as each response completed, the most either held while busy, and
+    /// what the server holds once the last response is acknowledged.
+    fn converse(lazy: bool) -> (Vec<Vec<u8>>, usize, usize, usize) {
+        let buffer = |n: usize| if lazy { tcp::SocketBuffer::new_lazy(n) } else { tcp::SocketBuffer::new(vec![0; n]) };
+        let mut a = TcpStack::new(A, 1, 0);
+        let mut b = TcpStack::new(B, 2, 0);
+        let ha = a.sockets.add(tcp::Socket::new(buffer(4096), buffer(4096)));
+        let hb = b.sockets.add(tcp::Socket::new(buffer(4096), buffer(4096)));
+        b.socket(hb).listen(80).unwrap();
+        let cx = a.iface.context();
+        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        let (request, response) = (vec![7u8; 12_000], vec![9u8; 20_000]);
+        let (mut wire, mut sent, mut served, mut idle_held, mut busy_held) = (Vec::new(), 0, 0, 0, 0);
+        let mut finished_at = None;
+        let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+        let (mut got_req, mut got_resp) = (0, 0);
+        let mut done = 0;
+        for step in 0..200_000u64 {
+            let now = step * 1_000_000;
+            a.poll(now);
+            b.poll(now);
+            for (i, p) in a.drain_tx().enumerate() {
+                wire.push(p.clone());
+                if (wire.len() + i) % 7 != 0 {
+                    to_b.push(p);
+                }
+            }
+            for p in b.drain_tx() {
+                wire.push(p.clone());
+                if wire.len() % 7 != 0 {
+                    to_a.push(p);
+                }
+            }
+            to_b.drain(..).for_each(|p| b.receive(p));
+            to_a.drain(..).for_each(|p| a.receive(p));
+            // Client: one request at a time, then its whole response.
+            let sa = a.socket(ha);
+            if sent < request.len() && sa.can_send() {
+                sent += sa.send_slice(&request[sent..]).unwrap();
+            }
+            while let Ok(n) = sa.recv(|d| (d.len(), d.len())) {
+                if n == 0 {
+                    break;
+                }
+                got_resp += n;
+            }
+            if got_resp == response.len() {
+                (done, sent, got_resp) = (done + 1, 0, 0);
+                if lazy {
+                    sa.release_idle_buffers();
+                }
+                idle_held = idle_held.max(sa.buffer_bytes_allocated());
+                if done == 3 {
+                    finished_at = Some(step);
+                }
+            }
+            // Time for the server's last segments to be acknowledged (retransmitted).
+            if finished_at.is_some_and(|f| step == f + 5_000) {
+                let sb = b.socket(hb);
+                assert_eq!(sb.send_queue(), 0, "the last response was acknowledged");
+                if lazy {
+                    sb.release_idle_buffers();
+                }
+                return (wire, idle_held, busy_held, sb.buffer_bytes_allocated());
+            }
+            // Server: read slowly (1,000 bytes a step), answer each whole request.
+            let sb = b.socket(hb);
+            if let Ok(n) = sb.recv(|d| (d.len().min(1000), d.len().min(1000))) {
+                got_req += n;
+            }
+            if got_req == request.len() {
+                got_req = 0;
+                served = 0;
+            }
+            if finished_at.is_none() && served < response.len() && got_req == 0 && sent == request.len() && sb.can_send() {
+                served += sb.send_slice(&response[served..]).unwrap();
+            }
+            for (stack, h) in [(&mut a, ha), (&mut b, hb)] {
+                let s = stack.socket(h);
+                if lazy {
+                    s.release_idle_buffers();
+                }
+                if s.recv_queue() > 0 || s.send_queue() > 0 {
+                    busy_held = busy_held.max(s.buffer_bytes_allocated());
+                }
+            }
+        }
+        panic!("three exchanges did not finish: {done}");
+    }
+
+    #[test]
+    fn lazy_socket_buffers_put_the_same_bytes_on_the_wire_and_hold_nothing_when_idle() {
+        let (eager, eager_idle, _, eager_server) = converse(false);
+        let (lazy, lazy_idle, lazy_busy, lazy_server) = converse(true);
+        assert!(eager.len() > 60, "a real conversation: {} packets", eager.len());
+        assert_eq!((eager_idle, eager_server), (8192, 8192), "eager sockets hold both buffers always");
+        assert_eq!(lazy.len(), eager.len(), "same number of packets");
+        assert!(lazy == eager, "lazy buffers change what goes on the wire");
+        assert_eq!((lazy_idle, lazy_server), (0, 0), "an idle socket with lazy buffers holds none");
+        assert!(lazy_busy >= 4096, "a busy one holds what it uses: {lazy_busy}");
     }
 }

@@ -164,6 +164,10 @@ pub(super) fn serve_connection(
         if serve.close_after {
             s.close();
         }
+        // Request read and response acknowledged: the idle connection holds no buffers.
+        if serve.header.is_empty() && serve.remaining_req == 0 {
+            s.release_idle_buffers();
+        }
     }
 }
 

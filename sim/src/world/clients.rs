@@ -220,6 +220,12 @@ impl<'t> World<'t> {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.clients[client].tcp_flows[slot];
                 service_tcp_flow(&mut stack, tf, slot, addr, remote, &app, &mut completions);
+                // Between requests a kept-alive connection holds no buffer memory.
+                if tf.pending.is_empty()
+                    && let Some(h) = tf.handle
+                {
+                    stack.socket(h).release_idle_buffers();
+                }
             }
         }
         stack.poll(now);
