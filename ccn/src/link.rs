@@ -11,8 +11,11 @@ use rustc_hash::FxHashMap;
 use crate::rng::ComponentRng;
 
 /// The fewest flows a link remembers for ordering before it forgets those already
-/// delivered (it sweeps again each time the map doubles past what survived).
-const SWEEP_MIN: usize = 1_024;
+/// delivered (it sweeps again each time the map doubles past what survived). Small: a
+/// world of many slow flows puts a new key in the map for almost every packet, and
+/// hundreds of links each holding a thousand-entry table no longer fit in cache (two
+/// misses a packet: the table's control bytes and its slot).
+const SWEEP_MIN: usize = 64;
 
 /// Delay, jitter and loss of a path; a fault may override them for a while.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,6 +119,10 @@ impl Link {
             if self.last_delivery_ns.len() >= self.sweep_at {
                 self.last_delivery_ns.retain(|_, &mut t| t > now_ns);
                 self.sweep_at = (2 * self.last_delivery_ns.len()).max(SWEEP_MIN);
+                // A table stays as large as it ever grew: give back what a burst left.
+                if self.last_delivery_ns.capacity() > 4 * self.sweep_at {
+                    self.last_delivery_ns.shrink_to(self.sweep_at);
+                }
             }
             let last = self.last_delivery_ns.entry(flow).or_insert(0);
             at_ns = at_ns.max(*last);
