@@ -307,6 +307,11 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The topology file's JSON Schema (draft 2020-12), on stdout: what
+    /// schema/topology.schema.json ships, for editors' YAML language servers (completion,
+    /// field help and errors as you type). Files point at it with a first line
+    /// `# yaml-language-server: $schema=PATH`.
+    Schema,
     /// Man pages: anyedge.1 and one page per command (anyedge-sim.1, anyedge-lab.1 …),
     /// written into DIR (what `man/` in the repository and the Debian package ship).
     Man {
@@ -383,6 +388,10 @@ fn main() -> ExitCode {
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "anyedge", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Schema => {
+            print!("{}", topology::schema::json_schema());
             ExitCode::SUCCESS
         }
         Command::Man { out } => match man::write_all(&out) {

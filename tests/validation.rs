@@ -5,7 +5,21 @@ use std::process::Command;
 
 use anyedge_topology::{self as topology, Diagnostic};
 
-const SMALL: &str = include_str!("../topologies/small.yaml");
+/// small.yaml after its first line (the editor's schema modeline, see tests/schema.rs):
+/// the lines and columns the tests below expect count within this text.
+const SMALL: &str = after_first_line(include_str!("../topologies/small.yaml"));
+
+const fn after_first_line(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && bytes[i] != b'\n' {
+        i += 1;
+    }
+    match std::str::from_utf8(bytes.split_at(i + 1).1) {
+        Ok(rest) => rest,
+        Err(_) => panic!("small.yaml is UTF-8"),
+    }
+}
 
 /// small.yaml with one exact piece of text replaced (which must occur once).
 fn with(from: &str, to: &str) -> String {

@@ -285,7 +285,12 @@ mod tests {
                 got_req = 0;
                 served = 0;
             }
-            if finished_at.is_none() && served < response.len() && got_req == 0 && sent == request.len() && sb.can_send() {
+            if finished_at.is_none()
+                && served < response.len()
+                && got_req == 0
+                && sent == request.len()
+                && sb.can_send()
+            {
                 served += sb.send_slice(&response[served..]).unwrap();
             }
             for (stack, h) in [(&mut a, ha), (&mut b, hb)] {

@@ -10,6 +10,7 @@ mod parse;
 pub use overrides::Override;
 pub use parse::{BACKBONE_DELAY_DEFAULT, builtin_delay};
 pub mod route_table;
+pub mod schema;
 mod values;
 
 use std::fmt;

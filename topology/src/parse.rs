@@ -16,9 +16,11 @@ use marked_yaml::{Node, Span};
 
 use super::values::{Cidr, parse_bandwidth_bps, parse_duration_ns, parse_percent};
 use super::*;
+use crate::schema::keys;
 
 mod delay;
 use anyedge_region::security::{Action, Ports, Rule, SecurityGroup};
+pub(crate) use delay::BUILTIN as BUILTIN_DELAYS;
 pub use delay::builtin as builtin_delay;
 
 const MS: u64 = 1_000_000;
@@ -386,25 +388,7 @@ impl Parser {
     }
 
     fn topology(&mut self, root: &Node) -> Option<Topology> {
-        const TOP: &[&str] = &[
-            "name",
-            "seed",
-            "duration",
-            "vips",
-            "pops",
-            "regions",
-            "idcs",
-            "nat_gateways",
-            "backbone",
-            "internet",
-            "clients",
-            "traffic",
-            "failover",
-            "faults",
-            "security_groups",
-            "control",
-        ];
-        let top = self.obj(root, "", TOP)?;
+        let top = self.obj(root, "", keys("topology"))?;
         let name = self.name(&top);
         let seed = match top.get("seed") {
             Some(n) => self.parsed::<u64>(n, "seed", "a non-negative integer"),
@@ -461,7 +445,7 @@ impl Parser {
     /// then the POPs, in file order.
     fn control(&mut self, top: &Obj<'_>, pops: &[PopSite], regions: &[Region]) -> Option<Control> {
         let node = top.get("control").filter(|n| !is_null(n))?;
-        let o = self.obj(node, "control", &["nodes", "sites"])?;
+        let o = self.obj(node, "control", keys("control"))?;
         let count = self.req(&o, "nodes").and_then(|n| self.int(n, &o.field("nodes"), 1, 9));
         let count = match count {
             Some(c @ (3 | 5)) => c as u8,
@@ -523,7 +507,7 @@ impl Parser {
     }
 
     fn pops(&mut self, top: &Obj<'_>) -> Vec<PopSite> {
-        let objs = self.list_of_objs(top, "pops", &["name", "location"]);
+        let objs = self.list_of_objs(top, "pops", keys("pop"));
         let mut pops = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -542,7 +526,7 @@ impl Parser {
         if top.get("idcs").is_none() {
             return vec![];
         }
-        let objs = self.list_of_objs(top, "idcs", &["name", "location"]);
+        let objs = self.list_of_objs(top, "idcs", keys("idc"));
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -571,7 +555,7 @@ impl Parser {
             return vec![];
         }
         let region_names = Self::region_names(top);
-        let objs = self.list_of_objs(top, "nat_gateways", &["name", "region", "public"]);
+        let objs = self.list_of_objs(top, "nat_gateways", keys("nat_gateway"));
         let mut out: Vec<NatGateway> = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -604,8 +588,7 @@ impl Parser {
     }
 
     fn regions(&mut self, top: &Obj<'_>, idcs: &[Idc], nat_gateways: &[NatGateway]) -> Vec<Region> {
-        let allowed = &["name", "location", "clb_nodes", "conn_table", "snat", "health", "backends"];
-        let objs = self.list_of_objs(top, "regions", allowed);
+        let objs = self.list_of_objs(top, "regions", keys("region"));
         // Names first: a backend may live in a region defined further down.
         let region_names = Self::region_names(top);
         let sites = Sites { regions: &region_names, idcs, nat_gateways };
@@ -645,8 +628,7 @@ impl Parser {
         let Some(node) = owner.get("health") else {
             return Some(base.clone());
         };
-        let keys = &["protocol", "path", "expect", "interval", "timeout", "healthy", "unhealthy"];
-        let o = self.obj(node, &owner.field("health"), keys)?;
+        let o = self.obj(node, &owner.field("health"), keys("health"))?;
         let protocol = self.health_protocol(&o, &base.protocol);
         let interval_ns = self.duration_within(&o, "interval", base.interval_ns, 10 * MS, 3600 * S);
         let timeout_ns = self.opt_duration(&o, "timeout", base.timeout_ns);
@@ -775,7 +757,7 @@ impl Parser {
             // A group is a list of backends, or { health: {...}, members: [...] }.
             let (list, health, list_field) = match value.as_mapping() {
                 Some(_) => {
-                    let Some(g) = self.obj(value, &gfield, &["health", "members"]) else { continue };
+                    let Some(g) = self.obj(value, &gfield, keys("backend_group")) else { continue };
                     let base = region_health.cloned().unwrap_or(HealthConfig::tcp(2 * S, S, 3, 3));
                     let health = if g.get("health").is_some() { self.health(&g, &base) } else { None };
                     let Some(members) = self.req(&g, "members") else { continue };
@@ -788,7 +770,7 @@ impl Parser {
             let mut backends: Vec<Backend> = Vec::new();
             for (i, item) in seq.iter().enumerate() {
                 let bfield = format!("{gfield}[{i}]");
-                let Some(o) = self.obj(item, &bfield, &["address", "port", "weight", "region", "idc", "via"]) else {
+                let Some(o) = self.obj(item, &bfield, keys("backend")) else {
                     continue;
                 };
                 if let Some(b) = self.backend(&o, sites, region_index) {
@@ -928,7 +910,7 @@ impl Parser {
     }
 
     fn vips(&mut self, top: &Obj<'_>, names: &Names<'_>) -> Vec<Vip> {
-        let objs = self.list_of_objs(top, "vips", &["name", "ipv4", "ipv6", "home", "pops", "listeners"]);
+        let objs = self.list_of_objs(top, "vips", keys("vip"));
         let mut vips = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -1020,8 +1002,7 @@ impl Parser {
     }
 
     fn listeners(&mut self, vip: &Obj<'_>, home: Option<&Region>) -> Vec<Listener> {
-        let allowed = &["protocol", "port", "scheduler", "backends", "persistence", "table", "mtls"];
-        let objs = self.list_of_objs(vip, "listeners", allowed);
+        let objs = self.list_of_objs(vip, "listeners", keys("listener"));
         let mut out: Vec<Listener> = Vec::new();
         // Without an ipv6 address, a VIP never reaches IPv6 backends (no NAT46).
         let v4_only = vip.get("ipv6").is_none();
@@ -1210,8 +1191,7 @@ impl Parser {
         let Some(node) = top.get("backbone") else {
             return Some(default);
         };
-        let allowed = &["stretch", "delay", "jitter", "loss", "bandwidth", "queue", "transport", "links"];
-        let o = self.obj(node, "backbone", allowed)?;
+        let o = self.obj(node, "backbone", keys("backbone"))?;
         let delay = self.stretch_or_delay(&o, default_backbone_delay);
         let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
         let loss = self.opt_percent(&o, "loss", default.loss);
@@ -1335,7 +1315,7 @@ impl Parser {
         let Some(node) = top.get("internet") else {
             return Some(default);
         };
-        let o = self.obj(node, "internet", &["stretch", "delay", "rtt", "last_mile", "jitter", "loss"])?;
+        let o = self.obj(node, "internet", keys("internet"))?;
         let pinned = match o.get("rtt") {
             Some(n) => self.pinned_rtts(n, &o.field("rtt"), clients, names),
             None => Some(Vec::new()),
@@ -1361,11 +1341,9 @@ impl Parser {
             self.err(node.span(), "traffic", "expected a mapping of traffic class name to its definition");
             return vec![];
         };
-        let allowed =
-            &["vip", "protocol", "kind", "rate", "port", "interval", "size", "requests_per_s", "request", "response"];
         let mut out = Vec::new();
         for (key, def) in map.iter() {
-            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), allowed) else {
+            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), keys("traffic_class")) else {
                 continue;
             };
             if let Some(class) = self.traffic_class(key.as_str(), &o, vips, regions) {
@@ -1476,7 +1454,7 @@ impl Parser {
     }
 
     fn clients(&mut self, top: &Obj<'_>, traffic: &[String], names: &Names<'_>) -> Vec<ClientGroup> {
-        let objs = self.list_of_objs(top, "clients", &["name", "location", "count", "traffic", "catchment", "address"]);
+        let objs = self.list_of_objs(top, "clients", keys("client_group"));
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -1662,8 +1640,7 @@ impl Parser {
         let Some(node) = top.get("failover") else {
             return Some(default);
         };
-        let keys = ["probe_interval", "probe_misses", "bfd_interval", "bfd_multiplier", "route_converge", "pop_detect"];
-        let o = self.obj(node, "failover", &keys)?;
+        let o = self.obj(node, "failover", keys("failover"))?;
         let interval = self.duration_within(&o, "probe_interval", default.probe_interval_ns, MS, 10_000 * MS);
         let misses = match o.get("probe_misses") {
             Some(n) => self.int(n, &o.field("probe_misses"), 1, 100).map(|m| Some(m as u32)),
@@ -1819,17 +1796,14 @@ impl Parser {
         if top.get("security_groups").is_none() {
             return vec![];
         }
-        let objs = self.list_of_objs(top, "security_groups", &["name", "bind", "rules"]);
+        let objs = self.list_of_objs(top, "security_groups", keys("security_group"));
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
             let name = self.name(o);
             let bind = self.sg_bindings(o, names);
-            let rules: Vec<Rule> = self
-                .list_of_objs(o, "rules", &["source", "port", "action"])
-                .iter()
-                .filter_map(|r| self.sg_rule(r))
-                .collect();
+            let rules: Vec<Rule> =
+                self.list_of_objs(o, "rules", keys("rule")).iter().filter_map(|r| self.sg_rule(r)).collect();
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 out.push(SecurityGroupDef { group: SecurityGroup { name, rules }, bind });
@@ -1919,25 +1893,9 @@ impl Parser {
         let Some(seq) = self.seq(node, "faults") else {
             return vec![];
         };
-        let allowed = &[
-            "at",
-            "down",
-            "up",
-            "unbind",
-            "bind",
-            "migrate",
-            "link",
-            "for",
-            "loss",
-            "delay",
-            "jitter",
-            "partition",
-            "heal",
-            "set-weight",
-        ];
         let mut out = Vec::new();
         for (i, item) in seq.iter().enumerate() {
-            let Some(o) = self.obj(item, &format!("faults[{i}]"), allowed) else {
+            let Some(o) = self.obj(item, &format!("faults[{i}]"), keys("fault")) else {
                 continue;
             };
             if let Some(f) = self.fault(&o, names, clients, duration_ns) {
@@ -1955,10 +1913,10 @@ impl Parser {
             self.err(at_node.span(), &o.field("at"), "is at or after the end of the simulation (duration)");
             return None;
         }
-        const KINDS: [&str; 9] = ["down", "up", "unbind", "bind", "migrate", "link", "partition", "heal", "set-weight"];
-        let kinds: Vec<&str> = KINDS.into_iter().filter(|k| o.get(k).is_some()).collect();
+        let all_kinds = &crate::schema::object("fault").exactly_one;
+        let kinds: Vec<&str> = all_kinds.iter().copied().filter(|k| o.get(k).is_some()).collect();
         if kinds.len() != 1 {
-            self.err(o.map.span(), &o.path, format!("a fault needs exactly one of {}", KINDS.join(", ")));
+            self.err(o.map.span(), &o.path, format!("a fault needs exactly one of {}", all_kinds.join(", ")));
             return None;
         }
         let key = kinds[0];
@@ -2075,7 +2033,7 @@ impl Parser {
                 Some(FaultAction::Partition(side_of))
             }
             _ => {
-                let o = self.obj(node, field, &["backend", "weight"])?;
+                let o = self.obj(node, field, keys("set_weight"))?;
                 let backend = self.req(&o, "backend");
                 let weight = self.req(&o, "weight").and_then(|n| self.int(n, &o.field("weight"), 0, 100));
                 let addr = self.parsed::<SocketAddr>(backend?, &o.field("backend"), "IP:PORT")?;

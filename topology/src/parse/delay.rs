@@ -9,6 +9,7 @@ use anyedge_ccn::geo::great_circle_km;
 use marked_yaml::Node;
 
 use super::{Names, Obj, Parser, show_ns};
+use crate::schema::keys;
 use crate::{ClientGroup, InternetEnd, PinnedRtt};
 
 /// The longest round trip a file may pin: ten seconds is no internet path.
@@ -23,7 +24,7 @@ pub fn builtin(name: &str) -> Option<DelayModel> {
     let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
     let node = marked_yaml::parse_yaml(0, text).ok()?;
     let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
-    let root = p.obj(&node, "", &["delay"])?;
+    let root = p.obj(&node, "", keys("calibration_file"))?;
     let model = p.delay_model(root.get("delay")?, "delay")?;
     p.diags.is_empty().then_some(model)
 }
@@ -47,7 +48,7 @@ impl Parser {
             }
             return model;
         }
-        let o = self.obj(node, field, &["name", "source", "default", "pairs"])?;
+        let o = self.obj(node, field, keys("delay_model"))?;
         let name = match o.get("name") {
             Some(n) => self.str(n, &o.field("name"))?.to_string(),
             None => "custom".into(),
@@ -70,7 +71,7 @@ impl Parser {
         let mut ok = true;
         for (i, item) in seq.iter().enumerate() {
             let f = format!("{field}[{i}]");
-            let Some(o) = self.obj(item, &f, &["between", "stretch", "overhead", "via"]) else {
+            let Some(o) = self.obj(item, &f, keys("area_pair")) else {
                 ok = false;
                 continue;
             };
@@ -113,8 +114,7 @@ impl Parser {
     /// `{ stretch, overhead, via }`: stretch 1–10 (nothing beats light in fibre), overhead
     /// 0–500 ms of round trip, `via` one of the hubs.
     fn path_params(&mut self, node: &Node, field: &str, may_have_between: bool) -> Option<PathParams> {
-        let allowed: &[&str] =
-            if may_have_between { &["between", "stretch", "overhead", "via"] } else { &["stretch", "overhead", "via"] };
+        let allowed = if may_have_between { keys("area_pair") } else { keys("path_params") };
         let o = self.obj(node, field, allowed)?;
         let stretch = self.req(&o, "stretch").and_then(|n| self.float(n, &o.field("stretch"), 1.0, 10.0));
         let overhead_ns = self.duration_within(&o, "overhead", 0, 0, 500_000_000);
@@ -179,7 +179,7 @@ impl Parser {
     }
 
     fn pinned_rtt(&mut self, item: &Node, f: &str, clients: &[ClientGroup], names: &Names<'_>) -> Option<PinnedRtt> {
-        let o = self.obj(item, f, &["between", "rtt"])?;
+        let o = self.obj(item, f, keys("pinned_rtt"))?;
         let ends = self.req(&o, "between").and_then(|n| self.pinned_ends(n, &o.field("between"), clients, names));
         let rtt_node = self.req(&o, "rtt")?;
         let rtt_ns = self.duration(rtt_node, &o.field("rtt"))?;

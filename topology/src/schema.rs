@@ -1,0 +1,663 @@
+//! The topology file's format as data: every mapping the file holds, its fields, their
+//! types, units, defaults and ranges. One source of truth for two readers: the parser
+//! takes each mapping's allowed keys from here (an unknown field is refused by the same
+//! list the schema shows), and `anyedge schema` prints it as a JSON Schema (draft
+//! 2020-12) that editors' YAML language servers use for completion, hover help and
+//! errors as you type (`schema/topology.schema.json`; a test fails when they drift).
+//!
+//! What a schema cannot say (a name that must refer to something defined elsewhere in the
+//! file, a prime table size, a timeout no longer than its interval) the parser checks,
+//! and `anyedge validate` reports with line and column.
+
+use std::sync::LazyLock;
+
+use anyedge_ccn::delay::{Area, HUBS};
+use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
+use serde_json::{Map, Value, json};
+
+use crate::UDP_PAYLOAD_MIN;
+
+/// What a field's value is.
+#[derive(Debug, Clone)]
+pub enum Ty {
+    /// Letters, digits, `-` and `_`.
+    Name,
+    /// Any text.
+    Text,
+    /// A number and a unit: `300ms`, `2s` (ns, us, ms, s, m, h).
+    Duration,
+    /// A duration, or the word given.
+    DurationOr(&'static str),
+    /// A number and `%`: `0.3%`.
+    Percent,
+    /// A number and bps, Kbps, Mbps or Gbps: `10Gbps`.
+    Bandwidth,
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
+    Bool,
+    /// One of these words.
+    Enum(Vec<&'static str>),
+    /// One of these integers.
+    IntEnum(Vec<i64>),
+    Ipv4,
+    Ipv6,
+    Ip,
+    /// `IP:PORT` (`[IPv6]:PORT`).
+    SocketAddr,
+    /// `ADDRESS/PREFIX`.
+    Cidr,
+    /// `[latitude, longitude]` in degrees.
+    Location,
+    /// Text matching a regular expression (a reference such as `pop/NAME`).
+    Pattern(&'static str),
+    /// A list of at least `min` items.
+    List(Box<Ty>, usize),
+    /// A list of exactly these items, in order.
+    Tuple(Vec<Ty>),
+    /// A mapping defined in `FORMAT` by name.
+    Obj(&'static str),
+    /// A mapping of names to values.
+    MapOf(Box<Ty>),
+    /// Any one of these.
+    AnyOf(Vec<Ty>),
+    /// This, or nothing (`key:` with no value).
+    Nullable(Box<Ty>),
+}
+
+/// One key of a mapping.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub key: &'static str,
+    pub required: bool,
+    pub ty: Ty,
+    /// Meaning, unit, default and range, for a person.
+    pub doc: String,
+    /// The value taken when the key is absent, as the file would write it.
+    pub default: Option<Value>,
+}
+
+/// One kind of mapping in the file.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub name: &'static str,
+    pub doc: String,
+    pub fields: Vec<Field>,
+    /// Exactly one of these keys must be present (a fault's kind).
+    pub exactly_one: Vec<&'static str>,
+    /// At least one of these keys must be present.
+    pub at_least_one: Vec<&'static str>,
+    /// Pairs of keys that must not both be present.
+    pub not_both: Vec<(&'static str, &'static str)>,
+    /// (A, B): when A is present, B is required (a link fault's `for`).
+    pub requires: Vec<(&'static str, &'static str)>,
+    /// Every allowed key, in order (what the parser checks against).
+    pub keys: Vec<&'static str>,
+}
+
+impl Object {
+    fn new(name: &'static str, doc: impl Into<String>, fields: Vec<Field>) -> Object {
+        let keys = fields.iter().map(|f| f.key).collect();
+        Object {
+            name,
+            doc: doc.into(),
+            fields,
+            exactly_one: vec![],
+            at_least_one: vec![],
+            not_both: vec![],
+            requires: vec![],
+            keys,
+        }
+    }
+
+    pub fn field(&self, key: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.key == key)
+    }
+}
+
+fn req(key: &'static str, ty: Ty, doc: impl Into<String>) -> Field {
+    Field { key, required: true, ty, doc: doc.into(), default: None }
+}
+
+fn opt(key: &'static str, ty: Ty, doc: impl Into<String>) -> Field {
+    Field { key, required: false, ty, doc: doc.into(), default: None }
+}
+
+impl Field {
+    fn default(mut self, value: Value) -> Field {
+        self.default = Some(value);
+        self
+    }
+}
+
+/// References by kind, as the file writes them.
+const POP_REF: &str = r"^pop/[A-Za-z0-9_-]+$";
+const REGION_REF: &str = r"^region/[A-Za-z0-9_-]+$";
+const CLIENT_REF: &str = r"^client/[A-Za-z0-9_-]+$";
+const BACKEND_REF: &str = r"^backend/([0-9.]+|\[[0-9A-Fa-f:.]+\]):[0-9]+$";
+const CONTROL_REF: &str = r"^control/[0-9]+$";
+const TARGET: &str = r"^(pop/[A-Za-z0-9_-]+|region/[A-Za-z0-9_-]+|clb/[A-Za-z0-9_-]+/[0-9]+|backend/([0-9.]+|\[[0-9A-Fa-f:.]+\]):[0-9]+|control/[0-9]+)$";
+
+fn pop_region_pair() -> Ty {
+    let end = Ty::AnyOf(vec![Ty::Pattern(POP_REF), Ty::Pattern(REGION_REF)]);
+    Ty::Tuple(vec![end.clone(), end])
+}
+
+fn name_list() -> Ty {
+    Ty::List(Box::new(Ty::Name), 1)
+}
+
+fn location_doc(what: &str) -> String {
+    format!(
+        "Where {what} is: [latitude, longitude] in degrees (−90–90, −180–180). Delays follow great-circle distance."
+    )
+}
+
+fn delay_model() -> Ty {
+    let builtin: Vec<&'static str> = crate::parse::BUILTIN_DELAYS.iter().map(|(name, _)| *name).collect();
+    Ty::AnyOf(vec![Ty::Enum(builtin), Ty::Obj("delay_model")])
+}
+
+/// The format, built once.
+pub static FORMAT: LazyLock<Vec<Object>> = LazyLock::new(build);
+
+/// A mapping of the format by name; every name the parser asks for exists.
+pub fn object(name: &str) -> &'static Object {
+    FORMAT.iter().find(|o| o.name == name).unwrap_or_else(|| panic!("no `{name}` in the topology format"))
+}
+
+/// The keys a mapping allows.
+pub fn keys(name: &str) -> &'static [&'static str] {
+    &object(name).keys
+}
+
+fn build() -> Vec<Object> {
+    let areas: Vec<&'static str> = Area::ALL.iter().map(|a| a.name()).collect();
+    let hubs: Vec<&'static str> = HUBS.iter().map(|(h, _)| *h).collect();
+    let mut out = vec![
+        Object::new(
+            "topology",
+            "An anyedge topology: anycast VIPs published at POPs, regions of CLB nodes and backends, the backbone (CCN) and internet between them, clients, their traffic and faults over time. `anyedge sim FILE` simulates it; `anyedge lab up FILE` runs it with real packets.",
+            vec![
+                req("name", Ty::Name, "The topology's name (letters, digits, - and _): labs, reports and node names carry it."),
+                opt("seed", Ty::Int { min: 0, max: i64::MAX }, "Root seed of every random choice (jitter, loss, client start times). Same file, same seed: same report, byte for byte. `--seed` overrides it. Default 1.").default(json!(1)),
+                opt("duration", Ty::Duration, "Simulated time, 1ms–24h. Default 60s.").default(json!("60s")),
+                req("vips", Ty::List(Box::new(Ty::Obj("vip")), 1), "Anycast virtual IPs: where each is published and which listeners it serves."),
+                req("pops", Ty::List(Box::new(Ty::Obj("pop")), 1), "Points of presence: where client traffic enters the edge network."),
+                req("regions", Ty::List(Box::new(Ty::Obj("region")), 1), "Regions: CLB nodes (the regional load balancer) and their backends."),
+                opt("idcs", Ty::List(Box::new(Ty::Obj("idc")), 1), "On-premises data centres that hold backends a region reaches over the backbone (through SNAT)."),
+                opt("nat_gateways", Ty::List(Box::new(Ty::Obj("nat_gateway")), 1), "NAT gateways through which a region reaches backends on the public internet (`via: nat/NAME`)."),
+                opt("backbone", Ty::Obj("backbone"), "The private backbone (CCN) between POPs and regions. Defaults: the `azure-2025-06` delay calibration, jitter 0.3ms, loss 0.001%, 10Gbps, UDP."),
+                opt("internet", Ty::Obj("internet"), "The public internet: clients to POPs, and the direct path to the region that anycast is compared with. Defaults: stretch 2.1, last mile 5ms, jitter 4ms, loss 0.3%."),
+                req("clients", Ty::List(Box::new(Ty::Obj("client_group")), 1), "Groups of clients at one place each, and the traffic classes they send."),
+                req("traffic", Ty::MapOf(Box::new(Ty::Obj("traffic_class"))), "Traffic classes by name: what a client sends, to which VIP and port, how often."),
+                opt("failover", Ty::Obj("failover"), "How fast failures are found: probes between POPs and CLB nodes, BFD toward a POP's transit, route convergence."),
+                opt("faults", Ty::Nullable(Box::new(Ty::List(Box::new(Ty::Obj("fault")), 0))), "Events over simulated time: nodes and backends down or up, link impairments, client migrations, control-plane partitions, weight changes."),
+                opt("security_groups", Ty::List(Box::new(Ty::Obj("security_group")), 1), "Stateful allow/drop rules bound to backends or CLB nodes, first match wins."),
+                opt("control", Ty::Nullable(Box::new(Ty::Obj("control"))), "A Raft-replicated control plane (3 or 5 nodes) that holds the route table every node follows."),
+            ],
+        ),
+        Object::new(
+            "pop",
+            "A point of presence: it takes client traffic for the VIPs published there and tunnels it over the backbone to the VIP's home region.",
+            vec![
+                req("name", Ty::Name, "The POP's name; its node is `pop/NAME`."),
+                req("location", Ty::Location, location_doc("the POP")),
+            ],
+        ),
+        Object::new(
+            "idc",
+            "An on-premises data centre holding backends (`idc: NAME` on a backend).",
+            vec![
+                req("name", Ty::Name, "The data centre's name."),
+                req("location", Ty::Location, location_doc("the data centre")),
+            ],
+        ),
+        Object::new(
+            "nat_gateway",
+            "A NAT gateway: a region's way to backends on the public internet.",
+            vec![
+                req("name", Ty::Name, "The gateway's name; backends name it as `via: nat/NAME`."),
+                req("region", Ty::Name, "The region it belongs to (a region's name)."),
+                req("public", Ty::Ipv4, "Its public IPv4 address: what internet backends see as the source."),
+            ],
+        ),
+        Object::new(
+            "region",
+            "A region: CLB nodes (the regional load balancer) that take the backbone's traffic and spread it over backends.",
+            vec![
+                req("name", Ty::Name, "The region's name; its CLB nodes are `clb/NAME/1` … `clb/NAME/N`."),
+                req("location", Ty::Location, location_doc("the region")),
+                opt("clb_nodes", Ty::Int { min: 1, max: 64 }, "CLB nodes in the region (1–64). POPs spread flows over them by rendezvous hashing. Default 1.").default(json!(1)),
+                opt("conn_table", Ty::Int { min: 1, max: 100_000_000 }, format!("Connections each CLB node tracks (1–100,000,000); the least recently used is evicted when full. Default {CONN_TABLE_DEFAULT}.")).default(json!(CONN_TABLE_DEFAULT)),
+                opt("snat", Ty::List(Box::new(Ty::Ip), 0), "Source addresses the CLB nodes use toward IDC backends; one per address family those backends use (required when IDC backends are bound)."),
+                opt("health", Ty::Obj("health"), "Health checks of the region's backends. Default: TCP connect every 2s, timeout 1s, 3 to turn healthy or unhealthy."),
+                opt("backends", Ty::MapOf(Box::new(Ty::AnyOf(vec![Ty::List(Box::new(Ty::Obj("backend")), 1), Ty::Obj("backend_group")]))), "Backend groups by name: a list of backends, or { health, members } to check this group its own way. Listeners name a group."),
+            ],
+        ),
+        Object::new(
+            "health",
+            "How CLB nodes check a backend's health.",
+            vec![
+                opt("protocol", Ty::Enum(vec!["tcp", "udp", "http"]), "tcp: a connection opens; udp: an echo comes back; http: a GET of `path` answers with a status in `expect`. Default tcp.").default(json!("tcp")),
+                opt("path", Ty::Pattern(r"^/\S*$"), "HTTP checks only: the path to GET (starts with /). Default /.").default(json!("/")),
+                opt("expect", Ty::AnyOf(vec![Ty::Int { min: 100, max: 599 }, Ty::Pattern(r"^\s*[0-9]{3}(\s*-\s*[0-9]{3})?(\s*,\s*[0-9]{3}(\s*-\s*[0-9]{3})?)*\s*$")]), "HTTP checks only: statuses that mean healthy, e.g. 200, 200-299 or 200,301-302. Default 200-299.").default(json!("200-299")),
+                opt("interval", Ty::Duration, "Time between checks, 10ms–1h. Default 2s.").default(json!("2s")),
+                opt("timeout", Ty::Duration, "How long a check waits for its answer: more than 0s and no longer than the interval. Default 1s.").default(json!("1s")),
+                opt("healthy", Ty::Int { min: 1, max: 10 }, "Passed checks in a row that bring a backend back (1–10). Default 3.").default(json!(3)),
+                opt("unhealthy", Ty::Int { min: 1, max: 10 }, "Failed checks in a row that take a backend out (1–10). Default 3.").default(json!(3)),
+            ],
+        ),
+        Object::new(
+            "backend_group",
+            "A backend group with health checks of its own.",
+            vec![
+                opt("health", Ty::Obj("health"), "This group's health checks, over the region's (fields not given are the region's)."),
+                req("members", Ty::List(Box::new(Ty::Obj("backend")), 1), "The group's backends."),
+            ],
+        ),
+        Object::new(
+            "backend",
+            "A backend: an address and port the CLB nodes send flows to. It lives in the region unless `region`, `idc` or `via` says otherwise.",
+            vec![
+                req("address", Ty::Ip, "The backend's IP address (IPv4 or IPv6)."),
+                req("port", Ty::Int { min: 1, max: 65_535 }, "The port it serves (1–65535)."),
+                opt("weight", Ty::Int { min: 0, max: i64::from(WEIGHT_MAX) }, format!("Its share of new flows against the group's other backends (0–{WEIGHT_MAX}; 0 takes none). Default {WEIGHT_DEFAULT}.")).default(json!(WEIGHT_DEFAULT)),
+                opt("region", Ty::Name, "Another region it lives in (a region's name): reached over the backbone."),
+                opt("idc", Ty::Name, "An IDC it lives in (a name under `idcs`): reached over the backbone through SNAT."),
+                opt("via", Ty::AnyOf(vec![Ty::Enum(vec!["router"]), Ty::Pattern(r"^nat/[A-Za-z0-9_-]+$")]), "A public-internet backend (IPv4): reached through `router` (the region's own) or `nat/NAME` (a NAT gateway of the region)."),
+            ],
+        ),
+        Object::new(
+            "vip",
+            "An anycast virtual IP: every POP that publishes it answers clients for it, and its home region serves it.",
+            vec![
+                req("name", Ty::Name, "The VIP's name; traffic classes name it."),
+                req("ipv4", Ty::Ipv4, "Its IPv4 address (routable unicast, not a backend's)."),
+                opt("ipv6", Ty::Ipv6, "Its IPv6 address, if IPv6 clients reach it (IPv4 backends are reached through NAT64)."),
+                req("home", Ty::Name, "The region that serves it (a region's name)."),
+                req("pops", Ty::AnyOf(vec![Ty::Enum(vec!["all"]), name_list()]), "Where it is published: `all`, or a list of POP names."),
+                req("listeners", Ty::List(Box::new(Ty::Obj("listener")), 1), "Protocols and ports it serves, each with its scheduler and backend group."),
+            ],
+        ),
+        Object::new(
+            "listener",
+            "A listener: one protocol and port of a VIP, served by one backend group of the home region.",
+            vec![
+                req("protocol", Ty::Enum(vec!["tcp", "udp", "tcp-ssl", "quic", "http", "https"]), "tcp and udp: forwarded at layer 4; tcp-ssl: TLS terminated; quic: QUIC connections by connection ID; http and https: layer 7 (a request line and headers)."),
+                req("port", Ty::Int { min: 1, max: 65_535 }, "The port (1–65535). TCP-based listeners share one port space, UDP and QUIC another."),
+                opt("scheduler", Ty::Enum(vec!["wrr", "wlc", "hash", "maglev"]), "How a new flow picks its backend: weighted round robin, weighted least connections, consistent hash of the 5-tuple, or Maglev hashing. QUIC takes wrr or wlc. Default wrr.").default(json!("wrr")),
+                req("backends", Ty::Name, "The backend group of the home region that serves it."),
+                opt("persistence", Ty::Duration, "Session persistence: a client goes back to its backend for this long, 30s–3600s (wrr only; not on QUIC). Default off."),
+                opt("table", Ty::Int { min: 3, max: 1_000_003 }, format!("Lookup table size of the hash and maglev schedulers: a prime, 3–1,000,003. Default {MAGLEV_TABLE_DEFAULT}.")).default(json!(MAGLEV_TABLE_DEFAULT)),
+                opt("mtls", Ty::Bool, "Require client certificates (https, tcp-ssl and quic listeners). Default false.").default(json!(false)),
+            ],
+        ),
+        {
+            let mut o = Object::new(
+                "backbone",
+                "The private backbone (CCN): a link from every POP to every region (or those `links` lists), with delay, jitter, loss, bandwidth and a queue.",
+                vec![
+                    opt("stretch", Ty::Float { min: 1.0, max: 10.0 }, "One stretch everywhere: delay = great-circle distance × stretch at light's speed in fibre (1–10). Not with `delay`."),
+                    opt("delay", delay_model(), "A calibrated delay model: the name of one that ships, or one written out as `anyedge calibrate` prints it. Not with `stretch`. Default azure-2025-06.").default(json!("azure-2025-06")),
+                    opt("jitter", Ty::Duration, "Mean of the exponential extra delay per packet (a flow is never reordered). Default 0.3ms.").default(json!("0.3ms")),
+                    opt("loss", Ty::Percent, "Random loss per packet, 0–100%. Default 0.001%.").default(json!("0.001%")),
+                    opt("bandwidth", Ty::Bandwidth, "Each link's rate: bps, Kbps, Mbps or Gbps. Default 10Gbps.").default(json!("10Gbps")),
+                    opt("queue", Ty::Duration, "The link's queue, as the time it takes to drain at the link's rate; a full queue drops. Default 10ms.").default(json!("10ms")),
+                    opt("transport", Ty::Enum(vec!["udp", "grpc"]), "udp: each packet in its own sealed envelope (GUE-style); grpc: a tonic bidirectional stream per POP–CLB pair. Default udp.").default(json!("udp")),
+                    opt("links", Ty::List(Box::new(pop_region_pair()), 0), "Only these POP–region links exist, each [pop/NAME, region/NAME]. Default: every POP to every region."),
+                ],
+            );
+            o.not_both = vec![("stretch", "delay")];
+            o
+        },
+        Object::new(
+            "delay_model",
+            "A delay model written out: a default path and per-area-pair paths, each a stretch over the great circle, a fixed overhead and an optional hub it goes through.",
+            vec![
+                opt("name", Ty::Text, "The model's name, for reports. Default custom."),
+                opt("source", Ty::Text, "Where its numbers come from (a dataset, a date). Default: given in the topology file."),
+                req("default", Ty::Obj("path_params"), "The path between areas no pair names."),
+                opt("pairs", Ty::List(Box::new(Ty::Obj("area_pair")), 0), "Paths between two areas."),
+            ],
+        ),
+        Object::new(
+            "path_params",
+            "A path's shape: stretch over the great circle, overhead, and a hub it goes through.",
+            vec![
+                req("stretch", Ty::Float { min: 1.0, max: 10.0 }, "Route length over the great-circle distance (1–10: nothing beats light in fibre)."),
+                opt("overhead", Ty::Duration, "Fixed round-trip time added to the path, 0–500ms. Default 0s.").default(json!("0s")),
+                opt("via", Ty::Enum(hubs.clone()), "A hub the path goes through (the great circle is measured through it)."),
+            ],
+        ),
+        Object::new(
+            "area_pair",
+            "The path between two areas.",
+            vec![
+                req("between", Ty::Tuple(vec![Ty::Enum(areas.clone()), Ty::Enum(areas)]), "The two areas, [AREA, AREA], either order."),
+                req("stretch", Ty::Float { min: 1.0, max: 10.0 }, "Route length over the great-circle distance (1–10)."),
+                opt("overhead", Ty::Duration, "Fixed round-trip time added to the path, 0–500ms. Default 0s.").default(json!("0s")),
+                opt("via", Ty::Enum(hubs), "A hub the path goes through."),
+            ],
+        ),
+        {
+            let mut o = Object::new(
+                "internet",
+                "The public internet: from each client group to the POPs (the anycast path's first leg) and straight to the regions (the direct path anycast is compared with).",
+                vec![
+                    opt("stretch", Ty::Float { min: 1.0, max: 10.0 }, "One stretch everywhere: delay = great-circle distance × stretch at light's speed in fibre (1–10). Not with `delay`. Default 2.1 (not calibrated: see README).").default(json!(2.1)),
+                    opt("delay", delay_model(), "A calibrated delay model, by name or written out. Not with `stretch`."),
+                    opt("rtt", Ty::List(Box::new(Ty::Obj("pinned_rtt")), 0), "Measured round trips that replace the model's for a client group and a POP or region."),
+                    opt("last_mile", Ty::Duration, "One-way delay of the client's access network, added to every internet path. Default 5ms.").default(json!("5ms")),
+                    opt("jitter", Ty::Duration, "Mean of the exponential extra delay per packet. Default 4ms.").default(json!("4ms")),
+                    opt("loss", Ty::Percent, "Random loss per packet, 0–100%. Default 0.3%.").default(json!("0.3%")),
+                ],
+            );
+            o.not_both = vec![("stretch", "delay")];
+            o
+        },
+        Object::new(
+            "pinned_rtt",
+            "A measured round trip between a client group and a POP or region.",
+            vec![
+                req("between", Ty::Tuple(vec![Ty::Pattern(CLIENT_REF), Ty::AnyOf(vec![Ty::Pattern(POP_REF), Ty::Pattern(REGION_REF)])]), "[client/NAME, pop/NAME] or [client/NAME, region/NAME]."),
+                req("rtt", Ty::Duration, "The round trip, 1ns–10s; never faster than light in fibre over the distance."),
+            ],
+        ),
+        {
+            let mut o = Object::new(
+                "traffic_class",
+                "What a client sends: UDP datagrams at an interval, TCP or QUIC requests at a rate, or a SYN flood.",
+                vec![
+                    req("vip", Ty::Name, "The VIP it goes to (a VIP's name)."),
+                    opt("protocol", Ty::Enum(vec!["udp", "tcp", "quic"]), "udp: a datagram every `interval`, echoed; tcp: requests over a kept-alive connection (HTTP or HTTPS when the listener is); quic: requests over QUIC. Required unless `kind` is given."),
+                    opt("kind", Ty::Enum(vec!["syn-flood"]), "syn-flood: spoofed SYNs at `rate` per client (an attack; the CLB's SYN proxy answers them)."),
+                    opt("rate", Ty::Float { min: 0.1, max: 100_000.0 }, "SYN floods: SYNs per second per client (0.1–100,000)."),
+                    req("port", Ty::Int { min: 1, max: 65_535 }, "The VIP's port (a listener on it must serve this protocol)."),
+                    opt("interval", Ty::Duration, "UDP: time between a client's datagrams, 1ms–60s. Default 50ms.").default(json!("50ms")),
+                    opt("size", Ty::Int { min: UDP_PAYLOAD_MIN as i64, max: 1400 }, format!("UDP: payload bytes ({UDP_PAYLOAD_MIN}–1400). Default 120.")).default(json!(120)),
+                    opt("requests_per_s", Ty::Float { min: 0.01, max: 1000.0 }, "TCP and QUIC: requests per second per client (0.01–1000). Default 1.").default(json!(1)),
+                    opt("request", Ty::Int { min: 16, max: 10_000_000 }, "TCP and QUIC: request bytes (16–10,000,000). Default 500.").default(json!(500)),
+                    opt("response", Ty::Int { min: 16, max: 10_000_000 }, "TCP and QUIC: response bytes (16–10,000,000). Default 20000.").default(json!(20000)),
+                ],
+            );
+            o.at_least_one = vec!["protocol", "kind"];
+            o.requires = vec![("kind", "rate")];
+            o
+        },
+        Object::new(
+            "client_group",
+            "Clients at one place: they reach the VIP through the POP routing delivers them to (anycast) and straight to its region (direct).",
+            vec![
+                req("name", Ty::Name, "The group's name; reports and faults (`client/NAME`) name it."),
+                req("location", Ty::Location, location_doc("the clients")),
+                opt("count", Ty::Int { min: 1, max: 100_000 }, "Clients in the group (1–100,000; at most 48,000 in a file). Default 1.").default(json!(1)),
+                req("traffic", Ty::AnyOf(vec![Ty::Name, name_list()]), "The traffic class it sends, or a list of them (names under `traffic`)."),
+                opt("catchment", name_list(), "BGP's preference order of POPs for this group (POP names), instead of the nearest."),
+                opt("address", Ty::Cidr, "The block its clients' addresses come from (e.g. 198.18.66.0/24, or IPv6 for IPv6 clients). Default: from 198.18.64.1 up."),
+            ],
+        ),
+        {
+            let mut o = Object::new(
+                "failover",
+                "How failures are found: POPs and CLB nodes probe each other over the backbone; a POP's transit runs BFD toward it and withdraws its routes when it goes silent.",
+                vec![
+                    opt("probe_interval", Ty::Duration, "Time between probes, 1ms–10s. Default 50ms.").default(json!("50ms")),
+                    opt("probe_misses", Ty::Int { min: 1, max: 100 }, "Unanswered probes in a row that mark a peer down (1–100). Not with `pop_detect`. Default 6.").default(json!(6)),
+                    opt("bfd_interval", Ty::DurationOr("off"), "BFD interval between a POP and its transit, 10ms–10s, or `off` (only the BGP hold timer finds a dead POP). Default 50ms.").default(json!("50ms")),
+                    opt("bfd_multiplier", Ty::Int { min: 1, max: 255 }, "Silent BFD intervals that declare the POP dead (1–255). Default 3.").default(json!(3)),
+                    opt("route_converge", Ty::Duration, "From a withdrawal to clients on their new POP (measured in the lab with BIRD: 1ms; the public internet takes seconds). Default 1ms.").default(json!("1ms")),
+                    opt("pop_detect", Ty::Duration, "Shorthand for probe_misses × probe_interval. Not with `probe_misses`."),
+                ],
+            );
+            o.not_both = vec![("probe_misses", "pop_detect")];
+            o
+        },
+        {
+            let mut o = Object::new(
+                "fault",
+                "An event at a simulated time: exactly one of down, up, unbind, bind, migrate, link, partition, heal, set-weight.",
+                vec![
+                    req("at", Ty::Duration, "When it happens (before the end of `duration`)."),
+                    opt("down", Ty::Pattern(TARGET), "Takes a node down: pop/NAME, region/NAME, clb/REGION/N, backend/IP:PORT or control/N."),
+                    opt("up", Ty::Pattern(TARGET), "Brings a node back: pop/NAME, region/NAME, clb/REGION/N, backend/IP:PORT or control/N."),
+                    opt("unbind", Ty::Pattern(BACKEND_REF), "Removes a backend from its groups: backend/IP:PORT."),
+                    opt("bind", Ty::Pattern(BACKEND_REF), "Puts an unbound backend back: backend/IP:PORT."),
+                    opt("migrate", Ty::Pattern(CLIENT_REF), "Moves a client group's traffic to new source addresses (as a mobile client does): client/NAME."),
+                    opt("link", pop_region_pair(), "Impairs a backbone link, [pop/NAME, region/NAME], for `for`, with `loss`, `delay` or `jitter`."),
+                    opt("for", Ty::Duration, "Link faults: how long the impairment lasts."),
+                    opt("loss", Ty::Percent, "Link faults: the link's loss meanwhile, 0–100%."),
+                    opt("delay", Ty::Duration, "Link faults: the link's one-way delay meanwhile."),
+                    opt("jitter", Ty::Duration, "Link faults: the link's jitter meanwhile."),
+                    opt("partition", Ty::List(Box::new(Ty::List(Box::new(Ty::Pattern(CONTROL_REF)), 0)), 2), "Splits the control nodes into sides that cannot reach each other: [[control/1, control/2], [control/3]]."),
+                    opt("heal", Ty::Enum(vec!["partition"]), "Ends a partition: `heal: partition`."),
+                    opt("set-weight", Ty::Obj("set_weight"), "Writes a backend's weight through the control plane."),
+                ],
+            );
+            o.exactly_one = vec!["down", "up", "unbind", "bind", "migrate", "link", "partition", "heal", "set-weight"];
+            o.requires = vec![("link", "for")];
+            o
+        },
+        Object::new(
+            "set_weight",
+            "A weight written to the replicated route table.",
+            vec![
+                req("backend", Ty::SocketAddr, "The backend, IP:PORT (bound in some group)."),
+                req("weight", Ty::Int { min: 0, max: 100 }, "Its new weight (0–100)."),
+            ],
+        ),
+        Object::new(
+            "security_group",
+            "Stateful rules for new flows to what it is bound to; replies of allowed flows pass. The first matching rule decides; no match drops.",
+            vec![
+                req("name", Ty::Name, "The group's name."),
+                req("bind", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Pattern(BACKEND_REF), Ty::Pattern(r"^clb/[A-Za-z0-9_-]+(/[0-9]+)?$")])), 0), "What it guards: backend/IP:PORT, clb/REGION (every CLB node) or clb/REGION/N."),
+                req("rules", Ty::List(Box::new(Ty::Obj("rule")), 1), "Rules, in order."),
+            ],
+        ),
+        Object::new(
+            "rule",
+            "One rule of a security group.",
+            vec![
+                req("source", Ty::Cidr, "Source addresses it matches (a CIDR block, e.g. 0.0.0.0/0)."),
+                req("port", Ty::AnyOf(vec![Ty::Int { min: 1, max: 65_535 }, Ty::Pattern(r"^\s*(any|[0-9]+(\s*-\s*[0-9]+)?)\s*$")]), "Destination ports it matches: a port, a range such as 8000-8100, or any."),
+                req("action", Ty::Enum(vec!["allow", "drop"]), "What a match does."),
+            ],
+        ),
+        Object::new(
+            "control",
+            "The control plane: Raft nodes (raft-rs) holding the route table; POPs and CLB nodes follow it.",
+            vec![
+                req("nodes", Ty::IntEnum(vec![3, 5]), "Control nodes: 3 or 5 (a majority survives one or two failures)."),
+                opt("sites", name_list(), "Where each node runs: one region or POP name per node. Default: the regions, then the POPs, in file order."),
+            ],
+        ),
+    ];
+    // `delay:` in a shipped calibration file is the same mapping as `backbone.delay`.
+    out.push(Object::new(
+        "calibration_file",
+        "A calibration as `anyedge calibrate` writes it.",
+        vec![req(
+            "delay",
+            Ty::Obj("delay_model"),
+            "The fitted delay model, as a topology file writes it under `delay:`.",
+        )],
+    ));
+    out
+}
+
+fn ty_schema(ty: &Ty) -> Value {
+    match ty {
+        Ty::Name => json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}),
+        // Any scalar: the parser reads `name: 2025` as the text "2025".
+        Ty::Text => json!({"type": ["string", "number", "boolean"]}),
+        Ty::Duration => {
+            json!({"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*(ns|us|µs|ms|s|m|min|h)\s*$"})
+        }
+        Ty::DurationOr(word) => json!({"anyOf": [ty_schema(&Ty::Duration), {"const": word}]}),
+        Ty::Percent => json!({"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*%\s*$"}),
+        Ty::Bandwidth => json!({"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*([KkMmGg])?[Bb][Pp][Ss]\s*$"}),
+        Ty::Int { min, max } => json!({"type": "integer", "minimum": min, "maximum": max}),
+        Ty::Float { min, max } => json!({"type": "number", "minimum": min, "maximum": max}),
+        Ty::Bool => json!({"type": "boolean"}),
+        Ty::Enum(words) => json!({"type": "string", "enum": words}),
+        Ty::IntEnum(values) => json!({"type": "integer", "enum": values}),
+        Ty::Ipv4 => json!({"type": "string", "format": "ipv4", "pattern": r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"}),
+        Ty::Ipv6 => json!({"type": "string", "format": "ipv6", "pattern": "^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$"}),
+        Ty::Ip => json!({"anyOf": [ty_schema(&Ty::Ipv4), ty_schema(&Ty::Ipv6)]}),
+        Ty::SocketAddr => json!({"type": "string", "pattern": r"^([0-9.]+|\[[0-9A-Fa-f:.]+\]):[0-9]+$"}),
+        Ty::Cidr => json!({"type": "string", "pattern": r"^\s*[0-9A-Fa-f:.]+/[0-9]{1,3}\s*$"}),
+        Ty::Location => json!({
+            "type": "array",
+            "prefixItems": [
+                {"type": "number", "minimum": -90, "maximum": 90, "description": "latitude, degrees"},
+                {"type": "number", "minimum": -180, "maximum": 180, "description": "longitude, degrees"}
+            ],
+            "minItems": 2,
+            "maxItems": 2
+        }),
+        Ty::Pattern(p) => json!({"type": "string", "pattern": p}),
+        Ty::List(of, min) => {
+            let mut s = json!({"type": "array", "items": ty_schema(of)});
+            if *min > 0 {
+                s["minItems"] = json!(min);
+            }
+            s
+        }
+        Ty::Tuple(items) => {
+            let items: Vec<Value> = items.iter().map(ty_schema).collect();
+            json!({"type": "array", "prefixItems": items, "minItems": items.len(), "maxItems": items.len()})
+        }
+        Ty::Obj(name) => json!({"$ref": format!("#/$defs/{name}")}),
+        Ty::MapOf(of) => json!({
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+            "additionalProperties": ty_schema(of),
+            "minProperties": 1
+        }),
+        Ty::AnyOf(options) => json!({"anyOf": options.iter().map(ty_schema).collect::<Vec<_>>()}),
+        Ty::Nullable(of) => json!({"anyOf": [ty_schema(of), {"type": "null"}]}),
+    }
+}
+
+fn object_schema(o: &Object) -> Value {
+    let mut properties = Map::new();
+    for f in &o.fields {
+        let mut s = ty_schema(&f.ty);
+        let fields = s.as_object_mut().expect("a type's schema is an object");
+        fields.insert("description".into(), json!(f.doc));
+        if let Some(d) = &f.default {
+            fields.insert("default".into(), d.clone());
+        }
+        properties.insert(f.key.into(), s);
+    }
+    let required: Vec<&str> = o.fields.iter().filter(|f| f.required).map(|f| f.key).collect();
+    let mut s = json!({
+        "type": "object",
+        "description": o.doc,
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    if !required.is_empty() {
+        s["required"] = json!(required);
+    }
+    let mut all_of = Vec::new();
+    if !o.exactly_one.is_empty() {
+        let one: Vec<Value> = o.exactly_one.iter().map(|k| json!({"required": [k]})).collect();
+        all_of.push(json!({"oneOf": one}));
+    }
+    if !o.at_least_one.is_empty() {
+        let any: Vec<Value> = o.at_least_one.iter().map(|k| json!({"required": [k]})).collect();
+        all_of.push(json!({"anyOf": any}));
+    }
+    for (a, b) in &o.not_both {
+        all_of.push(json!({"not": {"required": [a, b]}}));
+    }
+    if !all_of.is_empty() {
+        s["allOf"] = json!(all_of);
+    }
+    if !o.requires.is_empty() {
+        let deps: Map<String, Value> = o.requires.iter().map(|(a, b)| (a.to_string(), json!([b]))).collect();
+        s["dependentRequired"] = Value::Object(deps);
+    }
+    s
+}
+
+/// The topology format as a JSON Schema (draft 2020-12), pretty-printed with a final
+/// newline: what `anyedge schema` prints and `schema/topology.schema.json` holds.
+pub fn json_schema() -> String {
+    let top = object("topology");
+    let mut root = object_schema(top);
+    let defs: Map<String, Value> =
+        FORMAT.iter().filter(|o| o.name != "topology").map(|o| (o.name.to_string(), object_schema(o))).collect();
+    let root_fields = root.as_object_mut().expect("an object");
+    let mut out = Map::new();
+    out.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+    out.insert("$id".into(), json!("https://anyedge.dev/schema/topology.schema.json"));
+    out.insert("title".into(), json!("anyedge topology"));
+    out.append(root_fields);
+    out.insert("$defs".into(), Value::Object(defs));
+    let mut text = serde_json::to_string_pretty(&Value::Object(out)).expect("a schema serialises");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(ty: &Ty, out: &mut Vec<&'static str>) {
+        match ty {
+            Ty::Obj(name) => out.push(name),
+            Ty::List(of, _) | Ty::MapOf(of) | Ty::Nullable(of) => refs(of, out),
+            Ty::Tuple(items) | Ty::AnyOf(items) => items.iter().for_each(|t| refs(t, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_mapping_the_format_names_is_defined_once_and_every_field_is_documented() {
+        let mut names: Vec<&str> = FORMAT.iter().map(|o| o.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a mapping is defined twice");
+        for o in FORMAT.iter() {
+            assert!(!o.doc.is_empty(), "{} has no description", o.name);
+            let mut keys = o.keys.clone();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), o.fields.len(), "{} lists a key twice", o.name);
+            for f in &o.fields {
+                assert!(f.doc.len() > 10, "{}.{} has no description", o.name, f.key);
+                let mut r = Vec::new();
+                refs(&f.ty, &mut r);
+                for name in r {
+                    assert!(names.contains(&name), "{}.{} refers to undefined `{name}`", o.name, f.key);
+                }
+            }
+            let pairs = o.not_both.iter().chain(&o.requires).flat_map(|(a, b)| [a, b]);
+            for k in o.exactly_one.iter().chain(&o.at_least_one).chain(pairs) {
+                assert!(o.keys.contains(k), "{} constrains unknown key {k}", o.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_is_draft_2020_12_json_with_every_mapping_closed() {
+        let v: Value = serde_json::from_str(&json_schema()).unwrap();
+        assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        assert_eq!(v["required"], json!(["name", "vips", "pops", "regions", "clients", "traffic"]));
+        for (name, def) in v["$defs"].as_object().unwrap() {
+            assert_eq!(def["additionalProperties"], json!(false), "{name} allows unknown fields");
+        }
+        let listener = &v["$defs"]["listener"]["properties"]["scheduler"];
+        assert_eq!(listener["enum"], json!(["wrr", "wlc", "hash", "maglev"]));
+        assert_eq!(listener["default"], json!("wrr"));
+    }
+}
