@@ -30,6 +30,7 @@ mod lab;
 mod man;
 mod merge;
 mod probe;
+mod reference;
 mod shard;
 mod sim;
 mod sweep;
@@ -113,6 +114,13 @@ enum Command {
     Validate {
         /// Topology file (YAML).
         file: PathBuf,
+    },
+    /// The guide's reference chapters (every command and topology field), generated into
+    /// DIR (what docs/src/reference/ ships).
+    #[command(hide = true)]
+    Reference {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Capture in this network namespace (what `lab capture` runs inside a node's).
     #[command(hide = true)]
@@ -360,6 +368,11 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
 fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = Cli::parse();
+    // The documentation's tests check that every command line they show still parses
+    // (a renamed flag fails them) without running it.
+    if std::env::var_os("ANYEDGE_PARSE_ONLY").is_some() {
+        return ExitCode::SUCCESS;
+    }
     match cli.command {
         Command::Validate { file } => match load(&file) {
             Ok(t) => {
@@ -394,6 +407,16 @@ fn main() -> ExitCode {
             print!("{}", topology::schema::json_schema());
             ExitCode::SUCCESS
         }
+        Command::Reference { out } => match reference::write_all(&out) {
+            Ok(pages) => {
+                println!("{} reference chapters in {}", pages, out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Man { out } => match man::write_all(&out) {
             Ok(pages) => {
                 println!("{} man pages in {}", pages, out.display());
