@@ -365,6 +365,20 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
     }
 }
 
+/// What a generator of files (`man`, `reference`) says when it is done.
+fn wrote(result: Result<usize, String>, what: &str, out: &std::path::Path) -> ExitCode {
+    match result {
+        Ok(n) => {
+            println!("{n} {what} in {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = Cli::parse();
@@ -407,26 +421,8 @@ fn main() -> ExitCode {
             print!("{}", topology::schema::json_schema());
             ExitCode::SUCCESS
         }
-        Command::Reference { out } => match reference::write_all(&out) {
-            Ok(pages) => {
-                println!("{} reference chapters in {}", pages, out.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Man { out } => match man::write_all(&out) {
-            Ok(pages) => {
-                println!("{} man pages in {}", pages, out.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Reference { out } => wrote(reference::write_all(&out), "reference chapters", &out),
+        Command::Man { out } => wrote(man::write_all(&out), "man pages", &out),
         Command::CaptureHere { out, duration, snaplen } => capture_here(&out, &duration, snaplen),
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),

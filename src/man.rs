@@ -9,9 +9,13 @@ use clap::CommandFactory;
 
 /// Writes every page into `out`; returns how many.
 pub fn write_all(out: &Path) -> Result<usize, String> {
+    write_pages(out, &pages())
+}
+
+/// Writes generated pages (file name, contents) into `out`, made if missing; how many.
+pub fn write_pages<T: AsRef<[u8]>>(out: &Path, pages: &[(String, T)]) -> Result<usize, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let pages = pages();
-    for (name, text) in &pages {
+    for (name, text) in pages {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }

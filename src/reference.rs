@@ -11,13 +11,7 @@ use clap::CommandFactory;
 
 /// Writes the chapters into `out`; returns how many.
 pub fn write_all(out: &Path) -> Result<usize, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let pages = pages();
-    for (name, text) in &pages {
-        let path = out.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(pages.len())
+    crate::man::write_pages(out, &pages())
 }
 
 /// (file name, Markdown) of each chapter.

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const ANYEDGE: &str = env!("CARGO_BIN_EXE_anyedge");
 
@@ -229,6 +231,16 @@ fn the_output_the_guide_shows_is_what_its_commands_print() {
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             let Some(cmd) = line.trim().strip_prefix("<!-- output: ").and_then(|l| l.strip_suffix(" -->")) else {
+                // Output shown without the command that prints it could rot unseen (the
+                // reference's usage lines are generated, and checked by their own test).
+                let generated = page.starts_with(Path::new(ROOT).join("docs/src/reference"));
+                let marked = i > 0 && lines[i - 1].starts_with("<!-- output: ");
+                assert!(
+                    line.trim() != "```text" || generated || marked,
+                    "{}:{}: a text block with no <!-- output: COMMAND --> above it",
+                    page.display(),
+                    i + 1
+                );
                 continue;
             };
             let args =
@@ -253,4 +265,58 @@ fn the_output_the_guide_shows_is_what_its_commands_print() {
         }
     }
     assert!(checked >= 3, "only {checked} outputs checked");
+}
+
+/// Takes the session's lab down whatever happens to the test.
+struct Down(PathBuf, PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(ANYEDGE).args(["lab", "down"]).arg(&self.0).output();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+#[test]
+fn the_lab_chapters_first_session_runs_as_written() {
+    if !common::may_run() {
+        return;
+    }
+    let _one = common::serial();
+    let page = Path::new(ROOT).join("docs/src/lab.md");
+    let text = read(&page);
+    let at = text.find("<!-- session: root").expect("lab.md marks its first session");
+    let block = &text[at..];
+    let block = &block[block.find("```sh\n").expect("a sh block") + 6..];
+    let block = &block[..block.find("```").expect("closed")];
+    // The lab's own copy of small.yaml, named for this run (labs are named by their file);
+    // every other word of every line is the page's.
+    let name = format!("t-docs-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("small.yaml");
+    let small = common::SMALL.replace("name: small-europe", &format!("name: {name}"));
+    std::fs::write(&file, small.split("faults:").next().expect("text")).expect("write");
+    let pcap = dir.join("warsaw.pcap");
+    let _down = Down(file.clone(), dir.clone());
+    let mut ran = Vec::new();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let args = line.trim().strip_prefix("sudo anyedge ").unwrap_or_else(|| panic!("`{line}` is not sudo anyedge"));
+        let args = args
+            .replace("topologies/small.yaml", &file.to_string_lossy())
+            .replace("/tmp/warsaw.pcap", &pcap.to_string_lossy());
+        let out = Command::new(ANYEDGE).args(args.split_whitespace()).output().expect("anyedge runs");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "`{}` failed after {ran:?}:\n{said}", line.trim());
+        ran.push(args.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+        if args.contains(" probe ") {
+            assert!(said.contains("198.18.0.20:7000"), "the probe's table names its target: {said}");
+        }
+    }
+    assert_eq!(ran.first().map(String::as_str), Some("lab up"));
+    assert_eq!(ran.last().map(String::as_str), Some("lab down"));
+    assert!(ran.len() >= 8, "{ran:?}");
+    let capture = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
+    assert!(capture > 24, "the capture at warsaw holds packets: {capture} bytes");
+    assert!(common::namespaces_with(&format!("{name}-")).is_empty(), "lab down left namespaces");
 }

@@ -109,3 +109,38 @@ fn a_schema_that_drifted_from_the_parser_is_caught() {
     assert!(text.contains("pop at /pops/0: unknown field: the schema accepted it"), "{text}");
     assert!(text.contains("the schema offers `scheduler: random`"), "{text}");
 }
+
+/// yaml-language-server, pinned, installed with npm into target/ on first use.
+fn language_server() -> PathBuf {
+    const VERSION: &str = "2.0.0";
+    let dir = Path::new(ROOT).join("target/yaml-language-server");
+    let bin = dir.join("node_modules/.bin/yaml-language-server");
+    let installed = std::fs::read_to_string(dir.join("node_modules/yaml-language-server/package.json"))
+        .is_ok_and(|p| p.contains(&format!("\"version\": \"{VERSION}\"")));
+    if !installed {
+        std::fs::create_dir_all(&dir).expect("target/yaml-language-server");
+        let out = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg(format!("yaml-language-server@{VERSION}"))
+            .output()
+            .expect("npm runs (Debian: nodejs npm; .ci/run installs them)");
+        assert!(out.status.success(), "npm install yaml-language-server: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    bin
+}
+
+#[test]
+fn an_editor_reading_the_modeline_flags_mistakes_explains_fields_and_completes_them() {
+    let server = language_server();
+    let out = Command::new(PYTHON)
+        .arg(Path::new(ROOT).join("tests/schema/editor.py"))
+        .arg(&server)
+        .arg(Path::new(ROOT).join("topologies/small.yaml"))
+        .output()
+        .expect("python runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "yaml-language-server did not use the schema:\n{text}");
+    assert!(text.contains("Property colour is not allowed"), "{text}");
+    assert!(text.contains("hover on scheduler: #### anyedge topology"), "{text}");
+}

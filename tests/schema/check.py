@@ -163,14 +163,18 @@ def agree(schema_path, anyedge, files):
     count = 0
     with tempfile.TemporaryDirectory(prefix="anyedge-schema-") as tmp:
 
-        def refused(doc, what, must_name=None):
+        def parser_says(doc):
+            """Writes `doc` to a file of its own; what `anyedge validate` said and its exit."""
             nonlocal count
             count += 1
             path = os.path.join(tmp, f"m{count}.yaml")
             with open(path, "w", encoding="utf-8") as f:
                 yaml.safe_dump(doc, f, sort_keys=False)
             run = subprocess.run([anyedge, "validate", path], capture_output=True, text=True)
-            said = run.stdout + run.stderr
+            return run.stdout + run.stderr, run
+
+        def refused(doc, what, must_name=None):
+            said, run = parser_says(doc)
             schema_errors = list(v.iter_errors(doc))
             if run.returncode == 0:
                 failures.append(f"{what}: the parser accepted it")
@@ -219,12 +223,7 @@ def agree(schema_path, anyedge, files):
                         seen.add((name, key, "-optional"))
                         m = copy.deepcopy(doc)
                         del at(m, path)[key]
-                        count += 1
-                        p = os.path.join(tmp, f"m{count}.yaml")
-                        with open(p, "w", encoding="utf-8") as f:
-                            yaml.safe_dump(m, f, sort_keys=False)
-                        run = subprocess.run([anyedge, "validate", p], capture_output=True, text=True)
-                        if f"{key}: missing (required)" in run.stdout + run.stderr:
+                        if f"{key}: missing (required)" in parser_says(m)[0]:
                             failures.append(f"{where}: optional `{key}` removed: the parser calls it required")
                     field = s["properties"][key]
                     resolved = resolve(schema, field, mapping[key])
@@ -232,12 +231,7 @@ def agree(schema_path, anyedge, files):
                     for choice in (resolved or {}).get("enum", []) if (name, key, "choices") not in seen else []:
                         m = copy.deepcopy(doc)
                         at(m, path)[key] = choice
-                        count += 1
-                        p = os.path.join(tmp, f"m{count}.yaml")
-                        with open(p, "w", encoding="utf-8") as f:
-                            yaml.safe_dump(m, f, sort_keys=False)
-                        run = subprocess.run([anyedge, "validate", p], capture_output=True, text=True)
-                        if f"`{choice}`" in run.stdout + run.stderr:
+                        if f"`{choice}`" in parser_says(m)[0]:
                             failures.append(f"{where}: the schema offers `{key}: {choice}`, the parser refuses the word")
                     seen.add((name, key, "choices"))
                     wrong = wrong_value(schema, field, resolved)
