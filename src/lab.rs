@@ -27,7 +27,14 @@ pub enum LabCommand {
     /// Apply FILE's route table (weights, bindings, listeners) to the running lab: every
     /// node's rendered directory takes the file, every POP and CLB node a SIGHUP; flows
     /// stay. Refused when FILE's nodes, addresses or links differ from the lab's.
-    Reload { file: PathBuf },
+    Reload {
+        file: PathBuf,
+        /// Also rotate the VIPs' server certificates: fresh ones from the lab's CA, which
+        /// CLB nodes' HTTPS, TCP SSL and QUIC listeners present to new connections (open
+        /// connections keep theirs).
+        #[arg(long)]
+        new_vip_certificates: bool,
+    },
     /// Which nodes run: a lab's (FILE), or a rendered deployment's (--deployment DIR).
     Status {
         #[arg(required_unless_present = "deployment", conflicts_with = "deployment")]
@@ -106,7 +113,7 @@ pub fn run(action: LabCommand) -> ExitCode {
                 println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
             })
         }
-        LabCommand::Reload { file } => setup::reload(&file).map(|nodes| {
+        LabCommand::Reload { file, new_vip_certificates } => setup::reload(&file, new_vip_certificates).map(|nodes| {
             println!("lab reloaded: SIGHUP to {} nodes ({})", nodes.len(), nodes.join(", "));
         }),
         LabCommand::Down { file } => {

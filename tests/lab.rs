@@ -719,6 +719,49 @@ fn with_every_listener(text: String) -> String {
     )
 }
 
+#[test]
+fn lab_reload_with_new_vip_certificates_gives_new_connections_the_new_one_and_keeps_open_ones() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = Lab::up_with("rotate", with_every_listener);
+    let certs = |r: &Value| r["server_certificates"].as_array().cloned().unwrap_or_default();
+    let answered = |r: &Value| r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"];
+    let https = lab.probe("london", "198.18.0.20:8443", "https", 2);
+    let quic = lab.probe("london", "198.18.0.20:4433", "quic", 2);
+    let old = certs(&https);
+    assert!(answered(&https) && old.len() == 1, "one certificate before: {https}");
+    assert_eq!(certs(&quic), old, "HTTPS and QUIC present the VIP's one certificate: {quic}");
+    // Connections opened before the rotation run through it.
+    let mut tls_during = spawn_probe(&lab, "rome", "198.18.0.20:8443", "https", 4, "https-during.json");
+    let mut quic_during = spawn_probe(&lab, "kyiv", "198.18.0.20:4433", "quic", 4, "quic-during.json");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = lab.anyedge(&["lab", "reload", "--new-vip-certificates"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tls_during.wait().unwrap().success() && quic_during.wait().unwrap().success());
+    for file in ["https-during.json", "quic-during.json"] {
+        let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join(file)).unwrap()).unwrap();
+        assert_eq!(r["connections_broken"], 0, "{file}: no open connection broke: {r}");
+        assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{file}: {r}");
+        assert_eq!(certs(&r), old, "{file}: opened before, kept the old session: {r}");
+    }
+    // New connections see the new certificate: HTTPS, QUIC, and mutual TLS alike.
+    let https = lab.probe("london", "198.18.0.20:8443", "https", 2);
+    let new = certs(&https);
+    assert!(answered(&https) && new.len() == 1 && new != old, "a new certificate after: {https}");
+    for (target, protocol) in
+        [("198.18.0.20:4433", "quic"), ("198.18.0.20:9443", "https"), ("198.18.0.20:4434", "quic")]
+    {
+        let r = lab.probe("london", target, protocol, 2);
+        assert!(answered(&r), "{target}: {r}");
+        assert_eq!(certs(&r), new, "{target} presents the new certificate: {r}");
+    }
+    let log = std::fs::read_to_string(lab_state_dir(&lab).join("clb-frankfurt-1.log")).unwrap();
+    // HTTPS 8443 and 9443 (mutual), QUIC 4433 and 4434 (mutual).
+    assert!(log.contains("VIP certificates read again: 4 listeners"), "the CLB node says what it took: {log}");
+}
+
 /// QUIC connections held and handshakes accepted, over every CLB node of the lab.
 fn quic_handshakes(lab: &Lab) -> (u64, u64) {
     let status = lab.anyedge(&["lab", "status", "--json"]);

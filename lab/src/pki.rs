@@ -127,18 +127,7 @@ pub fn issue_with(
         write(&dir.join(format!("{}.pem", sanitize(node))), &cert.pem())?;
         write(&dir.join(format!("{}.key", sanitize(node))), &key.serialize_pem())?;
     }
-    for (name, addrs) in vips {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        params.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
-        let dns = rcgen::string::Ia5String::try_from(name.as_str()).ok().map(SanType::DnsName);
-        params.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, issuer).map_err(err)?;
-        write(&vip_cert_path(state_dir, name), &cert.pem())?;
-        write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
-    }
+    issue_vips(state_dir, ca, vips)?;
     // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
     let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -175,6 +164,25 @@ pub fn vip_identities(
         out.extend(addrs.iter().map(|a| (*a, identity.clone())));
     }
     Ok(out)
+}
+
+/// A fresh server certificate and key for each VIP (`vip-NAME.pem`, its name and
+/// addresses in the SAN), from `ca`, into `state_dir`'s `pki/`: at render, and again to
+/// rotate them (`lab reload --new-vip-certificates`).
+pub fn issue_vips(state_dir: &Path, ca: &Ca, vips: &[VipNames]) -> Result<(), String> {
+    for (name, addrs) in vips {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        params.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
+        let dns = rcgen::string::Ia5String::try_from(name.as_str()).ok().map(SanType::DnsName);
+        params.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &ca.issuer).map_err(err)?;
+        write(&vip_cert_path(state_dir, name), &cert.pem())?;
+        write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
+    }
+    Ok(())
 }
 
 /// Where VIP `name`'s server certificate is (its key beside it, `.key`).

@@ -1152,6 +1152,43 @@ impl Clb {
         self.rebuild_tables();
     }
 
+    /// A VIP's certificate rotated: listeners that terminate TLS or QUIC with `from`'s
+    /// certificate terminate with `to`'s from now on. New connections handshake with the
+    /// new one; connections already open keep their session and their backend. Returns
+    /// how many listeners changed.
+    pub fn replace_identity(
+        &mut self,
+        from: &crate::identity::VipIdentity,
+        to: &crate::identity::VipIdentity,
+    ) -> usize {
+        /// The old and the new termination of one kind (one-way, mutual), when there is one.
+        type Pair<'a, T> = (Option<&'a crate::Shared<T>>, Option<&'a crate::Shared<T>>);
+        fn swap<T>(now: &mut Option<crate::Shared<T>>, pairs: [Pair<'_, T>; 2]) -> bool {
+            let Some(current) = now.as_ref() else { return false };
+            for (old, new) in pairs {
+                if let (Some(old), Some(new)) = (old, new)
+                    && std::sync::Arc::ptr_eq(&old.0, &current.0)
+                {
+                    *now = Some(new.clone());
+                    return true;
+                }
+            }
+            false
+        }
+        let mut changed = 0;
+        for l in self.listeners.iter_mut() {
+            let tls = [(Some(&from.tls), Some(&to.tls)), (from.tls_mutual.as_ref(), to.tls_mutual.as_ref())];
+            let quic = [(Some(&from.quic), Some(&to.quic)), (from.quic_mutual.as_ref(), to.quic_mutual.as_ref())];
+            let tls = swap(&mut l.config.tls, tls);
+            let quic = swap(&mut l.config.quic, quic);
+            if let (true, Some(endpoint), Some(termination)) = (quic, l.quic.as_mut(), l.config.quic.as_ref()) {
+                endpoint.set_termination(termination);
+            }
+            changed += usize::from(tls || quic);
+        }
+        changed
+    }
+
     /// Deletes the listener on this VIP, port and transport: new packets to it match
     /// nothing, and its existing flows end.
     pub fn remove_listener(&mut self, vip: IpAddr, transport: Transport, port: u16) {
@@ -1441,6 +1478,44 @@ mod tests {
     /// The CCN packet POP `pop` finds in what a CLB node sent it.
     fn at_pop(pop: u16, sealed: &[u8]) -> Vec<u8> {
         keyring(NodeId::Pop(pop)).open(Kind::Data, sealed).expect("sealed for this POP").1.to_vec()
+    }
+
+    /// A VIP identity from a fresh self-signed certificate (its own client CA too).
+    fn identity() -> crate::identity::VipIdentity {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["edge".to_string()]).unwrap().self_signed(&key).unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        crate::identity::VipIdentity::new(vec![cert.der().clone()], der, Some(cert.der().clone())).unwrap()
+    }
+
+    #[test]
+    fn a_rotated_vip_certificate_replaces_the_old_one_on_every_listener_that_presented_it() {
+        let (a, b) = (identity(), identity());
+        let mut c = config(SchedulerKind::Wrr, None);
+        let base = c.listeners[0].clone();
+        let https = |port, tls| ListenerConfig {
+            transport: Transport::Tcp,
+            port,
+            layer7: true,
+            http: true,
+            tls,
+            ..base.clone()
+        };
+        c.listeners.push(https(8443, Some(a.tls.clone())));
+        c.listeners.push(https(9443, a.tls_mutual.clone()));
+        c.listeners.push(ListenerConfig { port: 4433, quic: Some(a.quic.clone()), ..base.clone() });
+        let mut clb = Clb::new(c, 0);
+        assert_eq!(clb.replace_identity(&b, &a), 0, "no listener presented b");
+        assert_eq!(clb.replace_identity(&a, &b), 3, "HTTPS, mutual HTTPS and QUIC");
+        assert_eq!(clb.replace_identity(&a, &b), 0, "a is presented nowhere now");
+        let at = |port: u16| clb.listeners.iter().find(|l| l.config.port == port).unwrap();
+        let same = |x: &Option<crate::Shared<rustls::ServerConfig>>, y: &crate::Shared<rustls::ServerConfig>| {
+            x.as_ref().is_some_and(|x| std::sync::Arc::ptr_eq(&x.0, &y.0))
+        };
+        assert!(same(&at(8443).config.tls, &b.tls), "one-way TLS takes b's one-way config");
+        assert!(same(&at(9443).config.tls, b.tls_mutual.as_ref().unwrap()), "mutual TLS takes b's mutual config");
+        assert!(at(4433).config.quic.as_ref().is_some_and(|q| std::sync::Arc::ptr_eq(&q.0, &b.quic.0)));
+        assert!(at(7000).config.tls.is_none() && at(7000).config.quic.is_none(), "plain UDP untouched");
     }
 
     /// A node whose one listener is an HTTP proxy on the VIP's port 80.

@@ -206,6 +206,13 @@ impl QuicHost {
         QuicHost::new(endpoint_config, Some(config), seed)
     }
 
+    /// New connections to this server handshake with `config` from now on; open ones
+    /// keep theirs.
+    pub fn set_server_config(&mut self, config: Arc<ServerConfig>) {
+        self.endpoint.set_server_config(Some(config.clone()));
+        self.server = Some(config);
+    }
+
     /// A client endpoint.
     pub fn client(seed: u64) -> QuicHost {
         QuicHost::new(EndpointConfig::default(), None, seed)

@@ -98,6 +98,12 @@ impl QuicListener {
         }
     }
 
+    /// New connections handshake with `termination` from now on (a rotated
+    /// certificate); open connections keep their keys.
+    pub fn set_termination(&mut self, termination: &QuicTermination) {
+        self.host.set_server_config(termination.0.clone());
+    }
+
     pub fn handshakes(&self) -> u64 {
         self.host.handshakes()
     }

@@ -168,6 +168,9 @@ pub struct ProbeReport {
     /// Per flow, in flow order: the longest time between two of its replies (an outage
     /// and its recovery, when a node on its path died), in milliseconds.
     pub longest_gap_ms: Vec<f64>,
+    /// HTTPS, TCP SSL and QUIC: the SHA-256 (hex) of each distinct leaf certificate the
+    /// VIP presented, in the order first seen (a certificate rotated mid-run shows two).
+    pub server_certificates: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -207,6 +210,7 @@ impl ProbeReport {
             ("clients seen", &self.client_addrs_seen),
             ("X-Forwarded-For", &self.forwarded_for_seen),
             ("TOA", &self.toa_seen),
+            ("server certificate SHA-256", &self.server_certificates),
         ];
         for (what, list) in lists.into_iter().filter(|(_, l)| !l.is_empty()) {
             let _ = writeln!(out, "  {what}: {}", list.join(", "));
@@ -262,6 +266,8 @@ struct Tally {
     seconds: Vec<(u64, Option<Histogram<u64>>)>,
     /// Why connections could not be made (the last such error), for the user.
     connect_error: Option<String>,
+    /// The leaf certificates the VIP presented (SHA-256 hex), first seen first.
+    certificates: Vec<String>,
 }
 
 /// Slowest round trip a histogram holds (µs).
@@ -289,6 +295,14 @@ impl Tally {
 
     /// Takes a reply of flow `flow`: the request echoed, then `|be=…|cl=…`.
     /// A connection that could not be made: counted as broken, and why kept for the user.
+    fn certificate(&mut self, leaf: Option<String>) {
+        if let Some(leaf) = leaf
+            && !self.certificates.contains(&leaf)
+        {
+            self.certificates.push(leaf);
+        }
+    }
+
     fn connect_failed(&mut self, why: String) {
         self.broken += 1;
         self.connect_error = Some(why);
@@ -457,24 +471,36 @@ const WAIT: Duration = Duration::from_secs(5);
 /// …but never past `--duration` and this much more.
 const GRACE: Duration = Duration::from_secs(1);
 
+/// The SHA-256 (hex) of the leaf of a certificate chain a server presented.
+fn leaf_sha256(chain: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Option<String> {
+    let leaf = chain?.first()?;
+    Some(crate::pki::hex(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()).as_ref()))
+}
+
+/// A connected flow: its stream, its local address, the leaf certificate (SHA-256) the
+/// server presented when it spoke TLS.
+type Connected = (Box<dyn AppStream>, SocketAddr, Option<String>);
+
 /// Connects a flow: TCP, and a TLS handshake on it when `tls` is given; at most `wait`.
 async fn connect(
     target: SocketAddr,
     tls: Option<&Arc<rustls::ClientConfig>>,
     wait: Duration,
-) -> Result<(Box<dyn AppStream>, SocketAddr), String> {
+) -> Result<Connected, String> {
     let stream = tokio::time::timeout(wait, TcpStream::connect(target))
         .await
         .map_err(|_| format!("connect {target}: no answer in {:.1} s", wait.as_secs_f64()))?
         .map_err(|e| format!("connect {target}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(|e| e.to_string())?;
-    let Some(config) = tls else { return Ok((Box::new(stream), local)) };
+    let Some(config) = tls else { return Ok((Box::new(stream), local, None)) };
     let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
     let tls = tokio::time::timeout(wait, tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream))
         .await
         .map_err(|_| format!("TLS with {target}: no handshake in {:.1} s", wait.as_secs_f64()))?;
-    Ok((Box::new(tls.map_err(|e| format!("TLS with {target}: {e}"))?), local))
+    let tls = tls.map_err(|e| format!("TLS with {target}: {e}"))?;
+    let leaf = leaf_sha256(tls.get_ref().1.peer_certificates());
+    Ok((Box::new(tls), local, leaf))
 }
 
 /// How long a connection may take: WAIT, but not past the run's end and its grace.
@@ -571,13 +597,14 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         })
         .collect();
     for (f, c) in connecting.into_iter().enumerate() {
-        let (stream, local) = match c.await.map_err(|e| e.to_string()).and_then(|r| r) {
+        let (stream, local, leaf) = match c.await.map_err(|e| e.to_string()).and_then(|r| r) {
             Ok(connected) => connected,
             Err(e) => {
                 tally.lock().await.connect_failed(e);
                 continue;
             }
         };
+        tally.lock().await.certificate(leaf);
         if source.is_empty() {
             source = local.ip().to_string();
         }
@@ -630,6 +657,9 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
                 continue;
             }
         };
+        let chain =
+            conn.peer_identity().and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
+        tally.lock().await.certificate(leaf_sha256(chain.as_deref().map(Vec::as_slice)));
         if source.is_empty() {
             source = endpoint.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         }
@@ -718,6 +748,7 @@ fn report(source: String, sent: u64, t: &Tally, connections: u64) -> ProbeReport
         connections_opened: connections,
         flows_backend_changed: t.flow_backends.values().filter(|(_, changed)| *changed).count() as u64,
         connections_broken: t.broken,
+        server_certificates: t.certificates.clone(),
         longest_gap_ms: t.flow_gaps.values().map(|&(_, gap)| gap as f64 / 1000.0).collect(),
     }
 }

@@ -46,6 +46,8 @@ enum Input {
     Upstream(crate::node::grpc::Upstream),
     Timer,
     RouteChange(anyedge_control::Change, RouteTable),
+    /// The node's directory was read again (SIGHUP): its VIP certificates may be new.
+    Reload,
     ProbeTick,
     ProbeAnswer(usize),
 }
@@ -56,6 +58,8 @@ pub(crate) struct ClbDriver<'a> {
     region: usize,
     index: usize,
     name: &'a str,
+    /// Its rendered directory (the VIPs' certificates, read again on reload).
+    conf_dir: &'a std::path::Path,
     core: Clb,
     start: Instant,
     drops: Drops,
@@ -137,6 +141,7 @@ impl<'a> ClbDriver<'a> {
             region,
             index,
             name,
+            conf_dir,
             core: Clb::new(config, 0),
             start,
             drops,
@@ -202,7 +207,10 @@ impl<'a> ClbDriver<'a> {
             }
             Some(up) = next_upstream(&mut self.from_streams) => Input::Upstream(up),
             _ = tokio::time::sleep_until(wake) => Input::Timer,
-            Some((change, table)) = crate::node::watch::next_change(&mut self.follower) => Input::RouteChange(change, table),
+            Some(followed) = crate::node::watch::next_followed(&mut self.follower) => match followed {
+                crate::node::watch::Followed::Change(change, table) => Input::RouteChange(change, table),
+                crate::node::watch::Followed::Reloaded => Input::Reload,
+            },
             _ = tokio::time::sleep_until(self.prober.wake_at(start)) => Input::ProbeTick,
             r = self.prober.sock.recv_from(&mut self.probe_buf) => match r {
                 Ok((n, _)) => Input::ProbeAnswer(n),
@@ -220,6 +228,7 @@ impl<'a> ClbDriver<'a> {
             Input::Upstream(up) => self.on_upstream(up),
             Input::Timer => return self.on_timer(),
             Input::RouteChange(change, table) => self.on_route_change(&change, &table),
+            Input::Reload => self.on_reload(),
             Input::ProbeTick => self.on_probe_tick().await,
             Input::ProbeAnswer(n) => self.on_probe_answer(n),
         }
@@ -281,6 +290,28 @@ impl<'a> ClbDriver<'a> {
             identity: &self.identity,
         };
         anyedge_topology::route_table::apply_to_clb(&mut self.core, &site, table, change);
+    }
+
+    /// The node's directory read again: the VIP certificates in it are what listeners
+    /// terminate new connections with from now on; open connections keep their session.
+    /// Certificates that do not load leave the old ones in place.
+    fn on_reload(&mut self) {
+        let homed = crate::pki::vip_names(self.t, Some(self.region));
+        let vips = match crate::pki::vip_identities(self.conf_dir, &homed) {
+            Ok(vips) => vips,
+            Err(e) => {
+                tracing::warn!("{}: VIP certificates not reloaded, the old ones stay: {e}", self.name);
+                return;
+            }
+        };
+        let mut changed = 0;
+        for (addr, new) in &vips {
+            if let Some(old) = self.identity.for_vip(*addr) {
+                changed += self.core.replace_identity(old, new);
+            }
+        }
+        self.identity.vips = vips;
+        tracing::info!("{}: VIP certificates read again: {changed} listeners terminate with them", self.name);
     }
 
     async fn on_probe_tick(&mut self) {

@@ -5,7 +5,9 @@
 //! A directory that does not check out is refused with the reason in the log, and the
 //! node runs on as it was. Where the file has a control plane, the route table is the
 //! control plane's: a reload then only re-reads certificates (the watch stream presents
-//! the new one at its next connection).
+//! the new one at its next connection). Either way a CLB node's listeners terminate TLS
+//! and QUIC with the VIP certificates of the directory read from then on: new
+//! connections handshake with them, open ones keep their session (`Clb::replace_identity`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,15 +21,17 @@ use crate::node::watch::Follower;
 /// The changes a POP or CLB node applies: its control plane's (`follower`, when the file
 /// has one) and, without one, its own file's on every SIGHUP.
 pub fn attach(follower: Option<Follower>, conf_dir: PathBuf, initial: RouteTable, name: String) -> Follower {
+    let (reloads, reloaded) = tokio::sync::watch::channel(0u64);
     match follower {
-        Some(f) => {
-            tokio::spawn(on_hangup(conf_dir, None, name));
+        Some(mut f) => {
+            tokio::spawn(on_hangup(conf_dir, None, reloads, name));
+            f.reloaded = Some(reloaded);
             f
         }
         None => {
             let (tx, changes) = mpsc::channel(4096);
-            tokio::spawn(on_hangup(conf_dir, Some((initial, tx)), name));
-            Follower { changes, applied: Arc::new(AtomicU64::new(0)) }
+            tokio::spawn(on_hangup(conf_dir, Some((initial, tx)), reloads, name));
+            Follower { changes, applied: Arc::new(AtomicU64::new(0)), reloaded: Some(reloaded) }
         }
     }
 }
@@ -37,6 +41,7 @@ pub fn attach(follower: Option<Follower>, conf_dir: PathBuf, initial: RouteTable
 async fn on_hangup(
     conf_dir: PathBuf,
     mut table: Option<(RouteTable, mpsc::Sender<(Change, RouteTable)>)>,
+    reloads: tokio::sync::watch::Sender<u64>,
     name: String,
 ) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -51,6 +56,7 @@ async fn on_hangup(
                 continue;
             }
         };
+        reloads.send_modify(|n| *n += 1);
         let Some((current, tx)) = table.as_mut() else {
             tracing::info!("{name}: reloaded {}: the route table is the control plane's", conf_dir.display());
             continue;

@@ -20,6 +20,9 @@ use crate::plan::Plan;
 pub struct Follower {
     pub changes: mpsc::Receiver<(Change, RouteTable)>,
     pub applied: Arc<AtomicU64>,
+    /// Bumped each time the node's rendered directory was read again and accepted
+    /// (SIGHUP, `node::reload`): CLB nodes then take the VIP certificates in it.
+    pub reloaded: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// Starts following the table (`None` when the lab has no control plane).
@@ -88,10 +91,31 @@ pub fn follow(plan: &Plan, initial: RouteTable, conf_dir: &std::path::Path, node
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    Some(Follower { changes, applied })
+    Some(Follower { changes, applied, reloaded: None })
 }
 
 /// The next change to apply and the table after it (never, without a control plane).
+/// What a follower brings a CLB node: a change, or word that the node's directory was
+/// read again and accepted.
+pub enum Followed {
+    Change(Change, RouteTable),
+    Reloaded,
+}
+
+/// The next change or reload (never, without a follower).
+pub async fn next_followed(follower: &mut Option<Follower>) -> Option<Followed> {
+    let Some(Follower { changes, reloaded, .. }) = follower.as_mut() else {
+        return std::future::pending().await;
+    };
+    let Some(reloaded) = reloaded.as_mut() else {
+        return changes.recv().await.map(|(c, t)| Followed::Change(c, t));
+    };
+    tokio::select! {
+        c = changes.recv() => c.map(|(c, t)| Followed::Change(c, t)),
+        Ok(()) = reloaded.changed() => Some(Followed::Reloaded),
+    }
+}
+
 pub async fn next_change(follower: &mut Option<Follower>) -> Option<(Change, RouteTable)> {
     match follower.as_mut() {
         Some(f) => f.changes.recv().await,

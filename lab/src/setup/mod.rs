@@ -691,9 +691,9 @@ fn teardown(state: &State) {
 /// every POP and CLB node a SIGHUP (`node::reload`), and applies the difference to its
 /// running core; flows stay where they are. A file whose nodes, addresses or links differ
 /// from the running lab's is refused, and nothing changes. Returns the nodes signalled.
-pub fn reload(file: &Path) -> Result<Vec<String>, String> {
+pub fn reload(file: &Path, new_vip_certificates: bool) -> Result<Vec<String>, String> {
     require_root("lab reload")?;
-    let (_, plan) = load(file)?;
+    let (t, plan) = load(file)?;
     let state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
     let dir = state_dir(&plan.lab);
     // What the nodes run now: the copy rendered for them.
@@ -711,6 +711,9 @@ pub fn reload(file: &Path) -> Result<Vec<String>, String> {
     }
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     render::rerender_lab(&text, &plan, &dir)?;
+    if new_vip_certificates {
+        render::renew_vip_certificates(&t, &plan, &dir)?;
+    }
     let mut signalled = Vec::new();
     for (name, &pid) in &state.pids {
         let forwards =

@@ -160,10 +160,12 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
 }
 
 /// Renders a lab's nodes into `state_dir/nodes`, each running in `state_dir`: the lab's
-/// own CA and secret, neither kept; the full set of certificates stays in
-/// `state_dir/pki` for the lab's tools (probe, ctl).
+/// own CA (kept in `state_dir/ca`, root's alone, to rotate VIP certificates) and backbone
+/// secret (not kept); the full set of certificates stays in `state_dir/pki` for the lab's
+/// tools (probe, ctl).
 pub fn render_lab(t: &Topology, text: &str, plan: &Plan, state_dir: &Path, opts: &RenderOptions) -> Result<(), String> {
     let (ca, secret) = (crate::pki::Ca::generate()?, anyedge_ccn::BackboneSecret::generate()?);
+    ca.save(&state_dir.join("ca"))?;
     issue(t, plan, state_dir, &ca, &secret)?;
     let out = nodes_dir(state_dir);
     private_dir(&out)?;
@@ -192,6 +194,28 @@ pub fn rerender_lab(text: &str, plan: &Plan, state_dir: &Path) -> Result<Vec<Str
         done.push(node);
     }
     Ok(done)
+}
+
+/// `lab reload --new-vip-certificates`: fresh VIP server certificates from the lab's CA,
+/// into `state_dir/pki` and each CLB node's directory (the VIPs homed in its region). The
+/// nodes take them at their next SIGHUP. Returns the nodes given new certificates.
+pub fn renew_vip_certificates(t: &Topology, plan: &Plan, state_dir: &Path) -> Result<Vec<String>, String> {
+    let ca = crate::pki::Ca::load(&state_dir.join("ca"))?;
+    crate::pki::issue_vips(state_dir, &ca, &crate::pki::vip_names(t, None))?;
+    let out = nodes_dir(state_dir);
+    let mut renewed = Vec::new();
+    for node in process_nodes(plan) {
+        let vips: Vec<String> = own_files(t, plan, &node).into_iter().filter(|f| f.starts_with("vip-")).collect();
+        for name in &vips {
+            let src = crate::pki::dir(state_dir).join(name);
+            let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+            write_private(&crate::pki::dir(&node_dir(&out, &node)).join(name), &bytes)?;
+        }
+        if !vips.is_empty() {
+            renewed.push(node);
+        }
+    }
+    Ok(renewed)
 }
 
 /// Where a lab keeps its rendered nodes.
