@@ -798,6 +798,7 @@ fn anyedge_probe_speaks_http_https_and_quic_and_the_backends_show_what_reached_t
     assert_eq!(toa.len(), 4, "one TOA client per QUIC connection: {r}");
     assert!(toa.iter().all(|a| a.as_str().unwrap().starts_with(&format!("{london}:"))), "{r}");
     assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "quic: {r}");
+    assert_eq!(r["source"], serde_json::json!(london), "the probe names the address it sent from: {r}");
     assert_eq!(r["forwarded_for_seen"], serde_json::json!([]), "quic: {r}");
     assert_eq!(quic_handshakes(&lab).1, 4, "one handshake per connection");
     // Mutual TLS: the probe presents the lab's client certificate (`lab exec` points it there).

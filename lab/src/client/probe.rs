@@ -3,7 +3,7 @@
 //! including which backends answered and which client address they saw.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -661,7 +661,11 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
             conn.peer_identity().and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
         tally.lock().await.certificate(leaf_sha256(chain.as_deref().map(Vec::as_slice)));
         if source.is_empty() {
-            source = endpoint.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            // The endpoint is bound to the wildcard address: the source is the route's.
+            source = source_toward(target)
+                .or_else(|| endpoint.local_addr().ok().map(|a| a.ip()))
+                .map(|ip| ip.to_string())
+                .unwrap_or_default();
         }
         let pace = (f, start, config.duration, per_flow);
         let migrate = config.migrate_at.map(|at| (at, endpoint.clone()));
@@ -679,6 +683,14 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
     }
     let t = tally.lock().await;
     Ok(report(source, sent, &t, opened))
+}
+
+/// The address this host sends from toward `target`: what its routes pick (a connected
+/// UDP socket's local address; nothing is sent).
+fn source_toward(target: SocketAddr) -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind(any_port(target)).ok()?;
+    socket.connect(target).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 /// One TCP reply: the echoed request, a u16 length, the identity trailer.
