@@ -35,6 +35,10 @@ pub struct RingBuffer<'a, T: 'a> {
     /// storage is the one it was made with).
     #[cfg(feature = "alloc")]
     grow: Option<fn(usize) -> alloc::vec::Vec<T>>,
+    /// anyedge patch: where a released lazy buffer's storage goes (`None`: freed), so
+    /// that a pool can hand it to the next buffer of that capacity without zeroing it.
+    #[cfg(feature = "alloc")]
+    recycle: Option<fn(alloc::vec::Vec<T>)>,
 }
 
 /// anyedge patch: `capacity` default elements.
@@ -59,6 +63,8 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
             length: 0,
             #[cfg(feature = "alloc")]
             grow: None,
+            #[cfg(feature = "alloc")]
+            recycle: None,
         }
     }
 
@@ -71,12 +77,25 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     where
         T: Default + Clone,
     {
+        RingBuffer::new_lazy_with(capacity, filled::<T>, None)
+    }
+
+    /// anyedge patch: a lazy ring buffer whose storage comes from `grow(capacity)`
+    /// (`capacity` elements, whatever their values: nothing is read before it is
+    /// written) and, when released, goes to `recycle`.
+    #[cfg(feature = "alloc")]
+    pub fn new_lazy_with(
+        capacity: usize,
+        grow: fn(usize) -> alloc::vec::Vec<T>,
+        recycle: Option<fn(alloc::vec::Vec<T>)>,
+    ) -> RingBuffer<'a, T> {
         RingBuffer {
             storage: ManagedSlice::Owned(alloc::vec::Vec::new()),
             read_at: 0,
             length: 0,
             capacity,
-            grow: Some(filled::<T>),
+            grow: Some(grow),
+            recycle,
         }
     }
 
@@ -91,7 +110,10 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     pub fn release_if_empty(&mut self) -> bool {
         #[cfg(feature = "alloc")]
         if self.length == 0 && self.grow.is_some() && !self.storage.is_empty() {
-            self.storage = ManagedSlice::Owned(alloc::vec::Vec::new());
+            let old = core::mem::replace(&mut self.storage, ManagedSlice::Owned(alloc::vec::Vec::new()));
+            if let (Some(recycle), ManagedSlice::Owned(storage)) = (self.recycle, old) {
+                recycle(storage);
+            }
             return true;
         }
         false
@@ -102,7 +124,9 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         #[cfg(feature = "alloc")]
         if self.storage.len() != self.capacity {
             if let Some(grow) = self.grow {
-                self.storage = ManagedSlice::Owned(grow(self.capacity));
+                let storage = grow(self.capacity);
+                debug_assert_eq!(storage.len(), self.capacity);
+                self.storage = ManagedSlice::Owned(storage);
             }
         }
     }
