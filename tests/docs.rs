@@ -267,16 +267,6 @@ fn the_output_the_guide_shows_is_what_its_commands_print() {
     assert!(checked >= 3, "only {checked} outputs checked");
 }
 
-/// Takes the session's lab down whatever happens to the test.
-struct Down(PathBuf, PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(ANYEDGE).args(["lab", "down"]).arg(&self.0).output();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
 #[test]
 fn the_lab_chapters_first_session_runs_as_written() {
     if !common::may_run() {
@@ -298,7 +288,8 @@ fn the_lab_chapters_first_session_runs_as_written() {
     let small = common::SMALL.replace("name: small-europe", &format!("name: {name}"));
     std::fs::write(&file, small.split("faults:").next().expect("text")).expect("write");
     let pcap = dir.join("warsaw.pcap");
-    let _down = Down(file.clone(), dir.clone());
+    // The lab tests' guard: `lab down` and the directory removed, whatever happens.
+    let _down = common::Lab { file: file.clone(), dir: dir.clone() };
     let mut ran = Vec::new();
     for line in block.lines().filter(|l| !l.trim().is_empty()) {
         let args = line.trim().strip_prefix("sudo anyedge ").unwrap_or_else(|| panic!("`{line}` is not sudo anyedge"));

@@ -207,15 +207,19 @@ pub fn renew_vip_certificates(t: &Topology, plan: &Plan, state_dir: &Path) -> Re
     for node in process_nodes(plan) {
         let vips: Vec<String> = own_files(t, plan, &node).into_iter().filter(|f| f.starts_with("vip-")).collect();
         for name in &vips {
-            let src = crate::pki::dir(state_dir).join(name);
-            let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
-            write_private(&crate::pki::dir(&node_dir(&out, &node)).join(name), &bytes)?;
+            copy_private(&crate::pki::dir(state_dir).join(name), &crate::pki::dir(&node_dir(&out, &node)).join(name))?;
         }
         if !vips.is_empty() {
             renewed.push(node);
         }
     }
     Ok(renewed)
+}
+
+/// `src` copied to `dst`, 0600.
+fn copy_private(src: &Path, dst: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    write_private(dst, &bytes)
 }
 
 /// Where a lab keeps its rendered nodes.
@@ -321,8 +325,7 @@ fn write_node(
     for name in own_files(t, plan, node) {
         let src = crate::pki::dir(from).join(&name);
         if src.exists() {
-            let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
-            write_private(&pki.join(&name), &bytes)?;
+            copy_private(&src, &pki.join(&name))?;
         }
     }
     write_private(&dir.join(TOPOLOGY_FILE), text.as_bytes())?;
