@@ -181,8 +181,8 @@ enum Command {
         #[arg(long, value_name = "HOSTS.yaml")]
         hosts: Option<PathBuf>,
     },
-    /// One host's part of a deployment rendered with --hosts: its namespaces, links, and a
-    /// VXLAN end over the underlay for each link to another host (root).
+    /// One host's part of a deployment rendered with --hosts: its namespaces and links; to
+    /// other hosts, the backbone routed over the underlay and other links as VXLAN (root).
     Host {
         #[command(subcommand)]
         action: HostCommand,

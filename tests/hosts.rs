@@ -1,10 +1,12 @@
 //! One topology over three hosts (root; CI runs it): three network namespaces stand in
 //! for three machines, joined by an underlay bridge (10.77.0.0/24). `render --hosts`
 //! places the nodes on them, `host up` builds each host's part (its namespaces, veths
-//! inside it, VXLAN over the underlay for links between hosts), and every node is started
-//! with `anyedge node --config` in its namespace on its host — no `lab up`. The results
-//! are the single-host lab's: every client answered through the VIP, 1,400-byte packets
-//! too (their envelopes no longer fit the VXLAN links' 1,450 bytes and are fragmented),
+//! inside it; between hosts, the backbone routed over the underlay and every other link
+//! VXLAN), and every node is started with `anyedge node --config` in its namespace on its
+//! host — no `lab up`. The results are the single-host lab's: every client answered
+//! through the VIP, full-size packets too (1,500-byte envelopes cross the routed backbone
+//! whole; one byte more and they are fragmented and reassembled, as are the CLB's
+//! packets on the VXLAN links to the backends),
 //! a dead POP's clients moved to the other POP, and a dead CLB node's flows taken by its
 //! peer. Everything made is removed on every way out.
 
@@ -218,15 +220,27 @@ fn a_topology_over_three_hosts_answers_fails_over_and_carries_full_size_packets_
         before.insert(client, p50_ms(&r));
     }
 
-    // 1,400-byte packets: their envelopes are fragmented on the way over the 1,450-byte
-    // VXLAN links and reassembled, and they all arrive.
+    // Full-size packets, per size (the MTUs are measured here, not assumed). The backbone
+    // between hosts is routed UDP at the underlay's 1,500 bytes: a 1,396-byte request's
+    // envelope is 1,500 bytes (104 of IPv4, UDP, seal and CCN headers and the inner IPv4
+    // and UDP), and pop/paris sends it whole. The region's links to the backend hosts are
+    // VXLAN (1,450 bytes): the region's router fragments what the CLB sends on to a
+    // backend. (Replies carry the backend's trailer too, so they arrive fragmented.)
     let pop = format!("{}-pop-paris", fleet.lab);
-    let (frag0, reasm0) = fragments(&pop);
+    let region = format!("{}-rg-frankfurt", fleet.lab);
+    let (frag0, rg0) = (fragments(&pop).0, fragments(&region).0);
+    let r = fleet.probe("london", Some("1396"), 2);
+    assert!(received_share(&r) >= 0.97, "1396-byte packets: {r}");
+    let (frag1, reasm1, rg1) = (fragments(&pop).0, fragments(&pop).1, fragments(&region).0);
+    assert_eq!(frag1, frag0, "1,500-byte envelopes cross the routed backbone whole");
+    assert!(rg1 - rg0 >= 300, "the region fragments them onto the 1,450-byte VXLAN links: {rg0} → {rg1}");
+    // Four bytes more and the envelope (1,504 bytes) no longer fits: pop/paris fragments
+    // it, and reassembles the replies'; they all arrive.
     let r = fleet.probe("london", Some("1400"), 2);
     assert!(received_share(&r) >= 0.97, "1400-byte packets: {r}");
-    let (frag1, reasm1) = fragments(&pop);
-    assert!(frag1 - frag0 >= 300, "pop/paris fragmented its envelopes: {frag0} → {frag1}");
-    assert!(reasm1 - reasm0 >= 300, "and reassembled the replies': {reasm0} → {reasm1}");
+    let (frag2, reasm2) = fragments(&pop);
+    assert!(frag2 - frag1 >= 300, "pop/paris fragmented its envelopes: {frag1} → {frag2}");
+    assert!(reasm2 - reasm1 >= 300, "and reassembled the replies': {reasm1} → {reasm2}");
 
     // A POP dies: its clients reach the other one (farther), still answered.
     fleet.kill("pop-paris");
@@ -251,6 +265,18 @@ fn a_topology_over_three_hosts_answers_fails_over_and_carries_full_size_packets_
     for mut child in started {
         let _ = child.kill();
         let _ = child.wait();
+    }
+    // `host down` takes each host's part away, the routes and devices it added to the
+    // host's own namespace included.
+    for (i, h) in HOSTS.iter().enumerate() {
+        let out = Command::new(exe()).args(["host", "down"]).arg(&deploy).args(["--host", h]).output().unwrap();
+        assert!(out.status.success(), "host down {h}: {}", String::from_utf8_lossy(&out.stderr));
+        let host = fleet.ns(&format!("h{i}"));
+        let routes = Command::new("ip").args(["-n", &host, "route"]).output().unwrap();
+        let links = Command::new("ip").args(["-n", &host, "-o", "link"]).output().unwrap();
+        let (routes, links) = (String::from_utf8_lossy(&routes.stdout), String::from_utf8_lossy(&links.stdout));
+        assert!(!routes.contains("198.18."), "{h} keeps a route: {routes}");
+        assert_eq!(links.lines().count(), 2, "{h} keeps a device (lo and ul0 only): {links}");
     }
     drop(fleet);
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();

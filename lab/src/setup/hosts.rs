@@ -1,9 +1,8 @@
 //! One topology over several hosts: a hosts file places every node (and every network the
 //! lab routes through: `internet`, `backbone`, `region/NAME`) on a named host with its
 //! underlay address. `anyedge host up DIR --host NAME` builds that host's part of the
-//! lab — its namespaces, veths between them, and a VXLAN device for every link whose
-//! other end is on another host, carried over the underlay — and `anyedge node --config`
-//! runs each node in its namespace there.
+//! lab — its namespaces, veths between them, and its ends of the links to other hosts —
+//! and `anyedge node --config` runs each node in its namespace there.
 //!
 //! ```yaml
 //! hosts:
@@ -12,11 +11,14 @@
 //!   - { name: dc,   address: 10.77.0.3, nodes: [backend/*] }
 //! ```
 //!
-//! A link between hosts is VXLAN (UDP port 4789, one VNI per link) between the two hosts'
-//! underlay addresses. Its MTU is the underlay's less VXLAN's 50 bytes (1,450 on a
-//! 1,500-byte underlay), on both ends. What no longer fits, a full-size client packet in
-//! its backbone envelope, is fragmented by the sender's kernel and reassembled by the
-//! receiver's, as the lab test measures with 1,400-byte packets.
+//! Between hosts, the backbone is routed: its UDP envelopes cross the underlay as they
+//! are, node address to node address, through the hosts' own namespaces (no
+//! encapsulation, the underlay's full MTU). Every other link between hosts is VXLAN (UDP
+//! port 4789, one VNI per link) between the two hosts' underlay addresses: transits' BGP
+//! sessions want one hop, and the region's links are the backends' network. A VXLAN
+//! link's MTU is the underlay's less VXLAN's 50 bytes (1,450 on a 1,500-byte underlay),
+//! on both ends. What no longer fits is fragmented by the sender's kernel and reassembled
+//! by the receiver's; the lab test measures both kinds of link with full-size packets.
 
 use std::net::Ipv4Addr;
 use std::path::Path;

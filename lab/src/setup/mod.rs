@@ -138,8 +138,9 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
 }
 
 /// The lab's namespaces, links and routes: every one (`placed` is `None`: one host), or
-/// host `me`'s part of them (its namespaces, veths between them, and a VXLAN end for each
-/// link to a namespace on another host). The namespaces made are noted in `state`.
+/// host `me`'s part of them (its namespaces, veths between them, and its end of each link
+/// to a namespace on another host: the backbone's routed over the underlay, any other a
+/// VXLAN device). The namespaces made are noted in `state`.
 fn network(
     t: &Topology,
     plan: &Plan,
@@ -170,6 +171,8 @@ fn network(
             sysctl_in(&ns.name, key, "0")?;
         }
     }
+    // Whether this host has made the backbone's uplink to its own namespace yet.
+    let mut uplink = false;
     for (k, l) in plan.links.iter().enumerate() {
         let (a, b) = (&plan.namespaces[l.a].name, &plan.namespaces[l.b].name);
         let here = |ns: &String| local.is_none_or(|s| s.contains(ns));
@@ -178,12 +181,24 @@ fn network(
                 ip(&["link", "add", &l.a_if, "netns", a, "type", "veth", "peer", "name", &l.b_if, "netns", b])?;
             }
             (true, false, Some((p, me))) => {
+                if is_backbone(plan, l) {
+                    if !uplink {
+                        backbone_uplink(plan, p, me, a)?;
+                        uplink = true;
+                    }
+                    route_to_remote_node(p, me, l, a)?;
+                    continue;
+                }
                 vxlan_end(p, (me, p.host_of[l.b]), k, (a, &l.a_if))?;
                 link_addrs(a, &l.a_if, l.a_addr, l.a_addr6)?;
                 continue;
             }
             (false, true, Some((p, me))) => {
-                vxlan_end(p, (me, p.host_of[l.a]), k, (b, &l.b_if))?;
+                if is_backbone(plan, l) {
+                    routed_node_end(plan, p, (me, p.host_of[l.a]), k, l)?;
+                } else {
+                    vxlan_end(p, (me, p.host_of[l.a]), k, (b, &l.b_if))?;
+                }
                 link_addrs(b, &l.b_if, l.b_addr, l.b_addr6)?;
                 continue;
             }
@@ -201,6 +216,120 @@ fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::net::Ipv6Add
     // No duplicate-address detection: the lab's addresses are unique by construction.
     ip_in(ns, &["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
     ip_in(ns, &["link", "set", dev, "up"])
+}
+
+/// Whether link `l` is the backbone's: the backbone router's link to a POP, a CLB node
+/// or a control node. Between hosts it is routed over the underlay, not bridged.
+fn is_backbone(plan: &Plan, l: &crate::plan::Veth) -> bool {
+    plan.namespaces[l.a].role == Role::Backbone
+}
+
+/// `ip` in host `h`'s own namespace: the one holding its underlay (a real host's own).
+fn host_ip(h: &hosts::Host, args: &[&str]) -> Result<(), String> {
+    match &h.netns {
+        Some(u) => ip_in(u, args),
+        None => ip(args),
+    }
+}
+
+/// A sysctl in host `h`'s own namespace.
+fn host_sysctl(h: &hosts::Host, key: &str, value: &str) -> Result<(), String> {
+    match &h.netns {
+        Some(u) => sysctl_in(u, key, value),
+        None => {
+            let path = format!("/proc/sys/{}", key.replace('.', "/"));
+            std::fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {path}: {e}"))
+        }
+    }
+}
+
+/// A device name in a host's own namespace, unique to this deployment (two labs can share
+/// a host): `ae`, four hex digits of the lab's name, then `what`.
+fn host_dev(plan: &Plan, what: &str) -> String {
+    let tag = plan.lab.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("ae{:04x}{what}", tag & 0xffff)
+}
+
+/// The backbone namespace's side of its uplink to its host.
+const UPLINK: &str = "underlay";
+
+/// Between hosts the backbone is routed over the underlay without encapsulation: a
+/// backbone datagram crosses between hosts as the plain UDP it is, addressed node to
+/// node. On the host of the backbone's namespace (`ccn`), one veth joins that namespace
+/// (`underlay`) to the host's own; each end answers ARP for what lies behind it (proxy
+/// ARP), the host forwards between it and the underlay and routes the backbone's
+/// addresses into it. Every route is symmetric, so strict reverse-path filtering on a
+/// real host passes. Its MTU is the smallest underlay's.
+fn backbone_uplink(plan: &Plan, p: &hosts::Placement, me: usize, ccn: &str) -> Result<(), String> {
+    let host = &p.hosts[me];
+    let (dev, mtu) = (host_dev(plan, "bb"), p.hosts.iter().map(hosts::Host::mtu).min().unwrap_or(1500).to_string());
+    host_ip(host, &["link", "add", &dev, "type", "veth", "peer", "name", UPLINK, "netns", ccn])?;
+    ip_in(ccn, &["link", "set", UPLINK, "mtu", &mtu, "up"])?;
+    sysctl_in(ccn, &format!("net.ipv4.conf.{UPLINK}.proxy_arp"), "1")?;
+    sysctl_in(ccn, &format!("net.ipv4.neigh.{UPLINK}.proxy_delay"), "0")?;
+    host_ip(host, &["link", "set", &dev, "mtu", &mtu, "up"])?;
+    host_sysctl(host, "net.ipv4.ip_forward", "1")?;
+    host_sysctl(host, &format!("net.ipv4.conf.{dev}.proxy_arp"), "1")?;
+    // Proxy answers at once (a broadcast request would wait up to 0.8 s).
+    host_sysctl(host, &format!("net.ipv4.neigh.{dev}.proxy_delay"), "0")?;
+    host_ip(host, &["route", "replace", &net(BACKBONE_NET), "dev", &dev])
+}
+
+/// On the backbone's host: node `l.b` (on another host) is reached over the underlay,
+/// from the backbone's namespace through the uplink. The link's own /30 is not made
+/// here: the node's host answers for its router end.
+fn route_to_remote_node(p: &hosts::Placement, me: usize, l: &crate::plan::Veth, ccn: &str) -> Result<(), String> {
+    let node = format!("{}/32", l.b_addr);
+    ip_in(ccn, &["route", "add", &node, "dev", UPLINK])?;
+    host_ip(&p.hosts[me], &["route", "replace", &node, "via", &p.hosts[p.host_of[l.b]].address.to_string()])
+}
+
+/// On a node's host: its end of backbone link `k` (`l`), the backbone being on host
+/// `other`. A veth joins the node's namespace (its device and addresses as on one host,
+/// so its routes are too) to the host's own, which routes the node's address into it,
+/// answers ARP on it for the rest of the backbone (proxy ARP) and routes the backbone to
+/// the backbone's host. Both ends take the smaller underlay's MTU: an envelope of up to
+/// that size crosses whole (VXLAN would take 50 bytes of it).
+fn routed_node_end(
+    plan: &Plan,
+    p: &hosts::Placement,
+    (me, other): (usize, usize),
+    k: usize,
+    l: &crate::plan::Veth,
+) -> Result<(), String> {
+    let (mine, theirs) = (&p.hosts[me], &p.hosts[other]);
+    let (ns, dev) = (&plan.namespaces[l.b].name, &l.b_if);
+    let (host_if, mtu) = (host_dev(plan, &format!("n{}", k + 1)), mine.mtu().min(theirs.mtu()).to_string());
+    host_ip(mine, &["link", "add", &host_if, "type", "veth", "peer", "name", dev, "netns", ns])?;
+    ip_in(ns, &["link", "set", dev, "mtu", &mtu])?;
+    host_ip(mine, &["link", "set", &host_if, "mtu", &mtu, "up"])?;
+    host_sysctl(mine, "net.ipv4.ip_forward", "1")?;
+    host_sysctl(mine, &format!("net.ipv4.conf.{host_if}.proxy_arp"), "1")?;
+    host_sysctl(mine, &format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0")?;
+    host_ip(mine, &["route", "replace", &format!("{}/32", l.b_addr), "dev", &host_if])?;
+    host_ip(mine, &["route", "replace", &net(BACKBONE_NET), "via", &theirs.address.to_string()])
+}
+
+/// Removes what [`routed_node_end`], [`backbone_uplink`] and [`route_to_remote_node`] put
+/// in host `me`'s own namespace: its veth ends (their peers and device routes go with
+/// them, at once, not when the namespaces' last process has gone) and its routes over the
+/// underlay. Best effort: each may be gone already.
+fn unroute_host(plan: &Plan, p: &hosts::Placement, me: usize) {
+    let mine = &p.hosts[me];
+    for (k, l) in plan.links.iter().enumerate().filter(|(_, l)| is_backbone(plan, l)) {
+        let (ha, hb) = (p.host_of[l.a], p.host_of[l.b]);
+        if ha == hb {
+            continue;
+        }
+        if ha == me {
+            let via = p.hosts[hb].address.to_string();
+            let _ = host_ip(mine, &["link", "del", &host_dev(plan, "bb")]);
+            let _ = host_ip(mine, &["route", "del", &format!("{}/32", l.b_addr), "via", &via]);
+        } else if hb == me {
+            let _ = host_ip(mine, &["link", "del", &host_dev(plan, &format!("n{}", k + 1))]);
+            let _ = host_ip(mine, &["route", "del", &net(BACKBONE_NET), "via", &p.hosts[ha].address.to_string()]);
+        }
+    }
 }
 
 /// This host's end of link `k` to a namespace on host `other`: a VXLAN device (VNI k + 1)
@@ -735,8 +864,9 @@ fn running_topology(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
 }
 
 /// `anyedge host up DIR --host NAME`: host NAME's part of the deployment `render --hosts`
-/// wrote into DIR — its namespaces, the veths between them, a VXLAN end over the underlay
-/// for each link to another host, and its namespaces' routes. Nodes are not started: on
+/// wrote into DIR — its namespaces, the veths between them, its ends of the links to other
+/// hosts (the backbone routed over the underlay through the host's own namespace, other
+/// links VXLAN), and its namespaces' routes. Nodes are not started: on
 /// each host, `ip netns exec NS anyedge node --config DIR/NODE` (or systemd) runs them.
 /// Anything made is removed again when a step fails. Returns the namespaces made.
 pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, String> {
@@ -760,6 +890,7 @@ pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, String> {
     match network(&t, &plan, &mut state, Some((&placement, me))) {
         Ok(()) => Ok(state.namespaces),
         Err(e) => {
+            unroute_host(&plan, &placement, me);
             for ns in &state.namespaces {
                 let _ = netns::delete(ns);
             }
@@ -780,6 +911,7 @@ pub fn host_down(dir: &Path, host: &str) -> Result<Vec<String>, String> {
         .map(|i| plan.namespaces[i].name.clone())
         .filter(|ns| there.contains(ns))
         .collect();
+    unroute_host(&plan, &placement, me);
     for ns in &mine {
         netns::delete(ns)?;
     }
