@@ -25,8 +25,7 @@ pub enum LabCommand {
     /// Remove every namespace, link, device and process of the lab.
     Down { file: PathBuf },
     /// Apply FILE's route table (weights, bindings, listeners) to the running lab: every
-    /// node's rendered directory takes the file, every POP and CLB node a SIGHUP; flows
-    /// stay. Refused when FILE's nodes, addresses or links differ from the lab's.
+    /// node's rendered directory takes the file, every node a SIGHUP; flows stay. Refused when FILE's nodes, addresses or links differ from the lab's.
     Reload {
         file: PathBuf,
         /// Also rotate the VIPs' server certificates: fresh ones from the lab's CA, which
@@ -34,6 +33,11 @@ pub enum LabCommand {
         /// connections keep theirs).
         #[arg(long)]
         new_vip_certificates: bool,
+        /// Also rotate the nodes' own certificates (control nodes, CLB nodes, POPs): fresh
+        /// ones from the lab's CA, which their gRPC servers offer to new connections (open
+        /// streams keep their session).
+        #[arg(long)]
+        new_node_certificates: bool,
     },
     /// Which nodes run: a lab's (FILE), or a rendered deployment's (--deployment DIR).
     Status {
@@ -113,9 +117,11 @@ pub fn run(action: LabCommand) -> ExitCode {
                 println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
             })
         }
-        LabCommand::Reload { file, new_vip_certificates } => setup::reload(&file, new_vip_certificates).map(|nodes| {
-            println!("lab reloaded: SIGHUP to {} nodes ({})", nodes.len(), nodes.join(", "));
-        }),
+        LabCommand::Reload { file, new_vip_certificates, new_node_certificates } => {
+            setup::reload(&file, new_vip_certificates, new_node_certificates).map(|nodes| {
+                println!("lab reloaded: SIGHUP to {} nodes ({})", nodes.len(), nodes.join(", "));
+            })
+        }
         LabCommand::Down { file } => {
             setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
         }

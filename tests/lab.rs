@@ -203,13 +203,61 @@ fn a_killed_backend_is_taken_out_by_health_checks() {
     assert!(after["received"].as_u64().unwrap() >= after["sent"].as_u64().unwrap() * 95 / 100, "{after}");
 }
 
+/// The certificate (DER) a TLS server at `addr` offers a new connection from namespace
+/// `ns`, the client presenting `client`'s certificate from `pki` (a rendered node's
+/// `pki/`, the CA beside it) and asking for HTTP/2, as the nodes' gRPC clients do.
+fn offered_certificate(ns: &str, addr: std::net::SocketAddr, pki: &std::path::Path, client: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use std::os::fd::AsRawFd;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(pki.join("ca.pem")).unwrap()).unwrap();
+    let cert = CertificateDer::from_pem_file(pki.join(format!("{client}.pem"))).unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.join(format!("{client}.key"))).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let netns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns moves this thread alone into the namespace the open file names.
+        assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        let mut sock = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).unwrap();
+        }
+        conn.peer_certificates().unwrap()[0].to_vec()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A node's address on its backbone link (device `ccn`), with `port`.
+fn backbone_addr(lab: &Lab, node_ns: &str, port: u16) -> std::net::SocketAddr {
+    let out = Command::new("ip")
+        .args(["-n", &format!("{}{node_ns}", lab.prefix()), "-4", "-o", "addr", "show", "dev", "ccn"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let ip = text.split_whitespace().skip_while(|w| *w != "inet").nth(1).and_then(|a| a.split('/').next()).unwrap();
+    std::net::SocketAddr::new(ip.parse().unwrap(), port)
+}
+
 #[test]
-fn the_backbone_runs_over_grpc_streams_too() {
+fn the_backbone_runs_over_grpc_streams_and_grpc_servers_take_new_certificates_on_reload() {
     if !may_run() {
         return;
     }
     let _one = serial();
-    let lab = Lab::up_with("grpc", |text| text.replace("bandwidth: 1Gbps }", "bandwidth: 1Gbps, transport: grpc }"));
+    let lab = Lab::up_with("grpc", |text| {
+        with_control(text.replace("bandwidth: 1Gbps }", "bandwidth: 1Gbps, transport: grpc }"))
+    });
     assert!(std::fs::read_to_string(&lab.file).unwrap().contains("transport: grpc"));
     let udp = lab.probe("london", "198.18.0.20:7000", "udp", 8);
     assert!(udp["received"].as_u64().unwrap() >= udp["sent"].as_u64().unwrap() * 95 / 100, "{udp}");
@@ -222,6 +270,55 @@ fn the_backbone_runs_over_grpc_streams_too() {
         .unwrap();
     let grpc_port = format!(":{:04X}", 6083);
     assert!(String::from_utf8_lossy(&ss.stdout).contains(&grpc_port), "no gRPC listener");
+
+    // Certificate rotation: the gRPC servers (control/1's Raft and API on 6095, the CLB
+    // node's backbone on 6083) offer their directory's certificate to new connections.
+    let nodes = lab_state_dir(&lab).join("nodes");
+    let file_der = |node: &str| {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_file(nodes.join(format!("{node}/pki/{node}.pem"))).unwrap().to_vec()
+    };
+    let servers = [
+        ("control-1", backbone_addr(&lab, "control-1", 6095)),
+        ("clb-frankfurt-1", backbone_addr(&lab, "clb-frankfurt-1", 6083)),
+    ];
+    let pop_ns = format!("{}pop-paris", lab.prefix());
+    let offered = |addr| offered_certificate(&pop_ns, addr, &nodes.join("pop-paris/pki"), "pop-paris");
+    let old: Vec<Vec<u8>> = servers.iter().map(|(node, _)| file_der(node)).collect();
+    for ((node, addr), old) in servers.iter().zip(&old) {
+        assert!(offered(*addr) == *old, "{node} offers the certificate of its directory");
+    }
+    // london's flows run over the POPs' open gRPC streams through the reload.
+    let mut during = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "grpc-during.json");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = lab.anyedge(&["lab", "reload", "--new-node-certificates"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("SIGHUP to 14 nodes"),
+        "every node: 3 control, 2 transits, 2 POPs, 2 CLB, 5 backends: {said}"
+    );
+    assert!(during.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("grpc-during.json")).unwrap()).unwrap();
+    assert_eq!(r["flows_backend_changed"], 0, "every flow kept its backend: {r}");
+    assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{r}");
+    for ((node, addr), old) in servers.iter().zip(&old) {
+        let new = file_der(node);
+        assert!(new != *old, "{node} was given a new certificate");
+        assert!(offered(*addr) == new, "{node} offers its new certificate to a new connection");
+    }
+    let state = lab_state_dir(&lab);
+    for node in ["control-1", "clb-frankfurt-1"] {
+        let log = std::fs::read_to_string(state.join(format!("{node}.log"))).unwrap();
+        assert!(log.contains("gRPC certificate read again"), "{node} says what it took: {log}");
+    }
+    // A SIGHUP stops no node (its default action would), and Raft kept its quorum.
+    let status = lab.anyedge(&["lab", "status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["up"], true, "every node runs on after its SIGHUP: {status}");
+    let log = std::fs::read_to_string(state.join("backend-198.19.20.1.log")).unwrap_or_default();
+    assert!(log.contains("nothing else to apply"), "a backend host checked its directory: {log}");
+    assert_eq!(ctl_status(&lab)["quorum"], true);
 }
 
 #[test]
@@ -1695,7 +1792,10 @@ fn lab_reload_applies_an_edited_route_table_to_running_nodes_and_keeps_every_flo
     let out = lab.anyedge(&["lab", "reload"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(said.contains("SIGHUP to 4 nodes"), "2 POPs and 2 CLB nodes: {said}");
+    assert!(
+        said.contains("SIGHUP to 11 nodes"),
+        "every node: 2 transits, 2 POPs, 2 CLB nodes, 5 backend hosts: {said}"
+    );
     assert!(during.wait().unwrap().success());
     let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("during.json")).unwrap()).unwrap();
     assert_eq!(r["flows_backend_changed"], 0, "every flow kept its backend: {r}");

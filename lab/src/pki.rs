@@ -14,7 +14,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::layout::sanitize;
 
@@ -103,6 +103,25 @@ pub fn issue_with(
     nodes: &[(String, Option<IpAddr>)],
     vips: &[VipNames],
 ) -> Result<(), String> {
+    issue_nodes(state_dir, ca, nodes)?;
+    issue_vips(state_dir, ca, vips)?;
+    // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
+    let dir = dir(state_dir);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    params.distinguished_name.push(DnType::CommonName, "client");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.issuer).map_err(err)?;
+    write(&dir.join("client.pem"), &cert.pem())?;
+    write(&dir.join("client.key"), &key.serialize_pem())?;
+    Ok(())
+}
+
+/// A fresh certificate and key from `ca` for each `(node, address)` (addresses in the
+/// SAN, the role in the OU) and for `ctl`, into `state_dir`'s `pki/`, beside the CA's
+/// certificate: at render, and again to rotate them (`lab reload --new-node-certificates`).
+pub fn issue_nodes(state_dir: &Path, ca: &Ca, nodes: &[(String, Option<IpAddr>)]) -> Result<(), String> {
     let dir = dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let issuer = &ca.issuer;
@@ -127,16 +146,6 @@ pub fn issue_with(
         write(&dir.join(format!("{}.pem", sanitize(node))), &cert.pem())?;
         write(&dir.join(format!("{}.key", sanitize(node))), &key.serialize_pem())?;
     }
-    issue_vips(state_dir, ca, vips)?;
-    // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    params.distinguished_name.push(DnType::CommonName, "client");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, issuer).map_err(err)?;
-    write(&dir.join("client.pem"), &cert.pem())?;
-    write(&dir.join("client.key"), &key.serialize_pem())?;
     Ok(())
 }
 
@@ -235,10 +244,32 @@ pub fn check_identity(state_dir: &Path, node: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A control node's server side: its certificate, and client certificates required.
-pub fn server(state_dir: &Path, node: &str) -> Result<ServerTlsConfig, String> {
-    let (ca, id) = identity(state_dir, node)?;
-    Ok(ServerTlsConfig::new().identity(id).client_ca_root(ca).timeout(crate::io::limits::HANDSHAKE_TIMEOUT))
+/// A gRPC server's TLS (a control node's, a CLB node's gRPC backbone): its certificate and
+/// key from `state_dir`'s `pki/`, and a client certificate from the CA beside them
+/// required. Read again on reload (`io::tls::ServerTls::replace`).
+pub fn server(state_dir: &Path, node: &str) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+    let dir = dir(state_dir);
+    let cert_path = dir.join(format!("{}.pem", sanitize(node)));
+    let cert = CertificateDer::from(der(&cert_path)?);
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(&cert_path.with_extension("key"))?));
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_path = dir.join("ca.pem");
+    roots.add(CertificateDer::from(der(&ca_path)?)).map_err(|e| format!("{}: {e}", ca_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(err)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(err)?
+        .with_client_cert_verifier(clients)
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    // gRPC is HTTP/2, and tonic's clients insist on it.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A node's client side toward the control node at `server`.

@@ -1,5 +1,5 @@
 //! The I/O every room shares: batched sockets, TUN queues, the user-space link shaper,
-//! connection limits, namespaces, real-time scheduling and the node clock.
+//! connection limits, the gRPC servers' TLS, namespaces, real-time scheduling and the node clock.
 
 pub mod batch;
 pub mod clock;
@@ -7,4 +7,5 @@ pub mod limits;
 pub mod netns;
 pub mod realtime;
 pub mod shaper;
+pub mod tls;
 pub mod tunq;

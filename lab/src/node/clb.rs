@@ -453,7 +453,8 @@ async fn upstreams(
     name: &str,
     ip: IpAddr,
 ) -> Result<mpsc::Receiver<crate::node::grpc::Upstream>, String> {
-    let tls = crate::pki::server(conf_dir, name)?;
+    let tls = crate::io::tls::ServerTls::new(crate::pki::server(conf_dir, name)?);
+    crate::node::reload::server_tls_on_hangup(conf_dir.to_path_buf(), name.to_string(), tls.clone());
     crate::node::grpc::serve(SocketAddr::new(ip, GRPC_PORT), tls).await
 }
 

@@ -260,12 +260,8 @@ fn control_link(t: &Topology, c: &anyedge_topology::Control, id: u8, p: u8, impa
 }
 
 /// Raft and the control API on the backbone, behind mutual TLS.
-fn backbone_server(conf_dir: &Path, name: &str, api: Api) -> Result<tonic::transport::server::Router, String> {
-    Ok(tonic::transport::Server::builder()
-        .tls_config(crate::pki::server(conf_dir, name)?)
-        .map_err(|e| format!("{name}: {e}"))?
-        .add_service(PeerServer::new(api.clone()))
-        .add_service(ControlServer::new(api)))
+fn backbone_server(api: Api) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder().add_service(PeerServer::new(api.clone())).add_service(ControlServer::new(api))
 }
 
 /// Answers the writes the entry at (index, term) decides: committed, or superseded (a new
@@ -496,13 +492,16 @@ impl ControlDriver {
 }
 
 /// Raft and watchers over the backbone, mutual TLS: only holders of the lab's
-/// certificates get in. Bounded: an idle-connection flood neither exhausts file handles
+/// certificates get in; a reload changes the node's own certificate for new connections. Bounded: an idle-connection flood neither exhausts file handles
 /// nor starves peers.
 async fn serve_backbone(bind: SocketAddr, conf_dir: &Path, name: &str, api: Api) -> Result<(), String> {
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
-    let server = backbone_server(conf_dir, name, api)?;
+    let tls = crate::io::tls::ServerTls::new(crate::pki::server(conf_dir, name)?);
+    // SIGHUP: the certificate of the node's directory for new connections from then on.
+    crate::node::reload::server_tls_on_hangup(conf_dir.to_path_buf(), name.to_string(), tls.clone());
+    let server = backbone_server(api);
     tokio::spawn(async move {
-        if let Err(e) = server.serve_with_incoming(crate::io::limits::limited(tcp)).await {
+        if let Err(e) = server.serve_with_incoming(crate::io::tls::incoming(tcp, tls)).await {
             tracing::error!("control gRPC server: {e}");
         }
     });
@@ -537,10 +536,10 @@ mod tests {
         let (calls_tx, calls) = mpsc::channel(16);
         let api =
             Api { calls: calls_tx, local: false, refusals: Refusals::new("control/1"), watch_delays: Arc::default() };
-        let server = backbone_server(lab, "control/1", api).unwrap();
+        let tls = crate::io::tls::ServerTls::new(crate::pki::server(lab, "control/1").unwrap());
         let tcp = tokio::net::TcpListener::bind((local, 0)).await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(tcp)));
+        tokio::spawn(backbone_server(api).serve_with_incoming(crate::io::tls::incoming(tcp, tls)));
         (addr, calls)
     }
 

@@ -61,17 +61,14 @@ impl Backbone for Tunnel {
 }
 
 /// Serves the backbone on a CLB node behind `tls` (its certificate, POP certificates
-/// required): frames from every POP arrive on the returned channel.
-pub async fn serve(
-    addr: SocketAddr,
-    tls: tonic::transport::ServerTlsConfig,
-) -> Result<mpsc::Receiver<Upstream>, String> {
+/// required, replaceable while it serves): frames from every POP arrive on the returned channel.
+pub async fn serve(addr: SocketAddr, tls: crate::io::tls::ServerTls) -> Result<mpsc::Receiver<Upstream>, String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
     let (to_node, from_pops) = mpsc::channel(DEPTH);
-    // Bounded connections, TCP_NODELAY on each (small frames must not wait for Nagle).
-    let incoming = crate::io::limits::limited(listener);
-    let mut builder = tonic::transport::Server::builder().tls_config(tls).map_err(|e| format!("backbone TLS: {e}"))?;
-    let server = builder.add_service(BackboneServer::new(Tunnel { to_node }));
+    // Bounded connections, TCP_NODELAY on each (small frames must not wait for Nagle),
+    // TLS with the certificate of the moment (a reload changes it for new connections).
+    let incoming = crate::io::tls::incoming(listener, tls);
+    let server = tonic::transport::Server::builder().add_service(BackboneServer::new(Tunnel { to_node }));
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(incoming).await {
             tracing::error!("backbone gRPC server: {e}");
@@ -80,18 +77,21 @@ pub async fn serve(
     Ok(from_pops)
 }
 
-/// Keeps a stream open from a POP to one CLB node over `tls` (reconnecting when it
-/// breaks): packets sent on the returned sender go up; replies come out on `down`.
+/// Keeps a stream open from a POP to one CLB node over mutual TLS (reconnecting when it
+/// breaks): packets sent on the returned sender go up; replies come out on `down`. The
+/// POP's certificate is read from `conf_dir` again at every connection (one renewed and
+/// reloaded is presented from the next on), else `tls`, the one it started with.
 pub fn connect(
     clb: SocketAddr,
-    tls: tonic::transport::ClientTlsConfig,
+    (tls, conf_dir, pop): (tonic::transport::ClientTlsConfig, std::path::PathBuf, String),
     down: mpsc::Sender<Vec<u8>>,
 ) -> mpsc::Sender<Vec<u8>> {
     let (up_tx, mut up_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
     tokio::spawn(async move {
         let uri = format!("https://{clb}");
         loop {
-            let endpoint = tonic::transport::Endpoint::from_shared(uri.clone()).and_then(|e| e.tls_config(tls.clone()));
+            let tls = crate::pki::client(&conf_dir, &pop, clb.ip()).unwrap_or_else(|_| tls.clone());
+            let endpoint = tonic::transport::Endpoint::from_shared(uri.clone()).and_then(|e| e.tls_config(tls));
             let Ok(endpoint) = endpoint else { return };
             let Ok(channel) = endpoint.tcp_nodelay(true).connect().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;

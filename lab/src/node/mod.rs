@@ -97,7 +97,11 @@ pub fn run(config: &Path) -> Result<(), String> {
                 anyedge_topology::route_table::route_table(&t),
                 node_name.clone(),
             )),
-            _ => follower,
+            // The others check their directory on SIGHUP and run on (`node::reload`).
+            _ => {
+                crate::node::reload::check_on_hangup(conf_dir.to_path_buf(), node_name.clone());
+                follower
+            }
         };
         let drops = Drops::default();
         // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.

@@ -215,7 +215,11 @@ impl PopDriver {
                 let tls = crate::pki::client(conf_dir, name, a.ip())?;
                 streams.insert(
                     (r, i),
-                    crate::node::grpc::connect(SocketAddr::new(a.ip(), GRPC_PORT), tls, down_tx.clone()),
+                    crate::node::grpc::connect(
+                        SocketAddr::new(a.ip(), GRPC_PORT),
+                        (tls, conf_dir.to_path_buf(), name.to_string()),
+                        down_tx.clone(),
+                    ),
                 );
             }
         }

@@ -8,6 +8,12 @@
 //! the new one at its next connection). Either way a CLB node's listeners terminate TLS
 //! and QUIC with the VIP certificates of the directory read from then on: new
 //! connections handshake with them, open ones keep their session (`Clb::replace_identity`).
+//!
+//! Every node's gRPC server (a control node's Raft and API, a CLB node's gRPC backbone)
+//! likewise presents its directory's certificate to new connections after a reload
+//! ([`server_tls_on_hangup`]); open streams keep theirs. Nodes with nothing else to
+//! reload (backend hosts, egress nodes, transits, control nodes) still check their
+//! directory on SIGHUP and say so, and run on: a SIGHUP never stops a node.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,4 +77,41 @@ async fn on_hangup(
         }
         *current = new;
     }
+}
+
+/// On every SIGHUP, once `conf_dir` checks out as at start: `node`'s gRPC server takes
+/// the certificate and key of the directory for the connections that arrive from then on.
+pub fn server_tls_on_hangup(conf_dir: PathBuf, node: String, tls: crate::io::tls::ServerTls) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("{node}: no SIGHUP handler: a new gRPC certificate takes a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if crate::setup::render::load_node(&conf_dir).is_err() {
+                continue; // Said by the node's own reload.
+            }
+            match crate::pki::server(&conf_dir, &node) {
+                Ok(config) => {
+                    tls.replace(config);
+                    tracing::info!("{node}: gRPC certificate read again: new connections are offered it");
+                }
+                Err(e) => tracing::warn!("{node}: gRPC certificate kept: {e}"),
+            }
+        }
+    });
+}
+
+/// SIGHUP for a node that applies nothing of its directory while it runs: the directory
+/// is checked, the outcome said, and the node runs on.
+pub fn check_on_hangup(conf_dir: PathBuf, name: String) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match crate::setup::render::load_node(&conf_dir) {
+                Ok(_) => tracing::info!("{name}: reloaded {}: nothing else to apply while running", conf_dir.display()),
+                Err(e) => tracing::warn!("{name}: reload refused, running on as before: {e}"),
+            }
+        }
+    });
 }

@@ -817,10 +817,11 @@ fn teardown(state: &State) {
 
 /// `lab reload FILE`: the running lab takes FILE's route table (weights, bindings,
 /// listeners) without a restart: every node's rendered directory gets the file, then
-/// every POP and CLB node a SIGHUP (`node::reload`), and applies the difference to its
-/// running core; flows stay where they are. A file whose nodes, addresses or links differ
+/// every node a SIGHUP (`node::reload`); POPs and CLB nodes apply the difference to their
+/// running cores, flows staying where they are, and gRPC servers take their directory's
+/// certificate for new connections. A file whose nodes, addresses or links differ
 /// from the running lab's is refused, and nothing changes. Returns the nodes signalled.
-pub fn reload(file: &Path, new_vip_certificates: bool) -> Result<Vec<String>, String> {
+pub fn reload(file: &Path, new_vip_certificates: bool, new_node_certificates: bool) -> Result<Vec<String>, String> {
     require_root("lab reload")?;
     let (t, plan) = load(file)?;
     let state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
@@ -843,11 +844,12 @@ pub fn reload(file: &Path, new_vip_certificates: bool) -> Result<Vec<String>, St
     if new_vip_certificates {
         render::renew_vip_certificates(&t, &plan, &dir)?;
     }
+    if new_node_certificates {
+        render::renew_node_certificates(&plan, &dir)?;
+    }
     let mut signalled = Vec::new();
     for (name, &pid) in &state.pids {
-        let forwards =
-            plan.node(name).is_some_and(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Clb { .. }));
-        if forwards && is_lab_node(pid, name, &dir) {
+        if is_lab_node(pid, name, &dir) {
             let pid = nix::unistd::Pid::from_raw(pid as i32);
             if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).is_ok() {
                 signalled.push(name.clone());

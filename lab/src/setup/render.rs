@@ -216,6 +216,26 @@ pub fn renew_vip_certificates(t: &Topology, plan: &Plan, state_dir: &Path) -> Re
     Ok(renewed)
 }
 
+/// `lab reload --new-node-certificates`: a fresh certificate and key from the lab's CA
+/// for every node that speaks gRPC (control nodes, CLB nodes, POPs), into
+/// `state_dir/pki` and each one's directory. The nodes take them at their next SIGHUP:
+/// their gRPC servers offer them to new connections, and their watch and backbone
+/// streams present them from their next connection. Returns the nodes given new
+/// certificates.
+pub fn renew_node_certificates(plan: &Plan, state_dir: &Path) -> Result<Vec<String>, String> {
+    let ca = crate::pki::Ca::load(&state_dir.join("ca"))?;
+    let nodes = grpc_nodes(plan);
+    crate::pki::issue_nodes(state_dir, &ca, &nodes)?;
+    let out = nodes_dir(state_dir);
+    for (node, _) in &nodes {
+        let s = sanitize(node);
+        for name in [format!("{s}.pem"), format!("{s}.key")] {
+            copy_private(&crate::pki::dir(state_dir).join(&name), &crate::pki::dir(&node_dir(&out, node)).join(&name))?;
+        }
+    }
+    Ok(nodes.into_iter().map(|(n, _)| n).collect())
+}
+
 /// `src` copied to `dst`, 0600.
 fn copy_private(src: &Path, dst: &Path) -> Result<(), String> {
     let bytes = std::fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
