@@ -200,7 +200,7 @@ pub struct Clb {
     prober: HealthProber,
     l7: crate::l7::L7,
     /// Per layer-7 client connection: where it entered and its flow hash.
-    l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32)>,
+    l7_ingress: std::collections::HashMap<FlowKey, (Ingress, u32), foldhash::fast::RandomState>,
     own_addresses: Vec<IpAddr>,
     region: u16,
     keys: Keyring,

@@ -77,7 +77,7 @@ pub struct ConnTable {
     open: LruCache<FlowKey, Conn>,
     established: LruCache<FlowKey, Conn>,
     /// Reply key (backend → client) to the forward key (client → VIP).
-    reverse: HashMap<FlowKey, FlowKey>,
+    reverse: HashMap<FlowKey, FlowKey, foldhash::fast::RandomState>,
     capacity: usize,
     peak: usize,
     evictions: u64,
@@ -94,7 +94,7 @@ impl ConnTable {
             // unbounded + manual cap: the lru crate would pre-allocate `capacity` slots.
             open: LruCache::unbounded(),
             established: LruCache::unbounded(),
-            reverse: HashMap::new(),
+            reverse: HashMap::default(),
             capacity: capacity.max(1),
             peak: 0,
             evictions: 0,

@@ -290,13 +290,13 @@ pub struct Step {
 /// All layer-7 connections of a node, and when each next needs a poll.
 #[derive(Default)]
 pub struct L7 {
-    conns: HashMap<FlowKey, Proxied>,
+    conns: HashMap<FlowKey, Proxied, foldhash::fast::RandomState>,
     /// Connections per client address.
-    per_source: HashMap<IpAddr, usize>,
+    per_source: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
     /// New connections refused for their address's cap.
     refused_per_source: u64,
     /// (backend, node address, node port) → client key, for the backend's packets.
-    by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey>,
+    by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey, foldhash::fast::RandomState>,
     timers: BTreeSet<(u64, FlowKey)>,
 }
 
