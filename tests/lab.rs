@@ -203,6 +203,20 @@ fn a_killed_backend_is_taken_out_by_health_checks() {
     assert!(after["received"].as_u64().unwrap() >= after["sent"].as_u64().unwrap() * 95 / 100, "{after}");
 }
 
+/// `lab reload ARGS` while the probe `during` runs: it succeeds and signals `nodes` nodes;
+/// once the probe is done (its report in `file`), every flow kept its backend and at least
+/// 95 % of its requests were answered.
+fn reload_under_flows(lab: &Lab, args: &[&str], nodes: usize, mut during: std::process::Child, file: &str) {
+    let out = lab.anyedge(&[&["lab", "reload"][..], args].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains(&format!("SIGHUP to {nodes} nodes")), "every node: {said}");
+    assert!(during.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join(file)).unwrap()).unwrap();
+    assert_eq!(r["flows_backend_changed"], 0, "every flow kept its backend: {r}");
+    assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{r}");
+}
+
 /// The certificate (DER) a TLS server at `addr` offers a new connection from namespace
 /// `ns`, the client presenting `client`'s certificate from `pki` (a rendered node's
 /// `pki/`, the CA beside it) and asking for HTTP/2, as the nodes' gRPC clients do.
@@ -289,19 +303,10 @@ fn the_backbone_runs_over_grpc_streams_and_grpc_servers_take_new_certificates_on
         assert!(offered(*addr) == *old, "{node} offers the certificate of its directory");
     }
     // london's flows run over the POPs' open gRPC streams through the reload.
-    let mut during = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "grpc-during.json");
+    let during = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "grpc-during.json");
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let out = lab.anyedge(&["lab", "reload", "--new-node-certificates"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        said.contains("SIGHUP to 14 nodes"),
-        "every node: 3 control, 2 transits, 2 POPs, 2 CLB, 5 backends: {said}"
-    );
-    assert!(during.wait().unwrap().success());
-    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("grpc-during.json")).unwrap()).unwrap();
-    assert_eq!(r["flows_backend_changed"], 0, "every flow kept its backend: {r}");
-    assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{r}");
+    // Every node: 3 control, 2 transits, 2 POPs, 2 CLB nodes, 5 backend hosts.
+    reload_under_flows(&lab, &["--new-node-certificates"], 14, during, "grpc-during.json");
     for ((node, addr), old) in servers.iter().zip(&old) {
         let new = file_der(node);
         assert!(new != *old, "{node} was given a new certificate");
@@ -1782,24 +1787,15 @@ fn lab_reload_applies_an_edited_route_table_to_running_nodes_and_keeps_every_flo
     let before = lab.probe("rome", "198.18.0.20:7000", "udp", 32);
     assert!(before["backends"].get("198.19.20.3:7000").is_some(), "{before}");
     // london's flows run through the reload.
-    let mut during = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "during.json");
+    let during = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 8, "during.json");
     std::thread::sleep(std::time::Duration::from_secs(2));
     let text = std::fs::read_to_string(&lab.file).unwrap();
     let weight = "{ address: 198.19.20.3, port: 7000, weight: 20 }";
     assert!(text.contains(weight));
     let edited = text.replace(weight, "{ address: 198.19.20.3, port: 7000, weight: 0 }");
     std::fs::write(&lab.file, &edited).unwrap();
-    let out = lab.anyedge(&["lab", "reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        said.contains("SIGHUP to 11 nodes"),
-        "every node: 2 transits, 2 POPs, 2 CLB nodes, 5 backend hosts: {said}"
-    );
-    assert!(during.wait().unwrap().success());
-    let r: Value = serde_json::from_slice(&std::fs::read(lab.dir.join("during.json")).unwrap()).unwrap();
-    assert_eq!(r["flows_backend_changed"], 0, "every flow kept its backend: {r}");
-    assert!(r["received"].as_u64().unwrap() >= r["sent"].as_u64().unwrap() * 95 / 100, "{r}");
+    // Every node: 2 transits, 2 POPs, 2 CLB nodes, 5 backend hosts.
+    reload_under_flows(&lab, &[], 11, during, "during.json");
     // New flows avoid the backend the file now weighs 0 (from another client: see
     // ctl_set_weight_zero_stops_new_flows_to_that_backend).
     let after = lab.probe("kyiv", "198.18.0.20:7000", "udp", 32);
