@@ -25,7 +25,8 @@ pub enum LabCommand {
     /// Remove every namespace, link, device and process of the lab.
     Down { file: PathBuf },
     /// Apply FILE's route table (weights, bindings, listeners) to the running lab: every
-    /// node's rendered directory takes the file, every node a SIGHUP; flows stay. Refused when FILE's nodes, addresses or links differ from the lab's.
+    /// node's rendered directory takes the file, every node a SIGHUP; flows stay. Refused
+    /// when FILE's nodes, addresses or links differ from the lab's.
     Reload {
         file: PathBuf,
         /// Also rotate the VIPs' server certificates: fresh ones from the lab's CA, which

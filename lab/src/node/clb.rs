@@ -128,7 +128,11 @@ impl<'a> ClbDriver<'a> {
         config.auth = auth.clone();
         let backbone = backbone_links(t, region, index);
         let grpc = t.backbone.transport == BackboneTransport::Grpc;
-        let from_streams = if grpc { Some(upstreams(conf_dir, name, from_pops.ip()).await?) } else { None };
+        let from_streams = match (grpc, follower.as_ref().and_then(|f| f.reloaded.clone())) {
+            (true, Some(reloaded)) => Some(upstreams((conf_dir, name, reloaded), from_pops.ip()).await?),
+            (true, None) => return Err("a CLB node without its reload channel".into()),
+            (false, _) => None,
+        };
         let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
         let (pops, prober) = pop_prober(t, &pop_tunnels, from_pops.ip(), auth.keyring(me, 0), start).await?;
         // POPs probe this node over the backbone: answer while we run.
@@ -449,12 +453,12 @@ async fn pop_prober(
 
 /// With `backbone.transport: grpc`, the POPs' streams up to this node (mutual TLS).
 async fn upstreams(
-    conf_dir: &std::path::Path,
-    name: &str,
+    (conf_dir, name, reloaded): (&std::path::Path, &str, tokio::sync::watch::Receiver<u64>),
     ip: IpAddr,
 ) -> Result<mpsc::Receiver<crate::node::grpc::Upstream>, String> {
     let tls = crate::io::tls::ServerTls::new(crate::pki::server(conf_dir, name)?);
-    crate::node::reload::server_tls_on_hangup(conf_dir.to_path_buf(), name.to_string(), tls.clone());
+    // After each reload (the node's own, `node::reload`): its directory's certificate.
+    crate::node::reload::server_tls_on_reload(conf_dir.to_path_buf(), name.to_string(), tls.clone(), reloaded);
     crate::node::grpc::serve(SocketAddr::new(ip, GRPC_PORT), tls).await
 }
 

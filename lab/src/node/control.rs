@@ -294,9 +294,9 @@ pub async fn run(
     plan: &Plan,
     id: u8,
     dirs: (&Path, &Path, bool),
-    (ready, drops): (&Path, crate::node::drops::Drops),
+    (ready, drops, reloaded): (&Path, crate::node::drops::Drops, tokio::sync::watch::Receiver<u64>),
 ) -> Result<(), String> {
-    ControlDriver::bind(t, plan, id, dirs, drops).await?.ready(ready)?.run().await
+    ControlDriver::bind(t, plan, id, dirs, (drops, reloaded)).await?.ready(ready)?.run().await
 }
 
 /// What woke a control node up.
@@ -332,7 +332,7 @@ impl ControlDriver {
         plan: &Plan,
         id: u8,
         (conf_dir, state_dir, impair): (&Path, &Path, bool),
-        drops: crate::node::drops::Drops,
+        (drops, reloaded): (crate::node::drops::Drops, tokio::sync::watch::Receiver<u64>),
     ) -> Result<ControlDriver, String> {
         let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
         let config = anyedge_topology::route_table::control_config(t, c, id);
@@ -344,7 +344,7 @@ impl ControlDriver {
         let watch_delays = Arc::new(watch_delays(t, c, id, impair));
         let api = Api { calls: calls_tx, local: false, refusals: refusals.clone(), watch_delays };
         let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
-        serve_backbone(SocketAddr::new(own.into(), CONTROL_PORT), conf_dir, &name, api.clone()).await?;
+        serve_backbone(SocketAddr::new(own.into(), CONTROL_PORT), (conf_dir, &name, reloaded), api.clone()).await?;
         serve_local(state_dir, id, Api { local: true, ..api })?;
         let mut peers: HashMap<u64, PeerTx> = HashMap::new();
         for (p, addr) in plan.control_addrs().into_iter().filter(|&(p, _)| p != id) {
@@ -492,13 +492,17 @@ impl ControlDriver {
 }
 
 /// Raft and watchers over the backbone, mutual TLS: only holders of the lab's
-/// certificates get in; a reload changes the node's own certificate for new connections. Bounded: an idle-connection flood neither exhausts file handles
-/// nor starves peers.
-async fn serve_backbone(bind: SocketAddr, conf_dir: &Path, name: &str, api: Api) -> Result<(), String> {
+/// certificates get in; a reload changes the node's own certificate for new connections.
+/// Bounded: an idle-connection flood neither exhausts file handles nor starves peers.
+async fn serve_backbone(
+    bind: SocketAddr,
+    (conf_dir, name, reloaded): (&Path, &str, tokio::sync::watch::Receiver<u64>),
+    api: Api,
+) -> Result<(), String> {
     let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
     let tls = crate::io::tls::ServerTls::new(crate::pki::server(conf_dir, name)?);
-    // SIGHUP: the certificate of the node's directory for new connections from then on.
-    crate::node::reload::server_tls_on_hangup(conf_dir.to_path_buf(), name.to_string(), tls.clone());
+    // After each reload: the certificate of the node's directory for new connections.
+    crate::node::reload::server_tls_on_reload(conf_dir.to_path_buf(), name.to_string(), tls.clone(), reloaded);
     let server = backbone_server(api);
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming(crate::io::tls::incoming(tcp, tls)).await {

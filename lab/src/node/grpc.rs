@@ -61,7 +61,8 @@ impl Backbone for Tunnel {
 }
 
 /// Serves the backbone on a CLB node behind `tls` (its certificate, POP certificates
-/// required, replaceable while it serves): frames from every POP arrive on the returned channel.
+/// required, replaceable while it serves): frames from every POP arrive on the returned
+/// channel.
 pub async fn serve(addr: SocketAddr, tls: crate::io::tls::ServerTls) -> Result<mpsc::Receiver<Upstream>, String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
     let (to_node, from_pops) = mpsc::channel(DEPTH);

@@ -97,11 +97,13 @@ pub fn run(config: &Path) -> Result<(), String> {
                 anyedge_topology::route_table::route_table(&t),
                 node_name.clone(),
             )),
-            // The others check their directory on SIGHUP and run on (`node::reload`).
-            _ => {
-                crate::node::reload::check_on_hangup(conf_dir.to_path_buf(), node_name.clone());
-                follower
-            }
+            _ => follower,
+        };
+        // The others check their directory on SIGHUP and run on (`node::reload`); a control
+        // node's gRPC server then reads its certificate again.
+        let reloaded = match role {
+            Role::Pop(_) | Role::Clb { .. } => None,
+            _ => Some(crate::node::reload::check_on_hangup(conf_dir.to_path_buf(), node_name.clone())),
         };
         let drops = Drops::default();
         // POPs and CLB nodes seal and open backbone traffic with the keys `lab up` gave them.
@@ -147,7 +149,8 @@ pub fn run(config: &Path) -> Result<(), String> {
             Role::Egress { k, .. } => crate::node::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Transit(x) => crate::node::bgp::run_transit(&t, &plan, x, state_dir, (&ready, drops)).await,
             Role::Control(id) => {
-                crate::node::control::run(&t, &plan, id, (conf_dir, state_dir, impair), (&ready, drops)).await
+                let reloaded = reloaded.ok_or("a control node without its reload channel")?;
+                crate::node::control::run(&t, &plan, id, (conf_dir, state_dir, impair), (&ready, drops, reloaded)).await
             }
             other => Err(format!("node `{name}` ({other:?}) runs no process")),
         }

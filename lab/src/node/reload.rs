@@ -11,7 +11,7 @@
 //!
 //! Every node's gRPC server (a control node's Raft and API, a CLB node's gRPC backbone)
 //! likewise presents its directory's certificate to new connections after a reload
-//! ([`server_tls_on_hangup`]); open streams keep theirs. Nodes with nothing else to
+//! ([`server_tls_on_reload`], on the same checked reload); open streams keep theirs. Nodes with nothing else to
 //! reload (backend hosts, egress nodes, transits, control nodes) still check their
 //! directory on SIGHUP and say so, and run on: a SIGHUP never stops a node.
 
@@ -79,18 +79,16 @@ async fn on_hangup(
     }
 }
 
-/// On every SIGHUP, once `conf_dir` checks out as at start: `node`'s gRPC server takes
-/// the certificate and key of the directory for the connections that arrive from then on.
-pub fn server_tls_on_hangup(conf_dir: PathBuf, node: String, tls: crate::io::tls::ServerTls) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("{node}: no SIGHUP handler: a new gRPC certificate takes a restart");
-        return;
-    };
+/// After every reload that checked out (`reloaded` changes): `node`'s gRPC server takes
+/// the certificate and key of its directory for the connections that arrive from then on.
+pub fn server_tls_on_reload(
+    conf_dir: PathBuf,
+    node: String,
+    tls: crate::io::tls::ServerTls,
+    mut reloaded: tokio::sync::watch::Receiver<u64>,
+) {
     tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            if crate::setup::render::load_node(&conf_dir).is_err() {
-                continue; // Said by the node's own reload.
-            }
+        while reloaded.changed().await.is_ok() {
             match crate::pki::server(&conf_dir, &node) {
                 Ok(config) => {
                     tls.replace(config);
@@ -102,16 +100,25 @@ pub fn server_tls_on_hangup(conf_dir: PathBuf, node: String, tls: crate::io::tls
     });
 }
 
-/// SIGHUP for a node that applies nothing of its directory while it runs: the directory
-/// is checked, the outcome said, and the node runs on.
-pub fn check_on_hangup(conf_dir: PathBuf, name: String) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+/// SIGHUP for a node that applies nothing of its directory while it runs but its gRPC
+/// certificate (control nodes): the directory is checked, the outcome said, and the node
+/// runs on. The returned receiver changes after each reload that checked out.
+pub fn check_on_hangup(conf_dir: PathBuf, name: String) -> tokio::sync::watch::Receiver<u64> {
+    let (reloads, reloaded) = tokio::sync::watch::channel(0u64);
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("{name}: no SIGHUP handler: reload by restarting");
+        return reloaded;
+    };
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             match crate::setup::render::load_node(&conf_dir) {
-                Ok(_) => tracing::info!("{name}: reloaded {}: nothing else to apply while running", conf_dir.display()),
+                Ok(_) => {
+                    reloads.send_modify(|n| *n += 1);
+                    tracing::info!("{name}: reloaded {}: nothing else to apply while running", conf_dir.display());
+                }
                 Err(e) => tracing::warn!("{name}: reload refused, running on as before: {e}"),
             }
         }
     });
+    reloaded
 }
