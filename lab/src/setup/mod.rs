@@ -316,14 +316,18 @@ fn routed_node_end(
 /// underlay. Best effort: each may be gone already.
 fn unroute_host(plan: &Plan, p: &hosts::Placement, me: usize) {
     let mine = &p.hosts[me];
+    let mut uplink = false;
     for (k, l) in plan.links.iter().enumerate().filter(|(_, l)| is_backbone(plan, l)) {
         let (ha, hb) = (p.host_of[l.a], p.host_of[l.b]);
         if ha == hb {
             continue;
         }
         if ha == me {
+            if !uplink {
+                let _ = host_ip(mine, &["link", "del", &host_dev(plan, "bb")]);
+                uplink = true;
+            }
             let via = p.hosts[hb].address.to_string();
-            let _ = host_ip(mine, &["link", "del", &host_dev(plan, "bb")]);
             let _ = host_ip(mine, &["route", "del", &format!("{}/32", l.b_addr), "via", &via]);
         } else if hb == me {
             let _ = host_ip(mine, &["link", "del", &host_dev(plan, &format!("n{}", k + 1))]);
