@@ -137,6 +137,43 @@ pub struct SimCounts {
     pub events: u64,
     /// Packets delivered over modelled links.
     pub deliveries: u64,
+    /// Requests clients sent, over both paths (anycast and direct; floods not counted).
+    pub requests: u64,
+    /// Of them, answered.
+    pub answered: u64,
+}
+
+impl SimCounts {
+    /// Percent of requests answered: the work a scale did, to hold against the others.
+    pub fn answered_pct(&self) -> f64 {
+        if self.requests == 0 { 100.0 } else { 100.0 * self.answered as f64 / self.requests as f64 }
+    }
+}
+
+/// How far (in percentage points) a scale's answered share may stray from the smallest
+/// scale's before its rate is not a like-for-like comparison: a world that refuses or
+/// loses more of the same requests does less work per packet sent.
+pub const ANSWERED_DRIFT_MAX_PCT: f64 = 1.0;
+
+/// The scales whose worlds did not do the smallest scale's work, as warnings to print.
+pub fn sim_unlike(f: &SimFigures) -> Vec<String> {
+    let Some(base) = f.scales.iter().min_by_key(|r| r.scale) else { return Vec::new() };
+    let base_pct = base.counts.answered_pct();
+    f.scales
+        .iter()
+        .filter(|r| (r.counts.answered_pct() - base_pct).abs() > ANSWERED_DRIFT_MAX_PCT)
+        .map(|r| {
+            format!(
+                "warning: at {}× {:.2} % of requests were answered, at {}× {:.2} %: the worlds did different \
+                 work, so their rates do not compare (read the scaled world's report: `anyedge bench sim-one` \
+                 runs it alone)",
+                r.scale,
+                r.counts.answered_pct(),
+                base.scale,
+                base_pct
+            )
+        })
+        .collect()
 }
 
 /// What one child process measured (`bench sim-one`): run statistics and its peak memory.
@@ -184,6 +221,16 @@ pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
         })
         .sum();
     let outcome = anyedge_sim::run_report(&t, |_| {}).map_err(|e| e.0)?;
+    let (mut requests, mut answered) = (0, 0);
+    for (group, client) in t.clients.iter().zip(&outcome.report.clients) {
+        for (&k, traffic) in group.traffic.iter().zip(&client.traffic) {
+            if matches!(t.traffic[k].kind, anyedge_topology::TrafficKind::SynFlood { .. }) {
+                continue;
+            }
+            requests += traffic.anycast.sent + traffic.direct.sent;
+            answered += traffic.anycast.received + traffic.direct.received;
+        }
+    }
     Ok(SimRun {
         counts: SimCounts {
             clients,
@@ -191,6 +238,8 @@ pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
             tcp_flows,
             events: outcome.stats.events,
             deliveries: outcome.stats.packets,
+            requests,
+            answered,
         },
         wall_s: outcome.stats.wall_s,
         peak_rss_bytes: peak_rss_bytes(),
@@ -288,12 +337,13 @@ pub fn sim_table(f: &SimFigures) -> String {
     );
     let _ = writeln!(
         s,
-        "{:>6} {:>8} {:>8} {:>11} {:>11} {:>8} {:>10} {:>12} {:>6} {:>9} {:>10} {:>9}",
+        "{:>6} {:>8} {:>8} {:>11} {:>11} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>10} {:>9}",
         "scale",
         "clients",
         "flows",
         "events",
         "deliveries",
+        "answered",
         "wall s",
         "events/s",
         "deliveries/s",
@@ -305,12 +355,13 @@ pub fn sim_table(f: &SimFigures) -> String {
     for r in &f.scales {
         let _ = writeln!(
             s,
-            "{:>5}× {:>8} {:>8} {:>11} {:>11} {:>8.2} {:>9.2}M {:>11.2}M {:>6.2} {:>9.0} {:>10.1} {:>9}",
+            "{:>5}× {:>8} {:>8} {:>11} {:>11} {:>8.2}% {:>8.2} {:>9.2}M {:>11.2}M {:>6.2} {:>9.0} {:>10.1} {:>9}",
             r.scale,
             r.counts.clients,
             r.counts.flows,
             r.counts.events,
             r.counts.deliveries,
+            r.counts.answered_pct(),
             r.wall_s,
             r.events_per_s / 1e6,
             r.deliveries_per_s / 1e6,
@@ -321,8 +372,13 @@ pub fn sim_table(f: &SimFigures) -> String {
         );
     }
     s.push_str(
-        "vs 1st: events/s over the first scale's; +KB/flow: peak memory each flow added over the smallest scale\n",
+        "answered: requests answered, both paths; vs 1st: events/s over the first scale's; +KB/flow: peak memory \
+         each flow added over the smallest scale\n",
     );
+    for w in sim_unlike(f) {
+        s.push_str(&w);
+        s.push('\n');
+    }
     s
 }
 
@@ -571,4 +627,37 @@ fn lab_text(f: &anyedge_lab::bench::LabFigures) -> String {
         }
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scale(scale: u32, requests: u64, answered: u64) -> SimScale {
+        SimScale {
+            scale,
+            counts: SimCounts { clients: 1, flows: 1, tcp_flows: 0, events: 1, deliveries: 1, requests, answered },
+            wall_s: 1.0,
+            events_per_s: 1.0,
+            deliveries_per_s: 1.0,
+            peak_rss_mb: 1.0,
+            kb_per_flow: 1.0,
+            marginal_kb_per_flow: None,
+            rate_vs_smallest: 1.0,
+            wall_s_runs: vec![1.0],
+        }
+    }
+
+    #[test]
+    fn bench_sim_warns_when_a_scaled_world_answers_fewer_requests_than_the_smallest() {
+        let figures = |rows| SimFigures { file: "w.yaml".into(), runs: 1, scales: rows };
+        let same = figures(vec![scale(1, 10_000, 9_400), scale(50, 10_000, 9_350)]);
+        assert!(sim_unlike(&same).is_empty(), "half a point apart is the same work");
+        assert!(!sim_table(&same).contains("warning"));
+        let broken = figures(vec![scale(1, 10_000, 9_400), scale(10, 10_000, 9_390), scale(50, 10_000, 2_860)]);
+        let warnings = sim_unlike(&broken);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("at 50× 28.60 % of requests were answered, at 1× 94.00 %"), "{}", warnings[0]);
+        assert!(sim_table(&broken).contains(&warnings[0]));
+    }
 }

@@ -29,6 +29,10 @@ fn bench_sim_multiplies_clients_and_holds_the_packets_sent() {
     // handshakes of the extra connections and different losses make the difference).
     let ratio = get(1, "deliveries") / get(0, "deliveries");
     assert!((0.8..1.25).contains(&ratio), "deliveries at 4x / 1x = {ratio}: {f}");
+    // ...and answering them alike: the rates compare like for like.
+    let answered = |i: usize| get(i, "answered") / get(i, "requests");
+    assert!(get(0, "requests") > 1_000.0 && (answered(0) - answered(1)).abs() < 0.01, "{f}");
+    assert!(table.contains("answered") && !table.contains("warning"), "{table}");
     for i in 0..2 {
         assert!(get(i, "events") > 0.0 && get(i, "wall_s") > 0.0 && get(i, "peak_rss_mb") > 1.0, "{f}");
         assert!(

@@ -5,8 +5,10 @@ use anyedge_proto::seal::Kind;
 
 use super::*;
 
-/// TCP connections a backend host holds (its backlog): more new SYNs are dropped.
-pub(super) const BACKEND_CONNS_MAX: usize = 4096;
+/// Half-open TCP connections a backend host holds (its SYN backlog, Linux's default
+/// `somaxconn`): past it new SYNs are dropped and counted as `syn_backlog_full`. Open
+/// connections do not count: a host holds as many of those as clients keep.
+pub(super) const BACKEND_SYN_BACKLOG: usize = 4096;
 
 #[derive(Default)]
 pub(super) struct Serve {
@@ -39,6 +41,8 @@ pub(super) struct BackendConn {
     pub(super) handle: SocketHandle,
     pub(super) serve: Serve,
     pub(super) poll_at: Option<u64>,
+    /// Still in the handshake (counted in its host's `half_open`).
+    pub(super) half_open: bool,
 }
 
 pub(super) struct BackendHost {
@@ -48,6 +52,8 @@ pub(super) struct BackendHost {
     pub(super) tcp_ports: Vec<u16>,
     /// Remote endpoint → its connection.
     pub(super) conns: FxHashMap<(IpAddr, u16), BackendConn>,
+    /// How many of `conns` are still in the handshake (the SYN backlog's fill).
+    pub(super) half_open: usize,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
     pub(super) via: FxHashMap<(IpAddr, u16), ClbId>,
     /// Security groups bound to this instance.
@@ -209,6 +215,7 @@ impl<'t> World<'t> {
                     down_ports: Vec::new(),
                     tcp_ports: Vec::new(),
                     conns: FxHashMap::default(),
+                    half_open: 0,
                     via: FxHashMap::default(),
                     firewall: self.backend_firewall(addr.ip()),
                     egress: None,
@@ -294,8 +301,8 @@ impl<'t> World<'t> {
                 let remote = (info.key.src, info.key.src_port);
                 let flags = info.tcp.unwrap_or_default();
                 if !h.conns.contains_key(&remote) {
-                    if h.conns.len() >= BACKEND_CONNS_MAX && flags.syn && !flags.ack {
-                        return; // a full backlog drops new SYNs
+                    if h.half_open >= BACKEND_SYN_BACKLOG && flags.syn && !flags.ack {
+                        return *h.drops.entry("syn_backlog_full").or_default() += 1;
                     }
                     if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
                         // No connection and no listener for it: the host answers RST.
@@ -315,7 +322,9 @@ impl<'t> World<'t> {
                     // Half-open or silent peers are given up on, as a kernel would.
                     socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
                     let _ = socket.listen(info.key.dst_port);
-                    h.conns.insert(remote, BackendConn { stack, handle, serve: Serve::default(), poll_at: None });
+                    h.half_open += 1;
+                    let conn = BackendConn { stack, handle, serve: Serve::default(), poll_at: None, half_open: true };
+                    h.conns.insert(remote, conn);
                 }
                 if let Some(conn) = h.conns.get_mut(&remote) {
                     conn.stack.receive(packet);
@@ -385,6 +394,10 @@ impl<'t> World<'t> {
         let state = conn.stack.socket(conn.handle).state();
         let finished = matches!(state, tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait);
         let next = if finished { None } else { conn.stack.poll_at_ns(now) };
+        if conn.half_open && (finished || state != tcp::State::SynReceived) {
+            conn.half_open = false;
+            h.half_open -= 1;
+        }
         if finished {
             h.conns.remove(&remote);
         }
