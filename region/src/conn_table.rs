@@ -108,7 +108,11 @@ impl ConnTable {
     }
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
-        if self.open.contains(key) { self.open.get_mut(key) } else { self.established.get_mut(key) }
+        // One lookup in each LRU at most (a flow is in one of them).
+        match self.open.get_mut(key) {
+            Some(conn) => Some(conn),
+            None => self.established.get_mut(key),
+        }
     }
 
     /// Whether the flow is established (never pushed out for a new one).

@@ -43,6 +43,9 @@ pub(super) struct BackendConn {
     pub(super) poll_at: Option<u64>,
     /// Still in the handshake (counted in its host's `half_open`).
     pub(super) half_open: bool,
+    /// The CLB node that last forwarded the peer's packets: the way back (a backbone
+    /// host's; an internet host's peers come from its egress node).
+    pub(super) via: Option<ClbId>,
 }
 
 pub(super) struct BackendHost {
@@ -54,8 +57,6 @@ pub(super) struct BackendHost {
     pub(super) conns: FxHashMap<(IpAddr, u16), BackendConn>,
     /// How many of `conns` are still in the handshake (the SYN backlog's fill).
     pub(super) half_open: usize,
-    /// Client endpoint → the CLB node that last forwarded its packets (the way back).
-    pub(super) via: FxHashMap<(IpAddr, u16), ClbId>,
     /// Security groups bound to this instance.
     pub(super) firewall: Option<Firewall>,
     /// Its keys for the CLB nodes of the regions that bind it.
@@ -79,7 +80,37 @@ pub(super) struct BackendRecord {
     pub(super) health: Vec<(u64, bool, Option<String>)>,
     /// Every source address the backend saw on client traffic (the report sorts them,
     /// lists the lowest 16 and counts all).
-    pub(super) addrs_seen: FxHashSet<IpAddr>,
+    pub(super) addrs_seen: SeenAddrs,
+}
+
+/// The addresses a backend saw: clients' as a bit per client (a few KB that stay in cache
+/// where a set of every address would miss it on most packets of a large world), any
+/// other (a NAT's, say) in a set.
+#[derive(Default)]
+pub(super) struct SeenAddrs {
+    clients: Vec<u64>,
+    others: FxHashSet<IpAddr>,
+}
+
+impl SeenAddrs {
+    fn insert_client(&mut self, c: ClientId) {
+        let (word, bit) = (c.0 / 64, c.0 % 64);
+        if word >= self.clients.len() {
+            self.clients.resize(word + 1, 0);
+        }
+        self.clients[word] |= 1 << bit;
+    }
+
+    /// Every address seen, sorted, each once.
+    pub(super) fn sorted(&self, clients: &Table<ClientId, Client>) -> Vec<IpAddr> {
+        let ids = self.clients.iter().enumerate().flat_map(|(word, &bits)| {
+            (0..64).filter(move |bit| bits & (1 << bit) != 0).map(move |bit| ClientId(word * 64 + bit))
+        });
+        let mut all: Vec<IpAddr> = ids.map(|c| clients[c].addr).chain(self.others.iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
 }
 
 /// How many client addresses a backend's report lists.
@@ -216,7 +247,6 @@ impl<'t> World<'t> {
                     tcp_ports: Vec::new(),
                     conns: FxHashMap::default(),
                     half_open: 0,
-                    via: FxHashMap::default(),
                     firewall: self.backend_firewall(addr.ip()),
                     egress: None,
                     denied: None,
@@ -267,9 +297,6 @@ impl<'t> World<'t> {
             let why = fw.explain_drop(&info.key);
             h.denied = Some((self.q.now_ns(), info.key.src, why));
             return;
-        }
-        if let Some(c) = via_clb {
-            h.via.insert((info.key.src, info.key.src_port), c);
         }
         let from_clb = self.clb_by_addr.contains_key(&info.key.src) || self.is_gateway_public(info.key.src);
         let probe = from_clb && PROBE_PORTS.contains(&info.key.src_port);
@@ -323,10 +350,18 @@ impl<'t> World<'t> {
                     socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
                     let _ = socket.listen(info.key.dst_port);
                     h.half_open += 1;
-                    let conn = BackendConn { stack, handle, serve: Serve::default(), poll_at: None, half_open: true };
+                    let conn = BackendConn {
+                        stack,
+                        handle,
+                        serve: Serve::default(),
+                        poll_at: None,
+                        half_open: true,
+                        via: None,
+                    };
                     h.conns.insert(remote, conn);
                 }
                 if let Some(conn) = h.conns.get_mut(&remote) {
+                    conn.via = via_clb.or(conn.via);
                     conn.stack.receive(packet);
                 }
                 self.backend_tcp_service(host, remote);
@@ -369,7 +404,12 @@ impl<'t> World<'t> {
 
     pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr) {
         // Every distinct client is kept (the report lists the first 16 and counts them all).
-        self.backends[backend].addrs_seen.insert(client);
+        match self.client_by_addr.get(client) {
+            Some(c) => self.backends[backend].addrs_seen.insert_client(c),
+            None => {
+                self.backends[backend].addrs_seen.others.insert(client);
+            }
+        }
     }
 
     /// Serves one TCP connection: read requests, answer with the response size asked for.
@@ -390,6 +430,7 @@ impl<'t> World<'t> {
         conn.stack.poll(now);
         let out: Vec<Vec<u8>> = conn.stack.drain_tx().collect();
         let local_port = conn.stack.socket(conn.handle).local_endpoint().map(|e| e.port);
+        let via = conn.via;
         // Back to Listen (a reset handshake, e.g. a health probe) or done: forget it.
         let state = conn.stack.socket(conn.handle).state();
         let finished = matches!(state, tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait);
@@ -410,7 +451,8 @@ impl<'t> World<'t> {
             let Ok(info) = inner::parse(&packet) else { continue };
             let via = match self.clb_by_addr.get(&info.key.dst) {
                 Some(&c) => Some(c),
-                None => self.hosts[host].via.get(&(info.key.dst, info.key.dst_port)).copied(),
+                // Every packet a connection sends goes to its one peer.
+                None => via,
             };
             self.host_send(host, via, packet);
         }

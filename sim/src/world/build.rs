@@ -116,7 +116,7 @@ impl<'t> World<'t> {
             packets: 0,
             violations: Vec::new(),
             unbound: Vec::new(),
-            client_by_addr: FxHashMap::default(),
+            client_by_addr: AddrRuns::default(),
             class_backends: t.traffic.iter().map(|c| class_backends(t, c)).collect(),
             last_reply_ns: t.clients.iter().map(|g| vec![None; g.traffic.len()]).collect(),
             class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
@@ -295,7 +295,6 @@ impl<'t> World<'t> {
                         ))
                     })?,
                 };
-                self.client_by_addr.insert(addr, c);
                 let has_tcp = group.traffic.iter().any(|&k| matches!(t.traffic[k].kind, TrafficKind::Tcp { .. }));
                 let tcp = has_tcp.then(|| Box::new(TcpStack::new(addr, rng.next_u64(), 0)));
                 let slots = group.traffic.len() * 2;
@@ -346,6 +345,7 @@ impl<'t> World<'t> {
                 }
             }
         }
+        self.client_by_addr = AddrRuns::new(self.clients.enumerate().map(|(c, client)| (client.addr, c)));
         Ok(())
     }
 }

@@ -79,7 +79,7 @@ impl<'t> World<'t> {
     /// The client a packet from the VIP is for, and its flow id.
     pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
         let key = inner::parse(packet).ok()?.key;
-        let client = *self.client_by_addr.get(&key.dst)?;
+        let client = self.client_by_addr.get(key.dst)?;
         Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
     }
 

@@ -185,7 +185,7 @@ pub struct World<'t> {
     violations: Vec<String>,
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
-    client_by_addr: FxHashMap<IpAddr, ClientId>,
+    client_by_addr: AddrRuns,
     /// Per traffic class: the backend ports its listener binds (no other may answer it).
     class_backends: Vec<Vec<SocketAddr>>,
     /// [group][k]: when the group's class last got an anycast reply.

@@ -64,7 +64,8 @@ impl<'t> World<'t> {
         let backends = self
             .backends
             .iter()
-            .map(|b| BackendReport {
+            .map(|b| (b, b.addrs_seen.sorted(&self.clients)))
+            .map(|(b, seen)| BackendReport {
                 region: t.regions[b.region].name.clone(),
                 group: b.group.clone(),
                 address: b.addr.to_string(),
@@ -72,12 +73,8 @@ impl<'t> World<'t> {
                 flows: b.flows.len() as u64,
                 flows_anycast: b.flows.iter().filter(|(_, slot)| slot % 2 == Path::Anycast as usize).count() as u64,
                 flows_direct: b.flows.iter().filter(|(_, slot)| slot % 2 == Path::Direct as usize).count() as u64,
-                client_addrs_seen: {
-                    let mut seen: Vec<&IpAddr> = b.addrs_seen.iter().collect();
-                    seen.sort_unstable();
-                    seen.into_iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect()
-                },
-                client_addrs_total: b.addrs_seen.len() as u64,
+                client_addrs_seen: seen.iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect(),
+                client_addrs_total: seen.len() as u64,
                 health: b
                     .health
                     .iter()
