@@ -117,6 +117,7 @@ impl<'t> World<'t> {
             violations: Vec::new(),
             unbound: Vec::new(),
             client_by_addr: AddrRuns::default(),
+            group_start: Vec::new(),
             class_backends: t.traffic.iter().map(|c| class_backends(t, c)).collect(),
             last_reply_ns: t.clients.iter().map(|g| vec![None; g.traffic.len()]).collect(),
             class_http: t.traffic.iter().map(|c| class_listener(t, c).is_some_and(|p| p.is_layer7())).collect(),
@@ -270,6 +271,7 @@ impl<'t> World<'t> {
         let mut next = 0usize;
         let mut pool = default_pool_hosts(t);
         for (g, group) in t.clients.iter().enumerate() {
+            self.group_start.push(next);
             self.hist.push(
                 group
                     .traffic
@@ -305,7 +307,12 @@ impl<'t> World<'t> {
                     tcp,
                     tcp_flows: (0..slots).map(|_| TcpFlow::default()).collect(),
                     tcp_poll_at: None,
-                    rng: ComponentRng::new(t.seed, &format!("client/{c}")),
+                    // Only a flooding client draws: the rest are smaller without one.
+                    rng: group
+                        .traffic
+                        .iter()
+                        .any(|&k| matches!(t.traffic[k].kind, TrafficKind::SynFlood { .. }))
+                        .then(|| Box::new(ComponentRng::new(t.seed, &format!("client/{c}")))),
                     quic_flows: (0..slots)
                         .map(|slot| {
                             let class = &t.traffic[group.traffic[slot / 2]];

@@ -53,8 +53,8 @@ pub(super) struct Client {
     pub(super) tcp: Option<Box<TcpStack>>,
     pub(super) tcp_flows: Vec<TcpFlow>,
     pub(super) tcp_poll_at: Option<u64>,
-    /// The client's own draws (flood source ports).
-    pub(super) rng: ComponentRng,
+    /// The client's own draws (flood source ports): a flooding client's only.
+    pub(super) rng: Option<Box<ComponentRng>>,
     /// Per slot: the QUIC side of QUIC traffic classes.
     pub(super) quic_flows: Vec<Option<Box<QuicFlow>>>,
 }
@@ -153,8 +153,9 @@ impl<'t> World<'t> {
         let TrafficKind::SynFlood { rate_per_s } = class.kind else { return };
         self.note_sent(client, k * 2, now);
         let c = &mut self.clients[client];
-        let src_port = 1024 + c.rng.below(u64::from(PORT_BASE - 1024)) as u16;
-        let seq = c.rng.next_u64() as u32;
+        let Some(rng) = c.rng.as_mut() else { return };
+        let src_port = 1024 + rng.below(u64::from(PORT_BASE - 1024)) as u16;
+        let seq = rng.next_u64() as u32;
         let syn = inner::bare_tcp(src_port, class.port, smoltcp::wire::TcpControl::Syn, seq, None, Some(1460));
         if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class, c.addr), &syn)
             && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
@@ -321,7 +322,10 @@ impl<'t> World<'t> {
                 if slot >= self.clients[client].flows.len() {
                     return;
                 }
-                if self.clients[client].quic_flows[slot].is_some() {
+                // A QUIC class's slot (known from the topology, without touching the
+                // client's QUIC table: most UDP is not QUIC).
+                let class = self.t.clients[self.clients[client].group].traffic[slot / 2];
+                if matches!(self.t.traffic[class].kind, TrafficKind::Quic { .. }) {
                     let now = self.q.now_ns();
                     let remote = SocketAddr::new(info.key.src, info.key.src_port);
                     let payload = &packet[packet.len() - info.payload_len..];

@@ -77,6 +77,14 @@ impl<'t> World<'t> {
     }
 
     /// The client a packet from the VIP is for, and its flow id.
+    /// A client's group, from the groups' first clients (without touching the client's
+    /// row: a reply's way back needs only its group).
+    pub(super) fn group_of(&self, client: ClientId) -> usize {
+        let g = self.group_start.partition_point(|&first| first <= client.0).saturating_sub(1);
+        debug_assert_eq!(g, self.clients[client].group, "client {client}");
+        g
+    }
+
     pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
         let key = inner::parse(packet).ok()?.key;
         let client = self.client_by_addr.get(key.dst)?;
@@ -96,7 +104,7 @@ impl<'t> World<'t> {
                     let Some((client, flow)) = self.reply_target(&out.bytes) else {
                         continue;
                     };
-                    let link = LinkKind::InetPop(self.link_pop(self.clients[client].group, p, 1));
+                    let link = LinkKind::InetPop(self.link_pop(self.group_of(client), p, 1));
                     self.send_over(link, flow, Arrival::Client(client), out.bytes);
                 }
                 Dest::Node(_) | Dest::Backend(_) => {}
@@ -136,7 +144,7 @@ impl<'t> World<'t> {
                     let Some((client, flow)) = self.reply_target(&out.bytes) else {
                         continue;
                     };
-                    let link = LinkKind::InetDirect(self.link_direct(self.clients[client].group, region, 1));
+                    let link = LinkKind::InetDirect(self.link_direct(self.group_of(client), region, 1));
                     self.send_over(link, flow, Arrival::Client(client), out.bytes);
                 }
                 Dest::Node(NodeId::Clb { node, .. }) => {

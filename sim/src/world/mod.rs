@@ -186,6 +186,8 @@ pub struct World<'t> {
     /// Backends unbound by faults (a restarted CLB node must not forget them).
     unbound: Vec<SocketAddr>,
     client_by_addr: AddrRuns,
+    /// Each group's first client (groups' clients are consecutive).
+    group_start: Vec<usize>,
     /// Per traffic class: the backend ports its listener binds (no other may answer it).
     class_backends: Vec<Vec<SocketAddr>>,
     /// [group][k]: when the group's class last got an anycast reply.
