@@ -64,6 +64,9 @@ pub struct Link {
     last_delivery_ns: FxHashMap<u64, u64>,
     /// Sweep when the map reaches this many entries.
     sweep_at: usize,
+    /// No packet handed to the link will ever be delayed less than this (see
+    /// [`Link::with_delay_floor`]); 0 unless declared.
+    delay_floor_ns: u64,
 }
 
 impl Link {
@@ -75,7 +78,20 @@ impl Link {
             rng,
             last_delivery_ns: FxHashMap::default(),
             sweep_at: SWEEP_MIN,
+            delay_floor_ns: 0,
         }
+    }
+
+    /// Declares that no packet will ever cross this link in less than `floor_ns` (its
+    /// delay and the lowest delay any override will set; the model's delay if that is
+    /// lower). A flow's earlier delivery only holds a later packet back while it is more
+    /// than that far ahead of the clock (a later packet leaves no earlier than now and
+    /// takes at least the floor), so the link forgets it then, not when it lands: the
+    /// map holds the flows whose jitter is still ahead of the delay, a small fraction of
+    /// those in flight, and stays in cache. What is delivered is the same.
+    pub fn with_delay_floor(mut self, floor_ns: u64) -> Link {
+        self.delay_floor_ns = floor_ns.min(self.model.impairment.delay_ns);
+        self
     }
 
     pub fn model(&self) -> &LinkModel {
@@ -89,6 +105,9 @@ impl Link {
 
     /// Replaces delay, jitter or loss until `clear_override`.
     pub fn set_override(&mut self, impairment: Impairment) {
+        debug_assert!(impairment.delay_ns >= self.delay_floor_ns, "an override below the declared delay floor");
+        // An undeclared lower delay: order is kept from here on as without a floor.
+        self.delay_floor_ns = self.delay_floor_ns.min(impairment.delay_ns);
         self.override_impairment = Some(impairment);
     }
 
@@ -117,7 +136,10 @@ impl Link {
         let mut at_ns = depart_ns + imp.delay_ns + jitter_ns;
         if imp.jitter_mean_ns > 0 {
             if self.last_delivery_ns.len() >= self.sweep_at {
-                self.last_delivery_ns.retain(|_, &mut t| t > now_ns);
+                // What no later packet can arrive before (it leaves at `now_ns` or later
+                // and takes the floor at least) can never hold one back.
+                let horizon = now_ns.saturating_add(self.delay_floor_ns);
+                self.last_delivery_ns.retain(|_, &mut t| t > horizon);
                 self.sweep_at = (2 * self.last_delivery_ns.len()).max(SWEEP_MIN);
                 // A table stays as large as it ever grew: give back what a burst left.
                 if self.last_delivery_ns.capacity() > 4 * self.sweep_at {
@@ -155,6 +177,40 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    /// A declared delay floor changes what the link remembers, never what it delivers:
+    /// the same packets get the same times with and without it, through an override
+    /// that stays above the floor, while the floored map holds far fewer flows.
+    #[test]
+    fn a_delay_floor_forgets_sooner_and_delivers_the_same() {
+        let mut m = model(0.01, None, 0);
+        m.impairment = Impairment { delay_ns: 30_000_000, jitter_mean_ns: 4_000_000, loss: 0.01 };
+        let mut plain = Link::new(m, ComponentRng::new(3, "l"));
+        let mut floored = Link::new(m, ComponentRng::new(3, "l")).with_delay_floor(30_000_000);
+        let (mut plain_max, mut floored_max) = (0, 0);
+        for i in 0..200_000u64 {
+            if i == 100_000 {
+                let slower = Impairment { delay_ns: 35_000_000, jitter_mean_ns: 9_000_000, loss: 0.0 };
+                plain.set_override(slower);
+                floored.set_override(slower);
+            }
+            // 20 µs apart: two busy flows, 40 flows a packet every 3.2 ms (as far apart
+            // as jitter reaches), and 5,000 slow ones.
+            let flow = match i % 4 {
+                0 => i % 8,
+                1 => 10_000 + (i / 4) % 40,
+                _ => (i * 7919) % 5_000,
+            };
+            let now = i * 20_000;
+            assert_eq!(plain.transmit(now, 200, flow), floored.transmit(now, 200, flow), "packet {i}");
+            if i < 100_000 {
+                plain_max = plain_max.max(plain.last_delivery_ns.len());
+                floored_max = floored_max.max(floored.last_delivery_ns.len());
+            }
+        }
+        // Before the override the floor is the delay: only jitter's excess is remembered.
+        assert!(floored_max * 4 < plain_max, "floored {floored_max}, plain {plain_max} flows remembered");
     }
 
     #[test]

@@ -223,8 +223,10 @@ impl<'t> World<'t> {
         }
         // A backend away from its region is reached over the backbone.
         let model = anyedge_topology::nodes::backbone_link(t, t.regions[region].location, location);
-        let link =
-            |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip())));
+        let link = |dir: usize| {
+            let rng = ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip()));
+            Link::new(model, rng).with_delay_floor(model.impairment.delay_ns)
+        };
         self.site_links.insert((region, h), [link(0), link(1)]);
     }
 

@@ -66,7 +66,9 @@ impl<'t> World<'t> {
             for p in 0..np {
                 let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Pop(p));
                 for dir in 0..2 {
-                    inet_pop.push(Link::new(model, ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"))));
+                    let rng = ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"));
+                    // No fault overrides an internet link's delay: its own is the floor.
+                    inet_pop.push(Link::new(model, rng).with_delay_floor(model.impairment.delay_ns));
                 }
             }
         }
@@ -76,7 +78,7 @@ impl<'t> World<'t> {
                 let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Region(r));
                 for dir in 0..2 {
                     let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
-                    inet_direct.push(Link::new(model, rng));
+                    inet_direct.push(Link::new(model, rng).with_delay_floor(model.impairment.delay_ns));
                 }
             }
         }
@@ -84,8 +86,18 @@ impl<'t> World<'t> {
         for p in 0..np {
             for r in 0..nr {
                 let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+                // The lowest delay the link will have: its own, or a fault's on it.
+                let floor = t
+                    .faults
+                    .iter()
+                    .filter_map(|f| match &f.action {
+                        FaultAction::Link(lo) if lo.pop == p && lo.region == r => lo.delay_ns,
+                        _ => None,
+                    })
+                    .fold(model.impairment.delay_ns, u64::min);
                 for dir in 0..2 {
-                    backbone.push(Link::new(model, ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"))));
+                    let rng = ComponentRng::new(seed, &format!("backbone/{p}/{r}/{dir}"));
+                    backbone.push(Link::new(model, rng).with_delay_floor(floor));
                 }
             }
         }

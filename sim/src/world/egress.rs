@@ -38,7 +38,10 @@ impl<'t> World<'t> {
                 self.hosts[host].egress = Some(k);
                 self.egress_by_ip.insert(*ip, k);
                 let model = anyedge_topology::nodes::internet_hop(t);
-                let link = |dir: usize| Link::new(model, ComponentRng::new(t.seed, &format!("{name}/{ip}/{dir}")));
+                let link = |dir: usize| {
+                    let rng = ComponentRng::new(t.seed, &format!("{name}/{ip}/{dir}"));
+                    Link::new(model, rng).with_delay_floor(model.impairment.delay_ns)
+                };
                 links.insert(host, [link(0), link(1)]);
             }
             self.egress.push(EgressNode {
