@@ -236,10 +236,11 @@ fn tcp_rtt_includes_retransmission_delay_under_loss() {
     assert!(web(&lossy).p99 > 2.0 * web(&clean).p99, "clean {:?} lossy {:?}", web(&clean), web(&lossy));
 }
 
-#[test]
-fn syn_flood_never_grows_the_connection_table_past_its_bound() {
+/// small.yaml without faults, ten bots flooding SYNs at the web port (2,000/s each), for
+/// `duration_ns`; `region_extra` goes into the region's lines.
+fn small_under_syn_flood(region_extra: &str, duration_ns: u64) -> Report {
     let text = SMALL
-        .replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    conn_table: 500\n")
+        .replace("    clb_nodes: 2\n", &format!("    clb_nodes: 2\n{region_extra}"))
         .replace(
             "  - { name: kyiv,",
             "  - { name: botnet, location: [52.52, 13.40], count: 10, traffic: flood }\n  - { name: kyiv,",
@@ -250,8 +251,13 @@ fn syn_flood_never_grows_the_connection_table_past_its_bound() {
         );
     let text = text.split("faults:").next().unwrap().to_string();
     let mut t = topology::parse_str("flood.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
-    t.duration_ns = 4_000_000_000;
-    let report = run(&t).report;
+    t.duration_ns = duration_ns;
+    run(&t).report
+}
+
+#[test]
+fn syn_flood_never_grows_the_connection_table_past_its_bound() {
+    let report = small_under_syn_flood("    conn_table: 500\n", 4_000_000_000);
     let syns: u64 = report.clients.iter().find(|c| c.name == "botnet").unwrap().traffic[0].anycast.sent;
     assert!(syns > 70_000, "{syns} SYNs sent");
     for node in &report.clb_nodes {
@@ -299,19 +305,7 @@ fn a_backend_holds_more_open_connections_than_its_syn_backlog() {
 /// it the backend drops new SYNs, and the report counts them under its name.
 #[test]
 fn a_syn_flood_fills_a_backends_syn_backlog_and_the_report_counts_the_drops() {
-    let text = SMALL
-        .replace(
-            "  - { name: kyiv,",
-            "  - { name: botnet, location: [52.52, 13.40], count: 10, traffic: flood }\n  - { name: kyiv,",
-        )
-        .replace(
-            "traffic:\n  game:",
-            "traffic:\n  flood: { kind: syn-flood, vip: edge, port: 443, rate: 2000 }\n  game:",
-        );
-    let text = text.split("faults:").next().unwrap().to_string();
-    let mut t = topology::parse_str("flood.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
-    t.duration_ns = 2_000_000_000;
-    let report = run(&t).report;
+    let report = small_under_syn_flood("", 2_000_000_000);
     let backlog_drops: u64 = report
         .drops
         .iter()
