@@ -64,8 +64,8 @@ pub struct Link {
     last_delivery_ns: FxHashMap<u64, u64>,
     /// Sweep when the map reaches this many entries.
     sweep_at: usize,
-    /// No packet handed to the link will ever be delayed less than this (see
-    /// [`Link::with_delay_floor`]); 0 unless declared.
+    /// No packet handed to the link will ever be delayed less than this: the model's
+    /// delay, or less when declared (see [`Link::with_delay_floor`]).
     delay_floor_ns: u64,
 }
 
@@ -78,19 +78,19 @@ impl Link {
             rng,
             last_delivery_ns: FxHashMap::default(),
             sweep_at: SWEEP_MIN,
-            delay_floor_ns: 0,
+            delay_floor_ns: model.impairment.delay_ns,
         }
     }
 
-    /// Declares that no packet will ever cross this link in less than `floor_ns` (its
-    /// delay and the lowest delay any override will set; the model's delay if that is
-    /// lower). A flow's earlier delivery only holds a later packet back while it is more
-    /// than that far ahead of the clock (a later packet leaves no earlier than now and
-    /// takes at least the floor), so the link forgets it then, not when it lands: the
+    /// Declares the lowest delay any override will set, when it is below the model's.
+    /// A packet never crosses the link faster than its floor (the model's delay unless
+    /// lowered here). A flow's earlier delivery only holds a later packet back while it is
+    /// more than the floor ahead of the clock (a later packet leaves no earlier than now
+    /// and takes at least the floor), so the link forgets it then, not when it lands: the
     /// map holds the flows whose jitter is still ahead of the delay, a small fraction of
     /// those in flight, and stays in cache. What is delivered is the same.
     pub fn with_delay_floor(mut self, floor_ns: u64) -> Link {
-        self.delay_floor_ns = floor_ns.min(self.model.impairment.delay_ns);
+        self.delay_floor_ns = self.delay_floor_ns.min(floor_ns);
         self
     }
 
@@ -186,8 +186,8 @@ mod tests {
     fn a_delay_floor_forgets_sooner_and_delivers_the_same() {
         let mut m = model(0.01, None, 0);
         m.impairment = Impairment { delay_ns: 30_000_000, jitter_mean_ns: 4_000_000, loss: 0.01 };
-        let mut plain = Link::new(m, ComponentRng::new(3, "l"));
-        let mut floored = Link::new(m, ComponentRng::new(3, "l")).with_delay_floor(30_000_000);
+        let mut plain = Link::new(m, ComponentRng::new(3, "l")).with_delay_floor(0);
+        let mut floored = Link::new(m, ComponentRng::new(3, "l"));
         let (mut plain_max, mut floored_max) = (0, 0);
         for i in 0..200_000u64 {
             if i == 100_000 {

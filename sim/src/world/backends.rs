@@ -225,7 +225,7 @@ impl<'t> World<'t> {
         let model = anyedge_topology::nodes::backbone_link(t, t.regions[region].location, location);
         let link = |dir: usize| {
             let rng = ComponentRng::new(t.seed, &format!("site/{region}/{}/{dir}", addr.ip()));
-            Link::new(model, rng).with_delay_floor(model.impairment.delay_ns)
+            Link::new(model, rng)
         };
         self.site_links.insert((region, h), [link(0), link(1)]);
     }

@@ -67,8 +67,7 @@ impl<'t> World<'t> {
                 let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Pop(p));
                 for dir in 0..2 {
                     let rng = ComponentRng::new(seed, &format!("inet/{g}/pop/{p}/{dir}"));
-                    // No fault overrides an internet link's delay: its own is the floor.
-                    inet_pop.push(Link::new(model, rng).with_delay_floor(model.impairment.delay_ns));
+                    inet_pop.push(Link::new(model, rng));
                 }
             }
         }
@@ -78,7 +77,7 @@ impl<'t> World<'t> {
                 let model = anyedge_topology::nodes::access_link(t, g, anyedge_topology::InternetEnd::Region(r));
                 for dir in 0..2 {
                     let rng = ComponentRng::new(seed, &format!("inet/{g}/region/{r}/{dir}"));
-                    inet_direct.push(Link::new(model, rng).with_delay_floor(model.impairment.delay_ns));
+                    inet_direct.push(Link::new(model, rng));
                 }
             }
         }
@@ -86,7 +85,7 @@ impl<'t> World<'t> {
         for p in 0..np {
             for r in 0..nr {
                 let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
-                // The lowest delay the link will have: its own, or a fault's on it.
+                // A fault may set a lower delay than the link's: the link is told.
                 let floor = t
                     .faults
                     .iter()

@@ -40,7 +40,7 @@ impl<'t> World<'t> {
                 let model = anyedge_topology::nodes::internet_hop(t);
                 let link = |dir: usize| {
                     let rng = ComponentRng::new(t.seed, &format!("{name}/{ip}/{dir}"));
-                    Link::new(model, rng).with_delay_floor(model.impairment.delay_ns)
+                    Link::new(model, rng)
                 };
                 links.insert(host, [link(0), link(1)]);
             }

@@ -76,7 +76,6 @@ impl<'t> World<'t> {
         }
     }
 
-    /// The client a packet from the VIP is for, and its flow id.
     /// A client's group, from the groups' first clients (without touching the client's
     /// row: a reply's way back needs only its group).
     pub(super) fn group_of(&self, client: ClientId) -> usize {
@@ -85,6 +84,7 @@ impl<'t> World<'t> {
         g
     }
 
+    /// The client a packet from the VIP is for, and its flow id.
     pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
         let key = inner::parse(packet).ok()?.key;
         let client = self.client_by_addr.get(key.dst)?;
