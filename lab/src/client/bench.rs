@@ -3,6 +3,7 @@
 //! backend) and straight from the client to the backend, and the latency the VIP path
 //! adds at a steady 10,000 round trips a second.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
@@ -38,6 +39,42 @@ pub struct LabFigures {
     /// paced rounds, from the nodes' own timestamps (empty without `--breakdown`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub breakdown: Vec<HopFigures>,
+    /// What the paced rounds cost the host, path by path.
+    pub cpu: CpuFigures,
+}
+
+/// The host's CPU during the paced rounds (see [`crate::io::cpu`]), and the kernel's
+/// real-time budget the rounds ran under.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuFigures {
+    pub vip: PathCpu,
+    pub direct: PathCpu,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PathCpu>,
+    /// `kernel.sched_rt_runtime_us` and `sched_rt_period_us` (-1: no limit; absent where
+    /// the kernel does not say).
+    pub rt_runtime_us: Option<i64>,
+    pub rt_period_us: Option<u64>,
+}
+
+/// What one path's paced rounds cost the host; each figure the median over the rounds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PathCpu {
+    /// Host CPU time (every core: processes, and the kernel's forwarding in between) per
+    /// answered round trip, µs.
+    pub per_round_trip_us: f64,
+    /// Of that, by process: `probe`, the lab's nodes by role (`pop`, `clb`, `backend`, …;
+    /// the kernel's forwarding counts to the process whose send carried the packet), and
+    /// `other` (peer proxies, other processes, interrupts on idle cores).
+    pub by_process_us: BTreeMap<String, f64>,
+    /// How long the nodes of each role were runnable but waiting for a CPU, per answered
+    /// round trip, µs (the kernel's real-time stop counts here).
+    pub waited_us: BTreeMap<String, f64>,
+    /// The host's busy share over the round (wall time less idle time), all cores, %.
+    pub host_busy_pct: f64,
+    /// The busiest core's busiest second of the round, % (past the real-time budget the
+    /// kernel stops SCHED_FIFO tasks on that core for the rest of the period).
+    pub busiest_core_second_pct: f64,
 }
 
 /// How long packets going one way spent inside one node of the VIP path: from the
@@ -120,13 +157,21 @@ pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures,
     let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
-    setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime, tun_queues })?;
+    let state = setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime, tun_queues })?;
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
     let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime, peer_hops));
     let queues = tun_queues.unwrap_or_else(crate::io::tunq::per_core);
     let hops = breakdown.then(|| path_nodes(&plan));
-    let result = measure(&plan, exe, &client_ns, (vip, direct), (realtime, queues), nginx.as_ref(), hops.as_ref());
+    let result = measure(
+        &plan,
+        exe,
+        &client_ns,
+        (vip, direct),
+        (realtime, queues),
+        nginx.as_ref(),
+        (hops.as_ref(), &state.pids),
+    );
     drop(nginx);
     let down = setup::down(file);
     let figures = result?;
@@ -322,7 +367,7 @@ fn measure(
     (vip, direct): (SocketAddr, SocketAddr),
     (realtime, tun_queues): (bool, usize),
     nginx: Option<&Nginx>,
-    hops: Option<&Vec<(&'static str, String)>>,
+    (hops, pids): (Option<&Vec<(&'static str, String)>>, &BTreeMap<String, u32>),
 ) -> Result<LabFigures, String> {
     let args = |load: &[&str]| -> Vec<String> {
         load.iter().map(|s| s.to_string()).chain(realtime.then(|| "--realtime".to_string())).collect()
@@ -344,19 +389,34 @@ fn measure(
     // LATENCY_ROUNDS times and keep each quantile's median over the rounds.
     let q = |r: &serde_json::Value| ["p50", "p99", "p999"].map(|k| r["rtt_us"][k].as_u64().unwrap_or(0));
     let (mut vs, mut ds, mut ps, mut rs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut vc, mut dc, mut pc) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..LATENCY_ROUNDS {
         if let Some(hops) = hops {
             reset_residence(plan, hops);
         }
-        vs.push(q(&probe(plan, exe, ns, vip, &paced)?));
+        let (r, c) = costed(pids, || probe(plan, exe, ns, vip, &paced))?;
+        vs.push(q(&r));
+        vc.push(c);
         if let Some(hops) = hops {
             rs.push(residence(plan, hops));
         }
-        ds.push(q(&probe(plan, exe, ns, direct, &paced)?));
+        let (r, c) = costed(pids, || probe(plan, exe, ns, direct, &paced))?;
+        ds.push(q(&r));
+        dc.push(c);
         if let Some(at) = peer_at {
-            ps.push(q(&probe(plan, exe, ns, at, &paced)?));
+            let (r, c) = costed(pids, || probe(plan, exe, ns, at, &paced))?;
+            ps.push(q(&r));
+            pc.push(c);
         }
     }
+    let budget = crate::io::cpu::rt_budget();
+    let cpu = CpuFigures {
+        vip: median_cpu(&vc),
+        direct: median_cpu(&dc),
+        peer: (!pc.is_empty()).then(|| median_cpu(&pc)),
+        rt_runtime_us: budget.map(|b| b.0),
+        rt_period_us: budget.map(|b| b.1),
+    };
     let (v, d) = (median_each(&vs), median_each(&ds));
     let peer = nginx.map(|n| match n {
         Nginx::Running { what, hops, .. } => {
@@ -397,7 +457,85 @@ fn measure(
         tun_queues,
         peer,
         breakdown: breakdown_of(&rs),
+        cpu,
     })
+}
+
+/// Runs one probe (a child process the closure waits for) and measures what it cost the
+/// host: all cores' busy time, the lab's nodes' time on a CPU and waiting for one, by
+/// role, and the probe's, per answered round trip.
+fn costed(
+    pids: &BTreeMap<String, u32>,
+    run: impl FnOnce() -> Result<serde_json::Value, String>,
+) -> Result<(serde_json::Value, PathCpu), String> {
+    use crate::io::cpu;
+    let role = |node: &str| node.split('/').next().unwrap_or(node).to_string();
+    let nodes_before: Vec<(String, u32, (u64, u64))> =
+        pids.iter().filter_map(|(n, &pid)| Some((role(n), pid, cpu::process_sched(pid)?))).collect();
+    let children_before = cpu::children_cpu();
+    let sampler = cpu::Sampler::start();
+    let report = run();
+    let samples = sampler.finish();
+    let report = report?;
+    let probe_us = (cpu::children_cpu().saturating_sub(children_before)).as_secs_f64() * 1e6;
+    let answered = report["received"].as_f64().unwrap_or(0.0).max(1.0);
+    let (mut by_process, mut waited) = (BTreeMap::<String, f64>::new(), BTreeMap::<String, f64>::new());
+    for (r, pid, before) in nodes_before {
+        if let Some(after) = cpu::process_sched(pid) {
+            *by_process.entry(r.clone()).or_default() += after.0.saturating_sub(before.0) as f64 / 1e3 / answered;
+            *waited.entry(r).or_default() += after.1.saturating_sub(before.1) as f64 / 1e3 / answered;
+        }
+    }
+    // Nodes off the path (a second POP, a transit) did next to nothing: under 1 µs a round trip.
+    by_process.retain(|_, us| *us >= 1.0);
+    waited.retain(|r, _| by_process.contains_key(r));
+    by_process.insert("probe".into(), probe_us / answered);
+    let tps = cpu::ticks_per_s();
+    let (host_busy_pct, per_round_trip_us) = match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) => {
+            let busy = cpu::busy_pct(a, b, 0, tps);
+            let cpu_s = busy / 100.0 * b.at.saturating_duration_since(a.at).as_secs_f64() * a.cores() as f64;
+            (busy, cpu_s * 1e6 / answered)
+        }
+        _ => (0.0, 0.0),
+    };
+    let listed: f64 = by_process.values().sum();
+    by_process.insert("other".into(), (per_round_trip_us - listed).max(0.0));
+    let window = (Duration::from_secs(1).as_millis() / cpu::SAMPLE_EVERY.as_millis()) as usize;
+    Ok((
+        report,
+        PathCpu {
+            per_round_trip_us,
+            by_process_us: by_process,
+            waited_us: waited,
+            host_busy_pct,
+            busiest_core_second_pct: cpu::busiest_window_pct(&samples, window, tps),
+        },
+    ))
+}
+
+/// Every key any round has in the map `of` picks.
+fn keys_of(rounds: &[PathCpu], of: impl Fn(&PathCpu) -> &BTreeMap<String, f64>) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = rounds.iter().flat_map(|r| of(r).keys()).collect();
+    keys.into_iter().cloned().collect()
+}
+
+/// Each figure's median over the rounds.
+fn median_cpu(rounds: &[PathCpu]) -> PathCpu {
+    let med = |f: &dyn Fn(&PathCpu) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    PathCpu {
+        per_round_trip_us: med(&|r| r.per_round_trip_us),
+        by_process_us: keys_of(rounds, |r| &r.by_process_us)
+            .into_iter()
+            .map(|k| (k.clone(), med(&|r: &PathCpu| r.by_process_us.get(&k).copied().unwrap_or(0.0))))
+            .collect(),
+        waited_us: keys_of(rounds, |r| &r.waited_us)
+            .into_iter()
+            .map(|k| (k.clone(), med(&|r: &PathCpu| r.waited_us.get(&k).copied().unwrap_or(0.0))))
+            .collect(),
+        host_busy_pct: med(&|r| r.host_busy_pct),
+        busiest_core_second_pct: med(&|r| r.busiest_core_second_pct),
+    }
 }
 
 /// The nodes a VIP round trip can cross, with their hop names: every POP, CLB node and

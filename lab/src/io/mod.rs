@@ -1,8 +1,10 @@
 //! The I/O every room shares: batched sockets, TUN queues, the user-space link shaper,
-//! connection limits, the gRPC servers' TLS, namespaces, real-time scheduling and the node clock.
+//! connection limits, the gRPC servers' TLS, namespaces, real-time scheduling, the node clock
+//! and the CPU accounting `bench lab` reports.
 
 pub mod batch;
 pub mod clock;
+pub mod cpu;
 pub mod limits;
 pub mod netns;
 pub mod realtime;
