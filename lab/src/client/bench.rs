@@ -367,7 +367,7 @@ fn measure(
     (vip, direct): (SocketAddr, SocketAddr),
     (realtime, tun_queues): (bool, usize),
     nginx: Option<&Nginx>,
-    (hops, pids): (Option<&Vec<(&'static str, String)>>, &BTreeMap<String, u32>),
+    (hops, pids): (Option<&Hops>, &BTreeMap<String, u32>),
 ) -> Result<LabFigures, String> {
     let args = |load: &[&str]| -> Vec<String> {
         load.iter().map(|s| s.to_string()).chain(realtime.then(|| "--realtime".to_string())).collect()
@@ -380,6 +380,13 @@ fn measure(
         Some(Nginx::Running { listen, .. }) => Some(*listen),
         _ => None,
     };
+    // The peer's rounds count its processes as `nginx`, beside the nodes.
+    let mut peer_pids = pids.clone();
+    if let Some(Nginx::Running { children, .. }) = nginx {
+        for (i, c) in children.iter().enumerate() {
+            peer_pids.insert(format!("nginx/{i}"), c.id());
+        }
+    }
     let peer_max = match peer_at {
         Some(at) => Some(probe(plan, exe, ns, at, &windowed)?),
         None => None,
@@ -404,7 +411,7 @@ fn measure(
         ds.push(q(&r));
         dc.push(c);
         if let Some(at) = peer_at {
-            let (r, c) = costed(pids, || probe(plan, exe, ns, at, &paced))?;
+            let (r, c) = costed(&peer_pids, || probe(plan, exe, ns, at, &paced))?;
             ps.push(q(&r));
             pc.push(c);
         }
@@ -538,9 +545,12 @@ fn median_cpu(rounds: &[PathCpu]) -> PathCpu {
     }
 }
 
+/// Nodes of the VIP path with their hop names (`pop`, `clb`, `backend`).
+type Hops = Vec<(&'static str, String)>;
+
 /// The nodes a VIP round trip can cross, with their hop names: every POP, CLB node and
 /// backend host (the busiest of each role in a round is the one on the path).
-fn path_nodes(plan: &Plan) -> Vec<(&'static str, String)> {
+fn path_nodes(plan: &Plan) -> Hops {
     plan.nodes
         .iter()
         .filter_map(|n| match plan.namespaces[n.ns].role {
