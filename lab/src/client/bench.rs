@@ -64,11 +64,13 @@ pub struct PathCpu {
     /// answered round trip, µs.
     pub per_round_trip_us: f64,
     /// Of that, by process: `probe`, the lab's nodes by role (`pop`, `clb`, `backend`, …;
-    /// the kernel's forwarding counts to the process whose send carried the packet), and
-    /// `other` (peer proxies, other processes, interrupts on idle cores).
+    /// the kernel's forwarding counts to the process whose send carried the packet), the
+    /// peer's processes (`nginx`, in its rounds), and `other` (every other process, and
+    /// interrupts on idle cores).
     pub by_process_us: BTreeMap<String, f64>,
-    /// How long the nodes of each role were runnable but waiting for a CPU, per answered
-    /// round trip, µs (the kernel's real-time stop counts here).
+    /// How long the nodes of each role (and the peer's processes) were runnable but
+    /// waiting for a CPU, per answered round trip, µs (the kernel's real-time stop counts
+    /// here).
     pub waited_us: BTreeMap<String, f64>,
     /// The host's busy share over the round (wall time less idle time), all cores, %.
     pub host_busy_pct: f64,
