@@ -638,6 +638,9 @@ fn cpu_text(f: &anyedge_lab::bench::LabFigures) -> String {
         format!("{name} {:.0} ({})", c.per_round_trip_us, parts.join(", "))
     };
     let waits = |c: &anyedge_lab::bench::PathCpu| {
+        if c.waited_us.is_empty() {
+            return "not measured (this kernel keeps no schedstat)".to_string();
+        }
         c.waited_us.iter().map(|(k, us)| format!("{k} {us:.1}")).collect::<Vec<_>>().join(", ")
     };
     let mut paths = vec![path("VIP", &f.cpu.vip), path("direct", &f.cpu.direct)];

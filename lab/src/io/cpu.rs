@@ -68,18 +68,20 @@ pub fn busy_pct(a: &HostSample, b: &HostSample, i: usize, tps: u64) -> f64 {
 }
 
 /// A process's time on a CPU and time runnable but waiting for one (every thread's,
-/// from `/proc/PID/task/*/schedstat`), ns; `None` once it is gone.
+/// from `/proc/PID/task/*/schedstat`), ns; `None` once it is gone, or where the kernel
+/// keeps no such figures (built without `CONFIG_SCHED_INFO`).
 pub fn process_sched(pid: u32) -> Option<(u64, u64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = (0, 0);
+    let mut total: Option<(u64, u64)> = None;
     for task in tasks.flatten() {
         if let Some((run, wait)) =
             std::fs::read_to_string(task.path().join("schedstat")).ok().as_deref().and_then(parse_schedstat)
         {
-            total = (total.0 + run, total.1 + wait);
+            let (r, w) = total.unwrap_or_default();
+            total = Some((r + run, w + wait));
         }
     }
-    Some(total)
+    total
 }
 
 /// `/proc/…/schedstat`: time on a CPU, time waiting for one (ns), timeslices.
