@@ -4,7 +4,7 @@
 //! benchmark waited for), and the kernel's real-time budget (`kernel.sched_rt_runtime_us`
 //! of `sched_rt_period_us`).
 //!
-//! A core's busy time is its wall time less its idle time: `/proc/stat`'s busy columns
+//! A core's busy time is its wall time less its idle (and stolen) time: `/proc/stat`'s busy columns
 //! are sampled at the timer tick, which a tickless kernel stops while a core idles, so a
 //! load of short bursts (a forwarder at 10 k/s) shows there as a fraction of what it is.
 //!
@@ -15,8 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-/// Each core's idle time (idle and iowait) from `/proc/stat`, in clock ticks: `[0]` the
-/// whole host, then each core.
+/// Each core's time not running this host's work (idle, iowait, and steal: the hypervisor
+/// running someone else) from `/proc/stat`, in clock ticks: `[0]` the whole host, then
+/// each core.
 pub fn parse_proc_stat(text: &str) -> Result<Vec<u64>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -27,7 +28,7 @@ pub fn parse_proc_stat(text: &str) -> Result<Vec<u64>, String> {
         if v.len() < 5 {
             return Err(format!("/proc/stat line {}: {name}: {} fields, expected at least 5", i + 1, v.len()));
         }
-        out.push(v[3] + v[4]);
+        out.push(v[3] + v[4] + v.get(7).copied().unwrap_or(0));
     }
     if out.len() < 2 {
         return Err("/proc/stat: no per-core cpu lines".into());
@@ -184,7 +185,10 @@ intr 1 2 3\nctxt 42\nbtime 1700000000\n";
 
     #[test]
     fn proc_stat_gives_the_idle_time_of_the_host_then_of_each_core() {
-        assert_eq!(parse_proc_stat(STAT).unwrap(), vec![2405692 + 19079, 1402427 + 4818, 1004772 + 14261]);
+        let idle = vec![2405692 + 19079 + 19385, 1402427 + 4818 + 9789, 1004772 + 14261 + 9599];
+        assert_eq!(parse_proc_stat(STAT).unwrap(), idle);
+        // A kernel too old to report steal: idle and iowait.
+        assert_eq!(parse_proc_stat("cpu  1 2 3 4 5\ncpu0 1 2 3 4 5\n").unwrap(), vec![9, 9]);
     }
 
     #[test]
