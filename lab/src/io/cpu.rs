@@ -4,9 +4,10 @@
 //! benchmark waited for), and the kernel's real-time budget (`kernel.sched_rt_runtime_us`
 //! of `sched_rt_period_us`).
 //!
-//! A core's busy time is its wall time less its idle (and stolen) time: `/proc/stat`'s busy columns
-//! are sampled at the timer tick, which a tickless kernel stops while a core idles, so a
-//! load of short bursts (a forwarder at 10 k/s) shows there as a fraction of what it is.
+//! A core's busy time is its wall time less its idle (and stolen) time: `/proc/stat`'s
+//! busy columns are sampled at the timer tick, which a tickless kernel stops while a core
+//! idles, so a load of short bursts (a forwarder at 10 k/s) shows there as a fraction of
+//! what it is.
 //!
 //! The budget matters to a benchmark that runs its nodes SCHED_FIFO: once real-time tasks
 //! have used `runtime` of a core's `period`, the kernel stops them on that core for the
