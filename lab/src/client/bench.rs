@@ -58,7 +58,7 @@ pub struct CpuFigures {
 }
 
 /// What one path's paced rounds cost the host; each figure the median over the rounds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PathCpu {
     /// Host CPU time (every core: processes, and the kernel's forwarding in between) per
     /// answered round trip, µs.
@@ -523,25 +523,18 @@ fn costed(
     ))
 }
 
-/// Every key any round has in the map `of` picks.
-fn keys_of(rounds: &[PathCpu], of: impl Fn(&PathCpu) -> &BTreeMap<String, f64>) -> Vec<String> {
-    let keys: std::collections::BTreeSet<&String> = rounds.iter().flat_map(|r| of(r).keys()).collect();
-    keys.into_iter().cloned().collect()
-}
-
 /// Each figure's median over the rounds.
 fn median_cpu(rounds: &[PathCpu]) -> PathCpu {
     let med = |f: &dyn Fn(&PathCpu) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    // A map's median, key by key over every key any round has (0 where a round lacks it).
+    let med_map = |of: fn(&PathCpu) -> &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+        let keys: std::collections::BTreeSet<&String> = rounds.iter().flat_map(|r| of(r).keys()).collect();
+        keys.into_iter().map(|k| (k.clone(), med(&|r| of(r).get(k).copied().unwrap_or(0.0)))).collect()
+    };
     PathCpu {
         per_round_trip_us: med(&|r| r.per_round_trip_us),
-        by_process_us: keys_of(rounds, |r| &r.by_process_us)
-            .into_iter()
-            .map(|k| (k.clone(), med(&|r: &PathCpu| r.by_process_us.get(&k).copied().unwrap_or(0.0))))
-            .collect(),
-        waited_us: keys_of(rounds, |r| &r.waited_us)
-            .into_iter()
-            .map(|k| (k.clone(), med(&|r: &PathCpu| r.waited_us.get(&k).copied().unwrap_or(0.0))))
-            .collect(),
+        by_process_us: med_map(|r| &r.by_process_us),
+        waited_us: med_map(|r| &r.waited_us),
         host_busy_pct: med(&|r| r.host_busy_pct),
         busiest_core_second_pct: med(&|r| r.busiest_core_second_pct),
     }

@@ -4,7 +4,9 @@
 //! run this way in production (a real-time class or dedicated cores); the lab offers it
 //! for benchmarks (`bench lab` uses it on both paths alike, `lab up --realtime`).
 //! The kernel's real-time throttling (sched_rt_runtime_us) keeps a share of every
-//! second for ordinary processes, so a runaway node cannot take the machine.
+//! second for ordinary processes, so a runaway node cannot take the machine. Its price:
+//! a load that fills a core is stopped there for up to 50 ms of each second, which
+//! `bench lab` measures and says (see [`crate::io::cpu`]).
 
 /// The SCHED_FIFO priority nodes and probes run at: above every ordinary process,
 /// well below the kernel's own real-time threads (which run at 50 and up).
