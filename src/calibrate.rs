@@ -16,6 +16,7 @@ pub struct Args {
     pub source: Option<String>,
     pub holdout: u32,
     pub pairs: bool,
+    pub areas: bool,
     pub topology: Option<PathBuf>,
     pub json: Option<PathBuf>,
 }
@@ -161,13 +162,16 @@ fn by_length(model: &DelayModel, rows: &[Measured]) -> [ErrorSummary; 2] {
     [delay::errors(model, &long), delay::errors(model, &short)]
 }
 
+/// One pair of areas' parameters as the model's YAML writes them.
+fn to_params(p: &delay::PathParams) -> String {
+    let via = p.via.as_deref().map_or(String::new(), |h| format!(", via: {h}"));
+    format!("stretch: {}, overhead: {}us{via}", p.stretch, (p.overhead_ms * 1000.0).round() as u64)
+}
+
 /// The model as the `delay:` section of a topology file (what `BUILTIN` calibrations are).
 pub fn to_yaml(model: &DelayModel) -> String {
     let mut out = String::new();
-    let params = |p: &delay::PathParams| {
-        let via = p.via.as_deref().map_or(String::new(), |h| format!(", via: {h}"));
-        format!("stretch: {}, overhead: {}us{via}", p.stretch, (p.overhead_ms * 1000.0).round() as u64)
-    };
+    let params = to_params;
     let _ = writeln!(out, "delay:");
     let _ = writeln!(out, "  name: {}", model.name);
     let _ = writeln!(out, "  source: \"{}\"", model.source.replace('"', "'"));
@@ -264,6 +268,9 @@ pub fn run(args: Args) -> ExitCode {
             );
         }
     }
+    if args.areas {
+        print!("{}", area_table(&model, &rows, args.holdout));
+    }
     if let Some(path) = &args.topology
         && let Err(e) = print_topology_pairs(path, &model)
     {
@@ -285,6 +292,37 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The error per pair of areas on the pairs held out of the fit (all pairs when nothing
+/// is held out), long and short apart, with the parameters the pair of areas got.
+fn area_table(model: &DelayModel, rows: &[MeasuredPair], holdout: u32) -> String {
+    let mut by_area: std::collections::BTreeMap<(Area, Area), Vec<Measured>> = Default::default();
+    for (i, r) in rows.iter().enumerate() {
+        if holdout <= 1 || held_out(i, holdout) {
+            by_area.entry(delay::area_key(Area::of(r.m.a), Area::of(r.m.b))).or_default().push(r.m.clone());
+        }
+    }
+    let mut out = String::new();
+    let what = if holdout > 1 { "held-out" } else { "all" };
+    let _ = writeln!(out, "\nerror per pair of areas ({what} pairs; median / p90 / bias, %)");
+    let _ = writeln!(
+        out,
+        "{:<32} {:>6} {:>22} {:>6} {:>22}   {}",
+        "areas", "≥1000", "km: med/p90/bias", "<1000", "km: med/p90/bias", "model"
+    );
+    for ((a, b), measured) in &by_area {
+        let [long, short] = by_length(model, measured);
+        let cell = |e: &ErrorSummary| match e.pairs {
+            0 => format!("{:>6} {:>22}", 0, "-"),
+            n => format!("{n:>6} {:>6.1} {:>6.1} {:>+7.1}", pct(e.median), pct(e.p90), pct(e.bias)),
+        };
+        let own = model.pairs.contains_key(&(*a, *b));
+        let params = to_params(model.params(*a, *b));
+        let params = if own { params } else { format!("{params} (default)") };
+        let _ = writeln!(out, "{:<32} {} {}   {params}", format!("{a}/{b}"), cell(&long), cell(&short));
+    }
+    out
 }
 
 /// For a topology: each client group's round trip to each POP and to each VIP's home

@@ -304,6 +304,10 @@ enum Command {
         /// Print each pair's measured and predicted round trip.
         #[arg(long)]
         pairs: bool,
+        /// Print the error per pair of areas (held-out pairs, long and short): where the
+        /// model is off, and by how much.
+        #[arg(long)]
+        areas: bool,
         /// Also print a topology's client round trips under its own model and the fitted one.
         #[arg(long)]
         topology: Option<PathBuf>,
@@ -426,8 +430,8 @@ fn main() -> ExitCode {
         Command::CaptureHere { out, duration, snaplen } => capture_here(&out, &duration, snaplen),
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
-        Command::Calibrate { file, name, source, holdout, pairs, topology, json } => {
-            calibrate::run(calibrate::Args { file, name, source, holdout, pairs, topology, json })
+        Command::Calibrate { file, name, source, holdout, pairs, areas, topology, json } => {
+            calibrate::run(calibrate::Args { file, name, source, holdout, pairs, areas, topology, json })
         }
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule, shard } => {
             chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule, shard })

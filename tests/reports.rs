@@ -249,7 +249,7 @@ fn the_html_report_is_one_self_contained_page_with_every_section_and_report_rend
         "<h2>Faults</h2>",
         "<pre>",
         // What the figures rest on: control.yaml keeps one stretch for each.
-        "Delay models: internet <b>uniform</b> (stretch 2 everywhere, not calibrated) plus 5.0 ms of last mile; backbone <b>uniform</b>",
+        "Delay models: internet <b>uniform</b> (stretch 2 everywhere, not calibrated) plus 5.0 ms of last mile (set in the topology file); backbone <b>uniform</b>",
     ] {
         assert!(page.contains(part), "the page has {part}");
     }
@@ -293,4 +293,40 @@ fn every_paths_per_second_series_and_histogram_add_up_to_its_totals() {
             }
         }
     }
+}
+
+#[test]
+fn a_file_on_the_default_internet_names_the_calibrated_model_its_dataset_and_the_assumed_last_mile() {
+    let dir = std::env::temp_dir().join(format!("anyedge-models-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = std::fs::read_to_string(format!("{}/topologies/small.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let line = small.lines().find(|l| l.starts_with("internet:")).expect("an internet line");
+    let file = dir.join("default-internet.yaml");
+    std::fs::write(&file, small.replace(line, "internet: { jitter: 2ms, loss: 0.2% }")).unwrap();
+    let (html, json) = (dir.join("r.html"), dir.join("r.json"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["sim", "-q"])
+        .arg(&file)
+        .arg("--html")
+        .arg(&html)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let second = table.lines().nth(1).expect("a second line");
+    for part in ["internet `wondernetwork-2020-07` (WonderNetwork", "+ 5 ms last mile (assumed, not measured)"] {
+        assert!(second.contains(part), "the models line has `{part}`: {second}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let models = &report["models"];
+    assert_eq!(models["internet"]["name"], "wondernetwork-2020-07");
+    assert!(models["internet"]["source"].as_str().unwrap().contains("WonderProxy"), "{models}");
+    assert_eq!(models["internet_last_mile_source"], "assumed, not measured");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("internet <b>wondernetwork-2020-07</b> (WonderNetwork"), "the page names the model");
+    assert!(page.contains("5.0 ms of last mile (assumed, not measured)"), "the page says the last mile is assumed");
+    let _ = std::fs::remove_dir_all(&dir);
 }

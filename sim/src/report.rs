@@ -39,6 +39,9 @@ pub struct ModelsReport {
     /// Clients to POPs and straight to regions; `last_mile_ms` is added at the client's end.
     pub internet: ModelReport,
     pub internet_last_mile_ms: f64,
+    /// Where the last mile's figure comes from: an assumption, until an access-network
+    /// dataset ships (data/delay/README.md, "The last mile").
+    pub internet_last_mile_source: String,
     /// Measured round trips the file pins (`internet.rtt`), used instead of the model's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub internet_pinned: Vec<String>,
@@ -266,8 +269,13 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "delay models: internet `{}` ({}{pinned}) + {} ms last mile; backbone `{}` ({})",
-            m.internet.name, m.internet.source, m.internet_last_mile_ms, m.backbone.name, m.backbone.source
+            "delay models: internet `{}` ({}{pinned}) + {} ms last mile ({}); backbone `{}` ({})",
+            m.internet.name,
+            m.internet.source,
+            m.internet_last_mile_ms,
+            m.internet_last_mile_source,
+            m.backbone.name,
+            m.backbone.source
         );
         let _ = writeln!(out);
         let _ = writeln!(

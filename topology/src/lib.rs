@@ -8,7 +8,7 @@ pub mod nodes;
 pub mod overrides;
 mod parse;
 pub use overrides::Override;
-pub use parse::{BACKBONE_DELAY_DEFAULT, builtin_delay};
+pub use parse::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT, builtin_delay};
 pub mod route_table;
 pub mod schema;
 mod values;
@@ -256,6 +256,8 @@ pub struct Internet {
     /// Measured round trips (`rtt:`) that replace the model's for their pair.
     pub pinned: Vec<PinnedRtt>,
     pub last_mile_ns: u64,
+    /// Where `last_mile_ns` comes from, for reports: the file, or the assumed default.
+    pub last_mile_source: &'static str,
     pub jitter_ns: u64,
     pub loss: f64,
 }

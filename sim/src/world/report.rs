@@ -123,6 +123,7 @@ impl<'t> World<'t> {
             models: ModelsReport {
                 internet: ModelReport::of(&t.internet.delay),
                 internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
+                internet_last_mile_source: t.internet.last_mile_source.into(),
                 internet_pinned: t
                     .internet
                     .pinned

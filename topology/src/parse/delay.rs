@@ -1,5 +1,5 @@
 //! The `delay:` section of `internet:` and `backbone:`: a calibrated delay model, by the
-//! name of one that ships (`azure-2025-06`) or written out as `anyedge calibrate` prints
+//! name of one that ships (`azure-2025-06`, `wondernetwork-2020-07`) or written out as `anyedge calibrate` prints
 //! it, and the calibrations that ship with anyedge.
 
 use std::collections::BTreeMap;
@@ -17,7 +17,10 @@ const PINNED_RTT_MAX_NS: u64 = 10_000_000_000;
 
 /// Calibrations that ship: name, what `anyedge calibrate` wrote. Each is fitted on a
 /// dataset in `data/delay/` (README there names its source, date and licence).
-pub const BUILTIN: &[(&str, &str)] = &[("azure-2025-06", include_str!("../../../data/delay/azure-2025-06.yaml"))];
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("azure-2025-06", include_str!("../../../data/delay/azure-2025-06.yaml")),
+    ("wondernetwork-2020-07", include_str!("../../../data/delay/wondernetwork-2020-07.yaml")),
+];
 
 /// A built-in calibration by name.
 pub fn builtin(name: &str) -> Option<DelayModel> {
