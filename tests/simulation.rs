@@ -673,3 +673,53 @@ fn a_pinned_internet_round_trip_replaces_the_model_for_its_pair_and_moves_the_ca
     let rome = report.clients.iter().find(|c| c.name == "rome").unwrap();
     assert!(rome.traffic[0].direct.rtt_ms.unwrap().p50 < 60.0);
 }
+
+/// When each client group's anycast route went away (its catchment turned to no POP)
+/// after `since_s`, in ms after it.
+fn withdrawn_after_ms(report: &Report, since_s: f64) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    for c in &report.clients {
+        if let Some(change) = c.catchment.iter().find(|m| m.at_s >= since_s && m.pop.is_none()) {
+            out.push((c.name.clone(), (change.at_s - since_s) * 1e3));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_pop_withdraws_a_vip_whose_home_region_died_after_probe_misses_plus_fall_rounds() {
+    // The POP core's rule, which the lab's POP node carries to BIRD: a VIP is healthy at
+    // a POP while a CLB node of its home region answers; it is withdrawn after FALL
+    // unhealthy samples, one sample per probe round.
+    let t = small_with_faults("  - { at: 5s, down: region/frankfurt }\n  - { at: 10s, up: region/frankfurt }\n");
+    let (interval_ms, misses) = (t.failover.probe_interval_ns as f64 / 1e6, t.failover.probe_misses as f64);
+    let fall = anyedge_pop::announce::FALL as f64;
+    let report = run(&t).report;
+    let withdrawn = withdrawn_after_ms(&report, 5.0);
+    assert_eq!(withdrawn.len(), report.clients.len(), "every group lost its route: {withdrawn:?}");
+    // Down after `misses` unanswered rounds (less the probe's one-way delay, up to one
+    // round later by the tick's phase), then FALL samples, the first at that same round;
+    // then BGP's convergence.
+    let converge_ms = t.failover.route_converge_ns as f64 / 1e6;
+    let (earliest, latest) = ((misses + fall - 1.0) * interval_ms - 10.0, (misses + fall) * interval_ms + converge_ms);
+    for (group, ms) in &withdrawn {
+        assert!(
+            (earliest..=latest).contains(ms),
+            "{group}: withdrawn {ms} ms after the region died, not in {earliest}..={latest}"
+        );
+    }
+    // Announced again once a CLB node answers: RISE healthy rounds after it is back.
+    let back: Vec<f64> = report
+        .clients
+        .iter()
+        .filter_map(|c| c.catchment.iter().find(|m| m.at_s >= 10.0 && m.pop.is_some()).map(|m| (m.at_s - 10.0) * 1e3))
+        .collect();
+    assert_eq!(back.len(), report.clients.len(), "every group routed again after the region came back");
+    let rise = anyedge_pop::announce::RISE as f64;
+    for ms in back {
+        assert!(
+            ms >= (rise - 1.0) * interval_ms,
+            "announced again {ms} ms after the region came back: before {rise} rounds"
+        );
+    }
+}

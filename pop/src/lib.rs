@@ -16,6 +16,9 @@ use anyedge_proto::seal::Kind;
 use anyedge_proto::{FlowKey, Transport, inner};
 use lru::LruCache;
 
+pub mod announce;
+pub use announce::{AnnounceChange, Announcements};
+
 /// Where a VIP's traffic goes: its home region and the CLB nodes there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -89,6 +92,8 @@ pub struct Pop {
     cid_ciphers: Vec<(u16, anyedge_ccn::CidCipher)>,
     /// Outputs dropped for want of a key for their CLB node (a configuration error).
     unsealable: u64,
+    /// What this POP announces to the internet, per VIP address.
+    announcements: Announcements,
 }
 
 impl Pop {
@@ -96,6 +101,7 @@ impl Pop {
     pub fn new(config: PopConfig, now_ns: u64) -> Pop {
         let keys = config.auth.keyring(NodeId::Pop(config.pop_id), now_ns);
         let cid_ciphers = config.auth.cid_keys.iter().map(|(r, k)| (*r, anyedge_ccn::CidCipher::new(k))).collect();
+        let announcements = Announcements::new(config.routes.iter().map(|r| (r.vip, r.region, r.clb_nodes)));
         Pop {
             config,
             flows: LruCache::unbounded(),
@@ -105,7 +111,27 @@ impl Pop {
             keys,
             cid_ciphers,
             unsealable: 0,
+            announcements,
         }
+    }
+
+    /// One health sample of every VIP address this POP publishes, once per probe round:
+    /// healthy while its probes find a CLB node of the home region up. `held` (a drain
+    /// or stop) withdraws every VIP at once. The announcements that changed, for the
+    /// driver to carry to routing (BIRD in the lab, the catchments in the simulator).
+    pub fn sample_announcements(&mut self, held: bool) -> Vec<AnnounceChange> {
+        let down = &self.clbs_down;
+        self.announcements.sample(|region, node| !down.contains(&(region, node)), held)
+    }
+
+    /// Whether this POP announces `vip` now.
+    pub fn announces(&self, vip: IpAddr) -> bool {
+        self.announcements.announces(vip)
+    }
+
+    /// A restarted POP announces every VIP again, until its samples say otherwise.
+    pub fn restart_announcements(&mut self) {
+        self.announcements.restart();
     }
 
     /// This POP's backbone keys: drivers seal and open its probes with them.

@@ -9,7 +9,8 @@
 //!   namespace's kernel table, which forwards the clients' packets.
 //! - A POP speaker announces each VIP it publishes from a static protocol per VIP and
 //!   address family (`vip4_K`, `vip6_K`); the POP node enables one while the VIP is
-//!   healthy there (a live CLB node of its home region, through [`Hysteresis`]) and
+//!   healthy there (a live CLB node of its home region, with rise/fall hysteresis: the POP
+//!   core's rule, `anyedge_pop::announce`, which the simulator follows too) and
 //!   disables it when not, over the speaker's control socket. The speaker dies with the
 //!   node (`PR_SET_PDEATHSIG`): a killed POP's session closes and its routes go at once;
 //!   a frozen POP's BFD session times out.
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use anyedge_pop::AnnounceChange;
 use anyedge_topology::Topology;
 use anyedge_topology::bgp::{CDN_ASN, HOLD_S, KEEPALIVE_S, med_us, pop_router_id, transit_asn, transit_router_id};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -513,61 +515,14 @@ async fn table_routes(t: &Topology, own: usize, socket: &Path, group: Option<usi
     Ok(all)
 }
 
-/// Health → announcement, with rise/fall hysteresis: announced after `rise` healthy
-/// samples in a row, withdrawn after `fall` unhealthy ones, so a flapping check changes
-/// the announcement at most once per `min(rise, fall)` samples.
-#[derive(Debug, Clone)]
-pub struct Hysteresis {
-    rise: u32,
-    fall: u32,
-    announced: bool,
-    run: u32,
-}
-
-impl Hysteresis {
-    pub fn new(rise: u32, fall: u32, announced: bool) -> Hysteresis {
-        Hysteresis { rise: rise.max(1), fall: fall.max(1), announced, run: 0 }
-    }
-
-    pub fn announced(&self) -> bool {
-        self.announced
-    }
-
-    /// Withdrawn now, not after `fall` samples; `Some(false)` when that is a change. The
-    /// next announce needs `rise` healthy samples as after any withdrawal.
-    pub fn withdraw(&mut self) -> Option<bool> {
-        self.run = 0;
-        std::mem::replace(&mut self.announced, false).then_some(false)
-    }
-
-    /// One health sample; `Some(announce)` when the announcement changes.
-    pub fn sample(&mut self, healthy: bool) -> Option<bool> {
-        if healthy == self.announced {
-            self.run = 0;
-            return None;
-        }
-        self.run += 1;
-        let needed = if healthy { self.rise } else { self.fall };
-        if self.run < needed {
-            return None;
-        }
-        self.run = 0;
-        self.announced = healthy;
-        Some(healthy)
-    }
-}
-
-/// A POP's announcements: the hysteresis of each VIP it publishes, and the task that runs
-/// its speaker and applies what the hysteresis decides.
+/// A POP's announcements as its speaker should have them: what the POP core decided
+/// (`anyedge_pop::announce`, the rule both drivers follow), carried to the task that
+/// runs the speaker and applies it.
 pub struct Announcer {
-    /// (VIP, its hysteresis).
-    vips: Vec<(usize, Hysteresis)>,
+    /// (VIP, announced) for each VIP the POP publishes.
+    vips: Vec<(usize, bool)>,
     desired: tokio::sync::watch::Sender<Vec<(usize, bool)>>,
 }
-
-/// Samples in a row before a VIP is announced again / withdrawn (at the probe interval).
-pub const RISE: u32 = 3;
-pub const FALL: u32 = 2;
 
 impl Announcer {
     /// Starts POP `p`'s speaker (every VIP announced) and the task that keeps it running.
@@ -580,13 +535,10 @@ impl Announcer {
     ) -> Result<Announcer, String> {
         let mut speaker = Speaker::start(state_dir, node, &pop_config(t, plan, p)?)?;
         wait_for_socket(&speaker.socket).await?;
-        let vips: Vec<(usize, Hysteresis)> = (0..t.vips.len())
-            .filter(|&k| t.vips[k].pops.contains(&p))
-            .map(|k| (k, Hysteresis::new(RISE, FALL, true)))
-            .collect();
+        let vips: Vec<(usize, bool)> =
+            (0..t.vips.len()).filter(|&k| t.vips[k].pops.contains(&p)).map(|k| (k, true)).collect();
         let families: Vec<(usize, bool)> = vips.iter().map(|&(k, _)| (k, t.vips[k].ipv6.is_some())).collect();
-        let initial: Vec<(usize, bool)> = vips.iter().map(|&(k, _)| (k, true)).collect();
-        let (desired, mut wanted) = tokio::sync::watch::channel(initial);
+        let (desired, mut wanted) = tokio::sync::watch::channel(vips.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
@@ -612,21 +564,23 @@ impl Announcer {
         Ok(Announcer { vips, desired })
     }
 
-    /// One health sample of every VIP (`healthy(vip)`); changed announcements go to the
-    /// speaker. Returns the VIPs whose announcement changed, with the new state.
-    /// `held`: withdrawn on purpose (a drain), at once rather than after `fall` samples.
-    pub fn sample(&mut self, healthy: impl Fn(usize) -> bool, held: bool) -> Vec<(usize, bool)> {
-        let changed: Vec<(usize, bool)> = self
-            .vips
-            .iter_mut()
-            .filter_map(|(k, h)| {
-                let change = if held { h.withdraw() } else { h.sample(healthy(*k)) };
-                change.map(|up| (*k, up))
-            })
-            .collect();
+    /// What the core decided, to the speaker: each change names a VIP address, which
+    /// stands for its VIP (both families of a VIP share a home region, so they change
+    /// together). Returns the VIPs whose announcement changed, with the new state.
+    pub fn carry(&mut self, t: &Topology, changes: &[AnnounceChange]) -> Vec<(usize, bool)> {
+        let mut changed = Vec::new();
+        for change in changes {
+            let is = |v: &anyedge_topology::Vip| {
+                IpAddr::V4(v.ipv4) == change.vip || v.ipv6.map(IpAddr::V6) == Some(change.vip)
+            };
+            let Some(k) = t.vips.iter().position(is) else { continue };
+            for (vip, on) in self.vips.iter_mut().filter(|(vip, on)| *vip == k && *on != change.announced) {
+                *on = change.announced;
+                changed.push((*vip, *on));
+            }
+        }
         if !changed.is_empty() {
-            let now = self.vips.iter().map(|(k, h)| (*k, h.announced())).collect();
-            let _ = self.desired.send(now);
+            let _ = self.desired.send(self.vips.clone());
         }
         changed
     }
@@ -718,42 +672,6 @@ pub async fn publish(speaker: &Speaker, drops: &crate::node::drops::Drops) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_flapping_check_changes_the_announcement_a_bounded_number_of_times() {
-        let mut h = Hysteresis::new(3, 2, true);
-        // Healthy and unhealthy in turn, for ever: never two unhealthy samples in a row.
-        let changes = (0..1_000).filter_map(|i| h.sample(i % 2 == 0)).count();
-        assert_eq!(changes, 0, "a check that never fails twice running never withdraws");
-        // Down twice, up once, down twice...: the worst a flap can do.
-        let mut h = Hysteresis::new(3, 2, true);
-        let pattern = [false, false, true, true, true];
-        let changes = (0..1_000).filter_map(|i| h.sample(pattern[i % pattern.len()])).count();
-        assert!(changes <= 1_000 / 2, "{changes} updates for 1000 samples");
-        assert_eq!(changes, 400, "one withdraw and one announce per 5-sample cycle");
-    }
-
-    #[test]
-    fn a_drain_withdraws_at_once_and_the_next_announce_still_waits_for_rise() {
-        let mut h = Hysteresis::new(RISE, FALL, true);
-        assert_eq!(h.withdraw(), Some(false), "withdrawn on the first call, not after {FALL} samples");
-        assert_eq!(h.withdraw(), None, "already withdrawn: no second update");
-        for _ in 1..RISE {
-            assert_eq!(h.sample(true), None);
-        }
-        assert_eq!(h.sample(true), Some(true), "announced after {RISE} healthy samples");
-    }
-
-    #[test]
-    fn withdraws_after_fall_and_announces_after_rise() {
-        let mut h = Hysteresis::new(3, 2, true);
-        assert_eq!(h.sample(false), None);
-        assert_eq!(h.sample(false), Some(false));
-        assert_eq!(h.sample(true), None);
-        assert_eq!(h.sample(true), None);
-        assert_eq!(h.sample(true), Some(true));
-        assert!(h.announced());
-    }
 
     #[test]
     fn reply_lines_split_into_code_and_text() {

@@ -122,8 +122,6 @@ struct PopControl<'a> {
     clb_peers: Vec<((usize, usize), SocketAddr)>,
     probe_buf: [u8; 256],
     down_rx: mpsc::Receiver<Vec<u8>>,
-    /// Which CLB nodes (of `clb_peers`) the probes find alive.
-    clb_live: Vec<bool>,
     /// The BGP speaker's announcements, by the VIPs' health here.
     announcer: crate::node::bgp::Announcer,
 }
@@ -251,29 +249,25 @@ impl<'a> PopControl<'a> {
         let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
         let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
         let prober = UdpLiveness::bind(local, addrs, (keyring, ids), probe_config(t), now_ns(driver.start)).await?;
-        let clb_live = vec![true; clb_peers.len()];
-        Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx, clb_live, announcer })
+        Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx, announcer })
     }
 
-    /// The probes' news, into the core and into what the POP announces.
+    /// The probes' news, into the core (which samples announcements from it).
     fn clb_changes(&mut self, core: &mut Pop, changes: Vec<(usize, bool)>) {
-        for &(peer, up) in &changes {
-            self.clb_live[peer] = up;
-        }
         clb_changes(self.t, self.p, core, &self.clb_peers, changes);
     }
 
-    /// One health sample per published VIP: healthy while a CLB node of its home region
-    /// answers probes. The speaker withdraws and announces through the hysteresis.
-    /// While the POP drains or is stopped (`ctl drain`) every VIP is withdrawn at once,
-    /// whatever health says; serving again, announcements follow health from withdrawn.
-    fn announce(&mut self, admin: crate::node::drops::Admin) {
-        let (t, peers, live) = (self.t, &self.clb_peers, &self.clb_live);
+    /// One health sample per published VIP, by the core's rule: healthy while a CLB node
+    /// of its home region answers probes, through rise/fall hysteresis; what changed goes
+    /// to the speaker. While the POP drains or is stopped (`ctl drain`) every VIP is
+    /// withdrawn at once, whatever health says; serving again, announcements follow
+    /// health from withdrawn.
+    fn announce(&mut self, core: &mut Pop, admin: crate::node::drops::Admin) {
         let held = admin != crate::node::drops::Admin::Serving;
-        let healthy = |k: usize| !held && peers.iter().zip(live).any(|(&((r, _), _), &up)| up && r == t.vips[k].home);
-        for (k, up) in self.announcer.sample(healthy, held) {
+        let changes = core.sample_announcements(held);
+        for (k, up) in self.announcer.carry(self.t, &changes) {
             let what = if up { "announced" } else { "withdrawn" };
-            tracing::info!("pop/{}: VIP {} {what}", t.pops[self.p].name, t.vips[k].name);
+            tracing::info!("pop/{}: VIP {} {what}", self.t.pops[self.p].name, self.t.vips[k].name);
         }
     }
 }
@@ -557,8 +551,9 @@ async fn handle_control(path: &PopDriver, c: &mut PopControl<'_>, event: Control
         }
         ControlEvent::Tick => {
             let changes = c.prober.tick(path.now_ns()).await;
-            c.clb_changes(&mut path.lock().core, changes);
-            c.announce(path.drops.admin());
+            let mut state = path.lock();
+            c.clb_changes(&mut state.core, changes);
+            c.announce(&mut state.core, path.drops.admin());
         }
         ControlEvent::Answer(n) => {
             let changes = c.prober.answered(&c.probe_buf[..n]);

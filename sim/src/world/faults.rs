@@ -112,6 +112,7 @@ impl<'t> World<'t> {
             return;
         }
         self.pops[p].up = true;
+        self.pops[p].core.restart_announcements();
         for c in self.clbs.ids().collect::<Vec<_>>() {
             let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
             self.pops[p].core.set_clb_up(region, index, true);
@@ -200,7 +201,9 @@ impl<'t> World<'t> {
                     FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
                         let p = PopId(p);
-                        g.order[vip].iter().copied().find(|&q| q == p || self.pops[q].announced) == Some(p)
+                        let addr = std::net::IpAddr::V4(t.vips[vip].ipv4);
+                        let announces = |q: PopId| self.pops[q].announced && self.pops[q].core.announces(addr);
+                        g.order[vip].iter().copied().find(|&q| q == p || announces(q)) == Some(p)
                             && g.route[vip] != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,

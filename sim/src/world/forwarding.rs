@@ -192,9 +192,11 @@ impl<'t> World<'t> {
 
     pub(super) fn reconverge(&mut self) {
         let now = self.q.now_ns();
+        let t = self.t;
         for (gi, g) in self.groups.iter_mut().enumerate() {
             for (v, order) in g.order.iter().enumerate() {
-                let route = order.iter().copied().find(|&p| self.pops[p].announced);
+                let vip = IpAddr::V4(t.vips[v].ipv4);
+                let route = order.iter().copied().find(|&p| self.pops[p].announced && self.pops[p].core.announces(vip));
                 if route != g.route[v] {
                     // For the report's map: where the group's anycast traffic lands now.
                     self.catchments.push((now, gi, v, route));

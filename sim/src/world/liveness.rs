@@ -134,7 +134,21 @@ impl<'t> World<'t> {
         }
         slot.prober.handle_timeout(now);
         self.drain_prober(at);
+        if let ProberAt::Pop(p) = at {
+            self.sample_announcements(p);
+        }
         self.schedule_probe_tick(at);
+    }
+
+    /// Once per probe round, as the lab's POP node does: the core decides which VIPs the
+    /// POP announces (a live CLB node of the home region, rise/fall hysteresis), and BGP
+    /// moves clients after convergence when that changed.
+    fn sample_announcements(&mut self, p: PopId) {
+        if self.pops[p].core.sample_announcements(false).is_empty() {
+            return;
+        }
+        let now = self.q.now_ns();
+        self.q.schedule(now + self.t.failover.route_converge_ns, Ev::Reconverge);
     }
 
     /// The keyring and backbone id of a probed node, and its drop counters.

@@ -1,0 +1,182 @@
+//! What a POP announces to the internet, per VIP address: the VIP is healthy at this POP
+//! while a CLB node of its home region answers the POP's probes, and health becomes an
+//! announcement through rise/fall hysteresis, so a flapping check moves clients at most
+//! once per `min(RISE, FALL)` samples. Both drivers sample once per probe round — the
+//! simulator routes its clients by the result, the lab carries it to BIRD — so a dead
+//! region's VIP is withdrawn after the same number of failed rounds in both.
+
+use std::net::IpAddr;
+
+/// Healthy samples in a row before a withdrawn VIP is announced again.
+pub const RISE: u32 = 3;
+/// Unhealthy samples in a row before an announced VIP is withdrawn.
+pub const FALL: u32 = 2;
+const _: () = assert!(RISE >= 1 && FALL >= 1, "hysteresis needs at least one sample each way");
+
+/// One VIP address's announcement changed: announce it (`announced`) or withdraw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnounceChange {
+    pub vip: IpAddr,
+    pub announced: bool,
+}
+
+/// Health → announcement, with rise/fall hysteresis: announced after `rise` healthy
+/// samples in a row, withdrawn after `fall` unhealthy ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hysteresis {
+    rise: u32,
+    fall: u32,
+    announced: bool,
+    /// Samples in a row that disagreed with `announced`.
+    run: u32,
+}
+
+impl Hysteresis {
+    pub fn new(rise: u32, fall: u32, announced: bool) -> Hysteresis {
+        Hysteresis { rise: rise.max(1), fall: fall.max(1), announced, run: 0 }
+    }
+
+    pub fn announced(&self) -> bool {
+        self.announced
+    }
+
+    /// Withdrawn now, not after `fall` samples; `Some(false)` when that is a change. The
+    /// next announce needs `rise` healthy samples as after any withdrawal.
+    pub fn withdraw(&mut self) -> Option<bool> {
+        self.run = 0;
+        std::mem::replace(&mut self.announced, false).then_some(false)
+    }
+
+    /// One health sample; `Some(announce)` when the announcement changes.
+    pub fn sample(&mut self, healthy: bool) -> Option<bool> {
+        if healthy == self.announced {
+            self.run = 0;
+            return None;
+        }
+        self.run += 1;
+        let needed = if healthy { self.rise } else { self.fall };
+        debug_assert!(self.run <= needed, "a run past its threshold would have changed the announcement");
+        if self.run < needed {
+            return None;
+        }
+        self.run = 0;
+        self.announced = healthy;
+        Some(healthy)
+    }
+}
+
+/// One VIP address this POP publishes: where its health comes from, and its hysteresis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Published {
+    vip: IpAddr,
+    /// The home region, whose CLB nodes make the VIP healthy here.
+    region: u16,
+    clb_nodes: u16,
+    hysteresis: Hysteresis,
+}
+
+/// The announcements of every VIP address a POP publishes; all announced at the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcements {
+    published: Vec<Published>,
+}
+
+impl Announcements {
+    /// From (VIP address, home region, CLB nodes in it), every one announced.
+    pub fn new(vips: impl IntoIterator<Item = (IpAddr, u16, u16)>) -> Announcements {
+        let published = vips
+            .into_iter()
+            .map(|(vip, region, clb_nodes)| Published {
+                vip,
+                region,
+                clb_nodes,
+                hysteresis: Hysteresis::new(RISE, FALL, true),
+            })
+            .collect();
+        Announcements { published }
+    }
+
+    /// A (re)started POP announces everything, as its speaker does when it starts.
+    pub fn restart(&mut self) {
+        for p in &mut self.published {
+            p.hysteresis = Hysteresis::new(RISE, FALL, true);
+        }
+    }
+
+    /// One sample of every VIP: healthy while `clb_up(region, node)` holds for a node of
+    /// its home region. `held` (a drain, a stop) withdraws every VIP at once instead.
+    /// Returns the announcements that changed.
+    pub fn sample(&mut self, clb_up: impl Fn(u16, u16) -> bool, held: bool) -> Vec<AnnounceChange> {
+        let mut changed = Vec::new();
+        for p in &mut self.published {
+            let healthy = (0..p.clb_nodes).any(|node| clb_up(p.region, node));
+            let change = if held { p.hysteresis.withdraw() } else { p.hysteresis.sample(healthy) };
+            if let Some(announced) = change {
+                changed.push(AnnounceChange { vip: p.vip, announced });
+            }
+        }
+        changed
+    }
+
+    /// Whether `vip` is announced here; an address this POP does not publish is not.
+    pub fn announces(&self, vip: IpAddr) -> bool {
+        self.published.iter().any(|p| p.vip == vip && p.hysteresis.announced())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_check_changes_the_announcement_a_bounded_number_of_times() {
+        let mut h = Hysteresis::new(3, 2, true);
+        let changes = (0..100).filter_map(|i| h.sample(i % 2 == 0)).count();
+        assert_eq!(changes, 0, "alternating samples never reach either threshold");
+        let mut h = Hysteresis::new(3, 2, true);
+        let pattern = [false, false, true, true, true];
+        let changes = (0..100).filter_map(|i| h.sample(pattern[i % 5])).count();
+        assert!(changes <= 100 / 2, "{changes} changes in 100 samples");
+    }
+
+    #[test]
+    fn a_drain_withdraws_at_once_and_the_next_announce_still_waits_for_rise() {
+        let mut h = Hysteresis::new(RISE, FALL, true);
+        assert_eq!(h.withdraw(), Some(false), "withdrawn on the first call, not after {FALL} samples");
+        assert_eq!(h.withdraw(), None, "already withdrawn");
+        for _ in 1..RISE {
+            assert_eq!(h.sample(true), None);
+        }
+        assert_eq!(h.sample(true), Some(true), "announced after {RISE} healthy samples");
+    }
+
+    #[test]
+    fn withdraws_after_fall_and_announces_after_rise() {
+        let mut h = Hysteresis::new(3, 2, true);
+        assert_eq!(h.sample(false), None);
+        assert_eq!(h.sample(false), Some(false), "withdrawn after 2 bad samples");
+        assert_eq!(h.sample(true), None);
+        assert_eq!(h.sample(true), None);
+        assert_eq!(h.sample(true), Some(true), "announced after 3 good samples");
+    }
+
+    #[test]
+    fn a_vip_is_withdrawn_when_no_node_of_its_home_region_answers_and_only_that_vip() {
+        let (a, b): (IpAddr, IpAddr) = ("198.18.0.20".parse().unwrap(), "198.18.0.30".parse().unwrap());
+        let mut ann = Announcements::new([(a, 0, 2), (b, 1, 1)]);
+        // Region 0 dead, region 1 alive.
+        let up = |region: u16, _node: u16| region == 1;
+        assert_eq!(ann.sample(up, false), vec![], "one bad sample is not enough");
+        assert_eq!(ann.sample(up, false), vec![AnnounceChange { vip: a, announced: false }]);
+        assert!(!ann.announces(a) && ann.announces(b));
+        // One node of region 0 back: announced after RISE samples.
+        let one_back = |region: u16, node: u16| region == 1 || node == 1;
+        let changes: Vec<_> = (0..RISE).flat_map(|_| ann.sample(one_back, false)).collect();
+        assert_eq!(changes, vec![AnnounceChange { vip: a, announced: true }]);
+        // A drain withdraws both at once; a restart announces both.
+        assert_eq!(ann.sample(one_back, true).len(), 2);
+        ann.restart();
+        assert!(ann.announces(a) && ann.announces(b));
+        assert!(!ann.announces("198.18.0.99".parse().unwrap()), "an address not published is not announced");
+    }
+}
