@@ -309,11 +309,15 @@ impl Tally {
     }
 
     fn reply(&mut self, flow: usize, bytes: &[u8], start: Instant) {
+        self.reply_at(flow, bytes, start.elapsed().as_micros() as u64);
+    }
+
+    /// A reply that reached the client at `now_us` (µs since the probe started).
+    fn reply_at(&mut self, flow: usize, bytes: &[u8], now_us: u64) {
         if bytes.len() < REQUEST_LEN || &bytes[..4] != MAGIC {
             return;
         }
         let sent_us = u64::from_be_bytes(bytes[12..20].try_into().unwrap_or([0; 8]));
-        let now_us = start.elapsed().as_micros() as u64;
         let rtt = now_us.saturating_sub(sent_us).max(1);
         let gap = self.flow_gaps.entry(flow).or_insert((now_us, 0));
         gap.1 = gap.1.max(now_us - gap.0);
@@ -375,12 +379,16 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         sock.connect(config.target).map_err(|e| format!("{}: {e}", config.target))?;
         senders.push(sock.try_clone().map_err(|e| e.to_string())?);
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        // A reply's time is when the kernel took it (as ping's is), not when this
+        // process got round to reading it.
+        crate::io::clock::stamp_receives(std::os::fd::AsRawFd::as_raw_fd(&sock));
         let s = UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
         let t = tally.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             while let Ok(n) = s.recv(&mut buf).await {
-                t.lock().await.reply(flow, &buf[..n], start);
+                let at_us = crate::io::clock::received_ns(std::os::fd::AsRawFd::as_raw_fd(&s), start) / 1_000;
+                t.lock().await.reply_at(flow, &buf[..n], at_us);
             }
         });
     }

@@ -54,6 +54,7 @@ impl BatchSocket {
         // backbone carries envelopes of full-size packets, which a 1500-byte link must
         // fragment as it did for a plain socket.
         allow_fragments(&sock, addr).map_err(|e| format!("{addr}: {e}"))?;
+        crate::io::clock::stamp_receives(std::os::fd::AsRawFd::as_raw_fd(&sock));
         Ok(BatchSocket {
             sock,
             state,
@@ -94,6 +95,13 @@ impl BatchSocket {
             let stride = if m.stride == 0 { m.len.max(1) } else { m.stride };
             buf[..m.len.min(RECV_BUF)].chunks(stride).map(move |d| (m.addr, d))
         })
+    }
+
+    /// When the kernel received the last datagram the last [`recv`](Self::recv) took, on
+    /// the clock that started at `start` (the node's): the batch's datagrams arrived at
+    /// that time or a little before.
+    pub fn received_ns(&self, start: std::time::Instant) -> u64 {
+        crate::io::clock::received_ns(std::os::fd::AsRawFd::as_raw_fd(&self.sock), start)
     }
 
     /// Queues a datagram for the next [`flush`](Self::flush).

@@ -9,5 +9,6 @@ pub mod limits;
 pub mod netns;
 pub mod realtime;
 pub mod shaper;
+pub mod timer;
 pub mod tls;
 pub mod tunq;

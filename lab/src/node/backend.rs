@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,8 +18,8 @@ use anyedge_region::security::{Firewall, Verdict};
 use anyedge_topology::{Site, Topology};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::io::clock::far_future;
 use crate::io::shaper::Shaper;
+use crate::io::timer::PreciseTimer;
 use crate::layout::{BACKEND_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::auth_from_now;
@@ -92,6 +93,8 @@ struct BackendDriver {
     via: HashMap<(IpAddr, u16), (SocketAddr, NodeId)>,
     links: HostLinks,
     shaper: Shaper<HostDest>,
+    /// Wakes the host when the shaper's next packet is due, to the microsecond.
+    shaper_timer: PreciseTimer,
     drops: Drops,
 }
 
@@ -155,6 +158,7 @@ impl BackendDriver {
         let tun = crate::node::forwarder::open_tun()?;
         let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
         let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+        crate::io::clock::stamp_receives(sock.as_raw_fd());
         let me = anyedge_topology::nodes::backend_hosts(t)
             .into_iter()
             .find(|(h, _)| *h == IpAddr::V4(ip))
@@ -177,6 +181,7 @@ impl BackendDriver {
             via: HashMap::new(),
             links: HostLinks::new(t, ip, internet.is_some()),
             shaper: Shaper::new(Instant::now(), impair),
+            shaper_timer: PreciseTimer::new()?,
             drops,
         })
     }
@@ -185,28 +190,31 @@ impl BackendDriver {
     async fn run(&mut self) -> Result<(), String> {
         let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
         loop {
-            let wake = self.shaper.wake_at().unwrap_or_else(far_future);
+            let wake = self.shaper.wake_at();
             let since = tokio::select! {
                 r = self.sock.recv_from(&mut ubuf) => {
                     let since = std::time::Instant::now();
                     let (n, from) = r.map_err(|e| e.to_string())?;
-                    self.on_tunnel(from, &ubuf[..n]);
+                    let arrived = crate::io::clock::received_ns(self.sock.as_raw_fd(), self.shaper.start());
+                    self.on_tunnel(from, &ubuf[..n], arrived);
                     since
                 }
                 r = self.tun.recv(&mut tbuf) => {
                     let since = std::time::Instant::now();
                     let n = r.map_err(|e| e.to_string())?;
-                    self.on_kernel(&tbuf[..n]);
+                    // A TUN device keeps no receive time: the read's is the closest.
+                    let arrived = self.shaper.now();
+                    self.on_kernel(&tbuf[..n], arrived);
                     since
                 }
-                _ = tokio::time::sleep_until(wake) => std::time::Instant::now(),
+                _ = self.shaper_timer.wait_until(wake) => std::time::Instant::now(),
             };
             self.transmit(since).await;
         }
     }
 
     /// A datagram on the tunnel socket: sealed by a CLB node, or plain from the egress.
-    fn on_tunnel(&mut self, from: SocketAddr, datagram: &[u8]) {
+    fn on_tunnel(&mut self, from: SocketAddr, datagram: &[u8], arrived_ns: u64) {
         self.drops.packet_in();
         let (clb, packet) = match self.internet {
             Some(egress) if from == egress => (None, datagram),
@@ -241,14 +249,14 @@ impl BackendDriver {
         self.toa.note(packet);
         let flow = u64::from(info.key.flow_hash());
         match self.links.get(region, 0) {
-            Some(link) => self.shaper.push(link, flow, HostDest::Tun, packet.to_vec()),
-            None => self.shaper.pass(HostDest::Tun, packet.to_vec()),
+            Some(link) => self.shaper.push(link, flow, HostDest::Tun, packet.to_vec(), arrived_ns),
+            None => self.shaper.pass(HostDest::Tun, packet.to_vec(), arrived_ns),
         }
     }
 
     /// What the host's kernel sends: out through the egress node, or sealed back to the
     /// CLB node its client's packets came through.
-    fn on_kernel(&mut self, packet: &[u8]) {
+    fn on_kernel(&mut self, packet: &[u8], arrived_ns: u64) {
         self.drops.packet_in();
         // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
         let Ok(info) = inner::parse(packet) else { return };
@@ -271,21 +279,21 @@ impl BackendDriver {
             }
         };
         match self.links.get(region, 1) {
-            Some(link) => self.shaper.push(link, flow, HostDest::Tunnel(to), bytes),
-            None => self.shaper.pass(HostDest::Tunnel(to), bytes),
+            Some(link) => self.shaper.push(link, flow, HostDest::Tunnel(to), bytes, arrived_ns),
+            None => self.shaper.pass(HostDest::Tunnel(to), bytes, arrived_ns),
         }
     }
 
     /// Sends what is due: into the kernel or out of the tunnel; each packet's time at the
     /// tunnel end since the wake-up at `since` is recorded.
     async fn transmit(&mut self, since: std::time::Instant) {
-        let due = if self.shaper.wake_at().is_some_and(|at| at <= tokio::time::Instant::now()) {
+        let due = if self.shaper.wake_at().is_some_and(|at| at <= Instant::now()) {
             self.shaper.due()
         } else {
             self.shaper.due_now()
         };
         let mut passed = [0u64; 2];
-        for (dest, bytes) in due {
+        for (dest, bytes, _) in due {
             self.drops.packet_out();
             let _ = match dest {
                 HostDest::Tun => {

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::io::batch::BatchSocket;
 use crate::io::clock::{far_future, now_ns};
-use crate::io::shaper::Shaper;
+use crate::io::shaper::{Due, Shaper};
+use crate::io::timer::PreciseTimer;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
@@ -44,7 +45,10 @@ enum Input {
     Backend,
     Sync(usize, SocketAddr),
     Upstream(crate::node::grpc::Upstream),
+    /// The core's timer.
     Timer,
+    /// The links' timer: packets are due.
+    Shaped,
     RouteChange(anyedge_control::Change, RouteTable),
     /// The node's directory was read again (SIGHUP): its VIP certificates may be new.
     Reload,
@@ -77,6 +81,11 @@ pub(crate) struct ClbDriver<'a> {
     /// Backbone links back to every POP (the POPs shape the way here).
     backbone: Vec<Link>,
     shaper: Shaper<ClbDest>,
+    /// Wakes the node when the shaper's next packet is due, to the microsecond.
+    shaper_timer: PreciseTimer,
+    /// When the input being handled reached the node (the kernel's receive time for
+    /// datagrams): the backbone links toward POPs start their delay there.
+    arrived_ns: u64,
     grpc: bool,
     from_streams: Option<mpsc::Receiver<crate::node::grpc::Upstream>>,
     /// POP id → the stream its packets came up on (replies go down it).
@@ -159,6 +168,8 @@ impl<'a> ClbDriver<'a> {
             sync_buf: vec![0u8; MTU_BUF],
             backbone,
             shaper: Shaper::new(start, impair),
+            shaper_timer: PreciseTimer::new()?,
+            arrived_ns: 0,
             grpc,
             from_streams,
             downstreams: HashMap::new(),
@@ -201,7 +212,8 @@ impl<'a> ClbDriver<'a> {
             .core
             .poll_timeout()
             .map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
-        let wake = core_wake.into_iter().chain(self.shaper.wake_at()).min().unwrap_or_else(far_future);
+        let wake = core_wake.unwrap_or_else(far_future);
+        let shaped_at = self.shaper.wake_at();
         Ok(tokio::select! {
             r = self.pop_sock.recv() => r.map(|()| Input::Backbone).map_err(|e| e.to_string())?,
             r = self.be_sock.recv() => r.map(|()| Input::Backend).map_err(|e| e.to_string())?,
@@ -211,6 +223,7 @@ impl<'a> ClbDriver<'a> {
             }
             Some(up) = next_upstream(&mut self.from_streams) => Input::Upstream(up),
             _ = tokio::time::sleep_until(wake) => Input::Timer,
+            _ = self.shaper_timer.wait_until(shaped_at) => Input::Shaped,
             Some(followed) = crate::node::watch::next_followed(&mut self.follower) => match followed {
                 crate::node::watch::Followed::Change(change, table) => Input::RouteChange(change, table),
                 crate::node::watch::Followed::Reloaded => Input::Reload,
@@ -224,13 +237,19 @@ impl<'a> ClbDriver<'a> {
     }
 
     /// Hands an input to the core; returns what a timer made due on the links.
-    async fn dispatch(&mut self, input: Input) -> Vec<(ClbDest, Vec<u8>)> {
+    async fn dispatch(&mut self, input: Input) -> Vec<Due<ClbDest>> {
+        self.arrived_ns = match input {
+            Input::Backbone => self.pop_sock.received_ns(self.start),
+            Input::Backend => self.be_sock.received_ns(self.start),
+            _ => now_ns(self.start),
+        };
         match input {
             Input::Backbone => self.on_backbone(),
             Input::Backend => self.on_backend(),
             Input::Sync(n, from) => self.on_sync(n, from),
             Input::Upstream(up) => self.on_upstream(up),
-            Input::Timer => return self.on_timer(),
+            Input::Timer => self.core.handle_timeout(now_ns(self.start)),
+            Input::Shaped => return self.shaper.due(),
             Input::RouteChange(change, table) => self.on_route_change(&change, &table),
             Input::Reload => self.on_reload(),
             Input::ProbeTick => self.on_probe_tick().await,
@@ -278,11 +297,6 @@ impl<'a> ClbDriver<'a> {
             self.downstreams.insert(pop, down);
         }
         self.drops.count(result);
-    }
-
-    fn on_timer(&mut self) -> Vec<(ClbDest, Vec<u8>)> {
-        self.core.handle_timeout(now_ns(self.start));
-        self.shaper.due()
     }
 
     fn on_route_change(&mut self, change: &anyedge_control::Change, table: &RouteTable) {
@@ -334,8 +348,8 @@ impl<'a> ClbDriver<'a> {
     }
 
     /// Replies the backbone links delivered: out of the UDP socket or down a stream.
-    fn send_due(&mut self, due: Vec<(ClbDest, Vec<u8>)>) {
-        for (to, packet) in due {
+    fn send_due(&mut self, due: Vec<Due<ClbDest>>) {
+        for (to, packet, _) in due {
             match to {
                 ClbDest::Udp(to) => {
                     self.drops.packet_out();
@@ -363,7 +377,7 @@ impl<'a> ClbDriver<'a> {
                     let p = usize::from(pop_id);
                     if let (Some(&Some(to)), Some(link)) = (self.pop_tunnels.get(p), self.backbone.get_mut(p)) {
                         let dest = if self.grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
-                        self.shaper.push(link, flow, dest, out.bytes);
+                        self.shaper.push(link, flow, dest, out.bytes, self.arrived_ns);
                     }
                 }
                 Dest::Backend(backend) => {

@@ -74,6 +74,9 @@ pub fn run(config: &Path) -> Result<(), String> {
     let _ = std::fs::remove_file(&ready);
     let impair = config.impairments;
     let tun_queues = config.tun_queues.unwrap_or_else(crate::io::tunq::per_core);
+    // Shaped hops release packets by sleeping until they are due: on time, not late by
+    // the default 50 µs of timer slack each.
+    crate::io::realtime::tight_timers()?;
     if config.realtime {
         crate::io::realtime::enter()?;
     }

@@ -27,8 +27,9 @@ use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 
 use crate::io::batch::{BATCH, BatchSocket};
-use crate::io::clock::{far_future, now_ns};
-use crate::io::shaper::Shaper;
+use crate::io::clock::now_ns;
+use crate::io::shaper::{Due, Shaper};
+use crate::io::timer::PreciseTimer;
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
@@ -101,6 +102,8 @@ struct Queue {
     /// Buffers of packets this queue is done with (a client's packet the core has taken,
     /// a reply written to the device), reused for the next reads instead of allocating.
     spare: Vec<Vec<u8>>,
+    /// Wakes this queue's thread when the shared shaper's next packet is due.
+    shaper_timer: PreciseTimer,
 }
 
 impl Queue {
@@ -332,6 +335,7 @@ impl Queue {
             inbox: Vec::with_capacity(BATCH),
             out: Vec::with_capacity(BATCH),
             spare: Vec::with_capacity(SPARE_MAX),
+            shaper_timer: PreciseTimer::new()?,
         })
     }
 }
@@ -348,8 +352,9 @@ impl PopDriver {
     }
 
     /// Packets from clients: the first one read (`n` bytes in the buffer) and every one
-    /// already waiting on the queue, up to a batch, onto their access links.
-    fn take_from_clients(&self, q: &mut Queue, mut n: usize) {
+    /// already waiting on the queue, up to a batch, onto their access links from
+    /// `arrived_ns` (a TUN device keeps no receive time: the first read's is the closest).
+    fn take_from_clients(&self, q: &mut Queue, mut n: usize, arrived_ns: u64) {
         loop {
             let mut packet = q.spare.pop().unwrap_or_default();
             packet.extend_from_slice(&q.buf[..n]);
@@ -378,67 +383,75 @@ impl PopDriver {
                 continue;
             }
             match group.and_then(|g| to_pop.get_mut(g)) {
-                Some(link) => shaper.push(link, flow, PopDest::Core, packet),
-                None => shaper.pass(PopDest::Core, packet),
+                Some(link) => shaper.push(link, flow, PopDest::Core, packet, arrived_ns),
+                None => shaper.pass(PopDest::Core, packet, arrived_ns),
             }
         }
     }
 
-    /// Backbone datagrams from CLB nodes, into the core.
-    fn take_from_clbs<'b>(&self, datagrams: impl Iterator<Item = &'b [u8]>) {
+    /// Backbone datagrams from CLB nodes that reached the node at `arrived_ns`, into the
+    /// core; what it makes of them onto the clients' links from that time.
+    fn take_from_clbs<'b>(&self, datagrams: impl Iterator<Item = &'b [u8]>, arrived_ns: u64) {
         let now = self.now_ns();
         let mut guard = self.lock();
         for packet in datagrams {
             self.drops.packet_in();
             self.drops.count(guard.core.handle_from_clb(now, packet));
+            self.route_outputs(&mut guard, arrived_ns);
+        }
+    }
+
+    /// What the core made of a packet that reached the node at `arrived_ns`, onto its
+    /// links (backbone toward CLB nodes, access links toward clients) from that time.
+    fn route_outputs(&self, state: &mut PopState, arrived_ns: u64) {
+        let PopState { core, shaper, to_client, backbone, .. } = state;
+        while let Some(out) = core.poll_output() {
+            let flow = out.flow();
+            match out.dest {
+                Dest::Node(NodeId::Clb { region, node }) => {
+                    let (r, i) = (usize::from(region), usize::from(node));
+                    if let (Some(&to), Some(link)) = (self.clb_tunnels.get(&(r, i)), backbone.get_mut(r)) {
+                        let leave = if self.grpc { Leave::ClbStream(r, i) } else { Leave::Clb(to) };
+                        shaper.push(link, flow, PopDest::Leave(leave), out.bytes, arrived_ns);
+                    }
+                }
+                Dest::Client(client) => {
+                    // The client's group is its access link.
+                    let group = self.groups.get(&client).copied();
+                    let dest = PopDest::Leave(Leave::Client(flow));
+                    match group.and_then(|g| to_client.get_mut(g)) {
+                        Some(link) => shaper.push(link, flow, dest, out.bytes, arrived_ns),
+                        None => shaper.pass(dest, out.bytes, arrived_ns),
+                    }
+                }
+                Dest::Node(_) | Dest::Backend(_) => {}
+            }
         }
     }
 
     /// Packets due on their links (`due`, and whatever is ready without a wait): clients'
-    /// into the core, the core's output onto its links; then, outside the lock, what is
-    /// ready to leave goes out through this queue's socket and the TUN device.
-    async fn forward(&self, q: &mut Queue, due: Vec<(PopDest, Vec<u8>)>, since: Instant) {
+    /// into the core, each one's output onto its links from the time it was due; then,
+    /// outside the lock, what is ready to leave goes out through this queue's socket and
+    /// the TUN device.
+    async fn forward(&self, q: &mut Queue, due: Vec<Due<PopDest>>, since: Instant) {
         {
             let now = self.now_ns();
             let mut guard = self.lock();
-            let PopState { core, shaper, to_client, backbone, .. } = &mut *guard;
-            // Clients' packets into the core, the core's output (also what it made of
-            // backbone datagrams just taken) onto its links, until nothing ready is left
-            // for the core (its output never is).
+            // Clients' packets into the core and its output onto its links, until nothing
+            // ready is left for the core (its output never is).
             let mut pending = due;
             loop {
-                for (dest, packet) in pending.drain(..) {
+                for (dest, packet, at) in pending.drain(..) {
                     match dest {
                         PopDest::Core => {
-                            self.drops.count(core.handle_from_client(now, &packet));
+                            self.drops.count(guard.core.handle_from_client(now, &packet));
+                            self.route_outputs(&mut guard, at);
                             q.recycle(packet);
                         }
                         PopDest::Leave(leave) => q.out.push((leave, packet)),
                     }
                 }
-                while let Some(out) = core.poll_output() {
-                    let flow = out.flow();
-                    match out.dest {
-                        Dest::Node(NodeId::Clb { region, node }) => {
-                            let (r, i) = (usize::from(region), usize::from(node));
-                            if let (Some(&to), Some(link)) = (self.clb_tunnels.get(&(r, i)), backbone.get_mut(r)) {
-                                let leave = if self.grpc { Leave::ClbStream(r, i) } else { Leave::Clb(to) };
-                                shaper.push(link, flow, PopDest::Leave(leave), out.bytes);
-                            }
-                        }
-                        Dest::Client(client) => {
-                            // The client's group is its access link.
-                            let group = self.groups.get(&client).copied();
-                            let dest = PopDest::Leave(Leave::Client(flow));
-                            match group.and_then(|g| to_client.get_mut(g)) {
-                                Some(link) => shaper.push(link, flow, dest, out.bytes),
-                                None => shaper.pass(dest, out.bytes),
-                            }
-                        }
-                        Dest::Node(_) | Dest::Backend(_) => {}
-                    }
-                }
-                pending.extend(shaper.take_ready());
+                pending.extend(guard.shaper.take_ready());
                 if pending.is_empty() {
                     break;
                 }
@@ -481,12 +494,9 @@ impl PopDriver {
         self.drops.left(Way::Reply, since, replies);
     }
 
-    /// The packets due on their links now, waiting out the last part of a millisecond
-    /// for the earliest without holding the lock.
-    fn due(&self) -> Vec<(PopDest, Vec<u8>)> {
-        let wait = self.lock().shaper.until_due();
-        std::thread::sleep(wait);
-        self.lock().shaper.due_now()
+    /// The packets due on their links now (the queue's timer fired).
+    fn due(&self) -> Vec<Due<PopDest>> {
+        self.lock().shaper.due()
     }
 }
 
@@ -516,7 +526,7 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopCon
         // Packets with no delay to wait for go round again at once.
         let (mut due, wake) = {
             let mut state = path.lock();
-            (state.shaper.take_ready(), state.shaper.wake_at().unwrap_or_else(far_future))
+            (state.shaper.take_ready(), state.shaper.wake_at())
         };
         let mut since = Instant::now();
         if due.is_empty() {
@@ -524,19 +534,19 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopCon
                 r = q.tun.recv(&mut q.buf) => {
                     since = Instant::now();
                     let n = r.map_err(|e| format!("TUN queue {}: {e}", q.index))?;
-                    path.take_from_clients(q, n);
+                    path.take_from_clients(q, n, path.now_ns());
                 }
                 r = q.sock.recv() => {
                     since = Instant::now();
                     r.map_err(|e| e.to_string())?;
-                    path.take_from_clbs(q.sock.datagrams().map(|(_, d)| d));
+                    path.take_from_clbs(q.sock.datagrams().map(|(_, d)| d), q.sock.received_ns(path.start));
                 }
                 event = next_control(&mut control, path.start) => {
                     if let Some(c) = control.as_mut() {
                         handle_control(path, c, event).await;
                     }
                 }
-                _ = tokio::time::sleep_until(wake) => due = path.due(),
+                _ = q.shaper_timer.wait_until(wake) => due = path.due(),
             }
         }
         path.forward(q, due, since).await;
@@ -545,7 +555,7 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopCon
 
 async fn handle_control(path: &PopDriver, c: &mut PopControl<'_>, event: ControlEvent) {
     match event {
-        ControlEvent::Down(packet) => path.take_from_clbs(std::iter::once(&packet[..])),
+        ControlEvent::Down(packet) => path.take_from_clbs(std::iter::once(&packet[..]), path.now_ns()),
         ControlEvent::Change(change) => {
             anyedge_topology::route_table::apply_to_pop(&mut path.lock().core, c.t, &change);
         }
