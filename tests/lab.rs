@@ -1286,40 +1286,58 @@ fn the_lab_delays_every_backend_path_as_the_simulator_does() {
         return;
     }
     let _one = serial();
-    let lab = Lab::up_with("paths", with_every_backend_path);
+    // Every kind of backend path from london, and a short one: a client in Paris itself,
+    // on its POP's doorstep (a 5 ms last mile each way and the backbone to Frankfurt).
+    let with_a_short_path = |text: String| {
+        with_every_backend_path(text).replacen(
+            "clients:\n",
+            "clients:\n  - { name: parisian, location: [48.857, 2.352], count: 20, traffic: game }\n",
+            1,
+        )
+    };
+    let lab = Lab::up_with("paths", with_a_short_path);
     let t = anyedge_topology::load(&lab.file).unwrap();
     let sim = anyedge_sim::run(&t, |_| {}).unwrap().report;
-    let london = sim.clients.iter().find(|c| c.name == "london").unwrap();
-    for (class, port, backend) in [
-        ("remote", 7001, "198.19.91.1:7001"),
-        ("onprem", 7002, "198.19.92.1:7002"),
-        ("natted", 7003, "198.19.99.8:7003"),
-        ("routed", 7004, "198.19.99.9:7004"),
+    for (client, class, port, backend) in [
+        ("parisian", "game", 7000, None),
+        ("london", "game", 7000, None),
+        ("london", "remote", 7001, Some("198.19.91.1:7001")),
+        ("london", "onprem", 7002, Some("198.19.92.1:7002")),
+        ("london", "natted", 7003, Some("198.19.99.8:7003")),
+        ("london", "routed", 7004, Some("198.19.99.9:7004")),
     ] {
-        let rtt = london.traffic.iter().find(|tr| tr.name == class).unwrap().anycast.rtt_ms.unwrap();
+        let group = sim.clients.iter().find(|c| c.name == client).unwrap();
+        let rtt = group.traffic.iter().find(|tr| tr.name == class).unwrap().anycast.rtt_ms.unwrap();
         // The median of three 2 s rounds: one round's p99 is its 4th slowest reply, and a
         // busy 2-core host moves that by milliseconds on its own.
         let rounds: Vec<Value> =
-            (0..3).map(|_| lab.probe("london", &format!("198.18.0.20:{port}"), "udp", 8)).collect();
-        assert!(rounds.iter().all(|r| replies_from(r, backend) > 0), "{class}: {rounds:?}");
+            (0..3).map(|_| lab.probe(client, &format!("198.18.0.20:{port}"), "udp", 8)).collect();
+        if let Some(backend) = backend {
+            assert!(rounds.iter().all(|r| replies_from(r, backend) > 0), "{class}: {rounds:?}");
+        }
         let lab_ms = |q: &str| {
             let mut v: Vec<f64> = rounds.iter().map(|r| r["rtt_us"][q].as_f64().unwrap() / 1000.0).collect();
             v.sort_by(f64::total_cmp);
             v[1]
         };
         eprintln!(
-            "{class}: p50 lab {:.2} / sim {:.2} ms, p99 lab {:.2} / sim {:.2} ms",
+            "{client} {class}: p50 lab {:.2} / sim {:.2} ms, p99 lab {:.2} / sim {:.2} ms",
             lab_ms("p50"),
             rtt.p50,
             lab_ms("p99"),
             rtt.p99
         );
-        for (q, sim_ms) in [("p50", rtt.p50), ("p99", rtt.p99)] {
+        // Each shaped hop starts its delay when the packet reached the node and releases
+        // it on a microsecond timer: the median is the model's to 2 % + 0.3 ms. The tail
+        // is the host's (a 2-core machine running a dozen nodes).
+        let allowed = [("p50", rtt.p50, 0.02, 0.3), ("p99", rtt.p99, 0.10, 1.0)];
+        for (q, sim_ms, share, fixed_ms) in allowed {
             let gap = (lab_ms(q) - sim_ms).abs();
             assert!(
-                gap <= sim_ms * 0.10 + 1.0,
-                "{class} {q}: lab {:.2} ms, simulator {sim_ms:.2} ms (allowed 10 % + 1 ms)",
-                lab_ms(q)
+                gap <= sim_ms * share + fixed_ms,
+                "{client} {class} {q}: lab {:.2} ms, simulator {sim_ms:.2} ms (allowed {} % + {fixed_ms} ms)",
+                lab_ms(q),
+                share * 100.0
             );
         }
     }
