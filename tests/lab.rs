@@ -1310,8 +1310,7 @@ fn the_lab_delays_every_backend_path_as_the_simulator_does() {
         let rtt = group.traffic.iter().find(|tr| tr.name == class).unwrap().anycast.rtt_ms.unwrap();
         // The median of three 2 s rounds: one round's p99 is its 4th slowest reply, and a
         // busy 2-core host moves that by milliseconds on its own.
-        let rounds: Vec<Value> =
-            (0..3).map(|_| lab.probe(client, &format!("198.18.0.20:{port}"), "udp", 8)).collect();
+        let rounds: Vec<Value> = (0..3).map(|_| lab.probe(client, &format!("198.18.0.20:{port}"), "udp", 8)).collect();
         if let Some(backend) = backend {
             assert!(rounds.iter().all(|r| replies_from(r, backend) > 0), "{class}: {rounds:?}");
         }
@@ -1540,6 +1539,33 @@ fn holds_route_from(lab: &Lab, transit: &str, pop: &str) -> bool {
     v["routes"].as_array().is_some_and(|r| r.iter().any(|r| r["pop"].as_str() == Some(pop)))
 }
 
+/// When a POP's log (`RFC 3339 timestamp  LEVEL target: pop/NAME: VIP vip withdrawn`)
+/// says it withdrew `vip`, the first time after `since`.
+fn withdrawn_at(log: &std::path::Path, vip: &str, since: std::time::SystemTime) -> Option<std::time::SystemTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().filter(|l| l.ends_with(&format!("VIP {vip} withdrawn"))).find_map(|l| {
+        let at = rfc3339_utc(l.split_whitespace().next()?)?;
+        (at >= since).then_some(at)
+    })
+}
+
+/// `2026-11-26T04:34:48.640175Z` as a time.
+fn rfc3339_utc(stamp: &str) -> Option<std::time::SystemTime> {
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    // Days since 1970-01-01 (the civil-from-days algorithm, proleptic Gregorian).
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = days * 86_400 + t[0] * 3_600 + t[1] * 60 + t[2];
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
 /// Polls `check` every 20 ms until it holds or `limit` passes; how long it took.
 fn within(limit: std::time::Duration, mut check: impl FnMut() -> bool) -> Option<std::time::Duration> {
     let start = std::time::Instant::now();
@@ -1585,14 +1611,33 @@ fn bgp_follows_health_a_hung_pop_and_a_dead_speaker_and_status_shows_the_session
     assert!(moved < std::time::Duration::from_millis(1_000), "withdrawn {moved:?} after the freeze");
     let back = within(std::time::Duration::from_secs(15), || best_pop(&lab, "transit/paris") == paris);
     assert!(back.is_some(), "pop/paris announced again within 15 s of its thaw");
-    // Health: with every CLB node of the VIP's home region dead, no POP announces it.
-    for clb in ["clb/frankfurt/1", "clb/frankfurt/2"] {
-        assert!(lab.anyedge(&["lab", "kill", clb]).status.success());
-    }
+    // Health: with every CLB node of the VIP's home region dead, no POP announces it —
+    // after as many failed probe rounds as in the simulator (the POP core's rule, which
+    // tests/simulation.rs holds the simulator to): down after `probe_misses` unanswered
+    // rounds, then FALL unhealthy samples, one a round.
+    assert!(lab.anyedge(&["lab", "kill", "clb/frankfurt/1"]).status.success());
+    let before = std::time::SystemTime::now();
+    assert!(lab.anyedge(&["lab", "kill", "clb/frankfurt/2"]).status.success());
+    let after = std::time::SystemTime::now();
     let gone = within(std::time::Duration::from_secs(5), || {
         best_pop(&lab, "transit/paris").is_none() && best_pop(&lab, "transit/warsaw").is_none()
     });
     assert!(gone.is_some(), "the VIP withdrawn everywhere once its region is unreachable");
+    let t = anyedge_topology::load(&lab.file).unwrap();
+    let (interval_ms, misses) = (t.failover.probe_interval_ns as f64 / 1e6, t.failover.probe_misses as f64);
+    let fall = anyedge_pop::announce::FALL as f64;
+    // The kill and the log line each take a few ms of their own.
+    let (earliest, latest) = ((misses + fall - 1.0) * interval_ms - 15.0, (misses + fall) * interval_ms + 30.0);
+    for pop in ["paris", "warsaw"] {
+        let at = withdrawn_at(&common::lab_state_dir(&lab).join(format!("pop-{pop}.log")), "edge", before)
+            .unwrap_or_else(|| panic!("pop/{pop} logs the withdrawal"));
+        let ms = |since: std::time::SystemTime| at.duration_since(since).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        let (soonest, latest_possible) = (ms(after), ms(before));
+        assert!(
+            soonest <= latest && latest_possible >= earliest,
+            "pop/{pop} withdrew {soonest:.0}–{latest_possible:.0} ms after the region died; the rule says {earliest:.0}–{latest:.0} ms"
+        );
+    }
     for clb in ["clb/frankfurt/1", "clb/frankfurt/2"] {
         assert!(lab.anyedge(&["lab", "start", clb]).status.success());
     }
@@ -1612,6 +1657,19 @@ fn bgp_follows_health_a_hung_pop_and_a_dead_speaker_and_status_shows_the_session
     // so it reaches transit/warsaw's kernel a moment later (CI once read it in between).
     let route = within(std::time::Duration::from_secs(5), || best_pop(&lab, "transit/warsaw") == warsaw);
     assert!(route.is_some(), "transit/warsaw prefers pop/warsaw's route again: {:?}", best_pop(&lab, "transit/warsaw"));
+}
+
+#[test]
+fn log_times_read_as_the_moment_they_name() {
+    let at = rfc3339_utc("2026-11-26T04:34:48.640175Z").unwrap();
+    let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert_eq!(secs.as_secs(), 1_795_667_688, "date -u -d 2026-11-26T04:34:48Z +%s");
+    assert_eq!(secs.subsec_micros(), 640_175);
+    assert_eq!(
+        rfc3339_utc("2024-02-29T00:00:00Z").unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        1_709_164_800
+    );
+    assert!(rfc3339_utc("04:34:48").is_none());
 }
 
 #[test]
