@@ -308,8 +308,8 @@ fn area_table(model: &DelayModel, rows: &[MeasuredPair], holdout: u32) -> String
     let _ = writeln!(out, "\nerror per pair of areas ({what} pairs; median / p90 / bias, %)");
     let _ = writeln!(
         out,
-        "{:<32} {:>6} {:>22} {:>6} {:>22}   {}",
-        "areas", "≥1000", "km: med/p90/bias", "<1000", "km: med/p90/bias", "model"
+        "{:<32} {:>6} {:>22} {:>6} {:>22}   model",
+        "areas", "≥1000", "km: med/p90/bias", "<1000", "km: med/p90/bias"
     );
     for ((a, b), measured) in &by_area {
         let [long, short] = by_length(model, measured);
