@@ -18,45 +18,36 @@ fn calibrate(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn shipped_source() -> &'static str {
-    source_of(SHIPPED)
-}
-
 fn source_of(shipped: &'static str) -> &'static str {
     let line = shipped.lines().find(|l| l.trim_start().starts_with("source:")).expect("a source line");
     line.split_once('"').and_then(|(_, rest)| rest.strip_suffix('"')).expect("a quoted source")
 }
 
-#[test]
-fn the_shipped_backbone_calibration_is_what_calibrate_fits_on_the_shipped_dataset() {
-    let (code, stdout, stderr) = calibrate(&[DATASET, "--name", "azure-2025-06", "--source", shipped_source()]);
+/// Fits `dataset` as data/delay/README.md says and checks the output is `shipped`'s
+/// model, line for line; the shipped model, parsed.
+fn refit_equals_shipped(dataset: &str, name: &str, shipped: &'static str) -> anyedge_ccn::delay::DelayModel {
+    let (code, stdout, stderr) = calibrate(&[dataset, "--name", name, "--source", source_of(shipped)]);
     assert_eq!(code, Some(0), "{stderr}");
+    // The model lines, without the comments (the error figures).
+    let model_lines = |text: &str| text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(
         model_lines(&stdout),
-        model_lines(SHIPPED),
+        model_lines(shipped),
         "rerun the command in data/delay/README.md and commit its output"
     );
-    let shipped = anyedge_topology::builtin_delay("azure-2025-06").expect("the shipped calibration parses");
+    anyedge_topology::builtin_delay(name).expect("the shipped calibration parses")
+}
+
+#[test]
+fn the_shipped_backbone_calibration_is_what_calibrate_fits_on_the_shipped_dataset() {
+    let shipped = refit_equals_shipped(DATASET, "azure-2025-06", SHIPPED);
     assert!(shipped.pairs.len() >= 20, "per-area-pair parameters: {shipped:?}");
     assert!(shipped.pairs.values().any(|p| p.via.is_some()), "some pairs detour through a hub");
 }
 
-/// The model lines of `calibrate`'s output (its comments are the error figures).
-fn model_lines(text: &str) -> Vec<String> {
-    text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect()
-}
-
 #[test]
 fn the_shipped_internet_calibration_is_what_calibrate_fits_on_the_shipped_dataset() {
-    let args = [INTERNET_DATASET, "--name", "wondernetwork-2020-07", "--source", source_of(INTERNET_SHIPPED)];
-    let (code, stdout, stderr) = calibrate(&args);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        model_lines(&stdout),
-        model_lines(INTERNET_SHIPPED),
-        "rerun the command in data/delay/README.md and commit its output"
-    );
-    let shipped = anyedge_topology::builtin_delay("wondernetwork-2020-07").expect("the shipped calibration parses");
+    let shipped = refit_equals_shipped(INTERNET_DATASET, "wondernetwork-2020-07", INTERNET_SHIPPED);
     assert!(shipped.pairs.len() >= 40, "per-area-pair parameters: {shipped:?}");
 }
 
