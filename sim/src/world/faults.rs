@@ -201,9 +201,7 @@ impl<'t> World<'t> {
                     FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
                         let p = PopId(p);
-                        let addr = std::net::IpAddr::V4(t.vips[vip].ipv4);
-                        let announces = |q: PopId| self.pops[q].announced && self.pops[q].core.announces(addr);
-                        g.order[vip].iter().copied().find(|&q| q == p || announces(q)) == Some(p)
+                        g.order[vip].iter().copied().find(|&q| q == p || self.pops[q].routes(t, vip)) == Some(p)
                             && g.route[vip] != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,

@@ -13,6 +13,14 @@ pub(super) struct PopNode {
     pub(super) drops: BTreeMap<&'static str, u64>,
 }
 
+impl PopNode {
+    /// Whether the internet routes VIP `vip` to this POP: its transit has not withdrawn
+    /// it (BFD) and its core announces the VIP (a live CLB node of the home region).
+    pub(super) fn routes(&self, t: &Topology, vip: usize) -> bool {
+        self.announced && self.core.announces(IpAddr::V4(t.vips[vip].ipv4))
+    }
+}
+
 pub(super) struct ClbNode {
     pub(super) region: usize,
     pub(super) index: usize,
@@ -195,8 +203,7 @@ impl<'t> World<'t> {
         let t = self.t;
         for (gi, g) in self.groups.iter_mut().enumerate() {
             for (v, order) in g.order.iter().enumerate() {
-                let vip = IpAddr::V4(t.vips[v].ipv4);
-                let route = order.iter().copied().find(|&p| self.pops[p].announced && self.pops[p].core.announces(vip));
+                let route = order.iter().copied().find(|&p| self.pops[p].routes(t, v));
                 if route != g.route[v] {
                     // For the report's map: where the group's anycast traffic lands now.
                     self.catchments.push((now, gi, v, route));
