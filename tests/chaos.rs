@@ -248,3 +248,14 @@ fn a_failing_seed_in_a_shard_reaches_the_merged_report_with_a_replay_that_prints
     assert_eq!(schedule, String::from_utf8_lossy(&direct.stdout), "the same schedule the seed runs");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Seed 701304 (found by a 2,000-seed sweep from 701001): `clb/frankfurt/1` restarts
+/// while weights change, and its watch stream sent it the next change before the
+/// catch-up, so it ended serving a table the control nodes never had.
+#[test]
+fn a_clb_node_restarted_between_weight_changes_ends_with_the_control_planes_table() {
+    let out = chaos(&[&topology("control.yaml"), "--from", "701304", "--seeds", "1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+}
