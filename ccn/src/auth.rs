@@ -175,6 +175,18 @@ impl CidCipher {
         CidCipher { key: *key, aes }
     }
 
+    /// The key a region's CLB nodes derive QUIC stateless-reset tokens from (RFC 9000
+    /// §10.3): the same on every node of the region and across restarts, so a node that
+    /// restarted, or took over another's IDs, resets a connection it does not know with
+    /// the token the client was given, and the client opens a new one at once (the QUIC-LB
+    /// design) instead of waiting out its idle timeout. Derived under its own label, so
+    /// it reveals nothing of the ID key.
+    pub fn reset_key(&self) -> KeyBytes {
+        let mut k = [0u8; 32];
+        k.copy_from_slice(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.key), b"anyedge quic reset v1").as_ref());
+        k
+    }
+
     /// The mask for the node byte of an ID whose random bytes are `nonce` (at most 16).
     pub fn mask(&self, nonce: &[u8]) -> u8 {
         let mut sample = [0u8; 16];

@@ -796,6 +796,19 @@ impl Clb {
         Ok(())
     }
 
+    /// An ACK of a connection this node does not know (it restarted, or the ACK is
+    /// forged): a reset with the acknowledged number as its sequence (RFC 9293 §3.10.7.1),
+    /// within the node's reset budget, so a real client opens a new connection at once.
+    fn reset_unknown(&mut self, now_ns: u64, key: &FlowKey, ack: u32, ingress: Ingress) {
+        if !self.syn_cookies.take_reset(now_ns) {
+            return;
+        }
+        let rst = inner::bare_tcp(key.dst_port, key.src_port, smoltcp::wire::TcpControl::Rst, ack, None, None);
+        if let Some(rst) = inner::build_tcp(key.dst, key.src, &rst) {
+            let _ = self.reply_to_client(ingress, key.flow_hash(), rst);
+        }
+    }
+
     /// A client packet of a layer-7 listener: the node's own TCP takes it.
     fn forward_l7(
         &mut self,
@@ -824,7 +837,10 @@ impl Clb {
                 return Err(ClbDrop::NoConnection);
             }
             let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
-            let mss = self.syn_cookies.check(&key, client_isn, cookie, now_ns).ok_or(ClbDrop::BadCookie)?;
+            let Some(mss) = self.syn_cookies.check(&key, client_isn, cookie, now_ns) else {
+                self.reset_unknown(now_ns, &key, ack, ingress);
+                return Err(ClbDrop::BadCookie);
+            };
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
             let config = &self.listeners[li].config;
             let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
@@ -1553,6 +1569,37 @@ mod tests {
             assert_eq!(clb.handle_direct(2_000, ack).map_err(|e| e.name()), Err("bad_cookie"));
         }
         assert_eq!(clb.l7.len(), 0);
+    }
+
+    #[test]
+    fn a_segment_of_a_connection_the_node_does_not_know_is_reset_within_a_budget() {
+        // A node that restarted gets the next segment of a connection it held before.
+        let mut clb = http_node();
+        let (vip, src): (IpAddr, IpAddr) = (VIP.parse().unwrap(), "203.0.0.1".parse().unwrap());
+        let segment = |ack: u32| {
+            let repr = inner::bare_tcp(1025, 80, TcpControl::Psh, 7_000, Some(ack), None);
+            inner::build_tcp(src, vip, &repr).unwrap()
+        };
+        assert_eq!(clb.handle_direct(1_000, segment(0x1234_5678)).map_err(|e| e.name()), Err("bad_cookie"));
+        let Some(Sent::Client { bytes }) = clb.next_out() else { panic!("no reset for an unknown connection") };
+        let f = tcp_flags(&bytes);
+        assert!(f.rst && !f.syn, "a reset");
+        assert_eq!(inner::tcp_numbers(&bytes).map(|n| n.0), Some(0x1234_5678), "its sequence is the segment's ack");
+        let parsed = inner::parse(&bytes).unwrap().key;
+        assert_eq!((parsed.src, parsed.src_port, parsed.dst, parsed.dst_port), (vip, 80, src, 1025));
+        assert_eq!(clb.l7.len(), 0, "nothing set up");
+        // A flood of forged ACKs gets at most the budget back in a second, and the budget
+        // comes back the next second.
+        let mut resets = 0;
+        for i in 0..3 * crate::syn_cookie::RESETS_PER_S {
+            let _ = clb.handle_direct(2_000_000_000 + u64::from(i), segment(i));
+            while clb.next_out().is_some() {
+                resets += 1;
+            }
+        }
+        assert_eq!(resets, crate::syn_cookie::RESETS_PER_S);
+        let _ = clb.handle_direct(3_000_000_000, segment(1));
+        assert!(clb.next_out().is_some(), "a new second, a new budget");
     }
 
     #[test]

@@ -192,14 +192,18 @@ fn frames_received(f: &quinn_proto::FrameStats) -> u64 {
 impl QuicHost {
     /// A server endpoint whose connection IDs name `node` (encrypted with the region's
     /// `cipher`, in the clear without one), the rest drawn under `cid_secret` (the node's
-    /// own: [`anyedge_ccn::AuthConfig::node_secret`]).
+    /// own: [`anyedge_ccn::AuthConfig::node_secret`]). Its stateless-reset tokens come
+    /// from the region's key ([`CidCipher::reset_key`]), shared by the region's nodes and
+    /// stable across restarts; without a cipher, from `cid_secret` (this start's own).
     pub fn server(
         config: Arc<ServerConfig>,
         (node, cipher): (u8, Option<CidCipher>),
         seed: u64,
         cid_secret: [u8; 32],
     ) -> QuicHost {
-        let mut endpoint_config = EndpointConfig::default();
+        let reset_key = cipher.as_ref().map_or(cid_secret, CidCipher::reset_key);
+        let mut endpoint_config =
+            EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key)));
         let prf = Prf::new(&cid_secret);
         endpoint_config
             .cid_generator(move || Box::new(NodeCids { node, cipher: cipher.clone(), prf: prf.clone(), issued: 0 }));
@@ -215,7 +219,9 @@ impl QuicHost {
 
     /// A client endpoint.
     pub fn client(seed: u64) -> QuicHost {
-        QuicHost::new(EndpointConfig::default(), None, seed)
+        // Clients send no stateless resets; the key only has to be fixed for a run to replay.
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed32(seed));
+        QuicHost::new(EndpointConfig::new(Arc::new(reset_key)), None, seed)
     }
 
     fn new(config: EndpointConfig, server: Option<Arc<ServerConfig>>, seed: u64) -> QuicHost {

@@ -19,15 +19,34 @@ pub const PERIOD_NS: u64 = 64_000_000_000;
 /// The MSS values a cookie can carry: the largest not above the client's is taken.
 const MSS_TABLE: [u16; 8] = [536, 1_024, 1_200, 1_220, 1_360, 1_400, 1_440, 1_460];
 
-/// The node's cookie secret.
+/// Resets a node sends a second, at most, for segments of connections it does not know
+/// (a restarted node's clients learn at once that their connection is gone and open a
+/// new one, as a kernel's TCP tells them; past the budget, spoofed ACKs are dropped
+/// unanswered). A reset is never larger than the segment it answers.
+pub const RESETS_PER_S: u32 = 2_000;
+
+/// The node's cookie secret, and its budget of resets for unknown connections.
 #[derive(Debug)]
 pub struct SynCookies {
     prf: anyedge_ccn::Prf,
+    /// The second the budget counts in, and the resets sent in it.
+    resets: (u64, u32),
 }
 
 impl SynCookies {
     pub fn new(secret: &[u8]) -> SynCookies {
-        SynCookies { prf: anyedge_ccn::Prf::new(secret) }
+        SynCookies { prf: anyedge_ccn::Prf::new(secret), resets: (0, 0) }
+    }
+
+    /// Whether a reset may go out now; counts it when it may.
+    pub fn take_reset(&mut self, now_ns: u64) -> bool {
+        let second = now_ns / 1_000_000_000;
+        if self.resets.0 != second {
+            self.resets = (second, 0);
+        }
+        let allowed = self.resets.1 < RESETS_PER_S;
+        self.resets.1 += u32::from(allowed);
+        allowed
     }
 
     fn mac(&self, key: &FlowKey, client_isn: u32, period: u64, mss_index: u32) -> u32 {
