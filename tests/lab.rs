@@ -959,6 +959,70 @@ fn a_quic_connection_survives_its_pops_death_and_then_a_move_to_a_new_port() {
     assert_eq!(quic_handshakes(&lab).1, 4, "no connection shook hands again");
 }
 
+/// Where `.ci/run` installs aioquic (`pip3 install --target`), if it is there; in CI it
+/// must be.
+fn aioquic_path() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aioquic");
+    let found = dir.join("aioquic").is_dir();
+    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("aioquic is not in {} (.ci/run installs it)", dir.display());
+    }
+    if !found {
+        eprintln!("skipping: aioquic is not in {} (.ci/run installs it)", dir.display());
+    }
+    found.then_some(dir)
+}
+
+#[test]
+fn an_aioquic_client_opens_a_new_connection_after_its_region_restarts_and_gets_answers_again() {
+    if !may_run() {
+        return;
+    }
+    let Some(aioquic) = aioquic_path() else { return };
+    let _one = serial();
+    let lab = Lab::up_with("quic-restart", with_every_listener);
+    // A request every 100 ms on a stream of its own; one unanswered for 3 s and the
+    // client gives the connection up and opens another (aioquic ignores stateless resets).
+    let script = format!("{}/tools/aioquic/reconnect.py", env!("CARGO_MANIFEST_DIR"));
+    let client = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", "4433", "12", "0.1", "3"])
+        .env("PYTHONPATH", &aioquic)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The whole region restarts: every QUIC connection's keys are gone.
+    for node in ["clb/frankfurt/1", "clb/frankfurt/2"] {
+        let killed = lab.anyedge(&["lab", "kill", node]);
+        assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    }
+    for node in ["clb/frankfurt/1", "clb/frankfurt/2"] {
+        let started = lab.anyedge(&["lab", "start", node]);
+        assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(r["connections"], 2, "one connection before the restart, one after: {r}");
+    // Answered until the restart (about 3 s) and again for most of the last 6 s.
+    let (answered, sent) = (r["answered"].as_u64().unwrap(), r["sent"].as_u64().unwrap());
+    assert!(answered >= 60 && sent - answered <= 2, "{r}");
+    assert!(r["last_s"].as_f64().unwrap() > 11.0, "answers to the end: {r}");
+    assert!(r["gap_s"].as_f64().unwrap() < 6.0, "the outage is the restart and the client's 3 s timeout: {r}");
+    // The restarted region answered the old connection's packets with a stateless reset
+    // (a client that acts on them, as quinn does, reconnects at once).
+    let status = lab.anyedge(&["lab", "status", "--json"]);
+    let s: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+    let resets: u64 = ["clb/frankfurt/1", "clb/frankfurt/2"]
+        .iter()
+        .map(|n| s["quic"][n]["stateless_resets"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(resets >= 1, "a stateless reset for the connection the region lost: {s}");
+}
+
 /// small.yaml with a NAT gateway `egress` (public 198.18.99.1) in frankfurt and two
 /// internet backends reached `via` it or the router (web 198.19.99.7:8080 weight 30, game
 /// 198.19.99.8:7000 weight 20), and `extra` appended (security groups).

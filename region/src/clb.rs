@@ -984,13 +984,9 @@ impl Clb {
         }
     }
 
-    /// QUIC connections this node holds now, handshakes it has accepted, and Initials it
-    /// answered with a Retry (over the rate, address not validated).
-    pub fn quic_connections(&self) -> (usize, u64, u64) {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.quic.as_ref())
-            .fold((0, 0, 0), |(c, h, r), q| (c + q.connections(), h + q.handshakes(), r + q.retries()))
+    /// This node's QUIC listeners, summed.
+    pub fn quic_counts(&self) -> crate::quic_listener::QuicCounts {
+        self.listeners.iter().filter_map(|l| l.quic.as_ref()).fold(Default::default(), |sum, q| sum + q.counts())
     }
 
     /// Layer-7 connections this node holds now.

@@ -67,6 +67,8 @@ pub struct QuicHost {
     /// way): at [`UNVALIDATED_MAX`], new ones get a Retry whatever the rate.
     unvalidated: usize,
     retries: u64,
+    /// Stateless resets sent: answers to short-header packets of connections unknown here.
+    stateless_resets: u64,
     /// Accepted connections' anti-amplification budgets (servers only).
     budgets: BTreeMap<ConnectionHandle, Budget>,
     held: u64,
@@ -237,6 +239,7 @@ impl QuicHost {
             initials: TokenBucket::full(),
             unvalidated: 0,
             retries: 0,
+            stateless_resets: 0,
             budgets: BTreeMap::new(),
             held: 0,
         }
@@ -258,6 +261,11 @@ impl QuicHost {
         self.conns.insert(ch, conn);
         self.handshakes += 1;
         Some(ch)
+    }
+
+    /// Stateless resets sent so far.
+    pub fn stateless_resets(&self) -> u64 {
+        self.stateless_resets
     }
 
     /// Connections opened or accepted so far.
@@ -346,6 +354,9 @@ impl QuicHost {
                 }
             }
             DatagramEvent::Response(t) => {
+                // quinn answers a short-header packet it cannot place with a stateless
+                // reset (a long one with version negotiation).
+                self.stateless_resets += u64::from(payload.first().is_some_and(|b| b & 0x80 == 0));
                 out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
                 None
             }

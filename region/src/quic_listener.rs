@@ -74,6 +74,29 @@ pub struct QuicListener {
     seed: u64,
 }
 
+/// A node's QUIC listeners at a glance: connections held now; handshakes accepted,
+/// Initials answered with a Retry (over the rate, address not validated) and stateless
+/// resets sent (packets of connections the node does not hold), so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuicCounts {
+    pub connections: usize,
+    pub handshakes: u64,
+    pub retries: u64,
+    pub stateless_resets: u64,
+}
+
+impl std::ops::Add for QuicCounts {
+    type Output = QuicCounts;
+    fn add(self, o: QuicCounts) -> QuicCounts {
+        QuicCounts {
+            connections: self.connections + o.connections,
+            handshakes: self.handshakes + o.handshakes,
+            retries: self.retries + o.retries,
+            stateless_resets: self.stateless_resets + o.stateless_resets,
+        }
+    }
+}
+
 impl std::fmt::Debug for QuicListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuicListener").field("vip", &self.vip).field("connections", &self.conns.len()).finish()
@@ -110,6 +133,16 @@ impl QuicListener {
 
     pub fn retries(&self) -> u64 {
         self.host.retries()
+    }
+
+    /// This listener's counts, for a node's status.
+    pub fn counts(&self) -> QuicCounts {
+        QuicCounts {
+            connections: self.connections(),
+            handshakes: self.host.handshakes(),
+            retries: self.host.retries(),
+            stateless_resets: self.host.stateless_resets(),
+        }
     }
 
     pub fn connections(&self) -> usize {

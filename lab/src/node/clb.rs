@@ -102,7 +102,7 @@ pub(crate) struct ClbDriver<'a> {
     /// Gauges for /metrics, refreshed now and then rather than per packet.
     gauges_at: Instant,
     /// QUIC connections and handshakes, as `status` last showed them.
-    quic_seen: (usize, u64, u64),
+    quic_seen: anyedge_region::quic_listener::QuicCounts,
     /// Packets this pass sent toward backends and back toward POPs (`residence`).
     passed: [u64; 2],
 }
@@ -147,7 +147,7 @@ impl<'a> ClbDriver<'a> {
         // POPs probe this node over the backbone: answer while we run.
         answer_probes(auth.keyring(me, 0), drops.clone()).await?;
         mark_ready(ready)?;
-        drops.set_quic((0, 0, 0));
+        drops.set_quic(Default::default());
         Ok(ClbDriver {
             t,
             plan,
@@ -180,7 +180,7 @@ impl<'a> ClbDriver<'a> {
             probe_buf: [0u8; 256],
             health: BTreeMap::new(),
             gauges_at: Instant::now() - GAUGE_EVERY,
-            quic_seen: (0, 0, 0),
+            quic_seen: Default::default(),
             passed: [0; 2],
         })
     }
@@ -427,7 +427,7 @@ impl<'a> ClbDriver<'a> {
             self.drops.set_gauge("l7_connections", self.core.proxied_connections() as u64);
             self.drops.set_gauge("syn_cookies_total", self.core.syn_cookies_sent());
         }
-        let quic = self.core.quic_connections();
+        let quic = self.core.quic_counts();
         if quic != self.quic_seen {
             self.quic_seen = quic;
             self.drops.set_quic(quic);

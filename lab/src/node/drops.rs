@@ -81,14 +81,20 @@ impl Drops {
         );
     }
 
-    /// A CLB node's QUIC connections now, handshakes and Retries so far, for `status`.
-    pub fn set_quic(&self, (connections, handshakes, retries): (usize, u64, u64)) {
-        self.set_gauge("quic_connections", connections as u64);
-        self.set_gauge("quic_handshakes_total", handshakes);
-        self.set_gauge("quic_retries_total", retries);
+    /// A CLB node's QUIC counts, for `status` and `/metrics`.
+    pub fn set_quic(&self, q: anyedge_region::quic_listener::QuicCounts) {
+        self.set_gauge("quic_connections", q.connections as u64);
+        self.set_gauge("quic_handshakes_total", q.handshakes);
+        self.set_gauge("quic_retries_total", q.retries);
+        self.set_gauge("quic_stateless_resets_total", q.stateless_resets);
         self.set_section(
             "quic",
-            serde_json::json!({ "connections": connections, "handshakes": handshakes, "retries": retries }),
+            serde_json::json!({
+                "connections": q.connections,
+                "handshakes": q.handshakes,
+                "retries": q.retries,
+                "stateless_resets": q.stateless_resets,
+            }),
         );
     }
 

@@ -257,7 +257,7 @@ impl<'t> World<'t> {
 
     /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
     pub fn quic_handshakes(&self) -> u64 {
-        self.clbs.iter().map(|c| c.core.quic_connections().1).sum()
+        self.clbs.iter().map(|c| c.core.quic_counts().handshakes).sum()
     }
 
     pub fn events(&self) -> u64 {
