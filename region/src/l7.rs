@@ -120,13 +120,36 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// A request target the proxy passes: origin-form (`/path?query`), or `*` for OPTIONS,
+/// in visible ASCII only. An absolute-form target (`http://other/`) is for forward
+/// proxies, which these listeners are not: a backend might route by its host instead
+/// of `Host`'s. No NUL or control byte (some backends end a string at a NUL).
+fn plain_target(method: &str, target: &str) -> bool {
+    let visible = !target.is_empty() && target.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    visible && (target.starts_with('/') || (target == "*" && method == "OPTIONS"))
+}
+
+/// A field value without NUL or control bytes (a horizontal tab is whitespace).
+fn plain_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Whether an `Upgrade` value asks for HTTP/2 in the clear (`h2c`): the proxy frames
+/// HTTP/1.1 only, and a backend that switched would take what follows unframed.
+fn asks_h2c(value: &str) -> bool {
+    value.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c"))
+}
+
 /// A request head as the backend gets it: the client's own X-Forwarded-For, Forwarded
 /// and X-Real-IP dropped and the proxy's `X-Forwarded-For: CLIENT` added; with the body
 /// length its Content-Length declares. Refused (RFC 9112's strict reading, so the proxy
-/// and any backend frame it alike): anything but `METHOD SP TARGET SP HTTP/1.0|1.1`, a CR
-/// or LF not in a CRLF, a folded line, a field name that is not a token (whitespace
-/// before the colon), more than one Content-Length or one that is not digits, and any
-/// Transfer-Encoding (501: bodies pass by Content-Length only).
+/// and any backend frame it alike): anything but `METHOD SP TARGET SP HTTP/1.0|1.1`, a
+/// target that is not origin-form ([`plain_target`]), a CR or LF not in a CRLF, a NUL or
+/// control byte in a value, a folded line, a field name that is not a token
+/// (whitespace before the colon), a second `Host`, more than one Content-Length or one
+/// that is not digits, `Upgrade: h2c`, and any Transfer-Encoding (501: bodies pass by
+/// Content-Length only). Fields whose names have an underscore are dropped, as nginx
+/// drops them by default: some backends read `X_Forwarded_For` as `X-Forwarded-For`.
 pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64), NotHttp> {
     let text = std::str::from_utf8(head).map_err(|_| NotHttp::BAD)?;
     let fields = text.strip_suffix("\r\n\r\n").ok_or(NotHttp::BAD)?;
@@ -139,7 +162,7 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64),
     let plain = parts.len() == 3
         && !parts[0].is_empty()
         && parts[0].bytes().all(is_tchar)
-        && !parts[1].is_empty()
+        && plain_target(parts[0], parts[1])
         && matches!(parts[2], "HTTP/1.1" | "HTTP/1.0");
     if !plain {
         return Err(NotHttp::BAD);
@@ -148,6 +171,7 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64),
     out.push_str(request_line);
     out.push_str("\r\n");
     let mut length: Option<u64> = None;
+    let mut host = false;
     for line in lines {
         if line.contains(['\r', '\n']) || line.starts_with([' ', '\t']) {
             return Err(NotHttp::BAD);
@@ -160,6 +184,11 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64),
         if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(NotHttp::NOT_IMPLEMENTED);
         }
+        let second_host = name.eq_ignore_ascii_case("host") && std::mem::replace(&mut host, true);
+        let h2c = name.eq_ignore_ascii_case("upgrade") && asks_h2c(value);
+        if !plain_value(value) || second_host || h2c {
+            return Err(NotHttp::BAD);
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
             if length.is_some() || !digits {
@@ -167,7 +196,7 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64),
             }
             length = Some(value.parse().map_err(|_| NotHttp::BAD)?);
         }
-        if CLIENT_CLAIMS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        if name.contains('_') || CLIENT_CLAIMS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
             continue;
         }
         out.push_str(line);
@@ -717,7 +746,7 @@ mod tests {
         assert_eq!(out, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
         assert_eq!(body, 0);
         let claims = b"POST /a HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\n\
-X-Real-IP: 6.6.6.6\r\nContent-Length: 5\r\n\r\n";
+X-Real-IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\nContent-Length: 5\r\n\r\n";
         let (out, body) = with_forwarded_for(claims, client).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "POST /a HTTP/1.1\r\nContent-Length: 5\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
@@ -725,7 +754,7 @@ X-Real-IP: 6.6.6.6\r\nContent-Length: 5\r\n\r\n";
     }
 
     #[test]
-    fn ambiguous_framing_is_refused_with_400_and_transfer_encoding_with_501() {
+    fn ambiguous_or_smuggling_heads_are_refused_with_400_and_transfer_encoding_with_501() {
         let client: IpAddr = "198.18.66.7".parse().unwrap();
         let status = |head: &[u8]| with_forwarded_for(head, client).err().map(|e| e.status);
         for (head, why) in [
@@ -742,11 +771,25 @@ X-Real-IP: 6.6.6.6\r\nContent-Length: 5\r\n\r\n";
             (b"GET  / HTTP/1.1\r\n\r\n", "two spaces in the request line"),
             (b"GET / HTTP/2.0\r\n\r\n", "not HTTP/1.x"),
             (b"SSH-2.0-x\r\n\r\n", "not HTTP"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Hosts"),
+            (b"GET / HTTP/1.1\r\nhost: a\r\nHOST: a\r\n\r\n", "the same Host twice"),
+            (b"GET http://other/ HTTP/1.1\r\nHost: a\r\n\r\n", "an absolute-form target"),
+            (b"CONNECT other:443 HTTP/1.1\r\nHost: a\r\n\r\n", "an authority-form target"),
+            (b"GET * HTTP/1.1\r\n\r\n", "an asterisk for another method than OPTIONS"),
+            (b"GET /a\x00b HTTP/1.1\r\n\r\n", "a NUL in the target"),
+            (b"GET /a\x7f HTTP/1.1\r\n\r\n", "DEL in the target"),
+            (b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n", "a raw non-ASCII byte in the target"),
+            (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", "a NUL in a value"),
+            (b"GET / HTTP/1.1\r\nX-A: a\x1bb\r\n\r\n", "a control byte in a value"),
+            (b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", "an upgrade to h2c"),
+            (b"GET / HTTP/1.1\r\nUpgrade: websocket, H2C\r\n\r\n", "h2c among upgrades"),
         ] {
             assert_eq!(status(head), Some(400), "{why}");
         }
         assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(501));
         assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 0005\r\n\r\n"), None, "leading zeros are digits");
+        assert_eq!(status(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), None, "OPTIONS * is a request");
+        assert_eq!(status(b"GET /%C3%A9?q=1 HTTP/1.1\r\nX-A: \tcaf\xc3\xa9\r\n\r\n"), None, "escapes, a tab, UTF-8");
         // In a stream, the refused request reaches the backend not at all, the one before
         // it whole.
         let mut f = Framer::new(false);

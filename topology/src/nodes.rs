@@ -33,6 +33,25 @@ impl ClbAddresses {
     }
 }
 
+/// The addresses a layer-7 listener's connections reach backends from: every CLB node's
+/// own addresses, every region's SNAT addresses and every NAT gateway's public one. A
+/// backend believes `X-Forwarded-For` from these alone (nginx's `set_real_ip_from`);
+/// anyone else's is the client's own claim.
+pub fn clb_proxy_addresses(t: &Topology) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for (r, region) in t.regions.iter().enumerate() {
+        for i in 0..usize::from(region.clb_nodes) {
+            let own = ClbAddresses::of(r, i);
+            out.extend(std::iter::once(own.address).chain(own.address_v6));
+        }
+        out.extend(region.snat.iter().copied());
+    }
+    out.extend(t.nat_gateways.iter().map(|g| g.public));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The TLS and QUIC identities terminating listeners present, when there are any: one
 /// per VIP address (the lab issues a certificate per VIP), else `default`.
 #[derive(Debug, Clone, Default)]

@@ -130,6 +130,7 @@ async fn serve_ports(
     ports.sort_unstable();
     ports.dedup();
     let direct = plan.backend_direct_addr(ip).ok_or("backend without a region address")?;
+    let proxies = Arc::new(anyedge_topology::nodes::clb_proxy_addresses(t));
     for &port in &ports {
         // On every address of the host: the backend address (through the CLB) and its
         // own region address (the direct path). UDP answers from the address it was asked
@@ -141,7 +142,7 @@ async fn serve_ports(
         }
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
         let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
-        tokio::spawn(crate::node::servers::tcp_server(tcp, addr, toa.clone()));
+        tokio::spawn(crate::node::servers::tcp_server(tcp, addr, toa.clone(), proxies.clone()));
     }
     Ok(())
 }

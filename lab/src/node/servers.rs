@@ -82,12 +82,17 @@ impl ToaSeen {
 }
 
 /// Serves TCP on `listener` for backend `addr`: each connection speaks HTTP/1.1 when its
-/// first bytes are a request line, the probe's framing otherwise.
-pub async fn tcp_server(listener: TcpListener, addr: SocketAddr, toa: ToaSeen) {
+/// first bytes are a request line, the probe's framing otherwise. `X-Forwarded-For` is
+/// believed only on a connection from one of the CLB nodes' `proxies` addresses that
+/// carried no TOA option: a layer-7 listener's, whose header the node wrote. Through
+/// `tcp` the peer is the client itself, and through `tcp-ssl` (TOA) the bytes are the
+/// client's own: a header there is a claim, and the TOA or the peer names the client.
+pub async fn tcp_server(listener: TcpListener, addr: SocketAddr, toa: ToaSeen, proxies: Arc<Vec<IpAddr>>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
         let toa = toa.of(peer);
+        let trust_forwarded_for = toa.is_none() && proxies.contains(&peer.ip());
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut rd = BufReader::new(rd);
@@ -97,7 +102,7 @@ pub async fn tcp_server(listener: TcpListener, addr: SocketAddr, toa: ToaSeen) {
             };
             let seen = Seen { client: Some(toa.unwrap_or(peer)), toa, forwarded_for: None };
             let _ = if http {
-                serve_http(&mut rd, &mut wr, addr, seen).await
+                serve_http(&mut rd, &mut wr, addr, seen, trust_forwarded_for).await
             } else {
                 serve_framed(&mut rd, &mut wr, addr, &seen).await
             };
@@ -132,6 +137,7 @@ async fn serve_http(
     wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     addr: SocketAddr,
     conn: Seen,
+    trust_forwarded_for: bool,
 ) -> std::io::Result<()> {
     while let Some(head) = read_http_head(rd).await? {
         let mut body = vec![0u8; content_length(&head)? as usize];
@@ -139,6 +145,7 @@ async fn serve_http(
         let forwarded_for = http_header(&head, "x-forwarded-for").map(str::to_string);
         let believed = forwarded_for
             .as_deref()
+            .filter(|_| trust_forwarded_for)
             .and_then(|v| v.split(',').next())
             .and_then(|a| a.trim().parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, 0));
@@ -164,11 +171,36 @@ mod tests {
     use super::*;
     use crate::app_wire::{HTTP_BODY_MAX, HTTP_HEAD_MAX};
 
+    /// A built-in server that takes 127.0.0.1 for a CLB node's proxy address.
     async fn server() -> SocketAddr {
+        server_trusting(&["127.0.0.1"]).await
+    }
+
+    async fn server_trusting(proxies: &[&str]) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(tcp_server(listener, addr, ToaSeen::default()));
+        let proxies = Arc::new(proxies.iter().map(|p| p.parse().unwrap()).collect());
+        tokio::spawn(tcp_server(listener, addr, ToaSeen::default(), proxies));
         addr
+    }
+
+    #[test]
+    fn a_forwarded_for_from_anyone_but_a_clb_proxy_address_is_reported_and_not_believed() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            // The client reached the backend itself (a `tcp` listener keeps its address).
+            let addr = server_trusting(&["198.18.32.1"]).await;
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = "POST / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nContent-Length: 2\r\n\r\nhi";
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut rd = BufReader::new(s);
+            let head = read_http_head(&mut rd).await.unwrap().unwrap();
+            let mut body = vec![0u8; content_length(&head).unwrap() as usize];
+            rd.read_exact(&mut body).await.unwrap();
+            let body = String::from_utf8(body).unwrap();
+            assert!(body.contains("|cl=127.0.0.1:") && !body.contains("|cl=6.6.6.6"), "the peer is the client: {body}");
+            assert!(body.ends_with("|xff=6.6.6.6"), "the header is still shown as received: {body}");
+        });
     }
 
     #[test]
