@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyedge_ccn::NodeId;
@@ -154,7 +154,8 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags("atk-cl", |t| t, &["--no-impairments"]);
+    let with_v6 = |t: String| t.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: \"fd00:a::20\"");
+    let lab = Lab::up_flags("atk-cl", with_v6, &["--no-impairments"]);
     let plan = plan(&lab);
     let host: Ipv4Addr = "198.19.20.1".parse().unwrap();
     let tunnel = v4(plan.backend_tunnel(host).unwrap());
@@ -212,6 +213,32 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
     // The clients' own traffic is untouched.
     let r = lab.probe("kyiv", "198.18.0.20:7000", "udp", 4);
     assert_eq!(r["received"], r["sent"], "{r}");
+    // IPv6 as IPv4: kyiv forging london's IPv6 address gets nothing reflected to london
+    // off the VIP (before the transit's source check: 50 of 50), and its own IPv6 works.
+    let london6 = std::net::SocketAddrV6::new(plan.client_addr6(0).unwrap(), 40_000, 0, 0);
+    let london_ns = ns(&plan, Role::Client(0));
+    let victim = std::thread::spawn(move || {
+        in_ns(&london_ns, move || {
+            let sock = std::net::UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, london6.port()))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(2_500))).unwrap();
+            let mut buf = [0u8; 2048];
+            std::iter::from_fn(|| sock.recv_from(&mut buf).ok()).count()
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let forged = in_ns(&ns(&plan, Role::Client(2)), move || {
+        let added = std::process::Command::new("ip")
+            .args(["-6", "addr", "add", &format!("{}/128", london6.ip()), "dev", "lo", "nodad"])
+            .status()
+            .is_ok_and(|s| s.success());
+        let sock = std::net::UdpSocket::bind(london6).unwrap();
+        let vip: SocketAddr = "[fd00:a::20]:7000".parse().unwrap();
+        added && (0..50).all(|_| sock.send_to(b"forged source", vip).is_ok())
+    });
+    assert!(forged, "kyiv sent 50 datagrams in london's IPv6 name");
+    assert_eq!(victim.join().unwrap(), 0, "nothing reflected to london");
+    let r6 = lab.probe("kyiv", "[fd00:a::20]:7000", "udp", 4);
+    assert_eq!(r6["received"], r6["sent"], "{r6}");
 }
 
 #[test]

@@ -547,6 +547,7 @@ fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> 
         // from its own address.
         if let Role::Client(g) = plan.namespaces[l.b].role {
             gw.sysctl(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
+            client_v6_sources_only(t, plan, g, gw, (&l.a_if, net6))?;
             // A group with a `catchment:` list: its packets go by its own table, where the
             // speaker ranks the VIP routes by the list; what that table has no route for
             // (anything but the VIPs) falls through to the main table.
@@ -562,6 +563,41 @@ fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> 
     }
     Ok(())
 }
+
+/// IPv6 has no `rp_filter`: on a transit's link to client group `g` (device `dev`, link
+/// network `/64`), packets from the link's /64 or the group's own IPv6 block go on to the
+/// rules after (the group's catchment table, else the main table); any other source is
+/// blackholed, so a client can no more forge an IPv6 source than an IPv4 one.
+fn client_v6_sources_only(
+    t: &Topology,
+    plan: &Plan,
+    g: usize,
+    gw: &Gateways<'_>,
+    (dev, link6): (&str, std::net::Ipv6Addr),
+) -> Result<(), String> {
+    let mut allowed = vec![format!("{link6}/64")];
+    if let Some((block, own)) = plan.group_sources.get(g).copied().flatten()
+        && own.is_ipv6()
+    {
+        allowed.push(block.to_string());
+    }
+    if SOURCE_CHECK_PRIORITY + 2 * g + 1 >= 10_000 {
+        return Err(format!("a lab holds at most {} client groups", (10_000 - SOURCE_CHECK_PRIORITY) / 2));
+    }
+    let check = (SOURCE_CHECK_PRIORITY + 2 * g).to_string();
+    let drop = (SOURCE_CHECK_PRIORITY + 2 * g + 1).to_string();
+    let next = if t.clients[g].catchment.is_some() { 10_000 + g } else { MAIN_RULE_PRIORITY }.to_string();
+    for from in &allowed {
+        gw.ip(gw.name, &["-6", "rule", "add", "priority", &check, "iif", dev, "from", from, "goto", &next])?;
+    }
+    gw.ip(gw.name, &["-6", "rule", "add", "priority", &drop, "iif", dev, "blackhole"])
+}
+
+/// Where a transit's IPv6 source checks sit among its policy rules: after the local
+/// table's (0), before the catchment tables' (10,000 + group) and the main table's.
+const SOURCE_CHECK_PRIORITY: usize = 5_000;
+/// The kernel's own rule that looks up the main table.
+const MAIN_RULE_PRIORITY: usize = 32_766;
 
 /// A client group's default routes to the internet, through its transit; with an
 /// `address:` block, its namespace sends from the block's first host, as the simulator's
