@@ -99,3 +99,109 @@ pub fn api_socket(state_dir: &Path, id: u8) -> PathBuf {
 pub fn log_path(state_dir: &Path, id: u8) -> PathBuf {
     state_dir.join(format!("control-{id}.redb"))
 }
+
+/// How far a node trusts a file it reads: a secret (a private key, backbone keys) that
+/// nobody but its owner may read; or configuration (node.json, the topology,
+/// certificates) that nobody but its owner may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileTrust {
+    Secret,
+    Config,
+}
+
+/// The most a node reads of one file: the topology's own bound (keys and certificates
+/// are a few KB).
+pub const NODE_FILE_BYTES_MAX: u64 = anyedge_topology::FILE_BYTES_MAX;
+
+/// Why a file or directory is not owned as a node's must be: by the user running it, or
+/// by root.
+fn owner_refused(uid: u32) -> Option<String> {
+    // SAFETY: geteuid has no failure mode.
+    let me = unsafe { libc::geteuid() };
+    (uid != me && uid != 0).then(|| format!("owned by uid {uid}, not by this user ({me}) or root"))
+}
+
+/// Reads one of a node's files, after checking what it is on the opened descriptor (so
+/// what is checked is what is read): a regular file (not a FIFO, which would block the
+/// node forever, nor a device like /dev/zero, which never ends), at most
+/// [`NODE_FILE_BYTES_MAX`], owned by this user or root, writable by nobody else, and for
+/// a [`FileTrust::Secret`] readable by nobody else.
+pub fn read_node_file(path: &Path, trust: FileTrust) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let at = |e: String| format!("{}: {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| at(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| at(e.to_string()))?;
+    if !meta.file_type().is_file() {
+        return Err(at("not a regular file".into()));
+    }
+    if meta.len() > NODE_FILE_BYTES_MAX {
+        return Err(at(format!("{} bytes: a node reads at most {NODE_FILE_BYTES_MAX}", meta.len())));
+    }
+    if let Some(why) = owner_refused(meta.uid()) {
+        return Err(at(why));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(at(format!("mode {mode:03o}: writable by group or others (chmod go-w)")));
+    }
+    if trust == FileTrust::Secret && mode & 0o077 != 0 {
+        return Err(at(format!("mode {mode:03o}: a secret must be its owner's alone (chmod 600)")));
+    }
+    let mut text = String::new();
+    file.take(NODE_FILE_BYTES_MAX + 1).read_to_string(&mut text).map_err(|e| at(e.to_string()))?;
+    Ok(text)
+}
+
+/// A node's directory (its configuration, its keys): a directory owned by this user or
+/// root that nobody else may write into (they could swap a file in).
+pub fn check_node_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let at = |e: String| format!("{}: {e}", dir.display());
+    let meta = std::fs::metadata(dir).map_err(|e| at(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(at("not a directory".into()));
+    }
+    if let Some(why) = owner_refused(meta.uid()) {
+        return Err(at(why));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(at(format!("mode {mode:03o}: writable by group or others (chmod go-w)")));
+    }
+    Ok(())
+}
+
+/// Directories the system owns: a node's state directory (which it fills, and cleans)
+/// is never one of them, nor inside the ones that hold the system itself.
+const SYSTEM_DIRS: [&str; 21] = [
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc", "/root", "/run",
+    "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/tmp",
+];
+const SYSTEM_TREES: [&str; 9] = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys"];
+
+/// Why `state` cannot be a node's state directory, if it cannot: relative, with `..`,
+/// a system directory, or inside one of the system's own trees (`/etc/…`, `/usr/…`
+/// are the packages'; `/proc/…`, `/sys/…`, `/dev/…` are the kernel's).
+pub fn state_dir_refused(state: &Path) -> Option<String> {
+    use std::path::Component;
+    if !state.is_absolute() {
+        return Some(format!("state `{}` is not an absolute path", state.display()));
+    }
+    if state.components().any(|c| c == Component::ParentDir) {
+        return Some(format!("state `{}` has `..` in it", state.display()));
+    }
+    let normal: PathBuf = state.components().collect();
+    if SYSTEM_DIRS.iter().any(|d| normal == Path::new(d)) {
+        return Some(format!("state `{}` is a system directory", state.display()));
+    }
+    let usr = normal.starts_with("/usr") && !normal.starts_with("/usr/local/var");
+    if usr || SYSTEM_TREES.iter().any(|d| normal.starts_with(d)) {
+        return Some(format!("state `{}` is inside a system directory", state.display()));
+    }
+    None
+}

@@ -203,8 +203,11 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     crate::layout::write_private(path, text.as_bytes())
 }
 
+/// A PEM, key or key file of a node's: a private key or backbone keys are secrets.
 fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    let secret = path.extension().is_some_and(|x| x == "key" || x == "keys");
+    let trust = if secret { crate::layout::FileTrust::Secret } else { crate::layout::FileTrust::Config };
+    crate::layout::read_node_file(path, trust)
 }
 
 fn identity(state_dir: &Path, node: &str) -> Result<(Certificate, Identity), String> {

@@ -397,11 +397,22 @@ pub struct Rendered {
 /// addresses rendered), and its keys and certificates (present, parsed, issued by its CA
 /// to it, its backbone keys for exactly the peers the topology gives it).
 pub fn load_node(dir: &Path) -> Result<Rendered, String> {
+    use crate::layout::{FileTrust, check_node_dir, read_node_file};
+    check_node_dir(dir)?;
+    let pki = crate::pki::dir(dir);
+    if pki.exists() {
+        check_node_dir(&pki)?;
+    }
     let path = dir.join(NODE_FILE);
-    let json = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json = read_node_file(&path, FileTrust::Config)?;
     let config: NodeConfig = serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+    let plain_name = config.topology.components().count() == 1
+        && matches!(config.topology.components().next(), Some(std::path::Component::Normal(_)));
+    if !plain_name {
+        return Err(format!("{}: topology `{}` is not a file name in the node's directory", path.display(), config.topology.display()));
+    }
     let tpath = dir.join(&config.topology);
-    let text = std::fs::read_to_string(&tpath).map_err(|e| format!("{}: {e}", tpath.display()))?;
+    let text = read_node_file(&tpath, FileTrust::Config)?;
     let sha = sha256_hex(text.as_bytes());
     if sha != config.topology_sha256 {
         return Err(format!(
@@ -411,7 +422,7 @@ pub fn load_node(dir: &Path) -> Result<Rendered, String> {
             config.topology_sha256
         ));
     }
-    let topology = anyedge_topology::load(&tpath).map_err(|e| e.to_string())?;
+    let topology = anyedge_topology::parse_str(&tpath.display().to_string(), &text).map_err(|e| e.to_string())?;
     let plan = Plan::new(&topology);
     let n = plan
         .node(&config.node)
@@ -428,8 +439,8 @@ pub fn load_node(dir: &Path) -> Result<Rendered, String> {
             config.node
         ));
     }
-    if !config.state.is_absolute() {
-        return Err(format!("{}: state `{}` is not an absolute path", path.display(), config.state.display()));
+    if let Some(why) = crate::layout::state_dir_refused(&config.state) {
+        return Err(format!("{}: {why}", path.display()));
     }
     if let Some(q) = config.tun_queues {
         crate::io::tunq::check_count(q).map_err(|e| format!("{}: tun_queues: {e}", path.display()))?;
@@ -621,6 +632,13 @@ mod tests {
         std::fs::remove_file(&keys).unwrap();
         expect(&pop, "pop-paris.keys: No such file");
         std::fs::write(&keys, &own).unwrap();
+        let chmod = |path: &Path, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        chmod(&keys, 0o644);
+        expect(&pop, "pop-paris.keys: mode 644: a secret must be its owner's alone");
+        chmod(&keys, 0o600);
         // A key that is not the certificate's.
         let key = pop.join("pki/pop-paris.key");
         let own_key = std::fs::read(&key).unwrap();
@@ -648,5 +666,57 @@ mod tests {
         }
         std::fs::write(&json, &good).unwrap();
         load_node(&pop).unwrap();
+        a_node_refuses_files_and_directories_others_could_change(&pop, &good, expect);
+    }
+
+    /// Files and directories of a node's that someone else could change or that never
+    /// end, and state directories that are the system's, are refused with the reason.
+    fn a_node_refuses_files_and_directories_others_could_change(pop: &Path, good: &str, expect: impl Fn(&Path, &str)) {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let json = pop.join(NODE_FILE);
+        for (state, want) in [
+            ("/etc", "state `/etc` is a system directory"),
+            ("/", "state `/` is a system directory"),
+            ("/etc/anyedge", "state `/etc/anyedge` is inside a system directory"),
+            ("/proc/self", "state `/proc/self` is inside a system directory"),
+            ("/var/lib/../../etc", "has `..` in it"),
+        ] {
+            std::fs::write(&json, good.replace("/var/lib/anyedge-test", state)).unwrap();
+            expect(pop, want);
+        }
+        std::fs::write(&json, good.replace("\"topology.yaml\"", "\"../../etc/passwd\"")).unwrap();
+        expect(pop, "topology `../../etc/passwd` is not a file name");
+        std::fs::write(&json, good).unwrap();
+        chmod(&json, 0o666);
+        expect(pop, "node.json: mode 666: writable by group or others");
+        chmod(&json, 0o600);
+        chmod(pop, 0o777);
+        expect(pop, "mode 777: writable by group or others");
+        chmod(pop, 0o700);
+        chmod(&pop.join("pki"), 0o757);
+        expect(pop, "pki: mode 757");
+        chmod(&pop.join("pki"), 0o700);
+        // A topology that never ends, or never comes: refused before a byte is read.
+        let topo = pop.join(TOPOLOGY_FILE);
+        let text = std::fs::read(&topo).unwrap();
+        std::fs::remove_file(&topo).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &topo).unwrap();
+        expect(pop, "topology.yaml: not a regular file");
+        std::fs::remove_file(&topo).unwrap();
+        let fifo = std::ffi::CString::new(topo.to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        expect(pop, "topology.yaml: not a regular file");
+        std::fs::remove_file(&topo).unwrap();
+        crate::layout::write_private(&topo, &text).unwrap();
+        // Someone else's keys (only root can hand a file to another user).
+        if unsafe { libc::geteuid() } == 0 {
+            let keys = pop.join("pki/pop-paris.keys");
+            std::os::unix::fs::chown(&keys, Some(54_321), None).unwrap();
+            expect(pop, "pop-paris.keys: owned by uid 54321");
+            std::os::unix::fs::chown(&keys, Some(0), None).unwrap();
+        }
+        load_node(pop).unwrap();
     }
 }
