@@ -763,6 +763,15 @@ fn a_security_group_bound_to_a_backend_drops_its_clients_in_the_lab_as_in_the_si
     assert_eq!(from_kyiv["received"].as_u64(), Some(0), "kyiv on the direct path: {from_kyiv}");
     let from_london = lab.probe("london", &target, "udp", 8);
     assert!(from_london["received"].as_u64().unwrap() > 0, "london on the direct path: {from_london}");
+    // Datagrams the network fragments carry no port after the first fragment: the host
+    // reassembles before its rules judge them (without that, kyiv's 3,000- and
+    // 9,000-byte datagrams were all answered), and london's still are.
+    for size in ["3000", "9000"] {
+        let from_kyiv = lab.probe_unanswered_with("kyiv", &target, "udp", 4, &["--size", size]);
+        assert_eq!(from_kyiv["received"].as_u64(), Some(0), "kyiv's {size}-byte datagrams: {from_kyiv}");
+        let from_london = lab.probe_with("london", &target, "udp", 4, &["--size", size]);
+        assert_eq!(from_london["received"], from_london["sent"], "london's {size}-byte datagrams: {from_london}");
+    }
 }
 
 #[test]

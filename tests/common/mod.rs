@@ -105,6 +105,18 @@ impl Lab {
 
     /// `probe` where nothing should answer: it exits 1, says so, and still writes its report.
     pub fn probe_unanswered(&self, client: &str, target: &str, protocol: &str, flows: usize) -> Value {
+        self.probe_unanswered_with(client, target, protocol, flows, &[])
+    }
+
+    /// `probe_unanswered` with further arguments (`--size 3000`).
+    pub fn probe_unanswered_with(
+        &self,
+        client: &str,
+        target: &str,
+        protocol: &str,
+        flows: usize,
+        extra: &[&str],
+    ) -> Value {
         let report = self.dir.join(format!("probe-{client}-{protocol}-unanswered.json"));
         let out = Command::new(exe())
             .args(["lab", "exec"])
@@ -113,6 +125,7 @@ impl Lab {
             .args(["--", exe(), "probe", "--target", target, "--protocol", protocol, "--rate", "200"])
             .args(["--duration", "2s", "--flows", &flows.to_string(), "--json"])
             .arg(&report)
+            .args(extra)
             .output()
             .expect("runs");
         assert_eq!(out.status.code(), Some(1), "probe: {}", String::from_utf8_lossy(&out.stdout));

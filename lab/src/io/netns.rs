@@ -21,6 +21,29 @@ pub fn ip_in(ns: &str, args: &[&str]) -> Result<(), String> {
     ip(&all)
 }
 
+/// Loads an nftables `ruleset` (nft's own syntax) into namespace `ns`.
+pub fn nft_in(ns: &str, ruleset: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes()).map_err(|e| format!("nft in {ns}: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft in {ns}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    let missing = said.contains("nft") && (said.contains("No such file") || said.contains("not found"));
+    let hint = if missing { " (install Debian's nftables: apt-get install nftables)" } else { "" };
+    Err(format!("nft in {ns}: {}{hint}", said.trim()))
+}
+
 /// Writes a sysctl inside a namespace (through /proc, no sysctl binary needed).
 pub fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), String> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));

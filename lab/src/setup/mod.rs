@@ -474,6 +474,11 @@ impl Gateways<'_> {
         if self.here(ns) { ip_in(ns, args) } else { Ok(()) }
     }
 
+    /// An nftables ruleset in namespace `ns`, when this host builds it.
+    fn nft(&self, ns: &str, ruleset: &str) -> Result<(), String> {
+        if self.here(ns) { crate::io::netns::nft_in(ns, ruleset) } else { Ok(()) }
+    }
+
     /// A sysctl in namespace `ns`, when this host builds it.
     fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
         if self.here(ns) { sysctl_in(ns, key, value) } else { Ok(()) }
@@ -670,6 +675,15 @@ fn backend_routes(plan: &Plan, host: std::net::Ipv4Addr, gw: &Gateways<'_>, rg: 
 /// reaches the host's kernel straight from the region's network, so the same rules go
 /// in as policy-routing rules on that link, in order (allow: the local table; drop:
 /// blackhole; no match: blackhole), ahead of the local table (moved from 0 to 999).
+/// An nftables table whose one rule uses conntrack, which turns on defragmentation at
+/// prerouting in its namespace; it counts what conntrack finds invalid and drops nothing.
+const REASSEMBLE_BEFORE_ROUTING: &str = "table inet anyedge_reassemble {\n\
+    \tchain prerouting {\n\
+    \t\ttype filter hook prerouting priority -150; policy accept;\n\
+    \t\tct state invalid counter\n\
+    \t}\n\
+}\n";
+
 fn direct_security_groups(
     t: &Topology,
     plan: &Plan,
@@ -687,6 +701,12 @@ fn direct_security_groups(
     let (Some(own), Some(link)) = (plan.backend_direct_addr(host), plan.link_between(gw.i, rg)) else {
         return Ok(());
     };
+    // A fragment carries no port, so port rules cannot see it (the kernel reassembles
+    // local datagrams only after the routing decision): conntrack's defragmentation, on
+    // in this namespace once a rule uses it, reassembles before routing, within the
+    // kernel's bounds (net.ipv4.ipfrag_high_thresh bytes, ipfrag_time seconds), and the
+    // rules below then judge whole datagrams.
+    gw.nft(name, REASSEMBLE_BEFORE_ROUTING)?;
     let (dev, to) = (link.dev, format!("{own}/32"));
     let mut pref = 100u32;
     let mut add = |selector: &[&str], action: Action| -> Result<(), String> {

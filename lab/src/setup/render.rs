@@ -409,7 +409,11 @@ pub fn load_node(dir: &Path) -> Result<Rendered, String> {
     let plain_name = config.topology.components().count() == 1
         && matches!(config.topology.components().next(), Some(std::path::Component::Normal(_)));
     if !plain_name {
-        return Err(format!("{}: topology `{}` is not a file name in the node's directory", path.display(), config.topology.display()));
+        return Err(format!(
+            "{}: topology `{}` is not a file name in the node's directory",
+            path.display(),
+            config.topology.display()
+        ));
     }
     let tpath = dir.join(&config.topology);
     let text = read_node_file(&tpath, FileTrust::Config)?;
@@ -673,7 +677,8 @@ mod tests {
     /// end, and state directories that are the system's, are refused with the reason.
     fn a_node_refuses_files_and_directories_others_could_change(pop: &Path, good: &str, expect: impl Fn(&Path, &str)) {
         use std::os::unix::fs::PermissionsExt;
-        let chmod = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let chmod =
+            |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
         let json = pop.join(NODE_FILE);
         for (state, want) in [
             ("/etc", "state `/etc` is a system directory"),
