@@ -94,6 +94,8 @@ pub struct Pop {
     unsealable: u64,
     /// What this POP announces to the internet, per VIP address.
     announcements: Announcements,
+    /// Clients' datagrams larger than their path's MTU, put back together (bounded).
+    fragments: anyedge_proto::reassembly::Reassembler,
 }
 
 impl Pop {
@@ -111,6 +113,7 @@ impl Pop {
             keys,
             cid_ciphers,
             unsealable: 0,
+            fragments: Default::default(),
             announcements,
         }
     }
@@ -142,6 +145,11 @@ impl Pop {
     /// Backbone packets this POP could not send for want of a key.
     pub fn unsealable(&self) -> u64 {
         self.unsealable
+    }
+
+    /// Clients' fragmented datagrams reassembled and dropped unfinished so far.
+    pub fn reassembly(&self) -> anyedge_proto::reassembly::ReassemblyStats {
+        self.fragments.stats
     }
 
     pub fn id(&self) -> u16 {
@@ -200,8 +208,21 @@ impl Pop {
         }
     }
 
-    /// A client's packet for a VIP.
-    pub fn handle_from_client(&mut self, _now_ns: u64, packet: &[u8]) -> Result<(), PopDrop> {
+    /// A client's packet for a VIP. A fragment is held until its datagram is whole (or
+    /// dropped within the reassembler's bounds); the whole datagram goes on as one packet
+    /// (the backbone's kernel fragments the envelope, and the backend's kernel takes it
+    /// whole), so every fragment follows the flow its ports name.
+    pub fn handle_from_client(&mut self, now_ns: u64, packet: &[u8]) -> Result<(), PopDrop> {
+        if anyedge_proto::reassembly::is_ipv4_fragment(packet) {
+            return match self.fragments.push(now_ns, packet) {
+                Some(whole) => self.forward_client_packet(&whole),
+                None => Ok(()),
+            };
+        }
+        self.forward_client_packet(packet)
+    }
+
+    fn forward_client_packet(&mut self, packet: &[u8]) -> Result<(), PopDrop> {
         let info = inner::parse(packet)?;
         let route = self.route(info.key.dst).ok_or(PopDrop::NoRoute)?;
         let (region, nodes) = (route.region, route.clb_nodes.max(1));

@@ -118,6 +118,15 @@ pub struct Inner {
     pub ack_number: Option<u32>,
 }
 
+/// The source address of an IPv4 or IPv6 packet, whatever it carries (a fragment too).
+pub fn source(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 20 => Some(IpAddr::from(<[u8; 4]>::try_from(&packet[12..16]).ok()?)),
+        Some(6) if packet.len() >= 40 => Some(IpAddr::from(<[u8; 16]>::try_from(&packet[8..24]).ok()?)),
+        _ => None,
+    }
+}
+
 /// Reads the flow key and TCP flags of an IPv4 or IPv6 packet carrying TCP or UDP.
 pub fn parse(packet: &[u8]) -> Result<Inner> {
     let (src, dst, protocol, transport_bytes) = match packet.first().map(|b| b >> 4) {

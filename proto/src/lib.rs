@@ -22,6 +22,7 @@ pub mod control {
 pub mod liveness;
 pub mod pcap;
 pub mod quic;
+pub mod reassembly;
 pub mod seal;
 pub mod sync;
 

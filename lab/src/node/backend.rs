@@ -89,6 +89,8 @@ struct BackendDriver {
     clbs: HashMap<IpAddr, NodeId>,
     firewall: Option<Firewall>,
     toa: crate::node::servers::ToaSeen,
+    /// Replies its kernel fragmented, put back together (bounded).
+    fragments: anyedge_proto::reassembly::Reassembler,
     /// Client endpoint → the CLB node that last forwarded its packets (the way back).
     via: HashMap<(IpAddr, u16), (SocketAddr, NodeId)>,
     links: HostLinks,
@@ -179,6 +181,7 @@ impl BackendDriver {
             clbs: clb_ids(t, plan),
             firewall: (!groups.is_empty()).then(|| Firewall::new(groups)),
             toa: crate::node::servers::ToaSeen::default(),
+            fragments: Default::default(),
             via: HashMap::new(),
             links: HostLinks::new(t, ip, internet.is_some()),
             shaper: Shaper::new(Instant::now(), impair),
@@ -259,6 +262,20 @@ impl BackendDriver {
     /// CLB node its client's packets came through.
     fn on_kernel(&mut self, packet: &[u8], arrived_ns: u64) {
         self.drops.packet_in();
+        // A reply larger than the TUN device's MTU comes out in fragments: whole again
+        // before it goes (the CLB and the POP route it by its ports).
+        let whole;
+        let packet = if anyedge_proto::reassembly::is_ipv4_fragment(packet) {
+            match self.fragments.push(arrived_ns, packet) {
+                Some(p) => {
+                    whole = p;
+                    &whole[..]
+                }
+                None => return,
+            }
+        } else {
+            packet
+        };
         // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
         let Ok(info) = inner::parse(packet) else { return };
         let flow = u64::from(info.key.flow_hash());

@@ -359,7 +359,8 @@ impl PopDriver {
             let mut packet = q.spare.pop().unwrap_or_default();
             packet.extend_from_slice(&q.buf[..n]);
             let parsed = inner::parse(&packet).ok();
-            let group = parsed.as_ref().and_then(|i| self.groups.get(&i.key.src).copied());
+            // A fragment has no flow key, but its source names its group's access link.
+            let group = inner::source(&packet).and_then(|src| self.groups.get(&src).copied());
             let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
             q.inbox.push((group, flow, packet));
             if q.inbox.len() == BATCH {
