@@ -172,6 +172,29 @@ pub fn wire(p: &[u8]) {
         assert_eq!(before.ok(), after.ok(), "stripping options changed the flow");
     }
     let _ = inner::tcp_reset_for(p);
+    reassembly(p);
+}
+
+/// The input as fragments, each `[len_hi, len_lo, bytes…]`, 10 ms apart: what comes out
+/// is a whole IPv4 datagram (no fragment bits, its total length its size), and the
+/// reassembler never holds more than its bounds.
+fn reassembly(p: &[u8]) {
+    use anyedge_proto::reassembly::{self, DATAGRAMS_MAX, Reassembler};
+    let mut r = Reassembler::new();
+    let mut rest = p;
+    let mut now = 0u64;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let (fragment, tail) = rest[2..].split_at(len);
+        if let Some(whole) = r.push(now, fragment) {
+            assert!(!reassembly::is_ipv4_fragment(&whole), "a whole datagram has no fragment bits");
+            assert_eq!(usize::from(u16::from_be_bytes([whole[2], whole[3]])), whole.len());
+        }
+        assert!(r.pending() <= DATAGRAMS_MAX);
+        rest = tail;
+        now += 10_000_000;
+    }
+    let _ = r.push(now, p);
 }
 
 /// The fuzzed CLB node: a listener of every scheduler and kind a packet can reach
