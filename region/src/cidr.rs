@@ -1,4 +1,26 @@
-//! Address blocks (CIDR): client address pools, SNAT, security-group sources.
+//! Address blocks (CIDR): client address pools, SNAT, security-group sources, and the
+//! prefix a per-source budget counts a client by.
+
+use std::net::IpAddr;
+
+/// Bits of an IPv6 source that name one client.
+pub const SOURCE_PREFIX_V6: u8 = 64;
+/// Bits of an IPv4 source that name one client, by default.
+pub const SOURCE_PREFIX_V4: u8 = 32;
+
+/// The source a connection counts against: its address with the host bits cleared.
+pub fn source_prefix(ip: IpAddr, v4_bits: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(v4_bits.min(32))).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(SOURCE_PREFIX_V6)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    }
+}
 
 /// An address block, `198.18.66.0/24` or `fd00:66::/64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

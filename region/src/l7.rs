@@ -19,9 +19,15 @@ use crate::tcp_stack::TcpStack;
 pub const HEAD_MAX: usize = 16 * 1024;
 /// Proxied connections one node holds at most; more new ones are refused.
 pub const PROXIED_MAX: usize = 100_000;
-/// Proxied connections one client address holds at most; more new ones are refused (a
-/// few slowloris addresses no longer hold the node's memory).
+/// Proxied connections one client source holds at most; more new ones are refused (a
+/// few slowloris addresses no longer hold the node's memory). A source is a prefix:
+/// [`SOURCE_PREFIX_V6`] bits of an IPv6 address (one client holds a whole /64, and took
+/// 12,000 connections from 48 of its addresses when the cap was per address), and
+/// [`SOURCE_PREFIX_V4`] bits of an IPv4 one by default (an IPv4 address is one client
+/// or one NAT; a node of a network where clients share a /24 can take `L7::new(24)`).
 pub const PER_SOURCE_MAX: usize = 256;
+use crate::cidr::source_prefix;
+pub use crate::cidr::{SOURCE_PREFIX_V4, SOURCE_PREFIX_V6};
 /// Time a connection has to finish its first request head (from its SYN); a client
 /// that has not is answered 408 and the connection closes.
 pub const HEAD_DEADLINE_NS: u64 = 10_000_000_000;
@@ -317,11 +323,12 @@ pub struct Step {
 }
 
 /// All layer-7 connections of a node, and when each next needs a poll.
-#[derive(Default)]
 pub struct L7 {
     conns: HashMap<FlowKey, Proxied, foldhash::fast::RandomState>,
-    /// Connections per client address.
+    /// Connections per client source ([`source_prefix`]).
     per_source: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    /// Bits of an IPv4 address that name one source.
+    source_prefix_v4: u8,
     /// New connections refused for their address's cap.
     refused_per_source: u64,
     /// (backend, node address, node port) → client key, for the backend's packets.
@@ -335,7 +342,25 @@ impl std::fmt::Debug for L7 {
     }
 }
 
+impl Default for L7 {
+    fn default() -> L7 {
+        L7::new(SOURCE_PREFIX_V4)
+    }
+}
+
 impl L7 {
+    /// A node's proxy, counting IPv4 sources by their first `source_prefix_v4` bits.
+    pub fn new(source_prefix_v4: u8) -> L7 {
+        L7 {
+            conns: HashMap::default(),
+            per_source: HashMap::default(),
+            source_prefix_v4: source_prefix_v4.min(32),
+            refused_per_source: 0,
+            by_backend: HashMap::default(),
+            timers: BTreeSet::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -368,7 +393,8 @@ impl L7 {
         if self.conns.len() >= PROXIED_MAX {
             return false;
         }
-        if self.per_source.get(&key.src).is_some_and(|&n| n >= PER_SOURCE_MAX) {
+        let source = source_prefix(key.src, self.source_prefix_v4);
+        if self.per_source.get(&source).is_some_and(|&n| n >= PER_SOURCE_MAX) {
             self.refused_per_source += 1;
             return false;
         }
@@ -405,7 +431,7 @@ impl L7 {
             seq_shift: None,
         };
         self.conns.insert(key, conn);
-        *self.per_source.entry(key.src).or_default() += 1;
+        *self.per_source.entry(source).or_default() += 1;
         true
     }
 
@@ -602,10 +628,13 @@ impl L7 {
         if let Some(at) = c.poll_at {
             self.timers.remove(&(at, *key));
         }
-        if let Some(n) = self.per_source.get_mut(&key.src) {
+        let source = source_prefix(key.src, self.source_prefix_v4);
+        let held = self.per_source.get_mut(&source);
+        debug_assert!(held.as_ref().is_some_and(|n| **n > 0), "a connection released that its source never held");
+        if let Some(n) = held {
             *n -= 1;
             if *n == 0 {
-                self.per_source.remove(&key.src);
+                self.per_source.remove(&source);
             }
         }
         if let (Some(b), Some(l)) = (c.backend_addr, c.local) {
@@ -717,6 +746,26 @@ mod tests {
         assert!(l7.accept(key("198.51.100.7", 9999), 0, &[], mode(), 1, 0), "another address is not held back");
         l7.remove(&key("203.0.113.5", 1000));
         assert!(l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0), "room again once one ends");
+    }
+
+    #[test]
+    fn one_ipv6_client_holds_per_source_max_connections_across_all_addresses_of_its_64() {
+        let mut l7 = L7::default();
+        let mode = || Mode { http: true, tls: None };
+        // 48 addresses of one /64, as the attack pass used: the cap is the /64's.
+        for i in 0..PER_SOURCE_MAX {
+            let src = format!("2001:db8:0:7::{:x}", i % 48 + 1);
+            assert!(l7.accept(key(&src, 1000 + i as u16), 0, &[], mode(), 1, 0), "{src}");
+        }
+        assert!(!l7.accept(key("2001:db8:0:7::ffff", 9999), 0, &[], mode(), 1, 0), "another address of the /64");
+        assert!(l7.accept(key("2001:db8:0:8::1", 9999), 0, &[], mode(), 1, 0), "the next /64 is another client");
+        // IPv4 by /24 when the node is told so.
+        let mut by_24 = L7::new(24);
+        for i in 0..PER_SOURCE_MAX {
+            assert!(by_24.accept(key(&format!("203.0.113.{}", i % 200), 1000 + i as u16), 0, &[], mode(), 1, 0));
+        }
+        assert!(!by_24.accept(key("203.0.113.250", 9999), 0, &[], mode(), 1, 0));
+        assert!(by_24.accept(key("203.0.114.1", 9999), 0, &[], mode(), 1, 0));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct QuicHost {
     /// Accepted connections whose address is not validated yet (their handshake under
     /// way): at [`UNVALIDATED_MAX`], new ones get a Retry whatever the rate.
     unvalidated: usize,
+    /// Unvalidated handshakes per source ([`UNVALIDATED_PER_SOURCE_MAX`]).
+    unvalidated_by_source: BTreeMap<IpAddr, usize>,
     retries: u64,
     /// Stateless resets sent: answers to short-header packets of connections unknown here.
     stateless_resets: u64,
@@ -85,6 +87,8 @@ struct Budget {
     received: usize,
     sent: usize,
     validated: bool,
+    /// The source the connection counts against while unvalidated.
+    source: IpAddr,
 }
 
 impl Budget {
@@ -114,6 +118,23 @@ pub const INITIALS_BURST: u64 = 200;
 /// a 1,000/s flood let 200 a second in, about 1,200 per node after 6 s, and the node's
 /// per-packet work grew with them until a QUIC victim's round trips reached a second.
 pub const UNVALIDATED_MAX: usize = 64;
+/// Of those, what one source ([`crate::cidr::source_prefix`]: an IPv6 /64, an IPv4
+/// address) may hold; past it, that source's new clients echo a Retry's token first, and
+/// no one source takes every place.
+pub const UNVALIDATED_PER_SOURCE_MAX: usize = 8;
+const _: () = assert!(UNVALIDATED_PER_SOURCE_MAX < UNVALIDATED_MAX);
+
+/// An unvalidated handshake ends (validated, or gone): its place, and its source's, free.
+fn release_unvalidated(total: &mut usize, by_source: &mut BTreeMap<IpAddr, usize>, source: IpAddr) {
+    debug_assert!(*total > 0 && by_source.get(&source).is_some_and(|&n| n > 0), "released a place never taken");
+    *total = total.saturating_sub(1);
+    if let Some(n) = by_source.get_mut(&source) {
+        *n -= 1;
+        if *n == 0 {
+            by_source.remove(&source);
+        }
+    }
+}
 
 /// A token bucket on the caller's clock (nanoseconds).
 #[derive(Debug, Clone)]
@@ -238,6 +259,7 @@ impl QuicHost {
             handshakes: 0,
             initials: TokenBucket::full(),
             unvalidated: 0,
+            unvalidated_by_source: BTreeMap::new(),
             retries: 0,
             stateless_resets: 0,
             budgets: BTreeMap::new(),
@@ -322,7 +344,10 @@ impl QuicHost {
                 // Past the rate, a client proves its address (a Retry's token) before the
                 // handshake costs anything: spoofed Initials then draw one small Retry
                 // each, to the spoofed address, and no TLS work.
-                let untrusted = self.unvalidated >= UNVALIDATED_MAX || !self.initials.take(now_ns);
+                let source = crate::cidr::source_prefix(remote.ip(), crate::cidr::SOURCE_PREFIX_V4);
+                let source_full =
+                    self.unvalidated_by_source.get(&source).is_some_and(|&n| n >= UNVALIDATED_PER_SOURCE_MAX);
+                let untrusted = self.unvalidated >= UNVALIDATED_MAX || source_full || !self.initials.take(now_ns);
                 if untrusted && !incoming.remote_address_validated() && incoming.may_retry() {
                     self.retries += 1;
                     return match self.endpoint.retry(incoming, &mut buf) {
@@ -340,8 +365,11 @@ impl QuicHost {
                 match self.endpoint.accept(incoming, now, &mut buf, self.server.clone()) {
                     Ok((ch, conn)) => {
                         self.conns.insert(ch, conn);
-                        self.budgets.insert(ch, Budget { received: payload.len(), sent: 0, validated });
-                        self.unvalidated += usize::from(!validated);
+                        self.budgets.insert(ch, Budget { received: payload.len(), sent: 0, validated, source });
+                        if !validated {
+                            self.unvalidated += 1;
+                            *self.unvalidated_by_source.entry(source).or_default() += 1;
+                        }
                         self.handshakes += 1;
                         Some((ch, true))
                     }
@@ -386,7 +414,9 @@ impl QuicHost {
                         Some(b) => {
                             let was = b.validated;
                             let send = b.may_send(t.size, !conn.is_handshaking());
-                            self.unvalidated -= usize::from(b.validated && !was);
+                            if b.validated && !was {
+                                release_unvalidated(&mut self.unvalidated, &mut self.unvalidated_by_source, b.source);
+                            }
                             send
                         }
                         None => true,
@@ -415,8 +445,8 @@ impl QuicHost {
         }
         for ch in drained {
             self.conns.remove(&ch);
-            if self.budgets.remove(&ch).is_some_and(|b| !b.validated) {
-                self.unvalidated -= 1;
+            if let Some(b) = self.budgets.remove(&ch).filter(|b| !b.validated) {
+                release_unvalidated(&mut self.unvalidated, &mut self.unvalidated_by_source, b.source);
             }
         }
     }
@@ -557,6 +587,31 @@ mod tests {
         let mut t = now;
         exchange(&mut server, &mut client, london, &mut t);
         assert!(client.conn(ch).is_some_and(|c| !c.is_handshaking()), "the client got through with the token");
+    }
+
+    #[test]
+    fn one_ipv6_64_holds_at_most_its_share_of_unvalidated_handshakes_and_others_still_get_theirs() {
+        let (mut server, _, config) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let now = 1_000_000;
+        let initial_from = |server: &mut QuicHost, i: u64, from: SocketAddr| {
+            let mut host = QuicHost::client(5_000 + i);
+            host.connect(now, config.clone(), to, "198.18.0.20").unwrap();
+            let mut up = Vec::new();
+            host.drive(now, &mut up);
+            let mut out = Vec::new();
+            server.receive(now, from, Some(to.ip()), &up[0].2, &mut out);
+        };
+        // 40 addresses of one /64, well within the rate: 8 handshakes, then Retries.
+        for i in 0..40u64 {
+            initial_from(&mut server, i, SocketAddr::new(format!("2001:db8:0:7::{:x}", i + 1).parse().unwrap(), 4000));
+        }
+        assert_eq!(server.handshakes(), UNVALIDATED_PER_SOURCE_MAX as u64);
+        assert_eq!(server.retries(), 40 - UNVALIDATED_PER_SOURCE_MAX as u64);
+        // Another /64 and an IPv4 client are still taken on trust.
+        initial_from(&mut server, 100, "[2001:db8:0:8::1]:4000".parse().unwrap());
+        initial_from(&mut server, 101, "198.51.100.7:4000".parse().unwrap());
+        assert_eq!(server.handshakes(), UNVALIDATED_PER_SOURCE_MAX as u64 + 2);
     }
 
     #[test]
