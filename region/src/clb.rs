@@ -1100,7 +1100,15 @@ impl Clb {
         now_ns: u64,
     ) -> Result<(), ClbDrop> {
         let backend = self.backend_addr(listener, binding);
-        let snat = if self.needs_snat(&key, listener, binding) {
+        let translated = self.needs_snat(&key, listener, binding);
+        let groups = &self.listeners[listener].bindings[binding].backend.security_groups;
+        let as_backend_judges = FlowKey { dst: backend.ip(), dst_port: backend.port(), ..key };
+        if translated && !crate::security::SecurityGroup::admit(groups, &as_backend_judges) {
+            // The backend would see our address, not the client's: its groups judge the
+            // client here (an IPv6 client through NAT64 went past a group denying it).
+            return Err(ClbDrop::Denied);
+        }
+        let snat = if translated {
             // Out of SNAT ports: the flow goes unanswered rather than unaddressed.
             self.allocate_snat(key.transport, backend)
         } else {
@@ -2107,6 +2115,34 @@ mod tests {
         let back = inner::parse(&bytes).unwrap().key;
         assert_eq!((back.src, back.src_port), ("fd00:a::20".parse().unwrap(), 7000));
         assert_eq!((back.dst, back.dst_port), client);
+    }
+
+    #[test]
+    fn an_ipv6_client_a_backends_group_denies_is_refused_before_nat64_hides_its_address() {
+        use crate::security::{Action, Ports, Rule, SecurityGroup};
+        let rule = |source: &str, action| Rule {
+            source: crate::cidr::Cidr::parse(source).unwrap(),
+            ports: Ports::Range(7000, 7000),
+            action,
+        };
+        let mut c = config(SchedulerKind::Wrr, None);
+        c.listeners[0].vip = "fd00:a::20".parse().unwrap();
+        // Every backend denies fd00:66::/64 and takes the rest of IPv6.
+        let group = SecurityGroup {
+            name: "no-66".into(),
+            rules: vec![rule("fd00:66::/64", Action::Drop), rule("::/0", Action::Allow)],
+        };
+        for b in &mut c.listeners[0].backends {
+            b.security_groups = vec![group.clone()];
+        }
+        let mut clb = Clb::new(c, 0);
+        let vip: IpAddr = "fd00:a::20".parse().unwrap();
+        let denied = inner::build_udp(("fd00:66::7".parse().unwrap(), 4000), (vip, 7000), b"ping").unwrap();
+        assert_eq!(clb.handle_direct(0, denied).map_err(|e| e.name()), Err("denied"));
+        assert!(clb.next_out().is_none(), "nothing reaches a backend");
+        let allowed = inner::build_udp(("fd00:67::7".parse().unwrap(), 4000), (vip, 7000), b"ping").unwrap();
+        clb.handle_direct(0, allowed).unwrap();
+        assert!(matches!(clb.next_out(), Some(Sent::Backend { .. })), "another /64 is let through");
     }
 
     #[test]

@@ -50,12 +50,16 @@ pub struct BackendConfig {
     /// Reached through a NAT gateway that translates the source on the way: the backend
     /// cannot see the client's address, so TCP names it in a TOA option.
     pub behind_nat: bool,
+    /// The security groups bound to this backend's instance. Its host enforces them on
+    /// what reaches it; a flow the CLB translates (NAT64, SNAT) reaches it from an address
+    /// the CLB owns, so the CLB judges the client's own address by them first.
+    pub security_groups: Vec<crate::security::SecurityGroup>,
 }
 
 impl BackendConfig {
     /// A backend reached directly: no health check of its own, no SNAT, no NAT gateway.
     pub fn direct(addr: SocketAddr, weight: u8) -> BackendConfig {
-        BackendConfig { addr, weight, health: None, snat: false, behind_nat: false }
+        BackendConfig { addr, weight, health: None, snat: false, behind_nat: false, security_groups: Vec::new() }
     }
 }
 

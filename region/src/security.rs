@@ -84,6 +84,17 @@ pub enum Verdict {
     Drop,
 }
 
+impl SecurityGroup {
+    /// Whether `groups`, in order, let a new flow `key` in: the first rule that matches
+    /// decides; none matching drops (the implicit drop at the end). No group admits all.
+    pub fn admit(groups: &[SecurityGroup], key: &FlowKey) -> bool {
+        if groups.is_empty() {
+            return true;
+        }
+        groups.iter().find_map(|g| g.rules.iter().find(|r| r.matches(key))).is_some_and(|r| r.action == Action::Allow)
+    }
+}
+
 /// Flows a firewall remembers as allowed; the oldest are forgotten past this.
 const TRACKED_FLOWS_MAX: usize = 65_536;
 

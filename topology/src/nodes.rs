@@ -311,6 +311,7 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
                         health: group.health.clone(),
                         snat: matches!(b.site, Site::Idc(_)),
                         behind_nat: matches!(b.site, Site::Internet(Egress::Nat(_))),
+                        security_groups: backend_security_groups(t, b.addr.ip()).into_iter().map(|(_, g)| g).collect(),
                     })
                     .collect()
             };
