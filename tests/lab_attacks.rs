@@ -239,6 +239,23 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
     assert_eq!(victim.join().unwrap(), 0, "nothing reflected to london");
     let r6 = lab.probe("kyiv", "[fd00:a::20]:7000", "udp", 4);
     assert_eq!(r6["received"], r6["sent"], "{r6}");
+    // BGP is for the POP and its transit alone: a client's connects to either speaker
+    // go unanswered (the transit drops them on its client links, the POP takes TTL 255
+    // only), so no speaker logs them.
+    let warsaw_pop = plan.ns_index(&Role::Pop(1)).unwrap();
+    let pop_addr = plan.link_between(warsaw_pop, plan.upstream(warsaw_pop).unwrap()).unwrap().local;
+    let gateway = plan.gateway(kyiv, plan.upstream(kyiv).unwrap()).unwrap();
+    let speakers = [SocketAddr::from((gateway, 179)), SocketAddr::from((pop_addr, 179))];
+    let connected = in_ns(&ns(&plan, Role::Client(2)), move || {
+        speakers.map(|s| std::net::TcpStream::connect_timeout(&s, Duration::from_millis(1_500)).is_ok())
+    });
+    assert_eq!(connected, [false, false], "kyiv reached BGP at {speakers:?}");
+    let sessions = lab.anyedge(&["lab", "status"]);
+    let text = String::from_utf8_lossy(&sessions.stdout);
+    assert!(
+        text.lines().filter(|l| l.contains("bgp:")).all(|l| !l.contains("Active") && l.contains("Established")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -61,8 +61,17 @@ fn timers() -> String {
 
 /// The VIP prefixes of a topology, per family, as BIRD prefix sets.
 fn prefix_sets(t: &Topology) -> (String, String) {
-    let v4: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).collect();
-    let v6: Vec<String> = t.vips.iter().filter_map(|v| v.ipv6.map(|a| format!("{a}/128"))).collect();
+    prefix_sets_where(t, |_| true)
+}
+
+/// The prefixes of the VIPs POP `p` publishes: all its transit takes from it.
+fn published_prefix_sets(t: &Topology, p: usize) -> (String, String) {
+    prefix_sets_where(t, |v| v.pops.contains(&p))
+}
+
+fn prefix_sets_where(t: &Topology, keep: impl Fn(&&anyedge_topology::Vip) -> bool) -> (String, String) {
+    let v4: Vec<String> = t.vips.iter().filter(&keep).map(|v| format!("{}/32", v.ipv4)).collect();
+    let v6: Vec<String> = t.vips.iter().filter(&keep).filter_map(|v| v.ipv6.map(|a| format!("{a}/128"))).collect();
     let set = |v: Vec<String>| if v.is_empty() { String::new() } else { format!("[ {} ]", v.join(", ")) };
     (set(v4), set(v6))
 }
@@ -112,18 +121,21 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
     let pop = plan.link_between(ns, pop_ns).ok_or("transit without a link to its POP")?;
     bfd(&mut out, t, &pop.dev);
     let (timers, bfd) = (timers(), bfd_switch(t));
-    // From the POP: only the VIP prefixes, at MED 0 (it is this transit's own customer);
-    // a session per family it announces in (as its own configuration has).
+    // From the POP: only the prefixes of the VIPs it publishes (a POP announcing another
+    // POP's VIP is refused), at MED 0 (it is this transit's own customer); a session per
+    // family it announces in (as its own configuration has), with TTL security (RFC
+    // 5082: only a packet from the link itself, TTL 255, reaches the session).
     let (pop4, pop6) = pop_families(t, x);
+    let (own4, own6) = published_prefix_sets(t, x);
     for ((family, suffix, local, peer), (set, announces)) in
-        families(&pop).into_iter().zip([(&set4, pop4), (&set6, pop6)])
+        families(&pop).into_iter().zip([(&own4, pop4), (&own6, pop6)])
     {
         if !announces {
             continue;
         }
         let _ = writeln!(
             out,
-            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; bfd {bfd}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
+            "protocol bgp pop{suffix} {{ local {local} as {asn}; neighbor {peer} as {CDN_ASN}; ttl security yes; bfd {bfd}; debug {{ states }}; {timers} med metric yes; {family} {{ import filter {{ if net ~ {set} then {{ bgp_med = 0; accept; }} reject; }}; export none; }}; }}"
         );
     }
     // Every other transit, through the relay that delays what this speaker says (see
@@ -234,7 +246,7 @@ pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String>
         }
         let _ = writeln!(
             out,
-            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; bfd {bfd}; debug {{ states }}; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
+            "protocol bgp transit{suffix} {{ local {local} as {CDN_ASN}; neighbor {peer} as {asn}; ttl security yes; bfd {bfd}; debug {{ states }}; {timers} {family} {{ import none; export where source = RTS_STATIC; }}; }}"
         );
     }
     Ok(out)
@@ -672,6 +684,24 @@ pub async fn publish(speaker: &Speaker, drops: &crate::node::drops::Drops) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transit_takes_from_its_pop_only_the_vips_that_pop_publishes_over_ttl_security() {
+        // reference.yaml: `edge` (198.18.0.20) on every POP, `api` (198.18.0.30) on paris.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/reference.yaml");
+        let t = anyedge_topology::load(&path).unwrap();
+        let plan = Plan::new(&t);
+        let session = |x: usize| {
+            let config = transit_config(&t, &plan, x).unwrap();
+            config.lines().find(|l| l.starts_with("protocol bgp pop4")).unwrap().to_string()
+        };
+        let (paris, warsaw) = (session(0), session(1));
+        assert!(paris.contains("198.18.0.20/32") && paris.contains("198.18.0.30/32"), "{paris}");
+        assert!(warsaw.contains("198.18.0.20/32") && !warsaw.contains("198.18.0.30"), "{warsaw}");
+        assert!(paris.contains("ttl security yes") && warsaw.contains("ttl security yes"));
+        let pop = pop_config(&t, &plan, 1).unwrap();
+        assert!(pop.lines().filter(|l| l.starts_with("protocol bgp")).all(|l| l.contains("ttl security yes")), "{pop}");
+    }
 
     #[test]
     fn reply_lines_split_into_code_and_text() {

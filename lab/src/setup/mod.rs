@@ -543,6 +543,7 @@ fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> 
     let core = &plan.namespaces[inet].name;
     let up = plan.link_between(gw.i, inet).ok_or("transit without a link to the core")?;
     let (via, via6) = (up.local.to_string(), up.local6.to_string());
+    let mut client_links = Vec::new();
     for l in plan.links.iter().filter(|l| l.a == gw.i && l.b_if == "inet") {
         let net4 = std::net::Ipv4Addr::from(u32::from(l.a_addr) & !3);
         let net6 = std::net::Ipv6Addr::from(u128::from(l.a_addr6) & !u128::from(u64::MAX));
@@ -553,6 +554,7 @@ fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> 
         if let Role::Client(g) = plan.namespaces[l.b].role {
             gw.sysctl(name, &format!("net.ipv4.conf.{}.rp_filter", l.a_if), "1")?;
             client_v6_sources_only(t, plan, g, gw, (&l.a_if, net6))?;
+            client_links.push(l.a_if.clone());
             // A group with a `catchment:` list: its packets go by its own table, where the
             // speaker ranks the VIP routes by the list; what that table has no route for
             // (anything but the VIPs) falls through to the main table.
@@ -566,7 +568,7 @@ fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> 
             }
         }
     }
-    Ok(())
+    routing_closed_to_clients(gw, &client_links)
 }
 
 /// IPv6 has no `rp_filter`: on a transit's link to client group `g` (device `dev`, link
@@ -596,6 +598,22 @@ fn client_v6_sources_only(
         gw.ip(gw.name, &["-6", "rule", "add", "priority", &check, "iif", dev, "from", from, "goto", &next])?;
     }
     gw.ip(gw.name, &["-6", "rule", "add", "priority", &drop, "iif", dev, "blackhole"])
+}
+
+/// A transit's BGP (TCP 179) and BFD (UDP 3784, 3785, 4784) are for its POP and its
+/// peers: packets to them from its client links are dropped in its kernel, before its
+/// speaker sees them (it logged a line per refused connect: 1 MB per 10,000).
+fn routing_closed_to_clients(gw: &Gateways<'_>, client_links: &[String]) -> Result<(), String> {
+    if client_links.is_empty() {
+        return Ok(());
+    }
+    let links = client_links.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(", ");
+    let ruleset = format!(
+        "table inet anyedge_routing {{\n\tchain input {{\n\t\ttype filter hook input priority 0; policy accept;\n\
+         \t\tiifname {{ {links} }} tcp dport 179 counter drop\n\
+         \t\tiifname {{ {links} }} udp dport {{ 3784, 3785, 4784 }} counter drop\n\t}}\n}}\n"
+    );
+    gw.nft(gw.name, &ruleset)
 }
 
 /// Where a transit's IPv6 source checks sit among its policy rules: after the local
@@ -650,8 +668,23 @@ fn pop_routes(t: &Topology, p: usize, gw: &Gateways<'_>, (inet, ccn): (usize, us
             gw.ip(name, &["-6", "route", "add", &format!("{v6}/128"), "dev", TUN_NAME])?;
         }
     }
+    gw.nft(name, ROUTING_FROM_THE_LINK_ONLY)?;
     gw.sysctl(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")
 }
+
+/// A POP's BGP and BFD take packets sent with TTL (hop limit) 255 only, which only its
+/// transit, on the link itself, can send (GTSM, RFC 5082; BIRD's `ttl security` covers
+/// established sessions, this also the listening port): a client's packets cross the
+/// transit and arrive with less, and are dropped in the kernel before BIRD logs them.
+const ROUTING_FROM_THE_LINK_ONLY: &str = "table inet anyedge_routing {\n\
+    \tchain input {\n\
+    \t\ttype filter hook input priority 0; policy accept;\n\
+    \t\ttcp dport 179 ip ttl != 255 counter drop\n\
+    \t\ttcp dport 179 ip6 hoplimit != 255 counter drop\n\
+    \t\tudp dport { 3784, 3785, 4784 } ip ttl != 255 counter drop\n\
+    \t\tudp dport { 3784, 3785, 4784 } ip6 hoplimit != 255 counter drop\n\
+    \t}\n\
+}\n";
 
 /// A backend host: everything that is not the region goes back through the CLB tunnel
 /// (its TUN device), but answers from the host's public address take the direct path.
