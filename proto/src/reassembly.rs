@@ -227,7 +227,7 @@ impl<'a> Fragment<'a> {
         let (more, offset) = (flags & 0x2000 != 0, usize::from(flags & 0x1fff) * 8);
         let data = &packet[header_len..total];
         // Every fragment but the last carries a multiple of 8 bytes (RFC 791).
-        if (more && data.len() % 8 != 0) || data.is_empty() {
+        if (more && !data.len().is_multiple_of(8)) || data.is_empty() {
             return None;
         }
         let addr = |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
