@@ -99,6 +99,7 @@ impl Reassembler {
                 Partial { started_ns: now_ns, header: None, payload: Vec::new(), held: Vec::new(), total: None },
             );
             self.order.push_back((now_ns, key));
+            self.forget_finished();
         }
         let accepted = self.add(&key, &frag);
         if !accepted {
@@ -139,6 +140,17 @@ impl Reassembler {
         let grown = p.bytes() - before;
         self.bytes += grown;
         self.bytes <= BYTES_MAX
+    }
+
+    /// Keeps the arrival order as short as the table: entries of datagrams that completed
+    /// or went are dropped once they outnumber the live ones (a fast stream of small
+    /// fragmented datagrams would otherwise queue a second's worth of them).
+    fn forget_finished(&mut self) {
+        if self.order.len() > 2 * DATAGRAMS_MAX {
+            let partial = &self.partial;
+            self.order.retain(|(started, key)| partial.get(key).is_some_and(|p| p.started_ns == *started));
+        }
+        debug_assert!(self.order.len() <= 2 * DATAGRAMS_MAX + 1, "arrival order past its bound");
     }
 
     /// Drops datagrams older than [`TIMEOUT_NS`].
@@ -294,6 +306,14 @@ mod tests {
         assert_eq!(r.push(2, &parts[2]), Some(whole.clone()), "the same bytes, checksum included");
         assert_eq!((r.pending(), r.bytes, r.stats.completed), (0, 0, 1));
         assert!(!is_ipv4_fragment(&whole) && parts.iter().all(|p| is_ipv4_fragment(p)));
+        // A stream of them within one timeout keeps nothing of those that completed.
+        for id in 0..10_000u16 {
+            for f in fragments(&datagram(id, 3_000), 1_480) {
+                r.push(3, &f);
+            }
+        }
+        assert_eq!(r.stats.completed, 10_001);
+        assert!(r.order.len() <= 2 * DATAGRAMS_MAX + 1 && r.pending() == 0, "{} kept", r.order.len());
     }
 
     #[test]
