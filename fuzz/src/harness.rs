@@ -187,8 +187,12 @@ fn reassembly(p: &[u8]) {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let (fragment, tail) = rest[2..].split_at(len);
         if let Some(whole) = r.push(now, fragment) {
-            assert!(!reassembly::is_ipv4_fragment(&whole), "a whole datagram has no fragment bits");
-            assert_eq!(usize::from(u16::from_be_bytes([whole[2], whole[3]])), whole.len());
+            assert!(!reassembly::is_fragment(&whole), "a whole datagram is no fragment");
+            let declared = match whole[0] >> 4 {
+                6 => 40 + usize::from(u16::from_be_bytes([whole[4], whole[5]])),
+                _ => usize::from(u16::from_be_bytes([whole[2], whole[3]])),
+            };
+            assert_eq!(declared, whole.len(), "its header declares its length");
         }
         assert!(r.pending() <= DATAGRAMS_MAX);
         rest = tail;

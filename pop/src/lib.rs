@@ -96,6 +96,8 @@ pub struct Pop {
     announcements: Announcements,
     /// Clients' datagrams larger than their path's MTU, put back together (bounded).
     fragments: anyedge_proto::reassembly::Reassembler,
+    /// The identification of the last IPv6 reply this POP fragmented.
+    ipv6_fragment_id: u32,
 }
 
 impl Pop {
@@ -114,6 +116,7 @@ impl Pop {
             cid_ciphers,
             unsealable: 0,
             fragments: Default::default(),
+            ipv6_fragment_id: 0,
             announcements,
         }
     }
@@ -213,7 +216,7 @@ impl Pop {
     /// (the backbone's kernel fragments the envelope, and the backend's kernel takes it
     /// whole), so every fragment follows the flow its ports name.
     pub fn handle_from_client(&mut self, now_ns: u64, packet: &[u8]) -> Result<(), PopDrop> {
-        if anyedge_proto::reassembly::is_ipv4_fragment(packet) {
+        if anyedge_proto::reassembly::is_fragment(packet) {
             return match self.fragments.push(now_ns, packet) {
                 Some(whole) => self.forward_client_packet(&whole),
                 None => Ok(()),
@@ -285,10 +288,20 @@ impl Pop {
         if !listener {
             return Err(PopDrop::NotVip);
         }
-        self.outputs.push_back(Transmit::new(Dest::Client(key.dst), key.flow_hash(), packet.to_vec()));
+        // The POP speaks for the VIP, the replies' source: an IPv6 reply larger than the
+        // clients' links is cut here, as its source must (IPv6 routers never fragment);
+        // an IPv4 one the kernel fragments on its way.
+        self.ipv6_fragment_id = self.ipv6_fragment_id.wrapping_add(1);
+        let id = self.ipv6_fragment_id;
+        for part in anyedge_proto::reassembly::fragment_ipv6(packet, CLIENT_LINK_MTU, id) {
+            self.outputs.push_back(Transmit::new(Dest::Client(key.dst), key.flow_hash(), part));
+        }
         Ok(())
     }
 }
+
+/// The MTU of the links toward clients (Ethernet's).
+pub const CLIENT_LINK_MTU: usize = 1_500;
 
 /// Rendezvous hashing of a flow over a region's live CLB nodes: when a node dies only
 /// its flows move, spread over the survivors. Node 0 when none is live.

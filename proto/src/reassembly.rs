@@ -1,4 +1,4 @@
-//! IPv4 reassembly with bounded memory and time: where a node takes packets from a kernel
+//! IPv4 and IPv6 reassembly with bounded memory and time: where a node takes packets from a kernel
 //! (a POP from its clients' TUN device, a backend host from its own), a datagram larger
 //! than the path MTU arrives as fragments; the cores need the whole datagram (its ports
 //! name the flow, its listener and its backend), so the node puts it back together here.
@@ -11,7 +11,7 @@
 //! bytes. When the table is full the oldest datagram goes first.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Datagrams being reassembled at once.
 pub const DATAGRAMS_MAX: usize = 256;
@@ -25,8 +25,12 @@ pub const TIMEOUT_NS: u64 = 1_000_000_000;
 /// The largest IPv4 datagram.
 const DATAGRAM_LEN_MAX: usize = 65_535;
 
-/// A datagram is named by its addresses, protocol and identification (RFC 791).
-type Key = (Ipv4Addr, Ipv4Addr, u8, u16);
+/// A datagram is named by its addresses, protocol and identification (RFC 791; for IPv6,
+/// RFC 8200, addresses and the 32-bit identification, protocol 0).
+type Key = (IpAddr, IpAddr, u8, u32);
+
+/// IPv6's Fragment extension header's next-header value.
+const IPV6_FRAGMENT: u8 = 44;
 
 #[derive(Debug)]
 struct Partial {
@@ -74,6 +78,17 @@ pub struct Reassembler {
 /// Whether an IPv4 packet is a fragment (more fragments follow, or it is not the first).
 pub fn is_ipv4_fragment(packet: &[u8]) -> bool {
     packet.len() >= 20 && packet[0] >> 4 == 4 && u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0
+}
+
+/// Whether an IPv6 packet is a fragment: a Fragment header right after the fixed header
+/// (where senders put it when nothing else precedes; other chains are not reassembled).
+pub fn is_ipv6_fragment(packet: &[u8]) -> bool {
+    packet.len() >= 48 && packet[0] >> 4 == 6 && packet[6] == IPV6_FRAGMENT
+}
+
+/// Whether a packet is an IPv4 or IPv6 fragment this reassembler takes.
+pub fn is_fragment(packet: &[u8]) -> bool {
+    is_ipv4_fragment(packet) || is_ipv6_fragment(packet)
 }
 
 impl Reassembler {
@@ -135,7 +150,11 @@ impl Reassembler {
             p.total = Some(end);
         }
         if start == 0 {
-            p.header = Some(frag.header.to_vec());
+            let mut header = frag.header.to_vec();
+            if let Some(next) = frag.v6_next {
+                header[6] = next;
+            }
+            p.header = Some(header);
         }
         let grown = p.bytes() - before;
         self.bytes += grown;
@@ -191,10 +210,45 @@ impl Reassembler {
     }
 }
 
+/// An IPv6 packet cut into fragments of at most `mtu` bytes, with identification `id`
+/// (RFC 8200 §4.5): what the source of a datagram larger than the path MTU must do, since
+/// IPv6 routers never fragment. A packet that fits, or is not IPv6, comes back alone.
+pub fn fragment_ipv6(packet: &[u8], mtu: usize, id: u32) -> Vec<Vec<u8>> {
+    let fits = packet.len() <= mtu || packet.len() < 40 || packet[0] >> 4 != 6 || is_ipv6_fragment(packet);
+    let size = mtu.saturating_sub(48) / 8 * 8;
+    if fits || size == 0 {
+        return vec![packet.to_vec()];
+    }
+    let payload = &packet[40..];
+    let chunks = payload.chunks(size);
+    let last = chunks.len() - 1;
+    chunks
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = packet[..40].to_vec();
+            f[4..6].copy_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+            f[6] = IPV6_FRAGMENT;
+            let bits = ((i * size / 8) as u16) << 3 | u16::from(i < last);
+            f.extend_from_slice(&[packet[6], 0]);
+            f.extend_from_slice(&bits.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(chunk);
+            f
+        })
+        .collect()
+}
+
 /// The whole datagram: the first fragment's header with no fragment bits, the new total
-/// length and its checksum, then the payload.
+/// length and its checksum, then the payload (IPv6: the fixed header, its next header
+/// the Fragment header's, its payload length the payload's).
 fn whole(p: Partial) -> Option<Vec<u8>> {
     let mut out = p.header?;
+    if out.first().is_some_and(|b| b >> 4 == 6) {
+        let len = u16::try_from(p.payload.len()).ok()?;
+        out[4..6].copy_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&p.payload);
+        return Some(out);
+    }
     out.extend_from_slice(&p.payload);
     let total = u16::try_from(out.len()).ok()?;
     out[2..4].copy_from_slice(&total.to_be_bytes());
@@ -215,7 +269,7 @@ fn checksum(header: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// One IPv4 fragment, read.
+/// One IPv4 or IPv6 fragment, read.
 struct Fragment<'a> {
     key: Key,
     header: &'a [u8],
@@ -223,10 +277,15 @@ struct Fragment<'a> {
     offset: usize,
     more: bool,
     data: &'a [u8],
+    /// IPv6: the protocol after the Fragment header (the whole datagram's next header).
+    v6_next: Option<u8>,
 }
 
 impl<'a> Fragment<'a> {
     fn read(packet: &'a [u8]) -> Option<Fragment<'a>> {
+        if is_ipv6_fragment(packet) {
+            return Fragment::read_v6(packet);
+        }
         if !is_ipv4_fragment(packet) {
             return None;
         }
@@ -242,9 +301,29 @@ impl<'a> Fragment<'a> {
         if (more && !data.len().is_multiple_of(8)) || data.is_empty() {
             return None;
         }
-        let addr = |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
-        let key = (addr(12), addr(16), packet[9], u16::from_be_bytes([packet[4], packet[5]]));
-        Some(Fragment { key, header: &packet[..header_len], offset, more, data })
+        let addr = |at: usize| IpAddr::V4(Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]));
+        let key = (addr(12), addr(16), packet[9], u32::from(u16::from_be_bytes([packet[4], packet[5]])));
+        Some(Fragment { key, header: &packet[..header_len], offset, more, data, v6_next: None })
+    }
+
+    /// An IPv6 fragment: fixed header (40), Fragment header (8: next header, reserved,
+    /// offset·8 | M, identification), data.
+    fn read_v6(packet: &'a [u8]) -> Option<Fragment<'a>> {
+        let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+        let end = 40 + payload_len;
+        if end > packet.len() || payload_len < 8 {
+            return None;
+        }
+        let bits = u16::from_be_bytes([packet[42], packet[43]]);
+        let (more, offset) = (bits & 1 != 0, usize::from(bits >> 3) * 8);
+        let data = &packet[48..end];
+        if (more && !data.len().is_multiple_of(8)) || data.is_empty() {
+            return None;
+        }
+        let addr = |at: usize| Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&packet[at..at + 16]).ok()?)));
+        let id = u32::from_be_bytes([packet[44], packet[45], packet[46], packet[47]]);
+        let key = (addr(8)?, addr(24)?, 0, id);
+        Some(Fragment { key, header: &packet[..40], offset, more, data, v6_next: Some(packet[40]) })
     }
 }
 
@@ -357,6 +436,63 @@ mod tests {
             out = r.push(20_000, &f);
         }
         assert_eq!(out, Some(whole));
+    }
+
+    /// `whole` (an IPv6/UDP datagram) cut into IPv6 fragments of `size` data bytes.
+    fn fragments_v6(whole: &[u8], size: usize, id: u32) -> Vec<Vec<u8>> {
+        let payload = &whole[40..];
+        let mut out = Vec::new();
+        for (i, chunk) in payload.chunks(size).enumerate() {
+            let more = (i + 1) * size < payload.len();
+            let mut f = whole[..40].to_vec();
+            f[6] = IPV6_FRAGMENT;
+            f[4..6].copy_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+            let bits = ((i * size / 8) as u16) << 3 | u16::from(more);
+            f.extend_from_slice(&[whole[6], 0]);
+            f.extend_from_slice(&bits.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(chunk);
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn ipv6_fragments_give_back_the_datagram_with_the_fragment_header_gone() {
+        let mut whole = vec![0u8; 40 + 8 + 3_000];
+        whole[0] = 0x60;
+        whole[4..6].copy_from_slice(&(3_008u16).to_be_bytes());
+        whole[6] = 17;
+        whole[7] = 64;
+        whole[8..24].copy_from_slice(&"fd00:66::7".parse::<Ipv6Addr>().unwrap().octets());
+        whole[24..40].copy_from_slice(&"fd00:a::20".parse::<Ipv6Addr>().unwrap().octets());
+        for (i, b) in whole[40..].iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        let mut parts = fragments_v6(&whole, 1_448, 0xdead_beef);
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| is_fragment(p)) && !is_fragment(&whole));
+        parts.swap(0, 2);
+        let mut r = Reassembler::new();
+        assert_eq!(r.push(0, &parts[0]), None);
+        assert_eq!(r.push(0, &parts[1]), None);
+        assert_eq!(r.push(0, &parts[2]), Some(whole));
+        assert_eq!((r.pending(), r.bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_large_ipv6_packet_cut_by_its_source_fits_the_mtu_and_reassembles() {
+        let mut whole = vec![0u8; 40 + 9_000];
+        whole[0] = 0x60;
+        whole[4..6].copy_from_slice(&(9_000u16).to_be_bytes());
+        whole[6] = 17;
+        let parts = fragment_ipv6(&whole, 1_500, 7);
+        assert_eq!(parts.len(), 7);
+        assert!(parts.iter().all(|p| p.len() <= 1_500 && is_ipv6_fragment(p)));
+        let mut r = Reassembler::new();
+        let out: Vec<_> = parts.iter().filter_map(|p| r.push(0, p)).collect();
+        assert_eq!(out, vec![whole.clone()]);
+        assert_eq!(fragment_ipv6(&whole[..1_000], 1_500, 7), vec![whole[..1_000].to_vec()], "what fits goes alone");
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl BackendDriver {
         // A reply larger than the TUN device's MTU comes out in fragments: whole again
         // before it goes (the CLB and the POP route it by its ports).
         let whole;
-        let packet = if anyedge_proto::reassembly::is_ipv4_fragment(packet) {
+        let packet = if anyedge_proto::reassembly::is_fragment(packet) {
             match self.fragments.push(arrived_ns, packet) {
                 Some(p) => {
                     whole = p;
