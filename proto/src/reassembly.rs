@@ -311,7 +311,8 @@ impl<'a> Fragment<'a> {
     fn read_v6(packet: &'a [u8]) -> Option<Fragment<'a>> {
         let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
         let end = 40 + payload_len;
-        if end > packet.len() || payload_len < 8 {
+        // A fragment of a fragment is no datagram anyone sends (the fuzzer's): refused.
+        if end > packet.len() || payload_len < 8 || packet[40] == IPV6_FRAGMENT {
             return None;
         }
         let bits = u16::from_be_bytes([packet[42], packet[43]]);
@@ -493,6 +494,10 @@ mod tests {
         let out: Vec<_> = parts.iter().filter_map(|p| r.push(0, p)).collect();
         assert_eq!(out, vec![whole.clone()]);
         assert_eq!(fragment_ipv6(&whole[..1_000], 1_500, 7), vec![whole[..1_000].to_vec()], "what fits goes alone");
+        // A fragment whose next header is another Fragment header is refused.
+        let mut nested = parts[0].clone();
+        nested[40] = IPV6_FRAGMENT;
+        assert_eq!(Reassembler::new().push(0, &nested), None);
     }
 
     #[test]
