@@ -376,7 +376,9 @@ fn strangers_get_nothing_from_grpc_or_the_control_plane_and_an_idle_flood_change
 /// `client_cert`, presenting the lab's client certificate, that carries one request to a
 /// backend and its echo back; the server's certificate and the backend's identity trailer
 /// (`|be=BACKEND|cl=CLIENT`) when it does.
-fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: bool) -> Result<(Vec<u8>, String), String> {
+/// A TLS handshake and one request from `client` to `vip`, presenting the certificate
+/// `pki/NAME.pem` (and its key) of the lab's when `client_cert` names one.
+fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: Option<&str>) -> Result<(Vec<u8>, String), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let pki = lab_state_dir(lab).join("pki");
@@ -388,12 +390,13 @@ fn handshake(lab: &Lab, client: &str, vip: SocketAddr, client_cert: bool) -> Res
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    let config = if client_cert {
-        let cert = CertificateDer::from_pem_file(pki.join("client.pem")).unwrap();
-        let key = PrivateKeyDer::from_pem_file(pki.join("client.key")).unwrap();
-        builder.with_client_auth_cert(vec![cert], key).unwrap()
-    } else {
-        builder.with_no_client_auth()
+    let config = match client_cert {
+        Some(name) => {
+            let cert = CertificateDer::from_pem_file(pki.join(format!("{name}.pem"))).unwrap();
+            let key = PrivateKeyDer::from_pem_file(pki.join(format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(vec![cert], key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
     };
     let plan = plan(lab);
     let name = ns(&plan, Role::Client(t_client(lab, client)));
@@ -432,7 +435,7 @@ fn t_client(lab: &Lab, name: &str) -> usize {
 }
 
 #[test]
-fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs_client_certificate() {
+fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs_client_certificate_not_a_nodes() {
     if !may_run() {
         return;
     }
@@ -445,15 +448,18 @@ fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs
     });
     let vip = |port| SocketAddr::new("198.18.0.20".parse().unwrap(), port);
     let (cert, trailer) =
-        handshake(&lab, "london", vip(8443), false).expect("a one-way handshake with the VIP's certificate");
+        handshake(&lab, "london", vip(8443), None).expect("a one-way handshake with the VIP's certificate");
     assert_eq!(subject_cn(&cert), "vip/edge", "the VIP's own certificate");
     // The CLB node opened its own connection to the backend; the TOA option in its SYN
     // named london, and that is whom the backend reports.
     let london = plan(&lab).client_addr(0).unwrap();
     assert!(trailer.contains(&format!("|cl={london}:")), "the backend learned london from TOA: {trailer}");
-    let refused = handshake(&lab, "london", vip(9443), false);
+    let refused = handshake(&lab, "london", vip(9443), None);
     assert!(refused.is_err(), "mutual TLS without a client certificate is refused: {refused:?}");
-    handshake(&lab, "london", vip(9443), true).expect("mutual TLS with the lab's client certificate");
+    // A node's certificate chains to the same CA, but its role is `pop`, not a VIP client.
+    let as_node = handshake(&lab, "london", vip(9443), Some("pop-paris"));
+    assert!(as_node.is_err(), "mutual TLS with a POP's certificate is refused: {as_node:?}");
+    handshake(&lab, "london", vip(9443), Some("client")).expect("mutual TLS with the lab's client certificate");
 }
 
 /// The common name of a DER certificate's subject: the last common name in it (the

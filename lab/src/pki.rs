@@ -110,6 +110,7 @@ pub fn issue_with(
     let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     params.distinguished_name.push(DnType::CommonName, "client");
+    params.distinguished_name.push(DnType::OrganizationalUnitName, anyedge_region::identity::VIP_CLIENT_ROLE);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.signed_by(&key, &ca.issuer).map_err(err)?;

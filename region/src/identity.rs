@@ -4,11 +4,19 @@
 //! only, no session tickets (records whose number would depend on nothing the simulator
 //! models). Both drivers build identities here: the simulator from its generated CA, the
 //! lab from the certificates `lab up` issued.
+//!
+//! The CA that issues VIP client certificates may also issue other certificates (in the
+//! lab and in a rendered deployment, the nodes' own), so a mutual listener also checks
+//! the role: a client certificate must name [`VIP_CLIENT_ROLE`] as its only
+//! organizational unit. A node's certificate (unit `pop`, `clb`, `control`, `ctl`) is
+//! never a VIP client, though it chains to the same CA.
 
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::danger::ClientCertVerifier;
+use rustls::pki_types::UnixTime;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::Shared;
 use crate::l7::TlsTermination;
@@ -22,6 +30,63 @@ pub struct VipIdentity {
     /// The same certificate, client certificates from the CA required.
     pub tls_mutual: Option<TlsTermination>,
     pub quic_mutual: Option<QuicTermination>,
+}
+
+/// The organizational unit a certificate must carry to be a VIP client.
+pub const VIP_CLIENT_ROLE: &str = "vip-client";
+
+/// Whether a certificate (DER) names [`VIP_CLIENT_ROLE`] as its one organizational unit.
+pub fn is_vip_client(der: &[u8]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    let units: Vec<_> = cert.subject().iter_organizational_unit().map(|a| a.as_str()).collect();
+    matches!(units[..], [Ok(VIP_CLIENT_ROLE)])
+}
+
+/// The CA's verifier, and then the role: see the module's doc.
+#[derive(Debug)]
+struct VipClientVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for VipClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        match is_vip_client(end_entity) {
+            true => Ok(verified),
+            false => Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -53,7 +118,8 @@ fn quic(config: &Arc<rustls::ServerConfig>) -> Result<QuicTermination, String> {
 
 impl VipIdentity {
     /// Listeners presenting `chain` (leaf first) signed with `key`; with `client_ca`,
-    /// mutual-TLS variants that accept only client certificates it issued.
+    /// mutual-TLS variants that accept only client certificates it issued for the role
+    /// [`VIP_CLIENT_ROLE`].
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
@@ -69,6 +135,7 @@ impl VipIdentity {
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(err)?;
+                let verifier = Arc::new(VipClientVerifier(verifier));
                 Some(Arc::new(server_config(&chain, &key, Some(verifier))?))
             }
         };
@@ -84,13 +151,15 @@ impl VipIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
     use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
 
     struct Pki {
         ca: CertificateDer<'static>,
         server: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
         client: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+        /// A node's certificate from the same CA (role `pop`), as the lab issues one.
+        node: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     }
 
     fn issue() -> Pki {
@@ -99,16 +168,20 @@ mod tests {
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = ca_params.self_signed(&ca_key).unwrap().der().clone();
         let issuer = Issuer::new(ca_params, ca_key);
-        let leaf = |sans: Vec<SanType>| {
+        let leaf = |sans: Vec<SanType>, unit: Option<&str>| {
             let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
             p.subject_alt_names = sans;
+            if let Some(unit) = unit {
+                p.distinguished_name.push(DnType::OrganizationalUnitName, unit);
+            }
             let cert = p.signed_by(&key, &issuer).unwrap().der().clone();
             (vec![cert, ca.clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
         };
-        let server = leaf(vec![SanType::IpAddress("198.18.0.20".parse().unwrap())]);
-        let client = leaf(Vec::new());
-        Pki { ca, server, client }
+        let server = leaf(vec![SanType::IpAddress("198.18.0.20".parse().unwrap())], None);
+        let client = leaf(Vec::new(), Some(VIP_CLIENT_ROLE));
+        let node = leaf(Vec::new(), Some("pop"));
+        Pki { ca, server, client, node }
     }
 
     /// A handshake and one byte each way between a client and `server`, in memory.
@@ -145,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn one_way_serves_anyone_and_mutual_only_holders_of_the_cas_client_certificates() {
+    fn one_way_serves_anyone_and_mutual_only_holders_of_the_cas_vip_client_certificates_not_its_nodes() {
         let pki = issue();
         let id = VipIdentity::new(pki.server.0.clone(), pki.server.1.clone_key(), Some(pki.ca.clone())).unwrap();
         talk(&id.tls, &pki, false).expect("one-way, no client certificate");
@@ -154,7 +227,11 @@ mod tests {
         assert!(refused.as_ref().is_err_and(|e| e.starts_with("server")), "{refused:?}");
         talk(mutual, &pki, true).expect("mutual, with the CA's client certificate");
         let stranger = issue();
-        let foreign = Pki { ca: pki.ca.clone(), server: pki.server, client: stranger.client };
+        let pair = |p: &(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)| (p.0.clone(), p.1.clone_key());
+        let as_node = Pki { ca: pki.ca.clone(), server: pair(&pki.server), client: pair(&pki.node), node: pair(&pki.node) };
+        let refused = talk(mutual, &as_node, true);
+        assert!(refused.as_ref().is_err_and(|e| e.starts_with("server")), "a node's certificate from the same CA: {refused:?}");
+        let foreign = Pki { ca: pki.ca.clone(), server: pki.server, client: stranger.client, node: stranger.node };
         assert!(talk(mutual, &foreign, true).is_err(), "a client certificate from another CA is refused");
         let none = VipIdentity::new(foreign.server.0.clone(), foreign.server.1.clone_key(), None).unwrap();
         assert!(none.tls_mutual.is_none() && none.quic_mutual.is_none());

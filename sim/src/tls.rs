@@ -28,17 +28,20 @@ pub fn vip_pki(vips: &[IpAddr]) -> Result<(VipIdentity, Arc<rustls::ClientConfig
     validity(&mut ca_params);
     let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| err(&e))?;
     let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |sans: Vec<SanType>, serial: u64| -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+    let leaf = |sans: Vec<SanType>, unit: Option<&str>, serial: u64| -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| err(&e))?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
         params.subject_alt_names = sans;
+        if let Some(unit) = unit {
+            params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, unit);
+        }
         params.serial_number = Some(SerialNumber::from(serial));
         validity(&mut params);
         let cert = params.signed_by(&key, &issuer).map_err(|e| err(&e))?;
         Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))))
     };
-    let (server_cert, server_key) = leaf(vips.iter().map(|ip| SanType::IpAddress(*ip)).collect(), 2)?;
-    let (client_cert, client_key) = leaf(Vec::new(), 3)?;
+    let (server_cert, server_key) = leaf(vips.iter().map(|ip| SanType::IpAddress(*ip)).collect(), None, 2)?;
+    let (client_cert, client_key) = leaf(Vec::new(), Some(anyedge_region::identity::VIP_CLIENT_ROLE), 3)?;
     let chain = vec![server_cert, ca_cert.der().clone()];
     let identity = VipIdentity::new(chain, server_key, Some(ca_cert.der().clone()))?;
 
