@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::pki_types::UnixTime;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
@@ -228,9 +228,13 @@ mod tests {
         talk(mutual, &pki, true).expect("mutual, with the CA's client certificate");
         let stranger = issue();
         let pair = |p: &(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)| (p.0.clone(), p.1.clone_key());
-        let as_node = Pki { ca: pki.ca.clone(), server: pair(&pki.server), client: pair(&pki.node), node: pair(&pki.node) };
+        let as_node =
+            Pki { ca: pki.ca.clone(), server: pair(&pki.server), client: pair(&pki.node), node: pair(&pki.node) };
         let refused = talk(mutual, &as_node, true);
-        assert!(refused.as_ref().is_err_and(|e| e.starts_with("server")), "a node's certificate from the same CA: {refused:?}");
+        assert!(
+            refused.as_ref().is_err_and(|e| e.starts_with("server")),
+            "a node's certificate from the same CA: {refused:?}"
+        );
         let foreign = Pki { ca: pki.ca.clone(), server: pki.server, client: stranger.client, node: stranger.node };
         assert!(talk(mutual, &foreign, true).is_err(), "a client certificate from another CA is refused");
         let none = VipIdentity::new(foreign.server.0.clone(), foreign.server.1.clone_key(), None).unwrap();

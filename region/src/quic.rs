@@ -71,6 +71,10 @@ pub struct QuicHost {
     retries: u64,
     /// Stateless resets sent: answers to short-header packets of connections unknown here.
     stateless_resets: u64,
+    /// Accepted connections per source ([`CONNECTIONS_PER_SOURCE_MAX`]), and Initials
+    /// refused because their source or the endpoint was full.
+    by_source: BTreeMap<IpAddr, usize>,
+    refused: u64,
     /// Accepted connections' anti-amplification budgets (servers only).
     budgets: BTreeMap<ConnectionHandle, Budget>,
     held: u64,
@@ -89,11 +93,33 @@ struct Budget {
     validated: bool,
     /// The source the connection counts against while unvalidated.
     source: IpAddr,
+    /// Where the connection moved, while that address has not answered a challenge.
+    moved: Option<PathBudget>,
+}
+
+/// RFC 9000 §9.3 for a connection that moved to another address (another IP, not just
+/// another port of its own, which is NAT rebinding and reflects only to the sender): that
+/// address gets at most three times what came from it until it answers a
+/// PATH_CHALLENGE. quinn sent a whole padded 1,200-byte datagram to a new address for a
+/// 30-byte packet from it, so anyone holding a connection could reflect 40 times its
+/// bytes at a victim by sending from the victim's address, once per move. Held back,
+/// the challenge rides again on quinn's next datagram to that path, once it has credit.
+#[derive(Debug, Clone)]
+struct PathBudget {
+    remote: SocketAddr,
+    received: usize,
+    sent: usize,
 }
 
 impl Budget {
-    fn may_send(&mut self, size: usize, handshake_done: bool) -> bool {
+    fn may_send(&mut self, to: SocketAddr, size: usize, handshake_done: bool) -> bool {
         self.validated |= handshake_done;
+        if let Some(path) = self.moved.as_mut().filter(|p| p.remote == to) {
+            if path.sent + size > 3 * path.received {
+                return false;
+            }
+            path.sent += size;
+        }
         if self.validated {
             return true;
         }
@@ -102,6 +128,22 @@ impl Budget {
         }
         self.sent += size;
         true
+    }
+
+    /// A datagram of `len` bytes from `from` was handled: the connection's address was
+    /// `before` and is `after`; `answered` whether it carried a PATH_RESPONSE.
+    fn on_datagram(&mut self, from: SocketAddr, len: usize, (before, after): (SocketAddr, SocketAddr), answered: bool) {
+        if from == before {
+            self.received += len;
+        }
+        if after.ip() != before.ip() {
+            self.moved = Some(PathBudget { remote: after, received: len, sent: 0 });
+        } else if let Some(path) = self.moved.as_mut().filter(|p| p.remote == from) {
+            path.received += len;
+            if answered {
+                self.moved = None;
+            }
+        }
     }
 }
 
@@ -124,11 +166,28 @@ pub const UNVALIDATED_MAX: usize = 64;
 pub const UNVALIDATED_PER_SOURCE_MAX: usize = 8;
 const _: () = assert!(UNVALIDATED_PER_SOURCE_MAX < UNVALIDATED_MAX);
 
+/// Connections a server endpoint holds, in all and per source (validated or not): past
+/// them a new client's Initial is refused (CONNECTION_REFUSED, smaller than the Initial).
+/// Each connection costs its state and the connection IDs it was issued; without a bound a
+/// client with a real address could open them until the node ran out of memory. The same
+/// figures as the layer-7 proxy's ([`crate::l7::PROXIED_MAX`], [`crate::l7::PER_SOURCE_MAX`]).
+pub const CONNECTIONS_MAX: usize = crate::l7::PROXIED_MAX;
+pub const CONNECTIONS_PER_SOURCE_MAX: usize = crate::l7::PER_SOURCE_MAX;
+const _: () = assert!(UNVALIDATED_PER_SOURCE_MAX <= CONNECTIONS_PER_SOURCE_MAX);
+const _: () = assert!(CONNECTIONS_PER_SOURCE_MAX < CONNECTIONS_MAX);
+
 /// An unvalidated handshake ends (validated, or gone): its place, and its source's, free.
 fn release_unvalidated(total: &mut usize, by_source: &mut BTreeMap<IpAddr, usize>, source: IpAddr) {
-    debug_assert!(*total > 0 && by_source.get(&source).is_some_and(|&n| n > 0), "released a place never taken");
+    debug_assert!(*total > 0, "released a place never taken");
     *total = total.saturating_sub(1);
-    if let Some(n) = by_source.get_mut(&source) {
+    release_source(by_source, source);
+}
+
+/// One of `source`'s places in `by_source` is free again (the count goes when it is 0).
+fn release_source(by_source: &mut BTreeMap<IpAddr, usize>, source: IpAddr) {
+    let held = by_source.get_mut(&source);
+    debug_assert!(held.as_ref().is_some_and(|n| **n > 0), "a place released that its source never held");
+    if let Some(n) = held {
         *n -= 1;
         if *n == 0 {
             by_source.remove(&source);
@@ -262,6 +321,8 @@ impl QuicHost {
             unvalidated_by_source: BTreeMap::new(),
             retries: 0,
             stateless_resets: 0,
+            by_source: BTreeMap::new(),
+            refused: 0,
             budgets: BTreeMap::new(),
             held: 0,
         }
@@ -293,6 +354,12 @@ impl QuicHost {
     /// Connections opened or accepted so far.
     pub fn handshakes(&self) -> u64 {
         self.handshakes
+    }
+
+    /// Initials refused because their source held [`CONNECTIONS_PER_SOURCE_MAX`] or the
+    /// endpoint [`CONNECTIONS_MAX`].
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Initials answered with a Retry (over the rate, address not yet validated).
@@ -333,18 +400,27 @@ impl QuicHost {
         match event {
             DatagramEvent::ConnectionEvent(ch, event) => {
                 let conn = self.conns.get_mut(&ch)?;
-                if let Some(b) = self.budgets.get_mut(&ch).filter(|_| conn.remote_address() == remote) {
-                    b.received += payload.len();
-                }
-                let before = frames_received(&conn.stats().frame_rx);
+                let (path, before) = (conn.remote_address(), conn.stats().frame_rx);
                 conn.handle_event(event);
-                Some((ch, frames_received(&conn.stats().frame_rx) != before))
+                let after = conn.stats().frame_rx;
+                if let Some(b) = self.budgets.get_mut(&ch) {
+                    let answered = after.path_response > before.path_response;
+                    b.on_datagram(remote, payload.len(), (path, conn.remote_address()), answered);
+                }
+                Some((ch, frames_received(&after) != frames_received(&before)))
             }
             DatagramEvent::NewConnection(incoming) => {
                 // Past the rate, a client proves its address (a Retry's token) before the
                 // handshake costs anything: spoofed Initials then draw one small Retry
                 // each, to the spoofed address, and no TLS work.
                 let source = crate::cidr::source_prefix(remote.ip(), crate::cidr::SOURCE_PREFIX_V4);
+                let held = self.by_source.get(&source).copied().unwrap_or(0);
+                if held >= CONNECTIONS_PER_SOURCE_MAX || self.budgets.len() >= CONNECTIONS_MAX {
+                    self.refused += 1;
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+                    return None;
+                }
                 let source_full =
                     self.unvalidated_by_source.get(&source).is_some_and(|&n| n >= UNVALIDATED_PER_SOURCE_MAX);
                 let untrusted = self.unvalidated >= UNVALIDATED_MAX || source_full || !self.initials.take(now_ns);
@@ -365,7 +441,9 @@ impl QuicHost {
                 match self.endpoint.accept(incoming, now, &mut buf, self.server.clone()) {
                     Ok((ch, conn)) => {
                         self.conns.insert(ch, conn);
-                        self.budgets.insert(ch, Budget { received: payload.len(), sent: 0, validated, source });
+                        let budget = Budget { received: payload.len(), sent: 0, validated, source, moved: None };
+                        self.budgets.insert(ch, budget);
+                        *self.by_source.entry(source).or_default() += 1;
                         if !validated {
                             self.unvalidated += 1;
                             *self.unvalidated_by_source.entry(source).or_default() += 1;
@@ -413,7 +491,7 @@ impl QuicHost {
                     let send = match budget.as_deref_mut() {
                         Some(b) => {
                             let was = b.validated;
-                            let send = b.may_send(t.size, !conn.is_handshaking());
+                            let send = b.may_send(t.destination, t.size, !conn.is_handshaking());
                             if b.validated && !was {
                                 release_unvalidated(&mut self.unvalidated, &mut self.unvalidated_by_source, b.source);
                             }
@@ -445,9 +523,11 @@ impl QuicHost {
         }
         for ch in drained {
             self.conns.remove(&ch);
-            if let Some(b) = self.budgets.remove(&ch).filter(|b| !b.validated) {
+            let Some(b) = self.budgets.remove(&ch) else { continue };
+            if !b.validated {
                 release_unvalidated(&mut self.unvalidated, &mut self.unvalidated_by_source, b.source);
             }
+            release_source(&mut self.by_source, b.source);
         }
     }
 
@@ -660,6 +740,188 @@ mod tests {
         }
         let sent: usize = out.iter().filter(|(d, _, _)| *d == victim).map(|(_, _, b)| b.len()).sum();
         assert!(sent > 0 && sent <= 3 * initial.len(), "{sent} bytes toward the victim for {}", initial.len());
+    }
+
+    /// A connected pair: the client at `at`, every handshake datagram delivered.
+    fn connected(at: SocketAddr) -> (QuicHost, QuicHost, ConnectionHandle, u64) {
+        let (mut server, mut client, config) = pair();
+        let mut now = 0;
+        let ch = client.connect(now, config, SERVER.parse().unwrap(), "198.18.0.20").unwrap();
+        exchange(&mut server, &mut client, at, &mut now);
+        assert!(client.conn(ch).is_some_and(|c| !c.is_handshaking()), "the handshake completed");
+        (server, client, ch, now)
+    }
+
+    #[test]
+    fn a_retry_token_echoed_from_another_address_opens_no_connection() {
+        let (mut server, mut client, config) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let london: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let mut now = 1_000_000;
+        // Past the rate, so every new client gets a Retry first.
+        server.initials.tokens = 0;
+        client.connect(now, config, to, "198.18.0.20").unwrap();
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        client.drive(now, &mut up);
+        server.receive(now, london, Some(to.ip()), &up[0].2, &mut down);
+        assert_eq!((server.retries(), server.connections()), (1, 0), "a Retry, no connection yet");
+        up.clear();
+        client.receive(now, to, None, &down[0].2, &mut up);
+        client.drive(now, &mut up);
+        let echoed = up[0].2.clone();
+        // The token names london's address and port: the same Initial from kyiv, and from
+        // london's other port, opens nothing and costs no handshake.
+        now += 1_000_000;
+        for thief in ["203.0.113.9:6000", "198.51.100.7:5001"] {
+            let mut out = Vec::new();
+            let got = server.receive(now, thief.parse().unwrap(), Some(to.ip()), &echoed, &mut out);
+            server.drive(now, &mut out);
+            assert!(got.is_none() && server.connections() == 0, "{thief}: {got:?}");
+            assert_eq!(server.handshakes(), 0, "{thief}: no TLS work");
+        }
+        // From london itself it is good.
+        let mut out = Vec::new();
+        assert!(server.receive(now, london, Some(to.ip()), &echoed, &mut out).is_some());
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[test]
+    fn a_forged_retry_token_counts_as_none_and_draws_another_retry() {
+        let (mut server, mut client, config) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let now = 1_000_000;
+        server.initials.tokens = 0;
+        // The client's own Initial, its token field filled with bytes of our choosing,
+        // as the quinn client sends a token it was given (RFC 9000 §17.2.2).
+        let mut forged = quinn_proto::ClientConfig::clone(&config);
+        forged.token_store(Arc::new(OneToken(bytes::Bytes::from_static(&[0x42; 77]))));
+        client.connect(now, forged, to, "198.18.0.20").unwrap();
+        let mut up = Vec::new();
+        client.drive(now, &mut up);
+        let mut out = Vec::new();
+        let got = server.receive(now, "198.51.100.7:5000".parse().unwrap(), Some(to.ip()), &up[0].2, &mut out);
+        assert!(got.is_none(), "{got:?}");
+        assert_eq!(
+            (server.retries(), server.handshakes(), server.connections()),
+            (1, 0, 0),
+            "a Retry, as for no token"
+        );
+    }
+
+    /// Hands the client one token (as a NEW_TOKEN frame would have stored it).
+    struct OneToken(bytes::Bytes);
+
+    impl quinn_proto::TokenStore for OneToken {
+        fn insert(&self, _: &str, _: bytes::Bytes) {}
+        fn take(&self, _: &str) -> Option<bytes::Bytes> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_forged_stateless_reset_leaves_the_clients_connection_open() {
+        let (_server, mut client, ch, now) = connected("198.51.100.7:5000".parse().unwrap());
+        // A short-header packet of the right shape, its last 16 bytes (the token) guessed.
+        let to: SocketAddr = SERVER.parse().unwrap();
+        for guess in 0..256u32 {
+            let mut forged = vec![0x40u8];
+            forged.extend_from_slice(&[0x17; 40]);
+            forged.extend_from_slice(&[guess as u8; 16]);
+            let mut out = Vec::new();
+            client.receive(now, to, None, &forged, &mut out);
+        }
+        let mut out = Vec::new();
+        client.drive(now + 1_000_000, &mut out);
+        let events = client.take_events();
+        assert!(!events.iter().any(|(_, e)| matches!(e, Event::ConnectionLost { .. })), "{events:?}");
+        assert!(client.conn(ch).is_some_and(|c| !c.is_closed()), "still open");
+    }
+
+    #[test]
+    fn junk_for_unknown_connections_draws_at_most_one_smaller_reset_per_twenty_ms() {
+        let (mut server, _, _) = pair();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let (mut triggers, mut out) = (0usize, Vec::new());
+        // One second of 1,200-byte short-header packets with random-looking IDs, one a
+        // millisecond, from a spoofed victim.
+        for ms in 0..1_000u64 {
+            let mut junk = vec![0x40u8, CID_MARKER, 1];
+            junk.extend((0..1_197u32).map(|i| (i as u64 * 31 + ms * 7) as u8));
+            triggers += junk.len();
+            server.receive(ms * 1_000_000, "203.0.113.9:6000".parse().unwrap(), Some(to.ip()), &junk, &mut out);
+        }
+        assert!(server.stateless_resets() <= 51, "{} resets in a second", server.stateless_resets());
+        let sent: usize = out.iter().map(|(_, _, b)| b.len()).sum();
+        assert!(out.iter().all(|(_, _, b)| b.len() < 1_200), "each reset smaller than what drew it");
+        assert!(sent * 20 < triggers, "{sent} bytes back for {triggers}");
+    }
+
+    #[test]
+    fn a_connection_moved_to_a_spoofed_address_sends_it_at_most_three_times_what_came_from_it() {
+        let london: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let (mut server, mut client, ch, mut now) = connected(london);
+        // The client (or anyone on its path) sends one genuine datagram with the victim's
+        // address as its source, while the server has 200 KB to send it.
+        let sch = *server.conns.keys().next().unwrap();
+        let stream = server.conn(sch).unwrap().streams().open(quinn_proto::Dir::Uni).unwrap();
+        server.conn(sch).unwrap().send_stream(stream).write(&[7u8; 200_000]).unwrap();
+        client.conn(ch).unwrap().ping();
+        let mut up = Vec::new();
+        now += 1_000_000;
+        client.drive(now, &mut up);
+        let victim: SocketAddr = "203.0.113.9:6000".parse().unwrap();
+        let to: SocketAddr = SERVER.parse().unwrap();
+        let mut out = Vec::new();
+        let from_victim: usize = up.iter().map(|(_, _, d)| d.len()).sum();
+        for (_, _, d) in &up {
+            server.receive(now, victim, Some(to.ip()), d, &mut out);
+        }
+        // The victim never answers the path challenge: 10 s of the server's timers.
+        for ms in 0..10_000u64 {
+            server.drive(now + ms * 1_000_000, &mut out);
+        }
+        let sent: usize = out.iter().filter(|(d, _, _)| *d == victim).map(|(_, _, b)| b.len()).sum();
+        assert!(sent <= 3 * from_victim, "{sent} bytes toward the victim for {from_victim}");
+    }
+
+    #[test]
+    fn a_client_that_really_moved_to_another_address_answers_the_challenge_and_gets_its_data() {
+        let (mut server, mut client, ch, mut now) = connected("198.51.100.7:5000".parse().unwrap());
+        let sch = *server.conns.keys().next().unwrap();
+        let stream = server.conn(sch).unwrap().streams().open(quinn_proto::Dir::Uni).unwrap();
+        let before = client.conn(ch).unwrap().stats().udp_rx.bytes;
+        server.conn(sch).unwrap().send_stream(stream).write(&[7u8; 50_000]).unwrap();
+        client.conn(ch).unwrap().ping();
+        let moved: SocketAddr = "192.0.2.44:7000".parse().unwrap();
+        for _ in 0..20 {
+            exchange(&mut server, &mut client, moved, &mut now);
+        }
+        assert_eq!(server.conn(sch).unwrap().remote_address(), moved);
+        assert!(server.budgets[&sch].moved.is_none(), "the new address answered the challenge");
+        let got = client.conn(ch).unwrap().stats().udp_rx.bytes - before;
+        assert!(got > 50_000, "{got} bytes reached the client at its new address");
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share_of_connections_and_others_still_connect() {
+        let (mut server, _, config) = pair();
+        let mut now = 0;
+        let mut connect = |server: &mut QuicHost, at: SocketAddr, seed: u64, now: &mut u64| {
+            let mut client = QuicHost::client(seed);
+            let ch = client.connect(*now, config.clone(), SERVER.parse().unwrap(), "198.18.0.20").unwrap();
+            exchange(server, &mut client, at, now);
+            client.conn(ch).is_some_and(|c| !c.is_handshaking() && !c.is_closed())
+        };
+        // Every port of one address (the validated handshakes of a real client).
+        for port in 0..CONNECTIONS_PER_SOURCE_MAX as u16 {
+            let at = SocketAddr::new(IpAddr::from([198, 51, 100, 7]), 5000 + port);
+            assert!(connect(&mut server, at, u64::from(port) + 10, &mut now), "connection {port} of the cap");
+        }
+        assert_eq!(server.connections(), CONNECTIONS_PER_SOURCE_MAX);
+        let over = connect(&mut server, "198.51.100.7:9999".parse().unwrap(), 1, &mut now);
+        assert!(!over && server.refused() == 1, "one more from that source is refused");
+        assert_eq!(server.connections(), CONNECTIONS_PER_SOURCE_MAX);
+        assert!(connect(&mut server, "203.0.113.9:5000".parse().unwrap(), 2, &mut now), "another source gets in");
     }
 
     #[test]

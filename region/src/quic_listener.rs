@@ -83,6 +83,8 @@ pub struct QuicCounts {
     pub handshakes: u64,
     pub retries: u64,
     pub stateless_resets: u64,
+    /// Initials refused: their source, or the node, held all the connections it may.
+    pub refused: u64,
 }
 
 impl std::ops::Add for QuicCounts {
@@ -93,6 +95,7 @@ impl std::ops::Add for QuicCounts {
             handshakes: self.handshakes + o.handshakes,
             retries: self.retries + o.retries,
             stateless_resets: self.stateless_resets + o.stateless_resets,
+            refused: self.refused + o.refused,
         }
     }
 }
@@ -142,6 +145,7 @@ impl QuicListener {
             handshakes: self.host.handshakes(),
             retries: self.host.retries(),
             stateless_resets: self.host.stateless_resets(),
+            refused: self.host.refused(),
         }
     }
 

@@ -87,6 +87,7 @@ impl Drops {
         self.set_gauge("quic_handshakes_total", q.handshakes);
         self.set_gauge("quic_retries_total", q.retries);
         self.set_gauge("quic_stateless_resets_total", q.stateless_resets);
+        self.set_gauge("quic_refused_total", q.refused);
         self.set_section(
             "quic",
             serde_json::json!({
@@ -94,6 +95,7 @@ impl Drops {
                 "handshakes": q.handshakes,
                 "retries": q.retries,
                 "stateless_resets": q.stateless_resets,
+                "refused": q.refused,
             }),
         );
     }
