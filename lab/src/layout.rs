@@ -121,6 +121,13 @@ fn owner_refused(uid: u32) -> Option<String> {
     (uid != me && uid != 0).then(|| format!("owned by uid {uid}, not by this user ({me}) or root"))
 }
 
+/// Whether the process at the other end of a node's Unix socket (status, control API)
+/// may use it: root or the node's own user, from the kernel's credentials of the peer
+/// (`SO_PEERCRED`), whatever the socket file's mode ended up being.
+pub fn local_peer_allowed(stream: &tokio::net::UnixStream) -> bool {
+    stream.peer_cred().is_ok_and(|peer| owner_refused(peer.uid()).is_none())
+}
+
 /// Reads one of a node's files, after checking what it is on the opened descriptor (so
 /// what is checked is what is read): a regular file (not a FIFO, which would block the
 /// node forever, nor a device like /dev/zero, which never ends), at most

@@ -844,10 +844,10 @@ impl Clb {
             let seed = u64::from(key.flow_hash()) ^ u64::from(self.node_index) << 32;
             let config = &self.listeners[li].config;
             let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
-            let capped = self.l7.refused_per_source();
-            if !self.l7.accept(key, li, &self.own_addresses, mode, seed, now_ns) {
-                let over_cap = self.l7.refused_per_source() > capped;
-                return Err(if over_cap { ClbDrop::SourceCap } else { ClbDrop::NoBackend });
+            match self.l7.accept(key, li, &self.own_addresses, mode, seed, now_ns) {
+                Ok(()) => {}
+                Err(crate::l7::Refused::SourceCap) => return Err(ClbDrop::SourceCap),
+                Err(crate::l7::Refused::Full) => return Err(ClbDrop::NoBackend),
             }
             if !self.l7.splice(&key, client_isn, cookie, mss, now_ns) {
                 self.l7.remove(&key);

@@ -31,6 +31,12 @@ pub use crate::cidr::{SOURCE_PREFIX_V4, SOURCE_PREFIX_V6};
 /// Time a connection has to finish its first request head (from its SYN); a client
 /// that has not is answered 408 and the connection closes.
 pub const HEAD_DEADLINE_NS: u64 = 10_000_000_000;
+/// Buffer memory the proxied connections of one node hold at most before new ones are
+/// refused: socket buffers and relay buffers in use. An idle held connection gives its
+/// buffers back (to a bounded pool of spares), so what a slowloris army holds is its
+/// connections' fixed state; a busy one holds what it has in flight, at most its sockets'
+/// 64 KiB each way and [`BUFFER_MAX`] each way.
+pub const PROXIED_BYTES_MAX: usize = 1 << 30;
 /// Bytes the proxy holds for one way of one connection beyond the sockets' own buffers;
 /// past it, it stops reading that side and TCP's window pushes back on the sender.
 pub const BUFFER_MAX: usize = 64 * 1024;
@@ -307,6 +313,45 @@ pub struct Proxied {
     /// number, added to the stack's sequence numbers on the way to the client and taken
     /// from the client's acknowledgements on the way in.
     seq_shift: Option<u32>,
+    /// What [`Proxied::buffer_bytes`] was after its last drive (counted in the proxy's sum).
+    buffer_bytes: usize,
+}
+
+impl Proxied {
+    /// Gives back what the connection holds idle: socket buffers with nothing in them (to
+    /// the stack's spares) and empty relay buffers. A held-open connection that sent half
+    /// a head cost about 123 KiB before; the sockets behave the same either way.
+    fn release_idle(&mut self) {
+        self.stack.socket(self.client).release_idle_buffers();
+        if let Some(b) = self.backend {
+            self.stack.socket(b).release_idle_buffers();
+        }
+        for buffer in [&mut self.to_backend, &mut self.to_client, &mut self.client_wire, &mut self.framer.head] {
+            if buffer.is_empty() {
+                *buffer = Vec::new();
+            }
+        }
+    }
+
+    /// Socket and relay buffer bytes the connection holds.
+    fn held_buffer_bytes(&mut self) -> usize {
+        let sockets: usize = std::iter::once(self.client)
+            .chain(self.backend)
+            .map(|h| self.stack.socket(h).buffer_bytes_allocated())
+            .sum();
+        let relay = self.to_backend.capacity() + self.to_client.capacity() + self.client_wire.capacity();
+        sockets + relay + self.framer.head.capacity()
+    }
+}
+
+/// Why the proxy did not take a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The node holds [`PROXIED_MAX`] connections or [`PROXIED_BYTES_MAX`] of buffers, or
+    /// could not set the connection up.
+    Full,
+    /// Its source holds [`PER_SOURCE_MAX`].
+    SourceCap,
 }
 
 /// What the proxy asks of the CLB after moving a connection along.
@@ -331,6 +376,8 @@ pub struct L7 {
     source_prefix_v4: u8,
     /// New connections refused for their address's cap.
     refused_per_source: u64,
+    /// Buffer bytes the connections hold ([`Proxied::buffer_bytes`], summed).
+    buffer_bytes: usize,
     /// (backend, node address, node port) → client key, for the backend's packets.
     by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey, foldhash::fast::RandomState>,
     timers: BTreeSet<(u64, FlowKey)>,
@@ -356,6 +403,7 @@ impl L7 {
             per_source: HashMap::default(),
             source_prefix_v4: source_prefix_v4.min(32),
             refused_per_source: 0,
+            buffer_bytes: 0,
             by_backend: HashMap::default(),
             timers: BTreeSet::new(),
         }
@@ -388,20 +436,20 @@ impl L7 {
         mode: Mode<'_>,
         seed: u64,
         now_ns: u64,
-    ) -> bool {
+    ) -> Result<(), Refused> {
         let Mode { http, tls } = mode;
-        if self.conns.len() >= PROXIED_MAX {
-            return false;
+        if self.conns.len() >= PROXIED_MAX || self.buffer_bytes >= PROXIED_BYTES_MAX {
+            return Err(Refused::Full);
         }
         let source = source_prefix(key.src, self.source_prefix_v4);
         if self.per_source.get(&source).is_some_and(|&n| n >= PER_SOURCE_MAX) {
             self.refused_per_source += 1;
-            return false;
+            return Err(Refused::SourceCap);
         }
         let tls = match tls.map(|t| rustls::ServerConnection::new(t.0.clone())) {
             None => None,
             Some(Ok(conn)) => Some(conn),
-            Some(Err(_)) => return false,
+            Some(Err(_)) => return Err(Refused::Full),
         };
         let addrs: Vec<IpAddr> = std::iter::once(key.dst).chain(own.iter().copied()).collect();
         let mut stack = TcpStack::with_addresses(&addrs, seed, now_ns);
@@ -410,7 +458,7 @@ impl L7 {
         socket.set_nagle_enabled(false);
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
         if socket.listen((key.dst, key.dst_port)).is_err() {
-            return false;
+            return Err(Refused::Full);
         }
         let conn = Proxied {
             stack,
@@ -429,10 +477,16 @@ impl L7 {
             refused: false,
             head_due_ns: http.then_some(now_ns + HEAD_DEADLINE_NS),
             seq_shift: None,
+            buffer_bytes: 0,
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
-        true
+        Ok(())
+    }
+
+    /// Buffer bytes the node's proxied connections hold now ([`PROXIED_BYTES_MAX`]).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
     }
 
     /// New connections refused because their client address held [`PER_SOURCE_MAX`].
@@ -599,6 +653,10 @@ impl L7 {
                 step.to_backend.push(packet);
             }
         }
+        c.release_idle();
+        let held = c.held_buffer_bytes();
+        self.buffer_bytes = self.buffer_bytes - c.buffer_bytes + held;
+        c.buffer_bytes = held;
         let gone = |st: Option<tcp::State>| st.is_none_or(|s| matches!(s, tcp::State::Closed | tcp::State::TimeWait));
         let client_done = gone(Some(c.stack.socket(c.client).state()));
         let backend_done = gone(c.backend.map(|b| c.stack.socket(b).state()));
@@ -625,6 +683,8 @@ impl L7 {
     /// Forgets a finished connection; returns it so the caller can free what it held.
     pub fn remove(&mut self, key: &FlowKey) -> Option<Proxied> {
         let c = self.conns.remove(key)?;
+        debug_assert!(self.buffer_bytes >= c.buffer_bytes, "the sum holds every connection's bytes");
+        self.buffer_bytes -= c.buffer_bytes;
         if let Some(at) = c.poll_at {
             self.timers.remove(&(at, *key));
         }
@@ -681,7 +741,7 @@ mod tests {
         let key = key(src, port);
         let mut stack = TcpStack::new(key.src, u64::from(port), now);
         let socket = stack.connect(SocketAddr::new(key.dst, 80), (key.src, port)).unwrap();
-        assert!(l7.accept(key, 0, &[], Mode { http: true, tls: None }, 1, now));
+        assert!(l7.accept(key, 0, &[], Mode { http: true, tls: None }, 1, now).is_ok());
         let mut c = Client { stack, socket, key };
         shuttle(l7, &mut c, now);
         c
@@ -703,6 +763,34 @@ mod tests {
                 c.stack.receive(p);
             }
         }
+    }
+
+    #[test]
+    fn held_open_connections_give_their_socket_buffers_back_and_the_node_counts_what_they_hold() {
+        let mut l7 = L7::default();
+        let mut clients: Vec<Client> = (0..200).map(|i| connect(&mut l7, "198.51.100.7", 4000 + i, 0)).collect();
+        // Slowloris: half a head each, then nothing.
+        for c in &mut clients {
+            c.stack.socket(c.socket).send_slice(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: b\r\n").unwrap();
+            shuttle(&mut l7, c, 1_000_000);
+        }
+        // What each holds is its half head, not the 4 x 64 KiB its sockets may take.
+        let per_connection = l7.buffer_bytes() / clients.len();
+        assert!(per_connection <= 256, "{per_connection} buffer bytes per held connection");
+        // A connection with a whole request in flight holds its buffers, counted.
+        let busy = &mut clients[0];
+        let body = vec![b'x'; 30_000];
+        let head = format!("\r\nContent-Length: {}\r\n\r\n", body.len());
+        busy.stack.socket(busy.socket).send_slice(head.as_bytes()).unwrap();
+        busy.stack.socket(busy.socket).send_slice(&body[..16_000]).unwrap();
+        shuttle(&mut l7, busy, 2_000_000);
+        assert!(l7.buffer_bytes() > 16_000, "{} bytes held with a body on its way", l7.buffer_bytes());
+        // Gone, they take their count with them.
+        let keys: Vec<FlowKey> = clients.iter().map(|c| c.key).collect();
+        for key in keys {
+            l7.remove(&key);
+        }
+        assert_eq!(l7.buffer_bytes(), 0);
     }
 
     #[test]
@@ -739,13 +827,17 @@ mod tests {
         let mut l7 = L7::default();
         let mode = || Mode { http: true, tls: None };
         for port in 0..PER_SOURCE_MAX as u16 {
-            assert!(l7.accept(key("203.0.113.5", 1000 + port), 0, &[], mode(), 1, 0));
+            assert!(l7.accept(key("203.0.113.5", 1000 + port), 0, &[], mode(), 1, 0).is_ok());
         }
-        assert!(!l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0), "one more from the same address");
+        assert_eq!(
+            l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0),
+            Err(Refused::SourceCap),
+            "one more from the same address"
+        );
         assert_eq!(l7.refused_per_source(), 1);
-        assert!(l7.accept(key("198.51.100.7", 9999), 0, &[], mode(), 1, 0), "another address is not held back");
+        assert!(l7.accept(key("198.51.100.7", 9999), 0, &[], mode(), 1, 0).is_ok(), "another address is not held back");
         l7.remove(&key("203.0.113.5", 1000));
-        assert!(l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0), "room again once one ends");
+        assert!(l7.accept(key("203.0.113.5", 9999), 0, &[], mode(), 1, 0).is_ok(), "room again once one ends");
     }
 
     #[test]
@@ -755,17 +847,26 @@ mod tests {
         // 48 addresses of one /64, as the attack pass used: the cap is the /64's.
         for i in 0..PER_SOURCE_MAX {
             let src = format!("2001:db8:0:7::{:x}", i % 48 + 1);
-            assert!(l7.accept(key(&src, 1000 + i as u16), 0, &[], mode(), 1, 0), "{src}");
+            assert!(l7.accept(key(&src, 1000 + i as u16), 0, &[], mode(), 1, 0).is_ok(), "{src}");
         }
-        assert!(!l7.accept(key("2001:db8:0:7::ffff", 9999), 0, &[], mode(), 1, 0), "another address of the /64");
-        assert!(l7.accept(key("2001:db8:0:8::1", 9999), 0, &[], mode(), 1, 0), "the next /64 is another client");
+        assert_eq!(
+            l7.accept(key("2001:db8:0:7::ffff", 9999), 0, &[], mode(), 1, 0),
+            Err(Refused::SourceCap),
+            "another address of the /64"
+        );
+        assert!(
+            l7.accept(key("2001:db8:0:8::1", 9999), 0, &[], mode(), 1, 0).is_ok(),
+            "the next /64 is another client"
+        );
         // IPv4 by /24 when the node is told so.
         let mut by_24 = L7::new(24);
         for i in 0..PER_SOURCE_MAX {
-            assert!(by_24.accept(key(&format!("203.0.113.{}", i % 200), 1000 + i as u16), 0, &[], mode(), 1, 0));
+            assert!(
+                by_24.accept(key(&format!("203.0.113.{}", i % 200), 1000 + i as u16), 0, &[], mode(), 1, 0).is_ok()
+            );
         }
-        assert!(!by_24.accept(key("203.0.113.250", 9999), 0, &[], mode(), 1, 0));
-        assert!(by_24.accept(key("203.0.114.1", 9999), 0, &[], mode(), 1, 0));
+        assert_eq!(by_24.accept(key("203.0.113.250", 9999), 0, &[], mode(), 1, 0), Err(Refused::SourceCap));
+        assert!(by_24.accept(key("203.0.114.1", 9999), 0, &[], mode(), 1, 0).is_ok());
     }
 
     #[test]

@@ -906,7 +906,7 @@ mod tests {
     fn one_source_holds_at_most_its_share_of_connections_and_others_still_connect() {
         let (mut server, _, config) = pair();
         let mut now = 0;
-        let mut connect = |server: &mut QuicHost, at: SocketAddr, seed: u64, now: &mut u64| {
+        let connect = |server: &mut QuicHost, at: SocketAddr, seed: u64, now: &mut u64| {
             let mut client = QuicHost::client(seed);
             let ch = client.connect(*now, config.clone(), SERVER.parse().unwrap(), "198.18.0.20").unwrap();
             exchange(server, &mut client, at, now);

@@ -522,7 +522,12 @@ fn serve_local(state_dir: &Path, id: u8, api: Api) -> Result<(), String> {
     let unix = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let local = tonic::transport::Server::builder().add_service(ControlServer::new(api));
     tokio::spawn(async move {
-        if let Err(e) = local.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(unix)).await {
+        // Only root and this node's user write the table here (the socket's mode says so
+        // too; the peer's credentials hold whatever it is).
+        use tokio_stream::StreamExt;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(unix)
+            .filter(|s| s.as_ref().map_or(true, crate::layout::local_peer_allowed));
+        if let Err(e) = local.serve_with_incoming(incoming).await {
             tracing::error!("control API server: {e}");
         }
     });

@@ -187,6 +187,9 @@ async fn serve_control(
     let name: Arc<str> = name.into();
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
+        if !crate::layout::local_peer_allowed(&stream) {
+            continue;
+        }
         // Over the cap: closed at once.
         let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
         let (name, applied, drops) = (name.clone(), applied.clone(), drops.clone());
@@ -314,5 +317,66 @@ mod tests {
             drop(idle);
             let _ = std::fs::remove_dir_all(&dir);
         });
+    }
+
+    /// What `python3`, run as uid 65534 (nobody), reads from the socket at `path` after
+    /// asking `status`: the empty string when the node closed without an answer.
+    fn status_as_nobody(path: &std::path::Path) -> String {
+        use std::os::unix::process::CommandExt;
+        // A closed connection may also show as a broken pipe or a reset: no answer either way.
+        let script = r"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(3)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b'status\n')
+    print(s.recv(4096).decode(), end='')
+except (BrokenPipeError, ConnectionResetError):
+    pass
+";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(path)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("python3 (CI installs it)");
+        assert!(out.status.success(), "nobody connected: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    #[test]
+    fn a_status_socket_anyone_may_open_still_answers_only_root_and_its_own_user() {
+        // SAFETY: geteuid has no failure mode.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to run a client as another user (CI runs it as root)");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = std::env::temp_dir().join(format!("anyedge-status-peer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.sock");
+        // The worst a deployment could leave: everyone may reach and open the socket.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let listener = rt.block_on(async { tokio::net::UnixListener::bind(&path) }).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        rt.spawn(serve_control(listener, "pop/paris".into(), None, Drops::default()));
+        // The client blocks on its own thread while the node's task runs on this one.
+        let asked = path.clone();
+        let nobody =
+            rt.block_on(async { tokio::task::spawn_blocking(move || status_as_nobody(&asked)).await }).unwrap();
+        assert_eq!(nobody, "", "nobody gets no answer");
+        let root = rt.block_on(async {
+            let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+            s.write_all(b"status\n").await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        });
+        assert!(root.contains("\"node\":\"pop/paris\""), "root is answered: {root}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
