@@ -502,6 +502,15 @@ fn peak_rss_mib(lab: &Lab, node: &str) -> f64 {
     kib.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap() / 1024.0
 }
 
+/// What a node holds resident now, in MiB (`VmRSS`).
+fn rss_mib(lab: &Lab, node: &str) -> f64 {
+    let state: Value = serde_json::from_slice(&std::fs::read(lab_state_dir(lab).join("state.json")).unwrap()).unwrap();
+    let pid = state["pids"][node].as_u64().unwrap_or_else(|| panic!("no PID for {node}: {state}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+    kib.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap() / 1024.0
+}
+
 /// small.yaml as the second attack pass found it open: a 2,000-entry connection table,
 /// an HTTP listener beside the TCP one, and kyiv with an address block of its own (so it
 /// can spoof sources its transit lets through, whose answers die unanswered in its
@@ -519,9 +528,13 @@ fn for_state_floods(text: String) -> String {
 }
 
 /// Per CLB node, what the attacks below may make it hold beyond what it held before:
-/// `l7::PER_SOURCE_MAX` (256) layer-7 connections from the attacking address, each with
-/// its two 64 KiB socket buffers (32 MiB), plus 16 MiB for the tables and the allocator.
+/// `l7::PER_SOURCE_MAX` (256) layer-7 connections from the attacking address (each about
+/// 25 KiB now that idle ones give their buffers back; 128 KiB before), plus the tables
+/// and the allocator.
 const STATE_FLOOD_MIB: f64 = 48.0;
+
+/// What a CLB node may keep resident after 256 slowloris connections closed.
+const SLOW_CLOSED_MIB: f64 = 8.0;
 
 #[test]
 fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_clb_nodes_memory_bounded() {
@@ -597,6 +610,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     // 2. Slowloris: 700 connections from kyiv's own address to the HTTP listener, each
     // with a head it never finishes, held open while london asks over HTTP.
     let before = drops(&lab);
+    let resident_before = clbs.map(|n| rss_mib(&lab, n));
     let held = in_ns(&kyiv, move || {
         let workers: Vec<_> = (0..7)
             .map(|_| {
@@ -631,7 +645,38 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
         eprintln!("{n}: peak resident {before:.1} MiB before the floods, {peak:.1} MiB after both");
         assert!(peak - before <= STATE_FLOOD_MIB, "{n}'s peak went from {before:.1} to {peak:.1} MiB");
     }
+    let resident_held = clbs.map(|n| rss_mib(&lab, n));
+    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
+    let metric = |name: &str, node: &str| -> u64 {
+        let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
+    };
+    for (i, n) in clbs.iter().enumerate() {
+        let (conns, bytes) = (metric("l7_connections", n), metric("l7_buffer_bytes", n));
+        let grew_kib = (resident_held[i] - resident_before[i]) * 1024.0;
+        eprintln!(
+            "{n}: {conns} slow connections held, {bytes} buffer bytes; resident {:.1} -> {:.1} MiB ({:.1} KiB a connection)",
+            resident_before[i],
+            resident_held[i],
+            grew_kib / conns.max(1) as f64
+        );
+        // Before, each held two 64 KiB socket buffers as soon as its first byte came.
+        assert!(bytes <= conns * 4096, "{n}: idle held connections hold their buffers: {bytes} bytes for {conns}");
+    }
+    // Closed, they leave little behind (the node trims its heap once 256 have gone).
+    // Before, each held connection took about 123 KiB (two 64 KiB socket buffers) and
+    // none of it came back: 256 a node kept about 31 MiB.
     drop(held);
+    std::thread::sleep(Duration::from_millis(1_500));
+    for (i, n) in clbs.iter().enumerate() {
+        let after = rss_mib(&lab, n);
+        let (before, held) = (resident_before[i], resident_held[i]);
+        eprintln!("{n}: resident {held:.1} MiB holding them, {after:.1} MiB after they closed");
+        assert!(
+            after - before <= SLOW_CLOSED_MIB,
+            "{n} kept what the slow connections took: {before:.1} -> {held:.1} -> {after:.1} MiB"
+        );
+    }
 }
 
 /// The CPU time a node has used so far, in seconds (user + system, from `/proc/PID/stat`).

@@ -1062,3 +1062,19 @@ fn an_ipv6_backend_behind_a_vip_without_ipv6_is_refused_as_unreachable() {
     let with_v6 = text.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: fd00:a::20");
     topology::parse_str("t.yaml", &with_v6).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn a_regions_ipv4_source_prefix_reaches_its_clb_nodes_and_is_checked() {
+    let line = SMALL.lines().position(|l| l.contains("clb_nodes: 2")).unwrap() + 1;
+    let t = topology::parse_str("t.yaml", SMALL).unwrap();
+    assert_eq!(t.regions[0].source_prefix_v4, 32, "each IPv4 address is a source by default");
+    let by_24 = with("    clb_nodes: 2\n", "    clb_nodes: 2\n    source_prefix_v4: 24\n");
+    let t = topology::parse_str("t.yaml", &by_24).unwrap();
+    let addresses = topology::nodes::ClbAddresses::of(0, 1);
+    let identity = topology::nodes::Identity::default();
+    assert_eq!(topology::nodes::clb_config(&t, 0, 1, addresses, &identity).source_prefix_v4, 24);
+    for bad in ["7", "33", "x"] {
+        let text = with("    clb_nodes: 2\n", &format!("    clb_nodes: 2\n    source_prefix_v4: {bad}\n"));
+        expect(&text, line + 1, "source_prefix_v4", "");
+    }
+}

@@ -117,6 +117,35 @@ impl Link {
 
     /// Hands a packet of `size_bytes` belonging to `flow` to the link at `now_ns`.
     pub fn transmit(&mut self, now_ns: u64, size_bytes: usize, flow: u64) -> LinkOutcome {
+        let loss = self.impairment().loss;
+        self.transmit_with_loss(now_ns, size_bytes, flow, loss)
+    }
+
+    /// [`Link::transmit`] for an IP datagram of `size_bytes` (its header of
+    /// `header_bytes` included: 20 for IPv4, 48 for IPv6 with its Fragment header) over a
+    /// path of `mtu_bytes`: past the MTU it travels as fragments (RFC 791, RFC 8200
+    /// §4.5), each with its own header on the wire and each meeting the loss on its own,
+    /// and it arrives only when every one does. So n fragments are lost with probability
+    /// 1 − (1 − p)^n, decided by one draw (and one jitter draw for the delay), and a
+    /// datagram within the MTU draws exactly what `transmit` does.
+    pub fn transmit_datagram(
+        &mut self,
+        now_ns: u64,
+        (size_bytes, header_bytes): (usize, usize),
+        mtu_bytes: usize,
+        flow: u64,
+    ) -> LinkOutcome {
+        let n = fragments(size_bytes, header_bytes, mtu_bytes);
+        let loss = self.impairment().loss;
+        if n == 1 {
+            return self.transmit_with_loss(now_ns, size_bytes, flow, loss);
+        }
+        let wire_bytes = size_bytes + (n - 1) * header_bytes;
+        let all_arrive = (1.0 - loss).powi(i32::try_from(n).unwrap_or(i32::MAX));
+        self.transmit_with_loss(now_ns, wire_bytes, flow, 1.0 - all_arrive)
+    }
+
+    fn transmit_with_loss(&mut self, now_ns: u64, size_bytes: usize, flow: u64, loss: f64) -> LinkOutcome {
         let imp = self.impairment();
         let mut depart_ns = now_ns;
         if let Some(bps) = self.model.bandwidth_bps.filter(|&b| b > 0) {
@@ -129,7 +158,7 @@ impl Link {
             self.busy_until_ns = start_ns + serialise_ns;
             depart_ns = self.busy_until_ns;
         }
-        if self.rng.chance(imp.loss) {
+        if self.rng.chance(loss) {
             return LinkOutcome::Lost;
         }
         let jitter_ns = self.rng.exponential(imp.jitter_mean_ns as f64) as u64;
@@ -152,6 +181,17 @@ impl Link {
         }
         LinkOutcome::Deliver(at_ns)
     }
+}
+
+/// The fragments a datagram of `size_bytes` (a header of `header_bytes` included) takes
+/// over a path of `mtu_bytes`: each carries the header and a multiple of 8 bytes of the
+/// rest (the last one what is left).
+pub fn fragments(size_bytes: usize, header_bytes: usize, mtu_bytes: usize) -> usize {
+    if size_bytes <= mtu_bytes {
+        return 1;
+    }
+    let per_fragment = (mtu_bytes.saturating_sub(header_bytes) & !7).max(8);
+    size_bytes.saturating_sub(header_bytes).div_ceil(per_fragment)
 }
 
 #[cfg(test)]
@@ -237,6 +277,30 @@ mod tests {
         let mut link = Link::new(model(0.05, None, 0), ComponentRng::new(3, "l"));
         let lost = (0..100_000).filter(|_| link.transmit(0, 100, 0) == LinkOutcome::Lost).count();
         assert!((4_500..5_500).contains(&lost), "{lost}");
+    }
+
+    #[test]
+    fn a_datagram_past_the_mtu_is_lost_when_any_of_its_fragments_is() {
+        // 3,000 bytes of IPv4 over 1,500: 3 fragments (1,480 + 1,480 + 20 bytes of data).
+        assert_eq!(fragments(3_000, 20, 1_500), 3);
+        assert_eq!(fragments(1_500, 20, 1_500), 1);
+        assert_eq!(fragments(9_000, 48, 1_500), 7, "IPv6: 1,448 bytes a fragment");
+        let mut link = Link::new(model(0.05, None, 0), ComponentRng::new(3, "l"));
+        let lost =
+            (0..100_000).filter(|_| link.transmit_datagram(0, (3_000, 20), 1_500, 0) == LinkOutcome::Lost).count();
+        // 1 - 0.95^3 = 14.3 %.
+        assert!((13_800..14_800).contains(&lost), "{lost}");
+        // Within the MTU, the same draws as a packet.
+        let (mut a, mut b) = (
+            Link::new(model(0.05, None, 0), ComponentRng::new(4, "l")),
+            Link::new(model(0.05, None, 0), ComponentRng::new(4, "l")),
+        );
+        for i in 0..1_000 {
+            assert_eq!(a.transmit(i, 1_400, 0), b.transmit_datagram(i, (1_400, 20), 1_500, 0));
+        }
+        // Serialised with a header per fragment: 3,040 bytes at 8 Mbit/s.
+        let mut slow = Link::new(model(0.0, Some(8_000_000), 100_000), ComponentRng::new(1, "l"));
+        assert_eq!(slow.transmit_datagram(0, (3_000, 20), 1_500, 0), LinkOutcome::Deliver(1_000_000 + 3_040_000));
     }
 
     #[test]

@@ -247,6 +247,7 @@ pub fn clb() -> Clb {
             listeners,
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 64,
+            source_prefix_v4: 32,
             pop_fallback: vec![vec![]],
             region: 0,
             auth: auth(CLB),

@@ -262,7 +262,7 @@ impl Clb {
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
             prober: HealthProber::new(config.address, config.address_v6, u64::from(config.node_index) + 1),
-            l7: Default::default(),
+            l7: crate::l7::L7::new(config.source_prefix_v4),
             l7_ingress: Default::default(),
             // Addresses this node's own TCP answers on: its own and its SNAT addresses.
             own_addresses: {
@@ -273,7 +273,7 @@ impl Clb {
         };
         clb.rebuild_tables();
         let own = clb.own_addresses.clone();
-        let node = clb.node_index as u8;
+        let node = (clb.node_index as u8, clb.l7.source_prefix_v4());
         for l in clb.listeners.iter_mut() {
             l.quic = quic_endpoint(&l.config, &own, node, (&clb.secret, clb.cid_cipher.as_ref()));
         }
@@ -994,6 +994,11 @@ impl Clb {
         self.l7.len()
     }
 
+    /// Buffer bytes the node's proxied connections hold (`l7::PROXIED_BYTES_MAX`).
+    pub fn proxied_buffer_bytes(&self) -> usize {
+        self.l7.buffer_bytes()
+    }
+
     /// Whether a flow to this binding goes through SNAT: on-premises backends, and
     /// backends of the other IP family (NAT64).
     fn needs_snat(&self, key: &FlowKey, li: usize, binding: usize) -> bool {
@@ -1167,7 +1172,8 @@ impl Clb {
             self.health.add_port(h, self.now_ns);
         }
         let ids = (&self.secret, self.cid_cipher.as_ref());
-        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, self.node_index as u8, ids);
+        let node = (self.node_index as u8, self.l7.source_prefix_v4());
+        listener.quic = quic_endpoint(&listener.config, &self.own_addresses, node, ids);
         self.listeners.push(listener);
         self.rebuild_tables();
     }
@@ -1366,19 +1372,20 @@ impl Clb {
 }
 
 /// A QUIC listener's endpoint (connection IDs name this node, encrypted under the
-/// region's key, the rest drawn under the node's secret for this listener), for QUIC
-/// listeners.
+/// region's key, the rest drawn under the node's secret for this listener; IPv4 sources
+/// counted by `source_prefix_v4` bits), for QUIC listeners.
 fn quic_endpoint(
     config: &ListenerConfig,
     own: &[IpAddr],
-    node: u8,
+    (node, source_prefix_v4): (u8, u8),
     (secret, cipher): (&anyedge_ccn::Prf, Option<&anyedge_ccn::CidCipher>),
 ) -> Option<QuicListener> {
     let vip = SocketAddr::new(config.vip, config.port);
     let seed = u64::from(node) << 48 ^ u64::from(config.port);
     let cid_secret = secret.eval(format!("quic cid {vip}").as_bytes());
     let ids = (node, cid_secret, cipher.cloned());
-    config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), ids, seed))
+    let listener = config.quic.as_ref().map(|q| QuicListener::new(q, vip, own.to_vec(), ids, seed))?;
+    Some(listener.with_source_prefix_v4(source_prefix_v4))
 }
 
 /// The hash `hash` listeners schedule by: the client's address alone.
@@ -1705,6 +1712,7 @@ mod tests {
             }],
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 1000,
+            source_prefix_v4: crate::cidr::SOURCE_PREFIX_V4,
             pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
             auth: auth(0),
             backend_hosts: backend_hosts(),

@@ -133,6 +133,10 @@ pub struct ClbConfig {
     pub listeners: Vec<ListenerConfig>,
     pub health: HealthConfig,
     pub conn_table_capacity: usize,
+    /// Leading bits of an IPv4 client address that name one source for the per-source
+    /// limits (layer-7 connections, QUIC handshakes and connections); IPv6 sources are
+    /// /64s ([`crate::cidr::SOURCE_PREFIX_V6`]).
+    pub source_prefix_v4: u8,
     /// Per POP id: other POPs nearest first. A reply whose POP is down leaves through
     /// the first live one (any POP can hand a reply to the client over the internet).
     pub pop_fallback: Vec<Vec<u16>>,

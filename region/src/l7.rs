@@ -31,12 +31,19 @@ pub use crate::cidr::{SOURCE_PREFIX_V4, SOURCE_PREFIX_V6};
 /// Time a connection has to finish its first request head (from its SYN); a client
 /// that has not is answered 408 and the connection closes.
 pub const HEAD_DEADLINE_NS: u64 = 10_000_000_000;
-/// Buffer memory the proxied connections of one node hold at most before new ones are
-/// refused: socket buffers and relay buffers in use. An idle held connection gives its
-/// buffers back (to a bounded pool of spares), so what a slowloris army holds is its
-/// connections' fixed state; a busy one holds what it has in flight, at most its sockets'
-/// 64 KiB each way and [`BUFFER_MAX`] each way.
-pub const PROXIED_BYTES_MAX: usize = 1 << 30;
+/// Memory the proxied connections of one node may hold before new ones are refused:
+/// [`PROXIED_CONN_BYTES`] each, and the socket and relay buffers they have in use. An
+/// idle held connection gives its buffers back (to a bounded pool of spares), so what a
+/// slowloris army holds is its connections' fixed state; a busy one holds what it has in
+/// flight, at most its sockets' 64 KiB each way and [`BUFFER_MAX`] each way.
+pub const PROXIED_BYTES_MAX: usize = 2 << 30;
+/// What one held connection costs besides its buffers (its TCP stack, sockets and
+/// tables), on the safe side of what the lab measured: a CLB node's resident memory grew
+/// 7.3–7.6 KiB per slowloris connection with 5,000 a node (10,000 from 40 addresses of
+/// one client), 13–25 KiB with 260 (`tests/lab_attacks.rs`; the pool of spare buffers
+/// fills first). Before idle connections gave their buffers back it was about 123 KiB.
+pub const PROXIED_CONN_BYTES: usize = 24 * 1024;
+const _: () = assert!(PROXIED_BYTES_MAX / PROXIED_CONN_BYTES >= PROXIED_MAX / 2);
 /// Bytes the proxy holds for one way of one connection beyond the sockets' own buffers;
 /// past it, it stops reading that side and TCP's window pushes back on the sender.
 pub const BUFFER_MAX: usize = 64 * 1024;
@@ -347,7 +354,7 @@ impl Proxied {
 /// Why the proxy did not take a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// The node holds [`PROXIED_MAX`] connections or [`PROXIED_BYTES_MAX`] of buffers, or
+    /// The node holds [`PROXIED_MAX`] connections or [`PROXIED_BYTES_MAX`] of memory, or
     /// could not set the connection up.
     Full,
     /// Its source holds [`PER_SOURCE_MAX`].
@@ -438,7 +445,8 @@ impl L7 {
         now_ns: u64,
     ) -> Result<(), Refused> {
         let Mode { http, tls } = mode;
-        if self.conns.len() >= PROXIED_MAX || self.buffer_bytes >= PROXIED_BYTES_MAX {
+        let held = self.conns.len() * PROXIED_CONN_BYTES + self.buffer_bytes;
+        if self.conns.len() >= PROXIED_MAX || held + PROXIED_CONN_BYTES > PROXIED_BYTES_MAX {
             return Err(Refused::Full);
         }
         let source = source_prefix(key.src, self.source_prefix_v4);
@@ -482,6 +490,11 @@ impl L7 {
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
         Ok(())
+    }
+
+    /// Leading bits of an IPv4 address that name one source.
+    pub fn source_prefix_v4(&self) -> u8 {
+        self.source_prefix_v4
     }
 
     /// Buffer bytes the node's proxied connections hold now ([`PROXIED_BYTES_MAX`]).

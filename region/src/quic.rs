@@ -75,6 +75,8 @@ pub struct QuicHost {
     /// refused because their source or the endpoint was full.
     by_source: BTreeMap<IpAddr, usize>,
     refused: u64,
+    /// Leading bits of an IPv4 address that name one source.
+    source_prefix_v4: u8,
     /// Accepted connections' anti-amplification budgets (servers only).
     budgets: BTreeMap<ConnectionHandle, Budget>,
     held: u64,
@@ -323,6 +325,7 @@ impl QuicHost {
             stateless_resets: 0,
             by_source: BTreeMap::new(),
             refused: 0,
+            source_prefix_v4: crate::cidr::SOURCE_PREFIX_V4,
             budgets: BTreeMap::new(),
             held: 0,
         }
@@ -354,6 +357,11 @@ impl QuicHost {
     /// Connections opened or accepted so far.
     pub fn handshakes(&self) -> u64 {
         self.handshakes
+    }
+
+    /// Counts IPv4 sources by their first `bits` bits from now on.
+    pub fn set_source_prefix_v4(&mut self, bits: u8) {
+        self.source_prefix_v4 = bits;
     }
 
     /// Initials refused because their source held [`CONNECTIONS_PER_SOURCE_MAX`] or the
@@ -413,7 +421,7 @@ impl QuicHost {
                 // Past the rate, a client proves its address (a Retry's token) before the
                 // handshake costs anything: spoofed Initials then draw one small Retry
                 // each, to the spoofed address, and no TLS work.
-                let source = crate::cidr::source_prefix(remote.ip(), crate::cidr::SOURCE_PREFIX_V4);
+                let source = crate::cidr::source_prefix(remote.ip(), self.source_prefix_v4);
                 let held = self.by_source.get(&source).copied().unwrap_or(0);
                 if held >= CONNECTIONS_PER_SOURCE_MAX || self.budgets.len() >= CONNECTIONS_MAX {
                     self.refused += 1;
@@ -692,6 +700,23 @@ mod tests {
         initial_from(&mut server, 100, "[2001:db8:0:8::1]:4000".parse().unwrap());
         initial_from(&mut server, 101, "198.51.100.7:4000".parse().unwrap());
         assert_eq!(server.handshakes(), UNVALIDATED_PER_SOURCE_MAX as u64 + 2);
+    }
+
+    #[test]
+    fn with_a_24_bit_ipv4_source_prefix_a_whole_24_shares_one_sources_handshakes() {
+        let (mut server, _, config) = pair();
+        server.set_source_prefix_v4(24);
+        let to: SocketAddr = SERVER.parse().unwrap();
+        for i in 0..20u8 {
+            let mut host = QuicHost::client(7_000 + u64::from(i));
+            host.connect(1_000_000, config.clone(), to, "198.18.0.20").unwrap();
+            let mut up = Vec::new();
+            host.drive(1_000_000, &mut up);
+            let from = SocketAddr::new(IpAddr::from([198, 51, 100, 10 + i]), 4000);
+            server.receive(1_000_000, from, Some(to.ip()), &up[0].2, &mut Vec::new());
+        }
+        assert_eq!(server.handshakes(), UNVALIDATED_PER_SOURCE_MAX as u64, "20 addresses, one source");
+        assert_eq!(server.retries(), 20 - UNVALIDATED_PER_SOURCE_MAX as u64);
     }
 
     #[test]

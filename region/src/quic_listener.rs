@@ -124,6 +124,12 @@ impl QuicListener {
         }
     }
 
+    /// The listener counting IPv4 sources by their first `bits` bits (per-source limits).
+    pub fn with_source_prefix_v4(mut self, bits: u8) -> QuicListener {
+        self.host.set_source_prefix_v4(bits);
+        self
+    }
+
     /// New connections handshake with `termination` from now on (a rotated
     /// certificate); open connections keep their keys.
     pub fn set_termination(&mut self, termination: &QuicTermination) {

@@ -28,7 +28,10 @@ pub fn vip_pki(vips: &[IpAddr]) -> Result<(VipIdentity, Arc<rustls::ClientConfig
     validity(&mut ca_params);
     let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| err(&e))?;
     let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |sans: Vec<SanType>, unit: Option<&str>, serial: u64| -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
+    let leaf = |sans: Vec<SanType>,
+                unit: Option<&str>,
+                serial: u64|
+     -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| err(&e))?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
         params.subject_alt_names = sans;

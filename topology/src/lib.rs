@@ -159,6 +159,9 @@ pub struct Region {
     pub clb_nodes: u16,
     /// Connection-table capacity of each CLB node.
     pub conn_table: usize,
+    /// Leading bits of an IPv4 client address that count as one source for per-source
+    /// limits.
+    pub source_prefix_v4: u8,
     /// Addresses the region's CLB nodes own for SNAT (IDC backends, NAT64).
     pub snat: Vec<IpAddr>,
     pub health: HealthConfig,
@@ -396,6 +399,11 @@ pub const CONTROL_NODES_MAX: u8 = 5;
 /// Smallest UDP request a traffic class may send: the simulator's echo stamps 16 bytes of
 /// sequence and send time and the reply names backend and client in 36 more.
 pub const UDP_PAYLOAD_MIN: usize = 52;
+/// The largest UDP payload a topology's traffic sends: past the clients' 1,500-byte MTU a
+/// datagram travels as fragments (the POP reassembles them; the simulator loses it with
+/// any of them). 30,000 bytes is the largest the lab was measured with (96 of 100
+/// answered through the VIP; `tests/lab.rs` checks 3,000 and 9,000).
+pub const UDP_PAYLOAD_MAX: usize = 30_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {

@@ -360,6 +360,7 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
         listeners,
         health: region.health.clone(),
         conn_table_capacity: region.conn_table,
+        source_prefix_v4: region.source_prefix_v4,
         pop_fallback: (0..t.pops.len())
             .map(|p| {
                 let mut others: Vec<usize> =

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use anyedge_ccn::geo::Location;
 use anyedge_region::HealthConfig;
+use anyedge_region::cidr::SOURCE_PREFIX_V4;
 use anyedge_region::config::HealthProtocol;
 use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
 use marked_yaml::loader::LoadError;
@@ -605,6 +606,10 @@ impl Parser {
                 Some(n) => self.int(n, &o.field("conn_table"), 1, 100_000_000).map(|v| v as usize),
                 None => Some(CONN_TABLE_DEFAULT),
             };
+            let source_prefix_v4 = match o.get("source_prefix_v4") {
+                Some(n) => self.int(n, &o.field("source_prefix_v4"), 8, 32).map(|v| v as u8),
+                None => Some(SOURCE_PREFIX_V4),
+            };
             let health = self.health(o, &HealthConfig::tcp(2 * S, S, 3, 3));
             let region_index =
                 region_names.iter().position(|n| o.map.get_scalar("name").is_some_and(|x| x.as_str() == n));
@@ -616,7 +621,18 @@ impl Parser {
                 let (location, clb_nodes) = (location.unwrap_or([0.0, 0.0]), clb_nodes.unwrap_or(1));
                 let health = health.unwrap_or(HealthConfig::tcp(S, S, 1, 1));
                 let conn_table = conn_table.unwrap_or(CONN_TABLE_DEFAULT);
-                regions.push(Region { name, location, clb_nodes, conn_table, snat, health, backend_groups: groups });
+                let source_prefix_v4 = source_prefix_v4.unwrap_or(SOURCE_PREFIX_V4);
+                let backend_groups = groups;
+                regions.push(Region {
+                    name,
+                    location,
+                    clb_nodes,
+                    conn_table,
+                    source_prefix_v4,
+                    snat,
+                    health,
+                    backend_groups,
+                });
             }
         }
         self.unique(&seen);
@@ -1398,7 +1414,9 @@ impl Parser {
             "udp" => {
                 let interval_ns = self.duration_within(o, "interval", 50 * MS, MS, 60 * S);
                 let size = match o.get("size") {
-                    Some(n) => self.int(n, &o.field("size"), UDP_PAYLOAD_MIN as i64, 1400).map(|v| v as u32),
+                    Some(n) => {
+                        self.int(n, &o.field("size"), UDP_PAYLOAD_MIN as i64, UDP_PAYLOAD_MAX as i64).map(|v| v as u32)
+                    }
                     None => Some(120),
                 };
                 TrafficKind::Udp { interval_ns: interval_ns?, size: size? }

@@ -12,10 +12,11 @@
 use std::sync::LazyLock;
 
 use anyedge_ccn::delay::{Area, HUBS};
+use anyedge_region::cidr::SOURCE_PREFIX_V4;
 use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
 use serde_json::{Map, Value, json};
 
-use crate::UDP_PAYLOAD_MIN;
+use crate::{UDP_PAYLOAD_MAX, UDP_PAYLOAD_MIN};
 
 /// What a field's value is.
 #[derive(Debug, Clone)]
@@ -235,6 +236,7 @@ fn build() -> Vec<Object> {
                 req("location", Ty::Location, location_doc("the region")),
                 opt("clb_nodes", Ty::Int { min: 1, max: 64 }, "CLB nodes in the region (1–64). POPs spread flows over them by rendezvous hashing. Default 1.").default(json!(1)),
                 opt("conn_table", Ty::Int { min: 1, max: 100_000_000 }, format!("Connections each CLB node tracks (1–100,000,000); the least recently used is evicted when full. Default {CONN_TABLE_DEFAULT}.")).default(json!(CONN_TABLE_DEFAULT)),
+                opt("source_prefix_v4", Ty::Int { min: 8, max: 32 }, format!("Leading bits of an IPv4 client address that count as one source for the CLB nodes' per-source limits (256 layer-7 connections, 256 QUIC connections, 8 unvalidated QUIC handshakes): 32 counts each address, 24 a whole /24 (clients that share a network). IPv6 sources are /64s. Default {SOURCE_PREFIX_V4}.")).default(json!(SOURCE_PREFIX_V4)),
                 opt("snat", Ty::List(Box::new(Ty::Ip), 0), "Source addresses the CLB nodes use toward IDC backends; one per address family those backends use (required when IDC backends are bound)."),
                 opt("health", Ty::Obj("health"), "Health checks of the region's backends. Default: TCP connect every 2s, timeout 1s, 3 to turn healthy or unhealthy."),
                 opt("backends", Ty::MapOf(Box::new(Ty::AnyOf(vec![Ty::List(Box::new(Ty::Obj("backend")), 1), Ty::Obj("backend_group")]))), "Backend groups by name: a list of backends, or { health, members } to check this group its own way. Listeners name a group."),
@@ -380,7 +382,7 @@ fn build() -> Vec<Object> {
                     opt("rate", Ty::Float { min: 0.1, max: 100_000.0 }, "SYN floods: SYNs per second per client (0.1–100,000)."),
                     req("port", Ty::Int { min: 1, max: 65_535 }, "The VIP's port (a listener on it must serve this protocol)."),
                     opt("interval", Ty::Duration, "UDP: time between a client's datagrams, 1ms–60s. Default 50ms.").default(json!("50ms")),
-                    opt("size", Ty::Int { min: UDP_PAYLOAD_MIN as i64, max: 1400 }, format!("UDP: payload bytes ({UDP_PAYLOAD_MIN}–1400). Default 120.")).default(json!(120)),
+                    opt("size", Ty::Int { min: UDP_PAYLOAD_MIN as i64, max: UDP_PAYLOAD_MAX as i64 }, format!("UDP: payload bytes ({UDP_PAYLOAD_MIN}–{UDP_PAYLOAD_MAX}). Past the clients' 1,500-byte MTU a datagram travels as fragments and is lost with any of them. Default 120.")).default(json!(120)),
                     opt("requests_per_s", Ty::Float { min: 0.01, max: 1000.0 }, "TCP and QUIC: requests per second per client (0.01–1000). Default 1.").default(json!(1)),
                     opt("request", Ty::Int { min: 16, max: 10_000_000 }, "TCP and QUIC: request bytes (16–10,000,000). Default 500.").default(json!(500)),
                     opt("response", Ty::Int { min: 16, max: 10_000_000 }, "TCP and QUIC: response bytes (16–10,000,000). Default 20000.").default(json!(20000)),

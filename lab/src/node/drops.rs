@@ -283,6 +283,7 @@ impl Drops {
                     ("counter", "SNAT ports taken back from flows never established (pool full).")
                 }
                 "l7_connections" => ("gauge", "Layer-7 (HTTP, HTTPS, TCP SSL) connections the node proxies."),
+                "l7_buffer_bytes" => ("gauge", "Socket and relay buffer bytes the node's layer-7 connections hold."),
                 "syn_cookies_total" => {
                     ("counter", "Layer-7 SYNs answered with a SYN cookie (nothing kept until the ACK).")
                 }

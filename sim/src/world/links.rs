@@ -23,18 +23,20 @@ impl<'t> World<'t> {
         (p.0 * self.t.regions.len() + r) * 2 + dir
     }
 
+    /// A packet over one of the modelled links. On the internet's (clients' links, 1,500
+    /// bytes) a datagram past the MTU travels as fragments and is lost with any of them,
+    /// as in the lab, where the POP shapes each fragment; the backbone carries its
+    /// envelope whole (the lab's shaper sees the envelope before the kernel fragments it).
     pub(super) fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
         let now = self.q.now_ns();
-        let size = match link {
-            LinkKind::Backbone(_) => packet.len() + OUTER_HEADER,
-            _ => packet.len(),
+        let header = if packet.first().is_some_and(|b| b >> 4 == 6) { 48 } else { 20 };
+        let mtu = anyedge_pop::CLIENT_LINK_MTU;
+        let outcome = match link {
+            LinkKind::InetPop(i) => self.inet_pop[i].transmit_datagram(now, (packet.len(), header), mtu, flow),
+            LinkKind::InetDirect(i) => self.inet_direct[i].transmit_datagram(now, (packet.len(), header), mtu, flow),
+            LinkKind::Backbone(i) => self.backbone[i].transmit(now, packet.len() + OUTER_HEADER, flow),
         };
-        let l = match link {
-            LinkKind::InetPop(i) => &mut self.inet_pop[i],
-            LinkKind::InetDirect(i) => &mut self.inet_direct[i],
-            LinkKind::Backbone(i) => &mut self.backbone[i],
-        };
-        if let LinkOutcome::Deliver(at) = l.transmit(now, size, flow) {
+        if let LinkOutcome::Deliver(at) = outcome {
             self.packets += 1;
             self.q.schedule(at, Ev::Arrive { to, packet });
         }
