@@ -80,10 +80,39 @@ pub fn is_ipv4_fragment(packet: &[u8]) -> bool {
     packet.len() >= 20 && packet[0] >> 4 == 4 && u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0
 }
 
-/// Whether an IPv6 packet is a fragment: a Fragment header right after the fixed header
-/// (where senders put it when nothing else precedes; other chains are not reassembled).
+/// Extension headers that may stand before a Fragment header (RFC 8200 §4.1, §4.5: the
+/// unfragmentable part): Hop-by-Hop Options, Routing, Destination Options.
+const IPV6_UNFRAGMENTABLE: [u8; 3] = [0, 43, 60];
+/// At most this many of them are walked before the Fragment header.
+const IPV6_UNFRAGMENTABLE_MAX: usize = 4;
+
+/// Where an IPv6 packet's Fragment header is, and where the next-header byte that names
+/// it is (6 in the fixed header, or the first byte of the extension header before it):
+/// after the fixed header and at most [`IPV6_UNFRAGMENTABLE_MAX`] unfragmentable
+/// extension headers, each within the packet.
+fn ipv6_fragment_header(packet: &[u8]) -> Option<(usize, usize)> {
+    if packet.len() < 48 || packet[0] >> 4 != 6 {
+        return None;
+    }
+    let (mut at, mut names_it) = (40, 6);
+    for _ in 0..=IPV6_UNFRAGMENTABLE_MAX {
+        let next = packet[names_it];
+        if next == IPV6_FRAGMENT {
+            return (at + 8 <= packet.len()).then_some((at, names_it));
+        }
+        if !IPV6_UNFRAGMENTABLE.contains(&next) || at + 2 > packet.len() {
+            return None;
+        }
+        names_it = at;
+        at += (usize::from(packet[at + 1]) + 1) * 8;
+    }
+    None
+}
+
+/// Whether an IPv6 packet is a fragment: a Fragment header after the fixed header and
+/// the unfragmentable extension headers (Hop-by-Hop, Routing, Destination Options).
 pub fn is_ipv6_fragment(packet: &[u8]) -> bool {
-    packet.len() >= 48 && packet[0] >> 4 == 6 && packet[6] == IPV6_FRAGMENT
+    ipv6_fragment_header(packet).is_some()
 }
 
 /// Whether a packet is an IPv4 or IPv6 fragment this reassembler takes.
@@ -151,8 +180,8 @@ impl Reassembler {
         }
         if start == 0 {
             let mut header = frag.header.to_vec();
-            if let Some(next) = frag.v6_next {
-                header[6] = next;
+            if let Some((names_it, next)) = frag.v6_next {
+                header[names_it] = next;
             }
             p.header = Some(header);
         }
@@ -244,7 +273,8 @@ pub fn fragment_ipv6(packet: &[u8], mtu: usize, id: u32) -> Vec<Vec<u8>> {
 fn whole(p: Partial) -> Option<Vec<u8>> {
     let mut out = p.header?;
     if out.first().is_some_and(|b| b >> 4 == 6) {
-        let len = u16::try_from(p.payload.len()).ok()?;
+        // The payload length counts the extension headers kept before the data.
+        let len = u16::try_from(out.len() - 40 + p.payload.len()).ok()?;
         out[4..6].copy_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&p.payload);
         return Some(out);
@@ -277,8 +307,9 @@ struct Fragment<'a> {
     offset: usize,
     more: bool,
     data: &'a [u8],
-    /// IPv6: the protocol after the Fragment header (the whole datagram's next header).
-    v6_next: Option<u8>,
+    /// IPv6: where in `header` the byte naming the Fragment header is, and the protocol
+    /// after the Fragment header (the whole datagram's next header, written there).
+    v6_next: Option<(usize, u8)>,
 }
 
 impl<'a> Fragment<'a> {
@@ -306,25 +337,26 @@ impl<'a> Fragment<'a> {
         Some(Fragment { key, header: &packet[..header_len], offset, more, data, v6_next: None })
     }
 
-    /// An IPv6 fragment: fixed header (40), Fragment header (8: next header, reserved,
-    /// offset·8 | M, identification), data.
+    /// An IPv6 fragment: fixed header (40), the unfragmentable extension headers, the
+    /// Fragment header (8: next header, reserved, offset·8 | M, identification), data.
     fn read_v6(packet: &'a [u8]) -> Option<Fragment<'a>> {
+        let (f, names_it) = ipv6_fragment_header(packet)?;
         let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
         let end = 40 + payload_len;
         // A fragment of a fragment is no datagram anyone sends (the fuzzer's): refused.
-        if end > packet.len() || payload_len < 8 || packet[40] == IPV6_FRAGMENT {
+        if end > packet.len() || end < f + 8 || packet[f] == IPV6_FRAGMENT {
             return None;
         }
-        let bits = u16::from_be_bytes([packet[42], packet[43]]);
+        let bits = u16::from_be_bytes([packet[f + 2], packet[f + 3]]);
         let (more, offset) = (bits & 1 != 0, usize::from(bits >> 3) * 8);
-        let data = &packet[48..end];
+        let data = &packet[f + 8..end];
         if (more && !data.len().is_multiple_of(8)) || data.is_empty() {
             return None;
         }
         let addr = |at: usize| Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&packet[at..at + 16]).ok()?)));
-        let id = u32::from_be_bytes([packet[44], packet[45], packet[46], packet[47]]);
+        let id = u32::from_be_bytes([packet[f + 4], packet[f + 5], packet[f + 6], packet[f + 7]]);
         let key = (addr(8)?, addr(24)?, 0, id);
-        Some(Fragment { key, header: &packet[..40], offset, more, data, v6_next: Some(packet[40]) })
+        Some(Fragment { key, header: &packet[..f], offset, more, data, v6_next: Some((names_it, packet[f])) })
     }
 }
 
@@ -479,6 +511,50 @@ mod tests {
         assert_eq!(r.push(0, &parts[1]), None);
         assert_eq!(r.push(0, &parts[2]), Some(whole));
         assert_eq!((r.pending(), r.bytes), (0, 0));
+    }
+
+    #[test]
+    fn ipv6_fragments_behind_a_destination_options_header_reassemble_with_it_kept() {
+        // Fixed header, Destination Options (8 bytes, naming UDP), 3,000 bytes of data.
+        let mut whole = vec![0u8; 40 + 8 + 3_000];
+        whole[0] = 0x60;
+        whole[4..6].copy_from_slice(&(3_008u16).to_be_bytes());
+        whole[6] = 60;
+        whole[8..24].copy_from_slice(&"fd00:66::7".parse::<Ipv6Addr>().unwrap().octets());
+        whole[24..40].copy_from_slice(&"fd00:a::20".parse::<Ipv6Addr>().unwrap().octets());
+        whole[40] = 17;
+        for (i, b) in whole[48..].iter_mut().enumerate() {
+            *b = (i * 11) as u8;
+        }
+        // As a sender cuts it: the unfragmentable part (fixed header and options) in each
+        // fragment, the options naming the Fragment header.
+        let parts: Vec<Vec<u8>> = whole[48..]
+            .chunks(1_448)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut f = whole[..48].to_vec();
+                f[40] = IPV6_FRAGMENT;
+                f[4..6].copy_from_slice(&((16 + chunk.len()) as u16).to_be_bytes());
+                let bits = ((i * 1_448 / 8) as u16) << 3 | u16::from((i + 1) * 1_448 < 3_000);
+                f.extend_from_slice(&[17, 0]);
+                f.extend_from_slice(&bits.to_be_bytes());
+                f.extend_from_slice(&77u32.to_be_bytes());
+                f.extend_from_slice(chunk);
+                f
+            })
+            .collect();
+        assert!(parts.iter().all(|p| is_ipv6_fragment(p)) && !is_fragment(&whole));
+        let mut r = Reassembler::new();
+        let out: Vec<_> = parts.iter().rev().filter_map(|p| r.push(0, p)).collect();
+        assert_eq!(out, vec![whole.clone()]);
+        // A chain of more extension headers than a sender puts there is not walked.
+        let mut long = vec![0u8; 40 + 6 * 8 + 8 + 16];
+        long[0] = 0x60;
+        long[6] = 60;
+        for i in 0..6 {
+            long[40 + i * 8] = if i == 5 { IPV6_FRAGMENT } else { 60 };
+        }
+        assert!(!is_ipv6_fragment(&long));
     }
 
     #[test]
