@@ -61,7 +61,8 @@ impl Partial {
 pub struct ReassemblyStats {
     /// Datagrams put back together.
     pub completed: u64,
-    /// Datagrams dropped unfinished: timed out, evicted for room, overlapping, too long.
+    /// Datagrams dropped: timed out or evicted for room unfinished, overlapping, too
+    /// long, or a fragment again once put together.
     pub dropped: u64,
 }
 
@@ -154,8 +155,18 @@ impl Reassembler {
             return None;
         }
         let done = self.remove(&key)?;
-        self.stats.completed += 1;
-        whole(done)
+        // A datagram whose chain, put together, leads to a Fragment header again is no
+        // datagram anyone sends: dropped, so nothing downstream sees a fragment as whole.
+        match whole(done).filter(|w| !is_fragment(w)) {
+            Some(w) => {
+                self.stats.completed += 1;
+                Some(w)
+            }
+            None => {
+                self.stats.dropped += 1;
+                None
+            }
+        }
     }
 
     /// Adds a fragment to its datagram; false when the datagram must go (an overlap, too
@@ -574,6 +585,25 @@ mod tests {
         let mut nested = parts[0].clone();
         nested[40] = IPV6_FRAGMENT;
         assert_eq!(Reassembler::new().push(0, &nested), None);
+    }
+
+    #[test]
+    fn a_datagram_that_reassembles_into_another_fragment_is_dropped() {
+        // One whole-in-one fragment (offset 0, no more) naming Destination Options next;
+        // its data is those options naming a Fragment header, and that header: put
+        // together, the datagram's chain leads to a fragment again (the fuzzer's find).
+        let mut f = vec![0u8; 40 + 8];
+        f[0] = 0x60;
+        f[6] = IPV6_FRAGMENT;
+        f[40] = 60;
+        f.extend_from_slice(&[IPV6_FRAGMENT, 0, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]);
+        f.extend_from_slice(&[0; 16]);
+        let len = (f.len() - 40) as u16;
+        f[4..6].copy_from_slice(&len.to_be_bytes());
+        let mut r = Reassembler::new();
+        assert_eq!(r.push(0, &f), None, "no fragment comes out as a whole datagram");
+        assert_eq!((r.pending(), r.bytes), (0, 0));
     }
 
     #[test]

@@ -56,6 +56,12 @@ struct Api {
     watch_delays: Arc<HashMap<String, Duration>>,
 }
 
+/// Whether the `n`th refusal of a kind gets a log line: the first 20, then every
+/// 1,000th (with the count), so a flood of refused peers cannot fill the disk.
+pub(crate) fn worth_logging(n: u64) -> bool {
+    n <= 20 || n.is_multiple_of(1000)
+}
+
 /// Logs why peers were refused: every reason the first few times, then one in a thousand,
 /// so a flood of forged messages cannot fill the disk.
 #[derive(Clone, Default)]
@@ -71,7 +77,7 @@ impl Refusals {
 
     fn log(&self, what: &str, reason: &dyn std::fmt::Display) {
         let n = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n <= 20 || n.is_multiple_of(1000) {
+        if worth_logging(n) {
             tracing::warn!("{}: refused {what}: {reason} ({n} refused so far)", self.name);
         }
     }
@@ -537,6 +543,13 @@ fn serve_local(state_dir: &Path, id: u8, api: Api) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_logged_the_first_twenty_times_then_every_thousandth() {
+        let logged: Vec<u64> = (1..=5_000).filter(|&n| worth_logging(n)).collect();
+        assert_eq!(logged.len(), 20 + 5);
+        assert_eq!(&logged[18..], [19, 20, 1_000, 2_000, 3_000, 4_000, 5_000]);
+    }
     use std::net::{IpAddr, Ipv4Addr};
     use std::path::PathBuf;
 

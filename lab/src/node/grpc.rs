@@ -33,7 +33,11 @@ fn check_pop<T>(request: &Request<T>) -> Result<(), Status> {
     let leaf = chain.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
     let who = crate::pki::peer_identity(leaf.as_ref()).map_err(Status::permission_denied)?;
     if who.role != crate::pki::Role::Pop {
-        tracing::warn!("backbone: refused a stream from {}: no POP", who.name);
+        static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if crate::node::control::worth_logging(n) {
+            tracing::warn!("backbone: refused a stream from {}: no POP ({n} refused so far)", who.name);
+        }
         return Err(Status::permission_denied(format!("{} is no POP", who.name)));
     }
     Ok(())
