@@ -95,7 +95,9 @@ pub enum ClbDrop {
     /// A new flow while the connection table holds only established flows (they are never
     /// pushed out for a new one).
     TableFull,
-    /// A new layer-7 connection from an address that holds `l7::PER_SOURCE_MAX` already.
+    /// A new flow from a source (an IPv6 /64, an IPv4 prefix) that holds its share
+    /// already: `l7::PER_SOURCE_MAX` layer-7 connections, or
+    /// `conn_table::HALF_OPEN_PER_SOURCE_MAX` half-open TCP flows.
     SourceCap,
     /// A new flow whose replies would look like an existing flow's (the same client
     /// address and port, through another listener, to the same backend): neither node nor
@@ -233,7 +235,7 @@ impl Clb {
             listeners,
             backends,
             health: HealthChecker::new(health, now_ns),
-            conns: ConnTable::new(config.conn_table_capacity),
+            conns: ConnTable::new(config.conn_table_capacity).with_source_prefix_v4(config.source_prefix_v4),
             persistence: LruCache::unbounded(),
             sync: ConnSync::new(config.node_index, config.node_count.max(1), config.conn_table_capacity),
             outputs: VecDeque::new(),
@@ -1104,6 +1106,10 @@ impl Clb {
         ingress: Ingress,
         now_ns: u64,
     ) -> Result<(), ClbDrop> {
+        let half_open = self.conns.half_open_from(key.src);
+        if key.transport == Transport::Tcp && half_open >= crate::conn_table::HALF_OPEN_PER_SOURCE_MAX {
+            return Err(ClbDrop::SourceCap);
+        }
         let backend = self.backend_addr(listener, binding);
         let translated = self.needs_snat(&key, listener, binding);
         let groups = &self.listeners[listener].bindings[binding].backend.security_groups;
@@ -1907,6 +1913,37 @@ mod tests {
             Some(Sent::Backend { backend, .. }) => backend,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share_of_half_open_flows_and_others_still_get_in() {
+        use crate::conn_table::HALF_OPEN_PER_SOURCE_MAX;
+        let mut c = tcp_config(SchedulerKind::Wrr, [10, 10]);
+        c.conn_table_capacity = 100_000;
+        let mut clb = Clb::new(c, 0);
+        // SYNs from every port of one address (a source under the default /32).
+        let syn_from = |clb: &mut Clb, src: IpAddr, port: u16| {
+            let repr = inner::bare_tcp(port, 7000, TcpControl::Syn, 1, None, None);
+            let result = clb.handle_direct(0, inner::build_tcp(src, VIP.parse().unwrap(), &repr).unwrap());
+            while clb.next_out().is_some() {}
+            result
+        };
+        let mut refused = 0;
+        for i in 0..3_000u16 {
+            refused +=
+                usize::from(syn_from(&mut clb, "203.0.113.5".parse().unwrap(), 1024 + i) == Err(ClbDrop::SourceCap));
+        }
+        assert_eq!(clb.conn_table().len(), HALF_OPEN_PER_SOURCE_MAX, "the source's share, no more");
+        assert_eq!(refused, 3_000 - HALF_OPEN_PER_SOURCE_MAX);
+        // Another address gets its handshake; the flooder's entries time out, freeing its share.
+        assert_eq!(syn_from(&mut clb, "198.18.64.9".parse().unwrap(), 5000), Ok(()));
+        let mut now = 1;
+        while now < HALF_OPEN_NS + 2 * SWEEP_INTERVAL_NS {
+            now = clb.poll_timeout().unwrap().max(now + 1);
+            clb.handle_timeout(now);
+            while clb.next_out().is_some() {}
+        }
+        assert_eq!(clb.conn_table().half_open_from("203.0.113.5".parse().unwrap()), 0, "its share is free again");
     }
 
     #[test]

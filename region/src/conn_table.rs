@@ -3,6 +3,7 @@
 //! more: the least recently used entry is evicted instead.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use anyedge_proto::FlowKey;
 use lru::LruCache;
@@ -82,7 +83,18 @@ pub struct ConnTable {
     peak: usize,
     evictions: u64,
     refused: u64,
+    /// Half-open TCP flows (TCP flows in `open`) per client source
+    /// ([`crate::cidr::source_prefix`] under `source_prefix_v4`).
+    half_open: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
+    source_prefix_v4: u8,
 }
+
+/// Half-open TCP flows one client source (an IPv6 /64, an IPv4 prefix) may hold in a
+/// node's table; past it the node refuses that source's new SYNs (`source_cap`). Since
+/// client links validate sources, a SYN flood spoofs at most its own /64 or its own
+/// block, and without this bound it took the whole open half of the table from everyone
+/// else's handshakes.
+pub const HALF_OPEN_PER_SOURCE_MAX: usize = 1024;
 
 /// The table is full of established flows: a new one is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +111,40 @@ impl ConnTable {
             peak: 0,
             evictions: 0,
             refused: 0,
+            half_open: HashMap::default(),
+            source_prefix_v4: crate::cidr::SOURCE_PREFIX_V4,
+        }
+    }
+
+    /// The table counting IPv4 sources by their first `bits` bits.
+    pub fn with_source_prefix_v4(mut self, bits: u8) -> ConnTable {
+        self.source_prefix_v4 = bits;
+        self
+    }
+
+    /// Half-open TCP flows from `src`'s source ([`HALF_OPEN_PER_SOURCE_MAX`]).
+    pub fn half_open_from(&self, src: IpAddr) -> usize {
+        let source = crate::cidr::source_prefix(src, self.source_prefix_v4);
+        self.half_open.get(&source).copied().unwrap_or(0)
+    }
+
+    /// A TCP flow entered (`+1`) or left `open`: its source's count follows.
+    fn count_half_open(&mut self, key: &FlowKey, entered: bool) {
+        if key.transport != anyedge_proto::Transport::Tcp {
+            return;
+        }
+        let source = crate::cidr::source_prefix(key.src, self.source_prefix_v4);
+        if entered {
+            *self.half_open.entry(source).or_default() += 1;
+            return;
+        }
+        let held = self.half_open.get_mut(&source);
+        debug_assert!(held.as_ref().is_some_and(|n| **n > 0), "a half-open flow left that its source never held");
+        if let Some(n) = held {
+            *n -= 1;
+            if *n == 0 {
+                self.half_open.remove(&source);
+            }
         }
     }
 
@@ -123,6 +169,7 @@ impl ConnTable {
     /// Marks an open flow established: from now on only its own timeout or end removes it.
     pub fn establish(&mut self, key: &FlowKey) {
         if let Some(conn) = self.open.pop(key) {
+            self.count_half_open(key, false);
             self.established.push(*key, conn);
         }
     }
@@ -153,7 +200,8 @@ impl ConnTable {
             removed.push(old);
         } else if self.len() >= self.capacity {
             match self.open.pop_lru() {
-                Some((_, old)) => {
+                Some((old_key, old)) => {
+                    self.count_half_open(&old_key, false);
                     self.evictions += 1;
                     self.reverse.remove(&old.reply_key);
                     removed.push(old);
@@ -165,17 +213,25 @@ impl ConnTable {
             }
         }
         self.open.push(key, conn);
+        self.count_half_open(&key, true);
         self.reverse.insert(conn.reply_key, key);
         self.peak = self.peak.max(self.len());
         // The bounds and the maps' agreement (checked in debug builds and under the
         // fuzzer): every flow has its reply key, and nothing else does.
         debug_assert!(self.len() <= self.capacity, "the table stays within its capacity");
         debug_assert_eq!(self.reverse.len(), self.len(), "one reply key per flow");
+        debug_assert!(self.half_open.values().sum::<usize>() <= self.open.len(), "half-open counts only open flows");
         Ok(removed)
     }
 
     pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
-        let conn = self.open.pop(key).or_else(|| self.established.pop(key))?;
+        let conn = match self.open.pop(key) {
+            Some(conn) => {
+                self.count_half_open(key, false);
+                conn
+            }
+            None => self.established.pop(key)?,
+        };
         self.reverse.remove(&conn.reply_key);
         Some(conn)
     }
@@ -183,17 +239,23 @@ impl ConnTable {
     /// Removes least-recently-used entries idle longer than their timeout, oldest first,
     /// stopping at the first live one of each LRU (entries are in last-use order).
     pub fn expire(&mut self, now_ns: u64, idle_ns: impl Fn(&Conn, bool) -> u64) -> Vec<Conn> {
-        let mut removed = Vec::new();
+        let (mut removed, mut left_open) = (Vec::new(), Vec::new());
         for (table, established) in [(&mut self.open, false), (&mut self.established, true)] {
             while let Some((_, conn)) = table.peek_lru() {
                 if conn.last_seen_ns + idle_ns(conn, established) > now_ns {
                     break;
                 }
-                if let Some((_, conn)) = table.pop_lru() {
+                if let Some((key, conn)) = table.pop_lru() {
                     self.reverse.remove(&conn.reply_key);
+                    if !established {
+                        left_open.push(key);
+                    }
                     removed.push(conn);
                 }
             }
+        }
+        for key in left_open {
+            self.count_half_open(&key, false);
         }
         removed
     }
@@ -261,6 +323,33 @@ mod tests {
         assert_eq!(table.reverse.len(), 100, "reverse index is bounded too");
         assert!(table.lookup_reply(&conn(key(9_999)).reply_key).is_some());
         assert!(table.lookup_reply(&conn(key(0)).reply_key).is_none());
+    }
+
+    #[test]
+    fn a_sources_half_open_count_follows_every_way_a_flow_leaves_open() {
+        let src = "198.18.1.1".parse().unwrap();
+        let mut table = ConnTable::new(10);
+        for port in 0..10u16 {
+            table.insert(key(port), conn(key(port))).unwrap();
+        }
+        assert_eq!(table.half_open_from(src), 10);
+        table.establish(&key(0));
+        table.remove(&key(1));
+        assert_eq!(table.half_open_from(src), 8, "established and removed flows no longer count");
+        table.insert(key(100), conn(key(100))).unwrap();
+        table.insert(key(101), conn(key(101))).unwrap();
+        assert_eq!((table.half_open_from(src), table.evictions()), (9, 1), "one pushed out, one in");
+        let udp = FlowKey { transport: Transport::Udp, ..key(200) };
+        table.insert(udp, conn(udp)).unwrap();
+        assert_eq!(table.half_open_from(src), 8, "a UDP flow is no half-open TCP one (it pushed one out)");
+        table.expire(u64::MAX / 2, |_, _| 1);
+        assert_eq!((table.half_open_from(src), table.len()), (0, 0));
+        // A /24 counts as one source when the node is told so.
+        let mut by_24 = ConnTable::new(10).with_source_prefix_v4(24);
+        let other = FlowKey { src: "198.18.1.77".parse().unwrap(), ..key(7) };
+        by_24.insert(key(1), conn(key(1))).unwrap();
+        by_24.insert(other, conn(other)).unwrap();
+        assert_eq!(by_24.half_open_from(src), 2);
     }
 
     #[test]
