@@ -149,6 +149,13 @@ impl Budget {
     }
 }
 
+/// What a new client's Initial gets ([`QuicHost::admission`]).
+enum Admission {
+    Refuse,
+    Retry,
+    Accept,
+}
+
 /// Initials an endpoint takes on trust, per second, and in a burst; past them a client
 /// must echo a Retry's token first (RFC 9000 §8.1.2). A real client pays one round trip
 /// more; a spoofed flood gets small Retries and no handshakes.
@@ -402,76 +409,109 @@ impl QuicHost {
         payload: &[u8],
         out: &mut Vec<QuicTransmit>,
     ) -> Option<(ConnectionHandle, bool)> {
-        let now = self.at(now_ns);
         let mut buf = Vec::new();
-        let event = self.endpoint.handle(now, remote, local_ip, None, BytesMut::from(payload), &mut buf)?;
-        match event {
-            DatagramEvent::ConnectionEvent(ch, event) => {
-                let conn = self.conns.get_mut(&ch)?;
-                let (path, before) = (conn.remote_address(), conn.stats().frame_rx);
-                conn.handle_event(event);
-                let after = conn.stats().frame_rx;
-                if let Some(b) = self.budgets.get_mut(&ch) {
-                    let answered = after.path_response > before.path_response;
-                    b.on_datagram(remote, payload.len(), (path, conn.remote_address()), answered);
-                }
-                Some((ch, frames_received(&after) != frames_received(&before)))
-            }
-            DatagramEvent::NewConnection(incoming) => {
-                // Past the rate, a client proves its address (a Retry's token) before the
-                // handshake costs anything: spoofed Initials then draw one small Retry
-                // each, to the spoofed address, and no TLS work.
-                let source = crate::cidr::source_prefix(remote.ip(), self.source_prefix_v4);
-                let held = self.by_source.get(&source).copied().unwrap_or(0);
-                if held >= CONNECTIONS_PER_SOURCE_MAX || self.budgets.len() >= CONNECTIONS_MAX {
-                    self.refused += 1;
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
-                    return None;
-                }
-                let source_full =
-                    self.unvalidated_by_source.get(&source).is_some_and(|&n| n >= UNVALIDATED_PER_SOURCE_MAX);
-                let untrusted = self.unvalidated >= UNVALIDATED_MAX || source_full || !self.initials.take(now_ns);
-                if untrusted && !incoming.remote_address_validated() && incoming.may_retry() {
-                    self.retries += 1;
-                    return match self.endpoint.retry(incoming, &mut buf) {
-                        Ok(t) => {
-                            out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
-                            None
-                        }
-                        Err(e) => {
-                            self.endpoint.ignore(e.into_incoming());
-                            None
-                        }
-                    };
-                }
-                let validated = incoming.remote_address_validated();
-                match self.endpoint.accept(incoming, now, &mut buf, self.server.clone()) {
-                    Ok((ch, conn)) => {
-                        self.conns.insert(ch, conn);
-                        let budget = Budget { received: payload.len(), sent: 0, validated, source, moved: None };
-                        self.budgets.insert(ch, budget);
-                        *self.by_source.entry(source).or_default() += 1;
-                        if !validated {
-                            self.unvalidated += 1;
-                            *self.unvalidated_by_source.entry(source).or_default() += 1;
-                        }
-                        self.handshakes += 1;
-                        Some((ch, true))
-                    }
-                    Err(e) => {
-                        if let Some(t) = e.response {
-                            out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
-                        }
-                        None
-                    }
-                }
-            }
+        let now = self.at(now_ns);
+        match self.endpoint.handle(now, remote, local_ip, None, BytesMut::from(payload), &mut buf)? {
+            DatagramEvent::ConnectionEvent(ch, event) => self.on_datagram(ch, event, remote, payload.len()),
+            DatagramEvent::NewConnection(incoming) => self.on_initial(now_ns, incoming, payload.len(), out),
             DatagramEvent::Response(t) => {
                 // quinn answers a short-header packet it cannot place with a stateless
                 // reset (a long one with version negotiation).
                 self.stateless_resets += u64::from(payload.first().is_some_and(|b| b & 0x80 == 0));
                 out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+                None
+            }
+        }
+    }
+
+    /// A datagram of an open connection; whether a packet of it decrypted.
+    fn on_datagram(
+        &mut self,
+        ch: ConnectionHandle,
+        event: quinn_proto::ConnectionEvent,
+        remote: SocketAddr,
+        len: usize,
+    ) -> Option<(ConnectionHandle, bool)> {
+        let conn = self.conns.get_mut(&ch)?;
+        let (path, before) = (conn.remote_address(), conn.stats().frame_rx);
+        conn.handle_event(event);
+        let after = conn.stats().frame_rx;
+        if let Some(b) = self.budgets.get_mut(&ch) {
+            let answered = after.path_response > before.path_response;
+            b.on_datagram(remote, len, (path, conn.remote_address()), answered);
+        }
+        Some((ch, frames_received(&after) != frames_received(&before)))
+    }
+
+    /// What a new client's Initial gets: refused when its source or the endpoint holds
+    /// all the connections it may; past the rate or the unvalidated caps, a Retry (the
+    /// client proves its address before the handshake costs anything: spoofed Initials
+    /// draw one small Retry each and no TLS work); else a connection.
+    fn admission(&mut self, now_ns: u64, incoming: &quinn_proto::Incoming, source: IpAddr) -> Admission {
+        let held = self.by_source.get(&source).copied().unwrap_or(0);
+        if held >= CONNECTIONS_PER_SOURCE_MAX || self.budgets.len() >= CONNECTIONS_MAX {
+            return Admission::Refuse;
+        }
+        let source_full = self.unvalidated_by_source.get(&source).is_some_and(|&n| n >= UNVALIDATED_PER_SOURCE_MAX);
+        let untrusted = self.unvalidated >= UNVALIDATED_MAX || source_full || !self.initials.take(now_ns);
+        match untrusted && !incoming.remote_address_validated() && incoming.may_retry() {
+            true => Admission::Retry,
+            false => Admission::Accept,
+        }
+    }
+
+    fn on_initial(
+        &mut self,
+        now_ns: u64,
+        incoming: quinn_proto::Incoming,
+        len: usize,
+        out: &mut Vec<QuicTransmit>,
+    ) -> Option<(ConnectionHandle, bool)> {
+        let source = crate::cidr::source_prefix(incoming.remote_address().ip(), self.source_prefix_v4);
+        let mut buf = Vec::new();
+        let answer = match self.admission(now_ns, &incoming, source) {
+            Admission::Refuse => {
+                self.refused += 1;
+                Some(self.endpoint.refuse(incoming, &mut buf))
+            }
+            Admission::Retry => {
+                self.retries += 1;
+                self.endpoint.retry(incoming, &mut buf).map_err(|e| self.endpoint.ignore(e.into_incoming())).ok()
+            }
+            Admission::Accept => return self.accept(now_ns, incoming, (source, len), out),
+        };
+        if let Some(t) = answer {
+            out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+        }
+        None
+    }
+
+    /// Takes a new connection, its budget and its source's places.
+    fn accept(
+        &mut self,
+        now_ns: u64,
+        incoming: quinn_proto::Incoming,
+        (source, len): (IpAddr, usize),
+        out: &mut Vec<QuicTransmit>,
+    ) -> Option<(ConnectionHandle, bool)> {
+        let validated = incoming.remote_address_validated();
+        let mut buf = Vec::new();
+        match self.endpoint.accept(incoming, self.at(now_ns), &mut buf, self.server.clone()) {
+            Ok((ch, conn)) => {
+                self.conns.insert(ch, conn);
+                self.budgets.insert(ch, Budget { received: len, sent: 0, validated, source, moved: None });
+                *self.by_source.entry(source).or_default() += 1;
+                if !validated {
+                    self.unvalidated += 1;
+                    *self.unvalidated_by_source.entry(source).or_default() += 1;
+                }
+                self.handshakes += 1;
+                Some((ch, true))
+            }
+            Err(e) => {
+                if let Some(t) = e.response {
+                    out.push((t.destination, t.src_ip, buf[..t.size].to_vec()));
+                }
                 None
             }
         }
