@@ -2,6 +2,12 @@
 //! a client's namespace and from the backbone's, forged, replayed, spoofed and flooded
 //! packets are dropped and counted — by the nodes, by reason, or by the network's kernels
 //! (no route, reverse-path filter) — and the victim's flow loses nothing.
+//!
+//! The attacks share one lab ([`attack_lab`]): brought up by the first test that needs it
+//! and taken down when the test process exits. Each test measures what it checks against
+//! counters read before it starts, and leaves the lab as it found it. The control plane's
+//! test keeps a lab of its own (its backbone runs over gRPC, which the backbone forgeries
+//! of the others would not reach).
 
 mod common;
 
@@ -21,6 +27,45 @@ use common::net::{
 };
 use common::*;
 use serde_json::Value;
+
+/// small.yaml as the attacks want it: an IPv6 VIP; HTTP (80), QUIC (4433), TCP SSL (8443)
+/// and mutual-TLS TCP SSL (9443) listeners beside the TCP (443) and UDP (7000) ones; a
+/// 2,000-entry connection table; and kyiv with an address block of its own (so it can
+/// spoof sources its transit lets through, whose answers die unanswered in its namespace:
+/// no RST ever closes what it opened).
+fn attack_topology(text: String) -> String {
+    text.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: \"fd00:a::20\"")
+        .replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    conn_table: 2000\n")
+        .replace(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }",
+        )
+        .replace(
+            "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web] }",
+            "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web], address: 198.18.67.0/24 }",
+        )
+}
+
+static ATTACK_LAB: std::sync::OnceLock<Lab> = std::sync::OnceLock::new();
+
+/// The one lab the attacks share (without impairments: the attacks' own traffic is what
+/// moves the figures).
+fn attack_lab() -> &'static Lab {
+    ATTACK_LAB.get_or_init(|| {
+        let lab = Lab::up_flags("atk", attack_topology, &["--no-impairments"]);
+        // SAFETY: registers a function with no arguments that libc calls once at exit.
+        unsafe {
+            libc::atexit(attack_lab_down);
+        }
+        lab
+    })
+}
+
+extern "C" fn attack_lab_down() {
+    if let Some(lab) = ATTACK_LAB.get() {
+        lab.down();
+    }
+}
 
 fn plan(lab: &Lab) -> Plan {
     Plan::new(&anyedge_topology::load(&lab.file).unwrap())
@@ -88,7 +133,7 @@ fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags("atk-bb", |t| t, &["--no-impairments"]);
+    let lab = attack_lab();
     let plan = plan(&lab);
     let clbs = [v4(plan.clb_tunnel(0, 0).unwrap()), v4(plan.clb_tunnel(0, 1).unwrap())];
     let (pop, other_pop) = (v4(plan.pop_tunnel(0).unwrap()), v4(plan.pop_tunnel(1).unwrap()));
@@ -154,8 +199,7 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
         return;
     }
     let _one = serial();
-    let with_v6 = |t: String| t.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: \"fd00:a::20\"");
-    let lab = Lab::up_flags("atk-cl", with_v6, &["--no-impairments"]);
+    let lab = attack_lab();
     let plan = plan(&lab);
     let host: Ipv4Addr = "198.19.20.1".parse().unwrap();
     let tunnel = v4(plan.backend_tunnel(host).unwrap());
@@ -233,7 +277,12 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
             .is_ok_and(|s| s.success());
         let sock = std::net::UdpSocket::bind(london6).unwrap();
         let vip: SocketAddr = "[fd00:a::20]:7000".parse().unwrap();
-        added && (0..50).all(|_| sock.send_to(b"forged source", vip).is_ok())
+        let sent = added && (0..50).all(|_| sock.send_to(b"forged source", vip).is_ok());
+        // The lab is shared: kyiv gives london's address back.
+        let _ = std::process::Command::new("ip")
+            .args(["-6", "addr", "del", &format!("{}/128", london6.ip()), "dev", "lo"])
+            .status();
+        sent
     });
     assert!(forged, "kyiv sent 50 datagrams in london's IPv6 name");
     assert_eq!(victim.join().unwrap(), 0, "nothing reflected to london");
@@ -264,7 +313,7 @@ fn a_hundred_thousand_random_datagrams_into_every_node_port_leave_every_node_for
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags("atk-fuzz", |t| t, &["--no-impairments"]);
+    let lab = attack_lab();
     let plan = plan(&lab);
     let t = anyedge_topology::load(&lab.file).unwrap();
     // Every UDP port of every node, from the network it listens on.
@@ -440,12 +489,7 @@ fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs
         return;
     }
     let _one = serial();
-    let lab = Lab::up_with("tls", |text| {
-        text.replace(
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }",
-        )
-    });
+    let lab = attack_lab();
     let vip = |port| SocketAddr::new("198.18.0.20".parse().unwrap(), port);
     let (cert, trailer) =
         handshake(&lab, "london", vip(8443), None).expect("a one-way handshake with the VIP's certificate");
@@ -478,17 +522,14 @@ fn anyedge_probe_speaks_tcp_ssl_with_the_labs_ca_and_client_certificate() {
         return;
     }
     let _one = serial();
-    let lab = Lab::up_with("probe-ssl", |text| {
-        text.replace(
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }",
-        )
-    });
+    let lab = attack_lab();
     let r = lab.probe("kyiv", "198.18.0.20:9443", "tcp-ssl", 4);
     assert_eq!(r["received"], r["sent"], "{r}");
     assert!(r["sent"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(r["connections_broken"], 0, "{r}");
-    let kyiv = plan(&lab).client_addr(2).unwrap().to_string();
+    // kyiv sends from its own block's address, which the probe reports as its source.
+    let kyiv = r["source"].as_str().expect("the probe's source address");
+    assert!(kyiv.starts_with("198.18.67."), "kyiv's block: {r}");
     assert_eq!(r["client_addrs_seen"], serde_json::json!([kyiv]), "the backends learned kyiv from TOA: {r}");
 }
 
@@ -511,22 +552,6 @@ fn rss_mib(lab: &Lab, node: &str) -> f64 {
     kib.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap() / 1024.0
 }
 
-/// small.yaml as the second attack pass found it open: a 2,000-entry connection table,
-/// an HTTP listener beside the TCP one, and kyiv with an address block of its own (so it
-/// can spoof sources its transit lets through, whose answers die unanswered in its
-/// namespace: no RST ever closes what it opened).
-fn for_state_floods(text: String) -> String {
-    text.replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    conn_table: 2000\n")
-        .replace(
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }",
-        )
-        .replace(
-            "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web] }",
-            "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web], address: 198.18.67.0/24 }",
-        )
-}
-
 /// Per CLB node, what the attacks below may make it hold beyond what it held before:
 /// `l7::PER_SOURCE_MAX` (256) layer-7 connections from the attacking address (each about
 /// 25 KiB now that idle ones give their buffers back; 128 KiB before), plus the tables
@@ -542,7 +567,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags("atk-state", for_state_floods, &["--no-impairments"]);
+    let lab = attack_lab();
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
     let clbs = CLBS;
@@ -712,16 +737,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags(
-        "atk-quic",
-        |text| {
-            for_state_floods(text).replace(
-                "      - { protocol: http, port: 80, backends: web }",
-                "      - { protocol: quic, port: 4433, backends: web }",
-            )
-        },
-        &["--no-impairments"],
-    );
+    let lab = attack_lab();
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
     let clbs = CLBS;
@@ -875,7 +891,7 @@ fn a_clients_forged_toa_option_never_names_the_client_to_a_backend() {
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags("atk-toa", for_state_floods, &["--no-impairments"]);
+    let lab = attack_lab();
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
     let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 443);
@@ -906,7 +922,7 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
         return;
     }
     let _one = serial();
-    let lab = Lab::up_flags("atk-body", for_state_floods, &["--no-impairments"]);
+    let lab = attack_lab();
     let plan = plan(&lab);
     let kyiv = ns(&plan, Role::Client(2));
     let clbs = CLBS;

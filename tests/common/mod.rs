@@ -139,10 +139,18 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
+impl Lab {
+    /// Takes the lab down and removes its folder (what dropping it does; a lab kept in a
+    /// static, which is never dropped, is taken down this way at exit).
+    pub fn down(&self) {
         let _ = Command::new(exe()).args(["lab", "down"]).arg(&self.file).output();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.down();
     }
 }
 
