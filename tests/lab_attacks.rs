@@ -977,3 +977,111 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
     }
     drop(pushed);
 }
+
+/// Per CLB node's `/metrics` gauge or counter `name`, summed over the region's nodes.
+fn summed_metric(lab: &Lab, name: &str) -> u64 {
+    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
+    CLBS.iter()
+        .map(|node| {
+            let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
+            metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
+        })
+        .sum()
+}
+
+/// What the third attack pass did with one client's IPv6 /64 (12,000 connections from 48
+/// of its addresses when the cap was per address), and a SYN flood from one address: a
+/// source is the whole /64 (or the IPv4 address), and it holds its share on each node —
+/// 256 proxied connections, 1,024 half-open TCP flows — while london loses nothing.
+#[test]
+fn one_client_holds_its_share_of_proxied_connections_across_its_64_and_of_half_open_flows() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = attack_lab();
+    let plan = plan(lab);
+    let kyiv = ns(&plan, Role::Client(2));
+    let prefix = plan.client_addr6(2).unwrap().segments();
+    let before = drops(lab);
+    let victim = spawn_probe(lab, "london", "198.18.0.20:80", "http", 4, "victim-64.json");
+    std::thread::sleep(Duration::from_millis(300));
+    // 48 addresses of kyiv's /64 on its link, 20 slow heads from each to the IPv6 VIP.
+    let addresses: Vec<Ipv6Addr> =
+        (0..48u16).map(|i| Ipv6Addr::new(prefix[0], prefix[1], prefix[2], prefix[3], 0, 0, 0x64, 0x100 + i)).collect();
+    let script = r"
+import socket, sys, time
+held = []
+for a in sys.argv[1:]:
+    for _ in range(20):
+        s = socket.socket(socket.AF_INET6)
+        s.settimeout(1)
+        try:
+            s.bind((a, 0))
+            s.connect(('fd00:a::20', 80))
+            s.sendall(b'GET / HTTP/1.1\r\nHost: kyiv\r\nX-Slow: ')
+            held.append(s)
+        except OSError:
+            s.close()
+print(len(held), flush=True)
+time.sleep(2)
+";
+    let (held, proxied) = {
+        let addresses = addresses.clone();
+        let child = in_ns(&kyiv, move || {
+            for a in &addresses {
+                let added = std::process::Command::new("ip")
+                    .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "inet", "nodad"])
+                    .status();
+                assert!(added.is_ok_and(|s| s.success()), "kyiv took {a}");
+            }
+            std::process::Command::new("python3")
+                .args(["-c", script])
+                .args(addresses.iter().map(|a| a.to_string()))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3")
+        });
+        let mut stdout = std::io::BufReader::new(child.stdout.unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        let proxied = summed_metric(lab, "l7_connections");
+        std::io::Read::read_to_end(&mut stdout, &mut Vec::new()).unwrap();
+        (line.trim().parse::<u64>().unwrap_or(0), proxied)
+    };
+    in_ns(&kyiv, move || {
+        for a in &addresses {
+            let _ = std::process::Command::new("ip")
+                .args(["-6", "addr", "del", &format!("{a}/128"), "dev", "inet"])
+                .status();
+        }
+    });
+    let after = drops(lab);
+    let capped: u64 = CLBS.iter().map(|n| more(&before, &after, n, "source_cap")).sum();
+    eprintln!("kyiv's /64 opened {held} of 960 connections; the nodes proxied {proxied}; {capped} SYNs refused");
+    // The kernel's connect counts a connection whose SYN went unanswered as open until
+    // its timeout: what the nodes hold is what counts.
+    assert!(proxied <= 2 * 256 + 8, "the /64 held {proxied} proxied connections, more than its share");
+    assert!(capped > 0, "the nodes refused the /64's connections past its share: {after}");
+    let r = wait_probe(lab, victim, "victim-64.json");
+    victim_lost_nothing(&r, "HTTP");
+    // 6,000 SYNs from one address of kyiv's block that nobody holds (their SYN-ACKs die
+    // unanswered, as a spoofer's do), every source port its own flow: each node keeps
+    // 1,024 of them half-open and refuses the rest, and a new client's connections open.
+    let before = drops(lab);
+    let kyiv_addr = Ipv4Addr::new(198, 18, 67, 200);
+    let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 443);
+    let sent = in_ns(&kyiv, move || {
+        let raw = RawSender::new();
+        let packets = (0..6_000u32).map(|i| tcp_syn_packet(SocketAddrV4::new(kyiv_addr, 20_000 + i as u16), vip, i));
+        paced(&raw, packets, 6_000)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let after = drops(lab);
+    let capped: u64 = CLBS.iter().map(|n| more(&before, &after, n, "source_cap")).sum();
+    eprintln!("{sent} SYNs from {kyiv_addr}: {capped} refused for the source's share");
+    assert!(capped + 2 * 1_024 >= sent, "{capped} refused of {sent}: {after}");
+    let r = lab.probe("london", "198.18.0.20:443", "tcp", 8);
+    assert_eq!(r["received"], r["sent"], "london's new connections beside the flood: {r}");
+    assert_eq!(r["connections_broken"], 0, "{r}");
+}
