@@ -533,23 +533,24 @@ fn anyedge_probe_speaks_tcp_ssl_with_the_labs_ca_and_client_certificate() {
     assert_eq!(r["client_addrs_seen"], serde_json::json!([kyiv]), "the backends learned kyiv from TOA: {r}");
 }
 
-/// The most a node has held resident so far, in MiB (`VmHWM`, the high-water mark of its
-/// resident memory; the lab's state file names its PID).
-fn peak_rss_mib(lab: &Lab, node: &str) -> f64 {
+/// A node's `/proc/PID/status` line `field` (a `kB` figure) in MiB; the lab's state file
+/// names its PID.
+fn proc_status_mib(lab: &Lab, node: &str, field: &str) -> f64 {
     let state: Value = serde_json::from_slice(&std::fs::read(lab_state_dir(lab).join("state.json")).unwrap()).unwrap();
     let pid = state["pids"][node].as_u64().unwrap_or_else(|| panic!("no PID for {node}: {state}"));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).expect("VmHWM");
+    let kib = status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or_else(|| panic!("no {field}"));
     kib.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap() / 1024.0
+}
+
+/// The most a node has held resident so far, in MiB (`VmHWM`, the high-water mark).
+fn peak_rss_mib(lab: &Lab, node: &str) -> f64 {
+    proc_status_mib(lab, node, "VmHWM:")
 }
 
 /// What a node holds resident now, in MiB (`VmRSS`).
 fn rss_mib(lab: &Lab, node: &str) -> f64 {
-    let state: Value = serde_json::from_slice(&std::fs::read(lab_state_dir(lab).join("state.json")).unwrap()).unwrap();
-    let pid = state["pids"][node].as_u64().unwrap_or_else(|| panic!("no PID for {node}: {state}"));
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
-    kib.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap() / 1024.0
+    proc_status_mib(lab, node, "VmRSS:")
 }
 
 /// Per CLB node, what the attacks below may make it hold beyond what it held before:
