@@ -134,12 +134,12 @@ fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let clbs = [v4(plan.clb_tunnel(0, 0).unwrap()), v4(plan.clb_tunnel(0, 1).unwrap())];
     let (pop, other_pop) = (v4(plan.pop_tunnel(0).unwrap()), v4(plan.pop_tunnel(1).unwrap()));
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 4, "victim.json");
+    let victim = spawn_probe(lab, "london", "198.18.0.20:7000", "udp", 4, "victim.json");
     std::thread::sleep(Duration::from_millis(500));
-    let before = drops(&lab);
+    let before = drops(lab);
     let forged_ccn = ccn::encapsulate(Direction::ToRegion, 1, 77, &london_packet(&plan, 40_000)).unwrap();
     let reply =
         inner::build_udp(("198.18.77.77".parse().unwrap(), 53), (plan.client_addr(0).unwrap().into(), 40_000), b"x");
@@ -178,9 +178,9 @@ fn forged_replayed_and_flooded_backbone_packets_are_dropped_and_counted_and_the_
         (replies, bare_sent, tagged, (replays, clbs.iter().position(|&c| c == replayed_to).unwrap()))
     });
     let (replies, bare, tagged, (replays, replayed_node)) = sent;
-    let r = wait_probe(&lab, victim, "victim.json");
+    let r = wait_probe(lab, victim, "victim.json");
     assert_eq!(r["received"], r["sent"], "the victim lost nothing: {r}");
-    let after = drops(&lab);
+    let after = drops(lab);
     let node = format!("clb/frankfurt/{}", replayed_node + 1);
     let replayed = more(&before, &after, &node, "auth_replayed") + more(&before, &after, &node, "auth_too_old");
     assert!(replayed >= replays * 95 / 100, "{replays} replays, {replayed} counted at {node}: {after}");
@@ -200,7 +200,7 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let host: Ipv4Addr = "198.19.20.1".parse().unwrap();
     let tunnel = v4(plan.backend_tunnel(host).unwrap());
     let public = SocketAddrV4::new(plan.backend_direct_addr(host).unwrap(), 7000);
@@ -216,7 +216,7 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
     };
     let (no_route_before, _) = counters(&router);
     let (_, rp_before) = counters(&transit);
-    let before = drops(&lab);
+    let before = drops(lab);
     let answered = in_ns(&ns(&plan, Role::Client(2)), move || {
         let sock = udp();
         sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
@@ -252,7 +252,7 @@ fn attacks_from_a_client_namespace_are_dropped_by_the_network_and_counted() {
     let (no_route, rp) = (no_route - no_route_before, rp - rp_before);
     assert!(no_route >= 400, "no route: {no_route} counted");
     assert!(rp >= 400, "spoofed sources filtered at the client edge: {rp} counted");
-    let after = drops(&lab);
+    let after = drops(lab);
     assert!(more(&before, &after, "pop/paris", "auth_malformed") >= 50, "paris counted the plain probes: {after}");
     // The clients' own traffic is untouched.
     let r = lab.probe("kyiv", "198.18.0.20:7000", "udp", 4);
@@ -314,7 +314,7 @@ fn a_hundred_thousand_random_datagrams_into_every_node_port_leave_every_node_for
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let t = anyedge_topology::load(&lab.file).unwrap();
     // Every UDP port of every node, from the network it listens on.
     let mut targets: Vec<(String, Vec<SocketAddr>)> = Vec::new();
@@ -332,8 +332,8 @@ fn a_hundred_thousand_random_datagrams_into_every_node_port_leave_every_node_for
     targets.push((ns(&plan, Role::Internet), pops.collect()));
     let ports: usize = targets.iter().map(|(_, a)| a.len()).sum();
     let victims = [
-        spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 4, "fuzz-london.json"),
-        spawn_probe(&lab, "kyiv", "198.18.0.20:443", "tcp", 4, "fuzz-kyiv.json"),
+        spawn_probe(lab, "london", "198.18.0.20:7000", "udp", 4, "fuzz-london.json"),
+        spawn_probe(lab, "kyiv", "198.18.0.20:443", "tcp", 4, "fuzz-kyiv.json"),
     ];
     std::thread::sleep(Duration::from_millis(300));
     let per_target = 100_000 / ports + 1;
@@ -365,7 +365,7 @@ fn a_hundred_thousand_random_datagrams_into_every_node_port_leave_every_node_for
     }
     assert!(total >= 100_000, "{total} datagrams sent into {ports} ports");
     for (child, name) in victims.into_iter().zip(["fuzz-london.json", "fuzz-kyiv.json"]) {
-        let r = wait_probe(&lab, child, name);
+        let r = wait_probe(lab, child, name);
         let (sent, received) = (r["sent"].as_u64().unwrap(), r["received"].as_u64().unwrap());
         assert!(received * 100 >= sent * 99, "{name}: under 1 % lost during the fuzz: {r}");
     }
@@ -492,18 +492,18 @@ fn tls_listeners_in_the_lab_present_the_vips_certificate_and_mtls_wants_the_labs
     let lab = attack_lab();
     let vip = |port| SocketAddr::new("198.18.0.20".parse().unwrap(), port);
     let (cert, trailer) =
-        handshake(&lab, "london", vip(8443), None).expect("a one-way handshake with the VIP's certificate");
+        handshake(lab, "london", vip(8443), None).expect("a one-way handshake with the VIP's certificate");
     assert_eq!(subject_cn(&cert), "vip/edge", "the VIP's own certificate");
     // The CLB node opened its own connection to the backend; the TOA option in its SYN
     // named london, and that is whom the backend reports.
-    let london = plan(&lab).client_addr(0).unwrap();
+    let london = plan(lab).client_addr(0).unwrap();
     assert!(trailer.contains(&format!("|cl={london}:")), "the backend learned london from TOA: {trailer}");
-    let refused = handshake(&lab, "london", vip(9443), None);
+    let refused = handshake(lab, "london", vip(9443), None);
     assert!(refused.is_err(), "mutual TLS without a client certificate is refused: {refused:?}");
     // A node's certificate chains to the same CA, but its role is `pop`, not a VIP client.
-    let as_node = handshake(&lab, "london", vip(9443), Some("pop-paris"));
+    let as_node = handshake(lab, "london", vip(9443), Some("pop-paris"));
     assert!(as_node.is_err(), "mutual TLS with a POP's certificate is refused: {as_node:?}");
-    handshake(&lab, "london", vip(9443), Some("client")).expect("mutual TLS with the lab's client certificate");
+    handshake(lab, "london", vip(9443), Some("client")).expect("mutual TLS with the lab's client certificate");
 }
 
 /// The common name of a DER certificate's subject: the last common name in it (the
@@ -569,15 +569,15 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let kyiv = ns(&plan, Role::Client(2));
     let clbs = CLBS;
-    let peak_before = clbs.map(|n| peak_rss_mib(&lab, n));
+    let peak_before = clbs.map(|n| peak_rss_mib(lab, n));
     let vip = |port| SocketAddrV4::new("198.18.0.20".parse().unwrap(), port);
     // 1. 60,000 SYNs to the TCP listener from 250 addresses of kyiv's block that nobody
     // holds, at about 6,000/s, while london's 8 connections carry requests: 30 times the
     // 2,000-entry table, and every entry the flood makes stays half-open.
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:443", "tcp", 8, "victim-tcp.json");
+    let victim = spawn_probe(lab, "london", "198.18.0.20:443", "tcp", 8, "victim-tcp.json");
     std::thread::sleep(Duration::from_millis(500));
     let syns = in_ns(&kyiv, move || {
         let raw = RawSender::new();
@@ -598,7 +598,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     let refused: u64 = clbs.iter().map(|n| metric("conn_table_refused_total", n)).sum();
     eprintln!("the tables pushed out {pushed_out} half-open entries and refused {refused} new flows");
     assert!(pushed_out >= 40_000, "{pushed_out} half-open entries pushed out:\n{metrics}");
-    let r = wait_probe(&lab, victim, "victim-tcp.json");
+    let r = wait_probe(lab, victim, "victim-tcp.json");
     assert_eq!(r["received"], r["sent"], "london's established connections lost nothing: {r}");
     assert_eq!(r["connections_broken"], 0, "{r}");
     // A new client right after the flood still gets every connection it asks for (the
@@ -609,7 +609,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     // 1b. 20,000 SYNs to the HTTP listener at about 5,000/s while london asks over HTTP:
     // each is answered with a SYN cookie and nothing is set up for it (an L7 SYN used to
     // set up a TCP stack, about 130 KB, before the handshake).
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:80", "http", 4, "victim-http.json");
+    let victim = spawn_probe(lab, "london", "198.18.0.20:80", "http", 4, "victim-http.json");
     std::thread::sleep(Duration::from_millis(500));
     let syns = in_ns(&kyiv, move || {
         let raw = RawSender::new();
@@ -631,12 +631,12 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     eprintln!("{cookies} SYN cookies for {syns} SYNs; {proxied} layer-7 connections held");
     assert!(cookies * 100 >= syns * 95, "SYNs answered with a cookie: {cookies} for {syns}:\n{metrics}");
     assert!(proxied <= 8, "the nodes hold london's connections at most, none of the flood's: {proxied}");
-    let r = wait_probe(&lab, victim, "victim-http.json");
+    let r = wait_probe(lab, victim, "victim-http.json");
     victim_lost_nothing(&r, "HTTP");
     // 2. Slowloris: 700 connections from kyiv's own address to the HTTP listener, each
     // with a head it never finishes, held open while london asks over HTTP.
-    let before = drops(&lab);
-    let resident_before = clbs.map(|n| rss_mib(&lab, n));
+    let before = drops(lab);
+    let resident_before = clbs.map(|n| rss_mib(lab, n));
     let held = in_ns(&kyiv, move || {
         let workers: Vec<_> = (0..7)
             .map(|_| {
@@ -661,17 +661,17 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
         r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"],
         "london over HTTP beside the slow heads: {r}"
     );
-    let after = drops(&lab);
+    let after = drops(lab);
     let capped: u64 = clbs.iter().map(|n| more(&before, &after, n, "source_cap")).sum();
     // 700 connections over two nodes, 256 each at most: at least 188 SYNs refused
     // (kyiv's kernel sends each again, so more are counted).
     assert!(capped >= 188, "{} connections held, {capped} SYNs refused for the cap: {after}", held.len());
     for (n, before) in clbs.iter().zip(peak_before) {
-        let peak = peak_rss_mib(&lab, n);
+        let peak = peak_rss_mib(lab, n);
         eprintln!("{n}: peak resident {before:.1} MiB before the floods, {peak:.1} MiB after both");
         assert!(peak - before <= STATE_FLOOD_MIB, "{n}'s peak went from {before:.1} to {peak:.1} MiB");
     }
-    let resident_held = clbs.map(|n| rss_mib(&lab, n));
+    let resident_held = clbs.map(|n| rss_mib(lab, n));
     let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
     let metric = |name: &str, node: &str| -> u64 {
         let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
@@ -695,7 +695,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     drop(held);
     std::thread::sleep(Duration::from_millis(1_500));
     for (i, n) in clbs.iter().enumerate() {
-        let after = rss_mib(&lab, n);
+        let after = rss_mib(lab, n);
         let (before, held) = (resident_before[i], resident_held[i]);
         eprintln!("{n}: resident {held:.1} MiB holding them, {after:.1} MiB after they closed");
         assert!(
@@ -739,7 +739,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let kyiv = ns(&plan, Role::Client(2));
     let clbs = CLBS;
     let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 4433);
@@ -748,10 +748,10 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     let status = || -> Value { serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap() };
     let retries = |s: &Value| -> u64 { clbs.iter().map(|n| s["quic"][n]["retries"].as_u64().unwrap_or(0)).sum() };
     let retries_before = retries(&status());
-    let (cpu_before, peak_before) = (clbs.map(|n| cpu_seconds(&lab, n)), clbs.map(|n| peak_rss_mib(&lab, n)));
+    let (cpu_before, peak_before) = (clbs.map(|n| cpu_seconds(lab, n)), clbs.map(|n| peak_rss_mib(lab, n)));
     // 6,000 Initials at 1,000/s, each from its own address and port of kyiv's block (the
     // answers die unanswered), while london asks over QUIC.
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:4433", "quic", 4, "victim-quic.json");
+    let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 4, "victim-quic.json");
     std::thread::sleep(Duration::from_millis(300));
     // What comes back to the spoofed addresses, watched in kyiv's namespace where it dies.
     let kyiv_watch = kyiv.clone();
@@ -768,7 +768,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     });
     let seconds = flood.elapsed().as_secs_f64();
     assert!(sent >= 5_900, "the flood left kyiv: {sent}");
-    let r = wait_probe(&lab, victim, "victim-quic.json");
+    let r = wait_probe(lab, victim, "victim-quic.json");
     victim_lost_nothing(&r, "QUIC");
     // Past 200 Initials a second, or with 64 handshakes of unvalidated addresses under way
     // (spoofed ones never finish; they time out after 30 s), each node answers with a
@@ -794,7 +794,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     // 8 MiB.
     let bound = UNVALIDATED_MAX as f64 * 64.0 / 1024.0 + 8.0;
     for (i, n) in clbs.iter().enumerate() {
-        let (cpu, peak) = (cpu_seconds(&lab, n) - cpu_before[i], peak_rss_mib(&lab, n) - peak_before[i]);
+        let (cpu, peak) = (cpu_seconds(lab, n) - cpu_before[i], peak_rss_mib(lab, n) - peak_before[i]);
         eprintln!("{n}: {cpu:.2} CPU-seconds and +{peak:.1} MiB peak resident over the flood (bound {bound:.0})");
         assert!(peak <= bound, "{n}'s peak resident memory grew {peak:.1} MiB, over {bound:.0}");
     }
@@ -802,7 +802,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     // kyiv's POP and reaches the CLB node that issued the IDs, but it does not decrypt, so
     // london's replies keep leaving through london's own POP (the issue saw 35 % of them
     // moved to the junk's POP) and london loses nothing.
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:4433", "quic", 2, "victim-junk.json");
+    let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 2, "victim-junk.json");
     // An observer on the path (london's POP, where its packets arrive) sees london's
     // short-header packets (first bit 0) toward the VIP: each carries an ID the node issued.
     let london_ip = plan.client_addr(0).unwrap();
@@ -855,7 +855,7 @@ fn a_flood_of_quic_initials_gets_retries_and_junk_with_a_victims_ids_moves_none_
     assert_eq!(junk[home], 0, "kyiv's junk entered london's own POP: the test would show nothing");
     assert!(junk[1 - home] > 0, "the junk entered kyiv's POP");
     assert_eq!(replies[1 - home], 0, "london's replies moved to the junk's POP");
-    let r = wait_probe(&lab, victim, "victim-junk.json");
+    let r = wait_probe(lab, victim, "victim-junk.json");
     victim_lost_nothing(&r, "QUIC");
 }
 
@@ -893,10 +893,10 @@ fn a_clients_forged_toa_option_never_names_the_client_to_a_backend() {
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let kyiv = ns(&plan, Role::Client(2));
     let vip = SocketAddrV4::new("198.18.0.20".parse().unwrap(), 443);
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:443", "tcp", 4, "victim-toa.json");
+    let victim = spawn_probe(lab, "london", "198.18.0.20:443", "tcp", 4, "victim-toa.json");
     // Ten connections from kyiv's block whose SYNs name 6.6.6.6:4242 in a TOA option of
     // their own: every backend must name the connection's real source as its client.
     let trailers = in_ns(&kyiv, move || {
@@ -913,7 +913,7 @@ fn a_clients_forged_toa_option_never_names_the_client_to_a_backend() {
         assert!(trailer.contains(&format!("|cl={client}")), "{client}: the backend's client: {trailer}");
         assert!(!trailer.contains("6.6.6.6"), "{client}: the forged TOA reached the backend: {trailer}");
     }
-    let r = wait_probe(&lab, victim, "victim-toa.json");
+    let r = wait_probe(lab, victim, "victim-toa.json");
     victim_lost_nothing(&r, "TCP");
 }
 
@@ -924,11 +924,11 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
     }
     let _one = serial();
     let lab = attack_lab();
-    let plan = plan(&lab);
+    let plan = plan(lab);
     let kyiv = ns(&plan, Role::Client(2));
     let clbs = CLBS;
-    let peak_before = clbs.map(|n| peak_rss_mib(&lab, n));
-    let victim = spawn_probe(&lab, "london", "198.18.0.20:80", "http", 4, "victim-body.json");
+    let peak_before = clbs.map(|n| peak_rss_mib(lab, n));
+    let victim = spawn_probe(lab, "london", "198.18.0.20:80", "http", 4, "victim-body.json");
     std::thread::sleep(Duration::from_millis(300));
     // Four connections from kyiv push requests with 64 KiB bodies (each echoed back by
     // the backend) for 4 s and never read an answer: the answers fill the proxy's 64 KiB
@@ -967,12 +967,12 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
     // What the path holds: kyiv's and the proxy's socket buffers, the proxy's 64 KiB each
     // way, the backend's: a few MiB, not what 4 s of a link could carry.
     assert!(bytes < 32 << 20, "{bytes} bytes went in: nothing pushed back");
-    let r = wait_probe(&lab, victim, "victim-body.json");
+    let r = wait_probe(lab, victim, "victim-body.json");
     victim_lost_nothing(&r, "HTTP");
     // Per node: its share of the four connections, each two 64 KiB sockets toward the
     // client, two toward the backend and 64 KiB each way beyond them, plus 16 MiB.
     for (i, n) in clbs.iter().enumerate() {
-        let grew = peak_rss_mib(&lab, n) - peak_before[i];
+        let grew = peak_rss_mib(lab, n) - peak_before[i];
         eprintln!("{n}: peak resident +{grew:.1} MiB");
         assert!(grew <= 4.0 * 6.0 * 64.0 / 1024.0 + 16.0, "{n}'s peak resident memory grew {grew:.1} MiB");
     }
@@ -1029,7 +1029,7 @@ time.sleep(2)
 ";
     let (held, proxied) = {
         let addresses = addresses.clone();
-        let child = in_ns(&kyiv, move || {
+        let mut child = in_ns(&kyiv, move || {
             for a in &addresses {
                 let added = std::process::Command::new("ip")
                     .args(["-6", "addr", "add", &format!("{a}/128"), "dev", "inet", "nodad"])
@@ -1043,11 +1043,12 @@ time.sleep(2)
                 .spawn()
                 .expect("python3")
         });
-        let mut stdout = std::io::BufReader::new(child.stdout.unwrap());
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
         let proxied = summed_metric(lab, "l7_connections");
         std::io::Read::read_to_end(&mut stdout, &mut Vec::new()).unwrap();
+        assert!(child.wait().is_ok_and(|s| s.success()), "the slow client ran");
         (line.trim().parse::<u64>().unwrap_or(0), proxied)
     };
     in_ns(&kyiv, move || {
