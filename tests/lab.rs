@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::net::SocketAddrV4;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -793,6 +795,28 @@ fn a_security_group_bound_to_a_backend_drops_its_clients_in_the_lab_as_in_the_si
         let from_london = lab.probe_with("london", &target, "udp", 4, &["--size", size]);
         assert_eq!(from_london["received"], from_london["sent"], "london's {size}-byte datagrams: {from_london}");
     }
+    // A SYN to the host's port 7000 cut into 8-byte fragments (the pass: 5 of 5 got a
+    // SYN-ACK where a whole SYN got none): kyiv's goes unanswered like its whole one,
+    // london's is reassembled and answered.
+    let syn_ack_for = |client: &str, fragmented: bool, port: u16| {
+        let from = SocketAddrV4::new(client_address(&lab, client).parse().unwrap(), port);
+        let to = SocketAddrV4::new(direct, 7000);
+        let ns = format!("{}client-{client}", lab.prefix());
+        common::net::in_ns(&ns, move || {
+            let capture = common::net::Capture::open();
+            let syn = common::net::tcp_syn_packet(from, to, 77);
+            let packets = match fragmented {
+                true => common::net::ipv4_fragments(&syn, 8, port),
+                false => vec![syn],
+            };
+            let raw = common::net::RawSender::new();
+            packets.iter().all(|p| raw.send(p))
+                && capture.tcp_to(from, common::net::SYN | common::net::ACK, false, Duration::from_secs(2)).is_some()
+        })
+    };
+    assert!(!syn_ack_for("kyiv", false, 45_001), "kyiv's whole SYN is dropped");
+    assert!(!syn_ack_for("kyiv", true, 45_002), "kyiv's fragmented SYN is dropped too");
+    assert!(syn_ack_for("london", true, 45_003), "london's fragmented SYN is answered");
     // Through the IPv6 VIP, NAT64 gives the backend an address of the CLB's: the CLB
     // judges the client by the backend's group before it translates. The group has no
     // IPv6 rule, so no IPv6 client reaches .1 (before, kyiv got 200 of 400 answers from it).
@@ -1043,9 +1067,13 @@ fn an_aioquic_client_opens_a_new_connection_after_its_region_restarts_and_gets_a
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(r["connections"], 2, "one connection before the restart, one after: {r}");
-    // Answered until the restart (about 3 s) and again for most of the last 6 s.
+    // Answered until the restart and again after it: outside the outage, answers came
+    // at least every 250 ms (a request every 100 ms after the last answer, over a
+    // 50–60 ms round trip: 54–61 answers in 12 s were seen, fewer on a loaded machine).
     let (answered, sent) = (r["answered"].as_u64().unwrap(), r["sent"].as_u64().unwrap());
-    assert!(answered >= 60 && sent - answered <= 2, "{r}");
+    assert!(sent - answered <= 2, "{r}");
+    let answering_s = r["last_s"].as_f64().unwrap() - r["first_s"].as_f64().unwrap() - r["gap_s"].as_f64().unwrap();
+    assert!(answered as f64 * 0.25 >= answering_s, "answers kept coming outside the outage: {r}");
     assert!(r["last_s"].as_f64().unwrap() > 11.0, "answers to the end: {r}");
     assert!(r["gap_s"].as_f64().unwrap() < 6.0, "the outage is the restart and the client's 3 s timeout: {r}");
     // The restarted region answered the old connection's packets with a stateless reset

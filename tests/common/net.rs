@@ -96,6 +96,30 @@ pub fn tcp_syn_packet(src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8>
     tcp_packet(src, dst, (seq, 0), SYN, &MSS_1460, &[])
 }
 
+/// `packet` (IPv4, a 20-byte header) cut into fragments of `size` bytes of payload each
+/// (a multiple of 8), as a sender cutting its own datagram does: identification `id`,
+/// offsets, More Fragments on all but the last, each header's checksum filled in.
+pub fn ipv4_fragments(packet: &[u8], size: usize, id: u16) -> Vec<Vec<u8>> {
+    assert!(size.is_multiple_of(8) && size > 0, "fragment payloads are multiples of 8 bytes");
+    let payload = &packet[20..];
+    payload
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = packet[..20].to_vec();
+            f[2..4].copy_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+            f[4..6].copy_from_slice(&id.to_be_bytes());
+            let more = if (i + 1) * size < payload.len() { 0x2000 } else { 0 };
+            f[6..8].copy_from_slice(&((i * size / 8) as u16 | more).to_be_bytes());
+            f[10..12].copy_from_slice(&[0, 0]);
+            let sum = checksum(&f);
+            f[10..12].copy_from_slice(&sum.to_be_bytes());
+            f.extend_from_slice(chunk);
+            f
+        })
+        .collect()
+}
+
 /// The MSS option a kernel's SYN carries on Ethernet.
 pub const MSS_1460: [u8; 4] = [2, 4, 0x05, 0xb4];
 
