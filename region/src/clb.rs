@@ -867,7 +867,7 @@ impl Clb {
     fn drive_l7(&mut self, key: &FlowKey, now_ns: u64) {
         let mut step = self.l7.drive(key, now_ns);
         if step.needs_backend {
-            let Some(li) = self.l7.get(key).map(|c| c.listener) else { return };
+            let Some(li) = self.l7.get(key).map(crate::l7::Proxied::listener) else { return };
             let chosen = self.pick(li, key, now_ns).and_then(|binding| {
                 let backend = self.backend_addr(li, binding);
                 let local = self.allocate_snat(Transport::Tcp, backend)?;
@@ -890,8 +890,8 @@ impl Clb {
         for packet in step.to_client {
             let _ = self.reply_to_client(ingress, flow_hash, packet);
         }
-        let backend = self.l7.get(key).and_then(|c| c.backend_addr);
-        let http = self.l7.get(key).is_some_and(|c| self.listeners[c.listener].config.http);
+        let backend = self.l7.get(key).and_then(|c| c.bound()).map(|(_, addr, _)| addr);
+        let http = self.l7.get(key).is_some_and(|c| self.listeners[c.listener()].config.http);
         if let Some(backend) = backend {
             for mut bytes in step.to_backend {
                 // TCP SSL: the backend's peer is this node; a TOA option names the client.
@@ -908,8 +908,8 @@ impl Clb {
             && let Some(c) = self.l7.remove(key)
         {
             self.l7_ingress.remove(key);
-            if let (Some(binding), Some((ip, port)), Some(backend)) = (c.binding, c.local, c.backend_addr) {
-                self.listeners[c.listener].bindings[binding].release();
+            if let Some((binding, backend, (ip, port))) = c.bound() {
+                self.listeners[c.listener()].bindings[binding].release();
                 self.snat_free(ip, port, Transport::Tcp, backend);
             }
         }

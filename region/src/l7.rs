@@ -302,11 +302,11 @@ pub struct Proxied {
     client: SocketHandle,
     backend: Option<SocketHandle>,
     /// ListenerState index, backend binding and address once a request chose one.
-    pub listener: usize,
-    pub binding: Option<usize>,
-    pub backend_addr: Option<SocketAddr>,
+    listener: usize,
+    binding: Option<usize>,
+    backend_addr: Option<SocketAddr>,
     /// The node's address and port toward the backend.
-    pub local: Option<(IpAddr, u16)>,
+    local: Option<(IpAddr, u16)>,
     framer: Framer,
     to_backend: Vec<u8>,
     to_client: Vec<u8>,
@@ -325,6 +325,150 @@ pub struct Proxied {
 }
 
 impl Proxied {
+    /// The listener (its index in the node's listeners) the connection came in on.
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// The backend the connection was bound to, once a request chose one: its binding
+    /// (index in the listener's bindings), its address, and the node's address and port
+    /// toward it (what a release gives back).
+    pub fn bound(&self) -> Option<(usize, SocketAddr, (IpAddr, u16))> {
+        Some((self.binding?, self.backend_addr?, self.local?))
+    }
+
+    /// Client → backend: what the client's socket holds, through TLS and the framer,
+    /// while the backend's buffer has room (past [`BUFFER_MAX`] the client's window
+    /// closes instead). The framer's refusal, if it made one, and whether the client's
+    /// TLS records were bad.
+    fn pump_from_client(&mut self, client_ip: IpAddr) -> (Option<NotHttp>, bool) {
+        let s = self.stack.socket(self.client);
+        while s.can_recv() && !self.refused && self.to_backend.len() < BUFFER_MAX {
+            let mut buf = [0u8; 4096];
+            let n = s.recv_slice(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let mut plain = Vec::new();
+            let data = match self.tls.as_mut() {
+                Some(tls) => {
+                    if tls_read(tls, &buf[..n], &mut plain).is_err() {
+                        return (None, true);
+                    }
+                    &plain[..]
+                }
+                None => &buf[..n],
+            };
+            if let Err(refused) = self.framer.feed(data, client_ip, &mut self.to_backend) {
+                return (Some(refused), false);
+            }
+        }
+        (None, false)
+    }
+
+    /// The head deadline (slowloris): met once a whole head went toward the backend;
+    /// past it with none, the connection is refused with 408 (unless refused already).
+    fn head_overdue(&mut self, now_ns: u64, refusal: Option<NotHttp>) -> Option<NotHttp> {
+        if !self.to_backend.is_empty() {
+            self.head_due_ns = None;
+        }
+        if self.head_due_ns.is_some_and(|due| now_ns >= due) && refusal.is_none() && !self.refused {
+            self.head_due_ns = None;
+            return Some(NotHttp::TIMEOUT);
+        }
+        refusal
+    }
+
+    /// The request goes nowhere: the client gets the status and the connection closes;
+    /// a backend connection (an earlier request's) is cut.
+    fn refuse(&mut self, refused: NotHttp) {
+        self.to_backend.clear();
+        self.to_client.clear();
+        self.to_client.extend_from_slice(&refused.response());
+        if let Some(b) = self.backend {
+            self.stack.socket(b).abort();
+        }
+        self.refused = true;
+    }
+
+    /// Backend → client: the backend's bytes while the client's side has room, through
+    /// TLS, into the client's socket; after a refusal's status, the FIN.
+    fn pump_to_client(&mut self) {
+        if let Some(b) = self.backend {
+            let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
+            crate::tcp_stack::exchange_upto(self.stack.socket(b), &mut self.to_backend, &mut self.to_client, room);
+        }
+        match self.tls.as_mut() {
+            Some(tls) => tls_write(tls, &mut self.to_client, &mut self.client_wire),
+            None => self.client_wire.append(&mut self.to_client),
+        }
+        let cs = self.stack.socket(self.client);
+        if cs.can_send() && !self.client_wire.is_empty() {
+            let n = cs.send_slice(&self.client_wire).unwrap_or(0);
+            self.client_wire.drain(..n);
+        }
+        if self.refused && self.client_wire.is_empty() {
+            // The FIN follows the refusal's status, already in the socket.
+            cs.close();
+        }
+    }
+
+    /// Half-closes travel across once the data before them has; a client gone for good
+    /// (or with bad TLS) cuts the backend side.
+    fn propagate_close(&mut self, bad: bool) {
+        let client_state = self.stack.socket(self.client).state();
+        let backend_state = self.backend.map(|b| self.stack.socket(b).state());
+        if matches!(client_state, tcp::State::CloseWait) && self.to_backend.is_empty() {
+            let side = self.backend.unwrap_or(self.client);
+            self.stack.socket(side).close();
+        }
+        let backend_closed = matches!(backend_state, Some(tcp::State::CloseWait));
+        if backend_closed && self.to_client.is_empty() && self.client_wire.is_empty() {
+            self.stack.socket(self.client).close();
+        }
+        if matches!(client_state, tcp::State::Closed)
+            && let Some(b) = self.backend
+        {
+            let bs = self.stack.socket(b);
+            if bs.state() != tcp::State::Closed && (self.to_backend.is_empty() || bad) {
+                bs.abort();
+            }
+        }
+    }
+
+    /// The stack's segments into `step`: from the VIP toward the client (shifted to the
+    /// cookie's numbers when spliced behind one), the rest toward the backend.
+    fn drain(&mut self, vip: IpAddr, step: &mut Step) {
+        for mut packet in self.stack.drain_tx() {
+            let from_vip = anyedge_proto::inner::parse(&packet).is_ok_and(|i| i.key.src == vip);
+            if from_vip {
+                if let Some(shift) = self.seq_shift {
+                    // The stack's own segments: parse succeeded above, so this does too.
+                    let _ = inner::shift_tcp(&mut packet, shift, 0);
+                }
+                step.to_client.push(packet);
+            } else {
+                step.to_backend.push(packet);
+            }
+        }
+    }
+
+    /// Over on both sides (closed, or waiting out TIME-WAIT).
+    fn finished(&mut self) -> bool {
+        let gone = |st: Option<tcp::State>| st.is_none_or(|s| matches!(s, tcp::State::Closed | tcp::State::TimeWait));
+        let client_done = gone(Some(self.stack.socket(self.client).state()));
+        client_done && gone(self.backend.map(|b| self.stack.socket(b).state()))
+    }
+
+    /// When the connection next needs a drive: its stack's timers or its head deadline.
+    fn next_wake(&mut self, now_ns: u64) -> Option<u64> {
+        let stack = self.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns));
+        match (stack, self.head_due_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Gives back what the connection holds idle: socket buffers with nothing in them (to
     /// the stack's spares) and empty relay buffers. A held-open connection that sent half
     /// a head cost about 123 KiB before; the sockets behave the same either way.
@@ -562,127 +706,27 @@ impl L7 {
 
     /// Moves a connection along at `now_ns`: relays bytes both ways, reports packets.
     pub fn drive(&mut self, key: &FlowKey, now_ns: u64) -> Step {
-        let mut step = Step::default();
-        let Some(c) = self.conns.get_mut(key) else { return step };
+        let Some(c) = self.conns.get_mut(key) else { return Step::default() };
         c.stack.poll(now_ns);
-        let client_ip = key.src;
-        // Client → backend, through the framer.
-        let s = c.stack.socket(c.client);
-        let mut bad = false;
-        let mut refusal = None;
-        // Bounded: past BUFFER_MAX for the backend, the client's window closes instead.
-        while s.can_recv() && !c.refused && c.to_backend.len() < BUFFER_MAX {
-            let mut buf = [0u8; 4096];
-            let n = s.recv_slice(&mut buf).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            let mut plain = Vec::new();
-            let data = match c.tls.as_mut() {
-                Some(tls) => {
-                    if tls_read(tls, &buf[..n], &mut plain).is_err() {
-                        bad = true;
-                        break;
-                    }
-                    &plain[..]
-                }
-                None => &buf[..n],
-            };
-            if let Err(refused) = c.framer.feed(data, client_ip, &mut c.to_backend) {
-                refusal = Some(refused);
-                break;
-            }
-        }
-        if !c.to_backend.is_empty() {
-            c.head_due_ns = None;
-        }
-        if c.head_due_ns.is_some_and(|due| now_ns >= due) && refusal.is_none() && !c.refused {
-            // Slowloris: no whole head in time.
-            refusal = Some(NotHttp::TIMEOUT);
-            c.head_due_ns = None;
-        }
+        let (refusal, bad) = c.pump_from_client(key.src);
+        let refusal = c.head_overdue(now_ns, refusal);
         if bad {
-            s.abort();
+            c.stack.socket(c.client).abort();
         }
         if let Some(refused) = refusal {
-            // The request goes nowhere: the client gets the status and the connection
-            // closes; a backend connection (an earlier request's) is cut.
-            c.to_backend.clear();
-            c.to_client.clear();
-            c.to_client.extend_from_slice(&refused.response());
-            if let Some(b) = c.backend {
-                c.stack.socket(b).abort();
-            }
-            c.refused = true;
+            c.refuse(refused);
         }
-        step.needs_backend = c.backend.is_none() && !c.to_backend.is_empty();
-        if let Some(b) = c.backend {
-            let room = BUFFER_MAX.saturating_sub(c.to_client.len() + c.client_wire.len());
-            crate::tcp_stack::exchange_upto(c.stack.socket(b), &mut c.to_backend, &mut c.to_client, room);
-        }
-        match c.tls.as_mut() {
-            Some(tls) => tls_write(tls, &mut c.to_client, &mut c.client_wire),
-            None => c.client_wire.append(&mut c.to_client),
-        }
-        let cs = c.stack.socket(c.client);
-        if cs.can_send() && !c.client_wire.is_empty() {
-            let n = cs.send_slice(&c.client_wire).unwrap_or(0);
-            c.client_wire.drain(..n);
-        }
-        if c.refused && c.client_wire.is_empty() {
-            // The FIN follows the refusal's status, already in the socket.
-            cs.close();
-        }
-        // Half-closes travel across once the data before them has.
-        let client_state = c.stack.socket(c.client).state();
-        let backend_state = c.backend.map(|b| c.stack.socket(b).state());
-        if matches!(client_state, tcp::State::CloseWait) && c.to_backend.is_empty() {
-            match c.backend {
-                Some(b) => c.stack.socket(b).close(),
-                None => c.stack.socket(c.client).close(),
-            }
-        }
-        if matches!(backend_state, Some(tcp::State::CloseWait)) && c.to_client.is_empty() && c.client_wire.is_empty() {
-            c.stack.socket(c.client).close();
-        }
-        if matches!(client_state, tcp::State::Closed)
-            && let Some(b) = c.backend
-        {
-            let bs = c.stack.socket(b);
-            if bs.state() != tcp::State::Closed && (c.to_backend.is_empty() || bad) {
-                bs.abort();
-            }
-        }
+        let mut step = Step { needs_backend: c.backend.is_none() && !c.to_backend.is_empty(), ..Step::default() };
+        c.pump_to_client();
+        c.propagate_close(bad);
         c.stack.poll(now_ns);
-        for mut packet in c.stack.drain_tx() {
-            let from_vip = anyedge_proto::inner::parse(&packet).is_ok_and(|i| i.key.src == key.dst);
-            if from_vip {
-                if let Some(shift) = c.seq_shift {
-                    // The stack's own segments: parse succeeded above, so this does too.
-                    let _ = inner::shift_tcp(&mut packet, shift, 0);
-                }
-                step.to_client.push(packet);
-            } else {
-                step.to_backend.push(packet);
-            }
-        }
+        c.drain(key.dst, &mut step);
         c.release_idle();
         let held = c.held_buffer_bytes();
         self.buffer_bytes = self.buffer_bytes - c.buffer_bytes + held;
         c.buffer_bytes = held;
-        let gone = |st: Option<tcp::State>| st.is_none_or(|s| matches!(s, tcp::State::Closed | tcp::State::TimeWait));
-        let client_done = gone(Some(c.stack.socket(c.client).state()));
-        let backend_done = gone(c.backend.map(|b| c.stack.socket(b).state()));
-        step.finished = client_done && backend_done;
-        let next = if step.finished {
-            None
-        } else {
-            let stack = c.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns));
-            match (stack, c.head_due_ns) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        };
+        step.finished = c.finished();
+        let next = if step.finished { None } else { c.next_wake(now_ns) };
         if let Some(old) = c.poll_at.take() {
             self.timers.remove(&(old, *key));
         }
