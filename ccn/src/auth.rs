@@ -48,11 +48,15 @@ pub enum NodeId {
 
 /// Nodes per region (CLB nodes, backend hosts) an id can name.
 pub const REGION_NODES_MAX: u16 = 1 << 12;
+/// The bits of a regional id that name the node: as many as [`REGION_NODES_MAX`] needs.
+const REGION_NODE_MASK: u16 = REGION_NODES_MAX - 1;
+const _: () = assert!(REGION_NODES_MAX.is_power_of_two() && REGION_NODE_MASK == 0x0fff, "12 bits name a node");
 
 impl NodeId {
     /// The 32 bits an envelope carries: the kind in the top 4, region in the next 16.
     pub fn to_wire(self) -> u32 {
-        let regional = |kind: u32, region: u16, n: u16| kind << 28 | u32::from(region) << 12 | u32::from(n & 0x0fff);
+        let regional =
+            |kind: u32, region: u16, n: u16| kind << 28 | u32::from(region) << 12 | u32::from(n & REGION_NODE_MASK);
         match self {
             NodeId::Pop(p) => 1 << 28 | u32::from(p),
             NodeId::Clb { region, node } => regional(2, region, node),
@@ -61,7 +65,7 @@ impl NodeId {
     }
 
     pub fn from_wire(v: u32) -> Option<NodeId> {
-        let (region, n) = ((v >> 12 & 0xffff) as u16, (v & 0x0fff) as u16);
+        let (region, n) = ((v >> 12 & 0xffff) as u16, v as u16 & REGION_NODE_MASK);
         match v >> 28 {
             1 if v >> 16 & 0x0fff == 0 => Some(NodeId::Pop(v as u16)),
             2 => Some(NodeId::Clb { region, node: n }),

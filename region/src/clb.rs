@@ -164,6 +164,7 @@ fn idle_ns(transport: Transport) -> u64 {
 const SNAT_EVICT_SCAN: usize = 256;
 /// SNAT ports, split between a region's nodes (below the probe ports).
 const SNAT_PORTS: std::ops::Range<u16> = 1024..61_000;
+const _: () = assert!(SNAT_PORTS.end <= *PROBE_PORTS.start(), "SNAT ports and health-probe ports never meet");
 
 /// The CLB core.
 #[derive(Debug)]
