@@ -609,6 +609,7 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     // 1b. 20,000 SYNs to the HTTP listener at about 5,000/s while london asks over HTTP:
     // each is answered with a SYN cookie and nothing is set up for it (an L7 SYN used to
     // set up a TCP stack, about 130 KB, before the handshake).
+    let held_before = summed_metric(lab, "l7_connections");
     let victim = spawn_probe(lab, "london", "198.18.0.20:80", "http", 4, "victim-http.json");
     std::thread::sleep(Duration::from_millis(500));
     let syns = in_ns(&kyiv, move || {
@@ -630,7 +631,10 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     let proxied: u64 = clbs.iter().map(|n| metric("l7_connections", n)).sum();
     eprintln!("{cookies} SYN cookies for {syns} SYNs; {proxied} layer-7 connections held");
     assert!(cookies * 100 >= syns * 95, "SYNs answered with a cookie: {cookies} for {syns}:\n{metrics}");
-    assert!(proxied <= 8, "the nodes hold london's connections at most, none of the flood's: {proxied}");
+    assert!(
+        proxied <= held_before + 8,
+        "the nodes hold london's connections at most, none of the flood's: {proxied} ({held_before} before)"
+    );
     let r = wait_probe(lab, victim, "victim-http.json");
     victim_lost_nothing(&r, "HTTP");
     // 2. Slowloris: 700 connections from kyiv's own address to the HTTP listener, each
@@ -1005,6 +1009,8 @@ fn one_client_holds_its_share_of_proxied_connections_across_its_64_and_of_half_o
     let kyiv = ns(&plan, Role::Client(2));
     let prefix = plan.client_addr6(2).unwrap().segments();
     let before = drops(lab);
+    // What earlier attacks on the shared lab may still hold (closing, timing out).
+    let baseline = summed_metric(lab, "l7_connections");
     let victim = spawn_probe(lab, "london", "198.18.0.20:80", "http", 4, "victim-64.json");
     std::thread::sleep(Duration::from_millis(300));
     // 48 addresses of kyiv's /64 on its link, 20 slow heads from each to the IPv6 VIP.
@@ -1057,7 +1063,7 @@ time.sleep(2)
     // The client closed them: the nodes let go (their FINs answered from those addresses)
     // before kyiv gives the addresses back, and the shared lab holds none of them.
     let started = std::time::Instant::now();
-    while summed_metric(lab, "l7_connections") > 8 && started.elapsed() < Duration::from_secs(10) {
+    while summed_metric(lab, "l7_connections") > baseline + 4 && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let left = summed_metric(lab, "l7_connections");
@@ -1068,13 +1074,15 @@ time.sleep(2)
                 .status();
         }
     });
-    assert!(left <= 8, "the nodes still hold {left} of the /64's closed connections");
+    assert!(left <= baseline + 4, "the nodes still hold {left} of the /64's closed connections ({baseline} before)");
     let after = drops(lab);
     let capped: u64 = CLBS.iter().map(|n| more(&before, &after, n, "source_cap")).sum();
     eprintln!("kyiv's /64 opened {held} of 960 connections; the nodes proxied {proxied}; {capped} SYNs refused");
     // The kernel's connect counts a connection whose SYN went unanswered as open until
     // its timeout: what the nodes hold is what counts.
-    assert!(proxied <= 2 * 256 + 8, "the /64 held {proxied} proxied connections, more than its share");
+    // Beside it: london's 4, and what the lab held before.
+    let share = proxied.saturating_sub(baseline + 4);
+    assert!(share <= 2 * 256, "the /64 held {share} proxied connections, more than its share ({proxied} in all)");
     assert!(capped > 0, "the nodes refused the /64's connections past its share: {after}");
     let r = wait_probe(lab, victim, "victim-64.json");
     victim_lost_nothing(&r, "HTTP");
