@@ -589,13 +589,9 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     });
     assert!(syns >= 59_000, "the flood left kyiv: {syns}");
     // It reached the nodes: their tables pushed out tens of thousands of half-open entries.
-    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
-    let metric = |name: &str, node: &str| -> u64 {
-        let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
-    };
-    let pushed_out: u64 = clbs.iter().map(|n| metric("conn_table_evictions_total", n)).sum();
-    let refused: u64 = clbs.iter().map(|n| metric("conn_table_refused_total", n)).sum();
+    let metrics = Metrics::read(lab);
+    let (pushed_out, refused) =
+        (metrics.summed("conn_table_evictions_total"), metrics.summed("conn_table_refused_total"));
     eprintln!("the tables pushed out {pushed_out} half-open entries and refused {refused} new flows");
     assert!(pushed_out >= 40_000, "{pushed_out} half-open entries pushed out:\n{metrics}");
     let r = wait_probe(lab, victim, "victim-tcp.json");
@@ -622,13 +618,8 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
     });
     assert!(syns >= 19_500, "the flood left kyiv: {syns}");
     std::thread::sleep(Duration::from_millis(1_200));
-    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
-    let metric = |name: &str, node: &str| -> u64 {
-        let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
-    };
-    let cookies: u64 = clbs.iter().map(|n| metric("syn_cookies_total", n)).sum();
-    let proxied: u64 = clbs.iter().map(|n| metric("l7_connections", n)).sum();
+    let metrics = Metrics::read(lab);
+    let (cookies, proxied) = (metrics.summed("syn_cookies_total"), metrics.summed("l7_connections"));
     eprintln!("{cookies} SYN cookies for {syns} SYNs; {proxied} layer-7 connections held");
     assert!(cookies * 100 >= syns * 95, "SYNs answered with a cookie: {cookies} for {syns}:\n{metrics}");
     assert!(
@@ -676,13 +667,9 @@ fn spoofed_syn_floods_and_slowloris_heads_leave_the_victims_connections_and_the_
         assert!(peak - before <= STATE_FLOOD_MIB, "{n}'s peak went from {before:.1} to {peak:.1} MiB");
     }
     let resident_held = clbs.map(|n| rss_mib(lab, n));
-    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
-    let metric = |name: &str, node: &str| -> u64 {
-        let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
-    };
+    let metrics = Metrics::read(lab);
     for (i, n) in clbs.iter().enumerate() {
-        let (conns, bytes) = (metric("l7_connections", n), metric("l7_buffer_bytes", n));
+        let (conns, bytes) = (metrics.node("l7_connections", n), metrics.node("l7_buffer_bytes", n));
         let grew_kib = (resident_held[i] - resident_before[i]) * 1024.0;
         eprintln!(
             "{n}: {conns} slow connections held, {bytes} buffer bytes; resident {:.1} -> {:.1} MiB ({:.1} KiB a connection)",
@@ -983,15 +970,35 @@ fn a_client_that_pipelines_bodies_and_never_reads_an_answer_is_held_back_by_boun
     drop(pushed);
 }
 
-/// Per CLB node's `/metrics` gauge or counter `name`, summed over the region's nodes.
+/// The lab's `/metrics` text (`lab metrics`), read once.
+struct Metrics(String);
+
+impl Metrics {
+    fn read(lab: &Lab) -> Metrics {
+        Metrics(String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string())
+    }
+
+    /// Gauge or counter `name` of `node` (0 when it has none).
+    fn node(&self, name: &str, node: &str) -> u64 {
+        let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
+        self.0.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// `name` summed over the region's CLB nodes.
+    fn summed(&self, name: &str) -> u64 {
+        CLBS.iter().map(|n| self.node(name, n)).sum()
+    }
+}
+
+impl std::fmt::Display for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Gauge or counter `name` summed over the region's CLB nodes, read now.
 fn summed_metric(lab: &Lab, name: &str) -> u64 {
-    let metrics = String::from_utf8_lossy(&lab.anyedge(&["lab", "metrics"]).stdout).to_string();
-    CLBS.iter()
-        .map(|node| {
-            let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
-            metrics.lines().find_map(|l| l.strip_prefix(&start)).map_or(0, |v| v.trim().parse().unwrap())
-        })
-        .sum()
+    Metrics::read(lab).summed(name)
 }
 
 /// What the third attack pass did with one client's IPv6 /64 (12,000 connections from 48

@@ -473,13 +473,19 @@ impl Proxied {
     /// the stack's spares) and empty relay buffers. A held-open connection that sent half
     /// a head cost about 123 KiB before; the sockets behave the same either way.
     fn release_idle(&mut self) {
-        self.stack.socket(self.client).release_idle_buffers();
-        if let Some(b) = self.backend {
-            self.stack.socket(b).release_idle_buffers();
+        let mut idle = true;
+        for h in std::iter::once(self.client).chain(self.backend) {
+            let s = self.stack.socket(h);
+            s.release_idle_buffers();
+            idle &= s.recv_queue() == 0 && s.send_queue() == 0;
         }
-        for buffer in [&mut self.to_backend, &mut self.to_client, &mut self.client_wire, &mut self.framer.head] {
-            if buffer.is_empty() {
-                *buffer = Vec::new();
+        // Only while nothing is in flight: a streaming connection empties its relay
+        // buffers every drive and would otherwise give them back and take them again.
+        if idle {
+            for buffer in [&mut self.to_backend, &mut self.to_client, &mut self.client_wire, &mut self.framer.head] {
+                if buffer.is_empty() {
+                    *buffer = Vec::new();
+                }
             }
         }
     }
