@@ -13,6 +13,7 @@ use anyedge_proto::{FlowKey, inner};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
+use crate::conn_table::Ingress;
 use crate::tcp_stack::TcpStack;
 
 /// Longest request head the proxy reads before refusing the connection.
@@ -322,6 +323,8 @@ pub struct Proxied {
     seq_shift: Option<u32>,
     /// What [`Proxied::buffer_bytes`] was after its last drive (counted in the proxy's sum).
     buffer_bytes: usize,
+    /// Where the client's latest packet entered the region: replies leave that way.
+    ingress: Ingress,
 }
 
 impl Proxied {
@@ -335,6 +338,11 @@ impl Proxied {
     /// toward it (what a release gives back).
     pub fn bound(&self) -> Option<(usize, SocketAddr, (IpAddr, u16))> {
         Some((self.binding?, self.backend_addr?, self.local?))
+    }
+
+    /// Where the client's latest packet entered the region.
+    pub fn ingress(&self) -> Ingress {
+        self.ingress
     }
 
     /// Client → backend: what the client's socket holds, through TLS and the framer,
@@ -636,6 +644,8 @@ impl L7 {
             head_due_ns: http.then_some(now_ns + HEAD_DEADLINE_NS),
             seq_shift: None,
             buffer_bytes: 0,
+            // Until its first packet is handed over (`receive_client`).
+            ingress: Ingress::Direct,
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
@@ -691,9 +701,10 @@ impl L7 {
         true
     }
 
-    /// A packet of this connection from the client.
-    pub fn receive_client(&mut self, key: &FlowKey, mut packet: Vec<u8>) {
+    /// A packet of this connection from the client, which entered the region at `ingress`.
+    pub fn receive_client(&mut self, key: &FlowKey, ingress: Ingress, mut packet: Vec<u8>) {
         if let Some(c) = self.conns.get_mut(key) {
+            c.ingress = ingress;
             if let Some(shift) = c.seq_shift
                 && inner::shift_tcp(&mut packet, 0, shift).is_err()
             {

@@ -49,6 +49,15 @@ impl BackendTable {
     pub fn iter(&self) -> impl Iterator<Item = &BackendPort> {
         self.rows.iter()
     }
+
+    /// Ports known; every `PortId` handed out is below it.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 impl Index<PortId> for BackendTable {
@@ -72,13 +81,26 @@ pub struct Binding {
     pub port: PortId,
     /// The scheduler's name for it (its address).
     pub name: String,
-    /// Active (open, not closing) flows, for WLC.
-    pub active: u32,
+    /// Active (open, not closing) flows, for WLC: each `acquire` is matched by one
+    /// `release`.
+    active: u32,
 }
 
 impl Binding {
-    /// A flow on this binding closed or left the table.
+    /// Active (open, not closing) flows on this binding.
+    pub fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// A flow (or proxied connection) was bound here.
+    pub fn acquire(&mut self) {
+        debug_assert!(self.active < u32::MAX, "fewer flows than u32::MAX");
+        self.active = self.active.saturating_add(1);
+    }
+
+    /// A flow on this binding closed or left the table: it held one.
     pub fn release(&mut self) {
+        debug_assert!(self.active > 0, "binding {} released a flow it never held", self.name);
         self.active = self.active.saturating_sub(1);
     }
 }

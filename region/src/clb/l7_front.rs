@@ -1,0 +1,126 @@
+//! The front of a node's layer-7 listeners: SYN cookies answer SYNs without keeping
+//! anything, an ACK that returns a good cookie sets a proxied connection up, and the
+//! proxy holds each connection (with where its client entered) until it finishes.
+
+use std::net::IpAddr;
+
+use anyedge_proto::FlowKey;
+use anyedge_proto::inner::{self, TcpFlags};
+use smoltcp::wire::TcpControl;
+
+use super::ClbDrop;
+use crate::l7::{L7, Mode, Refused};
+use crate::syn_cookie::SynCookies;
+
+/// What to do with a client segment of a layer-7 listener.
+#[derive(Debug)]
+pub enum Admission {
+    /// A segment of a connection the proxy holds; `new` when this segment set it up.
+    Proxied { new: bool },
+    /// A SYN: send this SYN-ACK (its sequence number is the cookie); nothing is kept.
+    Answer(Vec<u8>),
+    /// Refused for this reason; send the reset when there is one (an ACK of a
+    /// connection the node does not know, within the reset budget).
+    Refused(ClbDrop, Option<Vec<u8>>),
+}
+
+/// Where a new connection would be proxied for: its listener and how it relays.
+#[derive(Debug, Clone, Copy)]
+pub struct Opening<'a> {
+    pub listener: usize,
+    pub mode: Mode<'a>,
+    /// The node's own addresses (its TCP answers on them toward backends).
+    pub own: &'a [IpAddr],
+    /// Seeds the connection's TCP stack.
+    pub seed: u64,
+}
+
+/// A node's SYN cookies and proxied connections.
+#[derive(Debug)]
+pub struct L7Front {
+    proxy: L7,
+    cookies: SynCookies,
+    /// SYN-ACKs sent with a cookie.
+    cookies_sent: u64,
+}
+
+impl L7Front {
+    pub fn new(source_prefix_v4: u8, cookie_secret: &[u8]) -> L7Front {
+        L7Front { proxy: L7::new(source_prefix_v4), cookies: SynCookies::new(cookie_secret), cookies_sent: 0 }
+    }
+
+    pub fn proxy(&self) -> &L7 {
+        &self.proxy
+    }
+
+    pub fn proxy_mut(&mut self) -> &mut L7 {
+        &mut self.proxy
+    }
+
+    /// SYN-ACKs this node answered layer-7 SYNs with.
+    pub fn cookies_sent(&self) -> u64 {
+        self.cookies_sent
+    }
+
+    /// Decides what a client segment is: part of a held connection, a SYN to answer
+    /// with a cookie, the ACK that sets a connection up, or something to refuse.
+    pub fn admit(
+        &mut self,
+        key: FlowKey,
+        tcp: Option<TcpFlags>,
+        packet: &[u8],
+        at: Opening<'_>,
+        now_ns: u64,
+    ) -> Admission {
+        if self.proxy.get(&key).is_some() {
+            return Admission::Proxied { new: false };
+        }
+        let refused = |drop| Admission::Refused(drop, None);
+        let Some(flags) = tcp.filter(|f| !f.rst) else { return refused(ClbDrop::NoConnection) };
+        let Some((seq, ack, mss)) = inner::tcp_numbers(packet) else { return refused(ClbDrop::NoConnection) };
+        if flags.syn && !flags.ack {
+            return self.answer_syn(&key, seq, mss, now_ns).map_or(refused(ClbDrop::NoConnection), Admission::Answer);
+        }
+        if flags.syn || !flags.ack {
+            return refused(ClbDrop::NoConnection);
+        }
+        let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
+        let Some(mss) = self.cookies.check(&key, client_isn, cookie, now_ns) else {
+            return Admission::Refused(ClbDrop::BadCookie, self.reset(now_ns, &key, ack));
+        };
+        match self.proxy.accept(key, at.listener, at.own, at.mode, at.seed, now_ns) {
+            Ok(()) => {}
+            Err(Refused::SourceCap) => return refused(ClbDrop::SourceCap),
+            Err(Refused::Full) => return refused(ClbDrop::NoBackend),
+        }
+        if !self.proxy.splice(&key, client_isn, cookie, mss, now_ns) {
+            self.proxy.remove(&key);
+            return refused(ClbDrop::NoBackend);
+        }
+        debug_assert!(self.proxy.get(&key).is_some_and(|c| c.listener() == at.listener));
+        Admission::Proxied { new: true }
+    }
+
+    /// A SYN costs nothing to remember: the SYN-ACK's sequence number is a cookie, and
+    /// the connection is set up on the ACK that returns it.
+    fn answer_syn(&mut self, key: &FlowKey, seq: u32, mss: Option<u16>, now_ns: u64) -> Option<Vec<u8>> {
+        let (cookie, mss) = self.cookies.make(key, seq, mss, now_ns);
+        let ack = Some(seq.wrapping_add(1));
+        let syn_ack = inner::bare_tcp(key.dst_port, key.src_port, TcpControl::Syn, cookie, ack, Some(mss));
+        let syn_ack = inner::build_tcp(key.dst, key.src, &syn_ack)?;
+        self.cookies_sent += 1;
+        Some(syn_ack)
+    }
+
+    /// An ACK of a connection this node does not know (it restarted, or the ACK is
+    /// forged): a reset with the acknowledged number as its sequence (RFC 9293
+    /// §3.10.7.1), within the node's reset budget, so a real client opens a new
+    /// connection at once.
+    fn reset(&mut self, now_ns: u64, key: &FlowKey, ack: u32) -> Option<Vec<u8>> {
+        if !self.cookies.take_reset(now_ns) {
+            return None;
+        }
+        let rst = inner::bare_tcp(key.dst_port, key.src_port, TcpControl::Rst, ack, None, None);
+        inner::build_tcp(key.dst, key.src, &rst)
+    }
+}

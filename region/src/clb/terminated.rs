@@ -1,0 +1,244 @@
+//! The listeners a CLB node terminates itself: layer-7 TCP (HTTP, HTTPS, TCP SSL),
+//! whose connections the node's own TCP holds and relays, and QUIC, whose connections
+//! quinn holds and whose streams are relayed to backends over the node's TCP. Both bind
+//! a backend when the first request (or stream) needs one and give the binding and the
+//! SNAT port back when the connection ends.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyedge_proto::inner::{self, TcpFlags};
+use anyedge_proto::{FlowKey, Transport};
+
+use super::l7_front::{Admission, Opening};
+use super::{Clb, ClbDrop};
+use crate::conn_table::Ingress;
+use crate::quic_listener::{QuicCounts, QuicStep};
+
+/// Whether a packet is a bare SYN (the node's own, opening a connection to a backend).
+fn is_syn(bytes: &[u8]) -> bool {
+    inner::parse(bytes).is_ok_and(|i| i.tcp.is_some_and(|f| f.syn && !f.ack))
+}
+
+/// A SYN toward a backend with a TOA option naming `client` (the node's own SYN's few
+/// options always leave room).
+fn named_syn(bytes: Vec<u8>, client: SocketAddr) -> Vec<u8> {
+    let toa = inner::toa_option((client.ip(), client.port()));
+    inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes)
+}
+
+impl Clb {
+    /// A client packet of a layer-7 listener: the node's own TCP takes it.
+    pub(super) fn forward_l7(
+        &mut self,
+        now_ns: u64,
+        key: FlowKey,
+        tcp: Option<TcpFlags>,
+        packet: Vec<u8>,
+        ingress: Ingress,
+        li: usize,
+    ) -> Result<(), ClbDrop> {
+        let config = &self.listeners[li].config;
+        let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
+        let seed = u64::from(key.flow_hash()) ^ u64::from(self.node.index) << 32;
+        let at = Opening { listener: li, mode, own: &self.node.own_addresses, seed };
+        match self.l7.admit(key, tcp, &packet, at, now_ns) {
+            Admission::Proxied { new } => {
+                self.flows_created += u64::from(new);
+                self.l7.proxy_mut().receive_client(&key, ingress, packet);
+                self.drive_l7(&key, now_ns);
+                Ok(())
+            }
+            Admission::Answer(syn_ack) => {
+                self.reply_to_client(ingress, key.flow_hash(), syn_ack).map_err(ClbDrop::from)
+            }
+            Admission::Refused(drop, reset) => {
+                if let Some(rst) = reset {
+                    let _ = self.reply_to_client(ingress, key.flow_hash(), rst);
+                }
+                Err(drop)
+            }
+        }
+    }
+
+    /// A backend's packet to a connection the node terminates; handed back when it is
+    /// not one.
+    pub(super) fn terminated_from_backend(
+        &mut self,
+        now_ns: u64,
+        from: SocketAddr,
+        local: (IpAddr, u16),
+        packet: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let quic =
+            self.listeners.iter().position(|l| l.quic.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
+        if let Some(li) = quic {
+            if let Some(q) = self.listeners[li].quic.as_mut()
+                && let Some(ch) = q.by_backend(from, local)
+            {
+                q.receive_backend(ch, packet);
+            }
+            self.drive_quic(li, now_ns, Ingress::Direct);
+            return None;
+        }
+        let Some(client_key) = self.l7.proxy().by_backend(from, local) else { return Some(packet) };
+        self.l7.proxy_mut().receive(&client_key, packet);
+        self.drive_l7(&client_key, now_ns);
+        None
+    }
+
+    /// Moves along every terminated connection whose timer is due.
+    pub(super) fn terminated_timeout(&mut self, now_ns: u64) {
+        for key in self.l7.proxy().due(now_ns) {
+            self.drive_l7(&key, now_ns);
+        }
+        for li in 0..self.listeners.len() {
+            let due =
+                self.listeners[li].quic.as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
+            if due {
+                self.drive_quic(li, now_ns, Ingress::Direct);
+            }
+        }
+    }
+
+    /// Moves a layer-7 connection along and sends what it produced.
+    fn drive_l7(&mut self, key: &FlowKey, now_ns: u64) {
+        let mut step = self.l7.proxy_mut().drive(key, now_ns);
+        if step.needs_backend && self.connect_l7(key, now_ns) {
+            let more = self.l7.proxy_mut().drive(key, now_ns);
+            step.to_client.extend(more.to_client);
+            step.to_backend.extend(more.to_backend);
+            step.finished = more.finished;
+        }
+        let Some(c) = self.l7.proxy().get(key) else { return };
+        let (ingress, listener, bound) = (c.ingress(), c.listener(), c.bound());
+        for packet in step.to_client {
+            let _ = self.reply_to_client(ingress, key.flow_hash(), packet);
+        }
+        if let Some((_, backend, _)) = bound {
+            // TCP SSL: the backend's peer is this node; a TOA option names the client.
+            let raw = !self.listeners[listener].config.http;
+            let client = SocketAddr::new(key.src, key.src_port);
+            for bytes in step.to_backend {
+                let bytes = if raw && is_syn(&bytes) { named_syn(bytes, client) } else { bytes };
+                self.outbox.send_to_backend(backend, bytes);
+            }
+        }
+        if step.finished {
+            self.finish_l7(key);
+        }
+    }
+
+    /// Binds a layer-7 connection whose first request came to a backend, and opens the
+    /// node's connection to it from a SNAT port; false when none could be had.
+    fn connect_l7(&mut self, key: &FlowKey, now_ns: u64) -> bool {
+        let Some(li) = self.l7.proxy().get(key).map(crate::l7::Proxied::listener) else { return false };
+        let Some(binding) = self.pick(li, key, now_ns) else { return false };
+        let backend = self.backend_addr(li, binding);
+        let Some(local) = self.allocate_snat(Transport::Tcp, backend) else { return false };
+        if !self.l7.proxy_mut().connect(key, binding, backend, local) {
+            // Not connected: the port was never used.
+            self.snat.free(local.0, local.1, Transport::Tcp, backend);
+            return false;
+        }
+        self.listeners[li].bindings[binding].acquire();
+        true
+    }
+
+    /// Forgets a finished layer-7 connection and gives back its binding and SNAT port.
+    fn finish_l7(&mut self, key: &FlowKey) {
+        let Some(c) = self.l7.proxy_mut().remove(key) else { return };
+        if let Some((binding, backend, (ip, port))) = c.bound() {
+            self.listeners[c.listener()].bindings[binding].release();
+            self.snat.free(ip, port, Transport::Tcp, backend);
+        }
+    }
+
+    /// A client datagram of a QUIC listener: quinn takes it.
+    pub(super) fn forward_quic(&mut self, now_ns: u64, key: &FlowKey, packet: &[u8], ingress: Ingress, li: usize) {
+        let payload = inner::transport_payload(packet);
+        let mut step = QuicStep::default();
+        if let Some(q) = self.listeners[li].quic.as_mut() {
+            let client = SocketAddr::new(key.src, key.src_port);
+            q.receive(now_ns, client, payload, ingress, key.flow_hash(), &mut step);
+        }
+        self.apply_quic(li, now_ns, step, ingress);
+        self.drive_quic(li, now_ns, ingress);
+    }
+
+    /// Drives a QUIC listener and carries out what it asks.
+    fn drive_quic(&mut self, li: usize, now_ns: u64, fallback: Ingress) {
+        // Choosing backends and opening relays produce more work: a few rounds settle it.
+        for _ in 0..4 {
+            let mut step = QuicStep::default();
+            let Some(q) = self.listeners[li].quic.as_mut() else { return };
+            q.drive(now_ns, &mut step);
+            let more = !step.need_backend.is_empty() || !step.need_port.is_empty();
+            self.apply_quic(li, now_ns, step, fallback);
+            if !more {
+                break;
+            }
+        }
+    }
+
+    /// Carries out what a QUIC listener asked for, in order: backends for new
+    /// connections, ports for new streams, datagrams out, releases.
+    fn apply_quic(&mut self, li: usize, now_ns: u64, step: QuicStep, fallback: Ingress) {
+        for ch in step.need_backend {
+            self.bind_quic(li, ch, now_ns);
+        }
+        for (ch, stream) in step.need_port {
+            let backend = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
+            let Some(backend) = backend else { continue };
+            if let Some(local) = self.allocate_snat(Transport::Tcp, backend)
+                && let Some(q) = self.listeners[li].quic.as_mut()
+                && !q.open_relay(ch, stream, local)
+            {
+                self.snat.free(local.0, local.1, Transport::Tcp, backend);
+            }
+        }
+        for (ch, dst, payload) in step.to_client {
+            let Some(q) = self.listeners[li].quic.as_ref() else { return };
+            let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
+            let Some(packet) = q.datagram_to(dst, &payload) else { continue };
+            let _ = self.reply_to_client(ingress, flow_hash, packet);
+        }
+        for (backend, client, bytes) in step.to_backend {
+            let bytes = if is_syn(&bytes) { named_syn(bytes, client) } else { bytes };
+            self.outbox.send_to_backend(backend, bytes);
+        }
+        for (binding, ports) in step.closed {
+            if let Some(b) = binding {
+                self.listeners[li].bindings[b].release();
+            }
+            for (backend, (ip, port)) in ports {
+                self.snat.free(ip, port, Transport::Tcp, backend);
+            }
+        }
+    }
+
+    /// Chooses the backend of a QUIC connection just established, by its first address.
+    fn bind_quic(&mut self, li: usize, ch: quinn_proto::ConnectionHandle, now_ns: u64) {
+        let Some(q) = self.listeners[li].quic.as_ref() else { return };
+        let Some(first) = q.conn(ch).map(|c| c.first) else { return };
+        let vip = q.vip();
+        let key = FlowKey {
+            transport: Transport::Udp,
+            src: first.ip(),
+            src_port: first.port(),
+            dst: vip.ip(),
+            dst_port: vip.port(),
+        };
+        let Some(binding) = self.pick(li, &key, now_ns) else { return };
+        let backend = self.backend_addr(li, binding);
+        if let Some(q) = self.listeners[li].quic.as_mut() {
+            q.set_backend(ch, binding, backend, now_ns);
+        }
+        self.listeners[li].bindings[binding].acquire();
+        self.flows_created += 1;
+    }
+
+    /// This node's QUIC listeners, summed.
+    pub fn quic_counts(&self) -> QuicCounts {
+        self.listeners.iter().filter_map(|l| l.quic.as_ref()).fold(Default::default(), |sum, q| sum + q.counts())
+    }
+}
