@@ -33,6 +33,58 @@ struct Relay {
     quic_finished: bool,
 }
 
+impl Relay {
+    /// Client → backend: what the client's stream holds, until its FIN.
+    fn read_stream(&mut self, conn: &mut quinn_proto::Connection) {
+        if self.quic_fin {
+            return;
+        }
+        let mut stream = conn.recv_stream(self.stream);
+        let Ok(mut chunks) = stream.read(true) else { return };
+        loop {
+            match chunks.next(64 * 1024) {
+                Ok(Some(chunk)) => self.to_tcp.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    self.quic_fin = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = chunks.finalize();
+    }
+
+    /// Moves bytes both ways between the stream and the TCP socket, and passes each
+    /// side's end to the other once what preceded it is delivered.
+    fn pump(&mut self, conn: &mut quinn_proto::Connection, s: &mut tcp::Socket<'static>) {
+        crate::tcp_stack::exchange(s, &mut self.to_tcp, &mut self.to_quic);
+        if self.quic_fin && self.to_tcp.is_empty() && !self.tcp_closed && s.may_send() {
+            s.close();
+            self.tcp_closed = true;
+        }
+        let closed_by_backend = matches!(
+            s.state(),
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::TimeWait
+                | tcp::State::Closed
+                | tcp::State::Closing
+        );
+        if !s.may_recv() && closed_by_backend {
+            self.tcp_fin = true;
+        }
+        if !self.to_quic.is_empty() {
+            let n = conn.send_stream(self.stream).write(&self.to_quic).unwrap_or(0);
+            self.to_quic.drain(..n);
+        }
+        if self.tcp_fin && self.to_quic.is_empty() && !self.quic_finished {
+            let _ = conn.send_stream(self.stream).finish();
+            self.quic_finished = true;
+        }
+        debug_assert!(!self.quic_finished || self.tcp_fin, "the client's stream ends only after the backend's side");
+    }
+}
+
 /// One client QUIC connection at this node.
 pub struct QuicConn {
     /// Where its latest packet entered, and its flow hash (for the way back).
@@ -276,50 +328,8 @@ impl QuicListener {
             let Some(conn) = self.host.conn(ch) else { continue };
             stack.poll(now_ns);
             for r in &mut c.relays {
-                // Client → backend.
-                if !r.quic_fin {
-                    let mut stream = conn.recv_stream(r.stream);
-                    if let Ok(mut chunks) = stream.read(true) {
-                        loop {
-                            match chunks.next(64 * 1024) {
-                                Ok(Some(chunk)) => r.to_tcp.extend_from_slice(&chunk.bytes),
-                                Ok(None) => {
-                                    r.quic_fin = true;
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        let _ = chunks.finalize();
-                    }
-                }
-                let s = stack.socket(r.tcp);
-                // Client → backend, and backend → client.
-                crate::tcp_stack::exchange(s, &mut r.to_tcp, &mut r.to_quic);
-                if r.quic_fin && r.to_tcp.is_empty() && !r.tcp_closed && s.may_send() {
-                    s.close();
-                    r.tcp_closed = true;
-                }
-                if !s.may_recv()
-                    && matches!(
-                        s.state(),
-                        tcp::State::CloseWait
-                            | tcp::State::LastAck
-                            | tcp::State::TimeWait
-                            | tcp::State::Closed
-                            | tcp::State::Closing
-                    )
-                {
-                    r.tcp_fin = true;
-                }
-                if !r.to_quic.is_empty() {
-                    let n = conn.send_stream(r.stream).write(&r.to_quic).unwrap_or(0);
-                    r.to_quic.drain(..n);
-                }
-                if r.tcp_fin && r.to_quic.is_empty() && !r.quic_finished {
-                    let _ = conn.send_stream(r.stream).finish();
-                    r.quic_finished = true;
-                }
+                r.read_stream(conn);
+                r.pump(conn, stack.socket(r.tcp));
             }
             stack.poll(now_ns);
             for packet in stack.drain_tx() {

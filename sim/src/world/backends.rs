@@ -1,9 +1,36 @@
 //! Backend hosts: UDP echo and TCP/HTTP servers on smoltcp, security groups bound to
 //! them, and what each backend port saw.
 
+use crate::app;
+use crate::world::Ev;
+use crate::world::World;
+use crate::world::clients::Client;
+use crate::world::egress;
+use crate::world::ids::BackendId;
+use crate::world::ids::ClbId;
+use crate::world::ids::ClientId;
+use crate::world::ids::HostId;
+use crate::world::ids::Table;
+use anyedge_ccn::ComponentRng;
+use anyedge_ccn::Link;
+use anyedge_proto::Transport;
+use anyedge_proto::inner;
 use anyedge_proto::seal::Kind;
-
-use super::*;
+use anyedge_region::clb::PROBE_PORTS;
+use anyedge_region::security::Firewall;
+use anyedge_region::security::Verdict;
+use anyedge_region::tcp_stack::TcpStack;
+use anyedge_region::tcp_stack::buffer_for;
+use anyedge_topology::Site;
+use anyedge_topology::Topology;
+use anyedge_topology::TrafficKind;
+use rustc_hash::FxHashMap;
+use rustc_hash::FxHashSet;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::net::SocketAddr;
 
 /// Half-open TCP connections a backend host holds (its SYN backlog, Linux's default
 /// `somaxconn`): past it new SYNs are dropped and counted as `syn_backlog_full`. Open
@@ -133,59 +160,84 @@ pub(super) fn serve_connection(
         let mut data = &chunk[..n];
         while !data.is_empty() {
             let http = app::looks_like_http(&serve.header) || serve.header.is_empty() && app::looks_like_http(data);
-            if serve.remaining_req == 0 && http {
-                // HTTP: read the head, answer it, skip any body.
-                let before = serve.header.len();
-                let take = (app::HTTP_HEAD_MAX - before).min(data.len());
-                serve.header.extend_from_slice(&data[..take]);
-                let Some(end) = app::http_head_end(&serve.header) else {
-                    if serve.header.len() >= app::HTTP_HEAD_MAX {
-                        s.abort();
-                        return;
-                    }
-                    data = &data[take..];
-                    continue;
-                };
-                data = &data[end - before..];
-                let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
-                let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
-                let (Some(remote), Some(local)) = (remote, local) else { return };
-                let answer = app::http_answer(&serve.header[..end], local, remote);
-                http_clients.push(answer.client);
-                serve.header.clear();
-                serve.queue(answer.response);
-                serve.remaining_req = answer.body_len;
-                serve.close_after |= answer.close;
-                continue;
-            }
-            if serve.remaining_req == 0 {
-                let take = (app::TCP_REQUEST_HEADER - serve.header.len()).min(data.len());
-                serve.header.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if serve.header.len() < app::TCP_REQUEST_HEADER {
-                    break;
+            let took = match (serve.remaining_req, http) {
+                (0, true) => http_request(s, serve, data, http_clients),
+                (0, false) => tcp_request(s, serve, ip, data),
+                (remaining, _) => {
+                    let take = (remaining as usize).min(data.len());
+                    serve.remaining_req -= take as u64;
+                    Some(take)
                 }
-                let Some((req_len, resp_len)) = app::parse_tcp_request_header(&serve.header) else {
-                    s.abort();
-                    return;
-                };
-                serve.header.clear();
-                let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
-                let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port));
-                let mut resp = vec![0u8; (resp_len as usize).clamp(app::ID_LEN, 16 << 20)];
-                if let (Some(remote), Some(local)) = (remote, local) {
-                    debug_assert_eq!(local.ip(), ip);
-                    app::stamp_identity(&mut resp, 0, local, remote);
-                }
-                serve.queue(resp);
-                serve.remaining_req = u64::from(req_len) - app::TCP_REQUEST_HEADER as u64;
-            } else {
-                let take = (serve.remaining_req as usize).min(data.len());
-                serve.remaining_req -= take as u64;
-                data = &data[take..];
-            }
+            };
+            let Some(took) = took else { return };
+            debug_assert!(took <= data.len());
+            data = &data[took..];
         }
     }
+    send_responses(s, serve);
+}
+
+/// The socket's two ends as the server sees them.
+fn endpoints(s: &tcp::Socket<'static>) -> Option<(SocketAddr, SocketAddr)> {
+    let remote = s.remote_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port))?;
+    let local = s.local_endpoint().map(|e| SocketAddr::new(e.addr.into(), e.port))?;
+    Some((remote, local))
+}
+
+/// HTTP: reads the head, answers it, skips any body. The bytes of `data` taken; none
+/// when the connection is over (a head past the limit is aborted).
+fn http_request(
+    s: &mut tcp::Socket<'static>,
+    serve: &mut Serve,
+    data: &[u8],
+    http_clients: &mut Vec<IpAddr>,
+) -> Option<usize> {
+    let before = serve.header.len();
+    let take = (app::HTTP_HEAD_MAX - before).min(data.len());
+    serve.header.extend_from_slice(&data[..take]);
+    let Some(end) = app::http_head_end(&serve.header) else {
+        if serve.header.len() >= app::HTTP_HEAD_MAX {
+            s.abort();
+            return None;
+        }
+        return Some(take);
+    };
+    let (remote, local) = endpoints(s)?;
+    let answer = app::http_answer(&serve.header[..end], local, remote);
+    http_clients.push(answer.client);
+    serve.header.clear();
+    serve.queue(answer.response);
+    serve.remaining_req = answer.body_len;
+    serve.close_after |= answer.close;
+    Some(end - before)
+}
+
+/// The simulator's own TCP request: a fixed header naming the request and response
+/// sizes, then the request's body. The bytes of `data` taken; none when the header is
+/// bad (the connection is aborted).
+fn tcp_request(s: &mut tcp::Socket<'static>, serve: &mut Serve, ip: IpAddr, data: &[u8]) -> Option<usize> {
+    let take = (app::TCP_REQUEST_HEADER - serve.header.len()).min(data.len());
+    serve.header.extend_from_slice(&data[..take]);
+    if serve.header.len() < app::TCP_REQUEST_HEADER {
+        return Some(take);
+    }
+    let Some((req_len, resp_len)) = app::parse_tcp_request_header(&serve.header) else {
+        s.abort();
+        return None;
+    };
+    serve.header.clear();
+    let mut resp = vec![0u8; (resp_len as usize).clamp(app::ID_LEN, 16 << 20)];
+    if let Some((remote, local)) = endpoints(s) {
+        debug_assert_eq!(local.ip(), ip);
+        app::stamp_identity(&mut resp, 0, local, remote);
+    }
+    serve.queue(resp);
+    serve.remaining_req = u64::from(req_len) - app::TCP_REQUEST_HEADER as u64;
+    Some(take)
+}
+
+/// Queued responses onto the socket; an idle connection gives its buffers back.
+fn send_responses(s: &mut tcp::Socket<'static>, serve: &mut Serve) {
     while serve.resp_off < serve.pending_resp.len() && s.can_send() {
         let n = s.send_slice(&serve.pending_resp[serve.resp_off..]).unwrap_or(0);
         if n == 0 {
@@ -208,10 +260,69 @@ pub(super) fn serve_connection(
     }
 }
 
-impl<'t> World<'t> {
-    pub(super) fn ensure_host(&mut self, addr: SocketAddr, region: usize, site: Site) {
-        let h = self.host(addr);
-        let t = self.t;
+/// The world's backend side, built whole from the topology: every backend host (one
+/// per address, its ports, keys and security groups), the record of every backend port
+/// the report shows, the links of hosts away from their region, and the egress nodes
+/// (NAT gateways, routers) in front of internet backends.
+pub(super) struct Servers {
+    pub(super) hosts: Table<HostId, BackendHost>,
+    pub(super) host_by_ip: FxHashMap<IpAddr, HostId>,
+    pub(super) backends: Table<BackendId, BackendRecord>,
+    /// Backend address → its first record in `backends`.
+    pub(super) backend_index: FxHashMap<SocketAddr, BackendId>,
+    /// (region, backend host) → [to the backend, back] for backends away from the region.
+    pub(super) site_links: FxHashMap<(usize, HostId), [Link; 2]>,
+    /// NAT gateways and routers that carry internet backends.
+    pub(super) egress: Vec<egress::EgressNode>,
+    /// Internet backend address → its egress node.
+    pub(super) egress_by_ip: FxHashMap<IpAddr, usize>,
+    /// [request, response]: the largest of any TCP class (backends size sockets by them).
+    pub(super) tcp_messages_max: [u64; 2],
+}
+
+impl Servers {
+    /// Every region's backends in file order (a host's id is the order its address first
+    /// appears), then the egress nodes.
+    pub(super) fn build(t: &Topology) -> Servers {
+        let mut servers = Servers {
+            hosts: Table::new(),
+            host_by_ip: FxHashMap::default(),
+            backends: Table::new(),
+            backend_index: FxHashMap::default(),
+            site_links: FxHashMap::default(),
+            egress: Vec::new(),
+            egress_by_ip: FxHashMap::default(),
+            tcp_messages_max: t.traffic.iter().fold([0, 0], |[q, r], class| match class.kind {
+                TrafficKind::Tcp { request, response, .. } => {
+                    [q.max(u64::from(request)), r.max(u64::from(response).max(app::ID_LEN as u64))]
+                }
+                _ => [q, r],
+            }),
+        };
+        for (r, region) in t.regions.iter().enumerate() {
+            for group in &region.backend_groups {
+                for b in &group.backends {
+                    servers.backend_index.entry(b.addr).or_insert(servers.backends.next_id());
+                    servers.backends.push(BackendRecord {
+                        region: r,
+                        group: group.name.clone(),
+                        addr: b.addr,
+                        weight: b.weight,
+                        flows: Default::default(),
+                        health: vec![(0, true, None)],
+                        addrs_seen: Default::default(),
+                    });
+                    servers.ensure_host(t, b.addr, r, b.site);
+                }
+            }
+        }
+        servers.build_egress(t);
+        debug_assert_eq!(servers.hosts.len(), servers.host_by_ip.len(), "one host per address");
+        servers
+    }
+
+    fn ensure_host(&mut self, t: &Topology, addr: SocketAddr, region: usize, site: Site) {
+        let h = self.host(t, addr);
         let location = match site {
             // In the region, or on the internet behind an egress node (its own links).
             Site::Local | Site::Internet(_) => return,
@@ -230,49 +341,56 @@ impl<'t> World<'t> {
         self.site_links.insert((region, h), [link(0), link(1)]);
     }
 
-    pub(super) fn host(&mut self, addr: SocketAddr) -> HostId {
+    /// The host at `addr`'s address, made on first sight; every backend port also
+    /// listens on TCP, so TCP health checks find it.
+    fn host(&mut self, t: &Topology, addr: SocketAddr) -> HostId {
         let h = match self.host_by_ip.get(&addr.ip()) {
             Some(&h) => h,
             None => {
                 let h = self.hosts.next_id();
-                let id = anyedge_topology::nodes::backend_hosts(self.t)
-                    .into_iter()
-                    .find(|(ip, _)| *ip == addr.ip())
-                    .map_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 }, |(_, id)| id);
-                let secret = anyedge_ccn::BackboneSecret::from_seed(self.t.seed);
-                let keys = anyedge_topology::nodes::backbone_auth(self.t, &secret, id, 0).keyring(id, 0);
-                self.hosts.push(BackendHost {
-                    keys,
-                    drops: BTreeMap::new(),
-                    ip: addr.ip(),
-                    down_ports: Vec::new(),
-                    tcp_ports: Vec::new(),
-                    conns: FxHashMap::default(),
-                    half_open: 0,
-                    firewall: self.backend_firewall(addr.ip()),
-                    egress: None,
-                    denied: None,
-                });
+                self.hosts.push(BackendHost::new(t, addr.ip()));
                 self.host_by_ip.insert(addr.ip(), h);
                 h
             }
         };
-        // Every backend port also listens on TCP, so TCP health checks find it.
         if !self.hosts[h].tcp_ports.contains(&addr.port()) {
             self.hosts[h].tcp_ports.push(addr.port());
         }
         h
     }
+}
 
-    pub(super) fn backend_firewall(&self, ip: IpAddr) -> Option<Firewall> {
-        let groups = anyedge_topology::nodes::backend_security_groups(self.t, ip);
-        (!groups.is_empty()).then(|| Firewall::new(groups))
+impl BackendHost {
+    /// A host at `ip` with its backbone keys and security groups, serving nothing yet.
+    fn new(t: &Topology, ip: IpAddr) -> BackendHost {
+        let id = anyedge_topology::nodes::backend_hosts(t)
+            .into_iter()
+            .find(|(a, _)| *a == ip)
+            .map_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 }, |(_, id)| id);
+        let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
+        let keys = anyedge_topology::nodes::backbone_auth(t, &secret, id, 0).keyring(id, 0);
+        let groups = anyedge_topology::nodes::backend_security_groups(t, ip);
+        BackendHost {
+            keys,
+            drops: BTreeMap::new(),
+            ip,
+            down_ports: Vec::new(),
+            tcp_ports: Vec::new(),
+            conns: FxHashMap::default(),
+            half_open: 0,
+            firewall: (!groups.is_empty()).then(|| Firewall::new(groups)),
+            egress: None,
+            denied: None,
+        }
     }
+}
 
+impl<'t> World<'t> {
     /// A sealed packet from CLB node `via_clb` reached backend host `host`.
     pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, sealed: Vec<u8>) {
-        let clb = anyedge_topology::nodes::clb_node(self.clbs[via_clb].region, self.clbs[via_clb].index);
-        let h = &mut self.hosts[host];
+        let clb =
+            anyedge_topology::nodes::clb_node(self.regions.clbs[via_clb].region, self.regions.clbs[via_clb].index);
+        let h = &mut self.servers.hosts[host];
         if h.egress.is_some() {
             // An internet host takes nothing from the backbone.
             return *h.drops.entry("not_sender").or_default() += 1;
@@ -287,9 +405,9 @@ impl<'t> World<'t> {
 
     /// A packet reaches host `host`'s stack: from CLB node `via_clb` (unsealed), or from
     /// the internet (an internet host, from its egress node).
-    pub(super) fn host_receive(&mut self, host: HostId, via_clb: Option<ClbId>, mut packet: Vec<u8>) {
+    pub(super) fn host_receive(&mut self, host: HostId, via_clb: Option<ClbId>, packet: Vec<u8>) {
         let Ok(info) = inner::parse(&packet) else { return };
-        let h = &mut self.hosts[host];
+        let h = &mut self.servers.hosts[host];
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
             return;
         }
@@ -300,82 +418,89 @@ impl<'t> World<'t> {
             h.denied = Some((self.q.now_ns(), info.key.src, why));
             return;
         }
-        let from_clb = self.clb_by_addr.contains_key(&info.key.src) || self.is_gateway_public(info.key.src);
+        let from_clb = self.regions.clb_by_addr.contains_key(&info.key.src) || self.is_gateway_public(info.key.src);
         let probe = from_clb && PROBE_PORTS.contains(&info.key.src_port);
         let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
         let port = SocketAddr::new(info.key.dst, info.key.dst_port);
         if !probe
             && new_flow
-            && let Some(&b) = self.backend_index.get(&port)
+            && let Some(&b) = self.servers.backend_index.get(&port)
         {
             // What the server would report as its peer: the TOA address when there is one.
             let peer = inner::read_toa(&packet).map_or(info.key.src, |(ip, _)| ip);
             self.note_client_seen(b, peer);
         }
-        let h = &mut self.hosts[host];
         match info.key.transport {
-            Transport::Udp => {
-                let payload_start = packet.len() - info.payload_len;
-                let mut payload = packet.split_off(payload_start);
-                let backend = SocketAddr::new(info.key.dst, info.key.dst_port);
-                let client_seen = SocketAddr::new(info.key.src, info.key.src_port);
-                app::stamp_identity(&mut payload, app::UDP_STAMP_LEN, backend, client_seen);
-                let src = (info.key.dst, info.key.dst_port);
-                let dst = (info.key.src, info.key.src_port);
-                if let Some(reply) = inner::build_udp(src, dst, &payload) {
-                    self.host_send(host, via_clb, reply);
-                }
-            }
-            Transport::Tcp => {
-                let remote = (info.key.src, info.key.src_port);
-                let flags = info.tcp.unwrap_or_default();
-                if !h.conns.contains_key(&remote) {
-                    if h.half_open >= BACKEND_SYN_BACKLOG && flags.syn && !flags.ack {
-                        return *h.drops.entry("syn_backlog_full").or_default() += 1;
-                    }
-                    if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
-                        // No connection and no listener for it: the host answers RST.
-                        if let Some(rst) = inner::tcp_reset_for(&packet) {
-                            self.host_send(host, via_clb, rst);
-                        }
-                        return;
-                    }
-                    let seed = ComponentRng::new(self.t.seed, &format!("backend/{}/{:?}", h.ip, remote)).next_u64();
-                    let mut stack = TcpStack::new(h.ip, seed, self.q.now_ns());
-                    // Requests in, responses out: each fits whole (the largest of any class).
-                    let [request, response] = self.tcp_messages_max;
-                    let handle = stack.new_socket_sized(buffer_for(request), buffer_for(response));
-                    let socket = stack.socket(handle);
-                    // Like a server with TCP_NODELAY: a response's tail is not held back.
-                    socket.set_nagle_enabled(false);
-                    // Half-open or silent peers are given up on, as a kernel would.
-                    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
-                    let _ = socket.listen(info.key.dst_port);
-                    h.half_open += 1;
-                    let conn = BackendConn {
-                        stack,
-                        handle,
-                        serve: Serve::default(),
-                        poll_at: None,
-                        half_open: true,
-                        via: None,
-                    };
-                    h.conns.insert(remote, conn);
-                }
-                if let Some(conn) = h.conns.get_mut(&remote) {
-                    conn.via = via_clb.or(conn.via);
-                    conn.stack.receive(packet);
-                }
-                self.backend_tcp_service(host, remote);
-            }
+            Transport::Udp => self.host_udp(host, via_clb, &info, packet),
+            Transport::Tcp => self.host_tcp(host, via_clb, &info, packet),
         }
+    }
+
+    /// A UDP datagram to a host's echo service: answered with the host's stamp.
+    fn host_udp(&mut self, host: HostId, via_clb: Option<ClbId>, info: &inner::Inner, mut packet: Vec<u8>) {
+        let payload_start = packet.len() - info.payload_len;
+        let mut payload = packet.split_off(payload_start);
+        let backend = SocketAddr::new(info.key.dst, info.key.dst_port);
+        let client_seen = SocketAddr::new(info.key.src, info.key.src_port);
+        app::stamp_identity(&mut payload, app::UDP_STAMP_LEN, backend, client_seen);
+        let src = (info.key.dst, info.key.dst_port);
+        let dst = (info.key.src, info.key.src_port);
+        if let Some(reply) = inner::build_udp(src, dst, &payload) {
+            self.host_send(host, via_clb, reply);
+        }
+    }
+
+    /// A TCP segment to a host: into its connection's stack, a SYN to a listening port
+    /// opening one (within the SYN backlog); anything else is answered with a reset.
+    fn host_tcp(&mut self, host: HostId, via_clb: Option<ClbId>, info: &inner::Inner, packet: Vec<u8>) {
+        let h = &mut self.servers.hosts[host];
+        let remote = (info.key.src, info.key.src_port);
+        let flags = info.tcp.unwrap_or_default();
+        if !h.conns.contains_key(&remote) {
+            if h.half_open >= BACKEND_SYN_BACKLOG && flags.syn && !flags.ack {
+                return *h.drops.entry("syn_backlog_full").or_default() += 1;
+            }
+            if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
+                // No connection and no listener for it: the host answers RST.
+                if let Some(rst) = inner::tcp_reset_for(&packet) {
+                    self.host_send(host, via_clb, rst);
+                }
+                return;
+            }
+            let conn = self.backend_listen(host, remote, info.key.dst_port);
+            let h = &mut self.servers.hosts[host];
+            h.half_open += 1;
+            h.conns.insert(remote, conn);
+        }
+        if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote) {
+            conn.via = via_clb.or(conn.via);
+            conn.stack.receive(packet);
+        }
+        self.backend_tcp_service(host, remote);
+    }
+
+    /// A new server-side connection of host `host` for `remote`, listening on `port`.
+    fn backend_listen(&self, host: HostId, remote: (IpAddr, u16), port: u16) -> BackendConn {
+        let ip = self.servers.hosts[host].ip;
+        let seed = ComponentRng::new(self.t.seed, &format!("backend/{ip}/{remote:?}")).next_u64();
+        let mut stack = TcpStack::new(ip, seed, self.q.now_ns());
+        // Requests in, responses out: each fits whole (the largest of any class).
+        let [request, response] = self.servers.tcp_messages_max;
+        let handle = stack.new_socket_sized(buffer_for(request), buffer_for(response));
+        let socket = stack.socket(handle);
+        // Like a server with TCP_NODELAY: a response's tail is not held back.
+        socket.set_nagle_enabled(false);
+        // Half-open or silent peers are given up on, as a kernel would.
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
+        let _ = socket.listen(port);
+        BackendConn { stack, handle, serve: Serve::default(), poll_at: None, half_open: true, via: None }
     }
 
     /// A packet host `host` sends: an internet host's all go to its egress node over the
     /// internet; a backbone host's back through CLB node `via` (sealed).
     pub(super) fn host_send(&mut self, host: HostId, via: Option<ClbId>, packet: Vec<u8>) {
         let flow = || inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
-        match (self.hosts[host].egress, via) {
+        match (self.servers.hosts[host].egress, via) {
             (Some(e), _) => {
                 let flow = flow();
                 self.internet_hop(e, host, 1, flow, packet);
@@ -391,13 +516,13 @@ impl<'t> World<'t> {
     /// Why backend `addr`'s health checks failed, when its host's security groups dropped
     /// checks since `since`: the rule, and for a NAT gateway's address, whose it is.
     pub(super) fn unhealthy_reason(&self, addr: SocketAddr, since: u64) -> Option<String> {
-        let &host = self.host_by_ip.get(&addr.ip())?;
-        let (at, src, why) = self.hosts[host].denied.as_ref()?;
-        let checker = self.clb_by_addr.contains_key(src) || self.is_gateway_public(*src);
+        let &host = self.servers.host_by_ip.get(&addr.ip())?;
+        let (at, src, why) = self.servers.hosts[host].denied.as_ref()?;
+        let checker = self.regions.clb_by_addr.contains_key(src) || self.is_gateway_public(*src);
         if *at < since || !checker {
             return None;
         }
-        let whose = match self.egress.iter().find(|e| e.public == Some(*src)) {
+        let whose = match self.servers.egress.iter().find(|e| e.public == Some(*src)) {
             Some(e) => format!(" — the public address of {} that health checks and traffic come from", e.name),
             None => " — the CLB node's address that health checks come from".to_string(),
         };
@@ -406,10 +531,10 @@ impl<'t> World<'t> {
 
     pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr) {
         // Every distinct client is kept (the report lists the first 16 and counts them all).
-        match self.client_by_addr.get(client) {
-            Some(c) => self.backends[backend].addrs_seen.insert_client(c),
+        match self.edge.client_by_addr.get(client) {
+            Some(c) => self.servers.backends[backend].addrs_seen.insert_client(c),
             None => {
-                self.backends[backend].addrs_seen.others.insert(client);
+                self.servers.backends[backend].addrs_seen.others.insert(client);
             }
         }
     }
@@ -417,7 +542,7 @@ impl<'t> World<'t> {
     /// Serves one TCP connection: read requests, answer with the response size asked for.
     pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16)) {
         let now = self.q.now_ns();
-        let h = &mut self.hosts[host];
+        let h = &mut self.servers.hosts[host];
         let ip = h.ip;
         let Some(conn) = h.conns.get_mut(&remote) else { return };
         conn.stack.poll(now);
@@ -444,14 +569,14 @@ impl<'t> World<'t> {
         if finished {
             h.conns.remove(&remote);
         }
-        if let Some(&b) = local_port.and_then(|p| self.backend_index.get(&SocketAddr::new(ip, p))) {
+        if let Some(&b) = local_port.and_then(|p| self.servers.backend_index.get(&SocketAddr::new(ip, p))) {
             for client in http_clients {
                 self.note_client_seen(b, client);
             }
         }
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
-            let via = match self.clb_by_addr.get(&info.key.dst) {
+            let via = match self.regions.clb_by_addr.get(&info.key.dst) {
                 Some(&c) => Some(c),
                 // Every packet a connection sends goes to its one peer.
                 None => via,
@@ -460,7 +585,7 @@ impl<'t> World<'t> {
         }
         if let Some(at) = next {
             let at = at.max(now);
-            if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
+            if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
                 && conn.poll_at.is_none_or(|t| at < t)
             {
                 conn.poll_at = Some(at);

@@ -6,9 +6,13 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use crate::SimError;
+use crate::world::Arrival;
+use crate::world::World;
+use crate::world::ids::Id;
+use crate::world::liveness::Probed;
+use crate::world::liveness::ProberAt;
 use anyedge_proto::pcap;
-
-use super::*;
 
 pub(super) struct Capture {
     dir: PathBuf,
@@ -77,16 +81,18 @@ impl<'t> World<'t> {
             Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
                 self.clb_name(c)
             }
-            Arrival::Backend { host, .. } | Arrival::InternetHost(host) => format!("backend/{}", self.hosts[host].ip),
-            Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.egress[e].name.clone(),
-            Arrival::Client(c) => format!("client/{}", t.clients[self.clients[c].group].name),
-            Arrival::ProbeRequest { to: liveness::Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
-            Arrival::ProbeRequest { to: liveness::Probed::Clb(c), .. } => self.clb_name(c),
+            Arrival::Backend { host, .. } | Arrival::InternetHost(host) => {
+                format!("backend/{}", self.servers.hosts[host].ip)
+            }
+            Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.servers.egress[e].name.clone(),
+            Arrival::Client(c) => format!("client/{}", t.clients[self.edge.clients[c].group].name),
+            Arrival::ProbeRequest { to: Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
+            Arrival::ProbeRequest { to: Probed::Clb(c), .. } => self.clb_name(c),
             Arrival::ProbeAnswer { at } => match at {
-                liveness::ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
-                liveness::ProberAt::Clb(c) => self.clb_name(c),
-                liveness::ProberAt::Edge => "internet".to_string(),
-                liveness::ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
+                ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
+                ProberAt::Clb(c) => self.clb_name(c),
+                ProberAt::Edge => "internet".to_string(),
+                ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
             },
         };
         // Unsealed datagrams that are not IP: the internet edge's probes of POPs.

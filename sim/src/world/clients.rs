@@ -1,7 +1,28 @@
 //! Client hosts and their traffic: UDP requests, TCP connections on smoltcp, SYN floods,
 //! and the replies they record (round trips, backends, fault recoveries).
-
-use super::*;
+use crate::app;
+use crate::world::Arrival;
+use crate::world::Ev;
+use crate::world::PATHS;
+use crate::world::Path;
+use crate::world::World;
+use crate::world::ids::ClientId;
+use crate::world::ids::PopId;
+use crate::world::links::LinkKind;
+use crate::world::quic_client::QuicFlow;
+use crate::world::tcp_app::TcpApp;
+use crate::world::tcp_app::service_tcp_flow;
+use anyedge_ccn::ComponentRng;
+use anyedge_pop::rendezvous_node;
+use anyedge_proto::FlowKey;
+use anyedge_proto::Transport;
+use anyedge_proto::inner;
+use anyedge_region::tcp_stack::TcpStack;
+use anyedge_topology::TrafficKind;
+use smoltcp::iface::SocketHandle;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::net::SocketAddr;
 
 /// Requests a TCP flow queues before it counts the oldest as lost.
 pub(super) const TCP_PENDING_MAX: usize = 256;
@@ -84,7 +105,7 @@ pub(super) fn flow_id(client: ClientId, slot: usize) -> u64 {
 impl<'t> World<'t> {
     /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
     pub(super) fn slot_key(&self, client: ClientId, slot: usize) -> FlowKey {
-        let c = &self.clients[client];
+        let c = &self.edge.clients[client];
         let class = &self.t.traffic[self.t.clients[c.group].traffic[slot / 2]];
         let generation = c.tcp_flows[slot].generation;
         FlowKey {
@@ -97,18 +118,19 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn slot_route(&self, client: ClientId, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
-        let c = &self.clients[client];
+        let c = &self.edge.clients[client];
         let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
         match path {
             Path::Anycast => {
-                let p = self.groups[c.group].route[class.vip]?;
+                let p = self.edge.groups[c.group].route[class.vip]?;
                 Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
             }
             Path::Direct => {
                 let r = self.t.vips[class.vip].home;
-                let base = self.clb_base[r];
+                let base = self.regions.clb_base[r];
                 let hash = self.slot_key(client, k * 2 + 1).flow_hash();
-                let node = rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.clbs[base.node(n)].known_up);
+                let node =
+                    rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.regions.clbs[base.node(n)].known_up);
                 let clb = base.node(node);
                 Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
             }
@@ -120,19 +142,19 @@ impl<'t> World<'t> {
         if now >= self.t.duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
         let TrafficKind::Udp { interval_ns, size } = class.kind else {
             return;
         };
-        let vip = (self.t.vip_addr(class, self.clients[client].addr), class.port);
+        let vip = (self.t.vip_addr(class, self.edge.clients[client].addr), class.port);
         for path in PATHS {
             let slot = k * 2 + path as usize;
             self.note_sent(client, slot, now);
-            let flow = &mut self.clients[client].flows[slot];
+            let flow = &mut self.edge.clients[client].flows[slot];
             let seq = flow.udp_seq;
             flow.udp_seq += 1;
             let payload = app::udp_request(seq, now, size as usize);
-            let src = (self.clients[client].addr, port_of(slot, 0));
+            let src = (self.edge.clients[client].addr, port_of(slot, 0));
             let Some(packet) = inner::build_udp(src, vip, &payload) else {
                 continue;
             };
@@ -149,10 +171,10 @@ impl<'t> World<'t> {
         if now >= self.t.duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
         let TrafficKind::SynFlood { rate_per_s } = class.kind else { return };
         self.note_sent(client, k * 2, now);
-        let c = &mut self.clients[client];
+        let c = &mut self.edge.clients[client];
         let Some(rng) = c.rng.as_mut() else { return };
         let src_port = 1024 + rng.below(u64::from(PORT_BASE - 1024)) as u16;
         let seq = rng.next_u64() as u32;
@@ -170,14 +192,14 @@ impl<'t> World<'t> {
         if now >= self.t.duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
         let TrafficKind::Tcp { requests_per_s, .. } = class.kind else {
             return;
         };
         for path in PATHS {
             let slot = k * 2 + path as usize;
             self.note_sent(client, slot, now);
-            let c = &mut self.clients[client];
+            let c = &mut self.edge.clients[client];
             let tf = &mut c.tcp_flows[slot];
             tf.pending.push_back(now);
             if tf.pending.len() > TCP_PENDING_MAX {
@@ -198,9 +220,9 @@ impl<'t> World<'t> {
     pub(super) fn client_tcp_service(&mut self, client: ClientId) {
         let now = self.q.now_ns();
         let t = self.t;
-        let group = self.clients[client].group;
-        let addr = self.clients[client].addr;
-        let Some(mut stack) = self.clients[client].tcp.take() else {
+        let group = self.edge.clients[client].group;
+        let addr = self.edge.clients[client].addr;
+        let Some(mut stack) = self.edge.clients[client].tcp.take() else {
             return;
         };
         stack.poll(now);
@@ -214,12 +236,12 @@ impl<'t> World<'t> {
             let app = TcpApp {
                 request,
                 response,
-                http: self.class_http[class_idx],
-                tls: self.class_tls[class_idx].then(|| self.tls_client.clone()).flatten(),
+                http: self.classes[class_idx].http,
+                tls: self.classes[class_idx].tls.then(|| self.pki.tls_client.clone()).flatten(),
             };
             for path in PATHS {
                 let slot = k * 2 + path as usize;
-                let tf = &mut self.clients[client].tcp_flows[slot];
+                let tf = &mut self.edge.clients[client].tcp_flows[slot];
                 service_tcp_flow(&mut stack, tf, slot, addr, remote, &app, &mut completions);
                 // Between requests a kept-alive connection holds no buffer memory.
                 if tf.pending.is_empty()
@@ -232,7 +254,7 @@ impl<'t> World<'t> {
         stack.poll(now);
         let out: Vec<Vec<u8>> = stack.drain_tx().collect();
         let next = stack.poll_at_ns(now);
-        self.clients[client].tcp = Some(stack);
+        self.edge.clients[client].tcp = Some(stack);
         for (slot, issued, backend) in completions {
             self.record_reply(client, slot, issued, backend);
         }
@@ -252,7 +274,7 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64) {
-        let c = &mut self.clients[client];
+        let c = &mut self.edge.clients[client];
         if c.tcp_poll_at.is_none_or(|t| at < t) {
             c.tcp_poll_at = Some(at);
             self.q.schedule(at, Ev::ClientTcpPoll { client });
@@ -261,10 +283,10 @@ impl<'t> World<'t> {
 
     pub(super) fn record_reply(&mut self, client: ClientId, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
         let now = self.q.now_ns();
-        let group = self.clients[client].group;
+        let group = self.edge.clients[client].group;
         let rtt_ns = now.saturating_sub(sent_ns);
         let class = self.t.clients[group].traffic[slot / 2];
-        let floor_ns = self.groups[group].floor_ns[self.t.traffic[class].vip][slot % 2];
+        let floor_ns = self.edge.groups[group].floor_ns[self.t.traffic[class].vip][slot % 2];
         if rtt_ns < floor_ns {
             self.violation(format!(
                 "client group `{}`: a reply took {rtt_ns} ns, faster than light allows ({floor_ns} ns)",
@@ -272,7 +294,7 @@ impl<'t> World<'t> {
             ));
         }
         if let Some(b) = backend
-            && !self.class_backends[class].contains(&b)
+            && !self.classes[class].backends.contains(&b)
         {
             self.violation(format!(
                 "client group `{}`: answered by {b}, a backend its listener never sends to",
@@ -280,11 +302,12 @@ impl<'t> World<'t> {
             ));
         }
         if slot % 2 == Path::Anycast as usize {
-            self.last_reply_ns[group][slot / 2] = Some(now);
+            self.record.groups[group][slot / 2].last_reply_ns = Some(now);
         }
-        let _ = self.hist[group][slot / 2][slot % 2].record((rtt_ns / 1000).max(1));
-        self.samples[group][slot / 2][slot % 2].replied(sent_ns, rtt_ns);
-        let flow = &mut self.clients[client].flows[slot];
+        let path = self.record.path(group, slot);
+        let _ = path.hist.record((rtt_ns / 1000).max(1));
+        path.samples.replied(sent_ns, rtt_ns);
+        let flow = &mut self.edge.clients[client].flows[slot];
         flow.received += 1;
         if let Some(prev) = flow.last_rtt_ns {
             flow.jitter_sum_ns += u128::from(prev.abs_diff(rtt_ns));
@@ -298,7 +321,7 @@ impl<'t> World<'t> {
         let watching = std::mem::take(&mut flow.watching);
         let mut still = Vec::new();
         for (tr, pos) in watching {
-            let tracker = &mut self.trackers[tr];
+            let tracker = &mut self.record.trackers[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
                 tracker.changed[pos] =
@@ -307,10 +330,10 @@ impl<'t> World<'t> {
                 still.push((tr, pos));
             }
         }
-        self.clients[client].flows[slot].watching = still;
+        self.edge.clients[client].flows[slot].watching = still;
         // A flow counts once per backend that served it: only a change needs recording.
-        if let Some(&b) = new_backend.as_ref().and_then(|b| self.backend_index.get(b)) {
-            self.backends[b].flows.insert((client, slot));
+        if let Some(&b) = new_backend.as_ref().and_then(|b| self.servers.backend_index.get(b)) {
+            self.servers.backends[b].flows.insert((client, slot));
         }
     }
 
@@ -319,18 +342,18 @@ impl<'t> World<'t> {
         match info.key.transport {
             Transport::Udp => {
                 let Some(slot) = slot_of(info.key.dst_port) else { return };
-                if slot >= self.clients[client].flows.len() {
+                if slot >= self.edge.clients[client].flows.len() {
                     return;
                 }
                 // A QUIC class's slot (known from the topology, without touching the
                 // client's QUIC table: most UDP is not QUIC).
-                let class = self.t.clients[self.clients[client].group].traffic[slot / 2];
+                let class = self.t.clients[self.edge.clients[client].group].traffic[slot / 2];
                 if matches!(self.t.traffic[class].kind, TrafficKind::Quic { .. }) {
                     let now = self.q.now_ns();
                     let remote = SocketAddr::new(info.key.src, info.key.src_port);
                     let payload = &packet[packet.len() - info.payload_len..];
                     let mut out = Vec::new();
-                    if let Some(f) = self.clients[client].quic_flows[slot].as_mut() {
+                    if let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() {
                         f.host.receive(now, remote, Some(info.key.dst), payload, &mut out);
                     }
                     self.send_quic_datagrams(client, slot, out);
@@ -343,7 +366,7 @@ impl<'t> World<'t> {
                 self.record_reply(client, slot, reply.sent_ns, Some(reply.backend));
             }
             Transport::Tcp => {
-                if let Some(stack) = self.clients[client].tcp.as_mut() {
+                if let Some(stack) = self.edge.clients[client].tcp.as_mut() {
                     stack.receive(packet);
                     self.client_tcp_service(client);
                 }

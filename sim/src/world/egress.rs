@@ -6,10 +6,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use crate::world::Arrival;
+use crate::world::Ev;
+use crate::world::INTRA_REGION_NS;
+use crate::world::World;
+use crate::world::backends::Servers;
+use crate::world::ids::HostId;
 use anyedge_ccn::{ComponentRng, Dest, Link, LinkOutcome, NodeId};
 use anyedge_region::gateway::Gateway;
-
-use super::*;
+use anyedge_topology::Topology;
 
 pub(super) struct EgressNode {
     pub(super) core: Gateway,
@@ -22,11 +27,10 @@ pub(super) struct EgressNode {
     pub(super) drops: BTreeMap<&'static str, u64>,
 }
 
-impl<'t> World<'t> {
-    /// One egress node per NAT gateway or router that carries a backend; each internet
-    /// backend's host knows its way out.
-    pub(super) fn build_egress(&mut self) {
-        let t = self.t;
+impl Servers {
+    /// One egress node per NAT gateway or router that carries a backend, with its links
+    /// to each host; each internet backend's host knows its way out.
+    pub(super) fn build_egress(&mut self, t: &Topology) {
         let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
         for (k, (r, egress, backends)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
             let auth = |me| anyedge_topology::nodes::backbone_auth(t, &secret, me, 0);
@@ -54,16 +58,18 @@ impl<'t> World<'t> {
             });
         }
     }
+}
 
+impl<'t> World<'t> {
     /// Whether `ip` is the public address of a NAT gateway (what health checks come from).
     pub(super) fn is_gateway_public(&self, ip: IpAddr) -> bool {
-        self.egress.iter().any(|e| e.public == Some(ip))
+        self.servers.egress.iter().any(|e| e.public == Some(ip))
     }
 
     /// A sealed packet from a CLB node reaches egress node `e` (inside the region).
     pub(super) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>) {
         let now = self.q.now_ns();
-        let node = &mut self.egress[e];
+        let node = &mut self.servers.egress[e];
         if let Err(reason) = node.core.handle_from_clb(now, &sealed) {
             *node.drops.entry(reason.name()).or_default() += 1;
         }
@@ -73,7 +79,7 @@ impl<'t> World<'t> {
     /// A packet from the internet reaches egress node `e`.
     pub(super) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>) {
         let now = self.q.now_ns();
-        let node = &mut self.egress[e];
+        let node = &mut self.servers.egress[e];
         if let Err(reason) = node.core.handle_from_internet(now, &packet) {
             *node.drops.entry(reason.name()).or_default() += 1;
         }
@@ -81,20 +87,20 @@ impl<'t> World<'t> {
     }
 
     fn drain_egress(&mut self, e: usize) {
-        while let Some(out) = self.egress[e].core.poll_output() {
+        while let Some(out) = self.servers.egress[e].core.poll_output() {
             let flow = out.flow();
             match out.dest {
                 Dest::Backend(backend) => {
-                    let Some(&host) = self.host_by_ip.get(&backend.ip()) else { continue };
+                    let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) else { continue };
                     self.internet_hop(e, host, 0, flow, out.bytes);
                 }
                 Dest::Node(NodeId::Clb { region, node }) => {
                     let (region, node) = (usize::from(region), node);
-                    if region != self.egress[e].region || node >= self.t.regions[region].clb_nodes {
+                    if region != self.servers.egress[e].region || node >= self.t.regions[region].clb_nodes {
                         continue;
                     }
-                    let clb = self.clb_base[region].node(node);
-                    self.packets += 1;
+                    let clb = self.regions.clb_base[region].node(node);
+                    self.record.packets += 1;
                     let at = self.q.now_ns() + INTRA_REGION_NS;
                     self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromBackend(clb), packet: out.bytes });
                 }
@@ -107,10 +113,10 @@ impl<'t> World<'t> {
     /// `dir` 0 toward the host, 1 back.
     pub(super) fn internet_hop(&mut self, e: usize, host: HostId, dir: usize, flow: u64, packet: Vec<u8>) {
         let now = self.q.now_ns();
-        let Some(links) = self.egress[e].links.get_mut(&host) else { return };
+        let Some(links) = self.servers.egress[e].links.get_mut(&host) else { return };
         if let LinkOutcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
             let to = if dir == 0 { Arrival::InternetHost(host) } else { Arrival::EgressFromInternet(e) };
-            self.packets += 1;
+            self.record.packets += 1;
             self.q.schedule(at, Ev::Arrive { to, packet });
         }
     }

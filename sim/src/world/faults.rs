@@ -1,7 +1,40 @@
 //! The fault schedule: what each fault changes in the world (never what a node knows), the
 //! flows it touches and their recovery, and the control plane's events.
+use crate::world::Ev;
+use crate::world::World;
+use crate::world::ids::ClbId;
+use crate::world::ids::ClientId;
+use crate::world::ids::PopId;
+use crate::world::liveness::ProberAt;
+use anyedge_ccn::Impairment;
+use anyedge_pop::rendezvous_node;
+use anyedge_region::security::RuleCounters;
+use anyedge_topology::FaultAction;
+use anyedge_topology::Target;
+use anyedge_topology::Topology;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
-use super::*;
+/// What faults changed that a node restarted later must not forget, and what restarted
+/// cores had counted.
+pub(super) struct FaultState {
+    /// Backends unbound by faults (a restarted CLB node must not forget them).
+    pub(super) unbound: Vec<SocketAddr>,
+    /// Weights set by faults without a control plane (a restarted CLB node keeps them).
+    pub(super) weights_set: Vec<(SocketAddr, u8)>,
+    /// Per security-group binding: the counters of CLB cores that were restarted.
+    pub(super) retired_sg: Vec<Vec<RuleCounters>>,
+}
+
+impl FaultState {
+    pub(super) fn new(t: &Topology) -> FaultState {
+        FaultState {
+            unbound: Vec::new(),
+            weights_set: Vec::new(),
+            retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
+        }
+    }
+}
 
 pub(super) struct FaultTracker {
     /// The fault's index in the file.
@@ -44,8 +77,8 @@ impl<'t> World<'t> {
             FaultAction::Link(lo) => {
                 for dir in 0..2 {
                     let i = self.link_bb(PopId(lo.pop), lo.region, dir);
-                    let base = self.backbone[i].model().impairment;
-                    self.backbone[i].set_override(Impairment {
+                    let base = self.net.backbone[i].model().impairment;
+                    self.net.backbone[i].set_override(Impairment {
                         delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
                         jitter_mean_ns: lo.jitter_ns.unwrap_or(base.jitter_mean_ns),
                         loss: lo.loss.unwrap_or(base.loss),
@@ -60,12 +93,12 @@ impl<'t> World<'t> {
     fn track_fault(&mut self, index: usize, now: u64) {
         let fault = &self.t.faults[index];
         let affected = self.affected_flows(&fault.action);
-        let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
-        let tr = self.trackers.len();
+        let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
+        let tr = self.record.trackers.len();
         for (pos, &(c, s)) in affected.iter().enumerate() {
-            self.clients[c].flows[s].watching.push((tr, pos));
+            self.edge.clients[c].flows[s].watching.push((tr, pos));
         }
-        self.trackers.push(FaultTracker {
+        self.record.trackers.push(FaultTracker {
             fault: index,
             at_ns: now,
             detected_ns: None,
@@ -84,9 +117,9 @@ impl<'t> World<'t> {
         if let FaultAction::SetWeight { region, addr, weight } = action
             && self.control.is_none()
         {
-            self.weights_set.retain(|&(a, _)| a != addr);
-            self.weights_set.push((addr, weight));
-            for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+            self.faults.weights_set.retain(|&(a, _)| a != addr);
+            self.faults.weights_set.push((addr, weight));
+            for c in self.regions.clbs.iter_mut().filter(|c| c.region == region) {
                 c.core.set_weight(addr, weight);
             }
             return;
@@ -113,8 +146,8 @@ impl<'t> World<'t> {
         }
         self.pops[p].up = true;
         self.pops[p].core.restart_announcements();
-        for c in self.clbs.ids().collect::<Vec<_>>() {
-            let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
+        for c in self.regions.clbs.ids().collect::<Vec<_>>() {
+            let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
             self.pops[p].core.set_clb_up(region, index, true);
         }
         self.restart_prober(ProberAt::Pop(p));
@@ -124,21 +157,21 @@ impl<'t> World<'t> {
     fn clb_fault(&mut self, action: FaultAction, now: u64) {
         let nodes: Vec<ClbId> = match action {
             FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => {
-                self.clbs.ids().filter(|&c| self.clbs[c].region == r).collect()
+                self.regions.clbs.ids().filter(|&c| self.regions.clbs[c].region == r).collect()
             }
             FaultAction::Down(Target::Clb { region, index }) | FaultAction::Up(Target::Clb { region, index }) => {
-                vec![self.clb_base[region].node(index)]
+                vec![self.regions.clb_base[region].node(index)]
             }
             _ => return,
         };
         let down = matches!(action, FaultAction::Down(_));
         for c in nodes {
             if down {
-                self.clbs[c].up = false;
+                self.regions.clbs[c].up = false;
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
-            } else if !self.clbs[c].up {
+            } else if !self.regions.clbs[c].up {
                 self.restart_clb(c, now);
             }
         }
@@ -151,22 +184,22 @@ impl<'t> World<'t> {
             FaultAction::Unbind(Target::Backend { region, addr })
             | FaultAction::Bind(Target::Backend { region, addr }) => {
                 let unbind = matches!(action, FaultAction::Unbind(_));
-                self.unbound.retain(|&a| a != addr);
+                self.faults.unbound.retain(|&a| a != addr);
                 if unbind {
-                    self.unbound.push(addr);
+                    self.faults.unbound.push(addr);
                 }
-                for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+                for c in self.regions.clbs.iter_mut().filter(|c| c.region == region) {
                     if unbind { c.core.unbind(addr) } else { c.core.bind(addr) }
                 }
             }
             FaultAction::Down(Target::Backend { addr, .. }) => {
-                if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
-                    self.hosts[h].down_ports.push(addr.port());
+                if let Some(&h) = self.servers.host_by_ip.get(&addr.ip()) {
+                    self.servers.hosts[h].down_ports.push(addr.port());
                 }
             }
             FaultAction::Up(Target::Backend { addr, .. }) => {
-                if let Some(&h) = self.host_by_ip.get(&addr.ip()) {
-                    self.hosts[h].down_ports.retain(|&p| p != addr.port());
+                if let Some(&h) = self.servers.host_by_ip.get(&addr.ip()) {
+                    self.servers.hosts[h].down_ports.retain(|&p| p != addr.port());
                 }
             }
             _ => {}
@@ -176,7 +209,7 @@ impl<'t> World<'t> {
     /// Every client of `group` changes its source port: QUIC carries on, TCP connections
     /// die with it.
     fn migrate(&mut self, group: usize) {
-        for client in self.clients.iter_mut().filter(|c| c.group == group) {
+        for client in self.edge.clients.iter_mut().filter(|c| c.group == group) {
             for slot in 0..client.tcp_flows.len() {
                 client.tcp_flows[slot].generation = client.tcp_flows[slot].generation.wrapping_add(1);
                 if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows[slot].handle) {
@@ -191,8 +224,8 @@ impl<'t> World<'t> {
     pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(ClientId, usize)> {
         let t = self.t;
         let mut out = Vec::new();
-        for (ci, c) in self.clients.enumerate() {
-            let g = &self.groups[c.group];
+        for (ci, c) in self.edge.clients.enumerate() {
+            let g = &self.edge.groups[c.group];
             for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
                 let vip = t.traffic[class].vip;
                 let home = t.vips[vip].home;
@@ -244,7 +277,11 @@ impl<'t> World<'t> {
 
     /// Per fault, each recovered flow's time from the fault to its first reply.
     pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
-        self.trackers.iter().map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect()).collect()
+        self.record
+            .trackers
+            .iter()
+            .map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect())
+            .collect()
     }
 
     pub(super) fn collect_control_violations(&mut self) {
@@ -268,7 +305,7 @@ impl<'t> World<'t> {
             ControlEv::Tick => plane.tick(now),
             ControlEv::Message { from, to, bytes } => plane.deliver(now, (from, to), &bytes),
             ControlEv::Watch { watcher, update } => {
-                let clbs = self.clbs.len();
+                let clbs = self.regions.clbs.len();
                 for wc in plane.watch_arrived(watcher, *update) {
                     match wc.watcher.checked_sub(clbs) {
                         None => self.apply_route_change(ClbId(wc.watcher), &wc.table, &wc.change),
@@ -293,11 +330,11 @@ impl<'t> World<'t> {
         table: &anyedge_control::RouteTable,
         change: &anyedge_control::Change,
     ) {
-        let (r, index) = (self.clbs[c].region, self.clbs[c].index);
+        let (r, index) = (self.regions.clbs[c].region, self.regions.clbs[c].index);
         let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
-        let identity = anyedge_topology::nodes::Identity { default: self.vip_identity.clone(), vips: Vec::new() };
+        let identity = anyedge_topology::nodes::Identity { default: self.pki.vip_identity.clone(), vips: Vec::new() };
         let site =
             anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
-        anyedge_topology::route_table::apply_to_clb(&mut self.clbs[c].core, &site, table, change);
+        anyedge_topology::route_table::apply_to_clb(&mut self.regions.clbs[c].core, &site, table, change);
     }
 }

@@ -1,9 +1,30 @@
 //! The shipped cores in the world: packets into POP and CLB cores, their outputs onto
 //! links, their timers, drops counted, routing convergence and CLB restarts.
 
+use crate::world::Arrival;
+use crate::world::Ev;
+use crate::world::INTRA_REGION_NS;
+use crate::world::World;
+use crate::world::build::Pki;
+use crate::world::clients::flow_id;
+use crate::world::clients::slot_of;
+use crate::world::ids::ClbId;
+use crate::world::ids::ClientId;
+use crate::world::ids::PopId;
+use crate::world::ids::Table;
+use crate::world::links::LinkKind;
+use crate::world::liveness::Notice;
+use crate::world::liveness::ProberAt;
+use anyedge_ccn::EventQueue;
 use anyedge_ccn::{Dest, NodeId};
-
-use super::*;
+use anyedge_pop::Pop;
+use anyedge_proto::inner;
+use anyedge_region::Clb;
+use anyedge_region::ClbConfig;
+use anyedge_topology::Topology;
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 pub(super) struct PopNode {
     pub(super) core: Pop,
@@ -40,6 +61,95 @@ pub(super) struct ClbNode {
     pub(super) drops: BTreeMap<&'static str, u64>,
 }
 
+/// Every region's CLB nodes (a region's nodes are consecutive), built whole from the
+/// topology with their timers armed.
+pub(super) struct Regions {
+    pub(super) clbs: Table<ClbId, ClbNode>,
+    /// Per region: its first CLB node.
+    pub(super) clb_base: Vec<ClbId>,
+    pub(super) clb_by_addr: FxHashMap<IpAddr, ClbId>,
+}
+
+impl Regions {
+    pub(super) fn build(t: &Topology, pki: &Pki, q: &mut EventQueue<Ev>) -> Regions {
+        let mut regions = Regions { clbs: Table::new(), clb_base: Vec::new(), clb_by_addr: FxHashMap::default() };
+        for (r, region) in t.regions.iter().enumerate() {
+            regions.clb_base.push(regions.clbs.next_id());
+            for index in 0..usize::from(region.clb_nodes) {
+                let config = clb_config(t, pki, r, index);
+                let id = regions.clbs.next_id();
+                regions.clb_by_addr.insert(config.address, id);
+                if let Some(v6) = config.address_v6 {
+                    regions.clb_by_addr.insert(v6, id);
+                }
+                regions.clbs.push(ClbNode::new(r, index, config));
+            }
+        }
+        for c in regions.clbs.ids() {
+            regions.arm_timer(c, q);
+        }
+        regions
+    }
+
+    /// Schedules CLB node `c`'s next timer, when its core wants one sooner than the one
+    /// already armed.
+    pub(super) fn arm_timer(&mut self, c: ClbId, q: &mut EventQueue<Ev>) {
+        let node = &mut self.clbs[c];
+        let Some(at) = node.core.poll_timeout() else { return };
+        if node.timer_at.is_none_or(|t| at < t) {
+            node.timer_at = Some(at);
+            q.schedule(at, Ev::ClbTimer { clb: c });
+        }
+    }
+}
+
+impl ClbNode {
+    /// Node `index` of region `r`, up, its core fresh.
+    fn new(region: usize, index: usize, config: ClbConfig) -> ClbNode {
+        ClbNode {
+            region,
+            index,
+            core: Clb::new(config.clone(), 0),
+            config,
+            up: true,
+            known_up: true,
+            timer_at: None,
+            flows_before: 0,
+            peak_before: 0,
+            evictions_before: 0,
+            sync_before: Default::default(),
+            drops: BTreeMap::new(),
+        }
+    }
+}
+
+/// Every POP's core, from the topology.
+pub(super) fn build_pops(t: &Topology) -> Table<PopId, PopNode> {
+    let mut pops = Table::new();
+    for p in 0..t.pops.len() {
+        let mut config = anyedge_topology::nodes::pop_config(t, p);
+        config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p));
+        pops.push(PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new() });
+    }
+    pops
+}
+
+/// CLB node `index` of region `r`'s configuration, as `lab up` renders it.
+pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize) -> ClbConfig {
+    let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
+    let identity = anyedge_topology::nodes::Identity { default: pki.vip_identity.clone(), vips: Vec::new() };
+    let mut config = anyedge_topology::nodes::clb_config(t, r, index, addresses, &identity);
+    config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index));
+    config
+}
+
+/// A node's backbone keys: from the seed, the same derivation `lab up` makes from its
+/// random secret. The simulator's clock starts at 0.
+fn backbone_auth(t: &Topology, me: anyedge_ccn::NodeId) -> anyedge_ccn::AuthConfig {
+    let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
+    anyedge_topology::nodes::backbone_auth(t, &secret, me, 0)
+}
+
 impl<'t> World<'t> {
     pub(super) fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
         let now = self.q.now_ns();
@@ -59,7 +169,7 @@ impl<'t> World<'t> {
                 }
             }
             Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
-                let node = &mut self.clbs[c];
+                let node = &mut self.regions.clbs[c];
                 if !node.up {
                     return;
                 }
@@ -87,15 +197,15 @@ impl<'t> World<'t> {
     /// A client's group, from the groups' first clients (without touching the client's
     /// row: a reply's way back needs only its group).
     pub(super) fn group_of(&self, client: ClientId) -> usize {
-        let g = self.group_start.partition_point(|&first| first <= client.0).saturating_sub(1);
-        debug_assert_eq!(g, self.clients[client].group, "client {client}");
+        let g = self.edge.group_start.partition_point(|&first| first <= client.0).saturating_sub(1);
+        debug_assert_eq!(g, self.edge.clients[client].group, "client {client}");
         g
     }
 
     /// The client a packet from the VIP is for, and its flow id.
     pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
         let key = inner::parse(packet).ok()?.key;
-        let client = self.client_by_addr.get(key.dst)?;
+        let client = self.edge.client_by_addr.get(key.dst)?;
         Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
     }
 
@@ -104,7 +214,7 @@ impl<'t> World<'t> {
             match out.dest {
                 Dest::Node(NodeId::Clb { region, node }) => {
                     let region = usize::from(region);
-                    let clb = self.clb_base[region].node(node);
+                    let clb = self.regions.clb_base[region].node(node);
                     let link = LinkKind::Backbone(self.link_bb(p, region, 0));
                     self.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
                 }
@@ -121,13 +231,13 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn drain_clb(&mut self, c: ClbId) {
-        let region = self.clbs[c].region;
-        let table = self.clbs[c].core.conn_table();
+        let region = self.regions.clbs[c].region;
+        let table = self.regions.clbs[c].core.conn_table();
         if table.len() > table.capacity() {
             let msg = format!("CLB {c}: connection table holds {} > capacity {}", table.len(), table.capacity());
             self.violation(msg);
         }
-        while let Some(out) = self.clbs[c].core.poll_output() {
+        while let Some(out) = self.regions.clbs[c].core.poll_output() {
             let flow = out.flow();
             match out.dest {
                 Dest::Node(NodeId::Pop(pop_id)) => {
@@ -139,12 +249,12 @@ impl<'t> World<'t> {
                     self.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
                 }
                 Dest::Backend(backend) => {
-                    if let Some(&e) = self.egress_by_ip.get(&backend.ip()) {
+                    if let Some(&e) = self.servers.egress_by_ip.get(&backend.ip()) {
                         // An internet backend: through the region's egress node.
-                        self.packets += 1;
+                        self.record.packets += 1;
                         let at = self.q.now_ns() + INTRA_REGION_NS;
                         self.q.schedule(at, Ev::Arrive { to: Arrival::EgressFromClb(e), packet: out.bytes });
-                    } else if let Some(&host) = self.host_by_ip.get(&backend.ip()) {
+                    } else if let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) {
                         self.send_clb_backend(c, host, 0, flow, out.bytes);
                     }
                 }
@@ -158,8 +268,8 @@ impl<'t> World<'t> {
                 Dest::Node(NodeId::Clb { node, .. }) => {
                     // Over the region's own network, like CLB ↔ backend.
                     if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
-                        let peer = self.clb_base[region].node(node);
-                        self.packets += 1;
+                        let peer = self.regions.clb_base[region].node(node);
+                        self.record.packets += 1;
                         let at = self.q.now_ns() + INTRA_REGION_NS;
                         self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromPeer(peer), packet: out.bytes });
                     }
@@ -167,19 +277,20 @@ impl<'t> World<'t> {
                 Dest::Node(NodeId::Backend { .. }) => {}
             }
         }
-        while let Some(ev) = self.clbs[c].core.poll_event() {
+        while let Some(ev) = self.regions.clbs[c].core.poll_event() {
             if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
                 self.noticed(Notice::Backend { addr: backend, healthy }, self.clb_name(c));
-                if self.clbs[c].index == 0 {
+                if self.regions.clbs[c].index == 0 {
                     let now = self.q.now_ns();
                     let since = self
+                        .servers
                         .backends
                         .iter()
                         .filter(|r| r.addr == backend && r.region == region)
                         .find_map(|r| r.health.last().map(|h| h.0))
                         .unwrap_or(0);
                     let reason = if healthy { None } else { self.unhealthy_reason(backend, since) };
-                    for rec in self.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
+                    for rec in self.servers.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
                         rec.health.push((now, healthy, reason.clone()));
                     }
                 }
@@ -189,24 +300,18 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn arm_clb_timer(&mut self, c: ClbId) {
-        let Some(at) = self.clbs[c].core.poll_timeout() else {
-            return;
-        };
-        if self.clbs[c].timer_at.is_none_or(|t| at < t) {
-            self.clbs[c].timer_at = Some(at);
-            self.q.schedule(at, Ev::ClbTimer { clb: c });
-        }
+        self.regions.arm_timer(c, &mut self.q);
     }
 
     pub(super) fn reconverge(&mut self) {
         let now = self.q.now_ns();
         let t = self.t;
-        for (gi, g) in self.groups.iter_mut().enumerate() {
+        for (gi, g) in self.edge.groups.iter_mut().enumerate() {
             for (v, order) in g.order.iter().enumerate() {
                 let route = order.iter().copied().find(|&p| self.pops[p].routes(t, v));
                 if route != g.route[v] {
                     // For the report's map: where the group's anycast traffic lands now.
-                    self.catchments.push((now, gi, v, route));
+                    self.record.catchments.push((now, gi, v, route));
                 }
                 g.route[v] = route;
             }
@@ -216,7 +321,7 @@ impl<'t> World<'t> {
     /// A restarted node comes back empty: no connection table, fresh health state, every
     /// POP taken to be up until its own probes say otherwise.
     pub(super) fn restart_clb(&mut self, c: ClbId, now: u64) {
-        let node = &mut self.clbs[c];
+        let node = &mut self.regions.clbs[c];
         node.flows_before += node.core.flows_created();
         node.peak_before = node.peak_before.max(node.core.conn_table().peak());
         node.evictions_before += node.core.conn_table().evictions();
@@ -224,24 +329,24 @@ impl<'t> World<'t> {
         if let Some(fw) = node.core.firewall() {
             for (gi, counters) in fw.counters() {
                 for (ri, c) in counters.iter().enumerate() {
-                    self.retired_sg[gi][ri].matched += c.matched;
-                    self.retired_sg[gi][ri].denied += c.denied;
+                    self.faults.retired_sg[gi][ri].matched += c.matched;
+                    self.faults.retired_sg[gi][ri].denied += c.denied;
                 }
             }
         }
-        self.clbs[c].core = Clb::new(self.clbs[c].config.clone(), now);
-        for &addr in &self.unbound {
-            self.clbs[c].core.unbind(addr);
+        self.regions.clbs[c].core = Clb::new(self.regions.clbs[c].config.clone(), now);
+        for &addr in &self.faults.unbound {
+            self.regions.clbs[c].core.unbind(addr);
         }
-        for &(addr, weight) in &self.weights_set {
-            self.clbs[c].core.set_weight(addr, weight);
+        for &(addr, weight) in &self.faults.weights_set {
+            self.regions.clbs[c].core.set_weight(addr, weight);
         }
         // With a control plane it catches up from its watch stream instead.
         if let Some(plane) = self.control.as_mut() {
             plane.watcher_restarted(c.0);
         }
-        self.clbs[c].up = true;
-        self.clbs[c].timer_at = None;
+        self.regions.clbs[c].up = true;
+        self.regions.clbs[c].timer_at = None;
         // Its first outputs ask the region's other nodes for their tables.
         self.drain_clb(c);
         self.restart_prober(ProberAt::Clb(c));

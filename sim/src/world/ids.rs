@@ -173,7 +173,7 @@ impl AddrRuns {
 mod tests {
     use std::net::IpAddr;
 
-    use super::*;
+    use super::{AddrRuns, ClientId};
 
     #[test]
     fn client_addresses_are_found_as_a_map_would_find_them() {

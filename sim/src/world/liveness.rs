@@ -7,11 +7,22 @@
 //! nodes' keys like data; the edges' probes cross no backbone and are not. A fault only
 //! stops a node; a node that is down answers nothing and probes nothing.
 
+use crate::world::Arrival;
+use crate::world::Ev;
+use crate::world::INTRA_REGION_NS;
+use crate::world::World;
+use crate::world::ids::ClbId;
+use crate::world::ids::PopId;
+use crate::world::links::LinkKind;
+use anyedge_ccn::ComponentRng;
 use anyedge_ccn::{Keyring, LivenessOutput, LivenessProber, NodeId};
 use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
-
-use super::*;
+use anyedge_topology::FaultAction;
+use anyedge_topology::Target;
+use anyedge_topology::Topology;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// One way between the internet edge and a POP it announces (its upstream router).
 pub const EDGE_HOP_NS: u64 = 50_000;
@@ -58,6 +69,26 @@ pub(super) struct Probers {
 }
 
 impl Probers {
+    /// Every prober, each starting at a phase of its own (seeded) within one interval.
+    pub(super) fn new(t: &Topology) -> Probers {
+        let config = t.failover.probe();
+        let np = t.pops.len();
+        let nc: usize = t.regions.iter().map(|r| usize::from(r.clb_nodes)).sum();
+        let slot_with = |name: String, peers: usize, config: anyedge_ccn::LivenessConfig| {
+            let start = ComponentRng::new(t.seed, &format!("probe/{name}")).below(config.interval_ns);
+            ProberSlot { prober: LivenessProber::new(peers, config, start), epoch: 0 }
+        };
+        let slot = |name: String, peers: usize| slot_with(name, peers, config);
+        let regions = t.regions.iter().enumerate();
+        Probers {
+            pop: (0..np).map(|p| slot(format!("pop/{p}"), nc)).collect(),
+            clb: (0..nc).map(|c| slot(format!("clb/{c}"), np)).collect(),
+            // The internet's edge is each POP's transit, and it finds a dead POP by BFD.
+            edge: slot_with("edge".into(), np, t.failover.bfd()),
+            region: regions.map(|(r, region)| slot(format!("region/{r}"), usize::from(region.clb_nodes))).collect(),
+        }
+    }
+
     fn slot(&mut self, at: ProberAt) -> &mut ProberSlot {
         match at {
             ProberAt::Pop(p) => &mut self.pop[p.0],
@@ -70,23 +101,9 @@ impl Probers {
 
 impl<'t> World<'t> {
     /// Every prober, each starting at a phase of its own (seeded) within one interval.
-    pub(super) fn build_probers(&mut self) {
-        let config = self.t.failover.probe();
-        let (np, nc) = (self.pops.len(), self.clbs.len());
-        let seed = self.t.seed;
-        let slot_with = |name: String, peers: usize, config: anyedge_ccn::LivenessConfig| {
-            let start = ComponentRng::new(seed, &format!("probe/{name}")).below(config.interval_ns);
-            ProberSlot { prober: LivenessProber::new(peers, config, start), epoch: 0 }
-        };
-        let slot = |name: String, peers: usize| slot_with(name, peers, config);
-        let regions = self.t.regions.iter().enumerate();
-        self.probers = Some(Probers {
-            pop: (0..np).map(|p| slot(format!("pop/{p}"), nc)).collect(),
-            clb: (0..nc).map(|c| slot(format!("clb/{c}"), np)).collect(),
-            // The internet's edge is each POP's transit, and it finds a dead POP by BFD.
-            edge: slot_with("edge".into(), np, self.t.failover.bfd()),
-            region: regions.map(|(r, region)| slot(format!("region/{r}"), usize::from(region.clb_nodes))).collect(),
-        });
+    /// Schedules every prober's first round.
+    pub(super) fn start_probers(&mut self) {
+        let (np, nc) = (self.pops.len(), self.regions.clbs.len());
         let all = (0..np)
             .map(|p| ProberAt::Pop(PopId(p)))
             .chain((0..nc).map(|c| ProberAt::Clb(ClbId(c))))
@@ -98,8 +115,7 @@ impl<'t> World<'t> {
     }
 
     fn schedule_probe_tick(&mut self, at: ProberAt) {
-        let Some(probers) = self.probers.as_mut() else { return };
-        let slot = probers.slot(at);
+        let slot = self.probers.slot(at);
         let (when, epoch) = (slot.prober.poll_timeout(), slot.epoch);
         self.q.schedule(when, Ev::ProbeTick { at, epoch });
     }
@@ -107,8 +123,7 @@ impl<'t> World<'t> {
     /// A node came back: its prober starts afresh (every peer taken to be up).
     pub(super) fn restart_prober(&mut self, at: ProberAt) {
         let now = self.q.now_ns();
-        let Some(probers) = self.probers.as_mut() else { return };
-        let slot = probers.slot(at);
+        let slot = self.probers.slot(at);
         slot.prober.restart(now);
         slot.epoch = slot.epoch.wrapping_add(1);
         self.schedule_probe_tick(at);
@@ -117,7 +132,7 @@ impl<'t> World<'t> {
     fn prober_alive(&self, at: ProberAt) -> bool {
         match at {
             ProberAt::Pop(p) => self.pops[p].up,
-            ProberAt::Clb(c) => self.clbs[c].up,
+            ProberAt::Clb(c) => self.regions.clbs[c].up,
             ProberAt::Edge | ProberAt::Region(_) => true,
         }
     }
@@ -127,8 +142,7 @@ impl<'t> World<'t> {
         if !self.prober_alive(at) {
             return;
         }
-        let Some(probers) = self.probers.as_mut() else { return };
-        let slot = probers.slot(at);
+        let slot = self.probers.slot(at);
         if slot.epoch != epoch {
             return;
         }
@@ -159,7 +173,7 @@ impl<'t> World<'t> {
                 (n.core.keyring(), anyedge_topology::nodes::pop_node(p.0), &mut n.drops)
             }
             Probed::Clb(c) => {
-                let n = &mut self.clbs[c];
+                let n = &mut self.regions.clbs[c];
                 let id = anyedge_topology::nodes::clb_node(n.region, n.index);
                 (n.core.keyring(), id, &mut n.drops)
             }
@@ -204,7 +218,7 @@ impl<'t> World<'t> {
     pub(super) fn probe_request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
         let alive = match to {
             Probed::Pop(p) => self.pops[p].up,
-            Probed::Clb(c) => self.clbs[c].up,
+            Probed::Clb(c) => self.regions.clbs[c].up,
         };
         if !alive {
             return;
@@ -231,8 +245,7 @@ impl<'t> World<'t> {
             None => packet,
         };
         let Ok((peer, seq)) = liveness::parse_answer(&packet) else { return };
-        let Some(probers) = self.probers.as_mut() else { return };
-        probers.slot(at).prober.handle_answer(usize::from(peer), seq);
+        self.probers.slot(at).prober.handle_answer(usize::from(peer), seq);
         self.drain_prober(at);
     }
 
@@ -241,7 +254,7 @@ impl<'t> World<'t> {
         let to = if dir == 0 { Arrival::ProbeRequest { to: node, from: at } } else { Arrival::ProbeAnswer { at } };
         let now = self.q.now_ns();
         let backbone = |w: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
-            let i = w.link_bb(pop, w.clbs[clb].region, if toward_region { 0 } else { 1 });
+            let i = w.link_bb(pop, w.regions.clbs[clb].region, if toward_region { 0 } else { 1 });
             // Probes of one pair keep to one path (their own flow on the link).
             let flow = u64::MAX - ((pop.0 as u64) << 20 | clb.0 as u64);
             (LinkKind::Backbone(i), flow)
@@ -256,7 +269,7 @@ impl<'t> World<'t> {
             None => {
                 // The internet edge sits next to each POP, a region's edge next to its nodes.
                 let hop = if matches!(at, ProberAt::Edge) { EDGE_HOP_NS } else { INTRA_REGION_NS };
-                self.packets += 1;
+                self.record.packets += 1;
                 self.q.schedule(now + hop, Ev::Arrive { to, packet });
             }
         }
@@ -265,14 +278,13 @@ impl<'t> World<'t> {
     /// Carries out what a prober decided: probes to send, peers found down or up.
     fn drain_prober(&mut self, at: ProberAt) {
         loop {
-            let Some(probers) = self.probers.as_mut() else { return };
-            let Some(out) = probers.slot(at).prober.poll_output() else { return };
+            let Some(out) = self.probers.slot(at).prober.poll_output() else { return };
             let (peer, up) = match out {
                 LivenessOutput::Send { peer, seq } => {
                     let node = match at {
                         ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
                         ProberAt::Clb(_) | ProberAt::Edge => Probed::Pop(PopId(peer)),
-                        ProberAt::Region(r) => Probed::Clb(self.clb_base[r].node(peer as u16)),
+                        ProberAt::Region(r) => Probed::Clb(self.regions.clb_base[r].node(peer as u16)),
                     };
                     let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
                     let sealed = match Self::backbone_prober(at) {
@@ -291,12 +303,12 @@ impl<'t> World<'t> {
             match at {
                 ProberAt::Pop(p) => {
                     let c = ClbId(peer);
-                    let (region, index) = (self.clbs[c].region as u16, self.clbs[c].index as u16);
+                    let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
                     self.pops[p].core.set_clb_up(region, index, up);
                     self.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", self.t.pops[p.0].name));
                 }
                 ProberAt::Clb(c) => {
-                    self.clbs[c].core.set_pop_up(peer as u16, up);
+                    self.regions.clbs[c].core.set_pop_up(peer as u16, up);
                     self.noticed(Notice::Pop { pop: PopId(peer), up }, self.clb_name(c));
                 }
                 ProberAt::Edge => {
@@ -306,8 +318,8 @@ impl<'t> World<'t> {
                     self.noticed(Notice::Pop { pop: PopId(peer), up }, "internet".into());
                 }
                 ProberAt::Region(r) => {
-                    let c = self.clb_base[r].node(peer as u16);
-                    self.clbs[c].known_up = up;
+                    let c = self.regions.clb_base[r].node(peer as u16);
+                    self.regions.clbs[c].known_up = up;
                     self.noticed(Notice::Clb { clb: c, up }, format!("region/{}/edge", self.t.regions[r].name));
                 }
             }
@@ -315,7 +327,7 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn clb_name(&self, c: ClbId) -> String {
-        anyedge_topology::clb_name(&self.t.regions[self.clbs[c].region].name, self.clbs[c].index)
+        anyedge_topology::clb_name(&self.t.regions[self.regions.clbs[c].region].name, self.regions.clbs[c].index)
     }
 
     /// `who` noticed what a fault did: the first node to notice sets the fault's
@@ -323,16 +335,18 @@ impl<'t> World<'t> {
     pub(super) fn noticed(&mut self, notice: Notice, who: String) {
         let now = self.q.now_ns();
         let t = self.t;
-        for tr in self.trackers.iter_mut() {
+        for tr in self.record.trackers.iter_mut() {
             let hit = match (t.faults[tr.fault].action, notice) {
                 (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
                 | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,
                 (FaultAction::Down(Target::Clb { region, index }), Notice::Clb { clb, up: false })
                 | (FaultAction::Up(Target::Clb { region, index }), Notice::Clb { clb, up: true }) => {
-                    self.clb_base[region].node(index) == clb
+                    self.regions.clb_base[region].node(index) == clb
                 }
                 (FaultAction::Down(Target::Region(r)), Notice::Clb { clb, up: false })
-                | (FaultAction::Up(Target::Region(r)), Notice::Clb { clb, up: true }) => self.clbs[clb].region == r,
+                | (FaultAction::Up(Target::Region(r)), Notice::Clb { clb, up: true }) => {
+                    self.regions.clbs[clb].region == r
+                }
                 (FaultAction::Down(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: false })
                 | (FaultAction::Up(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: true }) => {
                     addr == a

@@ -2,30 +2,38 @@
 //! driven by one event queue. POPs and CLB nodes are the shipped sans-IO cores; this
 //! module is their driver: it moves real packets between them over modelled links.
 //!
-//! `World` holds the tables; each concern has a module of its own: `build` (from a
-//! topology), `clients` and `tcp_app` and `quic_client` (traffic), `forwarding` (the
-//! cores), `links`, `backends`, `faults`, `report`.
+//! `World` is a handful of parts, each built whole by its own builder and owned by the
+//! module of its concern: `Network` (links), `Edge` and `ClassInfo` (client groups and
+//! traffic classes, `build`), `Pki`, the POPs and `Regions` (the cores, `forwarding`),
+//! `Servers` (backend hosts and egress nodes, `backends`), `FaultState` (`faults`),
+//! `Recorder` (what the report is made of, `samples`), `Probers` (`liveness`). A part
+//! holds per-group, per-POP and per-region rows, so what one client group, POP or region
+//! needs is reachable from its part. Traffic lives in `clients`, `tcp_app` and
+//! `quic_client`; the report in `report`. No module imports by glob: each names what it
+//! takes.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use anyedge_ccn::geo::fiber_delay_ns;
-use anyedge_ccn::{ComponentRng, EventQueue, Impairment, Link, LinkOutcome};
-use anyedge_pop::{Pop, rendezvous_node};
-use anyedge_proto::{FlowKey, Transport, inner};
-use anyedge_region::clb::PROBE_PORTS;
-use anyedge_region::security::{Firewall, RuleCounters, Verdict};
-use anyedge_region::tcp_stack::{TcpStack, buffer_for};
-use anyedge_region::{Clb, ClbConfig};
-use anyedge_topology::{Cidr, FaultAction, ListenerProtocol, Site, Target, Topology, TrafficKind};
-use hdrhistogram::Histogram;
-use rustc_hash::{FxHashMap, FxHashSet};
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
+use anyedge_ccn::EventQueue;
+use anyedge_topology::Topology;
 
-use crate::app;
-use crate::report::*;
+use crate::world::backends::Servers;
+use crate::world::build::ClassInfo;
+use crate::world::build::Edge;
+use crate::world::build::Pki;
+use crate::world::faults::FaultState;
+use crate::world::forwarding::PopNode;
+use crate::world::forwarding::Regions;
+use crate::world::ids::ClbId;
+use crate::world::ids::ClientId;
+use crate::world::ids::HostId;
+use crate::world::ids::PopId;
+use crate::world::ids::Table;
+use crate::world::links::Network;
+use crate::world::liveness::Probed;
+use crate::world::liveness::ProberAt;
+use crate::world::liveness::Probers;
+use crate::world::samples::Recorder;
 
 mod backends;
 mod build;
@@ -41,16 +49,6 @@ mod quic_client;
 mod report;
 mod samples;
 mod tcp_app;
-
-use backends::*;
-use clients::*;
-use faults::*;
-use forwarding::*;
-use ids::*;
-use links::*;
-use liveness::*;
-use quic_client::*;
-use tcp_app::*;
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -157,69 +155,30 @@ pub struct World<'t> {
     t: &'t Topology,
     q: EventQueue<Ev>,
     end_ns: u64,
-    clients: Table<ClientId, Client>,
-    groups: Vec<Group>,
+    /// Every modelled link: internet legs, backbone, backend sites.
+    net: Network,
+    /// Client groups and their clients.
+    edge: Edge,
+    /// Per traffic class: what answers it and how it talks.
+    classes: Vec<ClassInfo>,
+    /// Certificates and keys clients and the region edges hold.
+    pki: Pki,
     pops: Table<PopId, PopNode>,
-    clbs: Table<ClbId, ClbNode>,
-    /// Per region: its first CLB node (a region's nodes are consecutive).
-    clb_base: Vec<ClbId>,
-    clb_by_addr: FxHashMap<IpAddr, ClbId>,
-    hosts: Table<HostId, BackendHost>,
-    host_by_ip: FxHashMap<IpAddr, HostId>,
-    inet_pop: Vec<Link>,
-    inet_direct: Vec<Link>,
-    /// Each region's QUIC connection-ID cipher: the region's edge routes QUIC by the node
-    /// an ID names, as a QUIC-LB load balancer holding the key does.
-    cid_ciphers: Vec<anyedge_ccn::CidCipher>,
-    backbone: Vec<Link>,
-    /// [group][k][path] round-trip histograms in microseconds.
-    hist: Vec<Vec<[Histogram<u64>; 2]>>,
-    /// [group][k][path]: every round trip, and requests sent per second.
-    samples: Vec<Vec<[samples::Samples; 2]>>,
-    trackers: Vec<FaultTracker>,
-    backends: Table<BackendId, BackendRecord>,
-    /// Backend address → its first record in `backends`.
-    backend_index: FxHashMap<SocketAddr, BackendId>,
-    packets: u64,
-    /// Invariants found broken while running (bugs, not input): reported with the seed.
-    violations: Vec<String>,
-    /// Backends unbound by faults (a restarted CLB node must not forget them).
-    unbound: Vec<SocketAddr>,
-    client_by_addr: AddrRuns,
-    /// Each group's first client (groups' clients are consecutive).
-    group_start: Vec<usize>,
-    /// Per traffic class: the backend ports its listener binds (no other may answer it).
-    class_backends: Vec<Vec<SocketAddr>>,
-    /// [group][k]: when the group's class last got an anycast reply.
-    last_reply_ns: Vec<Vec<Option<u64>>>,
-    /// Per traffic class: it talks HTTP (its listener is layer 7), over TLS (HTTPS).
-    class_http: Vec<bool>,
-    class_tls: Vec<bool>,
-    /// HTTPS listeners' identity and the clients' trust in it (when any listener is HTTPS).
-    vip_identity: Option<anyedge_region::identity::VipIdentity>,
-    tls_client: Option<Arc<rustls::ClientConfig>>,
-    quic_client: Option<quinn_proto::ClientConfig>,
-    /// (region, backend host) → [to the backend, back] for backends away from the region.
-    site_links: FxHashMap<(usize, HostId), [Link; 2]>,
-    /// Security-group counters of CLB cores that were restarted.
-    retired_sg: Vec<Vec<RuleCounters>>,
+    /// Every region's CLB nodes.
+    regions: Regions,
+    /// Backend hosts, their records and the egress nodes in front of internet backends.
+    servers: Servers,
+    /// What faults changed that a restarted node must not forget.
+    faults: FaultState,
+    /// What the report is made of.
+    record: Recorder,
+    /// The liveness probers of every node and edge.
+    probers: Probers,
     /// The Raft control plane (`control:`); its watchers are the CLB nodes, then the
     /// POPs, in order.
     control: Option<crate::control::ControlPlane>,
-    /// Weights set by faults without a control plane (a restarted CLB node keeps them).
-    weights_set: Vec<(SocketAddr, u8)>,
-    /// The liveness probers of every node and edge.
-    probers: Option<Probers>,
-    /// NAT gateways and routers that carry internet backends.
-    egress: Vec<egress::EgressNode>,
-    /// Internet backend address → its egress node.
-    egress_by_ip: FxHashMap<IpAddr, usize>,
-    /// (when, group, VIP, its POP now) each time routing moved a group's anycast traffic.
-    catchments: Vec<(u64, usize, usize, Option<PopId>)>,
     /// `--pcap DIR`: every packet that reaches a node, per node.
     capture: Option<capture::Capture>,
-    /// [request, response]: the largest of any TCP class (backends size sockets by them).
-    tcp_messages_max: [u64; 2],
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).
@@ -246,18 +205,18 @@ impl<'t> World<'t> {
     }
 
     fn violation(&mut self, what: String) {
-        if self.violations.len() < 16 {
-            self.violations.push(format!("t={} ns: {what}", self.q.now_ns()));
+        if self.record.violations.len() < 16 {
+            self.record.violations.push(format!("t={} ns: {what}", self.q.now_ns()));
         }
     }
 
     pub fn violations(&self) -> &[String] {
-        &self.violations
+        &self.record.violations
     }
 
     /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
     pub fn quic_handshakes(&self) -> u64 {
-        self.clbs.iter().map(|c| c.core.quic_counts().handshakes).sum()
+        self.regions.clbs.iter().map(|c| c.core.quic_counts().handshakes).sum()
     }
 
     pub fn events(&self) -> u64 {
@@ -265,12 +224,12 @@ impl<'t> World<'t> {
     }
 
     pub fn packets(&self) -> u64 {
-        self.packets
+        self.record.packets
     }
 
     /// [group][k]: when each client group's traffic class last got an anycast reply.
     pub fn last_reply_ns(&self) -> Vec<Vec<Option<u64>>> {
-        self.last_reply_ns.clone()
+        self.record.groups.iter().map(|g| g.iter().map(|c| c.last_reply_ns).collect()).collect()
     }
 
     pub fn sim_s(&self) -> f64 {
@@ -285,23 +244,23 @@ impl<'t> World<'t> {
             Ev::QuicIssue { client, k } => self.quic_issue(client, k),
             Ev::ClientQuicPoll { client, slot } => {
                 let now = self.q.now_ns();
-                let due = self.clients[client].quic_flows[slot].as_ref().is_some_and(|f| f.poll_at == Some(now));
+                let due = self.edge.clients[client].quic_flows[slot].as_ref().is_some_and(|f| f.poll_at == Some(now));
                 if due {
-                    if let Some(f) = self.clients[client].quic_flows[slot].as_mut() {
+                    if let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() {
                         f.poll_at = None;
                     }
                     self.client_quic_service(client, slot);
                 }
             }
             Ev::ClientTcpPoll { client } => {
-                if self.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
-                    self.clients[client].tcp_poll_at = None;
+                if self.edge.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
+                    self.edge.clients[client].tcp_poll_at = None;
                     self.client_tcp_service(client);
                 }
             }
             Ev::BackendTcpPoll { host, remote } => {
                 let now = self.q.now_ns();
-                if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
+                if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
                     && conn.poll_at == Some(now)
                 {
                     conn.poll_at = None;
@@ -313,11 +272,11 @@ impl<'t> World<'t> {
                 self.arrive(to, packet)
             }
             Ev::ClbTimer { clb } => {
-                if self.clbs[clb].timer_at == Some(self.q.now_ns()) {
-                    self.clbs[clb].timer_at = None;
-                    if self.clbs[clb].up {
+                if self.regions.clbs[clb].timer_at == Some(self.q.now_ns()) {
+                    self.regions.clbs[clb].timer_at = None;
+                    if self.regions.clbs[clb].up {
                         let now = self.q.now_ns();
-                        self.clbs[clb].core.handle_timeout(now);
+                        self.regions.clbs[clb].core.handle_timeout(now);
                         self.drain_clb(clb);
                     }
                 }
@@ -329,7 +288,7 @@ impl<'t> World<'t> {
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.link_bb(pop, region, dir);
-                    self.backbone[i].clear_override();
+                    self.net.backbone[i].clear_override();
                 }
             }
         }

@@ -1,7 +1,20 @@
 //! QUIC clients (quinn-proto): a connection per flow, a stream per request, datagrams
 //! routed by the connection ID the CLB node issued.
-
-use super::*;
+use crate::app;
+use crate::world::Arrival;
+use crate::world::Ev;
+use crate::world::PATHS;
+use crate::world::Path;
+use crate::world::World;
+use crate::world::clients::TCP_PENDING_MAX;
+use crate::world::clients::flow_id;
+use crate::world::clients::port_of;
+use crate::world::ids::ClientId;
+use crate::world::links::LinkKind;
+use anyedge_proto::inner;
+use anyedge_topology::TrafficKind;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 
 /// The QUIC side of one flow: a connection carrying requests, one stream each.
 pub(super) struct QuicFlow {
@@ -17,18 +30,88 @@ pub(super) struct QuicFlow {
     pub(super) poll_at: Option<u64>,
 }
 
+impl QuicFlow {
+    /// Takes the connection's events: connected, or lost (the request in progress
+    /// starts again on a new connection).
+    fn take_events(&mut self) {
+        for (_, event) in self.host.take_events() {
+            match event {
+                quinn_proto::Event::Connected => self.connected = true,
+                quinn_proto::Event::ConnectionLost { .. } => {
+                    self.conn = None;
+                    self.connected = false;
+                    self.stream = None;
+                    self.to_send.clear();
+                    self.got = 0;
+                    self.head.clear();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// On a connected flow: opens a stream for the next request, writes it, reads its
+    /// answer; the request's issue time and the backend that answered once it is whole.
+    fn exchange(&mut self, (request, response): (u32, u32)) -> Option<(u64, Option<SocketAddr>)> {
+        let conn = self.conn.filter(|_| self.connected).and_then(|ch| self.host.conn(ch))?;
+        if self.stream.is_none() && !self.pending.is_empty() {
+            self.stream = conn.streams().open(quinn_proto::Dir::Bi);
+            self.to_send = app::tcp_request(request, response);
+            self.got = 0;
+            self.head.clear();
+        }
+        let id = self.stream?;
+        if !self.to_send.is_empty() {
+            let n = conn.send_stream(id).write(&self.to_send).unwrap_or(0);
+            self.to_send.drain(..n);
+            if self.to_send.is_empty() {
+                let _ = conn.send_stream(id).finish();
+            }
+        }
+        if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
+            while let Ok(Some(chunk)) = chunks.next(64 * 1024) {
+                let want = app::ID_LEN.saturating_sub(self.head.len()).min(chunk.bytes.len());
+                self.head.extend_from_slice(&chunk.bytes[..want]);
+                self.got += chunk.bytes.len() as u64;
+            }
+            let _ = chunks.finalize();
+        }
+        if self.got < u64::from(response.max(app::ID_LEN as u32)) {
+            return None;
+        }
+        let backend = app::parse_identity(&self.head).map(|(b, _)| b);
+        self.stream = None;
+        Some((self.pending.pop_front()?, backend))
+    }
+
+    /// A flow of `host` that has not connected yet.
+    pub(super) fn new(host: anyedge_region::quic::QuicHost) -> QuicFlow {
+        QuicFlow {
+            host,
+            conn: None,
+            connected: false,
+            pending: VecDeque::new(),
+            stream: None,
+            to_send: Vec::new(),
+            got: 0,
+            head: Vec::new(),
+            poll_at: None,
+        }
+    }
+}
+
 impl<'t> World<'t> {
     pub(super) fn quic_issue(&mut self, client: ClientId, k: usize) {
         let now = self.q.now_ns();
         if now >= self.t.duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.clients[client].group].traffic[k]];
+        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
         let TrafficKind::Quic { requests_per_s, .. } = class.kind else { return };
         for path in PATHS {
             let slot = k * 2 + path as usize;
             self.note_sent(client, slot, now);
-            let c = &mut self.clients[client];
+            let c = &mut self.edge.clients[client];
             if let Some(f) = c.quic_flows[slot].as_mut() {
                 f.pending.push_back(now);
                 if f.pending.len() > TCP_PENDING_MAX {
@@ -44,15 +127,14 @@ impl<'t> World<'t> {
     pub(super) fn client_quic_service(&mut self, client: ClientId, slot: usize) {
         let now = self.q.now_ns();
         let t = self.t;
-        let group = self.clients[client].group;
+        let group = self.edge.clients[client].group;
         let class = &t.traffic[t.clients[group].traffic[slot / 2]];
         let TrafficKind::Quic { request, response, .. } = class.kind else { return };
-        let addr = self.clients[client].addr;
+        let addr = self.edge.clients[client].addr;
         let remote = SocketAddr::new(t.vip_addr(class, addr), class.port);
-        let config = self.quic_client.clone();
-        let Some(f) = self.clients[client].quic_flows[slot].as_mut() else { return };
+        let config = self.pki.quic_client.clone();
+        let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() else { return };
         let mut out = Vec::new();
-        let mut completions = Vec::new();
         if f.conn.is_none()
             && !f.pending.is_empty()
             && let Some(config) = config
@@ -61,75 +143,30 @@ impl<'t> World<'t> {
             f.connected = false;
         }
         f.host.drive(now, &mut out);
-        for (_, event) in f.host.take_events() {
-            match event {
-                quinn_proto::Event::Connected => f.connected = true,
-                quinn_proto::Event::ConnectionLost { .. } => {
-                    f.conn = None;
-                    f.connected = false;
-                    f.stream = None;
-                    f.to_send.clear();
-                    f.got = 0;
-                    f.head.clear();
-                }
-                _ => {}
-            }
-        }
-        if let Some(ch) = f.conn
-            && f.connected
-            && let Some(conn) = f.host.conn(ch)
-        {
-            if f.stream.is_none() && !f.pending.is_empty() {
-                f.stream = conn.streams().open(quinn_proto::Dir::Bi);
-                f.to_send = app::tcp_request(request, response);
-                f.got = 0;
-                f.head.clear();
-            }
-            if let Some(id) = f.stream {
-                if !f.to_send.is_empty() {
-                    let n = conn.send_stream(id).write(&f.to_send).unwrap_or(0);
-                    f.to_send.drain(..n);
-                    if f.to_send.is_empty() {
-                        let _ = conn.send_stream(id).finish();
-                    }
-                }
-                let expected = u64::from(response.max(app::ID_LEN as u32));
-                let mut done = false;
-                if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
-                    while let Ok(Some(chunk)) = chunks.next(64 * 1024) {
-                        let want = app::ID_LEN.saturating_sub(f.head.len()).min(chunk.bytes.len());
-                        f.head.extend_from_slice(&chunk.bytes[..want]);
-                        f.got += chunk.bytes.len() as u64;
-                    }
-                    let _ = chunks.finalize();
-                }
-                if f.got >= expected {
-                    done = true;
-                }
-                if done {
-                    let backend = app::parse_identity(&f.head).map(|(b, _)| b);
-                    if let Some(issued) = f.pending.pop_front() {
-                        completions.push((issued, backend));
-                    }
-                    f.stream = None;
-                }
-            }
+        f.take_events();
+        let live = f.connected && f.conn.is_some_and(|ch| f.host.conn(ch).is_some());
+        let completed = f.exchange((request, response));
+        if live {
             f.host.drive(now, &mut out);
         }
         let next = f.host.poll_timeout();
-        for (issued, backend) in completions {
+        if let Some((issued, backend)) = completed {
             self.record_reply(client, slot, issued, backend);
         }
         self.send_quic_datagrams(client, slot, out);
         if let Some(at) = next {
-            let at = at.max(now);
-            let f = self.clients[client].quic_flows[slot].as_mut();
-            if let Some(f) = f
-                && f.poll_at.is_none_or(|t| at < t)
-            {
-                f.poll_at = Some(at);
-                self.q.schedule(at, Ev::ClientQuicPoll { client, slot });
-            }
+            self.arm_quic_poll(client, slot, at.max(now));
+        }
+    }
+
+    /// Schedules a poll of a client's QUIC flow at `at`, unless one is due sooner.
+    fn arm_quic_poll(&mut self, client: ClientId, slot: usize, at: u64) {
+        let f = self.edge.clients[client].quic_flows[slot].as_mut();
+        if let Some(f) = f
+            && f.poll_at.is_none_or(|t| at < t)
+        {
+            f.poll_at = Some(at);
+            self.q.schedule(at, Ev::ClientQuicPoll { client, slot });
         }
     }
 
@@ -140,8 +177,8 @@ impl<'t> World<'t> {
         slot: usize,
         out: Vec<anyedge_region::quic::QuicTransmit>,
     ) {
-        let addr = self.clients[client].addr;
-        let port = port_of(slot, self.clients[client].tcp_flows[slot].generation);
+        let addr = self.edge.clients[client].addr;
+        let port = port_of(slot, self.edge.clients[client].tcp_flows[slot].generation);
         let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
         for (dst, _, payload) in out {
             let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };
@@ -165,8 +202,8 @@ impl<'t> World<'t> {
     ) -> Option<(LinkKind, Arrival)> {
         let (link, to) = self.slot_route(client, slot / 2, Path::Direct)?;
         let Arrival::ClbDirect(clb) = to else { return Some((link, to)) };
-        let r = self.clbs[clb].region;
-        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes, self.cid_ciphers.get(r));
-        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.clb_base[r].node(n)))))
+        let r = self.regions.clbs[clb].region;
+        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes, self.pki.cid_ciphers.get(r));
+        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.regions.clb_base[r].node(n)))))
     }
 }

@@ -1,6 +1,37 @@
 //! The report a run ends with, built from the world's counters and histograms.
-
-use super::*;
+use crate::Report;
+use crate::report::BackendReport;
+use crate::report::CatchmentChange;
+use crate::report::ClbNodeReport;
+use crate::report::ClientReport;
+use crate::report::ConnTableReport;
+use crate::report::FaultReport;
+use crate::report::HealthReport;
+use crate::report::ModelReport;
+use crate::report::ModelsReport;
+use crate::report::PathReport;
+use crate::report::PopReport;
+use crate::report::Recovery;
+use crate::report::RegionReport;
+use crate::report::RuleReport;
+use crate::report::SecurityGroupReport;
+use crate::report::SyncReport;
+use crate::report::TrafficReport;
+use crate::report::ms3;
+use crate::world::Path;
+use crate::world::World;
+use crate::world::backends::ADDRS_SEEN_MAX;
+use crate::world::backends::BackendRecord;
+use crate::world::clients::Client;
+use crate::world::clients::Flow;
+use crate::world::faults::FaultTracker;
+use crate::world::forwarding::ClbNode;
+use crate::world::ids::PopId;
+use crate::world::samples;
+use anyedge_topology::InternetEnd;
+use anyedge_topology::TrafficKind;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 
 pub(super) fn path_report<'a>(
     flows: impl Iterator<Item = &'a Flow>,
@@ -60,94 +91,94 @@ impl<'t> World<'t> {
                 flows: self.pops[PopId(p)].core.flows_seen(),
             })
             .collect();
-        let clients = t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect();
-        let backends = self
-            .backends
-            .iter()
-            .map(|b| (b, b.addrs_seen.sorted(&self.clients)))
-            .map(|(b, seen)| BackendReport {
-                region: t.regions[b.region].name.clone(),
-                group: b.group.clone(),
-                address: b.addr.to_string(),
-                weight: b.weight,
-                flows: b.flows.len() as u64,
-                flows_anycast: b.flows.iter().filter(|(_, slot)| slot % 2 == Path::Anycast as usize).count() as u64,
-                flows_direct: b.flows.iter().filter(|(_, slot)| slot % 2 == Path::Direct as usize).count() as u64,
-                client_addrs_seen: seen.iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect(),
-                client_addrs_total: seen.len() as u64,
-                health: b
-                    .health
-                    .iter()
-                    .map(|(at, ok, reason)| HealthReport {
-                        at_s: ms3(*at as f64 / 1e9),
-                        state: if *ok { "healthy" } else { "unhealthy" },
-                        reason: reason.clone(),
-                    })
-                    .collect(),
-            })
-            .collect();
-        let faults = self.trackers.iter().map(fault_report).collect();
-        let security_groups = self.security_group_report();
-        let clb_nodes = self
-            .clbs
-            .iter()
-            .map(|n| {
-                let table = n.core.conn_table();
-                ClbNodeReport {
-                    name: anyedge_topology::clb_name(&t.regions[n.region].name, n.index),
-                    region: t.regions[n.region].name.clone(),
-                    flows: n.flows_before + n.core.flows_created(),
-                    conn_table: ConnTableReport {
-                        capacity: table.capacity(),
-                        peak: n.peak_before.max(table.peak()),
-                        evictions: n.evictions_before + table.evictions(),
-                    },
-                    sync: (t.regions[n.region].clb_nodes > 1).then(|| {
-                        let s = n.sync_before.plus(&n.core.sync_stats());
-                        SyncReport {
-                            messages_sent: s.messages_sent,
-                            bytes_sent: s.bytes_sent,
-                            messages_received: s.messages_received,
-                            bytes_received: s.bytes_received,
-                            flows_adopted: s.flows_adopted,
-                            queue_overflow: s.queue_overflow,
-                        }
-                    }),
-                }
-            })
-            .collect();
         Report {
             name: t.name.clone(),
             seed: t.seed,
             duration_s: t.duration_ns as f64 / 1e9,
-            models: ModelsReport {
-                internet: ModelReport::of(&t.internet.delay),
-                internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
-                internet_last_mile_source: t.internet.last_mile_source.into(),
-                internet_pinned: t
-                    .internet
-                    .pinned
-                    .iter()
-                    .map(|p| {
-                        let to = match p.to {
-                            anyedge_topology::InternetEnd::Pop(i) => format!("pop/{}", t.pops[i].name),
-                            anyedge_topology::InternetEnd::Region(i) => format!("region/{}", t.regions[i].name),
-                        };
-                        format!("client/{} {to}: {} ms", t.clients[p.client].name, p.rtt_ns as f64 / 1e6)
-                    })
-                    .collect(),
-                backbone: ModelReport::of(&t.backbone.delay),
-            },
+            models: self.models_report(),
             pops,
             regions: t.regions.iter().map(|r| RegionReport { name: r.name.clone(), location: r.location }).collect(),
-            clients,
-            backends,
-            clb_nodes,
-            security_groups,
-            faults,
+            clients: t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect(),
+            backends: self.servers.backends.iter().map(|b| self.backend_report(b)).collect(),
+            clb_nodes: self.regions.clbs.iter().map(|n| self.clb_node_report(n)).collect(),
+            security_groups: self.security_group_report(),
+            faults: self.record.trackers.iter().map(fault_report).collect(),
             control: self.control_report(),
             drops: self.drop_report(),
-            violations: self.violations.clone(),
+            violations: self.record.violations.clone(),
+        }
+    }
+
+    /// Which internet and backbone models (and calibrations) produced the figures.
+    fn models_report(&self) -> ModelsReport {
+        let t = self.t;
+        let pinned = |p: &anyedge_topology::PinnedRtt| {
+            let to = match p.to {
+                InternetEnd::Pop(i) => format!("pop/{}", t.pops[i].name),
+                InternetEnd::Region(i) => format!("region/{}", t.regions[i].name),
+            };
+            format!("client/{} {to}: {} ms", t.clients[p.client].name, p.rtt_ns as f64 / 1e6)
+        };
+        ModelsReport {
+            internet: ModelReport::of(&t.internet.delay),
+            internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
+            internet_last_mile_source: t.internet.last_mile_source.into(),
+            internet_pinned: t.internet.pinned.iter().map(pinned).collect(),
+            backbone: ModelReport::of(&t.backbone.delay),
+        }
+    }
+
+    /// One backend port: its flows by path, the client addresses it saw, its health.
+    fn backend_report(&self, b: &BackendRecord) -> BackendReport {
+        let seen = b.addrs_seen.sorted(&self.edge.clients);
+        let on = |path: Path| b.flows.iter().filter(|(_, slot)| slot % 2 == path as usize).count() as u64;
+        BackendReport {
+            region: self.t.regions[b.region].name.clone(),
+            group: b.group.clone(),
+            address: b.addr.to_string(),
+            weight: b.weight,
+            flows: b.flows.len() as u64,
+            flows_anycast: on(Path::Anycast),
+            flows_direct: on(Path::Direct),
+            client_addrs_seen: seen.iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect(),
+            client_addrs_total: seen.len() as u64,
+            health: b
+                .health
+                .iter()
+                .map(|(at, ok, reason)| HealthReport {
+                    at_s: ms3(*at as f64 / 1e9),
+                    state: if *ok { "healthy" } else { "unhealthy" },
+                    reason: reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// One CLB node across its restarts: flows, connection table, sync.
+    fn clb_node_report(&self, n: &ClbNode) -> ClbNodeReport {
+        let t = self.t;
+        let table = n.core.conn_table();
+        let sync = (t.regions[n.region].clb_nodes > 1).then(|| {
+            let s = n.sync_before.plus(&n.core.sync_stats());
+            SyncReport {
+                messages_sent: s.messages_sent,
+                bytes_sent: s.bytes_sent,
+                messages_received: s.messages_received,
+                bytes_received: s.bytes_received,
+                flows_adopted: s.flows_adopted,
+                queue_overflow: s.queue_overflow,
+            }
+        });
+        ClbNodeReport {
+            name: anyedge_topology::clb_name(&t.regions[n.region].name, n.index),
+            region: t.regions[n.region].name.clone(),
+            flows: n.flows_before + n.core.flows_created(),
+            conn_table: ConnTableReport {
+                capacity: table.capacity(),
+                peak: n.peak_before.max(table.peak()),
+                evictions: n.evictions_before + table.evictions(),
+            },
+            sync,
         }
     }
 
@@ -155,9 +186,13 @@ impl<'t> World<'t> {
     pub(super) fn drop_report(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
         let t = self.t;
         let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
-        let clbs = self.clbs.iter().map(|n| (anyedge_topology::clb_name(&t.regions[n.region].name, n.index), &n.drops));
-        let hosts = self.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
-        let egress = self.egress.iter().map(|e| (e.name.clone(), &e.drops));
+        let clbs = self
+            .regions
+            .clbs
+            .iter()
+            .map(|n| (anyedge_topology::clb_name(&t.regions[n.region].name, n.index), &n.drops));
+        let hosts = self.servers.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
+        let egress = self.servers.egress.iter().map(|e| (e.name.clone(), &e.drops));
         pops.chain(clbs)
             .chain(hosts)
             .chain(egress)
@@ -168,12 +203,13 @@ impl<'t> World<'t> {
 
     /// Rule counters summed over every host a group is bound to.
     pub(super) fn security_group_report(&self) -> Vec<SecurityGroupReport> {
-        let mut totals = self.retired_sg.clone();
+        let mut totals = self.faults.retired_sg.clone();
         let firewalls = self
+            .regions
             .clbs
             .iter()
             .filter_map(|c| c.core.firewall())
-            .chain(self.hosts.iter().filter_map(|h| h.firewall.as_ref()));
+            .chain(self.servers.hosts.iter().filter_map(|h| h.firewall.as_ref()));
         for fw in firewalls {
             for (gi, counters) in fw.counters() {
                 for (ri, c) in counters.iter().enumerate() {
@@ -208,8 +244,8 @@ impl<'t> World<'t> {
     pub(super) fn client_report(&self, g: usize, group: &anyedge_topology::ClientGroup) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
-        let pop = first_vip.and_then(|v| self.groups[g].order[v].first()).map(|&p| t.pops[p.0].name.clone());
-        let members: Vec<&Client> = self.clients.iter().filter(|c| c.group == g).collect();
+        let pop = first_vip.and_then(|v| self.edge.groups[g].order[v].first()).map(|&p| t.pops[p.0].name.clone());
+        let members: Vec<&Client> = self.edge.clients.iter().filter(|c| c.group == g).collect();
         let traffic = group
             .traffic
             .iter()
@@ -217,7 +253,8 @@ impl<'t> World<'t> {
             .map(|(k, &class)| {
                 let path = |p: usize| {
                     let flows = members.iter().map(|c| &c.flows[k * 2 + p]);
-                    path_report(flows, &self.hist[g][k][p], &self.samples[g][k][p])
+                    let record = &self.record.groups[g][k].paths[p];
+                    path_report(flows, &record.hist, &record.samples)
                 };
                 TrafficReport {
                     name: t.traffic[class].name.clone(),
@@ -233,6 +270,7 @@ impl<'t> World<'t> {
             })
             .collect();
         let catchment = self
+            .record
             .catchments
             .iter()
             .filter(|c| c.1 == g)
@@ -247,8 +285,12 @@ impl<'t> World<'t> {
 
     /// The control plane's report section (when the file has `control:`).
     pub fn control_report(&self) -> Option<crate::control::ControlReport> {
-        let names: Vec<String> =
-            self.clbs.iter().map(|n| anyedge_topology::clb_name(&self.t.regions[n.region].name, n.index)).collect();
+        let names: Vec<String> = self
+            .regions
+            .clbs
+            .iter()
+            .map(|n| anyedge_topology::clb_name(&self.t.regions[n.region].name, n.index))
+            .collect();
         self.control.as_ref().map(|c| c.report(&names))
     }
 }

@@ -2,8 +2,12 @@
 //! report's percentiles are exact (nearest rank, to the microsecond), not the top of a
 //! histogram bucket, and its per-second series (sent, received, p50, p99 by the second
 //! a request left) come from the same samples.
-
-use super::*;
+use crate::world::World;
+use crate::world::faults::FaultTracker;
+use crate::world::ids::ClientId;
+use crate::world::ids::PopId;
+use anyedge_topology::Topology;
+use hdrhistogram::Histogram;
 
 #[derive(Debug, Default)]
 pub(super) struct Samples {
@@ -90,19 +94,70 @@ fn us_ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// One path of one traffic class of one client group: its round trips.
+pub(super) struct PathRecord {
+    /// Round trips in microseconds.
+    pub(super) hist: Histogram<u64>,
+    /// Every round trip, and requests sent per second.
+    pub(super) samples: Samples,
+}
+
+/// One traffic class of one client group, as the report shows it.
+pub(super) struct ClassRecord {
+    /// [anycast, direct].
+    pub(super) paths: [PathRecord; 2],
+    /// When the class last got an anycast reply.
+    pub(super) last_reply_ns: Option<u64>,
+}
+
+/// What the report is made of, gathered while the world runs.
+pub(super) struct Recorder {
+    /// [group][k]: each client group's traffic classes.
+    pub(super) groups: Vec<Vec<ClassRecord>>,
+    pub(super) trackers: Vec<FaultTracker>,
+    /// (when, group, VIP, its POP now) each time routing moved a group's anycast traffic.
+    pub(super) catchments: Vec<(u64, usize, usize, Option<PopId>)>,
+    /// Invariants found broken while running (bugs, not input): reported with the seed.
+    pub(super) violations: Vec<String>,
+    /// Packets delivered over links.
+    pub(super) packets: u64,
+}
+
+impl Recorder {
+    pub(super) fn new(t: &Topology) -> Recorder {
+        let path = || PathRecord {
+            hist: Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid"),
+            samples: Samples::default(),
+        };
+        let class = |_| ClassRecord { paths: [path(), path()], last_reply_ns: None };
+        Recorder {
+            groups: t.clients.iter().map(|g| g.traffic.iter().map(class).collect()).collect(),
+            trackers: Vec::new(),
+            catchments: Vec::new(),
+            violations: Vec::new(),
+            packets: 0,
+        }
+    }
+
+    /// The record of `group`'s class of `slot` on the slot's path.
+    pub(super) fn path(&mut self, group: usize, slot: usize) -> &mut PathRecord {
+        &mut self.groups[group][slot / 2].paths[slot % 2]
+    }
+}
+
 impl<'t> World<'t> {
     /// A request of `client`'s slot left now: counted on its flow and in the series.
     pub(super) fn note_sent(&mut self, client: ClientId, slot: usize, now: u64) {
-        let c = &mut self.clients[client];
+        let c = &mut self.edge.clients[client];
         c.flows[slot].sent += 1;
         let group = c.group;
-        self.samples[group][slot / 2][slot % 2].sent(now);
+        self.record.path(group, slot).samples.sent(now);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Samples, nearest_rank, ns_us, us_ms};
 
     #[test]
     fn nearest_rank_picks_a_sample_never_a_bucket_top() {

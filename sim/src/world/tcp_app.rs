@@ -1,7 +1,14 @@
 //! What a client's TCP connection carries: plain requests, HTTP, or HTTPS through rustls,
 //! and how it reads the answers.
-
-use super::*;
+use crate::app;
+use crate::world::clients::TcpFlow;
+use crate::world::clients::port_of;
+use anyedge_region::tcp_stack::TcpStack;
+use anyedge_region::tcp_stack::buffer_for;
+use smoltcp::socket::tcp;
+use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// What a TCP traffic class sends: the plain request protocol, or HTTP (to a layer-7
 /// listener), over TLS for HTTPS.
@@ -45,35 +52,8 @@ pub(super) fn service_tcp_flow(
     app: &TcpApp,
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
-    let state = tf.handle.map(|h| stack.socket(h).state());
-    let broken =
-        matches!(state, None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait));
-    if broken {
-        if tf.pending.is_empty() {
-            return;
-        }
-        if let Some(h) = tf.handle.take() {
-            stack.socket(h).abort();
-            stack.sockets.remove(h);
-            tf.generation = tf.generation.wrapping_add(1);
-        }
-        let (rx, tx) = app.buffers();
-        let h = stack.new_socket_sized(rx, tx);
-        let local = port_of(slot, tf.generation);
-        let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
-        let socket = sockets.get_mut::<tcp::Socket>(h);
-        socket.set_nagle_enabled(false);
-        if socket.connect(iface.context(), remote, (addr, local)).is_err() {
-            sockets.remove(h);
-            return;
-        }
-        tf.handle = Some(h);
-        tf.tls = app.tls.as_ref().and_then(|cfg| {
-            let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
-            rustls::ClientConnection::new(cfg.clone(), name).ok().map(Box::new)
-        });
-        tf.wire.clear();
-        tf.reset_exchange();
+    if !ensure_connected(stack, tf, slot, (addr, remote), app) {
+        return;
     }
     let Some(h) = tf.handle else { return };
     if tf.expected.is_none() {
@@ -82,28 +62,104 @@ pub(super) fn service_tcp_flow(
     }
     let req = app.request_bytes(remote);
     let s = stack.socket(h);
-    // Request out: straight onto the socket, or through TLS once its handshake is done.
-    if !tf.pending.is_empty() && tf.sent_bytes < req.len() {
-        match tf.tls.as_mut() {
-            Some(tls) if !tls.is_handshaking() => {
-                let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
-                tf.sent_bytes = req.len();
-            }
-            Some(_) => {}
-            None => {
-                tf.wire.extend_from_slice(&req[tf.sent_bytes..]);
-                tf.sent_bytes = req.len();
-            }
-        }
-    }
+    queue_request(tf, &req);
     if let Some(tls) = tf.tls.as_mut() {
         anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
     }
+    send_wire(s, tf);
+    if !read_response(s, tf, app, slot, completions) {
+        s.abort();
+        return;
+    }
+    // A finished handshake may have freed the request, or TLS may owe the peer records.
+    if tf.tls.is_some() {
+        queue_request(tf, &req);
+        if let Some(tls) = tf.tls.as_mut() {
+            anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+        }
+        send_wire(s, tf);
+    }
+}
+
+/// A flow whose connection broke (or never was) and has requests waiting gets a new
+/// connection from the next port generation; false when it has none to use.
+fn ensure_connected(
+    stack: &mut TcpStack,
+    tf: &mut TcpFlow,
+    slot: usize,
+    (addr, remote): (IpAddr, (IpAddr, u16)),
+    app: &TcpApp,
+) -> bool {
+    let state = tf.handle.map(|h| stack.socket(h).state());
+    let broken =
+        matches!(state, None | Some(tcp::State::Closed) | Some(tcp::State::TimeWait) | Some(tcp::State::CloseWait));
+    if !broken {
+        return true;
+    }
+    if tf.pending.is_empty() {
+        return false;
+    }
+    if let Some(h) = tf.handle.take() {
+        stack.socket(h).abort();
+        stack.sockets.remove(h);
+        tf.generation = tf.generation.wrapping_add(1);
+    }
+    let (rx, tx) = app.buffers();
+    let h = stack.new_socket_sized(rx, tx);
+    let local = port_of(slot, tf.generation);
+    let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
+    let socket = sockets.get_mut::<tcp::Socket>(h);
+    socket.set_nagle_enabled(false);
+    if socket.connect(iface.context(), remote, (addr, local)).is_err() {
+        sockets.remove(h);
+        return false;
+    }
+    tf.handle = Some(h);
+    tf.tls = app.tls.as_ref().and_then(|cfg| {
+        let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
+        rustls::ClientConnection::new(cfg.clone(), name).ok().map(Box::new)
+    });
+    tf.wire.clear();
+    tf.reset_exchange();
+    true
+}
+
+/// The rest of the request in progress, straight onto the wire buffer, or through TLS
+/// once its handshake is done.
+fn queue_request(tf: &mut TcpFlow, req: &[u8]) {
+    if tf.pending.is_empty() || tf.sent_bytes >= req.len() {
+        return;
+    }
+    match tf.tls.as_mut() {
+        Some(tls) if !tls.is_handshaking() => {
+            let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
+            tf.sent_bytes = req.len();
+        }
+        Some(_) => {}
+        None => {
+            tf.wire.extend_from_slice(&req[tf.sent_bytes..]);
+            tf.sent_bytes = req.len();
+        }
+    }
+}
+
+/// What the socket takes of the wire buffer.
+fn send_wire(s: &mut tcp::Socket<'_>, tf: &mut TcpFlow) {
     if s.can_send() && !tf.wire.is_empty() {
         let n = s.send_slice(&tf.wire).unwrap_or(0);
         tf.wire.drain(..n);
     }
-    // Response in, straight out of the socket's buffer (no zeroed scratch buffer per read).
+}
+
+/// The response, straight out of the socket's buffer (no zeroed scratch buffer per
+/// read), through TLS when the flow has it; false when its TLS records were bad.
+fn read_response(
+    s: &mut tcp::Socket<'_>,
+    tf: &mut TcpFlow,
+    app: &TcpApp,
+    slot: usize,
+    completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
+) -> bool {
     let mut tls = tf.tls.take();
     let mut broken = false;
     while s.can_recv() && !broken {
@@ -127,22 +183,7 @@ pub(super) fn service_tcp_flow(
         }
     }
     tf.tls = tls;
-    if broken {
-        s.abort();
-        return;
-    }
-    // A finished handshake may have freed the request, or TLS may owe the peer records.
-    if let Some(tls) = tf.tls.as_mut() {
-        if !tf.pending.is_empty() && tf.sent_bytes < req.len() && !tls.is_handshaking() {
-            let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
-            tf.sent_bytes = req.len();
-        }
-        anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
-        if s.can_send() && !tf.wire.is_empty() {
-            let n = s.send_slice(&tf.wire).unwrap_or(0);
-            tf.wire.drain(..n);
-        }
-    }
+    !broken
 }
 
 /// Takes response bytes of the request in progress; completes it when all have come.
