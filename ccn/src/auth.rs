@@ -57,15 +57,22 @@ impl NodeId {
     pub fn to_wire(self) -> u32 {
         let regional =
             |kind: u32, region: u16, n: u16| kind << 28 | u32::from(region) << 12 | u32::from(n & REGION_NODE_MASK);
-        match self {
+        let wire = match self {
             NodeId::Pop(p) => 1 << 28 | u32::from(p),
             NodeId::Clb { region, node } => regional(2, region, node),
             NodeId::Backend { region, host } => regional(3, region, host),
-        }
+        };
+        debug_assert!(
+            matches!(self, NodeId::Clb { node: n, .. } | NodeId::Backend { host: n, .. } if n >= REGION_NODES_MAX)
+                || NodeId::from_wire(wire) == Some(self),
+            "an id in range survives the wire"
+        );
+        wire
     }
 
     pub fn from_wire(v: u32) -> Option<NodeId> {
         let (region, n) = ((v >> 12 & 0xffff) as u16, v as u16 & REGION_NODE_MASK);
+        debug_assert!(n < REGION_NODES_MAX);
         match v >> 28 {
             1 if v >> 16 & 0x0fff == 0 => Some(NodeId::Pop(v as u16)),
             2 => Some(NodeId::Clb { region, node: n }),
@@ -194,6 +201,7 @@ impl CidCipher {
     /// The mask for the node byte of an ID whose random bytes are `nonce` (at most 16).
     pub fn mask(&self, nonce: &[u8]) -> u8 {
         let mut sample = [0u8; 16];
+        debug_assert!(nonce.len() <= 16, "an ID's random part is at most one AES block");
         let n = nonce.len().min(16);
         sample[..n].copy_from_slice(&nonce[..n]);
         // Cannot fail for a 16-byte sample; 0 (the clear byte) if ring ever refused.
@@ -227,7 +235,9 @@ impl Eq for CidCipher {}
 pub fn cid_node(udp_payload: &[u8], nodes: u16, cipher: Option<&CidCipher>) -> Option<u16> {
     let (node, nonce) = anyedge_proto::quic::cid_parts(udp_payload)?;
     let node = node ^ cipher.map_or(0, |c| c.mask(&nonce));
-    (nodes > 0).then(|| u16::from(node) % nodes)
+    let routed = (nodes > 0).then(|| u16::from(node) % nodes);
+    debug_assert!(routed.is_none_or(|n| n < nodes));
+    routed
 }
 
 /// What a core needs to seal and open: its keys, where its clock's zero lies in
@@ -283,6 +293,7 @@ impl AuthConfig {
             material.extend_from_slice(&k.send);
             material.extend_from_slice(&k.recv);
         }
+        debug_assert_eq!(material.len(), self.keys.len() * 64);
         let mut input = b"anyedge node secret v1 ".to_vec();
         input.extend_from_slice(label.as_bytes());
         input.extend_from_slice(&self.salt.to_be_bytes());
@@ -368,7 +379,9 @@ impl Default for ReplayWindow {
 
 impl ReplayWindow {
     fn bit(seq: u64) -> (usize, u64) {
-        ((seq / 64 % WORDS as u64) as usize, 1 << (seq % 64))
+        let (word, bit): (usize, u64) = ((seq / 64 % WORDS as u64) as usize, 1 << (seq % 64));
+        debug_assert!(word < WORDS && bit.is_power_of_two());
+        (word, bit)
     }
 
     /// Ok when `seq` is new and inside the window.
@@ -382,12 +395,15 @@ impl ReplayWindow {
         if self.top - seq >= WINDOW {
             return Err(AuthError::TooOld);
         }
+        debug_assert!(seq <= self.top && self.top - seq < WINDOW);
         let (w, b) = Self::bit(seq);
         if self.bits[w] & b != 0 { Err(AuthError::Replayed) } else { Ok(()) }
     }
 
     /// Marks `seq` taken (after [`ReplayWindow::check`] and the tag passed).
     pub fn take(&mut self, seq: u64) {
+        debug_assert!(self.check(seq).is_ok(), "only a number check passed is taken");
+        let top_before = self.top;
         if seq > self.top {
             let advance = seq - self.top;
             if advance >= WINDOW || self.top == 0 {
@@ -402,6 +418,8 @@ impl ReplayWindow {
         }
         let (w, b) = Self::bit(seq);
         self.bits[w] |= b;
+        debug_assert!(self.top >= top_before, "the window only moves forward");
+        debug_assert!(self.check(seq) == Err(AuthError::Replayed), "a taken number is refused from now on");
         debug_assert!(seq <= self.top && self.top - seq < WINDOW, "a taken number lies inside the window");
     }
 }
@@ -437,6 +455,8 @@ fn nonce(salt: u32, kind: Kind, seq: u64) -> aead::Nonce {
     n[..3].copy_from_slice(&salt.to_be_bytes()[1..]);
     n[3] = kind as u8;
     n[4..].copy_from_slice(&seq.to_be_bytes());
+    // Unique per key: the salt is this start's, the sequence number never repeats a kind.
+    debug_assert!(salt <= SALT_MASK && seq > 0);
     aead::Nonce::assume_unique_for_key(n)
 }
 
@@ -451,6 +471,7 @@ fn tag(key: &aead::LessSafeKey, nonce: aead::Nonce, covered: &[u8]) -> Option<[u
 
 /// Equal in time independent of where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), TAG_LEN, "only tags are compared");
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -504,8 +525,9 @@ impl Keyring {
         let me = self.me;
         let peer = self.peers.get_mut(&to)?;
         let seq = &mut peer.next_seq[kind.index()];
+        debug_assert!(*seq > 0, "0 is never sent: every window refuses it");
         let repr = seal::Repr { kind, salt: self.salt, sender: me.to_wire(), receiver: to.to_wire(), seq: *seq };
-        *seq += 1;
+        *seq = seq.checked_add(1)?;
         let mut bytes = repr.emit_with(payload_len, write);
         let covered = bytes.len() - TAG_LEN;
         let t = tag(&peer.send, nonce(repr.salt, kind, repr.seq), &bytes[..covered])?;
@@ -532,6 +554,7 @@ impl Keyring {
             return Err(AuthError::BadTag);
         }
         window.take(repr.seq);
+        debug_assert!(bytes.len() >= seal::OVERHEAD, "new_checked");
         let end = bytes.len() - TAG_LEN;
         Ok((from, &bytes[seal::HEADER_LEN..end]))
     }

@@ -69,7 +69,9 @@ impl<E> EventQueue<E> {
     }
 
     fn put(&mut self, entry: Scheduled) {
+        debug_assert!(entry.at_ns >= self.last, "nothing is put in the past");
         let b = 64 - (entry.at_ns ^ self.last).leading_zeros() as usize;
+        debug_assert!(b < BUCKETS && (b == 0) == (entry.at_ns == self.last), "bucket 0 holds what is due now");
         self.occupied |= 1 << b;
         self.buckets[b].push(entry);
     }
@@ -82,6 +84,7 @@ impl<E> EventQueue<E> {
         }
         let b = above.trailing_zeros() as usize;
         let min = self.buckets[b].iter().map(|e| e.at_ns).min()?;
+        debug_assert!(min > self.last, "above bucket 0 lies only the future");
         Some((b, min))
     }
 
@@ -102,6 +105,7 @@ impl<E> EventQueue<E> {
             }
         };
         self.put(Scheduled { at_ns, slot });
+        debug_assert_eq!(self.len, self.slots.len() - self.free.len(), "every waiting event holds one slot");
     }
 
     /// The next event no later than `until_ns`, advancing the clock to it.
@@ -137,11 +141,19 @@ impl<E> EventQueue<E> {
         self.processed += 1;
         self.len -= 1;
         self.free.push(entry.slot);
-        self.slots[entry.slot as usize].take()
+        debug_assert_eq!(entry.at_ns, self.last, "events leave in time order");
+        let event = self.slots[entry.slot as usize].take();
+        debug_assert!(event.is_some(), "a scheduled slot holds its event until it runs");
+        event
     }
 
     /// When the earliest waiting event is due.
     pub fn next_at(&self) -> Option<u64> {
+        debug_assert_eq!(
+            self.occupied & 1 != 0,
+            self.head < self.buckets[0].len(),
+            "bit 0 says whether bucket 0 holds events"
+        );
         if self.occupied & 1 != 0 {
             return Some(self.last);
         }

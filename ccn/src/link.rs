@@ -91,6 +91,7 @@ impl Link {
     /// those in flight, and stays in cache. What is delivered is the same.
     pub fn with_delay_floor(mut self, floor_ns: u64) -> Link {
         self.delay_floor_ns = self.delay_floor_ns.min(floor_ns);
+        debug_assert!(self.delay_floor_ns <= self.model.impairment.delay_ns);
         self
     }
 
@@ -142,6 +143,7 @@ impl Link {
         }
         let wire_bytes = size_bytes + (n - 1) * header_bytes;
         let all_arrive = (1.0 - loss).powi(i32::try_from(n).unwrap_or(i32::MAX));
+        debug_assert!((0.0..=1.0).contains(&all_arrive) && all_arrive <= 1.0 - loss + f64::EPSILON);
         self.transmit_with_loss(now_ns, wire_bytes, flow, 1.0 - all_arrive)
     }
 
@@ -163,6 +165,7 @@ impl Link {
         }
         let jitter_ns = self.rng.exponential(imp.jitter_mean_ns as f64) as u64;
         let mut at_ns = depart_ns + imp.delay_ns + jitter_ns;
+        debug_assert!(at_ns >= now_ns + self.delay_floor_ns, "nothing crosses faster than the floor");
         if imp.jitter_mean_ns > 0 {
             if self.last_delivery_ns.len() >= self.sweep_at {
                 // What no later packet can arrive before (it leaves at `now_ns` or later
@@ -178,6 +181,7 @@ impl Link {
             let last = self.last_delivery_ns.entry(flow).or_insert(0);
             at_ns = at_ns.max(*last);
             *last = at_ns;
+            debug_assert!(self.last_delivery_ns.len() <= self.sweep_at.max(SWEEP_MIN) + 1);
         }
         LinkOutcome::Deliver(at_ns)
     }
@@ -191,7 +195,10 @@ pub fn fragments(size_bytes: usize, header_bytes: usize, mtu_bytes: usize) -> us
         return 1;
     }
     let per_fragment = (mtu_bytes.saturating_sub(header_bytes) & !7).max(8);
-    size_bytes.saturating_sub(header_bytes).div_ceil(per_fragment)
+    debug_assert!(per_fragment.is_multiple_of(8), "fragment offsets count 8-byte units");
+    let n = size_bytes.saturating_sub(header_bytes).div_ceil(per_fragment);
+    debug_assert!(n >= 2 || mtu_bytes < header_bytes + 8, "a datagram past the MTU takes two fragments at least");
+    n
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ impl LivenessProber {
         self.next_probe_ns =
             if now_ns - self.next_probe_ns < interval { self.next_probe_ns + interval } else { now_ns + interval };
         self.seq += 1;
+        debug_assert!(self.next_probe_ns > now_ns, "the next round is in the future");
         for (i, peer) in self.peers.iter_mut().enumerate() {
             // Probes answered..seq-1 went out and none of them came back.
             let missed = (self.seq - 1).saturating_sub(peer.answered);
@@ -98,6 +99,7 @@ impl LivenessProber {
                 peer.answered = self.seq - 1;
                 self.outputs.push_back(LivenessOutput::Down { peer: i });
             }
+            debug_assert!(peer.answered < self.seq, "no answer to a probe not yet sent");
             self.outputs.push_back(LivenessOutput::Send { peer: i, seq: self.seq });
         }
     }
@@ -110,6 +112,7 @@ impl LivenessProber {
             return;
         }
         p.answered = seq;
+        debug_assert!(p.answered <= self.seq);
         if !p.up {
             p.up = true;
             self.outputs.push_back(LivenessOutput::Up { peer });

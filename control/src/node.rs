@@ -138,6 +138,7 @@ pub enum WriteFate {
 /// term at an earlier index means the write's index will hold a later term too.
 pub fn write_fate(proposed: (u64, u64), applied: (u64, u64)) -> WriteFate {
     let ((index, term), (at, at_term)) = (proposed, applied);
+    debug_assert!(index > 0 && at > 0, "log indices count from 1");
     if at == index && at_term == term {
         WriteFate::Committed
     } else if at == index || (at < index && at_term > term) {
@@ -217,6 +218,7 @@ impl ControlNode {
     fn draw_election_timeout(&mut self) {
         let (lo, hi) = self.election_ticks;
         let ticks = lo + self.rng.below((hi - lo) as u64) as usize;
+        debug_assert!((lo..hi).contains(&ticks), "raft-rs's own range: [min, max)");
         self.raw.raft.set_randomized_election_timeout(ticks);
         let r = &self.raw.raft;
         self.timer_seen = (r.term, r.state, r.election_elapsed);
@@ -233,6 +235,7 @@ impl ControlNode {
         } else {
             self.timer_seen.2 = r.election_elapsed;
         }
+        debug_assert!(self.raw.raft.term >= term, "terms never go back");
     }
 
     /// A message from peer `from` (the identity its transport proved: the sender's
@@ -257,7 +260,9 @@ impl ControlNode {
         match stepped {
             Ok(result) => result.map_err(|e| StepError::Refused(e.to_string()))?,
             Err(_) => {
+                let applied = self.applied;
                 self.rebuild().map_err(StepError::Store)?;
+                debug_assert_eq!(self.applied, applied, "a rebuild keeps what was applied");
                 return Err(StepError::Refused(format!(
                     "raft-rs gave up on a message from control/{from}; rebuilt from the log store"
                 )));
@@ -304,6 +309,7 @@ impl ControlNode {
             RawNode::new(&config, store, &discard_logger()).map_err(|e| e.to_string())
         }));
         self.raw = built.map_err(|_| "the log store cannot be loaded".to_string())??;
+        debug_assert!(self.raw.raft.raft_log.committed >= self.applied, "what was applied was committed and persisted");
         self.draw_election_timeout();
         Ok(())
     }
@@ -317,6 +323,7 @@ impl ControlNode {
         self.table.check(change).map_err(ProposeError::Invalid)?;
         self.raw.propose(Vec::new(), change.encode()).map_err(|e| ProposeError::Refused(e.to_string()))?;
         let index = self.raw.raft.raft_log.last_index();
+        debug_assert!(index > self.commit(), "a new proposal lies past the commit index");
         self.process_ready().map_err(ProposeError::Refused)?;
         Ok(index)
     }
@@ -355,14 +362,20 @@ impl ControlNode {
             return None;
         }
         let e = self.raw.raft.raft_log.entries(index, 1, raft::GetEntriesContext::empty(false)).ok()?;
+        debug_assert!(e.first().is_none_or(|e| e.index == index && e.term <= self.term()));
         e.first().map(|e| (e.term, e.data.to_vec()))
     }
 
     /// What a watcher that has applied up to `after` needs next.
     pub fn catch_up(&self, after: u64) -> CatchUp {
         let oldest = self.history.front().map_or(self.applied + 1, |(i, _)| *i);
+        debug_assert!(
+            self.history.back().is_none_or(|(i, _)| *i <= self.applied),
+            "history holds applied changes only"
+        );
         if after.saturating_add(1) >= oldest || after >= self.applied {
-            let changes = self.history.iter().filter(|(i, _)| *i > after).cloned().collect();
+            let changes: Vec<_> = self.history.iter().filter(|(i, _)| *i > after).cloned().collect();
+            debug_assert!(changes.windows(2).all(|w| w[0].0 < w[1].0), "changes in log order");
             CatchUp::Changes { changes, upto: self.applied.max(after) }
         } else {
             CatchUp::Table { index: self.applied, table: self.table.clone() }
@@ -398,6 +411,7 @@ impl ControlNode {
         self.send(light.take_messages());
         self.apply(light.take_committed_entries());
         self.raw.advance_apply();
+        debug_assert!(self.applied <= self.commit(), "nothing is applied before it commits");
         self.maybe_compact()?;
         self.note_leader();
         Ok(())
@@ -421,6 +435,7 @@ impl ControlNode {
 
     fn install(&mut self, snapshot: &Snapshot) {
         if let Some(table) = RouteTable::decode(snapshot.get_data()) {
+            debug_assert!(snapshot.get_metadata().index >= self.applied, "a snapshot moves the table forward");
             self.table = table;
             self.applied = snapshot.get_metadata().index;
             self.history.clear();
@@ -442,7 +457,9 @@ impl ControlNode {
             if self.history.len() == HISTORY_MAX {
                 self.history.pop_front();
             }
+            debug_assert!(self.history.back().is_none_or(|(i, _)| *i < e.index), "applied in log order");
             self.history.push_back((e.index, change.clone()));
+            debug_assert!(self.history.len() <= HISTORY_MAX);
             self.outputs.push_back(Output::Applied { index: e.index, term: e.term, change, result });
         }
     }
@@ -450,6 +467,7 @@ impl ControlNode {
     fn maybe_compact(&mut self) -> Result<(), String> {
         let snap_index = self.raw.store().latest_snapshot().get_metadata().index;
         if self.applied >= snap_index + self.snapshot_every {
+            debug_assert!(self.applied <= self.commit(), "only committed entries are compacted away");
             let data = self.table.encode();
             self.raw.mut_store().compact(self.applied, data)?;
         }

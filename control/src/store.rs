@@ -133,10 +133,12 @@ impl LogStore {
         let keep = (first.index - self.snapshot_index() - 1) as usize;
         self.entries.truncate(keep);
         self.entries.extend_from_slice(new);
+        debug_assert!(self.contiguous(), "the log stays contiguous after the snapshot");
         Ok(())
     }
 
     pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), String> {
+        debug_assert!(hs.term >= self.hard_state.term, "a term persisted is never taken back");
         self.persist.save(StoreWrite::HardState(&hs))?;
         self.hard_state = hs;
         Ok(())
@@ -144,6 +146,7 @@ impl LogStore {
 
     pub fn set_commit(&mut self, commit: u64) -> Result<(), String> {
         let mut hs = self.hard_state.clone();
+        debug_assert!(commit >= hs.commit && commit <= self.last(), "the commit index moves forward within the log");
         hs.commit = commit;
         self.set_hard_state(hs)
     }
@@ -166,7 +169,14 @@ impl LogStore {
             self.hard_state.term = snapshot.get_metadata().term;
         }
         self.snapshot = snapshot;
+        debug_assert!(self.contiguous() && self.hard_state.commit >= index);
         Ok(())
+    }
+
+    /// Whether the entries follow the snapshot with no gap, one index after another.
+    fn contiguous(&self) -> bool {
+        let base = self.snapshot_index();
+        self.entries.iter().enumerate().all(|(i, e)| e.index == base + 1 + i as u64)
     }
 
     /// Folds the log up to `index` (applied) into a snapshot holding `data`.
@@ -184,6 +194,7 @@ impl LogStore {
         self.persist.save(StoreWrite::Snapshot(&snapshot))?;
         self.entries.retain(|e| e.index > index);
         self.snapshot = snapshot;
+        debug_assert!(self.contiguous(), "compaction keeps the rest of the log in place");
         Ok(())
     }
 }
@@ -207,6 +218,7 @@ impl Storage for LogStore {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let base = self.snapshot_index() + 1;
+        debug_assert!(base <= low && high <= base + self.entries.len() as u64);
         let mut out = self.entries[(low - base) as usize..(high - base) as usize].to_vec();
         raft::util::limit_size(&mut out, max_size.into());
         Ok(out)
@@ -221,7 +233,10 @@ impl Storage for LogStore {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         match self.entries.get((idx - snap.index - 1) as usize) {
-            Some(e) => Ok(e.term),
+            Some(e) => {
+                debug_assert_eq!(e.index, idx, "entry i holds index snapshot + 1 + i");
+                Ok(e.term)
+            }
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
     }

@@ -216,6 +216,8 @@ impl RouteTable {
                 if let Some(v) = self.vips.iter_mut().find(|v| &v.name == vip) {
                     v.listeners.push(listener.clone());
                     v.listeners.sort_by_key(|l| (port_space(&l.protocol), l.port));
+                    let keys: Vec<_> = v.listeners.iter().map(|l| (port_space(&l.protocol), l.port)).collect();
+                    debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "one listener per port space and port");
                 }
             }
             Change::DelListener { vip, protocol, port } => {
@@ -224,6 +226,7 @@ impl RouteTable {
                 }
             }
         }
+        debug_assert!(self.backend_groups.iter().flat_map(|g| &g.backends).all(|b| b.weight <= WEIGHT_MAX));
         Ok(())
     }
 
@@ -263,6 +266,7 @@ impl RouteTable {
         for b in self.backend_groups.iter().flat_map(|g| &g.backends) {
             seen.entry(b.addr).or_insert(*b);
         }
+        debug_assert!(seen.len() <= self.backend_groups.iter().map(|g| g.backends.len()).sum::<usize>());
         seen.values()
             .flat_map(|b| {
                 let bind = if b.bound { Change::Bind { backend: b.addr } } else { Change::Unbind { backend: b.addr } };

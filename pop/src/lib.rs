@@ -106,6 +106,10 @@ impl Pop {
         let keys = config.auth.keyring(NodeId::Pop(config.pop_id), now_ns);
         let cid_ciphers = config.auth.cid_keys.iter().map(|(r, k)| (*r, anyedge_ccn::CidCipher::new(k))).collect();
         let announcements = Announcements::new(config.routes.iter().map(|r| (r.vip, r.region, r.clb_nodes)));
+        debug_assert!(
+            config.routes.iter().all(|r| r.quic_ports.iter().all(|&p| r.ports.contains(&(Transport::Udp, p)))),
+            "a QUIC port is a UDP listener's"
+        );
         Pop {
             config,
             flows: LruCache::unbounded(),
@@ -177,6 +181,7 @@ impl Pop {
         if !up {
             self.clbs_down.push((region, node));
         }
+        debug_assert_eq!(self.clb_up(region, node), up);
     }
 
     /// Whether this POP takes the CLB node to be up (its probes have not found it dead).
@@ -190,7 +195,9 @@ impl Pop {
     }
 
     fn pick_node(&self, region: u16, nodes: u16, flow_hash: u32) -> u16 {
-        rendezvous_node(flow_hash, nodes, |n| !self.clbs_down.contains(&(region, n)))
+        let node = rendezvous_node(flow_hash, nodes, |n| !self.clbs_down.contains(&(region, n)));
+        debug_assert!(node < nodes.max(1), "a node of the region");
+        node
     }
 
     fn route(&self, vip: IpAddr) -> Option<&Route> {
@@ -209,6 +216,7 @@ impl Pop {
                 route.quic_ports.push(port);
             }
         }
+        debug_assert_eq!(route.ports.iter().filter(|&&p| p == (transport, port)).count(), usize::from(present));
     }
 
     /// A client's packet for a VIP. A fragment is held until its datagram is whole (or
@@ -256,6 +264,7 @@ impl Pop {
                 node
             }
         };
+        debug_assert!(node < nodes, "the POP sends only to a node its region has");
         let ccn = ccn::Repr::around(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?;
         let sealed = self
             .keys
@@ -294,6 +303,7 @@ impl Pop {
         self.ipv6_fragment_id = self.ipv6_fragment_id.wrapping_add(1);
         let id = self.ipv6_fragment_id;
         for part in anyedge_proto::reassembly::fragment_ipv6(packet, CLIENT_LINK_MTU, id) {
+            debug_assert!(part.len() <= CLIENT_LINK_MTU || packet.first().is_some_and(|b| b >> 4 == 4));
             self.outputs.push_back(Transmit::new(Dest::Client(key.dst), key.flow_hash(), part));
         }
         Ok(())
@@ -307,7 +317,9 @@ pub const CLIENT_LINK_MTU: usize = 1_500;
 /// its flows move, spread over the survivors. Node 0 when none is live.
 pub fn rendezvous_node(flow_hash: u32, nodes: u16, is_live: impl Fn(u16) -> bool) -> u16 {
     let score = |n: u16| mix64(u64::from(flow_hash) << 16 | u64::from(n));
-    (0..nodes).filter(|&n| is_live(n)).max_by_key(|&n| (score(n), n)).unwrap_or(0)
+    let node = (0..nodes).filter(|&n| is_live(n)).max_by_key(|&n| (score(n), n)).unwrap_or(0);
+    debug_assert!(node == 0 || (node < nodes && is_live(node)), "a live node, or 0 when none is");
+    node
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod field {
 
 /// Length of the header in bytes.
 pub const HEADER_LEN: usize = field::PAYLOAD_START;
+const _: () = assert!(field::RESERVED + 1 == HEADER_LEN && HEADER_LEN.is_multiple_of(4), "the header is whole 32-bit words");
 
 /// Which way an encapsulated packet travels over the backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_version_flags(&mut self, version: u8, flags: u8) {
+        debug_assert!(version < 16 && flags < 16, "version and flags are 4 bits each");
         self.buffer.as_mut()[field::VER_FLAGS] = (version << 4) | (flags & 0x0f);
     }
 
@@ -135,10 +137,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn set_payload_len(&mut self, value: u16) {
+        debug_assert!(self.buffer.as_ref().len() >= HEADER_LEN + usize::from(value), "the buffer holds the payload");
         self.buffer.as_mut()[field::PAYLOAD_LEN].copy_from_slice(&value.to_be_bytes());
     }
 
     pub fn set_hop_limit(&mut self, value: u8) {
+        debug_assert!(value > 0, "a packet with no hops left is never sent");
         self.buffer.as_mut()[field::HOP_LIMIT] = value;
         self.buffer.as_mut()[field::RESERVED] = 0;
     }
@@ -180,6 +184,7 @@ impl Repr {
             return Err(Error::Malformed("CCN hop limit (zero)"));
         }
         let direction = if packet.flags() & 0x1 == 0 { Direction::ToRegion } else { Direction::ToPop };
+        debug_assert!(packet.buffer.as_ref().len() >= HEADER_LEN + usize::from(packet.payload_len()), "checked");
         Ok(Repr {
             direction,
             next_header,
@@ -206,6 +211,7 @@ impl Repr {
         packet.set_flow_hash(self.flow_hash);
         packet.set_payload_len(self.payload_len);
         packet.set_hop_limit(self.hop_limit);
+        debug_assert_eq!(Repr::parse(packet).ok(), Some(*self), "what is written parses back the same");
     }
 
     /// The header that carries `inner` (an IPv4 or IPv6 packet).
@@ -216,12 +222,15 @@ impl Repr {
             _ => return Err(Error::Unsupported("inner IP version")),
         };
         let payload_len = u16::try_from(inner.len()).map_err(|_| Error::Malformed("inner length"))?;
+        debug_assert_eq!(usize::from(payload_len), inner.len());
         Ok(Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT })
     }
 
     /// Writes header and `inner` into `buffer` of [`Repr::buffer_len`] bytes (the
     /// envelope's payload when sealing, so the packet is copied once).
     pub fn emit_with(&self, buffer: &mut [u8], inner: &[u8]) {
+        assert_eq!(buffer.len(), self.buffer_len(), "the caller sized the buffer by buffer_len");
+        debug_assert_eq!(inner.len(), usize::from(self.payload_len));
         let mut packet = Packet::new_unchecked(buffer);
         self.emit(&mut packet);
         packet.payload_mut().copy_from_slice(inner);
@@ -233,6 +242,7 @@ pub fn encapsulate(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u
     let repr = Repr::around(direction, pop_id, flow_hash, inner)?;
     let mut buffer = vec![0u8; repr.buffer_len()];
     repr.emit_with(&mut buffer, inner);
+    debug_assert_eq!(buffer.len(), HEADER_LEN + inner.len());
     Ok(buffer)
 }
 
@@ -241,6 +251,7 @@ pub fn decapsulate(bytes: &[u8]) -> Result<(Repr, &[u8])> {
     let packet = Packet::new_checked(bytes)?;
     let repr = Repr::parse(&packet)?;
     let end = HEADER_LEN + repr.payload_len as usize;
+    debug_assert!(end <= bytes.len(), "new_checked keeps the declared payload in the buffer");
     Ok((repr, &bytes[HEADER_LEN..end]))
 }
 

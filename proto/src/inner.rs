@@ -46,13 +46,15 @@ impl FlowKey {
 
     /// The key of the reply direction.
     pub fn reversed(&self) -> FlowKey {
-        FlowKey {
+        let reply = FlowKey {
             transport: self.transport,
             src: self.dst,
             src_port: self.dst_port,
             dst: self.src,
             dst_port: self.src_port,
-        }
+        };
+        debug_assert!(reply.transport == self.transport && reply.dst == self.src, "a reply's key mirrors the flow's");
+        reply
     }
 }
 
@@ -139,6 +141,7 @@ pub fn parse(packet: &[u8]) -> Result<Inner> {
             let dst = IpAddr::V4(ip.dst_addr());
             let header_len = usize::from(ip.header_len());
             let total_len = usize::from(ip.total_len());
+            debug_assert!(header_len <= total_len && total_len <= packet.len(), "new_checked bounds the datagram");
             (src, dst, ip.next_header(), &packet[header_len..total_len])
         }
         Some(6) => {
@@ -147,6 +150,7 @@ pub fn parse(packet: &[u8]) -> Result<Inner> {
             let dst = IpAddr::V6(ip.dst_addr());
             let start = ip.header_len();
             let end = start + usize::from(ip.payload_len());
+            debug_assert!(end <= packet.len(), "new_checked bounds the payload");
             (src, dst, ip.next_header(), &packet[start..end])
         }
         Some(_) => return Err(Error::Malformed("IP version")),
@@ -193,6 +197,7 @@ pub fn translate(packet: &[u8], src: Endpoint, dst: Endpoint) -> Result<Vec<u8>>
     let mut out = vec![0u8; ip.buffer_len()];
     ip.emit(&mut out[..], &ChecksumCapabilities::default());
     let header_len = ip.header_len();
+    debug_assert_eq!(out.len() - header_len, segment.len(), "the new header sized for the segment");
     out[header_len..].copy_from_slice(segment);
     let transport = &mut out[header_len..];
     match info.key.transport {
@@ -209,6 +214,10 @@ pub fn translate(packet: &[u8], src: Endpoint, dst: Endpoint) -> Result<Vec<u8>>
             tcp.fill_checksum(&src_ip, &dst_ip);
         }
     }
+    debug_assert_eq!(
+        parse(&out).map(|i| (i.key.src, i.key.src_port, i.key.dst, i.key.dst_port)).ok(),
+        Some((src.0, src.1, dst.0, dst.1))
+    );
     Ok(out)
 }
 
@@ -228,6 +237,7 @@ pub fn toa_option(client: Endpoint) -> Vec<u8> {
         IpAddr::V4(a) => opt.extend_from_slice(&a.octets()),
         IpAddr::V6(a) => opt.extend_from_slice(&a.octets()),
     }
+    debug_assert_eq!(opt.len(), usize::from(opt[1]), "an option's length byte counts it whole");
     opt
 }
 
@@ -245,6 +255,7 @@ pub fn insert_tcp_option(packet: &[u8], option: &[u8]) -> Result<Vec<u8>> {
     let options = tcp.options();
     let used = options_in_use(options);
     let new_header = (20 + used + option.len()).div_ceil(4) * 4;
+    debug_assert!(used <= old_header - 20 && new_header.is_multiple_of(4));
     if new_header > 60 {
         return Err(Error::Malformed("TCP header full (no room for the option)"));
     }
@@ -259,6 +270,7 @@ pub fn insert_tcp_option(packet: &[u8], option: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(&new_segment);
     fix_ip_lengths(&mut out, new_segment.len())?;
     rewrite(&mut out, None, None)?;
+    debug_assert_eq!(parse(&out).map(|i| i.key).ok(), Some(info.key), "an option changes no address or port");
     Ok(out)
 }
 
@@ -323,6 +335,8 @@ pub fn strip_toa(packet: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(&new_segment);
     fix_ip_lengths(&mut out, new_segment.len())?;
     rewrite(&mut out, None, None)?;
+    debug_assert!(!has_toa(&out), "every TOA went");
+    debug_assert_eq!(parse(&out).map(|i| i.key).ok(), Some(info.key), "stripping changes no address or port");
     Ok(out)
 }
 
@@ -339,6 +353,7 @@ fn options_in_use(options: &[u8]) -> usize {
             },
         }
     }
+    debug_assert!(at <= options.len());
     at
 }
 
@@ -348,6 +363,7 @@ fn trailing(packet: &[u8], segment_len: usize) -> Result<usize> {
         Some(4) => usize::from(Ipv4Packet::new_checked(packet).map_err(|_| Error::Truncated)?.header_len()),
         _ => Ipv6Packet::new_checked(packet).map_err(|_| Error::Truncated)?.header_len(),
     };
+    debug_assert!(header + segment_len <= packet.len(), "the segment is this packet's");
     Ok(packet.len() - header - segment_len)
 }
 
@@ -360,6 +376,7 @@ fn fix_ip_lengths(packet: &mut [u8], segment_len: usize) -> Result<()> {
         }
         _ => Ipv6Packet::new_unchecked(&mut *packet).set_payload_len(segment_len as u16),
     }
+    debug_assert_eq!(transport_segment(packet).map(<[u8]>::len), Some(segment_len), "the lengths cover the segment");
     Ok(())
 }
 
@@ -440,6 +457,7 @@ pub fn rewrite(packet: &mut [u8], new_src: Option<Endpoint>, new_dst: Option<End
             tcp.fill_checksum(&src_ip, &dst_ip);
         }
     }
+    debug_assert_eq!(parse(packet).map(|i| (i.key.src, i.key.dst)).ok(), Some((src, dst)));
     Ok(())
 }
 
@@ -461,6 +479,10 @@ pub fn build_udp(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Option<Vec<u8>
     ip.emit(&mut buf[..], &caps);
     let mut packet = UdpPacket::new_unchecked(&mut buf[ip.header_len()..]);
     udp.emit(&mut packet, &src_ip, &dst_ip, payload.len(), |b| b.copy_from_slice(payload), &caps);
+    debug_assert_eq!(
+        parse(&buf).map(|i| (i.key.src_port, i.key.dst_port, i.payload_len)).ok(),
+        Some((src.1, dst.1, payload.len()))
+    );
     Some(buf)
 }
 
@@ -473,6 +495,7 @@ pub fn build_tcp(src: IpAddr, dst: IpAddr, tcp: &TcpRepr<'_>) -> Option<Vec<u8>>
     ip.emit(&mut buf[..], &caps);
     let mut packet = TcpPacket::new_unchecked(&mut buf[ip.header_len()..]);
     tcp.emit(&mut packet, &src_ip, &dst_ip, &caps);
+    debug_assert_eq!(parse(&buf).map(|i| (i.key.src, i.key.dst, i.key.dst_port)).ok(), Some((src, dst, tcp.dst_port)));
     Some(buf)
 }
 
@@ -499,7 +522,9 @@ pub fn tcp_reset_for(packet: &[u8]) -> Option<Vec<u8>> {
         (0, Some((tcp.seq_number() + seg_len as usize).0 as u32))
     };
     let repr = bare_tcp(info.key.dst_port, info.key.src_port, TcpControl::Rst, seq, ack, None);
-    build_tcp(info.key.dst, info.key.src, &repr)
+    let rst = build_tcp(info.key.dst, info.key.src, &repr)?;
+    debug_assert!(parse(&rst).is_ok_and(|i| i.key == info.key.reversed() && i.tcp.is_some_and(|f| f.rst)));
+    Some(rst)
 }
 
 /// A TCP segment with no payload: SYNs, resets, health probes.
@@ -567,7 +592,9 @@ pub fn shift_tcp(packet: &mut [u8], seq_add: u32, ack_sub: u32) -> Result<()> {
     let segment = packet.get_mut(range).ok_or(Error::Truncated)?;
     let mut tcp = TcpPacket::new_checked(segment).map_err(|_| Error::Truncated)?;
     // Plain wrapping arithmetic: smoltcp's `+` panics past i32::MAX.
-    tcp.set_seq_number(TcpSeqNumber((tcp.seq_number().0 as u32).wrapping_add(seq_add) as i32));
+    let seq = tcp.seq_number().0 as u32;
+    tcp.set_seq_number(TcpSeqNumber(seq.wrapping_add(seq_add) as i32));
+    debug_assert_eq!((tcp.seq_number().0 as u32).wrapping_sub(seq), seq_add);
     if tcp.ack() {
         let ack = (tcp.ack_number().0 as u32).wrapping_sub(ack_sub);
         tcp.set_ack_number(TcpSeqNumber(ack as i32));
@@ -594,6 +621,7 @@ fn transport_segment(packet: &[u8]) -> Option<&[u8]> {
 /// The transport payload of a TCP or UDP packet (empty when it cannot be parsed).
 pub fn transport_payload(packet: &[u8]) -> &[u8] {
     let Ok(info) = parse(packet) else { return &[] };
+    debug_assert!(info.payload_len <= packet.len());
     &packet[packet.len() - info.payload_len..]
 }
 
@@ -607,6 +635,7 @@ fn rewrite_v4_header(packet: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<
     ip.set_src_addr(src);
     ip.set_dst_addr(dst);
     ip.fill_checksum();
+    debug_assert!(ip.verify_checksum());
     Ok(usize::from(ip.header_len()))
 }
 

@@ -88,6 +88,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_flags(&mut self, flags: u8) {
+        debug_assert!(flags & !1 == 0, "one flag is defined: answer");
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 }
@@ -116,7 +117,9 @@ impl Repr {
         if packet.flags() & !1 != 0 || packet.reserved() != 0 {
             return Err(Error::Malformed("probe flags"));
         }
-        Ok(Repr { answer: packet.flags() & 1 == 1, peer: packet.peer(), seq: packet.seq() })
+        let repr = Repr { answer: packet.flags() & 1 == 1, peer: packet.peer(), seq: packet.seq() };
+        debug_assert_eq!(repr.emit().as_slice(), packet.buffer.as_ref(), "a probe has one encoding");
+        Ok(repr)
     }
 
     pub fn emit(&self) -> [u8; LEN] {
@@ -126,6 +129,7 @@ impl Repr {
         b[field::FLAGS] = u8::from(self.answer);
         b[field::PEER].copy_from_slice(&self.peer.to_be_bytes());
         b[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
+        debug_assert_eq!(field::SEQ.end, LEN, "the sequence number ends the probe");
         b
     }
 }
@@ -137,7 +141,9 @@ pub fn answer(request: &[u8]) -> Result<[u8; LEN]> {
     if repr.answer {
         return Err(Error::Malformed("probe is already an answer"));
     }
-    Ok(Repr { answer: true, ..repr }.emit())
+    let answer = Repr { answer: true, ..repr }.emit();
+    debug_assert_eq!(answer[..field::FLAGS], request[..field::FLAGS], "an answer is its request with the flag set");
+    Ok(answer)
 }
 
 /// The (peer, seq) an answer names.
@@ -146,6 +152,7 @@ pub fn parse_answer(bytes: &[u8]) -> Result<(u16, u64)> {
     if !repr.answer {
         return Err(Error::Malformed("probe is a request, not an answer"));
     }
+    debug_assert!(repr.answer);
     Ok((repr.peer, repr.seq))
 }
 

@@ -45,6 +45,8 @@ pub const HEADER_LEN: usize = field::PAYLOAD_START;
 pub const TAG_LEN: usize = 16;
 /// What sealing adds to a payload.
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+const _: () = assert!(VERSION < 16 && (Kind::Backend as u8) < 16, "version and kind share one byte");
+const _: () = assert!(field::SEQ.end == HEADER_LEN, "the sequence number ends the header");
 
 /// What an envelope carries; each kind has its own sequence numbers and replay window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,12 +67,16 @@ impl Kind {
     pub const ALL: [Kind; 5] = [Kind::Data, Kind::Probe, Kind::ProbeAnswer, Kind::Sync, Kind::Backend];
 
     pub fn from_u8(v: u8) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| *k as u8 == v)
+        let kind = Kind::ALL.into_iter().find(|k| *k as u8 == v);
+        debug_assert!(kind.is_none_or(|k| k as u8 == v));
+        kind
     }
 
     /// Its position in per-kind tables.
     pub fn index(self) -> usize {
-        self as usize - 1
+        let i = self as usize - 1;
+        debug_assert!(i < Kind::ALL.len() && Kind::ALL[i] == self, "kinds are numbered from 1 in ALL's order");
+        i
     }
 }
 
@@ -130,16 +136,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Everything the tag covers: header and payload.
     pub fn covered(&self) -> &[u8] {
         let b = self.buffer.as_ref();
+        debug_assert!(b.len() >= OVERHEAD, "new_checked");
         &b[..b.len() - TAG_LEN]
     }
 
     pub fn payload(&self) -> &[u8] {
         let b = self.buffer.as_ref();
+        debug_assert!(b.len() >= OVERHEAD, "new_checked");
         &b[HEADER_LEN..b.len() - TAG_LEN]
     }
 
     pub fn tag(&self) -> &[u8] {
         let b = self.buffer.as_ref();
+        debug_assert!(b.len() >= OVERHEAD, "new_checked");
         &b[b.len() - TAG_LEN..]
     }
 }
@@ -162,12 +171,17 @@ impl Repr {
             return Err(Error::Malformed("envelope version"));
         }
         let kind = Kind::from_u8(packet.kind_raw()).ok_or(Error::Malformed("envelope kind"))?;
-        Ok(Repr { kind, salt: packet.salt(), sender: packet.sender(), receiver: packet.receiver(), seq: packet.seq() })
+        let repr =
+            Repr { kind, salt: packet.salt(), sender: packet.sender(), receiver: packet.receiver(), seq: packet.seq() };
+        debug_assert!(repr.salt < 1 << 24, "24 bits of salt travel");
+        Ok(repr)
     }
 
     /// A buffer with this header, `payload`, and a zeroed tag for the sealer to fill.
     pub fn emit(&self, payload: &[u8]) -> Vec<u8> {
-        self.emit_with(payload.len(), |b| b.copy_from_slice(payload))
+        let b = self.emit_with(payload.len(), |b| b.copy_from_slice(payload));
+        debug_assert_eq!(b.len(), OVERHEAD + payload.len());
+        b
     }
 
     /// A buffer with this header, `payload_len` bytes of payload that `write` fills in
@@ -180,6 +194,11 @@ impl Repr {
         b[field::RECEIVER].copy_from_slice(&self.receiver.to_be_bytes());
         b[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
         write(&mut b[HEADER_LEN..HEADER_LEN + payload_len]);
+        debug_assert!(b[b.len() - TAG_LEN..].iter().all(|&x| x == 0), "the tag is the sealer's to fill");
+        debug_assert_eq!(
+            Repr::parse(&Packet::new_unchecked(&b)).ok().map(|r| (r.kind, r.seq)),
+            Some((self.kind, self.seq))
+        );
         b
     }
 }

@@ -54,10 +54,12 @@ fn family(ip: &IpAddr) -> u8 {
 }
 
 fn put_ip(out: &mut Vec<u8>, ip: &IpAddr) {
+    let before = out.len();
     match ip {
         IpAddr::V4(a) => out.extend_from_slice(&a.octets()),
         IpAddr::V6(a) => out.extend_from_slice(&a.octets()),
     }
+    debug_assert_eq!(out.len() - before, if family(ip) == 4 { 4 } else { 16 });
 }
 
 /// The bytes one entry takes.
@@ -67,6 +69,10 @@ pub fn entry_len(entry: &Entry) -> usize {
         Entry::Persist { client, backend, .. } => (*client, backend.ip()),
     };
     let ip = |f: u8| if f == 4 { 4 } else { 16 };
+    debug_assert!(
+        matches!(entry, Entry::Flow { key, .. } if key.src.is_ipv4() == key.dst.is_ipv4())
+            || matches!(entry, Entry::Persist { .. })
+    );
     4 + 2 * ip(family(&client)) + ip(family(&backend)) + 2 + 2 + 2 + 4
 }
 
@@ -83,6 +89,9 @@ fn emit_entry(out: &mut Vec<u8>, entry: &Entry) {
         Transport::Tcp => 6,
         Transport::Udp => 17,
     };
+    // The VIP is written in the client's family: the reader takes it so.
+    debug_assert_eq!(family(&client), family(&vip.ip()), "a client reaches a VIP of its own family");
+    let before = out.len();
     out.extend_from_slice(&[kind, proto, family(&client), family(&backend.ip())]);
     put_ip(out, &client);
     out.extend_from_slice(&client_port.to_be_bytes());
@@ -91,6 +100,7 @@ fn emit_entry(out: &mut Vec<u8>, entry: &Entry) {
     put_ip(out, &backend.ip());
     out.extend_from_slice(&backend.port().to_be_bytes());
     out.extend_from_slice(&ttl_ms.to_be_bytes());
+    debug_assert_eq!(out.len() - before, entry_len(entry), "entry_len sizes what is written");
 }
 
 impl Message {
@@ -105,9 +115,11 @@ impl Message {
         out.push(kind);
         out.extend_from_slice(&from.to_be_bytes());
         out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+        debug_assert!(entries.len() <= usize::from(u16::MAX), "a batch's count fits its field");
         for e in entries {
             emit_entry(&mut out, e);
         }
+        debug_assert_eq!(out.len(), HEADER_LEN + entries.iter().map(entry_len).sum::<usize>());
         out
     }
 
@@ -138,6 +150,7 @@ impl Message {
         if r.at != bytes.len() {
             return Err(Error::Malformed("sync trailing bytes"));
         }
+        debug_assert!(matches!(&message, Message::Request { .. }) || kind == KIND_ENTRIES);
         Ok(message)
     }
 }
@@ -151,6 +164,7 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.at.checked_add(n).ok_or(Error::Truncated)?;
         let slice = self.bytes.get(self.at..end).ok_or(Error::Truncated)?;
+        debug_assert_eq!(slice.len(), n);
         self.at = end;
         Ok(slice)
     }
@@ -198,6 +212,7 @@ impl<'a> Reader<'a> {
         let vip_port = self.u16()?;
         let backend = SocketAddr::new(self.ip(backend_family)?, self.u16()?);
         let ttl_ms = self.u32()?;
+        debug_assert!(self.at <= self.bytes.len());
         Ok(match kind {
             ENTRY_FLOW => Entry::Flow {
                 key: FlowKey { transport, src: client, src_port: client_port, dst: vip, dst_port: vip_port },

@@ -13,6 +13,7 @@ pub fn source_prefix(ip: IpAddr, v4_bits: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
             let mask = u32::MAX.checked_shl(32 - u32::from(v4_bits.min(32))).unwrap_or(0);
+            debug_assert_eq!(mask.count_ones(), u32::from(v4_bits.min(32)), "the prefix's bits and no others");
             IpAddr::V4((u32::from(a) & mask).into())
         }
         IpAddr::V6(a) => {
@@ -42,6 +43,7 @@ impl Cidr {
             .filter(|&p| p <= max)
             .ok_or_else(|| format!("`/{prefix}` is not a prefix length 0–{max}"))?;
         let cidr = Cidr { addr, prefix };
+        debug_assert!(cidr.contains(cidr.network()), "a block holds its network address");
         if cidr.network() != addr {
             return Err(format!("`{t}` has host bits set (the block starts at {})", cidr.network()));
         }
@@ -69,6 +71,7 @@ impl Cidr {
     fn mask(&self) -> u128 {
         let host_bits = self.bits() - u32::from(self.prefix);
         let all = if self.bits() == 32 { u128::from(u32::MAX) } else { u128::MAX };
+        debug_assert!(u32::from(self.prefix) <= self.bits(), "Cidr::parse bounds the prefix");
         if host_bits >= 128 { 0 } else { all & !((1u128 << host_bits) - 1) }
     }
 
@@ -90,7 +93,9 @@ impl Cidr {
 
     /// The i-th host address (from 0), just past the network address.
     pub fn host(&self, i: u128) -> std::net::IpAddr {
-        self.addr_of(Self::as_u128(self.network()) + 1 + i)
+        let host = self.addr_of(Self::as_u128(self.network()) + 1 + i);
+        debug_assert!(i >= self.hosts() || self.contains(host), "host i of a block lies in it");
+        host
     }
 
     /// Addresses the block spans, network and broadcast included (saturating at 2^128 - 1).

@@ -118,6 +118,7 @@ impl ConnTable {
 
     /// The table counting IPv4 sources by their first `bits` bits.
     pub fn with_source_prefix_v4(mut self, bits: u8) -> ConnTable {
+        debug_assert!(self.is_empty(), "sources are counted one way for a table's whole life");
         self.source_prefix_v4 = bits;
         self
     }
@@ -136,6 +137,7 @@ impl ConnTable {
         let source = crate::cidr::source_prefix(key.src, self.source_prefix_v4);
         if entered {
             *self.half_open.entry(source).or_default() += 1;
+            debug_assert!(self.half_open.values().sum::<usize>() <= self.open.len(), "counted once it is open");
             return;
         }
         let held = self.half_open.get_mut(&source);
@@ -170,8 +172,10 @@ impl ConnTable {
     pub fn establish(&mut self, key: &FlowKey) {
         if let Some(conn) = self.open.pop(key) {
             self.count_half_open(key, false);
-            self.established.push(*key, conn);
+            let pushed_out = self.established.push(*key, conn);
+            debug_assert!(pushed_out.is_none(), "a flow is in one table, never both");
         }
+        debug_assert!(!self.open.contains(key));
     }
 
     /// The least recently used open flow that `pred` accepts, among the `scan` least
@@ -188,7 +192,9 @@ impl ConnTable {
     /// The forward key a reply (backend → client) belongs to, and its entry.
     pub fn lookup_reply(&mut self, reply: &FlowKey) -> Option<(FlowKey, &mut Conn)> {
         let key = *self.reverse.get(reply)?;
-        self.get_mut(&key).map(|c| (key, c))
+        let found = self.get_mut(&key).map(|c| (key, c));
+        debug_assert!(found.as_ref().is_some_and(|(_, c)| c.reply_key == *reply), "a reply key names its own flow");
+        found
     }
 
     /// Inserts or replaces a flow (as open). Beyond capacity the least recently used open
@@ -232,7 +238,9 @@ impl ConnTable {
             }
             None => self.established.pop(key)?,
         };
-        self.reverse.remove(&conn.reply_key);
+        let owner = self.reverse.remove(&conn.reply_key);
+        debug_assert_eq!(owner, Some(*key), "a flow's reply key goes with it");
+        debug_assert_eq!(self.reverse.len(), self.len());
         Some(conn)
     }
 
@@ -257,6 +265,7 @@ impl ConnTable {
         for key in left_open {
             self.count_half_open(&key, false);
         }
+        debug_assert_eq!(self.reverse.len(), self.len(), "expired flows take their reply keys");
         removed
     }
 

@@ -141,7 +141,9 @@ impl Gateway {
                     let (t, _, _, dst, dst_port) = old;
                     self.replies.remove(&(t, dst, dst_port, gone.seen.0, gone.seen.1));
                 }
-                self.replies.insert((k.transport, k.dst, k.dst_port, seen.0, seen.1), tuple);
+                let before = self.replies.insert((k.transport, k.dst, k.dst_port, seen.0, seen.1), tuple);
+                debug_assert!(before.is_none(), "a public port serves one flow toward a remote");
+                debug_assert!(self.replies.len() <= self.flows.len(), "a way back per flow carried");
                 m
             }
         };
@@ -168,6 +170,7 @@ impl Gateway {
         let tuple = *self.replies.get(&reply).ok_or(GatewayDrop::Unsolicited)?;
         let mapping = *self.flows.get(&tuple).ok_or(GatewayDrop::Unsolicited)?;
         let (_, src, src_port, _, _) = tuple;
+        debug_assert_eq!((tuple.3, tuple.4), (k.src, k.src_port), "a reply comes from the flow's remote");
         let bytes = match self.config.public {
             Some(_) => {
                 inner::translate(packet, (k.src, k.src_port), (src, src_port)).map_err(|_| GatewayDrop::Malformed)?
@@ -204,6 +207,7 @@ impl Gateway {
         let span = u32::from(NAT_PORTS.end() - NAT_PORTS.start()) + 1;
         for _ in 0..span {
             let p = self.cursor;
+            debug_assert!(NAT_PORTS.contains(&p), "the cursor stays in the NAT range");
             self.cursor = if p == *NAT_PORTS.end() { *NAT_PORTS.start() } else { p + 1 };
             if !taken(p) {
                 return Ok(p);

@@ -60,6 +60,7 @@ impl HealthChecker {
 
     /// A port bound later (a listener added at run time): healthy, first probe at once.
     pub fn add_port(&mut self, config: HealthConfig, now_ns: u64) -> usize {
+        debug_assert!(config.timeout_ns <= config.interval_ns.max(1), "a probe times out before the next is due");
         self.ports.push(PortHealth {
             next_probe_ns: now_ns,
             config,
@@ -122,6 +123,7 @@ impl HealthChecker {
 
     fn record(&mut self, backend: usize, ok: bool, changes: &mut Vec<(usize, Health)>) {
         let port = &mut self.ports[backend];
+        debug_assert!(port.outstanding.is_none(), "a probe is recorded once, after it was answered or timed out");
         let (healthy_after, unhealthy_after) = (port.config.healthy.max(1), port.config.unhealthy.max(1));
         if ok {
             port.successes += 1;
@@ -138,6 +140,7 @@ impl HealthChecker {
                 changes.push((backend, Health::Unhealthy));
             }
         }
+        debug_assert!(port.successes == 0 || port.failures == 0, "a run of successes or of failures, never both");
     }
 }
 

@@ -56,7 +56,9 @@ pub type Send = (SocketAddr, Vec<u8>);
 
 fn probe_port(probe_id: u16) -> u16 {
     let span = PROBE_PORTS.end() - PROBE_PORTS.start() + 1;
-    PROBE_PORTS.start() + probe_id % span
+    let port = PROBE_PORTS.start() + probe_id % span;
+    debug_assert!(PROBE_PORTS.contains(&port), "probes leave from probe ports only");
+    port
 }
 
 impl HealthProber {
@@ -65,10 +67,15 @@ impl HealthProber {
     }
 
     fn own_address_for(&self, peer: IpAddr) -> IpAddr {
-        match (peer, self.address_v6) {
+        let own = match (peer, self.address_v6) {
             (IpAddr::V6(_), Some(v6)) => v6,
             _ => self.address,
-        }
+        };
+        debug_assert!(
+            self.address_v6.is_none() || own.is_ipv4() == peer.is_ipv4(),
+            "a probe speaks the backend's family"
+        );
+        own
     }
 
     /// Whether a packet addressed to this node is a probe's answer.

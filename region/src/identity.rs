@@ -126,6 +126,7 @@ impl VipIdentity {
         client_ca: Option<CertificateDer<'static>>,
     ) -> Result<VipIdentity, String> {
         let tls = Arc::new(server_config(&chain, &key, None)?);
+        let client_ca_given = client_ca.is_some();
         let mutual = match client_ca {
             None => None,
             Some(ca) => {
@@ -139,6 +140,8 @@ impl VipIdentity {
                 Some(Arc::new(server_config(&chain, &key, Some(verifier))?))
             }
         };
+        debug_assert!(!chain.is_empty(), "rustls took a certificate chain");
+        debug_assert_eq!(mutual.is_some(), client_ca_given, "mutual variants exactly when a client CA is given");
         Ok(VipIdentity {
             quic: quic(&tls)?,
             quic_mutual: mutual.as_ref().map(quic).transpose()?,

@@ -371,6 +371,7 @@ impl Proxied {
                 return (Some(refused), false);
             }
         }
+        debug_assert!(!self.refused || self.to_backend.is_empty(), "nothing goes to the backend after a refusal");
         (None, false)
     }
 
@@ -384,6 +385,10 @@ impl Proxied {
             self.head_due_ns = None;
             return Some(NotHttp::TIMEOUT);
         }
+        debug_assert!(
+            self.head_due_ns.is_none() || self.to_backend.is_empty(),
+            "the deadline stands only until a head"
+        );
         refusal
     }
 
@@ -396,6 +401,7 @@ impl Proxied {
         if let Some(b) = self.backend {
             self.stack.socket(b).abort();
         }
+        debug_assert!(!self.to_client.is_empty(), "a refusal always carries its status");
         self.refused = true;
     }
 
@@ -410,6 +416,7 @@ impl Proxied {
             Some(tls) => tls_write(tls, &mut self.to_client, &mut self.client_wire),
             None => self.client_wire.append(&mut self.to_client),
         }
+        debug_assert!(self.tls.is_some() || self.to_client.is_empty(), "plain bytes go straight to the wire");
         let cs = self.stack.socket(self.client);
         if cs.can_send() && !self.client_wire.is_empty() {
             let n = cs.send_slice(&self.client_wire).unwrap_or(0);
@@ -452,7 +459,8 @@ impl Proxied {
             if from_vip {
                 if let Some(shift) = self.seq_shift {
                     // The stack's own segments: parse succeeded above, so this does too.
-                    let _ = inner::shift_tcp(&mut packet, shift, 0);
+                    let shifted = inner::shift_tcp(&mut packet, shift, 0);
+                    debug_assert!(shifted.is_ok(), "the stack's own segment shifts");
                 }
                 step.to_client.push(packet);
             } else {
@@ -471,10 +479,15 @@ impl Proxied {
     /// When the connection next needs a drive: its stack's timers or its head deadline.
     fn next_wake(&mut self, now_ns: u64) -> Option<u64> {
         let stack = self.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns));
-        match (stack, self.head_due_ns) {
+        let wake = match (stack, self.head_due_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        debug_assert!(
+            wake.is_none_or(|t| t >= now_ns || self.head_due_ns == Some(t)),
+            "a wake-up is never in the past"
+        );
+        wake
     }
 
     /// Gives back what the connection holds idle: socket buffers with nothing in them (to
@@ -505,6 +518,7 @@ impl Proxied {
             .map(|h| self.stack.socket(h).buffer_bytes_allocated())
             .sum();
         let relay = self.to_backend.capacity() + self.to_client.capacity() + self.client_wire.capacity();
+        debug_assert!(self.to_backend.len() <= BUFFER_MAX + 64 * 1024, "the relay buffer is bounded by the window");
         sockets + relay + self.framer.head.capacity()
     }
 }
@@ -670,6 +684,7 @@ impl L7 {
     /// Opens the backend side of a connection from `local`.
     pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
+        debug_assert!(c.backend.is_none(), "a connection binds one backend, once");
         let Some(handle) = c.stack.connect(backend, local) else { return false };
         c.backend = Some(handle);
         c.binding = Some(binding);
@@ -697,6 +712,7 @@ impl L7 {
             .filter(|p| inner::parse(p).is_ok_and(|i| i.key.src == key.dst && i.tcp.is_some_and(|f| f.syn && f.ack)))
             .find_map(|p| inner::tcp_numbers(&p).map(|(seq, _, _)| seq));
         let Some(own_isn) = own_isn else { return false };
+        debug_assert!(c.seq_shift.is_none(), "a connection is spliced once");
         c.seq_shift = Some(cookie.wrapping_sub(own_isn));
         true
     }
@@ -740,6 +756,7 @@ impl L7 {
         c.drain(key.dst, &mut step);
         c.release_idle();
         let held = c.held_buffer_bytes();
+        debug_assert!(self.buffer_bytes >= c.buffer_bytes, "the sum holds every connection's bytes");
         self.buffer_bytes = self.buffer_bytes - c.buffer_bytes + held;
         c.buffer_bytes = held;
         step.finished = c.finished();
@@ -751,6 +768,7 @@ impl L7 {
             c.poll_at = Some(at);
             self.timers.insert((at, *key));
         }
+        debug_assert!(self.timers.len() <= self.conns.len(), "one timer per connection at most");
         step
     }
 
@@ -772,8 +790,10 @@ impl L7 {
             }
         }
         if let (Some(b), Some(l)) = (c.backend_addr, c.local) {
-            self.by_backend.remove(&(b, l.0, l.1));
+            let owner = self.by_backend.remove(&(b, l.0, l.1));
+            debug_assert_eq!(owner, Some(*key), "a backend's side names its own connection");
         }
+        debug_assert!(self.by_backend.len() <= self.conns.len());
         Some(c)
     }
 

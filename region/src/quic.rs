@@ -37,6 +37,7 @@ impl ConnectionIdGenerator for NodeCids {
         let r = self.prf.eval(&self.issued.to_be_bytes());
         let node = self.node ^ self.cipher.as_ref().map_or(0, |c| c.mask(&r[..6]));
         let bytes = [CID_MARKER, node, r[0], r[1], r[2], r[3], r[4], r[5]];
+        debug_assert_eq!(bytes.len(), CID_LEN, "every ID of a node has the length quinn is told");
         ConnectionId::new(&bytes)
     }
 
@@ -121,6 +122,7 @@ impl Budget {
                 return false;
             }
             path.sent += size;
+            debug_assert!(path.sent <= 3 * path.received, "a moved path never gets more than three times its bytes");
         }
         if self.validated {
             return true;
@@ -129,6 +131,7 @@ impl Budget {
             return false;
         }
         self.sent += size;
+        debug_assert!(self.sent <= 3 * self.received, "RFC 9000 §8.1: three times what came in, until validated");
         true
     }
 
@@ -139,6 +142,7 @@ impl Budget {
             self.received += len;
         }
         if after.ip() != before.ip() {
+            debug_assert_eq!(after, from, "a connection moves to where its datagram came from");
             self.moved = Some(PathBudget { remote: after, received: len, sent: 0 });
         } else if let Some(path) = self.moved.as_mut().filter(|p| p.remote == from) {
             path.received += len;
@@ -224,6 +228,7 @@ impl TokenBucket {
             self.tokens = (self.tokens + earned).min(INITIALS_BURST);
             self.at_ns += earned * step;
         }
+        debug_assert!(self.tokens <= INITIALS_BURST && self.at_ns <= now_ns.max(self.at_ns));
         if self.tokens == 0 {
             return false;
         }
@@ -436,6 +441,7 @@ impl QuicHost {
         let (path, before) = (conn.remote_address(), conn.stats().frame_rx);
         conn.handle_event(event);
         let after = conn.stats().frame_rx;
+        debug_assert!(after.path_response >= before.path_response, "frame counts only grow");
         if let Some(b) = self.budgets.get_mut(&ch) {
             let answered = after.path_response > before.path_response;
             b.on_datagram(remote, len, (path, conn.remote_address()), answered);
@@ -506,6 +512,11 @@ impl QuicHost {
                     *self.unvalidated_by_source.entry(source).or_default() += 1;
                 }
                 self.handshakes += 1;
+                debug_assert!(
+                    self.by_source[&source] <= CONNECTIONS_PER_SOURCE_MAX,
+                    "admission kept the source's share"
+                );
+                debug_assert_eq!(self.conns.len(), self.budgets.len(), "a server budgets every connection");
                 Some((ch, true))
             }
             Err(e) => {
@@ -577,6 +588,12 @@ impl QuicHost {
             }
             release_source(&mut self.by_source, b.source);
         }
+        debug_assert_eq!(
+            self.by_source.values().sum::<usize>(),
+            self.budgets.len(),
+            "every connection counts at its source"
+        );
+        debug_assert!(self.unvalidated <= self.budgets.len(), "unvalidated handshakes are connections held");
     }
 
     /// When a connection next needs `drive`, in the caller's nanoseconds.

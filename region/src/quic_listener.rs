@@ -259,6 +259,7 @@ impl QuicListener {
     /// Sets the backend of a connection (after the CLB scheduled it).
     pub fn set_backend(&mut self, ch: ConnectionHandle, binding: usize, backend: SocketAddr, now_ns: u64) {
         if let Some(c) = self.conns.get_mut(&ch) {
+            debug_assert!(c.binding.is_none() && c.stack.is_none(), "a connection is bound to one backend, once");
             c.binding = Some(binding);
             c.backend = Some(backend);
             let seed = self.seed ^ (ch.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -282,7 +283,8 @@ impl QuicListener {
             tcp_fin: false,
             quic_finished: false,
         });
-        self.by_backend.insert((backend, local.0, local.1), ch);
+        let before = self.by_backend.insert((backend, local.0, local.1), ch);
+        debug_assert!(before.is_none(), "a local port serves one relay");
         true
     }
 

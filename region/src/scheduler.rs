@@ -41,6 +41,7 @@ impl Wrr {
         }
         let chosen = best?;
         self.current[chosen] -= total;
+        debug_assert!(candidates[chosen].weight > 0, "a weightless candidate is never picked");
         Some(chosen)
     }
 }
@@ -88,6 +89,7 @@ impl Maglev {
                     next[j] += 1;
                     slot = (offset[j] + next[j] * skip[j]) % m;
                 }
+                debug_assert!(next[j] < m, "a prime table gives every backend a free slot within m tries");
                 table[slot as usize] = i as u32;
                 next[j] += 1;
                 filled += 1;
@@ -96,6 +98,7 @@ impl Maglev {
                 }
             }
         }
+        debug_assert!(table.iter().all(|&s| s != EMPTY && candidates[s as usize].weight > 0), "full of live backends");
         Maglev { table }
     }
 

@@ -47,7 +47,10 @@ impl Ports {
     fn contains(&self, port: u16) -> bool {
         match *self {
             Ports::Any => true,
-            Ports::Range(lo, hi) => (lo..=hi).contains(&port),
+            Ports::Range(lo, hi) => {
+                debug_assert!(lo <= hi, "the parser orders a range");
+                (lo..=hi).contains(&port)
+            }
         }
     }
 }
@@ -112,7 +115,9 @@ pub struct Firewall {
 
 impl Firewall {
     pub fn new(groups: Vec<(usize, SecurityGroup)>) -> Firewall {
-        let counters = groups.iter().map(|(_, g)| vec![RuleCounters::default(); g.rules.len()]).collect();
+        let counters: Vec<Vec<RuleCounters>> =
+            groups.iter().map(|(_, g)| vec![RuleCounters::default(); g.rules.len()]).collect();
+        debug_assert_eq!(counters.len(), groups.len(), "a row of counters per group");
         Firewall { groups, counters, unmatched: 0, tracked: LruCache::unbounded() }
     }
 
@@ -125,6 +130,7 @@ impl Firewall {
             if let Some(ri) = group.rules.iter().position(|r| r.matches(key)) {
                 let counter = &mut self.counters[gi][ri];
                 counter.matched += 1;
+                debug_assert!(counter.denied < counter.matched, "a rule denies only what it matched");
                 return match group.rules[ri].action {
                     Action::Allow => {
                         self.track(*key);
@@ -166,6 +172,7 @@ impl Firewall {
         while self.tracked.len() > TRACKED_FLOWS_MAX {
             self.tracked.pop_lru();
         }
+        debug_assert!(self.tracked.len() <= TRACKED_FLOWS_MAX && self.tracked.contains(&key));
     }
 
     /// Counters per bound group: (group index in the topology, per-rule counters).

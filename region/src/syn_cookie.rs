@@ -18,6 +18,7 @@ pub const PERIOD_NS: u64 = 64_000_000_000;
 
 /// The MSS values a cookie can carry: the largest not above the client's is taken.
 const MSS_TABLE: [u16; 8] = [536, 1_024, 1_200, 1_220, 1_360, 1_400, 1_440, 1_460];
+const _: () = assert!(MSS_TABLE.len() == 8, "three bits of the cookie index it");
 
 /// Resets a node sends a second, at most, for segments of connections it does not know
 /// (a restarted node's clients learn at once that their connection is gone and open a
@@ -46,6 +47,7 @@ impl SynCookies {
         }
         let allowed = self.resets.1 < RESETS_PER_S;
         self.resets.1 += u32::from(allowed);
+        debug_assert!(self.resets.1 <= RESETS_PER_S, "the budget is never overdrawn");
         allowed
     }
 
@@ -62,6 +64,7 @@ impl SynCookies {
         input.extend_from_slice(&client_isn.to_be_bytes());
         input.extend_from_slice(&period.to_be_bytes());
         input.extend_from_slice(&mss_index.to_be_bytes());
+        debug_assert!(input.len() <= 48, "two addresses, two ports and three numbers");
         let out = self.prf.eval(&input);
         u32::from_be_bytes([0, out[0], out[1], out[2]])
     }
@@ -75,6 +78,12 @@ impl SynCookies {
         let period = now_ns / PERIOD_NS;
         let cookie =
             ((period & 0x1f) as u32) << 27 | (index as u32) << 24 | self.mac(key, client_isn, period, index as u32);
+        debug_assert!(MSS_TABLE[index] <= wanted || index == 0, "never more than the client can take");
+        debug_assert_eq!(
+            self.check(key, client_isn, cookie, now_ns),
+            Some(MSS_TABLE[index]),
+            "a fresh cookie checks out"
+        );
         (cookie, MSS_TABLE[index])
     }
 

@@ -73,6 +73,7 @@ pub(crate) struct ConnSync {
 
 impl ConnSync {
     pub(crate) fn new(node: u16, nodes: u16, capacity: usize) -> ConnSync {
+        assert!(node < nodes.max(1), "node {node} of a region of {nodes}");
         ConnSync {
             node,
             nodes,
@@ -98,6 +99,7 @@ impl ConnSync {
     pub(crate) fn requests(&mut self) -> Vec<(u16, Vec<u8>)> {
         let bytes = Message::Request { from: self.node }.emit();
         let out: Vec<_> = self.peers().map(|p| (p, bytes.clone())).collect();
+        debug_assert_eq!(out.len(), usize::from(self.nodes.saturating_sub(1)), "one request to every other node");
         self.count_sent(&out, 0);
         out
     }
@@ -113,6 +115,7 @@ impl ConnSync {
         }
         self.pending.push_back(entry);
         self.flush_at.get_or_insert(now_ns + SYNC_INTERVAL_NS);
+        debug_assert!(self.pending.len() <= SYNC_QUEUE_MAX, "the queue is bounded");
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
@@ -126,6 +129,7 @@ impl ConnSync {
         }
         self.flush_at = None;
         let entries: Vec<Entry> = self.pending.drain(..).collect();
+        debug_assert!(!entries.is_empty() || !self.enabled(), "a flush is armed only by a queued entry");
         let batches = batches(self.node, &entries);
         let out: Vec<_> = self.peers().flat_map(|p| batches.iter().map(move |b| (p, b.clone()))).collect();
         self.count_sent(&out, entries.len() as u64 * u64::from(self.nodes - 1));
@@ -161,6 +165,7 @@ impl ConnSync {
         while self.peer_flows.len() > self.capacity {
             self.peer_flows.pop_lru();
         }
+        debug_assert!(self.peer_flows.len() <= self.capacity, "peers' flows are bounded like the node's own");
     }
 
     /// Where a peer sent this flow, if it is still live.
@@ -169,6 +174,7 @@ impl ConnSync {
             Some(f) if f.expires_ns > now_ns => Some(f.backend),
             Some(_) => {
                 self.peer_flows.pop(key);
+                debug_assert!(!self.peer_flows.contains(key));
                 None
             }
             None => None,
@@ -192,6 +198,7 @@ impl ConnSync {
             }
             self.peer_flows.pop_lru();
         }
+        debug_assert!(self.peer_flows.peek_lru().is_none_or(|(_, f)| f.expires_ns > now_ns));
     }
 
     pub(crate) fn peer_flows(&self) -> usize {
@@ -212,6 +219,7 @@ fn batches(from: u16, entries: &[Entry]) -> Vec<Vec<u8>> {
         }
         batch.push(*e);
         size += len;
+        debug_assert!(batch.len() == 1 || size <= BATCH_BYTES_MAX, "a batch past the limit holds one entry");
     }
     if !batch.is_empty() {
         out.push(Message::Entries { from, entries: batch }.emit());

@@ -41,6 +41,7 @@ impl BackendTable {
             Some(id) => (id, false),
             None => {
                 self.rows.push(BackendPort { addr, unbound: false, probe });
+                debug_assert_eq!(self.find(addr), Some(PortId(self.rows.len() - 1)), "one row per backend port");
                 (PortId(self.rows.len() - 1), true)
             }
         }
@@ -141,6 +142,8 @@ impl ListenerState {
                 Binding { name: backend.addr.to_string(), port, active: 0, backend }
             })
             .collect();
+        debug_assert!(bindings.iter().all(|b| b.port.0 < ports.len()), "every binding names a row of the table");
+        debug_assert!(added.len() <= bindings.len());
         let listener =
             ListenerState { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
         (listener, added)
@@ -170,6 +173,11 @@ impl ListenerTable {
     }
 
     pub fn push(&mut self, listener: ListenerState) {
+        let c = &listener.config;
+        debug_assert!(
+            self.find_vip(c.vip, c.transport, c.port).is_none(),
+            "one live listener per VIP, transport and port"
+        );
         self.rows.push(listener);
     }
 

@@ -84,7 +84,9 @@ const MESSAGE_SLACK: usize = 4 * 1024;
 /// thousands of connections keeps a few tens of KiB each instead of 128 KiB.
 pub fn buffer_for(message: u64) -> usize {
     let bytes = usize::try_from(message).unwrap_or(usize::MAX).saturating_add(MESSAGE_SLACK);
-    bytes.div_ceil(1024).saturating_mul(1024).min(RX_BUFFER)
+    let size = bytes.div_ceil(1024).saturating_mul(1024).min(RX_BUFFER);
+    debug_assert!(size % 1024 == 0 && (MESSAGE_SLACK..=RX_BUFFER).contains(&size), "whole KiB, slack to 64 KiB");
+    size
 }
 
 /// Socket buffers given back while idle, kept for the next socket buffer of the same
@@ -117,6 +119,7 @@ mod spare {
             let mut p = p.borrow_mut();
             let buffer = p.by_size.get_mut(&capacity).and_then(Vec::pop);
             if buffer.is_some() {
+                debug_assert!(p.bytes >= capacity, "the pool counts every spare it holds");
                 p.bytes -= capacity;
             }
             buffer
@@ -133,6 +136,7 @@ mod spare {
                 p.bytes += size;
                 p.by_size.entry(size).or_default().push(buffer);
             }
+            debug_assert!(p.bytes <= BYTES, "the spares are bounded");
         });
     }
 }
@@ -160,7 +164,8 @@ impl TcpStack {
                     IpAddr::V4(a) => IpCidr::new(IpAddress::Ipv4(a), 32),
                     IpAddr::V6(a) => IpCidr::new(IpAddress::Ipv6(a), 128),
                 };
-                let _ = list.push(cidr);
+                let pushed = list.push(cidr);
+                debug_assert!(pushed.is_ok(), "smoltcp holds every address a node answers on");
             }
         });
         TcpStack::with_iface(iface, device)
@@ -222,7 +227,9 @@ impl TcpStack {
     /// When the stack next needs polling, in virtual nanoseconds.
     pub fn poll_at_ns(&mut self, now_ns: u64) -> Option<u64> {
         let at = self.iface.poll_at(instant(now_ns), &self.sockets)?;
-        Some((at.total_micros().max(0) as u64) * 1000)
+        let at_ns = (at.total_micros().max(0) as u64) * 1000;
+        debug_assert_eq!(at_ns % 1000, 0, "smoltcp's clock counts microseconds");
+        Some(at_ns)
     }
 }
 
@@ -251,6 +258,7 @@ pub fn exchange_upto(s: &mut tcp::Socket, to_send: &mut Vec<u8>, received: &mut 
         if n == 0 {
             break;
         }
+        debug_assert!(n <= room, "never more than the room asked for");
         room -= n;
     }
 }

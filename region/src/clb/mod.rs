@@ -481,7 +481,9 @@ impl Clb {
             for conn in expired {
                 self.release(&conn);
             }
+            debug_assert!(self.conns.len() <= self.conns.capacity(), "the table stays within its bound");
         }
+        debug_assert!(self.next_sweep_ns > now_ns, "the next sweep is in the future");
     }
 
     /// A client packet: classified by the listener it reached, then handed to that
@@ -514,6 +516,7 @@ impl Clb {
         }
         let li = self.listeners.find(key).ok_or(ClbDrop::NoListener)?;
         let l = &self.listeners[li];
+        debug_assert!(!l.removed && l.serves(key.dst, key.transport, key.dst_port));
         Ok(if l.config.layer7 {
             Classified::Layer7(li)
         } else if l.quic.is_some() {
@@ -766,7 +769,9 @@ impl Clb {
 
     /// The address of a listener's binding.
     fn backend_addr(&self, li: usize, binding: usize) -> SocketAddr {
-        self.backends[self.listeners[li].bindings[binding].port].addr
+        let port = self.listeners[li].bindings[binding].port;
+        debug_assert!(port.0 < self.backends.len(), "a binding names a row of the backend table");
+        self.backends[port].addr
     }
 
     /// Adds a listener at run time (a committed route-table change). Its backends get

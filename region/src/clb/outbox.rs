@@ -86,6 +86,7 @@ impl Outbox {
             return Ok(());
         };
         let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?;
+        debug_assert_eq!(ccn.buffer_len(), ccn::HEADER_LEN + packet.len());
         match self.keys.seal_with(NodeId::Pop(pop_id), Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, &packet)) {
             Some(bytes) => {
                 let out = Transmit::new(Dest::Node(NodeId::Pop(pop_id)), flow_hash, bytes);
@@ -128,6 +129,11 @@ impl Outbox {
                 self.unsealable += 1;
                 continue;
             };
+            debug_assert_eq!(
+                sealed.len(),
+                out.bytes.len() + anyedge_proto::seal::OVERHEAD,
+                "sealing adds the envelope only"
+            );
             out.bytes = sealed;
             return Some(out);
         }

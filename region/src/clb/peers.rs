@@ -60,6 +60,7 @@ impl Clb {
     fn learn(&mut self, now_ns: u64, entry: Entry) {
         match entry {
             Entry::Flow { key, backend, ttl_ms } => {
+                debug_assert_eq!(key.src.is_ipv4(), key.dst.is_ipv4(), "the parser reads a VIP in its client's family");
                 // A flow this node serves itself keeps what this node decided.
                 if !self.conns.contains(&key) {
                     let expires_ns = now_ns + u64::from(ttl_ms) * 1_000_000;
@@ -120,6 +121,7 @@ impl Clb {
             // Replies to a node's own SNAT address cannot reach another node.
             return;
         }
+        debug_assert!(conn.synced_ns <= now_ns, "told of no later than now");
         conn.synced_ns = now_ns;
         let (li, b) = (conn.listener, conn.backend);
         let ttl_ms = ms(idle_ns(key.transport));

@@ -141,6 +141,9 @@ impl Clb {
             return false;
         }
         self.listeners[li].bindings[binding].acquire();
+        debug_assert!(
+            self.l7.proxy().get(key).and_then(|c| c.bound()).is_some_and(|(b, _, l)| b == binding && l == local)
+        );
         true
     }
 
@@ -148,6 +151,7 @@ impl Clb {
     fn finish_l7(&mut self, key: &FlowKey) {
         let Some(c) = self.l7.proxy_mut().remove(key) else { return };
         if let Some((binding, backend, (ip, port))) = c.bound() {
+            debug_assert!(self.snat.is_taken(ip, port, Transport::Tcp, backend), "a bound connection holds its port");
             self.listeners[c.listener()].bindings[binding].release();
             self.snat.free(ip, port, Transport::Tcp, backend);
         }
