@@ -103,7 +103,7 @@ fn ty_text(ty: &Ty) -> String {
     match ty {
         Ty::Name => "name (letters, digits, `-`, `_`)".into(),
         Ty::Text => "text".into(),
-        Ty::Duration => "duration (`300ms`, `2s`; ns, us, ms, s, m, h)".into(),
+        Ty::Duration | Ty::DurationIn { .. } => "duration (`300ms`, `2s`; ns, us, ms, s, m, h)".into(),
         Ty::DurationOr(word) => format!("duration, or `{word}`"),
         Ty::Percent => "percentage (`0.3%`)".into(),
         Ty::Bandwidth => "bandwidth (`10Gbps`; bps, Kbps, Mbps, Gbps)".into(),

@@ -116,7 +116,12 @@ fn refuse(field: &str, reason: impl Into<String>) -> ChangeError {
 }
 
 const PROTOCOLS: [&str; 6] = ["tcp", "udp", "tcp-ssl", "quic", "http", "https"];
-const SCHEDULERS: [&str; 4] = ["wrr", "wlc", "hash", "maglev"];
+/// Scheduler names, the one list the route table, the topology's parser and its schema
+/// read: weighted round robin, weighted least connections, source hash, Maglev.
+pub const SCHEDULERS: [&str; 4] = ["wrr", "wlc", "hash", "maglev"];
+/// Those a QUIC listener takes (it has no 5-tuple to hash: connection IDs route it).
+pub const QUIC_SCHEDULERS: [&str; 2] = ["wrr", "wlc"];
+const _: () = assert!(QUIC_SCHEDULERS.len() < SCHEDULERS.len());
 
 /// TCP-based listeners share one port space, UDP and QUIC the other.
 fn port_space(protocol: &str) -> u8 {
@@ -181,8 +186,8 @@ impl RouteTable {
         if !SCHEDULERS.contains(&l.scheduler.as_str()) {
             return Err(refuse("scheduler", format!("`{}` is not one of {}", l.scheduler, SCHEDULERS.join(", "))));
         }
-        if l.protocol == "quic" && !matches!(l.scheduler.as_str(), "wrr" | "wlc") {
-            return Err(refuse("scheduler", "QUIC listeners schedule with wrr or wlc"));
+        if l.protocol == "quic" && !QUIC_SCHEDULERS.contains(&l.scheduler.as_str()) {
+            return Err(refuse("scheduler", format!("QUIC listeners schedule with {}", QUIC_SCHEDULERS.join(" or "))));
         }
         if let Some(s) = l.persistence_s {
             if l.protocol == "quic" {

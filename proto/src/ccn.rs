@@ -36,7 +36,8 @@ mod field {
 
 /// Length of the header in bytes.
 pub const HEADER_LEN: usize = field::PAYLOAD_START;
-const _: () = assert!(field::RESERVED + 1 == HEADER_LEN && HEADER_LEN.is_multiple_of(4), "the header is whole 32-bit words");
+const _: () =
+    assert!(field::RESERVED + 1 == HEADER_LEN && HEADER_LEN.is_multiple_of(4), "the header is whole 32-bit words");
 
 /// Which way an encapsulated packet travels over the backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

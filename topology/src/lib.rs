@@ -4,11 +4,13 @@
 //! indices, units are nanoseconds, bits per second and fractions).
 
 pub mod bgp;
+mod calibrations;
 pub mod nodes;
 pub mod overrides;
 mod parse;
+pub use calibrations::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT};
 pub use overrides::Override;
-pub use parse::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT, builtin_delay};
+pub use parse::builtin_delay;
 pub mod route_table;
 pub mod schema;
 mod values;

@@ -10,30 +10,22 @@ use anyedge_ccn::geo::Location;
 use anyedge_region::HealthConfig;
 use anyedge_region::cidr::SOURCE_PREFIX_V4;
 use anyedge_region::config::HealthProtocol;
-use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
+use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT};
 use marked_yaml::loader::LoadError;
 use marked_yaml::types::{MarkedMappingNode, MarkedSequenceNode};
 use marked_yaml::{Node, Span};
 
 use super::values::{Cidr, parse_bandwidth_bps, parse_duration_ns, parse_percent};
 use super::*;
-use crate::schema::keys;
+use crate::calibrations::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT};
+use crate::schema;
+use anyedge_control::table::{QUIC_SCHEDULERS, SCHEDULERS};
 
 mod delay;
 use anyedge_region::security::{Action, Ports, Rule, SecurityGroup};
-pub(crate) use delay::BUILTIN as BUILTIN_DELAYS;
 pub use delay::builtin as builtin_delay;
 
 const MS: u64 = 1_000_000;
-/// BFD between a POP and its transit: 50 ms × 3 had no false resets with 8 busy
-/// processes on this project's 2-core hosts; 10 ms × 3 had some.
-const BFD_INTERVAL_DEFAULT_NS: u64 = 50 * MS;
-/// How long a withdrawal takes to move clients once their transit has noticed the POP is
-/// gone: measured in the lab with BIRD (BFD down in the transit's log to the new route in
-/// its kernel table, `ip -ts monitor route`): 0.2–1.0 ms, median 0.8 ms, over 5 freezes
-/// of pop/paris in `topologies/small.yaml` (README, "Anycast and BGP"). The lab's BGP
-/// messages cross no delay and BIRD has no MRAI; the public internet takes seconds.
-const ROUTE_CONVERGE_DEFAULT_NS: u64 = MS;
 /// Simulated clients are addressed from 198.18.64.1 upwards (49,150 addresses to
 /// 198.18.255.253, some of which groups' own blocks may take).
 pub const CLIENTS_MAX: u64 = 48_000;
@@ -172,13 +164,20 @@ fn pos(span: &Span) -> (usize, usize) {
     span.start().map_or((1, 1), |m| (m.line(), m.column().max(1)))
 }
 
-/// A mapping with the path that leads to it.
+/// A mapping with the path that leads to it and the schema's description of its kind
+/// (its keys, and each field's default and range).
 struct Obj<'a> {
     map: &'a MarkedMappingNode,
     path: String,
+    schema: &'static schema::Object,
 }
 
 impl<'a> Obj<'a> {
+    /// The schema's field `key` of this mapping's kind: every key the parser reads is in it.
+    fn spec(&self, key: &str) -> &'static schema::Field {
+        self.schema.field(key).unwrap_or_else(|| panic!("`{}` has no field `{key}` in the schema", self.schema.name))
+    }
+
     fn field(&self, key: &str) -> String {
         if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
     }
@@ -214,12 +213,16 @@ impl Parser {
         self.diags.push(Diagnostic { line, col, field: field.to_string(), reason: reason.into() });
     }
 
-    fn obj<'a>(&mut self, node: &'a Node, path: &str, allowed: &[&str]) -> Option<Obj<'a>> {
+    /// The mapping at `node`, a `kind` of the schema: a key the schema does not list for
+    /// it is refused.
+    fn obj<'a>(&mut self, node: &'a Node, path: &str, kind: &str) -> Option<Obj<'a>> {
         let Some(map) = node.as_mapping() else {
             self.err(node.span(), path, "expected a mapping (key: value)");
             return None;
         };
-        let obj = Obj { map, path: path.to_string() };
+        let schema = schema::object(kind);
+        let allowed = &schema.keys;
+        let obj = Obj { map, path: path.to_string(), schema };
         for (key, _) in map.iter() {
             if !allowed.contains(&key.as_str()) {
                 self.err(
@@ -317,13 +320,6 @@ impl Parser {
         self.with(node, field, parse_duration_ns)
     }
 
-    fn opt_duration(&mut self, obj: &Obj<'_>, key: &str, default: u64) -> Option<u64> {
-        match obj.get(key) {
-            Some(n) => self.duration(n, &obj.field(key)),
-            None => Some(default),
-        }
-    }
-
     /// An optional duration that must lie within [min_ns, max_ns].
     fn duration_within(&mut self, obj: &Obj<'_>, key: &str, default: u64, min_ns: u64, max_ns: u64) -> Option<u64> {
         let Some(node) = obj.get(key) else { return Some(default) };
@@ -343,11 +339,44 @@ impl Parser {
         }
     }
 
-    fn opt_float(&mut self, obj: &Obj<'_>, key: &str, default: f64, min: f64, max: f64) -> Option<f64> {
-        match obj.get(key) {
-            Some(n) => self.float(n, &obj.field(key), min, max),
-            None => Some(default),
+    /// An integer of `o` within the schema's range for it; when absent, the schema's
+    /// default (none for a field without one).
+    fn int_field(&mut self, o: &Obj<'_>, key: &str) -> Option<i64> {
+        let spec = o.spec(key);
+        let (min, max) = spec.int_range().unwrap_or_else(|| panic!("`{key}` is an integer in the schema"));
+        match o.get(key) {
+            Some(n) => self.int(n, &o.field(key), min, max),
+            None => spec.default_i64(),
         }
+    }
+
+    /// A number of `o` within the schema's range for it; when absent, the schema's default.
+    fn float_field(&mut self, o: &Obj<'_>, key: &str) -> Option<f64> {
+        let spec = o.spec(key);
+        let (min, max) = spec.float_range().unwrap_or_else(|| panic!("`{key}` is a number in the schema"));
+        match o.get(key) {
+            Some(n) => self.float(n, &o.field(key), min, max),
+            None => spec.default_f64(),
+        }
+    }
+
+    /// A duration of `o` within the schema's range for it; when absent, `default` (the
+    /// schema's, or an enclosing mapping's value it inherits).
+    fn duration_or(&mut self, o: &Obj<'_>, key: &str, default: u64) -> Option<u64> {
+        let (min_ns, max_ns) = o.spec(key).duration_range();
+        self.duration_within(o, key, default, min_ns, max_ns)
+    }
+
+    /// [`Parser::duration_or`] with the schema's default.
+    fn duration_field(&mut self, o: &Obj<'_>, key: &str) -> Option<u64> {
+        let default = o.spec(key).default_ns().unwrap_or_else(|| panic!("`{key}` has a duration default"));
+        self.duration_or(o, key, default)
+    }
+
+    /// A percentage of `o`; when absent, the schema's default.
+    fn percent_field(&mut self, o: &Obj<'_>, key: &str) -> Option<f64> {
+        let default = o.spec(key).default_percent().unwrap_or_else(|| panic!("`{key}` has a percent default"));
+        self.opt_percent(o, key, default)
     }
 
     fn port(&mut self, node: &Node, field: &str) -> Option<u16> {
@@ -367,7 +396,7 @@ impl Parser {
         Some([lat?, lon?])
     }
 
-    fn list_of_objs<'a>(&mut self, obj: &Obj<'a>, key: &str, allowed: &[&str]) -> Vec<Obj<'a>> {
+    fn list_of_objs<'a>(&mut self, obj: &Obj<'a>, key: &str, kind: &str) -> Vec<Obj<'a>> {
         let field = obj.field(key);
         let Some(node) = self.req(obj, key) else { return vec![] };
         let Some(seq) = self.seq(node, &field) else {
@@ -376,7 +405,7 @@ impl Parser {
         if seq.is_empty() {
             self.err(node.span(), &field, "must not be empty");
         }
-        seq.iter().enumerate().filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), allowed)).collect()
+        seq.iter().enumerate().filter_map(|(i, n)| self.obj(n, &format!("{field}[{i}]"), kind)).collect()
     }
 
     fn unique(&mut self, items: &[(String, &Span, String)]) {
@@ -389,13 +418,13 @@ impl Parser {
     }
 
     fn topology(&mut self, root: &Node) -> Option<Topology> {
-        let top = self.obj(root, "", keys("topology"))?;
+        let top = self.obj(root, "", "topology")?;
         let name = self.name(&top);
         let seed = match top.get("seed") {
             Some(n) => self.parsed::<u64>(n, "seed", "a non-negative integer"),
-            None => Some(1),
+            None => top.spec("seed").default_i64().map(|s| s as u64),
         };
-        let duration_ns = self.duration_within(&top, "duration", 60 * S, MS, 24 * 3600 * S);
+        let duration_ns = self.duration_field(&top, "duration");
         let pops = self.pops(&top);
         let idcs = self.idcs(&top);
         let nat_gateways = self.nat_gateways(&top);
@@ -446,7 +475,7 @@ impl Parser {
     /// then the POPs, in file order.
     fn control(&mut self, top: &Obj<'_>, pops: &[PopSite], regions: &[Region]) -> Option<Control> {
         let node = top.get("control").filter(|n| !is_null(n))?;
-        let o = self.obj(node, "control", keys("control"))?;
+        let o = self.obj(node, "control", "control")?;
         let count = self.req(&o, "nodes").and_then(|n| self.int(n, &o.field("nodes"), 1, 9));
         let count = match count {
             Some(c @ (3 | 5)) => c as u8,
@@ -508,7 +537,7 @@ impl Parser {
     }
 
     fn pops(&mut self, top: &Obj<'_>) -> Vec<PopSite> {
-        let objs = self.list_of_objs(top, "pops", keys("pop"));
+        let objs = self.list_of_objs(top, "pops", "pop");
         let mut pops = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -527,7 +556,7 @@ impl Parser {
         if top.get("idcs").is_none() {
             return vec![];
         }
-        let objs = self.list_of_objs(top, "idcs", keys("idc"));
+        let objs = self.list_of_objs(top, "idcs", "idc");
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -556,7 +585,7 @@ impl Parser {
             return vec![];
         }
         let region_names = Self::region_names(top);
-        let objs = self.list_of_objs(top, "nat_gateways", keys("nat_gateway"));
+        let objs = self.list_of_objs(top, "nat_gateways", "nat_gateway");
         let mut out: Vec<NatGateway> = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -589,7 +618,7 @@ impl Parser {
     }
 
     fn regions(&mut self, top: &Obj<'_>, idcs: &[Idc], nat_gateways: &[NatGateway]) -> Vec<Region> {
-        let objs = self.list_of_objs(top, "regions", keys("region"));
+        let objs = self.list_of_objs(top, "regions", "region");
         // Names first: a backend may live in a region defined further down.
         let region_names = Self::region_names(top);
         let sites = Sites { regions: &region_names, idcs, nat_gateways };
@@ -598,19 +627,10 @@ impl Parser {
         for (ri, o) in objs.iter().enumerate() {
             let name = self.name(o);
             let location = self.location(o);
-            let clb_nodes = match o.get("clb_nodes") {
-                Some(n) => self.int(n, &o.field("clb_nodes"), 1, 64).map(|v| v as u16),
-                None => Some(1),
-            };
-            let conn_table = match o.get("conn_table") {
-                Some(n) => self.int(n, &o.field("conn_table"), 1, 100_000_000).map(|v| v as usize),
-                None => Some(CONN_TABLE_DEFAULT),
-            };
-            let source_prefix_v4 = match o.get("source_prefix_v4") {
-                Some(n) => self.int(n, &o.field("source_prefix_v4"), 8, 32).map(|v| v as u8),
-                None => Some(SOURCE_PREFIX_V4),
-            };
-            let health = self.health(o, &HealthConfig::tcp(2 * S, S, 3, 3));
+            let clb_nodes = self.int_field(o, "clb_nodes").map(|v| v as u16);
+            let conn_table = self.int_field(o, "conn_table").map(|v| v as usize);
+            let source_prefix_v4 = self.int_field(o, "source_prefix_v4").map(|v| v as u8);
+            let health = self.health(o, &Self::schema_health());
             let region_index =
                 region_names.iter().position(|n| o.map.get_scalar("name").is_some_and(|x| x.as_str() == n));
             let groups = self.backend_groups(o, &sites, region_index.unwrap_or(ri), health.as_ref());
@@ -639,17 +659,25 @@ impl Parser {
         regions
     }
 
+    /// Health checks as the schema's defaults describe them (a region without `health:`).
+    fn schema_health() -> HealthConfig {
+        let ns = |key| schema::default_of("health", key, schema::Field::default_ns);
+        let count = |key| schema::default_of("health", key, schema::Field::default_i64) as u32;
+        debug_assert_eq!(schema::default_of("health", "protocol", |f| f.default_str().map(str::to_string)), "tcp");
+        HealthConfig::tcp(ns("interval"), ns("timeout"), count("healthy"), count("unhealthy"))
+    }
+
     /// `health:` of `owner` (a region, or a backend group overriding it), over `base`.
     fn health(&mut self, owner: &Obj<'_>, base: &HealthConfig) -> Option<HealthConfig> {
         let Some(node) = owner.get("health") else {
             return Some(base.clone());
         };
-        let o = self.obj(node, &owner.field("health"), keys("health"))?;
+        let o = self.obj(node, &owner.field("health"), "health")?;
         let protocol = self.health_protocol(&o, &base.protocol);
-        let interval_ns = self.duration_within(&o, "interval", base.interval_ns, 10 * MS, 3600 * S);
-        let timeout_ns = self.opt_duration(&o, "timeout", base.timeout_ns);
+        let interval_ns = self.duration_or(&o, "interval", base.interval_ns);
+        let timeout_ns = self.duration_or(&o, "timeout", base.timeout_ns);
         let threshold = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
-            Some(n) => p.int(n, &o.field(key), 1, 10).map(|v| v as u32),
+            Some(_) => p.int_field(&o, key).map(|v| v as u32),
             None => Some(d),
         };
         let healthy = threshold(self, "healthy", base.healthy);
@@ -773,7 +801,7 @@ impl Parser {
             // A group is a list of backends, or { health: {...}, members: [...] }.
             let (list, health, list_field) = match value.as_mapping() {
                 Some(_) => {
-                    let Some(g) = self.obj(value, &gfield, keys("backend_group")) else { continue };
+                    let Some(g) = self.obj(value, &gfield, "backend_group") else { continue };
                     let base = region_health.cloned().unwrap_or(HealthConfig::tcp(2 * S, S, 3, 3));
                     let health = if g.get("health").is_some() { self.health(&g, &base) } else { None };
                     let Some(members) = self.req(&g, "members") else { continue };
@@ -786,7 +814,7 @@ impl Parser {
             let mut backends: Vec<Backend> = Vec::new();
             for (i, item) in seq.iter().enumerate() {
                 let bfield = format!("{gfield}[{i}]");
-                let Some(o) = self.obj(item, &bfield, keys("backend")) else {
+                let Some(o) = self.obj(item, &bfield, "backend") else {
                     continue;
                 };
                 if let Some(b) = self.backend(&o, sites, region_index) {
@@ -870,10 +898,7 @@ impl Parser {
         let port_node = self.req(o, "port");
         let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
         let port = port_node.and_then(|n| self.port(n, &o.field("port")));
-        let weight = match o.get("weight") {
-            Some(n) => self.int(n, &o.field("weight"), 0, i64::from(WEIGHT_MAX)).map(|w| w as u8),
-            None => Some(WEIGHT_DEFAULT),
-        };
+        let weight = self.int_field(o, "weight").map(|w| w as u8);
         let site = match (o.get("region"), o.get("idc")) {
             _ if o.get("via").is_some() => {
                 let n = o.get("via")?;
@@ -926,7 +951,7 @@ impl Parser {
     }
 
     fn vips(&mut self, top: &Obj<'_>, names: &Names<'_>) -> Vec<Vip> {
-        let objs = self.list_of_objs(top, "vips", keys("vip"));
+        let objs = self.list_of_objs(top, "vips", "vip");
         let mut vips = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
@@ -1018,7 +1043,7 @@ impl Parser {
     }
 
     fn listeners(&mut self, vip: &Obj<'_>, home: Option<&Region>) -> Vec<Listener> {
-        let objs = self.list_of_objs(vip, "listeners", keys("listener"));
+        let objs = self.list_of_objs(vip, "listeners", "listener");
         let mut out: Vec<Listener> = Vec::new();
         // Without an ipv6 address, a VIP never reaches IPv6 backends (no NAT46).
         let v4_only = vip.get("ipv6").is_none();
@@ -1098,7 +1123,8 @@ impl Parser {
             && let Some(Scheduler::Hash { .. } | Scheduler::Maglev { .. }) = scheduler
             && let Some(n) = o.get("scheduler")
         {
-            self.err(n.span(), &o.field("scheduler"), "QUIC listeners schedule with wrr or wlc");
+            let reason = format!("QUIC listeners schedule with {}", QUIC_SCHEDULERS.join(" or "));
+            self.err(n.span(), &o.field("scheduler"), reason);
         }
         // QUIC listeners take IPv4 and IPv6-NAT64 VIPs: their backends are IPv4.
         if protocol == Some(ListenerProtocol::Quic)
@@ -1110,7 +1136,7 @@ impl Parser {
             self.err(n.span(), &o.field("backends"), reason);
         }
         let mtls = match o.get("mtls") {
-            None => false,
+            None => schema::default_of("listener", "mtls", schema::Field::default_bool),
             Some(n) => {
                 let on = self.parsed::<bool>(n, &o.field("mtls"), "true or false").unwrap_or(false);
                 if on && protocol.is_some_and(|p| !(p.has_tls() || p == ListenerProtocol::Quic)) {
@@ -1133,7 +1159,7 @@ impl Parser {
     fn scheduler(&mut self, o: &Obj<'_>) -> Option<Scheduler> {
         let table = match o.get("table") {
             Some(n) => {
-                let t = self.int(n, &o.field("table"), 3, 1_000_003)? as usize;
+                let t = self.int_field(o, "table")? as usize;
                 if !is_prime(t) {
                     self.err(
                         n.span(),
@@ -1157,7 +1183,7 @@ impl Parser {
                     self.err(
                         n.span(),
                         &o.field("scheduler"),
-                        format!("`{other}` is not one of wrr, wlc, hash, maglev"),
+                        format!("`{other}` is not one of {}", SCHEDULERS.join(", ")),
                     );
                     return None;
                 }
@@ -1195,27 +1221,28 @@ impl Parser {
     }
 
     fn backbone(&mut self, top: &Obj<'_>, names: &Names<'_>) -> Option<Backbone> {
+        let ns = |key| schema::default_of("backbone", key, schema::Field::default_ns);
         let default = Backbone {
             delay: default_backbone_delay(),
-            jitter_ns: 300_000,
-            loss: 0.00001,
-            bandwidth_bps: 10_000_000_000,
-            queue_ns: 10 * MS,
+            jitter_ns: ns("jitter"),
+            loss: schema::default_of("backbone", "loss", schema::Field::default_percent),
+            bandwidth_bps: schema::default_of("backbone", "bandwidth", |f| parse_bandwidth_bps(f.default_str()?).ok()),
+            queue_ns: ns("queue"),
             transport: BackboneTransport::Udp,
             links: None,
         };
         let Some(node) = top.get("backbone") else {
             return Some(default);
         };
-        let o = self.obj(node, "backbone", keys("backbone"))?;
+        let o = self.obj(node, "backbone", "backbone")?;
         let delay = self.stretch_or_delay(&o, default_backbone_delay);
-        let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
-        let loss = self.opt_percent(&o, "loss", default.loss);
+        let jitter_ns = self.duration_field(&o, "jitter");
+        let loss = self.percent_field(&o, "loss");
         let bandwidth_bps = match o.get("bandwidth") {
             Some(n) => self.with(n, &o.field("bandwidth"), parse_bandwidth_bps),
             None => Some(default.bandwidth_bps),
         };
-        let queue_ns = self.opt_duration(&o, "queue", default.queue_ns);
+        let queue_ns = self.duration_field(&o, "queue");
         let transport = match o.get("transport") {
             None => Some(BackboneTransport::Udp),
             Some(n) => match self.str(n, &o.field("transport"))? {
@@ -1321,26 +1348,27 @@ impl Parser {
     }
 
     fn internet(&mut self, top: &Obj<'_>, clients: &[ClientGroup], names: &Names<'_>) -> Option<Internet> {
+        let ns = |key| schema::default_of("internet", key, schema::Field::default_ns);
         let default = Internet {
             delay: default_internet_delay(),
             pinned: Vec::new(),
-            last_mile_ns: 5 * MS,
+            last_mile_ns: ns("last_mile"),
             last_mile_source: LAST_MILE_ASSUMED,
-            jitter_ns: 4 * MS,
-            loss: 0.003,
+            jitter_ns: ns("jitter"),
+            loss: schema::default_of("internet", "loss", schema::Field::default_percent),
         };
         let Some(node) = top.get("internet") else {
             return Some(default);
         };
-        let o = self.obj(node, "internet", keys("internet"))?;
+        let o = self.obj(node, "internet", "internet")?;
         let pinned = match o.get("rtt") {
             Some(n) => self.pinned_rtts(n, &o.field("rtt"), clients, names),
             None => Some(Vec::new()),
         };
         let delay = self.stretch_or_delay(&o, default_internet_delay);
-        let last_mile_ns = self.opt_duration(&o, "last_mile", default.last_mile_ns);
-        let jitter_ns = self.opt_duration(&o, "jitter", default.jitter_ns);
-        let loss = self.opt_percent(&o, "loss", default.loss);
+        let last_mile_ns = self.duration_field(&o, "last_mile");
+        let jitter_ns = self.duration_field(&o, "jitter");
+        let loss = self.percent_field(&o, "loss");
         Some(Internet {
             delay: delay?,
             pinned: pinned?,
@@ -1361,7 +1389,7 @@ impl Parser {
         };
         let mut out = Vec::new();
         for (key, def) in map.iter() {
-            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), keys("traffic_class")) else {
+            let Some(o) = self.obj(def, &format!("traffic.{}", key.as_str()), "traffic_class") else {
                 continue;
             };
             if let Some(class) = self.traffic_class(key.as_str(), &o, vips, regions) {
@@ -1408,28 +1436,19 @@ impl Parser {
         }
         let kind = match protocol {
             "syn-flood" => {
-                let rate = self.req(o, "rate").and_then(|n| self.float(n, &o.field("rate"), 0.1, 100_000.0));
+                let rate = self.req(o, "rate").and_then(|_| self.float_field(o, "rate"));
                 TrafficKind::SynFlood { rate_per_s: rate? }
             }
             "udp" => {
-                let interval_ns = self.duration_within(o, "interval", 50 * MS, MS, 60 * S);
-                let size = match o.get("size") {
-                    Some(n) => {
-                        self.int(n, &o.field("size"), UDP_PAYLOAD_MIN as i64, UDP_PAYLOAD_MAX as i64).map(|v| v as u32)
-                    }
-                    None => Some(120),
-                };
+                let interval_ns = self.duration_field(o, "interval");
+                let size = self.int_field(o, "size").map(|v| v as u32);
                 TrafficKind::Udp { interval_ns: interval_ns?, size: size? }
             }
             "tcp" | "quic" => {
                 let quic = protocol == "quic";
-                let requests_per_s = self.opt_float(o, "requests_per_s", 1.0, 0.01, 1000.0);
-                let size = |p: &mut Parser, key: &str, d: u32| match o.get(key) {
-                    Some(n) => p.int(n, &o.field(key), 16, 10_000_000).map(|v| v as u32),
-                    None => Some(d),
-                };
-                let request = size(self, "request", 500);
-                let response = size(self, "response", 20_000);
+                let requests_per_s = self.float_field(o, "requests_per_s");
+                let request = self.int_field(o, "request").map(|v| v as u32);
+                let response = self.int_field(o, "response").map(|v| v as u32);
                 let (requests_per_s, request, response) = (requests_per_s?, request?, response?);
                 if quic {
                     TrafficKind::Quic { requests_per_s, request, response }
@@ -1474,16 +1493,13 @@ impl Parser {
     }
 
     fn clients(&mut self, top: &Obj<'_>, traffic: &[String], names: &Names<'_>) -> Vec<ClientGroup> {
-        let objs = self.list_of_objs(top, "clients", keys("client_group"));
+        let objs = self.list_of_objs(top, "clients", "client_group");
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
             let name = self.name(o);
             let location = self.location(o);
-            let count = match o.get("count") {
-                Some(n) => self.int(n, &o.field("count"), 1, 100_000).map(|v| v as u32),
-                None => Some(1),
-            };
+            let count = self.int_field(o, "count").map(|v| v as u32);
             let classes = self.req(o, "traffic").and_then(|n| self.traffic_refs(n, &o.field("traffic"), traffic));
             let catchment = match o.get("catchment") {
                 None => Some(None),
@@ -1650,37 +1666,38 @@ impl Parser {
     }
 
     fn failover(&mut self, top: &Obj<'_>) -> Option<Failover> {
+        let (ns, count) = (
+            |key| schema::default_of("failover", key, schema::Field::default_ns),
+            |key| schema::default_of("failover", key, schema::Field::default_i64) as u32,
+        );
         let default = Failover {
-            probe_interval_ns: 50 * MS,
-            probe_misses: 6,
-            bfd_interval_ns: BFD_INTERVAL_DEFAULT_NS,
-            bfd_multiplier: 3,
-            route_converge_ns: ROUTE_CONVERGE_DEFAULT_NS,
+            probe_interval_ns: ns("probe_interval"),
+            probe_misses: count("probe_misses"),
+            bfd_interval_ns: ns("bfd_interval"),
+            bfd_multiplier: count("bfd_multiplier"),
+            route_converge_ns: ns("route_converge"),
         };
         let Some(node) = top.get("failover") else {
             return Some(default);
         };
-        let o = self.obj(node, "failover", keys("failover"))?;
-        let interval = self.duration_within(&o, "probe_interval", default.probe_interval_ns, MS, 10_000 * MS);
+        let o = self.obj(node, "failover", "failover")?;
+        let interval = self.duration_field(&o, "probe_interval");
         let misses = match o.get("probe_misses") {
-            Some(n) => self.int(n, &o.field("probe_misses"), 1, 100).map(|m| Some(m as u32)),
+            Some(_) => self.int_field(&o, "probe_misses").map(|m| Some(m as u32)),
             None => Some(None),
         };
         let pop_detect = match o.get("pop_detect") {
             Some(n) => self.duration(n, &o.field("pop_detect")).map(|d| Some((d, n))),
             None => Some(None),
         };
-        let route_converge_ns = self.opt_duration(&o, "route_converge", default.route_converge_ns);
+        let route_converge_ns = self.duration_field(&o, "route_converge");
         // BIRD takes BFD intervals of 10 ms and up; below that a busy host flaps. `off`:
         // no BFD, only the BGP session's hold timer finds a dead POP.
         let bfd_interval = match o.get("bfd_interval") {
             Some(n) if n.as_scalar().is_some_and(|v| v.as_str() == "off") => Some(0),
             _ => self.duration_within(&o, "bfd_interval", default.bfd_interval_ns, 10 * MS, 10_000 * MS),
         };
-        let bfd_multiplier = match o.get("bfd_multiplier") {
-            Some(n) => self.int(n, &o.field("bfd_multiplier"), 1, 255).map(|m| m as u32),
-            None => Some(default.bfd_multiplier),
-        };
+        let bfd_multiplier = self.int_field(&o, "bfd_multiplier").map(|m| m as u32);
         let (bfd_interval_ns, bfd_multiplier) = (bfd_interval?, bfd_multiplier?);
         let (probe_interval_ns, misses, pop_detect, route_converge_ns) =
             (interval?, misses?, pop_detect?, route_converge_ns?);
@@ -1816,14 +1833,14 @@ impl Parser {
         if top.get("security_groups").is_none() {
             return vec![];
         }
-        let objs = self.list_of_objs(top, "security_groups", keys("security_group"));
+        let objs = self.list_of_objs(top, "security_groups", "security_group");
         let mut out = Vec::new();
         let mut seen = Vec::new();
         for o in &objs {
             let name = self.name(o);
             let bind = self.sg_bindings(o, names);
             let rules: Vec<Rule> =
-                self.list_of_objs(o, "rules", keys("rule")).iter().filter_map(|r| self.sg_rule(r)).collect();
+                self.list_of_objs(o, "rules", "rule").iter().filter_map(|r| self.sg_rule(r)).collect();
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 out.push(SecurityGroupDef { group: SecurityGroup { name, rules }, bind });
@@ -1915,7 +1932,7 @@ impl Parser {
         };
         let mut out = Vec::new();
         for (i, item) in seq.iter().enumerate() {
-            let Some(o) = self.obj(item, &format!("faults[{i}]"), keys("fault")) else {
+            let Some(o) = self.obj(item, &format!("faults[{i}]"), "fault") else {
                 continue;
             };
             if let Some(f) = self.fault(&o, names, clients, duration_ns) {
@@ -2053,9 +2070,9 @@ impl Parser {
                 Some(FaultAction::Partition(side_of))
             }
             _ => {
-                let o = self.obj(node, field, keys("set_weight"))?;
+                let o = self.obj(node, field, "set_weight")?;
                 let backend = self.req(&o, "backend");
-                let weight = self.req(&o, "weight").and_then(|n| self.int(n, &o.field("weight"), 0, 100));
+                let weight = self.req(&o, "weight").and_then(|_| self.int_field(&o, "weight"));
                 let addr = self.parsed::<SocketAddr>(backend?, &o.field("backend"), "IP:PORT")?;
                 let region = names
                     .regions
@@ -2133,13 +2150,6 @@ fn is_prime(n: usize) -> bool {
 const LAST_MILE_ASSUMED: &str = "assumed, not measured";
 /// What a report says of a last mile the file sets.
 const LAST_MILE_GIVEN: &str = "set in the topology file";
-
-/// The internet's model when a file gives neither `stretch` nor `delay`: fitted on
-/// measured round trips between servers on the public internet (data/delay/README.md).
-pub const INTERNET_DELAY_DEFAULT: &str = "wondernetwork-2020-07";
-/// The backbone's model when a file gives neither: fitted on a cloud provider's measured
-/// inter-region round trips (data/delay/README.md).
-pub const BACKBONE_DELAY_DEFAULT: &str = "azure-2025-06";
 
 fn default_internet_delay() -> DelayModel {
     // The shipped calibration parses (a test holds it to that); the old uniform 2.1 otherwise.

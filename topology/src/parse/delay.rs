@@ -9,31 +9,23 @@ use anyedge_ccn::geo::great_circle_km;
 use marked_yaml::Node;
 
 use super::{Names, Obj, Parser, show_ns};
-use crate::schema::keys;
 use crate::{ClientGroup, InternetEnd, PinnedRtt};
 
 /// The longest round trip a file may pin: ten seconds is no internet path.
 const PINNED_RTT_MAX_NS: u64 = 10_000_000_000;
 
-/// Calibrations that ship: name, what `anyedge calibrate` wrote. Each is fitted on a
-/// dataset in `data/delay/` (README there names its source, date and licence).
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("azure-2025-06", include_str!("../../../data/delay/azure-2025-06.yaml")),
-    ("wondernetwork-2020-07", include_str!("../../../data/delay/wondernetwork-2020-07.yaml")),
-];
-
 /// A built-in calibration by name.
 pub fn builtin(name: &str) -> Option<DelayModel> {
-    let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
+    let (_, text) = crate::calibrations::BUILTIN.iter().find(|(n, _)| *n == name)?;
     let node = marked_yaml::parse_yaml(0, text).ok()?;
     let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
-    let root = p.obj(&node, "", keys("calibration_file"))?;
+    let root = p.obj(&node, "", "calibration_file")?;
     let model = p.delay_model(root.get("delay")?, "delay")?;
     p.diags.is_empty().then_some(model)
 }
 
 fn builtin_names() -> String {
-    BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    crate::calibrations::BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 impl Parser {
@@ -51,7 +43,7 @@ impl Parser {
             }
             return model;
         }
-        let o = self.obj(node, field, keys("delay_model"))?;
+        let o = self.obj(node, field, "delay_model")?;
         let name = match o.get("name") {
             Some(n) => self.str(n, &o.field("name"))?.to_string(),
             None => "custom".into(),
@@ -74,7 +66,7 @@ impl Parser {
         let mut ok = true;
         for (i, item) in seq.iter().enumerate() {
             let f = format!("{field}[{i}]");
-            let Some(o) = self.obj(item, &f, keys("area_pair")) else {
+            let Some(o) = self.obj(item, &f, "area_pair") else {
                 ok = false;
                 continue;
             };
@@ -117,10 +109,10 @@ impl Parser {
     /// `{ stretch, overhead, via }`: stretch 1–10 (nothing beats light in fibre), overhead
     /// 0–500 ms of round trip, `via` one of the hubs.
     fn path_params(&mut self, node: &Node, field: &str, may_have_between: bool) -> Option<PathParams> {
-        let allowed = if may_have_between { keys("area_pair") } else { keys("path_params") };
+        let allowed = if may_have_between { "area_pair" } else { "path_params" };
         let o = self.obj(node, field, allowed)?;
-        let stretch = self.req(&o, "stretch").and_then(|n| self.float(n, &o.field("stretch"), 1.0, 10.0));
-        let overhead_ns = self.duration_within(&o, "overhead", 0, 0, 500_000_000);
+        let stretch = self.req(&o, "stretch").and_then(|_| self.float_field(&o, "stretch"));
+        let overhead_ns = self.duration_field(&o, "overhead");
         let via = match o.get("via") {
             None => Some(None),
             Some(n) => {
@@ -147,7 +139,7 @@ impl Parser {
                 );
                 None
             }
-            (Some(s), None) => self.float(s, &o.field("stretch"), 1.0, 10.0).map(DelayModel::uniform),
+            (Some(_), None) => self.float_field(o, "stretch").map(DelayModel::uniform),
             (None, Some(d)) => self.delay_model(d, &o.field("delay")),
             (None, None) => Some(default()),
         }
@@ -182,7 +174,7 @@ impl Parser {
     }
 
     fn pinned_rtt(&mut self, item: &Node, f: &str, clients: &[ClientGroup], names: &Names<'_>) -> Option<PinnedRtt> {
-        let o = self.obj(item, f, keys("pinned_rtt"))?;
+        let o = self.obj(item, f, "pinned_rtt")?;
         let ends = self.req(&o, "between").and_then(|n| self.pinned_ends(n, &o.field("between"), clients, names));
         let rtt_node = self.req(&o, "rtt")?;
         let rtt_ns = self.duration(rtt_node, &o.field("rtt"))?;

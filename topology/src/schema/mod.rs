@@ -16,7 +16,14 @@ use anyedge_region::cidr::SOURCE_PREFIX_V4;
 use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
 use serde_json::{Map, Value, json};
 
+use anyedge_control::table::SCHEDULERS;
+
+use crate::calibrations::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT};
 use crate::{UDP_PAYLOAD_MAX, UDP_PAYLOAD_MIN};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+const HOUR: u64 = 3_600 * SEC;
 
 /// What a field's value is.
 #[derive(Debug, Clone)]
@@ -27,6 +34,11 @@ pub enum Ty {
     Text,
     /// A number and a unit: `300ms`, `2s` (ns, us, ms, s, m, h).
     Duration,
+    /// A duration within `min_ns..=max_ns`.
+    DurationIn {
+        min_ns: u64,
+        max_ns: u64,
+    },
     /// A duration, or the word given.
     DurationOr(&'static str),
     /// A number and `%`: `0.3%`.
@@ -134,6 +146,64 @@ impl Field {
         self.default = Some(value);
         self
     }
+
+    /// The bounds of an integer field.
+    pub fn int_range(&self) -> Option<(i64, i64)> {
+        match self.ty {
+            Ty::Int { min, max } => Some((min, max)),
+            _ => None,
+        }
+    }
+
+    /// The bounds of a number field.
+    pub fn float_range(&self) -> Option<(f64, f64)> {
+        match self.ty {
+            Ty::Float { min, max } => Some((min, max)),
+            _ => None,
+        }
+    }
+
+    /// The bounds of a duration field in nanoseconds (any length when it has none).
+    pub fn duration_range(&self) -> (u64, u64) {
+        match self.ty {
+            Ty::DurationIn { min_ns, max_ns } => (min_ns, max_ns),
+            _ => (0, u64::MAX),
+        }
+    }
+
+    pub fn default_i64(&self) -> Option<i64> {
+        self.default.as_ref()?.as_i64()
+    }
+
+    pub fn default_f64(&self) -> Option<f64> {
+        self.default.as_ref()?.as_f64()
+    }
+
+    pub fn default_bool(&self) -> Option<bool> {
+        self.default.as_ref()?.as_bool()
+    }
+
+    pub fn default_str(&self) -> Option<&str> {
+        self.default.as_ref()?.as_str()
+    }
+
+    /// A duration default in nanoseconds, as the file writes it (`50ms`).
+    pub fn default_ns(&self) -> Option<u64> {
+        crate::parse_duration_ns(self.default_str()?).ok()
+    }
+
+    /// A percentage default as a fraction (`0.3%` is 0.003).
+    pub fn default_percent(&self) -> Option<f64> {
+        crate::parse_percent(self.default_str()?).ok()
+    }
+}
+
+/// The default of field `key` of mapping `object`, as the parser takes it: `read` turns
+/// the schema's value into the parser's; a field the schema gives no default (or one
+/// `read` cannot take) is a bug in this file, which the agreement test finds.
+pub fn default_of<T>(object: &str, key: &str, read: impl Fn(&Field) -> Option<T>) -> T {
+    let field = self::object(object).field(key).unwrap_or_else(|| panic!("no field `{key}` in `{object}`"));
+    read(field).unwrap_or_else(|| panic!("`{object}.{key}` has no default of the parser's type in the schema"))
 }
 
 /// References by kind, as the file writes them.
@@ -160,7 +230,7 @@ fn location_doc(what: &str) -> String {
 }
 
 fn delay_model() -> Ty {
-    let builtin: Vec<&'static str> = crate::parse::BUILTIN_DELAYS.iter().map(|(name, _)| *name).collect();
+    let builtin: Vec<&'static str> = crate::calibrations::BUILTIN.iter().map(|(name, _)| *name).collect();
     Ty::AnyOf(vec![Ty::Enum(builtin), Ty::Obj("delay_model")])
 }
 
@@ -187,7 +257,7 @@ fn build() -> Vec<Object> {
             vec![
                 req("name", Ty::Name, "The topology's name (letters, digits, - and _): labs, reports and node names carry it."),
                 opt("seed", Ty::Int { min: 0, max: i64::MAX }, "Root seed of every random choice (jitter, loss, client start times). Same file, same seed: same report, byte for byte. `--seed` overrides it. Default 1.").default(json!(1)),
-                opt("duration", Ty::Duration, "Simulated time, 1ms–24h. Default 60s.").default(json!("60s")),
+                opt("duration", Ty::DurationIn { min_ns: MS, max_ns: 24 * HOUR }, "Simulated time, 1ms–24h. Default 60s.").default(json!("60s")),
                 req("vips", Ty::List(Box::new(Ty::Obj("vip")), 1), "Anycast virtual IPs: where each is published and which listeners it serves."),
                 req("pops", Ty::List(Box::new(Ty::Obj("pop")), 1), "Points of presence: where client traffic enters the edge network."),
                 req("regions", Ty::List(Box::new(Ty::Obj("region")), 1), "Regions: CLB nodes (the regional load balancer) and their backends."),
@@ -249,7 +319,7 @@ fn build() -> Vec<Object> {
                 opt("protocol", Ty::Enum(vec!["tcp", "udp", "http"]), "tcp: a connection opens; udp: an echo comes back; http: a GET of `path` answers with a status in `expect`. Default tcp.").default(json!("tcp")),
                 opt("path", Ty::Pattern(r"^/\S*$"), "HTTP checks only: the path to GET (starts with /). Default /.").default(json!("/")),
                 opt("expect", Ty::AnyOf(vec![Ty::Int { min: 100, max: 599 }, Ty::Pattern(r"^\s*[0-9]{3}(\s*-\s*[0-9]{3})?(\s*,\s*[0-9]{3}(\s*-\s*[0-9]{3})?)*\s*$")]), "HTTP checks only: statuses that mean healthy, e.g. 200, 200-299 or 200,301-302. Default 200-299.").default(json!("200-299")),
-                opt("interval", Ty::Duration, "Time between checks, 10ms–1h. Default 2s.").default(json!("2s")),
+                opt("interval", Ty::DurationIn { min_ns: 10 * MS, max_ns: HOUR }, "Time between checks, 10ms–1h. Default 2s.").default(json!("2s")),
                 opt("timeout", Ty::Duration, "How long a check waits for its answer: more than 0s and no longer than the interval. Default 1s.").default(json!("1s")),
                 opt("healthy", Ty::Int { min: 1, max: 10 }, "Passed checks in a row that bring a backend back (1–10). Default 3.").default(json!(3)),
                 opt("unhealthy", Ty::Int { min: 1, max: 10 }, "Failed checks in a row that take a backend out (1–10). Default 3.").default(json!(3)),
@@ -293,9 +363,9 @@ fn build() -> Vec<Object> {
             vec![
                 req("protocol", Ty::Enum(vec!["tcp", "udp", "tcp-ssl", "quic", "http", "https"]), "tcp and udp: forwarded at layer 4; tcp-ssl: TLS terminated; quic: QUIC connections by connection ID; http and https: layer 7 (a request line and headers)."),
                 req("port", Ty::Int { min: 1, max: 65_535 }, "The port (1–65535). TCP-based listeners share one port space, UDP and QUIC another."),
-                opt("scheduler", Ty::Enum(vec!["wrr", "wlc", "hash", "maglev"]), "How a new flow picks its backend: weighted round robin, weighted least connections, consistent hash of the 5-tuple, or Maglev hashing. QUIC takes wrr or wlc. Default wrr.").default(json!("wrr")),
+                opt("scheduler", Ty::Enum(SCHEDULERS.to_vec()), "How a new flow picks its backend: weighted round robin, weighted least connections, consistent hash of the 5-tuple, or Maglev hashing. QUIC takes wrr or wlc. Default wrr.").default(json!("wrr")),
                 req("backends", Ty::Name, "The backend group of the home region that serves it."),
-                opt("persistence", Ty::Duration, "Session persistence: a client goes back to its backend for this long, 30s–3600s (wrr only; not on QUIC). Default off."),
+                opt("persistence", Ty::DurationIn { min_ns: 30 * SEC, max_ns: HOUR }, "Session persistence: a client goes back to its backend for this long, 30s–3600s (wrr only; not on QUIC). Default off."),
                 opt("table", Ty::Int { min: 3, max: 1_000_003 }, format!("Lookup table size of the hash and maglev schedulers: a prime, 3–1,000,003. Default {MAGLEV_TABLE_DEFAULT}.")).default(json!(MAGLEV_TABLE_DEFAULT)),
                 opt("mtls", Ty::Bool, "Require client certificates (https, tcp-ssl and quic listeners). Default false.").default(json!(false)),
             ],
@@ -306,7 +376,7 @@ fn build() -> Vec<Object> {
                 "The private backbone (CCN): a link from every POP to every region (or those `links` lists), with delay, jitter, loss, bandwidth and a queue.",
                 vec![
                     opt("stretch", Ty::Float { min: 1.0, max: 10.0 }, "One stretch everywhere: delay = great-circle distance × stretch at light's speed in fibre (1–10). Not with `delay`."),
-                    opt("delay", delay_model(), "A calibrated delay model: the name of one that ships, or one written out as `anyedge calibrate` prints it. Not with `stretch`. Default azure-2025-06.").default(json!("azure-2025-06")),
+                    opt("delay", delay_model(), "A calibrated delay model: the name of one that ships, or one written out as `anyedge calibrate` prints it. Not with `stretch`. Default azure-2025-06.").default(json!(BACKBONE_DELAY_DEFAULT)),
                     opt("jitter", Ty::Duration, "Mean of the exponential extra delay per packet (a flow is never reordered). Default 0.3ms.").default(json!("0.3ms")),
                     opt("loss", Ty::Percent, "Random loss per packet, 0–100%. Default 0.001%.").default(json!("0.001%")),
                     opt("bandwidth", Ty::Bandwidth, "Each link's rate: bps, Kbps, Mbps or Gbps. Default 10Gbps.").default(json!("10Gbps")),
@@ -333,7 +403,7 @@ fn build() -> Vec<Object> {
             "A path's shape: stretch over the great circle, overhead, and a hub it goes through.",
             vec![
                 req("stretch", Ty::Float { min: 1.0, max: 10.0 }, "Route length over the great-circle distance (1–10: nothing beats light in fibre)."),
-                opt("overhead", Ty::Duration, "Fixed round-trip time added to the path, 0–500ms. Default 0s.").default(json!("0s")),
+                opt("overhead", Ty::DurationIn { min_ns: 0, max_ns: 500 * MS }, "Fixed round-trip time added to the path, 0–500ms. Default 0s.").default(json!("0s")),
                 opt("via", Ty::Enum(hubs.clone()), "A hub the path goes through (the great circle is measured through it)."),
             ],
         ),
@@ -343,7 +413,7 @@ fn build() -> Vec<Object> {
             vec![
                 req("between", Ty::Tuple(vec![Ty::Enum(areas.clone()), Ty::Enum(areas)]), "The two areas, [AREA, AREA], either order."),
                 req("stretch", Ty::Float { min: 1.0, max: 10.0 }, "Route length over the great-circle distance (1–10)."),
-                opt("overhead", Ty::Duration, "Fixed round-trip time added to the path, 0–500ms. Default 0s.").default(json!("0s")),
+                opt("overhead", Ty::DurationIn { min_ns: 0, max_ns: 500 * MS }, "Fixed round-trip time added to the path, 0–500ms. Default 0s.").default(json!("0s")),
                 opt("via", Ty::Enum(hubs), "A hub the path goes through."),
             ],
         ),
@@ -353,7 +423,7 @@ fn build() -> Vec<Object> {
                 "The public internet: from each client group to the POPs (the anycast path's first leg) and straight to the regions (the direct path anycast is compared with).",
                 vec![
                     opt("stretch", Ty::Float { min: 1.0, max: 10.0 }, "One stretch everywhere: delay = great-circle distance × stretch at light's speed in fibre (1–10), not calibrated. Not with `delay`."),
-                    opt("delay", delay_model(), "A calibrated delay model: the name of one that ships, or one written out as `anyedge calibrate` prints it. Not with `stretch`. Default wondernetwork-2020-07 (measured between servers on the public internet; data/delay/README.md).").default(json!("wondernetwork-2020-07")),
+                    opt("delay", delay_model(), "A calibrated delay model: the name of one that ships, or one written out as `anyedge calibrate` prints it. Not with `stretch`. Default wondernetwork-2020-07 (measured between servers on the public internet; data/delay/README.md).").default(json!(INTERNET_DELAY_DEFAULT)),
                     opt("rtt", Ty::List(Box::new(Ty::Obj("pinned_rtt")), 0), "Measured round trips that replace the model's for a client group and a POP or region."),
                     opt("last_mile", Ty::Duration, "One-way delay of the client's access network, added to every internet path. Default 5ms, an assumption (no access-network dataset ships: data/delay/README.md).").default(json!("5ms")),
                     opt("jitter", Ty::Duration, "Mean of the exponential extra delay per packet. Default 4ms.").default(json!("4ms")),
@@ -368,7 +438,7 @@ fn build() -> Vec<Object> {
             "A measured round trip between a client group and a POP or region.",
             vec![
                 req("between", Ty::Tuple(vec![Ty::Pattern(CLIENT_REF), Ty::AnyOf(vec![Ty::Pattern(POP_REF), Ty::Pattern(REGION_REF)])]), "[client/NAME, pop/NAME] or [client/NAME, region/NAME]."),
-                req("rtt", Ty::Duration, "The round trip, 1ns–10s; never faster than light in fibre over the distance."),
+                req("rtt", Ty::DurationIn { min_ns: 1, max_ns: 10 * SEC }, "The round trip, 1ns–10s; never faster than light in fibre over the distance."),
             ],
         ),
         {
@@ -381,7 +451,7 @@ fn build() -> Vec<Object> {
                     opt("kind", Ty::Enum(vec!["syn-flood"]), "syn-flood: spoofed SYNs at `rate` per client (an attack; the CLB's SYN proxy answers them)."),
                     opt("rate", Ty::Float { min: 0.1, max: 100_000.0 }, "SYN floods: SYNs per second per client (0.1–100,000)."),
                     req("port", Ty::Int { min: 1, max: 65_535 }, "The VIP's port (a listener on it must serve this protocol)."),
-                    opt("interval", Ty::Duration, "UDP: time between a client's datagrams, 1ms–60s. Default 50ms.").default(json!("50ms")),
+                    opt("interval", Ty::DurationIn { min_ns: MS, max_ns: 60 * SEC }, "UDP: time between a client's datagrams, 1ms–60s. Default 50ms.").default(json!("50ms")),
                     opt("size", Ty::Int { min: UDP_PAYLOAD_MIN as i64, max: UDP_PAYLOAD_MAX as i64 }, format!("UDP: payload bytes ({UDP_PAYLOAD_MIN}–{UDP_PAYLOAD_MAX}). Past the clients' 1,500-byte MTU a datagram travels as fragments and is lost with any of them. Default 120.")).default(json!(120)),
                     opt("requests_per_s", Ty::Float { min: 0.01, max: 1000.0 }, "TCP and QUIC: requests per second per client (0.01–1000). Default 1.").default(json!(1)),
                     opt("request", Ty::Int { min: 16, max: 10_000_000 }, "TCP and QUIC: request bytes (16–10,000,000). Default 500.").default(json!(500)),
@@ -409,10 +479,17 @@ fn build() -> Vec<Object> {
                 "failover",
                 "How failures are found: POPs and CLB nodes probe each other over the backbone; a POP's transit runs BFD toward it and withdraws its routes when it goes silent.",
                 vec![
-                    opt("probe_interval", Ty::Duration, "Time between probes, 1ms–10s. Default 50ms.").default(json!("50ms")),
+                    opt("probe_interval", Ty::DurationIn { min_ns: MS, max_ns: 10 * SEC }, "Time between probes, 1ms–10s. Default 50ms.").default(json!("50ms")),
                     opt("probe_misses", Ty::Int { min: 1, max: 100 }, "Unanswered probes in a row that mark a peer down (1–100). Not with `pop_detect`. Default 6.").default(json!(6)),
+                    // 50 ms × 3 had no false resets with 8 busy processes on this project's
+                    // 2-core hosts; 10 ms × 3 had some.
                     opt("bfd_interval", Ty::DurationOr("off"), "BFD interval between a POP and its transit, 10ms–10s, or `off` (only the BGP hold timer finds a dead POP). Default 50ms.").default(json!("50ms")),
                     opt("bfd_multiplier", Ty::Int { min: 1, max: 255 }, "Silent BFD intervals that declare the POP dead (1–255). Default 3.").default(json!(3)),
+                    // Measured in the lab with BIRD (BFD down in the transit's log to the new
+                    // route in its kernel table, `ip -ts monitor route`): 0.2–1.0 ms, median
+                    // 0.8 ms, over 5 freezes of pop/paris in `topologies/small.yaml` (README,
+                    // "Anycast and BGP"). The lab's BGP messages cross no delay and BIRD has no
+                    // MRAI; the public internet takes seconds.
                     opt("route_converge", Ty::Duration, "From a withdrawal to clients on their new POP (measured in the lab with BIRD: 1ms; the public internet takes seconds). Default 1ms.").default(json!("1ms")),
                     opt("pop_detect", Ty::Duration, "Shorthand for probe_misses × probe_interval. Not with `probe_misses`."),
                 ],
@@ -498,7 +575,7 @@ fn ty_schema(ty: &Ty) -> Value {
         Ty::Name => json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}),
         // Any scalar: the parser reads `name: 2025` as the text "2025".
         Ty::Text => json!({"type": ["string", "number", "boolean"]}),
-        Ty::Duration => {
+        Ty::Duration | Ty::DurationIn { .. } => {
             json!({"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]*)?\s*(ns|us|µs|ms|s|m|min|h)\s*$"})
         }
         Ty::DurationOr(word) => json!({"anyOf": [ty_schema(&Ty::Duration), {"const": word}]}),
@@ -608,6 +685,9 @@ pub fn json_schema() -> String {
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod agreement;
 
 #[cfg(test)]
 mod tests {
