@@ -107,7 +107,7 @@ pub enum LabCommand {
 
 /// Runs a `lab` subcommand.
 pub fn run(action: LabCommand) -> ExitCode {
-    use anyedge_lab::setup;
+    use anyedge_lab::{client, setup};
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
     // Whether the lab is up, as far as `status` found out (other commands leave it true).
     let mut up = true;
@@ -127,8 +127,8 @@ pub fn run(action: LabCommand) -> ExitCode {
             setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
         }
         LabCommand::Status { file, deployment, output, json } => match (file, deployment) {
-            (_, Some(dir)) => setup::deployment_status(&dir),
-            (Some(file), None) => setup::status(&file),
+            (_, Some(dir)) => client::lab::deployment_status(&dir),
+            (Some(file), None) => client::lab::status(&file),
             (None, None) => Err("a topology file or --deployment DIR".to_string()),
         }
         .map(|s| {
@@ -145,37 +145,37 @@ pub fn run(action: LabCommand) -> ExitCode {
             if command.first().is_some_and(|c| c == "anyedge") {
                 command[0] = exe.display().to_string();
             }
-            match setup::require_root("lab exec").and_then(|()| setup::exec(&file, &node, &command)) {
+            match setup::require_root("lab exec").and_then(|()| client::lab::exec(&file, &node, &command)) {
                 Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => Err(e),
             }
         }
         LabCommand::Kill { file, node } => setup::require_root("lab kill")
-            .and_then(|()| setup::kill(&file, &node))
+            .and_then(|()| client::lab::kill(&file, &node))
             .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
-        LabCommand::Metrics { file, node } => setup::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
+        LabCommand::Metrics { file, node } => client::lab::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
         LabCommand::Capture { file, node, out, duration, snaplen } => {
             if let Err(e) = anyedge_topology::parse_duration_ns(&duration) {
                 eprintln!("--duration: {e}");
                 return ExitCode::from(2);
             }
             setup::require_root("lab capture")
-                .and_then(|()| setup::capture(&file, &node, &out, (&duration, snaplen), &exe))
+                .and_then(|()| client::lab::capture(&file, &node, &out, (&duration, snaplen), &exe))
         }
         LabCommand::Freeze { file, node } => setup::require_root("lab freeze")
-            .and_then(|()| setup::freeze(&file, &node, true))
+            .and_then(|()| client::lab::freeze(&file, &node, true))
             .map(|n| println!("{node}: frozen ({n} processes)")),
         LabCommand::Thaw { file, node } => setup::require_root("lab thaw")
-            .and_then(|()| setup::freeze(&file, &node, false))
+            .and_then(|()| client::lab::freeze(&file, &node, false))
             .map(|n| println!("{node}: thawed ({n} processes)")),
         LabCommand::Bgp { file, node, json } => setup::require_root("lab bgp")
-            .and_then(|()| setup::bgp(&file, &node))
+            .and_then(|()| client::lab::bgp(&file, &node))
             .map(|routes| print!("{}", bgp_text(&routes, json))),
         LabCommand::Catchments { file, json } => setup::require_root("lab catchments")
-            .and_then(|()| setup::catchments(&file))
+            .and_then(|()| client::lab::catchments(&file))
             .map(|c| print!("{}", catchments_text(&c, json))),
         LabCommand::Start { file, node } => setup::require_root("lab start")
-            .and_then(|()| setup::start(&file, &node, &exe))
+            .and_then(|()| client::lab::start(&file, &node, &exe))
             .map(|()| println!("{node}: started")),
     };
     match result {
@@ -232,7 +232,7 @@ fn bgp_text(routes: &[anyedge_lab::bgp::Route], json: bool) -> String {
 }
 
 /// `lab status`'s table: every node's state, then what running nodes report.
-fn print_status(s: &anyedge_lab::setup::Status) {
+fn print_status(s: &anyedge_lab::client::lab::Status) {
     println!("lab {}: {}", s.lab, if s.up { "up" } else { "down" });
     for (node, state) in &s.nodes {
         println!("  {node:<32} {state}");

@@ -6,6 +6,7 @@
 //! lab to all of them.
 
 pub mod app_wire;
+pub mod bird;
 pub mod client;
 pub mod io;
 pub mod layout;

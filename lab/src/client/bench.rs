@@ -559,7 +559,7 @@ fn path_nodes(plan: &Plan) -> Hops {
 
 fn reset_residence(plan: &Plan, hops: &[(&'static str, String)]) {
     for (_, node) in hops {
-        let _ = setup::node_command(&plan.lab, node, "reset-residence");
+        let _ = crate::client::lab::node_command(&plan.lab, node, "reset-residence");
     }
 }
 
@@ -567,7 +567,7 @@ fn reset_residence(plan: &Plan, hops: &[(&'static str, String)]) {
 fn residence(plan: &Plan, hops: &[(&'static str, String)]) -> Vec<HopFigures> {
     let mut busiest: Vec<HopFigures> = Vec::new();
     for (hop, node) in hops {
-        let Some(status) = setup::ask_node(&plan.lab, node) else { continue };
+        let Some(status) = crate::client::lab::ask_node(&plan.lab, node) else { continue };
         for way in ["request", "reply"] {
             let r = &status["residence"][way];
             let ns = |k: &str| r[k].as_u64().unwrap_or(0);
@@ -705,14 +705,14 @@ fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -
     for round in 0..rounds {
         let leader = settle("before the kill")?.leader.ok_or("no leader")?;
         commit.push(write(10 + (round % 50) as u8)?);
-        setup::kill(file, &leader)?;
+        crate::client::lab::kill(file, &leader)?;
         // A write that does not commit is the finding, not the end of the benchmark.
         let after_kill = write(60 + (round % 40) as u8);
         if let Err(e) = &after_kill {
             eprintln!("round {}: the first write after killing {leader} did not commit: {e}", round + 1);
         }
         failover.push(after_kill.ok());
-        setup::start(file, &leader, exe)?;
+        crate::client::lab::start(file, &leader, exe)?;
     }
     settle("at the end")?;
     Ok((failover, commit))

@@ -114,7 +114,7 @@ pub fn status(file: &Path) -> Result<ClusterStatus, String> {
         for n in &lab.plan.nodes {
             let follows = matches!(lab.plan.namespaces[n.ns].role, Role::Pop(_) | Role::Clb { .. });
             if follows {
-                let answer = crate::setup::ask_node(&lab.plan.lab, &n.name);
+                let answer = crate::client::lab::ask_node(&lab.plan.lab, &n.name);
                 applied.insert(n.name.clone(), answer.and_then(|a| a["applied"].as_u64()));
             }
         }

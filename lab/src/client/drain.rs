@@ -58,13 +58,14 @@ fn pop_of(file: &Path, node: &str) -> Result<(Topology, Plan, usize), String> {
 
 /// Sends `command` to the POP's node and checks it took it.
 fn tell(lab: &str, pop: &str, command: &str, want: &str) -> Result<(), String> {
-    let reply = setup::node_command(lab, pop, command).map_err(|e| format!("{pop} does not answer: {e}"))?;
+    let reply =
+        crate::client::lab::node_command(lab, pop, command).map_err(|e| format!("{pop} does not answer: {e}"))?;
     let v: serde_json::Value = serde_json::from_str(reply.trim()).map_err(|_| format!("{pop}: `{}`", reply.trim()))?;
     if v["admin"] == want { Ok(()) } else { Err(format!("{pop} refused `{command}`: {}", reply.trim())) }
 }
 
 fn client_packets(lab: &str, pop: &str) -> Result<u64, String> {
-    setup::ask_node(lab, pop)
+    crate::client::lab::ask_node(lab, pop)
         .and_then(|s| s["client_packets"].as_u64())
         .ok_or(format!("{pop} does not answer its status"))
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyedge_topology::{ListenerProtocol, Topology};
 
+use crate::bird;
 use crate::client::bench::quantile;
-use crate::node::bgp;
 use crate::plan::{Plan, Role};
 use crate::setup;
 
@@ -157,8 +157,8 @@ fn kill_rounds(
         std::thread::sleep(LEAD);
         let at = Instant::now();
         match fault {
-            Fault::Freeze => setup::freeze(file, &name, true).map(drop)?,
-            Fault::Kill => setup::kill(file, &name)?,
+            Fault::Freeze => crate::client::lab::freeze(file, &name, true).map(drop)?,
+            Fault::Kill => crate::client::lab::kill(file, &name)?,
         }
         let (d, w, g) = rt.block_on(watch(t, &transits, victim, at));
         rounds.detect.push(d);
@@ -168,8 +168,8 @@ fn kill_rounds(
             rounds.resume.extend(longest_gaps(child, &report)?);
         }
         match fault {
-            Fault::Freeze => setup::freeze(file, &name, false).map(drop)?,
-            Fault::Kill => setup::start(file, &name, exe)?,
+            Fault::Freeze => crate::client::lab::freeze(file, &name, false).map(drop)?,
+            Fault::Kill => crate::client::lab::start(file, &name, exe)?,
         }
         let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         eprintln!(
@@ -190,8 +190,8 @@ fn settle(rt: &tokio::runtime::Runtime, transits: &[PathBuf], victim: usize) -> 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut steady_since: Option<Instant> = None;
     while Instant::now() < deadline {
-        let up = rt.block_on(bgp::command(&transits[victim], "show protocols")).is_ok_and(|text| {
-            let s = bgp::sessions(&text);
+        let up = rt.block_on(bird::command(&transits[victim], "show protocols")).is_ok_and(|text| {
+            let s = bird::sessions(&text);
             !s.is_empty() && s.iter().all(|x| x.bgp == "Established")
         });
         match (up, steady_since) {
@@ -219,8 +219,8 @@ async fn watch(
     let (mut detect, mut withdrawn, mut gone) = (None, None, None);
     while at.elapsed() < WATCH && (detect.is_none() || withdrawn.is_none() || gone.is_none()) {
         if detect.is_none() {
-            let text = bgp::command(&transits[victim], "show protocols").await.unwrap_or_default();
-            if bgp::sessions(&text).iter().any(|s| s.name.starts_with("pop") && s.bgp != "Established") {
+            let text = bird::command(&transits[victim], "show protocols").await.unwrap_or_default();
+            if bird::sessions(&text).iter().any(|s| s.name.starts_with("pop") && s.bgp != "Established") {
                 detect = Some(ms());
             }
         }
@@ -238,7 +238,7 @@ async fn watch(
 /// Whether any transit holds a route (selected or not) that `pop` announced.
 async fn holding(t: &Topology, transits: &[PathBuf], pop: &str) -> bool {
     for (x, socket) in transits.iter().enumerate() {
-        let routes = bgp::vip_routes(t, x, socket).await.unwrap_or_default();
+        let routes = bird::vip_routes(t, x, socket).await.unwrap_or_default();
         if routes.iter().any(|r| r.pop.as_deref() == Some(pop)) {
             return true;
         }
@@ -249,7 +249,7 @@ async fn holding(t: &Topology, transits: &[PathBuf], pop: &str) -> bool {
 /// The first transit whose selected route for a VIP leads to `pop` (`pop/NAME`), if any.
 pub(crate) async fn selecting(t: &Topology, transits: &[PathBuf], pop: &str) -> Option<usize> {
     for (x, socket) in transits.iter().enumerate() {
-        let routes = bgp::vip_routes(t, x, socket).await.unwrap_or_default();
+        let routes = bird::vip_routes(t, x, socket).await.unwrap_or_default();
         if routes.iter().any(|r| r.best && r.pop.as_deref() == Some(pop)) {
             return Some(x);
         }
@@ -260,7 +260,7 @@ pub(crate) async fn selecting(t: &Topology, transits: &[PathBuf], pop: &str) -> 
 /// Every transit's speaker socket, in POP order.
 pub(crate) fn transit_sockets(t: &Topology, plan: &Plan) -> Vec<PathBuf> {
     let dir = crate::layout::state_dir(&plan.lab);
-    (0..t.pops.len()).map(|x| bgp::speaker_socket(&dir, &format!("transit/{}", t.pops[x].name))).collect()
+    (0..t.pops.len()).map(|x| bird::speaker_socket(&dir, &format!("transit/{}", t.pops[x].name))).collect()
 }
 
 fn start_probe(

@@ -6,4 +6,5 @@ pub mod capture;
 pub mod ctl;
 pub mod drain;
 pub mod failover;
+pub mod lab;
 pub mod probe;

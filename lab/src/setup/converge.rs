@@ -1,0 +1,101 @@
+//! Waiting for a lab to converge: every BGP session up and every route in place.
+
+use super::*;
+
+/// Waits until every BGP session of every speaker is established (they open after
+/// BIRD's one-second connect delay) and every client group's transit has a route to each
+/// VIP its traffic goes to.
+pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dir = state_dir(&plan.lab);
+    let speakers: Vec<std::path::PathBuf> = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_)))
+        .map(|n| crate::bird::speaker_socket(&dir, &n.name))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let mut waiting = speakers;
+    while !waiting.is_empty() {
+        waiting.retain(|socket| {
+            // A speaker with no sessions (a POP that publishes no VIP) has nothing to wait for.
+            match rt.block_on(crate::bird::command(socket, "show protocols")) {
+                Ok(text) => crate::bird::sessions(&text).iter().any(|s| s.bgp != "Established"),
+                Err(_) => true,
+            }
+        });
+        if Instant::now() > deadline {
+            return Err(format!("BGP sessions not established after 30 s: {waiting:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut wanted = Vec::new();
+    for g in 0..t.clients.len() {
+        let Some(ns) = plan.ns_index(&Role::Client(g)).and_then(|c| plan.upstream(c)) else { continue };
+        for &k in &t.clients[g].traffic {
+            let vip = &t.vips[t.traffic[k].vip];
+            if t.pop_order(g, t.traffic[k].vip).is_empty() {
+                continue;
+            }
+            wanted.push((plan.namespaces[ns].name.clone(), format!("{}/32", vip.ipv4)));
+            if let Some(v6) = vip.ipv6 {
+                wanted.push((plan.namespaces[ns].name.clone(), format!("{v6}/128")));
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    loop {
+        wanted.retain(|(ns, prefix)| {
+            let family = if prefix.contains(':') { "-6" } else { "-4" };
+            let out = Command::new("ip").args(["-n", ns, family, "route", "show", prefix]).output();
+            !out.is_ok_and(|o| !o.stdout.is_empty())
+        });
+        if wanted.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("BGP has not converged after 30 s: no route yet for {wanted:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_every_route(t, plan, &rt, deadline)
+}
+
+/// Waits until every transit holds a route from every POP that publishes each VIP, in
+/// each of its families: the sessions between transits are delayed (the model's one-way
+/// delay), so the far POPs' routes arrive last.
+pub(super) fn wait_every_route(
+    t: &Topology,
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    deadline: Instant,
+) -> Result<(), String> {
+    let dir = state_dir(&plan.lab);
+    let mut waiting: Vec<usize> = (0..t.pops.len()).collect();
+    loop {
+        waiting.retain(|&x| {
+            let socket = crate::bird::speaker_socket(&dir, &format!("transit/{}", t.pops[x].name));
+            let routes = rt.block_on(crate::bird::vip_routes(t, x, &socket)).unwrap_or_default();
+            let prefixes = t.vips.iter().flat_map(|v| {
+                let v6 = v.ipv6.map(|a| format!("{a}/128"));
+                std::iter::once(format!("{}/32", v.ipv4)).chain(v6).map(move |prefix| (v, prefix))
+            });
+            let complete = prefixes.into_iter().all(|(v, prefix)| {
+                v.pops.iter().all(|&p| {
+                    let pop = format!("pop/{}", t.pops[p].name);
+                    routes.iter().any(|r| r.prefix == prefix && r.pop.as_deref() == Some(pop.as_str()))
+                })
+            });
+            !complete
+        });
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = waiting.iter().map(|&x| format!("transit/{}", t.pops[x].name)).collect();
+            return Err(format!("BGP has not converged after 30 s: {} lack a POP's route", names.join(", ")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
