@@ -64,7 +64,7 @@ impl SynCookies {
         input.extend_from_slice(&client_isn.to_be_bytes());
         input.extend_from_slice(&period.to_be_bytes());
         input.extend_from_slice(&mss_index.to_be_bytes());
-        debug_assert!(input.len() <= 48, "two addresses, two ports and three numbers");
+        debug_assert!(input.len() <= 2 * 16 + 2 * 2 + 4 + 8 + 4, "two addresses, two ports and three numbers");
         let out = self.prf.eval(&input);
         u32::from_be_bytes([0, out[0], out[1], out[2]])
     }
@@ -110,6 +110,16 @@ mod tests {
             dst: "198.18.0.20".parse().unwrap(),
             dst_port: 80,
         }
+    }
+
+    #[test]
+    fn an_ipv6_clients_cookie_checks_out_as_an_ipv4_clients_does() {
+        let c = SynCookies::new(b"node secret");
+        let v6 = FlowKey { src: "2001:db8::7".parse().unwrap(), dst: "fd00:a::20".parse().unwrap(), ..key(4000) };
+        let t = 3 * PERIOD_NS;
+        let (cookie, mss) = c.make(&v6, 99, Some(1_440), t);
+        assert_eq!(c.check(&v6, 99, cookie, t), Some(mss));
+        assert_eq!(c.check(&key(4000), 99, cookie, t), None, "not an IPv4 client's");
     }
 
     #[test]

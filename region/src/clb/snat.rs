@@ -63,7 +63,7 @@ impl SnatPool {
             let k = self.cursor % share;
             self.cursor = self.cursor.wrapping_add(1);
             let port = SNAT_PORTS.start + (k * u32::from(self.node_count)) as u16 + self.node_index;
-            debug_assert!(SNAT_PORTS.contains(&port) && port % self.node_count == self.node_index % self.node_count);
+            debug_assert!(SNAT_PORTS.contains(&port) && (port - SNAT_PORTS.start) % self.node_count == self.node_index);
             if self.used.insert((ip, port, transport, backend)) {
                 *self.taken.entry((ip, transport, backend)).or_default() += 1;
                 return Some(port);
@@ -137,5 +137,21 @@ mod tests {
         assert_eq!(a.take(ip, Transport::Tcp, backend), None, "a full pool");
         let other: SocketAddr = "10.1.0.2:80".parse().unwrap();
         assert!(a.take(ip, Transport::Tcp, other).is_some(), "another backend's pool is its own");
+    }
+
+    #[test]
+    fn three_nodes_share_the_range_without_a_port_in_common() {
+        let ip: IpAddr = "10.9.0.1".parse().unwrap();
+        let backend: SocketAddr = BACKEND.parse().unwrap();
+        let mut taken = HashSet::new();
+        for node in 0..3 {
+            let mut pool = SnatPool::new(vec![ip], node, 3);
+            for _ in 0..100 {
+                let port = pool.take(ip, Transport::Tcp, backend).expect("room");
+                assert!(SNAT_PORTS.contains(&port));
+                assert!(taken.insert(port), "port {port} handed out twice");
+            }
+        }
+        assert_eq!(taken.len(), 300);
     }
 }
