@@ -37,7 +37,7 @@ pub async fn command(socket: &Path, cmd: &str) -> Result<String, String> {
 }
 
 /// `CODE-text`, `CODE text` or ` text`: the code, the separator and the text.
-pub(crate) fn split_reply(line: &str) -> (Option<u32>, char, &str) {
+fn split_reply(line: &str) -> (Option<u32>, char, &str) {
     let b = line.as_bytes();
     if b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit) && (b[4] == b'-' || b[4] == b' ') {
         (line[..4].parse().ok(), b[4] as char, &line[5..])
@@ -175,4 +175,94 @@ async fn table_routes(t: &Topology, own: usize, socket: &Path, group: Option<usi
         }
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bird::{pop_config, transit_config};
+    use crate::plan::Plan;
+
+    #[test]
+    fn a_transit_takes_from_its_pop_only_the_vips_that_pop_publishes_over_ttl_security() {
+        // reference.yaml: `edge` (198.18.0.20) on every POP, `api` (198.18.0.30) on paris.
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/reference.yaml");
+        let t = anyedge_topology::load(&path).unwrap();
+        let plan = Plan::new(&t);
+        let session = |x: usize| {
+            let config = transit_config(&t, &plan, x).unwrap();
+            config.lines().find(|l| l.starts_with("protocol bgp pop4")).unwrap().to_string()
+        };
+        let (paris, warsaw) = (session(0), session(1));
+        assert!(paris.contains("198.18.0.20/32") && paris.contains("198.18.0.30/32"), "{paris}");
+        assert!(warsaw.contains("198.18.0.20/32") && !warsaw.contains("198.18.0.30"), "{warsaw}");
+        assert!(paris.contains("ttl security yes") && warsaw.contains("ttl security yes"));
+        let pop = pop_config(&t, &plan, 1).unwrap();
+        assert!(pop.lines().filter(|l| l.starts_with("protocol bgp")).all(|l| l.contains("ttl security yes")), "{pop}");
+    }
+
+    #[test]
+    fn reply_lines_split_into_code_and_text() {
+        assert_eq!(split_reply("0001 BIRD 2.0.12 ready."), (Some(1), ' ', "BIRD 2.0.12 ready."));
+        assert_eq!(split_reply("2002-Name       Proto"), (Some(2002), '-', "Name       Proto"));
+        assert_eq!(split_reply(" continued"), (None, '-', "continued"));
+        assert_eq!(split_reply("8001 Protocol not found"), (Some(8001), ' ', "Protocol not found"));
+    }
+
+    #[test]
+    fn routes_come_from_show_route_all_with_the_pop_that_announced_them() {
+        let t = anyedge_topology::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../topologies/small.yaml"
+        )))
+        .unwrap();
+        // A second route of the same prefix is indented to the header's width.
+        let text = [
+            "Table master4:",
+            "198.18.0.20/32       unicast [pop4 21:09:00.498] * (100) [AS64500i]",
+            "\tvia 198.18.128.14 on l3",
+            "\tBGP.as_path: 64500",
+            "\tBGP.med: 0",
+            "                     unicast [t1_4 21:09:00.546] (100) [AS64500i]",
+            "\tvia 198.18.128.30 on l7",
+            "\tBGP.as_path: 4200000001 64500",
+            "\tBGP.med: 26770",
+        ]
+        .join("\n");
+        let r = routes(&t, 0, &text);
+        assert_eq!(r.len(), 2);
+        assert!(r[0].best && !r[1].best);
+        assert_eq!((r[0].pop.as_deref(), r[1].pop.as_deref()), (Some("pop/paris"), Some("pop/warsaw")));
+        assert_eq!((r[1].via.as_str(), r[1].med, r[1].from.as_str()), ("198.18.128.30", Some(26770), "t1_4"));
+        assert_eq!(r[1].prefix, "198.18.0.20/32");
+    }
+
+    #[test]
+    fn sessions_come_from_show_protocols() {
+        let text = "Name       Proto      Table      State  Since         Info\n\
+device1    Device     ---        up     12:00:00.000  \n\
+pop4       BGP        ---        up     12:00:01.000  Established   \n\
+t1_4       BGP        ---        start  12:00:01.000  Active        Socket: Connection refused\n";
+        let s = sessions(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].name.as_str(), s[0].state.as_str(), s[0].bgp.as_str()), ("pop4", "up", "Established"));
+        assert_eq!((s[1].name.as_str(), s[1].bgp.as_str()), ("t1_4", "Active"));
+    }
+
+    #[test]
+    fn show_protocols_all_adds_each_sessions_prefix_counts() {
+        // As BIRD 2.0.12 answers on its control socket (one leading space stripped).
+        let text = "Name       Proto      Table      State  Since         Info\n\
+vip4_0     Static     master4    up     06:35:15.875  \n \
+ Channel ipv4\n    Routes:         1 imported, 0 exported, 1 preferred\n\
+transit4   BGP        ---        up     06:35:16.681  Established   \n \
+ BGP state:          Established\n    Neighbor AS:      4200000000\n \
+ Channel ipv4\n    State:          UP\n    Routes:         0 imported, 1 exported, 0 preferred\n\
+t2_4       BGP        ---        up     06:35:16.700  Established   \n \
+ Channel ipv4\n    Routes:         2 imported, 1 filtered, 3 exported, 1 preferred\n";
+        let s = sessions(text);
+        assert_eq!(s.len(), 2, "the static protocol is no session: {s:?}");
+        assert_eq!((s[0].name.as_str(), s[0].imported, s[0].exported), ("transit4", 0, 1));
+        assert_eq!((s[1].name.as_str(), s[1].imported, s[1].exported), ("t2_4", 2, 3));
+    }
 }
