@@ -244,12 +244,13 @@ enum Classified {
 impl Clb {
     pub fn new(config: ClbConfig, now_ns: u64) -> Clb {
         let node = NodeSelf::new(&config);
+        let l7 = L7Front::new(config.source_prefix_v4, &config.auth.node_secret("clb syn cookies"));
         let mut backends = BackendTable::default();
         let mut health = Vec::new();
         let mut listeners = ListenerTable::default();
         for lc in config.listeners {
             let (mut listener, added) = ListenerState::new(lc, &mut backends, &config.health);
-            listener.quic = node.quic_endpoint(&listener.config, config.source_prefix_v4);
+            listener.quic = node.quic_endpoint(&listener.config, l7.proxy().source_prefix_v4());
             health.extend(added);
             listeners.push(listener);
         }
@@ -268,7 +269,7 @@ impl Clb {
             snat: SnatPool::new(config.snat, config.node_index, node.count),
             firewall: (!config.security_groups.is_empty())
                 .then(|| crate::security::Firewall::new(config.security_groups)),
-            l7: L7Front::new(config.source_prefix_v4, &config.auth.node_secret("clb syn cookies")),
+            l7,
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
             flows_created: 0,
             node,

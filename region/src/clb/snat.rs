@@ -75,10 +75,6 @@ impl SnatPool {
     /// A port an evicted flow held, handed straight to the new flow: it stays taken.
     pub fn hand_over(&mut self, ip: IpAddr, port: u16, transport: Transport, backend: SocketAddr) {
         self.evictions += 1;
-        self.mark_taken(ip, port, transport, backend);
-    }
-
-    fn mark_taken(&mut self, ip: IpAddr, port: u16, transport: Transport, backend: SocketAddr) {
         if self.used.insert((ip, port, transport, backend)) {
             *self.taken.entry((ip, transport, backend)).or_default() += 1;
         }
