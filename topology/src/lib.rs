@@ -296,6 +296,12 @@ pub struct ClientGroup {
     pub address: Option<Cidr>,
 }
 
+/// How long a client waits on a TCP connection that makes no progress (no connection
+/// made, no answer completed) while it has a request outstanding, before it gives the
+/// connection up, counts that request lost and connects again. The lab's probe waits as
+/// long (`lab/src/client/probe.rs`), so a silent connection costs the same in both drivers.
+pub const CLIENT_WAIT_NS: u64 = 5_000_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TrafficKind {
     /// Request/response datagrams: one every `interval_ns`, `size` bytes of payload.

@@ -475,7 +475,7 @@ trait AppStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AppStream for T {}
 
 /// How long a flow waits for its connection, its handshake or an answer…
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_nanos(anyedge_topology::CLIENT_WAIT_NS);
 /// …but never past `--duration` and this much more.
 const GRACE: Duration = Duration::from_secs(1);
 

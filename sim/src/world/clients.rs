@@ -12,6 +12,7 @@ use crate::world::links::LinkKind;
 use crate::world::quic_client::QuicFlow;
 use crate::world::tcp_app::TcpApp;
 use crate::world::tcp_app::service_tcp_flow;
+use crate::world::tcp_app::silent_deadline;
 use anyedge_ccn::ComponentRng;
 use anyedge_pop::rendezvous_node;
 use anyedge_proto::FlowKey;
@@ -64,6 +65,10 @@ pub(super) struct TcpFlow {
     pub(super) tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes waiting for room in the socket (TLS records, or the plain request).
     pub(super) wire: Vec<u8>,
+    /// When the flow last made progress (a connection begun, an answer completed, a
+    /// request issued to an idle flow): with a request outstanding, a connection silent
+    /// for `CLIENT_WAIT_NS` past it is given up.
+    pub(super) progress_ns: u64,
 }
 
 pub(super) struct Client {
@@ -201,6 +206,9 @@ impl<'t> World<'t> {
             self.note_sent(client, slot, now);
             let c = &mut self.edge.clients[client];
             let tf = &mut c.tcp_flows[slot];
+            if tf.pending.is_empty() {
+                tf.progress_ns = now;
+            }
             tf.pending.push_back(now);
             if tf.pending.len() > TCP_PENDING_MAX {
                 // The oldest request is abandoned with its connection (its answer must not
@@ -227,6 +235,7 @@ impl<'t> World<'t> {
         };
         stack.poll(now);
         let mut completions: Vec<(usize, u64, Option<SocketAddr>)> = Vec::new();
+        let mut give_up_at: Option<u64> = None;
         for (k, &class_idx) in t.clients[group].traffic.iter().enumerate() {
             let class = &t.traffic[class_idx];
             let TrafficKind::Tcp { request, response, .. } = class.kind else {
@@ -242,18 +251,19 @@ impl<'t> World<'t> {
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let tf = &mut self.edge.clients[client].tcp_flows[slot];
-                service_tcp_flow(&mut stack, tf, slot, addr, remote, &app, &mut completions);
+                service_tcp_flow(&mut stack, tf, (slot, now), addr, remote, &app, &mut completions);
                 // Between requests a kept-alive connection holds no buffer memory.
                 if tf.pending.is_empty()
                     && let Some(h) = tf.handle
                 {
                     stack.socket(h).release_idle_buffers();
                 }
+                give_up_at = give_up_at.into_iter().chain(silent_deadline(tf)).min();
             }
         }
         stack.poll(now);
         let out: Vec<Vec<u8>> = stack.drain_tx().collect();
-        let next = stack.poll_at_ns(now);
+        let next = stack.poll_at_ns(now).into_iter().chain(give_up_at).min();
         self.edge.clients[client].tcp = Some(stack);
         for (slot, issued, backend) in completions {
             self.record_reply(client, slot, issued, backend);

@@ -5,6 +5,7 @@ use crate::world::clients::TcpFlow;
 use crate::world::clients::port_of;
 use anyedge_region::tcp_stack::TcpStack;
 use anyedge_region::tcp_stack::buffer_for;
+use anyedge_topology::CLIENT_WAIT_NS;
 use smoltcp::socket::tcp;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -46,13 +47,14 @@ impl TcpApp {
 pub(super) fn service_tcp_flow(
     stack: &mut TcpStack,
     tf: &mut TcpFlow,
-    slot: usize,
+    (slot, now): (usize, u64),
     addr: IpAddr,
     remote: (IpAddr, u16),
     app: &TcpApp,
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
-    if !ensure_connected(stack, tf, slot, (addr, remote), app) {
+    give_up_if_silent(stack, tf, now);
+    if !ensure_connected(stack, tf, (slot, now), (addr, remote), app) {
         return;
     }
     let Some(h) = tf.handle else { return };
@@ -67,9 +69,13 @@ pub(super) fn service_tcp_flow(
         anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
     }
     send_wire(s, tf);
+    let answered = completions.len();
     if !read_response(s, tf, app, slot, completions) {
         s.abort();
         return;
+    }
+    if completions.len() > answered {
+        tf.progress_ns = now;
     }
     // A finished handshake may have freed the request, or TLS may owe the peer records.
     if tf.tls.is_some() {
@@ -81,12 +87,35 @@ pub(super) fn service_tcp_flow(
     }
 }
 
+/// A connection that made no progress for `CLIENT_WAIT_NS` while a request waited is
+/// given up, as an application's read timeout would: the request in progress counts as
+/// lost (sent, never answered) and the next service connects again. Without it a client
+/// whose answer a restarted load balancer can no longer route back would wait forever:
+/// it has nothing unacknowledged to retransmit.
+fn give_up_if_silent(stack: &mut TcpStack, tf: &mut TcpFlow, now: u64) {
+    if tf.pending.is_empty() || now < tf.progress_ns.saturating_add(CLIENT_WAIT_NS) {
+        return;
+    }
+    if let Some(h) = tf.handle {
+        stack.socket(h).abort();
+    }
+    tf.pending.pop_front();
+    tf.reset_exchange();
+    tf.progress_ns = now;
+}
+
+/// When the flow gives its connection up unless it makes progress first (`None`: it
+/// waits on nothing).
+pub(super) fn silent_deadline(tf: &TcpFlow) -> Option<u64> {
+    (!tf.pending.is_empty()).then(|| tf.progress_ns.saturating_add(CLIENT_WAIT_NS))
+}
+
 /// A flow whose connection broke (or never was) and has requests waiting gets a new
 /// connection from the next port generation; false when it has none to use.
 fn ensure_connected(
     stack: &mut TcpStack,
     tf: &mut TcpFlow,
-    slot: usize,
+    (slot, now): (usize, u64),
     (addr, remote): (IpAddr, (IpAddr, u16)),
     app: &TcpApp,
 ) -> bool {
@@ -115,6 +144,7 @@ fn ensure_connected(
         return false;
     }
     tf.handle = Some(h);
+    tf.progress_ns = now;
     tf.tls = app.tls.as_ref().and_then(|cfg| {
         let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
         rustls::ClientConnection::new(cfg.clone(), name).ok().map(Box::new)
