@@ -73,7 +73,7 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
 /// could not run, 1 when the JSON could not be written.
 pub fn report<F: Serialize>(
     name: &str,
-    figures: Result<F, String>,
+    figures: Result<F, impl std::fmt::Display>,
     json: Option<std::path::PathBuf>,
     summary: impl Fn(&F) -> String,
 ) -> std::process::ExitCode {

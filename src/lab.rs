@@ -111,25 +111,30 @@ pub fn run(action: LabCommand) -> ExitCode {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
     // Whether the lab is up, as far as `status` found out (other commands leave it true).
     let mut up = true;
-    let result = match action {
+    let result: Result<(), client::ClientError> = match action {
         LabCommand::Up { file, no_impairments, realtime, tun_queues } => {
             let options = setup::LabOptions { impairments: !no_impairments, realtime, tun_queues };
-            setup::up_with(&file, &exe, options).map(|s| {
-                println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
-            })
+            setup::up_with(&file, &exe, options)
+                .map(|s| {
+                    println!("lab {} is up: {} namespaces, {} node processes", s.lab, s.namespaces.len(), s.pids.len());
+                })
+                .map_err(Into::into)
         }
         LabCommand::Reload { file, new_vip_certificates, new_node_certificates } => {
-            setup::reload(&file, new_vip_certificates, new_node_certificates).map(|nodes| {
-                println!("lab reloaded: SIGHUP to {} nodes ({})", nodes.len(), nodes.join(", "));
-            })
+            setup::reload(&file, new_vip_certificates, new_node_certificates)
+                .map(|nodes| {
+                    println!("lab reloaded: SIGHUP to {} nodes ({})", nodes.len(), nodes.join(", "));
+                })
+                .map_err(Into::into)
         }
-        LabCommand::Down { file } => {
-            setup::require_root("lab down").and_then(|()| setup::down(&file)).map(|()| println!("lab is down"))
-        }
+        LabCommand::Down { file } => setup::require_root("lab down")
+            .and_then(|()| setup::down(&file))
+            .map(|()| println!("lab is down"))
+            .map_err(Into::into),
         LabCommand::Status { file, deployment, output, json } => match (file, deployment) {
             (_, Some(dir)) => client::lab::deployment_status(&dir),
             (Some(file), None) => client::lab::status(&file),
-            (None, None) => Err("a topology file or --deployment DIR".to_string()),
+            (None, None) => Err(client::ClientError::Unsuited("a topology file or --deployment DIR".into())),
         }
         .map(|s| {
             up = s.up;
@@ -145,12 +150,12 @@ pub fn run(action: LabCommand) -> ExitCode {
             if command.first().is_some_and(|c| c == "anyedge") {
                 command[0] = exe.display().to_string();
             }
-            match setup::require_root("lab exec").and_then(|()| client::lab::exec(&file, &node, &command)) {
+            match root("lab exec").and_then(|()| client::lab::exec(&file, &node, &command)) {
                 Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => Err(e),
             }
         }
-        LabCommand::Kill { file, node } => setup::require_root("lab kill")
+        LabCommand::Kill { file, node } => root("lab kill")
             .and_then(|()| client::lab::kill(&file, &node))
             .map(|()| println!("{node}: stopped (its namespace stays, like a crashed machine's)")),
         LabCommand::Metrics { file, node } => client::lab::metrics(&file, node.as_deref()).map(|text| print!("{text}")),
@@ -159,22 +164,21 @@ pub fn run(action: LabCommand) -> ExitCode {
                 eprintln!("--duration: {e}");
                 return ExitCode::from(2);
             }
-            setup::require_root("lab capture")
-                .and_then(|()| client::lab::capture(&file, &node, &out, (&duration, snaplen), &exe))
+            root("lab capture").and_then(|()| client::lab::capture(&file, &node, &out, (&duration, snaplen), &exe))
         }
-        LabCommand::Freeze { file, node } => setup::require_root("lab freeze")
+        LabCommand::Freeze { file, node } => root("lab freeze")
             .and_then(|()| client::lab::freeze(&file, &node, true))
             .map(|n| println!("{node}: frozen ({n} processes)")),
-        LabCommand::Thaw { file, node } => setup::require_root("lab thaw")
+        LabCommand::Thaw { file, node } => root("lab thaw")
             .and_then(|()| client::lab::freeze(&file, &node, false))
             .map(|n| println!("{node}: thawed ({n} processes)")),
-        LabCommand::Bgp { file, node, json } => setup::require_root("lab bgp")
+        LabCommand::Bgp { file, node, json } => root("lab bgp")
             .and_then(|()| client::lab::bgp(&file, &node))
             .map(|routes| print!("{}", bgp_text(&routes, json))),
-        LabCommand::Catchments { file, json } => setup::require_root("lab catchments")
+        LabCommand::Catchments { file, json } => root("lab catchments")
             .and_then(|()| client::lab::catchments(&file))
             .map(|c| print!("{}", catchments_text(&c, json))),
-        LabCommand::Start { file, node } => setup::require_root("lab start")
+        LabCommand::Start { file, node } => root("lab start")
             .and_then(|()| client::lab::start(&file, &node, &exe))
             .map(|()| println!("{node}: started")),
     };
@@ -187,6 +191,11 @@ pub fn run(action: LabCommand) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether this process may run a lab command that needs root, as a client's error.
+fn root(what: &str) -> Result<(), anyedge_lab::client::ClientError> {
+    Ok(anyedge_lab::setup::require_root(what)?)
 }
 
 /// `lab catchments`' table (or JSON): one line per client group.

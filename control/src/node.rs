@@ -91,6 +91,8 @@ impl std::fmt::Display for StepError {
     }
 }
 
+impl std::error::Error for StepError {}
+
 /// What a watcher (POP, CLB node) needs to follow the table from `after`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CatchUp {

@@ -1,6 +1,7 @@
 //! The lab's fixed layout, in one place every other module imports: the ports nodes
 //! listen on, and the files of a lab's state directory (markers, sockets, logs).
 
+use crate::error::{Doing, SysError};
 use std::path::{Path, PathBuf};
 
 /// CCN tunnel (UDP) on POPs and CLB nodes.
@@ -43,26 +44,20 @@ pub fn private_files() {
 }
 
 /// Creates `dir` (and its parents) readable by root only, tightening it if it exists.
-pub fn private_dir(dir: &Path) -> Result<(), String> {
+pub fn private_dir(dir: &Path) -> Result<(), SysError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::create_dir_all(dir).at(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)
 }
 
 /// Writes `bytes` to `path`, readable by root only (0600 also over an existing file):
 /// keys, certificates, rendered configurations.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SysError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).at(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).at(path)?;
+    f.write_all(bytes).at(path)
 }
 
 /// The folder of ready markers: a node writes its own once it has bound everything.
@@ -75,9 +70,9 @@ pub fn ready_marker(state_dir: &Path, node: &str) -> PathBuf {
     ready_dir(state_dir).join(sanitize(node))
 }
 
-pub fn mark_ready(path: &Path) -> Result<(), String> {
+pub fn mark_ready(path: &Path) -> Result<(), SysError> {
     tracing::info!("ready");
-    std::fs::write(path, b"ready\n").map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, b"ready\n").at(path)
 }
 
 /// A node's status socket (`status` answers one JSON line).
@@ -133,16 +128,12 @@ pub fn local_peer_allowed(stream: &tokio::net::UnixStream) -> bool {
 /// node forever, nor a device like /dev/zero, which never ends), at most
 /// [`NODE_FILE_BYTES_MAX`], owned by this user or root, writable by nobody else, and for
 /// a [`FileTrust::Secret`] readable by nobody else.
-pub fn read_node_file(path: &Path, trust: FileTrust) -> Result<String, String> {
+pub fn read_node_file(path: &Path, trust: FileTrust) -> Result<String, SysError> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let at = |e: String| format!("{}: {e}", path.display());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| at(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| at(e.to_string()))?;
+    let at = |why: String| SysError::bad_file(path, why);
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).at(path)?;
+    let meta = file.metadata().at(path)?;
     if !meta.file_type().is_file() {
         return Err(at("not a regular file".into()));
     }
@@ -160,16 +151,16 @@ pub fn read_node_file(path: &Path, trust: FileTrust) -> Result<String, String> {
         return Err(at(format!("mode {mode:03o}: a secret must be its owner's alone (chmod 600)")));
     }
     let mut text = String::new();
-    file.take(NODE_FILE_BYTES_MAX + 1).read_to_string(&mut text).map_err(|e| at(e.to_string()))?;
+    file.take(NODE_FILE_BYTES_MAX + 1).read_to_string(&mut text).at(path)?;
     Ok(text)
 }
 
 /// A node's directory (its configuration, its keys): a directory owned by this user or
 /// root that nobody else may write into (they could swap a file in).
-pub fn check_node_dir(dir: &Path) -> Result<(), String> {
+pub fn check_node_dir(dir: &Path) -> Result<(), SysError> {
     use std::os::unix::fs::MetadataExt;
-    let at = |e: String| format!("{}: {e}", dir.display());
-    let meta = std::fs::metadata(dir).map_err(|e| at(e.to_string()))?;
+    let at = |why: String| SysError::bad_file(dir, why);
+    let meta = std::fs::metadata(dir).at(dir)?;
     if !meta.is_dir() {
         return Err(at("not a directory".into()));
     }

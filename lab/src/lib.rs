@@ -8,6 +8,7 @@
 pub mod app_wire;
 pub mod bird;
 pub mod client;
+pub mod error;
 pub mod io;
 pub mod layout;
 pub mod node;

@@ -16,6 +16,7 @@ use rcgen::{
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+use crate::error::{Doing, SysError};
 use crate::layout::sanitize;
 
 /// Where a lab keeps its certificates.
@@ -23,8 +24,50 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("pki")
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("certificates: {e}")
+/// Why the lab's certificates or keys could not be made, read or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file or directory of the PKI (see [`SysError`]'s kinds).
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// rcgen could not make a key or sign a certificate.
+    #[error("certificates: {0}")]
+    Issue(#[from] rcgen::Error),
+    /// rustls refused a certificate, key or configuration made of them.
+    #[error("{what}: {source}")]
+    Tls {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// A certificate or key file that does not hold what it must (not a key, not the
+    /// certificate's key, not issued by the CA, not valid now, for another node).
+    #[error("{}: {why}", path.display())]
+    Refused { path: PathBuf, why: String },
+    /// A node name that names no role (`control/N`, `pop/X`, `clb/R/N`, `ctl`).
+    #[error("`{0}` names no role")]
+    NoRole(String),
+    /// The system gave no randomness for the backbone's secret.
+    #[error("the backbone's secret: {0}")]
+    Secret(String),
+}
+
+/// Why a peer's certificate gives it no identity in the lab.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityRefused {
+    #[error("unreadable certificate: {0}")]
+    Unreadable(String),
+    #[error("certificate without exactly one common name and one role")]
+    NotOneName,
+    #[error("certificate for `{0}`, which names no role")]
+    NoRole(String),
+    #[error("certificate for `{name}` claims role `{unit}`")]
+    WrongRole { name: String, unit: String },
+}
+
+/// A certificate or key at `path` that is not what it must be.
+fn refused(path: &Path, why: impl std::fmt::Display) -> PkiError {
+    PkiError::Refused { path: path.to_path_buf(), why: why.to_string() }
 }
 
 /// A VIP's server certificate: its name (a DNS name in the SAN) and its addresses.
@@ -50,38 +93,38 @@ pub struct Ca {
 
 impl Ca {
     /// A new self-signed CA (Ed25519).
-    pub fn generate() -> Result<Ca, String> {
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
+    pub fn generate() -> Result<Ca, PkiError> {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
         let key_pem = ca_key.serialize_pem();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+        let ca = ca_params.self_signed(&ca_key)?;
         Ok(Ca { issuer: Issuer::new(ca_params, ca_key), pem: ca.pem(), key_pem })
     }
 
     /// The CA kept in `dir` (`ca.pem`, `ca.key`), as `render` writes it.
-    pub fn load(dir: &Path) -> Result<Ca, String> {
+    pub fn load(dir: &Path) -> Result<Ca, PkiError> {
         let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
         let pem = read(&cert)?;
         let key_pem = read(&key)?;
-        let signing = KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: not a private key: {e}", key.display()))?;
+        let signing = KeyPair::from_pem(&key_pem).map_err(|e| refused(&key, format!("not a private key: {e}")))?;
         let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .map_err(|e| format!("{}: not a PEM certificate: {e}", cert.display()))?;
-        let x509 = parsed.parse_x509().map_err(|e| format!("{}: not a certificate: {e}", cert.display()))?;
+            .map_err(|e| refused(&cert, format!("not a PEM certificate: {e}")))?;
+        let x509 = parsed.parse_x509().map_err(|e| refused(&cert, format!("not a certificate: {e}")))?;
         if x509.public_key().subject_public_key.data.as_ref() != signing.public_key_raw() {
-            return Err(format!("{}: the key is not the certificate's ({})", key.display(), cert.display()));
+            return Err(refused(&key, format!("the key is not the certificate's ({})", cert.display())));
         }
         if !x509.is_ca() {
-            return Err(format!("{}: not a CA certificate", cert.display()));
+            return Err(refused(&cert, "not a CA certificate"));
         }
-        let issuer = Issuer::from_ca_cert_pem(&pem, signing).map_err(|e| format!("{}: {e}", cert.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&pem, signing).map_err(|e| refused(&cert, e))?;
         Ok(Ca { issuer, pem, key_pem })
     }
 
     /// Keeps the CA in `dir` (certificate and key, both 0600): the operator's to guard.
-    pub fn save(&self, dir: &Path) -> Result<(), String> {
+    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         crate::layout::private_dir(dir)?;
         write(&dir.join("ca.pem"), &self.pem)?;
         write(&dir.join("ca.key"), &self.key_pem)
@@ -89,7 +132,7 @@ impl Ca {
 }
 
 /// Issues a fresh CA's certificates (see [`issue_with`]); the CA's key is not kept.
-pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNames]) -> Result<(), String> {
+pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNames]) -> Result<(), PkiError> {
     issue_with(state_dir, &Ca::generate()?, nodes, vips)
 }
 
@@ -102,18 +145,18 @@ pub fn issue_with(
     ca: &Ca,
     nodes: &[(String, Option<IpAddr>)],
     vips: &[VipNames],
-) -> Result<(), String> {
+) -> Result<(), PkiError> {
     issue_nodes(state_dir, ca, nodes)?;
     issue_vips(state_dir, ca, vips)?;
     // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
     let dir = dir(state_dir);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, "client");
     params.distinguished_name.push(DnType::OrganizationalUnitName, anyedge_region::identity::VIP_CLIENT_ROLE);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca.issuer).map_err(err)?;
+    let cert = params.signed_by(&key, &ca.issuer)?;
     write(&dir.join("client.pem"), &cert.pem())?;
     write(&dir.join("client.key"), &key.serialize_pem())?;
     Ok(())
@@ -122,16 +165,16 @@ pub fn issue_with(
 /// A fresh certificate and key from `ca` for each `(node, address)` (addresses in the
 /// SAN, the role in the OU) and for `ctl`, into `state_dir`'s `pki/`, beside the CA's
 /// certificate: at render, and again to rotate them (`lab reload --new-node-certificates`).
-pub fn issue_nodes(state_dir: &Path, ca: &Ca, nodes: &[(String, Option<IpAddr>)]) -> Result<(), String> {
+pub fn issue_nodes(state_dir: &Path, ca: &Ca, nodes: &[(String, Option<IpAddr>)]) -> Result<(), PkiError> {
     let dir = dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).at(&dir)?;
     let issuer = &ca.issuer;
     write(&dir.join("ca.pem"), &ca.pem)?;
     let ctl = ("ctl".to_string(), None);
     for (node, addr) in nodes.iter().chain(std::iter::once(&ctl)) {
-        let role = Role::of(node).ok_or_else(|| err(format!("`{node}` names no role")))?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        let role = Role::of(node).ok_or_else(|| PkiError::NoRole(node.clone()))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, node.as_str());
         params.distinguished_name.push(DnType::OrganizationalUnitName, role.name());
         params.subject_alt_names = addr.iter().map(|a| SanType::IpAddress(*a)).collect();
@@ -143,7 +186,7 @@ pub fn issue_nodes(state_dir: &Path, ca: &Ca, nodes: &[(String, Option<IpAddr>)]
             }
             _ => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
-        let cert = params.signed_by(&key, issuer).map_err(err)?;
+        let cert = params.signed_by(&key, issuer)?;
         write(&dir.join(format!("{}.pem", sanitize(node))), &cert.pem())?;
         write(&dir.join(format!("{}.key", sanitize(node))), &key.serialize_pem())?;
     }
@@ -151,9 +194,9 @@ pub fn issue_nodes(state_dir: &Path, ca: &Ca, nodes: &[(String, Option<IpAddr>)]
 }
 
 /// The DER of the first PEM block in `path`.
-fn der(path: &Path) -> Result<Vec<u8>, String> {
+fn der(path: &Path) -> Result<Vec<u8>, PkiError> {
     let text = read(path)?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes()).map_err(|e| refused(path, e))?;
     Ok(pem.contents)
 }
 
@@ -162,7 +205,7 @@ fn der(path: &Path) -> Result<Vec<u8>, String> {
 pub fn vip_identities(
     state_dir: &Path,
     vips: &[VipNames],
-) -> Result<Vec<(IpAddr, anyedge_region::identity::VipIdentity)>, String> {
+) -> Result<Vec<(IpAddr, anyedge_region::identity::VipIdentity)>, PkiError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let ca = CertificateDer::from(der(&dir(state_dir).join("ca.pem"))?);
     let mut out = Vec::new();
@@ -170,7 +213,8 @@ pub fn vip_identities(
         let path = vip_cert_path(state_dir, name);
         let chain = vec![CertificateDer::from(der(&path)?), ca.clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(&path.with_extension("key"))?));
-        let identity = anyedge_region::identity::VipIdentity::new(chain, key, Some(ca.clone()))?;
+        let identity =
+            anyedge_region::identity::VipIdentity::new(chain, key, Some(ca.clone())).map_err(|e| refused(&path, e))?;
         out.extend(addrs.iter().map(|a| (*a, identity.clone())));
     }
     Ok(out)
@@ -179,16 +223,16 @@ pub fn vip_identities(
 /// A fresh server certificate and key for each VIP (`vip-NAME.pem`, its name and
 /// addresses in the SAN), from `ca`, into `state_dir`'s `pki/`: at render, and again to
 /// rotate them (`lab reload --new-vip-certificates`).
-pub fn issue_vips(state_dir: &Path, ca: &Ca, vips: &[VipNames]) -> Result<(), String> {
+pub fn issue_vips(state_dir: &Path, ca: &Ca, vips: &[VipNames]) -> Result<(), PkiError> {
     for (name, addrs) in vips {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(err)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
         let dns = rcgen::string::Ia5String::try_from(name.as_str()).ok().map(SanType::DnsName);
         params.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &ca.issuer).map_err(err)?;
+        let cert = params.signed_by(&key, &ca.issuer)?;
         write(&vip_cert_path(state_dir, name), &cert.pem())?;
         write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
     }
@@ -200,18 +244,18 @@ pub fn vip_cert_path(state_dir: &Path, name: &str) -> PathBuf {
     dir(state_dir).join(format!("vip-{}.pem", sanitize(name)))
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    crate::layout::write_private(path, text.as_bytes())
+fn write(path: &Path, text: &str) -> Result<(), PkiError> {
+    Ok(crate::layout::write_private(path, text.as_bytes())?)
 }
 
 /// A PEM, key or key file of a node's: a private key or backbone keys are secrets.
-fn read(path: &Path) -> Result<String, String> {
+fn read(path: &Path) -> Result<String, PkiError> {
     let secret = path.extension().is_some_and(|x| x == "key" || x == "keys");
     let trust = if secret { crate::layout::FileTrust::Secret } else { crate::layout::FileTrust::Config };
-    crate::layout::read_node_file(path, trust)
+    Ok(crate::layout::read_node_file(path, trust)?)
 }
 
-fn identity(state_dir: &Path, node: &str) -> Result<(Certificate, Identity), String> {
+fn identity(state_dir: &Path, node: &str) -> Result<(Certificate, Identity), PkiError> {
     let dir = dir(state_dir);
     let ca = Certificate::from_pem(read(&dir.join("ca.pem"))?);
     let cert = read(&dir.join(format!("{}.pem", sanitize(node))))?;
@@ -221,29 +265,28 @@ fn identity(state_dir: &Path, node: &str) -> Result<(Certificate, Identity), Str
 
 /// Checks `node`'s certificate and key in `state_dir`'s `pki/`: both there and parsed, the
 /// certificate naming the node, issued by the CA beside it, valid now, and the key its own.
-pub fn check_identity(state_dir: &Path, node: &str) -> Result<(), String> {
+pub fn check_identity(state_dir: &Path, node: &str) -> Result<(), PkiError> {
     let dir = dir(state_dir);
     let (ca_path, cert_path) = (dir.join("ca.pem"), dir.join(format!("{}.pem", sanitize(node))));
     let key_path = cert_path.with_extension("key");
     let (ca_der, cert_der) = (der(&ca_path)?, der(&cert_path)?);
-    let parse = |path: &Path, der| {
-        x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let parse =
+        |path: &Path, der| x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| refused(path, e));
     let (ca, cert) = (parse(&ca_path, &ca_der)?, parse(&cert_path, &cert_der)?);
     let key =
-        KeyPair::from_pem(&read(&key_path)?).map_err(|e| format!("{}: not a private key: {e}", key_path.display()))?;
+        KeyPair::from_pem(&read(&key_path)?).map_err(|e| refused(&key_path, format!("not a private key: {e}")))?;
     let cn = cert.subject().iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or("");
     if cn != node {
-        return Err(format!("{}: issued to `{cn}`, not to `{node}`", cert_path.display()));
+        return Err(refused(&cert_path, format!("issued to `{cn}`, not to `{node}`")));
     }
     if cert.issuer() != ca.subject() {
-        return Err(format!("{}: not issued by the CA in {}", cert_path.display(), ca_path.display()));
+        return Err(refused(&cert_path, format!("not issued by the CA in {}", ca_path.display())));
     }
     if !cert.validity().is_valid() {
-        return Err(format!("{}: not valid now ({:?})", cert_path.display(), cert.validity()));
+        return Err(refused(&cert_path, format!("not valid now ({:?})", cert.validity())));
     }
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err(format!("{}: not the key of {}", key_path.display(), cert_path.display()));
+        return Err(refused(&key_path, format!("not the key of {}", cert_path.display())));
     }
     Ok(())
 }
@@ -251,7 +294,7 @@ pub fn check_identity(state_dir: &Path, node: &str) -> Result<(), String> {
 /// A gRPC server's TLS (a control node's, a CLB node's gRPC backbone): its certificate and
 /// key from `state_dir`'s `pki/`, and a client certificate from the CA beside them
 /// required. Read again on reload (`io::tls::ServerTls::replace`).
-pub fn server(state_dir: &Path, node: &str) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+pub fn server(state_dir: &Path, node: &str) -> Result<std::sync::Arc<rustls::ServerConfig>, PkiError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::sync::Arc;
     let dir = dir(state_dir);
@@ -260,24 +303,24 @@ pub fn server(state_dir: &Path, node: &str) -> Result<std::sync::Arc<rustls::Ser
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(&cert_path.with_extension("key"))?));
     let mut roots = rustls::RootCertStore::empty();
     let ca_path = dir.join("ca.pem");
-    roots.add(CertificateDer::from(der(&ca_path)?)).map_err(|e| format!("{}: {e}", ca_path.display()))?;
+    roots.add(CertificateDer::from(der(&ca_path)?)).map_err(|e| refused(&ca_path, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(err)?;
+        .map_err(|e| refused(&ca_path, e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(err)?
+        .map_err(|source| PkiError::Tls { what: "TLS versions".into(), source })?
         .with_client_cert_verifier(clients)
         .with_single_cert(vec![cert], key)
-        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+        .map_err(|e| refused(&cert_path, e))?;
     // gRPC is HTTP/2, and tonic's clients insist on it.
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
 /// A node's client side toward the control node at `server`.
-pub fn client(state_dir: &Path, node: &str, server: IpAddr) -> Result<ClientTlsConfig, String> {
+pub fn client(state_dir: &Path, node: &str, server: IpAddr) -> Result<ClientTlsConfig, PkiError> {
     let (ca, id) = identity(state_dir, node)?;
     Ok(ClientTlsConfig::new().ca_certificate(ca).identity(id).domain_name(server.to_string()))
 }
@@ -290,8 +333,9 @@ pub fn issue_backbone_keys(
     state_dir: &Path,
     t: &anyedge_topology::Topology,
     nodes: &[(anyedge_ccn::NodeId, String)],
-) -> Result<(), String> {
-    issue_backbone_keys_with(state_dir, &anyedge_ccn::BackboneSecret::generate()?, t, nodes)
+) -> Result<(), PkiError> {
+    let secret = anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?;
+    issue_backbone_keys_with(state_dir, &secret, t, nodes)
 }
 
 /// [`issue_backbone_keys`] from a given secret (one `render` kept).
@@ -300,9 +344,9 @@ pub fn issue_backbone_keys_with(
     secret: &anyedge_ccn::BackboneSecret,
     t: &anyedge_topology::Topology,
     nodes: &[(anyedge_ccn::NodeId, String)],
-) -> Result<(), String> {
+) -> Result<(), PkiError> {
     let dir = dir(state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).at(&dir)?;
     for (id, name) in nodes {
         let auth = anyedge_topology::nodes::backbone_auth(t, secret, *id, 0);
         let peers = auth.keys.iter().map(|k| format!("{:08x} {} {}\n", k.peer.to_wire(), hex(&k.send), hex(&k.recv)));
@@ -335,12 +379,12 @@ pub fn unhex(text: &str) -> Option<anyedge_ccn::auth::KeyBytes> {
 /// A node's backbone keys (`PEER SEND RECV` lines) and QUIC connection-ID keys (`cid
 /// REGION KEY` lines), as `lab up` wrote them; its clock's epoch and salt are the node's
 /// to set at start.
-pub fn backbone_keys(state_dir: &Path, node: &str) -> Result<anyedge_ccn::AuthConfig, String> {
+pub fn backbone_keys(state_dir: &Path, node: &str) -> Result<anyedge_ccn::AuthConfig, PkiError> {
     let path = keys_path(state_dir, node);
     let text = read(&path)?;
     let mut auth = anyedge_ccn::AuthConfig::default();
     for (i, line) in text.lines().enumerate() {
-        let bad = || format!("{}:{}: not `PEER SEND RECV` or `cid REGION KEY` in hex", path.display(), i + 1);
+        let bad = || refused(&path, format!("line {}: not `PEER SEND RECV` or `cid REGION KEY` in hex", i + 1));
         match line.split(' ').collect::<Vec<_>>()[..] {
             ["cid", region, key] => {
                 let region = region.parse::<u16>().map_err(|_| bad())?;
@@ -402,17 +446,17 @@ pub struct PeerIdentity {
 
 /// The identity in a peer's certificate (DER): its common name, whose role must be the
 /// one its organizational unit states.
-pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, IdentityRefused> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityRefused::Unreadable(e.to_string()))?;
     let subject = cert.subject();
     let names: Vec<&str> = subject.iter_common_name().filter_map(|a| a.as_str().ok()).collect();
     let units: Vec<&str> = subject.iter_organizational_unit().filter_map(|a| a.as_str().ok()).collect();
     let (&[name], &[unit]) = (&names[..], &units[..]) else {
-        return Err("certificate without exactly one common name and one role".into());
+        return Err(IdentityRefused::NotOneName);
     };
-    let role = Role::of(name).ok_or_else(|| format!("certificate for `{name}`, which names no role"))?;
+    let role = Role::of(name).ok_or_else(|| IdentityRefused::NoRole(name.to_string()))?;
     if role.name() != unit {
-        return Err(format!("certificate for `{name}` claims role `{unit}`"));
+        return Err(IdentityRefused::WrongRole { name: name.to_string(), unit: unit.to_string() });
     }
     Ok(PeerIdentity { name: name.to_string(), role })
 }

@@ -8,6 +8,12 @@ use anyedge_topology::Topology;
 
 use crate::layout::{BACKEND_PORT, TUNNEL_PORT, sanitize};
 
+/// Something the lab's plan of a topology lacks where it must have it (a namespace, a
+/// link, an address): a plan is made whole from a validated file, so this names a bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the lab's plan has {0}")]
+pub struct PlanGap(pub &'static str);
+
 /// TUN device that takes VIP packets on a POP, and serves packets on a backend host.
 pub const TUN_NAME: &str = "ae0";
 

@@ -8,19 +8,18 @@ use std::process::{Command, Stdio};
 use anyedge_topology::Topology;
 use anyedge_topology::bgp::{CDN_ASN, HOLD_S, KEEPALIVE_S, med_us, pop_router_id, transit_asn, transit_router_id};
 
+use super::BirdError;
 use crate::node::relay;
-use crate::plan::{LinkEnds, Plan, Role};
+use crate::plan::{LinkEnds, Plan, PlanGap, Role};
 
 /// The speaker's program (Debian's `bird2`).
 pub const BIRD: &str = "bird";
 
 /// Is the speaker installed? The error names the package and how to install it.
-pub fn check_installed() -> Result<(), String> {
+pub fn check_installed() -> Result<(), BirdError> {
     match Command::new(BIRD).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(_) => Ok(()),
-        Err(_) => Err(format!(
-            "the lab's BGP speaker `{BIRD}` is not installed: install Debian's bird2 (apt-get install bird2)"
-        )),
+        Err(_) => Err(BirdError::NotInstalled),
     }
 }
 
@@ -82,9 +81,9 @@ fn families(l: &LinkEnds) -> [(&'static str, &'static str, IpAddr, IpAddr); 2] {
 }
 
 /// The speaker of transit `x` (upstream of POP `x`).
-pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, String> {
-    let ns = plan.ns_index(&Role::Transit(x)).ok_or("no transit namespace")?;
-    let pop_ns = plan.ns_index(&Role::Pop(x)).ok_or("no POP namespace")?;
+pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, PlanGap> {
+    let ns = plan.ns_index(&Role::Transit(x)).ok_or(PlanGap("no transit namespace"))?;
+    let pop_ns = plan.ns_index(&Role::Pop(x)).ok_or(PlanGap("no POP namespace"))?;
     let asn = transit_asn(x);
     let (set4, set6) = prefix_sets(t);
     let mut out = String::new();
@@ -96,7 +95,7 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
             "protocol kernel {name} {{ {family} {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }}; }}"
         );
     }
-    let pop = plan.link_between(ns, pop_ns).ok_or("transit without a link to its POP")?;
+    let pop = plan.link_between(ns, pop_ns).ok_or(PlanGap("transit without a link to its POP"))?;
     bfd(&mut out, t, &pop.dev);
     let (timers, bfd) = (timers(), bfd_switch(t));
     // From the POP: only the prefixes of the VIPs it publishes (a POP announcing another
@@ -121,8 +120,8 @@ pub fn transit_config(t: &Topology, plan: &Plan, x: usize) -> Result<String, Str
     // address as next hop (resolved over the links' routes, `protocol direct`).
     let _ = writeln!(out, "protocol direct {{ ipv4; ipv6; }}");
     for y in (0..t.pops.len()).filter(|&y| y != x) {
-        let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or("no transit namespace")?;
-        let l = plan.link_between(ns, peer_ns).ok_or("transits without a link")?;
+        let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or(PlanGap("no transit namespace"))?;
+        let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("transits without a link"))?;
         let med = med_us(t, x, y);
         let passive = if x > y { " passive on;" } else { "" };
         for (f, ((family, suffix, local, _), set)) in families(&l).into_iter().zip([&set4, &set6]).enumerate() {
@@ -201,10 +200,10 @@ pub fn vip_protocol(k: usize, v6: bool) -> String {
 
 /// The speaker of POP `p`: one static protocol per VIP it publishes and family, each
 /// exported to its transit; all start enabled (a POP starts healthy, as its probes do).
-pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, String> {
-    let ns = plan.ns_index(&Role::Pop(p)).ok_or("no POP namespace")?;
-    let transit = plan.ns_index(&Role::Transit(p)).ok_or("no transit namespace")?;
-    let l = plan.link_between(ns, transit).ok_or("POP without a link to its transit")?;
+pub fn pop_config(t: &Topology, plan: &Plan, p: usize) -> Result<String, PlanGap> {
+    let ns = plan.ns_index(&Role::Pop(p)).ok_or(PlanGap("no POP namespace"))?;
+    let transit = plan.ns_index(&Role::Transit(p)).ok_or(PlanGap("no transit namespace"))?;
+    let l = plan.link_between(ns, transit).ok_or(PlanGap("POP without a link to its transit"))?;
     let mut out = String::new();
     header(&mut out, &format!("pop/{}", t.pops[p].name), pop_router_id(p));
     bfd(&mut out, t, &l.dev);

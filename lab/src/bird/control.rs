@@ -8,22 +8,26 @@ use anyedge_topology::Topology;
 use anyedge_topology::bgp::{CDN_ASN, transit_asn};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::BirdError;
+use crate::error::Doing;
+use crate::plan::PlanGap;
+
 /// One command over BIRD's control socket; its reply, without the reply codes. BIRD's
 /// replies are lines `CODE-text` (more follow), ` text` (continuation) and `CODE text`
 /// (the last); codes 8000 and up are errors.
-pub async fn command(socket: &Path, cmd: &str) -> Result<String, String> {
+pub async fn command(socket: &Path, cmd: &str) -> Result<String, BirdError> {
     let run = async {
-        let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| format!("{}: {e}", socket.display()))?;
+        let stream = tokio::net::UnixStream::connect(socket).await.at(socket)?;
         let (read, mut write) = stream.into_split();
         let mut lines = BufReader::new(read).lines();
         // The greeting: `0001 BIRD 2.0.12 ready.`
-        lines.next_line().await.map_err(|e| e.to_string())?;
-        write.write_all(format!("{cmd}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        lines.next_line().await.at(socket)?;
+        write.write_all(format!("{cmd}\n").as_bytes()).await.at(socket)?;
         let mut reply = String::new();
-        while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+        while let Some(line) = lines.next_line().await.at(socket)? {
             let (code, sep, text) = split_reply(&line);
             if code.is_some_and(|c| c >= 8000) {
-                return Err(format!("BIRD: {}", text.trim()));
+                return Err(BirdError::Said(text.trim().to_string()));
             }
             reply.push_str(text);
             reply.push('\n');
@@ -33,7 +37,8 @@ pub async fn command(socket: &Path, cmd: &str) -> Result<String, String> {
         }
         Ok(reply)
     };
-    tokio::time::timeout(Duration::from_secs(2), run).await.map_err(|_| "BIRD did not answer in 2 s".to_string())?
+    let silent = || BirdError::Silent { socket: socket.to_path_buf(), seconds: 2 };
+    tokio::time::timeout(Duration::from_secs(2), run).await.map_err(|_| silent())?
 }
 
 /// `CODE-text`, `CODE text` or ` text`: the code, the separator and the text.
@@ -153,18 +158,18 @@ pub fn routes(t: &Topology, own: usize, show_route_all: &str) -> Vec<Route> {
 }
 
 /// A node's routes for every VIP prefix (`anyedge lab bgp`), from its speaker.
-pub async fn vip_routes(t: &Topology, own: usize, socket: &Path) -> Result<Vec<Route>, String> {
+pub async fn vip_routes(t: &Topology, own: usize, socket: &Path) -> Result<Vec<Route>, BirdError> {
     table_routes(t, own, socket, None).await
 }
 
 /// Client group `g`'s routes for every VIP prefix at its transit: its own table when the
 /// file gives it a `catchment:` list, else the transit's.
-pub async fn group_routes(t: &Topology, g: usize, socket: &Path) -> Result<Vec<Route>, String> {
-    let own = anyedge_topology::bgp::attach(t, g).ok_or("a group with no POP to attach to")?;
+pub async fn group_routes(t: &Topology, g: usize, socket: &Path) -> Result<Vec<Route>, BirdError> {
+    let own = anyedge_topology::bgp::attach(t, g).ok_or(PlanGap("a group with no POP to attach to"))?;
     table_routes(t, own, socket, t.clients[g].catchment.as_ref().map(|_| g)).await
 }
 
-async fn table_routes(t: &Topology, own: usize, socket: &Path, group: Option<usize>) -> Result<Vec<Route>, String> {
+async fn table_routes(t: &Topology, own: usize, socket: &Path, group: Option<usize>) -> Result<Vec<Route>, BirdError> {
     let mut all = Vec::new();
     for v in &t.vips {
         let prefixes = std::iter::once((format!("{}/32", v.ipv4), 4)).chain(v.ipv6.map(|a| (format!("{a}/128"), 6)));

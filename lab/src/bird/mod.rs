@@ -28,6 +28,32 @@ mod config;
 mod control;
 mod speaker;
 
+use std::path::PathBuf;
+
+use crate::error::SysError;
+use crate::plan::PlanGap;
+
+/// Why a BGP speaker could not be configured, started or asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BirdError {
+    /// Debian's bird2 is not installed.
+    #[error("the lab's BGP speaker `{BIRD}` is not installed: install Debian's bird2 (apt-get install bird2)")]
+    NotInstalled,
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Plan(#[from] PlanGap),
+    /// `bird -p` refused the configuration written at `path`.
+    #[error("{}: BIRD refuses the configuration: {said}", path.display())]
+    Configuration { path: PathBuf, said: String },
+    /// The speaker answered a command with an error (a reply code of 8000 and up).
+    #[error("BIRD: {0}")]
+    Said(String),
+    /// The speaker at `socket` did not answer within `seconds`.
+    #[error("{}: BIRD did not answer in {seconds} s", socket.display())]
+    Silent { socket: PathBuf, seconds: u64 },
+}
+
 pub use config::*;
 pub use control::*;
 pub use speaker::*;

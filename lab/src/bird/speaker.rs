@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{BIRD, check_installed, command};
+use super::{BIRD, BirdError, check_installed, command};
+use crate::error::{Doing, SysError};
 
 /// Where node `node`'s speaker keeps its configuration and control socket.
 pub fn speaker_dir(state_dir: &Path, node: &str) -> PathBuf {
@@ -28,19 +29,16 @@ pub struct Speaker {
 
 impl Speaker {
     /// Writes the configuration under the node's state, has BIRD check it, and starts it.
-    pub fn start(state_dir: &Path, node: &str, config: &str) -> Result<Speaker, String> {
+    pub fn start(state_dir: &Path, node: &str, config: &str) -> Result<Speaker, BirdError> {
         check_installed()?;
         let dir = speaker_dir(state_dir, node);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).at(&dir)?;
         let path = dir.join("bird.conf");
-        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
-        let parsed = Command::new(BIRD).arg("-p").arg("-c").arg(&path).output().map_err(|e| e.to_string())?;
+        std::fs::write(&path, config).at(&path)?;
+        let parsed = Command::new(BIRD).arg("-p").arg("-c").arg(&path).output().map_err(not_run)?;
         if !parsed.status.success() {
-            return Err(format!(
-                "{}: BIRD refuses the configuration: {}",
-                path.display(),
-                String::from_utf8_lossy(&parsed.stderr).trim()
-            ));
+            let said = String::from_utf8_lossy(&parsed.stderr).trim().to_string();
+            return Err(BirdError::Configuration { path, said });
         }
         let socket = speaker_socket(state_dir, node);
         let child = spawn(&path, &socket)?;
@@ -92,7 +90,12 @@ pub fn stop_all() {
 }
 
 /// BIRD in the foreground (its log on the node's stderr), killed when this process dies.
-fn spawn(config: &Path, socket: &Path) -> Result<Child, String> {
+/// BIRD could not be started.
+fn not_run(source: std::io::Error) -> SysError {
+    SysError::NotRun { program: BIRD, hint: " (Debian's bird2)", source }
+}
+
+fn spawn(config: &Path, socket: &Path) -> Result<Child, SysError> {
     use std::os::unix::process::CommandExt;
     let _ = std::fs::remove_file(socket);
     let mut cmd = Command::new(BIRD);
@@ -106,7 +109,7 @@ fn spawn(config: &Path, socket: &Path) -> Result<Child, String> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start {BIRD}: {e}"))?;
+    let child = cmd.spawn().map_err(not_run)?;
     if let Ok(mut running) = RUNNING.lock() {
         running.push(child.id());
     }
@@ -114,12 +117,12 @@ fn spawn(config: &Path, socket: &Path) -> Result<Child, String> {
 }
 
 /// Waits until a new speaker answers on its control socket.
-pub async fn wait_for_socket(socket: &Path) -> Result<(), String> {
+pub async fn wait_for_socket(socket: &Path) -> Result<(), BirdError> {
     for _ in 0..100 {
         if command(socket, "show status").await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(format!("{}: BIRD did not come up in 5 s", socket.display()))
+    Err(BirdError::Silent { socket: socket.to_path_buf(), seconds: 5 })
 }

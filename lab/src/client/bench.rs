@@ -3,6 +3,9 @@
 //! backend) and straight from the client to the backend, and the latency the VIP path
 //! adds at a steady 10,000 round trips a second.
 
+use crate::client::{ClientError, unsuited};
+use crate::error::{Doing, SysError};
+use crate::plan::PlanGap;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -147,16 +150,16 @@ fn median_each(rounds: &[[u64; 3]]) -> [u64; 3] {
     })
 }
 
-pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures, String> {
+pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures, ClientError> {
     let LabBench { realtime, tun_queues, peer, peer_hops, breakdown } = options;
     let peer_hops = peer_hops.max(1);
     if peer_hops > MAX_PEER_HOPS {
-        return Err(format!("--peer-hops {peer_hops}: at most {MAX_PEER_HOPS}"));
+        return Err(unsuited(format!("--peer-hops {peer_hops}: at most {MAX_PEER_HOPS}")));
     }
     if let Some(p) = peer.filter(|p| !PEERS.contains(p)) {
-        return Err(format!("--peer {p}: the peers are {}", PEERS.join(", ")));
+        return Err(unsuited(format!("--peer {p}: the peers are {}", PEERS.join(", "))));
     }
-    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
+    let t = anyedge_topology::load(file)?;
     let plan = Plan::new(&t);
     let (client_ns, vip, direct) = targets(&t, &plan)?;
     let state = setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime, tun_queues })?;
@@ -211,7 +214,7 @@ impl Nginx {
             Ok((listen, what)) => Nginx::Running { children, listen, hops, what, dir },
             Err(why) => {
                 stop_all(&mut children, &dir);
-                Nginx::Missing { hops, why }
+                Nginx::Missing { hops, why: why.to_string() }
             }
         }
     }
@@ -226,12 +229,14 @@ impl Nginx {
         hops: usize,
         dir: &Path,
         children: &mut Vec<std::process::Child>,
-    ) -> Result<(SocketAddr, String), String> {
+    ) -> Result<(SocketAddr, String), ClientError> {
         let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
-            .ok_or("nginx is not installed (Debian: apt-get install nginx-light libnginx-mod-stream)")?;
-        let version = Command::new(bin).arg("-V").output().map_err(|e| format!("{bin} -V: {e}"))?;
+            .ok_or(ClientError::Unsuited(
+                "nginx is not installed (Debian: apt-get install nginx-light libnginx-mod-stream)".into(),
+            ))?;
+        let version = Command::new(bin).arg("-V").output().doing(|| format!("{bin} -V"))?;
         let built = String::from_utf8_lossy(&version.stderr).to_string();
         let name = built.lines().next().unwrap_or("nginx").trim_start_matches("nginx version: ").to_string();
         // The stream module: built in, or a dynamic module to load.
@@ -241,12 +246,18 @@ impl Nginx {
         let load = match (built.contains("--with-stream "), built.contains("--with-stream=dynamic"), module) {
             (true, _, _) => String::new(),
             (_, _, Some(m)) => format!("load_module {m};\n"),
-            _ => return Err(format!("{name} has no stream module (Debian: apt-get install libnginx-mod-stream)")),
+            _ => {
+                return Err(unsuited(format!(
+                    "{name} has no stream module (Debian: apt-get install libnginx-mod-stream)"
+                )));
+            }
         };
-        let region = t.vips.first().map(|v| v.home).ok_or("no VIP")?;
-        let addr = plan.region_internet_addr(region).ok_or("the region router has no internet address")?;
+        let region = t.vips.first().map(|v| v.home).ok_or(ClientError::Unsuited("no VIP".into()))?;
+        let addr = plan
+            .region_internet_addr(region)
+            .ok_or(ClientError::Unsuited("the region router has no internet address".into()))?;
         let ns = plan.ns_index(&Role::RegionNet(region)).map(|i| plan.namespaces[i].name.clone());
-        let ns = ns.ok_or("no region router namespace")?;
+        let ns = ns.ok_or(PlanGap("no region router namespace"))?;
         let listen_at = |i: usize| SocketAddr::new(IpAddr::V4(addr), NGINX_PORT + i as u16);
         // The last first, so each process's upstream listens before it starts.
         for i in (0..hops).rev() {
@@ -270,8 +281,8 @@ impl Nginx {
         upstream: SocketAddr,
         name: &str,
         realtime: bool,
-    ) -> Result<std::process::Child, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    ) -> Result<std::process::Child, ClientError> {
+        std::fs::create_dir_all(dir).at(dir)?;
         let conf = format!(
             "{load}worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
@@ -280,11 +291,11 @@ impl Nginx {
             d = dir.display()
         );
         let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| format!("{}: {e}", conf_path.display()))?;
+        std::fs::write(&conf_path, conf).at(&conf_path)?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, bin, "-p"]).arg(dir).arg("-c").arg(&conf_path);
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let mut child = cmd.spawn().doing(|| format!("cannot start {bin}"))?;
         // Listening, or it said why not.
         std::thread::sleep(Duration::from_millis(300));
         if let Ok(Some(status)) = child.try_wait() {
@@ -292,7 +303,10 @@ impl Nginx {
             if let Some(mut e) = child.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            return Err(format!("{name} exited ({status}): {}", err.trim()));
+            return Err(ClientError::Answered {
+                who: name.to_string(),
+                said: format!("exited ({status}): {}", err.trim()),
+            });
         }
         if realtime {
             // Same scheduling as the nodes it is compared with.
@@ -322,20 +336,26 @@ impl Drop for Nginx {
 }
 
 /// The first client group, its first UDP traffic class's VIP, and a backend of it.
-fn targets(t: &anyedge_topology::Topology, plan: &Plan) -> Result<(String, SocketAddr, SocketAddr), String> {
+fn targets(t: &anyedge_topology::Topology, plan: &Plan) -> Result<(String, SocketAddr, SocketAddr), ClientError> {
     let class = t
         .traffic
         .iter()
         .find(|c| matches!(c.kind, anyedge_topology::TrafficKind::Udp { .. }))
-        .ok_or("bench lab needs a UDP traffic class")?;
+        .ok_or(ClientError::Unsuited("bench lab needs a UDP traffic class".into()))?;
     let g = t.clients.iter().position(|c| c.traffic.contains(&t.traffic.iter().position(|x| x == class).unwrap_or(0)));
-    let g = g.ok_or("no client group sends the UDP traffic class")?;
-    let ns = plan.ns_index(&Role::Client(g)).ok_or("no client namespace")?;
+    let g = g.ok_or(ClientError::Unsuited("no client group sends the UDP traffic class".into()))?;
+    let ns = plan.ns_index(&Role::Client(g)).ok_or(PlanGap("no client namespace"))?;
     let vip = &t.vips[class.vip];
-    let listener = vip.listeners.iter().find(|l| l.port == class.port).ok_or("no listener")?;
-    let backend = t.regions[vip.home].backend_groups[listener.backend_group].backends.first().ok_or("no backend")?;
-    let IpAddr::V4(host) = backend.addr.ip() else { return Err("bench lab needs an IPv4 backend".into()) };
-    let direct = plan.backend_direct_addr(host).ok_or("backend without a region address")?;
+    let listener =
+        vip.listeners.iter().find(|l| l.port == class.port).ok_or(ClientError::Unsuited("no listener".into()))?;
+    let backend = t.regions[vip.home].backend_groups[listener.backend_group]
+        .backends
+        .first()
+        .ok_or(ClientError::Unsuited("no backend".into()))?;
+    let IpAddr::V4(host) = backend.addr.ip() else {
+        return Err(ClientError::Unsuited("bench lab needs an IPv4 backend".into()));
+    };
+    let direct = plan.backend_direct_addr(host).ok_or(PlanGap("backend without a region address"))?;
     Ok((
         plan.namespaces[ns].name.clone(),
         SocketAddr::new(IpAddr::V4(vip.ipv4), class.port),
@@ -343,7 +363,13 @@ fn targets(t: &anyedge_topology::Topology, plan: &Plan) -> Result<(String, Socke
     ))
 }
 
-fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[String]) -> Result<serde_json::Value, String> {
+fn probe(
+    plan: &Plan,
+    exe: &Path,
+    ns: &str,
+    target: SocketAddr,
+    load: &[String],
+) -> Result<serde_json::Value, ClientError> {
     let report = crate::layout::state_dir(&plan.lab).join(format!("bench-{}.json", target.port()));
     let secs = format!("{}s", PHASE.as_secs());
     let out = Command::new("ip")
@@ -354,12 +380,12 @@ fn probe(plan: &Plan, exe: &Path, ns: &str, target: SocketAddr, load: &[String])
         .arg("--json")
         .arg(&report)
         .output()
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| SysError::NotRun { program: "ip netns exec", hint: "", source })?;
     if !out.status.success() {
-        return Err(format!("probe failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(ClientError::Answered { who: "probe".into(), said: String::from_utf8_lossy(&out.stderr).into() });
     }
-    let text = std::fs::read_to_string(&report).map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    let text = std::fs::read_to_string(&report).at(&report)?;
+    serde_json::from_str(&text).map_err(|source| ClientError::Json { what: report.display().to_string(), source })
 }
 
 fn measure(
@@ -370,7 +396,7 @@ fn measure(
     (realtime, tun_queues): (bool, usize),
     nginx: Option<&Nginx>,
     (hops, pids): (Option<&Hops>, &BTreeMap<String, u32>),
-) -> Result<LabFigures, String> {
+) -> Result<LabFigures, ClientError> {
     let args = |load: &[&str]| -> Vec<String> {
         load.iter().map(|s| s.to_string()).chain(realtime.then(|| "--realtime".to_string())).collect()
     };
@@ -475,8 +501,8 @@ fn measure(
 /// role, and the probe's, per answered round trip.
 fn costed(
     pids: &BTreeMap<String, u32>,
-    run: impl FnOnce() -> Result<serde_json::Value, String>,
-) -> Result<(serde_json::Value, PathCpu), String> {
+    run: impl FnOnce() -> Result<serde_json::Value, ClientError>,
+) -> Result<(serde_json::Value, PathCpu), ClientError> {
     use crate::io::cpu;
     let role = |node: &str| node.split('/').next().unwrap_or(node).to_string();
     let nodes_before: Vec<(String, u32, (u64, u64))> =
@@ -648,9 +674,12 @@ pub(crate) fn quantile(xs: &[f64], q: f64) -> f64 {
     v.get(rank - 1).copied().unwrap_or(0.0)
 }
 
-pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures, String> {
-    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
-    let c = t.control.clone().ok_or("bench control needs a topology with a `control:` section")?;
+pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures, ClientError> {
+    let t = anyedge_topology::load(file)?;
+    let c = t
+        .control
+        .clone()
+        .ok_or(ClientError::Unsuited("bench control needs a topology with a `control:` section".into()))?;
     let backend = t
         .regions
         .iter()
@@ -658,7 +687,7 @@ pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures,
         .flat_map(|g| &g.backends)
         .next()
         .map(|b| b.addr)
-        .ok_or("no backend to write weights for")?;
+        .ok_or(ClientError::Unsuited("no backend to write weights for".into()))?;
     setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime: false, tun_queues: None })?;
     let result = control_rounds(file, exe, backend, rounds.max(1));
     let down = setup::down(file);
@@ -679,9 +708,9 @@ pub fn control(file: &Path, exe: &Path, rounds: usize) -> Result<ControlFigures,
 
 type Rounds = (Vec<Option<f64>>, Vec<f64>);
 
-fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -> Result<Rounds, String> {
+fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -> Result<Rounds, ClientError> {
     use std::time::Instant;
-    let settle = |what: &str| -> Result<crate::client::ctl::ClusterStatus, String> {
+    let settle = |what: &str| -> Result<crate::client::ctl::ClusterStatus, ClientError> {
         let started = Instant::now();
         loop {
             let s = crate::client::ctl::status(file)?;
@@ -690,20 +719,20 @@ fn control_rounds(file: &Path, exe: &Path, backend: SocketAddr, rounds: usize) -
                 return Ok(s);
             }
             if started.elapsed() > Duration::from_secs(10) {
-                return Err(format!("control plane did not settle ({what}): {s:?}"));
+                return Err(ClientError::NotInTime(format!("control plane did not settle ({what}): {s:?}")));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let write = |w: u8| -> Result<f64, String> {
+    let write = |w: u8| -> Result<f64, ClientError> {
         let started = Instant::now();
         crate::client::ctl::write(file, &anyedge_control::Change::SetWeight { backend, weight: w })
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| ClientError::Answered { who: "the control plane".into(), said: format!("{e:?}") })?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     };
     let (mut failover, mut commit) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let leader = settle("before the kill")?.leader.ok_or("no leader")?;
+        let leader = settle("before the kill")?.leader.ok_or(ClientError::Unsuited("no leader".into()))?;
         commit.push(write(10 + (round % 50) as u8)?);
         crate::client::lab::kill(file, &leader)?;
         // A write that does not commit is the finding, not the end of the benchmark.

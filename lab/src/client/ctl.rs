@@ -2,6 +2,9 @@
 //! Unix socket — status of every node, the route table, and writes that return once
 //! committed (sent to the leader, found by asking; retried across a leader change).
 
+use crate::client::ClientError;
+use crate::client::unsuited;
+use crate::error::Doing;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,9 +36,10 @@ pub struct ClusterStatus {
     pub applied: BTreeMap<String, Option<u64>>,
 }
 
-async fn connect(path: PathBuf) -> Result<ControlClient<Channel>, String> {
+async fn connect(path: PathBuf) -> Result<ControlClient<Channel>, ClientError> {
     let shown = path.display().to_string();
-    let endpoint = tonic::transport::Endpoint::try_from("http://control.invalid").map_err(|e| e.to_string())?;
+    let grpc = |what: String| move |source| ClientError::Grpc { what, source };
+    let endpoint = tonic::transport::Endpoint::try_from("http://control.invalid").map_err(grpc(shown.clone()))?;
     let channel = endpoint
         .connect_timeout(Duration::from_millis(500))
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -45,12 +49,12 @@ async fn connect(path: PathBuf) -> Result<ControlClient<Channel>, String> {
             }
         }))
         .await
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(grpc(shown))?;
     Ok(ControlClient::new(channel))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
+fn runtime() -> Result<tokio::runtime::Runtime, ClientError> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?)
 }
 
 struct Lab {
@@ -59,17 +63,17 @@ struct Lab {
     ids: Vec<u8>,
 }
 
-fn lab(file: &Path) -> Result<Lab, String> {
-    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
+fn lab(file: &Path) -> Result<Lab, ClientError> {
+    let t = anyedge_topology::load(file)?;
     let c = t
         .control
         .as_ref()
-        .ok_or(format!("{}: no `control:` section (the lab has no control plane)", file.display()))?;
+        .ok_or_else(|| unsuited(format!("{}: no `control:` section (the lab has no control plane)", file.display())))?;
     let ids = (1..=c.nodes).collect();
     let plan = Plan::new(&t);
     let state_dir = crate::layout::state_dir(&plan.lab);
     if crate::setup::read_state(&plan.lab).is_none() {
-        return Err(format!("lab `{}` is not up (anyedge lab up {})", plan.lab, file.display()));
+        return Err(ClientError::NotUp(plan.lab.clone()));
     }
     Ok(Lab { plan, state_dir, ids })
 }
@@ -102,7 +106,7 @@ fn leader_of(statuses: &[(u8, Option<StatusReply>)]) -> Option<(u64, u64, u64)> 
         .map(|(_, s)| (s.leader, s.term, s.commit))
 }
 
-pub fn status(file: &Path) -> Result<ClusterStatus, String> {
+pub fn status(file: &Path) -> Result<ClusterStatus, ClientError> {
     let lab = lab(file)?;
     runtime()?.block_on(async {
         let all = statuses(&lab).await;
@@ -134,7 +138,7 @@ pub fn status(file: &Path) -> Result<ClusterStatus, String> {
 }
 
 /// The route table as the leader has it (else any answering node), with its index.
-pub fn routes(file: &Path) -> Result<serde_json::Value, String> {
+pub fn routes(file: &Path) -> Result<serde_json::Value, ClientError> {
     let lab = lab(file)?;
     runtime()?.block_on(async {
         let all = statuses(&lab).await;
@@ -146,11 +150,12 @@ pub fn routes(file: &Path) -> Result<serde_json::Value, String> {
             let Ok(mut client) = connect(crate::layout::api_socket(&lab.state_dir, id)).await else { continue };
             if let Ok(r) = client.routes(RoutesRequest {}).await {
                 let r = r.into_inner();
-                let table: serde_json::Value = serde_json::from_str(&r.table_json).map_err(|e| e.to_string())?;
+                let table: serde_json::Value = serde_json::from_str(&r.table_json)
+                    .map_err(|source| ClientError::Json { what: format!("control/{id}'s table"), source })?;
                 return Ok(serde_json::json!({ "index": r.index, "from": format!("control/{id}"), "table": table }));
             }
         }
-        Err("no control node answers".to_string())
+        Err(ClientError::NotInTime("no control node answers".into()))
     })
 }
 
@@ -165,8 +170,8 @@ pub enum WriteError {
 
 /// Proposes `change` at the leader and returns the index it committed at.
 pub fn write(file: &Path, change: &Change) -> Result<u64, WriteError> {
-    let lab = lab(file).map_err(WriteError::Unavailable)?;
-    let rt = runtime().map_err(WriteError::Unavailable)?;
+    let lab = lab(file).map_err(|e| WriteError::Unavailable(e.to_string()))?;
+    let rt = runtime().map_err(|e| WriteError::Unavailable(e.to_string()))?;
     let change_json = serde_json::to_string(change).map_err(|e| WriteError::Invalid(e.to_string()))?;
     rt.block_on(async {
         let started = Instant::now();

@@ -6,6 +6,9 @@
 //! drops client packets (`drained` in its status). `undrain` puts it back: announcements
 //! follow health again, from withdrawn, after the usual rise samples.
 
+use crate::client::ClientError;
+use crate::client::unsuited;
+use crate::error::Doing;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,36 +48,37 @@ pub struct UndrainFigures {
 }
 
 /// The lab's topology and plan, checked: up, and `node` one of its POPs.
-fn pop_of(file: &Path, node: &str) -> Result<(Topology, Plan, usize), String> {
+fn pop_of(file: &Path, node: &str) -> Result<(Topology, Plan, usize), ClientError> {
     let (t, plan) = setup::load(file)?;
-    setup::read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    setup::read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
     let pops = || t.pops.iter().map(|p| format!("pop/{}", p.name)).collect::<Vec<_>>().join(", ");
     let p = match plan.node(node).map(|n| &plan.namespaces[n.ns].role) {
         Some(Role::Pop(p)) => *p,
-        _ => return Err(format!("`{node}` is not a POP of this lab (its POPs: {})", pops())),
+        _ => return Err(unsuited(format!("`{node}` is not a POP of this lab (its POPs: {})", pops()))),
     };
     Ok((t, plan, p))
 }
 
 /// Sends `command` to the POP's node and checks it took it.
-fn tell(lab: &str, pop: &str, command: &str, want: &str) -> Result<(), String> {
-    let reply =
-        crate::client::lab::node_command(lab, pop, command).map_err(|e| format!("{pop} does not answer: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(reply.trim()).map_err(|_| format!("{pop}: `{}`", reply.trim()))?;
-    if v["admin"] == want { Ok(()) } else { Err(format!("{pop} refused `{command}`: {}", reply.trim())) }
+fn tell(lab: &str, pop: &str, command: &str, want: &str) -> Result<(), ClientError> {
+    let reply = crate::client::lab::node_command(lab, pop, command).doing(|| format!("{pop} does not answer"))?;
+    let answered = |said: String| ClientError::Answered { who: pop.to_string(), said };
+    let v: serde_json::Value =
+        serde_json::from_str(reply.trim()).map_err(|_| answered(format!("`{}`", reply.trim())))?;
+    if v["admin"] == want { Ok(()) } else { Err(answered(format!("refused `{command}`: {}", reply.trim()))) }
 }
 
-fn client_packets(lab: &str, pop: &str) -> Result<u64, String> {
+fn client_packets(lab: &str, pop: &str) -> Result<u64, ClientError> {
     crate::client::lab::ask_node(lab, pop)
         .and_then(|s| s["client_packets"].as_u64())
-        .ok_or(format!("{pop} does not answer its status"))
+        .ok_or_else(|| unsuited(format!("{pop} does not answer its status")))
 }
 
-pub fn drain(file: &Path, node: &str, timeout: Duration) -> Result<DrainFigures, String> {
+pub fn drain(file: &Path, node: &str, timeout: Duration) -> Result<DrainFigures, ClientError> {
     let (t, plan, p) = pop_of(file, node)?;
     let pop = format!("pop/{}", t.pops[p].name);
     let transits = transit_sockets(&t, &plan);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let before = client_packets(&plan.lab, &pop)?;
     let at = Instant::now();
     let ms = |i: Instant| i.duration_since(at).as_secs_f64() * 1000.0;
@@ -84,10 +88,10 @@ pub fn drain(file: &Path, node: &str, timeout: Duration) -> Result<DrainFigures,
         match rt.block_on(selecting(&t, &transits, &pop)) {
             None => break,
             Some(x) if at.elapsed() > WITHDRAW_LIMIT => {
-                return Err(format!(
+                return Err(ClientError::NotInTime(format!(
                     "{pop} withdrew, but transit/{} still selects its route after {WITHDRAW_LIMIT:?}; it keeps serving (draining)",
                     t.pops[x].name
-                ));
+                )));
             }
             Some(_) => std::thread::sleep(Duration::from_millis(2)),
         }
@@ -121,21 +125,21 @@ pub fn drain(file: &Path, node: &str, timeout: Duration) -> Result<DrainFigures,
     })
 }
 
-pub fn undrain(file: &Path, node: &str) -> Result<UndrainFigures, String> {
+pub fn undrain(file: &Path, node: &str) -> Result<UndrainFigures, ClientError> {
     let (t, plan, p) = pop_of(file, node)?;
     let pop = format!("pop/{}", t.pops[p].name);
     let transits = transit_sockets(&t, &plan);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let at = Instant::now();
     tell(&plan.lab, &pop, "undrain", "serving")?;
     // Its own transit prefers it (the shortest AS path) once it announces again.
     let own = std::slice::from_ref(&transits[p]);
     while rt.block_on(selecting(&t, own, &pop)).is_none() {
         if at.elapsed() > ANNOUNCE_LIMIT {
-            return Err(format!(
+            return Err(ClientError::NotInTime(format!(
                 "{pop} serves again, but transit/{} does not select its route after {ANNOUNCE_LIMIT:?} (is a CLB node of its VIPs' regions up?)",
                 t.pops[p].name
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -5,6 +5,10 @@
 //! transits waits out the delay model's one-way delays), and how long each affected
 //! client flow went without replies (resume).
 
+use crate::client::ClientError;
+use crate::client::unsuited;
+use crate::error::Doing;
+use crate::plan::PlanGap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,8 +76,8 @@ pub fn failover(
     pop: Option<&str>,
     kills: usize,
     fault: Fault,
-) -> Result<FailoverFigures, String> {
-    let t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
+) -> Result<FailoverFigures, ClientError> {
+    let t = anyedge_topology::load(file)?;
     let plan = Plan::new(&t);
     let (victim, target, groups) = choose(&t, pop)?;
     setup::up_with(file, exe, setup::LabOptions::default())?;
@@ -111,20 +115,24 @@ pub fn failover(
 
 /// The POP to kill (named, else the first some client group enters), a UDP listener of a
 /// VIP it publishes, and the groups that enter it for that VIP.
-fn choose(t: &Topology, pop: Option<&str>) -> Result<(usize, SocketAddr, Vec<usize>), String> {
+fn choose(t: &Topology, pop: Option<&str>) -> Result<(usize, SocketAddr, Vec<usize>), ClientError> {
     let first = |g: usize, k: usize| t.pop_order(g, k).first().copied();
     let udp = |k: usize| t.vips[k].listeners.iter().find(|l| l.protocol == ListenerProtocol::Udp).map(|l| l.port);
     let victim = match pop {
-        Some(name) => t.pops.iter().position(|p| p.name == name).ok_or(format!("--pop {name}: no such POP"))?,
+        Some(name) => {
+            t.pops.iter().position(|p| p.name == name).ok_or_else(|| unsuited(format!("--pop {name}: no such POP")))?
+        }
         None => (0..t.clients.len())
             .find_map(|g| (0..t.vips.len()).find(|&k| udp(k).is_some()).and_then(|k| first(g, k)))
-            .ok_or("no client group enters a POP with a UDP listener")?,
+            .ok_or(ClientError::Unsuited("no client group enters a POP with a UDP listener".into()))?,
     };
     let k = (0..t.vips.len())
         .find(|&k| udp(k).is_some() && (0..t.clients.len()).any(|g| first(g, k) == Some(victim)))
-        .ok_or(format!("no client group enters pop/{} for a VIP with a UDP listener", t.pops[victim].name))?;
+        .ok_or_else(|| {
+            unsuited(format!("no client group enters pop/{} for a VIP with a UDP listener", t.pops[victim].name))
+        })?;
     let groups: Vec<usize> = (0..t.clients.len()).filter(|&g| first(g, k) == Some(victim)).collect();
-    let port = udp(k).ok_or("no UDP listener")?;
+    let port = udp(k).ok_or(ClientError::Unsuited("no UDP listener".into()))?;
     Ok((victim, SocketAddr::new(IpAddr::V4(t.vips[k].ipv4), port), groups))
 }
 
@@ -142,8 +150,8 @@ fn kill_rounds(
     (t, plan): (&Topology, &Plan),
     (victim, target, groups): (usize, SocketAddr, &[usize]),
     (kills, fault): (usize, Fault),
-) -> Result<Rounds, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+) -> Result<Rounds, ClientError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let dir = crate::layout::state_dir(&plan.lab);
     let name = format!("pop/{}", t.pops[victim].name);
     let transits = transit_sockets(t, plan);
@@ -186,7 +194,7 @@ fn kill_rounds(
 
 /// Until every transit selects the victim's route for its own clients again, and has
 /// for 3 s (a thawed speaker's BFD may flap once).
-fn settle(rt: &tokio::runtime::Runtime, transits: &[PathBuf], victim: usize) -> Result<(), String> {
+fn settle(rt: &tokio::runtime::Runtime, transits: &[PathBuf], victim: usize) -> Result<(), ClientError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut steady_since: Option<Instant> = None;
     while Instant::now() < deadline {
@@ -202,7 +210,7 @@ fn settle(rt: &tokio::runtime::Runtime, transits: &[PathBuf], victim: usize) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err("the POP's sessions did not stay established for 3 s within a minute".into())
+    Err(ClientError::NotInTime("the POP's sessions did not stay established for 3 s within a minute".into()))
 }
 
 /// Polls the transits every 2 ms from `at`: when the victim's own transit lost its
@@ -269,8 +277,8 @@ fn start_probe(
     g: usize,
     target: SocketAddr,
     report: &Path,
-) -> Result<(Child, PathBuf), String> {
-    let ns = plan.ns_index(&Role::Client(g)).ok_or("no client namespace")?;
+) -> Result<(Child, PathBuf), ClientError> {
+    let ns = plan.ns_index(&Role::Client(g)).ok_or(PlanGap("no client namespace"))?;
     let child = Command::new("ip")
         .args(["netns", "exec", &plan.namespaces[ns].name])
         .arg(exe)
@@ -280,17 +288,18 @@ fn start_probe(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the probe: {e}"))?;
+        .doing(|| "cannot start the probe".into())?;
     Ok((child, report.to_path_buf()))
 }
 
 /// A probe's flows' longest gaps between replies (ms).
-fn longest_gaps(child: Child, report: &Path) -> Result<Vec<f64>, String> {
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+fn longest_gaps(child: Child, report: &Path) -> Result<Vec<f64>, ClientError> {
+    let out = child.wait_with_output().doing(|| "the probe".into())?;
     if !out.status.success() {
-        return Err(format!("probe failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(ClientError::Answered { who: "probe".into(), said: String::from_utf8_lossy(&out.stderr).into() });
     }
-    let text = std::fs::read_to_string(report).map_err(|e| format!("{}: {e}", report.display()))?;
-    let r: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(report).at(report)?;
+    let r: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|source| ClientError::Json { what: report.display().to_string(), source })?;
     Ok(r["longest_gap_ms"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_f64).collect())
 }

@@ -1,6 +1,9 @@
 //! The commands that talk to a running lab: status, a node's own socket, BGP routes,
 //! catchments, metrics, exec, capture, kill, freeze and start.
 
+use crate::client::ClientError;
+use crate::client::unsuited;
+use crate::error::{Doing, SysError};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -57,7 +60,7 @@ pub struct TunStatus {
     pub packets_read: Vec<u64>,
 }
 
-pub fn status(file: &Path) -> Result<Status, String> {
+pub fn status(file: &Path) -> Result<Status, ClientError> {
     let (_, plan) = load(file)?;
     let state = read_state(&plan.lab);
     let dir = state_dir(&plan.lab);
@@ -74,23 +77,25 @@ pub fn status(file: &Path) -> Result<Status, String> {
 /// `lab status --deployment DIR`: the nodes `render` wrote into `DIR` (every `DIR/*/node.json`),
 /// each asked over the control socket in its own state directory. `up` when every node
 /// answers.
-pub fn deployment_status(dir: &Path) -> Result<Status, String> {
+pub fn deployment_status(dir: &Path) -> Result<Status, ClientError> {
     let mut sockets = Vec::new();
     let mut name = None;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).at(dir)?;
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.sort();
     for node_dir in dirs.iter().filter(|d| d.join(render::NODE_FILE).is_file()) {
         let path = node_dir.join(render::NODE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let c: render::NodeConfig = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        let c: render::NodeConfig = serde_json::from_str(&text)
+            .map_err(|source| ClientError::Json { what: path.display().to_string(), source })?;
         if name.is_none() {
-            let t = topology::load(&node_dir.join(&c.topology)).map_err(|e| e.to_string())?;
+            let t = topology::load(&node_dir.join(&c.topology))?;
             name = Some(crate::layout::sanitize(&t.name));
         }
         sockets.push((c.node.clone(), node_socket(&c.state, &c.node)));
     }
-    let name = name.ok_or_else(|| format!("{}: no rendered node in it (no DIR/NODE/node.json)", dir.display()))?;
+    let name =
+        name.ok_or_else(|| unsuited(format!("{}: no rendered node in it (no DIR/NODE/node.json)", dir.display())))?;
     let mut s = status_of(&name, false, &sockets, Vec::new());
     s.up = s.nodes.values().all(|&state| state == "running");
     Ok(s)
@@ -194,17 +199,21 @@ fn socket_command(socket: &Path, command: &str) -> std::io::Result<String> {
 
 /// A POP's or transit's BGP routes for the VIP prefixes, from its speaker, each with the
 /// POP that announced it and whether BGP selected it.
-pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::bird::Route>, String> {
+pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::bird::Route>, ClientError> {
     let (t, plan) = load(file)?;
-    let n = plan.node(node).ok_or(format!("no node `{node}`"))?;
-    read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
+    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
     let own = match plan.namespaces[n.ns].role {
         Role::Pop(p) | Role::Transit(p) => p,
-        _ => return Err(format!("`{node}` runs no BGP speaker (POPs and transits do: pop/NAME, transit/NAME)")),
+        _ => {
+            return Err(unsuited(format!(
+                "`{node}` runs no BGP speaker (POPs and transits do: pop/NAME, transit/NAME)"
+            )));
+        }
     };
     let socket = crate::bird::speaker_socket(&state_dir(&plan.lab), &n.name);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(crate::bird::vip_routes(&t, own, &socket))
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
+    Ok(rt.block_on(crate::bird::vip_routes(&t, own, &socket))?)
 }
 
 /// Each client group's POP as the lab's BGP selects it now, in the shape of the
@@ -212,17 +221,20 @@ pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::bird::Route>, String> {
 /// for the group's first traffic class's VIP, `null` without a route), with the transit
 /// the group hangs off and its POP for every VIP it sends to. A group with a `catchment:`
 /// list is read from its own policy table at that transit.
-pub fn catchments(file: &Path) -> Result<serde_json::Value, String> {
+pub fn catchments(file: &Path) -> Result<serde_json::Value, ClientError> {
     let (t, plan) = load(file)?;
-    read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let dir = state_dir(&plan.lab);
     let mut clients = Vec::new();
     for (g, group) in t.clients.iter().enumerate() {
-        let at = topology::bgp::attach(&t, g).ok_or(format!("client/{}: no POP to attach to", group.name))?;
+        let at = topology::bgp::attach(&t, g)
+            .ok_or_else(|| unsuited(format!("client/{}: no POP to attach to", group.name)))?;
         let transit = format!("transit/{}", t.pops[at].name);
         let socket = crate::bird::speaker_socket(&dir, &transit);
-        let routes = rt.block_on(crate::bird::group_routes(&t, g, &socket)).map_err(|e| format!("{transit}: {e}"))?;
+        let routes = rt
+            .block_on(crate::bird::group_routes(&t, g, &socket))
+            .map_err(|e| ClientError::Answered { who: transit.clone(), said: e.to_string() })?;
         let pop_for = |v: usize| {
             let prefix = format!("{}/32", t.vips[v].ipv4);
             let best = routes.iter().find(|r| r.best && r.prefix == prefix)?;
@@ -244,13 +256,13 @@ pub fn catchments(file: &Path) -> Result<serde_json::Value, String> {
 
 /// Every running node's Prometheus metrics (or one node's), as their control sockets
 /// give them.
-pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, String> {
+pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, ClientError> {
     let (_, plan) = load(file)?;
     if read_state(&plan.lab).is_none() {
-        return Err(format!("lab `{}` is not up", plan.lab));
+        return Err(ClientError::NotUp(plan.lab.clone()));
     }
     let names: Vec<String> = match node {
-        Some(n) => vec![plan.node(n).ok_or(format!("no node `{n}`"))?.name.clone()],
+        Some(n) => vec![plan.node(n).ok_or_else(|| ClientError::Unsuited(format!("no node `{n}`")))?.name.clone()],
         None => plan.nodes.iter().filter(|n| !n.name.starts_with("client/")).map(|n| n.name.clone()).collect(),
     };
     let mut out = String::new();
@@ -264,7 +276,7 @@ pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, String> {
 }
 
 /// Runs a command inside a node's namespace; returns its exit code.
-pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> {
+pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, ClientError> {
     let (_, plan) = load(file)?;
     // A node name (`pop/paris`) or a namespace without the lab prefix (`client-london`).
     let prefixed = format!("{}-{node}", plan.lab);
@@ -274,16 +286,16 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> 
             Some(ns) => &ns.name,
             None => {
                 let names: Vec<&str> = plan.namespaces.iter().map(|ns| &ns.name[plan.lab.len() + 1..]).collect();
-                return Err(format!(
+                return Err(unsuited(format!(
                     "no node or namespace `{node}` in lab `{}` (namespaces: {})",
                     plan.lab,
                     names.join(", ")
-                ));
+                )));
             }
         },
     };
     if read_state(&plan.lab).is_none() {
-        return Err(format!("lab `{}` is not up", plan.lab));
+        return Err(ClientError::NotUp(plan.lab.clone()));
     }
     let status = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -291,7 +303,7 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, String> 
         // What runs there (`anyedge probe`) finds the lab's CA and client certificate.
         .env("ANYEDGE_LAB_PKI", crate::pki::dir(&state_dir(&plan.lab)))
         .status()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+        .doing(|| format!("cannot run {command:?}"))?;
     Ok(status.code().unwrap_or(1))
 }
 
@@ -303,65 +315,71 @@ pub fn capture(
     out: &Path,
     (duration, snaplen): (&str, u32),
     exe: &Path,
-) -> Result<(), String> {
-    let out = std::path::absolute(out).map_err(|e| format!("{}: {e}", out.display()))?;
+) -> Result<(), ClientError> {
+    let out = std::path::absolute(out).at(out)?;
     let command = [exe.display().to_string(), "capture-here".into(), "-w".into(), out.display().to_string()]
         .into_iter()
         .chain(["--duration".to_string(), duration.to_string(), "--snaplen".to_string(), snaplen.to_string()])
         .collect::<Vec<String>>();
     match exec(file, node, &command)? {
         0 => Ok(()),
-        code => Err(format!("capture in {node} failed (exit {code})")),
+        code => Err(ClientError::Answered { who: node.to_string(), said: format!("capture failed (exit {code})") }),
     }
 }
 
 /// Stops one node's process (its namespace stays, like a crashed machine).
-pub fn kill(file: &Path, node: &str) -> Result<(), String> {
+pub fn kill(file: &Path, node: &str) -> Result<(), ClientError> {
     let (_, plan) = load(file)?;
-    let n = plan.node(node).ok_or(format!("no node `{node}`"))?;
-    let mut state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
+    let mut state = read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
     let name = plan.nodes.iter().find(|x| x.ns == n.ns).map(|x| x.name.clone()).unwrap_or_default();
-    let pid = state.pids.remove(&name).ok_or(format!("node `{name}` runs no process"))?;
+    let pid = state.pids.remove(&name).ok_or_else(|| unsuited(format!("node `{name}` runs no process")))?;
     stop_node(pid, &name, &state_dir(&plan.lab));
-    write_state(&state)
+    Ok(write_state(&state)?)
 }
 
 /// Freezes (SIGSTOP) or thaws (SIGCONT) every process in a node's namespace — the node
 /// and its BGP speaker — like a machine that hangs without a word: no session closes, only
 /// BFD and timeouts notice. Returns how many processes it signalled.
-pub fn freeze(file: &Path, node: &str, frozen: bool) -> Result<usize, String> {
+pub fn freeze(file: &Path, node: &str, frozen: bool) -> Result<usize, ClientError> {
     let (_, plan) = load(file)?;
-    let n = plan.node(node).ok_or(format!("no node `{node}`"))?;
-    read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
+    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
     let ns = &plan.namespaces[n.ns].name;
-    let out = Command::new("ip").args(["netns", "pids", ns]).output().map_err(|e| e.to_string())?;
+    let out = Command::new("ip").args(["netns", "pids", ns]).output().map_err(|source| SysError::NotRun {
+        program: "ip",
+        hint: " (is iproute2 installed?)",
+        source,
+    })?;
     let signal = if frozen { nix::sys::signal::Signal::SIGSTOP } else { nix::sys::signal::Signal::SIGCONT };
     let pids: Vec<i32> =
         String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
     for &pid in &pids {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| format!("pid {pid}: {e}"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| SysError::Io { what: format!("pid {pid}"), source: e.into() })?;
     }
     Ok(pids.len())
 }
 
 /// Starts a stopped node again.
-pub fn start(file: &Path, node: &str, exe: &Path) -> Result<(), String> {
+pub fn start(file: &Path, node: &str, exe: &Path) -> Result<(), ClientError> {
     let (_, plan) = load(file)?;
-    let n = plan.node(node).ok_or(format!("no node `{node}`"))?.clone();
-    let mut state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?.clone();
+    let mut state = read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
     if state.pids.get(&n.name).is_some_and(|&p| alive(p)) {
-        return Err(format!("node `{}` is already running", n.name));
+        return Err(unsuited(format!("node `{}` is already running", n.name)));
     }
     let pid = spawn_node(&plan, exe, &n.name)?;
     state.pids.insert(n.name.clone(), pid);
     let single = State { pids: [(n.name.clone(), pid)].into_iter().collect(), ..state.clone() };
     wait_ready(&plan, &single)?;
-    write_state(&state)
+    Ok(write_state(&state)?)
 }
 
 /// Addresses of a lab's clients, for tests and `status`.
-pub fn client_address(file: &Path, group: &str) -> Result<IpAddr, String> {
+pub fn client_address(file: &Path, group: &str) -> Result<IpAddr, ClientError> {
     let (t, plan) = load(file)?;
-    let g = t.clients.iter().position(|c| c.name == group).ok_or(format!("no client group `{group}`"))?;
-    plan.client_sources(g).first().copied().ok_or("no address".into())
+    let g =
+        t.clients.iter().position(|c| c.name == group).ok_or_else(|| unsuited(format!("no client group `{group}`")))?;
+    plan.client_sources(g).first().copied().ok_or(crate::plan::PlanGap("a client group without an address").into())
 }

@@ -8,3 +8,71 @@ pub mod drain;
 pub mod failover;
 pub mod lab;
 pub mod probe;
+
+use crate::error::SysError;
+use crate::plan::PlanGap;
+
+/// Why a command that talks to a running lab (status, probe, bench, drain, ctl, capture)
+/// could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The lab itself: its file, its state, its rendered nodes.
+    #[error(transparent)]
+    Lab(#[from] crate::setup::SetupError),
+    #[error(transparent)]
+    Topology(#[from] anyedge_topology::TopologyError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Bird(#[from] crate::bird::BirdError),
+    #[error(transparent)]
+    Plan(#[from] PlanGap),
+    /// No lab of that name is running.
+    #[error("lab `{0}` is not up")]
+    NotUp(String),
+    /// What was asked does not fit the lab or the command (a node, a POP, a group or a
+    /// class it does not have; options that do not go together).
+    #[error("{0}")]
+    Unsuited(String),
+    /// A node or a tool answered, but not as it must (a refusal, a failed run).
+    #[error("{who}: {said}")]
+    Answered { who: String, said: String },
+    /// Something waited for did not happen in time.
+    #[error("{0}")]
+    NotInTime(String),
+    /// A report or reply that is not the JSON it must be.
+    #[error("{what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// TLS set-up (the probe's client configuration, its handshake).
+    #[error("{what}: {source}")]
+    Tls {
+        what: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The control API's gRPC endpoint.
+    #[error("{what}: {source}")]
+    Grpc {
+        what: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A QUIC connection of the probe's.
+    #[error("{what}: {source}")]
+    Quic {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What was asked does not fit the lab: `why`.
+fn unsuited(why: String) -> ClientError {
+    ClientError::Unsuited(why)
+}

@@ -2,6 +2,8 @@
 //! a request rate, round trips in an HDR histogram — and report what came back,
 //! including which backends answered and which client address they saw.
 
+use crate::client::ClientError;
+use crate::error::{Doing, SysError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -68,26 +70,29 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// The client configuration these files make.
-    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, ClientError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let ca = self.ca.as_ref().ok_or("--ca: the CA to trust (the lab's: pki/ca.pem in its state directory)")?;
-        let read_cert =
-            |p: &std::path::Path| CertificateDer::from_pem_file(p).map_err(|e| format!("{}: {e}", p.display()));
+        let ca = self.ca.as_ref().ok_or(ClientError::Unsuited(
+            "--ca: the CA to trust (the lab's: pki/ca.pem in its state directory)".into(),
+        ))?;
+        let pem = |p: &std::path::Path, e: rustls::pki_types::pem::Error| SysError::bad_file(p, e.to_string());
+        let read_cert = |p: &std::path::Path| CertificateDer::from_pem_file(p).map_err(|e| pem(p, e));
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(read_cert(ca)?).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let tls = |what: String| move |source| ClientError::Tls { what, source };
+        roots.add(read_cert(ca)?).map_err(tls(ca.display().to_string()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(tls("TLS versions".into()))?
             .with_root_certificates(roots);
         let config = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-                builder.with_client_auth_cert(vec![read_cert(cert)?], key).map_err(|e| e.to_string())?
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e))?;
+                builder.with_client_auth_cert(vec![read_cert(cert)?], key).map_err(tls(cert.display().to_string()))?
             }
             (None, None) => builder.with_no_client_auth(),
-            _ => return Err("--cert and --key go together".into()),
+            _ => return Err(ClientError::Unsuited("--cert and --key go together".into())),
         };
         Ok(Arc::new(config))
     }
@@ -303,9 +308,9 @@ impl Tally {
         }
     }
 
-    fn connect_failed(&mut self, why: String) {
+    fn connect_failed(&mut self, why: ClientError) {
         self.broken += 1;
-        self.connect_error = Some(why);
+        self.connect_error = Some(why.to_string());
     }
 
     fn reply(&mut self, flow: usize, bytes: &[u8], start: Instant) {
@@ -346,11 +351,11 @@ impl Tally {
 }
 
 /// Runs a probe to completion.
-pub fn run(config: &ProbeConfig) -> Result<ProbeReport, String> {
+pub fn run(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
     if config.realtime {
         crate::io::realtime::enter()?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     rt.block_on(async {
         match config.protocol {
             Protocol::Udp => udp(config).await,
@@ -364,7 +369,7 @@ fn interval(config: &ProbeConfig) -> Duration {
     Duration::from_secs_f64(1.0 / config.rate_per_s.max(0.001))
 }
 
-async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
+async fn udp(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
     if let Some(window) = config.window {
         return udp_windowed(config, window).await;
     }
@@ -375,14 +380,15 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     // send bursts of ten every millisecond instead of one every 100 µs.
     let mut senders = Vec::new();
     for flow in 0..config.flows.max(1) {
-        let sock = std::net::UdpSocket::bind(any_port(config.target)).map_err(|e| e.to_string())?;
-        sock.connect(config.target).map_err(|e| format!("{}: {e}", config.target))?;
-        senders.push(sock.try_clone().map_err(|e| e.to_string())?);
-        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let at = || config.target.to_string();
+        let sock = std::net::UdpSocket::bind(any_port(config.target)).doing(at)?;
+        sock.connect(config.target).doing(at)?;
+        senders.push(sock.try_clone().doing(at)?);
+        sock.set_nonblocking(true).doing(at)?;
         // A reply's time is when the kernel took it (as ping's is), not when this
         // process got round to reading it.
         crate::io::clock::stamp_receives(std::os::fd::AsRawFd::as_raw_fd(&sock));
-        let s = UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+        let s = UdpSocket::from_std(sock).doing(at)?;
         let t = tally.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
@@ -416,7 +422,8 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         }
         (sent, per_second)
     });
-    let (sent, per_second) = sending.await.map_err(|e| e.to_string())?;
+    let (sent, per_second) =
+        sending.await.map_err(|e| SysError::Io { what: "the sending thread".into(), source: e.into() })?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut t = tally.lock().await;
     for (i, n) in per_second.into_iter().enumerate() {
@@ -426,14 +433,14 @@ async fn udp(config: &ProbeConfig) -> Result<ProbeReport, String> {
 }
 
 /// Each flow keeps `window` requests in flight: a reply sends the next request.
-async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport, String> {
+async fn udp_windowed(config: &ProbeConfig, window: usize) -> Result<ProbeReport, ClientError> {
     let start = Instant::now();
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut tasks = Vec::new();
     let mut source = String::new();
     for f in 0..config.flows.max(1) {
-        let sock = UdpSocket::bind(any_port(config.target)).await.map_err(|e| e.to_string())?;
-        sock.connect(config.target).await.map_err(|e| format!("{}: {e}", config.target))?;
+        let sock = UdpSocket::bind(any_port(config.target)).await.doing(|| config.target.to_string())?;
+        sock.connect(config.target).await.doing(|| config.target.to_string())?;
         if f == 0 {
             source = sock.local_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         }
@@ -494,19 +501,21 @@ async fn connect(
     target: SocketAddr,
     tls: Option<&Arc<rustls::ClientConfig>>,
     wait: Duration,
-) -> Result<Connected, String> {
+) -> Result<Connected, ClientError> {
     let stream = tokio::time::timeout(wait, TcpStream::connect(target))
         .await
-        .map_err(|_| format!("connect {target}: no answer in {:.1} s", wait.as_secs_f64()))?
-        .map_err(|e| format!("connect {target}: {e}"))?;
+        .map_err(|_| ClientError::NotInTime(format!("connect {target}: no answer in {:.1} s", wait.as_secs_f64())))?
+        .doing(|| format!("connect {target}"))?;
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let local = stream.local_addr().doing(|| format!("connect {target}"))?;
     let Some(config) = tls else { return Ok((Box::new(stream), local, None)) };
     let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
     let tls = tokio::time::timeout(wait, tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream))
         .await
-        .map_err(|_| format!("TLS with {target}: no handshake in {:.1} s", wait.as_secs_f64()))?;
-    let tls = tls.map_err(|e| format!("TLS with {target}: {e}"))?;
+        .map_err(|_| {
+            ClientError::NotInTime(format!("TLS with {target}: no handshake in {:.1} s", wait.as_secs_f64()))
+        })?;
+    let tls = tls.doing(|| format!("TLS with {target}"))?;
     let leaf = leaf_sha256(tls.get_ref().1.peer_certificates());
     Ok((Box::new(tls), local, leaf))
 }
@@ -588,7 +597,7 @@ async fn run_flow(
 }
 
 /// TCP, TCP SSL, HTTP and HTTPS: a connection per flow.
-async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
+async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
     let start = Instant::now();
     let tls = if config.protocol.tls() { Some(config.tls.client_config()?) } else { None };
     let framing = if config.protocol.http() { Framing::Http(config.target) } else { Framing::Plain };
@@ -605,7 +614,11 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
         })
         .collect();
     for (f, c) in connecting.into_iter().enumerate() {
-        let (stream, local, leaf) = match c.await.map_err(|e| e.to_string()).and_then(|r| r) {
+        let (stream, local, leaf) = match c
+            .await
+            .map_err(|e| ClientError::Answered { who: "a connecting task".into(), said: e.to_string() })
+            .and_then(|r| r)
+        {
             Ok(connected) => connected,
             Err(e) => {
                 tally.lock().await.connect_failed(e);
@@ -628,14 +641,20 @@ async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, String> {
     Ok(report(source, sent, &t, opened))
 }
 
+/// A QUIC error, with what the probe was doing.
+fn quic_error<E: std::error::Error + Send + Sync + 'static>(what: String) -> impl FnOnce(E) -> ClientError {
+    move |e| ClientError::Quic { what, source: Box::new(e) }
+}
+
 /// QUIC: an endpoint (a local port) and a connection per flow, the requests on one
 /// bidirectional stream in the probe's framing (the CLB relays the stream to the backend
 /// over TCP).
-async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
+async fn quic(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
     use quinn::crypto::rustls::QuicClientConfig;
     let start = Instant::now();
     let tls = config.tls.client_config()?;
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| format!("QUIC set-up: {e}"))?;
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|e| ClientError::Quic { what: "QUIC set-up".into(), source: e.into() })?;
     let client = quinn::ClientConfig::new(Arc::new(crypto));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let flows = config.flows.max(1);
@@ -644,19 +663,22 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, String> {
     let mut source = String::new();
     let target = config.target;
     for f in 0..flows {
-        let local: SocketAddr = any_port(target).parse().map_err(|e| format!("{e}"))?;
-        let mut endpoint = quinn::Endpoint::client(local).map_err(|e| format!("QUIC endpoint: {e}"))?;
+        let local: SocketAddr =
+            any_port(target).parse().map_err(quic_error(format!("a local address for {target}")))?;
+        let mut endpoint = quinn::Endpoint::client(local).doing(|| "QUIC endpoint".into())?;
         endpoint.set_default_client_config(client.clone());
         let connecting =
-            endpoint.connect(target, &target.ip().to_string()).map_err(|e| format!("QUIC to {target}: {e}"))?;
+            endpoint.connect(target, &target.ip().to_string()).map_err(quic_error(format!("QUIC to {target}")))?;
         let wait = connect_wait(start, config.duration);
         let opened = async {
             let conn = tokio::time::timeout(wait, connecting)
                 .await
-                .map_err(|_| format!("QUIC to {target}: no handshake in {:.1} s", wait.as_secs_f64()))?
-                .map_err(|e| format!("QUIC to {target}: {e}"))?;
-            let (send, recv) = conn.open_bi().await.map_err(|e| format!("QUIC stream to {target}: {e}"))?;
-            Ok::<_, String>((conn, send, recv))
+                .map_err(|_| {
+                    ClientError::NotInTime(format!("QUIC to {target}: no handshake in {:.1} s", wait.as_secs_f64()))
+                })?
+                .map_err(quic_error(format!("QUIC to {target}")))?;
+            let (send, recv) = conn.open_bi().await.map_err(quic_error(format!("QUIC stream to {target}")))?;
+            Ok::<_, ClientError>((conn, send, recv))
         };
         let (conn, send, recv) = match opened.await {
             Ok(opened) => opened,

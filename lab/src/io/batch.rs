@@ -5,6 +5,7 @@
 //! where the kernel offers it, each of the rest with one `sendmsg`. Receive buffers and
 //! the send staging buffer are allocated once and reused.
 
+use crate::error::{Doing, SysError};
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 
@@ -36,29 +37,33 @@ pub struct BatchSocket {
 }
 
 impl BatchSocket {
-    pub async fn bind(addr: SocketAddr) -> Result<BatchSocket, String> {
-        let sock = UdpSocket::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    pub async fn bind(addr: SocketAddr) -> Result<BatchSocket, SysError> {
+        let sock = UdpSocket::bind(addr).await.doing(|| format!("bind {addr}"))?;
         BatchSocket::new(sock, addr)
     }
 
     /// A socket from [`bind_shared`], on the calling thread's runtime.
-    pub fn from_std(sock: std::net::UdpSocket) -> Result<BatchSocket, String> {
-        let addr = sock.local_addr().map_err(|e| e.to_string())?;
-        sock.set_nonblocking(true).map_err(|e| format!("{addr}: {e}"))?;
-        BatchSocket::new(UdpSocket::from_std(sock).map_err(|e| format!("{addr}: {e}"))?, addr)
+    pub fn from_std(sock: std::net::UdpSocket) -> Result<BatchSocket, SysError> {
+        let addr = sock.local_addr().doing(|| "a shared socket's address".into())?;
+        sock.set_nonblocking(true).doing(|| addr.to_string())?;
+        BatchSocket::new(UdpSocket::from_std(sock).doing(|| addr.to_string())?, addr)
     }
 
-    fn new(sock: UdpSocket, addr: SocketAddr) -> Result<BatchSocket, String> {
-        let state = UdpSocketState::new((&sock).into()).map_err(|e| format!("{addr}: {e}"))?;
+    fn new(sock: UdpSocket, addr: SocketAddr) -> Result<BatchSocket, SysError> {
+        let state = UdpSocketState::new((&sock).into()).doing(|| addr.to_string())?;
         // quinn-udp never lets the kernel fragment (QUIC probes the path MTU itself); the
         // backbone carries envelopes of full-size packets, which a 1500-byte link must
         // fragment as it did for a plain socket.
-        allow_fragments(&sock, addr).map_err(|e| format!("{addr}: {e}"))?;
+        allow_fragments(&sock, addr).doing(|| addr.to_string())?;
         crate::io::clock::stamp_receives(std::os::fd::AsRawFd::as_raw_fd(&sock));
         Ok(BatchSocket {
             sock,
             state,
-            bufs: vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice().try_into().map_err(|_| "batch buffers")?,
+            // Built on the heap, never on the stack: BATCH buffers of RECV_BUF bytes.
+            bufs: vec![[0u8; RECV_BUF]; BATCH]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("a vector of BATCH buffers is BATCH long")),
             meta: vec![RecvMeta::default(); BATCH],
             got: 0,
             out: Vec::with_capacity(BATCH),
@@ -171,12 +176,12 @@ impl BatchSocket {
 /// A socket bound to `addr` with `SO_REUSEPORT`, so that one node's threads can each
 /// bind one: they all send from `addr`, and the kernel hands each arriving datagram to
 /// one of them (by its source and destination).
-pub fn bind_shared(addr: SocketAddr) -> Result<std::net::UdpSocket, String> {
+pub fn bind_shared(addr: SocketAddr) -> Result<std::net::UdpSocket, SysError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|e| format!("socket for {addr}: {e}"))?;
-    sock.set_reuse_port(true).map_err(|e| format!("SO_REUSEPORT on {addr}: {e}"))?;
-    sock.bind(&addr.into()).map_err(|e| format!("bind {addr}: {e}"))?;
+        .doing(|| format!("socket for {addr}"))?;
+    sock.set_reuse_port(true).doing(|| format!("SO_REUSEPORT on {addr}"))?;
+    sock.bind(&addr.into()).doing(|| format!("bind {addr}"))?;
     Ok(sock.into())
 }
 

@@ -14,25 +14,27 @@
 //! rest of the period (up to 50 ms of every second by default), even with the core
 //! otherwise idle. A load that keeps a core that busy has a p99 of that pause.
 
+use crate::error::{Doing, SysError};
 use std::time::{Duration, Instant};
 
 /// Each core's time not running this host's work (idle, iowait, and steal: the hypervisor
 /// running someone else) from `/proc/stat`, in clock ticks: `[0]` the whole host, then
 /// each core.
-pub fn parse_proc_stat(text: &str) -> Result<Vec<u64>, String> {
+pub fn parse_proc_stat(text: &str) -> Result<Vec<u64>, SysError> {
+    let bad = |why: String| SysError::bad_file(std::path::Path::new("/proc/stat"), why);
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let mut fields = line.split_ascii_whitespace();
         let Some(name) = fields.next().filter(|n| n.starts_with("cpu")) else { continue };
         let values: Result<Vec<u64>, _> = fields.take(8).map(str::parse::<u64>).collect();
-        let v = values.map_err(|e| format!("/proc/stat line {}: {name}: {e}", i + 1))?;
+        let v = values.map_err(|e| bad(format!("line {}: {name}: {e}", i + 1)))?;
         if v.len() < 5 {
-            return Err(format!("/proc/stat line {}: {name}: {} fields, expected at least 5", i + 1, v.len()));
+            return Err(bad(format!("line {}: {name}: {} fields, expected at least 5", i + 1, v.len())));
         }
         out.push(v[3] + v[4] + v.get(7).copied().unwrap_or(0));
     }
     if out.len() < 2 {
-        return Err("/proc/stat: no per-core cpu lines".into());
+        return Err(bad("no per-core cpu lines".into()));
     }
     Ok(out)
 }
@@ -46,8 +48,8 @@ pub struct HostSample {
 }
 
 impl HostSample {
-    pub fn now() -> Result<HostSample, String> {
-        let text = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    pub fn now() -> Result<HostSample, SysError> {
+        let text = std::fs::read_to_string("/proc/stat").doing(|| "/proc/stat".into())?;
         Ok(HostSample { at: Instant::now(), idle: parse_proc_stat(&text)? })
     }
 
@@ -195,8 +197,10 @@ intr 1 2 3\nctxt 42\nbtime 1700000000\n";
     #[test]
     fn malformed_proc_stat_is_refused_with_the_line() {
         let e = parse_proc_stat("cpu  1 2 x 4 5 6 7\ncpu0 1 2 3 4 5\n").unwrap_err();
+        assert!(matches!(e, SysError::BadFile { ref path, .. } if path.ends_with("/proc/stat")), "{e}");
+        let e = e.to_string();
         assert!(e.contains("line 1") && e.contains("cpu"), "{e}");
-        let e = parse_proc_stat("cpu  1 2 3 4 5\ncpu0 1 2 3\n").unwrap_err();
+        let e = parse_proc_stat("cpu  1 2 3 4 5\ncpu0 1 2 3\n").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("3 fields"), "{e}");
         assert!(parse_proc_stat("cpu  1 2 3 4 5\nintr 1 2\n").is_err(), "no core");
     }

@@ -1,28 +1,33 @@
 //! Namespaces, links, addresses and routes, made with iproute2 (`ip`), and the one way
 //! back: deleting a lab's namespaces takes its links and TUN devices with them.
 
+use crate::error::{Doing, SysError};
 use std::process::Command;
 
 /// Runs `ip ARGS`; an error names the command and what `ip` said.
-pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out =
-        Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip` (is iproute2 installed?): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
+pub fn ip(args: &[&str]) -> Result<(), SysError> {
+    let out = Command::new("ip").args(args).output().map_err(|source| SysError::NotRun {
+        program: "ip",
+        hint: " (is iproute2 installed?)",
+        source,
+    })?;
+    if out.status.success() { Ok(()) } else { Err(SysError::refused(format!("ip {}", args.join(" ")), &out.stderr)) }
+}
+
+/// `ip netns exec` could not be started.
+fn netns_exec(source: std::io::Error) -> SysError {
+    SysError::NotRun { program: "ip netns exec", hint: "", source }
 }
 
 /// Runs `ip -n NS ARGS`.
-pub fn ip_in(ns: &str, args: &[&str]) -> Result<(), String> {
+pub fn ip_in(ns: &str, args: &[&str]) -> Result<(), SysError> {
     let mut all = vec!["-n", ns];
     all.extend_from_slice(args);
     ip(&all)
 }
 
 /// Loads an nftables `ruleset` (nft's own syntax) into namespace `ns`.
-pub fn nft_in(ns: &str, ruleset: &str) -> Result<(), String> {
+pub fn nft_in(ns: &str, ruleset: &str) -> Result<(), SysError> {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])
@@ -30,31 +35,31 @@ pub fn nft_in(ns: &str, ruleset: &str) -> Result<(), String> {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
+        .map_err(netns_exec)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(ruleset.as_bytes()).map_err(|e| format!("nft in {ns}: {e}"))?;
+        stdin.write_all(ruleset.as_bytes()).doing(|| format!("nft in {ns}"))?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("nft in {ns}: {e}"))?;
+    let out = child.wait_with_output().doing(|| format!("nft in {ns}"))?;
     if out.status.success() {
         return Ok(());
     }
     let said = String::from_utf8_lossy(&out.stderr);
     let missing = said.contains("nft") && (said.contains("No such file") || said.contains("not found"));
     let hint = if missing { " (install Debian's nftables: apt-get install nftables)" } else { "" };
-    Err(format!("nft in {ns}: {}{hint}", said.trim()))
+    Err(SysError::Refused { command: format!("nft in {ns}"), said: said.trim().to_string(), hint })
 }
 
 /// Writes a sysctl inside a namespace (through /proc, no sysctl binary needed).
-pub fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), String> {
+pub fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), SysError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")])
         .output()
-        .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
+        .map_err(netns_exec)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("sysctl {key}={value} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(SysError::refused(format!("sysctl {key}={value} in {ns}"), &out.stderr))
     }
 }
 
@@ -71,7 +76,7 @@ pub fn list_with_prefix(prefix: &str) -> Vec<String> {
 
 /// Deletes a namespace, killing whatever still runs in it first (a BGP speaker whose node
 /// was killed outright, say): nothing of a lab outlives it.
-pub fn delete(ns: &str) -> Result<(), String> {
+pub fn delete(ns: &str) -> Result<(), SysError> {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

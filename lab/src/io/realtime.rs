@@ -8,20 +8,22 @@
 //! a load that fills a core is stopped there for up to 50 ms of each second, which
 //! `bench lab` measures and says (see [`crate::io::cpu`]).
 
+use crate::error::{SysError, last_os_error};
+
 /// The SCHED_FIFO priority nodes and probes run at: above every ordinary process,
 /// well below the kernel's own real-time threads (which run at 50 and up).
 pub const PRIORITY: i32 = 10;
 
 /// Moves the calling thread, and every thread it starts afterwards, to SCHED_FIFO at
 /// [`PRIORITY`]. Call before starting a runtime so its threads inherit the policy.
-pub fn enter() -> Result<(), String> {
+pub fn enter() -> Result<(), SysError> {
     let param = libc::sched_param { sched_priority: PRIORITY };
     // SAFETY: sched_setscheduler reads one sched_param we own; pid 0 is this thread.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!("cannot run at real-time priority (SCHED_FIFO {PRIORITY}): {}", std::io::Error::last_os_error()))
+        Err(last_os_error(format!("cannot run at real-time priority (SCHED_FIFO {PRIORITY})")))
     }
 }
 
@@ -38,10 +40,10 @@ const TIMER_SLACK_NS: libc::c_ulong = 1;
 
 /// Asks the kernel to wake the calling thread, and every thread it starts afterwards, on
 /// time rather than up to 50 µs late. Call before starting a runtime.
-pub fn tight_timers() -> Result<(), String> {
+pub fn tight_timers() -> Result<(), SysError> {
     // SAFETY: prctl(PR_SET_TIMERSLACK) takes a plain integer and touches no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS) };
-    if rc == 0 { Ok(()) } else { Err(format!("cannot set the timer slack: {}", std::io::Error::last_os_error())) }
+    if rc == 0 { Ok(()) } else { Err(last_os_error("cannot set the timer slack")) }
 }
 
 /// The calling thread's timer slack, in ns.

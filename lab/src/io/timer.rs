@@ -4,6 +4,7 @@
 //! the current millisecond fires at the next one, which released one packet in ten up to
 //! a millisecond late; a thread sleep for the last stretch blocked the node meanwhile.
 
+use crate::error::{SysError, last_os_error};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -17,18 +18,18 @@ pub struct PreciseTimer {
 
 impl PreciseTimer {
     /// A disarmed timer on the calling thread's runtime.
-    pub fn new() -> Result<PreciseTimer, String> {
+    pub fn new() -> Result<PreciseTimer, SysError> {
         // SAFETY: timerfd_create takes two flags and returns a new descriptor or -1.
         let raw = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
         if raw < 0 {
-            return Err(format!("timerfd_create: {}", std::io::Error::last_os_error()));
+            return Err(last_os_error("timerfd_create"));
         }
         // SAFETY: `raw` is a descriptor we own from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: the timer owns `fd`, which stays open and the same file for as long as
         // it is registered (it is only closed when the AsyncFd drops it).
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| format!("timerfd: {}", e.into_parts().1))?;
+            .map_err(|e| SysError::Io { what: "timerfd".into(), source: e.into_parts().1 })?;
         Ok(PreciseTimer { fd, armed: None })
     }
 

@@ -9,6 +9,7 @@
 //! `lab up` creates the device (`ip tuntap add … multi_queue`); the node attaches to it
 //! here with `TUNSETIFF` and hands each queue to the `tun` crate for async reads.
 
+use crate::error::{Doing, SysError};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -21,21 +22,29 @@ pub fn per_core() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, QUEUES_MAX)
 }
 
+/// A number of TUN queues out of range, or text that is no number.
+#[derive(Debug, thiserror::Error)]
+#[error("{given} is not a queue count: 1 to {QUEUES_MAX}")]
+pub struct NotAQueueCount {
+    pub given: String,
+}
+
 /// `n` as a queue count, or why it is not one.
-pub fn check_count(n: usize) -> Result<usize, String> {
-    if (1..=QUEUES_MAX).contains(&n) { Ok(n) } else { Err(format!("{n} is not a queue count: 1 to {QUEUES_MAX}")) }
+pub fn check_count(n: usize) -> Result<usize, NotAQueueCount> {
+    if (1..=QUEUES_MAX).contains(&n) { Ok(n) } else { Err(NotAQueueCount { given: n.to_string() }) }
 }
 
 /// A queue count written as text (`--tun-queues`).
-pub fn parse_count(text: &str) -> Result<usize, String> {
+pub fn parse_count(text: &str) -> Result<usize, NotAQueueCount> {
     let text = text.trim();
-    text.parse::<usize>().map_err(|_| format!("`{text}` is not a queue count: 1 to {QUEUES_MAX}")).and_then(check_count)
+    text.parse::<usize>().map_err(|_| NotAQueueCount { given: format!("`{text}`") }).and_then(check_count)
 }
 
 /// Attaches `n` queues to the multi-queue TUN device `name` (no packet-information header).
-pub fn attach(name: &str, n: usize) -> Result<Vec<OwnedFd>, String> {
-    check_count(n).map_err(|e| format!("TUN device {name}: {e}"))?;
-    (0..n).map(|q| attach_one(name).map_err(|e| format!("TUN device {name}, queue {q}: {e}"))).collect()
+pub fn attach(name: &str, n: usize) -> Result<Vec<OwnedFd>, SysError> {
+    check_count(n)
+        .map_err(|e| SysError::Io { what: format!("TUN device {name}"), source: std::io::Error::other(e) })?;
+    (0..n).map(|q| attach_one(name).doing(|| format!("TUN device {name}, queue {q}"))).collect()
 }
 
 fn attach_one(name: &str) -> std::io::Result<OwnedFd> {
@@ -65,11 +74,11 @@ fn attach_one(name: &str) -> std::io::Result<OwnedFd> {
 }
 
 /// A queue, ready for async reads on the runtime of the calling thread.
-pub fn into_async(name: &str, fd: OwnedFd) -> Result<tun::AsyncDevice, String> {
+pub fn into_async(name: &str, fd: OwnedFd) -> Result<tun::AsyncDevice, SysError> {
     use std::os::fd::IntoRawFd;
     let mut config = tun::Configuration::default();
     config.tun_name(name).raw_fd(fd.into_raw_fd()).close_fd_on_drop(true);
-    tun::create_as_async(&config).map_err(|e| format!("TUN device {name}: {e}"))
+    tun::create_as_async(&config).map_err(|e| SysError::Io { what: format!("TUN device {name}"), source: e.into() })
 }
 
 /// Every queue of a device, for writing from any thread.
@@ -77,8 +86,8 @@ pub struct Writers(Vec<File>);
 
 impl Writers {
     /// Write handles that share the queues of `fds` (duplicates of each descriptor).
-    pub fn new(fds: &[OwnedFd]) -> Result<Writers, String> {
-        let files = fds.iter().map(|fd| fd.try_clone().map(File::from).map_err(|e| format!("TUN queue: {e}")));
+    pub fn new(fds: &[OwnedFd]) -> Result<Writers, SysError> {
+        let files = fds.iter().map(|fd| fd.try_clone().map(File::from).doing(|| "TUN queue".into()));
         Ok(Writers(files.collect::<Result<_, _>>()?))
     }
 
@@ -115,13 +124,13 @@ mod tests {
     /// what was wrong.
     #[test]
     fn queue_counts_outside_one_to_the_maximum_are_refused_with_the_reason() {
-        assert_eq!(parse_count(" 3\n"), Ok(3));
-        assert_eq!(parse_count("64"), Ok(QUEUES_MAX));
+        assert_eq!(parse_count(" 3\n").ok(), Some(3));
+        assert_eq!(parse_count("64").ok(), Some(QUEUES_MAX));
         for bad in ["0", "65", "-1", "two", ""] {
-            let e = parse_count(bad).unwrap_err();
+            let e = parse_count(bad).unwrap_err().to_string();
             assert!(e.contains("is not a queue count: 1 to 64"), "{bad}: {e}");
         }
-        assert!(attach("ae0", 0).unwrap_err().starts_with("TUN device ae0: 0 is not a queue count"));
+        assert!(attach("ae0", 0).unwrap_err().to_string().starts_with("TUN device ae0: 0 is not a queue count"));
     }
 
     fn root() -> bool {

@@ -5,6 +5,8 @@
 //! from its region (another region, an IDC) or on the internet behind an egress node
 //! delays both ways as the simulator's links do (`HostLinks`).
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -23,7 +25,7 @@ use crate::io::timer::PreciseTimer;
 use crate::layout::{BACKEND_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::auth_from_now;
-use crate::plan::{Plan, REGION_NET};
+use crate::plan::{Plan, PlanGap, REGION_NET};
 
 /// Largest packet a host reads at once.
 const MTU_BUF: usize = 65_536;
@@ -107,7 +109,7 @@ pub async fn run(
     impair: bool,
     ready: &Path,
     (keys, drops): (anyedge_ccn::AuthConfig, Drops),
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let mut host = BackendDriver::new(t, plan, ip, impair, keys, drops).await?;
     serve_ports(t, plan, ip, host.toa.clone()).await?;
     mark_ready(ready)?;
@@ -120,7 +122,7 @@ async fn serve_ports(
     plan: &Plan,
     ip: Ipv4Addr,
     toa: crate::node::servers::ToaSeen,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let mut ports: Vec<u16> = t
         .regions
         .iter()
@@ -131,7 +133,7 @@ async fn serve_ports(
         .collect();
     ports.sort_unstable();
     ports.dedup();
-    let direct = plan.backend_direct_addr(ip).ok_or("backend without a region address")?;
+    let direct = plan.backend_direct_addr(ip).ok_or(PlanGap("backend without a region address"))?;
     let proxies = Arc::new(anyedge_topology::nodes::clb_proxy_addresses(t));
     for &port in &ports {
         // On every address of the host: the backend address (through the CLB) and its
@@ -139,11 +141,11 @@ async fn serve_ports(
         // on: one socket per address.
         let addr = SocketAddr::new(IpAddr::V4(ip), port);
         for local in [addr, SocketAddr::new(IpAddr::V4(direct), port)] {
-            let udp = Arc::new(UdpSocket::bind(local).await.map_err(|e| format!("bind udp {local}: {e}"))?);
+            let udp = Arc::new(UdpSocket::bind(local).await.doing(|| format!("bind udp {local}"))?);
             tokio::spawn(crate::node::servers::udp_echo(udp, addr));
         }
         let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-        let tcp = TcpListener::bind(any).await.map_err(|e| format!("bind tcp {any}: {e}"))?;
+        let tcp = TcpListener::bind(any).await.doing(|| format!("bind tcp {any}"))?;
         tokio::spawn(crate::node::servers::tcp_server(tcp, addr, toa.clone(), proxies.clone()));
     }
     Ok(())
@@ -157,18 +159,18 @@ impl BackendDriver {
         impair: bool,
         keys: anyedge_ccn::AuthConfig,
         drops: Drops,
-    ) -> Result<BackendDriver, String> {
+    ) -> Result<BackendDriver, NodeError> {
         let tun = crate::node::forwarder::open_tun()?;
-        let bind = plan.backend_tunnel(ip).ok_or("backend without a region address")?;
-        let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+        let bind = plan.backend_tunnel(ip).ok_or(PlanGap("backend without a region address"))?;
+        let sock = UdpSocket::bind(bind).await.doing(|| format!("bind {bind}"))?;
         crate::io::clock::stamp_receives(sock.as_raw_fd());
         let me = anyedge_topology::nodes::backend_hosts(t)
             .into_iter()
             .find(|(h, _)| *h == IpAddr::V4(ip))
             .map(|(_, id)| id)
-            .ok_or("backend host without a backbone id")?;
+            .ok_or(PlanGap("backend host without a backbone id"))?;
         let internet = match plan.egress_of(ip) {
-            Some(k) => Some(plan.egress_tunnel(k).ok_or("egress node without a region address")?),
+            Some(k) => Some(plan.egress_tunnel(k).ok_or(PlanGap("egress node without a region address"))?),
             None => None,
         };
         // Security groups bound to this instance, as the simulator applies them.
@@ -191,21 +193,21 @@ impl BackendDriver {
     }
 
     /// Selects and dispatches; what a wake-up made due leaves at its end.
-    async fn run(&mut self) -> Result<(), String> {
+    async fn run(&mut self) -> Result<(), NodeError> {
         let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
         loop {
             let wake = self.shaper.wake_at();
             let since = tokio::select! {
                 r = self.sock.recv_from(&mut ubuf) => {
                     let since = std::time::Instant::now();
-                    let (n, from) = r.map_err(|e| e.to_string())?;
+                    let (n, from) = r.doing(|| "the tunnel socket".into())?;
                     let arrived = crate::io::clock::received_ns(self.sock.as_raw_fd(), self.shaper.start());
                     self.on_tunnel(from, &ubuf[..n], arrived);
                     since
                 }
                 r = self.tun.recv(&mut tbuf) => {
                     let since = std::time::Instant::now();
-                    let n = r.map_err(|e| e.to_string())?;
+                    let n = r.doing(|| "the TUN device".into())?;
                     // A TUN device keeps no receive time: the read's is the closest.
                     let arrived = self.shaper.now();
                     self.on_kernel(&tbuf[..n], arrived);

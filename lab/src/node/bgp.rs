@@ -2,6 +2,8 @@
 //! decisions to its BIRD speaker (`crate::bird`), the transits' relays, and the
 //! speaker's supervision inside the node.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use anyedge_topology::Topology;
 use anyedge_topology::bgp::med_us;
 
 use crate::node::relay;
-use crate::plan::{Plan, Role};
+use crate::plan::{Plan, PlanGap, Role};
 
 pub use crate::bird::*;
 
@@ -32,7 +34,7 @@ impl Announcer {
         p: usize,
         state_dir: &Path,
         (node, drops): (&str, crate::node::drops::Drops),
-    ) -> Result<Announcer, String> {
+    ) -> Result<Announcer, NodeError> {
         let mut speaker = Speaker::start(state_dir, node, &pop_config(t, plan, p)?)?;
         wait_for_socket(&speaker.socket).await?;
         let vips: Vec<(usize, bool)> =
@@ -106,24 +108,24 @@ pub async fn run_transit(
     x: usize,
     state_dir: &Path,
     (ready, drops): (&Path, crate::node::drops::Drops),
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let name = format!("transit/{}", t.pops[x].name);
     relay::start(relay_peers(t, plan, x)?, relay_families(t)).await?;
     let mut speaker = Speaker::start(state_dir, &name, &transit_config(t, plan, x)?)?;
     wait_for_socket(&speaker.socket).await?;
-    std::fs::write(ready, b"ready\n").map_err(|e| e.to_string())?;
+    std::fs::write(ready, b"ready\n").at(ready)?;
     supervise(&mut speaker, &drops).await
 }
 
 /// Transit `x`'s relays: one per other transit, delaying by the model's one-way delay
 /// between the two sites (half the round trip its MED carries).
-fn relay_peers(t: &Topology, plan: &Plan, x: usize) -> Result<Vec<relay::Peer>, String> {
-    let ns = plan.ns_index(&Role::Transit(x)).ok_or("no transit namespace")?;
+fn relay_peers(t: &Topology, plan: &Plan, x: usize) -> Result<Vec<relay::Peer>, NodeError> {
+    let ns = plan.ns_index(&Role::Transit(x)).ok_or(PlanGap("no transit namespace"))?;
     (0..t.pops.len())
         .filter(|&y| y != x)
         .map(|y| {
-            let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or("no transit namespace")?;
-            let link = plan.link_between(ns, peer_ns).ok_or("transits without a link")?;
+            let peer_ns = plan.ns_index(&Role::Transit(y)).ok_or(PlanGap("no transit namespace"))?;
+            let link = plan.link_between(ns, peer_ns).ok_or(PlanGap("transits without a link"))?;
             Ok(relay::Peer { y, link, one_way: Duration::from_micros(u64::from(med_us(t, x, y)) / 2) })
         })
         .collect()
@@ -138,7 +140,7 @@ fn relay_families(t: &Topology) -> Vec<usize> {
 
 /// Revives the speaker when it dies and publishes its sessions (`bgp` in `status`) and
 /// restarts (`bgp_speaker_restarts`), every 250 ms, for ever.
-pub async fn supervise(speaker: &mut Speaker, drops: &crate::node::drops::Drops) -> Result<(), String> {
+pub async fn supervise(speaker: &mut Speaker, drops: &crate::node::drops::Drops) -> Result<(), NodeError> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;

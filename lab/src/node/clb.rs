@@ -4,6 +4,8 @@
 //! probes, route changes, timers), `transmit` hands what the core produced to the
 //! sockets, and `run` only selects and dispatches.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -25,7 +27,7 @@ use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready}
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
 use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanGap};
 
 /// Largest sync message a node reads at once.
 const MTU_BUF: usize = 65_536;
@@ -153,14 +155,14 @@ impl<'a> ClbDriver<'a> {
         plan: &'a Plan,
         (region, index): (usize, usize),
         node: Forwarder<'a>,
-    ) -> Result<ClbDriver<'a>, String> {
+    ) -> Result<ClbDriver<'a>, NodeError> {
         let Forwarder { ready, impair, follower, drops, keys, conf_dir, name, .. } = node;
-        let from_pops = plan.clb_tunnel(region, index).ok_or("CLB without a backbone address")?;
-        let own = plan.clb_region_addr(region, index).ok_or("CLB without a region address")?;
+        let from_pops = plan.clb_tunnel(region, index).ok_or(PlanGap("CLB without a backbone address"))?;
+        let own = plan.clb_region_addr(region, index).ok_or(PlanGap("CLB without a region address"))?;
         let pop_sock = BatchSocket::bind(from_pops).await?;
         let be_sock = BatchSocket::bind(SocketAddr::new(IpAddr::V4(own), BACKEND_PORT)).await?;
         let sync_bind = SocketAddr::new(IpAddr::V4(own), SYNC_PORT);
-        let sync_sock = UdpSocket::bind(sync_bind).await.map_err(|e| format!("bind {sync_bind}: {e}"))?;
+        let sync_sock = UdpSocket::bind(sync_bind).await.doing(|| format!("bind {sync_bind}"))?;
         let sync_peers = (0..usize::from(t.regions[region].clb_nodes))
             .map(|i| plan.clb_region_addr(region, i).map(|a| SocketAddr::new(IpAddr::V4(a), SYNC_PORT)))
             .collect();
@@ -177,7 +179,7 @@ impl<'a> ClbDriver<'a> {
         let grpc = t.backbone.transport == BackboneTransport::Grpc;
         let from_streams = match (grpc, follower.as_ref().and_then(|f| f.reloaded.clone())) {
             (true, Some(reloaded)) => Some(upstreams((conf_dir, name, reloaded), from_pops.ip()).await?),
-            (true, None) => return Err("a CLB node without its reload channel".into()),
+            (true, None) => return Err(PlanGap("a CLB node without its reload channel").into()),
             (false, _) => None,
         };
         let pop_tunnels: Vec<Option<SocketAddr>> = (0..t.pops.len()).map(|p| plan.pop_tunnel(p)).collect();
@@ -225,7 +227,7 @@ impl<'a> ClbDriver<'a> {
     }
 
     /// Selects and dispatches until an I/O error ends the node.
-    pub(crate) async fn run(mut self) -> Result<(), String> {
+    pub(crate) async fn run(mut self) -> Result<(), NodeError> {
         loop {
             let mut due = self.shaper.take_ready();
             let mut since = Instant::now();
@@ -245,7 +247,7 @@ impl<'a> ClbDriver<'a> {
     }
 
     /// Waits for the next input: a socket, a stream, a timer or a route change.
-    async fn next_input(&mut self) -> Result<Input, String> {
+    async fn next_input(&mut self) -> Result<Input, NodeError> {
         let start = self.start;
         let core_wake = self
             .core
@@ -254,10 +256,10 @@ impl<'a> ClbDriver<'a> {
         let wake = core_wake.unwrap_or_else(far_future);
         let shaped_at = self.shaper.wake_at();
         Ok(tokio::select! {
-            r = self.pop_sock.recv() => r.map(|()| Input::Backbone).map_err(|e| e.to_string())?,
-            r = self.be_sock.recv() => r.map(|()| Input::Backend).map_err(|e| e.to_string())?,
+            r = self.pop_sock.recv() => r.map(|()| Input::Backbone).doing(|| "the backbone socket".into())?,
+            r = self.be_sock.recv() => r.map(|()| Input::Backend).doing(|| "the region socket".into())?,
             r = self.sync_sock.recv_from(&mut self.sync_buf) => {
-                let (n, from) = r.map_err(|e| e.to_string())?;
+                let (n, from) = r.doing(|| "the sync socket".into())?;
                 Input::Sync(n, from)
             }
             Some(up) = next_upstream(&mut self.from_streams) => Input::Upstream(up),
@@ -497,7 +499,7 @@ async fn pop_prober(
     local: IpAddr,
     keyring: anyedge_ccn::Keyring,
     start: Instant,
-) -> Result<(Vec<(u16, SocketAddr)>, UdpLiveness), String> {
+) -> Result<(Vec<(u16, SocketAddr)>, UdpLiveness), NodeError> {
     let pops: Vec<(u16, SocketAddr)> = pop_tunnels
         .iter()
         .enumerate()
@@ -513,7 +515,7 @@ async fn pop_prober(
 async fn upstreams(
     (conf_dir, name, reloaded): (&std::path::Path, &str, tokio::sync::watch::Receiver<u64>),
     ip: IpAddr,
-) -> Result<mpsc::Receiver<crate::node::grpc::Upstream>, String> {
+) -> Result<mpsc::Receiver<crate::node::grpc::Upstream>, NodeError> {
     let tls = crate::io::tls::ServerTls::new(crate::pki::server(conf_dir, name)?);
     // After each reload (the node's own, `node::reload`): its directory's certificate.
     crate::node::reload::server_tls_on_reload(conf_dir.to_path_buf(), name.to_string(), tls.clone(), reloaded);

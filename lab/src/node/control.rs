@@ -4,6 +4,8 @@
 //! nodes follow run over gRPC on the backbone; the control API (`anyedge ctl`) also
 //! answers on a Unix socket per node.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,7 +31,7 @@ use tonic::{Request, Response, Status};
 
 use crate::layout::{CONTROL_PORT, api_socket, log_path, mark_ready};
 use crate::pki::{PeerIdentity, Role};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanGap};
 
 /// How long a write waits to commit before the API gives up on it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,7 +100,7 @@ impl Api {
         }
         let chain = request.peer_certs().ok_or_else(|| self.refusals.deny(what, "no client certificate".into()))?;
         let leaf = chain.first().ok_or_else(|| self.refusals.deny(what, "empty certificate chain".into()))?;
-        crate::pki::peer_identity(leaf.as_ref()).map(Some).map_err(|e| self.refusals.deny(what, e))
+        crate::pki::peer_identity(leaf.as_ref()).map(Some).map_err(|e| self.refusals.deny(what, e.to_string()))
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Call) -> Result<T, Status> {
@@ -229,11 +231,11 @@ fn peer_sender(
     addr: SocketAddr,
     tls: tonic::transport::ClientTlsConfig,
     mut link: Option<Link>,
-) -> Result<PeerTx, String> {
+) -> Result<PeerTx, NodeError> {
     let (tx, mut rx) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(4096);
     let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
         .and_then(|e| e.tls_config(tls))
-        .map_err(|e| format!("control peer {addr}: {e}"))?;
+        .map_err(|source| NodeError::Grpc { what: format!("control peer {addr}"), source })?;
     tokio::spawn(async move {
         let channel = endpoint.connect_timeout(Duration::from_millis(200)).tcp_nodelay(true).connect_lazy();
         let mut client = PeerClient::new(channel);
@@ -301,7 +303,7 @@ pub async fn run(
     id: u8,
     dirs: (&Path, &Path, bool),
     (ready, drops, reloaded): (&Path, crate::node::drops::Drops, tokio::sync::watch::Receiver<u64>),
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     ControlDriver::bind(t, plan, id, dirs, (drops, reloaded)).await?.ready(ready)?.run().await
 }
 
@@ -339,17 +341,18 @@ impl ControlDriver {
         id: u8,
         (conf_dir, state_dir, impair): (&Path, &Path, bool),
         (drops, reloaded): (crate::node::drops::Drops, tokio::sync::watch::Receiver<u64>),
-    ) -> Result<ControlDriver, String> {
-        let c = t.control.as_ref().ok_or("the topology has no `control:` section")?;
+    ) -> Result<ControlDriver, NodeError> {
+        let c = t.control.as_ref().ok_or(PlanGap("the topology has no `control:` section"))?;
         let config = anyedge_topology::route_table::control_config(t, c, id);
-        let store = RedbDisk::open(&log_path(state_dir, id), &config.voters)?;
-        let node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)?;
+        let store = RedbDisk::open(&log_path(state_dir, id), &config.voters).map_err(NodeError::Control)?;
+        let node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)
+            .map_err(NodeError::Control)?;
         let (calls_tx, calls) = mpsc::channel::<Call>(4096);
         let name = format!("control/{id}");
         let refusals = Refusals::new(&name);
         let watch_delays = Arc::new(watch_delays(t, c, id, impair));
         let api = Api { calls: calls_tx, local: false, refusals: refusals.clone(), watch_delays };
-        let own = plan.control_addr(id).ok_or("control node without a backbone address")?;
+        let own = plan.control_addr(id).ok_or(PlanGap("control node without a backbone address"))?;
         serve_backbone(SocketAddr::new(own.into(), CONTROL_PORT), (conf_dir, &name, reloaded), api.clone()).await?;
         serve_local(state_dir, id, Api { local: true, ..api })?;
         let mut peers: HashMap<u64, PeerTx> = HashMap::new();
@@ -377,20 +380,20 @@ impl ControlDriver {
         })
     }
 
-    fn ready(self, ready: &Path) -> Result<ControlDriver, String> {
+    fn ready(self, ready: &Path) -> Result<ControlDriver, NodeError> {
         mark_ready(ready)?;
         Ok(self)
     }
 
     /// Selects and dispatches until the log cannot be written.
-    async fn run(mut self) -> Result<(), String> {
+    async fn run(mut self) -> Result<(), NodeError> {
         loop {
             let input = tokio::select! {
                 _ = self.tick.tick() => Input::Tick,
                 Some(call) = self.calls.recv() => Input::Call(call),
             };
             match input {
-                Input::Tick => self.node.tick()?,
+                Input::Tick => self.node.tick().map_err(NodeError::Control)?,
                 Input::Call(Call::Raft(from, bytes)) => self.on_raft(from, &bytes)?,
                 Input::Call(Call::Status(reply)) => self.on_status(reply),
                 Input::Call(Call::Routes(reply)) => self.on_routes(reply),
@@ -402,14 +405,16 @@ impl ControlDriver {
     }
 
     /// A refused message changes nothing; a log that cannot be written stops the node.
-    fn on_raft(&mut self, from: u64, bytes: &[u8]) -> Result<(), String> {
+    fn on_raft(&mut self, from: u64, bytes: &[u8]) -> Result<(), NodeError> {
         match self.node.step(from, bytes) {
             Ok(()) => Ok(()),
             Err(anyedge_control::StepError::Refused(e)) => {
                 self.refusals.log(&format!("a Raft message from control/{from}"), &e);
                 Ok(())
             }
-            Err(e @ anyedge_control::StepError::Store(_)) => Err(format!("{}: {e}", self.name)),
+            Err(source @ anyedge_control::StepError::Store(_)) => {
+                Err(NodeError::Store { node: self.name.clone(), source })
+            }
         }
     }
 
@@ -504,8 +509,8 @@ async fn serve_backbone(
     bind: SocketAddr,
     (conf_dir, name, reloaded): (&Path, &str, tokio::sync::watch::Receiver<u64>),
     api: Api,
-) -> Result<(), String> {
-    let tcp = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+) -> Result<(), NodeError> {
+    let tcp = tokio::net::TcpListener::bind(bind).await.doing(|| format!("bind {bind}"))?;
     let tls = crate::io::tls::ServerTls::new(crate::pki::server(conf_dir, name)?);
     // After each reload: the certificate of the node's directory for new connections.
     crate::node::reload::server_tls_on_reload(conf_dir.to_path_buf(), name.to_string(), tls.clone(), reloaded);
@@ -519,13 +524,13 @@ async fn serve_backbone(
 }
 
 /// The control API on a Unix socket (the operator, root on this host).
-fn serve_local(state_dir: &Path, id: u8, api: Api) -> Result<(), String> {
+fn serve_local(state_dir: &Path, id: u8, api: Api) -> Result<(), NodeError> {
     let socket = api_socket(state_dir, id);
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).at(dir)?;
     }
     let _ = std::fs::remove_file(&socket);
-    let unix = tokio::net::UnixListener::bind(&socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let unix = tokio::net::UnixListener::bind(&socket).at(&socket)?;
     let local = tonic::transport::Server::builder().add_service(ControlServer::new(api));
     tokio::spawn(async move {
         // Only root and this node's user write the table here (the socket's mode says so

@@ -4,6 +4,8 @@
 //! plain IP packets — the internet leg, unsealed — and seals their replies back to the
 //! CLB node each flow came from.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -16,7 +18,7 @@ use tokio::net::UdpSocket;
 
 use crate::layout::{BACKEND_PORT, mark_ready};
 use crate::node::drops::Drops;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanGap};
 
 pub async fn run(
     t: &Topology,
@@ -24,11 +26,11 @@ pub async fn run(
     k: usize,
     ready: &Path,
     (keys, drops): (anyedge_ccn::AuthConfig, Drops),
-) -> Result<(), String> {
-    let bind = plan.egress_tunnel(k).ok_or("egress node without a region address")?;
-    let sock = UdpSocket::bind(bind).await.map_err(|e| format!("bind {bind}: {e}"))?;
+) -> Result<(), NodeError> {
+    let bind = plan.egress_tunnel(k).ok_or(PlanGap("egress node without a region address"))?;
+    let sock = UdpSocket::bind(bind).await.doing(|| format!("bind {bind}"))?;
     let auth = crate::node::forwarder::auth_from_now(keys)?;
-    let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or("no such egress node")?;
+    let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or(PlanGap("no such egress node"))?;
     let start = Instant::now();
     let mut core = Gateway::new(config, 0);
     // The internet hosts behind it, by tunnel address (their packets come unsealed).
@@ -41,7 +43,7 @@ pub async fn run(
     mark_ready(ready)?;
     let mut buf = vec![0u8; 65_536];
     loop {
-        let (n, from) = sock.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
+        let (n, from) = sock.recv_from(&mut buf).await.doing(|| format!("the tunnel socket {bind}"))?;
         drops.packet_in();
         let now = start.elapsed().as_nanos() as u64;
         let result = match hosts.get(&from) {

@@ -1,6 +1,8 @@
 //! What every forwarding role of a node shares: what the process hands a forwarder, its
 //! backbone authentication, and its TUN device.
 
+use crate::error::SysError;
+use crate::node::NodeError;
 use std::path::Path;
 
 use crate::node::drops::Drops;
@@ -25,15 +27,20 @@ pub struct Forwarder<'a> {
 }
 
 /// Backbone authentication for a core whose clock starts now, with this start's salt.
-pub fn auth_from_now(keys: anyedge_ccn::AuthConfig) -> Result<anyedge_ccn::AuthConfig, String> {
+pub fn auth_from_now(keys: anyedge_ccn::AuthConfig) -> Result<anyedge_ccn::AuthConfig, NodeError> {
     let epoch_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    Ok(anyedge_ccn::AuthConfig { epoch_ns, salt: anyedge_ccn::AuthConfig::random_salt()?, ..keys })
+    Ok(anyedge_ccn::AuthConfig {
+        epoch_ns,
+        salt: anyedge_ccn::AuthConfig::random_salt().map_err(crate::pki::PkiError::Secret)?,
+        ..keys
+    })
 }
 
 /// The node's TUN device (one queue).
-pub fn open_tun() -> Result<tun::AsyncDevice, String> {
+pub fn open_tun() -> Result<tun::AsyncDevice, NodeError> {
     let mut config = tun::Configuration::default();
     config.tun_name(TUN_NAME).up();
-    tun::create_as_async(&config).map_err(|e| format!("cannot open TUN device {TUN_NAME}: {e}"))
+    tun::create_as_async(&config)
+        .map_err(|e| SysError::Io { what: format!("cannot open TUN device {TUN_NAME}"), source: e.into() }.into())
 }

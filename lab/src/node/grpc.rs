@@ -4,6 +4,8 @@
 //! packet (the cores check it as they do UDP's); impairments are applied before a frame
 //! enters the stream, as for UDP.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -31,7 +33,7 @@ struct Tunnel {
 fn check_pop<T>(request: &Request<T>) -> Result<(), Status> {
     let chain = request.peer_certs().ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let leaf = chain.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
-    let who = crate::pki::peer_identity(leaf.as_ref()).map_err(Status::permission_denied)?;
+    let who = crate::pki::peer_identity(leaf.as_ref()).map_err(|e| Status::permission_denied(e.to_string()))?;
     if who.role != crate::pki::Role::Pop {
         static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -67,8 +69,8 @@ impl Backbone for Tunnel {
 /// Serves the backbone on a CLB node behind `tls` (its certificate, POP certificates
 /// required, replaceable while it serves): frames from every POP arrive on the returned
 /// channel.
-pub async fn serve(addr: SocketAddr, tls: crate::io::tls::ServerTls) -> Result<mpsc::Receiver<Upstream>, String> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
+pub async fn serve(addr: SocketAddr, tls: crate::io::tls::ServerTls) -> Result<mpsc::Receiver<Upstream>, NodeError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.doing(|| format!("bind {addr}"))?;
     let (to_node, from_pops) = mpsc::channel(DEPTH);
     // Bounded connections, TCP_NODELAY on each (small frames must not wait for Nagle),
     // TLS with the certificate of the moment (a reload changes it for new connections).

@@ -5,6 +5,8 @@
 //! Probes between POPs and CLB nodes are sealed with the nodes' backbone keys (requests
 //! and answers each their own kind), as in the simulator; a plain probe gets no answer.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -25,10 +27,10 @@ pub fn probe_config(t: &Topology) -> LivenessConfig {
 /// from backbone peers `keys` holds keys for, answered sealed. Everything else (plain
 /// probes included: nothing on the internet probes a node since BGP replaced the lab's
 /// router) is dropped and counted.
-pub async fn answer_probes(mut keys: Keyring, drops: crate::node::drops::Drops) -> Result<(), String> {
+pub async fn answer_probes(mut keys: Keyring, drops: crate::node::drops::Drops) -> Result<(), NodeError> {
     let health = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), HEALTH_PORT))
         .await
-        .map_err(|e| format!("bind health port: {e}"))?;
+        .doing(|| "bind health port".into())?;
     tokio::spawn(async move {
         let mut buf = [0u8; 256];
         while let Ok((n, from)) = health.recv_from(&mut buf).await {
@@ -74,8 +76,8 @@ impl UdpLiveness {
         (keys, ids): (Keyring, Vec<NodeId>),
         config: LivenessConfig,
         now_ns: u64,
-    ) -> Result<Self, String> {
-        let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.map_err(|e| format!("bind probe socket: {e}"))?;
+    ) -> Result<Self, NodeError> {
+        let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.doing(|| "bind probe socket".to_string())?;
         Ok(UdpLiveness { prober: LivenessProber::new(peers.len(), config, now_ns), peers, keys, ids, sock })
     }
 

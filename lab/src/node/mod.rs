@@ -25,10 +25,50 @@ pub mod reload;
 pub mod servers;
 pub mod watch;
 
+use crate::error::{Doing, SysError};
 use crate::layout::METRICS_PORT;
 use crate::node::drops::Drops;
 use crate::node::forwarder::Forwarder;
-use crate::plan::{Plan, Role};
+use crate::plan::{Plan, PlanGap, Role};
+
+/// Why a node could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Its rendered directory, checked before anything starts.
+    #[error(transparent)]
+    Config(#[from] crate::setup::SetupError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Bird(#[from] crate::bird::BirdError),
+    #[error(transparent)]
+    Plan(#[from] PlanGap),
+    /// A gRPC endpoint or server (the control plane's, the backbone's).
+    #[error("{what}: {source}")]
+    Grpc {
+        what: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The node is not in the topology it was rendered with, or is one that runs no process.
+    #[error("node `{node}` {why}")]
+    NotANode { node: String, why: String },
+    /// A control node's Raft log could not be written: it cannot go on.
+    #[error("{node}: {source}")]
+    Store {
+        node: String,
+        #[source]
+        source: anyedge_control::StepError,
+    },
+    /// The control node's core (its Raft log, its table) refused to go on.
+    #[error("the control plane: {0}")]
+    Control(String),
+    /// One of the node's threads panicked.
+    #[error("{0} panicked")]
+    Panicked(String),
+}
 
 /// How long a status client may take to ask and to read the answer.
 const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -53,7 +93,7 @@ pub fn metrics_addr(plan: &Plan, role: &Role) -> std::net::IpAddr {
 }
 
 /// Runs the node rendered in `config` (see [`crate::setup::render`]) until it is killed.
-pub fn run(config: &Path) -> Result<(), String> {
+pub fn run(config: &Path) -> Result<(), NodeError> {
     // Its Raft log, sockets and whatever else it writes are root's alone.
     crate::layout::private_files();
     // Levelled logs (RUST_LOG, default info) on stderr: `lab up` points it at the node's
@@ -67,7 +107,8 @@ pub fn run(config: &Path) -> Result<(), String> {
     let state_dir = config.state.as_path();
     crate::layout::private_dir(state_dir)?;
     crate::layout::private_dir(&crate::layout::ready_dir(state_dir))?;
-    let node = plan.node(&config.node).ok_or(format!("no node `{}` in this topology", config.node))?.clone();
+    let not_in = || NodeError::NotANode { node: config.node.clone(), why: "is not in this topology".into() };
+    let node = plan.node(&config.node).ok_or_else(not_in)?.clone();
     let name = node.name.as_str();
     let role = plan.namespaces[node.ns].role.clone();
     let ready = crate::layout::ready_marker(state_dir, &node.name);
@@ -80,7 +121,7 @@ pub fn run(config: &Path) -> Result<(), String> {
     if config.realtime {
         crate::io::realtime::enter()?;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let control = control_socket(state_dir, &node.name);
     let node_name = node.name.clone();
     rt.block_on(async move {
@@ -118,7 +159,7 @@ pub fn run(config: &Path) -> Result<(), String> {
             _ => anyedge_ccn::AuthConfig::default(),
         };
         // Control over a Unix socket: nothing of the lab's control plane rides on IP.
-        let listener = tokio::net::UnixListener::bind(&control).map_err(|e| format!("{}: {e}", control.display()))?;
+        let listener = tokio::net::UnixListener::bind(&control).at(&control)?;
         tokio::spawn(serve_control(listener, node_name.clone(), applied, drops.clone()));
         // Prometheus (`/metrics`) where no client routes to.
         let metrics = tokio::net::TcpListener::bind((metrics_addr(&plan, &role), METRICS_PORT)).await;
@@ -152,10 +193,10 @@ pub fn run(config: &Path) -> Result<(), String> {
             Role::Egress { k, .. } => crate::node::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Transit(x) => crate::node::bgp::run_transit(&t, &plan, x, state_dir, (&ready, drops)).await,
             Role::Control(id) => {
-                let reloaded = reloaded.ok_or("a control node without its reload channel")?;
+                let reloaded = reloaded.ok_or(PlanGap("a control node without its reload channel"))?;
                 crate::node::control::run(&t, &plan, id, (conf_dir, state_dir, impair), (&ready, drops, reloaded)).await
             }
-            other => Err(format!("node `{name}` ({other:?}) runs no process")),
+            other => Err(NodeError::NotANode { node: name.to_string(), why: format!("({other:?}) runs no process") }),
         }
     })
 }

@@ -11,6 +11,8 @@
 //! simulator's, unchanged. Queue 0's thread (the process's main thread) also follows the
 //! route table, probes the CLB nodes and takes the gRPC streams' replies.
 
+use crate::error::{Doing, SysError};
+use crate::node::NodeError;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -34,7 +36,7 @@ use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
 use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
-use crate::plan::{Plan, TUN_NAME};
+use crate::plan::{Plan, PlanGap, TUN_NAME};
 
 /// Largest packet a queue reads at once.
 const MTU_BUF: usize = 65_536;
@@ -146,10 +148,10 @@ pub(crate) async fn run_pop(
     p: usize,
     node: Forwarder<'_>,
     queues: usize,
-) -> Result<(), String> {
+) -> Result<(), NodeError> {
     let Forwarder { ready, impair, follower, drops, keys, state_dir, conf_dir, name } = node;
     let fds = crate::io::tunq::attach(TUN_NAME, queues)?;
-    let bind = plan.pop_tunnel(p).ok_or("POP without a backbone address")?;
+    let bind = plan.pop_tunnel(p).ok_or(PlanGap("POP without a backbone address"))?;
     let auth = auth_from_now(keys)?;
     let (driver, down_rx) = PopDriver::bind(t, plan, p, (impair, &auth), (conf_dir, name), &fds, drops.clone())?;
     let driver = Arc::new(driver);
@@ -178,7 +180,7 @@ impl PopDriver {
         (conf_dir, name): (&std::path::Path, &str),
         fds: &[OwnedFd],
         drops: Drops,
-    ) -> Result<(PopDriver, mpsc::Receiver<Vec<u8>>), String> {
+    ) -> Result<(PopDriver, mpsc::Receiver<Vec<u8>>), NodeError> {
         let start = Instant::now();
         let mut config = pop_config(t, p);
         config.auth = auth.clone();
@@ -245,7 +247,7 @@ impl<'a> PopControl<'a> {
             mpsc::Receiver<Vec<u8>>,
             crate::node::bgp::Announcer,
         ),
-    ) -> Result<PopControl<'a>, String> {
+    ) -> Result<PopControl<'a>, NodeError> {
         let mut clb_peers: Vec<((usize, usize), SocketAddr)> =
             driver.clb_tunnels.iter().map(|(&node, a)| (node, SocketAddr::new(a.ip(), HEALTH_PORT))).collect();
         clb_peers.sort();
@@ -277,18 +279,19 @@ impl<'a> PopControl<'a> {
 
 /// Binds every queue's backbone socket, starts a thread for each queue but the first and
 /// waits until they run; returns the first, which the calling thread serves.
-fn start_queues(driver: &Arc<PopDriver>, bind: SocketAddr, fds: Vec<OwnedFd>) -> Result<Queue, String> {
+fn start_queues(driver: &Arc<PopDriver>, bind: SocketAddr, fds: Vec<OwnedFd>) -> Result<Queue, NodeError> {
     let mut socks =
-        (0..fds.len()).map(|_| crate::io::batch::bind_shared(bind)).collect::<Result<Vec<_>, String>>()?.into_iter();
+        (0..fds.len()).map(|_| crate::io::batch::bind_shared(bind)).collect::<Result<Vec<_>, SysError>>()?.into_iter();
     let mut fds = fds.into_iter();
-    let (first_fd, first_sock) = (fds.next().ok_or("no TUN queue")?, socks.next().ok_or("no backbone socket")?);
+    let (first_fd, first_sock) =
+        (fds.next().ok_or(PlanGap("no TUN queue"))?, socks.next().ok_or(PlanGap("no backbone socket"))?);
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     for (index, (fd, sock)) in fds.zip(socks).enumerate().map(|(i, x)| (i + 1, x)) {
         let (driver, started) = (driver.clone(), started_tx.clone());
         std::thread::Builder::new()
             .name(format!("tun-queue-{index}"))
             .spawn(move || queue_thread(driver, index, fd, sock, started))
-            .map_err(|e| format!("cannot start the thread of TUN queue {index}: {e}"))?;
+            .doing(|| format!("cannot start the thread of TUN queue {index}"))?;
     }
     drop(started_tx);
     for started in started_rx {
@@ -304,21 +307,28 @@ fn queue_thread(
     index: usize,
     fd: OwnedFd,
     sock: std::net::UdpSocket,
-    started: std::sync::mpsc::Sender<Result<(), String>>,
+    started: std::sync::mpsc::Sender<Result<(), NodeError>>,
 ) {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
         rt.block_on(async {
-            let queue = Queue::new(index, fd, sock);
-            let _ = started.send(queue.as_ref().map(|_| ()).map_err(Clone::clone));
+            // The queue's error goes to the starting thread, which stops the node with it.
+            let mut queue = match Queue::new(index, fd, sock) {
+                Ok(queue) => queue,
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = started.send(Ok(()));
             drop(started);
-            serve_queue(&path, &mut queue?, None).await
+            serve_queue(&path, &mut queue, None).await
         })
     }));
     let why = match run {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e,
-        Err(_) => "panicked".to_string(),
+        Err(_) => NodeError::Panicked(format!("TUN queue {index}")),
     };
     tracing::error!("TUN queue {index}: {why}; the node stops");
     std::process::exit(1);
@@ -326,7 +336,7 @@ fn queue_thread(
 
 impl Queue {
     /// Queue `index` on the calling thread's runtime.
-    fn new(index: usize, fd: OwnedFd, sock: std::net::UdpSocket) -> Result<Queue, String> {
+    fn new(index: usize, fd: OwnedFd, sock: std::net::UdpSocket) -> Result<Queue, NodeError> {
         Ok(Queue {
             index,
             tun: crate::io::tunq::into_async(TUN_NAME, fd)?,
@@ -522,7 +532,7 @@ async fn next_control(control: &mut Option<PopControl<'_>>, start: Instant) -> C
 
 /// Serves one queue until the node stops: its TUN reads, its backbone socket, the links'
 /// timers, and on queue 0 the route table, the prober and the gRPC streams.
-async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopControl<'_>>) -> Result<(), String> {
+async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopControl<'_>>) -> Result<(), NodeError> {
     loop {
         // Packets with no delay to wait for go round again at once.
         let (mut due, wake) = {
@@ -534,12 +544,12 @@ async fn serve_queue(path: &PopDriver, q: &mut Queue, mut control: Option<PopCon
             tokio::select! {
                 r = q.tun.recv(&mut q.buf) => {
                     since = Instant::now();
-                    let n = r.map_err(|e| format!("TUN queue {}: {e}", q.index))?;
+                    let n = r.doing(|| format!("TUN queue {}", q.index))?;
                     path.take_from_clients(q, n, path.now_ns());
                 }
                 r = q.sock.recv() => {
                     since = Instant::now();
-                    r.map_err(|e| e.to_string())?;
+                    r.doing(|| "the backbone socket".into())?;
                     path.take_from_clbs(q.sock.datagrams().map(|(_, d)| d), q.sock.received_ns(path.start));
                 }
                 event = next_control(&mut control, path.start) => {

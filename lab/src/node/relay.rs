@@ -13,6 +13,8 @@
 //! other waits (`passive`). Routes carry the link's address as their next hop (`next hop
 //! address`), so the kernel forwards over the link as with a direct session.
 
+use crate::error::Doing;
+use crate::node::NodeError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -48,13 +50,13 @@ pub struct Peer {
 
 /// Binds every relay of transit `x` (families in `families`: 0 IPv4, 1 IPv6) and serves
 /// them until the process ends. Binding errors come back at once.
-pub async fn start(peers: Vec<Peer>, families: Vec<usize>) -> Result<(), String> {
+pub async fn start(peers: Vec<Peer>, families: Vec<usize>) -> Result<(), NodeError> {
     for p in peers {
         for &f in &families {
             let out = SocketAddr::new(IpAddr::V4(relay_addr(f, p.y)), RELAY_PORT);
-            let outward = TcpListener::bind(out).await.map_err(|e| format!("relay {out}: {e}"))?;
+            let outward = TcpListener::bind(out).await.doing(|| format!("relay {out}"))?;
             let inn = SocketAddr::new(IpAddr::V4(p.link.local), RELAY_PORT + f as u16);
-            let inward = TcpListener::bind(inn).await.map_err(|e| format!("relay {inn}: {e}"))?;
+            let inward = TcpListener::bind(inn).await.doing(|| format!("relay {inn}"))?;
             let to_peer = SocketAddr::new(IpAddr::V4(p.link.peer), RELAY_PORT + f as u16);
             let delay = p.one_way;
             // Our speaker → the peer's relay.

@@ -5,7 +5,7 @@ use super::*;
 /// Waits until every BGP session of every speaker is established (they open after
 /// BIRD's one-second connect delay) and every client group's transit has a route to each
 /// VIP its traffic goes to.
-pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
+pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), SetupError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let dir = state_dir(&plan.lab);
     let speakers: Vec<std::path::PathBuf> = plan
@@ -14,7 +14,7 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
         .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_)))
         .map(|n| crate::bird::speaker_socket(&dir, &n.name))
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let mut waiting = speakers;
     while !waiting.is_empty() {
         waiting.retain(|socket| {
@@ -25,7 +25,11 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
             }
         });
         if Instant::now() > deadline {
-            return Err(format!("BGP sessions not established after 30 s: {waiting:?}"));
+            return Err(SetupError::NotReady {
+                what: "BGP sessions not established",
+                seconds: 30,
+                waiting: format!("{waiting:?}"),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -55,7 +59,11 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), String> {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("BGP has not converged after 30 s: no route yet for {wanted:?}"));
+            return Err(SetupError::NotReady {
+                what: "BGP has not converged",
+                seconds: 30,
+                waiting: format!("no route yet for {wanted:?}"),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -70,7 +78,7 @@ pub(super) fn wait_every_route(
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let dir = state_dir(&plan.lab);
     let mut waiting: Vec<usize> = (0..t.pops.len()).collect();
     loop {
@@ -94,7 +102,11 @@ pub(super) fn wait_every_route(
         }
         if Instant::now() > deadline {
             let names: Vec<String> = waiting.iter().map(|&x| format!("transit/{}", t.pops[x].name)).collect();
-            return Err(format!("BGP has not converged after 30 s: {} lack a POP's route", names.join(", ")));
+            return Err(SetupError::NotReady {
+                what: "BGP has not converged",
+                seconds: 30,
+                waiting: format!("{} lack a POP's route", names.join(", ")),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

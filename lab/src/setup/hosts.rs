@@ -27,6 +27,8 @@ use serde::Deserialize;
 
 use anyedge_topology::name_matches as glob;
 
+use super::SetupError;
+use crate::error::Doing;
 use crate::plan::{Plan, Role};
 
 /// UDP port of the underlay's VXLAN (IANA's).
@@ -89,28 +91,29 @@ pub fn place_name(t: &anyedge_topology::Topology, plan: &Plan, i: usize) -> Stri
 /// Reads a hosts file and places every namespace of `plan` on one host: each name is
 /// claimed by exactly one host, every host's pattern matches something, names are unique
 /// and addresses distinct. Errors name the file and what is wrong.
-pub fn load(path: &Path, t: &anyedge_topology::Topology, plan: &Plan) -> Result<Placement, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load(path: &Path, t: &anyedge_topology::Topology, plan: &Plan) -> Result<Placement, SetupError> {
+    let text = std::fs::read_to_string(path).at(path)?;
     parse(&path.display().to_string(), &text, t, plan)
 }
 
-pub fn parse(file: &str, text: &str, t: &anyedge_topology::Topology, plan: &Plan) -> Result<Placement, String> {
-    let f: HostsFile = marked_yaml::from_yaml(0, text).map_err(|e| format!("{file}: {e}"))?;
+pub fn parse(file: &str, text: &str, t: &anyedge_topology::Topology, plan: &Plan) -> Result<Placement, SetupError> {
+    let bad = |why: String| SetupError::Hosts { file: file.to_string(), why };
+    let f: HostsFile = marked_yaml::from_yaml(0, text).map_err(|e| bad(e.to_string()))?;
     if f.hosts.is_empty() {
-        return Err(format!("{file}: hosts: at least one host"));
+        return Err(bad("hosts: at least one host".to_string()));
     }
     for (k, h) in f.hosts.iter().enumerate() {
         if h.name.is_empty() || crate::layout::sanitize(&h.name) != h.name {
-            return Err(format!("{file}: hosts[{k}]: name `{}`: letters, digits, `.`, `_`, `-`", h.name));
+            return Err(bad(format!("hosts[{k}]: name `{}`: letters, digits, `.`, `_`, `-`", h.name)));
         }
         if let Some(other) = f.hosts[..k].iter().find(|o| o.name == h.name || o.address == h.address) {
-            return Err(format!(
-                "{file}: host `{}`: its name or address {} is host `{}`'s too",
+            return Err(bad(format!(
+                "host `{}`: its name or address {} is host `{}`'s too",
                 h.name, h.address, other.name
-            ));
+            )));
         }
         if let Some(mtu) = h.mtu.filter(|m| !(1280..=9216).contains(m)) {
-            return Err(format!("{file}: host `{}`: mtu {mtu}: 1280 to 9216", h.name));
+            return Err(bad(format!("host `{}`: mtu {mtu}: 1280 to 9216", h.name)));
         }
     }
     let names: Vec<String> = (0..plan.namespaces.len()).map(|i| place_name(t, plan, i)).collect();
@@ -118,18 +121,18 @@ pub fn parse(file: &str, text: &str, t: &anyedge_topology::Topology, plan: &Plan
     for name in &names {
         let claims: Vec<&Host> = f.hosts.iter().filter(|h| h.nodes.iter().any(|p| glob(p, name))).collect();
         match claims[..] {
-            [] => return Err(format!("{file}: `{name}` is on no host (every node and network needs one)")),
+            [] => return Err(bad(format!("`{name}` is on no host (every node and network needs one)"))),
             [h] => host_of.push(f.hosts.iter().position(|x| x.name == h.name).unwrap_or(0)),
             _ => {
                 let hosts: Vec<&str> = claims.iter().map(|h| h.name.as_str()).collect();
-                return Err(format!("{file}: `{name}` is on more than one host: {}", hosts.join(", ")));
+                return Err(bad(format!("`{name}` is on more than one host: {}", hosts.join(", "))));
             }
         }
     }
     for h in &f.hosts {
         for p in &h.nodes {
             if !names.iter().any(|n| glob(p, n)) {
-                return Err(format!("{file}: host `{}`: `{p}` names nothing in the topology", h.name));
+                return Err(bad(format!("host `{}`: `{p}` names nothing in the topology", h.name)));
             }
         }
     }
@@ -138,10 +141,10 @@ pub fn parse(file: &str, text: &str, t: &anyedge_topology::Topology, plan: &Plan
 
 impl Placement {
     /// The host named `name`.
-    pub fn host(&self, name: &str) -> Result<usize, String> {
+    pub fn host(&self, name: &str) -> Result<usize, SetupError> {
         self.hosts.iter().position(|h| h.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
-            format!("no host `{name}` (hosts: {})", names.join(", "))
+            SetupError::NoSuchHost { host: name.to_string(), hosts: names.join(", ") }
         })
     }
 
@@ -199,6 +202,8 @@ mod tests {
         let (t, plan) = small();
         let refused = |text: &str, want: &str| {
             let e = parse("hosts.yaml", text, &t, &plan).unwrap_err();
+            assert!(matches!(e, SetupError::Hosts { ref file, .. } if file == "hosts.yaml"), "{e}");
+            let e = e.to_string();
             assert!(e.starts_with("hosts.yaml: ") && e.contains(want), "want `{want}`: {e}");
         };
         refused(&THREE.replace(", pop/*]", "]"), "`pop/paris` is on no host");

@@ -25,10 +25,91 @@ use processes::*;
 pub(crate) use processes::{alive, spawn_node, stop_node, wait_ready};
 pub use state::*;
 
-use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, REGION_NET, Role, TUN_NAME};
+use crate::error::{Doing, SysError};
+use crate::plan::{BACKBONE_NET, INTERNET_NET, Plan, PlanGap, REGION_NET, Role, TUN_NAME};
+
+/// Why a lab (or a host's part of a deployment) could not be brought up, reloaded or
+/// taken down. Nothing is left half made: `up` takes down what it made before returning one.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Topology(#[from] topology::TopologyError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Bird(#[from] crate::bird::BirdError),
+    #[error(transparent)]
+    Plan(#[from] PlanGap),
+    /// `what` needs root.
+    #[error(
+        "{what} needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN: network namespaces, veth links, TUN devices): run it with sudo"
+    )]
+    NotRoot { what: String },
+    /// The lab named in `file` is up already, or its namespaces were left behind.
+    #[error("lab `{lab}` is already up (or was left behind): run `anyedge lab down {}`", file.display())]
+    AlreadyUp { lab: String, file: PathBuf },
+    /// A host's part of a deployment is up already.
+    #[error("host `{host}` is already up (namespace {namespace} exists): `anyedge host down` first")]
+    HostUp { host: String, namespace: String },
+    /// No lab of that name is running.
+    #[error("lab `{0}` is not up")]
+    NotUp(String),
+    /// `lab reload` with a file whose nodes, addresses or links are not the running lab's.
+    #[error(
+        "{}: its nodes, addresses or links are not the running lab's: `lab reload` changes the route table only (lab down, then up)",
+        file.display()
+    )]
+    NotTheRunningLab { file: PathBuf },
+    /// A deployment directory rendered without `--hosts`.
+    #[error("{}: not rendered with --hosts (no {})", dir.display(), missing.display())]
+    NotRendered { dir: PathBuf, missing: PathBuf },
+    /// A hosts file (`render --hosts`) that does not place the topology: where and what.
+    #[error("{file}: {why}")]
+    Hosts { file: String, why: String },
+    /// No host of that name in the deployment's hosts file.
+    #[error("no host `{host}` (hosts: {hosts})")]
+    NoSuchHost { host: String, hosts: String },
+    /// A node's rendered directory that does not hold what the node needs.
+    #[error("{}: {why}", path.display())]
+    NodeConfig { path: PathBuf, why: String },
+    /// A JSON file of the lab's (the state, a node's configuration) that could not be written or read.
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A TUN queue count out of range (`--tun-queues`, or a node's `tun_queues`).
+    #[error("{at}: {source}")]
+    Queues {
+        at: String,
+        #[source]
+        source: crate::io::tunq::NotAQueueCount,
+    },
+    /// More of something than a lab holds.
+    #[error("a lab holds at most {max} {what}")]
+    TooMany { what: &'static str, max: usize },
+    /// A namespace without a link the plan gives it.
+    #[error("{namespace} has no link to {toward}")]
+    NoLink { namespace: String, toward: &'static str },
+    /// No node of that name in the lab.
+    #[error("no node `{0}` in this lab")]
+    NoSuchNode(String),
+    /// A node process exited before it was ready; the end of its log.
+    #[error("node {node} exited while starting:\n{log}")]
+    NodeExited { node: String, log: String },
+    /// Something the lab waits for did not come in time.
+    #[error("{what} after {seconds} s: {waiting}")]
+    NotReady { what: &'static str, seconds: u64, waiting: String },
+    /// `lab down` could not remove these namespaces.
+    #[error("namespaces left behind: {0:?}")]
+    LeftBehind(Vec<String>),
+}
 
 /// Brings a topology up; on any failure everything made so far is taken down again.
-pub fn up(file: &Path, exe: &Path) -> Result<State, String> {
+pub fn up(file: &Path, exe: &Path) -> Result<State, SetupError> {
     up_with(file, exe, LabOptions::default())
 }
 
@@ -49,18 +130,14 @@ impl Default for LabOptions {
     }
 }
 
-pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, String> {
+pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, SetupError> {
     require_root("lab up")?;
     crate::bird::check_installed()?;
-    let file = std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let file = std::fs::canonicalize(file).at(file)?;
     let (t, plan) = load(&file)?;
     let prefix = format!("{}-", plan.lab);
     if read_state(&plan.lab).is_some() || !netns::list_with_prefix(&prefix).is_empty() {
-        return Err(format!(
-            "lab `{}` is already up (or was left behind): run `anyedge lab down {}`",
-            plan.lab,
-            file.display()
-        ));
+        return Err(SetupError::AlreadyUp { lab: plan.lab.clone(), file });
     }
     let mut state =
         State { lab: plan.lab.clone(), topology: file.clone(), namespaces: Vec::new(), pids: BTreeMap::new() };
@@ -77,19 +154,19 @@ pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, St
     }
 }
 
-fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabOptions) -> Result<(), String> {
+fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabOptions) -> Result<(), SetupError> {
     let dir = state_dir(&plan.lab);
     // Everything under the state directory is root's alone: keys, logs, Raft logs, sockets.
     crate::layout::private_files();
     crate::layout::private_dir(&dir)?;
-    std::fs::create_dir_all(ready_dir(&dir)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(ready_dir(&dir)).at(&dir)?;
     if let Some(n) = options.tun_queues {
-        crate::io::tunq::check_count(n).map_err(|e| format!("--tun-queues: {e}"))?;
+        crate::io::tunq::check_count(n).map_err(|source| SetupError::Queues { at: "--tun-queues".into(), source })?;
     }
     network(t, plan, state, None)?;
     // Every node rendered as `anyedge render` renders it (its keys, certificates and
     // options, in the state directory), and started from that.
-    let text = std::fs::read_to_string(&state.topology).map_err(|e| format!("{}: {e}", state.topology.display()))?;
+    let text = std::fs::read_to_string(&state.topology).at(&state.topology)?;
     let opts = render::RenderOptions {
         ca: None,
         state: Some(dir.clone()),
@@ -110,10 +187,10 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
 /// running cores, flows staying where they are, and gRPC servers take their directory's
 /// certificate for new connections. A file whose nodes, addresses or links differ
 /// from the running lab's is refused, and nothing changes. Returns the nodes signalled.
-pub fn reload(file: &Path, new_vip_certificates: bool, new_node_certificates: bool) -> Result<Vec<String>, String> {
+pub fn reload(file: &Path, new_vip_certificates: bool, new_node_certificates: bool) -> Result<Vec<String>, SetupError> {
     require_root("lab reload")?;
     let (t, plan) = load(file)?;
-    let state = read_state(&plan.lab).ok_or(format!("lab `{}` is not up", plan.lab))?;
+    let state = read_state(&plan.lab).ok_or_else(|| SetupError::NotUp(plan.lab.clone()))?;
     let dir = state_dir(&plan.lab);
     // What the nodes run now: the copy rendered for them.
     let running = running_topology(&dir, &plan)?;
@@ -123,12 +200,9 @@ pub fn reload(file: &Path, new_vip_certificates: bool, new_node_certificates: bo
         (ns, format!("{:?}", p.links))
     };
     if shape(&old) != shape(&plan) {
-        return Err(format!(
-            "{}: its nodes, addresses or links are not the running lab's: `lab reload` changes the route table only (lab down, then up)",
-            file.display()
-        ));
+        return Err(SetupError::NotTheRunningLab { file: file.to_path_buf() });
     }
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file).at(file)?;
     render::rerender_lab(&text, &plan, &dir)?;
     if new_vip_certificates {
         render::renew_vip_certificates(&t, &plan, &dir)?;
@@ -149,8 +223,8 @@ pub fn reload(file: &Path, new_vip_certificates: bool, new_node_certificates: bo
 }
 
 /// The topology copy a running lab's nodes were rendered with.
-fn running_topology(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
-    let node = render::process_nodes(plan).into_iter().next().ok_or("a lab without nodes")?;
+fn running_topology(dir: &Path, plan: &Plan) -> Result<PathBuf, SetupError> {
+    let node = render::process_nodes(plan).into_iter().next().ok_or(PlanGap("no nodes"))?;
     Ok(render::node_dir(&render::nodes_dir(dir), &node).join(render::TOPOLOGY_FILE))
 }
 
@@ -160,7 +234,7 @@ fn running_topology(dir: &Path, plan: &Plan) -> Result<PathBuf, String> {
 /// links VXLAN), and its namespaces' routes. Nodes are not started: on
 /// each host, `ip netns exec NS anyedge node --config DIR/NODE` (or systemd) runs them.
 /// Anything made is removed again when a step fails. Returns the namespaces made.
-pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, String> {
+pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, SetupError> {
     require_root("host up")?;
     let (t, plan, placement) = deployment(dir)?;
     let me = placement.host(host)?;
@@ -170,7 +244,7 @@ pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, String> {
         .collect();
     let there = netns::list_with_prefix(&format!("{}-", plan.lab));
     if let Some(ns) = mine.iter().find(|ns| there.contains(ns)) {
-        return Err(format!("host `{host}` is already up (namespace {ns} exists): `anyedge host down` first"));
+        return Err(SetupError::HostUp { host: host.to_string(), namespace: ns.clone() });
     }
     let mut state = State {
         lab: plan.lab.clone(),
@@ -192,7 +266,7 @@ pub fn host_up(dir: &Path, host: &str) -> Result<Vec<String>, String> {
 
 /// `anyedge host down DIR --host NAME`: removes host NAME's namespaces (what runs in them
 /// first) and with them its links' ends. Returns the namespaces removed.
-pub fn host_down(dir: &Path, host: &str) -> Result<Vec<String>, String> {
+pub fn host_down(dir: &Path, host: &str) -> Result<Vec<String>, SetupError> {
     require_root("host down")?;
     let (_, plan, placement) = deployment(dir)?;
     let me = placement.host(host)?;
@@ -210,18 +284,18 @@ pub fn host_down(dir: &Path, host: &str) -> Result<Vec<String>, String> {
 }
 
 /// A deployment rendered with `--hosts`: its topology, plan and placement.
-fn deployment(dir: &Path) -> Result<(Topology, Plan, hosts::Placement), String> {
+fn deployment(dir: &Path) -> Result<(Topology, Plan, hosts::Placement), SetupError> {
     let (t, plan) = load(&dir.join(render::TOPOLOGY_FILE))?;
     let file = dir.join(render::HOSTS_FILE);
     if !file.exists() {
-        return Err(format!("{}: not rendered with --hosts (no {})", dir.display(), file.display()));
+        return Err(SetupError::NotRendered { dir: dir.to_path_buf(), missing: file });
     }
     let placement = hosts::load(&file, &t, &plan)?;
     Ok((t, plan, placement))
 }
 
 /// Takes a lab down: its processes, namespaces, links, devices and state.
-pub fn down(file: &Path) -> Result<(), String> {
+pub fn down(file: &Path) -> Result<(), SetupError> {
     let (_, plan) = load(file)?;
     let state = read_state(&plan.lab).unwrap_or(State {
         lab: plan.lab.clone(),
@@ -231,5 +305,5 @@ pub fn down(file: &Path) -> Result<(), String> {
     });
     teardown(&state);
     let left = netns::list_with_prefix(&format!("{}-", plan.lab));
-    if left.is_empty() { Ok(()) } else { Err(format!("namespaces left behind: {left:?}")) }
+    if left.is_empty() { Ok(()) } else { Err(SetupError::LeftBehind(left)) }
 }

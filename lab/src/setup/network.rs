@@ -13,7 +13,7 @@ pub(super) fn network(
     plan: &Plan,
     state: &mut State,
     placed: Option<(&hosts::Placement, usize)>,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let local: Option<std::collections::BTreeSet<String>> = placed.map(|(p, me)| {
         plan.namespaces.iter().enumerate().filter(|&(i, _)| p.host_of[i] == me).map(|(_, ns)| ns.name.clone()).collect()
     });
@@ -78,7 +78,7 @@ pub(super) fn network(
 }
 
 /// A link's addresses on its end `dev` in namespace `ns`, and the link up.
-pub(super) fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Result<(), String> {
+pub(super) fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Result<(), SysError> {
     ip_in(ns, &["addr", "add", &format!("{v4}/30"), "dev", dev])?;
     // No duplicate-address detection: the lab's addresses are unique by construction.
     ip_in(ns, &["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
@@ -92,7 +92,7 @@ pub(super) fn is_backbone(plan: &Plan, l: &crate::plan::Veth) -> bool {
 }
 
 /// `ip` in host `h`'s own namespace: the one holding its underlay (a real host's own).
-pub(super) fn host_ip(h: &hosts::Host, args: &[&str]) -> Result<(), String> {
+pub(super) fn host_ip(h: &hosts::Host, args: &[&str]) -> Result<(), SysError> {
     match &h.netns {
         Some(u) => ip_in(u, args),
         None => ip(args),
@@ -100,12 +100,12 @@ pub(super) fn host_ip(h: &hosts::Host, args: &[&str]) -> Result<(), String> {
 }
 
 /// A sysctl in host `h`'s own namespace.
-pub(super) fn host_sysctl(h: &hosts::Host, key: &str, value: &str) -> Result<(), String> {
+pub(super) fn host_sysctl(h: &hosts::Host, key: &str, value: &str) -> Result<(), SysError> {
     match &h.netns {
         Some(u) => sysctl_in(u, key, value),
         None => {
             let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            std::fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {path}: {e}"))
+            std::fs::write(&path, value).doing(|| format!("sysctl {key}={value}: {path}"))
         }
     }
 }
@@ -127,7 +127,7 @@ const UPLINK: &str = "underlay";
 /// ARP), the host forwards between it and the underlay and routes the backbone's
 /// addresses into it. Every route is symmetric, so strict reverse-path filtering on a
 /// real host passes. Its MTU is the smallest underlay's.
-pub(super) fn backbone_uplink(plan: &Plan, p: &hosts::Placement, me: usize, ccn: &str) -> Result<(), String> {
+pub(super) fn backbone_uplink(plan: &Plan, p: &hosts::Placement, me: usize, ccn: &str) -> Result<(), SysError> {
     let host = &p.hosts[me];
     let (dev, mtu) = (host_dev(plan, "bb"), p.hosts.iter().map(hosts::Host::mtu).min().unwrap_or(1500).to_string());
     host_ip(host, &["link", "add", &dev, "type", "veth", "peer", "name", UPLINK, "netns", ccn])?;
@@ -150,7 +150,7 @@ pub(super) fn route_to_remote_node(
     me: usize,
     l: &crate::plan::Veth,
     ccn: &str,
-) -> Result<(), String> {
+) -> Result<(), SysError> {
     let node = format!("{}/32", l.b_addr);
     ip_in(ccn, &["route", "add", &node, "dev", UPLINK])?;
     host_ip(&p.hosts[me], &["route", "replace", &node, "via", &p.hosts[p.host_of[l.b]].address.to_string()])
@@ -168,7 +168,7 @@ pub(super) fn routed_node_end(
     (me, other): (usize, usize),
     k: usize,
     l: &crate::plan::Veth,
-) -> Result<(), String> {
+) -> Result<(), SysError> {
     let (mine, theirs) = (&p.hosts[me], &p.hosts[other]);
     let (ns, dev) = (&plan.namespaces[l.b].name, &l.b_if);
     let (host_if, mtu) = (host_dev(plan, &format!("n{}", k + 1)), mine.mtu().min(theirs.mtu()).to_string());
@@ -216,7 +216,7 @@ pub(super) fn vxlan_end(
     (me, other): (usize, usize),
     k: usize,
     (ns, dev): (&str, &str),
-) -> Result<(), String> {
+) -> Result<(), SysError> {
     let (mine, theirs) = (&p.hosts[me], &p.hosts[other]);
     // A name of its own while it sits in the underlay's namespace beside other links' ends.
     let tmp = format!("aevx{}", k + 1);
@@ -249,17 +249,17 @@ pub(super) struct Gateways<'a> {
 impl Gateways<'_> {
     /// `ip` in namespace `ns` when this host builds it; a route another host's namespace
     /// needs is that host's to add.
-    fn ip(&self, ns: &str, args: &[&str]) -> Result<(), String> {
+    fn ip(&self, ns: &str, args: &[&str]) -> Result<(), SysError> {
         if self.here(ns) { ip_in(ns, args) } else { Ok(()) }
     }
 
     /// An nftables ruleset in namespace `ns`, when this host builds it.
-    fn nft(&self, ns: &str, ruleset: &str) -> Result<(), String> {
+    fn nft(&self, ns: &str, ruleset: &str) -> Result<(), SysError> {
         if self.here(ns) { crate::io::netns::nft_in(ns, ruleset) } else { Ok(()) }
     }
 
     /// A sysctl in namespace `ns`, when this host builds it.
-    fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), String> {
+    fn sysctl(&self, ns: &str, key: &str, value: &str) -> Result<(), SysError> {
         if self.here(ns) { sysctl_in(ns, key, value) } else { Ok(()) }
     }
 
@@ -267,18 +267,18 @@ impl Gateways<'_> {
         self.local.is_none_or(|l| l.contains(ns))
     }
 
-    fn v4(&self, router: usize) -> Result<String, String> {
+    fn v4(&self, router: usize) -> Result<String, SetupError> {
         self.plan
             .gateway(self.i, router)
             .map(|a| a.to_string())
-            .ok_or(format!("{} has no link to its router", self.name))
+            .ok_or_else(|| SetupError::NoLink { namespace: self.name.to_string(), toward: "its router" })
     }
 
-    fn v6(&self, router: usize) -> Result<String, String> {
+    fn v6(&self, router: usize) -> Result<String, SetupError> {
         self.plan
             .addr6_toward(self.i, router)
             .map(|(_, g)| g.to_string())
-            .ok_or(format!("{} has no IPv6 link to its router", self.name))
+            .ok_or_else(|| SetupError::NoLink { namespace: self.name.to_string(), toward: "its router over IPv6" })
     }
 }
 
@@ -286,16 +286,16 @@ pub(super) fn routes(
     t: &Topology,
     plan: &Plan,
     local: Option<&std::collections::BTreeSet<String>>,
-) -> Result<(), String> {
-    let inet = plan.ns_index(&Role::Internet).ok_or("no internet namespace")?;
-    let ccn = plan.ns_index(&Role::Backbone).ok_or("no backbone namespace")?;
-    let region_net = |region| plan.ns_index(&Role::RegionNet(region)).ok_or("no region namespace");
+) -> Result<(), SetupError> {
+    let inet = plan.ns_index(&Role::Internet).ok_or(PlanGap("no internet namespace"))?;
+    let ccn = plan.ns_index(&Role::Backbone).ok_or(PlanGap("no backbone namespace"))?;
+    let region_net = |region| plan.ns_index(&Role::RegionNet(region)).ok_or(PlanGap("no region namespace"));
     for (i, ns) in plan.namespaces.iter().enumerate() {
         let name = &ns.name;
         let gw = Gateways { plan, i, name, local };
         match ns.role {
             Role::Client(g) => client_routes(plan, g, &gw, inet)?,
-            Role::Pop(p) => pop_routes(t, p, &gw, (plan.upstream(i).ok_or("POP without a transit")?, ccn))?,
+            Role::Pop(p) => pop_routes(t, p, &gw, (plan.upstream(i).ok_or(PlanGap("POP without a transit"))?, ccn))?,
             Role::Transit(_) => transit_routes(t, plan, &gw, inet)?,
             Role::Clb { region, .. } => {
                 gw.ip(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
@@ -319,12 +319,12 @@ pub(super) fn routes(
 /// A transit: its clients and its POP on links of their own; everything else through the
 /// internet's core, which routes their link networks back here. Its VIP routes come from
 /// BGP (its speaker installs them).
-pub(super) fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+pub(super) fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), SetupError> {
     let name = gw.name;
     gw.ip(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
     gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
     let core = &plan.namespaces[inet].name;
-    let up = plan.link_between(gw.i, inet).ok_or("transit without a link to the core")?;
+    let up = plan.link_between(gw.i, inet).ok_or(PlanGap("transit without a link to the core"))?;
     let (via, via6) = (up.local.to_string(), up.local6.to_string());
     let mut client_links = Vec::new();
     for l in plan.links.iter().filter(|l| l.a == gw.i && l.b_if == "inet") {
@@ -351,7 +351,7 @@ pub(super) fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet:
             }
         }
     }
-    routing_closed_to_clients(gw, &client_links)
+    Ok(routing_closed_to_clients(gw, &client_links)?)
 }
 
 /// IPv6 has no `rp_filter`: on a transit's link to client group `g` (device `dev`, link
@@ -364,7 +364,7 @@ pub(super) fn client_v6_sources_only(
     g: usize,
     gw: &Gateways<'_>,
     (dev, link6): (&str, std::net::Ipv6Addr),
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let mut allowed = vec![format!("{link6}/64")];
     if let Some((block, own)) = plan.group_sources.get(g).copied().flatten()
         && own.is_ipv6()
@@ -372,7 +372,7 @@ pub(super) fn client_v6_sources_only(
         allowed.push(block.to_string());
     }
     if SOURCE_CHECK_PRIORITY + 2 * g + 1 >= 10_000 {
-        return Err(format!("a lab holds at most {} client groups", (10_000 - SOURCE_CHECK_PRIORITY) / 2));
+        return Err(SetupError::TooMany { what: "client groups", max: (10_000 - SOURCE_CHECK_PRIORITY) / 2 });
     }
     let check = (SOURCE_CHECK_PRIORITY + 2 * g).to_string();
     let drop = (SOURCE_CHECK_PRIORITY + 2 * g + 1).to_string();
@@ -380,13 +380,13 @@ pub(super) fn client_v6_sources_only(
     for from in &allowed {
         gw.ip(gw.name, &["-6", "rule", "add", "priority", &check, "iif", dev, "from", from, "goto", &next])?;
     }
-    gw.ip(gw.name, &["-6", "rule", "add", "priority", &drop, "iif", dev, "blackhole"])
+    Ok(gw.ip(gw.name, &["-6", "rule", "add", "priority", &drop, "iif", dev, "blackhole"])?)
 }
 
 /// A transit's BGP (TCP 179) and BFD (UDP 3784, 3785, 4784) are for its POP and its
 /// peers: packets to them from its client links are dropped in its kernel, before its
 /// speaker sees them (it logged a line per refused connect: 1 MB per 10,000).
-pub(super) fn routing_closed_to_clients(gw: &Gateways<'_>, client_links: &[String]) -> Result<(), String> {
+pub(super) fn routing_closed_to_clients(gw: &Gateways<'_>, client_links: &[String]) -> Result<(), SysError> {
     if client_links.is_empty() {
         return Ok(());
     }
@@ -408,37 +408,43 @@ const MAIN_RULE_PRIORITY: usize = 32_766;
 /// A client group's default routes to the internet, through its transit; with an
 /// `address:` block, its namespace sends from the block's first host, as the simulator's
 /// clients do, and the transit and the core route the block back.
-pub(super) fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+pub(super) fn client_routes(plan: &Plan, g: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), SetupError> {
     let name = gw.name;
-    let transit = plan.upstream(gw.i).ok_or(format!("{name} has no transit"))?;
+    let transit =
+        plan.upstream(gw.i).ok_or_else(|| SetupError::NoLink { namespace: name.to_string(), toward: "a transit" })?;
     let Some((cidr, own)) = plan.group_sources.get(g).copied().flatten() else {
         gw.ip(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
-        return gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?]);
+        return Ok(gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?])?);
     };
     let router = &plan.namespaces[transit].name;
     let core = &plan.namespaces[inet].name;
-    let up = plan.link_between(transit, inet).ok_or("transit without a link to the core")?;
+    let up = plan.link_between(transit, inet).ok_or(PlanGap("transit without a link to the core"))?;
     let block = cidr.to_string();
     if own.is_ipv4() {
-        let link = plan.client_addr(g).ok_or("client without an address")?.to_string();
+        let link = plan.client_addr(g).ok_or(PlanGap("client without an address"))?.to_string();
         gw.ip(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
         gw.ip(name, &["route", "add", "default", "via", &gw.v4(transit)?, "src", &own.to_string()])?;
         gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?])?;
         gw.ip(router, &["route", "add", &block, "via", &link])?;
-        gw.ip(core, &["route", "add", &block, "via", &up.local.to_string()])
+        Ok(gw.ip(core, &["route", "add", &block, "via", &up.local.to_string()])?)
     } else {
-        let link6 = plan.client_addr6(g).ok_or("client without an IPv6 address")?.to_string();
+        let link6 = plan.client_addr6(g).ok_or(PlanGap("client without an IPv6 address"))?.to_string();
         gw.ip(name, &["-6", "addr", "add", &format!("{own}/128"), "dev", "lo", "nodad"])?;
         gw.ip(name, &["route", "add", "default", "via", &gw.v4(transit)?])?;
         gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(transit)?, "src", &own.to_string()])?;
         gw.ip(router, &["-6", "route", "add", &block, "via", &link6])?;
-        gw.ip(core, &["-6", "route", "add", &block, "via", &up.local6.to_string()])
+        Ok(gw.ip(core, &["-6", "route", "add", &block, "via", &up.local6.to_string()])?)
     }
 }
 
 /// A POP: the internet, the backbone, and its VIPs into its multi-queue TUN device (the
 /// POP reads it with a queue per core).
-pub(super) fn pop_routes(t: &Topology, p: usize, gw: &Gateways<'_>, (inet, ccn): (usize, usize)) -> Result<(), String> {
+pub(super) fn pop_routes(
+    t: &Topology,
+    p: usize,
+    gw: &Gateways<'_>,
+    (inet, ccn): (usize, usize),
+) -> Result<(), SetupError> {
     let name = gw.name;
     gw.ip(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;
     gw.ip(name, &["-6", "route", "add", "default", "via", &gw.v6(inet)?])?;
@@ -452,7 +458,7 @@ pub(super) fn pop_routes(t: &Topology, p: usize, gw: &Gateways<'_>, (inet, ccn):
         }
     }
     gw.nft(name, ROUTING_FROM_THE_LINK_ONLY)?;
-    gw.sysctl(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")
+    Ok(gw.sysctl(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?)
 }
 
 /// A POP's BGP and BFD take packets sent with TTL (hop limit) 255 only, which only its
@@ -476,7 +482,7 @@ pub(super) fn backend_routes(
     host: std::net::Ipv4Addr,
     gw: &Gateways<'_>,
     rg: usize,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let name = gw.name;
     gw.ip(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(rg)?])?;
     gw.ip(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
@@ -485,10 +491,10 @@ pub(super) fn backend_routes(
     gw.ip(name, &["route", "add", "default", "dev", TUN_NAME])?;
     gw.ip(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;
     gw.sysctl(name, &format!("net.ipv4.conf.{TUN_NAME}.rp_filter"), "0")?;
-    let own = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
+    let own = plan.backend_direct_addr(host).ok_or(PlanGap("backend without a public address"))?;
     gw.ip(name, &["addr", "add", &format!("{own}/32"), "dev", "lo"])?;
     gw.ip(name, &["rule", "add", "from", &format!("{own}/32"), "lookup", "200", "priority", "1000"])?;
-    gw.ip(name, &["route", "add", "default", "via", &gw.v4(rg)?, "table", "200"])
+    Ok(gw.ip(name, &["route", "add", "default", "via", &gw.v4(rg)?, "table", "200"])?)
 }
 
 /// The security groups bound to a backend host, on its public (direct-path) address too:
@@ -511,7 +517,7 @@ pub(super) fn direct_security_groups(
     host: std::net::Ipv4Addr,
     gw: &Gateways<'_>,
     rg: usize,
-) -> Result<(), String> {
+) -> Result<(), SysError> {
     use anyedge_region::security::{Action, Ports};
     let groups = anyedge_topology::nodes::backend_security_groups(t, std::net::IpAddr::V4(host));
     if groups.is_empty() {
@@ -530,7 +536,7 @@ pub(super) fn direct_security_groups(
     gw.nft(name, REASSEMBLE_BEFORE_ROUTING)?;
     let (dev, to) = (link.dev, format!("{own}/32"));
     let mut pref = 100u32;
-    let mut add = |selector: &[&str], action: Action| -> Result<(), String> {
+    let mut add = |selector: &[&str], action: Action| -> Result<(), SysError> {
         let p = pref.to_string();
         let mut args = vec!["rule", "add", "priority", &p, "iif", &dev, "to", &to];
         args.extend_from_slice(selector);
@@ -563,7 +569,13 @@ pub(super) fn direct_security_groups(
 /// A region's network: clients reach its hosts' public addresses through the internet
 /// router (client groups with an `address:` block are on the internet too); nothing
 /// routes them to the region network itself.
-pub(super) fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'_>, inet: usize) -> Result<(), String> {
+pub(super) fn region_routes(
+    t: &Topology,
+    plan: &Plan,
+    r: usize,
+    gw: &Gateways<'_>,
+    inet: usize,
+) -> Result<(), SetupError> {
     let name = gw.name;
     gw.ip(name, &["route", "add", &net(INTERNET_NET), "via", &gw.v4(inet)?])?;
     for (cidr, _) in plan.group_sources.iter().flatten() {
@@ -573,11 +585,11 @@ pub(super) fn region_routes(t: &Topology, plan: &Plan, r: usize, gw: &Gateways<'
             gw.ip(name, &["-6", "route", "add", &cidr.to_string(), "via", &gw.v6(inet)?])?;
         }
     }
-    let via = plan.region_internet_addr(r).ok_or("region without an internet link")?.to_string();
+    let via = plan.region_internet_addr(r).ok_or(PlanGap("region without an internet link"))?.to_string();
     let router = &plan.namespaces[inet].name;
     for (_, host) in crate::plan::backend_hosts(t).into_iter().filter(|&(hr, _)| hr == r) {
-        let direct = plan.backend_direct_addr(host).ok_or("backend without a public address")?;
-        let link = plan.backend_tunnel(host).ok_or("backend without a region address")?.ip().to_string();
+        let direct = plan.backend_direct_addr(host).ok_or(PlanGap("backend without a public address"))?;
+        let link = plan.backend_tunnel(host).ok_or(PlanGap("backend without a region address"))?.ip().to_string();
         gw.ip(name, &["route", "add", &format!("{direct}/32"), "via", &link])?;
         gw.ip(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
     }

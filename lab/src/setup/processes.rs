@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), String> {
+pub(super) fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<(), SetupError> {
     for node in plan.nodes.iter().filter(|n| !n.name.starts_with("client/")) {
         let pid = spawn_node(plan, exe, &node.name)?;
         state.pids.insert(node.name.clone(), pid);
@@ -11,14 +11,14 @@ pub(super) fn start_nodes(plan: &Plan, state: &mut State, exe: &Path) -> Result<
     Ok(())
 }
 
-pub(crate) fn spawn_node(plan: &Plan, exe: &Path, name: &str) -> Result<u32, String> {
+pub(crate) fn spawn_node(plan: &Plan, exe: &Path, name: &str) -> Result<u32, SetupError> {
     use std::os::unix::process::CommandExt;
-    let node = plan.node(name).ok_or(format!("no node `{name}` in this lab"))?;
+    let node = plan.node(name).ok_or_else(|| SetupError::NoSuchNode(name.to_string()))?;
     let ns = &plan.namespaces[node.ns].name;
     let dir = state_dir(&plan.lab);
     // Appended: a restarted node's log keeps what it said before it died.
-    let log =
-        std::fs::OpenOptions::new().create(true).append(true).open(node_log(&dir, name)).map_err(|e| e.to_string())?;
+    let log_path = node_log(&dir, name);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).at(&log_path)?;
     let _ = std::fs::remove_file(ready_marker(&dir, name));
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -26,16 +26,16 @@ pub(crate) fn spawn_node(plan: &Plan, exe: &Path, name: &str) -> Result<u32, Str
         .args(["node", "--config"])
         .arg(render::node_dir(&render::nodes_dir(&dir), name))
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stdout(log.try_clone().at(&log_path)?)
         .stderr(log)
         // Its own process group: the lab outlives the shell that brought it up.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start {name}: {e}"))?;
+        .map_err(|source| SysError::NotRun { program: "ip netns exec", hint: "", source })?;
     Ok(child.id())
 }
 
-pub(crate) fn wait_ready(plan: &Plan, state: &State) -> Result<(), String> {
+pub(crate) fn wait_ready(plan: &Plan, state: &State) -> Result<(), SetupError> {
     let dir = state_dir(&plan.lab);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -46,11 +46,11 @@ pub(crate) fn wait_ready(plan: &Plan, state: &State) -> Result<(), String> {
         for (name, &pid) in &state.pids {
             if !alive(pid) {
                 let log = std::fs::read_to_string(node_log(&dir, name)).unwrap_or_default();
-                return Err(format!("node {name} exited while starting:\n{}", log.trim()));
+                return Err(SetupError::NodeExited { node: name.clone(), log: log.trim().to_string() });
             }
         }
         if Instant::now() > deadline {
-            return Err(format!("nodes not ready after 20 s: {missing:?}"));
+            return Err(SetupError::NotReady { what: "nodes not ready", seconds: 20, waiting: format!("{missing:?}") });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -13,8 +13,8 @@ pub struct State {
     pub pids: BTreeMap<String, u32>,
 }
 
-pub(crate) fn load(file: &Path) -> Result<(Topology, Plan), String> {
-    let t = topology::load(file).map_err(|e| e.to_string())?;
+pub(crate) fn load(file: &Path) -> Result<(Topology, Plan), SetupError> {
+    let t = topology::load(file)?;
     let plan = Plan::new(&t);
     Ok((t, plan))
 }
@@ -24,23 +24,18 @@ pub fn read_state(lab: &str) -> Option<State> {
     serde_json::from_str(&text).ok()
 }
 
-pub(crate) fn write_state(state: &State) -> Result<(), String> {
+pub(crate) fn write_state(state: &State) -> Result<(), SetupError> {
     let dir = state_dir(&state.lab);
     crate::layout::private_files();
     crate::layout::private_dir(&dir)?;
-    let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("state.json"), text).map_err(|e| format!("{}: {e}", dir.display()))
+    let path = dir.join("state.json");
+    let text = serde_json::to_string_pretty(state).map_err(|source| SetupError::Json { path: path.clone(), source })?;
+    Ok(std::fs::write(&path, text).at(&path)?)
 }
 
 /// `up`, with [`LabOptions`].
 /// An error naming the privilege `what` needs, unless this process runs as root.
-pub fn require_root(what: &str) -> Result<(), String> {
+pub fn require_root(what: &str) -> Result<(), SetupError> {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN: network namespaces, veth links, TUN devices): run it with sudo"
-        ))
-    }
+    if unsafe { libc::geteuid() } == 0 { Ok(()) } else { Err(SetupError::NotRoot { what: what.to_string() }) }
 }
