@@ -361,6 +361,15 @@ impl QuicHost {
         Some(ch)
     }
 
+    /// Closes connection `ch` (an application close, code 0, with `reason`): its peer
+    /// is told, and the connection is dropped once its closing period has passed.
+    pub fn close(&mut self, ch: ConnectionHandle, now_ns: u64, reason: &'static [u8]) {
+        let now = self.at(now_ns);
+        if let Some(conn) = self.conns.get_mut(&ch) {
+            conn.close(now, quinn_proto::VarInt::from_u32(0), bytes::Bytes::from_static(reason));
+        }
+    }
+
     /// Stateless resets sent so far.
     pub fn stateless_resets(&self) -> u64 {
         self.stateless_resets

@@ -12,6 +12,7 @@ use crate::world::clients::port_of;
 use crate::world::ids::ClientId;
 use crate::world::links::LinkKind;
 use anyedge_proto::inner;
+use anyedge_topology::CLIENT_WAIT_NS;
 use anyedge_topology::TrafficKind;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -28,13 +29,21 @@ pub(super) struct QuicFlow {
     pub(super) got: u64,
     pub(super) head: Vec<u8>,
     pub(super) poll_at: Option<u64>,
+    /// When the flow last made progress (a connection begun, an answer completed, a
+    /// request issued to an idle flow): with a request outstanding, a connection silent
+    /// for `CLIENT_WAIT_NS` past it is closed, as the TCP flows' are.
+    pub(super) progress_ns: u64,
 }
 
 impl QuicFlow {
     /// Takes the connection's events: connected, or lost (the request in progress
     /// starts again on a new connection).
     fn take_events(&mut self) {
-        for (_, event) in self.host.take_events() {
+        for (ch, event) in self.host.take_events() {
+            // A connection the flow gave up on may still report its end.
+            if Some(ch) != self.conn {
+                continue;
+            }
             match event {
                 quinn_proto::Event::Connected => self.connected = true,
                 quinn_proto::Event::ConnectionLost { .. } => {
@@ -48,6 +57,30 @@ impl QuicFlow {
                 _ => {}
             }
         }
+    }
+
+    /// A connection that made no progress for `CLIENT_WAIT_NS` while a request waited is
+    /// closed, and that request counts as lost; the next service connects again (see
+    /// the TCP flows' `give_up_if_silent`).
+    fn give_up_if_silent(&mut self, now: u64) {
+        if self.pending.is_empty() || now < self.progress_ns.saturating_add(CLIENT_WAIT_NS) {
+            return;
+        }
+        if let Some(ch) = self.conn.take() {
+            self.host.close(ch, now, b"no answer");
+        }
+        self.connected = false;
+        self.stream = None;
+        self.to_send.clear();
+        self.got = 0;
+        self.head.clear();
+        self.pending.pop_front();
+        self.progress_ns = now;
+    }
+
+    /// When the flow gives its connection up unless it makes progress first.
+    fn silent_deadline(&self) -> Option<u64> {
+        (!self.pending.is_empty()).then(|| self.progress_ns.saturating_add(CLIENT_WAIT_NS))
     }
 
     /// On a connected flow: opens a stream for the next request, writes it, reads its
@@ -96,6 +129,7 @@ impl QuicFlow {
             got: 0,
             head: Vec::new(),
             poll_at: None,
+            progress_ns: 0,
         }
     }
 }
@@ -113,6 +147,9 @@ impl<'t> World<'t> {
             self.note_sent(client, slot, now);
             let c = &mut self.edge.clients[client];
             if let Some(f) = c.quic_flows[slot].as_mut() {
+                if f.pending.is_empty() {
+                    f.progress_ns = now;
+                }
                 f.pending.push_back(now);
                 if f.pending.len() > TCP_PENDING_MAX {
                     f.pending.pop_front();
@@ -135,12 +172,14 @@ impl<'t> World<'t> {
         let config = self.pki.quic_client.clone();
         let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() else { return };
         let mut out = Vec::new();
+        f.give_up_if_silent(now);
         if f.conn.is_none()
             && !f.pending.is_empty()
             && let Some(config) = config
         {
             f.conn = f.host.connect(now, config, remote, &remote.ip().to_string());
             f.connected = false;
+            f.progress_ns = now;
         }
         f.host.drive(now, &mut out);
         f.take_events();
@@ -149,7 +188,10 @@ impl<'t> World<'t> {
         if live {
             f.host.drive(now, &mut out);
         }
-        let next = f.host.poll_timeout();
+        if completed.is_some() {
+            f.progress_ns = now;
+        }
+        let next = f.host.poll_timeout().into_iter().chain(f.silent_deadline()).min();
         if let Some((issued, backend)) = completed {
             self.record_reply(client, slot, issued, backend);
         }
