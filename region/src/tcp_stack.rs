@@ -293,28 +293,9 @@ mod tests {
         a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
         let (request, response) = (vec![7u8; 12_000], vec![9u8; 20_000]);
         let (mut wire, mut sent, mut served, mut idle_held, mut busy_held) = (Vec::new(), 0, 0, 0, 0);
-        let mut finished_at = None;
-        let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
-        let (mut got_req, mut got_resp) = (0, 0);
-        let mut done = 0;
+        let (mut got_req, mut got_resp, mut done, mut finished_at) = (0, 0, 0, None);
         for step in 0..200_000u64 {
-            let now = step * 1_000_000;
-            a.poll(now);
-            b.poll(now);
-            for (i, p) in a.drain_tx().enumerate() {
-                wire.push(p.clone());
-                if (wire.len() + i) % 7 != 0 {
-                    to_b.push(p);
-                }
-            }
-            for p in b.drain_tx() {
-                wire.push(p.clone());
-                if wire.len() % 7 != 0 {
-                    to_a.push(p);
-                }
-            }
-            to_b.drain(..).for_each(|p| b.receive(p));
-            to_a.drain(..).for_each(|p| a.receive(p));
+            lossy_step(&mut a, &mut b, step * 1_000_000, &mut wire);
             // Client: one request at a time, then its whole response.
             let sa = a.socket(ha);
             if sent < request.len() && sa.can_send() {
@@ -362,17 +343,47 @@ mod tests {
             {
                 served += sb.send_slice(&response[served..]).unwrap();
             }
-            for (stack, h) in [(&mut a, ha), (&mut b, hb)] {
-                let s = stack.socket(h);
-                if lazy {
-                    s.release_idle_buffers();
-                }
-                if s.recv_queue() > 0 || s.send_queue() > 0 {
-                    busy_held = busy_held.max(s.buffer_bytes_allocated());
-                }
-            }
+            busy_held = busy_held.max(busy_bytes([(&mut a, ha), (&mut b, hb)], lazy));
         }
         panic!("three exchanges did not finish: {done}");
+    }
+
+    /// One step of [`converse`]'s path: both stacks polled at `now`, every packet kept on
+    /// `wire`, every 7th each way dropped, the rest delivered.
+    fn lossy_step(a: &mut TcpStack, b: &mut TcpStack, now: u64, wire: &mut Vec<Vec<u8>>) {
+        a.poll(now);
+        b.poll(now);
+        let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+        for (i, p) in a.drain_tx().enumerate() {
+            wire.push(p.clone());
+            if (wire.len() + i) % 7 != 0 {
+                to_b.push(p);
+            }
+        }
+        for p in b.drain_tx() {
+            wire.push(p.clone());
+            if wire.len() % 7 != 0 {
+                to_a.push(p);
+            }
+        }
+        to_b.into_iter().for_each(|p| b.receive(p));
+        to_a.into_iter().for_each(|p| a.receive(p));
+    }
+
+    /// The most buffer memory either socket holds while it has bytes queued (idle
+    /// buffers released first when `lazy`).
+    fn busy_bytes(sockets: [(&mut TcpStack, SocketHandle); 2], lazy: bool) -> usize {
+        let mut most = 0;
+        for (stack, h) in sockets {
+            let s = stack.socket(h);
+            if lazy {
+                s.release_idle_buffers();
+            }
+            if s.recv_queue() > 0 || s.send_queue() > 0 {
+                most = most.max(s.buffer_bytes_allocated());
+            }
+        }
+        most
     }
 
     #[test]
