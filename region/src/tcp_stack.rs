@@ -356,13 +356,13 @@ mod tests {
         let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
         for (i, p) in a.drain_tx().enumerate() {
             wire.push(p.clone());
-            if (wire.len() + i) % 7 != 0 {
+            if !(wire.len() + i).is_multiple_of(7) {
                 to_b.push(p);
             }
         }
         for p in b.drain_tx() {
             wire.push(p.clone());
-            if wire.len() % 7 != 0 {
+            if !wire.len().is_multiple_of(7) {
                 to_a.push(p);
             }
         }
