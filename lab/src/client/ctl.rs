@@ -73,7 +73,7 @@ fn lab(file: &Path) -> Result<Lab, ClientError> {
     let plan = Plan::new(&t);
     let state_dir = crate::layout::state_dir(&plan.lab);
     if crate::setup::read_state(&plan.lab).is_none() {
-        return Err(ClientError::NotUp(plan.lab.clone()));
+        return Err(ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() });
     }
     Ok(Lab { plan, state_dir, ids })
 }

@@ -50,7 +50,8 @@ pub struct UndrainFigures {
 /// The lab's topology and plan, checked: up, and `node` one of its POPs.
 fn pop_of(file: &Path, node: &str) -> Result<(Topology, Plan, usize), ClientError> {
     let (t, plan) = setup::load(file)?;
-    setup::read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    setup::read_state(&plan.lab)
+        .ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     let pops = || t.pops.iter().map(|p| format!("pop/{}", p.name)).collect::<Vec<_>>().join(", ");
     let p = match plan.node(node).map(|n| &plan.namespaces[n.ns].role) {
         Some(Role::Pop(p)) => *p,

@@ -202,7 +202,7 @@ fn socket_command(socket: &Path, command: &str) -> std::io::Result<String> {
 pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::bird::Route>, ClientError> {
     let (t, plan) = load(file)?;
     let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
-    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     let own = match plan.namespaces[n.ns].role {
         Role::Pop(p) | Role::Transit(p) => p,
         _ => {
@@ -223,7 +223,7 @@ pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::bird::Route>, ClientErr
 /// list is read from its own policy table at that transit.
 pub fn catchments(file: &Path) -> Result<serde_json::Value, ClientError> {
     let (t, plan) = load(file)?;
-    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let dir = state_dir(&plan.lab);
     let mut clients = Vec::new();
@@ -259,7 +259,7 @@ pub fn catchments(file: &Path) -> Result<serde_json::Value, ClientError> {
 pub fn metrics(file: &Path, node: Option<&str>) -> Result<String, ClientError> {
     let (_, plan) = load(file)?;
     if read_state(&plan.lab).is_none() {
-        return Err(ClientError::NotUp(plan.lab.clone()));
+        return Err(ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() });
     }
     let names: Vec<String> = match node {
         Some(n) => vec![plan.node(n).ok_or_else(|| ClientError::Unsuited(format!("no node `{n}`")))?.name.clone()],
@@ -295,7 +295,7 @@ pub fn exec(file: &Path, node: &str, command: &[String]) -> Result<i32, ClientEr
         },
     };
     if read_state(&plan.lab).is_none() {
-        return Err(ClientError::NotUp(plan.lab.clone()));
+        return Err(ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() });
     }
     let status = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -331,7 +331,8 @@ pub fn capture(
 pub fn kill(file: &Path, node: &str) -> Result<(), ClientError> {
     let (_, plan) = load(file)?;
     let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
-    let mut state = read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    let mut state =
+        read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     let name = plan.nodes.iter().find(|x| x.ns == n.ns).map(|x| x.name.clone()).unwrap_or_default();
     let pid = state.pids.remove(&name).ok_or_else(|| unsuited(format!("node `{name}` runs no process")))?;
     stop_node(pid, &name, &state_dir(&plan.lab));
@@ -344,7 +345,7 @@ pub fn kill(file: &Path, node: &str) -> Result<(), ClientError> {
 pub fn freeze(file: &Path, node: &str, frozen: bool) -> Result<usize, ClientError> {
     let (_, plan) = load(file)?;
     let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
-    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     let ns = &plan.namespaces[n.ns].name;
     let out = Command::new("ip").args(["netns", "pids", ns]).output().map_err(|source| SysError::NotRun {
         program: "ip",
@@ -365,7 +366,8 @@ pub fn freeze(file: &Path, node: &str, frozen: bool) -> Result<usize, ClientErro
 pub fn start(file: &Path, node: &str, exe: &Path) -> Result<(), ClientError> {
     let (_, plan) = load(file)?;
     let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?.clone();
-    let mut state = read_state(&plan.lab).ok_or_else(|| ClientError::NotUp(plan.lab.clone()))?;
+    let mut state =
+        read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     if state.pids.get(&n.name).is_some_and(|&p| alive(p)) {
         return Err(unsuited(format!("node `{}` is already running", n.name)));
     }

@@ -29,9 +29,9 @@ pub enum ClientError {
     Bird(#[from] crate::bird::BirdError),
     #[error(transparent)]
     Plan(#[from] PlanGap),
-    /// No lab of that name is running.
-    #[error("lab `{0}` is not up")]
-    NotUp(String),
+    /// The lab of `file` is not running.
+    #[error("lab `{lab}` is not up (anyedge lab up {})", file.display())]
+    NotUp { lab: String, file: std::path::PathBuf },
     /// What was asked does not fit the lab or the command (a node, a POP, a group or a
     /// class it does not have; options that do not go together).
     #[error("{0}")]
