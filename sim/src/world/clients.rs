@@ -12,13 +12,13 @@ use crate::world::links::LinkKind;
 use crate::world::quic_client::QuicFlow;
 use crate::world::tcp_app::TcpApp;
 use crate::world::tcp_app::service_tcp_flow;
-use crate::world::tcp_app::silent_deadline;
 use anyedge_ccn::ComponentRng;
 use anyedge_pop::rendezvous_node;
 use anyedge_proto::FlowKey;
 use anyedge_proto::Transport;
 use anyedge_proto::inner;
 use anyedge_region::tcp_stack::TcpStack;
+use anyedge_topology::CLIENT_WAIT_NS;
 use anyedge_topology::TrafficKind;
 use smoltcp::iface::SocketHandle;
 use std::collections::VecDeque;
@@ -65,10 +65,35 @@ pub(super) struct TcpFlow {
     pub(super) tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes waiting for room in the socket (TLS records, or the plain request).
     pub(super) wire: Vec<u8>,
-    /// When the flow last made progress (a connection begun, an answer completed, a
-    /// request issued to an idle flow): with a request outstanding, a connection silent
-    /// for `CLIENT_WAIT_NS` past it is given up.
-    pub(super) progress_ns: u64,
+    pub(super) progress: Progress,
+}
+
+/// When a client's flow (TCP or QUIC) last made progress: a connection begun, an answer
+/// completed, a request issued to an idle flow. With a request outstanding, a connection
+/// silent for `CLIENT_WAIT_NS` past it is given up, as an application's read timeout
+/// would (the lab's probe waits as long): that request counts as lost and the flow
+/// connects again. Without it a client whose answer a restarted load balancer can no
+/// longer route back waited for ever, having nothing unacknowledged to retransmit.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Progress {
+    at_ns: u64,
+}
+
+impl Progress {
+    pub(super) fn made(&mut self, now: u64) {
+        self.at_ns = now;
+    }
+
+    /// When a flow that `waiting` on a request gives its connection up unless it makes
+    /// progress first; `None` when it waits on nothing.
+    pub(super) fn give_up_at(self, waiting: bool) -> Option<u64> {
+        waiting.then(|| self.at_ns.saturating_add(CLIENT_WAIT_NS))
+    }
+
+    /// Whether a flow `waiting` on a request has been silent too long at `now`.
+    pub(super) fn gone_silent(self, waiting: bool, now: u64) -> bool {
+        self.give_up_at(waiting).is_some_and(|at| now >= at)
+    }
 }
 
 pub(super) struct Client {
@@ -207,7 +232,7 @@ impl<'t> World<'t> {
             let c = &mut self.edge.clients[client];
             let tf = &mut c.tcp_flows[slot];
             if tf.pending.is_empty() {
-                tf.progress_ns = now;
+                tf.progress.made(now);
             }
             tf.pending.push_back(now);
             if tf.pending.len() > TCP_PENDING_MAX {
@@ -258,7 +283,7 @@ impl<'t> World<'t> {
                 {
                     stack.socket(h).release_idle_buffers();
                 }
-                give_up_at = give_up_at.into_iter().chain(silent_deadline(tf)).min();
+                give_up_at = give_up_at.into_iter().chain(tf.progress.give_up_at(!tf.pending.is_empty())).min();
             }
         }
         stack.poll(now);

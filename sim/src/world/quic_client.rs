@@ -6,13 +6,13 @@ use crate::world::Ev;
 use crate::world::PATHS;
 use crate::world::Path;
 use crate::world::World;
+use crate::world::clients::Progress;
 use crate::world::clients::TCP_PENDING_MAX;
 use crate::world::clients::flow_id;
 use crate::world::clients::port_of;
 use crate::world::ids::ClientId;
 use crate::world::links::LinkKind;
 use anyedge_proto::inner;
-use anyedge_topology::CLIENT_WAIT_NS;
 use anyedge_topology::TrafficKind;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,10 +29,7 @@ pub(super) struct QuicFlow {
     pub(super) got: u64,
     pub(super) head: Vec<u8>,
     pub(super) poll_at: Option<u64>,
-    /// When the flow last made progress (a connection begun, an answer completed, a
-    /// request issued to an idle flow): with a request outstanding, a connection silent
-    /// for `CLIENT_WAIT_NS` past it is closed, as the TCP flows' are.
-    pub(super) progress_ns: u64,
+    pub(super) progress: Progress,
 }
 
 impl QuicFlow {
@@ -59,11 +56,10 @@ impl QuicFlow {
         }
     }
 
-    /// A connection that made no progress for `CLIENT_WAIT_NS` while a request waited is
-    /// closed, and that request counts as lost; the next service connects again (see
-    /// the TCP flows' `give_up_if_silent`).
+    /// A connection silent too long while a request waited is closed (see
+    /// [`Progress`]): that request counts as lost and the next service connects again.
     fn give_up_if_silent(&mut self, now: u64) {
-        if self.pending.is_empty() || now < self.progress_ns.saturating_add(CLIENT_WAIT_NS) {
+        if !self.progress.gone_silent(!self.pending.is_empty(), now) {
             return;
         }
         if let Some(ch) = self.conn.take() {
@@ -75,12 +71,7 @@ impl QuicFlow {
         self.got = 0;
         self.head.clear();
         self.pending.pop_front();
-        self.progress_ns = now;
-    }
-
-    /// When the flow gives its connection up unless it makes progress first.
-    fn silent_deadline(&self) -> Option<u64> {
-        (!self.pending.is_empty()).then(|| self.progress_ns.saturating_add(CLIENT_WAIT_NS))
+        self.progress.made(now);
     }
 
     /// On a connected flow: opens a stream for the next request, writes it, reads its
@@ -129,7 +120,7 @@ impl QuicFlow {
             got: 0,
             head: Vec::new(),
             poll_at: None,
-            progress_ns: 0,
+            progress: Progress::default(),
         }
     }
 }
@@ -148,7 +139,7 @@ impl<'t> World<'t> {
             let c = &mut self.edge.clients[client];
             if let Some(f) = c.quic_flows[slot].as_mut() {
                 if f.pending.is_empty() {
-                    f.progress_ns = now;
+                    f.progress.made(now);
                 }
                 f.pending.push_back(now);
                 if f.pending.len() > TCP_PENDING_MAX {
@@ -179,7 +170,7 @@ impl<'t> World<'t> {
         {
             f.conn = f.host.connect(now, config, remote, &remote.ip().to_string());
             f.connected = false;
-            f.progress_ns = now;
+            f.progress.made(now);
         }
         f.host.drive(now, &mut out);
         f.take_events();
@@ -189,9 +180,10 @@ impl<'t> World<'t> {
             f.host.drive(now, &mut out);
         }
         if completed.is_some() {
-            f.progress_ns = now;
+            f.progress.made(now);
         }
-        let next = f.host.poll_timeout().into_iter().chain(f.silent_deadline()).min();
+        let give_up_at = f.progress.give_up_at(!f.pending.is_empty());
+        let next = f.host.poll_timeout().into_iter().chain(give_up_at).min();
         if let Some((issued, backend)) = completed {
             self.record_reply(client, slot, issued, backend);
         }

@@ -5,7 +5,6 @@ use crate::world::clients::TcpFlow;
 use crate::world::clients::port_of;
 use anyedge_region::tcp_stack::TcpStack;
 use anyedge_region::tcp_stack::buffer_for;
-use anyedge_topology::CLIENT_WAIT_NS;
 use smoltcp::socket::tcp;
 use std::net::IpAddr;
 use std::net::SocketAddr;
@@ -75,7 +74,7 @@ pub(super) fn service_tcp_flow(
         return;
     }
     if completions.len() > answered {
-        tf.progress_ns = now;
+        tf.progress.made(now);
     }
     // A finished handshake may have freed the request, or TLS may owe the peer records.
     if tf.tls.is_some() {
@@ -87,13 +86,11 @@ pub(super) fn service_tcp_flow(
     }
 }
 
-/// A connection that made no progress for `CLIENT_WAIT_NS` while a request waited is
-/// given up, as an application's read timeout would: the request in progress counts as
-/// lost (sent, never answered) and the next service connects again. Without it a client
-/// whose answer a restarted load balancer can no longer route back would wait forever:
-/// it has nothing unacknowledged to retransmit.
+/// A connection silent too long while a request waited is given up (see
+/// [`Progress`](crate::world::clients::Progress)):
+/// the request in progress counts as lost and the next service connects again.
 fn give_up_if_silent(stack: &mut TcpStack, tf: &mut TcpFlow, now: u64) {
-    if tf.pending.is_empty() || now < tf.progress_ns.saturating_add(CLIENT_WAIT_NS) {
+    if !tf.progress.gone_silent(!tf.pending.is_empty(), now) {
         return;
     }
     if let Some(h) = tf.handle {
@@ -101,13 +98,7 @@ fn give_up_if_silent(stack: &mut TcpStack, tf: &mut TcpFlow, now: u64) {
     }
     tf.pending.pop_front();
     tf.reset_exchange();
-    tf.progress_ns = now;
-}
-
-/// When the flow gives its connection up unless it makes progress first (`None`: it
-/// waits on nothing).
-pub(super) fn silent_deadline(tf: &TcpFlow) -> Option<u64> {
-    (!tf.pending.is_empty()).then(|| tf.progress_ns.saturating_add(CLIENT_WAIT_NS))
+    tf.progress.made(now);
 }
 
 /// A flow whose connection broke (or never was) and has requests waiting gets a new
@@ -144,7 +135,7 @@ fn ensure_connected(
         return false;
     }
     tf.handle = Some(h);
-    tf.progress_ns = now;
+    tf.progress.made(now);
     tf.tls = app.tls.as_ref().and_then(|cfg| {
         let name = rustls::pki_types::ServerName::IpAddress(remote.0.into());
         rustls::ClientConnection::new(cfg.clone(), name).ok().map(Box::new)
