@@ -1078,3 +1078,32 @@ fn a_regions_ipv4_source_prefix_reaches_its_clb_nodes_and_is_checked() {
         expect(&text, line + 1, "source_prefix_v4", "");
     }
 }
+
+#[test]
+fn a_backend_is_builtin_unless_it_or_its_group_says_external_and_one_port_has_one_app() {
+    let t = topology::parse_str("t.yaml", SMALL).unwrap();
+    let every = |t: &topology::Topology| -> Vec<topology::App> {
+        t.regions[0].backend_groups.iter().flat_map(|g| g.backends.iter().map(|b| b.app)).collect()
+    };
+    assert!(every(&t).iter().all(|&a| a == topology::App::Builtin), "the default is builtin");
+    // A group's `app` holds for its members; a member's own wins.
+    let grouped = with(
+        "      web:\n        - { address: 198.19.20.10, port: 8080, weight: 10 }\n        - { address: 198.19.20.11, port: 8080, weight: 30 }",
+        "      web:\n        app: external\n        members:\n          - { address: 198.19.20.10, port: 8080, weight: 10 }\n          - { address: 198.19.20.11, port: 8080, weight: 30, app: builtin }",
+    );
+    let t = topology::parse_str("t.yaml", &grouped).unwrap();
+    let web = &t.regions[0].backend_groups[1].backends;
+    assert_eq!((web[0].app, web[1].app), (topology::App::External, topology::App::Builtin));
+    // An unknown word, and one port bound as ours in one group and the user's in another.
+    expect(
+        &with("{ address: 198.19.20.1, port: 7000, weight: 10 }", "{ address: 198.19.20.1, port: 7000, app: nginx }"),
+        27,
+        "game[0].app",
+        "`nginx` is not `builtin` or `external`",
+    );
+    let twice = with(
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+        "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n      again:\n        - { address: 198.19.20.11, port: 8080, app: external }\n",
+    );
+    expect(&twice, 34, "again[0].app", "198.19.20.11:8080 is bound as `app: builtin` elsewhere: one port, one server");
+}

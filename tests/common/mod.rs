@@ -51,10 +51,17 @@ impl Lab {
 
     /// A lab of small.yaml edited by `edit`, brought up with `lab up FILE FLAGS…`.
     pub fn up_flags(tag: &str, edit: impl Fn(String) -> String, flags: &[&str]) -> Lab {
+        Lab::up_topology(tag, SMALL, edit, flags)
+    }
+
+    /// A lab of `topology` (a shipped file's text, its `name:` line replaced) edited by
+    /// `edit`, brought up with `lab up FILE FLAGS…`.
+    pub fn up_topology(tag: &str, topology: &str, edit: impl Fn(String) -> String, flags: &[&str]) -> Lab {
         let name = format!("t-{tag}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
-        let text = SMALL.replace("name: small-europe", &format!("name: {name}"));
+        let shipped = topology.lines().find_map(|l| l.strip_prefix("name: ")).expect("a name: line");
+        let text = topology.replace(&format!("name: {shipped}"), &format!("name: {name}"));
         let text = edit(text.split("faults:").next().unwrap().to_string());
         let file = dir.join("lab.yaml");
         std::fs::write(&file, text).unwrap();

@@ -183,6 +183,30 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub weight: u8,
     pub site: Site,
+    /// What answers on its port.
+    pub app: App,
+}
+
+/// What answers on a backend's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum App {
+    /// anyedge's own servers (UDP echo, TCP and HTTP), which the backend host's node runs
+    /// on the port: what tests and labs use.
+    #[default]
+    Builtin,
+    /// The user's own application: the host's node runs only the tunnel end and binds
+    /// nothing on the port, so the service running on the host answers.
+    External,
+}
+
+impl App {
+    /// The name the topology file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            App::Builtin => "builtin",
+            App::External => "external",
+        }
+    }
 }
 
 /// Where a backend lives relative to the region that binds it.

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyedge_ccn::{ComponentRng, Keyring, Link, NodeId};
 use anyedge_proto::inner;
 use anyedge_region::security::{Firewall, Verdict};
-use anyedge_topology::{Site, Topology};
+use anyedge_topology::{App, Site, Topology};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::io::shaper::Shaper;
@@ -116,7 +116,8 @@ pub async fn run(
     host.run().await
 }
 
-/// The host's servers on every port bound to it: UDP echo, TCP and HTTP.
+/// The host's servers on every port bound to it as `app: builtin`: UDP echo, TCP and
+/// HTTP. A port bound as `app: external` is the user's: nothing of ours listens there.
 async fn serve_ports(
     t: &Topology,
     plan: &Plan,
@@ -128,7 +129,7 @@ async fn serve_ports(
         .iter()
         .flat_map(|r| &r.backend_groups)
         .flat_map(|g| &g.backends)
-        .filter(|b| b.addr.ip() == IpAddr::V4(ip))
+        .filter(|b| b.addr.ip() == IpAddr::V4(ip) && b.app == App::Builtin)
         .map(|b| b.addr.port())
         .collect();
     ports.sort_unstable();

@@ -18,7 +18,7 @@ const PINNED_RTT_MAX_NS: u64 = 10_000_000_000;
 pub fn builtin(name: &str) -> Option<DelayModel> {
     let (_, text) = crate::calibrations::BUILTIN.iter().find(|(n, _)| *n == name)?;
     let node = marked_yaml::parse_yaml(0, text).ok()?;
-    let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
+    let mut p = Parser { diags: Vec::new(), paths: Vec::new(), apps: Vec::new() };
     let root = p.obj(&node, "", "calibration_file")?;
     let model = p.delay_model(root.get("delay")?, "delay")?;
     p.diags.is_empty().then_some(model)

@@ -116,7 +116,7 @@ pub(super) fn parse(text: &str, sets: &[crate::Override]) -> Result<Topology, Ve
     for o in sets {
         crate::overrides::apply(&mut root, o).map_err(|reason| vec![diag_at(1, 1, &o.path, &reason)])?;
     }
-    let mut p = Parser { diags: Vec::new(), paths: Vec::new() };
+    let mut p = Parser { diags: Vec::new(), paths: Vec::new(), apps: Vec::new() };
     let topology = p.topology(&root);
     match topology {
         Some(t) if p.diags.is_empty() => Ok(t),
@@ -198,6 +198,8 @@ struct Parser {
     diags: Vec<Diagnostic>,
     /// Each backend address bound so far and whether (and how) it is on the internet.
     paths: Vec<(IpAddr, Option<(Egress, usize)>)>,
+    /// Each backend port bound so far and what answers on it.
+    apps: Vec<(SocketAddr, App)>,
 }
 
 /// Places a backend may live, for resolving `region:` and `idc:`.

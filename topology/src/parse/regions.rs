@@ -185,16 +185,17 @@ impl Parser {
         let mut groups = Vec::new();
         for (key, value) in map.iter() {
             let gfield = format!("{field}.{}", key.as_str());
-            // A group is a list of backends, or { health: {...}, members: [...] }.
-            let (list, health, list_field) = match value.as_mapping() {
+            // A group is a list of backends, or { health: {...}, app: ..., members: [...] }.
+            let (list, health, group_app, list_field) = match value.as_mapping() {
                 Some(_) => {
                     let Some(g) = self.obj(value, &gfield, "backend_group") else { continue };
                     let base = region_health.cloned().unwrap_or(HealthConfig::tcp(2 * S, S, 3, 3));
                     let health = if g.get("health").is_some() { self.health(&g, &base) } else { None };
+                    let app = self.app(&g);
                     let Some(members) = self.req(&g, "members") else { continue };
-                    (members, health, format!("{gfield}.members"))
+                    (members, health, app, format!("{gfield}.members"))
                 }
-                None => (value, None, gfield.clone()),
+                None => (value, None, None, gfield.clone()),
             };
             let gfield = list_field;
             let Some(seq) = self.seq(list, &gfield) else { continue };
@@ -204,34 +205,12 @@ impl Parser {
                 let Some(o) = self.obj(item, &bfield, "backend") else {
                     continue;
                 };
-                if let Some(b) = self.backend(&o, sites, region_index) {
+                if let Some(b) = self.backend(&o, sites, region_index, group_app) {
                     if backends.iter().any(|x| x.addr == b.addr) {
                         self.err(item.span(), &bfield, format!("backend {} is bound twice in this group", b.addr));
                     }
-                    // One address, one way there: a host is either on the internet through
-                    // one egress, or not on it.
-                    // (An internet backend is bound from one region: its egress node is the
-                    // way back for every flow to it.)
-                    let egress = match b.site {
-                        Site::Internet(e) => Some((e, region_index)),
-                        _ => None,
-                    };
-                    let ip = b.addr.ip();
-                    match self.paths.iter().find(|(a, _)| *a == ip).map(|&(_, e)| e) {
-                        Some(before) if before != egress => {
-                            let say = |e: Option<(Egress, usize)>| match e {
-                                Some((Egress::Nat(g), _)) => format!("via nat/{}", sites.nat_gateways[g].name),
-                                Some((Egress::Router, r)) => format!("via router in region `{}`", sites.regions[r]),
-                                None => "without via".to_string(),
-                            };
-                            let reason =
-                                format!("{ip} is bound {} elsewhere: one host, one way to reach it", say(before));
-                            let span = o.get("via").map_or(item.span(), |n| n.span());
-                            self.err(span, &format!("{bfield}.via"), reason);
-                        }
-                        Some(_) => {}
-                        None => self.paths.push((ip, egress)),
-                    }
+                    self.one_way_there(&b, (item, &o, &bfield), sites, region_index);
+                    self.one_server_per_port(&b, (item, &o, &bfield));
                     backends.push(b);
                 }
             }
@@ -241,6 +220,68 @@ impl Parser {
             groups.push(BackendGroup { name: key.as_str().to_string(), backends, health });
         }
         groups
+    }
+
+    /// One address, one way there: a host is either on the internet through one egress,
+    /// or not on it. (An internet backend is bound from one region: its egress node is
+    /// the way back for every flow to it.)
+    fn one_way_there(
+        &mut self,
+        b: &Backend,
+        (item, o, bfield): (&Node, &Obj<'_>, &str),
+        sites: &Sites<'_>,
+        region: usize,
+    ) {
+        let egress = match b.site {
+            Site::Internet(e) => Some((e, region)),
+            _ => None,
+        };
+        let ip = b.addr.ip();
+        match self.paths.iter().find(|(a, _)| *a == ip).map(|&(_, e)| e) {
+            Some(before) if before != egress => {
+                let say = |e: Option<(Egress, usize)>| match e {
+                    Some((Egress::Nat(g), _)) => format!("via nat/{}", sites.nat_gateways[g].name),
+                    Some((Egress::Router, r)) => format!("via router in region `{}`", sites.regions[r]),
+                    None => "without via".to_string(),
+                };
+                let reason = format!("{ip} is bound {} elsewhere: one host, one way to reach it", say(before));
+                let span = o.get("via").map_or(item.span(), |n| n.span());
+                self.err(span, &format!("{bfield}.via"), reason);
+            }
+            Some(_) => {}
+            None => self.paths.push((ip, egress)),
+        }
+    }
+
+    /// One port, one server: a backend bound in several groups is the same application
+    /// in each, ours or the user's.
+    fn one_server_per_port(&mut self, b: &Backend, (item, o, bfield): (&Node, &Obj<'_>, &str)) {
+        match self.apps.iter().find(|(a, _)| *a == b.addr).map(|&(_, app)| app) {
+            Some(before) if before != b.app => {
+                let reason = format!(
+                    "{} is bound as `app: {}` elsewhere: one port, one server (say the same `app` in every group)",
+                    b.addr,
+                    before.name()
+                );
+                let span = o.get("app").map_or(item.span(), |n| n.span());
+                self.err(span, &format!("{bfield}.app"), reason);
+            }
+            Some(_) => {}
+            None => self.apps.push((b.addr, b.app)),
+        }
+    }
+
+    /// `app:` of a backend or a backend group, if given.
+    fn app(&mut self, o: &Obj<'_>) -> Option<App> {
+        let n = o.get("app")?;
+        match self.str(n, &o.field("app"))? {
+            "builtin" => Some(App::Builtin),
+            "external" => Some(App::External),
+            other => {
+                self.err(n.span(), &o.field("app"), format!("`{other}` is not `builtin` or `external`"));
+                None
+            }
+        }
     }
 
     /// A backend's `via:` — `nat/NAME` (a NAT gateway of region `region`) or `router`.
@@ -280,7 +321,13 @@ impl Parser {
         Some(Egress::Nat(g))
     }
 
-    pub(super) fn backend(&mut self, o: &Obj<'_>, sites: &Sites<'_>, region: usize) -> Option<Backend> {
+    pub(super) fn backend(
+        &mut self,
+        o: &Obj<'_>,
+        sites: &Sites<'_>,
+        region: usize,
+        group_app: Option<App>,
+    ) -> Option<Backend> {
         let addr_node = self.req(o, "address");
         let port_node = self.req(o, "port");
         let ip = addr_node.and_then(|n| self.parsed::<IpAddr>(n, &o.field("address"), "an IP address"));
@@ -325,6 +372,7 @@ impl Parser {
             (None, None) => Site::Local,
         };
         // A bad weight is recorded; the address still names the backend for references.
-        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT), site })
+        let app = self.app(o).or(group_app).unwrap_or_default();
+        Some(Backend { addr: SocketAddr::new(ip?, port?), weight: weight.unwrap_or(WEIGHT_DEFAULT), site, app })
     }
 }

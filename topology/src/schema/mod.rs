@@ -309,7 +309,7 @@ fn build() -> Vec<Object> {
                 opt("source_prefix_v4", Ty::Int { min: 8, max: 32 }, format!("Leading bits of an IPv4 client address that count as one source for the CLB nodes' per-source limits (256 layer-7 connections, 256 QUIC connections, 8 unvalidated QUIC handshakes): 32 counts each address, 24 a whole /24 (clients that share a network). IPv6 sources are /64s. Default {SOURCE_PREFIX_V4}.")).default(json!(SOURCE_PREFIX_V4)),
                 opt("snat", Ty::List(Box::new(Ty::Ip), 0), "Source addresses the CLB nodes use toward IDC backends; one per address family those backends use (required when IDC backends are bound)."),
                 opt("health", Ty::Obj("health"), "Health checks of the region's backends. Default: TCP connect every 2s, timeout 1s, 3 to turn healthy or unhealthy."),
-                opt("backends", Ty::MapOf(Box::new(Ty::AnyOf(vec![Ty::List(Box::new(Ty::Obj("backend")), 1), Ty::Obj("backend_group")]))), "Backend groups by name: a list of backends, or { health, members } to check this group its own way. Listeners name a group."),
+                opt("backends", Ty::MapOf(Box::new(Ty::AnyOf(vec![Ty::List(Box::new(Ty::Obj("backend")), 1), Ty::Obj("backend_group")]))), "Backend groups by name: a list of backends, or { health, app, members } to check this group its own way or to say that your own application answers on its ports. Listeners name a group."),
             ],
         ),
         Object::new(
@@ -327,9 +327,10 @@ fn build() -> Vec<Object> {
         ),
         Object::new(
             "backend_group",
-            "A backend group with health checks of its own.",
+            "A backend group with settings of its own: its health checks, and what answers on its members' ports.",
             vec![
                 opt("health", Ty::Obj("health"), "This group's health checks, over the region's (fields not given are the region's)."),
+                opt("app", Ty::Enum(vec!["builtin", "external"]), "What answers on its members' ports, unless a member says otherwise: see a backend's `app`. Default builtin.").default(json!("builtin")),
                 req("members", Ty::List(Box::new(Ty::Obj("backend")), 1), "The group's backends."),
             ],
         ),
@@ -343,6 +344,7 @@ fn build() -> Vec<Object> {
                 opt("region", Ty::Name, "Another region it lives in (a region's name): reached over the backbone."),
                 opt("idc", Ty::Name, "An IDC it lives in (a name under `idcs`): reached over the backbone through SNAT."),
                 opt("via", Ty::AnyOf(vec![Ty::Enum(vec!["router"]), Ty::Pattern(r"^nat/[A-Za-z0-9_-]+$")]), "A public-internet backend (IPv4): reached through `router` (the region's own) or `nat/NAME` (a NAT gateway of the region)."),
+                opt("app", Ty::Enum(vec!["builtin", "external"]), "What answers on the port. builtin: anyedge's own servers (UDP echo, TCP, HTTP), run by the host's node, for tests and labs. external: your own application; the host's node runs only the tunnel end and binds nothing, so the service on the host (in a lab, started with `anyedge lab exec FILE backend/IP -- CMD`) answers, and the region's health checks probe it. The simulator models both the same way. Default builtin.").default(json!("builtin")),
             ],
         ),
         Object::new(

@@ -1,0 +1,325 @@
+//! Software nobody here wrote, at both ends of the VIP (needs root; CI runs it as root):
+//! nginx, iperf3 and a socat UDP echo are the backends of topologies/apps.yaml (every
+//! backend `app: external`, so the lab's backend hosts bind nothing of their own), and
+//! curl, iperf3 and socat reach them through the VIP from the clients' namespaces — as the
+//! guide's "Your own service behind the VIP" shows.
+//!
+//! The tests share one lab ([`apps_lab`]) and its servers, brought up by the first test
+//! that needs them and taken down, servers first, when the test process exits.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const APPS: &str = include_str!("../topologies/apps.yaml");
+const NGINX_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/own-service/nginx.conf");
+const VIP: &str = "198.18.0.20";
+const NGINX_HOSTS: [&str; 2] = ["198.19.20.30", "198.19.20.31"];
+const IPERF_HOST: &str = "198.19.20.40";
+const ECHO_HOST: &str = "198.19.20.50";
+
+/// A server started in a backend host's namespace with `lab exec`, stopped (its whole
+/// process group: `lab exec`, `ip netns exec` and the server) when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(lab: &Lab, host: &str, command: &[&str], log: &str) -> Server {
+        let log = std::fs::File::create(lab.dir.join(log)).unwrap();
+        let child = Command::new(exe())
+            .args(["lab", "exec"])
+            .arg(&lab.file)
+            .arg(format!("backend/{host}"))
+            .arg("--")
+            .args(command)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("lab exec runs");
+        Server { child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this test started (its leader's pid).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+struct AppsLab {
+    lab: Lab,
+    servers: Mutex<Vec<Server>>,
+}
+
+static APPS_LAB: OnceLock<AppsLab> = OnceLock::new();
+
+/// The shared lab of topologies/apps.yaml with its servers running and every backend
+/// healthy: nginx on .30 and .31 (port 8080), `iperf3 -s` on .40 (5201), and on .50 a
+/// socat UDP echo (9000) that writes each datagram's source into `peers.log`.
+fn apps_lab() -> &'static AppsLab {
+    APPS_LAB.get_or_init(|| {
+        let lab = Lab::up_topology("app", APPS, |text| text, &[]);
+        // SAFETY: registers a function with no arguments that libc calls once at exit.
+        unsafe {
+            libc::atexit(apps_lab_down);
+        }
+        let mut servers = Vec::new();
+        // Both nginx serve one folder of files (a file PUT through one is there to GET
+        // through the other).
+        std::fs::create_dir_all(lab.dir.join("files")).unwrap();
+        for host in NGINX_HOSTS {
+            let prefix = lab.dir.join(format!("nginx-{host}"));
+            std::fs::create_dir_all(&prefix).unwrap();
+            std::os::unix::fs::symlink(lab.dir.join("files"), prefix.join("files")).unwrap();
+            let prefix = format!("{}/", prefix.display());
+            let nginx = ["nginx", "-p", &prefix, "-e", "error.log", "-c", NGINX_CONF];
+            servers.push(Server::start(&lab, host, &nginx, &format!("nginx-{host}.out")));
+        }
+        servers.push(Server::start(&lab, IPERF_HOST, &["iperf3", "-s", "-p", "5201"], "iperf3.out"));
+        let peers = lab.dir.join("peers.log");
+        let echo = format!("SYSTEM:echo $SOCAT_PEERADDR >> {}; cat", peers.display());
+        servers.push(Server::start(&lab, ECHO_HOST, &["socat", "UDP4-RECVFROM:9000,fork", &echo], "socat.out"));
+        wait_every_backend_healthy(&lab);
+        AppsLab { lab, servers: Mutex::new(servers) }
+    })
+}
+
+extern "C" fn apps_lab_down() {
+    if let Some(apps) = APPS_LAB.get() {
+        apps.servers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        apps.lab.down();
+    }
+}
+
+/// Every CLB node's view of every backend.
+fn unhealthy(lab: &Lab) -> (Vec<String>, Value) {
+    let s: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let bad = s["health"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .flat_map(|(clb, seen)| {
+            seen.as_object()
+                .into_iter()
+                .flat_map(|b| b.iter())
+                .filter(|(_, v)| *v != "healthy")
+                .map(move |(b, v)| format!("{clb} sees {b} {}", v.as_str().unwrap_or("?")))
+        })
+        .collect();
+    (bad, s["health"].clone())
+}
+
+/// Waits until the servers have passed the region's checks (two in a row, a second
+/// apart) and no CLB node sees any backend unhealthy.
+fn wait_every_backend_healthy(lab: &Lab) {
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(2_500));
+    loop {
+        let (bad, health) = unhealthy(lab);
+        if bad.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "backends still unhealthy: {bad:?}\n{health}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs `command` in a client's namespace; its stdout, or a failure with what it said.
+fn in_client(lab: &Lab, client: &str, command: &[&str]) -> String {
+    let out = Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .arg(format!("client/{client}"))
+        .arg("--")
+        .args(command)
+        .output()
+        .expect("lab exec runs");
+    assert!(
+        out.status.success(),
+        "{command:?} in client/{client}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn nginx_log(lab: &Lab, host: &str) -> String {
+    std::fs::read_to_string(lab.dir.join(format!("nginx-{host}/access.log"))).unwrap_or_default()
+}
+
+#[test]
+fn nginx_as_the_backend_answers_http_and_tcp_listeners_and_sees_the_client_each_way() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let apps = apps_lab();
+    let lab = &apps.lab;
+    let london = client_address(lab, "london");
+    // Layer 7: the CLB node is nginx's peer, and X-Forwarded-For names the client.
+    let mut hosts_answering = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let body = in_client(lab, "london", &["curl", "-sS", "-m", "5", &format!("http://{VIP}/l7-{i}")]);
+        assert!(body.contains(&format!("forwarded for \"{london}\"")), "{body}");
+        let host = NGINX_HOSTS.iter().find(|h| body.starts_with(&format!("nginx at {h}:")));
+        hosts_answering.insert(*host.unwrap_or_else(|| panic!("not one of the nginx hosts: {body}")));
+    }
+    assert_eq!(hosts_answering.len(), 2, "both nginx backends take requests (equal weights)");
+    // Layer 4: nginx's peer is the client itself, and nothing is added to its request.
+    let body = in_client(lab, "london", &["curl", "-sS", "-m", "5", &format!("http://{VIP}:8000/l4")]);
+    assert!(body.contains(&format!("peer {london}, forwarded for \"\"")), "{body}");
+    // nginx's own logs say the same.
+    let logs: String = NGINX_HOSTS.iter().map(|h| nginx_log(lab, h)).collect();
+    assert!(logs.lines().any(|l| l.starts_with(&format!("{london} \"-\"")) && l.contains(" /l4 200")), "{logs}");
+    assert_eq!(
+        logs.lines().filter(|l| l.contains(&format!("\"{london}\"")) && l.contains(" /l7-")).count(),
+        6,
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_udp_service_behind_the_vip_echoes_and_sees_the_clients_own_address() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let apps = apps_lab();
+    let lab = &apps.lab;
+    let kyiv = client_address(lab, "kyiv");
+    for i in 0..3 {
+        let said = format!("datagram {i} from kyiv");
+        let echo = in_client(lab, "kyiv", &["sh", "-c", &format!("echo '{said}' | socat -T2 - UDP4:{VIP}:9000")]);
+        assert_eq!(echo.trim(), said);
+    }
+    let peers = std::fs::read_to_string(lab.dir.join("peers.log")).unwrap();
+    assert_eq!(peers.lines().filter(|p| *p == kyiv).count(), 3, "{peers}");
+    // The rest are the CLB nodes' health checks, which the echo answers too.
+    assert!(peers.lines().all(|p| p == kyiv || p.starts_with("198.18.32.")), "{peers}");
+}
+
+#[test]
+fn a_file_put_through_nginx_behind_the_vip_comes_back_byte_for_byte_both_ways() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let apps = apps_lab();
+    let lab = &apps.lab;
+    // 24 MB that compress to nothing useful (a fixed xorshift stream).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let blob: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let sent = lab.dir.join("sent.bin");
+    std::fs::write(&sent, &blob).unwrap();
+    // Up through the TCP listener (layer 4), down through it and through the HTTP
+    // listener (layer 7, the CLB node's own connection to nginx).
+    let put = format!("http://{VIP}:8000/files/blob");
+    let status = in_client(
+        lab,
+        "london",
+        &["curl", "-sS", "-m", "60", "-o", "/dev/null", "-w", "%{http_code}", "-T"]
+            .into_iter()
+            .chain([sent.to_str().unwrap(), &put])
+            .collect::<Vec<&str>>(),
+    );
+    assert!(status == "201" || status == "204", "PUT answered {status}");
+    for (way, url) in [("l4", put.clone()), ("l7", format!("http://{VIP}/files/blob"))] {
+        let got = lab.dir.join(format!("got-{way}.bin"));
+        in_client(lab, "london", &["curl", "-sS", "-f", "-m", "60", "-o", got.to_str().unwrap(), &url]);
+        let back = std::fs::read(&got).unwrap();
+        assert_eq!(back.len(), blob.len(), "{way}: bytes back");
+        assert!(back == blob, "{way}: the file came back changed");
+    }
+}
+
+/// `iperf3 -c VIP` from london (JSON): bytes sent and received, and what the run said.
+fn iperf3(lab: &Lab, bytes: &str) -> Value {
+    let out = in_client(lab, "london", &["iperf3", "-c", VIP, "-p", "5201", "-n", bytes, "-J"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 -J: {e}: {out}"))
+}
+
+#[test]
+fn iperf3_through_a_tcp_listener_reaches_an_external_backend_from_the_clients_own_address() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let apps = apps_lab();
+    let lab = &apps.lab;
+    let run = iperf3(lab, "20M");
+    assert!(run["error"].is_null(), "{}", run["error"]);
+    let end = &run["end"];
+    let (sent, received) = (end["sum_sent"]["bytes"].as_u64().unwrap(), end["sum_received"]["bytes"].as_u64().unwrap());
+    assert_eq!(sent, 20 * 1024 * 1024, "iperf3 sent what -n asked");
+    // iperf3's server counts what it had read when the client ended the test: all of it
+    // but what the two sockets still held (the sender's buffer, unacknowledged bytes
+    // included, and the receiver's unread ones), at most their kernels' largest buffers.
+    // (Every byte arriving is the file test's check.)
+    let largest = |sysctl: &str| -> u64 {
+        let v = in_client(lab, "london", &["cat", &format!("/proc/sys/net/ipv4/{sysctl}")]);
+        v.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap()
+    };
+    let held = largest("tcp_wmem") + largest("tcp_rmem");
+    assert!(received <= sent && sent - received <= held, "sent {sent}, received {received}, buffers {held}");
+    // The data connection reached the backend from the client's own address.
+    let london = client_address(lab, "london");
+    let connected = run["start"]["connected"].as_array().unwrap();
+    assert!(connected.iter().all(|c| c["remote_host"] == VIP), "{connected:?}");
+    let server = std::fs::read_to_string(lab.dir.join("iperf3.out")).unwrap();
+    assert!(server.contains(&format!("Accepted connection from {london}")), "{server}");
+}
+
+#[test]
+fn an_external_backend_that_stops_is_taken_out_by_health_checks_and_returns_when_it_answers_again() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let apps = apps_lab();
+    let lab = &apps.lab;
+    let mut servers = apps.servers.lock().unwrap_or_else(|e| e.into_inner());
+    // Stop nginx on .31: the region's HTTP checks fail and every CLB node takes it out.
+    drop(servers.remove(1));
+    let started = Instant::now();
+    loop {
+        let (bad, _) = unhealthy(lab);
+        let out: Vec<&String> = bad.iter().filter(|b| b.contains("198.19.20.31:8080 unhealthy")).collect();
+        if out.len() == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "nginx .31 stopped, yet: {bad:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..4 {
+        let body = in_client(lab, "kyiv", &["curl", "-sS", "-m", "5", &format!("http://{VIP}/while-down-{i}")]);
+        assert!(body.starts_with("nginx at 198.19.20.30:"), "only .30 answers: {body}");
+    }
+    // Started again, it passes the checks and takes requests again.
+    let host = NGINX_HOSTS[1];
+    let prefix = format!("{}/", lab.dir.join(format!("nginx-{host}")).display());
+    let nginx = ["nginx", "-p", &prefix, "-e", "error.log", "-c", NGINX_CONF];
+    servers.insert(1, Server::start(lab, host, &nginx, "nginx-again.out"));
+    wait_every_backend_healthy(lab);
+    let answered: Vec<String> = (0..6)
+        .map(|i| in_client(lab, "kyiv", &["curl", "-sS", "-m", "5", &format!("http://{VIP}/back-{i}")]))
+        .collect();
+    assert!(answered.iter().any(|b| b.starts_with("nginx at 198.19.20.31:")), "{answered:?}");
+}
