@@ -411,6 +411,24 @@ pub enum BenchCommand {
         #[arg(long)]
         breakdown: bool,
     },
+    /// Bulk TCP through the lab forwarder, measured by iperf3 (root): through a TCP listener
+    /// to an `app: external` backend running `iperf3 -s`, and straight to the same host,
+    /// impairments off; Gbit/s both ways, their ratio, retransmissions and each node's
+    /// peak memory.
+    Bulk {
+        /// Topology file with a TCP listener whose backends are `app: external`
+        /// (topologies/apps.yaml has one; the lab is brought up and down).
+        file: PathBuf,
+        /// The TCP listener's port (default: the first such listener).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Seconds each iperf3 run lasts.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
     Control {
         /// Topology file with a `control:` section (the lab is brought up and down).
@@ -494,6 +512,11 @@ pub fn command(which: BenchCommand) -> ExitCode {
             let figures = anyedge_lab::bench::run(&file, &exe, options);
             report("lab", figures, json, lab_text)
         }
+        BenchCommand::Bulk { file, port, seconds, json } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let figures = anyedge_lab::bulk::run(&file, &exe, port, seconds);
+            report("bulk", figures, json, bulk_text)
+        }
         BenchCommand::Failover { file, pop, kills, fault, json } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
             let fault = if fault == "kill" { Fault::Kill } else { Fault::Freeze };
@@ -574,6 +597,29 @@ pub fn command(which: BenchCommand) -> ExitCode {
 /// p50/p99/p99.9 as `a/b/c µs`.
 fn quantiles_us(q: [u64; 3]) -> String {
     format!("{}/{}/{} µs", q[0], q[1], q[2])
+}
+
+/// `bench bulk`'s figures as the lines it prints.
+fn bulk_text(f: &anyedge_lab::bulk::BulkFigures) -> String {
+    let mut s = format!(
+        "bulk TCP, {} from client/{}, {} s each, impairments off:\n  through the VIP ({} → {}): {:.2} Gbit/s, {} retransmits\n  direct ({}): {:.2} Gbit/s, {} retransmits\n  VIP / direct: {:.2}x\n  peak memory:",
+        f.iperf3,
+        f.client,
+        f.seconds,
+        f.listener,
+        f.backend,
+        f.vip.gbit_per_s,
+        f.vip.retransmits,
+        f.direct,
+        f.direct_path.gbit_per_s,
+        f.direct_path.retransmits,
+        f.ratio,
+    );
+    for (node, kib) in &f.peak_rss_kib {
+        s.push_str(&format!(" {node} {:.1} MiB", *kib as f64 / 1024.0));
+    }
+    s.push('\n');
+    s
 }
 
 /// `bench lab`'s figures as the lines it prints.

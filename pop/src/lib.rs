@@ -235,6 +235,9 @@ impl Pop {
 
     fn forward_client_packet(&mut self, packet: &[u8]) -> Result<(), PopDrop> {
         let info = inner::parse(packet)?;
+        // A SYN asks the backend for segments that must fit the tunnel whole.
+        let clamped = info.tcp.is_some_and(|f| f.syn).then(|| clamped_syn(packet)).flatten();
+        let packet = clamped.as_deref().unwrap_or(packet);
         let route = self.route(info.key.dst).ok_or(PopDrop::NoRoute)?;
         let (region, nodes) = (route.region, route.clb_nodes.max(1));
         let quic = info.key.transport == anyedge_proto::Transport::Udp && route.quic_ports.contains(&info.key.dst_port);
@@ -292,7 +295,11 @@ impl Pop {
             return Err(PopDrop::NotOurs);
         }
         // Only a VIP's listeners speak to clients through a POP.
-        let key = inner::parse(packet)?.key;
+        let info = inner::parse(packet)?;
+        let key = info.key;
+        // A SYN-ACK asks the client for segments that must fit the tunnel whole.
+        let clamped = info.tcp.is_some_and(|f| f.syn).then(|| clamped_syn(packet)).flatten();
+        let packet = clamped.as_deref().unwrap_or(packet);
         let listener = self.route(key.src).is_some_and(|r| r.ports.contains(&(key.transport, key.src_port)));
         if !listener {
             return Err(PopDrop::NotVip);
@@ -312,6 +319,25 @@ impl Pop {
 
 /// The MTU of the links toward clients (Ethernet's).
 pub const CLIENT_LINK_MTU: usize = 1_500;
+/// The MTU of the backbone's links (the lab's, and Ethernet's).
+pub const BACKBONE_LINK_MTU: usize = 1_500;
+/// What the backbone's envelope adds to a client packet: the outer IPv4 and UDP headers,
+/// the seal's header and tag, the CCN header (76 bytes).
+pub const ENVELOPE_LEN: usize = 20 + 8 + anyedge_proto::seal::OVERHEAD + ccn::HEADER_LEN;
+/// The largest TCP segment payload a client's connection may carry so that its packets
+/// cross the backbone whole (IPv4 and TCP headers inside the envelope): a POP lowers the
+/// MSS option of every SYN and SYN-ACK it passes to this (IPv6's headers take 20 more).
+pub const TUNNEL_MSS_V4: u16 = (BACKBONE_LINK_MTU - ENVELOPE_LEN - 20 - 20) as u16;
+pub const TUNNEL_MSS_V6: u16 = TUNNEL_MSS_V4 - 20;
+const _: () = assert!(ENVELOPE_LEN == 76 && TUNNEL_MSS_V4 == 1_384 && TUNNEL_MSS_V6 >= 1_220);
+
+/// A copy of a SYN or SYN-ACK whose MSS option asked for more than crosses the backbone
+/// whole, lowered to what does (none when it asked for no more).
+fn clamped_syn(packet: &[u8]) -> Option<Vec<u8>> {
+    let max = if packet.first()? >> 4 == 6 { TUNNEL_MSS_V6 } else { TUNNEL_MSS_V4 };
+    let mut copy = packet.to_vec();
+    inner::clamp_mss(&mut copy, max).ok()?.then_some(copy)
+}
 
 /// Rendezvous hashing of a flow over a region's live CLB nodes: when a node dies only
 /// its flows move, spread over the survivors. Node 0 when none is live.
@@ -449,6 +475,36 @@ mod tests {
         let client = "198.18.40.1".parse().unwrap();
         let hash = inner::parse(&reply).unwrap().key.flow_hash();
         assert_eq!(p.poll_output(), Some(Transmit::new(Dest::Client(client), hash, reply)));
+    }
+
+    #[test]
+    fn syns_each_way_ask_for_segments_that_cross_the_backbone_whole() {
+        use smoltcp::wire::TcpControl;
+        let mut p = pop();
+        p.set_listener("198.18.0.10".parse().unwrap(), Transport::Tcp, 443, false, true);
+        let (client, vip): (IpAddr, IpAddr) = ("198.18.40.1".parse().unwrap(), "198.18.0.10".parse().unwrap());
+        let segment = |(src, sport): (IpAddr, u16), (dst, dport): (IpAddr, u16), ack: Option<u32>, mss: u16| {
+            inner::build_tcp(src, dst, &inner::bare_tcp(sport, dport, TcpControl::Syn, 7, ack, Some(mss))).unwrap()
+        };
+        // In: the client's SYN, as the CLB node receives it (a packet built with the
+        // clamped MSS, byte for byte: its checksum is right too). One that asks for
+        // less than fits passes untouched.
+        for (asked, arrives) in [(1460, TUNNEL_MSS_V4), (1200, 1200)] {
+            p.handle_from_client(0, &segment((client, 4000), (vip, 443), None, asked)).unwrap();
+            let Some(Transmit { dest: Dest::Node(NodeId::Clb { node, .. }), bytes, .. }) = p.poll_output() else {
+                panic!("no output")
+            };
+            let bytes = opened(node, &bytes);
+            let (_, inner_bytes) = ccn::decapsulate(&bytes).unwrap();
+            assert_eq!(inner_bytes, &segment((client, 4000), (vip, 443), None, arrives)[..], "asked {asked}");
+        }
+        // Out: the SYN-ACK toward the client.
+        let mut clb = clb_keys(0);
+        let syn_ack = segment((vip, 443), (client, 4000), Some(8), 1460);
+        let bytes = ccn::encapsulate(Direction::ToPop, 5, 1, &syn_ack).unwrap();
+        p.handle_from_clb(0, &clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap()).unwrap();
+        let out = p.poll_output().expect("toward the client").bytes;
+        assert_eq!(out, segment((vip, 443), (client, 4000), Some(8), TUNNEL_MSS_V4));
     }
 
     #[test]

@@ -562,33 +562,77 @@ pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, Option<u16>)> {
     Some((tcp.seq_number().0 as u32, tcp.ack_number().0 as u32, mss))
 }
 
+/// Where an IP packet's TCP segment is, and its addresses: one look at the IP header (no
+/// full parse: this runs on every segment of a spliced connection).
+fn tcp_place(packet: &[u8]) -> Result<(std::ops::Range<usize>, IpAddress, IpAddress)> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| Error::Truncated)?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(Error::Malformed("not TCP"));
+            }
+            let range = usize::from(ip.header_len())..usize::from(ip.total_len());
+            Ok((range, IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr())))
+        }
+        Some(6) => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| Error::Truncated)?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(Error::Malformed("not TCP"));
+            }
+            let range = ip.header_len()..ip.header_len() + usize::from(ip.payload_len());
+            Ok((range, IpAddress::Ipv6(ip.src_addr()), IpAddress::Ipv6(ip.dst_addr())))
+        }
+        _ => Err(Error::Malformed("not IP")),
+    }
+}
+
+/// Lowers the MSS option of a TCP SYN (or SYN-ACK) to at most `max` and refills the
+/// checksum, in place; whether it changed anything. What a tunnel's entrance does
+/// (RFC 4459 §3.2, "MSS clamping"): its envelope adds bytes the endpoints do not know
+/// of, and a connection whose segments fit the tunnel whole is never fragmented in it.
+/// A segment that is not a SYN, or has no MSS option, or a smaller one, is left as is.
+pub fn clamp_mss(packet: &mut [u8], max: u16) -> Result<bool> {
+    let (range, src, dst) = tcp_place(packet)?;
+    let tcp =
+        TcpPacket::new_checked(packet.get(range.clone()).ok_or(Error::Truncated)?).map_err(|_| Error::Truncated)?;
+    if !tcp.syn() {
+        return Ok(false);
+    }
+    // The MSS option's value, by its offset in the options.
+    let options = tcp.options();
+    let mut at = 0;
+    let mut found = None;
+    while let Some(&kind) = options.get(at) {
+        match kind {
+            0 => break,
+            1 => at += 1,
+            _ => {
+                let len = usize::from(*options.get(at + 1).unwrap_or(&0));
+                if len < 2 || at + len > options.len() {
+                    break;
+                }
+                if kind == 2 && len == 4 {
+                    found = Some((at + 2, u16::from_be_bytes([options[at + 2], options[at + 3]])));
+                }
+                at += len;
+            }
+        }
+    }
+    let Some((value_at, mss)) = found.filter(|&(_, mss)| mss > max) else { return Ok(false) };
+    let mut tcp = TcpPacket::new_unchecked(&mut packet[range]);
+    tcp.options_mut()[value_at..value_at + 2].copy_from_slice(&max.to_be_bytes());
+    tcp.fill_checksum(&src, &dst);
+    debug_assert!(tcp_numbers(packet).is_some_and(|(_, _, m)| m == Some(max)) && mss > max);
+    Ok(true)
+}
+
 /// Moves a TCP segment's sequence number by `seq_add` and, when it has the ACK flag, its
 /// acknowledgement number back by `ack_sub` (both modulo 2^32), and refills the checksum:
 /// what a SYN proxy does to every segment of a connection it spliced (the client's
 /// numbers for the node's stack on the way in, the stack's for the client's on the way
 /// out).
 pub fn shift_tcp(packet: &mut [u8], seq_add: u32, ack_sub: u32) -> Result<()> {
-    // One look at the IP header: where the segment is, whose it is (no full parse: this
-    // runs on every segment of a spliced connection).
-    let (range, src, dst) = match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let ip = Ipv4Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return Err(Error::Malformed("not TCP"));
-            }
-            let range = usize::from(ip.header_len())..usize::from(ip.total_len());
-            (range, IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()))
-        }
-        Some(6) => {
-            let ip = Ipv6Packet::new_checked(&*packet).map_err(|_| Error::Truncated)?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return Err(Error::Malformed("not TCP"));
-            }
-            let range = ip.header_len()..ip.header_len() + usize::from(ip.payload_len());
-            (range, IpAddress::Ipv6(ip.src_addr()), IpAddress::Ipv6(ip.dst_addr()))
-        }
-        _ => return Err(Error::Malformed("not IP")),
-    };
+    let (range, src, dst) = tcp_place(packet)?;
     let segment = packet.get_mut(range).ok_or(Error::Truncated)?;
     let mut tcp = TcpPacket::new_checked(segment).map_err(|_| Error::Truncated)?;
     // Plain wrapping arithmetic: smoltcp's `+` panics past i32::MAX.

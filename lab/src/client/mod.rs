@@ -2,6 +2,7 @@
 //! benchmarks, the control API client and packet capture.
 
 pub mod bench;
+pub mod bulk;
 pub mod capture;
 pub mod ctl;
 pub mod drain;

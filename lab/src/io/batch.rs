@@ -55,6 +55,7 @@ impl BatchSocket {
         // backbone carries envelopes of full-size packets, which a 1500-byte link must
         // fragment as it did for a plain socket.
         allow_fragments(&sock, addr).doing(|| addr.to_string())?;
+        deepen_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(&sock)).doing(|| addr.to_string())?;
         crate::io::clock::stamp_receives(std::os::fd::AsRawFd::as_raw_fd(&sock));
         Ok(BatchSocket {
             sock,
@@ -183,6 +184,28 @@ pub fn bind_shared(addr: SocketAddr) -> Result<std::net::UdpSocket, SysError> {
     sock.set_reuse_port(true).doing(|| format!("SO_REUSEPORT on {addr}"))?;
     sock.bind(&addr.into()).doing(|| format!("bind {addr}"))?;
     Ok(sock.into())
+}
+
+/// The receive buffer of a tunnel socket, bytes: a bulk TCP connection's window (several
+/// MB at a few Gbit/s) arrives as a burst of envelopes, and the kernel's default (208 KiB)
+/// dropped them while the node was busy (iperf3 through the lab: thousands of
+/// retransmits, `UdpRcvbufErrors` at the CLB node and the backend host).
+pub const TUNNEL_RCVBUF_BYTES: usize = 8 << 20;
+
+/// Gives a tunnel socket [`TUNNEL_RCVBUF_BYTES`] of receive buffer: past the system's
+/// `rmem_max` where the node may (`SO_RCVBUFFORCE`, root, as lab and deployed nodes run),
+/// else as much as `rmem_max` allows.
+pub fn deepen_receive_buffer(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let value = TUNNEL_RCVBUF_BYTES as libc::c_int;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for name in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads one c_int we own from the pointer, on a socket we own.
+        let rc = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&raw const value).cast(), len) };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
 }
 
 /// Lets the kernel fragment datagrams larger than the path MTU (no DF bit).

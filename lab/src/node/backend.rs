@@ -165,6 +165,7 @@ impl BackendDriver {
         let bind = plan.backend_tunnel(ip).ok_or(PlanGap("backend without a region address"))?;
         let sock = UdpSocket::bind(bind).await.doing(|| format!("bind {bind}"))?;
         crate::io::clock::stamp_receives(sock.as_raw_fd());
+        crate::io::batch::deepen_receive_buffer(sock.as_raw_fd()).doing(|| format!("receive buffer of {bind}"))?;
         let me = anyedge_topology::nodes::backend_hosts(t)
             .into_iter()
             .find(|(h, _)| *h == IpAddr::V4(ip))

@@ -1,0 +1,212 @@
+//! `anyedge bench bulk`: bulk TCP through the forwarder, measured by iperf3 (a tool
+//! nobody here wrote) — from a client through a TCP listener of the VIP to an
+//! `app: external` backend running `iperf3 -s`, and from the same client straight to the
+//! same host — with impairments off, so the figures are the forwarder's and the kernels'
+//! alone. It prints both rates, their ratio, the retransmissions, and the most memory
+//! each node on the path held (its peak resident set).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyedge_topology::{App, ListenerProtocol, Topology};
+use serde::Serialize;
+
+use crate::client::{ClientError, unsuited};
+use crate::error::{Doing, SysError};
+use crate::plan::{Plan, PlanGap, Role};
+use crate::setup;
+
+/// What `bench bulk` measured.
+#[derive(Debug, Serialize)]
+pub struct BulkFigures {
+    /// The TCP listener the VIP path went through, and the backend behind it.
+    pub listener: SocketAddr,
+    pub backend: SocketAddr,
+    /// The direct path's target: the same host's region address, same port.
+    pub direct: SocketAddr,
+    /// The client group whose namespace ran `iperf3 -c`.
+    pub client: String,
+    /// Seconds each iperf3 run lasted.
+    pub seconds: u64,
+    /// iperf3's own version line.
+    pub iperf3: String,
+    pub vip: Transfer,
+    pub direct_path: Transfer,
+    /// VIP rate over direct rate.
+    pub ratio: f64,
+    /// Peak resident memory of each node the VIP path crosses, KiB (`VmHWM`).
+    pub peak_rss_kib: BTreeMap<String, u64>,
+}
+
+/// One iperf3 run, as its receiver counted it.
+#[derive(Debug, Serialize)]
+pub struct Transfer {
+    pub gbit_per_s: f64,
+    pub bytes: u64,
+    /// Segments the sender sent again.
+    pub retransmits: u64,
+}
+
+/// Where `bench bulk` sends: the first TCP listener (or the one on `port`) whose backend
+/// group is one IPv4 `app: external` backend — iperf3's control and data connections
+/// must meet the same server — that backend, and the first client group.
+struct Target {
+    listener: SocketAddr,
+    backend: SocketAddr,
+    client: usize,
+}
+
+fn target(t: &Topology, port: Option<u16>) -> Result<Target, ClientError> {
+    let client = if t.clients.is_empty() { Err(unsuited("bench bulk needs a client group".into())) } else { Ok(0) }?;
+    for vip in &t.vips {
+        for l in vip.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Tcp) {
+            if port.is_some_and(|p| p != l.port) {
+                continue;
+            }
+            let group = &t.regions[vip.home].backend_groups[l.backend_group];
+            let [b] = group.backends.as_slice() else { continue };
+            if b.app != App::External || !b.addr.is_ipv4() {
+                continue;
+            }
+            let listener = SocketAddr::new(IpAddr::V4(vip.ipv4), l.port);
+            return Ok(Target { listener, backend: b.addr, client });
+        }
+    }
+    let which = port.map_or("a TCP listener".to_string(), |p| format!("a TCP listener on port {p}"));
+    Err(unsuited(format!(
+        "bench bulk needs {which} whose backend group is one IPv4 `app: external` backend (iperf3 -s runs there, and its control and data connections must meet it): see topologies/apps.yaml"
+    )))
+}
+
+/// `iperf3 -s` in a backend host's namespace for the length of the benchmark.
+struct Iperf3Server(Child);
+
+impl Iperf3Server {
+    fn start(ns: &str, port: u16) -> Result<Iperf3Server, ClientError> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "iperf3", "-s", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SysError::NotRun { program: "ip netns exec iperf3", hint: "", source })?;
+        // Listening, or it said why not (not installed, the port taken).
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(ClientError::Answered {
+                who: "iperf3 -s".into(),
+                said: format!("exited ({status}): {} (Debian: apt-get install iperf3)", err.trim()),
+            });
+        }
+        Ok(Iperf3Server(child))
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Time an iperf3 run may take past its `-t` (connecting, ending) before it is stopped.
+const IPERF3_GRACE: Duration = Duration::from_secs(15);
+
+/// One `iperf3 -c` run from `ns` to `to`, stopped if it outlasts its time.
+fn transfer(ns: &str, to: SocketAddr, seconds: u64) -> Result<Transfer, ClientError> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "iperf3", "-J", "-c", &to.ip().to_string(), "-p", &to.port().to_string()])
+        .args(["-t", &seconds.to_string(), "--connect-timeout", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| SysError::NotRun { program: "ip netns exec iperf3", hint: "", source })?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds) + IPERF3_GRACE;
+    while child.try_wait().doing(|| "iperf3 -c".to_string())?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ClientError::NotInTime(format!(
+                "iperf3 -c {to} still running after {seconds} s and {} s more",
+                IPERF3_GRACE.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().doing(|| "iperf3 -c".to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let run: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| ClientError::Json { what: format!("iperf3 -c {to}"), source })?;
+    if let Some(e) = run["error"].as_str() {
+        return Err(ClientError::Answered { who: format!("iperf3 -c {to}"), said: e.to_string() });
+    }
+    let end = &run["end"];
+    Ok(Transfer {
+        gbit_per_s: end["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9,
+        bytes: end["sum_received"]["bytes"].as_u64().unwrap_or(0),
+        retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+    })
+}
+
+/// A process's peak resident set (`VmHWM`), KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn run(file: &Path, exe: &Path, port: Option<u16>, seconds: u64) -> Result<BulkFigures, ClientError> {
+    let t = anyedge_topology::load(file)?;
+    let plan = Plan::new(&t);
+    let Target { listener, backend, client } = target(&t, port)?;
+    let IpAddr::V4(host) = backend.ip() else { return Err(PlanGap("an IPv4 backend").into()) };
+    let ns_of = |role: &Role| plan.ns_index(role).map(|i| plan.namespaces[i].name.clone());
+    let client_ns = ns_of(&Role::Client(client)).ok_or(PlanGap("no client namespace"))?;
+    let backend_ns = plan.node(&format!("backend/{host}")).map(|n| plan.namespaces[n.ns].name.clone());
+    let backend_ns = backend_ns.ok_or(PlanGap("no backend host namespace"))?;
+    let direct = plan.backend_direct_addr(host).ok_or(PlanGap("backend without a region address"))?;
+    let direct = SocketAddr::new(IpAddr::V4(direct), backend.port());
+    let version = Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .doing(|| "iperf3 --version (Debian: apt-get install iperf3)".to_string())?;
+    let iperf3 = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("iperf3").trim().to_string();
+    let options = setup::LabOptions { impairments: false, realtime: false, tun_queues: None };
+    let state = setup::up_with(file, exe, options)?;
+    let measured = (|| {
+        let _server = Iperf3Server::start(&backend_ns, backend.port())?;
+        let vip = transfer(&client_ns, listener, seconds)?;
+        let direct_path = transfer(&client_ns, direct, seconds)?;
+        Ok::<_, ClientError>((vip, direct_path))
+    })();
+    let on_path =
+        |name: &str| name.starts_with("pop/") || name.starts_with("clb/") || *name == format!("backend/{host}");
+    let peak_rss_kib = state
+        .pids
+        .iter()
+        .filter(|(n, _)| on_path(n))
+        .filter_map(|(n, &pid)| Some((n.clone(), peak_rss_kib(pid)?)))
+        .collect();
+    let down = setup::down(file);
+    let (vip, direct_path) = measured?;
+    down?;
+    let ratio = if direct_path.gbit_per_s > 0.0 { vip.gbit_per_s / direct_path.gbit_per_s } else { 0.0 };
+    Ok(BulkFigures {
+        listener,
+        backend,
+        direct,
+        client: t.clients[client].name.clone(),
+        seconds,
+        iperf3,
+        vip,
+        direct_path,
+        ratio,
+        peak_rss_kib,
+    })
+}
