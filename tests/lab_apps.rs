@@ -323,3 +323,22 @@ fn an_external_backend_that_stops_is_taken_out_by_health_checks_and_returns_when
         .collect();
     assert!(answered.iter().any(|b| b.starts_with("nginx at 198.19.20.31:")), "{answered:?}");
 }
+
+/// The guide's chapter shows the servers and clients these tests run, so what it tells a
+/// reader to type is what was watched working here.
+#[test]
+fn the_guides_chapter_shows_the_servers_and_clients_these_tests_run() {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/own-service.md")).unwrap();
+    for shown in [
+        "-- nginx -p /tmp/nginx-30/ -e error.log -c \"$PWD/docs/src/own-service/nginx.conf\"",
+        "backend/198.19.20.40 -- iperf3 -s -p 5201",
+        "backend/198.19.20.50 -- socat UDP4-RECVFROM:9000,fork",
+        "client/london -- curl -sS http://198.18.0.20/",
+        "client/london -- curl -sS http://198.18.0.20:8000/",
+        "client/london -- iperf3 -c 198.18.0.20 -p 5201",
+        "socat -T2 - UDP4:198.18.0.20:9000",
+        "anyedge bench bulk topologies/apps.yaml",
+    ] {
+        assert!(page.contains(shown), "docs/src/own-service.md no longer shows `{shown}`");
+    }
+}
