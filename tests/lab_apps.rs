@@ -95,6 +95,16 @@ fn apps_lab() -> &'static AppsLab {
     })
 }
 
+/// The shared lab, held for one test (labs measure time: one at a time); none where lab
+/// tests may not run (not root, outside CI).
+fn the_apps_lab() -> Option<(std::sync::MutexGuard<'static, ()>, &'static AppsLab)> {
+    if !may_run() {
+        return None;
+    }
+    let one = serial();
+    Some((one, apps_lab()))
+}
+
 extern "C" fn apps_lab_down() {
     if let Some(apps) = APPS_LAB.get() {
         apps.servers.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -160,11 +170,7 @@ fn nginx_log(lab: &Lab, host: &str) -> String {
 
 #[test]
 fn nginx_as_the_backend_answers_http_and_tcp_listeners_and_sees_the_client_each_way() {
-    if !may_run() {
-        return;
-    }
-    let _one = serial();
-    let apps = apps_lab();
+    let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     let london = client_address(lab, "london");
     // Layer 7: the CLB node is nginx's peer, and X-Forwarded-For names the client.
@@ -191,11 +197,7 @@ fn nginx_as_the_backend_answers_http_and_tcp_listeners_and_sees_the_client_each_
 
 #[test]
 fn a_udp_service_behind_the_vip_echoes_and_sees_the_clients_own_address() {
-    if !may_run() {
-        return;
-    }
-    let _one = serial();
-    let apps = apps_lab();
+    let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     let kyiv = client_address(lab, "kyiv");
     for i in 0..3 {
@@ -211,11 +213,7 @@ fn a_udp_service_behind_the_vip_echoes_and_sees_the_clients_own_address() {
 
 #[test]
 fn a_file_put_through_nginx_behind_the_vip_comes_back_byte_for_byte_both_ways() {
-    if !may_run() {
-        return;
-    }
-    let _one = serial();
-    let apps = apps_lab();
+    let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     // 24 MB that compress to nothing useful (a fixed xorshift stream).
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -258,11 +256,7 @@ fn iperf3(lab: &Lab, bytes: &str) -> Value {
 
 #[test]
 fn iperf3_through_a_tcp_listener_reaches_an_external_backend_from_the_clients_own_address() {
-    if !may_run() {
-        return;
-    }
-    let _one = serial();
-    let apps = apps_lab();
+    let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     let run = iperf3(lab, "20M");
     assert!(run["error"].is_null(), "{}", run["error"]);
@@ -289,11 +283,7 @@ fn iperf3_through_a_tcp_listener_reaches_an_external_backend_from_the_clients_ow
 
 #[test]
 fn an_external_backend_that_stops_is_taken_out_by_health_checks_and_returns_when_it_answers_again() {
-    if !may_run() {
-        return;
-    }
-    let _one = serial();
-    let apps = apps_lab();
+    let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     let mut servers = apps.servers.lock().unwrap_or_else(|e| e.into_inner());
     // Stop nginx on .31: the region's HTTP checks fail and every CLB node takes it out.

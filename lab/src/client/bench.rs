@@ -297,17 +297,7 @@ impl Nginx {
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().doing(|| format!("cannot start {bin}"))?;
         // Listening, or it said why not.
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            return Err(ClientError::Answered {
-                who: name.to_string(),
-                said: format!("exited ({status}): {}", err.trim()),
-            });
-        }
+        super::started(&mut child, name, "")?;
         if realtime {
             // Same scheduling as the nodes it is compared with.
             let param = libc::sched_param { sched_priority: crate::io::realtime::PRIORITY };

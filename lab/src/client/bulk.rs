@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyedge_topology::{App, ListenerProtocol, Topology};
 use serde::Serialize;
 
-use crate::client::{ClientError, unsuited};
+use crate::client::{ClientError, started, unsuited};
 use crate::error::{Doing, SysError};
 use crate::plan::{Plan, PlanGap, Role};
 use crate::setup;
@@ -93,17 +93,7 @@ impl Iperf3Server {
             .spawn()
             .map_err(|source| SysError::NotRun { program: "ip netns exec iperf3", hint: "", source })?;
         // Listening, or it said why not (not installed, the port taken).
-        std::thread::sleep(Duration::from_millis(300));
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
-            }
-            return Err(ClientError::Answered {
-                who: "iperf3 -s".into(),
-                said: format!("exited ({status}): {} (Debian: apt-get install iperf3)", err.trim()),
-            });
-        }
+        started(&mut child, "iperf3 -s", " (Debian: apt-get install iperf3)")?;
         Ok(Iperf3Server(child))
     }
 }

@@ -77,3 +77,15 @@ pub enum ClientError {
 fn unsuited(why: String) -> ClientError {
     ClientError::Unsuited(why)
 }
+
+/// A server a benchmark just started (nginx, `iperf3 -s`), given a moment to listen: an
+/// error with what it said on stderr, and `hint`, if it exited instead.
+fn started(child: &mut std::process::Child, who: &str, hint: &str) -> Result<(), ClientError> {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let Ok(Some(status)) = child.try_wait() else { return Ok(()) };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    Err(ClientError::Answered { who: who.to_string(), said: format!("exited ({status}): {}{hint}", err.trim()) })
+}
