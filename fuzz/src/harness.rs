@@ -164,6 +164,15 @@ pub fn wire(p: &[u8]) {
         assert_eq!(there, unmoved, "shifted and back");
         assert_eq!(inner::tcp_numbers(&there), before, "the same numbers");
     }
+    // A POP's MSS clamp: a SYN's MSS is at most the bound after it, the length and the flow
+    // are what they were, and a second clamp changes nothing.
+    let mut clamped = p.to_vec();
+    if inner::clamp_mss(&mut clamped, 1_384) == Ok(true) {
+        assert_eq!(clamped.len(), p.len());
+        assert!(inner::tcp_numbers(&clamped).is_some_and(|(_, _, mss)| mss.is_some_and(|m| m <= 1_384)));
+        assert_eq!(inner::parse(&clamped).map(|i| i.key).ok(), inner::parse(p).map(|i| i.key).ok());
+        assert_eq!(inner::clamp_mss(&mut clamped, 1_384), Ok(false), "a clamp is done once");
+    }
     // A client's TOA taken out is gone, and what is left is still a packet of the flow.
     if let Ok(stripped) = inner::strip_toa(p) {
         assert!(!inner::has_toa(&stripped), "a TOA left after strip_toa");

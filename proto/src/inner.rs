@@ -611,7 +611,8 @@ pub fn clamp_mss(packet: &mut [u8], max: u16) -> Result<bool> {
                 if len < 2 || at + len > options.len() {
                     break;
                 }
-                if kind == 2 && len == 4 {
+                // The first, as `tcp_numbers` and a receiver's stack read it.
+                if kind == 2 && len == 4 && found.is_none() {
                     found = Some((at + 2, u16::from_be_bytes([options[at + 2], options[at + 3]])));
                 }
                 at += len;
