@@ -7,6 +7,7 @@ pub mod clb;
 pub mod config;
 pub mod conn_table;
 pub mod gateway;
+pub mod h3;
 pub mod health;
 pub mod health_check;
 pub mod identity;

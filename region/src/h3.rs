@@ -1,0 +1,648 @@
+//! HTTP/3 at a QUIC listener, for a connection whose client negotiated ALPN `h3`: each
+//! request stream's HTTP/3 (frames and QPACK, by `shiguredo_http3`, sans-IO like the rest
+//! of the core) becomes one HTTP/1.1 request toward the backend — checked and given
+//! `X-Forwarded-For` by [`crate::l7::with_forwarded_for`], exactly as an HTTPS listener's
+//! requests are — and the backend's HTTP/1.1 answer becomes the stream's HTTP/3 response.
+//!
+//! The session advertises a QPACK dynamic table of zero capacity, so a client's field
+//! sections refer to the static table and literals only (Huffman-coded or not); it bounds
+//! a field section, a request body and a response head, and answers a request it cannot
+//! forward with a status of its own (400, 413, 502) on that stream alone. What breaks
+//! the connection's framing (frames on the wrong stream, a second control stream, a
+//! malformed SETTINGS) is the library's connection error, which closes that connection
+//! and no other.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use shiguredo_http3::{Event, Header, ServerConnection, Settings, VarInt};
+
+use crate::l7::{NotHttp, http_head_end, with_forwarded_for};
+
+/// Largest request field section a client may send, bytes (advertised in SETTINGS).
+pub const FIELD_SECTION_MAX: u64 = 16 * 1024;
+/// Largest request body forwarded, bytes; a larger one is answered 413.
+pub const REQUEST_BODY_MAX: usize = 1 << 20;
+/// Largest response head read from a backend, bytes; a larger one is answered 502.
+pub const RESPONSE_HEAD_MAX: usize = 16 * 1024;
+/// Requests a session holds at once (the listener's streams limit, restated here so the
+/// table's bound is this file's own).
+pub const REQUESTS_MAX: usize = 128;
+
+/// A stream of the node's own and the bytes it opens with.
+pub type StreamStart = (u64, Vec<u8>);
+
+/// Why a session cannot go on: the HTTP/3 error code to close the QUIC connection with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H3Closed(pub u64);
+
+/// One request stream's exchange.
+#[derive(Default)]
+struct Exchange {
+    /// Pseudo-headers and fields as they arrived, in order.
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    /// The client ended the stream; the request went to `ready` (or was answered).
+    ended: bool,
+    /// Answered without the backend (a status of the node's own).
+    answered: bool,
+    /// A HEAD request: its response has no body.
+    head_only: bool,
+    response: Response,
+}
+
+/// A backend's HTTP/1.1 answer, read as it arrives.
+#[derive(Default)]
+struct Response {
+    head: Vec<u8>,
+    /// The head is read and sent; how the body is framed.
+    body: Option<Body>,
+    done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    /// Until the backend closes.
+    UntilClose,
+    /// This many bytes more.
+    Length(u64),
+    /// Chunked: bytes not yet decoded, and how many of the current chunk remain (None:
+    /// a size line is next).
+    Chunked { pending: Vec<u8>, left: Option<u64> },
+}
+
+/// One HTTP/3 connection's requests.
+pub struct H3Session {
+    conn: ServerConnection,
+    client: IpAddr,
+    exchanges: BTreeMap<u64, Exchange>,
+    /// Request streams whose HTTP/1.1 request is ready for the backend.
+    ready: Vec<(u64, Vec<u8>)>,
+    /// Streams the listener must reset toward the client, with the HTTP/3 error code.
+    resets: Vec<(u64, u64)>,
+}
+
+impl H3Session {
+    /// A session for a connection from `client`, its own control and QPACK streams on the
+    /// unidirectional streams `uni` (control, encoder, decoder) the listener opened:
+    /// returns what each of them carries first.
+    pub fn new(client: IpAddr, uni: [u64; 3]) -> Result<(H3Session, [StreamStart; 3]), H3Closed> {
+        let mut settings = Settings::new();
+        settings.qpack_max_table_capacity = Some(VarInt::from(0u32));
+        settings.qpack_blocked_streams = Some(VarInt::from(0u32));
+        settings.max_field_section_size = Some(VarInt::from(FIELD_SECTION_MAX as u32));
+        let mut conn = ServerConnection::new(settings);
+        conn.set_max_received_body_size(REQUEST_BODY_MAX as u64 + 1);
+        let init = conn
+            .init_h3_streams(uni[0], uni[1], uni[2])
+            .map_err(|e| closed(e).err().unwrap_or(H3Closed(ERROR_INTERNAL)))?;
+        let first = [
+            (init.control_stream_id, init.control_data),
+            (init.encoder_stream_id, init.encoder_data),
+            (init.decoder_stream_id, init.decoder_data),
+        ];
+        Ok((H3Session { conn, client, exchanges: BTreeMap::new(), ready: Vec::new(), resets: Vec::new() }, first))
+    }
+
+    /// Bytes the client sent on a stream (a request stream, or one of its control and
+    /// QPACK streams).
+    pub fn feed(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), H3Closed> {
+        match self.conn.feed_stream(stream, data, fin) {
+            Err(shiguredo_http3::Error::StreamError(code)) => {
+                self.forget(stream);
+                self.resets.push((stream, code.code()));
+            }
+            other => other.or_else(closed)?,
+        }
+        while let Some(event) = self.conn.poll_event().or_else(|e| closed(e).map(|()| None))? {
+            self.on_event(event);
+        }
+        debug_assert!(self.exchanges.len() <= REQUESTS_MAX, "the exchange table's bound");
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::HeadersBegin { stream_id } if !self.exchanges.contains_key(&stream_id) => {
+                if self.exchanges.len() >= REQUESTS_MAX {
+                    self.resets.push((stream_id, ERROR_REQUEST_REJECTED));
+                    return;
+                }
+                self.exchanges.insert(stream_id, Exchange::default());
+            }
+            Event::Header { stream_id, name, value } => {
+                if let Some(x) = self.exchanges.get_mut(&stream_id).filter(|x| x.body.is_empty()) {
+                    x.fields.push((name, value));
+                }
+            }
+            Event::Data { stream_id, data } => {
+                let Some(x) = self.exchanges.get_mut(&stream_id).filter(|x| !x.answered) else { return };
+                if x.body.len() + data.len() > REQUEST_BODY_MAX {
+                    self.answer(stream_id, 413);
+                } else {
+                    x.body.extend_from_slice(&data);
+                }
+            }
+            Event::StreamEnd { stream_id } => self.request_ended(stream_id),
+            Event::StreamReset { stream_id, .. } => self.forget(stream_id),
+            _ => {}
+        }
+    }
+
+    /// A request stream the client reset or broke: nothing more of it goes anywhere.
+    fn forget(&mut self, stream: u64) {
+        self.exchanges.remove(&stream);
+        self.ready.retain(|(s, _)| *s != stream);
+    }
+
+    /// The client sent its whole request: it goes to the backend, or is answered here.
+    fn request_ended(&mut self, stream: u64) {
+        let client = self.client;
+        let Some(x) = self.exchanges.get_mut(&stream) else { return };
+        if x.ended || x.answered {
+            return;
+        }
+        x.ended = true;
+        x.head_only = x.fields.iter().any(|(n, v)| n == b":method" && v == b"HEAD");
+        match http1_request(&x.fields, &x.body, client) {
+            Ok(request) => self.ready.push((stream, request)),
+            Err(status) => self.answer(stream, status),
+        }
+    }
+
+    /// Answers a request with a status of the node's own and no body.
+    fn answer(&mut self, stream: u64, status: u16) {
+        if let Some(x) = self.exchanges.get_mut(&stream) {
+            x.answered = true;
+            x.response.done = true;
+        }
+        let status = status.to_string();
+        let headers = [Header::new(":status", &status), Header::new("content-length", "0")];
+        let headers: Vec<Header> = headers.into_iter().flatten().collect();
+        let _ = self.conn.send_response(stream, &headers, true);
+    }
+
+    /// The next request ready for the backend: its stream and HTTP/1.1 bytes.
+    pub fn take_request(&mut self) -> Option<(u64, Vec<u8>)> {
+        (!self.ready.is_empty()).then(|| self.ready.remove(0))
+    }
+
+    /// Bytes of the backend's answer to the request on `stream`, and whether the backend
+    /// has closed its side.
+    pub fn backend_bytes(&mut self, stream: u64, data: &[u8], closed: bool) {
+        let Some(x) = self.exchanges.get_mut(&stream) else { return };
+        if x.response.done {
+            return;
+        }
+        let step = x.response.read(data, closed, x.head_only);
+        match step {
+            Ok(Step { head, body, end }) => {
+                if let Some(headers) = head {
+                    let _ = self.conn.send_response(stream, &headers, false);
+                }
+                if !body.is_empty() || end {
+                    let _ = self.conn.send_body(stream, &body, end);
+                }
+                if end && let Some(x) = self.exchanges.get_mut(&stream) {
+                    x.response.done = true;
+                }
+            }
+            Err(BadResponse) => {
+                let sent_head = x.response.body.is_some();
+                if sent_head {
+                    self.forget(stream);
+                    self.resets.push((stream, ERROR_INTERNAL));
+                } else {
+                    self.answer(stream, 502);
+                }
+            }
+        }
+    }
+
+    /// What to write on `stream` now (HTTP/3 frames), and whether the stream ends after
+    /// it; an exchange whose response has left is forgotten.
+    pub fn take_output(&mut self, stream: u64) -> Option<(Vec<u8>, bool)> {
+        let out = self.conn.take_stream_data(stream);
+        if out.as_ref().is_some_and(|(_, fin)| *fin) {
+            self.exchanges.remove(&stream);
+        }
+        out
+    }
+
+    /// Streams to reset toward the client, with the HTTP/3 error code.
+    pub fn take_resets(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.resets)
+    }
+
+    /// Streams with something to write.
+    pub fn writable(&self) -> Vec<u64> {
+        self.conn.writable_streams().collect()
+    }
+
+    /// Requests held now.
+    pub fn requests(&self) -> usize {
+        self.exchanges.len()
+    }
+}
+
+/// H3_REQUEST_REJECTED (RFC 9114 §8.1): not processed, safe to retry.
+const ERROR_REQUEST_REJECTED: u64 = 0x010b;
+/// H3_INTERNAL_ERROR.
+const ERROR_INTERNAL: u64 = 0x0102;
+
+/// H3_FRAME_ERROR.
+const ERROR_FRAME: u64 = 0x0106;
+/// QPACK_DECOMPRESSION_FAILED (RFC 9204 §6).
+const ERROR_QPACK: u64 = 0x0200;
+
+/// What the library's error means for the connection: nothing (a stream already gone),
+/// or its close with an HTTP/3 error code.
+fn closed(e: shiguredo_http3::Error) -> Result<(), H3Closed> {
+    use shiguredo_http3::Error;
+    match e {
+        Error::StreamNotFound(_) | Error::StreamClosed(_) => Ok(()),
+        Error::ConnectionError(code) | Error::StreamError(code) => Err(H3Closed(code.code())),
+        Error::FrameDecode(_) => Err(H3Closed(ERROR_FRAME)),
+        Error::Qpack(_) => Err(H3Closed(ERROR_QPACK)),
+        _ => Err(H3Closed(ERROR_INTERNAL)),
+    }
+}
+
+/// An HTTP/3 request as the HTTP/1.1 request a backend gets (origin-form target, `Host`
+/// from `:authority`, the body by Content-Length), checked and given X-Forwarded-For by
+/// the HTTPS listener's own rule; or the status to answer it with.
+fn http1_request(fields: &[(Vec<u8>, Vec<u8>)], body: &[u8], client: IpAddr) -> Result<Vec<u8>, u16> {
+    let pseudo = |name: &[u8]| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+    let text = |v: &[u8]| std::str::from_utf8(v).map(str::to_string).map_err(|_| 400u16);
+    let method = text(pseudo(b":method").ok_or(400u16)?)?;
+    let path = text(pseudo(b":path").ok_or(400u16)?)?;
+    let authority = pseudo(b":authority").map(text).transpose()?;
+    if method == "CONNECT" {
+        return Err(405);
+    }
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if let Some(a) = authority {
+        head.push_str(&format!("Host: {a}\r\n"));
+    }
+    for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+        let (name, value) = (text(name)?, text(value)?);
+        // Connection-specific fields are not HTTP/3's (RFC 9114 §4.2); the body's length
+        // is the one this request carries.
+        let hop = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
+        if name == "content-length" || (name == "host" && head.contains("\r\nHost: ")) || hop.contains(&name.as_str()) {
+            continue;
+        }
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let (mut request, length) = with_forwarded_for(head.as_bytes(), client).map_err(|e: NotHttp| e.status)?;
+    debug_assert_eq!(length, body.len() as u64, "the Content-Length written is the body's");
+    request.extend_from_slice(body);
+    Ok(request)
+}
+
+/// What a backend's bytes made of the response so far.
+struct Step {
+    /// The response's fields, once the head is whole.
+    head: Option<Vec<Header>>,
+    /// Body bytes decoded.
+    body: Vec<u8>,
+    /// The response is complete.
+    end: bool,
+}
+
+/// A backend's answer that is not HTTP/1.1 a proxy can pass on.
+struct BadResponse;
+
+impl Response {
+    /// Reads `data` (and the backend's close): the head once whole, then the body.
+    /// `head_only`: the request was HEAD, so no body follows whatever the head says.
+    fn read(&mut self, data: &[u8], closed: bool, head_only: bool) -> Result<Step, BadResponse> {
+        if self.body.is_some() {
+            return self.read_body(data, closed);
+        }
+        self.head.extend_from_slice(data);
+        let Some(end) = http_head_end(&self.head) else {
+            let none = Step { head: None, body: Vec::new(), end: false };
+            return if self.head.len() > RESPONSE_HEAD_MAX || closed { Err(BadResponse) } else { Ok(none) };
+        };
+        let (headers, body) = response_head(&self.head[..end])?;
+        let tail = self.head.split_off(end);
+        self.body = Some(if head_only { Body::Length(0) } else { body });
+        let tail = if head_only { Vec::new() } else { tail };
+        let mut step = self.read_body(&tail, closed)?;
+        step.head = Some(headers);
+        Ok(step)
+    }
+
+    fn read_body(&mut self, data: &[u8], closed: bool) -> Result<Step, BadResponse> {
+        let mut step = Step { head: None, body: Vec::new(), end: false };
+        match self.body.as_mut().ok_or(BadResponse)? {
+            Body::UntilClose => {
+                step.body.extend_from_slice(data);
+                step.end = closed;
+            }
+            Body::Length(left) => {
+                let take = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                step.body.extend_from_slice(&data[..take]);
+                *left -= take as u64;
+                step.end = *left == 0;
+                if closed && !step.end {
+                    return Err(BadResponse);
+                }
+            }
+            Body::Chunked { pending, left } => {
+                pending.extend_from_slice(data);
+                step.end = dechunk(pending, left, &mut step.body)?;
+                if closed && !step.end {
+                    return Err(BadResponse);
+                }
+            }
+        }
+        Ok(step)
+    }
+}
+
+/// Decodes what `pending` holds of a chunked body into `out`; whether the last chunk has
+/// come. Trailers are read and dropped.
+fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> Result<bool, BadResponse> {
+    loop {
+        match *left {
+            Some(0) => {
+                // A chunk's CRLF.
+                if pending.len() < 2 {
+                    return Ok(false);
+                }
+                if &pending[..2] != b"\r\n" {
+                    return Err(BadResponse);
+                }
+                pending.drain(..2);
+                *left = None;
+            }
+            Some(n) => {
+                let take = pending.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                out.extend(pending.drain(..take));
+                *left = Some(n - take as u64);
+                if take == 0 {
+                    return Ok(false);
+                }
+            }
+            None => {
+                let Some(eol) = pending.windows(2).position(|w| w == b"\r\n") else {
+                    return if pending.len() > 64 { Err(BadResponse) } else { Ok(false) };
+                };
+                let line = std::str::from_utf8(&pending[..eol]).map_err(|_| BadResponse)?;
+                let size = line.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(size, 16).map_err(|_| BadResponse)?;
+                if size == 0 {
+                    // The last chunk, then trailers (dropped) up to a blank line.
+                    let rest = &pending[eol + 2..];
+                    return if rest.starts_with(b"\r\n") || rest.windows(4).any(|w| w == b"\r\n\r\n") {
+                        Ok(true)
+                    } else if rest.len() > RESPONSE_HEAD_MAX {
+                        Err(BadResponse)
+                    } else {
+                        Ok(false)
+                    };
+                }
+                pending.drain(..eol + 2);
+                *left = Some(size);
+            }
+        }
+    }
+}
+
+/// A response head's status and fields as HTTP/3 sends them (lower-case names, no
+/// connection-specific fields), and how its body is framed.
+fn response_head(head: &[u8]) -> Result<(Vec<Header>, Body), BadResponse> {
+    let text = std::str::from_utf8(head).map_err(|_| BadResponse)?;
+    let mut lines = text.trim_end_matches("\r\n").split("\r\n");
+    let status_line = lines.next().ok_or(BadResponse)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().ok_or(BadResponse)?;
+    let status = parts.next().ok_or(BadResponse)?;
+    let code: u16 = status.parse().map_err(|_| BadResponse)?;
+    if !matches!(version, "HTTP/1.1" | "HTTP/1.0") || !(200..=599).contains(&code) || status.len() != 3 {
+        return Err(BadResponse);
+    }
+    let mut headers = vec![Header::new(":status", status).map_err(|_| BadResponse)?];
+    let mut body = Body::UntilClose;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(BadResponse)?;
+        let (name, value) = (name.to_ascii_lowercase(), value.trim());
+        match name.as_str() {
+            "transfer-encoding" if value.eq_ignore_ascii_case("chunked") => {
+                body = Body::Chunked { pending: Vec::new(), left: None };
+                continue;
+            }
+            "transfer-encoding" => return Err(BadResponse),
+            "content-length" => {
+                let n: u64 = value.parse().map_err(|_| BadResponse)?;
+                if matches!(body, Body::Chunked { .. }) {
+                    return Err(BadResponse);
+                }
+                body = Body::Length(n);
+            }
+            "connection" | "keep-alive" | "proxy-connection" | "upgrade" | "te" => continue,
+            _ => {}
+        }
+        headers.push(Header::new(&name, value).map_err(|_| BadResponse)?);
+    }
+    if code == 204 || code == 304 {
+        body = Body::Length(0);
+    }
+    Ok((headers, body))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session against an HTTP/3 client nobody here wrote: the same library's
+    //! `ClientConnection` encodes the requests and decodes the responses.
+    use super::*;
+    use shiguredo_http3::ClientConnection;
+
+    const CLIENT: &str = "198.18.128.2";
+
+    struct Pair {
+        server: H3Session,
+        client: ClientConnection,
+    }
+
+    /// A response as the client read it: fields (":status" first), body, whether it ended.
+    type Read = (Vec<(String, String)>, Vec<u8>, bool);
+
+    impl Pair {
+        fn new() -> Pair {
+            let (mut server, first) = H3Session::new(CLIENT.parse().unwrap(), [3, 7, 11]).unwrap();
+            let mut client = ClientConnection::new(Settings::new());
+            let init = client.init_h3_streams(2, 6, 10).unwrap();
+            for (id, data) in [
+                (init.control_stream_id, init.control_data),
+                (init.encoder_stream_id, init.encoder_data),
+                (init.decoder_stream_id, init.decoder_data),
+            ] {
+                server.feed(id, &data, false).unwrap();
+            }
+            for (id, data) in first {
+                client.feed_stream(id, &data, false).unwrap();
+            }
+            while client.poll_event().unwrap().is_some() {}
+            Pair { server, client }
+        }
+
+        /// Sends a request; what the backend gets, if the node forwards it.
+        fn request(&mut self, fields: &[(&str, &str)], body: &[u8]) -> (u64, Option<Vec<u8>>) {
+            let headers: Vec<Header> = fields.iter().map(|(n, v)| Header::new(n, v).unwrap()).collect();
+            let id = self.client.send_request(&headers, body.is_empty()).unwrap();
+            if !body.is_empty() {
+                self.client.send_body(id, body, true).unwrap();
+            }
+            while let Some((bytes, fin)) = self.client.take_stream_data(id) {
+                self.server.feed(id, &bytes, fin).unwrap();
+                if fin {
+                    break;
+                }
+            }
+            (
+                id,
+                self.server.take_request().map(|(s, r)| {
+                    assert_eq!(s, id);
+                    r
+                }),
+            )
+        }
+
+        /// What the client reads of the response on `id` so far.
+        fn response(&mut self, id: u64) -> Read {
+            while let Some((bytes, fin)) = self.server.take_output(id) {
+                self.client.feed_stream(id, &bytes, fin).unwrap();
+                if bytes.is_empty() && !fin {
+                    break;
+                }
+            }
+            let (mut fields, mut body, mut end) = (Vec::new(), Vec::new(), false);
+            while let Some(e) = self.client.poll_event().unwrap() {
+                match e {
+                    Event::Header { name, value, .. } => {
+                        fields.push((String::from_utf8(name).unwrap(), String::from_utf8(value).unwrap()))
+                    }
+                    Event::Data { data, .. } => body.extend(data),
+                    Event::StreamEnd { .. } => end = true,
+                    _ => {}
+                }
+            }
+            (fields, body, end)
+        }
+    }
+
+    fn get(path: &str) -> Vec<(&str, &str)> {
+        vec![(":method", "GET"), (":scheme", "https"), (":authority", "example.test"), (":path", path)]
+    }
+
+    #[test]
+    fn a_get_reaches_the_backend_as_http1_with_the_clients_address_and_its_answer_comes_back() {
+        let mut p = Pair::new();
+        let mut fields = get("/hello?x=1");
+        fields.push(("user-agent", "aioquic"));
+        fields.push(("x-forwarded-for", "6.6.6.6"));
+        let (id, request) = p.request(&fields, b"");
+        let request = String::from_utf8(request.expect("forwarded")).unwrap();
+        assert!(request.starts_with("GET /hello?x=1 HTTP/1.1\r\nHost: example.test\r\n"), "{request}");
+        assert!(request.contains("user-agent: aioquic\r\n"), "{request}");
+        assert!(request.ends_with(&format!("Connection: close\r\nX-Forwarded-For: {CLIENT}\r\n\r\n")), "{request}");
+        assert!(!request.contains("6.6.6.6"), "the client's own claim is dropped: {request}");
+        p.server.backend_bytes(
+            id,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\nX-Backend: b1\r\n\r\nhel",
+            false,
+        );
+        p.server.backend_bytes(id, b"lo", false);
+        let (fields, body, end) = p.response(id);
+        assert_eq!(fields[0], (":status".into(), "200".into()));
+        assert!(fields.contains(&("x-backend".into(), "b1".into())), "{fields:?}");
+        assert!(!fields.iter().any(|(n, _)| n == "connection"), "no connection-specific fields in HTTP/3");
+        assert_eq!((body.as_slice(), end), (&b"hello"[..], true));
+        assert_eq!(p.server.requests(), 0, "an exchange whose response left is forgotten");
+    }
+
+    #[test]
+    fn a_post_body_goes_with_its_length_and_a_chunked_answer_is_decoded() {
+        let mut p = Pair::new();
+        let mut fields = get("/up");
+        fields[0] = (":method", "POST");
+        let (id, request) = p.request(&fields, b"0123456789");
+        let request = request.expect("forwarded");
+        let text = String::from_utf8_lossy(&request);
+        assert!(text.contains("Content-Length: 10\r\n") && text.ends_with("\r\n\r\n0123456789"), "{text}");
+        for piece in [
+            &b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab"[..],
+            b"cd\r\n3;x=y\r\nefg\r\n0\r\n",
+            b"\r\n",
+        ] {
+            p.server.backend_bytes(id, piece, false);
+        }
+        let (fields, body, end) = p.response(id);
+        assert_eq!(fields[0], (":status".into(), "201".into()));
+        assert!(!fields.iter().any(|(n, _)| n == "transfer-encoding"), "{fields:?}");
+        assert_eq!((body.as_slice(), end), (&b"abcdefg"[..], true));
+    }
+
+    #[test]
+    fn a_body_delimited_by_the_backends_close_ends_with_it_and_head_gets_no_body() {
+        let mut p = Pair::new();
+        let (id, _) = p.request(&get("/stream"), b"");
+        p.server.backend_bytes(id, b"HTTP/1.0 200 OK\r\n\r\nsome", false);
+        p.server.backend_bytes(id, b" bytes", true);
+        let (_, body, end) = p.response(id);
+        assert_eq!((body.as_slice(), end), (&b"some bytes"[..], true));
+        let mut head = get("/");
+        head[0] = (":method", "HEAD");
+        let (id, _) = p.request(&head, b"");
+        p.server.backend_bytes(id, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", false);
+        let (fields, body, end) = p.response(id);
+        assert!(fields.contains(&("content-length".into(), "1000".into())) && body.is_empty() && end, "{fields:?}");
+    }
+
+    #[test]
+    fn what_cannot_be_forwarded_or_passed_back_is_answered_on_its_stream_alone() {
+        let mut p = Pair::new();
+        // A request body past the bound: 413, and the backend never sees it.
+        let mut post = get("/big");
+        post[0] = (":method", "POST");
+        let (id, request) = p.request(&post, &vec![7u8; REQUEST_BODY_MAX + 1]);
+        assert!(request.is_none());
+        assert_eq!(p.response(id).0[0], (":status".into(), "413".into()));
+        // A backend that does not speak HTTP: 502. A head past its bound: 502.
+        let (id, _) = p.request(&get("/a"), b"");
+        p.server.backend_bytes(id, b"SSH-2.0-OpenSSH\r\n\r\n", false);
+        assert_eq!(p.response(id).0[0], (":status".into(), "502".into()));
+        let (id, _) = p.request(&get("/b"), b"");
+        p.server.backend_bytes(id, &vec![b'x'; RESPONSE_HEAD_MAX + 1], false);
+        assert_eq!(p.response(id).0[0], (":status".into(), "502".into()));
+        // A body shorter than its length when the backend closes: the stream is reset.
+        let (id, _) = p.request(&get("/c"), b"");
+        p.server.backend_bytes(id, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", true);
+        assert_eq!(p.server.take_resets(), vec![(id, ERROR_INTERNAL)]);
+        // And the connection still serves the next request.
+        let (id, request) = p.request(&get("/d"), b"");
+        assert!(request.is_some());
+        p.server.backend_bytes(id, b"HTTP/1.1 204 No Content\r\n\r\n", false);
+        let (fields, _, end) = p.response(id);
+        assert_eq!((fields[0].1.as_str(), end), ("204", true));
+    }
+
+    #[test]
+    fn frames_that_break_http3_close_the_connection_with_its_error() {
+        let mut p = Pair::new();
+        // DATA on the client's control stream (RFC 9114 §7.2.1: H3_FRAME_UNEXPECTED).
+        let data_frame = [0x00, 0x01, 0x61];
+        assert!(p.server.feed(2, &data_frame, false).is_err());
+        // A second session: a request stream that opens with SETTINGS.
+        let mut q = Pair::new();
+        let settings_frame = [0x04, 0x00];
+        assert!(q.server.feed(0, &settings_frame, false).is_err());
+    }
+}
