@@ -24,6 +24,13 @@ const NGINX_HOSTS: [&str; 2] = ["198.19.20.30", "198.19.20.31"];
 const IPERF_HOST: &str = "198.19.20.40";
 const ECHO_HOST: &str = "198.19.20.50";
 
+/// `anyedge lab exec FILE NODE -- COMMAND`.
+fn lab_exec(lab: &Lab, node: &str, command: &[&str]) -> Command {
+    let mut c = Command::new(exe());
+    c.args(["lab", "exec"]).arg(&lab.file).arg(node).arg("--").args(command);
+    c
+}
+
 /// A server started in a backend host's namespace with `lab exec`, stopped (its whole
 /// process group: `lab exec`, `ip netns exec` and the server) when dropped.
 struct Server {
@@ -33,12 +40,7 @@ struct Server {
 impl Server {
     fn start(lab: &Lab, host: &str, command: &[&str], log: &str) -> Server {
         let log = std::fs::File::create(lab.dir.join(log)).unwrap();
-        let child = Command::new(exe())
-            .args(["lab", "exec"])
-            .arg(&lab.file)
-            .arg(format!("backend/{host}"))
-            .arg("--")
-            .args(command)
+        let child = lab_exec(lab, &format!("backend/{host}"), command)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -155,14 +157,7 @@ fn wait_every_backend_healthy(lab: &Lab) {
 
 /// Runs `command` in a client's namespace; its stdout, or a failure with what it said.
 fn in_client(lab: &Lab, client: &str, command: &[&str]) -> String {
-    let out = Command::new(exe())
-        .args(["lab", "exec"])
-        .arg(&lab.file)
-        .arg(format!("client/{client}"))
-        .arg("--")
-        .args(command)
-        .output()
-        .expect("lab exec runs");
+    let out = lab_exec(lab, &format!("client/{client}"), command).output().expect("lab exec runs");
     assert!(
         out.status.success(),
         "{command:?} in client/{client}: {}{}",

@@ -598,27 +598,13 @@ pub fn clamp_mss(packet: &mut [u8], max: u16) -> Result<bool> {
     if !tcp.syn() {
         return Ok(false);
     }
-    // The MSS option's value, by its offset in the options.
+    // The first MSS option (as `tcp_numbers` and a receiver's stack read it): its value,
+    // and where that value sits in the options.
     let options = tcp.options();
-    let mut at = 0;
-    let mut found = None;
-    while let Some(&kind) = options.get(at) {
-        match kind {
-            0 => break,
-            1 => at += 1,
-            _ => {
-                let len = usize::from(*options.get(at + 1).unwrap_or(&0));
-                if len < 2 || at + len > options.len() {
-                    break;
-                }
-                // The first, as `tcp_numbers` and a receiver's stack read it.
-                if kind == 2 && len == 4 && found.is_none() {
-                    found = Some((at + 2, u16::from_be_bytes([options[at + 2], options[at + 3]])));
-                }
-                at += len;
-            }
-        }
-    }
+    let found = tcp_options(options).find_map(|(kind, body)| match (kind, body) {
+        (2, &[a, b]) => Some((body.as_ptr() as usize - options.as_ptr() as usize, u16::from_be_bytes([a, b]))),
+        _ => None,
+    });
     let Some((value_at, mss)) = found.filter(|&(_, mss)| mss > max) else { return Ok(false) };
     let mut tcp = TcpPacket::new_unchecked(&mut packet[range]);
     tcp.options_mut()[value_at..value_at + 2].copy_from_slice(&max.to_be_bytes());

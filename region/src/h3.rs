@@ -12,7 +12,7 @@
 //! malformed SETTINGS) is the library's connection error, which closes that connection
 //! and no other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use shiguredo_http3::{Event, Header, ServerConnection, Settings, VarInt};
@@ -77,7 +77,7 @@ pub struct H3Session {
     client: IpAddr,
     exchanges: BTreeMap<u64, Exchange>,
     /// Request streams whose HTTP/1.1 request is ready for the backend.
-    ready: Vec<(u64, Vec<u8>)>,
+    ready: VecDeque<(u64, Vec<u8>)>,
     /// Streams the listener must reset toward the client, with the HTTP/3 error code.
     resets: Vec<(u64, u64)>,
 }
@@ -101,7 +101,7 @@ impl H3Session {
             (init.encoder_stream_id, init.encoder_data),
             (init.decoder_stream_id, init.decoder_data),
         ];
-        Ok((H3Session { conn, client, exchanges: BTreeMap::new(), ready: Vec::new(), resets: Vec::new() }, first))
+        Ok((H3Session { conn, client, exchanges: BTreeMap::new(), ready: VecDeque::new(), resets: Vec::new() }, first))
     }
 
     /// Bytes the client sent on a stream (a request stream, or one of its control and
@@ -165,7 +165,7 @@ impl H3Session {
         x.ended = true;
         x.head_only = x.fields.iter().any(|(n, v)| n == b":method" && v == b"HEAD");
         match http1_request(&x.fields, &x.body, client) {
-            Ok(request) => self.ready.push((stream, request)),
+            Ok(request) => self.ready.push_back((stream, request)),
             Err(status) => self.answer(stream, status),
         }
     }
@@ -184,7 +184,7 @@ impl H3Session {
 
     /// The next request ready for the backend: its stream and HTTP/1.1 bytes.
     pub fn take_request(&mut self) -> Option<(u64, Vec<u8>)> {
-        (!self.ready.is_empty()).then(|| self.ready.remove(0))
+        self.ready.pop_front()
     }
 
     /// Bytes of the backend's answer to the request on `stream`, and whether the backend

@@ -60,7 +60,10 @@ struct Target {
 }
 
 fn target(t: &Topology, port: Option<u16>) -> Result<Target, ClientError> {
-    let client = if t.clients.is_empty() { Err(unsuited("bench bulk needs a client group".into())) } else { Ok(0) }?;
+    if t.clients.is_empty() {
+        return Err(unsuited("bench bulk needs a client group".into()));
+    }
+    let client = 0;
     for vip in &t.vips {
         for l in vip.listeners.iter().filter(|l| l.protocol == ListenerProtocol::Tcp) {
             if port.is_some_and(|p| p != l.port) {
