@@ -203,3 +203,27 @@ pub fn run(file: &Path, exe: &Path, port: Option<u16>, seconds: u64) -> Result<B
         peak_rss_kib,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Topology {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies").join(name);
+        anyedge_topology::load(&path).expect("a shipped topology")
+    }
+
+    #[test]
+    fn bench_bulk_takes_a_tcp_listener_of_one_external_backend_and_says_why_it_refuses_others() {
+        let apps = shipped("apps.yaml");
+        let t = target(&apps, None).expect("apps.yaml has one");
+        assert_eq!((t.listener.port(), t.backend.to_string().as_str()), (5201, "198.19.20.40:5201"));
+        // Port 8000 is nginx's TCP listener: two backends, so iperf3's connections could part.
+        let refused = target(&apps, Some(8000)).err().expect("refused").to_string();
+        assert!(
+            refused.contains("a TCP listener on port 8000 whose backend group is one IPv4 `app: external` backend")
+        );
+        let small = target(&shipped("small.yaml"), None).err().expect("refused").to_string();
+        assert!(small.contains("see topologies/apps.yaml"), "{small}");
+    }
+}
