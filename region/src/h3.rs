@@ -17,14 +17,13 @@ use std::net::IpAddr;
 
 use shiguredo_http3::{Event, Header, ServerConnection, Settings, VarInt};
 
-use crate::l7::{NotHttp, http_head_end, with_forwarded_for};
+use crate::http1::{self, BadResponse, Part, Response};
 
 /// Largest request field section a client may send, bytes (advertised in SETTINGS).
 pub const FIELD_SECTION_MAX: u64 = 16 * 1024;
 /// Largest request body forwarded, bytes; a larger one is answered 413.
 pub const REQUEST_BODY_MAX: usize = 1 << 20;
-/// Largest response head read from a backend, bytes; a larger one is answered 502.
-pub const RESPONSE_HEAD_MAX: usize = 16 * 1024;
+pub use crate::http1::RESPONSE_HEAD_MAX;
 /// Requests a session holds at once (the listener's streams limit, restated here so the
 /// table's bound is this file's own).
 pub const REQUESTS_MAX: usize = 128;
@@ -49,26 +48,6 @@ struct Exchange {
     /// A HEAD request: its response has no body.
     head_only: bool,
     response: Response,
-}
-
-/// A backend's HTTP/1.1 answer, read as it arrives.
-#[derive(Default)]
-struct Response {
-    head: Vec<u8>,
-    /// The head is read and sent; how the body is framed.
-    body: Option<Body>,
-    done: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Body {
-    /// Until the backend closes.
-    UntilClose,
-    /// This many bytes more.
-    Length(u64),
-    /// Chunked: bytes not yet decoded, and how many of the current chunk remain (None:
-    /// a size line is next).
-    Chunked { pending: Vec<u8>, left: Option<u64> },
 }
 
 /// One HTTP/3 connection's requests.
@@ -164,7 +143,7 @@ impl H3Session {
         }
         x.ended = true;
         x.head_only = x.fields.iter().any(|(n, v)| n == b":method" && v == b"HEAD");
-        match http1_request(&x.fields, &x.body, client) {
+        match http1::request(&x.fields, &x.body, client, true) {
             Ok(request) => self.ready.push_back((stream, request)),
             Err(status) => self.answer(stream, status),
         }
@@ -196,8 +175,10 @@ impl H3Session {
         }
         let step = x.response.read(data, closed, x.head_only);
         match step {
-            Ok(Step { head, body, end }) => {
-                if let Some(headers) = head {
+            Ok(Part { head, body, end }) => {
+                if let Some(fields) = head {
+                    let headers: Result<Vec<Header>, _> = fields.iter().map(|(n, v)| Header::new(n, v)).collect();
+                    let Ok(headers) = headers else { return self.answer(stream, 502) };
                     let _ = self.conn.send_response(stream, &headers, false);
                 }
                 if !body.is_empty() || end {
@@ -208,7 +189,7 @@ impl H3Session {
                 }
             }
             Err(BadResponse) => {
-                let sent_head = x.response.body.is_some();
+                let sent_head = x.response.head_read();
                 if sent_head {
                     self.forget(stream);
                     self.resets.push((stream, ERROR_INTERNAL));
@@ -266,195 +247,6 @@ fn closed(e: shiguredo_http3::Error) -> Result<(), H3Closed> {
         Error::Qpack(_) => Err(H3Closed(ERROR_QPACK)),
         _ => Err(H3Closed(ERROR_INTERNAL)),
     }
-}
-
-/// An HTTP/3 request as the HTTP/1.1 request a backend gets (origin-form target, `Host`
-/// from `:authority`, the body by Content-Length), checked and given X-Forwarded-For by
-/// the HTTPS listener's own rule; or the status to answer it with.
-fn http1_request(fields: &[(Vec<u8>, Vec<u8>)], body: &[u8], client: IpAddr) -> Result<Vec<u8>, u16> {
-    let pseudo = |name: &[u8]| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
-    let text = |v: &[u8]| std::str::from_utf8(v).map(str::to_string).map_err(|_| 400u16);
-    let method = text(pseudo(b":method").ok_or(400u16)?)?;
-    let path = text(pseudo(b":path").ok_or(400u16)?)?;
-    let authority = pseudo(b":authority").map(text).transpose()?;
-    if method == "CONNECT" {
-        return Err(405);
-    }
-    let mut head = format!("{method} {path} HTTP/1.1\r\n");
-    if let Some(a) = authority {
-        head.push_str(&format!("Host: {a}\r\n"));
-    }
-    for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
-        let (name, value) = (text(name)?, text(value)?);
-        // Connection-specific fields are not HTTP/3's (RFC 9114 §4.2); the body's length
-        // is the one this request carries.
-        let hop = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"];
-        if name == "content-length" || (name == "host" && head.contains("\r\nHost: ")) || hop.contains(&name.as_str()) {
-            continue;
-        }
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    let (mut request, length) = with_forwarded_for(head.as_bytes(), client).map_err(|e: NotHttp| e.status)?;
-    debug_assert_eq!(length, body.len() as u64, "the Content-Length written is the body's");
-    request.extend_from_slice(body);
-    Ok(request)
-}
-
-/// What a backend's bytes made of the response so far.
-struct Step {
-    /// The response's fields, once the head is whole.
-    head: Option<Vec<Header>>,
-    /// Body bytes decoded.
-    body: Vec<u8>,
-    /// The response is complete.
-    end: bool,
-}
-
-/// A backend's answer that is not HTTP/1.1 a proxy can pass on.
-struct BadResponse;
-
-impl Response {
-    /// Reads `data` (and the backend's close): the head once whole, then the body.
-    /// `head_only`: the request was HEAD, so no body follows whatever the head says.
-    fn read(&mut self, data: &[u8], closed: bool, head_only: bool) -> Result<Step, BadResponse> {
-        if self.body.is_some() {
-            return self.read_body(data, closed);
-        }
-        self.head.extend_from_slice(data);
-        let Some(end) = http_head_end(&self.head) else {
-            let none = Step { head: None, body: Vec::new(), end: false };
-            return if self.head.len() > RESPONSE_HEAD_MAX || closed { Err(BadResponse) } else { Ok(none) };
-        };
-        let (headers, body) = response_head(&self.head[..end])?;
-        let tail = self.head.split_off(end);
-        self.body = Some(if head_only { Body::Length(0) } else { body });
-        let tail = if head_only { Vec::new() } else { tail };
-        let mut step = self.read_body(&tail, closed)?;
-        step.head = Some(headers);
-        Ok(step)
-    }
-
-    fn read_body(&mut self, data: &[u8], closed: bool) -> Result<Step, BadResponse> {
-        let mut step = Step { head: None, body: Vec::new(), end: false };
-        match self.body.as_mut().ok_or(BadResponse)? {
-            Body::UntilClose => {
-                step.body.extend_from_slice(data);
-                step.end = closed;
-            }
-            Body::Length(left) => {
-                let take = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                step.body.extend_from_slice(&data[..take]);
-                *left -= take as u64;
-                step.end = *left == 0;
-                if closed && !step.end {
-                    return Err(BadResponse);
-                }
-            }
-            Body::Chunked { pending, left } => {
-                pending.extend_from_slice(data);
-                step.end = dechunk(pending, left, &mut step.body)?;
-                if closed && !step.end {
-                    return Err(BadResponse);
-                }
-            }
-        }
-        Ok(step)
-    }
-}
-
-/// Decodes what `pending` holds of a chunked body into `out`; whether the last chunk has
-/// come. Trailers are read and dropped.
-fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> Result<bool, BadResponse> {
-    loop {
-        match *left {
-            Some(0) => {
-                // A chunk's CRLF.
-                if pending.len() < 2 {
-                    return Ok(false);
-                }
-                if &pending[..2] != b"\r\n" {
-                    return Err(BadResponse);
-                }
-                pending.drain(..2);
-                *left = None;
-            }
-            Some(n) => {
-                let take = pending.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                out.extend(pending.drain(..take));
-                *left = Some(n - take as u64);
-                if take == 0 {
-                    return Ok(false);
-                }
-            }
-            None => {
-                let Some(eol) = pending.windows(2).position(|w| w == b"\r\n") else {
-                    return if pending.len() > 64 { Err(BadResponse) } else { Ok(false) };
-                };
-                let line = std::str::from_utf8(&pending[..eol]).map_err(|_| BadResponse)?;
-                let size = line.split(';').next().unwrap_or("").trim();
-                let size = u64::from_str_radix(size, 16).map_err(|_| BadResponse)?;
-                if size == 0 {
-                    // The last chunk, then trailers (dropped) up to a blank line.
-                    let rest = &pending[eol + 2..];
-                    return if rest.starts_with(b"\r\n") || rest.windows(4).any(|w| w == b"\r\n\r\n") {
-                        Ok(true)
-                    } else if rest.len() > RESPONSE_HEAD_MAX {
-                        Err(BadResponse)
-                    } else {
-                        Ok(false)
-                    };
-                }
-                pending.drain(..eol + 2);
-                *left = Some(size);
-            }
-        }
-    }
-}
-
-/// A response head's status and fields as HTTP/3 sends them (lower-case names, no
-/// connection-specific fields), and how its body is framed.
-fn response_head(head: &[u8]) -> Result<(Vec<Header>, Body), BadResponse> {
-    let text = std::str::from_utf8(head).map_err(|_| BadResponse)?;
-    let mut lines = text.trim_end_matches("\r\n").split("\r\n");
-    let status_line = lines.next().ok_or(BadResponse)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().ok_or(BadResponse)?;
-    let status = parts.next().ok_or(BadResponse)?;
-    let code: u16 = status.parse().map_err(|_| BadResponse)?;
-    if !matches!(version, "HTTP/1.1" | "HTTP/1.0") || !(200..=599).contains(&code) || status.len() != 3 {
-        return Err(BadResponse);
-    }
-    let mut headers = vec![Header::new(":status", status).map_err(|_| BadResponse)?];
-    let mut body = Body::UntilClose;
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or(BadResponse)?;
-        let (name, value) = (name.to_ascii_lowercase(), value.trim());
-        match name.as_str() {
-            "transfer-encoding" if value.eq_ignore_ascii_case("chunked") => {
-                body = Body::Chunked { pending: Vec::new(), left: None };
-                continue;
-            }
-            "transfer-encoding" => return Err(BadResponse),
-            "content-length" => {
-                let n: u64 = value.parse().map_err(|_| BadResponse)?;
-                if matches!(body, Body::Chunked { .. }) {
-                    return Err(BadResponse);
-                }
-                body = Body::Length(n);
-            }
-            "connection" | "keep-alive" | "proxy-connection" | "upgrade" | "te" => continue,
-            _ => {}
-        }
-        headers.push(Header::new(&name, value).map_err(|_| BadResponse)?);
-    }
-    if code == 204 || code == 304 {
-        body = Body::Length(0);
-    }
-    Ok((headers, body))
 }
 
 #[cfg(test)]

@@ -1,0 +1,252 @@
+//! The HTTP/1.1 side of the listeners that speak a newer HTTP to clients (HTTP/2 on
+//! `https`, HTTP/3 on `quic`): a request's fields as the HTTP/1.1 request a backend gets,
+//! checked and given `X-Forwarded-For` by [`crate::l7::with_forwarded_for`] exactly as an
+//! HTTP/1.1 client's request is, and the backend's HTTP/1.1 answer read as it arrives
+//! (Content-Length, chunked, or until the backend closes) into a status, fields and
+//! body bytes for the client's protocol.
+
+use std::net::IpAddr;
+
+use crate::l7::{NotHttp, http_head_end, with_forwarded_for};
+
+/// Largest response head read from a backend, bytes; a larger one is answered 502.
+pub const RESPONSE_HEAD_MAX: usize = 16 * 1024;
+
+/// A response field (name lower-case; `:status` first).
+pub type Field = (String, String);
+
+/// A backend's HTTP/1.1 answer, read as it arrives.
+#[derive(Debug, Default)]
+pub struct Response {
+    head: Vec<u8>,
+    /// The head is read and sent; how the body is framed.
+    body: Option<Body>,
+    /// The whole response has been read.
+    pub done: bool,
+    /// The backend keeps its connection open after this response (HTTP/1.1 without
+    /// `Connection: close`, a body framed by its length or chunks).
+    keeps_alive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Body {
+    /// Until the backend closes.
+    UntilClose,
+    /// This many bytes more.
+    Length(u64),
+    /// Chunked: bytes not yet decoded, and how many of the current chunk remain (None:
+    /// a size line is next).
+    Chunked { pending: Vec<u8>, left: Option<u64> },
+}
+
+/// An HTTP/2 or HTTP/3 request (its pseudo-headers and fields as they arrived) as the
+/// HTTP/1.1 request a backend gets (origin-form target, `Host` from `:authority`, the
+/// body by Content-Length; `close`: with `Connection: close`, else kept alive), checked
+/// and given X-Forwarded-For by the HTTPS listener's own rule; or the status to answer it
+/// with.
+pub fn request(fields: &[(Vec<u8>, Vec<u8>)], body: &[u8], client: IpAddr, close: bool) -> Result<Vec<u8>, u16> {
+    let pseudo = |name: &[u8]| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice());
+    let text = |v: &[u8]| std::str::from_utf8(v).map(str::to_string).map_err(|_| 400u16);
+    let method = text(pseudo(b":method").ok_or(400u16)?)?;
+    let path = text(pseudo(b":path").ok_or(400u16)?)?;
+    let authority = pseudo(b":authority").map(text).transpose()?;
+    if method == "CONNECT" {
+        return Err(405);
+    }
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if let Some(a) = authority {
+        head.push_str(&format!("Host: {a}\r\n"));
+    }
+    for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+        let (name, value) = (text(name)?, text(value)?);
+        // Connection-specific fields are not HTTP/2's or HTTP/3's (RFC 9113 §8.2.2, RFC
+        // 9114 §4.2); the body's length is the one this request carries, and it is sent
+        // whole (no `Expect: 100-continue` wait).
+        let hop = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "expect"];
+        if name == "content-length" || (name == "host" && head.contains("\r\nHost: ")) || hop.contains(&name.as_str()) {
+            continue;
+        }
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str(if close { "Connection: close\r\n\r\n" } else { "\r\n" });
+    let (mut request, length) = with_forwarded_for(head.as_bytes(), client).map_err(|e: NotHttp| e.status)?;
+    debug_assert_eq!(length, body.len() as u64, "the Content-Length written is the body's");
+    request.extend_from_slice(body);
+    Ok(request)
+}
+
+/// What a backend's bytes made of the response so far.
+pub struct Part {
+    /// The response's fields, once the head is whole.
+    pub head: Option<Vec<Field>>,
+    /// Body bytes decoded.
+    pub body: Vec<u8>,
+    /// The response is complete.
+    pub end: bool,
+}
+
+/// A backend's answer that is not HTTP/1.1 a proxy can pass on.
+pub struct BadResponse;
+
+impl Response {
+    /// Whether the backend's connection can carry the next request once this response
+    /// is done.
+    pub fn keeps_alive(&self) -> bool {
+        self.done && self.keeps_alive
+    }
+
+    /// Whether the head has been read (and passed on).
+    pub fn head_read(&self) -> bool {
+        self.body.is_some()
+    }
+
+    /// Reads `data` (and the backend's close): the head once whole, then the body.
+    /// `head_only`: the request was HEAD, so no body follows whatever the head says.
+    pub fn read(&mut self, data: &[u8], closed: bool, head_only: bool) -> Result<Part, BadResponse> {
+        if self.body.is_some() {
+            return self.read_body(data, closed);
+        }
+        self.head.extend_from_slice(data);
+        let Some(end) = http_head_end(&self.head) else {
+            let none = Part { head: None, body: Vec::new(), end: false };
+            return if self.head.len() > RESPONSE_HEAD_MAX || closed { Err(BadResponse) } else { Ok(none) };
+        };
+        let (headers, body, keeps_alive) = response_head(&self.head[..end])?;
+        self.keeps_alive = keeps_alive && body != Body::UntilClose;
+        let tail = self.head.split_off(end);
+        self.body = Some(if head_only { Body::Length(0) } else { body });
+        let tail = if head_only { Vec::new() } else { tail };
+        let mut step = self.read_body(&tail, closed)?;
+        step.head = Some(headers);
+        Ok(step)
+    }
+
+    fn read_body(&mut self, data: &[u8], closed: bool) -> Result<Part, BadResponse> {
+        let mut step = Part { head: None, body: Vec::new(), end: false };
+        match self.body.as_mut().ok_or(BadResponse)? {
+            Body::UntilClose => {
+                step.body.extend_from_slice(data);
+                step.end = closed;
+            }
+            Body::Length(left) => {
+                let take = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                step.body.extend_from_slice(&data[..take]);
+                *left -= take as u64;
+                step.end = *left == 0;
+                if closed && !step.end {
+                    return Err(BadResponse);
+                }
+            }
+            Body::Chunked { pending, left } => {
+                pending.extend_from_slice(data);
+                step.end = dechunk(pending, left, &mut step.body)?;
+                if closed && !step.end {
+                    return Err(BadResponse);
+                }
+            }
+        }
+        self.done |= step.end;
+        Ok(step)
+    }
+}
+
+/// Decodes what `pending` holds of a chunked body into `out`; whether the last chunk has
+/// come. Trailers are read and dropped.
+fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> Result<bool, BadResponse> {
+    loop {
+        match *left {
+            Some(0) => {
+                // A chunk's CRLF.
+                if pending.len() < 2 {
+                    return Ok(false);
+                }
+                if &pending[..2] != b"\r\n" {
+                    return Err(BadResponse);
+                }
+                pending.drain(..2);
+                *left = None;
+            }
+            Some(n) => {
+                let take = pending.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                out.extend(pending.drain(..take));
+                *left = Some(n - take as u64);
+                if take == 0 {
+                    return Ok(false);
+                }
+            }
+            None => {
+                let Some(eol) = pending.windows(2).position(|w| w == b"\r\n") else {
+                    return if pending.len() > 64 { Err(BadResponse) } else { Ok(false) };
+                };
+                let line = std::str::from_utf8(&pending[..eol]).map_err(|_| BadResponse)?;
+                let size = line.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(size, 16).map_err(|_| BadResponse)?;
+                if size == 0 {
+                    // The last chunk, then trailers (dropped) up to a blank line.
+                    let rest = &pending[eol + 2..];
+                    return if rest.starts_with(b"\r\n") || rest.windows(4).any(|w| w == b"\r\n\r\n") {
+                        Ok(true)
+                    } else if rest.len() > RESPONSE_HEAD_MAX {
+                        Err(BadResponse)
+                    } else {
+                        Ok(false)
+                    };
+                }
+                pending.drain(..eol + 2);
+                *left = Some(size);
+            }
+        }
+    }
+}
+
+/// A response head's status and fields as HTTP/2 and HTTP/3 send them (lower-case names,
+/// no connection-specific fields), how its body is framed, and whether the backend keeps
+/// the connection open after it (RFC 9112 §9.3).
+fn response_head(head: &[u8]) -> Result<(Vec<Field>, Body, bool), BadResponse> {
+    let text = std::str::from_utf8(head).map_err(|_| BadResponse)?;
+    let mut lines = text.trim_end_matches("\r\n").split("\r\n");
+    let status_line = lines.next().ok_or(BadResponse)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().ok_or(BadResponse)?;
+    let status = parts.next().ok_or(BadResponse)?;
+    let code: u16 = status.parse().map_err(|_| BadResponse)?;
+    if !matches!(version, "HTTP/1.1" | "HTTP/1.0") || !(200..=599).contains(&code) || status.len() != 3 {
+        return Err(BadResponse);
+    }
+    let mut headers = vec![(":status".to_string(), status.to_string())];
+    let mut body = Body::UntilClose;
+    let mut keeps_alive = version == "HTTP/1.1";
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or(BadResponse)?;
+        let (name, value) = (name.to_ascii_lowercase(), value.trim());
+        match name.as_str() {
+            "transfer-encoding" if value.eq_ignore_ascii_case("chunked") => {
+                body = Body::Chunked { pending: Vec::new(), left: None };
+                continue;
+            }
+            "transfer-encoding" => return Err(BadResponse),
+            "content-length" => {
+                let n: u64 = value.parse().map_err(|_| BadResponse)?;
+                if matches!(body, Body::Chunked { .. }) {
+                    return Err(BadResponse);
+                }
+                body = Body::Length(n);
+            }
+            "connection" => {
+                let says = |word: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(word));
+                keeps_alive = if keeps_alive { !says("close") } else { says("keep-alive") };
+                continue;
+            }
+            "keep-alive" | "proxy-connection" | "upgrade" | "te" => continue,
+            _ => {}
+        }
+        headers.push((name, value.to_string()));
+    }
+    if code == 204 || code == 304 {
+        body = Body::Length(0);
+    }
+    Ok((headers, body, keeps_alive))
+}
