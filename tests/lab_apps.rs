@@ -72,7 +72,14 @@ static APPS_LAB: OnceLock<AppsLab> = OnceLock::new();
 fn apps_lab() -> &'static AppsLab {
     APPS_LAB.get_or_init(|| {
         // The servers and clients are Debian's (what .ci/run installs when missing).
-        for (tool, package) in [("nginx", "nginx-light"), ("iperf3", "iperf3"), ("socat", "socat"), ("curl", "curl")] {
+        let tools = [
+            ("nginx", "nginx-light"),
+            ("iperf3", "iperf3"),
+            ("socat", "socat"),
+            ("curl", "curl"),
+            ("h2load", "nghttp2-client"),
+        ];
+        for (tool, package) in tools {
             let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
             assert!(
                 found.is_ok_and(|o| o.status.success()),
@@ -249,6 +256,87 @@ fn a_file_put_through_nginx_behind_the_vip_comes_back_byte_for_byte_both_ways() 
         assert_eq!(back.len(), blob.len(), "{way}: bytes back");
         assert!(back == blob, "{way}: the file came back changed");
     }
+}
+
+/// The lab's CA, which clients trust the VIP's certificate by.
+fn lab_ca(lab: &Lab) -> String {
+    lab_state_dir(lab).join("pki/ca.pem").to_string_lossy().into_owned()
+}
+
+#[test]
+fn http2_clients_curl_and_h2load_are_served_by_nginx_through_the_https_listener_as_http1() {
+    let Some((_one, apps)) = the_apps_lab() else { return };
+    let lab = &apps.lab;
+    let (london, ca) = (client_address(lab, "london"), lab_ca(lab));
+    // curl asks for h2 in ALPN and gets it; nginx, an HTTP/1.1 backend, sees the client in
+    // X-Forwarded-For as it does behind the HTTP listener.
+    for i in 0..3 {
+        let url = format!("https://{VIP}/h2-{i}");
+        let out = in_client(
+            lab,
+            "london",
+            &["curl", "-sS", "-m", "5", "--http2", "--cacert", &ca, "-w", "[%{http_version}]", &url],
+        );
+        assert!(out.ends_with("[2]"), "HTTP/2 negotiated: {out}");
+        assert!(out.contains(&format!("forwarded for \"{london}\"")), "{out}");
+    }
+    // A client that offers only HTTP/1.1 still speaks it.
+    let url = format!("https://{VIP}/h1");
+    let out = in_client(
+        lab,
+        "london",
+        &["curl", "-sS", "-m", "5", "--http1.1", "--cacert", &ca, "-w", "[%{http_version}]", &url],
+    );
+    assert!(out.ends_with("[1.1]") && out.contains(&format!("forwarded for \"{london}\"")), "{out}");
+    // h2load: 2,000 requests on 20 connections, 10 streams at a time on each.
+    let url = format!("https://{VIP}/h2load");
+    let out = in_client(lab, "london", &["h2load", "-n", "2000", "-c", "20", "-m", "10", &url]);
+    assert!(out.contains("Application protocol: h2"), "{out}");
+    assert!(
+        out.contains("2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{out}"
+    );
+    assert!(out.contains("status codes: 2000 2xx"), "{out}");
+    let logs: String = NGINX_HOSTS.iter().map(|h| nginx_log(lab, h)).collect();
+    let seen = logs.lines().filter(|l| l.contains(&format!("\"{london}\"")) && l.contains(" /h2load 200")).count();
+    assert_eq!(seen, 2000, "nginx saw every request, each naming the client");
+    // A body up (a PUT of 900 KB, past the client's first windows) and down again, over
+    // HTTP/2 both ways.
+    let mut x: u32 = 0x2545_f491;
+    let blob: Vec<u8> = (0..900_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let sent = lab.dir.join("h2-sent.bin");
+    std::fs::write(&sent, &blob).unwrap();
+    let url = format!("https://{VIP}/files/h2-blob");
+    let put = [
+        "curl",
+        "-sS",
+        "-m",
+        "30",
+        "--http2",
+        "--cacert",
+        &ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+    ];
+    let status =
+        in_client(lab, "london", &put.into_iter().chain(["-T", sent.to_str().unwrap(), &url]).collect::<Vec<_>>());
+    assert!(status == "2 201" || status == "2 204", "PUT over HTTP/2 answered {status}");
+    let got = lab.dir.join("h2-got.bin");
+    in_client(
+        lab,
+        "london",
+        &["curl", "-sS", "-f", "-m", "30", "--http2", "--cacert", &ca, "-o", got.to_str().unwrap(), &url],
+    );
+    assert!(std::fs::read(&got).unwrap() == blob, "the file came back byte for byte");
 }
 
 /// `iperf3 -c VIP` from london (JSON): bytes sent and received, and what the run said.

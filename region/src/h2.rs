@@ -35,6 +35,10 @@ pub const STREAMS_MAX: u32 = 100;
 pub const FIELD_LIST_MAX: u32 = 16 * 1024;
 /// Largest request body forwarded, bytes; a larger one is answered 413.
 pub const REQUEST_BODY_MAX: usize = 1 << 20;
+/// Longest HTTP/1.1 request one HTTP/2 request becomes: its body, its fields (the list
+/// bound, twice over for names and values written out), the request line and the
+/// proxy's own fields.
+pub const REQUEST_MAX: usize = REQUEST_BODY_MAX + 2 * FIELD_LIST_MAX as usize + 1024;
 /// Request bytes (bodies arriving, requests waiting for the backend) one connection
 /// holds at most.
 pub const HELD_MAX: usize = 4 << 20;
@@ -215,6 +219,7 @@ impl H2Session {
         let head_only = x.fields.iter().any(|(n, v)| n == b":method" && v == b"HEAD");
         match http1::request(&x.fields, &x.body, self.client, false) {
             Ok(request) => {
+                debug_assert!(request.len() <= REQUEST_MAX, "a request's HTTP/1.1 form is bounded");
                 self.held += request.len();
                 self.ready.push_back((id, request, head_only));
             }
@@ -400,6 +405,11 @@ impl H2Session {
     /// HTTP/2 bytes for the client now.
     pub fn take_output(&mut self) -> Vec<u8> {
         self.conn.poll_output().unwrap_or_default()
+    }
+
+    /// Closes the connection from this side (a deadline passed): GOAWAY with NO_ERROR.
+    pub fn shut(&mut self) {
+        self.go_away(ErrorCode::NoError);
     }
 
     /// The connection is closing (GOAWAY sent), and why.

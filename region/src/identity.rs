@@ -25,11 +25,26 @@ use crate::quic_listener::QuicTermination;
 /// What a VIP's TLS-terminating listeners present.
 #[derive(Debug, Clone)]
 pub struct VipIdentity {
+    /// TCP SSL: TLS alone, no application protocol offered.
     pub tls: TlsTermination,
+    /// HTTPS: the same, offering ALPN `h2` and `http/1.1` ([`HTTPS_ALPN`]).
+    pub https: TlsTermination,
     pub quic: QuicTermination,
     /// The same certificate, client certificates from the CA required.
     pub tls_mutual: Option<TlsTermination>,
+    pub https_mutual: Option<TlsTermination>,
     pub quic_mutual: Option<QuicTermination>,
+}
+
+/// What an HTTPS listener offers in ALPN, in its order of preference: HTTP/2, then
+/// HTTP/1.1 (a client that offers neither, or no ALPN, speaks HTTP/1.1).
+pub const HTTPS_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The same configuration offering the HTTPS listener's ALPN.
+fn with_https_alpn(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut https = config.clone();
+    https.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
+    Arc::new(https)
 }
 
 /// The organizational unit a certificate must carry to be a VIP client.
@@ -145,6 +160,8 @@ impl VipIdentity {
         Ok(VipIdentity {
             quic: quic(&tls)?,
             quic_mutual: mutual.as_ref().map(quic).transpose()?,
+            https: Shared(with_https_alpn(&tls)),
+            https_mutual: mutual.as_deref().map(with_https_alpn).map(Shared),
             tls: Shared(tls),
             tls_mutual: mutual.map(Shared),
         })

@@ -14,6 +14,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
 use crate::conn_table::Ingress;
+use crate::h2::H2Session;
 use crate::tcp_stack::TcpStack;
 
 /// Longest request head the proxy reads before refusing the connection.
@@ -325,6 +326,9 @@ pub struct Proxied {
     buffer_bytes: usize,
     /// Where the client's latest packet entered the region: replies leave that way.
     ingress: Ingress,
+    /// HTTPS whose client negotiated ALPN `h2`: its HTTP/2, once the TLS handshake is
+    /// done (the framer is not used then).
+    h2: Option<Box<H2Session>>,
 }
 
 impl Proxied {
@@ -349,9 +353,17 @@ impl Proxied {
     /// while the backend's buffer has room (past [`BUFFER_MAX`] the client's window
     /// closes instead). The framer's refusal, if it made one, and whether the client's
     /// TLS records were bad.
-    fn pump_from_client(&mut self, client_ip: IpAddr) -> (Option<NotHttp>, bool) {
+    fn pump_from_client(&mut self, client_ip: IpAddr, now_ns: u64) -> (Option<NotHttp>, bool) {
         let s = self.stack.socket(self.client);
-        while s.can_recv() && !self.refused && self.to_backend.len() < BUFFER_MAX {
+        // HTTP/2 answers some frames itself (SETTINGS and PING acknowledgements): it reads
+        // while the client's side has room for them.
+        let room = |c: &Vec<u8>, w: &Vec<u8>, b: &Vec<u8>, h2: bool| {
+            if h2 { c.len() + w.len() < BUFFER_MAX } else { b.len() < BUFFER_MAX }
+        };
+        while s.can_recv()
+            && !self.refused
+            && room(&self.to_client, &self.client_wire, &self.to_backend, self.h2.is_some())
+        {
             let mut buf = [0u8; 4096];
             let n = s.recv_slice(&mut buf).unwrap_or(0);
             if n == 0 {
@@ -363,16 +375,57 @@ impl Proxied {
                     if tls_read(tls, &buf[..n], &mut plain).is_err() {
                         return (None, true);
                     }
+                    let h2 = !tls.is_handshaking() && tls.alpn_protocol() == Some(b"h2") && !self.framer.raw;
+                    if h2 && self.h2.is_none() {
+                        self.h2 = Some(Box::new(H2Session::new(client_ip)));
+                    }
                     &plain[..]
                 }
                 None => &buf[..n],
             };
+            if let Some(h2) = self.h2.as_mut() {
+                h2.feed(data, now_ns);
+                continue;
+            }
             if let Err(refused) = self.framer.feed(data, client_ip, &mut self.to_backend) {
                 return (Some(refused), false);
             }
         }
         debug_assert!(!self.refused || self.to_backend.is_empty(), "nothing goes to the backend after a refusal");
         (None, false)
+    }
+
+    /// HTTP/2: the next request goes to the backend once the one before it is answered,
+    /// on the same backend connection while the backend keeps it; when the backend has
+    /// closed it (or said it would), the connection is reset and opened again from the
+    /// same port to the same backend (the reset leaves first, so neither side waits in
+    /// TIME-WAIT).
+    fn h2_to_backend(&mut self, now_ns: u64) -> bool {
+        let Some(h2) = self.h2.as_mut() else { return false };
+        if !h2.has_request() || !self.to_backend.is_empty() {
+            return false;
+        }
+        if let (Some(old), Some(addr), Some(local)) = (self.backend, self.backend_addr, self.local) {
+            let open = matches!(
+                self.stack.socket(old).state(),
+                tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
+            );
+            if !open || !h2.backend_reusable() {
+                self.stack.socket(old).abort();
+                self.stack.poll(now_ns);
+                self.stack.remove(old);
+                let Some(new) = self.stack.connect(addr, local) else {
+                    self.backend = None;
+                    h2.shut();
+                    return false;
+                };
+                self.backend = Some(new);
+                h2.backend_reopened();
+            }
+        }
+        let Some(request) = h2.next_request() else { return false };
+        self.to_backend.extend_from_slice(&request);
+        true
     }
 
     /// The head deadline (slowloris): met once a whole head went toward the backend;
@@ -396,12 +449,17 @@ impl Proxied {
     /// a backend connection (an earlier request's) is cut.
     fn refuse(&mut self, refused: NotHttp) {
         self.to_backend.clear();
-        self.to_client.clear();
-        self.to_client.extend_from_slice(&refused.response());
+        if let Some(h2) = self.h2.as_mut() {
+            // An HTTP/2 client hears it as HTTP/2: GOAWAY, then the close.
+            h2.shut();
+        } else {
+            self.to_client.clear();
+            self.to_client.extend_from_slice(&refused.response());
+        }
         if let Some(b) = self.backend {
             self.stack.socket(b).abort();
         }
-        debug_assert!(!self.to_client.is_empty(), "a refusal always carries its status");
+        debug_assert!(!self.to_client.is_empty() || self.h2.is_some(), "a refusal always carries its status");
         self.refused = true;
     }
 
@@ -410,7 +468,36 @@ impl Proxied {
     fn pump_to_client(&mut self) {
         if let Some(b) = self.backend {
             let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
-            crate::tcp_stack::exchange_upto(self.stack.socket(b), &mut self.to_backend, &mut self.to_client, room);
+            let socket = self.stack.socket(b);
+            match self.h2.as_mut() {
+                // HTTP/2: the answer goes through the session, a stream's window at a time,
+                // for as long as the client's side has room (else the socket's window
+                // holds the backend back).
+                Some(h2) => loop {
+                    let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
+                    let room = room.min(h2.backend_room());
+                    let mut answer = Vec::new();
+                    crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut answer, room);
+                    let closed = matches!(
+                        socket.state(),
+                        tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed | tcp::State::TimeWait
+                    ) && socket.recv_queue() == 0;
+                    if h2.at_backend() {
+                        h2.backend_bytes(&answer, closed);
+                    }
+                    self.to_client.extend_from_slice(&h2.take_output());
+                    if answer.is_empty() || !h2.at_backend() {
+                        break;
+                    }
+                },
+                None => crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut self.to_client, room),
+            }
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            self.to_client.extend_from_slice(&h2.take_output());
+            if h2.closed().is_some() {
+                self.refused = true;
+            }
         }
         match self.tls.as_mut() {
             Some(tls) => tls_write(tls, &mut self.to_client, &mut self.client_wire),
@@ -433,6 +520,20 @@ impl Proxied {
     fn propagate_close(&mut self, bad: bool) {
         let client_state = self.stack.socket(self.client).state();
         let backend_state = self.backend.map(|b| self.stack.socket(b).state());
+        if self.h2.is_some() {
+            // HTTP/2: the backend connection is the proxy's own, opened again as needed; a
+            // client that has closed is finished with it.
+            let client_gone = matches!(client_state, tcp::State::CloseWait | tcp::State::Closed);
+            if client_gone || (self.refused && self.client_wire.is_empty()) {
+                if let Some(b) = self.backend {
+                    self.stack.socket(b).abort();
+                }
+                if client_state == tcp::State::CloseWait && self.client_wire.is_empty() {
+                    self.stack.socket(self.client).close();
+                }
+            }
+            return;
+        }
         if matches!(client_state, tcp::State::CloseWait) && self.to_backend.is_empty() {
             let side = self.backend.unwrap_or(self.client);
             self.stack.socket(side).close();
@@ -518,8 +619,10 @@ impl Proxied {
             .map(|h| self.stack.socket(h).buffer_bytes_allocated())
             .sum();
         let relay = self.to_backend.capacity() + self.to_client.capacity() + self.client_wire.capacity();
-        debug_assert!(self.to_backend.len() <= BUFFER_MAX + 64 * 1024, "the relay buffer is bounded by the window");
-        sockets + relay + self.framer.head.capacity()
+        // HTTP/1.1: bounded by the client's window; HTTP/2: one request at a time, whole.
+        let bound = if self.h2.is_some() { crate::h2::REQUEST_MAX } else { BUFFER_MAX + 64 * 1024 };
+        debug_assert!(self.to_backend.len() <= bound, "the relay buffer is bounded");
+        sockets + relay + self.framer.head.capacity() + self.h2.as_ref().map_or(0, |h| h.held())
     }
 }
 
@@ -660,6 +763,7 @@ impl L7 {
             buffer_bytes: 0,
             // Until its first packet is handed over (`receive_client`).
             ingress: Ingress::Direct,
+            h2: None,
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
@@ -741,7 +845,8 @@ impl L7 {
     pub fn drive(&mut self, key: &FlowKey, now_ns: u64) -> Step {
         let Some(c) = self.conns.get_mut(key) else { return Step::default() };
         c.stack.poll(now_ns);
-        let (refusal, bad) = c.pump_from_client(key.src);
+        let (refusal, bad) = c.pump_from_client(key.src, now_ns);
+        let _ = c.h2_to_backend(now_ns);
         let refusal = c.head_overdue(now_ns, refusal);
         if bad {
             c.stack.socket(c.client).abort();
@@ -749,8 +854,12 @@ impl L7 {
         if let Some(refused) = refusal {
             c.refuse(refused);
         }
-        let mut step = Step { needs_backend: c.backend.is_none() && !c.to_backend.is_empty(), ..Step::default() };
         c.pump_to_client();
+        // HTTP/2: an answer just finished lets the next request go at once.
+        if c.h2_to_backend(now_ns) {
+            c.pump_to_client();
+        }
+        let mut step = Step { needs_backend: c.backend.is_none() && !c.to_backend.is_empty(), ..Step::default() };
         c.propagate_close(bad);
         c.stack.poll(now_ns);
         c.drain(key.dst, &mut step);

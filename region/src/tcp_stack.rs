@@ -206,6 +206,11 @@ impl TcpStack {
         Some(handle)
     }
 
+    /// Removes a socket (closed, or aborted and polled so its reset has left).
+    pub fn remove(&mut self, h: SocketHandle) {
+        self.sockets.remove(h);
+    }
+
     pub fn socket(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
     }

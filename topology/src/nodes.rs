@@ -65,10 +65,16 @@ impl Identity {
         self.vips.iter().find(|(a, _)| *a == vip).map(|(_, id)| id).or(self.default.as_ref())
     }
 
-    /// What a listener at `vip` terminates TLS with (`mtls`: client certificates required).
-    fn tls(&self, vip: IpAddr, mtls: bool) -> Option<TlsTermination> {
+    /// What a listener at `vip` terminates TLS with (`mtls`: client certificates required;
+    /// `https`: offering HTTP/2 and HTTP/1.1 in ALPN).
+    fn tls(&self, vip: IpAddr, mtls: bool, https: bool) -> Option<TlsTermination> {
         let id = self.for_vip(vip)?;
-        if mtls { id.tls_mutual.clone() } else { Some(id.tls.clone()) }
+        match (mtls, https) {
+            (false, false) => Some(id.tls.clone()),
+            (false, true) => Some(id.https.clone()),
+            (true, false) => id.tls_mutual.clone(),
+            (true, true) => id.https_mutual.clone(),
+        }
     }
 
     fn quic(&self, vip: IpAddr, mtls: bool) -> Option<QuicTermination> {
@@ -324,7 +330,7 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
                 persistence_ns: l.persistence_ns,
                 layer7: l.protocol.is_terminated(),
                 http: l.protocol.is_layer7(),
-                tls: l.protocol.has_tls().then(|| identity.tls(vip, l.mtls)).flatten(),
+                tls: l.protocol.has_tls().then(|| identity.tls(vip, l.mtls, l.protocol.is_layer7())).flatten(),
                 quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic(vip, l.mtls)).flatten(),
             };
             listeners.push(listener(IpAddr::V4(vip.ipv4)));

@@ -818,8 +818,9 @@ impl Clb {
         let mut changed = 0;
         for l in self.listeners.iter_mut() {
             let tls = [(Some(&from.tls), Some(&to.tls)), (from.tls_mutual.as_ref(), to.tls_mutual.as_ref())];
+            let https = [(Some(&from.https), Some(&to.https)), (from.https_mutual.as_ref(), to.https_mutual.as_ref())];
             let quic = [(Some(&from.quic), Some(&to.quic)), (from.quic_mutual.as_ref(), to.quic_mutual.as_ref())];
-            let tls = swap(&mut l.config.tls, tls);
+            let tls = swap(&mut l.config.tls, tls) || swap(&mut l.config.tls, https);
             let quic = swap(&mut l.config.quic, quic);
             if let (true, Some(endpoint), Some(termination)) = (quic, l.quic.as_mut(), l.config.quic.as_ref()) {
                 endpoint.set_termination(termination);

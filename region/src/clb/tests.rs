@@ -128,19 +128,23 @@ fn a_rotated_vip_certificate_replaces_the_old_one_on_every_listener_that_present
     let base = c.listeners[0].clone();
     let https =
         |port, tls| ListenerConfig { transport: Transport::Tcp, port, layer7: true, http: true, tls, ..base.clone() };
-    c.listeners.push(https(8443, Some(a.tls.clone())));
-    c.listeners.push(https(9443, a.tls_mutual.clone()));
+    c.listeners.push(https(8443, Some(a.https.clone())));
+    c.listeners.push(https(9443, a.https_mutual.clone()));
+    c.listeners.push(ListenerConfig { http: false, ..https(8444, Some(a.tls.clone())) });
+    c.listeners.push(ListenerConfig { http: false, ..https(9444, a.tls_mutual.clone()) });
     c.listeners.push(ListenerConfig { port: 4433, quic: Some(a.quic.clone()), ..base.clone() });
     let mut clb = Clb::new(c, 0);
     assert_eq!(clb.replace_identity(&b, &a), 0, "no listener presented b");
-    assert_eq!(clb.replace_identity(&a, &b), 3, "HTTPS, mutual HTTPS and QUIC");
+    assert_eq!(clb.replace_identity(&a, &b), 5, "HTTPS, TCP SSL (each one-way and mutual) and QUIC");
     assert_eq!(clb.replace_identity(&a, &b), 0, "a is presented nowhere now");
     let at = |port: u16| clb.listeners.iter().find(|l| l.config.port == port).unwrap();
     let same = |x: &Option<crate::Shared<rustls::ServerConfig>>, y: &crate::Shared<rustls::ServerConfig>| {
         x.as_ref().is_some_and(|x| std::sync::Arc::ptr_eq(&x.0, &y.0))
     };
-    assert!(same(&at(8443).config.tls, &b.tls), "one-way TLS takes b's one-way config");
-    assert!(same(&at(9443).config.tls, b.tls_mutual.as_ref().unwrap()), "mutual TLS takes b's mutual config");
+    assert!(same(&at(8443).config.tls, &b.https), "one-way HTTPS takes b's one-way HTTPS config");
+    assert!(same(&at(9443).config.tls, b.https_mutual.as_ref().unwrap()), "mutual HTTPS takes b's mutual one");
+    assert!(same(&at(8444).config.tls, &b.tls), "one-way TCP SSL takes b's one-way TLS config (no ALPN)");
+    assert!(same(&at(9444).config.tls, b.tls_mutual.as_ref().unwrap()), "mutual TCP SSL takes b's mutual one");
     assert!(at(4433).config.quic.as_ref().is_some_and(|q| std::sync::Arc::ptr_eq(&q.0, &b.quic.0)));
     assert!(at(7000).config.tls.is_none() && at(7000).config.quic.is_none(), "plain UDP untouched");
 }
