@@ -297,9 +297,19 @@ fn http2_clients_curl_and_h2load_are_served_by_nginx_through_the_https_listener_
         "{out}"
     );
     assert!(out.contains("status codes: 2000 2xx"), "{out}");
+    // Answers after which nginx closes its connection (`Connection: close`): the proxy
+    // opens the backend connection again for each next request, and none is lost.
+    let url = format!("https://{VIP}/close/h2load");
+    let out = in_client(lab, "london", &["h2load", "-n", "200", "-c", "2", "-m", "5", &url]);
+    assert!(out.contains("200 total, 200 started, 200 done, 200 succeeded, 0 failed"), "{out}");
     let logs: String = NGINX_HOSTS.iter().map(|h| nginx_log(lab, h)).collect();
-    let seen = logs.lines().filter(|l| l.contains(&format!("\"{london}\"")) && l.contains(" /h2load 200")).count();
-    assert_eq!(seen, 2000, "nginx saw every request, each naming the client");
+    for (path, n) in [("/h2load", 2000), ("/close/h2load", 200)] {
+        let seen = logs
+            .lines()
+            .filter(|l| l.contains(&format!("\"{london}\"")) && l.contains(&format!(" {path} 200")))
+            .count();
+        assert_eq!(seen, n, "nginx saw every request to {path}, each naming the client");
+    }
     // A body up (a PUT of 900 KB, past the client's first windows) and down again, over
     // HTTP/2 both ways.
     let mut x: u32 = 0x2545_f491;

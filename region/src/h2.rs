@@ -42,6 +42,12 @@ pub const REQUEST_MAX: usize = REQUEST_BODY_MAX + 2 * FIELD_LIST_MAX as usize + 
 /// Request bytes (bodies arriving, requests waiting for the backend) one connection
 /// holds at most.
 pub const HELD_MAX: usize = 4 << 20;
+/// What [`HELD_MAX`] comes to at worst: past it no stream's window reopens, so each of
+/// the [`STREAMS_MAX`] streams brings at most its window (65,535 bytes) more, and each
+/// request's head.
+pub const HELD_BOUND: usize = HELD_MAX + STREAMS_MAX as usize * (65_535 + REQUEST_MAX - REQUEST_BODY_MAX);
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = shiguredo_http2::CONNECTION_PREFACE;
 /// Client stream resets (and stream errors) a connection may make in a burst.
 pub const RESETS_BURST: u32 = 200;
 /// ... and per second after it.
@@ -137,6 +143,7 @@ impl H2Session {
         }
         self.unblock();
         debug_assert!(self.arriving.len() <= STREAMS_MAX as usize + 1, "the library bounds open streams");
+        debug_assert!(self.held <= HELD_BOUND, "held request bytes within their bound");
     }
 
     fn on_event(&mut self, event: Event, now_ns: u64) {

@@ -1,0 +1,44 @@
+//! HTTP/2 at an HTTPS listener (`anyedge_region::h2`): arbitrary client bytes after the
+//! connection preface (frames of any type, on any stream, in any order: floods of
+//! HEADERS, CONTINUATION, RST_STREAM, SETTINGS, PING, WINDOW_UPDATE, malformed frames)
+//! and arbitrary backend answers, with time passing. Nothing panics, a session that sent
+//! GOAWAY takes no more requests to the backend, and the request bytes it holds stay
+//! within their bound.
+//!
+//! Input: records of [kind, flags, len, bytes…]; kind 0 feeds the client's bytes, kind 1
+//! the backend's answer to the request at it (flags bit 0: the backend closed), kind 2
+//! lets `len` × 10 ms pass.
+#![no_main]
+
+use anyedge_region::h2::{H2Session, HELD_BOUND, PREFACE};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut session = H2Session::new("198.18.128.2".parse().unwrap());
+    session.feed(PREFACE, 0);
+    let (mut rest, mut now_ns) = (data, 0u64);
+    while let [kind, flags, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (bytes, next) = if kind % 3 == 2 { (&tail[..0], tail) } else { tail.split_at(n) };
+        rest = next;
+        match kind % 3 {
+            0 => session.feed(bytes, now_ns),
+            1 => {
+                if session.at_backend() {
+                    let room = session.backend_room().max(1);
+                    session.backend_bytes(&bytes[..bytes.len().min(room)], flags & 1 == 1);
+                }
+            }
+            _ => now_ns += u64::from(*len) * 10_000_000,
+        }
+        let closed = session.closed().is_some();
+        let sent = session.next_request();
+        assert!(!(closed && sent.is_some()), "nothing goes to the backend after GOAWAY");
+        if flags & 2 == 2 {
+            // The backend was reset and opened again.
+            session.backend_reopened();
+        }
+        let _ = session.take_output();
+        assert!(session.held() <= HELD_BOUND, "held request bytes within their bound: {}", session.held());
+    }
+});
