@@ -43,6 +43,11 @@ pub struct Args {
     /// (connection migration), e.g. 2s.
     #[arg(long)]
     migrate_at: Option<String>,
+    /// QUIC: the protocol to offer in ALPN. h3 (what browsers and curl offer) speaks
+    /// HTTP/3, a POST a request; anything else sends the probe's own requests on one
+    /// stream, for a listener that relays streams as bytes (`alpn: [...]` without h3).
+    #[arg(long, default_value = "h3")]
+    alpn: String,
     /// Write the JSON report to this file (`--report` is an older name for it).
     #[arg(long = "json", alias = "report", value_name = "FILE")]
     report: Option<PathBuf>,
@@ -102,7 +107,21 @@ fn config(args: Args) -> Result<anyedge_lab::probe::ProbeConfig, ExitCode> {
         ExitCode::from(2)
     };
     let Args {
-        target, protocol, ca, cert, key, rate, duration, flows, window, size, migrate_at, report, realtime, ..
+        target,
+        protocol,
+        ca,
+        cert,
+        key,
+        rate,
+        duration,
+        flows,
+        window,
+        size,
+        migrate_at,
+        report,
+        realtime,
+        alpn,
+        ..
     } = args;
     let duration = anyedge_topology::parse_duration_ns(&duration).map_err(|e| usage(format!("--duration: {e}")))?;
     let migrate_at = migrate_at
@@ -124,6 +143,12 @@ fn config(args: Args) -> Result<anyedge_lab::probe::ProbeConfig, ExitCode> {
     let protocol = Protocol::from_name(&protocol).unwrap_or(Protocol::Udp);
     if migrate_at.is_some() && protocol != Protocol::Quic {
         return Err(usage("--migrate-at: only QUIC connections migrate (--protocol quic)".into()));
+    }
+    if !(1..=255).contains(&alpn.len()) || !alpn.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(usage(format!("--alpn `{alpn}`: 1 to 255 printable ASCII characters, no spaces")));
+    }
+    if alpn != "h3" && protocol != Protocol::Quic {
+        return Err(usage("--alpn: only QUIC offers a protocol here (--protocol quic)".into()));
     }
     if !(REQUEST_LEN..=REQUEST_MAX).contains(&size) {
         return Err(usage(format!("--size {size}: a request is {REQUEST_LEN} to {REQUEST_MAX} bytes")));
@@ -150,5 +175,6 @@ fn config(args: Args) -> Result<anyedge_lab::probe::ProbeConfig, ExitCode> {
         realtime,
         tls,
         migrate_at: migrate_at.map(std::time::Duration::from_nanos),
+        alpn: alpn.into_bytes(),
     })
 }

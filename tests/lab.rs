@@ -873,11 +873,12 @@ fn a_labs_state_is_root_only_and_lab_down_signals_only_its_own_processes() {
     assert!(spared, "the stranger was not signalled");
 }
 
-/// small.yaml's `edge` VIP with an HTTP, an HTTPS and a QUIC listener on the web backends.
+/// small.yaml's `edge` VIP with HTTP, HTTPS and QUIC listeners on the web backends: QUIC
+/// 4433 and 4434 (mutual TLS) speak HTTP/3, 4435 relays streams (ALPN `anyedge-probe`).
 fn with_every_listener(text: String) -> String {
     text.replace(
         "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: https, port: 8443, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: https, port: 9443, backends: web, mtls: true }\n      - { protocol: quic, port: 4434, backends: web, mtls: true }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: https, port: 8443, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: https, port: 9443, backends: web, mtls: true }\n      - { protocol: quic, port: 4434, backends: web, mtls: true }\n      - { protocol: quic, port: 4435, backends: web, alpn: [anyedge-probe] }",
     )
 }
 
@@ -920,8 +921,8 @@ fn lab_reload_with_new_vip_certificates_gives_new_connections_the_new_one_and_ke
         assert_eq!(certs(&r), new, "{target} presents the new certificate: {r}");
     }
     let log = std::fs::read_to_string(lab_state_dir(&lab).join("clb-frankfurt-1.log")).unwrap();
-    // HTTPS 8443 and 9443 (mutual), QUIC 4433 and 4434 (mutual).
-    assert!(log.contains("VIP certificates read again: 4 listeners"), "the CLB node says what it took: {log}");
+    // HTTPS 8443 and 9443 (mutual), QUIC 4433, 4434 (mutual) and 4435 (streams relayed).
+    assert!(log.contains("VIP certificates read again: 5 listeners"), "the CLB node says what it took: {log}");
 }
 
 /// QUIC connections held and handshakes accepted, over every CLB node of the lab.
@@ -951,18 +952,30 @@ fn anyedge_probe_speaks_http_https_and_quic_and_the_backends_show_what_reached_t
         assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "{protocol}: {r}");
         assert!(r["backends"].as_object().unwrap().keys().all(|b| b.ends_with(":8080")), "{protocol}: {r}");
     }
+    // QUIC with ALPN h3 (the probe's default, what browsers offer): each request an
+    // HTTP/3 POST that the CLB node forwards as HTTP/1.1 naming london in
+    // X-Forwarded-For, as over HTTPS.
     let r = lab.probe("london", "198.18.0.20:4433", "quic", 4);
     assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "quic: {r}");
     assert_eq!(r["connections_broken"], 0, "quic: {r}");
-    // QUIC reaches the backend over the CLB node's own TCP connection, whose TOA option
-    // names london (address and port); no X-Forwarded-For on a layer-4 listener.
+    assert_eq!(r["forwarded_for_seen"], serde_json::json!([london]), "quic h3: {r}");
+    assert_eq!(r["toa_seen"], serde_json::json!([]), "HTTP/3 names the client in the request, not TOA: {r}");
+    assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "quic: {r}");
+    assert_eq!(r["source"], serde_json::json!(london), "the probe names the address it sent from: {r}");
+    assert_eq!(quic_handshakes(&lab).1, 4, "one handshake per connection");
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let h3: u64 = status["quic"].as_object().unwrap().values().map(|q| q["h3_requests"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(h3, r["sent"].as_u64().unwrap(), "every request went as HTTP/3: {}", status["quic"]);
+    // A listener offering another protocol relays each stream over the CLB node's own
+    // TCP connection, whose TOA option names london (address and port); no
+    // X-Forwarded-For.
+    let r = lab.probe_with("london", "198.18.0.20:4435", "quic", 4, &["--alpn", "anyedge-probe"]);
+    assert!(r["sent"].as_u64().unwrap() > 0 && r["received"] == r["sent"], "quic relayed: {r}");
     let toa = r["toa_seen"].as_array().unwrap();
     assert_eq!(toa.len(), 4, "one TOA client per QUIC connection: {r}");
     assert!(toa.iter().all(|a| a.as_str().unwrap().starts_with(&format!("{london}:"))), "{r}");
-    assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "quic: {r}");
-    assert_eq!(r["source"], serde_json::json!(london), "the probe names the address it sent from: {r}");
-    assert_eq!(r["forwarded_for_seen"], serde_json::json!([]), "quic: {r}");
-    assert_eq!(quic_handshakes(&lab).1, 4, "one handshake per connection");
+    assert_eq!(r["client_addrs_seen"], serde_json::json!([london]), "quic relayed: {r}");
+    assert_eq!(r["forwarded_for_seen"], serde_json::json!([]), "quic relayed: {r}");
     // Mutual TLS: the probe presents the lab's client certificate (`lab exec` points it there).
     for (port, protocol) in [(9443, "https"), (4434, "quic")] {
         let r = lab.probe("london", &format!("198.18.0.20:{port}"), protocol, 2);
@@ -1047,7 +1060,7 @@ fn an_aioquic_client_opens_a_new_connection_after_its_region_restarts_and_gets_a
     let client = Command::new(exe())
         .args(["lab", "exec"])
         .arg(&lab.file)
-        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", "4433", "12", "0.1", "3"])
+        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", "4435", "12", "0.1", "3", "anyedge-probe"])
         .env("PYTHONPATH", &aioquic)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -454,7 +454,7 @@ fn small_with_quic(faults: &str) -> Topology {
 }
 
 #[test]
-fn quic_listeners_terminate_quic_and_relay_streams_over_tcp() {
+fn quic_listeners_speak_http3_by_default_and_forward_each_request_naming_the_client() {
     let outcome = run(&small_with_quic(""));
     let r = &outcome.report;
     let mobile = r.clients.iter().find(|c| c.name == "mobile").unwrap();
@@ -462,12 +462,39 @@ fn quic_listeners_terminate_quic_and_relay_streams_over_tcp() {
     assert_eq!(app.protocol, "quic");
     assert!(app.anycast.received > 300 && app.anycast.loss_pct < 2.0, "{:?}", app.anycast);
     assert!(app.direct.received > 300 && app.direct.loss_pct < 2.0, "{:?}", app.direct);
-    // Ten clients, anycast and direct: twenty QUIC connections, each on a TCP relay to
-    // a web backend that learns the client from TOA.
+    // Ten clients, anycast and direct: twenty QUIC connections (ALPN h3), each request
+    // an HTTP/3 POST that reached a web backend as HTTP/1.1 naming the client in
+    // X-Forwarded-For.
     assert_eq!(outcome.quic_handshakes, 20);
+    let answered = app.anycast.received + app.direct.received;
+    assert!(
+        outcome.quic_h3_requests >= answered,
+        "{} HTTP/3 requests for {answered} answers",
+        outcome.quic_h3_requests
+    );
     let seen: Vec<&String> =
         r.backends.iter().filter(|b| b.address.ends_with(":8080")).flat_map(|b| &b.client_addrs_seen).collect();
-    assert!(seen.iter().all(|a| a.starts_with("198.18.64.")), "{seen:?}");
+    assert!(!seen.is_empty() && seen.iter().all(|a| a.starts_with("198.18.64.")), "{seen:?}");
+}
+
+#[test]
+fn a_quic_listener_offering_another_protocol_relays_each_stream_as_bytes_with_toa() {
+    let mut t = small_with_quic("");
+    let quic = t.vips[0].listeners.iter_mut().find(|l| l.port == 4433).unwrap();
+    quic.alpn = vec!["anyedge-echo".into()];
+    let outcome = run(&t);
+    let app = &outcome.report.clients.iter().find(|c| c.name == "mobile").unwrap().traffic[0];
+    assert!(app.anycast.received > 300 && app.anycast.loss_pct < 2.0, "{:?}", app.anycast);
+    assert_eq!(outcome.quic_handshakes, 20, "clients offered the listener's protocol and were taken");
+    assert_eq!(outcome.quic_h3_requests, 0, "no HTTP/3: streams are relayed");
+    let seen: Vec<&String> = outcome
+        .report
+        .backends
+        .iter()
+        .filter(|b| b.address.ends_with(":8080"))
+        .flat_map(|b| &b.client_addrs_seen)
+        .collect();
+    assert!(!seen.is_empty() && seen.iter().all(|a| a.starts_with("198.18.64.")), "TOA names the client: {seen:?}");
 }
 
 #[test]

@@ -610,6 +610,38 @@ fn mutual_tls_only_on_listeners_that_terminate_tls() {
     );
 }
 
+#[test]
+fn a_quic_listener_offers_h3_unless_its_alpn_says_otherwise_and_only_quic_listeners_take_alpn() {
+    let listener = |def: &str| {
+        with(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            &format!("      - {{ protocol: tcp, port: 443, scheduler: wrr, backends: web }}\n{def}"),
+        )
+    };
+    let t = topology::parse_str("t.yaml", &listener("      - { protocol: quic, port: 4433, backends: web }")).unwrap();
+    assert_eq!(t.vips[0].listeners[2].alpn, ["h3"], "HTTP/3 by default");
+    assert!(t.vips[0].listeners[1].alpn.is_empty(), "a TCP listener offers nothing");
+    let t = topology::parse_str(
+        "t.yaml",
+        &listener("      - { protocol: quic, port: 4433, backends: web, alpn: [my-game, h3] }"),
+    )
+    .unwrap();
+    assert_eq!(t.vips[0].listeners[2].alpn, ["my-game", "h3"], "in the file's order");
+    for (alpn, says) in [
+        ("[]", "an empty offer refuses every client"),
+        ("[h3, h3]", "`h3` is offered twice"),
+        ("[\"h 3\"]", "not an ALPN protocol ID"),
+        ("h3", "expected a list"),
+    ] {
+        let text = listener(&format!("      - {{ protocol: quic, port: 4433, backends: web, alpn: {alpn} }}"));
+        let err = topology::parse_str("t.yaml", &text).expect_err(alpn).to_string();
+        assert!(err.contains("listeners[2].alpn") && err.contains(says), "{alpn}: {err}");
+    }
+    let text = listener("      - { protocol: https, port: 8443, backends: web, alpn: [h2] }");
+    let err = topology::parse_str("t.yaml", &text).expect_err("https").to_string();
+    assert!(err.contains("listeners[2].alpn") && err.contains("a quic listener's"), "{err}");
+}
+
 /// small.yaml with two NAT gateways (frankfurt's `egress`, madrid's `far`), a madrid
 /// region, and one more `web` backend on the internet written as `backend`.
 fn with_gateways(backend: &str) -> String {

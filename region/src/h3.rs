@@ -226,10 +226,119 @@ impl H3Session {
     }
 }
 
+/// An HTTP/3 client's side of one QUIC connection: what the simulator's QUIC clients
+/// and `anyedge probe --protocol quic` speak to `h3` listeners (the same library, the
+/// client role; a zero-capacity QPACK table, so every field is a literal or the static
+/// table's).
+pub struct H3Client {
+    conn: shiguredo_http3::ClientConnection,
+    answers: BTreeMap<u64, H3Answer>,
+}
+
+/// A response as the client read it so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct H3Answer {
+    pub status: Option<u16>,
+    /// Its fields besides `:status`, as sent (lower-case names).
+    pub fields: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The stream ended: the response is whole.
+    pub ended: bool,
+}
+
+impl H3Client {
+    /// A client whose control and QPACK streams are the unidirectional streams `uni`
+    /// (control, encoder, decoder) it opened: returns what each carries first.
+    pub fn new(uni: [u64; 3]) -> Result<(H3Client, [StreamStart; 3]), H3Closed> {
+        let mut settings = Settings::new();
+        settings.qpack_max_table_capacity = Some(VarInt::from(0u32));
+        settings.qpack_blocked_streams = Some(VarInt::from(0u32));
+        let mut conn = shiguredo_http3::ClientConnection::new(settings);
+        let init = conn
+            .init_h3_streams(uni[0], uni[1], uni[2])
+            .map_err(|e| closed(e).err().unwrap_or(H3Closed(ERROR_INTERNAL)))?;
+        let first = [
+            (init.control_stream_id, init.control_data),
+            (init.encoder_stream_id, init.encoder_data),
+            (init.decoder_stream_id, init.decoder_data),
+        ];
+        Ok((H3Client { conn, answers: BTreeMap::new() }, first))
+    }
+
+    /// A request on the client's next bidirectional stream (0, 4, 8…, as QUIC opens
+    /// them): the stream's number and all it carries (the stream ends after them).
+    pub fn request(
+        &mut self,
+        (method, authority, path): (&str, &str, &str),
+        fields: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u64, Vec<u8>), H3Closed> {
+        let pseudo = [(":method", method), (":scheme", "https"), (":authority", authority), (":path", path)];
+        let headers: Result<Vec<Header>, _> = pseudo.iter().chain(fields).map(|(n, v)| Header::new(n, v)).collect();
+        let headers = headers.map_err(|_| H3Closed(ERROR_INTERNAL))?;
+        let id = self
+            .conn
+            .send_request(&headers, body.is_empty())
+            .map_err(|e| closed(e).err().unwrap_or(H3Closed(ERROR_INTERNAL)))?;
+        if !body.is_empty() {
+            self.conn.send_body(id, body, true).map_err(|e| closed(e).err().unwrap_or(H3Closed(ERROR_INTERNAL)))?;
+        }
+        let mut bytes = Vec::new();
+        while let Some((more, fin)) = self.conn.take_stream_data(id) {
+            bytes.extend_from_slice(&more);
+            if fin || more.is_empty() {
+                break;
+            }
+        }
+        self.answers.insert(id, H3Answer::default());
+        Ok((id, bytes))
+    }
+
+    /// The server's bytes on a stream: a response, or its control and QPACK streams.
+    pub fn feed(&mut self, stream: u64, data: &[u8], fin: bool) -> Result<(), H3Closed> {
+        self.conn.feed_stream(stream, data, fin).or_else(closed)?;
+        while let Some(event) = self.conn.poll_event().or_else(|e| closed(e).map(|()| None))? {
+            match event {
+                Event::Header { stream_id, name, value } => {
+                    let Some(a) = self.answers.get_mut(&stream_id) else { continue };
+                    let (name, value) = (String::from_utf8_lossy(&name), String::from_utf8_lossy(&value));
+                    if name == ":status" {
+                        a.status = value.parse().ok();
+                    } else {
+                        a.fields.push((name.into_owned(), value.into_owned()));
+                    }
+                }
+                Event::Data { stream_id, data } => {
+                    if let Some(a) = self.answers.get_mut(&stream_id) {
+                        a.body.extend_from_slice(&data);
+                    }
+                }
+                Event::StreamEnd { stream_id } => {
+                    if let Some(a) = self.answers.get_mut(&stream_id) {
+                        a.ended = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The response on `stream` so far.
+    pub fn answer(&self, stream: u64) -> Option<&H3Answer> {
+        self.answers.get(&stream)
+    }
+
+    /// The response on `stream`, forgotten here (a whole one, or one given up on).
+    pub fn take_answer(&mut self, stream: u64) -> Option<H3Answer> {
+        self.answers.remove(&stream)
+    }
+}
+
 /// H3_REQUEST_REJECTED (RFC 9114 §8.1): not processed, safe to retry.
 const ERROR_REQUEST_REJECTED: u64 = 0x010b;
 /// H3_INTERNAL_ERROR.
-const ERROR_INTERNAL: u64 = 0x0102;
+pub const ERROR_INTERNAL: u64 = 0x0102;
 
 /// H3_FRAME_ERROR.
 const ERROR_FRAME: u64 = 0x0106;
@@ -436,5 +545,35 @@ mod tests {
         let mut q = Pair::new();
         let settings_frame = [0x04, 0x00];
         assert!(q.server.feed(0, &settings_frame, false).is_err());
+    }
+
+    #[test]
+    fn our_own_client_speaks_to_the_session_and_reads_the_answer() {
+        let (mut server, first) = H3Session::new(CLIENT.parse().unwrap(), [3, 7, 11]).unwrap();
+        let (mut client, ours) = H3Client::new([2, 6, 10]).unwrap();
+        for (id, data) in ours {
+            server.feed(id, &data, false).unwrap();
+        }
+        for (id, data) in first {
+            client.feed(id, &data, false).unwrap();
+        }
+        let fields = [("x-anyedge-response-bytes", "5")];
+        let (id, bytes) = client.request(("POST", "198.18.0.20:4433", "/"), &fields, b"hello").unwrap();
+        assert_eq!(id, 0, "the first bidirectional stream");
+        server.feed(id, &bytes, true).unwrap();
+        let (stream, request) = server.take_request().expect("a whole request");
+        let text = String::from_utf8_lossy(&request).into_owned();
+        assert!(text.starts_with("POST / HTTP/1.1\r\nHost: 198.18.0.20:4433\r\n"), "{text}");
+        assert!(text.contains("x-anyedge-response-bytes: 5\r\n") && text.ends_with("\r\n\r\nhello"), "{text}");
+        server.backend_bytes(stream, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nworld", false);
+        while let Some((out, fin)) = server.take_output(stream) {
+            client.feed(stream, &out, fin).unwrap();
+            if fin || out.is_empty() {
+                break;
+            }
+        }
+        let answer = client.take_answer(id).unwrap();
+        assert_eq!((answer.status, answer.body.as_slice(), answer.ended), (Some(200), &b"world"[..], true));
+        assert!(answer.fields.contains(&("content-length".into(), "5".into())), "{:?}", answer.fields);
     }
 }

@@ -126,9 +126,10 @@ fn server_config(
     Ok(config)
 }
 
+/// QUIC with the certificate, offering no ALPN (each listener derives its own offer:
+/// [`QuicTermination::with_alpn`]).
 fn quic(config: &Arc<rustls::ServerConfig>) -> Result<QuicTermination, String> {
-    let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(config.clone()).map_err(err)?;
-    Ok(Shared(Arc::new(quinn_proto::ServerConfig::with_crypto(Arc::new(crypto)))))
+    QuicTermination::new(config.clone(), &[])
 }
 
 impl VipIdentity {

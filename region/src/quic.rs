@@ -370,6 +370,14 @@ impl QuicHost {
         }
     }
 
+    /// Closes connection `ch` with an application error `code` (HTTP/3's, say) and `reason`.
+    pub fn close_with(&mut self, ch: ConnectionHandle, now_ns: u64, code: u64, reason: &'static [u8]) {
+        let now = self.at(now_ns);
+        if let (Some(conn), Ok(code)) = (self.conns.get_mut(&ch), quinn_proto::VarInt::from_u64(code)) {
+            conn.close(now, code, bytes::Bytes::from_static(reason));
+        }
+    }
+
     /// Stateless resets sent so far.
     pub fn stateless_resets(&self) -> u64 {
         self.stateless_resets
@@ -641,7 +649,7 @@ mod tests {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
-        let server = QuicHost::server(identity.quic.0.clone(), (2, None), 1, [9; 32]);
+        let server = QuicHost::server(identity.quic.server.clone(), (2, None), 1, [9; 32]);
         (server, QuicHost::client(2), ClientConfig::new(Arc::new(quic)))
     }
 

@@ -1,10 +1,13 @@
 //! QUIC listeners: the CLB node terminates the client's QUIC connection (quinn-proto,
-//! TLS 1.3) and carries each bidirectional stream to the connection's backend over a TCP
-//! connection of its own, naming the client in a TOA option. A client that changes
-//! address (4G to Wi-Fi) keeps its connection: quinn validates the new path and the
-//! node keeps the backend.
+//! TLS 1.3). A connection that negotiated ALPN `h3` speaks HTTP/3: each request
+//! ([`crate::h3::H3Session`]) goes to the connection's backend as HTTP/1.1 with
+//! X-Forwarded-For over a TCP connection of the node's own, and the answer comes back as
+//! the stream's response. Any other protocol (or none) has each bidirectional stream
+//! relayed to the backend as bytes over such a connection, naming the client in a TOA
+//! option. A client that changes address (4G to Wi-Fi) keeps its connection: quinn
+//! validates the new path and the node keeps the backend.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use anyedge_proto::inner;
@@ -12,11 +15,70 @@ use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent, StreamId};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
+use crate::h3::{H3Closed, H3Session};
 use crate::quic::{QuicHost, QuicTransmit};
 use crate::tcp_stack::TcpStack;
 
-/// The QUIC server identity of a listener.
-pub type QuicTermination = crate::Shared<quinn_proto::ServerConfig>;
+/// The ALPN protocol ID of HTTP/3 (RFC 9114 §3.1).
+pub const H3: &[u8] = b"h3";
+/// Bytes of an HTTP/3 answer the listener holds for one stream beyond what quinn took
+/// (past it, it stops reading that backend connection and TCP's window pushes back).
+pub const H3_STREAM_HELD_MAX: usize = 64 * 1024;
+
+/// The QUIC server identity of a listener: quinn's configuration, made from a TLS
+/// configuration (the certificate) with the application protocols the listener offers.
+#[derive(Clone)]
+pub struct QuicTermination {
+    pub server: std::sync::Arc<quinn_proto::ServerConfig>,
+    /// The TLS configuration it was made from, before ALPN: what a rotation matches.
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    alpn: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for QuicTermination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let alpn: Vec<String> = self.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        f.debug_struct("QuicTermination").field("alpn", &alpn).finish()
+    }
+}
+
+/// The same termination: one quinn configuration (as `Shared` compares).
+impl PartialEq for QuicTermination {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.server, &other.server)
+    }
+}
+
+impl Eq for QuicTermination {}
+
+impl QuicTermination {
+    /// QUIC with `tls`'s certificate (and client verification), offering `alpn` (none:
+    /// clients that offer no ALPN only; rustls refuses a QUIC client whose offer shares
+    /// nothing with a non-empty list).
+    pub fn new(tls: std::sync::Arc<rustls::ServerConfig>, alpn: &[Vec<u8>]) -> Result<QuicTermination, String> {
+        let mut with_alpn = (*tls).clone();
+        with_alpn.alpn_protocols = alpn.to_vec();
+        let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(std::sync::Arc::new(with_alpn))
+            .map_err(|e| e.to_string())?;
+        let server = std::sync::Arc::new(quinn_proto::ServerConfig::with_crypto(std::sync::Arc::new(crypto)));
+        Ok(QuicTermination { server, tls, alpn: alpn.to_vec() })
+    }
+
+    /// The same identity offering `alpn`.
+    pub fn with_alpn(&self, alpn: &[Vec<u8>]) -> QuicTermination {
+        QuicTermination::new(self.tls.clone(), alpn).unwrap_or_else(|_| self.clone())
+    }
+
+    /// What the listener offers in ALPN.
+    pub fn alpn(&self) -> &[Vec<u8>] {
+        &self.alpn
+    }
+
+    /// Made from the same certificate and client verification as `other`.
+    pub fn same_identity(&self, other: &QuicTermination) -> bool {
+        std::sync::Arc::ptr_eq(&self.tls, &other.tls)
+    }
+}
 
 /// A stream relayed to the backend over TCP.
 struct Relay {
@@ -85,6 +147,109 @@ impl Relay {
     }
 }
 
+/// An HTTP/3 request's TCP connection to the backend.
+struct H3Relay {
+    /// The request stream's number.
+    stream: u64,
+    tcp: SocketHandle,
+    local: (IpAddr, u16),
+    /// The HTTP/1.1 request, until the socket takes it.
+    to_tcp: Vec<u8>,
+    /// The backend closed its side, and its answer was passed on.
+    backend_done: bool,
+    /// The stream's response has left (or the stream is gone): the relay is over.
+    over: bool,
+}
+
+/// An `h3` connection's HTTP/3: the session, the client's streams being read, what each
+/// stream still has to write, and the requests at the backend.
+struct H3Conn {
+    session: H3Session,
+    /// The client's streams still being read (request streams, its control and QPACK
+    /// streams).
+    reading: Vec<StreamId>,
+    /// Bytes quinn has not taken yet, per stream, and whether the stream ends after them.
+    pending: BTreeMap<u64, (Vec<u8>, bool)>,
+    /// Requests waiting for their port toward the backend.
+    waiting: HashMap<u64, Vec<u8>>,
+    relays: Vec<H3Relay>,
+}
+
+/// The quinn ID of stream number `n`.
+fn stream_id(n: u64) -> Option<StreamId> {
+    quinn_proto::VarInt::from_u64(n).ok().map(StreamId::from)
+}
+
+/// What a stream holds to read now, whether its end came, and whether it is gone (reset
+/// or stopped).
+fn read_all(conn: &mut quinn_proto::Connection, id: StreamId) -> (Vec<u8>, bool, bool) {
+    let (mut data, mut fin, mut gone) = (Vec::new(), false, false);
+    let mut stream = conn.recv_stream(id);
+    match stream.read(true) {
+        Ok(mut chunks) => {
+            loop {
+                match chunks.next(64 * 1024) {
+                    Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
+                    Ok(None) => {
+                        fin = true;
+                        break;
+                    }
+                    Err(quinn_proto::ReadError::Blocked) => break,
+                    Err(_) => {
+                        gone = true;
+                        break;
+                    }
+                }
+            }
+            let _ = chunks.finalize();
+        }
+        Err(_) => gone = true,
+    }
+    (data, fin, gone)
+}
+
+/// What the session has for each stream, into quinn's streams as far as their flow
+/// control takes it; a stream whose last bytes left is finished, and its relay is over.
+fn flush_h3(conn: &mut quinn_proto::Connection, h3: &mut H3Conn) {
+    for stream in h3.session.writable() {
+        while let Some((bytes, fin)) = h3.session.take_output(stream) {
+            let entry = h3.pending.entry(stream).or_default();
+            entry.0.extend_from_slice(&bytes);
+            entry.1 |= fin;
+            if fin || bytes.is_empty() {
+                break;
+            }
+        }
+    }
+    let mut ended = Vec::new();
+    h3.pending.retain(|&stream, (bytes, fin)| {
+        let Some(id) = stream_id(stream) else { return false };
+        let mut send = conn.send_stream(id);
+        if !bytes.is_empty() {
+            match send.write(bytes) {
+                Ok(n) => {
+                    bytes.drain(..n);
+                }
+                Err(quinn_proto::WriteError::Blocked) => {}
+                // The client stopped the stream (or it is gone): nothing more goes.
+                Err(_) => {
+                    ended.push(stream);
+                    return false;
+                }
+            }
+        }
+        if bytes.is_empty() && *fin {
+            let _ = send.finish();
+            ended.push(stream);
+            return false;
+        }
+        true
+    });
+    for r in h3.relays.iter_mut().filter(|r| ended.contains(&r.stream)) {
+        r.over = true;
+    }
+}
+
 /// One client QUIC connection at this node.
 pub struct QuicConn {
     /// Where its latest packet entered, and its flow hash (for the way back).
@@ -96,6 +261,8 @@ pub struct QuicConn {
     pub backend: Option<SocketAddr>,
     stack: Option<TcpStack>,
     relays: Vec<Relay>,
+    /// HTTP/3, when the client negotiated `h3`.
+    h3: Option<Box<H3Conn>>,
 }
 
 /// A binding no longer in use (if any), and local ports (address, port) to free with the
@@ -107,8 +274,9 @@ pub type Released = (Option<usize>, Vec<(SocketAddr, (IpAddr, u16))>);
 pub struct QuicStep {
     /// QUIC datagrams toward clients: (connection, destination, UDP payload).
     pub to_client: Vec<(ConnectionHandle, SocketAddr, Vec<u8>)>,
-    /// TCP packets toward backends: (backend, the client it is for, packet).
-    pub to_backend: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// TCP packets toward backends: (backend, the client a SYN's TOA option names —
+    /// none for HTTP/3, whose requests name it in X-Forwarded-For — packet).
+    pub to_backend: Vec<(SocketAddr, Option<SocketAddr>, Vec<u8>)>,
     /// Connections that need a backend chosen (just established).
     pub need_backend: Vec<ConnectionHandle>,
     /// Streams that need a local port toward the backend: (connection, stream).
@@ -124,6 +292,7 @@ pub struct QuicListener {
     conns: HashMap<ConnectionHandle, QuicConn>,
     by_backend: HashMap<(SocketAddr, IpAddr, u16), ConnectionHandle>,
     seed: u64,
+    h3_requests: u64,
 }
 
 /// A node's QUIC listeners at a glance: connections held now; handshakes accepted,
@@ -137,6 +306,8 @@ pub struct QuicCounts {
     pub stateless_resets: u64,
     /// Initials refused: their source, or the node, held all the connections it may.
     pub refused: u64,
+    /// HTTP/3 requests forwarded to backends (connections that negotiated `h3`).
+    pub h3_requests: u64,
 }
 
 impl std::ops::Add for QuicCounts {
@@ -148,6 +319,7 @@ impl std::ops::Add for QuicCounts {
             retries: self.retries + o.retries,
             stateless_resets: self.stateless_resets + o.stateless_resets,
             refused: self.refused + o.refused,
+            h3_requests: self.h3_requests + o.h3_requests,
         }
     }
 }
@@ -167,12 +339,13 @@ impl QuicListener {
         seed: u64,
     ) -> QuicListener {
         QuicListener {
-            host: QuicHost::server(termination.0.clone(), (node, cipher), seed, cid_secret),
+            host: QuicHost::server(termination.server.clone(), (node, cipher), seed, cid_secret),
             vip,
             own,
             conns: HashMap::new(),
             by_backend: HashMap::new(),
             seed,
+            h3_requests: 0,
         }
     }
 
@@ -185,7 +358,7 @@ impl QuicListener {
     /// New connections handshake with `termination` from now on (a rotated
     /// certificate); open connections keep their keys.
     pub fn set_termination(&mut self, termination: &QuicTermination) {
-        self.host.set_server_config(termination.0.clone());
+        self.host.set_server_config(termination.server.clone());
     }
 
     pub fn handshakes(&self) -> u64 {
@@ -204,6 +377,7 @@ impl QuicListener {
             retries: self.host.retries(),
             stateless_resets: self.host.stateless_resets(),
             refused: self.host.refused(),
+            h3_requests: self.h3_requests,
         }
     }
 
@@ -244,6 +418,7 @@ impl QuicListener {
                 backend: None,
                 stack: None,
                 relays: Vec::new(),
+                h3: None,
             });
             conn.ingress = ingress;
         }
@@ -271,6 +446,18 @@ impl QuicListener {
     pub fn open_relay(&mut self, ch: ConnectionHandle, stream: StreamId, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(&ch) else { return false };
         let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else { return false };
+        if let Some(h3) = c.h3.as_mut() {
+            // HTTP/3: the request that asked for the port goes first (none: the client
+            // reset it meanwhile, and the port goes back).
+            let Some(request) = h3.waiting.remove(&u64::from(stream)) else { return false };
+            let Some(tcp) = stack.connect(backend, local) else { return false };
+            let relay =
+                H3Relay { stream: stream.into(), tcp, local, to_tcp: request, backend_done: false, over: false };
+            h3.relays.push(relay);
+            let before = self.by_backend.insert((backend, local.0, local.1), ch);
+            debug_assert!(before.is_none(), "a local port serves one relay");
+            return true;
+        }
         let Some(handle) = stack.connect(backend, local) else { return false };
         c.relays.push(Relay {
             stream,
@@ -294,19 +481,33 @@ impl QuicListener {
         self.host.drive(now_ns, &mut out);
         for (ch, event) in self.host.take_events() {
             match event {
-                Event::Connected => step.need_backend.push(ch),
-                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-                    while let Some(id) = self.host.conn(ch).and_then(|c| c.streams().accept(Dir::Bi)) {
-                        step.need_port.push((ch, id));
+                Event::Connected => {
+                    step.need_backend.push(ch);
+                    self.start_h3(ch, now_ns);
+                }
+                Event::Stream(StreamEvent::Opened { dir }) => {
+                    let h3 = self.conns.get(&ch).is_some_and(|c| c.h3.is_some());
+                    while let Some(id) = self.host.conn(ch).and_then(|c| c.streams().accept(dir)) {
+                        match (h3, dir) {
+                            (true, _) => {
+                                if let Some(h) = self.conns.get_mut(&ch).and_then(|c| c.h3.as_mut()) {
+                                    h.reading.push(id);
+                                }
+                            }
+                            (false, Dir::Bi) => step.need_port.push((ch, id)),
+                            // Without HTTP/3 a client's unidirectional streams carry nothing here.
+                            (false, Dir::Uni) => {}
+                        }
                     }
                 }
                 Event::ConnectionLost { .. } => {
                     if let Some(c) = self.conns.remove(&ch) {
                         let mut ports = Vec::new();
                         if let Some(b) = c.backend {
-                            for r in &c.relays {
-                                self.by_backend.remove(&(b, r.local.0, r.local.1));
-                                ports.push((b, r.local));
+                            let h3 = c.h3.iter().flat_map(|h| h.relays.iter().map(|r| r.local));
+                            for local in c.relays.iter().map(|r| r.local).chain(h3) {
+                                self.by_backend.remove(&(b, local.0, local.1));
+                                ports.push((b, local));
                             }
                         }
                         step.closed.push((c.binding, ports));
@@ -320,11 +521,45 @@ impl QuicListener {
         self.collect(&mut out, step);
     }
 
+    /// A connection just established that negotiated `h3`: its HTTP/3 session, on three
+    /// unidirectional streams of the node's own (control, QPACK encoder and decoder).
+    fn start_h3(&mut self, ch: ConnectionHandle, now_ns: u64) {
+        let Some(conn) = self.host.conn(ch) else { return };
+        let alpn = conn
+            .crypto_session()
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn_proto::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol);
+        if alpn.as_deref() != Some(H3) {
+            return;
+        }
+        let Some(client) = self.conns.get(&ch).map(|c| c.first.ip()) else { return };
+        let uni: Option<Vec<StreamId>> = (0..3).map(|_| conn.streams().open(Dir::Uni)).collect();
+        let Some([control, encoder, decoder]) = uni.and_then(|u| <[StreamId; 3]>::try_from(u).ok()) else {
+            self.host.close_with(ch, now_ns, crate::h3::ERROR_INTERNAL, b"no streams for HTTP/3");
+            return;
+        };
+        match H3Session::new(client, [control.into(), encoder.into(), decoder.into()]) {
+            Ok((session, first)) => {
+                let pending = first.into_iter().map(|(s, bytes)| (s, (bytes, false))).collect();
+                let h3 = H3Conn { session, reading: Vec::new(), pending, waiting: HashMap::new(), relays: Vec::new() };
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.h3 = Some(Box::new(h3));
+                }
+            }
+            Err(H3Closed(code)) => self.host.close_with(ch, now_ns, code, b"HTTP/3"),
+        }
+    }
+
     /// Copies bytes between each stream and its TCP connection, both ways.
     fn relay(&mut self, now_ns: u64, step: &mut QuicStep) {
         let mut handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         handles.sort();
         for ch in handles {
+            if self.conns.get(&ch).is_some_and(|c| c.h3.is_some()) {
+                self.relay_h3(ch, now_ns, step);
+                continue;
+            }
             let Some(c) = self.conns.get_mut(&ch) else { continue };
             let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else { continue };
             let Some(conn) = self.host.conn(ch) else { continue };
@@ -335,7 +570,7 @@ impl QuicListener {
             }
             stack.poll(now_ns);
             for packet in stack.drain_tx() {
-                step.to_backend.push((backend, c.first, packet));
+                step.to_backend.push((backend, Some(c.first), packet));
             }
             // Relays whose both directions are done leave; their ports go back.
             let mut done = Vec::new();
@@ -352,6 +587,101 @@ impl QuicListener {
             if !done.is_empty() {
                 step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
             }
+        }
+    }
+
+    /// One `h3` connection: the client's streams into its session, requests out to the
+    /// backend (each asks for a port), the backend's answers back through the session,
+    /// and what the session has for each stream into quinn's.
+    fn relay_h3(&mut self, ch: ConnectionHandle, now_ns: u64, step: &mut QuicStep) {
+        let Some(c) = self.conns.get_mut(&ch) else { return };
+        let Some(conn) = self.host.conn(ch) else { return };
+        let Some(h3) = c.h3.as_mut() else { return };
+        // The client's bytes, stream by stream, into the session.
+        let mut closed = None;
+        h3.reading.retain(|&id| {
+            if closed.is_some() {
+                return true;
+            }
+            let (data, fin, gone) = read_all(conn, id);
+            if (!data.is_empty() || fin)
+                && let Err(H3Closed(code)) = h3.session.feed(id.into(), &data, fin)
+            {
+                closed = Some(code);
+            }
+            !(fin || gone)
+        });
+        if let Some(code) = closed {
+            self.host.close_with(ch, now_ns, code, b"HTTP/3");
+            return;
+        }
+        // Streams the session refused or broke: reset toward the client.
+        for (stream, code) in h3.session.take_resets() {
+            let (Some(id), Ok(code)) = (stream_id(stream), quinn_proto::VarInt::from_u64(code)) else { continue };
+            let _ = conn.send_stream(id).reset(code);
+            let _ = conn.recv_stream(id).stop(code);
+            h3.pending.remove(&stream);
+            h3.waiting.remove(&stream);
+            for r in h3.relays.iter_mut().filter(|r| r.stream == stream) {
+                r.over = true;
+            }
+        }
+        // Requests ready for the backend: each asks the CLB for a port.
+        while let Some((stream, request)) = h3.session.take_request() {
+            let Some(id) = stream_id(stream) else { continue };
+            h3.waiting.insert(stream, request);
+            step.need_port.push((ch, id));
+            self.h3_requests += 1;
+        }
+        // The backend's answers, while each stream has room for them.
+        if let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) {
+            stack.poll(now_ns);
+            for r in h3.relays.iter_mut().filter(|r| !r.over) {
+                let s = stack.socket(r.tcp);
+                let held = h3.pending.get(&r.stream).map_or(0, |(b, _)| b.len());
+                let mut answer = Vec::new();
+                let room = H3_STREAM_HELD_MAX.saturating_sub(held);
+                crate::tcp_stack::exchange_upto(s, &mut r.to_tcp, &mut answer, room);
+                let backend_closed = !s.may_recv()
+                    && matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed);
+                let ended = backend_closed && !r.backend_done;
+                if !answer.is_empty() || ended {
+                    h3.session.backend_bytes(r.stream, &answer, ended);
+                }
+                if ended {
+                    r.backend_done = true;
+                    s.close();
+                }
+            }
+            flush_h3(conn, h3);
+            // Relays whose answer has left (or whose stream is gone) close; ports go back.
+            let mut done = Vec::new();
+            h3.relays.retain(|r| {
+                let over = r.over || (r.backend_done && !h3.pending.contains_key(&r.stream));
+                if over {
+                    // Answered: the node's side closes; cut short (a reset): aborted.
+                    let s = stack.socket(r.tcp);
+                    if !r.backend_done && s.state() != tcp::State::CloseWait && r.to_tcp.is_empty() {
+                        s.close();
+                    } else if !r.backend_done {
+                        s.abort();
+                    }
+                    done.push(r.local);
+                }
+                !over
+            });
+            stack.poll(now_ns);
+            for packet in stack.drain_tx() {
+                step.to_backend.push((backend, None, packet));
+            }
+            for local in &done {
+                self.by_backend.remove(&(backend, local.0, local.1));
+            }
+            if !done.is_empty() {
+                step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
+            }
+        } else {
+            flush_h3(conn, h3);
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Outcome {
     pub recoveries_ns: Vec<Vec<u64>>,
     /// QUIC handshakes the CLB nodes accepted.
     pub quic_handshakes: u64,
+    /// HTTP/3 requests CLB nodes forwarded to backends.
+    pub quic_h3_requests: u64,
     /// [client group][traffic class of the group]: when it last got an anycast reply.
     pub last_reply_ns: Vec<Vec<Option<u64>>>,
 }
@@ -159,6 +161,7 @@ pub fn run_with(
         stats,
         recoveries_ns: world.recoveries_ns(),
         quic_handshakes: world.quic_handshakes(),
+        quic_h3_requests: world.quic_h3_requests(),
         last_reply_ns: world.last_reply_ns(),
     })
 }

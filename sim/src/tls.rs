@@ -61,9 +61,24 @@ pub fn vip_pki(vips: &[IpAddr]) -> Result<(VipIdentity, Arc<rustls::ClientConfig
     Ok((identity, Arc::new(client)))
 }
 
-/// The QUIC clients' configuration over the same trust and client certificate.
-pub fn quic_client(client: &Arc<rustls::ClientConfig>) -> Result<quinn_proto::ClientConfig, String> {
+/// The QUIC clients' configuration over the same trust and client certificate,
+/// offering `alpn` (one protocol, or none when empty).
+pub fn quic_client(client: &Arc<rustls::ClientConfig>, alpn: &[u8]) -> Result<quinn_proto::ClientConfig, String> {
     use quinn_proto::crypto::rustls::QuicClientConfig;
-    let client = QuicClientConfig::try_from(client.clone()).map_err(|e| format!("QUIC set-up: {e}"))?;
+    let mut offering = (**client).clone();
+    offering.alpn_protocols = if alpn.is_empty() { Vec::new() } else { vec![alpn.to_vec()] };
+    let client = QuicClientConfig::try_from(Arc::new(offering)).map_err(|e| format!("QUIC set-up: {e}"))?;
     Ok(quinn_proto::ClientConfig::new(Arc::new(client)))
+}
+
+/// What a simulated QUIC client offers a listener that offers `alpn`: `h3` when the
+/// listener speaks HTTP/3 (it then speaks it too), else the listener's first protocol
+/// (its streams carry the simulator's own request and answer).
+pub fn quic_offer(alpn: &[String]) -> Vec<u8> {
+    let h3 = alpn.iter().any(|p| p.as_bytes() == anyedge_region::quic_listener::H3);
+    if h3 {
+        anyedge_region::quic_listener::H3.to_vec()
+    } else {
+        alpn.first().map(|p| p.as_bytes().to_vec()).unwrap_or_default()
+    }
 }

@@ -14,7 +14,10 @@ and an identity trailer. aioquic ignores stateless resets (it drops packets it c
 decrypt), so it notices a lost connection by the request timeout or its idle timeout;
 quinn acts on the reset at once.
 
-usage: reconnect.py HOST PORT SECONDS [INTERVAL_S TIMEOUT_S]
+The client offers ALPN (default `anyedge-probe`): a listener whose `alpn` lists it relays
+each stream to the backend as bytes.
+
+usage: reconnect.py HOST PORT SECONDS [INTERVAL_S TIMEOUT_S [ALPN]]
 """
 
 import asyncio
@@ -67,7 +70,8 @@ async def main():
     host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.1
     timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 1.0
-    config = QuicConfiguration(is_client=True, verify_mode=ssl.CERT_NONE, idle_timeout=5.0)
+    alpn = sys.argv[6] if len(sys.argv) > 6 else "anyedge-probe"
+    config = QuicConfiguration(is_client=True, verify_mode=ssl.CERT_NONE, idle_timeout=5.0, alpn_protocols=[alpn])
     start = time.monotonic()
     deadline = start + seconds
     tally = {"sent": 0, "answered": 0, "connections": 0, "first_s": None, "last_s": None, "gap_s": 0.0}

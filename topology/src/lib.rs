@@ -146,6 +146,9 @@ pub struct Listener {
     pub persistence_ns: Option<u64>,
     /// Clients must present a certificate from the lab's CA (HTTPS, TCP SSL, QUIC only).
     pub mtls: bool,
+    /// What a QUIC listener offers in ALPN (`h3`: HTTP/3 terminated; anything else:
+    /// streams relayed as bytes); empty for the other protocols.
+    pub alpn: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -77,9 +77,12 @@ impl Identity {
         }
     }
 
-    fn quic(&self, vip: IpAddr, mtls: bool) -> Option<QuicTermination> {
+    /// What a QUIC listener at `vip` terminates with, offering `alpn`.
+    fn quic(&self, vip: IpAddr, mtls: bool, alpn: &[String]) -> Option<QuicTermination> {
         let id = self.for_vip(vip)?;
-        if mtls { id.quic_mutual.clone() } else { Some(id.quic.clone()) }
+        let base = if mtls { id.quic_mutual.as_ref()? } else { &id.quic };
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Some(base.with_alpn(&alpn))
     }
 }
 
@@ -331,7 +334,7 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
                 layer7: l.protocol.is_terminated(),
                 http: l.protocol.is_layer7(),
                 tls: l.protocol.has_tls().then(|| identity.tls(vip, l.mtls, l.protocol.is_layer7())).flatten(),
-                quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic(vip, l.mtls)).flatten(),
+                quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic(vip, l.mtls, &l.alpn)).flatten(),
             };
             listeners.push(listener(IpAddr::V4(vip.ipv4)));
             if let Some(v6) = vip.ipv6 {

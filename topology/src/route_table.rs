@@ -173,6 +173,12 @@ fn added_listener(
         backend_group,
         persistence_ns: route.persistence_s.map(|s| u64::from(s) * 1_000_000_000),
         mtls: false,
+        // A route carries no ALPN: a QUIC listener made from one offers the default.
+        alpn: if protocol == crate::ListenerProtocol::Quic {
+            crate::schema::default_of("listener", "alpn", crate::schema::Field::default_strs)
+        } else {
+            Vec::new()
+        },
     }];
     only.vips = vec![one];
     let config = crate::nodes::clb_config(&only, site.region, site.index, site.addresses, site.identity);

@@ -117,6 +117,9 @@ pub struct ProbeConfig {
     /// QUIC: when each flow moves its connection to a new local port (a phone going
     /// from Wi-Fi to 4G), keeping the connection.
     pub migrate_at: Option<Duration>,
+    /// QUIC: the protocol offered in ALPN; `h3` speaks HTTP/3 (a request a POST on its
+    /// own stream), anything else the probe's own requests on one stream.
+    pub alpn: Vec<u8>,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
@@ -596,6 +599,83 @@ async fn run_flow(
     sent
 }
 
+/// One QUIC flow speaking HTTP/3 (ALPN `h3`): its control and QPACK streams, then each
+/// request a POST of the probe's request on a stream of its own, whose response body is
+/// the backend's echo and identity trailer, as over HTTPS. Paced and ended as
+/// [`run_flow`]'s.
+async fn run_h3_flow(
+    (f, start, duration, per_flow): (usize, Instant, Duration, Duration),
+    conn: quinn::Connection,
+    target: SocketAddr,
+    tally: Arc<Mutex<Tally>>,
+    mut migrate: Option<(Duration, quinn::Endpoint)>,
+) -> u64 {
+    use anyedge_region::h3::H3Client;
+    let mut uni = Vec::new();
+    for _ in 0..3 {
+        match conn.open_uni().await {
+            Ok(s) => uni.push(s),
+            Err(_) => {
+                tally.lock().await.broken += 1;
+                return 0;
+            }
+        }
+    }
+    let ids: Vec<u64> = uni.iter().map(|s| s.id().into()).collect();
+    let Ok((mut client, first)) = H3Client::new([ids[0], ids[1], ids[2]]) else {
+        tally.lock().await.broken += 1;
+        return 0;
+    };
+    // The control and QPACK streams stay open for the connection's life.
+    for (s, (_, bytes)) in uni.iter_mut().zip(first) {
+        if s.write_all(&bytes).await.is_err() {
+            tally.lock().await.broken += 1;
+            return 0;
+        }
+    }
+    let authority = target.to_string();
+    let (mut sent, mut next) = (0u64, tokio::time::Instant::now());
+    while start.elapsed() < duration {
+        if let Some((at, endpoint)) = &migrate
+            && start.elapsed() >= *at
+        {
+            let moved = std::net::UdpSocket::bind(any_port(endpoint.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())))
+                .and_then(|sock| sock.set_nonblocking(true).and_then(|()| endpoint.rebind(sock)));
+            if moved.is_ok() {
+                tally.lock().await.migrations += 1;
+            }
+            migrate = None;
+        }
+        let req = request(sent, start);
+        tally.lock().await.sent(start.elapsed().as_micros() as u64, 1);
+        let wait = WAIT.min((duration + GRACE).saturating_sub(start.elapsed()));
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.ok()?;
+            let (id, bytes) = client.request(("POST", &authority, "/probe"), &[], &req).ok()?;
+            // The library numbers requests as QUIC opens streams.
+            (id == u64::from(send.id())).then_some(())?;
+            send.write_all(&bytes).await.ok()?;
+            send.finish().ok()?;
+            let answer = recv.read_to_end(1 << 20).await.ok()?;
+            client.feed(id, &answer, true).ok()?;
+            client.take_answer(id).filter(|a| a.ended && a.status == Some(200)).map(|a| a.body)
+        };
+        sent += 1;
+        match tokio::time::timeout(wait, exchange).await {
+            Ok(Some(reply)) => tally.lock().await.reply(f, &reply, start),
+            // A broken or silent connection ends this flow.
+            _ => {
+                tally.lock().await.broken += 1;
+                break;
+            }
+        }
+        next += per_flow;
+        tokio::time::sleep_until(next).await;
+    }
+    drop(uni);
+    sent
+}
+
 /// TCP, TCP SSL, HTTP and HTTPS: a connection per flow.
 async fn tcp(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
     let start = Instant::now();
@@ -652,8 +732,10 @@ fn quic_error<E: std::error::Error + Send + Sync + 'static>(what: String) -> imp
 async fn quic(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
     use quinn::crypto::rustls::QuicClientConfig;
     let start = Instant::now();
-    let tls = config.tls.client_config()?;
-    let crypto = QuicClientConfig::try_from(tls)
+    let mut tls = (*config.tls.client_config()?).clone();
+    tls.alpn_protocols = vec![config.alpn.clone()];
+    let h3 = config.alpn == anyedge_region::quic_listener::H3;
+    let crypto = QuicClientConfig::try_from(Arc::new(tls))
         .map_err(|e| ClientError::Quic { what: "QUIC set-up".into(), source: e.into() })?;
     let client = quinn::ClientConfig::new(Arc::new(crypto));
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -677,10 +759,15 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
                     ClientError::NotInTime(format!("QUIC to {target}: no handshake in {:.1} s", wait.as_secs_f64()))
                 })?
                 .map_err(quic_error(format!("QUIC to {target}")))?;
-            let (send, recv) = conn.open_bi().await.map_err(quic_error(format!("QUIC stream to {target}")))?;
-            Ok::<_, ClientError>((conn, send, recv))
+            // HTTP/3 opens a stream per request; the probe's own protocol, one for all.
+            let stream = if h3 {
+                None
+            } else {
+                Some(conn.open_bi().await.map_err(quic_error(format!("QUIC stream to {target}")))?)
+            };
+            Ok::<_, ClientError>((conn, stream))
         };
-        let (conn, send, recv) = match opened.await {
+        let (conn, stream) = match opened.await {
             Ok(opened) => opened,
             Err(e) => {
                 tally.lock().await.connect_failed(e);
@@ -700,8 +787,12 @@ async fn quic(config: &ProbeConfig) -> Result<ProbeReport, ClientError> {
         let pace = (f, start, config.duration, per_flow);
         let migrate = config.migrate_at.map(|at| (at, endpoint.clone()));
         let t = tally.clone();
+        let flow_conn = conn.clone();
         tasks.push(tokio::spawn(async move {
-            let sent = run_flow(pace, (recv, send), Framing::Plain, t, migrate).await;
+            let sent = match stream {
+                Some((send, recv)) => run_flow(pace, (recv, send), Framing::Plain, t, migrate).await,
+                None => run_h3_flow(pace, flow_conn, target, t, migrate).await,
+            };
             conn.close(0u32.into(), b"done");
             endpoint.wait_idle().await;
             sent

@@ -88,6 +88,7 @@ impl Drops {
         self.set_gauge("quic_retries_total", q.retries);
         self.set_gauge("quic_stateless_resets_total", q.stateless_resets);
         self.set_gauge("quic_refused_total", q.refused);
+        self.set_gauge("quic_h3_requests_total", q.h3_requests);
         self.set_section(
             "quic",
             serde_json::json!({
@@ -96,6 +97,7 @@ impl Drops {
                 "retries": q.retries,
                 "stateless_resets": q.stateless_resets,
                 "refused": q.refused,
+                "h3_requests": q.h3_requests,
             }),
         );
     }
@@ -294,6 +296,7 @@ impl Drops {
                 "quic_connections" => ("gauge", "QUIC connections held."),
                 "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
                 "quic_retries_total" => ("counter", "QUIC Initials answered with a Retry (over the rate)."),
+                "quic_h3_requests_total" => ("counter", "HTTP/3 requests forwarded to backends as HTTP/1.1."),
                 _ => ("gauge", "A node figure."),
             };
             metric(name, kind, help, vec![(String::new(), v)]);

@@ -821,7 +821,16 @@ impl Clb {
             let https = [(Some(&from.https), Some(&to.https)), (from.https_mutual.as_ref(), to.https_mutual.as_ref())];
             let quic = [(Some(&from.quic), Some(&to.quic)), (from.quic_mutual.as_ref(), to.quic_mutual.as_ref())];
             let tls = swap(&mut l.config.tls, tls) || swap(&mut l.config.tls, https);
-            let quic = swap(&mut l.config.quic, quic);
+            // A QUIC listener's termination is its own (its ALPN offer): it takes the new
+            // certificate with the offer it had.
+            let quic = quic.into_iter().any(|(old, new)| {
+                let (Some(old), Some(new), Some(now)) = (old, new, l.config.quic.as_mut()) else { return false };
+                let same = now.same_identity(old);
+                if same {
+                    *now = new.with_alpn(now.alpn());
+                }
+                same
+            });
             if let (true, Some(endpoint), Some(termination)) = (quic, l.quic.as_mut(), l.config.quic.as_ref()) {
                 endpoint.set_termination(termination);
             }

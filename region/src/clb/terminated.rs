@@ -207,7 +207,10 @@ impl Clb {
             let _ = self.reply_to_client(ingress, flow_hash, packet);
         }
         for (backend, client, bytes) in step.to_backend {
-            let bytes = if is_syn(&bytes) { named_syn(bytes, client) } else { bytes };
+            let bytes = match client {
+                Some(client) if is_syn(&bytes) => named_syn(bytes, client),
+                _ => bytes,
+            };
             self.outbox.send_to_backend(backend, bytes);
         }
         for (binding, ports) in step.closed {

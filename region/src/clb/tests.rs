@@ -132,7 +132,7 @@ fn a_rotated_vip_certificate_replaces_the_old_one_on_every_listener_that_present
     c.listeners.push(https(9443, a.https_mutual.clone()));
     c.listeners.push(ListenerConfig { http: false, ..https(8444, Some(a.tls.clone())) });
     c.listeners.push(ListenerConfig { http: false, ..https(9444, a.tls_mutual.clone()) });
-    c.listeners.push(ListenerConfig { port: 4433, quic: Some(a.quic.clone()), ..base.clone() });
+    c.listeners.push(ListenerConfig { port: 4433, quic: Some(a.quic.with_alpn(&[b"h3".to_vec()])), ..base.clone() });
     let mut clb = Clb::new(c, 0);
     assert_eq!(clb.replace_identity(&b, &a), 0, "no listener presented b");
     assert_eq!(clb.replace_identity(&a, &b), 5, "HTTPS, TCP SSL (each one-way and mutual) and QUIC");
@@ -145,7 +145,8 @@ fn a_rotated_vip_certificate_replaces_the_old_one_on_every_listener_that_present
     assert!(same(&at(9443).config.tls, b.https_mutual.as_ref().unwrap()), "mutual HTTPS takes b's mutual one");
     assert!(same(&at(8444).config.tls, &b.tls), "one-way TCP SSL takes b's one-way TLS config (no ALPN)");
     assert!(same(&at(9444).config.tls, b.tls_mutual.as_ref().unwrap()), "mutual TCP SSL takes b's mutual one");
-    assert!(at(4433).config.quic.as_ref().is_some_and(|q| std::sync::Arc::ptr_eq(&q.0, &b.quic.0)));
+    let quic = at(4433).config.quic.as_ref().unwrap();
+    assert!(quic.same_identity(&b.quic) && quic.alpn() == [b"h3".to_vec()], "QUIC takes b's, keeping its ALPN");
     assert!(at(7000).config.tls.is_none() && at(7000).config.quic.is_none(), "plain UDP untouched");
 }
 

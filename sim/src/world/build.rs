@@ -88,7 +88,8 @@ pub(super) fn class_backends(t: &Topology, class: &anyedge_topology::TrafficClas
 pub(super) struct Pki {
     pub(super) vip_identity: Option<anyedge_region::identity::VipIdentity>,
     pub(super) tls_client: Option<Arc<rustls::ClientConfig>>,
-    pub(super) quic_client: Option<quinn_proto::ClientConfig>,
+    /// QUIC clients' configurations by the protocol they offer in ALPN (empty: none).
+    pub(super) quic_clients: std::collections::BTreeMap<Vec<u8>, quinn_proto::ClientConfig>,
     /// The region's edge routes QUIC by the node an ID names, as a QUIC-LB load
     /// balancer holding the key does.
     pub(super) cid_ciphers: Vec<anyedge_ccn::CidCipher>,
@@ -99,7 +100,8 @@ impl Pki {
         let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
         let cid_ciphers =
             (0..t.regions.len() as u16).map(|r| anyedge_ccn::CidCipher::new(&secret.cid_key(r))).collect();
-        let mut pki = Pki { vip_identity: None, tls_client: None, quic_client: None, cid_ciphers };
+        let quic_clients = std::collections::BTreeMap::new();
+        let mut pki = Pki { vip_identity: None, tls_client: None, quic_clients, cid_ciphers };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         if !listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic) {
             return Ok(pki);
@@ -107,8 +109,12 @@ impl Pki {
         let names: Vec<IpAddr> =
             t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
         let (identity, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
-        if listeners().any(|l| l.protocol == ListenerProtocol::Quic) {
-            pki.quic_client = Some(crate::tls::quic_client(&client).map_err(SimError)?);
+        for l in listeners().filter(|l| l.protocol == ListenerProtocol::Quic) {
+            let offer = crate::tls::quic_offer(&l.alpn);
+            if let std::collections::btree_map::Entry::Vacant(e) = pki.quic_clients.entry(offer) {
+                let config = crate::tls::quic_client(&client, e.key()).map_err(SimError)?;
+                e.insert(config);
+            }
         }
         pki.vip_identity = Some(identity);
         pki.tls_client = Some(client);

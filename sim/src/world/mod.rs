@@ -219,6 +219,11 @@ impl<'t> World<'t> {
         self.regions.clbs.iter().map(|c| c.core.quic_counts().handshakes).sum()
     }
 
+    /// HTTP/3 requests CLB nodes forwarded to backends.
+    pub fn quic_h3_requests(&self) -> u64 {
+        self.regions.clbs.iter().map(|c| c.core.quic_counts().h3_requests).sum()
+    }
+
     pub fn events(&self) -> u64 {
         self.q.processed()
     }

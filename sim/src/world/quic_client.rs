@@ -1,5 +1,9 @@
 //! QUIC clients (quinn-proto): a connection per flow, a stream per request, datagrams
-//! routed by the connection ID the CLB node issued.
+//! routed by the connection ID the CLB node issued. Toward a listener that offers `h3`
+//! a client offers it too and each request is an HTTP/3 POST (the region's own
+//! [`anyedge_region::h3::H3Client`]) whose answer the backend sizes by
+//! `x-anyedge-response-bytes`; toward any other, a stream carries the simulator's own
+//! request and answer as bytes.
 use crate::app;
 use crate::world::Arrival;
 use crate::world::Ev;
@@ -30,6 +34,65 @@ pub(super) struct QuicFlow {
     pub(super) head: Vec<u8>,
     pub(super) poll_at: Option<u64>,
     pub(super) progress: Progress,
+    /// HTTP/3 on this connection, once connected to an `h3` listener.
+    h3: Option<H3>,
+}
+
+/// A flow's HTTP/3: the client, bytes its own unidirectional streams still have to
+/// write, and the server's unidirectional streams it reads.
+struct H3 {
+    client: anyedge_region::h3::H3Client,
+    uni_out: Vec<(quinn_proto::StreamId, Vec<u8>)>,
+    server_uni: Vec<quinn_proto::StreamId>,
+}
+
+impl H3 {
+    /// HTTP/3 on a connection just established: its three unidirectional streams opened.
+    fn start(conn: &mut quinn_proto::Connection) -> Option<H3> {
+        let uni: Option<Vec<quinn_proto::StreamId>> =
+            (0..3).map(|_| conn.streams().open(quinn_proto::Dir::Uni)).collect();
+        let uni = uni?;
+        let (client, first) = anyedge_region::h3::H3Client::new([uni[0].into(), uni[1].into(), uni[2].into()]).ok()?;
+        let uni_out = uni.into_iter().zip(first).map(|(id, (_, bytes))| (id, bytes)).collect();
+        Some(H3 { client, uni_out, server_uni: Vec::new() })
+    }
+
+    /// Writes what its own streams still hold; reads the server's.
+    fn pump(&mut self, conn: &mut quinn_proto::Connection) {
+        for (id, bytes) in &mut self.uni_out {
+            let n = conn.send_stream(*id).write(bytes).unwrap_or(0);
+            bytes.drain(..n);
+        }
+        self.uni_out.retain(|(_, b)| !b.is_empty());
+        while let Some(id) = conn.streams().accept(quinn_proto::Dir::Uni) {
+            self.server_uni.push(id);
+        }
+        for &id in &self.server_uni {
+            let (data, fin) = read_stream(conn, id);
+            if !data.is_empty() || fin {
+                let _ = self.client.feed(id.into(), &data, fin);
+            }
+        }
+    }
+}
+
+/// What a stream holds to read now, and whether its end came.
+fn read_stream(conn: &mut quinn_proto::Connection, id: quinn_proto::StreamId) -> (Vec<u8>, bool) {
+    let (mut data, mut fin) = (Vec::new(), false);
+    if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
+        loop {
+            match chunks.next(64 * 1024) {
+                Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
+                Ok(None) => {
+                    fin = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = chunks.finalize();
+    }
+    (data, fin)
 }
 
 impl QuicFlow {
@@ -50,6 +113,7 @@ impl QuicFlow {
                     self.to_send.clear();
                     self.got = 0;
                     self.head.clear();
+                    self.h3 = None;
                 }
                 _ => {}
             }
@@ -70,14 +134,22 @@ impl QuicFlow {
         self.to_send.clear();
         self.got = 0;
         self.head.clear();
+        self.h3 = None;
         self.pending.pop_front();
         self.progress.made(now);
     }
 
     /// On a connected flow: opens a stream for the next request, writes it, reads its
     /// answer; the request's issue time and the backend that answered once it is whole.
-    fn exchange(&mut self, (request, response): (u32, u32)) -> Option<(u64, Option<SocketAddr>)> {
+    /// `h3`: toward a listener that speaks HTTP/3 (at `authority`).
+    fn exchange(&mut self, (request, response): (u32, u32), h3: Option<&str>) -> Option<(u64, Option<SocketAddr>)> {
         let conn = self.conn.filter(|_| self.connected).and_then(|ch| self.host.conn(ch))?;
+        if let Some(authority) = h3 {
+            if self.h3.is_none() {
+                self.h3 = H3::start(conn);
+            }
+            return self.exchange_h3(authority, (request, response));
+        }
         if self.stream.is_none() && !self.pending.is_empty() {
             self.stream = conn.streams().open(quinn_proto::Dir::Bi);
             self.to_send = app::tcp_request(request, response);
@@ -108,6 +180,43 @@ impl QuicFlow {
         Some((self.pending.pop_front()?, backend))
     }
 
+    /// The same over HTTP/3: a POST of `request` body bytes asking for `response`.
+    fn exchange_h3(&mut self, authority: &str, (request, response): (u32, u32)) -> Option<(u64, Option<SocketAddr>)> {
+        let conn = self.conn.and_then(|ch| self.host.conn(ch))?;
+        let h3 = self.h3.as_mut()?;
+        h3.pump(conn);
+        if self.stream.is_none() && !self.pending.is_empty() {
+            let id = conn.streams().open(quinn_proto::Dir::Bi)?;
+            let size = response.to_string();
+            let fields = [("x-anyedge-response-bytes", size.as_str())];
+            let body = vec![b'x'; request as usize];
+            let (n, bytes) = h3.client.request(("POST", authority, "/"), &fields, &body).ok()?;
+            // The library numbers the client's streams as QUIC opens them.
+            debug_assert_eq!(n, u64::from(id), "HTTP/3 and QUIC agree on the request stream");
+            self.stream = Some(id);
+            self.to_send = bytes;
+        }
+        let id = self.stream?;
+        if !self.to_send.is_empty() {
+            let n = conn.send_stream(id).write(&self.to_send).unwrap_or(0);
+            self.to_send.drain(..n);
+            if self.to_send.is_empty() {
+                let _ = conn.send_stream(id).finish();
+            }
+        }
+        let (data, fin) = read_stream(conn, id);
+        if !data.is_empty() || fin {
+            let _ = h3.client.feed(id.into(), &data, fin);
+        }
+        if !h3.client.answer(id.into()).is_some_and(|a| a.ended) {
+            return None;
+        }
+        let answer = h3.client.take_answer(id.into())?;
+        self.stream = None;
+        let backend = app::parse_identity(&answer.body).map(|(b, _)| b).filter(|_| answer.status == Some(200));
+        Some((self.pending.pop_front()?, backend))
+    }
+
     /// A flow of `host` that has not connected yet.
     pub(super) fn new(host: anyedge_region::quic::QuicHost) -> QuicFlow {
         QuicFlow {
@@ -121,6 +230,7 @@ impl QuicFlow {
             head: Vec::new(),
             poll_at: None,
             progress: Progress::default(),
+            h3: None,
         }
     }
 }
@@ -160,7 +270,14 @@ impl<'t> World<'t> {
         let TrafficKind::Quic { request, response, .. } = class.kind else { return };
         let addr = self.edge.clients[client].addr;
         let remote = SocketAddr::new(t.vip_addr(class, addr), class.port);
-        let config = self.pki.quic_client.clone();
+        let listener = t.vips[class.vip]
+            .listeners
+            .iter()
+            .find(|l| l.port == class.port && l.protocol == anyedge_topology::ListenerProtocol::Quic);
+        let offer = crate::tls::quic_offer(listener.map_or(&[][..], |l| &l.alpn));
+        let config = self.pki.quic_clients.get(&offer).cloned();
+        let authority = remote.to_string();
+        let h3 = (offer == anyedge_region::quic_listener::H3).then_some(authority.as_str());
         let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() else { return };
         let mut out = Vec::new();
         f.give_up_if_silent(now);
@@ -175,7 +292,7 @@ impl<'t> World<'t> {
         f.host.drive(now, &mut out);
         f.take_events();
         let live = f.connected && f.conn.is_some_and(|ch| f.host.conn(ch).is_some());
-        let completed = f.exchange((request, response));
+        let completed = f.exchange((request, response), h3);
         if live {
             f.host.drive(now, &mut out);
         }

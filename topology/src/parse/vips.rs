@@ -199,6 +199,7 @@ impl Parser {
                 on
             }
         };
+        let alpn = self.alpn(o, protocol);
         Some(Listener {
             protocol: protocol?,
             port: port?,
@@ -206,7 +207,43 @@ impl Parser {
             backend_group: backend_group.unwrap_or(0),
             persistence_ns: persistence_ns.flatten(),
             mtls,
+            alpn,
         })
+    }
+
+    /// A QUIC listener's ALPN offer (default `[h3]`); other listeners have none, and
+    /// saying one is refused.
+    fn alpn(&mut self, o: &Obj<'_>, protocol: Option<ListenerProtocol>) -> Vec<String> {
+        let quic = protocol == Some(ListenerProtocol::Quic);
+        let Some(n) = o.get("alpn") else {
+            return if quic { schema::default_of("listener", "alpn", schema::Field::default_strs) } else { Vec::new() };
+        };
+        let field = o.field("alpn");
+        if protocol.is_some() && !quic {
+            self.err(n.span(), &field, "ALPN is a quic listener's (https offers h2 and http/1.1 by itself)");
+            return Vec::new();
+        }
+        let Some(items) = self.seq(n, &field) else { return Vec::new() };
+        if items.is_empty() {
+            self.err(n.span(), &field, "an empty offer refuses every client: say at least one protocol (h3)");
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let Some(id) = self.str(item, &at) else { continue };
+            if !(1..=255).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                self.err(
+                    item.span(),
+                    &at,
+                    format!("`{id}` is not an ALPN protocol ID (1–255 printable ASCII characters, no spaces)"),
+                );
+            } else if out.iter().any(|p| p == id) {
+                self.err(item.span(), &at, format!("`{id}` is offered twice"));
+            } else {
+                out.push(id.to_string());
+            }
+        }
+        out
     }
 
     pub(super) fn scheduler(&mut self, o: &Obj<'_>) -> Option<Scheduler> {

@@ -187,6 +187,11 @@ impl Field {
         self.default.as_ref()?.as_str()
     }
 
+    /// A list of strings' default.
+    pub fn default_strs(&self) -> Option<Vec<String>> {
+        self.default.as_ref()?.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect()
+    }
+
     /// A duration default in nanoseconds, as the file writes it (`50ms`).
     pub fn default_ns(&self) -> Option<u64> {
         crate::parse_duration_ns(self.default_str()?).ok()
@@ -205,6 +210,9 @@ pub fn default_of<T>(object: &str, key: &str, read: impl Fn(&Field) -> Option<T>
     let field = self::object(object).field(key).unwrap_or_else(|| panic!("no field `{key}` in `{object}`"));
     read(field).unwrap_or_else(|| panic!("`{object}.{key}` has no default of the parser's type in the schema"))
 }
+
+/// An ALPN protocol ID as a file writes one: 1–255 printable ASCII characters, no spaces.
+pub const ALPN_ID: &str = r"^[!-~]{1,255}$";
 
 /// References by kind, as the file writes them.
 const POP_REF: &str = r"^pop/[A-Za-z0-9_-]+$";
@@ -370,6 +378,7 @@ fn build() -> Vec<Object> {
                 opt("persistence", Ty::DurationIn { min_ns: 30 * SEC, max_ns: HOUR }, "Session persistence: a client goes back to its backend for this long, 30s–3600s (wrr only; not on QUIC). Default off."),
                 opt("table", Ty::Int { min: 3, max: 1_000_003 }, format!("Lookup table size of the hash and maglev schedulers: a prime, 3–1,000,003. Default {MAGLEV_TABLE_DEFAULT}.")).default(json!(MAGLEV_TABLE_DEFAULT)),
                 opt("mtls", Ty::Bool, "Require client certificates (https, tcp-ssl and quic listeners). Default false.").default(json!(false)),
+                opt("alpn", Ty::List(Box::new(Ty::Pattern(ALPN_ID)), 1), "What a quic listener offers in ALPN, in its order of preference (quic listeners only; a client whose offer shares none is refused at the handshake). h3: HTTP/3, each request forwarded to the backend as HTTP/1.1 with X-Forwarded-For, as https does; any other value: each stream relayed to a backend TCP connection as bytes, a TOA option naming the client. Default [h3].").default(json!(["h3"])),
             ],
         ),
         {
