@@ -1032,20 +1032,6 @@ fn a_quic_connection_survives_its_pops_death_and_then_a_move_to_a_new_port() {
     assert_eq!(quic_handshakes(&lab).1, 4, "no connection shook hands again");
 }
 
-/// Where `.ci/run` installs aioquic (`pip3 install --target`), if it is there; in CI it
-/// must be.
-fn aioquic_path() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aioquic");
-    let found = dir.join("aioquic").is_dir();
-    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("aioquic is not in {} (.ci/run installs it)", dir.display());
-    }
-    if !found {
-        eprintln!("skipping: aioquic is not in {} (.ci/run installs it)", dir.display());
-    }
-    found.then_some(dir)
-}
-
 #[test]
 fn an_aioquic_client_opens_a_new_connection_after_its_region_restarts_and_gets_answers_again() {
     if !may_run() {

@@ -349,6 +349,49 @@ fn http2_clients_curl_and_h2load_are_served_by_nginx_through_the_https_listener_
     assert!(std::fs::read(&got).unwrap() == blob, "the file came back byte for byte");
 }
 
+#[test]
+fn an_http3_client_aioquic_is_served_by_nginx_through_the_quic_listener_as_http1() {
+    let Some(aioquic) = aioquic_path() else { return };
+    let Some((_one, apps)) = the_apps_lab() else { return };
+    let lab = &apps.lab;
+    let london = client_address(lab, "london");
+    let mut x: u32 = 0x1234_5678;
+    let blob: Vec<u8> = (0..300_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let (sent, got) = (lab.dir.join("h3-sent.bin"), lab.dir.join("h3-got.bin"));
+    std::fs::write(&sent, &blob).unwrap();
+    let script = format!("{}/tools/aioquic/h3.py", env!("CARGO_MANIFEST_DIR"));
+    let (sent, got) = (sent.to_str().unwrap(), got.to_str().unwrap());
+    let path = format!("PYTHONPATH={}", aioquic.display());
+    let args = [
+        &["env", &path, "python3", &script, VIP, "443"][..],
+        &["--get", "/h3-0", "--get", "/h3-1", "--get", "/close/h3-2"],
+        &["--put", "/files/h3-blob", sent, "--get-to", "/files/h3-blob", got],
+    ]
+    .concat();
+    let out = in_client(lab, "london", &args);
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(r["alpn"], "h3", "{r}");
+    let responses = r["responses"].as_array().unwrap();
+    let statuses: Vec<u64> = responses.iter().map(|x| x["status"].as_u64().unwrap_or(0)).collect();
+    assert!(statuses[..3] == [200, 200, 200] && [201, 204].contains(&statuses[3]) && statuses[4] == 200, "{r}");
+    // nginx, an HTTP/1.1 server, saw the client in X-Forwarded-For; one that closes its
+    // connection after its answer too.
+    for x in &responses[..3] {
+        assert!(x["body"].as_str().unwrap().contains(&format!("forwarded for \"{london}\"")), "{x}");
+    }
+    assert!(std::fs::read(got).unwrap() == blob, "300 KB up and down over HTTP/3, byte for byte");
+    let logs: String = NGINX_HOSTS.iter().map(|h| nginx_log(lab, h)).collect();
+    let seen = logs.lines().filter(|l| l.contains(&format!("\"{london}\"")) && l.contains(" /h3-")).count();
+    assert_eq!(seen, 2, "{logs}");
+}
+
 /// `iperf3 -c VIP` from london (JSON): bytes sent and received, and what the run said.
 fn iperf3(lab: &Lab, bytes: &str) -> Value {
     let out = in_client(lab, "london", &["iperf3", "-c", VIP, "-p", "5201", "-n", bytes, "-l", "128K", "-J"]);
