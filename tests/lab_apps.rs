@@ -475,6 +475,9 @@ fn the_guides_chapter_shows_the_servers_and_clients_these_tests_run() {
         "client/london -- iperf3 -c 198.18.0.20 -p 5201",
         "socat -T2 - UDP4:198.18.0.20:9000",
         "anyedge bench bulk topologies/apps.yaml",
+        "client/london -- curl -sS --http2 --cacert $CA https://198.18.0.20/",
+        "client/london -- h2load -n 2000 -c 20 -m 10 https://198.18.0.20/",
+        "client/london -- python3 tools/aioquic/h3.py 198.18.0.20 443",
     ] {
         assert!(page.contains(shown), "docs/src/own-service.md no longer shows `{shown}`");
     }

@@ -7,7 +7,10 @@
 //! datagrams for the real client; op 3 lets `len` milliseconds pass. Once the handshake is
 //! done the client opens a stream with a request and the listener is given a backend and
 //! relay ports, so streams, relays and migration are reached, not only header parsing.
-//! Nothing a client sends may panic the listener.
+//! When the first record's op has its top bit set, the listener offers ALPN `h3` and the
+//! client speaks HTTP/3 (its control and QPACK streams, then a GET through `H3Client`),
+//! so the listener's HTTP/3 side is reached too. Nothing a client sends may panic the
+//! listener.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -49,13 +52,42 @@ fn serve(listener: &mut QuicListener, now: u64, step: &mut QuicStep, next_port: 
     step.closed.clear();
 }
 
+/// A request as bytes on a stream of its own.
+fn ask(conn: &mut quinn_proto::Connection) -> bool {
+    let Some(id) = conn.streams().open(quinn_proto::Dir::Bi) else { return false };
+    let _ = conn.send_stream(id).write(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n");
+    let _ = conn.send_stream(id).finish();
+    true
+}
+
+/// HTTP/3: the client's control and QPACK streams, then a GET on a request stream.
+fn ask_h3(conn: &mut quinn_proto::Connection) -> bool {
+    let uni: Option<Vec<quinn_proto::StreamId>> = (0..3).map(|_| conn.streams().open(quinn_proto::Dir::Uni)).collect();
+    let Some(uni) = uni else { return false };
+    let Ok((mut client, first)) = anyedge_region::h3::H3Client::new([uni[0].into(), uni[1].into(), uni[2].into()]) else {
+        return false;
+    };
+    for (id, (_, bytes)) in uni.iter().zip(first) {
+        let _ = conn.send_stream(*id).write(&bytes);
+    }
+    let Some(id) = conn.streams().open(quinn_proto::Dir::Bi) else { return false };
+    if let Ok((_, bytes)) = client.request(("GET", "198.18.0.20:4433", "/"), &[], b"") {
+        let _ = conn.send_stream(id).write(&bytes);
+        let _ = conn.send_stream(id).finish();
+    }
+    true
+}
+
 fuzz_target!(|data: &[u8]| {
     let (identity, client_tls) = pki();
     let vip: SocketAddr = VIP.parse().unwrap();
     let cipher = anyedge_ccn::CidCipher::new(&[2; 32]);
-    let mut listener = QuicListener::new(&identity.quic, vip, vec![vip.ip()], (0, [1; 32], Some(cipher)), 1);
+    let h3 = data.first().is_some_and(|op| op & 0x80 != 0);
+    let alpn: &[u8] = if h3 { anyedge_region::quic_listener::H3 } else { b"" };
+    let termination = if h3 { identity.quic.with_alpn(&[alpn.to_vec()]) } else { identity.quic.clone() };
+    let mut listener = QuicListener::new(&termination, vip, vec![vip.ip()], (0, [1; 32], Some(cipher)), 1);
     let mut client = QuicHost::client(7);
-    let config = anyedge_sim::tls::quic_client(client_tls).expect("a QUIC client configuration");
+    let config = anyedge_sim::tls::quic_client(client_tls, alpn).expect("a QUIC client configuration");
     let mut now = 1_000_000u64;
     let ch = client.connect(now, config, vip, &vip.ip().to_string());
     let (mut connected, mut asked) = (false, false);
@@ -102,11 +134,8 @@ fuzz_target!(|data: &[u8]| {
         if connected
             && !asked
             && let Some(conn) = ch.and_then(|ch| client.conn(ch))
-            && let Some(id) = conn.streams().open(quinn_proto::Dir::Bi)
         {
-            let _ = conn.send_stream(id).write(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n");
-            let _ = conn.send_stream(id).finish();
-            asked = true;
+            asked = if h3 { ask_h3(conn) } else { ask(conn) };
         }
     }
 });

@@ -747,6 +747,36 @@ mod tests {
     }
 
     #[test]
+    fn a_headers_flood_is_held_to_the_stream_limit_and_refused_past_it() {
+        // 300 streams opened with HEADERS and never ended, as raw frames (the library's
+        // client keeps to the limit the node advertised).
+        let mut p = Pair::new();
+        let mut post = get("/flood");
+        post[0].1 = "POST".into();
+        let headers: Vec<HeaderField> = fields(&post).iter().map(|(n, v)| HeaderField::new(n, v).unwrap()).collect();
+        let mut out = Vec::new();
+        for i in 0..300u32 {
+            let mut block = Vec::new();
+            shiguredo_http2::HpackEncoder::new(0).encode(&mut block, &headers);
+            p.raw(0x1, 0x4, 1001 + 2 * i, &block); // HEADERS, END_HEADERS, no END_STREAM
+            out.extend(p.server.take_output());
+        }
+        assert!(p.server.arriving.len() <= STREAMS_MAX as usize, "{} streams held", p.server.arriving.len());
+        // The node's answer: RST_STREAM(REFUSED_STREAM) for each past the limit.
+        let (mut refused, mut at) = (0, 0);
+        while at + 9 <= out.len() {
+            let len = u32::from_be_bytes([0, out[at], out[at + 1], out[at + 2]]) as usize;
+            if out[at + 3] == 0x3 && out.get(at + 9..at + 13) == Some(&7u32.to_be_bytes()[..]) {
+                refused += 1;
+            }
+            at += 9 + len;
+        }
+        assert_eq!(refused + p.server.arriving.len(), 300, "{refused} refused");
+        assert_eq!(p.server.closed(), None, "refusing streams is not closing the connection");
+        assert!(p.server.next_request().is_none(), "nothing unfinished reaches the backend");
+    }
+
+    #[test]
     fn a_header_list_past_the_bound_or_bytes_that_are_not_http2_close_the_connection_alone() {
         // A HEADERS frame and CONTINUATION frames that never end its header block (the
         // CONTINUATION flood): past the bound, the connection closes.

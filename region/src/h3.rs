@@ -548,6 +548,30 @@ mod tests {
     }
 
     #[test]
+    fn a_field_section_past_the_bound_is_refused_and_goes_nowhere() {
+        // A client that has not read the node's SETTINGS sends a 20 KiB field.
+        let (mut server, _) = H3Session::new(CLIENT.parse().unwrap(), [3, 7, 11]).unwrap();
+        let mut client = ClientConnection::new(Settings::new());
+        let init = client.init_h3_streams(2, 6, 10).unwrap();
+        server.feed(init.control_stream_id, &init.control_data, false).unwrap();
+        let big = "v".repeat(20 * 1024);
+        let fields =
+            [(":method", "GET"), (":scheme", "https"), (":authority", "a.test"), (":path", "/"), ("x-big", &big)];
+        let headers: Vec<Header> = fields.iter().map(|(n, v)| Header::new(n, v).unwrap()).collect();
+        let id = client.send_request(&headers, true).unwrap();
+        let mut refused = false;
+        while let Some((bytes, fin)) = client.take_stream_data(id) {
+            refused |= server.feed(id, &bytes, fin).is_err();
+            if fin || bytes.is_empty() {
+                break;
+            }
+        }
+        let reset = server.take_resets().iter().any(|(s, _)| *s == id);
+        assert!(refused || reset, "a field section past {FIELD_SECTION_MAX} bytes is refused");
+        assert!(server.take_request().is_none(), "and no request goes to the backend");
+    }
+
+    #[test]
     fn our_own_client_speaks_to_the_session_and_reads_the_answer() {
         let (mut server, first) = H3Session::new(CLIENT.parse().unwrap(), [3, 7, 11]).unwrap();
         let (mut client, ours) = H3Client::new([2, 6, 10]).unwrap();

@@ -572,15 +572,21 @@ impl QuicListener {
             for packet in stack.drain_tx() {
                 step.to_backend.push((backend, Some(c.first), packet));
             }
-            // Relays whose both directions are done leave; their ports go back.
+            // Relays whose both directions are done leave; their ports go back, and their
+            // sockets (whose FIN left in the poll above) with them.
             let mut done = Vec::new();
             c.relays.retain(|r| {
                 let over = r.quic_finished && r.tcp_closed;
                 if over {
                     done.push(r.local);
+                    stack.remove(r.tcp);
                 }
                 !over
             });
+            debug_assert!(
+                stack.sockets.iter().count() <= c.relays.len(),
+                "a connection's stack holds its open relays' sockets only"
+            );
             for local in &done {
                 self.by_backend.remove(&(backend, local.0, local.1));
             }
@@ -655,7 +661,7 @@ impl QuicListener {
             }
             flush_h3(conn, h3);
             // Relays whose answer has left (or whose stream is gone) close; ports go back.
-            let mut done = Vec::new();
+            let (mut done, mut sockets) = (Vec::new(), Vec::new());
             h3.relays.retain(|r| {
                 let over = r.over || (r.backend_done && !h3.pending.contains_key(&r.stream));
                 if over {
@@ -667,6 +673,7 @@ impl QuicListener {
                         s.abort();
                     }
                     done.push(r.local);
+                    sockets.push(r.tcp);
                 }
                 !over
             });
@@ -674,6 +681,15 @@ impl QuicListener {
             for packet in stack.drain_tx() {
                 step.to_backend.push((backend, None, packet));
             }
+            // Their FIN or reset has left: the sockets go, with their buffers (a
+            // connection's requests each had one: kept, they added up).
+            for h in sockets {
+                stack.remove(h);
+            }
+            debug_assert!(
+                stack.sockets.iter().count() <= h3.relays.len(),
+                "a connection's stack holds its open requests' sockets only"
+            );
             for local in &done {
                 self.by_backend.remove(&(backend, local.0, local.1));
             }
