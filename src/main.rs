@@ -96,6 +96,11 @@ enum Command {
         /// tools/wireshark/anyedge.lua dissects the backbone's envelopes.
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
+        /// How backbone envelopes are tagged: fast (a keyed hash, about a tenth of the
+        /// work) or real (the lab's ChaCha20-Poly1305, so captures carry its exact
+        /// bytes). The figures are the same; the report names which.
+        #[arg(long, value_parser = ["fast", "real"], default_value = "fast")]
+        auth: String,
         /// Capture only these nodes: names and globs, comma-separated
         /// (pop/paris,clb/frankfurt/*,backend/*,client/london,region/NAME,internet).
         #[arg(long, value_name = "NODES", requires = "pcap", value_delimiter = ',')]
@@ -460,7 +465,20 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        Command::Sim { file, seed, report, stats, pcap, pcap_nodes, snaplen, pcap_from, pcap_to, html, quiet } => {
+        Command::Sim {
+            file,
+            seed,
+            report,
+            stats,
+            pcap,
+            pcap_nodes,
+            snaplen,
+            pcap_from,
+            pcap_to,
+            html,
+            quiet,
+            auth,
+        } => {
             let capture = anyedge_sim::CaptureFilter { nodes: pcap_nodes, from_ns: pcap_from, to_ns: pcap_to, snaplen };
             let mut t = match load(&file) {
                 Ok(t) => t,
@@ -469,7 +487,8 @@ fn main() -> ExitCode {
             if let Some(seed) = seed {
                 t.seed = seed;
             }
-            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet })
+            let auth = if auth == "real" { anyedge_sim::SimAuth::Real } else { anyedge_sim::SimAuth::Fast };
+            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet, auth })
         }
     }
 }

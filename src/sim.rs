@@ -47,11 +47,13 @@ pub struct Outputs {
     /// What the capture keeps (`--pcap-nodes`, `--snaplen`, `--pcap-from`, `--pcap-to`).
     pub capture: anyedge_sim::CaptureFilter,
     pub html: Option<PathBuf>,
+    /// How backbone envelopes are tagged (`--auth`).
+    pub auth: anyedge_sim::SimAuth,
 }
 
 /// Runs the simulation, prints the table and writes what `outputs` asks for.
 pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
-    let Outputs { report, stats, pcap, capture, html, quiet } = outputs;
+    let Outputs { report, stats, pcap, capture, html, quiet, auth } = outputs;
     if let Some(why) = anyedge_sim::cost::refuse(t) {
         eprintln!("{}: {why}", file.display());
         return ExitCode::from(2);
@@ -76,7 +78,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
             return code;
         }
     }
-    let options = anyedge_sim::Options { pcap, capture };
+    let options = anyedge_sim::Options { pcap, capture, auth };
     let outcome = match anyedge_sim::run_with(t, &options, progress_bar(quiet, t.duration_ns as f64 / 1e9)) {
         Ok(o) => o,
         Err(e) => {

@@ -23,6 +23,14 @@
 //! an earlier one even if the wall clock was set back in between. Within one process,
 //! each kind is sealed toward a peer by one keyring only (the core, the prober and the
 //! probe answerer seal different kinds), so two keyrings never share a nonce.
+//!
+//! The simulator may tag with [`Tags::Fast`] instead: a keyed 128-bit hash (foldhash's
+//! quality hasher under two seeds drawn from the key) over the same nonce and envelope,
+//! in the same place, checked the same way — a packet with a wrong tag, for another
+//! node, from a stranger, of the wrong kind or replayed is refused as before. It is not
+//! a MAC against an adversary who sees tags and adapts (the simulator has none: its
+//! forgeries are its own fault injections); it is a tenth of the work, and simulated time
+//! never depends on a tag's bytes. The lab and deployments always use the AEAD.
 
 use std::collections::BTreeMap;
 
@@ -240,6 +248,27 @@ pub fn cid_node(udp_payload: &[u8], nodes: u16, cipher: Option<&CidCipher>) -> O
     routed
 }
 
+/// How envelopes are tagged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tags {
+    /// ChaCha20-Poly1305 (the lab, deployments, and the simulator with `--auth real`,
+    /// whose captures then carry the lab's exact bytes).
+    #[default]
+    Aead,
+    /// The simulator's default: a keyed 128-bit hash of the same length (module docs).
+    Fast,
+}
+
+impl Tags {
+    /// The name a report and the command line give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tags::Aead => "real",
+            Tags::Fast => "fast",
+        }
+    }
+}
+
 /// What a core needs to seal and open: its keys, where its clock's zero lies in
 /// wall-clock nanoseconds (0 in the simulator, whose clock starts at 0 for every run),
 /// and the salt of this start (random in the lab; 0 in the simulator, whose virtual
@@ -252,6 +281,8 @@ pub struct AuthConfig {
     /// QUIC connection-ID keys by region ([`BackboneSecret::cid_key`]): a POP holds every
     /// region's, a CLB node its own region's.
     pub cid_keys: Vec<(u16, KeyBytes)>,
+    /// How its envelopes are tagged.
+    pub tags: Tags,
 }
 
 /// A keyed pseudo-random function (HMAC-SHA256): values nobody without the key can
@@ -303,7 +334,7 @@ impl AuthConfig {
 
     /// The keyring of node `me` starting at `now_ns` on its clock.
     pub fn keyring(&self, me: NodeId, now_ns: u64) -> Keyring {
-        Keyring::new(me, &self.keys, self.epoch_ns.saturating_add(now_ns)).salted(self.salt)
+        Keyring::with_tags(me, &self.keys, self.epoch_ns.saturating_add(now_ns), self.tags).salted(self.salt)
     }
 
     /// A salt for a process starting now, from the operating system's random source.
@@ -424,9 +455,27 @@ impl ReplayWindow {
     }
 }
 
+/// A tag key: the AEAD's, or [`Tags::Fast`]'s two hash seeds.
+enum TagKey {
+    Aead(Box<aead::LessSafeKey>),
+    Fast([u64; 2]),
+}
+
+impl TagKey {
+    fn new(bytes: &KeyBytes, tags: Tags) -> TagKey {
+        match tags {
+            Tags::Aead => TagKey::Aead(Box::new(aead_key(bytes))),
+            Tags::Fast => {
+                let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                TagKey::Fast([word(0) ^ word(2), word(1) ^ word(3)])
+            }
+        }
+    }
+}
+
 struct Peer {
-    send: aead::LessSafeKey,
-    recv: aead::LessSafeKey,
+    send: TagKey,
+    recv: TagKey,
     next_seq: [u64; Kind::ALL.len()],
     windows: [ReplayWindow; Kind::ALL.len()],
 }
@@ -460,12 +509,29 @@ fn nonce(salt: u32, kind: Kind, seq: u64) -> aead::Nonce {
     aead::Nonce::assume_unique_for_key(n)
 }
 
-/// The tag over `covered`; `None` if ring refuses (it cannot with nothing to encrypt,
-/// but a tag that was not computed must never stand in for one that was).
-fn tag(key: &aead::LessSafeKey, nonce: aead::Nonce, covered: &[u8]) -> Option<[u8; TAG_LEN]> {
-    let sealed = key.seal_in_place_separate_tag(nonce, aead::Aad::from(covered), &mut []).ok()?;
+/// The tag over `covered` of an envelope of `kind` with `salt` and `seq`; `None` if ring
+/// refuses (it cannot with nothing to encrypt, but a tag that was not computed must never
+/// stand in for one that was).
+fn tag(key: &TagKey, (salt, kind, seq): (u32, Kind, u64), covered: &[u8]) -> Option<[u8; TAG_LEN]> {
     let mut t = [0u8; TAG_LEN];
-    t.copy_from_slice(sealed.as_ref());
+    match key {
+        TagKey::Aead(key) => {
+            let sealed =
+                key.seal_in_place_separate_tag(nonce(salt, kind, seq), aead::Aad::from(covered), &mut []).ok()?;
+            t.copy_from_slice(sealed.as_ref());
+        }
+        TagKey::Fast(seeds) => {
+            use std::hash::{BuildHasher, Hasher};
+            debug_assert!(salt <= SALT_MASK && seq > 0);
+            for (half, seed) in t.chunks_exact_mut(8).zip(seeds) {
+                let mut h = foldhash::quality::FixedState::with_seed(*seed).build_hasher();
+                h.write_u64(u64::from(salt) << 8 | kind as u64);
+                h.write_u64(seq);
+                h.write(covered);
+                half.copy_from_slice(&h.finish().to_le_bytes());
+            }
+        }
+    }
     Some(t)
 }
 
@@ -478,12 +544,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 impl Keyring {
     /// Node `me` with `keys`; its sequence numbers start at `boot_ns` (at least 1).
     pub fn new(me: NodeId, keys: &[PeerKeys], boot_ns: u64) -> Keyring {
+        Keyring::with_tags(me, keys, boot_ns, Tags::Aead)
+    }
+
+    /// The same, tagging with `tags`.
+    pub fn with_tags(me: NodeId, keys: &[PeerKeys], boot_ns: u64, tags: Tags) -> Keyring {
         let peers = keys
             .iter()
             .map(|k| {
                 let peer = Peer {
-                    send: aead_key(&k.send),
-                    recv: aead_key(&k.recv),
+                    send: TagKey::new(&k.send, tags),
+                    recv: TagKey::new(&k.recv, tags),
                     next_seq: [boot_ns.max(1); Kind::ALL.len()],
                     windows: Default::default(),
                 };
@@ -530,7 +601,7 @@ impl Keyring {
         *seq = seq.checked_add(1)?;
         let mut bytes = repr.emit_with(payload_len, write);
         let covered = bytes.len() - TAG_LEN;
-        let t = tag(&peer.send, nonce(repr.salt, kind, repr.seq), &bytes[..covered])?;
+        let t = tag(&peer.send, (repr.salt, kind, repr.seq), &bytes[..covered])?;
         bytes[covered..].copy_from_slice(&t);
         Some(bytes)
     }
@@ -549,7 +620,7 @@ impl Keyring {
         let peer = self.peers.get_mut(&from).ok_or(AuthError::UnknownPeer)?;
         let window = &mut peer.windows[kind.index()];
         window.check(repr.seq)?;
-        let expected = tag(&peer.recv, nonce(repr.salt, kind, repr.seq), packet.covered());
+        let expected = tag(&peer.recv, (repr.salt, kind, repr.seq), packet.covered());
         if !expected.is_some_and(|t| same(&t, packet.tag())) {
             return Err(AuthError::BadTag);
         }
@@ -609,6 +680,32 @@ mod tests {
         assert_eq!(clb.open(Kind::Data, &forged), Err(AuthError::BadTag));
         // Forgeries did not move the window: the genuine packet still opens.
         assert!(clb.open(Kind::Data, &sealed).is_ok());
+    }
+
+    #[test]
+    fn fast_tags_refuse_what_the_aead_refuses_and_neither_kind_opens_the_others() {
+        let secret = BackboneSecret::from_seed(1);
+        let fast = |me, peer, boot| Keyring::with_tags(me, &secret.keys_for(me, &[peer]), boot, Tags::Fast);
+        let (mut pop, mut clb) = (fast(POP, CLB, 1000), fast(CLB, POP, 50));
+        let sealed = pop.seal(CLB, Kind::Data, b"client packet with pop id").unwrap();
+        assert_eq!(sealed.len(), 25 + seal::OVERHEAD, "the same envelope and tag length");
+        for i in 1..sealed.len() {
+            let mut forged = sealed.clone();
+            forged[i] ^= 0x01;
+            assert!(clb.open(Kind::Data, &forged).is_err(), "byte {i} changed");
+        }
+        let (mut stranger, _) = pair(&BackboneSecret::from_seed(2));
+        let aead = stranger.seal(CLB, Kind::Data, b"x").unwrap();
+        assert_eq!(clb.open(Kind::Data, &aead), Err(AuthError::BadTag), "another secret");
+        let (mut aead_pop, mut aead_clb) = pair(&secret);
+        let aead = aead_pop.seal(CLB, Kind::Data, b"x").unwrap();
+        assert_eq!(clb.open(Kind::Data, &aead), Err(AuthError::BadTag), "an AEAD tag is not a fast one");
+        let other = fast(POP, CLB, 2000).seal(CLB, Kind::Data, b"x").unwrap();
+        assert_eq!(aead_clb.open(Kind::Data, &other), Err(AuthError::BadTag), "nor the other way");
+        assert_eq!(clb.open(Kind::Data, &sealed), Ok((POP, &b"client packet with pop id"[..])));
+        assert_eq!(clb.open(Kind::Data, &sealed), Err(AuthError::Replayed));
+        let probe = pop.seal(CLB, Kind::Data, b"again").unwrap();
+        assert_eq!(clb.open(Kind::Probe, &probe), Err(AuthError::WrongKind));
     }
 
     #[test]

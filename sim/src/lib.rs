@@ -58,6 +58,26 @@ pub struct Options {
     pub pcap: Option<std::path::PathBuf>,
     /// Which packets the capture keeps, and how much of each.
     pub capture: CaptureFilter,
+    /// How backbone envelopes are tagged (`--auth`): the simulator's fast keyed hash, or
+    /// the lab's ChaCha20-Poly1305 (`real`, when captures must carry the lab's bytes).
+    pub auth: SimAuth,
+}
+
+/// `sim --auth`: which tags the run's backbone envelopes carry (the report names it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SimAuth {
+    #[default]
+    Fast,
+    Real,
+}
+
+impl SimAuth {
+    pub fn tags(self) -> anyedge_ccn::Tags {
+        match self {
+            SimAuth::Fast => anyedge_ccn::Tags::Fast,
+            SimAuth::Real => anyedge_ccn::Tags::Aead,
+        }
+    }
 }
 
 /// A capture sized to the question: the nodes named (names or `*` globs; none: every
@@ -138,7 +158,7 @@ pub fn run_with(
     progress: impl FnMut(f64),
 ) -> Result<Outcome, SimError> {
     let started = Instant::now();
-    let mut world = world::World::new(topology)?;
+    let mut world = world::World::new(topology, options.auth.tags())?;
     if let Some(dir) = &options.pcap {
         options.capture.check(topology).map_err(SimError)?;
         world.capture_into(dir.clone(), options.capture.clone())?;

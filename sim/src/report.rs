@@ -10,6 +10,10 @@ use serde::Serialize;
 pub struct Report {
     pub name: String,
     pub seed: u64,
+    /// How backbone envelopes were tagged: `fast` (the simulator's keyed hash, the
+    /// default) or `real` (the lab's ChaCha20-Poly1305, `sim --auth real`). The figures
+    /// are the same either way; captures differ in their tags' bytes.
+    pub auth: &'static str,
     pub duration_s: f64,
     /// Which delay models produced every round trip below, and what they rest on.
     pub models: ModelsReport,

@@ -297,7 +297,14 @@ pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns
         NodeId::Clb { region, .. } => vec![(region, secret.cid_key(region))],
         NodeId::Backend { .. } => Vec::new(),
     };
-    AuthConfig { keys: secret.keys_for(me, &backbone_peers(t, me)), epoch_ns, salt: 0, cid_keys }
+    // The AEAD: what the lab and deployments seal with (the simulator may choose `Fast`).
+    AuthConfig {
+        keys: secret.keys_for(me, &backbone_peers(t, me)),
+        epoch_ns,
+        salt: 0,
+        cid_keys,
+        tags: Default::default(),
+    }
 }
 
 /// CLB node `index` of region `r`.

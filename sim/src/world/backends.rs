@@ -265,6 +265,8 @@ fn send_responses(s: &mut tcp::Socket<'static>, serve: &mut Serve) {
 /// the report shows, the links of hosts away from their region, and the egress nodes
 /// (NAT gateways, routers) in front of internet backends.
 pub(super) struct Servers {
+    /// How the hosts' and egress nodes' envelopes are tagged.
+    pub(super) tags: anyedge_ccn::Tags,
     pub(super) hosts: Table<HostId, BackendHost>,
     pub(super) host_by_ip: FxHashMap<IpAddr, HostId>,
     pub(super) backends: Table<BackendId, BackendRecord>,
@@ -283,8 +285,9 @@ pub(super) struct Servers {
 impl Servers {
     /// Every region's backends in file order (a host's id is the order its address first
     /// appears), then the egress nodes.
-    pub(super) fn build(t: &Topology) -> Servers {
+    pub(super) fn build(t: &Topology, tags: anyedge_ccn::Tags) -> Servers {
         let mut servers = Servers {
+            tags,
             hosts: Table::new(),
             host_by_ip: FxHashMap::default(),
             backends: Table::new(),
@@ -348,7 +351,7 @@ impl Servers {
             Some(&h) => h,
             None => {
                 let h = self.hosts.next_id();
-                self.hosts.push(BackendHost::new(t, addr.ip()));
+                self.hosts.push(BackendHost::new(t, addr.ip(), self.tags));
                 self.host_by_ip.insert(addr.ip(), h);
                 h
             }
@@ -362,13 +365,12 @@ impl Servers {
 
 impl BackendHost {
     /// A host at `ip` with its backbone keys and security groups, serving nothing yet.
-    fn new(t: &Topology, ip: IpAddr) -> BackendHost {
+    fn new(t: &Topology, ip: IpAddr, tags: anyedge_ccn::Tags) -> BackendHost {
         let id = anyedge_topology::nodes::backend_hosts(t)
             .into_iter()
             .find(|(a, _)| *a == ip)
             .map_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 }, |(_, id)| id);
-        let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
-        let keys = anyedge_topology::nodes::backbone_auth(t, &secret, id, 0).keyring(id, 0);
+        let keys = crate::world::forwarding::backbone_auth(t, id, tags).keyring(id, 0);
         let groups = anyedge_topology::nodes::backend_security_groups(t, ip);
         BackendHost {
             keys,

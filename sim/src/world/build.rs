@@ -90,18 +90,20 @@ pub(super) struct Pki {
     pub(super) tls_client: Option<Arc<rustls::ClientConfig>>,
     /// QUIC clients' configurations by the protocol they offer in ALPN (empty: none).
     pub(super) quic_clients: std::collections::BTreeMap<Vec<u8>, quinn_proto::ClientConfig>,
+    /// How backbone envelopes are tagged this run.
+    pub(super) tags: anyedge_ccn::Tags,
     /// The region's edge routes QUIC by the node an ID names, as a QUIC-LB load
     /// balancer holding the key does.
     pub(super) cid_ciphers: Vec<anyedge_ccn::CidCipher>,
 }
 
 impl Pki {
-    pub(super) fn new(t: &Topology) -> Result<Pki, SimError> {
+    pub(super) fn new(t: &Topology, tags: anyedge_ccn::Tags) -> Result<Pki, SimError> {
         let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
         let cid_ciphers =
             (0..t.regions.len() as u16).map(|r| anyedge_ccn::CidCipher::new(&secret.cid_key(r))).collect();
         let quic_clients = std::collections::BTreeMap::new();
-        let mut pki = Pki { vip_identity: None, tls_client: None, quic_clients, cid_ciphers };
+        let mut pki = Pki { vip_identity: None, tls_client: None, quic_clients, cid_ciphers, tags };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         if !listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic) {
             return Ok(pki);
@@ -139,9 +141,10 @@ impl<'t> World<'t> {
     /// The world of a topology, each part whole, with its first events scheduled: CLB
     /// timers, client traffic, probe rounds, the CLB nodes' first outputs, faults and
     /// the control plane's first tick, in that order.
-    pub fn new(t: &'t Topology) -> Result<World<'t>, SimError> {
+    /// The world of `t`, its backbone envelopes tagged with `tags`.
+    pub fn new(t: &'t Topology, tags: anyedge_ccn::Tags) -> Result<World<'t>, SimError> {
         check_limits(t)?;
-        let pki = Pki::new(t)?;
+        let pki = Pki::new(t, tags)?;
         let mut q = EventQueue::new();
         let regions = Regions::build(t, &pki, &mut q);
         let edge = Edge::build(t, &mut q)?;
@@ -151,9 +154,9 @@ impl<'t> World<'t> {
             net: Network::new(t),
             edge,
             classes: t.traffic.iter().map(|c| ClassInfo::of(t, c)).collect(),
-            pops: build_pops(t),
+            pops: build_pops(t, tags),
             regions,
-            servers: Servers::build(t),
+            servers: Servers::build(t, tags),
             faults: FaultState::new(t),
             record: Recorder::new(t),
             probers: Probers::new(t),

@@ -124,11 +124,11 @@ impl ClbNode {
 }
 
 /// Every POP's core, from the topology.
-pub(super) fn build_pops(t: &Topology) -> Table<PopId, PopNode> {
+pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags) -> Table<PopId, PopNode> {
     let mut pops = Table::new();
     for p in 0..t.pops.len() {
         let mut config = anyedge_topology::nodes::pop_config(t, p);
-        config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p));
+        config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p), tags);
         pops.push(PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new() });
     }
     pops
@@ -139,15 +139,15 @@ pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize) -> Clb
     let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
     let identity = anyedge_topology::nodes::Identity { default: pki.vip_identity.clone(), vips: Vec::new() };
     let mut config = anyedge_topology::nodes::clb_config(t, r, index, addresses, &identity);
-    config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index));
+    config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags);
     config
 }
 
 /// A node's backbone keys: from the seed, the same derivation `lab up` makes from its
-/// random secret. The simulator's clock starts at 0.
-fn backbone_auth(t: &Topology, me: anyedge_ccn::NodeId) -> anyedge_ccn::AuthConfig {
+/// random secret, tagging as the run asks. The simulator's clock starts at 0.
+pub(super) fn backbone_auth(t: &Topology, me: anyedge_ccn::NodeId, tags: anyedge_ccn::Tags) -> anyedge_ccn::AuthConfig {
     let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
-    anyedge_topology::nodes::backbone_auth(t, &secret, me, 0)
+    anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth(t, &secret, me, 0) }
 }
 
 impl<'t> World<'t> {

@@ -94,6 +94,7 @@ impl<'t> World<'t> {
         Report {
             name: t.name.clone(),
             seed: t.seed,
+            auth: self.pki.tags.name(),
             duration_s: t.duration_ns as f64 / 1e9,
             models: self.models_report(),
             pops,
