@@ -174,6 +174,18 @@ fn in_client(lab: &Lab, client: &str, command: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `len` bytes that compress to nothing useful: a fixed xorshift stream from `seed`.
+fn noise(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn nginx_log(lab: &Lab, host: &str) -> String {
     std::fs::read_to_string(lab.dir.join(format!("nginx-{host}/access.log"))).unwrap_or_default()
 }
@@ -226,15 +238,7 @@ fn a_file_put_through_nginx_behind_the_vip_comes_back_byte_for_byte_both_ways() 
     let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     // 24 MB that compress to nothing useful (a fixed xorshift stream).
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let blob: Vec<u8> = (0..24 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let blob = noise(24 << 20, 0x9e37_79b9_7f4a_7c15);
     let sent = lab.dir.join("sent.bin");
     std::fs::write(&sent, &blob).unwrap();
     // Up through the TCP listener (layer 4), down through it and through the HTTP
@@ -312,15 +316,7 @@ fn http2_clients_curl_and_h2load_are_served_by_nginx_through_the_https_listener_
     }
     // A body up (a PUT of 900 KB, past the client's first windows) and down again, over
     // HTTP/2 both ways.
-    let mut x: u32 = 0x2545_f491;
-    let blob: Vec<u8> = (0..900_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let blob = noise(900_000, 0x2545_f491);
     let sent = lab.dir.join("h2-sent.bin");
     std::fs::write(&sent, &blob).unwrap();
     let url = format!("https://{VIP}/files/h2-blob");
@@ -355,15 +351,7 @@ fn an_http3_client_aioquic_is_served_by_nginx_through_the_quic_listener_as_http1
     let Some((_one, apps)) = the_apps_lab() else { return };
     let lab = &apps.lab;
     let london = client_address(lab, "london");
-    let mut x: u32 = 0x1234_5678;
-    let blob: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect();
+    let blob = noise(300_000, 0x1234_5678);
     let (sent, got) = (lab.dir.join("h3-sent.bin"), lab.dir.join("h3-got.bin"));
     std::fs::write(&sent, &blob).unwrap();
     let script = format!("{}/tools/aioquic/h3.py", env!("CARGO_MANIFEST_DIR"));

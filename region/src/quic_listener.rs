@@ -182,7 +182,7 @@ fn stream_id(n: u64) -> Option<StreamId> {
 
 /// What a stream holds to read now, whether its end came, and whether it is gone (reset
 /// or stopped).
-fn read_all(conn: &mut quinn_proto::Connection, id: StreamId) -> (Vec<u8>, bool, bool) {
+pub fn read_all(conn: &mut quinn_proto::Connection, id: StreamId) -> (Vec<u8>, bool, bool) {
     let (mut data, mut fin, mut gone) = (Vec::new(), false, false);
     let mut stream = conn.recv_stream(id);
     match stream.read(true) {

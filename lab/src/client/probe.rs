@@ -537,6 +537,22 @@ enum Framing {
     Http(SocketAddr),
 }
 
+/// A QUIC flow's move to a new local port, once its time has come: a new socket on a new
+/// port, so the server sees the connection's packets come from a new address and
+/// validates the path.
+async fn migrate_when_due(migrate: &mut Option<(Duration, quinn::Endpoint)>, start: Instant, tally: &Mutex<Tally>) {
+    let Some((at, endpoint)) = migrate.as_ref() else { return };
+    if start.elapsed() < *at {
+        return;
+    }
+    let moved = std::net::UdpSocket::bind(any_port(endpoint.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())))
+        .and_then(|sock| sock.set_nonblocking(true).and_then(|()| endpoint.rebind(sock)));
+    if moved.is_ok() {
+        tally.lock().await.migrations += 1;
+    }
+    *migrate = None;
+}
+
 /// One flow's exchange loop, paced at `per_flow`, until the run ends or the stream breaks.
 /// `migrate`: a QUIC flow's endpoint and when to move it to a new local port.
 async fn run_flow(
@@ -551,18 +567,7 @@ async fn run_flow(
     let mut sent = 0u64;
     let mut next = tokio::time::Instant::now();
     while start.elapsed() < duration {
-        if let Some((at, endpoint)) = &migrate
-            && start.elapsed() >= *at
-        {
-            // A new socket on a new port: the server sees the connection's packets come
-            // from a new address and validates the path.
-            let moved = std::net::UdpSocket::bind(any_port(endpoint.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())))
-                .and_then(|sock| sock.set_nonblocking(true).and_then(|()| endpoint.rebind(sock)));
-            if moved.is_ok() {
-                tally.lock().await.migrations += 1;
-            }
-            migrate = None;
-        }
+        migrate_when_due(&mut migrate, start, &tally).await;
         let req = request(sent, start);
         tally.lock().await.sent(start.elapsed().as_micros() as u64, 1);
         let wrote = match framing {
@@ -636,16 +641,7 @@ async fn run_h3_flow(
     let authority = target.to_string();
     let (mut sent, mut next) = (0u64, tokio::time::Instant::now());
     while start.elapsed() < duration {
-        if let Some((at, endpoint)) = &migrate
-            && start.elapsed() >= *at
-        {
-            let moved = std::net::UdpSocket::bind(any_port(endpoint.local_addr().unwrap_or(([0, 0, 0, 0], 0).into())))
-                .and_then(|sock| sock.set_nonblocking(true).and_then(|()| endpoint.rebind(sock)));
-            if moved.is_ok() {
-                tally.lock().await.migrations += 1;
-            }
-            migrate = None;
-        }
+        migrate_when_due(&mut migrate, start, &tally).await;
         let req = request(sent, start);
         tally.lock().await.sent(start.elapsed().as_micros() as u64, 1);
         let wait = WAIT.min((duration + GRACE).saturating_sub(start.elapsed()));

@@ -76,22 +76,9 @@ impl H3 {
     }
 }
 
-/// What a stream holds to read now, and whether its end came.
+/// What a stream holds to read now, and whether its end came (the listener's reader).
 fn read_stream(conn: &mut quinn_proto::Connection, id: quinn_proto::StreamId) -> (Vec<u8>, bool) {
-    let (mut data, mut fin) = (Vec::new(), false);
-    if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
-        loop {
-            match chunks.next(64 * 1024) {
-                Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
-                Ok(None) => {
-                    fin = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = chunks.finalize();
-    }
+    let (data, fin, _) = anyedge_region::quic_listener::read_all(conn, id);
     (data, fin)
 }
 
