@@ -175,6 +175,88 @@ struct H3Conn {
     relays: Vec<H3Relay>,
 }
 
+impl H3Conn {
+    /// The client's bytes, stream by stream, into the session; the HTTP/3 error code to
+    /// close the connection with, when they broke it.
+    fn read_client(&mut self, conn: &mut quinn_proto::Connection) -> Option<u64> {
+        let mut closed = None;
+        let session = &mut self.session;
+        self.reading.retain(|&id| {
+            if closed.is_some() {
+                return true;
+            }
+            let (data, fin, gone) = read_all(conn, id);
+            if (!data.is_empty() || fin)
+                && let Err(H3Closed(code)) = session.feed(id.into(), &data, fin)
+            {
+                closed = Some(code);
+            }
+            !(fin || gone)
+        });
+        closed
+    }
+
+    /// Streams the session refused or broke: reset toward the client, and nothing more
+    /// of them goes anywhere.
+    fn reset_refused(&mut self, conn: &mut quinn_proto::Connection) {
+        for (stream, code) in self.session.take_resets() {
+            let (Some(id), Ok(code)) = (stream_id(stream), quinn_proto::VarInt::from_u64(code)) else { continue };
+            let _ = conn.send_stream(id).reset(code);
+            let _ = conn.recv_stream(id).stop(code);
+            self.pending.remove(&stream);
+            self.waiting.remove(&stream);
+            for r in self.relays.iter_mut().filter(|r| r.stream == stream) {
+                r.over = true;
+            }
+        }
+    }
+
+    /// The backends' answers into the session, while each stream has room for them; a
+    /// backend that closed ends its answer, and the node's side closes too.
+    fn read_backends(&mut self, stack: &mut TcpStack) {
+        for r in self.relays.iter_mut().filter(|r| !r.over) {
+            let s = stack.socket(r.tcp);
+            let held = self.pending.get(&r.stream).map_or(0, |(b, _)| b.len());
+            let mut answer = Vec::new();
+            let room = H3_STREAM_HELD_MAX.saturating_sub(held);
+            crate::tcp_stack::exchange_upto(s, &mut r.to_tcp, &mut answer, room);
+            let backend_closed =
+                !s.may_recv() && matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed);
+            let ended = backend_closed && !r.backend_done;
+            if !answer.is_empty() || ended {
+                self.session.backend_bytes(r.stream, &answer, ended);
+            }
+            if ended {
+                r.backend_done = true;
+                s.close();
+            }
+        }
+    }
+
+    /// Relays whose answer has left (or whose stream is gone) end: answered, the node's
+    /// side closes; cut short, it is aborted. Their local ports and sockets, to give back
+    /// once the stack has sent their FIN or reset.
+    fn end_relays(&mut self, stack: &mut TcpStack) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
+        let (mut done, mut sockets) = (Vec::new(), Vec::new());
+        let pending = &self.pending;
+        self.relays.retain(|r| {
+            let over = r.over || (r.backend_done && !pending.contains_key(&r.stream));
+            if over {
+                let s = stack.socket(r.tcp);
+                if !r.backend_done && s.state() != tcp::State::CloseWait && r.to_tcp.is_empty() {
+                    s.close();
+                } else if !r.backend_done {
+                    s.abort();
+                }
+                done.push(r.local);
+                sockets.push(r.tcp);
+            }
+            !over
+        });
+        (done, sockets)
+    }
+}
+
 /// The quinn ID of stream number `n`.
 fn stream_id(n: u64) -> Option<StreamId> {
     quinn_proto::VarInt::from_u64(n).ok().map(StreamId::from)
@@ -603,35 +685,11 @@ impl QuicListener {
         let Some(c) = self.conns.get_mut(&ch) else { return };
         let Some(conn) = self.host.conn(ch) else { return };
         let Some(h3) = c.h3.as_mut() else { return };
-        // The client's bytes, stream by stream, into the session.
-        let mut closed = None;
-        h3.reading.retain(|&id| {
-            if closed.is_some() {
-                return true;
-            }
-            let (data, fin, gone) = read_all(conn, id);
-            if (!data.is_empty() || fin)
-                && let Err(H3Closed(code)) = h3.session.feed(id.into(), &data, fin)
-            {
-                closed = Some(code);
-            }
-            !(fin || gone)
-        });
-        if let Some(code) = closed {
+        if let Some(code) = h3.read_client(conn) {
             self.host.close_with(ch, now_ns, code, b"HTTP/3");
             return;
         }
-        // Streams the session refused or broke: reset toward the client.
-        for (stream, code) in h3.session.take_resets() {
-            let (Some(id), Ok(code)) = (stream_id(stream), quinn_proto::VarInt::from_u64(code)) else { continue };
-            let _ = conn.send_stream(id).reset(code);
-            let _ = conn.recv_stream(id).stop(code);
-            h3.pending.remove(&stream);
-            h3.waiting.remove(&stream);
-            for r in h3.relays.iter_mut().filter(|r| r.stream == stream) {
-                r.over = true;
-            }
-        }
+        h3.reset_refused(conn);
         // Requests ready for the backend: each asks the CLB for a port.
         while let Some((stream, request)) = h3.session.take_request() {
             let Some(id) = stream_id(stream) else { continue };
@@ -639,65 +697,32 @@ impl QuicListener {
             step.need_port.push((ch, id));
             self.h3_requests += 1;
         }
-        // The backend's answers, while each stream has room for them.
-        if let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) {
-            stack.poll(now_ns);
-            for r in h3.relays.iter_mut().filter(|r| !r.over) {
-                let s = stack.socket(r.tcp);
-                let held = h3.pending.get(&r.stream).map_or(0, |(b, _)| b.len());
-                let mut answer = Vec::new();
-                let room = H3_STREAM_HELD_MAX.saturating_sub(held);
-                crate::tcp_stack::exchange_upto(s, &mut r.to_tcp, &mut answer, room);
-                let backend_closed = !s.may_recv()
-                    && matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed);
-                let ended = backend_closed && !r.backend_done;
-                if !answer.is_empty() || ended {
-                    h3.session.backend_bytes(r.stream, &answer, ended);
-                }
-                if ended {
-                    r.backend_done = true;
-                    s.close();
-                }
-            }
+        let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else {
             flush_h3(conn, h3);
-            // Relays whose answer has left (or whose stream is gone) close; ports go back.
-            let (mut done, mut sockets) = (Vec::new(), Vec::new());
-            h3.relays.retain(|r| {
-                let over = r.over || (r.backend_done && !h3.pending.contains_key(&r.stream));
-                if over {
-                    // Answered: the node's side closes; cut short (a reset): aborted.
-                    let s = stack.socket(r.tcp);
-                    if !r.backend_done && s.state() != tcp::State::CloseWait && r.to_tcp.is_empty() {
-                        s.close();
-                    } else if !r.backend_done {
-                        s.abort();
-                    }
-                    done.push(r.local);
-                    sockets.push(r.tcp);
-                }
-                !over
-            });
-            stack.poll(now_ns);
-            for packet in stack.drain_tx() {
-                step.to_backend.push((backend, None, packet));
-            }
-            // Their FIN or reset has left: the sockets go, with their buffers (a
-            // connection's requests each had one: kept, they added up).
-            for h in sockets {
-                stack.remove(h);
-            }
-            debug_assert!(
-                stack.sockets.iter().count() <= h3.relays.len(),
-                "a connection's stack holds its open requests' sockets only"
-            );
-            for local in &done {
-                self.by_backend.remove(&(backend, local.0, local.1));
-            }
-            if !done.is_empty() {
-                step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
-            }
-        } else {
-            flush_h3(conn, h3);
+            return;
+        };
+        stack.poll(now_ns);
+        h3.read_backends(stack);
+        flush_h3(conn, h3);
+        let (done, sockets) = h3.end_relays(stack);
+        stack.poll(now_ns);
+        for packet in stack.drain_tx() {
+            step.to_backend.push((backend, None, packet));
+        }
+        // Their FIN or reset has left: the sockets go, with their buffers (a connection's
+        // requests each had one: kept, they added up).
+        for h in sockets {
+            stack.remove(h);
+        }
+        debug_assert!(
+            stack.sockets.iter().count() <= h3.relays.len(),
+            "a connection's stack holds its open requests' sockets only"
+        );
+        for local in &done {
+            self.by_backend.remove(&(backend, local.0, local.1));
+        }
+        if !done.is_empty() {
+            step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
         }
     }
 

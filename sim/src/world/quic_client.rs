@@ -76,6 +76,18 @@ impl H3 {
     }
 }
 
+/// Writes what a request stream still has to send, and finishes it once all has gone.
+fn send_rest(conn: &mut quinn_proto::Connection, id: quinn_proto::StreamId, to_send: &mut Vec<u8>) {
+    if to_send.is_empty() {
+        return;
+    }
+    let n = conn.send_stream(id).write(to_send).unwrap_or(0);
+    to_send.drain(..n);
+    if to_send.is_empty() {
+        let _ = conn.send_stream(id).finish();
+    }
+}
+
 /// What a stream holds to read now, and whether its end came (the listener's reader).
 fn read_stream(conn: &mut quinn_proto::Connection, id: quinn_proto::StreamId) -> (Vec<u8>, bool) {
     let (data, fin, _) = anyedge_region::quic_listener::read_all(conn, id);
@@ -144,13 +156,7 @@ impl QuicFlow {
             self.head.clear();
         }
         let id = self.stream?;
-        if !self.to_send.is_empty() {
-            let n = conn.send_stream(id).write(&self.to_send).unwrap_or(0);
-            self.to_send.drain(..n);
-            if self.to_send.is_empty() {
-                let _ = conn.send_stream(id).finish();
-            }
-        }
+        send_rest(conn, id, &mut self.to_send);
         if let Ok(mut chunks) = conn.recv_stream(id).read(true) {
             while let Ok(Some(chunk)) = chunks.next(64 * 1024) {
                 let want = app::ID_LEN.saturating_sub(self.head.len()).min(chunk.bytes.len());
@@ -184,13 +190,7 @@ impl QuicFlow {
             self.to_send = bytes;
         }
         let id = self.stream?;
-        if !self.to_send.is_empty() {
-            let n = conn.send_stream(id).write(&self.to_send).unwrap_or(0);
-            self.to_send.drain(..n);
-            if self.to_send.is_empty() {
-                let _ = conn.send_stream(id).finish();
-            }
-        }
+        send_rest(conn, id, &mut self.to_send);
         let (data, fin) = read_stream(conn, id);
         if !data.is_empty() || fin {
             let _ = h3.client.feed(id.into(), &data, fin);
