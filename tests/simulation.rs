@@ -661,8 +661,9 @@ fn mutual_tls_listeners_serve_clients_holding_the_cas_certificate_as_one_way_one
 
 #[test]
 fn clients_that_do_not_fit_the_default_pool_beside_a_groups_own_block_are_refused_by_name() {
-    // kyiv's own /17 takes half of 198.18.64.1–198.18.255.253: 20,000 more clients
-    // without a block cannot all be numbered there.
+    // kyiv's own /17 takes 32,766 of 198.18.64.1–198.18.255.253: 20,000 more clients
+    // without a block cannot all be numbered there. Validation says so, before a world
+    // is built.
     let text = SMALL
         .replace(
             "{ name: kyiv,   location: [50.450, 30.523], count: 20,",
@@ -672,13 +673,36 @@ fn clients_that_do_not_fit_the_default_pool_beside_a_groups_own_block_are_refuse
             "{ name: rome,   location: [41.903, 12.496], count: 20,",
             "{ name: rome,   location: [41.903, 12.496], count: 19980,",
         );
-    let t = topology::parse_str("pool.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
-    let Err(e) = anyedge_sim::run_report(&t, |_| {}) else { panic!("the world was built") };
-    assert!(e.0.contains("20000 clients without `address:` do not fit the default pool"), "{}", e.0);
+    let Err(e) = topology::parse_str("pool.yaml", &text) else { panic!("the file was taken") };
+    let e = e.to_string();
+    assert!(
+        e.contains("20000 clients without `address:`, but their pool 198.18.64.1–198.18.255.253 holds 16383"),
+        "{e}"
+    );
     // The block itself is fine: with as many clients as fit beside it, the world runs.
     let fits = text.replace("count: 19980,", "count: 200,");
     let t = topology::parse_str("pool.yaml", &fits).unwrap_or_else(|e| panic!("{e}"));
     assert!(anyedge_sim::run_report(&t, |_| {}).is_ok());
+}
+
+#[test]
+fn clients_without_a_block_are_numbered_from_the_clients_block_around_a_groups_own_block() {
+    // london (4) and rome (6) have no block: they are numbered from 100.64.0.1 in file
+    // order, stepping over kyiv's own 100.64.0.8/29 (kyiv's 4 take .9–.12).
+    let text = SMALL
+        .replacen("clients:\n", "clients_block: 100.64.0.0/16\nclients:\n", 1)
+        .replace("-0.128], count: 20,", "-0.128], count: 4,")
+        .replace("[41.903, 12.496], count: 20,", "[41.903, 12.496], count: 6,")
+        .replace("[50.450, 30.523], count: 20,", "[50.450, 30.523], count: 4, address: 100.64.0.8/29,");
+    let t = topology::parse_str("pool.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.clients.iter().map(|c| c.count).collect::<Vec<_>>(), [4, 6, 4]);
+    let r = anyedge_sim::run_report(&t, |_| {}).unwrap_or_else(|e| panic!("{}", e.0)).report;
+    // 14 clients: every backend lists all it saw (up to 16).
+    let seen: std::collections::BTreeSet<String> =
+        r.backends.iter().flat_map(|b| b.client_addrs_seen.iter().cloned()).collect();
+    let want: std::collections::BTreeSet<String> =
+        [1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 9, 10, 11, 12].iter().map(|h| format!("100.64.0.{h}")).collect();
+    assert_eq!(seen, want);
 }
 
 #[test]

@@ -421,9 +421,40 @@ fn malformed_ip_addresses() {
 }
 
 #[test]
-fn more_clients_than_the_simulator_addresses() {
+fn a_million_clients_are_numbered_from_a_clients_block_and_the_default_pool_says_when_it_is_too_small() {
+    // 100,000 clients do not fit 198.18.64.1–198.18.255.253: the error names the way out.
     let many = with("count: 20, traffic: game }", "count: 100000, traffic: game }");
-    expect(&many, 38, "clients", "at most 48000 are addressable");
+    let line = line_of(SMALL, "name: london");
+    expect(
+        &many,
+        line,
+        "clients[0]",
+        "100040 clients without `address:`, but their pool 198.18.64.1–198.18.255.253 holds 49149",
+    );
+    expect(&many, line, "clients[0]", "set `clients_block:`");
+    // With a /10 a million fit, numbered from its first host in file order.
+    let block = |b: &str, n: &str| {
+        with("count: 20, traffic: game }", &format!("count: {n}, traffic: game }}")).replacen(
+            "clients:\n",
+            &format!("clients_block: {b}\nclients:\n"),
+            1,
+        )
+    };
+    let t = topology::parse_str("t.yaml", &block("100.64.0.0/10", "1000000")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.clients.iter().map(|c| u64::from(c.count)).sum::<u64>(), 1_000_040);
+    let pool = t.client_pool();
+    assert_eq!(pool.bounds(), ("100.64.0.1".parse().unwrap(), "100.127.255.254".parse().unwrap()));
+    assert_eq!(pool.len(), 4_194_302);
+    // A block that is too small, IPv6, or holds a backend where clients land is refused.
+    let at = line_of(&block("100.64.0.0/10", "1"), "clients_block");
+    let line = line_of(&block("100.64.0.0/10", "1"), "name: london");
+    expect(&block("100.64.0.0/24", "1000"), line, "clients[0]", "holds 254 beside the groups' own blocks");
+    expect(&block("\"fd00:c::/64\"", "1"), at, "clients_block", "must be an IPv4 block");
+    expect(&block("198.19.20.0/24", "1"), line, "clients[0]", "a VIP, backend or CLB node address");
+    expect(&block("100.64.0.0/33", "1"), at, "clients_block", "");
+    // More than a file holds (16,777,216) is refused whatever the blocks.
+    let huge = with("count: 20, traffic: game }", "count: 16777216, traffic: game }");
+    expect(&huge, line_of(SMALL, "name: london"), "clients", "16777256 clients in all; a file holds at most 16777216");
 }
 
 #[test]

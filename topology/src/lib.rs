@@ -39,6 +39,9 @@ pub struct Topology {
     pub backbone: Backbone,
     pub internet: Internet,
     pub clients: Vec<ClientGroup>,
+    /// The IPv4 block clients without an `address:` block are numbered from
+    /// (`clients_block:`); `None`: the default pool ([`ClientPool::DEFAULT`]).
+    pub clients_block: Option<Cidr>,
     pub traffic: Vec<TrafficClass>,
     pub failover: Failover,
     pub faults: Vec<Fault>,
@@ -323,6 +326,48 @@ pub struct ClientGroup {
     pub address: Option<Cidr>,
 }
 
+/// Where clients without an `address:` block get their addresses, in order: hosts
+/// `first..end` of `block` (host `i` is the network address + 1 + `i`), skipping groups'
+/// own blocks and VIP and backend addresses inside it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientPool {
+    pub block: Cidr,
+    pub first: u128,
+    pub end: u128,
+}
+
+impl ClientPool {
+    /// Without `clients_block:`: 198.18.64.1–198.18.255.253 (49,149 addresses), clear of
+    /// VIPs (198.18.0.x) and CLB nodes (198.18.32.x); .254 is the lab hosts' gateway.
+    pub const DEFAULT: ClientPool = ClientPool {
+        block: Cidr { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), prefix: 16 },
+        first: 64 * 256,
+        end: 65_536 - 3,
+    };
+
+    /// The pool of a `clients_block:` (every host address of it), or the default.
+    pub fn of(block: Option<Cidr>) -> ClientPool {
+        match block {
+            Some(block) => ClientPool { block, first: 0, end: block.hosts() },
+            None => ClientPool::DEFAULT,
+        }
+    }
+
+    /// Addresses it numbers from.
+    pub fn len(&self) -> u128 {
+        self.end - self.first
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.first
+    }
+
+    /// Its first and last addresses.
+    pub fn bounds(&self) -> (IpAddr, IpAddr) {
+        (self.block.host(self.first), self.block.host(self.end.saturating_sub(1).max(self.first)))
+    }
+}
+
 /// How long a client waits on a TCP connection that makes no progress (no connection
 /// made, no answer completed) while it has a request outstanding, before it gives the
 /// connection up, counts that request lost and connects again. The lab's probe waits as
@@ -535,6 +580,11 @@ pub struct Fault {
 }
 
 impl Topology {
+    /// Where clients without an `address:` block are numbered from.
+    pub fn client_pool(&self) -> ClientPool {
+        ClientPool::of(self.clients_block)
+    }
+
     /// The POPs client group `g` may enter for VIP `vip`, in routing's preference: its
     /// `catchment` when it has one, else BGP's selection at the transit the group
     /// attaches to (`bgp`: its nearest POP first, then the POPs nearest that one).

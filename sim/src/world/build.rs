@@ -27,27 +27,40 @@ use anyedge_ccn::EventQueue;
 use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_proto::Transport;
 use anyedge_region::tcp_stack::TcpStack;
-use anyedge_topology::Cidr;
 use anyedge_topology::ListenerProtocol;
 use anyedge_topology::Topology;
 use anyedge_topology::TrafficKind;
 use std::net::IpAddr;
-use std::net::Ipv4Addr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The default pool clients without an `address` block draw from: 198.18.64.1 up to
-/// 198.18.255.254, clear of VIPs (198.18.0.x) and CLB nodes (198.18.32.x).
-pub(super) fn default_pool() -> (Cidr, u128) {
-    (Cidr { addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)), prefix: 16 }, 64 * 256)
-}
-
-/// The addresses clients without an `address:` block get, in order: the default pool
-/// up to 198.18.255.253 (.254 is the hosts' default gateway, .255 broadcast), skipping the
-/// groups' own blocks and VIP and backend addresses inside it.
+/// The addresses clients without an `address:` block get, in order: their pool
+/// (`clients_block:`, or 198.18.64.1 up to 198.18.255.253), skipping the groups' own
+/// blocks and VIP and backend addresses inside it. Linear in the pool's stretch used: the
+/// groups' blocks are stepped over as ranges, not searched per address.
 fn default_pool_hosts(t: &Topology) -> impl Iterator<Item = IpAddr> + '_ {
-    let (pool, first) = default_pool();
-    let explicit: Vec<Cidr> = t.clients.iter().filter_map(|g| g.address).collect();
+    let pool = t.client_pool();
+    let v4 = |a: IpAddr| match a {
+        IpAddr::V4(a) => i128::from(u32::from(a)),
+        IpAddr::V6(_) => -1,
+    };
+    // Host i of the pool is its network address + 1 + i.
+    let first_host = v4(pool.block.network()) + 1;
+    let end = pool.end as i128;
+    // Groups' own IPv4 blocks as host-index ranges of the pool [from, to), sorted.
+    let mut skip: Vec<(u128, u128)> = t
+        .clients
+        .iter()
+        .filter_map(|g| g.address)
+        .filter(|c| c.addr.is_ipv4())
+        .filter_map(|c| {
+            let from = v4(c.network()) - first_host;
+            let to = from + c.span() as i128;
+            let (from, to) = (from.clamp(0, end), to.clamp(0, end));
+            (to > from).then_some((from as u128, to as u128))
+        })
+        .collect();
+    skip.sort_unstable();
     let reserved: std::collections::HashSet<IpAddr> = t
         .vips
         .iter()
@@ -56,10 +69,30 @@ fn default_pool_hosts(t: &Topology) -> impl Iterator<Item = IpAddr> + '_ {
             t.regions.iter().flat_map(|r| r.backend_groups.iter().flat_map(|g| g.backends.iter().map(|b| b.addr.ip()))),
         )
         .collect();
-    // host(i) is the network address + 1 + i.
-    (first..pool.span() - 3)
-        .map(move |i| pool.host(i))
-        .filter(move |a| !explicit.iter().any(|e| e.contains(*a)) && !reserved.contains(a))
+    let mut i = pool.first;
+    let mut next_skip = 0;
+    std::iter::from_fn(move || {
+        loop {
+            while let Some(&(from, to)) = skip.get(next_skip) {
+                if to <= i {
+                    next_skip += 1;
+                } else if from <= i {
+                    i = to;
+                    next_skip += 1;
+                } else {
+                    break;
+                }
+            }
+            if i >= pool.end {
+                return None;
+            }
+            let a = pool.block.host(i);
+            i += 1;
+            if !reserved.contains(&a) {
+                return Some(a);
+            }
+        }
+    })
 }
 
 /// The protocol of the TCP listener a traffic class reaches.
@@ -248,8 +281,9 @@ impl Edge {
 /// Why clients without an `address:` block found no address.
 fn pool_exhausted(t: &Topology) -> SimError {
     let wanted: u64 = t.clients.iter().filter(|g| g.address.is_none()).map(|g| u64::from(g.count)).sum();
+    let (first, last) = t.client_pool().bounds();
     SimError(format!(
-        "{wanted} clients without `address:` do not fit the default pool 198.18.64.1–198.18.255.253 beside the groups' own blocks: give groups `address:` blocks outside it"
+        "{wanted} clients without `address:` do not fit their pool {first}–{last} beside the groups' own blocks: set `clients_block:` to a larger block or give groups `address:` blocks outside it"
     ))
 }
 

@@ -166,7 +166,7 @@ impl Parser {
         if total > CLIENTS_MAX
             && let Some(node) = top.get("clients")
         {
-            let reason = format!("{total} clients in all; at most {CLIENTS_MAX} are addressable");
+            let reason = format!("{total} clients in all; a file holds at most {CLIENTS_MAX}");
             self.err(node.span(), "clients", reason);
         }
         for (o, g) in objs.iter().zip(&out) {
@@ -189,6 +189,7 @@ impl Parser {
         vips: &[Vip],
         traffic: &[TrafficClass],
         regions: &[Region],
+        pool: crate::ClientPool,
     ) {
         let Some(seq) = top.get("clients").and_then(|n| n.as_sequence()) else { return };
         // (A set, not a search per node: 40,000 groups took 2 s to match up.)
@@ -246,30 +247,78 @@ impl Parser {
                 self.err(n.span(), &field, p);
             }
         }
-        // Groups without `address:` are numbered from 198.18.64.0 upwards (the simulator's
-        // default pool): no VIP or backend may sit where they land.
-        let defaults: u32 = clients.iter().filter(|c| c.address.is_none()).map(|c| c.count).sum();
-        let first = clients.iter().position(|c| c.address.is_none());
-        if let (Some(i), true) = (first, defaults > 0) {
-            let (low, high) =
-                (u32::from(Ipv4Addr::new(198, 18, 64, 0)), u32::from(Ipv4Addr::new(198, 18, 64, 0)) + defaults);
-            let inside = |a: &IpAddr| matches!(a, IpAddr::V4(v) if (low..=high).contains(&u32::from(*v)));
-            let taken = vips
-                .iter()
-                .map(|v| IpAddr::V4(v.ipv4))
-                .chain(
-                    regions
-                        .iter()
-                        .flat_map(|r| r.backend_groups.iter().flat_map(|b| b.backends.iter().map(|b| b.addr.ip()))),
-                )
-                .find(inside);
-            if let (Some(a), Some(node)) = (taken, seq.get(i)) {
-                let reason = format!(
-                    "clients without `address:` are numbered from 198.18.64.0 to {}, which holds {a}, a VIP or backend address: give the group an `address:` block",
-                    Ipv4Addr::from(high)
-                );
-                self.err(node.span(), &format!("clients[{i}]"), reason);
-            }
+        self.check_client_pool(seq, clients, vips, regions, pool);
+    }
+
+    /// `clients_block:`: an IPv4 block. `None`: it is wrong; `Some(None)`: absent.
+    pub(super) fn clients_block(&mut self, top: &Obj<'_>) -> Option<Option<Cidr>> {
+        let Some(n) = top.get("clients_block") else { return Some(None) };
+        let cidr = self.with(n, "clients_block", Cidr::parse)?;
+        if !cidr.addr.is_ipv4() || cidr.hosts() == 0 {
+            let reason =
+                format!("{cidr}: must be an IPv4 block with host addresses (IPv6 clients take a group's `address:`)");
+            self.err(n.span(), "clients_block", reason);
+            return None;
+        }
+        Some(Some(cidr))
+    }
+
+    /// Groups without `address:` are numbered through `pool` (skipping groups' own blocks
+    /// and VIP and backend addresses): they must fit, and no VIP, backend or CLB node
+    /// address may sit where they land.
+    fn check_client_pool(
+        &mut self,
+        seq: &[Node],
+        clients: &[ClientGroup],
+        vips: &[Vip],
+        regions: &[Region],
+        pool: crate::ClientPool,
+    ) {
+        let defaults: u64 = clients.iter().filter(|c| c.address.is_none()).map(|c| u64::from(c.count)).sum();
+        let Some(i) = clients.iter().position(|c| c.address.is_none()).filter(|_| defaults > 0) else { return };
+        let Some(node) = seq.get(i) else { return };
+        let field = format!("clients[{i}]");
+        let (first, last) = pool.bounds();
+        let start = ip_u128(first);
+        // Addresses groups' own blocks take inside the pool (blocks are disjoint).
+        let own: u128 = clients
+            .iter()
+            .filter_map(|c| c.address)
+            .filter(|c| c.addr.is_ipv4())
+            .map(|c| {
+                let (a, b) = (ip_u128(c.network()), ip_u128(c.network()) + c.span() - 1);
+                let (lo, hi) = (a.max(start), b.min(ip_u128(last)));
+                if lo <= hi { hi - lo + 1 } else { 0 }
+            })
+            .sum();
+        let room = pool.len().saturating_sub(own);
+        if u128::from(defaults) > room {
+            let reason = format!(
+                "{defaults} clients without `address:`, but their pool {first}–{last} holds {room} beside the groups' own blocks: set `clients_block:` to a larger IPv4 block (100.64.0.0/10 holds 4,194,302) or give groups `address:` blocks"
+            );
+            self.err(node.span(), &field, reason);
+            return;
+        }
+        let (low, high) = (start, start + u128::from(defaults));
+        let clb_nodes = regions.iter().enumerate().flat_map(|(r, region)| {
+            (0..usize::from(region.clb_nodes)).map(move |n| crate::nodes::ClbAddresses::of(r, n).address)
+        });
+        let taken = vips
+            .iter()
+            .map(|v| IpAddr::V4(v.ipv4))
+            .chain(
+                regions
+                    .iter()
+                    .flat_map(|r| r.backend_groups.iter().flat_map(|b| b.backends.iter().map(|b| b.addr.ip()))),
+            )
+            .chain(clb_nodes)
+            .find(|a| a.is_ipv4() && (low..=high).contains(&ip_u128(*a)));
+        if let Some(a) = taken {
+            let reason = format!(
+                "clients without `address:` are numbered from {first} to {}, which holds {a}, a VIP, backend or CLB node address: give the group an `address:` block, or set `clients_block:` elsewhere",
+                pool.block.host(pool.first + u128::from(defaults))
+            );
+            self.err(node.span(), &field, reason);
         }
     }
 

@@ -33,9 +33,9 @@ use anyedge_region::security::{Action, Ports, Rule, SecurityGroup};
 pub use delay::builtin as builtin_delay;
 
 const MS: u64 = 1_000_000;
-/// Simulated clients are addressed from 198.18.64.1 upwards (49,150 addresses to
-/// 198.18.255.253, some of which groups' own blocks may take).
-pub const CLIENTS_MAX: u64 = 48_000;
+/// Clients in a file, all groups together (a /8's worth); those without an `address:`
+/// block must also fit their pool (`clients_block:`, or 198.18.64.1 up).
+pub const CLIENTS_MAX: u64 = 1 << 24;
 /// Each class of a group takes two source-port slots (anycast, direct).
 pub const CLASSES_PER_GROUP_MAX: usize = 27;
 const S: u64 = 1_000_000_000;
@@ -451,7 +451,9 @@ impl Parser {
             None => vec![],
         };
         let clients = self.clients(&top, &traffic_names, &names);
-        self.check_client_addresses(&top, &clients, &vips, &traffic, &regions);
+        let clients_block = self.clients_block(&top);
+        let pool = crate::ClientPool::of(clients_block.flatten());
+        self.check_client_addresses(&top, &clients, &vips, &traffic, &regions, pool);
         let internet = self.internet(&top, &clients, &names);
         let failover = self.failover(&top);
         if let (Some(f), Some(bb)) = (failover.as_ref(), backbone.as_ref()) {
@@ -472,6 +474,7 @@ impl Parser {
             backbone: backbone?,
             internet: internet?,
             clients,
+            clients_block: clients_block?,
             traffic,
             failover: failover?,
             faults,

@@ -274,6 +274,7 @@ fn build() -> Vec<Object> {
                 opt("backbone", Ty::Obj("backbone"), "The private backbone (CCN) between POPs and regions. Defaults: the `azure-2025-06` delay calibration, jitter 0.3ms, loss 0.001%, 10Gbps, UDP."),
                 opt("internet", Ty::Obj("internet"), "The public internet: clients to POPs, and the direct path to the region that anycast is compared with. Defaults: the `wondernetwork-2020-07` delay calibration, last mile 5ms (assumed), jitter 4ms, loss 0.3%."),
                 req("clients", Ty::List(Box::new(Ty::Obj("client_group")), 1), "Groups of clients at one place each, and the traffic classes they send."),
+                opt("clients_block", Ty::Cidr, "The IPv4 block clients without an `address:` are numbered from, in file order (e.g. 100.64.0.0/10: 4,194,302 clients); groups' own blocks and VIP and backend addresses inside it are skipped. Default: 198.18.64.1–198.18.255.253 (49,149 addresses). The simulator's; a lab gives each group one address."),
                 req("traffic", Ty::MapOf(Box::new(Ty::Obj("traffic_class"))), "Traffic classes by name: what a client sends, to which VIP and port, how often."),
                 opt("failover", Ty::Obj("failover"), "How fast failures are found: probes between POPs and CLB nodes, BFD toward a POP's transit, route convergence."),
                 opt("faults", Ty::Nullable(Box::new(Ty::List(Box::new(Ty::Obj("fault")), 0))), "Events over simulated time: nodes and backends down or up, link impairments, client migrations, control-plane partitions, weight changes."),
@@ -479,10 +480,10 @@ fn build() -> Vec<Object> {
             vec![
                 req("name", Ty::Name, "The group's name; reports and faults (`client/NAME`) name it."),
                 req("location", Ty::Location, location_doc("the clients")),
-                opt("count", Ty::Int { min: 1, max: 100_000 }, "Clients in the group (1–100,000; at most 48,000 in a file). Default 1.").default(json!(1)),
+                opt("count", Ty::Int { min: 1, max: 1 << 24 }, "Clients in the group (1–16,777,216, as many in a file). Those without `address:` are numbered from `clients_block` and must fit it. Default 1.").default(json!(1)),
                 req("traffic", Ty::AnyOf(vec![Ty::Name, name_list()]), "The traffic class it sends, or a list of them (names under `traffic`)."),
                 opt("catchment", name_list(), "BGP's preference order of POPs for this group (POP names), instead of the nearest."),
-                opt("address", Ty::Cidr, "The block its clients' addresses come from (e.g. 198.18.66.0/24, or IPv6 for IPv6 clients). Default: from 198.18.64.1 up."),
+                opt("address", Ty::Cidr, "The block its clients' addresses come from (e.g. 198.18.66.0/24, or IPv6 for IPv6 clients). Default: numbered from `clients_block`."),
             ],
         ),
         {
