@@ -115,6 +115,42 @@ enum Command {
         #[arg(long, value_name = "TIME", requires = "pcap", value_parser = duration_ns)]
         pcap_to: Option<u64>,
     },
+    /// Write a topology of N POPs, R regions and C clients at real cities (GeoNames, CC BY
+    /// 4.0, data/geo/): POPs and regions at large metros spread apart, client groups at
+    /// the largest cities sharing the clients by population, each sending one UDP request
+    /// a second to its nearest region's VIP, some also browsing over TCP. The same
+    /// arguments give the same bytes.
+    Generate {
+        /// POPs (1–2,000).
+        #[arg(long, default_value_t = 250)]
+        pops: usize,
+        /// Regions (1–500, at most --pops), each with its own VIP published at every POP.
+        #[arg(long, default_value_t = 25)]
+        regions: usize,
+        /// Clients in all (--groups to 4,194,302), numbered from 100.64.0.0/10.
+        #[arg(long, default_value_t = 40_000)]
+        clients: u64,
+        /// Client groups, one at each of the largest cities (1–8,551).
+        #[arg(long, default_value_t = 4_000)]
+        groups: usize,
+        /// Every N-th group (by size) also browses over TCP (0: none).
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        web_every: usize,
+        /// CLB nodes per region (1–8).
+        #[arg(long, default_value_t = 2)]
+        clb_nodes: u16,
+        /// Simulated time (whole seconds: 20s, 2m).
+        #[arg(long, value_name = "TIME", default_value = "20s", value_parser = duration_ns)]
+        duration: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The topology's name.
+        #[arg(long, default_value = "generated")]
+        name: String,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Check a topology file; print every problem as FILE:LINE:COL: field: reason.
     Validate {
         /// Topology file (YAML).
@@ -397,6 +433,37 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match cli.command {
+        Command::Generate { pops, regions, clients, groups, web_every, clb_nodes, duration, seed, name, out } => {
+            let spec = anyedge_topology::generate::Spec {
+                name,
+                pops,
+                regions,
+                clients,
+                groups,
+                web_every,
+                clb_nodes,
+                duration_s: duration / 1_000_000_000,
+                seed,
+            };
+            let whole = duration % 1_000_000_000 == 0;
+            match anyedge_topology::generate::generate(&spec).and_then(|text| {
+                if !whole {
+                    return Err("--duration: whole seconds (20s, 2m)".to_string());
+                }
+                match &out {
+                    Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display())),
+                    None => {
+                        std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).map_err(|e| e.to_string())
+                    }
+                }
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("anyedge generate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Validate { file } => match load(&file) {
             Ok(t) => {
                 println!(

@@ -276,6 +276,56 @@ fn the_html_report_is_one_self_contained_page_with_every_section_and_report_rend
 }
 
 #[test]
+fn a_world_of_many_groups_renders_sums_by_class_and_pop_and_its_worst_groups_over_the_land() {
+    let dir = std::env::temp_dir().join(format!("anyedge-html-big-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, html, json) = (dir.join("gen.yaml"), dir.join("r.html"), dir.join("r.json"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let at = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    run(&[
+        "generate",
+        "--pops",
+        "40",
+        "--regions",
+        "4",
+        "--clients",
+        "4000",
+        "--groups",
+        "300",
+        "--duration",
+        "3s",
+        "--out",
+        &at(&file),
+    ]);
+    run(&["sim", &at(&file), "-q", "--html", &at(&html), "--json", &at(&json)]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    for part in
+        ["<h3>By traffic class</h3>", "<h3>By POP</h3>", "<h3>The worst groups</h3>", "300 groups, 4000 clients"]
+    {
+        assert!(page.contains(part), "the page has {part}");
+    }
+    // Four regions: a game and a web class each, a summed CDF for each class.
+    assert_eq!(page.matches("RTT CDF, all its groups").count(), 8);
+    // The worst 10 by p99 and the 10 by loss (some may be both): one CDF and one time plot each.
+    let worst = page.matches(": over time").count();
+    assert!((10..=20).contains(&worst), "{worst} groups in full");
+    // The land is drawn under the map (Natural Earth's rings, clipped to the map).
+    let map = page.split("<h2>Map</h2>").nth(1).unwrap().split("</svg>").next().unwrap();
+    assert!(map.matches("<polygon").count() >= 20, "{} rings of land", map.matches("<polygon").count());
+    // No group is named on the map: 300 names would cover it.
+    assert!(!map.contains("(13)") && !map.contains("shanghai-cn ("));
+    let (page_kb, json_kb) = (page.len() / 1024, std::fs::metadata(&json).unwrap().len() / 1024);
+    assert!(page_kb < 2048, "{page_kb} KB of HTML");
+    // Sparse histograms: a group of one class costs a few KB of JSON.
+    assert!(json_kb < 300 * 8, "{json_kb} KB of JSON for 300 groups");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn every_paths_per_second_series_and_histogram_add_up_to_its_totals() {
     let t = topology::parse_str("small.yaml", include_str!("../topologies/small.yaml")).unwrap();
     let r = anyedge_sim::run(&t, |_| {}).unwrap().report;

@@ -799,3 +799,52 @@ fn udp_datagrams_past_the_mtu_are_answered_and_lost_with_any_of_their_fragments(
     assert!((3.0..10.0).contains(&whole), "1,200 bytes: {whole} % lost");
     assert!((12.0..23.0).contains(&fragmented), "3,000 bytes: {fragmented} % lost");
 }
+
+#[test]
+fn a_generated_world_is_the_same_bytes_every_time_validates_and_every_group_is_answered_by_its_nearest_region() {
+    let generate = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+            .args(["generate", "--pops", "30", "--regions", "5", "--clients", "3000", "--groups", "120"])
+            .args(["--web-every", "4", "--duration", "3s", "--seed", "9", "--name", "gen"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = generate();
+    assert_eq!(text, generate(), "same arguments, same bytes");
+    let t = topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.pops.len(), t.regions.len(), t.vips.len(), t.clients.len()), (30, 5, 5, 120));
+    assert_eq!(t.clients.iter().map(|c| u64::from(c.count)).sum::<u64>(), 3000);
+    assert_eq!(t.client_pool().bounds().0, "100.64.0.1".parse::<std::net::IpAddr>().unwrap());
+    // Larger cities hold more clients; every 4th group also browses.
+    assert!(t.clients[0].count > t.clients[119].count);
+    assert_eq!(t.clients.iter().filter(|c| c.traffic.len() == 2).count(), 30);
+    // Each group's classes go to the VIP of the region nearest it.
+    for g in &t.clients {
+        let nearest = (0..t.regions.len())
+            .min_by(|&a, &b| {
+                let d = |r: usize| great_circle_km(g.location, t.regions[r].location);
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap();
+        assert!(g.traffic.iter().all(|&k| t.vips[t.traffic[k].vip].home == nearest), "{}", g.name);
+    }
+    let r = run(&t).report;
+    for c in &r.clients {
+        assert!(
+            c.traffic.iter().all(|tr| tr.anycast.received > 0 && tr.direct.received > 0),
+            "{}: {:?}",
+            c.name,
+            c.traffic
+        );
+    }
+    // Arguments out of range are refused with the reason, and nothing is written.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
+        .args(["generate", "--pops", "3", "--regions", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--regions 5: must lie within 1–3"), "{:?}", out);
+}

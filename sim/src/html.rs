@@ -56,23 +56,63 @@ fn svg(
     }
 }
 
-/// The CDF points of a path's histogram buckets: (ms, fraction at or below).
-fn cdf(path: &Value) -> Vec<(f64, f64)> {
-    let buckets = arr(&path["histogram_ms"]);
-    let total: f64 = buckets.iter().map(|b| f(&b[1])).sum();
+/// A path's histogram buckets: (upper bound ms, count), in order. Reports list only the
+/// buckets that hold a round trip (older ones every bucket, zeros included).
+fn buckets(path: &Value) -> Vec<(f64, f64)> {
+    arr(&path["histogram_ms"]).iter().map(|b| (f(&b[0]), f(&b[1]))).filter(|b| b.1 > 0.0).collect()
+}
+
+/// Bucket lists merged: counts summed by upper bound.
+fn merged<'a>(lists: impl Iterator<Item = &'a [(f64, f64)]>) -> Vec<(f64, f64)> {
+    let mut sum: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+    for list in lists {
+        for &(upper, count) in list {
+            // Upper bounds are positive: their bits sort as the numbers do.
+            *sum.entry(upper.to_bits()).or_default() += count;
+        }
+    }
+    sum.into_iter().map(|(bits, count)| (f64::from_bits(bits), count)).collect()
+}
+
+/// The CDF of buckets as a step: (ms, fraction at or below). Each bucket is 5 % wide
+/// (hdrhistogram's log buckets), so the curve climbs across it and stays flat between
+/// buckets that hold something.
+fn cdf_of(buckets: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let total: f64 = buckets.iter().map(|b| b.1).sum();
     let mut acc = 0.0;
     let mut out = Vec::new();
-    for b in buckets {
-        acc += f(&b[1]);
-        if total > 0.0 {
-            out.push((f(&b[0]), acc / total));
-        }
+    if total <= 0.0 {
+        return out;
+    }
+    for &(upper, count) in buckets {
+        out.push((upper / 1.05, acc / total));
+        acc += count;
+        out.push((upper, acc / total));
     }
     out
 }
 
+/// The round trip at quantile `q` of merged buckets: the upper bound of the bucket that
+/// reaches it (5 % coarse, where a group's own percentiles are exact).
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total: f64 = buckets.iter().map(|b| b.1).sum();
+    let mut acc = 0.0;
+    for &(upper, count) in buckets {
+        acc += count;
+        if acc >= q * total && total > 0.0 {
+            return Some(upper);
+        }
+    }
+    None
+}
+
 fn cdf_plot(title: &str, traffic: &Value) -> String {
-    let (a, d) = (cdf(&traffic["anycast"]), cdf(&traffic["direct"]));
+    let (a, d) = (buckets(&traffic["anycast"]), buckets(&traffic["direct"]));
+    cdf_plot_of(title, &a, &d)
+}
+
+fn cdf_plot_of(title: &str, anycast: &[(f64, f64)], direct: &[(f64, f64)]) -> String {
+    let (a, d) = (cdf_of(anycast), cdf_of(direct));
     let xmax = a.iter().chain(&d).map(|p| p.0).fold(1.0, f64::max) * 1.05;
     svg(SIZE, |root| {
         let mut chart = ChartBuilder::on(root)
@@ -161,8 +201,64 @@ fn time_plot(title: &str, traffic: &Value, faults: &[(f64, String)], duration: f
     })
 }
 
-/// POPs, regions and client groups by longitude and latitude; each group joined to the
-/// POP it starts on (blue) and to each POP faults move it to (red).
+/// Natural Earth's land at 1:110m (public domain; data/geo/README.md): one ring a line,
+/// `lon,lat` pairs.
+const LAND: &str = include_str!("../../data/geo/land.txt");
+
+/// Groups named on the map and plotted one by one; a larger world is summed up.
+const GROUPS_IN_FULL_MAX: usize = 24;
+
+/// The land's rings clipped to a longitude/latitude box (Sutherland–Hodgman: a ring
+/// clipped by a rectangle stays one ring).
+fn land_in(x0: f64, x1: f64, y0: f64, y1: f64) -> Vec<Vec<(f64, f64)>> {
+    let rings = LAND.lines().filter(|l| !l.starts_with('#')).map(|l| {
+        l.split(' ')
+            .filter_map(|p| {
+                let (x, y) = p.split_once(',')?;
+                Some((x.parse::<f64>().ok()?, y.parse::<f64>().ok()?))
+            })
+            .collect::<Vec<_>>()
+    });
+    // (inside, crossing point) for each of the box's four edges.
+    type Edge = (fn(&(f64, f64), f64) -> bool, fn((f64, f64), (f64, f64), f64) -> (f64, f64), f64);
+    let at_x = |a: (f64, f64), b: (f64, f64), x: f64| (x, a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0));
+    let at_y = |a: (f64, f64), b: (f64, f64), y: f64| (a.0 + (b.0 - a.0) * (y - a.1) / (b.1 - a.1), y);
+    let edges: [Edge; 4] = [
+        (|p, v| p.0 >= v, at_x, x0),
+        (|p, v| p.0 <= v, at_x, x1),
+        (|p, v| p.1 >= v, at_y, y0),
+        (|p, v| p.1 <= v, at_y, y1),
+    ];
+    rings
+        .filter_map(|ring| {
+            let mut pts = ring;
+            for (inside, cross, v) in edges {
+                let mut out = Vec::with_capacity(pts.len());
+                for (i, &p) in pts.iter().enumerate() {
+                    let prev = pts[(i + pts.len() - 1) % pts.len()];
+                    match (inside(&prev, v), inside(&p, v)) {
+                        (true, true) => out.push(p),
+                        (true, false) => out.push(cross(prev, p, v)),
+                        (false, true) => {
+                            out.push(cross(prev, p, v));
+                            out.push(p);
+                        }
+                        (false, false) => {}
+                    }
+                }
+                pts = out;
+                if pts.is_empty() {
+                    return None;
+                }
+            }
+            (pts.len() >= 3).then_some(pts)
+        })
+        .collect()
+}
+
+/// POPs, regions and client groups by longitude and latitude over the land; each group
+/// joined to the POP it starts on (blue) and to each POP faults move it to (red). A large
+/// world's groups are dots without names.
 fn map(r: &Value) -> String {
     let pops: Vec<(String, f64, f64)> = arr(&r["pops"])
         .iter()
@@ -172,17 +268,25 @@ fn map(r: &Value) -> String {
         .iter()
         .map(|p| (p["name"].as_str().unwrap_or("").to_string(), f(&p["location"][1]), f(&p["location"][0])))
         .collect();
-    let at = |name: &str| pops.iter().find(|p| p.0 == name).map(|p| (p.1, p.2));
+    let by_name: std::collections::HashMap<&str, (f64, f64)> =
+        pops.iter().map(|p| (p.0.as_str(), (p.1, p.2))).collect();
+    let at = |name: &str| by_name.get(name).copied();
+    let clients = arr(&r["clients"]);
+    let few = clients.len() <= GROUPS_IN_FULL_MAX;
     let all = pops
         .iter()
         .chain(&regions)
         .map(|p| (p.1, p.2))
-        .chain(arr(&r["clients"]).iter().map(|c| (f(&c["location"][1]), f(&c["location"][0]))));
+        .chain(clients.iter().map(|c| (f(&c["location"][1]), f(&c["location"][0]))));
     let (mut x0, mut x1, mut y0, mut y1) = (180f64, -180f64, 90f64, -90f64);
     for (x, y) in all {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     let (px, py) = (((x1 - x0) * 0.08).max(2.0), ((y1 - y0) * 0.12).max(2.0));
+    let (x0, x1, y0, y1) = ((x0 - px).max(-180.0), (x1 + px).min(180.0), (y0 - py).max(-90.0), (y1 + py).min(90.0));
+    let land = land_in(x0, x1, y0, y1);
+    // Small markers, thin lines and no names when there are many groups.
+    let (dot, line) = if few { (4, 0.6) } else { (2, 0.25) };
     svg((1120, 520), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
@@ -192,7 +296,7 @@ fn map(r: &Value) -> String {
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(40)
-            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
@@ -201,11 +305,15 @@ fn map(r: &Value) -> String {
             .light_line_style(WHITE)
             .draw()
             .map_err(|e| e.to_string())?;
-        for c in arr(&r["clients"]) {
+        let ground = RGBColor(0xe4, 0xe4, 0xdc);
+        chart
+            .draw_series(land.into_iter().map(|ring| Polygon::new(ring, ground.filled())))
+            .map_err(|e| e.to_string())?;
+        for c in clients {
             let me = (f(&c["location"][1]), f(&c["location"][0]));
             if let Some(p) = c["pop"].as_str().and_then(at) {
                 chart
-                    .draw_series(std::iter::once(PathElement::new(vec![me, p], ANYCAST.mix(0.6))))
+                    .draw_series(std::iter::once(PathElement::new(vec![me, p], ANYCAST.mix(line))))
                     .map_err(|e| e.to_string())?;
             }
             for change in arr(&c["catchment"]) {
@@ -214,22 +322,25 @@ fn map(r: &Value) -> String {
                     chart.draw_series(std::iter::once(moved)).map_err(|e| e.to_string())?;
                 }
             }
-            let name = format!("{} ({})", c["name"].as_str().unwrap_or(""), c["count"]);
+            let name =
+                if few { format!("{} ({})", c["name"].as_str().unwrap_or(""), c["count"]) } else { String::new() };
             let marker = EmptyElement::at(me)
-                + Circle::new((0, 0), 4, DIRECT.filled())
+                + Circle::new((0, 0), dot, DIRECT.filled())
                 + Text::new(name, (7, 2), ("sans-serif", 11));
             chart.draw_series(std::iter::once(marker)).map_err(|e| e.to_string())?;
         }
         for (name, x, y) in &pops {
+            let name = if few || pops.len() <= 40 { name.clone() } else { String::new() };
             let marker = EmptyElement::at((*x, *y))
-                + Rectangle::new([(-5, -5), (5, 5)], ANYCAST.filled())
-                + Text::new(name.clone(), (8, -6), ("sans-serif", 12).into_font().color(&ANYCAST));
+                + Rectangle::new([(-3 - dot, -3 - dot), (3 + dot, 3 + dot)], ANYCAST.filled())
+                + Text::new(name, (8, -6), ("sans-serif", 12).into_font().color(&ANYCAST));
             chart.draw_series(std::iter::once(marker)).map_err(|e| e.to_string())?;
         }
         for (name, x, y) in &regions {
+            let name = if regions.len() <= 40 { format!("region {name}") } else { String::new() };
             let marker = EmptyElement::at((*x, *y))
                 + TriangleMarker::new((0, 0), 8, FAULT.filled())
-                + Text::new(format!("region {name}"), (8, 4), ("sans-serif", 12).into_font().color(&FAULT));
+                + Text::new(name, (8, 4), ("sans-serif", 12).into_font().color(&FAULT));
             chart.draw_series(std::iter::once(marker)).map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -335,6 +446,175 @@ fn models_paragraph(m: &Value) -> String {
     )
 }
 
+/// A row of the client-group table: group, traffic, POP, then each path's p50 / p99 and
+/// loss.
+fn group_row(c: &Value, t: &Value) -> String {
+    let p = |path: &str| {
+        let q = &t[path]["rtt_ms"];
+        if q.is_null() { "-".to_string() } else { format!("{} / {}", q["p50"], q["p99"]) }
+    };
+    format!(
+        "<tr><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{} %</td></tr>",
+        esc(c["name"].as_str().unwrap_or("")),
+        esc(t["name"].as_str().unwrap_or("")),
+        esc(t["protocol"].as_str().unwrap_or("")),
+        esc(c["pop"].as_str().unwrap_or("-")),
+        p("anycast"),
+        t["anycast"]["loss_pct"],
+        p("direct"),
+        t["direct"]["loss_pct"]
+    )
+}
+
+const GROUP_HEAD: &str = "<table><tr><th>group</th><th>traffic</th><th>POP</th><th>anycast p50 / p99 (ms)</th><th>loss</th><th>direct p50 / p99 (ms)</th><th>loss</th></tr>";
+
+/// A group's traffic class plotted: its CDF and its seconds.
+fn group_plots(c: &Value, t: &Value, faults: &[(f64, String)], duration: f64) -> String {
+    let title = format!("{} · {}", c["name"].as_str().unwrap_or(""), t["name"].as_str().unwrap_or(""));
+    format!(
+        "<h3>{}</h3><div class=plots>{}{}</div>",
+        esc(&title),
+        cdf_plot(&format!("{title}: RTT CDF"), t),
+        time_plot(&format!("{title}: over time"), t, faults, duration)
+    )
+}
+
+/// What many groups sum to, by a key (a traffic class, a POP): groups, clients, requests
+/// and the merged distribution of each path.
+#[derive(Default)]
+struct Sum {
+    groups: std::collections::BTreeSet<usize>,
+    clients: f64,
+    sent: [f64; 2],
+    received: [f64; 2],
+    buckets: [Vec<Vec<(f64, f64)>>; 2],
+}
+
+impl Sum {
+    fn add(&mut self, g: usize, c: &Value, t: &Value) {
+        if self.groups.insert(g) {
+            self.clients += f(&c["count"]);
+        }
+        for (i, path) in ["anycast", "direct"].into_iter().enumerate() {
+            self.sent[i] += f(&t[path]["sent"]);
+            self.received[i] += f(&t[path]["received"]);
+            self.buckets[i].push(buckets(&t[path]));
+        }
+    }
+
+    fn merged(&self, i: usize) -> Vec<(f64, f64)> {
+        merged(self.buckets[i].iter().map(Vec::as_slice))
+    }
+
+    fn row(&self, key: &str) -> String {
+        let mut row = format!("<tr><td>{}</td><td>{}</td><td>{}</td>", esc(key), self.groups.len(), self.clients);
+        for i in 0..2 {
+            let m = self.merged(i);
+            let q = |q: f64| quantile(&m, q).map_or("-".to_string(), |v| format!("{v}"));
+            let loss = if self.sent[i] > 0.0 {
+                100.0 * (self.sent[i] - self.received[i]).max(0.0) / self.sent[i]
+            } else {
+                0.0
+            };
+            let _ = write!(row, "<td>{} / {}</td><td>{loss:.3} %</td>", q(0.5), q(0.99));
+        }
+        row + "</tr>"
+    }
+}
+
+/// Sums a table by key, largest first.
+fn sum_table(title: &str, what: &str, sums: &std::collections::BTreeMap<String, Sum>) -> String {
+    let mut keys: Vec<(&String, &Sum)> = sums.iter().collect();
+    keys.sort_by(|a, b| b.1.sent[0].total_cmp(&a.1.sent[0]).then(a.0.cmp(b.0)));
+    let mut out = format!(
+        "<h3>{title}</h3><table><tr><th>{what}</th><th>groups</th><th>clients</th><th>anycast p50 / p99 (ms)</th><th>loss</th><th>direct p50 / p99 (ms)</th><th>loss</th></tr>"
+    );
+    for (key, sum) in keys {
+        out.push_str(&sum.row(key));
+    }
+    out + "</table>"
+}
+
+/// The client groups: each in full (a table row, its CDF and its seconds) for a small
+/// world; for a larger one, sums by traffic class and by POP (percentiles from the merged
+/// buckets, 5 % coarse) with a CDF per class, then the worst groups in full.
+fn groups_section(r: &Value, faults: &[(f64, String)], duration: f64) -> String {
+    let clients = arr(&r["clients"]);
+    let mut out = String::from("<h2>Client groups</h2>");
+    let plotted = |t: &Value| t["protocol"] != "syn-flood";
+    if clients.len() <= GROUPS_IN_FULL_MAX {
+        out.push_str(GROUP_HEAD);
+        for c in clients {
+            for t in arr(&c["traffic"]) {
+                out.push_str(&group_row(c, t));
+            }
+        }
+        out.push_str("</table>");
+        for c in clients {
+            for t in arr(&c["traffic"]).iter().filter(|t| plotted(t)) {
+                out.push_str(&group_plots(c, t, faults, duration));
+            }
+        }
+        return out;
+    }
+    let (mut by_class, mut by_pop) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    let mut each: Vec<(&Value, &Value)> = Vec::new();
+    for (g, c) in clients.iter().enumerate() {
+        for t in arr(&c["traffic"]).iter().filter(|t| plotted(t)) {
+            let class = format!("{} ({})", t["name"].as_str().unwrap_or(""), t["protocol"].as_str().unwrap_or(""));
+            by_class.entry(class).or_insert_with(Sum::default).add(g, c, t);
+            let pop = c["pop"].as_str().unwrap_or("-").to_string();
+            by_pop.entry(pop).or_insert_with(Sum::default).add(g, c, t);
+            each.push((c, t));
+        }
+    }
+    let _ = write!(
+        out,
+        "<p>{} groups, {} clients: too many to plot one by one. Summed by traffic class and by the POP each group \
+entered at the start (percentiles from the merged histogram buckets, each 5 % wide; a group's own are exact), then the \
+{WORST} groups with the highest anycast p99 and the {WORST} with the most anycast loss, in full.</p>",
+        clients.len(),
+        clients.iter().map(|c| f(&c["count"])).sum::<f64>()
+    );
+    out.push_str(&sum_table("By traffic class", "traffic", &by_class));
+    let mut classes: Vec<(&String, &Sum)> = by_class.iter().collect();
+    classes.sort_by(|a, b| b.1.sent[0].total_cmp(&a.1.sent[0]).then(a.0.cmp(b.0)));
+    out.push_str("<div class=plots>");
+    for (class, sum) in classes.iter().take(CLASSES_PLOTTED_MAX) {
+        out.push_str(&cdf_plot_of(&format!("{class}: RTT CDF, all its groups"), &sum.merged(0), &sum.merged(1)));
+    }
+    out.push_str("</div>");
+    if classes.len() > CLASSES_PLOTTED_MAX {
+        let _ = write!(out, "<p class=note>(the {CLASSES_PLOTTED_MAX} classes with the most requests are plotted)</p>");
+    }
+    out.push_str(&sum_table("By POP", "POP", &by_pop));
+    let p99 = |t: &Value| t["anycast"]["rtt_ms"]["p99"].as_f64().unwrap_or(f64::INFINITY);
+    let loss = |t: &Value| f(&t["anycast"]["loss_pct"]);
+    let mut worst: Vec<usize> = Vec::new();
+    let mut order: Vec<usize> = (0..each.len()).collect();
+    order.sort_by(|&a, &b| p99(each[b].1).total_cmp(&p99(each[a].1)).then(a.cmp(&b)));
+    worst.extend(order.iter().take(WORST));
+    order.sort_by(|&a, &b| loss(each[b].1).total_cmp(&loss(each[a].1)).then(a.cmp(&b)));
+    worst.extend(order.iter().filter(|i| !worst.contains(i)).take(WORST).copied().collect::<Vec<_>>());
+    out.push_str("<h3>The worst groups</h3>");
+    out.push_str(GROUP_HEAD);
+    for &i in &worst {
+        out.push_str(&group_row(each[i].0, each[i].1));
+    }
+    out.push_str("</table>");
+    for &i in &worst {
+        out.push_str(&group_plots(each[i].0, each[i].1, faults, duration));
+    }
+    out
+}
+
+/// Backends drawn on the health timeline one row each.
+const HEALTH_ROWS_MAX: usize = 60;
+/// Worst groups shown in full, by p99 and by loss each.
+const WORST: usize = 10;
+/// Traffic classes whose summed CDF is plotted.
+const CLASSES_PLOTTED_MAX: usize = 12;
+
 /// The report as a page; `table`, the terminal table when there is one.
 pub fn render(r: &Value, table: Option<&str>) -> String {
     let duration = f(&r["duration_s"]);
@@ -373,42 +653,29 @@ straight over the internet to the region. Red lines mark faults.</p>",
     }
     page.push_str("<h2>Map</h2>");
     page.push_str(&map(r));
-    page.push_str("<h2>Client groups</h2><table><tr><th>group</th><th>traffic</th><th>POP</th><th>anycast p50 / p99 (ms)</th><th>loss</th><th>direct p50 / p99 (ms)</th><th>loss</th></tr>");
-    for c in arr(&r["clients"]) {
-        for t in arr(&c["traffic"]) {
-            let p = |path: &str| {
-                let q = &t[path]["rtt_ms"];
-                if q.is_null() { "-".to_string() } else { format!("{} / {}", q["p50"], q["p99"]) }
-            };
-            let _ = write!(
-                page,
-                "<tr><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{} %</td></tr>",
-                esc(c["name"].as_str().unwrap_or("")),
-                esc(t["name"].as_str().unwrap_or("")),
-                esc(t["protocol"].as_str().unwrap_or("")),
-                esc(c["pop"].as_str().unwrap_or("-")),
-                p("anycast"),
-                t["anycast"]["loss_pct"],
-                p("direct"),
-                t["direct"]["loss_pct"]
-            );
-        }
-    }
-    page.push_str("</table>");
-    for c in arr(&r["clients"]) {
-        for t in arr(&c["traffic"]) {
-            if t["protocol"] == "syn-flood" {
-                continue;
-            }
-            let title = format!("{} · {}", c["name"].as_str().unwrap_or(""), t["name"].as_str().unwrap_or(""));
-            let _ = write!(page, "<h3>{}</h3><div class=plots>", esc(&title));
-            page.push_str(&cdf_plot(&format!("{title}: RTT CDF"), t));
-            page.push_str(&time_plot(&format!("{title}: over time"), t, &faults, duration));
-            page.push_str("</div>");
-        }
-    }
+    page.push_str(&groups_section(r, &faults, duration));
     page.push_str("<h2 id=health>Backend health</h2>");
-    page.push_str(&timeline("backend health as CLB node 0 of its region saw it", &health_rows(r, duration), duration));
+    let rows = health_rows(r, duration);
+    if rows.len() <= HEALTH_ROWS_MAX {
+        page.push_str(&timeline("backend health as CLB node 0 of its region saw it", &rows, duration));
+    } else {
+        // A large world: the backends whose health changed; the rest stayed as they began.
+        let changed: Vec<Row> = rows.iter().filter(|(_, spans)| spans.len() > 1).cloned().collect();
+        let _ = write!(
+            page,
+            "<p>{} backends; {} changed state during the run (plotted), the others kept their first state.</p>",
+            rows.len(),
+            changed.len()
+        );
+        if !changed.is_empty() {
+            let shown = &changed[..changed.len().min(HEALTH_ROWS_MAX)];
+            page.push_str(&timeline(
+                "backends whose health changed, as CLB node 0 of its region saw it",
+                shown,
+                duration,
+            ));
+        }
+    }
     if !r["control"].is_null() {
         page.push_str("<h2>Control plane</h2>");
         page.push_str(&timeline("Raft leader and term", &leader_rows(r, duration), duration));

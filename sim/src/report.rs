@@ -164,7 +164,8 @@ pub struct PathReport {
     /// Exact (nearest rank over every round trip), in ms to the microsecond.
     pub rtt_ms: Option<Percentiles>,
     pub jitter_ms: Option<f64>,
-    /// Round trips in hdrhistogram's logarithmic buckets: (upper bound ms, count).
+    /// Round trips in hdrhistogram's logarithmic buckets from 0.1 ms, each 5 % wider than
+    /// the one before: (upper bound ms, count), only the buckets that hold some.
     pub histogram_ms: Vec<(f64, u64)>,
     /// Per second of the run, by when requests left.
     pub series: Vec<SecondReport>,

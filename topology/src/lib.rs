@@ -5,6 +5,7 @@
 
 pub mod bgp;
 mod calibrations;
+pub mod generate;
 pub mod nodes;
 pub mod overrides;
 mod parse;

@@ -48,12 +48,15 @@ pub(super) fn path_report<'a>(
     let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
     let rtt_ms = samples.percentiles();
     let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
-    // The distribution, for CDFs: hdrhistogram's logarithmic buckets (upper bound, count).
+    // The distribution, for CDFs: hdrhistogram's logarithmic buckets (upper bound, count),
+    // those that hold a round trip only (a group's few dozen, where every bucket from
+    // 0.1 ms up made a large world's report 127 MB).
     let histogram_ms = if hist.is_empty() {
         Vec::new()
     } else {
         hist.iter_log(100, 1.05)
             .map(|v| (ms3(v.value_iterated_to() as f64 / 1000.0), v.count_since_last_iteration()))
+            .filter(|&(_, count)| count > 0)
             .collect()
     };
     PathReport { sent, received, loss_pct, rtt_ms, jitter_ms, histogram_ms, series: samples.series() }
