@@ -340,7 +340,6 @@ impl<'t> World<'t> {
             self.record.groups[group][slot / 2].last_reply_ns = Some(now);
         }
         let path = self.record.path(group, slot);
-        let _ = path.hist.record((rtt_ns / 1000).max(1));
         path.samples.replied(sent_ns, rtt_ns);
         let flow = &mut self.edge.clients[client].flows[slot];
         flow.received += 1;

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 
 pub(super) fn path_report<'a>(
     flows: impl Iterator<Item = &'a Flow>,
-    hist: &Histogram<u64>,
+    hist: &mut Histogram<u64>,
     samples: &samples::Samples,
 ) -> PathReport {
     let (mut sent, mut received, mut jsum, mut jn) = (0u64, 0u64, 0u128, 0u64);
@@ -48,6 +48,7 @@ pub(super) fn path_report<'a>(
     let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };
     let rtt_ms = samples.percentiles();
     let jitter_ms = (jn > 0).then(|| ms3(jsum as f64 / jn as f64 / 1e6));
+    samples.histogram(hist);
     // The distribution, for CDFs: hdrhistogram's logarithmic buckets (upper bound, count),
     // those that hold a round trip only (a group's few dozen, where every bucket from
     // 0.1 ms up made a large world's report 127 MB).
@@ -102,7 +103,10 @@ impl<'t> World<'t> {
             models: self.models_report(),
             pops,
             regions: t.regions.iter().map(|r| RegionReport { name: r.name.clone(), location: r.location }).collect(),
-            clients: t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group)).collect(),
+            clients: {
+                let mut hist = samples::report_histogram();
+                t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group, &mut hist)).collect()
+            },
             backends: self.servers.backends.iter().map(|b| self.backend_report(b)).collect(),
             clb_nodes: self.regions.clbs.iter().map(|n| self.clb_node_report(n)).collect(),
             security_groups: self.security_group_report(),
@@ -245,20 +249,29 @@ impl<'t> World<'t> {
             .collect()
     }
 
-    pub(super) fn client_report(&self, g: usize, group: &anyedge_topology::ClientGroup) -> ClientReport {
+    /// Group `g`'s section; `hist`, a histogram to build each path's buckets in.
+    pub(super) fn client_report(
+        &self,
+        g: usize,
+        group: &anyedge_topology::ClientGroup,
+        hist: &mut Histogram<u64>,
+    ) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
         let pop = first_vip.and_then(|v| self.edge.groups[g].order[v].first()).map(|&p| t.pops[p.0].name.clone());
-        let members: Vec<&Client> = self.edge.clients.iter().filter(|c| c.group == g).collect();
+        // A group's clients are consecutive from its first.
+        let first = self.edge.group_start[g];
+        let members: Vec<&Client> = self.edge.clients.iter().skip(first).take(group.count as usize).collect();
+        debug_assert!(members.iter().all(|c| c.group == g));
         let traffic = group
             .traffic
             .iter()
             .enumerate()
             .map(|(k, &class)| {
-                let path = |p: usize| {
+                let mut path = |p: usize| {
                     let flows = members.iter().map(|c| &c.flows[k * 2 + p]);
                     let record = &self.record.groups[g][k].paths[p];
-                    path_report(flows, &record.hist, &record.samples)
+                    path_report(flows, hist, &record.samples)
                 };
                 TrafficReport {
                     name: t.traffic[class].name.clone(),
