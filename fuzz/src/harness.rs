@@ -257,7 +257,7 @@ pub fn clb() -> Clb {
             health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
             conn_table_capacity: 64,
             source_prefix_v4: 32,
-            pop_fallback: vec![vec![]],
+            pop_fallback: Default::default(),
             region: 0,
             auth: auth(CLB),
             backend_hosts: vec![("198.19.20.1".parse().unwrap(), HOST), ("198.19.20.2".parse().unwrap(), HOST)],

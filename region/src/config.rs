@@ -137,9 +137,10 @@ pub struct ClbConfig {
     /// limits (layer-7 connections, QUIC handshakes and connections); IPv6 sources are
     /// /64s ([`crate::cidr::SOURCE_PREFIX_V6`]).
     pub source_prefix_v4: u8,
-    /// Per POP id: other POPs nearest first. A reply whose POP is down leaves through
-    /// the first live one (any POP can hand a reply to the client over the internet).
-    pub pop_fallback: Vec<Vec<u16>>,
+    /// Where the POPs are and which the region has links to: a reply whose POP is down
+    /// leaves through the nearest live one (any POP can hand a reply to the client over
+    /// the internet).
+    pub pop_fallback: crate::clb::PopPlaces,
     /// Keys for the backbone (every POP) and the region network (the region's other
     /// nodes, backend hosts).
     pub auth: anyedge_ccn::auth::AuthConfig,

@@ -76,7 +76,7 @@ pub fn med_us(t: &Topology, at: usize, from: usize) -> u32 {
 /// prefix): the first is the route it installs; when it withdraws, the next.
 pub fn selection_order(t: &Topology, at: usize, candidates: &[usize]) -> Vec<usize> {
     let mut order = candidates.to_vec();
-    order.sort_by_key(|&p| if p == at { (0, 0, p) } else { (1, med_us(t, at, p), p) });
+    order.sort_by_cached_key(|&p| if p == at { (0, 0, p) } else { (1, med_us(t, at, p), p) });
     order
 }
 

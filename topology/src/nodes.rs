@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use anyedge_ccn::auth::{AuthConfig, BackboneSecret, NodeId};
-use anyedge_ccn::geo::{Location, fiber_delay_ns};
+use anyedge_ccn::geo::Location;
 use anyedge_ccn::{Impairment, LinkModel};
 use anyedge_pop::{PopConfig, Route};
 use anyedge_region::gateway::GatewayConfig;
@@ -308,6 +308,12 @@ pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns
 }
 
 /// CLB node `index` of region `r`.
+/// Every POP's place, by POP id, shared by the CLB nodes that take it (one allocation a
+/// caller that keeps it, not one a node).
+pub fn pop_places(t: &Topology) -> std::sync::Arc<[[f64; 2]]> {
+    t.pops.iter().map(|p| p.location).collect()
+}
+
 pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, identity: &Identity) -> ClbConfig {
     let region = &t.regions[r];
     let mut listeners = Vec::new();
@@ -377,14 +383,10 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
         health: region.health.clone(),
         conn_table_capacity: region.conn_table,
         source_prefix_v4: region.source_prefix_v4,
-        pop_fallback: (0..t.pops.len())
-            .map(|p| {
-                let mut others: Vec<usize> =
-                    (0..t.pops.len()).filter(|&q| q != p && t.backbone.has_link(q, r)).collect();
-                others.sort_by_key(|&q| (fiber_delay_ns(t.pops[p].location, t.pops[q].location, 1.0), q));
-                others.into_iter().map(|q| q as u16).collect()
-            })
-            .collect(),
+        pop_fallback: anyedge_region::clb::PopPlaces {
+            places: pop_places(t),
+            linked: (0..t.pops.len()).map(|q| t.backbone.has_link(q, r)).collect(),
+        },
         auth: AuthConfig::default(),
         backend_hosts: backend_hosts(t).into_iter().filter(|&(ip, _)| region_binds(t, r, ip)).collect(),
     }

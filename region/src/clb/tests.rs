@@ -318,7 +318,10 @@ fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
         health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
         conn_table_capacity: 1000,
         source_prefix_v4: crate::cidr::SOURCE_PREFIX_V4,
-        pop_fallback: vec![vec![1, 2], vec![0, 2], vec![1, 0]],
+        pop_fallback: crate::clb::PopPlaces {
+            places: std::sync::Arc::from([[48.857, 2.352], [50.11, 8.68], [52.23, 21.01]]),
+            linked: vec![true; 3],
+        },
         auth: auth(0),
         backend_hosts: backend_hosts(),
     }

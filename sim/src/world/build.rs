@@ -251,7 +251,10 @@ impl Edge {
     fn build(t: &Topology, q: &mut EventQueue<Ev>) -> Result<Edge, SimError> {
         let mut edge = Edge {
             clients: Table::new(),
-            groups: (0..t.clients.len()).map(|g| Group::new(t, g)).collect(),
+            groups: {
+                let mut orders = Orders::default();
+                (0..t.clients.len()).map(|g| Group::new(t, g, &mut orders)).collect()
+            },
             group_start: Vec::with_capacity(t.clients.len()),
             client_by_addr: AddrRuns::default(),
         };
@@ -305,20 +308,43 @@ fn first_request(kind: &TrafficKind, client: ClientId, k: usize, rng: &mut Compo
     (start, ev)
 }
 
+/// POP preference orders shared between groups: groups that attach at the same POP
+/// (BGP's selection at their transit) and talk to the same VIP share one order.
+#[derive(Default)]
+struct Orders {
+    by_attach: std::collections::HashMap<(usize, usize), Arc<[PopId]>>,
+}
+
 impl Group {
-    /// Group `g`'s POP preference per VIP, its first route, and the round trips no reply
-    /// can beat.
-    fn new(t: &Topology, g: usize) -> Group {
+    /// Group `g`'s POP preference for each VIP it talks to (none for the others), its
+    /// first route, and the round trips no reply can beat.
+    fn new(t: &Topology, g: usize, orders: &mut Orders) -> Group {
         let location = t.clients[g].location;
-        let order: Vec<Vec<PopId>> =
-            (0..t.vips.len()).map(|v| t.pop_order(g, v).into_iter().map(PopId).collect()).collect();
+        let used: std::collections::BTreeSet<usize> = t.clients[g].traffic.iter().map(|&k| t.traffic[k].vip).collect();
+        let attach = if t.clients[g].catchment.is_none() { anyedge_topology::bgp::attach(t, g) } else { None };
+        let order: Vec<Arc<[PopId]>> = (0..t.vips.len())
+            .map(|v| {
+                if !used.contains(&v) {
+                    return Arc::from([]);
+                }
+                let fresh = || t.pop_order(g, v).into_iter().map(PopId).collect::<Arc<[PopId]>>();
+                match attach {
+                    Some(at) => orders.by_attach.entry((at, v)).or_insert_with(fresh).clone(),
+                    None => fresh(),
+                }
+            })
+            .collect();
         let route = order.iter().map(|o| o.first().copied()).collect();
         let floor_ns = t
             .vips
             .iter()
-            .map(|v| {
-                let to_pop = v.pops.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
-                let to_region = fiber_delay_ns(location, t.regions[v.home].location, 1.0);
+            .enumerate()
+            .map(|(v, vip)| {
+                if !used.contains(&v) {
+                    return [0, 0];
+                }
+                let to_pop = vip.pops.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
+                let to_region = fiber_delay_ns(location, t.regions[vip.home].location, 1.0);
                 [2 * to_pop.unwrap_or(0), 2 * to_region]
             })
             .collect();

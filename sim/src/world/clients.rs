@@ -111,8 +111,9 @@ pub(super) struct Client {
 }
 
 pub(super) struct Group {
-    /// Per VIP: POPs in preference order (catchment or nearest by internet delay).
-    pub(super) order: Vec<Vec<PopId>>,
+    /// Per VIP: POPs in preference order (catchment or nearest by internet delay), shared
+    /// with the groups that attach at the same POP; empty for a VIP it never talks to.
+    pub(super) order: Vec<std::sync::Arc<[PopId]>>,
     /// Per VIP: the POP routing delivers this group to now.
     pub(super) route: Vec<Option<PopId>>,
     /// Per VIP: [anycast, direct] round trips no reply can beat: light in a straight

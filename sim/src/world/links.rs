@@ -15,36 +15,39 @@ use anyedge_topology::FaultAction;
 use anyedge_topology::InternetEnd;
 use anyedge_topology::Topology;
 
-/// The world's modelled links, built whole from the topology: each client group's
-/// internet legs to every POP and every region, and the backbone between POPs and
-/// regions, two directions each.
+/// The world's modelled links: each client group's internet legs to every POP and every
+/// region, and the backbone between POPs and regions, two directions each. The backbone
+/// is built whole; an internet leg is made the first time a packet takes it (a group
+/// reaches a few POPs of hundreds, and 4,000 groups × 250 POPs of links built up front
+/// were a large world's set-up time and a good part of its memory). A link's draws come
+/// from its own name, so when it is made changes nothing it does.
 pub(super) struct Network {
-    /// [group][pop][dir] flattened (`World::link_pop`).
-    pub(super) inet_pop: Vec<Link>,
-    /// [group][region][dir] flattened (`World::link_direct`).
-    pub(super) inet_direct: Vec<Link>,
+    /// [group][pop][dir] flattened (`World::link_pop`), as they are first used.
+    pub(super) inet_pop: rustc_hash::FxHashMap<usize, Link>,
+    /// [group][region][dir] flattened (`World::link_direct`), as they are first used.
+    pub(super) inet_direct: rustc_hash::FxHashMap<usize, Link>,
     /// [pop][region][dir] flattened (`World::link_bb`).
     pub(super) backbone: Vec<Link>,
 }
 
+/// Internet leg `index` of kind `end` (`World::link_pop` / `link_direct` numbering).
+fn inet_link(t: &Topology, index: usize, to_pop: bool) -> Link {
+    let (pair, dir) = (index / 2, index % 2);
+    let ends = if to_pop { t.pops.len() } else { t.regions.len() };
+    let (g, e) = (pair / ends, pair % ends);
+    let (end, name) = if to_pop {
+        (InternetEnd::Pop(e), format!("inet/{g}/pop/{e}/{dir}"))
+    } else {
+        (InternetEnd::Region(e), format!("inet/{g}/region/{e}/{dir}"))
+    };
+    Link::new(anyedge_topology::nodes::access_link(t, g, end), ComponentRng::new(t.seed, &name))
+}
+
 impl Network {
     pub(super) fn new(t: &Topology) -> Network {
-        let seed = t.seed;
-        let (np, nr, ng) = (t.pops.len(), t.regions.len(), t.clients.len());
-        let inet = |g: usize, end: InternetEnd, name: String| {
-            let model = anyedge_topology::nodes::access_link(t, g, end);
-            [0, 1].map(|dir| Link::new(model, ComponentRng::new(seed, &format!("{name}/{dir}"))))
-        };
-        let inet_pop = (0..ng)
-            .flat_map(|g| (0..np).flat_map(move |p| inet(g, InternetEnd::Pop(p), format!("inet/{g}/pop/{p}"))))
-            .collect();
-        let inet_direct = (0..ng)
-            .flat_map(|g| (0..nr).flat_map(move |r| inet(g, InternetEnd::Region(r), format!("inet/{g}/region/{r}"))))
-            .collect();
+        let (np, nr) = (t.pops.len(), t.regions.len());
         let backbone = (0..np).flat_map(|p| (0..nr).flat_map(move |r| backbone_pair(t, p, r))).collect();
-        let network = Network { inet_pop, inet_direct, backbone };
-        debug_assert_eq!(network.inet_pop.len(), ng * np * 2);
-        debug_assert_eq!(network.inet_direct.len(), ng * nr * 2);
+        let network = Network { inet_pop: Default::default(), inet_direct: Default::default(), backbone };
         debug_assert_eq!(network.backbone.len(), np * nr * 2);
         network
     }
@@ -97,9 +100,15 @@ impl<'t> World<'t> {
         let header = if packet.first().is_some_and(|b| b >> 4 == 6) { 48 } else { 20 };
         let mtu = anyedge_pop::CLIENT_LINK_MTU;
         let outcome = match link {
-            LinkKind::InetPop(i) => self.net.inet_pop[i].transmit_datagram(now, (packet.len(), header), mtu, flow),
+            LinkKind::InetPop(i) => {
+                let t = self.t;
+                let link = self.net.inet_pop.entry(i).or_insert_with(|| inet_link(t, i, true));
+                link.transmit_datagram(now, (packet.len(), header), mtu, flow)
+            }
             LinkKind::InetDirect(i) => {
-                self.net.inet_direct[i].transmit_datagram(now, (packet.len(), header), mtu, flow)
+                let t = self.t;
+                let link = self.net.inet_direct.entry(i).or_insert_with(|| inet_link(t, i, false));
+                link.transmit_datagram(now, (packet.len(), header), mtu, flow)
             }
             LinkKind::Backbone(i) => self.net.backbone[i].transmit(now, packet.len() + OUTER_HEADER, flow),
         };
