@@ -35,7 +35,7 @@ fn ns_half_us(ns: u64) -> u32 {
 
 /// Half microseconds as whole ones, rounded half up: `(ns + 500) / 1000`.
 fn rounded_us(half: u32) -> u64 {
-    (u64::from(half) + 1) / 2
+    u64::from(half).div_ceil(2)
 }
 
 impl Samples {
