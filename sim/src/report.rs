@@ -256,9 +256,108 @@ pub fn ms3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// Containers this deep (the report is 1, `clients` 2, a group 3 … a path's histogram and
+/// series 7) are written on one line.
+const INLINE_DEPTH: usize = 7;
+
+/// serde_json's pretty printer (two spaces), except that arrays and objects nested
+/// [`INLINE_DEPTH`] deep or deeper are written on one line: a path's percentiles,
+/// histogram and seconds are a line each, so a client group costs about 4.5 KB of report
+/// instead of 8.7 (a 4,000-group world: 18 MB, not 43).
+struct ReportFormatter {
+    depth: usize,
+    has_value: bool,
+}
+
+impl ReportFormatter {
+    fn inline(&self) -> bool {
+        self.depth >= INLINE_DEPTH
+    }
+
+    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"\n")?;
+        for _ in 0..self.depth {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for ReportFormatter {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        let inline = self.inline();
+        self.depth -= 1;
+        if self.has_value && !inline {
+            self.newline(w)?;
+        }
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if self.inline() {
+            return w.write_all(if first { b"" } else { b", " });
+        }
+        if !first {
+            w.write_all(b",")?;
+        }
+        self.newline(w)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        let inline = self.inline();
+        self.depth -= 1;
+        if self.has_value && !inline {
+            self.newline(w)?;
+        }
+        w.write_all(b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if self.inline() {
+            return w.write_all(if first { b"" } else { b", " });
+        }
+        if !first {
+            w.write_all(b",")?;
+        }
+        self.newline(w)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
 impl Report {
+    /// The JSON report: pretty, but for what lies deep in a path (one line each).
     pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, ReportFormatter { depth: 0, has_value: false });
+        let mut s = match serde::Serialize::serialize(self, &mut ser) {
+            Ok(()) => String::from_utf8(out).unwrap_or_default(),
+            Err(e) => format!("{{\"error\": \"{e}\"}}"),
+        };
         s.push('\n');
         s
     }
