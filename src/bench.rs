@@ -141,6 +141,9 @@ pub struct SimCounts {
     pub requests: u64,
     /// Of them, answered.
     pub answered: u64,
+    /// Deliveries that were liveness probes or their answers.
+    #[serde(default)]
+    pub probe_deliveries: u64,
 }
 
 impl SimCounts {
@@ -240,6 +243,7 @@ pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
             deliveries: outcome.stats.packets,
             requests,
             answered,
+            probe_deliveries: outcome.stats.probe_packets,
         },
         wall_s: outcome.stats.wall_s,
         peak_rss_bytes: peak_rss_bytes(),
@@ -324,6 +328,79 @@ pub fn sim(
         }
     }
     Ok(SimFigures { file: file.display().to_string(), runs, scales: rows })
+}
+
+/// `bench sim --ladder`: generated worlds (`anyedge generate`: 250 POPs, 25 regions,
+/// 4,000 groups) of each client count, one scale each.
+#[derive(Debug, Serialize)]
+pub struct LadderFigures {
+    pub duration_s: u64,
+    pub runs: usize,
+    pub rungs: Vec<SimScale>,
+}
+
+/// Runs the ladder: each size generated into `dir`, then measured as `bench sim` does.
+pub fn ladder(
+    exe: &Path,
+    sizes: &[u64],
+    duration_s: u64,
+    runs: usize,
+    dir: &Path,
+    mut progress: impl FnMut(&str),
+) -> Result<LadderFigures, String> {
+    let mut rungs = Vec::new();
+    for &clients in sizes {
+        let spec = anyedge_topology::generate::Spec {
+            name: format!("ladder-{clients}"),
+            pops: 250,
+            regions: 25,
+            clients,
+            groups: 4_000.min(clients as usize),
+            web_every: 10,
+            clb_nodes: 2,
+            duration_s,
+            seed: 1,
+        };
+        let text = anyedge_topology::generate::generate(&spec).map_err(|e| format!("--ladder {clients}: {e}"))?;
+        let file = dir.join(format!("ladder-{clients}.yaml"));
+        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let figures = sim(exe, &file, &[1], runs, |what| progress(&format!("{clients} clients: {what}")))?;
+        rungs.extend(figures.scales);
+    }
+    Ok(LadderFigures { duration_s, runs, rungs })
+}
+
+/// The ladder's table: per size, wall time, deliveries/s, peak memory, probe share.
+pub fn ladder_table(f: &LadderFigures) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!(
+        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated; medians of {} run{}\n",
+        f.duration_s,
+        f.runs,
+        if f.runs == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "{:>9} {:>11} {:>9} {:>8} {:>12} {:>9} {:>10} {:>12}",
+        "clients", "deliveries", "answered", "wall s", "deliveries/s", "peak MB", "KB/client", "probe share"
+    );
+    for r in &f.rungs {
+        let c = &r.counts;
+        let share = 100.0 * c.probe_deliveries as f64 / c.deliveries.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "{:>9} {:>11} {:>8.2}% {:>8.2} {:>11.3}M {:>9.0} {:>10.2} {:>11.1}%",
+            c.clients,
+            c.deliveries,
+            c.answered_pct(),
+            r.wall_s,
+            r.deliveries_per_s / 1e6,
+            r.peak_rss_mb,
+            r.peak_rss_mb * 1e3 / c.clients.max(1) as f64,
+            share
+        );
+    }
+    s
 }
 
 /// `bench sim`'s table.
@@ -472,6 +549,14 @@ pub enum BenchCommand {
         /// Runs per scale (figures are medians; runs interleave the scales).
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Instead of FILE: worlds `anyedge generate` makes (250 POPs, 25 regions, up to
+        /// 4,000 groups) of these client counts, e.g. 10000,100000,1000000; prints wall
+        /// time, deliveries/s, peak memory and the share of deliveries that are probes.
+        #[arg(long, value_delimiter = ',', value_name = "CLIENTS")]
+        ladder: Vec<u64>,
+        /// Simulated time of each ladder world.
+        #[arg(long, value_name = "TIME", default_value = "20s", value_parser = crate::duration_ns)]
+        ladder_duration: u64,
         /// Write the figures here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -562,7 +647,25 @@ pub fn command(which: BenchCommand) -> ExitCode {
                 )
             })
         }
-        BenchCommand::Sim { file, scale, runs, json } => {
+        BenchCommand::Sim { file, scale, runs, ladder: sizes, ladder_duration, json } if !sizes.is_empty() => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+            let tty = std::io::stderr().is_terminal();
+            let _ = (file, scale);
+            let dir = std::env::temp_dir().join(format!("anyedge-ladder-{}", std::process::id()));
+            let figures = std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
+                ladder(&exe, &sizes, (ladder_duration / 1_000_000_000).max(1), runs, &dir, |what| {
+                    if tty {
+                        eprint!("\r\x1b[2Kbench sim: {what}");
+                    }
+                })
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            report("sim", figures, json, |f| ladder_table(f).trim_end().to_string())
+        }
+        BenchCommand::Sim { file, scale, runs, json, .. } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
             let tty = std::io::stderr().is_terminal();
             let figures = sim(&exe, &file, &scale, runs, |what| {

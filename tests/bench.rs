@@ -52,3 +52,30 @@ fn bench_sim_refuses_a_zero_scale_and_a_missing_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/world.yaml"));
 }
+
+#[test]
+fn bench_sim_ladder_runs_generated_worlds_and_prints_the_probe_share() {
+    let dir = std::env::temp_dir().join(format!("anyedge-bench-ladder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("ladder.json");
+    let out = anyedge()
+        .args(["bench", "sim", "--ladder", "400", "--ladder-duration", "1s", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("deliveries/s") && table.contains("peak MB") && table.contains("probe share"), "{table}");
+    let f: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rung = &f["rungs"][0];
+    assert_eq!(rung["clients"], 400);
+    let (probes, all) = (rung["probe_deliveries"].as_u64().unwrap(), rung["deliveries"].as_u64().unwrap());
+    // 250 POPs and 50 CLB nodes probing each other every 50 ms dwarf 400 clients' requests.
+    assert!(probes > 0 && probes < all && probes * 10 > all * 9, "{probes} of {all}");
+    assert!(rung["peak_rss_mb"].as_f64().unwrap() > 0.0 && rung["answered"].as_u64().unwrap() > 0);
+    // A size below the groups a world needs is refused by name.
+    let out = anyedge().args(["bench", "sim", "--ladder", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ladder 0"), "{}", String::from_utf8_lossy(&out.stderr));
+}

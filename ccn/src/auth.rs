@@ -399,12 +399,15 @@ const WORDS: usize = (WINDOW / 64) as usize;
 pub struct ReplayWindow {
     /// The highest sequence number taken (0: none yet).
     top: u64,
-    bits: Box<[u64; WORDS]>,
+    /// Made when the first number is taken: a node keeps a window per peer and kind, and
+    /// most pairs never use most kinds (a POP never syncs, a CLB node's POP peers send no
+    /// backend packets), 1 KB each in a world of thousands of peers.
+    bits: Option<Box<[u64; WORDS]>>,
 }
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        ReplayWindow { top: 0, bits: Box::new([0; WORDS]) }
+        ReplayWindow { top: 0, bits: None }
     }
 }
 
@@ -428,27 +431,29 @@ impl ReplayWindow {
         }
         debug_assert!(seq <= self.top && self.top - seq < WINDOW);
         let (w, b) = Self::bit(seq);
-        if self.bits[w] & b != 0 { Err(AuthError::Replayed) } else { Ok(()) }
+        let taken = self.bits.as_ref().is_some_and(|bits| bits[w] & b != 0);
+        if taken { Err(AuthError::Replayed) } else { Ok(()) }
     }
 
     /// Marks `seq` taken (after [`ReplayWindow::check`] and the tag passed).
     pub fn take(&mut self, seq: u64) {
         debug_assert!(self.check(seq).is_ok(), "only a number check passed is taken");
         let top_before = self.top;
+        let bits = self.bits.get_or_insert_with(|| Box::new([0; WORDS]));
         if seq > self.top {
             let advance = seq - self.top;
             if advance >= WINDOW || self.top == 0 {
-                self.bits.fill(0);
+                bits.fill(0);
             } else {
                 for s in self.top + 1..seq {
                     let (w, b) = Self::bit(s);
-                    self.bits[w] &= !b;
+                    bits[w] &= !b;
                 }
             }
             self.top = seq;
         }
         let (w, b) = Self::bit(seq);
-        self.bits[w] |= b;
+        bits[w] |= b;
         debug_assert!(self.top >= top_before, "the window only moves forward");
         debug_assert!(self.check(seq) == Err(AuthError::Replayed), "a taken number is refused from now on");
         debug_assert!(seq <= self.top && self.top - seq < WINDOW, "a taken number lies inside the window");
@@ -484,7 +489,35 @@ struct Peer {
 pub struct Keyring {
     me: NodeId,
     salt: u32,
-    peers: BTreeMap<NodeId, Peer>,
+    peers: Peers,
+}
+
+/// Peers by id: the ids sorted in a table of their own, searched by halves (a few cache
+/// lines for hundreds of peers, where a tree walks a node per level), their state beside.
+struct Peers {
+    ids: Vec<NodeId>,
+    state: Vec<Peer>,
+}
+
+impl Peers {
+    /// From (id, state) pairs; a later pair for an id replaces an earlier one.
+    fn new(pairs: impl Iterator<Item = (NodeId, Peer)>) -> Peers {
+        let sorted: BTreeMap<NodeId, Peer> = pairs.collect();
+        let (ids, state) = sorted.into_iter().unzip();
+        Peers { ids, state }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn contains_key(&self, id: &NodeId) -> bool {
+        self.ids.binary_search(id).is_ok()
+    }
+
+    fn get_mut(&mut self, id: &NodeId) -> Option<&mut Peer> {
+        self.ids.binary_search(id).ok().map(|i| &mut self.state[i])
+    }
 }
 
 impl std::fmt::Debug for Keyring {
@@ -549,18 +582,15 @@ impl Keyring {
 
     /// The same, tagging with `tags`.
     pub fn with_tags(me: NodeId, keys: &[PeerKeys], boot_ns: u64, tags: Tags) -> Keyring {
-        let peers = keys
-            .iter()
-            .map(|k| {
-                let peer = Peer {
-                    send: TagKey::new(&k.send, tags),
-                    recv: TagKey::new(&k.recv, tags),
-                    next_seq: [boot_ns.max(1); Kind::ALL.len()],
-                    windows: Default::default(),
-                };
-                (k.peer, peer)
-            })
-            .collect();
+        let peers = Peers::new(keys.iter().map(|k| {
+            let peer = Peer {
+                send: TagKey::new(&k.send, tags),
+                recv: TagKey::new(&k.recv, tags),
+                next_seq: [boot_ns.max(1); Kind::ALL.len()],
+                windows: Default::default(),
+            };
+            (k.peer, peer)
+        }));
         Keyring { me, salt: 0, peers }
     }
 

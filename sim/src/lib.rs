@@ -171,6 +171,7 @@ pub fn run_with(
     let stats = Stats {
         events,
         packets,
+        probe_packets: world.probe_packets(),
         wall_s,
         events_per_s: events as f64 / wall_s.max(1e-9),
         packets_per_s: packets as f64 / wall_s.max(1e-9),

@@ -245,6 +245,9 @@ pub struct Recovery {
 pub struct Stats {
     pub events: u64,
     pub packets: u64,
+    /// Of the packets, liveness probes and their answers (the control traffic that grows
+    /// as POPs × CLB nodes).
+    pub probe_packets: u64,
     pub wall_s: f64,
     pub events_per_s: f64,
     pub packets_per_s: f64,

@@ -264,6 +264,7 @@ impl<'t> World<'t> {
             (ProberAt::Clb(c), Probed::Pop(p)) => Some(backbone(self, p, c, dir == 1)),
             _ => None,
         };
+        let before = self.record.packets;
         match link {
             Some((link, flow)) => self.send_over(link, flow, to, packet),
             None => {
@@ -273,6 +274,7 @@ impl<'t> World<'t> {
                 self.q.schedule(now + hop, Ev::Arrive { to, packet });
             }
         }
+        self.record.probe_packets += self.record.packets - before;
     }
 
     /// Carries out what a prober decided: probes to send, peers found down or up.

@@ -232,6 +232,11 @@ impl<'t> World<'t> {
         self.record.packets
     }
 
+    /// Of the packets, liveness probes and their answers.
+    pub fn probe_packets(&self) -> u64 {
+        self.record.probe_packets
+    }
+
     /// [group][k]: when each client group's traffic class last got an anycast reply.
     pub fn last_reply_ns(&self) -> Vec<Vec<Option<u64>>> {
         self.record.groups.iter().map(|g| g.iter().map(|c| c.last_reply_ns).collect()).collect()

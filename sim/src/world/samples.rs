@@ -143,6 +143,8 @@ pub(super) struct Recorder {
     pub(super) violations: Vec<String>,
     /// Packets delivered over links.
     pub(super) packets: u64,
+    /// Of those, liveness probes and their answers (POPs ↔ CLB nodes, edges).
+    pub(super) probe_packets: u64,
 }
 
 impl Recorder {
@@ -155,6 +157,7 @@ impl Recorder {
             catchments: Vec::new(),
             violations: Vec::new(),
             packets: 0,
+            probe_packets: 0,
         }
     }
 
