@@ -845,7 +845,16 @@ mod tests {
     fn scale(scale: u32, requests: u64, answered: u64) -> SimScale {
         SimScale {
             scale,
-            counts: SimCounts { clients: 1, flows: 1, tcp_flows: 0, events: 1, deliveries: 1, requests, answered },
+            counts: SimCounts {
+                clients: 1,
+                flows: 1,
+                tcp_flows: 0,
+                events: 1,
+                deliveries: 1,
+                requests,
+                answered,
+                probe_deliveries: 0,
+            },
             wall_s: 1.0,
             events_per_s: 1.0,
             deliveries_per_s: 1.0,

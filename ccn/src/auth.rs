@@ -395,7 +395,7 @@ pub const WINDOW: u64 = 8192;
 const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Which of the last [`WINDOW`] sequence numbers have been taken.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReplayWindow {
     /// The highest sequence number taken (0: none yet).
     top: u64,
@@ -403,12 +403,6 @@ pub struct ReplayWindow {
     /// most pairs never use most kinds (a POP never syncs, a CLB node's POP peers send no
     /// backend packets), 1 KB each in a world of thousands of peers.
     bits: Option<Box<[u64; WORDS]>>,
-}
-
-impl Default for ReplayWindow {
-    fn default() -> Self {
-        ReplayWindow { top: 0, bits: None }
-    }
 }
 
 impl ReplayWindow {
