@@ -170,9 +170,12 @@ fn backends(a: usize, b: usize, hosts: &[u8], port: u16) -> String {
     hosts.iter().map(one).collect::<Vec<_>>().join(", ")
 }
 
-/// `n` cities, largest first, none within `km` of another taken before it; `km` halves
-/// until `n` are taken (below 1 km any city will do).
+/// `n` of the `8n` largest cities (at least 100), largest first, none within `km` of
+/// another taken before it; `km` halves until `n` are taken (below 1 km any city will
+/// do). Only large metros are candidates: spreading over every city put a region in St.
+/// John's, Newfoundland.
 fn spread(all: &[City], n: usize, mut km: f64) -> Vec<usize> {
+    let all = &all[..(n * 8).max(100).min(all.len())];
     let mut taken: Vec<usize> = Vec::with_capacity(n);
     let mut is_taken = vec![false; all.len()];
     while taken.len() < n.min(all.len()) {
@@ -292,6 +295,8 @@ mod tests {
         assert!(closest(&pops) >= 250.0, "{}", closest(&pops));
         let regions = spread(&all, 25, 5_000.0);
         assert!(closest(&regions) >= 1_250.0, "{}", closest(&regions));
+        // Large metros only: 25 regions among the 200 largest cities, 250 POPs the 2,000.
+        assert!(regions.iter().all(|&r| r < 200) && pops.iter().all(|&p| p < 2_000));
         assert_eq!(spread(&all, 2_000, 2_000.0).len(), 2_000);
     }
 }
