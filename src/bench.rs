@@ -370,14 +370,18 @@ pub fn ladder(
     Ok(LadderFigures { duration_s, runs, rungs })
 }
 
+/// "medians of N runs" (or "of 1 run").
+fn medians_of(runs: usize) -> String {
+    format!("medians of {runs} run{}", if runs == 1 { "" } else { "s" })
+}
+
 /// The ladder's table: per size, wall time, deliveries/s, peak memory, probe share.
 pub fn ladder_table(f: &LadderFigures) -> String {
     use std::fmt::Write as _;
     let mut s = format!(
-        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated; medians of {} run{}\n",
+        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated; {}\n",
         f.duration_s,
-        f.runs,
-        if f.runs == 1 { "" } else { "s" }
+        medians_of(f.runs)
     );
     let _ = writeln!(
         s,
@@ -406,12 +410,8 @@ pub fn ladder_table(f: &LadderFigures) -> String {
 /// `bench sim`'s table.
 pub fn sim_table(f: &SimFigures) -> String {
     use std::fmt::Write as _;
-    let mut s = format!(
-        "bench sim {} (client counts × scale, each client's rate ÷ scale; medians of {} run{})\n",
-        f.file,
-        f.runs,
-        if f.runs == 1 { "" } else { "s" }
-    );
+    let mut s =
+        format!("bench sim {} (client counts × scale, each client's rate ÷ scale; {})\n", f.file, medians_of(f.runs));
     let _ = writeln!(
         s,
         "{:>6} {:>8} {:>8} {:>11} {:>11} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>10} {:>9}",
