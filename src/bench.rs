@@ -583,6 +583,26 @@ pub enum BenchCommand {
 }
 
 /// Runs a `bench` subcommand and prints its figures.
+/// `bench sim --ladder`: the worlds generated into a scratch directory (removed after),
+/// progress on a terminal, the table and JSON.
+fn ladder_command(sizes: &[u64], duration_ns: u64, runs: usize, json: Option<PathBuf>) -> ExitCode {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
+    let tty = std::io::stderr().is_terminal();
+    let dir = std::env::temp_dir().join(format!("anyedge-ladder-{}", std::process::id()));
+    let figures = std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
+        ladder(&exe, sizes, (duration_ns / 1_000_000_000).max(1), runs, &dir, |what| {
+            if tty {
+                eprint!("\r\x1b[2Kbench sim: {what}");
+            }
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    report("sim", figures, json, |f| ladder_table(f).trim_end().to_string())
+}
+
 pub fn command(which: BenchCommand) -> ExitCode {
     match which {
         BenchCommand::Lab { file, json, no_realtime, tun_queues, peer, peer_hops, breakdown } => {
@@ -647,23 +667,8 @@ pub fn command(which: BenchCommand) -> ExitCode {
                 )
             })
         }
-        BenchCommand::Sim { file, scale, runs, ladder: sizes, ladder_duration, json } if !sizes.is_empty() => {
-            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
-            let tty = std::io::stderr().is_terminal();
-            let _ = (file, scale);
-            let dir = std::env::temp_dir().join(format!("anyedge-ladder-{}", std::process::id()));
-            let figures = std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
-                ladder(&exe, &sizes, (ladder_duration / 1_000_000_000).max(1), runs, &dir, |what| {
-                    if tty {
-                        eprint!("\r\x1b[2Kbench sim: {what}");
-                    }
-                })
-            });
-            let _ = std::fs::remove_dir_all(&dir);
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
-            report("sim", figures, json, |f| ladder_table(f).trim_end().to_string())
+        BenchCommand::Sim { ladder: sizes, ladder_duration, runs, json, .. } if !sizes.is_empty() => {
+            ladder_command(&sizes, ladder_duration, runs, json)
         }
         BenchCommand::Sim { file, scale, runs, json, .. } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
