@@ -1744,10 +1744,17 @@ fn bgp_follows_health_a_hung_pop_and_a_dead_speaker_and_status_shows_the_session
     assert!(moved < std::time::Duration::from_millis(1_000), "withdrawn {moved:?} after the freeze");
     let back = within(std::time::Duration::from_secs(15), || best_pop(&lab, "transit/paris") == paris);
     assert!(back.is_some(), "pop/paris announced again within 15 s of its thaw");
-    // Health: with every CLB node of the VIP's home region dead, no POP announces it —
-    // after as many failed probe rounds as in the simulator (the POP core's rule, which
-    // tests/simulation.rs holds the simulator to): down after `probe_misses` unanswered
-    // rounds, then FALL unhealthy samples, one a round.
+    // Health: with every CLB node of the VIP's home region dead, no POP carrying its
+    // traffic announces it — after as many failed probe rounds as in the simulator (the
+    // POP core's rule, which tests/simulation.rs holds the simulator to): down after
+    // `probe_misses` unanswered rounds, then FALL unhealthy samples, one a round. POPs
+    // probe the regions they forward to (`failover.probe_idle`): london's and kyiv's
+    // game traffic keeps both POPs on frankfurt's nodes.
+    let (lond, kyiv) = (
+        spawn_probe(&lab, "london", "198.18.0.20:7000", "udp", 4, "h-lon.json"),
+        spawn_probe(&lab, "kyiv", "198.18.0.20:7000", "udp", 4, "h-kyiv.json"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     assert!(lab.anyedge(&["lab", "kill", "clb/frankfurt/1"]).status.success());
     let before = std::time::SystemTime::now();
     assert!(lab.anyedge(&["lab", "kill", "clb/frankfurt/2"]).status.success());
@@ -1773,6 +1780,10 @@ fn bgp_follows_health_a_hung_pop_and_a_dead_speaker_and_status_shows_the_session
     }
     for clb in ["clb/frankfurt/1", "clb/frankfurt/2"] {
         assert!(lab.anyedge(&["lab", "start", clb]).status.success());
+    }
+    // POPs keep probing nodes they found down, traffic or none, until they answer.
+    for mut probe in [lond, kyiv] {
+        let _ = probe.wait();
     }
     let again = within(std::time::Duration::from_secs(15), || best_pop(&lab, "transit/warsaw") == warsaw);
     assert!(again.is_some(), "announced again once a CLB node answers");

@@ -848,3 +848,54 @@ fn a_generated_world_is_the_same_bytes_every_time_validates_and_every_group_is_a
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--regions 5: must lie within 1–3"), "{:?}", out);
 }
+
+#[test]
+fn liveness_probes_grow_with_the_pop_region_pairs_that_carry_traffic_not_with_every_pop_and_clb_node() {
+    let spec = topology::generate::Spec {
+        name: "gen".into(),
+        pops: 30,
+        regions: 5,
+        clients: 600,
+        groups: 120,
+        web_every: 0,
+        clb_nodes: 2,
+        duration_s: 3,
+        seed: 9,
+    };
+    let text = topology::generate::generate(&spec).unwrap();
+    let demand = topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(demand.failover.probe_idle_ns, 1_000_000_000, "on demand by default");
+    let mut always = demand.clone();
+    always.failover.probe_idle_ns = 0;
+    let (on, off) = (run(&demand), run(&always));
+    // Every pair probed every round, both ways: a probe and its answer each.
+    let rounds = |o: &Outcome| (o.stats.sim_s * 1e9 / demand.failover.probe_interval_ns as f64).ceil() + 1.0;
+    let mesh = (30 * 10 * 2 * 2) as f64;
+    assert!(off.stats.probe_packets as f64 >= 0.9 * mesh * rounds(&off), "{:?}", off.stats);
+    // On demand: only the (POP, region) pairs some group's traffic crosses, both ways, each
+    // of the region's 2 nodes — no more than that every round.
+    let mut pairs = std::collections::BTreeSet::new();
+    for c in &on.report.clients {
+        for tr in &c.traffic {
+            let vip = demand.traffic.iter().find(|k| k.name == tr.name).map(|k| k.vip).unwrap();
+            pairs.insert((c.pop.clone().unwrap(), demand.vips[vip].home));
+        }
+    }
+    // Beside them, always: each POP's transit (BFD, as often as probes here) and each
+    // region's edge probing its nodes — one per POP and one per CLB node, linear.
+    assert_eq!(demand.failover.bfd_interval_ns, demand.failover.probe_interval_ns);
+    let edges = (30 + 10) * 2;
+    let bound = (pairs.len() * 2 * 2 * 2 + edges) as f64 * rounds(&on);
+    assert!(
+        (on.stats.probe_packets as f64) <= bound,
+        "{} probe packets on demand, more than {bound} for {} pairs in use",
+        on.stats.probe_packets,
+        pairs.len()
+    );
+    assert!(pairs.len() < 30 * 5 / 2, "a POP forwards to few of the regions: {pairs:?}");
+    assert!(on.stats.probe_packets * 3 < off.stats.probe_packets, "on {:?}, off {:?}", on.stats, off.stats);
+    // The clients see the same service: every group answered on both runs.
+    for r in [&on.report, &off.report] {
+        assert!(r.clients.iter().all(|c| c.traffic.iter().all(|tr| tr.anycast.received > 0)));
+    }
+}

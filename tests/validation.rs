@@ -99,6 +99,47 @@ fn failover_probe_settings_are_checked_and_pop_detect_is_shorthand_for_probe_mis
 }
 
 #[test]
+fn a_world_too_wide_for_the_default_probe_window_is_refused_even_without_failover_or_backbone_sections() {
+    // A POP in Sydney probing a region in Tenerife: a round trip (476 ms) longer than
+    // 6 × 50 ms. With neither section in the file, nothing said so, and the live far node
+    // would flap.
+    let wide =
+        with("  - { name: warsaw, location: [52.230, 21.012] }", "  - { name: warsaw, location: [-33.868, 151.209] }")
+            .replacen("location: [50.110, 8.682]", "location: [28.468, -16.251]", 1);
+    let bare: String = wide
+        .lines()
+        .filter(|l| !l.starts_with("backbone:"))
+        .take_while(|l| !l.starts_with("failover:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Said at the regions (the list's first line).
+    let line = bare.lines().position(|l| l.starts_with("regions:")).unwrap() + 2;
+    expect(&bare, line, "failover", "does not fit in the default failover window");
+    let diags = errors(&bare);
+    assert!(diags.iter().any(|d| d.reason.contains("probe_misses")), "names the setting to raise: {diags:#?}");
+    // The setting it names makes the same world valid.
+    topology::parse_str("t.yaml", &format!("{bare}failover: {{ probe_misses: 12 }}\n")).unwrap();
+}
+
+#[test]
+fn probe_idle_is_a_duration_or_off_and_reaches_the_failover_settings() {
+    let line = SMALL.lines().position(|l| l.contains("probe_misses: 6")).unwrap() + 1;
+    let t = topology::parse_str("t.yaml", SMALL).unwrap();
+    assert_eq!(t.failover.probe_idle_ns, 1_000_000_000, "default 1s");
+    let off = topology::parse_str("t.yaml", &with("probe_misses: 6", "probe_misses: 6\n  probe_idle: off")).unwrap();
+    assert_eq!(off.failover.probe_idle_ns, 0, "off: every peer, always");
+    let long = topology::parse_str("t.yaml", &with("probe_misses: 6", "probe_misses: 6\n  probe_idle: 5s")).unwrap();
+    assert_eq!(long.failover.probe_idle_ns, 5_000_000_000);
+    expect(
+        &with("probe_misses: 6", "probe_misses: 6\n  probe_idle: 0s"),
+        line + 1,
+        "failover.probe_idle",
+        "must lie within",
+    );
+    expect(&with("probe_misses: 6", "probe_misses: 6\n  probe_idle: never"), line + 1, "failover.probe_idle", "");
+}
+
+#[test]
 fn bfd_timers_are_checked_and_reach_the_failover_settings() {
     let line = SMALL.lines().position(|l| l.contains("bfd_interval: 50ms")).unwrap() + 1;
     // BIRD takes 10 ms and up; a multiplier of 0 would never declare anything down.

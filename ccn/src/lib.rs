@@ -15,6 +15,6 @@ pub mod transmit;
 pub use auth::{AuthConfig, AuthError, BackboneSecret, CidCipher, Keyring, NodeId, PeerKeys, Prf, Tags, cid_node};
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, LinkOutcome};
-pub use liveness::{LivenessConfig, LivenessOutput, LivenessProber};
+pub use liveness::{Demand, LivenessConfig, LivenessOutput, LivenessProber};
 pub use rng::ComponentRng;
 pub use transmit::{Dest, Transmit};

@@ -6,6 +6,15 @@
 //! peer up as long as the round trip is shorter than `misses` intervals.
 //! Time comes in as an argument; probes go out as outputs the driver carries (simulated
 //! links, UDP sockets), so loss and delay on the way slow detection as they would.
+//!
+//! **On demand** (BFD's demand mode, RFC 5880 §6.6, in spirit): a prober made with
+//! [`LivenessProber::on_demand`] probes only the peers its node forwarded to within the
+//! last `idle_ns` (the driver says so with [`LivenessProber::handle_use`], from the
+//! core's [`Demand`]) and the peers it takes to be down (until they answer). A peer that
+//! starts carrying traffic again is probed from the next round with its misses counted
+//! afresh, so a dead one is found within [`LivenessConfig::detect_ns_max`] of its first
+//! use — the bound a peer probed all along has from its death. Probes then grow with what
+//! a node forwards to, not with every node it could.
 
 use std::collections::VecDeque;
 
@@ -43,6 +52,9 @@ struct Peer {
     /// The newest probe answered (0: none yet; probes count from 1) — or, once the peer
     /// is down, the last probe sent before: only an answer to a later one brings it back.
     answered: u64,
+    /// On demand: when the node last forwarded to the peer, and whether it is probed.
+    used_ns: u64,
+    probed: bool,
 }
 
 /// Probes a fixed set of peers (0..n) and tracks which answer.
@@ -50,23 +62,68 @@ struct Peer {
 pub struct LivenessProber {
     config: LivenessConfig,
     peers: Vec<Peer>,
+    /// On demand: how long a peer stays probed after its last use (`None`: every peer,
+    /// always).
+    idle_ns: Option<u64>,
+    /// On demand: the peers probed (in ascending order once `sorted`).
+    probed: Vec<u32>,
+    sorted: bool,
     next_probe_ns: u64,
     seq: u64,
     outputs: VecDeque<LivenessOutput>,
 }
 
 impl LivenessProber {
-    /// A prober of `peers` peers, all taken to be up, probing first at `now_ns`.
+    /// A prober of `peers` peers, all taken to be up and all probed every round, the
+    /// first at `now_ns`.
     pub fn new(peers: usize, config: LivenessConfig, now_ns: u64) -> LivenessProber {
-        let config = LivenessConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
-        let peer = Peer { up: true, answered: 0 };
-        LivenessProber { config, peers: vec![peer; peers], next_probe_ns: now_ns, seq: 0, outputs: VecDeque::new() }
+        Self::with_idle(peers, config, None, now_ns)
     }
 
-    /// Starts over, as a restarted node does: every peer taken to be up, the first probe
-    /// at `now_ns`, nothing remembered.
+    /// A prober of `peers` peers, all taken to be up, that probes a peer only while its
+    /// node forwards to it (used within the last `idle_ns`) or takes it to be down.
+    pub fn on_demand(peers: usize, config: LivenessConfig, idle_ns: u64, now_ns: u64) -> LivenessProber {
+        Self::with_idle(peers, config, Some(idle_ns), now_ns)
+    }
+
+    fn with_idle(peers: usize, config: LivenessConfig, idle_ns: Option<u64>, now_ns: u64) -> LivenessProber {
+        let config = LivenessConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
+        let peer = Peer { up: true, answered: 0, used_ns: 0, probed: idle_ns.is_none() };
+        LivenessProber {
+            config,
+            peers: vec![peer; peers],
+            idle_ns,
+            probed: Vec::new(),
+            sorted: true,
+            next_probe_ns: now_ns,
+            seq: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Starts over, as a restarted node does: every peer taken to be up (and, on demand,
+    /// unused), the first probe at `now_ns`, nothing remembered.
     pub fn restart(&mut self, now_ns: u64) {
-        *self = LivenessProber::new(self.peers.len(), self.config, now_ns);
+        *self = LivenessProber::with_idle(self.peers.len(), self.config, self.idle_ns, now_ns);
+    }
+
+    /// On demand: the node forwarded to `peer` at `now_ns`. A peer not probed until now is
+    /// probed from the next round, its misses counted from there.
+    pub fn handle_use(&mut self, peer: usize, now_ns: u64) {
+        let Some(p) = self.peers.get_mut(peer) else { return };
+        p.used_ns = p.used_ns.max(now_ns);
+        if self.idle_ns.is_some() && !p.probed {
+            debug_assert!(p.up, "a peer taken to be down is probed until it answers");
+            p.probed = true;
+            p.answered = self.seq;
+            self.probed.push(peer as u32);
+            self.sorted = false;
+        }
+    }
+
+    /// How many peers the next round probes.
+    pub fn probing(&self) -> usize {
+        if self.idle_ns.is_some() { self.probed.len() } else { self.peers.len() }
     }
 
     pub fn config(&self) -> LivenessConfig {
@@ -91,17 +148,57 @@ impl LivenessProber {
             if now_ns - self.next_probe_ns < interval { self.next_probe_ns + interval } else { now_ns + interval };
         self.seq += 1;
         debug_assert!(self.next_probe_ns > now_ns, "the next round is in the future");
-        for (i, peer) in self.peers.iter_mut().enumerate() {
-            // Probes answered..seq-1 went out and none of them came back.
-            let missed = (self.seq - 1).saturating_sub(peer.answered);
-            if peer.up && missed >= u64::from(self.config.misses) {
-                peer.up = false;
-                peer.answered = self.seq - 1;
-                self.outputs.push_back(LivenessOutput::Down { peer: i });
+        let Some(idle_ns) = self.idle_ns else {
+            for i in 0..self.peers.len() {
+                self.probe(i);
             }
-            debug_assert!(peer.answered < self.seq, "no answer to a probe not yet sent");
-            self.outputs.push_back(LivenessOutput::Send { peer: i, seq: self.seq });
+            return;
+        };
+        if !self.sorted {
+            // Rounds probe in peer order, whatever order the uses came in.
+            self.probed.sort_unstable();
+            self.sorted = true;
         }
+        let mut kept = 0;
+        for k in 0..self.probed.len() {
+            let i = self.probed[k] as usize;
+            self.count_misses(i);
+            let peer = &mut self.peers[i];
+            if peer.up && now_ns.saturating_sub(peer.used_ns) > idle_ns {
+                // Idle and answering: no more probes until it is used again.
+                peer.probed = false;
+                continue;
+            }
+            self.probed[kept] = i as u32;
+            kept += 1;
+            self.send(i);
+        }
+        self.probed.truncate(kept);
+        debug_assert!(self.probed.iter().all(|&i| self.peers[i as usize].probed));
+    }
+
+    /// One peer's part of a round: its misses counted, its probe sent.
+    fn probe(&mut self, i: usize) {
+        self.count_misses(i);
+        self.send(i);
+    }
+
+    /// A peer whose last `misses` probes (those before this round's) went unanswered is
+    /// down.
+    fn count_misses(&mut self, i: usize) {
+        let peer = &mut self.peers[i];
+        // Probes answered..seq-1 went out and none of them came back.
+        let missed = (self.seq - 1).saturating_sub(peer.answered);
+        if peer.up && missed >= u64::from(self.config.misses) {
+            peer.up = false;
+            peer.answered = self.seq - 1;
+            self.outputs.push_back(LivenessOutput::Down { peer: i });
+        }
+    }
+
+    fn send(&mut self, i: usize) {
+        debug_assert!(self.peers[i].answered < self.seq, "no answer to a probe not yet sent");
+        self.outputs.push_back(LivenessOutput::Send { peer: i, seq: self.seq });
     }
 
     /// An answer to probe `seq` came back from `peer`. Answers older than one already
@@ -125,6 +222,38 @@ impl LivenessProber {
 
     pub fn is_up(&self, peer: usize) -> bool {
         self.peers.get(peer).is_some_and(|p| p.up)
+    }
+}
+
+/// What a node forwarded to since its driver last asked: the core marks each peer (a
+/// region, a POP) as it sends to it, and once a round the driver hands the marks to its
+/// on-demand prober ([`LivenessProber::handle_use`]). A mark costs a bit test.
+#[derive(Debug, Clone, Default)]
+pub struct Demand {
+    bits: Vec<u64>,
+    marked: Vec<u16>,
+}
+
+impl Demand {
+    pub fn mark(&mut self, id: u16) {
+        let (word, bit) = (usize::from(id) / 64, id % 64);
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        if self.bits[word] & 1 << bit == 0 {
+            self.bits[word] |= 1 << bit;
+            self.marked.push(id);
+        }
+    }
+
+    /// Each id marked since the last call, once, in the order first marked; the marks
+    /// cleared.
+    pub fn take(&mut self) -> Vec<u16> {
+        for &id in &self.marked {
+            self.bits[usize::from(id) / 64] &= !(1 << (id % 64));
+        }
+        debug_assert!(self.bits.iter().all(|&w| w == 0), "every mark cleared");
+        std::mem::take(&mut self.marked)
     }
 }
 
@@ -228,6 +357,92 @@ mod tests {
             }
         }
         assert_eq!(rounds, 100);
+    }
+
+    /// Rounds of an on-demand prober of `n` peers, one every 50 ms from 0 to `until`;
+    /// `used(peer, now)` says which the node forwarded to before each round, `alive(peer,
+    /// now)` which answer (at once). The probes sent, as (round time, peer), and the
+    /// Down/Up changes, as (time, peer, up).
+    type Rounds = (Vec<(u64, usize)>, Vec<(u64, usize, bool)>);
+    fn on_demand(
+        n: usize,
+        until: u64,
+        used: impl Fn(usize, u64) -> bool,
+        alive: impl Fn(usize, u64) -> bool,
+    ) -> Rounds {
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 3 };
+        let mut p = LivenessProber::on_demand(n, config, 500 * MS, 0);
+        let (mut sent, mut changes) = (Vec::new(), Vec::new());
+        let mut now = 0;
+        while now <= until {
+            for peer in (0..n).filter(|&i| used(i, now)) {
+                p.handle_use(peer, now);
+            }
+            p.handle_timeout(now);
+            while let Some(out) = p.poll_output() {
+                match out {
+                    LivenessOutput::Send { peer, seq } => {
+                        sent.push((now, peer));
+                        if alive(peer, now) {
+                            p.handle_answer(peer, seq);
+                        }
+                    }
+                    LivenessOutput::Down { peer } => changes.push((now, peer, false)),
+                    LivenessOutput::Up { peer } => changes.push((now, peer, true)),
+                }
+            }
+            now += 50 * MS;
+        }
+        (sent, changes)
+    }
+
+    #[test]
+    fn on_demand_a_prober_probes_only_peers_in_use_and_stops_once_they_idle() {
+        // Peer 1 carries traffic from 1 s to 2 s; peer 0 and 2 never do.
+        let (sent, changes) =
+            on_demand(3, 5_000 * MS, |i, t| i == 1 && (1_000 * MS..2_000 * MS).contains(&t), |_, _| true);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(sent.iter().all(|&(_, peer)| peer == 1), "only the peer in use: {sent:?}");
+        let (first, last) = (sent[0].0, sent[sent.len() - 1].0);
+        assert_eq!(first, 1_000 * MS, "probed from the round of its first use");
+        // Last used at 1.95 s; idle once 500 ms have passed without a use.
+        assert_eq!(last, 2_450 * MS, "probed until it has been idle for idle_ns");
+        assert_eq!(sent.len(), 30);
+    }
+
+    #[test]
+    fn on_demand_a_peer_dead_while_idle_is_found_within_the_bound_from_its_first_use() {
+        let config = LivenessConfig { interval_ns: 50 * MS, misses: 3 };
+        // Peer 0 dies at 1 s while nothing uses it; the node forwards to it from 3 s on.
+        let (sent, changes) = on_demand(1, 5_000 * MS, |_, t| t >= 3_000 * MS, |_, t| t < 1_000 * MS);
+        assert_eq!(sent[0].0, 3_000 * MS);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let (at, _, up) = changes[0];
+        assert!(!up && at - 3_000 * MS <= config.detect_ns_max(), "down at {at}");
+        assert_eq!(at, 3_150 * MS, "three unanswered rounds after its first use");
+    }
+
+    #[test]
+    fn on_demand_a_peer_found_down_is_probed_after_its_traffic_stops_until_it_answers() {
+        // Used until 1 s, dead from 0.5 s to 3 s: found down, then probed while down
+        // (its node sends it nothing now) until it answers again.
+        let (sent, changes) =
+            on_demand(1, 5_000 * MS, |_, t| t < 1_000 * MS, |_, t| !(500 * MS..3_000 * MS).contains(&t));
+        assert_eq!(changes, vec![(650 * MS, 0, false), (3_000 * MS, 0, true)]);
+        let last = sent[sent.len() - 1].0;
+        assert_eq!(last, 3_000 * MS, "up again and unused for two seconds, it is probed no more");
+    }
+
+    #[test]
+    fn demand_hands_each_peer_marked_since_the_last_take_once() {
+        let mut d = Demand::default();
+        for id in [7, 300, 7, 0, 300, 65_535] {
+            d.mark(id);
+        }
+        assert_eq!(d.take(), vec![7, 300, 0, 65_535]);
+        assert!(d.take().is_empty());
+        d.mark(300);
+        assert_eq!(d.take(), vec![300]);
     }
 
     #[test]

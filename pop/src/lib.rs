@@ -98,6 +98,9 @@ pub struct Pop {
     fragments: anyedge_proto::reassembly::Reassembler,
     /// The identification of the last IPv6 reply this POP fragmented.
     ipv6_fragment_id: u32,
+    /// The regions this POP forwarded to since its driver last asked: its prober probes
+    /// their CLB nodes while it does.
+    demand: anyedge_ccn::Demand,
 }
 
 impl Pop {
@@ -122,6 +125,7 @@ impl Pop {
             fragments: Default::default(),
             ipv6_fragment_id: 0,
             announcements,
+            demand: Default::default(),
         }
     }
 
@@ -187,6 +191,13 @@ impl Pop {
     /// Whether this POP takes the CLB node to be up (its probes have not found it dead).
     pub fn clb_up(&self, region: u16, node: u16) -> bool {
         !self.clbs_down.contains(&(region, node))
+    }
+
+    /// The regions this POP forwarded clients' packets to since the last call: its
+    /// driver's prober probes every CLB node of each (all of them, so a region's death is
+    /// found at once, not node after node as flows move).
+    pub fn take_demand(&mut self) -> Vec<u16> {
+        self.demand.take()
     }
 
     /// The CLB node this POP sends a flow to now, if it has seen the flow.
@@ -272,6 +283,7 @@ impl Pop {
         let sealed = self
             .keys
             .seal_with(NodeId::Clb { region, node }, Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, packet));
+        self.demand.mark(region);
         match sealed {
             Some(bytes) => {
                 self.outputs.push_back(Transmit::new(Dest::Node(NodeId::Clb { region, node }), flow_hash, bytes))

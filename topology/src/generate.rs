@@ -142,6 +142,16 @@ pub fn generate(spec: &Spec) -> Result<String, String> {
         let traffic = if web { format!("[game-{home}, web-{home}]") } else { format!("game-{home}") };
         let _ = writeln!(w, "  - {{ name: {}, location: {}, count: {count}, traffic: {traffic} }}", slug[i], at(g));
     }
+    // Every POP publishes every VIP over a full mesh: the probe window must hold the
+    // longest backbone round trip (validation refuses a world where it does not).
+    let misses = probe_misses_for(
+        &pops.iter().map(|&c| all[c].location).collect::<Vec<_>>(),
+        &regions.iter().map(|&c| all[c].location).collect::<Vec<_>>(),
+    );
+    if let Some(misses) = misses {
+        let _ = writeln!(w, "\n# The longest backbone round trip needs a probe window this long (50 ms a probe).");
+        let _ = writeln!(w, "failover: {{ probe_misses: {misses} }}");
+    }
     let _ = writeln!(w, "\ntraffic:");
     for &c in &regions {
         let s = &slug[c];
@@ -152,6 +162,20 @@ pub fn generate(spec: &Spec) -> Result<String, String> {
         );
     }
     Ok(y)
+}
+
+/// The probe misses a window of default intervals needs to hold the longest round trip
+/// between `pops` and `regions` on the default backbone (with a probe to spare, and the
+/// places rounded as the file writes them); `None` when the default holds it.
+fn probe_misses_for(pops: &[[f64; 2]], regions: &[[f64; 2]]) -> Option<u64> {
+    let delay = &crate::parse::default_backbone_delay();
+    let round = |l: [f64; 2]| [(l[0] * 1e3).round() / 1e3, (l[1] * 1e3).round() / 1e3];
+    let longest =
+        pops.iter().flat_map(|&p| regions.iter().map(move |&r| 2 * delay.one_way_ns(round(p), round(r)))).max()?;
+    let interval = crate::schema::default_of("failover", "probe_interval", crate::schema::Field::default_ns);
+    let default = crate::schema::default_of("failover", "probe_misses", crate::schema::Field::default_i64) as u64;
+    let misses = longest / interval.max(1) + 2;
+    (misses > default).then_some(misses.min(100))
 }
 
 /// `[lat, lon]` as the file writes it.

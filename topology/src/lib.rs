@@ -405,9 +405,10 @@ impl TrafficClass {
     }
 }
 
-/// `failover: { probe_interval, probe_misses, bfd_interval, bfd_multiplier,
+/// `failover: { probe_interval, probe_misses, probe_idle, bfd_interval, bfd_multiplier,
 /// route_converge }`: how the liveness prober both drivers run (POPs ↔ CLB nodes over the
-/// backbone) finds a dead node; how BFD between a POP and its transit finds a dead POP
+/// backbone) finds a dead node — probing only the peers a node forwarded to within
+/// `probe_idle` (and those it takes to be down); how BFD between a POP and its transit finds a dead POP
 /// (the lab's BIRD sessions use these timers; the simulator's internet edge probes with
 /// them); and how long BGP takes to move clients once a POP is withdrawn. `pop_detect: D`
 /// is shorthand for `probe_misses: D / probe_interval`.
@@ -415,6 +416,9 @@ impl TrafficClass {
 pub struct Failover {
     pub probe_interval_ns: u64,
     pub probe_misses: u32,
+    /// How long a POP keeps probing a region's CLB nodes (a CLB node a POP) after it last
+    /// forwarded to it; 0: every peer, always (`probe_idle: off`).
+    pub probe_idle_ns: u64,
     /// 0: no BFD (`bfd_interval: off`).
     pub bfd_interval_ns: u64,
     pub bfd_multiplier: u32,
@@ -425,6 +429,16 @@ impl Failover {
     /// The prober's settings.
     pub fn probe(&self) -> anyedge_ccn::LivenessConfig {
         anyedge_ccn::LivenessConfig { interval_ns: self.probe_interval_ns, misses: self.probe_misses }
+    }
+
+    /// A POP's or CLB node's prober of its backbone peers: on demand (only those it
+    /// forwarded to within `probe_idle`, and those it takes to be down) unless
+    /// `probe_idle: off`.
+    pub fn backbone_prober(&self, peers: usize, now_ns: u64) -> anyedge_ccn::LivenessProber {
+        match self.probe_idle_ns {
+            0 => anyedge_ccn::LivenessProber::new(peers, self.probe(), now_ns),
+            idle => anyedge_ccn::LivenessProber::on_demand(peers, self.probe(), idle, now_ns),
+        }
     }
 
     /// Whether BFD runs between POPs and their transits (`bfd_interval: off`: it does not).

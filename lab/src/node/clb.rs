@@ -26,7 +26,7 @@ use crate::io::timer::PreciseTimer;
 use crate::layout::{BACKEND_PORT, GRPC_PORT, HEALTH_PORT, SYNC_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
-use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
+use crate::node::liveness::{UdpLiveness, answer_probes};
 use crate::plan::{Plan, PlanGap};
 
 /// Largest sync message a node reads at once.
@@ -374,7 +374,14 @@ impl<'a> ClbDriver<'a> {
     }
 
     async fn on_probe_tick(&mut self) {
-        for (peer, up) in self.prober.tick(now_ns(self.start)).await {
+        let now = now_ns(self.start);
+        // The POPs replies went through since the last round are probed.
+        for pop in self.core.take_demand() {
+            if let Some(peer) = self.pops.iter().position(|&(p, _)| p == pop) {
+                self.prober.used(peer, now);
+            }
+        }
+        for (peer, up) in self.prober.tick(now).await {
             self.core.set_pop_up(self.pops[peer].0, up);
         }
     }
@@ -507,7 +514,7 @@ async fn pop_prober(
         .collect();
     let addrs = pops.iter().map(|&(_, a)| a).collect();
     let ids = pops.iter().map(|&(p, _)| anyedge_topology::nodes::pop_node(usize::from(p))).collect();
-    let prober = UdpLiveness::bind(local, addrs, (keyring, ids), probe_config(t), now_ns(start)).await?;
+    let prober = UdpLiveness::bind(local, addrs, (keyring, ids), t, now_ns(start)).await?;
     Ok((pops, prober))
 }
 

@@ -1,7 +1,9 @@
 //! The shared liveness core (`anyedge_ccn::LivenessProber`) driven over UDP: a probe to each
 //! peer's health port every `failover.probe_interval` (the wire format is
 //! `anyedge_proto::liveness`), echoed answers matched back, peers' Down/Up
-//! handed to the caller. POPs probe CLB nodes, CLB nodes POPs (a POP's transit finds it dead by BFD, in BIRD).
+//! handed to the caller. POPs probe the CLB nodes of the regions they forward to, CLB
+//! nodes the POPs they reply through (`failover.probe_idle`; a POP's transit finds it
+//! dead by BFD, in BIRD).
 //! Probes between POPs and CLB nodes are sealed with the nodes' backbone keys (requests
 //! and answers each their own kind), as in the simulator; a plain probe gets no answer.
 
@@ -10,18 +12,13 @@ use crate::node::NodeError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyedge_ccn::{Keyring, LivenessConfig, LivenessOutput, LivenessProber, NodeId};
+use anyedge_ccn::{Keyring, LivenessOutput, LivenessProber, NodeId};
 use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
 use anyedge_topology::Topology;
 use tokio::net::UdpSocket;
 
 use crate::layout::HEALTH_PORT;
-
-/// Probing as the file sets it (`failover.probe_interval`, `failover.probe_misses`).
-pub fn probe_config(t: &Topology) -> LivenessConfig {
-    t.failover.probe()
-}
 
 /// Answers liveness probes on the health port for as long as the node runs: sealed ones
 /// from backbone peers `keys` holds keys for, answered sealed. Everything else (plain
@@ -69,16 +66,24 @@ pub struct UdpLiveness {
 
 impl UdpLiveness {
     /// Probes `peers` (health-port addresses) from `local`, sealed for each peer's
-    /// backbone id.
+    /// backbone id, as the file's `failover` says: on demand (the peers the node
+    /// forwarded to, [`UdpLiveness::used`]) unless `probe_idle: off`.
     pub async fn bind(
         local: IpAddr,
         peers: Vec<SocketAddr>,
         (keys, ids): (Keyring, Vec<NodeId>),
-        config: LivenessConfig,
+        t: &Topology,
         now_ns: u64,
     ) -> Result<Self, NodeError> {
         let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await.doing(|| "bind probe socket".to_string())?;
-        Ok(UdpLiveness { prober: LivenessProber::new(peers.len(), config, now_ns), peers, keys, ids, sock })
+        let prober = t.failover.backbone_prober(peers.len(), now_ns);
+        Ok(UdpLiveness { prober, peers, keys, ids, sock })
+    }
+
+    /// The node forwarded to `peer` since the last round (its core's demand): probed from
+    /// this round on.
+    pub fn used(&mut self, peer: usize, now_ns: u64) {
+        self.prober.handle_use(peer, now_ns);
     }
 
     /// When the next round is due, for a driver whose clock started at `start`.

@@ -35,7 +35,7 @@ use crate::io::timer::PreciseTimer;
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
-use crate::node::liveness::{UdpLiveness, answer_probes, probe_config};
+use crate::node::liveness::{UdpLiveness, answer_probes};
 use crate::plan::{Plan, PlanGap, TUN_NAME};
 
 /// Largest packet a queue reads at once.
@@ -253,8 +253,18 @@ impl<'a> PopControl<'a> {
         clb_peers.sort();
         let addrs = clb_peers.iter().map(|&(_, a)| a).collect();
         let ids = clb_peers.iter().map(|&((r, i), _)| anyedge_topology::nodes::clb_node(r, i)).collect();
-        let prober = UdpLiveness::bind(local, addrs, (keyring, ids), probe_config(t), now_ns(driver.start)).await?;
+        let prober = UdpLiveness::bind(local, addrs, (keyring, ids), t, now_ns(driver.start)).await?;
         Ok(PopControl { t, p, follower, prober, clb_peers, probe_buf: [0u8; 256], down_rx, announcer })
+    }
+
+    /// The regions the core forwarded to since the last round: their CLB nodes are
+    /// probed.
+    fn used(&mut self, regions: &[u16], now_ns: u64) {
+        for (peer, &((r, _), _)) in self.clb_peers.iter().enumerate() {
+            if regions.contains(&(r as u16)) {
+                self.prober.used(peer, now_ns);
+            }
+        }
     }
 
     /// The probes' news, into the core (which samples announcements from it).
@@ -571,7 +581,10 @@ async fn handle_control(path: &PopDriver, c: &mut PopControl<'_>, event: Control
             anyedge_topology::route_table::apply_to_pop(&mut path.lock().core, c.t, &change);
         }
         ControlEvent::Tick => {
-            let changes = c.prober.tick(path.now_ns()).await;
+            let now = path.now_ns();
+            let used = path.lock().core.take_demand();
+            c.used(&used, now);
+            let changes = c.prober.tick(now).await;
             let mut state = path.lock();
             c.clb_changes(&mut state.core, changes);
             c.announce(&mut state.core, path.drops.admin());

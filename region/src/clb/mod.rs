@@ -375,6 +375,12 @@ impl Clb {
         }
     }
 
+    /// The POPs this node sent replies through since the last call: its driver's prober
+    /// probes them (and the POPs it takes to be down), no others.
+    pub fn take_demand(&mut self) -> Vec<u16> {
+        self.outbox.take_demand()
+    }
+
     /// Backbone health probing says whether a POP is reachable.
     pub fn set_pop_up(&mut self, pop_id: u16, up: bool) {
         self.fallback.set_up(pop_id, up);

@@ -33,12 +33,21 @@ pub struct Outbox {
     backend_hosts: Vec<(IpAddr, NodeId)>,
     /// Outputs dropped for want of a key for their peer (a configuration error).
     unsealable: u64,
+    /// The POPs replies went to since the driver last asked: its prober probes them.
+    demand: anyedge_ccn::Demand,
 }
 
 impl Outbox {
     pub fn new(keys: Keyring, backend_hosts: Vec<(IpAddr, NodeId)>) -> Outbox {
         debug_assert!(backend_hosts.iter().all(|(_, id)| matches!(id, NodeId::Backend { .. })));
-        Outbox { queue: VecDeque::new(), events: VecDeque::new(), keys, backend_hosts, unsealable: 0 }
+        Outbox {
+            queue: VecDeque::new(),
+            events: VecDeque::new(),
+            keys,
+            backend_hosts,
+            unsealable: 0,
+            demand: Default::default(),
+        }
     }
 
     /// Opens a sealed packet of `kind`: its sealer and its payload.
@@ -86,6 +95,7 @@ impl Outbox {
             return Ok(());
         };
         let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?;
+        self.demand.mark(pop_id);
         debug_assert_eq!(ccn.buffer_len(), ccn::HEADER_LEN + packet.len());
         match self.keys.seal_with(NodeId::Pop(pop_id), Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, &packet)) {
             Some(bytes) => {
@@ -95,6 +105,11 @@ impl Outbox {
             None => self.unsealable += 1,
         }
         Ok(())
+    }
+
+    /// The POPs replies went to since the last call.
+    pub fn take_demand(&mut self) -> Vec<u16> {
+        self.demand.take()
     }
 
     pub fn event(&mut self, event: Event) {

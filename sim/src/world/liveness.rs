@@ -1,5 +1,6 @@
-//! Failure detection the way the lab does it, with no oracle: every POP probes every CLB
-//! node over the backbone, every CLB node probes every POP back, the internet edge probes
+//! Failure detection the way the lab does it, with no oracle: a POP probes the CLB nodes
+//! of the regions it forwards to over the backbone, a CLB node the POPs it replies
+//! through (on demand, `failover.probe_idle`; `off`: all of them), the internet edge probes
 //! the POPs (withdrawal) and each region's edge probes its CLB nodes (the direct path's
 //! ECMP). All run the shared `anyedge_ccn::LivenessProber`; probes are `anyedge_proto::liveness`
 //! bytes that cross the simulated links, so loss, jitter and queues on the backbone shape
@@ -74,18 +75,23 @@ impl Probers {
         let config = t.failover.probe();
         let np = t.pops.len();
         let nc: usize = t.regions.iter().map(|r| usize::from(r.clb_nodes)).sum();
-        let slot_with = |name: String, peers: usize, config: anyedge_ccn::LivenessConfig| {
-            let start = ComponentRng::new(t.seed, &format!("probe/{name}")).below(config.interval_ns);
-            ProberSlot { prober: LivenessProber::new(peers, config, start), epoch: 0 }
+        let start = |name: &str, config: anyedge_ccn::LivenessConfig| {
+            ComponentRng::new(t.seed, &format!("probe/{name}")).below(config.interval_ns)
         };
-        let slot = |name: String, peers: usize| slot_with(name, peers, config);
+        let slot = |prober| ProberSlot { prober, epoch: 0 };
+        let always =
+            |name: String, peers: usize, config| slot(LivenessProber::new(peers, config, start(&name, config)));
+        // POPs and CLB nodes probe each other on demand: what they forward to.
+        let backbone = |name: String, peers: usize| slot(t.failover.backbone_prober(peers, start(&name, config)));
         let regions = t.regions.iter().enumerate();
         Probers {
-            pop: (0..np).map(|p| slot(format!("pop/{p}"), nc)).collect(),
-            clb: (0..nc).map(|c| slot(format!("clb/{c}"), np)).collect(),
+            pop: (0..np).map(|p| backbone(format!("pop/{p}"), nc)).collect(),
+            clb: (0..nc).map(|c| backbone(format!("clb/{c}"), np)).collect(),
             // The internet's edge is each POP's transit, and it finds a dead POP by BFD.
-            edge: slot_with("edge".into(), np, t.failover.bfd()),
-            region: regions.map(|(r, region)| slot(format!("region/{r}"), usize::from(region.clb_nodes))).collect(),
+            edge: always("edge".into(), np, t.failover.bfd()),
+            region: regions
+                .map(|(r, region)| always(format!("region/{r}"), usize::from(region.clb_nodes), config))
+                .collect(),
         }
     }
 
@@ -142,16 +148,37 @@ impl<'t> World<'t> {
         if !self.prober_alive(at) {
             return;
         }
-        let slot = self.probers.slot(at);
-        if slot.epoch != epoch {
+        if self.probers.slot(at).epoch != epoch {
             return;
         }
-        slot.prober.handle_timeout(now);
+        self.hand_over_demand(at, now);
+        self.probers.slot(at).prober.handle_timeout(now);
         self.drain_prober(at);
         if let ProberAt::Pop(p) = at {
             self.sample_announcements(p);
         }
         self.schedule_probe_tick(at);
+    }
+
+    /// What a POP or CLB node forwarded to since its last round, for its prober: every
+    /// CLB node of each region a POP sent to, each POP a CLB node replied through.
+    fn hand_over_demand(&mut self, at: ProberAt, now: u64) {
+        match at {
+            ProberAt::Pop(p) => {
+                for region in self.pops[p].core.take_demand() {
+                    let base = self.regions.clb_base[usize::from(region)];
+                    for node in 0..self.t.regions[usize::from(region)].clb_nodes {
+                        self.probers.pop[p.0].prober.handle_use(base.node(node).0, now);
+                    }
+                }
+            }
+            ProberAt::Clb(c) => {
+                for pop in self.regions.clbs[c].core.take_demand() {
+                    self.probers.clb[c.0].prober.handle_use(usize::from(pop), now);
+                }
+            }
+            ProberAt::Edge | ProberAt::Region(_) => {}
+        }
     }
 
     /// Once per probe round, as the lab's POP node does: the core decides which VIPs the

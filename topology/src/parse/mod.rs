@@ -536,7 +536,7 @@ fn default_internet_delay() -> DelayModel {
     delay::builtin(INTERNET_DELAY_DEFAULT).unwrap_or_else(|| DelayModel::uniform(2.1))
 }
 
-fn default_backbone_delay() -> DelayModel {
+pub(crate) fn default_backbone_delay() -> DelayModel {
     // The shipped calibration parses (a test holds it to that); a uniform 1.4 otherwise.
     delay::builtin(BACKBONE_DELAY_DEFAULT).unwrap_or_else(|| DelayModel::uniform(1.4))
 }

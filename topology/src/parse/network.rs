@@ -176,6 +176,7 @@ impl Parser {
         let default = Failover {
             probe_interval_ns: ns("probe_interval"),
             probe_misses: count("probe_misses"),
+            probe_idle_ns: ns("probe_idle"),
             bfd_interval_ns: ns("bfd_interval"),
             bfd_multiplier: count("bfd_multiplier"),
             route_converge_ns: ns("route_converge"),
@@ -200,10 +201,15 @@ impl Parser {
             Some(n) if n.as_scalar().is_some_and(|v| v.as_str() == "off") => Some(0),
             _ => self.duration_within(&o, "bfd_interval", default.bfd_interval_ns, 10 * MS, 10_000 * MS),
         };
+        // `off`: every POP probes every CLB node and back, whatever they forward.
+        let probe_idle = match o.get("probe_idle") {
+            Some(n) if n.as_scalar().is_some_and(|v| v.as_str() == "off") => Some(0),
+            _ => self.duration_within(&o, "probe_idle", default.probe_idle_ns, MS, 3_600_000 * MS),
+        };
         let bfd_multiplier = self.int_field(&o, "bfd_multiplier").map(|m| m as u32);
         let (bfd_interval_ns, bfd_multiplier) = (bfd_interval?, bfd_multiplier?);
-        let (probe_interval_ns, misses, pop_detect, route_converge_ns) =
-            (interval?, misses?, pop_detect?, route_converge_ns?);
+        let (probe_interval_ns, misses, pop_detect, route_converge_ns, probe_idle_ns) =
+            (interval?, misses?, pop_detect?, route_converge_ns?, probe_idle?);
         let probe_misses = match (misses, pop_detect) {
             (Some(_), Some((_, n))) => {
                 let reason = "is shorthand for probe_misses × probe_interval; give one or the other";
@@ -225,7 +231,14 @@ impl Parser {
             }
             (None, None) => default.probe_misses,
         };
-        Some(Failover { probe_interval_ns, probe_misses, bfd_interval_ns, bfd_multiplier, route_converge_ns })
+        Some(Failover {
+            probe_interval_ns,
+            probe_misses,
+            probe_idle_ns,
+            bfd_interval_ns,
+            bfd_multiplier,
+            route_converge_ns,
+        })
     }
 
     /// A live peer is declared down when its answers take longer than `probe_misses`
@@ -254,17 +267,24 @@ impl Parser {
             return;
         }
         let Some(node) = top.get("failover") else {
-            // The defaults do not fit this world: say so where the backbone is described.
-            if let Some(node) = top.get("backbone") {
-                let reason = format!(
-                    "the longest backbone round trip, pop/{} ↔ region/{} ({}), does not fit in the default \
-                     failover window (probe_interval × probe_misses = {}): set failover.probe_misses",
-                    pop.name,
-                    region.name,
-                    show_ns(rtt_ns),
-                    show_ns(window_ns)
-                );
-                self.err(node.span(), "backbone", reason);
+            // The defaults do not fit this world: say so where the backbone is described,
+            // or (no `backbone:` either) where the regions are.
+            let needed = rtt_ns / f.probe_interval_ns.max(1) + 1;
+            let reason = format!(
+                "the longest backbone round trip, pop/{} ↔ region/{} ({}), does not fit in the default \
+                 failover window (probe_interval × probe_misses = {}): set failover.probe_misses to {needed} or more",
+                pop.name,
+                region.name,
+                show_ns(rtt_ns),
+                show_ns(window_ns)
+            );
+            match top.get("backbone") {
+                Some(node) => self.err(node.span(), "backbone", reason),
+                None => {
+                    if let Some(node) = top.get("regions") {
+                        self.err(node.span(), "failover", reason);
+                    }
+                }
             }
             return;
         };

@@ -493,6 +493,11 @@ fn build() -> Vec<Object> {
                 vec![
                     opt("probe_interval", Ty::DurationIn { min_ns: MS, max_ns: 10 * SEC }, "Time between probes, 1ms–10s. Default 50ms.").default(json!("50ms")),
                     opt("probe_misses", Ty::Int { min: 1, max: 100 }, "Unanswered probes in a row that mark a peer down (1–100). Not with `pop_detect`. Default 6.").default(json!(6)),
+                    // Probes grow with what a node forwards to: a POP probes a region's CLB
+                    // nodes, a CLB node a POP, only within this long of its last packet to
+                    // it (and while it takes the peer to be down). A peer used again is found
+                    // dead within the same bound from its first packet.
+                    opt("probe_idle", Ty::DurationOr("off"), "How long a POP keeps probing a region's CLB nodes after it last forwarded to the region (and a CLB node a POP after its last reply through it), 1ms–1h; peers taken to be down are probed until they answer. `off`: every POP probes every CLB node and back all the time. Default 1s.").default(json!("1s")),
                     // 50 ms × 3 had no false resets with 8 busy processes on this project's
                     // 2-core hosts; 10 ms × 3 had some.
                     opt("bfd_interval", Ty::DurationOr("off"), "BFD interval between a POP and its transit, 10ms–10s, or `off` (only the BGP hold timer finds a dead POP). Default 50ms.").default(json!("50ms")),
