@@ -166,9 +166,10 @@ pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
         .enumerate()
         .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
     let mut hosts: Vec<NodeId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (_, id) in backend_hosts(t) {
         // A gateway stands for every internet backend behind it: once.
-        if !hosts.contains(&id) {
+        if seen.insert(id) {
             hosts.push(id);
         }
     }
@@ -234,10 +235,11 @@ pub fn gateway_config(t: &Topology, k: usize, auth: impl FnOnce(NodeId) -> AuthC
 /// the order the file first binds them.
 pub fn backend_hosts(t: &Topology) -> Vec<(IpAddr, NodeId)> {
     let mut hosts: Vec<(IpAddr, NodeId)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (r, region) in t.regions.iter().enumerate() {
         let mut n = 0u16;
         for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
-            if hosts.iter().any(|(ip, _)| *ip == b.addr.ip()) {
+            if !seen.insert(b.addr.ip()) {
                 continue;
             }
             if let Site::Internet(e) = b.site {
@@ -271,8 +273,13 @@ fn region_binds(t: &Topology, r: usize, ip: IpAddr) -> bool {
 /// a CLB node, every POP, its region's other nodes (table sync) and the hosts of the
 /// backends its region binds; a backend host, the CLB nodes of every region binding it.
 pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
-    let hosts = backend_hosts(t);
-    let ip_of = |id: NodeId| hosts.iter().find(|(_, h)| *h == id).map(|(ip, _)| *ip);
+    // Each host's first address (a gateway stands for several), found by hashing: this
+    // runs for every node of the world.
+    let mut first_ip = std::collections::HashMap::new();
+    for (ip, id) in backend_hosts(t) {
+        first_ip.entry(id).or_insert(ip);
+    }
+    let ip_of = |id: NodeId| first_ip.get(&id).copied();
     backbone_nodes(t)
         .into_iter()
         .filter(|&peer| match (me, peer) {

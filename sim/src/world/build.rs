@@ -184,7 +184,7 @@ impl<'t> World<'t> {
         let mut w = World {
             t,
             end_ns: t.duration_ns + DRAIN_NS,
-            net: Network::new(t),
+            net: Network::new(),
             edge,
             classes: t.traffic.iter().map(|c| ClassInfo::of(t, c)).collect(),
             pops: build_pops(t, tags),

@@ -77,8 +77,9 @@ impl<'t> World<'t> {
             FaultAction::Link(lo) => {
                 for dir in 0..2 {
                     let i = self.link_bb(PopId(lo.pop), lo.region, dir);
-                    let base = self.net.backbone[i].model().impairment;
-                    self.net.backbone[i].set_override(Impairment {
+                    let link = self.net.backbone(self.t, i);
+                    let base = link.model().impairment;
+                    link.set_override(Impairment {
                         delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
                         jitter_mean_ns: lo.jitter_ns.unwrap_or(base.jitter_mean_ns),
                         loss: lo.loss.unwrap_or(base.loss),

@@ -16,18 +16,19 @@ use anyedge_topology::InternetEnd;
 use anyedge_topology::Topology;
 
 /// The world's modelled links: each client group's internet legs to every POP and every
-/// region, and the backbone between POPs and regions, two directions each. The backbone
-/// is built whole; an internet leg is made the first time a packet takes it (a group
-/// reaches a few POPs of hundreds, and 4,000 groups × 250 POPs of links built up front
-/// were a large world's set-up time and a good part of its memory). A link's draws come
-/// from its own name, so when it is made changes nothing it does.
+/// region, and the backbone between POPs and regions, two directions each. A link is
+/// made the first time a packet takes it (or a fault changes it): a group reaches a few
+/// POPs of hundreds and a POP a few regions, and 4,000 groups × 250 POPs of internet
+/// legs, or 2,000 POPs × 500 regions of backbone, built up front were a large world's
+/// set-up time and most of its memory. A link's draws come from its own name, so when
+/// it is made changes nothing it does.
 pub(super) struct Network {
     /// [group][pop][dir] flattened (`World::link_pop`), as they are first used.
     pub(super) inet_pop: rustc_hash::FxHashMap<usize, Link>,
     /// [group][region][dir] flattened (`World::link_direct`), as they are first used.
     pub(super) inet_direct: rustc_hash::FxHashMap<usize, Link>,
-    /// [pop][region][dir] flattened (`World::link_bb`).
-    pub(super) backbone: Vec<Link>,
+    /// [pop][region][dir] flattened (`World::link_bb`), as they are first used.
+    backbone: rustc_hash::FxHashMap<usize, Link>,
 }
 
 /// Internet leg `index` of kind `end` (`World::link_pop` / `link_direct` numbering).
@@ -44,18 +45,21 @@ fn inet_link(t: &Topology, index: usize, to_pop: bool) -> Link {
 }
 
 impl Network {
-    pub(super) fn new(t: &Topology) -> Network {
-        let (np, nr) = (t.pops.len(), t.regions.len());
-        let backbone = (0..np).flat_map(|p| (0..nr).flat_map(move |r| backbone_pair(t, p, r))).collect();
-        let network = Network { inet_pop: Default::default(), inet_direct: Default::default(), backbone };
-        debug_assert_eq!(network.backbone.len(), np * nr * 2);
-        network
+    pub(super) fn new() -> Network {
+        Network { inet_pop: Default::default(), inet_direct: Default::default(), backbone: Default::default() }
+    }
+
+    /// Backbone link `index` (`World::link_bb` numbering), made if it is new.
+    pub(super) fn backbone(&mut self, t: &Topology, index: usize) -> &mut Link {
+        self.backbone.entry(index).or_insert_with(|| backbone_link(t, index))
     }
 }
 
-/// The backbone link between POP `p` and region `r`, both ways. A fault may set a lower
-/// delay than the link's: the link is told.
-fn backbone_pair(t: &Topology, p: usize, r: usize) -> [Link; 2] {
+/// The backbone link `index` (`World::link_bb` numbering) between a POP and a region, one
+/// way. A fault may set a lower delay than the link's: the link is told.
+fn backbone_link(t: &Topology, index: usize) -> Link {
+    let (pair, dir) = (index / 2, index % 2);
+    let (p, r) = (pair / t.regions.len(), pair % t.regions.len());
     let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
     let floor = t
         .faults
@@ -65,10 +69,8 @@ fn backbone_pair(t: &Topology, p: usize, r: usize) -> [Link; 2] {
             _ => None,
         })
         .fold(model.impairment.delay_ns, u64::min);
-    [0, 1].map(|dir| {
-        let rng = ComponentRng::new(t.seed, &format!("backbone/{p}/{r}/{dir}"));
-        Link::new(model, rng).with_delay_floor(floor)
-    })
+    let rng = ComponentRng::new(t.seed, &format!("backbone/{p}/{r}/{dir}"));
+    Link::new(model, rng).with_delay_floor(floor)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +112,7 @@ impl<'t> World<'t> {
                 let link = self.net.inet_direct.entry(i).or_insert_with(|| inet_link(t, i, false));
                 link.transmit_datagram(now, (packet.len(), header), mtu, flow)
             }
-            LinkKind::Backbone(i) => self.net.backbone[i].transmit(now, packet.len() + OUTER_HEADER, flow),
+            LinkKind::Backbone(i) => self.net.backbone(self.t, i).transmit(now, packet.len() + OUTER_HEADER, flow),
         };
         if let LinkOutcome::Deliver(at) = outcome {
             self.record.packets += 1;

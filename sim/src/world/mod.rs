@@ -298,7 +298,7 @@ impl<'t> World<'t> {
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.link_bb(pop, region, dir);
-                    self.net.backbone[i].clear_override();
+                    self.net.backbone(self.t, i).clear_override();
                 }
             }
         }
