@@ -159,6 +159,17 @@ impl BackboneSecret {
         k
     }
 
+    /// The key of node `me`'s own secrets ([`AuthConfig::node_secret`]) when its peers'
+    /// keys are derived on use rather than listed.
+    fn node_key(&self, me: NodeId) -> KeyBytes {
+        let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let mut label = b"anyedge node v1".to_vec();
+        label.extend_from_slice(&me.to_wire().to_be_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(hmac::sign(&secret, &label).as_ref());
+        k
+    }
+
     /// What node `me` holds for talking with each of `peers`.
     pub fn keys_for(&self, me: NodeId, peers: &[NodeId]) -> Vec<PeerKeys> {
         peers.iter().map(|&peer| PeerKeys { peer, send: self.key(me, peer), recv: self.key(peer, me) }).collect()
@@ -175,6 +186,33 @@ impl BackboneSecret {
         k
     }
 }
+
+/// Keys a node derives from the backbone secret the first time it talks with a peer,
+/// instead of holding them listed: the simulator's (whose secret comes from the seed),
+/// where a POP may talk with each of a thousand CLB nodes but talks with a few, and a
+/// listed keyring per node grew as POPs × CLB nodes. The same keys as listed ones
+/// ([`BackboneSecret::keys_for`]), the same peers.
+#[derive(Clone)]
+pub struct DerivedKeys {
+    pub secret: BackboneSecret,
+    pub me: NodeId,
+    /// The peers it may talk with.
+    pub peers: Vec<NodeId>,
+}
+
+impl std::fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerivedKeys").field("me", &self.me).field("peers", &self.peers.len()).finish()
+    }
+}
+
+impl PartialEq for DerivedKeys {
+    fn eq(&self, other: &DerivedKeys) -> bool {
+        self.secret.0 == other.secret.0 && self.me == other.me && self.peers == other.peers
+    }
+}
+
+impl Eq for DerivedKeys {}
 
 /// The routing bits of a CLB node's QUIC connection IDs, encrypted as the QUIC-LB draft
 /// does (draft-ietf-quic-load-balancers): the node byte is XORed with a mask that
@@ -276,6 +314,8 @@ impl Tags {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     pub keys: Vec<PeerKeys>,
+    /// Instead of `keys`: keys derived as peers are first used (the simulator's).
+    pub derived: Option<DerivedKeys>,
     pub epoch_ns: u64,
     pub salt: u32,
     /// QUIC connection-ID keys by region ([`BackboneSecret::cid_key`]): a POP holds every
@@ -325,6 +365,10 @@ impl AuthConfig {
             material.extend_from_slice(&k.recv);
         }
         debug_assert_eq!(material.len(), self.keys.len() * 64);
+        if let Some(d) = &self.derived {
+            // Derived keys: the node's own key from the secret stands for them.
+            material.extend_from_slice(&d.secret.node_key(d.me));
+        }
         let mut input = b"anyedge node secret v1 ".to_vec();
         input.extend_from_slice(label.as_bytes());
         input.extend_from_slice(&self.salt.to_be_bytes());
@@ -334,7 +378,15 @@ impl AuthConfig {
 
     /// The keyring of node `me` starting at `now_ns` on its clock.
     pub fn keyring(&self, me: NodeId, now_ns: u64) -> Keyring {
-        Keyring::with_tags(me, &self.keys, self.epoch_ns.saturating_add(now_ns), self.tags).salted(self.salt)
+        let boot_ns = self.epoch_ns.saturating_add(now_ns);
+        let ring = match &self.derived {
+            Some(d) => {
+                debug_assert!(d.me == me && self.keys.is_empty(), "derived keys are the node's only keys");
+                Keyring::derived(d, boot_ns, self.tags)
+            }
+            None => Keyring::with_tags(me, &self.keys, boot_ns, self.tags),
+        };
+        ring.salted(self.salt)
     }
 
     /// A salt for a process starting now, from the operating system's random source.
@@ -479,6 +531,17 @@ struct Peer {
     windows: [ReplayWindow; Kind::ALL.len()],
 }
 
+impl Peer {
+    fn new(send: &KeyBytes, recv: &KeyBytes, boot_ns: u64, tags: Tags) -> Peer {
+        Peer {
+            send: TagKey::new(send, tags),
+            recv: TagKey::new(recv, tags),
+            next_seq: [boot_ns.max(1); Kind::ALL.len()],
+            windows: Default::default(),
+        }
+    }
+}
+
 /// One node's keys, outgoing sequence numbers and replay windows.
 pub struct Keyring {
     me: NodeId,
@@ -487,18 +550,41 @@ pub struct Keyring {
 }
 
 /// Peers by id: the ids sorted in a table of their own, searched by halves (a few cache
-/// lines for hundreds of peers, where a tree walks a node per level), their state beside.
+/// lines for hundreds of peers, where a tree walks a node per level); beside each id the
+/// slot of its state, which is made when the peer is first used if its keys are derived
+/// (so state is as large as the peers a node talks with, not those it may).
 struct Peers {
     ids: Vec<NodeId>,
+    slot: Vec<u32>,
     state: Vec<Peer>,
+    derive: Option<Derive>,
 }
+
+/// What a peer's state is made from on its first use.
+struct Derive {
+    secret: BackboneSecret,
+    me: NodeId,
+    boot_ns: u64,
+    tags: Tags,
+}
+
+/// The slot of a peer not used yet.
+const UNMADE: u32 = u32::MAX;
 
 impl Peers {
     /// From (id, state) pairs; a later pair for an id replaces an earlier one.
     fn new(pairs: impl Iterator<Item = (NodeId, Peer)>) -> Peers {
         let sorted: BTreeMap<NodeId, Peer> = pairs.collect();
-        let (ids, state) = sorted.into_iter().unzip();
-        Peers { ids, state }
+        let (ids, state): (Vec<NodeId>, Vec<Peer>) = sorted.into_iter().unzip();
+        Peers { slot: (0..ids.len() as u32).collect(), ids, state, derive: None }
+    }
+
+    /// Peers `ids`, each made from `derive` when first used.
+    fn derived(ids: &[NodeId], derive: Derive) -> Peers {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        Peers { slot: vec![UNMADE; ids.len()], ids, state: Vec::new(), derive: Some(derive) }
     }
 
     fn len(&self) -> usize {
@@ -510,7 +596,15 @@ impl Peers {
     }
 
     fn get_mut(&mut self, id: &NodeId) -> Option<&mut Peer> {
-        self.ids.binary_search(id).ok().map(|i| &mut self.state[i])
+        let i = self.ids.binary_search(id).ok()?;
+        if self.slot[i] == UNMADE {
+            let d = self.derive.as_ref()?;
+            let peer = Peer::new(&d.secret.key(d.me, *id), &d.secret.key(*id, d.me), d.boot_ns, d.tags);
+            self.slot[i] = self.state.len() as u32;
+            self.state.push(peer);
+        }
+        debug_assert!((self.slot[i] as usize) < self.state.len(), "a made peer's slot holds its state");
+        self.state.get_mut(self.slot[i] as usize)
     }
 }
 
@@ -576,16 +670,16 @@ impl Keyring {
 
     /// The same, tagging with `tags`.
     pub fn with_tags(me: NodeId, keys: &[PeerKeys], boot_ns: u64, tags: Tags) -> Keyring {
-        let peers = Peers::new(keys.iter().map(|k| {
-            let peer = Peer {
-                send: TagKey::new(&k.send, tags),
-                recv: TagKey::new(&k.recv, tags),
-                next_seq: [boot_ns.max(1); Kind::ALL.len()],
-                windows: Default::default(),
-            };
-            (k.peer, peer)
-        }));
+        let peers = Peers::new(keys.iter().map(|k| (k.peer, Peer::new(&k.send, &k.recv, boot_ns, tags))));
         Keyring { me, salt: 0, peers }
+    }
+
+    /// Node `d.me` with keys for `d.peers` derived from `d.secret` as each is first used:
+    /// it seals and opens exactly as a keyring listing them (`with_tags` of
+    /// `d.secret.keys_for(d.me, &d.peers)`) does.
+    pub fn derived(d: &DerivedKeys, boot_ns: u64, tags: Tags) -> Keyring {
+        let derive = Derive { secret: d.secret.clone(), me: d.me, boot_ns, tags };
+        Keyring { me: d.me, salt: 0, peers: Peers::derived(&d.peers, derive) }
     }
 
     /// The same keyring sealing with `salt` (its low 24 bits).
@@ -688,6 +782,36 @@ mod tests {
         let sealed = pop.seal(CLB, Kind::Data, b"again").unwrap();
         assert_eq!(clb.open(Kind::Probe, &sealed), Err(AuthError::WrongKind));
         assert_eq!(pop.seal(NodeId::Pop(9), Kind::Data, b"x"), None, "no key for a stranger");
+    }
+
+    #[test]
+    fn a_keyring_deriving_its_keys_on_use_seals_and_opens_as_one_listing_them() {
+        let secret = BackboneSecret::from_seed(1);
+        let clbs: Vec<NodeId> = (0..50).map(|node| NodeId::Clb { region: 1, node }).collect();
+        let derived = DerivedKeys { secret: secret.clone(), me: POP, peers: clbs.clone() };
+        for tags in [Tags::Aead, Tags::Fast] {
+            let mut lazy = Keyring::derived(&derived, 1000, tags);
+            let mut listed = Keyring::with_tags(POP, &secret.keys_for(POP, &clbs), 1000, tags);
+            for to in [clbs[7], clbs[7], clbs[0], clbs[49]] {
+                assert_eq!(lazy.seal(to, Kind::Data, b"same bytes"), listed.seal(to, Kind::Data, b"same bytes"));
+            }
+            assert_eq!(lazy.peers.state.len(), 3, "state for the peers used, not the 50 it may use");
+            assert!(lazy.knows(clbs[30]) && !lazy.knows(NodeId::Pop(9)));
+            assert_eq!(lazy.seal(NodeId::Pop(9), Kind::Data, b"x"), None, "no key for a stranger");
+            // A CLB node listing its key opens what the lazy POP sealed, once.
+            let mut clb = Keyring::with_tags(clbs[30], &secret.keys_for(clbs[30], &[POP]), 5, tags);
+            let sealed = lazy.seal(clbs[30], Kind::Probe, b"probe").unwrap();
+            assert_eq!(clb.open(Kind::Probe, &sealed), Ok((POP, &b"probe"[..])));
+            assert_eq!(clb.open(Kind::Probe, &sealed), Err(AuthError::Replayed));
+            // And the other way: the lazy side opens, refusing a replay and a forgery.
+            let answer = clb.seal(POP, Kind::ProbeAnswer, b"answer").unwrap();
+            assert_eq!(lazy.open(Kind::ProbeAnswer, &answer), Ok((clbs[30], &b"answer"[..])));
+            assert_eq!(lazy.open(Kind::ProbeAnswer, &answer), Err(AuthError::Replayed));
+            let mut forged = clb.seal(POP, Kind::ProbeAnswer, b"answer").unwrap();
+            let last = forged.len() - 1;
+            forged[last] ^= 1;
+            assert_eq!(lazy.open(Kind::ProbeAnswer, &forged), Err(AuthError::BadTag));
+        }
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub mod liveness;
 pub mod rng;
 pub mod transmit;
 
-pub use auth::{AuthConfig, AuthError, BackboneSecret, CidCipher, Keyring, NodeId, PeerKeys, Prf, Tags, cid_node};
+pub use auth::{
+    AuthConfig, AuthError, BackboneSecret, CidCipher, DerivedKeys, Keyring, NodeId, PeerKeys, Prf, Tags, cid_node,
+};
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, LinkOutcome};
 pub use liveness::{Demand, LivenessConfig, LivenessOutput, LivenessProber};

@@ -298,19 +298,31 @@ pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
 /// `epoch_ns` in wall-clock nanoseconds: the simulator derives them from the seed at
 /// every run, `lab up` from a fresh secret into each node's key file.
 pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns: u64) -> AuthConfig {
-    // QUIC connection-ID keys: a POP reads every region's IDs, a CLB node writes its own.
-    let cid_keys = match me {
-        NodeId::Pop(_) => (0..t.regions.len() as u16).map(|r| (r, secret.cid_key(r))).collect(),
-        NodeId::Clb { region, .. } => vec![(region, secret.cid_key(region))],
-        NodeId::Backend { .. } => Vec::new(),
-    };
     // The AEAD: what the lab and deployments seal with (the simulator may choose `Fast`).
     AuthConfig {
         keys: secret.keys_for(me, &backbone_peers(t, me)),
+        derived: None,
         epoch_ns,
         salt: 0,
-        cid_keys,
+        cid_keys: cid_keys(t, secret, me),
         tags: Default::default(),
+    }
+}
+
+/// The same keys for the same peers, derived from `secret` as each peer is first used
+/// rather than listed: the simulator's, whose nodes may each talk with thousands of peers
+/// and talk with a few (a clock starting at 0).
+pub fn backbone_auth_derived(t: &Topology, secret: &BackboneSecret, me: NodeId) -> AuthConfig {
+    let derived = anyedge_ccn::DerivedKeys { secret: secret.clone(), me, peers: backbone_peers(t, me) };
+    AuthConfig { keys: Vec::new(), derived: Some(derived), cid_keys: cid_keys(t, secret, me), ..Default::default() }
+}
+
+/// QUIC connection-ID keys: a POP reads every region's IDs, a CLB node writes its own.
+fn cid_keys(t: &Topology, secret: &BackboneSecret, me: NodeId) -> Vec<(u16, anyedge_ccn::auth::KeyBytes)> {
+    match me {
+        NodeId::Pop(_) => (0..t.regions.len() as u16).map(|r| (r, secret.cid_key(r))).collect(),
+        NodeId::Clb { region, .. } => vec![(region, secret.cid_key(region))],
+        NodeId::Backend { .. } => Vec::new(),
     }
 }
 

@@ -144,10 +144,11 @@ pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize) -> Clb
 }
 
 /// A node's backbone keys: from the seed, the same derivation `lab up` makes from its
-/// random secret, tagging as the run asks. The simulator's clock starts at 0.
+/// random secret (each peer's when the node first talks with it), tagging as the run
+/// asks. The simulator's clock starts at 0.
 pub(super) fn backbone_auth(t: &Topology, me: anyedge_ccn::NodeId, tags: anyedge_ccn::Tags) -> anyedge_ccn::AuthConfig {
     let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
-    anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth(t, &secret, me, 0) }
+    anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth_derived(t, &secret, me) }
 }
 
 impl<'t> World<'t> {
