@@ -273,6 +273,15 @@ fn region_binds(t: &Topology, r: usize, ip: IpAddr) -> bool {
 /// a CLB node, every POP, its region's other nodes (table sync) and the hosts of the
 /// backends its region binds; a backend host, the CLB nodes of every region binding it.
 pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
+    if let NodeId::Pop(_) = me {
+        // Every CLB node, in node order: no need to walk the hosts (this runs per POP).
+        let clbs = t
+            .regions
+            .iter()
+            .enumerate()
+            .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
+        return clbs.collect();
+    }
     // Each host's first address (a gateway stands for several), found by hashing: this
     // runs for every node of the world.
     let mut first_ip = std::collections::HashMap::new();
