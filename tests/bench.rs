@@ -71,8 +71,10 @@ fn bench_sim_ladder_runs_generated_worlds_and_prints_the_probe_share() {
     let rung = &f["rungs"][0];
     assert_eq!(rung["clients"], 400);
     let (probes, all) = (rung["probe_deliveries"].as_u64().unwrap(), rung["deliveries"].as_u64().unwrap());
-    // 250 POPs and 50 CLB nodes probing each other every 50 ms dwarf 400 clients' requests.
-    assert!(probes > 0 && probes < all && probes * 10 > all * 9, "{probes} of {all}");
+    // 400 clients' requests (one a second) are outnumbered by the probes that do not
+    // wait for traffic — 250 transits' BFD toward their POP, every 50 ms — and those of
+    // the POP-region pairs in use (tests/simulation.rs bounds those by the pairs).
+    assert!(probes > 0 && probes < all && probes * 2 > all, "{probes} of {all}");
     assert!(rung["peak_rss_mb"].as_f64().unwrap() > 0.0 && rung["answered"].as_u64().unwrap() > 0);
     // A size below the groups a world needs is refused by name.
     let out = anyedge().args(["bench", "sim", "--ladder", "0"]).output().unwrap();
