@@ -1,23 +1,27 @@
 //! The event queue: a virtual clock and events ordered by (time, insertion order), so
 //! two events at the same instant always run in the order they were scheduled.
 //!
-//! A radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990), which fits a discrete-event clock:
-//! times never go below the last one taken. Bucket `b` holds the events whose time's
-//! highest bit differing from the last time taken is bit `b − 1`; bucket 0 holds the
-//! events due at exactly that time, first scheduled first. Scheduling appends to a bucket
-//! (no sifting through a heap as large as every pending event); when bucket 0 is empty,
-//! taking the next event scans the lowest non-empty bucket for its earliest time and
-//! spreads the bucket, in order, over the buckets below, so each event moves at most once
-//! per bit of its distance from the clock, and mostly through memory in order. A binary
-//! heap's cost per event grew with the number of pending events (one per flow and more),
-//! and its random accesses were most of a large world's run time.
+//! A radix heap (Ahuja, Mehlhorn, Orlin, Tarjan 1990) over 4-bit digits, which fits a
+//! discrete-event clock: times never go below the last one taken. An event waits in the
+//! bucket of (the highest digit in which its time differs from the last time taken, its
+//! value there); those due at exactly that time wait in "now", first scheduled first.
+//! Buckets order by digit position, then value, so the earliest waiting time lies in the
+//! first non-empty one. Scheduling appends to a bucket (no sifting through a heap as large
+//! as every pending event); when "now" is empty, taking the next event finds the first
+//! non-empty bucket's earliest time and spreads the bucket, in order, over the buckets
+//! below, so each event moves at most once per digit of its distance from the clock (a
+//! 50 ms timer: 7 digits; it was 26 bits with a bucket per bit, and those moves were the
+//! queue's cost). A binary heap's cost per event grew with the number of pending events.
 //!
 //! Insertion order needs no sequence number: two events due at the same time always sit
 //! in the same bucket (a bucket is a function of the time and the last time taken), each
 //! bucket keeps the order events entered it, and spreading a bucket keeps its order.
 
-/// Buckets: 0 for "now", then one per bit of the 64-bit time.
-const BUCKETS: usize = 65;
+/// Times are taken in digits of this many bits: a bucket per digit value and level.
+const DIGIT_BITS: u32 = 4;
+const DIGITS: usize = 1 << DIGIT_BITS;
+/// Levels: one per digit of the 64-bit time.
+const LEVELS: usize = 64 / DIGIT_BITS as usize;
 
 /// What the buckets move around: a time and where its event waits. Events stay put in
 /// `slots` (they are large and moved once each way); only these 16 bytes move between
@@ -30,12 +34,18 @@ struct Scheduled {
 
 /// A discrete-event queue with its own clock.
 pub struct EventQueue<E> {
-    /// Bucket b: entries with `64 − (at ^ last).leading_zeros() == b`.
-    buckets: Vec<Vec<Scheduled>>,
-    /// Bucket 0's entries before this index were taken already.
+    /// Due now, first scheduled first; entries before `head` were taken already.
+    now: Vec<Scheduled>,
     head: usize,
-    /// Bit b set when bucket b is not empty.
-    occupied: u128,
+    /// Bucket `level * DIGITS + d`: entries whose highest digit differing from `last` is
+    /// digit `level`, and whose value there is `d`.
+    buckets: Vec<Vec<Scheduled>>,
+    /// Each bucket's earliest time (kept as entries arrive: no scan to find it).
+    mins: Vec<u64>,
+    /// Per level, bit d set when that level's bucket d is not empty.
+    occupied: [u16; LEVELS],
+    /// Bit `level` set when a bucket of that level is not empty.
+    levels: u16,
     /// The time of the last event taken (every waiting time is at least this).
     last: u64,
     /// The waiting events, by slot; `free` lists the empty slots.
@@ -48,9 +58,12 @@ pub struct EventQueue<E> {
 impl<E> EventQueue<E> {
     pub fn new() -> EventQueue<E> {
         EventQueue {
-            buckets: (0..BUCKETS).map(|_| Vec::new()).collect(),
+            now: Vec::new(),
             head: 0,
-            occupied: 0,
+            buckets: (0..LEVELS * DIGITS).map(|_| Vec::new()).collect(),
+            mins: vec![u64::MAX; LEVELS * DIGITS],
+            occupied: [0; LEVELS],
+            levels: 0,
             last: 0,
             slots: Vec::new(),
             free: Vec::new(),
@@ -70,20 +83,32 @@ impl<E> EventQueue<E> {
 
     fn put(&mut self, entry: Scheduled) {
         debug_assert!(entry.at_ns >= self.last, "nothing is put in the past");
-        let b = 64 - (entry.at_ns ^ self.last).leading_zeros() as usize;
-        debug_assert!(b < BUCKETS && (b == 0) == (entry.at_ns == self.last), "bucket 0 holds what is due now");
-        self.occupied |= 1 << b;
+        let differ = entry.at_ns ^ self.last;
+        if differ == 0 {
+            self.now.push(entry);
+            return;
+        }
+        let level = (63 - differ.leading_zeros()) / DIGIT_BITS;
+        let digit = (entry.at_ns >> (level * DIGIT_BITS)) as usize & (DIGITS - 1);
+        debug_assert!(digit > (self.last >> (level * DIGIT_BITS)) as usize & (DIGITS - 1), "a later digit");
+        self.occupied[level as usize] |= 1 << digit;
+        self.levels |= 1 << level;
+        let b = level as usize * DIGITS + digit;
+        self.mins[b] = self.mins[b].min(entry.at_ns);
         self.buckets[b].push(entry);
     }
 
-    /// The lowest non-empty bucket above bucket 0, and its earliest time.
+    /// The earliest non-empty bucket, and its earliest time: buckets order by level, then
+    /// digit (every time in a lower one is earlier).
     fn earliest_above_now(&self) -> Option<(usize, u64)> {
-        let above = self.occupied & !1;
-        if above == 0 {
+        if self.levels == 0 {
             return None;
         }
-        let b = above.trailing_zeros() as usize;
-        let min = self.buckets[b].iter().map(|e| e.at_ns).min()?;
+        let level = self.levels.trailing_zeros() as usize;
+        let digit = self.occupied[level].trailing_zeros() as usize;
+        let b = level * DIGITS + digit;
+        let min = self.mins[b];
+        debug_assert_eq!(Some(min), self.buckets[b].iter().map(|e| e.at_ns).min(), "the bucket's earliest");
         debug_assert!(min > self.last, "above bucket 0 lies only the future");
         Some((b, min))
     }
@@ -110,15 +135,22 @@ impl<E> EventQueue<E> {
 
     /// The next event no later than `until_ns`, advancing the clock to it.
     pub fn pop_until(&mut self, until_ns: u64) -> Option<E> {
-        if self.occupied & 1 == 0 {
+        if self.head == self.now.len() {
             let (b, min) = self.earliest_above_now()?;
             if min > until_ns {
                 return None;
             }
-            // Every entry of bucket b now differs from `min` below bit b − 1: spread them,
-            // in order; those due at `min` land in bucket 0.
-            self.occupied &= !(1 << b);
+            // Every entry of bucket b now differs from `min` only in lower digits: spread
+            // them, in order; those due at `min` are due now.
+            let (level, digit) = (b / DIGITS, b % DIGITS);
+            self.occupied[level] &= !(1 << digit);
+            if self.occupied[level] == 0 {
+                self.levels &= !(1 << level);
+            }
             self.last = min;
+            self.mins[b] = u64::MAX;
+            self.now.clear();
+            self.head = 0;
             let mut bucket = std::mem::take(&mut self.buckets[b]);
             for e in bucket.drain(..) {
                 self.put(e);
@@ -130,14 +162,8 @@ impl<E> EventQueue<E> {
         } else if self.last > until_ns {
             return None;
         }
-        let now = &mut self.buckets[0];
-        let entry = now[self.head];
+        let entry = self.now[self.head];
         self.head += 1;
-        if self.head == now.len() {
-            now.clear();
-            self.head = 0;
-            self.occupied &= !1;
-        }
         self.processed += 1;
         self.len -= 1;
         self.free.push(entry.slot);
@@ -149,12 +175,7 @@ impl<E> EventQueue<E> {
 
     /// When the earliest waiting event is due.
     pub fn next_at(&self) -> Option<u64> {
-        debug_assert_eq!(
-            self.occupied & 1 != 0,
-            self.head < self.buckets[0].len(),
-            "bit 0 says whether bucket 0 holds events"
-        );
-        if self.occupied & 1 != 0 {
+        if self.head < self.now.len() {
             return Some(self.last);
         }
         self.earliest_above_now().map(|(_, min)| min)
