@@ -152,24 +152,24 @@ impl BackboneSecret {
 
     /// The key `from` signs with toward `to`.
     pub fn key(&self, from: NodeId, to: NodeId) -> KeyBytes {
-        let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let mut label = b"anyedge backbone v1".to_vec();
-        label.extend_from_slice(&from.to_wire().to_be_bytes());
-        label.extend_from_slice(&to.to_wire().to_be_bytes());
+        self.derive(b"anyedge backbone v1", &[&from.to_wire().to_be_bytes(), &to.to_wire().to_be_bytes()])
+    }
+
+    /// HMAC-SHA256 under the secret of `label` followed by `parts`: every key derives so.
+    fn derive(&self, label: &[u8], parts: &[&[u8]]) -> KeyBytes {
+        let mut input = label.to_vec();
+        for part in parts {
+            input.extend_from_slice(part);
+        }
         let mut k = [0u8; 32];
-        k.copy_from_slice(hmac::sign(&secret, &label).as_ref());
+        k.copy_from_slice(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &self.0), &input).as_ref());
         k
     }
 
     /// The key of node `me`'s own secrets ([`AuthConfig::node_secret`]) when its peers'
     /// keys are derived on use rather than listed.
     fn node_key(&self, me: NodeId) -> KeyBytes {
-        let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let mut label = b"anyedge node v1".to_vec();
-        label.extend_from_slice(&me.to_wire().to_be_bytes());
-        let mut k = [0u8; 32];
-        k.copy_from_slice(hmac::sign(&secret, &label).as_ref());
-        k
+        self.derive(b"anyedge node v1", &[&me.to_wire().to_be_bytes()])
     }
 
     /// What node `me` holds for talking with each of `peers`.
@@ -180,12 +180,7 @@ impl BackboneSecret {
     /// Region `region`'s key for the routing bits of its CLB nodes' QUIC connection IDs
     /// ([`CidCipher`]): the region's CLB nodes and every POP hold it, nobody else.
     pub fn cid_key(&self, region: u16) -> KeyBytes {
-        let secret = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let mut label = b"anyedge quic cid v1".to_vec();
-        label.extend_from_slice(&region.to_be_bytes());
-        let mut k = [0u8; 32];
-        k.copy_from_slice(hmac::sign(&secret, &label).as_ref());
-        k
+        self.derive(b"anyedge quic cid v1", &[&region.to_be_bytes()])
     }
 }
 

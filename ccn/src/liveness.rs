@@ -121,11 +121,6 @@ impl LivenessProber {
         }
     }
 
-    /// How many peers the next round probes.
-    pub fn probing(&self) -> usize {
-        if self.idle_ns.is_some() { self.probed.len() } else { self.peers.len() }
-    }
-
     pub fn config(&self) -> LivenessConfig {
         self.config
     }

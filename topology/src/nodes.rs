@@ -160,11 +160,7 @@ pub fn clb_node(r: usize, index: usize) -> NodeId {
 /// backend hosts.
 pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
     let pops = (0..t.pops.len()).map(pop_node);
-    let clbs = t
-        .regions
-        .iter()
-        .enumerate()
-        .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
+    let clbs = clb_nodes(t);
     let mut hosts: Vec<NodeId> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (_, id) in backend_hosts(t) {
@@ -174,6 +170,11 @@ pub fn backbone_nodes(t: &Topology) -> Vec<NodeId> {
         }
     }
     pops.chain(clbs).chain(hosts).collect()
+}
+
+/// Every region's CLB nodes, region by region.
+fn clb_nodes(t: &Topology) -> impl Iterator<Item = NodeId> + '_ {
+    t.regions.iter().enumerate().flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)))
 }
 
 /// Host numbers (12 bits on the wire) of egress nodes: NAT gateway `g` is
@@ -275,12 +276,7 @@ fn region_binds(t: &Topology, r: usize, ip: IpAddr) -> bool {
 pub fn backbone_peers(t: &Topology, me: NodeId) -> Vec<NodeId> {
     if let NodeId::Pop(_) = me {
         // Every CLB node, in node order: no need to walk the hosts (this runs per POP).
-        let clbs = t
-            .regions
-            .iter()
-            .enumerate()
-            .flat_map(|(r, region)| (0..usize::from(region.clb_nodes)).map(move |i| clb_node(r, i)));
-        return clbs.collect();
+        return clb_nodes(t).collect();
     }
     // Each host's first address (a gateway stands for several), found by hashing: this
     // runs for every node of the world.
