@@ -187,6 +187,7 @@ impl<'t> World<'t> {
             net: Network::new(),
             edge,
             classes: t.traffic.iter().map(|c| ClassInfo::of(t, c)).collect(),
+            heard: Vec::new(),
             pops: build_pops(t, tags),
             regions,
             servers: Servers::build(t, tags),
@@ -198,6 +199,7 @@ impl<'t> World<'t> {
             pki,
             q,
         };
+        w.heard = w.pops.iter().map(|p| (0..t.vips.len()).map(|v| p.routes(t, v)).collect()).collect();
         w.start_probers();
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.regions.clbs.ids().collect::<Vec<_>>() {

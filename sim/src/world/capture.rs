@@ -78,6 +78,8 @@ impl<'t> World<'t> {
         let t = self.t;
         let node = match *to {
             Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => format!("pop/{}", t.pops[p.index()].name),
+            // Handed to a CLB node at once, captured there.
+            Arrival::RegionEdge { .. } => return,
             Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
                 self.clb_name(c)
             }
@@ -91,11 +93,11 @@ impl<'t> World<'t> {
             Arrival::ProbeAnswer { at } => match at {
                 ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
                 ProberAt::Clb(c) => self.clb_name(c),
-                ProberAt::Edge => "internet".to_string(),
+                ProberAt::Transit(_) => "internet".to_string(),
                 ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
             },
         };
-        // Unsealed datagrams that are not IP: the internet edge's probes of POPs.
+        // Unsealed datagrams that are not IP: the transits' probes of their POPs.
         let port = match to {
             Arrival::ProbeRequest { .. } | Arrival::ProbeAnswer { .. } => pcap::HEALTH_PORT,
             _ => pcap::TUNNEL_PORT,

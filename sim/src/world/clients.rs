@@ -13,7 +13,6 @@ use crate::world::quic_client::QuicFlow;
 use crate::world::tcp_app::TcpApp;
 use crate::world::tcp_app::service_tcp_flow;
 use anyedge_ccn::ComponentRng;
-use anyedge_pop::rendezvous_node;
 use anyedge_proto::FlowKey;
 use anyedge_proto::Transport;
 use anyedge_proto::inner;
@@ -158,12 +157,10 @@ impl<'t> World<'t> {
             }
             Path::Direct => {
                 let r = self.t.vips[class.vip].home;
-                let base = self.regions.clb_base[r];
                 let hash = self.slot_key(client, k * 2 + 1).flow_hash();
-                let node =
-                    rendezvous_node(hash, self.t.regions[r].clb_nodes, |n| self.regions.clbs[base.node(n)].known_up);
-                let clb = base.node(node);
-                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), Arrival::ClbDirect(clb)))
+                let quic = matches!(class.kind, anyedge_topology::TrafficKind::Quic { .. });
+                let to = Arrival::RegionEdge { region: r as u32, hash, quic };
+                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), to))
             }
         }
     }

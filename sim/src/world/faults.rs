@@ -63,7 +63,7 @@ impl<'t> World<'t> {
             | FaultAction::Heal
             | FaultAction::SetWeight { .. } => self.control_fault(action, now),
             FaultAction::Down(Target::Pop(p)) => {
-                // The POP stops: the internet edge and the CLB nodes find out by probing.
+                // The POP stops: its transit and the CLB nodes find out by probing.
                 self.pops[PopId(p)].up = false;
             }
             FaultAction::Up(Target::Pop(p)) => self.restart_pop(PopId(p)),
@@ -235,7 +235,7 @@ impl<'t> World<'t> {
                     FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
                         let p = PopId(p);
-                        g.order[vip].iter().copied().find(|&q| q == p || self.pops[q].routes(t, vip)) == Some(p)
+                        g.order[vip].iter().copied().find(|&q| q == p || self.heard[q.0][vip]) == Some(p)
                             && g.route[vip] != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,

@@ -185,6 +185,21 @@ impl<'t> World<'t> {
                 }
                 self.drain_clb(c);
             }
+            Arrival::RegionEdge { region, hash, quic } => {
+                let r = region as usize;
+                let base = self.regions.clb_base[r];
+                let nodes = self.t.regions[r].clb_nodes;
+                let by_cid = || {
+                    let payload = inner::transport_payload(&packet);
+                    anyedge_region::quic::cid_node(payload, nodes, self.pki.cid_ciphers.get(r))
+                };
+                let node = quic.then(by_cid).flatten().unwrap_or_else(|| {
+                    anyedge_pop::rendezvous_node(hash, nodes, |n| self.regions.clbs[base.node(n)].known_up)
+                });
+                let to = Arrival::ClbDirect(base.node(node));
+                self.capture(&to, &packet);
+                self.arrive(to, packet);
+            }
             Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
             Arrival::EgressFromClb(e) => self.egress_from_clb(e, packet),
             Arrival::EgressFromInternet(e) => self.egress_from_internet(e, packet),
@@ -304,12 +319,23 @@ impl<'t> World<'t> {
         self.regions.arm_timer(c, &mut self.q);
     }
 
-    pub(super) fn reconverge(&mut self) {
-        let now = self.q.now_ns();
+    /// What POP `p` announces (per VIP), sent to the internet: it arrives after BGP's
+    /// convergence time.
+    pub(super) fn announce(&mut self, p: PopId) {
         let t = self.t;
+        let routes = (0..t.vips.len()).map(|v| self.pops[p].routes(t, v)).collect();
+        let at = self.q.now_ns() + t.failover.route_converge_ns;
+        self.q.schedule(at, Ev::RouteUpdate { pop: p, routes });
+    }
+
+    /// A POP's BGP update arrived: every group's best route is the first POP of its
+    /// order the internet has heard announce the VIP.
+    pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>) {
+        self.heard[pop.0] = routes;
+        let now = self.q.now_ns();
         for (gi, g) in self.edge.groups.iter_mut().enumerate() {
             for (v, order) in g.order.iter().enumerate() {
-                let route = order.iter().copied().find(|&p| self.pops[p].routes(t, v));
+                let route = order.iter().copied().find(|&p| self.heard[p.0][v]);
                 if route != g.route[v] {
                     // For the report's map: where the group's anycast traffic lands now.
                     self.record.catchments.push((now, gi, v, route));

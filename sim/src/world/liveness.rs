@@ -1,7 +1,7 @@
 //! Failure detection the way the lab does it, with no oracle: a POP probes the CLB nodes
 //! of the regions it forwards to over the backbone, a CLB node the POPs it replies
-//! through (on demand, `failover.probe_idle`; `off`: all of them), the internet edge probes
-//! the POPs (withdrawal) and each region's edge probes its CLB nodes (the direct path's
+//! through (on demand, `failover.probe_idle`; `off`: all of them), each POP's transit
+//! probes its POP (BFD: withdrawal) and each region's edge probes its CLB nodes (the direct path's
 //! ECMP). All run the shared `anyedge_ccn::LivenessProber`; probes are `anyedge_proto::liveness`
 //! bytes that cross the simulated links, so loss, jitter and queues on the backbone shape
 //! detection as they would for real. Backbone probes (POP ↔ CLB node) are sealed with the
@@ -25,7 +25,7 @@ use anyedge_topology::Topology;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// One way between the internet edge and a POP it announces (its upstream router).
+/// One way between a POP and its transit router.
 pub const EDGE_HOP_NS: u64 = 50_000;
 
 /// Who runs a prober.
@@ -35,8 +35,8 @@ pub(super) enum ProberAt {
     Pop(PopId),
     /// A CLB node, probing every POP (peer i is `PopId(i)`).
     Clb(ClbId),
-    /// The internet edge, probing every POP: it withdraws a dead one.
-    Edge,
+    /// A POP's transit router, probing its POP (BFD): it withdraws the POP when dead.
+    Transit(PopId),
     /// A region's edge, probing the region's CLB nodes (peer i is node i).
     Region(usize),
 }
@@ -65,7 +65,7 @@ pub(super) struct ProberSlot {
 pub(super) struct Probers {
     pop: Vec<ProberSlot>,
     clb: Vec<ProberSlot>,
-    edge: ProberSlot,
+    transit: Vec<ProberSlot>,
     region: Vec<ProberSlot>,
 }
 
@@ -87,8 +87,8 @@ impl Probers {
         Probers {
             pop: (0..np).map(|p| backbone(format!("pop/{p}"), nc)).collect(),
             clb: (0..nc).map(|c| backbone(format!("clb/{c}"), np)).collect(),
-            // The internet's edge is each POP's transit, and it finds a dead POP by BFD.
-            edge: always("edge".into(), np, t.failover.bfd()),
+            // Each POP's transit finds it dead by BFD, each with a phase of its own.
+            transit: (0..np).map(|p| always(format!("transit/{p}"), 1, t.failover.bfd())).collect(),
             region: regions
                 .map(|(r, region)| always(format!("region/{r}"), usize::from(region.clb_nodes), config))
                 .collect(),
@@ -99,7 +99,7 @@ impl Probers {
         match at {
             ProberAt::Pop(p) => &mut self.pop[p.0],
             ProberAt::Clb(c) => &mut self.clb[c.0],
-            ProberAt::Edge => &mut self.edge,
+            ProberAt::Transit(p) => &mut self.transit[p.0],
             ProberAt::Region(r) => &mut self.region[r],
         }
     }
@@ -113,7 +113,7 @@ impl<'t> World<'t> {
         let all = (0..np)
             .map(|p| ProberAt::Pop(PopId(p)))
             .chain((0..nc).map(|c| ProberAt::Clb(ClbId(c))))
-            .chain(std::iter::once(ProberAt::Edge))
+            .chain((0..np).map(|p| ProberAt::Transit(PopId(p))))
             .chain((0..self.t.regions.len()).map(ProberAt::Region));
         for at in all.collect::<Vec<_>>() {
             self.schedule_probe_tick(at);
@@ -139,7 +139,7 @@ impl<'t> World<'t> {
         match at {
             ProberAt::Pop(p) => self.pops[p].up,
             ProberAt::Clb(c) => self.regions.clbs[c].up,
-            ProberAt::Edge | ProberAt::Region(_) => true,
+            ProberAt::Transit(_) | ProberAt::Region(_) => true,
         }
     }
 
@@ -177,7 +177,7 @@ impl<'t> World<'t> {
                     self.probers.clb[c.0].prober.handle_use(usize::from(pop), now);
                 }
             }
-            ProberAt::Edge | ProberAt::Region(_) => {}
+            ProberAt::Transit(_) | ProberAt::Region(_) => {}
         }
     }
 
@@ -188,8 +188,7 @@ impl<'t> World<'t> {
         if self.pops[p].core.sample_announcements(false).is_empty() {
             return;
         }
-        let now = self.q.now_ns();
-        self.q.schedule(now + self.t.failover.route_converge_ns, Ev::Reconverge);
+        self.announce(p);
     }
 
     /// The keyring and backbone id of a probed node, and its drop counters.
@@ -213,7 +212,7 @@ impl<'t> World<'t> {
         match at {
             ProberAt::Pop(p) => Some(Probed::Pop(p)),
             ProberAt::Clb(c) => Some(Probed::Clb(c)),
-            ProberAt::Edge | ProberAt::Region(_) => None,
+            ProberAt::Transit(_) | ProberAt::Region(_) => None,
         }
     }
 
@@ -295,8 +294,8 @@ impl<'t> World<'t> {
         match link {
             Some((link, flow)) => self.send_over(link, flow, to, packet),
             None => {
-                // The internet edge sits next to each POP, a region's edge next to its nodes.
-                let hop = if matches!(at, ProberAt::Edge) { EDGE_HOP_NS } else { INTRA_REGION_NS };
+                // A transit sits next to its POP, a region's edge next to its nodes.
+                let hop = if matches!(at, ProberAt::Transit(_)) { EDGE_HOP_NS } else { INTRA_REGION_NS };
                 self.record.packets += 1;
                 self.q.schedule(now + hop, Ev::Arrive { to, packet });
             }
@@ -312,7 +311,8 @@ impl<'t> World<'t> {
                 LivenessOutput::Send { peer, seq } => {
                     let node = match at {
                         ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
-                        ProberAt::Clb(_) | ProberAt::Edge => Probed::Pop(PopId(peer)),
+                        ProberAt::Clb(_) => Probed::Pop(PopId(peer)),
+                        ProberAt::Transit(p) => Probed::Pop(p),
                         ProberAt::Region(r) => Probed::Clb(self.regions.clb_base[r].node(peer as u16)),
                     };
                     let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
@@ -328,7 +328,6 @@ impl<'t> World<'t> {
                 LivenessOutput::Down { peer } => (peer, false),
                 LivenessOutput::Up { peer } => (peer, true),
             };
-            let now = self.q.now_ns();
             match at {
                 ProberAt::Pop(p) => {
                     let c = ClbId(peer);
@@ -340,11 +339,11 @@ impl<'t> World<'t> {
                     self.regions.clbs[c].core.set_pop_up(peer as u16, up);
                     self.noticed(Notice::Pop { pop: PopId(peer), up }, self.clb_name(c));
                 }
-                ProberAt::Edge => {
+                ProberAt::Transit(p) => {
                     // Withdrawn (or announced again); BGP moves clients after convergence.
-                    self.pops[PopId(peer)].announced = up;
-                    self.q.schedule(now + self.t.failover.route_converge_ns, Ev::Reconverge);
-                    self.noticed(Notice::Pop { pop: PopId(peer), up }, "internet".into());
+                    self.pops[p].announced = up;
+                    self.announce(p);
+                    self.noticed(Notice::Pop { pop: p, up }, "internet".into());
                 }
                 ProberAt::Region(r) => {
                     let c = self.regions.clb_base[r].node(peer as u16);

@@ -76,6 +76,14 @@ enum Arrival {
     PopFromClb(PopId),
     ClbFromPop(ClbId),
     ClbDirect(ClbId),
+    /// A client's packet on the direct path reaches its region's edge, which picks the
+    /// CLB node (ECMP on the flow's hash, or the node a QUIC connection ID names) with
+    /// what the edge's own probes know, and hands it over at once.
+    RegionEdge {
+        region: u32,
+        hash: u32,
+        quic: bool,
+    },
     ClbFromBackend(ClbId),
     /// Connection-table sync from another CLB node of the region.
     ClbFromPeer(ClbId),
@@ -143,7 +151,12 @@ enum Ev {
         at: ProberAt,
         epoch: u32,
     },
-    Reconverge,
+    /// A POP's announcements (per VIP: routed or not) reach the internet: BGP moves the
+    /// groups whose best route changed. Carried as the POP sent them, not read from it.
+    RouteUpdate {
+        pop: PopId,
+        routes: Vec<bool>,
+    },
     LinkRestore {
         pop: PopId,
         region: usize,
@@ -164,6 +177,9 @@ pub struct World<'t> {
     /// Certificates and keys clients and the region edges hold.
     pki: Pki,
     pops: Table<PopId, PopNode>,
+    /// [pop][vip]: whether the internet routes the VIP to the POP, as the POP's last
+    /// BGP update to arrive said.
+    heard: Vec<Vec<bool>>,
     /// Every region's CLB nodes.
     regions: Regions,
     /// Backend hosts, their records and the egress nodes in front of internet backends.
@@ -294,7 +310,7 @@ impl<'t> World<'t> {
             Ev::Fault { index } => self.apply_fault(index),
             Ev::Control(ev) => self.control_event(ev),
             Ev::ProbeTick { at, epoch } => self.probe_tick(at, epoch),
-            Ev::Reconverge => self.reconverge(),
+            Ev::RouteUpdate { pop, routes } => self.route_update(pop, routes),
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.link_bb(pop, region, dir);

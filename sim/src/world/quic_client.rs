@@ -5,7 +5,6 @@
 //! `x-anyedge-response-bytes`; toward any other, a stream carries the simulator's own
 //! request and answer as bytes.
 use crate::app;
-use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::PATHS;
 use crate::world::Path;
@@ -15,7 +14,6 @@ use crate::world::clients::TCP_PENDING_MAX;
 use crate::world::clients::flow_id;
 use crate::world::clients::port_of;
 use crate::world::ids::ClientId;
-use crate::world::links::LinkKind;
 use anyedge_proto::inner;
 use anyedge_topology::TrafficKind;
 use std::collections::VecDeque;
@@ -320,28 +318,10 @@ impl<'t> World<'t> {
         let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
         for (dst, _, payload) in out {
             let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };
-            let route = match path {
-                Path::Anycast => self.slot_route(client, slot / 2, path),
-                Path::Direct => self.direct_quic_route(client, slot, &payload),
-            };
+            let route = self.slot_route(client, slot / 2, path);
             if let Some((link, to)) = route {
                 self.send_over(link, flow_id(client, slot), to, packet);
             }
         }
-    }
-
-    /// The region edge routes QUIC by the connection ID the CLB node issued, when there is
-    /// one, so a migrated client reaches the node that holds its connection.
-    pub(super) fn direct_quic_route(
-        &self,
-        client: ClientId,
-        slot: usize,
-        payload: &[u8],
-    ) -> Option<(LinkKind, Arrival)> {
-        let (link, to) = self.slot_route(client, slot / 2, Path::Direct)?;
-        let Arrival::ClbDirect(clb) = to else { return Some((link, to)) };
-        let r = self.regions.clbs[clb].region;
-        let node = anyedge_region::quic::cid_node(payload, self.t.regions[r].clb_nodes, self.pki.cid_ciphers.get(r));
-        Some((link, Arrival::ClbDirect(node.map_or(clb, |n| self.regions.clb_base[r].node(n)))))
     }
 }
