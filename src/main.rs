@@ -101,6 +101,11 @@ enum Command {
         /// bytes). The figures are the same; the report names which.
         #[arg(long, value_parser = ["fast", "real"], default_value = "fast")]
         auth: String,
+        /// Threads to run the world on (default: the machine's cores). A world of two or
+        /// more regions runs in partitions, one per region, whichever the count: the
+        /// report is the same bytes for any N.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
         /// Capture only these nodes: names and globs, comma-separated
         /// (pop/paris,clb/frankfurt/*,backend/*,client/london,region/NAME,internet).
         #[arg(long, value_name = "NODES", requires = "pcap", value_delimiter = ',')]
@@ -545,6 +550,7 @@ fn main() -> ExitCode {
             html,
             quiet,
             auth,
+            threads,
         } => {
             let capture = anyedge_sim::CaptureFilter { nodes: pcap_nodes, from_ns: pcap_from, to_ns: pcap_to, snaplen };
             let mut t = match load(&file) {
@@ -555,7 +561,9 @@ fn main() -> ExitCode {
                 t.seed = seed;
             }
             let auth = if auth == "real" { anyedge_sim::SimAuth::Real } else { anyedge_sim::SimAuth::Fast };
-            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet, auth })
+            let threads =
+                threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads })
         }
     }
 }

@@ -49,11 +49,13 @@ pub struct Outputs {
     pub html: Option<PathBuf>,
     /// How backbone envelopes are tagged (`--auth`).
     pub auth: anyedge_sim::SimAuth,
+    /// `--threads`.
+    pub threads: usize,
 }
 
 /// Runs the simulation, prints the table and writes what `outputs` asks for.
 pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
-    let Outputs { report, stats, pcap, capture, html, quiet, auth } = outputs;
+    let Outputs { report, stats, pcap, capture, html, quiet, auth, threads } = outputs;
     if let Some(why) = anyedge_sim::cost::refuse(t) {
         eprintln!("{}: {why}", file.display());
         return ExitCode::from(2);
@@ -78,7 +80,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
             return code;
         }
     }
-    let options = anyedge_sim::Options { pcap, capture, auth };
+    let options = anyedge_sim::Options { pcap, capture, auth, threads };
     let outcome = match anyedge_sim::run_with(t, &options, progress_bar(quiet, t.duration_ns as f64 / 1e9)) {
         Ok(o) => o,
         Err(e) => {

@@ -61,6 +61,9 @@ pub struct Options {
     /// How backbone envelopes are tagged (`--auth`): the simulator's fast keyed hash, or
     /// the lab's ChaCha20-Poly1305 (`real`, when captures must carry the lab's bytes).
     pub auth: SimAuth,
+    /// Threads to run a partitioned world on (at least 1; the report is the same for
+    /// any number).
+    pub threads: usize,
 }
 
 /// `sim --auth`: which tags the run's backbone envelopes carry (the report names it).
@@ -158,12 +161,27 @@ pub fn run_with(
     progress: impl FnMut(f64),
 ) -> Result<Outcome, SimError> {
     let started = Instant::now();
-    let mut world = world::World::new(topology, options.auth.tags())?;
-    if let Some(dir) = &options.pcap {
-        options.capture.check(topology).map_err(SimError)?;
-        world.capture_into(dir.clone(), options.capture.clone())?;
-    }
-    world.run(progress);
+    let capture = match &options.pcap {
+        Some(dir) => {
+            options.capture.check(topology).map_err(SimError)?;
+            Some((dir.clone(), options.capture.clone()))
+        }
+        None => None,
+    };
+    let tags = options.auth.tags();
+    let mut progress = progress;
+    let (mut world, parts) =
+        match world::partition::run(topology, tags, options.threads, capture.clone(), &mut progress)? {
+            Some((world, parts)) => (world, Some(parts)),
+            None => {
+                let mut world = world::World::new(topology, tags)?;
+                if let Some((dir, filter)) = capture {
+                    world.capture_into(dir, filter)?;
+                }
+                world.run(&mut progress);
+                (world, None)
+            }
+        };
     world.finish_capture()?;
     let report = world.report();
     let wall_s = started.elapsed().as_secs_f64();
@@ -176,6 +194,10 @@ pub fn run_with(
         events_per_s: events as f64 / wall_s.max(1e-9),
         packets_per_s: packets as f64 / wall_s.max(1e-9),
         sim_s: world.sim_s(),
+        partitions: parts.as_ref().map_or(1, |p| p.partitions),
+        threads: parts.as_ref().map_or(1, |p| p.threads),
+        lookahead_ms: parts.as_ref().map_or(0.0, |p| p.lookahead_ns as f64 / 1e6),
+        windows: parts.as_ref().map_or(0, |p| p.windows),
     };
     Ok(Outcome {
         report,

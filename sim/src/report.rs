@@ -252,6 +252,12 @@ pub struct Stats {
     pub events_per_s: f64,
     pub packets_per_s: f64,
     pub sim_s: f64,
+    /// Partitions the world ran in (1: one queue), on how many threads, the windows'
+    /// length (the lookahead) and how many windows.
+    pub partitions: usize,
+    pub threads: usize,
+    pub lookahead_ms: f64,
+    pub windows: u64,
 }
 
 /// Rounds to microsecond precision when expressed in milliseconds.

@@ -176,11 +176,24 @@ impl<'t> World<'t> {
     /// the control plane's first tick, in that order.
     /// The world of `t`, its backbone envelopes tagged with `tags`.
     pub fn new(t: &'t Topology, tags: anyedge_ccn::Tags) -> Result<World<'t>, SimError> {
+        World::with_scope(t, tags, None)
+    }
+
+    /// The world of `t`, or the copy of it that runs the partitions `scope` names: every
+    /// part is built, but only those partitions' clients get their stacks, and only their
+    /// entities get first events.
+    pub(super) fn with_scope(
+        t: &'t Topology,
+        tags: anyedge_ccn::Tags,
+        scope: Option<Box<crate::world::partition::Scope>>,
+    ) -> Result<World<'t>, SimError> {
         check_limits(t)?;
         let pki = Pki::new(t, tags)?;
         let mut q = EventQueue::new();
-        let regions = Regions::build(t, &pki, &mut q);
-        let edge = Edge::build(t, &mut q)?;
+        let mine = |part: u32| scope.as_ref().is_none_or(|s| s.mine[part as usize]);
+        let regions = Regions::build(t, &pki, &mut q, &|r| mine(r as u32));
+        let group_mine = |g: usize| scope.as_ref().is_none_or(|s| s.mine[s.parts.group[g] as usize]);
+        let edge = Edge::build(t, &mut q, &group_mine)?;
         let mut w = World {
             t,
             end_ns: t.duration_ns + DRAIN_NS,
@@ -196,14 +209,21 @@ impl<'t> World<'t> {
             probers: Probers::new(t),
             control: None,
             capture: None,
+            scope,
+            merged_events: 0,
             pki,
             q,
         };
+        if let Some(s) = w.scope.as_mut() {
+            s.host = w.servers.hosts.iter().map(|h| s.parts.host.get(&h.ip).copied().unwrap_or(0)).collect();
+        }
         w.heard = w.pops.iter().map(|p| (0..t.vips.len()).map(|v| p.routes(t, v)).collect()).collect();
         w.start_probers();
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.regions.clbs.ids().collect::<Vec<_>>() {
-            w.drain_clb(c);
+            if w.owns(w.clb_part(c)) {
+                w.drain_clb(c);
+            }
         }
         for (index, f) in t.faults.iter().enumerate() {
             w.q.schedule(f.at_ns, Ev::Fault { index });
@@ -250,7 +270,8 @@ pub(super) struct Edge {
 }
 
 impl Edge {
-    fn build(t: &Topology, q: &mut EventQueue<Ev>) -> Result<Edge, SimError> {
+    /// Only groups `mine` says get stacks and first requests (the rest are idle rows).
+    fn build(t: &Topology, q: &mut EventQueue<Ev>, mine: &dyn Fn(usize) -> bool) -> Result<Edge, SimError> {
         let mut edge = Edge {
             clients: Table::new(),
             groups: {
@@ -264,12 +285,17 @@ impl Edge {
         for (g, group) in t.clients.iter().enumerate() {
             edge.group_start.push(edge.clients.len());
             let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
+            let live = mine(g);
             for i in 0..group.count {
                 let c = edge.clients.next_id();
                 let addr = match group.address {
                     Some(cidr) => cidr.host(u128::from(i)),
                     None => pool.next().ok_or_else(|| pool_exhausted(t))?,
                 };
+                if !live {
+                    edge.clients.push(Client::idle(g, addr));
+                    continue;
+                }
                 edge.clients.push(Client::new(t, g, c, addr, &mut rng));
                 for (k, &class) in group.traffic.iter().enumerate() {
                     let (start, ev) = first_request(&t.traffic[class].kind, c, k, &mut rng);
@@ -355,6 +381,20 @@ impl Group {
 }
 
 impl Client {
+    /// A client another partition runs: its group and address, nothing else.
+    fn idle(g: usize, addr: IpAddr) -> Client {
+        Client {
+            group: g,
+            addr,
+            flows: Vec::new(),
+            tcp: None,
+            tcp_flows: Vec::new(),
+            tcp_poll_at: None,
+            rng: None,
+            quic_flows: Vec::new(),
+        }
+    }
+
     /// Client `c` of group `g` at `addr`: a TCP stack when a class speaks TCP, a QUIC
     /// host per QUIC slot, its own draws when it floods.
     fn new(t: &Topology, g: usize, c: ClientId, addr: IpAddr, rng: &mut ComponentRng) -> Client {

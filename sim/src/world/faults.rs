@@ -93,7 +93,9 @@ impl<'t> World<'t> {
     /// Starts following fault `index`: the flows it touches, which backend each was on.
     fn track_fault(&mut self, index: usize, now: u64) {
         let fault = &self.t.faults[index];
-        let affected = self.affected_flows(&fault.action);
+        // Partitioned, the flows were found at the window's end, with every POP's owner.
+        let found = self.scope.as_mut().and_then(|s| s.tracks.remove(&index));
+        let affected = found.unwrap_or_else(|| self.affected_flows(&fault.action));
         let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
         let tr = self.record.trackers.len();
         for (pos, &(c, s)) in affected.iter().enumerate() {
@@ -142,7 +144,7 @@ impl<'t> World<'t> {
     /// A stopped POP comes back believing every CLB node up, as its fresh prober does;
     /// the edge announces it again at its first answer.
     fn restart_pop(&mut self, p: PopId) {
-        if self.pops[p].up {
+        if self.pops[p].up || !self.owns(self.pop_part(p)) {
             return;
         }
         self.pops[p].up = true;
@@ -172,7 +174,7 @@ impl<'t> World<'t> {
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
-            } else if !self.regions.clbs[c].up {
+            } else if !self.regions.clbs[c].up && self.owns(self.clb_part(c)) {
                 self.restart_clb(c, now);
             }
         }
@@ -223,9 +225,22 @@ impl<'t> World<'t> {
     /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
     /// the region, on the CLB node, or served by the backend it names.
     pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(ClientId, usize)> {
+        self.affected_flows_with(action, &|p| &self.pops[p].core)
+    }
+
+    /// The same, of this world's clients, with each POP's core as `pop` gives it (its
+    /// owner's, when the world runs partitioned).
+    pub(super) fn affected_flows_with<'a>(
+        &self,
+        action: &FaultAction,
+        pop: &dyn Fn(PopId) -> &'a anyedge_pop::Pop,
+    ) -> Vec<(ClientId, usize)> {
         let t = self.t;
         let mut out = Vec::new();
         for (ci, c) in self.edge.clients.enumerate() {
+            if !self.owns(self.group_part(c.group)) {
+                continue;
+            }
             let g = &self.edge.groups[c.group];
             for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
                 let vip = t.traffic[class].vip;
@@ -245,8 +260,7 @@ impl<'t> World<'t> {
                     | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
                     FaultAction::Down(Target::Clb { region, index }) => {
                         home == region
-                            && g.route[vip]
-                                .is_some_and(|p| self.pops[p].core.node_of(&self.slot_key(ci, slot)) == Some(index))
+                            && g.route[vip].is_some_and(|p| pop(p).node_of(&self.slot_key(ci, slot)) == Some(index))
                     }
                     // The flows its POPs will send it once they find it back.
                     FaultAction::Up(Target::Clb { region, index }) => {
@@ -254,8 +268,8 @@ impl<'t> World<'t> {
                         let hash = self.slot_key(ci, slot).flow_hash();
                         home == region
                             && g.route[vip].is_some_and(|p| {
-                                let live = |n: u16| n == index || self.pops[p].core.clb_up(region as u16, n);
-                                self.pops[p].core.node_of(&self.slot_key(ci, slot)).is_some()
+                                let live = |n: u16| n == index || pop(p).clb_up(region as u16, n);
+                                pop(p).node_of(&self.slot_key(ci, slot)).is_some()
                                     && rendezvous_node(hash, nodes, live) == index
                             })
                     }

@@ -71,7 +71,8 @@ pub(super) struct Regions {
 }
 
 impl Regions {
-    pub(super) fn build(t: &Topology, pki: &Pki, q: &mut EventQueue<Ev>) -> Regions {
+    /// Timers armed for the regions `mine` says.
+    pub(super) fn build(t: &Topology, pki: &Pki, q: &mut EventQueue<Ev>, mine: &dyn Fn(usize) -> bool) -> Regions {
         let mut regions = Regions { clbs: Table::new(), clb_base: Vec::new(), clb_by_addr: FxHashMap::default() };
         for (r, region) in t.regions.iter().enumerate() {
             regions.clb_base.push(regions.clbs.next_id());
@@ -86,7 +87,9 @@ impl Regions {
             }
         }
         for c in regions.clbs.ids() {
-            regions.arm_timer(c, q);
+            if mine(regions.clbs[c].region) {
+                regions.arm_timer(c, q);
+            }
         }
         regions
     }
@@ -325,15 +328,17 @@ impl<'t> World<'t> {
         let t = self.t;
         let routes = (0..t.vips.len()).map(|v| self.pops[p].routes(t, v)).collect();
         let at = self.q.now_ns() + t.failover.route_converge_ns;
-        self.q.schedule(at, Ev::RouteUpdate { pop: p, routes });
+        self.broadcast_routes(at, p, routes);
     }
 
     /// A POP's BGP update arrived: every group's best route is the first POP of its
     /// order the internet has heard announce the VIP.
-    pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>) {
+    pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
         self.heard[pop.0] = routes;
         let now = self.q.now_ns();
-        for (gi, g) in self.edge.groups.iter_mut().enumerate() {
+        let parts = self.scope.as_ref().map(|s| s.parts.clone());
+        let theirs = |gi: usize| parts.as_ref().is_none_or(|p| p.group[gi] == part);
+        for (gi, g) in self.edge.groups.iter_mut().enumerate().filter(|(gi, _)| theirs(*gi)) {
             for (v, order) in g.order.iter().enumerate() {
                 let route = order.iter().copied().find(|&p| self.heard[p.0][v]);
                 if route != g.route[v] {

@@ -1,7 +1,6 @@
 //! Moving packets over the modelled links: the internet (client ↔ POP, client ↔ region),
 //! the backbone (POP ↔ region) and the region's own (CLB node ↔ backend).
 use crate::world::Arrival;
-use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::OUTER_HEADER;
 use crate::world::World;
@@ -99,6 +98,7 @@ impl<'t> World<'t> {
     /// envelope whole (the lab's shaper sees the envelope before the kernel fragments it).
     pub(super) fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
         let now = self.q.now_ns();
+        let from = self.sender_part(link);
         let header = if packet.first().is_some_and(|b| b >> 4 == 6) { 48 } else { 20 };
         let mtu = anyedge_pop::CLIENT_LINK_MTU;
         let outcome = match link {
@@ -116,7 +116,20 @@ impl<'t> World<'t> {
         };
         if let LinkOutcome::Deliver(at) = outcome {
             self.record.packets += 1;
-            self.q.schedule(at, Ev::Arrive { to, packet });
+            self.deliver(at, from, to, packet);
+        }
+    }
+
+    /// The partition of the end that sends over `link`.
+    fn sender_part(&self, link: LinkKind) -> u32 {
+        let (np, nr) = (self.t.pops.len(), self.t.regions.len());
+        match link {
+            LinkKind::InetPop(i) if i % 2 == 0 => self.group_part(i / 2 / np),
+            LinkKind::InetPop(i) => self.pop_part(PopId(i / 2 % np)),
+            LinkKind::InetDirect(i) if i % 2 == 0 => self.group_part(i / 2 / nr),
+            LinkKind::InetDirect(i) => self.region_part(i / 2 % nr),
+            LinkKind::Backbone(i) if i % 2 == 0 => self.pop_part(PopId(i / 2 / nr)),
+            LinkKind::Backbone(i) => self.region_part(i / 2 % nr),
         }
     }
 
@@ -146,7 +159,8 @@ impl<'t> World<'t> {
         };
         if let Some(at) = at {
             self.record.packets += 1;
-            self.q.schedule(at, Ev::Arrive { to, packet });
+            let from = if dir == 0 { self.clb_part(clb) } else { self.host_part(host) };
+            self.deliver(at, from, to, packet);
         }
     }
 }

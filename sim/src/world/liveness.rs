@@ -116,7 +116,9 @@ impl<'t> World<'t> {
             .chain((0..np).map(|p| ProberAt::Transit(PopId(p))))
             .chain((0..self.t.regions.len()).map(ProberAt::Region));
         for at in all.collect::<Vec<_>>() {
-            self.schedule_probe_tick(at);
+            if self.owns(self.prober_part(at)) {
+                self.schedule_probe_tick(at);
+            }
         }
     }
 

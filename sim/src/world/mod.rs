@@ -45,6 +45,8 @@ mod forwarding;
 mod ids;
 mod links;
 mod liveness;
+mod merge;
+pub mod partition;
 mod quic_client;
 mod report;
 mod samples;
@@ -156,6 +158,8 @@ enum Ev {
     RouteUpdate {
         pop: PopId,
         routes: Vec<bool>,
+        /// The partition whose groups it moves (0 in a world of one).
+        part: u32,
     },
     LinkRestore {
         pop: PopId,
@@ -195,6 +199,11 @@ pub struct World<'t> {
     control: Option<crate::control::ControlPlane>,
     /// `--pcap DIR`: every packet that reaches a node, per node.
     capture: Option<capture::Capture>,
+    /// When the world runs partitioned: the partitions this copy runs, and its outbox
+    /// to the others (`partition`). `None`: one world, one queue.
+    scope: Option<Box<partition::Scope>>,
+    /// Events the other worlds of a partitioned run processed (merged in).
+    merged_events: u64,
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).
@@ -213,11 +222,22 @@ impl<'t> World<'t> {
             }
             self.handle(ev);
         }
+        self.finish();
+        progress(1.0);
+    }
+
+    /// Runs every event due no later than `until_ns` (a partition's window).
+    fn run_until(&mut self, until_ns: u64) {
+        while let Some(ev) = self.q.pop_until(until_ns) {
+            self.handle(ev);
+        }
+    }
+
+    fn finish(&mut self) {
         if let Some(c) = self.control.as_mut() {
             c.finish(self.end_ns);
         }
         self.collect_control_violations();
-        progress(1.0);
     }
 
     fn violation(&mut self, what: String) {
@@ -241,7 +261,7 @@ impl<'t> World<'t> {
     }
 
     pub fn events(&self) -> u64 {
-        self.q.processed()
+        self.q.processed() + self.merged_events
     }
 
     pub fn packets(&self) -> u64 {
@@ -263,6 +283,17 @@ impl<'t> World<'t> {
     }
 
     fn handle(&mut self, ev: Ev) {
+        if let Some(s) = self.scope.as_ref() {
+            match self.owner(&ev) {
+                None => self.scope.as_mut().map_or((), |s| s.world_wide += 1),
+                Some(part) if !s.mine[part as usize] => {
+                    let what = format!("partition {part}'s event ran in a world that does not own it");
+                    self.violation(what);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
         match ev {
             Ev::UdpSend { client, k } => self.udp_send(client, k),
             Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
@@ -310,7 +341,7 @@ impl<'t> World<'t> {
             Ev::Fault { index } => self.apply_fault(index),
             Ev::Control(ev) => self.control_event(ev),
             Ev::ProbeTick { at, epoch } => self.probe_tick(at, epoch),
-            Ev::RouteUpdate { pop, routes } => self.route_update(pop, routes),
+            Ev::RouteUpdate { pop, routes, part } => self.route_update(pop, routes, part),
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.link_bb(pop, region, dir);

@@ -1,0 +1,375 @@
+//! One world in partitions, advanced in windows on threads, with the same bytes for any
+//! number of threads (ARCHITECTURE.md, "One world on many cores").
+//!
+//! A partition is a region (its CLB nodes, region edge, backend hosts and egress nodes),
+//! the POPs nearest it on the backbone and the client groups nearest it. Which partition
+//! owns what depends on the file alone, never on the thread count. Each thread runs one
+//! `World` that owns a set of partitions: every world builds the whole topology, but only
+//! its own partitions' entities start, send and keep state that matters (another
+//! partition's clients are built idle, with no stacks).
+//!
+//! Partitions meet only by packets over modelled links (and BGP updates, after the
+//! convergence time), each with a delay floor: the **lookahead** is the smallest floor of
+//! any link between two partitions. Time advances in windows no longer than it: what a
+//! partition sends another during a window is due after the window ends, so it waits in
+//! the sender's outbox; at the window's end every outbox is sorted by (due time, sending
+//! partition, that partition's count of crossings, receiving partition) and put into the
+//! receivers' queues. A partition's own events keep their queue order; a crossing enters
+//! at the same point of its receiver's history whichever thread runs what, so the report
+//! is the same for 1 or N threads. Faults are scheduled in every world and change only
+//! what each owns; the flows a fault touches are found at the window's end before it,
+//! where every world can be read.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Barrier, Mutex};
+
+use anyedge_topology::{InternetEnd, Site, Topology};
+use rustc_hash::FxHashMap;
+
+use crate::world::Ev;
+use crate::world::INTRA_REGION_NS;
+use crate::world::World;
+use crate::world::ids::{ClientId, Id, PopId};
+
+/// Below this lookahead a world runs as one partition: windows would cost more than
+/// they let run at once.
+pub const LOOKAHEAD_MIN_NS: u64 = 50_000;
+
+/// Which partition owns each POP, client group and backend host (a region's partition is
+/// its index), and the lookahead between them.
+pub struct Partitioning {
+    pub count: usize,
+    pub(super) pop: Vec<u32>,
+    pub(super) group: Vec<u32>,
+    /// Backend hosts by address: the region that holds them, or that first reaches them.
+    pub(super) host: FxHashMap<IpAddr, u32>,
+    /// The smallest delay floor of a link between two partitions.
+    pub lookahead_ns: u64,
+    /// Per partition: how much traffic it starts (clients × classes), for the threads'
+    /// shares.
+    pub(super) weight: Vec<u64>,
+}
+
+/// The nearest of `regions` to a place, by the backbone's model (ties: the lower index).
+fn nearest_region(t: &Topology, at: anyedge_ccn::geo::Location) -> u32 {
+    let delay = |r: usize| t.backbone.delay.one_way_ns(at, t.regions[r].location);
+    (0..t.regions.len()).min_by_key(|&r| (delay(r), r)).unwrap_or(0) as u32
+}
+
+impl Partitioning {
+    /// The world's partitions, or `None` when it runs as one: a single region, a control
+    /// plane (its Raft nodes talk to every node at once), or a lookahead under
+    /// [`LOOKAHEAD_MIN_NS`].
+    pub fn of(t: &Topology) -> Option<Partitioning> {
+        if t.regions.len() < 2 || t.control.is_some() {
+            return None;
+        }
+        let pop: Vec<u32> = t.pops.iter().map(|p| nearest_region(t, p.location)).collect();
+        let group: Vec<u32> = t.clients.iter().map(|g| nearest_region(t, g.location)).collect();
+        let mut host: FxHashMap<IpAddr, u32> = FxHashMap::default();
+        // A host in its region (or behind the region's egress) belongs to that region;
+        // one reached only over the backbone, to the first region that lists it.
+        for local in [true, false] {
+            for (r, region) in t.regions.iter().enumerate() {
+                for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+                    let here = matches!(b.site, Site::Local | Site::Internet(_));
+                    if here == local {
+                        host.entry(b.addr.ip()).or_insert(r as u32);
+                    }
+                }
+            }
+        }
+        let mut floor = t.failover.route_converge_ns;
+        let mut cross = |a: u32, b: u32, delay_ns: u64| {
+            if a != b {
+                floor = floor.min(delay_ns);
+            }
+        };
+        for (v, vip) in t.vips.iter().enumerate() {
+            let home = vip.home as u32;
+            // POP ↔ home region over the backbone (data, replies, probes), a link fault's
+            // delay counted when lower.
+            for &p in &vip.pops {
+                let mut delay =
+                    anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[vip.home].location)
+                        .impairment
+                        .delay_ns;
+                for f in &t.faults {
+                    if let anyedge_topology::FaultAction::Link(lo) = &f.action
+                        && lo.pop == p
+                        && lo.region == vip.home
+                    {
+                        delay = delay.min(lo.delay_ns.unwrap_or(delay));
+                    }
+                }
+                cross(pop[p], home, delay);
+            }
+            // Client groups ↔ the VIP's POPs and its home region over the internet.
+            for (g, grp) in t.clients.iter().enumerate() {
+                if !grp.traffic.iter().any(|&k| t.traffic[k].vip == v) {
+                    continue;
+                }
+                for &p in &vip.pops {
+                    if group[g] != pop[p] {
+                        let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p));
+                        cross(group[g], pop[p], link.impairment.delay_ns);
+                    }
+                }
+                if group[g] != home {
+                    let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
+                    cross(group[g], home, link.impairment.delay_ns);
+                }
+            }
+        }
+        // A region ↔ a backend host another partition holds: over the site's links, or
+        // the region's own network when the host is listed in two regions.
+        for (r, region) in t.regions.iter().enumerate() {
+            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+                let owner = host.get(&b.addr.ip()).copied().unwrap_or(r as u32);
+                let delay = match b.site {
+                    Site::Local | Site::Internet(_) => INTRA_REGION_NS,
+                    Site::Region(o) => {
+                        anyedge_topology::nodes::backbone_link(t, region.location, t.regions[o].location)
+                            .impairment
+                            .delay_ns
+                    }
+                    Site::Idc(i) => {
+                        anyedge_topology::nodes::backbone_link(t, region.location, t.idcs[i].location)
+                            .impairment
+                            .delay_ns
+                    }
+                };
+                cross(r as u32, owner, delay);
+            }
+        }
+        if floor < LOOKAHEAD_MIN_NS {
+            return None;
+        }
+        let mut weight = vec![0u64; t.regions.len()];
+        for (g, grp) in t.clients.iter().enumerate() {
+            weight[group[g] as usize] += u64::from(grp.count) * grp.traffic.len().max(1) as u64;
+        }
+        for &p in &pop {
+            weight[p as usize] += 1;
+        }
+        Some(Partitioning { count: t.regions.len(), pop, group, host, lookahead_ns: floor, weight })
+    }
+
+    /// Partitions spread over `worlds` worlds, heaviest first onto the lightest world;
+    /// each world's partitions (a partition in exactly one).
+    fn shares(&self, worlds: usize) -> Vec<Vec<bool>> {
+        let mut order: Vec<usize> = (0..self.count).collect();
+        order.sort_by_key(|&p| (std::cmp::Reverse(self.weight[p]), p));
+        let mut load = vec![0u64; worlds];
+        let mut mine = vec![vec![false; self.count]; worlds];
+        for p in order {
+            let w = (0..worlds).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+            load[w] += self.weight[p].max(1);
+            mine[w][p] = true;
+        }
+        mine
+    }
+}
+
+/// A partition's event bound for another, held until the window ends.
+pub(super) struct Crossing {
+    pub(super) at: u64,
+    pub(super) from: u32,
+    pub(super) seq: u64,
+    pub(super) to: u32,
+    pub(super) ev: Ev,
+}
+
+/// What a world running some partitions of a partitioned world knows of them.
+pub(super) struct Scope {
+    pub(super) parts: Arc<Partitioning>,
+    /// [partition]: whether this world runs it.
+    pub(super) mine: Vec<bool>,
+    /// [host]: its partition (by `HostId`).
+    pub(super) host: Vec<u32>,
+    pub(super) outbox: Vec<Crossing>,
+    /// [partition]: crossings it has sent (their order among a window's).
+    pub(super) sent: Vec<u64>,
+    /// The end of the window being run (exclusive).
+    pub(super) window_end: u64,
+    /// Fault index → the flows of this world's clients it touches, found at the
+    /// window's end before it.
+    pub(super) tracks: FxHashMap<usize, Vec<(ClientId, usize)>>,
+    /// Events every world runs (faults, their restores): counted once in the stats.
+    pub(super) world_wide: u64,
+}
+
+impl Scope {
+    pub(super) fn new(parts: Arc<Partitioning>, mine: Vec<bool>) -> Scope {
+        let sent = vec![0; parts.count];
+        Scope {
+            parts,
+            mine,
+            host: Vec::new(),
+            outbox: Vec::new(),
+            sent,
+            window_end: 0,
+            tracks: FxHashMap::default(),
+            world_wide: 0,
+        }
+    }
+}
+
+/// How a partitioned run went, for the stats.
+pub struct PartitionStats {
+    pub partitions: usize,
+    pub threads: usize,
+    pub lookahead_ns: u64,
+    pub windows: u64,
+    pub crossings: u64,
+}
+
+/// Runs `t` partitioned on `threads` threads (at most one per partition); the worlds
+/// merged into one whose report is the run's, and how it went. `None` when the world
+/// does not partition ([`Partitioning::of`]).
+pub(crate) fn run<'t>(
+    t: &'t Topology,
+    tags: anyedge_ccn::Tags,
+    threads: usize,
+    capture: Option<(std::path::PathBuf, crate::CaptureFilter)>,
+    mut progress: impl FnMut(f64),
+) -> Result<Option<(World<'t>, PartitionStats)>, crate::SimError> {
+    let Some(parts) = Partitioning::of(t) else { return Ok(None) };
+    let parts = Arc::new(parts);
+    // A capture writes one file per node from one world.
+    let n = if capture.is_some() { 1 } else { threads.clamp(1, parts.count) };
+    let shares = parts.shares(n);
+    let built: Vec<Result<World<'t>, crate::SimError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|mine| {
+                let parts = parts.clone();
+                s.spawn(move || World::with_scope(t, tags, Some(Box::new(Scope::new(parts, mine)))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(crate::SimError("a world's build panicked".into()))))
+            .collect()
+    });
+    let mut worlds = Vec::with_capacity(n);
+    for w in built {
+        worlds.push(w?);
+    }
+    if let Some((dir, filter)) = capture {
+        worlds[0].capture_into(dir, filter)?;
+    }
+    let end_ns = worlds[0].end_ns;
+    let lookahead = parts.lookahead_ns;
+    let mut fault_times: Vec<u64> = t.faults.iter().map(|f| f.at_ns).collect();
+    fault_times.sort_unstable();
+    fault_times.dedup();
+    let mut stats =
+        PartitionStats { partitions: parts.count, threads: n, lookahead_ns: lookahead, windows: 0, crossings: 0 };
+    let worlds: Vec<Mutex<World<'t>>> = worlds.into_iter().map(Mutex::new).collect();
+    fn lock<'a, 't>(w: &'a Mutex<World<'t>>) -> std::sync::MutexGuard<'a, World<'t>> {
+        w.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    // The coordinator's step between windows: exchange, track faults, set the next
+    // window; false when the run is over.
+    let mut step = |worlds: &[Mutex<World<'t>>]| -> bool {
+        let mut guards: Vec<_> = worlds.iter().map(lock).collect();
+        let mut crossings: Vec<Crossing> = Vec::new();
+        for g in guards.iter_mut() {
+            if let Some(s) = g.scope.as_mut() {
+                crossings.append(&mut s.outbox);
+            }
+        }
+        crossings.sort_by_key(|c| (c.at, c.from, c.seq, c.to));
+        stats.crossings += crossings.len() as u64;
+        for c in crossings {
+            if let Some(g) = guards.iter_mut().find(|g| g.scope.as_ref().is_some_and(|s| s.mine[c.to as usize])) {
+                g.q.schedule(c.at, c.ev);
+            }
+        }
+        let Some(start) = guards.iter().filter_map(|g| g.q.next_at()).min() else { return false };
+        if start > end_ns {
+            return false;
+        }
+        if fault_times.binary_search(&start).is_ok() {
+            track_faults(t, &mut guards, start);
+        }
+        let next_fault = fault_times.iter().copied().find(|&f| f > start).unwrap_or(u64::MAX);
+        let window_end = start.saturating_add(lookahead).min(next_fault).min(end_ns + 1);
+        for g in guards.iter_mut() {
+            if let Some(s) = g.scope.as_mut() {
+                s.window_end = window_end;
+            }
+        }
+        stats.windows += 1;
+        progress(start as f64 / end_ns as f64);
+        true
+    };
+    let run_window = |w: &Mutex<World<'t>>| {
+        let mut g = lock(w);
+        let end = g.scope.as_ref().map_or(0, |s| s.window_end);
+        g.run_until(end.saturating_sub(1));
+    };
+    if n == 1 {
+        while step(&worlds) {
+            run_window(&worlds[0]);
+        }
+    } else {
+        let barrier = Barrier::new(n);
+        let go = std::sync::atomic::AtomicBool::new(step(&worlds));
+        std::thread::scope(|s| {
+            for w in &worlds[1..] {
+                let (barrier, go) = (&barrier, &go);
+                s.spawn(move || {
+                    loop {
+                        barrier.wait();
+                        if !go.load(std::sync::atomic::Ordering::Acquire) {
+                            return;
+                        }
+                        run_window(w);
+                        barrier.wait();
+                    }
+                });
+            }
+            loop {
+                barrier.wait();
+                if !go.load(std::sync::atomic::Ordering::Acquire) {
+                    return;
+                }
+                run_window(&worlds[0]);
+                barrier.wait();
+                go.store(step(&worlds), std::sync::atomic::Ordering::Release);
+            }
+        });
+    }
+    progress(1.0);
+    let mut worlds = worlds.into_iter().map(|w| w.into_inner().unwrap_or_else(|e| e.into_inner()));
+    let mut merged = worlds.next().ok_or_else(|| crate::SimError("no world".into()))?;
+    for other in worlds {
+        merged.absorb(other);
+    }
+    merged.finish_partitioned();
+    Ok(Some((merged, stats)))
+}
+
+/// The flows each world's clients have that the faults due at `at` touch, judged with
+/// the POPs as their owners hold them (a POP's view of its CLB nodes picks a flow's node).
+fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>], at: u64) {
+    let owner_of_pop = |p: PopId, worlds: &[std::sync::MutexGuard<'_, World<'_>>]| {
+        let part = worlds[0].scope.as_ref().map_or(0, |s| s.parts.pop[p.index()]);
+        worlds.iter().position(|w| w.scope.as_ref().is_some_and(|s| s.mine[part as usize])).unwrap_or(0)
+    };
+    for (index, f) in t.faults.iter().enumerate().filter(|(_, f)| f.at_ns == at) {
+        let found: Vec<Vec<(ClientId, usize)>> = (0..worlds.len())
+            .map(|w| {
+                let view = |p: PopId| &worlds[owner_of_pop(p, worlds)].pops[p].core;
+                worlds[w].affected_flows_with(&f.action, &view)
+            })
+            .collect();
+        for (w, flows) in found.into_iter().enumerate() {
+            if let Some(s) = worlds[w].scope.as_mut() {
+                s.tracks.insert(index, flows);
+            }
+        }
+    }
+}
