@@ -899,3 +899,82 @@ fn liveness_probes_grow_with_the_pop_region_pairs_that_carry_traffic_not_with_ev
         assert!(r.clients.iter().all(|c| c.traffic.iter().all(|tr| tr.anycast.received > 0)));
     }
 }
+
+/// A generated world of `regions` regions with faults of every kind a partition boundary
+/// could cut through: a POP down and back, a CLB node down and back, a backend, a link,
+/// a whole region, a migration.
+fn generated_with_faults(regions: usize) -> Topology {
+    let spec = topology::generate::Spec {
+        name: "gen".into(),
+        pops: 30,
+        regions,
+        clients: 1500,
+        groups: 120,
+        web_every: 3,
+        clb_nodes: 2,
+        duration_s: 2,
+        seed: 4,
+    };
+    let text = topology::generate::generate(&spec).unwrap();
+    let t = topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let (pop, far) = (&t.pops[4].name, &t.pops[0].name);
+    let (r0, r1, r2) = (&t.regions[0].name, &t.regions[1].name, &t.regions[2].name);
+    let backend = t.regions[1].backend_groups[0].backends[0].addr;
+    let group = &t.clients[2].name;
+    let faults = format!(
+        "faults:
+  - {{ at: 0.5s, down: pop/{pop} }}
+  - {{ at: 0.8s, down: clb/{r2}/1 }}
+  - {{ at: 1.0s, down: backend/{backend} }}
+  - {{ at: 1.2s, up: pop/{pop} }}
+  - {{ at: 1.3s, link: [pop/{far}, region/{r1}], delay: 40ms, for: 300ms }}
+  - {{ at: 1.5s, down: region/{r0} }}
+  - {{ at: 1.7s, up: clb/{r2}/1 }}
+  - {{ at: 1.8s, migrate: client/{group} }}
+"
+    );
+    topology::parse_str("gen.yaml", &format!("{text}{faults}")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_world_of_many_regions_runs_in_partitions_and_its_report_is_the_same_bytes_on_one_two_or_three_threads() {
+    let t = generated_with_faults(5);
+    let on = |threads: usize| {
+        let options = anyedge_sim::Options { threads, ..Default::default() };
+        anyedge_sim::run_with(&t, &options, |_| {}).expect("simulates")
+    };
+    let one = on(1);
+    assert!(one.report.violations.is_empty(), "{:?}", one.report.violations);
+    assert_eq!(one.stats.partitions, 5, "one partition per region");
+    assert!(one.stats.lookahead_ms > 0.0 && one.stats.windows > 100, "{:?}", one.stats);
+    // Every fault touched flows and the world saw them through.
+    assert!(one.report.faults.iter().filter(|f| f.flows_affected > 0).count() >= 6, "{:?}", one.report.faults);
+    assert!(one.report.faults.iter().any(|f| f.detected_ms.is_some()));
+    for threads in [2, 3] {
+        let other = on(threads);
+        assert_eq!(other.stats.threads, threads);
+        assert_eq!(other.stats.events, one.stats.events, "{threads} threads: every event once");
+        assert_eq!(other.stats.packets, one.stats.packets, "{threads} threads");
+        assert!(
+            other.report.to_json() == one.report.to_json(),
+            "{threads} threads: the report differs from one thread's"
+        );
+    }
+}
+
+#[test]
+fn a_shipped_topology_runs_as_one_partition_with_the_same_bytes_on_any_thread_count() {
+    for name in ["small", "global", "control", "apps", "reference"] {
+        let path = format!("{}/topologies/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let mut t = topology::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+        t.duration_ns = t.duration_ns.min(3_000_000_000);
+        let on = |threads: usize| {
+            let options = anyedge_sim::Options { threads, ..Default::default() };
+            anyedge_sim::run_with(&t, &options, |_| {}).expect("simulates")
+        };
+        let (one, two) = (on(1), on(2));
+        // One region (or a control plane, whose Raft nodes reach every node): one queue.
+        assert_eq!((one.stats.partitions, two.stats.partitions), (1, 1), "{name}");
+        assert!(one.report.to_json() == two.report.to_json(), "{name}: the report differs");
+    }
+}

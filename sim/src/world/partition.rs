@@ -21,7 +21,8 @@
 //! where every world can be read.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyedge_topology::{InternetEnd, Site, Topology};
 use rustc_hash::FxHashMap;
@@ -145,9 +146,23 @@ impl Partitioning {
         if floor < LOOKAHEAD_MIN_NS {
             return None;
         }
+        // Work follows requests: a client's sends and replies in its partition, its POP's
+        // in about the same (its nearest), the CLB node's and backend's at the VIP's home.
         let mut weight = vec![0u64; t.regions.len()];
         for (g, grp) in t.clients.iter().enumerate() {
-            weight[group[g] as usize] += u64::from(grp.count) * grp.traffic.len().max(1) as u64;
+            for &k in &grp.traffic {
+                // Events per request at each end (both paths: client, POP and CLB node,
+                // backend; a TCP request is a connection's handful of segments).
+                let (per_s, events) = match t.traffic[k].kind {
+                    anyedge_topology::TrafficKind::Udp { interval_ns, .. } => (1e9 / interval_ns.max(1) as f64, 6),
+                    anyedge_topology::TrafficKind::Tcp { requests_per_s, .. } => (requests_per_s, 18),
+                    anyedge_topology::TrafficKind::Quic { requests_per_s, .. } => (requests_per_s, 12),
+                    anyedge_topology::TrafficKind::SynFlood { rate_per_s } => (rate_per_s, 2),
+                };
+                let load = (per_s * f64::from(grp.count) * 1000.0) as u64;
+                weight[group[g] as usize] += events * load;
+                weight[t.vips[t.traffic[k].vip].home] += events * load;
+            }
         }
         for &p in &pop {
             weight[p as usize] += 1;
@@ -315,7 +330,7 @@ pub(crate) fn run<'t>(
             run_window(&worlds[0]);
         }
     } else {
-        let barrier = Barrier::new(n);
+        let barrier = SpinBarrier::new(n);
         let go = std::sync::atomic::AtomicBool::new(step(&worlds));
         std::thread::scope(|s| {
             for w in &worlds[1..] {
@@ -371,5 +386,109 @@ fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>
                 s.tracks.insert(index, flows);
             }
         }
+    }
+}
+
+/// A barrier that spins a while before yielding: a window is often under a millisecond,
+/// and a sleeping thread's wake-up would cost a good part of it.
+struct SpinBarrier {
+    threads: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl SpinBarrier {
+    fn new(threads: usize) -> SpinBarrier {
+        SpinBarrier { threads, arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0) }
+    }
+
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+            self.arrived.store(0, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < 20_000 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Partitioning, Scope};
+    use crate::world::Arrival;
+    use crate::world::World;
+    use crate::world::ids::PopId;
+    use anyedge_topology::Topology;
+
+    fn generated(regions: usize) -> Topology {
+        let spec = anyedge_topology::generate::Spec {
+            name: "gen".into(),
+            pops: 12,
+            regions,
+            clients: 200,
+            groups: 20,
+            web_every: 0,
+            clb_nodes: 2,
+            duration_s: 1,
+            seed: 3,
+        };
+        let text = anyedge_topology::generate::generate(&spec).unwrap();
+        anyedge_topology::parse_str("gen.yaml", &text).unwrap()
+    }
+
+    #[test]
+    fn the_lookahead_is_the_smallest_delay_between_partitions_and_no_link_between_two_is_shorter() {
+        let t = generated(3);
+        let parts = Partitioning::of(&t).expect("three regions partition");
+        assert_eq!(parts.count, 3);
+        assert!(parts.lookahead_ns >= super::LOOKAHEAD_MIN_NS);
+        // Every backbone pair a VIP uses across partitions is at least the lookahead long,
+        // and one of them (or an internet leg, or BGP) is exactly it.
+        let mut floors = vec![t.failover.route_converge_ns];
+        for v in &t.vips {
+            for &p in &v.pops {
+                if parts.pop[p] as usize != v.home {
+                    let link =
+                        anyedge_topology::nodes::backbone_link(&t, t.pops[p].location, t.regions[v.home].location);
+                    floors.push(link.impairment.delay_ns);
+                }
+            }
+        }
+        assert!(floors.iter().all(|&f| f >= parts.lookahead_ns), "{floors:?} < {}", parts.lookahead_ns);
+        // Each partition runs in exactly one world, however many.
+        for worlds in 1..=4 {
+            let shares = parts.shares(worlds);
+            for p in 0..3 {
+                assert_eq!(shares.iter().filter(|m| m[p]).count(), 1, "{worlds} worlds, partition {p}");
+            }
+        }
+        // One region, or a control plane: one queue.
+        assert!(Partitioning::of(&generated(1)).is_none());
+    }
+
+    #[test]
+    fn a_crossing_due_inside_its_window_is_an_invariant_violation() {
+        let t = generated(2);
+        let parts = Arc::new(Partitioning::of(&t).unwrap());
+        let scope = Scope::new(parts.clone(), vec![true, false]);
+        let mut w = World::with_scope(&t, anyedge_ccn::Tags::Fast, Some(Box::new(scope))).unwrap();
+        let far = (0..t.pops.len()).find(|&p| parts.pop[p] == 1).expect("a POP of partition 1");
+        w.scope.as_mut().unwrap().window_end = 10_000_000;
+        w.deliver(12_000_000, 0, Arrival::PopFromClient(PopId(far)), vec![0x45; 20]);
+        assert!(w.violations().is_empty(), "due after the window: waits in the outbox");
+        w.deliver(9_000_000, 0, Arrival::PopFromClient(PopId(far)), vec![0x45; 20]);
+        assert_eq!(w.scope.as_ref().unwrap().outbox.len(), 2);
+        assert!(w.violations().len() == 1 && w.violations()[0].contains("inside the window"), "{:?}", w.violations());
     }
 }
