@@ -123,6 +123,8 @@ pub struct SimScale {
 pub struct SimFigures {
     pub file: String,
     pub runs: usize,
+    /// `sim --threads` of every run.
+    pub threads: usize,
     pub scales: Vec<SimScale>,
 }
 
@@ -206,7 +208,7 @@ pub fn scale_clients(t: &mut anyedge_topology::Topology, scale: u32) {
 }
 
 /// Runs one scale in this process and measures it (the child side of `bench sim`).
-pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
+pub fn sim_one(file: &Path, scale: u32, threads: usize) -> Result<SimRun, String> {
     let mut t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
     scale_clients(&mut t, scale);
     if let Some(why) = anyedge_sim::cost::refuse(&t) {
@@ -223,7 +225,8 @@ pub fn sim_one(file: &Path, scale: u32) -> Result<SimRun, String> {
             u64::from(g.count) * tcp.count() as u64
         })
         .sum();
-    let outcome = anyedge_sim::run_report(&t, |_| {}).map_err(|e| e.0)?;
+    let options = anyedge_sim::Options { threads, ..Default::default() };
+    let outcome = anyedge_sim::run_with(&t, &options, |_| {}).map_err(|e| e.0)?;
     let (mut requests, mut answered) = (0, 0);
     for (group, client) in t.clients.iter().zip(&outcome.report.clients) {
         for (&k, traffic) in group.traffic.iter().zip(&client.traffic) {
@@ -267,6 +270,7 @@ pub fn sim(
     file: &Path,
     scales: &[u32],
     runs: usize,
+    threads: usize,
     mut progress: impl FnMut(&str),
 ) -> Result<SimFigures, String> {
     if scales.is_empty() || scales.contains(&0) {
@@ -283,7 +287,7 @@ pub fn sim(
             let out = std::process::Command::new(exe)
                 .args(["bench", "sim-one"])
                 .arg(file)
-                .args(["--scale", &scale.to_string()])
+                .args(["--scale", &scale.to_string(), "--threads", &threads.to_string()])
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
             if !out.status.success() {
@@ -327,7 +331,7 @@ pub fn sim(
             row.marginal_kb_per_flow = Some(round4(extra / 1e3 / (row.counts.flows - base_flows) as f64));
         }
     }
-    Ok(SimFigures { file: file.display().to_string(), runs, scales: rows })
+    Ok(SimFigures { file: file.display().to_string(), runs, threads, scales: rows })
 }
 
 /// `bench sim --ladder`: generated worlds (`anyedge generate`: 250 POPs, 25 regions,
@@ -336,6 +340,7 @@ pub fn sim(
 pub struct LadderFigures {
     pub duration_s: u64,
     pub runs: usize,
+    pub threads: usize,
     pub rungs: Vec<SimScale>,
 }
 
@@ -345,6 +350,7 @@ pub fn ladder(
     sizes: &[u64],
     duration_s: u64,
     runs: usize,
+    threads: usize,
     dir: &Path,
     mut progress: impl FnMut(&str),
 ) -> Result<LadderFigures, String> {
@@ -364,10 +370,10 @@ pub fn ladder(
         let text = anyedge_topology::generate::generate(&spec).map_err(|e| format!("--ladder {clients}: {e}"))?;
         let file = dir.join(format!("ladder-{clients}.yaml"));
         std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
-        let figures = sim(exe, &file, &[1], runs, |what| progress(&format!("{clients} clients: {what}")))?;
+        let figures = sim(exe, &file, &[1], runs, threads, |what| progress(&format!("{clients} clients: {what}")))?;
         rungs.extend(figures.scales);
     }
-    Ok(LadderFigures { duration_s, runs, rungs })
+    Ok(LadderFigures { duration_s, runs, threads, rungs })
 }
 
 /// "medians of N runs" (or "of 1 run").
@@ -379,8 +385,10 @@ fn medians_of(runs: usize) -> String {
 pub fn ladder_table(f: &LadderFigures) -> String {
     use std::fmt::Write as _;
     let mut s = format!(
-        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated; {}\n",
+        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated on {} thread{}; {}\n",
         f.duration_s,
+        f.threads,
+        if f.threads == 1 { "" } else { "s" },
         medians_of(f.runs)
     );
     let _ = writeln!(
@@ -410,8 +418,13 @@ pub fn ladder_table(f: &LadderFigures) -> String {
 /// `bench sim`'s table.
 pub fn sim_table(f: &SimFigures) -> String {
     use std::fmt::Write as _;
-    let mut s =
-        format!("bench sim {} (client counts × scale, each client's rate ÷ scale; {})\n", f.file, medians_of(f.runs));
+    let mut s = format!(
+        "bench sim {} (client counts × scale, each client's rate ÷ scale; {} thread{}; {})\n",
+        f.file,
+        f.threads,
+        if f.threads == 1 { "" } else { "s" },
+        medians_of(f.runs)
+    );
     let _ = writeln!(
         s,
         "{:>6} {:>8} {:>8} {:>11} {:>11} {:>9} {:>8} {:>10} {:>12} {:>6} {:>9} {:>10} {:>9}",
@@ -557,6 +570,9 @@ pub enum BenchCommand {
         /// Simulated time of each ladder world.
         #[arg(long, value_name = "TIME", default_value = "20s", value_parser = crate::duration_ns)]
         ladder_duration: u64,
+        /// `sim --threads` for every run (default: the machine's cores).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
         /// Write the figures here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -567,6 +583,8 @@ pub enum BenchCommand {
         file: PathBuf,
         #[arg(long)]
         scale: u32,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Maglev table balance, disruption when one backend goes, and build time.
     Maglev {
@@ -585,12 +603,12 @@ pub enum BenchCommand {
 /// Runs a `bench` subcommand and prints its figures.
 /// `bench sim --ladder`: the worlds generated into a scratch directory (removed after),
 /// progress on a terminal, the table and JSON.
-fn ladder_command(sizes: &[u64], duration_ns: u64, runs: usize, json: Option<PathBuf>) -> ExitCode {
+fn ladder_command(sizes: &[u64], duration_ns: u64, runs: usize, threads: usize, json: Option<PathBuf>) -> ExitCode {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
     let tty = std::io::stderr().is_terminal();
     let dir = std::env::temp_dir().join(format!("anyedge-ladder-{}", std::process::id()));
     let figures = std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
-        ladder(&exe, sizes, (duration_ns / 1_000_000_000).max(1), runs, &dir, |what| {
+        ladder(&exe, sizes, (duration_ns / 1_000_000_000).max(1), runs, threads, &dir, |what| {
             if tty {
                 eprint!("\r\x1b[2Kbench sim: {what}");
             }
@@ -667,13 +685,13 @@ pub fn command(which: BenchCommand) -> ExitCode {
                 )
             })
         }
-        BenchCommand::Sim { ladder: sizes, ladder_duration, runs, json, .. } if !sizes.is_empty() => {
-            ladder_command(&sizes, ladder_duration, runs, json)
+        BenchCommand::Sim { ladder: sizes, ladder_duration, runs, json, threads, .. } if !sizes.is_empty() => {
+            ladder_command(&sizes, ladder_duration, runs, crate::threads_or_cores(threads), json)
         }
-        BenchCommand::Sim { file, scale, runs, json, .. } => {
+        BenchCommand::Sim { file, scale, runs, json, threads, .. } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("anyedge"));
             let tty = std::io::stderr().is_terminal();
-            let figures = sim(&exe, &file, &scale, runs, |what| {
+            let figures = sim(&exe, &file, &scale, runs, crate::threads_or_cores(threads), |what| {
                 if tty {
                     eprint!("\r\x1b[2Kbench sim: {what}");
                 }
@@ -683,7 +701,7 @@ pub fn command(which: BenchCommand) -> ExitCode {
             }
             report("sim", figures, json, |f| sim_table(f).trim_end().to_string())
         }
-        BenchCommand::SimOne { file, scale } => match sim_one(&file, scale) {
+        BenchCommand::SimOne { file, scale, threads } => match sim_one(&file, scale, threads) {
             Ok(run) => {
                 println!("{}", serde_json::to_string(&run).unwrap_or_default());
                 ExitCode::SUCCESS
@@ -924,7 +942,7 @@ mod tests {
 
     #[test]
     fn bench_sim_warns_when_a_scaled_world_answers_fewer_requests_than_the_smallest() {
-        let figures = |rows| SimFigures { file: "w.yaml".into(), runs: 1, scales: rows };
+        let figures = |rows| SimFigures { file: "w.yaml".into(), runs: 1, threads: 1, scales: rows };
         let same = figures(vec![scale(1, 10_000, 9_400), scale(50, 10_000, 9_350)]);
         assert!(sim_unlike(&same).is_empty(), "half a point apart is the same work");
         assert!(!sim_table(&same).contains("warning"));

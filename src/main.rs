@@ -561,8 +561,7 @@ fn main() -> ExitCode {
                 t.seed = seed;
             }
             let auth = if auth == "real" { anyedge_sim::SimAuth::Real } else { anyedge_sim::SimAuth::Fast };
-            let threads =
-                threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+            let threads = threads_or_cores(threads);
             sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads })
         }
     }
@@ -571,6 +570,11 @@ fn main() -> ExitCode {
 /// A time on the command line (`10s`, `1500ms`), as topology files write it.
 fn duration_ns(text: &str) -> Result<u64, String> {
     anyedge_topology::parse_duration_ns(text)
+}
+
+/// `--threads N`, or the machine's cores.
+fn threads_or_cores(threads: Option<u16>) -> usize {
+    threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from)
 }
 
 /// A reader that stops early (`anyedge lab status | head`) ends the output quietly, as for
