@@ -382,3 +382,41 @@ fn quic_clients_whose_answers_a_restarted_region_lost_close_the_connection_and_a
     );
     assert_anycast_answered_from(&report, ("kyiv", "chat"), 23);
 }
+
+#[test]
+fn random_fault_schedules_on_a_world_of_five_regions_give_the_same_report_on_one_and_two_threads() {
+    let spec = anyedge_topology::generate::Spec {
+        name: "gen".into(),
+        pops: 20,
+        regions: 5,
+        clients: 400,
+        groups: 60,
+        web_every: 3,
+        clb_nodes: 2,
+        duration_s: 12,
+        seed: 6,
+    };
+    let text = anyedge_topology::generate::generate(&spec).unwrap();
+    let t = anyedge_topology::parse_str("gen.yaml", &text).unwrap();
+    let plan = anyedge_sim::chaos::plan(&t, None).unwrap();
+    let mut partitioned = 0;
+    let seeds = 1796300001..1796300009;
+    for seed in seeds.clone() {
+        let faulted = anyedge_sim::chaos::seeded(&t, &plan, seed);
+        assert!(faulted.faults.len() >= 2, "seed {seed}: a schedule");
+        let on = |threads: usize| {
+            let options = anyedge_sim::Options { threads, ..Default::default() };
+            anyedge_sim::run_with(&faulted, &options, |_| {}).unwrap_or_else(|e| panic!("seed {seed}: {}", e.0))
+        };
+        let (one, two) = (on(1), on(2));
+        // A link fault that declares a delay under 50 µs between two partitions makes the
+        // world one partition (nothing may cross faster than a window).
+        assert!([1, 5].contains(&one.stats.partitions), "seed {seed}: {:?}", one.stats);
+        assert_eq!(two.stats.partitions, one.stats.partitions, "seed {seed}");
+        partitioned += usize::from(one.stats.partitions == 5);
+        assert!(one.report.violations.is_empty(), "seed {seed}: {:?}", one.report.violations);
+        assert!(one.report.to_json() == two.report.to_json(), "seed {seed}: one and two threads differ");
+    }
+    eprintln!("{partitioned} of {} seeds partitioned", seeds.clone().count());
+    assert!(partitioned * 2 >= seeds.count(), "{partitioned} of the seeds ran partitioned");
+}
