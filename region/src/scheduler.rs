@@ -52,7 +52,18 @@ const EMPTY: u32 = u32::MAX;
 /// table, so every node maps a flow hash to the same backend.
 #[derive(Debug, Clone)]
 pub struct Maglev {
-    table: Vec<u32>,
+    /// Shared between the nodes of a thread that built it from the same backends (a
+    /// region's CLB nodes in the simulator): tables are large (65,537 slots) and never
+    /// change once built.
+    table: std::sync::Arc<[u32]>,
+}
+
+/// The tables this thread built, by what they were built from, while someone holds them.
+type TableKey = (Vec<(String, u32)>, usize);
+
+thread_local! {
+    static TABLES: std::cell::RefCell<std::collections::HashMap<TableKey, std::sync::Weak<[u32]>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 fn name_hash(name: &str, salt: u8) -> u64 {
@@ -64,12 +75,31 @@ fn name_hash(name: &str, salt: u8) -> u64 {
 
 impl Maglev {
     /// Builds the table (size should be prime). Backends fill it in proportion to weight.
+    /// A table this thread already holds for the same backends, weights and size is
+    /// shared, not built again (the same slots either way).
     pub fn build(candidates: &[Candidate<'_>], table_size: usize) -> Maglev {
+        let key: TableKey = (candidates.iter().map(|c| (c.name.to_string(), c.weight)).collect(), table_size);
+        if let Some(table) = TABLES.with(|t| t.borrow().get(&key).and_then(std::sync::Weak::upgrade)) {
+            return Maglev { table };
+        }
+        let table: std::sync::Arc<[u32]> = Maglev::fill(candidates, table_size).into();
+        TABLES.with(|t| {
+            let mut t = t.borrow_mut();
+            // Forget tables nobody holds any more before the map grows.
+            if t.len() >= 1024 {
+                t.retain(|_, w| w.strong_count() > 0);
+            }
+            t.insert(key, std::sync::Arc::downgrade(&table));
+        });
+        Maglev { table }
+    }
+
+    fn fill(candidates: &[Candidate<'_>], table_size: usize) -> Vec<u32> {
         let m = table_size as u64;
         let mut table = vec![EMPTY; table_size];
         let live: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
         if live.is_empty() || table_size == 0 {
-            return Maglev { table };
+            return table;
         }
         let offset: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
         let skip: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
@@ -99,7 +129,7 @@ impl Maglev {
             }
         }
         debug_assert!(table.iter().all(|&s| s != EMPTY && candidates[s as usize].weight > 0), "full of live backends");
-        Maglev { table }
+        table
     }
 
     /// The backend index for a flow hash, or `None` when the table is empty.
@@ -114,7 +144,7 @@ impl Maglev {
     /// Share of table slots each backend index holds.
     pub fn slot_counts(&self, backends: usize) -> Vec<usize> {
         let mut counts = vec![0; backends];
-        for &s in &self.table {
+        for &s in self.table.iter() {
             if let Some(c) = counts.get_mut(s as usize) {
                 *c += 1;
             }

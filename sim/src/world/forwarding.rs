@@ -83,7 +83,7 @@ impl Regions {
                 if let Some(v6) = config.address_v6 {
                     regions.clb_by_addr.insert(v6, id);
                 }
-                regions.clbs.push(ClbNode::new(r, index, config));
+                regions.clbs.push(ClbNode::new(r, index, config, mine(r)));
             }
         }
         for c in regions.clbs.ids() {
@@ -107,12 +107,25 @@ impl Regions {
 }
 
 impl ClbNode {
-    /// Node `index` of region `r`, up, its core fresh.
-    fn new(region: usize, index: usize, config: ClbConfig) -> ClbNode {
+    /// Node `index` of region `r`, up, its core fresh. Another partition's node (`live`
+    /// false) gets a core without listeners: it never runs here, and its Maglev tables
+    /// would only take memory.
+    fn new(region: usize, index: usize, config: ClbConfig, live: bool) -> ClbNode {
+        let core = if live {
+            Clb::new(config.clone(), 0)
+        } else {
+            let idle = ClbConfig {
+                listeners: Vec::new(),
+                security_groups: Vec::new(),
+                backend_hosts: Vec::new(),
+                ..config.clone()
+            };
+            Clb::new(idle, 0)
+        };
         ClbNode {
             region,
             index,
-            core: Clb::new(config.clone(), 0),
+            core,
             config,
             up: true,
             known_up: true,

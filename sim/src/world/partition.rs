@@ -80,13 +80,13 @@ impl Partitioning {
                 }
             }
         }
-        let mut floor = t.failover.route_converge_ns;
-        let mut cross = |a: u32, b: u32, delay_ns: u64| {
+        let floor = std::cell::Cell::new(t.failover.route_converge_ns);
+        let cross = |a: u32, b: u32, delay_ns: u64| {
             if a != b {
-                floor = floor.min(delay_ns);
+                floor.set(floor.get().min(delay_ns));
             }
         };
-        for (v, vip) in t.vips.iter().enumerate() {
+        for vip in &t.vips {
             let home = vip.home as u32;
             // POP ↔ home region over the backbone (data, replies, probes), a link fault's
             // delay counted when lower.
@@ -104,22 +104,6 @@ impl Partitioning {
                     }
                 }
                 cross(pop[p], home, delay);
-            }
-            // Client groups ↔ the VIP's POPs and its home region over the internet.
-            for (g, grp) in t.clients.iter().enumerate() {
-                if !grp.traffic.iter().any(|&k| t.traffic[k].vip == v) {
-                    continue;
-                }
-                for &p in &vip.pops {
-                    if group[g] != pop[p] {
-                        let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p));
-                        cross(group[g], pop[p], link.impairment.delay_ns);
-                    }
-                }
-                if group[g] != home {
-                    let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
-                    cross(group[g], home, link.impairment.delay_ns);
-                }
             }
         }
         // A region ↔ a backend host another partition holds: over the site's links, or
@@ -143,6 +127,30 @@ impl Partitioning {
                 cross(r as u32, owner, delay);
             }
         }
+        // Client groups ↔ a VIP's POPs and its home region over the internet: every such
+        // leg is at least the last mile long, so they matter only when it is shorter than
+        // what the backbone allows (a group × POP walk is the costly part of a large file).
+        if t.internet.last_mile_ns < floor.get() {
+            for (v, vip) in t.vips.iter().enumerate() {
+                let home = vip.home as u32;
+                for (g, grp) in t.clients.iter().enumerate() {
+                    if !grp.traffic.iter().any(|&k| t.traffic[k].vip == v) {
+                        continue;
+                    }
+                    for &p in &vip.pops {
+                        if group[g] != pop[p] {
+                            let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p));
+                            cross(group[g], pop[p], link.impairment.delay_ns);
+                        }
+                    }
+                    if group[g] != home {
+                        let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
+                        cross(group[g], home, link.impairment.delay_ns);
+                    }
+                }
+            }
+        }
+        let floor = floor.get();
         if floor < LOOKAHEAD_MIN_NS {
             return None;
         }
