@@ -415,7 +415,7 @@ impl Client {
             addr,
             flows: (0..slots).map(|_| Flow::default()).collect(),
             tcp,
-            tcp_flows: (0..slots).map(|_| TcpFlow::default()).collect(),
+            tcp_flows: if has_tcp { (0..slots).map(|_| TcpFlow::default()).collect() } else { Vec::new() },
             tcp_poll_at: None,
             // Only a flooding client draws: the rest are smaller without one.
             rng: kinds()

@@ -44,13 +44,15 @@ pub(super) struct Flow {
     /// Fault trackers waiting for this flow's first reply after the fault.
     pub(super) watching: Vec<(usize, usize)>,
     pub(super) udp_seq: u64,
+    /// Source-port generation: bumped when the client moves to a new port (a TCP
+    /// reconnect, a migration).
+    pub(super) generation: u16,
 }
 
 /// The TCP side of one flow: a connection carrying sequential requests.
 #[derive(Default)]
 pub(super) struct TcpFlow {
     pub(super) handle: Option<SocketHandle>,
-    pub(super) generation: u16,
     /// Issue times of requests not yet answered; the front one is on the wire.
     pub(super) pending: VecDeque<u64>,
     pub(super) sent_bytes: usize,
@@ -101,6 +103,7 @@ pub(super) struct Client {
     /// Indexed by slot = k * 2 + path.
     pub(super) flows: Vec<Flow>,
     pub(super) tcp: Option<Box<TcpStack>>,
+    /// Per slot, for clients with a TCP class (empty for the rest).
     pub(super) tcp_flows: Vec<TcpFlow>,
     pub(super) tcp_poll_at: Option<u64>,
     /// The client's own draws (flood source ports): a flooding client's only.
@@ -137,7 +140,7 @@ impl<'t> World<'t> {
     pub(super) fn slot_key(&self, client: ClientId, slot: usize) -> FlowKey {
         let c = &self.edge.clients[client];
         let class = &self.t.traffic[self.t.clients[c.group].traffic[slot / 2]];
-        let generation = c.tcp_flows[slot].generation;
+        let generation = c.flows[slot].generation;
         FlowKey {
             transport: class.transport(),
             src: c.addr,
@@ -273,8 +276,9 @@ impl<'t> World<'t> {
             };
             for path in PATHS {
                 let slot = k * 2 + path as usize;
-                let tf = &mut self.edge.clients[client].tcp_flows[slot];
-                service_tcp_flow(&mut stack, tf, (slot, now), addr, remote, &app, &mut completions);
+                let c = &mut self.edge.clients[client];
+                let (tf, generation) = (&mut c.tcp_flows[slot], &mut c.flows[slot].generation);
+                service_tcp_flow(&mut stack, (tf, generation), (slot, now), addr, remote, &app, &mut completions);
                 // Between requests a kept-alive connection holds no buffer memory.
                 if tf.pending.is_empty()
                     && let Some(h) = tf.handle

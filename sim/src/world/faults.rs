@@ -213,9 +213,10 @@ impl<'t> World<'t> {
     /// die with it.
     fn migrate(&mut self, group: usize) {
         for client in self.edge.clients.iter_mut().filter(|c| c.group == group) {
-            for slot in 0..client.tcp_flows.len() {
-                client.tcp_flows[slot].generation = client.tcp_flows[slot].generation.wrapping_add(1);
-                if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows[slot].handle) {
+            for slot in 0..client.flows.len() {
+                client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
+                if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows.get(slot).and_then(|f| f.handle))
+                {
                     stack.socket(h).abort();
                 }
             }

@@ -314,7 +314,7 @@ impl<'t> World<'t> {
         out: Vec<anyedge_region::quic::QuicTransmit>,
     ) {
         let addr = self.edge.clients[client].addr;
-        let port = port_of(slot, self.edge.clients[client].tcp_flows[slot].generation);
+        let port = port_of(slot, self.edge.clients[client].flows[slot].generation);
         let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
         for (dst, _, payload) in out {
             let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };

@@ -45,7 +45,7 @@ impl TcpApp {
 /// response; completed requests go to `completions` as (slot, issue time, backend).
 pub(super) fn service_tcp_flow(
     stack: &mut TcpStack,
-    tf: &mut TcpFlow,
+    (tf, generation): (&mut TcpFlow, &mut u16),
     (slot, now): (usize, u64),
     addr: IpAddr,
     remote: (IpAddr, u16),
@@ -53,7 +53,7 @@ pub(super) fn service_tcp_flow(
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
     give_up_if_silent(stack, tf, now);
-    if !ensure_connected(stack, tf, (slot, now), (addr, remote), app) {
+    if !ensure_connected(stack, (tf, generation), (slot, now), (addr, remote), app) {
         return;
     }
     let Some(h) = tf.handle else { return };
@@ -105,7 +105,7 @@ fn give_up_if_silent(stack: &mut TcpStack, tf: &mut TcpFlow, now: u64) {
 /// connection from the next port generation; false when it has none to use.
 fn ensure_connected(
     stack: &mut TcpStack,
-    tf: &mut TcpFlow,
+    (tf, generation): (&mut TcpFlow, &mut u16),
     (slot, now): (usize, u64),
     (addr, remote): (IpAddr, (IpAddr, u16)),
     app: &TcpApp,
@@ -122,11 +122,11 @@ fn ensure_connected(
     if let Some(h) = tf.handle.take() {
         stack.socket(h).abort();
         stack.sockets.remove(h);
-        tf.generation = tf.generation.wrapping_add(1);
+        *generation = generation.wrapping_add(1);
     }
     let (rx, tx) = app.buffers();
     let h = stack.new_socket_sized(rx, tx);
-    let local = port_of(slot, tf.generation);
+    let local = port_of(slot, *generation);
     let (iface, sockets) = (&mut stack.iface, &mut stack.sockets);
     let socket = sockets.get_mut::<tcp::Socket>(h);
     socket.set_nagle_enabled(false);
