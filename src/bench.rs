@@ -570,7 +570,7 @@ pub enum BenchCommand {
         /// Simulated time of each ladder world.
         #[arg(long, value_name = "TIME", default_value = "20s", value_parser = crate::duration_ns)]
         ladder_duration: u64,
-        /// `sim --threads` for every run (default: the machine's cores).
+        /// `sim --threads` for every run (default and most: the machine's cores).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
         /// Write the figures here as JSON.

@@ -101,8 +101,8 @@ enum Command {
         /// bytes). The figures are the same; the report names which.
         #[arg(long, value_parser = ["fast", "real"], default_value = "fast")]
         auth: String,
-        /// Threads to run the world on (default: the machine's cores). A world of two or
-        /// more regions runs in partitions, one per region, whichever the count: the
+        /// Threads to run the world on (default and most: the machine's cores). A world of
+        /// two or more regions runs in partitions, one per region, whichever the count: the
         /// report is the same bytes for any N.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
@@ -572,9 +572,11 @@ fn duration_ns(text: &str) -> Result<u64, String> {
     anyedge_topology::parse_duration_ns(text)
 }
 
-/// `--threads N`, or the machine's cores.
+/// `--threads N`, or the machine's cores; never more than the cores (each thread's world
+/// is a copy of the topology's tables: more threads than cores would only cost memory).
 fn threads_or_cores(threads: Option<u16>) -> usize {
-    threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads.map_or(cores, |n| usize::from(n).min(cores))
 }
 
 /// A reader that stops early (`anyedge lab status | head`) ends the output quietly, as for
