@@ -376,6 +376,11 @@ pub fn ladder(
     Ok(LadderFigures { duration_s, runs, threads, rungs })
 }
 
+/// "N threads" (or "1 thread").
+fn threads_of(threads: usize) -> String {
+    format!("{threads} thread{}", if threads == 1 { "" } else { "s" })
+}
+
 /// "medians of N runs" (or "of 1 run").
 fn medians_of(runs: usize) -> String {
     format!("medians of {runs} run{}", if runs == 1 { "" } else { "s" })
@@ -385,10 +390,9 @@ fn medians_of(runs: usize) -> String {
 pub fn ladder_table(f: &LadderFigures) -> String {
     use std::fmt::Write as _;
     let mut s = format!(
-        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated on {} thread{}; {}\n",
+        "bench sim --ladder: generated worlds (250 POPs, 25 regions, up to 4,000 groups), {} s simulated on {}; {}\n",
         f.duration_s,
-        f.threads,
-        if f.threads == 1 { "" } else { "s" },
+        threads_of(f.threads),
         medians_of(f.runs)
     );
     let _ = writeln!(
@@ -419,10 +423,9 @@ pub fn ladder_table(f: &LadderFigures) -> String {
 pub fn sim_table(f: &SimFigures) -> String {
     use std::fmt::Write as _;
     let mut s = format!(
-        "bench sim {} (client counts × scale, each client's rate ÷ scale; {} thread{}; {})\n",
+        "bench sim {} (client counts × scale, each client's rate ÷ scale; {}; {})\n",
         f.file,
-        f.threads,
-        if f.threads == 1 { "" } else { "s" },
+        threads_of(f.threads),
         medians_of(f.runs)
     );
     let _ = writeln!(
