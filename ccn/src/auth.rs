@@ -193,8 +193,40 @@ impl BackboneSecret {
 pub struct DerivedKeys {
     pub secret: BackboneSecret,
     pub me: NodeId,
-    /// The peers it may talk with.
-    pub peers: Vec<NodeId>,
+    /// The peers it may talk with (shared between nodes with the same peers).
+    pub peers: std::sync::Arc<PeerList>,
+}
+
+/// Node ids sorted by their wire form (one integer compare a step of a search), without
+/// repeats: the peers a keyring may talk with, shareable between keyrings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerList {
+    wires: Vec<u32>,
+    ids: Vec<NodeId>,
+}
+
+impl PeerList {
+    pub fn new(ids: impl IntoIterator<Item = NodeId>) -> std::sync::Arc<PeerList> {
+        let mut by_wire: Vec<(u32, NodeId)> = ids.into_iter().map(|id| (id.to_wire(), id)).collect();
+        by_wire.sort_unstable();
+        by_wire.dedup();
+        let (wires, ids) = by_wire.into_iter().unzip();
+        std::sync::Arc::new(PeerList { wires, ids })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Where `id` is, if listed.
+    fn find(&self, id: &NodeId) -> Option<usize> {
+        let i = self.wires.binary_search(&id.to_wire()).ok()?;
+        (self.ids[i] == *id).then_some(i)
+    }
 }
 
 impl std::fmt::Debug for DerivedKeys {
@@ -551,10 +583,9 @@ pub struct Keyring {
 /// slot of its state, which is made when the peer is first used if its keys are derived
 /// (so state is as large as the peers a node talks with, not those it may).
 struct Peers {
-    /// Each peer's id as the wire carries it (one integer compare a step of the search),
-    /// sorted; its `NodeId` beside it.
-    wires: Vec<u32>,
-    ids: Vec<NodeId>,
+    /// Each peer's id, sorted by its wire form.
+    list: std::sync::Arc<PeerList>,
+    /// Per listed peer: where its state is (`UNMADE` until first use, derived keys).
     slot: Vec<u32>,
     state: Vec<Peer>,
     derive: Option<Derive>,
@@ -575,38 +606,33 @@ impl Peers {
     /// From (id, state) pairs; a later pair for an id replaces an earlier one.
     fn new(pairs: impl Iterator<Item = (NodeId, Peer)>) -> Peers {
         let sorted: BTreeMap<u32, (NodeId, Peer)> = pairs.map(|(id, p)| (id.to_wire(), (id, p))).collect();
-        let mut peers = Peers { wires: Vec::new(), ids: Vec::new(), slot: Vec::new(), state: Vec::new(), derive: None };
+        let mut list = PeerList::default();
+        let mut peers = Peers { list: Default::default(), slot: Vec::new(), state: Vec::new(), derive: None };
         for (wire, (id, state)) in sorted {
             peers.slot.push(peers.state.len() as u32);
-            peers.wires.push(wire);
-            peers.ids.push(id);
+            list.wires.push(wire);
+            list.ids.push(id);
             peers.state.push(state);
         }
+        peers.list = std::sync::Arc::new(list);
         peers
     }
 
     /// Peers `ids`, each made from `derive` when first used.
-    fn derived(ids: &[NodeId], derive: Derive) -> Peers {
-        let mut by_wire: Vec<(u32, NodeId)> = ids.iter().map(|&id| (id.to_wire(), id)).collect();
-        by_wire.sort_unstable();
-        by_wire.dedup();
-        let (wires, ids): (Vec<u32>, Vec<NodeId>) = by_wire.into_iter().unzip();
-        Peers { slot: vec![UNMADE; ids.len()], wires, ids, state: Vec::new(), derive: Some(derive) }
+    fn derived(list: &std::sync::Arc<PeerList>, derive: Derive) -> Peers {
+        Peers { slot: vec![UNMADE; list.len()], list: list.clone(), state: Vec::new(), derive: Some(derive) }
     }
 
     fn len(&self) -> usize {
-        self.ids.len()
+        self.list.len()
     }
 
     fn contains_key(&self, id: &NodeId) -> bool {
-        self.wires.binary_search(&id.to_wire()).is_ok_and(|i| self.ids[i] == *id)
+        self.list.find(id).is_some()
     }
 
     fn get_mut(&mut self, id: &NodeId) -> Option<&mut Peer> {
-        let i = self.wires.binary_search(&id.to_wire()).ok()?;
-        if self.ids[i] != *id {
-            return None;
-        }
+        let i = self.list.find(id)?;
         if self.slot[i] == UNMADE {
             let d = self.derive.as_ref()?;
             let peer = Peer::new(&d.secret.key(d.me, *id), &d.secret.key(*id, d.me), d.boot_ns, d.tags);
@@ -805,7 +831,7 @@ mod tests {
     fn a_keyring_deriving_its_keys_on_use_seals_and_opens_as_one_listing_them() {
         let secret = BackboneSecret::from_seed(1);
         let clbs: Vec<NodeId> = (0..50).map(|node| NodeId::Clb { region: 1, node }).collect();
-        let derived = DerivedKeys { secret: secret.clone(), me: POP, peers: clbs.clone() };
+        let derived = DerivedKeys { secret: secret.clone(), me: POP, peers: PeerList::new(clbs.clone()) };
         for tags in [Tags::Aead, Tags::Fast] {
             let mut lazy = Keyring::derived(&derived, 1000, tags);
             let mut listed = Keyring::with_tags(POP, &secret.keys_for(POP, &clbs), 1000, tags);

@@ -314,11 +314,30 @@ pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns
     }
 }
 
+/// Peer lists shared between nodes that talk with the same peers: every POP's are every
+/// CLB node (made once, not once a POP: 2,000 POPs × 1,000 CLB nodes were a large
+/// world's set-up). Other nodes' lists are their own.
+#[derive(Default)]
+pub struct PeerLists {
+    pops: Option<std::sync::Arc<anyedge_ccn::PeerList>>,
+}
+
+impl PeerLists {
+    pub fn of(&mut self, t: &Topology, me: NodeId) -> std::sync::Arc<anyedge_ccn::PeerList> {
+        match me {
+            NodeId::Pop(_) => {
+                self.pops.get_or_insert_with(|| anyedge_ccn::PeerList::new(backbone_peers(t, me))).clone()
+            }
+            _ => anyedge_ccn::PeerList::new(backbone_peers(t, me)),
+        }
+    }
+}
+
 /// The same keys for the same peers, derived from `secret` as each peer is first used
 /// rather than listed: the simulator's, whose nodes may each talk with thousands of peers
 /// and talk with a few (a clock starting at 0).
-pub fn backbone_auth_derived(t: &Topology, secret: &BackboneSecret, me: NodeId) -> AuthConfig {
-    let derived = anyedge_ccn::DerivedKeys { secret: secret.clone(), me, peers: backbone_peers(t, me) };
+pub fn backbone_auth_derived(t: &Topology, secret: &BackboneSecret, me: NodeId, lists: &mut PeerLists) -> AuthConfig {
+    let derived = anyedge_ccn::DerivedKeys { secret: secret.clone(), me, peers: lists.of(t, me) };
     AuthConfig { keys: Vec::new(), derived: Some(derived), cid_keys: cid_keys(t, secret, me), ..Default::default() }
 }
 

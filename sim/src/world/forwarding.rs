@@ -142,9 +142,11 @@ impl ClbNode {
 /// Every POP's core, from the topology.
 pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags) -> Table<PopId, PopNode> {
     let mut pops = Table::new();
+    // Every POP's peers are every CLB node: one list for all.
+    let mut lists = anyedge_topology::nodes::PeerLists::default();
     for p in 0..t.pops.len() {
         let mut config = anyedge_topology::nodes::pop_config(t, p);
-        config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p), tags);
+        config.auth = backbone_auth_listed(t, anyedge_topology::nodes::pop_node(p), tags, &mut lists);
         pops.push(PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new() });
     }
     pops
@@ -163,8 +165,18 @@ pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize) -> Clb
 /// random secret (each peer's when the node first talks with it), tagging as the run
 /// asks. The simulator's clock starts at 0.
 pub(super) fn backbone_auth(t: &Topology, me: anyedge_ccn::NodeId, tags: anyedge_ccn::Tags) -> anyedge_ccn::AuthConfig {
+    backbone_auth_listed(t, me, tags, &mut Default::default())
+}
+
+/// The same, its peer list from (or into) `lists`.
+fn backbone_auth_listed(
+    t: &Topology,
+    me: anyedge_ccn::NodeId,
+    tags: anyedge_ccn::Tags,
+    lists: &mut anyedge_topology::nodes::PeerLists,
+) -> anyedge_ccn::AuthConfig {
     let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
-    anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth_derived(t, &secret, me) }
+    anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth_derived(t, &secret, me, lists) }
 }
 
 impl<'t> World<'t> {
