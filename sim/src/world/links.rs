@@ -60,16 +60,21 @@ fn backbone_link(t: &Topology, index: usize) -> Link {
     let (pair, dir) = (index / 2, index % 2);
     let (p, r) = (pair / t.regions.len(), pair % t.regions.len());
     let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
-    let floor = t
-        .faults
+    let rng = ComponentRng::new(t.seed, &format!("backbone/{p}/{r}/{dir}"));
+    Link::new(model, rng).with_delay_floor(backbone_floor_ns(t, p, r))
+}
+
+/// The least delay of the backbone link between POP `p` and region `r` over the run: the
+/// model's, or lower when a link fault sets it lower.
+pub(super) fn backbone_floor_ns(t: &Topology, p: usize, r: usize) -> u64 {
+    let model = anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[r].location);
+    t.faults
         .iter()
         .filter_map(|f| match &f.action {
             FaultAction::Link(lo) if lo.pop == p && lo.region == r => lo.delay_ns,
             _ => None,
         })
-        .fold(model.impairment.delay_ns, u64::min);
-    let rng = ComponentRng::new(t.seed, &format!("backbone/{p}/{r}/{dir}"));
-    Link::new(model, rng).with_delay_floor(floor)
+        .fold(model.impairment.delay_ns, u64::min)
 }
 
 #[derive(Debug, Clone, Copy)]

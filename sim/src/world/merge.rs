@@ -4,7 +4,7 @@
 use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::World;
-use crate::world::ids::{ClbId, ClientId, HostId, Id, PopId};
+use crate::world::ids::{BackendId, ClbId, ClientId, HostId, Id, PopId};
 use crate::world::liveness::{Probed, ProberAt};
 use crate::world::partition::Crossing;
 
@@ -133,6 +133,24 @@ impl<'t> World<'t> {
     pub(super) fn absorb(&mut self, mut other: World<'t>) {
         let Some(theirs) = other.scope.as_ref().map(|s| s.mine.clone()) else { return };
         let owned = |part: u32| theirs[part as usize];
+        self.absorb_nodes(&mut other, &owned);
+        self.absorb_backends(&mut other, &owned);
+        for g in 0..self.edge.groups.len() {
+            if owned(self.group_part(g)) {
+                let first = self.edge.group_start[g];
+                for c in first..first + self.t.clients[g].count as usize {
+                    std::mem::swap(&mut self.edge.clients[ClientId(c)], &mut other.edge.clients[ClientId(c)]);
+                }
+                std::mem::swap(&mut self.record.groups[g], &mut other.record.groups[g]);
+            }
+        }
+        self.absorb_record(&mut other);
+        let world_wide = other.scope.as_ref().map_or(0, |s| s.world_wide);
+        self.merged_events += other.q.processed() + other.merged_events - world_wide;
+    }
+
+    /// The POPs, CLB nodes, backend hosts and egress nodes `other` ran.
+    fn absorb_nodes(&mut self, other: &mut World<'t>, owned: &dyn Fn(u32) -> bool) {
         for p in self.pops.ids().collect::<Vec<PopId>>() {
             if owned(self.pop_part(p)) {
                 std::mem::swap(&mut self.pops[p], &mut other.pops[p]);
@@ -153,33 +171,29 @@ impl<'t> World<'t> {
                 std::mem::swap(&mut self.servers.egress[e], &mut other.servers.egress[e]);
             }
         }
-        for (mine, theirs) in self.servers.backends.iter_mut().zip(other.servers.backends.iter_mut()) {
-            // Health is the region's record, the addresses seen the host's, flows each
-            // client's.
+    }
+
+    /// Backend records: health is the region's, the addresses seen the host's, flows
+    /// each client's (a union).
+    fn absorb_backends(&mut self, other: &mut World<'t>, owned: &dyn Fn(u32) -> bool) {
+        let ids: Vec<BackendId> = self.servers.backends.ids().collect();
+        for b in ids {
+            let (mine, theirs) = (&mut self.servers.backends[b], &mut other.servers.backends[b]);
             if owned(mine.region as u32) {
                 std::mem::swap(&mut mine.health, &mut theirs.health);
             }
             mine.flows.append(&mut theirs.flows);
-        }
-        for (b, rec) in other.servers.backends.iter_mut().enumerate() {
-            if let Some(&h) = self.servers.host_by_ip.get(&rec.addr.ip())
-                && owned(self.host_part(h))
-            {
-                let mine = &mut self.servers.backends[crate::world::ids::BackendId(b)];
-                std::mem::swap(&mut mine.addrs_seen, &mut rec.addrs_seen);
+            let host = self.servers.host_by_ip.get(&self.servers.backends[b].addr.ip()).copied();
+            if host.is_some_and(|h| owned(self.host_part(h))) {
+                let theirs = &mut other.servers.backends[b].addrs_seen;
+                std::mem::swap(&mut self.servers.backends[b].addrs_seen, theirs);
             }
         }
-        for g in 0..self.edge.groups.len() {
-            if !owned(self.group_part(g)) {
-                continue;
-            }
-            let first = self.edge.group_start[g];
-            let count = self.t.clients[g].count as usize;
-            for c in first..first + count {
-                std::mem::swap(&mut self.edge.clients[ClientId(c)], &mut other.edge.clients[ClientId(c)]);
-            }
-            std::mem::swap(&mut self.record.groups[g], &mut other.record.groups[g]);
-        }
+    }
+
+    /// Fault trackers (earliest detection, each world's flows), catchment changes,
+    /// violations and counters.
+    fn absorb_record(&mut self, other: &mut World<'t>) {
         self.record.catchments.append(&mut other.record.catchments);
         for (mine, theirs) in self.record.trackers.iter_mut().zip(other.record.trackers.iter_mut()) {
             mine.detected_ns = match (mine.detected_ns, theirs.detected_ns) {
@@ -204,8 +218,6 @@ impl<'t> World<'t> {
                 m.denied += t.denied;
             }
         }
-        let world_wide = other.scope.as_ref().map_or(0, |s| s.world_wide);
-        self.merged_events += other.q.processed() + other.merged_events - world_wide;
     }
 
     /// After every world is absorbed: the merged lists in the order one world keeps

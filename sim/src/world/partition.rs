@@ -67,115 +67,13 @@ impl Partitioning {
         }
         let pop: Vec<u32> = t.pops.iter().map(|p| nearest_region(t, p.location)).collect();
         let group: Vec<u32> = t.clients.iter().map(|g| nearest_region(t, g.location)).collect();
-        let mut host: FxHashMap<IpAddr, u32> = FxHashMap::default();
-        // A host in its region (or behind the region's egress) belongs to that region;
-        // one reached only over the backbone, to the first region that lists it.
-        for local in [true, false] {
-            for (r, region) in t.regions.iter().enumerate() {
-                for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
-                    let here = matches!(b.site, Site::Local | Site::Internet(_));
-                    if here == local {
-                        host.entry(b.addr.ip()).or_insert(r as u32);
-                    }
-                }
-            }
-        }
-        let floor = std::cell::Cell::new(t.failover.route_converge_ns);
-        let cross = |a: u32, b: u32, delay_ns: u64| {
-            if a != b {
-                floor.set(floor.get().min(delay_ns));
-            }
-        };
-        for vip in &t.vips {
-            let home = vip.home as u32;
-            // POP ↔ home region over the backbone (data, replies, probes), a link fault's
-            // delay counted when lower.
-            for &p in &vip.pops {
-                let mut delay =
-                    anyedge_topology::nodes::backbone_link(t, t.pops[p].location, t.regions[vip.home].location)
-                        .impairment
-                        .delay_ns;
-                for f in &t.faults {
-                    if let anyedge_topology::FaultAction::Link(lo) = &f.action
-                        && lo.pop == p
-                        && lo.region == vip.home
-                    {
-                        delay = delay.min(lo.delay_ns.unwrap_or(delay));
-                    }
-                }
-                cross(pop[p], home, delay);
-            }
-        }
-        // A region ↔ a backend host another partition holds: over the site's links, or
-        // the region's own network when the host is listed in two regions.
-        for (r, region) in t.regions.iter().enumerate() {
-            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
-                let owner = host.get(&b.addr.ip()).copied().unwrap_or(r as u32);
-                let delay = match b.site {
-                    Site::Local | Site::Internet(_) => INTRA_REGION_NS,
-                    Site::Region(o) => {
-                        anyedge_topology::nodes::backbone_link(t, region.location, t.regions[o].location)
-                            .impairment
-                            .delay_ns
-                    }
-                    Site::Idc(i) => {
-                        anyedge_topology::nodes::backbone_link(t, region.location, t.idcs[i].location)
-                            .impairment
-                            .delay_ns
-                    }
-                };
-                cross(r as u32, owner, delay);
-            }
-        }
-        // Client groups ↔ a VIP's POPs and its home region over the internet: every such
-        // leg is at least the last mile long, so they matter only when it is shorter than
-        // what the backbone allows (a group × POP walk is the costly part of a large file).
-        if t.internet.last_mile_ns < floor.get() {
-            for (v, vip) in t.vips.iter().enumerate() {
-                let home = vip.home as u32;
-                for (g, grp) in t.clients.iter().enumerate() {
-                    if !grp.traffic.iter().any(|&k| t.traffic[k].vip == v) {
-                        continue;
-                    }
-                    for &p in &vip.pops {
-                        if group[g] != pop[p] {
-                            let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p));
-                            cross(group[g], pop[p], link.impairment.delay_ns);
-                        }
-                    }
-                    if group[g] != home {
-                        let link = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
-                        cross(group[g], home, link.impairment.delay_ns);
-                    }
-                }
-            }
-        }
-        let floor = floor.get();
-        if floor < LOOKAHEAD_MIN_NS {
+        let host = host_owners(t);
+        let lookahead_ns = lookahead_ns(t, (&pop, &group, &host));
+        if lookahead_ns < LOOKAHEAD_MIN_NS {
             return None;
         }
-        // Work follows requests: a client's sends and replies in its partition, its POP's
-        // in about the same (its nearest), the CLB node's and backend's at the VIP's home.
-        let mut weight = vec![0u64; t.regions.len()];
-        for (g, grp) in t.clients.iter().enumerate() {
-            for &k in &grp.traffic {
-                // Events per request at each end (both paths: client, POP and CLB node,
-                // backend; a TCP request is a connection's handful of segments).
-                let (per_s, events) = match t.traffic[k].kind {
-                    anyedge_topology::TrafficKind::Udp { interval_ns, .. } => (1e9 / interval_ns.max(1) as f64, 6),
-                    anyedge_topology::TrafficKind::Tcp { requests_per_s, .. } => (requests_per_s, 18),
-                    anyedge_topology::TrafficKind::Quic { requests_per_s, .. } => (requests_per_s, 12),
-                    anyedge_topology::TrafficKind::SynFlood { rate_per_s } => (rate_per_s, 2),
-                };
-                let load = (per_s * f64::from(grp.count) * 1000.0) as u64;
-                weight[group[g] as usize] += events * load;
-                weight[t.vips[t.traffic[k].vip].home] += events * load;
-            }
-        }
-        for &p in &pop {
-            weight[p as usize] += 1;
-        }
-        Some(Partitioning { count: t.regions.len(), pop, group, host, lookahead_ns: floor, weight })
+        let weight = weights(t, &pop, &group);
+        Some(Partitioning { count: t.regions.len(), pop, group, host, lookahead_ns, weight })
     }
 
     /// Partitions spread over `worlds` worlds, heaviest first onto the lightest world;
@@ -192,6 +90,102 @@ impl Partitioning {
         }
         mine
     }
+}
+
+/// A backend host's partition: the region it is in (or behind whose egress it sits);
+/// one reached only over the backbone, the first region that lists it.
+fn host_owners(t: &Topology) -> FxHashMap<IpAddr, u32> {
+    let mut host: FxHashMap<IpAddr, u32> = FxHashMap::default();
+    for local in [true, false] {
+        for (r, region) in t.regions.iter().enumerate() {
+            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+                let here = matches!(b.site, Site::Local | Site::Internet(_));
+                if here == local {
+                    host.entry(b.addr.ip()).or_insert(r as u32);
+                }
+            }
+        }
+    }
+    host
+}
+
+/// The smallest delay floor of any link that can join two partitions (and BGP's
+/// convergence time): POPs ↔ their VIPs' home regions over the backbone, regions ↔ hosts
+/// another partition holds, client groups ↔ their VIPs' POPs and home regions over the
+/// internet.
+fn lookahead_ns(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
+    let floor = std::cell::Cell::new(t.failover.route_converge_ns);
+    let cross = |a: u32, b: u32, delay_ns: u64| {
+        if a != b {
+            floor.set(floor.get().min(delay_ns));
+        }
+    };
+    for vip in &t.vips {
+        for &p in &vip.pops {
+            cross(pop[p], vip.home as u32, crate::world::links::backbone_floor_ns(t, p, vip.home));
+        }
+    }
+    // Over the site's links, or the region's own network when a host is in two regions.
+    for (r, region) in t.regions.iter().enumerate() {
+        for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+            let owner = host.get(&b.addr.ip()).copied().unwrap_or(r as u32);
+            let site = match b.site {
+                Site::Local | Site::Internet(_) => None,
+                Site::Region(o) => Some(t.regions[o].location),
+                Site::Idc(i) => Some(t.idcs[i].location),
+            };
+            let delay = site.map_or(INTRA_REGION_NS, |at| {
+                anyedge_topology::nodes::backbone_link(t, region.location, at).impairment.delay_ns
+            });
+            cross(r as u32, owner, delay);
+        }
+    }
+    // Every internet leg is at least the last mile long: the legs matter only when it is
+    // shorter than what the rest allows (a group × POP walk is a large file's costly part).
+    if t.internet.last_mile_ns < floor.get() {
+        for (v, vip) in t.vips.iter().enumerate() {
+            let home = vip.home as u32;
+            let talkers =
+                t.clients.iter().enumerate().filter(|(_, c)| c.traffic.iter().any(|&k| t.traffic[k].vip == v));
+            for (g, _) in talkers {
+                for &p in vip.pops.iter().filter(|&&p| pop[p] != group[g]) {
+                    cross(
+                        group[g],
+                        pop[p],
+                        anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p)).impairment.delay_ns,
+                    );
+                }
+                let direct = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
+                cross(group[g], home, direct.impairment.delay_ns);
+            }
+        }
+    }
+    floor.get()
+}
+
+/// Per partition, the work it is expected to do: a client's sends and replies in its
+/// partition, its POP's in about the same (its nearest), the CLB node's and backend's
+/// at the VIP's home; events per request at each end count both paths (a TCP request is
+/// a connection's handful of segments).
+fn weights(t: &Topology, pop: &[u32], group: &[u32]) -> Vec<u64> {
+    let mut weight = vec![0u64; t.regions.len()];
+    for (g, grp) in t.clients.iter().enumerate() {
+        for &k in &grp.traffic {
+            let (per_s, events) = match t.traffic[k].kind {
+                anyedge_topology::TrafficKind::Udp { interval_ns, .. } => (1e9 / interval_ns.max(1) as f64, 6),
+                anyedge_topology::TrafficKind::Tcp { requests_per_s, .. } => (requests_per_s, 18),
+                anyedge_topology::TrafficKind::Quic { requests_per_s, .. } => (requests_per_s, 12),
+                anyedge_topology::TrafficKind::SynFlood { rate_per_s } => (rate_per_s, 2),
+            };
+            let load = (per_s * f64::from(grp.count) * 1000.0) as u64;
+            weight[group[g] as usize] += events * load;
+            weight[t.vips[t.traffic[k].vip].home] += events * load;
+        }
+    }
+    for &p in pop {
+        weight[p as usize] += 1;
+    }
+    weight
 }
 
 /// A partition's event bound for another, held until the window ends.
