@@ -176,7 +176,9 @@ impl TcpStack {
         let routes = iface.routes_mut();
         let _ = routes.add_default_ipv4_route(Ipv4Address::new(198, 18, 255, 254));
         let _ = routes.add_default_ipv6_route(Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
-        TcpStack { iface, sockets: SocketSet::new(Vec::new()), device }
+        // One slot to start: most stacks hold one or two sockets (a simulated connection,
+        // a client's slots), and a first push would make room for four (2 KiB).
+        TcpStack { iface, sockets: SocketSet::new(Vec::with_capacity(1)), device }
     }
 
     pub fn new_socket(&mut self) -> SocketHandle {

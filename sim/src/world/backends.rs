@@ -81,7 +81,9 @@ pub(super) struct BackendHost {
     pub(super) down_ports: Vec<u16>,
     pub(super) tcp_ports: Vec<u16>,
     /// Remote endpoint → its connection.
-    pub(super) conns: FxHashMap<(IpAddr, u16), BackendConn>,
+    /// Boxed: a connection is ~600 bytes, and a table of them inline kept its empty
+    /// slots that size too.
+    pub(super) conns: FxHashMap<(IpAddr, u16), Box<BackendConn>>,
     /// How many of `conns` are still in the handshake (the SYN backlog's fill).
     pub(super) half_open: usize,
     /// Security groups bound to this instance.
@@ -482,7 +484,7 @@ impl<'t> World<'t> {
     }
 
     /// A new server-side connection of host `host` for `remote`, listening on `port`.
-    fn backend_listen(&self, host: HostId, remote: (IpAddr, u16), port: u16) -> BackendConn {
+    fn backend_listen(&self, host: HostId, remote: (IpAddr, u16), port: u16) -> Box<BackendConn> {
         let ip = self.servers.hosts[host].ip;
         let seed = ComponentRng::new(self.t.seed, &format!("backend/{ip}/{remote:?}")).next_u64();
         let mut stack = TcpStack::new(ip, seed, self.q.now_ns());
@@ -495,7 +497,7 @@ impl<'t> World<'t> {
         // Half-open or silent peers are given up on, as a kernel would.
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
         let _ = socket.listen(port);
-        BackendConn { stack, handle, serve: Serve::default(), poll_at: None, half_open: true, via: None }
+        Box::new(BackendConn { stack, handle, serve: Serve::default(), poll_at: None, half_open: true, via: None })
     }
 
     /// A packet host `host` sends: an internet host's all go to its egress node over the
