@@ -147,6 +147,15 @@ fn socket_buffer(capacity: usize) -> tcp::SocketBuffer<'static> {
     tcp::SocketBuffer::new_lazy_with(capacity, spare::take, Some(spare::give))
 }
 
+/// A receive buffer of `capacity` bytes whose memory is only what it holds needs (a
+/// power-of-two fraction of the capacity, at least 1 KiB), grown as data waits in it:
+/// an application that reads as data comes (a client reading a 20 KB response) holds a
+/// kilobyte or two, not the whole window. The window it offers is its capacity's, and
+/// what it receives is the same; only the pieces a read hands out may be shorter.
+fn receive_buffer(capacity: usize) -> tcp::SocketBuffer<'static> {
+    tcp::SocketBuffer::new_compact_with(capacity, spare::take, Some(spare::give))
+}
+
 impl TcpStack {
     pub fn new(addr: IpAddr, seed: u64, now_ns: u64) -> TcpStack {
         TcpStack::with_addresses(&[addr], seed, now_ns)
@@ -186,11 +195,12 @@ impl TcpStack {
     }
 
     /// A socket with `rx` and `tx` bytes of buffer (see [`buffer_for`]). The buffers are
-    /// limits, as a kernel's are, not allocations: each takes memory on its first byte,
-    /// and `tcp::Socket::release_idle_buffers` gives it back while it holds nothing (the
+    /// limits, as a kernel's are, not allocations: each takes memory on its first byte
+    /// (the receive buffer only as much as what waits in it needs), and
+    /// `tcp::Socket::release_idle_buffers` gives it back while it holds nothing (the
     /// vendored smoltcp's lazy ring buffer; the socket behaves the same either way).
     pub fn new_socket_sized(&mut self, rx: usize, tx: usize) -> SocketHandle {
-        let socket = tcp::Socket::new(socket_buffer(rx), socket_buffer(tx));
+        let socket = tcp::Socket::new(receive_buffer(rx), socket_buffer(tx));
         self.sockets.add(socket)
     }
 
@@ -278,31 +288,46 @@ mod tests {
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     /// Everything two stacks put on the wire through a keep-alive connection carrying
-    /// three requests (12 KB up, 20 KB down, 4 KiB buffers so windows bind and rings wrap)
-    /// over a path that drops every 7th segment each way (out-of-order data waits in the
-    /// receiver's assembler). `lazy`: buffers allocated on use and released whenever
+    /// three requests (12 KB up, 20 KB down; 4 KiB buffers so windows bind and rings wrap,
+    /// but the client's receive buffer of 16 KiB, so its window never binds)
+    /// over a path that drops every 7th segment each way when `lossy` (out-of-order data
+    /// waits in the receiver's assembler). `Lazy`: buffers allocated on use and released whenever
     /// idle, after every step, as the stack's sockets have them (spare buffers reused,
-    /// the spares seeded with garbage that must never reach the wire); otherwise
-    /// allocated up front. Also the buffer memory the
-    /// client held as each response completed, the most either held while busy, and
-    /// what the server holds once the last response is acknowledged.
-    fn converse(lazy: bool) -> (Vec<Vec<u8>>, usize, usize, usize) {
+    /// the spares seeded with garbage that must never reach the wire); `Compact`: so, and
+    /// receive buffers only as large as what waits in them (as the stack makes them);
+    /// `Eager`: allocated up front. Also the buffer memory the client held as each
+    /// response completed, the most either held while busy, what the server holds once
+    /// the last response is acknowledged, and the most the client held while receiving.
+    fn converse(mode: Buffers, lossy: bool) -> (Vec<Vec<u8>>, usize, usize, usize, usize) {
+        let lazy = mode != Buffers::Eager;
         if lazy {
             (0..4).for_each(|_| spare::give(vec![0xa5; 4096]));
+            (0..2).for_each(|_| spare::give(vec![0x96; 16384]));
+            (0..4).for_each(|_| spare::give(vec![0x5a; 1024]));
+            (0..4).for_each(|_| spare::give(vec![0x3c; 2048]));
         }
         let buffer = |n: usize| if lazy { socket_buffer(n) } else { tcp::SocketBuffer::new(vec![0; n]) };
+        let rx = |n: usize| if mode == Buffers::Compact { receive_buffer(n) } else { buffer(n) };
         let mut a = TcpStack::new(A, 1, 0);
         let mut b = TcpStack::new(B, 2, 0);
-        let ha = a.sockets.add(tcp::Socket::new(buffer(4096), buffer(4096)));
-        let hb = b.sockets.add(tcp::Socket::new(buffer(4096), buffer(4096)));
+        let ha = a.sockets.add(tcp::Socket::new(rx(16384), buffer(4096)));
+        let hb = b.sockets.add(tcp::Socket::new(rx(4096), buffer(4096)));
         b.socket(hb).listen(80).unwrap();
         let cx = a.iface.context();
         a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
         let (request, response) = (vec![7u8; 12_000], vec![9u8; 20_000]);
         let (mut wire, mut sent, mut served, mut idle_held, mut busy_held) = (Vec::new(), 0, 0, 0, 0);
+        let mut client_receiving = 0;
         let (mut got_req, mut got_resp, mut done, mut finished_at) = (0, 0, 0, None);
         for step in 0..200_000u64 {
-            lossy_step(&mut a, &mut b, step * 1_000_000, &mut wire);
+            lossy_step(&mut a, &mut b, step * 1_000_000, &mut wire, lossy);
+            // What the client holds as segments arrive, its request acknowledged (idle
+            // buffers were released at the end of the last step).
+            let sa = a.socket(ha);
+            if lazy && sa.send_queue() == 0 {
+                sa.release_idle_buffers();
+                client_receiving = client_receiving.max(sa.buffer_bytes_allocated());
+            }
             // Client: one request at a time, then its whole response.
             let sa = a.socket(ha);
             if sent < request.len() && sa.can_send() {
@@ -331,11 +356,12 @@ mod tests {
                 if lazy {
                     sb.release_idle_buffers();
                 }
-                return (wire, idle_held, busy_held, sb.buffer_bytes_allocated());
+                return (wire, idle_held, busy_held, sb.buffer_bytes_allocated(), client_receiving);
             }
-            // Server: read slowly (1,000 bytes a step), answer each whole request.
+            // Server: read slowly (1,000 bytes a step, whatever pieces the buffer holds
+            // them in), answer each whole request.
             let sb = b.socket(hb);
-            if let Ok(n) = sb.recv(|d| (d.len().min(1000), d.len().min(1000))) {
+            if let Ok(n) = sb.recv_slice(&mut [0u8; 1000]) {
                 got_req += n;
             }
             if got_req == request.len() {
@@ -356,20 +382,20 @@ mod tests {
     }
 
     /// One step of [`converse`]'s path: both stacks polled at `now`, every packet kept on
-    /// `wire`, every 7th each way dropped, the rest delivered.
-    fn lossy_step(a: &mut TcpStack, b: &mut TcpStack, now: u64, wire: &mut Vec<Vec<u8>>) {
+    /// `wire`, every 7th each way dropped when `lossy`, the rest delivered.
+    fn lossy_step(a: &mut TcpStack, b: &mut TcpStack, now: u64, wire: &mut Vec<Vec<u8>>, lossy: bool) {
         a.poll(now);
         b.poll(now);
         let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
         for (i, p) in a.drain_tx().enumerate() {
             wire.push(p.clone());
-            if !(wire.len() + i).is_multiple_of(7) {
+            if !lossy || !(wire.len() + i).is_multiple_of(7) {
                 to_b.push(p);
             }
         }
         for p in b.drain_tx() {
             wire.push(p.clone());
-            if !wire.len().is_multiple_of(7) {
+            if !lossy || !wire.len().is_multiple_of(7) {
                 to_a.push(p);
             }
         }
@@ -393,15 +419,151 @@ mod tests {
         most
     }
 
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Buffers {
+        Eager,
+        Lazy,
+        Compact,
+    }
+
     #[test]
     fn lazy_socket_buffers_put_the_same_bytes_on_the_wire_and_hold_nothing_when_idle() {
-        let (eager, eager_idle, _, eager_server) = converse(false);
-        let (lazy, lazy_idle, lazy_busy, lazy_server) = converse(true);
+        let (eager, eager_idle, _, eager_server, _) = converse(Buffers::Eager, true);
+        let (lazy, lazy_idle, lazy_busy, lazy_server, _) = converse(Buffers::Lazy, true);
         assert!(eager.len() > 60, "a real conversation: {} packets", eager.len());
-        assert_eq!((eager_idle, eager_server), (8192, 8192), "eager sockets hold both buffers always");
+        assert_eq!((eager_idle, eager_server), (16384 + 4096, 8192), "eager sockets hold both buffers always");
         assert_eq!(lazy.len(), eager.len(), "same number of packets");
         assert!(lazy == eager, "lazy buffers change what goes on the wire");
         assert_eq!((lazy_idle, lazy_server), (0, 0), "an idle socket with lazy buffers holds none");
         assert!(lazy_busy >= 4096, "a busy one holds what it uses: {lazy_busy}");
+    }
+
+    #[test]
+    fn compact_receive_buffers_put_the_same_bytes_on_the_wire_and_a_reading_client_holds_a_fraction_of_its_window() {
+        for lossy in [true, false] {
+            let (eager, ..) = converse(Buffers::Eager, lossy);
+            let (lazy, _, _, _, lazy_client) = converse(Buffers::Lazy, lossy);
+            let (compact, compact_idle, compact_busy, compact_server, compact_client) =
+                converse(Buffers::Compact, lossy);
+            assert!(compact == eager, "compact receive buffers change what goes on the wire (lossy {lossy})");
+            assert!(compact == lazy);
+            assert_eq!((compact_idle, compact_server), (0, 0), "an idle socket holds no buffer");
+            assert_eq!(lazy_client, 16384, "lazy buffers: the whole window while receiving");
+            // The server reads 1,000 bytes a step, so its receive buffer fills: whole.
+            assert!(compact_busy >= 4096, "a busy buffer still holds what waits in it: {compact_busy}");
+            // The client reads every step: its receive buffer holds what one step brings
+            // (the server's 4 KiB send window), a quarter of its own; with loss, segments
+            // after a lost one wait ahead of the data, further into the window.
+            let most = if lossy { 8192 } else { 4096 };
+            assert!(compact_client <= most, "compact: the client held {compact_client} bytes (lossy {lossy})");
+        }
+    }
+
+    /// A compact ring buffer and a plain one of the same capacity, put through the same
+    /// random mix of what a TCP socket does to its receive buffer (segments written
+    /// ahead of the data, possibly out of order; data made readable; reads in pieces,
+    /// peeks; releases while empty) and what an application may (`enqueue_slice`): at
+    /// every step the same length and window, and every read the same bytes.
+    #[test]
+    fn a_compact_ring_buffer_reads_back_what_a_whole_one_does() {
+        use smoltcp::storage::RingBuffer;
+        use std::collections::VecDeque;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below.max(1) as u64) as usize
+        };
+        for capacity in [1024, 4096, 5120, 24 * 1024] {
+            (0..3).for_each(|_| spare::give(vec![0xee; capacity / 4]));
+            let mut whole = RingBuffer::new(vec![0u8; capacity]);
+            let mut compact: RingBuffer<'static, u8> =
+                RingBuffer::new_compact_with(capacity, spare::take, Some(spare::give));
+            // What lies ahead of the data (from its end): bytes written there, if any.
+            let mut ahead: VecDeque<Option<u8>> = VecDeque::new();
+            let mut smallest_seen = usize::MAX;
+            for step in 0..20_000 {
+                if step % 500 == 499 {
+                    // The connection goes idle: the gaps are filled, everything is read,
+                    // and the compact buffer's storage is given back.
+                    let gaps: Vec<usize> = (0..ahead.len()).filter(|&i| ahead[i].is_none()).collect();
+                    for i in gaps {
+                        assert_eq!((whole.write_unallocated(i, &[7]), compact.write_unallocated(i, &[7])), (1, 1));
+                    }
+                    let n = ahead.len();
+                    whole.enqueue_unallocated(n);
+                    compact.enqueue_unallocated(n);
+                    ahead.clear();
+                    let mut a = vec![0u8; whole.len()];
+                    let mut b = a.clone();
+                    assert_eq!(whole.dequeue_slice(&mut a), compact.dequeue_slice(&mut b));
+                    assert!(a == b, "step {step}: drained");
+                    assert!(compact.release_if_empty() > 0, "an empty buffer gives its storage back");
+                }
+                let window = whole.window();
+                match next(8) {
+                    0 | 1 => {
+                        // A segment somewhere in the window, mostly near its start.
+                        let offset = match next(20) {
+                            0 => next(window + 1),
+                            1..=6 => next(window.min(1500) + 1),
+                            _ => 0,
+                        };
+                        let len = next((window - offset).min(1500) + 1);
+                        let data: Vec<u8> = (0..len).map(|_| next(256) as u8).collect();
+                        let (w, c) = (whole.write_unallocated(offset, &data), compact.write_unallocated(offset, &data));
+                        assert_eq!((w, c), (len, len), "step {step}: written whole");
+                        if ahead.len() < offset + len {
+                            ahead.resize(offset + len, None);
+                        }
+                        for (i, &b) in data.iter().enumerate() {
+                            ahead[offset + i] = Some(b);
+                        }
+                    }
+                    2 => {
+                        // In-order data made readable.
+                        let ready = ahead.iter().take_while(|b| b.is_some()).count();
+                        let n = next(ready + 1);
+                        whole.enqueue_unallocated(n);
+                        compact.enqueue_unallocated(n);
+                        ahead.drain(..n);
+                    }
+                    3 | 4 => {
+                        // The application reads some, in pieces.
+                        let mut a = vec![0u8; next(6000) + 1];
+                        let mut b = a.clone();
+                        let (n, m) = (whole.dequeue_slice(&mut a), compact.dequeue_slice(&mut b));
+                        assert_eq!((n, &a[..n]), (m, &b[..m]), "step {step}: read");
+                    }
+                    5 => {
+                        // A peek at some offset.
+                        let offset = next(whole.len() + 1);
+                        let mut a = vec![0u8; next(3000) + 1];
+                        let mut b = a.clone();
+                        let (n, m) = (whole.read_allocated(offset, &mut a), compact.read_allocated(offset, &mut b));
+                        assert_eq!((n, &a[..n]), (m, &b[..m]), "step {step}: peek");
+                    }
+                    6 if ahead.iter().all(Option::is_none) => {
+                        let data: Vec<u8> = (0..next(2000) + 1).map(|_| next(256) as u8).collect();
+                        let (n, m) = (whole.enqueue_slice(&data), compact.enqueue_slice(&data));
+                        assert_eq!(n, m, "step {step}: enqueued");
+                        ahead.drain(..n.min(ahead.len()));
+                    }
+                    _ => {
+                        if ahead.iter().all(Option::is_none) {
+                            ahead.clear();
+                            compact.release_if_empty();
+                        }
+                    }
+                }
+                assert_eq!((whole.len(), whole.window()), (compact.len(), compact.window()), "step {step}");
+                if compact.allocated_len() > 0 {
+                    smallest_seen = smallest_seen.min(compact.allocated_len());
+                }
+                assert!(compact.allocated_len() <= capacity);
+            }
+            assert!(smallest_seen < capacity || capacity <= 1024, "{capacity}: the storage was smaller at times");
+        }
     }
 }

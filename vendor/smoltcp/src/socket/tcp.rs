@@ -1421,20 +1421,15 @@ impl<'a> Socket<'a> {
     /// does changes. Returns the bytes freed.
     pub fn release_idle_buffers(&mut self) -> usize {
         let mut freed = 0;
-        if self.assembler.is_empty() && self.rx_buffer.release_if_empty() {
-            freed += self.rx_buffer.capacity();
+        if self.assembler.is_empty() {
+            freed += self.rx_buffer.release_if_empty();
         }
-        if self.tx_buffer.release_if_empty() {
-            freed += self.tx_buffer.capacity();
-        }
-        freed
+        freed + self.tx_buffer.release_if_empty()
     }
 
     /// anyedge patch: bytes of buffer this socket holds now.
     pub fn buffer_bytes_allocated(&self) -> usize {
-        let held = |allocated: bool, capacity: usize| if allocated { capacity } else { 0 };
-        held(self.rx_buffer.is_allocated(), self.rx_buffer.capacity())
-            + held(self.tx_buffer.is_allocated(), self.tx_buffer.capacity())
+        self.rx_buffer.allocated_len() + self.tx_buffer.allocated_len()
     }
 
     fn set_state(&mut self, state: State) {

@@ -39,6 +39,27 @@ pub struct RingBuffer<'a, T: 'a> {
     /// that a pool can hand it to the next buffer of that capacity without zeroing it.
     #[cfg(feature = "alloc")]
     recycle: Option<fn(alloc::vec::Vec<T>)>,
+    /// anyedge patch: a compact lazy buffer's storage may be smaller than its capacity:
+    /// `capacity / 2^k` elements (never fewer than [`COMPACT_MIN`] unless the capacity
+    /// is), holding position `i` at `i % storage.len()`, grown before a write would
+    /// reach past it. See [`RingBuffer::new_compact_with`].
+    compact: bool,
+}
+
+/// anyedge patch: the least storage a compact buffer allocates.
+const COMPACT_MIN: usize = 1024;
+
+/// anyedge patch: the storage a compact buffer of `capacity` needs to hold `extent`
+/// elements from its read position: the smallest `capacity / 2^k` that does, at least
+/// [`COMPACT_MIN`]. It divides the capacity, so positions wrap in the storage where they
+/// wrap in the capacity.
+fn compact_size(capacity: usize, extent: usize) -> usize {
+    let need = extent.max(COMPACT_MIN);
+    let mut size = capacity;
+    while size % 2 == 0 && size / 2 >= need {
+        size /= 2;
+    }
+    size
 }
 
 /// anyedge patch: `capacity` default elements.
@@ -65,6 +86,7 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
             grow: None,
             #[cfg(feature = "alloc")]
             recycle: None,
+            compact: false,
         }
     }
 
@@ -96,45 +118,106 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
             capacity,
             grow: Some(grow),
             recycle,
+            compact: false,
         }
     }
 
-    /// anyedge patch: whether the storage is allocated now.
+    /// anyedge patch: a lazy ring buffer, as [`RingBuffer::new_lazy_with`], whose
+    /// storage is only as large as what it holds needs: `capacity / 2^k` elements (at
+    /// least 1,024), grown (contents moved) before a write would reach past it, given
+    /// back whole when released. Window, positions and contents are those of a buffer
+    /// over `capacity` elements; only the contiguous slices it hands out may end sooner,
+    /// where its storage wraps. That suits a TCP receive buffer, which the socket
+    /// writes and the application reads in pieces it joins (the bytes on the wire do
+    /// not depend on those pieces), not a send buffer, whose pieces become segments.
+    /// `enqueue_many_with` (and what calls it) grows the storage whole first.
+    #[cfg(feature = "alloc")]
+    pub fn new_compact_with(
+        capacity: usize,
+        grow: fn(usize) -> alloc::vec::Vec<T>,
+        recycle: Option<fn(alloc::vec::Vec<T>)>,
+    ) -> RingBuffer<'a, T> {
+        RingBuffer { compact: true, ..RingBuffer::new_lazy_with(capacity, grow, recycle) }
+    }
+
+    /// anyedge patch: whether the storage is allocated now (in part, for a compact
+    /// buffer).
     pub fn is_allocated(&self) -> bool {
-        self.storage.len() == self.capacity
+        self.storage.len() == self.capacity || !self.storage.is_empty()
+    }
+
+    /// anyedge patch: elements of storage allocated now.
+    pub fn allocated_len(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// anyedge patch: where position `i` (below the capacity) is in the storage.
+    fn phys(&self, i: usize) -> usize {
+        let len = self.storage.len();
+        if len == self.capacity || len == 0 {
+            i
+        } else {
+            i % len
+        }
+    }
+
+    /// anyedge patch: how many elements from position `i` lie contiguous in the
+    /// storage (before it wraps).
+    fn phys_room(&self, i: usize) -> usize {
+        self.storage.len().saturating_sub(self.phys(i))
     }
 
     /// anyedge patch: frees a lazy buffer's storage if it holds no element; it is
     /// allocated again on the next write. Positions are kept, so what follows is what
-    /// would have followed without the release. Returns whether memory was freed.
-    pub fn release_if_empty(&mut self) -> bool {
+    /// would have followed without the release. Returns the elements of storage freed.
+    pub fn release_if_empty(&mut self) -> usize {
         #[cfg(feature = "alloc")]
         if self.length == 0 && self.grow.is_some() && !self.storage.is_empty() {
             let old = core::mem::replace(&mut self.storage, ManagedSlice::Owned(alloc::vec::Vec::new()));
+            let freed = old.len();
             if let (Some(recycle), ManagedSlice::Owned(storage)) = (self.recycle, old) {
                 recycle(storage);
             }
-            return true;
+            return freed;
         }
-        false
+        0
     }
 
-    /// anyedge patch: allocates a lazy buffer's storage if it has none.
+    /// anyedge patch: allocates a lazy buffer's storage if it has none (all of it).
     fn ensure_allocated(&mut self) {
-        #[cfg(feature = "alloc")]
-        if self.storage.len() != self.capacity {
-            if let Some(grow) = self.grow {
-                let storage = grow(self.capacity);
-                debug_assert_eq!(storage.len(), self.capacity);
-                self.storage = ManagedSlice::Owned(storage);
-            }
-        }
+        self.ensure_holds(self.capacity);
     }
 
-    /// anyedge patch: the storage, allocated first if the buffer is lazy and has none.
-    fn storage_mut(&mut self) -> &mut [T] {
-        self.ensure_allocated();
-        &mut self.storage[..]
+    /// anyedge patch: makes the storage hold `extent` elements from the read position:
+    /// a lazy buffer's allocated whole, a compact one's grown to the size that holds
+    /// them, its elements moved to where they belong in the larger storage (every
+    /// element the old storage held from the read position on: written data and data
+    /// written ahead of it, such as out-of-order TCP segments).
+    fn ensure_holds(&mut self, extent: usize) {
+        #[cfg(feature = "alloc")]
+        if let Some(grow) = self.grow {
+            let have = self.storage.len();
+            if have == self.capacity || (self.compact && have > 0 && extent <= have) {
+                return;
+            }
+            let want = if self.compact { compact_size(self.capacity, extent) } else { self.capacity };
+            if want <= have {
+                return;
+            }
+            let mut storage = grow(want);
+            debug_assert_eq!(storage.len(), want);
+            let old = core::mem::replace(&mut self.storage, ManagedSlice::Owned(alloc::vec::Vec::new()));
+            if let ManagedSlice::Owned(mut old) = old {
+                for k in 0..have {
+                    let at = self.read_at + k;
+                    core::mem::swap(&mut storage[at % want], &mut old[at % have]);
+                }
+                if let (Some(recycle), false) = (self.recycle, old.is_empty()) {
+                    recycle(old);
+                }
+            }
+            self.storage = ManagedSlice::Owned(storage);
+        }
     }
 
     /// Clear the ring buffer.
@@ -217,7 +300,8 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         }
 
         let index = self.get_idx_unchecked(self.length);
-        self.ensure_allocated();
+        self.ensure_holds(self.length + 1);
+        let index = self.phys(index);
         let res = f(&mut self.storage[index]);
         if res.is_ok() {
             self.length += 1;
@@ -244,7 +328,8 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         }
 
         let next_at = self.get_idx_unchecked(1);
-        let res = f(&mut self.storage[self.read_at]);
+        let index = self.phys(self.read_at);
+        let res = f(&mut self.storage[index]);
 
         if res.is_ok() {
             self.length -= 1;
@@ -283,6 +368,8 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
 
         let write_at = self.get_idx(self.length);
         let max_size = self.contiguous_window();
+        // anyedge patch: the whole storage (a compact buffer's too), so the slice ends
+        // where the capacity does, as callers that write twice expect.
         self.ensure_allocated();
         let (size, result) = f(&mut self.storage[write_at..write_at + max_size]);
         assert!(size <= max_size);
@@ -335,12 +422,15 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         F: FnOnce(&'b mut [T]) -> (usize, R),
     {
         let capacity = self.capacity();
+        // anyedge patch: to where the storage wraps (a compact buffer's may first).
         let max_size = cmp::min(self.len(), capacity - self.read_at);
+        let max_size = cmp::min(max_size, self.phys_room(self.read_at));
         // anyedge patch: an empty buffer may have no storage (released) behind `read_at`.
         let (size, result) = if max_size == 0 {
             f(&mut [])
         } else {
-            f(&mut self.storage[self.read_at..self.read_at + max_size])
+            let start = self.phys(self.read_at);
+            f(&mut self.storage[start..start + max_size])
         };
         assert!(size <= max_size);
         self.read_at = if capacity > 0 {
@@ -409,8 +499,15 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         if size > until_end {
             size = until_end
         }
-
-        &mut self.storage_mut()[start_at..start_at + size]
+        // anyedge patch: storage for it (a compact buffer's grown to hold it), and the
+        // slice to where the storage wraps.
+        if size == 0 {
+            return &mut [];
+        }
+        self.ensure_holds(self.length + offset + size);
+        let size = cmp::min(size, self.phys_room(start_at));
+        let start = self.phys(start_at);
+        &mut self.storage[start..start + size]
     }
 
     /// Write as many elements from the given slice into unallocated buffer elements
@@ -443,7 +540,7 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     pub fn enqueue_unallocated(&mut self, count: usize) {
         assert!(count <= self.window());
         if count > 0 {
-            self.ensure_allocated();
+            self.ensure_holds(self.length + count);
         }
         self.length += count;
     }
@@ -471,8 +568,10 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         if size == 0 {
             return &[];
         }
-
-        &self.storage[start_at..start_at + size]
+        // anyedge patch: to where the storage wraps (a compact buffer's may first).
+        let size = cmp::min(size, self.phys_room(start_at));
+        let start = self.phys(start_at);
+        &self.storage[start..start + size]
     }
 
     /// Read as many elements from allocated buffer elements into the given slice
