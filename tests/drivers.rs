@@ -97,7 +97,7 @@ fn the_simulators_and_the_labs_pop_cores_send_every_packet_to_the_same_clb_node(
             let config = nodes::pop_config(&t, p);
             let routes = config.routes.clone();
             let mut cores = [sim_auth, lab_auth].map(|auth| Pop::new(PopConfig { auth, ..config.clone() }, 0));
-            for route in &routes {
+            for route in routes.iter() {
                 let client = |i: u16| -> IpAddr {
                     if route.vip.is_ipv4() {
                         IpAddr::V4(Ipv4Addr::new(198, 18, 64, 1 + (i % 200) as u8))

@@ -355,7 +355,15 @@ impl Cores {
         let ports = vec![(Udp, 7000), (Udp, 7001), (Udp, 4433), (Tcp, 443), (Tcp, 444), (Tcp, 80)];
         let vip = "198.18.0.20".parse().unwrap();
         let routes = vec![Route { vip, region: 0, clb_nodes: 2, quic_ports: vec![4433], ports }];
-        let pop = Pop::new(PopConfig { pop_id: 0, routes, flow_table_capacity: CAPACITY, auth: auth(POP) }, 0);
+        let pop = Pop::new(
+            PopConfig {
+                pop_id: 0,
+                routes: std::sync::Arc::new(anyedge_pop::Routes::new(routes)),
+                flow_table_capacity: CAPACITY,
+                auth: auth(POP),
+            },
+            0,
+        );
         // Egress nodes (as HOST) carrying the seeds' addresses both ways, so garbage also
         // reaches their translation.
         let carried = ["198.18.0.20", "198.18.64.1", "fd00::1", "fd00::2"].map(|a| a.parse().unwrap()).to_vec();

@@ -33,10 +33,59 @@ pub struct Route {
     pub ports: Vec<(Transport, u16)>,
 }
 
+/// The VIP addresses a POP publishes and where each goes, with an index by address: a
+/// packet finds its route in a binary search (a 500-region world's POPs publish 1,000
+/// addresses, and walking them was a step of every packet). Shared by the POPs that
+/// publish the same VIPs (`Arc`: one table, not one a POP); a POP whose listeners
+/// change copies it first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Routes {
+    list: Vec<Route>,
+    /// (VIP address, its route's index in `list`), sorted by address.
+    by_vip: Vec<(IpAddr, u32)>,
+}
+
+impl Routes {
+    pub fn new(list: Vec<Route>) -> Routes {
+        let mut by_vip: Vec<(IpAddr, u32)> = list.iter().enumerate().map(|(i, r)| (r.vip, i as u32)).collect();
+        // The first route of an address wins, as a walk of the list found it.
+        by_vip.sort_by_key(|&(vip, i)| (vip, i));
+        by_vip.dedup_by_key(|&mut (vip, _)| vip);
+        Routes { list, by_vip }
+    }
+
+    fn index(&self, vip: IpAddr) -> Option<usize> {
+        let at = self.by_vip.binary_search_by(|&(v, _)| v.cmp(&vip)).ok()?;
+        Some(self.by_vip[at].1 as usize)
+    }
+
+    /// The route of `vip`, if this table has one.
+    pub fn get(&self, vip: IpAddr) -> Option<&Route> {
+        self.index(vip).map(|i| &self.list[i])
+    }
+
+    fn get_mut(&mut self, vip: IpAddr) -> Option<&mut Route> {
+        self.index(vip).map(|i| &mut self.list[i])
+    }
+
+    /// Every route, in the order they were given.
+    pub fn iter(&self) -> std::slice::Iter<'_, Route> {
+        self.list.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PopConfig {
     pub pop_id: u16,
-    pub routes: Vec<Route>,
+    pub routes: std::sync::Arc<Routes>,
     pub flow_table_capacity: usize,
     /// Keys for the backbone: one pair per CLB node this POP talks to.
     pub auth: AuthConfig,
@@ -212,13 +261,16 @@ impl Pop {
     }
 
     fn route(&self, vip: IpAddr) -> Option<&Route> {
-        self.config.routes.iter().find(|r| r.vip == vip)
+        self.config.routes.get(vip)
     }
 
     /// A listener added to (`present`) or removed from a VIP this POP publishes, as the
     /// route table changes: replies from it may leave (or no longer).
     pub fn set_listener(&mut self, vip: IpAddr, transport: Transport, port: u16, quic: bool, present: bool) {
-        let Some(route) = self.config.routes.iter_mut().find(|r| r.vip == vip) else { return };
+        if self.config.routes.get(vip).is_none() {
+            return;
+        }
+        let Some(route) = std::sync::Arc::make_mut(&mut self.config.routes).get_mut(vip) else { return };
         route.ports.retain(|&p| p != (transport, port));
         route.quic_ports.retain(|&p| !(quic && p == port));
         if present {
@@ -388,11 +440,51 @@ mod tests {
         let ports = vec![(Transport::Udp, 7000)];
         let routes =
             vec![Route { vip: "198.18.0.10".parse().unwrap(), region: 3, clb_nodes: 2, quic_ports: vec![], ports }];
-        Pop::new(PopConfig { pop_id: 5, routes, flow_table_capacity: capacity, auth: auth(5) }, 0)
+        Pop::new(
+            PopConfig {
+                pop_id: 5,
+                routes: std::sync::Arc::new(Routes::new(routes)),
+                flow_table_capacity: capacity,
+                auth: auth(5),
+            },
+            0,
+        )
     }
 
     fn pop() -> Pop {
         pop_with(16)
+    }
+
+    #[test]
+    fn a_route_table_finds_each_address_and_a_pop_that_changes_a_shared_one_changes_only_its_own() {
+        let route = |vip: &str, region: u16| Route {
+            vip: vip.parse().unwrap(),
+            region,
+            clb_nodes: 2,
+            quic_ports: vec![],
+            ports: vec![(Transport::Udp, 7000)],
+        };
+        let list: Vec<Route> = (0..300).map(|i| route(&format!("198.18.{}.{}", i / 200, 1 + i % 200), i)).collect();
+        let mut with_repeat = list.clone();
+        with_repeat.push(route("198.18.0.7", 999));
+        with_repeat.push(route("2001:db8::7", 5));
+        let table = Routes::new(with_repeat);
+        for r in &list {
+            assert_eq!(table.get(r.vip), Some(r), "{}", r.vip);
+        }
+        assert_eq!(table.get("198.18.0.7".parse().unwrap()).map(|r| r.region), Some(6), "the first of a repeat");
+        assert_eq!(table.get("2001:db8::7".parse().unwrap()).map(|r| r.region), Some(5));
+        assert_eq!(table.get("198.18.9.9".parse().unwrap()), None);
+        assert_eq!(table.len(), 302);
+        // Two POPs sharing one table: a listener added at one leaves the other's as it was.
+        let shared = std::sync::Arc::new(table);
+        let config = |pop_id| PopConfig { pop_id, routes: shared.clone(), flow_table_capacity: 16, auth: auth(pop_id) };
+        let (mut a, b) = (Pop::new(config(1), 0), Pop::new(config(2), 0));
+        let vip: IpAddr = "198.18.0.9".parse().unwrap();
+        a.set_listener(vip, Transport::Tcp, 443, false, true);
+        assert!(a.route(vip).unwrap().ports.contains(&(Transport::Tcp, 443)));
+        assert!(!b.route(vip).unwrap().ports.contains(&(Transport::Tcp, 443)), "b's table is its own");
+        assert!(std::sync::Arc::ptr_eq(&b.config.routes, &shared), "b still shares the table");
     }
 
     /// What CLB node `node` receives when the POP sends `bytes`.

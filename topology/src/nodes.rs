@@ -127,10 +127,35 @@ pub fn backbone_link(t: &Topology, a: Location, b: Location) -> LinkModel {
 
 /// POP `p`: a route to the home region of every VIP it publishes (and reaches).
 pub fn pop_config(t: &Topology, p: usize) -> PopConfig {
-    let routes = t
-        .vips
-        .iter()
-        .filter(|v| v.pops.contains(&p) && t.backbone.has_link(p, v.home))
+    pop_config_with(t, p, &mut RouteTables::default())
+}
+
+/// [`pop_config`], its route table shared through `tables` with the POPs before it that
+/// route the same VIPs (every POP of a world whose VIPs are published everywhere: 2,000
+/// POPs × 1,000 VIP addresses were a table a POP).
+pub fn pop_config_with(t: &Topology, p: usize, tables: &mut RouteTables) -> PopConfig {
+    // The VIPs it publishes whose home region it reaches over the backbone.
+    let vips: Vec<usize> =
+        (0..t.vips.len()).filter(|&v| t.vips[v].pops.contains(&p) && t.backbone.has_link(p, t.vips[v].home)).collect();
+    let routes = tables
+        .by_vips
+        .entry(vips)
+        .or_insert_with_key(|vips| std::sync::Arc::new(anyedge_pop::Routes::new(pop_routes(t, vips))))
+        .clone();
+    // Keys are the driver's to give (`backbone_auth`): from the seed or from the lab's PKI.
+    PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000, auth: AuthConfig::default() }
+}
+
+/// Route tables made so far, by the VIPs they route.
+#[derive(Default)]
+pub struct RouteTables {
+    by_vips: std::collections::HashMap<Vec<usize>, std::sync::Arc<anyedge_pop::Routes>>,
+}
+
+/// The routes of these VIPs: each address of each (IPv4, then IPv6), to its home region.
+fn pop_routes(t: &Topology, vips: &[usize]) -> Vec<Route> {
+    vips.iter()
+        .map(|&v| &t.vips[v])
         .flat_map(|v| {
             let (region, clb_nodes) = (v.home as u16, t.regions[v.home].clb_nodes);
             let quic_ports: Vec<u16> =
@@ -141,9 +166,7 @@ pub fn pop_config(t: &Topology, p: usize) -> PopConfig {
             let v6 = v.ipv6.map(|a| route(IpAddr::V6(a)));
             std::iter::once(route(IpAddr::V4(v.ipv4))).chain(v6)
         })
-        .collect();
-    // Keys are the driver's to give (`backbone_auth`): from the seed or from the lab's PKI.
-    PopConfig { pop_id: p as u16, routes, flow_table_capacity: 1_000_000, auth: AuthConfig::default() }
+        .collect()
 }
 
 /// POP `p` on the backbone.
@@ -316,19 +339,67 @@ pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns
 
 /// Peer lists shared between nodes that talk with the same peers: every POP's are every
 /// CLB node (made once, not once a POP: 2,000 POPs × 1,000 CLB nodes were a large
-/// world's set-up). Other nodes' lists are their own.
+/// world's set-up). Other nodes' lists are their own, made from which region binds which
+/// host, worked out once (walking every node and backend for each node was quadratic in
+/// the file). Each list has the peers [`backbone_peers`] names (a unit test holds them
+/// equal), in a [`anyedge_ccn::PeerList`]'s order.
 #[derive(Default)]
 pub struct PeerLists {
     pops: Option<std::sync::Arc<anyedge_ccn::PeerList>>,
+    bindings: Option<Bindings>,
+}
+
+/// Which backend hosts each region binds (by the host's first address, as
+/// [`backbone_peers`] decides), and which regions bind each host.
+struct Bindings {
+    hosts_of: Vec<Vec<NodeId>>,
+    regions_of: std::collections::HashMap<NodeId, Vec<usize>>,
+}
+
+impl Bindings {
+    fn of(t: &Topology) -> Bindings {
+        let mut first_ip = std::collections::HashMap::new();
+        for (ip, id) in backend_hosts(t) {
+            first_ip.entry(id).or_insert(ip);
+        }
+        let host_at: std::collections::HashMap<IpAddr, NodeId> =
+            first_ip.into_iter().map(|(id, ip)| (ip, id)).collect();
+        let mut hosts_of = vec![Vec::new(); t.regions.len()];
+        let mut regions_of: std::collections::HashMap<NodeId, Vec<usize>> = std::collections::HashMap::new();
+        for (r, region) in t.regions.iter().enumerate() {
+            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+                if let Some(&host) = host_at.get(&b.addr.ip()) {
+                    hosts_of[r].push(host);
+                    let regions = regions_of.entry(host).or_default();
+                    if regions.last() != Some(&r) {
+                        regions.push(r);
+                    }
+                }
+            }
+        }
+        Bindings { hosts_of, regions_of }
+    }
 }
 
 impl PeerLists {
     pub fn of(&mut self, t: &Topology, me: NodeId) -> std::sync::Arc<anyedge_ccn::PeerList> {
+        let nodes_of = |r: usize| (0..usize::from(t.regions[r].clb_nodes)).map(move |i| clb_node(r, i));
         match me {
             NodeId::Pop(_) => {
                 self.pops.get_or_insert_with(|| anyedge_ccn::PeerList::new(backbone_peers(t, me))).clone()
             }
-            _ => anyedge_ccn::PeerList::new(backbone_peers(t, me)),
+            NodeId::Clb { region, node } => {
+                let b = self.bindings.get_or_insert_with(|| Bindings::of(t));
+                let r = usize::from(region);
+                let pops = (0..t.pops.len()).map(pop_node);
+                let siblings = nodes_of(r).filter(|&n| n != clb_node(r, usize::from(node)));
+                anyedge_ccn::PeerList::new(pops.chain(siblings).chain(b.hosts_of[r].iter().copied()))
+            }
+            NodeId::Backend { .. } => {
+                let b = self.bindings.get_or_insert_with(|| Bindings::of(t));
+                let regions = b.regions_of.get(&me).map_or(&[][..], Vec::as_slice);
+                anyedge_ccn::PeerList::new(regions.iter().flat_map(|&r| nodes_of(r)))
+            }
         }
     }
 }
@@ -432,5 +503,50 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
         },
         auth: AuthConfig::default(),
         backend_hosts: backend_hosts(t).into_iter().filter(|&(ip, _)| region_binds(t, r, ip)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node's shared or indexed peer list names the peers `backbone_peers` does
+    /// (the rule, read node by node), on every shipped topology and a generated world.
+    #[test]
+    fn peer_lists_made_from_the_bindings_name_the_peers_the_rule_does() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+        let mut worlds: Vec<(String, Topology)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| (p.display().to_string(), crate::load(&p).unwrap()))
+            .collect();
+        let spec = crate::generate::Spec {
+            name: "peers".into(),
+            pops: 40,
+            regions: 8,
+            clients: 2000,
+            groups: 100,
+            web_every: 3,
+            clb_nodes: 3,
+            duration_s: 1,
+            seed: 3,
+        };
+        worlds.push((
+            "generated".into(),
+            crate::parse_str("generated", &crate::generate::generate(&spec).unwrap()).unwrap(),
+        ));
+        assert!(worlds.len() >= 6, "the shipped topologies and a generated one");
+        for (name, t) in &worlds {
+            let mut lists = PeerLists::default();
+            let mut hosts_with_peers = 0;
+            for me in backbone_nodes(t) {
+                let rule = anyedge_ccn::PeerList::new(backbone_peers(t, me));
+                let made = lists.of(t, me);
+                assert_eq!(*made, *rule, "{name}: {me:?}'s peers");
+                hosts_with_peers += usize::from(matches!(me, NodeId::Backend { .. }) && !made.is_empty());
+            }
+            assert!(hosts_with_peers > 0, "{name}: backend hosts have CLB peers");
+        }
     }
 }

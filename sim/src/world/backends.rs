@@ -24,6 +24,7 @@ use anyedge_region::tcp_stack::buffer_for;
 use anyedge_topology::Site;
 use anyedge_topology::Topology;
 use anyedge_topology::TrafficKind;
+use anyedge_topology::nodes::PeerLists;
 use rustc_hash::FxHashMap;
 use rustc_hash::FxHashSet;
 use smoltcp::iface::SocketHandle;
@@ -287,7 +288,10 @@ pub(super) struct Servers {
 impl Servers {
     /// Every region's backends in file order (a host's id is the order its address first
     /// appears), then the egress nodes.
-    pub(super) fn build(t: &Topology, tags: anyedge_ccn::Tags) -> Servers {
+    pub(super) fn build(t: &Topology, tags: anyedge_ccn::Tags, peers: &mut PeerLists) -> Servers {
+        // Each host's backbone id, found once (not a walk of every host per host).
+        let ids: FxHashMap<IpAddr, anyedge_ccn::NodeId> =
+            anyedge_topology::nodes::backend_hosts(t).into_iter().collect();
         let mut servers = Servers {
             tags,
             hosts: Table::new(),
@@ -317,17 +321,25 @@ impl Servers {
                         health: vec![(0, true, None)],
                         addrs_seen: Default::default(),
                     });
-                    servers.ensure_host(t, b.addr, r, b.site);
+                    servers.ensure_host(t, b.addr, r, b.site, &ids, peers);
                 }
             }
         }
-        servers.build_egress(t);
+        servers.build_egress(t, peers);
         debug_assert_eq!(servers.hosts.len(), servers.host_by_ip.len(), "one host per address");
         servers
     }
 
-    fn ensure_host(&mut self, t: &Topology, addr: SocketAddr, region: usize, site: Site) {
-        let h = self.host(t, addr);
+    fn ensure_host(
+        &mut self,
+        t: &Topology,
+        addr: SocketAddr,
+        region: usize,
+        site: Site,
+        ids: &FxHashMap<IpAddr, anyedge_ccn::NodeId>,
+        peers: &mut PeerLists,
+    ) {
+        let h = self.host(t, addr, ids, peers);
         let location = match site {
             // In the region, or on the internet behind an egress node (its own links).
             Site::Local | Site::Internet(_) => return,
@@ -348,12 +360,19 @@ impl Servers {
 
     /// The host at `addr`'s address, made on first sight; every backend port also
     /// listens on TCP, so TCP health checks find it.
-    fn host(&mut self, t: &Topology, addr: SocketAddr) -> HostId {
+    fn host(
+        &mut self,
+        t: &Topology,
+        addr: SocketAddr,
+        ids: &FxHashMap<IpAddr, anyedge_ccn::NodeId>,
+        peers: &mut PeerLists,
+    ) -> HostId {
         let h = match self.host_by_ip.get(&addr.ip()) {
             Some(&h) => h,
             None => {
                 let h = self.hosts.next_id();
-                self.hosts.push(BackendHost::new(t, addr.ip(), self.tags));
+                let id = ids.get(&addr.ip()).copied();
+                self.hosts.push(BackendHost::new(t, addr.ip(), id, self.tags, peers));
                 self.host_by_ip.insert(addr.ip(), h);
                 h
             }
@@ -367,12 +386,15 @@ impl Servers {
 
 impl BackendHost {
     /// A host at `ip` with its backbone keys and security groups, serving nothing yet.
-    fn new(t: &Topology, ip: IpAddr, tags: anyedge_ccn::Tags) -> BackendHost {
-        let id = anyedge_topology::nodes::backend_hosts(t)
-            .into_iter()
-            .find(|(a, _)| *a == ip)
-            .map_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 }, |(_, id)| id);
-        let keys = crate::world::forwarding::backbone_auth(t, id, tags).keyring(id, 0);
+    fn new(
+        t: &Topology,
+        ip: IpAddr,
+        id: Option<anyedge_ccn::NodeId>,
+        tags: anyedge_ccn::Tags,
+        peers: &mut PeerLists,
+    ) -> BackendHost {
+        let id = id.unwrap_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 });
+        let keys = crate::world::forwarding::backbone_auth(t, id, tags, peers).keyring(id, 0);
         let groups = anyedge_topology::nodes::backend_security_groups(t, ip);
         BackendHost {
             keys,

@@ -191,7 +191,9 @@ impl<'t> World<'t> {
         let pki = Pki::new(t, tags)?;
         let mut q = EventQueue::new();
         let mine = |part: u32| scope.as_ref().is_none_or(|s| s.mine[part as usize]);
-        let regions = Regions::build(t, &pki, &mut q, &|r| mine(r as u32));
+        // Every node's backbone peers, from one reading of which region binds which host.
+        let mut peers = anyedge_topology::nodes::PeerLists::default();
+        let regions = Regions::build(t, &pki, &mut q, &|r| mine(r as u32), &mut peers);
         let group_mine = |g: usize| scope.as_ref().is_none_or(|s| s.mine[s.parts.group[g] as usize]);
         let edge = Edge::build(t, &mut q, &group_mine)?;
         let mut w = World {
@@ -201,9 +203,9 @@ impl<'t> World<'t> {
             edge,
             classes: t.traffic.iter().map(|c| ClassInfo::of(t, c)).collect(),
             heard: Vec::new(),
-            pops: build_pops(t, tags),
+            pops: build_pops(t, tags, &mut peers),
             regions,
-            servers: Servers::build(t, tags),
+            servers: Servers::build(t, tags, &mut peers),
             faults: FaultState::new(t),
             record: Recorder::new(t),
             probers: Probers::new(t),

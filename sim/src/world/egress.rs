@@ -30,9 +30,9 @@ pub(super) struct EgressNode {
 impl Servers {
     /// One egress node per NAT gateway or router that carries a backend, with its links
     /// to each host; each internet backend's host knows its way out.
-    pub(super) fn build_egress(&mut self, t: &Topology) {
+    pub(super) fn build_egress(&mut self, t: &Topology, peers: &mut anyedge_topology::nodes::PeerLists) {
         for (k, (r, egress, backends)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
-            let auth = |me| crate::world::forwarding::backbone_auth(t, me, self.tags);
+            let auth = |me| crate::world::forwarding::backbone_auth(t, me, self.tags, peers);
             let Some(config) = anyedge_topology::nodes::gateway_config(t, k, auth) else { continue };
             let name = anyedge_topology::nodes::egress_name(t, r, egress);
             let mut links = HashMap::new();

@@ -22,6 +22,7 @@ use anyedge_proto::inner;
 use anyedge_region::Clb;
 use anyedge_region::ClbConfig;
 use anyedge_topology::Topology;
+use anyedge_topology::nodes::PeerLists;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -72,12 +73,18 @@ pub(super) struct Regions {
 
 impl Regions {
     /// Timers armed for the regions `mine` says.
-    pub(super) fn build(t: &Topology, pki: &Pki, q: &mut EventQueue<Ev>, mine: &dyn Fn(usize) -> bool) -> Regions {
+    pub(super) fn build(
+        t: &Topology,
+        pki: &Pki,
+        q: &mut EventQueue<Ev>,
+        mine: &dyn Fn(usize) -> bool,
+        peers: &mut PeerLists,
+    ) -> Regions {
         let mut regions = Regions { clbs: Table::new(), clb_base: Vec::new(), clb_by_addr: FxHashMap::default() };
         for (r, region) in t.regions.iter().enumerate() {
             regions.clb_base.push(regions.clbs.next_id());
             for index in 0..usize::from(region.clb_nodes) {
-                let config = clb_config(t, pki, r, index);
+                let config = clb_config(t, pki, r, index, peers);
                 let id = regions.clbs.next_id();
                 regions.clb_by_addr.insert(config.address, id);
                 if let Some(v6) = config.address_v6 {
@@ -140,40 +147,36 @@ impl ClbNode {
 }
 
 /// Every POP's core, from the topology.
-pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags) -> Table<PopId, PopNode> {
+pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags, lists: &mut PeerLists) -> Table<PopId, PopNode> {
     let mut pops = Table::new();
-    // Every POP's peers are every CLB node: one list for all.
-    let mut lists = anyedge_topology::nodes::PeerLists::default();
+    // Every POP's peers are every CLB node: one list for all (`lists`).
+    // POPs routing the same VIPs (every POP, mostly) share one route table.
+    let mut tables = anyedge_topology::nodes::RouteTables::default();
     for p in 0..t.pops.len() {
-        let mut config = anyedge_topology::nodes::pop_config(t, p);
-        config.auth = backbone_auth_listed(t, anyedge_topology::nodes::pop_node(p), tags, &mut lists);
+        let mut config = anyedge_topology::nodes::pop_config_with(t, p, &mut tables);
+        config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p), tags, lists);
         pops.push(PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new() });
     }
     pops
 }
 
 /// CLB node `index` of region `r`'s configuration, as `lab up` renders it.
-pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize) -> ClbConfig {
+pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize, peers: &mut PeerLists) -> ClbConfig {
     let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
     let identity = anyedge_topology::nodes::Identity { default: pki.vip_identity.clone(), vips: Vec::new() };
     let mut config = anyedge_topology::nodes::clb_config(t, r, index, addresses, &identity);
-    config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags);
+    config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags, peers);
     config
 }
 
 /// A node's backbone keys: from the seed, the same derivation `lab up` makes from its
 /// random secret (each peer's when the node first talks with it), tagging as the run
-/// asks. The simulator's clock starts at 0.
-pub(super) fn backbone_auth(t: &Topology, me: anyedge_ccn::NodeId, tags: anyedge_ccn::Tags) -> anyedge_ccn::AuthConfig {
-    backbone_auth_listed(t, me, tags, &mut Default::default())
-}
-
-/// The same, its peer list from (or into) `lists`.
-fn backbone_auth_listed(
+/// asks, its peer list from (or into) `lists`. The simulator's clock starts at 0.
+pub(super) fn backbone_auth(
     t: &Topology,
     me: anyedge_ccn::NodeId,
     tags: anyedge_ccn::Tags,
-    lists: &mut anyedge_topology::nodes::PeerLists,
+    lists: &mut PeerLists,
 ) -> anyedge_ccn::AuthConfig {
     let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
     anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth_derived(t, &secret, me, lists) }
