@@ -138,7 +138,9 @@ pub struct Pop {
     clbs_down: Vec<(u16, u16)>,
     keys: Keyring,
     /// Each region's cipher for the node byte of its QUIC connection IDs.
-    cid_ciphers: Vec<(u16, anyedge_ccn::CidCipher)>,
+    /// By region (sorted, the first key of a region given twice), shared with the POPs
+    /// given the same keys ([`cid_ciphers`]).
+    cid_ciphers: std::sync::Arc<[(u16, anyedge_ccn::CidCipher)]>,
     /// Outputs dropped for want of a key for their CLB node (a configuration error).
     unsealable: u64,
     /// What this POP announces to the internet, per VIP address.
@@ -152,11 +154,44 @@ pub struct Pop {
     demand: anyedge_ccn::Demand,
 }
 
+/// The connection-ID ciphers of these keys, by region: the ones a POP of this thread
+/// made from the same keys if it still lives (every POP holds every region's keys: 2,000
+/// POPs × 500 regions were a million AES key schedules, a quarter of a large world's
+/// memory), else new ones.
+fn cid_ciphers(keys: &[(u16, anyedge_ccn::auth::KeyBytes)]) -> std::sync::Arc<[(u16, anyedge_ccn::CidCipher)]> {
+    type Memo = std::collections::HashMap<
+        Vec<(u16, anyedge_ccn::auth::KeyBytes)>,
+        std::sync::Weak<[(u16, anyedge_ccn::CidCipher)]>,
+    >;
+    thread_local! {
+        static MADE: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::new());
+    }
+    let make = || {
+        let mut by_region: Vec<(u16, &anyedge_ccn::auth::KeyBytes)> = keys.iter().map(|(r, k)| (*r, k)).collect();
+        by_region.sort_by_key(|&(r, _)| r);
+        by_region.dedup_by_key(|&mut (r, _)| r);
+        by_region.into_iter().map(|(r, k)| (r, anyedge_ccn::CidCipher::new(k))).collect::<std::sync::Arc<[_]>>()
+    };
+    if keys.len() < 4 {
+        return make();
+    }
+    MADE.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        if let Some(made) = memo.get(keys).and_then(std::sync::Weak::upgrade) {
+            return made;
+        }
+        memo.retain(|_, weak| weak.strong_count() > 0);
+        let made = make();
+        memo.insert(keys.to_vec(), std::sync::Arc::downgrade(&made));
+        made
+    })
+}
+
 impl Pop {
     /// A POP starting at `now_ns` (its backbone sequence numbers start there).
     pub fn new(config: PopConfig, now_ns: u64) -> Pop {
         let keys = config.auth.keyring(NodeId::Pop(config.pop_id), now_ns);
-        let cid_ciphers = config.auth.cid_keys.iter().map(|(r, k)| (*r, anyedge_ccn::CidCipher::new(k))).collect();
+        let cid_ciphers = cid_ciphers(&config.auth.cid_keys);
         let announcements = Announcements::new(config.routes.iter().map(|r| (r.vip, r.region, r.clb_nodes)));
         debug_assert!(
             config.routes.iter().all(|r| r.quic_ports.iter().all(|&p| r.ports.contains(&(Transport::Udp, p)))),
@@ -307,7 +342,8 @@ impl Pop {
         let flow_hash = info.key.flow_hash();
         let by_cid = quic
             .then(|| {
-                let cipher = self.cid_ciphers.iter().find(|(r, _)| *r == region).map(|(_, c)| c);
+                let cipher =
+                    self.cid_ciphers.binary_search_by_key(&region, |(r, _)| *r).ok().map(|i| &self.cid_ciphers[i].1);
                 anyedge_ccn::cid_node(inner::transport_payload(packet), nodes, cipher)
             })
             .flatten()
@@ -453,6 +489,22 @@ mod tests {
 
     fn pop() -> Pop {
         pop_with(16)
+    }
+
+    #[test]
+    fn pops_given_the_same_connection_id_keys_share_one_set_of_ciphers_by_region() {
+        let secret = anyedge_ccn::BackboneSecret::from_seed(9);
+        let keys: Vec<(u16, anyedge_ccn::auth::KeyBytes)> = (0..8u16).rev().map(|r| (r, secret.cid_key(r))).collect();
+        let (a, b) = (cid_ciphers(&keys), cid_ciphers(&keys));
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "made once");
+        assert_eq!(a.iter().map(|(r, _)| *r).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>(), "by region");
+        for (r, cipher) in a.iter() {
+            let own = anyedge_ccn::CidCipher::new(&secret.cid_key(*r));
+            assert_eq!(cipher.reset_key(), own.reset_key(), "region {r}'s own key");
+            assert_eq!(cipher.mask(&[r.to_be_bytes()[1]; 16]), own.mask(&[r.to_be_bytes()[1]; 16]));
+        }
+        let other: Vec<_> = keys.iter().map(|&(r, k)| (r, if r == 3 { [7; 32] } else { k })).collect();
+        assert!(!std::sync::Arc::ptr_eq(&a, &cid_ciphers(&other)), "other keys, other ciphers");
     }
 
     #[test]

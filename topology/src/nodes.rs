@@ -347,6 +347,8 @@ pub fn backbone_auth(t: &Topology, secret: &BackboneSecret, me: NodeId, epoch_ns
 pub struct PeerLists {
     pops: Option<std::sync::Arc<anyedge_ccn::PeerList>>,
     bindings: Option<Bindings>,
+    /// Every POP's connection-ID keys (every region's), derived once.
+    pop_cid_keys: Option<Vec<(u16, anyedge_ccn::auth::KeyBytes)>>,
 }
 
 /// Which backend hosts each region binds (by the host's first address, as
@@ -409,7 +411,12 @@ impl PeerLists {
 /// and talk with a few (a clock starting at 0).
 pub fn backbone_auth_derived(t: &Topology, secret: &BackboneSecret, me: NodeId, lists: &mut PeerLists) -> AuthConfig {
     let derived = anyedge_ccn::DerivedKeys { secret: secret.clone(), me, peers: lists.of(t, me) };
-    AuthConfig { keys: Vec::new(), derived: Some(derived), cid_keys: cid_keys(t, secret, me), ..Default::default() }
+    // Every POP holds every region's connection-ID keys: derived once, not once a POP.
+    let cid_keys = match me {
+        NodeId::Pop(_) => lists.pop_cid_keys.get_or_insert_with(|| cid_keys(t, secret, me)).clone(),
+        _ => cid_keys(t, secret, me),
+    };
+    AuthConfig { keys: Vec::new(), derived: Some(derived), cid_keys, ..Default::default() }
 }
 
 /// QUIC connection-ID keys: a POP reads every region's IDs, a CLB node writes its own.
