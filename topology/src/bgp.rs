@@ -48,12 +48,68 @@ pub fn pop_router_id(p: usize) -> Ipv4Addr {
     Ipv4Addr::from(0x0afe_0001 + p as u32)
 }
 
-/// The POP whose transit client group `g` attaches to.
+/// The POP whose transit client group `g` attaches to: the one its internet round trip
+/// is shortest to (the lowest-numbered of a tie).
 pub fn attach(t: &Topology, g: usize) -> Option<usize> {
     if let Some(first) = t.clients[g].catchment.as_ref().and_then(|c| c.first()) {
         return Some(*first);
     }
     (0..t.pops.len()).min_by_key(|&p| (t.internet_rtt_ns(g, InternetEnd::Pop(p)), p))
+}
+
+/// [`attach`] for many groups of one topology, the same answers without the model's
+/// round trip to every POP: the POP nearest by great circle gives a bound, and only POPs
+/// near enough that the model could beat it are asked. The bound holds because no path
+/// is shorter than the great circle (a hub only adds) and the model's round trip over
+/// `d` km is at least the smallest overhead plus the smallest stretch over `d`. (Every
+/// group × every POP through the model was the largest part of a 2,000-POP world's
+/// set-up.)
+pub struct Attacher<'t> {
+    t: &'t Topology,
+    /// Every POP's place as a unit vector: nearer is a larger dot product.
+    pops: Vec<[f64; 3]>,
+    /// The model's smallest overhead (ms) and stretch, when the bound holds (a positive
+    /// stretch, and no pinned round trip, which could be anything).
+    bound: Option<(f64, f64)>,
+}
+
+fn unit(at: anyedge_ccn::geo::Location) -> [f64; 3] {
+    let (lat, lon) = (at[0].to_radians(), at[1].to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+impl<'t> Attacher<'t> {
+    pub fn new(t: &'t Topology) -> Attacher<'t> {
+        let delay = &t.internet.delay;
+        let params = || std::iter::once(&delay.default).chain(delay.pairs.values());
+        let overhead = params().map(|p| p.overhead_ms).fold(f64::INFINITY, f64::min);
+        let stretch = params().map(|p| p.stretch).fold(f64::INFINITY, f64::min);
+        let bound =
+            (t.internet.pinned.is_empty() && stretch > 0.0 && overhead.is_finite()).then_some((overhead, stretch));
+        Attacher { t, pops: t.pops.iter().map(|p| unit(p.location)).collect(), bound }
+    }
+
+    pub fn attach(&self, g: usize) -> Option<usize> {
+        let t = self.t;
+        let Some((overhead_ms, stretch)) = self.bound.filter(|_| t.clients[g].catchment.is_none()) else {
+            return attach(t, g);
+        };
+        let me = unit(t.clients[g].location);
+        let dots: Vec<f64> = self.pops.iter().map(|u| u[0] * me[0] + u[1] * me[1] + u[2] * me[2]).collect();
+        let nearest = (0..dots.len()).max_by(|&a, &b| dots[a].total_cmp(&dots[b]))?;
+        let rtt = |p: usize| t.internet_rtt_ns(g, InternetEnd::Pop(p));
+        let best = rtt(nearest);
+        // The farthest a POP may lie and still have the model's round trip at most
+        // `best` (rounding to whole ns allowed for), with room for floating point.
+        let ms = (best as f64 + 2.0) / 1e6;
+        let km = ((ms - overhead_ms).max(0.0) * anyedge_ccn::geo::FIBER_KM_PER_S / 2e3 / stretch) * (1.0 + 1e-9) + 1e-3;
+        let angle = km / anyedge_ccn::geo::EARTH_RADIUS_KM;
+        if angle >= std::f64::consts::PI {
+            return attach(t, g);
+        }
+        let least_dot = angle.cos() - 1e-12;
+        (0..dots.len()).filter(|&p| dots[p] >= least_dot || p == nearest).min_by_key(|&p| (rtt(p), p))
+    }
 }
 
 /// The kernel routing table (and BIRD table) where the lab keeps client group `g`'s own
@@ -109,5 +165,52 @@ traffic:\n  t: { vip: v, protocol: udp, port: 7000, interval: 50ms, size: 100 }\
         assert!(transit_router_id(0) < transit_router_id(1));
         assert!(pop_router_id(3) < pop_router_id(10));
         assert_ne!(transit_router_id(0), pop_router_id(0));
+    }
+}
+
+#[cfg(test)]
+mod attacher_tests {
+    use super::*;
+
+    /// The pruned search attaches every group where the walk of every POP does: every
+    /// shipped topology, and generated worlds large and small (their groups at real
+    /// cities, under the calibrated model and a uniform one).
+    #[test]
+    fn the_attacher_attaches_every_group_where_the_walk_of_every_pop_does() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+        let mut worlds: Vec<(String, Topology)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| (p.display().to_string(), crate::load(&p).unwrap()))
+            .collect();
+        for (pops, regions, groups, seed) in [(300, 30, 1500, 1), (12, 3, 200, 2)] {
+            let spec = crate::generate::Spec {
+                name: "attach".into(),
+                pops,
+                regions,
+                clients: groups as u64,
+                groups,
+                web_every: 0,
+                clb_nodes: 1,
+                duration_s: 1,
+                seed,
+            };
+            let text = crate::generate::generate(&spec).unwrap();
+            let t = crate::parse_str("generated", &text).unwrap();
+            let mut uniform = t.clone();
+            uniform.internet.delay = anyedge_ccn::delay::DelayModel::uniform(1.6);
+            worlds.push((format!("generated {pops}"), t));
+            worlds.push((format!("generated {pops}, uniform"), uniform));
+        }
+        let mut pruned = 0;
+        for (name, t) in &worlds {
+            let attacher = Attacher::new(t);
+            pruned += usize::from(attacher.bound.is_some());
+            for g in 0..t.clients.len() {
+                assert_eq!(attacher.attach(g), attach(t, g), "{name}: group {g} ({})", t.clients[g].name);
+            }
+        }
+        assert!(pruned >= 4, "the bound held in the generated worlds");
     }
 }

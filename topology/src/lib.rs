@@ -604,9 +604,14 @@ impl Topology {
     /// `catchment` when it has one, else BGP's selection at the transit the group
     /// attaches to (`bgp`: its nearest POP first, then the POPs nearest that one).
     pub fn pop_order(&self, g: usize, vip: usize) -> Vec<usize> {
+        self.pop_order_attached(g, vip, bgp::attach(self, g))
+    }
+
+    /// [`Topology::pop_order`] for a group known to attach at `attach` ([`bgp::attach`]).
+    pub fn pop_order_attached(&self, g: usize, vip: usize, attach: Option<usize>) -> Vec<usize> {
         let group = &self.clients[g];
         let publish = &self.vips[vip].pops;
-        match (&group.catchment, bgp::attach(self, g)) {
+        match (&group.catchment, attach) {
             (Some(order), _) => order.iter().copied().filter(|p| publish.contains(p)).collect(),
             (None, Some(at)) => bgp::selection_order(self, at, publish),
             (None, None) => Vec::new(),

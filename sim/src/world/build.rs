@@ -277,7 +277,8 @@ impl Edge {
         let mut edge = Edge {
             clients: Table::new(),
             groups: {
-                let mut orders = Orders::default();
+                let mut orders =
+                    Orders { by_attach: Default::default(), attacher: anyedge_topology::bgp::Attacher::new(t) };
                 (0..t.clients.len()).map(|g| Group::new(t, g, &mut orders)).collect()
             },
             group_start: Vec::with_capacity(t.clients.len()),
@@ -340,9 +341,10 @@ fn first_request(kind: &TrafficKind, client: ClientId, k: usize, rng: &mut Compo
 
 /// POP preference orders shared between groups: groups that attach at the same POP
 /// (BGP's selection at their transit) and talk to the same VIP share one order.
-#[derive(Default)]
-struct Orders {
+struct Orders<'t> {
     by_attach: std::collections::HashMap<(usize, usize), Arc<[PopId]>>,
+    /// Where each group attaches (BGP's nearest POP), asked of the model for few POPs.
+    attacher: anyedge_topology::bgp::Attacher<'t>,
 }
 
 impl Group {
@@ -351,13 +353,13 @@ impl Group {
     fn new(t: &Topology, g: usize, orders: &mut Orders) -> Group {
         let location = t.clients[g].location;
         let used: std::collections::BTreeSet<usize> = t.clients[g].traffic.iter().map(|&k| t.traffic[k].vip).collect();
-        let attach = if t.clients[g].catchment.is_none() { anyedge_topology::bgp::attach(t, g) } else { None };
+        let attach = if t.clients[g].catchment.is_none() { orders.attacher.attach(g) } else { None };
         let order: Vec<Arc<[PopId]>> = (0..t.vips.len())
             .map(|v| {
                 if !used.contains(&v) {
                     return Arc::from([]);
                 }
-                let fresh = || t.pop_order(g, v).into_iter().map(PopId).collect::<Arc<[PopId]>>();
+                let fresh = || t.pop_order_attached(g, v, attach).into_iter().map(PopId).collect::<Arc<[PopId]>>();
                 match attach {
                     Some(at) => orders.by_attach.entry((at, v)).or_insert_with(fresh).clone(),
                     None => fresh(),
