@@ -197,6 +197,14 @@ pub fn scale_clients(t: &mut anyedge_topology::Topology, scale: u32) {
     for g in &mut t.clients {
         g.count = g.count.saturating_mul(scale);
     }
+    // Past the default pool (49,149 addresses), clients are numbered from the block
+    // `anyedge generate` uses, as a file would say with `clients_block:`; a world that
+    // fits keeps its addresses. (`bench sim --scale 200` on global.yaml was refused.)
+    let pooled: u128 = t.clients.iter().filter(|g| g.address.is_none()).map(|g| u128::from(g.count)).sum();
+    if t.clients_block.is_none() && pooled > anyedge_topology::ClientPool::DEFAULT.len() {
+        t.clients_block =
+            Some(anyedge_topology::Cidr { addr: std::net::Ipv4Addr::new(100, 64, 0, 0).into(), prefix: 10 });
+    }
     let s = f64::from(scale);
     for class in &mut t.traffic {
         match &mut class.kind {
@@ -867,6 +875,18 @@ fn rt_budget_note(f: &anyedge_lab::bench::LabFigures) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_world_scaled_past_the_default_client_pool_numbers_its_clients_from_a_larger_block() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/global.yaml");
+        let mut fits = anyedge_topology::load(&file).unwrap();
+        scale_clients(&mut fits, 50);
+        assert_eq!(fits.clients_block, None, "42,500 clients fit the default pool: their addresses stay");
+        let mut large = anyedge_topology::load(&file).unwrap();
+        scale_clients(&mut large, 200);
+        assert_eq!(large.clients_block.map(|b| b.to_string()), Some("100.64.0.0/10".to_string()));
+        assert!(large.client_pool().len() >= 170_000);
+    }
 
     fn scale(scale: u32, requests: u64, answered: u64) -> SimScale {
         SimScale {
