@@ -300,21 +300,7 @@ mod tests {
     /// the last response is acknowledged, and the most the client held while receiving.
     fn converse(mode: Buffers, lossy: bool) -> (Vec<Vec<u8>>, usize, usize, usize, usize) {
         let lazy = mode != Buffers::Eager;
-        if lazy {
-            (0..4).for_each(|_| spare::give(vec![0xa5; 4096]));
-            (0..2).for_each(|_| spare::give(vec![0x96; 16384]));
-            (0..4).for_each(|_| spare::give(vec![0x5a; 1024]));
-            (0..4).for_each(|_| spare::give(vec![0x3c; 2048]));
-        }
-        let buffer = |n: usize| if lazy { socket_buffer(n) } else { tcp::SocketBuffer::new(vec![0; n]) };
-        let rx = |n: usize| if mode == Buffers::Compact { receive_buffer(n) } else { buffer(n) };
-        let mut a = TcpStack::new(A, 1, 0);
-        let mut b = TcpStack::new(B, 2, 0);
-        let ha = a.sockets.add(tcp::Socket::new(rx(16384), buffer(4096)));
-        let hb = b.sockets.add(tcp::Socket::new(rx(4096), buffer(4096)));
-        b.socket(hb).listen(80).unwrap();
-        let cx = a.iface.context();
-        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        let ((mut a, ha), (mut b, hb)) = connecting(mode);
         let (request, response) = (vec![7u8; 12_000], vec![9u8; 20_000]);
         let (mut wire, mut sent, mut served, mut idle_held, mut busy_held) = (Vec::new(), 0, 0, 0, 0);
         let mut client_receiving = 0;
@@ -333,12 +319,7 @@ mod tests {
             if sent < request.len() && sa.can_send() {
                 sent += sa.send_slice(&request[sent..]).unwrap();
             }
-            while let Ok(n) = sa.recv(|d| (d.len(), d.len())) {
-                if n == 0 {
-                    break;
-                }
-                got_resp += n;
-            }
+            got_resp += read_all(sa);
             if got_resp == response.len() {
                 (done, sent, got_resp) = (done + 1, 0, 0);
                 if lazy {
@@ -379,6 +360,39 @@ mod tests {
             busy_held = busy_held.max(busy_bytes([(&mut a, ha), (&mut b, hb)], lazy));
         }
         panic!("three exchanges did not finish: {done}");
+    }
+
+    /// [`converse`]'s two stacks, the client `A` connecting to the server `B` listening
+    /// on port 80, with `mode`'s buffers (the spares seeded with garbage when lazy).
+    fn connecting(mode: Buffers) -> ((TcpStack, SocketHandle), (TcpStack, SocketHandle)) {
+        let lazy = mode != Buffers::Eager;
+        if lazy {
+            for (size, count, garbage) in [(4096, 4, 0xa5), (16384, 2, 0x96), (1024, 4, 0x5a), (2048, 4, 0x3c)] {
+                (0..count).for_each(|_| spare::give(vec![garbage; size]));
+            }
+        }
+        let buffer = |n: usize| if lazy { socket_buffer(n) } else { tcp::SocketBuffer::new(vec![0; n]) };
+        let rx = |n: usize| if mode == Buffers::Compact { receive_buffer(n) } else { buffer(n) };
+        let mut a = TcpStack::new(A, 1, 0);
+        let mut b = TcpStack::new(B, 2, 0);
+        let ha = a.sockets.add(tcp::Socket::new(rx(16384), buffer(4096)));
+        let hb = b.sockets.add(tcp::Socket::new(rx(4096), buffer(4096)));
+        b.socket(hb).listen(80).unwrap();
+        let cx = a.iface.context();
+        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        ((a, ha), (b, hb))
+    }
+
+    /// Everything the socket has received, read in whatever pieces it hands out.
+    fn read_all(s: &mut tcp::Socket) -> usize {
+        let mut got = 0;
+        while let Ok(n) = s.recv(|d| (d.len(), d.len())) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
     }
 
     /// One step of [`converse`]'s path: both stacks polled at `now`, every packet kept on
@@ -459,6 +473,72 @@ mod tests {
         }
     }
 
+    /// A whole ring buffer and a compact one of the same capacity, given the same
+    /// operations, and what lies ahead of their data (from its end): bytes written
+    /// there, if any.
+    struct Twins {
+        whole: smoltcp::storage::RingBuffer<'static, u8>,
+        compact: smoltcp::storage::RingBuffer<'static, u8>,
+        ahead: std::collections::VecDeque<Option<u8>>,
+    }
+
+    impl Twins {
+        fn new(capacity: usize) -> Twins {
+            use smoltcp::storage::RingBuffer;
+            Twins {
+                whole: RingBuffer::new(vec![0u8; capacity]),
+                compact: RingBuffer::new_compact_with(capacity, spare::take, Some(spare::give)),
+                ahead: Default::default(),
+            }
+        }
+
+        /// A segment at `offset` past the data: written whole in both.
+        fn write(&mut self, offset: usize, data: &[u8], step: usize) {
+            let (w, c) = (self.whole.write_unallocated(offset, data), self.compact.write_unallocated(offset, data));
+            assert_eq!((w, c), (data.len(), data.len()), "step {step}: written whole");
+            if self.ahead.len() < offset + data.len() {
+                self.ahead.resize(offset + data.len(), None);
+            }
+            for (i, &b) in data.iter().enumerate() {
+                self.ahead[offset + i] = Some(b);
+            }
+        }
+
+        /// `n` bytes written ahead made readable.
+        fn make_readable(&mut self, n: usize) {
+            self.whole.enqueue_unallocated(n);
+            self.compact.enqueue_unallocated(n);
+            self.ahead.drain(..n);
+        }
+
+        /// Reads up to `n` bytes from both (at `offset` without taking them when
+        /// `peek`): the same bytes.
+        fn read(&mut self, n: usize, peek: Option<usize>, step: usize) {
+            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+            let (n, m) = match peek {
+                Some(at) => (self.whole.read_allocated(at, &mut a), self.compact.read_allocated(at, &mut b)),
+                None => (self.whole.dequeue_slice(&mut a), self.compact.dequeue_slice(&mut b)),
+            };
+            assert_eq!((n, &a[..n]), (m, &b[..m]), "step {step}: read (peek {peek:?})");
+        }
+
+        fn nothing_ahead(&self) -> bool {
+            self.ahead.iter().all(Option::is_none)
+        }
+
+        /// The connection goes idle: the gaps are filled, everything is read, and the
+        /// compact buffer's storage is given back.
+        fn go_idle(&mut self, step: usize) {
+            let gaps: Vec<usize> = (0..self.ahead.len()).filter(|&i| self.ahead[i].is_none()).collect();
+            for i in gaps {
+                self.write(i, &[7], step);
+            }
+            self.make_readable(self.ahead.len());
+            self.read(self.whole.len(), None, step);
+            assert!(self.compact.release_if_empty() > 0, "an empty buffer gives its storage back");
+        }
+    }
+
     /// A compact ring buffer and a plain one of the same capacity, put through the same
     /// random mix of what a TCP socket does to its receive buffer (segments written
     /// ahead of the data, possibly out of order; data made readable; reads in pieces,
@@ -466,8 +546,6 @@ mod tests {
     /// every step the same length and window, and every read the same bytes.
     #[test]
     fn a_compact_ring_buffer_reads_back_what_a_whole_one_does() {
-        use smoltcp::storage::RingBuffer;
-        use std::collections::VecDeque;
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move |below: usize| {
             seed ^= seed << 13;
@@ -477,31 +555,13 @@ mod tests {
         };
         for capacity in [1024, 4096, 5120, 24 * 1024] {
             (0..3).for_each(|_| spare::give(vec![0xee; capacity / 4]));
-            let mut whole = RingBuffer::new(vec![0u8; capacity]);
-            let mut compact: RingBuffer<'static, u8> =
-                RingBuffer::new_compact_with(capacity, spare::take, Some(spare::give));
-            // What lies ahead of the data (from its end): bytes written there, if any.
-            let mut ahead: VecDeque<Option<u8>> = VecDeque::new();
+            let mut t = Twins::new(capacity);
             let mut smallest_seen = usize::MAX;
             for step in 0..20_000 {
                 if step % 500 == 499 {
-                    // The connection goes idle: the gaps are filled, everything is read,
-                    // and the compact buffer's storage is given back.
-                    let gaps: Vec<usize> = (0..ahead.len()).filter(|&i| ahead[i].is_none()).collect();
-                    for i in gaps {
-                        assert_eq!((whole.write_unallocated(i, &[7]), compact.write_unallocated(i, &[7])), (1, 1));
-                    }
-                    let n = ahead.len();
-                    whole.enqueue_unallocated(n);
-                    compact.enqueue_unallocated(n);
-                    ahead.clear();
-                    let mut a = vec![0u8; whole.len()];
-                    let mut b = a.clone();
-                    assert_eq!(whole.dequeue_slice(&mut a), compact.dequeue_slice(&mut b));
-                    assert!(a == b, "step {step}: drained");
-                    assert!(compact.release_if_empty() > 0, "an empty buffer gives its storage back");
+                    t.go_idle(step);
                 }
-                let window = whole.window();
+                let window = t.whole.window();
                 match next(8) {
                     0 | 1 => {
                         // A segment somewhere in the window, mostly near its start.
@@ -512,51 +572,31 @@ mod tests {
                         };
                         let len = next((window - offset).min(1500) + 1);
                         let data: Vec<u8> = (0..len).map(|_| next(256) as u8).collect();
-                        let (w, c) = (whole.write_unallocated(offset, &data), compact.write_unallocated(offset, &data));
-                        assert_eq!((w, c), (len, len), "step {step}: written whole");
-                        if ahead.len() < offset + len {
-                            ahead.resize(offset + len, None);
-                        }
-                        for (i, &b) in data.iter().enumerate() {
-                            ahead[offset + i] = Some(b);
-                        }
+                        t.write(offset, &data, step);
                     }
                     2 => {
-                        // In-order data made readable.
-                        let ready = ahead.iter().take_while(|b| b.is_some()).count();
-                        let n = next(ready + 1);
-                        whole.enqueue_unallocated(n);
-                        compact.enqueue_unallocated(n);
-                        ahead.drain(..n);
+                        let ready = t.ahead.iter().take_while(|b| b.is_some()).count();
+                        t.make_readable(next(ready + 1));
                     }
-                    3 | 4 => {
-                        // The application reads some, in pieces.
-                        let mut a = vec![0u8; next(6000) + 1];
-                        let mut b = a.clone();
-                        let (n, m) = (whole.dequeue_slice(&mut a), compact.dequeue_slice(&mut b));
-                        assert_eq!((n, &a[..n]), (m, &b[..m]), "step {step}: read");
-                    }
+                    3 | 4 => t.read(next(6000) + 1, None, step),
                     5 => {
-                        // A peek at some offset.
-                        let offset = next(whole.len() + 1);
-                        let mut a = vec![0u8; next(3000) + 1];
-                        let mut b = a.clone();
-                        let (n, m) = (whole.read_allocated(offset, &mut a), compact.read_allocated(offset, &mut b));
-                        assert_eq!((n, &a[..n]), (m, &b[..m]), "step {step}: peek");
+                        let at = next(t.whole.len() + 1);
+                        t.read(next(3000) + 1, Some(at), step);
                     }
-                    6 if ahead.iter().all(Option::is_none) => {
+                    6 if t.nothing_ahead() => {
                         let data: Vec<u8> = (0..next(2000) + 1).map(|_| next(256) as u8).collect();
-                        let (n, m) = (whole.enqueue_slice(&data), compact.enqueue_slice(&data));
+                        let (n, m) = (t.whole.enqueue_slice(&data), t.compact.enqueue_slice(&data));
                         assert_eq!(n, m, "step {step}: enqueued");
-                        ahead.drain(..n.min(ahead.len()));
+                        t.ahead.drain(..n.min(t.ahead.len()));
                     }
                     _ => {
-                        if ahead.iter().all(Option::is_none) {
-                            ahead.clear();
-                            compact.release_if_empty();
+                        if t.nothing_ahead() {
+                            t.ahead.clear();
+                            t.compact.release_if_empty();
                         }
                     }
                 }
+                let (whole, compact) = (&t.whole, &t.compact);
                 assert_eq!((whole.len(), whole.window()), (compact.len(), compact.window()), "step {step}");
                 if compact.allocated_len() > 0 {
                     smallest_seen = smallest_seen.min(compact.allocated_len());

@@ -177,13 +177,7 @@ mod attacher_tests {
     /// cities, under the calibrated model and a uniform one).
     #[test]
     fn the_attacher_attaches_every_group_where_the_walk_of_every_pop_does() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
-        let mut worlds: Vec<(String, Topology)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-            .map(|p| (p.display().to_string(), crate::load(&p).unwrap()))
-            .collect();
+        let mut worlds = crate::test_worlds::shipped();
         for (pops, regions, groups, seed) in [(300, 30, 1500, 1), (12, 3, 200, 2)] {
             let spec = crate::generate::Spec {
                 name: "attach".into(),
@@ -196,8 +190,7 @@ mod attacher_tests {
                 duration_s: 1,
                 seed,
             };
-            let text = crate::generate::generate(&spec).unwrap();
-            let t = crate::parse_str("generated", &text).unwrap();
+            let t = crate::test_worlds::generated(&spec);
             let mut uniform = t.clone();
             uniform.internet.delay = anyedge_ccn::delay::DelayModel::uniform(1.6);
             worlds.push((format!("generated {pops}"), t));

@@ -14,6 +14,8 @@ pub use overrides::Override;
 pub use parse::builtin_delay;
 pub mod route_table;
 pub mod schema;
+#[cfg(test)]
+mod test_worlds;
 mod values;
 
 use std::fmt;

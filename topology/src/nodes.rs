@@ -521,13 +521,7 @@ mod tests {
     /// (the rule, read node by node), on every shipped topology and a generated world.
     #[test]
     fn peer_lists_made_from_the_bindings_name_the_peers_the_rule_does() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
-        let mut worlds: Vec<(String, Topology)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-            .map(|p| (p.display().to_string(), crate::load(&p).unwrap()))
-            .collect();
+        let mut worlds = crate::test_worlds::shipped();
         let spec = crate::generate::Spec {
             name: "peers".into(),
             pops: 40,
@@ -539,10 +533,7 @@ mod tests {
             duration_s: 1,
             seed: 3,
         };
-        worlds.push((
-            "generated".into(),
-            crate::parse_str("generated", &crate::generate::generate(&spec).unwrap()).unwrap(),
-        ));
+        worlds.push(("generated".into(), crate::test_worlds::generated(&spec)));
         assert!(worlds.len() >= 6, "the shipped topologies and a generated one");
         for (name, t) in &worlds {
             let mut lists = PeerLists::default();
