@@ -189,7 +189,7 @@ impl<'t> World<'t> {
     ) -> Result<World<'t>, SimError> {
         check_limits(t)?;
         let pki = Pki::new(t, tags)?;
-        let mut q = EventQueue::new();
+        let mut q = EventQueue::with_payload(Ev::payload_addr);
         let mine = |part: u32| scope.as_ref().is_none_or(|s| s.mine[part as usize]);
         // Every node's backbone peers, from one reading of which region binds which host.
         let mut peers = anyedge_topology::nodes::PeerLists::default();

@@ -168,6 +168,16 @@ enum Ev {
     Control(crate::control::ControlEv),
 }
 
+impl Ev {
+    /// Where a packet's bytes lie, for the queue to prefetch before it arrives.
+    fn payload_addr(&self) -> usize {
+        match self {
+            Ev::Arrive { packet, .. } => packet.as_ptr() as usize,
+            _ => 0,
+        }
+    }
+}
+
 pub struct World<'t> {
     t: &'t Topology,
     q: EventQueue<Ev>,
