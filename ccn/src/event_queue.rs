@@ -27,6 +27,8 @@ const DIGIT_BITS: u32 = 4;
 const DIGITS: usize = 1 << DIGIT_BITS;
 /// Levels: one per digit of the 64-bit time.
 const LEVELS: usize = 64 / DIGIT_BITS as usize;
+/// A bucket emptied by spreading keeps its allocation up to this many entries.
+const BUCKET_KEPT_MAX: usize = 4096;
 
 /// What the buckets move around: a time, where its event waits and where its payload
 /// lies. Events stay put in `slots` (they are large and moved once each way); only these
@@ -195,8 +197,10 @@ impl<E> EventQueue<E> {
             for e in bucket.drain(..) {
                 self.put(e);
             }
-            // Keep the bucket's allocation for later.
-            if self.buckets[b].is_empty() {
+            // Keep a small bucket's allocation for later; a large one (a high digit's,
+            // holding the next quarter-second of a million clients' timers) goes back,
+            // or every bucket would keep the most it ever held.
+            if self.buckets[b].is_empty() && bucket.capacity() <= BUCKET_KEPT_MAX {
                 self.buckets[b] = bucket;
             }
         } else if self.last > until_ns {

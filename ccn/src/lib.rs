@@ -1,7 +1,8 @@
 //! The CCN backbone and the internet around it, as models the simulator and the lab share:
 //! geography (great-circle delay), a per-link model (delay, jitter, loss, bandwidth,
 //! bounded queue), the discrete-event queue that emulating links needs, seeded
-//! per-component randomness, and backbone authentication (keys, tags, replay windows).
+//! per-component randomness, and backbone authentication (keys, tags, replay windows);
+//! and the least-recently-used order the nodes' flow tables keep.
 
 pub mod auth;
 pub mod delay;
@@ -9,6 +10,7 @@ pub mod event_queue;
 pub mod geo;
 pub mod link;
 pub mod liveness;
+pub mod lru;
 pub mod rng;
 pub mod transmit;
 
@@ -19,5 +21,6 @@ pub use auth::{
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, LinkOutcome};
 pub use liveness::{Demand, LivenessConfig, LivenessOutput, LivenessProber};
+pub use lru::Lru;
 pub use rng::ComponentRng;
 pub use transmit::{Dest, Transmit};

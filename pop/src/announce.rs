@@ -79,6 +79,9 @@ struct Published {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcements {
     published: Vec<Published>,
+    /// (address, index in `published`), sorted: a POP of a world of hundreds of VIPs is
+    /// asked about each of them.
+    by_vip: Vec<(IpAddr, u32)>,
 }
 
 impl Announcements {
@@ -92,8 +95,10 @@ impl Announcements {
                 clb_nodes,
                 hysteresis: Hysteresis::new(RISE, FALL, true),
             })
-            .collect();
-        Announcements { published }
+            .collect::<Vec<_>>();
+        let mut by_vip: Vec<(IpAddr, u32)> = published.iter().enumerate().map(|(i, p)| (p.vip, i as u32)).collect();
+        by_vip.sort_unstable();
+        Announcements { published, by_vip }
     }
 
     /// A (re)started POP announces everything, as its speaker does when it starts.
@@ -120,7 +125,9 @@ impl Announcements {
 
     /// Whether `vip` is announced here; an address this POP does not publish is not.
     pub fn announces(&self, vip: IpAddr) -> bool {
-        self.published.iter().any(|p| p.vip == vip && p.hysteresis.announced())
+        let from = self.by_vip.partition_point(|&(v, _)| v < vip);
+        let mut same = self.by_vip[from..].iter().take_while(|&&(v, _)| v == vip);
+        same.any(|&(_, i)| self.published[i as usize].hysteresis.announced())
     }
 }
 
@@ -178,5 +185,27 @@ mod tests {
         ann.restart();
         assert!(ann.announces(a) && ann.announces(b));
         assert!(!ann.announces("198.18.0.99".parse().unwrap()), "an address not published is not announced");
+    }
+
+    /// Hundreds of VIPs, listed in no particular order (v4 and v6, a region each): the
+    /// ones whose region died are withdrawn, every other one announced, an unknown none.
+    #[test]
+    fn among_hundreds_of_vips_each_answers_for_its_own_region() {
+        let vips: Vec<(IpAddr, u16, u16)> = (0..300u16)
+            .rev()
+            .flat_map(|r| {
+                let v4 = IpAddr::from([198, 18, (r >> 8) as u8, r as u8]);
+                let v6 = IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, r]);
+                [(v4, r, 1), (v6, r, 1)]
+            })
+            .collect();
+        let mut ann = Announcements::new(vips.clone());
+        for _ in 0..FALL {
+            ann.sample(|region, _| region % 7 != 0, false);
+        }
+        for (vip, region, _) in vips {
+            assert_eq!(ann.announces(vip), region % 7 != 0, "{vip}");
+        }
+        assert!(!ann.announces(IpAddr::from([198, 18, 9, 9])));
     }
 }

@@ -8,13 +8,13 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
+use anyedge_ccn::Lru;
 use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
 use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::mix64;
 use anyedge_proto::seal::Kind;
 use anyedge_proto::{FlowKey, Transport, inner};
-use lru::LruCache;
 
 pub mod announce;
 pub use announce::{AnnounceChange, Announcements};
@@ -131,7 +131,7 @@ impl From<anyedge_proto::Error> for PopDrop {
 pub struct Pop {
     config: PopConfig,
     /// flow → CLB node, so a flow stays on one node.
-    flows: LruCache<FlowKey, u16>,
+    flows: Lru<FlowKey, u16>,
     flows_seen: u64,
     outputs: VecDeque<Transmit>,
     /// CLB nodes backbone probing reports dead, as (region, node).
@@ -196,7 +196,7 @@ impl Pop {
         );
         Pop {
             config,
-            flows: LruCache::unbounded(),
+            flows: Lru::new(),
             flows_seen: 0,
             outputs: VecDeque::new(),
             clbs_down: Vec::new(),

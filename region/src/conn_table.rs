@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use anyedge_ccn::Lru;
 use anyedge_proto::FlowKey;
-use lru::LruCache;
 
 /// Where a flow entered the region, so replies can leave the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl Conn {
 /// push out each other, and established flows keep going under a flood.
 #[derive(Debug)]
 pub struct ConnTable {
-    open: LruCache<FlowKey, Conn>,
-    established: LruCache<FlowKey, Conn>,
+    open: Lru<FlowKey, Conn>,
+    established: Lru<FlowKey, Conn>,
     /// Reply key (backend → client) to the forward key (client → VIP).
     reverse: HashMap<FlowKey, FlowKey, foldhash::fast::RandomState>,
     capacity: usize,
@@ -103,9 +103,9 @@ pub struct TableFull;
 impl ConnTable {
     pub fn new(capacity: usize) -> ConnTable {
         ConnTable {
-            // unbounded + manual cap: the lru crate would pre-allocate `capacity` slots.
-            open: LruCache::unbounded(),
-            established: LruCache::unbounded(),
+            // Unbounded + manual cap: allocated as flows arrive.
+            open: Lru::new(),
+            established: Lru::new(),
             reverse: HashMap::default(),
             capacity: capacity.max(1),
             peak: 0,
@@ -156,10 +156,15 @@ impl ConnTable {
     }
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
-        // One lookup in each LRU at most (a flow is in one of them).
-        match self.open.get_mut(key) {
+        // One lookup in each LRU at most (a flow is in one of them), first in the one that
+        // most likely holds it: a UDP flow is always open, a TCP flow soon established.
+        let (first, second) = match key.transport {
+            anyedge_proto::Transport::Tcp => (&mut self.established, &mut self.open),
+            _ => (&mut self.open, &mut self.established),
+        };
+        match first.get_mut(key) {
             Some(conn) => Some(conn),
-            None => self.established.get_mut(key),
+            None => second.get_mut(key),
         }
     }
 
@@ -172,7 +177,7 @@ impl ConnTable {
     pub fn establish(&mut self, key: &FlowKey) {
         if let Some(conn) = self.open.pop(key) {
             self.count_half_open(key, false);
-            let pushed_out = self.established.push(*key, conn);
+            let pushed_out = self.established.put(*key, conn);
             debug_assert!(pushed_out.is_none(), "a flow is in one table, never both");
         }
         debug_assert!(!self.open.contains(key));
@@ -180,8 +185,8 @@ impl ConnTable {
 
     /// The least recently used open flow that `pred` accepts, among the `scan` least
     /// recently used open flows (never an established one).
-    pub fn oldest_open(&self, scan: usize, pred: impl Fn(&Conn) -> bool) -> Option<FlowKey> {
-        self.open.iter().rev().take(scan).find(|(_, c)| pred(c)).map(|(k, _)| *k)
+    pub fn oldest_open(&mut self, scan: usize, pred: impl Fn(&Conn) -> bool) -> Option<FlowKey> {
+        self.open.iter_oldest().take(scan).find(|(_, c)| pred(c)).map(|(k, _)| *k)
     }
 
     /// The flow whose replies look like `reply` (backend → client), if there is one.
@@ -218,7 +223,7 @@ impl ConnTable {
                 }
             }
         }
-        self.open.push(key, conn);
+        self.open.put(key, conn);
         self.count_half_open(&key, true);
         self.reverse.insert(conn.reply_key, key);
         self.peak = self.peak.max(self.len());

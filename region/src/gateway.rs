@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 
 use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
 use anyedge_ccn::{Dest, Transmit};
@@ -78,7 +77,9 @@ pub struct Gateway {
     config: GatewayConfig,
     keys: Keyring,
     /// The CLB's view (source → backend) → the mapping; least recently used first out.
-    flows: lru::LruCache<Tuple, Mapping>,
+    flows: anyedge_ccn::Lru<Tuple, Mapping>,
+    /// Flows it carries at most (allocated as they arrive).
+    capacity: usize,
     /// The internet's view (backend → seen source) → the CLB's view.
     replies: HashMap<Tuple, Tuple>,
     /// Where the next port search starts when a source port is taken.
@@ -95,11 +96,12 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     pub fn new(config: GatewayConfig, now_ns: u64) -> Gateway {
         let keys = config.auth.keyring(config.me, now_ns);
-        let capacity = NonZeroUsize::new(config.capacity.clamp(1, GATEWAY_FLOWS_MAX)).unwrap_or(NonZeroUsize::MIN);
+        let capacity = config.capacity.clamp(1, GATEWAY_FLOWS_MAX);
         Gateway {
             config,
             keys,
-            flows: lru::LruCache::new(capacity),
+            flows: anyedge_ccn::Lru::new(),
+            capacity,
             replies: HashMap::new(),
             cursor: *NAT_PORTS.start(),
             outputs: Default::default(),
@@ -135,12 +137,14 @@ impl Gateway {
                     None => (k.src, k.src_port),
                 };
                 let m = Mapping { seen, clb };
-                if let Some((old, gone)) = self.flows.push(tuple, m)
-                    && old != tuple
+                if self.flows.len() >= self.capacity
+                    && let Some((old, gone)) = self.flows.pop_lru()
                 {
                     let (t, _, _, dst, dst_port) = old;
                     self.replies.remove(&(t, dst, dst_port, gone.seen.0, gone.seen.1));
                 }
+                self.flows.put(tuple, m);
+                debug_assert!(self.flows.len() <= self.capacity, "the gateway's flows stay within its bound");
                 let before = self.replies.insert((k.transport, k.dst, k.dst_port, seen.0, seen.1), tuple);
                 debug_assert!(before.is_none(), "a public port serves one flow toward a remote");
                 debug_assert!(self.replies.len() <= self.flows.len(), "a way back per flow carried");
@@ -340,7 +344,7 @@ mod tests {
     #[test]
     fn a_full_table_forgets_its_oldest_flow_and_its_way_back() {
         let mut g = gateway(Some("203.0.113.5"));
-        g.flows.resize(NonZeroUsize::new(2).unwrap());
+        g.capacity = 2;
         let mut clb = keyring(CLB0);
         for port in [4000, 4001, 4002] {
             let out = udp(("198.18.64.7", port), ("198.51.100.7", 8080));

@@ -3,7 +3,7 @@
 //! and its replies pass without being judged again, and replies to flows the protected
 //! host opened itself always pass.
 
-use lru::LruCache;
+use anyedge_ccn::Lru;
 
 use anyedge_proto::FlowKey;
 
@@ -110,7 +110,7 @@ pub struct Firewall {
     /// Packets no rule matched (the implicit drop at the end).
     unmatched: u64,
     /// Flows let in (inbound keys) and flows opened from here (their reply keys).
-    tracked: LruCache<FlowKey, ()>,
+    tracked: Lru<FlowKey, ()>,
 }
 
 impl Firewall {
@@ -118,7 +118,7 @@ impl Firewall {
         let counters: Vec<Vec<RuleCounters>> =
             groups.iter().map(|(_, g)| vec![RuleCounters::default(); g.rules.len()]).collect();
         debug_assert_eq!(counters.len(), groups.len(), "a row of counters per group");
-        Firewall { groups, counters, unmatched: 0, tracked: LruCache::unbounded() }
+        Firewall { groups, counters, unmatched: 0, tracked: Lru::new() }
     }
 
     /// Judges an inbound packet.

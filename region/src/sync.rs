@@ -13,9 +13,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use anyedge_ccn::Lru;
 use anyedge_proto::FlowKey;
 use anyedge_proto::sync::{BATCH_BYTES_MAX, Entry, HEADER_LEN, Message, entry_len};
-use lru::LruCache;
 
 /// How long entries wait before they are sent (and so, how much a crash can lose).
 pub const SYNC_INTERVAL_NS: u64 = 20_000_000;
@@ -66,7 +66,7 @@ pub(crate) struct ConnSync {
     pending: VecDeque<Entry>,
     flush_at: Option<u64>,
     /// Flows peers scheduled: where they go, until when.
-    peer_flows: LruCache<FlowKey, PeerFlow>,
+    peer_flows: Lru<FlowKey, PeerFlow>,
     capacity: usize,
     pub(crate) stats: SyncStats,
 }
@@ -79,7 +79,7 @@ impl ConnSync {
             nodes,
             pending: VecDeque::new(),
             flush_at: None,
-            peer_flows: LruCache::unbounded(),
+            peer_flows: Lru::new(),
             capacity: capacity.max(1),
             stats: SyncStats::default(),
         }

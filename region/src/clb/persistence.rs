@@ -1,12 +1,12 @@
 //! Session persistence: which binding a client address of a listener sticks to, until
 //! when, and when the region's other nodes were last told. Bounded by construction: the
 //! table holds at most its capacity (the connection table's), the least recently used
-//! client going first, and allocates as it fills (the `lru` crate's bounded cache would
-//! take every slot up front).
+//! client going first, and allocates as it fills (a bounded cache that took every slot up
+//! front would cost the capacity from the start).
 
 use std::net::IpAddr;
 
-use lru::LruCache;
+use anyedge_ccn::Lru;
 
 /// One client's stickiness on one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct Sticky {
 /// (listener, client address) → where the client sticks.
 #[derive(Debug)]
 pub struct Persistence {
-    table: LruCache<(usize, IpAddr), Sticky>,
+    table: Lru<(usize, IpAddr), Sticky>,
     /// At least one.
     capacity: usize,
 }
@@ -29,7 +29,7 @@ pub struct Persistence {
 impl Persistence {
     /// A table of at most `capacity` clients (at least one).
     pub fn new(capacity: usize) -> Persistence {
-        Persistence { table: LruCache::unbounded(), capacity: capacity.max(1) }
+        Persistence { table: Lru::new(), capacity: capacity.max(1) }
     }
 
     /// The client's entry on listener `li`, live or not; it becomes the most recently used.
