@@ -10,6 +10,7 @@ use crate::world::backends::Servers;
 use crate::world::clients::Client;
 use crate::world::clients::Flow;
 use crate::world::clients::Group;
+use crate::world::clients::GroupVip;
 use crate::world::clients::TcpFlow;
 use crate::world::faults::FaultState;
 use crate::world::forwarding::Regions;
@@ -354,33 +355,22 @@ impl Group {
         let location = t.clients[g].location;
         let used: std::collections::BTreeSet<usize> = t.clients[g].traffic.iter().map(|&k| t.traffic[k].vip).collect();
         let attach = if t.clients[g].catchment.is_none() { orders.attacher.attach(g) } else { None };
-        let order: Vec<Arc<[PopId]>> = (0..t.vips.len())
+        let vips = used
+            .into_iter()
             .map(|v| {
-                if !used.contains(&v) {
-                    return Arc::from([]);
-                }
                 let fresh = || t.pop_order_attached(g, v, attach).into_iter().map(PopId).collect::<Arc<[PopId]>>();
-                match attach {
+                let order = match attach {
                     Some(at) => orders.by_attach.entry((at, v)).or_insert_with(fresh).clone(),
                     None => fresh(),
-                }
-            })
-            .collect();
-        let route = order.iter().map(|o| o.first().copied()).collect();
-        let floor_ns = t
-            .vips
-            .iter()
-            .enumerate()
-            .map(|(v, vip)| {
-                if !used.contains(&v) {
-                    return [0, 0];
-                }
+                };
+                let vip = &t.vips[v];
                 let to_pop = vip.pops.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
                 let to_region = fiber_delay_ns(location, t.regions[vip.home].location, 1.0);
-                [2 * to_pop.unwrap_or(0), 2 * to_region]
+                let floor_ns = [2 * to_pop.unwrap_or(0), 2 * to_region];
+                GroupVip { vip: v, route: order.first().copied(), order, floor_ns }
             })
             .collect();
-        Group { order, route, floor_ns }
+        Group { vips }
     }
 }
 

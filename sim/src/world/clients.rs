@@ -112,15 +112,44 @@ pub(super) struct Client {
     pub(super) quic_flows: Vec<Option<Box<QuicFlow>>>,
 }
 
+/// What a client group knows of the VIPs it talks to (a few of a world's hundreds: a
+/// group holds nothing for the others).
 pub(super) struct Group {
-    /// Per VIP: POPs in preference order (catchment or nearest by internet delay), shared
-    /// with the groups that attach at the same POP; empty for a VIP it never talks to.
-    pub(super) order: Vec<std::sync::Arc<[PopId]>>,
-    /// Per VIP: the POP routing delivers this group to now.
-    pub(super) route: Vec<Option<PopId>>,
-    /// Per VIP: [anycast, direct] round trips no reply can beat: light in a straight
-    /// fiber over the internet legs (fault overrides touch only backbone links).
-    pub(super) floor_ns: Vec<[u64; 2]>,
+    /// By VIP index, ascending.
+    pub(super) vips: Vec<GroupVip>,
+}
+
+pub(super) struct GroupVip {
+    pub(super) vip: usize,
+    /// POPs in preference order (catchment or nearest by internet delay), shared with the
+    /// groups that attach at the same POP.
+    pub(super) order: std::sync::Arc<[PopId]>,
+    /// The POP routing delivers this group to now.
+    pub(super) route: Option<PopId>,
+    /// [anycast, direct] round trips no reply can beat: light in a straight fiber over
+    /// the internet legs (fault overrides touch only backbone links).
+    pub(super) floor_ns: [u64; 2],
+}
+
+impl Group {
+    fn find(&self, vip: usize) -> Option<&GroupVip> {
+        self.vips.binary_search_by_key(&vip, |v| v.vip).ok().map(|i| &self.vips[i])
+    }
+
+    /// The POP routing delivers this group's traffic to `vip` to now.
+    pub(super) fn route(&self, vip: usize) -> Option<PopId> {
+        self.find(vip).and_then(|v| v.route)
+    }
+
+    /// POPs in preference order for `vip`; none for a VIP the group never talks to.
+    pub(super) fn order(&self, vip: usize) -> &[PopId] {
+        self.find(vip).map_or(&[], |v| &v.order)
+    }
+
+    /// [anycast, direct] round trips to `vip` no reply can beat.
+    pub(super) fn floor_ns(&self, vip: usize) -> [u64; 2] {
+        self.find(vip).map_or([0, 0], |v| v.floor_ns)
+    }
 }
 
 pub(super) fn port_of(slot: usize, generation: u16) -> u16 {
@@ -155,7 +184,7 @@ impl<'t> World<'t> {
         let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
         match path {
             Path::Anycast => {
-                let p = self.edge.groups[c.group].route[class.vip]?;
+                let p = self.edge.groups[c.group].route(class.vip)?;
                 Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
             }
             Path::Direct => {
@@ -323,7 +352,7 @@ impl<'t> World<'t> {
         let group = self.edge.clients[client].group;
         let rtt_ns = now.saturating_sub(sent_ns);
         let class = self.t.clients[group].traffic[slot / 2];
-        let floor_ns = self.edge.groups[group].floor_ns[self.t.traffic[class].vip][slot % 2];
+        let floor_ns = self.edge.groups[group].floor_ns(self.t.traffic[class].vip)[slot % 2];
         if rtt_ns < floor_ns {
             self.violation(format!(
                 "client group `{}`: a reply took {rtt_ns} ns, faster than light allows ({floor_ns} ns)",

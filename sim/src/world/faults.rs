@@ -248,11 +248,11 @@ impl<'t> World<'t> {
                 let home = t.vips[vip].home;
                 let slot = k * 2;
                 let hit = match *action {
-                    FaultAction::Down(Target::Pop(p)) => g.route[vip] == Some(PopId(p)),
+                    FaultAction::Down(Target::Pop(p)) => g.route(vip) == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
                         let p = PopId(p);
-                        g.order[vip].iter().copied().find(|&q| q == p || self.heard[q.0][vip]) == Some(p)
-                            && g.route[vip] != Some(p)
+                        g.order(vip).iter().copied().find(|&q| q == p || self.heard[q.0][vip]) == Some(p)
+                            && g.route(vip) != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
                     FaultAction::Down(Target::Backend { addr, .. })
@@ -261,14 +261,14 @@ impl<'t> World<'t> {
                     | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
                     FaultAction::Down(Target::Clb { region, index }) => {
                         home == region
-                            && g.route[vip].is_some_and(|p| pop(p).node_of(&self.slot_key(ci, slot)) == Some(index))
+                            && g.route(vip).is_some_and(|p| pop(p).node_of(&self.slot_key(ci, slot)) == Some(index))
                     }
                     // The flows its POPs will send it once they find it back.
                     FaultAction::Up(Target::Clb { region, index }) => {
                         let nodes = t.regions[region].clb_nodes;
                         let hash = self.slot_key(ci, slot).flow_hash();
                         home == region
-                            && g.route[vip].is_some_and(|p| {
+                            && g.route(vip).is_some_and(|p| {
                                 let live = |n: u16| n == index || pop(p).clb_up(region as u16, n);
                                 pop(p).node_of(&self.slot_key(ci, slot)).is_some()
                                     && rendezvous_node(hash, nodes, live) == index
@@ -281,7 +281,7 @@ impl<'t> World<'t> {
                     | FaultAction::Partition(_)
                     | FaultAction::Heal => false,
                     FaultAction::Migrate(group) => c.group == group,
-                    FaultAction::Link(lo) => g.route[vip] == Some(PopId(lo.pop)) && home == lo.region,
+                    FaultAction::Link(lo) => g.route(vip) == Some(PopId(lo.pop)) && home == lo.region,
                 };
                 if hit {
                     out.push((ci, slot));

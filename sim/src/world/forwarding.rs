@@ -367,13 +367,14 @@ impl<'t> World<'t> {
         let parts = self.scope.as_ref().map(|s| s.parts.clone());
         let theirs = |gi: usize| parts.as_ref().is_none_or(|p| p.group[gi] == part);
         for (gi, g) in self.edge.groups.iter_mut().enumerate().filter(|(gi, _)| theirs(*gi)) {
-            for (v, order) in g.order.iter().enumerate() {
-                let route = order.iter().copied().find(|&p| self.heard[p.0][v]);
-                if route != g.route[v] {
+            for gv in &mut g.vips {
+                let v = gv.vip;
+                let route = gv.order.iter().copied().find(|&p| self.heard[p.0][v]);
+                if route != gv.route {
                     // For the report's map: where the group's anycast traffic lands now.
                     self.record.catchments.push((now, gi, v, route));
                 }
-                g.route[v] = route;
+                gv.route = route;
             }
         }
     }
