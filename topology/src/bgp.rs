@@ -89,6 +89,18 @@ impl<'t> Attacher<'t> {
         Attacher { t, pops: t.pops.iter().map(|p| unit(p.location)).collect(), bound }
     }
 
+    /// The POPs of `among` nearest `at` by great circle: the nearest, and any within
+    /// floating point of it (a caller that measures each gets the exact least).
+    pub fn nearest_by_great_circle(&self, at: anyedge_ccn::geo::Location, among: &[usize]) -> Vec<usize> {
+        let me = unit(at);
+        let dot = |p: usize| {
+            let u = self.pops[p];
+            u[0] * me[0] + u[1] * me[1] + u[2] * me[2]
+        };
+        let Some(best) = among.iter().map(|&p| dot(p)).max_by(f64::total_cmp) else { return Vec::new() };
+        among.iter().copied().filter(|&p| dot(p) >= best - 1e-9).collect()
+    }
+
     pub fn attach(&self, g: usize) -> Option<usize> {
         let t = self.t;
         let Some((overhead_ms, stretch)) = self.bound.filter(|_| t.clients[g].catchment.is_none()) else {
@@ -176,7 +188,7 @@ mod attacher_tests {
     /// shipped topology, and generated worlds large and small (their groups at real
     /// cities, under the calibrated model and a uniform one).
     #[test]
-    fn the_attacher_attaches_every_group_where_the_walk_of_every_pop_does() {
+    fn the_attacher_attaches_every_group_where_the_walk_of_every_pop_does_and_finds_the_nearest_by_great_circle() {
         let mut worlds = crate::test_worlds::shipped();
         for (pops, regions, groups, seed) in [(300, 30, 1500, 1), (12, 3, 200, 2)] {
             let spec = crate::generate::Spec {
@@ -202,6 +214,13 @@ mod attacher_tests {
             pruned += usize::from(attacher.bound.is_some());
             for g in 0..t.clients.len() {
                 assert_eq!(attacher.attach(g), attach(t, g), "{name}: group {g} ({})", t.clients[g].name);
+                // The nearest POPs by dot product hold the least fiber delay of all.
+                let at = t.clients[g].location;
+                let fiber = |p: &usize| anyedge_ccn::geo::fiber_delay_ns(at, t.pops[*p].location, 1.0);
+                for vip in &t.vips {
+                    let nearest = attacher.nearest_by_great_circle(at, &vip.pops);
+                    assert_eq!(nearest.iter().map(fiber).min(), vip.pops.iter().map(fiber).min(), "{name}: group {g}");
+                }
             }
         }
         assert!(pruned >= 4, "the bound held in the generated worlds");

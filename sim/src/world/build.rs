@@ -364,7 +364,8 @@ impl Group {
                     None => fresh(),
                 };
                 let vip = &t.vips[v];
-                let to_pop = vip.pops.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
+                let nearest = orders.attacher.nearest_by_great_circle(location, &vip.pops);
+                let to_pop = nearest.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
                 let to_region = fiber_delay_ns(location, t.regions[vip.home].location, 1.0);
                 let floor_ns = [2 * to_pop.unwrap_or(0), 2 * to_region];
                 GroupVip { vip: v, route: order.first().copied(), order, floor_ns }
