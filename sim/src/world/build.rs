@@ -11,6 +11,7 @@ use crate::world::clients::Client;
 use crate::world::clients::Flow;
 use crate::world::clients::Group;
 use crate::world::clients::GroupVip;
+use crate::world::clients::PopOrder;
 use crate::world::clients::TcpFlow;
 use crate::world::faults::FaultState;
 use crate::world::forwarding::Regions;
@@ -343,7 +344,7 @@ fn first_request(kind: &TrafficKind, client: ClientId, k: usize, rng: &mut Compo
 /// POP preference orders shared between groups: groups that attach at the same POP
 /// (BGP's selection at their transit) and talk to the same VIP share one order.
 struct Orders<'t> {
-    by_attach: std::collections::HashMap<(usize, usize), Arc<[PopId]>>,
+    by_attach: std::collections::HashMap<(usize, usize), Arc<PopOrder>>,
     /// Where each group attaches (BGP's nearest POP), asked of the model for few POPs.
     attacher: anyedge_topology::bgp::Attacher<'t>,
 }
@@ -358,17 +359,23 @@ impl Group {
         let vips = used
             .into_iter()
             .map(|v| {
-                let fresh = || t.pop_order_attached(g, v, attach).into_iter().map(PopId).collect::<Arc<[PopId]>>();
                 let order = match attach {
-                    Some(at) => orders.by_attach.entry((at, v)).or_insert_with(fresh).clone(),
-                    None => fresh(),
+                    Some(at) => orders
+                        .by_attach
+                        .entry((at, v))
+                        .or_insert_with(|| Arc::new(PopOrder::attached(t, at, v)))
+                        .clone(),
+                    None => {
+                        let whole = t.pop_order_attached(g, v, None).into_iter().map(PopId).collect::<Arc<[PopId]>>();
+                        Arc::new(PopOrder::whole(whole))
+                    }
                 };
                 let vip = &t.vips[v];
                 let nearest = orders.attacher.nearest_by_great_circle(location, &vip.pops);
                 let to_pop = nearest.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
                 let to_region = fiber_delay_ns(location, t.regions[vip.home].location, 1.0);
                 let floor_ns = [2 * to_pop.unwrap_or(0), 2 * to_region];
-                GroupVip { vip: v, route: order.first().copied(), order, floor_ns }
+                GroupVip { vip: v, route: order.first(), order, floor_ns }
             })
             .collect();
         Group { vips }

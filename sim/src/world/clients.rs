@@ -121,14 +121,67 @@ pub(super) struct Group {
 
 pub(super) struct GroupVip {
     pub(super) vip: usize,
-    /// POPs in preference order (catchment or nearest by internet delay), shared with the
-    /// groups that attach at the same POP.
-    pub(super) order: std::sync::Arc<[PopId]>,
+    /// POPs in preference order (catchment or BGP's at the transit the group attaches
+    /// to), shared with the groups that attach at the same POP.
+    pub(super) order: std::sync::Arc<PopOrder>,
     /// The POP routing delivers this group to now.
     pub(super) route: Option<PopId>,
     /// [anycast, direct] round trips no reply can beat: light in a straight fiber over
     /// the internet legs (fault overrides touch only backbone links).
     pub(super) floor_ns: [u64; 2],
+}
+
+/// A preference order of POPs for one VIP. BGP's order at a transit puts the POP it
+/// attaches to first when that POP publishes the VIP; the rest (every publishing POP's
+/// round trip from there, sorted) is worked out the first time a walk goes past the first,
+/// which a group does only when that POP withdraws. Working every order out at set-up was
+/// attach points × POPs of the internet model.
+pub(super) struct PopOrder {
+    first: Option<PopId>,
+    whole: std::sync::OnceLock<std::sync::Arc<[PopId]>>,
+    /// (attach POP, VIP) when `whole` is left for later.
+    attached: Option<(usize, usize)>,
+}
+
+impl PopOrder {
+    /// An order known whole.
+    pub(super) fn whole(order: std::sync::Arc<[PopId]>) -> PopOrder {
+        PopOrder { first: order.first().copied(), whole: order.into(), attached: None }
+    }
+
+    /// BGP's order for VIP `vip` at POP `at`'s transit ([`anyedge_topology::bgp::selection_order`]).
+    pub(super) fn attached(t: &anyedge_topology::Topology, at: usize, vip: usize) -> PopOrder {
+        if !t.vips[vip].pops.contains(&at) {
+            let order = anyedge_topology::bgp::selection_order(t, at, &t.vips[vip].pops);
+            return PopOrder::whole(order.into_iter().map(PopId).collect());
+        }
+        PopOrder { first: Some(PopId(at)), whole: std::sync::OnceLock::new(), attached: Some((at, vip)) }
+    }
+
+    pub(super) fn first(&self) -> Option<PopId> {
+        self.first
+    }
+
+    /// The whole order.
+    fn all(&self, t: &anyedge_topology::Topology) -> &[PopId] {
+        self.whole.get_or_init(|| match self.attached {
+            Some((at, vip)) => {
+                let order = anyedge_topology::bgp::selection_order(t, at, &t.vips[vip].pops);
+                debug_assert_eq!(order.first().copied().map(PopId), self.first, "the attach POP comes first");
+                order.into_iter().map(PopId).collect()
+            }
+            None => std::sync::Arc::from([]),
+        })
+    }
+
+    /// The first POP of the order `pred` accepts.
+    pub(super) fn find(&self, t: &anyedge_topology::Topology, pred: impl Fn(PopId) -> bool) -> Option<PopId> {
+        match self.first {
+            Some(p) if pred(p) => Some(p),
+            None => None,
+            Some(_) => self.all(t).iter().copied().find(|&p| pred(p)),
+        }
+    }
 }
 
 impl Group {
@@ -141,9 +194,20 @@ impl Group {
         self.find(vip).and_then(|v| v.route)
     }
 
-    /// POPs in preference order for `vip`; none for a VIP the group never talks to.
-    pub(super) fn order(&self, vip: usize) -> &[PopId] {
-        self.find(vip).map_or(&[], |v| &v.order)
+    /// The first POP of the group's order for `vip` that `pred` accepts; none for a VIP
+    /// the group never talks to.
+    pub(super) fn find_pop(
+        &self,
+        t: &anyedge_topology::Topology,
+        vip: usize,
+        pred: impl Fn(PopId) -> bool,
+    ) -> Option<PopId> {
+        self.find(vip).and_then(|v| v.order.find(t, pred))
+    }
+
+    /// The POP the group prefers for `vip`.
+    pub(super) fn first_pop(&self, vip: usize) -> Option<PopId> {
+        self.find(vip).and_then(|v| v.order.first())
     }
 
     /// [anycast, direct] round trips to `vip` no reply can beat.
@@ -434,6 +498,43 @@ impl<'t> World<'t> {
                 if let Some(stack) = self.edge.clients[client].tcp.as_mut() {
                     stack.receive(packet);
                     self.client_tcp_service(client);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PopOrder;
+    use crate::world::ids::PopId;
+
+    /// Whatever POPs have withdrawn, the lazy order finds the POP the whole order does,
+    /// and works the whole order out only when its first POP is refused.
+    #[test]
+    fn a_lazy_pop_order_finds_what_the_whole_order_finds() {
+        let spec = anyedge_topology::generate::Spec {
+            name: "orders".into(),
+            pops: 40,
+            regions: 4,
+            clients: 400,
+            groups: 40,
+            web_every: 0,
+            clb_nodes: 1,
+            duration_s: 1,
+            seed: 7,
+        };
+        let text = anyedge_topology::generate::generate(&spec).unwrap();
+        let t = anyedge_topology::parse_str("orders.yaml", &text).unwrap();
+        for at in 0..t.pops.len() {
+            for vip in 0..t.vips.len() {
+                let whole = anyedge_topology::bgp::selection_order(&t, at, &t.vips[vip].pops);
+                for down in [0usize, 1, 3, 7] {
+                    let order = PopOrder::attached(&t, at, vip);
+                    let up = |p: PopId| (p.0 + at) % 8 >= down;
+                    let want = whole.iter().copied().map(PopId).find(|&p| up(p));
+                    assert_eq!(order.find(&t, up), want, "attached at {at}, VIP {vip}, {down} of 8 down");
+                    assert_eq!(order.whole.get().is_some(), down > 0 && !up(PopId(at)), "worked out only when needed");
                 }
             }
         }

@@ -363,13 +363,14 @@ impl<'t> World<'t> {
     /// order the internet has heard announce the VIP.
     pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
         self.heard[pop.0] = routes;
+        let t = self.t;
         let now = self.q.now_ns();
         let parts = self.scope.as_ref().map(|s| s.parts.clone());
         let theirs = |gi: usize| parts.as_ref().is_none_or(|p| p.group[gi] == part);
         for (gi, g) in self.edge.groups.iter_mut().enumerate().filter(|(gi, _)| theirs(*gi)) {
             for gv in &mut g.vips {
                 let v = gv.vip;
-                let route = gv.order.iter().copied().find(|&p| self.heard[p.0][v]);
+                let route = gv.order.find(t, |p| self.heard[p.0][v]);
                 if route != gv.route {
                     // For the report's map: where the group's anycast traffic lands now.
                     self.record.catchments.push((now, gi, v, route));

@@ -258,7 +258,7 @@ impl<'t> World<'t> {
     ) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
-        let pop = first_vip.and_then(|v| self.edge.groups[g].order(v).first()).map(|&p| t.pops[p.0].name.clone());
+        let pop = first_vip.and_then(|v| self.edge.groups[g].first_pop(v)).map(|p| t.pops[p.0].name.clone());
         // A group's clients are consecutive from its first.
         let first = self.edge.group_start[g];
         let members: Vec<&Client> = self.edge.clients.iter().skip(first).take(group.count as usize).collect();
