@@ -39,9 +39,14 @@ struct Scheduled {
     slot: u32,
     /// The address of the event's payload ([`EventQueue::with_payload`]), 0 for none.
     payload: usize,
+    /// Its length in bytes.
+    payload_len: u32,
 }
 
-const NONE: Scheduled = Scheduled { at_ns: u64::MAX, slot: u32::MAX, payload: 0 };
+const NONE: Scheduled = Scheduled { at_ns: u64::MAX, slot: u32::MAX, payload: 0, payload_len: 0 };
+/// Bytes of a payload prefetched at most (a full-size packet and its envelope).
+const PAYLOAD_PREFETCH_MAX: usize = 1_600;
+const CACHE_LINE: usize = 64;
 
 /// Asks the CPU to bring the cache line at `addr` in; never faults, whatever the address.
 #[inline]
@@ -78,8 +83,8 @@ pub struct EventQueue<E> {
     free: Vec<u32>,
     len: usize,
     processed: u64,
-    /// Where an event's payload lies, to prefetch before it runs.
-    payload: fn(&E) -> usize,
+    /// Where an event's payload lies and how long it is, to prefetch before it runs.
+    payload: fn(&E) -> (usize, u32),
 }
 
 impl<E> EventQueue<E> {
@@ -96,13 +101,13 @@ impl<E> EventQueue<E> {
             free: Vec::new(),
             len: 0,
             processed: 0,
-            payload: |_| 0,
+            payload: |_| (0, 0),
         }
     }
 
     /// A queue that prefetches the memory `payload` names (an event's packet bytes, say)
     /// one event ahead.
-    pub fn with_payload(payload: fn(&E) -> usize) -> EventQueue<E> {
+    pub fn with_payload(payload: fn(&E) -> (usize, u32)) -> EventQueue<E> {
         EventQueue { payload, ..EventQueue::new() }
     }
 
@@ -157,7 +162,7 @@ impl<E> EventQueue<E> {
     /// Schedules `event` at `at_ns`; a time in the past runs at the current time.
     pub fn schedule(&mut self, at_ns: u64, event: E) {
         let at_ns = at_ns.max(self.last);
-        let payload = (self.payload)(&event);
+        let (payload, payload_len) = (self.payload)(&event);
         self.len += 1;
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -171,7 +176,7 @@ impl<E> EventQueue<E> {
                 slot
             }
         };
-        self.put(Scheduled { at_ns, slot, payload });
+        self.put(Scheduled { at_ns, slot, payload, payload_len });
         debug_assert_eq!(self.len, self.slots.len() - self.free.len(), "every waiting event holds one slot");
     }
 
@@ -230,11 +235,18 @@ impl<E> EventQueue<E> {
     fn prefetch_next(&self) {
         let Some(next) = self.next_entry() else { return };
         if let Some(slot) = self.slots.get(next.slot as usize) {
-            prefetch(slot as *const Option<E> as usize);
+            // An event may straddle two lines.
+            let at = slot as *const Option<E> as usize;
+            prefetch(at);
+            prefetch(at + std::mem::size_of::<Option<E>>() - 1);
         }
         if next.payload != 0 {
-            prefetch(next.payload);
-            prefetch(next.payload + 64);
+            let end = next.payload + (next.payload_len as usize).min(PAYLOAD_PREFETCH_MAX);
+            let mut line = next.payload & !(CACHE_LINE - 1);
+            while line < end {
+                prefetch(line);
+                line += CACHE_LINE;
+            }
         }
     }
 
@@ -308,7 +320,7 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let mut q = EventQueue::with_payload(|&seq: &u64| seq as usize);
+        let mut q = EventQueue::with_payload(|&seq: &u64| (seq as usize, 1));
         let mut heap = BinaryHeap::new();
         let (mut seq, mut now, mut taken) = (0u64, 0u64, 0);
         for _ in 0..200_000 {

@@ -169,11 +169,12 @@ enum Ev {
 }
 
 impl Ev {
-    /// Where a packet's bytes lie, for the queue to prefetch before it arrives.
-    fn payload_addr(&self) -> usize {
+    /// Where a packet's bytes lie and how many, for the queue to prefetch before it
+    /// arrives.
+    fn payload_addr(&self) -> (usize, u32) {
         match self {
-            Ev::Arrive { packet, .. } => packet.as_ptr() as usize,
-            _ => 0,
+            Ev::Arrive { packet, .. } => (packet.as_ptr() as usize, packet.len() as u32),
+            _ => (0, 0),
         }
     }
 }
