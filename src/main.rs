@@ -439,6 +439,12 @@ fn main() -> ExitCode {
     if std::env::var_os("ANYEDGE_PARSE_ONLY").is_some() {
         return ExitCode::SUCCESS;
     }
+    if matches!(
+        cli.command,
+        Command::Sim { .. } | Command::Chaos { .. } | Command::Sweep { .. } | Command::Bench { .. }
+    ) {
+        alloc::keep_freed_memory();
+    }
     match cli.command {
         Command::Generate { pops, regions, clients, groups, web_every, clb_nodes, duration, seed, name, out } => {
             let spec = anyedge_topology::generate::Spec {
