@@ -1,6 +1,8 @@
 //! Backend schedulers: smooth weighted round robin and weighted Maglev hashing.
 //! Both see only eligible backends (healthy, weight > 0); weight 0 means no new flows.
 
+use std::sync::{Arc, Weak};
+
 use anyedge_proto::inner::{Fnv, mix64};
 
 /// A backend as a scheduler sees it: a stable name and its weight (0 = ineligible).
@@ -55,14 +57,77 @@ pub struct Maglev {
     /// Shared between the nodes of a thread that built it from the same backends (a
     /// region's CLB nodes in the simulator): tables are large (65,537 slots) and never
     /// change once built.
-    table: std::sync::Arc<[u32]>,
+    table: Slots,
+}
+
+/// A table's slots: backend indices as `u16` while every index fits (half the memory:
+/// a world of 500 regions held 500 tables of 65,537 slots), as `u32` past that; an
+/// empty slot is the type's largest value.
+#[derive(Debug, Clone)]
+enum Slots {
+    Narrow(Arc<[u16]>),
+    Wide(Arc<[u32]>),
+}
+
+enum WeakSlots {
+    Narrow(Weak<[u16]>),
+    Wide(Weak<[u32]>),
+}
+
+impl Slots {
+    /// The narrowest slots that hold `table`'s indices (`EMPTY` stays empty).
+    fn of(table: Vec<u32>, backends: usize) -> Slots {
+        if backends < usize::from(u16::MAX) {
+            Slots::Narrow(table.iter().map(|&s| if s == EMPTY { u16::MAX } else { s as u16 }).collect())
+        } else {
+            Slots::Wide(table.into())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Slots::Narrow(t) => t.len(),
+            Slots::Wide(t) => t.len(),
+        }
+    }
+
+    /// The backend index in slot `i`; `None` when it is empty.
+    fn get(&self, i: usize) -> Option<usize> {
+        match self {
+            Slots::Narrow(t) => t.get(i).filter(|&&s| s != u16::MAX).map(|&s| usize::from(s)),
+            Slots::Wide(t) => t.get(i).filter(|&&s| s != EMPTY).map(|&s| s as usize),
+        }
+    }
+
+    fn downgrade(&self) -> WeakSlots {
+        match self {
+            Slots::Narrow(t) => WeakSlots::Narrow(Arc::downgrade(t)),
+            Slots::Wide(t) => WeakSlots::Wide(Arc::downgrade(t)),
+        }
+    }
+}
+
+impl WeakSlots {
+    fn upgrade(&self) -> Option<Slots> {
+        match self {
+            WeakSlots::Narrow(t) => t.upgrade().map(Slots::Narrow),
+            WeakSlots::Wide(t) => t.upgrade().map(Slots::Wide),
+        }
+    }
+
+    fn held(&self) -> bool {
+        match self {
+            WeakSlots::Narrow(t) => t.strong_count() > 0,
+            WeakSlots::Wide(t) => t.strong_count() > 0,
+        }
+    }
 }
 
 /// The tables this thread built, by what they were built from, while someone holds them.
 type TableKey = (Vec<(String, u32)>, usize);
 
 thread_local! {
-    static TABLES: std::cell::RefCell<std::collections::HashMap<TableKey, std::sync::Weak<[u32]>>> =
+    static TABLES: std::cell::RefCell<std::collections::HashMap<TableKey, WeakSlots>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
@@ -79,17 +144,17 @@ impl Maglev {
     /// shared, not built again (the same slots either way).
     pub fn build(candidates: &[Candidate<'_>], table_size: usize) -> Maglev {
         let key: TableKey = (candidates.iter().map(|c| (c.name.to_string(), c.weight)).collect(), table_size);
-        if let Some(table) = TABLES.with(|t| t.borrow().get(&key).and_then(std::sync::Weak::upgrade)) {
+        if let Some(table) = TABLES.with(|t| t.borrow().get(&key).and_then(WeakSlots::upgrade)) {
             return Maglev { table };
         }
-        let table: std::sync::Arc<[u32]> = Maglev::fill(candidates, table_size).into();
+        let table = Slots::of(Maglev::fill(candidates, table_size), candidates.len());
         TABLES.with(|t| {
             let mut t = t.borrow_mut();
             // Forget tables nobody holds any more before the map grows.
             if t.len() >= 1024 {
-                t.retain(|_, w| w.strong_count() > 0);
+                t.retain(|_, w| w.held());
             }
-            t.insert(key, std::sync::Arc::downgrade(&table));
+            t.insert(key, table.downgrade());
         });
         Maglev { table }
     }
@@ -134,18 +199,18 @@ impl Maglev {
 
     /// The backend index for a flow hash, or `None` when the table is empty.
     pub fn lookup(&self, flow_hash: u32) -> Option<usize> {
-        if self.table.is_empty() {
+        let len = self.table.len();
+        if len == 0 {
             return None;
         }
-        let slot = self.table[flow_hash as usize % self.table.len()];
-        (slot != EMPTY).then_some(slot as usize)
+        self.table.get(flow_hash as usize % len)
     }
 
     /// Share of table slots each backend index holds.
     pub fn slot_counts(&self, backends: usize) -> Vec<usize> {
         let mut counts = vec![0; backends];
-        for &s in self.table.iter() {
-            if let Some(c) = counts.get_mut(s as usize) {
+        for s in (0..self.table.len()).filter_map(|i| self.table.get(i)) {
+            if let Some(c) = counts.get_mut(s) {
                 *c += 1;
             }
         }
@@ -212,5 +277,29 @@ mod tests {
         let moved = (0..65_537u32).filter(|&h| a.lookup(h) != Some(3) && a.lookup(h) != b.lookup(h)).count();
         assert!(moved < 65_537 / 50, "moved {moved}");
         assert!((0..65_537u32).all(|h| b.lookup(h) != Some(3)));
+    }
+
+    #[test]
+    fn maglev_tables_name_the_same_backends_in_narrow_and_wide_slots() {
+        let ns = names(10);
+        let mut cands: Vec<Candidate> = ns.iter().map(|n| Candidate { name: n, weight: 10 }).collect();
+        cands[4].weight = 0;
+        let narrow = Maglev::build(&cands, 65_537);
+        assert!(matches!(narrow.table, Slots::Narrow(_)), "ten backends take u16 slots");
+        let wide = Maglev { table: Slots::Wide(Maglev::fill(&cands, 65_537).into()) };
+        assert!((0..65_537u32).all(|h| narrow.lookup(h) == wide.lookup(h) && narrow.lookup(h) != Some(4)));
+        assert_eq!(narrow.slot_counts(10), wide.slot_counts(10));
+        assert_eq!(Maglev::build(&[], 7).lookup(3), None, "no backend, no answer");
+    }
+
+    #[test]
+    fn maglev_tables_of_more_backends_than_u16_indices_reach_every_index() {
+        let ns: Vec<String> = (0..70_000).map(|i| format!("backend-{i}")).collect();
+        let cands: Vec<Candidate> = ns.iter().map(|n| Candidate { name: n, weight: 1 }).collect();
+        let m = Maglev::build(&cands, 140_009);
+        assert!(matches!(m.table, Slots::Wide(_)), "70,000 backends need u32 slots");
+        let counts = m.slot_counts(70_000);
+        assert_eq!(counts.iter().sum::<usize>(), 140_009, "every slot names a backend");
+        assert!(counts.iter().all(|&c| c >= 1), "each backend holds a slot, those past index 65,535 too");
     }
 }
