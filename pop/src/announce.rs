@@ -82,6 +82,19 @@ pub struct Announcements {
     /// (address, index in `published`), sorted: a POP of a world of hundreds of VIPs is
     /// asked about each of them.
     by_vip: Vec<(IpAddr, u32)>,
+    /// What the last [`Announcements::sample_down`] left unchanged for ever after.
+    quiet: Quiet,
+}
+
+/// When a sample can change nothing: after a held sample another held one withdraws
+/// what is withdrawn already; once every VIP's hysteresis is settled (no run, announced
+/// as its health says), a sample with the same CLB nodes down finds each as it was. A
+/// POP of a world of hundreds of VIPs sampled them all every probe round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Quiet {
+    Unknown,
+    Held,
+    Settled(Vec<(u16, u16)>),
 }
 
 impl Announcements {
@@ -98,7 +111,7 @@ impl Announcements {
             .collect::<Vec<_>>();
         let mut by_vip: Vec<(IpAddr, u32)> = published.iter().enumerate().map(|(i, p)| (p.vip, i as u32)).collect();
         by_vip.sort_unstable();
-        Announcements { published, by_vip }
+        Announcements { published, by_vip, quiet: Quiet::Unknown }
     }
 
     /// A (re)started POP announces everything, as its speaker does when it starts.
@@ -106,21 +119,51 @@ impl Announcements {
         for p in &mut self.published {
             p.hysteresis = Hysteresis::new(RISE, FALL, true);
         }
+        self.quiet = Quiet::Unknown;
     }
 
     /// One sample of every VIP: healthy while `clb_up(region, node)` holds for a node of
     /// its home region. `held` (a drain, a stop) withdraws every VIP at once instead.
     /// Returns the announcements that changed.
     pub fn sample(&mut self, clb_up: impl Fn(u16, u16) -> bool, held: bool) -> Vec<AnnounceChange> {
+        self.quiet = Quiet::Unknown;
+        self.sample_every(clb_up, held).0
+    }
+
+    /// The same with the CLB nodes `down` (region, node) and every other one up, doing
+    /// nothing when the last such sample left nothing to change (see [`Quiet`]).
+    pub fn sample_down(&mut self, down: &[(u16, u16)], held: bool) -> Vec<AnnounceChange> {
+        let quiet = match &self.quiet {
+            Quiet::Unknown => false,
+            Quiet::Held => held,
+            Quiet::Settled(was_down) => !held && was_down.as_slice() == down,
+        };
+        if quiet {
+            return Vec::new();
+        }
+        let (changed, settled) = self.sample_every(|region, node| !down.contains(&(region, node)), held);
+        self.quiet = match (held, settled) {
+            (true, _) => Quiet::Held,
+            (false, true) => Quiet::Settled(down.to_vec()),
+            (false, false) => Quiet::Unknown,
+        };
+        changed
+    }
+
+    /// Samples every VIP; also whether each is settled after it (no run, announced as its
+    /// health says).
+    fn sample_every(&mut self, clb_up: impl Fn(u16, u16) -> bool, held: bool) -> (Vec<AnnounceChange>, bool) {
         let mut changed = Vec::new();
+        let mut settled = true;
         for p in &mut self.published {
             let healthy = (0..p.clb_nodes).any(|node| clb_up(p.region, node));
             let change = if held { p.hysteresis.withdraw() } else { p.hysteresis.sample(healthy) };
             if let Some(announced) = change {
                 changed.push(AnnounceChange { vip: p.vip, announced });
             }
+            settled &= p.hysteresis.run == 0 && p.hysteresis.announced == healthy;
         }
-        changed
+        (changed, settled)
     }
 
     /// Whether `vip` is announced here; an address this POP does not publish is not.
@@ -207,5 +250,44 @@ mod tests {
             assert_eq!(ann.announces(vip), region % 7 != 0, "{vip}");
         }
         assert!(!ann.announces(IpAddr::from([198, 18, 9, 9])));
+    }
+
+    /// Sampling with a list of nodes down, quiet rounds skipped, changes exactly what
+    /// sampling every VIP every round does: random outages, recoveries and drains.
+    #[test]
+    fn skipping_quiet_rounds_changes_nothing_a_full_sample_would_not() {
+        let vips: Vec<(IpAddr, u16, u16)> =
+            (0..40u16).map(|i| (IpAddr::from([198, 18, 1, i as u8]), i % 6, 1 + i % 3)).collect();
+        let (mut fast, mut every) = (Announcements::new(vips.clone()), Announcements::new(vips.clone()));
+        let mut down: Vec<(u16, u16)> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let (mut quiet_rounds, mut changes) = (0, 0);
+        for step in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 16 {
+                0 => down.push(((x >> 8) as u16 % 6, (x >> 16) as u16 % 3)),
+                1 if !down.is_empty() => {
+                    down.remove((x >> 8) as usize % down.len());
+                }
+                2 => fast.restart(),
+                _ => {}
+            }
+            if x % 16 == 2 {
+                every.restart();
+            }
+            let held = (x >> 32) % 50 < 2;
+            quiet_rounds += usize::from(fast.quiet != Quiet::Unknown);
+            let got = fast.sample_down(&down, held);
+            let want = every.sample(|region, node| !down.contains(&(region, node)), held);
+            assert_eq!(got, want, "step {step}");
+            changes += got.len();
+            assert_eq!(fast.published, every.published, "step {step}");
+            for &(vip, _, _) in &vips {
+                assert_eq!(fast.announces(vip), every.announces(vip));
+            }
+        }
+        assert!(quiet_rounds > 1_000 && changes > 100, "{quiet_rounds} quiet rounds, {changes} changes");
     }
 }

@@ -215,8 +215,7 @@ impl Pop {
     /// or stop) withdraws every VIP at once. The announcements that changed, for the
     /// driver to carry to routing (BIRD in the lab, the catchments in the simulator).
     pub fn sample_announcements(&mut self, held: bool) -> Vec<AnnounceChange> {
-        let down = &self.clbs_down;
-        self.announcements.sample(|region, node| !down.contains(&(region, node)), held)
+        self.announcements.sample_down(&self.clbs_down, held)
     }
 
     /// Whether this POP announces `vip` now.
