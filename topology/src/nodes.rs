@@ -435,7 +435,33 @@ pub fn pop_places(t: &Topology) -> std::sync::Arc<[[f64; 2]]> {
     t.pops.iter().map(|p| p.location).collect()
 }
 
+/// What every CLB node's configuration reads of the whole world: read once for a world's
+/// nodes ([`clb_config_with`]), not once a node (a world of 500 regions read every
+/// backend and every POP a thousand times).
+pub struct ClbFacts {
+    places: std::sync::Arc<[[f64; 2]]>,
+    hosts: Vec<(IpAddr, NodeId)>,
+}
+
+impl ClbFacts {
+    pub fn of(t: &Topology) -> ClbFacts {
+        ClbFacts { places: pop_places(t), hosts: backend_hosts(t) }
+    }
+}
+
 pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, identity: &Identity) -> ClbConfig {
+    clb_config_with(t, &ClbFacts::of(t), r, index, own, identity)
+}
+
+/// [`clb_config`] with the world's `facts` read already.
+pub fn clb_config_with(
+    t: &Topology,
+    facts: &ClbFacts,
+    r: usize,
+    index: usize,
+    own: ClbAddresses,
+    identity: &Identity,
+) -> ClbConfig {
     let region = &t.regions[r];
     let mut listeners = Vec::new();
     for vip in t.vips.iter().filter(|v| v.home == r) {
@@ -505,11 +531,15 @@ pub fn clb_config(t: &Topology, r: usize, index: usize, own: ClbAddresses, ident
         conn_table_capacity: region.conn_table,
         source_prefix_v4: region.source_prefix_v4,
         pop_fallback: anyedge_region::clb::PopPlaces {
-            places: pop_places(t),
+            places: facts.places.clone(),
             linked: (0..t.pops.len()).map(|q| t.backbone.has_link(q, r)).collect(),
         },
         auth: AuthConfig::default(),
-        backend_hosts: backend_hosts(t).into_iter().filter(|&(ip, _)| region_binds(t, r, ip)).collect(),
+        backend_hosts: {
+            let bound: Vec<IpAddr> =
+                region.backend_groups.iter().flat_map(|g| &g.backends).map(|b| b.addr.ip()).collect();
+            facts.hosts.iter().copied().filter(|(ip, _)| bound.contains(ip)).collect()
+        },
     }
 }
 

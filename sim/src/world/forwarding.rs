@@ -81,10 +81,11 @@ impl Regions {
         peers: &mut PeerLists,
     ) -> Regions {
         let mut regions = Regions { clbs: Table::new(), clb_base: Vec::new(), clb_by_addr: FxHashMap::default() };
+        let facts = anyedge_topology::nodes::ClbFacts::of(t);
         for (r, region) in t.regions.iter().enumerate() {
             regions.clb_base.push(regions.clbs.next_id());
             for index in 0..usize::from(region.clb_nodes) {
-                let config = clb_config(t, pki, r, index, peers);
+                let config = clb_config(t, pki, &facts, r, index, peers);
                 let id = regions.clbs.next_id();
                 regions.clb_by_addr.insert(config.address, id);
                 if let Some(v6) = config.address_v6 {
@@ -161,10 +162,17 @@ pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags, lists: &mut Peer
 }
 
 /// CLB node `index` of region `r`'s configuration, as `lab up` renders it.
-pub(super) fn clb_config(t: &Topology, pki: &Pki, r: usize, index: usize, peers: &mut PeerLists) -> ClbConfig {
+pub(super) fn clb_config(
+    t: &Topology,
+    pki: &Pki,
+    facts: &anyedge_topology::nodes::ClbFacts,
+    r: usize,
+    index: usize,
+    peers: &mut PeerLists,
+) -> ClbConfig {
     let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
     let identity = anyedge_topology::nodes::Identity { default: pki.vip_identity.clone(), vips: Vec::new() };
-    let mut config = anyedge_topology::nodes::clb_config(t, r, index, addresses, &identity);
+    let mut config = anyedge_topology::nodes::clb_config_with(t, facts, r, index, addresses, &identity);
     config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags, peers);
     config
 }
