@@ -169,9 +169,18 @@ impl Maglev {
         let offset: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
         let skip: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
         let max_weight = live.iter().map(|&i| u64::from(candidates[i].weight)).max().unwrap_or(1);
-        let mut next = vec![0u64; live.len()];
+        // Backend j's n-th choice is (offset + n * skip) % m, stepped by adding skip
+        // (at most m) and taking m off once: no division a step.
+        let mut choice = offset.clone();
+        let mut tries = vec![0u64; live.len()];
         let mut credit = vec![0u64; live.len()];
         let mut filled = 0usize;
+        let step = |slot: &mut u64, skip: u64| {
+            *slot += skip;
+            if *slot >= m {
+                *slot -= m;
+            }
+        };
         'fill: loop {
             for (j, &i) in live.iter().enumerate() {
                 credit[j] += u64::from(candidates[i].weight);
@@ -179,14 +188,15 @@ impl Maglev {
                     continue;
                 }
                 credit[j] -= max_weight;
-                let mut slot = (offset[j] + next[j] * skip[j]) % m;
-                while table[slot as usize] != EMPTY {
-                    next[j] += 1;
-                    slot = (offset[j] + next[j] * skip[j]) % m;
+                while table[choice[j] as usize] != EMPTY {
+                    step(&mut choice[j], skip[j]);
+                    tries[j] += 1;
                 }
-                debug_assert!(next[j] < m, "a prime table gives every backend a free slot within m tries");
-                table[slot as usize] = i as u32;
-                next[j] += 1;
+                debug_assert!(tries[j] < m, "a prime table gives every backend a free slot within m tries");
+                debug_assert_eq!(choice[j], (offset[j] + tries[j] * skip[j]) % m, "the permutation's next choice");
+                table[choice[j] as usize] = i as u32;
+                step(&mut choice[j], skip[j]);
+                tries[j] += 1;
                 filled += 1;
                 if filled == table_size {
                     break 'fill;
@@ -277,6 +287,63 @@ mod tests {
         let moved = (0..65_537u32).filter(|&h| a.lookup(h) != Some(3) && a.lookup(h) != b.lookup(h)).count();
         assert!(moved < 65_537 / 50, "moved {moved}");
         assert!((0..65_537u32).all(|h| b.lookup(h) != Some(3)));
+    }
+
+    /// The fill as the Maglev paper writes it: backend j's n-th choice computed as
+    /// (offset + n * skip) % m each time.
+    fn fill_by_division(candidates: &[Candidate<'_>], table_size: usize) -> Vec<u32> {
+        let m = table_size as u64;
+        let mut table = vec![EMPTY; table_size];
+        let live: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
+        if live.is_empty() || table_size == 0 {
+            return table;
+        }
+        let offset: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
+        let skip: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
+        let max_weight = live.iter().map(|&i| u64::from(candidates[i].weight)).max().unwrap_or(1);
+        let (mut next, mut credit, mut filled) = (vec![0u64; live.len()], vec![0u64; live.len()], 0);
+        loop {
+            for (j, &i) in live.iter().enumerate() {
+                credit[j] += u64::from(candidates[i].weight);
+                if credit[j] < max_weight {
+                    continue;
+                }
+                credit[j] -= max_weight;
+                let mut slot = (offset[j] + next[j] * skip[j]) % m;
+                while table[slot as usize] != EMPTY {
+                    next[j] += 1;
+                    slot = (offset[j] + next[j] * skip[j]) % m;
+                }
+                table[slot as usize] = i as u32;
+                next[j] += 1;
+                filled += 1;
+                if filled == table_size {
+                    return table;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn maglev_fills_the_slots_the_papers_division_does() {
+        let ns = names(40);
+        for (backends, size) in [(1, 1), (1, 7), (3, 7), (10, 251), (40, 65_537), (7, 65_537)] {
+            for weights in [1u32, 3] {
+                let cands: Vec<Candidate> = ns[..backends]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| Candidate {
+                        name: n,
+                        weight: if i % 4 == 3 { 0 } else { 1 + (i as u32 % weights) * 7 },
+                    })
+                    .collect();
+                assert_eq!(
+                    Maglev::fill(&cands, size),
+                    fill_by_division(&cands, size),
+                    "{backends} backends, {size} slots"
+                );
+            }
+        }
     }
 
     #[test]

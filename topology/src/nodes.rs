@@ -136,7 +136,9 @@ pub fn pop_config(t: &Topology, p: usize) -> PopConfig {
 pub fn pop_config_with(t: &Topology, p: usize, tables: &mut RouteTables) -> PopConfig {
     // The VIPs it publishes whose home region it reaches over the backbone.
     let vips: Vec<usize> =
-        (0..t.vips.len()).filter(|&v| t.vips[v].pops.contains(&p) && t.backbone.has_link(p, t.vips[v].home)).collect();
+        tables.published.get_or_insert_with(|| published_at(t)).get(p).map_or_else(Vec::new, |vips| {
+            vips.iter().copied().filter(|&v| t.backbone.has_link(p, t.vips[v].home)).collect()
+        });
     let routes = tables
         .by_vips
         .entry(vips)
@@ -150,6 +152,24 @@ pub fn pop_config_with(t: &Topology, p: usize, tables: &mut RouteTables) -> PopC
 #[derive(Default)]
 pub struct RouteTables {
     by_vips: std::collections::HashMap<Vec<usize>, std::sync::Arc<anyedge_pop::Routes>>,
+    /// Per POP, the VIPs that list it, ascending (read once: each POP searched every
+    /// VIP's list of POPs, 2,000 × 500 × 2,000 steps in a world of VIPs published everywhere).
+    published: Option<Vec<Vec<usize>>>,
+}
+
+/// Per POP, the VIPs that list it, ascending and once each.
+fn published_at(t: &Topology) -> Vec<Vec<usize>> {
+    let mut at = vec![Vec::new(); t.pops.len()];
+    for (v, vip) in t.vips.iter().enumerate() {
+        for &p in &vip.pops {
+            if let Some(list) = at.get_mut(p)
+                && list.last() != Some(&v)
+            {
+                list.push(v);
+            }
+        }
+    }
+    at
 }
 
 /// The routes of these VIPs: each address of each (IPv4, then IPv6), to its home region.
