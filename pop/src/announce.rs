@@ -65,23 +65,57 @@ impl Hysteresis {
     }
 }
 
-/// One VIP address this POP publishes: where its health comes from, and its hysteresis.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One VIP address a POP publishes: where its health comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Published {
     vip: IpAddr,
     /// The home region, whose CLB nodes make the VIP healthy here.
     region: u16,
     clb_nodes: u16,
-    hysteresis: Hysteresis,
+}
+
+/// What a POP publishes, shared by the POPs that publish the same (every POP of a world
+/// whose VIPs are published everywhere: 2,000 POPs × 500 VIPs held 64 MB of copies).
+#[derive(Debug, PartialEq, Eq)]
+struct Listed {
+    published: Vec<Published>,
+    /// (address, index in `published`), sorted: a POP of a world of hundreds of VIPs is
+    /// asked about each of them.
+    by_vip: Vec<(IpAddr, u32)>,
+}
+
+thread_local! {
+    /// The lists this thread made, while a POP holds them (a pure function's cache).
+    static LISTED: std::cell::RefCell<std::collections::HashMap<Vec<Published>, std::sync::Weak<Listed>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+impl Listed {
+    fn shared(published: Vec<Published>) -> std::sync::Arc<Listed> {
+        if let Some(listed) = LISTED.with(|m| m.borrow().get(&published).and_then(std::sync::Weak::upgrade)) {
+            return listed;
+        }
+        let mut by_vip: Vec<(IpAddr, u32)> = published.iter().enumerate().map(|(i, p)| (p.vip, i as u32)).collect();
+        by_vip.sort_unstable();
+        let listed = std::sync::Arc::new(Listed { published: published.clone(), by_vip });
+        LISTED.with(|m| {
+            let mut m = m.borrow_mut();
+            // Forget lists nobody holds any more before the map grows.
+            if m.len() >= 1024 {
+                m.retain(|_, w| w.strong_count() > 0);
+            }
+            m.insert(published, std::sync::Arc::downgrade(&listed));
+        });
+        listed
+    }
 }
 
 /// The announcements of every VIP address a POP publishes; all announced at the start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcements {
-    published: Vec<Published>,
-    /// (address, index in `published`), sorted: a POP of a world of hundreds of VIPs is
-    /// asked about each of them.
-    by_vip: Vec<(IpAddr, u32)>,
+    listed: std::sync::Arc<Listed>,
+    /// Per entry of `listed.published`.
+    hysteresis: Vec<Hysteresis>,
     /// What the last [`Announcements::sample_down`] left unchanged for ever after.
     quiet: Quiet,
 }
@@ -100,24 +134,16 @@ enum Quiet {
 impl Announcements {
     /// From (VIP address, home region, CLB nodes in it), every one announced.
     pub fn new(vips: impl IntoIterator<Item = (IpAddr, u16, u16)>) -> Announcements {
-        let published = vips
-            .into_iter()
-            .map(|(vip, region, clb_nodes)| Published {
-                vip,
-                region,
-                clb_nodes,
-                hysteresis: Hysteresis::new(RISE, FALL, true),
-            })
-            .collect::<Vec<_>>();
-        let mut by_vip: Vec<(IpAddr, u32)> = published.iter().enumerate().map(|(i, p)| (p.vip, i as u32)).collect();
-        by_vip.sort_unstable();
-        Announcements { published, by_vip, quiet: Quiet::Unknown }
+        let published: Vec<Published> =
+            vips.into_iter().map(|(vip, region, clb_nodes)| Published { vip, region, clb_nodes }).collect();
+        let hysteresis = vec![Hysteresis::new(RISE, FALL, true); published.len()];
+        Announcements { listed: Listed::shared(published), hysteresis, quiet: Quiet::Unknown }
     }
 
     /// A (re)started POP announces everything, as its speaker does when it starts.
     pub fn restart(&mut self) {
-        for p in &mut self.published {
-            p.hysteresis = Hysteresis::new(RISE, FALL, true);
+        for h in &mut self.hysteresis {
+            *h = Hysteresis::new(RISE, FALL, true);
         }
         self.quiet = Quiet::Unknown;
     }
@@ -155,22 +181,23 @@ impl Announcements {
     fn sample_every(&mut self, clb_up: impl Fn(u16, u16) -> bool, held: bool) -> (Vec<AnnounceChange>, bool) {
         let mut changed = Vec::new();
         let mut settled = true;
-        for p in &mut self.published {
+        for (p, h) in self.listed.published.iter().zip(&mut self.hysteresis) {
             let healthy = (0..p.clb_nodes).any(|node| clb_up(p.region, node));
-            let change = if held { p.hysteresis.withdraw() } else { p.hysteresis.sample(healthy) };
+            let change = if held { h.withdraw() } else { h.sample(healthy) };
             if let Some(announced) = change {
                 changed.push(AnnounceChange { vip: p.vip, announced });
             }
-            settled &= p.hysteresis.run == 0 && p.hysteresis.announced == healthy;
+            settled &= h.run == 0 && h.announced == healthy;
         }
         (changed, settled)
     }
 
     /// Whether `vip` is announced here; an address this POP does not publish is not.
     pub fn announces(&self, vip: IpAddr) -> bool {
-        let from = self.by_vip.partition_point(|&(v, _)| v < vip);
-        let mut same = self.by_vip[from..].iter().take_while(|&&(v, _)| v == vip);
-        same.any(|&(_, i)| self.published[i as usize].hysteresis.announced())
+        let by_vip = &self.listed.by_vip;
+        let from = by_vip.partition_point(|&(v, _)| v < vip);
+        let mut same = by_vip[from..].iter().take_while(|&&(v, _)| v == vip);
+        same.any(|&(_, i)| self.hysteresis[i as usize].announced())
     }
 }
 
@@ -283,7 +310,7 @@ mod tests {
             let want = every.sample(|region, node| !down.contains(&(region, node)), held);
             assert_eq!(got, want, "step {step}");
             changes += got.len();
-            assert_eq!(fast.published, every.published, "step {step}");
+            assert_eq!(fast.hysteresis, every.hysteresis, "step {step}");
             for &(vip, _, _) in &vips {
                 assert_eq!(fast.announces(vip), every.announces(vip));
             }
