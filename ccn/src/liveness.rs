@@ -46,7 +46,7 @@ pub enum LivenessOutput {
     Up { peer: usize },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Peer {
     up: bool,
     /// The newest probe answered (0: none yet; probes count from 1) — or, once the peer
@@ -57,11 +57,57 @@ struct Peer {
     probed: bool,
 }
 
+/// A peer nothing has happened to: taken to be up, never answered, used or probed.
+const UNTOUCHED: Peer = Peer { up: true, answered: 0, used_ns: 0, probed: false };
+
+/// The peers' states: all of them when every peer is probed; on demand, only those a use,
+/// an answer or a round touched, the rest [`UNTOUCHED`] (a POP of a world of 1,000 CLB
+/// nodes forwards to a few, and every thread's world held every node's prober). Nothing
+/// walks the map: rounds walk the probed list.
+#[derive(Debug, Clone)]
+enum Peers {
+    All(Vec<Peer>),
+    Touched { len: usize, touched: rustc_hash::FxHashMap<u32, Peer> },
+}
+
+impl Peers {
+    fn new(len: usize, on_demand: bool) -> Peers {
+        if on_demand {
+            Peers::Touched { len, touched: Default::default() }
+        } else {
+            Peers::All(vec![Peer { probed: true, ..UNTOUCHED }; len])
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Peers::All(all) => all.len(),
+            Peers::Touched { len, .. } => *len,
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<Peer> {
+        match self {
+            Peers::All(all) => all.get(i).copied(),
+            Peers::Touched { len, touched } => {
+                (i < *len).then(|| touched.get(&(i as u32)).copied().unwrap_or(UNTOUCHED))
+            }
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Peer> {
+        match self {
+            Peers::All(all) => all.get_mut(i),
+            Peers::Touched { len, touched } => (i < *len).then(|| touched.entry(i as u32).or_insert(UNTOUCHED)),
+        }
+    }
+}
+
 /// Probes a fixed set of peers (0..n) and tracks which answer.
 #[derive(Debug, Clone)]
 pub struct LivenessProber {
     config: LivenessConfig,
-    peers: Vec<Peer>,
+    peers: Peers,
     /// On demand: how long a peer stays probed after its last use (`None`: every peer,
     /// always).
     idle_ns: Option<u64>,
@@ -88,10 +134,9 @@ impl LivenessProber {
 
     fn with_idle(peers: usize, config: LivenessConfig, idle_ns: Option<u64>, now_ns: u64) -> LivenessProber {
         let config = LivenessConfig { interval_ns: config.interval_ns.max(1), misses: config.misses.max(1) };
-        let peer = Peer { up: true, answered: 0, used_ns: 0, probed: idle_ns.is_none() };
         LivenessProber {
             config,
-            peers: vec![peer; peers],
+            peers: Peers::new(peers, idle_ns.is_some()),
             idle_ns,
             probed: Vec::new(),
             sorted: true,
@@ -158,7 +203,7 @@ impl LivenessProber {
         for k in 0..self.probed.len() {
             let i = self.probed[k] as usize;
             self.count_misses(i);
-            let peer = &mut self.peers[i];
+            let Some(peer) = self.peers.get_mut(i) else { continue };
             if peer.up && now_ns.saturating_sub(peer.used_ns) > idle_ns {
                 // Idle and answering: no more probes until it is used again.
                 peer.probed = false;
@@ -169,7 +214,7 @@ impl LivenessProber {
             self.send(i);
         }
         self.probed.truncate(kept);
-        debug_assert!(self.probed.iter().all(|&i| self.peers[i as usize].probed));
+        debug_assert!(self.probed.iter().all(|&i| self.peers.get(i as usize).is_some_and(|p| p.probed)));
     }
 
     /// One peer's part of a round: its misses counted, its probe sent.
@@ -181,7 +226,7 @@ impl LivenessProber {
     /// A peer whose last `misses` probes (those before this round's) went unanswered is
     /// down.
     fn count_misses(&mut self, i: usize) {
-        let peer = &mut self.peers[i];
+        let Some(peer) = self.peers.get_mut(i) else { return };
         // Probes answered..seq-1 went out and none of them came back.
         let missed = (self.seq - 1).saturating_sub(peer.answered);
         if peer.up && missed >= u64::from(self.config.misses) {
@@ -192,17 +237,18 @@ impl LivenessProber {
     }
 
     fn send(&mut self, i: usize) {
-        debug_assert!(self.peers[i].answered < self.seq, "no answer to a probe not yet sent");
+        debug_assert!(self.peers.get(i).is_some_and(|p| p.answered < self.seq), "no answer to a probe not yet sent");
         self.outputs.push_back(LivenessOutput::Send { peer: i, seq: self.seq });
     }
 
     /// An answer to probe `seq` came back from `peer`. Answers older than one already
     /// counted, to probes never sent, or from peers unknown change nothing.
     pub fn handle_answer(&mut self, peer: usize, seq: u64) {
-        let Some(p) = self.peers.get_mut(peer) else { return };
-        if seq <= p.answered || seq > self.seq {
+        // Looked at first: an answer that changes nothing leaves an untouched peer so.
+        if self.peers.get(peer).is_none_or(|p| seq <= p.answered || seq > self.seq) {
             return;
         }
+        let Some(p) = self.peers.get_mut(peer) else { return };
         p.answered = seq;
         debug_assert!(p.answered <= self.seq);
         if !p.up {
@@ -452,5 +498,60 @@ mod tests {
         assert!(!p.is_up(0), "an answer to an old probe does not bring a peer back");
         p.handle_answer(0, 2);
         assert!(p.is_up(0));
+    }
+
+    /// An on-demand prober holding only the peers touched behaves as one holding every
+    /// peer: random uses, answers (stray, stale and late among them) and rounds, with
+    /// peers dying and coming back.
+    #[test]
+    fn on_demand_a_prober_keeping_only_touched_peers_acts_as_one_keeping_all() {
+        let config = LivenessConfig { interval_ns: 10 * MS, misses: 3 };
+        let n = 50;
+        let mut sparse = LivenessProber::on_demand(n, config, 40 * MS, 0);
+        let mut dense = sparse.clone();
+        dense.peers = Peers::All(vec![UNTOUCHED; n]);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut draw = |below: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % below
+        };
+        let (mut outputs, mut downs) = (0, 0);
+        for ms in 0..20_000u64 {
+            let now = ms * MS;
+            // Peers 0..10 die for a while every few seconds.
+            let alive = |peer: u64| peer >= 10 || (ms / 3_000) % 2 == 0;
+            if draw(4) == 0 {
+                let peer = draw(n as u64 + 2) as usize;
+                sparse.handle_use(peer, now);
+                dense.handle_use(peer, now);
+            }
+            if draw(3) == 0 {
+                let (peer, seq) = (draw(n as u64 + 2), draw(sparse.seq + 3));
+                if alive(peer) || draw(10) == 0 {
+                    sparse.handle_answer(peer as usize, seq);
+                    dense.handle_answer(peer as usize, seq);
+                }
+            }
+            sparse.handle_timeout(now);
+            dense.handle_timeout(now);
+            loop {
+                let (a, b) = (sparse.poll_output(), dense.poll_output());
+                assert_eq!(a, b, "at {ms} ms");
+                let Some(out) = a else { break };
+                outputs += 1;
+                downs += usize::from(matches!(out, LivenessOutput::Down { .. }));
+            }
+            for peer in 0..n + 2 {
+                assert_eq!(sparse.is_up(peer), dense.is_up(peer), "peer {peer} at {ms} ms");
+            }
+        }
+        let Peers::Touched { touched, .. } = &sparse.peers else { panic!("on demand keeps the touched") };
+        assert!(
+            touched.len() <= n && outputs > 1_000 && downs > 10,
+            "{} touched, {outputs} outputs, {downs} downs",
+            touched.len()
+        );
     }
 }
