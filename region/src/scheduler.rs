@@ -138,6 +138,30 @@ fn name_hash(name: &str, salt: u8) -> u64 {
     mix64(h.finish())
 }
 
+/// Each live backend's permutation of a table's slots (its first choice and its step),
+/// and the largest weight: what a fill starts from.
+struct Permutations {
+    live: Vec<usize>,
+    offset: Vec<u64>,
+    skip: Vec<u64>,
+    max_weight: u64,
+}
+
+impl Permutations {
+    /// `None` when there is nothing to fill: no live backend, or no slot.
+    fn of(candidates: &[Candidate<'_>], table_size: usize) -> Option<Permutations> {
+        let m = table_size as u64;
+        let live: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
+        if live.is_empty() || table_size == 0 {
+            return None;
+        }
+        let offset = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
+        let skip = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
+        let max_weight = live.iter().map(|&i| u64::from(candidates[i].weight)).max().unwrap_or(1);
+        Some(Permutations { live, offset, skip, max_weight })
+    }
+}
+
 impl Maglev {
     /// Builds the table (size should be prime). Backends fill it in proportion to weight.
     /// A table this thread already holds for the same backends, weights and size is
@@ -162,13 +186,9 @@ impl Maglev {
     fn fill(candidates: &[Candidate<'_>], table_size: usize) -> Vec<u32> {
         let m = table_size as u64;
         let mut table = vec![EMPTY; table_size];
-        let live: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
-        if live.is_empty() || table_size == 0 {
+        let Some(Permutations { live, offset, skip, max_weight }) = Permutations::of(candidates, table_size) else {
             return table;
-        }
-        let offset: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
-        let skip: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
-        let max_weight = live.iter().map(|&i| u64::from(candidates[i].weight)).max().unwrap_or(1);
+        };
         // Backend j's n-th choice is (offset + n * skip) % m, stepped by adding skip
         // (at most m) and taking m off once: no division a step.
         let mut choice = offset.clone();
@@ -294,13 +314,9 @@ mod tests {
     fn fill_by_division(candidates: &[Candidate<'_>], table_size: usize) -> Vec<u32> {
         let m = table_size as u64;
         let mut table = vec![EMPTY; table_size];
-        let live: Vec<usize> = (0..candidates.len()).filter(|&i| candidates[i].weight > 0).collect();
-        if live.is_empty() || table_size == 0 {
+        let Some(Permutations { live, offset, skip, max_weight }) = Permutations::of(candidates, table_size) else {
             return table;
-        }
-        let offset: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 1) % m).collect();
-        let skip: Vec<u64> = live.iter().map(|&i| name_hash(candidates[i].name, 2) % (m - 1).max(1) + 1).collect();
-        let max_weight = live.iter().map(|&i| u64::from(candidates[i].weight)).max().unwrap_or(1);
+        };
         let (mut next, mut credit, mut filled) = (vec![0u64; live.len()], vec![0u64; live.len()], 0);
         loop {
             for (j, &i) in live.iter().enumerate() {
