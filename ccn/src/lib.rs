@@ -11,6 +11,7 @@ pub mod geo;
 pub mod link;
 pub mod liveness;
 pub mod lru;
+pub mod memo;
 pub mod rng;
 pub mod transmit;
 
@@ -22,5 +23,6 @@ pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, LinkOutcome};
 pub use liveness::{Demand, LivenessConfig, LivenessOutput, LivenessProber};
 pub use lru::Lru;
+pub use memo::WeakMemo;
 pub use rng::ComponentRng;
 pub use transmit::{Dest, Transmit};

@@ -85,28 +85,20 @@ struct Listed {
 }
 
 thread_local! {
-    /// The lists this thread made, while a POP holds them (a pure function's cache).
-    static LISTED: std::cell::RefCell<std::collections::HashMap<Vec<Published>, std::sync::Weak<Listed>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// The lists this thread made, while a POP holds them.
+    static LISTED: std::cell::RefCell<anyedge_ccn::WeakMemo<Vec<Published>, Listed>> = Default::default();
 }
 
 impl Listed {
     fn shared(published: Vec<Published>) -> std::sync::Arc<Listed> {
-        if let Some(listed) = LISTED.with(|m| m.borrow().get(&published).and_then(std::sync::Weak::upgrade)) {
-            return listed;
-        }
-        let mut by_vip: Vec<(IpAddr, u32)> = published.iter().enumerate().map(|(i, p)| (p.vip, i as u32)).collect();
-        by_vip.sort_unstable();
-        let listed = std::sync::Arc::new(Listed { published: published.clone(), by_vip });
-        LISTED.with(|m| {
-            let mut m = m.borrow_mut();
-            // Forget lists nobody holds any more before the map grows.
-            if m.len() >= 1024 {
-                m.retain(|_, w| w.strong_count() > 0);
-            }
-            m.insert(published, std::sync::Arc::downgrade(&listed));
-        });
-        listed
+        LISTED.with(|memo| {
+            memo.borrow_mut().get_or_make(&published[..], || {
+                let mut by_vip: Vec<(IpAddr, u32)> =
+                    published.iter().enumerate().map(|(i, p)| (p.vip, i as u32)).collect();
+                by_vip.sort_unstable();
+                std::sync::Arc::new(Listed { published: published.clone(), by_vip })
+            })
+        })
     }
 }
 
@@ -116,7 +108,7 @@ pub struct Announcements {
     listed: std::sync::Arc<Listed>,
     /// Per entry of `listed.published`.
     hysteresis: Vec<Hysteresis>,
-    /// What the last [`Announcements::sample_down`] left unchanged for ever after.
+    /// What the last [`Announcements::sample`] left unchanged for ever after.
     quiet: Quiet,
 }
 
@@ -148,17 +140,11 @@ impl Announcements {
         self.quiet = Quiet::Unknown;
     }
 
-    /// One sample of every VIP: healthy while `clb_up(region, node)` holds for a node of
-    /// its home region. `held` (a drain, a stop) withdraws every VIP at once instead.
-    /// Returns the announcements that changed.
-    pub fn sample(&mut self, clb_up: impl Fn(u16, u16) -> bool, held: bool) -> Vec<AnnounceChange> {
-        self.quiet = Quiet::Unknown;
-        self.sample_every(clb_up, held).0
-    }
-
-    /// The same with the CLB nodes `down` (region, node) and every other one up, doing
-    /// nothing when the last such sample left nothing to change (see [`Quiet`]).
-    pub fn sample_down(&mut self, down: &[(u16, u16)], held: bool) -> Vec<AnnounceChange> {
+    /// One sample of every VIP: healthy while a node of its home region is not among the
+    /// CLB nodes `down` (region, node). `held` (a drain, a stop) withdraws every VIP at
+    /// once instead. Does nothing when the last sample left nothing to change (see
+    /// [`Quiet`]). Returns the announcements that changed.
+    pub fn sample(&mut self, down: &[(u16, u16)], held: bool) -> Vec<AnnounceChange> {
         let quiet = match &self.quiet {
             Quiet::Unknown => false,
             Quiet::Held => held,
@@ -242,16 +228,16 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("198.18.0.20".parse().unwrap(), "198.18.0.30".parse().unwrap());
         let mut ann = Announcements::new([(a, 0, 2), (b, 1, 1)]);
         // Region 0 dead, region 1 alive.
-        let up = |region: u16, _node: u16| region == 1;
-        assert_eq!(ann.sample(up, false), vec![], "one bad sample is not enough");
-        assert_eq!(ann.sample(up, false), vec![AnnounceChange { vip: a, announced: false }]);
+        let region_0_dead = [(0, 0), (0, 1)];
+        assert_eq!(ann.sample(&region_0_dead, false), vec![], "one bad sample is not enough");
+        assert_eq!(ann.sample(&region_0_dead, false), vec![AnnounceChange { vip: a, announced: false }]);
         assert!(!ann.announces(a) && ann.announces(b));
         // One node of region 0 back: announced after RISE samples.
-        let one_back = |region: u16, node: u16| region == 1 || node == 1;
-        let changes: Vec<_> = (0..RISE).flat_map(|_| ann.sample(one_back, false)).collect();
+        let one_back = [(0, 0)];
+        let changes: Vec<_> = (0..RISE).flat_map(|_| ann.sample(&one_back, false)).collect();
         assert_eq!(changes, vec![AnnounceChange { vip: a, announced: true }]);
         // A drain withdraws both at once; a restart announces both.
-        assert_eq!(ann.sample(one_back, true).len(), 2);
+        assert_eq!(ann.sample(&one_back, true).len(), 2);
         ann.restart();
         assert!(ann.announces(a) && ann.announces(b));
         assert!(!ann.announces("198.18.0.99".parse().unwrap()), "an address not published is not announced");
@@ -270,8 +256,9 @@ mod tests {
             })
             .collect();
         let mut ann = Announcements::new(vips.clone());
+        let down: Vec<(u16, u16)> = (0..300u16).filter(|r| r % 7 == 0).map(|r| (r, 0)).collect();
         for _ in 0..FALL {
-            ann.sample(|region, _| region % 7 != 0, false);
+            ann.sample(&down, false);
         }
         for (vip, region, _) in vips {
             assert_eq!(ann.announces(vip), region % 7 != 0, "{vip}");
@@ -279,8 +266,8 @@ mod tests {
         assert!(!ann.announces(IpAddr::from([198, 18, 9, 9])));
     }
 
-    /// Sampling with a list of nodes down, quiet rounds skipped, changes exactly what
-    /// sampling every VIP every round does: random outages, recoveries and drains.
+    /// Sampling with quiet rounds skipped changes exactly what sampling every VIP every
+    /// round does: random outages, recoveries and drains.
     #[test]
     fn skipping_quiet_rounds_changes_nothing_a_full_sample_would_not() {
         let vips: Vec<(IpAddr, u16, u16)> =
@@ -306,8 +293,8 @@ mod tests {
             }
             let held = (x >> 32) % 50 < 2;
             quiet_rounds += usize::from(fast.quiet != Quiet::Unknown);
-            let got = fast.sample_down(&down, held);
-            let want = every.sample(|region, node| !down.contains(&(region, node)), held);
+            let got = fast.sample(&down, held);
+            let (want, _) = every.sample_every(|region, node| !down.contains(&(region, node)), held);
             assert_eq!(got, want, "step {step}");
             changes += got.len();
             assert_eq!(fast.hysteresis, every.hysteresis, "step {step}");

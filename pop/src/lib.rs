@@ -159,12 +159,9 @@ pub struct Pop {
 /// POPs × 500 regions were a million AES key schedules, a quarter of a large world's
 /// memory), else new ones.
 fn cid_ciphers(keys: &[(u16, anyedge_ccn::auth::KeyBytes)]) -> std::sync::Arc<[(u16, anyedge_ccn::CidCipher)]> {
-    type Memo = std::collections::HashMap<
-        Vec<(u16, anyedge_ccn::auth::KeyBytes)>,
-        std::sync::Weak<[(u16, anyedge_ccn::CidCipher)]>,
-    >;
+    type Memo = anyedge_ccn::WeakMemo<Vec<(u16, anyedge_ccn::auth::KeyBytes)>, [(u16, anyedge_ccn::CidCipher)]>;
     thread_local! {
-        static MADE: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::new());
+        static MADE: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::default());
     }
     let make = || {
         let mut by_region: Vec<(u16, &anyedge_ccn::auth::KeyBytes)> = keys.iter().map(|(r, k)| (*r, k)).collect();
@@ -172,16 +169,7 @@ fn cid_ciphers(keys: &[(u16, anyedge_ccn::auth::KeyBytes)]) -> std::sync::Arc<[(
         by_region.dedup_by_key(|&mut (r, _)| r);
         by_region.into_iter().map(|(r, k)| (r, anyedge_ccn::CidCipher::new(k))).collect::<std::sync::Arc<[_]>>()
     };
-    MADE.with(|memo| {
-        let mut memo = memo.borrow_mut();
-        if let Some(made) = memo.get(keys).and_then(std::sync::Weak::upgrade) {
-            return made;
-        }
-        memo.retain(|_, weak| weak.strong_count() > 0);
-        let made = make();
-        memo.insert(keys.to_vec(), std::sync::Arc::downgrade(&made));
-        made
-    })
+    MADE.with(|memo| memo.borrow_mut().get_or_make(keys, make))
 }
 
 impl Pop {
@@ -215,7 +203,7 @@ impl Pop {
     /// or stop) withdraws every VIP at once. The announcements that changed, for the
     /// driver to carry to routing (BIRD in the lab, the catchments in the simulator).
     pub fn sample_announcements(&mut self, held: bool) -> Vec<AnnounceChange> {
-        self.announcements.sample_down(&self.clbs_down, held)
+        self.announcements.sample(&self.clbs_down, held)
     }
 
     /// Whether this POP announces `vip` now.

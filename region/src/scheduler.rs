@@ -1,7 +1,7 @@
 //! Backend schedulers: smooth weighted round robin and weighted Maglev hashing.
 //! Both see only eligible backends (healthy, weight > 0); weight 0 means no new flows.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use anyedge_proto::inner::{Fnv, mix64};
 
@@ -57,21 +57,16 @@ pub struct Maglev {
     /// Shared between the nodes of a thread that built it from the same backends (a
     /// region's CLB nodes in the simulator): tables are large (65,537 slots) and never
     /// change once built.
-    table: Slots,
+    table: Arc<Slots>,
 }
 
 /// A table's slots: backend indices as `u16` while every index fits (half the memory:
 /// a world of 500 regions held 500 tables of 65,537 slots), as `u32` past that; an
 /// empty slot is the type's largest value.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Slots {
-    Narrow(Arc<[u16]>),
-    Wide(Arc<[u32]>),
-}
-
-enum WeakSlots {
-    Narrow(Weak<[u16]>),
-    Wide(Weak<[u32]>),
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
 }
 
 impl Slots {
@@ -98,37 +93,13 @@ impl Slots {
             Slots::Wide(t) => t.get(i).filter(|&&s| s != EMPTY).map(|&s| s as usize),
         }
     }
-
-    fn downgrade(&self) -> WeakSlots {
-        match self {
-            Slots::Narrow(t) => WeakSlots::Narrow(Arc::downgrade(t)),
-            Slots::Wide(t) => WeakSlots::Wide(Arc::downgrade(t)),
-        }
-    }
-}
-
-impl WeakSlots {
-    fn upgrade(&self) -> Option<Slots> {
-        match self {
-            WeakSlots::Narrow(t) => t.upgrade().map(Slots::Narrow),
-            WeakSlots::Wide(t) => t.upgrade().map(Slots::Wide),
-        }
-    }
-
-    fn held(&self) -> bool {
-        match self {
-            WeakSlots::Narrow(t) => t.strong_count() > 0,
-            WeakSlots::Wide(t) => t.strong_count() > 0,
-        }
-    }
 }
 
 /// The tables this thread built, by what they were built from, while someone holds them.
 type TableKey = (Vec<(String, u32)>, usize);
 
 thread_local! {
-    static TABLES: std::cell::RefCell<std::collections::HashMap<TableKey, WeakSlots>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static TABLES: std::cell::RefCell<anyedge_ccn::WeakMemo<TableKey, Slots>> = Default::default();
 }
 
 fn name_hash(name: &str, salt: u8) -> u64 {
@@ -168,17 +139,9 @@ impl Maglev {
     /// shared, not built again (the same slots either way).
     pub fn build(candidates: &[Candidate<'_>], table_size: usize) -> Maglev {
         let key: TableKey = (candidates.iter().map(|c| (c.name.to_string(), c.weight)).collect(), table_size);
-        if let Some(table) = TABLES.with(|t| t.borrow().get(&key).and_then(WeakSlots::upgrade)) {
-            return Maglev { table };
-        }
-        let table = Slots::of(Maglev::fill(candidates, table_size), candidates.len());
-        TABLES.with(|t| {
-            let mut t = t.borrow_mut();
-            // Forget tables nobody holds any more before the map grows.
-            if t.len() >= 1024 {
-                t.retain(|_, w| w.held());
-            }
-            t.insert(key, table.downgrade());
+        let table = TABLES.with(|memo| {
+            memo.borrow_mut()
+                .get_or_make(&key, || Arc::new(Slots::of(Maglev::fill(candidates, table_size), candidates.len())))
         });
         Maglev { table }
     }
@@ -368,8 +331,8 @@ mod tests {
         let mut cands: Vec<Candidate> = ns.iter().map(|n| Candidate { name: n, weight: 10 }).collect();
         cands[4].weight = 0;
         let narrow = Maglev::build(&cands, 65_537);
-        assert!(matches!(narrow.table, Slots::Narrow(_)), "ten backends take u16 slots");
-        let wide = Maglev { table: Slots::Wide(Maglev::fill(&cands, 65_537).into()) };
+        assert!(matches!(*narrow.table, Slots::Narrow(_)), "ten backends take u16 slots");
+        let wide = Maglev { table: Arc::new(Slots::Wide(Maglev::fill(&cands, 65_537).into())) };
         assert!((0..65_537u32).all(|h| narrow.lookup(h) == wide.lookup(h) && narrow.lookup(h) != Some(4)));
         assert_eq!(narrow.slot_counts(10), wide.slot_counts(10));
         assert_eq!(Maglev::build(&[], 7).lookup(3), None, "no backend, no answer");
@@ -380,7 +343,7 @@ mod tests {
         let ns: Vec<String> = (0..70_000).map(|i| format!("backend-{i}")).collect();
         let cands: Vec<Candidate> = ns.iter().map(|n| Candidate { name: n, weight: 1 }).collect();
         let m = Maglev::build(&cands, 140_009);
-        assert!(matches!(m.table, Slots::Wide(_)), "70,000 backends need u32 slots");
+        assert!(matches!(*m.table, Slots::Wide(_)), "70,000 backends need u32 slots");
         let counts = m.slot_counts(70_000);
         assert_eq!(counts.iter().sum::<usize>(), 140_009, "every slot names a backend");
         assert!(counts.iter().all(|&c| c >= 1), "each backend holds a slot, those past index 65,535 too");
