@@ -19,6 +19,7 @@ use anyedge_proto::seal::Kind;
 use anyedge_region::clb::PROBE_PORTS;
 use anyedge_region::security::Firewall;
 use anyedge_region::security::Verdict;
+use anyedge_region::tcp_stack::Stack;
 use anyedge_region::tcp_stack::TcpStack;
 use anyedge_region::tcp_stack::buffer_for;
 use anyedge_topology::Site;
@@ -49,6 +50,11 @@ pub(super) struct Serve {
 }
 
 impl Serve {
+    /// No request being read, no response waiting to be sent.
+    fn is_idle(&self) -> bool {
+        self.header.is_empty() && self.remaining_req == 0 && self.resp_off == self.pending_resp.len()
+    }
+
     /// Queues a response behind what is still unsent: moved in whole when nothing is
     /// waiting (no copy), appended otherwise.
     fn queue(&mut self, response: Vec<u8>) {
@@ -65,7 +71,8 @@ impl Serve {
 /// One server-side TCP connection of a backend: its own smoltcp stack, so serving one
 /// connection never walks the others (TCP connections are independent anyway).
 pub(super) struct BackendConn {
-    pub(super) stack: TcpStack,
+    /// Parked while no request is being read or answered.
+    pub(super) stack: Stack,
     pub(super) handle: SocketHandle,
     pub(super) serve: Serve,
     pub(super) poll_at: Option<u64>,
@@ -498,9 +505,10 @@ impl<'t> World<'t> {
             h.half_open += 1;
             h.conns.insert(remote, conn);
         }
-        if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote) {
+        let h = &mut self.servers.hosts[host];
+        if let Some(conn) = h.conns.get_mut(&remote) {
             conn.via = via_clb.or(conn.via);
-            conn.stack.receive(packet);
+            conn.stack.live(&[h.ip]).receive(packet);
         }
         self.backend_tcp_service(host, remote);
     }
@@ -519,6 +527,7 @@ impl<'t> World<'t> {
         // Half-open or silent peers are given up on, as a kernel would.
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(10)));
         let _ = socket.listen(port);
+        let stack = Stack::new(stack);
         Box::new(BackendConn { stack, handle, serve: Serve::default(), poll_at: None, half_open: true, via: None })
     }
 
@@ -571,8 +580,9 @@ impl<'t> World<'t> {
         let h = &mut self.servers.hosts[host];
         let ip = h.ip;
         let Some(conn) = h.conns.get_mut(&remote) else { return };
-        conn.stack.poll(now);
-        let s = conn.stack.socket(conn.handle);
+        let stack = conn.stack.live(&[ip]);
+        stack.poll(now);
+        let s = stack.socket(conn.handle);
         let mut http_clients = Vec::new();
         if !matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed) {
             serve_connection(s, &mut conn.serve, ip, &mut http_clients);
@@ -580,14 +590,18 @@ impl<'t> World<'t> {
                 s.close();
             }
         }
-        conn.stack.poll(now);
-        let out: Vec<Vec<u8>> = conn.stack.drain_tx().collect();
-        let local_port = conn.stack.socket(conn.handle).local_endpoint().map(|e| e.port);
+        stack.poll(now);
+        let out: Vec<Vec<u8>> = stack.drain_tx().collect();
+        let local_port = stack.socket(conn.handle).local_endpoint().map(|e| e.port);
         let via = conn.via;
         // Back to Listen (a reset handshake, e.g. a health probe) or done: forget it.
-        let state = conn.stack.socket(conn.handle).state();
+        let state = stack.socket(conn.handle).state();
         let finished = matches!(state, tcp::State::Listen | tcp::State::Closed | tcp::State::TimeWait);
-        let next = if finished { None } else { conn.stack.poll_at_ns(now) };
+        let next = if finished { None } else { stack.poll_at_ns(now) };
+        // Between requests a kept-alive connection is a few hundred bytes: its stack parks.
+        if !finished && conn.serve.is_idle() {
+            conn.stack.park_if_idle();
+        }
         if conn.half_open && (finished || state != tcp::State::SynReceived) {
             conn.half_open = false;
             h.half_open -= 1;

@@ -28,6 +28,7 @@ use anyedge_ccn::ComponentRng;
 use anyedge_ccn::EventQueue;
 use anyedge_ccn::geo::fiber_delay_ns;
 use anyedge_proto::Transport;
+use anyedge_region::tcp_stack::Stack;
 use anyedge_region::tcp_stack::TcpStack;
 use anyedge_topology::ListenerProtocol;
 use anyedge_topology::Topology;
@@ -403,7 +404,7 @@ impl Client {
         let group = &t.clients[g];
         let kinds = || group.traffic.iter().map(|&k| &t.traffic[k].kind);
         let has_tcp = kinds().any(|k| matches!(k, TrafficKind::Tcp { .. }));
-        let tcp = has_tcp.then(|| Box::new(TcpStack::new(addr, rng.next_u64(), 0)));
+        let tcp = has_tcp.then(|| Stack::new(TcpStack::new(addr, rng.next_u64(), 0)));
         let slots = group.traffic.len() * 2;
         let quic_flow = |slot: usize| {
             let class = &t.traffic[group.traffic[slot / 2]];

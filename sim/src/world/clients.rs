@@ -16,7 +16,7 @@ use anyedge_ccn::ComponentRng;
 use anyedge_proto::FlowKey;
 use anyedge_proto::Transport;
 use anyedge_proto::inner;
-use anyedge_region::tcp_stack::TcpStack;
+use anyedge_region::tcp_stack::Stack;
 use anyedge_topology::CLIENT_WAIT_NS;
 use anyedge_topology::TrafficKind;
 use smoltcp::iface::SocketHandle;
@@ -102,7 +102,8 @@ pub(super) struct Client {
     pub(super) addr: IpAddr,
     /// Indexed by slot = k * 2 + path.
     pub(super) flows: Vec<Flow>,
-    pub(super) tcp: Option<Box<TcpStack>>,
+    /// Its TCP stack, parked while no request is outstanding on any TCP flow.
+    pub(super) tcp: Option<Stack>,
     /// Per slot, for clients with a TCP class (empty for the rest).
     pub(super) tcp_flows: Vec<TcpFlow>,
     pub(super) tcp_poll_at: Option<u64>,
@@ -334,7 +335,7 @@ impl<'t> World<'t> {
                 // be taken for the next one's): counted as sent, never received.
                 tf.pending.pop_front();
                 if let (Some(stack), Some(h)) = (c.tcp.as_mut(), tf.handle) {
-                    stack.socket(h).abort();
+                    stack.live(&[c.addr]).socket(h).abort();
                 }
                 tf.reset_exchange();
             }
@@ -349,9 +350,10 @@ impl<'t> World<'t> {
         let t = self.t;
         let group = self.edge.clients[client].group;
         let addr = self.edge.clients[client].addr;
-        let Some(mut stack) = self.edge.clients[client].tcp.take() else {
+        let Some(mut host) = self.edge.clients[client].tcp.take() else {
             return;
         };
+        let stack = host.live(&[addr]);
         stack.poll(now);
         let mut completions: Vec<(usize, u64, Option<SocketAddr>)> = Vec::new();
         let mut give_up_at: Option<u64> = None;
@@ -371,7 +373,7 @@ impl<'t> World<'t> {
                 let slot = k * 2 + path as usize;
                 let c = &mut self.edge.clients[client];
                 let (tf, generation) = (&mut c.tcp_flows[slot], &mut c.flows[slot].generation);
-                service_tcp_flow(&mut stack, (tf, generation), (slot, now), addr, remote, &app, &mut completions);
+                service_tcp_flow(stack, (tf, generation), (slot, now), addr, remote, &app, &mut completions);
                 // Between requests a kept-alive connection holds no buffer memory.
                 if tf.pending.is_empty()
                     && let Some(h) = tf.handle
@@ -384,7 +386,12 @@ impl<'t> World<'t> {
         stack.poll(now);
         let out: Vec<Vec<u8>> = stack.drain_tx().collect();
         let next = stack.poll_at_ns(now).into_iter().chain(give_up_at).min();
-        self.edge.clients[client].tcp = Some(stack);
+        // Between requests a kept-alive connection is a few hundred bytes: the stack parks
+        // (made again exactly as it was when the next request or packet comes).
+        if self.edge.clients[client].tcp_flows.iter().all(|tf| tf.pending.is_empty()) {
+            host.park_if_idle();
+        }
+        self.edge.clients[client].tcp = Some(host);
         for (slot, issued, backend) in completions {
             self.record_reply(client, slot, issued, backend);
         }
@@ -495,8 +502,9 @@ impl<'t> World<'t> {
                 self.record_reply(client, slot, reply.sent_ns, Some(reply.backend));
             }
             Transport::Tcp => {
-                if let Some(stack) = self.edge.clients[client].tcp.as_mut() {
-                    stack.receive(packet);
+                let c = &mut self.edge.clients[client];
+                if let Some(stack) = c.tcp.as_mut() {
+                    stack.live(&[c.addr]).receive(packet);
                     self.client_tcp_service(client);
                 }
             }

@@ -217,7 +217,7 @@ impl<'t> World<'t> {
                 client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
                 if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows.get(slot).and_then(|f| f.handle))
                 {
-                    stack.socket(h).abort();
+                    stack.live(&[client.addr]).socket(h).abort();
                 }
             }
         }

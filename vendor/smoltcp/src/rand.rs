@@ -11,6 +11,11 @@ impl Rand {
         Self { state: seed }
     }
 
+    /// anyedge patch: the generator's state (`Rand::new(state)` continues it).
+    pub(crate) const fn state(&self) -> u64 {
+        self.state
+    }
+
     pub(crate) fn rand_u32(&mut self) -> u32 {
         // sPCG32 from https://www.pcg-random.org/paper.html
         // see also https://nullprogram.com/blog/2017/09/21/

@@ -29,6 +29,14 @@ pub(crate) struct Item<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SocketHandle(usize);
 
+impl SocketHandle {
+    /// anyedge patch: the socket's slot in its set (sockets added to an empty set take
+    /// slots 0, 1, 2…; a removed socket's slot goes to the next one added).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "#{}", self.0)

@@ -555,6 +555,57 @@ pub struct Socket<'a> {
     synack_paused: bool,
 }
 
+/// anyedge patch: a TCP socket's state while it holds nothing ([`Socket::park`]): a
+/// few hundred bytes where a socket with its empty buffers and reassembly list is twice
+/// that, for a simulated host keeping thousands of idle connections.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    keep_alive_at: Option<Instant>,
+    rtte: RttEstimator,
+    timeout: Option<Duration>,
+    keep_alive: Option<Duration>,
+    remote_last_ts: Option<Instant>,
+    ack_delay: Option<Duration>,
+    challenge_ack_timer: Instant,
+    tuple: Option<Tuple>,
+    listen_endpoint: IpListenEndpoint,
+    tsval_generator: Option<TcpTimestampGenerator>,
+    /// Receive buffer's capacity and read position, then the send buffer's.
+    buffers: [u32; 4],
+    remote_win_len: u32,
+    remote_mss: u32,
+    local_seq_no: TcpSeqNumber,
+    remote_seq_no: TcpSeqNumber,
+    remote_last_seq: TcpSeqNumber,
+    remote_last_ack: Option<TcpSeqNumber>,
+    local_rx_last_seq: Option<TcpSeqNumber>,
+    local_rx_last_ack: Option<TcpSeqNumber>,
+    last_remote_tsval: u32,
+    remote_last_win: u16,
+    hop_limit: Option<u8>,
+    remote_win_scale: Option<u8>,
+    state: State,
+    remote_win_shift: u8,
+    local_rx_dup_acks: u8,
+    rx_fin_received: bool,
+    remote_has_sack: bool,
+    pending_fast_retransmit: bool,
+    nagle: bool,
+    congestion_controller: congestion::AnyController,
+}
+
+impl Parked {
+    /// The (receive, send) buffer capacities the socket had.
+    pub fn capacities(&self) -> (usize, usize) {
+        (self.buffers[0] as usize, self.buffers[2] as usize)
+    }
+
+    /// The socket's state (`Established` for a kept-alive connection).
+    pub fn state(&self) -> State {
+        self.state
+    }
+}
+
 const DEFAULT_MSS: usize = 536;
 
 /// Minimum MSS we accept from the remote, same value as Linux's `TCP_MIN_SND_MSS`.
@@ -1430,6 +1481,125 @@ impl<'a> Socket<'a> {
     /// anyedge patch: bytes of buffer this socket holds now.
     pub fn buffer_bytes_allocated(&self) -> usize {
         self.rx_buffer.allocated_len() + self.tx_buffer.allocated_len()
+    }
+
+    /// anyedge patch: the socket's whole state while it holds nothing: no byte in
+    /// either buffer and no storage (see [`Socket::release_idle_buffers`]), no segment
+    /// out of order, and no timer running but keep-alive's. `None` otherwise. A socket
+    /// made again from it ([`Socket::unpark`]) behaves exactly as this one: every field
+    /// is kept but the empty buffers' storage (their capacities and read positions are
+    /// kept) and the empty reassembly list.
+    pub fn park(&self) -> Option<Parked> {
+        let keep_alive_at = match self.timer {
+            Timer::Idle { keep_alive_at } => keep_alive_at,
+            _ => return None,
+        };
+        if self.ack_delay_timer != AckDelayTimer::Idle || !self.assembler.is_empty() {
+            return None;
+        }
+        #[cfg(feature = "socket-tcp-pause-synack")]
+        if self.synack_paused {
+            return None;
+        }
+        let rx_read_at = self.rx_buffer.released_position()?;
+        let tx_read_at = self.tx_buffer.released_position()?;
+        let small = |n: usize| u32::try_from(n).ok();
+        Some(Parked {
+            keep_alive_at,
+            rtte: self.rtte,
+            timeout: self.timeout,
+            keep_alive: self.keep_alive,
+            remote_last_ts: self.remote_last_ts,
+            ack_delay: self.ack_delay,
+            challenge_ack_timer: self.challenge_ack_timer,
+            tuple: self.tuple,
+            listen_endpoint: self.listen_endpoint,
+            tsval_generator: self.tsval_generator,
+            buffers: [
+                small(self.rx_buffer.capacity())?,
+                small(rx_read_at)?,
+                small(self.tx_buffer.capacity())?,
+                small(tx_read_at)?,
+            ],
+            remote_win_len: small(self.remote_win_len)?,
+            remote_mss: small(self.remote_mss)?,
+            local_seq_no: self.local_seq_no,
+            remote_seq_no: self.remote_seq_no,
+            remote_last_seq: self.remote_last_seq,
+            remote_last_ack: self.remote_last_ack,
+            local_rx_last_seq: self.local_rx_last_seq,
+            local_rx_last_ack: self.local_rx_last_ack,
+            last_remote_tsval: self.last_remote_tsval,
+            remote_last_win: self.remote_last_win,
+            hop_limit: self.hop_limit,
+            remote_win_scale: self.remote_win_scale,
+            state: self.state,
+            remote_win_shift: self.remote_win_shift,
+            local_rx_dup_acks: self.local_rx_dup_acks,
+            rx_fin_received: self.rx_fin_received,
+            remote_has_sack: self.remote_has_sack,
+            pending_fast_retransmit: self.pending_fast_retransmit,
+            nagle: self.nagle,
+            congestion_controller: self.congestion_controller.clone(),
+        })
+    }
+
+    /// anyedge patch: the socket [`Socket::park`] read, over new empty buffers that hold
+    /// no storage yet, made as the parked socket's were, of the same capacities
+    /// ([`Parked::capacities`]); `None` when they are not.
+    pub fn unpark(parked: &Parked, mut rx_buffer: SocketBuffer<'a>, mut tx_buffer: SocketBuffer<'a>) -> Option<Self> {
+        let [rx_capacity, rx_read_at, tx_capacity, tx_read_at] = parked.buffers.map(|n| n as usize);
+        if rx_buffer.capacity() != rx_capacity
+            || tx_buffer.capacity() != tx_capacity
+            || !rx_buffer.restore_position(rx_read_at)
+            || !tx_buffer.restore_position(tx_read_at)
+        {
+            return None;
+        }
+        Some(Socket {
+            state: parked.state,
+            timer: Timer::Idle { keep_alive_at: parked.keep_alive_at },
+            rtte: parked.rtte,
+            assembler: Assembler::new(),
+            tx_buffer,
+            rx_buffer,
+            rx_fin_received: parked.rx_fin_received,
+            timeout: parked.timeout,
+            keep_alive: parked.keep_alive,
+            hop_limit: parked.hop_limit,
+            listen_endpoint: parked.listen_endpoint,
+            tuple: parked.tuple,
+            local_seq_no: parked.local_seq_no,
+            remote_seq_no: parked.remote_seq_no,
+            remote_last_seq: parked.remote_last_seq,
+            remote_last_ack: parked.remote_last_ack,
+            remote_last_win: parked.remote_last_win,
+            remote_win_len: parked.remote_win_len as usize,
+            remote_win_shift: parked.remote_win_shift,
+            remote_win_scale: parked.remote_win_scale,
+            remote_has_sack: parked.remote_has_sack,
+            remote_mss: parked.remote_mss as usize,
+            remote_last_ts: parked.remote_last_ts,
+            local_rx_last_ack: parked.local_rx_last_ack,
+            local_rx_last_seq: parked.local_rx_last_seq,
+            local_rx_dup_acks: parked.local_rx_dup_acks,
+            pending_fast_retransmit: parked.pending_fast_retransmit,
+            ack_delay: parked.ack_delay,
+            ack_delay_timer: AckDelayTimer::Idle,
+            challenge_ack_timer: parked.challenge_ack_timer,
+            nagle: parked.nagle,
+            tsval_generator: parked.tsval_generator,
+            last_remote_tsval: parked.last_remote_tsval,
+            congestion_controller: parked.congestion_controller.clone(),
+
+            #[cfg(feature = "async")]
+            rx_waker: WakerRegistration::new(),
+            #[cfg(feature = "async")]
+            tx_waker: WakerRegistration::new(),
+
+            #[cfg(feature = "socket-tcp-pause-synack")]
+            synack_paused: false,
+        })
     }
 
     fn set_state(&mut self, state: State) {

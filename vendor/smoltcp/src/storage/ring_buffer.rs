@@ -146,6 +146,24 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         self.storage.len() == self.capacity || !self.storage.is_empty()
     }
 
+    /// anyedge patch: the read position of an empty buffer that holds no storage (the
+    /// one thing a released lazy buffer is besides its capacity and how it allocates):
+    /// `None` while it holds data or storage.
+    pub fn released_position(&self) -> Option<usize> {
+        (self.length == 0 && self.storage.is_empty() && self.capacity > 0).then_some(self.read_at)
+    }
+
+    /// anyedge patch: puts a new lazy buffer's read position where a released one's was
+    /// ([`RingBuffer::released_position`]); false, changing nothing, unless this one is
+    /// empty, holds no storage and `read_at` is below its capacity.
+    pub fn restore_position(&mut self, read_at: usize) -> bool {
+        let ok = self.released_position().is_some() && read_at < self.capacity;
+        if ok {
+            self.read_at = read_at;
+        }
+        ok
+    }
+
     /// anyedge patch: elements of storage allocated now.
     pub fn allocated_len(&self) -> usize {
         self.storage.len()

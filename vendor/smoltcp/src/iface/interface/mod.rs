@@ -308,6 +308,20 @@ impl Interface {
         &mut self.inner
     }
 
+    /// anyedge patch: the interface's clock and the state of its random numbers (the
+    /// initial sequence numbers of the connections it opens): with its addresses and
+    /// routes, everything an interface of the `ip` medium without fragmentation is, so
+    /// a parked host can be made again ([`Interface::restore`]).
+    pub fn clock_and_rand(&self) -> (Instant, u64) {
+        (self.inner.now, self.inner.rand.state())
+    }
+
+    /// anyedge patch: sets what [`Interface::clock_and_rand`] read.
+    pub fn restore(&mut self, now: Instant, rand: u64) {
+        self.inner.now = now;
+        self.inner.rand = Rand::new(rand);
+    }
+
     /// Get the HardwareAddress address of the interface.
     ///
     /// # Panics
