@@ -265,6 +265,7 @@ fn send_responses(s: &mut tcp::Socket<'static>, serve: &mut Serve) {
         }
         // Request read and response acknowledged: the idle connection holds no buffers.
         if serve.header.is_empty() && serve.remaining_req == 0 {
+            serve.header = Vec::new();
             s.release_idle_buffers();
         }
     }

@@ -406,6 +406,13 @@ impl Client {
         let has_tcp = kinds().any(|k| matches!(k, TrafficKind::Tcp { .. }));
         let tcp = has_tcp.then(|| Stack::new(TcpStack::new(addr, rng.next_u64(), 0)));
         let slots = group.traffic.len() * 2;
+        let is_tcp = |slot: usize| matches!(t.traffic[group.traffic[slot / 2]].kind, TrafficKind::Tcp { .. });
+        let mut flows: Vec<Flow> = (0..slots).map(|_| Flow::default()).collect();
+        let mut tcp_flows = Vec::new();
+        for (_, flow) in flows.iter_mut().enumerate().filter(|&(slot, _)| is_tcp(slot)) {
+            flow.tcp = u16::try_from(tcp_flows.len()).ok();
+            tcp_flows.push(TcpFlow::default());
+        }
         let quic_flow = |slot: usize| {
             let class = &t.traffic[group.traffic[slot / 2]];
             matches!(class.kind, TrafficKind::Quic { .. }).then(|| {
@@ -416,9 +423,9 @@ impl Client {
         Client {
             group: g,
             addr,
-            flows: (0..slots).map(|_| Flow::default()).collect(),
+            flows,
             tcp,
-            tcp_flows: if has_tcp { (0..slots).map(|_| TcpFlow::default()).collect() } else { Vec::new() },
+            tcp_flows,
             tcp_poll_at: None,
             // Only a flooding client draws: the rest are smaller without one.
             rng: kinds()

@@ -39,7 +39,9 @@ pub(super) struct Flow {
     pub(super) received: u64,
     pub(super) last_backend: Option<SocketAddr>,
     pub(super) last_rtt_ns: Option<u64>,
-    pub(super) jitter_sum_ns: u128,
+    /// Sum of the differences between consecutive round trips (a flow's few thousand
+    /// answers, each a difference of at most the run's length: far from 2^64 ns).
+    pub(super) jitter_sum_ns: u64,
     pub(super) jitter_n: u64,
     /// Fault trackers waiting for this flow's first reply after the fault.
     pub(super) watching: Vec<(usize, usize)>,
@@ -47,6 +49,8 @@ pub(super) struct Flow {
     /// Source-port generation: bumped when the client moves to a new port (a TCP
     /// reconnect, a migration).
     pub(super) generation: u16,
+    /// A TCP class's slot: its flow's index in the client's `tcp_flows`.
+    pub(super) tcp: Option<u16>,
 }
 
 /// The TCP side of one flow: a connection carrying sequential requests.
@@ -104,7 +108,7 @@ pub(super) struct Client {
     pub(super) flows: Vec<Flow>,
     /// Its TCP stack, parked while no request is outstanding on any TCP flow.
     pub(super) tcp: Option<Stack>,
-    /// Per slot, for clients with a TCP class (empty for the rest).
+    /// One per slot of a TCP class (`Flow::tcp` says which); empty for the rest.
     pub(super) tcp_flows: Vec<TcpFlow>,
     pub(super) tcp_poll_at: Option<u64>,
     /// The client's own draws (flood source ports): a flooding client's only.
@@ -325,7 +329,7 @@ impl<'t> World<'t> {
             let slot = k * 2 + path as usize;
             self.note_sent(client, slot, now);
             let c = &mut self.edge.clients[client];
-            let tf = &mut c.tcp_flows[slot];
+            let Some(tf) = c.flows[slot].tcp.and_then(|i| c.tcp_flows.get_mut(usize::from(i))) else { continue };
             if tf.pending.is_empty() {
                 tf.progress.made(now);
             }
@@ -372,13 +376,16 @@ impl<'t> World<'t> {
             for path in PATHS {
                 let slot = k * 2 + path as usize;
                 let c = &mut self.edge.clients[client];
-                let (tf, generation) = (&mut c.tcp_flows[slot], &mut c.flows[slot].generation);
+                let flow = &mut c.flows[slot];
+                let Some(tf) = flow.tcp.and_then(|i| c.tcp_flows.get_mut(usize::from(i))) else { continue };
+                let generation = &mut flow.generation;
                 service_tcp_flow(stack, (tf, generation), (slot, now), addr, remote, &app, &mut completions);
                 // Between requests a kept-alive connection holds no buffer memory.
-                if tf.pending.is_empty()
-                    && let Some(h) = tf.handle
-                {
-                    stack.socket(h).release_idle_buffers();
+                if tf.pending.is_empty() {
+                    tf.shed();
+                    if let Some(h) = tf.handle {
+                        stack.socket(h).release_idle_buffers();
+                    }
                 }
                 give_up_at = give_up_at.into_iter().chain(tf.progress.give_up_at(!tf.pending.is_empty())).min();
             }
@@ -446,7 +453,7 @@ impl<'t> World<'t> {
         let flow = &mut self.edge.clients[client].flows[slot];
         flow.received += 1;
         if let Some(prev) = flow.last_rtt_ns {
-            flow.jitter_sum_ns += u128::from(prev.abs_diff(rtt_ns));
+            flow.jitter_sum_ns = flow.jitter_sum_ns.saturating_add(prev.abs_diff(rtt_ns));
             flow.jitter_n += 1;
         }
         flow.last_rtt_ns = Some(rtt_ns);

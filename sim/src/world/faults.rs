@@ -215,7 +215,7 @@ impl<'t> World<'t> {
         for client in self.edge.clients.iter_mut().filter(|c| c.group == group) {
             for slot in 0..client.flows.len() {
                 client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
-                if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.tcp_flows.get(slot).and_then(|f| f.handle))
+                if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.flows[slot].tcp.and_then(|i| client.tcp_flows.get(usize::from(i))).and_then(|f| f.handle))
                 {
                     stack.live(&[client.addr]).socket(h).abort();
                 }

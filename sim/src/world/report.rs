@@ -42,7 +42,7 @@ pub(super) fn path_report<'a>(
     for f in flows {
         sent += f.sent;
         received += f.received;
-        jsum += f.jitter_sum_ns;
+        jsum += u128::from(f.jitter_sum_ns);
         jn += f.jitter_n;
     }
     let loss_pct = if sent == 0 { 0.0 } else { ms3(100.0 * sent.saturating_sub(received) as f64 / sent as f64) };

@@ -247,6 +247,20 @@ pub(super) fn absorb_response(
 }
 
 impl TcpFlow {
+    /// Gives back the memory of what it holds empty: between requests a flow keeps no
+    /// request, head or queue storage (each a few hundred bytes kept from the last).
+    pub(super) fn shed(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = std::collections::VecDeque::new();
+        }
+        if self.head.is_empty() {
+            self.head = Vec::new();
+        }
+        if self.wire.is_empty() {
+            self.wire = Vec::new();
+        }
+    }
+
     /// Forgets the request in progress (answered, or lost with its connection).
     pub(super) fn reset_exchange(&mut self) {
         self.sent_bytes = 0;
