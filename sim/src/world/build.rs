@@ -278,7 +278,7 @@ impl Edge {
     /// Only groups `mine` says get stacks and first requests (the rest are idle rows).
     fn build(t: &Topology, q: &mut EventQueue<Ev>, mine: &dyn Fn(usize) -> bool) -> Result<Edge, SimError> {
         let mut edge = Edge {
-            clients: Table::new(),
+            clients: Table::with_capacity(t.clients.iter().map(|g| g.count as usize).sum()),
             groups: {
                 let mut orders =
                     Orders { by_attach: Default::default(), attacher: anyedge_topology::bgp::Attacher::new(t) };
@@ -408,7 +408,7 @@ impl Client {
         let slots = group.traffic.len() * 2;
         let is_tcp = |slot: usize| matches!(t.traffic[group.traffic[slot / 2]].kind, TrafficKind::Tcp { .. });
         let mut flows: Vec<Flow> = (0..slots).map(|_| Flow::default()).collect();
-        let mut tcp_flows = Vec::new();
+        let mut tcp_flows = Vec::with_capacity((0..slots).filter(|&slot| is_tcp(slot)).count());
         for (_, flow) in flows.iter_mut().enumerate().filter(|&(slot, _)| is_tcp(slot)) {
             flow.tcp = u16::try_from(tcp_flows.len()).ok();
             tcp_flows.push(TcpFlow::default());
@@ -431,7 +431,12 @@ impl Client {
             rng: kinds()
                 .any(|k| matches!(k, TrafficKind::SynFlood { .. }))
                 .then(|| Box::new(ComponentRng::new(t.seed, &format!("client/{c}")))),
-            quic_flows: (0..slots).map(quic_flow).collect(),
+            // A slot each when a class speaks QUIC; nothing for the rest.
+            quic_flows: if kinds().any(|k| matches!(k, TrafficKind::Quic { .. })) {
+                (0..slots).map(quic_flow).collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 }

@@ -43,8 +43,9 @@ pub(super) struct Flow {
     /// answers, each a difference of at most the run's length: far from 2^64 ns).
     pub(super) jitter_sum_ns: u64,
     pub(super) jitter_n: u64,
-    /// Fault trackers waiting for this flow's first reply after the fault.
-    pub(super) watching: Vec<(usize, usize)>,
+    /// Fault trackers waiting for this flow's first reply after the fault (boxed: most
+    /// flows never watch, and an empty list inline is 24 bytes a flow).
+    pub(super) watching: Option<Box<Vec<(usize, usize)>>>,
     pub(super) udp_seq: u64,
     /// Source-port generation: bumped when the client moves to a new port (a TCP
     /// reconnect, a migration).
@@ -461,9 +462,9 @@ impl<'t> World<'t> {
         if backend.is_some() {
             flow.last_backend = backend;
         }
-        let watching = std::mem::take(&mut flow.watching);
+        let watching = flow.watching.take();
         let mut still = Vec::new();
-        for (tr, pos) in watching {
+        for (tr, pos) in watching.into_iter().flat_map(|w| *w) {
             let tracker = &mut self.record.trackers[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
@@ -473,7 +474,7 @@ impl<'t> World<'t> {
                 still.push((tr, pos));
             }
         }
-        self.edge.clients[client].flows[slot].watching = still;
+        self.edge.clients[client].flows[slot].watching = (!still.is_empty()).then(|| Box::new(still));
         // A flow counts once per backend that served it: only a change needs recording.
         if let Some(&b) = new_backend.as_ref().and_then(|b| self.servers.backend_index.get(b)) {
             self.servers.backends[b].flows.insert((client, slot));
@@ -496,7 +497,7 @@ impl<'t> World<'t> {
                     let remote = SocketAddr::new(info.key.src, info.key.src_port);
                     let payload = &packet[packet.len() - info.payload_len..];
                     let mut out = Vec::new();
-                    if let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() {
+                    if let Some(f) = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut) {
                         f.host.receive(now, remote, Some(info.key.dst), payload, &mut out);
                     }
                     self.send_quic_datagrams(client, slot, out);
@@ -521,8 +522,96 @@ impl<'t> World<'t> {
 
 #[cfg(test)]
 mod tests {
+    use super::Client;
+    use super::Flow;
     use super::PopOrder;
+    use super::TcpFlow;
+    use crate::world::World;
+    use crate::world::backends::BackendConn;
     use crate::world::ids::PopId;
+    use anyedge_region::tcp_stack::ParkedStack;
+    use anyedge_region::tcp_stack::Stack;
+    use std::mem::size_of;
+
+    /// What client `c` holds between requests, in bytes: its row and flows, and for
+    /// TCP its flows' state and its parked stack (`None` while a request is outstanding
+    /// or its stack is live).
+    fn idle_client_bytes(c: &Client) -> Option<usize> {
+        let tcp = match &c.tcp {
+            None => 0,
+            Some(Stack::Parked(p)) => size_of::<ParkedStack>() + p.heap_bytes(),
+            Some(Stack::Live(_)) => return None,
+        };
+        let tcp_flows: usize =
+            c.tcp_flows.iter().map(|f| f.pending.capacity() * 8 + f.head.capacity() + f.wire.capacity()).sum();
+        if c.tcp_flows.iter().any(|f| !f.pending.is_empty() || f.tls.is_some()) {
+            return None;
+        }
+        let watching: usize = c.flows.iter().map(|f| f.watching.as_ref().map_or(0, |w| 24 + w.capacity() * 16)).sum();
+        Some(
+            size_of::<Client>()
+                + c.flows.capacity() * size_of::<Flow>()
+                + watching
+                + c.tcp_flows.capacity() * size_of::<TcpFlow>()
+                + tcp_flows
+                + c.quic_flows.capacity() * 8
+                + tcp,
+        )
+    }
+
+    /// What a backend's end of a kept-alive connection holds between requests (`None`
+    /// while it reads or answers one).
+    fn idle_conn_bytes(conn: &BackendConn) -> Option<usize> {
+        let Stack::Parked(p) = &conn.stack else { return None };
+        let serve = conn.serve.header.capacity() + conn.serve.pending_resp.capacity();
+        Some(size_of::<BackendConn>() + size_of::<ParkedStack>() + p.heap_bytes() + serve)
+    }
+
+    /// A client between requests costs a few hundred bytes: a UDP client its row and
+    /// two flows (anycast and direct); a browsing client also its TCP flows and a
+    /// parked stack with a kept-alive connection on each path, and each connection's
+    /// far end at its backend a parked stack of its own.
+    #[test]
+    fn a_client_between_requests_costs_a_few_hundred_bytes() {
+        let spec = anyedge_topology::generate::Spec {
+            name: "idle".into(),
+            pops: 12,
+            regions: 3,
+            clients: 600,
+            groups: 30,
+            web_every: 2,
+            clb_nodes: 2,
+            duration_s: 3,
+            seed: 5,
+        };
+        let text = anyedge_topology::generate::generate(&spec).unwrap();
+        let t = anyedge_topology::parse_str("idle.yaml", &text).unwrap();
+        let mut w = World::new(&t, anyedge_ccn::Tags::Fast).unwrap();
+        w.run_until(2_500_000_000);
+        let (mut udp, mut web) = (Vec::new(), Vec::new());
+        for c in w.edge.clients.iter() {
+            if let Some(bytes) = idle_client_bytes(c) {
+                if c.tcp.is_some() { web.push(bytes) } else { udp.push(bytes) }
+            }
+        }
+        let ends: Vec<usize> =
+            w.servers.hosts.iter().flat_map(|h| h.conns.values()).filter_map(|conn| idle_conn_bytes(conn)).collect();
+        let webs = w.edge.clients.iter().filter(|c| c.tcp.is_some()).count();
+        assert!(
+            udp.len() > 200 && web.len() > webs / 2,
+            "{} UDP and {} of {webs} web clients between requests",
+            udp.len(),
+            web.len()
+        );
+        assert!(ends.len() > webs, "{} idle connection ends at backends", ends.len());
+        let (udp, web, end) = (udp.iter().max().unwrap(), web.iter().max().unwrap(), ends.iter().max().unwrap());
+        println!(
+            "between requests: a UDP client {udp} bytes, a web client {web} bytes, a backend's end of a connection {end} bytes"
+        );
+        assert!(*udp <= 400, "a UDP client holds {udp} bytes");
+        assert!(*web <= 1_600, "a web client (game and web, each on two paths) holds {web} bytes");
+        assert!(*end <= 450, "a backend's end of a kept-alive connection holds {end} bytes");
+    }
 
     /// Whatever POPs have withdrawn, the lazy order finds the POP the whole order does,
     /// and works the whole order out only when its first POP is refused.

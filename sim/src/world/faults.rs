@@ -99,7 +99,7 @@ impl<'t> World<'t> {
         let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
         let tr = self.record.trackers.len();
         for (pos, &(c, s)) in affected.iter().enumerate() {
-            self.edge.clients[c].flows[s].watching.push((tr, pos));
+            self.edge.clients[c].flows[s].watching.get_or_insert_default().push((tr, pos));
         }
         self.record.trackers.push(FaultTracker {
             fault: index,
@@ -215,8 +215,10 @@ impl<'t> World<'t> {
         for client in self.edge.clients.iter_mut().filter(|c| c.group == group) {
             for slot in 0..client.flows.len() {
                 client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
-                if let (Some(stack), Some(h)) = (client.tcp.as_mut(), client.flows[slot].tcp.and_then(|i| client.tcp_flows.get(usize::from(i))).and_then(|f| f.handle))
-                {
+                if let (Some(stack), Some(h)) = (
+                    client.tcp.as_mut(),
+                    client.flows[slot].tcp.and_then(|i| client.tcp_flows.get(usize::from(i))).and_then(|f| f.handle),
+                ) {
                     stack.live(&[client.addr]).socket(h).abort();
                 }
             }

@@ -65,6 +65,12 @@ impl<I: Id, T> Table<I, T> {
         Table { rows: Vec::new(), id: PhantomData }
     }
 
+    /// A table with room for `rows` rows (a million clients' table grown by doubling
+    /// held up to twice their bytes).
+    pub(super) fn with_capacity(rows: usize) -> Self {
+        Table { rows: Vec::with_capacity(rows), id: PhantomData }
+    }
+
     /// Adds a row; its id.
     pub(super) fn push(&mut self, row: T) -> I {
         self.rows.push(row);

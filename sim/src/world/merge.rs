@@ -240,7 +240,7 @@ impl<'t> World<'t> {
         for c in self.edge.clients.iter_mut() {
             // Positions in the trackers moved: nothing watches after the run.
             for f in c.flows.iter_mut() {
-                f.watching.clear();
+                f.watching = None;
             }
         }
     }

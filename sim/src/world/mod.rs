@@ -312,9 +312,13 @@ impl<'t> World<'t> {
             Ev::QuicIssue { client, k } => self.quic_issue(client, k),
             Ev::ClientQuicPoll { client, slot } => {
                 let now = self.q.now_ns();
-                let due = self.edge.clients[client].quic_flows[slot].as_ref().is_some_and(|f| f.poll_at == Some(now));
+                let due = self.edge.clients[client]
+                    .quic_flows
+                    .get(slot)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|f| f.poll_at == Some(now));
                 if due {
-                    if let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() {
+                    if let Some(f) = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut) {
                         f.poll_at = None;
                     }
                     self.client_quic_service(client, slot);

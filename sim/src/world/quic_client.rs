@@ -232,7 +232,7 @@ impl<'t> World<'t> {
             let slot = k * 2 + path as usize;
             self.note_sent(client, slot, now);
             let c = &mut self.edge.clients[client];
-            if let Some(f) = c.quic_flows[slot].as_mut() {
+            if let Some(f) = c.quic_flows.get_mut(slot).and_then(Option::as_mut) {
                 if f.pending.is_empty() {
                     f.progress.made(now);
                 }
@@ -263,7 +263,7 @@ impl<'t> World<'t> {
         let config = self.pki.quic_clients.get(&offer).cloned();
         let authority = remote.to_string();
         let h3 = (offer == anyedge_region::quic_listener::H3).then_some(authority.as_str());
-        let Some(f) = self.edge.clients[client].quic_flows[slot].as_mut() else { return };
+        let Some(f) = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut) else { return };
         let mut out = Vec::new();
         f.give_up_if_silent(now);
         if f.conn.is_none()
@@ -297,7 +297,7 @@ impl<'t> World<'t> {
 
     /// Schedules a poll of a client's QUIC flow at `at`, unless one is due sooner.
     fn arm_quic_poll(&mut self, client: ClientId, slot: usize, at: u64) {
-        let f = self.edge.clients[client].quic_flows[slot].as_mut();
+        let f = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut);
         if let Some(f) = f
             && f.poll_at.is_none_or(|t| at < t)
         {
