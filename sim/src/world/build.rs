@@ -8,6 +8,7 @@ use crate::world::SLOTS_MAX;
 use crate::world::World;
 use crate::world::backends::Servers;
 use crate::world::clients::Client;
+use crate::world::clients::ClientTcp;
 use crate::world::clients::Flow;
 use crate::world::clients::Group;
 use crate::world::clients::GroupVip;
@@ -386,16 +387,7 @@ impl Group {
 impl Client {
     /// A client another partition runs: its group and address, nothing else.
     fn idle(g: usize, addr: IpAddr) -> Client {
-        Client {
-            group: g,
-            addr,
-            flows: Vec::new(),
-            tcp: None,
-            tcp_flows: Vec::new(),
-            tcp_poll_at: None,
-            rng: None,
-            quic_flows: Vec::new(),
-        }
+        Client { group: g, addr, flows: Box::default(), tcp: None, rng: None, quic_flows: Box::default() }
     }
 
     /// Client `c` of group `g` at `addr`: a TCP stack when a class speaks TCP, a QUIC
@@ -404,7 +396,7 @@ impl Client {
         let group = &t.clients[g];
         let kinds = || group.traffic.iter().map(|&k| &t.traffic[k].kind);
         let has_tcp = kinds().any(|k| matches!(k, TrafficKind::Tcp { .. }));
-        let tcp = has_tcp.then(|| Stack::new(TcpStack::new(addr, rng.next_u64(), 0)));
+        let stack = has_tcp.then(|| Stack::new(TcpStack::new(addr, rng.next_u64(), 0)));
         let slots = group.traffic.len() * 2;
         let is_tcp = |slot: usize| matches!(t.traffic[group.traffic[slot / 2]].kind, TrafficKind::Tcp { .. });
         let mut flows: Vec<Flow> = (0..slots).map(|_| Flow::default()).collect();
@@ -420,13 +412,12 @@ impl Client {
                 Box::new(QuicFlow::new(anyedge_region::quic::QuicHost::client(seed)))
             })
         };
+        let tcp = stack.map(|stack| Box::new(ClientTcp { stack, flows: tcp_flows.into_boxed_slice(), poll_at: None }));
         Client {
             group: g,
             addr,
-            flows,
+            flows: flows.into_boxed_slice(),
             tcp,
-            tcp_flows,
-            tcp_poll_at: None,
             // Only a flooding client draws: the rest are smaller without one.
             rng: kinds()
                 .any(|k| matches!(k, TrafficKind::SynFlood { .. }))
@@ -435,7 +426,7 @@ impl Client {
             quic_flows: if kinds().any(|k| matches!(k, TrafficKind::Quic { .. })) {
                 (0..slots).map(quic_flow).collect()
             } else {
-                Vec::new()
+                Box::default()
             },
         }
     }

@@ -60,18 +60,26 @@ pub(super) struct TcpFlow {
     pub(super) handle: Option<SocketHandle>,
     /// Issue times of requests not yet answered; the front one is on the wire.
     pub(super) pending: VecDeque<u64>,
-    pub(super) sent_bytes: usize,
-    pub(super) resp_got: u64,
-    pub(super) head: Vec<u8>,
-    /// HTTP: where the response body starts in `head`, and the response's full length.
-    pub(super) body_at: Option<usize>,
-    pub(super) expected: Option<u64>,
+    /// The request in progress and its answer so far: made when the flow is served,
+    /// dropped between requests ([`TcpFlow::shed`]).
+    pub(super) exchange: Option<Box<Exchange>>,
     /// HTTPS: the client's TLS session on the current connection (boxed: a kilobyte
     /// every client would carry for nothing when its classes are not HTTPS).
     pub(super) tls: Option<Box<rustls::ClientConnection>>,
     /// Bytes waiting for room in the socket (TLS records, or the plain request).
     pub(super) wire: Vec<u8>,
     pub(super) progress: Progress,
+}
+
+/// A TCP flow's request in progress: how much of it is written, and its answer so far.
+#[derive(Default)]
+pub(super) struct Exchange {
+    pub(super) sent_bytes: usize,
+    pub(super) resp_got: u64,
+    pub(super) head: Vec<u8>,
+    /// HTTP: where the response body starts in `head`, and the response's full length.
+    pub(super) body_at: Option<usize>,
+    pub(super) expected: Option<u64>,
 }
 
 /// When a client's flow (TCP or QUIC) last made progress: a connection begun, an answer
@@ -106,16 +114,23 @@ pub(super) struct Client {
     pub(super) group: usize,
     pub(super) addr: IpAddr,
     /// Indexed by slot = k * 2 + path.
-    pub(super) flows: Vec<Flow>,
-    /// Its TCP stack, parked while no request is outstanding on any TCP flow.
-    pub(super) tcp: Option<Stack>,
-    /// One per slot of a TCP class (`Flow::tcp` says which); empty for the rest.
-    pub(super) tcp_flows: Vec<TcpFlow>,
-    pub(super) tcp_poll_at: Option<u64>,
+    pub(super) flows: Box<[Flow]>,
+    /// Its TCP side, when a class speaks TCP (boxed: most clients speak only UDP).
+    pub(super) tcp: Option<Box<ClientTcp>>,
     /// The client's own draws (flood source ports): a flooding client's only.
     pub(super) rng: Option<Box<ComponentRng>>,
-    /// Per slot: the QUIC side of QUIC traffic classes.
-    pub(super) quic_flows: Vec<Option<Box<QuicFlow>>>,
+    /// Per slot when a class speaks QUIC (empty for the rest): the QUIC side of QUIC
+    /// traffic classes.
+    pub(super) quic_flows: Box<[Option<Box<QuicFlow>>]>,
+}
+
+/// A client's TCP side.
+pub(super) struct ClientTcp {
+    /// Its stack, parked while no request is outstanding on any TCP flow.
+    pub(super) stack: Stack,
+    /// One per slot of a TCP class (`Flow::tcp` says which).
+    pub(super) flows: Box<[TcpFlow]>,
+    pub(super) poll_at: Option<u64>,
 }
 
 /// What a client group knows of the VIPs it talks to (a few of a world's hundreds: a
@@ -330,7 +345,8 @@ impl<'t> World<'t> {
             let slot = k * 2 + path as usize;
             self.note_sent(client, slot, now);
             let c = &mut self.edge.clients[client];
-            let Some(tf) = c.flows[slot].tcp.and_then(|i| c.tcp_flows.get_mut(usize::from(i))) else { continue };
+            let Some(ClientTcp { stack, flows, .. }) = c.tcp.as_deref_mut() else { continue };
+            let Some(tf) = c.flows[slot].tcp.and_then(|i| flows.get_mut(usize::from(i))) else { continue };
             if tf.pending.is_empty() {
                 tf.progress.made(now);
             }
@@ -339,7 +355,7 @@ impl<'t> World<'t> {
                 // The oldest request is abandoned with its connection (its answer must not
                 // be taken for the next one's): counted as sent, never received.
                 tf.pending.pop_front();
-                if let (Some(stack), Some(h)) = (c.tcp.as_mut(), tf.handle) {
+                if let Some(h) = tf.handle {
                     stack.live(&[c.addr]).socket(h).abort();
                 }
                 tf.reset_exchange();
@@ -355,9 +371,10 @@ impl<'t> World<'t> {
         let t = self.t;
         let group = self.edge.clients[client].group;
         let addr = self.edge.clients[client].addr;
-        let Some(mut host) = self.edge.clients[client].tcp.take() else {
+        let Some(mut tcp) = self.edge.clients[client].tcp.take() else {
             return;
         };
+        let ClientTcp { stack: host, flows: tcp_flows, .. } = &mut *tcp;
         let stack = host.live(&[addr]);
         stack.poll(now);
         let mut completions: Vec<(usize, u64, Option<SocketAddr>)> = Vec::new();
@@ -378,7 +395,7 @@ impl<'t> World<'t> {
                 let slot = k * 2 + path as usize;
                 let c = &mut self.edge.clients[client];
                 let flow = &mut c.flows[slot];
-                let Some(tf) = flow.tcp.and_then(|i| c.tcp_flows.get_mut(usize::from(i))) else { continue };
+                let Some(tf) = flow.tcp.and_then(|i| tcp_flows.get_mut(usize::from(i))) else { continue };
                 let generation = &mut flow.generation;
                 service_tcp_flow(stack, (tf, generation), (slot, now), addr, remote, &app, &mut completions);
                 // Between requests a kept-alive connection holds no buffer memory.
@@ -396,10 +413,10 @@ impl<'t> World<'t> {
         let next = stack.poll_at_ns(now).into_iter().chain(give_up_at).min();
         // Between requests a kept-alive connection is a few hundred bytes: the stack parks
         // (made again exactly as it was when the next request or packet comes).
-        if self.edge.clients[client].tcp_flows.iter().all(|tf| tf.pending.is_empty()) {
+        if tcp_flows.iter().all(|tf| tf.pending.is_empty()) {
             host.park_if_idle();
         }
-        self.edge.clients[client].tcp = Some(host);
+        self.edge.clients[client].tcp = Some(tcp);
         for (slot, issued, backend) in completions {
             self.record_reply(client, slot, issued, backend);
         }
@@ -420,8 +437,9 @@ impl<'t> World<'t> {
 
     pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64) {
         let c = &mut self.edge.clients[client];
-        if c.tcp_poll_at.is_none_or(|t| at < t) {
-            c.tcp_poll_at = Some(at);
+        let Some(tcp) = c.tcp.as_deref_mut() else { return };
+        if tcp.poll_at.is_none_or(|t| at < t) {
+            tcp.poll_at = Some(at);
             self.q.schedule(at, Ev::ClientTcpPoll { client });
         }
     }
@@ -511,8 +529,8 @@ impl<'t> World<'t> {
             }
             Transport::Tcp => {
                 let c = &mut self.edge.clients[client];
-                if let Some(stack) = c.tcp.as_mut() {
-                    stack.live(&[c.addr]).receive(packet);
+                if let Some(tcp) = c.tcp.as_deref_mut() {
+                    tcp.stack.live(&[c.addr]).receive(packet);
                     self.client_tcp_service(client);
                 }
             }
@@ -523,6 +541,7 @@ impl<'t> World<'t> {
 #[cfg(test)]
 mod tests {
     use super::Client;
+    use super::ClientTcp;
     use super::Flow;
     use super::PopOrder;
     use super::TcpFlow;
@@ -537,26 +556,26 @@ mod tests {
     /// TCP its flows' state and its parked stack (`None` while a request is outstanding
     /// or its stack is live).
     fn idle_client_bytes(c: &Client) -> Option<usize> {
-        let tcp = match &c.tcp {
+        let tcp = match c.tcp.as_deref() {
             None => 0,
-            Some(Stack::Parked(p)) => size_of::<ParkedStack>() + p.heap_bytes(),
-            Some(Stack::Live(_)) => return None,
+            Some(tcp) => {
+                let Stack::Parked(p) = &tcp.stack else { return None };
+                if tcp.flows.iter().any(|f| !f.pending.is_empty() || f.tls.is_some()) {
+                    return None;
+                }
+                let heap: usize = tcp.flows.iter().map(|f| f.pending.capacity() * 8 + f.wire.capacity()).sum();
+                if tcp.flows.iter().any(|f| f.exchange.is_some()) {
+                    return None;
+                }
+                size_of::<ClientTcp>()
+                    + tcp.flows.len() * size_of::<TcpFlow>()
+                    + heap
+                    + size_of::<ParkedStack>()
+                    + p.heap_bytes()
+            }
         };
-        let tcp_flows: usize =
-            c.tcp_flows.iter().map(|f| f.pending.capacity() * 8 + f.head.capacity() + f.wire.capacity()).sum();
-        if c.tcp_flows.iter().any(|f| !f.pending.is_empty() || f.tls.is_some()) {
-            return None;
-        }
         let watching: usize = c.flows.iter().map(|f| f.watching.as_ref().map_or(0, |w| 24 + w.capacity() * 16)).sum();
-        Some(
-            size_of::<Client>()
-                + c.flows.capacity() * size_of::<Flow>()
-                + watching
-                + c.tcp_flows.capacity() * size_of::<TcpFlow>()
-                + tcp_flows
-                + c.quic_flows.capacity() * 8
-                + tcp,
-        )
+        Some(size_of::<Client>() + c.flows.len() * size_of::<Flow>() + watching + c.quic_flows.len() * 8 + tcp)
     }
 
     /// What a backend's end of a kept-alive connection holds between requests (`None`
@@ -608,8 +627,8 @@ mod tests {
         println!(
             "between requests: a UDP client {udp} bytes, a web client {web} bytes, a backend's end of a connection {end} bytes"
         );
-        assert!(*udp <= 400, "a UDP client holds {udp} bytes");
-        assert!(*web <= 1_600, "a web client (game and web, each on two paths) holds {web} bytes");
+        assert!(*udp <= 320, "a UDP client holds {udp} bytes");
+        assert!(*web <= 1_300, "a web client (game and web, each on two paths) holds {web} bytes");
         assert!(*end <= 450, "a backend's end of a kept-alive connection holds {end} bytes");
     }
 

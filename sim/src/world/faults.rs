@@ -215,11 +215,11 @@ impl<'t> World<'t> {
         for client in self.edge.clients.iter_mut().filter(|c| c.group == group) {
             for slot in 0..client.flows.len() {
                 client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
-                if let (Some(stack), Some(h)) = (
-                    client.tcp.as_mut(),
-                    client.flows[slot].tcp.and_then(|i| client.tcp_flows.get(usize::from(i))).and_then(|f| f.handle),
-                ) {
-                    stack.live(&[client.addr]).socket(h).abort();
+                if let Some(tcp) = client.tcp.as_deref_mut()
+                    && let Some(h) =
+                        client.flows[slot].tcp.and_then(|i| tcp.flows.get(usize::from(i))).and_then(|f| f.handle)
+                {
+                    tcp.stack.live(&[client.addr]).socket(h).abort();
                 }
             }
         }

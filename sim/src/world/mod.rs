@@ -325,8 +325,11 @@ impl<'t> World<'t> {
                 }
             }
             Ev::ClientTcpPoll { client } => {
-                if self.edge.clients[client].tcp_poll_at == Some(self.q.now_ns()) {
-                    self.edge.clients[client].tcp_poll_at = None;
+                let now = self.q.now_ns();
+                if let Some(tcp) = self.edge.clients[client].tcp.as_deref_mut()
+                    && tcp.poll_at == Some(now)
+                {
+                    tcp.poll_at = None;
                     self.client_tcp_service(client);
                 }
             }

@@ -1,6 +1,7 @@
 //! What a client's TCP connection carries: plain requests, HTTP, or HTTPS through rustls,
 //! and how it reads the answers.
 use crate::app;
+use crate::world::clients::Exchange;
 use crate::world::clients::TcpFlow;
 use crate::world::clients::port_of;
 use anyedge_region::tcp_stack::TcpStack;
@@ -57,9 +58,10 @@ pub(super) fn service_tcp_flow(
         return;
     }
     let Some(h) = tf.handle else { return };
-    if tf.expected.is_none() {
-        tf.expected = app.fixed_response();
-        tf.body_at = tf.expected.map(|_| 0);
+    let ex = tf.exchange.get_or_insert_default();
+    if ex.expected.is_none() {
+        ex.expected = app.fixed_response();
+        ex.body_at = ex.expected.map(|_| 0);
     }
     let req = app.request_bytes(remote);
     let s = stack.socket(h);
@@ -148,18 +150,19 @@ fn ensure_connected(
 /// The rest of the request in progress, straight onto the wire buffer, or through TLS
 /// once its handshake is done.
 fn queue_request(tf: &mut TcpFlow, req: &[u8]) {
-    if tf.pending.is_empty() || tf.sent_bytes >= req.len() {
+    let ex = tf.exchange.get_or_insert_default();
+    if tf.pending.is_empty() || ex.sent_bytes >= req.len() {
         return;
     }
     match tf.tls.as_mut() {
         Some(tls) if !tls.is_handshaking() => {
-            let _ = std::io::Write::write_all(&mut tls.writer(), &req[tf.sent_bytes..]);
-            tf.sent_bytes = req.len();
+            let _ = std::io::Write::write_all(&mut tls.writer(), &req[ex.sent_bytes..]);
+            ex.sent_bytes = req.len();
         }
         Some(_) => {}
         None => {
-            tf.wire.extend_from_slice(&req[tf.sent_bytes..]);
-            tf.sent_bytes = req.len();
+            tf.wire.extend_from_slice(&req[ex.sent_bytes..]);
+            ex.sent_bytes = req.len();
         }
     }
 }
@@ -215,33 +218,34 @@ pub(super) fn absorb_response(
     slot: usize,
     completions: &mut Vec<(usize, u64, Option<SocketAddr>)>,
 ) {
+    let ex = tf.exchange.get_or_insert_default();
     while !data.is_empty() && !tf.pending.is_empty() {
         // Until an HTTP head is read the response's length is unknown: one request is
         // outstanding at a time, so whatever arrives belongs to it.
-        let need = tf.expected.map_or(usize::MAX, |e| e.saturating_sub(tf.resp_got) as usize);
+        let need = ex.expected.map_or(usize::MAX, |e| e.saturating_sub(ex.resp_got) as usize);
         let n = data.len().min(need);
-        let keep = tf.body_at.map_or(app::HTTP_HEAD_MAX, |b| b + app::ID_LEN);
-        let want = keep.saturating_sub(tf.head.len()).min(n);
-        tf.head.extend_from_slice(&data[..want]);
-        tf.resp_got += n as u64;
+        let keep = ex.body_at.map_or(app::HTTP_HEAD_MAX, |b| b + app::ID_LEN);
+        let want = keep.saturating_sub(ex.head.len()).min(n);
+        ex.head.extend_from_slice(&data[..want]);
+        ex.resp_got += n as u64;
         data = &data[n..];
-        if tf.expected.is_none()
-            && let Some(end) = app::http_head_end(&tf.head)
+        if ex.expected.is_none()
+            && let Some(end) = app::http_head_end(&ex.head)
         {
-            let text = String::from_utf8_lossy(&tf.head[..end]);
+            let text = String::from_utf8_lossy(&ex.head[..end]);
             let length: u64 = app::http_header(&text, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            tf.body_at = Some(end);
-            tf.expected = Some(end as u64 + length);
+            ex.body_at = Some(end);
+            ex.expected = Some(end as u64 + length);
         }
-        if tf.expected.is_some_and(|e| tf.resp_got >= e) {
-            let body = tf.body_at.and_then(|b| tf.head.get(b..)).unwrap_or(&[]);
+        if ex.expected.is_some_and(|e| ex.resp_got >= e) {
+            let body = ex.body_at.and_then(|b| ex.head.get(b..)).unwrap_or(&[]);
             let backend = app::parse_identity(body).map(|(b, _)| b);
             if let Some(issued) = tf.pending.pop_front() {
                 completions.push((slot, issued, backend));
             }
-            tf.reset_exchange();
-            tf.expected = app.fixed_response();
-            tf.body_at = tf.expected.map(|_| 0);
+            ex.reset();
+            ex.expected = app.fixed_response();
+            ex.body_at = ex.expected.map(|_| 0);
         }
     }
 }
@@ -252,9 +256,9 @@ impl TcpFlow {
     pub(super) fn shed(&mut self) {
         if self.pending.is_empty() {
             self.pending = std::collections::VecDeque::new();
-        }
-        if self.head.is_empty() {
-            self.head = Vec::new();
+            // Made again as the next request is served: what a new one starts as is what
+            // a finished one was reset to.
+            self.exchange = None;
         }
         if self.wire.is_empty() {
             self.wire = Vec::new();
@@ -263,6 +267,14 @@ impl TcpFlow {
 
     /// Forgets the request in progress (answered, or lost with its connection).
     pub(super) fn reset_exchange(&mut self) {
+        if let Some(ex) = self.exchange.as_deref_mut() {
+            ex.reset();
+        }
+    }
+}
+
+impl Exchange {
+    fn reset(&mut self) {
         self.sent_bytes = 0;
         self.resp_got = 0;
         self.head.clear();
