@@ -45,7 +45,7 @@ pub(super) struct Flow {
     pub(super) jitter_n: u64,
     /// Fault trackers waiting for this flow's first reply after the fault (boxed: most
     /// flows never watch, and an empty list inline is 24 bytes a flow).
-    pub(super) watching: Option<Box<Vec<(usize, usize)>>>,
+    pub(super) watching: Option<Box<[(usize, usize)]>>,
     pub(super) udp_seq: u64,
     /// Source-port generation: bumped when the client moves to a new port (a TCP
     /// reconnect, a migration).
@@ -482,7 +482,7 @@ impl<'t> World<'t> {
         }
         let watching = flow.watching.take();
         let mut still = Vec::new();
-        for (tr, pos) in watching.into_iter().flat_map(|w| *w) {
+        for (tr, pos) in watching.into_iter().flat_map(|w| w.into_vec()) {
             let tracker = &mut self.record.trackers[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
@@ -492,7 +492,7 @@ impl<'t> World<'t> {
                 still.push((tr, pos));
             }
         }
-        self.edge.clients[client].flows[slot].watching = (!still.is_empty()).then(|| Box::new(still));
+        self.edge.clients[client].flows[slot].watching = (!still.is_empty()).then(|| still.into_boxed_slice());
         // A flow counts once per backend that served it: only a change needs recording.
         if let Some(&b) = new_backend.as_ref().and_then(|b| self.servers.backend_index.get(b)) {
             self.servers.backends[b].flows.insert((client, slot));
@@ -574,7 +574,7 @@ mod tests {
                     + p.heap_bytes()
             }
         };
-        let watching: usize = c.flows.iter().map(|f| f.watching.as_ref().map_or(0, |w| 24 + w.capacity() * 16)).sum();
+        let watching: usize = c.flows.iter().map(|f| f.watching.as_ref().map_or(0, |w| w.len() * 16)).sum();
         Some(size_of::<Client>() + c.flows.len() * size_of::<Flow>() + watching + c.quic_flows.len() * 8 + tcp)
     }
 

@@ -99,7 +99,10 @@ impl<'t> World<'t> {
         let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
         let tr = self.record.trackers.len();
         for (pos, &(c, s)) in affected.iter().enumerate() {
-            self.edge.clients[c].flows[s].watching.get_or_insert_default().push((tr, pos));
+            let flow = &mut self.edge.clients[c].flows[s];
+            let mut watching = flow.watching.take().map(Vec::from).unwrap_or_default();
+            watching.push((tr, pos));
+            flow.watching = Some(watching.into_boxed_slice());
         }
         self.record.trackers.push(FaultTracker {
             fault: index,
