@@ -297,19 +297,6 @@ impl TcpStack {
         let form = |s: &TcpStack| s.sockets.iter().map(|(h, s)| format!("{h} {s:?}")).collect::<Vec<_>>();
         debug_assert_eq!(form(&again), form(self), "every socket as it was");
     }
-
-    /// Bytes this stack's sockets hold in buffers now.
-    pub fn buffer_bytes_allocated(&self) -> usize {
-        self.sockets
-            .iter()
-            .map(|(_, s)| match s {
-                #[allow(unreachable_patterns)] // TCP is the only socket kind built
-                smoltcp::socket::Socket::Tcp(s) => s.buffer_bytes_allocated(),
-                #[allow(unreachable_patterns)]
-                _ => 0,
-            })
-            .sum()
-    }
 }
 
 impl ParkedStack {

@@ -575,6 +575,17 @@ impl<'t> World<'t> {
         }
     }
 
+    /// A backend connection's poll, when it is the one last armed.
+    pub(super) fn backend_tcp_poll(&mut self, host: HostId, remote: (IpAddr, u16)) {
+        let now = self.q.now_ns();
+        if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
+            && conn.poll_at == Some(now)
+        {
+            conn.poll_at = None;
+            self.backend_tcp_service(host, remote);
+        }
+    }
+
     /// Serves one TCP connection: read requests, answer with the response size asked for.
     pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16)) {
         let now = self.q.now_ns();

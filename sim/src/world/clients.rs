@@ -435,6 +435,17 @@ impl<'t> World<'t> {
         }
     }
 
+    /// A client's TCP poll, when it is the one last armed.
+    pub(super) fn client_tcp_poll(&mut self, client: ClientId) {
+        let now = self.q.now_ns();
+        if let Some(tcp) = self.edge.clients[client].tcp.as_deref_mut()
+            && tcp.poll_at == Some(now)
+        {
+            tcp.poll_at = None;
+            self.client_tcp_service(client);
+        }
+    }
+
     pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64) {
         let c = &mut self.edge.clients[client];
         let Some(tcp) = c.tcp.as_deref_mut() else { return };
@@ -560,13 +571,10 @@ mod tests {
             None => 0,
             Some(tcp) => {
                 let Stack::Parked(p) = &tcp.stack else { return None };
-                if tcp.flows.iter().any(|f| !f.pending.is_empty() || f.tls.is_some()) {
+                if tcp.flows.iter().any(|f| !f.pending.is_empty() || f.exchange.is_some() || f.tls.is_some()) {
                     return None;
                 }
                 let heap: usize = tcp.flows.iter().map(|f| f.pending.capacity() * 8 + f.wire.capacity()).sum();
-                if tcp.flows.iter().any(|f| f.exchange.is_some()) {
-                    return None;
-                }
                 size_of::<ClientTcp>()
                     + tcp.flows.len() * size_of::<TcpFlow>()
                     + heap

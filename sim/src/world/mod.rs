@@ -310,52 +310,14 @@ impl<'t> World<'t> {
             Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
             Ev::FloodSend { client, k } => self.flood_send(client, k),
             Ev::QuicIssue { client, k } => self.quic_issue(client, k),
-            Ev::ClientQuicPoll { client, slot } => {
-                let now = self.q.now_ns();
-                let due = self.edge.clients[client]
-                    .quic_flows
-                    .get(slot)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|f| f.poll_at == Some(now));
-                if due {
-                    if let Some(f) = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut) {
-                        f.poll_at = None;
-                    }
-                    self.client_quic_service(client, slot);
-                }
-            }
-            Ev::ClientTcpPoll { client } => {
-                let now = self.q.now_ns();
-                if let Some(tcp) = self.edge.clients[client].tcp.as_deref_mut()
-                    && tcp.poll_at == Some(now)
-                {
-                    tcp.poll_at = None;
-                    self.client_tcp_service(client);
-                }
-            }
-            Ev::BackendTcpPoll { host, remote } => {
-                let now = self.q.now_ns();
-                if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
-                    && conn.poll_at == Some(now)
-                {
-                    conn.poll_at = None;
-                    self.backend_tcp_service(host, remote);
-                }
-            }
+            Ev::ClientQuicPoll { client, slot } => self.client_quic_poll(client, slot),
+            Ev::ClientTcpPoll { client } => self.client_tcp_poll(client),
+            Ev::BackendTcpPoll { host, remote } => self.backend_tcp_poll(host, remote),
             Ev::Arrive { to, packet } => {
                 self.capture(&to, &packet);
                 self.arrive(to, packet)
             }
-            Ev::ClbTimer { clb } => {
-                if self.regions.clbs[clb].timer_at == Some(self.q.now_ns()) {
-                    self.regions.clbs[clb].timer_at = None;
-                    if self.regions.clbs[clb].up {
-                        let now = self.q.now_ns();
-                        self.regions.clbs[clb].core.handle_timeout(now);
-                        self.drain_clb(clb);
-                    }
-                }
-            }
+            Ev::ClbTimer { clb } => self.clb_timer(clb),
             Ev::Fault { index } => self.apply_fault(index),
             Ev::Control(ev) => self.control_event(ev),
             Ev::ProbeTick { at, epoch } => self.probe_tick(at, epoch),
@@ -365,6 +327,18 @@ impl<'t> World<'t> {
                     let i = self.link_bb(pop, region, dir);
                     self.net.backbone(self.t, i).clear_override();
                 }
+            }
+        }
+    }
+
+    /// A CLB node's timer, when it is the one last armed (a later arming supersedes it).
+    fn clb_timer(&mut self, clb: ClbId) {
+        if self.regions.clbs[clb].timer_at == Some(self.q.now_ns()) {
+            self.regions.clbs[clb].timer_at = None;
+            if self.regions.clbs[clb].up {
+                let now = self.q.now_ns();
+                self.regions.clbs[clb].core.handle_timeout(now);
+                self.drain_clb(clb);
             }
         }
     }

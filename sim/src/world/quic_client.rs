@@ -246,6 +246,18 @@ impl<'t> World<'t> {
         self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::QuicIssue { client, k });
     }
 
+    /// A client's QUIC poll of slot `slot`, when it is the one last armed.
+    pub(super) fn client_quic_poll(&mut self, client: ClientId, slot: usize) {
+        let now = self.q.now_ns();
+        let flow = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut);
+        if let Some(f) = flow
+            && f.poll_at == Some(now)
+        {
+            f.poll_at = None;
+            self.client_quic_service(client, slot);
+        }
+    }
+
     /// Drives a client's QUIC flow: connect, one stream per request, read the answer.
     pub(super) fn client_quic_service(&mut self, client: ClientId, slot: usize) {
         let now = self.q.now_ns();
