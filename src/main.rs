@@ -19,6 +19,7 @@
 //! - `sweep FILE --set PATH=V1,V2 … --seeds N` compares a design's variants over seeds;
 //! - `merge PARTS… --json F` combines part files into the report one process writes;
 //! - `calibrate MEASURED.csv` fits the delay model to measured round trips;
+//! - `delay A B` prints the model's round trip between two places and what it rests on;
 //! - `bench lab|control|maglev` are the benchmarks that print figures.
 
 mod alloc;
@@ -26,6 +27,7 @@ mod bench;
 mod calibrate;
 mod chaos;
 mod ctl;
+mod delay;
 mod deploy;
 mod lab;
 mod man;
@@ -336,6 +338,20 @@ enum Command {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// The delay model's round trip between two places (no last mile), the distance, and
+    /// what it rests on: the measured server pairs near the two places, with their weights.
+    /// Places are cities of data/geo/cities.tsv (NAME, or NAME/CC for a country's) or
+    /// coordinates (LAT,LON).
+    Delay {
+        a: String,
+        b: String,
+        /// A calibration that ships.
+        #[arg(long, default_value = anyedge_topology::INTERNET_DELAY_DEFAULT)]
+        model: String,
+        /// How many of the measured pairs to list, the heaviest first.
+        #[arg(long, default_value_t = 8)]
+        pairs: usize,
+    },
     /// Fit the delay model to measured round trips (CSV with a_lat,a_lon,b_lat,b_lon,rtt_ms)
     /// and print it as a topology file's `delay:` section, with its error on held-out pairs.
     Calibrate {
@@ -346,9 +362,15 @@ enum Command {
         /// Where the measurements come from (dataset, date, licence), as reports will show it.
         #[arg(long)]
         source: Option<String>,
-        /// Hold every Nth pair out of the fit and report the error on those (0: none).
-        #[arg(long, default_value_t = 3)]
-        holdout: u32,
+        /// The model: `landmarks`, per place (each pair from the measured pairs of the
+        /// servers near its ends; scored with each server held out whole), or `areas`, a
+        /// stretch, overhead and hub per pair of areas.
+        #[arg(long = "model", value_enum, default_value = "landmarks")]
+        kind: calibrate::Kind,
+        /// With `--model areas`: hold every Nth pair out of the fit and report the error on
+        /// those (0: none; default 3).
+        #[arg(long)]
+        holdout: Option<u32>,
         /// Print each pair's measured and predicted round trip.
         #[arg(long)]
         pairs: bool,
@@ -515,8 +537,9 @@ fn main() -> ExitCode {
         Command::CaptureHere { out, duration, snaplen } => capture_here(&out, &duration, snaplen),
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
-        Command::Calibrate { file, name, source, holdout, pairs, areas, topology, json } => {
-            calibrate::run(calibrate::Args { file, name, source, holdout, pairs, areas, topology, json })
+        Command::Delay { a, b, model, pairs } => delay::run(delay::Args { a, b, model, terms: pairs }),
+        Command::Calibrate { file, name, source, kind, holdout, pairs, areas, topology, json } => {
+            calibrate::run(calibrate::Args { file, name, source, kind, holdout, pairs, areas, topology, json })
         }
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule, shard } => {
             chaos::run(chaos::Args { file, seeds, from, jobs, faults, duration, json, print_schedule, shard })

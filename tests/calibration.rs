@@ -23,42 +23,55 @@ fn source_of(shipped: &'static str) -> &'static str {
     line.split_once('"').and_then(|(_, rest)| rest.strip_suffix('"')).expect("a quoted source")
 }
 
-/// Fits `dataset` as data/delay/README.md says and checks the output is `shipped`'s
-/// model, line for line; the shipped model, parsed.
-fn refit_equals_shipped(dataset: &str, name: &str, shipped: &'static str) -> anyedge_ccn::delay::DelayModel {
-    let (code, stdout, stderr) = calibrate(&[dataset, "--name", name, "--source", source_of(shipped)]);
-    assert_eq!(code, Some(0), "{stderr}");
-    // The model lines, without the comments (the error figures).
-    let model_lines = |text: &str| text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>();
-    assert_eq!(
-        model_lines(&stdout),
-        model_lines(shipped),
-        "rerun the command in data/delay/README.md and commit its output"
-    );
-    anyedge_topology::builtin_delay(name).expect("the shipped calibration parses")
+/// The model lines of `calibrate`'s output, without the comments (the error figures).
+fn model_lines(text: &str) -> Vec<String> {
+    text.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect()
 }
 
 #[test]
 fn the_shipped_backbone_calibration_is_what_calibrate_fits_on_the_shipped_dataset() {
-    let shipped = refit_equals_shipped(DATASET, "azure-2025-06", SHIPPED);
+    let (code, stdout, stderr) =
+        calibrate(&[DATASET, "--model", "areas", "--name", "azure-2025-06", "--source", source_of(SHIPPED)]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(model_lines(&stdout), model_lines(SHIPPED), "rerun the command in data/delay/README.md and commit its output");
+    let shipped = anyedge_topology::builtin_delay("azure-2025-06").expect("the shipped calibration parses");
     assert!(shipped.pairs.len() >= 20, "per-area-pair parameters: {shipped:?}");
     assert!(shipped.pairs.values().any(|p| p.via.is_some()), "some pairs detour through a hub");
 }
 
+/// One run of the documented command on the internet's dataset, with `--areas`: the
+/// shipped per-place model is what it fits, within target on the dataset's own pairs and
+/// on servers it never saw, with the short-path floor and the per-area errors printed.
 #[test]
-fn the_shipped_internet_calibration_is_what_calibrate_fits_on_the_shipped_dataset() {
-    let shipped = refit_equals_shipped(INTERNET_DATASET, "wondernetwork-2020-07", INTERNET_SHIPPED);
-    assert!(shipped.pairs.len() >= 40, "per-area-pair parameters: {shipped:?}");
-}
+fn the_shipped_internet_calibration_is_what_calibrate_fits_and_is_within_target_on_servers_it_never_saw() {
+    let name = "wondernetwork-2020-07";
+    let (code, stdout, stderr) =
+        calibrate(&[INTERNET_DATASET, "--name", name, "--source", source_of(INTERNET_SHIPPED), "--areas"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let model = stdout.split("\nerror per pair of areas").next().unwrap();
+    assert_eq!(model_lines(model), model_lines(INTERNET_SHIPPED), "rerun the command in data/delay/README.md and commit its output");
+    let shipped = anyedge_topology::builtin_delay(name).expect("the shipped calibration parses");
+    let landmarks = shipped.landmarks.as_ref().expect("a per-place model");
+    assert!(landmarks.landmarks.len() > 200, "the dataset's servers are its landmarks");
+    assert!(shipped.pairs.is_empty(), "no rule for a pair of areas");
 
-#[test]
-fn the_internet_model_is_within_target_on_pairs_it_was_not_fitted_on() {
-    let stdout = long_pairs_held_out_within_target(INTERNET_DATASET);
-    // Short pairs: the data's own spread keeps the median error near 30 % (data/delay/
-    // README.md, "What limits short pairs"); the fit must at least not lean to one side.
-    let [short_median, _, short_bias] = figures(&stdout, "held out  < 1000 km");
-    assert!(short_bias.abs() <= 5.0, "held out, short: bias {short_bias} % (median {short_median} %)");
-    assert!(short_median <= 35.0, "held out, short: median {short_median} %");
+    for length in ["≥ 1000 km", "< 1000 km"] {
+        let [median, ..] = figures(&stdout, &format!("in sample {length}"));
+        assert!(median <= 5.0, "in sample, {length}: median {median} %");
+    }
+    let [median, p90, bias] = figures(&stdout, "held out  ≥ 1000 km");
+    assert!(median <= 12.0 && p90 <= 35.0 && bias.abs() <= 5.0, "held out by server, long: {median} / {p90} / {bias} %");
+    let [short, ..] = figures(&stdout, "held out  < 1000 km");
+    assert!(short <= 25.0, "held out by server, short: median {short} %");
+    assert!(stdout.contains("short-path floor at 0 km"), "the fitted floor is shown:\n{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("#   europe ") && l.contains(" ms [")), "the floor per area:\n{stdout}");
+
+    let table = stdout.split("error per pair of areas (held-out pairs").nth(1).expect("the table follows the model");
+    let row = table.lines().find(|l| l.starts_with("europe/europe ")).expect("a row for europe/europe");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let long: usize = cells[1].parse().unwrap();
+    assert!(long > 100, "europe/europe has hundreds of held-out long pairs: {row}");
+    assert!(row.ends_with("per place"), "{row}");
 }
 
 #[test]
@@ -75,31 +88,6 @@ fn a_topology_without_an_internet_model_gets_the_calibrated_one_and_the_last_mil
     assert_eq!(t.internet.last_mile_source, "set in the topology file");
 }
 
-#[test]
-fn areas_lists_the_held_out_error_of_each_pair_of_areas() {
-    let (code, stdout, stderr) = calibrate(&[INTERNET_DATASET, "--areas"]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let table = stdout.split("error per pair of areas (held-out pairs").nth(1).expect("the table follows the model");
-    let row = table.lines().find(|l| l.starts_with("europe/europe ")).expect("a row for europe/europe");
-    let cells: Vec<&str> = row.split_whitespace().collect();
-    let long: usize = cells[1].parse().unwrap();
-    assert!(long > 100, "europe/europe has hundreds of held-out long pairs: {row}");
-    assert!(row.contains("stretch:"), "the row names the parameters: {row}");
-}
-
-/// Fits `dataset` holding every third pair out; the pairs over 1,000 km held out must be
-/// within the targets (median ≤ 15 %, p90 ≤ 40 %, |bias| ≤ 5 %). What `calibrate` printed.
-fn long_pairs_held_out_within_target(dataset: &str) -> String {
-    let (code, stdout, stderr) = calibrate(&[dataset, "--holdout", "3"]);
-    assert_eq!(code, Some(0), "{stderr}");
-    let [median, p90, bias] = figures(&stdout, "held out  ≥ 1000 km");
-    assert!(
-        median <= 15.0 && p90 <= 40.0 && bias.abs() <= 5.0,
-        "{dataset}, held out, long: median {median} %, p90 {p90} %, bias {bias} %"
-    );
-    stdout
-}
-
 /// (median, p90, bias) in % from a summary line of `calibrate`'s output.
 fn figures(stdout: &str, prefix: &str) -> [f64; 3] {
     let line = stdout.lines().find(|l| l.contains(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line:\n{stdout}"));
@@ -114,9 +102,10 @@ fn figures(stdout: &str, prefix: &str) -> [f64; 3] {
 
 #[test]
 fn the_backbone_model_is_within_target_on_long_pairs_it_was_not_fitted_on() {
-    let stdout = long_pairs_held_out_within_target(DATASET);
-    let [median, ..] = figures(&stdout, "held out  ≥ 1000 km");
-    // One stretch for the world, as files had before: the model must do better than it.
+    let (code, stdout, stderr) = calibrate(&[DATASET, "--model", "areas", "--holdout", "3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let [median, p90, bias] = figures(&stdout, "held out  ≥ 1000 km");
+    assert!(median <= 15.0 && p90 <= 40.0 && bias.abs() <= 5.0, "held out, long: {median} / {p90} / {bias} %");
     let [fitted_median, ..] = figures(&stdout, "fitted    ≥ 1000 km");
     assert!(fitted_median <= median + 5.0, "fitted {fitted_median} % vs held out {median} %: not overfitted");
 }
@@ -149,5 +138,57 @@ fn bad_measurement_rows_are_named_by_their_line_and_nothing_is_fitted() {
     let (code, _, stderr) = calibrate(&[file.to_str().unwrap()]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains(":1: header lacks column(s) b_lat, b_lon"), "{stderr}");
+    // One server at two places: the per-place model cannot say which is the landmark.
+    std::fs::write(
+        &file,
+        "a,b,a_lat,a_lon,b_lat,b_lon,rtt_ms\n\
+         london,paris,51.507,-0.128,48.857,2.352,8.1\n\
+         paris,berlin,48.857,2.352,52.52,13.405,15\n\
+         london,berlin,51.6,-0.128,52.52,13.405,16\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = calibrate(&[file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "nothing fitted: {stdout}");
+    assert!(stderr.contains(&format!("{name}:4: `london` is at [51.6, -0.128] here")), "{stderr}");
+    let (code, _, stderr) = calibrate(&[INTERNET_DATASET, "--holdout", "3"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--holdout splits rows for `--model areas`"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn delay(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).arg("delay").args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn delay_prints_the_round_trip_and_the_measured_pairs_it_rests_on() {
+    let (code, stdout, stderr) = delay(&["Lagos", "Accra"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Lagos/NG") && stdout.contains("Accra/GH"), "{stdout}");
+    let rtt: f64 = stdout.lines().nth(1).and_then(|l| l.split(" ms round trip").next()).unwrap().parse().unwrap();
+    assert!(rtt > 150.0, "Lagos–Accra trombones through Europe in the data (193 ms): {stdout}");
+    assert!(stdout.contains("Lagos – Accra: 192.6 ms"), "the measured pair and its weight: {stdout}");
+    assert!(stdout.contains(" km (light in fibre"), "the distance: {stdout}");
+    // Coordinates work as places; far from every server, the distance law says so.
+    let (code, stdout, _) = delay(&["-10.0,-140.0", "-12.0,-141.0"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("no measured server within"), "{stdout}");
+}
+
+#[test]
+fn delay_names_an_unknown_place_or_coordinates_out_of_range() {
+    for (args, want) in [
+        (["Atlantis", "Lagos"], "`Atlantis`: no such place in data/geo/cities.tsv"),
+        (["Lagos", "95,10"], "`95,10`: latitude: 95 is outside -90–90"),
+        (["10,200", "Lagos"], "`10,200`: longitude: 200 is outside -180–180"),
+    ] {
+        let (code, stdout, stderr) = delay(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stdout}");
+        assert!(stderr.contains(want), "{args:?}: wanted `{want}` in {stderr}");
+    }
+    let (code, _, stderr) = delay(&["Lagos", "Accra", "--model", "nonesuch"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--model `nonesuch`: no calibration that ships"), "{stderr}");
 }

@@ -11,8 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::geo::{FIBER_KM_PER_S, Location, great_circle_km};
+use crate::landmarks::LandmarkModel;
 
 /// The coarse areas of the world a place is put in, by latitude and longitude boxes
 /// (`Area::of`). Pairs of areas carry their own parameters.
@@ -172,7 +174,9 @@ pub fn fibre_rtt_ms(km: f64) -> f64 {
     2.0 * km / FIBER_KM_PER_S * 1e3
 }
 
-/// A delay model: parameters per pair of areas, `default` for pairs without their own.
+/// A delay model: parameters per pair of areas, `default` for pairs without their own;
+/// or, where a calibration has one, the per-place model of its landmarks
+/// ([`crate::landmarks`]), `default` its fallback law.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DelayModel {
     /// What produced it, for reports: `uniform` or a calibration's name.
@@ -181,6 +185,8 @@ pub struct DelayModel {
     pub source: String,
     pub default: PathParams,
     pub pairs: BTreeMap<(Area, Area), PathParams>,
+    /// The per-place model; `pairs` is then empty.
+    pub landmarks: Option<Arc<LandmarkModel>>,
 }
 
 impl DelayModel {
@@ -191,6 +197,7 @@ impl DelayModel {
             source: format!("stretch {stretch} everywhere, not calibrated"),
             default: PathParams::direct(stretch, 0.0),
             pairs: BTreeMap::new(),
+            landmarks: None,
         }
     }
 
@@ -200,7 +207,22 @@ impl DelayModel {
 
     /// The round trip it predicts between two places, in ms.
     pub fn rtt_ms(&self, a: Location, b: Location) -> f64 {
-        self.params(Area::of(a), Area::of(b)).rtt_ms(a, b)
+        match &self.landmarks {
+            Some(l) => l.rtt_ms(a, b),
+            None => self.params(Area::of(a), Area::of(b)).rtt_ms(a, b),
+        }
+    }
+
+    /// No round trip it predicts over `d` km is below `overhead + stretch × fibre(d)`:
+    /// (overhead ms, stretch).
+    pub fn lower_bound(&self) -> (f64, f64) {
+        if let Some(l) = &self.landmarks {
+            return l.lower_bound();
+        }
+        let params = || std::iter::once(&self.default).chain(self.pairs.values());
+        let overhead = params().map(|p| p.overhead_ms).fold(f64::INFINITY, f64::min);
+        let stretch = params().map(|p| p.stretch).fold(f64::INFINITY, f64::min);
+        (overhead, stretch)
     }
 
     /// Half the predicted round trip, in ns: a link's one-way delay.
@@ -244,7 +266,7 @@ fn hub_may_carry(hub: Area, (a, b): (Area, Area)) -> bool {
 /// or through the hub that fits it best. Deterministic: same rows, same model.
 pub fn fit(name: &str, source: &str, rows: &[Measured]) -> DelayModel {
     let direct = PathParams::direct(1.0, 0.0);
-    let default = fit_path(rows, &direct);
+    let default = fit_straight(rows);
     let mut by_pair: BTreeMap<(Area, Area), Vec<Measured>> = BTreeMap::new();
     for m in rows {
         by_pair.entry(area_key(Area::of(m.a), Area::of(m.b))).or_default().push(m.clone());
@@ -269,7 +291,13 @@ pub fn fit(name: &str, source: &str, rows: &[Measured]) -> DelayModel {
         }
         pairs.insert(key, best.0);
     }
-    DelayModel { name: name.into(), source: source.into(), default, pairs }
+    DelayModel { name: name.into(), source: source.into(), default, pairs, landmarks: None }
+}
+
+/// The straight-path law fitted on every row: the model's `default`, and the per-place
+/// model's fallback.
+pub fn fit_straight(rows: &[Measured]) -> PathParams {
+    fit_path(rows, &PathParams::direct(1.0, 0.0))
 }
 
 /// Rounds of reweighting `fit_path` runs: past 30 the parameters move by less than the
@@ -365,14 +393,19 @@ pub struct ErrorSummary {
 }
 
 pub fn errors(model: &DelayModel, rows: &[Measured]) -> ErrorSummary {
-    let signed: Vec<f64> = rows.iter().map(|m| (model.rtt_ms(m.a, m.b) - m.rtt_ms) / m.rtt_ms).collect();
-    let mut abs: Vec<f64> = signed.iter().map(|e| e.abs()).collect();
-    let mut signed = signed;
-    ErrorSummary {
-        pairs: rows.len(),
-        median: quantile(&mut abs, 0.5),
-        p90: quantile(&mut abs, 0.9),
-        bias: quantile(&mut signed, 0.5),
+    ErrorSummary::of(rows.iter().map(|m| (model.rtt_ms(m.a, m.b) - m.rtt_ms) / m.rtt_ms).collect())
+}
+
+impl ErrorSummary {
+    /// The summary of signed relative errors.
+    pub fn of(mut signed: Vec<f64>) -> ErrorSummary {
+        let mut abs: Vec<f64> = signed.iter().map(|e| e.abs()).collect();
+        ErrorSummary {
+            pairs: signed.len(),
+            median: quantile(&mut abs, 0.5),
+            p90: quantile(&mut abs, 0.9),
+            bias: quantile(&mut signed, 0.5),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod delay;
 pub mod event_queue;
 pub mod geo;
+pub mod landmarks;
 pub mod link;
 pub mod liveness;
 pub mod lru;

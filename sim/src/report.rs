@@ -49,6 +49,10 @@ pub struct ModelsReport {
     /// Measured round trips the file pins (`internet.rtt`), used instead of the model's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub internet_pinned: Vec<String>,
+    /// Places with no measured server within the per-place model's reach: their internet
+    /// round trips come from its distance law alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub internet_beyond_reach: Vec<String>,
     /// POPs, regions and IDCs to each other.
     pub backbone: ModelReport,
 }
@@ -382,6 +386,10 @@ impl Report {
         let pinned = match m.internet_pinned.len() {
             0 => String::new(),
             n => format!(", {n} pinned round trip(s)"),
+        };
+        let pinned = match m.internet_beyond_reach.len() {
+            0 => pinned,
+            _ => format!("{pinned}; the distance law alone at {}", m.internet_beyond_reach.join(", ")),
         };
         let _ = writeln!(
             out,

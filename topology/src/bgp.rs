@@ -80,10 +80,7 @@ fn unit(at: anyedge_ccn::geo::Location) -> [f64; 3] {
 
 impl<'t> Attacher<'t> {
     pub fn new(t: &'t Topology) -> Attacher<'t> {
-        let delay = &t.internet.delay;
-        let params = || std::iter::once(&delay.default).chain(delay.pairs.values());
-        let overhead = params().map(|p| p.overhead_ms).fold(f64::INFINITY, f64::min);
-        let stretch = params().map(|p| p.stretch).fold(f64::INFINITY, f64::min);
+        let (overhead, stretch) = t.internet.delay.lower_bound();
         let bound =
             (t.internet.pinned.is_empty() && stretch > 0.0 && overhead.is_finite()).then_some((overhead, stretch));
         Attacher { t, pops: t.pops.iter().map(|p| unit(p.location)).collect(), bound }

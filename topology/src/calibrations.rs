@@ -14,3 +14,6 @@ pub const INTERNET_DELAY_DEFAULT: &str = "wondernetwork-2020-07";
 /// The backbone's model when a file gives neither: fitted on a cloud provider's measured
 /// inter-region round trips (data/delay/README.md).
 pub const BACKBONE_DELAY_DEFAULT: &str = "azure-2025-06";
+
+/// The names of the calibrations that ship.
+pub const BUILTIN_DELAYS: [&str; 2] = [BUILTIN[0].0, BUILTIN[1].0];

@@ -6,10 +6,11 @@
 pub mod bgp;
 mod calibrations;
 pub mod generate;
+pub mod measured;
 pub mod nodes;
 pub mod overrides;
 mod parse;
-pub use calibrations::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT};
+pub use calibrations::{BACKBONE_DELAY_DEFAULT, BUILTIN_DELAYS, INTERNET_DELAY_DEFAULT};
 pub use overrides::Override;
 pub use parse::builtin_delay;
 pub mod route_table;

@@ -132,6 +132,7 @@ impl<'t> World<'t> {
             internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
             internet_last_mile_source: t.internet.last_mile_source.into(),
             internet_pinned: t.internet.pinned.iter().map(pinned).collect(),
+            internet_beyond_reach: beyond_reach(t),
             backbone: ModelReport::of(&t.backbone.delay),
         }
     }
@@ -310,4 +311,14 @@ impl<'t> World<'t> {
             .collect();
         self.control.as_ref().map(|c| c.report(&names))
     }
+}
+
+/// The places of `t` whose internet round trips the per-place model takes from its
+/// distance law alone: no measured server within its reach.
+fn beyond_reach(t: &anyedge_topology::Topology) -> Vec<String> {
+    let Some(model) = &t.internet.delay.landmarks else { return Vec::new() };
+    let clients = t.clients.iter().map(|c| (format!("client/{}", c.name), c.location));
+    let pops = t.pops.iter().map(|p| (format!("pop/{}", p.name), p.location));
+    let regions = t.regions.iter().map(|r| (format!("region/{}", r.name), r.location));
+    clients.chain(pops).chain(regions).filter(|(_, at)| model.anchors(*at).is_empty()).map(|(name, _)| name).collect()
 }

@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use anyedge_ccn::delay::{Area, DelayModel, PathParams, fibre_rtt_ms, hub_location};
 use anyedge_ccn::geo::great_circle_km;
+use anyedge_ccn::landmarks::{Dataset, Landmark, LandmarkModel, Law, Reach};
 use marked_yaml::Node;
 
 use super::{Names, Obj, Parser, show_ns};
@@ -14,9 +17,16 @@ use crate::{ClientGroup, InternetEnd, PinnedRtt};
 /// The longest round trip a file may pin: ten seconds is no internet path.
 const PINNED_RTT_MAX_NS: u64 = 10_000_000_000;
 
-/// A built-in calibration by name.
+/// A built-in calibration by name (read once a process: a per-place model indexes its
+/// dataset when it is built).
 pub fn builtin(name: &str) -> Option<DelayModel> {
-    let (_, text) = crate::calibrations::BUILTIN.iter().find(|(n, _)| *n == name)?;
+    static READ: std::sync::OnceLock<Vec<Option<DelayModel>>> = std::sync::OnceLock::new();
+    let all = READ.get_or_init(|| crate::calibrations::BUILTIN.iter().map(|(_, text)| read_builtin(text)).collect());
+    let k = crate::calibrations::BUILTIN.iter().position(|(n, _)| *n == name)?;
+    all[k].clone()
+}
+
+fn read_builtin(text: &str) -> Option<DelayModel> {
     let node = marked_yaml::parse_yaml(0, text).ok()?;
     let mut p = Parser { diags: Vec::new(), paths: Vec::new(), apps: Vec::new() };
     let root = p.obj(&node, "", "calibration_file")?;
@@ -57,7 +67,93 @@ impl Parser {
             Some(n) => self.area_pairs(n, &o.field("pairs")),
             None => Some(BTreeMap::new()),
         };
-        Some(DelayModel { name, source, default: default?, pairs: pairs? })
+        let (default, pairs) = (default?, pairs?);
+        let landmarks = match o.get("landmarks") {
+            Some(n) if !pairs.is_empty() => {
+                let why = "give `pairs` (a model per pair of areas) or `landmarks` (per place), not both";
+                self.err(n.span(), &o.field("landmarks"), why);
+                return None;
+            }
+            Some(n) => Some(Arc::new(self.landmarks(n, &o.field("landmarks"), &default)?)),
+            None => None,
+        };
+        Some(DelayModel { name, source, default, pairs, landmarks })
+    }
+
+    /// `landmarks: { measured, stretch, short, neighbours, power, reach_km, prior,
+    /// heights }`: the per-place model over a dataset that ships, a height for each of its
+    /// servers; `long` (the model's `default`) and `short` its distance law.
+    fn landmarks(&mut self, node: &Node, field: &str, long: &PathParams) -> Option<LandmarkModel> {
+        let o = self.obj(node, field, "landmarks")?;
+        let short = self.req(&o, "short").and_then(|n| self.path_params(n, &o.field("short"), false));
+        let data = self.req(&o, "measured").and_then(|n| self.shipped_dataset(n, &o.field("measured")));
+        let stretch = self.req(&o, "stretch").and_then(|_| self.float_field(&o, "stretch"));
+        let neighbours = self.req(&o, "neighbours").and_then(|_| self.int_field(&o, "neighbours"));
+        let power = self.req(&o, "power").and_then(|_| self.float_field(&o, "power"));
+        let reach_km = self.req(&o, "reach_km").and_then(|_| self.int_field(&o, "reach_km"));
+        let prior = self.req(&o, "prior").and_then(|_| self.float_field(&o, "prior"));
+        let heights_node = self.req(&o, "heights");
+        let data = data?;
+        let heights = self.heights(heights_node?, &o.field("heights"), data)?;
+        let reach =
+            Reach { neighbours: neighbours? as usize, power: power?, reach_km: reach_km? as f64, prior: prior? };
+        let law = Law { short: short?, long: long.clone() };
+        let landmarks = data
+            .sites
+            .iter()
+            .zip(heights)
+            .map(|((name, at), height_ms)| Landmark { name: name.clone(), at: *at, height_ms })
+            .collect();
+        Some(LandmarkModel::new(landmarks, &data.observations, stretch?, reach, law))
+    }
+
+    fn shipped_dataset(&mut self, node: &Node, field: &str) -> Option<&'static Dataset> {
+        let name = self.str(node, field)?;
+        let data = crate::measured::shipped(name);
+        if data.is_none() {
+            let all: Vec<&str> = crate::measured::SHIPPED.iter().map(|(n, _)| *n).collect();
+            self.err(node.span(), field, format!("`{name}` is no measured dataset that ships (one of: {})", all.join(", ")));
+        }
+        data
+    }
+
+    /// `[{ server, height }, …]`: every server of `data` once, in any order; heights in
+    /// ms, in the dataset's order of servers.
+    fn heights(&mut self, node: &Node, field: &str, data: &Dataset) -> Option<Vec<f64>> {
+        let seq = self.seq(node, field)?;
+        let mut heights: Vec<Option<f64>> = vec![None; data.sites.len()];
+        let mut ok = true;
+        for (i, item) in seq.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            let Some(o) = self.obj(item, &f, "landmark_height") else {
+                ok = false;
+                continue;
+            };
+            let server = self.req(&o, "server").and_then(|n| self.str(n, &o.field("server")));
+            let height = self.req(&o, "height").and_then(|_| self.duration_or(&o, "height", 0));
+            let (Some(server), Some(height)) = (server, height) else {
+                ok = false;
+                continue;
+            };
+            let why = match data.sites.iter().position(|(n, _)| n == server) {
+                None => format!("`{server}` is no server of the measured dataset"),
+                Some(k) if heights[k].is_some() => format!("`{server}` is given twice"),
+                Some(k) => {
+                    heights[k] = Some(height as f64 / 1e6);
+                    continue;
+                }
+            };
+            self.err(item.span(), &o.field("server"), why);
+            ok = false;
+        }
+        let missing: Vec<&str> =
+            heights.iter().zip(&data.sites).filter(|(h, _)| h.is_none()).map(|(_, (n, _))| n.as_str()).collect();
+        if ok && !missing.is_empty() {
+            let shown = missing.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+            self.err(node.span(), field, format!("{} server(s) have no height: {shown}", missing.len()));
+            ok = false;
+        }
+        if ok { heights.into_iter().collect() } else { None }
     }
 
     fn area_pairs(&mut self, node: &Node, field: &str) -> Option<BTreeMap<(Area, Area), PathParams>> {

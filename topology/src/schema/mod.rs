@@ -12,6 +12,7 @@
 use std::sync::LazyLock;
 
 use anyedge_ccn::delay::{Area, HUBS};
+use anyedge_ccn::landmarks::NEIGHBOURS_MAX;
 use anyedge_region::cidr::SOURCE_PREFIX_V4;
 use anyedge_region::config::{CONN_TABLE_DEFAULT, MAGLEV_TABLE_DEFAULT, WEIGHT_DEFAULT, WEIGHT_MAX};
 use serde_json::{Map, Value, json};
@@ -402,12 +403,35 @@ fn build() -> Vec<Object> {
         },
         Object::new(
             "delay_model",
-            "A delay model written out: a default path and per-area-pair paths, each a stretch over the great circle, a fixed overhead and an optional hub it goes through.",
+            "A delay model written out: per place (`landmarks`: the measured round trips between the servers near each end) or per pair of areas (`pairs`: a stretch over the great circle, a fixed overhead and an optional hub it goes through); `default` is the path where neither applies.",
             vec![
                 opt("name", Ty::Text, "The model's name, for reports. Default custom."),
                 opt("source", Ty::Text, "Where its numbers come from (a dataset, a date). Default: given in the topology file."),
-                req("default", Ty::Obj("path_params"), "The path between areas no pair names."),
-                opt("pairs", Ty::List(Box::new(Ty::Obj("area_pair")), 0), "Paths between two areas."),
+                req("default", Ty::Obj("path_params"), "The path between areas no pair names; with `landmarks`, the distance law where a place has no server within reach."),
+                opt("pairs", Ty::List(Box::new(Ty::Obj("area_pair")), 0), "Paths between two areas. Not with `landmarks`."),
+                opt("landmarks", Ty::Obj("landmarks"), "The per-place model: the round trip between two places from the measured pairs of the servers nearest each (`anyedge delay A B` shows which). Not with `pairs`."),
+            ],
+        ),
+        Object::new(
+            "landmarks",
+            "The per-place model as `anyedge calibrate` fits it: rtt(A, B) = floor(A) + floor(B) + stretch × fibre(A, B) + the measured detour of the server pairs around A and B, weighed against the distance law.",
+            vec![
+                req("measured", Ty::Enum(crate::measured::SHIPPED.iter().map(|(n, _)| *n).collect()), "The measured dataset that ships (data/delay/) whose servers are the landmarks."),
+                req("stretch", Ty::Float { min: 1.0, max: 10.0 }, "The base's route length over the great circle (1–10)."),
+                req("short", Ty::Obj("path_params"), "The distance law's short-path line (fitted on pairs under 1,000 km); `default` is its long-haul line, and the law is the lesser of the two."),
+                req("neighbours", Ty::Int { min: 1, max: NEIGHBOURS_MAX as i64 }, "How many of the nearest servers a place rests on."),
+                req("power", Ty::Float { min: 0.0, max: 8.0 }, "A server's weight is 1 / distance^power."),
+                req("reach_km", Ty::Int { min: 1, max: 20_000 }, "Servers farther than this are no place's neighbours; a place with none takes the distance law."),
+                req("prior", Ty::Float { min: 0.0, max: 100.0 }, "The distance law weighs as much as a pair of servers this many times the pair of places' length (at least 100 km) away from it (at each end and in length): places far from every server for their distance lean on the law."),
+                req("heights", Ty::List(Box::new(Ty::Obj("landmark_height")), 1), "Each server's height: half of what a 0 km path at it costs, the short-path floor (not the last mile)."),
+            ],
+        ),
+        Object::new(
+            "landmark_height",
+            "One server's height.",
+            vec![
+                req("server", Ty::Text, "The server's name in the measured dataset."),
+                req("height", Ty::DurationIn { min_ns: 0, max_ns: 500 * MS }, "Half of a 0 km path's round trip at the server, 0–500ms."),
             ],
         ),
         Object::new(
