@@ -343,7 +343,9 @@ enum Command {
     /// Places are cities of data/geo/cities.tsv (NAME, or NAME/CC for a country's) or
     /// coordinates (LAT,LON).
     Delay {
+        #[arg(allow_hyphen_values = true)]
         a: String,
+        #[arg(allow_hyphen_values = true)]
         b: String,
         /// A calibration that ships.
         #[arg(long, default_value = anyedge_topology::INTERNET_DELAY_DEFAULT)]

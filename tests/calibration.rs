@@ -180,7 +180,7 @@ fn delay_prints_the_round_trip_and_the_measured_pairs_it_rests_on() {
 #[test]
 fn delay_names_an_unknown_place_or_coordinates_out_of_range() {
     for (args, want) in [
-        (["Atlantis", "Lagos"], "`Atlantis`: no such place in data/geo/cities.tsv"),
+        (["Xanadu-on-Sea", "Lagos"], "`Xanadu-on-Sea`: no such place in data/geo/cities.tsv"),
         (["Lagos", "95,10"], "`95,10`: latitude: 95 is outside -90–90"),
         (["10,200", "Lagos"], "`10,200`: longitude: 200 is outside -180–180"),
     ] {

@@ -1010,6 +1010,43 @@ fn a_calibrated_delay_model_is_taken_by_name_or_written_out_and_bad_ones_are_ref
 }
 
 #[test]
+fn a_per_place_delay_model_names_a_shipped_dataset_and_a_height_for_each_of_its_servers() {
+    const NET: &str = "internet: { stretch: 2.0,";
+    let shipped = topology::builtin_delay("wondernetwork-2020-07").unwrap();
+    let landmarks = shipped.landmarks.as_ref().unwrap();
+    let heights: Vec<String> =
+        landmarks.landmarks.iter().map(|l| format!("{{ server: {}, height: 1ms }}", l.name)).collect();
+    let model = |measured: &str, heights: &str, extra: &str| {
+        with(
+            NET,
+            &format!(
+                "internet: {{ delay: {{ name: mine, default: {{ stretch: 1.7, overhead: 17ms }}{extra}, landmarks: {{ measured: {measured}, stretch: 2.4, short: {{ stretch: 2.7, overhead: 5ms }}, neighbours: 4, power: 2, reach_km: 2000, prior: 2, heights: [{heights}] }} }},"
+            ),
+        )
+    };
+    let every = heights.join(", ");
+    let t = topology::parse_str("t.yaml", &model("wondernetwork-2020-07-pairs.csv", &every, ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let own = t.internet.delay.landmarks.as_ref().expect("a per-place model");
+    assert!(own.landmarks.iter().all(|l| l.height_ms == 1.0) && own.reach.neighbours == 4);
+
+    expect(&model("mars.csv", &every, ""), 35, "landmarks.measured", "`mars.csv` is no measured dataset that ships");
+    let atlantis = format!("{every}, {{ server: Atlantis, height: 1ms }}");
+    expect(
+        &model("wondernetwork-2020-07-pairs.csv", &atlantis, ""),
+        35,
+        "landmarks.heights[244].server",
+        "`Atlantis` is no server of the measured dataset",
+    );
+    let twice = format!("{every}, {}", heights[0]);
+    expect(&model("wondernetwork-2020-07-pairs.csv", &twice, ""), 35, "landmarks.heights[244].server", "given twice");
+    let short = heights[1..].join(", ");
+    expect(&model("wondernetwork-2020-07-pairs.csv", &short, ""), 35, "landmarks.heights", "1 server(s) have no height: Accra");
+    let both = ", pairs: [{ between: [europe, africa], stretch: 1.3 }]";
+    expect(&model("wondernetwork-2020-07-pairs.csv", &every, both), 35, "delay.landmarks", "not both");
+}
+
+#[test]
 fn pinned_internet_round_trips_name_known_ends_and_never_beat_light() {
     const NET: &str = "internet: { stretch: 2.0,";
     let pin = |pins: &str| with(NET, &format!("internet: {{ rtt: [{pins}], stretch: 2.0,"));

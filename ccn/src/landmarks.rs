@@ -101,7 +101,7 @@ pub struct Observation {
 }
 
 /// The model: landmarks, their measured pairs, the base, the law and the reach.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct LandmarkModel {
     pub landmarks: Vec<Landmark>,
     /// The base's fibre stretch (fitted on short pairs with the heights).
@@ -353,6 +353,34 @@ impl LandmarkModel {
             anchors: [na.iter().collect(), nb.iter().collect()],
             terms,
         }
+    }
+}
+
+/// Equal when made of the same landmarks, measurements and parameters (the unmeasured
+/// pairs' NaNs compare by their bits).
+impl PartialEq for LandmarkModel {
+    fn eq(&self, other: &LandmarkModel) -> bool {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        self.landmarks == other.landmarks
+            && self.stretch == other.stretch
+            && self.reach == other.reach
+            && self.law == other.law
+            && bits(&self.measured) == bits(&other.measured)
+            && bits(&self.detour) == bits(&other.detour)
+    }
+}
+
+/// The parameters and sizes, not the n × n tables.
+impl fmt::Debug for LandmarkModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs = self.measured.iter().filter(|v| !v.is_nan()).count() / 2;
+        f.debug_struct("LandmarkModel")
+            .field("landmarks", &self.landmarks.len())
+            .field("measured_pairs", &pairs)
+            .field("stretch", &self.stretch)
+            .field("reach", &self.reach)
+            .field("law", &self.law)
+            .finish()
     }
 }
 
