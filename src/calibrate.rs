@@ -56,7 +56,8 @@ struct Scored {
 
 /// The area model, every `holdout`-th row (counting from the second) held out of the fit.
 fn fit_areas(name: &str, source: &str, rows: &[MeasuredPair], holdout: u32) -> Scored {
-    let fit: Vec<Measured> = rows.iter().enumerate().filter(|(i, _)| !held_out(*i, holdout)).map(|(_, r)| r.m.clone()).collect();
+    let fit: Vec<Measured> =
+        rows.iter().enumerate().filter(|(i, _)| !held_out(*i, holdout)).map(|(_, r)| r.m.clone()).collect();
     let model = delay::fit(name, source, &fit);
     let predict = |r: &MeasuredPair| model.rtt_ms(r.m.a, r.m.b);
     let (mut fitted_ms, mut held_ms) = (Vec::new(), Vec::new());
@@ -210,7 +211,10 @@ fn floors_comment(out: &mut String, l: &LandmarkModel, law: &delay::PathParams, 
         landmarks::SHORT_KM,
         law.stretch
     );
-    let _ = writeln!(out, "#   at servers with direct short pairs (2 × height; median [quartiles]), the rest take the law's:");
+    let _ = writeln!(
+        out,
+        "#   at servers with direct short pairs (2 × height; median [quartiles]), the rest take the law's:"
+    );
     let mut by_area: BTreeMap<Area, (Vec<f64>, usize)> = BTreeMap::new();
     for (m, &pairs) in l.landmarks.iter().zip(direct_pairs) {
         let entry = by_area.entry(Area::of(m.at)).or_default();
@@ -377,7 +381,8 @@ fn area_table(rows: &[MeasuredPair], s: &Scored) -> String {
         let [long, short] = by_length(&members, &pick(&s.held_ms));
         let fitted = ErrorSummary::of(merge(&members, &pick(&s.fitted_ms)));
         let params = area_params(&s.model, *a, *b);
-        let _ = writeln!(out, "{:<32} {} {} {}   {params}", format!("{a}/{b}"), cell(&long), cell(&short), cell(&fitted));
+        let _ =
+            writeln!(out, "{:<32} {} {} {}   {params}", format!("{a}/{b}"), cell(&long), cell(&short), cell(&fitted));
     }
     out
 }

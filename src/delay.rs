@@ -29,8 +29,12 @@ fn place(text: &str, all: &[City]) -> Result<Place, String> {
     if let Some((lat, lon)) = text.split_once(',')
         && let (Ok(lat), Ok(lon)) = (lat.trim().parse::<f64>(), lon.trim().parse::<f64>())
     {
-        let at = anyedge_topology::measured::check_place("", lat, lon)
-            .map_err(|e| format!("`{text}`: {}", e.trim_start_matches('_').replacen("lat", "latitude", 1).replacen("lon", "longitude", 1)))?;
+        let at = anyedge_topology::measured::check_place("", lat, lon).map_err(|e| {
+            format!(
+                "`{text}`: {}",
+                e.trim_start_matches('_').replacen("lat", "latitude", 1).replacen("lon", "longitude", 1)
+            )
+        })?;
         return Ok(Place { label: format!("{lat}, {lon}"), at });
     }
     let (name, country) = match text.rsplit_once('/') {
@@ -136,11 +140,15 @@ fn explain_landmarks(l: &LandmarkModel, e: &Explanation, terms: usize) -> String
     );
     out += &format!("  + {:.0} % {law}\n", e.law_share * 100.0);
     for (end, anchors) in ["first", "second"].iter().zip(&e.anchors) {
-        let list: Vec<String> = anchors.iter().map(|&(i, _, km)| format!("{} {km:.0} km", l.landmarks[i].name)).collect();
+        let list: Vec<String> =
+            anchors.iter().map(|&(i, _, km)| format!("{} {km:.0} km", l.landmarks[i].name)).collect();
         out += &format!("  servers near the {end} place: {}\n", list.join(", "));
     }
     let shown = terms.min(e.terms.len());
-    out += &format!("  measured pairs it rests on (weight, measured, detour beyond the base), {shown} of {}:\n", e.terms.len());
+    out += &format!(
+        "  measured pairs it rests on (weight, measured, detour beyond the base), {shown} of {}:\n",
+        e.terms.len()
+    );
     for t in e.terms.iter().take(terms) {
         let (x, y) = (&l.landmarks[t.a].name, &l.landmarks[t.b].name);
         let measured = t.measured_ms.map_or("the same server: its floor".to_string(), |m| format!("{m:.1} ms"));

@@ -33,7 +33,11 @@ fn the_shipped_backbone_calibration_is_what_calibrate_fits_on_the_shipped_datase
     let (code, stdout, stderr) =
         calibrate(&[DATASET, "--model", "areas", "--name", "azure-2025-06", "--source", source_of(SHIPPED)]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(model_lines(&stdout), model_lines(SHIPPED), "rerun the command in data/delay/README.md and commit its output");
+    assert_eq!(
+        model_lines(&stdout),
+        model_lines(SHIPPED),
+        "rerun the command in data/delay/README.md and commit its output"
+    );
     let shipped = anyedge_topology::builtin_delay("azure-2025-06").expect("the shipped calibration parses");
     assert!(shipped.pairs.len() >= 20, "per-area-pair parameters: {shipped:?}");
     assert!(shipped.pairs.values().any(|p| p.via.is_some()), "some pairs detour through a hub");
@@ -49,7 +53,11 @@ fn the_shipped_internet_calibration_is_what_calibrate_fits_and_is_within_target_
         calibrate(&[INTERNET_DATASET, "--name", name, "--source", source_of(INTERNET_SHIPPED), "--areas"]);
     assert_eq!(code, Some(0), "{stderr}");
     let model = stdout.split("\nerror per pair of areas").next().unwrap();
-    assert_eq!(model_lines(model), model_lines(INTERNET_SHIPPED), "rerun the command in data/delay/README.md and commit its output");
+    assert_eq!(
+        model_lines(model),
+        model_lines(INTERNET_SHIPPED),
+        "rerun the command in data/delay/README.md and commit its output"
+    );
     let shipped = anyedge_topology::builtin_delay(name).expect("the shipped calibration parses");
     let landmarks = shipped.landmarks.as_ref().expect("a per-place model");
     assert!(landmarks.landmarks.len() > 200, "the dataset's servers are its landmarks");
@@ -60,11 +68,17 @@ fn the_shipped_internet_calibration_is_what_calibrate_fits_and_is_within_target_
         assert!(median <= 5.0, "in sample, {length}: median {median} %");
     }
     let [median, p90, bias] = figures(&stdout, "held out  ≥ 1000 km");
-    assert!(median <= 12.0 && p90 <= 35.0 && bias.abs() <= 5.0, "held out by server, long: {median} / {p90} / {bias} %");
+    assert!(
+        median <= 12.0 && p90 <= 35.0 && bias.abs() <= 5.0,
+        "held out by server, long: {median} / {p90} / {bias} %"
+    );
     let [short, ..] = figures(&stdout, "held out  < 1000 km");
     assert!(short <= 25.0, "held out by server, short: median {short} %");
     assert!(stdout.contains("short-path floor at 0 km"), "the fitted floor is shown:\n{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("#   europe ") && l.contains(" ms [")), "the floor per area:\n{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("#   europe ") && l.contains(" ms [")),
+        "the floor per area:\n{stdout}"
+    );
 
     let table = stdout.split("error per pair of areas (held-out pairs").nth(1).expect("the table follows the model");
     let row = table.lines().find(|l| l.starts_with("europe/europe ")).expect("a row for europe/europe");
@@ -159,7 +173,11 @@ fn bad_measurement_rows_are_named_by_their_line_and_nothing_is_fitted() {
 
 fn delay(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_anyedge")).arg("delay").args(args).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -1041,7 +1041,12 @@ fn a_per_place_delay_model_names_a_shipped_dataset_and_a_height_for_each_of_its_
     let twice = format!("{every}, {}", heights[0]);
     expect(&model("wondernetwork-2020-07-pairs.csv", &twice, ""), 35, "landmarks.heights[244].server", "given twice");
     let short = heights[1..].join(", ");
-    expect(&model("wondernetwork-2020-07-pairs.csv", &short, ""), 35, "landmarks.heights", "1 server(s) have no height: Accra");
+    expect(
+        &model("wondernetwork-2020-07-pairs.csv", &short, ""),
+        35,
+        "landmarks.heights",
+        "1 server(s) have no height: Accra",
+    );
     let both = ", pairs: [{ between: [europe, africa], stretch: 1.3 }]";
     expect(&model("wondernetwork-2020-07-pairs.csv", &every, both), 35, "delay.landmarks", "not both");
 }

@@ -200,7 +200,13 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
 impl LandmarkModel {
     /// The model of `landmarks` and their `observations` (each pair once; later rows of a
     /// pair replace earlier ones).
-    pub fn new(landmarks: Vec<Landmark>, observations: &[Observation], stretch: f64, reach: Reach, law: Law) -> LandmarkModel {
+    pub fn new(
+        landmarks: Vec<Landmark>,
+        observations: &[Observation],
+        stretch: f64,
+        reach: Reach,
+        law: Law,
+    ) -> LandmarkModel {
         assert!((1..=NEIGHBOURS_MAX).contains(&reach.neighbours), "{reach:?}");
         let n = landmarks.len();
         let mut measured = vec![f32::NAN; n * n];
@@ -339,7 +345,8 @@ impl LandmarkModel {
         terms.iter_mut().for_each(|t| t.weight /= total);
         terms.sort_by(|x, y| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
         let law_share = w0 / total;
-        let detour_ms = terms.iter().map(|t| t.weight * t.detour_ms).sum::<f64>() / (1.0 - law_share).max(f64::MIN_POSITIVE);
+        let detour_ms =
+            terms.iter().map(|t| t.weight * t.detour_ms).sum::<f64>() / (1.0 - law_share).max(f64::MIN_POSITIVE);
         Explanation {
             rtt_ms: self.rtt_anchored(&na, &nb, a, b),
             km,
@@ -403,11 +410,8 @@ mod tests {
     fn west_africa() -> LandmarkModel {
         let at = [[6.524, 3.379], [5.603, -0.187], [9.082, 7.491], [51.507, -0.128]];
         let names = ["lagos", "accra", "abuja", "london"];
-        let landmarks = names
-            .iter()
-            .zip(at)
-            .map(|(n, at)| Landmark { name: n.to_string(), at, height_ms: 2.0 })
-            .collect();
+        let landmarks =
+            names.iter().zip(at).map(|(n, at)| Landmark { name: n.to_string(), at, height_ms: 2.0 }).collect();
         let km = |a: usize, b: usize| great_circle_km(at[a], at[b]);
         let rtt = |a: usize, b: usize| 4.0 + 1.5 * fibre_rtt_ms(km(a, b));
         let through_london = 4.0 + 1.5 * fibre_rtt_ms(km(0, 3) + km(3, 1));
@@ -432,7 +436,10 @@ mod tests {
         let m = west_africa();
         let (lagos, accra, abuja) = ([6.524, 3.379], [5.603, -0.187], [9.082, 7.491]);
         let trombone = m.rtt_ms(lagos, accra);
-        assert!((trombone - m.measured_ms(0, 1).unwrap()).abs() < 0.01, "on the landmarks, the measurement: {trombone}");
+        assert!(
+            (trombone - m.measured_ms(0, 1).unwrap()).abs() < 0.01,
+            "on the landmarks, the measurement: {trombone}"
+        );
         assert!(trombone > 100.0, "Lagos–Accra goes through London: {trombone}");
         let direct = m.rtt_ms(lagos, abuja);
         assert!(direct < 15.0, "Lagos–Abuja is direct: {direct}");
@@ -483,13 +490,7 @@ mod tests {
         let mut m = west_africa();
         // A measurement barely above light: its negative detour cannot pull a longer pair under light.
         let fast = fibre_rtt_ms(great_circle_km(m.landmarks[0].at, m.landmarks[2].at)) + 0.1;
-        m = LandmarkModel::new(
-            m.landmarks.clone(),
-            &[Observation { a: 0, b: 2, rtt_ms: fast }],
-            3.0,
-            m.reach,
-            law(),
-        );
+        m = LandmarkModel::new(m.landmarks.clone(), &[Observation { a: 0, b: 2, rtt_ms: fast }], 3.0, m.reach, law());
         let (overhead, stretch) = m.lower_bound();
         for a in [[6.0, 3.0], [7.0, 4.0], [5.0, 0.0], [30.0, 10.0]] {
             for b in [[9.5, 7.9], [8.5, 7.0], [6.524, 3.379]] {

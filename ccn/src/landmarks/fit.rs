@@ -206,8 +206,9 @@ pub fn held_out_by_site(data: &Dataset, reaches: &[Reach]) -> Vec<Vec<f64>> {
     let widest = reaches.iter().map(|r| r.reach_km).fold(0.0, f64::max);
     let most = reaches.iter().map(|r| r.neighbours).max().unwrap_or(1);
     for s in 0..data.sites.len() {
-        let mine: Vec<usize> =
-            (0..data.observations.len()).filter(|&k| data.observations[k].a == s || data.observations[k].b == s).collect();
+        let mine: Vec<usize> = (0..data.observations.len())
+            .filter(|&k| data.observations[k].a == s || data.observations[k].b == s)
+            .collect();
         if mine.is_empty() {
             continue;
         }

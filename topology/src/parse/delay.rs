@@ -112,7 +112,11 @@ impl Parser {
         let data = crate::measured::shipped(name);
         if data.is_none() {
             let all: Vec<&str> = crate::measured::SHIPPED.iter().map(|(n, _)| *n).collect();
-            self.err(node.span(), field, format!("`{name}` is no measured dataset that ships (one of: {})", all.join(", ")));
+            self.err(
+                node.span(),
+                field,
+                format!("`{name}` is no measured dataset that ships (one of: {})", all.join(", ")),
+            );
         }
         data
     }
