@@ -45,9 +45,13 @@ fn place(text: &str, all: &[City]) -> Result<Place, String> {
     let in_country = |c: &&City| country.is_none_or(|cc| c.country.eq_ignore_ascii_case(cc));
     let mut matches: Vec<&City> = all.iter().filter(in_country).filter(|c| fold(c.name) == wanted).collect();
     if matches.is_empty() {
-        // "Frankfurt" for "Frankfurt am Main": a name that starts with the words given.
-        let prefix = format!("{wanted} ");
-        matches = all.iter().filter(in_country).filter(|c| fold(c.name).starts_with(&prefix)).collect();
+        // "Frankfurt" for "Frankfurt am Main", "Osaka" for "Osaka-shi": a name that starts
+        // with the words given.
+        let first_words = |c: &&City| {
+            let name = fold(c.name);
+            name.strip_prefix(wanted.as_str()).is_some_and(|rest| rest.starts_with([' ', '-']))
+        };
+        matches = all.iter().filter(in_country).filter(first_words).collect();
     }
     let Some(city) = matches.first() else {
         return Err(format!(
@@ -59,7 +63,8 @@ fn place(text: &str, all: &[City]) -> Result<Place, String> {
     Ok(Place { label: format!("{}/{} ({lat}, {lon}{others})", city.name, city.country), at: city.location })
 }
 
-/// A name as compared: lower case, the common Latin accents taken off (São Paulo, sao paulo).
+/// A name as compared: lower case, the common Latin accents taken off (`São Paulo` finds
+/// GeoNames' ASCII `Sao Paulo`).
 fn fold(name: &str) -> String {
     name.trim()
         .to_lowercase()

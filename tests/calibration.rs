@@ -189,6 +189,11 @@ fn delay_prints_the_round_trip_and_the_measured_pairs_it_rests_on() {
     assert!(rtt > 150.0, "Lagos–Accra trombones through Europe in the data (193 ms): {stdout}");
     assert!(stdout.contains("Lagos – Accra: 192.6 ms"), "the measured pair and its weight: {stdout}");
     assert!(stdout.contains(" km (light in fibre"), "the distance: {stdout}");
+    // Accents are optional (the cities' names are GeoNames' ASCII ones), and a name's
+    // first words find it.
+    let (code, stdout, stderr) = delay(&["São Paulo", "Osaka"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("Sao Paulo/BR") && stdout.contains("Osaka-shi/JP"), "{stdout}");
     // Coordinates work as places; far from every server, the distance law says so.
     let (code, stdout, _) = delay(&["-10.0,-140.0", "-12.0,-141.0"]);
     assert_eq!(code, Some(0));
