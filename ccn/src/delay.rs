@@ -360,7 +360,8 @@ fn weighted_line(xs: &[f64], ys: &[f64], weights: &[f64]) -> (f64, f64) {
     (stretch, overhead)
 }
 
-fn round3(v: f64) -> f64 {
+/// To the thousandth: what calibrations write, so a fit and its YAML agree.
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 

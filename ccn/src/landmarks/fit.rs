@@ -3,7 +3,7 @@
 //! servers it never saw (every pair of a held-out server left out of the fit).
 
 use super::{Landmark, LandmarkModel, Law, Observation, Reach, SHORT_KM, weigh};
-use crate::delay::{self, Measured, fibre_rtt_ms, quantile};
+use crate::delay::{self, Measured, fibre_rtt_ms, quantile, round3};
 use crate::geo::{Location, great_circle_km};
 
 /// A dataset of round trips between named places.
@@ -153,10 +153,6 @@ fn base_stretch(pairs: &[(Observation, f64)], heights: &[f64]) -> f64 {
         }
     }
     1.0
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// The model of `data` with the base `heights` and `stretch`, `skip`'s pairs left out.
