@@ -11,7 +11,8 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum CtlCommand {
-    /// Leader, term, commit, members, and the applied index of every control, POP and CLB node.
+    /// Leader, term, commit, members, the applied index of every control, POP and CLB node,
+    /// and how long the last update each POP and CLB node applied took to reach it.
     Status {
         /// A table, or JSON on stdout.
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
@@ -175,7 +176,10 @@ fn status(file: &Path, json: bool) -> ExitCode {
                 s.members.len()
             );
             for (node, applied) in &s.applied {
-                let shown = applied.map_or("not answering".to_string(), |a| format!("applied {a}"));
+                let mut shown = applied.map_or("not answering".to_string(), |a| format!("applied {a}"));
+                if let Some(Some(lag)) = s.lag_ms.get(node) {
+                    shown += &format!(", {lag:.1} ms after its control node sent it");
+                }
                 println!("  {node:<24} {shown}");
             }
             ExitCode::SUCCESS

@@ -34,6 +34,10 @@ pub struct ClusterStatus {
     pub members: Vec<String>,
     /// Applied log index of every control, POP and CLB node (`null`: not answering).
     pub applied: BTreeMap<String, Option<u64>>,
+    /// How long the last update each POP and CLB node applied took from its control node
+    /// to it, in ms (by the two nodes' clocks: one clock in a lab): the backbone's delay
+    /// and the node's own queue. `null`: not answering.
+    pub lag_ms: BTreeMap<String, Option<f64>>,
 }
 
 async fn connect(path: PathBuf) -> Result<ControlClient<Channel>, ClientError> {
@@ -111,7 +115,7 @@ pub fn status(file: &Path) -> Result<ClusterStatus, ClientError> {
     runtime()?.block_on(async {
         let all = statuses(&lab).await;
         let leader = leader_of(&all);
-        let mut applied = BTreeMap::new();
+        let (mut applied, mut lag_ms) = (BTreeMap::new(), BTreeMap::new());
         for (id, s) in &all {
             applied.insert(format!("control/{id}"), s.as_ref().map(|s| s.applied));
         }
@@ -119,7 +123,8 @@ pub fn status(file: &Path) -> Result<ClusterStatus, ClientError> {
             let follows = matches!(lab.plan.namespaces[n.ns].role, Role::Pop(_) | Role::Clb { .. });
             if follows {
                 let answer = crate::client::lab::ask_node(&lab.plan.lab, &n.name);
-                applied.insert(n.name.clone(), answer.and_then(|a| a["applied"].as_u64()));
+                applied.insert(n.name.clone(), answer.as_ref().and_then(|a| a["applied"].as_u64()));
+                lag_ms.insert(n.name.clone(), answer.and_then(|a| a["applied_lag_ms"].as_f64()));
             }
         }
         let commit = all.iter().filter_map(|(_, s)| s.as_ref()).map(|s| s.commit).max().unwrap_or(0);
@@ -133,6 +138,7 @@ pub fn status(file: &Path) -> Result<ClusterStatus, ClientError> {
             commit,
             members: lab.ids.iter().map(|id| format!("control/{id}")).collect(),
             applied,
+            lag_ms,
         })
     })
 }

@@ -293,6 +293,9 @@ impl Drops {
                 "raft_commit" => ("gauge", "The control node's commit index."),
                 "raft_applied" => ("gauge", "The control node's applied index."),
                 "route_table_applied" => ("gauge", "The route-table log index the node has applied."),
+                "route_table_lag_us" => {
+                    ("gauge", "How long the last route-table update the node applied took from its control node.")
+                }
                 "quic_connections" => ("gauge", "QUIC connections held."),
                 "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
                 "quic_retries_total" => ("counter", "QUIC Initials answered with a Retry (over the rate)."),

@@ -132,7 +132,7 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             }
             _ => None,
         };
-        let applied = follower.as_ref().map(|f| f.applied.clone());
+        let applied = follower.as_ref().map(|f| (f.applied.clone(), f.lag_us.clone()));
         // …and take their own file's route table again on SIGHUP (`node::reload`).
         let follower = match role {
             Role::Pop(_) | Role::Clb { .. } => Some(crate::node::reload::attach(
@@ -212,13 +212,14 @@ fn control_socket(state_dir: &Path, node: &str) -> std::path::PathBuf {
 }
 
 /// Answers `status` with one JSON line: the node, its process, how long it has run, the
-/// route-table log index it has applied (nodes that follow the table), the packets its
+/// route-table log index it has applied and how long the last update took to reach it
+/// (`applied_lag_ms`; nodes that follow the table), the packets its
 /// core refused by reason (`drops`, POPs and CLB nodes) and the time packets spent inside
 /// it (`residence`, forwarders and backend hosts); `reset-residence` starts that afresh.
 async fn serve_control(
     listener: tokio::net::UnixListener,
     name: String,
-    applied: Option<Arc<std::sync::atomic::AtomicU64>>,
+    applied: Option<(Arc<std::sync::atomic::AtomicU64>, Arc<std::sync::atomic::AtomicU64>)>,
     drops: Drops,
 ) {
     let started = Instant::now();
@@ -239,8 +240,9 @@ async fn serve_control(
             let mut line = [0u8; 64];
             let read = tokio::time::timeout(STATUS_TIMEOUT, stream.read(&mut line)).await;
             let Ok(Ok(n)) = read else { return };
-            if let Some(a) = &applied {
+            if let Some((a, lag_us)) = &applied {
                 drops.set_gauge("route_table_applied", a.load(std::sync::atomic::Ordering::SeqCst));
+                drops.set_gauge("route_table_lag_us", lag_us.load(std::sync::atomic::Ordering::SeqCst));
             }
             let reply = if line[..n].starts_with(b"metrics") {
                 drops.prometheus(&name)
@@ -260,8 +262,10 @@ async fn serve_control(
                     status["admin"] = drops.admin().name().into();
                     status["client_packets"] = drops.client_packets().into();
                 }
-                if let Some(a) = &applied {
+                if let Some((a, lag_us)) = &applied {
                     status["applied"] = a.load(std::sync::atomic::Ordering::SeqCst).into();
+                    let lag_ms = lag_us.load(std::sync::atomic::Ordering::SeqCst) as f64 / 1000.0;
+                    status["applied_lag_ms"] = lag_ms.into();
                 }
                 format!("{status}\n")
             } else if line[..n].starts_with(b"reset-residence") {

@@ -37,7 +37,12 @@ pub fn attach(follower: Option<Follower>, conf_dir: PathBuf, initial: RouteTable
         None => {
             let (tx, changes) = mpsc::channel(4096);
             tokio::spawn(on_hangup(conf_dir, Some((initial, tx)), reloads, name));
-            Follower { changes, applied: Arc::new(AtomicU64::new(0)), reloaded: Some(reloaded) }
+            Follower {
+                changes,
+                applied: Arc::new(AtomicU64::new(0)),
+                lag_us: Arc::new(AtomicU64::new(0)),
+                reloaded: Some(reloaded),
+            }
         }
     }
 }

@@ -15,11 +15,14 @@ use tokio::sync::mpsc;
 use crate::layout::CONTROL_PORT;
 use crate::plan::Plan;
 
-/// Changes to apply, in log order, each with the table after it, and the log index
-/// applied so far.
+/// Changes to apply, in log order, each with the table after it, the log index
+/// applied so far and how long its update took to arrive.
 pub struct Follower {
     pub changes: mpsc::Receiver<(Change, RouteTable)>,
     pub applied: Arc<AtomicU64>,
+    /// µs from the control node handing on the last applied update to this node taking
+    /// it, by the two nodes' clocks (one clock in a lab; NTP's offset between hosts).
+    pub lag_us: Arc<AtomicU64>,
     /// Bumped each time the node's rendered directory was read again and accepted
     /// (SIGHUP, `node::reload`): CLB nodes then take the VIP certificates in it.
     pub reloaded: Option<tokio::sync::watch::Receiver<u64>>,
@@ -40,6 +43,8 @@ pub fn follow(plan: &Plan, initial: RouteTable, conf_dir: &std::path::Path, node
     let (tx, changes) = mpsc::channel(4096);
     let applied = Arc::new(AtomicU64::new(0));
     let index = applied.clone();
+    let lag_us = Arc::new(AtomicU64::new(0));
+    let lag = lag_us.clone();
     let (conf_dir, node) = (conf_dir.to_path_buf(), node.to_string());
     tokio::spawn(async move {
         let mut table = initial;
@@ -85,13 +90,16 @@ pub fn follow(plan: &Plan, initial: RouteTable, conf_dir: &std::path::Path, node
                         return;
                     }
                 }
+                if u.sent_unix_us != 0 {
+                    lag.store(crate::node::control::unix_us().saturating_sub(u.sent_unix_us), Ordering::SeqCst);
+                }
                 index.store(u.index, Ordering::SeqCst);
             }
             // The stream ended (its control node went away): resume on the next one.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    Some(Follower { changes, applied, reloaded: None })
+    Some(Follower { changes, applied, lag_us, reloaded: None })
 }
 
 /// The next change to apply and the table after it (never, without a control plane).
