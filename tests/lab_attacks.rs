@@ -34,17 +34,32 @@ use serde_json::Value;
 /// spoof sources its transit lets through, whose answers die unanswered in its namespace:
 /// no RST ever closes what it opened).
 fn attack_topology(text: String) -> String {
-    text.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: \"fd00:a::20\"")
+    let text = text.replace("ipv4: 198.18.0.20", "ipv4: 198.18.0.20\n    ipv6: \"fd00:a::20\"")
         .replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    conn_table: 2000\n")
         .replace(
             "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }\n      - { protocol: https, port: 8444, backends: web }\n      - { protocol: quic, port: 4435, backends: web, alpn: [anyedge-probe] }",
         )
         .replace(
             "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web] }",
             "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web], address: 198.18.67.0/24 }",
-        )
+        );
+    text.clone() + &rome_kept_from_web(&text)
 }
+
+/// A security group on both web backends that drops rome's two addresses (IPv4 and IPv6)
+/// on the web port and allows everyone else: rome has no web traffic of its own, so no
+/// other attack meets it.
+fn rome_kept_from_web(text: &str) -> String {
+    let plan = Plan::new(&anyedge_topology::parse_str("atk.yaml", text).unwrap());
+    let (v4, v6) = (plan.client_addr(ROME).unwrap(), plan.client_addr6(ROME).unwrap());
+    format!(
+        "security_groups:\n  - name: web-no-rome\n    bind: [backend/198.19.20.10:8080, backend/198.19.20.11:8080]\n    rules:\n      - {{ source: {v4}/32, port: 8080, action: drop }}\n      - {{ source: \"{v6}/128\", port: 8080, action: drop }}\n      - {{ source: 0.0.0.0/0, port: any, action: allow }}\n      - {{ source: \"::/0\", port: any, action: allow }}\n"
+    )
+}
+
+/// small.yaml's client group rome.
+const ROME: usize = 1;
 
 static ATTACK_LAB: std::sync::OnceLock<Lab> = std::sync::OnceLock::new();
 
@@ -1112,4 +1127,61 @@ time.sleep(2)
     let r = lab.probe("london", "198.18.0.20:443", "tcp", 8);
     assert_eq!(r["received"], r["sent"], "london's new connections beside the flood: {r}");
     assert_eq!(r["connections_broken"], 0, "{r}");
+}
+
+/// A probe's report whether or not anything answered (`--duration 1s`).
+fn probe_report(lab: &Lab, client: &str, target: &str, protocol: &str, extra: &[&str]) -> Value {
+    let report = lab.dir.join(format!("probe-{client}-{protocol}-sg.json"));
+    let out = std::process::Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .arg(format!("client/{client}"))
+        .args(["--", exe(), "probe", "--target", target, "--protocol", protocol, "--rate", "100"])
+        .args(["--duration", "1s", "--flows", "4", "--json"])
+        .arg(&report)
+        .args(extra)
+        .output()
+        .expect("runs");
+    serde_json::from_slice(&std::fs::read(&report).unwrap())
+        .unwrap_or_else(|e| panic!("{client} {target} {protocol}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_backends_security_group_keeps_a_client_out_of_every_terminating_listener_over_ipv4_and_ipv6() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let lab = attack_lab();
+    let before = drops(lab);
+    // The CLB node opens these backend connections from its own address: the backends'
+    // group let it in as the CLB, and rome got 200s on every one of them.
+    for vip in ["198.18.0.20", "[fd00:a::20]"] {
+        for (port, protocol, extra) in [
+            (80, "http", &[][..]),
+            (8444, "https", &[][..]),
+            (8443, "tcp-ssl", &[][..]),
+            (4433, "quic", &[][..]),
+            (4435, "quic", &["--alpn", "anyedge-probe"][..]),
+        ] {
+            let target = format!("{vip}:{port}");
+            let rome = probe_report(lab, "rome", &target, protocol, extra);
+            // Over TCP rome's requests are refused (403, GOAWAY, a reset); over QUIC, where
+            // every backend denies it, its Initials go unanswered as a backend's SYN would.
+            let refused = rome["sent"].as_u64().unwrap_or(0) > 0 || rome["connect_error"].is_string();
+            assert!(refused, "rome tried {target} ({protocol}): {rome}");
+            assert_eq!(rome["received"], 0, "rome is kept out of {target} ({protocol}): {rome}");
+            let london = probe_report(lab, "london", &target, protocol, extra);
+            assert!(
+                london["sent"].as_u64().unwrap_or(0) > 0 && london["received"] == london["sent"],
+                "london passes {target} ({protocol}): {london}"
+            );
+        }
+    }
+    let after = drops(lab);
+    let denied: u64 = CLBS.iter().map(|n| more(&before, &after, n, "denied")).sum();
+    assert!(denied >= 10, "the CLB nodes count what the group denied: {after}");
+    let status: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let why: Vec<&str> = CLBS.iter().filter_map(|n| status["denied"][n].as_str()).collect();
+    assert!(why.iter().any(|w| w.contains("web-no-rome")), "the CLB says which group denied: {}", status["denied"]);
 }

@@ -50,10 +50,12 @@ pub struct BackendConfig {
     /// Reached through a NAT gateway that translates the source on the way: the backend
     /// cannot see the client's address, so TCP names it in a TOA option.
     pub behind_nat: bool,
-    /// The security groups bound to this backend's instance. Its host enforces them on
-    /// what reaches it; a flow the CLB translates (NAT64, SNAT) reaches it from an address
-    /// the CLB owns, so the CLB judges the client's own address by them first.
-    pub security_groups: Vec<crate::security::SecurityGroup>,
+    /// The security groups bound to this backend's instance (with their index in the
+    /// topology). Its host enforces them on what reaches it; what the CLB sends it from an
+    /// address of its own (a translated flow, a layer-7 or QUIC listener's connection)
+    /// would pass them as the CLB, so the CLB judges the client's own address by them
+    /// first ([`crate::security::BackendGuard`]).
+    pub security_groups: Vec<(usize, crate::security::SecurityGroup)>,
 }
 
 impl BackendConfig {

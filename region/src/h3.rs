@@ -336,7 +336,7 @@ impl H3Client {
 }
 
 /// H3_REQUEST_REJECTED (RFC 9114 §8.1): not processed, safe to retry.
-const ERROR_REQUEST_REJECTED: u64 = 0x010b;
+pub const ERROR_REQUEST_REJECTED: u64 = 0x010b;
 /// H3_INTERNAL_ERROR.
 pub const ERROR_INTERNAL: u64 = 0x0102;
 

@@ -50,7 +50,8 @@ const _: () = assert!(PROXIED_BYTES_MAX / PROXIED_CONN_BYTES >= PROXIED_MAX / 2)
 /// past it, it stops reading that side and TCP's window pushes back on the sender.
 pub const BUFFER_MAX: usize = 64 * 1024;
 
-/// A request stream the proxy refuses, with the status it answers before closing: 431
+/// A request stream the proxy refuses, with the status it answers before closing: 403
+/// for a client the backend's security groups deny, 431
 /// for a head past `HEAD_MAX`, 501 for a Transfer-Encoding (bodies pass by
 /// Content-Length only), 400 for anything not plainly HTTP/1.x or framed ambiguously
 /// (RFC 9112: a bare CR or LF, a folded line, whitespace before a colon, a duplicate or
@@ -65,10 +66,12 @@ impl NotHttp {
     const TOO_LONG: NotHttp = NotHttp { status: 431 };
     const NOT_IMPLEMENTED: NotHttp = NotHttp { status: 501 };
     const TIMEOUT: NotHttp = NotHttp { status: 408 };
+    const FORBIDDEN: NotHttp = NotHttp { status: 403 };
 
     /// What the proxy sends the client before it closes the connection.
     pub fn response(&self) -> Vec<u8> {
         let reason = match self.status {
+            403 => "Forbidden",
             408 => "Request Timeout",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
@@ -783,6 +786,21 @@ impl L7 {
     /// New connections refused because their client address held [`PER_SOURCE_MAX`].
     pub fn refused_per_source(&self) -> u64 {
         self.refused_per_source
+    }
+
+    /// Refuses a connection whose backend's security groups deny its client: an HTTP
+    /// client is answered 403 (HTTP/2: GOAWAY) and the connection closes; a TCP SSL
+    /// client's connection is reset. Nothing reaches a backend.
+    pub fn deny(&mut self, key: &FlowKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.framer.raw {
+            c.to_backend.clear();
+            c.stack.socket(c.client).abort();
+            c.refused = true;
+        } else {
+            c.refuse(NotHttp::FORBIDDEN);
+        }
+        debug_assert!(c.refused && c.to_backend.is_empty(), "a denied connection sends nothing on");
     }
 
     /// Opens the backend side of a connection from `local`.

@@ -524,6 +524,14 @@ impl QuicListener {
         }
     }
 
+    /// Closes a connection whose backend's security groups deny its client, before any
+    /// stream reaches a backend (HTTP/3: H3_REQUEST_REJECTED; a raw relay: code 0).
+    pub fn deny(&mut self, ch: ConnectionHandle, now_ns: u64) {
+        let h3 = self.conns.get(&ch).is_some_and(|c| c.h3.is_some());
+        let code = if h3 { crate::h3::ERROR_REQUEST_REJECTED } else { 0 };
+        self.host.close_with(ch, now_ns, code, b"refused");
+    }
+
     /// Opens the TCP side of a stream from `local` (after the CLB gave a port).
     pub fn open_relay(&mut self, ch: ConnectionHandle, stream: StreamId, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(&ch) else { return false };

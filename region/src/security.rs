@@ -87,15 +87,20 @@ pub enum Verdict {
     Drop,
 }
 
-impl SecurityGroup {
-    /// Whether `groups`, in order, let a new flow `key` in: the first rule that matches
-    /// decides; none matching drops (the implicit drop at the end). No group admits all.
-    pub fn admit(groups: &[SecurityGroup], key: &FlowKey) -> bool {
-        if groups.is_empty() {
-            return true;
-        }
-        groups.iter().find_map(|g| g.rules.iter().find(|r| r.matches(key))).is_some_and(|r| r.action == Action::Allow)
+/// The first rule of `groups` (in order) that matches `key`: (position of its group in
+/// `groups`, its position in the group).
+fn first_match(groups: &[(usize, SecurityGroup)], key: &FlowKey) -> Option<(usize, usize)> {
+    groups.iter().enumerate().find_map(|(gi, (_, g))| g.rules.iter().position(|r| r.matches(key)).map(|ri| (gi, ri)))
+}
+
+/// Why `groups` drop `key`: the rule that drops it, or the groups none of whose rules
+/// allow it.
+fn explain(groups: &[(usize, SecurityGroup)], key: &FlowKey) -> String {
+    if let Some((gi, ri)) = first_match(groups, key) {
+        return format!("security group `{}` rule {ri} drops {} to port {}", groups[gi].1.name, key.src, key.dst_port);
     }
+    let names: Vec<&str> = groups.iter().map(|(_, g)| g.name.as_str()).collect();
+    format!("no rule of security group `{}` allows {} to port {}", names.join("`, `"), key.src, key.dst_port)
 }
 
 /// Flows a firewall remembers as allowed; the oldest are forgotten past this.
@@ -126,37 +131,17 @@ impl Firewall {
         if self.tracked.get(key).is_some() {
             return Verdict::Pass;
         }
-        for (gi, (_, group)) in self.groups.iter().enumerate() {
-            if let Some(ri) = group.rules.iter().position(|r| r.matches(key)) {
-                let counter = &mut self.counters[gi][ri];
-                counter.matched += 1;
-                debug_assert!(counter.denied < counter.matched, "a rule denies only what it matched");
-                return match group.rules[ri].action {
-                    Action::Allow => {
-                        self.track(*key);
-                        Verdict::Pass
-                    }
-                    Action::Drop => {
-                        counter.denied += 1;
-                        Verdict::Drop
-                    }
-                };
-            }
+        let verdict = judge(&self.groups, &mut self.counters, &mut self.unmatched, key);
+        if verdict == Verdict::Pass {
+            self.track(*key);
         }
-        self.unmatched += 1;
-        Verdict::Drop
+        verdict
     }
 
     /// Why an inbound packet with `key` is dropped (for a user reading a report): the
     /// rule that drops it, or the groups none of whose rules allow it. Counts nothing.
     pub fn explain_drop(&self, key: &FlowKey) -> String {
-        for (_, group) in &self.groups {
-            if let Some(ri) = group.rules.iter().position(|r| r.matches(key)) {
-                return format!("security group `{}` rule {ri} drops {} to port {}", group.name, key.src, key.dst_port);
-            }
-        }
-        let names: Vec<&str> = self.groups.iter().map(|(_, g)| g.name.as_str()).collect();
-        format!("no rule of security group `{}` allows {} to port {}", names.join("`, `"), key.src, key.dst_port)
+        explain(&self.groups, key)
     }
 
     /// Notes an outbound packet of a flow this host opens, so its replies pass.
@@ -182,6 +167,103 @@ impl Firewall {
 
     pub fn unmatched(&self) -> u64 {
         self.unmatched
+    }
+}
+
+/// The verdict of `groups` on a new flow `key`, counted on the rule that decided it
+/// (`counters`, a row per group) or as `unmatched`.
+fn judge(
+    groups: &[(usize, SecurityGroup)],
+    counters: &mut [Vec<RuleCounters>],
+    unmatched: &mut u64,
+    key: &FlowKey,
+) -> Verdict {
+    debug_assert_eq!(counters.len(), groups.len(), "a row of counters per group");
+    let Some((gi, ri)) = first_match(groups, key) else {
+        *unmatched += 1;
+        return Verdict::Drop;
+    };
+    let counter = &mut counters[gi][ri];
+    counter.matched += 1;
+    debug_assert!(counter.denied < counter.matched, "a rule denies only what it matched");
+    match groups[gi].1.rules[ri].action {
+        Action::Allow => Verdict::Pass,
+        Action::Drop => {
+            counter.denied += 1;
+            Verdict::Drop
+        }
+    }
+}
+
+/// A CLB node's security groups: its own, judging what reaches it, and its backends' as
+/// it applies them on their behalf.
+#[derive(Debug, Default)]
+pub struct ClbGroups {
+    pub own: Option<Firewall>,
+    pub for_backends: BackendGuard,
+}
+
+/// A backend's security groups as a CLB node applies them for it, where the backend
+/// would see the node's address rather than the client's: a layer-7 or QUIC listener
+/// (the node opens the backend connection itself) or a translated layer-4 flow (SNAT,
+/// NAT64). The node judges the client's address and the backend's port once per
+/// backend connection (or translated flow), as the backend's own stateful firewall judges
+/// a flow once, and counts per rule as that firewall does, so a report sums both.
+#[derive(Debug, Default)]
+pub struct BackendGuard {
+    /// Per topology group index: its rules' counters.
+    counters: std::collections::BTreeMap<usize, Vec<RuleCounters>>,
+    /// New flows denied (a rule's drop or no rule's allow).
+    denied: u64,
+    /// Why the last denied flow was denied.
+    last_denied: Option<String>,
+}
+
+impl BackendGuard {
+    /// Whether the backend whose groups are `groups` would let the client flow `key`
+    /// (its destination the backend's address and port) in. No groups admit all.
+    pub fn judge(&mut self, groups: &[(usize, SecurityGroup)], key: &FlowKey) -> Verdict {
+        if groups.is_empty() {
+            return Verdict::Pass;
+        }
+        let allowed = first_match(groups, key).is_some_and(|(gi, ri)| {
+            let (topo, group) = &groups[gi];
+            let row = self.counters.entry(*topo).or_default();
+            row.resize(group.rules.len(), RuleCounters::default());
+            let counter = &mut row[ri];
+            counter.matched += 1;
+            let allow = group.rules[ri].action == Action::Allow;
+            counter.denied += u64::from(!allow);
+            debug_assert!(counter.denied <= counter.matched, "a rule denies only what it matched");
+            allow
+        });
+        if allowed {
+            return Verdict::Pass;
+        }
+        self.denied += 1;
+        self.last_denied = Some(explain(groups, key));
+        Verdict::Drop
+    }
+
+    /// Whether `groups` would let `key` in, counting nothing.
+    pub fn would_admit(groups: &[(usize, SecurityGroup)], key: &FlowKey) -> bool {
+        groups.is_empty()
+            || first_match(groups, key).is_some_and(|(gi, ri)| groups[gi].1.rules[ri].action == Action::Allow)
+    }
+
+    /// Counters per group judged so far: (group index in the topology, per-rule counters).
+    pub fn counters(&self) -> impl Iterator<Item = (usize, &[RuleCounters])> {
+        self.counters.iter().map(|(g, c)| (*g, c.as_slice()))
+    }
+
+    /// New flows denied so far.
+    pub fn denied(&self) -> u64 {
+        self.denied
+    }
+
+    /// Why the last denied flow was denied.
+    pub fn last_denied(&self) -> Option<&str> {
+        self.last_denied.as_deref()
     }
 }
 
@@ -250,5 +332,29 @@ mod tests {
             assert_eq!(fw.inbound(&key("198.18.66.5", 443)), Verdict::Pass);
         }
         assert_eq!(fw.counters().next().unwrap().1[0].matched, 1);
+    }
+
+    #[test]
+    fn a_clb_judging_for_a_backend_counts_on_the_groups_topology_index_and_says_why() {
+        let groups = vec![(
+            3,
+            SecurityGroup {
+                name: "web".into(),
+                rules: vec![
+                    rule("198.18.66.0/24", Ports::Range(8080, 8080), Action::Drop),
+                    rule("0.0.0.0/0", Ports::Any, Action::Allow),
+                ],
+            },
+        )];
+        let mut guard = BackendGuard::default();
+        assert_eq!(guard.judge(&groups, &key("198.18.66.5", 8080)), Verdict::Drop);
+        assert_eq!(guard.judge(&groups, &key("198.18.67.5", 8080)), Verdict::Pass);
+        assert_eq!(guard.judge(&[], &key("198.18.66.5", 8080)), Verdict::Pass, "no groups admit all");
+        assert!(!BackendGuard::would_admit(&groups, &key("198.18.66.5", 8080)));
+        let counted: Vec<(usize, Vec<RuleCounters>)> = guard.counters().map(|(g, c)| (g, c.to_vec())).collect();
+        let expected = vec![RuleCounters { matched: 1, denied: 1 }, RuleCounters { matched: 1, denied: 0 }];
+        assert_eq!(counted, vec![(3, expected)], "would_admit counts nothing");
+        assert_eq!(guard.denied(), 1);
+        assert_eq!(guard.last_denied(), Some("security group `web` rule 0 drops 198.18.66.5 to port 8080"));
     }
 }

@@ -500,7 +500,7 @@ pub fn clb_config_with(
                         health: group.health.clone(),
                         snat: matches!(b.site, Site::Idc(_)),
                         behind_nat: matches!(b.site, Site::Internet(Egress::Nat(_))),
-                        security_groups: backend_security_groups(t, b.addr.ip()).into_iter().map(|(_, g)| g).collect(),
+                        security_groups: backend_security_groups(t, b.addr.ip()),
                     })
                     .collect()
             };

@@ -37,7 +37,8 @@ pub struct Status {
     /// Each running CLB node's view of its backends' health (backends whose health
     /// changed; the rest are healthy).
     pub health: BTreeMap<String, BTreeMap<String, String>>,
-    /// Per backend host whose security groups dropped a packet: the last one, and why.
+    /// Per backend host whose security groups dropped a packet, and per CLB node that kept
+    /// a client from a backend by that backend's groups: the last one, and why.
     pub denied: BTreeMap<String, String>,
     /// Each running POP's TUN device: its queues, and the packets read from each.
     pub tun: BTreeMap<String, TunStatus>,

@@ -105,6 +105,8 @@ pub(crate) struct ClbDriver<'a> {
     gauges_at: Instant,
     /// QUIC connections and handshakes, as `status` last showed them.
     quic_seen: anyedge_region::quic_listener::QuicCounts,
+    /// Clients the backends' groups denied here, as last told to the status.
+    denied_seen: u64,
     /// Packets this pass sent toward backends and back toward POPs (`residence`).
     passed: [u64; 2],
     /// When to hand freed memory back to the kernel.
@@ -221,6 +223,7 @@ impl<'a> ClbDriver<'a> {
             health: BTreeMap::new(),
             gauges_at: Instant::now() - GAUGE_EVERY,
             quic_seen: Default::default(),
+            denied_seen: 0,
             passed: [0; 2],
             trim: MemoryTrim::default(),
         })
@@ -478,6 +481,16 @@ impl<'a> ClbDriver<'a> {
             let held = self.core.proxied_connections() + self.core.quic_counts().connections;
             if self.trim.due(held) {
                 trim_heap();
+            }
+        }
+        // The backends' security groups as this node applied them (layer 7, QUIC, NAT64):
+        // the client it last kept from a backend, and why.
+        let guard = self.core.backend_guard();
+        if guard.denied() != self.denied_seen {
+            self.denied_seen = guard.denied();
+            self.drops.set_gauge("backend_groups_denied_total", guard.denied());
+            if let Some(why) = guard.last_denied() {
+                self.drops.set_denied(why);
             }
         }
         let quic = self.core.quic_counts();

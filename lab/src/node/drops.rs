@@ -102,7 +102,8 @@ impl Drops {
         );
     }
 
-    /// A backend host's last packet its security groups dropped, and why (`status`).
+    /// The last flow a backend's security groups dropped, and why (`status`): on a backend
+    /// host, its own packets; on a CLB node, the clients it kept from a backend.
     pub fn set_denied(&self, why: &str) {
         self.set_section("denied", serde_json::Value::String(why.to_string()));
     }
@@ -293,6 +294,9 @@ impl Drops {
                 "raft_commit" => ("gauge", "The control node's commit index."),
                 "raft_applied" => ("gauge", "The control node's applied index."),
                 "route_table_applied" => ("gauge", "The route-table log index the node has applied."),
+                "backend_groups_denied_total" => {
+                    ("counter", "Clients a CLB node kept from a backend by the backend's security groups.")
+                }
                 "route_table_lag_us" => {
                     ("gauge", "How long the last route-table update the node applied took from its control node.")
                 }

@@ -224,7 +224,7 @@ pub struct Clb {
     outbox: Outbox,
     fallback: PopFallback,
     snat: SnatPool,
-    firewall: Option<crate::security::Firewall>,
+    groups: crate::security::ClbGroups,
     l7: L7Front,
     next_sweep_ns: u64,
     /// Flows this node has scheduled (a flow that moves backend counts once).
@@ -267,8 +267,11 @@ impl Clb {
             outbox: Outbox::new(keys, config.backend_hosts),
             fallback: PopFallback::new(config.pop_fallback),
             snat: SnatPool::new(config.snat, config.node_index, node.count),
-            firewall: (!config.security_groups.is_empty())
-                .then(|| crate::security::Firewall::new(config.security_groups)),
+            groups: crate::security::ClbGroups {
+                own: (!config.security_groups.is_empty())
+                    .then(|| crate::security::Firewall::new(config.security_groups)),
+                for_backends: Default::default(),
+            },
             l7,
             next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
             flows_created: 0,
@@ -292,7 +295,22 @@ impl Clb {
 
     /// The security groups bound to this node, with their counters.
     pub fn firewall(&self) -> Option<&crate::security::Firewall> {
-        self.firewall.as_ref()
+        self.groups.own.as_ref()
+    }
+
+    /// The backends' security groups as this node applied them for them (layer 7, QUIC,
+    /// translated flows), with their counters.
+    pub fn backend_guard(&self) -> &crate::security::BackendGuard {
+        &self.groups.for_backends
+    }
+
+    /// Whether `binding`'s backend would let the client flow `key` in by its own security
+    /// groups (judged here: the backend will see this node's address, not the client's).
+    fn backend_admits(&mut self, li: usize, binding: usize, key: &FlowKey) -> bool {
+        let backend = self.backend_addr(li, binding);
+        let groups = &self.listeners[li].bindings[binding].backend.security_groups;
+        let as_backend_judges = FlowKey { dst: backend.ip(), dst_port: backend.port(), ..*key };
+        self.groups.for_backends.judge(groups, &as_backend_judges) == crate::security::Verdict::Pass
     }
 
     /// Flows this node has scheduled (a flow that moves backend counts once).
@@ -498,11 +516,18 @@ impl Clb {
     fn forward(&mut self, now_ns: u64, packet: Vec<u8>, ingress: Ingress) -> Result<(), ClbDrop> {
         self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
+        let denied_before = self.groups.for_backends.denied();
+        // A terminated connection whose backend's groups deny its client is refused by
+        // the packet that asked for the backend: that packet counts as denied.
+        let denied = |clb: &Clb| clb.groups.for_backends.denied() > denied_before;
         match self.classify(&info.key)? {
-            Classified::Layer7(li) => self.forward_l7(now_ns, info.key, info.tcp, packet, ingress, li),
+            Classified::Layer7(li) => {
+                self.forward_l7(now_ns, info.key, info.tcp, packet, ingress, li)?;
+                if denied(self) { Err(ClbDrop::Denied) } else { Ok(()) }
+            }
             Classified::Quic(li) => {
                 self.forward_quic(now_ns, &info.key, &packet, ingress, li);
-                Ok(())
+                if denied(self) { Err(ClbDrop::Denied) } else { Ok(()) }
             }
             Classified::Layer4(li) => {
                 let binding = self.bind_flow(now_ns, &info, ingress, li)?;
@@ -516,7 +541,7 @@ impl Clb {
 
     /// The security groups' verdict, then the listener the packet reached and its kind.
     fn classify(&mut self, key: &FlowKey) -> Result<Classified, ClbDrop> {
-        if let Some(fw) = self.firewall.as_mut()
+        if let Some(fw) = self.groups.own.as_mut()
             && fw.inbound(key) == crate::security::Verdict::Drop
         {
             return Err(ClbDrop::Denied);
@@ -732,9 +757,7 @@ impl Clb {
         }
         let backend = self.backend_addr(listener, binding);
         let translated = self.needs_snat(&key, listener, binding);
-        let groups = &self.listeners[listener].bindings[binding].backend.security_groups;
-        let as_backend_judges = FlowKey { dst: backend.ip(), dst_port: backend.port(), ..key };
-        if translated && !crate::security::SecurityGroup::admit(groups, &as_backend_judges) {
+        if translated && !self.backend_admits(listener, binding, &key) {
             // The backend would see our address, not the client's: its groups judge the
             // client here (an IPv6 client through NAT64 went past a group denying it).
             return Err(ClbDrop::Denied);

@@ -13,6 +13,7 @@ use super::l7_front::{Admission, Opening};
 use super::{Clb, ClbDrop};
 use crate::conn_table::Ingress;
 use crate::quic_listener::{QuicCounts, QuicStep};
+use crate::security::BackendGuard;
 
 /// Whether a packet is a bare SYN (the node's own, opening a connection to a backend).
 fn is_syn(bytes: &[u8]) -> bool {
@@ -24,6 +25,23 @@ fn is_syn(bytes: &[u8]) -> bool {
 fn named_syn(bytes: Vec<u8>, client: SocketAddr) -> Vec<u8> {
     let toa = inner::toa_option((client.ip(), client.port()));
     inner::insert_tcp_option(&bytes, &toa).unwrap_or(bytes)
+}
+
+/// Whether a UDP payload is a QUIC long-header Initial (RFC 9000 §17.2.2: form and
+/// fixed bits set, type 0), the datagram that asks for a new connection.
+fn is_quic_initial(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| b & 0xf0 == 0xc0)
+}
+
+/// What asking for a layer-7 connection's backend came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connect {
+    /// Connected: the request goes on.
+    Connected,
+    /// The backend's security groups refuse the client: the connection is refused.
+    Denied,
+    /// No backend, port or socket now: the request waits.
+    Nothing,
 }
 
 impl Clb {
@@ -103,7 +121,7 @@ impl Clb {
     /// Moves a layer-7 connection along and sends what it produced.
     fn drive_l7(&mut self, key: &FlowKey, now_ns: u64) {
         let mut step = self.l7.proxy_mut().drive(key, now_ns);
-        if step.needs_backend && self.connect_l7(key, now_ns) {
+        if step.needs_backend && self.connect_l7(key, now_ns) != Connect::Nothing {
             let more = self.l7.proxy_mut().drive(key, now_ns);
             step.to_client.extend(more.to_client);
             step.to_backend.extend(more.to_backend);
@@ -129,22 +147,27 @@ impl Clb {
     }
 
     /// Binds a layer-7 connection whose first request came to a backend, and opens the
-    /// node's connection to it from a SNAT port; false when none could be had.
-    fn connect_l7(&mut self, key: &FlowKey, now_ns: u64) -> bool {
-        let Some(li) = self.l7.proxy().get(key).map(crate::l7::Proxied::listener) else { return false };
-        let Some(binding) = self.pick(li, key, now_ns) else { return false };
+    /// node's connection to it from a SNAT port. The backend's security groups judge the
+    /// client first: the backend will see this node's address.
+    fn connect_l7(&mut self, key: &FlowKey, now_ns: u64) -> Connect {
+        let Some(li) = self.l7.proxy().get(key).map(crate::l7::Proxied::listener) else { return Connect::Nothing };
+        let Some(binding) = self.pick(li, key, now_ns) else { return Connect::Nothing };
+        if !self.backend_admits(li, binding, key) {
+            self.l7.proxy_mut().deny(key);
+            return Connect::Denied;
+        }
         let backend = self.backend_addr(li, binding);
-        let Some(local) = self.allocate_snat(Transport::Tcp, backend) else { return false };
+        let Some(local) = self.allocate_snat(Transport::Tcp, backend) else { return Connect::Nothing };
         if !self.l7.proxy_mut().connect(key, binding, backend, local) {
             // Not connected: the port was never used.
             self.snat.free(local.0, local.1, Transport::Tcp, backend);
-            return false;
+            return Connect::Nothing;
         }
         self.listeners[li].bindings[binding].acquire();
         debug_assert!(
             self.l7.proxy().get(key).and_then(|c| c.bound()).is_some_and(|(b, _, l)| b == binding && l == local)
         );
-        true
+        Connect::Connected
     }
 
     /// Forgets a finished layer-7 connection and gives back its binding and SNAT port.
@@ -157,9 +180,14 @@ impl Clb {
         }
     }
 
-    /// A client datagram of a QUIC listener: quinn takes it.
+    /// A client datagram of a QUIC listener: quinn takes it. An Initial from a client
+    /// that every backend's security groups deny is dropped before any handshake, as
+    /// those backends would drop its SYN at layer 4.
     pub(super) fn forward_quic(&mut self, now_ns: u64, key: &FlowKey, packet: &[u8], ingress: Ingress, li: usize) {
         let payload = inner::transport_payload(packet);
+        if is_quic_initial(payload) && self.every_backend_denies(li, key) {
+            return;
+        }
         let mut step = QuicStep::default();
         if let Some(q) = self.listeners[li].quic.as_mut() {
             let client = SocketAddr::new(key.src, key.src_port);
@@ -223,6 +251,26 @@ impl Clb {
         }
     }
 
+    /// Whether no backend of listener `li` would let the client flow `key` in by its own
+    /// groups; then it is counted as denied once, on the first backend with groups (the
+    /// one its groups would have judged).
+    fn every_backend_denies(&mut self, li: usize, key: &FlowKey) -> bool {
+        let bindings = &self.listeners[li].bindings;
+        let as_judged = |b: &crate::tables::Binding| FlowKey {
+            transport: Transport::Tcp,
+            dst: b.backend.addr.ip(),
+            dst_port: b.backend.addr.port(),
+            ..*key
+        };
+        let denied = !bindings.is_empty()
+            && bindings.iter().all(|b| !BackendGuard::would_admit(&b.backend.security_groups, &as_judged(b)));
+        if denied && let Some(b) = bindings.iter().find(|b| !b.backend.security_groups.is_empty()) {
+            let verdict = self.groups.for_backends.judge(&b.backend.security_groups, &as_judged(b));
+            debug_assert_eq!(verdict, crate::security::Verdict::Drop, "every backend denies it");
+        }
+        denied
+    }
+
     /// Chooses the backend of a QUIC connection just established, by its first address.
     fn bind_quic(&mut self, li: usize, ch: quinn_proto::ConnectionHandle, now_ns: u64) {
         let Some(q) = self.listeners[li].quic.as_ref() else { return };
@@ -236,6 +284,13 @@ impl Clb {
             dst_port: vip.port(),
         };
         let Some(binding) = self.pick(li, &key, now_ns) else { return };
+        if !self.backend_admits(li, binding, &FlowKey { transport: Transport::Tcp, ..key }) {
+            // The backend will see this node's address: its groups judge the client here.
+            if let Some(q) = self.listeners[li].quic.as_mut() {
+                q.deny(ch, now_ns);
+            }
+            return;
+        }
         let backend = self.backend_addr(li, binding);
         if let Some(q) = self.listeners[li].quic.as_mut() {
             q.set_backend(ch, binding, backend, now_ns);

@@ -780,13 +780,16 @@ fn an_ipv6_client_a_backends_group_denies_is_refused_before_nat64_hides_its_addr
         rules: vec![rule("fd00:66::/64", Action::Drop), rule("::/0", Action::Allow)],
     };
     for b in &mut c.listeners[0].backends {
-        b.security_groups = vec![group.clone()];
+        b.security_groups = vec![(0, group.clone())];
     }
     let mut clb = Clb::new(c, 0);
     let vip: IpAddr = "fd00:a::20".parse().unwrap();
     let denied = inner::build_udp(("fd00:66::7".parse().unwrap(), 4000), (vip, 7000), b"ping").unwrap();
     assert_eq!(clb.handle_direct(0, denied).map_err(|e| e.name()), Err("denied"));
     assert!(clb.next_out().is_none(), "nothing reaches a backend");
+    let counted: Vec<_> = clb.backend_guard().counters().map(|(g, c)| (g, c.to_vec())).collect();
+    assert_eq!(counted[0].1[0], crate::security::RuleCounters { matched: 1, denied: 1 }, "counted on the rule");
+    assert_eq!(clb.backend_guard().denied(), 1);
     let allowed = inner::build_udp(("fd00:67::7".parse().unwrap(), 4000), (vip, 7000), b"ping").unwrap();
     clb.handle_direct(0, allowed).unwrap();
     assert!(matches!(clb.next_out(), Some(Sent::Backend { .. })), "another /64 is let through");

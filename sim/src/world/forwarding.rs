@@ -396,12 +396,11 @@ impl<'t> World<'t> {
         node.peak_before = node.peak_before.max(node.core.conn_table().peak());
         node.evictions_before += node.core.conn_table().evictions();
         node.sync_before = node.sync_before.plus(&node.core.sync_stats());
-        if let Some(fw) = node.core.firewall() {
-            for (gi, counters) in fw.counters() {
-                for (ri, c) in counters.iter().enumerate() {
-                    self.faults.retired_sg[gi][ri].matched += c.matched;
-                    self.faults.retired_sg[gi][ri].denied += c.denied;
-                }
+        let own = node.core.firewall().into_iter().flat_map(|fw| fw.counters());
+        for (gi, counters) in own.chain(node.core.backend_guard().counters()) {
+            for (ri, c) in counters.iter().enumerate() {
+                self.faults.retired_sg[gi][ri].matched += c.matched;
+                self.faults.retired_sg[gi][ri].denied += c.denied;
             }
         }
         self.regions.clbs[c].core = Clb::new(self.regions.clbs[c].config.clone(), now);

@@ -219,12 +219,14 @@ impl<'t> World<'t> {
             .iter()
             .filter_map(|c| c.core.firewall())
             .chain(self.servers.hosts.iter().filter_map(|h| h.firewall.as_ref()));
-        for fw in firewalls {
-            for (gi, counters) in fw.counters() {
-                for (ri, c) in counters.iter().enumerate() {
-                    totals[gi][ri].matched += c.matched;
-                    totals[gi][ri].denied += c.denied;
-                }
+        // What the CLB nodes judged for backends (layer 7, QUIC, translated flows) counts
+        // as the backend hosts' own firewalls count.
+        let on_behalf = self.regions.clbs.iter().map(|c| c.core.backend_guard());
+        let counted = firewalls.flat_map(|fw| fw.counters()).chain(on_behalf.flat_map(|g| g.counters()));
+        for (gi, counters) in counted {
+            for (ri, c) in counters.iter().enumerate() {
+                totals[gi][ri].matched += c.matched;
+                totals[gi][ri].denied += c.denied;
             }
         }
         self.t
