@@ -45,7 +45,14 @@ pub const HELD_MAX: usize = 4 << 20;
 /// What [`HELD_MAX`] comes to at worst: past it no stream's window reopens, so each of
 /// the [`STREAMS_MAX`] streams brings at most its window (65,535 bytes) more, and each
 /// request's head.
-pub const HELD_BOUND: usize = HELD_MAX + STREAMS_MAX as usize * (65_535 + REQUEST_MAX - REQUEST_BODY_MAX);
+pub const HELD_BOUND: usize =
+    HELD_MAX + FIELDS_HELD_MAX + STREAMS_MAX as usize * (65_535 + REQUEST_MAX - REQUEST_BODY_MAX);
+/// Bytes the header fields of requests still arriving may hold on one connection, each
+/// field counted with [`http1::FIELD_OVERHEAD`]; a HEADERS past it is refused with
+/// REFUSED_STREAM and nothing of it kept. HPACK lets a one-byte reference stand for a
+/// field in the dynamic table: 99 streams of ~480 such references each took ~50 KB on
+/// the wire and held ~12 MB, uncounted. 256 KiB is 100 streams of ~2.5 KB of fields.
+pub const FIELDS_HELD_MAX: usize = 256 * 1024;
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = shiguredo_http2::CONNECTION_PREFACE;
 /// Client stream resets (and stream errors) a connection may make in a burst.
@@ -56,6 +63,15 @@ pub const RESETS_PER_SECOND: u32 = 100;
 const WINDOW_BATCH: u32 = 16 * 1024;
 /// The connection's receive window: large, since the streams' windows bound what arrives.
 const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Time a request stream has to end (END_STREAM) from its HEADERS; past it the stream is
+/// answered 408 and reset, and what it held goes (a slowloris stream that trickles its
+/// body, or never ends it, holds nothing for long).
+pub const REQUEST_DEADLINE_NS: u64 = 30_000_000_000;
+/// Time a connection may stay with nothing in progress (no stream arriving, waiting or
+/// at the backend) before it is closed with GOAWAY(NO_ERROR); PINGs, SETTINGS and
+/// WINDOW_UPDATEs do not restart it (connections kept alive by PINGs alone lasted past
+/// 55 s, held until the client left).
+pub const IDLE_DEADLINE_NS: u64 = 60_000_000_000;
 /// Backend bytes read at once for a stream whose last bytes have all been sent; less
 /// than the library's per-stream send buffer (65,535 bytes), so they always fit.
 pub const BACKEND_READ: usize = 16 * 1024;
@@ -67,7 +83,11 @@ pub struct H2Closed(pub u32);
 /// A request stream still arriving.
 #[derive(Default)]
 struct Arriving {
+    /// When its HEADERS came ([`REQUEST_DEADLINE_NS`] from then).
+    started_ns: u64,
     fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What `fields` cost ([`http1::field_cost`]), counted in `held` and `fields_held`.
+    field_bytes: usize,
     body: Vec<u8>,
     /// Window credit received but not yet given back.
     owed: u32,
@@ -89,8 +109,10 @@ pub struct H2Session {
     /// Requests ready for the backend, in order: stream, HTTP/1.1 bytes, whether HEAD.
     ready: VecDeque<(u32, Vec<u8>, bool)>,
     current: Option<AtBackend>,
-    /// Request bytes held (arriving bodies and ready requests).
+    /// Request bytes held (arriving fields and bodies, and ready requests).
     held: usize,
+    /// Of those, the arriving requests' fields ([`FIELDS_HELD_MAX`]).
+    fields_held: usize,
     /// Streams this side reset (their reset events are not the client's).
     own_resets: BTreeSet<u32>,
     /// The rapid-reset bucket: tokens (thousandths) and when last refilled.
@@ -100,6 +122,8 @@ pub struct H2Session {
     closed: Option<H2Closed>,
     /// The backend connection can carry the next request (the last answer kept it).
     backend_reusable: bool,
+    /// Since when nothing has been in progress ([`IDLE_DEADLINE_NS`] from then).
+    idle_since_ns: Option<u64>,
 }
 
 impl H2Session {
@@ -119,12 +143,46 @@ impl H2Session {
             ready: VecDeque::new(),
             current: None,
             held: 0,
+            fields_held: 0,
             own_resets: BTreeSet::new(),
             reset_tokens: u64::from(RESETS_BURST) * 1000,
             reset_refilled_ns: None,
             closed,
             backend_reusable: true,
+            idle_since_ns: None,
         }
+    }
+
+    /// Applies the deadlines at `now_ns`: request streams past [`REQUEST_DEADLINE_NS`]
+    /// are answered 408 and reset; a connection idle past [`IDLE_DEADLINE_NS`] closes.
+    pub fn expire(&mut self, now_ns: u64) {
+        let late: Vec<u32> = self
+            .arriving
+            .iter()
+            .filter(|(_, x)| now_ns.saturating_sub(x.started_ns) >= REQUEST_DEADLINE_NS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.forget(id);
+            self.answer(id, 408);
+            self.reset(id, ErrorCode::NoError);
+        }
+        if !self.idle() {
+            self.idle_since_ns = None;
+        } else if now_ns.saturating_sub(*self.idle_since_ns.get_or_insert(now_ns)) >= IDLE_DEADLINE_NS {
+            self.go_away(ErrorCode::NoError);
+        }
+        debug_assert!(self.arriving.values().all(|x| now_ns < x.started_ns + REQUEST_DEADLINE_NS));
+    }
+
+    /// When [`H2Session::expire`] next has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.closed.is_some() {
+            return None;
+        }
+        let requests = self.arriving.values().map(|x| x.started_ns + REQUEST_DEADLINE_NS).min();
+        let idle = self.idle_since_ns.filter(|_| self.idle()).map(|t| t + IDLE_DEADLINE_NS);
+        requests.into_iter().chain(idle).min()
     }
 
     /// Bytes from the client (TLS already removed), at `now_ns`.
@@ -150,8 +208,19 @@ impl H2Session {
         match event {
             Event::HeadersReceived { stream_id, headers, end_stream, .. } => {
                 let id = stream_id.as_u32();
-                let fields = headers.iter().map(|h| (h.name().to_vec(), h.value().to_vec())).collect();
-                self.arriving.entry(id).or_insert(Arriving { fields, ..Arriving::default() });
+                if self.arriving.contains_key(&id) {
+                    return;
+                }
+                let fields: Vec<(Vec<u8>, Vec<u8>)> =
+                    headers.iter().map(|h| (h.name().to_vec(), h.value().to_vec())).collect();
+                let field_bytes = http1::field_cost(&fields);
+                if self.fields_held + field_bytes > FIELDS_HELD_MAX {
+                    self.reset(id, ErrorCode::RefusedStream);
+                    return;
+                }
+                self.fields_held += field_bytes;
+                self.held += field_bytes;
+                self.arriving.insert(id, Arriving { started_ns: now_ns, fields, field_bytes, ..Arriving::default() });
                 if end_stream {
                     self.request_ended(id);
                 }
@@ -208,7 +277,7 @@ impl H2Session {
     /// A stream's request bytes are no longer held (reset, refused, answered here).
     fn forget(&mut self, id: u32) {
         if let Some(x) = self.arriving.remove(&id) {
-            self.held -= x.body.len();
+            self.release_arriving(&x);
         }
         if let Some(at) = self.ready.iter().position(|(s, _, _)| *s == id) {
             let (_, bytes, _) = self.ready.remove(at).unwrap_or_default();
@@ -222,7 +291,7 @@ impl H2Session {
     /// The client ended a stream: its request is ready for the backend (or answered).
     fn request_ended(&mut self, id: u32) {
         let Some(x) = self.arriving.remove(&id) else { return };
-        self.held -= x.body.len();
+        self.release_arriving(&x);
         let head_only = x.fields.iter().any(|(n, v)| n == b":method" && v == b"HEAD");
         match http1::request(&x.fields, &x.body, self.client, false) {
             Ok(request) => {
@@ -232,6 +301,13 @@ impl H2Session {
             }
             Err(status) => self.answer(id, status),
         }
+    }
+
+    /// What a request no longer arriving held goes back.
+    fn release_arriving(&mut self, x: &Arriving) {
+        debug_assert!(self.fields_held >= x.field_bytes && self.held >= x.field_bytes + x.body.len());
+        self.fields_held -= x.field_bytes;
+        self.held -= x.field_bytes + x.body.len();
     }
 
     /// Answers a request with a status of the node's own and no body.
@@ -694,6 +770,121 @@ mod tests {
             r.fields
         );
         assert!(!p.server.backend_reusable(), "the backend said it closes");
+    }
+
+    #[test]
+    fn a_backends_second_answer_or_a_heads_body_closes_its_connection_and_never_reaches_the_next_stream() {
+        let mut head = get("/h");
+        head[0].1 = "HEAD".into();
+        type Case<'a> = (&'a str, Vec<(&'static str, String)>, &'a [u8]);
+        let cases: [Case; 3] = [
+            (
+                "an answer twice",
+                get("/twice"),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+            ),
+            ("a HEAD with a body", head, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"),
+            (
+                "chunks and more",
+                get("/chunked"),
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            ),
+        ];
+        for (what, request, answer) in cases {
+            let mut p = Pair::new();
+            let first = p.send(&fields(&request), b"");
+            let next = p.send(&fields(&get("/next")), b"");
+            p.shuttle();
+            p.server.next_request().unwrap();
+            p.answer(answer, false);
+            let read = p.read().0;
+            assert_eq!(read[&first.as_u32()].fields[0].1, "200", "{what}");
+            assert!(!read[&first.as_u32()].body.ends_with(b"evil"), "{what}: the extra is dropped");
+            assert!(!p.server.backend_reusable(), "{what}: the connection that overran is not used again");
+            // The proxy opens a new one for the next request; its own answer reaches it.
+            p.server.backend_reopened();
+            p.server.next_request().unwrap();
+            p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", false);
+            assert_eq!(p.read().0[&next.as_u32()].body, b"next", "{what}");
+        }
+    }
+
+    #[test]
+    fn conflicting_lengths_in_an_answer_are_502_and_close_the_connection_and_interim_answers_are_dropped() {
+        for (what, answer) in [
+            ("two lengths", &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 30\r\n\r\n"[..]),
+            ("length then chunked", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ("chunked then length", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            ("chunked twice", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ("an upgrade nobody asked for", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"),
+        ] {
+            let mut p = Pair::new();
+            let id = p.send(&fields(&get("/x")), b"");
+            p.shuttle();
+            p.server.next_request().unwrap();
+            p.answer(answer, false);
+            assert_eq!(p.read().0[&id.as_u32()].fields[0].1, "502", "{what}");
+            assert!(!p.server.backend_reusable(), "{what}: not used again");
+        }
+        // The same length twice is one length.
+        let mut p = Pair::new();
+        let id = p.send(&fields(&get("/same")), b"");
+        p.shuttle();
+        p.server.next_request().unwrap();
+        p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", false);
+        let r = &p.read().0[&id.as_u32()];
+        assert_eq!((r.fields[0].1.as_str(), r.body.as_slice()), ("200", &b"ok"[..]));
+        assert_eq!(r.fields.iter().filter(|(n, _)| n == "content-length").count(), 1, "{:?}", r.fields);
+        // 100 Continue and 103 Early Hints before the answer: dropped, the answer passes.
+        let mut p = Pair::new();
+        let id = p.send(&fields(&get("/hints")), b"");
+        p.shuttle();
+        p.server.next_request().unwrap();
+        p.answer(b"HTTP/1.1 100 Continue\r\n\r\n", false);
+        p.answer(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+        let r = &p.read().0[&id.as_u32()];
+        assert_eq!((r.fields[0].1.as_str(), r.body.as_slice(), r.end), ("200", &b"ok"[..], true), "{r:?}");
+        assert!(p.server.backend_reusable(), "interim answers keep the connection in step");
+    }
+
+    #[test]
+    fn a_stream_that_never_ends_is_answered_408_and_a_connection_kept_alive_by_pings_alone_closes() {
+        let mut p = Pair::new();
+        let start = p.now_ns;
+        // 99 streams whose requests never end: a slowloris of HTTP/2.
+        let mut post = get("/slow");
+        post[0].1 = "POST".into();
+        let headers: Vec<HeaderField> = fields(&post).iter().map(|(n, v)| HeaderField::new(n, v).unwrap()).collect();
+        let slow: Vec<StreamId> = (0..99).map(|_| p.client.start_stream(headers.clone(), false).unwrap()).collect();
+        p.shuttle();
+        // PINGs every 5 s keep the TCP connection busy; the deadlines do not care.
+        let mut pings = 0;
+        while p.now_ns < start + REQUEST_DEADLINE_NS {
+            p.now_ns += 5_000_000_000;
+            p.client.send_ping([pings; 8]).unwrap();
+            pings += 1;
+            p.shuttle();
+            p.server.expire(p.now_ns);
+        }
+        let (read, goaway) = p.read();
+        for id in &slow {
+            assert_eq!(read[&id.as_u32()].fields[0].1, "408", "stream {id:?}: {:?}", read.get(&id.as_u32()));
+        }
+        assert_eq!((goaway, p.server.held()), (None, 0), "the streams went, the connection stays for now");
+        assert!(p.server.idle());
+        // Idle now: PINGs alone do not keep it.
+        let idle_from = p.now_ns;
+        while p.server.closed().is_none() {
+            assert!(p.now_ns < idle_from + IDLE_DEADLINE_NS + 10_000_000_000, "closed by its idle deadline");
+            p.now_ns += 5_000_000_000;
+            p.client.send_ping([pings; 8]).unwrap();
+            pings += 1;
+            p.shuttle();
+            p.server.expire(p.now_ns);
+        }
+        assert!(p.now_ns >= idle_from + IDLE_DEADLINE_NS, "not before it");
+        assert_eq!(p.read().1, Some(ErrorCode::NoError), "GOAWAY(NO_ERROR)");
+        assert_eq!(p.server.next_deadline(), None);
     }
 
     #[test]

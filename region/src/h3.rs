@@ -24,6 +24,11 @@ pub const FIELD_SECTION_MAX: u64 = 16 * 1024;
 /// Largest request body forwarded, bytes; a larger one is answered 413.
 pub const REQUEST_BODY_MAX: usize = 1 << 20;
 pub use crate::http1::RESPONSE_HEAD_MAX;
+/// Request bytes (fields and bodies arriving, requests waiting for a port) one HTTP/3
+/// connection holds before the listener stops reading its request streams; QUIC's flow
+/// control (the connection's window) then holds the client back. Above one whole
+/// largest request, so one upload always fits.
+pub const HELD_MAX: usize = 2 * REQUEST_BODY_MAX;
 /// Requests a session holds at once (the listener's streams limit, restated here so the
 /// table's bound is this file's own).
 pub const REQUESTS_MAX: usize = 128;
@@ -40,6 +45,9 @@ pub struct H3Closed(pub u64);
 struct Exchange {
     /// Pseudo-headers and fields as they arrived, in order.
     fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The header section is whole: a later field section is trailers, and is dropped
+    /// (it never becomes request headers at the backend).
+    head_done: bool,
     body: Vec<u8>,
     /// The client ended the stream; the request went to `ready` (or was answered).
     ended: bool,
@@ -110,8 +118,13 @@ impl H3Session {
                 self.exchanges.insert(stream_id, Exchange::default());
             }
             Event::Header { stream_id, name, value } => {
-                if let Some(x) = self.exchanges.get_mut(&stream_id).filter(|x| x.body.is_empty()) {
+                if let Some(x) = self.exchanges.get_mut(&stream_id).filter(|x| !x.head_done) {
                     x.fields.push((name, value));
+                }
+            }
+            Event::HeadersEnd { stream_id } => {
+                if let Some(x) = self.exchanges.get_mut(&stream_id) {
+                    x.head_done = true;
                 }
             }
             Event::Data { stream_id, data } => {
@@ -159,6 +172,34 @@ impl H3Session {
         let headers = [Header::new(":status", &status), Header::new("content-length", "0")];
         let headers: Vec<Header> = headers.into_iter().flatten().collect();
         let _ = self.conn.send_response(stream, &headers, true);
+    }
+
+    /// Request bytes the session holds: fields and bodies still arriving, requests ready
+    /// for the backend (each field counted with [`http1::FIELD_OVERHEAD`] for its storage).
+    pub fn held(&self) -> usize {
+        let arriving: usize =
+            self.exchanges.values().filter(|x| !x.ended).map(|x| x.body.len() + http1::field_cost(&x.fields)).sum();
+        arriving + self.ready.iter().map(|(_, r)| r.len()).sum::<usize>()
+    }
+
+    /// Refuses the request still arriving that holds the most (H3_REQUEST_REJECTED: safe
+    /// to retry), when what the connection holds can go nowhere else.
+    pub fn refuse_largest_arriving(&mut self) {
+        let largest = self
+            .exchanges
+            .iter()
+            .filter(|(_, x)| !x.ended && !x.answered)
+            .max_by_key(|(_, x)| x.body.len() + x.fields.len())
+            .map(|(id, _)| *id);
+        if let Some(id) = largest {
+            self.forget(id);
+            self.resets.push((id, ERROR_REQUEST_REJECTED));
+        }
+    }
+
+    /// A request is ready for the backend.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     /// The next request ready for the backend: its stream and HTTP/1.1 bytes.
@@ -533,6 +574,44 @@ mod tests {
         p.server.backend_bytes(id, b"HTTP/1.1 204 No Content\r\n\r\n", false);
         let (fields, _, end) = p.response(id);
         assert_eq!((fields[0].1.as_str(), end), ("204", true));
+    }
+
+    #[test]
+    fn trailers_stay_off_the_backends_request_headers_and_cookies_are_joined() {
+        let mut p = Pair::new();
+        let mut fields = get("/t");
+        fields.push(("cookie", "a=1"));
+        fields.push(("cookie", "b=2"));
+        let headers: Vec<Header> = fields.iter().map(|(n, v)| Header::new(n, v).unwrap()).collect();
+        let id = p.client.send_request(&headers, false).unwrap();
+        // A trailer section and no body: a second HEADERS frame, its QPACK field lines
+        // literal names and values (RFC 9204 §4.5.6), after the first.
+        let mut section = vec![0x00, 0x00];
+        for (name, value) in [("authorization", "Bearer stolen"), ("cookie", "c=3")] {
+            let (name, value) = (name.as_bytes(), value.as_bytes());
+            match name.len() {
+                n if n < 7 => section.push(0x20 | n as u8),
+                n => section.extend([0x27, (n - 7) as u8]),
+            }
+            section.extend(name);
+            section.push(value.len() as u8);
+            section.extend(value);
+        }
+        let mut trailer_bytes = vec![0x01, section.len() as u8];
+        trailer_bytes.extend(section);
+        while let Some((bytes, _)) = p.client.take_stream_data(id) {
+            if bytes.is_empty() {
+                break;
+            }
+            p.server.feed(id, &bytes, false).unwrap();
+        }
+        p.server.feed(id, &trailer_bytes, true).unwrap();
+        let (s, request) = p.server.take_request().expect("forwarded");
+        let request = String::from_utf8(request).unwrap();
+        assert_eq!(s, id);
+        assert!(!request.contains("stolen") && !request.contains("c=3"), "trailers are no headers: {request}");
+        assert!(request.contains("cookie: a=1; b=2\r\n"), "one cookie field, joined: {request}");
+        assert_eq!(request.matches("cookie").count(), 1, "{request}");
     }
 
     #[test]

@@ -9,6 +9,15 @@ use std::net::IpAddr;
 
 use crate::l7::{NotHttp, http_head_end, with_forwarded_for};
 
+/// What one stored request field costs beyond its name and value (two vectors and
+/// their allocations), counted in what HTTP/2 and HTTP/3 sessions hold.
+pub const FIELD_OVERHEAD: usize = 80;
+
+/// What a request's stored fields cost: their bytes and [`FIELD_OVERHEAD`] each.
+pub fn field_cost(fields: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    fields.iter().map(|(n, v)| n.len() + v.len() + FIELD_OVERHEAD).sum()
+}
+
 /// Largest response head read from a backend, bytes; a larger one is answered 502.
 pub const RESPONSE_HEAD_MAX: usize = 16 * 1024;
 
@@ -26,6 +35,9 @@ pub struct Response {
     /// The backend keeps its connection open after this response (HTTP/1.1 without
     /// `Connection: close`, a body framed by its length or chunks).
     keeps_alive: bool,
+    /// Bytes came after the response's end (a second answer, a HEAD's body): dropped,
+    /// and the connection is not used again, so they never reach another request.
+    overran: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +69,15 @@ pub fn request(fields: &[(Vec<u8>, Vec<u8>)], body: &[u8], client: IpAddr, close
     if let Some(a) = authority {
         head.push_str(&format!("Host: {a}\r\n"));
     }
+    let mut cookies: Vec<String> = Vec::new();
     for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
         let (name, value) = (text(name)?, text(value)?);
+        // HTTP/2 and HTTP/3 may split a cookie into fields of their own; HTTP/1.1 gets
+        // them joined into one (RFC 9113 §8.2.3, RFC 9114 §4.2.1).
+        if name == "cookie" {
+            cookies.push(value);
+            continue;
+        }
         // Connection-specific fields are not HTTP/2's or HTTP/3's (RFC 9113 §8.2.2, RFC
         // 9114 §4.2); the body's length is the one this request carries, and it is sent
         // whole (no `Expect: 100-continue` wait).
@@ -67,6 +86,9 @@ pub fn request(fields: &[(Vec<u8>, Vec<u8>)], body: &[u8], client: IpAddr, close
             continue;
         }
         head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !cookies.is_empty() {
+        head.push_str(&format!("cookie: {}\r\n", cookies.join("; ")));
     }
     if !body.is_empty() || !matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -95,7 +117,7 @@ impl Response {
     /// Whether the backend's connection can carry the next request once this response
     /// is done.
     pub fn keeps_alive(&self) -> bool {
-        self.done && self.keeps_alive
+        self.done && self.keeps_alive && !self.overran
     }
 
     /// Whether the head has been read (and passed on).
@@ -110,14 +132,24 @@ impl Response {
             return self.read_body(data, closed);
         }
         self.head.extend_from_slice(data);
-        let Some(end) = http_head_end(&self.head) else {
-            let none = Part { head: None, body: Vec::new(), end: false };
-            return if self.head.len() > RESPONSE_HEAD_MAX || closed { Err(BadResponse) } else { Ok(none) };
+        let end = loop {
+            let Some(end) = http_head_end(&self.head) else {
+                let none = Part { head: None, body: Vec::new(), end: false };
+                return if self.head.len() > RESPONSE_HEAD_MAX || closed { Err(BadResponse) } else { Ok(none) };
+            };
+            // An interim response (100 Continue, 103 Early Hints) is dropped: the final
+            // one follows on the same connection (RFC 9110 §15.2).
+            if !interim(&self.head[..end])? {
+                break end;
+            }
+            self.head.drain(..end);
         };
         let (headers, body, keeps_alive) = response_head(&self.head[..end])?;
         self.keeps_alive = keeps_alive && body != Body::UntilClose;
         let tail = self.head.split_off(end);
         self.body = Some(if head_only { Body::Length(0) } else { body });
+        // A HEAD's answer has no body, whatever its head says: bytes after it overran.
+        self.overran |= head_only && !tail.is_empty();
         let tail = if head_only { Vec::new() } else { tail };
         let mut step = self.read_body(&tail, closed)?;
         step.head = Some(headers);
@@ -136,13 +168,16 @@ impl Response {
                 step.body.extend_from_slice(&data[..take]);
                 *left -= take as u64;
                 step.end = *left == 0;
+                self.overran |= take < data.len();
                 if closed && !step.end {
                     return Err(BadResponse);
                 }
             }
             Body::Chunked { pending, left } => {
                 pending.extend_from_slice(data);
-                step.end = dechunk(pending, left, &mut step.body)?;
+                let end = dechunk(pending, left, &mut step.body)?;
+                self.overran |= end.is_some_and(|rest| rest > 0);
+                step.end = end.is_some();
                 if closed && !step.end {
                     return Err(BadResponse);
                 }
@@ -153,15 +188,15 @@ impl Response {
     }
 }
 
-/// Decodes what `pending` holds of a chunked body into `out`; whether the last chunk has
-/// come. Trailers are read and dropped.
-fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> Result<bool, BadResponse> {
+/// Decodes what `pending` holds of a chunked body into `out`; once the last chunk and
+/// its trailers (read and dropped) have come, how many bytes followed them.
+fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> Result<Option<usize>, BadResponse> {
     loop {
         match *left {
             Some(0) => {
                 // A chunk's CRLF.
                 if pending.len() < 2 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 if &pending[..2] != b"\r\n" {
                     return Err(BadResponse);
@@ -174,12 +209,12 @@ fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> 
                 out.extend(pending.drain(..take));
                 *left = Some(n - take as u64);
                 if take == 0 {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
             None => {
                 let Some(eol) = pending.windows(2).position(|w| w == b"\r\n") else {
-                    return if pending.len() > 64 { Err(BadResponse) } else { Ok(false) };
+                    return if pending.len() > 64 { Err(BadResponse) } else { Ok(None) };
                 };
                 let line = std::str::from_utf8(&pending[..eol]).map_err(|_| BadResponse)?;
                 let size = line.split(';').next().unwrap_or("").trim();
@@ -187,18 +222,35 @@ fn dechunk(pending: &mut Vec<u8>, left: &mut Option<u64>, out: &mut Vec<u8>) -> 
                 if size == 0 {
                     // The last chunk, then trailers (dropped) up to a blank line.
                     let rest = &pending[eol + 2..];
-                    return if rest.starts_with(b"\r\n") || rest.windows(4).any(|w| w == b"\r\n\r\n") {
-                        Ok(true)
-                    } else if rest.len() > RESPONSE_HEAD_MAX {
-                        Err(BadResponse)
+                    let trailers_end = if rest.starts_with(b"\r\n") {
+                        Some(2)
                     } else {
-                        Ok(false)
+                        rest.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4)
+                    };
+                    return match trailers_end {
+                        Some(end) => Ok(Some(rest.len() - end)),
+                        None if rest.len() > RESPONSE_HEAD_MAX => Err(BadResponse),
+                        None => Ok(None),
                     };
                 }
                 pending.drain(..eol + 2);
                 *left = Some(size);
             }
         }
+    }
+}
+
+/// Whether a response head is an interim (1xx) one to drop; 101 Switching Protocols, an
+/// upgrade no request here asked for, is refused.
+fn interim(head: &[u8]) -> Result<bool, BadResponse> {
+    if !head.starts_with(b"HTTP/1.") {
+        return Ok(false);
+    }
+    let code = head.get(9..12).and_then(|c| std::str::from_utf8(c).ok()).and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(101) => Err(BadResponse),
+        Some(100..=199) => Ok(true),
+        _ => Ok(false),
     }
 }
 
@@ -216,6 +268,7 @@ fn response_head(head: &[u8]) -> Result<(Vec<Field>, Body, bool), BadResponse> {
     if !matches!(version, "HTTP/1.1" | "HTTP/1.0") || !(200..=599).contains(&code) || status.len() != 3 {
         return Err(BadResponse);
     }
+    let mut length: Option<u64> = None;
     let mut headers = vec![(":status".to_string(), status.to_string())];
     let mut body = Body::UntilClose;
     let mut keeps_alive = version == "HTTP/1.1";
@@ -223,16 +276,23 @@ fn response_head(head: &[u8]) -> Result<(Vec<Field>, Body, bool), BadResponse> {
         let (name, value) = line.split_once(':').ok_or(BadResponse)?;
         let (name, value) = (name.to_ascii_lowercase(), value.trim());
         match name.as_str() {
-            "transfer-encoding" if value.eq_ignore_ascii_case("chunked") => {
+            // Framing a proxy could read two ways is refused (RFC 9112 §6.3): chunked
+            // twice, chunked with a Content-Length, or two Content-Lengths that differ
+            // (the same one twice is passed on once).
+            "transfer-encoding" if value.eq_ignore_ascii_case("chunked") && body == Body::UntilClose => {
                 body = Body::Chunked { pending: Vec::new(), left: None };
                 continue;
             }
             "transfer-encoding" => return Err(BadResponse),
             "content-length" => {
                 let n: u64 = value.parse().map_err(|_| BadResponse)?;
-                if matches!(body, Body::Chunked { .. }) {
-                    return Err(BadResponse);
+                match (&body, length) {
+                    (Body::Chunked { .. }, _) => return Err(BadResponse),
+                    (_, Some(m)) if m != n => return Err(BadResponse),
+                    (_, Some(_)) => continue,
+                    _ => {}
                 }
+                length = Some(n);
                 body = Body::Length(n);
             }
             "connection" => {

@@ -135,9 +135,43 @@ impl Framer {
     }
 }
 
-/// Headers through which a client could name itself: the proxy drops them; the backend
-/// learns the client from the proxy's own X-Forwarded-For only.
-const CLIENT_CLAIMS: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
+/// Headers through which a client could name itself (the ones proxies, CDNs and
+/// frameworks read a client's address from): the proxy drops them; the backend learns
+/// the client from the proxy's own X-Forwarded-For only.
+const CLIENT_CLAIMS: [&str; 11] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-forwarded",
+];
+
+/// Whether a `Host` value is an authority as RFC 9110 §7.2 has it: a host (a
+/// reg-name, an IPv4 address or a bracketed IPv6 one) and an optional port; empty
+/// allowed. No userinfo (`u@x`), spaces, paths or other characters that a backend might
+/// read another way.
+fn plain_authority(value: &str) -> bool {
+    let (host_ok, rest) = match value.strip_prefix('[') {
+        Some(inner) => match inner.split_once(']') {
+            Some((literal, rest)) => (literal.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
+        },
+        None => {
+            let end = value.find(':').unwrap_or(value.len());
+            let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+            (value[..end].bytes().all(reg_name), &value[end..])
+        }
+    };
+    let port_ok = rest.is_empty()
+        || rest.strip_prefix(':').is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
 
 /// RFC 9110 token characters (a method, a field name).
 fn is_tchar(b: u8) -> bool {
@@ -208,9 +242,10 @@ pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64),
         if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(NotHttp::NOT_IMPLEMENTED);
         }
-        let second_host = name.eq_ignore_ascii_case("host") && std::mem::replace(&mut host, true);
+        let is_host = name.eq_ignore_ascii_case("host");
+        let second_host = is_host && std::mem::replace(&mut host, true);
         let h2c = name.eq_ignore_ascii_case("upgrade") && asks_h2c(value);
-        if !plain_value(value) || second_host || h2c {
+        if !plain_value(value) || second_host || h2c || (is_host && !plain_authority(value)) {
             return Err(NotHttp::BAD);
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -413,7 +448,10 @@ impl Proxied {
                 self.stack.socket(old).state(),
                 tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
             );
-            if !open || !h2.backend_reusable() {
+            // Bytes the backend sent after its last answer, not yet read, would be read as
+            // the next request's: a connection holding any is not used again.
+            let unread = self.stack.socket(old).recv_queue() > 0;
+            if !open || !h2.backend_reusable() || unread {
                 self.stack.socket(old).abort();
                 self.stack.poll(now_ns);
                 self.stack.remove(old);
@@ -580,13 +618,12 @@ impl Proxied {
         client_done && gone(self.backend.map(|b| self.stack.socket(b).state()))
     }
 
-    /// When the connection next needs a drive: its stack's timers or its head deadline.
+    /// When the connection next needs a drive: its stack's timers, its head deadline or
+    /// (HTTP/2) its streams' and idle deadlines.
     fn next_wake(&mut self, now_ns: u64) -> Option<u64> {
         let stack = self.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns));
-        let wake = match (stack, self.head_due_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let h2 = self.h2.as_ref().and_then(|h| h.next_deadline()).map(|t| t.max(now_ns));
+        let wake = [stack, self.head_due_ns, h2].into_iter().flatten().min();
         debug_assert!(
             wake.is_none_or(|t| t >= now_ns || self.head_due_ns == Some(t)),
             "a wake-up is never in the past"
@@ -783,6 +820,11 @@ impl L7 {
         self.buffer_bytes
     }
 
+    /// Connections `source` (a [`source_prefix`]) holds now.
+    pub fn held_by(&self, source: IpAddr) -> usize {
+        self.per_source.get(&source).copied().unwrap_or(0)
+    }
+
     /// New connections refused because their client address held [`PER_SOURCE_MAX`].
     pub fn refused_per_source(&self) -> u64 {
         self.refused_per_source
@@ -864,6 +906,9 @@ impl L7 {
         let Some(c) = self.conns.get_mut(key) else { return Step::default() };
         c.stack.poll(now_ns);
         let (refusal, bad) = c.pump_from_client(key.src, now_ns);
+        if let Some(h2) = c.h2.as_mut() {
+            h2.expire(now_ns);
+        }
         let _ = c.h2_to_backend(now_ns);
         let refusal = c.head_overdue(now_ns, refusal);
         if bad {
@@ -984,6 +1029,26 @@ mod tests {
                 c.stack.receive(p);
             }
         }
+    }
+
+    #[test]
+    fn a_host_that_is_no_authority_is_refused_and_every_client_address_claim_is_dropped() {
+        let client: IpAddr = "198.18.128.2".parse().unwrap();
+        let head = |host: &str, extra: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+        for bad in ["a b", "u@x", "a b@evil/x", "x/y", "[::1", "[zz]:80", "x:80a", "x:123456"] {
+            assert_eq!(with_forwarded_for(head(bad, "").as_bytes(), client).err(), Some(NotHttp::BAD), "Host: {bad}");
+        }
+        for good in
+            ["example.test", "example.test:8443", "198.18.0.20", "[fd00:a::20]:443", "xn--bcher-kva.example", ""]
+        {
+            assert!(with_forwarded_for(head(good, "").as_bytes(), client).is_ok(), "Host: {good}");
+        }
+        let claims = "True-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\n\
+            X-Cluster-Client-IP: 6.6.6.6\r\nClient-IP: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n";
+        let (out, _) = with_forwarded_for(head("example.test", claims).as_bytes(), client).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("6.6.6.6"), "{out}");
+        assert!(out.ends_with("X-Forwarded-For: 198.18.128.2\r\n\r\n"), "{out}");
     }
 
     #[test]

@@ -393,6 +393,11 @@ impl QuicHost {
         self.source_prefix_v4 = bits;
     }
 
+    /// The source (an IPv6 /64, an IPv4 prefix) an address counts against.
+    pub fn source_of(&self, ip: IpAddr) -> IpAddr {
+        crate::cidr::source_prefix(ip, self.source_prefix_v4)
+    }
+
     /// Initials refused because their source held [`CONNECTIONS_PER_SOURCE_MAX`] or the
     /// endpoint [`CONNECTIONS_MAX`].
     pub fn refused(&self) -> u64 {

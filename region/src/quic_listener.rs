@@ -24,6 +24,20 @@ pub const H3: &[u8] = b"h3";
 /// Bytes of an HTTP/3 answer the listener holds for one stream beyond what quinn took
 /// (past it, it stops reading that backend connection and TCP's window pushes back).
 pub const H3_STREAM_HELD_MAX: usize = 64 * 1024;
+/// Bytes a relayed stream holds each way beyond quinn's and the TCP socket's buffers
+/// (client → backend, backend → client); past it the listener stops reading that side,
+/// and QUIC's or TCP's flow control pushes back on the sender (a backend that stops
+/// reading took +194 MB into one relay, a client that never opened its window +484 MB).
+pub const RELAY_HELD_MAX: usize = 64 * 1024;
+/// What quinn may hold of a client's unread data: per stream (the credit each stream
+/// gets, MAX_STREAM_DATA) and per connection (MAX_DATA); quinn's defaults (1.25 MB a
+/// stream, no connection limit) let 100 streams hold 125 MB of one connection.
+pub const STREAM_WINDOW: u32 = 128 * 1024;
+pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// What quinn holds of the node's own data unacknowledged per connection (its default:
+/// 10 MB).
+pub const SEND_WINDOW: u64 = 1024 * 1024;
+const _: () = assert!(STREAM_WINDOW as usize <= CONNECTION_WINDOW as usize && RELAY_HELD_MAX <= STREAM_WINDOW as usize);
 
 /// The QUIC server identity of a listener: quinn's configuration, made from a TLS
 /// configuration (the certificate) with the application protocols the listener offers.
@@ -60,7 +74,14 @@ impl QuicTermination {
         with_alpn.alpn_protocols = alpn.to_vec();
         let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(std::sync::Arc::new(with_alpn))
             .map_err(|e| e.to_string())?;
-        let server = std::sync::Arc::new(quinn_proto::ServerConfig::with_crypto(std::sync::Arc::new(crypto)));
+        let mut transport = quinn_proto::TransportConfig::default();
+        transport
+            .stream_receive_window(quinn_proto::VarInt::from_u32(STREAM_WINDOW))
+            .receive_window(quinn_proto::VarInt::from_u32(CONNECTION_WINDOW))
+            .send_window(SEND_WINDOW);
+        let mut server = quinn_proto::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+        server.transport_config(std::sync::Arc::new(transport));
+        let server = std::sync::Arc::new(server);
         Ok(QuicTermination { server, tls, alpn: alpn.to_vec() })
     }
 
@@ -98,14 +119,22 @@ struct Relay {
 impl Relay {
     /// Client → backend: what the client's stream holds, until its FIN.
     fn read_stream(&mut self, conn: &mut quinn_proto::Connection) {
-        if self.quic_fin {
+        let room = RELAY_HELD_MAX.saturating_sub(self.to_tcp.len());
+        if self.quic_fin || room == 0 {
             return;
         }
         let mut stream = conn.recv_stream(self.stream);
         let Ok(mut chunks) = stream.read(true) else { return };
+        let mut room = room;
         loop {
-            match chunks.next(64 * 1024) {
-                Ok(Some(chunk)) => self.to_tcp.extend_from_slice(&chunk.bytes),
+            if room == 0 {
+                break;
+            }
+            match chunks.next(room) {
+                Ok(Some(chunk)) => {
+                    room -= chunk.bytes.len();
+                    self.to_tcp.extend_from_slice(&chunk.bytes);
+                }
                 Ok(None) => {
                     self.quic_fin = true;
                     break;
@@ -119,7 +148,21 @@ impl Relay {
     /// Moves bytes both ways between the stream and the TCP socket, and passes each
     /// side's end to the other once what preceded it is delivered.
     fn pump(&mut self, conn: &mut quinn_proto::Connection, s: &mut tcp::Socket<'static>) {
-        crate::tcp_stack::exchange(s, &mut self.to_tcp, &mut self.to_quic);
+        // The backend's bytes go into the stream as far as its credit goes, the rest
+        // waits in the socket (a few rounds: each write makes room to read again).
+        for _ in 0..4 {
+            let room = RELAY_HELD_MAX.saturating_sub(self.to_quic.len());
+            crate::tcp_stack::exchange_upto(s, &mut self.to_tcp, &mut self.to_quic, room);
+            let n = match self.to_quic.is_empty() {
+                true => 0,
+                false => conn.send_stream(self.stream).write(&self.to_quic).unwrap_or(0),
+            };
+            self.to_quic.drain(..n);
+            if n == 0 || !s.can_recv() {
+                break;
+            }
+        }
+        debug_assert!(self.to_quic.len() <= RELAY_HELD_MAX && self.to_tcp.len() <= RELAY_HELD_MAX);
         if self.quic_fin && self.to_tcp.is_empty() && !self.tcp_closed && s.may_send() {
             s.close();
             self.tcp_closed = true;
@@ -134,10 +177,6 @@ impl Relay {
         );
         if !s.may_recv() && closed_by_backend {
             self.tcp_fin = true;
-        }
-        if !self.to_quic.is_empty() {
-            let n = conn.send_stream(self.stream).write(&self.to_quic).unwrap_or(0);
-            self.to_quic.drain(..n);
         }
         if self.tcp_fin && self.to_quic.is_empty() && !self.quic_finished {
             let _ = conn.send_stream(self.stream).finish();
@@ -181,11 +220,16 @@ impl H3Conn {
     fn read_client(&mut self, conn: &mut quinn_proto::Connection) -> Option<u64> {
         let mut closed = None;
         let session = &mut self.session;
+        let mut held = session.held() + self.waiting.values().map(Vec::len).sum::<usize>();
         self.reading.retain(|&id| {
-            if closed.is_some() {
+            // Request streams wait while the connection holds its share (the control
+            // and QPACK streams are always read); what quinn keeps meanwhile is bounded
+            // by the windows it gives ([`STREAM_WINDOW`], [`CONNECTION_WINDOW`]).
+            if closed.is_some() || (id.dir() == Dir::Bi && held >= crate::h3::HELD_MAX) {
                 return true;
             }
             let (data, fin, gone) = read_all(conn, id);
+            held += data.len();
             if (!data.is_empty() || fin)
                 && let Err(H3Closed(code)) = session.feed(id.into(), &data, fin)
             {
@@ -347,6 +391,30 @@ pub struct QuicConn {
     h3: Option<Box<H3Conn>>,
 }
 
+impl QuicConn {
+    /// What [`QuicListener::held_bytes`] counts of this connection.
+    fn held_bytes(&self) -> usize {
+        let sockets = self.stack.as_ref().map_or(0, |st| {
+            st.sockets
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    smoltcp::socket::Socket::Tcp(t) => Some(t.buffer_bytes_allocated()),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                })
+                .sum()
+        });
+        let relays: usize = self.relays.iter().map(|r| r.to_tcp.capacity() + r.to_quic.capacity()).sum();
+        let h3 = self.h3.as_ref().map_or(0, |h| {
+            let waiting: usize = h.waiting.values().map(Vec::len).sum();
+            let pending: usize = h.pending.values().map(|(b, _)| b.len()).sum();
+            let to_tcp: usize = h.relays.iter().map(|r| r.to_tcp.capacity()).sum();
+            h.session.held() + waiting + pending + to_tcp
+        });
+        sockets + relays + h3
+    }
+}
+
 /// A binding no longer in use (if any), and local ports (address, port) to free with the
 /// backend each was taken toward (SNAT pools are per backend).
 pub type Released = (Option<usize>, Vec<(SocketAddr, (IpAddr, u16))>);
@@ -373,8 +441,13 @@ pub struct QuicListener {
     own: Vec<IpAddr>,
     conns: HashMap<ConnectionHandle, QuicConn>,
     by_backend: HashMap<(SocketAddr, IpAddr, u16), ConnectionHandle>,
+    /// Backend connections (relays, one per stream) open per client source
+    /// ([`QuicHost::source_of`]): with the layer-7 proxy's, what a source holds.
+    relays_by_source: HashMap<IpAddr, usize>,
     seed: u64,
     h3_requests: u64,
+    /// Streams refused because their source held its share of backend connections.
+    streams_refused: u64,
 }
 
 /// A node's QUIC listeners at a glance: connections held now; handshakes accepted,
@@ -390,6 +463,10 @@ pub struct QuicCounts {
     pub refused: u64,
     /// HTTP/3 requests forwarded to backends (connections that negotiated `h3`).
     pub h3_requests: u64,
+    /// Backend connections held now (one per relayed stream or HTTP/3 request at a backend).
+    pub relays: usize,
+    /// Streams refused because their source held its share of backend connections.
+    pub streams_refused: u64,
 }
 
 impl std::ops::Add for QuicCounts {
@@ -402,6 +479,8 @@ impl std::ops::Add for QuicCounts {
             stateless_resets: self.stateless_resets + o.stateless_resets,
             refused: self.refused + o.refused,
             h3_requests: self.h3_requests + o.h3_requests,
+            relays: self.relays + o.relays,
+            streams_refused: self.streams_refused + o.streams_refused,
         }
     }
 }
@@ -426,8 +505,10 @@ impl QuicListener {
             own,
             conns: HashMap::new(),
             by_backend: HashMap::new(),
+            relays_by_source: HashMap::new(),
             seed,
             h3_requests: 0,
+            streams_refused: 0,
         }
     }
 
@@ -460,7 +541,18 @@ impl QuicListener {
             stateless_resets: self.host.stateless_resets(),
             refused: self.host.refused(),
             h3_requests: self.h3_requests,
+            relays: self.by_backend.len(),
+            streams_refused: self.streams_refused,
         }
+    }
+
+    /// Bytes this listener's connections hold of their own beyond quinn's (whose share
+    /// the windows bound: [`CONNECTION_WINDOW`] received, [`SEND_WINDOW`] sent, a
+    /// connection): HTTP/3 requests arriving and waiting, answers not yet taken by quinn,
+    /// relay buffers both ways, and the relays' socket buffers. Walks every connection:
+    /// for gauges, not per packet.
+    pub fn held_bytes(&self) -> usize {
+        self.conns.values().map(QuicConn::held_bytes).sum()
     }
 
     pub fn connections(&self) -> usize {
@@ -524,6 +616,55 @@ impl QuicListener {
         }
     }
 
+    /// The source connection `ch` counts against (its first address's).
+    pub fn source(&self, ch: ConnectionHandle) -> Option<IpAddr> {
+        self.conns.get(&ch).map(|c| self.host.source_of(c.first.ip()))
+    }
+
+    /// Backend connections this listener holds open for `source`.
+    pub fn relays_from(&self, source: IpAddr) -> usize {
+        self.relays_by_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Streams refused so far because their source held its share.
+    pub fn streams_refused(&self) -> u64 {
+        self.streams_refused
+    }
+
+    /// Refuses a stream that asked for a backend connection its source may not have:
+    /// reset toward the client (HTTP/3: H3_REQUEST_REJECTED, safe to retry), nothing of it
+    /// reaches a backend.
+    pub fn refuse_stream(&mut self, ch: ConnectionHandle, stream: StreamId) {
+        self.streams_refused += 1;
+        let Some(c) = self.conns.get_mut(&ch) else { return };
+        let code = match c.h3.as_mut() {
+            Some(h3) => {
+                h3.waiting.remove(&u64::from(stream));
+                crate::h3::ERROR_REQUEST_REJECTED
+            }
+            None => 0,
+        };
+        let Some(conn) = self.host.conn(ch) else { return };
+        let Ok(code) = quinn_proto::VarInt::from_u64(code) else { return };
+        let _ = conn.send_stream(stream).reset(code);
+        let _ = conn.recv_stream(stream).stop(code);
+    }
+
+    /// `n` relays of `source` ended.
+    fn relays_ended(&mut self, source: IpAddr, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let held = self.relays_by_source.get_mut(&source);
+        debug_assert!(held.as_ref().is_some_and(|h| **h >= n), "a source gives back only relays it held");
+        if let Some(h) = held {
+            *h = h.saturating_sub(n);
+            if *h == 0 {
+                self.relays_by_source.remove(&source);
+            }
+        }
+    }
+
     /// Closes a connection whose backend's security groups deny its client, before any
     /// stream reaches a backend (HTTP/3: H3_REQUEST_REJECTED; a raw relay: code 0).
     pub fn deny(&mut self, ch: ConnectionHandle, now_ns: u64) {
@@ -546,6 +687,7 @@ impl QuicListener {
             h3.relays.push(relay);
             let before = self.by_backend.insert((backend, local.0, local.1), ch);
             debug_assert!(before.is_none(), "a local port serves one relay");
+            *self.relays_by_source.entry(self.host.source_of(c.first.ip())).or_default() += 1;
             return true;
         }
         let Some(handle) = stack.connect(backend, local) else { return false };
@@ -562,6 +704,7 @@ impl QuicListener {
         });
         let before = self.by_backend.insert((backend, local.0, local.1), ch);
         debug_assert!(before.is_none(), "a local port serves one relay");
+        *self.relays_by_source.entry(self.host.source_of(c.first.ip())).or_default() += 1;
         true
     }
 
@@ -600,6 +743,7 @@ impl QuicListener {
                                 ports.push((b, local));
                             }
                         }
+                        self.relays_ended(self.host.source_of(c.first.ip()), ports.len());
                         step.closed.push((c.binding, ports));
                     }
                 }
@@ -680,6 +824,8 @@ impl QuicListener {
             for local in &done {
                 self.by_backend.remove(&(backend, local.0, local.1));
             }
+            let source = self.host.source_of(c.first.ip());
+            self.relays_ended(source, done.len());
             if !done.is_empty() {
                 step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
             }
@@ -696,6 +842,12 @@ impl QuicListener {
         if let Some(code) = h3.read_client(conn) {
             self.host.close_with(ch, now_ns, code, b"HTTP/3");
             return;
+        }
+        // Held to the bound by requests that can go nowhere (none complete, none waiting
+        // for a port): the largest still arriving is refused, so the rest can move.
+        let waiting = h3.waiting.values().map(Vec::len).sum::<usize>();
+        if h3.session.held() + waiting >= crate::h3::HELD_MAX && waiting == 0 && !h3.session.has_ready() {
+            h3.session.refuse_largest_arriving();
         }
         h3.reset_refused(conn);
         // Requests ready for the backend: each asks the CLB for a port.
@@ -729,6 +881,8 @@ impl QuicListener {
         for local in &done {
             self.by_backend.remove(&(backend, local.0, local.1));
         }
+        let source = self.host.source_of(c.first.ip());
+        self.relays_ended(source, done.len());
         if !done.is_empty() {
             step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
         }

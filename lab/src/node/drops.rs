@@ -89,6 +89,8 @@ impl Drops {
         self.set_gauge("quic_stateless_resets_total", q.stateless_resets);
         self.set_gauge("quic_refused_total", q.refused);
         self.set_gauge("quic_h3_requests_total", q.h3_requests);
+        self.set_gauge("quic_backend_connections", q.relays as u64);
+        self.set_gauge("quic_streams_refused_total", q.streams_refused);
         self.set_section(
             "quic",
             serde_json::json!({
@@ -98,6 +100,8 @@ impl Drops {
                 "stateless_resets": q.stateless_resets,
                 "refused": q.refused,
                 "h3_requests": q.h3_requests,
+                "backend_connections": q.relays,
+                "streams_refused": q.streams_refused,
             }),
         );
     }
@@ -304,6 +308,15 @@ impl Drops {
                 "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
                 "quic_retries_total" => ("counter", "QUIC Initials answered with a Retry (over the rate)."),
                 "quic_h3_requests_total" => ("counter", "HTTP/3 requests forwarded to backends as HTTP/1.1."),
+                "quic_buffer_bytes" => {
+                    ("gauge", "Bytes QUIC listeners hold of their own: requests, relay and socket buffers.")
+                }
+                "quic_backend_connections" => {
+                    ("gauge", "Backend connections QUIC listeners hold (one per stream at a backend).")
+                }
+                "quic_streams_refused_total" => {
+                    ("counter", "QUIC streams refused: their source held its share of backend connections.")
+                }
                 _ => ("gauge", "A node figure."),
             };
             metric(name, kind, help, vec![(String::new(), v)]);

@@ -671,6 +671,12 @@ impl Clb {
         self.l7.proxy().buffer_bytes()
     }
 
+    /// Bytes the QUIC listeners' connections hold of their own
+    /// ([`crate::quic_listener::QuicListener::held_bytes`]; walks every connection).
+    pub fn quic_held_bytes(&self) -> usize {
+        self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.held_bytes()).sum()
+    }
+
     /// Whether a flow to this binding goes through SNAT: on-premises backends, and
     /// backends of the other IP family (NAT64).
     fn needs_snat(&self, key: &FlowKey, li: usize, binding: usize) -> bool {

@@ -221,6 +221,12 @@ impl Clb {
         for (ch, stream) in step.need_port {
             let backend = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
             let Some(backend) = backend else { continue };
+            if !self.source_may_open(li, ch) {
+                if let Some(q) = self.listeners[li].quic.as_mut() {
+                    q.refuse_stream(ch, stream);
+                }
+                continue;
+            }
             if let Some(local) = self.allocate_snat(Transport::Tcp, backend)
                 && let Some(q) = self.listeners[li].quic.as_mut()
                 && !q.open_relay(ch, stream, local)
@@ -249,6 +255,16 @@ impl Clb {
                 self.snat.free(ip, port, Transport::Tcp, backend);
             }
         }
+    }
+
+    /// Whether the client of QUIC connection `ch` may have one more backend connection:
+    /// what its source holds over every layer-7 and QUIC listener of the node stays under
+    /// [`crate::l7::PER_SOURCE_MAX`] (an HTTP/2 connection holds one backend connection,
+    /// an HTTP/3 one holds one per request at the backend).
+    fn source_may_open(&self, li: usize, ch: quinn_proto::ConnectionHandle) -> bool {
+        let Some(source) = self.listeners[li].quic.as_ref().and_then(|q| q.source(ch)) else { return false };
+        let quic: usize = self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.relays_from(source)).sum();
+        quic + self.l7.proxy().held_by(source) < crate::l7::PER_SOURCE_MAX
     }
 
     /// Whether no backend of listener `li` would let the client flow `key` in by its own
