@@ -1185,3 +1185,80 @@ fn a_backends_security_group_keeps_a_client_out_of_every_terminating_listener_ov
     let why: Vec<&str> = CLBS.iter().filter_map(|n| status["denied"][n].as_str()).collect();
     assert!(why.iter().any(|w| w.contains("web-no-rome")), "the CLB says which group denied: {}", status["denied"]);
 }
+
+/// Runs `tools/aioquic/hold.py` in kyiv's namespace: `conns` QUIC connections to the VIP's
+/// `port`, each holding `streams` unfinished streams of `bytes` bytes for `seconds`
+/// (`alpn`: h3 when None).
+fn spawn_holder(
+    lab: &Lab,
+    aioquic: &std::path::Path,
+    port: u16,
+    (conns, streams, bytes, seconds): (usize, usize, usize, u64),
+    alpn: Option<&str>,
+) -> std::process::Child {
+    let script = format!("{}/tools/aioquic/hold.py", env!("CARGO_MANIFEST_DIR"));
+    let args = [conns, streams, bytes].map(|n| n.to_string());
+    std::process::Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", &port.to_string()])
+        .args(&args)
+        .arg(seconds.to_string())
+        .args(alpn)
+        .env("PYTHONPATH", aioquic)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn holder_report(child: std::process::Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// What a CLB node's resident memory may grow by while one client holds HTTP/3 bodies
+/// that never end or relayed streams whose backend connections it keeps.
+const QUIC_HOLD_MIB: f64 = 48.0;
+
+/// Attacks 3 and 6 of the fourth pass: HTTP/3 POSTs whose bodies never end (100 streams
+/// × 1 MB from one connection took +345 MB of a node) and relayed streams held open from
+/// ten connections (1,000 backend connections from one address, where HTTP/2 from the
+/// same client holds 256): the nodes hold a bounded share and london is served throughout.
+#[test]
+fn quic_clients_that_hold_what_they_open_get_a_bounded_share_of_memory_and_backend_connections() {
+    if !may_run() {
+        return;
+    }
+    let Some(aioquic) = aioquic_path() else { return };
+    let _one = serial();
+    let lab = attack_lab();
+    let rss_before = CLBS.map(|n| rss_mib(lab, n));
+    // 3. Four connections × 100 POST streams × 1 MB, none finished, held 6 s.
+    let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 4, "victim-h3-hold.json");
+    let holder = spawn_holder(lab, &aioquic, 4433, (4, 100, 1_000_000, 6), None);
+    std::thread::sleep(Duration::from_secs(4));
+    let grown: Vec<f64> = CLBS.iter().zip(rss_before).map(|(n, b)| rss_mib(lab, n) - b).collect();
+    let held = summed_metric(lab, "quic_buffer_bytes");
+    let attack = holder_report(holder);
+    eprintln!("HTTP/3 bodies held: nodes grew {grown:?} MiB, QUIC buffers {held} bytes: {attack}");
+    assert!(attack["streams"].as_u64().unwrap_or(0) >= 300, "the attack ran: {attack}");
+    assert!(grown.iter().all(|&g| g < QUIC_HOLD_MIB), "grew {grown:?} MiB (bound {QUIC_HOLD_MIB})");
+    victim_lost_nothing(&wait_probe(lab, victim, "victim-h3-hold.json"), "HTTP/3");
+    // 6. Ten connections × 100 relayed streams held open, 6 s: each asks for a backend
+    // connection; the source's share is 256 a node, over its layer-7 and QUIC listeners.
+    let before = Metrics::read(lab);
+    let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 4, "victim-relay-hold.json");
+    let holder = spawn_holder(lab, &aioquic, 4435, (10, 100, 100, 6), Some("anyedge-probe"));
+    std::thread::sleep(Duration::from_secs(4));
+    let during = Metrics::read(lab);
+    let attack = holder_report(holder);
+    let open: Vec<u64> = CLBS.iter().map(|n| during.node("quic_backend_connections", n)).collect();
+    let refused = during.summed("quic_streams_refused_total") - before.summed("quic_streams_refused_total");
+    eprintln!("relayed streams held: backend connections {open:?}, {refused} streams refused: {attack}");
+    assert!(attack["streams"].as_u64().unwrap_or(0) >= 900, "the attack ran: {attack}");
+    assert!(open.iter().all(|&n| n <= anyedge_region::l7::PER_SOURCE_MAX as u64), "{open:?}");
+    assert!(refused > 0, "the streams past the share were refused:\n{during}");
+    victim_lost_nothing(&wait_probe(lab, victim, "victim-relay-hold.json"), "HTTP/3");
+}

@@ -6,8 +6,10 @@
 //! within their bound.
 //!
 //! Input: records of [kind, flags, len, bytes…]; kind 0 feeds the client's bytes, kind 1
-//! the backend's answer to the request at it (flags bit 0: the backend closed), kind 2
-//! lets `len` × 10 ms pass.
+//! the backend's bytes (flags bit 0: the backend closed), whether or not a request is at
+//! it (a backend that answers twice, or unasked), kind 2 lets `len` × 10 ms pass and
+//! applies the deadlines (streams that never end, connections kept alive by PINGs). A
+//! backend connection that carried bytes after an answer is never reused.
 #![no_main]
 
 use anyedge_region::h2::{H2Session, HELD_BOUND, PREFACE};
@@ -24,12 +26,17 @@ fuzz_target!(|data: &[u8]| {
         match kind % 3 {
             0 => session.feed(bytes, now_ns),
             1 => {
-                if session.at_backend() {
-                    let room = session.backend_room().max(1);
-                    session.backend_bytes(&bytes[..bytes.len().min(room)], flags & 1 == 1);
+                let asked = session.at_backend();
+                let room = if asked { session.backend_room().max(1) } else { bytes.len() };
+                session.backend_bytes(&bytes[..bytes.len().min(room)], flags & 1 == 1);
+                if !asked && !bytes.is_empty() {
+                    assert!(!session.backend_reusable(), "bytes nobody asked for: the connection is not reused");
                 }
             }
-            _ => now_ns += u64::from(*len) * 10_000_000,
+            _ => {
+                now_ns += u64::from(*len) * 10_000_000;
+                session.expire(now_ns);
+            }
         }
         let closed = session.closed().is_some();
         let sent = session.next_request();

@@ -7,7 +7,9 @@
 
 use std::net::IpAddr;
 
-use anyedge_region::l7::{Framer, NotHttp, http_head_end, http_header, looks_like_http, with_forwarded_for};
+use anyedge_region::l7::{
+    CLIENT_CLAIMS, Framer, NotHttp, http_head_end, http_header, looks_like_http, plain_authority, with_forwarded_for,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -38,9 +40,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(forwarded, client.to_string());
             let claims = text.split("\r\n").skip(1).filter(|l| {
                 let name = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
-                ["x-forwarded-for", "forwarded", "x-real-ip"].contains(&name.as_str())
+                CLIENT_CLAIMS.contains(&name.as_str())
             });
             assert_eq!(claims.count(), 1, "only the proxy's own header: {text:?}");
+            if let Some(host) = http_header(&text, "host") {
+                assert!(plain_authority(host), "a Host passed on is an authority: {host:?}");
+            }
             assert_eq!(http_head_end(&rewritten), Some(rewritten.len()), "exactly one head");
             assert!(with_forwarded_for(&rewritten, client).is_ok(), "a rewritten head is plain HTTP/1.x");
         }

@@ -888,6 +888,30 @@ mod tests {
     }
 
     #[test]
+    fn header_fields_that_cost_nothing_on_the_wire_are_counted_and_bounded_per_connection() {
+        let mut p = Pair::new();
+        // Each stream's HEADERS: the request's pseudo-headers, `a: b` into the dynamic
+        // table, then 470 one-byte references to it (HPACK's indexed field 62): 481 bytes
+        // on the wire, 470 fields held.
+        let mut block = vec![0x82, 0x87, 0x84, 0x41, 0x01, b'x', 0x40, 0x01, b'a', 0x01, b'b'];
+        block.extend(std::iter::repeat_n(0xbe, 470));
+        let streams: Vec<u32> = (0..99).map(|i| 1 + 2 * i).collect();
+        for &id in &streams {
+            // HEADERS with END_HEADERS, no END_STREAM: the request never ends.
+            p.raw(0x1, 0x4, id, &block);
+        }
+        // The refusals (REFUSED_STREAM) go to streams this test's client never opened
+        // through its library, which drops them; what the session holds tells.
+        assert_eq!(p.read().1, None, "the connection goes on");
+        let held = p.server.held();
+        let per_stream = 470 * (2 + http1::FIELD_OVERHEAD);
+        // Before: 99 × 470 fields held (~12 MB on a CLB node), counted nowhere (held 0).
+        assert!(held <= FIELDS_HELD_MAX, "within the bound: {held}");
+        assert!(held >= 5 * per_stream, "the first streams' fields are kept and counted: {held}");
+        assert!(held < 99 * per_stream / 10, "the rest were refused: {held}");
+    }
+
+    #[test]
     fn rapid_resets_close_the_connection_with_enhance_your_calm_and_never_reach_the_backend() {
         let mut p = Pair::new();
         let mut goaway = None;

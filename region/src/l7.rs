@@ -138,7 +138,7 @@ impl Framer {
 /// Headers through which a client could name itself (the ones proxies, CDNs and
 /// frameworks read a client's address from): the proxy drops them; the backend learns
 /// the client from the proxy's own X-Forwarded-For only.
-const CLIENT_CLAIMS: [&str; 11] = [
+pub const CLIENT_CLAIMS: [&str; 11] = [
     "x-forwarded-for",
     "forwarded",
     "x-real-ip",
@@ -156,7 +156,7 @@ const CLIENT_CLAIMS: [&str; 11] = [
 /// reg-name, an IPv4 address or a bracketed IPv6 one) and an optional port; empty
 /// allowed. No userinfo (`u@x`), spaces, paths or other characters that a backend might
 /// read another way.
-fn plain_authority(value: &str) -> bool {
+pub fn plain_authority(value: &str) -> bool {
     let (host_ok, rest) = match value.strip_prefix('[') {
         Some(inner) => match inner.split_once(']') {
             Some((literal, rest)) => (literal.parse::<std::net::Ipv6Addr>().is_ok(), rest),
