@@ -160,7 +160,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Check a topology file; print every problem as FILE:LINE:COL: field: reason.
+    /// Check a topology file; print every problem as FILE:LINE:COL: field: reason, and
+    /// advice on a valid one as FILE: warning: … (exit 0).
     Validate {
         /// Topology file (YAML).
         file: PathBuf,
@@ -503,6 +504,9 @@ fn main() -> ExitCode {
         }
         Command::Validate { file } => match load(&file) {
             Ok(t) => {
+                for advice in topology::advice::advice(&t) {
+                    eprintln!("{}: warning: {advice}", file.display());
+                }
                 println!(
                     "{}: ok ({} VIPs, {} POPs, {} regions, {} client groups, {} faults)",
                     file.display(),

@@ -560,6 +560,20 @@ fn anyedge(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn validate_warns_when_one_backend_group_sits_behind_xff_writing_and_pass_through_listeners() {
+    let out = anyedge(&["validate", "topologies/reference.yaml"]);
+    assert!(out.status.success(), "a warning is no error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("topologies/reference.yaml: warning: vips.edge: backend group `web`")
+            && stderr.contains("tcp-ssl 9443"),
+        "{stderr}"
+    );
+    let clean = anyedge(&["validate", "topologies/small.yaml"]);
+    assert!(!String::from_utf8_lossy(&clean.stderr).contains("warning"), "{clean:?}");
+}
+
+#[test]
 fn validate_exits_0_on_a_valid_file() {
     let out = anyedge(&["validate", "topologies/small.yaml"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

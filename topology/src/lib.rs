@@ -3,6 +3,7 @@
 //! `FILE:LINE:COL: field: reason`; a file that loads is fully resolved (names are
 //! indices, units are nanoseconds, bits per second and fractions).
 
+pub mod advice;
 pub mod bgp;
 mod calibrations;
 pub mod generate;
