@@ -1234,6 +1234,21 @@ fn quic_clients_that_hold_what_they_open_get_a_bounded_share_of_memory_and_backe
     let Some(aioquic) = aioquic_path() else { return };
     let _one = serial();
     let lab = attack_lab();
+    // What an idle QUIC connection costs a node, against what the node's budget counts
+    // for each (QUIC_CONN_BYTES).
+    let rss_before = CLBS.map(|n| rss_mib(lab, n));
+    let before = Metrics::read(lab).summed("quic_connections");
+    let idle = spawn_holder(lab, &aioquic, 4433, (200, 0, 0, 5), None);
+    std::thread::sleep(Duration::from_secs(4));
+    let held = Metrics::read(lab).summed("quic_connections").saturating_sub(before);
+    let grown: f64 = CLBS.iter().zip(rss_before).map(|(n, b)| rss_mib(lab, n) - b).sum();
+    let idle = holder_report(idle);
+    let per_conn_kib = grown * 1024.0 / held.max(1) as f64;
+    eprintln!("{held} idle QUIC connections grew the nodes {grown:.1} MiB: {per_conn_kib:.1} KiB each: {idle}");
+    assert!(held >= 190, "the idle connections were held: {held}: {idle}");
+    let counted_kib = anyedge_region::quic_listener::QUIC_CONN_BYTES as f64 / 1024.0;
+    assert!(per_conn_kib <= counted_kib, "{per_conn_kib:.1} KiB a connection, the budget counts {counted_kib}");
+    std::thread::sleep(Duration::from_secs(2));
     let rss_before = CLBS.map(|n| rss_mib(lab, n));
     // 3. Four connections × 100 POST streams × 1 MB, none finished, held 6 s.
     let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 4, "victim-h3-hold.json");

@@ -700,6 +700,9 @@ pub struct L7 {
     refused_per_source: u64,
     /// Buffer bytes the connections hold ([`Proxied::buffer_bytes`], summed).
     buffer_bytes: usize,
+    /// What the node's QUIC listeners held when last counted: the same budget
+    /// ([`PROXIED_BYTES_MAX`]) covers both.
+    quic_bytes: usize,
     /// (backend, node address, node port) → client key, for the backend's packets.
     by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey, foldhash::fast::RandomState>,
     timers: BTreeSet<(u64, FlowKey)>,
@@ -726,6 +729,7 @@ impl L7 {
             source_prefix_v4: source_prefix_v4.min(32),
             refused_per_source: 0,
             buffer_bytes: 0,
+            quic_bytes: 0,
             by_backend: HashMap::default(),
             timers: BTreeSet::new(),
         }
@@ -760,8 +764,7 @@ impl L7 {
         now_ns: u64,
     ) -> Result<(), Refused> {
         let Mode { http, tls } = mode;
-        let held = self.conns.len() * PROXIED_CONN_BYTES + self.buffer_bytes;
-        if self.conns.len() >= PROXIED_MAX || held + PROXIED_CONN_BYTES > PROXIED_BYTES_MAX {
+        if self.conns.len() >= PROXIED_MAX || self.held_bytes() + PROXIED_CONN_BYTES > PROXIED_BYTES_MAX {
             return Err(Refused::Full);
         }
         let source = source_prefix(key.src, self.source_prefix_v4);
@@ -813,6 +816,18 @@ impl L7 {
     /// Leading bits of an IPv4 address that name one source.
     pub fn source_prefix_v4(&self) -> u8 {
         self.source_prefix_v4
+    }
+
+    /// What counts against [`PROXIED_BYTES_MAX`]: [`PROXIED_CONN_BYTES`] a connection,
+    /// the buffers in use, and the QUIC listeners' bytes as last counted.
+    pub fn held_bytes(&self) -> usize {
+        self.conns.len() * PROXIED_CONN_BYTES + self.buffer_bytes + self.quic_bytes
+    }
+
+    /// What the node's QUIC listeners hold now (counted once a sweep: walking them costs
+    /// a pass over their connections).
+    pub fn set_quic_bytes(&mut self, bytes: usize) {
+        self.quic_bytes = bytes;
     }
 
     /// Buffer bytes the node's proxied connections hold now ([`PROXIED_BYTES_MAX`]).
@@ -1029,6 +1044,25 @@ mod tests {
                 c.stack.receive(p);
             }
         }
+    }
+
+    #[test]
+    fn what_the_quic_listeners_hold_counts_against_the_same_budget_as_proxied_connections() {
+        let mut l7 = L7::default();
+        let key = |port| FlowKey {
+            transport: anyedge_proto::Transport::Tcp,
+            src: "198.18.128.2".parse().unwrap(),
+            src_port: port,
+            dst: "198.18.0.20".parse().unwrap(),
+            dst_port: 80,
+        };
+        let mode = Mode { http: true, tls: None };
+        assert!(l7.accept(key(1000), 0, &[], mode, 1, 0).is_ok());
+        l7.set_quic_bytes(PROXIED_BYTES_MAX);
+        assert_eq!(l7.held_bytes(), PROXIED_BYTES_MAX + PROXIED_CONN_BYTES);
+        assert_eq!(l7.accept(key(1001), 0, &[], mode, 1, 0), Err(Refused::Full), "the QUIC listeners hold the budget");
+        l7.set_quic_bytes(0);
+        assert!(l7.accept(key(1002), 0, &[], mode, 1, 0).is_ok());
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct QuicHost {
     /// Accepted connections' anti-amplification budgets (servers only).
     budgets: BTreeMap<ConnectionHandle, Budget>,
     held: u64,
+    /// The node holds its memory budget: new connections are refused.
+    full: bool,
 }
 
 /// RFC 9000 §8.1, enforced here whatever quinn does (it lets a datagram through while any
@@ -340,6 +342,7 @@ impl QuicHost {
             source_prefix_v4: crate::cidr::SOURCE_PREFIX_V4,
             budgets: BTreeMap::new(),
             held: 0,
+            full: false,
         }
     }
 
@@ -391,6 +394,12 @@ impl QuicHost {
     /// Counts IPv4 sources by their first `bits` bits from now on.
     pub fn set_source_prefix_v4(&mut self, bits: u8) {
         self.source_prefix_v4 = bits;
+    }
+
+    /// Whether the node holds its memory budget (then new connections are refused, as
+    /// past [`CONNECTIONS_MAX`]).
+    pub fn set_full(&mut self, full: bool) {
+        self.full = full;
     }
 
     /// The source (an IPv6 /64, an IPv4 prefix) an address counts against.
@@ -477,7 +486,7 @@ impl QuicHost {
     /// draw one small Retry each and no TLS work); else a connection.
     fn admission(&mut self, now_ns: u64, incoming: &quinn_proto::Incoming, source: IpAddr) -> Admission {
         let held = self.by_source.get(&source).copied().unwrap_or(0);
-        if held >= CONNECTIONS_PER_SOURCE_MAX || self.budgets.len() >= CONNECTIONS_MAX {
+        if self.full || held >= CONNECTIONS_PER_SOURCE_MAX || self.budgets.len() >= CONNECTIONS_MAX {
             return Admission::Refuse;
         }
         let source_full = self.unvalidated_by_source.get(&source).is_some_and(|&n| n >= UNVALIDATED_PER_SOURCE_MAX);
@@ -677,6 +686,24 @@ mod tests {
                 return;
             }
         }
+    }
+
+    #[test]
+    fn a_node_at_its_memory_budget_refuses_new_connections_and_takes_them_again_below_it() {
+        let (mut server, mut client, config) = pair();
+        let london: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let mut now = 0;
+        server.set_full(true);
+        let refused_before = server.refused();
+        let _ = client.connect(now, config.clone(), SERVER.parse().unwrap(), "198.18.0.20").unwrap();
+        exchange(&mut server, &mut client, london, &mut now);
+        assert_eq!(server.connections(), 0, "refused while full");
+        assert!(server.refused() > refused_before, "counted as refused");
+        server.set_full(false);
+        let mut again = QuicHost::client(77);
+        let _ = again.connect(now, config, SERVER.parse().unwrap(), "198.18.0.20").unwrap();
+        exchange(&mut server, &mut again, london, &mut now);
+        assert_eq!(server.connections(), 1, "taken again below the budget");
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// 10 MB).
 pub const SEND_WINDOW: u64 = 1024 * 1024;
 const _: () = assert!(STREAM_WINDOW as usize <= CONNECTION_WINDOW as usize && RELAY_HELD_MAX <= STREAM_WINDOW as usize);
+/// What one QUIC connection counts against the node's budget for terminated connections
+/// besides the buffers [`QuicListener::held_bytes`] counts: quinn's state for it, on the
+/// safe side of what the lab measured (`tests/lab_attacks.rs`: a CLB node's resident
+/// memory per idle connection, 200 of them). What quinn buffers beyond that is bounded
+/// by the windows ([`CONNECTION_WINDOW`], [`SEND_WINDOW`]).
+pub const QUIC_CONN_BYTES: usize = 64 * 1024;
 
 /// The QUIC server identity of a listener: quinn's configuration, made from a TLS
 /// configuration (the certificate) with the application protocols the listener offers.
@@ -614,6 +620,11 @@ impl QuicListener {
             let seed = self.seed ^ (ch.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             c.stack = Some(TcpStack::with_addresses(&self.own, seed, now_ns));
         }
+    }
+
+    /// Whether the node holds its memory budget: new connections are refused while it does.
+    pub fn set_full(&mut self, full: bool) {
+        self.host.set_full(full);
     }
 
     /// The source connection `ch` counts against (its first address's).

@@ -498,6 +498,7 @@ impl Clb {
         if now_ns >= self.next_sweep_ns {
             self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
             self.sync.expire(now_ns);
+            self.count_terminated_memory();
             let expired = self.conns.expire(now_ns, |c, established| match c.reply_key.transport {
                 _ if c.closing => CLOSED_LINGER_NS,
                 Transport::Tcp if !established => HALF_OPEN_NS,
@@ -669,6 +670,19 @@ impl Clb {
     /// Buffer bytes the node's proxied connections hold (`l7::PROXIED_BYTES_MAX`).
     pub fn proxied_buffer_bytes(&self) -> usize {
         self.l7.proxy().buffer_bytes()
+    }
+
+    /// Counts what the QUIC listeners hold into the node's one budget for terminated
+    /// connections ([`crate::l7::PROXIED_BYTES_MAX`], with the layer-7 proxy's): past it,
+    /// new QUIC connections are refused as new layer-7 ones are. Each QUIC connection
+    /// counts [`crate::quic_listener::QUIC_CONN_BYTES`] besides its own buffers.
+    fn count_terminated_memory(&mut self) {
+        let quic = self.quic_held_bytes() + self.quic_counts().connections * crate::quic_listener::QUIC_CONN_BYTES;
+        self.l7.proxy_mut().set_quic_bytes(quic);
+        let full = self.l7.proxy().held_bytes() >= crate::l7::PROXIED_BYTES_MAX;
+        for q in self.listeners.iter_mut().filter_map(|l| l.quic.as_mut()) {
+            q.set_full(full);
+        }
     }
 
     /// Bytes the QUIC listeners' connections hold of their own
