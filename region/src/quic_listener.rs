@@ -930,3 +930,182 @@ impl QuicListener {
         inner::build_udp((self.vip.ip(), self.vip.port()), (client.ip(), client.port()), payload)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A relayed stream between a real quinn client and a backend's own TCP stack, each
+    //! side able to stop reading: what the listener holds stays within its bounds.
+    use super::*;
+    use crate::conn_table::Ingress;
+    use crate::quic::QuicHost;
+    use rcgen::{CertificateParams, KeyPair, SanType};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+
+    const VIP: &str = "198.18.0.20:4435";
+    const CLIENT: &str = "198.18.128.2:40000";
+    const BACKEND: &str = "198.19.20.10:8080";
+    const NODE: &str = "198.18.32.1";
+    const ALPN: &[u8] = b"anyedge-probe";
+
+    struct Relayed {
+        listener: QuicListener,
+        client: QuicHost,
+        ch: ConnectionHandle,
+        backend: TcpStack,
+        accepted: SocketHandle,
+        now: u64,
+        next_port: u16,
+    }
+
+    impl Relayed {
+        /// A listener relaying ALPN `anyedge-probe`, a client connected to it whose
+        /// stream windows are `client_window`, and a backend listening.
+        fn new(client_window: u32) -> Relayed {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.subject_alt_names = vec![SanType::IpAddress("198.18.0.20".parse().unwrap())];
+            let cert = params.self_signed(&key).unwrap().der().clone();
+            let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            let identity = crate::identity::VipIdentity::new(vec![cert.clone()], der, None).unwrap();
+            let termination = identity.quic.with_alpn(&[ALPN.to_vec()]);
+            let vip: SocketAddr = VIP.parse().unwrap();
+            let own = vec![NODE.parse().unwrap()];
+            let listener = QuicListener::new(&termination, vip, own, (1, [7; 32], None), 3);
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![ALPN.to_vec()];
+            let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+            let mut config = quinn_proto::ClientConfig::new(Arc::new(quic));
+            let mut transport = quinn_proto::TransportConfig::default();
+            transport.stream_receive_window(quinn_proto::VarInt::from_u32(client_window));
+            config.transport_config(Arc::new(transport));
+            let mut client = QuicHost::client(5);
+            let ch = client.connect(0, config, vip, "198.18.0.20").unwrap();
+            let backend_addr: SocketAddr = BACKEND.parse().unwrap();
+            let mut backend = TcpStack::with_addresses(&[backend_addr.ip()], 9, 0);
+            let accepted = backend.new_socket();
+            backend.socket(accepted).listen(backend_addr).unwrap();
+            let mut r = Relayed { listener, client, ch, backend, accepted, now: 0, next_port: 50_000 };
+            r.run(50);
+            r
+        }
+
+        /// Moves everything along for `rounds` milliseconds.
+        fn run(&mut self, rounds: usize) {
+            let (client_at, vip): (SocketAddr, SocketAddr) = (CLIENT.parse().unwrap(), VIP.parse().unwrap());
+            for _ in 0..rounds {
+                self.now += 1_000_000;
+                let mut up = Vec::new();
+                self.client.drive(self.now, &mut up);
+                let mut step = QuicStep::default();
+                for (_, _, d) in up {
+                    self.listener.receive(self.now, client_at, &d, Ingress::Direct, 0, &mut step);
+                }
+                self.listener.drive(self.now, &mut step);
+                for ch in std::mem::take(&mut step.need_backend) {
+                    self.listener.set_backend(ch, 0, BACKEND.parse().unwrap(), self.now);
+                }
+                for (ch, stream) in std::mem::take(&mut step.need_port) {
+                    self.next_port += 1;
+                    assert!(self.listener.open_relay(ch, stream, (NODE.parse().unwrap(), self.next_port)));
+                }
+                self.listener.drive(self.now, &mut step);
+                let mut down = Vec::new();
+                for (_, _, payload) in step.to_client {
+                    self.client.receive(self.now, vip, None, &payload, &mut down);
+                }
+                for (_, _, packet) in step.to_backend {
+                    self.backend.receive(packet);
+                }
+                self.backend.poll(self.now);
+                let from_backend: Vec<Vec<u8>> = self.backend.drain_tx().collect();
+                for packet in from_backend {
+                    self.listener.receive_backend(self.ch_at_listener(), packet);
+                }
+            }
+        }
+
+        /// The listener's handle of the one connection.
+        fn ch_at_listener(&self) -> ConnectionHandle {
+            *self.listener.conns.keys().next().expect("connected")
+        }
+
+        /// Opens a stream on the client and writes as much of `bytes` as it takes.
+        fn client_stream(&mut self) -> StreamId {
+            self.client.conn(self.ch).unwrap().streams().open(Dir::Bi).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_backend_that_stops_reading_holds_the_client_back_and_the_relay_within_its_bound() {
+        let mut r = Relayed::new(1 << 20);
+        let stream = r.client_stream();
+        // The client writes 16 MB toward a backend that never reads (the pass: +194 MB).
+        let chunk = vec![7u8; 64 * 1024];
+        let mut written = 0usize;
+        for _ in 0..400 {
+            if let Ok(n) = r.client.conn(r.ch).unwrap().send_stream(stream).write(&chunk) {
+                written += n;
+            }
+            r.run(2);
+        }
+        let held = r.listener.held_bytes();
+        let bound = 2 * RELAY_HELD_MAX + 4 * 64 * 1024;
+        eprintln!("backend not reading: {written} bytes written, the listener holds {held}");
+        assert!(r.listener.counts().relays == 1, "the stream has its backend connection");
+        assert!(held <= bound, "the listener holds {held} bytes (bound {bound})");
+        assert!(
+            written < 2 * CONNECTION_WINDOW as usize,
+            "QUIC's flow control held the client back: {written} written"
+        );
+        assert!(written > RELAY_HELD_MAX, "something was relayed: {written}");
+        // The backend reads now: the rest flows.
+        let mut got = 0;
+        for _ in 0..200 {
+            let s = r.backend.socket(r.accepted);
+            while let Ok(n) = s.recv(|d| (d.len(), d.len())) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if let Ok(n) = r.client.conn(r.ch).unwrap().send_stream(stream).write(&chunk) {
+                written += n;
+            }
+            r.run(2);
+        }
+        eprintln!("then the backend read {got} of {written}");
+        assert!(got > CONNECTION_WINDOW as usize, "the relay moves again once the backend reads: {got}");
+    }
+
+    #[test]
+    fn a_client_that_never_opens_its_window_holds_the_backend_back_and_the_relay_within_its_bound() {
+        let mut r = Relayed::new(64 * 1024);
+        let stream = r.client_stream();
+        r.client.conn(r.ch).unwrap().send_stream(stream).write(b"GET").unwrap();
+        r.run(20);
+        // The backend answers 16 MB; the client never reads (the pass: +484 MB).
+        let mut sent = 0usize;
+        let chunk = vec![9u8; 64 * 1024];
+        for _ in 0..400 {
+            let s = r.backend.socket(r.accepted);
+            if s.can_send() {
+                sent += s.send_slice(&chunk).unwrap_or(0);
+            }
+            r.run(2);
+        }
+        let held = r.listener.held_bytes();
+        let bound = 2 * RELAY_HELD_MAX + 4 * 64 * 1024;
+        eprintln!("client not reading: the backend sent {sent}, the listener holds {held}");
+        assert!(held <= bound, "the listener holds {held} bytes (bound {bound})");
+        assert!(sent < 4 << 20, "TCP's window held the backend back: {sent} sent");
+        assert!(sent > 64 * 1024, "something was relayed: {sent}");
+    }
+}
