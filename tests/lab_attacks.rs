@@ -1277,3 +1277,43 @@ fn quic_clients_that_hold_what_they_open_get_a_bounded_share_of_memory_and_backe
     assert!(refused > 0, "the streams past the share were refused:\n{during}");
     victim_lost_nothing(&wait_probe(lab, victim, "victim-relay-hold.json"), "HTTP/3");
 }
+
+/// What a CLB node's resident memory may grow by while one client holds HTTP/2 streams
+/// whose header fields are one-byte HPACK references.
+const H2_FIELDS_MIB: f64 = 64.0;
+
+/// Attack 2 of the fourth pass: 250 HTTP/2 connections, each with 99 streams whose HEADERS
+/// carry 470 one-byte references to one field in HPACK's dynamic table, never ended (took
+/// two CLB nodes from 52 to 1,578 and 49 to 1,368 MB while `l7_buffer_bytes` read 0): the
+/// fields count, each connection holds at most 256 KiB of them, and london's HTTPS
+/// requests beside them are answered.
+#[test]
+fn http2_fields_that_cost_nothing_on_the_wire_are_counted_and_bounded_and_the_victim_is_served() {
+    if !may_run() {
+        return;
+    }
+    let Some(h2py) = h2py_path() else { return };
+    let _one = serial();
+    let lab = attack_lab();
+    let rss_before = CLBS.map(|n| rss_mib(lab, n));
+    let script = format!("{}/tools/h2/fields.py", env!("CARGO_MANIFEST_DIR"));
+    let victim = spawn_probe(lab, "london", "198.18.0.20:8444", "https", 4, "victim-h2-fields.json");
+    let attack = std::process::Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", "8444", "250", "99", "470", "6"])
+        .env("PYTHONPATH", &h2py)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let grown: Vec<f64> = CLBS.iter().zip(rss_before).map(|(n, b)| rss_mib(lab, n) - b).collect();
+    let counted = summed_metric(lab, "l7_buffer_bytes");
+    let attack = holder_report(attack);
+    eprintln!("HTTP/2 fields: nodes grew {grown:?} MiB, l7_buffer_bytes {counted}: {attack}");
+    assert!(attack["streams"].as_u64().unwrap_or(0) >= 20_000, "the attack ran: {attack}");
+    assert!(counted > 0, "the fields count in l7_buffer_bytes");
+    assert!(grown.iter().all(|&g| g < H2_FIELDS_MIB), "grew {grown:?} MiB (bound {H2_FIELDS_MIB})");
+    victim_lost_nothing(&wait_probe(lab, victim, "victim-h2-fields.json"), "HTTPS");
+}

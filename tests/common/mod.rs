@@ -265,16 +265,26 @@ pub fn spawn_probe(
 
 pub mod net;
 
-/// Where `.ci/run` installs aioquic (`pip3 install --target`), if it is there; in CI it
-/// must be.
-pub fn aioquic_path() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aioquic");
-    let found = dir.join("aioquic").is_dir();
+/// Where `.ci/run` installs PyPI's `package` (`pip3 install --target target/DIR`), if it
+/// is there; in CI it must be, elsewhere the test that wants it skips.
+fn pip_installed(dir: &str, package: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(dir);
+    let found = dir.join(package).is_dir();
     if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("aioquic is not in {} (.ci/run installs it)", dir.display());
+        panic!("{package} is not in {} (.ci/run installs it)", dir.display());
     }
     if !found {
-        eprintln!("skipping: aioquic is not in {} (.ci/run installs it)", dir.display());
+        eprintln!("skipping: {package} is not in {} (.ci/run installs it)", dir.display());
     }
     found.then_some(dir)
+}
+
+/// aioquic: a QUIC client nobody here wrote.
+pub fn aioquic_path() -> Option<std::path::PathBuf> {
+    pip_installed("aioquic", "aioquic")
+}
+
+/// h2: an HTTP/2 client nobody here wrote.
+pub fn h2py_path() -> Option<std::path::PathBuf> {
+    pip_installed("h2py", "h2")
 }
