@@ -1186,9 +1186,25 @@ fn a_backends_security_group_keeps_a_client_out_of_every_terminating_listener_ov
     assert!(why.iter().any(|w| w.contains("web-no-rome")), "the CLB says which group denied: {}", status["denied"]);
 }
 
-/// Runs `tools/aioquic/hold.py` in kyiv's namespace: `conns` QUIC connections to the VIP's
-/// `port`, each holding `streams` unfinished streams of `bytes` bytes for `seconds`
-/// (`alpn`: h3 when None).
+/// Runs the Python script `tools/SCRIPT` in kyiv's namespace with `args`, its library
+/// (installed by `.ci/run`) on `PYTHONPATH`; its JSON report comes from [`holder_report`].
+fn spawn_script(lab: &Lab, pythonpath: &std::path::Path, script: &str, args: &[String]) -> std::process::Child {
+    let script = format!("{}/tools/{script}", env!("CARGO_MANIFEST_DIR"));
+    std::process::Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/kyiv", "--", "python3", &script])
+        .args(args)
+        .env("PYTHONPATH", pythonpath)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `tools/aioquic/hold.py` from kyiv: `conns` QUIC connections to the VIP's `port`, each
+/// holding `streams` unfinished streams of `bytes` bytes for `seconds` (`alpn`: h3 when
+/// None).
 fn spawn_holder(
     lab: &Lab,
     aioquic: &std::path::Path,
@@ -1196,20 +1212,11 @@ fn spawn_holder(
     (conns, streams, bytes, seconds): (usize, usize, usize, u64),
     alpn: Option<&str>,
 ) -> std::process::Child {
-    let script = format!("{}/tools/aioquic/hold.py", env!("CARGO_MANIFEST_DIR"));
-    let args = [conns, streams, bytes].map(|n| n.to_string());
-    std::process::Command::new(exe())
-        .args(["lab", "exec"])
-        .arg(&lab.file)
-        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", &port.to_string()])
-        .args(&args)
-        .arg(seconds.to_string())
-        .args(alpn)
-        .env("PYTHONPATH", aioquic)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut args = vec!["198.18.0.20".to_string(), port.to_string()];
+    args.extend([conns, streams, bytes].map(|n| n.to_string()));
+    args.push(seconds.to_string());
+    args.extend(alpn.map(String::from));
+    spawn_script(lab, aioquic, "aioquic/hold.py", &args)
 }
 
 fn holder_report(child: std::process::Child) -> Value {
@@ -1296,17 +1303,9 @@ fn http2_fields_that_cost_nothing_on_the_wire_are_counted_and_bounded_and_the_vi
     let _one = serial();
     let lab = attack_lab();
     let rss_before = CLBS.map(|n| rss_mib(lab, n));
-    let script = format!("{}/tools/h2/fields.py", env!("CARGO_MANIFEST_DIR"));
     let victim = spawn_probe(lab, "london", "198.18.0.20:8444", "https", 4, "victim-h2-fields.json");
-    let attack = std::process::Command::new(exe())
-        .args(["lab", "exec"])
-        .arg(&lab.file)
-        .args(["client/kyiv", "--", "python3", &script, "198.18.0.20", "8444", "250", "99", "470", "6"])
-        .env("PYTHONPATH", &h2py)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let args = ["198.18.0.20", "8444", "250", "99", "470", "6"].map(String::from);
+    let attack = spawn_script(lab, &h2py, "h2/fields.py", &args);
     std::thread::sleep(Duration::from_secs(5));
     let grown: Vec<f64> = CLBS.iter().zip(rss_before).map(|(n, b)| rss_mib(lab, n) - b).collect();
     let counted = summed_metric(lab, "l7_buffer_bytes");

@@ -169,6 +169,23 @@ impl VipIdentity {
     }
 }
 
+/// A self-signed identity for the VIP address 198.18.0.20, and a root store that trusts
+/// it: what the QUIC tests connect a real client with.
+#[cfg(test)]
+pub(crate) fn test_identity() -> (VipIdentity, rustls::RootCertStore) {
+    use rcgen::{CertificateParams, KeyPair, SanType};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::IpAddress("198.18.0.20".parse().unwrap())];
+    let cert = params.self_signed(&key).unwrap().der().clone();
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let identity = VipIdentity::new(vec![cert.clone()], der, None).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    (identity, roots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -641,21 +641,12 @@ impl QuicHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, KeyPair, SanType};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
     const SERVER: &str = "198.18.0.20:443";
 
     /// A server endpoint for a self-signed certificate, and a client that trusts it.
     fn pair() -> (QuicHost, QuicHost, ClientConfig) {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = vec![SanType::IpAddress("198.18.0.20".parse().unwrap())];
-        let cert = params.self_signed(&key).unwrap().der().clone();
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let identity = crate::identity::VipIdentity::new(vec![cert.clone()], der, None).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
+        let (identity, roots) = crate::identity::test_identity();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])

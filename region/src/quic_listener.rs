@@ -938,8 +938,6 @@ mod tests {
     use super::*;
     use crate::conn_table::Ingress;
     use crate::quic::QuicHost;
-    use rcgen::{CertificateParams, KeyPair, SanType};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::sync::Arc;
 
     const VIP: &str = "198.18.0.20:4435";
@@ -962,18 +960,11 @@ mod tests {
         /// A listener relaying ALPN `anyedge-probe`, a client connected to it whose
         /// stream windows are `client_window`, and a backend listening.
         fn new(client_window: u32) -> Relayed {
-            let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.subject_alt_names = vec![SanType::IpAddress("198.18.0.20".parse().unwrap())];
-            let cert = params.self_signed(&key).unwrap().der().clone();
-            let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-            let identity = crate::identity::VipIdentity::new(vec![cert.clone()], der, None).unwrap();
+            let (identity, roots) = crate::identity::test_identity();
             let termination = identity.quic.with_alpn(&[ALPN.to_vec()]);
             let vip: SocketAddr = VIP.parse().unwrap();
             let own = vec![NODE.parse().unwrap()];
             let listener = QuicListener::new(&termination, vip, own, (1, [7; 32], None), 3);
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(cert).unwrap();
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut tls = rustls::ClientConfig::builder_with_provider(provider)
                 .with_protocol_versions(&[&rustls::version::TLS13])
