@@ -569,7 +569,11 @@ fn listeners_added_and_deleted_through_ctl_start_and_stop_serving() {
     write_and_spread(&lab, &["add-listener", "edge", "udp", "7001", "--scheduler", "maglev", "--backends", "game"]);
     let added = lab.probe("rome", "198.18.0.20:7001", "udp", 16);
     assert!(added["loss_pct"].as_f64().unwrap() < 5.0, "the new listener serves: {added}");
-    assert!(added["backends"].get("198.19.20.1:7000").is_some(), "through the game group: {added}");
+    // Through the game group (.1, .2, .3 on 7000): which of them 16 flows hash to is
+    // chance (once in a full run, none went to .1).
+    let game = ["198.19.20.1:7000", "198.19.20.2:7000", "198.19.20.3:7000"];
+    let seen = added["backends"].as_object().map(|b| b.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    assert!(!seen.is_empty() && seen.iter().all(|b| game.contains(&b.as_str())), "through the game group: {added}");
     // By the VIP's address, persistence written as in the file; the write says what it did.
     let added =
         ctl_write(&lab, &["add-listener", "198.18.0.20", "tcp", "8443", "--backends", "web", "--persistence", "60s"]);
