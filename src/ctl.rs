@@ -11,8 +11,9 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum CtlCommand {
-    /// Leader, term, commit, members, the applied index of every control, POP and CLB node,
-    /// and how long the last update each POP and CLB node applied took to reach it.
+    /// Leader, term, commit, members, how long writes take to commit on the leader, the
+    /// applied index of every control, POP and CLB node, and how long the last update
+    /// each POP and CLB node applied took to reach it.
     Status {
         /// A table, or JSON on stdout.
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
@@ -175,6 +176,9 @@ fn status(file: &Path, json: bool) -> ExitCode {
                 s.answering,
                 s.members.len()
             );
+            if let Some(c) = &s.commit_ms {
+                println!("  writes commit in {:.1} ms on the leader (median of its last 64: {:.1} ms)", c.last, c.p50);
+            }
             for (node, applied) in &s.applied {
                 let mut shown = applied.map_or("not answering".to_string(), |a| format!("applied {a}"));
                 if let Some(Some(lag)) = s.lag_ms.get(node) {

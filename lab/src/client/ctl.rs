@@ -21,6 +21,12 @@ use crate::plan::{Plan, Role};
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Serialize)]
+pub struct CommitMs {
+    pub last: f64,
+    pub p50: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ClusterStatus {
     /// The leader, only when it answers itself (a dead leader its followers still name
     /// is no leader).
@@ -34,6 +40,9 @@ pub struct ClusterStatus {
     pub members: Vec<String>,
     /// Applied log index of every control, POP and CLB node (`null`: not answering).
     pub applied: BTreeMap<String, Option<u64>>,
+    /// How long writes take from proposal to commit on the leader, in ms: the last one and
+    /// the median of its last 64 (`null`: no leader answering, or no write yet).
+    pub commit_ms: Option<CommitMs>,
     /// How long the last update each POP and CLB node applied took from its control node
     /// to it, in ms (by the two nodes' clocks: one clock in a lab): the backbone's delay
     /// and the node's own queue. `null`: not answering.
@@ -130,6 +139,11 @@ pub fn status(file: &Path) -> Result<ClusterStatus, ClientError> {
         let commit = all.iter().filter_map(|(_, s)| s.as_ref()).map(|s| s.commit).max().unwrap_or(0);
         let answering = all.iter().filter(|(_, s)| s.is_some()).count();
         let term = all.iter().filter_map(|(_, s)| s.as_ref()).map(|s| s.term).max().unwrap_or(0);
+        let commit_ms = leader
+            .and_then(|(l, _, _)| all.iter().find(|(id, _)| u64::from(*id) == l))
+            .and_then(|(_, s)| s.as_ref())
+            .filter(|s| s.commit_p50_us > 0)
+            .map(|s| CommitMs { last: s.last_commit_us as f64 / 1000.0, p50: s.commit_p50_us as f64 / 1000.0 });
         Ok(ClusterStatus {
             leader: leader.map(|(l, _, _)| format!("control/{l}")),
             term,
@@ -138,6 +152,7 @@ pub fn status(file: &Path) -> Result<ClusterStatus, ClientError> {
             commit,
             members: lab.ids.iter().map(|id| format!("control/{id}")).collect(),
             applied,
+            commit_ms,
             lag_ms,
         })
     })

@@ -285,22 +285,51 @@ fn backbone_server(api: Api) -> tonic::transport::server::Router {
 
 /// Answers the writes the entry at (index, term) decides: committed, or superseded (a new
 /// leader's entry took its place) — the caller may retry those, nothing of theirs applied.
-fn settle(pending: &mut Vec<PendingWrite>, index: u64, term: u64) {
+/// Each committed one's time from proposal to commit goes into `commits`.
+fn settle(pending: &mut Vec<PendingWrite>, index: u64, term: u64, commits: &mut CommitTimes) {
     let (decided, open): (Vec<PendingWrite>, Vec<PendingWrite>) =
         pending.drain(..).partition(|p| write_fate((p.index, p.term), (index, term)) != WriteFate::Open);
     *pending = open;
     for p in decided {
         let result = match write_fate((p.index, p.term), (index, term)) {
-            WriteFate::Committed => Ok(p.index),
+            WriteFate::Committed => {
+                commits.record(p.proposed.elapsed());
+                Ok(p.index)
+            }
             _ => Err(Status::unavailable("superseded: leadership changed before the write committed; retry")),
         };
         let _ = p.reply.send(result);
     }
 }
 
+/// How long this node's last writes took from proposal to commit (the leader's view:
+/// its log, the backbone to a quorum and back), the last [`CommitTimes::KEPT`] of them.
+#[derive(Default)]
+struct CommitTimes(std::collections::VecDeque<u64>);
+
+impl CommitTimes {
+    const KEPT: usize = 64;
+
+    fn record(&mut self, took: Duration) {
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(took.as_micros() as u64);
+        debug_assert!(self.0.len() <= Self::KEPT);
+    }
+
+    /// (last, median) in µs; zeros before any write.
+    fn last_and_median_us(&self) -> (u64, u64) {
+        let mut sorted: Vec<u64> = self.0.iter().copied().collect();
+        sorted.sort_unstable();
+        (self.0.back().copied().unwrap_or(0), sorted.get(sorted.len() / 2).copied().unwrap_or(0))
+    }
+}
+
 struct PendingWrite {
     index: u64,
     term: u64,
+    proposed: std::time::Instant,
     reply: oneshot::Sender<Result<u64, Status>>,
 }
 
@@ -337,6 +366,7 @@ struct ControlDriver {
     tick: tokio::time::Interval,
     peers: HashMap<u64, PeerTx>,
     pending: Vec<PendingWrite>,
+    commits: CommitTimes,
     watchers: Vec<WatchStream>,
     /// The highest index watchers have been told of.
     streamed: u64,
@@ -385,6 +415,7 @@ impl ControlDriver {
             tick,
             peers,
             pending: Vec::new(),
+            commits: CommitTimes::default(),
             watchers: Vec::new(),
             streamed,
             drops,
@@ -438,6 +469,8 @@ impl ControlDriver {
             commit: self.node.commit(),
             applied: self.node.applied(),
             members: self.voters.clone(),
+            last_commit_us: self.commits.last_and_median_us().0,
+            commit_p50_us: self.commits.last_and_median_us().1,
         });
     }
 
@@ -450,7 +483,8 @@ impl ControlDriver {
     fn on_write(&mut self, change: &Change, reply: oneshot::Sender<Result<u64, Status>>) {
         let refused = match self.node.propose(change) {
             Ok(index) => {
-                self.pending.push(PendingWrite { index, term: self.node.term(), reply });
+                let proposed = std::time::Instant::now();
+                self.pending.push(PendingWrite { index, term: self.node.term(), proposed, reply });
                 return;
             }
             Err(ProposeError::NotLeader { leader }) => {
@@ -493,13 +527,13 @@ impl ControlDriver {
                     }
                 }
                 Output::Applied { index, term, change, .. } => {
-                    settle(&mut self.pending, index, term);
+                    settle(&mut self.pending, index, term, &mut self.commits);
                     let u = update(index, &change);
                     self.watchers.retain(|w| w.tx.try_send(Ok(u.clone())).is_ok());
                     self.streamed = index;
                 }
                 // Nothing to stream (the index goes out below), but a write there lost.
-                Output::AppliedNothing { index, term } => settle(&mut self.pending, index, term),
+                Output::AppliedNothing { index, term } => settle(&mut self.pending, index, term, &mut self.commits),
                 Output::Leader { .. } => {}
             }
         }
