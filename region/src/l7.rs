@@ -840,6 +840,12 @@ impl L7 {
         self.per_source.get(&source).copied().unwrap_or(0)
     }
 
+    /// A new connection was refused for its source's share, held partly elsewhere (the
+    /// node's QUIC listeners).
+    pub fn note_refused_per_source(&mut self) {
+        self.refused_per_source += 1;
+    }
+
     /// New connections refused because their client address held [`PER_SOURCE_MAX`].
     pub fn refused_per_source(&self) -> u64 {
         self.refused_per_source

@@ -33,6 +33,9 @@ pub struct Opening<'a> {
     pub own: &'a [IpAddr],
     /// Seeds the connection's TCP stack.
     pub seed: u64,
+    /// Backend connections the client's source holds through the node's QUIC listeners:
+    /// they count with its proxied connections against [`crate::l7::PER_SOURCE_MAX`].
+    pub held_elsewhere: usize,
 }
 
 /// A node's SYN cookies and proxied connections.
@@ -88,6 +91,11 @@ impl L7Front {
         let Some(mss) = self.cookies.check(&key, client_isn, cookie, now_ns) else {
             return Admission::Refused(ClbDrop::BadCookie, self.reset(now_ns, &key, ack));
         };
+        let source = crate::cidr::source_prefix(key.src, self.proxy.source_prefix_v4());
+        if self.proxy.held_by(source) + at.held_elsewhere >= crate::l7::PER_SOURCE_MAX {
+            self.proxy.note_refused_per_source();
+            return refused(ClbDrop::SourceCap);
+        }
         match self.proxy.accept(key, at.listener, at.own, at.mode, at.seed, now_ns) {
             Ok(()) => {}
             Err(Refused::SourceCap) => return refused(ClbDrop::SourceCap),
@@ -122,5 +130,45 @@ impl L7Front {
         }
         let rst = inner::bare_tcp(key.dst_port, key.src_port, TcpControl::Rst, ack, None, None);
         inner::build_tcp(key.dst, key.src, &rst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyedge_proto::Transport;
+
+    /// A client's SYN, the node's cookie, and the ACK that returns it, with `held_elsewhere`
+    /// backend connections of the client's source on QUIC listeners.
+    fn handshake(front: &mut L7Front, port: u16, held_elsewhere: usize) -> Admission {
+        let (client, vip): (IpAddr, IpAddr) = ("198.18.128.2".parse().unwrap(), "198.18.0.20".parse().unwrap());
+        let key = FlowKey { transport: Transport::Tcp, src: client, src_port: port, dst: vip, dst_port: 80 };
+        let at = || Opening {
+            listener: 0,
+            mode: crate::l7::Mode { http: true, tls: None },
+            own: &[],
+            seed: 1,
+            held_elsewhere,
+        };
+        let syn = inner::build_tcp(client, vip, &inner::bare_tcp(port, 80, TcpControl::Syn, 100, None, Some(1460)));
+        let syn = syn.unwrap();
+        let Admission::Answer(syn_ack) = front.admit(key, inner::parse(&syn).unwrap().tcp, &syn, at(), 0) else {
+            panic!("a SYN is answered with a cookie")
+        };
+        let cookie = inner::tcp_numbers(&syn_ack).unwrap().0;
+        let ack = inner::bare_tcp(port, 80, TcpControl::None, 101, Some(cookie.wrapping_add(1)), None);
+        let ack = inner::build_tcp(client, vip, &ack).unwrap();
+        front.admit(key, inner::parse(&ack).unwrap().tcp, &ack, at(), 0)
+    }
+
+    #[test]
+    fn backend_connections_a_source_holds_through_quic_count_against_its_layer_7_share() {
+        let mut front = L7Front::new(32, b"secret");
+        assert!(matches!(handshake(&mut front, 1000, 0), Admission::Proxied { new: true }));
+        // The same source holding its whole share through HTTP/3 and relayed streams.
+        let full = crate::l7::PER_SOURCE_MAX - 1;
+        assert!(matches!(handshake(&mut front, 1001, full), Admission::Refused(ClbDrop::SourceCap, None)));
+        assert_eq!(front.proxy().refused_per_source(), 1);
+        assert!(matches!(handshake(&mut front, 1002, full - 1), Admission::Proxied { new: true }));
     }
 }
