@@ -226,7 +226,12 @@ impl H3Conn {
     fn read_client(&mut self, conn: &mut quinn_proto::Connection) -> Option<u64> {
         let mut closed = None;
         let session = &mut self.session;
-        let mut held = session.held() + self.waiting.values().map(Vec::len).sum::<usize>();
+        // Counted only while a request stream is being read (walking the session costs).
+        let reading_requests = self.reading.iter().any(|id| id.dir() == Dir::Bi);
+        let mut held = match reading_requests {
+            true => session.held() + self.waiting.values().map(Vec::len).sum::<usize>(),
+            false => 0,
+        };
         self.reading.retain(|&id| {
             // Request streams wait while the connection holds its share (the control
             // and QPACK streams are always read); what quinn keeps meanwhile is bounded
@@ -856,8 +861,7 @@ impl QuicListener {
         }
         // Held to the bound by requests that can go nowhere (none complete, none waiting
         // for a port): the largest still arriving is refused, so the rest can move.
-        let waiting = h3.waiting.values().map(Vec::len).sum::<usize>();
-        if h3.session.held() + waiting >= crate::h3::HELD_MAX && waiting == 0 && !h3.session.has_ready() {
+        if h3.waiting.is_empty() && !h3.session.has_ready() && h3.session.held() >= crate::h3::HELD_MAX {
             h3.session.refuse_largest_arriving();
         }
         h3.reset_refused(conn);

@@ -58,9 +58,14 @@ impl Clb {
         let config = &self.listeners[li].config;
         let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
         let seed = u64::from(key.flow_hash()) ^ u64::from(self.node.index) << 32;
-        let source = crate::cidr::source_prefix(key.src, self.l7.proxy().source_prefix_v4());
-        let quic = self.listeners.iter().filter_map(|l| l.quic.as_ref());
-        let held_elsewhere = quic.map(|q| q.relays_from(source)).sum();
+        // What the source holds through QUIC matters only to a connection not yet held.
+        let held_elsewhere = match self.l7.proxy().get(&key) {
+            Some(_) => 0,
+            None => {
+                let source = crate::cidr::source_prefix(key.src, self.l7.proxy().source_prefix_v4());
+                self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.relays_from(source)).sum()
+            }
+        };
         let at = Opening { listener: li, mode, own: &self.node.own_addresses, seed, held_elsewhere };
         match self.l7.admit(key, tcp, &packet, at, now_ns) {
             Admission::Proxied { new } => {
