@@ -129,39 +129,6 @@ extern "C" fn apps_lab_down() {
     }
 }
 
-/// Every CLB node's view of every backend.
-fn unhealthy(lab: &Lab) -> (Vec<String>, Value) {
-    let s: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
-    let bad = s["health"]
-        .as_object()
-        .into_iter()
-        .flat_map(|m| m.iter())
-        .flat_map(|(clb, seen)| {
-            seen.as_object()
-                .into_iter()
-                .flat_map(|b| b.iter())
-                .filter(|(_, v)| *v != "healthy")
-                .map(move |(b, v)| format!("{clb} sees {b} {}", v.as_str().unwrap_or("?")))
-        })
-        .collect();
-    (bad, s["health"].clone())
-}
-
-/// Waits until the servers have passed the region's checks (two in a row, a second
-/// apart) and no CLB node sees any backend unhealthy.
-fn wait_every_backend_healthy(lab: &Lab) {
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_millis(2_500));
-    loop {
-        let (bad, health) = unhealthy(lab);
-        if bad.is_empty() {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "backends still unhealthy: {bad:?}\n{health}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 /// Runs `command` in a client's namespace; its stdout, or a failure with what it said.
 fn in_client(lab: &Lab, client: &str, command: &[&str]) -> String {
     let out = lab_exec(lab, &format!("client/{client}"), command).output().expect("lab exec runs");

@@ -10,6 +10,7 @@
 //! of the others would not reach).
 
 mod common;
+mod rogue;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -38,7 +39,11 @@ fn attack_topology(text: String) -> String {
         .replace("    clb_nodes: 2\n", "    clb_nodes: 2\n    conn_table: 2000\n")
         .replace(
             "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }\n      - { protocol: https, port: 8444, backends: web }\n      - { protocol: quic, port: 4435, backends: web, alpn: [anyedge-probe] }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: http, port: 80, backends: web }\n      - { protocol: quic, port: 4433, backends: web }\n      - { protocol: tcp-ssl, port: 8443, backends: web }\n      - { protocol: tcp-ssl, port: 9443, backends: web, mtls: true }\n      - { protocol: https, port: 8444, backends: web }\n      - { protocol: quic, port: 4435, backends: web, alpn: [anyedge-probe] }\n      - { protocol: https, port: 8445, backends: rogue }\n      - { protocol: quic, port: 4436, backends: rogue }\n      - { protocol: quic, port: 4437, backends: sink, alpn: [anyedge-probe] }\n      - { protocol: quic, port: 4438, backends: flood, alpn: [anyedge-probe] }",
+        )
+        .replace(
+            "        - { address: 198.19.20.11, port: 8080, weight: 30 }\n",
+            &format!("        - {{ address: 198.19.20.11, port: 8080, weight: 30 }}\n{}", rogue_groups()),
         )
         .replace(
             "{ name: kyiv,   location: [50.450, 30.523], count: 20, traffic: [game, web] }",
@@ -46,6 +51,19 @@ fn attack_topology(text: String) -> String {
         );
     text.clone() + &rome_kept_from_web(&text)
 }
+
+/// The backend groups of the rogue ([`rogue::Rogue`], an `app: external` host of its
+/// own): its HTTP port, the port that never reads and the port that floods.
+fn rogue_groups() -> String {
+    [("rogue", rogue::HTTP_PORT), ("sink", rogue::SINK_PORT), ("flood", rogue::FLOOD_PORT)]
+        .map(|(name, port)| {
+            format!("      {name}:\n        app: external\n        members:\n          - {{ address: {ROGUE_HOST}, port: {port} }}\n")
+        })
+        .concat()
+}
+
+/// The rogue's backend host.
+const ROGUE_HOST: Ipv4Addr = Ipv4Addr::new(198, 19, 20, 60);
 
 /// A security group on both web backends that drops rome's two addresses (IPv4 and IPv6)
 /// on the web port and allows everyone else: rome has no web traffic of its own, so no
@@ -62,6 +80,32 @@ fn rome_kept_from_web(text: &str) -> String {
 const ROME: usize = 1;
 
 static ATTACK_LAB: std::sync::OnceLock<Lab> = std::sync::OnceLock::new();
+static ROGUE: std::sync::OnceLock<std::sync::Arc<rogue::Rogue>> = std::sync::OnceLock::new();
+
+/// The shared lab and its rogue backend, serving in its host's namespace once every CLB
+/// node finds its three ports healthy.
+fn rogue_lab() -> (&'static Lab, &'static rogue::Rogue) {
+    let lab = attack_lab();
+    let rogue = ROGUE.get_or_init(|| {
+        let rogue = rogue::Rogue::start(&ns(&plan(lab), Role::Backend { region: 0, ip: ROGUE_HOST }));
+        // Nodes list the backends whose health changed: two checks a second apart (the
+        // region's) find the rogue's ports answering, or it was never marked down.
+        std::thread::sleep(Duration::from_millis(2_500));
+        let started = std::time::Instant::now();
+        loop {
+            let (bad, health) = unhealthy(lab);
+            let host = ROGUE_HOST.to_string();
+            let bad: Vec<&String> = bad.iter().filter(|b| b.contains(&host)).collect();
+            if bad.is_empty() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the rogue is still unhealthy: {bad:?}\n{health}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        rogue
+    });
+    (lab, rogue)
+}
 
 /// The one lab the attacks share (without impairments: the attacks' own traffic is what
 /// moves the figures).
@@ -1359,4 +1403,244 @@ fn a_host_that_is_no_authority_is_refused_by_the_http_listener_in_the_lab() {
     let good = "GET / HTTP/1.1\r\nHost: 198.18.0.20\r\nTrue-Client-IP: 6.6.6.6\r\nConnection: close\r\n\r\n";
     let status = status_from_kyiv(lab, good);
     assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
+}
+
+/// The paths each of the rogue's HTTP checks asks for, in order, with `tag` in each (so
+/// the rogue tells one protocol's requests from another's): an answer given twice, a
+/// HEAD given a body, two lengths, a length and chunked coding, a 103 before the 200,
+/// and after each misbehaving one a plain request.
+fn rogue_requests(tag: &str) -> Vec<(&'static str, String)> {
+    let p = |path: &str| format!("/{path}/{tag}");
+    vec![
+        ("GET", p("twice")),
+        ("GET", p("after-twice")),
+        ("HEAD", p("headbody")),
+        ("GET", p("after-headbody")),
+        ("GET", p("dupcl")),
+        ("GET", p("clte")),
+        ("GET", p("early")),
+        ("GET", p("after-lengths")),
+    ]
+}
+
+/// What attacks 7 and 8 must find, per request of [`rogue_requests`] (status, body): the
+/// answers each request's own, the bent lengths a 502, the 103 passed by (not a 502),
+/// and no request after a misbehaving answer served on that backend connection.
+fn each_answer_is_its_own(rogue: &rogue::Rogue, tag: &str, got: &[(u64, String)]) {
+    let asked = rogue_requests(tag);
+    assert_eq!(got.len(), asked.len(), "{got:?}");
+    let answer = |i: usize| &got[i];
+    let own = |i: usize| {
+        let (status, body) = answer(i);
+        let path = &asked[i].1;
+        assert_eq!(*status, 200, "{path}: {got:?}");
+        assert!(body.starts_with(&format!("answer {path} on connection ")), "{path} got another's answer: {body:?}");
+    };
+    for i in [0, 1, 3, 6, 7] {
+        own(i);
+    }
+    assert_eq!(answer(2).0, 200, "{got:?}");
+    assert_eq!((answer(4).0, answer(5).0), (502, 502), "bent lengths: {got:?}");
+    let conn = |i: usize| rogue.conn_of(&asked[i].1).unwrap_or_else(|| panic!("the rogue saw {}", asked[i].1));
+    assert_ne!(conn(0), conn(1), "the request after the doubled answer came on the same backend connection");
+    assert_ne!(conn(2), conn(3), "the request after the HEAD's body came on the same backend connection");
+    assert_ne!(conn(5), conn(7), "the request after the bent lengths came on the same backend connection");
+}
+
+/// kyiv's curl over HTTP/2 to the rogue's HTTPS listener (8445), `requests` one after
+/// another on one connection (`--next` keeps it): per request, status and body, and how
+/// many connections curl opened in all.
+fn curl_h2(lab: &Lab, requests: &[(&str, String)]) -> (Vec<(u64, String)>, u64) {
+    let ca = lab_state_dir(lab).join("pki/ca.pem").display().to_string();
+    let mut args: Vec<String> = vec!["curl".into()];
+    let bodies: Vec<_> = (0..requests.len()).map(|i| lab.dir.join(format!("rogue-h2-{i}.out"))).collect();
+    for (i, (method, path)) in requests.iter().enumerate() {
+        if i > 0 {
+            args.push("--next".into());
+        }
+        args.extend(["-sS", "--http2", "-m", "10", "--cacert", &ca].map(String::from));
+        if *method == "HEAD" {
+            args.push("-I".into());
+        }
+        args.extend(["-o".into(), bodies[i].display().to_string()]);
+        args.extend(["-w".into(), "%{http_code} %{num_connects}\\n".into()]);
+        args.push(format!("https://198.18.0.20:8445{path}"));
+    }
+    let out = std::process::Command::new(exe())
+        .args(["lab", "exec"])
+        .arg(&lab.file)
+        .args(["client/kyiv", "--"])
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "curl: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut connects = 0;
+    let mut got = Vec::new();
+    for (line, body) in text.lines().zip(&bodies) {
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let (status, opened) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+        connects += opened;
+        got.push((status, std::fs::read_to_string(body).unwrap_or_default()));
+    }
+    (got, connects)
+}
+
+/// Attacks 7 and 8 of the fourth pass over HTTP/2, replayed through the lab against a
+/// backend that misbehaves on purpose: an answer given twice (or a HEAD's body) reached
+/// the client's next stream, and bent lengths were passed on (two `Content-Length`s) or
+/// read as chunked with the connection reused. Now each request gets its own answer, the
+/// lengths are a 502, and the backend connection that misbehaved serves nothing more.
+#[test]
+fn a_backend_that_answers_twice_or_bends_its_lengths_never_answers_another_http2_request_in_the_lab() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let (lab, rogue) = rogue_lab();
+    let (got, connects) = curl_h2(lab, &rogue_requests("h2"));
+    eprintln!("HTTP/2 through the rogue, one client connection ({connects}): {got:?}");
+    assert_eq!(connects, 1, "curl kept one connection, so each next request followed on it: {got:?}");
+    each_answer_is_its_own(rogue, "h2", &got);
+}
+
+/// `tools/aioquic/h3.py` from kyiv to the rogue's QUIC listener (4436) with `args`; its
+/// answers, (status, body) each.
+fn h3_rogue(lab: &Lab, aioquic: &std::path::Path, args: &[String]) -> Vec<(u64, String)> {
+    let args = [vec!["198.18.0.20".to_string(), "4436".into()], args.to_vec()].concat();
+    let r = holder_report(spawn_script(lab, aioquic, "aioquic/h3.py", &args));
+    let answers = r["responses"].as_array().unwrap_or_else(|| panic!("{r}"));
+    answers.iter().map(|a| (a["status"].as_u64().unwrap_or(0), a["body"].as_str().unwrap_or("").to_string())).collect()
+}
+
+/// Attacks 7 and 8 over HTTP/3, and 9: a trailer section without a body reached the
+/// backend as request headers (`authorization`), and two `cookie` fields were not
+/// joined. Now the trailers stay off the request's head and the cookies arrive as one
+/// field joined by "; " (RFC 9114 §4.2.1).
+#[test]
+fn an_http3_client_in_the_lab_gets_its_own_answers_from_a_rogue_backend_and_cannot_pass_trailers_as_headers() {
+    if !may_run() {
+        return;
+    }
+    let Some(aioquic) = aioquic_path() else { return };
+    let _one = serial();
+    let (lab, rogue) = rogue_lab();
+    // The HEAD goes as a GET: aioquic closes its connection (H3_MESSAGE_ERROR) on any
+    // HEAD answer with a `content-length` other than 0, which RFC 9110 §9.3.2 allows and
+    // nginx sends. Over HTTP/3 each request has a backend connection of its own anyway.
+    let args: Vec<String> =
+        rogue_requests("h3").into_iter().flat_map(|(_, path)| ["--get".to_string(), path]).collect();
+    let got = h3_rogue(lab, &aioquic, &args);
+    eprintln!("HTTP/3 through the rogue: {got:?}");
+    each_answer_is_its_own(rogue, "h3", &got);
+    let args = ["--get", "/echo/h3", "--header", "cookie: a=1", "--header", "cookie: b=2"]
+        .into_iter()
+        .chain(["--trailer", "authorization: Bearer stolen", "--trailer", "x-smuggled: yes"])
+        .map(String::from)
+        .collect::<Vec<_>>();
+    let got = h3_rogue(lab, &aioquic, &args);
+    let (status, body) = &got[0];
+    eprintln!("what the backend saw of an HTTP/3 request with two cookies and trailers: {body}");
+    assert_eq!(*status, 200, "{got:?}");
+    assert!(body.starts_with("answer /echo/h3 on connection "), "{body}");
+    assert!(body.lines().any(|l| l == "cookie: a=1; b=2"), "the cookies arrive joined: {body}");
+    assert!(!body.contains("authorization") && !body.contains("x-smuggled"), "trailers became headers: {body}");
+}
+
+/// Bytes either side of a relayed stream may make the other side hold: the relay's
+/// buffer, the QUIC window and two kernels' socket buffers, well short of the attacks'
+/// 200 and 300 MB.
+const RELAY_TAKEN_MAX: u64 = 32 << 20;
+
+/// What a CLB node's resident memory may grow by while one relayed stream's far side
+/// stops taking.
+const RELAY_MIB: f64 = 16.0;
+
+/// A QUIC connection from this thread's namespace to the VIP's relay listener on `port`
+/// (ALPN anyedge-probe, the lab's CA), sending at most 1 MiB ahead of what the listener
+/// took.
+async fn relay_connection(ca: std::path::PathBuf, port: u16) -> (quinn::Endpoint, quinn::Connection) {
+    use quinn::crypto::rustls::QuicClientConfig;
+    let files = anyedge_lab::client::probe::TlsFiles { ca: Some(ca), cert: None, key: None };
+    let mut tls = (*files.client_config().unwrap()).clone();
+    tls.alpn_protocols = vec![b"anyedge-probe".to_vec()];
+    let crypto = QuicClientConfig::try_from(std::sync::Arc::new(tls)).unwrap();
+    let mut client = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.send_window(1 << 20);
+    client.transport_config(std::sync::Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let vip = SocketAddr::from(([198, 18, 0, 20], port));
+    let conn = endpoint.connect(vip, "198.18.0.20").unwrap().await.unwrap();
+    (endpoint, conn)
+}
+
+/// In kyiv's namespace, on a thread of its own: one relayed stream to `port` that sends
+/// as much as it is let (at most 200 MB, attack 4) for `hold`, or only "go" and never
+/// reads (attack 5); the bytes it sent.
+fn relay_attack(lab: &Lab, port: u16, push: bool, hold: Duration) -> std::thread::JoinHandle<u64> {
+    let kyiv = ns(&plan(lab), Role::Client(2));
+    let ca = lab_state_dir(lab).join("pki/ca.pem");
+    std::thread::spawn(move || {
+        in_ns(&kyiv, move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let (_endpoint, conn) = relay_connection(ca, port).await;
+                let (mut send, _unread) = conn.open_bi().await.unwrap();
+                let deadline = tokio::time::Instant::now() + hold;
+                let chunk = vec![b'p'; 64 * 1024];
+                let mut sent = send.write(b"go").await.unwrap() as u64;
+                while push && sent < 200_000_000 {
+                    match tokio::time::timeout_at(deadline, send.write(&chunk)).await {
+                        Ok(Ok(n)) => sent += n as u64,
+                        _ => break,
+                    }
+                }
+                tokio::time::sleep_until(deadline).await;
+                sent
+            })
+        })
+    })
+}
+
+/// Attacks 4 and 5 of the fourth pass, replayed through the lab: a relayed stream whose
+/// backend stops reading took 200 MB from its client into the relay's buffer (+194 MB on
+/// the node), and one whose client never opens its window let the backend's 300 MB pile
+/// up toward it (+484 MB). Now the relay stops reading a side whose other side is not
+/// taking: each side sends what the windows and kernels hold, the nodes grow by less
+/// than RELAY_MIB, and london's HTTP/3 requests beside them are answered.
+#[test]
+fn a_relayed_stream_whose_backend_or_client_stops_reading_holds_the_other_side_back_in_the_lab() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let (lab, rogue) = rogue_lab();
+    // 4. The backend (the rogue's sink) never reads; the client pushes for 6 s.
+    let rss_before = CLBS.map(|n| rss_mib(lab, n));
+    let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 4, "victim-relay-sink.json");
+    let pusher = relay_attack(lab, 4437, true, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(5));
+    let grown: Vec<f64> = CLBS.iter().zip(rss_before).map(|(n, b)| rss_mib(lab, n) - b).collect();
+    let pushed = pusher.join().expect("the pusher ran");
+    eprintln!("a backend that stops reading: the client got {pushed} bytes in, the nodes grew {grown:?} MiB");
+    assert!(pushed > 64 * 1024, "the stream was relayed: {pushed} bytes");
+    assert!(pushed < RELAY_TAKEN_MAX, "{pushed} bytes went toward a backend that reads nothing");
+    assert!(grown.iter().all(|&g| g < RELAY_MIB), "grew {grown:?} MiB (bound {RELAY_MIB})");
+    victim_lost_nothing(&wait_probe(lab, victim, "victim-relay-sink.json"), "HTTP/3");
+    // 5. The backend (the rogue's flood) writes 300 MB; the client never reads.
+    let rss_before = CLBS.map(|n| rss_mib(lab, n));
+    let victim = spawn_probe(lab, "london", "198.18.0.20:4433", "quic", 4, "victim-relay-flood.json");
+    let holder = relay_attack(lab, 4438, false, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(5));
+    let grown: Vec<f64> = CLBS.iter().zip(rss_before).map(|(n, b)| rss_mib(lab, n) - b).collect();
+    let relayed = Metrics::read(lab).summed("quic_backend_connections");
+    let flooded = rogue.flooded_max.load(std::sync::atomic::Ordering::Relaxed);
+    holder.join().expect("the holder ran");
+    eprintln!("a client that never reads: the backend wrote {flooded} bytes, the nodes grew {grown:?} MiB");
+    assert!(relayed >= 1, "the stream had its backend connection");
+    assert!(flooded < RELAY_TAKEN_MAX, "{flooded} bytes left a backend toward a client that reads nothing");
+    assert!(grown.iter().all(|&g| g < RELAY_MIB), "grew {grown:?} MiB (bound {RELAY_MIB})");
+    victim_lost_nothing(&wait_probe(lab, victim, "victim-relay-flood.json"), "HTTP/3");
 }

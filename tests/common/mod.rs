@@ -288,3 +288,36 @@ pub fn aioquic_path() -> Option<std::path::PathBuf> {
 pub fn h2py_path() -> Option<std::path::PathBuf> {
     pip_installed("h2py", "h2")
 }
+
+/// Every CLB node's view of every backend.
+pub fn unhealthy(lab: &Lab) -> (Vec<String>, Value) {
+    let s: Value = serde_json::from_slice(&lab.anyedge(&["lab", "status", "--json"]).stdout).unwrap();
+    let bad = s["health"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .flat_map(|(clb, seen)| {
+            seen.as_object()
+                .into_iter()
+                .flat_map(|b| b.iter())
+                .filter(|(_, v)| *v != "healthy")
+                .map(move |(b, v)| format!("{clb} sees {b} {}", v.as_str().unwrap_or("?")))
+        })
+        .collect();
+    (bad, s["health"].clone())
+}
+
+/// Waits until the servers have passed the region's checks (two in a row, a second
+/// apart) and no CLB node sees any backend unhealthy.
+pub fn wait_every_backend_healthy(lab: &Lab) {
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    loop {
+        let (bad, health) = unhealthy(lab);
+        if bad.is_empty() {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "backends still unhealthy: {bad:?}\n{health}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

@@ -5,12 +5,17 @@ stream of its own, one after another. Prints one JSON object:
 
   alpn        the protocol the listener chose
   responses   per request: method, path, status, the body's length and SHA-256, and
-              the body itself when it is text of at most 512 bytes
+              the body itself when it is text of at most 4096 bytes (a request with no
+              answer within --timeout: status null and an error)
 
-usage: h3.py HOST PORT [--get PATH]... [--put PATH FILE]... [--get-to PATH FILE]...
+usage: h3.py HOST PORT [--get PATH]... [--head PATH]... [--put PATH FILE]...
+       [--get-to PATH FILE]... [--header NAME:VALUE]... [--trailer NAME:VALUE]...
        [--timeout SECONDS]
 
-Requests run in the order --get, --put, --get-to are given on the command line.
+Requests run in the order --get, --head, --put, --get-to are given on the command
+line. Every request carries each --header field (one field per --header, so a name
+given twice is sent twice) and ends with a trailer section of the --trailer fields
+when there are any (sent after the body, or after the headers when there is none).
 """
 
 import argparse
@@ -45,22 +50,29 @@ class Client(QuicConnectionProtocol):
             if e.stream_ended and not answer["done"].done():
                 answer["done"].set_result(True)
 
-    async def request(self, method, authority, path, body, timeout):
+    async def request(self, method, authority, path, body, timeout, extra=(), trailers=()):
         stream = self._quic.get_next_available_stream_id()
         done = asyncio.get_running_loop().create_future()
         self.answers[stream] = {"headers": [], "body": b"", "done": done}
         headers = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", authority.encode()),
-                   (b":path", path.encode()), (b"user-agent", b"aioquic-h3")]
+                   (b":path", path.encode()), (b"user-agent", b"aioquic-h3")] + list(extra)
         if body:
             headers.append((b"content-length", str(len(body)).encode()))
-        self.http.send_headers(stream, headers, end_stream=not body)
+        self.http.send_headers(stream, headers, end_stream=not body and not trailers)
         if body:
-            self.http.send_data(stream, body, end_stream=True)
+            self.http.send_data(stream, body, end_stream=not trailers)
+        if trailers:
+            self.http.send_headers(stream, list(trailers), end_stream=True)
         self.transmit()
         await asyncio.wait_for(done, timeout)
         answer = self.answers.pop(stream)
         status = next((int(v) for k, v in answer["headers"] if k == b":status"), None)
         return status, answer["body"]
+
+
+def field(text):
+    name, _, value = text.partition(":")
+    return (name.strip().lower().encode(), value.strip().encode())
 
 
 class Ordered(argparse.Action):
@@ -73,9 +85,12 @@ async def main():
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--get", action=Ordered, nargs=1)
+    p.add_argument("--head", action=Ordered, nargs=1)
     p.add_argument("--put", action=Ordered, nargs=2)
     p.add_argument("--get-to", action=Ordered, nargs=2)
-    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--header", action="append", default=[], type=field)
+    p.add_argument("--trailer", action="append", default=[], type=field)
+    p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(requests=[])
     a = p.parse_args()
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE)
@@ -91,14 +106,18 @@ async def main():
             if option == "--put":
                 with open(values[1], "rb") as f:
                     body = f.read()
-            method = "PUT" if option == "--put" else "GET"
-            status, got = await client.request(method, authority, path, body, a.timeout)
+            method = {"--put": "PUT", "--head": "HEAD"}.get(option, "GET")
+            try:
+                status, got = await client.request(method, authority, path, body, a.timeout, a.header, a.trailer)
+            except asyncio.TimeoutError:
+                out["responses"].append({"method": method, "path": path, "status": None, "error": "no answer in time"})
+                continue
             if option == "--get-to":
                 with open(values[1], "wb") as f:
                     f.write(got)
             r = {"method": method, "path": path, "status": status, "length": len(got),
                  "sha256": hashlib.sha256(got).hexdigest()}
-            if len(got) <= 512:
+            if len(got) <= 4096:
                 try:
                     r["body"] = got.decode()
                 except UnicodeDecodeError:
