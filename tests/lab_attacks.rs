@@ -1448,11 +1448,13 @@ fn each_answer_is_its_own(rogue: &rogue::Rogue, tag: &str, got: &[(u64, String)]
 }
 
 /// kyiv's curl over HTTP/2 to the rogue's HTTPS listener (8445), `requests` one after
-/// another on one connection (`--next` keeps it): per request, status and body, and how
-/// many connections curl opened in all.
+/// another on one connection (`--next` keeps it), four a second (so what the rogue sends
+/// after an answer has come before the next request): per request, status and body, and
+/// how many connections curl opened in all.
 fn curl_h2(lab: &Lab, requests: &[(&str, String)]) -> (Vec<(u64, String)>, u64) {
     let ca = lab_state_dir(lab).join("pki/ca.pem").display().to_string();
-    let mut args: Vec<String> = vec!["curl".into()];
+    const _: () = assert!(rogue::EXTRA_AFTER.as_millis() < 250);
+    let mut args: Vec<String> = vec!["curl".into(), "--rate".into(), "4/s".into()];
     let bodies: Vec<_> = (0..requests.len()).map(|i| lab.dir.join(format!("rogue-h2-{i}.out"))).collect();
     for (i, (method, path)) in requests.iter().enumerate() {
         if i > 0 {

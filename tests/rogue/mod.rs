@@ -3,7 +3,8 @@
 //! bound in a lab backend host's namespace and served by this test process's threads.
 //!
 //! - [`HTTP_PORT`]: HTTP/1.1, keep-alive. What it answers depends on the path:
-//!   `/twice/…` answers twice, a HEAD of `/headbody/…` gets a body, `/dupcl…` has two
+//!   `/twice/…` answers twice, a HEAD of `/headbody/…` gets a body (each a moment after
+//!   the answer, [`EXTRA_AFTER`]), `/dupcl…` has two
 //!   `Content-Length`s (5 and 30), `/clte…` a `Content-Length` and chunked coding,
 //!   `/early…` a `103 Early Hints` before its `200`; anything else is answered once with
 //!   `answer PATH on connection N` and the request's head (lower-cased names) and
@@ -23,6 +24,9 @@ pub const SINK_PORT: u16 = 9001;
 pub const FLOOD_PORT: u16 = 9002;
 /// What the flood port writes to each connection (attack 5 sent 300 MB).
 pub const FLOOD_BYTES: u64 = 300 << 20;
+/// How long after a whole answer the rogue sends what follows it (a second answer, a
+/// HEAD's body): less than the gap between a client's requests in the tests.
+pub const EXTRA_AFTER: Duration = Duration::from_millis(50);
 /// How long a sink keeps a connection it never reads.
 const SINK_HOLD: Duration = Duration::from_secs(30);
 
@@ -95,10 +99,18 @@ impl Rogue {
             let (method, path) = (line.next().unwrap_or("").to_string(), line.next().unwrap_or("").to_string());
             let head = head.to_ascii_lowercase() + &trailers;
             let seen = Seen { conn, method, path, head };
-            let answer = answer(&seen);
+            let (answer, extra) = answer(&seen);
             self.seen.lock().unwrap_or_else(|e| e.into_inner()).push(seen);
             if s.write_all(&answer).is_err() {
                 return;
+            }
+            // What follows a whole answer comes a moment later, as a read of its own:
+            // a proxy that read the answer has put the connection back for reuse.
+            if !extra.is_empty() {
+                std::thread::sleep(EXTRA_AFTER);
+                if s.write_all(&extra).is_err() {
+                    return;
+                }
             }
         }
     }
@@ -173,23 +185,28 @@ fn ok(body: &str) -> String {
     format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len())
 }
 
-/// The bytes the rogue writes for one request.
-fn answer(seen: &Seen) -> Vec<u8> {
+/// The bytes the rogue writes for one request: its answer, and what it sends after
+/// [`EXTRA_AFTER`].
+fn answer(seen: &Seen) -> (Vec<u8>, Vec<u8>) {
     let Seen { conn, method, path, head } = seen;
     let mine = format!("answer {path} on connection {conn}\n");
-    let text = if path.starts_with("/twice/") {
-        ok(&mine) + &ok(&format!("extra {path} on connection {conn}\n"))
+    let (text, extra) = if path.starts_with("/twice/") {
+        (ok(&mine), ok(&format!("extra {path} on connection {conn}\n")))
     } else if method == "HEAD" && path.starts_with("/headbody/") {
         let extra = format!("a body for a HEAD on connection {conn}\n");
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{extra}", extra.len())
+        (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", extra.len()), extra)
     } else if path.starts_with("/dupcl") {
-        format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 30\r\n\r\n{:<30}", "thirty bytes")
+        (
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 30\r\n\r\n{:<30}", "thirty bytes"),
+            String::new(),
+        )
     } else if path.starts_with("/clte") {
-        "HTTP/1.1 200 OK\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".into()
+        let text = "HTTP/1.1 200 OK\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        (text.into(), String::new())
     } else if path.starts_with("/early") {
-        "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_string() + &ok(&mine)
+        ("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_string() + &ok(&mine), String::new())
     } else {
-        ok(&(mine + head))
+        (ok(&(mine + head)), String::new())
     };
-    text.into_bytes()
+    (text.into_bytes(), extra.into_bytes())
 }
