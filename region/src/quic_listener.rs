@@ -459,6 +459,8 @@ pub struct QuicListener {
     h3_requests: u64,
     /// Streams refused because their source held its share of backend connections.
     streams_refused: u64,
+    /// What [`QuicListener::held_bytes`] says: counted at the end of every drive.
+    held: usize,
 }
 
 /// A node's QUIC listeners at a glance: connections held now; handshakes accepted,
@@ -520,6 +522,7 @@ impl QuicListener {
             seed,
             h3_requests: 0,
             streams_refused: 0,
+            held: 0,
         }
     }
 
@@ -560,10 +563,10 @@ impl QuicListener {
     /// Bytes this listener's connections hold of their own beyond quinn's (whose share
     /// the windows bound: [`CONNECTION_WINDOW`] received, [`SEND_WINDOW`] sent, a
     /// connection): HTTP/3 requests arriving and waiting, answers not yet taken by quinn,
-    /// relay buffers both ways, and the relays' socket buffers. Walks every connection:
-    /// for gauges, not per packet.
+    /// relay buffers both ways, and the relays' socket buffers; as the last drive left
+    /// them (what moves bytes), so the node's budget sees them as they arrive.
     pub fn held_bytes(&self) -> usize {
-        self.conns.values().map(QuicConn::held_bytes).sum()
+        self.held
     }
 
     pub fn connections(&self) -> usize {
@@ -769,6 +772,8 @@ impl QuicListener {
         self.relay(now_ns, step);
         self.host.drive(now_ns, &mut out);
         self.collect(&mut out, step);
+        // The relay just walked every connection: one more pass counts what they hold.
+        self.held = self.conns.values().map(QuicConn::held_bytes).sum();
     }
 
     /// A connection just established that negotiated `h3`: its HTTP/3 session, on three

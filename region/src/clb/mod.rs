@@ -675,7 +675,9 @@ impl Clb {
     /// Counts what the QUIC listeners hold into the node's one budget for terminated
     /// connections ([`crate::l7::PROXIED_BYTES_MAX`], with the layer-7 proxy's): past it,
     /// new QUIC connections are refused as new layer-7 ones are. Each QUIC connection
-    /// counts [`crate::quic_listener::QUIC_CONN_BYTES`] besides its own buffers.
+    /// counts [`crate::quic_listener::QUIC_CONN_BYTES`] besides its own buffers. Runs
+    /// after every drive of a QUIC listener, and each sweep (layer-7 buffers that emptied
+    /// meanwhile let QUIC connections in again).
     fn count_terminated_memory(&mut self) {
         let quic = self.quic_held_bytes() + self.quic_counts().connections * crate::quic_listener::QUIC_CONN_BYTES;
         self.l7.proxy_mut().set_quic_bytes(quic);
@@ -686,7 +688,7 @@ impl Clb {
     }
 
     /// Bytes the QUIC listeners' connections hold of their own
-    /// ([`crate::quic_listener::QuicListener::held_bytes`]; walks every connection).
+    /// ([`crate::quic_listener::QuicListener::held_bytes`], as their last drive left them).
     pub fn quic_held_bytes(&self) -> usize {
         self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.held_bytes()).sum()
     }

@@ -218,6 +218,9 @@ impl Clb {
                 break;
             }
         }
+        // What the listener holds now counts against the node's budget at once: a burst
+        // meets the budget before it passes it, not a sweep later.
+        self.count_terminated_memory();
     }
 
     /// Carries out what a QUIC listener asked for, in order: backends for new

@@ -1044,3 +1044,70 @@ fn the_sync_queue_is_bounded_and_counts_what_it_drops() {
     let stats = a.sync_stats();
     assert_eq!(stats.queue_overflow, 10_000 - crate::sync::SYNC_QUEUE_MAX as u64);
 }
+
+/// A node whose one listener terminates QUIC on the VIP's port 4433 (ALPN
+/// `anyedge-probe`: each stream relayed to B1 or B2 over TCP), and a client connecting
+/// to it.
+fn quic_node() -> (Clb, crate::quic::QuicHost, quinn_proto::ConnectionHandle) {
+    let (identity, roots) = crate::identity::test_identity();
+    let alpn = b"anyedge-probe".to_vec();
+    let mut c = config(SchedulerKind::Wrr, None);
+    (c.listeners[0].port, c.listeners[0].quic) = (4433, Some(identity.quic.with_alpn(std::slice::from_ref(&alpn))));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn];
+    let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(std::sync::Arc::new(tls)).unwrap();
+    let mut client = crate::quic::QuicHost::client(5);
+    let vip = SocketAddr::new(VIP.parse().unwrap(), 4433);
+    let ch = client.connect(0, quinn_proto::ClientConfig::new(std::sync::Arc::new(quic)), vip, VIP).unwrap();
+    (Clb::new(c, 0), client, ch)
+}
+
+/// Moves the client's datagrams in through POP 0 and the node's replies back to it, one
+/// millisecond a round from `now_ns` (well inside one sweep interval).
+fn quic_rounds(clb: &mut Clb, client: &mut crate::quic::QuicHost, now_ns: &mut u64, rounds: usize) {
+    let from: SocketAddr = "198.18.64.7:50000".parse().unwrap();
+    let vip = SocketAddr::new(VIP.parse().unwrap(), 4433);
+    for _ in 0..rounds {
+        *now_ns += 1_000_000;
+        let mut up = Vec::new();
+        client.drive(*now_ns, &mut up);
+        for (_, _, datagram) in up {
+            let packet = inner::build_udp((from.ip(), from.port()), (vip.ip(), vip.port()), &datagram).unwrap();
+            let _ = clb.handle_from_pop(*now_ns, &from_pop(0, 0, &packet));
+        }
+        clb.handle_timeout(*now_ns);
+        let mut down = Vec::new();
+        while let Some(sent) = clb.next_out() {
+            let Sent::Pop { pop_id, bytes } = sent else { continue };
+            let opened = at_pop(pop_id, &bytes);
+            let (_, packet) = ccn::decapsulate(&opened).unwrap();
+            let len = inner::parse(packet).unwrap().payload_len;
+            client.receive(*now_ns, vip, None, &packet[packet.len() - len..], &mut down);
+        }
+    }
+}
+
+#[test]
+fn what_a_quic_connection_holds_counts_against_the_nodes_budget_as_it_arrives_not_a_sweep_later() {
+    let (mut clb, mut client, ch) = quic_node();
+    let mut now_ns = 0;
+    quic_rounds(&mut clb, &mut client, &mut now_ns, 20);
+    assert_eq!(clb.quic_counts().connections, 1, "the handshake went through");
+    // A stream whose backend never answers its SYN: what the client sends waits in the
+    // relay, up to its bound.
+    let conn = client.conn(ch).unwrap();
+    let stream = conn.streams().open(quinn_proto::Dir::Bi).unwrap();
+    let _ = conn.send_stream(stream).write(&[7u8; 48 * 1024]);
+    quic_rounds(&mut clb, &mut client, &mut now_ns, 20);
+    assert!(now_ns < crate::config::SWEEP_INTERVAL_NS, "no sweep has run");
+    let held = clb.quic_held_bytes();
+    assert!(held >= 32 * 1024, "the relay holds what the client sent: {held}");
+    let counted = clb.l7.proxy().held_bytes();
+    let expected = held + crate::quic_listener::QUIC_CONN_BYTES;
+    assert_eq!(counted, expected, "the node's budget counts the connection and its buffers at once");
+}
