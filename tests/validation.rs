@@ -160,6 +160,20 @@ fn bfd_timers_are_checked_and_reach_the_failover_settings() {
 }
 
 #[test]
+fn the_certificates_algorithm_is_ecdsa_p256_unless_tls_names_another_and_a_stranger_is_refused() {
+    use anyedge_region::identity::KeyAlgorithm;
+    let t = topology::parse_str("t.yaml", SMALL).unwrap();
+    assert_eq!(t.tls.algorithm, KeyAlgorithm::EcdsaP256, "what browsers verify, by default");
+    let file = SMALL.to_string() + "tls:\n  algorithm: ed25519\n";
+    assert_eq!(topology::parse_str("t.yaml", &file).unwrap().tls.algorithm, KeyAlgorithm::Ed25519);
+    let line = file.lines().count();
+    let bad = SMALL.to_string() + "tls:\n  algorithm: rsa-1024\n";
+    expect(&bad, line, "tls.algorithm", "`rsa-1024` is not one of ecdsa-p256, ecdsa-p384, ed25519");
+    let typo = SMALL.to_string() + "tls:\n  algorythm: ed25519\n";
+    expect(&typo, line, "tls.algorythm", "unknown");
+}
+
+#[test]
 fn empty_file_is_an_error() {
     expect("", 1, "file", "empty");
     expect("# only a comment\n\n", 1, "file", "empty");

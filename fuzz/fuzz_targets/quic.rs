@@ -29,7 +29,7 @@ fn pki() -> &'static (VipIdentity, Arc<rustls::ClientConfig>) {
     static ID: OnceLock<(VipIdentity, Arc<rustls::ClientConfig>)> = OnceLock::new();
     ID.get_or_init(|| {
         let vip: SocketAddr = VIP.parse().unwrap();
-        anyedge_sim::tls::vip_pki(&[vip.ip()]).expect("a test PKI")
+        anyedge_sim::tls::vip_pki(&[vip.ip()], Default::default()).expect("a test PKI")
     })
 }
 

@@ -1,5 +1,6 @@
-//! Mutual TLS for the lab's control plane: at `lab up` a private CA (rcgen, Ed25519)
-//! issues one certificate per node that speaks gRPC on the backbone — control nodes
+//! Mutual TLS for the lab's control plane: at `lab up` a private CA (rcgen; its key, and
+//! the VIP certificates it issues, of the topology's `tls: { algorithm }`, ECDSA P-256 by
+//! default, what browsers verify) issues one Ed25519 certificate per node that speaks gRPC on the backbone — control nodes
 //! (their backbone address as SAN), CLB nodes (the gRPC backbone's servers, their tunnel
 //! address as SAN), POPs and `ctl`. Each names its node (common name `control/2`,
 //! `pop/paris`, `clb/frankfurt/1`, `ctl`) and role (organizational unit), with key usage
@@ -10,6 +11,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use anyedge_region::identity::KeyAlgorithm;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
@@ -89,19 +91,42 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
     key_pem: String,
+    /// Its key's algorithm, which the VIP certificates it issues share.
+    algorithm: KeyAlgorithm,
 }
 
 impl Ca {
-    /// A new self-signed CA (Ed25519).
-    pub fn generate() -> Result<Ca, PkiError> {
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    /// A new self-signed CA whose key, and the VIP certificates it issues, are `algorithm`.
+    pub fn generate(algorithm: KeyAlgorithm) -> Result<Ca, PkiError> {
+        let ca_key = algorithm.generate()?;
         let key_pem = ca_key.serialize_pem();
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = ca_params.self_signed(&ca_key)?;
-        Ok(Ca { issuer: Issuer::new(ca_params, ca_key), pem: ca.pem(), key_pem })
+        Ok(Ca { issuer: Issuer::new(ca_params, ca_key), pem: ca.pem(), key_pem, algorithm })
+    }
+
+    /// Its key's algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// This CA, if it is the `algorithm` a topology asks for (`tls.algorithm`): a VIP
+    /// certificate of one algorithm signed by a CA of another is a chain a browser may
+    /// not verify.
+    pub fn of_algorithm(self, algorithm: KeyAlgorithm, dir: &Path) -> Result<Ca, PkiError> {
+        if self.algorithm == algorithm {
+            return Ok(self);
+        }
+        let why = format!(
+            "the CA's key is {}, the topology asks for {} (tls.algorithm): give a CA of that algorithm or set tls.algorithm: {}",
+            self.algorithm.name(),
+            algorithm.name(),
+            self.algorithm.name()
+        );
+        Err(refused(&dir.join("ca.key"), why))
     }
 
     /// The CA kept in `dir` (`ca.pem`, `ca.key`), as `render` writes it.
@@ -119,8 +144,11 @@ impl Ca {
         if !x509.is_ca() {
             return Err(refused(&cert, "not a CA certificate"));
         }
+        let algorithm = KeyAlgorithm::ALL.into_iter().find(|a| signing.algorithm() == a.rcgen()).ok_or_else(|| {
+            refused(&key, "a key of no algorithm anyedge issues with (ecdsa-p256, ecdsa-p384, ed25519)")
+        })?;
         let issuer = Issuer::from_ca_cert_pem(&pem, signing).map_err(|e| refused(&cert, e))?;
-        Ok(Ca { issuer, pem, key_pem })
+        Ok(Ca { issuer, pem, key_pem, algorithm })
     }
 
     /// Keeps the CA in `dir` (certificate and key, both 0600): the operator's to guard.
@@ -131,9 +159,10 @@ impl Ca {
     }
 }
 
-/// Issues a fresh CA's certificates (see [`issue_with`]); the CA's key is not kept.
+/// Issues a fresh CA's certificates (see [`issue_with`]; VIP certificates ECDSA P-256);
+/// the CA's key is not kept.
 pub fn issue(state_dir: &Path, nodes: &[(String, Option<IpAddr>)], vips: &[VipNames]) -> Result<(), PkiError> {
-    issue_with(state_dir, &Ca::generate()?, nodes, vips)
+    issue_with(state_dir, &Ca::generate(KeyAlgorithm::default())?, nodes, vips)
 }
 
 /// Issues, from `ca`, a certificate for each `(node, address)` (addresses go in the SAN),
@@ -150,7 +179,7 @@ pub fn issue_with(
     issue_vips(state_dir, ca, vips)?;
     // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
     let dir = dir(state_dir);
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    let key = ca.algorithm.generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, "client");
     params.distinguished_name.push(DnType::OrganizationalUnitName, anyedge_region::identity::VIP_CLIENT_ROLE);
@@ -221,11 +250,11 @@ pub fn vip_identities(
 }
 
 /// A fresh server certificate and key for each VIP (`vip-NAME.pem`, its name and
-/// addresses in the SAN), from `ca`, into `state_dir`'s `pki/`: at render, and again to
-/// rotate them (`lab reload --new-vip-certificates`).
+/// addresses in the SAN; the CA's algorithm), from `ca`, into `state_dir`'s `pki/`: at
+/// render, and again to rotate them (`lab reload --new-vip-certificates`).
 pub fn issue_vips(state_dir: &Path, ca: &Ca, vips: &[VipNames]) -> Result<(), PkiError> {
     for (name, addrs) in vips {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let key = ca.algorithm.generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
         let dns = rcgen::string::Ia5String::try_from(name.as_str()).ok().map(SanType::DnsName);
@@ -505,5 +534,45 @@ mod tests {
         let key = vip_cert_path(&state, "edge").with_extension("key");
         assert_eq!(std::fs::metadata(key).unwrap().permissions().mode() & 0o077, 0, "the key is root's only");
         let _ = std::fs::remove_dir_all(&state);
+    }
+
+    /// The OID of the public key in the first certificate of a PEM file.
+    fn key_oid(path: &Path) -> String {
+        let pem = std::fs::read_to_string(path).unwrap();
+        let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der.contents).unwrap();
+        let key = cert.public_key();
+        let curve = key.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+        format!("{} {}", key.algorithm.algorithm.to_id_string(), curve.unwrap_or_default())
+    }
+
+    #[test]
+    fn vip_certificates_and_their_ca_are_ecdsa_p256_by_default_and_the_nodes_stay_ed25519() {
+        let state = std::env::temp_dir().join(format!("anyedge-vip-alg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let nodes = [("pop/paris".to_string(), None)];
+        issue(&state, &nodes, &[("edge".into(), vec!["198.18.0.20".parse().unwrap()])]).unwrap();
+        // id-ecPublicKey on prime256v1, as browsers verify; Ed25519 for the node.
+        let p256 = "1.2.840.10045.2.1 1.2.840.10045.3.1.7";
+        assert_eq!(key_oid(&vip_cert_path(&state, "edge")), p256);
+        assert_eq!(key_oid(&dir(&state).join("ca.pem")), p256);
+        assert_eq!(key_oid(&dir(&state).join("client.pem")), p256);
+        assert_eq!(key_oid(&dir(&state).join("pop-paris.pem")), "1.3.101.112 ");
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn a_kept_ca_of_another_algorithm_than_the_topologys_is_refused_naming_both() {
+        let dir = std::env::temp_dir().join(format!("anyedge-ca-alg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ca::generate(KeyAlgorithm::Ed25519).unwrap().save(&dir).unwrap();
+        let loaded = Ca::load(&dir).unwrap();
+        assert_eq!(loaded.algorithm(), KeyAlgorithm::Ed25519, "read from the key");
+        let e = loaded.of_algorithm(KeyAlgorithm::EcdsaP256, &dir).err().expect("refused").to_string();
+        assert!(e.contains("ca.key") && e.contains("ed25519") && e.contains("ecdsa-p256"), "{e}");
+        Ca::generate(KeyAlgorithm::EcdsaP384).unwrap().save(&dir).unwrap();
+        let p384 = Ca::load(&dir).unwrap().of_algorithm(KeyAlgorithm::EcdsaP384, &dir).expect("the same algorithm");
+        assert_eq!(p384.algorithm(), KeyAlgorithm::EcdsaP384);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::Shared;
@@ -45,6 +46,61 @@ fn with_https_alpn(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
     let mut https = config.clone();
     https.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
     Arc::new(https)
+}
+
+/// The key algorithm of the certificates anyedge issues for VIPs (in a lab, a rendered
+/// deployment and the simulator) and of the CA that issues them. ECDSA P-256, the
+/// default, and P-384 are what browsers sign and verify (Chromium's BoringSSL, Firefox's
+/// NSS and Safari); Ed25519 is not offered by any of them for a server's certificate
+/// (curl and aioquic take it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum KeyAlgorithm {
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl KeyAlgorithm {
+    pub const ALL: [KeyAlgorithm; 3] = [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519];
+
+    /// The name a topology file gives it (`tls: { algorithm: NAME }`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+            KeyAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KeyAlgorithm> {
+        KeyAlgorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// rcgen's name for it (signatures with SHA-256 on P-256, SHA-384 on P-384).
+    pub fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+
+    /// A fresh key pair.
+    pub fn generate(self) -> Result<rcgen::KeyPair, rcgen::Error> {
+        rcgen::KeyPair::generate_for(self.rcgen())
+    }
+
+    /// The length of the longest signature it makes, bytes: an ECDSA signature is DER,
+    /// two integers each a byte longer when its top bit is set, so its length varies
+    /// with the nonce (70 to 72 bytes on P-256); an Ed25519 one has one length.
+    pub fn signature_len_max(self) -> usize {
+        match self {
+            KeyAlgorithm::EcdsaP256 => 72,
+            KeyAlgorithm::EcdsaP384 => 104,
+            KeyAlgorithm::Ed25519 => 64,
+        }
+    }
 }
 
 /// The organizational unit a certificate must carry to be a VIP client.
@@ -109,8 +165,7 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 fn server_config(
-    chain: &[CertificateDer<'static>],
-    key: &PrivateKeyDer<'static>,
+    key: &Arc<CertifiedKey>,
     clients: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -121,7 +176,7 @@ fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain.to_vec(), key.clone_key()).map_err(err)?;
+    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key.clone())));
     config.send_tls13_tickets = 0;
     Ok(config)
 }
@@ -141,7 +196,18 @@ impl VipIdentity {
         key: PrivateKeyDer<'static>,
         client_ca: Option<CertificateDer<'static>>,
     ) -> Result<VipIdentity, String> {
-        let tls = Arc::new(server_config(&chain, &key, None)?);
+        let provider = rustls::crypto::ring::default_provider();
+        let signing = provider.key_provider.load_private_key(key).map_err(err)?;
+        let certified = CertifiedKey::new(chain, signing);
+        certified.keys_match().map_err(err)?;
+        VipIdentity::with_key(Arc::new(certified), client_ca)
+    }
+
+    /// Listeners presenting `key` (a chain and what signs for it: the simulator's signs
+    /// its handshakes with a signer of its own); mutual variants as [`VipIdentity::new`].
+    pub fn with_key(key: Arc<CertifiedKey>, client_ca: Option<CertificateDer<'static>>) -> Result<VipIdentity, String> {
+        let chain = &key.cert;
+        let tls = Arc::new(server_config(&key, None)?);
         let client_ca_given = client_ca.is_some();
         let mutual = match client_ca {
             None => None,
@@ -153,7 +219,7 @@ impl VipIdentity {
                     .build()
                     .map_err(err)?;
                 let verifier = Arc::new(VipClientVerifier(verifier));
-                Some(Arc::new(server_config(&chain, &key, Some(verifier))?))
+                Some(Arc::new(server_config(&key, Some(verifier))?))
             }
         };
         debug_assert!(!chain.is_empty(), "rustls took a certificate chain");

@@ -1,64 +1,164 @@
 //! The TLS identity HTTPS, TCP SSL and QUIC listeners present in a run: a private CA and
-//! one server certificate for every VIP address, generated at start (rcgen, Ed25519), and
-//! the client configuration that trusts that CA (with a client certificate from it, for
-//! mutual-TLS listeners). Serial numbers and validity are fixed and Ed25519
-//! signatures have one length, so handshakes have the same sizes in every run (the
-//! bytes differ, the timing does not).
+//! one server certificate for every VIP address, generated at start (rcgen, the
+//! topology's `tls.algorithm`, ECDSA P-256 by default, as a lab's), and the client
+//! configuration that trusts that CA (with a client certificate from it, for mutual-TLS
+//! listeners).
+//!
+//! Handshakes have the same sizes in every run (the bytes differ, the timing does not):
+//! serial numbers and validity are fixed, and every signature, in a certificate or a
+//! handshake, has its algorithm's longest length. An ECDSA signature is DER, whose
+//! length varies with its random nonce (70–72 bytes on P-256), so the simulator signs
+//! again until it has that length ([`FixedLength`]: one signature in four has it).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use anyedge_region::identity::VipIdentity;
+use anyedge_region::identity::{KeyAlgorithm, VipIdentity};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType, SerialNumber};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::{CertifiedKey, Signer, SigningKey};
+use rustls::{SignatureAlgorithm, SignatureScheme};
+
+/// How many times a signature is made before one of the longest length is given up on:
+/// (3/4)^256 is 1e-32.
+const SIGN_TRIES: usize = 256;
 
 /// The VIPs' identity (one-way and mutual) and the clients' configuration: it trusts the
 /// CA and holds a client certificate from it, which it presents when a listener asks
 /// (`mtls: true`).
-pub fn vip_pki(vips: &[IpAddr]) -> Result<(VipIdentity, Arc<rustls::ClientConfig>), String> {
+pub fn vip_pki(vips: &[IpAddr], algorithm: KeyAlgorithm) -> Result<(VipIdentity, Arc<rustls::ClientConfig>), String> {
     let err = |e: &dyn std::fmt::Display| format!("TLS set-up: {e}");
     let validity = |p: &mut CertificateParams| {
         p.not_before = rcgen::date_time_ymd(2000, 1, 1);
         p.not_after = rcgen::date_time_ymd(2999, 12, 31);
     };
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| err(&e))?;
+    let ca_key = algorithm.generate().map_err(|e| err(&e))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.serial_number = Some(SerialNumber::from(1u64));
     validity(&mut ca_params);
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| err(&e))?;
+    let ca_cert = longest(algorithm, || ca_params.self_signed(&ca_key).map(|c| c.der().clone()))?;
     let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |sans: Vec<SanType>,
-                unit: Option<&str>,
-                serial: u64|
-     -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| err(&e))?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
-        params.subject_alt_names = sans;
-        if let Some(unit) = unit {
-            params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, unit);
-        }
-        params.serial_number = Some(SerialNumber::from(serial));
-        validity(&mut params);
-        let cert = params.signed_by(&key, &issuer).map_err(|e| err(&e))?;
-        Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))))
-    };
+    let leaf =
+        |sans: Vec<SanType>, unit: Option<&str>, serial: u64| -> Result<(CertificateDer<'static>, KeyPair), String> {
+            let key = algorithm.generate().map_err(|e| err(&e))?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
+            params.subject_alt_names = sans;
+            if let Some(unit) = unit {
+                params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, unit);
+            }
+            params.serial_number = Some(SerialNumber::from(serial));
+            validity(&mut params);
+            let cert = longest(algorithm, || params.signed_by(&key, &issuer).map(|c| c.der().clone()))?;
+            Ok((cert, key))
+        };
     let (server_cert, server_key) = leaf(vips.iter().map(|ip| SanType::IpAddress(*ip)).collect(), None, 2)?;
     let (client_cert, client_key) = leaf(Vec::new(), Some(anyedge_region::identity::VIP_CLIENT_ROLE), 3)?;
-    let chain = vec![server_cert, ca_cert.der().clone()];
-    let identity = VipIdentity::new(chain, server_key, Some(ca_cert.der().clone()))?;
+    let server = certified(vec![server_cert, ca_cert.clone()], &server_key, algorithm)?;
+    let identity = VipIdentity::with_key(server, Some(ca_cert.clone()))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.der().clone()).map_err(|e| err(&e))?;
+    roots.add(ca_cert.clone()).map_err(|e| err(&e))?;
+    let client_key = certified(vec![client_cert, ca_cert], &client_key, algorithm)?;
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| err(&e))?
         .with_root_certificates(roots)
-        .with_client_auth_cert(vec![client_cert, ca_cert.der().clone()], client_key)
-        .map_err(|e| err(&e))?;
+        .with_client_cert_resolver(Arc::new(ClientKey(client_key)));
     client.resumption = rustls::client::Resumption::disabled();
     Ok((identity, Arc::new(client)))
+}
+
+/// A certificate made by `make` (which signs it afresh each call) whose signature has
+/// `algorithm`'s longest length.
+fn longest(
+    algorithm: KeyAlgorithm,
+    make: impl Fn() -> Result<CertificateDer<'static>, rcgen::Error>,
+) -> Result<CertificateDer<'static>, String> {
+    let mut cert = make().map_err(|e| format!("TLS set-up: {e}"))?;
+    for _ in 1..SIGN_TRIES {
+        if signature_len(&cert) == Some(algorithm.signature_len_max()) {
+            break;
+        }
+        cert = make().map_err(|e| format!("TLS set-up: {e}"))?;
+    }
+    Ok(cert)
+}
+
+/// The length of a certificate's signature, bytes.
+fn signature_len(der: &[u8]) -> Option<usize> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.signature_value.data.len())
+}
+
+/// `chain` with `key` signing for it through [`FixedLength`].
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: &KeyPair,
+    algorithm: KeyAlgorithm,
+) -> Result<Arc<CertifiedKey>, String> {
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = rustls::crypto::ring::default_provider();
+    let inner = provider.key_provider.load_private_key(der).map_err(|e| format!("TLS set-up: {e}"))?;
+    let signing = Arc::new(FixedLength { inner, len: algorithm.signature_len_max() });
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// A signing key whose signatures all have `len` bytes: it signs again until one has
+/// (at most [`SIGN_TRIES`] times).
+#[derive(Debug)]
+struct FixedLength {
+    inner: Arc<dyn SigningKey>,
+    len: usize,
+}
+
+impl SigningKey for FixedLength {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        let inner = self.inner.choose_scheme(offered)?;
+        Some(Box::new(FixedLengthSigner { inner, len: self.len }))
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        self.inner.algorithm()
+    }
+}
+
+#[derive(Debug)]
+struct FixedLengthSigner {
+    inner: Box<dyn Signer>,
+    len: usize,
+}
+
+impl Signer for FixedLengthSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        let mut signature = self.inner.sign(message)?;
+        for _ in 1..SIGN_TRIES {
+            if signature.len() == self.len {
+                break;
+            }
+            signature = self.inner.sign(message)?;
+        }
+        Ok(signature)
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.inner.scheme()
+    }
+}
+
+/// The client certificate a simulated client presents when a listener asks for one.
+#[derive(Debug)]
+struct ClientKey(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientKey {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The QUIC clients' configuration over the same trust and client certificate,
@@ -80,5 +180,44 @@ pub fn quic_offer(alpn: &[String]) -> Vec<u8> {
         anyedge_region::quic_listener::H3.to_vec()
     } else {
         alpn.first().map(|p| p.as_bytes().to_vec()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signature_the_simulator_makes_has_its_algorithms_longest_length() {
+        for algorithm in KeyAlgorithm::ALL {
+            let key = algorithm.generate().unwrap();
+            let chain = vec![CertificateDer::from(vec![0u8])];
+            let certified = certified(chain, &key, algorithm).unwrap();
+            let signer = certified.key.choose_scheme(&[
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureScheme::ED25519,
+            ]);
+            let signer = signer.expect("a scheme the key signs with");
+            let lengths: std::collections::BTreeSet<usize> =
+                (0..64u8).map(|i| signer.sign(&[i; 32]).unwrap().len()).collect();
+            assert_eq!(lengths, [algorithm.signature_len_max()].into(), "{algorithm:?}");
+        }
+    }
+
+    #[test]
+    fn the_runs_certificates_have_one_size_whatever_their_keys_and_nonces_draw() {
+        // The client's chain: a leaf signed by the CA, and the CA signed by itself.
+        let vip: IpAddr = "198.18.0.20".parse().unwrap();
+        for algorithm in KeyAlgorithm::ALL {
+            let lens: std::collections::BTreeSet<Vec<usize>> = (0..6)
+                .map(|_| {
+                    let (_, client) = vip_pki(&[vip], algorithm).unwrap();
+                    let key = client.client_auth_cert_resolver.resolve(&[], &[]).expect("a client certificate");
+                    key.cert.iter().map(|c| c.len()).collect()
+                })
+                .collect();
+            assert_eq!(lens.len(), 1, "{algorithm:?}: chains of {lens:?} bytes");
+        }
     }
 }

@@ -53,6 +53,15 @@ pub struct Topology {
     pub security_groups: Vec<SecurityGroupDef>,
     /// The Raft-replicated control plane (`control:`), when the file has one.
     pub control: Option<Control>,
+    pub tls: Tls,
+}
+
+/// `tls:` — the certificates anyedge issues for the VIPs' TLS and QUIC listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tls {
+    /// The key algorithm of the VIP certificates and of the CA that issues them (a lab's,
+    /// a rendered deployment's, the simulator's).
+    pub algorithm: anyedge_region::identity::KeyAlgorithm,
 }
 
 /// A security group and where it is bound.

@@ -102,7 +102,7 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
             let nodes = [("control/1".to_string(), Some(local)), ("pop/paris".to_string(), None)];
-            let ca = crate::pki::Ca::generate().unwrap();
+            let ca = crate::pki::Ca::generate(Default::default()).unwrap();
             crate::pki::issue_with(&dir, &ca, &nodes, &[]).unwrap();
             let file = |dir: &std::path::Path| std::fs::read(crate::pki::dir(dir).join("control-1.pem")).unwrap();
             let (first, tls) = (file(&dir), ServerTls::new(crate::pki::server(&dir, "control/1").unwrap()));

@@ -121,11 +121,14 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
     }
     crate::layout::private_files();
     private_dir(out)?;
+    let algorithm = t.tls.algorithm;
     let (ca, secret) = match &opts.ca {
-        Some(dir) => (crate::pki::Ca::load(dir)?, load_secret(dir)?),
+        Some(dir) => (crate::pki::Ca::load(dir)?.of_algorithm(algorithm, dir)?, load_secret(dir)?),
         None => {
-            let (ca, secret) =
-                (crate::pki::Ca::generate()?, anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?);
+            let (ca, secret) = (
+                crate::pki::Ca::generate(algorithm)?,
+                anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?,
+            );
             let dir = out.join("ca");
             ca.save(&dir)?;
             save_secret(&dir, &secret)?;
@@ -176,8 +179,10 @@ pub fn render_lab(
     state_dir: &Path,
     opts: &RenderOptions,
 ) -> Result<(), SetupError> {
-    let (ca, secret) =
-        (crate::pki::Ca::generate()?, anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?);
+    let (ca, secret) = (
+        crate::pki::Ca::generate(t.tls.algorithm)?,
+        anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?,
+    );
     ca.save(&state_dir.join("ca"))?;
     issue(t, plan, state_dir, &ca, &secret)?;
     let out = nodes_dir(state_dir);
@@ -216,7 +221,8 @@ pub fn rerender_lab(text: &str, plan: &Plan, state_dir: &Path) -> Result<Vec<Str
 /// into `state_dir/pki` and each CLB node's directory (the VIPs homed in its region). The
 /// nodes take them at their next SIGHUP. Returns the nodes given new certificates.
 pub fn renew_vip_certificates(t: &Topology, plan: &Plan, state_dir: &Path) -> Result<Vec<String>, SetupError> {
-    let ca = crate::pki::Ca::load(&state_dir.join("ca"))?;
+    let dir = state_dir.join("ca");
+    let ca = crate::pki::Ca::load(&dir)?.of_algorithm(t.tls.algorithm, &dir)?;
     crate::pki::issue_vips(state_dir, &ca, &crate::pki::vip_names(t, None))?;
     let out = nodes_dir(state_dir);
     let mut renewed = Vec::new();

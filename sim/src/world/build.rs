@@ -147,7 +147,7 @@ impl Pki {
         }
         let names: Vec<IpAddr> =
             t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
-        let (identity, client) = crate::tls::vip_pki(&names).map_err(SimError)?;
+        let (identity, client) = crate::tls::vip_pki(&names, t.tls.algorithm).map_err(SimError)?;
         for l in listeners().filter(|l| l.protocol == ListenerProtocol::Quic) {
             let offer = crate::tls::quic_offer(&l.alpn);
             if let std::collections::btree_map::Entry::Vacant(e) = pki.quic_clients.entry(offer) {

@@ -462,6 +462,7 @@ impl Parser {
         let client_names: Vec<String> = clients.iter().map(|c| c.name.clone()).collect();
         let faults = self.faults(&top, &names, &client_names, duration_ns.unwrap_or(u64::MAX));
         let security_groups = self.security_groups(&top, &names);
+        let tls = self.tls(&top);
         Some(Topology {
             name: name?,
             seed: seed?,
@@ -480,6 +481,7 @@ impl Parser {
             faults,
             security_groups,
             control,
+            tls: tls?,
         })
     }
 }

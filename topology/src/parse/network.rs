@@ -168,6 +168,22 @@ impl Parser {
         })
     }
 
+    /// `tls:` — the algorithm of the certificates issued for VIPs (default ECDSA P-256).
+    pub(super) fn tls(&mut self, top: &Obj<'_>) -> Option<Tls> {
+        use anyedge_region::identity::KeyAlgorithm;
+        let Some(node) = top.get("tls") else { return Some(Tls::default()) };
+        let o = self.obj(node, "tls", "tls")?;
+        let Some(n) = o.get("algorithm") else { return Some(Tls::default()) };
+        let field = o.field("algorithm");
+        let name = self.str(n, &field)?;
+        let Some(algorithm) = KeyAlgorithm::from_name(name) else {
+            let known: Vec<&str> = KeyAlgorithm::ALL.iter().map(|a| a.name()).collect();
+            self.err(n.span(), &field, format!("`{name}` is not one of {}", known.join(", ")));
+            return None;
+        };
+        Some(Tls { algorithm })
+    }
+
     pub(super) fn failover(&mut self, top: &Obj<'_>) -> Option<Failover> {
         let (ns, count) = (
             |key| schema::default_of("failover", key, schema::Field::default_ns),

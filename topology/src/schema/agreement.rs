@@ -27,7 +27,8 @@ fn base() -> Value {
         "clients": [{ "name": "lon", "location": [51.507, -0.128], "traffic": ["web", "game"] }],
         "traffic": { "web": { "vip": "edge", "protocol": "tcp", "port": 443 },
                      "game": { "vip": "edge", "protocol": "udp", "port": 7000 } },
-        "failover": {}
+        "failover": {},
+        "tls": {}
     })
 }
 
@@ -51,6 +52,7 @@ fn place(object: &str, key: &str) -> Option<&'static str> {
         "traffic_class" => "/traffic/web",
         "client_group" => "/clients/0",
         "failover" => "/failover",
+        "tls" => "/tls",
         _ => return None,
     })
 }

@@ -281,6 +281,14 @@ fn build() -> Vec<Object> {
                 opt("faults", Ty::Nullable(Box::new(Ty::List(Box::new(Ty::Obj("fault")), 0))), "Events over simulated time: nodes and backends down or up, link impairments, client migrations, control-plane partitions, weight changes."),
                 opt("security_groups", Ty::List(Box::new(Ty::Obj("security_group")), 1), "Stateful allow/drop rules bound to backends or CLB nodes, first match wins."),
                 opt("control", Ty::Nullable(Box::new(Ty::Obj("control"))), "A Raft-replicated control plane (3 or 5 nodes) that holds the route table every node follows."),
+                opt("tls", Ty::Obj("tls"), "The certificates anyedge issues for the VIPs' HTTPS, TCP SSL and QUIC listeners. Default: ECDSA P-256."),
+            ],
+        ),
+        Object::new(
+            "tls",
+            "The certificates anyedge issues for the VIPs' TLS and QUIC listeners: in a lab and a rendered deployment from their CA, in the simulator from one it makes for the run.",
+            vec![
+                opt("algorithm", Ty::Enum(anyedge_region::identity::KeyAlgorithm::ALL.iter().map(|a| a.name()).collect()), "The key algorithm of the VIP certificates and of the CA that issues them. ecdsa-p256 and ecdsa-p384 are what browsers verify; ed25519 is taken by curl and aioquic but by no browser. The nodes' own control-plane certificates stay Ed25519. Default ecdsa-p256.").default(json!("ecdsa-p256")),
             ],
         ),
         Object::new(
