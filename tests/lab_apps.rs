@@ -259,6 +259,18 @@ fn http2_clients_curl_and_h2load_are_served_by_nginx_through_the_https_listener_
         &["curl", "-sS", "-m", "5", "--http1.1", "--cacert", &ca, "-w", "[%{http_version}]", &url],
     );
     assert!(out.ends_with("[1.1]") && out.contains(&format!("forwarded for \"{london}\"")), "{out}");
+    // Either way the answer names the VIP's HTTP/3 on the same port, as browsers find it.
+    for version in ["--http2", "--http1.1"] {
+        let url = format!("https://{VIP}/alt-svc");
+        let head = in_client(
+            lab,
+            "london",
+            &["curl", "-sS", "-m", "5", version, "--cacert", &ca, "-D", "-", "-o", "/dev/null", &url],
+        );
+        let alt: Vec<&str> = head.lines().filter(|l| l.to_ascii_lowercase().starts_with("alt-svc:")).collect();
+        assert_eq!(alt.len(), 1, "{version}: {head}");
+        assert!(alt[0].ends_with("h3=\":443\"; ma=86400"), "{version}: {head}");
+    }
     // h2load: 2,000 requests on 20 connections, 10 streams at a time on each.
     let url = format!("https://{VIP}/h2load");
     let out = in_client(lab, "london", &["h2load", "-n", "2000", "-c", "20", "-m", "10", &url]);

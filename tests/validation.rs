@@ -174,6 +174,51 @@ fn the_certificates_algorithm_is_ecdsa_p256_unless_tls_names_another_and_a_stran
 }
 
 #[test]
+fn an_https_listener_names_the_vips_http3_on_its_port_in_alt_svc_for_a_day_unless_off() {
+    let apps = include_str!("../topologies/apps.yaml");
+    let t = topology::parse_str("apps.yaml", apps).unwrap();
+    let vip = &t.vips[0];
+    let https = vip.listeners.iter().find(|l| l.protocol == topology::ListenerProtocol::Https).unwrap();
+    assert_eq!(vip.alt_svc(https).as_deref(), Some("h3=\":443\"; ma=86400"), "quic h3 on 443 beside https 443");
+    let http = vip.listeners.iter().find(|l| l.protocol == topology::ListenerProtocol::Http).unwrap();
+    assert_eq!(vip.alt_svc(http), None, "plain HTTP names none");
+    let listener = "      - { protocol: https, port: 443, backends: site }";
+    let edit = |to: &str| {
+        assert_eq!(apps.matches(listener).count(), 1);
+        apps.replacen(listener, to, 1)
+    };
+    let off =
+        topology::parse_str("t.yaml", &edit("      - { protocol: https, port: 443, backends: site, alt_svc: off }"))
+            .unwrap();
+    let https = off.vips[0].listeners.iter().find(|l| l.protocol == topology::ListenerProtocol::Https).unwrap();
+    assert_eq!(off.vips[0].alt_svc(https), None);
+    let hour =
+        topology::parse_str("t.yaml", &edit("      - { protocol: https, port: 443, backends: site, alt_svc: 1h }"))
+            .unwrap();
+    let https = hour.vips[0].listeners.iter().find(|l| l.protocol == topology::ListenerProtocol::Https).unwrap();
+    assert_eq!(hour.vips[0].alt_svc(https).as_deref(), Some("h3=\":443\"; ma=3600"));
+    let line = apps.lines().position(|l| l == listener).unwrap() + 1;
+    let other_port = edit("      - { protocol: https, port: 8443, backends: site, alt_svc: 1h }");
+    let errors = topology::parse_str("t.yaml", &other_port).unwrap_err().diagnostics;
+    assert!(
+        errors.iter().any(|d| d.line == line
+            && d.field.ends_with("alt_svc")
+            && d.reason.contains("no quic listener of this VIP offers h3 on port 8443")),
+        "{errors:#?}"
+    );
+    let tcp = apps.replacen(
+        "{ protocol: tcp, port: 8000, scheduler: wrr, backends: site }",
+        "{ protocol: tcp, port: 8000, scheduler: wrr, backends: site, alt_svc: 1h }",
+        1,
+    );
+    let errors = topology::parse_str("t.yaml", &tcp).unwrap_err().diagnostics;
+    assert!(
+        errors.iter().any(|d| d.field.ends_with("alt_svc") && d.reason.contains("https listener's")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
 fn empty_file_is_an_error() {
     expect("", 1, "file", "empty");
     expect("# only a comment\n\n", 1, "file", "empty");

@@ -226,6 +226,7 @@ pub fn clb() -> Clb {
         http: false,
         tls: None,
         quic: None,
+        alt_svc: None,
     };
     let web = [("198.19.20.1:8080", 10), ("198.19.20.2:8080", 30)];
     let mut snat = listener(Tcp, 443, SchedulerKind::Wrr, &web);

@@ -84,6 +84,9 @@ pub struct ListenerConfig {
     pub tls: Option<crate::l7::TlsTermination>,
     /// QUIC: the node terminates QUIC with this identity and relays streams over TCP.
     pub quic: Option<crate::quic_listener::QuicTermination>,
+    /// HTTPS: the `Alt-Svc` field value its answers carry (`h3=":443"; ma=86400`), naming
+    /// the VIP's HTTP/3 on the same port, as browsers discover it.
+    pub alt_svc: Option<std::sync::Arc<str>>,
 }
 
 /// Health checking of a backend port.

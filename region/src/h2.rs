@@ -124,6 +124,9 @@ pub struct H2Session {
     backend_reusable: bool,
     /// Since when nothing has been in progress ([`IDLE_DEADLINE_NS`] from then).
     idle_since_ns: Option<u64>,
+    /// The `alt-svc` field every answer carries (the VIP's HTTP/3), unless the backend
+    /// sent its own.
+    alt_svc: Option<std::sync::Arc<str>>,
 }
 
 impl H2Session {
@@ -150,7 +153,14 @@ impl H2Session {
             closed,
             backend_reusable: true,
             idle_since_ns: None,
+            alt_svc: None,
         }
+    }
+
+    /// The session, its answers carrying `alt_svc` (an `alt-svc` field value).
+    pub fn with_alt_svc(mut self, alt_svc: Option<std::sync::Arc<str>>) -> H2Session {
+        self.alt_svc = alt_svc;
+        self
     }
 
     /// Applies the deadlines at `now_ns`: request streams past [`REQUEST_DEADLINE_NS`]
@@ -434,7 +444,12 @@ impl H2Session {
             Ok(Part { head, body, end }) => {
                 if let Some(id) = stream {
                     let sid = StreamId::from_wire(id);
-                    if let Some(fields) = head {
+                    if let Some(mut fields) = head {
+                        if let Some(alt) = self.alt_svc.as_deref()
+                            && !fields.iter().any(|(n, _)| n == "alt-svc")
+                        {
+                            fields.push(("alt-svc".into(), alt.into()));
+                        }
                         let headers: Result<Vec<HeaderField>, _> =
                             fields.iter().map(|(n, v)| HeaderField::new(n, v)).collect();
                         match headers {
@@ -667,6 +682,29 @@ mod tests {
         assert!(r.fields.contains(&("server".into(), "nginx".into())), "{:?}", r.fields);
         assert_eq!((r.body.as_slice(), r.end, goaway), (&b"hello"[..], true, None));
         assert!(p.server.backend_reusable() && p.server.idle());
+    }
+
+    #[test]
+    fn answers_name_the_vips_http3_in_alt_svc_unless_the_backend_named_its_own() {
+        let mut p = Pair::new();
+        p.server = H2Session::new(CLIENT.parse().unwrap()).with_alt_svc(Some("h3=\":443\"; ma=86400".into()));
+        p.client = Connection::client(Limits::default());
+        p.client.initiate().unwrap();
+        p.shuttle();
+        let first = p.send(&fields(&get("/a")), b"");
+        p.shuttle();
+        p.server.next_request().expect("the request");
+        p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        let second = p.send(&fields(&get("/b")), b"");
+        p.shuttle();
+        let (read, _) = p.read();
+        let alt =
+            |r: &Read| r.fields.iter().filter(|(n, _)| n == "alt-svc").map(|(_, v)| v.clone()).collect::<Vec<_>>();
+        assert_eq!(alt(&read[&first.as_u32()]), ["h3=\":443\"; ma=86400"]);
+        p.server.next_request().expect("the second request");
+        p.answer(b"HTTP/1.1 200 OK\r\nAlt-Svc: clear\r\nContent-Length: 0\r\n\r\n", false);
+        let (read, _) = p.read();
+        assert_eq!(alt(&read[&second.as_u32()]), ["clear"], "the backend's own, alone");
     }
 
     #[test]

@@ -310,3 +310,108 @@ fn response_head(head: &[u8]) -> Result<(Vec<Field>, Body, bool), BadResponse> {
     }
     Ok((headers, body, keeps_alive))
 }
+
+/// Adds an `Alt-Svc` field to the first final answer a backend sends on an HTTP/1.1
+/// connection (interim 1xx heads pass as they are; an answer with its own field keeps
+/// it): one is all a client needs to learn the alternative, and everything after passes
+/// untouched. Holds at most [`RESPONSE_HEAD_MAX`] bytes; a head longer, or bytes that
+/// are no HTTP/1.x answer, pass as they came.
+#[derive(Debug)]
+pub struct AltSvcOnce {
+    value: std::sync::Arc<str>,
+    head: Vec<u8>,
+    done: bool,
+}
+
+impl AltSvcOnce {
+    pub fn new(value: std::sync::Arc<str>) -> AltSvcOnce {
+        AltSvcOnce { value, head: Vec::new(), done: false }
+    }
+
+    /// Whether the field is in (or will never be): the rest passes untouched.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Bytes held until the first final head is whole.
+    pub fn held(&self) -> usize {
+        self.head.len()
+    }
+
+    /// Passes the backend's `data` on into `out`, the field added to the first final head.
+    pub fn pass(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.done {
+            out.extend_from_slice(data);
+            return;
+        }
+        self.head.extend_from_slice(data);
+        while let Some(end) = crate::l7::http_head_end(&self.head) {
+            if interim(&self.head[..end]).unwrap_or(false) {
+                out.extend(self.head.drain(..end));
+                continue;
+            }
+            let head = &self.head[..end];
+            let own = head.split(|&b| b == b'\n').any(|l| l.len() > 8 && l[..8].eq_ignore_ascii_case(b"alt-svc:"));
+            if head.starts_with(b"HTTP/1.") && !own {
+                out.extend_from_slice(&head[..end - 2]);
+                out.extend_from_slice(format!("Alt-Svc: {}\r\n\r\n", self.value).as_bytes());
+                out.extend_from_slice(&self.head[end..]);
+            } else {
+                out.extend_from_slice(&self.head);
+            }
+            self.finish();
+            return;
+        }
+        let http = self.head.iter().zip(b"HTTP/1.").all(|(a, b)| a == b);
+        if self.head.len() > RESPONSE_HEAD_MAX || !http {
+            out.append(&mut self.head);
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.head = Vec::new();
+        self.done = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passed(pieces: &[&[u8]]) -> String {
+        let mut alt = AltSvcOnce::new("h3=\":443\"; ma=86400".into());
+        let mut out = Vec::new();
+        for p in pieces {
+            alt.pass(p, &mut out);
+        }
+        assert!(alt.done(), "done after {pieces:?}");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_first_final_answer_gets_alt_svc_and_the_rest_passes_untouched() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let want = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nAlt-Svc: h3=\":443\"; ma=86400\r\n\r\nhiHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(passed(&[answer]), want);
+        // Split anywhere, even inside the blank line, it comes out the same.
+        for at in 1..answer.len() {
+            assert_eq!(passed(&[&answer[..at], &answer[at..]]), want, "split at {at}");
+        }
+    }
+
+    #[test]
+    fn an_interim_answer_passes_first_and_a_backends_own_alt_svc_or_no_http_is_left_alone() {
+        let early = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        let got = passed(&[early]);
+        assert!(got.starts_with("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 204"), "{got}");
+        assert!(got.ends_with("\r\nAlt-Svc: h3=\":443\"; ma=86400\r\n\r\n"), "{got}");
+        let own = b"HTTP/1.1 200 OK\r\nalt-svc: clear\r\n\r\n";
+        assert_eq!(passed(&[own]).as_bytes(), own);
+        let junk = b"SSH-2.0-OpenSSH\r\n";
+        assert_eq!(passed(&[junk]).as_bytes(), junk);
+        let endless = vec![b'a'; RESPONSE_HEAD_MAX + 1];
+        let head = [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &endless].concat();
+        assert_eq!(passed(&[&head]).as_bytes(), head.as_slice(), "a head past the bound passes as it came");
+    }
+}

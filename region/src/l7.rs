@@ -15,6 +15,7 @@ use smoltcp::socket::tcp;
 
 use crate::conn_table::Ingress;
 use crate::h2::H2Session;
+use crate::http1::AltSvcOnce;
 use crate::tcp_stack::TcpStack;
 
 /// Longest request head the proxy reads before refusing the connection.
@@ -331,6 +332,8 @@ pub struct Mode<'a> {
     pub http: bool,
     /// Terminate TLS with this identity.
     pub tls: Option<&'a TlsTermination>,
+    /// HTTPS: the `Alt-Svc` field value answers carry (the VIP's HTTP/3).
+    pub alt_svc: Option<&'a std::sync::Arc<str>>,
 }
 
 /// One proxied client connection.
@@ -367,6 +370,10 @@ pub struct Proxied {
     /// HTTPS whose client negotiated ALPN `h2`: its HTTP/2, once the TLS handshake is
     /// done (the framer is not used then).
     h2: Option<Box<H2Session>>,
+    /// HTTPS: the `Alt-Svc` value its answers carry: HTTP/2 adds it to each, HTTP/1.1
+    /// to the first ([`AltSvcOnce`], dropped once it has).
+    alt_svc: Option<std::sync::Arc<str>>,
+    alt_svc_h1: Option<Box<AltSvcOnce>>,
 }
 
 impl Proxied {
@@ -415,7 +422,8 @@ impl Proxied {
                     }
                     let h2 = !tls.is_handshaking() && tls.alpn_protocol() == Some(b"h2") && !self.framer.raw;
                     if h2 && self.h2.is_none() {
-                        self.h2 = Some(Box::new(H2Session::new(client_ip)));
+                        self.h2 = Some(Box::new(H2Session::new(client_ip).with_alt_svc(self.alt_svc.clone())));
+                        self.alt_svc_h1 = None;
                     }
                     &plain[..]
                 }
@@ -531,7 +539,19 @@ impl Proxied {
                         break;
                     }
                 },
-                None => crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut self.to_client, room),
+                None => match self.alt_svc_h1.as_mut() {
+                    // HTTP/1.1 over TLS: the first answer gets the VIP's Alt-Svc.
+                    Some(alt) => {
+                        let mut answer = Vec::new();
+                        let room = room.saturating_sub(alt.held());
+                        crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut answer, room);
+                        alt.pass(&answer, &mut self.to_client);
+                        if alt.done() {
+                            self.alt_svc_h1 = None;
+                        }
+                    }
+                    None => crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut self.to_client, room),
+                },
             }
         }
         if let Some(h2) = self.h2.as_mut() {
@@ -662,7 +682,8 @@ impl Proxied {
         // HTTP/1.1: bounded by the client's window; HTTP/2: one request at a time, whole.
         let bound = if self.h2.is_some() { crate::h2::REQUEST_MAX } else { BUFFER_MAX + 64 * 1024 };
         debug_assert!(self.to_backend.len() <= bound, "the relay buffer is bounded");
-        sockets + relay + self.framer.head.capacity() + self.h2.as_ref().map_or(0, |h| h.held())
+        let alt_svc = self.alt_svc_h1.as_ref().map_or(0, |a| a.held());
+        sockets + relay + self.framer.head.capacity() + self.h2.as_ref().map_or(0, |h| h.held()) + alt_svc
     }
 }
 
@@ -763,7 +784,8 @@ impl L7 {
         seed: u64,
         now_ns: u64,
     ) -> Result<(), Refused> {
-        let Mode { http, tls } = mode;
+        let Mode { http, tls, alt_svc } = mode;
+        let alt_svc = alt_svc.filter(|_| http && tls.is_some()).cloned();
         if self.conns.len() >= PROXIED_MAX || self.held_bytes() + PROXIED_CONN_BYTES > PROXIED_BYTES_MAX {
             return Err(Refused::Full);
         }
@@ -807,6 +829,8 @@ impl L7 {
             // Until its first packet is handed over (`receive_client`).
             ingress: Ingress::Direct,
             h2: None,
+            alt_svc_h1: alt_svc.clone().map(|v| Box::new(AltSvcOnce::new(v))),
+            alt_svc,
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
@@ -1028,7 +1052,7 @@ mod tests {
         let key = key(src, port);
         let mut stack = TcpStack::new(key.src, u64::from(port), now);
         let socket = stack.connect(SocketAddr::new(key.dst, 80), (key.src, port)).unwrap();
-        assert!(l7.accept(key, 0, &[], Mode { http: true, tls: None }, 1, now).is_ok());
+        assert!(l7.accept(key, 0, &[], Mode { http: true, tls: None, alt_svc: None }, 1, now).is_ok());
         let mut c = Client { stack, socket, key };
         shuttle(l7, &mut c, now);
         c
@@ -1062,7 +1086,7 @@ mod tests {
             dst: "198.18.0.20".parse().unwrap(),
             dst_port: 80,
         };
-        let mode = Mode { http: true, tls: None };
+        let mode = Mode { http: true, tls: None, alt_svc: None };
         assert!(l7.accept(key(1000), 0, &[], mode, 1, 0).is_ok());
         l7.set_quic_bytes(PROXIED_BYTES_MAX);
         assert_eq!(l7.held_bytes(), PROXIED_BYTES_MAX + PROXIED_CONN_BYTES);
@@ -1151,7 +1175,7 @@ mod tests {
     #[test]
     fn one_address_holds_at_most_per_source_max_connections() {
         let mut l7 = L7::default();
-        let mode = || Mode { http: true, tls: None };
+        let mode = || Mode { http: true, tls: None, alt_svc: None };
         for port in 0..PER_SOURCE_MAX as u16 {
             assert!(l7.accept(key("203.0.113.5", 1000 + port), 0, &[], mode(), 1, 0).is_ok());
         }
@@ -1169,7 +1193,7 @@ mod tests {
     #[test]
     fn one_ipv6_client_holds_per_source_max_connections_across_all_addresses_of_its_64() {
         let mut l7 = L7::default();
-        let mode = || Mode { http: true, tls: None };
+        let mode = || Mode { http: true, tls: None, alt_svc: None };
         // 48 addresses of one /64, as the attack pass used: the cap is the /64's.
         for i in 0..PER_SOURCE_MAX {
             let src = format!("2001:db8:0:7::{:x}", i % 48 + 1);

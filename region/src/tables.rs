@@ -228,6 +228,7 @@ mod tests {
             http: false,
             tls: None,
             quic: None,
+            alt_svc: None,
         }
     }
 

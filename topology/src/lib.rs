@@ -166,6 +166,26 @@ pub struct Listener {
     /// What a QUIC listener offers in ALPN (`h3`: HTTP/3 terminated; anything else:
     /// streams relayed as bytes); empty for the other protocols.
     pub alpn: Vec<String>,
+    /// An HTTPS listener's `alt_svc`: how long (ns) its answers tell clients that HTTP/3
+    /// is served on the same port (`ma=`), when the VIP has an `h3` QUIC listener there;
+    /// `None`: `off`, and every other protocol.
+    pub alt_svc_ns: Option<u64>,
+}
+
+impl Vip {
+    /// Whether the VIP serves HTTP/3 on UDP `port` (a QUIC listener offering `h3`).
+    pub fn serves_h3_on(&self, port: u16) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.protocol == ListenerProtocol::Quic && l.port == port && l.alpn.iter().any(|a| a == "h3"))
+    }
+
+    /// The `Alt-Svc` field value an HTTPS listener of this VIP adds to its answers
+    /// (`h3=":443"; ma=86400`), if any.
+    pub fn alt_svc(&self, l: &Listener) -> Option<String> {
+        let ma_ns = l.alt_svc_ns.filter(|_| l.protocol == ListenerProtocol::Https && self.serves_h3_on(l.port))?;
+        Some(format!("h3=\":{}\"; ma={}", l.port, ma_ns / 1_000_000_000))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

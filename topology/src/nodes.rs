@@ -504,6 +504,7 @@ pub fn clb_config_with(
                     })
                     .collect()
             };
+            let alt_svc = vip.alt_svc(l).map(std::sync::Arc::from);
             let listener = |vip: IpAddr| ListenerConfig {
                 vip,
                 transport: l.protocol.transport(),
@@ -515,6 +516,7 @@ pub fn clb_config_with(
                 http: l.protocol.is_layer7(),
                 tls: l.protocol.has_tls().then(|| identity.tls(vip, l.mtls, l.protocol.is_layer7())).flatten(),
                 quic: (l.protocol == ListenerProtocol::Quic).then(|| identity.quic(vip, l.mtls, &l.alpn)).flatten(),
+                alt_svc: alt_svc.clone(),
             };
             listeners.push(listener(IpAddr::V4(vip.ipv4)));
             if let Some(v6) = vip.ipv6 {

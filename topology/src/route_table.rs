@@ -179,9 +179,16 @@ fn added_listener(
         } else {
             Vec::new()
         },
+        alt_svc_ns: (protocol == crate::ListenerProtocol::Https)
+            .then(|| crate::schema::default_of("listener", "alt_svc", crate::schema::Field::default_ns)),
     }];
+    // Alt-Svc names the VIP's HTTP/3, which this one listener alone would not show.
+    let alt_svc = t.vips[v].alt_svc(&one.listeners[0]).map(std::sync::Arc::from);
     only.vips = vec![one];
-    let config = crate::nodes::clb_config(&only, site.region, site.index, site.addresses, site.identity);
+    let mut config = crate::nodes::clb_config(&only, site.region, site.index, site.addresses, site.identity);
+    for l in &mut config.listeners {
+        l.alt_svc = alt_svc.clone();
+    }
     Some((config.listeners, config.health))
 }
 

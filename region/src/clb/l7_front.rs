@@ -145,7 +145,7 @@ mod tests {
         let key = FlowKey { transport: Transport::Tcp, src: client, src_port: port, dst: vip, dst_port: 80 };
         let at = || Opening {
             listener: 0,
-            mode: crate::l7::Mode { http: true, tls: None },
+            mode: crate::l7::Mode { http: true, tls: None, alt_svc: None },
             own: &[],
             seed: 1,
             held_elsewhere,

@@ -56,7 +56,7 @@ impl Clb {
         li: usize,
     ) -> Result<(), ClbDrop> {
         let config = &self.listeners[li].config;
-        let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref() };
+        let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref(), alt_svc: config.alt_svc.as_ref() };
         let seed = u64::from(key.flow_hash()) ^ u64::from(self.node.index) << 32;
         // What the source holds through QUIC matters only to a connection not yet held.
         let held_elsewhere = match self.l7.proxy().get(&key) {

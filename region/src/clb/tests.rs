@@ -314,6 +314,7 @@ fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
             http: false,
             tls: None,
             quic: None,
+            alt_svc: None,
         }],
         health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
         conn_table_capacity: 1000,

@@ -128,7 +128,28 @@ impl Parser {
             }
             out.push(l);
         }
+        for o in &objs {
+            self.check_alt_svc(o, &out);
+        }
         out
+    }
+
+    /// An `alt_svc` written out on an https listener names the VIP's HTTP/3 on its port:
+    /// a VIP without an `h3` quic listener there has none to name.
+    fn check_alt_svc(&mut self, o: &Obj<'_>, listeners: &[Listener]) {
+        let Some(n) = o.get("alt_svc") else { return };
+        let port = o.get("port").and_then(|p| p.as_scalar()).and_then(|p| p.as_str().parse::<u16>().ok());
+        let https = o.get("protocol").and_then(|p| p.as_scalar()).is_some_and(|p| p.as_str() == "https");
+        let off = n.as_scalar().is_some_and(|v| v.as_str() == "off");
+        let Some(port) = port.filter(|_| https && !off) else { return };
+        let h3 =
+            |l: &Listener| l.protocol == ListenerProtocol::Quic && l.port == port && l.alpn.iter().any(|a| a == "h3");
+        if !listeners.iter().any(h3) {
+            let reason = format!(
+                "no quic listener of this VIP offers h3 on port {port}: nothing to name (add one, or drop alt_svc)"
+            );
+            self.err(n.span(), &o.field("alt_svc"), reason);
+        }
     }
 
     /// A listener with protocol and port; other fields fall back after recording an error.
@@ -200,6 +221,7 @@ impl Parser {
             }
         };
         let alpn = self.alpn(o, protocol);
+        let alt_svc_ns = self.alt_svc(o, protocol);
         Some(Listener {
             protocol: protocol?,
             port: port?,
@@ -208,7 +230,29 @@ impl Parser {
             persistence_ns: persistence_ns.flatten(),
             mtls,
             alpn,
+            alt_svc_ns,
         })
+    }
+
+    /// An HTTPS listener's `alt_svc` (default 24h; `off`); other listeners have none, and
+    /// saying one is refused. Whether the VIP serves HTTP/3 on the port is checked with
+    /// the VIP's listeners all read ([`Parser::check_alt_svc`]).
+    fn alt_svc(&mut self, o: &Obj<'_>, protocol: Option<ListenerProtocol>) -> Option<u64> {
+        let https = protocol == Some(ListenerProtocol::Https);
+        let default = schema::default_of("listener", "alt_svc", schema::Field::default_ns);
+        let Some(n) = o.get("alt_svc") else { return https.then_some(default) };
+        if protocol.is_some() && !https {
+            self.err(
+                n.span(),
+                &o.field("alt_svc"),
+                "Alt-Svc is an https listener's (it names the HTTP/3 a quic listener serves)",
+            );
+            return None;
+        }
+        if n.as_scalar().is_some_and(|v| v.as_str() == "off") {
+            return None;
+        }
+        self.duration_within(o, "alt_svc", default, 1_000_000_000, 365 * 24 * 3_600 * 1_000_000_000)
     }
 
     /// A QUIC listener's ALPN offer (default `[h3]`); other listeners have none, and

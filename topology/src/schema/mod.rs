@@ -388,6 +388,7 @@ fn build() -> Vec<Object> {
                 opt("persistence", Ty::DurationIn { min_ns: 30 * SEC, max_ns: HOUR }, "Session persistence: a client goes back to its backend for this long, 30s–3600s (wrr only; not on QUIC). Default off."),
                 opt("table", Ty::Int { min: 3, max: 1_000_003 }, format!("Lookup table size of the hash and maglev schedulers: a prime, 3–1,000,003. Default {MAGLEV_TABLE_DEFAULT}.")).default(json!(MAGLEV_TABLE_DEFAULT)),
                 opt("mtls", Ty::Bool, "Require client certificates (https, tcp-ssl and quic listeners). Default false.").default(json!(false)),
+                opt("alt_svc", Ty::DurationOr("off"), "https listeners: how long clients may take the VIP's HTTP/3 on the same port as this one's alternative (1s–365 days), said in an `Alt-Svc: h3=\":PORT\"; ma=SECONDS` field of every answer, as browsers discover HTTP/3, when the VIP has a quic listener offering h3 on that port; `off`: no field. Default 24h.").default(json!("24h")),
                 opt("alpn", Ty::List(Box::new(Ty::Pattern(ALPN_ID)), 1), "What a quic listener offers in ALPN, in its order of preference (quic listeners only; a client whose offer shares none is refused at the handshake). h3: HTTP/3, each request forwarded to the backend as HTTP/1.1 with X-Forwarded-For, as https does; any other value: each stream relayed to a backend TCP connection as bytes, a TOA option naming the client. Default [h3].").default(json!(["h3"])),
             ],
         ),
