@@ -78,6 +78,8 @@ fn apps_lab() -> &'static AppsLab {
             ("socat", "socat"),
             ("curl", "curl"),
             ("h2load", "nghttp2-client"),
+            ("chromium", "chromium"),
+            ("certutil", "libnss3-tools"),
         ];
         for (tool, package) in tools {
             let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
@@ -445,7 +447,121 @@ fn the_guides_chapter_shows_the_servers_and_clients_these_tests_run() {
         "client/london -- curl -sS --http2 --cacert $CA https://198.18.0.20/",
         "client/london -- h2load -n 2000 -c 20 -m 10 https://198.18.0.20/",
         "client/london -- python3 tools/aioquic/h3.py 198.18.0.20 443",
+        "certutil -d sql:/tmp/browser/.pki/nssdb -A -t C,, -n anyedge-lab -i $CA",
+        "client/london -- env HOME=/tmp/browser chromium --headless=new --no-sandbox",
+        "--origin-to-force-quic-on=198.18.0.20:1",
     ] {
         assert!(page.contains(shown), "docs/src/own-service.md no longer shows `{shown}`");
+    }
+}
+
+/// A page and its three subresources in the folder both nginx serve (`/files/`), each
+/// URL carrying `run` so no answer comes from the browser's cache.
+fn browser_page(lab: &Lab, run: &str) -> String {
+    let files = lab.dir.join("files");
+    let page = format!(
+        "<!doctype html><html><head><title>anyedge</title><link rel=stylesheet href=\"/files/style.css?{run}\">\
+         <script src=\"/files/app.js?{run}\"></script></head><body><h1>through the VIP</h1>\
+         <img src=\"/files/dot.svg?{run}\" alt=dot><p id=out>waiting</p></body></html>"
+    );
+    std::fs::write(files.join("index.html"), page).unwrap();
+    std::fs::write(files.join("style.css"), "h1 { color: #036; }\n").unwrap();
+    let script = "document.addEventListener('DOMContentLoaded', () => { document.getElementById('out').textContent = 'script ran'; });";
+    std::fs::write(files.join("app.js"), script).unwrap();
+    let svg = "<svg xmlns='http://www.w3.org/2000/svg' width='8' height='8'><circle cx='4' cy='4' r='4'/></svg>";
+    std::fs::write(files.join("dot.svg"), svg).unwrap();
+    format!("https://{VIP}/files/index.html?{run}")
+}
+
+/// A home whose NSS database (what Chromium trusts on Linux) holds the lab's CA as a
+/// root for TLS servers.
+fn browser_home(lab: &Lab) -> std::path::PathBuf {
+    let home = lab.dir.join("chromium-home");
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let sql = format!("sql:{}", db.display());
+    for args in [vec!["-N", "--empty-password"], vec!["-A", "-t", "C,,", "-n", "anyedge-lab", "-i", &lab_ca(lab)]] {
+        let out = Command::new("certutil").arg("-d").arg(&sql).args(&args).output().expect("certutil runs");
+        assert!(out.status.success(), "certutil {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    home
+}
+
+/// Headless Chromium in london's namespace loads `url` with the profile in `profile`
+/// (what it learned of the origin, Alt-Svc included, kept from one run to the next):
+/// the page as the browser built it, and the protocol of each request to the VIP read
+/// from its net log (`h2`, `h3`, or `?` for none).
+fn chromium(
+    lab: &Lab,
+    home: &std::path::Path,
+    profile: &std::path::Path,
+    url: &str,
+    log: &str,
+) -> (String, Vec<(String, String)>) {
+    let log = lab.dir.join(log);
+    let home = format!("HOME={}", home.display());
+    let profile = format!("--user-data-dir={}", profile.display());
+    let net_log = format!("--log-net-log={}", log.display());
+    // QUIC takes a certificate from a root the user added (not a public one) only for
+    // hosts named in --origin-to-force-quic-on; port 1 names the host without forcing
+    // QUIC on the page's origin, which must find HTTP/3 through Alt-Svc.
+    let allow = format!("--origin-to-force-quic-on={VIP}:1");
+    let args =
+        ["env", &home, "chromium", "--headless=new", "--no-sandbox", "--disable-gpu", &profile, &allow, &net_log];
+    let dom = in_client(lab, "london", &[&args[..], &["--dump-dom", url]].concat());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("net log {}: {e}", log.display()));
+    let types: std::collections::BTreeMap<u64, &str> = v["constants"]["logEventTypes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, n)| (n.as_u64().unwrap(), name.as_str()))
+        .collect();
+    let (mut urls, mut protocols) = (Vec::new(), std::collections::BTreeMap::new());
+    for e in v["events"].as_array().unwrap() {
+        let source = e["source"]["id"].as_u64().unwrap_or(0);
+        match types.get(&e["type"].as_u64().unwrap_or(0)).copied() {
+            Some("URL_REQUEST_START_JOB") if e["params"]["url"].as_str().is_some_and(|u| u.contains(VIP)) => {
+                urls.push((source, e["params"]["url"].as_str().unwrap().to_string()));
+            }
+            Some("HTTP_TRANSACTION_HTTP2_SEND_REQUEST_HEADERS") => drop(protocols.insert(source, "h2")),
+            Some("HTTP_TRANSACTION_QUIC_SEND_REQUEST_HEADERS") => drop(protocols.insert(source, "h3")),
+            _ => {}
+        }
+    }
+    let seen = urls.into_iter().map(|(s, u)| (u, protocols.get(&s).unwrap_or(&"?").to_string())).collect();
+    (dom, seen)
+}
+
+#[test]
+fn a_browser_chromium_trusting_the_labs_ca_loads_a_page_over_http2_and_then_over_http3_found_through_alt_svc() {
+    let Some((_one, apps)) = the_apps_lab() else { return };
+    let lab = &apps.lab;
+    let london = client_address(lab, "london");
+    let home = browser_home(lab);
+    let profile = lab.dir.join("chromium-profile");
+    // First visit: HTTP/2 over TLS (the certificate checked against the lab's CA, no
+    // flag that skips it); each answer says Alt-Svc: h3=":443".
+    let url = browser_page(lab, "first");
+    let (dom, seen) = chromium(lab, &home, &profile, &url, "chromium-first.netlog.json");
+    eprintln!("first visit: {seen:?}");
+    assert!(dom.contains("<p id=\"out\">script ran</p>"), "the page's script ran: {dom}");
+    let pages: Vec<&(String, String)> = seen.iter().filter(|(u, _)| u.contains("?first")).collect();
+    assert_eq!(pages.len(), 4, "the page and its three subresources: {seen:?}");
+    assert!(pages.iter().all(|(_, p)| p == "h2"), "over HTTP/2: {seen:?}");
+    // Next visit, the same profile: the browser goes straight to HTTP/3.
+    let url = browser_page(lab, "second");
+    let (dom, seen) = chromium(lab, &home, &profile, &url, "chromium-second.netlog.json");
+    eprintln!("second visit: {seen:?}");
+    assert!(dom.contains("<p id=\"out\">script ran</p>"), "the page's script ran: {dom}");
+    let pages: Vec<&(String, String)> = seen.iter().filter(|(u, _)| u.contains("?second")).collect();
+    assert_eq!(pages.len(), 4, "the page and its three subresources: {seen:?}");
+    assert!(pages.iter().all(|(_, p)| p == "h3"), "over HTTP/3, found through Alt-Svc: {seen:?}");
+    // nginx saw every request, each naming the browser in X-Forwarded-For.
+    let logs: String = NGINX_HOSTS.iter().map(|h| nginx_log(lab, h)).collect();
+    for run in ["first", "second"] {
+        let seen =
+            logs.lines().filter(|l| l.contains(&format!("\"{london}\"")) && l.contains(&format!("?{run} 200"))).count();
+        assert_eq!(seen, 4, "nginx saw the {run} visit's four requests from {london}:\n{logs}");
     }
 }
