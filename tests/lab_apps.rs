@@ -541,22 +541,17 @@ fn a_browser_chromium_trusting_the_labs_ca_loads_a_page_over_http2_and_then_over
     let home = browser_home(lab);
     let profile = lab.dir.join("chromium-profile");
     // First visit: HTTP/2 over TLS (the certificate checked against the lab's CA, no
-    // flag that skips it); each answer says Alt-Svc: h3=":443".
-    let url = browser_page(lab, "first");
-    let (dom, seen) = chromium(lab, &home, &profile, &url, "chromium-first.netlog.json");
-    eprintln!("first visit: {seen:?}");
-    assert!(dom.contains("<p id=\"out\">script ran</p>"), "the page's script ran: {dom}");
-    let pages: Vec<&(String, String)> = seen.iter().filter(|(u, _)| u.contains("?first")).collect();
-    assert_eq!(pages.len(), 4, "the page and its three subresources: {seen:?}");
-    assert!(pages.iter().all(|(_, p)| p == "h2"), "over HTTP/2: {seen:?}");
-    // Next visit, the same profile: the browser goes straight to HTTP/3.
-    let url = browser_page(lab, "second");
-    let (dom, seen) = chromium(lab, &home, &profile, &url, "chromium-second.netlog.json");
-    eprintln!("second visit: {seen:?}");
-    assert!(dom.contains("<p id=\"out\">script ran</p>"), "the page's script ran: {dom}");
-    let pages: Vec<&(String, String)> = seen.iter().filter(|(u, _)| u.contains("?second")).collect();
-    assert_eq!(pages.len(), 4, "the page and its three subresources: {seen:?}");
-    assert!(pages.iter().all(|(_, p)| p == "h3"), "over HTTP/3, found through Alt-Svc: {seen:?}");
+    // flag that skips it), each answer saying Alt-Svc: h3=":443". Next visit, the same
+    // profile: the browser goes straight to HTTP/3.
+    for (run, protocol) in [("first", "h2"), ("second", "h3")] {
+        let url = browser_page(lab, run);
+        let (dom, seen) = chromium(lab, &home, &profile, &url, &format!("chromium-{run}.netlog.json"));
+        eprintln!("{run} visit: {seen:?}");
+        assert!(dom.contains("<p id=\"out\">script ran</p>"), "the page's script ran: {dom}");
+        let pages: Vec<&(String, String)> = seen.iter().filter(|(u, _)| u.contains(&format!("?{run}"))).collect();
+        assert_eq!(pages.len(), 4, "the page and its three subresources: {seen:?}");
+        assert!(pages.iter().all(|(_, p)| p == protocol), "the {run} visit over {protocol}: {seen:?}");
+    }
     // nginx saw every request, each naming the browser in X-Forwarded-For.
     let logs: String = NGINX_HOSTS.iter().map(|h| nginx_log(lab, h)).collect();
     for run in ["first", "second"] {
