@@ -165,7 +165,7 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 fn server_config(
-    key: &Arc<CertifiedKey>,
+    keys: &[Arc<CertifiedKey>],
     clients: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -176,7 +176,8 @@ fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key.clone())));
+    let named = keys.iter().map(|k| (names_of(k), k.clone())).collect();
+    let mut config = builder.with_cert_resolver(Arc::new(ByServerName(named)));
     config.send_tls13_tickets = 0;
     Ok(config)
 }
@@ -206,8 +207,17 @@ impl VipIdentity {
     /// Listeners presenting `key` (a chain and what signs for it: the simulator's signs
     /// its handshakes with a signer of its own); mutual variants as [`VipIdentity::new`].
     pub fn with_key(key: Arc<CertifiedKey>, client_ca: Option<CertificateDer<'static>>) -> Result<VipIdentity, String> {
-        let chain = &key.cert;
-        let tls = Arc::new(server_config(&key, None)?);
+        VipIdentity::with_keys(vec![key], client_ca)
+    }
+
+    /// Listeners presenting one of `keys` by the name the client asks for (SNI; the
+    /// first to a client that names none or none of theirs).
+    pub fn with_keys(
+        keys: Vec<Arc<CertifiedKey>>,
+        client_ca: Option<CertificateDer<'static>>,
+    ) -> Result<VipIdentity, String> {
+        let chain = keys.first().map(|k| k.cert.clone()).unwrap_or_default();
+        let tls = Arc::new(server_config(&keys, None)?);
         let client_ca_given = client_ca.is_some();
         let mutual = match client_ca {
             None => None,
@@ -219,7 +229,7 @@ impl VipIdentity {
                     .build()
                     .map_err(err)?;
                 let verifier = Arc::new(VipClientVerifier(verifier));
-                Some(Arc::new(server_config(&key, Some(verifier))?))
+                Some(Arc::new(server_config(&keys, Some(verifier))?))
             }
         };
         debug_assert!(!chain.is_empty(), "rustls took a certificate chain");
@@ -232,6 +242,134 @@ impl VipIdentity {
             tls: Shared(tls),
             tls_mutual: mutual.map(Shared),
         })
+    }
+}
+
+/// Why a certificate chain of one's own (a VIP's `certificates:`) cannot be presented:
+/// which file, and what about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnCertRefused {
+    #[error("{0}")]
+    Chain(String),
+    #[error("{0}")]
+    Key(String),
+}
+
+/// A full chain (PEM, leaf first, from any CA) and its key (PEM), checked as a browser
+/// would take them at `now_unix`: the key is the leaf's, each certificate is signed by
+/// the next (the last one's issuer being the root clients trust, which a full chain
+/// leaves out), each is valid now, and the leaf names at least one of `names` (DNS names
+/// or IP addresses, `*.` wildcards matching one label); what listeners present.
+pub fn own_key(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    names: &[String],
+    now_unix: i64,
+) -> Result<Arc<CertifiedKey>, OwnCertRefused> {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| OwnCertRefused::Chain(format!("not PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(OwnCertRefused::Chain("no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| OwnCertRefused::Key(format!("not a PEM private key: {e}")))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| OwnCertRefused::Key(format!("a key rustls cannot sign with: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|_| OwnCertRefused::Key("not the key of the chain's first certificate".into()))?;
+    check_chain(&certified.cert, names, now_unix).map_err(OwnCertRefused::Chain)?;
+    Ok(Arc::new(certified))
+}
+
+/// The chain's links, validity and names (see [`own_key`]).
+fn check_chain(chain: &[CertificateDer<'static>], names: &[String], now_unix: i64) -> Result<(), String> {
+    let parsed: Vec<_> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| format!("certificate {}: {e}", i + 1))
+        })
+        .collect::<Result<_, _>>()?;
+    let now = x509_parser::time::ASN1Time::from_timestamp(now_unix).map_err(|e| e.to_string())?;
+    for (i, cert) in parsed.iter().enumerate() {
+        let subject = cert.subject().to_string();
+        if !cert.validity().is_valid_at(now) {
+            let v = cert.validity();
+            return Err(format!(
+                "certificate {} ({subject}) is not valid now: {} to {}",
+                i + 1,
+                v.not_before,
+                v.not_after
+            ));
+        }
+        let Some(issuer) = parsed.get(i + 1) else { continue };
+        if cert.issuer() != issuer.subject() || cert.verify_signature(Some(issuer.public_key())).is_err() {
+            return Err(format!(
+                "certificate {} ({subject}) is not signed by certificate {}: give the full chain in order (leaf, then each intermediate)",
+                i + 1,
+                i + 2
+            ));
+        }
+    }
+    let leaf = &parsed[0];
+    let named = leaf_names(leaf);
+    if !names.iter().any(|n| named.iter().any(|c| covers(c, n))) {
+        return Err(format!("certificate 1 names {} and none of the VIP's {}", named.join(", "), names.join(", ")));
+    }
+    Ok(())
+}
+
+/// The DNS names and addresses a certificate's subject alternative names give.
+fn leaf_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            GeneralName::IPAddress(a) => match a.len() {
+                4 => <[u8; 4]>::try_from(*a).ok().map(|o| std::net::IpAddr::from(o).to_string()),
+                16 => <[u8; 16]>::try_from(*a).ok().map(|o| std::net::IpAddr::from(o).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a certificate's name `pattern` (`*.example.com` matches one label) covers `name`.
+fn covers(pattern: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(rest) => name.split_once('.').is_some_and(|(label, tail)| !label.is_empty() && tail == rest),
+        None => pattern == name,
+    }
+}
+
+/// The names a certified key's leaf covers.
+fn names_of(key: &CertifiedKey) -> Vec<String> {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map_or_else(Vec::new, |(_, c)| leaf_names(&c))
+}
+
+/// Picks a VIP's certificate by the name a client asks for (SNI): the first that covers
+/// it, else the first (a client that names none, or an address).
+#[derive(Debug)]
+struct ByServerName(Vec<(Vec<String>, Arc<CertifiedKey>)>);
+
+impl rustls::server::ResolvesServerCert for ByServerName {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let asked = hello.server_name();
+        let found = asked.and_then(|n| self.0.iter().find(|(names, _)| names.iter().any(|c| covers(c, n))));
+        found.or(self.0.first()).map(|(_, key)| key.clone())
     }
 }
 
@@ -343,5 +481,126 @@ mod tests {
         assert!(talk(mutual, &foreign, true).is_err(), "a client certificate from another CA is refused");
         let none = VipIdentity::new(foreign.server.0.clone(), foreign.server.1.clone_key(), None).unwrap();
         assert!(none.tls_mutual.is_none() && none.quic_mutual.is_none());
+    }
+
+    /// A root (not in the chain), an intermediate, and leaves it signs for `names`
+    /// (valid `from`..`to`, years): each leaf's full chain (leaf, intermediate) and key,
+    /// as PEM, and the root.
+    struct Foreign {
+        root: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+        intermediate_pem: String,
+    }
+
+    impl Foreign {
+        fn new() -> Foreign {
+            let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+            root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            root.distinguished_name.push(DnType::CommonName, "Foreign Root");
+            let root_cert = root.self_signed(&root_key).unwrap();
+            let root_issuer = Issuer::new(root, root_key);
+            let mid_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut mid = CertificateParams::new(Vec::<String>::new()).unwrap();
+            mid.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            mid.distinguished_name.push(DnType::CommonName, "Foreign Intermediate");
+            let mid_cert = mid.signed_by(&mid_key, &root_issuer).unwrap();
+            Foreign {
+                root: root_cert.der().clone(),
+                issuer: Issuer::new(mid, mid_key),
+                intermediate_pem: mid_cert.pem(),
+            }
+        }
+
+        fn leaf(&self, names: &[&str], years: (i32, i32)) -> (String, String) {
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, names[0]);
+            (p.not_before, p.not_after) = (rcgen::date_time_ymd(years.0, 1, 1), rcgen::date_time_ymd(years.1, 1, 1));
+            let cert = p.signed_by(&key, &self.issuer).unwrap();
+            (cert.pem() + &self.intermediate_pem, key.serialize_pem())
+        }
+    }
+
+    /// 2026-11-28.
+    const NOW: i64 = 1_795_824_000;
+
+    fn own(chain: &str, key: &str, names: &[&str]) -> Result<Arc<CertifiedKey>, OwnCertRefused> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        own_key(chain.as_bytes(), key.as_bytes(), &names, NOW)
+    }
+
+    #[test]
+    fn a_chain_of_ones_own_is_taken_when_its_key_links_dates_and_names_hold_and_refused_naming_what_does_not() {
+        let ca = Foreign::new();
+        let (chain, key) = ca.leaf(&["shop.example", "*.shop.example"], (2026, 2027));
+        own(&chain, &key, &["shop.example"]).expect("a good chain");
+        own(&chain, &key, &["www.shop.example"]).expect("a wildcard covers one label");
+        #[track_caller]
+        fn refused(r: Result<Arc<CertifiedKey>, OwnCertRefused>) -> OwnCertRefused {
+            r.err().expect("refused")
+        }
+        let (_, other_key) = ca.leaf(&["shop.example"], (2026, 2027));
+        assert!(
+            matches!(refused(own(&chain, &other_key, &["shop.example"])), OwnCertRefused::Key(w) if w.contains("not the key"))
+        );
+        let swapped = ca.intermediate_pem.clone() + &chain[..chain.find("-----END CERTIFICATE-----").unwrap() + 25];
+        let e = refused(own(&swapped, &key, &["shop.example"]));
+        assert!(matches!(&e, OwnCertRefused::Key(_) | OwnCertRefused::Chain(_)), "{e}");
+        let (expired, expired_key) = ca.leaf(&["shop.example"], (2020, 2021));
+        let e = refused(own(&expired, &expired_key, &["shop.example"])).to_string();
+        assert!(e.contains("not valid now"), "{e}");
+        let e = refused(own(&chain, &key, &["a.b.shop.example", "other.example"])).to_string();
+        assert!(e.contains("none of the VIP's") && e.contains("other.example"), "{e}");
+        let stranger = Foreign::new();
+        let (leaf, leaf_key) = stranger.leaf(&["shop.example"], (2026, 2027));
+        let leaf_only = &leaf[..leaf.find("-----END CERTIFICATE-----").unwrap() + 25];
+        let mixed = leaf_only.to_string() + "\n" + &ca.intermediate_pem;
+        let e = refused(own(&mixed, &leaf_key, &["shop.example"])).to_string();
+        assert!(e.contains("not signed by certificate 2"), "another CA's intermediate: {e}");
+        assert!(matches!(refused(own("junk", &key, &["shop.example"])), OwnCertRefused::Chain(_)));
+        assert!(matches!(refused(own(&chain, "junk", &["shop.example"])), OwnCertRefused::Key(_)));
+    }
+
+    /// The leaf a server presents to a client asking for `sni` (none: an address).
+    fn presented(identity: &VipIdentity, root: &CertificateDer<'static>, sni: Option<&str>) -> Vec<String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.enable_sni = sni.is_some();
+        let name = ServerName::try_from(sni.unwrap_or("shop.example").to_string()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut server = rustls::ServerConnection::new(identity.https.0.clone()).unwrap();
+        for _ in 0..4 {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut &wire[..]).unwrap();
+            let _ = server.process_new_packets();
+            let mut back = Vec::new();
+            server.write_tls(&mut back).unwrap();
+            client.read_tls(&mut &back[..]).unwrap();
+            let _ = client.process_new_packets();
+        }
+        let leaf = client.peer_certificates().expect("a certificate")[0].clone();
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        leaf_names(&cert)
+    }
+
+    #[test]
+    fn sni_picks_the_certificate_that_names_the_host_asked_for_and_the_first_goes_to_a_client_that_names_none() {
+        let ca = Foreign::new();
+        let (shop, shop_key) = ca.leaf(&["shop.example"], (2026, 2027));
+        let (api, api_key) = ca.leaf(&["api.example"], (2026, 2027));
+        let names = ["shop.example", "api.example"];
+        let keys = vec![own(&shop, &shop_key, &names).unwrap(), own(&api, &api_key, &names).unwrap()];
+        let identity = VipIdentity::with_keys(keys, None).unwrap();
+        assert_eq!(presented(&identity, &ca.root, Some("api.example")), ["api.example"]);
+        assert_eq!(presented(&identity, &ca.root, Some("shop.example")), ["shop.example"]);
+        assert_eq!(presented(&identity, &ca.root, None), ["shop.example"], "no SNI: the first");
     }
 }
