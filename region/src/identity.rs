@@ -538,7 +538,7 @@ mod tests {
         own(&chain, &key, &["www.shop.example"]).expect("a wildcard covers one label");
         #[track_caller]
         fn refused(r: Result<Arc<CertifiedKey>, OwnCertRefused>) -> OwnCertRefused {
-            r.err().expect("refused")
+            r.expect_err("refused")
         }
         let (_, other_key) = ca.leaf(&["shop.example"], (2026, 2027));
         assert!(
