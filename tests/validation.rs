@@ -219,6 +219,23 @@ fn an_https_listener_names_the_vips_http3_on_its_port_in_alt_svc_for_a_day_unles
 }
 
 #[test]
+fn a_vip_names_its_hosts_and_chains_of_its_own_and_a_host_that_is_no_dns_name_is_refused() {
+    let own = with(
+        "    pops: [paris, warsaw]\n",
+        "    pops: [paris, warsaw]\n    hosts: [Shop.Example, api.shop.example]\n    certificates:\n      - { chain: certs/shop.pem, key: certs/shop.key }\n",
+    );
+    let t = topology::parse_str("t.yaml", &own).unwrap();
+    assert_eq!(t.vips[0].hosts, ["shop.example", "api.shop.example"]);
+    assert_eq!(t.vips[0].names(), ["shop.example", "api.shop.example", "198.18.0.20"]);
+    assert_eq!(t.vips[0].certificates[0].chain, std::path::Path::new("certs/shop.pem"));
+    let line = SMALL.lines().position(|l| l == "    pops: [paris, warsaw]").unwrap() + 2;
+    let bad = own.replace("Shop.Example", "shop_example");
+    expect(&bad, line, "vips[0].hosts[0]", "`shop_example` is not a DNS name");
+    let keyless = own.replace(", key: certs/shop.key", "");
+    expect(&keyless, line + 2, "vips[0].certificates[0].key", "required");
+}
+
+#[test]
 fn empty_file_is_an_error() {
     expect("", 1, "file", "empty");
     expect("# only a comment\n\n", 1, "file", "empty");

@@ -229,24 +229,71 @@ fn der(path: &Path) -> Result<Vec<u8>, PkiError> {
     Ok(pem.contents)
 }
 
-/// What the CLB nodes of a region terminate TLS with: each VIP's certificate (chain to
-/// the lab's CA) for its addresses, mutual variants accepting the lab CA's clients.
+/// What the CLB nodes of `region` terminate TLS with: each VIP's chains of its own
+/// (`certificates:`, checked again here), else the certificate the lab's CA issued it,
+/// for its addresses; mutual variants accept the lab's CA's clients.
 pub fn vip_identities(
     state_dir: &Path,
-    vips: &[VipNames],
+    t: &anyedge_topology::Topology,
+    region: usize,
 ) -> Result<Vec<(IpAddr, anyedge_region::identity::VipIdentity)>, PkiError> {
+    use anyedge_region::identity::VipIdentity;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let ca = CertificateDer::from(der(&dir(state_dir).join("ca.pem"))?);
     let mut out = Vec::new();
-    for (name, addrs) in vips {
-        let path = vip_cert_path(state_dir, name);
-        let chain = vec![CertificateDer::from(der(&path)?), ca.clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(&path.with_extension("key"))?));
-        let identity =
-            anyedge_region::identity::VipIdentity::new(chain, key, Some(ca.clone())).map_err(|e| refused(&path, e))?;
-        out.extend(addrs.iter().map(|a| (*a, identity.clone())));
+    for vip in t.vips.iter().filter(|v| v.home == region) {
+        let identity = if vip.certificates.is_empty() {
+            let path = vip_cert_path(state_dir, &vip.name);
+            let chain = vec![CertificateDer::from(der(&path)?), ca.clone()];
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der(&path.with_extension("key"))?));
+            VipIdentity::new(chain, key, Some(ca.clone())).map_err(|e| refused(&path, e))?
+        } else {
+            let own = (0..vip.certificates.len()).map(|k| vip_own_path(state_dir, &vip.name, k));
+            let keys = own.map(|chain| own_key(&chain, &chain.with_extension("key"), vip)).collect::<Result<_, _>>()?;
+            let first = vip_own_path(state_dir, &vip.name, 0);
+            VipIdentity::with_keys(keys, Some(ca.clone())).map_err(|e| refused(&first, e))?
+        };
+        let addrs = std::iter::once(IpAddr::V4(vip.ipv4)).chain(vip.ipv6.map(IpAddr::V6));
+        out.extend(addrs.map(|a| (a, identity.clone())));
     }
     Ok(out)
+}
+
+/// Where VIP `name`'s own chain number `k` is kept in a `pki/` (its key beside it, `.key`).
+pub fn vip_own_path(state_dir: &Path, name: &str, k: usize) -> PathBuf {
+    dir(state_dir).join(format!("vip-{}.own{k}.pem", sanitize(name)))
+}
+
+/// A chain of one's own and its key, checked for `vip` as a browser would take them now
+/// ([`anyedge_region::identity::own_key`]); a refusal names the file and why.
+fn own_key(
+    chain: &Path,
+    key: &Path,
+    vip: &anyedge_topology::Vip,
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, PkiError> {
+    use anyedge_region::identity::OwnCertRefused;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let (chain_pem, key_pem) = (std::fs::read(chain).at(chain)?, std::fs::read(key).at(key)?);
+    anyedge_region::identity::own_key(&chain_pem, &key_pem, &vip.names(), now).map_err(|e| match e {
+        OwnCertRefused::Chain(why) => refused(chain, why),
+        OwnCertRefused::Key(why) => refused(key, why),
+    })
+}
+
+/// Each VIP's chains of its own (`certificates:`, paths relative to `base`, the
+/// topology file's directory), checked, into `state_dir`'s `pki/` ([`vip_own_path`]): at
+/// render, and again at `lab reload --new-vip-certificates` (after a renewal).
+pub fn copy_own_certificates(t: &anyedge_topology::Topology, base: &Path, state_dir: &Path) -> Result<(), PkiError> {
+    for vip in &t.vips {
+        for (k, c) in vip.certificates.iter().enumerate() {
+            let (chain, key) = (base.join(&c.chain), base.join(&c.key));
+            own_key(&chain, &key, vip)?;
+            let to = vip_own_path(state_dir, &vip.name, k);
+            crate::layout::write_private(&to, &std::fs::read(&chain).at(&chain)?)?;
+            crate::layout::write_private(&to.with_extension("key"), &std::fs::read(&key).at(&key)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// A fresh server certificate and key for each VIP (`vip-NAME.pem`, its name and
@@ -574,5 +621,58 @@ mod tests {
         let p384 = Ca::load(&dir).unwrap().of_algorithm(KeyAlgorithm::EcdsaP384, &dir).expect("the same algorithm");
         assert_eq!(p384.algorithm(), KeyAlgorithm::EcdsaP384);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A CA of someone else's (an ACME one, say) that signs `names` for a year from now:
+    /// its root, and the chain (leaf, intermediate) and key as PEM.
+    fn foreign_chain(names: &[&str]) -> (String, String, String) {
+        let root_key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.distinguished_name.push(DnType::CommonName, "Someone's Root");
+        let root_pem = root.self_signed(&root_key).unwrap().pem();
+        let root = Issuer::new(root, root_key);
+        let mid_key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let mut mid = CertificateParams::new(Vec::<String>::new()).unwrap();
+        mid.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        mid.distinguished_name.push(DnType::CommonName, "Someone's Intermediate");
+        let mid_pem = mid.signed_by(&mid_key, &root).unwrap().pem();
+        let mid = Issuer::new(mid, mid_key);
+        let key = KeyAlgorithm::EcdsaP256.generate().unwrap();
+        let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let leaf_pem = leaf.signed_by(&key, &mid).unwrap().pem();
+        (root_pem, leaf_pem + &mid_pem, key.serialize_pem())
+    }
+
+    #[test]
+    fn a_vips_own_chains_are_checked_copied_and_presented_and_a_bad_one_is_refused_naming_its_file() {
+        let base = std::env::temp_dir().join(format!("anyedge-own-certs-{}", std::process::id()));
+        let state = base.join("state");
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("certs")).unwrap();
+        let (_, chain, key) = foreign_chain(&["shop.example"]);
+        std::fs::write(base.join("certs/shop.pem"), &chain).unwrap();
+        std::fs::write(base.join("certs/shop.key"), &key).unwrap();
+        let text = include_str!("../../topologies/small.yaml").replace(
+            "    pops: [paris, warsaw]\n",
+            "    pops: [paris, warsaw]\n    hosts: [shop.example]\n    certificates:\n      - { chain: certs/shop.pem, key: certs/shop.key }\n",
+        );
+        let t = anyedge_topology::parse_str("own.yaml", &text).unwrap();
+        issue(&state, &[], &vip_names(&t, None)).unwrap();
+        copy_own_certificates(&t, &base, &state).unwrap();
+        assert_eq!(std::fs::read_to_string(vip_own_path(&state, "edge", 0)).unwrap(), chain, "kept as given");
+        let vips = vip_identities(&state, &t, 0).expect("the node loads the VIP's own chain");
+        assert_eq!(vips.len(), 1, "one address, one identity");
+        // A chain for another host, and a key that is not the chain's: refused, naming the file.
+        let (_, other, other_key) = foreign_chain(&["other.example"]);
+        std::fs::write(base.join("certs/shop.pem"), &other).unwrap();
+        std::fs::write(base.join("certs/shop.key"), &other_key).unwrap();
+        let e = copy_own_certificates(&t, &base, &state).unwrap_err().to_string();
+        assert!(e.contains("certs/shop.pem") && e.contains("none of the VIP's shop.example"), "{e}");
+        std::fs::write(base.join("certs/shop.pem"), &chain).unwrap();
+        std::fs::write(base.join("certs/shop.key"), &other_key).unwrap();
+        let e = copy_own_certificates(&t, &base, &state).unwrap_err().to_string();
+        assert!(e.contains("certs/shop.key") && e.contains("not the key"), "{e}");
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

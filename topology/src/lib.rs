@@ -89,6 +89,26 @@ pub struct Vip {
     /// Indices into `Topology::pops`: the publish domains.
     pub pops: Vec<usize>,
     pub listeners: Vec<Listener>,
+    /// The DNS names clients reach it by (`hosts:`), lower-case.
+    pub hosts: Vec<String>,
+    /// Certificate chains of its own (`certificates:`), paths as the file gives them
+    /// (relative to its directory); none: the lab's CA issues one.
+    pub certificates: Vec<OwnCertificate>,
+}
+
+/// A chain of one's own and its key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCertificate {
+    pub chain: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Vip {
+    /// What a certificate for it may name: its hosts and addresses.
+    pub fn names(&self) -> Vec<String> {
+        let addrs = std::iter::once(self.ipv4.to_string()).chain(self.ipv6.map(|a| a.to_string()));
+        self.hosts.iter().cloned().chain(addrs).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -170,9 +170,9 @@ impl<'a> ClbDriver<'a> {
             .collect();
         let addresses = ClbAddresses::of(region, index);
         let start = Instant::now();
-        // Each VIP homed here terminates TLS with the certificate lab up issued it.
-        let homed = crate::pki::vip_names(t, Some(region));
-        let identity = Identity { default: None, vips: crate::pki::vip_identities(conf_dir, &homed)? };
+        // Each VIP homed here terminates TLS with its own chains, else the certificate
+        // lab up issued it.
+        let identity = Identity { default: None, vips: crate::pki::vip_identities(conf_dir, t, region)? };
         let auth = auth_from_now(keys)?;
         let me = anyedge_topology::nodes::clb_node(region, index);
         let mut config = clb_config(t, region, index, addresses, &identity);
@@ -358,8 +358,7 @@ impl<'a> ClbDriver<'a> {
     /// terminate new connections with from now on; open connections keep their session.
     /// Certificates that do not load leave the old ones in place.
     fn on_reload(&mut self) {
-        let homed = crate::pki::vip_names(self.t, Some(self.region));
-        let vips = match crate::pki::vip_identities(self.conf_dir, &homed) {
+        let vips = match crate::pki::vip_identities(self.conf_dir, self.t, self.region) {
             Ok(vips) => vips,
             Err(e) => {
                 tracing::warn!("{}: VIP certificates not reloaded, the old ones stay: {e}", self.name);

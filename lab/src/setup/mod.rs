@@ -175,7 +175,8 @@ fn build(t: &Topology, plan: &Plan, state: &mut State, exe: &Path, options: LabO
         tun_queues: options.tun_queues,
         hosts: None,
     };
-    render::render_lab(t, &text, plan, &dir, &opts)?;
+    let base = state.topology.parent().unwrap_or(Path::new("."));
+    render::render_lab((t, base), &text, plan, &dir, &opts)?;
     start_nodes(plan, state, exe)?;
     wait_ready(plan, state)?;
     wait_converged(t, plan)
@@ -205,7 +206,7 @@ pub fn reload(file: &Path, new_vip_certificates: bool, new_node_certificates: bo
     let text = std::fs::read_to_string(file).at(file)?;
     render::rerender_lab(&text, &plan, &dir)?;
     if new_vip_certificates {
-        render::renew_vip_certificates(&t, &plan, &dir)?;
+        render::renew_vip_certificates((&t, file.parent().unwrap_or(Path::new("."))), &plan, &dir)?;
     }
     if new_node_certificates {
         render::renew_node_certificates(&plan, &dir)?;

@@ -140,7 +140,8 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
         None => None,
     };
     let operator = out.join("operator");
-    issue(&t, &plan, &operator, &ca, &secret)?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    issue((&t, base), &plan, &operator, &ca, &secret)?;
     // The deployment's own copy of what every host builds from (`anyedge host up`).
     write_private(&out.join(TOPOLOGY_FILE), text.as_bytes())?;
     if let Some(path) = &opts.hosts {
@@ -173,7 +174,7 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
 /// secret (not kept); the full set of certificates stays in `state_dir/pki` for the lab's
 /// tools (probe, ctl).
 pub fn render_lab(
-    t: &Topology,
+    (t, base): (&Topology, &Path),
     text: &str,
     plan: &Plan,
     state_dir: &Path,
@@ -184,7 +185,7 @@ pub fn render_lab(
         anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?,
     );
     ca.save(&state_dir.join("ca"))?;
-    issue(t, plan, state_dir, &ca, &secret)?;
+    issue((t, base), plan, state_dir, &ca, &secret)?;
     let out = nodes_dir(state_dir);
     private_dir(&out)?;
     for node in process_nodes(plan) {
@@ -220,10 +221,16 @@ pub fn rerender_lab(text: &str, plan: &Plan, state_dir: &Path) -> Result<Vec<Str
 /// `lab reload --new-vip-certificates`: fresh VIP server certificates from the lab's CA,
 /// into `state_dir/pki` and each CLB node's directory (the VIPs homed in its region). The
 /// nodes take them at their next SIGHUP. Returns the nodes given new certificates.
-pub fn renew_vip_certificates(t: &Topology, plan: &Plan, state_dir: &Path) -> Result<Vec<String>, SetupError> {
+pub fn renew_vip_certificates(
+    (t, base): (&Topology, &Path),
+    plan: &Plan,
+    state_dir: &Path,
+) -> Result<Vec<String>, SetupError> {
     let dir = state_dir.join("ca");
     let ca = crate::pki::Ca::load(&dir)?.of_algorithm(t.tls.algorithm, &dir)?;
     crate::pki::issue_vips(state_dir, &ca, &crate::pki::vip_names(t, None))?;
+    // Chains of one's own are taken again as the file names them (renewed since, say).
+    crate::pki::copy_own_certificates(t, base, state_dir)?;
     let out = nodes_dir(state_dir);
     let mut renewed = Vec::new();
     for node in process_nodes(plan) {
@@ -271,7 +278,7 @@ pub fn nodes_dir(state_dir: &Path) -> PathBuf {
 
 /// Every certificate and backbone key the topology's nodes need, into `dir/pki`.
 fn issue(
-    t: &Topology,
+    (t, base): (&Topology, &Path),
     plan: &Plan,
     dir: &Path,
     ca: &crate::pki::Ca,
@@ -280,7 +287,9 @@ fn issue(
     private_dir(dir)?;
     private_dir(&crate::pki::dir(dir))?;
     crate::pki::issue_backbone_keys_with(dir, secret, t, &backbone_nodes(t, plan))?;
-    Ok(crate::pki::issue_with(dir, ca, &grpc_nodes(plan), &crate::pki::vip_names(t, None))?)
+    crate::pki::issue_with(dir, ca, &grpc_nodes(plan), &crate::pki::vip_names(t, None))?;
+    // VIPs with chains of their own: checked and kept beside the issued ones.
+    Ok(crate::pki::copy_own_certificates(t, base, dir)?)
 }
 
 /// Every POP, CLB node, backend host and egress node, with its backbone id (internet
@@ -341,11 +350,15 @@ fn own_files(t: &Topology, plan: &Plan, node: &str) -> Vec<String> {
     if let Some(n) = plan.node(node)
         && let Role::Clb { region, .. } = plan.namespaces[n.ns].role
     {
-        for (name, _) in crate::pki::vip_names(t, Some(region)) {
-            let cert = crate::pki::vip_cert_path(Path::new(""), &name);
-            let cert = cert.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
-            files.push(cert.replace(".pem", ".key"));
-            files.push(cert);
+        for vip in t.vips.iter().filter(|v| v.home == region) {
+            let own = (0..vip.certificates.len()).map(|k| crate::pki::vip_own_path(Path::new(""), &vip.name, k));
+            let issued = std::iter::once(crate::pki::vip_cert_path(Path::new(""), &vip.name));
+            let certs: Vec<PathBuf> = if vip.certificates.is_empty() { issued.collect() } else { own.collect() };
+            for cert in certs {
+                let cert = cert.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_string();
+                files.push(cert.replace(".pem", ".key"));
+                files.push(cert);
+            }
         }
     }
     files
@@ -527,7 +540,7 @@ fn check_keys(r: &Rendered) -> Result<(), SetupError> {
     if let Some(n) = r.plan.node(node)
         && let Role::Clb { region, .. } = r.plan.namespaces[n.ns].role
     {
-        crate::pki::vip_identities(&r.dir, &crate::pki::vip_names(&r.topology, Some(region)))?;
+        crate::pki::vip_identities(&r.dir, &r.topology, region)?;
     }
     Ok(())
 }

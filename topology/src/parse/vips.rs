@@ -61,11 +61,52 @@ impl Parser {
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let ipv4 = ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
-                vips.push(Vip { name, ipv4, ipv6, home: home.unwrap_or(0), pops, listeners });
+                let (hosts, certificates) = (self.hosts(o), self.certificates(o));
+                vips.push(Vip { name, ipv4, ipv6, home: home.unwrap_or(0), pops, listeners, hosts, certificates });
             }
         }
         self.unique(&seen);
         vips
+    }
+
+    /// A VIP's `hosts:`, DNS names, lower-case.
+    fn hosts(&mut self, o: &Obj<'_>) -> Vec<String> {
+        let Some(n) = o.get("hosts") else { return Vec::new() };
+        let field = o.field("hosts");
+        let Some(items) = self.seq(n, &field) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let Some(host) = self.str(item, &at) else { continue };
+            if is_host_name(host) {
+                out.push(host.to_ascii_lowercase());
+            } else {
+                self.err(
+                    item.span(),
+                    &at,
+                    format!("`{host}` is not a DNS name (labels of letters, digits and -, two or more)"),
+                );
+            }
+        }
+        out
+    }
+
+    /// A VIP's `certificates:`, each a chain and a key file.
+    fn certificates(&mut self, o: &Obj<'_>) -> Vec<OwnCertificate> {
+        if o.get("certificates").is_none() {
+            return Vec::new();
+        }
+        let objs = self.list_of_objs(o, "certificates", "certificate");
+        let mut out = Vec::new();
+        for c in &objs {
+            let file = |p: &mut Self, key: &str| {
+                p.req(c, key).and_then(|n| p.str(n, &c.field(key)).map(std::path::PathBuf::from))
+            };
+            if let (Some(chain), Some(key)) = (file(self, "chain"), file(self, "key")) {
+                out.push(OwnCertificate { chain, key });
+            }
+        }
+        out
     }
 
     pub(super) fn publish_set(&mut self, o: &Obj<'_>, names: &Names<'_>) -> Option<Vec<usize>> {
@@ -353,4 +394,16 @@ impl Parser {
         }
         Some(Some(ttl))
     }
+}
+
+/// Whether `host` is a DNS name as [`schema::HOST_NAME`] says: two labels or more, each
+/// of 1–63 letters, digits and `-` (not first or last), 253 characters at most.
+fn is_host_name(host: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.len() <= 253 && host.split('.').count() >= 2 && host.split('.').all(label)
 }

@@ -212,6 +212,9 @@ pub fn default_of<T>(object: &str, key: &str, read: impl Fn(&Field) -> Option<T>
     read(field).unwrap_or_else(|| panic!("`{object}.{key}` has no default of the parser's type in the schema"))
 }
 
+/// A DNS name of two labels or more, each of letters, digits and `-` (the parser also
+/// keeps `-` off a label's ends).
+pub const HOST_NAME: &str = r"^([A-Za-z0-9-]{1,63}\.)+[A-Za-z0-9-]{1,63}$";
 /// An ALPN protocol ID as a file writes one: 1–255 printable ASCII characters, no spaces.
 pub const ALPN_ID: &str = r"^[!-~]{1,255}$";
 
@@ -375,6 +378,16 @@ fn build() -> Vec<Object> {
                 req("home", Ty::Name, "The region that serves it (a region's name)."),
                 req("pops", Ty::AnyOf(vec![Ty::Enum(vec!["all"]), name_list()]), "Where it is published: `all`, or a list of POP names."),
                 req("listeners", Ty::List(Box::new(Ty::Obj("listener")), 1), "Protocols and ports it serves, each with its scheduler and backend group."),
+                opt("hosts", Ty::List(Box::new(Ty::Pattern(HOST_NAME)), 1), "The DNS names clients reach it by (shop.example.com): what its `certificates` must name."),
+                opt("certificates", Ty::List(Box::new(Ty::Obj("certificate")), 1), "Certificate chains of your own (any CA's: an ACME one, your company's) that its HTTPS, TCP SSL and QUIC listeners present instead of the one the lab's CA issues; the one that names the host a client asks for (SNI), else the first. Checked when a lab or deployment is rendered and when a node loads them."),
+            ],
+        ),
+        Object::new(
+            "certificate",
+            "A certificate chain of your own and its key, PEM files (paths relative to the topology file): rendering copies them into the CLB nodes' directories, and `lab reload --new-vip-certificates` copies them again (after a renewal).",
+            vec![
+                req("chain", Ty::Text, "The full chain: the VIP's certificate first, then each intermediate (what ACME clients write as fullchain.pem). Each must be signed by the next and valid now, and the first must name one of the VIP's hosts or addresses."),
+                req("key", Ty::Text, "The first certificate's private key (ECDSA P-256 or P-384, Ed25519, or RSA)."),
             ],
         ),
         Object::new(
