@@ -638,6 +638,34 @@ fn a_vip_presents_chains_of_its_own_from_another_ca_picking_by_sni_and_a_stale_o
         ];
         assert_eq!(in_client(&lab, "london", &args), "200", "{host}");
     }
+    // Renewed (a new CA here, the same names, valid a year longer): `lab reload
+    // --new-vip-certificates` copies the files again and new connections get it.
+    let expiry = |root: &str| {
+        let resolve = "shop.example:8443:198.18.0.20";
+        let args = [
+            "curl",
+            "-sS",
+            "-v",
+            "-m",
+            "5",
+            "--resolve",
+            resolve,
+            "--cacert",
+            root,
+            "-o",
+            "/dev/null",
+            "https://shop.example:8443/",
+        ];
+        let out = lab_exec(&lab, "client/london", &args).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        said.lines().find(|l| l.contains("expire date:")).map(|l| l.trim().to_string()).unwrap_or(said)
+    };
+    assert!(expiry(&root).ends_with("2027 GMT"), "{}", expiry(&root));
+    someones_ca(&dir, &[&["shop.example"], &["api.example"]], (2026, 2028));
+    let out = lab.anyedge(&["lab", "reload", "--new-vip-certificates"]);
+    assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(expiry(&root).ends_with("2028 GMT"), "the renewed chain: {}", expiry(&root));
     // A chain past its dates is refused when a deployment is rendered, naming its file.
     someones_ca(&dir, &[&["shop.example"]], (2020, 2021));
     let out = Command::new(exe()).arg("render").arg(&lab.file).arg("--out").arg(dir.join("rendered")).output().unwrap();
