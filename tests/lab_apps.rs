@@ -673,3 +673,25 @@ fn a_vip_presents_chains_of_its_own_from_another_ca_picking_by_sni_and_a_stale_o
     assert!(!out.status.success(), "a stale chain is refused: {said}");
     assert!(said.contains("certs/shop.example.pem") && said.contains("not valid now"), "{said}");
 }
+
+#[test]
+fn a_lab_whose_topology_asks_for_rsa_2048_certificates_serves_https_to_curl_trusting_its_ca() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let https = |text: String| {
+        text.replace(
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+            "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: https, port: 8443, backends: web }",
+        ) + "tls: { algorithm: rsa-2048 }\n"
+    };
+    let lab = Lab::up_flags("rsa", https, &["--no-impairments"]);
+    let ca = lab_ca(&lab);
+    // curl's %{certs} describes the chain it verified, each key's algorithm included.
+    let url = "https://198.18.0.20:8443/";
+    let args = ["curl", "-sS", "-m", "5", "--cacert", &ca, "-o", "/dev/null", "-w", "%{http_code}\n%{certs}", url];
+    let out = in_client(&lab, "london", &args);
+    assert!(out.starts_with("200\n"), "{out}");
+    assert!(out.contains("Public Key Algorithm:rsaEncryption"), "an RSA certificate: {out}");
+}

@@ -168,7 +168,7 @@ fn the_certificates_algorithm_is_ecdsa_p256_unless_tls_names_another_and_a_stran
     assert_eq!(topology::parse_str("t.yaml", &file).unwrap().tls.algorithm, KeyAlgorithm::Ed25519);
     let line = file.lines().count();
     let bad = SMALL.to_string() + "tls:\n  algorithm: rsa-1024\n";
-    expect(&bad, line, "tls.algorithm", "`rsa-1024` is not one of ecdsa-p256, ecdsa-p384, ed25519");
+    expect(&bad, line, "tls.algorithm", "`rsa-1024` is not one of ecdsa-p256, ecdsa-p384, rsa-2048, ed25519");
     let typo = SMALL.to_string() + "tls:\n  algorythm: ed25519\n";
     expect(&typo, line, "tls.algorythm", "unknown");
 }

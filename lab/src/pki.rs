@@ -145,7 +145,7 @@ impl Ca {
             return Err(refused(&cert, "not a CA certificate"));
         }
         let algorithm = KeyAlgorithm::ALL.into_iter().find(|a| signing.algorithm() == a.rcgen()).ok_or_else(|| {
-            refused(&key, "a key of no algorithm anyedge issues with (ecdsa-p256, ecdsa-p384, ed25519)")
+            refused(&key, "a key of no algorithm anyedge issues with (ecdsa-p256, ecdsa-p384, rsa-2048, ed25519)")
         })?;
         let issuer = Issuer::from_ca_cert_pem(&pem, signing).map_err(|e| refused(&cert, e))?;
         Ok(Ca { issuer, pem, key_pem, algorithm })
@@ -617,6 +617,8 @@ mod tests {
         assert_eq!(loaded.algorithm(), KeyAlgorithm::Ed25519, "read from the key");
         let e = loaded.of_algorithm(KeyAlgorithm::EcdsaP256, &dir).err().expect("refused").to_string();
         assert!(e.contains("ca.key") && e.contains("ed25519") && e.contains("ecdsa-p256"), "{e}");
+        Ca::generate(KeyAlgorithm::Rsa2048).unwrap().save(&dir).unwrap();
+        assert_eq!(Ca::load(&dir).unwrap().algorithm(), KeyAlgorithm::Rsa2048, "an RSA CA kept and read back");
         Ca::generate(KeyAlgorithm::EcdsaP384).unwrap().save(&dir).unwrap();
         let p384 = Ca::load(&dir).unwrap().of_algorithm(KeyAlgorithm::EcdsaP384, &dir).expect("the same algorithm");
         assert_eq!(p384.algorithm(), KeyAlgorithm::EcdsaP384);

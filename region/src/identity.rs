@@ -52,23 +52,26 @@ fn with_https_alpn(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
 /// deployment and the simulator) and of the CA that issues them. ECDSA P-256, the
 /// default, and P-384 are what browsers sign and verify (Chromium's BoringSSL, Firefox's
 /// NSS and Safari); Ed25519 is not offered by any of them for a server's certificate
-/// (curl and aioquic take it).
+/// (curl and aioquic take it). RSA-2048 is what every client takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum KeyAlgorithm {
     #[default]
     EcdsaP256,
     EcdsaP384,
+    Rsa2048,
     Ed25519,
 }
 
 impl KeyAlgorithm {
-    pub const ALL: [KeyAlgorithm; 3] = [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Ed25519];
+    pub const ALL: [KeyAlgorithm; 4] =
+        [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519];
 
     /// The name a topology file gives it (`tls: { algorithm: NAME }`).
     pub fn name(self) -> &'static str {
         match self {
             KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
             KeyAlgorithm::EcdsaP384 => "ecdsa-p384",
+            KeyAlgorithm::Rsa2048 => "rsa-2048",
             KeyAlgorithm::Ed25519 => "ed25519",
         }
     }
@@ -82,22 +85,36 @@ impl KeyAlgorithm {
         match self {
             KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
             KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyAlgorithm::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
             KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
         }
     }
 
     /// A fresh key pair.
     pub fn generate(self) -> Result<rcgen::KeyPair, rcgen::Error> {
-        rcgen::KeyPair::generate_for(self.rcgen())
+        if self != KeyAlgorithm::Rsa2048 {
+            return rcgen::KeyPair::generate_for(self.rcgen());
+        }
+        use rand_core::SeedableRng;
+        use rsa::pkcs8::EncodePrivateKey;
+        let mut seed = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+            .map_err(|_| rcgen::Error::RingUnspecified)?;
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+        let key = rsa::PrivateKey::new(&mut rng, 2048).map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+        let der = key.to_pkcs8_der().map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, self.rcgen())
     }
 
     /// The length of the longest signature it makes, bytes: an ECDSA signature is DER,
     /// two integers each a byte longer when its top bit is set, so its length varies
-    /// with the nonce (70 to 72 bytes on P-256); an Ed25519 one has one length.
+    /// with the nonce (70 to 72 bytes on P-256); an Ed25519 or RSA one has one length.
     pub fn signature_len_max(self) -> usize {
         match self {
             KeyAlgorithm::EcdsaP256 => 72,
             KeyAlgorithm::EcdsaP384 => 104,
+            KeyAlgorithm::Rsa2048 => 256,
             KeyAlgorithm::Ed25519 => 64,
         }
     }

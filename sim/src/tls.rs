@@ -196,6 +196,7 @@ mod tests {
             let signer = certified.key.choose_scheme(&[
                 SignatureScheme::ECDSA_NISTP256_SHA256,
                 SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureScheme::RSA_PSS_SHA256,
                 SignatureScheme::ED25519,
             ]);
             let signer = signer.expect("a scheme the key signs with");
@@ -218,6 +219,30 @@ mod tests {
                 })
                 .collect();
             assert_eq!(lens.len(), 1, "{algorithm:?}: chains of {lens:?} bytes");
+        }
+    }
+
+    #[test]
+    fn a_client_completes_a_handshake_with_the_vip_in_every_algorithm_mutual_tls_included() {
+        let vip: IpAddr = "198.18.0.20".parse().unwrap();
+        for algorithm in KeyAlgorithm::ALL {
+            let (identity, client) = vip_pki(&[vip], algorithm).unwrap();
+            for server in [&identity.https, identity.https_mutual.as_ref().unwrap()] {
+                let name = rustls::pki_types::ServerName::IpAddress(vip.into());
+                let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();
+                let mut s = rustls::ServerConnection::new(server.0.clone()).unwrap();
+                for _ in 0..4 {
+                    let mut wire = Vec::new();
+                    c.write_tls(&mut wire).unwrap();
+                    s.read_tls(&mut &wire[..]).unwrap();
+                    s.process_new_packets().unwrap_or_else(|e| panic!("{algorithm:?}: server: {e}"));
+                    let mut back = Vec::new();
+                    s.write_tls(&mut back).unwrap();
+                    c.read_tls(&mut &back[..]).unwrap();
+                    c.process_new_packets().unwrap_or_else(|e| panic!("{algorithm:?}: client: {e}"));
+                }
+                assert!(!c.is_handshaking() && !s.is_handshaking(), "{algorithm:?}: the handshake completed");
+            }
         }
     }
 }

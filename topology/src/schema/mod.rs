@@ -291,7 +291,7 @@ fn build() -> Vec<Object> {
             "tls",
             "The certificates anyedge issues for the VIPs' TLS and QUIC listeners: in a lab and a rendered deployment from their CA, in the simulator from one it makes for the run.",
             vec![
-                opt("algorithm", Ty::Enum(anyedge_region::identity::KeyAlgorithm::ALL.iter().map(|a| a.name()).collect()), "The key algorithm of the VIP certificates and of the CA that issues them. ecdsa-p256 and ecdsa-p384 are what browsers verify; ed25519 is taken by curl and aioquic but by no browser. The nodes' own control-plane certificates stay Ed25519. Default ecdsa-p256.").default(json!("ecdsa-p256")),
+                opt("algorithm", Ty::Enum(anyedge_region::identity::KeyAlgorithm::ALL.iter().map(|a| a.name()).collect()), "The key algorithm of the VIP certificates and of the CA that issues them. ecdsa-p256, ecdsa-p384 and rsa-2048 are what browsers verify; ed25519 is taken by curl and aioquic but by no browser. The nodes' own control-plane certificates stay Ed25519. Default ecdsa-p256.").default(json!("ecdsa-p256")),
             ],
         ),
         Object::new(
