@@ -176,3 +176,75 @@ fn the_simulators_and_the_labs_pop_cores_send_every_packet_to_the_same_clb_node(
         }
     }
 }
+
+/// The chain a VIP presents to `client`, DER lengths, leaf first.
+fn presented_lengths(
+    server: &anyedge_region::l7::TlsTermination,
+    client: std::sync::Arc<rustls::ClientConfig>,
+) -> Vec<usize> {
+    let name = rustls::pki_types::ServerName::IpAddress("198.18.0.20".parse::<IpAddr>().unwrap().into());
+    let mut c = rustls::ClientConnection::new(client, name).unwrap();
+    let mut s = rustls::ServerConnection::new(server.0.clone()).unwrap();
+    for _ in 0..4 {
+        let mut wire = Vec::new();
+        c.write_tls(&mut wire).unwrap();
+        s.read_tls(&mut &wire[..]).unwrap();
+        s.process_new_packets().unwrap();
+        let mut back = Vec::new();
+        s.write_tls(&mut back).unwrap();
+        c.read_tls(&mut &back[..]).unwrap();
+        c.process_new_packets().unwrap();
+    }
+    c.peer_certificates().expect("a chain").iter().map(|d| d.len()).collect()
+}
+
+/// The lab's VIP chain (`lab up`'s issue, read back as a CLB node reads it) and the
+/// simulator's, in every algorithm: the same certificates but for keys, signatures and
+/// serial numbers' values, so the simulator's handshakes are the lab's size. An ECDSA
+/// signature's length varies with its nonce in the lab (one or two bytes less, one time
+/// in four or more); the simulator's always has the longest.
+#[test]
+fn the_simulators_vip_chain_is_the_size_of_the_one_the_lab_issues_in_every_algorithm() {
+    use anyedge_region::identity::KeyAlgorithm;
+    let t = anyedge_topology::parse_str("small.yaml", common::SMALL).unwrap();
+    let vip: IpAddr = "198.18.0.20".parse().unwrap();
+    for algorithm in KeyAlgorithm::ALL {
+        let state =
+            std::env::temp_dir().join(format!("anyedge-chain-size-{}-{}", std::process::id(), algorithm.name()));
+        let _ = std::fs::remove_dir_all(&state);
+        let ca = anyedge_lab::pki::Ca::generate(algorithm).unwrap();
+        anyedge_lab::pki::issue_with(&state, &ca, &[], &anyedge_lab::pki::vip_names(&t, None)).unwrap();
+        let lab = anyedge_lab::pki::vip_identities(&state, &t, 0).unwrap();
+        let (sim, client) = anyedge_sim::tls::vip_pki(&[("edge".into(), vec![vip])], algorithm).unwrap();
+        // Each chain through a client that trusts its CA.
+        let lab_client = {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_file(state.join("pki/ca.pem")).unwrap()).unwrap();
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            std::sync::Arc::new(config)
+        };
+        let lab_lengths = presented_lengths(&lab[0].1.https, lab_client);
+        let sim_lengths = presented_lengths(&sim[0].1.https, client);
+        let slack = algorithm.signature_len_max()
+            - match algorithm {
+                KeyAlgorithm::EcdsaP256 => 70,
+                KeyAlgorithm::EcdsaP384 => 102,
+                _ => algorithm.signature_len_max(),
+            };
+        assert_eq!(lab_lengths.len(), sim_lengths.len(), "{algorithm:?}");
+        for (lab, sim) in lab_lengths.iter().zip(&sim_lengths) {
+            let shorter_by = sim.checked_sub(*lab);
+            assert!(
+                shorter_by.is_some_and(|d| d <= slack),
+                "{algorithm:?}: lab {lab_lengths:?}, simulator {sim_lengths:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&state);
+    }
+}

@@ -29,7 +29,9 @@ fn pki() -> &'static (VipIdentity, Arc<rustls::ClientConfig>) {
     static ID: OnceLock<(VipIdentity, Arc<rustls::ClientConfig>)> = OnceLock::new();
     ID.get_or_init(|| {
         let vip: SocketAddr = VIP.parse().unwrap();
-        anyedge_sim::tls::vip_pki(&[vip.ip()], Default::default()).expect("a test PKI")
+        let (mut identities, client) =
+            anyedge_sim::tls::vip_pki(&[("edge".into(), vec![vip.ip()])], Default::default()).expect("a test PKI");
+        (identities.remove(0).1, client)
     })
 }
 

@@ -11,15 +11,20 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyedge_region::identity::KeyAlgorithm;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
-};
+use anyedge_region::identity::{KeyAlgorithm, shape};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::error::{Doing, SysError};
 use crate::layout::sanitize;
+
+/// Eight random bytes for a serial number ([`shape::serial`] gives them one length).
+fn serial_bytes() -> Result<[u8; 8], PkiError> {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| PkiError::Secret("no system randomness for a serial number".into()))?;
+    Ok(b)
+}
 
 /// Where a lab keeps its certificates.
 pub fn dir(state_dir: &Path) -> PathBuf {
@@ -100,10 +105,7 @@ impl Ca {
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Ca, PkiError> {
         let ca_key = algorithm.generate()?;
         let key_pem = ca_key.serialize_pem();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_params = shape::ca(serial_bytes()?);
         let ca = ca_params.self_signed(&ca_key)?;
         Ok(Ca { issuer: Issuer::new(ca_params, ca_key), pem: ca.pem(), key_pem, algorithm })
     }
@@ -180,12 +182,7 @@ pub fn issue_with(
     // What clients present to listeners with `mtls: true` (`anyedge probe` in the lab).
     let dir = dir(state_dir);
     let key = ca.algorithm.generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "client");
-    params.distinguished_name.push(DnType::OrganizationalUnitName, anyedge_region::identity::VIP_CLIENT_ROLE);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, &ca.issuer)?;
+    let cert = shape::vip_client(serial_bytes()?).signed_by(&key, &ca.issuer)?;
     write(&dir.join("client.pem"), &cert.pem())?;
     write(&dir.join("client.key"), &key.serialize_pem())?;
     Ok(())
@@ -302,13 +299,7 @@ pub fn copy_own_certificates(t: &anyedge_topology::Topology, base: &Path, state_
 pub fn issue_vips(state_dir: &Path, ca: &Ca, vips: &[VipNames]) -> Result<(), PkiError> {
     for (name, addrs) in vips {
         let key = ca.algorithm.generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
-        let dns = rcgen::string::Ia5String::try_from(name.as_str()).ok().map(SanType::DnsName);
-        params.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &ca.issuer)?;
+        let cert = shape::vip(name, addrs, serial_bytes()?).signed_by(&key, &ca.issuer)?;
         write(&vip_cert_path(state_dir, name), &cert.pem())?;
         write(&vip_cert_path(state_dir, name).with_extension("key"), &key.serialize_pem())?;
     }
@@ -540,6 +531,7 @@ pub fn peer_identity(der: &[u8]) -> Result<PeerIdentity, IdentityRefused> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{BasicConstraints, IsCa};
 
     #[test]
     fn each_vip_gets_a_server_certificate_naming_it_and_its_addresses() {

@@ -120,6 +120,65 @@ impl KeyAlgorithm {
     }
 }
 
+/// The certificates anyedge issues, one shape for both drivers: a lab's (and a rendered
+/// deployment's) and the simulator's have the same fields, names and encodings, so their
+/// handshakes are the same size; only keys, signatures and serial numbers' values
+/// differ. Valid 2000-01-01 to 2999-12-31; serial numbers are 8 bytes, the first in
+/// 0x40..=0x7f (one DER length).
+pub mod shape {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
+        SerialNumber,
+    };
+    use std::net::IpAddr;
+
+    /// A serial number of the one length from any 8 bytes.
+    pub fn serial(bytes: [u8; 8]) -> SerialNumber {
+        let mut b = bytes;
+        b[0] = 0x40 | (b[0] & 0x3f);
+        SerialNumber::from_slice(&b)
+    }
+
+    fn base(serial_bytes: [u8; 8]) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("no names to check");
+        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2999, 12, 31);
+        p.serial_number = Some(serial(serial_bytes));
+        p
+    }
+
+    /// The CA that issues VIP certificates (in a lab, the nodes' too).
+    pub fn ca(serial_bytes: [u8; 8]) -> CertificateParams {
+        let mut p = base(serial_bytes);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "anyedge lab control CA");
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    }
+
+    /// VIP `name`'s server certificate: its name (a DNS name, when it is one) and its
+    /// addresses in the SAN.
+    pub fn vip(name: &str, addrs: &[IpAddr], serial_bytes: [u8; 8]) -> CertificateParams {
+        let mut p = base(serial_bytes);
+        p.distinguished_name.push(DnType::CommonName, format!("vip/{name}"));
+        let dns = rcgen::string::Ia5String::try_from(name).ok().map(SanType::DnsName);
+        p.subject_alt_names = dns.into_iter().chain(addrs.iter().map(|a| SanType::IpAddress(*a))).collect();
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p
+    }
+
+    /// What clients present to `mtls: true` listeners.
+    pub fn vip_client(serial_bytes: [u8; 8]) -> CertificateParams {
+        let mut p = base(serial_bytes);
+        p.distinguished_name.push(DnType::CommonName, "client");
+        p.distinguished_name.push(DnType::OrganizationalUnitName, super::VIP_CLIENT_ROLE);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p
+    }
+}
+
 /// The organizational unit a certificate must carry to be a VIP client.
 pub const VIP_CLIENT_ROLE: &str = "vip-client";
 

@@ -5,7 +5,8 @@
 //! listeners).
 //!
 //! Handshakes have the same sizes in every run (the bytes differ, the timing does not):
-//! serial numbers and validity are fixed, and every signature, in a certificate or a
+//! the certificates have the lab's shapes, serial numbers are fixed, and every
+//! signature, in a certificate or a
 //! handshake, has its algorithm's longest length. An ECDSA signature is DER, whose
 //! length varies with its random nonce (70–72 bytes on P-256), so the simulator signs
 //! again until it has that length ([`FixedLength`]: one signature in four has it).
@@ -14,7 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyedge_region::identity::{KeyAlgorithm, VipIdentity};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType, SerialNumber};
+use rcgen::{CertificateParams, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
@@ -23,40 +24,35 @@ use rustls::{SignatureAlgorithm, SignatureScheme};
 /// (3/4)^256 is 1e-32.
 const SIGN_TRIES: usize = 256;
 
-/// The VIPs' identity (one-way and mutual) and the clients' configuration: it trusts the
-/// CA and holds a client certificate from it, which it presents when a listener asks
-/// (`mtls: true`).
-pub fn vip_pki(vips: &[IpAddr], algorithm: KeyAlgorithm) -> Result<(VipIdentity, Arc<rustls::ClientConfig>), String> {
+/// Each VIP's identity (one-way and mutual; `(name, addresses)` as the lab names them)
+/// by address, and the clients' configuration: it trusts the CA and holds a client
+/// certificate from it, which it presents when a listener asks (`mtls: true`). The
+/// certificates have the lab's shapes ([`anyedge_region::identity::shape`]), with fixed
+/// serial numbers.
+#[allow(clippy::type_complexity)]
+pub fn vip_pki(
+    vips: &[(String, Vec<IpAddr>)],
+    algorithm: KeyAlgorithm,
+) -> Result<(Vec<(IpAddr, VipIdentity)>, Arc<rustls::ClientConfig>), String> {
+    use anyedge_region::identity::shape;
     let err = |e: &dyn std::fmt::Display| format!("TLS set-up: {e}");
-    let validity = |p: &mut CertificateParams| {
-        p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2999, 12, 31);
-    };
     let ca_key = algorithm.generate().map_err(|e| err(&e))?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.serial_number = Some(SerialNumber::from(1u64));
-    validity(&mut ca_params);
+    let ca_params = shape::ca(1u64.to_be_bytes());
     let ca_cert = longest(algorithm, || ca_params.self_signed(&ca_key).map(|c| c.der().clone()))?;
     let issuer = Issuer::new(ca_params, ca_key);
-    let leaf =
-        |sans: Vec<SanType>, unit: Option<&str>, serial: u64| -> Result<(CertificateDer<'static>, KeyPair), String> {
-            let key = algorithm.generate().map_err(|e| err(&e))?;
-            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
-            params.subject_alt_names = sans;
-            if let Some(unit) = unit {
-                params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, unit);
-            }
-            params.serial_number = Some(SerialNumber::from(serial));
-            validity(&mut params);
-            let cert = longest(algorithm, || params.signed_by(&key, &issuer).map(|c| c.der().clone()))?;
-            Ok((cert, key))
-        };
-    let (server_cert, server_key) = leaf(vips.iter().map(|ip| SanType::IpAddress(*ip)).collect(), None, 2)?;
-    let (client_cert, client_key) = leaf(Vec::new(), Some(anyedge_region::identity::VIP_CLIENT_ROLE), 3)?;
-    let server = certified(vec![server_cert, ca_cert.clone()], &server_key, algorithm)?;
-    let identity = VipIdentity::with_key(server, Some(ca_cert.clone()))?;
-
+    let leaf = |params: CertificateParams| -> Result<(CertificateDer<'static>, KeyPair), String> {
+        let key = algorithm.generate().map_err(|e| err(&e))?;
+        let cert = longest(algorithm, || params.signed_by(&key, &issuer).map(|c| c.der().clone()))?;
+        Ok((cert, key))
+    };
+    let mut identities = Vec::new();
+    for (i, (name, addrs)) in vips.iter().enumerate() {
+        let (cert, key) = leaf(shape::vip(name, addrs, (3 + i as u64).to_be_bytes()))?;
+        let server = certified(vec![cert, ca_cert.clone()], &key, algorithm)?;
+        let identity = VipIdentity::with_key(server, Some(ca_cert.clone()))?;
+        identities.extend(addrs.iter().map(|a| (*a, identity.clone())));
+    }
+    let (client_cert, client_key) = leaf(shape::vip_client(2u64.to_be_bytes()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca_cert.clone()).map_err(|e| err(&e))?;
@@ -67,7 +63,7 @@ pub fn vip_pki(vips: &[IpAddr], algorithm: KeyAlgorithm) -> Result<(VipIdentity,
         .with_root_certificates(roots)
         .with_client_cert_resolver(Arc::new(ClientKey(client_key)));
     client.resumption = rustls::client::Resumption::disabled();
-    Ok((identity, Arc::new(client)))
+    Ok((identities, Arc::new(client)))
 }
 
 /// A certificate made by `make` (which signs it afresh each call) whose signature has
@@ -213,7 +209,7 @@ mod tests {
         for algorithm in KeyAlgorithm::ALL {
             let lens: std::collections::BTreeSet<Vec<usize>> = (0..6)
                 .map(|_| {
-                    let (_, client) = vip_pki(&[vip], algorithm).unwrap();
+                    let (_, client) = vip_pki(&[("edge".into(), vec![vip])], algorithm).unwrap();
                     let key = client.client_auth_cert_resolver.resolve(&[], &[]).expect("a client certificate");
                     key.cert.iter().map(|c| c.len()).collect()
                 })
@@ -226,7 +222,8 @@ mod tests {
     fn a_client_completes_a_handshake_with_the_vip_in_every_algorithm_mutual_tls_included() {
         let vip: IpAddr = "198.18.0.20".parse().unwrap();
         for algorithm in KeyAlgorithm::ALL {
-            let (identity, client) = vip_pki(&[vip], algorithm).unwrap();
+            let (identities, client) = vip_pki(&[("edge".into(), vec![vip])], algorithm).unwrap();
+            let identity = &identities[0].1;
             for server in [&identity.https, identity.https_mutual.as_ref().unwrap()] {
                 let name = rustls::pki_types::ServerName::IpAddress(vip.into());
                 let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();

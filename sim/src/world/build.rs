@@ -123,7 +123,8 @@ pub(super) fn class_backends(t: &Topology, class: &anyedge_topology::TrafficClas
 /// and the clients' trust in it when a listener is HTTPS or QUIC, and each region's
 /// QUIC connection-ID cipher.
 pub(super) struct Pki {
-    pub(super) vip_identity: Option<anyedge_region::identity::VipIdentity>,
+    /// Each VIP's identity by address (the lab's certificate shapes, one per VIP).
+    pub(super) vip_identities: Vec<(IpAddr, anyedge_region::identity::VipIdentity)>,
     pub(super) tls_client: Option<Arc<rustls::ClientConfig>>,
     /// QUIC clients' configurations by the protocol they offer in ALPN (empty: none).
     pub(super) quic_clients: std::collections::BTreeMap<Vec<u8>, quinn_proto::ClientConfig>,
@@ -140,14 +141,19 @@ impl Pki {
         let cid_ciphers =
             (0..t.regions.len() as u16).map(|r| anyedge_ccn::CidCipher::new(&secret.cid_key(r))).collect();
         let quic_clients = std::collections::BTreeMap::new();
-        let mut pki = Pki { vip_identity: None, tls_client: None, quic_clients, cid_ciphers, tags };
+        let mut pki = Pki { vip_identities: Vec::new(), tls_client: None, quic_clients, cid_ciphers, tags };
         let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
         if !listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic) {
             return Ok(pki);
         }
-        let names: Vec<IpAddr> =
-            t.vips.iter().flat_map(|v| [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)]).flatten().collect();
-        let (identity, client) = crate::tls::vip_pki(&names, t.tls.algorithm).map_err(SimError)?;
+        let names: Vec<(String, Vec<IpAddr>)> = t
+            .vips
+            .iter()
+            .map(|v| {
+                (v.name.clone(), [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)].into_iter().flatten().collect())
+            })
+            .collect();
+        let (identities, client) = crate::tls::vip_pki(&names, t.tls.algorithm).map_err(SimError)?;
         for l in listeners().filter(|l| l.protocol == ListenerProtocol::Quic) {
             let offer = crate::tls::quic_offer(&l.alpn);
             if let std::collections::btree_map::Entry::Vacant(e) = pki.quic_clients.entry(offer) {
@@ -155,7 +161,7 @@ impl Pki {
                 e.insert(config);
             }
         }
-        pki.vip_identity = Some(identity);
+        pki.vip_identities = identities;
         pki.tls_client = Some(client);
         Ok(pki)
     }

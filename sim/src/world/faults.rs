@@ -352,7 +352,7 @@ impl<'t> World<'t> {
     ) {
         let (r, index) = (self.regions.clbs[c].region, self.regions.clbs[c].index);
         let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
-        let identity = anyedge_topology::nodes::Identity { default: self.pki.vip_identity.clone(), vips: Vec::new() };
+        let identity = anyedge_topology::nodes::Identity { default: None, vips: self.pki.vip_identities.clone() };
         let site =
             anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
         anyedge_topology::route_table::apply_to_clb(&mut self.regions.clbs[c].core, &site, table, change);

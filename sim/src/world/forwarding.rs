@@ -171,7 +171,7 @@ pub(super) fn clb_config(
     peers: &mut PeerLists,
 ) -> ClbConfig {
     let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
-    let identity = anyedge_topology::nodes::Identity { default: pki.vip_identity.clone(), vips: Vec::new() };
+    let identity = anyedge_topology::nodes::Identity { default: None, vips: pki.vip_identities.clone() };
     let mut config = anyedge_topology::nodes::clb_config_with(t, facts, r, index, addresses, &identity);
     config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags, peers);
     config
