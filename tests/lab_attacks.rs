@@ -1324,7 +1324,10 @@ fn quic_clients_that_hold_what_they_open_get_a_bounded_share_of_memory_and_backe
     let refused = during.summed("quic_streams_refused_total") - before.summed("quic_streams_refused_total");
     eprintln!("relayed streams held: backend connections {open:?}, {refused} streams refused: {attack}");
     assert!(attack["streams"].as_u64().unwrap_or(0) >= 900, "the attack ran: {attack}");
-    assert!(open.iter().all(|&n| n <= anyedge_region::l7::PER_SOURCE_MAX as u64), "{open:?}");
+    // The gauge counts every source's: london's probe beside it holds at most one request
+    // at a backend on each of its 4 connections (CI saw 257 once).
+    let bound = anyedge_region::l7::PER_SOURCE_MAX as u64 + 4;
+    assert!(open.iter().all(|&n| n <= bound), "{open:?} (kyiv's share 256, london's requests 4 at most)");
     assert!(refused > 0, "the streams past the share were refused:\n{during}");
     victim_lost_nothing(&wait_probe(lab, victim, "victim-relay-hold.json"), "HTTP/3");
 }
