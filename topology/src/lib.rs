@@ -192,12 +192,15 @@ pub struct Listener {
     pub alt_svc_ns: Option<u64>,
 }
 
+/// Whether `listeners` serve HTTP/3 on UDP `port` (a QUIC listener offering `h3`).
+pub(crate) fn serves_h3(listeners: &[Listener], port: u16) -> bool {
+    listeners.iter().any(|l| l.protocol == ListenerProtocol::Quic && l.port == port && l.alpn.iter().any(|a| a == "h3"))
+}
+
 impl Vip {
     /// Whether the VIP serves HTTP/3 on UDP `port` (a QUIC listener offering `h3`).
     pub fn serves_h3_on(&self, port: u16) -> bool {
-        self.listeners
-            .iter()
-            .any(|l| l.protocol == ListenerProtocol::Quic && l.port == port && l.alpn.iter().any(|a| a == "h3"))
+        serves_h3(&self.listeners, port)
     }
 
     /// The `Alt-Svc` field value an HTTPS listener of this VIP adds to its answers

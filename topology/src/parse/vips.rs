@@ -183,9 +183,7 @@ impl Parser {
         let https = o.get("protocol").and_then(|p| p.as_scalar()).is_some_and(|p| p.as_str() == "https");
         let off = n.as_scalar().is_some_and(|v| v.as_str() == "off");
         let Some(port) = port.filter(|_| https && !off) else { return };
-        let h3 =
-            |l: &Listener| l.protocol == ListenerProtocol::Quic && l.port == port && l.alpn.iter().any(|a| a == "h3");
-        if !listeners.iter().any(h3) {
+        if !crate::serves_h3(listeners, port) {
             let reason = format!(
                 "no quic listener of this VIP offers h3 on port {port}: nothing to name (add one, or drop alt_svc)"
             );
