@@ -1448,33 +1448,46 @@ fn the_lab_delays_every_backend_path_as_the_simulator_does() {
         let group = sim.clients.iter().find(|c| c.name == client).unwrap();
         let rtt = group.traffic.iter().find(|tr| tr.name == class).unwrap().anycast.rtt_ms.unwrap();
         // The median of three 2 s rounds: one round's p99 is its 4th slowest reply, and a
-        // busy 2-core host moves that by milliseconds on its own.
-        let rounds: Vec<Value> = (0..3).map(|_| lab.probe(client, &format!("198.18.0.20:{port}"), "udp", 8)).collect();
-        if let Some(backend) = backend {
-            assert!(rounds.iter().all(|r| replies_from(r, backend) > 0), "{class}: {rounds:?}");
-        }
-        let lab_ms = |q: &str| {
-            let mut v: Vec<f64> = rounds.iter().map(|r| r["rtt_us"][q].as_f64().unwrap() / 1000.0).collect();
-            v.sort_by(f64::total_cmp);
-            v[1]
+        // busy 2-core host moves that by milliseconds on its own. A CI run once saw two of
+        // three onprem rounds 1.7 ms slow at p50 and 11 ms at p99 (every other path and
+        // every local run: 0.4-0.5 ms), so a path outside its bound is measured once more
+        // and must hold in that second set: a model that is wrong is wrong both times.
+        let measure = || {
+            let rounds: Vec<Value> =
+                (0..3).map(|_| lab.probe(client, &format!("198.18.0.20:{port}"), "udp", 8)).collect();
+            if let Some(backend) = backend {
+                assert!(rounds.iter().all(|r| replies_from(r, backend) > 0), "{class}: {rounds:?}");
+            }
+            ["p50", "p99"].map(|q| {
+                let mut v: Vec<f64> = rounds.iter().map(|r| r["rtt_us"][q].as_f64().unwrap() / 1000.0).collect();
+                v.sort_by(f64::total_cmp);
+                v[1]
+            })
         };
-        eprintln!(
-            "{client} {class}: p50 lab {:.2} / sim {:.2} ms, p99 lab {:.2} / sim {:.2} ms",
-            lab_ms("p50"),
-            rtt.p50,
-            lab_ms("p99"),
-            rtt.p99
-        );
         // The tail is the host's (a 2-core machine running a dozen nodes).
-        let allowed = [("p50", rtt.p50, share, fixed_ms), ("p99", rtt.p99, 0.10, 1.0)];
-        for (q, sim_ms, share, fixed_ms) in allowed {
-            let gap = (lab_ms(q) - sim_ms).abs();
-            assert!(
-                gap <= sim_ms * share + fixed_ms,
-                "{client} {class} {q}: lab {:.2} ms, simulator {sim_ms:.2} ms (allowed {} % + {fixed_ms} ms)",
-                lab_ms(q),
-                share * 100.0
+        let allowed = [(rtt.p50, share, fixed_ms), (rtt.p99, 0.10, 1.0)];
+        let outside = |lab_ms: [f64; 2]| {
+            (0..2).find(|&i| (lab_ms[i] - allowed[i].0).abs() > allowed[i].0 * allowed[i].1 + allowed[i].2)
+        };
+        let mut lab_ms = measure();
+        for attempt in 1..=2 {
+            eprintln!(
+                "{client} {class} (set {attempt}): p50 lab {:.2} / sim {:.2} ms, p99 lab {:.2} / sim {:.2} ms",
+                lab_ms[0], rtt.p50, lab_ms[1], rtt.p99
             );
+            match outside(lab_ms) {
+                None => break,
+                Some(i) if attempt == 2 => {
+                    let (sim_ms, share, fixed_ms) = allowed[i];
+                    panic!(
+                        "{client} {class} {}: lab {:.2} ms, simulator {sim_ms:.2} ms (allowed {} % + {fixed_ms} ms), in two sets of rounds",
+                        ["p50", "p99"][i],
+                        lab_ms[i],
+                        share * 100.0
+                    );
+                }
+                Some(_) => lab_ms = measure(),
+            }
         }
     }
 }
