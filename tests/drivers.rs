@@ -182,7 +182,17 @@ fn presented_lengths(
     server: &anyedge_region::l7::TlsTermination,
     client: std::sync::Arc<rustls::ClientConfig>,
 ) -> Vec<usize> {
-    let name = rustls::pki_types::ServerName::IpAddress("198.18.0.20".parse::<IpAddr>().unwrap().into());
+    presented(server, client, "198.18.0.20").iter().map(|d| d.len()).collect()
+}
+
+/// The chain a VIP presents to `client` asking for `host` (a name, or the address: no
+/// name), leaf first.
+fn presented(
+    server: &anyedge_region::l7::TlsTermination,
+    client: std::sync::Arc<rustls::ClientConfig>,
+    host: &str,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
     let mut c = rustls::ClientConnection::new(client, name).unwrap();
     let mut s = rustls::ServerConnection::new(server.0.clone()).unwrap();
     for _ in 0..4 {
@@ -195,7 +205,7 @@ fn presented_lengths(
         c.read_tls(&mut &back[..]).unwrap();
         c.process_new_packets().unwrap();
     }
-    c.peer_certificates().expect("a chain").iter().map(|d| d.len()).collect()
+    c.peer_certificates().expect("a chain").to_vec()
 }
 
 /// The lab's VIP chain (`lab up`'s issue, read back as a CLB node reads it) and the
@@ -215,7 +225,8 @@ fn the_simulators_vip_chain_is_the_size_of_the_one_the_lab_issues_in_every_algor
         let ca = anyedge_lab::pki::Ca::generate(algorithm).unwrap();
         anyedge_lab::pki::issue_with(&state, &ca, &[], &anyedge_lab::pki::vip_names(&t, None)).unwrap();
         let lab = anyedge_lab::pki::vip_identities(&state, &t, 0).unwrap();
-        let (sim, client) = anyedge_sim::tls::vip_pki(&[("edge".into(), vec![vip])], algorithm).unwrap();
+        let (sim, client) =
+            anyedge_sim::tls::vip_pki(&[anyedge_sim::tls::VipTls::issued("edge", vec![vip])], algorithm).unwrap();
         // Each chain through a client that trusts its CA.
         let lab_client = {
             use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -247,4 +258,70 @@ fn the_simulators_vip_chain_is_the_size_of_the_one_the_lab_issues_in_every_algor
         }
         let _ = std::fs::remove_dir_all(&state);
     }
+}
+
+/// A client configuration trusting only the root in the PEM file `root`.
+fn trusting(root: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(root).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+/// A VIP with chains of its own (another CA's, beside the topology file): the simulator
+/// presents the user's bytes, as a lab's CLB node does, so its handshakes are the lab's
+/// size; a run with HTTPS traffic to it answers every client; a chain file that is not
+/// there stops the run, naming the field and the file.
+#[test]
+fn a_vip_with_a_chain_of_its_own_presents_the_same_bytes_in_the_simulator_and_the_lab() {
+    let dir = std::env::temp_dir().join(format!("anyedge-own-chain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let year = common::this_year();
+    common::someones_ca(&dir, &[&["shop.example"], &["api.example"]], (year - 1, year + 1));
+    let text = common::with_own_chains(common::SMALL.to_string())
+        .replace("protocol: tcp, port: 443, requests_per_s", "protocol: tcp, port: 8443, requests_per_s");
+    let file = dir.join("own.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let t = anyedge_topology::load(&file).unwrap();
+
+    let state = dir.join("state");
+    let ca = anyedge_lab::pki::Ca::generate(t.tls.algorithm).unwrap();
+    anyedge_lab::pki::issue_with(&state, &ca, &[], &anyedge_lab::pki::vip_names(&t, None)).unwrap();
+    anyedge_lab::pki::copy_own_certificates(&t, &dir, &state).unwrap();
+    let lab = anyedge_lab::pki::vip_identities(&state, &t, 0).unwrap();
+    let (sim, client) = anyedge_sim::tls::vip_pki(&anyedge_sim::tls::vips(&t).unwrap(), t.tls.algorithm).unwrap();
+    let lab_chain = presented(&lab[0].1.https, trusting(&dir.join("root.pem")), "api.example");
+    let sim_chain = presented(&sim[0].1.https, client.clone(), "api.example");
+    let given = std::fs::read(dir.join("certs/api.example.pem")).unwrap();
+    let given: Vec<_> = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::pem_slice_iter(&given).collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(lab_chain, given, "the lab presents the user's chain for the host asked for");
+    assert_eq!(sim_chain, given, "and so does the simulator");
+    // A simulated client names no host: the first chain, as to curl asking by address.
+    let first = std::fs::read(dir.join("certs/shop.example.pem")).unwrap();
+    let first_leaf = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::pem_slice_iter(&first).next().unwrap().unwrap()
+    };
+    assert_eq!(presented(&sim[0].1.https, client, "198.18.0.20")[0], first_leaf);
+
+    let report = anyedge_sim::run(&t, |_| {}).unwrap().report;
+    for group in report.clients.iter().filter(|c| c.traffic.iter().any(|tr| tr.name == "web")) {
+        let web = group.traffic.iter().find(|tr| tr.name == "web").unwrap();
+        assert!(web.anycast.received > 0 && web.anycast.loss_pct < 5.0, "{}: {:?}", group.name, web.anycast);
+    }
+
+    std::fs::remove_file(dir.join("certs/api.example.key")).unwrap();
+    let t = anyedge_topology::load(&file).unwrap();
+    let e = anyedge_sim::run(&t, |_| {}).err().expect("a missing key stops the run").0;
+    assert!(e.contains("vips[0].certificates[1].key") && e.contains("certs/api.example.key"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

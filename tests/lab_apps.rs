@@ -561,50 +561,6 @@ fn a_browser_chromium_trusting_the_labs_ca_loads_a_page_over_http2_and_then_over
     }
 }
 
-/// Someone else's CA (an ACME one, a company's): its root into `dir/root.pem`, and for
-/// each entry of `chains` a full chain (leaf naming those hosts, then the intermediate)
-/// and key, `dir/certs/NAME.pem` and `.key` after the first host, valid `years`.
-fn someones_ca(dir: &std::path::Path, chains: &[&[&str]], years: (i32, i32)) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca = |name: &str, by: Option<&Issuer<'static, KeyPair>>| {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let pem = match by {
-            Some(issuer) => p.signed_by(&key, issuer).unwrap().pem(),
-            None => p.self_signed(&key).unwrap().pem(),
-        };
-        (pem, Issuer::new(p, key))
-    };
-    let (root_pem, root) = ca("Someone's Root", None);
-    let (mid_pem, mid) = ca("Someone's Intermediate", Some(&root));
-    std::fs::create_dir_all(dir.join("certs")).unwrap();
-    std::fs::write(dir.join("root.pem"), root_pem).unwrap();
-    for hosts in chains {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, hosts[0]);
-        (p.not_before, p.not_after) = (rcgen::date_time_ymd(years.0, 1, 1), rcgen::date_time_ymd(years.1, 1, 1));
-        let leaf = p.signed_by(&key, &mid).unwrap().pem();
-        std::fs::write(dir.join(format!("certs/{}.pem", hosts[0])), leaf + &mid_pem).unwrap();
-        std::fs::write(dir.join(format!("certs/{}.key", hosts[0])), key.serialize_pem()).unwrap();
-    }
-}
-
-/// small.yaml's VIP with an HTTPS listener (8443), the hosts shop.example and
-/// api.example, and a chain of its own for each.
-fn with_own_chains(text: String) -> String {
-    text.replace(
-        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
-        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: https, port: 8443, backends: web }",
-    )
-    .replace(
-        "    pops: [paris, warsaw]\n",
-        "    pops: [paris, warsaw]\n    hosts: [shop.example, api.example]\n    certificates:\n      - { chain: certs/shop.example.pem, key: certs/shop.example.key }\n      - { chain: certs/api.example.pem, key: certs/api.example.key }\n",
-    )
-}
-
 #[test]
 fn a_vip_presents_chains_of_its_own_from_another_ca_picking_by_sni_and_a_stale_one_is_refused_at_render() {
     if !may_run() {
@@ -613,7 +569,8 @@ fn a_vip_presents_chains_of_its_own_from_another_ca_picking_by_sni_and_a_stale_o
     let _one = serial();
     // The chains sit beside the topology file, which names them by relative paths.
     let dir = std::env::temp_dir().join(format!("t-own-{}", std::process::id()));
-    someones_ca(&dir, &[&["shop.example"], &["api.example"]], (2026, 2027));
+    let year = this_year();
+    someones_ca(&dir, &[&["shop.example"], &["api.example"]], (year - 1, year + 1));
     let lab = Lab::up_flags("own", with_own_chains, &["--no-impairments"]);
     assert_eq!(lab.dir, dir, "the lab's folder is the one the chains were written to");
     let root = dir.join("root.pem").display().to_string();
@@ -660,12 +617,12 @@ fn a_vip_presents_chains_of_its_own_from_another_ca_picking_by_sni_and_a_stale_o
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
         said.lines().find(|l| l.contains("expire date:")).map(|l| l.trim().to_string()).unwrap_or(said)
     };
-    assert!(expiry(&root).ends_with("2027 GMT"), "{}", expiry(&root));
-    someones_ca(&dir, &[&["shop.example"], &["api.example"]], (2026, 2028));
+    assert!(expiry(&root).ends_with(&format!("{} GMT", year + 1)), "{}", expiry(&root));
+    someones_ca(&dir, &[&["shop.example"], &["api.example"]], (year - 1, year + 2));
     let out = lab.anyedge(&["lab", "reload", "--new-vip-certificates"]);
     assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(expiry(&root).ends_with("2028 GMT"), "the renewed chain: {}", expiry(&root));
+    assert!(expiry(&root).ends_with(&format!("{} GMT", year + 2)), "the renewed chain: {}", expiry(&root));
     // A chain past its dates is refused when a deployment is rendered, naming its file.
     someones_ca(&dir, &[&["shop.example"]], (2020, 2021));
     let out = Command::new(exe()).arg("render").arg(&lab.file).arg("--out").arg(dir.join("rendered")).output().unwrap();

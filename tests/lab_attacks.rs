@@ -771,7 +771,9 @@ fn cpu_seconds(lab: &Lab, node: &str) -> f64 {
 /// QUIC Initials, 1,200 bytes each, from `n` new connections of a real client (quinn,
 /// through the same code the simulator's clients run), toward `vip`.
 fn quic_initials(vip: std::net::SocketAddr, n: usize) -> Vec<Vec<u8>> {
-    let (_, tls) = anyedge_sim::tls::vip_pki(&[("edge".into(), vec![vip.ip()])], Default::default()).unwrap();
+    let (_, tls) =
+        anyedge_sim::tls::vip_pki(&[anyedge_sim::tls::VipTls::issued("edge", vec![vip.ip()])], Default::default())
+            .unwrap();
     let config = anyedge_sim::tls::quic_client(&tls, anyedge_region::quic_listener::H3).unwrap();
     let mut client = anyedge_region::quic::QuicHost::client(11);
     let mut out = Vec::new();

@@ -30,7 +30,7 @@ fn pki() -> &'static (VipIdentity, Arc<rustls::ClientConfig>) {
     ID.get_or_init(|| {
         let vip: SocketAddr = VIP.parse().unwrap();
         let (mut identities, client) =
-            anyedge_sim::tls::vip_pki(&[("edge".into(), vec![vip.ip()])], Default::default()).expect("a test PKI");
+            anyedge_sim::tls::vip_pki(&[anyedge_sim::tls::VipTls::issued("edge", vec![vip.ip()])], Default::default()).expect("a test PKI");
         (identities.remove(0).1, client)
     })
 }

@@ -271,7 +271,7 @@ fn own_key(
     use anyedge_region::identity::OwnCertRefused;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let (chain_pem, key_pem) = (std::fs::read(chain).at(chain)?, std::fs::read(key).at(key)?);
-    anyedge_region::identity::own_key(&chain_pem, &key_pem, &vip.names(), now).map_err(|e| match e {
+    anyedge_region::identity::own_key(&chain_pem, &key_pem, &vip.names(), Some(now)).map_err(|e| match e {
         OwnCertRefused::Chain(why) => refused(chain, why),
         OwnCertRefused::Key(why) => refused(key, why),
     })

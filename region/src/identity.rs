@@ -335,12 +335,14 @@ pub enum OwnCertRefused {
 /// would take them at `now_unix`: the key is the leaf's, each certificate is signed by
 /// the next (the last one's issuer being the root clients trust, which a full chain
 /// leaves out), each is valid now, and the leaf names at least one of `names` (DNS names
-/// or IP addresses, `*.` wildcards matching one label); what listeners present.
+/// or IP addresses, `*.` wildcards matching one label); what listeners present. With no
+/// `now_unix` the dates are not judged: the simulator's runs do not depend on the day
+/// they are made (a lab and a deployment judge them when they copy the files in).
 pub fn own_key(
     chain_pem: &[u8],
     key_pem: &[u8],
     names: &[String],
-    now_unix: i64,
+    now_unix: Option<i64>,
 ) -> Result<Arc<CertifiedKey>, OwnCertRefused> {
     use rustls::pki_types::pem::PemObject;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
@@ -363,7 +365,7 @@ pub fn own_key(
 }
 
 /// The chain's links, validity and names (see [`own_key`]).
-fn check_chain(chain: &[CertificateDer<'static>], names: &[String], now_unix: i64) -> Result<(), String> {
+fn check_chain(chain: &[CertificateDer<'static>], names: &[String], now_unix: Option<i64>) -> Result<(), String> {
     let parsed: Vec<_> = chain
         .iter()
         .enumerate()
@@ -371,10 +373,12 @@ fn check_chain(chain: &[CertificateDer<'static>], names: &[String], now_unix: i6
             x509_parser::parse_x509_certificate(der).map(|(_, c)| c).map_err(|e| format!("certificate {}: {e}", i + 1))
         })
         .collect::<Result<_, _>>()?;
-    let now = x509_parser::time::ASN1Time::from_timestamp(now_unix).map_err(|e| e.to_string())?;
+    let now = now_unix.map(x509_parser::time::ASN1Time::from_timestamp).transpose().map_err(|e| e.to_string())?;
     for (i, cert) in parsed.iter().enumerate() {
         let subject = cert.subject().to_string();
-        if !cert.validity().is_valid_at(now) {
+        if let Some(now) = now
+            && !cert.validity().is_valid_at(now)
+        {
             let v = cert.validity();
             return Err(format!(
                 "certificate {} ({subject}) is not valid now: {} to {}",
@@ -603,7 +607,7 @@ mod tests {
 
     fn own(chain: &str, key: &str, names: &[&str]) -> Result<Arc<CertifiedKey>, OwnCertRefused> {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        own_key(chain.as_bytes(), key.as_bytes(), &names, NOW)
+        own_key(chain.as_bytes(), key.as_bytes(), &names, Some(NOW))
     }
 
     #[test]
@@ -626,6 +630,10 @@ mod tests {
         let (expired, expired_key) = ca.leaf(&["shop.example"], (2020, 2021));
         let e = refused(own(&expired, &expired_key, &["shop.example"])).to_string();
         assert!(e.contains("not valid now"), "{e}");
+        let undated =
+            |chain: &str, key: &str| own_key(chain.as_bytes(), key.as_bytes(), &["shop.example".into()], None);
+        undated(&expired, &expired_key).expect("no day given (the simulator's): dates are not judged");
+        assert!(undated(&chain, &other_key).is_err(), "the key is judged without a day");
         let e = refused(own(&chain, &key, &["a.b.shop.example", "other.example"])).to_string();
         assert!(e.contains("none of the VIP's") && e.contains("other.example"), "{e}");
         let stranger = Foreign::new();

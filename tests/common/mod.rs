@@ -321,3 +321,54 @@ pub fn wait_every_backend_healthy(lab: &Lab) {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// Someone else's CA (an ACME one, a company's): its root into `dir/root.pem`, and for
+/// each entry of `chains` a full chain (leaf naming those hosts, then the intermediate)
+/// and key, `dir/certs/NAME.pem` and `.key` after the first host, valid `years`.
+pub fn someones_ca(dir: &std::path::Path, chains: &[&[&str]], years: (i32, i32)) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca = |name: &str, by: Option<&Issuer<'static, KeyPair>>| {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let pem = match by {
+            Some(issuer) => p.signed_by(&key, issuer).unwrap().pem(),
+            None => p.self_signed(&key).unwrap().pem(),
+        };
+        (pem, Issuer::new(p, key))
+    };
+    let (root_pem, root) = ca("Someone's Root", None);
+    let (mid_pem, mid) = ca("Someone's Intermediate", Some(&root));
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    std::fs::write(dir.join("root.pem"), root_pem).unwrap();
+    for hosts in chains {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, hosts[0]);
+        (p.not_before, p.not_after) = (rcgen::date_time_ymd(years.0, 1, 1), rcgen::date_time_ymd(years.1, 1, 1));
+        let leaf = p.signed_by(&key, &mid).unwrap().pem();
+        std::fs::write(dir.join(format!("certs/{}.pem", hosts[0])), leaf + &mid_pem).unwrap();
+        std::fs::write(dir.join(format!("certs/{}.key", hosts[0])), key.serialize_pem()).unwrap();
+    }
+}
+
+/// The year it is now (UTC, to within a day of New Year): certificates a test makes are
+/// valid around it, so the test does not expire.
+pub fn this_year() -> i32 {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    1970 + (secs / 31_556_952) as i32
+}
+
+/// small.yaml's VIP with an HTTPS listener (8443), the hosts shop.example and
+/// api.example, and a chain of its own for each (files as [`someones_ca`] writes them).
+pub fn with_own_chains(text: String) -> String {
+    text.replace(
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }",
+        "      - { protocol: tcp, port: 443, scheduler: wrr, backends: web }\n      - { protocol: https, port: 8443, backends: web }",
+    )
+    .replace(
+        "    pops: [paris, warsaw]\n",
+        "    pops: [paris, warsaw]\n    hosts: [shop.example, api.example]\n    certificates:\n      - { chain: certs/shop.example.pem, key: certs/shop.example.key }\n      - { chain: certs/api.example.pem, key: certs/api.example.key }\n",
+    )
+}

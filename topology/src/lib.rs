@@ -91,8 +91,8 @@ pub struct Vip {
     pub listeners: Vec<Listener>,
     /// The DNS names clients reach it by (`hosts:`), lower-case.
     pub hosts: Vec<String>,
-    /// Certificate chains of its own (`certificates:`), paths as the file gives them
-    /// (relative to its directory); none: the lab's CA issues one.
+    /// Certificate chains of its own (`certificates:`), paths as the file gives them,
+    /// relative to its directory (made absolute by [`load`]); none: the lab's CA issues one.
     pub certificates: Vec<OwnCertificate>,
 }
 
@@ -757,11 +757,24 @@ pub fn load(path: &std::path::Path) -> Result<Topology, TopologyError> {
     }
     match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => parse_str(&file, &text),
+            Ok(text) => parse_str(&file, &text).map(|t| resolved_against(t, path)),
             Err(e) => Err(single(&file, 1, 1, "file", format!("not UTF-8 text ({e})"))),
         },
         Err(e) => Err(single(&file, 1, 1, "file", format!("cannot read: {e}"))),
     }
+}
+
+/// `t` with the files it names (the VIPs' own certificate chains and keys) as paths from
+/// `path`'s directory, made absolute: whoever reads them later (the simulator, a lab's
+/// render) finds them whatever its working directory.
+fn resolved_against(mut t: Topology, path: &std::path::Path) -> Topology {
+    let dir = path.parent().unwrap_or(std::path::Path::new(""));
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for c in t.vips.iter_mut().flat_map(|v| &mut v.certificates) {
+        c.chain = dir.join(&c.chain);
+        c.key = dir.join(&c.key);
+    }
+    t
 }
 
 /// Largest topology file `load` reads (a world of 40,000 client groups is about 3 MB).

@@ -146,14 +146,8 @@ impl Pki {
         if !listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic) {
             return Ok(pki);
         }
-        let names: Vec<(String, Vec<IpAddr>)> = t
-            .vips
-            .iter()
-            .map(|v| {
-                (v.name.clone(), [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)].into_iter().flatten().collect())
-            })
-            .collect();
-        let (identities, client) = crate::tls::vip_pki(&names, t.tls.algorithm).map_err(SimError)?;
+        let vips = crate::tls::vips(t).map_err(SimError)?;
+        let (identities, client) = crate::tls::vip_pki(&vips, t.tls.algorithm).map_err(SimError)?;
         for l in listeners().filter(|l| l.protocol == ListenerProtocol::Quic) {
             let offer = crate::tls::quic_offer(&l.alpn);
             if let std::collections::btree_map::Entry::Vacant(e) = pki.quic_clients.entry(offer) {
