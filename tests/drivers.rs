@@ -179,7 +179,7 @@ fn the_simulators_and_the_labs_pop_cores_send_every_packet_to_the_same_clb_node(
 
 /// The chain a VIP presents to `client`, DER lengths, leaf first.
 fn presented_lengths(
-    server: &anyedge_region::l7::TlsTermination,
+    server: &anyedge_region::termination::TlsTermination,
     client: std::sync::Arc<rustls::ClientConfig>,
 ) -> Vec<usize> {
     presented(server, client, "198.18.0.20").iter().map(|d| d.len()).collect()
@@ -188,7 +188,7 @@ fn presented_lengths(
 /// The chain a VIP presents to `client` asking for `host` (a name, or the address: no
 /// name), leaf first.
 fn presented(
-    server: &anyedge_region::l7::TlsTermination,
+    server: &anyedge_region::termination::TlsTermination,
     client: std::sync::Arc<rustls::ClientConfig>,
     host: &str,
 ) -> Vec<rustls::pki_types::CertificateDer<'static>> {

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use anyedge_region::l7::{
+use anyedge_region::http1::{
     CLIENT_CLAIMS, Framer, NotHttp, http_head_end, http_header, looks_like_http, plain_authority, with_forwarded_for,
 };
 use libfuzzer_sys::fuzz_target;

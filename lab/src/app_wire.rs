@@ -4,7 +4,7 @@
 
 use tokio::io::AsyncBufReadExt;
 
-use anyedge_region::l7::http_header;
+use anyedge_region::http1::http_header;
 
 /// Bytes of a probe request: magic, sequence number, send time (µs since start).
 pub const REQUEST_LEN: usize = 20;
@@ -13,7 +13,7 @@ pub const REQUEST_LEN: usize = 20;
 pub const REQUEST_MAX: usize = 65_000;
 
 /// Longest HTTP request head the built-in server reads (the CLB's own limit).
-pub const HTTP_HEAD_MAX: usize = anyedge_region::l7::HEAD_MAX;
+pub const HTTP_HEAD_MAX: usize = anyedge_region::http1::HEAD_MAX;
 /// Longest HTTP request body the built-in server reads.
 pub const HTTP_BODY_MAX: u64 = 64 * 1024;
 

@@ -81,9 +81,9 @@ pub struct ListenerConfig {
     /// pass as they are and the backend learns the client from a TOA option.
     pub http: bool,
     /// HTTPS and TCP SSL: the TLS identity the node terminates with.
-    pub tls: Option<crate::l7::TlsTermination>,
+    pub tls: Option<crate::termination::TlsTermination>,
     /// QUIC: the node terminates QUIC with this identity and relays streams over TCP.
-    pub quic: Option<crate::quic_listener::QuicTermination>,
+    pub quic: Option<crate::termination::QuicTermination>,
     /// HTTPS: the `Alt-Svc` field value its answers carry (`h3=":443"; ma=86400`), naming
     /// the VIP's HTTP/3 on the same port, as browsers discover it.
     pub alt_svc: Option<std::sync::Arc<str>>,
@@ -145,11 +145,21 @@ pub struct ClbConfig {
     /// Where the POPs are and which the region has links to: a reply whose POP is down
     /// leaves through the nearest live one (any POP can hand a reply to the client over
     /// the internet).
-    pub pop_fallback: crate::clb::PopPlaces,
+    pub pop_fallback: PopPlaces,
     /// Keys for the backbone (every POP) and the region network (the region's other
     /// nodes, backend hosts).
     pub auth: anyedge_ccn::auth::AuthConfig,
     /// The id of each backend host this node sends to, by address: its packets to a
     /// backend are sealed for that host, and a host speaks only for its own address.
     pub backend_hosts: Vec<(IpAddr, anyedge_ccn::auth::NodeId)>,
+}
+
+/// Where the POPs are (shared by every node) and which of them this node's region has a
+/// backbone link to: what the fallback order is made from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PopPlaces {
+    /// Each POP's [latitude, longitude], by POP id.
+    pub places: std::sync::Arc<[[f64; 2]]>,
+    /// By POP id: the region has a backbone link to it (a fallback must).
+    pub linked: Vec<bool>,
 }

@@ -1,7 +1,7 @@
 //! HTTP/3 at a QUIC listener, for a connection whose client negotiated ALPN `h3`: each
 //! request stream's HTTP/3 (frames and QPACK, by `shiguredo_http3`, sans-IO like the rest
 //! of the core) becomes one HTTP/1.1 request toward the backend — checked and given
-//! `X-Forwarded-For` by [`crate::l7::with_forwarded_for`], exactly as an HTTPS listener's
+//! `X-Forwarded-For` by [`crate::http1::with_forwarded_for`], exactly as an HTTPS listener's
 //! requests are — and the backend's HTTP/1.1 answer becomes the stream's HTTP/3 response.
 //!
 //! The session advertises a QPACK dynamic table of zero capacity, so a client's field

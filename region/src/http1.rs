@@ -1,13 +1,264 @@
 //! The HTTP/1.1 side of the listeners that speak a newer HTTP to clients (HTTP/2 on
 //! `https`, HTTP/3 on `quic`): a request's fields as the HTTP/1.1 request a backend gets,
-//! checked and given `X-Forwarded-For` by [`crate::l7::with_forwarded_for`] exactly as an
+//! checked and given `X-Forwarded-For` by [`with_forwarded_for`] exactly as an
 //! HTTP/1.1 client's request is, and the backend's HTTP/1.1 answer read as it arrives
 //! (Content-Length, chunked, or until the backend closes) into a status, fields and
 //! body bytes for the client's protocol.
 
 use std::net::IpAddr;
 
-use crate::l7::{NotHttp, http_head_end, with_forwarded_for};
+/// Longest request head the proxy reads before refusing the connection.
+pub const HEAD_MAX: usize = 16 * 1024;
+
+/// A request stream the proxy refuses, with the status it answers before closing: 403
+/// for a client the backend's security groups deny, 431
+/// for a head past `HEAD_MAX`, 501 for a Transfer-Encoding (bodies pass by
+/// Content-Length only), 400 for anything not plainly HTTP/1.x or framed ambiguously
+/// (RFC 9112: a bare CR or LF, a folded line, whitespace before a colon, a duplicate or
+/// malformed Content-Length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHttp {
+    pub status: u16,
+}
+
+impl NotHttp {
+    pub(crate) const BAD: NotHttp = NotHttp { status: 400 };
+    pub(crate) const TOO_LONG: NotHttp = NotHttp { status: 431 };
+    pub(crate) const NOT_IMPLEMENTED: NotHttp = NotHttp { status: 501 };
+    pub(crate) const TIMEOUT: NotHttp = NotHttp { status: 408 };
+    pub(crate) const FORBIDDEN: NotHttp = NotHttp { status: 403 };
+
+    /// What the proxy sends the client before it closes the connection.
+    pub fn response(&self) -> Vec<u8> {
+        let reason = match self.status {
+            403 => "Forbidden",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            _ => "Bad Request",
+        };
+        format!("HTTP/1.1 {} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.status).into_bytes()
+    }
+}
+
+/// Splits a client's byte stream into requests and rewrites each head (public for the
+/// fuzzer: `fuzz/fuzz_targets/http.rs`).
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// Not HTTP (TCP SSL): everything passes through untouched.
+    raw: bool,
+    head: Vec<u8>,
+    /// Body bytes of the current request still to pass through.
+    body_left: u64,
+}
+
+impl Framer {
+    /// A framer for an HTTP listener's stream, or (`raw`) one that passes bytes through.
+    pub fn new(raw: bool) -> Framer {
+        Framer { raw, ..Framer::default() }
+    }
+
+    /// Whether bytes pass through untouched (not HTTP).
+    pub fn is_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// Bytes its head buffer holds.
+    pub fn held(&self) -> usize {
+        self.head.capacity()
+    }
+
+    /// Gives its head buffer back when no head is in it (an idle connection).
+    pub fn release_idle(&mut self) {
+        if self.head.is_empty() {
+            self.head = Vec::new();
+        }
+    }
+
+    /// Appends what the backend should get to `out`; an error when a head grows past
+    /// `HEAD_MAX` or is not HTTP/1.x.
+    pub fn feed(&mut self, mut data: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<(), NotHttp> {
+        if self.raw {
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let take = (self.body_left as usize).min(data.len());
+                out.extend_from_slice(&data[..take]);
+                self.body_left -= take as u64;
+                data = &data[take..];
+                continue;
+            }
+            let before = self.head.len();
+            self.head.extend_from_slice(data);
+            let Some(end) = http_head_end(&self.head) else {
+                if self.head.len() > HEAD_MAX {
+                    return Err(NotHttp::TOO_LONG);
+                }
+                return Ok(());
+            };
+            // However the head arrived (one read or many), it may not be longer.
+            if end > HEAD_MAX {
+                return Err(NotHttp::TOO_LONG);
+            }
+            data = &data[end - before..];
+            let head = std::mem::take(&mut self.head);
+            let (rewritten, body) = with_forwarded_for(&head[..end], client)?;
+            out.extend_from_slice(&rewritten);
+            self.body_left = body;
+        }
+        Ok(())
+    }
+}
+
+/// Headers through which a client could name itself (the ones proxies, CDNs and
+/// frameworks read a client's address from): the proxy drops them; the backend learns
+/// the client from the proxy's own X-Forwarded-For only.
+pub const CLIENT_CLAIMS: [&str; 11] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-forwarded",
+];
+
+/// Whether a `Host` value is an authority as RFC 9110 §7.2 has it: a host (a
+/// reg-name, an IPv4 address or a bracketed IPv6 one) and an optional port; empty
+/// allowed. No userinfo (`u@x`), spaces, paths or other characters that a backend might
+/// read another way.
+pub fn plain_authority(value: &str) -> bool {
+    let (host_ok, rest) = match value.strip_prefix('[') {
+        Some(inner) => match inner.split_once(']') {
+            Some((literal, rest)) => (literal.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
+        },
+        None => {
+            let end = value.find(':').unwrap_or(value.len());
+            let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+            (value[..end].bytes().all(reg_name), &value[end..])
+        }
+    };
+    let port_ok = rest.is_empty()
+        || rest.strip_prefix(':').is_some_and(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+/// RFC 9110 token characters (a method, a field name).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A request target the proxy passes: origin-form (`/path?query`), or `*` for OPTIONS,
+/// in visible ASCII only. An absolute-form target (`http://other/`) is for forward
+/// proxies, which these listeners are not: a backend might route by its host instead
+/// of `Host`'s. No NUL or control byte (some backends end a string at a NUL).
+fn plain_target(method: &str, target: &str) -> bool {
+    let visible = !target.is_empty() && target.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    visible && (target.starts_with('/') || (target == "*" && method == "OPTIONS"))
+}
+
+/// A field value without NUL or control bytes (a horizontal tab is whitespace).
+fn plain_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Whether an `Upgrade` value asks for HTTP/2 in the clear (`h2c`): the proxy frames
+/// HTTP/1.1 only, and a backend that switched would take what follows unframed.
+fn asks_h2c(value: &str) -> bool {
+    value.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c"))
+}
+
+/// A request head as the backend gets it: the client's own X-Forwarded-For, Forwarded
+/// and X-Real-IP dropped and the proxy's `X-Forwarded-For: CLIENT` added; with the body
+/// length its Content-Length declares. Refused (RFC 9112's strict reading, so the proxy
+/// and any backend frame it alike): anything but `METHOD SP TARGET SP HTTP/1.0|1.1`, a
+/// target that is not origin-form ([`plain_target`]), a CR or LF not in a CRLF, a NUL or
+/// control byte in a value, a folded line, a field name that is not a token
+/// (whitespace before the colon), a second `Host`, more than one Content-Length or one
+/// that is not digits, `Upgrade: h2c`, and any Transfer-Encoding (501: bodies pass by
+/// Content-Length only). Fields whose names have an underscore are dropped, as nginx
+/// drops them by default: some backends read `X_Forwarded_For` as `X-Forwarded-For`.
+pub fn with_forwarded_for(head: &[u8], client: IpAddr) -> Result<(Vec<u8>, u64), NotHttp> {
+    let text = std::str::from_utf8(head).map_err(|_| NotHttp::BAD)?;
+    let fields = text.strip_suffix("\r\n\r\n").ok_or(NotHttp::BAD)?;
+    let mut lines = fields.split("\r\n");
+    let request_line = lines.next().ok_or(NotHttp::BAD)?;
+    if request_line.contains(['\r', '\n']) {
+        return Err(NotHttp::BAD);
+    }
+    let parts: Vec<&str> = request_line.split(' ').collect();
+    let plain = parts.len() == 3
+        && !parts[0].is_empty()
+        && parts[0].bytes().all(is_tchar)
+        && plain_target(parts[0], parts[1])
+        && matches!(parts[2], "HTTP/1.1" | "HTTP/1.0");
+    if !plain {
+        return Err(NotHttp::BAD);
+    }
+    let mut out = String::with_capacity(head.len() + 40);
+    out.push_str(request_line);
+    out.push_str("\r\n");
+    let mut length: Option<u64> = None;
+    let mut host = false;
+    for line in lines {
+        if line.contains(['\r', '\n']) || line.starts_with([' ', '\t']) {
+            return Err(NotHttp::BAD);
+        }
+        let (name, value) = line.split_once(':').ok_or(NotHttp::BAD)?;
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(NotHttp::BAD);
+        }
+        let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(NotHttp::NOT_IMPLEMENTED);
+        }
+        let is_host = name.eq_ignore_ascii_case("host");
+        let second_host = is_host && std::mem::replace(&mut host, true);
+        let h2c = name.eq_ignore_ascii_case("upgrade") && asks_h2c(value);
+        if !plain_value(value) || second_host || h2c || (is_host && !plain_authority(value)) {
+            return Err(NotHttp::BAD);
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+            if length.is_some() || !digits {
+                return Err(NotHttp::BAD);
+            }
+            length = Some(value.parse().map_err(|_| NotHttp::BAD)?);
+        }
+        if name.contains('_') || CLIENT_CLAIMS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("X-Forwarded-For: {client}\r\n\r\n"));
+    Ok((out.into_bytes(), length.unwrap_or(0)))
+}
+
+/// Whether bytes open an HTTP request (rather than the plain request protocol).
+pub fn looks_like_http(start: &[u8]) -> bool {
+    [&b"GET "[..], b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC"].iter().any(|m| start.starts_with(m))
+}
+
+/// Where an HTTP head ends (just past the blank line), if it has.
+pub fn http_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// A header's value in an HTTP head (first occurrence, case-insensitive name).
+pub fn http_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
 
 /// What one stored request field costs beyond its name and value (two vectors and
 /// their allocations), counted in what HTTP/2 and HTTP/3 sessions hold.
@@ -345,7 +596,7 @@ impl AltSvcOnce {
             return;
         }
         self.head.extend_from_slice(data);
-        while let Some(end) = crate::l7::http_head_end(&self.head) {
+        while let Some(end) = http_head_end(&self.head) {
             if interim(&self.head[..end]).unwrap_or(false) {
                 out.extend(self.head.drain(..end));
                 continue;
@@ -413,5 +664,127 @@ mod tests {
         let endless = vec![b'a'; RESPONSE_HEAD_MAX + 1];
         let head = [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &endless].concat();
         assert_eq!(passed(&[&head]).as_bytes(), head.as_slice(), "a head past the bound passes as it came");
+    }
+
+    #[test]
+    fn a_host_that_is_no_authority_is_refused_and_every_client_address_claim_is_dropped() {
+        let client: IpAddr = "198.18.128.2".parse().unwrap();
+        let head = |host: &str, extra: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+        for bad in ["a b", "u@x", "a b@evil/x", "x/y", "[::1", "[zz]:80", "x:80a", "x:123456"] {
+            assert_eq!(with_forwarded_for(head(bad, "").as_bytes(), client).err(), Some(NotHttp::BAD), "Host: {bad}");
+        }
+        for good in
+            ["example.test", "example.test:8443", "198.18.0.20", "[fd00:a::20]:443", "xn--bcher-kva.example", ""]
+        {
+            assert!(with_forwarded_for(head(good, "").as_bytes(), client).is_ok(), "Host: {good}");
+        }
+        let claims = "True-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\nCF-Connecting-IP: 6.6.6.6\r\n\
+            X-Cluster-Client-IP: 6.6.6.6\r\nClient-IP: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n";
+        let (out, _) = with_forwarded_for(head("example.test", claims).as_bytes(), client).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("6.6.6.6"), "{out}");
+        assert!(out.ends_with("X-Forwarded-For: 198.18.128.2\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn the_client_is_named_by_the_proxy_alone_whatever_it_claims() {
+        let client: IpAddr = "198.18.66.7".parse().unwrap();
+        let (out, body) = with_forwarded_for(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", client).unwrap();
+        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
+        assert_eq!(body, 0);
+        let claims = b"POST /a HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\nforwarded: for=6.6.6.6\r\n\
+X-Real-IP: 6.6.6.6\r\nX_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\nContent-Length: 5\r\n\r\n";
+        let (out, body) = with_forwarded_for(claims, client).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "POST /a HTTP/1.1\r\nContent-Length: 5\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
+        assert_eq!(body, 5);
+    }
+
+    #[test]
+    fn ambiguous_or_smuggling_heads_are_refused_with_400_and_transfer_encoding_with_501() {
+        let client: IpAddr = "198.18.66.7".parse().unwrap();
+        let status = |head: &[u8]| with_forwarded_for(head, client).err().map(|e| e.status);
+        for (head, why) in [
+            (&b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..], "conflicting lengths"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n", "a duplicate length"),
+            (b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", "a signed length"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", "a list for a length"),
+            (b"GET / HTTP/1.1\r\nContent-Length: lots\r\n\r\n", "no number"),
+            (b"GET / HTTP/1.1\r\nHost: x\nX-Smuggled: y\r\n\r\n", "a bare LF"),
+            (b"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", "a bare CR"),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", "a folded line"),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", "whitespace before the colon"),
+            (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", "a line without a field"),
+            (b"GET  / HTTP/1.1\r\n\r\n", "two spaces in the request line"),
+            (b"GET / HTTP/2.0\r\n\r\n", "not HTTP/1.x"),
+            (b"SSH-2.0-x\r\n\r\n", "not HTTP"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Hosts"),
+            (b"GET / HTTP/1.1\r\nhost: a\r\nHOST: a\r\n\r\n", "the same Host twice"),
+            (b"GET http://other/ HTTP/1.1\r\nHost: a\r\n\r\n", "an absolute-form target"),
+            (b"CONNECT other:443 HTTP/1.1\r\nHost: a\r\n\r\n", "an authority-form target"),
+            (b"GET * HTTP/1.1\r\n\r\n", "an asterisk for another method than OPTIONS"),
+            (b"GET /a\x00b HTTP/1.1\r\n\r\n", "a NUL in the target"),
+            (b"GET /a\x7f HTTP/1.1\r\n\r\n", "DEL in the target"),
+            (b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n", "a raw non-ASCII byte in the target"),
+            (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", "a NUL in a value"),
+            (b"GET / HTTP/1.1\r\nX-A: a\x1bb\r\n\r\n", "a control byte in a value"),
+            (b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", "an upgrade to h2c"),
+            (b"GET / HTTP/1.1\r\nUpgrade: websocket, H2C\r\n\r\n", "h2c among upgrades"),
+        ] {
+            assert_eq!(status(head), Some(400), "{why}");
+        }
+        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Some(501));
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 0005\r\n\r\n"), None, "leading zeros are digits");
+        assert_eq!(status(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), None, "OPTIONS * is a request");
+        assert_eq!(status(b"GET /%C3%A9?q=1 HTTP/1.1\r\nX-A: \tcaf\xc3\xa9\r\n\r\n"), None, "escapes, a tab, UTF-8");
+        // In a stream, the refused request reaches the backend not at all, the one before
+        // it whole.
+        let mut f = Framer::new(false);
+        let mut out = Vec::new();
+        let stream = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc";
+        assert_eq!(f.feed(stream, client, &mut out), Err(NotHttp { status: 400 }));
+        assert_eq!(out, b"GET /1 HTTP/1.1\r\nX-Forwarded-For: 198.18.66.7\r\n\r\n");
+        assert!(NotHttp { status: 400 }.response().starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    }
+
+    #[test]
+    fn the_framer_rewrites_every_request_of_a_kept_alive_connection() {
+        let client: IpAddr = "fd00:66::7".parse().unwrap();
+        let mut f = Framer::default();
+        let mut out = Vec::new();
+        let stream = b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\n\r\n";
+        // Fed in awkward pieces, as TCP may deliver it.
+        for chunk in stream.chunks(7) {
+            f.feed(chunk, client, &mut out).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("X-Forwarded-For: fd00:66::7").count(), 2, "{text}");
+        assert!(text.contains("\r\n\r\nabcGET /2"), "the body passes untouched: {text}");
+        let mut f = Framer::default();
+        assert!(f.feed(&vec![b'a'; HEAD_MAX + 10], client, &mut Vec::new()).is_err());
+    }
+
+    /// Found by the `http` fuzz target (fuzz/corpus/http/finding-long-head-in-one-read):
+    /// a head longer than `HEAD_MAX` was refused when it came in pieces but passed when
+    /// one read held all of it.
+    #[test]
+    fn a_head_longer_than_head_max_is_refused_however_it_arrives() {
+        let client: IpAddr = "198.18.64.7".parse().unwrap();
+        let mut stream = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        stream.resize(HEAD_MAX + 100, b'a');
+        stream.extend_from_slice(b"\r\n\r\n");
+        for chunk in [stream.len(), 200] {
+            let mut f = Framer::new(false);
+            let fed = stream.chunks(chunk).try_for_each(|c| f.feed(c, client, &mut Vec::new()));
+            assert!(fed.is_err(), "a {}-byte head read {chunk} bytes at a time", stream.len());
+        }
+        // One at the limit passes either way.
+        let mut at_limit = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        at_limit.resize(HEAD_MAX - 4, b'a');
+        at_limit.extend_from_slice(b"\r\n\r\n");
+        for chunk in [at_limit.len(), 200] {
+            let mut f = Framer::new(false);
+            assert!(at_limit.chunks(chunk).try_for_each(|c| f.feed(c, client, &mut Vec::new())).is_ok());
+        }
     }
 }

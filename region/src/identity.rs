@@ -20,8 +20,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::Shared;
-use crate::l7::TlsTermination;
-use crate::quic_listener::QuicTermination;
+use crate::termination::{QuicTermination, TlsTermination};
 
 /// What a VIP's TLS-terminating listeners present.
 #[derive(Debug, Clone)]

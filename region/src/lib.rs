@@ -22,6 +22,7 @@ pub mod syn_cookie;
 pub mod sync;
 pub mod tables;
 pub mod tcp_stack;
+pub mod termination;
 
 pub use clb::{Clb, ClbDrop, Event};
 

@@ -97,7 +97,7 @@ pub fn parse_identity(p: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
 /// Longest HTTP request head a simulated server reads.
 pub const HTTP_HEAD_MAX: usize = 16 * 1024;
 
-pub use anyedge_region::l7::{http_head_end, http_header, looks_like_http};
+pub use anyedge_region::http1::{http_head_end, http_header, looks_like_http};
 
 /// What a simulated HTTP server does with one request head.
 pub struct HttpAnswer {

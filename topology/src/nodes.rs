@@ -9,8 +9,7 @@ use anyedge_ccn::{Impairment, LinkModel};
 use anyedge_pop::{PopConfig, Route};
 use anyedge_region::gateway::GatewayConfig;
 use anyedge_region::identity::VipIdentity;
-use anyedge_region::l7::TlsTermination;
-use anyedge_region::quic_listener::QuicTermination;
+use anyedge_region::termination::{QuicTermination, TlsTermination};
 use anyedge_region::{BackendConfig, ClbConfig, ListenerConfig};
 
 use crate::{Egress, InternetEnd, ListenerProtocol, SgBinding, Site, Topology};
@@ -552,7 +551,7 @@ pub fn clb_config_with(
         health: region.health.clone(),
         conn_table_capacity: region.conn_table,
         source_prefix_v4: region.source_prefix_v4,
-        pop_fallback: anyedge_region::clb::PopPlaces {
+        pop_fallback: anyedge_region::config::PopPlaces {
             places: facts.places.clone(),
             linked: (0..t.pops.len()).map(|q| t.backbone.has_link(q, r)).collect(),
         },

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyedge_proto::inner;
-use anyedge_region::l7::{http_header, looks_like_http};
+use anyedge_region::http1::{http_header, looks_like_http};
 
 use crate::app_wire::{REQUEST_LEN, content_length, read_http_head};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

@@ -1,17 +1,7 @@
 //! Which POP a reply leaves through: the flow's latest ingress POP, or when backbone
 //! probing says that POP is down, its nearest live neighbour.
 
-use std::sync::Arc;
-
-/// Where the POPs are (shared by every node) and which of them this node's region has a
-/// backbone link to: what the fallback order is made from.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PopPlaces {
-    /// Each POP's [latitude, longitude], by POP id.
-    pub places: Arc<[[f64; 2]]>,
-    /// By POP id: the region has a backbone link to it (a fallback must).
-    pub linked: Vec<bool>,
-}
+use crate::config::PopPlaces;
 
 /// The POPs this node knows to be down, and each POP's neighbours nearest first.
 #[derive(Debug)]
@@ -67,7 +57,8 @@ mod tests {
     #[test]
     fn a_down_pops_replies_go_to_its_nearest_live_neighbour_and_back_when_it_returns() {
         // Paris (0), Tokyo (1), Frankfurt (2): Frankfurt is Paris's nearest, then Tokyo.
-        let places: Arc<[[f64; 2]]> = Arc::from([[48.857, 2.352], [35.69, 139.69], [50.11, 8.68]]);
+        let places: std::sync::Arc<[[f64; 2]]> =
+            std::sync::Arc::from([[48.857, 2.352], [35.69, 139.69], [50.11, 8.68]]);
         let mut f = PopFallback::new(PopPlaces { places: places.clone(), linked: vec![true; 3] });
         assert_eq!(f.reply_pop(0), 0);
         f.set_up(0, false);

@@ -23,7 +23,7 @@ mod terminated;
 #[cfg(test)]
 mod tests;
 
-pub use fallback::{PopFallback, PopPlaces};
+pub use fallback::PopFallback;
 pub use health_plane::HealthPlane;
 pub use l7_front::L7Front;
 pub use outbox::Outbox;

@@ -319,7 +319,7 @@ fn config(scheduler: SchedulerKind, persistence_ns: Option<u64>) -> ClbConfig {
         health: HealthConfig::tcp(1_000_000_000, 500_000_000, 2, 2),
         conn_table_capacity: 1000,
         source_prefix_v4: crate::cidr::SOURCE_PREFIX_V4,
-        pop_fallback: crate::clb::PopPlaces {
+        pop_fallback: crate::config::PopPlaces {
             places: std::sync::Arc::from([[48.857, 2.352], [50.11, 8.68], [52.23, 21.01]]),
             linked: vec![true; 3],
         },

@@ -67,7 +67,7 @@ pub(super) fn service_tcp_flow(
     let s = stack.socket(h);
     queue_request(tf, &req);
     if let Some(tls) = tf.tls.as_mut() {
-        anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+        anyedge_region::termination::tls_write(tls, &mut Vec::new(), &mut tf.wire);
     }
     send_wire(s, tf);
     let answered = completions.len();
@@ -82,7 +82,7 @@ pub(super) fn service_tcp_flow(
     if tf.tls.is_some() {
         queue_request(tf, &req);
         if let Some(tls) = tf.tls.as_mut() {
-            anyedge_region::l7::tls_write(tls, &mut Vec::new(), &mut tf.wire);
+            anyedge_region::termination::tls_write(tls, &mut Vec::new(), &mut tf.wire);
         }
         send_wire(s, tf);
     }
@@ -192,7 +192,7 @@ fn read_response(
                 match tls.as_mut() {
                     Some(tls) => {
                         let mut plain = Vec::new();
-                        match anyedge_region::l7::tls_read(tls, data, &mut plain) {
+                        match anyedge_region::termination::tls_read(tls, data, &mut plain) {
                             Ok(_) => absorb_response(tf, &plain, app, slot, completions),
                             Err(_) => broken = true,
                         }

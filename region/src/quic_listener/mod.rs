@@ -7,385 +7,34 @@
 //! option. A client that changes address (4G to Wi-Fi) keeps its connection: quinn
 //! validates the new path and the node keeps the backend.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use anyedge_proto::inner;
 use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent, StreamId};
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
 
 use crate::h3::{H3Closed, H3Session};
 use crate::quic::{QuicHost, QuicTransmit};
 use crate::tcp_stack::TcpStack;
+use crate::termination::QuicTermination;
+
+mod h3_conn;
+mod relay;
+
+pub use h3_conn::{H3_STREAM_HELD_MAX, read_all};
+use h3_conn::{H3Conn, H3Relay, flush_h3, stream_id};
+pub use relay::RELAY_HELD_MAX;
+use relay::Relay;
 
 /// The ALPN protocol ID of HTTP/3 (RFC 9114 §3.1).
 pub const H3: &[u8] = b"h3";
-/// Bytes of an HTTP/3 answer the listener holds for one stream beyond what quinn took
-/// (past it, it stops reading that backend connection and TCP's window pushes back).
-pub const H3_STREAM_HELD_MAX: usize = 64 * 1024;
-/// Bytes a relayed stream holds each way beyond quinn's and the TCP socket's buffers
-/// (client → backend, backend → client); past it the listener stops reading that side,
-/// and QUIC's or TCP's flow control pushes back on the sender (a backend that stops
-/// reading took +194 MB into one relay, a client that never opened its window +484 MB).
-pub const RELAY_HELD_MAX: usize = 64 * 1024;
-/// What quinn may hold of a client's unread data: per stream (the credit each stream
-/// gets, MAX_STREAM_DATA) and per connection (MAX_DATA); quinn's defaults (1.25 MB a
-/// stream, no connection limit) let 100 streams hold 125 MB of one connection.
-pub const STREAM_WINDOW: u32 = 128 * 1024;
-pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
-/// What quinn holds of the node's own data unacknowledged per connection (its default:
-/// 10 MB).
-pub const SEND_WINDOW: u64 = 1024 * 1024;
-const _: () = assert!(STREAM_WINDOW as usize <= CONNECTION_WINDOW as usize && RELAY_HELD_MAX <= STREAM_WINDOW as usize);
 /// What one QUIC connection counts against the node's budget for terminated connections
 /// besides the buffers [`QuicListener::held_bytes`] counts: quinn's state for it, on the
 /// safe side of what the lab measured (`tests/lab_attacks.rs`: a CLB node's resident
 /// memory per idle connection, 200 of them). What quinn buffers beyond that is bounded
-/// by the windows ([`CONNECTION_WINDOW`], [`SEND_WINDOW`]).
+/// by the windows ([`crate::termination::CONNECTION_WINDOW`],
+/// [`crate::termination::SEND_WINDOW`]).
 pub const QUIC_CONN_BYTES: usize = 64 * 1024;
-
-/// The QUIC server identity of a listener: quinn's configuration, made from a TLS
-/// configuration (the certificate) with the application protocols the listener offers.
-#[derive(Clone)]
-pub struct QuicTermination {
-    pub server: std::sync::Arc<quinn_proto::ServerConfig>,
-    /// The TLS configuration it was made from, before ALPN: what a rotation matches.
-    tls: std::sync::Arc<rustls::ServerConfig>,
-    alpn: Vec<Vec<u8>>,
-}
-
-impl std::fmt::Debug for QuicTermination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let alpn: Vec<String> = self.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-        f.debug_struct("QuicTermination").field("alpn", &alpn).finish()
-    }
-}
-
-/// The same termination: one quinn configuration (as `Shared` compares).
-impl PartialEq for QuicTermination {
-    fn eq(&self, other: &Self) -> bool {
-        std::sync::Arc::ptr_eq(&self.server, &other.server)
-    }
-}
-
-impl Eq for QuicTermination {}
-
-impl QuicTermination {
-    /// QUIC with `tls`'s certificate (and client verification), offering `alpn` (none:
-    /// clients that offer no ALPN only; rustls refuses a QUIC client whose offer shares
-    /// nothing with a non-empty list).
-    pub fn new(tls: std::sync::Arc<rustls::ServerConfig>, alpn: &[Vec<u8>]) -> Result<QuicTermination, String> {
-        let mut with_alpn = (*tls).clone();
-        with_alpn.alpn_protocols = alpn.to_vec();
-        let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(std::sync::Arc::new(with_alpn))
-            .map_err(|e| e.to_string())?;
-        let mut transport = quinn_proto::TransportConfig::default();
-        transport
-            .stream_receive_window(quinn_proto::VarInt::from_u32(STREAM_WINDOW))
-            .receive_window(quinn_proto::VarInt::from_u32(CONNECTION_WINDOW))
-            .send_window(SEND_WINDOW);
-        let mut server = quinn_proto::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
-        server.transport_config(std::sync::Arc::new(transport));
-        let server = std::sync::Arc::new(server);
-        Ok(QuicTermination { server, tls, alpn: alpn.to_vec() })
-    }
-
-    /// The same identity offering `alpn`.
-    pub fn with_alpn(&self, alpn: &[Vec<u8>]) -> QuicTermination {
-        QuicTermination::new(self.tls.clone(), alpn).unwrap_or_else(|_| self.clone())
-    }
-
-    /// What the listener offers in ALPN.
-    pub fn alpn(&self) -> &[Vec<u8>] {
-        &self.alpn
-    }
-
-    /// Made from the same certificate and client verification as `other`.
-    pub fn same_identity(&self, other: &QuicTermination) -> bool {
-        std::sync::Arc::ptr_eq(&self.tls, &other.tls)
-    }
-}
-
-/// A stream relayed to the backend over TCP.
-struct Relay {
-    stream: StreamId,
-    tcp: SocketHandle,
-    local: (IpAddr, u16),
-    to_tcp: Vec<u8>,
-    to_quic: Vec<u8>,
-    /// The client finished its side of the stream / we closed TCP's send side.
-    quic_fin: bool,
-    tcp_closed: bool,
-    /// The backend finished / we finished the QUIC stream.
-    tcp_fin: bool,
-    quic_finished: bool,
-}
-
-impl Relay {
-    /// Client → backend: what the client's stream holds, until its FIN.
-    fn read_stream(&mut self, conn: &mut quinn_proto::Connection) {
-        let room = RELAY_HELD_MAX.saturating_sub(self.to_tcp.len());
-        if self.quic_fin || room == 0 {
-            return;
-        }
-        let mut stream = conn.recv_stream(self.stream);
-        let Ok(mut chunks) = stream.read(true) else { return };
-        let mut room = room;
-        loop {
-            if room == 0 {
-                break;
-            }
-            match chunks.next(room) {
-                Ok(Some(chunk)) => {
-                    room -= chunk.bytes.len();
-                    self.to_tcp.extend_from_slice(&chunk.bytes);
-                }
-                Ok(None) => {
-                    self.quic_fin = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = chunks.finalize();
-    }
-
-    /// Moves bytes both ways between the stream and the TCP socket, and passes each
-    /// side's end to the other once what preceded it is delivered.
-    fn pump(&mut self, conn: &mut quinn_proto::Connection, s: &mut tcp::Socket<'static>) {
-        // The backend's bytes go into the stream as far as its credit goes, the rest
-        // waits in the socket (a few rounds: each write makes room to read again).
-        for _ in 0..4 {
-            let room = RELAY_HELD_MAX.saturating_sub(self.to_quic.len());
-            crate::tcp_stack::exchange_upto(s, &mut self.to_tcp, &mut self.to_quic, room);
-            let n = match self.to_quic.is_empty() {
-                true => 0,
-                false => conn.send_stream(self.stream).write(&self.to_quic).unwrap_or(0),
-            };
-            self.to_quic.drain(..n);
-            if n == 0 || !s.can_recv() {
-                break;
-            }
-        }
-        debug_assert!(self.to_quic.len() <= RELAY_HELD_MAX && self.to_tcp.len() <= RELAY_HELD_MAX);
-        if self.quic_fin && self.to_tcp.is_empty() && !self.tcp_closed && s.may_send() {
-            s.close();
-            self.tcp_closed = true;
-        }
-        let closed_by_backend = matches!(
-            s.state(),
-            tcp::State::CloseWait
-                | tcp::State::LastAck
-                | tcp::State::TimeWait
-                | tcp::State::Closed
-                | tcp::State::Closing
-        );
-        if !s.may_recv() && closed_by_backend {
-            self.tcp_fin = true;
-        }
-        if self.tcp_fin && self.to_quic.is_empty() && !self.quic_finished {
-            let _ = conn.send_stream(self.stream).finish();
-            self.quic_finished = true;
-        }
-        debug_assert!(!self.quic_finished || self.tcp_fin, "the client's stream ends only after the backend's side");
-    }
-}
-
-/// An HTTP/3 request's TCP connection to the backend.
-struct H3Relay {
-    /// The request stream's number.
-    stream: u64,
-    tcp: SocketHandle,
-    local: (IpAddr, u16),
-    /// The HTTP/1.1 request, until the socket takes it.
-    to_tcp: Vec<u8>,
-    /// The backend closed its side, and its answer was passed on.
-    backend_done: bool,
-    /// The stream's response has left (or the stream is gone): the relay is over.
-    over: bool,
-}
-
-/// An `h3` connection's HTTP/3: the session, the client's streams being read, what each
-/// stream still has to write, and the requests at the backend.
-struct H3Conn {
-    session: H3Session,
-    /// The client's streams still being read (request streams, its control and QPACK
-    /// streams).
-    reading: Vec<StreamId>,
-    /// Bytes quinn has not taken yet, per stream, and whether the stream ends after them.
-    pending: BTreeMap<u64, (Vec<u8>, bool)>,
-    /// Requests waiting for their port toward the backend.
-    waiting: HashMap<u64, Vec<u8>>,
-    relays: Vec<H3Relay>,
-}
-
-impl H3Conn {
-    /// The client's bytes, stream by stream, into the session; the HTTP/3 error code to
-    /// close the connection with, when they broke it.
-    fn read_client(&mut self, conn: &mut quinn_proto::Connection) -> Option<u64> {
-        let mut closed = None;
-        let session = &mut self.session;
-        // Counted only while a request stream is being read (walking the session costs).
-        let reading_requests = self.reading.iter().any(|id| id.dir() == Dir::Bi);
-        let mut held = match reading_requests {
-            true => session.held() + self.waiting.values().map(Vec::len).sum::<usize>(),
-            false => 0,
-        };
-        self.reading.retain(|&id| {
-            // Request streams wait while the connection holds its share (the control
-            // and QPACK streams are always read); what quinn keeps meanwhile is bounded
-            // by the windows it gives ([`STREAM_WINDOW`], [`CONNECTION_WINDOW`]).
-            if closed.is_some() || (id.dir() == Dir::Bi && held >= crate::h3::HELD_MAX) {
-                return true;
-            }
-            let (data, fin, gone) = read_all(conn, id);
-            held += data.len();
-            if (!data.is_empty() || fin)
-                && let Err(H3Closed(code)) = session.feed(id.into(), &data, fin)
-            {
-                closed = Some(code);
-            }
-            !(fin || gone)
-        });
-        closed
-    }
-
-    /// Streams the session refused or broke: reset toward the client, and nothing more
-    /// of them goes anywhere.
-    fn reset_refused(&mut self, conn: &mut quinn_proto::Connection) {
-        for (stream, code) in self.session.take_resets() {
-            let (Some(id), Ok(code)) = (stream_id(stream), quinn_proto::VarInt::from_u64(code)) else { continue };
-            let _ = conn.send_stream(id).reset(code);
-            let _ = conn.recv_stream(id).stop(code);
-            self.pending.remove(&stream);
-            self.waiting.remove(&stream);
-            for r in self.relays.iter_mut().filter(|r| r.stream == stream) {
-                r.over = true;
-            }
-        }
-    }
-
-    /// The backends' answers into the session, while each stream has room for them; a
-    /// backend that closed ends its answer, and the node's side closes too.
-    fn read_backends(&mut self, stack: &mut TcpStack) {
-        for r in self.relays.iter_mut().filter(|r| !r.over) {
-            let s = stack.socket(r.tcp);
-            let held = self.pending.get(&r.stream).map_or(0, |(b, _)| b.len());
-            let mut answer = Vec::new();
-            let room = H3_STREAM_HELD_MAX.saturating_sub(held);
-            crate::tcp_stack::exchange_upto(s, &mut r.to_tcp, &mut answer, room);
-            let backend_closed =
-                !s.may_recv() && matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed);
-            let ended = backend_closed && !r.backend_done;
-            if !answer.is_empty() || ended {
-                self.session.backend_bytes(r.stream, &answer, ended);
-            }
-            if ended {
-                r.backend_done = true;
-                s.close();
-            }
-        }
-    }
-
-    /// Relays whose answer has left (or whose stream is gone) end: answered, the node's
-    /// side closes; cut short, it is aborted. Their local ports and sockets, to give back
-    /// once the stack has sent their FIN or reset.
-    fn end_relays(&mut self, stack: &mut TcpStack) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
-        let (mut done, mut sockets) = (Vec::new(), Vec::new());
-        let pending = &self.pending;
-        self.relays.retain(|r| {
-            let over = r.over || (r.backend_done && !pending.contains_key(&r.stream));
-            if over {
-                let s = stack.socket(r.tcp);
-                if !r.backend_done && s.state() != tcp::State::CloseWait && r.to_tcp.is_empty() {
-                    s.close();
-                } else if !r.backend_done {
-                    s.abort();
-                }
-                done.push(r.local);
-                sockets.push(r.tcp);
-            }
-            !over
-        });
-        (done, sockets)
-    }
-}
-
-/// The quinn ID of stream number `n`.
-fn stream_id(n: u64) -> Option<StreamId> {
-    quinn_proto::VarInt::from_u64(n).ok().map(StreamId::from)
-}
-
-/// What a stream holds to read now, whether its end came, and whether it is gone (reset
-/// or stopped).
-pub fn read_all(conn: &mut quinn_proto::Connection, id: StreamId) -> (Vec<u8>, bool, bool) {
-    let (mut data, mut fin, mut gone) = (Vec::new(), false, false);
-    let mut stream = conn.recv_stream(id);
-    match stream.read(true) {
-        Ok(mut chunks) => {
-            loop {
-                match chunks.next(64 * 1024) {
-                    Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
-                    Ok(None) => {
-                        fin = true;
-                        break;
-                    }
-                    Err(quinn_proto::ReadError::Blocked) => break,
-                    Err(_) => {
-                        gone = true;
-                        break;
-                    }
-                }
-            }
-            let _ = chunks.finalize();
-        }
-        Err(_) => gone = true,
-    }
-    (data, fin, gone)
-}
-
-/// What the session has for each stream, into quinn's streams as far as their flow
-/// control takes it; a stream whose last bytes left is finished, and its relay is over.
-fn flush_h3(conn: &mut quinn_proto::Connection, h3: &mut H3Conn) {
-    for stream in h3.session.writable() {
-        while let Some((bytes, fin)) = h3.session.take_output(stream) {
-            let entry = h3.pending.entry(stream).or_default();
-            entry.0.extend_from_slice(&bytes);
-            entry.1 |= fin;
-            if fin || bytes.is_empty() {
-                break;
-            }
-        }
-    }
-    let mut ended = Vec::new();
-    h3.pending.retain(|&stream, (bytes, fin)| {
-        let Some(id) = stream_id(stream) else { return false };
-        let mut send = conn.send_stream(id);
-        if !bytes.is_empty() {
-            match send.write(bytes) {
-                Ok(n) => {
-                    bytes.drain(..n);
-                }
-                Err(quinn_proto::WriteError::Blocked) => {}
-                // The client stopped the stream (or it is gone): nothing more goes.
-                Err(_) => {
-                    ended.push(stream);
-                    return false;
-                }
-            }
-        }
-        if bytes.is_empty() && *fin {
-            let _ = send.finish();
-            ended.push(stream);
-            return false;
-        }
-        true
-    });
-    for r in h3.relays.iter_mut().filter(|r| ended.contains(&r.stream)) {
-        r.over = true;
-    }
-}
 
 /// One client QUIC connection at this node.
 pub struct QuicConn {
@@ -561,7 +210,8 @@ impl QuicListener {
     }
 
     /// Bytes this listener's connections hold of their own beyond quinn's (whose share
-    /// the windows bound: [`CONNECTION_WINDOW`] received, [`SEND_WINDOW`] sent, a
+    /// the windows bound: [`crate::termination::CONNECTION_WINDOW`] received,
+    /// [`crate::termination::SEND_WINDOW`] sent, a
     /// connection): HTTP/3 requests arriving and waiting, answers not yet taken by quinn,
     /// relay buffers both ways, and the relays' socket buffers; as the last drive left
     /// them (what moves bytes), so the node's budget sees them as they arrive.
@@ -947,6 +597,8 @@ mod tests {
     use super::*;
     use crate::conn_table::Ingress;
     use crate::quic::QuicHost;
+    use crate::termination::CONNECTION_WINDOW;
+    use smoltcp::iface::SocketHandle;
     use std::sync::Arc;
 
     const VIP: &str = "198.18.0.20:4435";
