@@ -25,18 +25,22 @@
 mod alloc;
 mod bench;
 mod calibrate;
+mod capture;
 mod chaos;
 mod ctl;
 mod delay;
 mod deploy;
+mod generate;
 mod lab;
 mod man;
 mod merge;
 mod probe;
 mod reference;
+mod report;
 mod shard;
 mod sim;
 mod sweep;
+mod validate;
 
 /// mimalloc instead of the system allocator: every simulated packet is a buffer
 /// allocated and freed, and glibc's malloc was a tenth of a simulation's time. Packet-size
@@ -129,37 +133,7 @@ enum Command {
     /// the largest cities sharing the clients by population, each sending one UDP request
     /// a second to its nearest region's VIP, some also browsing over TCP. The same
     /// arguments give the same bytes.
-    Generate {
-        /// POPs (1–2,000).
-        #[arg(long, default_value_t = 250)]
-        pops: usize,
-        /// Regions (1–500, at most --pops), each with its own VIP published at every POP.
-        #[arg(long, default_value_t = 25)]
-        regions: usize,
-        /// Clients in all (--groups to 4,194,302), numbered from 100.64.0.0/10.
-        #[arg(long, default_value_t = 40_000)]
-        clients: u64,
-        /// Client groups, one at each of the largest cities (1–8,551).
-        #[arg(long, default_value_t = 4_000)]
-        groups: usize,
-        /// Every N-th group (by size) also browses over TCP (0: none).
-        #[arg(long, value_name = "N", default_value_t = 10)]
-        web_every: usize,
-        /// CLB nodes per region (1–8).
-        #[arg(long, default_value_t = 2)]
-        clb_nodes: u16,
-        /// Simulated time (whole seconds: 20s, 2m).
-        #[arg(long, value_name = "TIME", default_value = "20s", value_parser = duration_ns)]
-        duration: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// The topology's name.
-        #[arg(long, default_value = "generated")]
-        name: String,
-        /// Write here instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
+    Generate(generate::Args),
     /// Check a topology file; print every problem as FILE:LINE:COL: field: reason, and
     /// advice on a valid one as FILE: warning: … (exit 0).
     Validate {
@@ -464,62 +438,21 @@ fn main() -> ExitCode {
     if std::env::var_os("ANYEDGE_PARSE_ONLY").is_some() {
         return ExitCode::SUCCESS;
     }
+    // The commands that simulate allocate and free packet buffers by the million.
     if matches!(
         cli.command,
         Command::Sim { .. } | Command::Chaos { .. } | Command::Sweep { .. } | Command::Bench { .. }
     ) {
         alloc::keep_freed_memory();
     }
-    match cli.command {
-        Command::Generate { pops, regions, clients, groups, web_every, clb_nodes, duration, seed, name, out } => {
-            let spec = anyedge_topology::generate::Spec {
-                name,
-                pops,
-                regions,
-                clients,
-                groups,
-                web_every,
-                clb_nodes,
-                duration_s: duration / 1_000_000_000,
-                seed,
-            };
-            let whole = duration % 1_000_000_000 == 0;
-            match anyedge_topology::generate::generate(&spec).and_then(|text| {
-                if !whole {
-                    return Err("--duration: whole seconds (20s, 2m)".to_string());
-                }
-                match &out {
-                    Some(path) => std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display())),
-                    None => {
-                        std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()).map_err(|e| e.to_string())
-                    }
-                }
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("anyedge generate: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::Validate { file } => match load(&file) {
-            Ok(t) => {
-                for advice in topology::advice::advice(&t) {
-                    eprintln!("{}: warning: {advice}", file.display());
-                }
-                println!(
-                    "{}: ok ({} VIPs, {} POPs, {} regions, {} client groups, {} faults)",
-                    file.display(),
-                    t.vips.len(),
-                    t.pops.len(),
-                    t.regions.len(),
-                    t.clients.len(),
-                    t.faults.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+    run(cli.command)
+}
+
+/// Each command, handed to the file that runs it.
+fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Generate(args) => generate::run(args),
+        Command::Validate { file } => validate::run(&file),
         Command::Bench { which } => bench::command(which),
         Command::Node { config, check } => deploy::node(&config, check),
         Command::Host { action } => deploy::host(&action),
@@ -529,18 +462,14 @@ fn main() -> ExitCode {
             deploy::render(&file, &out, &opts)
         }
         Command::Lab { action } => lab::run(action),
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "anyedge", &mut std::io::stdout());
-            ExitCode::SUCCESS
-        }
+        Command::Completions { shell } => completions(shell),
         Command::Schema => {
             print!("{}", topology::schema::json_schema());
             ExitCode::SUCCESS
         }
         Command::Reference { out } => wrote(reference::write_all(&out), "reference chapters", &out),
         Command::Man { out } => wrote(man::write_all(&out), "man pages", &out),
-        Command::CaptureHere { out, duration, snaplen } => capture_here(&out, &duration, snaplen),
+        Command::CaptureHere { out, duration, snaplen } => capture::here(&out, &duration, snaplen),
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
         Command::Delay { a, b, model, pairs } => delay::run(delay::Args { a, b, model, terms: pairs }),
@@ -554,26 +483,7 @@ fn main() -> ExitCode {
             sweep::run(sweep::Args { file, sets, seeds, from, metrics, jobs, json, html, shard })
         }
         Command::Merge { parts, json, html } => merge::run(&parts, &json, html.as_deref()),
-        Command::Report { json, html } => {
-            let text = match std::fs::read_to_string(&json) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("{}: {e}", json.display());
-                    return ExitCode::from(2);
-                }
-            };
-            let value: serde_json::Value = match serde_json::from_str(&text) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("{}: not a report ({e})", json.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match write_file(&html, &anyedge_sim::html::render(&value, None)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(code) => code,
-            }
-        }
+        Command::Report { json, html } => report::run(&json, &html),
         Command::Sim {
             file,
             seed,
@@ -590,22 +500,22 @@ fn main() -> ExitCode {
             threads,
         } => {
             let capture = anyedge_sim::CaptureFilter { nodes: pcap_nodes, from_ns: pcap_from, to_ns: pcap_to, snaplen };
-            let mut t = match load(&file) {
-                Ok(t) => t,
-                Err(code) => return code,
-            };
-            if let Some(seed) = seed {
-                t.seed = seed;
-            }
             let auth = if auth == "real" { anyedge_sim::SimAuth::Real } else { anyedge_sim::SimAuth::Fast };
             let threads = threads_or_cores(threads);
-            sim::simulate(&file, &t, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads })
+            sim::command(&file, seed, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads })
         }
     }
 }
 
+/// `anyedge completions SHELL`: the shell's completion script on standard output.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "anyedge", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
 /// A time on the command line (`10s`, `1500ms`), as topology files write it.
-fn duration_ns(text: &str) -> Result<u64, String> {
+pub(crate) fn duration_ns(text: &str) -> Result<u64, String> {
     anyedge_topology::parse_duration_ns(text)
 }
 
@@ -638,25 +548,4 @@ fn quiet_when_stdout_closes() {
         }
         default(info);
     }));
-}
-
-/// `capture-here`: what `lab capture` runs inside a node's namespace.
-fn capture_here(out: &std::path::Path, duration: &str, snaplen: u32) -> ExitCode {
-    let duration = match anyedge_topology::parse_duration_ns(duration) {
-        Ok(ns) => std::time::Duration::from_nanos(ns),
-        Err(e) => {
-            eprintln!("--duration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match anyedge_lab::capture::capture_here(out, duration, snaplen) {
-        Ok(n) => {
-            println!("{n} packets captured into {}", out.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("capture: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }

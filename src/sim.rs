@@ -53,6 +53,19 @@ pub struct Outputs {
     pub threads: usize,
 }
 
+/// `anyedge sim FILE`: the file loaded, its seed replaced by `seed` when one is given,
+/// then [`simulate`].
+pub fn command(file: &std::path::Path, seed: Option<u64>, outputs: Outputs) -> ExitCode {
+    let mut t = match crate::load(file) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    if let Some(seed) = seed {
+        t.seed = seed;
+    }
+    simulate(file, &t, outputs)
+}
+
 /// Runs the simulation, prints the table and writes what `outputs` asks for.
 pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
     let Outputs { report, stats, pcap, capture, html, quiet, auth, threads } = outputs;
