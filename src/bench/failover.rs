@@ -1,0 +1,35 @@
+//! `bench failover`: a POP dies under load, again and again; BGP's answer timed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyedge_lab::failover::Fault;
+
+use super::report;
+
+pub fn run(file: &Path, pop: Option<&str>, kills: usize, fault: &str, json: Option<PathBuf>) -> ExitCode {
+    let fault = if fault == "kill" { Fault::Kill } else { Fault::Freeze };
+    let figures = anyedge_lab::failover::failover(file, &super::exe(), pop, kills, fault);
+    report("failover", figures, json, |f| {
+        format!(
+            "failover: {} {} {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn \
+             everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), gone from every transit p50 \
+             {:.0} ms (max {:.0}), replies resumed p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} flows",
+            f.pop,
+            if f.fault == Fault::Kill { "killed" } else { "frozen" },
+            f.kills,
+            f.groups.join(", "),
+            f.detect_ms_p50,
+            f.detect_ms_max,
+            f.withdrawn_ms_p50,
+            f.withdrawn_ms_max,
+            f.converge_ms_p50,
+            f.propagated_ms_p50,
+            f.propagated_ms_max,
+            f.resume_ms_p50,
+            f.resume_ms_p90,
+            f.resume_ms_max,
+            f.resume_ms.len()
+        )
+    })
+}
