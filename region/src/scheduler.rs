@@ -199,6 +199,11 @@ impl Maglev {
         self.table.get(flow_hash as usize % len)
     }
 
+    /// Whether every slot names one of the first `backends` backends.
+    pub fn names_only_below(&self, backends: usize) -> bool {
+        (0..self.table.len()).filter_map(|i| self.table.get(i)).all(|s| s < backends)
+    }
+
     /// Share of table slots each backend index holds.
     pub fn slot_counts(&self, backends: usize) -> Vec<usize> {
         let mut counts = vec![0; backends];

@@ -1,14 +1,17 @@
 //! A CLB node's two tables: backend ports (health and binding are per IP:port, shared by
-//! every listener that binds it) and listeners, each row owning its bindings.
+//! every listener that binds it) and listeners, each row owning its bindings. A listener's
+//! row is read through its accessors and changed only through [`ListenerTable`]'s methods,
+//! which check the row's invariants after every change ([`ListenerState::check`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Index, IndexMut};
 
 use anyedge_proto::{FlowKey, Transport};
 
-use crate::config::{BackendConfig, HealthConfig, HealthProtocol, ListenerConfig};
+use crate::config::{BackendConfig, HealthConfig, HealthProtocol, ListenerConfig, WEIGHT_MAX};
+use crate::identity::VipIdentity;
 use crate::quic_listener::QuicListener;
-use crate::scheduler::{Maglev, Wrr};
+use crate::scheduler::{Candidate, Maglev, Wrr};
 
 /// A backend port's row in the `BackendTable` (also its index in the health checker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,15 +113,16 @@ impl Binding {
 #[derive(Debug)]
 pub struct ListenerState {
     /// Its configuration; `config.backends` is empty, the backends live in `bindings`.
-    pub config: ListenerConfig,
-    pub bindings: Vec<Binding>,
-    pub wrr: Wrr,
+    config: ListenerConfig,
+    bindings: Vec<Binding>,
+    wrr: Wrr,
     /// The lookup table of `maglev` (5-tuple) and `hash` (source IP) listeners.
-    pub table: Option<Maglev>,
-    /// Its QUIC endpoint, for QUIC listeners.
-    pub quic: Option<QuicListener>,
+    table: Option<Maglev>,
+    /// Its QUIC endpoint, for QUIC listeners (exactly those whose configuration has a
+    /// QUIC termination).
+    quic: Option<QuicListener>,
     /// Deleted at run time: matches no packet, its flows end (indices stay stable).
-    pub removed: bool,
+    removed: bool,
 }
 
 impl ListenerState {
@@ -147,6 +151,47 @@ impl ListenerState {
         let listener =
             ListenerState { wrr: Wrr::new(bindings.len()), bindings, config, table: None, quic: None, removed: false };
         (listener, added)
+    }
+
+    /// The same listener with its QUIC endpoint (`make` builds it from the configuration;
+    /// only a listener that terminates QUIC gets one).
+    pub fn with_quic(mut self, make: impl FnOnce(&ListenerConfig) -> Option<QuicListener>) -> ListenerState {
+        self.quic = make(&self.config);
+        self.check();
+        self
+    }
+
+    pub fn config(&self) -> &ListenerConfig {
+        &self.config
+    }
+
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// The lookup table of a `maglev` or `hash` listener, once built.
+    pub fn table(&self) -> Option<&Maglev> {
+        self.table.as_ref()
+    }
+
+    pub fn quic(&self) -> Option<&QuicListener> {
+        self.quic.as_ref()
+    }
+
+    /// Deleted at run time.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// What every change leaves true of a row.
+    fn check(&self) {
+        debug_assert!(self.config.backends.is_empty(), "the bindings own the backends");
+        debug_assert_eq!(self.quic.is_some(), self.config.quic.is_some(), "a QUIC endpoint exactly for QUIC");
+        debug_assert!(
+            self.table.as_ref().is_none_or(|t| t.names_only_below(self.bindings.len())),
+            "a lookup table over the listener's bindings"
+        );
+        debug_assert!(self.bindings.iter().all(|b| b.backend.weight <= WEIGHT_MAX), "weights in range");
     }
 
     /// Whether it serves this VIP, transport and port now.
@@ -178,6 +223,7 @@ impl ListenerTable {
             self.find_vip(c.vip, c.transport, c.port).is_none(),
             "one live listener per VIP, transport and port"
         );
+        listener.check();
         self.rows.push(listener);
     }
 
@@ -193,21 +239,114 @@ impl ListenerTable {
         self.rows.iter()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut ListenerState> {
-        self.rows.iter_mut()
+    /// A flow (or proxied connection, or relayed stream) was bound to `binding` of
+    /// listener `li`.
+    pub fn acquire(&mut self, li: usize, binding: usize) {
+        self.rows[li].bindings[binding].acquire();
     }
+
+    /// A flow bound to `binding` of listener `li` ended: it held one.
+    pub fn release(&mut self, li: usize, binding: usize) {
+        self.rows[li].bindings[binding].release();
+    }
+
+    /// `backend`'s weight on every listener that binds it (at most [`WEIGHT_MAX`]).
+    pub fn set_weight(&mut self, backend: SocketAddr, weight: u8) {
+        for l in self.rows.iter_mut() {
+            for b in l.bindings.iter_mut().filter(|b| b.backend.addr == backend) {
+                b.backend.weight = weight.min(WEIGHT_MAX);
+            }
+            l.check();
+        }
+    }
+
+    /// Deletes the listener on this VIP, transport and port: it matches nothing from now on.
+    pub fn remove(&mut self, vip: IpAddr, transport: Transport, port: u16) {
+        for l in self.rows.iter_mut().filter(|l| l.serves(vip, transport, port)) {
+            l.removed = true;
+        }
+        debug_assert!(self.find_vip(vip, transport, port).is_none(), "a removed listener serves nothing");
+    }
+
+    /// Listener `li`'s next binding by smooth weighted round robin over `weights` (its
+    /// bindings' as the scheduler sees them).
+    pub fn pick_wrr(&mut self, li: usize, weights: &[u32]) -> Option<usize> {
+        let ListenerState { bindings, wrr, .. } = &mut self.rows[li];
+        debug_assert_eq!(weights.len(), bindings.len(), "a weight per binding");
+        let cands: Vec<Candidate> =
+            bindings.iter().zip(weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
+        wrr.pick(&cands)
+    }
+
+    /// Listener `li`'s lookup table made again over `weights`, `table_size` slots.
+    pub fn rebuild_table(&mut self, li: usize, weights: &[u32], table_size: usize) {
+        let l = &mut self.rows[li];
+        debug_assert_eq!(weights.len(), l.bindings.len(), "a weight per binding");
+        let cands: Vec<Candidate> =
+            l.bindings.iter().zip(weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
+        l.table = Some(Maglev::build(&cands, table_size));
+        l.check();
+    }
+
+    /// Listener `li`'s QUIC endpoint, for what moves its connections.
+    pub fn quic_mut(&mut self, li: usize) -> Option<&mut QuicListener> {
+        self.rows[li].quic.as_mut()
+    }
+
+    /// Every QUIC endpoint.
+    pub fn quics_mut(&mut self) -> impl Iterator<Item = &mut QuicListener> {
+        self.rows.iter_mut().filter_map(|l| l.quic.as_mut())
+    }
+
+    /// A VIP's certificate rotated: listeners that terminate TLS or QUIC with `from`'s
+    /// certificate terminate with `to`'s from now on (a QUIC listener keeps its ALPN
+    /// offer, and its endpoint takes the new termination). How many listeners changed.
+    pub fn replace_identity(&mut self, from: &VipIdentity, to: &VipIdentity) -> usize {
+        let mut changed = 0;
+        for l in self.rows.iter_mut() {
+            let tls = [(Some(&from.tls), Some(&to.tls)), (from.tls_mutual.as_ref(), to.tls_mutual.as_ref())];
+            let https = [(Some(&from.https), Some(&to.https)), (from.https_mutual.as_ref(), to.https_mutual.as_ref())];
+            let quic = [(Some(&from.quic), Some(&to.quic)), (from.quic_mutual.as_ref(), to.quic_mutual.as_ref())];
+            let tls = swap(&mut l.config.tls, tls) || swap(&mut l.config.tls, https);
+            let quic = quic.into_iter().any(|(old, new)| {
+                let (Some(old), Some(new), Some(now)) = (old, new, l.config.quic.as_mut()) else { return false };
+                let same = now.same_identity(old);
+                if same {
+                    *now = new.with_alpn(now.alpn());
+                }
+                same
+            });
+            if let (true, Some(endpoint), Some(termination)) = (quic, l.quic.as_mut(), l.config.quic.as_ref()) {
+                endpoint.set_termination(termination);
+            }
+            l.check();
+            changed += usize::from(tls || quic);
+        }
+        changed
+    }
+}
+
+/// The old and the new termination of one kind (one-way, mutual), when there is one.
+type Pair<'a, T> = (Option<&'a crate::Shared<T>>, Option<&'a crate::Shared<T>>);
+
+/// `now` replaced by the new termination of the pair whose old one it is; whether it was.
+fn swap<T>(now: &mut Option<crate::Shared<T>>, pairs: [Pair<'_, T>; 2]) -> bool {
+    let Some(current) = now.as_ref() else { return false };
+    for (old, new) in pairs {
+        if let (Some(old), Some(new)) = (old, new)
+            && std::sync::Arc::ptr_eq(&old.0, &current.0)
+        {
+            *now = Some(new.clone());
+            return true;
+        }
+    }
+    false
 }
 
 impl Index<usize> for ListenerTable {
     type Output = ListenerState;
     fn index(&self, li: usize) -> &ListenerState {
         &self.rows[li]
-    }
-}
-
-impl IndexMut<usize> for ListenerTable {
-    fn index_mut(&mut self, li: usize) -> &mut ListenerState {
-        &mut self.rows[li]
     }
 }
 
@@ -270,7 +409,7 @@ mod tests {
             dst_port: 7000,
         };
         assert_eq!((table.find(&key(Transport::Udp)), table.find(&key(Transport::Tcp))), (Some(0), Some(1)));
-        table[0].removed = true;
+        table.remove("198.18.0.20".parse().unwrap(), Transport::Udp, 7000);
         assert_eq!(table.find(&key(Transport::Udp)), None);
         assert_eq!(table.find(&key(Transport::Tcp)), Some(1), "the TCP listener on the same port stays");
     }

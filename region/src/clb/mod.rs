@@ -11,6 +11,7 @@
 //! backend; `peers.rs` the region's connection sync, `terminated.rs` the listeners the
 //! node terminates (layer 7 and QUIC), `scheduling.rs` the choice of a backend.
 
+mod admin;
 mod fallback;
 mod health_plane;
 mod l7_front;
@@ -22,6 +23,9 @@ mod snat;
 mod terminated;
 #[cfg(test)]
 mod tests;
+mod timers;
+
+use timers::{Timer, TimerTable};
 
 pub use fallback::PopFallback;
 pub use health_plane::HealthPlane;
@@ -40,7 +44,7 @@ use anyedge_proto::seal::Kind;
 use anyedge_proto::{FlowKey, Transport};
 
 use crate::config::{
-    CLOSED_LINGER_NS, ClbConfig, HALF_OPEN_NS, ListenerConfig, SWEEP_INTERVAL_NS, TCP_IDLE_NS, UDP_IDLE_NS, WEIGHT_MAX,
+    CLOSED_LINGER_NS, ClbConfig, HALF_OPEN_NS, ListenerConfig, SWEEP_INTERVAL_NS, TCP_IDLE_NS, UDP_IDLE_NS,
 };
 use crate::conn_table::{Conn, ConnTable, Ingress};
 use crate::health::Health;
@@ -226,7 +230,8 @@ pub struct Clb {
     snat: SnatPool,
     groups: crate::security::ClbGroups,
     l7: L7Front,
-    next_sweep_ns: u64,
+    /// When each of its timers is due.
+    timers: TimerTable,
     /// Flows this node has scheduled (a flow that moves backend counts once).
     flows_created: u64,
 }
@@ -249,8 +254,8 @@ impl Clb {
         let mut health = Vec::new();
         let mut listeners = ListenerTable::default();
         for lc in config.listeners {
-            let (mut listener, added) = ListenerState::new(lc, &mut backends, &config.health);
-            listener.quic = node.quic_endpoint(&listener.config, l7.proxy().source_prefix_v4());
+            let (listener, added) = ListenerState::new(lc, &mut backends, &config.health);
+            let listener = listener.with_quic(|c| node.quic_endpoint(c, l7.proxy().source_prefix_v4()));
             health.extend(added);
             listeners.push(listener);
         }
@@ -273,7 +278,11 @@ impl Clb {
                 for_backends: Default::default(),
             },
             l7,
-            next_sweep_ns: now_ns + SWEEP_INTERVAL_NS,
+            timers: {
+                let mut timers = TimerTable::default();
+                timers.set(Timer::Sweep, Some(now_ns + SWEEP_INTERVAL_NS));
+                timers
+            },
             flows_created: 0,
             node,
         };
@@ -308,7 +317,7 @@ impl Clb {
     /// groups (judged here: the backend will see this node's address, not the client's).
     fn backend_admits(&mut self, li: usize, binding: usize, key: &FlowKey) -> bool {
         let backend = self.backend_addr(li, binding);
-        let groups = &self.listeners[li].bindings[binding].backend.security_groups;
+        let groups = &self.listeners[li].bindings()[binding].backend.security_groups;
         let as_backend_judges = FlowKey { dst: backend.ip(), dst_port: backend.port(), ..*key };
         self.groups.for_backends.judge(groups, &as_backend_judges) == crate::security::Verdict::Pass
     }
@@ -327,7 +336,7 @@ impl Clb {
     pub fn active_flows(&self, backend: SocketAddr) -> u32 {
         self.listeners
             .iter()
-            .flat_map(|l| &l.bindings)
+            .flat_map(|l| l.bindings())
             .filter(|b| self.backends[b.port].addr == backend)
             .map(|b| b.active())
             .sum()
@@ -356,41 +365,13 @@ impl Clb {
     }
 
     pub fn poll_timeout(&mut self) -> Option<u64> {
-        let sweep = Some(self.next_sweep_ns);
-        let health = self.health.poll_timeout(self.now_ns);
-        let l7 = self.l7.proxy().next_timer();
         let now = self.now_ns;
-        let quic = self.listeners.iter_mut().filter_map(|l| l.quic.as_mut()?.poll_timeout(now)).min();
-        let sync = self.sync.poll_timeout();
-        health.into_iter().chain(sweep).chain(l7).chain(quic).chain(sync).min()
-    }
-
-    /// Changes a backend's weight on every listener that binds it. Weight 0 drains: no
-    /// new flows, existing ones continue.
-    pub fn set_weight(&mut self, backend: SocketAddr, weight: u8) {
-        for l in self.listeners.iter_mut() {
-            for b in l.bindings.iter_mut().filter(|b| b.backend.addr == backend) {
-                b.backend.weight = weight.min(WEIGHT_MAX);
-            }
-        }
-        self.rebuild_tables();
-    }
-
-    /// Unbinds a backend port: from now on nothing is forwarded to it or from it, and its
-    /// flows move to other backends on their next packet.
-    pub fn unbind(&mut self, backend: SocketAddr) {
-        if let Some(p) = self.backends.find(backend) {
-            self.backends[p].unbound = true;
-            self.rebuild_tables();
-        }
-    }
-
-    /// Binds an unbound backend port again.
-    pub fn bind(&mut self, backend: SocketAddr) {
-        if let Some(p) = self.backends.find(backend) {
-            self.backends[p].unbound = false;
-            self.rebuild_tables();
-        }
+        self.timers.set(Timer::Health, self.health.poll_timeout(now));
+        self.timers.set(Timer::Proxy, self.l7.proxy().next_timer());
+        self.timers.set(Timer::Quic, self.listeners.quics_mut().filter_map(|q| q.poll_timeout(now)).min());
+        self.timers.set(Timer::Sync, self.sync.poll_timeout());
+        debug_assert!(self.timers.get(Timer::Sweep).is_some(), "the sweep is always set");
+        self.timers.next()
     }
 
     /// The POPs this node sent replies through since the last call: its driver's prober
@@ -466,7 +447,7 @@ impl Clb {
         conn.last_seen_ns = now_ns;
         conn.answered = true;
         let conn = *conn;
-        let port = self.listeners[conn.listener].bindings[conn.backend].port;
+        let port = self.listeners[conn.listener].bindings()[conn.backend].port;
         if self.backends[port].unbound {
             return Err(ClbDrop::Unbound);
         }
@@ -495,8 +476,8 @@ impl Clb {
         self.terminated_timeout(now_ns);
         let batches = self.sync.flush(now_ns);
         self.outbox.send_to_peers(self.node.region, batches);
-        if now_ns >= self.next_sweep_ns {
-            self.next_sweep_ns = now_ns + SWEEP_INTERVAL_NS;
+        if self.timers.is_due(Timer::Sweep, now_ns) {
+            self.timers.set(Timer::Sweep, Some(now_ns + SWEEP_INTERVAL_NS));
             self.sync.expire(now_ns);
             self.count_terminated_memory();
             let expired = self.conns.expire(now_ns, |c, established| match c.reply_key.transport {
@@ -509,7 +490,7 @@ impl Clb {
             }
             debug_assert!(self.conns.len() <= self.conns.capacity(), "the table stays within its bound");
         }
-        debug_assert!(self.next_sweep_ns > now_ns, "the next sweep is in the future");
+        debug_assert!(!self.timers.is_due(Timer::Sweep, now_ns), "the next sweep is in the future");
     }
 
     /// A client packet: classified by the listener it reached, then handed to that
@@ -549,10 +530,10 @@ impl Clb {
         }
         let li = self.listeners.find(key).ok_or(ClbDrop::NoListener)?;
         let l = &self.listeners[li];
-        debug_assert!(!l.removed && l.serves(key.dst, key.transport, key.dst_port));
-        Ok(if l.config.layer7 {
+        debug_assert!(!l.is_removed() && l.serves(key.dst, key.transport, key.dst_port));
+        Ok(if l.config().layer7 {
             Classified::Layer7(li)
-        } else if l.quic.is_some() {
+        } else if l.quic().is_some() {
             Classified::Quic(li)
         } else {
             Classified::Layer4(li)
@@ -640,7 +621,7 @@ impl Clb {
                 inner::rewrite(&mut packet, None, Some(to))?;
                 // A NAT gateway will put its address in place of the client's; else the
                 // client's own address reaches the backend, and a TOA of its own is a lie.
-                match (syn, self.listeners[li].bindings[binding].backend.behind_nat) {
+                match (syn, self.listeners[li].bindings()[binding].backend.behind_nat) {
                     (true, true) => Some(with_toa(packet.clone(), (key.src, key.src_port))),
                     (true, false) if inner::has_toa(&packet) => Some(inner::strip_toa(&packet).map_err(ClbDrop::from)),
                     _ => None,
@@ -682,7 +663,7 @@ impl Clb {
         let quic = self.quic_held_bytes() + self.quic_counts().connections * crate::quic_listener::QUIC_CONN_BYTES;
         self.l7.proxy_mut().set_quic_bytes(quic);
         let full = self.l7.proxy().held_bytes() >= crate::l7::PROXIED_BYTES_MAX;
-        for q in self.listeners.iter_mut().filter_map(|l| l.quic.as_mut()) {
+        for q in self.listeners.quics_mut() {
             q.set_full(full);
         }
     }
@@ -690,13 +671,13 @@ impl Clb {
     /// Bytes the QUIC listeners' connections hold of their own
     /// ([`crate::quic_listener::QuicListener::held_bytes`], as their last drive left them).
     pub fn quic_held_bytes(&self) -> usize {
-        self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.held_bytes()).sum()
+        self.listeners.iter().filter_map(|l| l.quic()).map(|q| q.held_bytes()).sum()
     }
 
     /// Whether a flow to this binding goes through SNAT: on-premises backends, and
     /// backends of the other IP family (NAT64).
     fn needs_snat(&self, key: &FlowKey, li: usize, binding: usize) -> bool {
-        let b = &self.listeners[li].bindings[binding].backend;
+        let b = &self.listeners[li].bindings()[binding].backend;
         b.snat || b.addr.is_ipv4() != key.dst.is_ipv4()
     }
 
@@ -748,7 +729,7 @@ impl Clb {
         if rst || (conn.fin_client && conn.fin_backend) {
             conn.closing = true;
             let (l, b) = (conn.listener, conn.backend);
-            self.listeners[l].bindings[b].release();
+            self.listeners.release(l, b);
         }
     }
 
@@ -759,7 +740,7 @@ impl Clb {
             self.snat.free(ip, port, conn.reply_key.transport, backend);
         }
         if !conn.closing {
-            self.listeners[conn.listener].bindings[conn.backend].release();
+            self.listeners.release(conn.listener, conn.backend);
         }
     }
 
@@ -811,7 +792,7 @@ impl Clb {
             free_snat(self);
             return Err(ClbDrop::TableFull);
         };
-        self.listeners[listener].bindings[binding].acquire();
+        self.listeners.acquire(listener, binding);
         for old in pushed_out {
             self.release(&old);
         }
@@ -821,86 +802,9 @@ impl Clb {
 
     /// The address of a listener's binding.
     fn backend_addr(&self, li: usize, binding: usize) -> SocketAddr {
-        let port = self.listeners[li].bindings[binding].port;
+        let port = self.listeners[li].bindings()[binding].port;
         debug_assert!(port.0 < self.backends.len(), "a binding names a row of the backend table");
         self.backends[port].addr
-    }
-
-    /// Adds a listener at run time (a committed route-table change). Its backends get
-    /// health checks of `health` unless already checked for another listener. A listener
-    /// already serving the same VIP, port and transport is left as it is.
-    pub fn add_listener(&mut self, config: ListenerConfig, health: &crate::HealthConfig) {
-        if self.has_listener(config.vip, config.transport, config.port) {
-            return;
-        }
-        let (mut listener, added) = ListenerState::new(config, &mut self.backends, health);
-        let first_new = self.backends.len() - added.len();
-        for (i, h) in added.into_iter().enumerate() {
-            self.health.add_port(PortId(first_new + i), h, self.now_ns);
-        }
-        listener.quic = self.node.quic_endpoint(&listener.config, self.l7.proxy().source_prefix_v4());
-        self.listeners.push(listener);
-        self.rebuild_tables();
-    }
-
-    /// A VIP's certificate rotated: listeners that terminate TLS or QUIC with `from`'s
-    /// certificate terminate with `to`'s from now on. New connections handshake with the
-    /// new one; connections already open keep their session and their backend. Returns
-    /// how many listeners changed.
-    pub fn replace_identity(
-        &mut self,
-        from: &crate::identity::VipIdentity,
-        to: &crate::identity::VipIdentity,
-    ) -> usize {
-        /// The old and the new termination of one kind (one-way, mutual), when there is one.
-        type Pair<'a, T> = (Option<&'a crate::Shared<T>>, Option<&'a crate::Shared<T>>);
-        fn swap<T>(now: &mut Option<crate::Shared<T>>, pairs: [Pair<'_, T>; 2]) -> bool {
-            let Some(current) = now.as_ref() else { return false };
-            for (old, new) in pairs {
-                if let (Some(old), Some(new)) = (old, new)
-                    && std::sync::Arc::ptr_eq(&old.0, &current.0)
-                {
-                    *now = Some(new.clone());
-                    return true;
-                }
-            }
-            false
-        }
-        let mut changed = 0;
-        for l in self.listeners.iter_mut() {
-            let tls = [(Some(&from.tls), Some(&to.tls)), (from.tls_mutual.as_ref(), to.tls_mutual.as_ref())];
-            let https = [(Some(&from.https), Some(&to.https)), (from.https_mutual.as_ref(), to.https_mutual.as_ref())];
-            let quic = [(Some(&from.quic), Some(&to.quic)), (from.quic_mutual.as_ref(), to.quic_mutual.as_ref())];
-            let tls = swap(&mut l.config.tls, tls) || swap(&mut l.config.tls, https);
-            // A QUIC listener's termination is its own (its ALPN offer): it takes the new
-            // certificate with the offer it had.
-            let quic = quic.into_iter().any(|(old, new)| {
-                let (Some(old), Some(new), Some(now)) = (old, new, l.config.quic.as_mut()) else { return false };
-                let same = now.same_identity(old);
-                if same {
-                    *now = new.with_alpn(now.alpn());
-                }
-                same
-            });
-            if let (true, Some(endpoint), Some(termination)) = (quic, l.quic.as_mut(), l.config.quic.as_ref()) {
-                endpoint.set_termination(termination);
-            }
-            changed += usize::from(tls || quic);
-        }
-        changed
-    }
-
-    /// Deletes the listener on this VIP, port and transport: new packets to it match
-    /// nothing, and its existing flows end.
-    pub fn remove_listener(&mut self, vip: IpAddr, transport: Transport, port: u16) {
-        for l in self.listeners.iter_mut().filter(|l| l.serves(vip, transport, port)) {
-            l.removed = true;
-        }
-    }
-
-    /// Whether a listener serves this VIP, port and transport now.
-    pub fn has_listener(&self, vip: IpAddr, transport: Transport, port: u16) -> bool {
-        self.listeners.find_vip(vip, transport, port).is_some()
     }
 
     fn apply_health_changes(&mut self, changes: Vec<(PortId, Health)>) {

@@ -96,11 +96,11 @@ impl Clb {
         }));
         for (li, client, sticky) in self.persistence.iter() {
             let l = &self.listeners[li];
-            if sticky.expires_ns > now_ns && !l.removed {
+            if sticky.expires_ns > now_ns && !l.is_removed() {
                 out.push(Entry::Persist {
-                    transport: l.config.transport,
+                    transport: l.config().transport,
                     client,
-                    vip: SocketAddr::new(l.config.vip, l.config.port),
+                    vip: SocketAddr::new(l.config().vip, l.config().port),
                     backend: self.backend_addr(li, sticky.binding),
                     ttl_ms: ms(sticky.expires_ns - now_ns),
                 });
@@ -111,7 +111,7 @@ impl Clb {
 
     /// The binding of listener `li` that sends to `backend`.
     pub(super) fn binding_of(&self, li: usize, backend: SocketAddr) -> Option<usize> {
-        self.listeners[li].bindings.iter().position(|b| self.backends[b.port].addr == backend)
+        self.listeners[li].bindings().iter().position(|b| self.backends[b.port].addr == backend)
     }
 
     /// Tells the region's other nodes where a flow goes.
@@ -140,9 +140,9 @@ impl Clb {
     ) {
         let l = &self.listeners[li];
         let entry = Entry::Persist {
-            transport: l.config.transport,
+            transport: l.config().transport,
             client,
-            vip: SocketAddr::new(l.config.vip, l.config.port),
+            vip: SocketAddr::new(l.config().vip, l.config().port),
             backend: self.backend_addr(li, binding),
             ttl_ms: ms(ttl_ns),
         };

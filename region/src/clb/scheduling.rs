@@ -8,8 +8,7 @@ use std::net::IpAddr;
 use super::Clb;
 use super::persistence::Sticky;
 use crate::config::SchedulerKind;
-use crate::scheduler::{Candidate, Maglev};
-use crate::tables::{ListenerState, PortId};
+use crate::tables::PortId;
 
 /// The hash `hash` listeners schedule by: the client's address alone.
 fn source_hash(src: IpAddr) -> u32 {
@@ -22,27 +21,31 @@ impl Clb {
     /// Weights as schedulers see them: 0 for unhealthy or unbound ports.
     fn effective_weights(&self, li: usize) -> Vec<u32> {
         let live = |p: PortId| self.health.is_healthy(p) && !self.backends[p].unbound;
-        self.listeners[li].bindings.iter().map(|b| if live(b.port) { u32::from(b.backend.weight) } else { 0 }).collect()
+        self.listeners[li]
+            .bindings()
+            .iter()
+            .map(|b| if live(b.port) { u32::from(b.backend.weight) } else { 0 })
+            .collect()
     }
 
     /// Whether an existing flow may stay on its backend (weight 0 does not matter).
     pub(super) fn serves_existing(&self, li: usize, binding: usize) -> bool {
-        if self.listeners[li].removed {
+        if self.listeners[li].is_removed() {
             return false;
         }
-        let p = self.listeners[li].bindings[binding].port;
+        let p = self.listeners[li].bindings()[binding].port;
         self.health.is_healthy(p) && !self.backends[p].unbound
     }
 
     /// Whether a new flow may go to this binding.
     fn eligible(&self, li: usize, binding: usize) -> bool {
         let l = &self.listeners[li];
-        l.bindings.get(binding).is_some_and(|b| b.backend.weight > 0) && self.serves_existing(li, binding)
+        l.bindings().get(binding).is_some_and(|b| b.backend.weight > 0) && self.serves_existing(li, binding)
     }
 
     /// Picks a binding for a new flow: a live persistence entry first, then the scheduler.
     pub(super) fn pick(&mut self, li: usize, key: &FlowKey, now_ns: u64) -> Option<usize> {
-        let persistence_ns = self.listeners[li].config.persistence_ns;
+        let persistence_ns = self.listeners[li].config().persistence_ns;
         if let Some(ttl_ns) = persistence_ns
             && let Some(sticky) = self.persistence.get(li, key.src)
             && sticky.expires_ns > now_ns
@@ -67,17 +70,14 @@ impl Clb {
 
     /// The listener's scheduler's choice.
     fn schedule(&mut self, li: usize, key: &FlowKey) -> Option<usize> {
-        match self.listeners[li].config.scheduler {
+        match self.listeners[li].config().scheduler {
             SchedulerKind::Wrr => {
                 let weights = self.effective_weights(li);
-                let ListenerState { bindings, wrr, .. } = &mut self.listeners[li];
-                let cands: Vec<Candidate> =
-                    bindings.iter().zip(&weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
-                wrr.pick(&cands)
+                self.listeners.pick_wrr(li, &weights)
             }
             SchedulerKind::Wlc => self.least_connections(li),
-            SchedulerKind::Hash { .. } => self.listeners[li].table.as_ref()?.lookup(source_hash(key.src)),
-            SchedulerKind::Maglev { .. } => self.listeners[li].table.as_ref()?.lookup(key.flow_hash()),
+            SchedulerKind::Hash { .. } => self.listeners[li].table()?.lookup(source_hash(key.src)),
+            SchedulerKind::Maglev { .. } => self.listeners[li].table()?.lookup(key.flow_hash()),
         }
     }
 
@@ -85,7 +85,7 @@ impl Clb {
     /// heavier, then the first.
     fn least_connections(&self, li: usize) -> Option<usize> {
         let weights = self.effective_weights(li);
-        let bindings = &self.listeners[li].bindings;
+        let bindings = self.listeners[li].bindings();
         let active = |i: usize| bindings[i].active();
         let mut best: Option<usize> = None;
         for (i, &w) in weights.iter().enumerate().filter(|(_, w)| **w > 0) {
@@ -105,16 +105,12 @@ impl Clb {
     /// The lookup tables of `maglev` and `hash` listeners, from today's weights.
     pub(super) fn rebuild_tables(&mut self) {
         for li in 0..self.listeners.len() {
-            let table_size = match self.listeners[li].config.scheduler {
+            let table_size = match self.listeners[li].config().scheduler {
                 SchedulerKind::Maglev { table_size } | SchedulerKind::Hash { table_size } => table_size,
                 SchedulerKind::Wrr | SchedulerKind::Wlc => continue,
             };
             let weights = self.effective_weights(li);
-            let l = &self.listeners[li];
-            let cands: Vec<Candidate> =
-                l.bindings.iter().zip(&weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
-            let table = Maglev::build(&cands, table_size);
-            self.listeners[li].table = Some(table);
+            self.listeners.rebuild_table(li, &weights, table_size);
         }
     }
 }

@@ -55,7 +55,7 @@ impl Clb {
         ingress: Ingress,
         li: usize,
     ) -> Result<(), ClbDrop> {
-        let config = &self.listeners[li].config;
+        let config = self.listeners[li].config();
         let mode = crate::l7::Mode { http: config.http, tls: config.tls.as_ref(), alt_svc: config.alt_svc.as_ref() };
         let seed = u64::from(key.flow_hash()) ^ u64::from(self.node.index) << 32;
         // What the source holds through QUIC matters only to a connection not yet held.
@@ -63,7 +63,7 @@ impl Clb {
             Some(_) => 0,
             None => {
                 let source = crate::cidr::source_prefix(key.src, self.l7.proxy().source_prefix_v4());
-                self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.relays_from(source)).sum()
+                self.listeners.iter().filter_map(|l| l.quic()).map(|q| q.relays_from(source)).sum()
             }
         };
         let at = Opening { listener: li, mode, own: &self.node.own_addresses, seed, held_elsewhere };
@@ -95,10 +95,9 @@ impl Clb {
         local: (IpAddr, u16),
         packet: Vec<u8>,
     ) -> Option<Vec<u8>> {
-        let quic =
-            self.listeners.iter().position(|l| l.quic.as_ref().is_some_and(|q| q.by_backend(from, local).is_some()));
+        let quic = self.listeners.iter().position(|l| l.quic().is_some_and(|q| q.by_backend(from, local).is_some()));
         if let Some(li) = quic {
-            if let Some(q) = self.listeners[li].quic.as_mut()
+            if let Some(q) = self.listeners.quic_mut(li)
                 && let Some(ch) = q.by_backend(from, local)
             {
                 q.receive_backend(ch, packet);
@@ -118,8 +117,7 @@ impl Clb {
             self.drive_l7(&key, now_ns);
         }
         for li in 0..self.listeners.len() {
-            let due =
-                self.listeners[li].quic.as_mut().and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
+            let due = self.listeners.quic_mut(li).and_then(|q| q.poll_timeout(now_ns)).is_some_and(|t| t <= now_ns);
             if due {
                 self.drive_quic(li, now_ns, Ingress::Direct);
             }
@@ -142,7 +140,7 @@ impl Clb {
         }
         if let Some((_, backend, _)) = bound {
             // TCP SSL: the backend's peer is this node; a TOA option names the client.
-            let raw = !self.listeners[listener].config.http;
+            let raw = !self.listeners[listener].config().http;
             let client = SocketAddr::new(key.src, key.src_port);
             for bytes in step.to_backend {
                 let bytes = if raw && is_syn(&bytes) { named_syn(bytes, client) } else { bytes };
@@ -171,7 +169,7 @@ impl Clb {
             self.snat.free(local.0, local.1, Transport::Tcp, backend);
             return Connect::Nothing;
         }
-        self.listeners[li].bindings[binding].acquire();
+        self.listeners.acquire(li, binding);
         debug_assert!(
             self.l7.proxy().get(key).and_then(|c| c.bound()).is_some_and(|(b, _, l)| b == binding && l == local)
         );
@@ -183,7 +181,7 @@ impl Clb {
         let Some(c) = self.l7.proxy_mut().remove(key) else { return };
         if let Some((binding, backend, (ip, port))) = c.bound() {
             debug_assert!(self.snat.is_taken(ip, port, Transport::Tcp, backend), "a bound connection holds its port");
-            self.listeners[c.listener()].bindings[binding].release();
+            self.listeners.release(c.listener(), binding);
             self.snat.free(ip, port, Transport::Tcp, backend);
         }
     }
@@ -197,7 +195,7 @@ impl Clb {
             return;
         }
         let mut step = QuicStep::default();
-        if let Some(q) = self.listeners[li].quic.as_mut() {
+        if let Some(q) = self.listeners.quic_mut(li) {
             let client = SocketAddr::new(key.src, key.src_port);
             q.receive(now_ns, client, payload, ingress, key.flow_hash(), &mut step);
         }
@@ -210,7 +208,7 @@ impl Clb {
         // Choosing backends and opening relays produce more work: a few rounds settle it.
         for _ in 0..4 {
             let mut step = QuicStep::default();
-            let Some(q) = self.listeners[li].quic.as_mut() else { return };
+            let Some(q) = self.listeners.quic_mut(li) else { return };
             q.drive(now_ns, &mut step);
             let more = !step.need_backend.is_empty() || !step.need_port.is_empty();
             self.apply_quic(li, now_ns, step, fallback);
@@ -230,23 +228,23 @@ impl Clb {
             self.bind_quic(li, ch, now_ns);
         }
         for (ch, stream) in step.need_port {
-            let backend = self.listeners[li].quic.as_ref().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
+            let backend = self.listeners[li].quic().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
             let Some(backend) = backend else { continue };
             if !self.source_may_open(li, ch) {
-                if let Some(q) = self.listeners[li].quic.as_mut() {
+                if let Some(q) = self.listeners.quic_mut(li) {
                     q.refuse_stream(ch, stream);
                 }
                 continue;
             }
             if let Some(local) = self.allocate_snat(Transport::Tcp, backend)
-                && let Some(q) = self.listeners[li].quic.as_mut()
+                && let Some(q) = self.listeners.quic_mut(li)
                 && !q.open_relay(ch, stream, local)
             {
                 self.snat.free(local.0, local.1, Transport::Tcp, backend);
             }
         }
         for (ch, dst, payload) in step.to_client {
-            let Some(q) = self.listeners[li].quic.as_ref() else { return };
+            let Some(q) = self.listeners[li].quic() else { return };
             let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
             let Some(packet) = q.datagram_to(dst, &payload) else { continue };
             let _ = self.reply_to_client(ingress, flow_hash, packet);
@@ -260,7 +258,7 @@ impl Clb {
         }
         for (binding, ports) in step.closed {
             if let Some(b) = binding {
-                self.listeners[li].bindings[b].release();
+                self.listeners.release(li, b);
             }
             for (backend, (ip, port)) in ports {
                 self.snat.free(ip, port, Transport::Tcp, backend);
@@ -273,8 +271,8 @@ impl Clb {
     /// [`crate::l7::PER_SOURCE_MAX`] (an HTTP/2 connection holds one backend connection,
     /// an HTTP/3 one holds one per request at the backend).
     fn source_may_open(&self, li: usize, ch: quinn_proto::ConnectionHandle) -> bool {
-        let Some(source) = self.listeners[li].quic.as_ref().and_then(|q| q.source(ch)) else { return false };
-        let quic: usize = self.listeners.iter().filter_map(|l| l.quic.as_ref()).map(|q| q.relays_from(source)).sum();
+        let Some(source) = self.listeners[li].quic().and_then(|q| q.source(ch)) else { return false };
+        let quic: usize = self.listeners.iter().filter_map(|l| l.quic()).map(|q| q.relays_from(source)).sum();
         quic + self.l7.proxy().held_by(source) < crate::l7::PER_SOURCE_MAX
     }
 
@@ -282,7 +280,7 @@ impl Clb {
     /// groups; then it is counted as denied once, on the first backend with groups (the
     /// one its groups would have judged).
     fn every_backend_denies(&mut self, li: usize, key: &FlowKey) -> bool {
-        let bindings = &self.listeners[li].bindings;
+        let bindings = self.listeners[li].bindings();
         let as_judged = |b: &crate::tables::Binding| FlowKey {
             transport: Transport::Tcp,
             dst: b.backend.addr.ip(),
@@ -300,7 +298,7 @@ impl Clb {
 
     /// Chooses the backend of a QUIC connection just established, by its first address.
     fn bind_quic(&mut self, li: usize, ch: quinn_proto::ConnectionHandle, now_ns: u64) {
-        let Some(q) = self.listeners[li].quic.as_ref() else { return };
+        let Some(q) = self.listeners[li].quic() else { return };
         let Some(first) = q.conn(ch).map(|c| c.first) else { return };
         let vip = q.vip();
         let key = FlowKey {
@@ -313,21 +311,21 @@ impl Clb {
         let Some(binding) = self.pick(li, &key, now_ns) else { return };
         if !self.backend_admits(li, binding, &FlowKey { transport: Transport::Tcp, ..key }) {
             // The backend will see this node's address: its groups judge the client here.
-            if let Some(q) = self.listeners[li].quic.as_mut() {
+            if let Some(q) = self.listeners.quic_mut(li) {
                 q.deny(ch, now_ns);
             }
             return;
         }
         let backend = self.backend_addr(li, binding);
-        if let Some(q) = self.listeners[li].quic.as_mut() {
+        if let Some(q) = self.listeners.quic_mut(li) {
             q.set_backend(ch, binding, backend, now_ns);
         }
-        self.listeners[li].bindings[binding].acquire();
+        self.listeners.acquire(li, binding);
         self.flows_created += 1;
     }
 
     /// This node's QUIC listeners, summed.
     pub fn quic_counts(&self) -> QuicCounts {
-        self.listeners.iter().filter_map(|l| l.quic.as_ref()).fold(Default::default(), |sum, q| sum + q.counts())
+        self.listeners.iter().filter_map(|l| l.quic()).fold(Default::default(), |sum, q| sum + q.counts())
     }
 }

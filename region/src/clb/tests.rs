@@ -137,17 +137,17 @@ fn a_rotated_vip_certificate_replaces_the_old_one_on_every_listener_that_present
     assert_eq!(clb.replace_identity(&b, &a), 0, "no listener presented b");
     assert_eq!(clb.replace_identity(&a, &b), 5, "HTTPS, TCP SSL (each one-way and mutual) and QUIC");
     assert_eq!(clb.replace_identity(&a, &b), 0, "a is presented nowhere now");
-    let at = |port: u16| clb.listeners.iter().find(|l| l.config.port == port).unwrap();
+    let at = |port: u16| clb.listeners.iter().find(|l| l.config().port == port).unwrap();
     let same = |x: &Option<crate::Shared<rustls::ServerConfig>>, y: &crate::Shared<rustls::ServerConfig>| {
         x.as_ref().is_some_and(|x| std::sync::Arc::ptr_eq(&x.0, &y.0))
     };
-    assert!(same(&at(8443).config.tls, &b.https), "one-way HTTPS takes b's one-way HTTPS config");
-    assert!(same(&at(9443).config.tls, b.https_mutual.as_ref().unwrap()), "mutual HTTPS takes b's mutual one");
-    assert!(same(&at(8444).config.tls, &b.tls), "one-way TCP SSL takes b's one-way TLS config (no ALPN)");
-    assert!(same(&at(9444).config.tls, b.tls_mutual.as_ref().unwrap()), "mutual TCP SSL takes b's mutual one");
-    let quic = at(4433).config.quic.as_ref().unwrap();
+    assert!(same(&at(8443).config().tls, &b.https), "one-way HTTPS takes b's one-way HTTPS config");
+    assert!(same(&at(9443).config().tls, b.https_mutual.as_ref().unwrap()), "mutual HTTPS takes b's mutual one");
+    assert!(same(&at(8444).config().tls, &b.tls), "one-way TCP SSL takes b's one-way TLS config (no ALPN)");
+    assert!(same(&at(9444).config().tls, b.tls_mutual.as_ref().unwrap()), "mutual TCP SSL takes b's mutual one");
+    let quic = at(4433).config().quic.as_ref().unwrap();
     assert!(quic.same_identity(&b.quic) && quic.alpn() == [b"h3".to_vec()], "QUIC takes b's, keeping its ALPN");
-    assert!(at(7000).config.tls.is_none() && at(7000).config.quic.is_none(), "plain UDP untouched");
+    assert!(at(7000).config().tls.is_none() && at(7000).config().quic.is_none(), "plain UDP untouched");
 }
 
 /// A node whose one listener is an HTTP proxy on the VIP's port 80.
