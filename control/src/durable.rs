@@ -8,7 +8,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState, Snapshot};
 use redb::{Database, ReadableTable, TableDefinition};
 
-use crate::store::{LogStore, Persist, StoreWrite};
+use crate::store::{LogStore, Persist, StoreError, StoreWrite};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -18,15 +18,15 @@ pub struct RedbDisk {
     db: Database,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("raft log: {e}")
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Disk(e.to_string())
 }
 
 impl RedbDisk {
     /// Opens (or creates) the log at `path`. A new log is given `voters` as its
     /// membership; an existing one keeps what it holds.
-    pub fn open(path: &Path, voters: &[u64]) -> Result<LogStore, String> {
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn open(path: &Path, voters: &[u64]) -> Result<LogStore, StoreError> {
+        let db = Database::create(path).map_err(|e| StoreError::Disk(format!("{}: {e}", path.display())))?;
         let (hard_state, snapshot, entries) = load(&db)?;
         let disk = Box::new(RedbDisk { db });
         match snapshot {
@@ -36,7 +36,7 @@ impl RedbDisk {
     }
 }
 
-fn load(db: &Database) -> Result<(HardState, Option<Snapshot>, Vec<Entry>), String> {
+fn load(db: &Database) -> Result<(HardState, Option<Snapshot>, Vec<Entry>), StoreError> {
     let txn = db.begin_read().map_err(err)?;
     let meta = match txn.open_table(META) {
         Ok(t) => Some(t),
@@ -68,7 +68,7 @@ fn load(db: &Database) -> Result<(HardState, Option<Snapshot>, Vec<Entry>), Stri
 }
 
 impl Persist for RedbDisk {
-    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), String> {
+    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut entries = txn.open_table(ENTRIES).map_err(err)?;

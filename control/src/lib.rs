@@ -21,8 +21,10 @@ pub mod store;
 pub mod table;
 
 pub use admission::{Refusal, TERM_JUMP_MAX, TERM_MAX};
-pub use node::{CatchUp, ControlConfig, ControlNode, Output, ProposeError, StepError, WriteFate, write_fate};
-pub use store::{Disk, DiskWriter, InMemory, LogStore, Persist, StoreWrite};
+pub use node::{
+    CatchUp, ControlConfig, ControlError, ControlNode, Output, ProposeError, StepError, WriteFate, write_fate,
+};
+pub use store::{Disk, DiskWriter, InMemory, LogStore, Persist, StoreError, StoreWrite};
 pub use table::{
     BackendRoute, Change, ChangeError, GroupRoute, ListenerRoute, RouteTable, SecurityGroupRoute, VipRoute,
 };

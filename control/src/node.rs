@@ -15,7 +15,7 @@ use raft::eraftpb::{Entry, EntryType, Message, Snapshot};
 use raft::{Config, RawNode, StateRole};
 use serde::Serialize;
 
-use crate::store::LogStore;
+use crate::store::{LogStore, StoreError};
 use crate::table::{Change, ChangeError, RouteTable};
 
 /// Applied changes a node keeps for watchers catching up; older ones come as a table.
@@ -60,6 +60,8 @@ pub enum ProposeError {
     Invalid(ChangeError),
     /// raft-rs refused it (e.g. a leadership transfer is under way).
     Refused(String),
+    /// The log could not be written.
+    Store(StoreError),
 }
 
 impl std::fmt::Display for ProposeError {
@@ -69,8 +71,22 @@ impl std::fmt::Display for ProposeError {
             ProposeError::NotLeader { leader: None } => write!(f, "no leader yet"),
             ProposeError::Invalid(e) => write!(f, "{e}"),
             ProposeError::Refused(e) => write!(f, "refused: {e}"),
+            ProposeError::Store(e) => write!(f, "log store: {e}"),
         }
     }
+}
+
+/// Why a control node could not be made (or made again after a failed step).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// raft-rs refused the configuration or the log (its own words).
+    #[error("raft: {0}")]
+    Raft(String),
+    /// raft-rs panicked reading the log back.
+    #[error("the log store cannot be loaded")]
+    Unloadable,
 }
 
 /// Why a message from the network was not taken.
@@ -78,8 +94,8 @@ impl std::fmt::Display for ProposeError {
 pub enum StepError {
     /// Garbage, misaddressed or refused by Raft: changes nothing (the network's noise).
     Refused(String),
-    /// The log could not be written: the node cannot go on.
-    Store(String),
+    /// The log could not be written (or the node made again): the node cannot go on.
+    Store(ControlError),
 }
 
 impl std::fmt::Display for StepError {
@@ -157,7 +173,7 @@ fn discard_logger() -> slog::Logger {
 impl ControlNode {
     /// A node with `store` (fresh, or restored from disk) whose table before any entry
     /// is `initial` — unless the store holds a snapshot, which wins.
-    pub fn new(config: &ControlConfig, initial: RouteTable, store: LogStore) -> Result<ControlNode, String> {
+    pub fn new(config: &ControlConfig, initial: RouteTable, store: LogStore) -> Result<ControlNode, ControlError> {
         let snapshot = store.latest_snapshot().clone();
         let (table, applied) = match RouteTable::decode(snapshot.get_data()) {
             Some(t) if snapshot.get_metadata().index > 0 => (t, snapshot.get_metadata().index),
@@ -178,7 +194,8 @@ impl ControlNode {
             pre_vote: true,
             ..Config::default()
         };
-        let raw = RawNode::new(&raft_config, store, &discard_logger()).map_err(|e| e.to_string())?;
+        let raw =
+            RawNode::new(&raft_config, store, &discard_logger()).map_err(|e| ControlError::Raft(e.to_string()))?;
         let boot_term = raw.raft.term;
         let mut node = ControlNode {
             raw,
@@ -207,7 +224,7 @@ impl ControlNode {
         self.raw.raft.id
     }
 
-    pub fn tick(&mut self) -> Result<(), String> {
+    pub fn tick(&mut self) -> Result<(), StoreError> {
         self.raw.tick();
         self.process_ready()
     }
@@ -270,7 +287,7 @@ impl ControlNode {
                 )));
             }
         }
-        self.process_ready().map_err(StepError::Store)
+        self.process_ready().map_err(|e| StepError::Store(e.into()))
     }
 
     /// A message handed to raft-rs without admission: how a test makes raft-rs panic.
@@ -301,16 +318,16 @@ impl ControlNode {
     /// persisted stays, whatever a failed step left half done in memory is gone. The
     /// table and the applied index are this node's own (everything applied was committed
     /// and persisted first).
-    fn rebuild(&mut self) -> Result<(), String> {
+    fn rebuild(&mut self) -> Result<(), ControlError> {
         self.recovered += 1;
         let placeholder = LogStore::new(&self.voters, Box::new(crate::store::InMemory))?;
         let store = std::mem::replace(&mut self.raw.raft.raft_log.store, placeholder);
         let mut config = self.raft_config.clone();
         config.applied = self.applied;
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            RawNode::new(&config, store, &discard_logger()).map_err(|e| e.to_string())
+            RawNode::new(&config, store, &discard_logger()).map_err(|e| ControlError::Raft(e.to_string()))
         }));
-        self.raw = built.map_err(|_| "the log store cannot be loaded".to_string())??;
+        self.raw = built.map_err(|_| ControlError::Unloadable)??;
         debug_assert!(self.raw.raft.raft_log.committed >= self.applied, "what was applied was committed and persisted");
         self.draw_election_timeout();
         Ok(())
@@ -326,7 +343,7 @@ impl ControlNode {
         self.raw.propose(Vec::new(), change.encode()).map_err(|e| ProposeError::Refused(e.to_string()))?;
         let index = self.raw.raft.raft_log.last_index();
         debug_assert!(index > self.commit(), "a new proposal lies past the commit index");
-        self.process_ready().map_err(ProposeError::Refused)?;
+        self.process_ready().map_err(ProposeError::Store)?;
         Ok(index)
     }
 
@@ -385,7 +402,7 @@ impl ControlNode {
     }
 
     /// Runs one raft-rs Ready cycle: persist, send, apply (the order raft-rs requires).
-    fn process_ready(&mut self) -> Result<(), String> {
+    fn process_ready(&mut self) -> Result<(), StoreError> {
         self.redraw_if_timer_reset();
         self.note_leader();
         if !self.raw.has_ready() {
@@ -466,7 +483,7 @@ impl ControlNode {
         }
     }
 
-    fn maybe_compact(&mut self) -> Result<(), String> {
+    fn maybe_compact(&mut self) -> Result<(), StoreError> {
         let snap_index = self.raw.store().latest_snapshot().get_metadata().index;
         if self.applied >= snap_index + self.snapshot_every {
             debug_assert!(self.applied <= self.commit(), "only committed entries are compacted away");

@@ -16,9 +16,23 @@ pub enum StoreWrite<'a> {
     Snapshot(&'a Snapshot),
 }
 
+/// Why a control node's log could not be kept.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+pub enum StoreError {
+    /// The disk (a database, a shared stand-in) refused a read or a write.
+    #[error("raft log: {0}")]
+    Disk(String),
+    /// An append that would leave a gap or rewrite what a snapshot holds.
+    #[error("append at {at} leaves a gap or rewrites the snapshot (log {first}..={last})")]
+    Gap { at: u64, first: u64, last: u64 },
+    /// A compaction asked for a term the log does not hold.
+    #[error("raft log: no term for index {index}: {why}")]
+    NoTerm { index: u64, why: String },
+}
+
 /// Where a store's writes go to survive a restart.
 pub trait Persist {
-    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), String>;
+    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), StoreError>;
 }
 
 /// Writes nothing: the simulator's nodes "restart" with their memory intact, as a
@@ -26,7 +40,7 @@ pub trait Persist {
 pub struct InMemory;
 
 impl Persist for InMemory {
-    fn save(&mut self, _write: StoreWrite<'_>) -> Result<(), String> {
+    fn save(&mut self, _write: StoreWrite<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -45,8 +59,8 @@ pub struct Disk {
 pub struct DiskWriter(pub std::sync::Arc<std::sync::Mutex<Disk>>);
 
 impl Persist for DiskWriter {
-    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), String> {
-        let mut d = self.0.lock().map_err(|e| e.to_string())?;
+    fn save(&mut self, write: StoreWrite<'_>) -> Result<(), StoreError> {
+        let mut d = self.0.lock().map_err(|e| StoreError::Disk(e.to_string()))?;
         match write {
             StoreWrite::Append(new) => {
                 if let Some(first) = new.first() {
@@ -67,8 +81,8 @@ impl Persist for DiskWriter {
 
 impl LogStore {
     /// A node brought back from a [`Disk`] (its later writes go to the same disk).
-    pub fn from_disk(disk: &std::sync::Arc<std::sync::Mutex<Disk>>) -> Result<LogStore, String> {
-        let d = disk.lock().map_err(|e| e.to_string())?.clone();
+    pub fn from_disk(disk: &std::sync::Arc<std::sync::Mutex<Disk>>) -> Result<LogStore, StoreError> {
+        let d = disk.lock().map_err(|e| StoreError::Disk(e.to_string()))?.clone();
         Ok(LogStore::restore(d.hard_state, d.snapshot, d.entries, Box::new(DiskWriter(disk.clone()))))
     }
 }
@@ -84,7 +98,7 @@ pub struct LogStore {
 impl LogStore {
     /// A fresh node of a cluster of `voters`, its log empty. The membership is written
     /// first: a node restarted from its disk must still know it is a voter.
-    pub fn new(voters: &[u64], mut persist: Box<dyn Persist + Send>) -> Result<LogStore, String> {
+    pub fn new(voters: &[u64], mut persist: Box<dyn Persist + Send>) -> Result<LogStore, StoreError> {
         let mut snapshot = Snapshot::default();
         snapshot.mut_metadata().set_conf_state(ConfState::from((voters.to_vec(), Vec::<u64>::new())));
         persist.save(StoreWrite::Snapshot(&snapshot))?;
@@ -119,15 +133,10 @@ impl LogStore {
         self.entries.last().map_or(self.snapshot_index(), |e| e.index)
     }
 
-    pub fn append(&mut self, new: &[Entry]) -> Result<(), String> {
+    pub fn append(&mut self, new: &[Entry]) -> Result<(), StoreError> {
         let Some(first) = new.first() else { return Ok(()) };
         if first.index <= self.snapshot_index() || first.index > self.last() + 1 {
-            return Err(format!(
-                "append at {} leaves a gap or rewrites the snapshot (log {}..={})",
-                first.index,
-                self.snapshot_index() + 1,
-                self.last()
-            ));
+            return Err(StoreError::Gap { at: first.index, first: self.snapshot_index() + 1, last: self.last() });
         }
         self.persist.save(StoreWrite::Append(new))?;
         let keep = (first.index - self.snapshot_index() - 1) as usize;
@@ -137,14 +146,14 @@ impl LogStore {
         Ok(())
     }
 
-    pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), String> {
+    pub fn set_hard_state(&mut self, hs: HardState) -> Result<(), StoreError> {
         debug_assert!(hs.term >= self.hard_state.term, "a term persisted is never taken back");
         self.persist.save(StoreWrite::HardState(&hs))?;
         self.hard_state = hs;
         Ok(())
     }
 
-    pub fn set_commit(&mut self, commit: u64) -> Result<(), String> {
+    pub fn set_commit(&mut self, commit: u64) -> Result<(), StoreError> {
         let mut hs = self.hard_state.clone();
         debug_assert!(commit >= hs.commit && commit <= self.last(), "the commit index moves forward within the log");
         hs.commit = commit;
@@ -152,7 +161,7 @@ impl LogStore {
     }
 
     /// A snapshot from the leader replaces the whole log.
-    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), String> {
+    pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StoreError> {
         let index = snapshot.get_metadata().index;
         if index <= self.snapshot_index() {
             return Ok(());
@@ -180,11 +189,11 @@ impl LogStore {
     }
 
     /// Folds the log up to `index` (applied) into a snapshot holding `data`.
-    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), String> {
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), StoreError> {
         if index <= self.snapshot_index() || index > self.last() {
             return Ok(());
         }
-        let term = self.term(index).map_err(|e| e.to_string())?;
+        let term = self.term(index).map_err(|e| StoreError::NoTerm { index, why: e.to_string() })?;
         let mut snapshot = Snapshot::default();
         snapshot.set_data(data.into());
         let meta = snapshot.mut_metadata();

@@ -166,8 +166,8 @@ impl ControlPlane {
         for id in 1..=c.nodes {
             let config = control_config(t, c, id);
             let disk = Arc::new(Mutex::new(Disk::default()));
-            let store = LogStore::new(&voters, Box::new(DiskWriter(disk.clone())))?;
-            let node = ControlNode::new(&config, initial.clone(), store)?;
+            let store = LogStore::new(&voters, Box::new(DiskWriter(disk.clone()))).map_err(|e| e.to_string())?;
+            let node = ControlNode::new(&config, initial.clone(), store).map_err(|e| e.to_string())?;
             let location = c.sites[usize::from(id) - 1].1;
             members.push(Member { node: Some(node), disk, config, location });
         }
@@ -512,7 +512,9 @@ impl ControlPlane {
         if m.node.is_some() {
             return;
         }
-        let node = LogStore::from_disk(&m.disk).and_then(|store| ControlNode::new(&m.config, initial, store));
+        let node = LogStore::from_disk(&m.disk)
+            .map_err(anyedge_control::ControlError::from)
+            .and_then(|store| ControlNode::new(&m.config, initial, store));
         match node {
             Ok(n) => m.node = Some(n),
             Err(e) => self.violations.push(format!("control/{id} cannot restart from its log: {e}")),

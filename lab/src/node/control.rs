@@ -385,7 +385,8 @@ impl ControlDriver {
     ) -> Result<ControlDriver, NodeError> {
         let c = t.control.as_ref().ok_or(PlanGap("the topology has no `control:` section"))?;
         let config = anyedge_topology::route_table::control_config(t, c, id);
-        let store = RedbDisk::open(&log_path(state_dir, id), &config.voters).map_err(NodeError::Control)?;
+        let store =
+            RedbDisk::open(&log_path(state_dir, id), &config.voters).map_err(|e| NodeError::Control(e.into()))?;
         let node = ControlNode::new(&config, anyedge_topology::route_table::route_table(t), store)
             .map_err(NodeError::Control)?;
         let (calls_tx, calls) = mpsc::channel::<Call>(4096);
@@ -435,7 +436,7 @@ impl ControlDriver {
                 Some(call) = self.calls.recv() => Input::Call(call),
             };
             match input {
-                Input::Tick => self.node.tick().map_err(NodeError::Control)?,
+                Input::Tick => self.node.tick().map_err(|e| NodeError::Control(e.into()))?,
                 Input::Call(Call::Raft(from, bytes)) => self.on_raft(from, &bytes)?,
                 Input::Call(Call::Status(reply)) => self.on_status(reply),
                 Input::Call(Call::Routes(reply)) => self.on_routes(reply),
@@ -493,6 +494,7 @@ impl ControlDriver {
             }
             Err(ProposeError::Invalid(e)) => Status::invalid_argument(e.to_string()),
             Err(ProposeError::Refused(e)) => Status::unavailable(e),
+            Err(ProposeError::Store(e)) => Status::internal(format!("log store: {e}")),
         };
         let _ = reply.send(Err(refused));
     }

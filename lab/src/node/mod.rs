@@ -64,7 +64,7 @@ pub enum NodeError {
     },
     /// The control node's core (its Raft log, its table) refused to go on.
     #[error("the control plane: {0}")]
-    Control(String),
+    Control(#[from] anyedge_control::ControlError),
     /// One of the node's threads panicked.
     #[error("{0} panicked")]
     Panicked(String),
