@@ -132,10 +132,10 @@ impl BackboneSecret {
     }
 
     /// A lab's: from the operating system's random source.
-    pub fn generate() -> Result<BackboneSecret, String> {
+    pub fn generate() -> Result<BackboneSecret, NoRandomness> {
         use ring::rand::SecureRandom;
         let mut k = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut k).map_err(|_| "no system randomness".to_string())?;
+        ring::rand::SystemRandom::new().fill(&mut k).map_err(|_| NoRandomness)?;
         Ok(BackboneSecret(k))
     }
 
@@ -419,13 +419,25 @@ impl AuthConfig {
     }
 
     /// A salt for a process starting now, from the operating system's random source.
-    pub fn random_salt() -> Result<u32, String> {
+    pub fn random_salt() -> Result<u32, NoRandomness> {
         use ring::rand::SecureRandom;
         let mut b = [0u8; 4];
-        ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| "no system randomness".to_string())?;
+        ring::rand::SystemRandom::new().fill(&mut b).map_err(|_| NoRandomness)?;
         Ok(u32::from_be_bytes(b) & SALT_MASK)
     }
 }
+
+/// The operating system gave no random bytes (a lab's secrets and salts need them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRandomness;
+
+impl std::fmt::Display for NoRandomness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no system randomness")
+    }
+}
+
+impl std::error::Error for NoRandomness {}
 
 /// The salt bits an envelope carries.
 pub const SALT_MASK: u32 = 0x00ff_ffff;

@@ -17,8 +17,8 @@ pub mod rng;
 pub mod transmit;
 
 pub use auth::{
-    AuthConfig, AuthError, BackboneSecret, CidCipher, DerivedKeys, Keyring, NodeId, PeerKeys, PeerList, Prf, Tags,
-    cid_node,
+    AuthConfig, AuthError, BackboneSecret, CidCipher, DerivedKeys, Keyring, NoRandomness, NodeId, PeerKeys, PeerList,
+    Prf, Tags, cid_node,
 };
 pub use event_queue::EventQueue;
 pub use link::{Impairment, Link, LinkModel, LinkOutcome};

@@ -22,7 +22,7 @@ use crate::layout::sanitize;
 fn serial_bytes() -> Result<[u8; 8], PkiError> {
     let mut b = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| PkiError::Secret("no system randomness for a serial number".into()))?;
+        .map_err(|_| PkiError::NoRandomness(anyedge_ccn::NoRandomness))?;
     Ok(b)
 }
 
@@ -54,9 +54,9 @@ pub enum PkiError {
     /// A node name that names no role (`control/N`, `pop/X`, `clb/R/N`, `ctl`).
     #[error("`{0}` names no role")]
     NoRole(String),
-    /// The system gave no randomness for the backbone's secret.
-    #[error("the backbone's secret: {0}")]
-    Secret(String),
+    /// The system gave no randomness (for the backbone's secret, a salt, a serial number).
+    #[error("{0}")]
+    NoRandomness(#[from] anyedge_ccn::NoRandomness),
 }
 
 /// Why a peer's certificate gives it no identity in the lab.
@@ -401,7 +401,7 @@ pub fn issue_backbone_keys(
     t: &anyedge_topology::Topology,
     nodes: &[(anyedge_ccn::NodeId, String)],
 ) -> Result<(), PkiError> {
-    let secret = anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?;
+    let secret = anyedge_ccn::BackboneSecret::generate().map_err(PkiError::NoRandomness)?;
     issue_backbone_keys_with(state_dir, &secret, t, nodes)
 }
 

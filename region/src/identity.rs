@@ -20,7 +20,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::Shared;
-use crate::termination::{QuicTermination, TlsTermination};
+use crate::termination::{QuicTermination, TerminationError, TlsTermination};
 
 /// What a VIP's TLS-terminating listeners present.
 #[derive(Debug, Clone)]
@@ -235,14 +235,14 @@ impl ClientCertVerifier for VipClientVerifier {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    format!("TLS identity: {e}")
+fn err(e: impl std::fmt::Display) -> TerminationError {
+    TerminationError::Tls(e.to_string())
 }
 
 fn server_config(
     keys: &[Arc<CertifiedKey>],
     clients: Option<Arc<dyn ClientCertVerifier>>,
-) -> Result<rustls::ServerConfig, String> {
+) -> Result<rustls::ServerConfig, TerminationError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -259,7 +259,7 @@ fn server_config(
 
 /// QUIC with the certificate, offering no ALPN (each listener derives its own offer:
 /// [`QuicTermination::with_alpn`]).
-fn quic(config: &Arc<rustls::ServerConfig>) -> Result<QuicTermination, String> {
+fn quic(config: &Arc<rustls::ServerConfig>) -> Result<QuicTermination, TerminationError> {
     QuicTermination::new(config.clone(), &[])
 }
 
@@ -271,7 +271,7 @@ impl VipIdentity {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         client_ca: Option<CertificateDer<'static>>,
-    ) -> Result<VipIdentity, String> {
+    ) -> Result<VipIdentity, TerminationError> {
         let provider = rustls::crypto::ring::default_provider();
         let signing = provider.key_provider.load_private_key(key).map_err(err)?;
         let certified = CertifiedKey::new(chain, signing);
@@ -281,7 +281,10 @@ impl VipIdentity {
 
     /// Listeners presenting `key` (a chain and what signs for it: the simulator's signs
     /// its handshakes with a signer of its own); mutual variants as [`VipIdentity::new`].
-    pub fn with_key(key: Arc<CertifiedKey>, client_ca: Option<CertificateDer<'static>>) -> Result<VipIdentity, String> {
+    pub fn with_key(
+        key: Arc<CertifiedKey>,
+        client_ca: Option<CertificateDer<'static>>,
+    ) -> Result<VipIdentity, TerminationError> {
         VipIdentity::with_keys(vec![key], client_ca)
     }
 
@@ -290,7 +293,7 @@ impl VipIdentity {
     pub fn with_keys(
         keys: Vec<Arc<CertifiedKey>>,
         client_ca: Option<CertificateDer<'static>>,
-    ) -> Result<VipIdentity, String> {
+    ) -> Result<VipIdentity, TerminationError> {
         let chain = keys.first().map(|k| k.cert.clone()).unwrap_or_default();
         let tls = Arc::new(server_config(&keys, None)?);
         let client_ca_given = client_ca.is_some();
@@ -363,7 +366,8 @@ pub fn own_key(
     Ok(Arc::new(certified))
 }
 
-/// The chain's links, validity and names (see [`own_key`]).
+/// The chain's links, validity and names (see [`own_key`]). The reason is the text of
+/// an [`OwnCertRefused::Chain`], which names the file.
 fn check_chain(chain: &[CertificateDer<'static>], names: &[String], now_unix: Option<i64>) -> Result<(), String> {
     let parsed: Vec<_> = chain
         .iter()

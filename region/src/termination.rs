@@ -5,6 +5,16 @@
 
 use std::io::{Read, Write};
 
+/// Why a listener's TLS or QUIC configuration could not be made (rustls's or quinn's own
+/// words: a key it cannot sign with, a chain that is not the key's, no TLS 1.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TerminationError {
+    #[error("TLS identity: {0}")]
+    Tls(String),
+    #[error("QUIC identity: {0}")]
+    Quic(String),
+}
+
 /// The TLS identity an HTTPS listener presents.
 pub type TlsTermination = crate::Shared<rustls::ServerConfig>;
 
@@ -86,11 +96,14 @@ impl QuicTermination {
     /// QUIC with `tls`'s certificate (and client verification), offering `alpn` (none:
     /// clients that offer no ALPN only; rustls refuses a QUIC client whose offer shares
     /// nothing with a non-empty list).
-    pub fn new(tls: std::sync::Arc<rustls::ServerConfig>, alpn: &[Vec<u8>]) -> Result<QuicTermination, String> {
+    pub fn new(
+        tls: std::sync::Arc<rustls::ServerConfig>,
+        alpn: &[Vec<u8>],
+    ) -> Result<QuicTermination, TerminationError> {
         let mut with_alpn = (*tls).clone();
         with_alpn.alpn_protocols = alpn.to_vec();
         let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(std::sync::Arc::new(with_alpn))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TerminationError::Quic(e.to_string()))?;
         let mut transport = quinn_proto::TransportConfig::default();
         transport
             .stream_receive_window(quinn_proto::VarInt::from_u32(STREAM_WINDOW))

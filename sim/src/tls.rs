@@ -96,9 +96,9 @@ pub fn vip_pki(
         let identity = if vip.own.is_empty() {
             let (cert, key) = leaf(shape::vip(&vip.name, &vip.addrs, (3 + i as u64).to_be_bytes()))?;
             let server = certified(vec![cert, ca_cert.clone()], &key, algorithm)?;
-            VipIdentity::with_key(server, Some(ca_cert.clone()))?
+            VipIdentity::with_key(server, Some(ca_cert.clone())).map_err(|e| e.to_string())?
         } else {
-            VipIdentity::with_keys(vip.own.clone(), Some(ca_cert.clone()))?
+            VipIdentity::with_keys(vip.own.clone(), Some(ca_cert.clone())).map_err(|e| e.to_string())?
         };
         identities.extend(vip.addrs.iter().map(|a| (*a, identity.clone())));
     }

@@ -32,7 +32,7 @@ pub fn auth_from_now(keys: anyedge_ccn::AuthConfig) -> Result<anyedge_ccn::AuthC
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     Ok(anyedge_ccn::AuthConfig {
         epoch_ns,
-        salt: anyedge_ccn::AuthConfig::random_salt().map_err(crate::pki::PkiError::Secret)?,
+        salt: anyedge_ccn::AuthConfig::random_salt().map_err(crate::pki::PkiError::NoRandomness)?,
         ..keys
     })
 }

@@ -127,7 +127,7 @@ pub fn render(file: &Path, out: &Path, opts: &RenderOptions) -> Result<Vec<Strin
         None => {
             let (ca, secret) = (
                 crate::pki::Ca::generate(algorithm)?,
-                anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?,
+                anyedge_ccn::BackboneSecret::generate().map_err(PkiError::NoRandomness)?,
             );
             let dir = out.join("ca");
             ca.save(&dir)?;
@@ -182,7 +182,7 @@ pub fn render_lab(
 ) -> Result<(), SetupError> {
     let (ca, secret) = (
         crate::pki::Ca::generate(t.tls.algorithm)?,
-        anyedge_ccn::BackboneSecret::generate().map_err(PkiError::Secret)?,
+        anyedge_ccn::BackboneSecret::generate().map_err(PkiError::NoRandomness)?,
     );
     ca.save(&state_dir.join("ca"))?;
     issue((t, base), plan, state_dir, &ca, &secret)?;
