@@ -255,9 +255,39 @@ pub(crate) fn run<'t>(
     let parts = Arc::new(parts);
     // A capture writes one file per node from one world.
     let n = if capture.is_some() { 1 } else { threads.clamp(1, parts.count) };
-    let shares = parts.shares(n);
+    let mut worlds = build_worlds(t, tags, &parts, n)?;
+    if let Some((dir, filter)) = capture {
+        worlds[0].capture_into(dir, filter)?;
+    }
+    let mut windows = Windows::new(t, &parts, worlds[0].end_ns, n);
+    let worlds: Vec<Mutex<World<'t>>> = worlds.into_iter().map(Mutex::new).collect();
+    run_windows(&worlds, &mut |worlds| match windows.step(t, worlds) {
+        Some(start) => {
+            progress(start as f64 / windows.end_ns as f64);
+            true
+        }
+        None => false,
+    });
+    progress(1.0);
+    let mut worlds = worlds.into_iter().map(|w| w.into_inner().unwrap_or_else(|e| e.into_inner()));
+    let mut merged = worlds.next().ok_or_else(|| crate::SimError("no world".into()))?;
+    for other in worlds {
+        merged.absorb(other);
+    }
+    merged.finish_partitioned();
+    Ok(Some((merged, windows.stats)))
+}
+
+/// One world per share of the partitions, built on threads of their own.
+fn build_worlds<'t>(
+    t: &'t Topology,
+    tags: anyedge_ccn::Tags,
+    parts: &Arc<Partitioning>,
+    n: usize,
+) -> Result<Vec<World<'t>>, crate::SimError> {
     let built: Vec<Result<World<'t>, crate::SimError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares
+        let handles: Vec<_> = parts
+            .shares(n)
             .into_iter()
             .map(|mine| {
                 let parts = parts.clone();
@@ -269,28 +299,56 @@ pub(crate) fn run<'t>(
             .map(|h| h.join().unwrap_or_else(|_| Err(crate::SimError("a world's build panicked".into()))))
             .collect()
     });
-    let mut worlds = Vec::with_capacity(n);
-    for w in built {
-        worlds.push(w?);
+    built.into_iter().collect()
+}
+
+fn lock<'a, 't>(w: &'a Mutex<World<'t>>) -> std::sync::MutexGuard<'a, World<'t>> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The coordinator's state between windows: when the run ends, where faults fall, how
+/// far a window may reach, and the figures of how it went.
+struct Windows {
+    end_ns: u64,
+    lookahead_ns: u64,
+    /// Every fault's time, once each, in order: a window never spans one.
+    fault_times: Vec<u64>,
+    stats: PartitionStats,
+}
+
+impl Windows {
+    fn new(t: &Topology, parts: &Partitioning, end_ns: u64, threads: usize) -> Windows {
+        let mut fault_times: Vec<u64> = t.faults.iter().map(|f| f.at_ns).collect();
+        fault_times.sort_unstable();
+        fault_times.dedup();
+        let lookahead_ns = parts.lookahead_ns;
+        let stats = PartitionStats { partitions: parts.count, threads, lookahead_ns, windows: 0, crossings: 0 };
+        Windows { end_ns, lookahead_ns, fault_times, stats }
     }
-    if let Some((dir, filter)) = capture {
-        worlds[0].capture_into(dir, filter)?;
-    }
-    let end_ns = worlds[0].end_ns;
-    let lookahead = parts.lookahead_ns;
-    let mut fault_times: Vec<u64> = t.faults.iter().map(|f| f.at_ns).collect();
-    fault_times.sort_unstable();
-    fault_times.dedup();
-    let mut stats =
-        PartitionStats { partitions: parts.count, threads: n, lookahead_ns: lookahead, windows: 0, crossings: 0 };
-    let worlds: Vec<Mutex<World<'t>>> = worlds.into_iter().map(Mutex::new).collect();
-    fn lock<'a, 't>(w: &'a Mutex<World<'t>>) -> std::sync::MutexGuard<'a, World<'t>> {
-        w.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    // The coordinator's step between windows: exchange, track faults, set the next
-    // window; false when the run is over.
-    let mut step = |worlds: &[Mutex<World<'t>>]| -> bool {
+
+    /// Between windows: what crossed is delivered, faults due now are tracked, and the
+    /// next window is set; its start, or `None` when the run is over.
+    fn step<'t>(&mut self, t: &'t Topology, worlds: &[Mutex<World<'t>>]) -> Option<u64> {
         let mut guards: Vec<_> = worlds.iter().map(lock).collect();
+        self.exchange(&mut guards);
+        let start = guards.iter().filter_map(|g| g.q.next_at()).min().filter(|&s| s <= self.end_ns)?;
+        if self.fault_times.binary_search(&start).is_ok() {
+            track_faults(t, &mut guards, start);
+        }
+        let next_fault = self.fault_times.iter().copied().find(|&f| f > start).unwrap_or(u64::MAX);
+        let window_end = start.saturating_add(self.lookahead_ns).min(next_fault).min(self.end_ns + 1);
+        for g in guards.iter_mut() {
+            if let Some(s) = g.scope.as_mut() {
+                s.window_end = window_end;
+            }
+        }
+        self.stats.windows += 1;
+        Some(start)
+    }
+
+    /// Every world's outbox into the queue of the world that owns each event, in one
+    /// canonical order (time, sender, sequence, receiver) whatever the thread count.
+    fn exchange(&mut self, guards: &mut [std::sync::MutexGuard<'_, World<'_>>]) {
         let mut crossings: Vec<Crossing> = Vec::new();
         for g in guards.iter_mut() {
             if let Some(s) = g.scope.as_mut() {
@@ -298,75 +356,55 @@ pub(crate) fn run<'t>(
             }
         }
         crossings.sort_by_key(|c| (c.at, c.from, c.seq, c.to));
-        stats.crossings += crossings.len() as u64;
+        self.stats.crossings += crossings.len() as u64;
         for c in crossings {
             if let Some(g) = guards.iter_mut().find(|g| g.scope.as_ref().is_some_and(|s| s.mine[c.to as usize])) {
                 g.q.schedule(c.at, c.ev);
             }
         }
-        let Some(start) = guards.iter().filter_map(|g| g.q.next_at()).min() else { return false };
-        if start > end_ns {
-            return false;
-        }
-        if fault_times.binary_search(&start).is_ok() {
-            track_faults(t, &mut guards, start);
-        }
-        let next_fault = fault_times.iter().copied().find(|&f| f > start).unwrap_or(u64::MAX);
-        let window_end = start.saturating_add(lookahead).min(next_fault).min(end_ns + 1);
-        for g in guards.iter_mut() {
-            if let Some(s) = g.scope.as_mut() {
-                s.window_end = window_end;
-            }
-        }
-        stats.windows += 1;
-        progress(start as f64 / end_ns as f64);
-        true
-    };
+    }
+}
+
+/// Each world runs its window, all together (one thread each), then `step` runs between
+/// windows on this thread, until it says the run is over.
+fn run_windows<'t>(worlds: &[Mutex<World<'t>>], step: &mut dyn FnMut(&[Mutex<World<'t>>]) -> bool) {
     let run_window = |w: &Mutex<World<'t>>| {
         let mut g = lock(w);
         let end = g.scope.as_ref().map_or(0, |s| s.window_end);
         g.run_until(end.saturating_sub(1));
     };
-    if n == 1 {
-        while step(&worlds) {
+    if worlds.len() == 1 {
+        while step(worlds) {
             run_window(&worlds[0]);
         }
-    } else {
-        let barrier = SpinBarrier::new(n);
-        let go = std::sync::atomic::AtomicBool::new(step(&worlds));
-        std::thread::scope(|s| {
-            for w in &worlds[1..] {
-                let (barrier, go) = (&barrier, &go);
-                s.spawn(move || {
-                    loop {
-                        barrier.wait();
-                        if !go.load(std::sync::atomic::Ordering::Acquire) {
-                            return;
-                        }
-                        run_window(w);
-                        barrier.wait();
+        return;
+    }
+    let barrier = SpinBarrier::new(worlds.len());
+    let go = std::sync::atomic::AtomicBool::new(step(worlds));
+    std::thread::scope(|s| {
+        for w in &worlds[1..] {
+            let (barrier, go) = (&barrier, &go);
+            s.spawn(move || {
+                loop {
+                    barrier.wait();
+                    if !go.load(std::sync::atomic::Ordering::Acquire) {
+                        return;
                     }
-                });
-            }
-            loop {
-                barrier.wait();
-                if !go.load(std::sync::atomic::Ordering::Acquire) {
-                    return;
+                    run_window(w);
+                    barrier.wait();
                 }
-                run_window(&worlds[0]);
-                barrier.wait();
-                go.store(step(&worlds), std::sync::atomic::Ordering::Release);
+            });
+        }
+        loop {
+            barrier.wait();
+            if !go.load(std::sync::atomic::Ordering::Acquire) {
+                return;
             }
-        });
-    }
-    progress(1.0);
-    let mut worlds = worlds.into_iter().map(|w| w.into_inner().unwrap_or_else(|e| e.into_inner()));
-    let mut merged = worlds.next().ok_or_else(|| crate::SimError("no world".into()))?;
-    for other in worlds {
-        merged.absorb(other);
-    }
-    merged.finish_partitioned();
-    Ok(Some((merged, stats)))
+            run_window(&worlds[0]);
+            barrier.wait();
+            go.store(step(worlds), std::sync::atomic::Ordering::Release);
+        }
+    });
 }
 
 /// The flows each world's clients have that the faults due at `at` touch, judged with
