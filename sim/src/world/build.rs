@@ -206,7 +206,6 @@ impl<'t> World<'t> {
             net: Network::new(),
             edge,
             classes: t.traffic.iter().map(|c| ClassInfo::of(t, c)).collect(),
-            heard: Vec::new(),
             pops: build_pops(t, tags, &mut peers),
             regions,
             servers: Servers::build(t, tags, &mut peers),
@@ -216,14 +215,12 @@ impl<'t> World<'t> {
             control: None,
             capture: None,
             scope,
-            merged_events: 0,
             pki,
             q,
         };
         if let Some(s) = w.scope.as_mut() {
             s.host = w.servers.hosts.iter().map(|h| s.parts.host.get(&h.ip).copied().unwrap_or(0)).collect();
         }
-        w.heard = w.pops.iter().map(|p| (0..t.vips.len()).map(|v| p.routes(t, v)).collect()).collect();
         w.start_probers();
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.regions.clbs.ids().collect::<Vec<_>>() {

@@ -256,7 +256,7 @@ impl<'t> World<'t> {
                     FaultAction::Down(Target::Pop(p)) => g.route(vip) == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
                         let p = PopId(p);
-                        g.find_pop(t, vip, |q| q == p || self.heard[q.0][vip]) == Some(p) && g.route(vip) != Some(p)
+                        g.find_pop(t, vip, |q| q == p || self.pops[q].heard[vip]) == Some(p) && g.route(vip) != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
                     FaultAction::Down(Target::Backend { addr, .. })

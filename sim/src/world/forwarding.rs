@@ -33,6 +33,9 @@ pub(super) struct PopNode {
     pub(super) announced: bool,
     /// Packets the core refused, by reason.
     pub(super) drops: BTreeMap<&'static str, u64>,
+    /// [vip]: whether the internet routes the VIP to this POP, as its last BGP update to
+    /// arrive said.
+    pub(super) heard: Vec<bool>,
 }
 
 impl PopNode {
@@ -156,7 +159,10 @@ pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags, lists: &mut Peer
     for p in 0..t.pops.len() {
         let mut config = anyedge_topology::nodes::pop_config_with(t, p, &mut tables);
         config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p), tags, lists);
-        pops.push(PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new() });
+        let mut pop =
+            PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new(), heard: Vec::new() };
+        pop.heard = (0..t.vips.len()).map(|v| pop.routes(t, v)).collect();
+        pops.push(pop);
     }
     pops
 }
@@ -370,7 +376,7 @@ impl<'t> World<'t> {
     /// A POP's BGP update arrived: every group's best route is the first POP of its
     /// order the internet has heard announce the VIP.
     pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
-        self.heard[pop.0] = routes;
+        self.pops[pop].heard = routes;
         let t = self.t;
         let now = self.q.now_ns();
         let parts = self.scope.as_ref().map(|s| s.parts.clone());
@@ -378,7 +384,7 @@ impl<'t> World<'t> {
         for (gi, g) in self.edge.groups.iter_mut().enumerate().filter(|(gi, _)| theirs(*gi)) {
             for gv in &mut g.vips {
                 let v = gv.vip;
-                let route = gv.order.find(t, |p| self.heard[p.0][v]);
+                let route = gv.order.find(t, |p| self.pops[p].heard[v]);
                 if route != gv.route {
                     // For the report's map: where the group's anycast traffic lands now.
                     self.record.catchments.push((now, gi, v, route));

@@ -146,7 +146,7 @@ impl<'t> World<'t> {
         }
         self.absorb_record(&mut other);
         let world_wide = other.scope.as_ref().map_or(0, |s| s.world_wide);
-        self.merged_events += other.q.processed() + other.merged_events - world_wide;
+        self.record.merged_events += other.q.processed() + other.record.merged_events - world_wide;
     }
 
     /// The POPs, CLB nodes, backend hosts and egress nodes `other` ran.

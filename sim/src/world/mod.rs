@@ -192,9 +192,6 @@ pub struct World<'t> {
     /// Certificates and keys clients and the region edges hold.
     pki: Pki,
     pops: Table<PopId, PopNode>,
-    /// [pop][vip]: whether the internet routes the VIP to the POP, as the POP's last
-    /// BGP update to arrive said.
-    heard: Vec<Vec<bool>>,
     /// Every region's CLB nodes.
     regions: Regions,
     /// Backend hosts, their records and the egress nodes in front of internet backends.
@@ -213,8 +210,6 @@ pub struct World<'t> {
     /// When the world runs partitioned: the partitions this copy runs, and its outbox
     /// to the others (`partition`). `None`: one world, one queue.
     scope: Option<Box<partition::Scope>>,
-    /// Events the other worlds of a partitioned run processed (merged in).
-    merged_events: u64,
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).
@@ -272,7 +267,7 @@ impl<'t> World<'t> {
     }
 
     pub fn events(&self) -> u64 {
-        self.q.processed() + self.merged_events
+        self.q.processed() + self.record.merged_events
     }
 
     pub fn packets(&self) -> u64 {

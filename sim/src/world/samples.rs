@@ -152,6 +152,8 @@ pub(super) struct Recorder {
     pub(super) packets: u64,
     /// Of those, liveness probes and their answers (POPs ↔ CLB nodes, edges).
     pub(super) probe_packets: u64,
+    /// Events the other worlds of a partitioned run processed (merged in).
+    pub(super) merged_events: u64,
 }
 
 impl Recorder {
@@ -165,6 +167,7 @@ impl Recorder {
             violations: Vec::new(),
             packets: 0,
             probe_packets: 0,
+            merged_events: 0,
         }
     }
 
