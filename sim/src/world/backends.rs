@@ -402,7 +402,7 @@ impl BackendHost {
         peers: &mut PeerLists,
     ) -> BackendHost {
         let id = id.unwrap_or(anyedge_ccn::NodeId::Backend { region: u16::MAX, host: 0 });
-        let keys = crate::world::forwarding::backbone_auth(t, id, tags, peers).keyring(id, 0);
+        let keys = crate::world::pki::backbone_auth(t, id, tags, peers).keyring(id, 0);
         let groups = anyedge_topology::nodes::backend_security_groups(t, ip);
         BackendHost {
             keys,
@@ -643,6 +643,38 @@ impl<'t> World<'t> {
                 conn.poll_at = Some(at);
                 self.q.schedule(at, Ev::BackendTcpPoll { host, remote });
             }
+        }
+    }
+}
+
+impl Servers {
+    /// One egress node per NAT gateway or router that carries a backend, with its links
+    /// to each host; each internet backend's host knows its way out.
+    pub(super) fn build_egress(&mut self, t: &Topology, peers: &mut anyedge_topology::nodes::PeerLists) {
+        for (k, (r, egress, backends)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
+            let auth = |me| crate::world::pki::backbone_auth(t, me, self.tags, peers);
+            let Some(config) = anyedge_topology::nodes::gateway_config(t, k, auth) else { continue };
+            let name = anyedge_topology::nodes::egress_name(t, r, egress);
+            let mut links = std::collections::HashMap::new();
+            for ip in &backends {
+                let Some(&host) = self.host_by_ip.get(ip) else { continue };
+                self.hosts[host].egress = Some(k);
+                self.egress_by_ip.insert(*ip, k);
+                let model = anyedge_topology::nodes::internet_hop(t);
+                let link = |dir: usize| {
+                    let rng = ComponentRng::new(t.seed, &format!("{name}/{ip}/{dir}"));
+                    Link::new(model, rng)
+                };
+                links.insert(host, [link(0), link(1)]);
+            }
+            self.egress.push(egress::EgressNode {
+                public: config.public,
+                core: anyedge_region::gateway::Gateway::new(config, 0),
+                region: r,
+                name,
+                links,
+                drops: BTreeMap::new(),
+            });
         }
     }
 }

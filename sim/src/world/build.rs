@@ -9,12 +9,12 @@ use crate::world::World;
 use crate::world::backends::Servers;
 use crate::world::clients::Client;
 use crate::world::clients::ClientTcp;
-use crate::world::clients::Flow;
 use crate::world::clients::Group;
 use crate::world::clients::GroupVip;
 use crate::world::clients::PopOrder;
-use crate::world::clients::TcpFlow;
 use crate::world::faults::FaultState;
+use crate::world::flows::Flow;
+use crate::world::flows::TcpFlow;
 use crate::world::forwarding::Regions;
 use crate::world::forwarding::build_pops;
 use crate::world::ids::AddrRuns;
@@ -23,6 +23,7 @@ use crate::world::ids::PopId;
 use crate::world::ids::Table;
 use crate::world::links::Network;
 use crate::world::liveness::Probers;
+use crate::world::pki::Pki;
 use crate::world::quic_client::QuicFlow;
 use crate::world::samples::Recorder;
 use anyedge_ccn::ComponentRng;
@@ -117,48 +118,6 @@ pub(super) fn class_backends(t: &Topology, class: &anyedge_topology::TrafficClas
         vip.listeners.iter().find(|l| l.port == class.port && (l.protocol.transport() == Transport::Tcp) == tcp);
     let group = listener.map(|l| &t.regions[vip.home].backend_groups[l.backend_group]);
     group.map(|g| g.backends.iter().map(|b| b.addr).collect()).unwrap_or_default()
-}
-
-/// Certificates and keys the world's clients and region edges hold: the VIPs' identity
-/// and the clients' trust in it when a listener is HTTPS or QUIC, and each region's
-/// QUIC connection-ID cipher.
-pub(super) struct Pki {
-    /// Each VIP's identity by address (the lab's certificate shapes, one per VIP).
-    pub(super) vip_identities: Vec<(IpAddr, anyedge_region::identity::VipIdentity)>,
-    pub(super) tls_client: Option<Arc<rustls::ClientConfig>>,
-    /// QUIC clients' configurations by the protocol they offer in ALPN (empty: none).
-    pub(super) quic_clients: std::collections::BTreeMap<Vec<u8>, quinn_proto::ClientConfig>,
-    /// How backbone envelopes are tagged this run.
-    pub(super) tags: anyedge_ccn::Tags,
-    /// The region's edge routes QUIC by the node an ID names, as a QUIC-LB load
-    /// balancer holding the key does.
-    pub(super) cid_ciphers: Vec<anyedge_ccn::CidCipher>,
-}
-
-impl Pki {
-    pub(super) fn new(t: &Topology, tags: anyedge_ccn::Tags) -> Result<Pki, SimError> {
-        let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
-        let cid_ciphers =
-            (0..t.regions.len() as u16).map(|r| anyedge_ccn::CidCipher::new(&secret.cid_key(r))).collect();
-        let quic_clients = std::collections::BTreeMap::new();
-        let mut pki = Pki { vip_identities: Vec::new(), tls_client: None, quic_clients, cid_ciphers, tags };
-        let listeners = || t.vips.iter().flat_map(|v| &v.listeners);
-        if !listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic) {
-            return Ok(pki);
-        }
-        let vips = crate::tls::vips(t).map_err(SimError)?;
-        let (identities, client) = crate::tls::vip_pki(&vips, t.tls.algorithm).map_err(SimError)?;
-        for l in listeners().filter(|l| l.protocol == ListenerProtocol::Quic) {
-            let offer = crate::tls::quic_offer(&l.alpn);
-            if let std::collections::btree_map::Entry::Vacant(e) = pki.quic_clients.entry(offer) {
-                let config = crate::tls::quic_client(&client, e.key()).map_err(SimError)?;
-                e.insert(config);
-            }
-        }
-        pki.vip_identities = identities;
-        pki.tls_client = Some(client);
-        Ok(pki)
-    }
 }
 
 /// What the simulator can hold, beyond what validation checks.

@@ -10,11 +10,9 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
-use crate::world::backends::Servers;
 use crate::world::ids::HostId;
-use anyedge_ccn::{ComponentRng, Dest, Link, LinkOutcome, NodeId};
+use anyedge_ccn::{Dest, Link, LinkOutcome, NodeId};
 use anyedge_region::gateway::Gateway;
-use anyedge_topology::Topology;
 
 pub(super) struct EgressNode {
     pub(super) core: Gateway,
@@ -25,38 +23,6 @@ pub(super) struct EgressNode {
     /// Per internet host behind it: [toward the host, back].
     pub(super) links: HashMap<HostId, [Link; 2]>,
     pub(super) drops: BTreeMap<&'static str, u64>,
-}
-
-impl Servers {
-    /// One egress node per NAT gateway or router that carries a backend, with its links
-    /// to each host; each internet backend's host knows its way out.
-    pub(super) fn build_egress(&mut self, t: &Topology, peers: &mut anyedge_topology::nodes::PeerLists) {
-        for (k, (r, egress, backends)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
-            let auth = |me| crate::world::forwarding::backbone_auth(t, me, self.tags, peers);
-            let Some(config) = anyedge_topology::nodes::gateway_config(t, k, auth) else { continue };
-            let name = anyedge_topology::nodes::egress_name(t, r, egress);
-            let mut links = HashMap::new();
-            for ip in &backends {
-                let Some(&host) = self.host_by_ip.get(ip) else { continue };
-                self.hosts[host].egress = Some(k);
-                self.egress_by_ip.insert(*ip, k);
-                let model = anyedge_topology::nodes::internet_hop(t);
-                let link = |dir: usize| {
-                    let rng = ComponentRng::new(t.seed, &format!("{name}/{ip}/{dir}"));
-                    Link::new(model, rng)
-                };
-                links.insert(host, [link(0), link(1)]);
-            }
-            self.egress.push(EgressNode {
-                public: config.public,
-                core: Gateway::new(config, 0),
-                region: r,
-                name,
-                links,
-                drops: BTreeMap::new(),
-            });
-        }
-    }
 }
 
 impl<'t> World<'t> {

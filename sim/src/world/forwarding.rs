@@ -5,9 +5,8 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
-use crate::world::build::Pki;
-use crate::world::clients::flow_id;
-use crate::world::clients::slot_of;
+use crate::world::flows::flow_id;
+use crate::world::flows::slot_of;
 use crate::world::ids::ClbId;
 use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
@@ -15,6 +14,8 @@ use crate::world::ids::Table;
 use crate::world::links::LinkKind;
 use crate::world::liveness::Notice;
 use crate::world::liveness::ProberAt;
+use crate::world::pki::Pki;
+use crate::world::pki::backbone_auth;
 use anyedge_ccn::EventQueue;
 use anyedge_ccn::{Dest, NodeId};
 use anyedge_pop::Pop;
@@ -181,19 +182,6 @@ pub(super) fn clb_config(
     let mut config = anyedge_topology::nodes::clb_config_with(t, facts, r, index, addresses, &identity);
     config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags, peers);
     config
-}
-
-/// A node's backbone keys: from the seed, the same derivation `lab up` makes from its
-/// random secret (each peer's when the node first talks with it), tagging as the run
-/// asks, its peer list from (or into) `lists`. The simulator's clock starts at 0.
-pub(super) fn backbone_auth(
-    t: &Topology,
-    me: anyedge_ccn::NodeId,
-    tags: anyedge_ccn::Tags,
-    lists: &mut PeerLists,
-) -> anyedge_ccn::AuthConfig {
-    let secret = anyedge_ccn::BackboneSecret::from_seed(t.seed);
-    anyedge_ccn::AuthConfig { tags, ..anyedge_topology::nodes::backbone_auth_derived(t, &secret, me, lists) }
 }
 
 impl<'t> World<'t> {

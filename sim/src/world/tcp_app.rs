@@ -1,9 +1,9 @@
 //! What a client's TCP connection carries: plain requests, HTTP, or HTTPS through rustls,
 //! and how it reads the answers.
 use crate::app;
-use crate::world::clients::Exchange;
-use crate::world::clients::TcpFlow;
-use crate::world::clients::port_of;
+use crate::world::flows::Exchange;
+use crate::world::flows::TcpFlow;
+use crate::world::flows::port_of;
 use anyedge_region::tcp_stack::TcpStack;
 use anyedge_region::tcp_stack::buffer_for;
 use smoltcp::socket::tcp;
@@ -89,7 +89,7 @@ pub(super) fn service_tcp_flow(
 }
 
 /// A connection silent too long while a request waited is given up (see
-/// [`Progress`](crate::world::clients::Progress)):
+/// [`Progress`](crate::world::flows::Progress)):
 /// the request in progress counts as lost and the next service connects again.
 fn give_up_if_silent(stack: &mut TcpStack, tf: &mut TcpFlow, now: u64) {
     if !tf.progress.gone_silent(!tf.pending.is_empty(), now) {
