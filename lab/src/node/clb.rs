@@ -59,6 +59,21 @@ enum Input {
 }
 
 pub(crate) struct ClbDriver<'a> {
+    core: Clb,
+    start: Instant,
+    drops: Drops,
+    follower: Option<crate::node::watch::Follower>,
+    place: Place<'a>,
+    sockets: Sockets,
+    links: Links,
+    streams: Streams,
+    liveness: Liveness,
+    seen: Seen,
+}
+
+/// Who and where a CLB node is: its topology, plan, region, index and name, its
+/// rendered directory, addresses and backbone identity.
+struct Place<'a> {
     t: &'a Topology,
     plan: &'a Plan,
     region: usize,
@@ -66,12 +81,12 @@ pub(crate) struct ClbDriver<'a> {
     name: &'a str,
     /// Its rendered directory (the VIPs' certificates, read again on reload).
     conf_dir: &'a std::path::Path,
-    core: Clb,
-    start: Instant,
-    drops: Drops,
-    follower: Option<crate::node::watch::Follower>,
     addresses: ClbAddresses,
     identity: Identity,
+}
+
+/// The node's sockets and where they send.
+struct Sockets {
     /// Backbone datagrams from POPs and replies to them: batched both ways.
     pop_sock: BatchSocket,
     /// The tunnel to backend hosts and egress nodes: batched both ways.
@@ -80,6 +95,13 @@ pub(crate) struct ClbDriver<'a> {
     sync_sock: UdpSocket,
     sync_peers: Vec<Option<SocketAddr>>,
     sync_buf: Vec<u8>,
+    /// Every POP's tunnel endpoint and the CLB's backend hosts, looked up once.
+    pop_tunnels: Vec<Option<SocketAddr>>,
+    backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>>,
+}
+
+/// The backbone links back to the POPs, shaped in user space.
+struct Links {
     /// Backbone links back to every POP (the POPs shape the way here).
     backbone: Vec<Link>,
     shaper: Shaper<ClbDest>,
@@ -88,17 +110,26 @@ pub(crate) struct ClbDriver<'a> {
     /// When the input being handled reached the node (the kernel's receive time for
     /// datagrams): the backbone links toward POPs start their delay there.
     arrived_ns: u64,
+}
+
+/// The backbone over gRPC streams (`backbone: grpc`), when it is.
+struct Streams {
     grpc: bool,
     from_streams: Option<mpsc::Receiver<crate::node::grpc::Upstream>>,
     /// POP id → the stream its packets came up on (replies go down it).
     downstreams: HashMap<u16, mpsc::Sender<Vec<u8>>>,
-    /// Every POP's tunnel endpoint and the CLB's backend hosts, looked up once.
-    pop_tunnels: Vec<Option<SocketAddr>>,
-    backend_tunnels: HashMap<Ipv4Addr, Option<SocketAddr>>,
+}
+
+/// The liveness prober of the POPs.
+struct Liveness {
     /// (POP id, its liveness address) for every POP the prober watches.
     pops: Vec<(u16, SocketAddr)>,
     prober: UdpLiveness,
     probe_buf: [u8; 256],
+}
+
+/// What the node last showed (status, gauges) and when to give memory back.
+struct Seen {
     /// Each backend's health as this node's checks see it.
     health: BTreeMap<String, &'static str>,
     /// Gauges for /metrics, refreshed now and then rather than per packet.
@@ -191,58 +222,53 @@ impl<'a> ClbDriver<'a> {
         mark_ready(ready)?;
         drops.set_quic(Default::default());
         Ok(ClbDriver {
-            t,
-            plan,
-            region,
-            index,
-            name,
-            conf_dir,
             core: Clb::new(config, 0),
             start,
             drops,
             follower,
-            addresses,
-            identity,
-            pop_sock,
-            be_sock,
-            sync_sock,
-            sync_peers,
-            sync_buf: vec![0u8; MTU_BUF],
-            backbone,
-            shaper: Shaper::new(start, impair),
-            shaper_timer: PreciseTimer::new()?,
-            arrived_ns: 0,
-            grpc,
-            from_streams,
-            downstreams: HashMap::new(),
-            pop_tunnels,
-            backend_tunnels: HashMap::new(),
-            pops,
-            prober,
-            probe_buf: [0u8; 256],
-            health: BTreeMap::new(),
-            gauges_at: Instant::now() - GAUGE_EVERY,
-            quic_seen: Default::default(),
-            denied_seen: 0,
-            passed: [0; 2],
-            trim: MemoryTrim::default(),
+            place: Place { t, plan, region, index, name, conf_dir, addresses, identity },
+            sockets: Sockets {
+                pop_sock,
+                be_sock,
+                sync_sock,
+                sync_peers,
+                sync_buf: vec![0u8; MTU_BUF],
+                pop_tunnels,
+                backend_tunnels: HashMap::new(),
+            },
+            links: Links {
+                backbone,
+                shaper: Shaper::new(start, impair),
+                shaper_timer: PreciseTimer::new()?,
+                arrived_ns: 0,
+            },
+            streams: Streams { grpc, from_streams, downstreams: HashMap::new() },
+            liveness: Liveness { pops, prober, probe_buf: [0u8; 256] },
+            seen: Seen {
+                health: BTreeMap::new(),
+                gauges_at: Instant::now() - GAUGE_EVERY,
+                quic_seen: Default::default(),
+                denied_seen: 0,
+                passed: [0; 2],
+                trim: MemoryTrim::default(),
+            },
         })
     }
 
     /// Selects and dispatches until an I/O error ends the node.
     pub(crate) async fn run(mut self) -> Result<(), NodeError> {
         loop {
-            let mut due = self.shaper.take_ready();
+            let mut due = self.links.shaper.take_ready();
             let mut since = Instant::now();
             if due.is_empty() {
                 let input = self.next_input().await?;
                 since = Instant::now();
                 due = self.dispatch(input).await;
             }
-            due.extend(self.shaper.take_ready());
+            due.extend(self.links.shaper.take_ready());
             self.send_due(due);
             self.transmit().await;
-            for (way, n) in [Way::Request, Way::Reply].into_iter().zip(std::mem::take(&mut self.passed)) {
+            for (way, n) in [Way::Request, Way::Reply].into_iter().zip(std::mem::take(&mut self.seen.passed)) {
                 self.drops.left(way, since, n);
             }
             self.after_pass();
@@ -257,23 +283,23 @@ impl<'a> ClbDriver<'a> {
             .poll_timeout()
             .map(|ns| tokio::time::Instant::from_std(start + std::time::Duration::from_nanos(ns)));
         let wake = core_wake.unwrap_or_else(far_future);
-        let shaped_at = self.shaper.wake_at();
+        let shaped_at = self.links.shaper.wake_at();
         Ok(tokio::select! {
-            r = self.pop_sock.recv() => r.map(|()| Input::Backbone).doing(|| "the backbone socket".into())?,
-            r = self.be_sock.recv() => r.map(|()| Input::Backend).doing(|| "the region socket".into())?,
-            r = self.sync_sock.recv_from(&mut self.sync_buf) => {
+            r = self.sockets.pop_sock.recv() => r.map(|()| Input::Backbone).doing(|| "the backbone socket".into())?,
+            r = self.sockets.be_sock.recv() => r.map(|()| Input::Backend).doing(|| "the region socket".into())?,
+            r = self.sockets.sync_sock.recv_from(&mut self.sockets.sync_buf) => {
                 let (n, from) = r.doing(|| "the sync socket".into())?;
                 Input::Sync(n, from)
             }
-            Some(up) = next_upstream(&mut self.from_streams) => Input::Upstream(up),
+            Some(up) = next_upstream(&mut self.streams.from_streams) => Input::Upstream(up),
             _ = tokio::time::sleep_until(wake) => Input::Timer,
-            _ = self.shaper_timer.wait_until(shaped_at) => Input::Shaped,
+            _ = self.links.shaper_timer.wait_until(shaped_at) => Input::Shaped,
             Some(followed) = crate::node::watch::next_followed(&mut self.follower) => match followed {
                 crate::node::watch::Followed::Change(change, table) => Input::RouteChange(change, table),
                 crate::node::watch::Followed::Reloaded => Input::Reload,
             },
-            _ = tokio::time::sleep_until(self.prober.wake_at(start)) => Input::ProbeTick,
-            r = self.prober.sock.recv_from(&mut self.probe_buf) => match r {
+            _ = tokio::time::sleep_until(self.liveness.prober.wake_at(start)) => Input::ProbeTick,
+            r = self.liveness.prober.sock.recv_from(&mut self.liveness.probe_buf) => match r {
                 Ok((n, _)) => Input::ProbeAnswer(n),
                 Err(_) => Input::ProbeAnswer(0),
             },
@@ -282,9 +308,9 @@ impl<'a> ClbDriver<'a> {
 
     /// Hands an input to the core; returns what a timer made due on the links.
     async fn dispatch(&mut self, input: Input) -> Vec<Due<ClbDest>> {
-        self.arrived_ns = match input {
-            Input::Backbone => self.pop_sock.received_ns(self.start),
-            Input::Backend => self.be_sock.received_ns(self.start),
+        self.links.arrived_ns = match input {
+            Input::Backbone => self.sockets.pop_sock.received_ns(self.start),
+            Input::Backend => self.sockets.be_sock.received_ns(self.start),
             _ => now_ns(self.start),
         };
         match input {
@@ -293,7 +319,7 @@ impl<'a> ClbDriver<'a> {
             Input::Sync(n, from) => self.on_sync(n, from),
             Input::Upstream(up) => self.on_upstream(up),
             Input::Timer => self.core.handle_timeout(now_ns(self.start)),
-            Input::Shaped => return self.shaper.due(),
+            Input::Shaped => return self.links.shaper.due(),
             Input::RouteChange(change, table) => self.on_route_change(&change, &table),
             Input::Reload => self.on_reload(),
             Input::ProbeTick => self.on_probe_tick().await,
@@ -304,7 +330,7 @@ impl<'a> ClbDriver<'a> {
 
     fn on_backbone(&mut self) {
         let now = now_ns(self.start);
-        for (_, packet) in self.pop_sock.datagrams() {
+        for (_, packet) in self.sockets.pop_sock.datagrams() {
             self.drops.packet_in();
             self.drops.count(self.core.handle_from_pop(now, packet));
         }
@@ -312,7 +338,7 @@ impl<'a> ClbDriver<'a> {
 
     fn on_backend(&mut self) {
         let now = now_ns(self.start);
-        for (_, packet) in self.be_sock.datagrams() {
+        for (_, packet) in self.sockets.be_sock.datagrams() {
             self.drops.packet_in();
             self.drops.count(self.core.handle_from_backend(now, packet.to_vec()));
         }
@@ -320,8 +346,8 @@ impl<'a> ClbDriver<'a> {
 
     /// Only the region's other nodes sync with this one.
     fn on_sync(&mut self, n: usize, from: SocketAddr) {
-        if self.sync_peers.iter().flatten().any(|p| p.ip() == from.ip()) {
-            let result = self.core.handle_from_peer(now_ns(self.start), &self.sync_buf[..n]);
+        if self.sockets.sync_peers.iter().flatten().any(|p| p.ip() == from.ip()) {
+            let result = self.core.handle_from_peer(now_ns(self.start), &self.sockets.sync_buf[..n]);
             self.drops.count(result);
         } else {
             self.drops.count::<anyedge_region::ClbDrop>(Err(anyedge_region::ClbDrop::NotPeer));
@@ -338,18 +364,18 @@ impl<'a> ClbDriver<'a> {
             .ok()
             .and_then(|e| anyedge_ccn::NodeId::from_wire(e.sender()));
         if let (Ok(()), Some(anyedge_ccn::NodeId::Pop(pop))) = (&result, sender) {
-            self.downstreams.insert(pop, down);
+            self.streams.downstreams.insert(pop, down);
         }
         self.drops.count(result);
     }
 
     fn on_route_change(&mut self, change: &anyedge_control::Change, table: &RouteTable) {
         let site = anyedge_topology::route_table::ClbSite {
-            t: self.t,
-            region: self.region,
-            index: self.index,
-            addresses: self.addresses,
-            identity: &self.identity,
+            t: self.place.t,
+            region: self.place.region,
+            index: self.place.index,
+            addresses: self.place.addresses,
+            identity: &self.place.identity,
         };
         anyedge_topology::route_table::apply_to_clb(&mut self.core, &site, table, change);
     }
@@ -358,33 +384,33 @@ impl<'a> ClbDriver<'a> {
     /// terminate new connections with from now on; open connections keep their session.
     /// Certificates that do not load leave the old ones in place.
     fn on_reload(&mut self) {
-        let vips = match crate::pki::vip_identities(self.conf_dir, self.t, self.region) {
+        let vips = match crate::pki::vip_identities(self.place.conf_dir, self.place.t, self.place.region) {
             Ok(vips) => vips,
             Err(e) => {
-                tracing::warn!("{}: VIP certificates not reloaded, the old ones stay: {e}", self.name);
+                tracing::warn!("{}: VIP certificates not reloaded, the old ones stay: {e}", self.place.name);
                 return;
             }
         };
         let mut changed = 0;
         for (addr, new) in &vips {
-            if let Some(old) = self.identity.for_vip(*addr) {
+            if let Some(old) = self.place.identity.for_vip(*addr) {
                 changed += self.core.replace_identity(old, new);
             }
         }
-        self.identity.vips = vips;
-        tracing::info!("{}: VIP certificates read again: {changed} listeners terminate with them", self.name);
+        self.place.identity.vips = vips;
+        tracing::info!("{}: VIP certificates read again: {changed} listeners terminate with them", self.place.name);
     }
 
     async fn on_probe_tick(&mut self) {
         let now = now_ns(self.start);
         // The POPs replies went through since the last round are probed.
         for pop in self.core.take_demand() {
-            if let Some(peer) = self.pops.iter().position(|&(p, _)| p == pop) {
-                self.prober.used(peer, now);
+            if let Some(peer) = self.liveness.pops.iter().position(|&(p, _)| p == pop) {
+                self.liveness.prober.used(peer, now);
             }
         }
-        for (peer, up) in self.prober.tick(now).await {
-            self.core.set_pop_up(self.pops[peer].0, up);
+        for (peer, up) in self.liveness.prober.tick(now).await {
+            self.core.set_pop_up(self.liveness.pops[peer].0, up);
         }
     }
 
@@ -392,8 +418,8 @@ impl<'a> ClbDriver<'a> {
         if n == 0 {
             return;
         }
-        for (peer, up) in self.prober.answered(&self.probe_buf[..n]) {
-            self.core.set_pop_up(self.pops[peer].0, up);
+        for (peer, up) in self.liveness.prober.answered(&self.liveness.probe_buf[..n]) {
+            self.core.set_pop_up(self.liveness.pops[peer].0, up);
         }
     }
 
@@ -403,13 +429,13 @@ impl<'a> ClbDriver<'a> {
             match to {
                 ClbDest::Udp(to) => {
                     self.drops.packet_out();
-                    self.passed[Way::Reply as usize] += 1;
-                    self.pop_sock.queue(to, packet);
+                    self.seen.passed[Way::Reply as usize] += 1;
+                    self.sockets.pop_sock.queue(to, packet);
                 }
                 ClbDest::Stream(pop) => {
-                    if let Some(down) = self.downstreams.get(&pop) {
+                    if let Some(down) = self.streams.downstreams.get(&pop) {
                         self.drops.packet_out();
-                        self.passed[Way::Reply as usize] += 1;
+                        self.seen.passed[Way::Reply as usize] += 1;
                         let _ = down.try_send(packet);
                     }
                 }
@@ -425,24 +451,27 @@ impl<'a> ClbDriver<'a> {
             match out.dest {
                 Dest::Node(NodeId::Pop(pop_id)) => {
                     let p = usize::from(pop_id);
-                    if let (Some(&Some(to)), Some(link)) = (self.pop_tunnels.get(p), self.backbone.get_mut(p)) {
-                        let dest = if self.grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
-                        self.shaper.push(link, flow, dest, out.bytes, self.arrived_ns);
+                    if let (Some(&Some(to)), Some(link)) =
+                        (self.sockets.pop_tunnels.get(p), self.links.backbone.get_mut(p))
+                    {
+                        let dest = if self.streams.grpc { ClbDest::Stream(pop_id) } else { ClbDest::Udp(to) };
+                        self.links.shaper.push(link, flow, dest, out.bytes, self.links.arrived_ns);
                     }
                 }
                 Dest::Backend(backend) => {
-                    let plan = self.plan;
+                    let plan = self.place.plan;
                     if let IpAddr::V4(ip) = backend.ip()
-                        && let Some(to) = *self.backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
+                        && let Some(to) =
+                            *self.sockets.backend_tunnels.entry(ip).or_insert_with(|| plan.backend_leg(ip))
                     {
                         self.drops.packet_out();
-                        self.passed[Way::Request as usize] += 1;
-                        self.be_sock.queue(to, out.bytes);
+                        self.seen.passed[Way::Request as usize] += 1;
+                        self.sockets.be_sock.queue(to, out.bytes);
                     }
                 }
                 Dest::Node(NodeId::Clb { node, .. }) => {
-                    if let Some(&Some(to)) = self.sync_peers.get(usize::from(node)) {
-                        let _ = self.sync_sock.send_to(&out.bytes, to).await;
+                    if let Some(&Some(to)) = self.sockets.sync_peers.get(usize::from(node)) {
+                        let _ = self.sockets.sync_sock.send_to(&out.bytes, to).await;
                     }
                     self.drops.set_sync(&self.core.sync_stats());
                 }
@@ -452,10 +481,10 @@ impl<'a> ClbDriver<'a> {
         }
         // What the links pass at once (impairments off, or nothing queued) leaves in
         // this pass, with what the core made for backends.
-        let ready = self.shaper.take_ready();
+        let ready = self.links.shaper.take_ready();
         self.send_due(ready);
-        self.pop_sock.flush().await;
-        self.be_sock.flush().await;
+        self.sockets.pop_sock.flush().await;
+        self.sockets.be_sock.flush().await;
     }
 
     /// Health changes, gauges and QUIC counts for `status` and /metrics.
@@ -463,13 +492,13 @@ impl<'a> ClbDriver<'a> {
         while let Some(event) = self.core.poll_event() {
             if let anyedge_region::Event::HealthChanged { backend, healthy } = event {
                 let state = if healthy { "healthy" } else { "unhealthy" };
-                self.health.insert(backend.to_string(), state);
-                self.drops.set_health(&self.health);
-                tracing::info!("{}: backend {backend} {state}", self.name);
+                self.seen.health.insert(backend.to_string(), state);
+                self.drops.set_health(&self.seen.health);
+                tracing::info!("{}: backend {backend} {state}", self.place.name);
             }
         }
-        if self.gauges_at.elapsed() >= GAUGE_EVERY {
-            self.gauges_at = Instant::now();
+        if self.seen.gauges_at.elapsed() >= GAUGE_EVERY {
+            self.seen.gauges_at = Instant::now();
             self.drops.set_gauge("conn_table_entries", self.core.conn_table().len() as u64);
             self.drops.set_gauge("conn_table_evictions_total", self.core.conn_table().evictions());
             self.drops.set_gauge("conn_table_refused_total", self.core.conn_table().refused());
@@ -479,23 +508,23 @@ impl<'a> ClbDriver<'a> {
             self.drops.set_gauge("l7_buffer_bytes", self.core.proxied_buffer_bytes() as u64);
             self.drops.set_gauge("quic_buffer_bytes", self.core.quic_held_bytes() as u64);
             let held = self.core.proxied_connections() + self.core.quic_counts().connections;
-            if self.trim.due(held) {
+            if self.seen.trim.due(held) {
                 trim_heap();
             }
         }
         // The backends' security groups as this node applied them (layer 7, QUIC, NAT64):
         // the client it last kept from a backend, and why.
         let guard = self.core.backend_guard();
-        if guard.denied() != self.denied_seen {
-            self.denied_seen = guard.denied();
+        if guard.denied() != self.seen.denied_seen {
+            self.seen.denied_seen = guard.denied();
             self.drops.set_gauge("backend_groups_denied_total", guard.denied());
             if let Some(why) = guard.last_denied() {
                 self.drops.set_denied(why);
             }
         }
         let quic = self.core.quic_counts();
-        if quic != self.quic_seen {
-            self.quic_seen = quic;
+        if quic != self.seen.quic_seen {
+            self.seen.quic_seen = quic;
             self.drops.set_quic(quic);
         }
     }
