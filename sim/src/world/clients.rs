@@ -381,11 +381,7 @@ impl<'t> World<'t> {
                 self.t.clients[group].name
             ));
         }
-        if slot % 2 == Path::Anycast as usize {
-            self.record.groups[group][slot / 2].last_reply_ns = Some(now);
-        }
-        let path = self.record.path(group, slot);
-        path.samples.replied(sent_ns, rtt_ns);
+        self.record.replied(group, slot, sent_ns, rtt_ns, now, slot % 2 == Path::Anycast as usize);
         let flow = &mut self.edge.clients[client].flows[slot];
         flow.received += 1;
         if let Some(prev) = flow.last_rtt_ns {
@@ -400,7 +396,7 @@ impl<'t> World<'t> {
         let watching = flow.watching.take();
         let mut still = Vec::new();
         for (tr, pos) in watching.into_iter().flat_map(|w| w.into_vec()) {
-            let tracker = &mut self.record.trackers[tr];
+            let tracker = &mut self.record.trackers_mut()[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
                 tracker.changed[pos] =

@@ -65,7 +65,7 @@ impl<'t> World<'t> {
                         continue;
                     }
                     let clb = self.regions.clb_base[region].node(node);
-                    self.record.packets += 1;
+                    self.record.delivered();
                     let at = self.q.now_ns() + INTRA_REGION_NS;
                     self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromBackend(clb), packet: out.bytes });
                 }
@@ -81,7 +81,7 @@ impl<'t> World<'t> {
         let Some(links) = self.servers.egress[e].links.get_mut(&host) else { return };
         if let LinkOutcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
             let to = if dir == 0 { Arrival::InternetHost(host) } else { Arrival::EgressFromInternet(e) };
-            self.record.packets += 1;
+            self.record.delivered();
             self.q.schedule(at, Ev::Arrive { to, packet });
         }
     }

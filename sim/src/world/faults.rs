@@ -51,6 +51,37 @@ pub(super) struct FaultTracker {
     pub(super) changed: Vec<bool>,
 }
 
+impl FaultTracker {
+    /// What another partition's world tracked of the same fault: the earlier detection
+    /// and notices, and its flows.
+    pub(super) fn absorb(&mut self, theirs: &mut FaultTracker) {
+        self.detected_ns = match (self.detected_ns, theirs.detected_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for (who, &at) in &theirs.noticed {
+            let e = self.noticed.entry(who.clone()).or_insert(at);
+            *e = (*e).min(at);
+        }
+        self.affected.append(&mut theirs.affected);
+        self.before.append(&mut theirs.before);
+        self.first_reply_ns.append(&mut theirs.first_reply_ns);
+        self.changed.append(&mut theirs.changed);
+    }
+
+    /// Its flows in client order, as one world finds them.
+    pub(super) fn sort_by_client(&mut self) {
+        let mut rows: Vec<_> = (0..self.affected.len())
+            .map(|i| (self.affected[i], self.before[i], self.first_reply_ns[i], self.changed[i]))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        self.affected = rows.iter().map(|r| r.0).collect();
+        self.before = rows.iter().map(|r| r.1).collect();
+        self.first_reply_ns = rows.iter().map(|r| r.2).collect();
+        self.changed = rows.iter().map(|r| r.3).collect();
+    }
+}
+
 impl<'t> World<'t> {
     pub(super) fn apply_fault(&mut self, index: usize) {
         let action = self.t.faults[index].action;
@@ -97,14 +128,14 @@ impl<'t> World<'t> {
         let found = self.scope.as_mut().and_then(|s| s.tracks.remove(&index));
         let affected = found.unwrap_or_else(|| self.affected_flows(&fault.action));
         let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
-        let tr = self.record.trackers.len();
+        let tr = self.record.next_tracker();
         for (pos, &(c, s)) in affected.iter().enumerate() {
             let flow = &mut self.edge.clients[c].flows[s];
             let mut watching = flow.watching.take().map(Vec::from).unwrap_or_default();
             watching.push((tr, pos));
             flow.watching = Some(watching.into_boxed_slice());
         }
-        self.record.trackers.push(FaultTracker {
+        let tracked = self.record.track(FaultTracker {
             fault: index,
             at_ns: now,
             detected_ns: None,
@@ -115,6 +146,7 @@ impl<'t> World<'t> {
             before,
             affected,
         });
+        debug_assert_eq!(tracked, tr, "the flows watch the tracker's own index");
     }
 
     /// A control node stops or starts, the control nodes split or heal, or a weight is
@@ -298,7 +330,7 @@ impl<'t> World<'t> {
     /// Per fault, each recovered flow's time from the fault to its first reply.
     pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
         self.record
-            .trackers
+            .trackers()
             .iter()
             .map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect())
             .collect()

@@ -300,7 +300,7 @@ impl<'t> World<'t> {
                 Dest::Backend(backend) => {
                     if let Some(&e) = self.servers.egress_by_ip.get(&backend.ip()) {
                         // An internet backend: through the region's egress node.
-                        self.record.packets += 1;
+                        self.record.delivered();
                         let at = self.q.now_ns() + INTRA_REGION_NS;
                         self.q.schedule(at, Ev::Arrive { to: Arrival::EgressFromClb(e), packet: out.bytes });
                     } else if let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) {
@@ -318,7 +318,7 @@ impl<'t> World<'t> {
                     // Over the region's own network, like CLB ↔ backend.
                     if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
                         let peer = self.regions.clb_base[region].node(node);
-                        self.record.packets += 1;
+                        self.record.delivered();
                         let at = self.q.now_ns() + INTRA_REGION_NS;
                         self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromPeer(peer), packet: out.bytes });
                     }
@@ -375,7 +375,7 @@ impl<'t> World<'t> {
                 let route = gv.order.find(t, |p| self.pops[p].heard[v]);
                 if route != gv.route {
                     // For the report's map: where the group's anycast traffic lands now.
-                    self.record.catchments.push((now, gi, v, route));
+                    self.record.catchment_moved(now, gi, v, route);
                 }
                 gv.route = route;
             }

@@ -120,7 +120,7 @@ impl<'t> World<'t> {
             LinkKind::Backbone(i) => self.net.backbone(self.t, i).transmit(now, packet.len() + OUTER_HEADER, flow),
         };
         if let LinkOutcome::Deliver(at) = outcome {
-            self.record.packets += 1;
+            self.record.delivered();
             self.deliver(at, from, to, packet);
         }
     }
@@ -163,7 +163,7 @@ impl<'t> World<'t> {
             },
         };
         if let Some(at) = at {
-            self.record.packets += 1;
+            self.record.delivered();
             let from = if dir == 0 { self.clb_part(clb) } else { self.host_part(host) };
             self.deliver(at, from, to, packet);
         }

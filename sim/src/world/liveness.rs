@@ -292,17 +292,18 @@ impl<'t> World<'t> {
             (ProberAt::Clb(c), Probed::Pop(p)) => Some(backbone(self, p, c, dir == 1)),
             _ => None,
         };
-        let before = self.record.packets;
+        let before = self.record.packets();
         match link {
             Some((link, flow)) => self.send_over(link, flow, to, packet),
             None => {
                 // A transit sits next to its POP, a region's edge next to its nodes.
                 let hop = if matches!(at, ProberAt::Transit(_)) { EDGE_HOP_NS } else { INTRA_REGION_NS };
-                self.record.packets += 1;
+                self.record.delivered();
                 self.q.schedule(now + hop, Ev::Arrive { to, packet });
             }
         }
-        self.record.probe_packets += self.record.packets - before;
+        // Counted as a packet where it was sent (a modelled link, or the hop here).
+        self.record.count_probes(self.record.packets() - before);
     }
 
     /// Carries out what a prober decided: probes to send, peers found down or up.
@@ -365,7 +366,7 @@ impl<'t> World<'t> {
     pub(super) fn noticed(&mut self, notice: Notice, who: String) {
         let now = self.q.now_ns();
         let t = self.t;
-        for tr in self.record.trackers.iter_mut() {
+        for tr in self.record.trackers_mut().iter_mut() {
             let hit = match (t.faults[tr.fault].action, notice) {
                 (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
                 | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,

@@ -141,12 +141,10 @@ impl<'t> World<'t> {
                 for c in first..first + self.t.clients[g].count as usize {
                     std::mem::swap(&mut self.edge.clients[ClientId(c)], &mut other.edge.clients[ClientId(c)]);
                 }
-                std::mem::swap(&mut self.record.groups[g], &mut other.record.groups[g]);
+                self.record.take_group(g, &mut other.record);
             }
         }
         self.absorb_record(&mut other);
-        let world_wide = other.scope.as_ref().map_or(0, |s| s.world_wide);
-        self.record.merged_events += other.q.processed() + other.record.merged_events - world_wide;
     }
 
     /// The POPs, CLB nodes, backend hosts and egress nodes `other` ran.
@@ -194,24 +192,8 @@ impl<'t> World<'t> {
     /// Fault trackers (earliest detection, each world's flows), catchment changes,
     /// violations and counters.
     fn absorb_record(&mut self, other: &mut World<'t>) {
-        self.record.catchments.append(&mut other.record.catchments);
-        for (mine, theirs) in self.record.trackers.iter_mut().zip(other.record.trackers.iter_mut()) {
-            mine.detected_ns = match (mine.detected_ns, theirs.detected_ns) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            for (who, &at) in &theirs.noticed {
-                let e = mine.noticed.entry(who.clone()).or_insert(at);
-                *e = (*e).min(at);
-            }
-            mine.affected.append(&mut theirs.affected);
-            mine.before.append(&mut theirs.before);
-            mine.first_reply_ns.append(&mut theirs.first_reply_ns);
-            mine.changed.append(&mut theirs.changed);
-        }
-        self.record.violations.append(&mut other.record.violations);
-        self.record.packets += other.record.packets;
-        self.record.probe_packets += other.record.probe_packets;
+        let world_wide = other.scope.as_ref().map_or(0, |s| s.world_wide);
+        self.record.absorb(&mut other.record, other.q.processed() - world_wide);
         for (mine, theirs) in self.faults.retired_sg.iter_mut().zip(&other.faults.retired_sg) {
             for (m, t) in mine.iter_mut().zip(theirs) {
                 m.matched += t.matched;
@@ -223,20 +205,7 @@ impl<'t> World<'t> {
     /// After every world is absorbed: the merged lists in the order one world keeps
     /// them (by time; a fault's flows by client).
     pub(super) fn finish_partitioned(&mut self) {
-        self.record.catchments.sort_by_key(|&(at, g, _, _)| (at, g));
-        let at = |v: &String| v.strip_prefix("t=").and_then(|s| s.split(' ').next()?.parse::<u64>().ok());
-        self.record.violations.sort_by_key(at);
-        self.record.violations.truncate(16);
-        for tr in self.record.trackers.iter_mut() {
-            let mut rows: Vec<_> = (0..tr.affected.len())
-                .map(|i| (tr.affected[i], tr.before[i], tr.first_reply_ns[i], tr.changed[i]))
-                .collect();
-            rows.sort_by_key(|r| r.0);
-            tr.affected = rows.iter().map(|r| r.0).collect();
-            tr.before = rows.iter().map(|r| r.1).collect();
-            tr.first_reply_ns = rows.iter().map(|r| r.2).collect();
-            tr.changed = rows.iter().map(|r| r.3).collect();
-        }
+        self.record.sort_merged();
         for c in self.edge.clients.iter_mut() {
             // Positions in the trackers moved: nothing watches after the run.
             for f in c.flows.iter_mut() {

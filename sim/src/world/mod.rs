@@ -249,13 +249,11 @@ impl<'t> World<'t> {
     }
 
     fn violation(&mut self, what: String) {
-        if self.record.violations.len() < 16 {
-            self.record.violations.push(format!("t={} ns: {what}", self.q.now_ns()));
-        }
+        self.record.violation(self.q.now_ns(), what);
     }
 
     pub fn violations(&self) -> &[String] {
-        &self.record.violations
+        self.record.violations()
     }
 
     /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
@@ -269,21 +267,21 @@ impl<'t> World<'t> {
     }
 
     pub fn events(&self) -> u64 {
-        self.q.processed() + self.record.merged_events
+        self.q.processed() + self.record.merged_events()
     }
 
     pub fn packets(&self) -> u64 {
-        self.record.packets
+        self.record.packets()
     }
 
     /// Of the packets, liveness probes and their answers.
     pub fn probe_packets(&self) -> u64 {
-        self.record.probe_packets
+        self.record.probe_packets()
     }
 
     /// [group][k]: when each client group's traffic class last got an anycast reply.
     pub fn last_reply_ns(&self) -> Vec<Vec<Option<u64>>> {
-        self.record.groups.iter().map(|g| g.iter().map(|c| c.last_reply_ns).collect()).collect()
+        self.record.last_reply_ns()
     }
 
     pub fn sim_s(&self) -> f64 {

@@ -139,22 +139,27 @@ pub(super) struct ClassRecord {
     pub(super) last_reply_ns: Option<u64>,
 }
 
-/// What the report is made of, gathered while the world runs.
+/// What the report is made of, gathered while the world runs. Its fields are its own:
+/// the world tells it what happened (a request sent, a reply, a packet delivered, a
+/// catchment moved, a violation) and reads what the report needs.
 pub(super) struct Recorder {
     /// [group][k]: each client group's traffic classes.
-    pub(super) groups: Vec<Vec<ClassRecord>>,
-    pub(super) trackers: Vec<FaultTracker>,
+    groups: Vec<Vec<ClassRecord>>,
+    trackers: Vec<FaultTracker>,
     /// (when, group, VIP, its POP now) each time routing moved a group's anycast traffic.
-    pub(super) catchments: Vec<(u64, usize, usize, Option<PopId>)>,
+    catchments: Vec<(u64, usize, usize, Option<PopId>)>,
     /// Invariants found broken while running (bugs, not input): reported with the seed.
-    pub(super) violations: Vec<String>,
+    violations: Vec<String>,
     /// Packets delivered over links.
-    pub(super) packets: u64,
+    packets: u64,
     /// Of those, liveness probes and their answers (POPs ↔ CLB nodes, edges).
-    pub(super) probe_packets: u64,
+    probe_packets: u64,
     /// Events the other worlds of a partitioned run processed (merged in).
-    pub(super) merged_events: u64,
+    merged_events: u64,
 }
+
+/// Violations a run keeps (the first; a broken invariant repeats).
+const VIOLATIONS_KEPT: usize = 16;
 
 impl Recorder {
     pub(super) fn new(t: &Topology) -> Recorder {
@@ -172,8 +177,126 @@ impl Recorder {
     }
 
     /// The record of `group`'s class of `slot` on the slot's path.
-    pub(super) fn path(&mut self, group: usize, slot: usize) -> &mut PathRecord {
+    fn path(&mut self, group: usize, slot: usize) -> &mut PathRecord {
         &mut self.groups[group][slot / 2].paths[slot % 2]
+    }
+
+    /// A request of `group`'s `slot` left at `now`.
+    pub(super) fn sent(&mut self, group: usize, slot: usize, now: u64) {
+        self.path(group, slot).samples.sent(now);
+    }
+
+    /// A reply to a request of `group`'s `slot` sent at `sent_ns` came at `now`, after
+    /// `rtt_ns`; `anycast`: on the anycast path (the class's last anycast reply is now).
+    pub(super) fn replied(&mut self, group: usize, slot: usize, sent_ns: u64, rtt_ns: u64, now: u64, anycast: bool) {
+        if anycast {
+            self.groups[group][slot / 2].last_reply_ns = Some(now);
+        }
+        self.path(group, slot).samples.replied(sent_ns, rtt_ns);
+    }
+
+    /// `group`'s class `k`, as the report reads it.
+    pub(super) fn class(&self, group: usize, k: usize) -> &ClassRecord {
+        &self.groups[group][k]
+    }
+
+    /// [group][k]: when each class last got an anycast reply.
+    pub(super) fn last_reply_ns(&self) -> Vec<Vec<Option<u64>>> {
+        self.groups.iter().map(|g| g.iter().map(|c| c.last_reply_ns).collect()).collect()
+    }
+
+    /// A packet crossed a link.
+    pub(super) fn delivered(&mut self) {
+        self.packets += 1;
+    }
+
+    /// `n` packets already counted were liveness probes or their answers.
+    pub(super) fn count_probes(&mut self, n: u64) {
+        self.probe_packets += n;
+        debug_assert!(self.probe_packets <= self.packets, "probes are among the packets");
+    }
+
+    pub(super) fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    pub(super) fn probe_packets(&self) -> u64 {
+        self.probe_packets
+    }
+
+    pub(super) fn merged_events(&self) -> u64 {
+        self.merged_events
+    }
+
+    /// A broken invariant, at `now` (the first [`VIOLATIONS_KEPT`] are kept).
+    pub(super) fn violation(&mut self, now: u64, what: String) {
+        if self.violations.len() < VIOLATIONS_KEPT {
+            self.violations.push(format!("t={now} ns: {what}"));
+        }
+    }
+
+    pub(super) fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Routing moved `group`'s anycast traffic for VIP `vip` to `pop` at `now`.
+    pub(super) fn catchment_moved(&mut self, now: u64, group: usize, vip: usize, pop: Option<PopId>) {
+        self.catchments.push((now, group, vip, pop));
+    }
+
+    /// Every catchment change: (when, group, VIP, its POP then).
+    pub(super) fn catchments(&self) -> &[(u64, usize, usize, Option<PopId>)] {
+        &self.catchments
+    }
+
+    /// A fault's tracker starts; its index.
+    pub(super) fn track(&mut self, tracker: FaultTracker) -> usize {
+        self.trackers.push(tracker);
+        self.trackers.len() - 1
+    }
+
+    /// The index the next tracker will have.
+    pub(super) fn next_tracker(&self) -> usize {
+        self.trackers.len()
+    }
+
+    pub(super) fn trackers(&self) -> &[FaultTracker] {
+        &self.trackers
+    }
+
+    pub(super) fn trackers_mut(&mut self) -> &mut [FaultTracker] {
+        &mut self.trackers
+    }
+
+    /// `group`'s classes taken from `other` (the world of the partition that ran it).
+    pub(super) fn take_group(&mut self, group: usize, other: &mut Recorder) {
+        std::mem::swap(&mut self.groups[group], &mut other.groups[group]);
+    }
+
+    /// What `other` (another partition's world) recorded of everything but its groups:
+    /// trackers (the earliest detection, each world's flows), catchment changes,
+    /// violations, counters, and the events it ran beyond the world-wide ones.
+    pub(super) fn absorb(&mut self, other: &mut Recorder, other_events: u64) {
+        self.catchments.append(&mut other.catchments);
+        for (mine, theirs) in self.trackers.iter_mut().zip(other.trackers.iter_mut()) {
+            mine.absorb(theirs);
+        }
+        self.violations.append(&mut other.violations);
+        self.packets += other.packets;
+        self.probe_packets += other.probe_packets;
+        self.merged_events += other_events + other.merged_events;
+    }
+
+    /// After every world is absorbed: the merged lists in the order one world keeps
+    /// them (by time; a fault's flows by client).
+    pub(super) fn sort_merged(&mut self) {
+        self.catchments.sort_by_key(|&(at, g, _, _)| (at, g));
+        let at = |v: &String| v.strip_prefix("t=").and_then(|s| s.split(' ').next()?.parse::<u64>().ok());
+        self.violations.sort_by_key(at);
+        self.violations.truncate(VIOLATIONS_KEPT);
+        for tr in self.trackers.iter_mut() {
+            tr.sort_by_client();
+        }
     }
 }
 
@@ -183,7 +306,7 @@ impl<'t> World<'t> {
         let c = &mut self.edge.clients[client];
         c.flows[slot].sent += 1;
         let group = c.group;
-        self.record.path(group, slot).samples.sent(now);
+        self.record.sent(group, slot, now);
     }
 }
 
