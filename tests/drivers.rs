@@ -228,18 +228,7 @@ fn the_simulators_vip_chain_is_the_size_of_the_one_the_lab_issues_in_every_algor
         let (sim, client) =
             anyedge_sim::tls::vip_pki(&[anyedge_sim::tls::VipTls::issued("edge", vec![vip])], algorithm).unwrap();
         // Each chain through a client that trusts its CA.
-        let lab_client = {
-            use rustls::pki_types::{CertificateDer, pem::PemObject};
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(CertificateDer::from_pem_file(state.join("pki/ca.pem")).unwrap()).unwrap();
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            std::sync::Arc::new(config)
-        };
+        let lab_client = trusting(&state.join("pki/ca.pem"));
         let lab_lengths = presented_lengths(&lab[0].1.https, lab_client);
         let sim_lengths = presented_lengths(&sim[0].1.https, client);
         let slack = algorithm.signature_len_max()

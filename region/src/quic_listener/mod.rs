@@ -457,6 +457,19 @@ impl QuicListener {
     }
 
     /// Copies bytes between each stream and its TCP connection, both ways.
+    /// Relays (or requests) toward `backend` that ended, by their local addresses:
+    /// forgotten, counted off `client`'s source, their ports handed back to the CLB.
+    fn relays_over(&mut self, backend: SocketAddr, client: IpAddr, done: Vec<(IpAddr, u16)>, step: &mut QuicStep) {
+        for local in &done {
+            self.by_backend.remove(&(backend, local.0, local.1));
+        }
+        let source = self.host.source_of(client);
+        self.relays_ended(source, done.len());
+        if !done.is_empty() {
+            step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
+        }
+    }
+
     fn relay(&mut self, now_ns: u64, step: &mut QuicStep) {
         let mut handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
         handles.sort();
@@ -492,14 +505,8 @@ impl QuicListener {
                 stack.sockets.iter().count() <= c.relays.len(),
                 "a connection's stack holds its open relays' sockets only"
             );
-            for local in &done {
-                self.by_backend.remove(&(backend, local.0, local.1));
-            }
-            let source = self.host.source_of(c.first.ip());
-            self.relays_ended(source, done.len());
-            if !done.is_empty() {
-                step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
-            }
+            let client = c.first.ip();
+            self.relays_over(backend, client, done, step);
         }
     }
 
@@ -548,14 +555,8 @@ impl QuicListener {
             stack.sockets.iter().count() <= h3.relays.len(),
             "a connection's stack holds its open requests' sockets only"
         );
-        for local in &done {
-            self.by_backend.remove(&(backend, local.0, local.1));
-        }
-        let source = self.host.source_of(c.first.ip());
-        self.relays_ended(source, done.len());
-        if !done.is_empty() {
-            step.closed.push((None, done.into_iter().map(|local| (backend, local)).collect()));
-        }
+        let client = c.first.ip();
+        self.relays_over(backend, client, done, step);
     }
 
     fn collect(&mut self, out: &mut Vec<QuicTransmit>, step: &mut QuicStep) {
