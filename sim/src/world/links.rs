@@ -23,9 +23,9 @@ use anyedge_topology::Topology;
 /// it is made changes nothing it does.
 pub(super) struct Network {
     /// [group][pop][dir] flattened (`World::link_pop`), as they are first used.
-    pub(super) inet_pop: rustc_hash::FxHashMap<usize, Link>,
+    inet_pop: rustc_hash::FxHashMap<usize, Link>,
     /// [group][region][dir] flattened (`World::link_direct`), as they are first used.
-    pub(super) inet_direct: rustc_hash::FxHashMap<usize, Link>,
+    inet_direct: rustc_hash::FxHashMap<usize, Link>,
     /// [pop][region][dir] flattened (`World::link_bb`), as they are first used.
     backbone: rustc_hash::FxHashMap<usize, Link>,
 }
@@ -51,6 +51,33 @@ impl Network {
     /// Backbone link `index` (`World::link_bb` numbering), made if it is new.
     pub(super) fn backbone(&mut self, t: &Topology, index: usize) -> &mut Link {
         self.backbone.entry(index).or_insert_with(|| backbone_link(t, index))
+    }
+
+    /// A packet of `len` bytes (IP header `header` bytes) of flow `flow` put on `link`
+    /// at `now`. On the internet's links (clients', 1,500 bytes) a datagram past the MTU
+    /// travels as fragments and is lost with any of them, as in the lab, where the POP
+    /// shapes each fragment; the backbone carries its envelope whole (the lab's shaper
+    /// sees the envelope before the kernel fragments it).
+    pub(super) fn transmit(
+        &mut self,
+        t: &Topology,
+        link: LinkKind,
+        now: u64,
+        (len, header): (usize, usize),
+        flow: u64,
+    ) -> LinkOutcome {
+        let mtu = anyedge_pop::CLIENT_LINK_MTU;
+        match link {
+            LinkKind::InetPop(i) => {
+                let link = self.inet_pop.entry(i).or_insert_with(|| inet_link(t, i, true));
+                link.transmit_datagram(now, (len, header), mtu, flow)
+            }
+            LinkKind::InetDirect(i) => {
+                let link = self.inet_direct.entry(i).or_insert_with(|| inet_link(t, i, false));
+                link.transmit_datagram(now, (len, header), mtu, flow)
+            }
+            LinkKind::Backbone(i) => self.backbone(t, i).transmit(now, len + OUTER_HEADER, flow),
+        }
     }
 }
 
@@ -97,28 +124,13 @@ impl<'t> World<'t> {
         (p.0 * self.t.regions.len() + r) * 2 + dir
     }
 
-    /// A packet over one of the modelled links. On the internet's (clients' links, 1,500
-    /// bytes) a datagram past the MTU travels as fragments and is lost with any of them,
-    /// as in the lab, where the POP shapes each fragment; the backbone carries its
-    /// envelope whole (the lab's shaper sees the envelope before the kernel fragments it).
+    /// A packet over one of the modelled links ([`Network::transmit`]), delivered if the
+    /// link does.
     pub(super) fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
         let now = self.q.now_ns();
         let from = self.sender_part(link);
         let header = if packet.first().is_some_and(|b| b >> 4 == 6) { 48 } else { 20 };
-        let mtu = anyedge_pop::CLIENT_LINK_MTU;
-        let outcome = match link {
-            LinkKind::InetPop(i) => {
-                let t = self.t;
-                let link = self.net.inet_pop.entry(i).or_insert_with(|| inet_link(t, i, true));
-                link.transmit_datagram(now, (packet.len(), header), mtu, flow)
-            }
-            LinkKind::InetDirect(i) => {
-                let t = self.t;
-                let link = self.net.inet_direct.entry(i).or_insert_with(|| inet_link(t, i, false));
-                link.transmit_datagram(now, (packet.len(), header), mtu, flow)
-            }
-            LinkKind::Backbone(i) => self.net.backbone(self.t, i).transmit(now, packet.len() + OUTER_HEADER, flow),
-        };
+        let outcome = self.net.transmit(self.t, link, now, (packet.len(), header), flow);
         if let LinkOutcome::Deliver(at) = outcome {
             self.record.delivered();
             self.deliver(at, from, to, packet);
