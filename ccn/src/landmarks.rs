@@ -35,8 +35,8 @@ use std::fmt;
 mod fit;
 pub use fit::{Base, Dataset, Fitted, fit, fit_base, held_out_by_site, reach_grid};
 
-use crate::delay::{PathParams, fibre_rtt_ms};
 use crate::geo::{EARTH_RADIUS_KM, Location, great_circle_km};
+use crate::path::{PathParams, fibre_rtt_ms};
 
 /// Pairs under this distance fit the landmarks' heights, the base stretch and the short
 /// line of the distance law.

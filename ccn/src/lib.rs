@@ -13,6 +13,7 @@ pub mod link;
 pub mod liveness;
 pub mod lru;
 pub mod memo;
+pub mod path;
 pub mod rng;
 pub mod transmit;
 

@@ -44,6 +44,12 @@ pub fn received_ns(fd: std::os::fd::RawFd, start: Instant) -> u64 {
     now.checked_sub(age).map_or(0, |at| at.saturating_duration_since(start).as_nanos() as u64)
 }
 
+/// This host's wall clock in µs since the Unix epoch, the stamp watchers measure their
+/// lag against (0 if the clock is before 1970).
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

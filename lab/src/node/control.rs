@@ -214,7 +214,12 @@ fn watch_delays(t: &Topology, c: &anyedge_topology::Control, id: u8, impair: boo
 
 /// The watcher is at `index` (entries that change nothing, like a new leader's empty one).
 fn index_only(index: u64) -> WatchUpdate {
-    WatchUpdate { index, change_json: String::new(), table_json: String::new(), sent_unix_us: unix_us() }
+    WatchUpdate {
+        index,
+        change_json: String::new(),
+        table_json: String::new(),
+        sent_unix_us: crate::io::clock::unix_us(),
+    }
 }
 
 fn update(index: u64, change: &Change) -> WatchUpdate {
@@ -222,14 +227,8 @@ fn update(index: u64, change: &Change) -> WatchUpdate {
         index,
         change_json: serde_json::to_string(change).unwrap_or_default(),
         table_json: String::new(),
-        sent_unix_us: unix_us(),
+        sent_unix_us: crate::io::clock::unix_us(),
     }
-}
-
-/// This host's wall clock in µs since the Unix epoch, the stamp watchers measure their
-/// lag against (0 if the clock is before 1970).
-pub fn unix_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The way to one peer: its messages in order, each stamped when the node sent it.
@@ -510,7 +509,7 @@ impl ControlDriver {
                 index,
                 change_json: String::new(),
                 table_json: serde_json::to_string(&table).unwrap_or_default(),
-                sent_unix_us: unix_us(),
+                sent_unix_us: crate::io::clock::unix_us(),
             }],
         };
         if first.into_iter().all(|u| tx.try_send(Ok(u)).is_ok()) {

@@ -91,7 +91,7 @@ pub fn follow(plan: &Plan, initial: RouteTable, conf_dir: &std::path::Path, node
                     }
                 }
                 if u.sent_unix_us != 0 {
-                    lag.store(crate::node::control::unix_us().saturating_sub(u.sent_unix_us), Ordering::SeqCst);
+                    lag.store(crate::io::clock::unix_us().saturating_sub(u.sent_unix_us), Ordering::SeqCst);
                 }
                 index.store(u.index, Ordering::SeqCst);
             }
