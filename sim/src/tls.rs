@@ -28,6 +28,28 @@ use rustls::{DigitallySignedStruct, SignatureAlgorithm, SignatureScheme};
 /// (3/4)^256 is 1e-32.
 const SIGN_TRIES: usize = 256;
 
+/// Why a run's certificates could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A VIP's own chain or key (`certificates:`): the field, the file, and why.
+    #[error("{field}: {}: {why}", path.display())]
+    Own { field: String, path: std::path::PathBuf, why: String },
+    /// rcgen, rustls or quinn refused to make a key, certificate or configuration (its
+    /// own words).
+    #[error("TLS set-up: {0}")]
+    Make(String),
+}
+
+impl From<TlsSetupError> for crate::SimError {
+    fn from(e: TlsSetupError) -> crate::SimError {
+        crate::SimError(e.to_string())
+    }
+}
+
+fn make(e: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError::Make(e.to_string())
+}
+
 /// A VIP as the run's certificates see it.
 #[derive(Debug, Clone)]
 pub struct VipTls {
@@ -48,14 +70,16 @@ impl VipTls {
 /// The topology's VIPs as the run's certificates see them: their chains of their own
 /// read from their files and checked ([`own_chain`]; a refusal names the field, the file
 /// and why).
-pub fn vips(t: &anyedge_topology::Topology) -> Result<Vec<VipTls>, String> {
+pub fn vips(t: &anyedge_topology::Topology) -> Result<Vec<VipTls>, TlsSetupError> {
     let mut out = Vec::new();
     for (i, v) in t.vips.iter().enumerate() {
         let addrs = [Some(IpAddr::V4(v.ipv4)), v.ipv6.map(IpAddr::V6)].into_iter().flatten().collect();
         let mut vip = VipTls::issued(&v.name, addrs);
         for (k, c) in v.certificates.iter().enumerate() {
-            let at = |field: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-                format!("vips[{i}].certificates[{k}].{field}: {}: {e}", path.display())
+            let at = |field: &str, path: &std::path::Path, e: &dyn std::fmt::Display| TlsSetupError::Own {
+                field: format!("vips[{i}].certificates[{k}].{field}"),
+                path: path.to_path_buf(),
+                why: e.to_string(),
             };
             let chain = std::fs::read(&c.chain).map_err(|e| at("chain", &c.chain, &e))?;
             let key = std::fs::read(&c.key).map_err(|e| at("key", &c.key, &e))?;
@@ -79,15 +103,14 @@ pub fn vips(t: &anyedge_topology::Topology) -> Result<Vec<VipTls>, String> {
 pub fn vip_pki(
     vips: &[VipTls],
     algorithm: KeyAlgorithm,
-) -> Result<(Vec<(IpAddr, VipIdentity)>, Arc<rustls::ClientConfig>), String> {
+) -> Result<(Vec<(IpAddr, VipIdentity)>, Arc<rustls::ClientConfig>), TlsSetupError> {
     use anyedge_region::identity::shape;
-    let err = |e: &dyn std::fmt::Display| format!("TLS set-up: {e}");
-    let ca_key = algorithm.generate().map_err(|e| err(&e))?;
+    let ca_key = algorithm.generate().map_err(make)?;
     let ca_params = shape::ca(1u64.to_be_bytes());
     let ca_cert = longest(algorithm, || ca_params.self_signed(&ca_key).map(|c| c.der().clone()))?;
     let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |params: CertificateParams| -> Result<(CertificateDer<'static>, KeyPair), String> {
-        let key = algorithm.generate().map_err(|e| err(&e))?;
+    let leaf = |params: CertificateParams| -> Result<(CertificateDer<'static>, KeyPair), TlsSetupError> {
+        let key = algorithm.generate().map_err(make)?;
         let cert = longest(algorithm, || params.signed_by(&key, &issuer).map(|c| c.der().clone()))?;
         Ok((cert, key))
     };
@@ -96,24 +119,24 @@ pub fn vip_pki(
         let identity = if vip.own.is_empty() {
             let (cert, key) = leaf(shape::vip(&vip.name, &vip.addrs, (3 + i as u64).to_be_bytes()))?;
             let server = certified(vec![cert, ca_cert.clone()], &key, algorithm)?;
-            VipIdentity::with_key(server, Some(ca_cert.clone())).map_err(|e| e.to_string())?
+            VipIdentity::with_key(server, Some(ca_cert.clone())).map_err(make)?
         } else {
-            VipIdentity::with_keys(vip.own.clone(), Some(ca_cert.clone())).map_err(|e| e.to_string())?
+            VipIdentity::with_keys(vip.own.clone(), Some(ca_cert.clone())).map_err(make)?
         };
         identities.extend(vip.addrs.iter().map(|a| (*a, identity.clone())));
     }
     let (client_cert, client_key) = leaf(shape::vip_client(2u64.to_be_bytes()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca_cert.clone()).map_err(|e| err(&e))?;
+    roots.add(ca_cert.clone()).map_err(make)?;
     let run_ca = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| err(&e))?;
+        .map_err(make)?;
     let own_leaves = vips.iter().flat_map(|v| &v.own).filter_map(|k| k.cert.first().cloned()).collect();
     let client_key = certified(vec![client_cert, ca_cert], &client_key, algorithm)?;
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| err(&e))?
+        .map_err(make)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(OwnLeavesOrRunCa { own_leaves, run_ca }))
         .with_client_cert_resolver(Arc::new(ClientKey(client_key)));
@@ -195,18 +218,18 @@ impl ServerCertVerifier for OwnLeavesOrRunCa {
     }
 }
 
-/// A certificate made by `make` (which signs it afresh each call) whose signature has
+/// A certificate made by `make_cert` (which signs it afresh each call) whose signature has
 /// `algorithm`'s longest length.
 fn longest(
     algorithm: KeyAlgorithm,
-    make: impl Fn() -> Result<CertificateDer<'static>, rcgen::Error>,
-) -> Result<CertificateDer<'static>, String> {
-    let mut cert = make().map_err(|e| format!("TLS set-up: {e}"))?;
+    make_cert: impl Fn() -> Result<CertificateDer<'static>, rcgen::Error>,
+) -> Result<CertificateDer<'static>, TlsSetupError> {
+    let mut cert = make_cert().map_err(make)?;
     for _ in 1..SIGN_TRIES {
         if signature_len(&cert) == Some(algorithm.signature_len_max()) {
             break;
         }
-        cert = make().map_err(|e| format!("TLS set-up: {e}"))?;
+        cert = make_cert().map_err(make)?;
     }
     Ok(cert)
 }
@@ -222,10 +245,10 @@ fn certified(
     chain: Vec<CertificateDer<'static>>,
     key: &KeyPair,
     algorithm: KeyAlgorithm,
-) -> Result<Arc<CertifiedKey>, String> {
+) -> Result<Arc<CertifiedKey>, TlsSetupError> {
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let provider = rustls::crypto::ring::default_provider();
-    let inner = provider.key_provider.load_private_key(der).map_err(|e| format!("TLS set-up: {e}"))?;
+    let inner = provider.key_provider.load_private_key(der).map_err(make)?;
     let signing = Arc::new(FixedLength { inner, len: algorithm.signature_len_max() });
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
@@ -288,11 +311,14 @@ impl rustls::client::ResolvesClientCert for ClientKey {
 
 /// The QUIC clients' configuration over the same trust and client certificate,
 /// offering `alpn` (one protocol, or none when empty).
-pub fn quic_client(client: &Arc<rustls::ClientConfig>, alpn: &[u8]) -> Result<quinn_proto::ClientConfig, String> {
+pub fn quic_client(
+    client: &Arc<rustls::ClientConfig>,
+    alpn: &[u8],
+) -> Result<quinn_proto::ClientConfig, TlsSetupError> {
     use quinn_proto::crypto::rustls::QuicClientConfig;
     let mut offering = (**client).clone();
     offering.alpn_protocols = if alpn.is_empty() { Vec::new() } else { vec![alpn.to_vec()] };
-    let client = QuicClientConfig::try_from(Arc::new(offering)).map_err(|e| format!("QUIC set-up: {e}"))?;
+    let client = QuicClientConfig::try_from(Arc::new(offering)).map_err(make)?;
     Ok(quinn_proto::ClientConfig::new(Arc::new(client)))
 }
 

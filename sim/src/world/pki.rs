@@ -38,12 +38,12 @@ impl Pki {
         if !listeners().any(|l| l.protocol.has_tls() || l.protocol == ListenerProtocol::Quic) {
             return Ok(pki);
         }
-        let vips = crate::tls::vips(t).map_err(SimError)?;
-        let (identities, client) = crate::tls::vip_pki(&vips, t.tls.algorithm).map_err(SimError)?;
+        let vips = crate::tls::vips(t)?;
+        let (identities, client) = crate::tls::vip_pki(&vips, t.tls.algorithm)?;
         for l in listeners().filter(|l| l.protocol == ListenerProtocol::Quic) {
             let offer = crate::tls::quic_offer(&l.alpn);
             if let std::collections::btree_map::Entry::Vacant(e) = pki.quic_clients.entry(offer) {
-                let config = crate::tls::quic_client(&client, e.key()).map_err(SimError)?;
+                let config = crate::tls::quic_client(&client, e.key())?;
                 e.insert(config);
             }
         }
