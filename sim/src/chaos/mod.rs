@@ -25,21 +25,32 @@ pub struct ChaosPlan {
     pub window: Window,
 }
 
+/// Why a file's world cannot be swept with chaos.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The run leaves no window for faults and the settling after them.
+    #[error(
+        "duration {} s is too short for chaos: faults need a window and {} s to settle after it (at least {} s; try --duration)",
+        *duration_ns as f64 / 1e9,
+        SETTLE_NS / 1_000_000_000,
+        DURATION_MIN_NS / 1_000_000_000
+    )]
+    TooShort { duration_ns: u64 },
+    /// A kind asked for (`--faults`) that this world cannot have, and why.
+    #[error("--faults {kind}: {why}")]
+    Unavailable { kind: &'static str, why: String },
+}
+
 /// Checks the file's world against the budget. `requested` kinds must all be possible
 /// (an error names the first that is not); without it, every kind the world allows.
-pub fn plan(t: &Topology, requested: Option<&[FaultKind]>) -> Result<ChaosPlan, String> {
+pub fn plan(t: &Topology, requested: Option<&[FaultKind]>) -> Result<ChaosPlan, PlanError> {
     if t.duration_ns < DURATION_MIN_NS {
-        return Err(format!(
-            "duration {} s is too short for chaos: faults need a window and {} s to settle after it (at least {} s; try --duration)",
-            t.duration_ns as f64 / 1e9,
-            SETTLE_NS / 1_000_000_000,
-            DURATION_MIN_NS / 1_000_000_000
-        ));
+        return Err(PlanError::TooShort { duration_ns: t.duration_ns });
     }
     let kinds = match requested {
         Some(kinds) => {
             if let Some((k, why)) = kinds.iter().find_map(|&k| k.unavailable(t).map(|why| (k, why))) {
-                return Err(format!("--faults {}: {why}", k.name()));
+                return Err(PlanError::Unavailable { kind: k.name(), why });
             }
             kinds.to_vec()
         }
@@ -160,6 +171,8 @@ mod tests {
             v.pops.truncate(1);
         }
         let err = plan(&t, Some(&[FaultKind::Pop])).err().unwrap();
+        assert!(matches!(&err, PlanError::Unavailable { kind: "pop", .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.starts_with("--faults pop: ") && err.contains("one POP"), "{err}");
         assert!(!plan(&t, None).unwrap().kinds.contains(&FaultKind::Pop), "left out when not asked for");
     }
