@@ -4,7 +4,7 @@
 use crate::app;
 use crate::world::Ev;
 use crate::world::World;
-use crate::world::clients::Client;
+use crate::world::client::Client;
 use crate::world::egress;
 use crate::world::ids::BackendId;
 use crate::world::ids::ClbId;

@@ -22,7 +22,7 @@ use crate::world::Path;
 use crate::world::World;
 use crate::world::backends::ADDRS_SEEN_MAX;
 use crate::world::backends::BackendRecord;
-use crate::world::clients::Client;
+use crate::world::client::Client;
 use crate::world::faults::FaultTracker;
 use crate::world::flows::Flow;
 use crate::world::forwarding::ClbNode;
