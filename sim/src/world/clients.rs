@@ -250,16 +250,7 @@ impl<'t> World<'t> {
         }
         self.record.replied(group, slot, sent_ns, rtt_ns, now, slot % 2 == Path::Anycast as usize);
         let flow = &mut self.edge.clients[client].flows[slot];
-        flow.received += 1;
-        if let Some(prev) = flow.last_rtt_ns {
-            flow.jitter_sum_ns = flow.jitter_sum_ns.saturating_add(prev.abs_diff(rtt_ns));
-            flow.jitter_n += 1;
-        }
-        flow.last_rtt_ns = Some(rtt_ns);
-        let new_backend = backend.filter(|b| flow.last_backend != Some(*b));
-        if backend.is_some() {
-            flow.last_backend = backend;
-        }
+        let new_backend = flow.replied(rtt_ns, backend);
         let watching = flow.watching.take();
         let mut still = Vec::new();
         for (tr, pos) in watching.into_iter().flat_map(|w| w.into_vec()) {

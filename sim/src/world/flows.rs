@@ -42,6 +42,25 @@ pub(super) struct Flow {
     pub(super) tcp: Option<u16>,
 }
 
+impl Flow {
+    /// A reply after `rtt_ns`, from `backend` when the answer names one: counted, its
+    /// jitter against the last round trip added; the backend when it is new to the flow.
+    pub(super) fn replied(&mut self, rtt_ns: u64, backend: Option<SocketAddr>) -> Option<SocketAddr> {
+        self.received += 1;
+        debug_assert!(self.received <= self.sent, "a flow gets no more replies than it sent requests");
+        if let Some(prev) = self.last_rtt_ns {
+            self.jitter_sum_ns = self.jitter_sum_ns.saturating_add(prev.abs_diff(rtt_ns));
+            self.jitter_n += 1;
+        }
+        self.last_rtt_ns = Some(rtt_ns);
+        let new_backend = backend.filter(|b| self.last_backend != Some(*b));
+        if backend.is_some() {
+            self.last_backend = backend;
+        }
+        new_backend
+    }
+}
+
 /// The TCP side of one flow: a connection carrying sequential requests.
 #[derive(Default)]
 pub(super) struct TcpFlow {
