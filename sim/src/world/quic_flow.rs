@@ -93,16 +93,22 @@ impl QuicFlow {
                 quinn_proto::Event::Connected => self.connected = true,
                 quinn_proto::Event::ConnectionLost { .. } => {
                     self.conn = None;
-                    self.connected = false;
-                    self.stream = None;
-                    self.to_send.clear();
-                    self.got = 0;
-                    self.head.clear();
-                    self.h3 = None;
+                    self.forget_connection();
                 }
                 _ => {}
             }
         }
+    }
+
+    /// What the flow held of its connection gone: the stream in progress, its bytes and
+    /// its HTTP/3 (the next service connects again).
+    fn forget_connection(&mut self) {
+        self.connected = false;
+        self.stream = None;
+        self.to_send.clear();
+        self.got = 0;
+        self.head.clear();
+        self.h3 = None;
     }
 
     /// A connection silent too long while a request waited is closed (see
@@ -114,12 +120,7 @@ impl QuicFlow {
         if let Some(ch) = self.conn.take() {
             self.host.close(ch, now, b"no answer");
         }
-        self.connected = false;
-        self.stream = None;
-        self.to_send.clear();
-        self.got = 0;
-        self.head.clear();
-        self.h3 = None;
+        self.forget_connection();
         self.pending.pop_front();
         self.progress.made(now);
     }
