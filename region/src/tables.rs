@@ -272,19 +272,13 @@ impl ListenerTable {
     /// bindings' as the scheduler sees them).
     pub fn pick_wrr(&mut self, li: usize, weights: &[u32]) -> Option<usize> {
         let ListenerState { bindings, wrr, .. } = &mut self.rows[li];
-        debug_assert_eq!(weights.len(), bindings.len(), "a weight per binding");
-        let cands: Vec<Candidate> =
-            bindings.iter().zip(weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
-        wrr.pick(&cands)
+        wrr.pick(&candidates(bindings, weights))
     }
 
     /// Listener `li`'s lookup table made again over `weights`, `table_size` slots.
     pub fn rebuild_table(&mut self, li: usize, weights: &[u32], table_size: usize) {
         let l = &mut self.rows[li];
-        debug_assert_eq!(weights.len(), l.bindings.len(), "a weight per binding");
-        let cands: Vec<Candidate> =
-            l.bindings.iter().zip(weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect();
-        l.table = Some(Maglev::build(&cands, table_size));
+        l.table = Some(Maglev::build(&candidates(&l.bindings, weights), table_size));
         l.check();
     }
 
@@ -324,6 +318,12 @@ impl ListenerTable {
         }
         changed
     }
+}
+
+/// The bindings as a scheduler sees them, each with its weight in `weights`.
+fn candidates<'a>(bindings: &'a [Binding], weights: &[u32]) -> Vec<Candidate<'a>> {
+    debug_assert_eq!(weights.len(), bindings.len(), "a weight per binding");
+    bindings.iter().zip(weights).map(|(b, &w)| Candidate { name: &b.name, weight: w }).collect()
 }
 
 /// The old and the new termination of one kind (one-way, mutual), when there is one.
