@@ -4,6 +4,7 @@
 //! default) is scored on servers held out whole: each server's every pair left out of
 //! the fit in turn, which says how it does at a city it never saw.
 
+use anyhow::anyhow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,8 +76,8 @@ fn held_out(i: usize, holdout: u32) -> bool {
 }
 
 /// The per-place model, every server held out in turn.
-fn fit_landmarks(name: &str, source: &str, path: &Path, rows: &[MeasuredPair]) -> Result<Scored, String> {
-    let data = anyedge_topology::measured::dataset(path, rows)?;
+fn fit_landmarks(name: &str, source: &str, path: &Path, rows: &[MeasuredPair]) -> anyhow::Result<Scored> {
+    let data = anyedge_topology::measured::dataset(path, rows).map_err(anyhow::Error::msg)?;
     let fitted = landmarks::fit(&data);
     let how = format!("{} servers; each server's pairs held out of the fit in turn", data.sites.len());
     let floors = Some((fitted.model.law.short.clone(), fitted.direct_pairs));
@@ -234,14 +235,14 @@ fn read(path: &Path) -> Result<Vec<MeasuredPair>, Vec<String>> {
     read_csv(path, &text)
 }
 
-fn scored(args: &Args, rows: &[MeasuredPair]) -> Result<Scored, String> {
+fn scored(args: &Args, rows: &[MeasuredPair]) -> anyhow::Result<Scored> {
     let source = args.source.clone().unwrap_or_else(|| format!("fitted on {}", args.file.display()));
     match (args.kind, args.holdout) {
         (Kind::Areas, holdout) => Ok(fit_areas(&args.name, &source, rows, holdout.unwrap_or(HOLDOUT_DEFAULT))),
         (Kind::Landmarks, None) => fit_landmarks(&args.name, &source, &args.file, rows),
-        (Kind::Landmarks, Some(_)) => {
-            Err("error: --holdout splits rows for `--model areas`; the per-place model holds out whole servers".into())
-        }
+        (Kind::Landmarks, Some(_)) => Err(anyhow!(
+            "error: --holdout splits rows for `--model areas`; the per-place model holds out whole servers"
+        )),
     }
 }
 
@@ -344,7 +345,7 @@ fn pair_table(rows: &[MeasuredPair], s: &Scored) -> String {
     out
 }
 
-fn write_json(path: &Path, args: &Args, rows: &[MeasuredPair], s: &Scored) -> Result<(), String> {
+fn write_json(path: &Path, args: &Args, rows: &[MeasuredPair], s: &Scored) -> anyhow::Result<()> {
     let all: Vec<&MeasuredPair> = rows.iter().collect();
     let out = JsonOut {
         file: args.file.display().to_string(),
@@ -354,7 +355,7 @@ fn write_json(path: &Path, args: &Args, rows: &[MeasuredPair], s: &Scored) -> Re
         pairs: pair_rows(rows, s),
     };
     let text = serde_json::to_string_pretty(&out).expect("plain data serializes");
-    std::fs::write(path, text + "\n").map_err(|e| format!("error: {}: {e}", path.display()))
+    std::fs::write(path, text + "\n").map_err(|e| anyhow!("error: {}: {e}", path.display()))
 }
 
 /// The error per pair of areas: pairs a fit never saw, long and short apart, and the
@@ -402,9 +403,9 @@ fn area_params(model: &DelayModel, a: Area, b: Area) -> String {
 
 /// For a topology: each client group's round trip to each POP and to each VIP's home
 /// region, as the file's internet model has it and as the fitted one would.
-fn print_topology_pairs(path: &Path, model: &DelayModel) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("error: {}: {e}", path.display()))?;
-    let t = anyedge_topology::parse_str(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+fn print_topology_pairs(path: &Path, model: &DelayModel) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("error: {}: {e}", path.display()))?;
+    let t = anyedge_topology::parse_str(&path.display().to_string(), &text).map_err(|e| anyhow!("{e}"))?;
     println!(
         "\n{}: client round trips, internet model `{}` against the fitted `{}` (no last mile)",
         path.display(),

@@ -1,6 +1,7 @@
 //! `anyedge chaos`: the command around `anyedge_sim::chaos` — flags, progress bar, the
 //! table of failing seeds with the command that replays each, and `--json`.
 
+use anyhow::anyhow;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,14 +59,14 @@ struct Options {
     kinds: Vec<String>,
 }
 
-fn bad_input(what: String) -> ExitCode {
+fn bad_input(what: impl std::fmt::Display) -> ExitCode {
     eprintln!("chaos: {what}");
     ExitCode::from(2)
 }
 
 pub fn run(args: Args) -> ExitCode {
     if args.seeds == 0 {
-        return bad_input("--seeds 0: give at least one seed".into());
+        return bad_input("--seeds 0: give at least one seed");
     }
     let mut t = match anyedge_topology::load(&args.file) {
         Ok(t) => t,
@@ -102,9 +103,7 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return bad_input(e),
     };
     if shard.is_some() && args.json.is_none() {
-        return bad_input(
-            "a shard writes a part file: give --json PART (then `anyedge merge PARTS… --json OUT`)".into(),
-        );
+        return bad_input("a shard writes a part file: give --json PART (then `anyedge merge PARTS… --json OUT`)");
     }
     let kinds: Vec<String> = plan.kinds.iter().map(|k| k.name().to_string()).collect();
     let options = Options {
@@ -189,7 +188,7 @@ fn print_outcome(file: &str, o: &Options, ran: &[Ran], tail: &str) -> bool {
 }
 
 /// Writes the report of every seed: one process's, or the merge of its shards'.
-fn write_summary(path: &Path, file: &str, o: &Options, ran: Vec<Ran>) -> Result<(), String> {
+fn write_summary(path: &Path, file: &str, o: &Options, ran: Vec<Ran>) -> anyhow::Result<()> {
     let passed = ran.iter().filter(|r| r.failures.is_empty()).count() as u64;
     let summary = Summary {
         file: file.to_string(),
@@ -200,12 +199,12 @@ fn write_summary(path: &Path, file: &str, o: &Options, ran: Vec<Ran>) -> Result<
         failed: ran.into_iter().filter(|r| !r.failures.is_empty()).collect(),
     };
     let text = serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n";
-    std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+    std::fs::write(path, text).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
 }
 
 /// `anyedge merge` for chaos parts: the report one process would have written for the
 /// same seeds, or why the parts do not make one run.
-pub fn merge(parts: Vec<Part<Ran>>, json: &Path) -> Result<bool, String> {
+pub fn merge(parts: Vec<Part<Ran>>, json: &Path) -> anyhow::Result<bool> {
     let (origin, options, ran) =
         shard::join(parts, |o: &Options| o.seeds, |o: &Options, k| o.from + k, |r: &Ran| r.seed)?;
     let failed = print_outcome(&origin.file, &options, &ran, " (merged)");
@@ -214,14 +213,14 @@ pub fn merge(parts: Vec<Part<Ran>>, json: &Path) -> Result<bool, String> {
 }
 
 /// `pop,clb,…` → kinds; an unknown name is an error listing the known ones.
-fn parse_kinds(text: &str) -> Result<Vec<FaultKind>, String> {
+fn parse_kinds(text: &str) -> anyhow::Result<Vec<FaultKind>> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|name| {
             FaultKind::from_name(name).ok_or_else(|| {
                 let known: Vec<&str> = chaos::KINDS.iter().map(|k| k.name()).collect();
-                format!("--faults {name}: not a fault kind (one of {})", known.join(", "))
+                anyhow!("--faults {name}: not a fault kind (one of {})", known.join(", "))
             })
         })
         .collect()

@@ -1,6 +1,7 @@
 //! `anyedge ctl`: the control API of a running lab — status and routes, and the writes
 //! that return once committed.
 
+use anyhow::anyhow;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,9 +136,9 @@ fn routes_table(r: &serde_json::Value) -> String {
 }
 
 /// `IP:PORT` or `backend/IP:PORT`.
-fn backend_arg(text: &str) -> Result<std::net::SocketAddr, String> {
+fn backend_arg(text: &str) -> anyhow::Result<std::net::SocketAddr> {
     let bare = text.strip_prefix("backend/").unwrap_or(text);
-    bare.parse().map_err(|_| format!("backend: `{text}` is not IP:PORT"))
+    bare.parse().map_err(|_| anyhow!("backend: `{text}` is not IP:PORT"))
 }
 
 /// Runs a `ctl` subcommand against the lab of `file`: a read, or a write that returns
@@ -213,11 +214,11 @@ fn routes(file: &Path, json: bool) -> ExitCode {
 }
 
 /// The route-table change a write subcommand asks for, or why it is not one.
-fn change_of(file: &Path, action: CtlCommand) -> Result<Change, String> {
+fn change_of(file: &Path, action: CtlCommand) -> anyhow::Result<Change> {
     match action {
         CtlCommand::SetWeight { backend, weight } => match weight.parse::<u8>() {
             Ok(w) if w <= 100 => backend_arg(&backend).map(|b| Change::SetWeight { backend: b, weight: w }),
-            _ => Err(format!("weight: `{weight}` is not a whole number from 0 to 100 (0 drains)")),
+            _ => Err(anyhow!("weight: `{weight}` is not a whole number from 0 to 100 (0 drains)")),
         },
         CtlCommand::Bind { backend } => backend_arg(&backend).map(|b| Change::Bind { backend: b }),
         CtlCommand::Unbind { backend } => backend_arg(&backend).map(|b| Change::Unbind { backend: b }),
@@ -225,7 +226,7 @@ fn change_of(file: &Path, action: CtlCommand) -> Result<Change, String> {
             let vip = vip_name(file, vip)?;
             let persistence_s = match persistence.as_deref().map(anyedge_topology::parse_duration_ns).transpose() {
                 Ok(ns) => ns.map(|ns| (ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32),
-                Err(e) => return Err(format!("--persistence: {e}")),
+                Err(e) => return Err(anyhow!("--persistence: {e}")),
             };
             let listener = ListenerRoute { protocol, port, scheduler, backends, persistence_s };
             Ok(Change::AddListener { vip, listener })
@@ -234,7 +235,7 @@ fn change_of(file: &Path, action: CtlCommand) -> Result<Change, String> {
         CtlCommand::Status { .. }
         | CtlCommand::Routes { .. }
         | CtlCommand::Drain { .. }
-        | CtlCommand::Undrain { .. } => Err("not a write".into()),
+        | CtlCommand::Undrain { .. } => Err(anyhow!("not a write")),
     }
 }
 
@@ -289,7 +290,7 @@ fn usage(what: &str) -> ExitCode {
 }
 
 /// A VIP by name, or by one of its addresses.
-fn vip_name(file: &Path, vip: String) -> Result<String, String> {
+fn vip_name(file: &Path, vip: String) -> anyhow::Result<String> {
     let Ok(ip) = vip.parse::<IpAddr>() else { return Ok(vip) };
     anyedge_topology::load(file)
         .ok()
@@ -299,7 +300,7 @@ fn vip_name(file: &Path, vip: String) -> Result<String, String> {
                 .find(|v| IpAddr::V4(v.ipv4) == ip || v.ipv6.map(IpAddr::V6) == Some(ip))
                 .map(|v| v.name.clone())
         })
-        .ok_or(format!("no VIP has the address {ip}"))
+        .ok_or_else(|| anyhow!("no VIP has the address {ip}"))
 }
 
 fn write(file: &Path, change: &Change) -> ExitCode {

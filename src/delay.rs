@@ -2,6 +2,7 @@
 //! and what it rests on — for the per-place model, the measured server pairs around the
 //! two ends with their weights; for an area model, the pair of areas' parameters.
 
+use anyhow::anyhow;
 use std::process::ExitCode;
 
 use anyedge_ccn::delay::{Area, DelayModel, fibre_rtt_ms};
@@ -25,12 +26,12 @@ struct Place {
 
 /// `NAME` or `NAME/CC` (a city of `data/geo/cities.tsv`, accents optional, or the first
 /// words of its name; the most populous of those that match), or `LAT,LON`.
-fn place(text: &str, all: &[City]) -> Result<Place, String> {
+fn place(text: &str, all: &[City]) -> anyhow::Result<Place> {
     if let Some((lat, lon)) = text.split_once(',')
         && let (Ok(lat), Ok(lon)) = (lat.trim().parse::<f64>(), lon.trim().parse::<f64>())
     {
         let at = anyedge_topology::measured::check_place("", lat, lon).map_err(|e| {
-            format!(
+            anyhow!(
                 "`{text}`: {}",
                 e.trim_start_matches('_').replacen("lat", "latitude", 1).replacen("lon", "longitude", 1)
             )
@@ -54,7 +55,7 @@ fn place(text: &str, all: &[City]) -> Result<Place, String> {
         matches = all.iter().filter(in_country).filter(first_words).collect();
     }
     let Some(city) = matches.first() else {
-        return Err(format!(
+        return Err(anyhow!(
             "`{text}`: no such place in data/geo/cities.tsv (a city of 50,000 or more, as NAME or NAME/CC), and not LAT,LON"
         ));
     };
@@ -87,7 +88,7 @@ pub fn run(args: Args) -> ExitCode {
     let ends = place(&args.a, &all).and_then(|a| Ok((a, place(&args.b, &all)?)));
     let model = anyedge_topology::builtin_delay(&args.model).ok_or_else(|| {
         let names: Vec<&str> = anyedge_topology::BUILTIN_DELAYS.to_vec();
-        format!("--model `{}`: no calibration that ships (one of: {})", args.model, names.join(", "))
+        anyhow!("--model `{}`: no calibration that ships (one of: {})", args.model, names.join(", "))
     });
     match (ends, model) {
         (Ok((a, b)), Ok(model)) => {

@@ -417,7 +417,7 @@ fn check_writable(flag: &str, path: &std::path::Path) -> Result<(), ExitCode> {
 }
 
 /// What a generator of files (`man`, `reference`) says when it is done.
-fn wrote(result: Result<usize, String>, what: &str, out: &std::path::Path) -> ExitCode {
+fn wrote(result: anyhow::Result<usize>, what: &str, out: &std::path::Path) -> ExitCode {
     match result {
         Ok(n) => {
             println!("{n} {what} in {}", out.display());
@@ -515,8 +515,8 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 }
 
 /// A time on the command line (`10s`, `1500ms`), as topology files write it.
-pub(crate) fn duration_ns(text: &str) -> Result<u64, String> {
-    anyedge_topology::parse_duration_ns(text)
+pub(crate) fn duration_ns(text: &str) -> anyhow::Result<u64> {
+    anyedge_topology::parse_duration_ns(text).map_err(anyhow::Error::msg)
 }
 
 /// `--threads N`, or the machine's cores; never more than the cores (each thread's world

@@ -3,21 +3,22 @@
 //! runs. `man/` in the repository holds them as generated (a test fails when they drift)
 //! and the Debian package installs them.
 
+use anyhow::anyhow;
 use std::path::Path;
 
 use clap::CommandFactory;
 
 /// Writes every page into `out`; returns how many.
-pub fn write_all(out: &Path) -> Result<usize, String> {
+pub fn write_all(out: &Path) -> anyhow::Result<usize> {
     write_pages(out, &pages())
 }
 
 /// Writes generated pages (file name, contents) into `out`, made if missing; how many.
-pub fn write_pages<T: AsRef<[u8]>>(out: &Path, pages: &[(String, T)]) -> Result<usize, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+pub fn write_pages<T: AsRef<[u8]>>(out: &Path, pages: &[(String, T)]) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
     for (name, text) in pages {
         let path = out.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     }
     Ok(pages.len())
 }

@@ -10,7 +10,7 @@ use anyedge_topology::schema::{FORMAT, Field, Object, Ty};
 use clap::CommandFactory;
 
 /// Writes the chapters into `out`; returns how many.
-pub fn write_all(out: &Path) -> Result<usize, String> {
+pub fn write_all(out: &Path) -> anyhow::Result<usize> {
     crate::man::write_pages(out, &pages())
 }
 

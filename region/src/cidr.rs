@@ -30,22 +30,34 @@ pub struct Cidr {
     pub prefix: u8,
 }
 
+/// Why a text is not an address block; said as a diagnostic's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("`{0}` is not a CIDR block (e.g. 198.18.66.0/24)")]
+    NoPrefix(String),
+    #[error("`{0}` is not an IP address")]
+    NotAddress(String),
+    #[error("`/{prefix}` is not a prefix length 0–{max}")]
+    PrefixLength { prefix: String, max: u8 },
+    #[error("`{text}` has host bits set (the block starts at {network})")]
+    HostBits { text: String, network: std::net::IpAddr },
+}
+
 impl Cidr {
-    pub fn parse(text: &str) -> Result<Cidr, String> {
+    pub fn parse(text: &str) -> Result<Cidr, CidrError> {
         let t = text.trim();
-        let (addr, prefix) =
-            t.split_once('/').ok_or_else(|| format!("`{t}` is not a CIDR block (e.g. 198.18.66.0/24)"))?;
-        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let (addr, prefix) = t.split_once('/').ok_or_else(|| CidrError::NoPrefix(t.to_string()))?;
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| CidrError::NotAddress(addr.to_string()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = prefix
             .parse()
             .ok()
             .filter(|&p| p <= max)
-            .ok_or_else(|| format!("`/{prefix}` is not a prefix length 0–{max}"))?;
+            .ok_or_else(|| CidrError::PrefixLength { prefix: prefix.to_string(), max })?;
         let cidr = Cidr { addr, prefix };
         debug_assert!(cidr.contains(cidr.network()), "a block holds its network address");
         if cidr.network() != addr {
-            return Err(format!("`{t}` has host bits set (the block starts at {})", cidr.network()));
+            return Err(CidrError::HostBits { text: t.to_string(), network: cidr.network() });
         }
         Ok(cidr)
     }

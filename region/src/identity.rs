@@ -368,6 +368,7 @@ pub fn own_key(
 
 /// The chain's links, validity and names (see [`own_key`]). The reason is the text of
 /// an [`OwnCertRefused::Chain`], which names the file.
+// String: the text inside `OwnCertRefused::Chain`, the typed error callers see.
 fn check_chain(chain: &[CertificateDer<'static>], names: &[String], now_unix: Option<i64>) -> Result<(), String> {
     let parsed: Vec<_> = chain
         .iter()

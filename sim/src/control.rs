@@ -157,17 +157,27 @@ fn delay_ns(t: &Topology, a: Location, b: Location) -> u64 {
     backbone_link(t, a, b).impairment.delay_ns.max(100_000)
 }
 
+/// Why the control plane could not be built: a node's log store or its Raft node refused
+/// its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlSetupError {
+    #[error("a control node's log store: {0}")]
+    Store(#[from] anyedge_control::StoreError),
+    #[error("a control node: {0}")]
+    Node(#[from] anyedge_control::ControlError),
+}
+
 impl ControlPlane {
     /// The control nodes of `c`, and `watchers` (CLB node locations) following them.
-    pub fn new(t: &Topology, c: &Control, watchers: &[Location]) -> Result<ControlPlane, String> {
+    pub fn new(t: &Topology, c: &Control, watchers: &[Location]) -> Result<ControlPlane, ControlSetupError> {
         let initial = route_table(t);
         let voters: Vec<u64> = (1..=u64::from(c.nodes)).collect();
         let mut members = Vec::new();
         for id in 1..=c.nodes {
             let config = control_config(t, c, id);
             let disk = Arc::new(Mutex::new(Disk::default()));
-            let store = LogStore::new(&voters, Box::new(DiskWriter(disk.clone()))).map_err(|e| e.to_string())?;
-            let node = ControlNode::new(&config, initial.clone(), store).map_err(|e| e.to_string())?;
+            let store = LogStore::new(&voters, Box::new(DiskWriter(disk.clone())))?;
+            let node = ControlNode::new(&config, initial.clone(), store)?;
             let location = c.sites[usize::from(id) - 1].1;
             members.push(Member { node: Some(node), disk, config, location });
         }
@@ -197,7 +207,7 @@ impl ControlPlane {
             pending: Vec::new(),
             leaders_by_term: BTreeMap::new(),
             committed: BTreeMap::new(),
-            commit_hist: Histogram::new(3).map_err(|e| e.to_string())?,
+            commit_hist: Histogram::new(3).expect("3 significant figures is within hdrhistogram's 0..=5"),
             writes: 0,
             writes_committed: 0,
             election_safety: true,

@@ -42,6 +42,7 @@ fn arr(v: &Value) -> &[Value] {
 /// Draws into an SVG string; a drawing error leaves a note instead of a plot.
 fn svg(
     size: (u32, u32),
+    // String: plotters' errors are generic over the backend; the text only becomes a note.
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
 ) -> String {
     let mut out = String::new();

@@ -133,6 +133,7 @@ impl CaptureFilter {
 
     /// The filter, checked against `t`: every pattern names a node, the window is not
     /// empty, the snap length is at least 1. The error names the option.
+    // String: a command-line option's complaint, printed as it is and never matched on.
     pub fn check(&self, t: &anyedge_topology::Topology) -> Result<(), String> {
         let names = CaptureFilter::node_names(t);
         for p in &self.nodes {

@@ -1,5 +1,6 @@
 //! `bench maglev`: Maglev table balance, disruption when one backend goes, build time.
 
+use anyhow::anyhow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -24,12 +25,12 @@ pub struct MaglevFigures {
     pub build_ms: f64,
 }
 
-pub fn maglev(backends: usize, table: usize) -> Result<MaglevFigures, String> {
+pub fn maglev(backends: usize, table: usize) -> anyhow::Result<MaglevFigures> {
     if backends < 2 {
-        return Err("--backends must be at least 2 (one is removed)".into());
+        return Err(anyhow!("--backends must be at least 2 (one is removed)"));
     }
     if table < backends || !(2..).take_while(|d| d * d <= table).all(|d| !table.is_multiple_of(d)) {
-        return Err(format!("--table {table} must be a prime no smaller than --backends"));
+        return Err(anyhow!("--table {table} must be a prime no smaller than --backends"));
     }
     let names: Vec<String> = (0..backends).map(|i| format!("198.19.{}.{}:8080", i / 250, i % 250 + 1)).collect();
     let all: Vec<Candidate> = names.iter().map(|n| Candidate { name: n, weight: 10 }).collect();

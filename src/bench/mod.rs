@@ -2,6 +2,7 @@
 //! file each; this file is the command line and what they share (the summary line and
 //! the JSON).
 
+use anyhow::anyhow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,9 +19,9 @@ pub(crate) fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n";
-    std::fs::write(path, text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| anyhow!("{e}"))? + "\n";
+    std::fs::write(path, text).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
 }
 
 /// Prints a benchmark's summary line and writes its figures as JSON; exit 2 when it

@@ -1,6 +1,7 @@
 //! `bench sim`: the simulator as the world grows (a file's clients multiplied, or worlds
 //! `anyedge generate` makes), each run a process of its own (`bench sim-one`).
 
+use anyhow::anyhow;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,11 +132,11 @@ pub fn scale_clients(t: &mut anyedge_topology::Topology, scale: u32) {
 }
 
 /// Runs one scale in this process and measures it (the child side of `bench sim`).
-pub fn sim_one(file: &Path, scale: u32, threads: usize) -> Result<SimRun, String> {
-    let mut t = anyedge_topology::load(file).map_err(|e| e.to_string())?;
+pub fn sim_one(file: &Path, scale: u32, threads: usize) -> anyhow::Result<SimRun> {
+    let mut t = anyedge_topology::load(file).map_err(|e| anyhow!("{e}"))?;
     scale_clients(&mut t, scale);
     if let Some(why) = anyedge_sim::cost::refuse(&t) {
-        return Err(format!("--scale {scale}: {why}"));
+        return Err(anyhow!("--scale {scale}: {why}"));
     }
     let clients: u64 = t.clients.iter().map(|g| u64::from(g.count)).sum();
     let flows: u64 = t.clients.iter().map(|g| u64::from(g.count) * g.traffic.len() as u64).sum();
@@ -149,7 +150,7 @@ pub fn sim_one(file: &Path, scale: u32, threads: usize) -> Result<SimRun, String
         })
         .sum();
     let options = anyedge_sim::Options { threads, ..Default::default() };
-    let outcome = anyedge_sim::run_with(&t, &options, |_| {}).map_err(|e| e.0)?;
+    let outcome = anyedge_sim::run_with(&t, &options, |_| {}).map_err(|e| anyhow!("{}", e.0))?;
     let (mut requests, mut answered) = (0, 0);
     for (group, client) in t.clients.iter().zip(&outcome.report.clients) {
         for (&k, traffic) in group.traffic.iter().zip(&client.traffic) {
@@ -195,14 +196,14 @@ pub fn sim(
     runs: usize,
     threads: usize,
     mut progress: impl FnMut(&str),
-) -> Result<SimFigures, String> {
+) -> anyhow::Result<SimFigures> {
     if scales.is_empty() || scales.contains(&0) {
-        return Err("--scale takes factors of 1 or more, e.g. 1,10,50".into());
+        return Err(anyhow!("--scale takes factors of 1 or more, e.g. 1,10,50"));
     }
     if runs == 0 {
-        return Err("--runs must be at least 1".into());
+        return Err(anyhow!("--runs must be at least 1"));
     }
-    anyedge_topology::load(file).map_err(|e| e.to_string())?;
+    anyedge_topology::load(file).map_err(|e| anyhow!("{e}"))?;
     let mut measured: Vec<Vec<SimRun>> = scales.iter().map(|_| Vec::new()).collect();
     for run in 0..runs {
         for (i, &scale) in scales.iter().enumerate() {
@@ -212,11 +213,11 @@ pub fn sim(
                 .arg(file)
                 .args(["--scale", &scale.to_string(), "--threads", &threads.to_string()])
                 .output()
-                .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+                .map_err(|e| anyhow!("cannot run {}: {e}", exe.display()))?;
             if !out.status.success() {
-                return Err(format!("scale {scale}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(anyhow!("scale {scale}: {}", String::from_utf8_lossy(&out.stderr).trim()));
             }
-            let r: SimRun = serde_json::from_slice(&out.stdout).map_err(|e| format!("scale {scale}: {e}"))?;
+            let r: SimRun = serde_json::from_slice(&out.stdout).map_err(|e| anyhow!("scale {scale}: {e}"))?;
             measured[i].push(r);
         }
     }
@@ -276,7 +277,7 @@ pub fn ladder(
     threads: usize,
     dir: &Path,
     mut progress: impl FnMut(&str),
-) -> Result<LadderFigures, String> {
+) -> anyhow::Result<LadderFigures> {
     let mut rungs = Vec::new();
     for &clients in sizes {
         let spec = anyedge_topology::generate::Spec {
@@ -290,9 +291,9 @@ pub fn ladder(
             duration_s,
             seed: 1,
         };
-        let text = anyedge_topology::generate::generate(&spec).map_err(|e| format!("--ladder {clients}: {e}"))?;
+        let text = anyedge_topology::generate::generate(&spec).map_err(|e| anyhow!("--ladder {clients}: {e}"))?;
         let file = dir.join(format!("ladder-{clients}.yaml"));
-        std::fs::write(&file, text).map_err(|e| format!("{}: {e}", file.display()))?;
+        std::fs::write(&file, text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
         let figures = sim(exe, &file, &[1], runs, threads, |what| progress(&format!("{clients} clients: {what}")))?;
         rungs.extend(figures.scales);
     }
@@ -432,7 +433,7 @@ pub fn ladder_command(sizes: &[u64], duration_ns: u64, runs: usize, threads: usi
     let exe = super::exe();
     let tty = std::io::stderr().is_terminal();
     let dir = std::env::temp_dir().join(format!("anyedge-ladder-{}", std::process::id()));
-    let figures = std::fs::create_dir_all(&dir).map_err(|e| e.to_string()).and_then(|()| {
+    let figures = std::fs::create_dir_all(&dir).map_err(|e| anyhow!("{e}")).and_then(|()| {
         ladder(&exe, sizes, (duration_ns / 1_000_000_000).max(1), runs, threads, &dir, |what| {
             if tty {
                 eprint!("\r\x1b[2Kbench sim: {what}");

@@ -4,6 +4,7 @@
 //! table, a JSON report and an HTML page with one plot per metric against each varied
 //! parameter. Sharded (`--shard I/N`) it writes a part file for `anyedge merge`.
 
+use anyhow::anyhow;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,17 +41,17 @@ pub struct Param {
 }
 
 /// `PATH=V1,V2,…`.
-fn parse_set(text: &str) -> Result<Param, String> {
-    let (path, values) = text.split_once('=').ok_or_else(|| format!("--set {text}: write it as PATH=V1,V2,…"))?;
+fn parse_set(text: &str) -> anyhow::Result<Param> {
+    let (path, values) = text.split_once('=').ok_or_else(|| anyhow!("--set {text}: write it as PATH=V1,V2,…"))?;
     let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
     if path.trim().is_empty() || values.iter().any(String::is_empty) {
-        return Err(format!("--set {text}: a path and one or more values, none empty"));
+        return Err(anyhow!("--set {text}: a path and one or more values, none empty"));
     }
     let mut seen = values.clone();
     seen.sort();
     seen.dedup();
     if seen.len() != values.len() {
-        return Err(format!("--set {text}: a value is given twice"));
+        return Err(anyhow!("--set {text}: a value is given twice"));
     }
     Ok(Param { path: path.trim().to_string(), values })
 }
@@ -100,7 +101,7 @@ impl Metric {
         }
     }
 
-    fn parse(text: &str, t: &Topology) -> Result<Metric, String> {
+    fn parse(text: &str, t: &Topology) -> anyhow::Result<Metric> {
         let (base, group) = match text.split_once('@') {
             Some((b, g)) => (b, Some(g.to_string())),
             None => (text, None),
@@ -110,17 +111,17 @@ impl Metric {
             .iter()
             .find(|k| k.1 == base)
             .map(|k| k.0)
-            .ok_or_else(|| format!("--metric {text}: not a metric (one of {})", known()))?;
+            .ok_or_else(|| anyhow!("--metric {text}: not a metric (one of {})", known()))?;
         let per_group = matches!(kind, MetricKind::P50 | MetricKind::P99 | MetricKind::Loss);
         match &group {
             Some(_) if kind == MetricKind::FalseDowns => {
-                return Err(format!("--metric {text}: false_downs counts every backend, it takes no @"));
+                return Err(anyhow!("--metric {text}: false_downs counts every backend, it takes no @"));
             }
             Some(g) if per_group && !t.clients.iter().any(|c| &c.name == g) => {
-                return Err(format!("--metric {text}: the file has no client group `{g}`"));
+                return Err(anyhow!("--metric {text}: the file has no client group `{g}`"));
             }
             Some(f) if !per_group && !t.faults.iter().any(|x| x.what.contains(f.as_str())) => {
-                return Err(format!(
+                return Err(anyhow!(
                     "--metric {text}: no fault of the file is `{f}` (e.g. `@pop/paris` picks `down pop/paris`)"
                 ));
             }
@@ -245,7 +246,7 @@ fn grid(params: &[Param]) -> Vec<Vec<String>> {
     rows
 }
 
-fn bad_input(what: String) -> ExitCode {
+fn bad_input(what: impl std::fmt::Display) -> ExitCode {
     eprintln!("sweep: {what}");
     ExitCode::from(2)
 }
@@ -257,16 +258,16 @@ struct Plan {
     worlds: Vec<Topology>,
 }
 
-fn plan(args: &Args) -> Result<Plan, String> {
+fn plan(args: &Args) -> anyhow::Result<Plan> {
     if args.seeds == 0 {
-        return Err("--seeds 0: give at least one seed".into());
+        return Err(anyhow!("--seeds 0: give at least one seed"));
     }
-    let text = std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     let file = args.file.display().to_string();
-    let base = anyedge_topology::parse_str(&file, &text).map_err(|e| e.to_string())?;
+    let base = anyedge_topology::parse_str(&file, &text).map_err(|e| anyhow!("{e}"))?;
     let params: Vec<Param> = args.sets.iter().map(|s| parse_set(s)).collect::<Result<_, _>>()?;
     if let Some(p) = params.iter().enumerate().find(|(i, p)| params[..*i].iter().any(|q| q.path == p.path)) {
-        return Err(format!("--set {}: the path is set twice", p.1.path));
+        return Err(anyhow!("--set {}: the path is set twice", p.1.path));
     }
     let metrics_text = args.metrics.as_deref().unwrap_or(DEFAULT_METRICS);
     let metrics: Vec<Metric> = metrics_text
@@ -276,19 +277,19 @@ fn plan(args: &Args) -> Result<Plan, String> {
         .map(|m| Metric::parse(m, &base))
         .collect::<Result<_, _>>()?;
     if metrics.is_empty() {
-        return Err("--metric: name at least one metric".into());
+        return Err(anyhow!("--metric: name at least one metric"));
     }
     let rows = grid(&params);
     let runs = (rows.len() as u64).saturating_mul(args.seeds);
     if runs > RUNS_MAX {
-        return Err(format!("{} variants × {} seeds is {runs} runs: at most {RUNS_MAX}", rows.len(), args.seeds));
+        return Err(anyhow!("{} variants × {} seeds is {runs} runs: at most {RUNS_MAX}", rows.len(), args.seeds));
     }
     let mut worlds = Vec::with_capacity(rows.len());
     for row in &rows {
         let sets: Vec<Override> =
             params.iter().zip(row).map(|(p, v)| Override { path: p.path.clone(), value: v.clone() }).collect();
         let t = anyedge_topology::parse_with(&file, &text, &sets)
-            .map_err(|e| format!("variant {}: {e}", describe(&params, row)))?;
+            .map_err(|e| anyhow!("variant {}: {e}", describe(&params, row)))?;
         worlds.push(t);
     }
     let names = metrics.iter().map(Metric::name).collect();
@@ -310,9 +311,7 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => return bad_input(e),
     };
     if shard.is_some() && (args.json.is_none() || args.html.is_some()) {
-        return bad_input(
-            "a shard writes a part file: give --json PART and no --html (`anyedge merge` writes both)".into(),
-        );
+        return bad_input("a shard writes a part file: give --json PART and no --html (`anyedge merge` writes both)");
     }
     let total = plan.worlds.len() as u64 * args.seeds;
     let (start, end) = shard.map_or((0, total), |s| s.block(total));
@@ -516,7 +515,7 @@ fn table(r: &SweepReport) -> String {
 }
 
 /// `anyedge merge` for sweep parts: the report one process would have written.
-pub fn merge(parts: Vec<Part<RunResult>>, json: &Path, html: Option<&Path>) -> Result<ExitCode, String> {
+pub fn merge(parts: Vec<Part<RunResult>>, json: &Path, html: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (origin, o, results) = shard::join(
         parts,
         |o: &Options| grid(&o.params).len() as u64 * o.seeds,
@@ -546,7 +545,7 @@ mod tests {
     fn a_set_is_a_path_and_distinct_values() {
         assert_eq!(parse_set("backbone.loss=0%,1%").unwrap().values, ["0%", "1%"]);
         for bad in ["backbone.loss", "=1,2", "a=1,,2", "a=1,1"] {
-            assert!(parse_set(bad).unwrap_err().contains(bad), "{bad}");
+            assert!(parse_set(bad).unwrap_err().to_string().contains(bad), "{bad}");
         }
     }
 

@@ -68,6 +68,7 @@ pub const POPS_MAX: usize = 2_000;
 pub const REGIONS_MAX: usize = 500;
 
 /// A topology file's text for `spec`, or why not.
+// String: `anyedge generate`'s complaint about its arguments, printed as it is.
 pub fn generate(spec: &Spec) -> Result<String, String> {
     let all = cities();
     let check = |what: &str, n: usize, lo: usize, hi: usize| {

@@ -29,7 +29,7 @@ use anyedge_proto::Transport;
 use anyedge_region::HealthConfig;
 
 pub use parse::CLIENTS_MAX;
-pub use values::{Cidr, parse_bandwidth_bps, parse_duration_ns, parse_percent};
+pub use values::{Cidr, ValueError, parse_bandwidth_bps, parse_duration_ns, parse_percent};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {

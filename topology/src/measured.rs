@@ -55,6 +55,7 @@ pub fn read_csv(path: &Path, text: &str) -> Result<Vec<MeasuredPair>, Vec<String
     if errors.is_empty() { Ok(rows) } else { Err(errors) }
 }
 
+// String: the reason of one line of the CSV's error list (`read` collects them all).
 fn parse_row(cells: &[&str], idx: &[usize]) -> Result<Measured, String> {
     let mut v = [0.0; 5];
     for (k, &c) in idx.iter().enumerate() {
@@ -79,6 +80,7 @@ fn parse_row(cells: &[&str], idx: &[usize]) -> Result<Measured, String> {
 
 /// A place from a latitude and longitude, or which of the two is out of range, named
 /// `{end}_lat` / `{end}_lon`.
+// String: a reason that its callers put after a file and line, or a place on the command line.
 pub fn check_place(end: &str, lat: f64, lon: f64) -> Result<[f64; 2], String> {
     if !(-90.0..=90.0).contains(&lat) {
         return Err(format!("{end}_lat: {lat} is outside -90–90"));
@@ -90,6 +92,7 @@ pub fn check_place(end: &str, lat: f64, lon: f64) -> Result<[f64; 2], String> {
 }
 
 /// The rows as a dataset of named servers; a name given two places is named by its line.
+// String: FILE:LINE and the reason, for `calibrate` to print; nothing matches on it.
 pub fn dataset(path: &Path, rows: &[MeasuredPair]) -> Result<Dataset, String> {
     let tuples = rows.iter().map(|r| (r.a_name.as_str(), r.m.a, r.b_name.as_str(), r.m.b, r.m.rtt_ms));
     Dataset::new(tuples).map_err(|(row, why)| format!("{}:{}: {why}", path.display(), rows[row].line))

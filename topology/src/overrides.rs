@@ -23,6 +23,7 @@ enum Step {
 }
 
 /// `a.b[0].c[name]` → its steps, or why it is not a path.
+// String: the reason of `apply`'s diagnostic for `--set PATH`.
 fn steps(path: &str) -> Result<Vec<Step>, String> {
     let mut out = Vec::new();
     if path.is_empty() {
@@ -56,6 +57,7 @@ fn steps(path: &str) -> Result<Vec<Step>, String> {
 }
 
 /// Applies `o` to the document, or says why it cannot (naming the path).
+// String: the reason of a `--set` diagnostic, which `load_with` puts in a `Diagnostic`.
 pub(crate) fn apply(root: &mut Node, o: &Override) -> Result<(), String> {
     let steps = steps(&o.path)?;
     let mut node = root;

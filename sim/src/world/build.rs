@@ -194,7 +194,7 @@ impl<'t> World<'t> {
             // CLB nodes, then POPs (a POP follows the listeners its replies may come from).
             let clbs = w.regions.clbs.iter().map(|n| t.regions[n.region].location);
             let watchers: Vec<_> = clbs.chain(t.pops.iter().map(|p| p.location)).collect();
-            w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(SimError)?);
+            w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(|e| SimError(e.to_string()))?);
             w.q.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
         }
         Ok(w)

@@ -59,13 +59,13 @@ impl Capture {
     }
 
     /// Flushes every file; the first error, if any.
-    pub(super) fn finish(&mut self) -> Result<(), String> {
+    pub(super) fn finish(&mut self) -> Result<(), SimError> {
         for out in self.files.values_mut() {
             if let Err(e) = out.flush() {
                 self.error.get_or_insert(format!("--pcap {}: {e}", self.dir.display()));
             }
         }
-        self.error.clone().map_or(Ok(()), Err)
+        self.error.clone().map_or(Ok(()), |e| Err(SimError(e)))
     }
 }
 
@@ -116,6 +116,6 @@ impl<'t> World<'t> {
 
     /// Ends the capture: every file flushed, or the first error.
     pub fn finish_capture(&mut self) -> Result<(), SimError> {
-        self.capture.as_mut().map_or(Ok(()), |c| c.finish().map_err(SimError))
+        self.capture.as_mut().map_or(Ok(()), |c| c.finish())
     }
 }

@@ -15,7 +15,7 @@ use marked_yaml::loader::LoadError;
 use marked_yaml::types::{MarkedMappingNode, MarkedSequenceNode};
 use marked_yaml::{Node, Span};
 
-use super::values::{Cidr, parse_bandwidth_bps, parse_duration_ns, parse_percent};
+use super::values::{Cidr, ValueError, parse_bandwidth_bps, parse_duration_ns, parse_percent};
 use super::*;
 use crate::calibrations::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT};
 use crate::schema;
@@ -314,12 +314,17 @@ impl Parser {
         Some(v)
     }
 
-    fn with<T>(&mut self, node: &Node, field: &str, f: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    fn with<T, E: std::fmt::Display>(
+        &mut self,
+        node: &Node,
+        field: &str,
+        f: impl Fn(&str) -> Result<T, E>,
+    ) -> Option<T> {
         let text = self.str(node, field)?;
         match f(text) {
             Ok(v) => Some(v),
             Err(reason) => {
-                self.err(node.span(), field, reason);
+                self.err(node.span(), field, reason.to_string());
                 None
             }
         }
@@ -496,10 +501,10 @@ fn show_ns(ns: u64) -> String {
 }
 
 /// `200`, `2xx`, `200,301-302,3xx` → inclusive status ranges.
-fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
+fn parse_status_ranges(text: &str) -> Result<Vec<(u16, u16)>, ValueError> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim) {
-        let bad = || format!("`{part}` is not a status (200), class (2xx) or range (200-299)");
+        let bad = || ValueError::NotStatus(part.to_string());
         let code = |t: &str| t.parse::<u16>().ok().filter(|c| (100..=599).contains(c));
         let range = if let Some(class) = part.strip_suffix("xx") {
             let c = class.parse::<u16>().ok().filter(|c| (1..=5).contains(c)).ok_or_else(bad)?;
