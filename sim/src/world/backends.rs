@@ -449,7 +449,7 @@ impl<'t> World<'t> {
             && fw.inbound(&info.key) == Verdict::Drop
         {
             let why = fw.explain_drop(&info.key);
-            h.denied = Some((self.q.now_ns(), info.key.src, why));
+            h.denied = Some((self.wire.now(), info.key.src, why));
             return;
         }
         let from_clb = self.regions.clb_by_addr.contains_key(&info.key.src) || self.is_gateway_public(info.key.src);
@@ -518,7 +518,7 @@ impl<'t> World<'t> {
     fn backend_listen(&self, host: HostId, remote: (IpAddr, u16), port: u16) -> Box<BackendConn> {
         let ip = self.servers.hosts[host].ip;
         let seed = ComponentRng::new(self.t.seed, &format!("backend/{ip}/{remote:?}")).next_u64();
-        let mut stack = TcpStack::new(ip, seed, self.q.now_ns());
+        let mut stack = TcpStack::new(ip, seed, self.wire.now());
         // Requests in, responses out: each fits whole (the largest of any class).
         let [request, response] = self.servers.tcp_messages_max;
         let handle = stack.new_socket_sized(buffer_for(request), buffer_for(response));
@@ -577,7 +577,7 @@ impl<'t> World<'t> {
 
     /// A backend connection's poll, when it is the one last armed.
     pub(super) fn backend_tcp_poll(&mut self, host: HostId, remote: (IpAddr, u16)) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
             && conn.poll_at == Some(now)
         {
@@ -588,7 +588,7 @@ impl<'t> World<'t> {
 
     /// Serves one TCP connection: read requests, answer with the response size asked for.
     pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16)) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let h = &mut self.servers.hosts[host];
         let ip = h.ip;
         let Some(conn) = h.conns.get_mut(&remote) else { return };
@@ -641,7 +641,7 @@ impl<'t> World<'t> {
                 && conn.poll_at.is_none_or(|t| at < t)
             {
                 conn.poll_at = Some(at);
-                self.q.schedule(at, Ev::BackendTcpPoll { host, remote });
+                self.wire.schedule(at, Ev::BackendTcpPoll { host, remote });
             }
         }
     }

@@ -21,11 +21,11 @@ use crate::world::ids::AddrRuns;
 use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
-use crate::world::links::Network;
 use crate::world::liveness::Probers;
 use crate::world::pki::Pki;
 use crate::world::quic_flow::QuicFlow;
-use crate::world::samples::Recorder;
+use crate::world::wire::Places;
+use crate::world::wire::Wire;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::EventQueue;
 use anyedge_ccn::geo::fiber_delay_ns;
@@ -159,43 +159,45 @@ impl<'t> World<'t> {
         let regions = Regions::build(t, &pki, &mut q, &|r| mine(r as u32), &mut peers);
         let group_mine = |g: usize| scope.as_ref().is_none_or(|s| s.mine[s.parts.group[g] as usize]);
         let edge = Edge::build(t, &mut q, &group_mine)?;
+        let pops = build_pops(t, tags, &mut peers);
+        let servers = Servers::build(t, tags, &mut peers);
+        let places = Places::new(
+            regions.clbs.iter().map(|n| n.region).collect(),
+            edge.group_start.clone(),
+            servers.egress.iter().map(|e| e.region).collect(),
+        );
+        let wire = Wire::new(t, q, scope, places, servers.hosts.iter().map(|h| h.ip));
         let mut w = World {
             t,
             end_ns: t.duration_ns + DRAIN_NS,
-            net: Network::new(),
+            wire,
             edge,
             classes: t.traffic.iter().map(|c| ClassInfo::of(t, c)).collect(),
-            pops: build_pops(t, tags, &mut peers),
+            pops,
             regions,
-            servers: Servers::build(t, tags, &mut peers),
+            servers,
             faults: FaultState::new(t),
-            record: Recorder::new(t),
             probers: Probers::new(t),
             control: None,
             capture: None,
-            scope,
             pki,
-            q,
         };
-        if let Some(s) = w.scope.as_mut() {
-            s.host = w.servers.hosts.iter().map(|h| s.parts.host.get(&h.ip).copied().unwrap_or(0)).collect();
-        }
         w.start_probers();
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.regions.clbs.ids().collect::<Vec<_>>() {
-            if w.owns(w.clb_part(c)) {
+            if w.wire.owns(w.wire.clb_part(c)) {
                 w.drain_clb(c);
             }
         }
         for (index, f) in t.faults.iter().enumerate() {
-            w.q.schedule(f.at_ns, Ev::Fault { index });
+            w.wire.schedule(f.at_ns, Ev::Fault { index });
         }
         if let Some(c) = &t.control {
             // CLB nodes, then POPs (a POP follows the listeners its replies may come from).
             let clbs = w.regions.clbs.iter().map(|n| t.regions[n.region].location);
             let watchers: Vec<_> = clbs.chain(t.pops.iter().map(|p| p.location)).collect();
             w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(|e| SimError(e.to_string()))?);
-            w.q.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
+            w.wire.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
         }
         Ok(w)
     }

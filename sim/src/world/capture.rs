@@ -102,7 +102,7 @@ impl<'t> World<'t> {
             Arrival::ProbeRequest { .. } | Arrival::ProbeAnswer { .. } => pcap::HEALTH_PORT,
             _ => pcap::TUNNEL_PORT,
         };
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if let Some(c) = self.capture.as_mut().filter(|c| c.keeps(&node, now)) {
             c.record(node, now, packet, port);
         }

@@ -43,20 +43,20 @@ impl<'t> World<'t> {
         match path {
             Path::Anycast => {
                 let p = self.edge.groups[c.group].route(class.vip)?;
-                Some((LinkKind::InetPop(self.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
+                Some((LinkKind::InetPop(self.wire.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
             }
             Path::Direct => {
                 let r = self.t.vips[class.vip].home;
                 let hash = self.slot_key(client, k * 2 + 1).flow_hash();
                 let quic = matches!(class.kind, anyedge_topology::TrafficKind::Quic { .. });
                 let to = Arrival::RegionEdge { region: r as u32, hash, quic };
-                Some((LinkKind::InetDirect(self.link_direct(c.group, r, 0)), to))
+                Some((LinkKind::InetDirect(self.wire.link_direct(c.group, r, 0)), to))
             }
         }
     }
 
     pub(super) fn udp_send(&mut self, client: ClientId, k: usize) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if now >= self.t.duration_ns {
             return;
         }
@@ -77,15 +77,15 @@ impl<'t> World<'t> {
                 continue;
             };
             if let Some((link, to)) = self.slot_route(client, k, path) {
-                self.send_over(link, flow_id(client, slot), to, packet);
+                self.wire.send_over(link, flow_id(client, slot), to, packet);
             }
         }
-        self.q.schedule(now + interval_ns, Ev::UdpSend { client, k });
+        self.wire.schedule(now + interval_ns, Ev::UdpSend { client, k });
     }
 
     /// One SYN of a flood, from a random low source port, never completed.
     pub(super) fn flood_send(&mut self, client: ClientId, k: usize) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if now >= self.t.duration_ns {
             return;
         }
@@ -100,13 +100,13 @@ impl<'t> World<'t> {
         if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class, c.addr), &syn)
             && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
         {
-            self.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
+            self.wire.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
         }
-        self.q.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
+        self.wire.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
     }
 
     pub(super) fn tcp_issue(&mut self, client: ClientId, k: usize) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if now >= self.t.duration_ns {
             return;
         }
@@ -135,12 +135,12 @@ impl<'t> World<'t> {
             }
         }
         self.client_tcp_service(client);
-        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
+        self.wire.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
     }
 
     /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
     pub(super) fn client_tcp_service(&mut self, client: ClientId) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let t = self.t;
         let group = self.edge.clients[client].group;
         let addr = self.edge.clients[client].addr;
@@ -200,7 +200,7 @@ impl<'t> World<'t> {
             };
             let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
             if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
-                self.send_over(link, flow_id(client, slot), to, packet);
+                self.wire.send_over(link, flow_id(client, slot), to, packet);
             }
         }
         if let Some(at) = next {
@@ -210,7 +210,7 @@ impl<'t> World<'t> {
 
     /// A client's TCP poll, when it is the one last armed.
     pub(super) fn client_tcp_poll(&mut self, client: ClientId) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if let Some(tcp) = self.edge.clients[client].tcp.as_deref_mut()
             && tcp.poll_at == Some(now)
         {
@@ -224,18 +224,18 @@ impl<'t> World<'t> {
         let Some(tcp) = c.tcp.as_deref_mut() else { return };
         if tcp.poll_at.is_none_or(|t| at < t) {
             tcp.poll_at = Some(at);
-            self.q.schedule(at, Ev::ClientTcpPoll { client });
+            self.wire.schedule(at, Ev::ClientTcpPoll { client });
         }
     }
 
     pub(super) fn record_reply(&mut self, client: ClientId, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let group = self.edge.clients[client].group;
         let rtt_ns = now.saturating_sub(sent_ns);
         let class = self.t.clients[group].traffic[slot / 2];
         let floor_ns = self.edge.groups[group].floor_ns(self.t.traffic[class].vip)[slot % 2];
         if rtt_ns < floor_ns {
-            self.violation(format!(
+            self.wire.violation(format!(
                 "client group `{}`: a reply took {rtt_ns} ns, faster than light allows ({floor_ns} ns)",
                 self.t.clients[group].name
             ));
@@ -243,18 +243,18 @@ impl<'t> World<'t> {
         if let Some(b) = backend
             && !self.classes[class].backends.contains(&b)
         {
-            self.violation(format!(
+            self.wire.violation(format!(
                 "client group `{}`: answered by {b}, a backend its listener never sends to",
                 self.t.clients[group].name
             ));
         }
-        self.record.replied(group, slot, sent_ns, rtt_ns, now, slot % 2 == Path::Anycast as usize);
+        self.wire.record().replied(group, slot, sent_ns, rtt_ns, now, slot % 2 == Path::Anycast as usize);
         let flow = &mut self.edge.clients[client].flows[slot];
         let new_backend = flow.replied(rtt_ns, backend);
         let watching = flow.watching.take();
         let mut still = Vec::new();
         for (tr, pos) in watching.into_iter().flat_map(|w| w.into_vec()) {
-            let tracker = &mut self.record.trackers_mut()[tr];
+            let tracker = &mut self.wire.record().trackers_mut()[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
                 tracker.changed[pos] =
@@ -282,7 +282,7 @@ impl<'t> World<'t> {
                 // client's QUIC table: most UDP is not QUIC).
                 let class = self.t.clients[self.edge.clients[client].group].traffic[slot / 2];
                 if matches!(self.t.traffic[class].kind, TrafficKind::Quic { .. }) {
-                    let now = self.q.now_ns();
+                    let now = self.wire.now();
                     let remote = SocketAddr::new(info.key.src, info.key.src_port);
                     let payload = &packet[packet.len() - info.payload_len..];
                     let mut out = Vec::new();

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::world::Arrival;
-use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
 use crate::world::ids::HostId;
@@ -33,7 +32,7 @@ impl<'t> World<'t> {
 
     /// A sealed packet from a CLB node reaches egress node `e` (inside the region).
     pub(super) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let node = &mut self.servers.egress[e];
         if let Err(reason) = node.core.handle_from_clb(now, &sealed) {
             *node.drops.entry(reason.name()).or_default() += 1;
@@ -43,7 +42,7 @@ impl<'t> World<'t> {
 
     /// A packet from the internet reaches egress node `e`.
     pub(super) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let node = &mut self.servers.egress[e];
         if let Err(reason) = node.core.handle_from_internet(now, &packet) {
             *node.drops.entry(reason.name()).or_default() += 1;
@@ -65,9 +64,7 @@ impl<'t> World<'t> {
                         continue;
                     }
                     let clb = self.regions.clb_base[region].node(node);
-                    self.record.delivered();
-                    let at = self.q.now_ns() + INTRA_REGION_NS;
-                    self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromBackend(clb), packet: out.bytes });
+                    self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::ClbFromBackend(clb), out.bytes);
                 }
                 Dest::Node(_) | Dest::Client(_) => {}
             }
@@ -77,12 +74,11 @@ impl<'t> World<'t> {
     /// A packet crosses the internet between egress node `e` and internet host `host`:
     /// `dir` 0 toward the host, 1 back.
     pub(super) fn internet_hop(&mut self, e: usize, host: HostId, dir: usize, flow: u64, packet: Vec<u8>) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let Some(links) = self.servers.egress[e].links.get_mut(&host) else { return };
         if let LinkOutcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
             let to = if dir == 0 { Arrival::InternetHost(host) } else { Arrival::EgressFromInternet(e) };
-            self.record.delivered();
-            self.q.schedule(at, Ev::Arrive { to, packet });
+            self.wire.hop(at, to, packet);
         }
     }
 }

@@ -85,7 +85,7 @@ impl FaultTracker {
 impl<'t> World<'t> {
     pub(super) fn apply_fault(&mut self, index: usize) {
         let action = self.t.faults[index].action;
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         self.track_fault(index, now);
         match action {
             FaultAction::Down(Target::Control(_))
@@ -107,8 +107,8 @@ impl<'t> World<'t> {
             FaultAction::Migrate(group) => self.migrate(group),
             FaultAction::Link(lo) => {
                 for dir in 0..2 {
-                    let i = self.link_bb(PopId(lo.pop), lo.region, dir);
-                    let link = self.net.backbone(self.t, i);
+                    let i = self.wire.link_bb(PopId(lo.pop), lo.region, dir);
+                    let link = self.wire.backbone(i);
                     let base = link.model().impairment;
                     link.set_override(Impairment {
                         delay_ns: lo.delay_ns.unwrap_or(base.delay_ns),
@@ -116,7 +116,7 @@ impl<'t> World<'t> {
                         loss: lo.loss.unwrap_or(base.loss),
                     });
                 }
-                self.q.schedule(now + lo.for_ns, Ev::LinkRestore { pop: PopId(lo.pop), region: lo.region });
+                self.wire.schedule(now + lo.for_ns, Ev::LinkRestore { pop: PopId(lo.pop), region: lo.region });
             }
         }
     }
@@ -125,17 +125,17 @@ impl<'t> World<'t> {
     fn track_fault(&mut self, index: usize, now: u64) {
         let fault = &self.t.faults[index];
         // Partitioned, the flows were found at the window's end, with every POP's owner.
-        let found = self.scope.as_mut().and_then(|s| s.tracks.remove(&index));
+        let found = self.wire.take_tracks(index);
         let affected = found.unwrap_or_else(|| self.affected_flows(&fault.action));
         let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
-        let tr = self.record.next_tracker();
+        let tr = self.wire.recorded().next_tracker();
         for (pos, &(c, s)) in affected.iter().enumerate() {
             let flow = &mut self.edge.clients[c].flows[s];
             let mut watching = flow.watching.take().map(Vec::from).unwrap_or_default();
             watching.push((tr, pos));
             flow.watching = Some(watching.into_boxed_slice());
         }
-        let tracked = self.record.track(FaultTracker {
+        let tracked = self.wire.record().track(FaultTracker {
             fault: index,
             at_ns: now,
             detected_ns: None,
@@ -179,7 +179,7 @@ impl<'t> World<'t> {
     /// A stopped POP comes back believing every CLB node up, as its fresh prober does;
     /// the edge announces it again at its first answer.
     fn restart_pop(&mut self, p: PopId) {
-        if self.pops[p].up || !self.owns(self.pop_part(p)) {
+        if self.pops[p].up || !self.wire.owns(self.wire.pop_part(p)) {
             return;
         }
         self.pops[p].up = true;
@@ -209,7 +209,7 @@ impl<'t> World<'t> {
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
-            } else if !self.regions.clbs[c].up && self.owns(self.clb_part(c)) {
+            } else if !self.regions.clbs[c].up && self.wire.owns(self.wire.clb_part(c)) {
                 self.restart_clb(c, now);
             }
         }
@@ -276,7 +276,7 @@ impl<'t> World<'t> {
         let t = self.t;
         let mut out = Vec::new();
         for (ci, c) in self.edge.clients.enumerate() {
-            if !self.owns(self.group_part(c.group)) {
+            if !self.wire.owns(self.wire.group_part(c.group)) {
                 continue;
             }
             let g = &self.edge.groups[c.group];
@@ -329,7 +329,8 @@ impl<'t> World<'t> {
 
     /// Per fault, each recovered flow's time from the fault to its first reply.
     pub fn recoveries_ns(&self) -> Vec<Vec<u64>> {
-        self.record
+        self.wire
+            .recorded()
             .trackers()
             .iter()
             .map(|tr| tr.first_reply_ns.iter().flatten().map(|&at| at - tr.at_ns).collect())
@@ -339,19 +340,19 @@ impl<'t> World<'t> {
     pub(super) fn collect_control_violations(&mut self) {
         let found = self.control.as_mut().map(|c| c.take_violations()).unwrap_or_default();
         for v in found {
-            self.violation(v);
+            self.wire.violation(v);
         }
     }
 
     pub(super) fn schedule_control(&mut self, events: Vec<(u64, crate::control::ControlEv)>) {
         for (at, ev) in events {
-            self.q.schedule(at, Ev::Control(ev));
+            self.wire.schedule(at, Ev::Control(ev));
         }
     }
 
     pub(super) fn control_event(&mut self, ev: crate::control::ControlEv) {
         use crate::control::ControlEv;
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let Some(plane) = self.control.as_mut() else { return };
         let events = match ev {
             ControlEv::Tick => plane.tick(now),

@@ -99,22 +99,25 @@ impl Regions {
             }
         }
         for c in regions.clbs.ids() {
-            if mine(regions.clbs[c].region) {
-                regions.arm_timer(c, q);
+            if mine(regions.clbs[c].region)
+                && let Some(at) = regions.arm_timer(c)
+            {
+                q.schedule(at, Ev::ClbTimer { clb: c });
             }
         }
         regions
     }
 
-    /// Schedules CLB node `c`'s next timer, when its core wants one sooner than the one
-    /// already armed.
-    pub(super) fn arm_timer(&mut self, c: ClbId, q: &mut EventQueue<Ev>) {
+    /// When CLB node `c`'s next timer is to be scheduled: when its core wants one sooner
+    /// than the one already armed (then it is the one armed).
+    pub(super) fn arm_timer(&mut self, c: ClbId) -> Option<u64> {
         let node = &mut self.clbs[c];
-        let Some(at) = node.core.poll_timeout() else { return };
+        let at = node.core.poll_timeout()?;
         if node.timer_at.is_none_or(|t| at < t) {
             node.timer_at = Some(at);
-            q.schedule(at, Ev::ClbTimer { clb: c });
+            return Some(at);
         }
+        None
     }
 }
 
@@ -186,7 +189,7 @@ pub(super) fn clb_config(
 
 impl<'t> World<'t> {
     pub(super) fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         match to {
             Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => {
                 let node = &mut self.pops[p];
@@ -243,14 +246,6 @@ impl<'t> World<'t> {
         }
     }
 
-    /// A client's group, from the groups' first clients (without touching the client's
-    /// row: a reply's way back needs only its group).
-    pub(super) fn group_of(&self, client: ClientId) -> usize {
-        let g = self.edge.group_start.partition_point(|&first| first <= client.0).saturating_sub(1);
-        debug_assert_eq!(g, self.edge.clients[client].group, "client {client}");
-        g
-    }
-
     /// The client a packet from the VIP is for, and its flow id.
     pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
         let key = inner::parse(packet).ok()?.key;
@@ -264,15 +259,15 @@ impl<'t> World<'t> {
                 Dest::Node(NodeId::Clb { region, node }) => {
                     let region = usize::from(region);
                     let clb = self.regions.clb_base[region].node(node);
-                    let link = LinkKind::Backbone(self.link_bb(p, region, 0));
-                    self.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
+                    let link = LinkKind::Backbone(self.wire.link_bb(p, region, 0));
+                    self.wire.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
                 }
                 Dest::Client(_) => {
                     let Some((client, flow)) = self.reply_target(&out.bytes) else {
                         continue;
                     };
-                    let link = LinkKind::InetPop(self.link_pop(self.group_of(client), p, 1));
-                    self.send_over(link, flow, Arrival::Client(client), out.bytes);
+                    let link = LinkKind::InetPop(self.wire.link_pop(self.wire.group_of(client), p, 1));
+                    self.wire.send_over(link, flow, Arrival::Client(client), out.bytes);
                 }
                 Dest::Node(_) | Dest::Backend(_) => {}
             }
@@ -284,7 +279,7 @@ impl<'t> World<'t> {
         let table = self.regions.clbs[c].core.conn_table();
         if table.len() > table.capacity() {
             let msg = format!("CLB {c}: connection table holds {} > capacity {}", table.len(), table.capacity());
-            self.violation(msg);
+            self.wire.violation(msg);
         }
         while let Some(out) = self.regions.clbs[c].core.poll_output() {
             let flow = out.flow();
@@ -294,15 +289,13 @@ impl<'t> World<'t> {
                     if p.0 >= self.pops.len() {
                         continue;
                     }
-                    let link = LinkKind::Backbone(self.link_bb(p, region, 1));
-                    self.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
+                    let link = LinkKind::Backbone(self.wire.link_bb(p, region, 1));
+                    self.wire.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
                 }
                 Dest::Backend(backend) => {
                     if let Some(&e) = self.servers.egress_by_ip.get(&backend.ip()) {
                         // An internet backend: through the region's egress node.
-                        self.record.delivered();
-                        let at = self.q.now_ns() + INTRA_REGION_NS;
-                        self.q.schedule(at, Ev::Arrive { to: Arrival::EgressFromClb(e), packet: out.bytes });
+                        self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::EgressFromClb(e), out.bytes);
                     } else if let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) {
                         self.send_clb_backend(c, host, 0, flow, out.bytes);
                     }
@@ -311,16 +304,14 @@ impl<'t> World<'t> {
                     let Some((client, flow)) = self.reply_target(&out.bytes) else {
                         continue;
                     };
-                    let link = LinkKind::InetDirect(self.link_direct(self.group_of(client), region, 1));
-                    self.send_over(link, flow, Arrival::Client(client), out.bytes);
+                    let link = LinkKind::InetDirect(self.wire.link_direct(self.wire.group_of(client), region, 1));
+                    self.wire.send_over(link, flow, Arrival::Client(client), out.bytes);
                 }
                 Dest::Node(NodeId::Clb { node, .. }) => {
                     // Over the region's own network, like CLB ↔ backend.
                     if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
                         let peer = self.regions.clb_base[region].node(node);
-                        self.record.delivered();
-                        let at = self.q.now_ns() + INTRA_REGION_NS;
-                        self.q.schedule(at, Ev::Arrive { to: Arrival::ClbFromPeer(peer), packet: out.bytes });
+                        self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::ClbFromPeer(peer), out.bytes);
                     }
                 }
                 Dest::Node(NodeId::Backend { .. }) => {}
@@ -330,7 +321,7 @@ impl<'t> World<'t> {
             if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
                 self.noticed(Notice::Backend { addr: backend, healthy }, self.clb_name(c));
                 if self.regions.clbs[c].index == 0 {
-                    let now = self.q.now_ns();
+                    let now = self.wire.now();
                     let since = self
                         .servers
                         .backends
@@ -349,7 +340,9 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn arm_clb_timer(&mut self, c: ClbId) {
-        self.regions.arm_timer(c, &mut self.q);
+        if let Some(at) = self.regions.arm_timer(c) {
+            self.wire.schedule(at, Ev::ClbTimer { clb: c });
+        }
     }
 
     /// What POP `p` announces (per VIP), sent to the internet: it arrives after BGP's
@@ -357,8 +350,8 @@ impl<'t> World<'t> {
     pub(super) fn announce(&mut self, p: PopId) {
         let t = self.t;
         let routes = (0..t.vips.len()).map(|v| self.pops[p].routes(t, v)).collect();
-        let at = self.q.now_ns() + t.failover.route_converge_ns;
-        self.broadcast_routes(at, p, routes);
+        let at = self.wire.now() + t.failover.route_converge_ns;
+        self.wire.broadcast_routes(at, p, routes);
     }
 
     /// A POP's BGP update arrived: every group's best route is the first POP of its
@@ -366,16 +359,19 @@ impl<'t> World<'t> {
     pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
         self.pops[pop].heard = routes;
         let t = self.t;
-        let now = self.q.now_ns();
-        let parts = self.scope.as_ref().map(|s| s.parts.clone());
-        let theirs = |gi: usize| parts.as_ref().is_none_or(|p| p.group[gi] == part);
-        for (gi, g) in self.edge.groups.iter_mut().enumerate().filter(|(gi, _)| theirs(*gi)) {
+        let now = self.wire.now();
+        let wire = &mut self.wire;
+        for gi in 0..self.edge.groups.len() {
+            if !wire.moves_group(gi, part) {
+                continue;
+            }
+            let g = &mut self.edge.groups[gi];
             for gv in &mut g.vips {
                 let v = gv.vip;
                 let route = gv.order.find(t, |p| self.pops[p].heard[v]);
                 if route != gv.route {
                     // For the report's map: where the group's anycast traffic lands now.
-                    self.record.catchment_moved(now, gi, v, route);
+                    wire.record().catchment_moved(now, gi, v, route);
                 }
                 gv.route = route;
             }

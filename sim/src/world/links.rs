@@ -6,7 +6,6 @@ use crate::world::OUTER_HEADER;
 use crate::world::World;
 use crate::world::ids::ClbId;
 use crate::world::ids::HostId;
-use crate::world::ids::PopId;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::Link;
 use anyedge_ccn::LinkOutcome;
@@ -112,44 +111,6 @@ pub(super) enum LinkKind {
 }
 
 impl<'t> World<'t> {
-    pub(super) fn link_pop(&self, g: usize, p: PopId, dir: usize) -> usize {
-        (g * self.t.pops.len() + p.0) * 2 + dir
-    }
-
-    pub(super) fn link_direct(&self, g: usize, r: usize, dir: usize) -> usize {
-        (g * self.t.regions.len() + r) * 2 + dir
-    }
-
-    pub(super) fn link_bb(&self, p: PopId, r: usize, dir: usize) -> usize {
-        (p.0 * self.t.regions.len() + r) * 2 + dir
-    }
-
-    /// A packet over one of the modelled links ([`Network::transmit`]), delivered if the
-    /// link does.
-    pub(super) fn send_over(&mut self, link: LinkKind, flow: u64, to: Arrival, packet: Vec<u8>) {
-        let now = self.q.now_ns();
-        let from = self.sender_part(link);
-        let header = if packet.first().is_some_and(|b| b >> 4 == 6) { 48 } else { 20 };
-        let outcome = self.net.transmit(self.t, link, now, (packet.len(), header), flow);
-        if let LinkOutcome::Deliver(at) = outcome {
-            self.record.delivered();
-            self.deliver(at, from, to, packet);
-        }
-    }
-
-    /// The partition of the end that sends over `link`.
-    fn sender_part(&self, link: LinkKind) -> u32 {
-        let (np, nr) = (self.t.pops.len(), self.t.regions.len());
-        match link {
-            LinkKind::InetPop(i) if i % 2 == 0 => self.group_part(i / 2 / np),
-            LinkKind::InetPop(i) => self.pop_part(PopId(i / 2 % np)),
-            LinkKind::InetDirect(i) if i % 2 == 0 => self.group_part(i / 2 / nr),
-            LinkKind::InetDirect(i) => self.region_part(i / 2 % nr),
-            LinkKind::Backbone(i) if i % 2 == 0 => self.pop_part(PopId(i / 2 / nr)),
-            LinkKind::Backbone(i) => self.region_part(i / 2 % nr),
-        }
-    }
-
     /// A packet of flow `flow` between CLB node `clb` and backend host `host`, inside the
     /// region or over the site's links when the backend lives elsewhere (another region,
     /// an IDC): `dir` 0 is the CLB's (its core sealed it), 1 the host's (sealed here with
@@ -166,7 +127,7 @@ impl<'t> World<'t> {
         };
         let to = if dir == 0 { Arrival::Backend { host, via_clb: clb } } else { Arrival::ClbFromBackend(clb) };
         let region = self.regions.clbs[clb].region;
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let at = match self.servers.site_links.get_mut(&(region, host)) {
             None => Some(now + INTRA_REGION_NS),
             Some(links) => match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
@@ -175,9 +136,9 @@ impl<'t> World<'t> {
             },
         };
         if let Some(at) = at {
-            self.record.delivered();
-            let from = if dir == 0 { self.clb_part(clb) } else { self.host_part(host) };
-            self.deliver(at, from, to, packet);
+            self.wire.record().delivered();
+            let from = if dir == 0 { self.wire.clb_part(clb) } else { self.wire.host_part(host) };
+            self.wire.deliver(at, from, to, packet);
         }
     }
 }

@@ -116,7 +116,7 @@ impl<'t> World<'t> {
             .chain((0..np).map(|p| ProberAt::Transit(PopId(p))))
             .chain((0..self.t.regions.len()).map(ProberAt::Region));
         for at in all.collect::<Vec<_>>() {
-            if self.owns(self.prober_part(at)) {
+            if self.wire.owns(self.wire.prober_part(at)) {
                 self.schedule_probe_tick(at);
             }
         }
@@ -125,12 +125,12 @@ impl<'t> World<'t> {
     fn schedule_probe_tick(&mut self, at: ProberAt) {
         let slot = self.probers.slot(at);
         let (when, epoch) = (slot.prober.poll_timeout(), slot.epoch);
-        self.q.schedule(when, Ev::ProbeTick { at, epoch });
+        self.wire.schedule(when, Ev::ProbeTick { at, epoch });
     }
 
     /// A node came back: its prober starts afresh (every peer taken to be up).
     pub(super) fn restart_prober(&mut self, at: ProberAt) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let slot = self.probers.slot(at);
         slot.prober.restart(now);
         slot.epoch = slot.epoch.wrapping_add(1);
@@ -146,7 +146,7 @@ impl<'t> World<'t> {
     }
 
     pub(super) fn probe_tick(&mut self, at: ProberAt, epoch: u32) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if !self.prober_alive(at) {
             return;
         }
@@ -280,9 +280,9 @@ impl<'t> World<'t> {
     /// A probe between prober `at` and node `node`: `dir` 0 is the request, 1 the answer.
     fn send_probe(&mut self, at: ProberAt, node: Probed, dir: usize, packet: Vec<u8>) {
         let to = if dir == 0 { Arrival::ProbeRequest { to: node, from: at } } else { Arrival::ProbeAnswer { at } };
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let backbone = |w: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
-            let i = w.link_bb(pop, w.regions.clbs[clb].region, if toward_region { 0 } else { 1 });
+            let i = w.wire.link_bb(pop, w.regions.clbs[clb].region, if toward_region { 0 } else { 1 });
             // Probes of one pair keep to one path (their own flow on the link).
             let flow = u64::MAX - ((pop.0 as u64) << 20 | clb.0 as u64);
             (LinkKind::Backbone(i), flow)
@@ -292,18 +292,18 @@ impl<'t> World<'t> {
             (ProberAt::Clb(c), Probed::Pop(p)) => Some(backbone(self, p, c, dir == 1)),
             _ => None,
         };
-        let before = self.record.packets();
+        let before = self.wire.recorded().packets();
         match link {
-            Some((link, flow)) => self.send_over(link, flow, to, packet),
+            Some((link, flow)) => self.wire.send_over(link, flow, to, packet),
             None => {
                 // A transit sits next to its POP, a region's edge next to its nodes.
                 let hop = if matches!(at, ProberAt::Transit(_)) { EDGE_HOP_NS } else { INTRA_REGION_NS };
-                self.record.delivered();
-                self.q.schedule(now + hop, Ev::Arrive { to, packet });
+                self.wire.hop(now + hop, to, packet);
             }
         }
         // Counted as a packet where it was sent (a modelled link, or the hop here).
-        self.record.count_probes(self.record.packets() - before);
+        let packets = self.wire.recorded().packets();
+        self.wire.record().count_probes(packets - before);
     }
 
     /// Carries out what a prober decided: probes to send, peers found down or up.
@@ -364,9 +364,9 @@ impl<'t> World<'t> {
     /// `who` noticed what a fault did: the first node to notice sets the fault's
     /// `detected_ms`, each node's first notice goes in its `noticed_ms`.
     pub(super) fn noticed(&mut self, notice: Notice, who: String) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let t = self.t;
-        for tr in self.record.trackers_mut().iter_mut() {
+        for tr in self.wire.record().trackers_mut().iter_mut() {
             let hit = match (t.faults[tr.fault].action, notice) {
                 (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
                 | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,

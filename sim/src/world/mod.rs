@@ -14,7 +14,6 @@
 
 use std::net::IpAddr;
 
-use anyedge_ccn::EventQueue;
 use anyedge_topology::Topology;
 
 use crate::world::backends::Servers;
@@ -28,12 +27,10 @@ use crate::world::ids::ClientId;
 use crate::world::ids::HostId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
-use crate::world::links::Network;
 use crate::world::liveness::Probed;
 use crate::world::liveness::ProberAt;
 use crate::world::liveness::Probers;
 use crate::world::pki::Pki;
-use crate::world::samples::Recorder;
 
 mod backends;
 mod build;
@@ -55,6 +52,7 @@ mod quic_flow;
 mod report;
 mod samples;
 mod tcp_app;
+mod wire;
 
 /// Replies still arriving after the last request are collected for this long.
 pub const DRAIN_NS: u64 = 3_000_000_000;
@@ -185,10 +183,10 @@ impl Ev {
 
 pub struct World<'t> {
     t: &'t Topology,
-    q: EventQueue<Ev>,
     end_ns: u64,
-    /// Every modelled link: internet legs, backbone, backend sites.
-    net: Network,
+    /// The queue, the links, the record and the seam to other partitions: what every
+    /// part sends through.
+    wire: wire::Wire<'t>,
     /// Client groups and their clients.
     edge: Edge,
     /// Per traffic class: what answers it and how it talks.
@@ -202,8 +200,6 @@ pub struct World<'t> {
     servers: Servers,
     /// What faults changed that a restarted node must not forget.
     faults: FaultState,
-    /// What the report is made of.
-    record: Recorder,
     /// The liveness probers of every node and edge.
     probers: Probers,
     /// The Raft control plane (`control:`); its watchers are the CLB nodes, then the
@@ -211,9 +207,6 @@ pub struct World<'t> {
     control: Option<crate::control::ControlPlane>,
     /// `--pcap DIR`: every packet that reaches a node, per node.
     capture: Option<capture::Capture>,
-    /// When the world runs partitioned: the partitions this copy runs, and its outbox
-    /// to the others (`partition`). `None`: one world, one queue.
-    scope: Option<Box<partition::Scope>>,
 }
 
 /// Why a topology cannot be simulated (beyond what validation checks).
@@ -225,10 +218,10 @@ impl<'t> World<'t> {
     pub fn run(&mut self, mut progress: impl FnMut(f64)) {
         let step = (self.end_ns / 100).max(1);
         let mut next_progress = step;
-        while let Some(ev) = self.q.pop_until(self.end_ns) {
-            if self.q.now_ns() >= next_progress {
-                progress(self.q.now_ns() as f64 / self.end_ns as f64);
-                next_progress = self.q.now_ns() + step;
+        while let Some(ev) = self.wire.pop_until(self.end_ns) {
+            if self.wire.now() >= next_progress {
+                progress(self.wire.now() as f64 / self.end_ns as f64);
+                next_progress = self.wire.now() + step;
             }
             self.handle(ev);
         }
@@ -238,7 +231,7 @@ impl<'t> World<'t> {
 
     /// Runs every event due no later than `until_ns` (a partition's window).
     fn run_until(&mut self, until_ns: u64) {
-        while let Some(ev) = self.q.pop_until(until_ns) {
+        while let Some(ev) = self.wire.pop_until(until_ns) {
             self.handle(ev);
         }
     }
@@ -250,12 +243,8 @@ impl<'t> World<'t> {
         self.collect_control_violations();
     }
 
-    fn violation(&mut self, what: String) {
-        self.record.violation(self.q.now_ns(), what);
-    }
-
     pub fn violations(&self) -> &[String] {
-        self.record.violations()
+        self.wire.recorded().violations()
     }
 
     /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
@@ -269,21 +258,21 @@ impl<'t> World<'t> {
     }
 
     pub fn events(&self) -> u64 {
-        self.q.processed() + self.record.merged_events()
+        self.wire.processed() + self.wire.recorded().merged_events()
     }
 
     pub fn packets(&self) -> u64 {
-        self.record.packets()
+        self.wire.recorded().packets()
     }
 
     /// Of the packets, liveness probes and their answers.
     pub fn probe_packets(&self) -> u64 {
-        self.record.probe_packets()
+        self.wire.recorded().probe_packets()
     }
 
     /// [group][k]: when each client group's traffic class last got an anycast reply.
     pub fn last_reply_ns(&self) -> Vec<Vec<Option<u64>>> {
-        self.record.last_reply_ns()
+        self.wire.recorded().last_reply_ns()
     }
 
     pub fn sim_s(&self) -> f64 {
@@ -291,16 +280,8 @@ impl<'t> World<'t> {
     }
 
     fn handle(&mut self, ev: Ev) {
-        if let Some(s) = self.scope.as_ref() {
-            match self.owner(&ev) {
-                None => self.scope.as_mut().map_or((), |s| s.world_wide += 1),
-                Some(part) if !s.mine[part as usize] => {
-                    let what = format!("partition {part}'s event ran in a world that does not own it");
-                    self.violation(what);
-                    return;
-                }
-                Some(_) => {}
-            }
+        if !self.wire.runs(&ev) {
+            return;
         }
         match ev {
             Ev::UdpSend { client, k } => self.udp_send(client, k),
@@ -321,8 +302,8 @@ impl<'t> World<'t> {
             Ev::RouteUpdate { pop, routes, part } => self.route_update(pop, routes, part),
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
-                    let i = self.link_bb(pop, region, dir);
-                    self.net.backbone(self.t, i).clear_override();
+                    let i = self.wire.link_bb(pop, region, dir);
+                    self.wire.backbone(i).clear_override();
                 }
             }
         }
@@ -330,10 +311,10 @@ impl<'t> World<'t> {
 
     /// A CLB node's timer, when it is the one last armed (a later arming supersedes it).
     fn clb_timer(&mut self, clb: ClbId) {
-        if self.regions.clbs[clb].timer_at == Some(self.q.now_ns()) {
+        if self.regions.clbs[clb].timer_at == Some(self.wire.now()) {
             self.regions.clbs[clb].timer_at = None;
             if self.regions.clbs[clb].up {
-                let now = self.q.now_ns();
+                let now = self.wire.now();
                 self.regions.clbs[clb].core.handle_timeout(now);
                 self.drain_clb(clb);
             }

@@ -331,14 +331,14 @@ impl Windows {
     fn step<'t>(&mut self, t: &'t Topology, worlds: &[Mutex<World<'t>>]) -> Option<u64> {
         let mut guards: Vec<_> = worlds.iter().map(lock).collect();
         self.exchange(&mut guards);
-        let start = guards.iter().filter_map(|g| g.q.next_at()).min().filter(|&s| s <= self.end_ns)?;
+        let start = guards.iter().filter_map(|g| g.wire.next_at()).min().filter(|&s| s <= self.end_ns)?;
         if self.fault_times.binary_search(&start).is_ok() {
             track_faults(t, &mut guards, start);
         }
         let next_fault = self.fault_times.iter().copied().find(|&f| f > start).unwrap_or(u64::MAX);
         let window_end = start.saturating_add(self.lookahead_ns).min(next_fault).min(self.end_ns + 1);
         for g in guards.iter_mut() {
-            if let Some(s) = g.scope.as_mut() {
+            if let Some(s) = g.wire.scope_mut() {
                 s.window_end = window_end;
             }
         }
@@ -351,15 +351,15 @@ impl Windows {
     fn exchange(&mut self, guards: &mut [std::sync::MutexGuard<'_, World<'_>>]) {
         let mut crossings: Vec<Crossing> = Vec::new();
         for g in guards.iter_mut() {
-            if let Some(s) = g.scope.as_mut() {
+            if let Some(s) = g.wire.scope_mut() {
                 crossings.append(&mut s.outbox);
             }
         }
         crossings.sort_by_key(|c| (c.at, c.from, c.seq, c.to));
         self.stats.crossings += crossings.len() as u64;
         for c in crossings {
-            if let Some(g) = guards.iter_mut().find(|g| g.scope.as_ref().is_some_and(|s| s.mine[c.to as usize])) {
-                g.q.schedule(c.at, c.ev);
+            if let Some(g) = guards.iter_mut().find(|g| g.wire.scope().is_some_and(|s| s.mine[c.to as usize])) {
+                g.wire.schedule(c.at, c.ev);
             }
         }
     }
@@ -370,7 +370,7 @@ impl Windows {
 fn run_windows<'t>(worlds: &[Mutex<World<'t>>], step: &mut dyn FnMut(&[Mutex<World<'t>>]) -> bool) {
     let run_window = |w: &Mutex<World<'t>>| {
         let mut g = lock(w);
-        let end = g.scope.as_ref().map_or(0, |s| s.window_end);
+        let end = g.wire.scope().map_or(0, |s| s.window_end);
         g.run_until(end.saturating_sub(1));
     };
     if worlds.len() == 1 {
@@ -411,8 +411,8 @@ fn run_windows<'t>(worlds: &[Mutex<World<'t>>], step: &mut dyn FnMut(&[Mutex<Wor
 /// the POPs as their owners hold them (a POP's view of its CLB nodes picks a flow's node).
 fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>], at: u64) {
     let owner_of_pop = |p: PopId, worlds: &[std::sync::MutexGuard<'_, World<'_>>]| {
-        let part = worlds[0].scope.as_ref().map_or(0, |s| s.parts.pop[p.index()]);
-        worlds.iter().position(|w| w.scope.as_ref().is_some_and(|s| s.mine[part as usize])).unwrap_or(0)
+        let part = worlds[0].wire.scope().map_or(0, |s| s.parts.pop[p.index()]);
+        worlds.iter().position(|w| w.wire.scope().is_some_and(|s| s.mine[part as usize])).unwrap_or(0)
     };
     for (index, f) in t.faults.iter().enumerate().filter(|(_, f)| f.at_ns == at) {
         let found: Vec<Vec<(ClientId, usize)>> = (0..worlds.len())
@@ -422,7 +422,7 @@ fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>
             })
             .collect();
         for (w, flows) in found.into_iter().enumerate() {
-            if let Some(s) = worlds[w].scope.as_mut() {
+            if let Some(s) = worlds[w].wire.scope_mut() {
                 s.tracks.insert(index, flows);
             }
         }
@@ -524,11 +524,11 @@ mod tests {
         let scope = Scope::new(parts.clone(), vec![true, false]);
         let mut w = World::with_scope(&t, anyedge_ccn::Tags::Fast, Some(Box::new(scope))).unwrap();
         let far = (0..t.pops.len()).find(|&p| parts.pop[p] == 1).expect("a POP of partition 1");
-        w.scope.as_mut().unwrap().window_end = 10_000_000;
-        w.deliver(12_000_000, 0, Arrival::PopFromClient(PopId(far)), vec![0x45; 20]);
+        w.wire.scope_mut().unwrap().window_end = 10_000_000;
+        w.wire.deliver(12_000_000, 0, Arrival::PopFromClient(PopId(far)), vec![0x45; 20]);
         assert!(w.violations().is_empty(), "due after the window: waits in the outbox");
-        w.deliver(9_000_000, 0, Arrival::PopFromClient(PopId(far)), vec![0x45; 20]);
-        assert_eq!(w.scope.as_ref().unwrap().outbox.len(), 2);
+        w.wire.deliver(9_000_000, 0, Arrival::PopFromClient(PopId(far)), vec![0x45; 20]);
+        assert_eq!(w.wire.scope().unwrap().outbox.len(), 2);
         assert!(w.violations().len() == 1 && w.violations()[0].contains("inside the window"), "{:?}", w.violations());
     }
 }

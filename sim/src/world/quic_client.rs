@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 
 impl<'t> World<'t> {
     pub(super) fn quic_issue(&mut self, client: ClientId, k: usize) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         if now >= self.t.duration_ns {
             return;
         }
@@ -39,12 +39,12 @@ impl<'t> World<'t> {
             }
             self.client_quic_service(client, slot);
         }
-        self.q.schedule(now + (1e9 / requests_per_s) as u64, Ev::QuicIssue { client, k });
+        self.wire.schedule(now + (1e9 / requests_per_s) as u64, Ev::QuicIssue { client, k });
     }
 
     /// A client's QUIC poll of slot `slot`, when it is the one last armed.
     pub(super) fn client_quic_poll(&mut self, client: ClientId, slot: usize) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let flow = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut);
         if let Some(f) = flow
             && f.poll_at == Some(now)
@@ -56,7 +56,7 @@ impl<'t> World<'t> {
 
     /// Drives a client's QUIC flow: connect, one stream per request, read the answer.
     pub(super) fn client_quic_service(&mut self, client: ClientId, slot: usize) {
-        let now = self.q.now_ns();
+        let now = self.wire.now();
         let t = self.t;
         let group = self.edge.clients[client].group;
         let class = &t.traffic[t.clients[group].traffic[slot / 2]];
@@ -110,7 +110,7 @@ impl<'t> World<'t> {
             && f.poll_at.is_none_or(|t| at < t)
         {
             f.poll_at = Some(at);
-            self.q.schedule(at, Ev::ClientQuicPoll { client, slot });
+            self.wire.schedule(at, Ev::ClientQuicPoll { client, slot });
         }
     }
 
@@ -128,7 +128,7 @@ impl<'t> World<'t> {
             let Some(packet) = inner::build_udp((addr, port), (dst.ip(), dst.port()), &payload) else { continue };
             let route = self.slot_route(client, slot / 2, path);
             if let Some((link, to)) = route {
-                self.send_over(link, flow_id(client, slot), to, packet);
+                self.wire.send_over(link, flow_id(client, slot), to, packet);
             }
         }
     }

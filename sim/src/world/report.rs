@@ -110,10 +110,10 @@ impl<'t> World<'t> {
             backends: self.servers.backends.iter().map(|b| self.backend_report(b)).collect(),
             clb_nodes: self.regions.clbs.iter().map(|n| self.clb_node_report(n)).collect(),
             security_groups: self.security_group_report(),
-            faults: self.record.trackers().iter().map(fault_report).collect(),
+            faults: self.wire.recorded().trackers().iter().map(fault_report).collect(),
             control: self.control_report(),
             drops: self.drop_report(),
-            violations: self.record.violations().to_vec(),
+            violations: self.wire.recorded().violations().to_vec(),
         }
     }
 
@@ -273,7 +273,7 @@ impl<'t> World<'t> {
             .map(|(k, &class)| {
                 let mut path = |p: usize| {
                     let flows = members.iter().map(|c| &c.flows[k * 2 + p]);
-                    let record = &self.record.class(g, k).paths[p];
+                    let record = &self.wire.recorded().class(g, k).paths[p];
                     path_report(flows, hist, &record.samples)
                 };
                 TrafficReport {
@@ -290,7 +290,8 @@ impl<'t> World<'t> {
             })
             .collect();
         let catchment = self
-            .record
+            .wire
+            .recorded()
             .catchments()
             .iter()
             .filter(|c| c.1 == g)

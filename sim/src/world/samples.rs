@@ -306,7 +306,7 @@ impl<'t> World<'t> {
         let c = &mut self.edge.clients[client];
         c.flows[slot].sent += 1;
         let group = c.group;
-        self.record.sent(group, slot, now);
+        self.wire.record().sent(group, slot, now);
     }
 }
 
