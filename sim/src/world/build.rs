@@ -162,7 +162,7 @@ impl<'t> World<'t> {
         let pops = build_pops(t, tags, &mut peers);
         let servers = Servers::build(t, tags, &mut peers);
         let places = Places::new(
-            regions.clbs.iter().map(|n| n.region).collect(),
+            (regions.clbs.iter().map(|n| n.region).collect(), regions.clb_base.clone()),
             edge.group_start.clone(),
             servers.egress.iter().map(|e| e.region).collect(),
         );
@@ -182,7 +182,8 @@ impl<'t> World<'t> {
             capture: None,
             pki,
         };
-        w.start_probers();
+        let (probers, mut cx) = w.probe_cx();
+        probers.start(&mut cx);
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.regions.clbs.ids().collect::<Vec<_>>() {
             if w.wire.owns(w.wire.clb_part(c)) {

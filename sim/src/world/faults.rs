@@ -188,7 +188,7 @@ impl<'t> World<'t> {
             let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
             self.pops[p].core.set_clb_up(region, index, true);
         }
-        self.restart_prober(ProberAt::Pop(p));
+        self.probers.restart(ProberAt::Pop(p), &mut self.wire);
     }
 
     /// A region's CLB nodes, or one of them, stop or start.

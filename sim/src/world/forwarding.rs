@@ -16,6 +16,7 @@ use crate::world::liveness::Notice;
 use crate::world::liveness::ProberAt;
 use crate::world::pki::Pki;
 use crate::world::pki::backbone_auth;
+use crate::world::wire::Wire;
 use anyedge_ccn::EventQueue;
 use anyedge_ccn::{Dest, NodeId};
 use anyedge_pop::Pop;
@@ -40,6 +41,15 @@ pub(super) struct PopNode {
 }
 
 impl PopNode {
+    /// What POP `p` announces (per VIP), sent to the internet: it arrives after BGP's
+    /// convergence time.
+    pub(super) fn announce(&self, p: PopId, wire: &mut Wire<'_>) {
+        let t = wire.t();
+        let routes = (0..t.vips.len()).map(|v| self.routes(t, v)).collect();
+        let at = wire.now() + t.failover.route_converge_ns;
+        wire.broadcast_routes(at, p, routes);
+    }
+
     /// Whether the internet routes VIP `vip` to this POP: its transit has not withdrawn
     /// it (BFD) and its core announces the VIP (a live CLB node of the home region).
     pub(super) fn routes(&self, t: &Topology, vip: usize) -> bool {
@@ -122,6 +132,11 @@ impl Regions {
 }
 
 impl ClbNode {
+    /// The node's name, `clb/REGION/N`.
+    pub(super) fn name(&self, t: &Topology) -> String {
+        anyedge_topology::clb_name(&t.regions[self.region].name, self.index)
+    }
+
     /// Node `index` of region `r`, up, its core fresh. Another partition's node (`live`
     /// false) gets a core without listeners: it never runs here, and its Maglev tables
     /// would only take memory.
@@ -241,8 +256,11 @@ impl<'t> World<'t> {
             Arrival::EgressFromInternet(e) => self.egress_from_internet(e, packet),
             Arrival::InternetHost(host) => self.host_receive(host, None, packet),
             Arrival::Client(c) => self.client_receive(c, packet),
-            Arrival::ProbeRequest { to, from } => self.probe_request(to, from, packet),
-            Arrival::ProbeAnswer { at } => self.probe_answer(at, packet),
+            Arrival::ProbeRequest { to, from } => self.probe_cx().1.request(to, from, packet),
+            Arrival::ProbeAnswer { at } => {
+                let (probers, mut cx) = self.probe_cx();
+                probers.answer(at, packet, &mut cx);
+            }
         }
     }
 
@@ -319,7 +337,8 @@ impl<'t> World<'t> {
         }
         while let Some(ev) = self.regions.clbs[c].core.poll_event() {
             if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
-                self.noticed(Notice::Backend { addr: backend, healthy }, self.clb_name(c));
+                let who = self.regions.clbs[c].name(self.t);
+                self.wire.noticed(Notice::Backend { addr: backend, healthy }, who);
                 if self.regions.clbs[c].index == 0 {
                     let now = self.wire.now();
                     let since = self
@@ -343,15 +362,6 @@ impl<'t> World<'t> {
         if let Some(at) = self.regions.arm_timer(c) {
             self.wire.schedule(at, Ev::ClbTimer { clb: c });
         }
-    }
-
-    /// What POP `p` announces (per VIP), sent to the internet: it arrives after BGP's
-    /// convergence time.
-    pub(super) fn announce(&mut self, p: PopId) {
-        let t = self.t;
-        let routes = (0..t.vips.len()).map(|v| self.pops[p].routes(t, v)).collect();
-        let at = self.wire.now() + t.failover.route_converge_ns;
-        self.wire.broadcast_routes(at, p, routes);
     }
 
     /// A POP's BGP update arrived: every group's best route is the first POP of its
@@ -408,6 +418,6 @@ impl<'t> World<'t> {
         self.regions.clbs[c].timer_at = None;
         // Its first outputs ask the region's other nodes for their tables.
         self.drain_clb(c);
-        self.restart_prober(ProberAt::Clb(c));
+        self.probers.restart(ProberAt::Clb(c), &mut self.wire);
     }
 }

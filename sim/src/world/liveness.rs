@@ -11,16 +11,17 @@
 use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
-use crate::world::World;
+use crate::world::forwarding::PopNode;
+use crate::world::forwarding::Regions;
 use crate::world::ids::ClbId;
 use crate::world::ids::PopId;
+use crate::world::ids::Table;
 use crate::world::links::LinkKind;
+use crate::world::wire::Wire;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::{Keyring, LivenessOutput, LivenessProber, NodeId};
 use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
-use anyedge_topology::FaultAction;
-use anyedge_topology::Target;
 use anyedge_topology::Topology;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -105,81 +106,126 @@ impl Probers {
     }
 }
 
-impl<'t> World<'t> {
-    /// Every prober, each starting at a phase of its own (seeded) within one interval.
-    /// Schedules every prober's first round.
-    pub(super) fn start_probers(&mut self) {
-        let (np, nc) = (self.pops.len(), self.regions.clbs.len());
+/// What the probers may touch: the wire they send over, and the nodes they run on and
+/// probe (a node's core learns what its prober found; a POP's transit withdraws it).
+pub(super) struct ProbeCx<'a, 't> {
+    pub(super) wire: &'a mut Wire<'t>,
+    pub(super) pops: &'a mut Table<PopId, PopNode>,
+    pub(super) regions: &'a mut Regions,
+}
+
+impl Probers {
+    /// Schedules the first round of every prober this world runs.
+    pub(super) fn start(&mut self, cx: &mut ProbeCx<'_, '_>) {
+        let (np, nc) = (cx.pops.len(), cx.regions.clbs.len());
         let all = (0..np)
             .map(|p| ProberAt::Pop(PopId(p)))
             .chain((0..nc).map(|c| ProberAt::Clb(ClbId(c))))
             .chain((0..np).map(|p| ProberAt::Transit(PopId(p))))
-            .chain((0..self.t.regions.len()).map(ProberAt::Region));
-        for at in all.collect::<Vec<_>>() {
-            if self.wire.owns(self.wire.prober_part(at)) {
-                self.schedule_probe_tick(at);
+            .chain((0..cx.wire.t().regions.len()).map(ProberAt::Region));
+        for at in all {
+            if cx.wire.owns(cx.wire.prober_part(at)) {
+                self.schedule_tick(at, cx.wire);
             }
         }
     }
 
-    fn schedule_probe_tick(&mut self, at: ProberAt) {
-        let slot = self.probers.slot(at);
+    fn schedule_tick(&mut self, at: ProberAt, wire: &mut Wire<'_>) {
+        let slot = self.slot(at);
         let (when, epoch) = (slot.prober.poll_timeout(), slot.epoch);
-        self.wire.schedule(when, Ev::ProbeTick { at, epoch });
+        wire.schedule(when, Ev::ProbeTick { at, epoch });
     }
 
     /// A node came back: its prober starts afresh (every peer taken to be up).
-    pub(super) fn restart_prober(&mut self, at: ProberAt) {
-        let now = self.wire.now();
-        let slot = self.probers.slot(at);
+    pub(super) fn restart(&mut self, at: ProberAt, wire: &mut Wire<'_>) {
+        let now = wire.now();
+        let slot = self.slot(at);
         slot.prober.restart(now);
         slot.epoch = slot.epoch.wrapping_add(1);
-        self.schedule_probe_tick(at);
+        self.schedule_tick(at, wire);
     }
 
-    fn prober_alive(&self, at: ProberAt) -> bool {
-        match at {
-            ProberAt::Pop(p) => self.pops[p].up,
-            ProberAt::Clb(c) => self.regions.clbs[c].up,
-            ProberAt::Transit(_) | ProberAt::Region(_) => true,
-        }
-    }
-
-    pub(super) fn probe_tick(&mut self, at: ProberAt, epoch: u32) {
-        let now = self.wire.now();
-        if !self.prober_alive(at) {
+    /// A prober's round, unless its node is down or it restarted since the round was set.
+    pub(super) fn tick(&mut self, at: ProberAt, epoch: u32, cx: &mut ProbeCx<'_, '_>) {
+        let now = cx.wire.now();
+        if !cx.alive(at) || self.slot(at).epoch != epoch {
             return;
         }
-        if self.probers.slot(at).epoch != epoch {
-            return;
-        }
-        self.hand_over_demand(at, now);
-        self.probers.slot(at).prober.handle_timeout(now);
-        self.drain_prober(at);
+        self.hand_over_demand(at, now, cx);
+        self.slot(at).prober.handle_timeout(now);
+        self.drain(at, cx);
         if let ProberAt::Pop(p) = at {
-            self.sample_announcements(p);
+            cx.sample_announcements(p);
         }
-        self.schedule_probe_tick(at);
+        self.schedule_tick(at, cx.wire);
     }
 
     /// What a POP or CLB node forwarded to since its last round, for its prober: every
     /// CLB node of each region a POP sent to, each POP a CLB node replied through.
-    fn hand_over_demand(&mut self, at: ProberAt, now: u64) {
+    fn hand_over_demand(&mut self, at: ProberAt, now: u64, cx: &mut ProbeCx<'_, '_>) {
         match at {
             ProberAt::Pop(p) => {
-                for region in self.pops[p].core.take_demand() {
-                    let base = self.regions.clb_base[usize::from(region)];
-                    for node in 0..self.t.regions[usize::from(region)].clb_nodes {
-                        self.probers.pop[p.0].prober.handle_use(base.node(node).0, now);
+                for region in cx.pops[p].core.take_demand() {
+                    let base = cx.regions.clb_base[usize::from(region)];
+                    for node in 0..cx.wire.t().regions[usize::from(region)].clb_nodes {
+                        self.pop[p.0].prober.handle_use(base.node(node).0, now);
                     }
                 }
             }
             ProberAt::Clb(c) => {
-                for pop in self.regions.clbs[c].core.take_demand() {
-                    self.probers.clb[c.0].prober.handle_use(usize::from(pop), now);
+                for pop in cx.regions.clbs[c].core.take_demand() {
+                    self.clb[c.0].prober.handle_use(usize::from(pop), now);
                 }
             }
             ProberAt::Transit(_) | ProberAt::Region(_) => {}
+        }
+    }
+
+    /// An answer came back to the prober at `at`.
+    pub(super) fn answer(&mut self, at: ProberAt, packet: Vec<u8>, cx: &mut ProbeCx<'_, '_>) {
+        if !cx.alive(at) {
+            return;
+        }
+        let packet = match backbone_prober(at) {
+            Some(node) => match cx.open_probe(node, true, Kind::ProbeAnswer, &packet) {
+                Some(p) => p,
+                None => return,
+            },
+            None => packet,
+        };
+        let Ok((peer, seq)) = liveness::parse_answer(&packet) else { return };
+        self.slot(at).prober.handle_answer(usize::from(peer), seq);
+        self.drain(at, cx);
+    }
+
+    /// Carries out what a prober decided: probes to send, peers found down or up.
+    fn drain(&mut self, at: ProberAt, cx: &mut ProbeCx<'_, '_>) {
+        while let Some(out) = self.slot(at).prober.poll_output() {
+            match out {
+                LivenessOutput::Send { peer, seq } => cx.send_request(at, peer, seq),
+                LivenessOutput::Down { peer } => cx.found(at, peer, false),
+                LivenessOutput::Up { peer } => cx.found(at, peer, true),
+            }
+        }
+    }
+}
+
+/// The node at the backbone end of a probe between `at` and `node` other than `node`
+/// (`None` for the edges' probes, which are not sealed).
+fn backbone_prober(at: ProberAt) -> Option<Probed> {
+    match at {
+        ProberAt::Pop(p) => Some(Probed::Pop(p)),
+        ProberAt::Clb(c) => Some(Probed::Clb(c)),
+        ProberAt::Transit(_) | ProberAt::Region(_) => None,
+    }
+}
+
+impl ProbeCx<'_, '_> {
+    fn alive(&self, at: ProberAt) -> bool {
+        match at {
+            ProberAt::Pop(p) => self.pops[p].up,
+            ProberAt::Clb(c) => self.regions.clbs[c].up,
+            ProberAt::Transit(_) | ProberAt::Region(_) => true,
         }
     }
 
@@ -190,7 +236,7 @@ impl<'t> World<'t> {
         if self.pops[p].core.sample_announcements(false).is_empty() {
             return;
         }
-        self.announce(p);
+        self.pops[p].announce(p, self.wire);
     }
 
     /// The keyring and backbone id of a probed node, and its drop counters.
@@ -205,16 +251,6 @@ impl<'t> World<'t> {
                 let id = anyedge_topology::nodes::clb_node(n.region, n.index);
                 (n.core.keyring(), id, &mut n.drops)
             }
-        }
-    }
-
-    /// The node at the backbone end of a probe between `at` and `node` other than `node`
-    /// (`None` for the edges' probes, which are not sealed).
-    fn backbone_prober(at: ProberAt) -> Option<Probed> {
-        match at {
-            ProberAt::Pop(p) => Some(Probed::Pop(p)),
-            ProberAt::Clb(c) => Some(Probed::Clb(c)),
-            ProberAt::Transit(_) | ProberAt::Region(_) => None,
         }
     }
 
@@ -243,7 +279,7 @@ impl<'t> World<'t> {
     }
 
     /// A probe request reached `to`: a live node echoes it back the way it came.
-    pub(super) fn probe_request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
+    pub(super) fn request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
         let alive = match to {
             Probed::Pop(p) => self.pops[p].up,
             Probed::Clb(c) => self.regions.clbs[c].up,
@@ -251,7 +287,7 @@ impl<'t> World<'t> {
         if !alive {
             return;
         }
-        let prober = Self::backbone_prober(from);
+        let prober = backbone_prober(from);
         let Some(request) = self.open_probe(to, prober.is_some(), Kind::Probe, &packet) else { return };
         if let Ok(answer) = liveness::answer(&request)
             && let Some(answer) = self.seal_probe(to, prober, Kind::ProbeAnswer, answer.to_vec())
@@ -260,29 +296,30 @@ impl<'t> World<'t> {
         }
     }
 
-    /// An answer came back to the prober at `at`.
-    pub(super) fn probe_answer(&mut self, at: ProberAt, packet: Vec<u8>) {
-        if !self.prober_alive(at) {
-            return;
-        }
-        let packet = match Self::backbone_prober(at) {
-            Some(node) => match self.open_probe(node, true, Kind::ProbeAnswer, &packet) {
-                Some(p) => p,
-                None => return,
-            },
-            None => packet,
+    /// Prober `at`'s request `seq` to its peer `peer`, sealed when it crosses the backbone.
+    fn send_request(&mut self, at: ProberAt, peer: usize, seq: u64) {
+        let node = match at {
+            ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
+            ProberAt::Clb(_) => Probed::Pop(PopId(peer)),
+            ProberAt::Transit(p) => Probed::Pop(p),
+            ProberAt::Region(r) => Probed::Clb(self.regions.clb_base[r].node(peer as u16)),
         };
-        let Ok((peer, seq)) = liveness::parse_answer(&packet) else { return };
-        self.probers.slot(at).prober.handle_answer(usize::from(peer), seq);
-        self.drain_prober(at);
+        let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
+        let sealed = match backbone_prober(at) {
+            Some(me) => self.seal_probe(me, Some(node), Kind::Probe, request),
+            None => Some(request),
+        };
+        if let Some(request) = sealed {
+            self.send_probe(at, node, 0, request);
+        }
     }
 
     /// A probe between prober `at` and node `node`: `dir` 0 is the request, 1 the answer.
     fn send_probe(&mut self, at: ProberAt, node: Probed, dir: usize, packet: Vec<u8>) {
         let to = if dir == 0 { Arrival::ProbeRequest { to: node, from: at } } else { Arrival::ProbeAnswer { at } };
         let now = self.wire.now();
-        let backbone = |w: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
-            let i = w.wire.link_bb(pop, w.regions.clbs[clb].region, if toward_region { 0 } else { 1 });
+        let backbone = |cx: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
+            let i = cx.wire.link_bb(pop, cx.regions.clbs[clb].region, if toward_region { 0 } else { 1 });
             // Probes of one pair keep to one path (their own flow on the link).
             let flow = u64::MAX - ((pop.0 as u64) << 20 | clb.0 as u64);
             (LinkKind::Backbone(i), flow)
@@ -306,87 +343,32 @@ impl<'t> World<'t> {
         self.wire.record().count_probes(packets - before);
     }
 
-    /// Carries out what a prober decided: probes to send, peers found down or up.
-    fn drain_prober(&mut self, at: ProberAt) {
-        loop {
-            let Some(out) = self.probers.slot(at).prober.poll_output() else { return };
-            let (peer, up) = match out {
-                LivenessOutput::Send { peer, seq } => {
-                    let node = match at {
-                        ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
-                        ProberAt::Clb(_) => Probed::Pop(PopId(peer)),
-                        ProberAt::Transit(p) => Probed::Pop(p),
-                        ProberAt::Region(r) => Probed::Clb(self.regions.clb_base[r].node(peer as u16)),
-                    };
-                    let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
-                    let sealed = match Self::backbone_prober(at) {
-                        Some(me) => self.seal_probe(me, Some(node), Kind::Probe, request),
-                        None => Some(request),
-                    };
-                    if let Some(request) = sealed {
-                        self.send_probe(at, node, 0, request);
-                    }
-                    continue;
-                }
-                LivenessOutput::Down { peer } => (peer, false),
-                LivenessOutput::Up { peer } => (peer, true),
-            };
-            match at {
-                ProberAt::Pop(p) => {
-                    let c = ClbId(peer);
-                    let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
-                    self.pops[p].core.set_clb_up(region, index, up);
-                    self.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", self.t.pops[p.0].name));
-                }
-                ProberAt::Clb(c) => {
-                    self.regions.clbs[c].core.set_pop_up(peer as u16, up);
-                    self.noticed(Notice::Pop { pop: PopId(peer), up }, self.clb_name(c));
-                }
-                ProberAt::Transit(p) => {
-                    // Withdrawn (or announced again); BGP moves clients after convergence.
-                    self.pops[p].announced = up;
-                    self.announce(p);
-                    self.noticed(Notice::Pop { pop: p, up }, "internet".into());
-                }
-                ProberAt::Region(r) => {
-                    let c = self.regions.clb_base[r].node(peer as u16);
-                    self.regions.clbs[c].known_up = up;
-                    self.noticed(Notice::Clb { clb: c, up }, format!("region/{}/edge", self.t.regions[r].name));
-                }
+    /// Prober `at` found its peer `peer` down or up: the node it runs on is told, and
+    /// the record notes who noticed.
+    fn found(&mut self, at: ProberAt, peer: usize, up: bool) {
+        let t = self.wire.t();
+        match at {
+            ProberAt::Pop(p) => {
+                let c = ClbId(peer);
+                let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
+                self.pops[p].core.set_clb_up(region, index, up);
+                self.wire.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", t.pops[p.0].name));
             }
-        }
-    }
-
-    pub(super) fn clb_name(&self, c: ClbId) -> String {
-        anyedge_topology::clb_name(&self.t.regions[self.regions.clbs[c].region].name, self.regions.clbs[c].index)
-    }
-
-    /// `who` noticed what a fault did: the first node to notice sets the fault's
-    /// `detected_ms`, each node's first notice goes in its `noticed_ms`.
-    pub(super) fn noticed(&mut self, notice: Notice, who: String) {
-        let now = self.wire.now();
-        let t = self.t;
-        for tr in self.wire.record().trackers_mut().iter_mut() {
-            let hit = match (t.faults[tr.fault].action, notice) {
-                (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
-                | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,
-                (FaultAction::Down(Target::Clb { region, index }), Notice::Clb { clb, up: false })
-                | (FaultAction::Up(Target::Clb { region, index }), Notice::Clb { clb, up: true }) => {
-                    self.regions.clb_base[region].node(index) == clb
-                }
-                (FaultAction::Down(Target::Region(r)), Notice::Clb { clb, up: false })
-                | (FaultAction::Up(Target::Region(r)), Notice::Clb { clb, up: true }) => {
-                    self.regions.clbs[clb].region == r
-                }
-                (FaultAction::Down(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: false })
-                | (FaultAction::Up(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: true }) => {
-                    addr == a
-                }
-                _ => false,
-            };
-            if hit {
-                tr.detected_ns.get_or_insert(now);
-                tr.noticed.entry(who.clone()).or_insert(now);
+            ProberAt::Clb(c) => {
+                self.regions.clbs[c].core.set_pop_up(peer as u16, up);
+                let who = self.regions.clbs[c].name(t);
+                self.wire.noticed(Notice::Pop { pop: PopId(peer), up }, who);
+            }
+            ProberAt::Transit(p) => {
+                // Withdrawn (or announced again); BGP moves clients after convergence.
+                self.pops[p].announced = up;
+                self.pops[p].announce(p, self.wire);
+                self.wire.noticed(Notice::Pop { pop: p, up }, "internet".into());
+            }
+            ProberAt::Region(r) => {
+                let c = self.regions.clb_base[r].node(peer as u16);
+                self.regions.clbs[c].known_up = up;
+                self.wire.noticed(Notice::Clb { clb: c, up }, format!("region/{}/edge", t.regions[r].name));
             }
         }
     }

@@ -27,6 +27,7 @@ use crate::world::ids::ClientId;
 use crate::world::ids::HostId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
+use crate::world::liveness::ProbeCx;
 use crate::world::liveness::Probed;
 use crate::world::liveness::ProberAt;
 use crate::world::liveness::Probers;
@@ -298,7 +299,10 @@ impl<'t> World<'t> {
             Ev::ClbTimer { clb } => self.clb_timer(clb),
             Ev::Fault { index } => self.apply_fault(index),
             Ev::Control(ev) => self.control_event(ev),
-            Ev::ProbeTick { at, epoch } => self.probe_tick(at, epoch),
+            Ev::ProbeTick { at, epoch } => {
+                let (probers, mut cx) = self.probe_cx();
+                probers.tick(at, epoch, &mut cx);
+            }
             Ev::RouteUpdate { pop, routes, part } => self.route_update(pop, routes, part),
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
@@ -307,6 +311,12 @@ impl<'t> World<'t> {
                 }
             }
         }
+    }
+
+    /// The probers, and what they may touch.
+    fn probe_cx(&mut self) -> (&mut Probers, ProbeCx<'_, 't>) {
+        let cx = ProbeCx { wire: &mut self.wire, pops: &mut self.pops, regions: &mut self.regions };
+        (&mut self.probers, cx)
     }
 
     /// A CLB node's timer, when it is the one last armed (a later arming supersedes it).

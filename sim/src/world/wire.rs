@@ -8,6 +8,8 @@
 use anyedge_ccn::EventQueue;
 use anyedge_ccn::Link;
 use anyedge_ccn::LinkOutcome;
+use anyedge_topology::FaultAction;
+use anyedge_topology::Target;
 use anyedge_topology::Topology;
 
 use crate::world::Arrival;
@@ -15,7 +17,7 @@ use crate::world::Ev;
 use crate::world::ids::{ClbId, ClientId, HostId, Id, PopId};
 use crate::world::links::LinkKind;
 use crate::world::links::Network;
-use crate::world::liveness::{Probed, ProberAt};
+use crate::world::liveness::{Notice, Probed, ProberAt};
 use crate::world::partition::Crossing;
 use crate::world::partition::Scope;
 use crate::world::samples::Recorder;
@@ -25,6 +27,8 @@ use crate::world::samples::Recorder;
 pub(super) struct Places {
     /// [clb]: its region.
     clb_region: Vec<usize>,
+    /// [region]: its first CLB node (a region's nodes are consecutive).
+    clb_base: Vec<ClbId>,
     /// [group]: its first client (groups' clients are consecutive).
     group_start: Vec<usize>,
     /// [egress node]: its region.
@@ -32,9 +36,14 @@ pub(super) struct Places {
 }
 
 impl Places {
-    pub(super) fn new(clb_region: Vec<usize>, group_start: Vec<usize>, egress_region: Vec<usize>) -> Places {
+    pub(super) fn new(
+        (clb_region, clb_base): (Vec<usize>, Vec<ClbId>),
+        group_start: Vec<usize>,
+        egress_region: Vec<usize>,
+    ) -> Places {
         debug_assert!(group_start.is_sorted(), "groups' clients are consecutive");
-        Places { clb_region, group_start, egress_region }
+        debug_assert!(clb_base.iter().enumerate().all(|(r, c)| clb_region.get(c.index()).is_none_or(|&cr| cr == r)));
+        Places { clb_region, clb_base, group_start, egress_region }
     }
 }
 
@@ -64,6 +73,10 @@ impl<'t> Wire<'t> {
             s.host = host_ips.map(|ip| s.parts.host.get(&ip).copied().unwrap_or(0)).collect();
         }
         Wire { t, q, net: Network::new(), record: Recorder::new(t), scope, places }
+    }
+
+    pub(super) fn t(&self) -> &'t Topology {
+        self.t
     }
 
     pub(super) fn now(&self) -> u64 {
@@ -100,6 +113,36 @@ impl<'t> Wire<'t> {
     /// A broken invariant, recorded with the time it was seen.
     pub(super) fn violation(&mut self, what: String) {
         self.record.violation(self.q.now_ns(), what);
+    }
+
+    /// `who` noticed what a fault did: the first node to notice sets the fault's
+    /// `detected_ms`, each node's first notice goes in its `noticed_ms`.
+    pub(super) fn noticed(&mut self, notice: Notice, who: String) {
+        let now = self.q.now_ns();
+        let (t, places) = (self.t, &self.places);
+        for tr in self.record.trackers_mut().iter_mut() {
+            let hit = match (t.faults[tr.fault].action, notice) {
+                (FaultAction::Down(Target::Pop(p)), Notice::Pop { pop, up: false })
+                | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,
+                (FaultAction::Down(Target::Clb { region, index }), Notice::Clb { clb, up: false })
+                | (FaultAction::Up(Target::Clb { region, index }), Notice::Clb { clb, up: true }) => {
+                    places.clb_base[region].node(index) == clb
+                }
+                (FaultAction::Down(Target::Region(r)), Notice::Clb { clb, up: false })
+                | (FaultAction::Up(Target::Region(r)), Notice::Clb { clb, up: true }) => {
+                    places.clb_region[clb.index()] == r
+                }
+                (FaultAction::Down(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: false })
+                | (FaultAction::Up(Target::Backend { addr, .. }), Notice::Backend { addr: a, healthy: true }) => {
+                    addr == a
+                }
+                _ => false,
+            };
+            if hit {
+                tr.detected_ns.get_or_insert(now);
+                tr.noticed.entry(who.clone()).or_insert(now);
+            }
+        }
     }
 
     /// Backbone link `index` (`link_bb` numbering), for a fault to change.
