@@ -452,7 +452,7 @@ impl<'t> World<'t> {
             h.denied = Some((self.wire.now(), info.key.src, why));
             return;
         }
-        let from_clb = self.regions.clb_by_addr.contains_key(&info.key.src) || self.is_gateway_public(info.key.src);
+        let from_clb = self.wire.places().clb_at(info.key.src).is_some() || self.is_gateway_public(info.key.src);
         let probe = from_clb && PROBE_PORTS.contains(&info.key.src_port);
         let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
         let port = SocketAddr::new(info.key.dst, info.key.dst_port);
@@ -554,7 +554,7 @@ impl<'t> World<'t> {
     pub(super) fn unhealthy_reason(&self, addr: SocketAddr, since: u64) -> Option<String> {
         let &host = self.servers.host_by_ip.get(&addr.ip())?;
         let (at, src, why) = self.servers.hosts[host].denied.as_ref()?;
-        let checker = self.regions.clb_by_addr.contains_key(src) || self.is_gateway_public(*src);
+        let checker = self.wire.places().clb_at(*src).is_some() || self.is_gateway_public(*src);
         if *at < since || !checker {
             return None;
         }
@@ -567,7 +567,7 @@ impl<'t> World<'t> {
 
     pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr) {
         // Every distinct client is kept (the report lists the first 16 and counts them all).
-        match self.edge.client_by_addr.get(client) {
+        match self.wire.places().client_at(client) {
             Some(c) => self.servers.backends[backend].addrs_seen.insert_client(c),
             None => {
                 self.servers.backends[backend].addrs_seen.others.insert(client);
@@ -628,8 +628,8 @@ impl<'t> World<'t> {
         }
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
-            let via = match self.regions.clb_by_addr.get(&info.key.dst) {
-                Some(&c) => Some(c),
+            let via = match self.wire.places().clb_at(info.key.dst) {
+                Some(c) => Some(c),
                 // Every packet a connection sends goes to its one peer.
                 None => via,
             };

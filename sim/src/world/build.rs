@@ -158,12 +158,13 @@ impl<'t> World<'t> {
         let mut peers = anyedge_topology::nodes::PeerLists::default();
         let regions = Regions::build(t, &pki, &mut q, &|r| mine(r as u32), &mut peers);
         let group_mine = |g: usize| scope.as_ref().is_none_or(|s| s.mine[s.parts.group[g] as usize]);
-        let edge = Edge::build(t, &mut q, &group_mine)?;
+        let (edge, client_by_addr) = Edge::build(t, &mut q, &group_mine)?;
         let pops = build_pops(t, tags, &mut peers);
         let servers = Servers::build(t, tags, &mut peers);
         let places = Places::new(
-            (regions.clbs.iter().map(|n| n.region).collect(), regions.clb_base.clone()),
-            edge.group_start.clone(),
+            t,
+            (regions.clbs.iter().map(|n| n.region).collect(), regions.clb_by_addr()),
+            (edge.group_start.clone(), client_by_addr),
             servers.egress.iter().map(|e| e.region).collect(),
         );
         let wire = Wire::new(t, q, scope, places, servers.hosts.iter().map(|h| h.ip));
@@ -231,12 +232,12 @@ pub(super) struct Edge {
     pub(super) groups: Vec<Group>,
     /// Each group's first client (groups' clients are consecutive).
     pub(super) group_start: Vec<usize>,
-    pub(super) client_by_addr: AddrRuns,
 }
 
 impl Edge {
     /// Only groups `mine` says get stacks and first requests (the rest are idle rows).
-    fn build(t: &Topology, q: &mut EventQueue<Ev>, mine: &dyn Fn(usize) -> bool) -> Result<Edge, SimError> {
+    /// With the clients' addresses, for the world's directory.
+    fn build(t: &Topology, q: &mut EventQueue<Ev>, mine: &dyn Fn(usize) -> bool) -> Result<(Edge, AddrRuns), SimError> {
         let mut edge = Edge {
             clients: Table::with_capacity(t.clients.iter().map(|g| g.count as usize).sum()),
             groups: {
@@ -245,7 +246,6 @@ impl Edge {
                 (0..t.clients.len()).map(|g| Group::new(t, g, &mut orders)).collect()
             },
             group_start: Vec::with_capacity(t.clients.len()),
-            client_by_addr: AddrRuns::default(),
         };
         let mut pool = default_pool_hosts(t);
         for (g, group) in t.clients.iter().enumerate() {
@@ -269,9 +269,9 @@ impl Edge {
                 }
             }
         }
-        edge.client_by_addr = AddrRuns::new(edge.clients.enumerate().map(|(c, client)| (client.addr, c)));
+        let by_addr = AddrRuns::new(edge.clients.enumerate().map(|(c, client)| (client.addr, c)));
         debug_assert_eq!(edge.group_start.len(), edge.groups.len());
-        Ok(edge)
+        Ok((edge, by_addr))
     }
 }
 

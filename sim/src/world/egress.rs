@@ -63,7 +63,7 @@ impl<'t> World<'t> {
                     if region != self.servers.egress[e].region || node >= self.t.regions[region].clb_nodes {
                         continue;
                     }
-                    let clb = self.regions.clb_base[region].node(node);
+                    let clb = self.wire.places().clb(region, node);
                     self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::ClbFromBackend(clb), out.bytes);
                 }
                 Dest::Node(_) | Dest::Client(_) => {}

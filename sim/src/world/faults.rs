@@ -198,7 +198,7 @@ impl<'t> World<'t> {
                 self.regions.clbs.ids().filter(|&c| self.regions.clbs[c].region == r).collect()
             }
             FaultAction::Down(Target::Clb { region, index }) | FaultAction::Up(Target::Clb { region, index }) => {
-                vec![self.regions.clb_base[region].node(index)]
+                vec![self.wire.places().clb(region, index)]
             }
             _ => return,
         };

@@ -5,10 +5,7 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
-use crate::world::flows::flow_id;
-use crate::world::flows::slot_of;
 use crate::world::ids::ClbId;
-use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
 use crate::world::links::LinkKind;
@@ -80,9 +77,6 @@ pub(super) struct ClbNode {
 /// topology with their timers armed.
 pub(super) struct Regions {
     pub(super) clbs: Table<ClbId, ClbNode>,
-    /// Per region: its first CLB node.
-    pub(super) clb_base: Vec<ClbId>,
-    pub(super) clb_by_addr: FxHashMap<IpAddr, ClbId>,
 }
 
 impl Regions {
@@ -94,17 +88,11 @@ impl Regions {
         mine: &dyn Fn(usize) -> bool,
         peers: &mut PeerLists,
     ) -> Regions {
-        let mut regions = Regions { clbs: Table::new(), clb_base: Vec::new(), clb_by_addr: FxHashMap::default() };
+        let mut regions = Regions { clbs: Table::new() };
         let facts = anyedge_topology::nodes::ClbFacts::of(t);
         for (r, region) in t.regions.iter().enumerate() {
-            regions.clb_base.push(regions.clbs.next_id());
             for index in 0..usize::from(region.clb_nodes) {
                 let config = clb_config(t, pki, &facts, r, index, peers);
-                let id = regions.clbs.next_id();
-                regions.clb_by_addr.insert(config.address, id);
-                if let Some(v6) = config.address_v6 {
-                    regions.clb_by_addr.insert(v6, id);
-                }
                 regions.clbs.push(ClbNode::new(r, index, config, mine(r)));
             }
         }
@@ -116,6 +104,18 @@ impl Regions {
             }
         }
         regions
+    }
+
+    /// CLB nodes by their addresses (v4 and v6).
+    pub(super) fn clb_by_addr(&self) -> FxHashMap<IpAddr, ClbId> {
+        let mut by_addr = FxHashMap::default();
+        for (id, node) in self.clbs.enumerate() {
+            by_addr.insert(node.config.address, id);
+            if let Some(v6) = node.config.address_v6 {
+                by_addr.insert(v6, id);
+            }
+        }
+        by_addr
     }
 
     /// When CLB node `c`'s next timer is to be scheduled: when its core wants one sooner
@@ -238,7 +238,7 @@ impl<'t> World<'t> {
             }
             Arrival::RegionEdge { region, hash, quic } => {
                 let r = region as usize;
-                let base = self.regions.clb_base[r];
+                let base = self.wire.places().clb(r, 0);
                 let nodes = self.t.regions[r].clb_nodes;
                 let by_cid = || {
                     let payload = inner::transport_payload(&packet);
@@ -264,24 +264,17 @@ impl<'t> World<'t> {
         }
     }
 
-    /// The client a packet from the VIP is for, and its flow id.
-    pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
-        let key = inner::parse(packet).ok()?.key;
-        let client = self.edge.client_by_addr.get(key.dst)?;
-        Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
-    }
-
     pub(super) fn drain_pop(&mut self, p: PopId) {
         while let Some(out) = self.pops[p].core.poll_output() {
             match out.dest {
                 Dest::Node(NodeId::Clb { region, node }) => {
                     let region = usize::from(region);
-                    let clb = self.regions.clb_base[region].node(node);
+                    let clb = self.wire.places().clb(region, node);
                     let link = LinkKind::Backbone(self.wire.link_bb(p, region, 0));
                     self.wire.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
                 }
                 Dest::Client(_) => {
-                    let Some((client, flow)) = self.reply_target(&out.bytes) else {
+                    let Some((client, flow)) = self.wire.places().reply_target(&out.bytes) else {
                         continue;
                     };
                     let link = LinkKind::InetPop(self.wire.link_pop(self.wire.group_of(client), p, 1));
@@ -319,7 +312,7 @@ impl<'t> World<'t> {
                     }
                 }
                 Dest::Client(_) => {
-                    let Some((client, flow)) = self.reply_target(&out.bytes) else {
+                    let Some((client, flow)) = self.wire.places().reply_target(&out.bytes) else {
                         continue;
                     };
                     let link = LinkKind::InetDirect(self.wire.link_direct(self.wire.group_of(client), region, 1));
@@ -328,7 +321,7 @@ impl<'t> World<'t> {
                 Dest::Node(NodeId::Clb { node, .. }) => {
                     // Over the region's own network, like CLB ↔ backend.
                     if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
-                        let peer = self.regions.clb_base[region].node(node);
+                        let peer = self.wire.places().clb(region, node);
                         self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::ClbFromPeer(peer), out.bytes);
                     }
                 }

@@ -166,7 +166,7 @@ impl Probers {
         match at {
             ProberAt::Pop(p) => {
                 for region in cx.pops[p].core.take_demand() {
-                    let base = cx.regions.clb_base[usize::from(region)];
+                    let base = cx.wire.places().clb(usize::from(region), 0);
                     for node in 0..cx.wire.t().regions[usize::from(region)].clb_nodes {
                         self.pop[p.0].prober.handle_use(base.node(node).0, now);
                     }
@@ -302,7 +302,7 @@ impl ProbeCx<'_, '_> {
             ProberAt::Pop(_) => Probed::Clb(ClbId(peer)),
             ProberAt::Clb(_) => Probed::Pop(PopId(peer)),
             ProberAt::Transit(p) => Probed::Pop(p),
-            ProberAt::Region(r) => Probed::Clb(self.regions.clb_base[r].node(peer as u16)),
+            ProberAt::Region(r) => Probed::Clb(self.wire.places().clb(r, peer as u16)),
         };
         let request = liveness::Repr { answer: false, peer: peer as u16, seq }.emit().to_vec();
         let sealed = match backbone_prober(at) {
@@ -366,7 +366,7 @@ impl ProbeCx<'_, '_> {
                 self.wire.noticed(Notice::Pop { pop: p, up }, "internet".into());
             }
             ProberAt::Region(r) => {
-                let c = self.regions.clb_base[r].node(peer as u16);
+                let c = self.wire.places().clb(r, peer as u16);
                 self.regions.clbs[c].known_up = up;
                 self.wire.noticed(Notice::Clb { clb: c, up }, format!("region/{}/edge", t.regions[r].name));
             }

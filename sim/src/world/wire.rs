@@ -14,21 +14,30 @@ use anyedge_topology::Topology;
 
 use crate::world::Arrival;
 use crate::world::Ev;
-use crate::world::ids::{ClbId, ClientId, HostId, Id, PopId};
+use crate::world::flows::flow_id;
+use crate::world::flows::slot_of;
+use crate::world::ids::{AddrRuns, ClbId, ClientId, HostId, Id, PopId};
 use crate::world::links::LinkKind;
 use crate::world::links::Network;
 use crate::world::liveness::{Notice, Probed, ProberAt};
 use crate::world::partition::Crossing;
 use crate::world::partition::Scope;
 use crate::world::samples::Recorder;
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
 
-/// Where each CLB node, client and egress node sits, fixed when the world is built: what
-/// the partition lookups need, and nothing a part changes.
+/// Where each CLB node, client and egress node sits and which addresses they have, fixed
+/// when the world is built: the directory every part looks things up in (the partition a
+/// packet is for, the CLB node or client an address is), and nothing a part changes.
 pub(super) struct Places {
     /// [clb]: its region.
     clb_region: Vec<usize>,
     /// [region]: its first CLB node (a region's nodes are consecutive).
     clb_base: Vec<ClbId>,
+    /// CLB nodes by their addresses (v4 and v6).
+    clb_by_addr: FxHashMap<IpAddr, ClbId>,
+    /// Clients by their addresses.
+    client_by_addr: AddrRuns,
     /// [group]: its first client (groups' clients are consecutive).
     group_start: Vec<usize>,
     /// [egress node]: its region.
@@ -37,13 +46,46 @@ pub(super) struct Places {
 
 impl Places {
     pub(super) fn new(
-        (clb_region, clb_base): (Vec<usize>, Vec<ClbId>),
-        group_start: Vec<usize>,
+        t: &Topology,
+        (clb_region, clb_by_addr): (Vec<usize>, FxHashMap<IpAddr, ClbId>),
+        (group_start, client_by_addr): (Vec<usize>, AddrRuns),
         egress_region: Vec<usize>,
     ) -> Places {
         debug_assert!(group_start.is_sorted(), "groups' clients are consecutive");
-        debug_assert!(clb_base.iter().enumerate().all(|(r, c)| clb_region.get(c.index()).is_none_or(|&cr| cr == r)));
-        Places { clb_region, clb_base, group_start, egress_region }
+        debug_assert!(clb_region.is_sorted(), "a region's CLB nodes are consecutive");
+        let clb_base: Vec<ClbId> = t
+            .regions
+            .iter()
+            .scan(0, |next, r| {
+                let first = *next;
+                *next += usize::from(r.clb_nodes);
+                Some(ClbId(first))
+            })
+            .collect();
+        debug_assert!(clb_base.iter().enumerate().all(|(r, c)| clb_region.get(c.0).is_none_or(|&cr| cr >= r)));
+        Places { clb_region, clb_base, clb_by_addr, client_by_addr, group_start, egress_region }
+    }
+
+    /// Node `index` of region `region`.
+    pub(super) fn clb(&self, region: usize, index: u16) -> ClbId {
+        self.clb_base[region].node(index)
+    }
+
+    /// The CLB node with address `ip`.
+    pub(super) fn clb_at(&self, ip: IpAddr) -> Option<ClbId> {
+        self.clb_by_addr.get(&ip).copied()
+    }
+
+    /// The client with address `ip`.
+    pub(super) fn client_at(&self, ip: IpAddr) -> Option<ClientId> {
+        self.client_by_addr.get(ip)
+    }
+
+    /// The client a packet from the VIP is for, and its flow id.
+    pub(super) fn reply_target(&self, packet: &[u8]) -> Option<(ClientId, u64)> {
+        let key = anyedge_proto::inner::parse(packet).ok()?.key;
+        let client = self.client_by_addr.get(key.dst)?;
+        Some((client, flow_id(client, slot_of(key.dst_port).unwrap_or(0))))
     }
 }
 
@@ -126,7 +168,7 @@ impl<'t> Wire<'t> {
                 | (FaultAction::Up(Target::Pop(p)), Notice::Pop { pop, up: true }) => pop.0 == p,
                 (FaultAction::Down(Target::Clb { region, index }), Notice::Clb { clb, up: false })
                 | (FaultAction::Up(Target::Clb { region, index }), Notice::Clb { clb, up: true }) => {
-                    places.clb_base[region].node(index) == clb
+                    places.clb(region, index) == clb
                 }
                 (FaultAction::Down(Target::Region(r)), Notice::Clb { clb, up: false })
                 | (FaultAction::Up(Target::Region(r)), Notice::Clb { clb, up: true }) => {
@@ -148,6 +190,11 @@ impl<'t> Wire<'t> {
     /// Backbone link `index` (`link_bb` numbering), for a fault to change.
     pub(super) fn backbone(&mut self, index: usize) -> &mut Link {
         self.net.backbone(self.t, index)
+    }
+
+    /// Where nodes and clients sit, and their addresses.
+    pub(super) fn places(&self) -> &Places {
+        &self.places
     }
 
     pub(super) fn scope(&self) -> Option<&Scope> {
