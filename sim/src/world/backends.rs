@@ -3,7 +3,6 @@
 
 use crate::app;
 use crate::world::Ev;
-use crate::world::World;
 use crate::world::client::Client;
 use crate::world::egress;
 use crate::world::ids::BackendId;
@@ -11,6 +10,7 @@ use crate::world::ids::ClbId;
 use crate::world::ids::ClientId;
 use crate::world::ids::HostId;
 use crate::world::ids::Table;
+use crate::world::wire::Wire;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::Link;
 use anyedge_proto::Transport;
@@ -419,12 +419,11 @@ impl BackendHost {
     }
 }
 
-impl<'t> World<'t> {
+impl Servers {
     /// A sealed packet from CLB node `via_clb` reached backend host `host`.
-    pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, sealed: Vec<u8>) {
-        let clb =
-            anyedge_topology::nodes::clb_node(self.regions.clbs[via_clb].region, self.regions.clbs[via_clb].index);
-        let h = &mut self.servers.hosts[host];
+    pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, sealed: Vec<u8>, wire: &mut Wire<'_>) {
+        let clb = wire.places().clb_node_id(via_clb);
+        let h = &mut self.hosts[host];
         if h.egress.is_some() {
             // An internet host takes nothing from the backbone.
             return *h.drops.entry("not_sender").or_default() += 1;
@@ -434,14 +433,14 @@ impl<'t> World<'t> {
             Ok(_) => return *h.drops.entry("not_sender").or_default() += 1,
             Err(e) => return *h.drops.entry(e.name()).or_default() += 1,
         };
-        self.host_receive(host, Some(via_clb), packet);
+        self.host_receive(host, Some(via_clb), packet, wire);
     }
 
     /// A packet reaches host `host`'s stack: from CLB node `via_clb` (unsealed), or from
     /// the internet (an internet host, from its egress node).
-    pub(super) fn host_receive(&mut self, host: HostId, via_clb: Option<ClbId>, packet: Vec<u8>) {
+    pub(super) fn host_receive(&mut self, host: HostId, via_clb: Option<ClbId>, packet: Vec<u8>, wire: &mut Wire<'_>) {
         let Ok(info) = inner::parse(&packet) else { return };
-        let h = &mut self.servers.hosts[host];
+        let h = &mut self.hosts[host];
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
             return;
         }
@@ -449,29 +448,36 @@ impl<'t> World<'t> {
             && fw.inbound(&info.key) == Verdict::Drop
         {
             let why = fw.explain_drop(&info.key);
-            h.denied = Some((self.wire.now(), info.key.src, why));
+            h.denied = Some((wire.now(), info.key.src, why));
             return;
         }
-        let from_clb = self.wire.places().clb_at(info.key.src).is_some() || self.is_gateway_public(info.key.src);
+        let from_clb = wire.places().clb_at(info.key.src).is_some() || self.is_gateway_public(info.key.src);
         let probe = from_clb && PROBE_PORTS.contains(&info.key.src_port);
         let new_flow = info.tcp.is_none_or(|f| f.syn && !f.ack);
         let port = SocketAddr::new(info.key.dst, info.key.dst_port);
         if !probe
             && new_flow
-            && let Some(&b) = self.servers.backend_index.get(&port)
+            && let Some(&b) = self.backend_index.get(&port)
         {
             // What the server would report as its peer: the TOA address when there is one.
             let peer = inner::read_toa(&packet).map_or(info.key.src, |(ip, _)| ip);
-            self.note_client_seen(b, peer);
+            self.note_client_seen(b, peer, wire);
         }
         match info.key.transport {
-            Transport::Udp => self.host_udp(host, via_clb, &info, packet),
-            Transport::Tcp => self.host_tcp(host, via_clb, &info, packet),
+            Transport::Udp => self.host_udp(host, via_clb, &info, packet, wire),
+            Transport::Tcp => self.host_tcp(host, via_clb, &info, packet, wire),
         }
     }
 
     /// A UDP datagram to a host's echo service: answered with the host's stamp.
-    fn host_udp(&mut self, host: HostId, via_clb: Option<ClbId>, info: &inner::Inner, mut packet: Vec<u8>) {
+    fn host_udp(
+        &mut self,
+        host: HostId,
+        via_clb: Option<ClbId>,
+        info: &inner::Inner,
+        mut packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
         let payload_start = packet.len() - info.payload_len;
         let mut payload = packet.split_off(payload_start);
         let backend = SocketAddr::new(info.key.dst, info.key.dst_port);
@@ -480,14 +486,21 @@ impl<'t> World<'t> {
         let src = (info.key.dst, info.key.dst_port);
         let dst = (info.key.src, info.key.src_port);
         if let Some(reply) = inner::build_udp(src, dst, &payload) {
-            self.host_send(host, via_clb, reply);
+            self.host_send(host, via_clb, reply, wire);
         }
     }
 
     /// A TCP segment to a host: into its connection's stack, a SYN to a listening port
     /// opening one (within the SYN backlog); anything else is answered with a reset.
-    fn host_tcp(&mut self, host: HostId, via_clb: Option<ClbId>, info: &inner::Inner, packet: Vec<u8>) {
-        let h = &mut self.servers.hosts[host];
+    fn host_tcp(
+        &mut self,
+        host: HostId,
+        via_clb: Option<ClbId>,
+        info: &inner::Inner,
+        packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
+        let h = &mut self.hosts[host];
         let remote = (info.key.src, info.key.src_port);
         let flags = info.tcp.unwrap_or_default();
         if !h.conns.contains_key(&remote) {
@@ -497,30 +510,30 @@ impl<'t> World<'t> {
             if !(flags.syn && !flags.ack && h.tcp_ports.contains(&info.key.dst_port)) {
                 // No connection and no listener for it: the host answers RST.
                 if let Some(rst) = inner::tcp_reset_for(&packet) {
-                    self.host_send(host, via_clb, rst);
+                    self.host_send(host, via_clb, rst, wire);
                 }
                 return;
             }
-            let conn = self.backend_listen(host, remote, info.key.dst_port);
-            let h = &mut self.servers.hosts[host];
+            let conn = self.backend_listen(host, remote, info.key.dst_port, wire);
+            let h = &mut self.hosts[host];
             h.half_open += 1;
             h.conns.insert(remote, conn);
         }
-        let h = &mut self.servers.hosts[host];
+        let h = &mut self.hosts[host];
         if let Some(conn) = h.conns.get_mut(&remote) {
             conn.via = via_clb.or(conn.via);
             conn.stack.live(&[h.ip]).receive(packet);
         }
-        self.backend_tcp_service(host, remote);
+        self.backend_tcp_service(host, remote, wire);
     }
 
     /// A new server-side connection of host `host` for `remote`, listening on `port`.
-    fn backend_listen(&self, host: HostId, remote: (IpAddr, u16), port: u16) -> Box<BackendConn> {
-        let ip = self.servers.hosts[host].ip;
-        let seed = ComponentRng::new(self.t.seed, &format!("backend/{ip}/{remote:?}")).next_u64();
-        let mut stack = TcpStack::new(ip, seed, self.wire.now());
+    fn backend_listen(&self, host: HostId, remote: (IpAddr, u16), port: u16, wire: &Wire<'_>) -> Box<BackendConn> {
+        let ip = self.hosts[host].ip;
+        let seed = ComponentRng::new(wire.t().seed, &format!("backend/{ip}/{remote:?}")).next_u64();
+        let mut stack = TcpStack::new(ip, seed, wire.now());
         // Requests in, responses out: each fits whole (the largest of any class).
-        let [request, response] = self.servers.tcp_messages_max;
+        let [request, response] = self.tcp_messages_max;
         let handle = stack.new_socket_sized(buffer_for(request), buffer_for(response));
         let socket = stack.socket(handle);
         // Like a server with TCP_NODELAY: a response's tail is not held back.
@@ -534,16 +547,16 @@ impl<'t> World<'t> {
 
     /// A packet host `host` sends: an internet host's all go to its egress node over the
     /// internet; a backbone host's back through CLB node `via` (sealed).
-    pub(super) fn host_send(&mut self, host: HostId, via: Option<ClbId>, packet: Vec<u8>) {
+    pub(super) fn host_send(&mut self, host: HostId, via: Option<ClbId>, packet: Vec<u8>, wire: &mut Wire<'_>) {
         let flow = || inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
-        match (self.servers.hosts[host].egress, via) {
+        match (self.hosts[host].egress, via) {
             (Some(e), _) => {
                 let flow = flow();
-                self.internet_hop(e, host, 1, flow, packet);
+                self.internet_hop(e, host, 1, flow, packet, wire);
             }
             (None, Some(c)) => {
                 let flow = flow();
-                self.send_clb_backend(c, host, 1, flow, packet)
+                self.send_clb_backend(c, host, 1, flow, packet, wire)
             }
             (None, None) => {}
         }
@@ -551,45 +564,45 @@ impl<'t> World<'t> {
 
     /// Why backend `addr`'s health checks failed, when its host's security groups dropped
     /// checks since `since`: the rule, and for a NAT gateway's address, whose it is.
-    pub(super) fn unhealthy_reason(&self, addr: SocketAddr, since: u64) -> Option<String> {
-        let &host = self.servers.host_by_ip.get(&addr.ip())?;
-        let (at, src, why) = self.servers.hosts[host].denied.as_ref()?;
-        let checker = self.wire.places().clb_at(*src).is_some() || self.is_gateway_public(*src);
+    pub(super) fn unhealthy_reason(&self, addr: SocketAddr, since: u64, wire: &Wire<'_>) -> Option<String> {
+        let &host = self.host_by_ip.get(&addr.ip())?;
+        let (at, src, why) = self.hosts[host].denied.as_ref()?;
+        let checker = wire.places().clb_at(*src).is_some() || self.is_gateway_public(*src);
         if *at < since || !checker {
             return None;
         }
-        let whose = match self.servers.egress.iter().find(|e| e.public == Some(*src)) {
+        let whose = match self.egress.iter().find(|e| e.public == Some(*src)) {
             Some(e) => format!(" — the public address of {} that health checks and traffic come from", e.name),
             None => " — the CLB node's address that health checks come from".to_string(),
         };
         Some(format!("health checks dropped: {why}{whose}; allow it"))
     }
 
-    pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr) {
+    pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr, wire: &Wire<'_>) {
         // Every distinct client is kept (the report lists the first 16 and counts them all).
-        match self.wire.places().client_at(client) {
-            Some(c) => self.servers.backends[backend].addrs_seen.insert_client(c),
+        match wire.places().client_at(client) {
+            Some(c) => self.backends[backend].addrs_seen.insert_client(c),
             None => {
-                self.servers.backends[backend].addrs_seen.others.insert(client);
+                self.backends[backend].addrs_seen.others.insert(client);
             }
         }
     }
 
     /// A backend connection's poll, when it is the one last armed.
-    pub(super) fn backend_tcp_poll(&mut self, host: HostId, remote: (IpAddr, u16)) {
-        let now = self.wire.now();
-        if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
+    pub(super) fn backend_tcp_poll(&mut self, host: HostId, remote: (IpAddr, u16), wire: &mut Wire<'_>) {
+        let now = wire.now();
+        if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
             && conn.poll_at == Some(now)
         {
             conn.poll_at = None;
-            self.backend_tcp_service(host, remote);
+            self.backend_tcp_service(host, remote, wire);
         }
     }
 
     /// Serves one TCP connection: read requests, answer with the response size asked for.
-    pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16)) {
-        let now = self.wire.now();
-        let h = &mut self.servers.hosts[host];
+    pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16), wire: &mut Wire<'_>) {
+        let now = wire.now();
+        let h = &mut self.hosts[host];
         let ip = h.ip;
         let Some(conn) = h.conns.get_mut(&remote) else { return };
         let stack = conn.stack.live(&[ip]);
@@ -621,27 +634,27 @@ impl<'t> World<'t> {
         if finished {
             h.conns.remove(&remote);
         }
-        if let Some(&b) = local_port.and_then(|p| self.servers.backend_index.get(&SocketAddr::new(ip, p))) {
+        if let Some(&b) = local_port.and_then(|p| self.backend_index.get(&SocketAddr::new(ip, p))) {
             for client in http_clients {
-                self.note_client_seen(b, client);
+                self.note_client_seen(b, client, wire);
             }
         }
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
-            let via = match self.wire.places().clb_at(info.key.dst) {
+            let via = match wire.places().clb_at(info.key.dst) {
                 Some(c) => Some(c),
                 // Every packet a connection sends goes to its one peer.
                 None => via,
             };
-            self.host_send(host, via, packet);
+            self.host_send(host, via, packet, wire);
         }
         if let Some(at) = next {
             let at = at.max(now);
-            if let Some(conn) = self.servers.hosts[host].conns.get_mut(&remote)
+            if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
                 && conn.poll_at.is_none_or(|t| at < t)
             {
                 conn.poll_at = Some(at);
-                self.wire.schedule(at, Ev::BackendTcpPoll { host, remote });
+                wire.schedule(at, Ev::BackendTcpPoll { host, remote });
             }
         }
     }

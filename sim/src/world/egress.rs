@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use crate::world::Arrival;
 use crate::world::INTRA_REGION_NS;
-use crate::world::World;
+use crate::world::backends::Servers;
 use crate::world::ids::HostId;
+use crate::world::wire::Wire;
 use anyedge_ccn::{Dest, Link, LinkOutcome, NodeId};
 use anyedge_region::gateway::Gateway;
 
@@ -24,47 +25,47 @@ pub(super) struct EgressNode {
     pub(super) drops: BTreeMap<&'static str, u64>,
 }
 
-impl<'t> World<'t> {
+impl Servers {
     /// Whether `ip` is the public address of a NAT gateway (what health checks come from).
     pub(super) fn is_gateway_public(&self, ip: IpAddr) -> bool {
-        self.servers.egress.iter().any(|e| e.public == Some(ip))
+        self.egress.iter().any(|e| e.public == Some(ip))
     }
 
     /// A sealed packet from a CLB node reaches egress node `e` (inside the region).
-    pub(super) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>) {
-        let now = self.wire.now();
-        let node = &mut self.servers.egress[e];
+    pub(super) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>, wire: &mut Wire<'_>) {
+        let now = wire.now();
+        let node = &mut self.egress[e];
         if let Err(reason) = node.core.handle_from_clb(now, &sealed) {
             *node.drops.entry(reason.name()).or_default() += 1;
         }
-        self.drain_egress(e);
+        self.drain_egress(e, wire);
     }
 
     /// A packet from the internet reaches egress node `e`.
-    pub(super) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>) {
-        let now = self.wire.now();
-        let node = &mut self.servers.egress[e];
+    pub(super) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>, wire: &mut Wire<'_>) {
+        let now = wire.now();
+        let node = &mut self.egress[e];
         if let Err(reason) = node.core.handle_from_internet(now, &packet) {
             *node.drops.entry(reason.name()).or_default() += 1;
         }
-        self.drain_egress(e);
+        self.drain_egress(e, wire);
     }
 
-    fn drain_egress(&mut self, e: usize) {
-        while let Some(out) = self.servers.egress[e].core.poll_output() {
+    fn drain_egress(&mut self, e: usize, wire: &mut Wire<'_>) {
+        while let Some(out) = self.egress[e].core.poll_output() {
             let flow = out.flow();
             match out.dest {
                 Dest::Backend(backend) => {
-                    let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) else { continue };
-                    self.internet_hop(e, host, 0, flow, out.bytes);
+                    let Some(&host) = self.host_by_ip.get(&backend.ip()) else { continue };
+                    self.internet_hop(e, host, 0, flow, out.bytes, wire);
                 }
                 Dest::Node(NodeId::Clb { region, node }) => {
                     let (region, node) = (usize::from(region), node);
-                    if region != self.servers.egress[e].region || node >= self.t.regions[region].clb_nodes {
+                    if region != self.egress[e].region || node >= wire.t().regions[region].clb_nodes {
                         continue;
                     }
-                    let clb = self.wire.places().clb(region, node);
-                    self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::ClbFromBackend(clb), out.bytes);
+                    let clb = wire.places().clb(region, node);
+                    wire.hop(wire.now() + INTRA_REGION_NS, Arrival::ClbFromBackend(clb), out.bytes);
                 }
                 Dest::Node(_) | Dest::Client(_) => {}
             }
@@ -73,12 +74,20 @@ impl<'t> World<'t> {
 
     /// A packet crosses the internet between egress node `e` and internet host `host`:
     /// `dir` 0 toward the host, 1 back.
-    pub(super) fn internet_hop(&mut self, e: usize, host: HostId, dir: usize, flow: u64, packet: Vec<u8>) {
-        let now = self.wire.now();
-        let Some(links) = self.servers.egress[e].links.get_mut(&host) else { return };
+    pub(super) fn internet_hop(
+        &mut self,
+        e: usize,
+        host: HostId,
+        dir: usize,
+        flow: u64,
+        packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
+        let now = wire.now();
+        let Some(links) = self.egress[e].links.get_mut(&host) else { return };
         if let LinkOutcome::Deliver(at) = links[dir].transmit(now, packet.len(), flow) {
             let to = if dir == 0 { Arrival::InternetHost(host) } else { Arrival::EgressFromInternet(e) };
-            self.wire.hop(at, to, packet);
+            wire.hop(at, to, packet);
         }
     }
 }

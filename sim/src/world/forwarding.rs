@@ -251,10 +251,10 @@ impl<'t> World<'t> {
                 self.capture(&to, &packet);
                 self.arrive(to, packet);
             }
-            Arrival::Backend { host, via_clb } => self.backend_receive(host, via_clb, packet),
-            Arrival::EgressFromClb(e) => self.egress_from_clb(e, packet),
-            Arrival::EgressFromInternet(e) => self.egress_from_internet(e, packet),
-            Arrival::InternetHost(host) => self.host_receive(host, None, packet),
+            Arrival::Backend { host, via_clb } => self.servers.backend_receive(host, via_clb, packet, &mut self.wire),
+            Arrival::EgressFromClb(e) => self.servers.egress_from_clb(e, packet, &mut self.wire),
+            Arrival::EgressFromInternet(e) => self.servers.egress_from_internet(e, packet, &mut self.wire),
+            Arrival::InternetHost(host) => self.servers.host_receive(host, None, packet, &mut self.wire),
             Arrival::Client(c) => self.client_receive(c, packet),
             Arrival::ProbeRequest { to, from } => self.probe_cx().1.request(to, from, packet),
             Arrival::ProbeAnswer { at } => {
@@ -308,7 +308,7 @@ impl<'t> World<'t> {
                         // An internet backend: through the region's egress node.
                         self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::EgressFromClb(e), out.bytes);
                     } else if let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) {
-                        self.send_clb_backend(c, host, 0, flow, out.bytes);
+                        self.servers.send_clb_backend(c, host, 0, flow, out.bytes, &mut self.wire);
                     }
                 }
                 Dest::Client(_) => {
@@ -341,7 +341,7 @@ impl<'t> World<'t> {
                         .filter(|r| r.addr == backend && r.region == region)
                         .find_map(|r| r.health.last().map(|h| h.0))
                         .unwrap_or(0);
-                    let reason = if healthy { None } else { self.unhealthy_reason(backend, since) };
+                    let reason = if healthy { None } else { self.servers.unhealthy_reason(backend, since, &self.wire) };
                     for rec in self.servers.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
                         rec.health.push((now, healthy, reason.clone()));
                     }

@@ -291,7 +291,7 @@ impl<'t> World<'t> {
             Ev::QuicIssue { client, k } => self.quic_issue(client, k),
             Ev::ClientQuicPoll { client, slot } => self.client_quic_poll(client, slot),
             Ev::ClientTcpPoll { client } => self.client_tcp_poll(client),
-            Ev::BackendTcpPoll { host, remote } => self.backend_tcp_poll(host, remote),
+            Ev::BackendTcpPoll { host, remote } => self.servers.backend_tcp_poll(host, remote, &mut self.wire),
             Ev::Arrive { to, packet } => {
                 self.capture(&to, &packet);
                 self.arrive(to, packet)

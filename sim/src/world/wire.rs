@@ -71,6 +71,17 @@ impl Places {
         self.clb_base[region].node(index)
     }
 
+    /// CLB node `c`'s region.
+    pub(super) fn clb_region(&self, c: ClbId) -> usize {
+        self.clb_region[c.index()]
+    }
+
+    /// CLB node `c`'s backbone id (what seals its packets).
+    pub(super) fn clb_node_id(&self, c: ClbId) -> anyedge_ccn::NodeId {
+        let region = self.clb_region[c.index()];
+        anyedge_topology::nodes::clb_node(region, c.index() - self.clb_base[region].index())
+    }
+
     /// The CLB node with address `ip`.
     pub(super) fn clb_at(&self, ip: IpAddr) -> Option<ClbId> {
         self.clb_by_addr.get(&ip).copied()
