@@ -188,7 +188,7 @@ impl<'t> World<'t> {
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
         for c in w.regions.clbs.ids().collect::<Vec<_>>() {
             if w.wire.owns(w.wire.clb_part(c)) {
-                w.drain_clb(c);
+                w.regions.drain(c, &mut w.wire, &mut w.servers);
             }
         }
         for (index, f) in t.faults.iter().enumerate() {

@@ -5,6 +5,7 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
+use crate::world::backends::Servers;
 use crate::world::ids::ClbId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
@@ -13,6 +14,7 @@ use crate::world::liveness::Notice;
 use crate::world::liveness::ProberAt;
 use crate::world::pki::Pki;
 use crate::world::pki::backbone_auth;
+use crate::world::wire::Places;
 use crate::world::wire::Wire;
 use anyedge_ccn::EventQueue;
 use anyedge_ccn::{Dest, NodeId};
@@ -38,6 +40,45 @@ pub(super) struct PopNode {
 }
 
 impl PopNode {
+    /// A packet from a client or a CLB node reaches POP `p`'s core (when the POP is up).
+    pub(super) fn receive(&mut self, p: PopId, to: Arrival, packet: &[u8], wire: &mut Wire<'_>) {
+        if !self.up {
+            return;
+        }
+        let now = wire.now();
+        let result = match to {
+            Arrival::PopFromClient(_) => self.core.handle_from_client(now, packet),
+            _ => self.core.handle_from_clb(now, packet),
+        };
+        match result {
+            Ok(()) => self.drain(p, wire),
+            Err(reason) => *self.drops.entry(reason.name()).or_default() += 1,
+        }
+    }
+
+    /// What POP `p`'s core sends: to CLB nodes over the backbone, to clients over the
+    /// internet.
+    pub(super) fn drain(&mut self, p: PopId, wire: &mut Wire<'_>) {
+        while let Some(out) = self.core.poll_output() {
+            match out.dest {
+                Dest::Node(NodeId::Clb { region, node }) => {
+                    let region = usize::from(region);
+                    let clb = wire.places().clb(region, node);
+                    let link = LinkKind::Backbone(wire.link_bb(p, region, 0));
+                    wire.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
+                }
+                Dest::Client(_) => {
+                    let Some((client, flow)) = wire.places().reply_target(&out.bytes) else {
+                        continue;
+                    };
+                    let link = LinkKind::InetPop(wire.link_pop(wire.group_of(client), p, 1));
+                    wire.send_over(link, flow, Arrival::Client(client), out.bytes);
+                }
+                Dest::Node(_) | Dest::Backend(_) => {}
+            }
+        }
+    }
+
     /// What POP `p` announces (per VIP), sent to the internet: it arrives after BGP's
     /// convergence time.
     pub(super) fn announce(&self, p: PopId, wire: &mut Wire<'_>) {
@@ -118,9 +159,143 @@ impl Regions {
         by_addr
     }
 
+    /// Arms CLB node `c`'s next timer, when its core wants one sooner than the one
+    /// already armed.
+    pub(super) fn arm(&mut self, c: ClbId, wire: &mut Wire<'_>) {
+        if let Some(at) = self.arm_timer(c) {
+            wire.schedule(at, Ev::ClbTimer { clb: c });
+        }
+    }
+
+    /// CLB node `c`'s timer, when it is the one last armed (a later arming supersedes it).
+    pub(super) fn timer(&mut self, c: ClbId, wire: &mut Wire<'_>, servers: &mut Servers) {
+        let now = wire.now();
+        if self.clbs[c].timer_at == Some(now) {
+            self.clbs[c].timer_at = None;
+            if self.clbs[c].up {
+                self.clbs[c].core.handle_timeout(now);
+                self.drain(c, wire, servers);
+            }
+        }
+    }
+
+    /// A packet reaches CLB node `c`'s core (when the node is up): from a POP, from a
+    /// client directly, from a backend, or from a peer of its region.
+    pub(super) fn receive(
+        &mut self,
+        c: ClbId,
+        to: Arrival,
+        packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+        servers: &mut Servers,
+    ) {
+        let now = wire.now();
+        let node = &mut self.clbs[c];
+        if !node.up {
+            return;
+        }
+        let result = match to {
+            Arrival::ClbFromPop(_) => node.core.handle_from_pop(now, &packet),
+            Arrival::ClbDirect(_) => node.core.handle_direct(now, packet),
+            Arrival::ClbFromPeer(_) => node.core.handle_from_peer(now, &packet),
+            _ => node.core.handle_from_backend(now, packet),
+        };
+        if let Err(reason) = result {
+            *node.drops.entry(reason.name()).or_default() += 1;
+        }
+        self.drain(c, wire, servers);
+    }
+
+    /// The node of region `region` a client's packet on the direct path goes to, as the
+    /// region's edge picks it: the node a QUIC connection ID names, or ECMP on the flow's
+    /// hash over the nodes its probes believe up.
+    pub(super) fn at_edge(
+        &self,
+        region: usize,
+        (hash, quic): (u32, bool),
+        packet: &[u8],
+        cid: Option<&anyedge_ccn::CidCipher>,
+        places: &Places,
+    ) -> ClbId {
+        let (base, nodes) = (places.clb(region, 0), places.clb_count(region));
+        let by_cid = || anyedge_region::quic::cid_node(inner::transport_payload(packet), nodes, cid);
+        let node = quic
+            .then(by_cid)
+            .flatten()
+            .unwrap_or_else(|| anyedge_pop::rendezvous_node(hash, nodes, |n| self.clbs[base.node(n)].known_up));
+        base.node(node)
+    }
+
+    /// What CLB node `c`'s core sends (to POPs, backends, clients, its peers) and what
+    /// it noticed (a backend's health); then its timer.
+    pub(super) fn drain(&mut self, c: ClbId, wire: &mut Wire<'_>, servers: &mut Servers) {
+        let region = self.clbs[c].region;
+        let table = self.clbs[c].core.conn_table();
+        if table.len() > table.capacity() {
+            let msg = format!("CLB {c}: connection table holds {} > capacity {}", table.len(), table.capacity());
+            wire.violation(msg);
+        }
+        while let Some(out) = self.clbs[c].core.poll_output() {
+            let flow = out.flow();
+            match out.dest {
+                Dest::Node(NodeId::Pop(pop_id)) => {
+                    let p = PopId(usize::from(pop_id));
+                    if p.0 >= wire.t().pops.len() {
+                        continue;
+                    }
+                    let link = LinkKind::Backbone(wire.link_bb(p, region, 1));
+                    wire.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
+                }
+                Dest::Backend(backend) => {
+                    if let Some(&e) = servers.egress_by_ip.get(&backend.ip()) {
+                        // An internet backend: through the region's egress node.
+                        wire.hop(wire.now() + INTRA_REGION_NS, Arrival::EgressFromClb(e), out.bytes);
+                    } else if let Some(&host) = servers.host_by_ip.get(&backend.ip()) {
+                        servers.send_clb_backend(c, host, 0, flow, out.bytes, wire);
+                    }
+                }
+                Dest::Client(_) => {
+                    let Some((client, flow)) = wire.places().reply_target(&out.bytes) else {
+                        continue;
+                    };
+                    let link = LinkKind::InetDirect(wire.link_direct(wire.group_of(client), region, 1));
+                    wire.send_over(link, flow, Arrival::Client(client), out.bytes);
+                }
+                Dest::Node(NodeId::Clb { node, .. }) => {
+                    // Over the region's own network, like CLB ↔ backend.
+                    if usize::from(node) < usize::from(wire.t().regions[region].clb_nodes) {
+                        let peer = wire.places().clb(region, node);
+                        wire.hop(wire.now() + INTRA_REGION_NS, Arrival::ClbFromPeer(peer), out.bytes);
+                    }
+                }
+                Dest::Node(NodeId::Backend { .. }) => {}
+            }
+        }
+        while let Some(ev) = self.clbs[c].core.poll_event() {
+            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
+                let who = self.clbs[c].name(wire.t());
+                wire.noticed(Notice::Backend { addr: backend, healthy }, who);
+                if self.clbs[c].index == 0 {
+                    let now = wire.now();
+                    let since = servers
+                        .backends
+                        .iter()
+                        .filter(|r| r.addr == backend && r.region == region)
+                        .find_map(|r| r.health.last().map(|h| h.0))
+                        .unwrap_or(0);
+                    let reason = if healthy { None } else { servers.unhealthy_reason(backend, since, wire) };
+                    for rec in servers.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
+                        rec.health.push((now, healthy, reason.clone()));
+                    }
+                }
+            }
+        }
+        self.arm(c, wire);
+    }
+
     /// When CLB node `c`'s next timer is to be scheduled: when its core wants one sooner
     /// than the one already armed (then it is the one armed).
-    pub(super) fn arm_timer(&mut self, c: ClbId) -> Option<u64> {
+    fn arm_timer(&mut self, c: ClbId) -> Option<u64> {
         let node = &mut self.clbs[c];
         let at = node.core.poll_timeout()?;
         if node.timer_at.is_none_or(|t| at < t) {
@@ -203,51 +378,17 @@ pub(super) fn clb_config(
 }
 
 impl<'t> World<'t> {
+    /// A packet reaches what `to` names: each part takes its own.
     pub(super) fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
-        let now = self.wire.now();
         match to {
-            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => {
-                let node = &mut self.pops[p];
-                if !node.up {
-                    return;
-                }
-                let result = match to {
-                    Arrival::PopFromClient(_) => node.core.handle_from_client(now, &packet),
-                    _ => node.core.handle_from_clb(now, &packet),
-                };
-                match result {
-                    Ok(()) => self.drain_pop(p),
-                    Err(reason) => *node.drops.entry(reason.name()).or_default() += 1,
-                }
-            }
+            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => self.pops[p].receive(p, to, &packet, &mut self.wire),
             Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
-                let node = &mut self.regions.clbs[c];
-                if !node.up {
-                    return;
-                }
-                let result = match to {
-                    Arrival::ClbFromPop(_) => node.core.handle_from_pop(now, &packet),
-                    Arrival::ClbDirect(_) => node.core.handle_direct(now, packet),
-                    Arrival::ClbFromPeer(_) => node.core.handle_from_peer(now, &packet),
-                    _ => node.core.handle_from_backend(now, packet),
-                };
-                if let Err(reason) = result {
-                    *node.drops.entry(reason.name()).or_default() += 1;
-                }
-                self.drain_clb(c);
+                self.regions.receive(c, to, packet, &mut self.wire, &mut self.servers)
             }
             Arrival::RegionEdge { region, hash, quic } => {
-                let r = region as usize;
-                let base = self.wire.places().clb(r, 0);
-                let nodes = self.t.regions[r].clb_nodes;
-                let by_cid = || {
-                    let payload = inner::transport_payload(&packet);
-                    anyedge_region::quic::cid_node(payload, nodes, self.pki.cid_ciphers.get(r))
-                };
-                let node = quic.then(by_cid).flatten().unwrap_or_else(|| {
-                    anyedge_pop::rendezvous_node(hash, nodes, |n| self.regions.clbs[base.node(n)].known_up)
-                });
-                let to = Arrival::ClbDirect(base.node(node));
+                let cid = self.pki.cid_ciphers.get(region as usize);
+                let node = self.regions.at_edge(region as usize, (hash, quic), &packet, cid, self.wire.places());
+                let to = Arrival::ClbDirect(node);
                 self.capture(&to, &packet);
                 self.arrive(to, packet);
             }
@@ -261,99 +402,6 @@ impl<'t> World<'t> {
                 let (probers, mut cx) = self.probe_cx();
                 probers.answer(at, packet, &mut cx);
             }
-        }
-    }
-
-    pub(super) fn drain_pop(&mut self, p: PopId) {
-        while let Some(out) = self.pops[p].core.poll_output() {
-            match out.dest {
-                Dest::Node(NodeId::Clb { region, node }) => {
-                    let region = usize::from(region);
-                    let clb = self.wire.places().clb(region, node);
-                    let link = LinkKind::Backbone(self.wire.link_bb(p, region, 0));
-                    self.wire.send_over(link, out.flow(), Arrival::ClbFromPop(clb), out.bytes);
-                }
-                Dest::Client(_) => {
-                    let Some((client, flow)) = self.wire.places().reply_target(&out.bytes) else {
-                        continue;
-                    };
-                    let link = LinkKind::InetPop(self.wire.link_pop(self.wire.group_of(client), p, 1));
-                    self.wire.send_over(link, flow, Arrival::Client(client), out.bytes);
-                }
-                Dest::Node(_) | Dest::Backend(_) => {}
-            }
-        }
-    }
-
-    pub(super) fn drain_clb(&mut self, c: ClbId) {
-        let region = self.regions.clbs[c].region;
-        let table = self.regions.clbs[c].core.conn_table();
-        if table.len() > table.capacity() {
-            let msg = format!("CLB {c}: connection table holds {} > capacity {}", table.len(), table.capacity());
-            self.wire.violation(msg);
-        }
-        while let Some(out) = self.regions.clbs[c].core.poll_output() {
-            let flow = out.flow();
-            match out.dest {
-                Dest::Node(NodeId::Pop(pop_id)) => {
-                    let p = PopId(usize::from(pop_id));
-                    if p.0 >= self.pops.len() {
-                        continue;
-                    }
-                    let link = LinkKind::Backbone(self.wire.link_bb(p, region, 1));
-                    self.wire.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
-                }
-                Dest::Backend(backend) => {
-                    if let Some(&e) = self.servers.egress_by_ip.get(&backend.ip()) {
-                        // An internet backend: through the region's egress node.
-                        self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::EgressFromClb(e), out.bytes);
-                    } else if let Some(&host) = self.servers.host_by_ip.get(&backend.ip()) {
-                        self.servers.send_clb_backend(c, host, 0, flow, out.bytes, &mut self.wire);
-                    }
-                }
-                Dest::Client(_) => {
-                    let Some((client, flow)) = self.wire.places().reply_target(&out.bytes) else {
-                        continue;
-                    };
-                    let link = LinkKind::InetDirect(self.wire.link_direct(self.wire.group_of(client), region, 1));
-                    self.wire.send_over(link, flow, Arrival::Client(client), out.bytes);
-                }
-                Dest::Node(NodeId::Clb { node, .. }) => {
-                    // Over the region's own network, like CLB ↔ backend.
-                    if usize::from(node) < usize::from(self.t.regions[region].clb_nodes) {
-                        let peer = self.wire.places().clb(region, node);
-                        self.wire.hop(self.wire.now() + INTRA_REGION_NS, Arrival::ClbFromPeer(peer), out.bytes);
-                    }
-                }
-                Dest::Node(NodeId::Backend { .. }) => {}
-            }
-        }
-        while let Some(ev) = self.regions.clbs[c].core.poll_event() {
-            if let anyedge_region::Event::HealthChanged { backend, healthy } = ev {
-                let who = self.regions.clbs[c].name(self.t);
-                self.wire.noticed(Notice::Backend { addr: backend, healthy }, who);
-                if self.regions.clbs[c].index == 0 {
-                    let now = self.wire.now();
-                    let since = self
-                        .servers
-                        .backends
-                        .iter()
-                        .filter(|r| r.addr == backend && r.region == region)
-                        .find_map(|r| r.health.last().map(|h| h.0))
-                        .unwrap_or(0);
-                    let reason = if healthy { None } else { self.servers.unhealthy_reason(backend, since, &self.wire) };
-                    for rec in self.servers.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
-                        rec.health.push((now, healthy, reason.clone()));
-                    }
-                }
-            }
-        }
-        self.arm_clb_timer(c);
-    }
-
-    pub(super) fn arm_clb_timer(&mut self, c: ClbId) {
-        if let Some(at) = self.regions.arm_timer(c) {
-            self.wire.schedule(at, Ev::ClbTimer { clb: c });
         }
     }
 
@@ -410,7 +458,7 @@ impl<'t> World<'t> {
         self.regions.clbs[c].up = true;
         self.regions.clbs[c].timer_at = None;
         // Its first outputs ask the region's other nodes for their tables.
-        self.drain_clb(c);
+        self.regions.drain(c, &mut self.wire, &mut self.servers);
         self.probers.restart(ProberAt::Clb(c), &mut self.wire);
     }
 }

@@ -296,7 +296,7 @@ impl<'t> World<'t> {
                 self.capture(&to, &packet);
                 self.arrive(to, packet)
             }
-            Ev::ClbTimer { clb } => self.clb_timer(clb),
+            Ev::ClbTimer { clb } => self.regions.timer(clb, &mut self.wire, &mut self.servers),
             Ev::Fault { index } => self.apply_fault(index),
             Ev::Control(ev) => self.control_event(ev),
             Ev::ProbeTick { at, epoch } => {
@@ -317,17 +317,5 @@ impl<'t> World<'t> {
     fn probe_cx(&mut self) -> (&mut Probers, ProbeCx<'_, 't>) {
         let cx = ProbeCx { wire: &mut self.wire, pops: &mut self.pops, regions: &mut self.regions };
         (&mut self.probers, cx)
-    }
-
-    /// A CLB node's timer, when it is the one last armed (a later arming supersedes it).
-    fn clb_timer(&mut self, clb: ClbId) {
-        if self.regions.clbs[clb].timer_at == Some(self.wire.now()) {
-            self.regions.clbs[clb].timer_at = None;
-            if self.regions.clbs[clb].up {
-                let now = self.wire.now();
-                self.regions.clbs[clb].core.handle_timeout(now);
-                self.drain_clb(clb);
-            }
-        }
     }
 }

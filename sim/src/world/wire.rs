@@ -34,6 +34,8 @@ pub(super) struct Places {
     clb_region: Vec<usize>,
     /// [region]: its first CLB node (a region's nodes are consecutive).
     clb_base: Vec<ClbId>,
+    /// [region]: how many CLB nodes it has.
+    clb_count: Vec<u16>,
     /// CLB nodes by their addresses (v4 and v6).
     clb_by_addr: FxHashMap<IpAddr, ClbId>,
     /// Clients by their addresses.
@@ -63,12 +65,18 @@ impl Places {
             })
             .collect();
         debug_assert!(clb_base.iter().enumerate().all(|(r, c)| clb_region.get(c.0).is_none_or(|&cr| cr >= r)));
-        Places { clb_region, clb_base, clb_by_addr, client_by_addr, group_start, egress_region }
+        let clb_count = t.regions.iter().map(|r| r.clb_nodes).collect();
+        Places { clb_region, clb_base, clb_count, clb_by_addr, client_by_addr, group_start, egress_region }
     }
 
     /// Node `index` of region `region`.
     pub(super) fn clb(&self, region: usize, index: u16) -> ClbId {
         self.clb_base[region].node(index)
+    }
+
+    /// How many CLB nodes region `region` has.
+    pub(super) fn clb_count(&self, region: usize) -> u16 {
+        self.clb_count[region]
     }
 
     /// CLB node `c`'s region.
