@@ -226,6 +226,15 @@ impl ClassInfo {
     }
 }
 
+/// What the client side may touch: the wire, each traffic class's facts, the clients'
+/// TLS and QUIC settings, and the backends' record of which flows reached them.
+pub(super) struct EdgeCx<'a, 't> {
+    pub(super) wire: &'a mut Wire<'t>,
+    pub(super) classes: &'a [ClassInfo],
+    pub(super) pki: &'a Pki,
+    pub(super) servers: &'a mut Servers,
+}
+
 /// Client groups and their clients, built whole with their first requests scheduled.
 pub(super) struct Edge {
     pub(super) clients: Table<ClientId, Client>,

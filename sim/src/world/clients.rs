@@ -5,7 +5,8 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::PATHS;
 use crate::world::Path;
-use crate::world::World;
+use crate::world::build::Edge;
+use crate::world::build::EdgeCx;
 use crate::world::client::ClientTcp;
 use crate::world::flows::PORT_BASE;
 use crate::world::flows::TCP_PENDING_MAX;
@@ -19,105 +20,112 @@ use crate::world::tcp_app::service_tcp_flow;
 use anyedge_proto::FlowKey;
 use anyedge_proto::Transport;
 use anyedge_proto::inner;
+use anyedge_topology::Topology;
 use anyedge_topology::TrafficKind;
 use std::net::SocketAddr;
 
-impl<'t> World<'t> {
+impl Edge {
     /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
-    pub(super) fn slot_key(&self, client: ClientId, slot: usize) -> FlowKey {
-        let c = &self.edge.clients[client];
-        let class = &self.t.traffic[self.t.clients[c.group].traffic[slot / 2]];
+    pub(super) fn slot_key(&self, client: ClientId, slot: usize, t: &Topology) -> FlowKey {
+        let c = &self.clients[client];
+        let class = &t.traffic[t.clients[c.group].traffic[slot / 2]];
         let generation = c.flows[slot].generation;
         FlowKey {
             transport: class.transport(),
             src: c.addr,
             src_port: port_of(slot, generation),
-            dst: self.t.vip_addr(class, c.addr),
+            dst: t.vip_addr(class, c.addr),
             dst_port: class.port,
         }
     }
 
-    pub(super) fn slot_route(&self, client: ClientId, k: usize, path: Path) -> Option<(LinkKind, Arrival)> {
-        let c = &self.edge.clients[client];
-        let class = &self.t.traffic[self.t.clients[c.group].traffic[k]];
+    pub(super) fn slot_route(
+        &self,
+        client: ClientId,
+        k: usize,
+        path: Path,
+        cx: &EdgeCx<'_, '_>,
+    ) -> Option<(LinkKind, Arrival)> {
+        let c = &self.clients[client];
+        let class = &cx.wire.t().traffic[cx.wire.t().clients[c.group].traffic[k]];
         match path {
             Path::Anycast => {
-                let p = self.edge.groups[c.group].route(class.vip)?;
-                Some((LinkKind::InetPop(self.wire.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
+                let p = self.groups[c.group].route(class.vip)?;
+                Some((LinkKind::InetPop(cx.wire.link_pop(c.group, p, 0)), Arrival::PopFromClient(p)))
             }
             Path::Direct => {
-                let r = self.t.vips[class.vip].home;
-                let hash = self.slot_key(client, k * 2 + 1).flow_hash();
+                let r = cx.wire.t().vips[class.vip].home;
+                let hash = self.slot_key(client, k * 2 + 1, cx.wire.t()).flow_hash();
                 let quic = matches!(class.kind, anyedge_topology::TrafficKind::Quic { .. });
                 let to = Arrival::RegionEdge { region: r as u32, hash, quic };
-                Some((LinkKind::InetDirect(self.wire.link_direct(c.group, r, 0)), to))
+                Some((LinkKind::InetDirect(cx.wire.link_direct(c.group, r, 0)), to))
             }
         }
     }
 
-    pub(super) fn udp_send(&mut self, client: ClientId, k: usize) {
-        let now = self.wire.now();
-        if now >= self.t.duration_ns {
+    pub(super) fn udp_send(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+        let now = cx.wire.now();
+        if now >= cx.wire.t().duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
+        let class = &cx.wire.t().traffic[cx.wire.t().clients[self.clients[client].group].traffic[k]];
         let TrafficKind::Udp { interval_ns, size } = class.kind else {
             return;
         };
-        let vip = (self.t.vip_addr(class, self.edge.clients[client].addr), class.port);
+        let vip = (cx.wire.t().vip_addr(class, self.clients[client].addr), class.port);
         for path in PATHS {
             let slot = k * 2 + path as usize;
-            self.note_sent(client, slot, now);
-            let flow = &mut self.edge.clients[client].flows[slot];
+            self.note_sent(client, slot, now, cx);
+            let flow = &mut self.clients[client].flows[slot];
             let seq = flow.udp_seq;
             flow.udp_seq += 1;
             let payload = app::udp_request(seq, now, size as usize);
-            let src = (self.edge.clients[client].addr, port_of(slot, 0));
+            let src = (self.clients[client].addr, port_of(slot, 0));
             let Some(packet) = inner::build_udp(src, vip, &payload) else {
                 continue;
             };
-            if let Some((link, to)) = self.slot_route(client, k, path) {
-                self.wire.send_over(link, flow_id(client, slot), to, packet);
+            if let Some((link, to)) = self.slot_route(client, k, path, cx) {
+                cx.wire.send_over(link, flow_id(client, slot), to, packet);
             }
         }
-        self.wire.schedule(now + interval_ns, Ev::UdpSend { client, k });
+        cx.wire.schedule(now + interval_ns, Ev::UdpSend { client, k });
     }
 
     /// One SYN of a flood, from a random low source port, never completed.
-    pub(super) fn flood_send(&mut self, client: ClientId, k: usize) {
-        let now = self.wire.now();
-        if now >= self.t.duration_ns {
+    pub(super) fn flood_send(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+        let now = cx.wire.now();
+        if now >= cx.wire.t().duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
+        let class = &cx.wire.t().traffic[cx.wire.t().clients[self.clients[client].group].traffic[k]];
         let TrafficKind::SynFlood { rate_per_s } = class.kind else { return };
-        self.note_sent(client, k * 2, now);
-        let c = &mut self.edge.clients[client];
+        self.note_sent(client, k * 2, now, cx);
+        let c = &mut self.clients[client];
         let Some(rng) = c.rng.as_mut() else { return };
         let src_port = 1024 + rng.below(u64::from(PORT_BASE - 1024)) as u16;
         let seq = rng.next_u64() as u32;
         let syn = inner::bare_tcp(src_port, class.port, smoltcp::wire::TcpControl::Syn, seq, None, Some(1460));
-        if let Some(packet) = inner::build_tcp(c.addr, self.t.vip_addr(class, c.addr), &syn)
-            && let Some((link, to)) = self.slot_route(client, k, Path::Anycast)
+        if let Some(packet) = inner::build_tcp(c.addr, cx.wire.t().vip_addr(class, c.addr), &syn)
+            && let Some((link, to)) = self.slot_route(client, k, Path::Anycast, cx)
         {
-            self.wire.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
+            cx.wire.send_over(link, flow_id(client, k * 2) ^ u64::from(src_port) << 40, to, packet);
         }
-        self.wire.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
+        cx.wire.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
     }
 
-    pub(super) fn tcp_issue(&mut self, client: ClientId, k: usize) {
-        let now = self.wire.now();
-        if now >= self.t.duration_ns {
+    pub(super) fn tcp_issue(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+        let now = cx.wire.now();
+        if now >= cx.wire.t().duration_ns {
             return;
         }
-        let class = &self.t.traffic[self.t.clients[self.edge.clients[client].group].traffic[k]];
+        let class = &cx.wire.t().traffic[cx.wire.t().clients[self.clients[client].group].traffic[k]];
         let TrafficKind::Tcp { requests_per_s, .. } = class.kind else {
             return;
         };
         for path in PATHS {
             let slot = k * 2 + path as usize;
-            self.note_sent(client, slot, now);
-            let c = &mut self.edge.clients[client];
+            self.note_sent(client, slot, now, cx);
+            let c = &mut self.clients[client];
             let Some(ClientTcp { stack, flows, .. }) = c.tcp.as_deref_mut() else { continue };
             let Some(tf) = c.flows[slot].tcp.and_then(|i| flows.get_mut(usize::from(i))) else { continue };
             if tf.pending.is_empty() {
@@ -134,17 +142,17 @@ impl<'t> World<'t> {
                 tf.reset_exchange();
             }
         }
-        self.client_tcp_service(client);
-        self.wire.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
+        self.client_tcp_service(client, cx);
+        cx.wire.schedule(now + (1e9 / requests_per_s) as u64, Ev::TcpIssue { client, k });
     }
 
     /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
-    pub(super) fn client_tcp_service(&mut self, client: ClientId) {
-        let now = self.wire.now();
-        let t = self.t;
-        let group = self.edge.clients[client].group;
-        let addr = self.edge.clients[client].addr;
-        let Some(mut tcp) = self.edge.clients[client].tcp.take() else {
+    pub(super) fn client_tcp_service(&mut self, client: ClientId, cx: &mut EdgeCx<'_, '_>) {
+        let now = cx.wire.now();
+        let t = cx.wire.t();
+        let group = self.clients[client].group;
+        let addr = self.clients[client].addr;
+        let Some(mut tcp) = self.clients[client].tcp.take() else {
             return;
         };
         let ClientTcp { stack: host, flows: tcp_flows, .. } = &mut *tcp;
@@ -161,12 +169,12 @@ impl<'t> World<'t> {
             let app = TcpApp {
                 request,
                 response,
-                http: self.classes[class_idx].http,
-                tls: self.classes[class_idx].tls.then(|| self.pki.tls_client.clone()).flatten(),
+                http: cx.classes[class_idx].http,
+                tls: cx.classes[class_idx].tls.then(|| cx.pki.tls_client.clone()).flatten(),
             };
             for path in PATHS {
                 let slot = k * 2 + path as usize;
-                let c = &mut self.edge.clients[client];
+                let c = &mut self.clients[client];
                 let flow = &mut c.flows[slot];
                 let Some(tf) = flow.tcp.and_then(|i| tcp_flows.get_mut(usize::from(i))) else { continue };
                 let generation = &mut flow.generation;
@@ -189,9 +197,9 @@ impl<'t> World<'t> {
         if tcp_flows.iter().all(|tf| tf.pending.is_empty()) {
             host.park_if_idle();
         }
-        self.edge.clients[client].tcp = Some(tcp);
+        self.clients[client].tcp = Some(tcp);
         for (slot, issued, backend) in completions {
-            self.record_reply(client, slot, issued, backend);
+            self.record_reply(client, slot, issued, backend, cx);
         }
         for packet in out {
             let Ok(info) = inner::parse(&packet) else { continue };
@@ -199,62 +207,69 @@ impl<'t> World<'t> {
                 continue;
             };
             let path = if slot.is_multiple_of(2) { Path::Anycast } else { Path::Direct };
-            if let Some((link, to)) = self.slot_route(client, slot / 2, path) {
-                self.wire.send_over(link, flow_id(client, slot), to, packet);
+            if let Some((link, to)) = self.slot_route(client, slot / 2, path, cx) {
+                cx.wire.send_over(link, flow_id(client, slot), to, packet);
             }
         }
         if let Some(at) = next {
-            self.arm_client_poll(client, at.max(now));
+            self.arm_client_poll(client, at.max(now), cx);
         }
     }
 
     /// A client's TCP poll, when it is the one last armed.
-    pub(super) fn client_tcp_poll(&mut self, client: ClientId) {
-        let now = self.wire.now();
-        if let Some(tcp) = self.edge.clients[client].tcp.as_deref_mut()
+    pub(super) fn client_tcp_poll(&mut self, client: ClientId, cx: &mut EdgeCx<'_, '_>) {
+        let now = cx.wire.now();
+        if let Some(tcp) = self.clients[client].tcp.as_deref_mut()
             && tcp.poll_at == Some(now)
         {
             tcp.poll_at = None;
-            self.client_tcp_service(client);
+            self.client_tcp_service(client, cx);
         }
     }
 
-    pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64) {
-        let c = &mut self.edge.clients[client];
+    pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64, cx: &mut EdgeCx<'_, '_>) {
+        let c = &mut self.clients[client];
         let Some(tcp) = c.tcp.as_deref_mut() else { return };
         if tcp.poll_at.is_none_or(|t| at < t) {
             tcp.poll_at = Some(at);
-            self.wire.schedule(at, Ev::ClientTcpPoll { client });
+            cx.wire.schedule(at, Ev::ClientTcpPoll { client });
         }
     }
 
-    pub(super) fn record_reply(&mut self, client: ClientId, slot: usize, sent_ns: u64, backend: Option<SocketAddr>) {
-        let now = self.wire.now();
-        let group = self.edge.clients[client].group;
+    pub(super) fn record_reply(
+        &mut self,
+        client: ClientId,
+        slot: usize,
+        sent_ns: u64,
+        backend: Option<SocketAddr>,
+        cx: &mut EdgeCx<'_, '_>,
+    ) {
+        let now = cx.wire.now();
+        let group = self.clients[client].group;
         let rtt_ns = now.saturating_sub(sent_ns);
-        let class = self.t.clients[group].traffic[slot / 2];
-        let floor_ns = self.edge.groups[group].floor_ns(self.t.traffic[class].vip)[slot % 2];
+        let class = cx.wire.t().clients[group].traffic[slot / 2];
+        let floor_ns = self.groups[group].floor_ns(cx.wire.t().traffic[class].vip)[slot % 2];
         if rtt_ns < floor_ns {
-            self.wire.violation(format!(
+            cx.wire.violation(format!(
                 "client group `{}`: a reply took {rtt_ns} ns, faster than light allows ({floor_ns} ns)",
-                self.t.clients[group].name
+                cx.wire.t().clients[group].name
             ));
         }
         if let Some(b) = backend
-            && !self.classes[class].backends.contains(&b)
+            && !cx.classes[class].backends.contains(&b)
         {
-            self.wire.violation(format!(
+            cx.wire.violation(format!(
                 "client group `{}`: answered by {b}, a backend its listener never sends to",
-                self.t.clients[group].name
+                cx.wire.t().clients[group].name
             ));
         }
-        self.wire.record().replied(group, slot, sent_ns, rtt_ns, now, slot % 2 == Path::Anycast as usize);
-        let flow = &mut self.edge.clients[client].flows[slot];
+        cx.wire.record().replied(group, slot, sent_ns, rtt_ns, now, slot % 2 == Path::Anycast as usize);
+        let flow = &mut self.clients[client].flows[slot];
         let new_backend = flow.replied(rtt_ns, backend);
         let watching = flow.watching.take();
         let mut still = Vec::new();
         for (tr, pos) in watching.into_iter().flat_map(|w| w.into_vec()) {
-            let tracker = &mut self.wire.record().trackers_mut()[tr];
+            let tracker = &mut cx.wire.record().trackers_mut()[tr];
             if sent_ns >= tracker.at_ns {
                 tracker.first_reply_ns[pos] = Some(now);
                 tracker.changed[pos] =
@@ -263,46 +278,46 @@ impl<'t> World<'t> {
                 still.push((tr, pos));
             }
         }
-        self.edge.clients[client].flows[slot].watching = (!still.is_empty()).then(|| still.into_boxed_slice());
+        self.clients[client].flows[slot].watching = (!still.is_empty()).then(|| still.into_boxed_slice());
         // A flow counts once per backend that served it: only a change needs recording.
-        if let Some(&b) = new_backend.as_ref().and_then(|b| self.servers.backend_index.get(b)) {
-            self.servers.backends[b].flows.insert((client, slot));
+        if let Some(&b) = new_backend.as_ref().and_then(|b| cx.servers.backend_index.get(b)) {
+            cx.servers.backends[b].flows.insert((client, slot));
         }
     }
 
-    pub(super) fn client_receive(&mut self, client: ClientId, packet: Vec<u8>) {
+    pub(super) fn client_receive(&mut self, client: ClientId, packet: Vec<u8>, cx: &mut EdgeCx<'_, '_>) {
         let Ok(info) = inner::parse(&packet) else { return };
         match info.key.transport {
             Transport::Udp => {
                 let Some(slot) = slot_of(info.key.dst_port) else { return };
-                if slot >= self.edge.clients[client].flows.len() {
+                if slot >= self.clients[client].flows.len() {
                     return;
                 }
                 // A QUIC class's slot (known from the topology, without touching the
                 // client's QUIC table: most UDP is not QUIC).
-                let class = self.t.clients[self.edge.clients[client].group].traffic[slot / 2];
-                if matches!(self.t.traffic[class].kind, TrafficKind::Quic { .. }) {
-                    let now = self.wire.now();
+                let class = cx.wire.t().clients[self.clients[client].group].traffic[slot / 2];
+                if matches!(cx.wire.t().traffic[class].kind, TrafficKind::Quic { .. }) {
+                    let now = cx.wire.now();
                     let remote = SocketAddr::new(info.key.src, info.key.src_port);
                     let payload = &packet[packet.len() - info.payload_len..];
                     let mut out = Vec::new();
-                    if let Some(f) = self.edge.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut) {
+                    if let Some(f) = self.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut) {
                         f.host.receive(now, remote, Some(info.key.dst), payload, &mut out);
                     }
-                    self.send_quic_datagrams(client, slot, out);
-                    self.client_quic_service(client, slot);
+                    self.send_quic_datagrams(client, slot, out, cx);
+                    self.client_quic_service(client, slot, cx);
                     return;
                 }
                 let Some(reply) = app::parse_udp_reply(&packet[packet.len() - info.payload_len..]) else {
                     return;
                 };
-                self.record_reply(client, slot, reply.sent_ns, Some(reply.backend));
+                self.record_reply(client, slot, reply.sent_ns, Some(reply.backend), cx);
             }
             Transport::Tcp => {
-                let c = &mut self.edge.clients[client];
+                let c = &mut self.clients[client];
                 if let Some(tcp) = c.tcp.as_deref_mut() {
                     tcp.stack.live(&[c.addr]).receive(packet);
-                    self.client_tcp_service(client);
+                    self.client_tcp_service(client, cx);
                 }
             }
         }

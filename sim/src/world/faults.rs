@@ -297,16 +297,17 @@ impl<'t> World<'t> {
                     | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
                     FaultAction::Down(Target::Clb { region, index }) => {
                         home == region
-                            && g.route(vip).is_some_and(|p| pop(p).node_of(&self.slot_key(ci, slot)) == Some(index))
+                            && g.route(vip)
+                                .is_some_and(|p| pop(p).node_of(&self.edge.slot_key(ci, slot, self.t)) == Some(index))
                     }
                     // The flows its POPs will send it once they find it back.
                     FaultAction::Up(Target::Clb { region, index }) => {
                         let nodes = t.regions[region].clb_nodes;
-                        let hash = self.slot_key(ci, slot).flow_hash();
+                        let hash = self.edge.slot_key(ci, slot, self.t).flow_hash();
                         home == region
                             && g.route(vip).is_some_and(|p| {
                                 let live = |n: u16| n == index || pop(p).clb_up(region as u16, n);
-                                pop(p).node_of(&self.slot_key(ci, slot)).is_some()
+                                pop(p).node_of(&self.edge.slot_key(ci, slot, self.t)).is_some()
                                     && rendezvous_node(hash, nodes, live) == index
                             })
                     }

@@ -396,7 +396,7 @@ impl<'t> World<'t> {
             Arrival::EgressFromClb(e) => self.servers.egress_from_clb(e, packet, &mut self.wire),
             Arrival::EgressFromInternet(e) => self.servers.egress_from_internet(e, packet, &mut self.wire),
             Arrival::InternetHost(host) => self.servers.host_receive(host, None, packet, &mut self.wire),
-            Arrival::Client(c) => self.client_receive(c, packet),
+            Arrival::Client(c) => self.with_edge(|edge, cx| edge.client_receive(c, packet, cx)),
             Arrival::ProbeRequest { to, from } => self.probe_cx().1.request(to, from, packet),
             Arrival::ProbeAnswer { at } => {
                 let (probers, mut cx) = self.probe_cx();

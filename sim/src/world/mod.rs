@@ -19,6 +19,7 @@ use anyedge_topology::Topology;
 use crate::world::backends::Servers;
 use crate::world::build::ClassInfo;
 use crate::world::build::Edge;
+use crate::world::build::EdgeCx;
 use crate::world::faults::FaultState;
 use crate::world::forwarding::PopNode;
 use crate::world::forwarding::Regions;
@@ -285,12 +286,12 @@ impl<'t> World<'t> {
             return;
         }
         match ev {
-            Ev::UdpSend { client, k } => self.udp_send(client, k),
-            Ev::TcpIssue { client, k } => self.tcp_issue(client, k),
-            Ev::FloodSend { client, k } => self.flood_send(client, k),
-            Ev::QuicIssue { client, k } => self.quic_issue(client, k),
-            Ev::ClientQuicPoll { client, slot } => self.client_quic_poll(client, slot),
-            Ev::ClientTcpPoll { client } => self.client_tcp_poll(client),
+            Ev::UdpSend { client, k } => self.with_edge(|edge, cx| edge.udp_send(client, k, cx)),
+            Ev::TcpIssue { client, k } => self.with_edge(|edge, cx| edge.tcp_issue(client, k, cx)),
+            Ev::FloodSend { client, k } => self.with_edge(|edge, cx| edge.flood_send(client, k, cx)),
+            Ev::QuicIssue { client, k } => self.with_edge(|edge, cx| edge.quic_issue(client, k, cx)),
+            Ev::ClientQuicPoll { client, slot } => self.with_edge(|edge, cx| edge.client_quic_poll(client, slot, cx)),
+            Ev::ClientTcpPoll { client } => self.with_edge(|edge, cx| edge.client_tcp_poll(client, cx)),
             Ev::BackendTcpPoll { host, remote } => self.servers.backend_tcp_poll(host, remote, &mut self.wire),
             Ev::Arrive { to, packet } => {
                 self.capture(&to, &packet);
@@ -311,6 +312,13 @@ impl<'t> World<'t> {
                 }
             }
         }
+    }
+
+    /// The client side, and what it may touch.
+    fn with_edge(&mut self, f: impl FnOnce(&mut Edge, &mut EdgeCx<'_, 't>)) {
+        let mut cx =
+            EdgeCx { wire: &mut self.wire, classes: &self.classes, pki: &self.pki, servers: &mut self.servers };
+        f(&mut self.edge, &mut cx);
     }
 
     /// The probers, and what they may touch.

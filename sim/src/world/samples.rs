@@ -2,7 +2,8 @@
 //! report's percentiles are exact (nearest rank, to the microsecond), not the top of a
 //! histogram bucket, and its per-second series (sent, received, p50, p99 by the second
 //! a request left) come from the same samples.
-use crate::world::World;
+use crate::world::build::Edge;
+use crate::world::build::EdgeCx;
 use crate::world::faults::FaultTracker;
 use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
@@ -300,13 +301,13 @@ impl Recorder {
     }
 }
 
-impl<'t> World<'t> {
+impl Edge {
     /// A request of `client`'s slot left now: counted on its flow and in the series.
-    pub(super) fn note_sent(&mut self, client: ClientId, slot: usize, now: u64) {
-        let c = &mut self.edge.clients[client];
+    pub(super) fn note_sent(&mut self, client: ClientId, slot: usize, now: u64, cx: &mut EdgeCx<'_, '_>) {
+        let c = &mut self.clients[client];
         c.flows[slot].sent += 1;
         let group = c.group;
-        self.wire.record().sent(group, slot, now);
+        cx.wire.record().sent(group, slot, now);
     }
 }
 
