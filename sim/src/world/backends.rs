@@ -338,6 +338,17 @@ impl Servers {
         servers
     }
 
+    /// Backend `addr`'s host answers on its port again (`up`), or stops answering.
+    pub(super) fn port_up(&mut self, addr: SocketAddr, up: bool) {
+        let Some(&h) = self.host_by_ip.get(&addr.ip()) else { return };
+        let ports = &mut self.hosts[h].down_ports;
+        if up {
+            ports.retain(|&p| p != addr.port());
+        } else {
+            ports.push(addr.port());
+        }
+    }
+
     fn ensure_host(
         &mut self,
         t: &Topology,

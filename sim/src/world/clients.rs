@@ -13,10 +13,14 @@ use crate::world::flows::TCP_PENDING_MAX;
 use crate::world::flows::flow_id;
 use crate::world::flows::port_of;
 use crate::world::flows::slot_of;
+use crate::world::forwarding::PopNode;
 use crate::world::ids::ClientId;
+use crate::world::ids::PopId;
+use crate::world::ids::Table;
 use crate::world::links::LinkKind;
 use crate::world::tcp_app::TcpApp;
 use crate::world::tcp_app::service_tcp_flow;
+use crate::world::wire::Wire;
 use anyedge_proto::FlowKey;
 use anyedge_proto::Transport;
 use anyedge_proto::inner;
@@ -25,6 +29,56 @@ use anyedge_topology::TrafficKind;
 use std::net::SocketAddr;
 
 impl Edge {
+    /// A BGP update partition `part`'s groups hear: each group's best route is the first
+    /// POP of its order the internet has heard announce the VIP.
+    pub(super) fn hear(&mut self, pops: &Table<PopId, PopNode>, part: u32, wire: &mut Wire<'_>) {
+        let t = wire.t();
+        let now = wire.now();
+        for (gi, g) in self.groups.iter_mut().enumerate() {
+            if !wire.moves_group(gi, part) {
+                continue;
+            }
+            for gv in &mut g.vips {
+                let v = gv.vip;
+                let route = gv.order.find(t, |p| pops[p].heard[v]);
+                if route != gv.route {
+                    // For the report's map: where the group's anycast traffic lands now.
+                    wire.record().catchment_moved(now, gi, v, route);
+                }
+                gv.route = route;
+            }
+        }
+    }
+
+    /// Every client of `group` changes its source port: QUIC carries on, TCP connections
+    /// die with it.
+    pub(super) fn migrate(&mut self, group: usize) {
+        for client in self.clients.iter_mut().filter(|c| c.group == group) {
+            for slot in 0..client.flows.len() {
+                client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
+                if let Some(tcp) = client.tcp.as_deref_mut()
+                    && let Some(h) =
+                        client.flows[slot].tcp.and_then(|i| tcp.flows.get(usize::from(i))).and_then(|f| f.handle)
+                {
+                    tcp.stack.live(&[client.addr]).socket(h).abort();
+                }
+            }
+        }
+    }
+
+    /// The flows fault tracker `tracker` follows (`affected`, in its order) watch it; the
+    /// backend each was on.
+    pub(super) fn watch(&mut self, tracker: usize, affected: &[(ClientId, usize)]) -> Vec<Option<SocketAddr>> {
+        let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
+        for (pos, &(c, s)) in affected.iter().enumerate() {
+            let flow = &mut self.clients[c].flows[s];
+            let mut watching = flow.watching.take().map(Vec::from).unwrap_or_default();
+            watching.push((tracker, pos));
+            flow.watching = Some(watching.into_boxed_slice());
+        }
+        before
+    }
+
     /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
     pub(super) fn slot_key(&self, client: ClientId, slot: usize, t: &Topology) -> FlowKey {
         let c = &self.clients[client];

@@ -34,6 +34,38 @@ impl FaultState {
             retired_sg: t.security_groups.iter().map(|d| vec![RuleCounters::default(); d.group.rules.len()]).collect(),
         }
     }
+
+    /// A weight a fault set without a control plane: the latest for `addr` is kept.
+    fn weight_set(&mut self, addr: SocketAddr, weight: u8) {
+        self.weights_set.retain(|&(a, _)| a != addr);
+        self.weights_set.push((addr, weight));
+    }
+
+    /// A backend a fault unbound (`bound` false) or bound again.
+    fn bound(&mut self, addr: SocketAddr, bound: bool) {
+        self.unbound.retain(|&a| a != addr);
+        if !bound {
+            self.unbound.push(addr);
+        }
+    }
+
+    /// A restarted core's counters of security-group binding `group`, kept for the report.
+    pub(super) fn retire(&mut self, group: usize, counters: &[RuleCounters]) {
+        for (ri, c) in counters.iter().enumerate() {
+            self.retired_sg[group][ri].matched += c.matched;
+            self.retired_sg[group][ri].denied += c.denied;
+        }
+    }
+
+    /// What faults changed, told to a fresh CLB core.
+    pub(super) fn replay(&self, core: &mut anyedge_region::Clb) {
+        for &addr in &self.unbound {
+            core.unbind(addr);
+        }
+        for &(addr, weight) in &self.weights_set {
+            core.set_weight(addr, weight);
+        }
+    }
 }
 
 pub(super) struct FaultTracker {
@@ -104,7 +136,7 @@ impl<'t> World<'t> {
             | FaultAction::Up(Target::Backend { .. })
             | FaultAction::Unbind(_)
             | FaultAction::Bind(_) => self.backend_fault(action),
-            FaultAction::Migrate(group) => self.migrate(group),
+            FaultAction::Migrate(group) => self.edge.migrate(group),
             FaultAction::Link(lo) => {
                 for dir in 0..2 {
                     let i = self.wire.link_bb(PopId(lo.pop), lo.region, dir);
@@ -127,14 +159,8 @@ impl<'t> World<'t> {
         // Partitioned, the flows were found at the window's end, with every POP's owner.
         let found = self.wire.take_tracks(index);
         let affected = found.unwrap_or_else(|| self.affected_flows(&fault.action));
-        let before = affected.iter().map(|&(c, s)| self.edge.clients[c].flows[s].last_backend).collect();
         let tr = self.wire.recorded().next_tracker();
-        for (pos, &(c, s)) in affected.iter().enumerate() {
-            let flow = &mut self.edge.clients[c].flows[s];
-            let mut watching = flow.watching.take().map(Vec::from).unwrap_or_default();
-            watching.push((tr, pos));
-            flow.watching = Some(watching.into_boxed_slice());
-        }
+        let before = self.edge.watch(tr, &affected);
         let tracked = self.wire.record().track(FaultTracker {
             fault: index,
             at_ns: now,
@@ -155,11 +181,8 @@ impl<'t> World<'t> {
         if let FaultAction::SetWeight { region, addr, weight } = action
             && self.control.is_none()
         {
-            self.faults.weights_set.retain(|&(a, _)| a != addr);
-            self.faults.weights_set.push((addr, weight));
-            for c in self.regions.clbs.iter_mut().filter(|c| c.region == region) {
-                c.core.set_weight(addr, weight);
-            }
+            self.faults.weight_set(addr, weight);
+            self.regions.set_weight(region, addr, weight);
             return;
         }
         let Some(c) = self.control.as_mut() else { return };
@@ -182,12 +205,8 @@ impl<'t> World<'t> {
         if self.pops[p].up || !self.wire.owns(self.wire.pop_part(p)) {
             return;
         }
-        self.pops[p].up = true;
-        self.pops[p].core.restart_announcements();
-        for c in self.regions.clbs.ids().collect::<Vec<_>>() {
-            let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
-            self.pops[p].core.set_clb_up(region, index, true);
-        }
+        let clbs = self.regions.clbs.iter().map(|n| (n.region as u16, n.index as u16));
+        self.pops[p].restart(clbs);
         self.probers.restart(ProberAt::Pop(p), &mut self.wire);
     }
 
@@ -195,7 +214,7 @@ impl<'t> World<'t> {
     fn clb_fault(&mut self, action: FaultAction, now: u64) {
         let nodes: Vec<ClbId> = match action {
             FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => {
-                self.regions.clbs.ids().filter(|&c| self.regions.clbs[c].region == r).collect()
+                self.regions.of_region(r).collect()
             }
             FaultAction::Down(Target::Clb { region, index }) | FaultAction::Up(Target::Clb { region, index }) => {
                 vec![self.wire.places().clb(region, index)]
@@ -221,42 +240,13 @@ impl<'t> World<'t> {
         match action {
             FaultAction::Unbind(Target::Backend { region, addr })
             | FaultAction::Bind(Target::Backend { region, addr }) => {
-                let unbind = matches!(action, FaultAction::Unbind(_));
-                self.faults.unbound.retain(|&a| a != addr);
-                if unbind {
-                    self.faults.unbound.push(addr);
-                }
-                for c in self.regions.clbs.iter_mut().filter(|c| c.region == region) {
-                    if unbind { c.core.unbind(addr) } else { c.core.bind(addr) }
-                }
+                let bound = matches!(action, FaultAction::Bind(_));
+                self.faults.bound(addr, bound);
+                self.regions.bind(region, addr, bound);
             }
-            FaultAction::Down(Target::Backend { addr, .. }) => {
-                if let Some(&h) = self.servers.host_by_ip.get(&addr.ip()) {
-                    self.servers.hosts[h].down_ports.push(addr.port());
-                }
-            }
-            FaultAction::Up(Target::Backend { addr, .. }) => {
-                if let Some(&h) = self.servers.host_by_ip.get(&addr.ip()) {
-                    self.servers.hosts[h].down_ports.retain(|&p| p != addr.port());
-                }
-            }
+            FaultAction::Down(Target::Backend { addr, .. }) => self.servers.port_up(addr, false),
+            FaultAction::Up(Target::Backend { addr, .. }) => self.servers.port_up(addr, true),
             _ => {}
-        }
-    }
-
-    /// Every client of `group` changes its source port: QUIC carries on, TCP connections
-    /// die with it.
-    fn migrate(&mut self, group: usize) {
-        for client in self.edge.clients.iter_mut().filter(|c| c.group == group) {
-            for slot in 0..client.flows.len() {
-                client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
-                if let Some(tcp) = client.tcp.as_deref_mut()
-                    && let Some(h) =
-                        client.flows[slot].tcp.and_then(|i| tcp.flows.get(usize::from(i))).and_then(|f| f.handle)
-                {
-                    tcp.stack.live(&[client.addr]).socket(h).abort();
-                }
-            }
         }
     }
 
@@ -362,7 +352,10 @@ impl<'t> World<'t> {
                 let clbs = self.regions.clbs.len();
                 for wc in plane.watch_arrived(watcher, *update) {
                     match wc.watcher.checked_sub(clbs) {
-                        None => self.apply_route_change(ClbId(wc.watcher), &wc.table, &wc.change),
+                        None => {
+                            let change = (&wc.table, &wc.change);
+                            self.regions.apply_route_change(ClbId(wc.watcher), self.t, &self.pki, change)
+                        }
                         Some(p) => anyedge_topology::route_table::apply_to_pop(
                             &mut self.pops[PopId(p)].core,
                             self.t,
@@ -375,20 +368,5 @@ impl<'t> World<'t> {
         };
         self.schedule_control(events);
         self.collect_control_violations();
-    }
-
-    /// A CLB node applies a committed change from its watch stream.
-    pub(super) fn apply_route_change(
-        &mut self,
-        c: ClbId,
-        table: &anyedge_control::RouteTable,
-        change: &anyedge_control::Change,
-    ) {
-        let (r, index) = (self.regions.clbs[c].region, self.regions.clbs[c].index);
-        let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
-        let identity = anyedge_topology::nodes::Identity { default: None, vips: self.pki.vip_identities.clone() };
-        let site =
-            anyedge_topology::route_table::ClbSite { t: self.t, region: r, index, addresses, identity: &identity };
-        anyedge_topology::route_table::apply_to_clb(&mut self.regions.clbs[c].core, &site, table, change);
     }
 }

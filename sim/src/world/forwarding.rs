@@ -6,6 +6,7 @@ use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
 use crate::world::backends::Servers;
+use crate::world::faults::FaultState;
 use crate::world::ids::ClbId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
@@ -27,6 +28,7 @@ use anyedge_topology::nodes::PeerLists;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::net::SocketAddr;
 
 pub(super) struct PopNode {
     pub(super) core: Pop,
@@ -39,7 +41,20 @@ pub(super) struct PopNode {
     pub(super) heard: Vec<bool>,
 }
 
+/// A committed change, and the table it was committed to.
+pub(super) type RouteChange<'a> = (&'a anyedge_control::RouteTable, &'a anyedge_control::Change);
+
 impl PopNode {
+    /// A stopped POP comes back believing every CLB node up (`clbs`: region and index),
+    /// as its fresh prober does; its announcements start over.
+    pub(super) fn restart(&mut self, clbs: impl Iterator<Item = (u16, u16)>) {
+        self.up = true;
+        self.core.restart_announcements();
+        for (region, index) in clbs {
+            self.core.set_clb_up(region, index, true);
+        }
+    }
+
     /// A packet from a client or a CLB node reaches POP `p`'s core (when the POP is up).
     pub(super) fn receive(&mut self, p: PopId, to: Arrival, packet: &[u8], wire: &mut Wire<'_>) {
         if !self.up {
@@ -157,6 +172,53 @@ impl Regions {
             }
         }
         by_addr
+    }
+
+    /// CLB node `c` restarts: what its core counted is kept, its security groups'
+    /// counters retire into `faults`, and a fresh core starts with what faults changed
+    /// (unbound backends, weights set without a control plane).
+    pub(super) fn restart(&mut self, c: ClbId, now: u64, faults: &mut FaultState) {
+        let node = &mut self.clbs[c];
+        node.flows_before += node.core.flows_created();
+        node.peak_before = node.peak_before.max(node.core.conn_table().peak());
+        node.evictions_before += node.core.conn_table().evictions();
+        node.sync_before = node.sync_before.plus(&node.core.sync_stats());
+        let own = node.core.firewall().into_iter().flat_map(|fw| fw.counters());
+        for (gi, counters) in own.chain(node.core.backend_guard().counters()) {
+            faults.retire(gi, counters);
+        }
+        node.core = Clb::new(node.config.clone(), now);
+        faults.replay(&mut node.core);
+        node.up = true;
+        node.timer_at = None;
+    }
+
+    /// Region `region`'s nodes.
+    pub(super) fn of_region(&self, region: usize) -> impl Iterator<Item = ClbId> + '_ {
+        self.clbs.ids().filter(move |&c| self.clbs[c].region == region)
+    }
+
+    /// A weight set on every node of region `region` (no control plane to carry it).
+    pub(super) fn set_weight(&mut self, region: usize, addr: SocketAddr, weight: u8) {
+        for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+            c.core.set_weight(addr, weight);
+        }
+    }
+
+    /// A backend unbound (or bound again) on every node of region `region`.
+    pub(super) fn bind(&mut self, region: usize, addr: SocketAddr, bound: bool) {
+        for c in self.clbs.iter_mut().filter(|c| c.region == region) {
+            if bound { c.core.bind(addr) } else { c.core.unbind(addr) }
+        }
+    }
+
+    /// CLB node `c` applies a committed change from its watch stream.
+    pub(super) fn apply_route_change(&mut self, c: ClbId, t: &Topology, pki: &Pki, (table, change): RouteChange<'_>) {
+        let (r, index) = (self.clbs[c].region, self.clbs[c].index);
+        let addresses = anyedge_topology::nodes::ClbAddresses::of(r, index);
+        let identity = anyedge_topology::nodes::Identity { default: None, vips: pki.vip_identities.clone() };
+        let site = anyedge_topology::route_table::ClbSite { t, region: r, index, addresses, identity: &identity };
+        anyedge_topology::route_table::apply_to_clb(&mut self.clbs[c].core, &site, table, change);
     }
 
     /// Arms CLB node `c`'s next timer, when its core wants one sooner than the one
@@ -405,58 +467,20 @@ impl<'t> World<'t> {
         }
     }
 
-    /// A POP's BGP update arrived: every group's best route is the first POP of its
-    /// order the internet has heard announce the VIP.
+    /// A POP's BGP update arrived: the internet has heard it, and client groups move.
     pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
         self.pops[pop].heard = routes;
-        let t = self.t;
-        let now = self.wire.now();
-        let wire = &mut self.wire;
-        for gi in 0..self.edge.groups.len() {
-            if !wire.moves_group(gi, part) {
-                continue;
-            }
-            let g = &mut self.edge.groups[gi];
-            for gv in &mut g.vips {
-                let v = gv.vip;
-                let route = gv.order.find(t, |p| self.pops[p].heard[v]);
-                if route != gv.route {
-                    // For the report's map: where the group's anycast traffic lands now.
-                    wire.record().catchment_moved(now, gi, v, route);
-                }
-                gv.route = route;
-            }
-        }
+        self.edge.hear(&self.pops, part, &mut self.wire);
     }
 
     /// A restarted node comes back empty: no connection table, fresh health state, every
     /// POP taken to be up until its own probes say otherwise.
     pub(super) fn restart_clb(&mut self, c: ClbId, now: u64) {
-        let node = &mut self.regions.clbs[c];
-        node.flows_before += node.core.flows_created();
-        node.peak_before = node.peak_before.max(node.core.conn_table().peak());
-        node.evictions_before += node.core.conn_table().evictions();
-        node.sync_before = node.sync_before.plus(&node.core.sync_stats());
-        let own = node.core.firewall().into_iter().flat_map(|fw| fw.counters());
-        for (gi, counters) in own.chain(node.core.backend_guard().counters()) {
-            for (ri, c) in counters.iter().enumerate() {
-                self.faults.retired_sg[gi][ri].matched += c.matched;
-                self.faults.retired_sg[gi][ri].denied += c.denied;
-            }
-        }
-        self.regions.clbs[c].core = Clb::new(self.regions.clbs[c].config.clone(), now);
-        for &addr in &self.faults.unbound {
-            self.regions.clbs[c].core.unbind(addr);
-        }
-        for &(addr, weight) in &self.faults.weights_set {
-            self.regions.clbs[c].core.set_weight(addr, weight);
-        }
+        self.regions.restart(c, now, &mut self.faults);
         // With a control plane it catches up from its watch stream instead.
         if let Some(plane) = self.control.as_mut() {
             plane.watcher_restarted(c.0);
         }
-        self.regions.clbs[c].up = true;
-        self.regions.clbs[c].timer_at = None;
         // Its first outputs ask the region's other nodes for their tables.
         self.regions.drain(c, &mut self.wire, &mut self.servers);
         self.probers.restart(ProberAt::Clb(c), &mut self.wire);
