@@ -7,7 +7,6 @@ use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
 use crate::world::liveness::ProberAt;
 use anyedge_ccn::Impairment;
-use anyedge_pop::rendezvous_node;
 use anyedge_region::security::RuleCounters;
 use anyedge_topology::FaultAction;
 use anyedge_topology::Target;
@@ -19,11 +18,11 @@ use std::net::SocketAddr;
 /// cores had counted.
 pub(super) struct FaultState {
     /// Backends unbound by faults (a restarted CLB node must not forget them).
-    pub(super) unbound: Vec<SocketAddr>,
+    unbound: Vec<SocketAddr>,
     /// Weights set by faults without a control plane (a restarted CLB node keeps them).
-    pub(super) weights_set: Vec<(SocketAddr, u8)>,
+    weights_set: Vec<(SocketAddr, u8)>,
     /// Per security-group binding: the counters of CLB cores that were restarted.
-    pub(super) retired_sg: Vec<Vec<RuleCounters>>,
+    retired_sg: Vec<Vec<RuleCounters>>,
 }
 
 impl FaultState {
@@ -54,6 +53,21 @@ impl FaultState {
         for (ri, c) in counters.iter().enumerate() {
             self.retired_sg[group][ri].matched += c.matched;
             self.retired_sg[group][ri].denied += c.denied;
+        }
+    }
+
+    /// Per security-group binding: what restarted cores counted.
+    pub(super) fn retired_sg(&self) -> &[Vec<RuleCounters>] {
+        &self.retired_sg
+    }
+
+    /// Another partition's world's retired counters, added to these.
+    pub(super) fn absorb(&mut self, other: &FaultState) {
+        for (mine, theirs) in self.retired_sg.iter_mut().zip(&other.retired_sg) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.matched += t.matched;
+                m.denied += t.denied;
+            }
         }
     }
 
@@ -263,59 +277,7 @@ impl<'t> World<'t> {
         action: &FaultAction,
         pop: &dyn Fn(PopId) -> &'a anyedge_pop::Pop,
     ) -> Vec<(ClientId, usize)> {
-        let t = self.t;
-        let mut out = Vec::new();
-        for (ci, c) in self.edge.clients.enumerate() {
-            if !self.wire.owns(self.wire.group_part(c.group)) {
-                continue;
-            }
-            let g = &self.edge.groups[c.group];
-            for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
-                let vip = t.traffic[class].vip;
-                let home = t.vips[vip].home;
-                let slot = k * 2;
-                let hit = match *action {
-                    FaultAction::Down(Target::Pop(p)) => g.route(vip) == Some(PopId(p)),
-                    FaultAction::Up(Target::Pop(p)) => {
-                        let p = PopId(p);
-                        g.find_pop(t, vip, |q| q == p || self.pops[q].heard[vip]) == Some(p) && g.route(vip) != Some(p)
-                    }
-                    FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
-                    FaultAction::Down(Target::Backend { addr, .. })
-                    | FaultAction::Up(Target::Backend { addr, .. })
-                    | FaultAction::Unbind(Target::Backend { addr, .. })
-                    | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
-                    FaultAction::Down(Target::Clb { region, index }) => {
-                        home == region
-                            && g.route(vip)
-                                .is_some_and(|p| pop(p).node_of(&self.edge.slot_key(ci, slot, self.t)) == Some(index))
-                    }
-                    // The flows its POPs will send it once they find it back.
-                    FaultAction::Up(Target::Clb { region, index }) => {
-                        let nodes = t.regions[region].clb_nodes;
-                        let hash = self.edge.slot_key(ci, slot, self.t).flow_hash();
-                        home == region
-                            && g.route(vip).is_some_and(|p| {
-                                let live = |n: u16| n == index || pop(p).clb_up(region as u16, n);
-                                pop(p).node_of(&self.edge.slot_key(ci, slot, self.t)).is_some()
-                                    && rendezvous_node(hash, nodes, live) == index
-                            })
-                    }
-                    FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
-                    FaultAction::SetWeight { addr, .. } => c.flows[slot].last_backend == Some(addr),
-                    FaultAction::Down(Target::Control(_))
-                    | FaultAction::Up(Target::Control(_))
-                    | FaultAction::Partition(_)
-                    | FaultAction::Heal => false,
-                    FaultAction::Migrate(group) => c.group == group,
-                    FaultAction::Link(lo) => g.route(vip) == Some(PopId(lo.pop)) && home == lo.region,
-                };
-                if hit {
-                    out.push((ci, slot));
-                }
-            }
-        }
-        out
+        self.edge.affected_flows(action, (pop, &self.pops), &self.wire)
     }
 
     /// Per fault, each recovered flow's time from the fault to its first reply.

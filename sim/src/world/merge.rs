@@ -2,7 +2,7 @@
 //! partitions, and merging the worlds' rows into one for the report.
 
 use crate::world::World;
-use crate::world::ids::{BackendId, ClbId, ClientId, HostId, PopId};
+use crate::world::ids::{BackendId, ClbId, HostId, PopId};
 
 impl<'t> World<'t> {
     /// Takes `other`'s rows for the partitions it ran: its nodes, clients, samples and
@@ -12,12 +12,9 @@ impl<'t> World<'t> {
         let owned = |part: u32| theirs[part as usize];
         self.absorb_nodes(&mut other, &owned);
         self.absorb_backends(&mut other, &owned);
-        for g in 0..self.edge.groups.len() {
+        for g in 0..self.edge.groups().len() {
             if owned(self.wire.group_part(g)) {
-                let first = self.edge.group_start[g];
-                for c in first..first + self.t.clients[g].count as usize {
-                    std::mem::swap(&mut self.edge.clients[ClientId(c)], &mut other.edge.clients[ClientId(c)]);
-                }
+                self.edge.take_group(g, &mut other.edge);
                 self.wire.record().take_group(g, other.wire.record());
             }
         }
@@ -72,23 +69,13 @@ impl<'t> World<'t> {
         let world_wide = other.wire.scope().map_or(0, |s| s.world_wide);
         let events = other.wire.processed() - world_wide;
         self.wire.record().absorb(other.wire.record(), events);
-        for (mine, theirs) in self.faults.retired_sg.iter_mut().zip(&other.faults.retired_sg) {
-            for (m, t) in mine.iter_mut().zip(theirs) {
-                m.matched += t.matched;
-                m.denied += t.denied;
-            }
-        }
+        self.faults.absorb(&other.faults);
     }
 
     /// After every world is absorbed: the merged lists in the order one world keeps
     /// them (by time; a fault's flows by client).
     pub(super) fn finish_partitioned(&mut self) {
         self.wire.record().sort_merged();
-        for c in self.edge.clients.iter_mut() {
-            // Positions in the trackers moved: nothing watches after the run.
-            for f in c.flows.iter_mut() {
-                f.watching = None;
-            }
-        }
+        self.edge.forget_watches();
     }
 }

@@ -139,7 +139,7 @@ impl<'t> World<'t> {
 
     /// One backend port: its flows by path, the client addresses it saw, its health.
     fn backend_report(&self, b: &BackendRecord) -> BackendReport {
-        let seen = b.addrs_seen.sorted(&self.edge.clients);
+        let seen = b.addrs_seen.sorted(self.edge.clients());
         let on = |path: Path| b.flows.iter().filter(|(_, slot)| slot % 2 == path as usize).count() as u64;
         BackendReport {
             region: self.t.regions[b.region].name.clone(),
@@ -212,7 +212,7 @@ impl<'t> World<'t> {
 
     /// Rule counters summed over every host a group is bound to.
     pub(super) fn security_group_report(&self) -> Vec<SecurityGroupReport> {
-        let mut totals = self.faults.retired_sg.clone();
+        let mut totals = self.faults.retired_sg().to_vec();
         let firewalls = self
             .regions
             .clbs
@@ -261,10 +261,9 @@ impl<'t> World<'t> {
     ) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
-        let pop = first_vip.and_then(|v| self.edge.groups[g].first_pop(v)).map(|p| t.pops[p.0].name.clone());
+        let pop = first_vip.and_then(|v| self.edge.groups()[g].first_pop(v)).map(|p| t.pops[p.0].name.clone());
         // A group's clients are consecutive from its first.
-        let first = self.edge.group_start[g];
-        let members: Vec<&Client> = self.edge.clients.iter().skip(first).take(group.count as usize).collect();
+        let members: Vec<&Client> = self.edge.group_clients(g).collect();
         debug_assert!(members.iter().all(|c| c.group == g));
         let traffic = group
             .traffic

@@ -2,10 +2,7 @@
 //! report's percentiles are exact (nearest rank, to the microsecond), not the top of a
 //! histogram bucket, and its per-second series (sent, received, p50, p99 by the second
 //! a request left) come from the same samples.
-use crate::world::build::Edge;
-use crate::world::build::EdgeCx;
 use crate::world::faults::FaultTracker;
-use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
 use anyedge_topology::Topology;
 use hdrhistogram::Histogram;
@@ -298,16 +295,6 @@ impl Recorder {
         for tr in self.trackers.iter_mut() {
             tr.sort_by_client();
         }
-    }
-}
-
-impl Edge {
-    /// A request of `client`'s slot left now: counted on its flow and in the series.
-    pub(super) fn note_sent(&mut self, client: ClientId, slot: usize, now: u64, cx: &mut EdgeCx<'_, '_>) {
-        let c = &mut self.clients[client];
-        c.flows[slot].sent += 1;
-        let group = c.group;
-        cx.wire.record().sent(group, slot, now);
     }
 }
 

@@ -7,8 +7,8 @@
 use crate::world::Ev;
 use crate::world::PATHS;
 use crate::world::Path;
-use crate::world::build::Edge;
-use crate::world::build::EdgeCx;
+use crate::world::edge::Edge;
+use crate::world::edge::EdgeCx;
 use crate::world::flows::TCP_PENDING_MAX;
 use crate::world::flows::flow_id;
 use crate::world::flows::port_of;
@@ -18,7 +18,7 @@ use anyedge_topology::TrafficKind;
 use std::net::SocketAddr;
 
 impl Edge {
-    pub(super) fn quic_issue(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn quic_issue(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         if now >= cx.wire.t().duration_ns {
             return;
@@ -44,7 +44,7 @@ impl Edge {
     }
 
     /// A client's QUIC poll of slot `slot`, when it is the one last armed.
-    pub(super) fn client_quic_poll(&mut self, client: ClientId, slot: usize, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn client_quic_poll(&mut self, client: ClientId, slot: usize, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         let flow = self.clients[client].quic_flows.get_mut(slot).and_then(Option::as_mut);
         if let Some(f) = flow
@@ -56,7 +56,7 @@ impl Edge {
     }
 
     /// Drives a client's QUIC flow: connect, one stream per request, read the answer.
-    pub(super) fn client_quic_service(&mut self, client: ClientId, slot: usize, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn client_quic_service(&mut self, client: ClientId, slot: usize, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         let t = cx.wire.t();
         let group = self.clients[client].group;
@@ -116,7 +116,7 @@ impl Edge {
     }
 
     /// Sends a client's QUIC datagrams from its slot's current source port.
-    pub(super) fn send_quic_datagrams(
+    pub(in crate::world) fn send_quic_datagrams(
         &mut self,
         client: ClientId,
         slot: usize,

@@ -5,9 +5,11 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::PATHS;
 use crate::world::Path;
-use crate::world::build::Edge;
-use crate::world::build::EdgeCx;
+use crate::world::client::Client;
 use crate::world::client::ClientTcp;
+use crate::world::client::Group;
+use crate::world::edge::Edge;
+use crate::world::edge::EdgeCx;
 use crate::world::flows::PORT_BASE;
 use crate::world::flows::TCP_PENDING_MAX;
 use crate::world::flows::flow_id;
@@ -21,17 +23,65 @@ use crate::world::links::LinkKind;
 use crate::world::tcp_app::TcpApp;
 use crate::world::tcp_app::service_tcp_flow;
 use crate::world::wire::Wire;
+use anyedge_pop::rendezvous_node;
 use anyedge_proto::FlowKey;
 use anyedge_proto::Transport;
 use anyedge_proto::inner;
+use anyedge_topology::FaultAction;
+use anyedge_topology::Target;
 use anyedge_topology::Topology;
 use anyedge_topology::TrafficKind;
 use std::net::SocketAddr;
 
 impl Edge {
+    /// A request of `client`'s slot left now: counted on its flow and in the series.
+    pub(in crate::world) fn note_sent(&mut self, client: ClientId, slot: usize, now: u64, cx: &mut EdgeCx<'_, '_>) {
+        let c = &mut self.clients[client];
+        c.flows[slot].sent += 1;
+        let group = c.group;
+        cx.wire.record().sent(group, slot, now);
+    }
+
+    pub(in crate::world) fn clients(&self) -> &Table<ClientId, Client> {
+        &self.clients
+    }
+
+    pub(in crate::world) fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// Each group's first client (groups' clients are consecutive).
+    pub(in crate::world) fn group_starts(&self) -> &[usize] {
+        &self.group_start
+    }
+
+    /// Group `g`'s clients.
+    pub(in crate::world) fn group_clients(&self, g: usize) -> impl Iterator<Item = &Client> {
+        let first = self.group_start[g];
+        let end = self.group_start.get(g + 1).copied().unwrap_or(self.clients.len());
+        self.clients.iter().skip(first).take(end - first)
+    }
+
+    /// Takes group `g`'s clients from another partition's world, which ran them.
+    pub(in crate::world) fn take_group(&mut self, g: usize, other: &mut Edge) {
+        let end = self.group_start.get(g + 1).copied().unwrap_or(self.clients.len());
+        for c in self.group_start[g]..end {
+            std::mem::swap(&mut self.clients[ClientId(c)], &mut other.clients[ClientId(c)]);
+        }
+    }
+
+    /// After a partitioned run: trackers' positions moved, so no flow watches any more.
+    pub(in crate::world) fn forget_watches(&mut self) {
+        for c in self.clients.iter_mut() {
+            for f in c.flows.iter_mut() {
+                f.watching = None;
+            }
+        }
+    }
+
     /// A BGP update partition `part`'s groups hear: each group's best route is the first
     /// POP of its order the internet has heard announce the VIP.
-    pub(super) fn hear(&mut self, pops: &Table<PopId, PopNode>, part: u32, wire: &mut Wire<'_>) {
+    pub(in crate::world) fn hear(&mut self, pops: &Table<PopId, PopNode>, part: u32, wire: &mut Wire<'_>) {
         let t = wire.t();
         let now = wire.now();
         for (gi, g) in self.groups.iter_mut().enumerate() {
@@ -50,9 +100,72 @@ impl Edge {
         }
     }
 
+    /// The flows of this world's clients a fault touches, with each POP's core as `pop`
+    /// gives it (its owner's, when the world runs partitioned) and what this world's
+    /// POPs heard.
+    pub(in crate::world) fn affected_flows<'a>(
+        &self,
+        action: &FaultAction,
+        (pop, pops): (&dyn Fn(PopId) -> &'a anyedge_pop::Pop, &Table<PopId, PopNode>),
+        wire: &Wire<'_>,
+    ) -> Vec<(ClientId, usize)> {
+        let t = wire.t();
+        let mut out = Vec::new();
+        for (ci, c) in self.clients.enumerate() {
+            if !wire.owns(wire.group_part(c.group)) {
+                continue;
+            }
+            let g = &self.groups[c.group];
+            for (k, &class) in t.clients[c.group].traffic.iter().enumerate() {
+                let vip = t.traffic[class].vip;
+                let home = t.vips[vip].home;
+                let slot = k * 2;
+                let hit = match *action {
+                    FaultAction::Down(Target::Pop(p)) => g.route(vip) == Some(PopId(p)),
+                    FaultAction::Up(Target::Pop(p)) => {
+                        let p = PopId(p);
+                        g.find_pop(t, vip, |q| q == p || pops[q].heard[vip]) == Some(p) && g.route(vip) != Some(p)
+                    }
+                    FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
+                    FaultAction::Down(Target::Backend { addr, .. })
+                    | FaultAction::Up(Target::Backend { addr, .. })
+                    | FaultAction::Unbind(Target::Backend { addr, .. })
+                    | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
+                    FaultAction::Down(Target::Clb { region, index }) => {
+                        home == region
+                            && g.route(vip).is_some_and(|p| pop(p).node_of(&self.slot_key(ci, slot, t)) == Some(index))
+                    }
+                    // The flows its POPs will send it once they find it back.
+                    FaultAction::Up(Target::Clb { region, index }) => {
+                        let nodes = t.regions[region].clb_nodes;
+                        let hash = self.slot_key(ci, slot, t).flow_hash();
+                        home == region
+                            && g.route(vip).is_some_and(|p| {
+                                let live = |n: u16| n == index || pop(p).clb_up(region as u16, n);
+                                pop(p).node_of(&self.slot_key(ci, slot, t)).is_some()
+                                    && rendezvous_node(hash, nodes, live) == index
+                            })
+                    }
+                    FaultAction::Unbind(_) | FaultAction::Bind(_) => false,
+                    FaultAction::SetWeight { addr, .. } => c.flows[slot].last_backend == Some(addr),
+                    FaultAction::Down(Target::Control(_))
+                    | FaultAction::Up(Target::Control(_))
+                    | FaultAction::Partition(_)
+                    | FaultAction::Heal => false,
+                    FaultAction::Migrate(group) => c.group == group,
+                    FaultAction::Link(lo) => g.route(vip) == Some(PopId(lo.pop)) && home == lo.region,
+                };
+                if hit {
+                    out.push((ci, slot));
+                }
+            }
+        }
+        out
+    }
+
     /// Every client of `group` changes its source port: QUIC carries on, TCP connections
     /// die with it.
-    pub(super) fn migrate(&mut self, group: usize) {
+    pub(in crate::world) fn migrate(&mut self, group: usize) {
         for client in self.clients.iter_mut().filter(|c| c.group == group) {
             for slot in 0..client.flows.len() {
                 client.flows[slot].generation = client.flows[slot].generation.wrapping_add(1);
@@ -68,7 +181,11 @@ impl Edge {
 
     /// The flows fault tracker `tracker` follows (`affected`, in its order) watch it; the
     /// backend each was on.
-    pub(super) fn watch(&mut self, tracker: usize, affected: &[(ClientId, usize)]) -> Vec<Option<SocketAddr>> {
+    pub(in crate::world) fn watch(
+        &mut self,
+        tracker: usize,
+        affected: &[(ClientId, usize)],
+    ) -> Vec<Option<SocketAddr>> {
         let before = affected.iter().map(|&(c, s)| self.clients[c].flows[s].last_backend).collect();
         for (pos, &(c, s)) in affected.iter().enumerate() {
             let flow = &mut self.clients[c].flows[s];
@@ -80,7 +197,7 @@ impl Edge {
     }
 
     /// The 5-tuple a client's traffic slot uses now (TCP: its current connection).
-    pub(super) fn slot_key(&self, client: ClientId, slot: usize, t: &Topology) -> FlowKey {
+    pub(in crate::world) fn slot_key(&self, client: ClientId, slot: usize, t: &Topology) -> FlowKey {
         let c = &self.clients[client];
         let class = &t.traffic[t.clients[c.group].traffic[slot / 2]];
         let generation = c.flows[slot].generation;
@@ -93,7 +210,7 @@ impl Edge {
         }
     }
 
-    pub(super) fn slot_route(
+    pub(in crate::world) fn slot_route(
         &self,
         client: ClientId,
         k: usize,
@@ -117,7 +234,7 @@ impl Edge {
         }
     }
 
-    pub(super) fn udp_send(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn udp_send(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         if now >= cx.wire.t().duration_ns {
             return;
@@ -146,7 +263,7 @@ impl Edge {
     }
 
     /// One SYN of a flood, from a random low source port, never completed.
-    pub(super) fn flood_send(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn flood_send(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         if now >= cx.wire.t().duration_ns {
             return;
@@ -167,7 +284,7 @@ impl Edge {
         cx.wire.schedule(now + (1e9 / rate_per_s) as u64, Ev::FloodSend { client, k });
     }
 
-    pub(super) fn tcp_issue(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn tcp_issue(&mut self, client: ClientId, k: usize, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         if now >= cx.wire.t().duration_ns {
             return;
@@ -201,7 +318,7 @@ impl Edge {
     }
 
     /// Drives a client's TCP flows: (re)connect, write requests, read responses, poll.
-    pub(super) fn client_tcp_service(&mut self, client: ClientId, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn client_tcp_service(&mut self, client: ClientId, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         let t = cx.wire.t();
         let group = self.clients[client].group;
@@ -271,7 +388,7 @@ impl Edge {
     }
 
     /// A client's TCP poll, when it is the one last armed.
-    pub(super) fn client_tcp_poll(&mut self, client: ClientId, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn client_tcp_poll(&mut self, client: ClientId, cx: &mut EdgeCx<'_, '_>) {
         let now = cx.wire.now();
         if let Some(tcp) = self.clients[client].tcp.as_deref_mut()
             && tcp.poll_at == Some(now)
@@ -281,7 +398,7 @@ impl Edge {
         }
     }
 
-    pub(super) fn arm_client_poll(&mut self, client: ClientId, at: u64, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn arm_client_poll(&mut self, client: ClientId, at: u64, cx: &mut EdgeCx<'_, '_>) {
         let c = &mut self.clients[client];
         let Some(tcp) = c.tcp.as_deref_mut() else { return };
         if tcp.poll_at.is_none_or(|t| at < t) {
@@ -290,7 +407,7 @@ impl Edge {
         }
     }
 
-    pub(super) fn record_reply(
+    pub(in crate::world) fn record_reply(
         &mut self,
         client: ClientId,
         slot: usize,
@@ -339,7 +456,7 @@ impl Edge {
         }
     }
 
-    pub(super) fn client_receive(&mut self, client: ClientId, packet: Vec<u8>, cx: &mut EdgeCx<'_, '_>) {
+    pub(in crate::world) fn client_receive(&mut self, client: ClientId, packet: Vec<u8>, cx: &mut EdgeCx<'_, '_>) {
         let Ok(info) = inner::parse(&packet) else { return };
         match info.key.transport {
             Transport::Udp => {
