@@ -84,7 +84,7 @@ impl<'t> World<'t> {
         let servers = Servers::build(t, tags, &mut peers);
         let places = Places::new(
             t,
-            (regions.clbs.iter().map(|n| n.region).collect(), regions.clb_by_addr()),
+            (regions.clbs().iter().map(|n| n.region).collect(), regions.clb_by_addr()),
             (edge.group_starts().to_vec(), client_by_addr),
             servers.egress.iter().map(|e| e.region).collect(),
         );
@@ -107,7 +107,7 @@ impl<'t> World<'t> {
         let (probers, mut cx) = w.probe_cx();
         probers.start(&mut cx);
         // Each CLB node's first outputs ask its peers for their tables (empty at start).
-        for c in w.regions.clbs.ids().collect::<Vec<_>>() {
+        for c in w.regions.clbs().ids().collect::<Vec<_>>() {
             if w.wire.owns(w.wire.clb_part(c)) {
                 w.regions.drain(c, &mut w.wire, &mut w.servers);
             }
@@ -117,7 +117,7 @@ impl<'t> World<'t> {
         }
         if let Some(c) = &t.control {
             // CLB nodes, then POPs (a POP follows the listeners its replies may come from).
-            let clbs = w.regions.clbs.iter().map(|n| t.regions[n.region].location);
+            let clbs = w.regions.clbs().iter().map(|n| t.regions[n.region].location);
             let watchers: Vec<_> = clbs.chain(t.pops.iter().map(|p| p.location)).collect();
             w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(|e| SimError(e.to_string()))?);
             w.wire.schedule(0, Ev::Control(crate::control::ControlEv::Tick));

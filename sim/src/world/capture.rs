@@ -81,7 +81,7 @@ impl<'t> World<'t> {
             // Handed to a CLB node at once, captured there.
             Arrival::RegionEdge { .. } => return,
             Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
-                self.regions.clbs[c].name(t)
+                self.regions.clbs()[c].name(t)
             }
             Arrival::Backend { host, .. } | Arrival::InternetHost(host) => {
                 format!("backend/{}", self.servers.hosts[host].ip)
@@ -89,10 +89,10 @@ impl<'t> World<'t> {
             Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.servers.egress[e].name.clone(),
             Arrival::Client(c) => format!("client/{}", t.clients[self.edge.clients()[c].group].name),
             Arrival::ProbeRequest { to: Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
-            Arrival::ProbeRequest { to: Probed::Clb(c), .. } => self.regions.clbs[c].name(t),
+            Arrival::ProbeRequest { to: Probed::Clb(c), .. } => self.regions.clbs()[c].name(t),
             Arrival::ProbeAnswer { at } => match at {
                 ProberAt::Pop(p) => format!("pop/{}", t.pops[p.index()].name),
-                ProberAt::Clb(c) => self.regions.clbs[c].name(t),
+                ProberAt::Clb(c) => self.regions.clbs()[c].name(t),
                 ProberAt::Transit(_) => "internet".to_string(),
                 ProberAt::Region(r) => format!("region/{}", t.regions[r].name),
             },

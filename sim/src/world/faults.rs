@@ -219,7 +219,7 @@ impl<'t> World<'t> {
         if self.pops[p].up || !self.wire.owns(self.wire.pop_part(p)) {
             return;
         }
-        let clbs = self.regions.clbs.iter().map(|n| (n.region as u16, n.index as u16));
+        let clbs = self.regions.clbs().iter().map(|n| (n.region as u16, n.index as u16));
         self.pops[p].restart(clbs);
         self.probers.restart(ProberAt::Pop(p), &mut self.wire);
     }
@@ -238,11 +238,11 @@ impl<'t> World<'t> {
         let down = matches!(action, FaultAction::Down(_));
         for c in nodes {
             if down {
-                self.regions.clbs[c].up = false;
+                self.regions.stop(c);
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
-            } else if !self.regions.clbs[c].up && self.wire.owns(self.wire.clb_part(c)) {
+            } else if !self.regions.clbs()[c].up && self.wire.owns(self.wire.clb_part(c)) {
                 self.restart_clb(c, now);
             }
         }
@@ -311,7 +311,7 @@ impl<'t> World<'t> {
             ControlEv::Tick => plane.tick(now),
             ControlEv::Message { from, to, bytes } => plane.deliver(now, (from, to), &bytes),
             ControlEv::Watch { watcher, update } => {
-                let clbs = self.regions.clbs.len();
+                let clbs = self.regions.clbs().len();
                 for wc in plane.watch_arrived(watcher, *update) {
                     match wc.watcher.checked_sub(clbs) {
                         None => {

@@ -6,6 +6,7 @@ use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
 use crate::world::backends::Servers;
+use anyedge_ccn::Keyring;
 use crate::world::faults::FaultState;
 use crate::world::ids::ClbId;
 use crate::world::ids::PopId;
@@ -132,7 +133,7 @@ pub(super) struct ClbNode {
 /// Every region's CLB nodes (a region's nodes are consecutive), built whole from the
 /// topology with their timers armed.
 pub(super) struct Regions {
-    pub(super) clbs: Table<ClbId, ClbNode>,
+    clbs: Table<ClbId, ClbNode>,
 }
 
 impl Regions {
@@ -160,6 +161,44 @@ impl Regions {
             }
         }
         regions
+    }
+
+    /// Every node, to read.
+    pub(super) fn clbs(&self) -> &Table<ClbId, ClbNode> {
+        &self.clbs
+    }
+
+    /// CLB node `c` stops: it answers nothing and runs no timer until it restarts.
+    pub(super) fn stop(&mut self, c: ClbId) {
+        self.clbs[c].up = false;
+    }
+
+    /// Takes CLB node `c` from another partition's world, which ran it.
+    pub(super) fn take_node(&mut self, c: ClbId, other: &mut Regions) {
+        std::mem::swap(&mut self.clbs[c], &mut other.clbs[c]);
+    }
+
+    /// The POPs CLB node `c` replied through since it was last asked (its prober's
+    /// demand).
+    pub(super) fn take_demand(&mut self, c: ClbId) -> impl Iterator<Item = u16> + use<> {
+        self.clbs[c].core.take_demand().into_iter()
+    }
+
+    /// CLB node `c`'s keyring and backbone id, and its drop counters.
+    pub(super) fn keys(&mut self, c: ClbId) -> (&mut Keyring, NodeId, &mut BTreeMap<&'static str, u64>) {
+        let n = &mut self.clbs[c];
+        let id = anyedge_topology::nodes::clb_node(n.region, n.index);
+        (n.core.keyring(), id, &mut n.drops)
+    }
+
+    /// CLB node `c`'s prober found POP `pop` down or up.
+    pub(super) fn pop_found(&mut self, c: ClbId, pop: u16, up: bool) {
+        self.clbs[c].core.set_pop_up(pop, up);
+    }
+
+    /// The region edge's prober found CLB node `c` down or up (the direct path's ECMP).
+    pub(super) fn edge_found(&mut self, c: ClbId, up: bool) {
+        self.clbs[c].known_up = up;
     }
 
     /// CLB nodes by their addresses (v4 and v6).

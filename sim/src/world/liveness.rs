@@ -117,7 +117,7 @@ pub(super) struct ProbeCx<'a, 't> {
 impl Probers {
     /// Schedules the first round of every prober this world runs.
     pub(super) fn start(&mut self, cx: &mut ProbeCx<'_, '_>) {
-        let (np, nc) = (cx.pops.len(), cx.regions.clbs.len());
+        let (np, nc) = (cx.pops.len(), cx.regions.clbs().len());
         let all = (0..np)
             .map(|p| ProberAt::Pop(PopId(p)))
             .chain((0..nc).map(|c| ProberAt::Clb(ClbId(c))))
@@ -173,7 +173,7 @@ impl Probers {
                 }
             }
             ProberAt::Clb(c) => {
-                for pop in cx.regions.clbs[c].core.take_demand() {
+                for pop in cx.regions.take_demand(c) {
                     self.clb[c.0].prober.handle_use(usize::from(pop), now);
                 }
             }
@@ -224,7 +224,7 @@ impl ProbeCx<'_, '_> {
     fn alive(&self, at: ProberAt) -> bool {
         match at {
             ProberAt::Pop(p) => self.pops[p].up,
-            ProberAt::Clb(c) => self.regions.clbs[c].up,
+            ProberAt::Clb(c) => self.regions.clbs()[c].up,
             ProberAt::Transit(_) | ProberAt::Region(_) => true,
         }
     }
@@ -246,11 +246,7 @@ impl ProbeCx<'_, '_> {
                 let n = &mut self.pops[p];
                 (n.core.keyring(), anyedge_topology::nodes::pop_node(p.0), &mut n.drops)
             }
-            Probed::Clb(c) => {
-                let n = &mut self.regions.clbs[c];
-                let id = anyedge_topology::nodes::clb_node(n.region, n.index);
-                (n.core.keyring(), id, &mut n.drops)
-            }
+            Probed::Clb(c) => self.regions.keys(c),
         }
     }
 
@@ -282,7 +278,7 @@ impl ProbeCx<'_, '_> {
     pub(super) fn request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
         let alive = match to {
             Probed::Pop(p) => self.pops[p].up,
-            Probed::Clb(c) => self.regions.clbs[c].up,
+            Probed::Clb(c) => self.regions.clbs()[c].up,
         };
         if !alive {
             return;
@@ -319,7 +315,7 @@ impl ProbeCx<'_, '_> {
         let to = if dir == 0 { Arrival::ProbeRequest { to: node, from: at } } else { Arrival::ProbeAnswer { at } };
         let now = self.wire.now();
         let backbone = |cx: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
-            let i = cx.wire.link_bb(pop, cx.regions.clbs[clb].region, if toward_region { 0 } else { 1 });
+            let i = cx.wire.link_bb(pop, cx.regions.clbs()[clb].region, if toward_region { 0 } else { 1 });
             // Probes of one pair keep to one path (their own flow on the link).
             let flow = u64::MAX - ((pop.0 as u64) << 20 | clb.0 as u64);
             (LinkKind::Backbone(i), flow)
@@ -350,13 +346,13 @@ impl ProbeCx<'_, '_> {
         match at {
             ProberAt::Pop(p) => {
                 let c = ClbId(peer);
-                let (region, index) = (self.regions.clbs[c].region as u16, self.regions.clbs[c].index as u16);
+                let (region, index) = (self.regions.clbs()[c].region as u16, self.regions.clbs()[c].index as u16);
                 self.pops[p].core.set_clb_up(region, index, up);
                 self.wire.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", t.pops[p.0].name));
             }
             ProberAt::Clb(c) => {
-                self.regions.clbs[c].core.set_pop_up(peer as u16, up);
-                let who = self.regions.clbs[c].name(t);
+                self.regions.pop_found(c, peer as u16, up);
+                let who = self.regions.clbs()[c].name(t);
                 self.wire.noticed(Notice::Pop { pop: PopId(peer), up }, who);
             }
             ProberAt::Transit(p) => {
@@ -367,7 +363,7 @@ impl ProbeCx<'_, '_> {
             }
             ProberAt::Region(r) => {
                 let c = self.wire.places().clb(r, peer as u16);
-                self.regions.clbs[c].known_up = up;
+                self.regions.edge_found(c, up);
                 self.wire.noticed(Notice::Clb { clb: c, up }, format!("region/{}/edge", t.regions[r].name));
             }
         }

@@ -28,9 +28,9 @@ impl<'t> World<'t> {
                 std::mem::swap(&mut self.pops[p], &mut other.pops[p]);
             }
         }
-        for c in self.regions.clbs.ids().collect::<Vec<ClbId>>() {
+        for c in self.regions.clbs().ids().collect::<Vec<ClbId>>() {
             if owned(self.wire.clb_part(c)) {
-                std::mem::swap(&mut self.regions.clbs[c], &mut other.regions.clbs[c]);
+                self.regions.take_node(c, &mut other.regions);
             }
         }
         for h in self.servers.hosts.ids().collect::<Vec<HostId>>() {

@@ -108,7 +108,7 @@ impl<'t> World<'t> {
                 t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group, &mut hist)).collect()
             },
             backends: self.servers.backends.iter().map(|b| self.backend_report(b)).collect(),
-            clb_nodes: self.regions.clbs.iter().map(|n| self.clb_node_report(n)).collect(),
+            clb_nodes: self.regions.clbs().iter().map(|n| self.clb_node_report(n)).collect(),
             security_groups: self.security_group_report(),
             faults: self.wire.recorded().trackers().iter().map(fault_report).collect(),
             control: self.control_report(),
@@ -197,7 +197,7 @@ impl<'t> World<'t> {
         let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
         let clbs = self
             .regions
-            .clbs
+            .clbs()
             .iter()
             .map(|n| (anyedge_topology::clb_name(&t.regions[n.region].name, n.index), &n.drops));
         let hosts = self.servers.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
@@ -215,13 +215,13 @@ impl<'t> World<'t> {
         let mut totals = self.faults.retired_sg().to_vec();
         let firewalls = self
             .regions
-            .clbs
+            .clbs()
             .iter()
             .filter_map(|c| c.core.firewall())
             .chain(self.servers.hosts.iter().filter_map(|h| h.firewall.as_ref()));
         // What the CLB nodes judged for backends (layer 7, QUIC, translated flows) counts
         // as the backend hosts' own firewalls count.
-        let on_behalf = self.regions.clbs.iter().map(|c| c.core.backend_guard());
+        let on_behalf = self.regions.clbs().iter().map(|c| c.core.backend_guard());
         let counted = firewalls.flat_map(|fw| fw.counters()).chain(on_behalf.flat_map(|g| g.counters()));
         for (gi, counters) in counted {
             for (ri, c) in counters.iter().enumerate() {
@@ -307,7 +307,7 @@ impl<'t> World<'t> {
     pub fn control_report(&self) -> Option<crate::control::ControlReport> {
         let names: Vec<String> = self
             .regions
-            .clbs
+            .clbs()
             .iter()
             .map(|n| anyedge_topology::clb_name(&self.t.regions[n.region].name, n.index))
             .collect();
