@@ -6,13 +6,13 @@ use crate::world::DRAIN_NS;
 use crate::world::Ev;
 use crate::world::SLOTS_MAX;
 use crate::world::World;
-use crate::world::backends::Servers;
 use crate::world::edge::Edge;
 use crate::world::faults::FaultState;
 use crate::world::forwarding::Regions;
 use crate::world::forwarding::build_pops;
 use crate::world::liveness::Probers;
 use crate::world::pki::Pki;
+use crate::world::servers::Servers;
 use crate::world::wire::Places;
 use crate::world::wire::Wire;
 use anyedge_ccn::EventQueue;
@@ -86,9 +86,9 @@ impl<'t> World<'t> {
             t,
             (regions.clbs().iter().map(|n| n.region).collect(), regions.clb_by_addr()),
             (edge.group_starts().to_vec(), client_by_addr),
-            servers.egress.iter().map(|e| e.region).collect(),
+            servers.egress_nodes().iter().map(|e| e.region).collect(),
         );
-        let wire = Wire::new(t, q, scope, places, servers.hosts.iter().map(|h| h.ip));
+        let wire = Wire::new(t, q, scope, places, servers.hosts().iter().map(|h| h.ip));
         let mut w = World {
             t,
             end_ns: t.duration_ns + DRAIN_NS,

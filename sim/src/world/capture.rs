@@ -84,9 +84,9 @@ impl<'t> World<'t> {
                 self.regions.clbs()[c].name(t)
             }
             Arrival::Backend { host, .. } | Arrival::InternetHost(host) => {
-                format!("backend/{}", self.servers.hosts[host].ip)
+                format!("backend/{}", self.servers.hosts()[host].ip)
             }
-            Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.servers.egress[e].name.clone(),
+            Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.servers.egress_nodes()[e].name.clone(),
             Arrival::Client(c) => format!("client/{}", t.clients[self.edge.clients()[c].group].name),
             Arrival::ProbeRequest { to: Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
             Arrival::ProbeRequest { to: Probed::Clb(c), .. } => self.regions.clbs()[c].name(t),

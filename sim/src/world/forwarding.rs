@@ -5,8 +5,6 @@ use crate::world::Arrival;
 use crate::world::Ev;
 use crate::world::INTRA_REGION_NS;
 use crate::world::World;
-use crate::world::backends::Servers;
-use anyedge_ccn::Keyring;
 use crate::world::faults::FaultState;
 use crate::world::ids::ClbId;
 use crate::world::ids::PopId;
@@ -16,9 +14,11 @@ use crate::world::liveness::Notice;
 use crate::world::liveness::ProberAt;
 use crate::world::pki::Pki;
 use crate::world::pki::backbone_auth;
+use crate::world::servers::Servers;
 use crate::world::wire::Places;
 use crate::world::wire::Wire;
 use anyedge_ccn::EventQueue;
+use anyedge_ccn::Keyring;
 use anyedge_ccn::{Dest, NodeId};
 use anyedge_pop::Pop;
 use anyedge_proto::inner;
@@ -348,10 +348,10 @@ impl Regions {
                     wire.send_over(link, flow, Arrival::PopFromClb(p), out.bytes);
                 }
                 Dest::Backend(backend) => {
-                    if let Some(&e) = servers.egress_by_ip.get(&backend.ip()) {
+                    if let Some(e) = servers.egress_at(backend.ip()) {
                         // An internet backend: through the region's egress node.
                         wire.hop(wire.now() + INTRA_REGION_NS, Arrival::EgressFromClb(e), out.bytes);
-                    } else if let Some(&host) = servers.host_by_ip.get(&backend.ip()) {
+                    } else if let Some(host) = servers.host_at(backend.ip()) {
                         servers.send_clb_backend(c, host, 0, flow, out.bytes, wire);
                     }
                 }
@@ -377,17 +377,7 @@ impl Regions {
                 let who = self.clbs[c].name(wire.t());
                 wire.noticed(Notice::Backend { addr: backend, healthy }, who);
                 if self.clbs[c].index == 0 {
-                    let now = wire.now();
-                    let since = servers
-                        .backends
-                        .iter()
-                        .filter(|r| r.addr == backend && r.region == region)
-                        .find_map(|r| r.health.last().map(|h| h.0))
-                        .unwrap_or(0);
-                    let reason = if healthy { None } else { servers.unhealthy_reason(backend, since, wire) };
-                    for rec in servers.backends.iter_mut().filter(|r| r.addr == backend && r.region == region) {
-                        rec.health.push((now, healthy, reason.clone()));
-                    }
+                    servers.health_changed(backend, region, healthy, wire);
                 }
             }
         }

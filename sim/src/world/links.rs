@@ -1,12 +1,6 @@
 //! Moving packets over the modelled links: the internet (client ↔ POP, client ↔ region),
 //! the backbone (POP ↔ region) and the region's own (CLB node ↔ backend).
-use crate::world::Arrival;
-use crate::world::INTRA_REGION_NS;
 use crate::world::OUTER_HEADER;
-use crate::world::backends::Servers;
-use crate::world::ids::ClbId;
-use crate::world::ids::HostId;
-use crate::world::wire::Wire;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::Link;
 use anyedge_ccn::LinkOutcome;
@@ -109,45 +103,4 @@ pub(super) enum LinkKind {
     InetPop(usize),
     InetDirect(usize),
     Backbone(usize),
-}
-
-impl Servers {
-    /// A packet of flow `flow` between CLB node `clb` and backend host `host`, inside the
-    /// region or over the site's links when the backend lives elsewhere (another region,
-    /// an IDC): `dir` 0 is the CLB's (its core sealed it), 1 the host's (sealed here with
-    /// the host's keys).
-    pub(super) fn send_clb_backend(
-        &mut self,
-        clb: ClbId,
-        host: HostId,
-        dir: usize,
-        flow: u64,
-        packet: Vec<u8>,
-        wire: &mut Wire<'_>,
-    ) {
-        let packet = if dir == 0 {
-            packet
-        } else {
-            let to = wire.places().clb_node_id(clb);
-            match self.hosts[host].keys.seal(to, anyedge_proto::seal::Kind::Backend, &packet) {
-                Some(sealed) => sealed,
-                None => return,
-            }
-        };
-        let to = if dir == 0 { Arrival::Backend { host, via_clb: clb } } else { Arrival::ClbFromBackend(clb) };
-        let region = wire.places().clb_region(clb);
-        let now = wire.now();
-        let at = match self.site_links.get_mut(&(region, host)) {
-            None => Some(now + INTRA_REGION_NS),
-            Some(links) => match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
-                LinkOutcome::Deliver(at) => Some(at),
-                LinkOutcome::Lost | LinkOutcome::QueueFull => None,
-            },
-        };
-        if let Some(at) = at {
-            wire.record().delivered();
-            let from = if dir == 0 { wire.clb_part(clb) } else { wire.host_part(host) };
-            wire.deliver(at, from, to, packet);
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! partitions, and merging the worlds' rows into one for the report.
 
 use crate::world::World;
-use crate::world::ids::{BackendId, ClbId, HostId, PopId};
+use crate::world::ids::{ClbId, PopId};
 
 impl<'t> World<'t> {
     /// Takes `other`'s rows for the partitions it ran: its nodes, clients, samples and
@@ -11,7 +11,6 @@ impl<'t> World<'t> {
         let Some(theirs) = other.wire.scope().map(|s| s.mine.clone()) else { return };
         let owned = |part: u32| theirs[part as usize];
         self.absorb_nodes(&mut other, &owned);
-        self.absorb_backends(&mut other, &owned);
         for g in 0..self.edge.groups().len() {
             if owned(self.wire.group_part(g)) {
                 self.edge.take_group(g, &mut other.edge);
@@ -33,34 +32,9 @@ impl<'t> World<'t> {
                 self.regions.take_node(c, &mut other.regions);
             }
         }
-        for h in self.servers.hosts.ids().collect::<Vec<HostId>>() {
-            if owned(self.wire.host_part(h)) {
-                std::mem::swap(&mut self.servers.hosts[h], &mut other.servers.hosts[h]);
-            }
-        }
-        for e in 0..self.servers.egress.len() {
-            if owned(self.wire.region_part(self.servers.egress[e].region)) {
-                std::mem::swap(&mut self.servers.egress[e], &mut other.servers.egress[e]);
-            }
-        }
-    }
-
-    /// Backend records: health is the region's, the addresses seen the host's, flows
-    /// each client's (a union).
-    fn absorb_backends(&mut self, other: &mut World<'t>, owned: &dyn Fn(u32) -> bool) {
-        let ids: Vec<BackendId> = self.servers.backends.ids().collect();
-        for b in ids {
-            let (mine, theirs) = (&mut self.servers.backends[b], &mut other.servers.backends[b]);
-            if owned(mine.region as u32) {
-                std::mem::swap(&mut mine.health, &mut theirs.health);
-            }
-            mine.flows.append(&mut theirs.flows);
-            let host = self.servers.host_by_ip.get(&self.servers.backends[b].addr.ip()).copied();
-            if host.is_some_and(|h| owned(self.wire.host_part(h))) {
-                let theirs = &mut other.servers.backends[b].addrs_seen;
-                std::mem::swap(&mut self.servers.backends[b].addrs_seen, theirs);
-            }
-        }
+        let wire = &self.wire;
+        let regions = |r: usize| owned(wire.region_part(r));
+        self.servers.absorb(&mut other.servers, (&|h| owned(wire.host_part(h)), &regions));
     }
 
     /// Fault trackers (earliest detection, each world's flows), catchment changes,

@@ -16,7 +16,6 @@ use std::net::IpAddr;
 
 use anyedge_topology::Topology;
 
-use crate::world::backends::Servers;
 use crate::world::build::ClassInfo;
 use crate::world::edge::Edge;
 use crate::world::edge::EdgeCx;
@@ -33,13 +32,12 @@ use crate::world::liveness::Probed;
 use crate::world::liveness::ProberAt;
 use crate::world::liveness::Probers;
 use crate::world::pki::Pki;
+use crate::world::servers::Servers;
 
-mod backends;
 mod build;
 mod capture;
 mod client;
 mod edge;
-mod egress;
 mod faults;
 mod flows;
 mod forwarding;
@@ -52,6 +50,7 @@ mod pki;
 mod quic_flow;
 mod report;
 mod samples;
+mod servers;
 mod tcp_app;
 mod wire;
 

@@ -20,14 +20,14 @@ use crate::report::TrafficReport;
 use crate::report::ms3;
 use crate::world::Path;
 use crate::world::World;
-use crate::world::backends::ADDRS_SEEN_MAX;
-use crate::world::backends::BackendRecord;
 use crate::world::client::Client;
 use crate::world::faults::FaultTracker;
 use crate::world::flows::Flow;
 use crate::world::forwarding::ClbNode;
 use crate::world::ids::PopId;
 use crate::world::samples;
+use crate::world::servers::ADDRS_SEEN_MAX;
+use crate::world::servers::BackendRecord;
 use anyedge_topology::InternetEnd;
 use anyedge_topology::TrafficKind;
 use hdrhistogram::Histogram;
@@ -107,7 +107,7 @@ impl<'t> World<'t> {
                 let mut hist = samples::report_histogram();
                 t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group, &mut hist)).collect()
             },
-            backends: self.servers.backends.iter().map(|b| self.backend_report(b)).collect(),
+            backends: self.servers.backends().iter().map(|b| self.backend_report(b)).collect(),
             clb_nodes: self.regions.clbs().iter().map(|n| self.clb_node_report(n)).collect(),
             security_groups: self.security_group_report(),
             faults: self.wire.recorded().trackers().iter().map(fault_report).collect(),
@@ -200,8 +200,8 @@ impl<'t> World<'t> {
             .clbs()
             .iter()
             .map(|n| (anyedge_topology::clb_name(&t.regions[n.region].name, n.index), &n.drops));
-        let hosts = self.servers.hosts.iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
-        let egress = self.servers.egress.iter().map(|e| (e.name.clone(), &e.drops));
+        let hosts = self.servers.hosts().iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
+        let egress = self.servers.egress_nodes().iter().map(|e| (e.name.clone(), &e.drops));
         pops.chain(clbs)
             .chain(hosts)
             .chain(egress)
@@ -218,7 +218,7 @@ impl<'t> World<'t> {
             .clbs()
             .iter()
             .filter_map(|c| c.core.firewall())
-            .chain(self.servers.hosts.iter().filter_map(|h| h.firewall.as_ref()));
+            .chain(self.servers.hosts().iter().filter_map(|h| h.firewall.as_ref()));
         // What the CLB nodes judged for backends (layer 7, QUIC, translated flows) counts
         // as the backend hosts' own firewalls count.
         let on_behalf = self.regions.clbs().iter().map(|c| c.core.backend_guard());

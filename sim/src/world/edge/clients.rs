@@ -451,8 +451,8 @@ impl Edge {
         }
         self.clients[client].flows[slot].watching = (!still.is_empty()).then(|| still.into_boxed_slice());
         // A flow counts once per backend that served it: only a change needs recording.
-        if let Some(&b) = new_backend.as_ref().and_then(|b| cx.servers.backend_index.get(b)) {
-            cx.servers.backends[b].flows.insert((client, slot));
+        if let Some(b) = new_backend {
+            cx.servers.record_flow(b, client, slot);
         }
     }
 
@@ -498,13 +498,13 @@ impl Edge {
 #[cfg(test)]
 mod tests {
     use crate::world::World;
-    use crate::world::backends::BackendConn;
     use crate::world::client::Client;
     use crate::world::client::ClientTcp;
     use crate::world::client::PopOrder;
     use crate::world::flows::Flow;
     use crate::world::flows::TcpFlow;
     use crate::world::ids::PopId;
+    use crate::world::servers::BackendConn;
     use anyedge_region::tcp_stack::ParkedStack;
     use anyedge_region::tcp_stack::Stack;
     use std::mem::size_of;
@@ -568,7 +568,7 @@ mod tests {
             }
         }
         let ends: Vec<usize> =
-            w.servers.hosts.iter().flat_map(|h| h.conns.values()).filter_map(|conn| idle_conn_bytes(conn)).collect();
+            w.servers.hosts().iter().flat_map(|h| h.conns.values()).filter_map(|conn| idle_conn_bytes(conn)).collect();
         let webs = w.edge.clients.iter().filter(|c| c.tcp.is_some()).count();
         assert!(
             udp.len() > 200 && web.len() > webs / 2,

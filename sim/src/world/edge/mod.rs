@@ -10,7 +10,6 @@ mod quic_client;
 
 use crate::SimError;
 use crate::world::Ev;
-use crate::world::backends::Servers;
 use crate::world::build::ClassInfo;
 use crate::world::client::Client;
 use crate::world::client::ClientTcp;
@@ -25,6 +24,7 @@ use crate::world::ids::PopId;
 use crate::world::ids::Table;
 use crate::world::pki::Pki;
 use crate::world::quic_flow::QuicFlow;
+use crate::world::servers::Servers;
 use crate::world::wire::Wire;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::EventQueue;

@@ -1,10 +1,19 @@
-//! Backend hosts: UDP echo and TCP/HTTP servers on smoltcp, security groups bound to
-//! them, and what each backend port saw.
+//! The servers behind the CLB nodes: backend hosts (UDP echo and TCP/HTTP servers on
+//! smoltcp, security groups bound to them, what each backend port saw), the links to
+//! backends away from their region, and the egress nodes in front of internet backends
+//! (`egress`). `Servers`' rows are private to this module; others read them through its
+//! accessors and the world hands its methods the wire.
+
+mod egress;
 
 use crate::app;
+use crate::world::Arrival;
 use crate::world::Ev;
+use crate::world::INTRA_REGION_NS;
+use crate::world::OUTER_HEADER;
 use crate::world::client::Client;
-use crate::world::egress;
+use anyedge_ccn::LinkOutcome;
+
 use crate::world::ids::BackendId;
 use crate::world::ids::ClbId;
 use crate::world::ids::ClientId;
@@ -37,16 +46,16 @@ use std::net::SocketAddr;
 /// Half-open TCP connections a backend host holds (its SYN backlog, Linux's default
 /// `somaxconn`): past it new SYNs are dropped and counted as `syn_backlog_full`. Open
 /// connections do not count: a host holds as many of those as clients keep.
-pub(super) const BACKEND_SYN_BACKLOG: usize = 4096;
+pub(in crate::world) const BACKEND_SYN_BACKLOG: usize = 4096;
 
 #[derive(Default)]
-pub(super) struct Serve {
-    pub(super) header: Vec<u8>,
-    pub(super) remaining_req: u64,
-    pub(super) pending_resp: Vec<u8>,
-    pub(super) resp_off: usize,
+pub(in crate::world) struct Serve {
+    pub(in crate::world) header: Vec<u8>,
+    pub(in crate::world) remaining_req: u64,
+    pub(in crate::world) pending_resp: Vec<u8>,
+    pub(in crate::world) resp_off: usize,
     /// The peer asked to close after this response (HTTP `Connection: close`).
-    pub(super) close_after: bool,
+    pub(in crate::world) close_after: bool,
 }
 
 impl Serve {
@@ -70,61 +79,61 @@ impl Serve {
 
 /// One server-side TCP connection of a backend: its own smoltcp stack, so serving one
 /// connection never walks the others (TCP connections are independent anyway).
-pub(super) struct BackendConn {
+pub(in crate::world) struct BackendConn {
     /// Parked while no request is being read or answered.
-    pub(super) stack: Stack,
-    pub(super) handle: SocketHandle,
-    pub(super) serve: Serve,
-    pub(super) poll_at: Option<u64>,
+    pub(in crate::world) stack: Stack,
+    pub(in crate::world) handle: SocketHandle,
+    pub(in crate::world) serve: Serve,
+    pub(in crate::world) poll_at: Option<u64>,
     /// Still in the handshake (counted in its host's `half_open`).
-    pub(super) half_open: bool,
+    pub(in crate::world) half_open: bool,
     /// The CLB node that last forwarded the peer's packets: the way back (a backbone
     /// host's; an internet host's peers come from its egress node).
-    pub(super) via: Option<ClbId>,
+    pub(in crate::world) via: Option<ClbId>,
 }
 
-pub(super) struct BackendHost {
-    pub(super) ip: IpAddr,
+pub(in crate::world) struct BackendHost {
+    pub(in crate::world) ip: IpAddr,
     /// Ports whose service is down: packets to them vanish.
-    pub(super) down_ports: Vec<u16>,
-    pub(super) tcp_ports: Vec<u16>,
+    pub(in crate::world) down_ports: Vec<u16>,
+    pub(in crate::world) tcp_ports: Vec<u16>,
     /// Remote endpoint → its connection.
     /// Boxed: a connection is ~600 bytes, and a table of them inline kept its empty
     /// slots that size too.
-    pub(super) conns: FxHashMap<(IpAddr, u16), Box<BackendConn>>,
+    pub(in crate::world) conns: FxHashMap<(IpAddr, u16), Box<BackendConn>>,
     /// How many of `conns` are still in the handshake (the SYN backlog's fill).
-    pub(super) half_open: usize,
+    pub(in crate::world) half_open: usize,
     /// Security groups bound to this instance.
-    pub(super) firewall: Option<Firewall>,
+    pub(in crate::world) firewall: Option<Firewall>,
     /// Its keys for the CLB nodes of the regions that bind it.
-    pub(super) keys: anyedge_ccn::Keyring,
+    pub(in crate::world) keys: anyedge_ccn::Keyring,
     /// Packets it refused, by reason.
-    pub(super) drops: BTreeMap<&'static str, u64>,
+    pub(in crate::world) drops: BTreeMap<&'static str, u64>,
     /// An internet host: the egress node (index into `World::egress`) it is reached by.
-    pub(super) egress: Option<usize>,
+    pub(in crate::world) egress: Option<usize>,
     /// The last packet its security groups dropped: when, its source, and why.
-    pub(super) denied: Option<(u64, IpAddr, String)>,
+    pub(in crate::world) denied: Option<(u64, IpAddr, String)>,
 }
 
 /// Per backend port, as the report shows it.
-pub(super) struct BackendRecord {
-    pub(super) region: usize,
-    pub(super) group: String,
-    pub(super) addr: SocketAddr,
-    pub(super) weight: u8,
-    pub(super) flows: std::collections::BTreeSet<(ClientId, usize)>,
+pub(in crate::world) struct BackendRecord {
+    pub(in crate::world) region: usize,
+    pub(in crate::world) group: String,
+    pub(in crate::world) addr: SocketAddr,
+    pub(in crate::world) weight: u8,
+    pub(in crate::world) flows: std::collections::BTreeSet<(ClientId, usize)>,
     /// (when, healthy, why it went unhealthy when the world can tell).
-    pub(super) health: Vec<(u64, bool, Option<String>)>,
+    pub(in crate::world) health: Vec<(u64, bool, Option<String>)>,
     /// Every source address the backend saw on client traffic (the report sorts them,
     /// lists the lowest 16 and counts all).
-    pub(super) addrs_seen: SeenAddrs,
+    pub(in crate::world) addrs_seen: SeenAddrs,
 }
 
 /// The addresses a backend saw: clients' as a bit per client (a few KB that stay in cache
 /// where a set of every address would miss it on most packets of a large world), any
 /// other (a NAT's, say) in a set.
 #[derive(Default)]
-pub(super) struct SeenAddrs {
+pub(in crate::world) struct SeenAddrs {
     clients: Vec<u64>,
     others: FxHashSet<IpAddr>,
 }
@@ -139,7 +148,7 @@ impl SeenAddrs {
     }
 
     /// Every address seen, sorted, each once.
-    pub(super) fn sorted(&self, clients: &Table<ClientId, Client>) -> Vec<IpAddr> {
+    pub(in crate::world) fn sorted(&self, clients: &Table<ClientId, Client>) -> Vec<IpAddr> {
         let ids = self.clients.iter().enumerate().flat_map(|(word, &bits)| {
             (0..64).filter(move |bit| bits & (1 << bit) != 0).map(move |bit| ClientId(word * 64 + bit))
         });
@@ -151,11 +160,11 @@ impl SeenAddrs {
 }
 
 /// How many client addresses a backend's report lists.
-pub(super) const ADDRS_SEEN_MAX: usize = 16;
+pub(in crate::world) const ADDRS_SEEN_MAX: usize = 16;
 
 /// Reads request bytes and queues responses on one server-side connection.
 /// HTTP clients it answered (as the server sees them) go to `http_clients`.
-pub(super) fn serve_connection(
+pub(in crate::world) fn serve_connection(
     s: &mut tcp::Socket<'static>,
     serve: &mut Serve,
     ip: IpAddr,
@@ -275,28 +284,109 @@ fn send_responses(s: &mut tcp::Socket<'static>, serve: &mut Serve) {
 /// per address, its ports, keys and security groups), the record of every backend port
 /// the report shows, the links of hosts away from their region, and the egress nodes
 /// (NAT gateways, routers) in front of internet backends.
-pub(super) struct Servers {
+pub(in crate::world) struct Servers {
     /// How the hosts' and egress nodes' envelopes are tagged.
-    pub(super) tags: anyedge_ccn::Tags,
-    pub(super) hosts: Table<HostId, BackendHost>,
-    pub(super) host_by_ip: FxHashMap<IpAddr, HostId>,
-    pub(super) backends: Table<BackendId, BackendRecord>,
+    tags: anyedge_ccn::Tags,
+    hosts: Table<HostId, BackendHost>,
+    host_by_ip: FxHashMap<IpAddr, HostId>,
+    backends: Table<BackendId, BackendRecord>,
     /// Backend address → its first record in `backends`.
-    pub(super) backend_index: FxHashMap<SocketAddr, BackendId>,
+    backend_index: FxHashMap<SocketAddr, BackendId>,
     /// (region, backend host) → [to the backend, back] for backends away from the region.
-    pub(super) site_links: FxHashMap<(usize, HostId), [Link; 2]>,
+    site_links: FxHashMap<(usize, HostId), [Link; 2]>,
     /// NAT gateways and routers that carry internet backends.
-    pub(super) egress: Vec<egress::EgressNode>,
+    egress: Vec<egress::EgressNode>,
     /// Internet backend address → its egress node.
-    pub(super) egress_by_ip: FxHashMap<IpAddr, usize>,
+    egress_by_ip: FxHashMap<IpAddr, usize>,
     /// [request, response]: the largest of any TCP class (backends size sockets by them).
-    pub(super) tcp_messages_max: [u64; 2],
+    tcp_messages_max: [u64; 2],
+}
+
+impl Servers {
+    pub(in crate::world) fn hosts(&self) -> &Table<HostId, BackendHost> {
+        &self.hosts
+    }
+
+    pub(in crate::world) fn backends(&self) -> &Table<BackendId, BackendRecord> {
+        &self.backends
+    }
+
+    pub(in crate::world) fn egress_nodes(&self) -> &[egress::EgressNode] {
+        &self.egress
+    }
+
+    /// The backend host with address `ip`.
+    pub(in crate::world) fn host_at(&self, ip: IpAddr) -> Option<HostId> {
+        self.host_by_ip.get(&ip).copied()
+    }
+
+    /// The egress node in front of the internet backend with address `ip`.
+    pub(in crate::world) fn egress_at(&self, ip: IpAddr) -> Option<usize> {
+        self.egress_by_ip.get(&ip).copied()
+    }
+
+    /// Client `client`'s flow in slot `slot` reached backend `addr`: kept on the backend's
+    /// record for the report.
+    pub(in crate::world) fn record_flow(&mut self, addr: SocketAddr, client: ClientId, slot: usize) {
+        if let Some(&b) = self.backend_index.get(&addr) {
+            self.backends[b].flows.insert((client, slot));
+        }
+    }
+
+    /// Region `region`'s health checks found backend `backend` healthy or not: its
+    /// records there note when, and why not when the backend's security groups dropped
+    /// the checks.
+    pub(in crate::world) fn health_changed(
+        &mut self,
+        backend: SocketAddr,
+        region: usize,
+        healthy: bool,
+        wire: &Wire<'_>,
+    ) {
+        let now = wire.now();
+        let mine = |r: &BackendRecord| r.addr == backend && r.region == region;
+        let since = self.backends.iter().filter(|r| mine(r)).find_map(|r| r.health.last().map(|h| h.0)).unwrap_or(0);
+        let reason = if healthy { None } else { self.unhealthy_reason(backend, since, wire) };
+        for rec in self.backends.iter_mut().filter(|r| mine(r)) {
+            rec.health.push((now, healthy, reason.clone()));
+        }
+    }
+
+    /// Takes from another partition's world what it ran: the hosts `host_owned` says, the
+    /// egress nodes and backend health of the regions `region_owned` says, the addresses a
+    /// backend saw where its host is owned; every world's flows (a union).
+    pub(in crate::world) fn absorb(
+        &mut self,
+        other: &mut Servers,
+        (host_owned, region_owned): (&dyn Fn(HostId) -> bool, &dyn Fn(usize) -> bool),
+    ) {
+        for h in self.hosts.ids().collect::<Vec<HostId>>() {
+            if host_owned(h) {
+                std::mem::swap(&mut self.hosts[h], &mut other.hosts[h]);
+            }
+        }
+        for (mine, theirs) in self.egress.iter_mut().zip(other.egress.iter_mut()) {
+            if region_owned(mine.region) {
+                std::mem::swap(mine, theirs);
+            }
+        }
+        for b in self.backends.ids().collect::<Vec<BackendId>>() {
+            let (mine, theirs) = (&mut self.backends[b], &mut other.backends[b]);
+            if region_owned(mine.region) {
+                std::mem::swap(&mut mine.health, &mut theirs.health);
+            }
+            mine.flows.append(&mut theirs.flows);
+            if self.host_by_ip.get(&mine.addr.ip()).is_some_and(|&h| host_owned(h)) {
+                std::mem::swap(&mut mine.addrs_seen, &mut theirs.addrs_seen);
+            }
+        }
+    }
 }
 
 impl Servers {
     /// Every region's backends in file order (a host's id is the order its address first
     /// appears), then the egress nodes.
-    pub(super) fn build(t: &Topology, tags: anyedge_ccn::Tags, peers: &mut PeerLists) -> Servers {
+    pub(in crate::world) fn build(t: &Topology, tags: anyedge_ccn::Tags, peers: &mut PeerLists) -> Servers {
         // Each host's backbone id, found once (not a walk of every host per host).
         let ids: FxHashMap<IpAddr, anyedge_ccn::NodeId> =
             anyedge_topology::nodes::backend_hosts(t).into_iter().collect();
@@ -339,7 +429,7 @@ impl Servers {
     }
 
     /// Backend `addr`'s host answers on its port again (`up`), or stops answering.
-    pub(super) fn port_up(&mut self, addr: SocketAddr, up: bool) {
+    pub(in crate::world) fn port_up(&mut self, addr: SocketAddr, up: bool) {
         let Some(&h) = self.host_by_ip.get(&addr.ip()) else { return };
         let ports = &mut self.hosts[h].down_ports;
         if up {
@@ -431,8 +521,53 @@ impl BackendHost {
 }
 
 impl Servers {
+    /// A packet of flow `flow` between CLB node `clb` and backend host `host`, inside the
+    /// region or over the site's links when the backend lives elsewhere (another region,
+    /// an IDC): `dir` 0 is the CLB's (its core sealed it), 1 the host's (sealed here with
+    /// the host's keys).
+    pub(in crate::world) fn send_clb_backend(
+        &mut self,
+        clb: ClbId,
+        host: HostId,
+        dir: usize,
+        flow: u64,
+        packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
+        let packet = if dir == 0 {
+            packet
+        } else {
+            let to = wire.places().clb_node_id(clb);
+            match self.hosts[host].keys.seal(to, anyedge_proto::seal::Kind::Backend, &packet) {
+                Some(sealed) => sealed,
+                None => return,
+            }
+        };
+        let to = if dir == 0 { Arrival::Backend { host, via_clb: clb } } else { Arrival::ClbFromBackend(clb) };
+        let region = wire.places().clb_region(clb);
+        let now = wire.now();
+        let at = match self.site_links.get_mut(&(region, host)) {
+            None => Some(now + INTRA_REGION_NS),
+            Some(links) => match links[dir].transmit(now, packet.len() + OUTER_HEADER, flow) {
+                LinkOutcome::Deliver(at) => Some(at),
+                LinkOutcome::Lost | LinkOutcome::QueueFull => None,
+            },
+        };
+        if let Some(at) = at {
+            wire.record().delivered();
+            let from = if dir == 0 { wire.clb_part(clb) } else { wire.host_part(host) };
+            wire.deliver(at, from, to, packet);
+        }
+    }
+
     /// A sealed packet from CLB node `via_clb` reached backend host `host`.
-    pub(super) fn backend_receive(&mut self, host: HostId, via_clb: ClbId, sealed: Vec<u8>, wire: &mut Wire<'_>) {
+    pub(in crate::world) fn backend_receive(
+        &mut self,
+        host: HostId,
+        via_clb: ClbId,
+        sealed: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
         let clb = wire.places().clb_node_id(via_clb);
         let h = &mut self.hosts[host];
         if h.egress.is_some() {
@@ -449,7 +584,13 @@ impl Servers {
 
     /// A packet reaches host `host`'s stack: from CLB node `via_clb` (unsealed), or from
     /// the internet (an internet host, from its egress node).
-    pub(super) fn host_receive(&mut self, host: HostId, via_clb: Option<ClbId>, packet: Vec<u8>, wire: &mut Wire<'_>) {
+    pub(in crate::world) fn host_receive(
+        &mut self,
+        host: HostId,
+        via_clb: Option<ClbId>,
+        packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
         let Ok(info) = inner::parse(&packet) else { return };
         let h = &mut self.hosts[host];
         if info.key.dst != h.ip || h.down_ports.contains(&info.key.dst_port) {
@@ -558,7 +699,13 @@ impl Servers {
 
     /// A packet host `host` sends: an internet host's all go to its egress node over the
     /// internet; a backbone host's back through CLB node `via` (sealed).
-    pub(super) fn host_send(&mut self, host: HostId, via: Option<ClbId>, packet: Vec<u8>, wire: &mut Wire<'_>) {
+    pub(in crate::world) fn host_send(
+        &mut self,
+        host: HostId,
+        via: Option<ClbId>,
+        packet: Vec<u8>,
+        wire: &mut Wire<'_>,
+    ) {
         let flow = || inner::parse(&packet).map_or(0, |i| u64::from(i.key.flow_hash()));
         match (self.hosts[host].egress, via) {
             (Some(e), _) => {
@@ -575,7 +722,7 @@ impl Servers {
 
     /// Why backend `addr`'s health checks failed, when its host's security groups dropped
     /// checks since `since`: the rule, and for a NAT gateway's address, whose it is.
-    pub(super) fn unhealthy_reason(&self, addr: SocketAddr, since: u64, wire: &Wire<'_>) -> Option<String> {
+    pub(in crate::world) fn unhealthy_reason(&self, addr: SocketAddr, since: u64, wire: &Wire<'_>) -> Option<String> {
         let &host = self.host_by_ip.get(&addr.ip())?;
         let (at, src, why) = self.hosts[host].denied.as_ref()?;
         let checker = wire.places().clb_at(*src).is_some() || self.is_gateway_public(*src);
@@ -589,7 +736,7 @@ impl Servers {
         Some(format!("health checks dropped: {why}{whose}; allow it"))
     }
 
-    pub(super) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr, wire: &Wire<'_>) {
+    pub(in crate::world) fn note_client_seen(&mut self, backend: BackendId, client: IpAddr, wire: &Wire<'_>) {
         // Every distinct client is kept (the report lists the first 16 and counts them all).
         match wire.places().client_at(client) {
             Some(c) => self.backends[backend].addrs_seen.insert_client(c),
@@ -600,7 +747,7 @@ impl Servers {
     }
 
     /// A backend connection's poll, when it is the one last armed.
-    pub(super) fn backend_tcp_poll(&mut self, host: HostId, remote: (IpAddr, u16), wire: &mut Wire<'_>) {
+    pub(in crate::world) fn backend_tcp_poll(&mut self, host: HostId, remote: (IpAddr, u16), wire: &mut Wire<'_>) {
         let now = wire.now();
         if let Some(conn) = self.hosts[host].conns.get_mut(&remote)
             && conn.poll_at == Some(now)
@@ -611,7 +758,7 @@ impl Servers {
     }
 
     /// Serves one TCP connection: read requests, answer with the response size asked for.
-    pub(super) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16), wire: &mut Wire<'_>) {
+    pub(in crate::world) fn backend_tcp_service(&mut self, host: HostId, remote: (IpAddr, u16), wire: &mut Wire<'_>) {
         let now = wire.now();
         let h = &mut self.hosts[host];
         let ip = h.ip;
@@ -674,7 +821,7 @@ impl Servers {
 impl Servers {
     /// One egress node per NAT gateway or router that carries a backend, with its links
     /// to each host; each internet backend's host knows its way out.
-    pub(super) fn build_egress(&mut self, t: &Topology, peers: &mut anyedge_topology::nodes::PeerLists) {
+    pub(in crate::world) fn build_egress(&mut self, t: &Topology, peers: &mut anyedge_topology::nodes::PeerLists) {
         for (k, (r, egress, backends)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
             let auth = |me| crate::world::pki::backbone_auth(t, me, self.tags, peers);
             let Some(config) = anyedge_topology::nodes::gateway_config(t, k, auth) else { continue };

@@ -8,31 +8,31 @@ use std::net::IpAddr;
 
 use crate::world::Arrival;
 use crate::world::INTRA_REGION_NS;
-use crate::world::backends::Servers;
 use crate::world::ids::HostId;
+use crate::world::servers::Servers;
 use crate::world::wire::Wire;
 use anyedge_ccn::{Dest, Link, LinkOutcome, NodeId};
 use anyedge_region::gateway::Gateway;
 
-pub(super) struct EgressNode {
-    pub(super) core: Gateway,
-    pub(super) region: usize,
-    pub(super) name: String,
+pub(in crate::world) struct EgressNode {
+    pub(in crate::world) core: Gateway,
+    pub(in crate::world) region: usize,
+    pub(in crate::world) name: String,
     /// The gateway's public address (NAT), or none (a router).
-    pub(super) public: Option<IpAddr>,
+    pub(in crate::world) public: Option<IpAddr>,
     /// Per internet host behind it: [toward the host, back].
-    pub(super) links: HashMap<HostId, [Link; 2]>,
-    pub(super) drops: BTreeMap<&'static str, u64>,
+    pub(in crate::world) links: HashMap<HostId, [Link; 2]>,
+    pub(in crate::world) drops: BTreeMap<&'static str, u64>,
 }
 
 impl Servers {
     /// Whether `ip` is the public address of a NAT gateway (what health checks come from).
-    pub(super) fn is_gateway_public(&self, ip: IpAddr) -> bool {
+    pub(in crate::world) fn is_gateway_public(&self, ip: IpAddr) -> bool {
         self.egress.iter().any(|e| e.public == Some(ip))
     }
 
     /// A sealed packet from a CLB node reaches egress node `e` (inside the region).
-    pub(super) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>, wire: &mut Wire<'_>) {
+    pub(in crate::world) fn egress_from_clb(&mut self, e: usize, sealed: Vec<u8>, wire: &mut Wire<'_>) {
         let now = wire.now();
         let node = &mut self.egress[e];
         if let Err(reason) = node.core.handle_from_clb(now, &sealed) {
@@ -42,7 +42,7 @@ impl Servers {
     }
 
     /// A packet from the internet reaches egress node `e`.
-    pub(super) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>, wire: &mut Wire<'_>) {
+    pub(in crate::world) fn egress_from_internet(&mut self, e: usize, packet: Vec<u8>, wire: &mut Wire<'_>) {
         let now = wire.now();
         let node = &mut self.egress[e];
         if let Err(reason) = node.core.handle_from_internet(now, &packet) {
@@ -74,7 +74,7 @@ impl Servers {
 
     /// A packet crosses the internet between egress node `e` and internet host `host`:
     /// `dir` 0 toward the host, 1 back.
-    pub(super) fn internet_hop(
+    pub(in crate::world) fn internet_hop(
         &mut self,
         e: usize,
         host: HostId,
