@@ -141,7 +141,7 @@ impl<'t> World<'t> {
             | FaultAction::SetWeight { .. } => self.control_fault(action, now),
             FaultAction::Down(Target::Pop(p)) => {
                 // The POP stops: its transit and the CLB nodes find out by probing.
-                self.pops[PopId(p)].up = false;
+                self.pops[PopId(p)].stop();
             }
             FaultAction::Up(Target::Pop(p)) => self.restart_pop(PopId(p)),
             FaultAction::Down(Target::Region(_) | Target::Clb { .. })
@@ -216,7 +216,7 @@ impl<'t> World<'t> {
     /// A stopped POP comes back believing every CLB node up, as its fresh prober does;
     /// the edge announces it again at its first answer.
     fn restart_pop(&mut self, p: PopId) {
-        if self.pops[p].up || !self.wire.owns(self.wire.pop_part(p)) {
+        if self.pops[p].is_up() || !self.wire.owns(self.wire.pop_part(p)) {
             return;
         }
         let clbs = self.regions.clbs().iter().map(|n| (n.region as u16, n.index as u16));
@@ -267,7 +267,7 @@ impl<'t> World<'t> {
     /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
     /// the region, on the CLB node, or served by the backend it names.
     pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(ClientId, usize)> {
-        self.affected_flows_with(action, &|p| &self.pops[p].core)
+        self.affected_flows_with(action, &|p| self.pops[p].core())
     }
 
     /// The same, of this world's clients, with each POP's core as `pop` gives it (its
@@ -318,11 +318,7 @@ impl<'t> World<'t> {
                             let change = (&wc.table, &wc.change);
                             self.regions.apply_route_change(ClbId(wc.watcher), self.t, &self.pki, change)
                         }
-                        Some(p) => anyedge_topology::route_table::apply_to_pop(
-                            &mut self.pops[PopId(p)].core,
-                            self.t,
-                            &wc.change,
-                        ),
+                        Some(p) => self.pops[PopId(p)].apply_route_change(self.t, &wc.change),
                     }
                 }
                 Vec::new()

@@ -32,20 +32,79 @@ use std::net::IpAddr;
 use std::net::SocketAddr;
 
 pub(super) struct PopNode {
-    pub(super) core: Pop,
-    pub(super) up: bool,
-    pub(super) announced: bool,
+    core: Pop,
+    up: bool,
+    /// Its transit announces it (BFD finds it alive).
+    announced: bool,
     /// Packets the core refused, by reason.
-    pub(super) drops: BTreeMap<&'static str, u64>,
+    drops: BTreeMap<&'static str, u64>,
     /// [vip]: whether the internet routes the VIP to this POP, as its last BGP update to
     /// arrive said.
-    pub(super) heard: Vec<bool>,
+    heard: Vec<bool>,
 }
 
 /// A committed change, and the table it was committed to.
 pub(super) type RouteChange<'a> = (&'a anyedge_control::RouteTable, &'a anyedge_control::Change);
 
 impl PopNode {
+    pub(super) fn core(&self) -> &Pop {
+        &self.core
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Packets the core refused, by reason.
+    pub(super) fn drops(&self) -> &BTreeMap<&'static str, u64> {
+        &self.drops
+    }
+
+    /// Whether the internet routes VIP `vip` here, as the last BGP update to arrive said.
+    pub(super) fn heard(&self, vip: usize) -> bool {
+        self.heard[vip]
+    }
+
+    /// A BGP update from this POP arrived: what it announces, per VIP.
+    pub(super) fn hear(&mut self, routes: Vec<bool>) {
+        self.heard = routes;
+    }
+
+    /// The POP stops: its transit and the CLB nodes find out by probing.
+    pub(super) fn stop(&mut self) {
+        self.up = false;
+    }
+
+    /// The regions the POP forwarded to since it was last asked (its prober's demand).
+    pub(super) fn take_demand(&mut self) -> impl Iterator<Item = u16> + use<> {
+        self.core.take_demand().into_iter()
+    }
+
+    /// Whether the core's announcements changed at this probe round.
+    pub(super) fn sample_announcements(&mut self) -> bool {
+        !self.core.sample_announcements(false).is_empty()
+    }
+
+    /// The POP's keyring and its drop counters.
+    pub(super) fn keys(&mut self) -> (&mut Keyring, &mut BTreeMap<&'static str, u64>) {
+        (self.core.keyring(), &mut self.drops)
+    }
+
+    /// The POP's prober found CLB node `index` of region `region` down or up.
+    pub(super) fn clb_found(&mut self, region: u16, index: u16, up: bool) {
+        self.core.set_clb_up(region, index, up);
+    }
+
+    /// Its transit found it dead (withdrawn) or alive again (announced).
+    pub(super) fn transit_found(&mut self, up: bool) {
+        self.announced = up;
+    }
+
+    /// The POP applies a committed change from its watch stream.
+    pub(super) fn apply_route_change(&mut self, t: &Topology, change: &anyedge_control::Change) {
+        anyedge_topology::route_table::apply_to_pop(&mut self.core, t, change);
+    }
+
     /// A stopped POP comes back believing every CLB node up (`clbs`: region and index),
     /// as its fresh prober does; its announcements start over.
     pub(super) fn restart(&mut self, clbs: impl Iterator<Item = (u16, u16)>) {
@@ -498,7 +557,7 @@ impl<'t> World<'t> {
 
     /// A POP's BGP update arrived: the internet has heard it, and client groups move.
     pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
-        self.pops[pop].heard = routes;
+        self.pops[pop].hear(routes);
         self.edge.hear(&self.pops, part, &mut self.wire);
     }
 

@@ -165,7 +165,7 @@ impl Probers {
     fn hand_over_demand(&mut self, at: ProberAt, now: u64, cx: &mut ProbeCx<'_, '_>) {
         match at {
             ProberAt::Pop(p) => {
-                for region in cx.pops[p].core.take_demand() {
+                for region in cx.pops[p].take_demand() {
                     let base = cx.wire.places().clb(usize::from(region), 0);
                     for node in 0..cx.wire.t().regions[usize::from(region)].clb_nodes {
                         self.pop[p.0].prober.handle_use(base.node(node).0, now);
@@ -223,7 +223,7 @@ fn backbone_prober(at: ProberAt) -> Option<Probed> {
 impl ProbeCx<'_, '_> {
     fn alive(&self, at: ProberAt) -> bool {
         match at {
-            ProberAt::Pop(p) => self.pops[p].up,
+            ProberAt::Pop(p) => self.pops[p].is_up(),
             ProberAt::Clb(c) => self.regions.clbs()[c].up,
             ProberAt::Transit(_) | ProberAt::Region(_) => true,
         }
@@ -233,7 +233,7 @@ impl ProbeCx<'_, '_> {
     /// POP announces (a live CLB node of the home region, rise/fall hysteresis), and BGP
     /// moves clients after convergence when that changed.
     fn sample_announcements(&mut self, p: PopId) {
-        if self.pops[p].core.sample_announcements(false).is_empty() {
+        if !self.pops[p].sample_announcements() {
             return;
         }
         self.pops[p].announce(p, self.wire);
@@ -243,8 +243,8 @@ impl ProbeCx<'_, '_> {
     fn probed_keys(&mut self, node: Probed) -> (&mut Keyring, NodeId, &mut BTreeMap<&'static str, u64>) {
         match node {
             Probed::Pop(p) => {
-                let n = &mut self.pops[p];
-                (n.core.keyring(), anyedge_topology::nodes::pop_node(p.0), &mut n.drops)
+                let (keys, drops) = self.pops[p].keys();
+                (keys, anyedge_topology::nodes::pop_node(p.0), drops)
             }
             Probed::Clb(c) => self.regions.keys(c),
         }
@@ -277,7 +277,7 @@ impl ProbeCx<'_, '_> {
     /// A probe request reached `to`: a live node echoes it back the way it came.
     pub(super) fn request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
         let alive = match to {
-            Probed::Pop(p) => self.pops[p].up,
+            Probed::Pop(p) => self.pops[p].is_up(),
             Probed::Clb(c) => self.regions.clbs()[c].up,
         };
         if !alive {
@@ -347,7 +347,7 @@ impl ProbeCx<'_, '_> {
             ProberAt::Pop(p) => {
                 let c = ClbId(peer);
                 let (region, index) = (self.regions.clbs()[c].region as u16, self.regions.clbs()[c].index as u16);
-                self.pops[p].core.set_clb_up(region, index, up);
+                self.pops[p].clb_found(region, index, up);
                 self.wire.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", t.pops[p.0].name));
             }
             ProberAt::Clb(c) => {
@@ -357,7 +357,7 @@ impl ProbeCx<'_, '_> {
             }
             ProberAt::Transit(p) => {
                 // Withdrawn (or announced again); BGP moves clients after convergence.
-                self.pops[p].announced = up;
+                self.pops[p].transit_found(up);
                 self.pops[p].announce(p, self.wire);
                 self.wire.noticed(Notice::Pop { pop: p, up }, "internet".into());
             }

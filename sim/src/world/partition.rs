@@ -417,7 +417,7 @@ fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>
     for (index, f) in t.faults.iter().enumerate().filter(|(_, f)| f.at_ns == at) {
         let found: Vec<Vec<(ClientId, usize)>> = (0..worlds.len())
             .map(|w| {
-                let view = |p: PopId| &worlds[owner_of_pop(p, worlds)].pops[p].core;
+                let view = |p: PopId| worlds[owner_of_pop(p, worlds)].pops[p].core();
                 worlds[w].affected_flows_with(&f.action, &view)
             })
             .collect();

@@ -92,7 +92,7 @@ impl<'t> World<'t> {
             .map(|(p, site)| PopReport {
                 name: site.name.clone(),
                 location: site.location,
-                flows: self.pops[PopId(p)].core.flows_seen(),
+                flows: self.pops[PopId(p)].core().flows_seen(),
             })
             .collect();
         Report {
@@ -194,7 +194,7 @@ impl<'t> World<'t> {
     /// Every core's refused packets, by node and reason.
     pub(super) fn drop_report(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
         let t = self.t;
-        let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), &n.drops));
+        let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), n.drops()));
         let clbs = self
             .regions
             .clbs()

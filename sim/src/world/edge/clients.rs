@@ -90,7 +90,7 @@ impl Edge {
             }
             for gv in &mut g.vips {
                 let v = gv.vip;
-                let route = gv.order.find(t, |p| pops[p].heard[v]);
+                let route = gv.order.find(t, |p| pops[p].heard(v));
                 if route != gv.route {
                     // For the report's map: where the group's anycast traffic lands now.
                     wire.record().catchment_moved(now, gi, v, route);
@@ -124,7 +124,7 @@ impl Edge {
                     FaultAction::Down(Target::Pop(p)) => g.route(vip) == Some(PopId(p)),
                     FaultAction::Up(Target::Pop(p)) => {
                         let p = PopId(p);
-                        g.find_pop(t, vip, |q| q == p || pops[q].heard[vip]) == Some(p) && g.route(vip) != Some(p)
+                        g.find_pop(t, vip, |q| q == p || pops[q].heard(vip)) == Some(p) && g.route(vip) != Some(p)
                     }
                     FaultAction::Down(Target::Region(r)) | FaultAction::Up(Target::Region(r)) => home == r,
                     FaultAction::Down(Target::Backend { addr, .. })
