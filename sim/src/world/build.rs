@@ -2,12 +2,13 @@
 //! (`Network`, `Pki`, the POPs, `Regions`, `Servers`, `Edge`, `Recorder`, `FaultState`,
 //! `Probers`), then the first events are scheduled in a fixed order.
 use crate::SimError;
-use crate::world::DRAIN_NS;
-use crate::world::Ev;
-use crate::world::SLOTS_MAX;
 use crate::world::World;
+use crate::world::classes::ClassInfo;
 use crate::world::edge::Edge;
-use crate::world::faults::FaultState;
+use crate::world::events::DRAIN_NS;
+use crate::world::events::Ev;
+use crate::world::events::SLOTS_MAX;
+use crate::world::fault_state::FaultState;
 use crate::world::forwarding::Regions;
 use crate::world::forwarding::build_pops;
 use crate::world::liveness::Probers;
@@ -16,30 +17,7 @@ use crate::world::servers::Servers;
 use crate::world::wire::Places;
 use crate::world::wire::Wire;
 use anyedge_ccn::EventQueue;
-use anyedge_proto::Transport;
-use anyedge_topology::ListenerProtocol;
 use anyedge_topology::Topology;
-use std::net::SocketAddr;
-
-/// The protocol of the TCP listener a traffic class reaches.
-pub(super) fn class_listener(t: &Topology, class: &anyedge_topology::TrafficClass) -> Option<ListenerProtocol> {
-    let tcp = class.transport() == Transport::Tcp;
-    t.vips[class.vip]
-        .listeners
-        .iter()
-        .find(|l| l.port == class.port && (l.protocol.transport() == Transport::Tcp) == tcp)
-        .map(|l| l.protocol)
-}
-
-/// The backend ports a traffic class may be answered by: those its listener binds.
-pub(super) fn class_backends(t: &Topology, class: &anyedge_topology::TrafficClass) -> Vec<SocketAddr> {
-    let tcp = class.transport() == Transport::Tcp;
-    let vip = &t.vips[class.vip];
-    let listener =
-        vip.listeners.iter().find(|l| l.port == class.port && (l.protocol.transport() == Transport::Tcp) == tcp);
-    let group = listener.map(|l| &t.regions[vip.home].backend_groups[l.backend_group]);
-    group.map(|g| g.backends.iter().map(|b| b.addr).collect()).unwrap_or_default()
-}
 
 /// What the simulator can hold, beyond what validation checks.
 fn check_limits(t: &Topology) -> Result<(), SimError> {
@@ -69,7 +47,7 @@ impl<'t> World<'t> {
     pub(super) fn with_scope(
         t: &'t Topology,
         tags: anyedge_ccn::Tags,
-        scope: Option<Box<crate::world::partition::Scope>>,
+        scope: Option<Box<crate::world::partitioning::Scope>>,
     ) -> Result<World<'t>, SimError> {
         check_limits(t)?;
         let pki = Pki::new(t, tags)?;
@@ -123,26 +101,5 @@ impl<'t> World<'t> {
             w.wire.schedule(0, Ev::Control(crate::control::ControlEv::Tick));
         }
         Ok(w)
-    }
-}
-
-/// A traffic class: the backend ports that may answer it, and how it talks.
-pub(super) struct ClassInfo {
-    /// The backend ports its listener binds (no other may answer it).
-    pub(super) backends: Vec<SocketAddr>,
-    /// It talks HTTP (its listener is layer 7).
-    pub(super) http: bool,
-    /// Over TLS (HTTPS).
-    pub(super) tls: bool,
-}
-
-impl ClassInfo {
-    fn of(t: &Topology, class: &anyedge_topology::TrafficClass) -> ClassInfo {
-        let listener = class_listener(t, class);
-        ClassInfo {
-            backends: class_backends(t, class),
-            http: listener.is_some_and(|p| p.is_layer7()),
-            tls: listener.is_some_and(|p| p.has_tls()),
-        }
     }
 }

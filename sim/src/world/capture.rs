@@ -7,11 +7,11 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use crate::SimError;
-use crate::world::Arrival;
 use crate::world::World;
+use crate::world::events::Arrival;
 use crate::world::ids::Id;
-use crate::world::liveness::Probed;
-use crate::world::liveness::ProberAt;
+use crate::world::ids::Probed;
+use crate::world::ids::ProberAt;
 use anyedge_proto::pcap;
 
 pub(super) struct Capture {

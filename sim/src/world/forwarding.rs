@@ -1,17 +1,15 @@
 //! The shipped cores in the world: packets into POP and CLB cores, their outputs onto
 //! links, their timers, drops counted, routing convergence and CLB restarts.
 
-use crate::world::Arrival;
-use crate::world::Ev;
-use crate::world::INTRA_REGION_NS;
-use crate::world::World;
-use crate::world::faults::FaultState;
+use crate::world::events::Arrival;
+use crate::world::events::Ev;
+use crate::world::events::INTRA_REGION_NS;
+use crate::world::fault_state::FaultState;
 use crate::world::ids::ClbId;
+use crate::world::ids::Notice;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
 use crate::world::links::LinkKind;
-use crate::world::liveness::Notice;
-use crate::world::liveness::ProberAt;
 use crate::world::pki::Pki;
 use crate::world::pki::backbone_auth;
 use crate::world::servers::Servers;
@@ -525,52 +523,4 @@ pub(super) fn clb_config(
     let mut config = anyedge_topology::nodes::clb_config_with(t, facts, r, index, addresses, &identity);
     config.auth = backbone_auth(t, anyedge_topology::nodes::clb_node(r, index), pki.tags, peers);
     config
-}
-
-impl<'t> World<'t> {
-    /// A packet reaches what `to` names: each part takes its own.
-    pub(super) fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
-        match to {
-            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => self.pops[p].receive(p, to, &packet, &mut self.wire),
-            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
-                self.regions.receive(c, to, packet, &mut self.wire, &mut self.servers)
-            }
-            Arrival::RegionEdge { region, hash, quic } => {
-                let cid = self.pki.cid_ciphers.get(region as usize);
-                let node = self.regions.at_edge(region as usize, (hash, quic), &packet, cid, self.wire.places());
-                let to = Arrival::ClbDirect(node);
-                self.capture(&to, &packet);
-                self.arrive(to, packet);
-            }
-            Arrival::Backend { host, via_clb } => self.servers.backend_receive(host, via_clb, packet, &mut self.wire),
-            Arrival::EgressFromClb(e) => self.servers.egress_from_clb(e, packet, &mut self.wire),
-            Arrival::EgressFromInternet(e) => self.servers.egress_from_internet(e, packet, &mut self.wire),
-            Arrival::InternetHost(host) => self.servers.host_receive(host, None, packet, &mut self.wire),
-            Arrival::Client(c) => self.with_edge(|edge, cx| edge.client_receive(c, packet, cx)),
-            Arrival::ProbeRequest { to, from } => self.probe_cx().1.request(to, from, packet),
-            Arrival::ProbeAnswer { at } => {
-                let (probers, mut cx) = self.probe_cx();
-                probers.answer(at, packet, &mut cx);
-            }
-        }
-    }
-
-    /// A POP's BGP update arrived: the internet has heard it, and client groups move.
-    pub(super) fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
-        self.pops[pop].hear(routes);
-        self.edge.hear(&self.pops, part, &mut self.wire);
-    }
-
-    /// A restarted node comes back empty: no connection table, fresh health state, every
-    /// POP taken to be up until its own probes say otherwise.
-    pub(super) fn restart_clb(&mut self, c: ClbId, now: u64) {
-        self.regions.restart(c, now, &mut self.faults);
-        // With a control plane it catches up from its watch stream instead.
-        if let Some(plane) = self.control.as_mut() {
-            plane.watcher_restarted(c.0);
-        }
-        // Its first outputs ask the region's other nodes for their tables.
-        self.regions.drain(c, &mut self.wire, &mut self.servers);
-        self.probers.restart(ProberAt::Clb(c), &mut self.wire);
-    }
 }

@@ -175,6 +175,34 @@ impl AddrRuns {
     }
 }
 
+/// Who runs a prober.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProberAt {
+    /// A POP, probing every CLB node (peer i is `ClbId(i)`).
+    Pop(PopId),
+    /// A CLB node, probing every POP (peer i is `PopId(i)`).
+    Clb(ClbId),
+    /// A POP's transit router, probing its POP (BFD): it withdraws the POP when dead.
+    Transit(PopId),
+    /// A region's edge, probing the region's CLB nodes (peer i is node i).
+    Region(usize),
+}
+
+/// A node that answers probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probed {
+    Pop(PopId),
+    Clb(ClbId),
+}
+
+/// What a node noticed, for the fault report's `detected_ms` and `noticed_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Notice {
+    Pop { pop: PopId, up: bool },
+    Clb { clb: ClbId, up: bool },
+    Backend { addr: std::net::SocketAddr, healthy: bool },
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;

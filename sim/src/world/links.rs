@@ -1,6 +1,6 @@
 //! Moving packets over the modelled links: the internet (client ↔ POP, client ↔ region),
 //! the backbone (POP ↔ region) and the region's own (CLB node ↔ backend).
-use crate::world::OUTER_HEADER;
+use crate::world::events::OUTER_HEADER;
 use anyedge_ccn::ComponentRng;
 use anyedge_ccn::Link;
 use anyedge_ccn::LinkOutcome;

@@ -8,13 +8,16 @@
 //! nodes' keys like data; the edges' probes cross no backbone and are not. A fault only
 //! stops a node; a node that is down answers nothing and probes nothing.
 
-use crate::world::Arrival;
-use crate::world::Ev;
-use crate::world::INTRA_REGION_NS;
+use crate::world::events::Arrival;
+use crate::world::events::Ev;
+use crate::world::events::INTRA_REGION_NS;
 use crate::world::forwarding::PopNode;
 use crate::world::forwarding::Regions;
 use crate::world::ids::ClbId;
+use crate::world::ids::Notice;
 use crate::world::ids::PopId;
+use crate::world::ids::Probed;
+use crate::world::ids::ProberAt;
 use crate::world::ids::Table;
 use crate::world::links::LinkKind;
 use crate::world::wire::Wire;
@@ -24,38 +27,9 @@ use anyedge_proto::liveness;
 use anyedge_proto::seal::Kind;
 use anyedge_topology::Topology;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 /// One way between a POP and its transit router.
 pub const EDGE_HOP_NS: u64 = 50_000;
-
-/// Who runs a prober.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ProberAt {
-    /// A POP, probing every CLB node (peer i is `ClbId(i)`).
-    Pop(PopId),
-    /// A CLB node, probing every POP (peer i is `PopId(i)`).
-    Clb(ClbId),
-    /// A POP's transit router, probing its POP (BFD): it withdraws the POP when dead.
-    Transit(PopId),
-    /// A region's edge, probing the region's CLB nodes (peer i is node i).
-    Region(usize),
-}
-
-/// A node that answers probes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Probed {
-    Pop(PopId),
-    Clb(ClbId),
-}
-
-/// What a node noticed, for the fault report's `detected_ms` and `noticed_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Notice {
-    Pop { pop: PopId, up: bool },
-    Clb { clb: ClbId, up: bool },
-    Backend { addr: SocketAddr, healthy: bool },
-}
 
 pub(super) struct ProberSlot {
     prober: LivenessProber,

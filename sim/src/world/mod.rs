@@ -12,32 +12,31 @@
 //! `quic_client`; the report in `report`. No module imports by glob: each names what it
 //! takes.
 
-use std::net::IpAddr;
-
 use anyedge_topology::Topology;
 
-use crate::world::build::ClassInfo;
+use crate::world::classes::ClassInfo;
 use crate::world::edge::Edge;
 use crate::world::edge::EdgeCx;
-use crate::world::faults::FaultState;
+use crate::world::fault_state::FaultState;
 use crate::world::forwarding::PopNode;
 use crate::world::forwarding::Regions;
-use crate::world::ids::ClbId;
-use crate::world::ids::ClientId;
-use crate::world::ids::HostId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
 use crate::world::liveness::ProbeCx;
-use crate::world::liveness::Probed;
-use crate::world::liveness::ProberAt;
 use crate::world::liveness::Probers;
 use crate::world::pki::Pki;
 use crate::world::servers::Servers;
 
+use events::{Arrival, Ev};
+pub use events::{DRAIN_NS, INTRA_REGION_NS, SLOTS_MAX};
+
 mod build;
 mod capture;
+mod classes;
 mod client;
 mod edge;
+mod events;
+mod fault_state;
 mod faults;
 mod flows;
 mod forwarding;
@@ -46,6 +45,7 @@ mod links;
 mod liveness;
 mod merge;
 pub mod partition;
+mod partitioning;
 mod pki;
 mod quic_flow;
 mod report;
@@ -53,133 +53,6 @@ mod samples;
 mod servers;
 mod tcp_app;
 mod wire;
-
-/// Replies still arriving after the last request are collected for this long.
-pub const DRAIN_NS: u64 = 3_000_000_000;
-
-/// One-way delay between a CLB node and a backend in its region.
-pub const INTRA_REGION_NS: u64 = 50_000;
-
-/// Outer IPv4 + UDP header the backbone adds around the CCN header.
-const OUTER_HEADER: usize = 28;
-
-/// Most traffic slots (class × path) a client group may have.
-pub const SLOTS_MAX: usize = 55;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    Anycast = 0,
-    Direct = 1,
-}
-
-const PATHS: [Path; 2] = [Path::Anycast, Path::Direct];
-
-#[derive(Debug, Clone, Copy)]
-enum Arrival {
-    PopFromClient(PopId),
-    PopFromClb(PopId),
-    ClbFromPop(ClbId),
-    ClbDirect(ClbId),
-    /// A client's packet on the direct path reaches its region's edge, which picks the
-    /// CLB node (ECMP on the flow's hash, or the node a QUIC connection ID names) with
-    /// what the edge's own probes know, and hands it over at once.
-    RegionEdge {
-        region: u32,
-        hash: u32,
-        quic: bool,
-    },
-    ClbFromBackend(ClbId),
-    /// Connection-table sync from another CLB node of the region.
-    ClbFromPeer(ClbId),
-    Backend {
-        host: HostId,
-        via_clb: ClbId,
-    },
-    /// A CLB node's sealed packet reaches an egress node (NAT gateway, router).
-    EgressFromClb(usize),
-    /// An internet host's packet reaches its egress node.
-    EgressFromInternet(usize),
-    /// An egress node's packet reaches a host on the internet.
-    InternetHost(HostId),
-    Client(ClientId),
-    /// A liveness probe reaches the node it probes, or its answer the prober.
-    ProbeRequest {
-        to: Probed,
-        from: ProberAt,
-    },
-    ProbeAnswer {
-        at: ProberAt,
-    },
-}
-
-enum Ev {
-    UdpSend {
-        client: ClientId,
-        k: usize,
-    },
-    FloodSend {
-        client: ClientId,
-        k: usize,
-    },
-    QuicIssue {
-        client: ClientId,
-        k: usize,
-    },
-    ClientQuicPoll {
-        client: ClientId,
-        slot: usize,
-    },
-    TcpIssue {
-        client: ClientId,
-        k: usize,
-    },
-    ClientTcpPoll {
-        client: ClientId,
-    },
-    BackendTcpPoll {
-        host: HostId,
-        remote: (IpAddr, u16),
-    },
-    Arrive {
-        to: Arrival,
-        packet: Vec<u8>,
-    },
-    ClbTimer {
-        clb: ClbId,
-    },
-    Fault {
-        index: usize,
-    },
-    /// A liveness prober's round is due.
-    ProbeTick {
-        at: ProberAt,
-        epoch: u32,
-    },
-    /// A POP's announcements (per VIP: routed or not) reach the internet: BGP moves the
-    /// groups whose best route changed. Carried as the POP sent them, not read from it.
-    RouteUpdate {
-        pop: PopId,
-        routes: Vec<bool>,
-        /// The partition whose groups it moves (0 in a world of one).
-        part: u32,
-    },
-    LinkRestore {
-        pop: PopId,
-        region: usize,
-    },
-    Control(crate::control::ControlEv),
-}
-
-impl Ev {
-    /// Where a packet's bytes lie and how many, for the queue to prefetch before it
-    /// arrives.
-    fn payload_addr(&self) -> (usize, u32) {
-        match self {
-            Ev::Arrive { packet, .. } => (packet.as_ptr() as usize, packet.len() as u32),
-            _ => (0, 0),
-        }
-    }
-}
 
 pub struct World<'t> {
     t: &'t Topology,
@@ -310,6 +183,39 @@ impl<'t> World<'t> {
                 }
             }
         }
+    }
+
+    /// A packet reaches what `to` names: each part takes its own.
+    fn arrive(&mut self, to: Arrival, packet: Vec<u8>) {
+        match to {
+            Arrival::PopFromClient(p) | Arrival::PopFromClb(p) => self.pops[p].receive(p, to, &packet, &mut self.wire),
+            Arrival::ClbFromPop(c) | Arrival::ClbDirect(c) | Arrival::ClbFromBackend(c) | Arrival::ClbFromPeer(c) => {
+                self.regions.receive(c, to, packet, &mut self.wire, &mut self.servers)
+            }
+            Arrival::RegionEdge { region, hash, quic } => {
+                let cid = self.pki.cid_ciphers.get(region as usize);
+                let node = self.regions.at_edge(region as usize, (hash, quic), &packet, cid, self.wire.places());
+                let to = Arrival::ClbDirect(node);
+                self.capture(&to, &packet);
+                self.arrive(to, packet);
+            }
+            Arrival::Backend { host, via_clb } => self.servers.backend_receive(host, via_clb, packet, &mut self.wire),
+            Arrival::EgressFromClb(e) => self.servers.egress_from_clb(e, packet, &mut self.wire),
+            Arrival::EgressFromInternet(e) => self.servers.egress_from_internet(e, packet, &mut self.wire),
+            Arrival::InternetHost(host) => self.servers.host_receive(host, None, packet, &mut self.wire),
+            Arrival::Client(c) => self.with_edge(|edge, cx| edge.client_receive(c, packet, cx)),
+            Arrival::ProbeRequest { to, from } => self.probe_cx().1.request(to, from, packet),
+            Arrival::ProbeAnswer { at } => {
+                let (probers, mut cx) = self.probe_cx();
+                probers.answer(at, packet, &mut cx);
+            }
+        }
+    }
+
+    /// A POP's BGP update arrived: the internet has heard it, and client groups move.
+    fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
+        self.pops[pop].hear(routes);
+        self.edge.hear(&self.pops, part, &mut self.wire);
     }
 
     /// The client side, and what it may touch.

@@ -2,7 +2,7 @@
 //! report's percentiles are exact (nearest rank, to the microsecond), not the top of a
 //! histogram bucket, and its per-second series (sent, received, p50, p99 by the second
 //! a request left) come from the same samples.
-use crate::world::faults::FaultTracker;
+use crate::world::fault_state::FaultTracker;
 use crate::world::ids::PopId;
 use anyedge_topology::Topology;
 use hdrhistogram::Histogram;

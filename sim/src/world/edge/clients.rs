@@ -1,15 +1,15 @@
 //! Client hosts and their traffic: UDP requests, TCP connections on smoltcp, SYN floods,
 //! and the replies they record (round trips, backends, fault recoveries).
 use crate::app;
-use crate::world::Arrival;
-use crate::world::Ev;
-use crate::world::PATHS;
-use crate::world::Path;
 use crate::world::client::Client;
 use crate::world::client::ClientTcp;
 use crate::world::client::Group;
 use crate::world::edge::Edge;
 use crate::world::edge::EdgeCx;
+use crate::world::events::Arrival;
+use crate::world::events::Ev;
+use crate::world::events::PATHS;
+use crate::world::events::Path;
 use crate::world::flows::PORT_BASE;
 use crate::world::flows::TCP_PENDING_MAX;
 use crate::world::flows::flow_id;

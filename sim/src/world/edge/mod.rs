@@ -9,13 +9,13 @@ mod clients;
 mod quic_client;
 
 use crate::SimError;
-use crate::world::Ev;
-use crate::world::build::ClassInfo;
+use crate::world::classes::ClassInfo;
 use crate::world::client::Client;
 use crate::world::client::ClientTcp;
 use crate::world::client::Group;
 use crate::world::client::GroupVip;
 use crate::world::client::PopOrder;
+use crate::world::events::Ev;
 use crate::world::flows::Flow;
 use crate::world::flows::TcpFlow;
 use crate::world::ids::AddrRuns;

@@ -4,11 +4,11 @@
 //! [`anyedge_region::h3::H3Client`]) whose answer the backend sizes by
 //! `x-anyedge-response-bytes`; toward any other, a stream carries the simulator's own
 //! request and answer as bytes.
-use crate::world::Ev;
-use crate::world::PATHS;
-use crate::world::Path;
 use crate::world::edge::Edge;
 use crate::world::edge::EdgeCx;
+use crate::world::events::Ev;
+use crate::world::events::PATHS;
+use crate::world::events::Path;
 use crate::world::flows::TCP_PENDING_MAX;
 use crate::world::flows::flow_id;
 use crate::world::flows::port_of;

@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::world::Arrival;
-use crate::world::INTRA_REGION_NS;
+use crate::world::events::Arrival;
+use crate::world::events::INTRA_REGION_NS;
 use crate::world::ids::HostId;
 use crate::world::servers::Servers;
 use crate::world::wire::Wire;

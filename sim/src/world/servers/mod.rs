@@ -7,11 +7,11 @@
 mod egress;
 
 use crate::app;
-use crate::world::Arrival;
-use crate::world::Ev;
-use crate::world::INTRA_REGION_NS;
-use crate::world::OUTER_HEADER;
 use crate::world::client::Client;
+use crate::world::events::Arrival;
+use crate::world::events::Ev;
+use crate::world::events::INTRA_REGION_NS;
+use crate::world::events::OUTER_HEADER;
 use anyedge_ccn::LinkOutcome;
 
 use crate::world::ids::BackendId;

@@ -1,0 +1,215 @@
+//! Which partition owns what, from the file alone: each region's partition holds its CLB
+//! nodes, edge, hosts and egress nodes, the POPs nearest it on the backbone and the client
+//! groups nearest it; the lookahead is the smallest delay floor of any link between two
+//! partitions (ARCHITECTURE.md, "One world on many cores"). `Scope` is one world's view:
+//! the partitions it runs and its outbox of crossings. `partition.rs` runs the worlds.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyedge_topology::{InternetEnd, Site, Topology};
+use rustc_hash::FxHashMap;
+
+use crate::world::events::Ev;
+use crate::world::events::INTRA_REGION_NS;
+use crate::world::ids::ClientId;
+
+/// Below this lookahead a world runs as one partition: windows would cost more than
+/// they let run at once.
+pub const LOOKAHEAD_MIN_NS: u64 = 50_000;
+
+/// Which partition owns each POP, client group and backend host (a region's partition is
+/// its index), and the lookahead between them.
+pub struct Partitioning {
+    pub count: usize,
+    pub(super) pop: Vec<u32>,
+    pub(super) group: Vec<u32>,
+    /// Backend hosts by address: the region that holds them, or that first reaches them.
+    pub(super) host: FxHashMap<IpAddr, u32>,
+    /// The smallest delay floor of a link between two partitions.
+    pub lookahead_ns: u64,
+    /// Per partition: how much traffic it starts (clients × classes), for the threads'
+    /// shares.
+    pub(super) weight: Vec<u64>,
+}
+
+/// The nearest of `regions` to a place, by the backbone's model (ties: the lower index).
+fn nearest_region(t: &Topology, at: anyedge_ccn::geo::Location) -> u32 {
+    let delay = |r: usize| t.backbone.delay.one_way_ns(at, t.regions[r].location);
+    (0..t.regions.len()).min_by_key(|&r| (delay(r), r)).unwrap_or(0) as u32
+}
+
+impl Partitioning {
+    /// The world's partitions, or `None` when it runs as one: a single region, a control
+    /// plane (its Raft nodes talk to every node at once), or a lookahead under
+    /// [`LOOKAHEAD_MIN_NS`].
+    pub fn of(t: &Topology) -> Option<Partitioning> {
+        if t.regions.len() < 2 || t.control.is_some() {
+            return None;
+        }
+        let pop: Vec<u32> = t.pops.iter().map(|p| nearest_region(t, p.location)).collect();
+        let group: Vec<u32> = t.clients.iter().map(|g| nearest_region(t, g.location)).collect();
+        let host = host_owners(t);
+        let lookahead_ns = lookahead_ns(t, (&pop, &group, &host));
+        if lookahead_ns < LOOKAHEAD_MIN_NS {
+            return None;
+        }
+        let weight = weights(t, &pop, &group);
+        Some(Partitioning { count: t.regions.len(), pop, group, host, lookahead_ns, weight })
+    }
+
+    /// Partitions spread over `worlds` worlds, heaviest first onto the lightest world;
+    /// each world's partitions (a partition in exactly one).
+    pub(super) fn shares(&self, worlds: usize) -> Vec<Vec<bool>> {
+        let mut order: Vec<usize> = (0..self.count).collect();
+        order.sort_by_key(|&p| (std::cmp::Reverse(self.weight[p]), p));
+        let mut load = vec![0u64; worlds];
+        let mut mine = vec![vec![false; self.count]; worlds];
+        for p in order {
+            let w = (0..worlds).min_by_key(|&w| (load[w], w)).unwrap_or(0);
+            load[w] += self.weight[p].max(1);
+            mine[w][p] = true;
+        }
+        mine
+    }
+}
+
+/// A backend host's partition: the region it is in (or behind whose egress it sits);
+/// one reached only over the backbone, the first region that lists it.
+fn host_owners(t: &Topology) -> FxHashMap<IpAddr, u32> {
+    let mut host: FxHashMap<IpAddr, u32> = FxHashMap::default();
+    for local in [true, false] {
+        for (r, region) in t.regions.iter().enumerate() {
+            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+                let here = matches!(b.site, Site::Local | Site::Internet(_));
+                if here == local {
+                    host.entry(b.addr.ip()).or_insert(r as u32);
+                }
+            }
+        }
+    }
+    host
+}
+
+/// The smallest delay floor of any link that can join two partitions (and BGP's
+/// convergence time): POPs ↔ their VIPs' home regions over the backbone, regions ↔ hosts
+/// another partition holds, client groups ↔ their VIPs' POPs and home regions over the
+/// internet.
+fn lookahead_ns(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
+    let floor = std::cell::Cell::new(t.failover.route_converge_ns);
+    let cross = |a: u32, b: u32, delay_ns: u64| {
+        if a != b {
+            floor.set(floor.get().min(delay_ns));
+        }
+    };
+    for vip in &t.vips {
+        for &p in &vip.pops {
+            cross(pop[p], vip.home as u32, crate::world::links::backbone_floor_ns(t, p, vip.home));
+        }
+    }
+    // Over the site's links, or the region's own network when a host is in two regions.
+    for (r, region) in t.regions.iter().enumerate() {
+        for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+            let owner = host.get(&b.addr.ip()).copied().unwrap_or(r as u32);
+            let site = match b.site {
+                Site::Local | Site::Internet(_) => None,
+                Site::Region(o) => Some(t.regions[o].location),
+                Site::Idc(i) => Some(t.idcs[i].location),
+            };
+            let delay = site.map_or(INTRA_REGION_NS, |at| {
+                anyedge_topology::nodes::backbone_link(t, region.location, at).impairment.delay_ns
+            });
+            cross(r as u32, owner, delay);
+        }
+    }
+    // Every internet leg is at least the last mile long: the legs matter only when it is
+    // shorter than what the rest allows (a group × POP walk is a large file's costly part).
+    if t.internet.last_mile_ns < floor.get() {
+        for (v, vip) in t.vips.iter().enumerate() {
+            let home = vip.home as u32;
+            let talkers =
+                t.clients.iter().enumerate().filter(|(_, c)| c.traffic.iter().any(|&k| t.traffic[k].vip == v));
+            for (g, _) in talkers {
+                for &p in vip.pops.iter().filter(|&&p| pop[p] != group[g]) {
+                    cross(
+                        group[g],
+                        pop[p],
+                        anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p)).impairment.delay_ns,
+                    );
+                }
+                let direct = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
+                cross(group[g], home, direct.impairment.delay_ns);
+            }
+        }
+    }
+    floor.get()
+}
+
+/// Per partition, the work it is expected to do: a client's sends and replies in its
+/// partition, its POP's in about the same (its nearest), the CLB node's and backend's
+/// at the VIP's home; events per request at each end count both paths (a TCP request is
+/// a connection's handful of segments).
+fn weights(t: &Topology, pop: &[u32], group: &[u32]) -> Vec<u64> {
+    let mut weight = vec![0u64; t.regions.len()];
+    for (g, grp) in t.clients.iter().enumerate() {
+        for &k in &grp.traffic {
+            let (per_s, events) = match t.traffic[k].kind {
+                anyedge_topology::TrafficKind::Udp { interval_ns, .. } => (1e9 / interval_ns.max(1) as f64, 6),
+                anyedge_topology::TrafficKind::Tcp { requests_per_s, .. } => (requests_per_s, 18),
+                anyedge_topology::TrafficKind::Quic { requests_per_s, .. } => (requests_per_s, 12),
+                anyedge_topology::TrafficKind::SynFlood { rate_per_s } => (rate_per_s, 2),
+            };
+            let load = (per_s * f64::from(grp.count) * 1000.0) as u64;
+            weight[group[g] as usize] += events * load;
+            weight[t.vips[t.traffic[k].vip].home] += events * load;
+        }
+    }
+    for &p in pop {
+        weight[p as usize] += 1;
+    }
+    weight
+}
+
+/// A partition's event bound for another, held until the window ends.
+pub(super) struct Crossing {
+    pub(super) at: u64,
+    pub(super) from: u32,
+    pub(super) seq: u64,
+    pub(super) to: u32,
+    pub(super) ev: Ev,
+}
+
+/// What a world running some partitions of a partitioned world knows of them.
+pub(super) struct Scope {
+    pub(super) parts: Arc<Partitioning>,
+    /// [partition]: whether this world runs it.
+    pub(super) mine: Vec<bool>,
+    /// [host]: its partition (by `HostId`).
+    pub(super) host: Vec<u32>,
+    pub(super) outbox: Vec<Crossing>,
+    /// [partition]: crossings it has sent (their order among a window's).
+    pub(super) sent: Vec<u64>,
+    /// The end of the window being run (exclusive).
+    pub(super) window_end: u64,
+    /// Fault index → the flows of this world's clients it touches, found at the
+    /// window's end before it.
+    pub(super) tracks: FxHashMap<usize, Vec<(ClientId, usize)>>,
+    /// Events every world runs (faults, their restores): counted once in the stats.
+    pub(super) world_wide: u64,
+}
+
+impl Scope {
+    pub(super) fn new(parts: Arc<Partitioning>, mine: Vec<bool>) -> Scope {
+        let sent = vec![0; parts.count];
+        Scope {
+            parts,
+            mine,
+            host: Vec::new(),
+            outbox: Vec::new(),
+            sent,
+            window_end: 0,
+            tracks: FxHashMap::default(),
+            world_wide: 0,
+        }
+    }
+}
