@@ -62,7 +62,7 @@ impl<'t> World<'t> {
         let servers = Servers::build(t, tags, &mut peers);
         let places = Places::new(
             t,
-            (regions.clbs().iter().map(|n| n.region).collect(), regions.clb_by_addr()),
+            (regions.clbs().iter().map(|n| n.region()).collect(), regions.clb_by_addr()),
             (edge.group_starts().to_vec(), client_by_addr),
             servers.egress_nodes().iter().map(|e| e.region).collect(),
         );
@@ -95,7 +95,7 @@ impl<'t> World<'t> {
         }
         if let Some(c) = &t.control {
             // CLB nodes, then POPs (a POP follows the listeners its replies may come from).
-            let clbs = w.regions.clbs().iter().map(|n| t.regions[n.region].location);
+            let clbs = w.regions.clbs().iter().map(|n| t.regions[n.region()].location);
             let watchers: Vec<_> = clbs.chain(t.pops.iter().map(|p| p.location)).collect();
             w.control = Some(crate::control::ControlPlane::new(t, c, &watchers).map_err(|e| SimError(e.to_string()))?);
             w.wire.schedule(0, Ev::Control(crate::control::ControlEv::Tick));

@@ -116,7 +116,7 @@ impl<'t> World<'t> {
         if self.pops[p].is_up() || !self.wire.owns(self.wire.pop_part(p)) {
             return;
         }
-        let clbs = self.regions.clbs().iter().map(|n| (n.region as u16, n.index as u16));
+        let clbs = self.regions.clbs().iter().map(|n| (n.region() as u16, n.index() as u16));
         self.pops[p].restart(clbs);
         self.probers.restart(ProberAt::Pop(p), &mut self.wire);
     }
@@ -139,7 +139,7 @@ impl<'t> World<'t> {
                 if let Some(plane) = self.control.as_mut() {
                     plane.watcher_down(c.0);
                 }
-            } else if !self.regions.clbs()[c].up && self.wire.owns(self.wire.clb_part(c)) {
+            } else if !self.regions.clbs()[c].is_up() && self.wire.owns(self.wire.clb_part(c)) {
                 self.restart_clb(c, now);
             }
         }

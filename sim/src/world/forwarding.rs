@@ -169,22 +169,22 @@ impl PopNode {
 }
 
 pub(super) struct ClbNode {
-    pub(super) region: usize,
-    pub(super) index: usize,
-    pub(super) core: Clb,
-    pub(super) config: ClbConfig,
-    pub(super) up: bool,
+    region: usize,
+    index: usize,
+    core: Clb,
+    config: ClbConfig,
+    up: bool,
     /// What backbone probing believes: the direct path's region edge uses it.
-    pub(super) known_up: bool,
+    known_up: bool,
     /// Counters of cores this node ran before a restart.
-    pub(super) flows_before: u64,
-    pub(super) peak_before: usize,
-    pub(super) evictions_before: u64,
+    flows_before: u64,
+    peak_before: usize,
+    evictions_before: u64,
     /// Sync traffic of cores this node ran before a restart.
-    pub(super) sync_before: anyedge_region::sync::SyncStats,
-    pub(super) timer_at: Option<u64>,
+    sync_before: anyedge_region::sync::SyncStats,
+    timer_at: Option<u64>,
     /// Packets the core refused, by reason (across restarts).
-    pub(super) drops: BTreeMap<&'static str, u64>,
+    drops: BTreeMap<&'static str, u64>,
 }
 
 /// Every region's CLB nodes (a region's nodes are consecutive), built whole from the
@@ -455,6 +455,44 @@ impl Regions {
 }
 
 impl ClbNode {
+    pub(super) fn region(&self) -> usize {
+        self.region
+    }
+
+    /// Its index in its region.
+    pub(super) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(super) fn core(&self) -> &Clb {
+        &self.core
+    }
+
+    pub(super) fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Packets the core refused, by reason (across restarts).
+    pub(super) fn drops(&self) -> &BTreeMap<&'static str, u64> {
+        &self.drops
+    }
+
+    /// Flows its cores created, across restarts.
+    pub(super) fn flows_total(&self) -> u64 {
+        self.flows_before + self.core.flows_created()
+    }
+
+    /// The connection table's peak and evictions, across restarts.
+    pub(super) fn table_totals(&self) -> (usize, u64) {
+        let table = self.core.conn_table();
+        (self.peak_before.max(table.peak()), self.evictions_before + table.evictions())
+    }
+
+    /// Its connection-table sync traffic, across restarts.
+    pub(super) fn sync_total(&self) -> anyedge_region::sync::SyncStats {
+        self.sync_before.plus(&self.core.sync_stats())
+    }
+
     /// The node's name, `clb/REGION/N`.
     pub(super) fn name(&self, t: &Topology) -> String {
         anyedge_topology::clb_name(&t.regions[self.region].name, self.index)

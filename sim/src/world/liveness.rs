@@ -198,7 +198,7 @@ impl ProbeCx<'_, '_> {
     fn alive(&self, at: ProberAt) -> bool {
         match at {
             ProberAt::Pop(p) => self.pops[p].is_up(),
-            ProberAt::Clb(c) => self.regions.clbs()[c].up,
+            ProberAt::Clb(c) => self.regions.clbs()[c].is_up(),
             ProberAt::Transit(_) | ProberAt::Region(_) => true,
         }
     }
@@ -252,7 +252,7 @@ impl ProbeCx<'_, '_> {
     pub(super) fn request(&mut self, to: Probed, from: ProberAt, packet: Vec<u8>) {
         let alive = match to {
             Probed::Pop(p) => self.pops[p].is_up(),
-            Probed::Clb(c) => self.regions.clbs()[c].up,
+            Probed::Clb(c) => self.regions.clbs()[c].is_up(),
         };
         if !alive {
             return;
@@ -289,7 +289,7 @@ impl ProbeCx<'_, '_> {
         let to = if dir == 0 { Arrival::ProbeRequest { to: node, from: at } } else { Arrival::ProbeAnswer { at } };
         let now = self.wire.now();
         let backbone = |cx: &Self, pop: PopId, clb: ClbId, toward_region: bool| {
-            let i = cx.wire.link_bb(pop, cx.regions.clbs()[clb].region, if toward_region { 0 } else { 1 });
+            let i = cx.wire.link_bb(pop, cx.regions.clbs()[clb].region(), if toward_region { 0 } else { 1 });
             // Probes of one pair keep to one path (their own flow on the link).
             let flow = u64::MAX - ((pop.0 as u64) << 20 | clb.0 as u64);
             (LinkKind::Backbone(i), flow)
@@ -320,7 +320,7 @@ impl ProbeCx<'_, '_> {
         match at {
             ProberAt::Pop(p) => {
                 let c = ClbId(peer);
-                let (region, index) = (self.regions.clbs()[c].region as u16, self.regions.clbs()[c].index as u16);
+                let (region, index) = (self.regions.clbs()[c].region() as u16, self.regions.clbs()[c].index() as u16);
                 self.pops[p].clb_found(region, index, up);
                 self.wire.noticed(Notice::Clb { clb: c, up }, format!("pop/{}", t.pops[p.0].name));
             }

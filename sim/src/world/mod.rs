@@ -122,12 +122,12 @@ impl<'t> World<'t> {
 
     /// QUIC handshakes CLB nodes accepted (a migrating client must not add one).
     pub fn quic_handshakes(&self) -> u64 {
-        self.regions.clbs().iter().map(|c| c.core.quic_counts().handshakes).sum()
+        self.regions.clbs().iter().map(|c| c.core().quic_counts().handshakes).sum()
     }
 
     /// HTTP/3 requests CLB nodes forwarded to backends.
     pub fn quic_h3_requests(&self) -> u64 {
-        self.regions.clbs().iter().map(|c| c.core.quic_counts().h3_requests).sum()
+        self.regions.clbs().iter().map(|c| c.core().quic_counts().h3_requests).sum()
     }
 
     pub fn events(&self) -> u64 {

@@ -166,9 +166,9 @@ impl<'t> World<'t> {
     /// One CLB node across its restarts: flows, connection table, sync.
     fn clb_node_report(&self, n: &ClbNode) -> ClbNodeReport {
         let t = self.t;
-        let table = n.core.conn_table();
-        let sync = (t.regions[n.region].clb_nodes > 1).then(|| {
-            let s = n.sync_before.plus(&n.core.sync_stats());
+        let (peak, evictions) = n.table_totals();
+        let sync = (t.regions[n.region()].clb_nodes > 1).then(|| {
+            let s = n.sync_total();
             SyncReport {
                 messages_sent: s.messages_sent,
                 bytes_sent: s.bytes_sent,
@@ -179,14 +179,10 @@ impl<'t> World<'t> {
             }
         });
         ClbNodeReport {
-            name: anyedge_topology::clb_name(&t.regions[n.region].name, n.index),
-            region: t.regions[n.region].name.clone(),
-            flows: n.flows_before + n.core.flows_created(),
-            conn_table: ConnTableReport {
-                capacity: table.capacity(),
-                peak: n.peak_before.max(table.peak()),
-                evictions: n.evictions_before + table.evictions(),
-            },
+            name: n.name(t),
+            region: t.regions[n.region()].name.clone(),
+            flows: n.flows_total(),
+            conn_table: ConnTableReport { capacity: n.core().conn_table().capacity(), peak, evictions },
             sync,
         }
     }
@@ -195,11 +191,7 @@ impl<'t> World<'t> {
     pub(super) fn drop_report(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
         let t = self.t;
         let pops = self.pops.iter().enumerate().map(|(p, n)| (format!("pop/{}", t.pops[p].name), n.drops()));
-        let clbs = self
-            .regions
-            .clbs()
-            .iter()
-            .map(|n| (anyedge_topology::clb_name(&t.regions[n.region].name, n.index), &n.drops));
+        let clbs = self.regions.clbs().iter().map(|n| (n.name(t), n.drops()));
         let hosts = self.servers.hosts().iter().map(|h| (format!("backend/{}", h.ip), &h.drops));
         let egress = self.servers.egress_nodes().iter().map(|e| (e.name.clone(), &e.drops));
         pops.chain(clbs)
@@ -217,11 +209,11 @@ impl<'t> World<'t> {
             .regions
             .clbs()
             .iter()
-            .filter_map(|c| c.core.firewall())
+            .filter_map(|c| c.core().firewall())
             .chain(self.servers.hosts().iter().filter_map(|h| h.firewall.as_ref()));
         // What the CLB nodes judged for backends (layer 7, QUIC, translated flows) counts
         // as the backend hosts' own firewalls count.
-        let on_behalf = self.regions.clbs().iter().map(|c| c.core.backend_guard());
+        let on_behalf = self.regions.clbs().iter().map(|c| c.core().backend_guard());
         let counted = firewalls.flat_map(|fw| fw.counters()).chain(on_behalf.flat_map(|g| g.counters()));
         for (gi, counters) in counted {
             for (ri, c) in counters.iter().enumerate() {
@@ -305,12 +297,7 @@ impl<'t> World<'t> {
 
     /// The control plane's report section (when the file has `control:`).
     pub fn control_report(&self) -> Option<crate::control::ControlReport> {
-        let names: Vec<String> = self
-            .regions
-            .clbs()
-            .iter()
-            .map(|n| anyedge_topology::clb_name(&self.t.regions[n.region].name, n.index))
-            .collect();
+        let names: Vec<String> = self.regions.clbs().iter().map(|n| n.name(self.t)).collect();
         self.control.as_ref().map(|c| c.report(&names))
     }
 }
