@@ -16,15 +16,15 @@ use anyedge_topology::Topology;
 /// set-up time and most of its memory. A link's draws come from its own name, so when
 /// it is made changes nothing it does.
 pub(super) struct Network {
-    /// [group][pop][dir] flattened (`World::link_pop`), as they are first used.
+    /// [group][pop][dir] flattened (`Wire::link_pop`), as they are first used.
     inet_pop: rustc_hash::FxHashMap<usize, Link>,
-    /// [group][region][dir] flattened (`World::link_direct`), as they are first used.
+    /// [group][region][dir] flattened (`Wire::link_direct`), as they are first used.
     inet_direct: rustc_hash::FxHashMap<usize, Link>,
-    /// [pop][region][dir] flattened (`World::link_bb`), as they are first used.
+    /// [pop][region][dir] flattened (`Wire::link_bb`), as they are first used.
     backbone: rustc_hash::FxHashMap<usize, Link>,
 }
 
-/// Internet leg `index` of kind `end` (`World::link_pop` / `link_direct` numbering).
+/// Internet leg `index` of kind `end` (`Wire::link_pop` / `link_direct` numbering).
 fn inet_link(t: &Topology, index: usize, to_pop: bool) -> Link {
     let (pair, dir) = (index / 2, index % 2);
     let ends = if to_pop { t.pops.len() } else { t.regions.len() };
@@ -42,7 +42,7 @@ impl Network {
         Network { inet_pop: Default::default(), inet_direct: Default::default(), backbone: Default::default() }
     }
 
-    /// Backbone link `index` (`World::link_bb` numbering), made if it is new.
+    /// Backbone link `index` (`Wire::link_bb` numbering), made if it is new.
     pub(super) fn backbone(&mut self, t: &Topology, index: usize) -> &mut Link {
         self.backbone.entry(index).or_insert_with(|| backbone_link(t, index))
     }
@@ -75,7 +75,7 @@ impl Network {
     }
 }
 
-/// The backbone link `index` (`World::link_bb` numbering) between a POP and a region, one
+/// The backbone link `index` (`Wire::link_bb` numbering) between a POP and a region, one
 /// way. A fault may set a lower delay than the link's: the link is told.
 fn backbone_link(t: &Topology, index: usize) -> Link {
     let (pair, dir) = (index / 2, index % 2);

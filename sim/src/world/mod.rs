@@ -2,15 +2,16 @@
 //! driven by one event queue. POPs and CLB nodes are the shipped sans-IO cores; this
 //! module is their driver: it moves real packets between them over modelled links.
 //!
-//! `World` is a handful of parts, each built whole by its own builder and owned by the
-//! module of its concern: `Network` (links), `Edge` and `ClassInfo` (client groups and
-//! traffic classes, `build`), `Pki`, the POPs and `Regions` (the cores, `forwarding`),
-//! `Servers` (backend hosts and egress nodes, `backends`), `FaultState` (`faults`),
-//! `Recorder` (what the report is made of, `samples`), `Probers` (`liveness`). A part
-//! holds per-group, per-POP and per-region rows, so what one client group, POP or region
-//! needs is reachable from its part. Traffic lives in `clients`, `tcp_app` and
-//! `quic_client`; the report in `report`. No module imports by glob: each names what it
-//! takes.
+//! `World` keeps the dispatch: each event goes to the part that owns what it changes,
+//! with a narrow context of what that part may touch. The parts, each built whole by its
+//! own builder, keep their rows private and have the methods that change them: `Wire`
+//! (the queue, the links, the record and the partition seam: what every part sends
+//! through, `wire`), `Edge` (client groups and their clients, `edge/`), the POPs and
+//! `Regions` (the cores, `forwarding`), `Servers` (backend hosts and egress nodes,
+//! `servers/`), `Probers` (`liveness`), `FaultState` (`fault_state`), `Pki` and the
+//! classes' facts. What the world itself does has files of its own: `build`, `faults`
+//! (a fault told to each part), `report`, `merge`, `partition`, `capture`. No module
+//! imports by glob, and no two import each other in a circle.
 
 use anyedge_topology::Topology;
 

@@ -109,7 +109,7 @@ pub(in crate::world) struct BackendHost {
     pub(in crate::world) keys: anyedge_ccn::Keyring,
     /// Packets it refused, by reason.
     pub(in crate::world) drops: BTreeMap<&'static str, u64>,
-    /// An internet host: the egress node (index into `World::egress`) it is reached by.
+    /// An internet host: the egress node (index into `Servers::egress_nodes`) it is reached by.
     pub(in crate::world) egress: Option<usize>,
     /// The last packet its security groups dropped: when, its source, and why.
     pub(in crate::world) denied: Option<(u64, IpAddr, String)>,
