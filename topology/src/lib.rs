@@ -15,6 +15,7 @@ pub use calibrations::{BACKBONE_DELAY_DEFAULT, BUILTIN_DELAYS, INTERNET_DELAY_DE
 pub use overrides::Override;
 pub use parse::builtin_delay;
 pub mod route_table;
+pub mod routing;
 pub mod schema;
 #[cfg(test)]
 mod test_worlds;
