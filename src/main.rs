@@ -26,6 +26,7 @@ mod alloc;
 mod bench;
 mod calibrate;
 mod capture;
+mod catchments;
 mod chaos;
 mod ctl;
 mod delay;
@@ -139,6 +140,24 @@ enum Command {
     Validate {
         /// Topology file (YAML).
         file: PathBuf,
+    },
+    /// Where BGP sends each client group, in seconds and without a simulation: per group
+    /// and VIP the POP, the AS path, the round trip of the group↔POP leg alone, and the
+    /// inflation over the nearest announcing POP (ms and km). Over the file's AS-level
+    /// internet (`internet.ases`) when it has one.
+    Catchments {
+        /// Topology file (YAML).
+        file: PathBuf,
+        /// Change a value first, as `sweep --set` does (one value each):
+        /// pops[paris].prepend=2, pops[madrid].announce_to=[ntt].
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        /// Withdraw a POP's announcements first (repeatable): where groups go when it fails.
+        #[arg(long, value_name = "POP")]
+        down: Vec<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// The guide's reference chapters (every command and topology field), generated into
     /// DIR (what docs/src/reference/ ships).
@@ -453,6 +472,7 @@ fn run(command: Command) -> ExitCode {
     match command {
         Command::Generate(args) => generate::run(args),
         Command::Validate { file } => validate::run(&file),
+        Command::Catchments { file, sets, down, json } => catchments::run(catchments::Args { file, sets, down, json }),
         Command::Bench { which } => bench::command(which),
         Command::Node { config, check } => deploy::node(&config, check),
         Command::Host { action } => deploy::host(&action),

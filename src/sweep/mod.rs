@@ -41,9 +41,27 @@ pub struct Param {
 }
 
 /// `PATH=V1,V2,…`.
+/// `V1,V2,…` at commas outside brackets: a value may be a list, `[ntt, cogent]`.
+fn split_values(text: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
 fn parse_set(text: &str) -> anyhow::Result<Param> {
     let (path, values) = text.split_once('=').ok_or_else(|| anyhow!("--set {text}: write it as PATH=V1,V2,…"))?;
-    let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+    let values: Vec<String> = split_values(values).into_iter().map(|v| v.trim().to_string()).collect();
     if path.trim().is_empty() || values.iter().any(String::is_empty) {
         return Err(anyhow!("--set {text}: a path and one or more values, none empty"));
     }

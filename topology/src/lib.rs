@@ -6,6 +6,7 @@
 pub mod advice;
 pub mod bgp;
 mod calibrations;
+pub mod catchments;
 pub mod generate;
 pub mod measured;
 pub mod nodes;
@@ -216,6 +217,65 @@ impl Vip {
 pub struct PopSite {
     pub name: String,
     pub location: Location,
+    /// How the POP speaks BGP to the AS-level internet (`internet.ases`): its upstreams
+    /// and the operator's levers. Empty when the file has no AS-level internet.
+    pub bgp: PopBgp,
+}
+
+/// A POP's BGP: who it buys transit from or meets at an IXP, and how it announces.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PopBgp {
+    pub upstreams: Vec<Upstream>,
+    /// Extra copies of the CDN's AS number on the path (AS-path prepending).
+    pub prepend: u8,
+    /// Announce only to these upstreams (selective announcement); empty: to all.
+    pub announce_to: Vec<Upstream>,
+    /// RFC 1997 no-export: the upstream keeps the route to itself and its customers' view
+    /// of it stops there.
+    pub no_export: bool,
+}
+
+/// A POP's BGP neighbour: a network it buys transit from (or peers with), or an IXP
+/// whose members it peers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Upstream {
+    /// Index into `Internet::ases`.
+    As(usize),
+    /// Index into `Internet::ixps`.
+    Ixp(usize),
+}
+
+/// An AS of the AS-level internet (`internet.ases`): a transit network with its places,
+/// or an access network serving client groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsNet {
+    pub name: String,
+    pub asn: u32,
+    /// Where its routers are, as the file names them (for reports) and located.
+    pub at: Vec<Place>,
+    /// Indices into `Internet::ases`: the networks it buys transit from.
+    pub providers: Vec<usize>,
+    /// Indices into `Internet::ases`: settlement-free peers beyond the IXPs'.
+    pub peers: Vec<usize>,
+    /// Client groups (indices into `Topology::clients`) it is the access network of.
+    pub clients: Vec<usize>,
+}
+
+/// A place of the AS-level internet: a name and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Place {
+    pub name: String,
+    pub location: Location,
+}
+
+/// An internet exchange point: its members peer with each other through its route
+/// server, at its place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ixp {
+    pub name: String,
+    pub at: Place,
+    /// Indices into `Internet::ases` (POPs name the IXP in their `upstreams`).
+    pub members: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -353,6 +413,19 @@ pub struct Internet {
     pub last_mile_source: &'static str,
     pub jitter_ns: u64,
     pub loss: f64,
+    /// The AS-level internet (`ases:`); empty: each POP has a transit of its own
+    /// ([`bgp`]'s rule).
+    pub ases: Vec<AsNet>,
+    /// Internet exchange points (`ixps:`).
+    pub ixps: Vec<Ixp>,
+}
+
+impl Internet {
+    /// Whether the file describes the AS-level internet, so BGP over it decides each
+    /// group's POP ([`catchments`]).
+    pub fn has_ases(&self) -> bool {
+        !self.ases.is_empty()
+    }
 }
 
 /// Where a client group's internet path ends: a POP (anycast) or a region (direct).

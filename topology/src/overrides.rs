@@ -103,8 +103,25 @@ pub(crate) fn apply(root: &mut Node, o: &Override) -> Result<(), String> {
     }
     // The value keeps the place of what it replaces, so a refusal points at that line.
     let span = *node.span();
-    *node = Node::Scalar(MarkedScalarNode::new(span, o.value.clone()));
+    *node = value_node(span, &o.value);
     Ok(())
+}
+
+/// A value as a node: `[a, b]` a list of scalars (a POP's `upstreams`), else a scalar.
+fn value_node(span: marked_yaml::Span, value: &str) -> Node {
+    let list = value.trim().strip_prefix('[').and_then(|v| v.strip_suffix(']'));
+    match list {
+        Some(items) => {
+            let items = items
+                .split(',')
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .map(|i| Node::Scalar(MarkedScalarNode::new(span, i.to_string())))
+                .collect();
+            Node::Sequence(marked_yaml::types::MarkedSequenceNode::new(span, items))
+        }
+        None => Node::Scalar(MarkedScalarNode::new(span, value.to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,10 @@ impl Graph {
         self.as_routers.len()
     }
 
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
     pub fn routers_of(&self, asn: AsId) -> &[RouterId] {
         &self.as_routers[asn.0]
     }
@@ -274,8 +278,18 @@ impl Rib {
         (0..graph.routers())
             .map(|r| {
                 let me = RouterId(r);
-                let key =
-                    |route: &Route| (route.learned, route.path.len(), distance(me, route.exit), route.via, route.exit);
+                // A router that announces keeps its own announcement, however long its
+                // prepends make it: it is what it passes on.
+                let key = |route: &Route| {
+                    (
+                        route.exit != me || route.via.is_some(),
+                        route.learned,
+                        route.path.len(),
+                        distance(me, route.exit),
+                        route.via,
+                        route.exit,
+                    )
+                };
                 offered[graph.as_of(me).0].iter().min_by_key(|route| key(route)).cloned()
             })
             .collect()
@@ -441,6 +455,22 @@ mod tests {
             assert_eq!(origin, pops[i], "from access router {i}");
             assert!(legs.iter().all(|l| !matches!(l, Leg::Inside { .. })), "no detour inside an AS: {legs:?}");
         }
+    }
+
+    #[test]
+    fn a_pop_that_prepends_still_announces_while_another_pop_does_not() {
+        let mut g = Graph::new(3);
+        let pops = [g.add_router(AsId(0)), g.add_router(AsId(0))];
+        let transits = [g.add_router(AsId(1)), g.add_router(AsId(2))];
+        for i in 0..2 {
+            g.add_session(transits[i], pops[i], Customer).unwrap();
+        }
+        let mut prepended = Announcement::from(pops[0]);
+        prepended.prepend = 3;
+        let rib = Rib::converge(&g, &[prepended, Announcement::from(pops[1])], &flat).unwrap();
+        let heard = rib.best(transits[0]).expect("the prepending POP's transit hears it");
+        assert_eq!(heard.path, vec![AsId(0); 4]);
+        assert_eq!(rib.forward(&g, transits[0]).unwrap().1, pops[0]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::calibrations::{BACKBONE_DELAY_DEFAULT, INTERNET_DELAY_DEFAULT};
 use crate::schema;
 use anyedge_control::table::{QUIC_SCHEDULERS, SCHEDULERS};
 
+mod ases;
 mod clients;
 mod delay;
 mod faults;
@@ -439,7 +440,7 @@ impl Parser {
             None => top.spec("seed").default_i64().map(|s| s as u64),
         };
         let duration_ns = self.duration_field(&top, "duration");
-        let pops = self.pops(&top);
+        let mut pops = self.pops(&top);
         let idcs = self.idcs(&top);
         let nat_gateways = self.nat_gateways(&top);
         let regions = self.regions(&top, &idcs, &nat_gateways);
@@ -468,6 +469,12 @@ impl Parser {
         let faults = self.faults(&top, &names, &client_names, duration_ns.unwrap_or(u64::MAX));
         let security_groups = self.security_groups(&top, &names);
         let tls = self.tls(&top);
+        if let Some(internet) = &internet {
+            let bgp = self.pops_bgp(&top, pops.len(), internet);
+            for (pop, bgp) in pops.iter_mut().zip(bgp) {
+                pop.bgp = bgp;
+            }
+        }
         Some(Topology {
             name: name?,
             seed: seed?,

@@ -145,6 +145,8 @@ impl Parser {
             last_mile_source: LAST_MILE_ASSUMED,
             jitter_ns: ns("jitter"),
             loss: schema::default_of("internet", "loss", schema::Field::default_percent),
+            ases: Vec::new(),
+            ixps: Vec::new(),
         };
         let Some(node) = top.get("internet") else {
             return Some(default);
@@ -158,6 +160,7 @@ impl Parser {
         let last_mile_ns = self.duration_field(&o, "last_mile");
         let jitter_ns = self.duration_field(&o, "jitter");
         let loss = self.percent_field(&o, "loss");
+        let (ases, ixps) = self.as_internet(&o, clients, names)?;
         Some(Internet {
             delay: delay?,
             pinned: pinned?,
@@ -165,6 +168,8 @@ impl Parser {
             last_mile_source: if o.get("last_mile").is_some() { LAST_MILE_GIVEN } else { LAST_MILE_ASSUMED },
             jitter_ns: jitter_ns?,
             loss: loss?,
+            ases,
+            ixps,
         })
     }
 

@@ -78,7 +78,7 @@ impl Parser {
             // Kept with a bad location (already an error) so references still resolve.
             if let Some(name) = name {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
-                pops.push(PopSite { name, location: location.unwrap_or([0.0, 0.0]) });
+                pops.push(PopSite { name, location: location.unwrap_or([0.0, 0.0]), bgp: PopBgp::default() });
             }
         }
         self.unique(&seen);

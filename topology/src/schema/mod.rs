@@ -224,6 +224,10 @@ const REGION_REF: &str = r"^region/[A-Za-z0-9_-]+$";
 const CLIENT_REF: &str = r"^client/[A-Za-z0-9_-]+$";
 const BACKEND_REF: &str = r"^backend/([0-9.]+|\[[0-9A-Fa-f:.]+\]):[0-9]+$";
 const CONTROL_REF: &str = r"^control/[0-9]+$";
+const IXP_REF: &str = r"^ixp/[A-Za-z0-9_-]+$";
+const NODE_PLACE_REF: &str = r"^(pop|region|client)/[A-Za-z0-9_-]+$";
+/// The most copies of its AS number a POP may prepend.
+pub const PREPEND_MAX: i64 = 10;
 const TARGET: &str = r"^(pop/[A-Za-z0-9_-]+|region/[A-Za-z0-9_-]+|clb/[A-Za-z0-9_-]+/[0-9]+|backend/([0-9.]+|\[[0-9A-Fa-f:.]+\]):[0-9]+|control/[0-9]+)$";
 
 fn pop_region_pair() -> Ty {
@@ -234,6 +238,13 @@ fn pop_region_pair() -> Ty {
 fn name_list() -> Ty {
     Ty::List(Box::new(Ty::Name), 1)
 }
+
+/// A place of the AS-level internet: a location, a node's place, or a city.
+fn place() -> Ty {
+    Ty::AnyOf(vec![Ty::Location, Ty::Pattern(NODE_PLACE_REF), Ty::Text])
+}
+
+const PLACE_DOC: &str = "`[latitude, longitude]`, `pop/NAME`, `region/NAME` or `client/NAME` (that one's place), or a city of 50,000 people or more by its GeoNames name, `NAME` (the largest of that name) or `NAME, CC` with its country code (data/geo/cities.tsv).";
 
 fn location_doc(what: &str) -> String {
     format!(
@@ -300,6 +311,10 @@ fn build() -> Vec<Object> {
             vec![
                 req("name", Ty::Name, "The POP's name; its node is `pop/NAME`."),
                 req("location", Ty::Location, location_doc("the POP")),
+                opt("upstreams", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "With `internet.ases`: the networks the POP buys transit from (an AS's name) and the IXPs it peers at (`ixp/NAME`), where it announces its VIPs. Required when the file has `internet.ases`."),
+                opt("prepend", Ty::Int { min: 0, max: PREPEND_MAX }, format!("AS-path prepending: extra copies of the CDN's AS number on the routes this POP announces, 0–{PREPEND_MAX} (a longer path draws fewer clients). Default 0.")).default(json!(0)),
+                opt("announce_to", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "Selective announcement: announce only to these of `upstreams`. Default: to all of them."),
+                opt("communities", Ty::List(Box::new(Ty::Enum(vec!["no-export"])), 1), "BGP communities on the POP's announcements. no-export (RFC 1997): an upstream keeps the route and passes it to no other AS, so the POP serves that network's own clients only."),
             ],
         ),
         Object::new(
@@ -486,11 +501,38 @@ fn build() -> Vec<Object> {
                     opt("last_mile", Ty::Duration, "One-way delay of the client's access network, added to every internet path. Default 5ms, an assumption (no access-network dataset ships: data/delay/README.md).").default(json!("5ms")),
                     opt("jitter", Ty::Duration, "Mean of the exponential extra delay per packet. Default 4ms.").default(json!("4ms")),
                     opt("loss", Ty::Percent, "Random loss per packet, 0–100%. Default 0.3%.").default(json!("0.3%")),
+                    opt("ases", Ty::List(Box::new(Ty::Obj("as")), 1), "The AS-level internet: transit and access networks, their places and relationships. With it, BGP over these networks (Gao–Rexford preference, valley-free export, shortest AS path, hot potato) decides which POP each client group enters, and the round trip is the delay model's legs along the chosen path. Without it, each POP has a transit of its own and a group enters its nearest POP."),
+                    opt("ixps", Ty::List(Box::new(Ty::Obj("ixp")), 1), "Internet exchange points: their members peer with each other at the IXP's place. Needs `ases`."),
                 ],
             );
             o.not_both = vec![("stretch", "delay")];
             o
         },
+        {
+            let mut o = Object::new(
+                "as",
+                "An autonomous system of the AS-level internet: a transit network present at places, or the access network of client groups.",
+                vec![
+                    req("name", Ty::Name, "The network's name; `providers`, `peers`, IXP `members` and POP `upstreams` name it."),
+                    req("asn", Ty::Int { min: 1, max: i64::from(u32::MAX - 1) }, "Its AS number, unique in the file and not the CDN's own (64500)."),
+                    opt("at", Ty::List(Box::new(place()), 1), format!("Where it has routers: {PLACE_DOC} An access network also has a router at each of its client groups.")),
+                    opt("providers", name_list(), "Networks it buys transit from (names of `ases`): it takes all their routes and passes its own and its customers' routes to them. A provider's provider may not be its customer (no provider loop). A network without providers peers with every other network without providers (the tier-1 clique)."),
+                    opt("peers", name_list(), "Networks it exchanges its own and its customers' routes with, settlement-free, beyond the IXPs' members."),
+                    opt("clients", name_list(), "Client groups (names of `clients`) this is the access network of. A group no network lists gets an access network of its own, a customer of the network with a router nearest it."),
+                ],
+            );
+            o.at_least_one = vec!["at", "clients"];
+            o
+        },
+        Object::new(
+            "ixp",
+            "An internet exchange point: its members peer with each other at its place (through its route server), each with a router there.",
+            vec![
+                req("name", Ty::Name, "The IXP's name; POP `upstreams` name it as `ixp/NAME`."),
+                req("at", place(), format!("Where it is: {PLACE_DOC}")),
+                req("members", name_list(), "Its member networks (names of `ases`); POPs join it through their `upstreams`."),
+            ],
+        ),
         Object::new(
             "pinned_rtt",
             "A measured round trip between a client group and a POP or region.",

@@ -1,0 +1,426 @@
+//! Which POP each client group enters when BGP over the file's AS-level internet
+//! (`internet.ases`, `internet.ixps`, each POP's `upstreams` and levers) decides, the way
+//! it goes there, and what that way costs. The graph is built once per file
+//! ([`Internetwork::build`]); routes are computed once per routing change
+//! ([`Internetwork::catchments`], over [`crate::routing::Rib`]), never per packet.
+//!
+//! How the file becomes a graph (each rule in one place, here):
+//! - Every network has a router at each of its places (`at`), at each client group it
+//!   serves, at each IXP it is a member of, and at each POP that names it an upstream
+//!   (it sells the POP a port there). The CDN (AS 64500) has a router at each POP.
+//! - A customer's router meets its provider at the provider's router nearest it.
+//! - Peers (`peers:`, and every pair of networks without providers: the tier-1 clique)
+//!   meet at every place they share, or at the nearest pair of their routers when they
+//!   share none.
+//! - An IXP's members peer pairwise at the IXP's place; a POP that names the IXP peers with
+//!   every member there. A POP's transit is its provider.
+//! - A client group no network lists gets an access network of its own (`access/NAME`,
+//!   AS 4,100,000,000 + its index) at its place, a customer of the network with a router
+//!   nearest it.
+//!
+//! The delay of a way is the internet model's one-way delay summed over its legs between
+//! different places (inside a network from router to exit, across a session): a detour
+//! through a far exchange costs what the model says of each stretch. Hot potato inside a
+//! network uses the same model between its routers. A pinned round trip (`internet.rtt`)
+//! replaces the whole way's for its pair.
+
+use anyedge_ccn::geo::{Location, great_circle_km};
+
+use crate::routing::{Announcement, AsId, Graph, Leg, NotConverged, Relation, Rib, RouterId};
+use crate::{InternetEnd, Topology, Upstream};
+
+/// First AS number of the access networks the file leaves implicit.
+pub const ACCESS_ASN_BASE: u32 = 4_100_000_000;
+
+/// The file's AS-level internet as a routing graph.
+#[derive(Debug, Clone)]
+pub struct Internetwork {
+    graph: Graph,
+    /// Per router: where it is.
+    place: Vec<Location>,
+    /// Per AS: its name and number; the CDN is the last.
+    names: Vec<String>,
+    numbers: Vec<u32>,
+    /// Per POP: its router.
+    pop_router: Vec<RouterId>,
+    /// Per POP: the ASes its `announce_to` names (empty: all).
+    only_to: Vec<Vec<AsId>>,
+    /// Per client group: its access network's router at the group's place.
+    group_router: Vec<RouterId>,
+    /// Per AS: one-way delay between each pair of its routers, by their position in
+    /// `Graph::routers_of` (hot potato's distance).
+    inside_ns: Vec<Vec<u64>>,
+    /// Per router: its position in its AS's `routers_of`.
+    local: Vec<usize>,
+}
+
+/// Where one client group goes for one VIP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catchment {
+    /// The POP it enters; `None`: no route (every POP it could reach withdrew, or policy
+    /// lets no announcement reach its network).
+    pub pop: Option<usize>,
+    /// The AS path from the group's access network to the CDN, prepends included.
+    pub path: Vec<u32>,
+    /// The same by network names.
+    pub path_names: Vec<String>,
+    /// The places the way passes, from the group to the POP (consecutive duplicates
+    /// dropped).
+    pub way: Vec<Location>,
+    /// The round trip of the group↔POP leg alone, before the last mile.
+    pub rtt_ns: u64,
+    /// The POP of those announcing with the least round trip straight to the group
+    /// (the internet model's, or the pinned one), and that round trip.
+    pub nearest: Option<usize>,
+    pub nearest_rtt_ns: u64,
+    /// How much farther the POP entered is than the nearest announcing POP by great
+    /// circle, km (0 when it is the nearest).
+    pub extra_km: f64,
+}
+
+impl Catchment {
+    /// What routing adds over the nearest POP's straight round trip, ms (negative when
+    /// the way BGP picked beats the model's straight path).
+    pub fn inflation_ms(&self) -> f64 {
+        (self.rtt_ns as f64 - self.nearest_rtt_ns as f64) / 1e6
+    }
+}
+
+impl Catchment {
+    fn none() -> Catchment {
+        Catchment {
+            pop: None,
+            path: Vec::new(),
+            path_names: Vec::new(),
+            way: Vec::new(),
+            rtt_ns: 0,
+            nearest: None,
+            nearest_rtt_ns: 0,
+            extra_km: 0.0,
+        }
+    }
+}
+
+/// Where every client group goes for VIP `vip` when the POPs `up` accepts announce it:
+/// over the file's AS-level internet when it has one, else by [`crate::bgp`]'s rule (each
+/// POP its own transit; a group enters its nearest POP, or the first of its `catchment:`
+/// list, and the path is its access network, that POP's transit, the CDN).
+pub fn of(t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
+    if t.internet.has_ases() {
+        return Internetwork::build(t).catchments(t, vip, up);
+    }
+    let groups = (0..t.clients.len())
+        .map(|g| {
+            let Some(pop) = t.pop_order(g, vip).into_iter().find(|&p| up(p)) else { return Catchment::none() };
+            let attach = crate::bgp::attach(t, g).unwrap_or(pop);
+            let mut path = vec![ACCESS_ASN_BASE + g as u32, crate::bgp::transit_asn(attach)];
+            let mut path_names =
+                vec![format!("access/{}", t.clients[g].name), format!("transit/{}", t.pops[attach].name)];
+            if attach != pop {
+                path.push(crate::bgp::transit_asn(pop));
+                path_names.push(format!("transit/{}", t.pops[pop].name));
+            }
+            path.push(crate::bgp::CDN_ASN);
+            path_names.push("cdn".to_string());
+            let way = vec![t.clients[g].location, t.pops[pop].location];
+            Catchment {
+                pop: Some(pop),
+                path,
+                path_names,
+                way,
+                rtt_ns: t.internet_rtt_ns(g, InternetEnd::Pop(pop)),
+                ..Catchment::none()
+            }
+        })
+        .collect();
+    Ok(Catchments { groups }.with_nearest(t, vip, up))
+}
+
+/// Every client group's catchment for one VIP in one routing state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catchments {
+    pub groups: Vec<Catchment>,
+}
+
+impl Catchments {
+    /// Each group's nearest announcing POP, for its inflation.
+    fn with_nearest(mut self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Catchments {
+        let announcing: Vec<usize> = t.vips[vip].pops.iter().copied().filter(|&p| up(p)).collect();
+        for (g, c) in self.groups.iter_mut().enumerate() {
+            let at = t.clients[g].location;
+            let rtt = |p: &usize| t.internet_rtt_ns(g, InternetEnd::Pop(*p));
+            c.nearest = announcing.iter().copied().min_by_key(|p| (rtt(p), *p));
+            c.nearest_rtt_ns = c.nearest.map_or(0, |p| rtt(&p));
+            let km = |p: usize| great_circle_km(at, t.pops[p].location);
+            let least = announcing.iter().map(|&p| km(p)).fold(f64::INFINITY, f64::min);
+            c.extra_km = c.pop.map_or(0.0, |p| (km(p) - least).max(0.0));
+        }
+        self
+    }
+}
+
+/// Builds the graph: one pass per rule of the module doc.
+struct Builder<'t> {
+    t: &'t Topology,
+    graph: Graph,
+    place: Vec<Location>,
+    /// (AS, place) → router, for finding a router at a place.
+    at: std::collections::BTreeMap<(usize, [u64; 2]), RouterId>,
+}
+
+fn key(l: Location) -> [u64; 2] {
+    [l[0].to_bits(), l[1].to_bits()]
+}
+
+impl Builder<'_> {
+    fn router(&mut self, asn: usize, at: Location) -> RouterId {
+        if let Some(&r) = self.at.get(&(asn, key(at))) {
+            return r;
+        }
+        let r = self.graph.add_router(AsId(asn));
+        self.place.push(at);
+        self.at.insert((asn, key(at)), r);
+        r
+    }
+
+    /// `asn`'s router nearest `to` (the earlier of a tie).
+    fn nearest(&self, asn: usize, to: Location) -> Option<RouterId> {
+        let km = |r: &&RouterId| great_circle_km(self.place[r.0], to);
+        self.graph.routers_of(AsId(asn)).iter().min_by(|a, b| km(a).total_cmp(&km(b))).copied()
+    }
+
+    fn session(&mut self, a: RouterId, b: RouterId, b_is: Relation) {
+        // Two routers of one AS never meet over eBGP; the builder only joins different ASes.
+        let _ = self.graph.add_session(a, b, b_is);
+    }
+
+    /// Customers meet each provider at the provider's router nearest each of theirs.
+    fn providers(&mut self) {
+        for (c, net) in self.t.internet.ases.iter().enumerate() {
+            for &p in &net.providers {
+                let mine: Vec<RouterId> = self.graph.routers_of(AsId(c)).to_vec();
+                let mut met = Vec::new();
+                for r in mine {
+                    if let Some(q) = self.nearest(p, self.place[r.0])
+                        && !met.contains(&(r, q))
+                    {
+                        met.push((r, q));
+                        self.session(r, q, Relation::Provider);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Peers meet at every place they share, or at their nearest pair of routers.
+    fn peer(&mut self, a: usize, b: usize) {
+        let ra: Vec<RouterId> = self.graph.routers_of(AsId(a)).to_vec();
+        let rb: Vec<RouterId> = self.graph.routers_of(AsId(b)).to_vec();
+        let mut shared = false;
+        for &x in &ra {
+            if let Some(&y) = self.at.get(&(b, key(self.place[x.0]))) {
+                self.session(x, y, Relation::Peer);
+                shared = true;
+            }
+        }
+        if shared {
+            return;
+        }
+        let km = |&(x, y): &(RouterId, RouterId)| great_circle_km(self.place[x.0], self.place[y.0]);
+        let pairs = ra.iter().flat_map(|&x| rb.iter().map(move |&y| (x, y)));
+        if let Some((x, y)) = pairs.min_by(|p, q| km(p).total_cmp(&km(q))) {
+            self.session(x, y, Relation::Peer);
+        }
+    }
+}
+
+impl Internetwork {
+    /// The graph of `t`'s AS-level internet (`t.internet.has_ases()`).
+    pub fn build(t: &Topology) -> Internetwork {
+        let nets = &t.internet.ases;
+        let implicit: Vec<usize> =
+            (0..t.clients.len()).filter(|&g| !nets.iter().any(|n| n.clients.contains(&g))).collect();
+        let cdn = nets.len() + implicit.len();
+        let mut b = Builder { t, graph: Graph::new(cdn + 1), place: Vec::new(), at: Default::default() };
+        // Routers: places, client groups, IXPs, POP upstreams; the CDN at each POP.
+        for (a, net) in nets.iter().enumerate() {
+            for p in &net.at {
+                b.router(a, p.location);
+            }
+            for &g in &net.clients {
+                b.router(a, t.clients[g].location);
+            }
+        }
+        for ixp in &t.internet.ixps {
+            for &m in &ixp.members {
+                b.router(m, ixp.at.location);
+            }
+        }
+        let pop_router: Vec<RouterId> = t.pops.iter().map(|p| b.router(cdn, p.location)).collect();
+        for (p, pop) in t.pops.iter().enumerate() {
+            for u in &pop.bgp.upstreams {
+                if let Upstream::As(a) = *u {
+                    let q = b.router(a, pop.location);
+                    b.session(pop_router[p], q, Relation::Provider);
+                }
+            }
+        }
+        b.providers();
+        let tier1: Vec<usize> = (0..nets.len()).filter(|&a| nets[a].providers.is_empty()).collect();
+        let mut peerings: Vec<(usize, usize)> =
+            tier1.iter().enumerate().flat_map(|(i, &x)| tier1[i + 1..].iter().map(move |&y| (x, y))).collect();
+        for (a, net) in nets.iter().enumerate() {
+            peerings.extend(net.peers.iter().map(|&p| (a.min(p), a.max(p))));
+        }
+        peerings.sort_unstable();
+        peerings.dedup();
+        for (x, y) in peerings {
+            b.peer(x, y);
+        }
+        for ixp in &t.internet.ixps {
+            let routers: Vec<RouterId> = ixp.members.iter().map(|&m| b.router(m, ixp.at.location)).collect();
+            for (i, &x) in routers.iter().enumerate() {
+                for &y in &routers[i + 1..] {
+                    b.session(x, y, Relation::Peer);
+                }
+            }
+        }
+        for (p, pop) in t.pops.iter().enumerate() {
+            for u in &pop.bgp.upstreams {
+                if let Upstream::Ixp(x) = *u {
+                    let routers: Vec<RouterId> = t.internet.ixps[x]
+                        .members
+                        .iter()
+                        .map(|&m| b.router(m, t.internet.ixps[x].at.location))
+                        .collect();
+                    for q in routers {
+                        b.session(pop_router[p], q, Relation::Peer);
+                    }
+                }
+            }
+        }
+        // Implicit access networks last, so "nearest" sees every other network's routers.
+        let mut group_router = vec![RouterId(0); t.clients.len()];
+        for (a, net) in nets.iter().enumerate() {
+            for &g in &net.clients {
+                group_router[g] = b.router(a, t.clients[g].location);
+            }
+        }
+        for (i, &g) in implicit.iter().enumerate() {
+            let me = b.router(nets.len() + i, t.clients[g].location);
+            group_router[g] = me;
+            let provider =
+                (0..nets.len()).filter_map(|a| b.nearest(a, t.clients[g].location).map(|r| (a, r))).min_by(|x, y| {
+                    let km = |r: RouterId| great_circle_km(b.place[r.0], t.clients[g].location);
+                    km(x.1).total_cmp(&km(y.1))
+                });
+            if let Some((_, r)) = provider {
+                b.session(me, r, Relation::Provider);
+            }
+        }
+        let mut names: Vec<String> = nets.iter().map(|n| n.name.clone()).collect();
+        let mut numbers: Vec<u32> = nets.iter().map(|n| n.asn).collect();
+        for (i, &g) in implicit.iter().enumerate() {
+            names.push(format!("access/{}", t.clients[g].name));
+            numbers.push(ACCESS_ASN_BASE + g as u32);
+            debug_assert_eq!(names.len(), nets.len() + i + 1);
+        }
+        names.push("cdn".to_string());
+        numbers.push(crate::bgp::CDN_ASN);
+        let only_to = t
+            .pops
+            .iter()
+            .map(|p| {
+                p.bgp
+                    .announce_to
+                    .iter()
+                    .flat_map(|u| match *u {
+                        Upstream::As(a) => vec![AsId(a)],
+                        Upstream::Ixp(x) => t.internet.ixps[x].members.iter().map(|&m| AsId(m)).collect(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let Builder { graph, place, .. } = b;
+        let (inside_ns, local) = inside_delays(t, &graph, &place);
+        Internetwork { graph, place, names, numbers, pop_router, only_to, group_router, inside_ns, local }
+    }
+
+    /// Where every client group goes for VIP `vip` when the POPs `up` accepts announce it.
+    pub fn catchments(&self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
+        let announcements: Vec<Announcement> = t.vips[vip]
+            .pops
+            .iter()
+            .filter(|&&p| up(p))
+            .map(|&p| Announcement {
+                at: self.pop_router[p],
+                prepend: t.pops[p].bgp.prepend,
+                only_to: self.only_to[p].clone(),
+                no_export: t.pops[p].bgp.no_export,
+            })
+            .collect();
+        let distance = |a: RouterId, b: RouterId| {
+            self.inside_ns[self.graph.as_of(a).0][self.local[a.0] * self.width(a) + self.local[b.0]]
+        };
+        let rib = Rib::converge(&self.graph, &announcements, &distance)?;
+        let groups = (0..t.clients.len()).map(|g| self.catchment(t, &rib, g)).collect();
+        Ok(Catchments { groups }.with_nearest(t, vip, up))
+    }
+
+    fn width(&self, r: RouterId) -> usize {
+        self.graph.routers_of(self.graph.as_of(r)).len()
+    }
+
+    fn catchment(&self, t: &Topology, rib: &Rib, g: usize) -> Catchment {
+        let from = self.group_router[g];
+        let none = Catchment::none();
+        let Some((legs, origin)) = rib.forward(&self.graph, from) else { return none };
+        let Some(pop) = self.pop_router.iter().position(|&r| r == origin) else { return none };
+        let mut ases = vec![self.graph.as_of(from)];
+        ases.extend(rib.best(from).map_or(&[][..], |r| &r.path[..]));
+        let mut way = vec![t.clients[g].location];
+        for leg in &legs {
+            let (Leg::Inside { to, .. } | Leg::Across { to, .. }) = *leg;
+            if way.last().is_none_or(|&l| key(l) != key(self.place[to.0])) {
+                way.push(self.place[to.0]);
+            }
+        }
+        let pinned = t.internet.pinned.iter().find(|p| p.client == g && p.to == InternetEnd::Pop(pop));
+        let one_way: u64 = way.windows(2).map(|w| t.internet.delay.one_way_ns(w[0], w[1])).sum();
+        Catchment {
+            pop: Some(pop),
+            path: ases.iter().map(|a| self.numbers[a.0]).collect(),
+            path_names: ases.iter().map(|a| self.names[a.0].clone()).collect(),
+            way,
+            rtt_ns: pinned.map_or(2 * one_way, |p| p.rtt_ns),
+            ..Catchment::none()
+        }
+    }
+
+    /// The number of routers and sessions (for reports and checks).
+    pub fn size(&self) -> (usize, usize) {
+        (self.graph.routers(), self.graph.sessions())
+    }
+}
+
+/// Per AS, the one-way delay between each pair of its routers; per router its position.
+fn inside_delays(t: &Topology, graph: &Graph, place: &[Location]) -> (Vec<Vec<u64>>, Vec<usize>) {
+    let mut local = vec![0; graph.routers()];
+    let mut out = Vec::with_capacity(graph.ases());
+    for a in 0..graph.ases() {
+        let rs = graph.routers_of(AsId(a));
+        for (i, r) in rs.iter().enumerate() {
+            local[r.0] = i;
+        }
+        let mut m = vec![0; rs.len() * rs.len()];
+        for (i, x) in rs.iter().enumerate() {
+            for (j, y) in rs.iter().enumerate().skip(i + 1) {
+                let ns = t.internet.delay.one_way_ns(place[x.0], place[y.0]);
+                m[i * rs.len() + j] = ns;
+                m[j * rs.len() + i] = ns;
+            }
+        }
+        out.push(m);
+    }
+    (out, local)
+}
