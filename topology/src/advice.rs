@@ -63,7 +63,19 @@ pub fn advice(t: &Topology) -> Vec<String> {
             }
         }
     }
+    out.extend(unreachable_pops(t));
     out
+}
+
+/// With an AS-level internet, a POP without upstreams announces to nobody.
+fn unreachable_pops(t: &Topology) -> impl Iterator<Item = String> + '_ {
+    t.pops.iter().filter(|p| t.internet.has_ases() && p.bgp.upstreams.is_empty()).map(|p| {
+        format!(
+            "pops.{}: no `upstreams`, so the POP announces its VIPs to no network and no client reaches it; \
+             name the transits it buys from or the IXPs it peers at",
+            p.name
+        )
+    })
 }
 
 #[cfg(test)]
@@ -93,5 +105,14 @@ mod tests {
         );
         assert!(super::advice(&crate::parse_str("fine.yaml", &fine).unwrap()).is_empty());
         assert!(super::advice(&crate::parse_str("small.yaml", small).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_pop_without_upstreams_in_an_as_level_internet_is_advised_against() {
+        let file = include_str!("../../topologies/internet.yaml");
+        assert!(super::advice(&crate::parse_str("internet.yaml", file).unwrap()).is_empty());
+        let alone = file.replacen(", upstreams: [arelion, gtt] }", " }", 1);
+        let advice = super::advice(&crate::parse_str("alone.yaml", &alone).unwrap());
+        assert!(advice.len() == 1 && advice[0].starts_with("pops.warsaw: no `upstreams`"), "{advice:?}");
     }
 }

@@ -9,9 +9,8 @@
 //!   serves, at each IXP it is a member of, and at each POP that names it an upstream
 //!   (it sells the POP a port there). The CDN (AS 64500) has a router at each POP.
 //! - A customer's router meets its provider at the provider's router nearest it.
-//! - Peers (`peers:`, and every pair of networks without providers: the tier-1 clique)
-//!   meet at every place they share, or at the nearest pair of their routers when they
-//!   share none.
+//! - Peers (`peers:`, either side naming the other) meet at every place they share, or at
+//!   the nearest pair of their routers when they share none.
 //! - An IXP's members peer pairwise at the IXP's place; a POP that names the IXP peers with
 //!   every member there. A POP's transit is its provider.
 //! - A client group no network lists gets an access network of its own (`access/NAME`,
@@ -266,9 +265,7 @@ impl Internetwork {
             }
         }
         b.providers();
-        let tier1: Vec<usize> = (0..nets.len()).filter(|&a| nets[a].providers.is_empty()).collect();
-        let mut peerings: Vec<(usize, usize)> =
-            tier1.iter().enumerate().flat_map(|(i, &x)| tier1[i + 1..].iter().map(move |&y| (x, y))).collect();
+        let mut peerings: Vec<(usize, usize)> = Vec::new();
         for (a, net) in nets.iter().enumerate() {
             peerings.extend(net.peers.iter().map(|&p| (a.min(p), a.max(p))));
         }

@@ -38,13 +38,9 @@ impl Parser {
         }
         self.check_as_identities(&read);
         let net_names: Vec<String> = read.iter().map(|r| r.net.name.clone()).collect();
-        for i in 0..read.len() {
-            let (providers, peers) = {
-                let obj = &read[i].obj;
-                (self.as_refs(obj, "providers", &net_names, i), self.as_refs(obj, "peers", &net_names, i))
-            };
-            read[i].net.providers = providers;
-            read[i].net.peers = peers;
+        for (i, r) in read.iter_mut().enumerate() {
+            r.net.providers = self.as_refs(&r.obj, "providers", &net_names, i);
+            r.net.peers = self.as_refs(&r.obj, "peers", &net_names, i);
         }
         self.check_clients_once(&read, clients);
         self.check_provider_loops(&read);
@@ -61,7 +57,17 @@ impl Parser {
 
     fn as_net(&mut self, o: &Obj<'_>, clients: &[ClientGroup], names: &Names<'_>) -> Option<AsNet> {
         let name = self.name(o);
-        let asn = self.int_field(o, "asn");
+        let (min, max) = o.spec("asn").int_range().unwrap_or((1, 0));
+        // Kept with AS 0 when its number is wrong (already an error), so references to it
+        // still resolve.
+        let asn = self.req(o, "asn").and_then(|n| self.int(n, &o.field("asn"), min, max)).unwrap_or(0);
+        if o.get("at").is_none() && o.get("clients").is_none() {
+            self.err(
+                o.map.span(),
+                &o.path,
+                "a network needs `at` (its places), `clients` (the groups it serves) or both",
+            );
+        }
         let at = match o.get("at") {
             Some(n) => self.places(n, &o.field("at"), clients, names),
             None => Some(Vec::new()),
@@ -72,7 +78,7 @@ impl Parser {
         };
         Some(AsNet {
             name: name?,
-            asn: u32::try_from(asn?).ok()?,
+            asn: u32::try_from(asn).ok()?,
             at: at?,
             providers: Vec::new(),
             peers: Vec::new(),
@@ -88,6 +94,9 @@ impl Parser {
         let mut seen = BTreeMap::new();
         for r in read {
             let span = r.obj.get("asn").map_or(r.obj.map.span(), |n| n.span());
+            if r.net.asn == 0 {
+                continue;
+            }
             if r.net.asn == crate::bgp::CDN_ASN {
                 self.err(
                     span,
@@ -261,7 +270,7 @@ impl Parser {
             }
             return PopBgp::default();
         }
-        let upstreams = match self.req(o, "upstreams") {
+        let upstreams = match o.get("upstreams") {
             Some(n) => self.upstreams(n, &o.field("upstreams"), internet),
             None => Vec::new(),
         };
@@ -357,10 +366,6 @@ fn joined_to_pops(pops: &[PopBgp], internet: &Internet) -> Vec<bool> {
         let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
         parent[ra.max(rb)] = ra.min(rb);
     };
-    let tier1: Vec<usize> = (0..n).filter(|&a| internet.ases[a].providers.is_empty()).collect();
-    for w in tier1.windows(2) {
-        join(w[0], w[1]);
-    }
     for (a, net) in internet.ases.iter().enumerate() {
         for &b in net.providers.iter().chain(&net.peers) {
             join(a, b);

@@ -311,7 +311,7 @@ fn build() -> Vec<Object> {
             vec![
                 req("name", Ty::Name, "The POP's name; its node is `pop/NAME`."),
                 req("location", Ty::Location, location_doc("the POP")),
-                opt("upstreams", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "With `internet.ases`: the networks the POP buys transit from (an AS's name) and the IXPs it peers at (`ixp/NAME`), where it announces its VIPs. Required when the file has `internet.ases`."),
+                opt("upstreams", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "With `internet.ases`: the networks the POP buys transit from (an AS's name) and the IXPs it peers at (`ixp/NAME`), where it announces its VIPs. Without any, no client reaches the POP (`validate` warns)."),
                 opt("prepend", Ty::Int { min: 0, max: PREPEND_MAX }, format!("AS-path prepending: extra copies of the CDN's AS number on the routes this POP announces, 0–{PREPEND_MAX} (a longer path draws fewer clients). Default 0.")).default(json!(0)),
                 opt("announce_to", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "Selective announcement: announce only to these of `upstreams`. Default: to all of them."),
                 opt("communities", Ty::List(Box::new(Ty::Enum(vec!["no-export"])), 1), "BGP communities on the POP's announcements. no-export (RFC 1997): an upstream keeps the route and passes it to no other AS, so the POP serves that network's own clients only."),
@@ -516,8 +516,8 @@ fn build() -> Vec<Object> {
                     req("name", Ty::Name, "The network's name; `providers`, `peers`, IXP `members` and POP `upstreams` name it."),
                     req("asn", Ty::Int { min: 1, max: i64::from(u32::MAX - 1) }, "Its AS number, unique in the file and not the CDN's own (64500)."),
                     opt("at", Ty::List(Box::new(place()), 1), format!("Where it has routers: {PLACE_DOC} An access network also has a router at each of its client groups.")),
-                    opt("providers", name_list(), "Networks it buys transit from (names of `ases`): it takes all their routes and passes its own and its customers' routes to them. A provider's provider may not be its customer (no provider loop). A network without providers peers with every other network without providers (the tier-1 clique)."),
-                    opt("peers", name_list(), "Networks it exchanges its own and its customers' routes with, settlement-free, beyond the IXPs' members."),
+                    opt("providers", name_list(), "Networks it buys transit from (names of `ases`): it takes all their routes and passes its own and its customers' routes to them. A provider's provider may not be its customer (no provider loop)."),
+                    opt("peers", name_list(), "Networks it exchanges its own and its customers' routes with, settlement-free, beyond the IXPs' members (one side naming the other is enough). The tier-1 networks, which buy from nobody, peer with each other: write that clique out."),
                     opt("clients", name_list(), "Client groups (names of `clients`) this is the access network of. A group no network lists gets an access network of its own, a customer of the network with a router nearest it."),
                 ],
             );

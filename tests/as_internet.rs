@@ -1,0 +1,266 @@
+//! BGP over the file's AS-level internet (`internet.ases`, `internet.ixps`, a POP's
+//! `upstreams` and levers): the levers move groups as BGP would, a withdrawal moves them
+//! to the next best route, `anyedge catchments` prints it, and a broken graph is refused
+//! at its line with the field.
+
+use std::process::Command;
+
+use anyedge_topology::catchments::{self, Catchments};
+use anyedge_topology::{self as topology, Override, Topology};
+
+const ANYEDGE: &str = env!("CARGO_BIN_EXE_anyedge");
+const FILE: &str = include_str!("../topologies/internet.yaml");
+
+fn world(sets: &[(&str, &str)]) -> Topology {
+    let sets: Vec<Override> =
+        sets.iter().map(|(p, v)| Override { path: p.to_string(), value: v.to_string() }).collect();
+    topology::parse_with("internet.yaml", FILE, &sets).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn catchments_of(t: &Topology, down: &[&str]) -> Catchments {
+    let down: Vec<usize> = down.iter().map(|n| t.pop_index(n).expect("a POP")).collect();
+    catchments::of(t, 0, &|p| !down.contains(&p)).expect("BGP settles")
+}
+
+/// Group `name`'s POP and AS path by network names.
+fn entry(t: &Topology, c: &Catchments, name: &str) -> (Option<String>, Vec<String>) {
+    let g = t.clients.iter().position(|x| x.name == name).expect("a group");
+    let x = &c.groups[g];
+    (x.pop.map(|p| t.pops[p].name.clone()), x.path_names.clone())
+}
+
+fn names(path: &[&str]) -> Vec<String> {
+    path.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn prepending_lengthens_the_path_and_moves_a_group_that_had_an_equal_choice() {
+    let t = world(&[]);
+    let c = catchments_of(&t, &[]);
+    // Paris prepends twice: Lyon's path carries the CDN three times.
+    assert_eq!(entry(&t, &c, "lyon"), (Some("paris".into()), names(&["orange", "cogent", "cdn", "cdn", "cdn"])));
+    // Arelion hears Paris (prepended) and Warsaw from customers: the shorter path wins,
+    // so Stockholm enters Warsaw though Paris is nearer by the model.
+    assert_eq!(entry(&t, &c, "stockholm").0.as_deref(), Some("warsaw"));
+    let t0 = world(&[("pops[paris].prepend", "0")]);
+    let c0 = catchments_of(&t0, &[]);
+    assert_eq!(entry(&t0, &c0, "lyon").1, names(&["orange", "cogent", "cdn"]));
+    // Equal lengths now: hot potato at Arelion's router nearest Stockholm picks Paris.
+    assert_eq!(entry(&t0, &c0, "stockholm").0.as_deref(), Some("paris"));
+}
+
+#[test]
+fn a_selective_announcement_keeps_a_transits_clients_away_until_it_announces_there() {
+    // Madrid announces to NTT only: Lisbon, behind Cogent, crosses to Paris.
+    let t = world(&[]);
+    let c = catchments_of(&t, &[]);
+    let lisbon = &c.groups[t.clients.iter().position(|g| g.name == "lisbon").unwrap()];
+    assert_eq!(entry(&t, &c, "lisbon").0.as_deref(), Some("paris"));
+    assert!(lisbon.inflation_ms() > 10.0, "Lisbon pays for the detour: {lisbon:?}");
+    assert!(lisbon.extra_km > 500.0);
+    let t2 = world(&[("pops[madrid].announce_to", "[ntt, cogent]")]);
+    let c2 = catchments_of(&t2, &[]);
+    assert_eq!(entry(&t2, &c2, "lisbon"), (Some("madrid".into()), names(&["access/lisbon", "cogent", "cdn"])));
+}
+
+#[test]
+fn no_export_keeps_a_route_with_the_network_that_received_it() {
+    // Frankfurt's routes are no-export: DTAG (at DE-CIX) uses them and passes them on to
+    // nobody, so only Frankfurt's direct neighbours' groups enter it.
+    let t = world(&[]);
+    let c = catchments_of(&t, &[]);
+    assert_eq!(entry(&t, &c, "berlin"), (Some("frankfurt".into()), names(&["dtag", "cdn"])));
+    let frankfurt = t.pop_index("frankfurt").unwrap();
+    for (g, x) in c.groups.iter().enumerate() {
+        if x.pop == Some(frankfurt) {
+            assert_eq!(
+                x.path_names.len(),
+                2,
+                "{}: only Frankfurt's direct neighbours use it: {x:?}",
+                t.clients[g].name
+            );
+        }
+    }
+    // Hamburg behind Vodafone, a customer of GTT only: GTT's best route at its router
+    // nearest Hamburg is Frankfurt's, which it may not export, and BGP exports only the
+    // best: Hamburg has no route. Without the community it enters Frankfurt through GTT.
+    let vodafone = with("clients: [berlin, hamburg]", "clients: [berlin]").replacen(
+        "    - { name: play,",
+        "    - { name: vodafone, asn: 3209, clients: [hamburg], providers: [gtt] }\n    - { name: play,",
+        1,
+    );
+    let t = topology::parse_str("t.yaml", &vodafone).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(entry(&t, &catchments_of(&t, &[]), "hamburg"), (None, vec![]));
+    let open = topology::parse_str("t.yaml", &vodafone.replacen(", communities: [no-export]", "", 1)).expect("valid");
+    assert_eq!(
+        entry(&open, &catchments_of(&open, &[]), "hamburg"),
+        (Some("frankfurt".into()), names(&["vodafone", "gtt", "cdn"]))
+    );
+}
+
+#[test]
+fn a_withdrawn_pop_sends_its_groups_to_their_next_best_route() {
+    let t = world(&[]);
+    let before = catchments_of(&t, &[]);
+    let after = catchments_of(&t, &["frankfurt"]);
+    assert_eq!(entry(&t, &before, "berlin").0.as_deref(), Some("frankfurt"));
+    // Berlin's DTAG hears Warsaw from Arelion at DE-CIX (a peer) and from GTT (its
+    // provider): the peer wins.
+    assert_eq!(entry(&t, &after, "berlin"), (Some("warsaw".into()), names(&["dtag", "arelion", "cdn"])));
+    for (g, (b, a)) in before.groups.iter().zip(&after.groups).enumerate() {
+        if b.pop != t.pop_index("frankfurt") {
+            let (was, is) = ((b.pop, &b.path, b.rtt_ns), (a.pop, &a.path, a.rtt_ns));
+            assert_eq!(was, is, "{}: a group Frankfurt did not serve stays where it was", t.clients[g].name);
+        }
+    }
+    let all = t.vips[0].pops.iter().map(|p| t.pops[*p].name.as_str()).collect::<Vec<_>>();
+    let none = catchments_of(&t, &all);
+    assert!(none.groups.iter().all(|x| x.pop.is_none() && x.path.is_empty()), "every POP withdrawn: no route");
+}
+
+#[test]
+fn the_same_file_gives_the_same_catchments() {
+    let t = world(&[]);
+    assert_eq!(catchments_of(&t, &[]), catchments_of(&world(&[]), &[]));
+}
+
+#[test]
+fn catchments_prints_each_groups_pop_path_round_trip_and_inflation() {
+    let out = Command::new(ANYEDGE)
+        .args(["catchments", "topologies/internet.yaml", "--down", "frankfurt", "--json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let groups = v["vips"][0]["groups"].as_array().expect("groups");
+    let berlin = groups.iter().find(|g| g["group"] == "berlin").expect("berlin");
+    assert_eq!(berlin["pop"], "warsaw");
+    assert_eq!(berlin["as_path"], serde_json::json!([3320, 1299, 64500]));
+    assert_eq!(berlin["as_path_names"], serde_json::json!(["dtag", "arelion", "cdn"]));
+    let (rtt, nearest) = (berlin["rtt_ms"].as_f64().unwrap(), berlin["nearest_rtt_ms"].as_f64().unwrap());
+    assert!((berlin["inflation_ms"].as_f64().unwrap() - (rtt - nearest)).abs() < 1e-6);
+    let table = Command::new(ANYEDGE)
+        .args(["catchments", "topologies/internet.yaml", "--set", "pops[paris].prepend=0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("8 networks, 3 IXPs"), "{text}");
+    let lyon = text.lines().find(|l| l.starts_with("lyon")).expect("a line for lyon");
+    assert!(lyon.ends_with("orange cogent cdn"), "{lyon}");
+    let bad = Command::new(ANYEDGE)
+        .args(["catchments", "topologies/internet.yaml", "--down", "atlantis"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown POP `atlantis`"));
+}
+
+/// The file with one exact piece of text replaced (which must occur once).
+fn with(from: &str, to: &str) -> String {
+    assert_eq!(FILE.matches(from).count(), 1, "`{from}` must occur exactly once");
+    FILE.replacen(from, to, 1)
+}
+
+/// Asserts a diagnostic at the line of `marker` whose field ends with `field` and whose
+/// reason holds `reason`.
+fn refused(yaml: &str, marker: &str, field: &str, reason: &str) {
+    let line = yaml.lines().position(|l| l.contains(marker)).expect("marker") + 1;
+    let diags = match topology::parse_str("t.yaml", yaml) {
+        Ok(_) => panic!("expected {field} refused"),
+        Err(e) => e.diagnostics,
+    };
+    assert!(
+        diags.iter().any(|d| d.line == line && d.field.ends_with(field) && d.reason.contains(reason)),
+        "wanted line {line} `{field}`: ..{reason}..; got {diags:#?}"
+    );
+}
+
+#[test]
+fn a_broken_as_graph_is_refused_at_its_line_naming_the_field() {
+    refused(
+        &with("providers: [gtt] }", "providers: [level3] }"),
+        "name: dtag",
+        "ases[5].providers[0]",
+        "unknown network `level3`",
+    );
+    refused(
+        &with("upstreams: [gtt, ixp/de-cix]", "upstreams: [gtt, ixp/franceix]"),
+        "name: frankfurt",
+        "pops[1].upstreams[1]",
+        "unknown IXP `ixp/franceix`",
+    );
+    refused(
+        &with("members: [ntt, gtt, arelion]", "members: [ntt, gtt, arelion, sprint]"),
+        "name: ams-ix",
+        "ixps[2].members[3]",
+        "unknown network `sprint`",
+    );
+    // A provider loop: Arelion buys from BT, which buys from Arelion.
+    let looped = with("asn: 1299, peers:", "asn: 1299, providers: [bt], peers:");
+    refused(&looped, "name: arelion", "ases[0].providers", "a provider loop: arelion → bt → arelion");
+    // A network nothing joins to a POP.
+    let island = with("    - { name: play,", "    - { name: island, asn: 65010, at: [Lyon] }\n    - { name: play,");
+    refused(&island, "name: island", "internet.ases[7]", "`island` is not connected to any POP");
+    refused(&with("asn: 2914,", "asn: 174,"), "name: ntt", "ases[2].asn", "AS174 is `cogent`'s number too");
+    refused(&with("asn: 2914,", "asn: 64500,"), "name: ntt", "ases[2].asn", "the CDN's own AS number");
+    refused(
+        &with("at: [London, Frankfurt am Main, Amsterdam, Madrid]", "at: [London, Gotham]"),
+        "name: ntt",
+        "ases[2].at[1]",
+        "unknown place `Gotham`",
+    );
+    refused(
+        &with("announce_to: [ntt]", "announce_to: [gtt]"),
+        "name: madrid",
+        "pops[3].announce_to[0]",
+        "`gtt` is not one of the POP's `upstreams`",
+    );
+    refused(
+        &with("communities: [no-export]", "communities: [blackhole]"),
+        "name: frankfurt",
+        "pops[1].communities[0]",
+        "unknown community `blackhole`",
+    );
+    refused(
+        &with("clients: [krakow]", "clients: [krakow, berlin]"),
+        "name: play",
+        "ases[7].clients[1]",
+        "`berlin` already has an access network, `dtag`",
+    );
+    refused(
+        &with("upstreams: [ntt, cogent], announce_to: [ntt]", "announce_to: [ntt]"),
+        "name: madrid",
+        "pops[3].announce_to[0]",
+        "`ntt` is not one of the POP's `upstreams`",
+    );
+    // The levers mean nothing without an AS-level internet.
+    let small = include_str!("../topologies/small.yaml").replacen(
+        "{ name: paris,  location: [48.857, 2.352] }",
+        "{ name: paris,  location: [48.857, 2.352], prepend: 2 }",
+        1,
+    );
+    refused(&small, "name: paris,", "pops[0].prepend", "needs `internet.ases`");
+}
+
+#[test]
+fn places_are_coordinates_nodes_or_cities_by_name_and_country() {
+    let t = world(&[]);
+    let arelion = &t.internet.ases[0];
+    assert_eq!(arelion.at[1].name, "Frankfurt am Main");
+    assert!((arelion.at[1].location[0] - 50.116).abs() < 1e-9);
+    let moved =
+        with("at: [London, Frankfurt am Main, Amsterdam, Madrid]", "at: [\"London, GB\", pop/warsaw, [41.9, 12.5]]");
+    let t = topology::parse_str("t.yaml", &moved).unwrap_or_else(|e| panic!("{e}"));
+    let ntt = &t.internet.ases[2];
+    assert_eq!(ntt.at[1].location, t.pops[2].location);
+    assert_eq!(ntt.at[2].location, [41.9, 12.5]);
+    refused(
+        &with("at: [London, Frankfurt am Main, Amsterdam, Madrid]", "at: [\"London, FR\"]"),
+        "name: ntt",
+        "ases[2].at[0]",
+        "unknown place",
+    );
+}
