@@ -236,6 +236,15 @@ fn a_broken_as_graph_is_refused_at_its_line_naming_the_field() {
         "pops[3].announce_to[0]",
         "`ntt` is not one of the POP's `upstreams`",
     );
+    refused(
+        &with(
+            "{ name: lisbon,     location: [38.717, -9.133], count: 4, traffic: game }",
+            "{ name: lisbon,     location: [38.717, -9.133], count: 4, traffic: game, catchment: [madrid] }",
+        ),
+        "name: lisbon",
+        "clients[9].catchment",
+        "not with `internet.ases`",
+    );
     // The levers mean nothing without an AS-level internet.
     let small = include_str!("../topologies/small.yaml").replacen(
         "{ name: paris,  location: [48.857, 2.352] }",
@@ -263,4 +272,66 @@ fn places_are_coordinates_nodes_or_cities_by_name_and_country() {
         "ases[2].at[0]",
         "unknown place",
     );
+}
+
+/// The simulator gives the leg between a group and a POP one delay whatever else
+/// announces: the way BGP takes there when that POP alone announces. On this file that
+/// is the way each group takes in every state the faults and tests reach (all POPs, each
+/// one withdrawn), so the round trip `catchments` prints is the one along the path shown.
+#[test]
+fn each_groups_round_trip_is_the_model_summed_along_the_way_it_takes() {
+    let t = world(&[]);
+    let mut states = vec![vec![]];
+    states.extend(t.pops.iter().map(|p| vec![p.name.as_str()]));
+    let mut checked = 0;
+    for down in states {
+        let c = catchments_of(&t, &down);
+        for (g, x) in c.groups.iter().enumerate().filter(|(_, x)| x.pop.is_some()) {
+            let one_way: u64 = x.way.windows(2).map(|w| t.internet.delay.one_way_ns(w[0], w[1])).sum();
+            assert_eq!(x.rtt_ns, 2 * one_way, "{} with {down:?} withdrawn: {x:?}", t.clients[g].name);
+            assert_eq!(x.way.first(), Some(&t.clients[g].location));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "{checked}");
+}
+
+/// A second region and VIP (homed in Madrid, published by Madrid and Paris) split the
+/// world into two partitions: BGP's catchments, worked out once per routing change and
+/// shared, give the same report on one, two and three threads, and each group enters
+/// the POP `catchments` names, for each VIP.
+#[test]
+fn the_simulator_follows_bgp_and_gives_the_same_bytes_on_any_thread_count() {
+    let two_regions = with(
+        "regions:\n",
+        "regions:\n  - name: madrid-dc\n    location: [40.42, -3.70]\n    clb_nodes: 1\n    backends:\n      api:\n        - { address: 198.19.30.1, port: 7001 }\n",
+    )
+    .replacen(
+        "vips:\n",
+        "vips:\n  - name: api\n    ipv4: 198.18.0.30\n    home: madrid-dc\n    pops: [paris, madrid]\n    listeners:\n      - { protocol: udp, port: 7001, backends: api }\n",
+        1,
+    )
+    .replacen("traffic: game }", "traffic: [game, api] }", 3)
+    .replacen("  game: {", "  api: { vip: api, protocol: udp, port: 7001, interval: 100ms, size: 100 }\n  game: {", 1)
+    .replacen("duration: 20s", "duration: 4s", 1)
+    .replacen("  - { at: 8s, down: pop/frankfurt }\n  - { at: 14s, up: pop/frankfurt }", "  - { at: 2s, down: pop/frankfurt }", 1);
+    let t = topology::parse_str("two.yaml", &two_regions).unwrap_or_else(|e| panic!("{e}"));
+    let on = |threads: usize| {
+        let options = anyedge_sim::Options { threads, ..Default::default() };
+        anyedge_sim::run_with(&t, &options, |_| {}).expect("simulates")
+    };
+    let one = on(1);
+    assert_eq!(one.stats.partitions, 2, "one partition per region");
+    for threads in [2, 3] {
+        assert!(on(threads).report.to_json() == one.report.to_json(), "{threads} threads: the report differs");
+    }
+    let report: serde_json::Value = serde_json::from_str(&one.report.to_json()).expect("JSON");
+    // The report names each group's POP for the VIP of its first traffic class.
+    for (g, group) in t.clients.iter().enumerate() {
+        let v = t.traffic[group.traffic[0]].vip;
+        let c = catchments::of(&t, v, &|_| true).expect("settles");
+        let want = c.groups[g].pop.map(|p| t.pops[p].name.clone());
+        let row = &report["clients"][g];
+        assert_eq!(row["pop"].as_str().map(String::from), want, "{} to {}: {}", group.name, t.vips[v].name, row["pop"]);
+    }
 }

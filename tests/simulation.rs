@@ -964,7 +964,7 @@ fn a_world_of_many_regions_runs_in_partitions_and_its_report_is_the_same_bytes_o
 
 #[test]
 fn a_shipped_topology_runs_as_one_partition_with_the_same_bytes_on_any_thread_count() {
-    for name in ["small", "global", "control", "apps", "reference"] {
+    for name in ["small", "global", "control", "apps", "reference", "internet"] {
         let path = format!("{}/topologies/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
         let mut t = topology::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
         t.duration_ns = t.duration_ns.min(3_000_000_000);

@@ -53,6 +53,58 @@ pub struct Internetwork {
     local: Vec<usize>,
 }
 
+/// The file's AS-level internet worked out as needed and kept with the topology: the
+/// graph, and per POP the round trip of every group's way to it when it is the only POP
+/// announcing (the internet leg's delay, [`Topology::internet_rtt_ns`]). A cache: two
+/// are equal whatever they hold, and a clone starts empty (a changed copy of a topology
+/// works its own out).
+#[derive(Default)]
+pub struct Ways {
+    net: std::sync::OnceLock<Internetwork>,
+    per_pop: std::sync::OnceLock<Vec<std::sync::OnceLock<Vec<Option<u64>>>>>,
+}
+
+impl Clone for Ways {
+    fn clone(&self) -> Ways {
+        Ways::default()
+    }
+}
+
+impl PartialEq for Ways {
+    fn eq(&self, _: &Ways) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Ways {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ways")
+    }
+}
+
+impl Ways {
+    /// The graph of `t`'s AS-level internet, built the first time it is asked for.
+    pub fn internetwork(&self, t: &Topology) -> &Internetwork {
+        self.net.get_or_init(|| Internetwork::build(t))
+    }
+
+    /// The round trip of group `g`'s way to POP `p` when `p` alone announces (with its
+    /// levers); `None` when BGP gives the group no way to it.
+    pub fn rtt_ns(&self, t: &Topology, g: usize, p: usize) -> Option<u64> {
+        let per_pop = self.per_pop.get_or_init(|| (0..t.pops.len()).map(|_| Default::default()).collect());
+        let rtts = per_pop[p].get_or_init(|| {
+            let net = self.internetwork(t);
+            match net.alone(t, p) {
+                Ok(rib) => (0..t.clients.len())
+                    .map(|g| net.follow(t, &rib, g).map(|(_, _, way)| 2 * net.one_way_ns(t, &way)))
+                    .collect(),
+                Err(NotConverged) => vec![None; t.clients.len()],
+            }
+        });
+        rtts[g]
+    }
+}
+
 /// Where one client group goes for one VIP.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catchment {
@@ -106,7 +158,7 @@ impl Catchment {
 /// list, and the path is its access network, that POP's transit, the CDN).
 pub fn of(t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
     if t.internet.has_ases() {
-        return Internetwork::build(t).catchments(t, vip, up);
+        return t.internet.ways.internetwork(t).catchments(t, vip, up);
     }
     let groups = (0..t.clients.len())
         .map(|g| {
@@ -147,7 +199,7 @@ impl Catchments {
         let announcing: Vec<usize> = t.vips[vip].pops.iter().copied().filter(|&p| up(p)).collect();
         for (g, c) in self.groups.iter_mut().enumerate() {
             let at = t.clients[g].location;
-            let rtt = |p: &usize| t.internet_rtt_ns(g, InternetEnd::Pop(*p));
+            let rtt = |p: &usize| t.straight_rtt_ns(g, InternetEnd::Pop(*p));
             c.nearest = announcing.iter().copied().min_by_key(|p| (rtt(p), *p));
             c.nearest_rtt_ns = c.nearest.map_or(0, |p| rtt(&p));
             let km = |p: usize| great_circle_km(at, t.pops[p].location);
@@ -345,21 +397,9 @@ impl Internetwork {
 
     /// Where every client group goes for VIP `vip` when the POPs `up` accepts announce it.
     pub fn catchments(&self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
-        let announcements: Vec<Announcement> = t.vips[vip]
-            .pops
-            .iter()
-            .filter(|&&p| up(p))
-            .map(|&p| Announcement {
-                at: self.pop_router[p],
-                prepend: t.pops[p].bgp.prepend,
-                only_to: self.only_to[p].clone(),
-                no_export: t.pops[p].bgp.no_export,
-            })
-            .collect();
-        let distance = |a: RouterId, b: RouterId| {
-            self.inside_ns[self.graph.as_of(a).0][self.local[a.0] * self.width(a) + self.local[b.0]]
-        };
-        let rib = Rib::converge(&self.graph, &announcements, &distance)?;
+        let announcements: Vec<Announcement> =
+            t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p)).collect();
+        let rib = Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))?;
         let groups = (0..t.clients.len()).map(|g| self.catchment(t, &rib, g)).collect();
         Ok(Catchments { groups }.with_nearest(t, vip, up))
     }
@@ -369,10 +409,22 @@ impl Internetwork {
     }
 
     fn catchment(&self, t: &Topology, rib: &Rib, g: usize) -> Catchment {
+        let Some((pop, ases, way)) = self.follow(t, rib, g) else { return Catchment::none() };
+        Catchment {
+            pop: Some(pop),
+            path: ases.iter().map(|a| self.numbers[a.0]).collect(),
+            path_names: ases.iter().map(|a| self.names[a.0].clone()).collect(),
+            rtt_ns: t.internet_rtt_ns(g, InternetEnd::Pop(pop)),
+            way,
+            ..Catchment::none()
+        }
+    }
+
+    /// Group `g`'s way under `rib`: the POP, the ASes from its own, the places passed.
+    fn follow(&self, t: &Topology, rib: &Rib, g: usize) -> Option<(usize, Vec<AsId>, Vec<Location>)> {
         let from = self.group_router[g];
-        let none = Catchment::none();
-        let Some((legs, origin)) = rib.forward(&self.graph, from) else { return none };
-        let Some(pop) = self.pop_router.iter().position(|&r| r == origin) else { return none };
+        let (legs, origin) = rib.forward(&self.graph, from)?;
+        let pop = self.pop_router.iter().position(|&r| r == origin)?;
         let mut ases = vec![self.graph.as_of(from)];
         ases.extend(rib.best(from).map_or(&[][..], |r| &r.path[..]));
         let mut way = vec![t.clients[g].location];
@@ -382,16 +434,31 @@ impl Internetwork {
                 way.push(self.place[to.0]);
             }
         }
-        let pinned = t.internet.pinned.iter().find(|p| p.client == g && p.to == InternetEnd::Pop(pop));
-        let one_way: u64 = way.windows(2).map(|w| t.internet.delay.one_way_ns(w[0], w[1])).sum();
-        Catchment {
-            pop: Some(pop),
-            path: ases.iter().map(|a| self.numbers[a.0]).collect(),
-            path_names: ases.iter().map(|a| self.names[a.0].clone()).collect(),
-            way,
-            rtt_ns: pinned.map_or(2 * one_way, |p| p.rtt_ns),
-            ..Catchment::none()
+        Some((pop, ases, way))
+    }
+
+    /// The internet model's one-way delay along `way`, stretch by stretch.
+    fn one_way_ns(&self, t: &Topology, way: &[Location]) -> u64 {
+        way.windows(2).map(|w| t.internet.delay.one_way_ns(w[0], w[1])).sum()
+    }
+
+    /// Every router's route when POP `p` alone announces (to every VIP's prefix alike).
+    fn alone(&self, t: &Topology, p: usize) -> Result<Rib, NotConverged> {
+        let a = self.announcement(t, p);
+        Rib::converge(&self.graph, std::slice::from_ref(&a), &|x, y| self.distance(x, y))
+    }
+
+    fn announcement(&self, t: &Topology, p: usize) -> Announcement {
+        Announcement {
+            at: self.pop_router[p],
+            prepend: t.pops[p].bgp.prepend,
+            only_to: self.only_to[p].clone(),
+            no_export: t.pops[p].bgp.no_export,
         }
+    }
+
+    fn distance(&self, a: RouterId, b: RouterId) -> u64 {
+        self.inside_ns[self.graph.as_of(a).0][self.local[a.0] * self.width(a) + self.local[b.0]]
     }
 
     /// The number of routers and sessions (for reports and checks).

@@ -418,6 +418,8 @@ pub struct Internet {
     pub ases: Vec<AsNet>,
     /// Internet exchange points (`ixps:`).
     pub ixps: Vec<Ixp>,
+    /// The AS-level internet's graph and ways, worked out as needed.
+    pub ways: catchments::Ways,
 }
 
 impl Internet {
@@ -757,12 +759,30 @@ impl Topology {
     }
 
     /// Client group `g`'s internet round trip to a POP or region, before the last mile:
-    /// measured when the file pins it (`internet.rtt`), else the model's.
+    /// measured when the file pins it (`internet.rtt`); to a POP over an AS-level
+    /// internet, the model's along the group's BGP way to that POP
+    /// ([`catchments::Ways::rtt_ns`]); else the model's straight between the two places.
     pub fn internet_rtt_ns(&self, g: usize, to: InternetEnd) -> u64 {
+        let way = match to {
+            InternetEnd::Pop(p) if self.internet.has_ases() && !self.is_pinned(g, to) => {
+                self.internet.ways.rtt_ns(self, g, p)
+            }
+            _ => None,
+        };
+        way.unwrap_or_else(|| self.straight_rtt_ns(g, to))
+    }
+
+    /// Client group `g`'s round trip to a POP or region straight between the two places
+    /// (the model's, or the pinned one): what a POP's inflation is measured against.
+    pub fn straight_rtt_ns(&self, g: usize, to: InternetEnd) -> u64 {
         match self.internet.pinned.iter().find(|p| p.client == g && p.to == to) {
             Some(p) => p.rtt_ns,
             None => 2 * self.internet.delay.one_way_ns(self.clients[g].location, self.internet_end_location(to)),
         }
+    }
+
+    fn is_pinned(&self, g: usize, to: InternetEnd) -> bool {
+        self.internet.pinned.iter().any(|p| p.client == g && p.to == to)
     }
 
     pub fn region_index(&self, name: &str) -> Option<usize> {

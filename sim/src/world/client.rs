@@ -63,12 +63,68 @@ pub(super) struct PopOrder {
     pub(super) whole: std::sync::OnceLock<std::sync::Arc<[PopId]>>,
     /// (attach POP, VIP) when `whole` is left for later.
     attached: Option<(usize, usize)>,
+    /// Over the file's AS-level internet: BGP's choice for (group, VIP), which depends on
+    /// every POP that announces, not on an order.
+    bgp: Option<(std::sync::Arc<BgpChoices>, usize, usize)>,
+}
+
+/// BGP's catchments over the file's AS-level internet, one set per VIP and set of
+/// announcing POPs, worked out the first time a group asks (once per routing change,
+/// shared by every group and partition; the answer is the same whoever asks first).
+#[derive(Default)]
+pub(super) struct BgpChoices {
+    by_state: std::sync::Mutex<std::collections::BTreeMap<RoutingState, Choices>>,
+}
+
+/// A VIP and which of its POPs announce it.
+type RoutingState = (usize, Vec<bool>);
+
+/// Each client group's POP in one routing state.
+type Choices = std::sync::Arc<Vec<Option<PopId>>>;
+
+impl BgpChoices {
+    /// The POP group `g` enters for `vip` when the POPs `up` accepts announce it.
+    fn pop(&self, t: &anyedge_topology::Topology, g: usize, vip: usize, up: impl Fn(PopId) -> bool) -> Option<PopId> {
+        let announcing: Vec<bool> = t.vips[vip].pops.iter().map(|&p| up(PopId(p))).collect();
+        let choices = {
+            let mut by_state = self.by_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let state = (vip, announcing);
+            match by_state.get(&state) {
+                Some(c) => c.clone(),
+                None => {
+                    let pops = &t.vips[vip].pops;
+                    let on = |p: usize| pops.iter().position(|&q| q == p).is_some_and(|i| state.1[i]);
+                    // A graph the parser accepted (no provider loop) settles; were it not
+                    // to, nobody would have a route, as on the internet.
+                    let c: Vec<Option<PopId>> = match anyedge_topology::catchments::of(t, vip, &on) {
+                        Ok(c) => c.groups.iter().map(|x| x.pop.map(PopId)).collect(),
+                        Err(_) => vec![None; t.clients.len()],
+                    };
+                    let c = std::sync::Arc::new(c);
+                    by_state.insert(state, c.clone());
+                    c
+                }
+            }
+        };
+        choices[g]
+    }
 }
 
 impl PopOrder {
     /// An order known whole.
     pub(super) fn whole(order: std::sync::Arc<[PopId]>) -> PopOrder {
-        PopOrder { first: order.first().copied(), whole: order.into(), attached: None }
+        PopOrder { first: order.first().copied(), whole: order.into(), attached: None, bgp: None }
+    }
+
+    /// BGP's choice for group `g` and VIP `vip` over the file's AS-level internet.
+    pub(super) fn bgp(
+        t: &anyedge_topology::Topology,
+        choices: std::sync::Arc<BgpChoices>,
+        g: usize,
+        vip: usize,
+    ) -> PopOrder {
+        let first = choices.pop(t, g, vip, |_| true);
+        PopOrder { first, whole: std::sync::OnceLock::new(), attached: None, bgp: Some((choices, g, vip)) }
     }
 
     /// BGP's order for VIP `vip` at POP `at`'s transit ([`anyedge_topology::bgp::selection_order`]).
@@ -77,7 +133,7 @@ impl PopOrder {
             let order = anyedge_topology::bgp::selection_order(t, at, &t.vips[vip].pops);
             return PopOrder::whole(order.into_iter().map(PopId).collect());
         }
-        PopOrder { first: Some(PopId(at)), whole: std::sync::OnceLock::new(), attached: Some((at, vip)) }
+        PopOrder { first: Some(PopId(at)), whole: std::sync::OnceLock::new(), attached: Some((at, vip)), bgp: None }
     }
 
     pub(super) fn first(&self) -> Option<PopId> {
@@ -98,6 +154,9 @@ impl PopOrder {
 
     /// The first POP of the order `pred` accepts.
     pub(super) fn find(&self, t: &anyedge_topology::Topology, pred: impl Fn(PopId) -> bool) -> Option<PopId> {
+        if let Some((choices, g, vip)) = &self.bgp {
+            return choices.pop(t, *g, *vip, pred);
+        }
         match self.first {
             Some(p) if pred(p) => Some(p),
             None => None,

@@ -257,8 +257,21 @@ impl Parser {
         }
         if internet.has_ases() {
             self.check_connected(top, &out, internet);
+            self.check_no_catchment_lists(top);
         }
         out
+    }
+
+    /// Over an AS-level internet BGP decides every group's POP: a group's own `catchment:`
+    /// list would be a second, contradicting answer.
+    fn check_no_catchment_lists(&mut self, top: &Obj<'_>) {
+        let Some(groups) = top.get("clients").and_then(|n| n.as_sequence()) else { return };
+        for (i, g) in groups.iter().enumerate() {
+            if let Some(n) = g.as_mapping().and_then(|m| m.get_node("catchment")) {
+                let reason = "not with `internet.ases`: BGP over the AS-level internet decides which POP a group enters; move it with the POPs' `prepend`, `announce_to` and `communities`";
+                self.err(n.span(), &format!("clients[{i}].catchment"), reason);
+            }
+        }
     }
 
     fn pop_bgp(&mut self, o: &Obj<'_>, internet: &Internet) -> PopBgp {

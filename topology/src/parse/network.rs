@@ -147,6 +147,7 @@ impl Parser {
             loss: schema::default_of("internet", "loss", schema::Field::default_percent),
             ases: Vec::new(),
             ixps: Vec::new(),
+            ways: Default::default(),
         };
         let Some(node) = top.get("internet") else {
             return Some(default);
@@ -170,6 +171,7 @@ impl Parser {
             loss: loss?,
             ases,
             ixps,
+            ways: Default::default(),
         })
     }
 

@@ -14,7 +14,7 @@ use crate::world::client::Client;
 use crate::world::client::ClientTcp;
 use crate::world::client::Group;
 use crate::world::client::GroupVip;
-use crate::world::client::PopOrder;
+use crate::world::client::{BgpChoices, PopOrder};
 use crate::world::events::Ev;
 use crate::world::flows::Flow;
 use crate::world::flows::TcpFlow;
@@ -125,8 +125,11 @@ impl Edge {
         let mut edge = Edge {
             clients: Table::with_capacity(t.clients.iter().map(|g| g.count as usize).sum()),
             groups: {
-                let mut orders =
-                    Orders { by_attach: Default::default(), attacher: anyedge_topology::bgp::Attacher::new(t) };
+                let mut orders = Orders {
+                    by_attach: Default::default(),
+                    attacher: anyedge_topology::bgp::Attacher::new(t),
+                    bgp: t.internet.has_ases().then(Default::default),
+                };
                 (0..t.clients.len()).map(|g| Group::new(t, g, &mut orders)).collect()
             },
             group_start: Vec::with_capacity(t.clients.len()),
@@ -192,6 +195,8 @@ struct Orders<'t> {
     by_attach: std::collections::HashMap<(usize, usize), Arc<PopOrder>>,
     /// Where each group attaches (BGP's nearest POP), asked of the model for few POPs.
     attacher: anyedge_topology::bgp::Attacher<'t>,
+    /// Over the file's AS-level internet: BGP's catchments, shared by every group.
+    bgp: Option<Arc<BgpChoices>>,
 }
 
 impl Group {
@@ -200,20 +205,27 @@ impl Group {
     fn new(t: &Topology, g: usize, orders: &mut Orders) -> Group {
         let location = t.clients[g].location;
         let used: std::collections::BTreeSet<usize> = t.clients[g].traffic.iter().map(|&k| t.traffic[k].vip).collect();
-        let attach = if t.clients[g].catchment.is_none() { orders.attacher.attach(g) } else { None };
+        let attach = match (&t.clients[g].catchment, &orders.bgp) {
+            (None, None) => orders.attacher.attach(g),
+            _ => None,
+        };
         let vips = used
             .into_iter()
             .map(|v| {
-                let order = match attach {
-                    Some(at) => orders
-                        .by_attach
-                        .entry((at, v))
-                        .or_insert_with(|| Arc::new(PopOrder::attached(t, at, v)))
-                        .clone(),
-                    None => {
-                        let whole = t.pop_order_attached(g, v, None).into_iter().map(PopId).collect::<Arc<[PopId]>>();
-                        Arc::new(PopOrder::whole(whole))
-                    }
+                let order = match (attach, &orders.bgp) {
+                    (_, Some(choices)) => Arc::new(PopOrder::bgp(t, choices.clone(), g, v)),
+                    (attach, None) => match attach {
+                        Some(at) => orders
+                            .by_attach
+                            .entry((at, v))
+                            .or_insert_with(|| Arc::new(PopOrder::attached(t, at, v)))
+                            .clone(),
+                        None => {
+                            let whole =
+                                t.pop_order_attached(g, v, None).into_iter().map(PopId).collect::<Arc<[PopId]>>();
+                            Arc::new(PopOrder::whole(whole))
+                        }
+                    },
                 };
                 let vip = &t.vips[v];
                 let nearest = orders.attacher.nearest_by_great_circle(location, &vip.pops);
