@@ -333,5 +333,16 @@ fn the_simulator_follows_bgp_and_gives_the_same_bytes_on_any_thread_count() {
         let want = c.groups[g].pop.map(|p| t.pops[p].name.clone());
         let row = &report["clients"][g];
         assert_eq!(row["pop"].as_str().map(String::from), want, "{} to {}: {}", group.name, t.vips[v].name, row["pop"]);
+        // The route section says how: the AS path and what it costs over the nearest POP.
+        let x = &c.groups[g];
+        assert_eq!(row["route"]["as_path"], serde_json::json!(x.path), "{}", group.name);
+        let inflation = row["route"]["inflation_ms"].as_f64().expect("inflation");
+        assert!((inflation - x.inflation_ms()).abs() < 0.001, "{}: {inflation} vs {}", group.name, x.inflation_ms());
     }
+    let lisbon = report["clients"].as_array().unwrap().iter().find(|c| c["name"] == "lisbon").unwrap();
+    assert_eq!(lisbon["route"]["as_path_names"], serde_json::json!(["access/lisbon", "cogent", "cdn", "cdn", "cdn"]));
+    assert!(
+        lisbon["route"]["inflation_ms"].as_f64().unwrap() > 10.0
+            && lisbon["route"]["inflation_km"].as_f64().unwrap() > 500.0
+    );
 }

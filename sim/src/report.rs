@@ -149,7 +149,32 @@ pub struct ClientReport {
     pub pop: Option<String>,
     /// Every later move of its anycast traffic (POP failures and returns).
     pub catchment: Vec<CatchmentChange>,
+    /// How routing delivers it to `pop` at t=0 (null when it has no route).
+    pub route: Option<RouteReport>,
     pub traffic: Vec<TrafficReport>,
+}
+
+/// The way a group's anycast traffic takes to its POP at t=0, for the VIP of its first
+/// traffic class, and what routing costs it over the nearest POP publishing that VIP.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RouteReport {
+    /// AS numbers from the group's access network to the CDN (64500), prepends included.
+    pub as_path: Vec<u32>,
+    /// The same by network names (`access/GROUP`, `transit/POP` without an AS-level
+    /// internet in the file).
+    pub as_path_names: Vec<String>,
+    /// Round trip of the group↔POP leg alone, before the last mile (the internet model
+    /// along the way BGP takes), ms.
+    pub rtt_ms: f64,
+    /// The POP publishing the VIP with the least round trip straight from the group.
+    pub nearest_pop: Option<String>,
+    /// That POP's straight round trip, ms.
+    pub nearest_rtt_ms: f64,
+    /// `rtt_ms - nearest_rtt_ms`: what routing adds over the nearest POP, ms.
+    pub inflation_ms: f64,
+    /// How much farther the POP entered is than the nearest publishing POP by great
+    /// circle, km.
+    pub inflation_km: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -431,6 +456,7 @@ impl Report {
                 );
             }
         }
+        self.write_routes(&mut out);
         if !self.faults.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(out, "fault timeline");
@@ -513,6 +539,43 @@ impl Report {
             }
         }
         out
+    }
+}
+
+impl Report {
+    /// Each group's way to its POP at t=0: the AS path, the round trip of the leg alone,
+    /// and its inflation over the nearest POP.
+    fn write_routes(&self, out: &mut String) {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<14} {:<14} {:>7}   {:<14} {:>7}   {:>9} {:>9}   AS path",
+            "catchment", "pop", "rtt ms", "nearest pop", "rtt ms", "infl. ms", "infl. km"
+        );
+        let _ = writeln!(
+            out,
+            "(at t=0 for each group's first VIP; rtt: the client↔POP leg alone, before the last mile; inflation: over the nearest POP publishing the VIP)"
+        );
+        for c in &self.clients {
+            let Some(r) = &c.route else {
+                let _ = writeln!(out, "{:<14} {:<14} (no route)", c.name, "-");
+                continue;
+            };
+            // A way a hair shorter than the straight model's prints as 0, not -0.
+            let inflation_ms = if r.inflation_ms.abs() < 0.05 { 0.0 } else { r.inflation_ms };
+            let _ = writeln!(
+                out,
+                "{:<14} {:<14} {:>7.1}   {:<14} {:>7.1}   {:>+9.1} {:>9.0}   {}",
+                c.name,
+                c.pop.as_deref().unwrap_or("-"),
+                r.rtt_ms,
+                r.nearest_pop.as_deref().unwrap_or("-"),
+                r.nearest_rtt_ms,
+                inflation_ms,
+                r.inflation_km,
+                r.as_path_names.join(" ")
+            );
+        }
     }
 }
 

@@ -54,7 +54,7 @@ pub fn attach(t: &Topology, g: usize) -> Option<usize> {
     if let Some(first) = t.clients[g].catchment.as_ref().and_then(|c| c.first()) {
         return Some(*first);
     }
-    (0..t.pops.len()).min_by_key(|&p| (t.internet_rtt_ns(g, InternetEnd::Pop(p)), p))
+    (0..t.pops.len()).min_by_key(|&p| (t.straight_rtt_ns(g, InternetEnd::Pop(p)), p))
 }
 
 /// [`attach`] for many groups of one topology, the same answers without the model's
@@ -71,6 +71,8 @@ pub struct Attacher<'t> {
     /// The model's smallest overhead (ms) and stretch, when the bound holds (a positive
     /// stretch, and no pinned round trip, which could be anything).
     bound: Option<(f64, f64)>,
+    /// Every POP.
+    all: Vec<usize>,
 }
 
 fn unit(at: anyedge_ccn::geo::Location) -> [f64; 3] {
@@ -83,7 +85,7 @@ impl<'t> Attacher<'t> {
         let (overhead, stretch) = t.internet.delay.lower_bound();
         let bound =
             (t.internet.pinned.is_empty() && stretch > 0.0 && overhead.is_finite()).then_some((overhead, stretch));
-        Attacher { t, pops: t.pops.iter().map(|p| unit(p.location)).collect(), bound }
+        Attacher { t, pops: t.pops.iter().map(|p| unit(p.location)).collect(), bound, all: (0..t.pops.len()).collect() }
     }
 
     /// The POPs of `among` nearest `at` by great circle: the nearest, and any within
@@ -99,14 +101,25 @@ impl<'t> Attacher<'t> {
     }
 
     pub fn attach(&self, g: usize) -> Option<usize> {
+        if self.t.clients[g].catchment.is_some() {
+            return attach(self.t, g);
+        }
+        self.nearest_of(g, &self.all)
+    }
+
+    /// The POP of `among` with the least straight round trip from group `g` (the
+    /// lowest-numbered of a tie), asking the model of few of them.
+    pub fn nearest_of(&self, g: usize, among: &[usize]) -> Option<usize> {
         let t = self.t;
-        let Some((overhead_ms, stretch)) = self.bound.filter(|_| t.clients[g].catchment.is_none()) else {
-            return attach(t, g);
-        };
+        let rtt = |p: usize| t.straight_rtt_ns(g, InternetEnd::Pop(p));
+        let walk = || among.iter().copied().min_by_key(|&p| (rtt(p), p));
+        let Some((overhead_ms, stretch)) = self.bound else { return walk() };
         let me = unit(t.clients[g].location);
-        let dots: Vec<f64> = self.pops.iter().map(|u| u[0] * me[0] + u[1] * me[1] + u[2] * me[2]).collect();
-        let nearest = (0..dots.len()).max_by(|&a, &b| dots[a].total_cmp(&dots[b]))?;
-        let rtt = |p: usize| t.internet_rtt_ns(g, InternetEnd::Pop(p));
+        let dot = |p: usize| {
+            let u = self.pops[p];
+            u[0] * me[0] + u[1] * me[1] + u[2] * me[2]
+        };
+        let nearest = among.iter().copied().max_by(|&a, &b| dot(a).total_cmp(&dot(b)))?;
         let best = rtt(nearest);
         // The farthest a POP may lie and still have the model's round trip at most
         // `best` (rounding to whole ns allowed for), with room for floating point.
@@ -114,10 +127,10 @@ impl<'t> Attacher<'t> {
         let km = ((ms - overhead_ms).max(0.0) * anyedge_ccn::geo::FIBER_KM_PER_S / 2e3 / stretch) * (1.0 + 1e-9) + 1e-3;
         let angle = km / anyedge_ccn::geo::EARTH_RADIUS_KM;
         if angle >= std::f64::consts::PI {
-            return attach(t, g);
+            return walk();
         }
         let least_dot = angle.cos() - 1e-12;
-        (0..dots.len()).filter(|&p| dots[p] >= least_dot || p == nearest).min_by_key(|&p| (rtt(p), p))
+        among.iter().copied().filter(|&p| dot(p) >= least_dot || p == nearest).min_by_key(|&p| (rtt(p), p))
     }
 }
 

@@ -157,34 +157,48 @@ impl Catchment {
 /// POP its own transit; a group enters its nearest POP, or the first of its `catchment:`
 /// list, and the path is its access network, that POP's transit, the CDN).
 pub fn of(t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
-    if t.internet.has_ases() {
-        return t.internet.ways.internetwork(t).catchments(t, vip, up);
+    let attacher = crate::bgp::Attacher::new(t);
+    let c = if t.internet.has_ases() {
+        t.internet.ways.internetwork(t).catchments(t, vip, up)?
+    } else {
+        Catchments { groups: (0..t.clients.len()).map(|g| by_transit_per_pop(t, &attacher, g, vip, up)).collect() }
+    };
+    Ok(c.with_nearest(t, &attacher, vip, up))
+}
+
+/// Group `g`'s catchment by [`crate::bgp`]'s rule.
+fn by_transit_per_pop(
+    t: &Topology,
+    attacher: &crate::bgp::Attacher,
+    g: usize,
+    vip: usize,
+    up: &dyn Fn(usize) -> bool,
+) -> Catchment {
+    let attach = attacher.attach(g);
+    let publish = &t.vips[vip].pops;
+    let pop = match attach {
+        Some(at) if t.clients[g].catchment.is_none() && publish.contains(&at) && up(at) => Some(at),
+        _ => t.pop_order_attached(g, vip, attach).into_iter().find(|&p| up(p)),
+    };
+    let Some(pop) = pop else { return Catchment::none() };
+    let attach = attach.unwrap_or(pop);
+    let mut path = vec![ACCESS_ASN_BASE + g as u32, crate::bgp::transit_asn(attach)];
+    let mut path_names = vec![format!("access/{}", t.clients[g].name), format!("transit/{}", t.pops[attach].name)];
+    if attach != pop {
+        path.push(crate::bgp::transit_asn(pop));
+        path_names.push(format!("transit/{}", t.pops[pop].name));
     }
-    let groups = (0..t.clients.len())
-        .map(|g| {
-            let Some(pop) = t.pop_order(g, vip).into_iter().find(|&p| up(p)) else { return Catchment::none() };
-            let attach = crate::bgp::attach(t, g).unwrap_or(pop);
-            let mut path = vec![ACCESS_ASN_BASE + g as u32, crate::bgp::transit_asn(attach)];
-            let mut path_names =
-                vec![format!("access/{}", t.clients[g].name), format!("transit/{}", t.pops[attach].name)];
-            if attach != pop {
-                path.push(crate::bgp::transit_asn(pop));
-                path_names.push(format!("transit/{}", t.pops[pop].name));
-            }
-            path.push(crate::bgp::CDN_ASN);
-            path_names.push("cdn".to_string());
-            let way = vec![t.clients[g].location, t.pops[pop].location];
-            Catchment {
-                pop: Some(pop),
-                path,
-                path_names,
-                way,
-                rtt_ns: t.internet_rtt_ns(g, InternetEnd::Pop(pop)),
-                ..Catchment::none()
-            }
-        })
-        .collect();
-    Ok(Catchments { groups }.with_nearest(t, vip, up))
+    path.push(crate::bgp::CDN_ASN);
+    path_names.push("cdn".to_string());
+    let way = vec![t.clients[g].location, t.pops[pop].location];
+    Catchment {
+        pop: Some(pop),
+        path,
+        path_names,
+        way,
+        rtt_ns: t.internet_rtt_ns(g, InternetEnd::Pop(pop)),
+        ..Catchment::none()
+    }
 }
 
 /// Every client group's catchment for one VIP in one routing state.
@@ -195,15 +209,21 @@ pub struct Catchments {
 
 impl Catchments {
     /// Each group's nearest announcing POP, for its inflation.
-    fn with_nearest(mut self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Catchments {
+    fn with_nearest(
+        mut self,
+        t: &Topology,
+        attacher: &crate::bgp::Attacher,
+        vip: usize,
+        up: &dyn Fn(usize) -> bool,
+    ) -> Catchments {
         let announcing: Vec<usize> = t.vips[vip].pops.iter().copied().filter(|&p| up(p)).collect();
         for (g, c) in self.groups.iter_mut().enumerate() {
             let at = t.clients[g].location;
-            let rtt = |p: &usize| t.straight_rtt_ns(g, InternetEnd::Pop(*p));
-            c.nearest = announcing.iter().copied().min_by_key(|p| (rtt(p), *p));
-            c.nearest_rtt_ns = c.nearest.map_or(0, |p| rtt(&p));
+            c.nearest = attacher.nearest_of(g, &announcing);
+            c.nearest_rtt_ns = c.nearest.map_or(0, |p| t.straight_rtt_ns(g, InternetEnd::Pop(p)));
             let km = |p: usize| great_circle_km(at, t.pops[p].location);
-            let least = announcing.iter().map(|&p| km(p)).fold(f64::INFINITY, f64::min);
+            let geo = attacher.nearest_by_great_circle(at, &announcing);
+            let least = geo.iter().map(|&p| km(p)).fold(f64::INFINITY, f64::min);
             c.extra_km = c.pop.map_or(0.0, |p| (km(p) - least).max(0.0));
         }
         self
@@ -401,7 +421,7 @@ impl Internetwork {
             t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p)).collect();
         let rib = Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))?;
         let groups = (0..t.clients.len()).map(|g| self.catchment(t, &rib, g)).collect();
-        Ok(Catchments { groups }.with_nearest(t, vip, up))
+        Ok(Catchments { groups })
     }
 
     fn width(&self, r: RouterId) -> usize {

@@ -13,6 +13,7 @@ use crate::report::PathReport;
 use crate::report::PopReport;
 use crate::report::Recovery;
 use crate::report::RegionReport;
+use crate::report::RouteReport;
 use crate::report::RuleReport;
 use crate::report::SecurityGroupReport;
 use crate::report::SyncReport;
@@ -30,6 +31,7 @@ use crate::world::servers::ADDRS_SEEN_MAX;
 use crate::world::servers::BackendRecord;
 use anyedge_topology::InternetEnd;
 use anyedge_topology::TrafficKind;
+use anyedge_topology::catchments::{Catchment, Catchments};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 
@@ -105,7 +107,12 @@ impl<'t> World<'t> {
             regions: t.regions.iter().map(|r| RegionReport { name: r.name.clone(), location: r.location }).collect(),
             clients: {
                 let mut hist = samples::report_histogram();
-                t.clients.iter().enumerate().map(|(g, group)| self.client_report(g, group, &mut hist)).collect()
+                let routes = first_vip_routes(t);
+                t.clients
+                    .iter()
+                    .enumerate()
+                    .map(|(g, group)| self.client_report(g, group, &mut hist, &routes))
+                    .collect()
             },
             backends: self.servers.backends().iter().map(|b| self.backend_report(b)).collect(),
             clb_nodes: self.regions.clbs().iter().map(|n| self.clb_node_report(n)).collect(),
@@ -250,6 +257,7 @@ impl<'t> World<'t> {
         g: usize,
         group: &anyedge_topology::ClientGroup,
         hist: &mut Histogram<u64>,
+        routes: &[Option<Catchments>],
     ) -> ClientReport {
         let t = self.t;
         let first_vip = group.traffic.first().map(|&k| t.traffic[k].vip);
@@ -292,7 +300,16 @@ impl<'t> World<'t> {
                 pop: p.map(|p| t.pops[p.0].name.clone()),
             })
             .collect();
-        ClientReport { name: group.name.clone(), location: group.location, count: group.count, pop, catchment, traffic }
+        let route = first_vip.and_then(|v| routes[v].as_ref()).and_then(|c| route_report(t, &c.groups[g]));
+        ClientReport {
+            name: group.name.clone(),
+            location: group.location,
+            count: group.count,
+            pop,
+            catchment,
+            route,
+            traffic,
+        }
     }
 
     /// The control plane's report section (when the file has `control:`).
@@ -310,4 +327,27 @@ fn beyond_reach(t: &anyedge_topology::Topology) -> Vec<String> {
     let pops = t.pops.iter().map(|p| (format!("pop/{}", p.name), p.location));
     let regions = t.regions.iter().map(|r| (format!("region/{}", r.name), r.location));
     clients.chain(pops).chain(regions).filter(|(_, at)| model.anchors(*at).is_empty()).map(|(name, _)| name).collect()
+}
+
+/// Every VIP's catchments at t=0 (all POPs announcing), for the VIPs that are some
+/// group's first; `None` for the rest.
+fn first_vip_routes(t: &anyedge_topology::Topology) -> Vec<Option<Catchments>> {
+    let first: std::collections::BTreeSet<usize> =
+        t.clients.iter().filter_map(|g| g.traffic.first().map(|&k| t.traffic[k].vip)).collect();
+    (0..t.vips.len())
+        .map(|v| first.contains(&v).then(|| anyedge_topology::catchments::of(t, v, &|_| true).ok()).flatten())
+        .collect()
+}
+
+fn route_report(t: &anyedge_topology::Topology, c: &Catchment) -> Option<RouteReport> {
+    c.pop?;
+    Some(RouteReport {
+        as_path: c.path.clone(),
+        as_path_names: c.path_names.clone(),
+        rtt_ms: ms3(c.rtt_ns as f64 / 1e6),
+        nearest_pop: c.nearest.map(|p| t.pops[p].name.clone()),
+        nearest_rtt_ms: ms3(c.nearest_rtt_ns as f64 / 1e6),
+        inflation_ms: ms3(c.inflation_ms()),
+        inflation_km: (c.extra_km * 10.0).round() / 10.0,
+    })
 }
