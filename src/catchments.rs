@@ -49,8 +49,10 @@ fn catchments_of(args: &Args) -> anyhow::Result<String> {
     }
     let up = |p: usize| !down.contains(&p);
     let mut per_vip = Vec::new();
+    let attacher = anyedge_topology::bgp::Attacher::new(&t);
     for v in 0..t.vips.len() {
-        let c = catchments::of(&t, v, &up).map_err(|e| anyhow!("{file}: VIP {}: {e}", t.vips[v].name))?;
+        let c =
+            catchments::of_with(&t, &attacher, v, &up).map_err(|e| anyhow!("{file}: VIP {}: {e}", t.vips[v].name))?;
         per_vip.push(c);
     }
     Ok(if args.json { json_of(&t, &per_vip) } else { table(&t, &per_vip) })

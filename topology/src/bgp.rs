@@ -73,6 +73,8 @@ pub struct Attacher<'t> {
     bound: Option<(f64, f64)>,
     /// Every POP.
     all: Vec<usize>,
+    /// Each group's attach POP, once asked ([`Attacher::attach`]).
+    attached: Vec<std::sync::OnceLock<Option<usize>>>,
 }
 
 fn unit(at: anyedge_ccn::geo::Location) -> [f64; 3] {
@@ -85,7 +87,13 @@ impl<'t> Attacher<'t> {
         let (overhead, stretch) = t.internet.delay.lower_bound();
         let bound =
             (t.internet.pinned.is_empty() && stretch > 0.0 && overhead.is_finite()).then_some((overhead, stretch));
-        Attacher { t, pops: t.pops.iter().map(|p| unit(p.location)).collect(), bound, all: (0..t.pops.len()).collect() }
+        Attacher {
+            t,
+            pops: t.pops.iter().map(|p| unit(p.location)).collect(),
+            bound,
+            all: (0..t.pops.len()).collect(),
+            attached: (0..t.clients.len()).map(|_| std::sync::OnceLock::new()).collect(),
+        }
     }
 
     /// The POPs of `among` nearest `at` by great circle: the nearest, and any within
@@ -101,15 +109,28 @@ impl<'t> Attacher<'t> {
     }
 
     pub fn attach(&self, g: usize) -> Option<usize> {
-        if self.t.clients[g].catchment.is_some() {
-            return attach(self.t, g);
-        }
-        self.nearest_of(g, &self.all)
+        *self.attached[g].get_or_init(|| {
+            if self.t.clients[g].catchment.is_some() {
+                return attach(self.t, g);
+            }
+            self.nearest_straight(g, &self.all)
+        })
     }
 
     /// The POP of `among` with the least straight round trip from group `g` (the
     /// lowest-numbered of a tie), asking the model of few of them.
     pub fn nearest_of(&self, g: usize, among: &[usize]) -> Option<usize> {
+        // Among every POP it is where the group attaches, asked once.
+        if among.len() == self.all.len()
+            && among.iter().enumerate().all(|(i, &p)| i == p)
+            && self.t.clients[g].catchment.is_none()
+        {
+            return self.attach(g);
+        }
+        self.nearest_straight(g, among)
+    }
+
+    fn nearest_straight(&self, g: usize, among: &[usize]) -> Option<usize> {
         let t = self.t;
         let rtt = |p: usize| t.straight_rtt_ns(g, InternetEnd::Pop(p));
         let walk = || among.iter().copied().min_by_key(|&p| (rtt(p), p));

@@ -157,13 +157,22 @@ impl Catchment {
 /// POP its own transit; a group enters its nearest POP, or the first of its `catchment:`
 /// list, and the path is its access network, that POP's transit, the CDN).
 pub fn of(t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
-    let attacher = crate::bgp::Attacher::new(t);
+    of_with(t, &crate::bgp::Attacher::new(t), vip, up)
+}
+
+/// [`of`] with an attacher kept across VIPs (it remembers where each group attaches).
+pub fn of_with(
+    t: &Topology,
+    attacher: &crate::bgp::Attacher,
+    vip: usize,
+    up: &dyn Fn(usize) -> bool,
+) -> Result<Catchments, NotConverged> {
     let c = if t.internet.has_ases() {
         t.internet.ways.internetwork(t).catchments(t, vip, up)?
     } else {
-        Catchments { groups: (0..t.clients.len()).map(|g| by_transit_per_pop(t, &attacher, g, vip, up)).collect() }
+        Catchments { groups: (0..t.clients.len()).map(|g| by_transit_per_pop(t, attacher, g, vip, up)).collect() }
     };
-    Ok(c.with_nearest(t, &attacher, vip, up))
+    Ok(c.with_nearest(t, attacher, vip, up))
 }
 
 /// Group `g`'s catchment by [`crate::bgp`]'s rule.

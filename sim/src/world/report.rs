@@ -334,8 +334,11 @@ fn beyond_reach(t: &anyedge_topology::Topology) -> Vec<String> {
 fn first_vip_routes(t: &anyedge_topology::Topology) -> Vec<Option<Catchments>> {
     let first: std::collections::BTreeSet<usize> =
         t.clients.iter().filter_map(|g| g.traffic.first().map(|&k| t.traffic[k].vip)).collect();
+    let attacher = anyedge_topology::bgp::Attacher::new(t);
     (0..t.vips.len())
-        .map(|v| first.contains(&v).then(|| anyedge_topology::catchments::of(t, v, &|_| true).ok()).flatten())
+        .map(|v| {
+            first.contains(&v).then(|| anyedge_topology::catchments::of_with(t, &attacher, v, &|_| true).ok()).flatten()
+        })
         .collect()
 }
 
