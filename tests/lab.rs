@@ -2072,3 +2072,20 @@ fn lab_reload_applies_an_edited_route_table_to_running_nodes_and_keeps_every_flo
     let r = lab.probe("london", "198.18.0.20:7000", "udp", 8);
     assert!(r["loss_pct"].as_f64().unwrap() < 5.0, "pop/paris still forwards: {r}");
 }
+
+/// Until the lab's BIRD speakers run an AS-level internet, a file with one is refused
+/// before anything is made: a lab routing by another rule than the simulator's would
+/// answer a different question.
+#[test]
+fn a_file_with_an_as_level_internet_is_refused_by_lab_up_before_anything_is_made() {
+    if !may_run() {
+        return;
+    }
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/internet.yaml");
+    let out = Command::new(exe()).args(["lab", "up", file]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("internet.ases") && err.contains("does not run an AS-level internet yet"), "{err}");
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains("internet-europe"), "no namespace made");
+}
