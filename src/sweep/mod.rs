@@ -548,6 +548,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_value_may_be_a_list_whose_commas_do_not_split_the_values() {
+        let p = parse_set("pops[madrid].announce_to=[ntt],[ntt, cogent]").expect("parses");
+        assert_eq!(p.values, vec!["[ntt]", "[ntt, cogent]"]);
+        assert_eq!(parse_set("a=1,2").expect("parses").values, vec!["1", "2"]);
+        assert!(parse_set("a=[x],[x]").is_err(), "a value given twice");
+    }
+
+    #[test]
     fn the_grid_holds_every_combination_once_the_last_parameter_fastest() {
         let p =
             |path: &str, vs: &[&str]| Param { path: path.into(), values: vs.iter().map(|v| v.to_string()).collect() };
