@@ -266,8 +266,14 @@ fn a_clb_node_restarted_between_weight_changes_ends_with_the_control_planes_tabl
 /// seeds while a restarted CLB node left QUIC and HTTP clients waiting forever.
 #[test]
 fn every_shipped_topology_passes_a_few_chaos_seeds() {
-    let sweeps =
-        [("apps.yaml", 4), ("control.yaml", 6), ("global.yaml", 1), ("reference.yaml", 10), ("small.yaml", 12)];
+    let sweeps = [
+        ("apps.yaml", 4),
+        ("control.yaml", 6),
+        ("global.yaml", 1),
+        ("internet.yaml", 10),
+        ("reference.yaml", 10),
+        ("small.yaml", 12),
+    ];
     let dir = format!("{}/topologies", env!("CARGO_MANIFEST_DIR"));
     let mut shipped: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
