@@ -291,7 +291,7 @@ fn map(r: &Value) -> String {
     svg((1120, 520), |root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
-                "POPs (blue squares), regions (red triangles), client groups (dots) and their catchments",
+                "POPs (blue squares), regions (red triangles), client groups (dots: green to dark red as routing inflates their round trip over the nearest POP, 0 to 50 ms; grey: no route) and their catchments",
                 ("sans-serif", 16),
             )
             .margin(8)
@@ -326,7 +326,7 @@ fn map(r: &Value) -> String {
             let name =
                 if few { format!("{} ({})", c["name"].as_str().unwrap_or(""), c["count"]) } else { String::new() };
             let marker = EmptyElement::at(me)
-                + Circle::new((0, 0), dot, DIRECT.filled())
+                + Circle::new((0, 0), dot, inflation_colour(c["route"]["inflation_ms"].as_f64()).filled())
                 + Text::new(name, (7, 2), ("sans-serif", 11));
             chart.draw_series(std::iter::once(marker)).map_err(|e| e.to_string())?;
         }
@@ -686,4 +686,32 @@ straight over the internet to the region. Red lines mark faults.</p>",
     }
     page.push_str("</body></html>\n");
     page
+}
+
+/// A group's colour on the map by its route's inflation over the nearest POP: green at
+/// 0 ms to dark red at `INFLATION_RED_MS` and past; grey without a route.
+fn inflation_colour(inflation_ms: Option<f64>) -> RGBColor {
+    let Some(ms) = inflation_ms else { return RGBColor(0x99, 0x99, 0x99) };
+    let x = (ms / INFLATION_RED_MS).clamp(0.0, 1.0);
+    let mix = |a: f64, b: f64| (a + (b - a) * x).round() as u8;
+    RGBColor(mix(0x2e as f64, 0x99 as f64), mix(0x9e as f64, 0x10 as f64), mix(0x44 as f64, 0x10 as f64))
+}
+
+/// The inflation at which a group's dot is fully red.
+const INFLATION_RED_MS: f64 = 50.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_groups_dot_goes_from_green_to_red_with_inflation_and_grey_without_a_route() {
+        let (green, red) = (inflation_colour(Some(0.0)), inflation_colour(Some(INFLATION_RED_MS)));
+        assert!(green.1 > green.0 && red.0 > red.1, "{green:?} {red:?}");
+        assert_eq!(inflation_colour(Some(-3.0)), green, "a way shorter than straight is no inflation");
+        assert_eq!(inflation_colour(Some(400.0)), red);
+        let half = inflation_colour(Some(INFLATION_RED_MS / 2.0));
+        assert!(green.0 < half.0 && half.0 < red.0, "{half:?}");
+        assert_eq!(inflation_colour(None), RGBColor(0x99, 0x99, 0x99));
+    }
 }
