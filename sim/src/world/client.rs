@@ -96,7 +96,8 @@ impl BgpChoices {
                     let on = |p: usize| pops.iter().position(|&q| q == p).is_some_and(|i| state.1[i]);
                     // A graph the parser accepted (no provider loop) settles; were it not
                     // to, nobody would have a route, as on the internet.
-                    let c: Vec<Option<PopId>> = match anyedge_topology::catchments::of(t, vip, &on) {
+                    // The POPs alone: no nearest POP or inflation, which only reports need.
+                    let c: Vec<Option<PopId>> = match t.internet.ways.internetwork(t).catchments(t, vip, &on) {
                         Ok(c) => c.groups.iter().map(|x| x.pop.map(PopId)).collect(),
                         Err(_) => vec![None; t.clients.len()],
                     };

@@ -212,20 +212,17 @@ impl Group {
         let vips = used
             .into_iter()
             .map(|v| {
-                let order = match (attach, &orders.bgp) {
-                    (_, Some(choices)) => Arc::new(PopOrder::bgp(t, choices.clone(), g, v)),
-                    (attach, None) => match attach {
-                        Some(at) => orders
-                            .by_attach
-                            .entry((at, v))
-                            .or_insert_with(|| Arc::new(PopOrder::attached(t, at, v)))
-                            .clone(),
-                        None => {
-                            let whole =
-                                t.pop_order_attached(g, v, None).into_iter().map(PopId).collect::<Arc<[PopId]>>();
-                            Arc::new(PopOrder::whole(whole))
-                        }
-                    },
+                let order = match (&orders.bgp, attach) {
+                    (Some(choices), _) => Arc::new(PopOrder::bgp(t, choices.clone(), g, v)),
+                    (None, Some(at)) => orders
+                        .by_attach
+                        .entry((at, v))
+                        .or_insert_with(|| Arc::new(PopOrder::attached(t, at, v)))
+                        .clone(),
+                    (None, None) => {
+                        let whole = t.pop_order_attached(g, v, None).into_iter().map(PopId).collect::<Arc<[PopId]>>();
+                        Arc::new(PopOrder::whole(whole))
+                    }
                 };
                 let vip = &t.vips[v];
                 let nearest = orders.attacher.nearest_by_great_circle(location, &vip.pops);
