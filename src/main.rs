@@ -23,6 +23,7 @@
 //! - `bench lab|control|maglev` are the benchmarks that print figures.
 
 mod alloc;
+mod anycast_fit;
 mod bench;
 mod calibrate;
 mod capture;
@@ -379,6 +380,18 @@ enum Command {
         topology: Option<PathBuf>,
         #[arg(long)]
         json: Option<PathBuf>,
+        /// FILE is a directory of anycast measurements (sites.csv, pings.csv, as in
+        /// data/anycast): compare each service's measured round trips with BGP over the
+        /// default internet's, at p50, p90 and p99.
+        #[arg(long)]
+        anycast: bool,
+        /// With `--anycast`: search the default internet's shape that fits the services
+        /// marked `fit` best, and print it.
+        #[arg(long, requires = "anycast")]
+        fit: bool,
+        /// With `--anycast`: how many seeds of the default internet each figure pools.
+        #[arg(long, default_value_t = 3, requires = "anycast")]
+        seeds: u64,
     },
     /// Shell completions for anyedge, on stdout.
     Completions {
@@ -493,7 +506,10 @@ fn run(command: Command) -> ExitCode {
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
         Command::Delay { a, b, model, pairs } => delay::run(delay::Args { a, b, model, terms: pairs }),
-        Command::Calibrate { file, name, source, kind, holdout, pairs, areas, topology, json } => {
+        Command::Calibrate { file, anycast: true, fit, seeds, .. } => {
+            anycast_fit::run(anycast_fit::Args { dir: file, fit, seeds })
+        }
+        Command::Calibrate { file, name, source, kind, holdout, pairs, areas, topology, json, .. } => {
             calibrate::run(calibrate::Args { file, name, source, kind, holdout, pairs, areas, topology, json })
         }
         Command::Chaos { file, seeds, from, jobs, faults, duration, json, print_schedule, shard } => {

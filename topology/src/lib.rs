@@ -7,6 +7,7 @@ pub mod advice;
 pub mod bgp;
 mod calibrations;
 pub mod catchments;
+pub mod default_internet;
 pub mod generate;
 pub mod measured;
 pub mod nodes;

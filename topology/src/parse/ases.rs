@@ -429,7 +429,7 @@ fn provider_cycle(providers: &[&[usize]], start: usize) -> Option<Vec<usize>> {
 }
 
 /// A city by its GeoNames name, the largest of that name, or `NAME, CC`.
-fn city(text: &str) -> Option<Location> {
+pub(crate) fn city(text: &str) -> Option<Location> {
     let (name, country) = match text.rsplit_once(", ") {
         Some((n, cc)) if cc.len() == 2 && cc.chars().all(|c| c.is_ascii_uppercase()) => (n, Some(cc)),
         _ => (text, None),

@@ -31,6 +31,7 @@ mod security;
 mod sites;
 mod vips;
 use anyedge_region::security::{Action, Ports, Rule, SecurityGroup};
+pub(crate) use ases::city;
 pub use delay::builtin as builtin_delay;
 
 const MS: u64 = 1_000_000;

@@ -1,0 +1,274 @@
+//! The default internet: an AS-level internet made from public facts and the file's seed,
+//! for a world whose file names no networks, so that BGP decides its catchments too.
+//!
+//! Facts (`data/internet/`, sources and licences in its README): the tier-1 transit
+//! networks (name, AS number, home area) and the cities with a large exchange point.
+//! Everything else is drawn from the seed by the rules below, whose free numbers are a
+//! [`Shape`]; [`Shape::FITTED`] is what `anyedge calibrate --anycast` fits on public
+//! anycast measurements (`data/anycast/README.md`).
+//!
+//! - **Transits**: every tier-1 network, each peering with every other. Each is present at
+//!   an exchange city with probability `home` in its home area and `away` elsewhere, and
+//!   always at the exchange city of its home area nearest its others.
+//! - **Access networks**: one per client group at its place (`access/NAME`), buying
+//!   transit from the `access_transits` transits present nearest it, and a member of the
+//!   nearest exchange within `reach_km` with probability `join`.
+//! - **POPs**: each buys transit from the `pop_transits` transits present nearest it, and
+//!   peers at the exchange of its city (within `reach_km`) when there is one.
+//!
+//! Ties (several transits in one city) and every probability are settled by a draw: a
+//! hash of (seed, what is drawn for, AS number, index), the same on any machine, in any
+//! order of asking. Nothing here reads a clock or the OS.
+
+use std::sync::LazyLock;
+
+use anyedge_ccn::delay::Area;
+use anyedge_ccn::geo::{Location, great_circle_km};
+
+use crate::catchments::ACCESS_ASN_BASE;
+use crate::{AsNet, Ixp, Place, Topology, Upstream};
+
+/// The tier-1 networks: `name,asn,home` (see `data/internet/README.md`).
+const TRANSITS: &str = include_str!("../../data/internet/transits.csv");
+/// Exchange points: `name,city,country`, the city a GeoNames name.
+const EXCHANGES: &str = include_str!("../../data/internet/ixps.csv");
+
+/// A tier-1 transit network of the facts table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transit {
+    pub name: &'static str,
+    pub asn: u32,
+    pub home: Area,
+}
+
+/// An exchange point of the facts table, located.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    pub name: &'static str,
+    pub city: &'static str,
+    pub location: Location,
+}
+
+/// The facts tables, read once. A row that does not read (a bug in a shipped file, which
+/// a test rules out) is left out rather than stopping a run.
+pub static FACTS: LazyLock<(Vec<Transit>, Vec<Exchange>)> = LazyLock::new(|| (transits(), exchanges()));
+
+fn rows(text: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
+    text.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split(',').collect())
+}
+
+fn transits() -> Vec<Transit> {
+    rows(TRANSITS)
+        .filter_map(|f| {
+            let area = *f.get(2)?;
+            let home = Area::ALL.into_iter().find(|a| a.name() == area)?;
+            Some(Transit { name: f.first()?, asn: f.get(1)?.parse().ok()?, home })
+        })
+        .collect()
+}
+
+fn exchanges() -> Vec<Exchange> {
+    rows(EXCHANGES)
+        .filter_map(|f| {
+            let (name, city, country) = (*f.first()?, *f.get(1)?, *f.get(2)?);
+            let location = crate::parse::city(&format!("{city}, {country}"))?;
+            Some(Exchange { name, city, location })
+        })
+        .collect()
+}
+
+/// The default internet's free numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// Probability a transit is present at an exchange city of its home area.
+    pub home: f64,
+    /// Probability it is present at one elsewhere.
+    pub away: f64,
+    /// Transits each access network buys from.
+    pub access_transits: usize,
+    /// Transits each POP buys from.
+    pub pop_transits: usize,
+    /// Probability an access network joins its nearest exchange within `reach_km`.
+    pub join: f64,
+    /// How far an access network or POP goes to an exchange.
+    pub reach_km: f64,
+}
+
+impl Shape {
+    /// The shape `anyedge calibrate --anycast data/anycast` fits (data/anycast/README.md).
+    pub const FITTED: Shape =
+        Shape { home: 0.8, away: 0.3, access_transits: 2, pop_transits: 2, join: 0.5, reach_km: 500.0 };
+}
+
+/// A uniform draw in [0, 1) from (seed, what, asn, index): SplitMix64's finaliser over
+/// their mix, so each draw stands alone and the order of asking does not matter.
+fn draw(seed: u64, what: u64, asn: u32, index: usize) -> f64 {
+    let mut z = seed
+        ^ what.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ u64::from(asn).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        ^ (index as u64).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What a draw is for (its `what`).
+const PRESENCE: u64 = 1;
+const TIE: u64 = 2;
+const JOIN: u64 = 3;
+
+/// Which exchange cities each transit is present at.
+fn presence(seed: u64, shape: &Shape, transits: &[Transit], exchanges: &[Exchange]) -> Vec<Vec<usize>> {
+    transits
+        .iter()
+        .map(|tr| {
+            let home = |x: &Exchange| Area::of(x.location) == tr.home;
+            let mut at: Vec<usize> = (0..exchanges.len())
+                .filter(|&x| {
+                    let p = if home(&exchanges[x]) { shape.home } else { shape.away };
+                    draw(seed, PRESENCE, tr.asn, x) < p
+                })
+                .collect();
+            if !at.iter().any(|&x| home(&exchanges[x])) {
+                at.extend(anchor(tr, exchanges));
+            }
+            at.sort_unstable();
+            at
+        })
+        .collect()
+}
+
+/// The exchange city of a transit's home area nearest the area's other exchanges (its
+/// centre of gravity): where a network with no draw at home is still present.
+fn anchor(tr: &Transit, exchanges: &[Exchange]) -> Option<usize> {
+    let home: Vec<usize> = (0..exchanges.len()).filter(|&x| Area::of(exchanges[x].location) == tr.home).collect();
+    let spread =
+        |&x: &usize| home.iter().map(|&y| great_circle_km(exchanges[x].location, exchanges[y].location)).sum::<f64>();
+    home.iter().copied().min_by(|a, b| spread(a).total_cmp(&spread(b)))
+}
+
+/// The `n` transits present nearest `at`, ties settled by a draw for (`who`, `index`).
+fn nearest_transits(
+    (seed, who, index): (u64, u64, usize),
+    at: Location,
+    n: usize,
+    transits: &[Transit],
+    places: &[Vec<Location>],
+) -> Vec<usize> {
+    let mut ranked: Vec<(f64, f64, usize)> = (0..transits.len())
+        .filter_map(|k| {
+            let km = places[k].iter().map(|&l| great_circle_km(at, l)).min_by(f64::total_cmp)?;
+            // Within 50 km counts as the same city: the draw decides among them.
+            Some(((km / 50.0).floor(), draw(seed, TIE + who, transits[k].asn, index), k))
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    ranked.into_iter().take(n).map(|r| r.2).collect()
+}
+
+/// The exchange nearest `at` within `reach_km`.
+fn nearest_exchange(at: Location, exchanges: &[Exchange], reach_km: f64) -> Option<usize> {
+    let km = |x: usize| great_circle_km(at, exchanges[x].location);
+    (0..exchanges.len()).filter(|&x| km(x) <= reach_km).min_by(|&a, &b| km(a).total_cmp(&km(b)))
+}
+
+/// Gives `t` the default internet of `shape`, drawn from `t.seed`: networks, exchanges and
+/// every POP's upstreams. A file that names its own networks is left as it is.
+pub fn apply(t: &mut Topology, shape: &Shape) {
+    if t.internet.has_ases() {
+        return;
+    }
+    let (transits, exchanges) = &*FACTS;
+    let seed = t.seed;
+    let present = presence(seed, shape, transits, exchanges);
+    let places: Vec<Vec<Location>> =
+        present.iter().map(|at| at.iter().map(|&x| exchanges[x].location).collect()).collect();
+    let everyone: Vec<usize> = (0..transits.len()).collect();
+    let mut ases: Vec<AsNet> = transits
+        .iter()
+        .enumerate()
+        .map(|(k, tr)| AsNet {
+            name: tr.name.to_string(),
+            asn: tr.asn,
+            at: present[k].iter().map(|&x| place(&exchanges[x])).collect(),
+            providers: Vec::new(),
+            peers: everyone.iter().copied().filter(|&j| j != k).collect(),
+            clients: Vec::new(),
+        })
+        .collect();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); exchanges.len()];
+    for (g, group) in t.clients.iter().enumerate() {
+        let asn = ACCESS_ASN_BASE + g as u32;
+        let providers = nearest_transits((seed, 0, g), group.location, shape.access_transits, transits, &places);
+        if let Some(x) = nearest_exchange(group.location, exchanges, shape.reach_km)
+            && draw(seed, JOIN, asn, x) < shape.join
+        {
+            members[x].push(ases.len());
+        }
+        ases.push(AsNet {
+            name: format!("access/{}", group.name),
+            asn,
+            at: Vec::new(),
+            providers,
+            peers: Vec::new(),
+            clients: vec![g],
+        });
+    }
+    let pop_exchange: Vec<Option<usize>> =
+        t.pops.iter().map(|p| nearest_exchange(p.location, exchanges, shape.reach_km.min(50.0))).collect();
+    // Only exchanges with a member or a POP are kept, renumbered in the facts' order.
+    let kept: Vec<usize> =
+        (0..exchanges.len()).filter(|&x| !members[x].is_empty() || pop_exchange.contains(&Some(x))).collect();
+    let ixps: Vec<Ixp> = kept
+        .iter()
+        .map(|&x| Ixp { name: exchanges[x].name.to_string(), at: place(&exchanges[x]), members: members[x].clone() })
+        .collect();
+    for (p, pop) in t.pops.iter_mut().enumerate() {
+        let mut up: Vec<Upstream> = nearest_transits((seed, 1, p), pop.location, shape.pop_transits, transits, &places)
+            .into_iter()
+            .map(Upstream::As)
+            .collect();
+        if let Some(x) = pop_exchange[p].and_then(|x| kept.iter().position(|&k| k == x)) {
+            up.push(Upstream::Ixp(x));
+        }
+        pop.bgp.upstreams = up;
+    }
+    t.internet.ases = std::mem::take(&mut ases);
+    t.internet.ixps = ixps;
+    t.internet.ways = Default::default();
+}
+
+fn place(x: &Exchange) -> Place {
+    Place { name: x.city.to_string(), location: x.location }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_of_the_facts_tables_reads_and_locates() {
+        let rows = |text: &str| text.lines().skip(1).filter(|l| !l.is_empty()).count();
+        let (transits, exchanges) = &*FACTS;
+        assert_eq!(transits.len(), rows(TRANSITS), "a transit row does not read");
+        assert_eq!(exchanges.len(), rows(EXCHANGES), "an exchange's city is not in data/geo/cities.tsv");
+        for tr in transits {
+            assert!(anchor(tr, exchanges).is_some(), "{}: no exchange in its home area", tr.name);
+        }
+    }
+
+    #[test]
+    fn a_draw_depends_on_each_of_its_inputs_and_nothing_else() {
+        let d = draw(7, PRESENCE, 1299, 3);
+        assert_eq!(d, draw(7, PRESENCE, 1299, 3));
+        assert!((0.0..1.0).contains(&d));
+        for other in
+            [draw(8, PRESENCE, 1299, 3), draw(7, TIE, 1299, 3), draw(7, PRESENCE, 174, 3), draw(7, PRESENCE, 1299, 4)]
+        {
+            assert_ne!(d, other);
+        }
+        let mean = (0..10_000).map(|i| draw(1, PRESENCE, 1299, i)).sum::<f64>() / 10_000.0;
+        assert!((mean - 0.5).abs() < 0.02, "draws are not uniform: mean {mean}");
+    }
+}
