@@ -153,9 +153,16 @@ fn world(s: &Service, seed: u64) -> Result<Topology, String> {
 /// Each vantage point's simulated round trip to the service: the client↔POP leg BGP
 /// chooses, plus the last mile both ways.
 fn simulated_ms(t: &Topology) -> Result<Vec<f64>, String> {
-    let c = catchments::of(t, 0, &|_| true).map_err(|e| format!("{}: {e}", t.name))?;
     let last_mile = 2.0 * t.internet.last_mile_ns as f64 / 1e6;
-    Ok(c.groups.iter().map(|g| if g.pop.is_some() { g.rtt_ns as f64 / 1e6 + last_mile } else { f64::NAN }).collect())
+    let not = |e| format!("{}: {e}", t.name);
+    let rtts: Vec<Option<u64>> = if t.internet.has_ases() {
+        let taken = t.internet.ways.internetwork(t).ways_taken(t, 0, &|_| true).map_err(not)?;
+        taken.into_iter().map(|w| w.map(|(_, rtt)| rtt)).collect()
+    } else {
+        let c = catchments::of(t, 0, &|_| true).map_err(not)?;
+        c.groups.iter().map(|g| g.pop.map(|_| g.rtt_ns)).collect()
+    };
+    Ok(rtts.into_iter().map(|r| r.map_or(f64::NAN, |ns| ns as f64 / 1e6 + last_mile)).collect())
 }
 
 /// A service's simulated sample: over `seeds` seeds with the default internet of `shape`
@@ -225,11 +232,91 @@ pub fn run(args: Args) -> ExitCode {
 
 fn try_run(args: &Args) -> Result<String, String> {
     let services = read(&args.dir)?;
+    let shape = if args.fit { fit(&services, args.seeds)? } else { Shape::FITTED };
     let mut out = format!(
-        "# anyedge calibrate --anycast {} ({} seeds; round trips in ms, the last mile included both ways)\n",
+        "# anyedge calibrate --anycast {}{} ({} seeds; round trips in ms, the last mile included both ways)\n",
         args.dir.display(),
+        if args.fit { " --fit" } else { "" },
         args.seeds
     );
-    out.push_str(&report(&services, &Shape::FITTED, args.seeds)?);
+    let _ = writeln!(out, "# shape: {}", shape_text(&shape));
+    out.push_str(&report(&services, &shape, args.seeds)?);
     Ok(out)
+}
+
+/// The values `--fit` tries for each of the shape's numbers.
+const GRID: [(&str, &[f64]); 8] = [
+    ("home", &[0.5, 0.7, 0.9, 1.0]),
+    ("away", &[0.0, 0.05, 0.1, 0.2, 0.35, 0.5]),
+    ("access_transits", &[1.0, 2.0, 3.0]),
+    ("operator_transits", &[1.0, 2.0, 4.0, 8.0, 15.0]),
+    ("pop_reach_km", &[100.0, 500.0, 1500.0]),
+    ("join", &[0.0, 0.25, 0.5, 0.75, 1.0]),
+    ("reach_km", &[50.0, 100.0, 500.0, 1500.0]),
+    ("last_mile_ms", &[0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]),
+];
+
+fn set(shape: &mut Shape, which: &str, v: f64) {
+    match which {
+        "home" => shape.home = v,
+        "away" => shape.away = v,
+        "access_transits" => shape.access_transits = v as usize,
+        "operator_transits" => shape.operator_transits = v as usize,
+        "pop_reach_km" => shape.pop_reach_km = v,
+        "join" => shape.join = v,
+        "reach_km" => shape.reach_km = v,
+        _ => shape.last_mile_ms = v,
+    }
+}
+
+fn shape_text(s: &Shape) -> String {
+    format!(
+        "Shape {{ home: {:?}, away: {:?}, access_transits: {}, operator_transits: {}, pop_reach_km: {:?}, join: {:?}, reach_km: {:?}, last_mile_ms: {:?} }}",
+        s.home, s.away, s.access_transits, s.operator_transits, s.pop_reach_km, s.join, s.reach_km, s.last_mile_ms
+    )
+}
+
+/// How far `shape` is from the measurements of the services marked `fit`: the largest
+/// p50 or p90 error, in percent (the target is 15 % at most), then their mean.
+fn score(services: &[Service], shape: &Shape, seeds: u64) -> Result<(f64, f64), String> {
+    let mut errs = Vec::new();
+    for s in services.iter().filter(|s| s.fit) {
+        let measured = tail(s.vantages.iter().map(|v| v.rtt_ms).collect());
+        errs.extend(errors(&tail(sample(s, Some(shape), seeds)?), &measured).map(f64::abs));
+    }
+    let worst = errs.iter().copied().fold(0.0, f64::max);
+    Ok((worst, errs.iter().sum::<f64>() / errs.len().max(1) as f64))
+}
+
+/// Coordinate descent over [`GRID`] from the shipped shape: each number in turn set to
+/// the value that scores best with the others held, until a round changes nothing.
+fn fit(services: &[Service], seeds: u64) -> Result<Shape, String> {
+    let mut best = Shape::FITTED;
+    let mut best_score = score(services, &best, seeds)?;
+    for round in 1..=4 {
+        let mut changed = false;
+        for (which, values) in GRID {
+            for &v in values {
+                let mut tried = best;
+                set(&mut tried, which, v);
+                if tried == best {
+                    continue;
+                }
+                let sc = score(services, &tried, seeds)?;
+                if sc.0 < best_score.0 || (sc.0 == best_score.0 && sc.1 < best_score.1) {
+                    (best, best_score, changed) = (tried, sc, true);
+                }
+            }
+            eprintln!(
+                "round {round}, {which}: worst {:.1} %, mean {:.1} %: {}",
+                best_score.0,
+                best_score.1,
+                shape_text(&best)
+            );
+        }
+        if !changed {
+            break;
+        }
+    }
+    Ok(best)
 }

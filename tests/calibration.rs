@@ -215,3 +215,48 @@ fn delay_names_an_unknown_place_or_coordinates_out_of_range() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--model `nonesuch`: no calibration that ships"), "{stderr}");
 }
+
+/// `calibrate --anycast` prints, per service of the shipped measurements, the measured
+/// p50 / p90 / p99 beside the nearest-site rule and BGP over the default internet; the
+/// measured figures of K, L and M are issue 73's table.
+#[test]
+fn calibrate_anycast_prints_each_services_measured_tail_beside_the_models() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/anycast");
+    let (code, stdout, stderr) = calibrate(&["--anycast", dir, "--seeds", "1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let services = ["cloudflare", "cloudflare-europe", "root-c", "root-h", "root-i", "root-k", "root-l", "root-m"];
+    for name in services {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
+        let numbers: Vec<f64> = row.split_whitespace().skip(2).filter_map(|w| w.parse().ok()).collect();
+        // sites, VPs, then three columns of p50/p90/p99, then the two errors.
+        assert_eq!(numbers.len(), 2 + 9 + 2, "{row}");
+        assert!(numbers[1] > 900.0, "{name}: fewer than 900 vantage points: {row}");
+        for tail in numbers[2..11].chunks(3) {
+            assert!(tail[0] > 0.0 && tail[0] <= tail[1] && tail[1] <= tail[2], "{name}: {row}");
+        }
+    }
+    let measured = |name: &str| {
+        let row = stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        row.split_whitespace().skip(4).take(3).map(|w| w.parse::<f64>().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(measured("root-k"), [17.1, 47.4, 125.4]);
+    assert_eq!(measured("root-l"), [22.7, 96.8, 235.6]);
+    assert_eq!(measured("root-m"), [29.1, 167.1, 281.9]);
+}
+
+#[test]
+fn anycast_measurements_with_a_bad_row_are_named_by_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("anyedge-anycast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sites.csv"), "service,site,country,lat,lon\nsvc,Paris,FR,48.85,2.35\n").unwrap();
+    let pings = "service,set,measurement,probe,lat,lon,rtt_ms\nsvc,fit,1,1,48.0,2.0,5.0\nsvc,fit,1,2,95.0,2.0,5.0\n";
+    std::fs::write(dir.join("pings.csv"), pings).unwrap();
+    let (code, stdout, stderr) = calibrate(&["--anycast", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(1));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("pings.csv:3: lat: `95.0` is not a number in"), "{stderr}");
+}

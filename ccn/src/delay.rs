@@ -172,6 +172,17 @@ impl DelayModel {
         (overhead, stretch)
     }
 
+    /// What one more km of path costs, as a multiple of fibre's round trip over it: the
+    /// slope of the long-haul line of the per-place model's distance law (fitted on every
+    /// pair), or the default pair's stretch. A detour's extra length costs this much; the
+    /// model's overheads (routers, hosts) are paid once per trip, not per stretch.
+    pub fn detour_stretch(&self) -> f64 {
+        match &self.landmarks {
+            Some(l) => l.law.long.stretch,
+            None => self.default.stretch,
+        }
+    }
+
     /// Half the predicted round trip, in ns: a link's one-way delay.
     pub fn one_way_ns(&self, a: Location, b: Location) -> u64 {
         (self.rtt_ms(a, b) * 1e6 / 2.0).round() as u64

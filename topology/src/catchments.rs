@@ -17,9 +17,10 @@
 //!   AS 4,100,000,000 + its index) at its place, a customer of the network with a router
 //!   nearest it.
 //!
-//! The delay of a way is the internet model's one-way delay summed over its legs between
-//! different places (inside a network from router to exit, across a session): a detour
-//! through a far exchange costs what the model says of each stretch. Hot potato inside a
+//! The delay of a way is the internet model's between its two ends plus its detour (its
+//! length past the great circle) at the model's cost of a km ([`way_one_way_ns`]): a
+//! detour through a far exchange costs its extra fibre, and the model's overheads are
+//! paid once. Hot potato inside a
 //! network uses the same model between its routers. A pinned round trip (`internet.rtt`)
 //! replaces the whole way's for its pair.
 
@@ -433,6 +434,24 @@ impl Internetwork {
         Ok(Catchments { groups })
     }
 
+    /// Each group's POP and the round trip of the way it takes there (the model summed
+    /// along it, both ways) when the POPs `up` accepts announce VIP `vip`; `None` for a
+    /// group with no route. What a measurement from the group would see, in this routing
+    /// state (`catchments` gives the delay the simulator's links use instead).
+    pub fn ways_taken(
+        &self,
+        t: &Topology,
+        vip: usize,
+        up: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<Option<(usize, u64)>>, NotConverged> {
+        let announcements: Vec<Announcement> =
+            t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p)).collect();
+        let rib = Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))?;
+        Ok((0..t.clients.len())
+            .map(|g| self.follow(t, &rib, g).map(|(pop, _, way)| (pop, 2 * self.one_way_ns(t, &way))))
+            .collect())
+    }
+
     fn width(&self, r: RouterId) -> usize {
         self.graph.routers_of(self.graph.as_of(r)).len()
     }
@@ -466,9 +485,9 @@ impl Internetwork {
         Some((pop, ases, way))
     }
 
-    /// The internet model's one-way delay along `way`, stretch by stretch.
+    /// The one-way delay along `way`: see [`way_one_way_ns`].
     fn one_way_ns(&self, t: &Topology, way: &[Location]) -> u64 {
-        way.windows(2).map(|w| t.internet.delay.one_way_ns(w[0], w[1])).sum()
+        way_one_way_ns(t, way)
     }
 
     /// Every router's route when POP `p` alone announces (to every VIP's prefix alike).
@@ -494,6 +513,19 @@ impl Internetwork {
     pub fn size(&self) -> (usize, usize) {
         (self.graph.routers(), self.graph.sessions())
     }
+}
+
+/// The one-way delay along `way`: the internet model's between its two ends, plus its
+/// detour (its length past the great circle between them) at the model's cost of a km
+/// ([`anyedge_ccn::delay::DelayModel::detour_stretch`]). The model's round trips are
+/// measured end to end, overheads included; summing them stretch by stretch would pay
+/// the overheads once per stretch.
+pub fn way_one_way_ns(t: &Topology, way: &[Location]) -> u64 {
+    let (Some(&a), Some(&z)) = (way.first(), way.last()) else { return 0 };
+    let km: f64 = way.windows(2).map(|w| great_circle_km(w[0], w[1])).sum();
+    let detour_km = (km - great_circle_km(a, z)).max(0.0);
+    let detour_ms = t.internet.delay.detour_stretch() * anyedge_ccn::path::fibre_rtt_ms(detour_km) / 2.0;
+    t.internet.delay.one_way_ns(a, z) + (detour_ms * 1e6).round() as u64
 }
 
 /// Per AS, the one-way delay between each pair of its routers; per router its position.

@@ -13,8 +13,11 @@
 //! - **Access networks**: one per client group at its place (`access/NAME`), buying
 //!   transit from the `access_transits` transits present nearest it, and a member of the
 //!   nearest exchange within `reach_km` with probability `join`.
-//! - **POPs**: each buys transit from the `pop_transits` transits present nearest it, and
-//!   peers at the exchange of its city (within `reach_km`) when there is one.
+//! - **The operator** (the CDN) buys transit from `operator_transits` transits, drawn;
+//!   each POP buys from those of them present within `pop_reach_km` of it (a port at the
+//!   POP's city), or else from the one transit present nearest it as a local node
+//!   (`no-export`: the route stays with that network), and peers at the exchange of its
+//!   city when there is one.
 //!
 //! Ties (several transits in one city) and every probability are settled by a draw: a
 //! hash of (seed, what is drawn for, AS number, index), the same on any machine, in any
@@ -86,18 +89,30 @@ pub struct Shape {
     pub away: f64,
     /// Transits each access network buys from.
     pub access_transits: usize,
-    /// Transits each POP buys from.
-    pub pop_transits: usize,
+    /// Transits the operator buys from, where its POPs are near them.
+    pub operator_transits: usize,
+    /// How far from a POP one of the operator's transits may be to sell it a port.
+    pub pop_reach_km: f64,
     /// Probability an access network joins its nearest exchange within `reach_km`.
     pub join: f64,
-    /// How far an access network or POP goes to an exchange.
+    /// How far an access network goes to an exchange.
     pub reach_km: f64,
+    /// The access network's one-way delay (`internet.last_mile` when the file says none).
+    pub last_mile_ms: f64,
 }
 
 impl Shape {
     /// The shape `anyedge calibrate --anycast data/anycast` fits (data/anycast/README.md).
-    pub const FITTED: Shape =
-        Shape { home: 0.8, away: 0.3, access_transits: 2, pop_transits: 2, join: 0.5, reach_km: 500.0 };
+    pub const FITTED: Shape = Shape {
+        home: 1.0,
+        away: 0.0,
+        access_transits: 2,
+        operator_transits: 4,
+        pop_reach_km: 500.0,
+        join: 0.0,
+        reach_km: 500.0,
+        last_mile_ms: 3.0,
+    };
 }
 
 /// A uniform draw in [0, 1) from (seed, what, asn, index): SplitMix64's finaliser over
@@ -113,10 +128,14 @@ fn draw(seed: u64, what: u64, asn: u32, index: usize) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Where the default internet's last mile comes from, for reports.
+pub const LAST_MILE_FITTED: &str = "fitted on RIPE Atlas pings to anycast services (data/anycast/README.md)";
+
 /// What a draw is for (its `what`).
 const PRESENCE: u64 = 1;
 const TIE: u64 = 2;
 const JOIN: u64 = 3;
+const OPERATOR: u64 = 4;
 
 /// Which exchange cities each transit is present at.
 fn presence(seed: u64, shape: &Shape, transits: &[Transit], exchanges: &[Exchange]) -> Vec<Vec<usize>> {
@@ -159,13 +178,16 @@ fn nearest_transits(
     let mut ranked: Vec<(f64, f64, usize)> = (0..transits.len())
         .filter_map(|k| {
             let km = places[k].iter().map(|&l| great_circle_km(at, l)).min_by(f64::total_cmp)?;
-            // Within 50 km counts as the same city: the draw decides among them.
-            Some(((km / 50.0).floor(), draw(seed, TIE + who, transits[k].asn, index), k))
+            // Within one city the draw decides among them.
+            Some(((km / SAME_CITY_KM).floor(), draw(seed, TIE + who, transits[k].asn, index), k))
         })
         .collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
     ranked.into_iter().take(n).map(|r| r.2).collect()
 }
+
+/// Places this close are one city (an exchange "of" a POP's city).
+const SAME_CITY_KM: f64 = 50.0;
 
 /// The exchange nearest `at` within `reach_km`.
 fn nearest_exchange(at: Location, exchanges: &[Exchange], reach_km: f64) -> Option<usize> {
@@ -216,7 +238,7 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
         });
     }
     let pop_exchange: Vec<Option<usize>> =
-        t.pops.iter().map(|p| nearest_exchange(p.location, exchanges, shape.reach_km.min(50.0))).collect();
+        t.pops.iter().map(|p| nearest_exchange(p.location, exchanges, SAME_CITY_KM)).collect();
     // Only exchanges with a member or a POP are kept, renumbered in the facts' order.
     let kept: Vec<usize> =
         (0..exchanges.len()).filter(|&x| !members[x].is_empty() || pop_exchange.contains(&Some(x))).collect();
@@ -224,11 +246,18 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
         .iter()
         .map(|&x| Ixp { name: exchanges[x].name.to_string(), at: place(&exchanges[x]), members: members[x].clone() })
         .collect();
+    let operator = operator_transits(seed, shape.operator_transits, transits);
     for (p, pop) in t.pops.iter_mut().enumerate() {
-        let mut up: Vec<Upstream> = nearest_transits((seed, 1, p), pop.location, shape.pop_transits, transits, &places)
-            .into_iter()
-            .map(Upstream::As)
-            .collect();
+        let near = |&k: &usize| places[k].iter().any(|&l| great_circle_km(pop.location, l) <= shape.pop_reach_km);
+        let mut buys: Vec<usize> = operator.iter().copied().filter(near).collect();
+        if buys.is_empty() {
+            // A local node, as root operators run them: its route stays with the network
+            // it buys from, or one transit's only customer route would pull that transit's
+            // every client across the world to it.
+            buys = nearest_transits((seed, 1, p), pop.location, 1, transits, &places);
+            pop.bgp.no_export = true;
+        }
+        let mut up: Vec<Upstream> = buys.into_iter().map(Upstream::As).collect();
         if let Some(x) = pop_exchange[p].and_then(|x| kept.iter().position(|&k| k == x)) {
             up.push(Upstream::Ixp(x));
         }
@@ -236,7 +265,19 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
     }
     t.internet.ases = std::mem::take(&mut ases);
     t.internet.ixps = ixps;
+    if t.internet.last_mile_source != crate::parse::LAST_MILE_FROM_FILE {
+        t.internet.last_mile_ns = (shape.last_mile_ms * 1e6).round() as u64;
+        t.internet.last_mile_source = LAST_MILE_FITTED;
+    }
     t.internet.ways = Default::default();
+}
+
+/// The `n` transits the operator buys from: the first `n` by a draw for each.
+fn operator_transits(seed: u64, n: usize, transits: &[Transit]) -> Vec<usize> {
+    let mut ranked: Vec<(f64, usize)> =
+        transits.iter().enumerate().map(|(k, tr)| (draw(seed, OPERATOR, tr.asn, 0), k)).collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+    ranked.into_iter().take(n).map(|r| r.1).collect()
 }
 
 fn place(x: &Exchange) -> Place {
@@ -270,5 +311,114 @@ mod tests {
         }
         let mean = (0..10_000).map(|i| draw(1, PRESENCE, 1299, i)).sum::<f64>() / 10_000.0;
         assert!((mean - 0.5).abs() < 0.02, "draws are not uniform: mean {mean}");
+    }
+}
+
+#[cfg(test)]
+mod world_tests {
+    use super::*;
+    use crate::catchments;
+
+    const WORLD: &str = "name: w
+seed: 1
+duration: 1s
+pops:
+  - { name: frankfurt, location: [50.11, 8.68] }
+  - { name: london, location: [51.5, -0.12] }
+  - { name: tokyo, location: [35.69, 139.69] }
+  - { name: tahiti, location: [-17.55, -149.6] }
+regions:
+  - name: home
+    location: [50.11, 8.68]
+    backends:
+      app:
+        - { address: 198.19.20.1, port: 53 }
+vips:
+  - name: service
+    ipv4: 198.18.0.20
+    home: home
+    pops: [frankfurt, london, tokyo, tahiti]
+    listeners:
+      - { protocol: udp, port: 53, backends: app }
+clients:
+  - { name: paris, location: [48.85, 2.35], count: 1, traffic: dns }
+  - { name: berlin, location: [52.52, 13.4], count: 1, traffic: dns }
+  - { name: manchester, location: [53.48, -2.24], count: 1, traffic: dns }
+  - { name: osaka, location: [34.69, 135.5], count: 1, traffic: dns }
+failover: { probe_misses: 40 }
+traffic:
+  dns: { vip: service, protocol: udp, port: 53, interval: 1s, size: 64 }
+";
+
+    fn world(seed: u64) -> Topology {
+        let mut t = crate::parse_str("w", &WORLD.replace("seed: 1", &format!("seed: {seed}"))).expect("parses");
+        apply(&mut t, &Shape::FITTED);
+        t
+    }
+
+    #[test]
+    fn every_pop_buys_transit_and_every_group_reaches_the_vip_through_its_access_network() {
+        let t = world(1);
+        assert!(t.internet.has_ases());
+        assert!(t.pops.iter().all(|p| p.bgp.upstreams.iter().any(|u| matches!(u, Upstream::As(_)))));
+        for (g, group) in t.clients.iter().enumerate() {
+            let access = t.internet.ases.iter().find(|a| a.clients == [g]).expect("an access network");
+            assert_eq!(access.name, format!("access/{}", group.name));
+            assert_eq!(access.providers.len(), Shape::FITTED.access_transits);
+        }
+        let c = catchments::of(&t, 0, &|_| true).expect("settles");
+        assert!(c.groups.iter().all(|x| x.pop.is_some()), "{:?}", c.groups);
+        assert_eq!(t.internet.last_mile_ns, (Shape::FITTED.last_mile_ms * 1e6) as u64);
+    }
+
+    /// Found by the fit: a POP no transit of the operator's reaches bought from the
+    /// transit nearest it, whose only customer route then drew that transit's every
+    /// client, Londoners to Tahiti. Such a POP is a local node: its route stays with the
+    /// network it buys from.
+    #[test]
+    fn a_pop_far_from_the_operators_transits_is_a_local_node_that_draws_no_one_from_afar() {
+        for seed in 1..=20 {
+            let t = world(seed);
+            let tahiti = &t.pops[3];
+            assert!(tahiti.bgp.no_export, "seed {seed}: {:?}", tahiti.bgp);
+            let c = catchments::of(&t, 0, &|_| true).expect("settles");
+            for g in 0..3 {
+                assert_ne!(c.groups[g].pop, Some(3), "seed {seed}: {} enters Tahiti", t.clients[g].name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_internet_and_another_seed_another() {
+        let (a, b) = (world(5), world(5));
+        assert_eq!(a.internet.ases, b.internet.ases);
+        assert_eq!(a.internet.ixps, b.internet.ixps);
+        let upstreams = |t: &Topology| t.pops.iter().map(|p| p.bgp.clone()).collect::<Vec<_>>();
+        assert_eq!(upstreams(&a), upstreams(&b));
+        let differs = (6..16).any(|s| {
+            let c = world(s);
+            c.internet.ases != a.internet.ases || upstreams(&c) != upstreams(&a)
+        });
+        assert!(differs, "ten other seeds all drew seed 5's internet");
+    }
+
+    #[test]
+    fn a_file_that_names_its_networks_keeps_them() {
+        let text = include_str!("../../topologies/internet.yaml");
+        let mut t = crate::parse_str("internet.yaml", text).expect("parses");
+        let before = (
+            t.internet.ases.clone(),
+            t.pops.iter().map(|p| p.bgp.clone()).collect::<Vec<_>>(),
+            t.internet.last_mile_ns,
+        );
+        apply(&mut t, &Shape::FITTED);
+        assert_eq!(
+            before,
+            (
+                t.internet.ases.clone(),
+                t.pops.iter().map(|p| p.bgp.clone()).collect::<Vec<_>>(),
+                t.internet.last_mile_ns
+            )
+        );
     }
 }

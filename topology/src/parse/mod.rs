@@ -32,6 +32,9 @@ mod sites;
 mod vips;
 use anyedge_region::security::{Action, Ports, Rule, SecurityGroup};
 pub(crate) use ases::city;
+
+/// Where a last mile given by the file says it comes from (the default internet keeps it).
+pub(crate) use self::LAST_MILE_GIVEN as LAST_MILE_FROM_FILE;
 pub use delay::builtin as builtin_delay;
 
 const MS: u64 = 1_000_000;
@@ -544,7 +547,7 @@ fn is_prime(n: usize) -> bool {
 /// 5 ms one way is an assumption (data/delay/README.md, "The last mile").
 const LAST_MILE_ASSUMED: &str = "assumed, not measured";
 /// What a report says of a last mile the file sets.
-const LAST_MILE_GIVEN: &str = "set in the topology file";
+pub(crate) const LAST_MILE_GIVEN: &str = "set in the topology file";
 
 fn default_internet_delay() -> DelayModel {
     // The shipped calibration parses (a test holds it to that); the old uniform 2.1 otherwise.
