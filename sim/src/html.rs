@@ -654,6 +654,7 @@ straight over the internet to the region. Red lines mark faults.</p>",
     }
     page.push_str("<h2>Map</h2>");
     page.push_str(&map(r));
+    page.push_str(&inflation_section(r));
     page.push_str(&groups_section(r, &faults, duration));
     page.push_str("<h2 id=health>Backend health</h2>");
     let rows = health_rows(r, duration);
@@ -700,6 +701,65 @@ fn inflation_colour(inflation_ms: Option<f64>) -> RGBColor {
 /// The inflation at which a group's dot is fully red.
 const INFLATION_RED_MS: f64 = 50.0;
 
+/// Each routed client's inflation over its nearest POP (a group's, once per client; a
+/// way shorter than straight counts as none), sorted: (ms, clients).
+fn inflation_of_clients(r: &Value) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = arr(&r["clients"])
+        .iter()
+        .filter_map(|c| Some((c["route"]["inflation_ms"].as_f64()?.max(0.0), c["count"].as_f64().unwrap_or(1.0))))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// The distribution of the clients' inflation over their nearest POP: a CDF and its p50,
+/// p90 and p99; nothing for a report without routes.
+fn inflation_section(r: &Value) -> String {
+    let v = inflation_of_clients(r);
+    let total: f64 = v.iter().map(|x| x.1).sum();
+    if v.is_empty() || total <= 0.0 {
+        return String::new();
+    }
+    let mut seen = 0.0;
+    let cdf: Vec<(f64, f64)> = v
+        .iter()
+        .map(|&(ms, n)| {
+            seen += n;
+            (ms, seen / total)
+        })
+        .collect();
+    let at = |q: f64| cdf.iter().find(|p| p.1 >= q).map_or(0.0, |p| p.0);
+    let xmax = cdf.last().map_or(1.0, |p| p.0).max(1.0) * 1.05;
+    let plot = svg(SIZE, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption("clients' inflation over their nearest POP", ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(32)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0f64..xmax, 0f64..1.0)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("inflation (ms)")
+            .y_desc("fraction of clients")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        // A step at each client's inflation: up from the fraction below it.
+        let below = std::iter::once(0.0).chain(cdf.iter().map(|p| p.1));
+        let steps = cdf.iter().zip(below).flat_map(|(&(x, y), before)| [(x, before), (x, y)]);
+        chart.draw_series(LineSeries::new(steps, ANYCAST.stroke_width(2))).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    format!(
+        "<h2>Inflation</h2><p>The round trip each client's route to its POP costs over the nearest POP publishing the VIP \
+(the client↔POP leg alone): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms over {} clients.</p><div class=plots>{plot}</div>",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        total
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,5 +773,20 @@ mod tests {
         let half = inflation_colour(Some(INFLATION_RED_MS / 2.0));
         assert!(green.0 < half.0 && half.0 < red.0, "{half:?}");
         assert_eq!(inflation_colour(None), RGBColor(0x99, 0x99, 0x99));
+    }
+
+    #[test]
+    fn the_inflation_distribution_weighs_each_group_by_its_clients_and_counts_a_shortcut_as_none() {
+        let r = serde_json::json!({ "clients": [
+            { "count": 8, "route": { "inflation_ms": 0.0 } },
+            { "count": 1, "route": { "inflation_ms": -2.0 } },
+            { "count": 1, "route": { "inflation_ms": 40.0 } },
+            { "count": 5, "route": null },
+        ]});
+        assert_eq!(inflation_of_clients(&r), [(0.0, 8.0), (0.0, 1.0), (40.0, 1.0)]);
+        let section = inflation_section(&r);
+        assert!(section.contains("p50 0.0 ms, p90 0.0 ms, p99 40.0 ms over 10 clients"), "{section}");
+        assert!(section.contains("<svg"), "{section}");
+        assert!(inflation_section(&serde_json::json!({ "clients": [{ "count": 3 }] })).is_empty());
     }
 }

@@ -105,13 +105,13 @@ impl Shape {
     /// The shape `anyedge calibrate --anycast data/anycast` fits (data/anycast/README.md).
     pub const FITTED: Shape = Shape {
         home: 1.0,
-        away: 0.0,
+        away: 0.35,
         access_transits: 2,
-        operator_transits: 4,
-        pop_reach_km: 500.0,
+        operator_transits: 15,
+        pop_reach_km: 1500.0,
         join: 0.0,
         reach_km: 500.0,
-        last_mile_ms: 3.0,
+        last_mile_ms: 1.0,
     };
 }
 
