@@ -212,18 +212,29 @@ fn report(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<5} {:>5} {:>5}  {:>20}  {:>20}  {:>20}  {:>15}  operator",
-        "service", "set", "sites", "VPs", "measured p50/90/99", "nearest-site", "default internet", "error p50 p90 %"
+        "{:<18} {:<5} {:>5} {:>5}  {:>20}  {:>20}  {:>20}  {:>15}  {:>8}  operator",
+        "service",
+        "set",
+        "sites",
+        "VPs",
+        "measured p50/90/99",
+        "nearest-site",
+        "default internet",
+        "error p50 p90 %",
+        "no route"
     );
     for s in services {
         let measured = tail(s.vantages.iter().map(|v| v.rtt_ms).collect());
         let nearest = tail(sample(s, None, seeds)?);
         let shape = shape_of(shared, operators, s);
-        let model = tail(sample(s, Some(&shape), seeds)?);
+        let simulated = sample(s, Some(&shape), seeds)?;
+        let stranded =
+            100.0 * simulated.iter().filter(|v| v.is_infinite()).count() as f64 / simulated.len().max(1) as f64;
+        let model = tail(simulated);
         let [e50, e90] = errors(&model, &measured);
         let _ = writeln!(
             out,
-            "{:<18} {:<5} {:>5} {:>5}  {}  {}  {}  {:>+7.1} {:>+7.1}  {} transits within {} km{}",
+            "{:<18} {:<5} {:>5} {:>5}  {}  {}  {}  {:>+7.1} {:>+7.1}  {:>7.1}%  {} transits within {} km{}",
             s.name,
             if s.fit { "fit" } else { "check" },
             s.sites.len(),
@@ -233,6 +244,7 @@ fn report(
             tail_text(&model),
             e50,
             e90,
+            stranded,
             shape.operator_transits,
             shape.pop_reach_km,
             if operators.contains_key(&s.name) { " (its own)" } else { "" }

@@ -222,7 +222,7 @@ fn delay_names_an_unknown_place_or_coordinates_out_of_range() {
 #[test]
 fn calibrate_anycast_prints_each_services_measured_tail_beside_the_models() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/anycast");
-    let (code, stdout, stderr) = calibrate(&["--anycast", dir, "--seeds", "1"]);
+    let (code, stdout, stderr) = calibrate(&["--anycast", dir, "--seeds", "2"]);
     assert_eq!(code, Some(0), "{stderr}");
     let services = ["cloudflare", "cloudflare-europe", "root-c", "root-h", "root-i", "root-k", "root-l", "root-m"];
     for name in services {
@@ -230,9 +230,12 @@ fn calibrate_anycast_prints_each_services_measured_tail_beside_the_models() {
             .lines()
             .find(|l| l.split_whitespace().next() == Some(name))
             .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"));
-        let numbers: Vec<f64> = row.split_whitespace().skip(2).filter_map(|w| w.parse().ok()).collect();
-        // sites, VPs, then three columns of p50/p90/p99, then the two errors.
-        assert_eq!(numbers.len(), 2 + 9 + 2, "{row}");
+        // sites, VPs, then three columns of p50/p90/p99, the two errors, the share left
+        // without a route, and the operator.
+        let words: Vec<&str> = row.split_whitespace().collect();
+        let numbers: Vec<f64> = words[2..15].iter().map(|w| w.parse().unwrap_or(f64::NAN)).collect();
+        assert!(numbers.iter().all(|n| !n.is_nan()), "{row}");
+        assert!(words[15].ends_with('%') && words[17] == "transits", "{row}");
         assert!(numbers[1] > 900.0, "{name}: fewer than 900 vantage points: {row}");
         for tail in numbers[2..11].chunks(3) {
             assert!(tail[0] > 0.0 && tail[0] <= tail[1] && tail[1] <= tail[2], "{name}: {row}");
@@ -242,6 +245,14 @@ fn calibrate_anycast_prints_each_services_measured_tail_beside_the_models() {
         let row = stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
         row.split_whitespace().skip(4).take(3).map(|w| w.parse::<f64>().unwrap()).collect::<Vec<_>>()
     };
+    // The services simulated with the shipped shape print what data/anycast/README.md
+    // shows of the fit that produced it: the shape is the fit's.
+    let readme = include_str!("../data/anycast/README.md");
+    for name in ["cloudflare", "cloudflare-europe", "root-k", "root-l", "root-m"] {
+        let shown = readme.lines().find(|l| l.starts_with(&format!("{name} "))).expect("a row in the README");
+        let printed = stdout.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+        assert_eq!(printed, shown.trim_end_matches(" (its own)"), "rerun the fit in data/anycast/README.md");
+    }
     assert_eq!(measured("root-k"), [17.1, 47.4, 125.4]);
     assert_eq!(measured("root-l"), [22.7, 96.8, 235.6]);
     assert_eq!(measured("root-m"), [29.1, 167.1, 281.9]);

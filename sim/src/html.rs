@@ -112,23 +112,36 @@ fn cdf_plot(title: &str, traffic: &Value) -> String {
     cdf_plot_of(title, &a, &d)
 }
 
+/// A chart of fractions (0 to 1) over 0..`xmax`, captioned, its axes labelled.
+fn fraction_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    xmax: f64,
+    (x_desc, y_desc): (&str, &str),
+) -> Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    String,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..xmax, 0f64..1.0)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(|e| e.to_string())?;
+    Ok(chart)
+}
+
 fn cdf_plot_of(title: &str, anycast: &[(f64, f64)], direct: &[(f64, f64)]) -> String {
     let (a, d) = (cdf_of(anycast), cdf_of(direct));
     let xmax = a.iter().chain(&d).map(|p| p.0).fold(1.0, f64::max) * 1.05;
     svg(SIZE, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(32)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..xmax, 0f64..1.0)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("round trip (ms)")
-            .y_desc("fraction of round trips")
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = fraction_chart(root, title, xmax, ("round trip (ms)", "fraction of round trips"))?;
         for (points, color, name) in [(a, ANYCAST, "anycast"), (d, DIRECT, "direct")] {
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
@@ -731,19 +744,8 @@ fn inflation_section(r: &Value) -> String {
     let at = |q: f64| cdf.iter().find(|p| p.1 >= q).map_or(0.0, |p| p.0);
     let xmax = cdf.last().map_or(1.0, |p| p.0).max(1.0) * 1.05;
     let plot = svg(SIZE, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption("clients' inflation over their nearest POP", ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(32)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..xmax, 0f64..1.0)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_desc("inflation (ms)")
-            .y_desc("fraction of clients")
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let title = "clients' inflation over their nearest POP";
+        let mut chart = fraction_chart(root, title, xmax, ("inflation (ms)", "fraction of clients"))?;
         // A step at each client's inflation: up from the fraction below it.
         let below = std::iter::once(0.0).chain(cdf.iter().map(|p| p.1));
         let steps = cdf.iter().zip(below).flat_map(|(&(x, y), before)| [(x, before), (x, y)]);

@@ -15,9 +15,10 @@
 //!   nearest exchange within `reach_km` with probability `join`.
 //! - **The operator** (the CDN) buys transit from `operator_transits` transits, drawn;
 //!   each POP buys from those of them present within `pop_reach_km` of it (a port at the
-//!   POP's city), or else from the one transit present nearest it as a local node
-//!   (`no-export`: the route stays with that network), and peers at the exchange of its
-//!   city when there is one.
+//!   POP's city) and peers at the exchange of its city when there is one. A POP none of
+//!   them reaches is a local node (`no-export`: its route stays with the networks that
+//!   hear it): it peers at its city's exchange, or without one at an exchange of its own
+//!   (`local/POP`) with the access networks within `reach_km`; it buys no transit.
 //!
 //! Ties (several transits in one city) and every probability are settled by a draw: a
 //! hash of (seed, what is drawn for, AS number, index), the same on any machine, in any
@@ -104,14 +105,14 @@ pub struct Shape {
 impl Shape {
     /// The shape `anyedge calibrate --anycast data/anycast` fits (data/anycast/README.md).
     pub const FITTED: Shape = Shape {
-        home: 1.0,
+        home: 0.8,
         away: 0.35,
-        access_transits: 2,
-        operator_transits: 15,
-        pop_reach_km: 1500.0,
+        access_transits: 1,
+        operator_transits: 10,
+        pop_reach_km: 100.0,
         join: 0.0,
-        reach_km: 500.0,
-        last_mile_ms: 1.0,
+        reach_km: 50.0,
+        last_mile_ms: 2.0,
     };
 }
 
@@ -242,26 +243,31 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
     // Only exchanges with a member or a POP are kept, renumbered in the facts' order.
     let kept: Vec<usize> =
         (0..exchanges.len()).filter(|&x| !members[x].is_empty() || pop_exchange.contains(&Some(x))).collect();
-    let ixps: Vec<Ixp> = kept
+    let mut ixps: Vec<Ixp> = kept
         .iter()
         .map(|&x| Ixp { name: exchanges[x].name.to_string(), at: place(&exchanges[x]), members: members[x].clone() })
         .collect();
     let operator = operator_transits(seed, shape.operator_transits, transits);
     for (p, pop) in t.pops.iter_mut().enumerate() {
         let near = |&k: &usize| places[k].iter().any(|&l| great_circle_km(pop.location, l) <= shape.pop_reach_km);
-        let mut buys: Vec<usize> = operator.iter().copied().filter(near).collect();
-        if buys.is_empty() {
-            // A local node, as root operators run them: its route stays with the network
-            // it buys from, or one transit's only customer route would pull that transit's
-            // every client across the world to it.
-            buys = nearest_transits((seed, 1, p), pop.location, 1, transits, &places);
+        let buys: Vec<usize> = operator.iter().copied().filter(near).collect();
+        let exchange = pop_exchange[p].and_then(|x| kept.iter().position(|&k| k == x)).map(Upstream::Ixp);
+        pop.bgp.upstreams = if !buys.is_empty() {
+            buys.into_iter().map(Upstream::As).chain(exchange).collect()
+        } else {
+            // A local node, as root operators run them: its route stays with the networks
+            // that hear it (no-export), or one transit's only customer route would pull
+            // that transit's every client across the world to it. It buys no transit (a
+            // transit whose best route is no-export passes nothing on, and its customers
+            // would be left without one): it peers at its city's exchange, or without
+            // one with the access networks within reach, as a host network would.
             pop.bgp.no_export = true;
-        }
-        let mut up: Vec<Upstream> = buys.into_iter().map(Upstream::As).collect();
-        if let Some(x) = pop_exchange[p].and_then(|x| kept.iter().position(|&k| k == x)) {
-            up.push(Upstream::Ixp(x));
-        }
-        pop.bgp.upstreams = up;
+            let exchange = exchange.unwrap_or_else(|| {
+                ixps.push(host_exchange(pop, &t.clients, shape.reach_km, transits.len()));
+                Upstream::Ixp(ixps.len() - 1)
+            });
+            vec![exchange]
+        };
     }
     t.internet.ases = std::mem::take(&mut ases);
     t.internet.ixps = ixps;
@@ -278,6 +284,17 @@ fn operator_transits(seed: u64, n: usize, transits: &[Transit]) -> Vec<usize> {
         transits.iter().enumerate().map(|(k, tr)| (draw(seed, OPERATOR, tr.asn, 0), k)).collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
     ranked.into_iter().take(n).map(|r| r.1).collect()
+}
+
+/// A local node's own exchange where its city has none: the access networks of the client
+/// groups within `reach_km` of it are its members (none: it serves no one).
+/// `first_access` is the index of group 0's access network (one per group, in order).
+fn host_exchange(pop: &crate::PopSite, clients: &[crate::ClientGroup], reach_km: f64, first_access: usize) -> Ixp {
+    let members: Vec<usize> = (0..clients.len())
+        .filter(|&g| great_circle_km(pop.location, clients[g].location) <= reach_km)
+        .map(|g| first_access + g)
+        .collect();
+    Ixp { name: format!("local/{}", pop.name), at: Place { name: pop.name.clone(), location: pop.location }, members }
 }
 
 fn place(x: &Exchange) -> Place {
@@ -357,10 +374,10 @@ traffic:
     }
 
     #[test]
-    fn every_pop_buys_transit_and_every_group_reaches_the_vip_through_its_access_network() {
+    fn every_pop_has_an_upstream_and_every_group_reaches_the_vip_through_its_access_network() {
         let t = world(1);
         assert!(t.internet.has_ases());
-        assert!(t.pops.iter().all(|p| p.bgp.upstreams.iter().any(|u| matches!(u, Upstream::As(_)))));
+        assert!(t.pops.iter().all(|p| !p.bgp.upstreams.is_empty()));
         for (g, group) in t.clients.iter().enumerate() {
             let access = t.internet.ases.iter().find(|a| a.clients == [g]).expect("an access network");
             assert_eq!(access.name, format!("access/{}", group.name));
@@ -386,6 +403,21 @@ traffic:
                 assert_ne!(c.groups[g].pop, Some(3), "seed {seed}: {} enters Tahiti", t.clients[g].name);
             }
         }
+    }
+
+    #[test]
+    fn a_local_node_peers_at_its_citys_exchange_or_its_own_and_buys_no_transit() {
+        let shape = Shape { operator_transits: 0, ..Shape::FITTED };
+        let mut t = crate::parse_str("w", WORLD).expect("parses");
+        apply(&mut t, &shape);
+        let (frankfurt, tahiti) = (&t.pops[0].bgp, &t.pops[3].bgp);
+        assert!(frankfurt.no_export && tahiti.no_export);
+        assert_eq!(frankfurt.upstreams.len(), 1);
+        let Upstream::Ixp(x) = frankfurt.upstreams[0] else { panic!("{frankfurt:?}") };
+        assert_eq!(t.internet.ixps[x].name, "de-cix");
+        let Upstream::Ixp(y) = tahiti.upstreams[0] else { panic!("{tahiti:?}") };
+        assert_eq!(t.internet.ixps[y].name, "local/tahiti");
+        assert!(t.internet.ixps[y].members.is_empty(), "no group is near Tahiti");
     }
 
     #[test]
