@@ -20,9 +20,8 @@
 //! The delay of a way is the internet model's between its two ends plus its detour (its
 //! length past the great circle) at the model's cost of a km ([`way_one_way_ns`]): a
 //! detour through a far exchange costs its extra fibre, and the model's overheads are
-//! paid once. Hot potato inside a
-//! network uses the same model between its routers. A pinned round trip (`internet.rtt`)
-//! replaces the whole way's for its pair.
+//! paid once. Hot potato inside a network uses the same model between its routers. A
+//! pinned round trip (`internet.rtt`) replaces the whole way's for its pair.
 
 use anyedge_ccn::geo::{Location, great_circle_km};
 
@@ -97,7 +96,7 @@ impl Ways {
             let net = self.internetwork(t);
             match net.alone(t, p) {
                 Ok(rib) => (0..t.clients.len())
-                    .map(|g| net.follow(t, &rib, g).map(|(_, _, way)| 2 * net.one_way_ns(t, &way)))
+                    .map(|g| net.follow(t, &rib, g).map(|(_, _, way)| 2 * way_one_way_ns(t, &way)))
                     .collect(),
                 Err(NotConverged) => vec![None; t.clients.len()],
             }
@@ -427,29 +426,32 @@ impl Internetwork {
 
     /// Where every client group goes for VIP `vip` when the POPs `up` accepts announce it.
     pub fn catchments(&self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Catchments, NotConverged> {
-        let announcements: Vec<Announcement> =
-            t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p)).collect();
-        let rib = Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))?;
+        let rib = self.converge(t, vip, up)?;
         let groups = (0..t.clients.len()).map(|g| self.catchment(t, &rib, g)).collect();
         Ok(Catchments { groups })
     }
 
-    /// Each group's POP and the round trip of the way it takes there (the model summed
-    /// along it, both ways) when the POPs `up` accepts announce VIP `vip`; `None` for a
-    /// group with no route. What a measurement from the group would see, in this routing
-    /// state (`catchments` gives the delay the simulator's links use instead).
+    /// Each group's POP and the round trip of the way it takes there ([`way_one_way_ns`],
+    /// both ways) when the POPs `up` accepts announce VIP `vip`; `None` for a group with
+    /// no route. What a measurement from the group would see, in this routing state
+    /// (`catchments` gives the delay the simulator's links use instead).
     pub fn ways_taken(
         &self,
         t: &Topology,
         vip: usize,
         up: &dyn Fn(usize) -> bool,
     ) -> Result<Vec<Option<(usize, u64)>>, NotConverged> {
+        let rib = self.converge(t, vip, up)?;
+        Ok((0..t.clients.len())
+            .map(|g| self.follow(t, &rib, g).map(|(pop, _, way)| (pop, 2 * way_one_way_ns(t, &way))))
+            .collect())
+    }
+
+    /// Every router's route to VIP `vip` when the POPs `up` accepts announce it.
+    fn converge(&self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Rib, NotConverged> {
         let announcements: Vec<Announcement> =
             t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p)).collect();
-        let rib = Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))?;
-        Ok((0..t.clients.len())
-            .map(|g| self.follow(t, &rib, g).map(|(pop, _, way)| (pop, 2 * self.one_way_ns(t, &way))))
-            .collect())
+        Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))
     }
 
     fn width(&self, r: RouterId) -> usize {
@@ -483,11 +485,6 @@ impl Internetwork {
             }
         }
         Some((pop, ases, way))
-    }
-
-    /// The one-way delay along `way`: see [`way_one_way_ns`].
-    fn one_way_ns(&self, t: &Topology, way: &[Location]) -> u64 {
-        way_one_way_ns(t, way)
     }
 
     /// Every router's route when POP `p` alone announces (to every VIP's prefix alike).
