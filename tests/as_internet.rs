@@ -107,6 +107,72 @@ fn no_export_keeps_a_route_with_the_network_that_received_it() {
     );
 }
 
+/// The file with a group in New York behind Verizon, which buys from Cogent and Arelion
+/// there.
+fn with_new_york() -> String {
+    let yaml = with("Stockholm, Warsaw, Amsterdam]", "Stockholm, Warsaw, Amsterdam, New York City]")
+        .replacen("Frankfurt am Main, Madrid, Amsterdam]", "Frankfurt am Main, Madrid, Amsterdam, New York City]", 1)
+        .replacen(
+            "    - { name: play,",
+            "    - { name: verizon, asn: 701, clients: [newyork], providers: [cogent, arelion] }\n    - { name: play,",
+            1,
+        )
+        .replacen(
+            "  - { name: lisbon,",
+            "  - { name: newyork,    location: [40.713, -74.006], count: 4, traffic: game }\n  - { name: lisbon,",
+            1,
+        );
+    assert_eq!(yaml.matches("New York City]").count(), 2);
+    yaml
+}
+
+#[test]
+fn a_region_only_community_keeps_a_pop_for_its_region_and_sends_far_groups_elsewhere() {
+    let yaml = with_new_york();
+    let t = topology::parse_str("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
+    let c = catchments_of(&t, &[]);
+    // Arelion offers Warsaw with the shorter path: New York crosses the Atlantic to it.
+    assert_eq!(entry(&t, &c, "newyork"), (Some("warsaw".into()), names(&["verizon", "arelion", "cdn"])));
+    assert_eq!(entry(&t, &c, "krakow").0.as_deref(), Some("warsaw"));
+    // Scoped to Europe, Warsaw's route stops at Arelion's New York router (it is its
+    // best there, and BGP exports only the best): Verizon takes Cogent's Paris.
+    let scoped =
+        yaml.replacen("upstreams: [arelion, gtt] }", "upstreams: [arelion, gtt], communities: [region:europe] }", 1);
+    let t2 = topology::parse_str("t.yaml", &scoped).unwrap_or_else(|e| panic!("{e}"));
+    let c2 = catchments_of(&t2, &[]);
+    assert_eq!(t2.pops[2].bgp.levers.region, Some(anyedge_ccn::delay::Area::Europe));
+    assert_eq!(entry(&t2, &c2, "newyork"), (Some("paris".into()), names(&["verizon", "cogent", "cdn", "cdn", "cdn"])));
+    for (g, (a, b)) in c.groups.iter().zip(&c2.groups).enumerate() {
+        if t.clients[g].name != "newyork" {
+            assert_eq!((a.pop, &a.path), (b.pop, &b.path), "{}: in Europe nothing moves", t.clients[g].name);
+        }
+    }
+}
+
+#[test]
+fn a_vips_own_levers_move_its_catchment_and_leave_the_other_vips() {
+    // A second VIP at the same POPs; only it lifts Paris's prepends.
+    let two = with(
+        "    listeners:\n      - { protocol: udp, port: 7000, scheduler: maglev, backends: game }\n",
+        "    listeners:\n      - { protocol: udp, port: 7000, scheduler: maglev, backends: game }\n  - name: api\n    ipv4: 198.18.0.21\n    home: frankfurt\n    pops: [paris, frankfurt, warsaw, madrid]\n    announce: { paris: { prepend: 0 }, madrid: { announce_to: [ntt, cogent] } }\n    listeners:\n      - { protocol: udp, port: 7000, scheduler: maglev, backends: game }\n",
+    );
+    let t = topology::parse_str("t.yaml", &two).unwrap_or_else(|e| panic!("{e}"));
+    let (paris, madrid) = (t.pop_index("paris").unwrap(), t.pop_index("madrid").unwrap());
+    // Fields the entry leaves out stay the POP's.
+    assert_eq!((t.levers(1, paris).prepend, t.levers(0, paris).prepend), (0, 2));
+    assert_eq!(t.levers(1, madrid).prepend, 0);
+    let of = |vip: usize| catchments::of(&t, vip, &|_| true).expect("settles");
+    let (edge, api) = (of(0), of(1));
+    assert_eq!(entry(&t, &edge, "stockholm").0.as_deref(), Some("warsaw"));
+    assert_eq!(entry(&t, &api, "stockholm").0.as_deref(), Some("paris"));
+    assert_eq!(entry(&t, &edge, "lisbon").0.as_deref(), Some("paris"));
+    assert_eq!(entry(&t, &api, "lisbon"), (Some("madrid".into()), names(&["access/lisbon", "cogent", "cdn"])));
+    // The same lever set from the command line, on the shipped file's one VIP.
+    let set = world(&[("vips[edge].announce.paris.prepend", "0")]);
+    assert_eq!(entry(&set, &catchments_of(&set, &[]), "stockholm").0.as_deref(), Some("paris"));
+    assert_eq!(set.pops[paris].bgp.levers.prepend, 2, "the POP's own levers are untouched");
+}
+
 #[test]
 fn a_withdrawn_pop_sends_its_groups_to_their_next_best_route() {
     let t = world(&[]);
@@ -254,6 +320,39 @@ fn a_broken_as_graph_is_refused_at_its_line_naming_the_field() {
         "clients[9].catchment",
         "not with `internet.ases`",
     );
+    refused(
+        &with("communities: [no-export]", "communities: [region:atlantis]"),
+        "name: frankfurt",
+        "pops[1].communities[0]",
+        "unknown area `atlantis`",
+    );
+    refused(
+        &with("communities: [no-export]", "communities: [region:east-asia]"),
+        "name: frankfurt",
+        "pops[1].communities",
+        "`region:east-asia` on a POP in europe",
+    );
+    let announce = |entry: &str| {
+        with(
+            "    pops: [paris, frankfurt, warsaw, madrid]\n",
+            &format!("    pops: [paris, frankfurt, warsaw]\n    announce: {{ {entry} }}\n"),
+        )
+    };
+    refused(
+        &announce("madrid: { prepend: 1 }"),
+        "announce:",
+        "vips[0].announce.madrid",
+        "`madrid` does not publish this VIP",
+    );
+    refused(&announce("rome: { prepend: 1 }"), "announce:", "vips[0].announce.rome", "unknown POP `rome`");
+    refused(&announce("paris: { prepend: 11 }"), "announce:", "vips[0].announce.paris.prepend", "");
+    refused(
+        &announce("paris: { announce_to: [ntt] }"),
+        "announce:",
+        "announce.paris.announce_to[0]",
+        "`ntt` is not one of the POP's `upstreams`",
+    );
+    refused(&announce("paris: { weight: 1 }"), "announce:", "announce.paris.weight", "unknown field");
     // The levers mean nothing without an AS-level internet.
     let small = include_str!("../topologies/small.yaml").replacen(
         "{ name: paris,  location: [48.857, 2.352] }",
@@ -261,6 +360,12 @@ fn a_broken_as_graph_is_refused_at_its_line_naming_the_field() {
         1,
     );
     refused(&small, "name: paris,", "pops[0].prepend", "needs `internet.ases`");
+    let small = include_str!("../topologies/small.yaml").replacen(
+        "    pops: ",
+        "    announce: { paris: { prepend: 1 } }\n    pops: ",
+        1,
+    );
+    refused(&small, "announce:", "vips[0].announce", "needs `internet.ases`");
 }
 
 #[test]

@@ -25,8 +25,10 @@
 
 use anyedge_ccn::geo::{Location, great_circle_km};
 
-use crate::routing::{Announcement, AsId, Graph, Leg, NotConverged, Relation, Rib, RouterId};
-use crate::{InternetEnd, Topology, Upstream};
+use anyedge_ccn::delay::Area;
+
+use crate::routing::{Announcement, AsId, Graph, Leg, NotConverged, Relation, Rib, RouterId, Zone};
+use crate::{InternetEnd, Levers, Topology, Upstream};
 
 /// First AS number of the access networks the file leaves implicit.
 pub const ACCESS_ASN_BASE: u32 = 4_100_000_000;
@@ -42,8 +44,6 @@ pub struct Internetwork {
     numbers: Vec<u32>,
     /// Per POP: its router.
     pop_router: Vec<RouterId>,
-    /// Per POP: the ASes its `announce_to` names (empty: all).
-    only_to: Vec<Vec<AsId>>,
     /// Per client group: its access network's router at the group's place.
     group_router: Vec<RouterId>,
     /// Per AS: one-way delay between each pair of its routers, by their position in
@@ -248,6 +248,15 @@ struct Builder<'t> {
     at: std::collections::BTreeMap<(usize, [u64; 2]), RouterId>,
 }
 
+/// A place's zone for region-only communities: its area of the delay model.
+fn zone(at: Location) -> Zone {
+    area_zone(Area::of(at))
+}
+
+fn area_zone(a: Area) -> Zone {
+    Zone(Area::ALL.iter().position(|&x| x == a).unwrap_or(0) as u8)
+}
+
 fn key(l: Location) -> [u64; 2] {
     [l[0].to_bits(), l[1].to_bits()]
 }
@@ -257,7 +266,7 @@ impl Builder<'_> {
         if let Some(&r) = self.at.get(&(asn, key(at))) {
             return r;
         }
-        let r = self.graph.add_router(AsId(asn));
+        let r = self.graph.add_router_in(AsId(asn), zone(at));
         self.place.push(at);
         self.at.insert((asn, key(at)), r);
         r
@@ -405,23 +414,9 @@ impl Internetwork {
         }
         names.push("cdn".to_string());
         numbers.push(crate::bgp::CDN_ASN);
-        let only_to = t
-            .pops
-            .iter()
-            .map(|p| {
-                p.bgp
-                    .announce_to
-                    .iter()
-                    .flat_map(|u| match *u {
-                        Upstream::As(a) => vec![AsId(a)],
-                        Upstream::Ixp(x) => t.internet.ixps[x].members.iter().map(|&m| AsId(m)).collect(),
-                    })
-                    .collect()
-            })
-            .collect();
         let Builder { graph, place, .. } = b;
         let (inside_ns, local) = inside_delays(t, &graph, &place);
-        Internetwork { graph, place, names, numbers, pop_router, only_to, group_router, inside_ns, local }
+        Internetwork { graph, place, names, numbers, pop_router, group_router, inside_ns, local }
     }
 
     /// Where every client group goes for VIP `vip` when the POPs `up` accepts announce it.
@@ -450,7 +445,7 @@ impl Internetwork {
     /// Every router's route to VIP `vip` when the POPs `up` accepts announce it.
     fn converge(&self, t: &Topology, vip: usize, up: &dyn Fn(usize) -> bool) -> Result<Rib, NotConverged> {
         let announcements: Vec<Announcement> =
-            t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p)).collect();
+            t.vips[vip].pops.iter().filter(|&&p| up(p)).map(|&p| self.announcement(t, p, t.levers(vip, p))).collect();
         Rib::converge(&self.graph, &announcements, &|a, b| self.distance(a, b))
     }
 
@@ -487,18 +482,29 @@ impl Internetwork {
         Some((pop, ases, way))
     }
 
-    /// Every router's route when POP `p` alone announces (to every VIP's prefix alike).
+    /// Every router's route when POP `p` alone announces with its own levers.
     fn alone(&self, t: &Topology, p: usize) -> Result<Rib, NotConverged> {
-        let a = self.announcement(t, p);
+        let a = self.announcement(t, p, &t.pops[p].bgp.levers);
         Rib::converge(&self.graph, std::slice::from_ref(&a), &|x, y| self.distance(x, y))
     }
 
-    fn announcement(&self, t: &Topology, p: usize) -> Announcement {
+    /// POP `p`'s announcement with `levers`; `announce_to` names upstreams, an IXP
+    /// standing for its members.
+    fn announcement(&self, t: &Topology, p: usize, levers: &Levers) -> Announcement {
+        let only_to = levers
+            .announce_to
+            .iter()
+            .flat_map(|u| match *u {
+                Upstream::As(a) => vec![AsId(a)],
+                Upstream::Ixp(x) => t.internet.ixps[x].members.iter().map(|&m| AsId(m)).collect(),
+            })
+            .collect();
         Announcement {
             at: self.pop_router[p],
-            prepend: t.pops[p].bgp.prepend,
-            only_to: self.only_to[p].clone(),
-            no_export: t.pops[p].bgp.no_export,
+            prepend: levers.prepend,
+            only_to,
+            no_export: levers.no_export,
+            scope: levers.region.map(area_zone),
         }
     }
 

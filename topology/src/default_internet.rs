@@ -261,7 +261,7 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
             // transit whose best route is no-export passes nothing on, and its customers
             // would be left without one): it peers at its city's exchange, or without
             // one with the access networks within reach, as a host network would.
-            pop.bgp.no_export = true;
+            pop.bgp.levers.no_export = true;
             let exchange = exchange.unwrap_or_else(|| {
                 ixps.push(host_exchange(pop, &t.clients, shape.reach_km, transits.len()));
                 Upstream::Ixp(ixps.len() - 1)
@@ -397,7 +397,7 @@ traffic:
         for seed in 1..=20 {
             let t = world(seed);
             let tahiti = &t.pops[3];
-            assert!(tahiti.bgp.no_export, "seed {seed}: {:?}", tahiti.bgp);
+            assert!(tahiti.bgp.levers.no_export, "seed {seed}: {:?}", tahiti.bgp);
             let c = catchments::of(&t, 0, &|_| true).expect("settles");
             for g in 0..3 {
                 assert_ne!(c.groups[g].pop, Some(3), "seed {seed}: {} enters Tahiti", t.clients[g].name);
@@ -411,7 +411,7 @@ traffic:
         let mut t = crate::parse_str("w", WORLD).expect("parses");
         apply(&mut t, &shape);
         let (frankfurt, tahiti) = (&t.pops[0].bgp, &t.pops[3].bgp);
-        assert!(frankfurt.no_export && tahiti.no_export);
+        assert!(frankfurt.levers.no_export && tahiti.levers.no_export);
         assert_eq!(frankfurt.upstreams.len(), 1);
         let Upstream::Ixp(x) = frankfurt.upstreams[0] else { panic!("{frankfurt:?}") };
         assert_eq!(t.internet.ixps[x].name, "de-cix");

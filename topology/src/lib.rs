@@ -97,6 +97,9 @@ pub struct Vip {
     /// Certificate chains of its own (`certificates:`), paths as the file gives them,
     /// relative to its directory (made absolute by [`load`]); none: the lab's CA issues one.
     pub certificates: Vec<OwnCertificate>,
+    /// Per POP index, this VIP's levers there when its `announce:` names the POP (the
+    /// POP's own levers, with the fields the entry gives replaced).
+    pub announce: std::collections::BTreeMap<usize, Levers>,
 }
 
 /// A chain of one's own and its key (PEM files).
@@ -227,6 +230,15 @@ pub struct PopSite {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PopBgp {
     pub upstreams: Vec<Upstream>,
+    /// How it announces every VIP it publishes, unless the VIP's `announce:` says
+    /// otherwise for this POP ([`Topology::levers`]).
+    pub levers: Levers,
+}
+
+/// The operator's levers on one announcement: what a POP's own fields set for every VIP,
+/// and a VIP's `announce:` entry for one POP overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Levers {
     /// Extra copies of the CDN's AS number on the path (AS-path prepending).
     pub prepend: u8,
     /// Announce only to these upstreams (selective announcement); empty: to all.
@@ -234,6 +246,9 @@ pub struct PopBgp {
     /// RFC 1997 no-export: the upstream keeps the route to itself and its customers' view
     /// of it stops there.
     pub no_export: bool,
+    /// A region-only community (`region:AREA`, regional anycast): networks pass the route
+    /// on only to routers in that area.
+    pub region: Option<anyedge_ccn::delay::Area>,
 }
 
 /// A POP's BGP neighbour: a network it buys transit from (or peers with), or an IXP
@@ -749,6 +764,12 @@ impl Topology {
             (None, Some(at)) => bgp::selection_order(self, at, publish),
             (None, None) => Vec::new(),
         }
+    }
+
+    /// How POP `p` announces VIP `vip`: the VIP's `announce:` entry for it, else the
+    /// POP's own levers.
+    pub fn levers(&self, vip: usize, p: usize) -> &Levers {
+        self.vips[vip].announce.get(&p).unwrap_or(&self.pops[p].bgp.levers)
     }
 
     /// Where an internet path's far end is.

@@ -18,7 +18,8 @@
 //! A router exports its best route over its sessions **valley-free**: a route from its
 //! own AS or a customer to every neighbour, a route from a peer or a provider only to
 //! customers; never a route whose AS path holds the neighbour (loop prevention), never a
-//! route marked no-export (RFC 1997: the AS that received it keeps it); an origin's
+//! route marked no-export (RFC 1997: the AS that received it keeps it), never a route
+//! scoped to a zone (a region-only community) to a router outside that zone; an origin's
 //! announcement only from the router that makes it (a POP that withdrew does not pass on
 //! another POP's) and only to the neighbours it names when it names some (selective
 //! announcement).
@@ -35,6 +36,11 @@ pub struct AsId(pub usize);
 /// A router: an AS's presence at one place (its index in the graph).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouterId(pub usize);
+
+/// A part of the world a router is in, for region-only communities (the caller's
+/// numbering: the simulator's areas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Zone(pub u8);
 
 /// An eBGP session between two routers of different ASes at one place (its index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,6 +103,8 @@ pub struct Graph {
     router_as: Vec<AsId>,
     /// [AS]: its routers.
     as_routers: Vec<Vec<RouterId>>,
+    /// [router]: its zone.
+    router_zone: Vec<Zone>,
     sessions: Vec<Session>,
     /// [router]: its sessions (each once, in session order).
     router_sessions: Vec<Vec<SessionId>>,
@@ -117,10 +125,16 @@ impl Graph {
         Graph { as_routers: vec![Vec::new(); ases], ..Graph::default() }
     }
 
-    /// A router of AS `asn` (its presence at one more place).
+    /// A router of AS `asn` (its presence at one more place), in zone 0.
     pub fn add_router(&mut self, asn: AsId) -> RouterId {
+        self.add_router_in(asn, Zone::default())
+    }
+
+    /// A router of AS `asn` in zone `zone`.
+    pub fn add_router_in(&mut self, asn: AsId, zone: Zone) -> RouterId {
         let id = RouterId(self.router_as.len());
         self.router_as.push(asn);
+        self.router_zone.push(zone);
         self.as_routers[asn.0].push(id);
         self.router_sessions.push(Vec::new());
         id
@@ -186,12 +200,14 @@ pub struct Announcement {
     pub only_to: Vec<AsId>,
     /// Marked no-export: the neighbours that receive it keep it to themselves.
     pub no_export: bool,
+    /// Scoped to a zone (a region-only community): passed only to routers in it.
+    pub scope: Option<Zone>,
 }
 
 impl Announcement {
     /// A plain announcement from router `at`: no prepends, to every neighbour.
     pub fn from(at: RouterId) -> Announcement {
-        Announcement { at, prepend: 0, only_to: Vec::new(), no_export: false }
+        Announcement { at, prepend: 0, only_to: Vec::new(), no_export: false, scope: None }
     }
 }
 
@@ -208,6 +224,7 @@ pub struct Route {
     /// The session it came over (`None`: an own origin).
     pub via: Option<SessionId>,
     pub no_export: bool,
+    pub scope: Option<Zone>,
 }
 
 /// The most rounds [`Rib::converge`] runs: valley-free routing settles within a few
@@ -265,7 +282,8 @@ impl Rib {
         let mut offered: Vec<Vec<Route>> = vec![Vec::new(); graph.ases()];
         for a in announcements {
             let path = vec![graph.as_of(a.at); usize::from(a.prepend)];
-            let own = Route { path, learned: Learned::Origin, exit: a.at, via: None, no_export: a.no_export };
+            let own =
+                Route { path, learned: Learned::Origin, exit: a.at, via: None, no_export: a.no_export, scope: a.scope };
             offered[graph.as_of(a.at).0].push(own);
         }
         for (s, session) in graph.sessions.iter().enumerate() {
@@ -310,6 +328,7 @@ impl Rib {
         let valley_free = matches!(route.learned, Learned::Origin | Learned::Customer) || to_is == Relation::Customer;
         let looped = route.path.contains(&them);
         let kept = route.no_export && route.learned != Learned::Origin;
+        let out_of_scope = route.scope.is_some_and(|z| graph.router_zone[to.0] != z);
         // An origin is announced by its own router only: a POP that withdrew does not
         // carry another POP's prefix over its AS (anycast POPs have no transit backbone).
         let foreign_origin = route.learned == Learned::Origin && route.exit != from;
@@ -318,14 +337,15 @@ impl Rib {
                 .iter()
                 .find(|a| a.at == route.exit)
                 .is_none_or(|a| a.only_to.is_empty() || a.only_to.contains(&them));
-        if !valley_free || looped || kept || foreign_origin || !selected {
+        if !valley_free || looped || kept || out_of_scope || foreign_origin || !selected {
             return None;
         }
         let (_, from_is) = graph.far_end(s, to);
         let mut path = Vec::with_capacity(route.path.len() + 1);
         path.push(me);
         path.extend_from_slice(&route.path);
-        Some(Route { path, learned: from_is.into(), exit: to, via: Some(s), no_export: route.no_export })
+        let (no_export, scope) = (route.no_export, route.scope);
+        Some(Route { path, learned: from_is.into(), exit: to, via: Some(s), no_export, scope })
     }
 
     /// Router `r`'s best route, if it has one.
@@ -481,6 +501,32 @@ mod tests {
         let rib = Rib::converge(&g, &[a], &flat).unwrap();
         assert!(rib.best(RouterId(1)).is_some());
         assert_eq!(rib.best(RouterId(2)), None);
+    }
+
+    #[test]
+    fn a_region_only_route_stops_at_the_regions_edge() {
+        // A transit (AS 1) with a router in zone 1 (where the POP is) and one in zone 2;
+        // a customer network in each zone. Scoped to zone 1, the route reaches the
+        // customer there and the transit's own far router (iBGP), never the far customer.
+        let mut g = Graph::new(4);
+        let pop = g.add_router_in(AsId(0), Zone(1));
+        let near = g.add_router_in(AsId(1), Zone(1));
+        let far = g.add_router_in(AsId(1), Zone(2));
+        let near_customer = g.add_router_in(AsId(2), Zone(1));
+        let far_customer = g.add_router_in(AsId(3), Zone(2));
+        g.add_session(near, pop, Customer).unwrap();
+        g.add_session(near, near_customer, Customer).unwrap();
+        g.add_session(far, far_customer, Customer).unwrap();
+        let mut a = Announcement::from(pop);
+        a.scope = Some(Zone(1));
+        let rib = Rib::converge(&g, std::slice::from_ref(&a), &flat).unwrap();
+        assert!(rib.best(near_customer).is_some());
+        assert!(rib.best(far).is_some(), "the transit's own routers hear it over iBGP");
+        assert_eq!(rib.best(far_customer), None);
+        // Unscoped, the far customer hears it too.
+        a.scope = None;
+        let rib = Rib::converge(&g, &[a], &flat).unwrap();
+        assert_eq!(rib.forward(&g, far_customer).map(|(_, o)| o), Some(pop));
     }
 
     #[test]

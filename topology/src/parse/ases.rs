@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use super::*;
 use crate::generate::{City, cities};
+use anyedge_ccn::delay::Area;
 
 static CITIES: LazyLock<Vec<City>> = LazyLock::new(cities);
 
@@ -246,14 +247,15 @@ impl Parser {
 
     /// Each POP's BGP, read once the AS-level internet is known; then whether every
     /// network is joined to a POP.
-    pub(super) fn pops_bgp(&mut self, top: &Obj<'_>, pops: usize, internet: &Internet) -> Vec<PopBgp> {
+    pub(super) fn pops_bgp(&mut self, top: &Obj<'_>, places: &[Location], internet: &Internet) -> Vec<PopBgp> {
+        let pops = places.len();
         let mut out = vec![PopBgp::default(); pops];
         let Some(seq) = top.get("pops").and_then(|n| n.as_sequence()) else { return out };
         let objs = seq.iter().enumerate().filter_map(|(i, n)| {
             n.as_mapping().map(|map| Obj { map, path: format!("pops[{i}]"), schema: schema::object("pop") })
         });
         for (p, obj) in objs.enumerate().take(pops) {
-            out[p] = self.pop_bgp(&obj, internet);
+            out[p] = self.pop_bgp(&obj, places[p], internet);
         }
         if internet.has_ases() {
             self.check_connected(top, &out, internet);
@@ -274,7 +276,7 @@ impl Parser {
         }
     }
 
-    fn pop_bgp(&mut self, o: &Obj<'_>, internet: &Internet) -> PopBgp {
+    fn pop_bgp(&mut self, o: &Obj<'_>, at: Location, internet: &Internet) -> PopBgp {
         if !internet.has_ases() {
             for key in ["upstreams", "prepend", "announce_to", "communities"] {
                 if let Some(n) = o.get(key) {
@@ -287,36 +289,102 @@ impl Parser {
             Some(n) => self.upstreams(n, &o.field("upstreams"), internet),
             None => Vec::new(),
         };
-        let announce_to = match o.get("announce_to") {
-            Some(n) => self.upstreams(n, &o.field("announce_to"), internet),
-            None => Vec::new(),
-        };
+        let levers = self.levers(o, &Levers::default(), (&upstreams, at), internet);
+        PopBgp { upstreams, levers }
+    }
+
+    /// The levers a mapping's `prepend`, `announce_to` and `communities` give, each field
+    /// it leaves out taken from `base`, for the POP with these upstreams at this place.
+    fn levers(
+        &mut self,
+        o: &Obj<'_>,
+        base: &Levers,
+        (upstreams, at): (&[Upstream], Location),
+        internet: &Internet,
+    ) -> Levers {
+        let mut out = base.clone();
         if let Some(n) = o.get("announce_to") {
-            for (i, u) in announce_to.iter().enumerate().filter(|(_, u)| !upstreams.contains(u)) {
+            out.announce_to = self.upstreams(n, &o.field("announce_to"), internet);
+            for (i, u) in out.announce_to.iter().enumerate().filter(|(_, u)| !upstreams.contains(u)) {
                 let f = format!("{}[{i}]", o.field("announce_to"));
                 let span = n.as_sequence().and_then(|s| s.get(i)).map_or(n.span(), |item| item.span());
                 self.err(span, &f, format!("`{}` is not one of the POP's `upstreams`", upstream_name(*u, internet)));
             }
         }
-        let prepend = self.int_field(o, "prepend").and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
-        let no_export = o
-            .get("communities")
-            .and_then(|n| n.as_sequence())
-            .is_some_and(|s| s.iter().any(|c| c.as_scalar().is_some_and(|c| c.as_str() == "no-export")));
-        if let Some(n) = o.get("communities") {
-            self.communities(n, &o.field("communities"));
+        if o.get("prepend").is_some() {
+            out.prepend = self.int_field(o, "prepend").and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
         }
-        PopBgp { upstreams, prepend, announce_to, no_export }
+        if let Some(n) = o.get("communities") {
+            (out.no_export, out.region) = self.communities(n, &o.field("communities")).unwrap_or_default();
+            if let Some(want) = out.region.filter(|&a| a != Area::of(at)) {
+                let reason = format!(
+                    "`region:{}` on a POP in {}: its upstreams meet it there, outside the scope, so none would pass the route on",
+                    want.name(),
+                    Area::of(at).name()
+                );
+                self.err(n.span(), &o.field("communities"), reason);
+            }
+        }
+        out
     }
 
-    fn communities(&mut self, node: &Node, field: &str) {
-        let Some(seq) = self.seq(node, field) else { return };
+    /// A `communities` list: whether it holds no-export, and its region-only scope.
+    fn communities(&mut self, node: &Node, field: &str) -> Option<(bool, Option<Area>)> {
+        let seq = self.seq(node, field)?;
+        let (mut no_export, mut region) = (false, None);
         for (i, n) in seq.iter().enumerate() {
             let f = format!("{field}[{i}]");
-            if let Some(c) = self.str(n, &f)
-                && c != "no-export"
-            {
-                self.err(n.span(), &f, format!("unknown community `{c}` (expected: no-export)"));
+            let Some(c) = self.str(n, &f) else { continue };
+            let area = c.strip_prefix("region:").map(|a| (a, Area::parse(a)));
+            match area {
+                _ if c == "no-export" => no_export = true,
+                Some((_, Some(a))) if region.is_none_or(|r| r == a) => region = Some(a),
+                Some((_, Some(_))) => {
+                    self.err(n.span(), &f, "a second region: an announcement has one region-only scope")
+                }
+                Some((a, None)) => {
+                    let known: Vec<&str> = Area::ALL.iter().map(|a| a.name()).collect();
+                    self.err(n.span(), &f, format!("unknown area `{a}` (areas: {})", known.join(", ")));
+                }
+                None => self.err(
+                    n.span(),
+                    &f,
+                    format!("unknown community `{c}` (expected: no-export, or region:AREA such as region:europe)"),
+                ),
+            }
+        }
+        Some((no_export, region))
+    }
+
+    /// Each VIP's `announce:` entries: its levers at the POPs it names, over theirs.
+    pub(super) fn vips_announce(&mut self, top: &Obj<'_>, vips: &mut [Vip], pops: &[PopSite], internet: &Internet) {
+        let Some(seq) = top.get("vips").and_then(|n| n.as_sequence()) else { return };
+        for (v, node) in seq.iter().enumerate().take(vips.len()) {
+            let Some(entries) = node.as_mapping().and_then(|m| m.get_node("announce")) else { continue };
+            let field = format!("vips[{v}].announce");
+            if !internet.has_ases() {
+                self.err(entries.span(), &field, "needs `internet.ases`: the networks a POP announces to");
+                continue;
+            }
+            let Some(map) = entries.as_mapping() else {
+                self.err(entries.span(), &field, "expected a mapping of POP names to levers");
+                continue;
+            };
+            for (name, entry) in map.iter() {
+                let f = format!("{field}.{}", name.as_str());
+                let Some(p) = pops.iter().position(|p| p.name == name.as_str()) else {
+                    self.err(name.span(), &f, format!("unknown POP `{}`", name.as_str()));
+                    continue;
+                };
+                if !vips[v].pops.contains(&p) {
+                    let reason = format!("`{}` does not publish this VIP (its `pops`)", name.as_str());
+                    self.err(name.span(), &f, reason);
+                    continue;
+                }
+                let Some(o) = self.obj(entry, &f, "announce") else { continue };
+                let pop = (&pops[p].bgp.upstreams[..], pops[p].location);
+                let levers = self.levers(&o, &pops[p].bgp.levers, pop, internet);
+                vips[v].announce.insert(p, levers);
             }
         }
     }

@@ -473,11 +473,14 @@ impl Parser {
         let faults = self.faults(&top, &names, &client_names, duration_ns.unwrap_or(u64::MAX));
         let security_groups = self.security_groups(&top, &names);
         let tls = self.tls(&top);
+        let mut vips = vips;
         if let Some(internet) = &internet {
-            let bgp = self.pops_bgp(&top, pops.len(), internet);
+            let places: Vec<Location> = pops.iter().map(|p| p.location).collect();
+            let bgp = self.pops_bgp(&top, &places, internet);
             for (pop, bgp) in pops.iter_mut().zip(bgp) {
                 pop.bgp = bgp;
             }
+            self.vips_announce(&top, &mut vips, &pops, internet);
         }
         Some(Topology {
             name: name?,

@@ -62,7 +62,17 @@ impl Parser {
                 seen.push((name.clone(), o.map.span(), o.field("name")));
                 let ipv4 = ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED);
                 let (hosts, certificates) = (self.hosts(o), self.certificates(o));
-                vips.push(Vip { name, ipv4, ipv6, home: home.unwrap_or(0), pops, listeners, hosts, certificates });
+                vips.push(Vip {
+                    name,
+                    ipv4,
+                    ipv6,
+                    home: home.unwrap_or(0),
+                    pops,
+                    listeners,
+                    hosts,
+                    certificates,
+                    announce: Default::default(),
+                });
             }
         }
         self.unique(&seen);

@@ -230,6 +230,57 @@ const NODE_PLACE_REF: &str = r"^(pop|region|client)/[A-Za-z0-9_-]+$";
 pub const PREPEND_MAX: i64 = 10;
 const TARGET: &str = r"^(pop/[A-Za-z0-9_-]+|region/[A-Za-z0-9_-]+|clb/[A-Za-z0-9_-]+/[0-9]+|backend/([0-9.]+|\[[0-9A-Fa-f:.]+\]):[0-9]+|control/[0-9]+)$";
 
+/// The communities a POP may put on its announcements: no-export, and a region-only
+/// scope per area (`region:AREA`, [`Area::ALL`] by name; a test keeps the two equal).
+pub const COMMUNITIES: [&str; 12] = [
+    "no-export",
+    "region:north-america",
+    "region:south-america",
+    "region:europe",
+    "region:africa",
+    "region:middle-east",
+    "region:south-asia",
+    "region:east-asia",
+    "region:southeast-asia",
+    "region:oceania",
+    "region:china",
+    "region:other",
+];
+
+/// The operator's levers on an announcement: a POP's own (for every VIP it publishes),
+/// or a VIP's at one POP (`per_vip`), whose absent fields stay the POP's.
+fn lever_fields(per_vip: bool) -> Vec<Field> {
+    let (who, defaults) = if per_vip {
+        ("the POP for this VIP", ["Default: the POP's."; 3])
+    } else {
+        ("this POP", ["Default 0.", "Default: to all of them.", "Default: none."])
+    };
+    let prepend = opt(
+        "prepend",
+        Ty::Int { min: 0, max: PREPEND_MAX },
+        format!(
+            "AS-path prepending: extra copies of the CDN's AS number on the routes {who} announces, 0–{PREPEND_MAX} (a longer path draws fewer clients). {}",
+            defaults[0]
+        ),
+    );
+    vec![
+        if per_vip { prepend } else { prepend.default(json!(0)) },
+        opt(
+            "announce_to",
+            Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1),
+            format!("Selective announcement: announce only to these of the POP's `upstreams`. {}", defaults[1]),
+        ),
+        opt(
+            "communities",
+            Ty::List(Box::new(Ty::Enum(COMMUNITIES.to_vec())), 1),
+            format!(
+                "BGP communities on the announcements. no-export (RFC 1997): an upstream keeps the route and passes it to no other AS, so the POP serves that network's own clients only. region:AREA (regional anycast, as transits offer it): networks pass the route on only to their routers in that area, which must be the POP's own (areas as `internet.delay.areas` names them). {}",
+                defaults[2]
+            ),
+        ),
+    ]
+}
+
 fn pop_region_pair() -> Ty {
     let end = Ty::AnyOf(vec![Ty::Pattern(POP_REF), Ty::Pattern(REGION_REF)]);
     Ty::Tuple(vec![end.clone(), end])
@@ -312,10 +363,15 @@ fn build() -> Vec<Object> {
                 req("name", Ty::Name, "The POP's name; its node is `pop/NAME`."),
                 req("location", Ty::Location, location_doc("the POP")),
                 opt("upstreams", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "With `internet.ases`: the networks the POP buys transit from (an AS's name) and the IXPs it peers at (`ixp/NAME`), where it announces its VIPs. Without any, no client reaches the POP (`validate` warns)."),
-                opt("prepend", Ty::Int { min: 0, max: PREPEND_MAX }, format!("AS-path prepending: extra copies of the CDN's AS number on the routes this POP announces, 0–{PREPEND_MAX} (a longer path draws fewer clients). Default 0.")).default(json!(0)),
-                opt("announce_to", Ty::List(Box::new(Ty::AnyOf(vec![Ty::Name, Ty::Pattern(IXP_REF)])), 1), "Selective announcement: announce only to these of `upstreams`. Default: to all of them."),
-                opt("communities", Ty::List(Box::new(Ty::Enum(vec!["no-export"])), 1), "BGP communities on the POP's announcements. no-export (RFC 1997): an upstream keeps the route and passes it to no other AS, so the POP serves that network's own clients only."),
-            ],
+            ]
+            .into_iter()
+            .chain(lever_fields(false))
+            .collect(),
+        ),
+        Object::new(
+            "announce",
+            "A VIP's levers at one of its POPs (`vips[].announce.POP`): each field given replaces the POP's own for this VIP only; the others stay the POP's.",
+            lever_fields(true),
         ),
         Object::new(
             "idc",
@@ -394,6 +450,7 @@ fn build() -> Vec<Object> {
                 req("pops", Ty::AnyOf(vec![Ty::Enum(vec!["all"]), name_list()]), "Where it is published: `all`, or a list of POP names."),
                 req("listeners", Ty::List(Box::new(Ty::Obj("listener")), 1), "Protocols and ports it serves, each with its scheduler and backend group."),
                 opt("hosts", Ty::List(Box::new(Ty::Pattern(HOST_NAME)), 1), "The DNS names clients reach it by (shop.example.com): what its `certificates` must name."),
+                opt("announce", Ty::MapOf(Box::new(Ty::Obj("announce"))), "With `internet.ases`: per POP name (one of `pops`), how that POP announces this VIP, over its own `prepend`, `announce_to` and `communities` (selective announcement and prepending per VIP)."),
                 opt("certificates", Ty::List(Box::new(Ty::Obj("certificate")), 1), "Certificate chains of your own (any CA's: an ACME one, your company's) that its HTTPS, TCP SSL and QUIC listeners present instead of the one the lab's CA issues; the one that names the host a client asks for (SNI), else the first. Checked when a lab or deployment is rendered and when a node loads them."),
             ],
         ),
@@ -797,6 +854,13 @@ mod agreement;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_area_has_its_region_only_community() {
+        let regions: Vec<String> = Area::ALL.iter().map(|a| format!("region:{}", a.name())).collect();
+        assert_eq!(COMMUNITIES[0], "no-export");
+        assert_eq!(COMMUNITIES[1..].iter().map(|c| c.to_string()).collect::<Vec<_>>(), regions);
+    }
 
     fn refs(ty: &Ty, out: &mut Vec<&'static str>) {
         match ty {
