@@ -203,16 +203,23 @@ fn catchments_text(c: &serde_json::Value, json: bool) -> String {
     if json {
         return format!("{c}\n");
     }
-    let mut out = format!("{:<24}{:<24}{}\n", "client", "transit", "POP per VIP (BGP's selection)");
+    // Over an AS-level internet a group hangs off its access router, and each VIP's
+    // entry has the AS path its router selected.
+    let upstream = |g: &serde_json::Value| g["transit"].as_str().or(g["router"].as_str()).unwrap_or("?").to_string();
+    let mut out = format!("{:<24}{:<28}{}\n", "client", "upstream", "POP per VIP (BGP's selection)");
     for g in c["clients"].as_array().into_iter().flatten() {
         let vips: Vec<String> = g["vips"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|v| format!("{} → {}", v["vip"].as_str().unwrap_or("?"), v["pop"].as_str().unwrap_or("no route")))
+            .map(|v| {
+                let path: Vec<String> = v["as_path"].as_array().into_iter().flatten().map(|a| a.to_string()).collect();
+                let path = if path.is_empty() { String::new() } else { format!(" (AS path {})", path.join(" ")) };
+                format!("{} → {}{path}", v["vip"].as_str().unwrap_or("?"), v["pop"].as_str().unwrap_or("no route"))
+            })
             .collect();
         let name = format!("client/{}", g["name"].as_str().unwrap_or("?"));
-        out += &format!("{name:<24}{:<24}{}\n", g["transit"].as_str().unwrap_or("?"), vips.join(", "));
+        out += &format!("{name:<24}{:<28}{}\n", upstream(g), vips.join(", "));
     }
     out
 }

@@ -1677,6 +1677,54 @@ fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_
     assert!(r["received"].as_u64().unwrap() > 0, "london answered after paris died: {r}");
 }
 
+/// Each group's (POP, AS path) for the first VIP: as the lab's speakers route it (`lab
+/// catchments`) …
+fn lab_ways(lab: &Lab) -> Vec<(String, Value)> {
+    let out = lab.anyedge(&["lab", "catchments", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clients = v["clients"].as_array().unwrap().iter();
+    clients.map(|c| (c["pop"].as_str().unwrap_or("none").to_string(), c["as_path"].clone())).collect()
+}
+
+/// … and as the simulator's BGP core does (`anyedge catchments --json`), `down` withdrawn.
+fn sim_ways(file: &std::path::Path, down: &[&str]) -> Vec<(String, Value)> {
+    let downs: Vec<String> = down.iter().flat_map(|d| ["--down".to_string(), d.to_string()]).collect();
+    let out = Command::new(exe()).arg("catchments").arg(file).arg("--json").args(&downs).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["vips"][0]["groups"].as_array().unwrap().iter();
+    groups.map(|g| (g["pop"].as_str().unwrap_or("none").to_string(), g["as_path"].clone())).collect()
+}
+
+#[test]
+fn the_labs_bird_speakers_route_every_group_over_the_as_level_internet_as_the_simulator_does() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    // Four transit networks, three IXPs, a prepend (Paris), a no-export community
+    // (Frankfurt) and a selective announcement (Madrid): 42 routers, each a BIRD speaker.
+    let lab = Lab::up_topology("asnet", include_str!("../topologies/internet.yaml"), |text| text, &[]);
+    let before = sim_ways(&lab.file, &[]);
+    assert_eq!(lab_ways(&lab), before, "every group's POP and AS path with every POP up");
+    assert!(before.iter().any(|(_, path)| path.as_array().unwrap().len() >= 5), "a prepended path: {before:?}");
+    // Frankfurt withdraws (its node dies): its groups go where the simulator says.
+    assert!(lab.anyedge(&["lab", "kill", "pop/frankfurt"]).status.success());
+    let after = sim_ways(&lab.file, &["frankfurt"]);
+    assert_ne!(after, before, "the withdrawal moves someone");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut got = lab_ways(&lab);
+    while got != after && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        got = lab_ways(&lab);
+    }
+    assert_eq!(got, after, "every group's POP and AS path with frankfurt withdrawn");
+    // Packets follow the speakers' routes: Berlin, whose POP died, is answered.
+    let r = lab.probe("berlin", "198.18.0.20:7000", "udp", 2);
+    assert!(r["received"].as_u64().unwrap() > 0, "berlin answered through its new POP: {r}");
+}
+
 /// The selected route's POP for the VIP at `transit`, or none (no route).
 fn best_pop(lab: &Lab, transit: &str) -> Option<String> {
     let out = lab.anyedge(&["lab", "bgp", transit, "--json"]);
@@ -2073,19 +2121,25 @@ fn lab_reload_applies_an_edited_route_table_to_running_nodes_and_keeps_every_flo
     assert!(r["loss_pct"].as_f64().unwrap() < 5.0, "pop/paris still forwards: {r}");
 }
 
-/// Until the lab's BIRD speakers run an AS-level internet, a file with one is refused
-/// before anything is made: a lab routing by another rule than the simulator's would
-/// answer a different question.
+/// Over an AS-level internet the lab's speakers run IPv4 only: a VIP with an IPv6
+/// address is refused before anything is made, naming the VIP.
 #[test]
-fn a_file_with_an_as_level_internet_is_refused_by_lab_up_before_anything_is_made() {
+fn an_ipv6_vip_over_an_as_level_internet_is_refused_by_lab_up_before_anything_is_made() {
     if !may_run() {
         return;
     }
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/internet.yaml");
-    let out = Command::new(exe()).args(["lab", "up", file]).output().unwrap();
+    let dir = std::env::temp_dir().join(format!("t-as6-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("as6.yaml");
+    let text = include_str!("../topologies/internet.yaml")
+        .replacen("name: internet-europe", "name: t-as6", 1)
+        .replacen("    ipv4: 198.18.0.20\n", "    ipv4: 198.18.0.20\n    ipv6: fd00:ae:9::20\n", 1);
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(exe()).args(["lab", "up"]).arg(&file).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("internet.ases") && err.contains("does not run an AS-level internet yet"), "{err}");
+    assert!(err.contains("VIP `edge` has an IPv6 address") && err.contains("IPv4 only"), "{err}");
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&left.stdout).contains("internet-europe"), "no namespace made");
+    assert!(!String::from_utf8_lossy(&left.stdout).contains("t-as6"), "no namespace made");
 }

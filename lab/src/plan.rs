@@ -27,6 +27,11 @@ pub enum Role {
     /// VIPs' routes from its POP and the other transits (`anyedge_topology::bgp`); client
     /// groups attach to the transit of their nearest POP.
     Transit(usize),
+    /// Over the file's AS-level internet (`internet.ases`), a router of its routing graph
+    /// (`anyedge_topology::catchments::Internetwork`; the index of a router of an AS
+    /// other than the CDN's, whose routers are the POPs): a BGP speaker with the AS's
+    /// relationships and policies. These replace the transits.
+    Router(usize),
     /// The CCN backbone between POPs and CLB nodes.
     Backbone,
     /// A region's network between its CLB nodes and backends.
@@ -183,6 +188,68 @@ fn internet_links(
     }
 }
 
+/// Every router of an AS-level internet but the POPs, with its node name:
+/// `router/NETWORK/K`, its network's `K`th router (from 0).
+pub fn router_names(net: &anyedge_topology::catchments::Internetwork) -> Vec<(usize, String)> {
+    let g = net.graph();
+    (0..g.ases())
+        .map(anyedge_topology::routing::AsId)
+        .filter(|&a| a != net.cdn())
+        .flat_map(|a| {
+            g.routers_of(a).iter().enumerate().map(move |(k, r)| (r.0, format!("router/{}/{k}", net.as_name(a))))
+        })
+        .collect()
+}
+
+/// The AS-level internet's links: one per eBGP session (a POP's are its `inet`
+/// link, the first, and `uN`), a full mesh inside each network (`iN`, its iBGP), each
+/// group on its access network's router at its place, and every router on the core
+/// (`core`: the direct path, and replies to clients, which BGP does not carry).
+fn as_internet_links(
+    t: &Topology,
+    pools: &mut LinkPools,
+    core: usize,
+    (clients, pops, at): (&[usize], &[usize], &dyn Fn(usize) -> Option<usize>),
+) {
+    use anyedge_topology::routing::{AsId, SessionId};
+    let net = t.internet.ways.internetwork(t);
+    let g = net.graph();
+    let pop_of = |r: usize| (0..t.pops.len()).find(|&p| net.pop_router(p).0 == r);
+    let mut pop_links = vec![0usize; t.pops.len()];
+    for s in 0..g.sessions() {
+        let session = g.session(SessionId(s));
+        match (pop_of(session.a.0), at(session.a.0), at(session.b.0)) {
+            (Some(p), _, Some(b)) => {
+                let b_if = if pop_links[p] == 0 { "inet".to_string() } else { format!("u{}", pools.links.len()) };
+                pop_links[p] += 1;
+                pools.add(0, b, pops[p], Some(b_if));
+            }
+            (None, Some(a), Some(b)) => {
+                let b_if = format!("s{}", pools.links.len());
+                pools.add(0, a, b, Some(b_if));
+            }
+            _ => {}
+        }
+    }
+    for a in (0..g.ases()).map(AsId).filter(|&a| a != net.cdn()) {
+        let mine: Vec<usize> = g.routers_of(a).iter().filter_map(|r| at(r.0)).collect();
+        for (i, &x) in mine.iter().enumerate() {
+            for &y in &mine[i + 1..] {
+                let b_if = format!("i{}", pools.links.len());
+                pools.add(0, x, y, Some(b_if));
+            }
+        }
+    }
+    for (gr, &c) in clients.iter().enumerate() {
+        if let Some(r) = at(net.group_router(gr).0) {
+            pools.add(0, r, c, None);
+        }
+    }
+    for r in (0..g.routers()).filter_map(at) {
+        pools.add(0, core, r, Some("core".into()));
+    }
+}
+
 /// Backend hosts of a topology: (region, IPv4 address), in file order (the numbering
 /// their backbone ids follow).
 pub fn backend_hosts(t: &Topology) -> Vec<(usize, Ipv4Addr)> {
@@ -210,8 +277,20 @@ impl Plan {
         let clients: Vec<usize> =
             (0..t.clients.len()).map(|g| ns(Role::Client(g), format!("client-{}", t.clients[g].name))).collect();
         let pops: Vec<usize> = (0..t.pops.len()).map(|p| ns(Role::Pop(p), format!("pop-{}", t.pops[p].name))).collect();
-        let transits: Vec<usize> =
-            (0..t.pops.len()).map(|p| ns(Role::Transit(p), format!("as-{}", t.pops[p].name))).collect();
+        let as_level = t.internet.has_ases();
+        let transits: Vec<usize> = (0..t.pops.len())
+            .filter(|_| !as_level)
+            .map(|p| ns(Role::Transit(p), format!("as-{}", t.pops[p].name)))
+            .collect();
+        let routers: Vec<(usize, String, usize)> = if as_level {
+            let net = t.internet.ways.internetwork(t);
+            router_names(net)
+                .into_iter()
+                .map(|(r, name)| (r, name.clone(), ns(Role::Router(r), name.replace('/', "-"))))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let clb_nodes: Vec<(usize, usize)> =
             (0..t.regions.len()).flat_map(|r| (0..usize::from(t.regions[r].clb_nodes)).map(move |i| (r, i))).collect();
         let clbs: Vec<((usize, usize), usize)> = clb_nodes
@@ -239,7 +318,12 @@ impl Plan {
         }
 
         let mut pools = LinkPools::default();
-        internet_links(t, &mut pools, internet, (&clients, &pops, &transits));
+        if as_level {
+            let at = |r: usize| routers.iter().find(|x| x.0 == r).map(|x| x.2);
+            as_internet_links(t, &mut pools, internet, (&clients, &pops, &at));
+        } else {
+            internet_links(t, &mut pools, internet, (&clients, &pops, &transits));
+        }
         // The direct path: the internet reaches each region (the baseline without anycast).
         for &rg in &region_nets {
             pools.add(0, internet, rg, None);
@@ -269,6 +353,7 @@ impl Plan {
             .iter()
             .enumerate()
             .map(|(p, &n)| named(format!("transit/{}", t.pops[p].name), n))
+            .chain(routers.iter().map(|(_, name, n)| named(name.clone(), *n)))
             .chain(clients.iter().enumerate().map(|(g, &n)| named(format!("client/{}", t.clients[g].name), n)))
             .chain(pops.iter().enumerate().map(|(p, &n)| named(format!("pop/{}", t.pops[p].name), n)))
             .chain(clbs.iter().map(|&((r, i), n)| named(anyedge_topology::clb_name(&t.regions[r].name, i), n)))

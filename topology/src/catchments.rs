@@ -246,6 +246,8 @@ struct Builder<'t> {
     place: Vec<Location>,
     /// (AS, place) → router, for finding a router at a place.
     at: std::collections::BTreeMap<(usize, [u64; 2]), RouterId>,
+    /// The pairs of routers a session joins already.
+    met: std::collections::BTreeSet<(RouterId, RouterId)>,
 }
 
 /// A place's zone for region-only communities: its area of the delay model.
@@ -278,7 +280,13 @@ impl Builder<'_> {
         self.graph.routers_of(AsId(asn)).iter().min_by(|a, b| km(a).total_cmp(&km(b))).copied()
     }
 
+    /// One session between two routers, however many rules join them (two peers at an
+    /// IXP where both have a router already meet there once): a second would carry the
+    /// same routes.
     fn session(&mut self, a: RouterId, b: RouterId, b_is: Relation) {
+        if !self.met.insert((a.min(b), a.max(b))) {
+            return;
+        }
         // Two routers of one AS never meet over eBGP; the builder only joins different ASes.
         let _ = self.graph.add_session(a, b, b_is);
     }
@@ -330,7 +338,13 @@ impl Internetwork {
         let implicit: Vec<usize> =
             (0..t.clients.len()).filter(|&g| !nets.iter().any(|n| n.clients.contains(&g))).collect();
         let cdn = nets.len() + implicit.len();
-        let mut b = Builder { t, graph: Graph::new(cdn + 1), place: Vec::new(), at: Default::default() };
+        let mut b = Builder {
+            t,
+            graph: Graph::new(cdn + 1),
+            place: Vec::new(),
+            at: Default::default(),
+            met: Default::default(),
+        };
         // Routers: places, client groups, IXPs, POP upstreams; the CDN at each POP.
         for (a, net) in nets.iter().enumerate() {
             for p in &net.at {
@@ -510,6 +524,61 @@ impl Internetwork {
 
     fn distance(&self, a: RouterId, b: RouterId) -> u64 {
         self.inside_ns[self.graph.as_of(a).0][self.local[a.0] * self.width(a) + self.local[b.0]]
+    }
+
+    /// The routing graph: routers, their ASes and zones, the sessions.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The CDN's AS (every POP's router is one of its).
+    pub fn cdn(&self) -> AsId {
+        AsId(self.numbers.len() - 1)
+    }
+
+    /// An AS's number and name (`access/NAME` for a group's implicit access network).
+    pub fn as_number(&self, a: AsId) -> u32 {
+        self.numbers[a.0]
+    }
+
+    pub fn as_name(&self, a: AsId) -> &str {
+        &self.names[a.0]
+    }
+
+    /// Where a router is.
+    pub fn place(&self, r: RouterId) -> Location {
+        self.place[r.0]
+    }
+
+    /// POP `p`'s router, and client group `g`'s (its access network's at its place).
+    pub fn pop_router(&self, p: usize) -> RouterId {
+        self.pop_router[p]
+    }
+
+    pub fn group_router(&self, g: usize) -> RouterId {
+        self.group_router[g]
+    }
+
+    /// Hot potato's order at router `me`: each router of its AS by its rank, 0 for the
+    /// nearest (`me` itself), routers at one distance sharing a rank. What the lab's
+    /// speakers carry in the MED, so BIRD picks the exit the core picks.
+    pub fn exit_rank(&self, me: RouterId, exit: RouterId) -> u32 {
+        let d = self.distance(me, exit);
+        let mut nearer: Vec<u64> = self
+            .graph
+            .routers_of(self.graph.as_of(me))
+            .iter()
+            .map(|&r| self.distance(me, r))
+            .filter(|&x| x < d)
+            .collect();
+        nearer.sort_unstable();
+        nearer.dedup();
+        nearer.len() as u32
+    }
+
+    /// The zone a region-only community `area` scopes a route to.
+    pub fn area_zone(area: Area) -> Zone {
+        area_zone(area)
     }
 
     /// The number of routers and sessions (for reports and checks).

@@ -179,6 +179,10 @@ impl Graph {
         &self.as_routers[asn.0]
     }
 
+    pub fn zone(&self, r: RouterId) -> Zone {
+        self.router_zone[r.0]
+    }
+
     pub fn session(&self, s: SessionId) -> Session {
         self.sessions[s.0]
     }

@@ -26,11 +26,11 @@ pub fn check_installed() -> Result<(), BirdError> {
 /// Session timers every speaker uses: quick reconnects after a flap (re-announce within
 /// seconds, not BIRD's default minutes), the short hold time.
 /// `on` or `off`: whether the POP–transit sessions run BFD (`failover.bfd_interval`).
-fn bfd_switch(t: &Topology) -> &'static str {
+pub(super) fn bfd_switch(t: &Topology) -> &'static str {
     if t.failover.bfd_on() { "on" } else { "off" }
 }
 
-fn timers() -> String {
+pub(super) fn timers() -> String {
     format!(
         "hold time {HOLD_S}; keepalive time {KEEPALIVE_S}; connect delay time 1; connect retry time 1; error wait time 1, 10; error forget time 10;"
     )
@@ -53,7 +53,7 @@ fn prefix_sets_where(t: &Topology, keep: impl Fn(&&anyedge_topology::Vip) -> boo
     (set(v4), set(v6))
 }
 
-fn header(out: &mut String, what: &str, router_id: std::net::Ipv4Addr) {
+pub(super) fn header(out: &mut String, what: &str, router_id: std::net::Ipv4Addr) {
     let _ = writeln!(out, "# {what}: written by anyedge from the topology file; each start rewrites it.");
     let _ = writeln!(out, "router id {router_id};");
     let _ = writeln!(out, "log stderr {{ info, trace, remote, warning, error, auth, fatal, bug }};");

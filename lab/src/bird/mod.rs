@@ -26,6 +26,7 @@
 
 mod config;
 mod control;
+mod internet;
 mod speaker;
 
 use std::path::PathBuf;
@@ -56,4 +57,5 @@ pub enum BirdError {
 
 pub use config::*;
 pub use control::*;
+pub use internet::{pop_config_as, region_community, router_config, router_id};
 pub use speaker::*;

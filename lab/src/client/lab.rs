@@ -204,17 +204,24 @@ pub fn bgp(file: &Path, node: &str) -> Result<Vec<crate::bird::Route>, ClientErr
     let (t, plan) = load(file)?;
     let n = plan.node(node).ok_or_else(|| ClientError::Unsuited(format!("no node `{node}`")))?;
     read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
+    // A route's POP is read off its AS path where each POP has its own transit; over an
+    // AS-level internet `lab catchments` follows the routes to it instead.
     let own = match plan.namespaces[n.ns].role {
         Role::Pop(p) | Role::Transit(p) => p,
+        Role::Router(_) => 0,
         _ => {
             return Err(unsuited(format!(
-                "`{node}` runs no BGP speaker (POPs and transits do: pop/NAME, transit/NAME)"
+                "`{node}` runs no BGP speaker (POPs, transits and routers do: pop/NAME, transit/NAME, router/NETWORK/K)"
             )));
         }
     };
     let socket = crate::bird::speaker_socket(&state_dir(&plan.lab), &n.name);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
-    Ok(rt.block_on(crate::bird::vip_routes(&t, own, &socket))?)
+    let mut routes = rt.block_on(crate::bird::vip_routes(&t, own, &socket))?;
+    if matches!(plan.namespaces[n.ns].role, Role::Router(_)) {
+        routes.iter_mut().for_each(|r| r.pop = None);
+    }
+    Ok(routes)
 }
 
 /// Each client group's POP as the lab's BGP selects it now, in the shape of the
@@ -226,6 +233,9 @@ pub fn catchments(file: &Path) -> Result<serde_json::Value, ClientError> {
     let (t, plan) = load(file)?;
     read_state(&plan.lab).ok_or_else(|| ClientError::NotUp { lab: plan.lab.clone(), file: file.to_path_buf() })?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
+    if t.internet.has_ases() {
+        return as_catchments(&t, &plan, &rt);
+    }
     let dir = state_dir(&plan.lab);
     let mut clients = Vec::new();
     for (g, group) in t.clients.iter().enumerate() {
@@ -250,6 +260,40 @@ pub fn catchments(file: &Path) -> Result<serde_json::Value, ClientError> {
             "pop": vips.first().and_then(|&v| pop_for(v)),
             "transit": transit,
             "vips": vips.iter().map(|&v| serde_json::json!({ "vip": t.vips[v].name, "pop": pop_for(v) })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(serde_json::json!({ "lab": plan.lab, "clients": clients }))
+}
+
+/// [`catchments`] over an AS-level internet: each group's POP and AS path per VIP it
+/// sends to, followed from its access router (`router`) along the routes the speakers
+/// selected ([`crate::client::routes::way`]).
+fn as_catchments(
+    t: &topology::Topology,
+    plan: &crate::plan::Plan,
+    rt: &tokio::runtime::Runtime,
+) -> Result<serde_json::Value, ClientError> {
+    let net = t.internet.ways.internetwork(t);
+    let names = crate::plan::router_names(net);
+    let mut clients = Vec::new();
+    for (g, group) in t.clients.iter().enumerate() {
+        let mut vips: Vec<usize> = group.traffic.iter().map(|&k| t.traffic[k].vip).collect();
+        vips.dedup();
+        let mut per_vip = Vec::new();
+        for &v in &vips {
+            let way = crate::client::routes::way(t, plan, rt, (g, v))?;
+            let pop = way.pop.map(|p| t.pops[p].name.clone());
+            per_vip.push(serde_json::json!({ "vip": t.vips[v].name, "pop": pop, "as_path": way.as_path }));
+        }
+        let router = names.iter().find(|(r, _)| *r == net.group_router(g).0).map(|(_, n)| n.clone());
+        clients.push(serde_json::json!({
+            "name": group.name,
+            "location": group.location,
+            "count": group.count,
+            "pop": per_vip.first().map_or(serde_json::Value::Null, |v| v["pop"].clone()),
+            "as_path": per_vip.first().map_or(serde_json::Value::Null, |v| v["as_path"].clone()),
+            "router": router,
+            "vips": per_vip,
         }));
     }
     Ok(serde_json::json!({ "lab": plan.lab, "clients": clients }))

@@ -35,7 +35,8 @@ impl Announcer {
         state_dir: &Path,
         (node, drops): (&str, crate::node::drops::Drops),
     ) -> Result<Announcer, NodeError> {
-        let mut speaker = Speaker::start(state_dir, node, &pop_config(t, plan, p)?)?;
+        let config = if t.internet.has_ases() { pop_config_as(t, plan, p)? } else { pop_config(t, plan, p)? };
+        let mut speaker = Speaker::start(state_dir, node, &config)?;
         wait_for_socket(&speaker.socket).await?;
         let vips: Vec<(usize, bool)> =
             (0..t.vips.len()).filter(|&k| t.vips[k].pops.contains(&p)).map(|k| (k, true)).collect();
@@ -112,6 +113,20 @@ pub async fn run_transit(
     let name = format!("transit/{}", t.pops[x].name);
     relay::start(relay_peers(t, plan, x)?, relay_families(t)).await?;
     let mut speaker = Speaker::start(state_dir, &name, &transit_config(t, plan, x)?)?;
+    wait_for_socket(&speaker.socket).await?;
+    std::fs::write(ready, b"ready\n").at(ready)?;
+    supervise(&mut speaker, &drops).await
+}
+
+/// Router `r` of the file's AS-level internet: its speaker, kept running.
+pub async fn run_router(
+    t: &Topology,
+    plan: &Plan,
+    r: usize,
+    (name, state_dir): (&str, &Path),
+    (ready, drops): (&Path, crate::node::drops::Drops),
+) -> Result<(), NodeError> {
+    let mut speaker = Speaker::start(state_dir, name, &router_config(t, plan, r)?)?;
     wait_for_socket(&speaker.socket).await?;
     std::fs::write(ready, b"ready\n").at(ready)?;
     supervise(&mut speaker, &drops).await

@@ -192,6 +192,9 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             Role::Backend { ip, .. } => crate::node::backend::run(&t, &plan, ip, impair, &ready, (keys, drops)).await,
             Role::Egress { k, .. } => crate::node::egress::run(&t, &plan, k, &ready, (keys, drops)).await,
             Role::Transit(x) => crate::node::bgp::run_transit(&t, &plan, x, state_dir, (&ready, drops)).await,
+            Role::Router(r) => {
+                crate::node::bgp::run_router(&t, &plan, r, (&node_name, state_dir), (&ready, drops)).await
+            }
             Role::Control(id) => {
                 let reloaded = reloaded.ok_or(PlanGap("a control node without its reload channel"))?;
                 crate::node::control::run(&t, &plan, id, (conf_dir, state_dir, impair), (&ready, drops, reloaded)).await

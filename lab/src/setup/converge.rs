@@ -11,7 +11,7 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), SetupError
     let speakers: Vec<std::path::PathBuf> = plan
         .nodes
         .iter()
-        .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_)))
+        .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_) | Role::Router(_)))
         .map(|n| crate::bird::speaker_socket(&dir, &n.name))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
@@ -32,6 +32,9 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), SetupError
             });
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if t.internet.has_ases() {
+        return wait_settled(t, plan, &rt, deadline);
     }
     let mut wanted = Vec::new();
     for g in 0..t.clients.len() {
@@ -111,3 +114,64 @@ pub(super) fn wait_every_route(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Over an AS-level internet: waits until every router's routes to the VIPs have not
+/// changed for [`SETTLED_MS`] (BGP has converged: no update is still on its way). Which
+/// routes those are is BGP's business, not the wait's: `lab catchments` shows them.
+pub(super) fn wait_settled(
+    t: &Topology,
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    deadline: Instant,
+) -> Result<(), SetupError> {
+    let dir = state_dir(&plan.lab);
+    let sockets: Vec<std::path::PathBuf> = plan
+        .nodes
+        .iter()
+        .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Router(_)))
+        .map(|n| crate::bird::speaker_socket(&dir, &n.name))
+        .collect();
+    let prefixes: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).collect();
+    // The routes, not BIRD's text: it shows when a route arrived converted from its
+    // monotonic clock at each asking, a millisecond apart from one asking to the next.
+    let snapshot = || -> Vec<Vec<crate::bird::Route>> {
+        let mut all = Vec::new();
+        for socket in &sockets {
+            for prefix in &prefixes {
+                let said = rt.block_on(crate::bird::command(socket, &format!("show route all for {prefix}")));
+                all.push(said.map(|text| crate::bird::routes(t, 0, &text)).unwrap_or_default());
+            }
+        }
+        all
+    };
+    let mut last = snapshot();
+    let mut since = Instant::now();
+    let mut changing = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = snapshot();
+        if now != last {
+            changing =
+                (0..now.len()).filter(|&i| now[i] != last[i]).map(|i| sockets[i / prefixes.len()].clone()).collect();
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_millis(SETTLED_MS) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = changing
+                .iter()
+                .filter_map(|s| s.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            return Err(SetupError::NotReady {
+                what: "BGP has not converged",
+                seconds: 30,
+                waiting: format!("routes still changing at {}", names.join(", ")),
+            });
+        }
+    }
+}
+
+/// How long the routes must stay the same for BGP to count as converged: several of
+/// BIRD's update rounds.
+pub(super) const SETTLED_MS: u64 = 1_000;

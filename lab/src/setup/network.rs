@@ -22,8 +22,10 @@ pub(super) fn network(
         ip(&["netns", "add", &ns.name])?;
         state.namespaces.push(ns.name.clone());
         ip_in(&ns.name, &["link", "set", "lo", "up"])?;
-        let forwards =
-            matches!(ns.role, Role::Internet | Role::Transit(_) | Role::Backbone | Role::RegionNet(_) | Role::Pop(_));
+        let forwards = matches!(
+            ns.role,
+            Role::Internet | Role::Transit(_) | Role::Router(_) | Role::Backbone | Role::RegionNet(_) | Role::Pop(_)
+        );
         if forwards {
             sysctl_in(&ns.name, "net.ipv4.ip_forward", "1")?;
             sysctl_in(&ns.name, "net.ipv6.conf.all.forwarding", "1")?;
@@ -296,7 +298,7 @@ pub(super) fn routes(
         match ns.role {
             Role::Client(g) => client_routes(plan, g, &gw, inet)?,
             Role::Pop(p) => pop_routes(t, p, &gw, (plan.upstream(i).ok_or(PlanGap("POP without a transit"))?, ccn))?,
-            Role::Transit(_) => transit_routes(t, plan, &gw, inet)?,
+            Role::Transit(_) | Role::Router(_) => transit_routes(t, plan, &gw, inet)?,
             Role::Clb { region, .. } => {
                 gw.ip(name, &["route", "add", &net(BACKBONE_NET), "via", &gw.v4(ccn)?])?;
                 gw.ip(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(region_net(region)?)?])?;
@@ -316,9 +318,9 @@ pub(super) fn routes(
     Ok(())
 }
 
-/// A transit: its clients and its POP on links of their own; everything else through the
-/// internet's core, which routes their link networks back here. Its VIP routes come from
-/// BGP (its speaker installs them).
+/// A transit (or a router of an AS-level internet): its clients and its POP on links of
+/// their own; everything else through the internet's core, which routes their link
+/// networks back here. Its VIP routes come from BGP (its speaker installs them).
 pub(super) fn transit_routes(t: &Topology, plan: &Plan, gw: &Gateways<'_>, inet: usize) -> Result<(), SetupError> {
     let name = gw.name;
     gw.ip(name, &["route", "add", "default", "via", &gw.v4(inet)?])?;

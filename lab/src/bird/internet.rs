@@ -1,0 +1,248 @@
+//! BIRD's configuration over the file's AS-level internet (`internet.ases`): a speaker
+//! per router of the routing graph that `anyedge_topology::routing` decides on, with the
+//! same rule written as BIRD filters, so the lab's catchments are the simulator's.
+//!
+//! How each step of the core's decision becomes BIRD's (BIRD compares local preference,
+//! then AS-path length, then MED, then eBGP over iBGP):
+//! - **Gao–Rexford**: on import from a neighbour AS, `bgp_local_pref` by what it is:
+//!   [`LOCAL_PREF_CUSTOMER`], [`LOCAL_PREF_PEER`], [`LOCAL_PREF_PROVIDER`]; iBGP carries
+//!   it to the AS's other routers.
+//! - **AS-path length**: BIRD's own, prepends counted.
+//! - **Hot potato, then the earlier session**: the MED, compared across ASes (`med
+//!   metric yes`). An eBGP import sets it to the session's number in the graph; an iBGP
+//!   import from router Y adds Y's rank in this router's distance order times the number
+//!   of sessions ([`Internetwork::exit_rank`]), so the nearest exit wins and a tie goes to
+//!   the earlier session, as in the core.
+//! - **Valley-free export**: to a customer every best route; to a peer or provider only
+//!   those with the customer's local preference. **No-export** (RFC 1997's community)
+//!   goes over no eBGP session of the AS that received it; a **region-only** community
+//!   ([`region_community`]) goes only to neighbours whose router is in its zone. BIRD
+//!   drops a path that holds its own AS (loop prevention) and exports only its best.
+//! - A POP announces each VIP it publishes, per upstream session, with that VIP's levers
+//!   there (`Topology::levers`): to the upstreams `announce_to` names, prepended, with
+//!   its communities; it imports nothing.
+//!
+//! IPv4 only: `lab up` refuses a VIP with an IPv6 address over an AS-level internet.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use anyedge_topology::Topology;
+use anyedge_topology::Upstream;
+use anyedge_topology::bgp::{CDN_ASN, pop_router_id};
+use anyedge_topology::catchments::Internetwork;
+use anyedge_topology::routing::{AsId, Relation, RouterId, SessionId, Zone};
+
+use super::config::{bfd_switch, header, timers};
+use crate::plan::{LinkEnds, Plan, PlanGap, Role};
+
+pub const LOCAL_PREF_CUSTOMER: u32 = 300;
+pub const LOCAL_PREF_PEER: u32 = 200;
+pub const LOCAL_PREF_PROVIDER: u32 = 100;
+
+/// RFC 1997's NO_EXPORT.
+const NO_EXPORT: &str = "(65535, 65281)";
+
+/// The standard community that scopes a route to zone `z` (a region-only community):
+/// (CDN AS, 100 + zone).
+pub fn region_community(z: Zone) -> String {
+    format!("({CDN_ASN}, {})", 100 + u32::from(z.0))
+}
+
+/// The zones a region community can name (the delay model's areas).
+const ZONES: u8 = anyedge_ccn::delay::Area::ALL.len() as u8;
+
+/// Router `r`'s BGP router id: 10.253.0.0 + r (POPs are 10.254/16, the transits of a
+/// file without networks 10.255/16).
+pub fn router_id(r: RouterId) -> Ipv4Addr {
+    Ipv4Addr::from(0x0afd_0001 + r.0 as u32)
+}
+
+/// The VIPs' IPv4 prefixes as a BIRD prefix set.
+fn vip_set(t: &Topology) -> String {
+    let v4: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).collect();
+    format!("[ {} ]", v4.join(", "))
+}
+
+/// The namespace of router `r` (a POP's for the CDN's routers).
+fn ns_of(t: &Topology, plan: &Plan, net: &Internetwork, r: RouterId) -> Option<usize> {
+    match (0..t.pops.len()).find(|&p| net.pop_router(p) == r) {
+        Some(p) => plan.ns_index(&Role::Pop(p)),
+        None => plan.ns_index(&Role::Router(r.0)),
+    }
+}
+
+/// BFD on the links to POPs, with the file's interval and multiplier.
+fn bfd_on(out: &mut String, t: &Topology, devs: &[String]) {
+    if !t.failover.bfd_on() || devs.is_empty() {
+        return;
+    }
+    let ms = t.failover.bfd_interval_ns / 1_000_000;
+    let multiplier = t.failover.bfd_multiplier;
+    let interfaces: String = devs
+        .iter()
+        .map(|d| {
+            format!(
+                "interface \"{d}\" {{ min rx interval {ms} ms; min tx interval {ms} ms; multiplier {multiplier}; }}; "
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "protocol bfd {{ {interfaces}}}");
+}
+
+/// What router `me` exports over an eBGP session to a router in zone `zone` whose AS is
+/// `them` to it: valley-free, no-export kept, region-only scoped.
+fn export_filter(set: &str, them: Relation, zone: Zone) -> String {
+    let valley = match them {
+        Relation::Customer => String::new(),
+        Relation::Peer | Relation::Provider => format!("if bgp_local_pref != {LOCAL_PREF_CUSTOMER} then reject; "),
+    };
+    let scoped: String = (0..ZONES)
+        .filter(|&z| z != zone.0)
+        .map(|z| format!("if {} ~ bgp_community then reject; ", region_community(Zone(z))))
+        .collect();
+    format!(
+        "if source != RTS_BGP || !(net ~ {set}) then reject; {valley}if {NO_EXPORT} ~ bgp_community then reject; {scoped}accept;"
+    )
+}
+
+/// The speaker of router `r` (not a POP's) of the file's AS-level internet.
+pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, PlanGap> {
+    let net = t.internet.ways.internetwork(t);
+    let g = net.graph();
+    let me = RouterId(r);
+    let ns = plan.ns_index(&Role::Router(r)).ok_or(PlanGap("no router namespace"))?;
+    let asn = net.as_number(g.as_of(me));
+    let set = vip_set(t);
+    let (timers, sessions) = (timers(), g.sessions() as u32);
+    let mut out = String::new();
+    header(&mut out, &format!("router {r} of {}", net.as_name(g.as_of(me))), router_id(me));
+    let _ = writeln!(
+        out,
+        "protocol kernel kernel4 {{ ipv4 {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }}; }}"
+    );
+    let mut bfd_devs = Vec::new();
+    for s in (0..g.sessions()).map(SessionId) {
+        let session = g.session(s);
+        let (them, them_is) = if session.a == me {
+            (session.b, session.b_is)
+        } else if session.b == me {
+            (session.a, session.b_is.reverse())
+        } else {
+            continue;
+        };
+        let peer_ns = ns_of(t, plan, net, them).ok_or(PlanGap("a session's far router has no namespace"))?;
+        let l: LinkEnds = plan.link_between(ns, peer_ns).ok_or(PlanGap("a session without its link"))?;
+        let to_pop = g.as_of(them) == net.cdn();
+        let pref = match them_is {
+            Relation::Customer => LOCAL_PREF_CUSTOMER,
+            Relation::Peer => LOCAL_PREF_PEER,
+            Relation::Provider => LOCAL_PREF_PROVIDER,
+        };
+        let guard = if to_pop {
+            bfd_devs.push(l.dev.clone());
+            format!(" ttl security yes; bfd {};", bfd_switch(t))
+        } else {
+            String::new()
+        };
+        let export = if to_pop {
+            "none".to_string()
+        } else {
+            format!("filter {{ {} }}", export_filter(&set, them_is, g.zone(them)))
+        };
+        let _ = writeln!(
+            out,
+            "protocol bgp s{} {{ description \"{}\"; local {} as {asn}; neighbor {} as {};{guard} debug {{ states }}; {timers} med metric yes; ipv4 {{ import filter {{ if net ~ {set} then {{ bgp_local_pref = {pref}; bgp_med = {}; accept; }} reject; }}; export {export}; }}; }}",
+            s.0,
+            net.as_name(g.as_of(them)),
+            l.local,
+            l.peer,
+            net.as_number(g.as_of(them)),
+            s.0,
+        );
+    }
+    bfd_on(&mut out, t, &bfd_devs);
+    for &y in g.routers_of(g.as_of(me)).iter().filter(|&&y| y != me) {
+        let peer_ns = plan.ns_index(&Role::Router(y.0)).ok_or(PlanGap("no router namespace"))?;
+        let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("two routers of a network without their link"))?;
+        let rank = net.exit_rank(me, y) * sessions;
+        let _ = writeln!(
+            out,
+            "protocol bgp i{} {{ local {} as {asn}; neighbor {} as {asn}; direct; debug {{ states }}; {timers} med metric yes; ipv4 {{ gateway direct; next hop self; import filter {{ if net ~ {set} then {{ bgp_med = bgp_med + {rank}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+            y.0, l.local, l.peer,
+        );
+    }
+    Ok(out)
+}
+
+/// POP `p`'s speaker over an AS-level internet: a static protocol per VIP it publishes
+/// (the POP node turns it off to withdraw), and a session per upstream router, each
+/// exporting every VIP with its levers there.
+pub fn pop_config_as(t: &Topology, plan: &Plan, p: usize) -> Result<String, PlanGap> {
+    let net = t.internet.ways.internetwork(t);
+    let g = net.graph();
+    let me = net.pop_router(p);
+    let ns = plan.ns_index(&Role::Pop(p)).ok_or(PlanGap("no POP namespace"))?;
+    let mut out = String::new();
+    header(&mut out, &format!("pop/{}", t.pops[p].name), pop_router_id(p));
+    let published: Vec<usize> = (0..t.vips.len()).filter(|&k| t.vips[k].pops.contains(&p)).collect();
+    for &k in &published {
+        let _ = writeln!(
+            out,
+            "protocol static {} {{ ipv4; route {}/32 unreachable; }}",
+            super::vip_protocol(k, false),
+            t.vips[k].ipv4
+        );
+    }
+    let timers = timers();
+    let mut devs = Vec::new();
+    for s in (0..g.sessions()).map(SessionId) {
+        let session = g.session(s);
+        if session.a != me {
+            continue;
+        }
+        let them = session.b;
+        let peer_ns = plan.ns_index(&Role::Router(them.0)).ok_or(PlanGap("an upstream without a namespace"))?;
+        let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("a POP's session without its link"))?;
+        devs.push(l.dev.clone());
+        let per_vip: String = published.iter().map(|&k| vip_export(t, net, (k, p), them)).collect();
+        let _ = writeln!(
+            out,
+            "protocol bgp s{} {{ description \"{}\"; local {} as {CDN_ASN}; neighbor {} as {}; ttl security yes; bfd {}; debug {{ states }}; {timers} ipv4 {{ import none; export filter {{ if source != RTS_STATIC then reject; {per_vip}reject; }}; }}; }}",
+            s.0,
+            net.as_name(g.as_of(them)),
+            l.local,
+            l.peer,
+            net.as_number(g.as_of(them)),
+            bfd_switch(t),
+        );
+    }
+    bfd_on(&mut out, t, &devs);
+    Ok(out)
+}
+
+/// VIP `k`'s part of POP `p`'s export filter toward router `them`: announced there or
+/// not (selective announcement, region scope), prepended, its communities.
+fn vip_export(t: &Topology, net: &Internetwork, (k, p): (usize, usize), them: RouterId) -> String {
+    let levers = t.levers(k, p);
+    let them_as = net.graph().as_of(them);
+    let named = levers.announce_to.is_empty()
+        || levers.announce_to.iter().any(|u| match *u {
+            Upstream::As(a) => AsId(a) == them_as,
+            Upstream::Ixp(x) => t.internet.ixps[x].members.iter().any(|&m| AsId(m) == them_as),
+        });
+    let in_scope = levers.region.is_none_or(|a| Internetwork::area_zone(a) == net.graph().zone(them));
+    let prefix = format!("{}/32", t.vips[k].ipv4);
+    if !named || !in_scope {
+        return format!("if net = {prefix} then reject; ");
+    }
+    let prepends: String = (0..levers.prepend).map(|_| format!("bgp_path.prepend({CDN_ASN}); ")).collect();
+    let mut communities = String::new();
+    if levers.no_export {
+        let _ = write!(communities, "bgp_community.add({NO_EXPORT}); ");
+    }
+    if let Some(a) = levers.region {
+        let _ = write!(communities, "bgp_community.add({}); ", region_community(Internetwork::area_zone(a)));
+    }
+    format!("if net = {prefix} then {{ {prepends}{communities}accept; }} ")
+}
