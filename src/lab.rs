@@ -71,8 +71,9 @@ pub enum LabCommand {
     Freeze { file: PathBuf, node: String },
     /// Let a frozen node go on.
     Thaw { file: PathBuf, node: String },
-    /// A POP's or transit's BGP routes for the VIP prefixes: where each leads, its AS path
-    /// and MED, the POP that announced it, and which one BGP selected (`*`).
+    /// A POP's, transit's or router's BGP routes for the VIP prefixes: where each leads,
+    /// its AS path and MED, the POP that announced it (where each POP has its own
+    /// transit), and which one BGP selected (`*`).
     Bgp {
         file: PathBuf,
         node: String,
@@ -80,7 +81,9 @@ pub enum LabCommand {
         json: bool,
     },
     /// Each client group's POP as BGP selects it now (the simulator report's `clients`
-    /// shape: name, location, count, pop), with its transit and its POP per VIP.
+    /// shape: name, location, count, pop), with its transit and its POP per VIP; over an
+    /// AS-level internet, its access router and the AS path, the POP found by following
+    /// the speakers' routes hop by hop.
     Catchments {
         file: PathBuf,
         #[arg(long)]
