@@ -209,8 +209,10 @@ fn as_internet_links(
     t: &Topology,
     pools: &mut LinkPools,
     core: usize,
-    (clients, pops, at): (&[usize], &[usize], &dyn Fn(usize) -> Option<usize>),
+    (clients, pops): (&[usize], &[usize]),
+    router_ns: &std::collections::BTreeMap<usize, usize>,
 ) {
+    let at = |r: usize| router_ns.get(&r).copied();
     use anyedge_topology::routing::{AsId, SessionId};
     let net = t.internet.ways.internetwork(t);
     let g = net.graph();
@@ -319,8 +321,8 @@ impl Plan {
 
         let mut pools = LinkPools::default();
         if as_level {
-            let at = |r: usize| routers.iter().find(|x| x.0 == r).map(|x| x.2);
-            as_internet_links(t, &mut pools, internet, (&clients, &pops, &at));
+            let router_ns = routers.iter().map(|(r, _, n)| (*r, *n)).collect();
+            as_internet_links(t, &mut pools, internet, (&clients, &pops), &router_ns);
         } else {
             internet_links(t, &mut pools, internet, (&clients, &pops, &transits));
         }
