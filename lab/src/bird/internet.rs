@@ -22,7 +22,8 @@
 //!   there (`Topology::levers`): to the upstreams `announce_to` names, prepended, with
 //!   its communities; it imports nothing.
 //!
-//! IPv4 only: `lab up` refuses a VIP with an IPv6 address over an AS-level internet.
+//! Sessions are one per family, over the link's address of that family; the IPv6 ones
+//! (`…_6`) only when a VIP has an IPv6 address.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -58,10 +59,30 @@ pub fn router_id(r: RouterId) -> Ipv4Addr {
     Ipv4Addr::from(0x0afd_0001 + r.0 as u32)
 }
 
-/// The VIPs' IPv4 prefixes as a BIRD prefix set.
-fn vip_set(t: &Topology) -> String {
+/// A family the speakers carry: BIRD's channel, the protocols' name suffix, the VIPs'
+/// prefixes as a BIRD prefix set.
+struct Family {
+    channel: &'static str,
+    suffix: &'static str,
+    kernel: &'static str,
+    set: String,
+}
+
+/// IPv4 always, IPv6 when a VIP has an IPv6 address.
+fn families(t: &Topology) -> Vec<Family> {
     let v4: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).collect();
-    format!("[ {} ]", v4.join(", "))
+    let v6: Vec<String> = t.vips.iter().filter_map(|v| v.ipv6.map(|a| format!("{a}/128"))).collect();
+    let mut out =
+        vec![Family { channel: "ipv4", suffix: "", kernel: "kernel4", set: format!("[ {} ]", v4.join(", ")) }];
+    if !v6.is_empty() {
+        out.push(Family { channel: "ipv6", suffix: "_6", kernel: "kernel6", set: format!("[ {} ]", v6.join(", ")) });
+    }
+    out
+}
+
+/// A link's two addresses in family `f`.
+fn ends(l: &LinkEnds, f: &Family) -> (std::net::IpAddr, std::net::IpAddr) {
+    if f.channel == "ipv6" { (l.local6.into(), l.peer6.into()) } else { (l.local.into(), l.peer.into()) }
 }
 
 /// The namespace of router `r` (a POP's for the CDN's routers).
@@ -113,14 +134,17 @@ pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, Plan
     let me = RouterId(r);
     let ns = plan.ns_index(&Role::Router(r)).ok_or(PlanGap("no router namespace"))?;
     let asn = net.as_number(g.as_of(me));
-    let set = vip_set(t);
+    let families = families(t);
     let (timers, sessions) = (timers(), g.sessions() as u32);
     let mut out = String::new();
     header(&mut out, &format!("router {r} of {}", net.as_name(g.as_of(me))), router_id(me));
-    let _ = writeln!(
-        out,
-        "protocol kernel kernel4 {{ ipv4 {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }}; }}"
-    );
+    for f in &families {
+        let _ = writeln!(
+            out,
+            "protocol kernel {} {{ {} {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }}; }}",
+            f.kernel, f.channel
+        );
+    }
     let mut bfd_devs = Vec::new();
     for s in (0..g.sessions()).map(SessionId) {
         let session = g.session(s);
@@ -145,32 +169,39 @@ pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, Plan
         } else {
             String::new()
         };
-        let export = if to_pop {
-            "none".to_string()
-        } else {
-            format!("filter {{ {} }}", export_filter(&set, them_is, g.zone(them)))
-        };
-        let _ = writeln!(
-            out,
-            "protocol bgp s{} {{ description \"{}\"; local {} as {asn}; neighbor {} as {};{guard} debug {{ states }}; {timers} med metric yes; ipv4 {{ import filter {{ if net ~ {set} then {{ bgp_local_pref = {pref}; bgp_med = {}; accept; }} reject; }}; export {export}; }}; }}",
-            s.0,
-            net.as_name(g.as_of(them)),
-            l.local,
-            l.peer,
-            net.as_number(g.as_of(them)),
-            s.0,
-        );
+        for f in &families {
+            let set = &f.set;
+            let export = if to_pop {
+                "none".to_string()
+            } else {
+                format!("filter {{ {} }}", export_filter(set, them_is, g.zone(them)))
+            };
+            let (local, peer) = ends(&l, f);
+            let _ = writeln!(
+                out,
+                "protocol bgp s{}{} {{ description \"{}\"; local {local} as {asn}; neighbor {peer} as {};{guard} debug {{ states }}; {timers} med metric yes; {} {{ import filter {{ if net ~ {set} then {{ bgp_local_pref = {pref}; bgp_med = {}; accept; }} reject; }}; export {export}; }}; }}",
+                s.0,
+                f.suffix,
+                net.as_name(g.as_of(them)),
+                net.as_number(g.as_of(them)),
+                f.channel,
+                s.0,
+            );
+        }
     }
     bfd_on(&mut out, t, &bfd_devs);
     for &y in g.routers_of(g.as_of(me)).iter().filter(|&&y| y != me) {
         let peer_ns = plan.ns_index(&Role::Router(y.0)).ok_or(PlanGap("no router namespace"))?;
         let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("two routers of a network without their link"))?;
         let rank = net.exit_rank(me, y) * sessions;
-        let _ = writeln!(
-            out,
-            "protocol bgp i{} {{ local {} as {asn}; neighbor {} as {asn}; direct; debug {{ states }}; {timers} med metric yes; ipv4 {{ gateway direct; next hop self; import filter {{ if net ~ {set} then {{ bgp_med = bgp_med + {rank}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
-            y.0, l.local, l.peer,
-        );
+        for f in &families {
+            let (set, (local, peer)) = (&f.set, ends(&l, f));
+            let _ = writeln!(
+                out,
+                "protocol bgp i{}{} {{ local {local} as {asn}; neighbor {peer} as {asn}; direct; debug {{ states }}; {timers} med metric yes; {} {{ gateway direct; next hop self; import filter {{ if net ~ {set} then {{ bgp_med = bgp_med + {rank}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+                y.0, f.suffix, f.channel,
+            );
+        }
     }
     Ok(out)
 }
@@ -193,6 +224,13 @@ pub fn pop_config_as(t: &Topology, plan: &Plan, p: usize) -> Result<String, Plan
             super::vip_protocol(k, false),
             t.vips[k].ipv4
         );
+        if let Some(v6) = t.vips[k].ipv6 {
+            let _ = writeln!(
+                out,
+                "protocol static {} {{ ipv6; route {v6}/128 unreachable; }}",
+                super::vip_protocol(k, true)
+            );
+        }
     }
     let timers = timers();
     let mut devs = Vec::new();
@@ -205,25 +243,30 @@ pub fn pop_config_as(t: &Topology, plan: &Plan, p: usize) -> Result<String, Plan
         let peer_ns = plan.ns_index(&Role::Router(them.0)).ok_or(PlanGap("an upstream without a namespace"))?;
         let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("a POP's session without its link"))?;
         devs.push(l.dev.clone());
-        let per_vip: String = published.iter().map(|&k| vip_export(t, net, (k, p), them)).collect();
-        let _ = writeln!(
-            out,
-            "protocol bgp s{} {{ description \"{}\"; local {} as {CDN_ASN}; neighbor {} as {}; ttl security yes; bfd {}; debug {{ states }}; {timers} ipv4 {{ import none; export filter {{ if source != RTS_STATIC then reject; {per_vip}reject; }}; }}; }}",
-            s.0,
-            net.as_name(g.as_of(them)),
-            l.local,
-            l.peer,
-            net.as_number(g.as_of(them)),
-            bfd_switch(t),
-        );
+        for f in families(t) {
+            let v6 = f.channel == "ipv6";
+            let per_vip: String = published.iter().map(|&k| vip_export(t, net, (k, p, v6), them)).collect();
+            let (local, peer) = ends(&l, &f);
+            let _ = writeln!(
+                out,
+                "protocol bgp s{}{} {{ description \"{}\"; local {local} as {CDN_ASN}; neighbor {peer} as {}; ttl security yes; bfd {}; debug {{ states }}; {timers} {} {{ import none; export filter {{ if source != RTS_STATIC then reject; {per_vip}reject; }}; }}; }}",
+                s.0,
+                f.suffix,
+                net.as_name(g.as_of(them)),
+                net.as_number(g.as_of(them)),
+                bfd_switch(t),
+                f.channel,
+            );
+        }
     }
     bfd_on(&mut out, t, &devs);
     Ok(out)
 }
 
-/// VIP `k`'s part of POP `p`'s export filter toward router `them`: announced there or
-/// not (selective announcement, region scope), prepended, its communities.
-fn vip_export(t: &Topology, net: &Internetwork, (k, p): (usize, usize), them: RouterId) -> String {
+/// VIP `k`'s part of POP `p`'s export filter toward router `them` in one family:
+/// announced there or not (selective announcement, region scope), prepended, its
+/// communities. Nothing for a VIP without an address of the family.
+fn vip_export(t: &Topology, net: &Internetwork, (k, p, v6): (usize, usize, bool), them: RouterId) -> String {
     let levers = t.levers(k, p);
     let them_as = net.graph().as_of(them);
     let named = levers.announce_to.is_empty()
@@ -232,7 +275,11 @@ fn vip_export(t: &Topology, net: &Internetwork, (k, p): (usize, usize), them: Ro
             Upstream::Ixp(x) => t.internet.ixps[x].members.iter().any(|&m| AsId(m) == them_as),
         });
     let in_scope = levers.region.is_none_or(|a| Internetwork::area_zone(a) == net.graph().zone(them));
-    let prefix = format!("{}/32", t.vips[k].ipv4);
+    let prefix = match (v6, t.vips[k].ipv6) {
+        (false, _) => format!("{}/32", t.vips[k].ipv4),
+        (true, Some(a)) => format!("{a}/128"),
+        (true, None) => return String::new(),
+    };
     if !named || !in_scope {
         return format!("if net = {prefix} then reject; ");
     }

@@ -131,7 +131,8 @@ pub(super) fn wait_settled(
         .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Router(_)))
         .map(|n| crate::bird::speaker_socket(&dir, &n.name))
         .collect();
-    let prefixes: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).collect();
+    let v6 = t.vips.iter().filter_map(|v| v.ipv6.map(|a| format!("{a}/128")));
+    let prefixes: Vec<String> = t.vips.iter().map(|v| format!("{}/32", v.ipv4)).chain(v6).collect();
     // The routes, not BIRD's text: it shows when a route arrived converted from its
     // monotonic clock at each asking, a millisecond apart from one asking to the next.
     let snapshot = || -> Vec<Vec<crate::bird::Route>> {

@@ -47,13 +47,6 @@ pub enum SetupError {
         "{what} needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN: network namespaces, veth links, TUN devices): run it with sudo"
     )]
     NotRoot { what: String },
-    /// The file describes an AS-level internet and a VIP with an IPv6 address: the lab's
-    /// speakers run that internet over IPv4 only.
-    #[error(
-        "{}: VIP `{vip}` has an IPv6 address, and over an AS-level internet (`internet.ases`) the lab's BGP runs IPv4 only; `anyedge catchments` and `sim` take the file",
-        file.display()
-    )]
-    AsInternetIpv6 { file: PathBuf, vip: String },
     /// The lab named in `file` is up already, or its namespaces were left behind.
     #[error("lab `{lab}` is already up (or was left behind): run `anyedge lab down {}`", file.display())]
     AlreadyUp { lab: String, file: PathBuf },
@@ -142,9 +135,6 @@ pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, Se
     crate::bird::check_installed()?;
     let file = std::fs::canonicalize(file).at(file)?;
     let (t, plan) = load(&file)?;
-    if let Some(v) = t.vips.iter().find(|v| t.internet.has_ases() && v.ipv6.is_some()) {
-        return Err(SetupError::AsInternetIpv6 { file, vip: v.name.clone() });
-    }
     let prefix = format!("{}-", plan.lab);
     if read_state(&plan.lab).is_some() || !netns::list_with_prefix(&prefix).is_empty() {
         return Err(SetupError::AlreadyUp { lab: plan.lab.clone(), file });
