@@ -174,6 +174,19 @@ fn a_vips_own_levers_move_its_catchment_and_leave_the_other_vips() {
 }
 
 #[test]
+fn a_customer_at_its_providers_ixp_stays_its_customer_there() {
+    // BT buys from NTT and both are at LINX: their one session is transit, so NTT's Madrid
+    // reaches BT as a provider's route, and Cogent's Paris, a peer at LINX, wins.
+    let t = world(&[]);
+    let c = catchments_of(&t, &[]);
+    assert_eq!(entry(&t, &c, "london"), (Some("paris".into()), names(&["bt", "cogent", "cdn", "cdn", "cdn"])));
+    // Once BT buys from Arelion alone, NTT is a peer at LINX and its shorter path wins.
+    let t2 = world(&[("internet.ases[bt].providers", "[arelion]")]);
+    let c2 = catchments_of(&t2, &[]);
+    assert_eq!(entry(&t2, &c2, "london"), (Some("madrid".into()), names(&["bt", "ntt", "cdn"])));
+}
+
+#[test]
 fn a_withdrawn_pop_sends_its_groups_to_their_next_best_route() {
     let t = world(&[]);
     let before = catchments_of(&t, &[]);

@@ -13,6 +13,9 @@
 //!   the nearest pair of their routers when they share none.
 //! - An IXP's members peer pairwise at the IXP's place; a POP that names the IXP peers with
 //!   every member there. A POP's transit is its provider.
+//! - Two routers meet over one session, the first these rules make, in their order here
+//!   (POP upstreams, providers, peers, IXPs): a customer at its provider's IXP stays its
+//!   customer there, as networks do not peer with those that pay them.
 //! - A client group no network lists gets an access network of its own (`access/NAME`,
 //!   AS 4,100,000,000 + its index) at its place, a customer of the network with a router
 //!   nearest it.
