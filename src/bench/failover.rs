@@ -13,7 +13,7 @@ pub fn run(file: &Path, pop: Option<&str>, kills: usize, fault: &str, json: Opti
     report("failover", figures, json, |f| {
         format!(
             "failover: {} {} {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn \
-             everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), gone from every transit p50 \
+             everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), {} p50 \
              {:.0} ms (max {:.0}), replies resumed p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} flows",
             f.pop,
             if f.fault == Fault::Kill { "killed" } else { "frozen" },
@@ -24,6 +24,7 @@ pub fn run(file: &Path, pop: Option<&str>, kills: usize, fault: &str, json: Opti
             f.withdrawn_ms_p50,
             f.withdrawn_ms_max,
             f.converge_ms_p50,
+            if f.over_as_internet { "no group reaches it" } else { "gone from every transit" },
             f.propagated_ms_p50,
             f.propagated_ms_max,
             f.resume_ms_p50,

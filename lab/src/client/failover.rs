@@ -4,6 +4,11 @@
 //! (withdrawal), when no transit held a route from it at all (propagation: BGP between
 //! transits waits out the delay model's one-way delays), and how long each affected
 //! client flow went without replies (resume).
+//!
+//! Over an AS-level internet (`internet.ases`) the same three moments are read off the
+//! routers' speakers ([`Speakers::Routers`]): a session of the POP's down at one of its
+//! upstream routers; no router's selected route leading straight to the POP; and every
+//! client group's packets led elsewhere, followed hop by hop as `lab catchments` does.
 
 use crate::client::ClientError;
 use crate::client::unsuited;
@@ -43,8 +48,11 @@ pub struct FailoverFigures {
     /// Fault → no transit's selected route leads to the POP, per kill.
     pub withdrawn_ms: Vec<Option<f64>>,
     /// Fault → no transit holds any route from the POP (the withdrawal has crossed the
-    /// delayed sessions between transits), per kill.
+    /// delayed sessions between transits), per kill; over an AS-level internet, no client
+    /// group's packets reach it.
     pub propagated_ms: Vec<Option<f64>>,
+    /// Read off an AS-level internet's routers (`internet.ases`), not transits.
+    pub over_as_internet: bool,
     /// Each affected flow's longest wait for a reply, over every kill.
     pub resume_ms: Vec<f64>,
     pub detect_ms_p50: f64,
@@ -92,6 +100,7 @@ pub fn failover(
     Ok(FailoverFigures {
         pop: format!("pop/{}", t.pops[victim].name),
         fault,
+        over_as_internet: t.internet.has_ases(),
         kills: detect.len(),
         groups: groups.iter().map(|&g| format!("client/{}", t.clients[g].name)).collect(),
         flows_per_kill: FLOWS * groups.len(),
@@ -114,9 +123,21 @@ pub fn failover(
 }
 
 /// The POP to kill (named, else the first some client group enters), a UDP listener of a
-/// VIP it publishes, and the groups that enter it for that VIP.
+/// VIP it publishes, and the groups that enter it for that VIP (over an AS-level
+/// internet, by BGP's catchments with every POP up).
 fn choose(t: &Topology, pop: Option<&str>) -> Result<(usize, SocketAddr, Vec<usize>), ClientError> {
-    let first = |g: usize, k: usize| t.pop_order(g, k).first().copied();
+    let by_bgp: Vec<Vec<Option<usize>>> = (0..t.vips.len())
+        .map(|k| match t.internet.has_ases() {
+            true => anyedge_topology::catchments::of(t, k, &|_| true)
+                .map(|c| c.groups.iter().map(|x| x.pop).collect())
+                .unwrap_or_default(),
+            false => Vec::new(),
+        })
+        .collect();
+    let first = |g: usize, k: usize| match t.internet.has_ases() {
+        true => by_bgp[k].get(g).copied().flatten(),
+        false => t.pop_order(g, k).first().copied(),
+    };
     let udp = |k: usize| t.vips[k].listeners.iter().find(|l| l.protocol == ListenerProtocol::Udp).map(|l| l.port);
     let victim = match pop {
         Some(name) => {
@@ -154,10 +175,10 @@ fn kill_rounds(
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let dir = crate::layout::state_dir(&plan.lab);
     let name = format!("pop/{}", t.pops[victim].name);
-    let transits = transit_sockets(t, plan);
+    let speakers = Speakers::of(t, plan, victim);
     let mut rounds = Rounds::default();
     for round in 0..kills {
-        settle(&rt, &transits, victim)?;
+        settle(&rt, &speakers.settled(victim))?;
         let probes: Vec<(Child, PathBuf)> = groups
             .iter()
             .map(|&g| start_probe(plan, exe, g, target, &dir.join(format!("failover-{round}-{g}.json"))))
@@ -168,7 +189,10 @@ fn kill_rounds(
             Fault::Freeze => crate::client::lab::freeze(file, &name, true).map(drop)?,
             Fault::Kill => crate::client::lab::kill(file, &name)?,
         }
-        let (d, w, g) = rt.block_on(watch(t, &transits, victim, at));
+        let (d, w, g) = match &speakers {
+            Speakers::Transits(transits) => rt.block_on(watch(t, transits, victim, at)),
+            Speakers::Routers { .. } => watch_routers((t, plan), &rt, &speakers, (victim, at)),
+        };
         rounds.detect.push(d);
         rounds.withdrawn.push(w);
         rounds.propagated.push(g);
@@ -180,25 +204,119 @@ fn kill_rounds(
             Fault::Kill => crate::client::lab::start(file, &name, exe)?,
         }
         let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
-        eprintln!(
-            "kill {}/{kills}: detected {}, withdrawn everywhere {}, gone from every transit {}",
-            round + 1,
-            ms(d),
-            ms(w),
-            ms(g)
-        );
+        let gone = if t.internet.has_ases() { "no group reaches it" } else { "gone from every transit" };
+        eprintln!("kill {}/{kills}: detected {}, withdrawn everywhere {}, {gone} {}", round + 1, ms(d), ms(w), ms(g));
     }
-    settle(&rt, &transits, victim)?;
+    settle(&rt, &speakers.settled(victim))?;
     Ok(rounds)
 }
 
-/// Until every transit selects the victim's route for its own clients again, and has
-/// for 3 s (a thawed speaker's BFD may flap once).
-fn settle(rt: &tokio::runtime::Runtime, transits: &[PathBuf], victim: usize) -> Result<(), ClientError> {
+/// The speakers a failover is read from.
+enum Speakers {
+    /// Each POP's own transit, in POP order.
+    Transits(Vec<PathBuf>),
+    /// Over an AS-level internet: the victim POP's own speaker, each router's, the
+    /// names of the victim's sessions at its upstream routers (socket, protocol), and
+    /// the victim's addresses on its links (a route leading straight to it has one as
+    /// its next hop).
+    Routers { pop: PathBuf, all: Vec<PathBuf>, upstream: Vec<(PathBuf, String)>, at_victim: Vec<String> },
+}
+
+impl Speakers {
+    fn of(t: &Topology, plan: &Plan, victim: usize) -> Speakers {
+        if !t.internet.has_ases() {
+            return Speakers::Transits(transit_sockets(t, plan));
+        }
+        let dir = crate::layout::state_dir(&plan.lab);
+        let socket = |name: &str| bird::speaker_socket(&dir, name);
+        let net = t.internet.ways.internetwork(t);
+        let g = net.graph();
+        let names = crate::plan::router_names(net);
+        let name_of = |r: usize| names.iter().find(|(x, _)| *x == r).map(|(_, n)| n.clone());
+        let me = net.pop_router(victim);
+        let upstream = (0..g.sessions())
+            .map(anyedge_topology::routing::SessionId)
+            .filter(|&s| g.session(s).a == me)
+            .filter_map(|s| Some((socket(&name_of(g.session(s).b.0)?), format!("s{}", s.0))))
+            .collect();
+        let ns = plan.ns_index(&Role::Pop(victim));
+        let at_victim = plan
+            .links
+            .iter()
+            .filter_map(|l| match ns {
+                Some(n) if l.a == n => Some(l.a_addr.to_string()),
+                Some(n) if l.b == n => Some(l.b_addr.to_string()),
+                _ => None,
+            })
+            .collect();
+        Speakers::Routers {
+            pop: socket(&format!("pop/{}", t.pops[victim].name)),
+            all: names.iter().map(|(_, n)| socket(n)).collect(),
+            upstream,
+            at_victim,
+        }
+    }
+
+    /// The speaker whose sessions must all be up for the victim to count as back: its
+    /// transit's, or over an AS-level internet the victim POP's own.
+    fn settled(&self, victim: usize) -> PathBuf {
+        match self {
+            Speakers::Transits(transits) => transits[victim].clone(),
+            Speakers::Routers { pop, .. } => pop.clone(),
+        }
+    }
+}
+
+/// [`watch`] over an AS-level internet, polled as fast as the speakers answer: when an
+/// upstream router of the victim saw its session go down, when no router's selected
+/// route led straight to the victim, and when no group's packets reached it.
+fn watch_routers(
+    (t, plan): (&Topology, &Plan),
+    rt: &tokio::runtime::Runtime,
+    speakers: &Speakers,
+    (victim, at): (usize, Instant),
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let Speakers::Routers { all, upstream, at_victim, .. } = speakers else { return (None, None, None) };
+    // One moment at a time, in the order they come, so each poll asks only what it
+    // times (asking all 42 routers of topologies/internet.yaml takes milliseconds).
+    let first = |done: &dyn Fn() -> bool| -> Option<f64> {
+        while at.elapsed() < WATCH {
+            if done() {
+                return Some(at.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        None
+    };
+    let detect = first(&|| upstream.iter().any(|(socket, name)| session_down(rt, socket, name)));
+    let withdrawn = first(&|| !all.iter().any(|socket| selects_via(t, rt, socket, at_victim)));
+    let gone = first(&|| !(0..t.clients.len()).any(|g| reaches(t, plan, rt, g, victim)));
+    (detect, withdrawn, gone)
+}
+
+/// Whether protocol `name` at the speaker is not established.
+fn session_down(rt: &tokio::runtime::Runtime, socket: &Path, name: &str) -> bool {
+    let text = rt.block_on(bird::command(socket, "show protocols")).unwrap_or_default();
+    bird::sessions(&text).iter().any(|s| s.name == name && s.bgp != "Established")
+}
+
+/// Whether the speaker's selected route for a VIP has one of `next_hops` as its next hop.
+fn selects_via(t: &Topology, rt: &tokio::runtime::Runtime, socket: &Path, next_hops: &[String]) -> bool {
+    let routes = rt.block_on(bird::vip_routes(t, 0, socket)).unwrap_or_default();
+    routes.iter().any(|r| r.best && next_hops.contains(&r.via))
+}
+
+/// Whether group `g`'s packets to any VIP reach POP `victim`.
+fn reaches(t: &Topology, plan: &Plan, rt: &tokio::runtime::Runtime, g: usize, victim: usize) -> bool {
+    (0..t.vips.len()).any(|k| crate::client::routes::way(t, plan, rt, (g, k)).is_ok_and(|w| w.pop == Some(victim)))
+}
+
+/// Until every session of the victim's transit (or its own speaker) is established, and
+/// has been for 3 s (a thawed speaker's BFD may flap once).
+fn settle(rt: &tokio::runtime::Runtime, speaker: &Path) -> Result<(), ClientError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut steady_since: Option<Instant> = None;
     while Instant::now() < deadline {
-        let up = rt.block_on(bird::command(&transits[victim], "show protocols")).is_ok_and(|text| {
+        let up = rt.block_on(bird::command(speaker, "show protocols")).is_ok_and(|text| {
             let s = bird::sessions(&text);
             !s.is_empty() && s.iter().all(|x| x.bgp == "Established")
         });
