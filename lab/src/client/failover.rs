@@ -152,7 +152,24 @@ fn choose(t: &Topology, pop: Option<&str>) -> Result<(usize, SocketAddr, Vec<usi
         .ok_or_else(|| {
             unsuited(format!("no client group enters pop/{} for a VIP with a UDP listener", t.pops[victim].name))
         })?;
-    let groups: Vec<usize> = (0..t.clients.len()).filter(|&g| first(g, k) == Some(victim)).collect();
+    let mut groups: Vec<usize> = (0..t.clients.len()).filter(|&g| first(g, k) == Some(victim)).collect();
+    if t.internet.has_ases() {
+        // Over an AS-level internet a group may have no route once the POP withdraws (its
+        // network's best was one it may not pass on): it has no recovery to time.
+        let after = anyedge_topology::catchments::of(t, k, &|p| p != victim).map_err(|e| unsuited(e.to_string()))?;
+        let (kept, stranded): (Vec<usize>, Vec<usize>) =
+            groups.iter().partition(|&&g| after.groups.get(g).is_some_and(|c| c.pop.is_some()));
+        for g in stranded {
+            eprintln!("client/{}: no route once pop/{} withdraws; not timed", t.clients[g].name, t.pops[victim].name);
+        }
+        groups = kept;
+        if groups.is_empty() {
+            return Err(unsuited(format!(
+                "no client group that enters pop/{} has a route once it withdraws",
+                t.pops[victim].name
+            )));
+        }
+    }
     let port = udp(k).ok_or(ClientError::Unsuited("no UDP listener".into()))?;
     Ok((victim, SocketAddr::new(IpAddr::V4(t.vips[k].ipv4), port), groups))
 }

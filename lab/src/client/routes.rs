@@ -9,9 +9,12 @@ use anyedge_topology::Topology;
 use anyedge_topology::catchments::Internetwork;
 use anyedge_topology::routing::RouterId;
 
-use crate::bird::{command, routes, speaker_socket};
+use crate::bird::{BirdError, command, routes, speaker_socket};
 use crate::client::ClientError;
 use crate::plan::{Plan, Role};
+
+/// What BIRD says to `show route for` a prefix it has no route for.
+const NO_ROUTE: &str = "Network not found";
 
 /// Where a group's packets to one VIP go: the POP (`None`: a router on the way has no
 /// route) and the AS path its access router selected, its own AS first.
@@ -36,9 +39,12 @@ pub fn way(
     for hop in 0..=net.graph().routers() {
         let node = node_of(plan, at).ok_or(crate::plan::PlanGap("a router without its node"))?;
         let socket = speaker_socket(&dir, &node);
-        let said = rt
-            .block_on(command(&socket, &format!("show route all for {prefix}")))
-            .map_err(|e| ClientError::Answered { who: node.clone(), said: e.to_string() })?;
+        let said = match rt.block_on(command(&socket, &format!("show route all for {prefix}"))) {
+            Ok(text) => text,
+            // BIRD's answer when it has no route for the prefix at all.
+            Err(BirdError::Said(e)) if e == NO_ROUTE => return Ok(way),
+            Err(e) => return Err(ClientError::Answered { who: node.clone(), said: e.to_string() }),
+        };
         let Some(best) = routes(t, 0, &said).into_iter().find(|r| r.best && r.prefix == prefix) else {
             return Ok(way);
         };
