@@ -31,6 +31,11 @@ pub struct Args {
     pub duration: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Write the default AS-level internet drawn for the world into the file (tier-1
+    /// networks and exchanges, an access network per group, each POP's upstreams), to read
+    /// and edit: BGP over it decides each group's POP, in `sim`, `catchments` and the lab.
+    #[arg(long)]
+    pub internet: bool,
     /// The topology's name.
     #[arg(long, default_value = "generated")]
     pub name: String,
@@ -51,6 +56,7 @@ pub fn run(args: Args) -> ExitCode {
         clb_nodes: args.clb_nodes,
         duration_s: args.duration / 1_000_000_000,
         seed: args.seed,
+        internet: args.internet,
     };
     write(&spec, args.duration.is_multiple_of(1_000_000_000), args.out.as_deref())
 }

@@ -484,3 +484,35 @@ fn the_simulator_follows_bgp_and_gives_the_same_bytes_on_any_thread_count() {
             && lisbon["route"]["inflation_km"].as_f64().unwrap() > 500.0
     );
 }
+
+#[test]
+fn generate_writes_the_default_internet_it_draws_and_reading_it_back_gives_the_same_catchments() {
+    let spec = |internet| topology::generate::Spec {
+        name: "drawn".into(),
+        pops: 12,
+        regions: 2,
+        clients: 400,
+        groups: 40,
+        web_every: 0,
+        clb_nodes: 1,
+        duration_s: 5,
+        seed: 7,
+        internet,
+    };
+    let text = topology::generate::generate(&spec(true)).unwrap();
+    let written = topology::parse_str("drawn.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.internet.has_ases() && text.contains("upstreams: ["), "the file names its networks");
+    let mut drawn = topology::parse_str("drawn.yaml", &topology::generate::generate(&spec(false)).unwrap()).unwrap();
+    assert!(!drawn.internet.has_ases());
+    topology::default_internet::apply(&mut drawn, &topology::default_internet::Shape::FITTED);
+    assert_eq!(written.internet.last_mile_ns, drawn.internet.last_mile_ns);
+    for vip in 0..2 {
+        let (a, b) =
+            (catchments::of(&written, vip, &|_| true).unwrap(), catchments::of(&drawn, vip, &|_| true).unwrap());
+        for (g, (x, y)) in a.groups.iter().zip(&b.groups).enumerate() {
+            let name = &written.clients[g].name;
+            assert_eq!((x.pop, &x.path, x.rtt_ns), (y.pop, &y.path, y.rtt_ns), "VIP {vip}, group {name}");
+        }
+        assert!(a.groups.iter().any(|x| x.path.len() > 2), "some group crosses a transit");
+    }
+}

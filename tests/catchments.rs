@@ -35,6 +35,7 @@ fn generated(pops: usize, regions: usize, groups: usize) -> Topology {
         clb_nodes: 1,
         duration_s: 1,
         seed: 1,
+        internet: false,
     };
     let text = generate::generate(&spec).expect("generates");
     anyedge_topology::parse_str("catchments.yaml", &text).unwrap_or_else(|e| panic!("{e}"))

@@ -401,6 +401,7 @@ fn random_fault_schedules_on_a_world_of_five_regions_give_the_same_report_on_one
         clb_nodes: 2,
         duration_s: 12,
         seed: 6,
+        internet: false,
     };
     let text = anyedge_topology::generate::generate(&spec).unwrap();
     let t = anyedge_topology::parse_str("gen.yaml", &text).unwrap();

@@ -861,6 +861,7 @@ fn liveness_probes_grow_with_the_pop_region_pairs_that_carry_traffic_not_with_ev
         clb_nodes: 2,
         duration_s: 3,
         seed: 9,
+        internet: false,
     };
     let text = topology::generate::generate(&spec).unwrap();
     let demand = topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
@@ -914,6 +915,7 @@ fn generated_with_faults(regions: usize) -> Topology {
         clb_nodes: 2,
         duration_s: 2,
         seed: 4,
+        internet: false,
     };
     let text = topology::generate::generate(&spec).unwrap();
     let t = topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));

@@ -290,6 +290,7 @@ pub fn ladder(
             clb_nodes: 2,
             duration_s,
             seed: 1,
+            internet: false,
         };
         let text = anyedge_topology::generate::generate(&spec).map_err(|e| anyhow!("--ladder {clients}: {e}"))?;
         let file = dir.join(format!("ladder-{clients}.yaml"));

@@ -234,6 +234,7 @@ mod attacher_tests {
                 clb_nodes: 1,
                 duration_s: 1,
                 seed,
+                internet: false,
             };
             let t = crate::test_worlds::generated(&spec);
             let mut uniform = t.clone();

@@ -50,6 +50,8 @@ pub struct Transit {
 pub struct Exchange {
     pub name: &'static str,
     pub city: &'static str,
+    /// ISO 3166 code: `CITY, CC` names one place in GeoNames' cities.
+    pub country: &'static str,
     pub location: Location,
 }
 
@@ -76,7 +78,7 @@ fn exchanges() -> Vec<Exchange> {
         .filter_map(|f| {
             let (name, city, country) = (*f.first()?, *f.get(1)?, *f.get(2)?);
             let location = crate::parse::city(&format!("{city}, {country}"))?;
-            Some(Exchange { name, city, location })
+            Some(Exchange { name, city, country, location })
         })
         .collect()
 }
@@ -297,8 +299,9 @@ fn host_exchange(pop: &crate::PopSite, clients: &[crate::ClientGroup], reach_km:
     Ixp { name: format!("local/{}", pop.name), at: Place { name: pop.name.clone(), location: pop.location }, members }
 }
 
+/// An exchange's place, named as a file names it (`CITY, CC`).
 fn place(x: &Exchange) -> Place {
-    Place { name: x.city.to_string(), location: x.location }
+    Place { name: format!("{}, {}", x.city, x.country), location: x.location }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod calibrations;
 pub mod catchments;
 pub mod default_internet;
 pub mod generate;
+pub mod internet_text;
 pub mod measured;
 pub mod nodes;
 pub mod overrides;

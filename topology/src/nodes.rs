@@ -583,6 +583,7 @@ mod tests {
             clb_nodes: 3,
             duration_s: 1,
             seed: 3,
+            internet: false,
         };
         worlds.push(("generated".into(), crate::test_worlds::generated(&spec)));
         assert!(worlds.len() >= 6, "the shipped topologies and a generated one");

@@ -279,6 +279,7 @@ mod tests {
             clb_nodes: 2,
             duration_s: 1,
             seed: 3,
+            internet: false,
         };
         let text = anyedge_topology::generate::generate(&spec).unwrap();
         anyedge_topology::parse_str("gen.yaml", &text).unwrap()

@@ -556,6 +556,7 @@ mod tests {
             clb_nodes: 2,
             duration_s: 3,
             seed: 5,
+            internet: false,
         };
         let text = anyedge_topology::generate::generate(&spec).unwrap();
         let t = anyedge_topology::parse_str("idle.yaml", &text).unwrap();
@@ -600,6 +601,7 @@ mod tests {
             clb_nodes: 1,
             duration_s: 1,
             seed: 7,
+            internet: false,
         };
         let text = anyedge_topology::generate::generate(&spec).unwrap();
         let t = anyedge_topology::parse_str("orders.yaml", &text).unwrap();
