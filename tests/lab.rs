@@ -2134,3 +2134,30 @@ fn lab_reload_applies_an_edited_route_table_to_running_nodes_and_keeps_every_flo
     let r = lab.probe("london", "198.18.0.20:7000", "udp", 8);
     assert!(r["loss_pct"].as_f64().unwrap() < 5.0, "pop/paris still forwards: {r}");
 }
+
+/// A default internet drawn for a world has hundreds of routers, each a namespace and a
+/// speaker in a lab: `lab up` refuses it, naming the count and the bound, before
+/// anything is made.
+#[test]
+fn a_lab_refuses_an_as_level_internet_past_its_router_bound_before_anything_is_made() {
+    if !may_run() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("t-asbig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.yaml");
+    let made = Command::new(exe())
+        .args(["generate", "--pops", "6", "--regions", "2", "--groups", "20", "--clients", "200", "--internet"])
+        .args(["--name", "t-asbig", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = Command::new(exe()).args(["lab", "up"]).arg(&file).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routers, and a lab runs at most 100"), "{err}");
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains("t-asbig"), "no namespace made");
+}
