@@ -6,7 +6,6 @@
 use std::net::Ipv4Addr;
 
 use anyedge_topology::Topology;
-use anyedge_topology::catchments::Internetwork;
 use anyedge_topology::routing::RouterId;
 
 use crate::bird::{BirdError, command, routes, speaker_socket};
@@ -52,7 +51,7 @@ pub fn way(
             way.as_path = std::iter::once(net.as_number(net.graph().as_of(at))).chain(best.as_path).collect();
         }
         let Ok(via) = best.via.parse::<Ipv4Addr>() else { return Ok(way) };
-        match next_hop(t, plan, net, via) {
+        match next_hop(plan, via) {
             Some(Next::Pop(p)) => {
                 way.pop = Some(p);
                 return Ok(way);
@@ -70,7 +69,7 @@ enum Next {
 }
 
 /// The POP or router whose link address `via` is.
-fn next_hop(t: &Topology, plan: &Plan, net: &Internetwork, via: Ipv4Addr) -> Option<Next> {
+fn next_hop(plan: &Plan, via: Ipv4Addr) -> Option<Next> {
     let ns = plan.links.iter().find_map(|l| {
         if l.a_addr == via {
             Some(l.a)
@@ -82,9 +81,7 @@ fn next_hop(t: &Topology, plan: &Plan, net: &Internetwork, via: Ipv4Addr) -> Opt
     })?;
     match plan.namespaces[ns].role {
         Role::Pop(p) => Some(Next::Pop(p)),
-        Role::Router(r) => {
-            Some(Next::Router(RouterId(r))).filter(|_| r < net.graph().routers() && t.internet.has_ases())
-        }
+        Role::Router(r) => Some(Next::Router(RouterId(r))),
         _ => None,
     }
 }
