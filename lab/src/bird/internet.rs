@@ -163,9 +163,14 @@ pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, Plan
             Relation::Peer => LOCAL_PREF_PEER,
             Relation::Provider => LOCAL_PREF_PROVIDER,
         };
+        // One side of each session connects, the other waits (`passive`): two speakers
+        // that both connect collide, and BIRD's back-off after a collision grows to 10 s
+        // (a 94-router lab had not established its sessions in 30 s). The POP connects.
         let guard = if to_pop {
             bfd_devs.push(l.dev.clone());
-            format!(" ttl security yes; bfd {};", bfd_switch(t))
+            format!(" ttl security yes; bfd {}; passive on;", bfd_switch(t))
+        } else if them < me {
+            " passive on;".to_string()
         } else {
             String::new()
         };
@@ -194,11 +199,12 @@ pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, Plan
         let peer_ns = plan.ns_index(&Role::Router(y.0)).ok_or(PlanGap("no router namespace"))?;
         let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("two routers of a network without their link"))?;
         let rank = net.exit_rank(me, y) * sessions;
+        let passive = if y < me { " passive on;" } else { "" };
         for f in &families {
             let (set, (local, peer)) = (&f.set, ends(&l, f));
             let _ = writeln!(
                 out,
-                "protocol bgp i{}{} {{ local {local} as {asn}; neighbor {peer} as {asn}; direct; debug {{ states }}; {timers} med metric yes; {} {{ gateway direct; next hop self; import filter {{ if net ~ {set} then {{ bgp_med = bgp_med + {rank}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+                "protocol bgp i{}{} {{ local {local} as {asn}; neighbor {peer} as {asn}; direct;{passive} debug {{ states }}; {timers} med metric yes; {} {{ gateway direct; next hop self; import filter {{ if net ~ {set} then {{ bgp_med = bgp_med + {rank}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
                 y.0, f.suffix, f.channel,
             );
         }
