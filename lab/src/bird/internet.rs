@@ -299,3 +299,72 @@ fn vip_export(t: &Topology, net: &Internetwork, (k, p, v6): (usize, usize, bool)
     }
     format!("if net = {prefix} then {{ {prepends}{communities}accept; }} ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn internet() -> (Topology, Plan) {
+        let t =
+            anyedge_topology::parse_str("internet.yaml", include_str!("../../../topologies/internet.yaml")).unwrap();
+        let plan = Plan::new(&t);
+        (t, plan)
+    }
+
+    /// POP `name`'s export filter line toward the network `to`.
+    fn pop_session(t: &Topology, plan: &Plan, name: &str, to: &str) -> String {
+        let p = t.pop_index(name).unwrap();
+        let config = pop_config_as(t, plan, p).unwrap();
+        let line = config.lines().find(|l| l.contains(&format!("description \"{to}\""))).map(str::to_string);
+        line.unwrap_or_else(|| panic!("no session of {name} to {to}:\n{config}"))
+    }
+
+    #[test]
+    fn each_pop_announces_with_its_levers_on_each_session() {
+        let (t, plan) = internet();
+        // Paris prepends twice, to both its transits.
+        for to in ["cogent", "arelion"] {
+            assert_eq!(pop_session(&t, &plan, "paris", to).matches("bgp_path.prepend(64500);").count(), 2);
+        }
+        // Frankfurt's routes carry no-export, at DE-CIX as to GTT.
+        for to in ["gtt", "dtag", "arelion"] {
+            assert!(pop_session(&t, &plan, "frankfurt", to).contains("bgp_community.add((65535, 65281));"), "{to}");
+        }
+        // Madrid announces to NTT only: to Cogent its VIP is refused.
+        assert!(pop_session(&t, &plan, "madrid", "ntt").contains("if net = 198.18.0.20/32 then { accept; }"));
+        assert!(pop_session(&t, &plan, "madrid", "cogent").contains("if net = 198.18.0.20/32 then reject;"));
+    }
+
+    #[test]
+    fn routers_prefer_customers_and_export_only_customer_routes_to_peers_and_providers() {
+        let (t, plan) = internet();
+        let net = t.internet.ways.internetwork(&t);
+        let g = net.graph();
+        // BT buys from Arelion: BT's router marks Arelion's routes as a provider's and
+        // exports to it only what its customers gave it; Arelion's marks BT's as a
+        // customer's and exports it everything.
+        let (bt, arelion) = (0..g.ases()).map(AsId).fold((None, None), |(b, a), x| match net.as_name(x) {
+            "bt" => (Some(x), a),
+            "arelion" => (b, Some(x)),
+            _ => (b, a),
+        });
+        let (bt, arelion) = (bt.unwrap(), arelion.unwrap());
+        let session = (0..g.sessions())
+            .map(SessionId)
+            .map(|s| g.session(s))
+            .find(|s| (g.as_of(s.a), g.as_of(s.b)) == (bt, arelion) || (g.as_of(s.a), g.as_of(s.b)) == (arelion, bt));
+        let s = session.expect("BT meets Arelion");
+        let (bt_router, arelion_router) = if g.as_of(s.a) == bt { (s.a, s.b) } else { (s.b, s.a) };
+        let line = |r: RouterId, to: &str| {
+            let config = router_config(&t, &plan, r.0).unwrap();
+            config.lines().find(|l| l.contains(&format!("description \"{to}\""))).unwrap().to_string()
+        };
+        let at_bt = line(bt_router, "arelion");
+        assert!(at_bt.contains(&format!("bgp_local_pref = {LOCAL_PREF_PROVIDER};")), "{at_bt}");
+        assert!(at_bt.contains(&format!("if bgp_local_pref != {LOCAL_PREF_CUSTOMER} then reject;")), "{at_bt}");
+        let at_arelion = line(arelion_router, "bt");
+        assert!(at_arelion.contains(&format!("bgp_local_pref = {LOCAL_PREF_CUSTOMER};")), "{at_arelion}");
+        assert!(!at_arelion.contains("if bgp_local_pref !="), "to a customer, every best route: {at_arelion}");
+        assert!(at_arelion.contains("if (65535, 65281) ~ bgp_community then reject;"), "no-export kept: {at_arelion}");
+    }
+}
