@@ -366,6 +366,13 @@ impl Plan {
         Plan { lab, namespaces, links: pools.links, nodes, internet_hosts, group_sources: group_sources(t) }
     }
 
+    /// The node that runs router `r`'s speaker (`router/NETWORK/K`), over an AS-level
+    /// internet.
+    pub fn router_node(&self, r: usize) -> Option<&str> {
+        let ns = self.ns_index(&Role::Router(r))?;
+        self.nodes.iter().find(|n| n.ns == ns).map(|n| n.name.as_str())
+    }
+
     pub fn ns_index(&self, role: &Role) -> Option<usize> {
         self.namespaces.iter().position(|n| n.role == *role)
     }

@@ -248,13 +248,11 @@ impl Speakers {
         let socket = |name: &str| bird::speaker_socket(&dir, name);
         let net = t.internet.ways.internetwork(t);
         let g = net.graph();
-        let names = crate::plan::router_names(net);
-        let name_of = |r: usize| names.iter().find(|(x, _)| *x == r).map(|(_, n)| n.clone());
         let me = net.pop_router(victim);
         let upstream = (0..g.sessions())
             .map(anyedge_topology::routing::SessionId)
             .filter(|&s| g.session(s).a == me)
-            .filter_map(|s| Some((socket(&name_of(g.session(s).b.0)?), format!("s{}", s.0))))
+            .filter_map(|s| Some((socket(plan.router_node(g.session(s).b.0)?), format!("s{}", s.0))))
             .collect();
         let ns = plan.ns_index(&Role::Pop(victim));
         let at_victim = plan
@@ -268,7 +266,12 @@ impl Speakers {
             .collect();
         Speakers::Routers {
             pop: socket(&format!("pop/{}", t.pops[victim].name)),
-            all: names.iter().map(|(_, n)| socket(n)).collect(),
+            all: plan
+                .nodes
+                .iter()
+                .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Router(_)))
+                .map(|n| socket(&n.name))
+                .collect(),
             upstream,
             at_victim,
         }

@@ -274,7 +274,6 @@ fn as_catchments(
     rt: &tokio::runtime::Runtime,
 ) -> Result<serde_json::Value, ClientError> {
     let net = t.internet.ways.internetwork(t);
-    let names = crate::plan::router_names(net);
     let mut clients = Vec::new();
     for (g, group) in t.clients.iter().enumerate() {
         let mut vips: Vec<usize> = group.traffic.iter().map(|&k| t.traffic[k].vip).collect();
@@ -285,7 +284,7 @@ fn as_catchments(
             let pop = way.pop.map(|p| t.pops[p].name.clone());
             per_vip.push(serde_json::json!({ "vip": t.vips[v].name, "pop": pop, "as_path": way.as_path }));
         }
-        let router = names.iter().find(|(r, _)| *r == net.group_router(g).0).map(|(_, n)| n.clone());
+        let router = plan.router_node(net.group_router(g).0);
         clients.push(serde_json::json!({
             "name": group.name,
             "location": group.location,

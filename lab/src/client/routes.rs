@@ -36,7 +36,7 @@ pub fn way(
     let mut at = net.group_router(g);
     let mut way = Way { pop: None, as_path: Vec::new() };
     for hop in 0..=net.graph().routers() {
-        let node = node_of(plan, at).ok_or(crate::plan::PlanGap("a router without its node"))?;
+        let node = plan.router_node(at.0).ok_or(crate::plan::PlanGap("a router without its node"))?.to_string();
         let socket = speaker_socket(&dir, &node);
         let said = match rt.block_on(command(&socket, &format!("show route all for {prefix}"))) {
             Ok(text) => text,
@@ -84,10 +84,4 @@ fn next_hop(plan: &Plan, via: Ipv4Addr) -> Option<Next> {
         Role::Router(r) => Some(Next::Router(RouterId(r))),
         _ => None,
     }
-}
-
-/// The node that runs router `r`'s speaker.
-fn node_of(plan: &Plan, r: RouterId) -> Option<String> {
-    let ns = plan.ns_index(&Role::Router(r.0))?;
-    plan.nodes.iter().find(|n| n.ns == ns).map(|n| n.name.clone())
 }
