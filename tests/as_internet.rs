@@ -186,6 +186,36 @@ fn a_customer_at_its_providers_ixp_stays_its_customer_there() {
     assert_eq!(entry(&t2, &c2, "london"), (Some("madrid".into()), names(&["bt", "ntt", "cdn"])));
 }
 
+/// The file with more exchanges in Vienna, one of each list of members.
+fn with_exchanges(exchanges: &[&str]) -> Topology {
+    let ams = "    - { name: ams-ix,  at: Amsterdam, members: [ntt, gtt, arelion] }\n";
+    assert!(FILE.contains(ams));
+    let more: String = exchanges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("    - {{ name: vix{i}, at: Vienna, members: [{m}] }}\n"))
+        .collect();
+    let text = FILE.replace(ams, &format!("{ams}{more}"));
+    topology::parse_str("internet.yaml", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn an_exchange_of_networks_without_customers_changes_no_route_and_costs_no_session_among_them() {
+    let sessions = |t: &Topology| t.internet.ways.internetwork(t).graph().sessions();
+    // Each of the four alone at an exchange in Vienna: a router there, on its providers.
+    let apart = with_exchanges(&["bt", "dtag", "orange", "play"]);
+    let together = with_exchanges(&["bt, dtag, orange, play"]);
+    // None of the four sells transit: each passes a peer nothing, so no pair of them
+    // needs a session (six, were the exchange a full mesh).
+    assert_eq!(sessions(&together), sessions(&apart));
+    let route = |c: &Catchments| c.groups.iter().map(|g| (g.pop, g.path.clone(), g.rtt_ns)).collect::<Vec<_>>();
+    let t = world(&[]);
+    assert_eq!(route(&catchments_of(&together, &[])), route(&catchments_of(&t, &[])));
+    // A transit there (none of theirs) peers with each: three sessions, none among them.
+    let with_gtt = with_exchanges(&["bt, orange, play, gtt", "dtag"]);
+    assert_eq!(sessions(&with_gtt), sessions(&apart) + 3);
+}
+
 #[test]
 fn a_withdrawn_pop_sends_its_groups_to_their_next_best_route() {
     let t = world(&[]);

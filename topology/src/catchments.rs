@@ -334,6 +334,24 @@ impl Builder<'_> {
     }
 }
 
+/// Which of `t`'s networks have a customer: another network that buys from it, or a POP.
+fn sellers(t: &Topology) -> Vec<bool> {
+    let mut sells = vec![false; t.internet.ases.len()];
+    for net in &t.internet.ases {
+        for &p in &net.providers {
+            sells[p] = true;
+        }
+    }
+    for pop in &t.pops {
+        for u in &pop.bgp.upstreams {
+            if let Upstream::As(a) = *u {
+                sells[a] = true;
+            }
+        }
+    }
+    sells
+}
+
 impl Internetwork {
     /// The graph of `t`'s AS-level internet (`t.internet.has_ases()`).
     pub fn build(t: &Topology) -> Internetwork {
@@ -381,11 +399,19 @@ impl Internetwork {
         for (x, y) in peerings {
             b.peer(x, y);
         }
+        // Two members without customers pass each other nothing (a network passes a peer
+        // only its customers' routes, and only the operator's POPs originate one), so no
+        // session is made between them: an exchange of stub networks costs sessions in
+        // its members, not in their square.
+        let sells = sellers(t);
         for ixp in &t.internet.ixps {
-            let routers: Vec<RouterId> = ixp.members.iter().map(|&m| b.router(m, ixp.at.location)).collect();
-            for (i, &x) in routers.iter().enumerate() {
-                for &y in &routers[i + 1..] {
-                    b.session(x, y, Relation::Peer);
+            let routers: Vec<(usize, RouterId)> =
+                ixp.members.iter().map(|&m| (m, b.router(m, ixp.at.location))).collect();
+            for (i, &(m, x)) in routers.iter().enumerate() {
+                for &(n, y) in &routers[i + 1..] {
+                    if sells[m] || sells[n] {
+                        b.session(x, y, Relation::Peer);
+                    }
                 }
             }
         }

@@ -47,7 +47,16 @@ pub(super) fn network(
         let here = |ns: &String| local.is_none_or(|s| s.contains(ns));
         match (here(a), here(b), placed) {
             (true, true, _) | (_, _, None) => {
-                ip(&["link", "add", &l.a_if, "netns", a, "type", "veth", "peer", "name", &l.b_if, "netns", b])?;
+                let (mac_a, mac_b) = (link_mac(k, 0), link_mac(k, 1));
+                ip(&[
+                    "link", "add", &l.a_if, "netns", a, "address", &mac_a, "type", "veth", "peer", "name", &l.b_if,
+                    "netns", b, "address", &mac_b,
+                ])?;
+                link_addrs(a, &l.a_if, l.a_addr, l.a_addr6)?;
+                link_addrs(b, &l.b_if, l.b_addr, l.b_addr6)?;
+                neighbour(a, &l.a_if, (l.b_addr, l.b_addr6), k, 1)?;
+                neighbour(b, &l.b_if, (l.a_addr, l.a_addr6), k, 0)?;
+                continue;
             }
             (true, false, Some((p, me))) => {
                 if is_backbone(plan, l) {
@@ -73,8 +82,6 @@ pub(super) fn network(
             }
             (false, false, Some(_)) => continue,
         }
-        link_addrs(a, &l.a_if, l.a_addr, l.a_addr6)?;
-        link_addrs(b, &l.b_if, l.b_addr, l.b_addr6)?;
     }
     routes(t, plan, local)
 }
@@ -85,6 +92,49 @@ pub(super) fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::n
     // No duplicate-address detection: the lab's addresses are unique by construction.
     ip_in(ns, &["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
     ip_in(ns, &["link", "set", dev, "up"])
+}
+
+/// The MAC address of end `side` (0: a, 1: b) of link `k`: locally administered, unique in
+/// the lab, so each end knows its peer's without asking.
+pub(super) fn link_mac(k: usize, side: u8) -> String {
+    let [_, hi, mid, lo] = (k as u32).to_be_bytes();
+    format!("02:ae:{hi:02x}:{mid:02x}:{lo:02x}:{side:02x}")
+}
+
+/// The peer's end of link `k` (its side `side`) as permanent neighbours of `dev` in `ns`:
+/// its IPv4 address, its IPv6 address and its link-local one (EUI-64 from its MAC, as the
+/// kernel forms it). The kernel's neighbour tables are shared by every namespace and hold
+/// 1,024 resolved entries by default: a lab of a few hundred links overflowed them, and
+/// connections on the links past that never completed. Permanent entries are not counted
+/// against that bound, and nothing has to be resolved.
+pub(super) fn neighbour(
+    ns: &str,
+    dev: &str,
+    (v4, v6): (std::net::Ipv4Addr, std::net::Ipv6Addr),
+    k: usize,
+    side: u8,
+) -> Result<(), SysError> {
+    let mac = link_mac(k, side);
+    for addr in [v4.to_string(), v6.to_string(), link_local(k, side).to_string()] {
+        ip_in(ns, &["neigh", "replace", &addr, "lladdr", &mac, "dev", dev, "nud", "permanent"])?;
+    }
+    Ok(())
+}
+
+/// The link-local address the kernel gives end `side` of link `k` (EUI-64 of its MAC).
+pub(super) fn link_local(k: usize, side: u8) -> std::net::Ipv6Addr {
+    let [_, hi, mid, lo] = (k as u32).to_be_bytes();
+    let m = [0x02u8 ^ 0x02, 0xae, hi, mid, lo, side];
+    std::net::Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0], m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    )
 }
 
 /// Whether link `l` is the backbone's: the backbone router's link to a POP, a CLB node
@@ -596,4 +646,33 @@ pub(super) fn region_routes(
         gw.ip(router, &["route", "add", &format!("{direct}/32"), "via", &via])?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::netns::TestNs;
+
+    /// The permanent neighbours name the peer's link-local address: it must be the one
+    /// the kernel forms from the MAC the lab gives it.
+    #[test]
+    fn a_links_link_local_address_is_the_one_the_kernel_gives_its_mac() {
+        let ns = TestNs::new("mac");
+        for (k, side) in [(0, 0), (7, 1), (70_000, 1)] {
+            let (a, b) = (format!("x{k}a"), format!("x{k}b"));
+            let (mac_a, mac_b) = (link_mac(k, side), link_mac(k, 1 - side));
+            ip_in(
+                &ns.0,
+                &["link", "add", &a, "address", &mac_a, "type", "veth", "peer", "name", &b, "address", &mac_b],
+            )
+            .unwrap();
+            for dev in [&a, &b] {
+                ip_in(&ns.0, &["link", "set", dev, "up"]).unwrap();
+            }
+            let out =
+                std::process::Command::new("ip").args(["-n", &ns.0, "-6", "addr", "show", "dev", &a]).output().unwrap();
+            let shown = String::from_utf8_lossy(&out.stdout);
+            assert!(shown.contains(&format!("{}/64", link_local(k, side))), "{mac_a}: {shown}");
+        }
+    }
 }
