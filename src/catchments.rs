@@ -76,9 +76,12 @@ fn table(t: &Topology, per_vip: &[Catchments]) -> String {
         "no AS-level internet in the file: each POP its own transit, a group enters its nearest POP".to_string()
     };
     out.push_str(&format!("{}: {model}\n", t.name));
+    // Columns as wide as the longest name in them.
+    let gw = t.clients.iter().map(|g| g.name.chars().count()).max().unwrap_or(0).max(16);
+    let pw = t.pops.iter().map(|p| p.name.chars().count()).max().unwrap_or(0).max(12);
     for (v, c) in per_vip.iter().enumerate() {
         out.push_str(&format!(
-            "\nVIP {}\n{:<16} {:<12} {:>9} {:<12} {:>9} {:>10} {:>8}  AS path\n",
+            "\nVIP {}\n{:<gw$} {:<pw$} {:>9} {:<pw$} {:>9} {:>10} {:>8}  AS path\n",
             t.vips[v].name, "group", "POP", "rtt ms", "nearest", "rtt ms", "infl. ms", "infl. km"
         ));
         for g in talkers(t, v) {
@@ -86,7 +89,7 @@ fn table(t: &Topology, per_vip: &[Catchments]) -> String {
             let name = |p: Option<usize>| p.map_or("-".to_string(), |p| t.pops[p].name.clone());
             let line = match x.pop {
                 Some(_) => format!(
-                    "{:<16} {:<12} {:>9.1} {:<12} {:>9.1} {:>10.1} {:>8.0}  {}\n",
+                    "{:<gw$} {:<pw$} {:>9.1} {:<pw$} {:>9.1} {:>10.1} {:>8.0}  {}\n",
                     t.clients[g].name,
                     name(x.pop),
                     x.rtt_ns as f64 / 1e6,
@@ -96,7 +99,7 @@ fn table(t: &Topology, per_vip: &[Catchments]) -> String {
                     x.extra_km,
                     x.path_names.join(" ")
                 ),
-                None => format!("{:<16} {:<12} (no route)\n", t.clients[g].name, "-"),
+                None => format!("{:<gw$} {:<pw$} (no route)\n", t.clients[g].name, "-"),
             };
             out.push_str(&line);
         }

@@ -209,8 +209,13 @@ fn catchments_text(c: &serde_json::Value, json: bool) -> String {
     // Over an AS-level internet a group hangs off its access router, and each VIP's
     // entry has the AS path its router selected.
     let upstream = |g: &serde_json::Value| g["transit"].as_str().or(g["router"].as_str()).unwrap_or("?").to_string();
-    let mut out = format!("{:<24}{:<28}{}\n", "client", "upstream", "POP per VIP (BGP's selection)");
-    for g in c["clients"].as_array().into_iter().flatten() {
+    let groups: Vec<&serde_json::Value> = c["clients"].as_array().into_iter().flatten().collect();
+    let name = |g: &serde_json::Value| format!("client/{}", g["name"].as_str().unwrap_or("?"));
+    // Columns as wide as their longest entry, and two spaces between.
+    let wide = groups.iter().map(|g| name(g).chars().count() + 2).max().unwrap_or(0).max(24);
+    let up_wide = groups.iter().map(|g| upstream(g).chars().count() + 2).max().unwrap_or(0).max(28);
+    let mut out = format!("{:<wide$}{:<up_wide$}{}\n", "client", "upstream", "POP per VIP (BGP's selection)");
+    for g in groups {
         let vips: Vec<String> = g["vips"]
             .as_array()
             .into_iter()
@@ -221,8 +226,7 @@ fn catchments_text(c: &serde_json::Value, json: bool) -> String {
                 format!("{} → {}{path}", v["vip"].as_str().unwrap_or("?"), v["pop"].as_str().unwrap_or("no route"))
             })
             .collect();
-        let name = format!("client/{}", g["name"].as_str().unwrap_or("?"));
-        out += &format!("{name:<24}{:<28}{}\n", upstream(g), vips.join(", "));
+        out += &format!("{:<wide$}{:<up_wide$}{}\n", name(g), upstream(g), vips.join(", "));
     }
     out
 }

@@ -2157,7 +2157,8 @@ fn a_lab_refuses_an_as_level_internet_past_its_router_bound_before_anything_is_m
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("routers, and a lab runs at most 50"), "{err}");
+    let bound = format!("routers, and a lab runs at most {}", anyedge_lab::setup::LAB_ROUTERS_MAX);
+    assert!(err.contains(&bound), "{err}");
     let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&left.stdout).contains("t-asbig"), "no namespace made");
 }
