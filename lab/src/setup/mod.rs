@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyedge_topology::{self as topology, Topology};
 use serde::{Deserialize, Serialize};
 
-use crate::io::netns::{self, ip, ip_in, sysctl_in};
+use crate::io::netns::{self, IpBatch, ip, ip_in, sysctl_in, sysctls_in};
 use crate::layout::{node_log, ready_dir, ready_marker, state_dir};
 mod converge;
 pub mod hosts;

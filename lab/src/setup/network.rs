@@ -18,27 +18,21 @@ pub(super) fn network(
         plan.namespaces.iter().enumerate().filter(|&(i, _)| p.host_of[i] == me).map(|(_, ns)| ns.name.clone()).collect()
     });
     let local = local.as_ref();
-    for ns in plan.namespaces.iter().filter(|ns| local.is_none_or(|l| l.contains(&ns.name))) {
-        ip(&["netns", "add", &ns.name])?;
+    let mine: Vec<&crate::plan::Namespace> =
+        plan.namespaces.iter().filter(|ns| local.is_none_or(|l| l.contains(&ns.name))).collect();
+    let mut made = IpBatch::default();
+    for ns in &mine {
+        made.host(&["netns", "add", &ns.name]);
+        // Noted before it is made: a failure part way removes what was.
         state.namespaces.push(ns.name.clone());
-        ip_in(&ns.name, &["link", "set", "lo", "up"])?;
-        let forwards = matches!(
-            ns.role,
-            Role::Internet | Role::Transit(_) | Role::Router(_) | Role::Backbone | Role::RegionNet(_) | Role::Pop(_)
-        );
-        if forwards {
-            sysctl_in(&ns.name, "net.ipv4.ip_forward", "1")?;
-            sysctl_in(&ns.name, "net.ipv6.conf.all.forwarding", "1")?;
-        }
-        for key in ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"] {
-            sysctl_in(&ns.name, key, "0")?;
-        }
-        // No duplicate address detection on any device made here, link-local addresses
-        // included: every address is ours, and a tentative link-local address holds up
-        // neighbour discovery (IPv6 answers took seconds for the first moments of a lab).
-        for key in ["net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"] {
-            sysctl_in(&ns.name, key, "0")?;
-        }
+    }
+    made.run()?;
+    for ns in &mine {
+        sysctls_in(&ns.name, &namespace_sysctls(&ns.role))?;
+    }
+    let mut batch = IpBatch::default();
+    for ns in &mine {
+        batch.inside(&ns.name, &["link", "set", "lo", "up"]);
     }
     // Whether this host has made the backbone's uplink to its own namespace yet.
     let mut uplink = false;
@@ -47,15 +41,7 @@ pub(super) fn network(
         let here = |ns: &String| local.is_none_or(|s| s.contains(ns));
         match (here(a), here(b), placed) {
             (true, true, _) | (_, _, None) => {
-                let (mac_a, mac_b) = (link_mac(k, 0), link_mac(k, 1));
-                ip(&[
-                    "link", "add", &l.a_if, "netns", a, "address", &mac_a, "type", "veth", "peer", "name", &l.b_if,
-                    "netns", b, "address", &mac_b,
-                ])?;
-                link_addrs(a, &l.a_if, l.a_addr, l.a_addr6)?;
-                link_addrs(b, &l.b_if, l.b_addr, l.b_addr6)?;
-                neighbour(a, &l.a_if, (l.b_addr, l.b_addr6), k, 1)?;
-                neighbour(b, &l.b_if, (l.a_addr, l.a_addr6), k, 0)?;
+                veth(&mut batch, k, l, (a, b));
                 continue;
             }
             (true, false, Some((p, me))) => {
@@ -83,7 +69,53 @@ pub(super) fn network(
             (false, false, Some(_)) => continue,
         }
     }
+    batch.run()?;
     routes(t, plan, local)
+}
+
+/// The sysctls of a namespace in role `role`: forwarding where it routes, no reverse-path
+/// filter, no duplicate address detection.
+fn namespace_sysctls(role: &Role) -> Vec<(&'static str, &'static str)> {
+    let forwards = matches!(
+        role,
+        Role::Internet | Role::Transit(_) | Role::Router(_) | Role::Backbone | Role::RegionNet(_) | Role::Pop(_)
+    );
+    let mut keys = Vec::new();
+    if forwards {
+        keys.extend([("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")]);
+    }
+    keys.extend([("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")]);
+    // No duplicate address detection on any device made here, link-local addresses
+    // included: every address is ours, and a tentative link-local address holds up
+    // neighbour discovery (IPv6 answers took seconds for the first moments of a lab).
+    keys.extend([("net.ipv6.conf.all.accept_dad", "0"), ("net.ipv6.conf.default.accept_dad", "0")]);
+    keys
+}
+
+/// Link `k` between namespaces `a` and `b` on this host: a veth pair with the lab's MACs,
+/// each end's addresses, and the other end as its permanent neighbour (its IPv4, IPv6 and
+/// link-local addresses). The kernel's neighbour tables are shared by every namespace and
+/// hold 1,024 resolved entries by default: a lab of a few hundred links overflowed them,
+/// and connections on the links past that never completed. Permanent entries are not
+/// counted against that bound, and nothing has to be resolved.
+fn veth(batch: &mut IpBatch, k: usize, l: &crate::plan::Veth, (a, b): (&str, &str)) {
+    let (mac_a, mac_b) = (link_mac(k, 0), link_mac(k, 1));
+    batch.host(&[
+        "link", "add", &l.a_if, "netns", a, "address", &mac_a, "type", "veth", "peer", "name", &l.b_if, "netns", b,
+        "address", &mac_b,
+    ]);
+    for (ns, dev, (v4, v6), them, their_side) in [
+        (a, &l.a_if, (l.a_addr, l.a_addr6), (l.b_addr, l.b_addr6), 1),
+        (b, &l.b_if, (l.b_addr, l.b_addr6), (l.a_addr, l.a_addr6), 0),
+    ] {
+        batch.inside(ns, &["addr", "add", &format!("{v4}/30"), "dev", dev]);
+        batch.inside(ns, &["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+        batch.inside(ns, &["link", "set", dev, "up"]);
+        let their_mac = link_mac(k, their_side);
+        for addr in [them.0.to_string(), them.1.to_string(), link_local(k, their_side).to_string()] {
+            batch.inside(ns, &["neigh", "replace", &addr, "lladdr", &their_mac, "dev", dev, "nud", "permanent"]);
+        }
+    }
 }
 
 /// A link's addresses on its end `dev` in namespace `ns`, and the link up.
@@ -99,26 +131,6 @@ pub(super) fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::n
 pub(super) fn link_mac(k: usize, side: u8) -> String {
     let [_, hi, mid, lo] = (k as u32).to_be_bytes();
     format!("02:ae:{hi:02x}:{mid:02x}:{lo:02x}:{side:02x}")
-}
-
-/// The peer's end of link `k` (its side `side`) as permanent neighbours of `dev` in `ns`:
-/// its IPv4 address, its IPv6 address and its link-local one (EUI-64 from its MAC, as the
-/// kernel forms it). The kernel's neighbour tables are shared by every namespace and hold
-/// 1,024 resolved entries by default: a lab of a few hundred links overflowed them, and
-/// connections on the links past that never completed. Permanent entries are not counted
-/// against that bound, and nothing has to be resolved.
-pub(super) fn neighbour(
-    ns: &str,
-    dev: &str,
-    (v4, v6): (std::net::Ipv4Addr, std::net::Ipv6Addr),
-    k: usize,
-    side: u8,
-) -> Result<(), SysError> {
-    let mac = link_mac(k, side);
-    for addr in [v4.to_string(), v6.to_string(), link_local(k, side).to_string()] {
-        ip_in(ns, &["neigh", "replace", &addr, "lladdr", &mac, "dev", dev, "nud", "permanent"])?;
-    }
-    Ok(())
 }
 
 /// The link-local address the kernel gives end `side` of link `k` (EUI-64 of its MAC).
