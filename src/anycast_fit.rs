@@ -198,7 +198,7 @@ fn tail_text(t: &Tail) -> String {
 fn shape_of(shared: &Shape, operators: &BTreeMap<String, Operator>, s: &Service) -> Shape {
     let mut shape = *shared;
     if let Some(op) = operators.get(&s.name) {
-        (shape.operator_transits, shape.pop_reach_km) = (op.transits, op.reach_km);
+        (shape.operator_transits, shape.pop_reach_km, shape.pop_transits) = (op.transits, op.reach_km, op.per_pop);
     }
     shape
 }
@@ -234,7 +234,7 @@ fn report(
         let [e50, e90] = errors(&model, &measured);
         let _ = writeln!(
             out,
-            "{:<18} {:<5} {:>5} {:>5}  {}  {}  {}  {:>+7.1} {:>+7.1}  {:>7.1}%  {} transits within {} km{}",
+            "{:<18} {:<5} {:>5} {:>5}  {}  {}  {}  {:>+7.1} {:>+7.1}  {:>7.1}%  {}{}",
             s.name,
             if s.fit { "fit" } else { "check" },
             s.sites.len(),
@@ -245,8 +245,11 @@ fn report(
             e50,
             e90,
             stranded,
-            shape.operator_transits,
-            shape.pop_reach_km,
+            operator_text(&Operator {
+                transits: shape.operator_transits,
+                reach_km: shape.pop_reach_km,
+                per_pop: shape.pop_transits
+            }),
             if operators.contains_key(&s.name) { " (its own)" } else { "" }
         );
     }
@@ -303,9 +306,23 @@ fn set(shape: &mut Shape, which: &str, v: f64) {
 
 fn shape_text(s: &Shape) -> String {
     format!(
-        "Shape {{ home: {:?}, away: {:?}, access_transits: {}, operator_transits: {}, pop_reach_km: {:?}, join: {:?}, reach_km: {:?}, last_mile_ms: {:?} }}",
-        s.home, s.away, s.access_transits, s.operator_transits, s.pop_reach_km, s.join, s.reach_km, s.last_mile_ms
+        "Shape {{ home: {:?}, away: {:?}, access_transits: {}, operator_transits: {}, pop_reach_km: {:?}, pop_transits: {}, join: {:?}, reach_km: {:?}, last_mile_ms: {:?} }}",
+        s.home,
+        s.away,
+        s.access_transits,
+        s.operator_transits,
+        s.pop_reach_km,
+        s.pop_transits,
+        s.join,
+        s.reach_km,
+        s.last_mile_ms
     )
+}
+
+/// An operator as the table prints it: "10 transits within 100 km, 2 nearest per POP".
+fn operator_text(op: &Operator) -> String {
+    let per_pop = if op.per_pop == 0 { String::new() } else { format!(", {} nearest per POP", op.per_pop) };
+    format!("{} transits within {} km{per_pop}", op.transits, op.reach_km)
 }
 
 /// How an operator connects its POPs (the shape's operator numbers), fitted per service:
@@ -315,10 +332,13 @@ fn shape_text(s: &Shape) -> String {
 struct Operator {
     transits: usize,
     reach_km: f64,
+    /// Transits each POP buys from, the nearest (0: every one within reach).
+    per_pop: usize,
 }
 
 const OPERATOR_TRANSITS: [usize; 7] = [1, 2, 3, 4, 6, 10, 15];
 const OPERATOR_REACH_KM: [f64; 5] = [100.0, 500.0, 1000.0, 1500.0, 3000.0];
+const OPERATOR_PER_POP: [usize; 4] = [0, 1, 2, 3];
 
 /// A service's largest p50-or-p90 error under `shape`, in percent.
 fn service_error(s: &Service, shape: &Shape, seeds: u64) -> Result<f64, String> {
@@ -346,18 +366,28 @@ fn score(
 fn fit_operators(services: &[Service], shared: &Shape, seeds: u64) -> Result<BTreeMap<String, Operator>, String> {
     let mut out = BTreeMap::new();
     for s in services.iter().filter(|s| s.fit) {
-        let mut best = (f64::INFINITY, Operator { transits: shared.operator_transits, reach_km: shared.pop_reach_km });
+        let mut best = (
+            f64::INFINITY,
+            Operator {
+                transits: shared.operator_transits,
+                reach_km: shared.pop_reach_km,
+                per_pop: shared.pop_transits,
+            },
+        );
         for transits in OPERATOR_TRANSITS {
             for reach_km in OPERATOR_REACH_KM {
-                let op = Operator { transits, reach_km };
-                let shape = Shape { operator_transits: transits, pop_reach_km: reach_km, ..*shared };
-                let e = service_error(s, &shape, seeds)?;
-                if e < best.0 {
-                    best = (e, op);
+                for per_pop in OPERATOR_PER_POP.into_iter().filter(|&k| k == 0 || k < transits) {
+                    let op = Operator { transits, reach_km, per_pop };
+                    let shape =
+                        Shape { operator_transits: transits, pop_reach_km: reach_km, pop_transits: per_pop, ..*shared };
+                    let e = service_error(s, &shape, seeds)?;
+                    if e < best.0 {
+                        best = (e, op);
+                    }
                 }
             }
         }
-        eprintln!("{}: {} transits within {} km, worst {:.1} %", s.name, best.1.transits, best.1.reach_km, best.0);
+        eprintln!("{}: {}, worst {:.1} %", s.name, operator_text(&best.1), best.0);
         out.insert(s.name.clone(), best.1);
     }
     Ok(out)
@@ -403,7 +433,8 @@ fn fit(services: &[Service], seeds: u64) -> Result<(Shape, BTreeMap<String, Oper
         }
     }
     if let Some(cdn) = operators.get("cloudflare") {
-        (shared.operator_transits, shared.pop_reach_km) = (cdn.transits, cdn.reach_km);
+        (shared.operator_transits, shared.pop_reach_km, shared.pop_transits) =
+            (cdn.transits, cdn.reach_km, cdn.per_pop);
     }
     Ok((shared, operators))
 }

@@ -15,7 +15,9 @@
 //!   nearest exchange within `reach_km` with probability `join`.
 //! - **The operator** (the CDN) buys transit from `operator_transits` transits, drawn;
 //!   each POP buys from those of them present within `pop_reach_km` of it (a port at the
-//!   POP's city) and peers at the exchange of its city when there is one. A POP none of
+//!   POP's city), or from the `pop_transits` nearest of those (a root letter's site buys
+//!   from its host's transit, a CDN's POP from all), and peers at the exchange of its
+//!   city when there is one. A POP none of
 //!   them reaches is a local node (`no-export`: its route stays with the networks that
 //!   hear it): it peers at its city's exchange, or without one at an exchange of its own
 //!   (`local/POP`) with the access networks within `reach_km`; it buys no transit.
@@ -96,6 +98,9 @@ pub struct Shape {
     pub operator_transits: usize,
     /// How far from a POP one of the operator's transits may be to sell it a port.
     pub pop_reach_km: f64,
+    /// How many of those a POP buys from, the nearest first (0: every one): a CDN buys
+    /// from its transits everywhere, a root letter's site from its host's one or two.
+    pub pop_transits: usize,
     /// Probability an access network joins its nearest exchange within `reach_km`.
     pub join: f64,
     /// How far an access network goes to an exchange.
@@ -107,13 +112,14 @@ pub struct Shape {
 impl Shape {
     /// The shape `anyedge calibrate --anycast data/anycast` fits (data/anycast/README.md).
     pub const FITTED: Shape = Shape {
-        home: 0.8,
+        home: 0.9,
         away: 0.35,
         access_transits: 1,
-        operator_transits: 10,
-        pop_reach_km: 100.0,
-        join: 0.0,
-        reach_km: 50.0,
+        operator_transits: 15,
+        pop_reach_km: 1500.0,
+        pop_transits: 0,
+        join: 1.0,
+        reach_km: 500.0,
         last_mile_ms: 2.0,
     };
 }
@@ -139,6 +145,8 @@ const PRESENCE: u64 = 1;
 const TIE: u64 = 2;
 const JOIN: u64 = 3;
 const OPERATOR: u64 = 4;
+/// Ties among a POP's nearest transits; `TIE + who` is taken by the groups' ties (`who` 0).
+const POP_TIE: u64 = 5;
 
 /// Which exchange cities each transit is present at.
 fn presence(seed: u64, shape: &Shape, transits: &[Transit], exchanges: &[Exchange]) -> Vec<Vec<usize>> {
@@ -251,8 +259,7 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
         .collect();
     let operator = operator_transits(seed, shape.operator_transits, transits);
     for (p, pop) in t.pops.iter_mut().enumerate() {
-        let near = |&k: &usize| places[k].iter().any(|&l| great_circle_km(pop.location, l) <= shape.pop_reach_km);
-        let buys: Vec<usize> = operator.iter().copied().filter(near).collect();
+        let buys = pop_transits((seed, p), pop.location, shape, &operator, transits, &places);
         let exchange = pop_exchange[p].and_then(|x| kept.iter().position(|&k| k == x)).map(Upstream::Ixp);
         pop.bgp.upstreams = if !buys.is_empty() {
             buys.into_iter().map(Upstream::As).chain(exchange).collect()
@@ -278,6 +285,29 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
         t.internet.last_mile_source = LAST_MILE_FITTED;
     }
     t.internet.ways = Default::default();
+}
+
+/// The operator's transits POP `p` at `at` buys from: those present within
+/// `shape.pop_reach_km`, or the `shape.pop_transits` nearest of them, in the operator's
+/// order.
+fn pop_transits(
+    (seed, p): (u64, usize),
+    at: Location,
+    shape: &Shape,
+    operator: &[usize],
+    transits: &[Transit],
+    places: &[Vec<Location>],
+) -> Vec<usize> {
+    let km = |k: usize| places[k].iter().map(|&l| great_circle_km(at, l)).fold(f64::INFINITY, f64::min);
+    let within: Vec<usize> = operator.iter().copied().filter(|&k| km(k) <= shape.pop_reach_km).collect();
+    if shape.pop_transits == 0 || within.len() <= shape.pop_transits {
+        return within;
+    }
+    let mut ranked: Vec<(f64, f64, usize)> =
+        within.iter().map(|&k| ((km(k) / SAME_CITY_KM).floor(), draw(seed, POP_TIE, transits[k].asn, p), k)).collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let nearest: Vec<usize> = ranked.into_iter().take(shape.pop_transits).map(|r| r.2).collect();
+    within.into_iter().filter(|k| nearest.contains(k)).collect()
 }
 
 /// The `n` transits the operator buys from: the first `n` by a draw for each.
@@ -371,8 +401,12 @@ traffic:
 ";
 
     fn world(seed: u64) -> Topology {
+        drawn(seed, &Shape::FITTED)
+    }
+
+    fn drawn(seed: u64, shape: &Shape) -> Topology {
         let mut t = crate::parse_str("w", &WORLD.replace("seed: 1", &format!("seed: {seed}"))).expect("parses");
-        apply(&mut t, &Shape::FITTED);
+        apply(&mut t, shape);
         t
     }
 
@@ -421,6 +455,46 @@ traffic:
         let Upstream::Ixp(y) = tahiti.upstreams[0] else { panic!("{tahiti:?}") };
         assert_eq!(t.internet.ixps[y].name, "local/tahiti");
         assert!(t.internet.ixps[y].members.is_empty(), "no group is near Tahiti");
+    }
+
+    #[test]
+    fn a_pop_that_buys_from_its_nearest_transits_buys_from_no_farther_one() {
+        let (transits, exchanges) = &*FACTS;
+        for seed in 1..=10 {
+            let every = Shape { operator_transits: 15, pop_reach_km: 3000.0, pop_transits: 0, ..Shape::FITTED };
+            let all = drawn(seed, &every);
+            let t = drawn(seed, &Shape { pop_transits: 1, ..every });
+            let places = presence(seed, &every, transits, exchanges);
+            let km = |p: usize, k: usize| {
+                places[k]
+                    .iter()
+                    .map(|&x| great_circle_km(t.pops[p].location, exchanges[x].location))
+                    .fold(f64::INFINITY, f64::min)
+            };
+            for (p, pop) in t.pops.iter().enumerate() {
+                let bought: Vec<usize> = pop
+                    .bgp
+                    .upstreams
+                    .iter()
+                    .filter_map(|u| if let Upstream::As(k) = u { Some(*k) } else { None })
+                    .collect();
+                assert!(bought.len() <= 1, "seed {seed}: {} buys from {bought:?}", pop.name);
+                if let Some(&k) = bought.first() {
+                    let nearest = (0..transits.len()).map(|j| km(p, j)).fold(f64::INFINITY, f64::min);
+                    assert!(
+                        (km(p, k) / SAME_CITY_KM).floor() <= (nearest / SAME_CITY_KM).floor(),
+                        "seed {seed}: {} buys from {} at {:.0} km, one is at {nearest:.0} km",
+                        pop.name,
+                        transits[k].name,
+                        km(p, k)
+                    );
+                }
+            }
+            let several = |t: &Topology| {
+                t.pops.iter().any(|p| p.bgp.upstreams.iter().filter(|u| matches!(u, Upstream::As(_))).count() > 1)
+            };
+            assert!(several(&all), "seed {seed}: with every transit within reach no POP buys from two");
+        }
     }
 
     #[test]

@@ -80,7 +80,8 @@ fn run_batch(global: &[&str], lines: &[String]) -> Result<(), SysError> {
         .nth(1)
         .and_then(|r| r.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
         .and_then(|n| lines.get(n.checked_sub(1)?));
-    let command = format!("ip {}{}", global.iter().map(|g| format!("{g} ")).collect::<String>(), failed.map_or("-batch", |l| l));
+    let command =
+        format!("ip {}{}", global.iter().map(|g| format!("{g} ")).collect::<String>(), failed.map_or("-batch", |l| l));
     Err(SysError::refused(command, &out.stderr))
 }
 

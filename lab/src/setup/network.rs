@@ -136,7 +136,8 @@ pub(super) fn link_mac(k: usize, side: u8) -> String {
 /// The link-local address the kernel gives end `side` of link `k` (EUI-64 of its MAC).
 pub(super) fn link_local(k: usize, side: u8) -> std::net::Ipv6Addr {
     let [_, hi, mid, lo] = (k as u32).to_be_bytes();
-    let m = [0x02u8 ^ 0x02, 0xae, hi, mid, lo, side];
+    // The MAC's first byte, 0x02, with its universal/local bit flipped: 0x00.
+    let m = [0x00u8, 0xae, hi, mid, lo, side];
     std::net::Ipv6Addr::new(
         0xfe80,
         0,
