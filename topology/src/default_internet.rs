@@ -186,11 +186,21 @@ fn nearest_transits(
     transits: &[Transit],
     places: &[Vec<Location>],
 ) -> Vec<usize> {
-    let mut ranked: Vec<(f64, f64, usize)> = (0..transits.len())
+    nearest_of(0..transits.len(), at, n, places, |k| draw(seed, TIE + who, transits[k].asn, index))
+}
+
+/// The `n` of `candidates` present nearest `at`, those in one city ordered by `tie`.
+fn nearest_of(
+    candidates: impl Iterator<Item = usize>,
+    at: Location,
+    n: usize,
+    places: &[Vec<Location>],
+    tie: impl Fn(usize) -> f64,
+) -> Vec<usize> {
+    let mut ranked: Vec<(f64, f64, usize)> = candidates
         .filter_map(|k| {
             let km = places[k].iter().map(|&l| great_circle_km(at, l)).min_by(f64::total_cmp)?;
-            // Within one city the draw decides among them.
-            Some(((km / SAME_CITY_KM).floor(), draw(seed, TIE + who, transits[k].asn, index), k))
+            Some(((km / SAME_CITY_KM).floor(), tie(k), k))
         })
         .collect();
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -303,10 +313,8 @@ fn pop_transits(
     if shape.pop_transits == 0 || within.len() <= shape.pop_transits {
         return within;
     }
-    let mut ranked: Vec<(f64, f64, usize)> =
-        within.iter().map(|&k| ((km(k) / SAME_CITY_KM).floor(), draw(seed, POP_TIE, transits[k].asn, p), k)).collect();
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    let nearest: Vec<usize> = ranked.into_iter().take(shape.pop_transits).map(|r| r.2).collect();
+    let nearest =
+        nearest_of(within.iter().copied(), at, shape.pop_transits, places, |k| draw(seed, POP_TIE, transits[k].asn, p));
     within.into_iter().filter(|k| nearest.contains(k)).collect()
 }
 

@@ -137,18 +137,9 @@ pub fn sysctls_in(ns: &str, keys: &[(&str, &str)]) -> Result<(), SysError> {
     }
 }
 
-/// Writes a sysctl inside a namespace (through /proc, no sysctl binary needed).
+/// Writes a sysctl inside a namespace.
 pub fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), SysError> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "sh", "-c", &format!("echo {value} > {path}")])
-        .output()
-        .map_err(netns_exec)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(SysError::refused(format!("sysctl {key}={value} in {ns}"), &out.stderr))
-    }
+    sysctls_in(ns, &[(key, value)])
 }
 
 /// Namespaces whose names start with `prefix`.

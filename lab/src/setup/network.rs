@@ -108,9 +108,7 @@ fn veth(batch: &mut IpBatch, k: usize, l: &crate::plan::Veth, (a, b): (&str, &st
         (a, &l.a_if, (l.a_addr, l.a_addr6), (l.b_addr, l.b_addr6), 1),
         (b, &l.b_if, (l.b_addr, l.b_addr6), (l.a_addr, l.a_addr6), 0),
     ] {
-        batch.inside(ns, &["addr", "add", &format!("{v4}/30"), "dev", dev]);
-        batch.inside(ns, &["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
-        batch.inside(ns, &["link", "set", dev, "up"]);
+        end_addrs(batch, ns, dev, (v4, v6));
         let their_mac = link_mac(k, their_side);
         for addr in [them.0.to_string(), them.1.to_string(), link_local(k, their_side).to_string()] {
             batch.inside(ns, &["neigh", "replace", &addr, "lladdr", &their_mac, "dev", dev, "nud", "permanent"]);
@@ -120,10 +118,17 @@ fn veth(batch: &mut IpBatch, k: usize, l: &crate::plan::Veth, (a, b): (&str, &st
 
 /// A link's addresses on its end `dev` in namespace `ns`, and the link up.
 pub(super) fn link_addrs(ns: &str, dev: &str, v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Result<(), SysError> {
-    ip_in(ns, &["addr", "add", &format!("{v4}/30"), "dev", dev])?;
-    // No duplicate-address detection: the lab's addresses are unique by construction.
-    ip_in(ns, &["-6", "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
-    ip_in(ns, &["link", "set", dev, "up"])
+    let mut batch = IpBatch::default();
+    end_addrs(&mut batch, ns, dev, (v4, v6));
+    batch.run()
+}
+
+/// What [`link_addrs`] does, added to `batch`. No duplicate-address detection: the lab's
+/// addresses are unique by construction.
+fn end_addrs(batch: &mut IpBatch, ns: &str, dev: &str, (v4, v6): (std::net::Ipv4Addr, std::net::Ipv6Addr)) {
+    batch.inside(ns, &["addr", "add", &format!("{v4}/30"), "dev", dev]);
+    batch.inside(ns, &["addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+    batch.inside(ns, &["link", "set", dev, "up"]);
 }
 
 /// The MAC address of end `side` (0: a, 1: b) of link `k`: locally administered, unique in
