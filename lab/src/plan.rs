@@ -98,6 +98,65 @@ fn link_addrs6(pool: usize, k: usize) -> (Ipv6Addr, Ipv6Addr) {
     (net(1), net(2))
 }
 
+/// A network's routers on one shared segment: a bridge (`bridge`) in the internet's
+/// namespace, each router on it by a veth of its own (`seg` in the router's namespace,
+/// `core_dev` on the bridge). The traffic between its routers crosses it, and their iBGP
+/// sessions, each to the network's route reflector (the `internet` node's speaker, at
+/// `reflector` on the bridge), which passes every router's routes to the others. A veth
+/// and a session per pair of routers was a full mesh: a default internet's tier-1
+/// networks, present at tens of places each, made 5,645 links, and two cores could not
+/// keep their sessions' hold timers.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub bridge: String,
+    pub ports: Vec<Port>,
+    pub reflector: Ipv4Addr,
+    pub reflector6: Ipv6Addr,
+}
+
+/// A router's place on a [`Segment`].
+#[derive(Debug, Clone)]
+pub struct Port {
+    pub ns: usize,
+    pub core_dev: String,
+    pub addr: Ipv4Addr,
+    pub addr6: Ipv6Addr,
+}
+
+/// The node whose speaker reflects each network's routes among its routers: in the
+/// internet's namespace, named as a hosts file names that namespace.
+pub const REFLECTOR_NODE: &str = "internet";
+
+/// A router's device on its network's segment.
+pub const SEGMENT_DEV: &str = "seg";
+
+/// Segments take the top of the internet pool, a /26 each (61 routers and the
+/// reflector): 64 of them.
+const SEGMENT_POOL: Ipv4Addr = Ipv4Addr::new(198, 18, 176, 0);
+pub const SEGMENT_PREFIX: u8 = 26;
+pub const SEGMENTS_MAX: usize = 64;
+pub const SEGMENT_PORTS_MAX: usize = 61;
+/// IPv6 pool of the segments: fd00:ae:3:S::/64.
+const SEGMENT_POOL6: u16 = 3;
+/// How many /30 links each pool holds before the next pool's addresses (the internet's
+/// stops where the segments start).
+const POOL_LINKS_MAX: [usize; 3] = [
+    (SEGMENT_POOL.to_bits() - INTERNET_POOL.to_bits()) as usize / 4,
+    (REGION_POOL.to_bits() - BACKBONE_POOL.to_bits()) as usize / 4,
+    (1 << (32 - REGION_NET.1)) / 4,
+];
+const _: () = assert!(SEGMENTS_MAX * (1 << (32 - SEGMENT_PREFIX)) == (1 << 12));
+// The numbers `Plan::address_room` names.
+const _: () = assert!(POOL_LINKS_MAX[0] == 3072 && POOL_LINKS_MAX[1] == 2048 && POOL_LINKS_MAX[2] == 2048);
+// The routers, the reflector, the network and broadcast addresses.
+const _: () = assert!(SEGMENT_PORTS_MAX + 3 == 1 << (32 - SEGMENT_PREFIX));
+
+fn segment_addrs(s: usize, m: usize) -> (Ipv4Addr, Ipv6Addr) {
+    let v4 = Ipv4Addr::from(u32::from(SEGMENT_POOL) + (s << (32 - SEGMENT_PREFIX)) as u32 + 1 + m as u32);
+    let v6 = Ipv6Addr::new(V6_PREFIX[0], V6_PREFIX[1], SEGMENT_POOL6, s as u16, 0, 0, 0, 1 + m as u16);
+    (v4, v6)
+}
+
 /// A node process: its name as fault targets write it, and where it runs.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -110,6 +169,11 @@ pub struct Plan {
     pub lab: String,
     pub namespaces: Vec<Namespace>,
     pub links: Vec<Veth>,
+    /// Over an AS-level internet: each network's routers on a segment of their own.
+    pub segments: Vec<Segment>,
+    /// Links past a pool's room (0: internet, 1: backbone, 2: region), which
+    /// [`Plan::address_room`] refuses.
+    pub overflow: [usize; 3],
     pub nodes: Vec<Node>,
     /// Internet backend hosts and the egress node (`k`) that reaches each.
     pub internet_hosts: Vec<(Ipv4Addr, usize)>,
@@ -139,9 +203,25 @@ fn link_addrs(pool: Ipv4Addr, k: usize) -> (Ipv4Addr, Ipv4Addr) {
 struct LinkPools {
     counters: [usize; 3],
     links: Vec<Veth>,
+    segments: Vec<Segment>,
 }
 
 impl LinkPools {
+    /// A segment joining the routers (namespaces) `routers`, the next of the pool.
+    fn segment(&mut self, routers: &[usize]) {
+        let s = self.segments.len();
+        let ports = routers
+            .iter()
+            .enumerate()
+            .map(|(m, &ns)| {
+                let (addr, addr6) = segment_addrs(s, m);
+                Port { ns, core_dev: format!("g{s}p{m}"), addr, addr6 }
+            })
+            .collect();
+        let (reflector, reflector6) = segment_addrs(s, SEGMENT_PORTS_MAX);
+        self.segments.push(Segment { bridge: format!("br{s}"), ports, reflector, reflector6 });
+    }
+
     /// A link from `router` (device `lN`) to `node` (device `b_if`, else the pool's name).
     fn add(&mut self, pool: usize, router: usize, node: usize, b_if: Option<String>) {
         let base = [INTERNET_POOL, BACKBONE_POOL, REGION_POOL][pool];
@@ -149,6 +229,7 @@ impl LinkPools {
         let (a_addr6, b_addr6) = link_addrs6(pool, self.counters[pool]);
         self.counters[pool] += 1;
         let name = ["inet", "ccn", "rgn"][pool];
+        // Past its room a link would take the next pool's addresses: counted, refused.
         self.links.push(Veth {
             a: router,
             a_if: format!("l{}", self.links.len()),
@@ -235,11 +316,8 @@ fn as_internet_links(
     }
     for a in (0..g.ases()).map(AsId).filter(|&a| a != net.cdn()) {
         let mine: Vec<usize> = g.routers_of(a).iter().filter_map(|r| at(r.0)).collect();
-        for (i, &x) in mine.iter().enumerate() {
-            for &y in &mine[i + 1..] {
-                let b_if = format!("i{}", pools.links.len());
-                pools.add(0, x, y, Some(b_if));
-            }
+        if mine.len() > 1 {
+            pools.segment(&mine);
         }
     }
     for (gr, &c) in clients.iter().enumerate() {
@@ -362,8 +440,19 @@ impl Plan {
             .chain(hosts.iter().map(|&(_, ip, n)| named(format!("backend/{ip}"), n)))
             .chain(controls.iter().map(|&(id, n)| named(format!("control/{id}"), n)))
             .chain(egress.into_iter().map(|(_, name, n)| named(name, n)))
+            .chain((!pools.segments.is_empty()).then(|| named(REFLECTOR_NODE.into(), internet)))
             .collect();
-        Plan { lab, namespaces, links: pools.links, nodes, internet_hosts, group_sources: group_sources(t) }
+        let overflow = [0, 1, 2].map(|k| pools.counters[k].saturating_sub(POOL_LINKS_MAX[k]));
+        Plan {
+            lab,
+            namespaces,
+            links: pools.links,
+            segments: pools.segments,
+            overflow,
+            nodes,
+            internet_hosts,
+            group_sources: group_sources(t),
+        }
     }
 
     /// The node that runs router `r`'s speaker (`router/NETWORK/K`), over an AS-level
@@ -457,6 +546,40 @@ impl Plan {
                 None
             }
         })
+    }
+
+    /// Router namespace `ns`'s place on its network's segment, and the segment.
+    pub fn port_of(&self, ns: usize) -> Option<(&Segment, &Port)> {
+        self.segments.iter().find_map(|s| Some((s, s.ports.iter().find(|p| p.ns == ns)?)))
+    }
+
+    /// Router namespace `ns`'s end of its session with its network's reflector.
+    pub fn to_reflector(&self, ns: usize) -> Option<LinkEnds> {
+        let (s, me) = self.port_of(ns)?;
+        Some(LinkEnds {
+            dev: SEGMENT_DEV.to_string(),
+            local: me.addr,
+            peer: s.reflector,
+            local6: me.addr6,
+            peer6: s.reflector6,
+        })
+    }
+
+    /// Whether every link and segment has addresses of its own: a pool has room for so
+    /// many links, and the segments for so many networks of so many routers.
+    pub fn address_room(&self) -> Result<(), &'static str> {
+        if self.overflow.iter().any(|&o| o > 0) {
+            return Err(
+                "the lab has more links than its address pools hold (3,072 internet, 2,048 backbone, 2,048 region)",
+            );
+        }
+        if self.segments.len() > SEGMENTS_MAX {
+            return Err("the lab has more networks of several routers than it has segments (64)");
+        }
+        if self.segments.iter().any(|s| s.ports.len() > SEGMENT_PORTS_MAX) {
+            return Err("a network has more routers than a lab's segment holds (62)");
+        }
+        Ok(())
     }
 
     /// Where a POP's tunnel endpoint listens.
@@ -595,6 +718,65 @@ mod tests {
         assert!(plan.namespaces.iter().all(|ns| ns.name.starts_with("small-europe-")));
         assert!(plan.node("backend/198.19.20.3:7000").is_some());
         assert!(plan.clb_tunnel(0, 1).is_some() && plan.pop_tunnel(1).is_some());
+    }
+
+    /// A default internet drawn for 4 POPs and 10 groups: 382 routers, the tier-1
+    /// networks present at tens of places each.
+    fn drawn_internet() -> Topology {
+        let spec = anyedge_topology::generate::Spec {
+            name: "big".into(),
+            pops: 4,
+            regions: 1,
+            clients: 20,
+            groups: 10,
+            web_every: 0,
+            clb_nodes: 1,
+            duration_s: 5,
+            seed: 1,
+            internet: true,
+        };
+        let text = anyedge_topology::generate::generate(&spec).unwrap();
+        anyedge_topology::parse_str("big.yaml", &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_default_internets_lab_gives_every_link_and_segment_its_own_addresses() {
+        let t = drawn_internet();
+        let plan = Plan::new(&t);
+        let routers = plan.namespaces.iter().filter(|n| matches!(n.role, Role::Router(_))).count();
+        assert!(routers > 300, "{routers} routers");
+        let mut v4: Vec<Ipv4Addr> = plan.links.iter().flat_map(|l| [l.a_addr, l.b_addr]).collect();
+        let mut v6: Vec<Ipv6Addr> = plan.links.iter().flat_map(|l| [l.a_addr6, l.b_addr6]).collect();
+        v4.extend(plan.segments.iter().flat_map(|s| s.ports.iter().map(|m| m.addr).chain([s.reflector])));
+        v6.extend(plan.segments.iter().flat_map(|s| s.ports.iter().map(|m| m.addr6).chain([s.reflector6])));
+        let (n4, n6) = (v4.len(), v6.len());
+        v4.sort();
+        v4.dedup();
+        v6.sort();
+        v6.dedup();
+        assert_eq!((v4.len(), v6.len()), (n4, n6), "an address used twice");
+        let internet_v4 = |a: &Ipv4Addr| {
+            (u32::from(*a) >> (32 - INTERNET_NET.1)) == (u32::from(INTERNET_NET.0) >> (32 - INTERNET_NET.1))
+        };
+        let inet_links = plan.links.iter().filter(|l| l.a_addr6.segments()[2] == 0);
+        assert!(
+            inet_links.clone().all(|l| internet_v4(&l.a_addr) && internet_v4(&l.b_addr)),
+            "internet links stay in {INTERNET_NET:?}"
+        );
+        assert!(plan.segments.iter().flat_map(|s| &s.ports).all(|m| internet_v4(&m.addr)));
+        // Routers of one network meet on one segment, not a link per pair.
+        let big = plan.segments.iter().max_by_key(|s| s.ports.len()).expect("a segment");
+        assert!(big.ports.len() > 10, "{} routers on the largest segment", big.ports.len());
+        let (a, b) = (&big.ports[0], &big.ports[1]);
+        let ends = plan.to_reflector(a.ns).expect("a router of a network of several reaches its reflector");
+        assert_eq!((ends.dev.as_str(), ends.local, ends.peer), (SEGMENT_DEV, a.addr, big.reflector));
+        assert!(plan.link_between(a.ns, b.ns).is_none(), "no link per pair of routers");
+        let reflector = plan.node(REFLECTOR_NODE).expect("a reflector node");
+        assert_eq!(plan.namespaces[reflector.ns].role, Role::Internet);
+        assert_eq!(plan.address_room(), Ok(()));
+        assert!(
+            plan.segments.iter().flat_map(|s| &s.ports).all(|p| matches!(plan.namespaces[p.ns].role, Role::Router(_)))
+        );
     }
 
     #[test]

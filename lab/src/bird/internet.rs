@@ -135,7 +135,7 @@ pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, Plan
     let ns = plan.ns_index(&Role::Router(r)).ok_or(PlanGap("no router namespace"))?;
     let asn = net.as_number(g.as_of(me));
     let families = families(t);
-    let (timers, sessions) = (timers(), g.sessions() as u32);
+    let timers = timers();
     let mut out = String::new();
     header(&mut out, &format!("router {r} of {}", net.as_name(g.as_of(me))), router_id(me));
     for f in &families {
@@ -195,21 +195,98 @@ pub fn router_config(t: &Topology, plan: &Plan, r: usize) -> Result<String, Plan
         }
     }
     bfd_on(&mut out, t, &bfd_devs);
+    if let Some(l) = plan.to_reflector(ns) {
+        reflector_session(&mut out, (plan, net), (me, asn), &l, &families)?;
+    }
+    Ok(out)
+}
+
+/// Router `me`'s iBGP session with its network's reflector (`l`): every other router's
+/// routes arrive over it (ADD-PATH: all of them, not the reflector's choice), and its own
+/// eBGP routes leave over it with itself as next hop. Hot potato stays each router's:
+/// a route's MED grows by its exit's rank in this router's distance order (known by the
+/// exit's address, its next hop) times the number of sessions, as over a full mesh.
+fn reflector_session(
+    out: &mut String,
+    (plan, net): (&Plan, &Internetwork),
+    (me, asn): (RouterId, u32),
+    l: &LinkEnds,
+    families: &[Family],
+) -> Result<(), PlanGap> {
+    let g = net.graph();
+    let sessions = g.sessions() as u32;
+    let mut ranks: Vec<(Ipv4Addr, std::net::Ipv6Addr, u32)> = Vec::new();
     for &y in g.routers_of(g.as_of(me)).iter().filter(|&&y| y != me) {
-        let peer_ns = plan.ns_index(&Role::Router(y.0)).ok_or(PlanGap("no router namespace"))?;
-        let l = plan.link_between(ns, peer_ns).ok_or(PlanGap("two routers of a network without their link"))?;
-        let rank = net.exit_rank(me, y) * sessions;
-        let passive = if y < me { " passive on;" } else { "" };
+        let ns = plan.ns_index(&Role::Router(y.0)).ok_or(PlanGap("no router namespace"))?;
+        let (_, port) = plan.port_of(ns).ok_or(PlanGap("a router of a network without its segment port"))?;
+        ranks.push((port.addr, port.addr6, net.exit_rank(me, y) * sessions));
+    }
+    for f in families {
+        let (set, (local, peer)) = (&f.set, ends(l, f));
+        let rank: String = ranks
+            .iter()
+            .map(|&(v4, v6, rank)| {
+                let exit = if f.suffix.is_empty() { v4.to_string() } else { v6.to_string() };
+                format!("if bgp_next_hop = {exit} then bgp_med = bgp_med + {rank}; ")
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "protocol bgp reflector{} {{ local {local} as {asn}; neighbor {peer} as {asn}; direct; debug {{ states }}; {} med metric yes; {} {{ add paths rx; gateway direct; next hop self; import filter {{ if net ~ {set} then {{ {rank}accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
+            f.suffix,
+            timers(),
+            f.channel,
+        );
+    }
+    Ok(())
+}
+
+/// The reflector's speaker (node [`crate::plan::REFLECTOR_NODE`], in the internet's
+/// namespace): per network of several routers a table of its own and a session with each
+/// of its routers, a route-reflector client, to which it passes every path it holds
+/// (ADD-PATH) as it received it, next hop and MED untouched. It forwards nothing.
+pub fn reflector_config(t: &Topology, plan: &Plan) -> Result<String, PlanGap> {
+    let net = t.internet.ways.internetwork(t);
+    let g = net.graph();
+    let families = families(t);
+    let mut out = String::new();
+    header(&mut out, "the route reflector of each network", REFLECTOR_ID);
+    for (s, segment) in plan.segments.iter().enumerate() {
+        let first = segment.ports.first().ok_or(PlanGap("a segment without routers"))?;
+        let r = router_of(plan, first.ns)?;
+        let asn = net.as_number(g.as_of(r));
         for f in &families {
-            let (set, (local, peer)) = (&f.set, ends(&l, f));
-            let _ = writeln!(
-                out,
-                "protocol bgp i{}{} {{ local {local} as {asn}; neighbor {peer} as {asn}; direct;{passive} debug {{ states }}; {timers} med metric yes; {} {{ gateway direct; next hop self; import filter {{ if net ~ {set} then {{ bgp_med = bgp_med + {rank}; accept; }} reject; }}; export filter {{ if source = RTS_BGP && net ~ {set} then accept; reject; }}; }}; }}",
-                y.0, f.suffix, f.channel,
-            );
+            let _ = writeln!(out, "{} table net{s}{};", f.channel, f.suffix);
+        }
+        for (m, port) in segment.ports.iter().enumerate() {
+            for f in &families {
+                let (local, peer) = if f.suffix.is_empty() {
+                    (segment.reflector.to_string(), port.addr.to_string())
+                } else {
+                    (segment.reflector6.to_string(), port.addr6.to_string())
+                };
+                let _ = writeln!(
+                    out,
+                    "protocol bgp n{s}p{m}{} {{ local {local} as {asn}; neighbor {peer} as {asn}; direct; passive on; rr client; debug {{ states }}; {} {} {{ table net{s}{}; add paths tx; import all; export all; }}; }}",
+                    f.suffix,
+                    timers(),
+                    f.channel,
+                    f.suffix,
+                );
+            }
         }
     }
     Ok(out)
+}
+
+/// The reflector's router id: no address of the lab's (TEST-NET-1).
+const REFLECTOR_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+
+fn router_of(plan: &Plan, ns: usize) -> Result<RouterId, PlanGap> {
+    match plan.namespaces[ns].role {
+        Role::Router(r) => Ok(RouterId(r)),
+        _ => Err(PlanGap("a segment port that is not a router's")),
+    }
 }
 
 /// POP `p`'s speaker over an AS-level internet: a static protocol per VIP it publishes
@@ -333,6 +410,41 @@ mod tests {
         // Madrid announces to NTT only: to Cogent its VIP is refused.
         assert!(pop_session(&t, &plan, "madrid", "ntt").contains("if net = 198.18.0.20/32 then { accept; }"));
         assert!(pop_session(&t, &plan, "madrid", "cogent").contains("if net = 198.18.0.20/32 then reject;"));
+    }
+
+    #[test]
+    fn a_networks_routers_hear_each_other_through_its_reflector_and_each_ranks_the_exits_itself() {
+        let (t, plan) = internet();
+        let net = t.internet.ways.internetwork(&t);
+        let g = net.graph();
+        let arelion = (0..g.ases()).map(AsId).find(|&a| net.as_name(a) == "arelion").unwrap();
+        let routers = g.routers_of(arelion);
+        assert!(routers.len() >= 3, "{routers:?}");
+        let reflector = reflector_config(&t, &plan).unwrap();
+        for &me in routers {
+            let config = router_config(&t, &plan, me.0).unwrap();
+            let ibgp: Vec<&str> = config
+                .lines()
+                .filter(|l| l.split(" neighbor ").nth(1).is_some_and(|them| them.contains(" as 1299;")))
+                .collect();
+            assert_eq!(ibgp.len(), 1, "one iBGP session, to the reflector: {ibgp:?}");
+            assert!(ibgp[0].starts_with("protocol bgp reflector ") && ibgp[0].contains("add paths rx;"), "{}", ibgp[0]);
+            // Every other router's routes, ranked by this router's distance order.
+            for &y in routers.iter().filter(|&&y| y != me) {
+                let ns = plan.ns_index(&Role::Router(y.0)).unwrap();
+                let (_, port) = plan.port_of(ns).unwrap();
+                let rank = net.exit_rank(me, y) * g.sessions() as u32;
+                let line = format!("if bgp_next_hop = {} then bgp_med = bgp_med + {rank};", port.addr);
+                assert!(ibgp[0].contains(&line), "{line} in {}", ibgp[0]);
+                assert!(reflector.contains(&format!("neighbor {} as 1299; direct; passive on; rr client;", port.addr)));
+            }
+        }
+        assert!(
+            reflector
+                .lines()
+                .filter(|l| l.contains("rr client"))
+                .all(|l| l.contains("add paths tx; import all; export all;"))
+        );
     }
 
     #[test]

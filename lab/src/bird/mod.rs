@@ -57,5 +57,5 @@ pub enum BirdError {
 
 pub use config::*;
 pub use control::*;
-pub use internet::{pop_config_as, region_community, router_config, router_id};
+pub use internet::{pop_config_as, reflector_config, region_community, router_config, router_id};
 pub use speaker::*;

@@ -118,11 +118,14 @@ fn spawn(config: &Path, socket: &Path) -> Result<Child, SysError> {
 
 /// Waits until a new speaker answers on its control socket.
 pub async fn wait_for_socket(socket: &Path) -> Result<(), BirdError> {
-    for _ in 0..100 {
+    // Long enough for hundreds of speakers starting at once on two cores.
+    const SOCKET_WAIT_S: u64 = 30;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(SOCKET_WAIT_S);
+    while tokio::time::Instant::now() < deadline {
         if command(socket, "show status").await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(BirdError::Silent { socket: socket.to_path_buf(), seconds: 5 })
+    Err(BirdError::Silent { socket: socket.to_path_buf(), seconds: SOCKET_WAIT_S })
 }

@@ -70,7 +70,7 @@ enum Next {
 
 /// The POP or router whose link address `via` is.
 fn next_hop(plan: &Plan, via: Ipv4Addr) -> Option<Next> {
-    let ns = plan.links.iter().find_map(|l| {
+    let on_link = plan.links.iter().find_map(|l| {
         if l.a_addr == via {
             Some(l.a)
         } else if l.b_addr == via {
@@ -78,7 +78,9 @@ fn next_hop(plan: &Plan, via: Ipv4Addr) -> Option<Next> {
         } else {
             None
         }
-    })?;
+    });
+    let on_segment = || plan.segments.iter().flat_map(|s| &s.ports).find(|p| p.addr == via).map(|p| p.ns);
+    let ns = on_link.or_else(on_segment)?;
     match plan.namespaces[ns].role {
         Role::Pop(p) => Some(Next::Pop(p)),
         Role::Router(r) => Some(Next::Router(RouterId(r))),

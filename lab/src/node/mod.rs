@@ -195,6 +195,9 @@ pub fn run(config: &Path) -> Result<(), NodeError> {
             Role::Router(r) => {
                 crate::node::bgp::run_router(&t, &plan, r, (&node_name, state_dir), (&ready, drops)).await
             }
+            Role::Internet => {
+                crate::node::bgp::run_reflector(&t, &plan, (&node_name, state_dir), (&ready, drops)).await
+            }
             Role::Control(id) => {
                 let reloaded = reloaded.ok_or(PlanGap("a control node without its reload channel"))?;
                 crate::node::control::run(&t, &plan, id, (conf_dir, state_dir, impair), (&ready, drops, reloaded)).await

@@ -2,18 +2,24 @@
 
 use super::*;
 
+const CONVERGE_WAIT_S: u64 = 30;
+
 /// Waits until every BGP session of every speaker is established (they open after
 /// BIRD's one-second connect delay) and every client group's transit has a route to each
 /// VIP its traffic goes to.
 pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), SetupError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let dir = state_dir(&plan.lab);
     let speakers: Vec<std::path::PathBuf> = plan
         .nodes
         .iter()
-        .filter(|n| matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_) | Role::Router(_)))
+        .filter(|n| {
+            matches!(plan.namespaces[n.ns].role, Role::Pop(_) | Role::Transit(_) | Role::Router(_) | Role::Internet)
+        })
         .map(|n| crate::bird::speaker_socket(&dir, &n.name))
         .collect();
+    // A base, and more per speaker: hundreds of them open their sessions on few cores.
+    let wait = Duration::from_secs(CONVERGE_WAIT_S) + Duration::from_millis(100) * speakers.len() as u32;
+    let deadline = Instant::now() + wait;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
     let mut waiting = speakers;
     while !waiting.is_empty() {
@@ -27,14 +33,14 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), SetupError
         if Instant::now() > deadline {
             return Err(SetupError::NotReady {
                 what: "BGP sessions not established",
-                seconds: 30,
+                seconds: wait.as_secs(),
                 waiting: format!("{waiting:?}"),
             });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     if t.internet.has_ases() {
-        return wait_settled(t, plan, &rt, deadline);
+        return wait_settled(t, plan, &rt, (deadline, wait.as_secs()));
     }
     let mut wanted = Vec::new();
     for g in 0..t.clients.len() {
@@ -64,13 +70,13 @@ pub(super) fn wait_converged(t: &Topology, plan: &Plan) -> Result<(), SetupError
         if Instant::now() > deadline {
             return Err(SetupError::NotReady {
                 what: "BGP has not converged",
-                seconds: 30,
+                seconds: wait.as_secs(),
                 waiting: format!("no route yet for {wanted:?}"),
             });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_every_route(t, plan, &rt, deadline)
+    wait_every_route(t, plan, &rt, (deadline, wait.as_secs()))
 }
 
 /// Waits until every transit holds a route from every POP that publishes each VIP, in
@@ -80,7 +86,7 @@ pub(super) fn wait_every_route(
     t: &Topology,
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
-    deadline: Instant,
+    (deadline, seconds): (Instant, u64),
 ) -> Result<(), SetupError> {
     let dir = state_dir(&plan.lab);
     let mut waiting: Vec<usize> = (0..t.pops.len()).collect();
@@ -107,7 +113,7 @@ pub(super) fn wait_every_route(
             let names: Vec<String> = waiting.iter().map(|&x| format!("transit/{}", t.pops[x].name)).collect();
             return Err(SetupError::NotReady {
                 what: "BGP has not converged",
-                seconds: 30,
+                seconds,
                 waiting: format!("{} lack a POP's route", names.join(", ")),
             });
         }
@@ -122,7 +128,7 @@ pub(super) fn wait_settled(
     t: &Topology,
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
-    deadline: Instant,
+    (deadline, seconds): (Instant, u64),
 ) -> Result<(), SetupError> {
     let dir = state_dir(&plan.lab);
     let sockets: Vec<std::path::PathBuf> = plan
@@ -166,7 +172,7 @@ pub(super) fn wait_settled(
                 .collect();
             return Err(SetupError::NotReady {
                 what: "BGP has not converged",
-                seconds: 30,
+                seconds,
                 waiting: format!("routes still changing at {}", names.join(", ")),
             });
         }

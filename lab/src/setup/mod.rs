@@ -49,10 +49,13 @@ pub enum SetupError {
     NotRoot { what: String },
     /// The file's AS-level internet has more routers than a lab runs.
     #[error(
-        "{}: its AS-level internet has {routers} routers, and a lab runs at most {max} (each is a namespace and a BGP speaker, with a full mesh of iBGP links inside each network); `anyedge catchments` and `sim` take the file, and a lab takes one that names fewer places per network in `internet.ases`",
+        "{}: its AS-level internet has {routers} routers, and a lab runs at most {max} (each is a namespace and a BGP speaker); `anyedge catchments` and `sim` take the file, and a lab takes one that names fewer places per network in `internet.ases`",
         file.display()
     )]
     AsInternetTooLarge { file: PathBuf, routers: usize, max: usize },
+    /// The lab's address plan has no room for the file's links or networks.
+    #[error("{}: {why}; `anyedge catchments` and `sim` take the file", file.display())]
+    NoAddressRoom { file: PathBuf, why: &'static str },
     /// The lab named in `file` is up already, or its namespaces were left behind.
     #[error("lab `{lab}` is already up (or was left behind): run `anyedge lab down {}`", file.display())]
     AlreadyUp { lab: String, file: PathBuf },
@@ -137,15 +140,17 @@ impl Default for LabOptions {
 }
 
 /// The most routers of an AS-level internet a lab runs, as measured on two cores:
-/// `topologies/internet.yaml`'s 42 come up in 8–11 s. What held larger labs back was the
-/// kernel's neighbour tables, shared by every namespace (1,024 resolved entries): a lab
-/// of 94 routers and 700 links overflowed them and its later sessions never established.
-/// With every link's neighbours permanent, a default internet drawn for 4 POPs and 10
-/// groups with each transit cut to its first 8 places (147 routers, 343 sessions, the
-/// iBGP links a full mesh per network) comes up in 52 s, its catchments the simulator's;
-/// the same world uncut (382 routers) spent 10 minutes making its links, one `ip` call
-/// at a time, and its nodes were not ready 20 s later.
-pub const LAB_ROUTERS_MAX: usize = 150;
+/// `topologies/internet.yaml`'s 42 come up in 8–11 s; the default internet `anyedge
+/// generate --internet` draws for 4 POPs and 10 groups (382 routers, the tier-1 networks
+/// at up to 36 places each) comes up in 86 s with another process busy on one of the
+/// cores, its catchments the simulator's (`tests/lab.rs`), and goes down in 14 s. Larger
+/// labs were held back, in turn, by the kernel's neighbour tables (1,024 resolved entries
+/// shared by every namespace: every neighbour is now permanent), by links one `ip` call
+/// at a time (now a batch per namespace), by a link per pair of a network's routers that
+/// outgrew the address pool (5,645 of them: now a segment per network), and by as many
+/// iBGP sessions, whose keepalives and status queries kept two cores so busy that hold
+/// timers expired (now one session per router, to its network's reflector).
+pub const LAB_ROUTERS_MAX: usize = 450;
 
 pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, SetupError> {
     require_root("lab up")?;
@@ -156,6 +161,7 @@ pub fn up_with(file: &Path, exe: &Path, options: LabOptions) -> Result<State, Se
     if routers > LAB_ROUTERS_MAX {
         return Err(SetupError::AsInternetTooLarge { file, routers, max: LAB_ROUTERS_MAX });
     }
+    plan.address_room().map_err(|why| SetupError::NoAddressRoom { file: file.clone(), why })?;
     let prefix = format!("{}-", plan.lab);
     if read_state(&plan.lab).is_some() || !netns::list_with_prefix(&prefix).is_empty() {
         return Err(SetupError::AlreadyUp { lab: plan.lab.clone(), file });

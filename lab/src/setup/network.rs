@@ -69,8 +69,99 @@ pub(super) fn network(
             (false, false, Some(_)) => continue,
         }
     }
+    for (s, segment) in plan.segments.iter().enumerate() {
+        segment_up(&mut batch, plan, s, segment, placed)?;
+    }
     batch.run()?;
     routes(t, plan, local)
+}
+
+/// Segment `s` on this host: its bridge where the internet's namespace is, and each
+/// router's port whose router is here, with the lab's MACs (a router on another host
+/// reaches the bridge over VXLAN), its addresses, and every other router of the segment
+/// as a permanent neighbour (see [`veth`]).
+fn segment_up(
+    batch: &mut IpBatch,
+    plan: &Plan,
+    s: usize,
+    segment: &crate::plan::Segment,
+    placed: Option<(&hosts::Placement, usize)>,
+) -> Result<(), SysError> {
+    let core_ns = plan.ns_index(&Role::Internet).unwrap_or(0);
+    let host = |ns: usize| placed.map_or(0, |(p, _)| p.host_of[ns]);
+    let me = placed.map_or(0, |(_, me)| me);
+    let core = &plan.namespaces[core_ns].name;
+    let bridge_mac = mac(SEGMENT_MACS, port_key(s, BRIDGE_PORT), 0);
+    if host(core_ns) == me {
+        let br = segment.bridge.as_str();
+        batch.inside(core, &["link", "add", br, "address", &bridge_mac, "type", "bridge", "stp_state", "0"]);
+        let v4 = format!("{}/{}", segment.reflector, crate::plan::SEGMENT_PREFIX);
+        batch.inside(core, &["addr", "add", &v4, "dev", br]);
+        batch.inside(core, &["addr", "add", &format!("{}/64", segment.reflector6), "dev", br, "nodad"]);
+        batch.inside(core, &["link", "set", br, "up"]);
+        for (m, port) in segment.ports.iter().enumerate() {
+            let (their_mac, ll) = (mac(SEGMENT_MACS, port_key(s, m), 0), eui64(SEGMENT_MACS, port_key(s, m), 0));
+            for addr in [port.addr.to_string(), port.addr6.to_string(), ll.to_string()] {
+                batch.inside(core, &["neigh", "replace", &addr, "lladdr", &their_mac, "dev", br, "nud", "permanent"]);
+            }
+        }
+    }
+    for (m, port) in segment.ports.iter().enumerate() {
+        let ns = &plan.namespaces[port.ns].name;
+        let (mine, bridge_here) = (host(port.ns) == me, host(core_ns) == me);
+        let (router_mac, core_mac) = (mac(SEGMENT_MACS, port_key(s, m), 0), mac(SEGMENT_MACS, port_key(s, m), 1));
+        let vni = plan.links.len() + port_key(s, m);
+        match (mine, bridge_here, placed) {
+            (true, true, _) | (_, _, None) => batch.host(&[
+                "link",
+                "add",
+                crate::plan::SEGMENT_DEV,
+                "netns",
+                ns,
+                "address",
+                &router_mac,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port.core_dev,
+                "netns",
+                core,
+                "address",
+                &core_mac,
+            ]),
+            (false, true, Some((p, _))) => vxlan_end(p, (me, host(port.ns)), vni, (core, &port.core_dev))?,
+            (true, false, Some((p, _))) => {
+                vxlan_end(p, (me, host(core_ns)), vni, (ns, crate::plan::SEGMENT_DEV))?;
+                ip_in(ns, &["link", "set", crate::plan::SEGMENT_DEV, "address", &router_mac])?;
+            }
+            (false, false, Some(_)) => continue,
+        }
+        if bridge_here {
+            batch.inside(core, &["link", "set", &port.core_dev, "master", &segment.bridge, "up"]);
+        }
+        if mine {
+            port_addrs(batch, plan, s, m, segment);
+        }
+    }
+    Ok(())
+}
+
+/// Port `m`'s router end of segment `s`: its addresses, up, and the segment's other
+/// routers and its reflector as permanent neighbours.
+fn port_addrs(batch: &mut IpBatch, plan: &Plan, s: usize, m: usize, segment: &crate::plan::Segment) {
+    let (port, dev) = (&segment.ports[m], crate::plan::SEGMENT_DEV);
+    let ns = &plan.namespaces[port.ns].name;
+    batch.inside(ns, &["addr", "add", &format!("{}/{}", port.addr, crate::plan::SEGMENT_PREFIX), "dev", dev]);
+    batch.inside(ns, &["addr", "add", &format!("{}/64", port.addr6), "dev", dev, "nodad"]);
+    batch.inside(ns, &["link", "set", dev, "up"]);
+    let others = segment.ports.iter().enumerate().filter(|&(n, _)| n != m).map(|(n, o)| (n, o.addr, o.addr6));
+    for (n, v4, v6) in others.chain([(BRIDGE_PORT, segment.reflector, segment.reflector6)]) {
+        let (their_mac, link_local) = (mac(SEGMENT_MACS, port_key(s, n), 0), eui64(SEGMENT_MACS, port_key(s, n), 0));
+        for addr in [v4.to_string(), v6.to_string(), link_local.to_string()] {
+            batch.inside(ns, &["neigh", "replace", &addr, "lladdr", &their_mac, "dev", dev, "nud", "permanent"]);
+        }
+    }
 }
 
 /// The sysctls of a namespace in role `role`: forwarding where it routes, no reverse-path
@@ -131,18 +222,38 @@ fn end_addrs(batch: &mut IpBatch, ns: &str, dev: &str, (v4, v6): (std::net::Ipv4
     batch.inside(ns, &["link", "set", dev, "up"]);
 }
 
+/// What a MAC of the lab's is on: a link (`02:ae:…`) or a segment's port (`02:af:…`).
+const LINK_MACS: u8 = 0xae;
+const SEGMENT_MACS: u8 = 0xaf;
+
 /// The MAC address of end `side` (0: a, 1: b) of link `k`: locally administered, unique in
 /// the lab, so each end knows its peer's without asking.
 pub(super) fn link_mac(k: usize, side: u8) -> String {
-    let [_, hi, mid, lo] = (k as u32).to_be_bytes();
-    format!("02:ae:{hi:02x}:{mid:02x}:{lo:02x}:{side:02x}")
+    mac(LINK_MACS, k, side)
 }
 
 /// The link-local address the kernel gives end `side` of link `k` (EUI-64 of its MAC).
 pub(super) fn link_local(k: usize, side: u8) -> std::net::Ipv6Addr {
+    eui64(LINK_MACS, k, side)
+}
+
+/// Port `m` of segment `s` as a number of 24 bits for [`mac`]: its router's end is side 0,
+/// the bridge's side 1. The bridge's own (the reflector's address) is port 255.
+fn port_key(s: usize, m: usize) -> usize {
+    (s << 8) | m
+}
+const BRIDGE_PORT: usize = 255;
+const _: () = assert!(crate::plan::SEGMENT_PORTS_MAX < BRIDGE_PORT);
+
+fn mac(what: u8, k: usize, side: u8) -> String {
+    let [_, hi, mid, lo] = (k as u32).to_be_bytes();
+    format!("02:{what:02x}:{hi:02x}:{mid:02x}:{lo:02x}:{side:02x}")
+}
+
+fn eui64(what: u8, k: usize, side: u8) -> std::net::Ipv6Addr {
     let [_, hi, mid, lo] = (k as u32).to_be_bytes();
     // The MAC's first byte, 0x02, with its universal/local bit flipped: 0x00.
-    let m = [0x00u8, 0xae, hi, mid, lo, side];
+    let m = [0x00u8, what, hi, mid, lo, side];
     std::net::Ipv6Addr::new(
         0xfe80,
         0,

@@ -35,9 +35,16 @@ pub(crate) fn spawn_node(plan: &Plan, exe: &Path, name: &str) -> Result<u32, Set
     Ok(child.id())
 }
 
+/// How long `lab up` waits for its nodes: a base, and more per node, as they start on
+/// however few cores the host has (each a process, a router's a BGP speaker too).
+const READY_WAIT_S: u64 = 20;
+const READY_WAIT_PER_NODE_MS: u64 = 250;
+
 pub(crate) fn wait_ready(plan: &Plan, state: &State) -> Result<(), SetupError> {
     let dir = state_dir(&plan.lab);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let wait =
+        Duration::from_secs(READY_WAIT_S) + Duration::from_millis(READY_WAIT_PER_NODE_MS) * state.pids.len() as u32;
+    let deadline = Instant::now() + wait;
     loop {
         let missing: Vec<&String> = state.pids.keys().filter(|n| !ready_marker(&dir, n).exists()).collect();
         if missing.is_empty() {
@@ -50,7 +57,8 @@ pub(crate) fn wait_ready(plan: &Plan, state: &State) -> Result<(), SetupError> {
             }
         }
         if Instant::now() > deadline {
-            return Err(SetupError::NotReady { what: "nodes not ready", seconds: 20, waiting: format!("{missing:?}") });
+            let seconds = wait.as_secs();
+            return Err(SetupError::NotReady { what: "nodes not ready", seconds, waiting: format!("{missing:?}") });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

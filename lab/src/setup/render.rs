@@ -340,6 +340,9 @@ pub fn node_addresses(plan: &Plan, node: &str) -> Vec<IpAddr> {
             out.extend([IpAddr::V4(l.b_addr), IpAddr::V6(l.b_addr6)]);
         }
     }
+    for p in plan.segments.iter().flat_map(|s| &s.ports).filter(|p| p.ns == n.ns) {
+        out.extend([IpAddr::V4(p.addr), IpAddr::V6(p.addr6)]);
+    }
     out
 }
 
