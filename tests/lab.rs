@@ -1750,18 +1750,7 @@ fn a_default_internet_of_hundreds_of_routers_routes_every_group_in_the_lab_as_in
         return;
     }
     let _one = serial();
-    let spec = anyedge_topology::generate::Spec {
-        name: "drawn".into(),
-        pops: 4,
-        regions: 1,
-        clients: 20,
-        groups: 10,
-        web_every: 0,
-        clb_nodes: 1,
-        duration_s: 5,
-        seed: 1,
-        internet: true,
-    };
+    let spec = anyedge_topology::generate::Spec::drawn_internet("drawn", 4, 10);
     let text = anyedge_topology::generate::generate(&spec).unwrap();
     let lab = Lab::up_topology("dflt", &text, |t| t, &[]);
     let t = anyedge_topology::load(&lab.file).unwrap();

@@ -723,18 +723,7 @@ mod tests {
     /// A default internet drawn for 4 POPs and 10 groups: 382 routers, the tier-1
     /// networks present at tens of places each.
     fn drawn_internet() -> Topology {
-        let spec = anyedge_topology::generate::Spec {
-            name: "big".into(),
-            pops: 4,
-            regions: 1,
-            clients: 20,
-            groups: 10,
-            web_every: 0,
-            clb_nodes: 1,
-            duration_s: 5,
-            seed: 1,
-            internet: true,
-        };
+        let spec = anyedge_topology::generate::Spec::drawn_internet("drawn", 4, 10);
         let text = anyedge_topology::generate::generate(&spec).unwrap();
         anyedge_topology::parse_str("big.yaml", &text).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -66,6 +66,27 @@ pub struct Spec {
     pub internet: bool,
 }
 
+impl Spec {
+    /// `pops` POPs, one region, `groups` groups of two clients, seed 1, and the default
+    /// internet drawn for them written in: the small file that still has all of the
+    /// default internet's transit routers (they are where the exchanges are, not where
+    /// the POPs are).
+    pub fn drawn_internet(name: &str, pops: usize, groups: usize) -> Spec {
+        Spec {
+            name: name.into(),
+            pops,
+            regions: 1,
+            clients: 2 * groups as u64,
+            groups,
+            web_every: 0,
+            clb_nodes: 1,
+            duration_s: 5,
+            seed: 1,
+            internet: true,
+        }
+    }
+}
+
 /// Most POPs and regions a generated file has (what the simulator is built for).
 pub const POPS_MAX: usize = 2_000;
 pub const REGIONS_MAX: usize = 500;
