@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyedge_ccn::geo::great_circle_km;
 use anyedge_topology::Topology;
 use anyedge_topology::catchments;
 use anyedge_topology::default_internet::{self, Shape};
@@ -20,6 +21,11 @@ pub struct Args {
     pub dir: PathBuf,
     pub fit: bool,
     pub seeds: u64,
+    /// Where to write each vantage point's measured and simulated round trips (CSV).
+    pub vantages: Option<PathBuf>,
+    /// `NAME=VALUE` changes to the shipped shape: what is compared, or where `--fit`
+    /// starts.
+    pub shape: Vec<String>,
 }
 
 /// One vantage point's measurement.
@@ -153,7 +159,8 @@ fn world(s: &Service, seed: u64) -> Result<Topology, String> {
 /// Each vantage point's simulated round trip to the service: the client↔POP leg BGP
 /// chooses, plus the last mile both ways.
 fn simulated_ms(t: &Topology) -> Result<Vec<f64>, String> {
-    let last_mile = 2.0 * t.internet.last_mile_ns as f64 / 1e6;
+    let last_miles = t.last_miles_ns();
+    let last_mile = |g: usize| 2.0 * last_miles[g] as f64 / 1e6;
     let not = |e| format!("{}: {e}", t.name);
     let rtts: Vec<Option<u64>> = if t.internet.has_ases() {
         let taken = t.internet.ways.internetwork(t).ways_taken(t, 0, &|_| true).map_err(not)?;
@@ -162,7 +169,7 @@ fn simulated_ms(t: &Topology) -> Result<Vec<f64>, String> {
         let c = catchments::of(t, 0, &|_| true).map_err(not)?;
         c.groups.iter().map(|g| g.pop.map(|_| g.rtt_ns)).collect()
     };
-    Ok(rtts.into_iter().map(|r| r.map_or(f64::NAN, |ns| ns as f64 / 1e6 + last_mile)).collect())
+    Ok(rtts.into_iter().enumerate().map(|(g, r)| r.map_or(f64::NAN, |ns| ns as f64 / 1e6 + last_mile(g))).collect())
 }
 
 /// A service's simulated sample: over `seeds` seeds with the default internet of `shape`
@@ -271,7 +278,8 @@ pub fn run(args: Args) -> ExitCode {
 
 fn try_run(args: &Args) -> Result<String, String> {
     let services = read(&args.dir)?;
-    let (shared, operators) = if args.fit { fit(&services, args.seeds)? } else { (Shape::FITTED, BTreeMap::new()) };
+    let start = shape_with(&args.shape)?;
+    let (shared, operators) = if args.fit { fit(&services, start, args.seeds)? } else { (start, BTreeMap::new()) };
     let mut out = format!(
         "# anyedge calibrate --anycast {}{} ({} seeds; round trips in ms, the last mile included both ways)\n",
         args.dir.display(),
@@ -280,33 +288,127 @@ fn try_run(args: &Args) -> Result<String, String> {
     );
     let _ = writeln!(out, "# shape: {}", shape_text(&shared));
     out.push_str(&report(&services, &shared, &operators, args.seeds)?);
+    if let Some(path) = &args.vantages {
+        let csv = vantages_csv(&services, &shared, &operators)?;
+        std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(out)
+}
+
+/// Each vantage point of every service, one CSV row: where it is, how far its nearest
+/// site is, what it measured, what the nearest-site rule and BGP over the default
+/// internet (seed 1) give it with the shape's last mile, and how far the POP BGP chose is.
+/// What the percentiles hide (which vantage points a model gets wrong, and by how much)
+/// is in here.
+fn vantages_csv(
+    services: &[Service],
+    shared: &Shape,
+    operators: &BTreeMap<String, Operator>,
+) -> Result<String, String> {
+    let mut out = String::from(
+        "service,set,vantage,lat,lon,nearest_site_km,measured_ms,nearest_site_ms,internet_ms,internet_pop_km\n",
+    );
+    for s in services {
+        let shape = shape_of(shared, operators, s);
+        let mut t = world(s, 1)?;
+        t.internet.last_mile_ns = (shape.last_mile_ms * 1e6).round() as u64;
+        let nearest = simulated_ms(&t)?;
+        default_internet::apply(&mut t, &shape);
+        let internet = simulated_ms(&t)?;
+        let pops = t.internet.ways.internetwork(&t).ways_taken(&t, 0, &|_| true).map_err(|e| e.to_string())?;
+        for (i, v) in s.vantages.iter().enumerate() {
+            let km = |p: usize| great_circle_km(v.at, t.pops[p].location);
+            let near_km = (0..t.pops.len()).map(km).fold(f64::INFINITY, f64::min);
+            let pop_km = pops[i].map_or(f64::NAN, |(p, _)| km(p));
+            let _ = writeln!(
+                out,
+                "{},{},{i},{},{},{near_km:.0},{},{:.2},{:.2},{pop_km:.0}",
+                s.name,
+                if s.fit { "fit" } else { "check" },
+                v.at[0],
+                v.at[1],
+                v.rtt_ms,
+                nearest[i],
+                internet[i]
+            );
+        }
+    }
     Ok(out)
 }
 
 /// The values `--fit` tries for each of the shape's numbers.
-const GRID: [(&str, &[f64]); 6] = [
+const GRID: [(&str, &[f64]); 7] = [
     ("home", &[0.5, 0.7, 0.8, 0.9, 1.0]),
     ("away", &[0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7]),
     ("access_transits", &[1.0, 2.0, 3.0]),
     ("join", &[0.0, 0.1, 0.25, 0.5, 0.75, 1.0]),
     ("reach_km", &[50.0, 100.0, 500.0, 1500.0]),
-    ("last_mile_ms", &[0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0]),
+    ("last_mile_ms", &[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]),
+    ("last_mile_spread", &[0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]),
 ];
 
-fn set(shape: &mut Shape, which: &str, v: f64) {
+/// Sets the shape's number `which` (a field's name) to `v`; false for a name it has not.
+fn set(shape: &mut Shape, which: &str, v: f64) -> bool {
     match which {
         "home" => shape.home = v,
         "away" => shape.away = v,
         "access_transits" => shape.access_transits = v as usize,
+        "operator_transits" => shape.operator_transits = v as usize,
+        "pop_reach_km" => shape.pop_reach_km = v,
+        "pop_transits" => shape.pop_transits = v as usize,
         "join" => shape.join = v,
         "reach_km" => shape.reach_km = v,
-        _ => shape.last_mile_ms = v,
+        "last_mile_ms" => shape.last_mile_ms = v,
+        "last_mile_spread" => shape.last_mile_spread = v,
+        _ => return false,
     }
+    true
 }
+
+/// The shipped shape with `changes` (`NAME=VALUE`, a field of [`Shape`] each) made.
+fn shape_with(changes: &[String]) -> Result<Shape, String> {
+    let mut shape = Shape::FITTED;
+    for change in changes {
+        let bad = |why: &str| format!("--shape `{change}`: {why}");
+        let (name, value) = change.split_once('=').ok_or_else(|| bad("NAME=VALUE"))?;
+        let name = name.trim();
+        if !SHAPE_NAMES.contains(&name) {
+            return Err(bad(&format!("no such number of the shape (it has: {})", SHAPE_NAMES.join(", "))));
+        }
+        let v: f64 = value.trim().parse().map_err(|_| bad("the value is not a number"))?;
+        let transits = default_internet::FACTS.0.len() as f64;
+        let (min, max) = match name {
+            "home" | "away" | "join" => (0.0, 1.0),
+            "access_transits" | "operator_transits" => (1.0, transits),
+            "pop_transits" => (0.0, transits),
+            "pop_reach_km" | "reach_km" => (0.0, 20_100.0),
+            "last_mile_ms" => (0.0, 1_000.0),
+            _ => (0.0, 10.0),
+        };
+        if !(min..=max).contains(&v) || (name.contains("transits") && v.fract() != 0.0) {
+            return Err(bad(&format!("{name} takes {min} to {max}")));
+        }
+        set(&mut shape, name, v);
+    }
+    Ok(shape)
+}
+
+const SHAPE_NAMES: [&str; 10] = [
+    "home",
+    "away",
+    "access_transits",
+    "operator_transits",
+    "pop_reach_km",
+    "pop_transits",
+    "join",
+    "reach_km",
+    "last_mile_ms",
+    "last_mile_spread",
+];
 
 fn shape_text(s: &Shape) -> String {
     format!(
-        "Shape {{ home: {:?}, away: {:?}, access_transits: {}, operator_transits: {}, pop_reach_km: {:?}, pop_transits: {}, join: {:?}, reach_km: {:?}, last_mile_ms: {:?} }}",
+        "Shape {{ home: {:?}, away: {:?}, access_transits: {}, operator_transits: {}, pop_reach_km: {:?}, pop_transits: {}, join: {:?}, reach_km: {:?}, last_mile_ms: {:?}, last_mile_spread: {:?} }}",
         s.home,
         s.away,
         s.access_transits,
@@ -315,7 +417,8 @@ fn shape_text(s: &Shape) -> String {
         s.pop_transits,
         s.join,
         s.reach_km,
-        s.last_mile_ms
+        s.last_mile_ms,
+        s.last_mile_spread
     )
 }
 
@@ -397,8 +500,8 @@ fn fit_operators(services: &[Service], shared: &Shape, seeds: u64) -> Result<BTr
 /// by coordinate descent over [`GRID`] with the operators held, until a round changes
 /// nothing. The shipped shape's operator numbers are the CDN's (`cloudflare`): anyedge's
 /// users run CDN-like edges.
-fn fit(services: &[Service], seeds: u64) -> Result<(Shape, BTreeMap<String, Operator>), String> {
-    let mut shared = Shape::FITTED;
+fn fit(services: &[Service], start: Shape, seeds: u64) -> Result<(Shape, BTreeMap<String, Operator>), String> {
+    let mut shared = start;
     let mut operators = fit_operators(services, &shared, seeds)?;
     let mut best_score = score(services, &shared, &operators, seeds)?;
     for round in 1..=4 {

@@ -392,6 +392,15 @@ enum Command {
         /// With `--anycast`: how many seeds of the default internet each figure pools.
         #[arg(long, default_value_t = 3, requires = "anycast")]
         seeds: u64,
+        /// With `--anycast`: also write each vantage point's measured and simulated round
+        /// trips to this CSV file (seed 1).
+        #[arg(long, requires = "anycast")]
+        vantages: Option<PathBuf>,
+        /// With `--anycast`: change a number of the default internet's shape for this run
+        /// (`--shape last_mile_ms=1.5`; repeat for more): what is compared, or where
+        /// `--fit` starts. The names are `Shape`'s fields (topology/src/default_internet.rs).
+        #[arg(long, requires = "anycast")]
+        shape: Vec<String>,
     },
     /// Shell completions for anyedge, on stdout.
     Completions {
@@ -506,8 +515,8 @@ fn run(command: Command) -> ExitCode {
         Command::Ctl { file, action } => ctl::run(file, action),
         Command::Probe(args) => probe::run(args),
         Command::Delay { a, b, model, pairs } => delay::run(delay::Args { a, b, model, terms: pairs }),
-        Command::Calibrate { file, anycast: true, fit, seeds, .. } => {
-            anycast_fit::run(anycast_fit::Args { dir: file, fit, seeds })
+        Command::Calibrate { file, anycast: true, fit, seeds, vantages, shape, .. } => {
+            anycast_fit::run(anycast_fit::Args { dir: file, fit, seeds, vantages, shape })
         }
         Command::Calibrate { file, name, source, kind, holdout, pairs, areas, topology, json, .. } => {
             calibrate::run(calibrate::Args { file, name, source, kind, holdout, pairs, areas, topology, json })

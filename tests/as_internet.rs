@@ -323,6 +323,18 @@ fn a_broken_as_graph_is_refused_at_its_line_naming_the_field() {
     let island = with("    - { name: play,", "    - { name: island, asn: 65010, at: [Lyon] }\n    - { name: play,");
     refused(&island, "name: island", "internet.ases[7]", "`island` is not connected to any POP");
     refused(&with("asn: 2914,", "asn: 174,"), "name: ntt", "ases[2].asn", "AS174 is `cogent`'s number too");
+    refused(
+        &with("asn: 2914,", "asn: 2914, last_mile: 3ms,"),
+        "name: ntt",
+        "ases[2].last_mile",
+        "a last mile is an access network's: it needs `clients`",
+    );
+    refused(
+        &with("asn: 12912,", "asn: 12912, last_mile: soon,"),
+        "name: play",
+        "ases[7].last_mile",
+        "`soon` is not a duration",
+    );
     refused(&with("asn: 2914,", "asn: 64500,"), "name: ntt", "ases[2].asn", "the CDN's own AS number");
     refused(
         &with("at: [London, Frankfurt am Main, Amsterdam, Madrid]", "at: [London, Gotham]"),
@@ -438,6 +450,22 @@ fn places_are_coordinates_nodes_or_cities_by_name_and_country() {
 /// the model's between the group and the POP plus the way's detour at the model's cost
 /// of a km, never less than the straight trip.
 #[test]
+fn an_access_networks_own_last_mile_is_its_clients_and_every_other_group_keeps_the_internets() {
+    let t = topology::parse_str("internet.yaml", &with("asn: 3320,", "asn: 3320, last_mile: 750us,"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let group = |name: &str| t.clients.iter().position(|c| c.name == name).expect("a group");
+    let to = anyedge_topology::InternetEnd::Pop(0);
+    for (name, last_mile_ns) in [("berlin", 750_000), ("hamburg", 750_000), ("london", t.internet.last_mile_ns)] {
+        let g = group(name);
+        assert_eq!(t.last_mile_ns(g), last_mile_ns, "{name}");
+        assert_eq!(t.last_miles_ns()[g], last_mile_ns, "{name}");
+        let link = anyedge_topology::nodes::access_link(&t, g, to);
+        assert_eq!(link.impairment.delay_ns, t.internet_rtt_ns(g, to) / 2 + last_mile_ns, "{name}'s access link");
+    }
+    assert_eq!(t.last_mile_min_ns(), 750_000.min(t.internet.last_mile_ns));
+}
+
+#[test]
 fn each_groups_round_trip_is_the_model_end_to_end_plus_the_detour_of_the_way_it_takes() {
     let t = world(&[]);
     let mut states = vec![vec![]];
@@ -536,6 +564,8 @@ fn generate_writes_the_default_internet_it_draws_and_reading_it_back_gives_the_s
     assert!(!drawn.internet.has_ases());
     topology::default_internet::apply(&mut drawn, &topology::default_internet::Shape::FITTED);
     assert_eq!(written.internet.last_mile_ns, drawn.internet.last_mile_ns);
+    assert_eq!(written.last_miles_ns(), drawn.last_miles_ns(), "each access network's own last mile, written");
+    assert!(text.contains("last_mile: "), "the file gives the access networks' last miles");
     for vip in 0..2 {
         let (a, b) =
             (catchments::of(&written, vip, &|_| true).unwrap(), catchments::of(&drawn, vip, &|_| true).unwrap());

@@ -271,3 +271,61 @@ fn anycast_measurements_with_a_bad_row_are_named_by_file_and_line() {
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("pings.csv:3: lat: `95.0` is not a number in"), "{stderr}");
 }
+
+/// A small set of anycast measurements: two sites, five vantage points.
+fn tiny_anycast(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("anyedge-anycast-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("sites.csv"),
+        "service,site,country,lat,lon\nsvc,Paris,FR,48.85,2.35\nsvc,Tokyo,JP,35.68,139.69\n",
+    )
+    .unwrap();
+    let mut pings = String::from("service,set,measurement,probe,lat,lon,rtt_ms\n");
+    for (k, (lat, lon, rtt)) in
+        [(48.85, 2.35, 1.5), (52.52, 13.4, 14.0), (40.42, -3.7, 21.0), (35.68, 139.69, 2.5), (1.35, 103.8, 70.0)]
+            .into_iter()
+            .enumerate()
+    {
+        pings.push_str(&format!("svc,fit,1,{k},{lat},{lon},{rtt}\n"));
+    }
+    std::fs::write(dir.join("pings.csv"), pings).unwrap();
+    dir
+}
+
+/// `--vantages` writes each vantage point's measured round trip beside the models', and
+/// `--shape` changes the default internet's numbers for the run: a spread last mile gives
+/// the access networks last miles of their own.
+#[test]
+fn calibrate_anycast_writes_each_vantage_point_and_takes_a_shape_to_try() {
+    let dir = tiny_anycast("vp");
+    let rows = |shape: &[&str]| {
+        let out = dir.join("vantages.csv");
+        let mut args = vec!["--anycast", dir.to_str().unwrap(), "--seeds", "1", "--vantages", out.to_str().unwrap()];
+        args.extend(shape.iter().flat_map(|s| ["--shape", *s]));
+        let (code, stdout, stderr) = calibrate(&args);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stdout.contains("# shape: Shape {"), "{stdout}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<Vec<String>> =
+            text.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect();
+        assert!(text.starts_with("service,set,vantage,lat,lon,nearest_site_km,measured_ms,"), "{text}");
+        lines
+    };
+    let even = rows(&["last_mile_spread=0"]);
+    assert_eq!(even.len(), 5);
+    let measured: Vec<&str> = even.iter().map(|r| r[6].as_str()).collect();
+    assert_eq!(measured, ["1.5", "14", "21", "2.5", "70"]);
+    assert_eq!((even[0][5].as_str(), even[3][5].as_str()), ("0", "0"), "two vantage points at a site");
+    let spread = rows(&["last_mile_spread=1.5"]);
+    let internet = |r: &Vec<Vec<String>>| r.iter().map(|x| x[8].parse::<f64>().unwrap()).collect::<Vec<_>>();
+    assert_ne!(internet(&even), internet(&spread), "each access network draws its own last mile");
+    for (bad, why) in
+        [("join=2", "join takes 0 to 1"), ("teleport=1", "no such number of the shape"), ("home", "NAME=VALUE")]
+    {
+        let (code, stdout, stderr) = calibrate(&["--anycast", dir.to_str().unwrap(), "--shape", bad]);
+        assert_eq!(code, Some(1), "{bad}: {stdout}");
+        assert!(stderr.contains(&format!("--shape `{bad}`: {why}")), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

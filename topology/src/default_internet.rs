@@ -105,8 +105,12 @@ pub struct Shape {
     pub join: f64,
     /// How far an access network goes to an exchange.
     pub reach_km: f64,
-    /// The access network's one-way delay (`internet.last_mile` when the file says none).
+    /// The median of the access networks' one-way delays (`internet.last_mile` when the
+    /// file says none).
     pub last_mile_ms: f64,
+    /// How widely they spread: each access network's last mile is `last_mile_ms ×
+    /// e^(spread × z)`, z a standard normal draw (a lognormal; 0: every one the median).
+    pub last_mile_spread: f64,
 }
 
 impl Shape {
@@ -121,6 +125,7 @@ impl Shape {
         join: 1.0,
         reach_km: 500.0,
         last_mile_ms: 2.0,
+        last_mile_spread: 0.0,
     };
 }
 
@@ -138,7 +143,23 @@ fn draw(seed: u64, what: u64, asn: u32, index: usize) -> f64 {
 }
 
 /// Where the default internet's last mile comes from, for reports.
-pub const LAST_MILE_FITTED: &str = "fitted on RIPE Atlas pings to anycast services (data/anycast/README.md)";
+pub const LAST_MILE_FITTED: &str = "drawn per access network, its median and spread fitted on RIPE Atlas pings to anycast services (data/anycast/README.md)";
+
+/// The bounds of a drawn last mile (one way): a probe in the building of a site answers in
+/// tens of microseconds; a lognormal's far tail is cut where access links end (a
+/// geostationary satellite hop is about 270 ms one way).
+const LAST_MILE_MIN_NS: u64 = 10_000;
+const LAST_MILE_MAX_NS: u64 = 300_000_000;
+
+/// Access network `asn`'s last mile (one way) for `shape`: a lognormal draw around the
+/// median, from two uniform draws (Box–Muller), within the bounds above, in whole
+/// microseconds (as a file writes it).
+fn last_mile_ns(seed: u64, shape: &Shape, asn: u32) -> u64 {
+    let (u1, u2) = (draw(seed, LAST_MILE, asn, 0), draw(seed, LAST_MILE, asn, 1));
+    let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let us = shape.last_mile_ms * 1e3 * (shape.last_mile_spread * z).exp();
+    (us.round() as u64 * 1_000).clamp(LAST_MILE_MIN_NS, LAST_MILE_MAX_NS)
+}
 
 /// What a draw is for (its `what`).
 const PRESENCE: u64 = 1;
@@ -147,6 +168,7 @@ const JOIN: u64 = 3;
 const OPERATOR: u64 = 4;
 /// Ties among a POP's nearest transits; `TIE + who` is taken by the groups' ties (`who` 0).
 const POP_TIE: u64 = 5;
+const LAST_MILE: u64 = 6;
 
 /// Which exchange cities each transit is present at.
 fn presence(seed: u64, shape: &Shape, transits: &[Transit], exchanges: &[Exchange]) -> Vec<Vec<usize>> {
@@ -238,9 +260,12 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
             providers: Vec::new(),
             peers: everyone.iter().copied().filter(|&j| j != k).collect(),
             clients: Vec::new(),
+            last_mile_ns: None,
         })
         .collect();
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); exchanges.len()];
+    // A last mile the file gives is every group's; otherwise each access network draws its own.
+    let drawn_last_mile = t.internet.last_mile_source != crate::parse::LAST_MILE_FROM_FILE;
     for (g, group) in t.clients.iter().enumerate() {
         let asn = ACCESS_ASN_BASE + g as u32;
         let providers = nearest_transits((seed, 0, g), group.location, shape.access_transits, transits, &places);
@@ -256,6 +281,7 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
             providers,
             peers: Vec::new(),
             clients: vec![g],
+            last_mile_ns: drawn_last_mile.then(|| last_mile_ns(seed, shape, asn)),
         });
     }
     let pop_exchange: Vec<Option<usize>> =
@@ -290,7 +316,7 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
     }
     t.internet.ases = std::mem::take(&mut ases);
     t.internet.ixps = ixps;
-    if t.internet.last_mile_source != crate::parse::LAST_MILE_FROM_FILE {
+    if drawn_last_mile {
         t.internet.last_mile_ns = (shape.last_mile_ms * 1e6).round() as u64;
         t.internet.last_mile_source = LAST_MILE_FITTED;
     }
@@ -517,6 +543,31 @@ traffic:
             c.internet.ases != a.internet.ases || upstreams(&c) != upstreams(&a)
         });
         assert!(differs, "ten other seeds all drew seed 5's internet");
+    }
+
+    #[test]
+    fn each_access_network_draws_its_own_last_mile_around_the_median_with_the_fitted_spread() {
+        let shape = Shape { last_mile_ms: 1.0, last_mile_spread: 1.0, ..Shape::FITTED };
+        let mut draws: Vec<u64> = (0..4000).map(|k| last_mile_ns(3, &shape, ACCESS_ASN_BASE + k)).collect();
+        assert_eq!(draws, (0..4000).map(|k| last_mile_ns(3, &shape, ACCESS_ASN_BASE + k)).collect::<Vec<_>>());
+        draws.sort_unstable();
+        let median_ms = draws[2000] as f64 / 1e6;
+        assert!((median_ms - 1.0).abs() < 0.06, "median {median_ms} ms, not 1 ms");
+        // One spread above the median is e^1: a standard normal's 84th percentile.
+        let above = draws.iter().filter(|&&ns| ns as f64 > std::f64::consts::E * 1e6).count() as f64 / 4000.0;
+        assert!((above - 0.1587).abs() < 0.02, "{above} of draws above e × median, not 15.9 %");
+        assert!(draws.iter().all(|ns| (LAST_MILE_MIN_NS..=LAST_MILE_MAX_NS).contains(ns) && ns % 1_000 == 0));
+        let even = Shape { last_mile_spread: 0.0, ..shape };
+        assert!((0..100).all(|k| last_mile_ns(3, &even, k) == 1_000_000), "no spread: every one the median");
+
+        let t = drawn(1, &shape);
+        let own: Vec<u64> = t.last_miles_ns();
+        assert!(own.windows(2).any(|w| w[0] != w[1]), "each group its access network's: {own:?}");
+        let given = WORLD.replace("failover:", "internet: { last_mile: 7ms }\nfailover:");
+        let mut t = crate::parse_str("w", &given).expect("parses");
+        apply(&mut t, &shape);
+        assert!(t.last_miles_ns().iter().all(|&ns| ns == 7_000_000), "the file's last mile is every group's");
+        assert!(t.internet.ases.iter().all(|a| a.last_mile_ns.is_none()));
     }
 
     #[test]

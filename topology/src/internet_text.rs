@@ -80,6 +80,9 @@ pub fn internet_text(t: &Topology) -> InternetText {
         if !net.clients.is_empty() {
             fields.push(format!("clients: {}", list(net.clients.iter().map(|&g| t.clients[g].name.clone()).collect())));
         }
+        if let Some(ns) = net.last_mile_ns {
+            fields.push(format!("last_mile: {}us", ns / 1_000));
+        }
         let _ = writeln!(section, "    - {{ {} }}", fields.join(", "));
     }
     if !ixps.is_empty() {

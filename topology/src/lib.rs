@@ -276,6 +276,9 @@ pub struct AsNet {
     pub peers: Vec<usize>,
     /// Client groups (indices into `Topology::clients`) it is the access network of.
     pub clients: Vec<usize>,
+    /// The one-way delay of its clients' last mile, in place of `Internet::last_mile_ns`
+    /// for them (`last_mile:` of an access network).
+    pub last_mile_ns: Option<u64>,
 }
 
 /// A place of the AS-level internet: a name and where it is.
@@ -779,6 +782,30 @@ impl Topology {
             InternetEnd::Pop(p) => self.pops[p].location,
             InternetEnd::Region(r) => self.regions[r].location,
         }
+    }
+
+    /// Client group `g`'s last mile (one way): its access network's when that has one
+    /// (`last_mile:` of a network that lists it), else the internet's.
+    pub fn last_mile_ns(&self, g: usize) -> u64 {
+        let access = self.internet.ases.iter().filter(|a| a.last_mile_ns.is_some()).find(|a| a.clients.contains(&g));
+        access.and_then(|a| a.last_mile_ns).unwrap_or(self.internet.last_mile_ns)
+    }
+
+    /// Every client group's last mile at once ([`Topology::last_mile_ns`] for each).
+    pub fn last_miles_ns(&self) -> Vec<u64> {
+        let mut each = vec![self.internet.last_mile_ns; self.clients.len()];
+        for a in self.internet.ases.iter().filter(|a| a.last_mile_ns.is_some()) {
+            for &g in &a.clients {
+                each[g] = a.last_mile_ns.unwrap_or(self.internet.last_mile_ns);
+            }
+        }
+        each
+    }
+
+    /// The least last mile of any client group: no internet path is shorter.
+    pub fn last_mile_min_ns(&self) -> u64 {
+        let own = self.internet.ases.iter().filter(|a| !a.clients.is_empty()).filter_map(|a| a.last_mile_ns);
+        own.chain([self.internet.last_mile_ns]).min().unwrap_or(self.internet.last_mile_ns)
     }
 
     /// Client group `g`'s internet round trip to a POP or region, before the last mile:

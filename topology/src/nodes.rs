@@ -89,7 +89,7 @@ impl Identity {
 /// round trip the internet model predicts (or the file pins) plus the last mile, jitter,
 /// loss.
 pub fn access_link(t: &Topology, g: usize, to: InternetEnd) -> LinkModel {
-    let delay_ns = t.internet_rtt_ns(g, to) / 2 + t.internet.last_mile_ns;
+    let delay_ns = t.internet_rtt_ns(g, to) / 2 + t.last_mile_ns(g);
     LinkModel {
         impairment: Impairment { delay_ns, jitter_mean_ns: t.internet.jitter_ns, loss: t.internet.loss },
         bandwidth_bps: None,

@@ -124,7 +124,7 @@ fn lookahead_ns(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<Ip
     }
     // Every internet leg is at least the last mile long: the legs matter only when it is
     // shorter than what the rest allows (a group × POP walk is a large file's costly part).
-    if t.internet.last_mile_ns < floor.get() {
+    if t.last_mile_min_ns() < floor.get() {
         for (v, vip) in t.vips.iter().enumerate() {
             let home = vip.home as u32;
             let talkers =

@@ -77,6 +77,14 @@ impl Parser {
             Some(n) => self.group_refs(n, &o.field("clients"), clients),
             None => Some(Vec::new()),
         };
+        let last_mile_ns = match o.get("last_mile") {
+            Some(n) if o.get("clients").is_none() => {
+                self.err(n.span(), &o.field("last_mile"), "a last mile is an access network's: it needs `clients`");
+                None
+            }
+            Some(n) => self.duration(n, &o.field("last_mile")).map(Some),
+            None => Some(None),
+        };
         Some(AsNet {
             name: name?,
             asn: u32::try_from(asn).ok()?,
@@ -84,6 +92,7 @@ impl Parser {
             providers: Vec::new(),
             peers: Vec::new(),
             clients: served?,
+            last_mile_ns: last_mile_ns?,
         })
     }
 

@@ -576,6 +576,7 @@ fn build() -> Vec<Object> {
                     opt("providers", name_list(), "Networks it buys transit from (names of `ases`): it takes all their routes and passes its own and its customers' routes to them. A provider's provider may not be its customer (no provider loop)."),
                     opt("peers", name_list(), "Networks it exchanges its own and its customers' routes with, settlement-free, beyond the IXPs' members (one side naming the other is enough). The tier-1 networks, which buy from nobody, peer with each other: write that clique out."),
                     opt("clients", name_list(), "Client groups (names of `clients`) this is the access network of. A group no network lists gets an access network of its own, a customer of the network with a router nearest it."),
+                    opt("last_mile", Ty::Duration, "One-way delay of this access network's last mile, for its `clients` in place of `internet.last_mile`. Needs `clients`. The default internet draws one per access network (data/anycast/README.md)."),
                 ],
             );
             o.at_least_one = vec!["at", "clients"];
