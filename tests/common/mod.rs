@@ -372,3 +372,23 @@ pub fn with_own_chains(text: String) -> String {
         "    pops: [paris, warsaw]\n    hosts: [shop.example, api.example]\n    certificates:\n      - { chain: certs/shop.example.pem, key: certs/shop.example.key }\n      - { chain: certs/api.example.pem, key: certs/api.example.key }\n",
     )
 }
+
+/// Each group's (POP, AS path) for the first VIP: as the lab's speakers route it (`lab
+/// catchments`) …
+pub fn lab_ways(lab: &Lab) -> Vec<(String, Value)> {
+    let out = lab.anyedge(&["lab", "catchments", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clients = v["clients"].as_array().unwrap().iter();
+    clients.map(|c| (c["pop"].as_str().unwrap_or("none").to_string(), c["as_path"].clone())).collect()
+}
+
+/// … and as the simulator's BGP core does (`anyedge catchments --json`), `down` withdrawn.
+pub fn sim_ways(file: &std::path::Path, down: &[&str]) -> Vec<(String, Value)> {
+    let downs: Vec<String> = down.iter().flat_map(|d| ["--down".to_string(), d.to_string()]).collect();
+    let out = Command::new(exe()).arg("catchments").arg(file).arg("--json").args(&downs).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["vips"][0]["groups"].as_array().unwrap().iter();
+    groups.map(|g| (g["pop"].as_str().unwrap_or("none").to_string(), g["as_path"].clone())).collect()
+}
