@@ -143,7 +143,7 @@ impl Default for LabOptions {
 /// `topologies/internet.yaml`'s 42 come up in 8–11 s; the default internet `anyedge
 /// generate --internet` draws for 4 POPs and 10 groups (382 routers, the tier-1 networks
 /// at up to 36 places each) comes up in 86 s with another process busy on one of the
-/// cores, its catchments the simulator's (`tests/lab.rs`), and goes down in 14 s. Larger
+/// cores, its catchments the simulator's (`tests/lab_internet.rs`), and goes down in 14 s. Larger
 /// labs were held back, in turn, by the kernel's neighbour tables (1,024 resolved entries
 /// shared by every namespace: every neighbour is now permanent), by links one `ip` call
 /// at a time (now a batch per namespace), by a link per pair of a network's routers that
