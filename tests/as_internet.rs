@@ -63,8 +63,8 @@ fn a_selective_announcement_keeps_a_transits_clients_away_until_it_announces_the
     let (at, paris, madrid) = (t.clients[9].location, t.pops[0].location, t.pops[3].location);
     assert_eq!(t.clients[9].name, "lisbon");
     let km: f64 = lisbon.way.windows(2).map(|w| great_circle_km(w[0], w[1])).sum();
-    let detour_ms = t.internet.delay.detour_stretch() * fibre_rtt_ms(km - great_circle_km(at, paris));
-    let paid_ms = t.internet.delay.rtt_ms(at, paris) + detour_ms - t.internet.delay.rtt_ms(at, madrid);
+    let past_km = (km - t.internet.delay.route_stretch() * great_circle_km(at, paris)).max(0.0);
+    let paid_ms = t.internet.delay.rtt_ms(at, paris) + fibre_rtt_ms(past_km) - t.internet.delay.rtt_ms(at, madrid);
     assert!((lisbon.inflation_ms() - paid_ms).abs() < 0.01 && paid_ms > 1.0, "Lisbon pays for the detour: {lisbon:?}");
     assert!(lisbon.extra_km > 500.0);
     let t2 = world(&[("pops[madrid].announce_to", "[ntt, cogent]")]);
@@ -466,18 +466,21 @@ fn an_access_networks_own_last_mile_is_its_clients_and_every_other_group_keeps_t
 }
 
 #[test]
-fn each_groups_round_trip_is_the_model_end_to_end_plus_the_detour_of_the_way_it_takes() {
+fn each_groups_round_trip_is_the_model_end_to_end_plus_fibre_past_the_measured_routes_length() {
     let t = world(&[]);
     let mut states = vec![vec![]];
     states.extend(t.pops.iter().map(|p| vec![p.name.as_str()]));
-    let mut checked = 0;
+    let (mut checked, mut past_the_measured) = (0, 0);
     for down in states {
         let c = catchments_of(&t, &down);
         for (g, x) in c.groups.iter().enumerate().filter(|(_, x)| x.pop.is_some()) {
             let (a, z) = (x.way[0], *x.way.last().unwrap());
             let km: f64 = x.way.windows(2).map(|w| great_circle_km(w[0], w[1])).sum();
-            let detour_ms = t.internet.delay.detour_stretch() * fibre_rtt_ms(km - great_circle_km(a, z));
-            let expected_ms = t.internet.delay.rtt_ms(a, z) + detour_ms;
+            // Only the km past the measured routes' length (the model's route stretch
+            // times the great circle) cost more, at fibre's speed.
+            let past_km = (km - t.internet.delay.route_stretch() * great_circle_km(a, z)).max(0.0);
+            let expected_ms = t.internet.delay.rtt_ms(a, z) + fibre_rtt_ms(past_km);
+            past_the_measured += usize::from(past_km > 0.0);
             let rtt_ms = x.rtt_ns as f64 / 1e6;
             assert!(
                 (rtt_ms - expected_ms).abs() < 0.01,
@@ -490,6 +493,7 @@ fn each_groups_round_trip_is_the_model_end_to_end_plus_the_detour_of_the_way_it_
         }
     }
     assert!(checked >= 40, "{checked}");
+    assert!(past_the_measured > 0, "some way runs past the measured routes' length and pays for it");
 }
 
 /// A second region and VIP (homed in Madrid, published by Madrid and Paris) split the

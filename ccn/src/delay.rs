@@ -172,11 +172,12 @@ impl DelayModel {
         (overhead, stretch)
     }
 
-    /// What one more km of path costs, as a multiple of fibre's round trip over it: the
-    /// slope of the long-haul line of the per-place model's distance law (fitted on every
-    /// pair), or the default pair's stretch. A detour's extra length costs this much; the
-    /// model's overheads (routers, hosts) are paid once per trip, not per stretch.
-    pub fn detour_stretch(&self) -> f64 {
+    /// How much longer than the great circle the measured routes run, as a multiple of
+    /// fibre's round trip over it: the slope of the long-haul line of the per-place
+    /// model's distance law (fitted on every pair), or the default pair's stretch. A
+    /// round trip the model predicts over `d` km already pays for a route this many times
+    /// `d` long, its detours included; only a way longer than that pays more.
+    pub fn route_stretch(&self) -> f64 {
         match &self.landmarks {
             Some(l) => l.law.long.stretch,
             None => self.default.stretch,

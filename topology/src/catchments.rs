@@ -20,10 +20,11 @@
 //!   AS 4,100,000,000 + its index) at its place, a customer of the network with a router
 //!   nearest it.
 //!
-//! The delay of a way is the internet model's between its two ends plus its detour (its
-//! length past the great circle) at the model's cost of a km ([`way_one_way_ns`]): a
-//! detour through a far exchange costs its extra fibre, and the model's overheads are
-//! paid once. Hot potato inside a network uses the same model between its routers. A
+//! The delay of a way is the internet model's between its two ends plus fibre's over its
+//! length past the route the measured pairs take (the model's long-haul stretch times
+//! the great circle; [`way_one_way_ns`]): a detour through a far exchange costs its
+//! extra fibre, a way as long as the measured routes costs what they cost, and the
+//! model's overheads are paid once. Hot potato inside a network uses the same model between its routers. A
 //! pinned round trip (`internet.rtt`) replaces the whole way's for its pair.
 
 use anyedge_ccn::geo::{Location, great_circle_km};
@@ -616,17 +617,25 @@ impl Internetwork {
     }
 }
 
-/// The one-way delay along `way`: the internet model's between its two ends, plus its
-/// detour (its length past the great circle between them) at the model's cost of a km
-/// ([`anyedge_ccn::delay::DelayModel::detour_stretch`]). The model's round trips are
-/// measured end to end, overheads included; summing them stretch by stretch would pay
-/// the overheads once per stretch.
+/// The one-way delay along `way`: the internet model's between its two ends, plus fibre's
+/// over the way's length past the route the model's measurements already take.
+///
+/// The model's round trips are measured end to end over real routes, detours included:
+/// its long-haul stretch `S` ([`anyedge_ccn::delay::DelayModel::route_stretch`], the
+/// slope of round trip over fibre's on every measured pair) says a route between places
+/// `d` km apart runs `S × d` km. A way through the cities BGP hands it over at pays only
+/// for the km past that, at fibre's speed; a way within it costs what the measured
+/// routes cost. Charging every km past the great circle at `S` (what anyedge did
+/// before) paid the measured routes' detours twice: root-h's vantage points that reach
+/// their nearest site came out 18 % above the measurements (data/anycast/README.md).
+/// Summing the model's round trips leg by leg would pay its overheads once per leg.
 pub fn way_one_way_ns(t: &Topology, way: &[Location]) -> u64 {
     let (Some(&a), Some(&z)) = (way.first(), way.last()) else { return 0 };
     let km: f64 = way.windows(2).map(|w| great_circle_km(w[0], w[1])).sum();
-    let detour_km = (km - great_circle_km(a, z)).max(0.0);
-    let detour_ms = t.internet.delay.detour_stretch() * anyedge_ccn::path::fibre_rtt_ms(detour_km) / 2.0;
-    t.internet.delay.one_way_ns(a, z) + (detour_ms * 1e6).round() as u64
+    let measured_route_km = t.internet.delay.route_stretch() * great_circle_km(a, z);
+    let past_km = (km - measured_route_km).max(0.0);
+    let past_ms = anyedge_ccn::path::fibre_rtt_ms(past_km) / 2.0;
+    t.internet.delay.one_way_ns(a, z) + (past_ms * 1e6).round() as u64
 }
 
 /// Per AS, the one-way delay between each pair of its routers; per router its position.
