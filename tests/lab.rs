@@ -1661,12 +1661,7 @@ fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_
     assert!(lag_ms >= one_way_ms / 2.0, "withdrawal crossed {one_way_ms:.0} ms of model in {lag_ms:.1} ms");
     assert!(lab.anyedge(&["lab", "kill", "pop/tokyo"]).status.success());
     let want = sim_catchments(&t, &["paris", "tokyo"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut got = lab_catchments(&lab);
-    while got != want && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        got = lab_catchments(&lab);
-    }
+    let got = poll_until_equal(&want, Duration::from_secs(5), Duration::from_millis(100), || lab_catchments(&lab));
     assert_eq!(got, want, "catchments with paris and tokyo withdrawn");
     // Madrid's list goes on to its third POP (hot potato at transit/tokyo would pick the
     // POP nearest tokyo); jakarta's list is spent: no route, as in the simulator.
@@ -1701,12 +1696,7 @@ fn the_labs_bird_speakers_route_every_group_over_the_as_level_internet_as_the_si
         down.push(pop);
         let want = sim_ways(&lab.file, &down);
         assert_ne!(want, before, "the withdrawal moves someone");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut got = lab_ways(&lab);
-        while got != want && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            got = lab_ways(&lab);
-        }
+        let got = poll_until_equal(&want, Duration::from_secs(10), Duration::from_millis(200), || lab_ways(&lab));
         assert_eq!(got, want, "every group's POP and AS path with {down:?} withdrawn");
         let stranded = want.iter().filter(|(pop, _)| pop == "none").count();
         assert_eq!(stranded, if down.len() == 1 { 3 } else { 0 }, "{want:?}");

@@ -269,6 +269,147 @@ fn internet_links(
     }
 }
 
+/// Each namespace's index by what it is for, as [`Plan::new`] makes them: what the links
+/// and the node list are drawn from.
+struct Rooms {
+    internet: usize,
+    backbone: usize,
+    region_nets: Vec<usize>,
+    clients: Vec<usize>,
+    pops: Vec<usize>,
+    /// One transit per POP, when the file has no AS-level internet.
+    transits: Vec<usize>,
+    /// (router, its node's name, namespace), over an AS-level internet.
+    routers: Vec<(usize, String, usize)>,
+    clbs: Vec<((usize, usize), usize)>,
+    controls: Vec<(u8, usize)>,
+    hosts: Vec<(usize, Ipv4Addr, usize)>,
+    egress: Vec<(usize, String, usize)>,
+    internet_hosts: Vec<(Ipv4Addr, usize)>,
+}
+
+impl Rooms {
+    /// The lab's namespaces, in a fixed order, and where each kind is among them.
+    fn new(t: &Topology, lab: &str) -> (Vec<Namespace>, Rooms) {
+        let mut namespaces = Vec::new();
+        let mut ns = |role: Role, name: String| {
+            namespaces.push(Namespace { name: format!("{lab}-{}", sanitize(&name)), role });
+            namespaces.len() - 1
+        };
+        let internet = ns(Role::Internet, "inet".into());
+        let backbone = ns(Role::Backbone, "ccn".into());
+        let region_nets: Vec<usize> =
+            (0..t.regions.len()).map(|r| ns(Role::RegionNet(r), format!("rg-{}", t.regions[r].name))).collect();
+        let clients: Vec<usize> =
+            (0..t.clients.len()).map(|g| ns(Role::Client(g), format!("client-{}", t.clients[g].name))).collect();
+        let pops: Vec<usize> = (0..t.pops.len()).map(|p| ns(Role::Pop(p), format!("pop-{}", t.pops[p].name))).collect();
+        let as_level = t.internet.has_ases();
+        let transits: Vec<usize> = (0..t.pops.len())
+            .filter(|_| !as_level)
+            .map(|p| ns(Role::Transit(p), format!("as-{}", t.pops[p].name)))
+            .collect();
+        let routers: Vec<(usize, String, usize)> = if as_level {
+            let net = t.internet.ways.internetwork(t);
+            router_names(net)
+                .into_iter()
+                .map(|(r, name)| (r, name.clone(), ns(Role::Router(r), name.replace('/', "-"))))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let clb_nodes: Vec<(usize, usize)> =
+            (0..t.regions.len()).flat_map(|r| (0..usize::from(t.regions[r].clb_nodes)).map(move |i| (r, i))).collect();
+        let clbs: Vec<((usize, usize), usize)> = clb_nodes
+            .into_iter()
+            .map(|(r, i)| {
+                ((r, i), ns(Role::Clb { region: r, index: i }, anyedge_topology::clb_slug(&t.regions[r].name, i)))
+            })
+            .collect();
+        let controls: Vec<(u8, usize)> = (1..=t.control.as_ref().map_or(0, |c| c.nodes))
+            .map(|n| (n, ns(Role::Control(n), format!("control-{n}"))))
+            .collect();
+        let hosts: Vec<(usize, Ipv4Addr, usize)> = backend_hosts(t)
+            .into_iter()
+            .map(|(r, ip)| (r, ip, ns(Role::Backend { region: r, ip }, format!("be-{ip}"))))
+            .collect();
+        let mut internet_hosts = Vec::new();
+        let mut egress = Vec::new();
+        for (k, (r, e, ips)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
+            let name = anyedge_topology::nodes::egress_name(t, r, e);
+            egress.push((r, name.clone(), ns(Role::Egress { region: r, k }, name.replace('/', "-"))));
+            internet_hosts.extend(ips.into_iter().filter_map(|ip| match ip {
+                IpAddr::V4(ip) => Some((ip, k)),
+                IpAddr::V6(_) => None,
+            }));
+        }
+        let rooms = Rooms {
+            internet,
+            backbone,
+            region_nets,
+            clients,
+            pops,
+            transits,
+            routers,
+            clbs,
+            controls,
+            hosts,
+            egress,
+            internet_hosts,
+        };
+        (namespaces, rooms)
+    }
+
+    /// Every link and segment: the internet's (per POP transit, or the AS-level
+    /// internet's routers), the direct path to each region, the backbone, the regions'.
+    fn links(&self, t: &Topology) -> LinkPools {
+        let mut pools = LinkPools::default();
+        if t.internet.has_ases() {
+            let router_ns = self.routers.iter().map(|(r, _, n)| (*r, *n)).collect();
+            as_internet_links(t, &mut pools, self.internet, (&self.clients, &self.pops), &router_ns);
+        } else {
+            internet_links(t, &mut pools, self.internet, (&self.clients, &self.pops, &self.transits));
+        }
+        // The direct path: the internet reaches each region (the baseline without anycast).
+        for &rg in &self.region_nets {
+            pools.add(0, self.internet, rg, None);
+        }
+        let on_backbone =
+            self.pops.iter().chain(self.clbs.iter().map(|(_, c)| c)).chain(self.controls.iter().map(|(_, c)| c));
+        for &n in on_backbone {
+            pools.add(1, self.backbone, n, None);
+        }
+        for &((r, _), c) in &self.clbs {
+            pools.add(2, self.region_nets[r], c, None);
+        }
+        for &(r, _, h) in &self.hosts {
+            pools.add(2, self.region_nets[r], h, None);
+        }
+        for &(r, _, e) in &self.egress {
+            pools.add(2, self.region_nets[r], e, None);
+        }
+        pools
+    }
+
+    /// Every node that runs a process, by the name users give it (`pop/paris`); the
+    /// internet's route reflector when the plan has segments.
+    fn nodes(&self, t: &Topology, reflector: bool) -> Vec<Node> {
+        let named = |name: String, ns: usize| Node { name, ns };
+        self.transits
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| named(format!("transit/{}", t.pops[p].name), n))
+            .chain(self.routers.iter().map(|(_, name, n)| named(name.clone(), *n)))
+            .chain(self.clients.iter().enumerate().map(|(g, &n)| named(format!("client/{}", t.clients[g].name), n)))
+            .chain(self.pops.iter().enumerate().map(|(p, &n)| named(format!("pop/{}", t.pops[p].name), n)))
+            .chain(self.clbs.iter().map(|&((r, i), n)| named(anyedge_topology::clb_name(&t.regions[r].name, i), n)))
+            .chain(self.hosts.iter().map(|&(_, ip, n)| named(format!("backend/{ip}"), n)))
+            .chain(self.controls.iter().map(|&(id, n)| named(format!("control/{id}"), n)))
+            .chain(self.egress.iter().map(|(_, name, n)| named(name.clone(), *n)))
+            .chain(reflector.then(|| named(REFLECTOR_NODE.into(), self.internet)))
+            .collect()
+    }
+}
+
 /// Every router of an AS-level internet but the POPs, with its node name:
 /// `router/NETWORK/K`, its network's `K`th router (from 0).
 pub fn router_names(net: &anyedge_topology::catchments::Internetwork) -> Vec<(usize, String)> {
@@ -345,103 +486,9 @@ pub fn backend_hosts(t: &Topology) -> Vec<(usize, Ipv4Addr)> {
 impl Plan {
     pub fn new(t: &Topology) -> Plan {
         let lab = sanitize(&t.name);
-        let mut namespaces = Vec::new();
-        let mut ns = |role: Role, name: String| {
-            namespaces.push(Namespace { name: format!("{lab}-{}", sanitize(&name)), role });
-            namespaces.len() - 1
-        };
-        let internet = ns(Role::Internet, "inet".into());
-        let backbone = ns(Role::Backbone, "ccn".into());
-        let region_nets: Vec<usize> =
-            (0..t.regions.len()).map(|r| ns(Role::RegionNet(r), format!("rg-{}", t.regions[r].name))).collect();
-        let clients: Vec<usize> =
-            (0..t.clients.len()).map(|g| ns(Role::Client(g), format!("client-{}", t.clients[g].name))).collect();
-        let pops: Vec<usize> = (0..t.pops.len()).map(|p| ns(Role::Pop(p), format!("pop-{}", t.pops[p].name))).collect();
-        let as_level = t.internet.has_ases();
-        let transits: Vec<usize> = (0..t.pops.len())
-            .filter(|_| !as_level)
-            .map(|p| ns(Role::Transit(p), format!("as-{}", t.pops[p].name)))
-            .collect();
-        let routers: Vec<(usize, String, usize)> = if as_level {
-            let net = t.internet.ways.internetwork(t);
-            router_names(net)
-                .into_iter()
-                .map(|(r, name)| (r, name.clone(), ns(Role::Router(r), name.replace('/', "-"))))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let clb_nodes: Vec<(usize, usize)> =
-            (0..t.regions.len()).flat_map(|r| (0..usize::from(t.regions[r].clb_nodes)).map(move |i| (r, i))).collect();
-        let clbs: Vec<((usize, usize), usize)> = clb_nodes
-            .into_iter()
-            .map(|(r, i)| {
-                ((r, i), ns(Role::Clb { region: r, index: i }, anyedge_topology::clb_slug(&t.regions[r].name, i)))
-            })
-            .collect();
-        let controls: Vec<(u8, usize)> = (1..=t.control.as_ref().map_or(0, |c| c.nodes))
-            .map(|n| (n, ns(Role::Control(n), format!("control-{n}"))))
-            .collect();
-        let hosts: Vec<(usize, Ipv4Addr, usize)> = backend_hosts(t)
-            .into_iter()
-            .map(|(r, ip)| (r, ip, ns(Role::Backend { region: r, ip }, format!("be-{ip}"))))
-            .collect();
-        let mut internet_hosts = Vec::new();
-        let mut egress = Vec::new();
-        for (k, (r, e, ips)) in anyedge_topology::nodes::egress_nodes(t).into_iter().enumerate() {
-            let name = anyedge_topology::nodes::egress_name(t, r, e);
-            egress.push((r, name.clone(), ns(Role::Egress { region: r, k }, name.replace('/', "-"))));
-            internet_hosts.extend(ips.into_iter().filter_map(|ip| match ip {
-                IpAddr::V4(ip) => Some((ip, k)),
-                IpAddr::V6(_) => None,
-            }));
-        }
-
-        let mut pools = LinkPools::default();
-        if as_level {
-            let router_ns = routers.iter().map(|(r, _, n)| (*r, *n)).collect();
-            as_internet_links(t, &mut pools, internet, (&clients, &pops), &router_ns);
-        } else {
-            internet_links(t, &mut pools, internet, (&clients, &pops, &transits));
-        }
-        // The direct path: the internet reaches each region (the baseline without anycast).
-        for &rg in &region_nets {
-            pools.add(0, internet, rg, None);
-        }
-        for &p in &pops {
-            pools.add(1, backbone, p, None);
-        }
-        for &((_, _), c) in &clbs {
-            pools.add(1, backbone, c, None);
-        }
-        for &(_, c) in &controls {
-            pools.add(1, backbone, c, None);
-        }
-        for &((r, _), c) in &clbs {
-            pools.add(2, region_nets[r], c, None);
-        }
-        for &(r, _, h) in &hosts {
-            pools.add(2, region_nets[r], h, None);
-        }
-        for &(r, _, e) in &egress {
-            pools.add(2, region_nets[r], e, None);
-        }
-
-        // Every node that runs a process, by the name users give it (`pop/paris`).
-        let named = |name: String, ns: usize| Node { name, ns };
-        let nodes = transits
-            .iter()
-            .enumerate()
-            .map(|(p, &n)| named(format!("transit/{}", t.pops[p].name), n))
-            .chain(routers.iter().map(|(_, name, n)| named(name.clone(), *n)))
-            .chain(clients.iter().enumerate().map(|(g, &n)| named(format!("client/{}", t.clients[g].name), n)))
-            .chain(pops.iter().enumerate().map(|(p, &n)| named(format!("pop/{}", t.pops[p].name), n)))
-            .chain(clbs.iter().map(|&((r, i), n)| named(anyedge_topology::clb_name(&t.regions[r].name, i), n)))
-            .chain(hosts.iter().map(|&(_, ip, n)| named(format!("backend/{ip}"), n)))
-            .chain(controls.iter().map(|&(id, n)| named(format!("control/{id}"), n)))
-            .chain(egress.into_iter().map(|(_, name, n)| named(name, n)))
-            .chain((!pools.segments.is_empty()).then(|| named(REFLECTOR_NODE.into(), internet)))
-            .collect();
+        let (namespaces, rooms) = Rooms::new(t, &lab);
+        let pools = rooms.links(t);
+        let nodes = rooms.nodes(t, !pools.segments.is_empty());
         let overflow = [0, 1, 2].map(|k| pools.counters[k].saturating_sub(POOL_LINKS_MAX[k]));
         Plan {
             lab,
@@ -450,7 +497,7 @@ impl Plan {
             segments: pools.segments,
             overflow,
             nodes,
-            internet_hosts,
+            internet_hosts: rooms.internet_hosts,
             group_sources: group_sources(t),
         }
     }

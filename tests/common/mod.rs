@@ -392,3 +392,20 @@ pub fn sim_ways(file: &std::path::Path, down: &[&str]) -> Vec<(String, Value)> {
     let groups = v["vips"][0]["groups"].as_array().unwrap().iter();
     groups.map(|g| (g["pop"].as_str().unwrap_or("none").to_string(), g["as_path"].clone())).collect()
 }
+
+/// What `read` gives once it equals `want`, polling every `every` until `limit` has
+/// passed (then its last answer): routes converge, they do not change at once.
+pub fn poll_until_equal<T: PartialEq>(
+    want: &T,
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut read: impl FnMut() -> T,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    let mut got = read();
+    while got != *want && std::time::Instant::now() < deadline {
+        std::thread::sleep(every);
+        got = read();
+    }
+    got
+}

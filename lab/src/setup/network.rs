@@ -69,8 +69,11 @@ pub(super) fn network(
             (false, false, Some(_)) => continue,
         }
     }
-    for (s, segment) in plan.segments.iter().enumerate() {
-        segment_up(&mut batch, plan, s, segment, placed)?;
+    if !plan.segments.is_empty() {
+        let core_ns = plan.ns_index(&Role::Internet).ok_or(PlanGap("segments without the internet's namespace"))?;
+        for (s, segment) in plan.segments.iter().enumerate() {
+            segment_up(&mut batch, plan, (s, segment), core_ns, placed)?;
+        }
     }
     batch.run()?;
     routes(t, plan, local)
@@ -83,11 +86,10 @@ pub(super) fn network(
 fn segment_up(
     batch: &mut IpBatch,
     plan: &Plan,
-    s: usize,
-    segment: &crate::plan::Segment,
+    (s, segment): (usize, &crate::plan::Segment),
+    core_ns: usize,
     placed: Option<(&hosts::Placement, usize)>,
 ) -> Result<(), SysError> {
-    let core_ns = plan.ns_index(&Role::Internet).unwrap_or(0);
     let host = |ns: usize| placed.map_or(0, |(p, _)| p.host_of[ns]);
     let me = placed.map_or(0, |(_, me)| me);
     let core = &plan.namespaces[core_ns].name;
