@@ -116,16 +116,16 @@ pub struct Shape {
 impl Shape {
     /// The shape `anyedge calibrate --anycast data/anycast` fits (data/anycast/README.md).
     pub const FITTED: Shape = Shape {
-        home: 0.9,
-        away: 0.35,
+        home: 0.5,
+        away: 0.25,
         access_transits: 1,
-        operator_transits: 15,
-        pop_reach_km: 1500.0,
+        operator_transits: 10,
+        pop_reach_km: 1000.0,
         pop_transits: 0,
         join: 1.0,
         reach_km: 500.0,
-        last_mile_ms: 2.0,
-        last_mile_spread: 0.0,
+        last_mile_ms: 1.0,
+        last_mile_spread: 1.0,
     };
 }
 
