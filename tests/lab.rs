@@ -2117,12 +2117,17 @@ fn a_lab_refuses_an_as_level_internet_past_its_router_bound_before_anything_is_m
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("big.yaml");
     let made = Command::new(exe())
-        .args(["generate", "--pops", "6", "--regions", "2", "--groups", "100", "--clients", "200", "--internet"])
+        .args(["generate", "--pops", "6", "--regions", "2", "--groups", "250", "--clients", "500", "--internet"])
         .args(["--name", "t-asbig", "--out"])
         .arg(&file)
         .output()
         .unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // Past the bound before `lab up` is asked: a shape that draws fewer routers must
+    // not turn this test into a lab of hundreds of namespaces.
+    let plan = anyedge_lab::plan::Plan::new(&anyedge_topology::load(&file).unwrap());
+    let routers = plan.namespaces.iter().filter(|n| matches!(n.role, anyedge_lab::plan::Role::Router(_))).count();
+    assert!(routers > anyedge_lab::setup::LAB_ROUTERS_MAX, "{routers} routers: generate more groups");
     let out = Command::new(exe()).args(["lab", "up"]).arg(&file).output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success());

@@ -9,8 +9,8 @@ use common::*;
 use std::time::Duration;
 
 /// A default internet in the lab: `anyedge generate --internet` for 4 POPs and 10 groups
-/// writes out the 382 routers the default internet draws (the tier-1 networks present at
-/// tens of places each). They come up, each network's routers on a segment of their own
+/// writes out the 243 routers the default internet draws (the tier-1 networks present at
+/// up to tens of places each). They come up, each network's routers on a segment of their own
 /// with a route reflector, and every group takes the POP and AS path the simulator gives
 /// it, before and after a POP dies.
 #[test]
@@ -25,7 +25,7 @@ fn a_default_internet_of_hundreds_of_routers_routes_every_group_in_the_lab_as_in
     let t = anyedge_topology::load(&lab.file).unwrap();
     let plan = anyedge_lab::plan::Plan::new(&t);
     let routers = plan.namespaces.iter().filter(|n| matches!(n.role, anyedge_lab::plan::Role::Router(_))).count();
-    assert!(routers > 350, "{routers} routers");
+    assert!(routers > 200, "{routers} routers");
     let before = sim_ways(&lab.file, &[]);
     assert_eq!(lab_ways(&lab), before, "every group's POP and AS path with every POP up");
     let victim = t.pops.iter().map(|p| p.name.clone()).max_by_key(|p| before.iter().filter(|(x, _)| x == p).count());

@@ -141,8 +141,9 @@ impl Default for LabOptions {
 
 /// The most routers of an AS-level internet a lab runs, as measured on two cores:
 /// `topologies/internet.yaml`'s 42 come up in 8–11 s; the default internet `anyedge
-/// generate --internet` draws for 4 POPs and 10 groups (382 routers, the tier-1 networks
-/// at up to 36 places each) comes up in 86 s with another process busy on one of the
+/// generate --internet` draws for 4 POPs and 10 groups (382 routers under the shape
+/// fitted before the current one, the tier-1 networks at up to 36 places each; 243 now)
+/// comes up in 86 s with another process busy on one of the
 /// cores, its catchments the simulator's (`tests/lab_internet.rs`), and goes down in 14 s. Larger
 /// labs were held back, in turn, by the kernel's neighbour tables (1,024 resolved entries
 /// shared by every namespace: every neighbour is now permanent), by links one `ip` call
