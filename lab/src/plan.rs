@@ -767,8 +767,8 @@ mod tests {
         assert!(plan.clb_tunnel(0, 1).is_some() && plan.pop_tunnel(1).is_some());
     }
 
-    /// A default internet drawn for 4 POPs and 10 groups: 382 routers, the tier-1
-    /// networks present at tens of places each.
+    /// A default internet drawn for 4 POPs and 10 groups: 243 routers, the tier-1
+    /// networks present at up to tens of places each (382 under the shape fitted before).
     fn drawn_internet() -> Topology {
         let spec = anyedge_topology::generate::Spec::drawn_internet("drawn", 4, 10);
         let text = anyedge_topology::generate::generate(&spec).unwrap();
@@ -780,7 +780,7 @@ mod tests {
         let t = drawn_internet();
         let plan = Plan::new(&t);
         let routers = plan.namespaces.iter().filter(|n| matches!(n.role, Role::Router(_))).count();
-        assert!(routers > 300, "{routers} routers");
+        assert!(routers > 200, "{routers} routers");
         let mut v4: Vec<Ipv4Addr> = plan.links.iter().flat_map(|l| [l.a_addr, l.b_addr]).collect();
         let mut v6: Vec<Ipv6Addr> = plan.links.iter().flat_map(|l| [l.a_addr6, l.b_addr6]).collect();
         v4.extend(plan.segments.iter().flat_map(|s| s.ports.iter().map(|m| m.addr).chain([s.reflector])));
