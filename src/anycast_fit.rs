@@ -149,6 +149,8 @@ fn world(s: &Service, seed: u64) -> Result<Topology, String> {
     }
     // Far sites have long backbone round trips: a failover window wide enough for any.
     let _ = writeln!(y, "failover: {{ probe_misses: 40 }}");
+    // No internet drawn at parse time: each comparison draws its own, from its shape.
+    let _ = writeln!(y, "internet: {{ routing: nearest }}");
     let _ = writeln!(y, "traffic:\n  dns: {{ vip: service, protocol: udp, port: 53, interval: 1s, size: 64 }}");
     anyedge_topology::parse_str(&format!("anycast/{}", s.name), &y).map_err(|e| {
         // The world is ours: a refusal names a bug here, its first lines are enough.

@@ -67,13 +67,17 @@ fn table(t: &Topology, per_vip: &[Catchments]) -> String {
     let mut out = String::new();
     let model = if t.internet.has_ases() {
         let (routers, sessions) = catchments::Internetwork::build(t).size();
+        let whose = match t.internet.routing {
+            anyedge_topology::Routing::BgpDrawn => format!("the default internet drawn from seed {}", t.seed),
+            _ => "the file's internet".to_string(),
+        };
         format!(
-            "BGP over the file's internet: {} networks, {} IXPs, {routers} routers, {sessions} sessions",
+            "BGP over {whose}: {} networks, {} IXPs, {routers} routers, {sessions} sessions",
             t.internet.ases.len(),
             t.internet.ixps.len()
         )
     } else {
-        "no AS-level internet in the file: each POP its own transit, a group enters its nearest POP".to_string()
+        "no AS-level internet (routing: nearest, or catchment lists): each POP its own transit, a group enters its nearest POP".to_string()
     };
     out.push_str(&format!("{}: {model}\n", t.name));
     // Columns as wide as the longest name in them.

@@ -564,9 +564,11 @@ fn generate_writes_the_default_internet_it_draws_and_reading_it_back_gives_the_s
     let text = topology::generate::generate(&spec(true)).unwrap();
     let written = topology::parse_str("drawn.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
     assert!(written.internet.has_ases() && text.contains("upstreams: ["), "the file names its networks");
-    let mut drawn = topology::parse_str("drawn.yaml", &topology::generate::generate(&spec(false)).unwrap()).unwrap();
-    assert!(!drawn.internet.has_ases());
-    topology::default_internet::apply(&mut drawn, &topology::default_internet::Shape::FITTED);
+    assert_eq!(written.internet.routing, topology::Routing::Bgp);
+    // The same world without its networks written gets the same default internet when read.
+    let drawn = topology::parse_str("drawn.yaml", &topology::generate::generate(&spec(false)).unwrap()).unwrap();
+    assert!(drawn.internet.has_ases(), "a file that names no networks gets the default internet");
+    assert_eq!(drawn.internet.routing, topology::Routing::BgpDrawn);
     assert_eq!(written.internet.last_mile_ns, drawn.internet.last_mile_ns);
     assert_eq!(written.last_miles_ns(), drawn.last_miles_ns(), "each access network's own last mile, written");
     assert!(text.contains("last_mile: "), "the file gives the access networks' last miles");
@@ -579,4 +581,31 @@ fn generate_writes_the_default_internet_it_draws_and_reading_it_back_gives_the_s
         }
         assert!(a.groups.iter().any(|x| x.path.len() > 2), "some group crosses a transit");
     }
+}
+
+/// `internet.routing`: `nearest` has no networks, so it is refused beside `ases`, as is a
+/// word that is neither; the refusal names the line and field.
+#[test]
+fn routing_nearest_beside_networks_and_an_unknown_routing_are_refused_at_their_line() {
+    let nearest = with("internet:\n  ases:", "internet:\n  routing: nearest\n  ases:");
+    refused(&nearest, "routing: nearest", "internet.routing", "`nearest` has no AS-level internet");
+    let odd = with("internet:\n  ases:", "internet:\n  routing: shortest\n  ases:");
+    refused(&odd, "routing: shortest", "internet.routing", "`shortest` is not `bgp` or `nearest`");
+}
+
+/// A file that names no networks gets the default internet unless it says `routing:
+/// nearest` or its groups carry `catchment:` lists, and its report says which decided.
+#[test]
+fn a_file_without_networks_gets_the_default_internet_unless_it_asks_for_the_nearest_pop() {
+    let small = include_str!("../topologies/small.yaml");
+    let pinned = topology::parse_str("small.yaml", small).unwrap();
+    assert_eq!((pinned.internet.routing, pinned.internet.has_ases()), (topology::Routing::Nearest, false));
+    let bgp = topology::parse_str("bgp.yaml", &small.replace("routing: nearest, ", "")).unwrap();
+    assert_eq!((bgp.internet.routing, bgp.internet.has_ases()), (topology::Routing::BgpDrawn, true));
+    assert!(bgp.internet.routing.text(bgp.seed).contains("default internet drawn from seed"));
+    let listed = small
+        .replace("routing: nearest, ", "")
+        .replace("count: 20, traffic: game }", "count: 20, traffic: game, catchment: [paris] }");
+    let listed = topology::parse_str("listed.yaml", &listed).unwrap();
+    assert_eq!((listed.internet.routing, listed.internet.has_ases()), (topology::Routing::Nearest, false));
 }

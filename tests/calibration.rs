@@ -93,7 +93,7 @@ fn a_topology_without_an_internet_model_gets_the_calibrated_one_and_the_last_mil
     let shipped = anyedge_topology::builtin_delay(anyedge_topology::INTERNET_DELAY_DEFAULT).unwrap();
     let small = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/topologies/small.yaml")).unwrap();
     let line = small.lines().find(|l| l.starts_with("internet:")).expect("small.yaml has an internet line");
-    let bare = small.replace(line, "internet: { jitter: 2ms, loss: 0.2% }");
+    let bare = small.replace(line, "internet: { jitter: 2ms, loss: 0.2%, routing: nearest }");
     let t = anyedge_topology::parse_str("bare.yaml", &bare).expect("parses");
     assert_eq!(t.internet.delay, shipped, "the default internet model is the shipped calibration");
     assert_eq!(t.internet.last_mile_source, "assumed, not measured");

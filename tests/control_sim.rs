@@ -222,7 +222,7 @@ pops: [{ name: paris, location: [48.857, 2.352] }, { name: warsaw, location: [52
 regions:
   - { name: frankfurt, location: [50.110, 8.682], backends: { game: [{ address: 198.19.20.1, port: 7000 }] } }
 backbone: { stretch: 1.4, jitter: 0.2ms, loss: 0.001%, bandwidth: 1Gbps }
-internet: { stretch: 2.0, last_mile: 5ms, jitter: 2ms, loss: 0.2% }
+internet: { stretch: 2.0, last_mile: 5ms, jitter: 2ms, routing: nearest, loss: 0.2% }
 clients:
   - { name: rome, location: [41.903, 12.496], count: 1, traffic: game }
 traffic:

@@ -357,7 +357,7 @@ fn a_file_on_the_default_internet_names_the_calibrated_model_its_dataset_and_the
     let small = std::fs::read_to_string(format!("{}/topologies/small.yaml", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let line = small.lines().find(|l| l.starts_with("internet:")).expect("an internet line");
     let file = dir.join("default-internet.yaml");
-    std::fs::write(&file, small.replace(line, "internet: { jitter: 2ms, loss: 0.2% }")).unwrap();
+    std::fs::write(&file, small.replace(line, "internet: { jitter: 2ms, loss: 0.2%, routing: nearest }")).unwrap();
     let (html, json) = (dir.join("r.html"), dir.join("r.json"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_anyedge"))
         .args(["sim", "-q"])
@@ -379,8 +379,12 @@ fn a_file_on_the_default_internet_names_the_calibrated_model_its_dataset_and_the
     assert_eq!(models["internet"]["name"], "wondernetwork-2020-07");
     assert!(models["internet"]["source"].as_str().unwrap().contains("WonderProxy"), "{models}");
     assert_eq!(models["internet_last_mile_source"], "assumed, not measured");
+    let nearest = "each group at the nearest live POP by the delay model";
+    assert!(table.lines().nth(2).is_some_and(|l| l.starts_with("catchments: ") && l.contains(nearest)), "{table}");
+    assert!(models["internet_routing"].as_str().is_some_and(|r| r.starts_with(nearest)), "{models}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("internet <b>wondernetwork-2020-07</b> (WonderNetwork"), "the page names the model");
     assert!(page.contains("5.0 ms of last mile (assumed, not measured)"), "the page says the last mile is assumed");
+    assert!(page.contains(&format!("Catchments: {nearest}")), "the page says what decided the catchments");
     let _ = std::fs::remove_dir_all(&dir);
 }

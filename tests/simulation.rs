@@ -280,8 +280,8 @@ fn a_backend_holds_more_open_connections_than_its_syn_backlog() {
     let text = SMALL
         .replace("        - { address: 198.19.20.11, port: 8080, weight: 30 }\n", "")
         .replace(
-            "internet: { stretch: 2.0, last_mile: 5ms, jitter: 2ms, loss: 0.2% }",
-            "internet: { stretch: 2.0, last_mile: 5ms }",
+            "internet: { stretch: 2.0, last_mile: 5ms, jitter: 2ms, routing: nearest, loss: 0.2% }",
+            "internet: { stretch: 2.0, last_mile: 5ms, routing: nearest }",
         )
         .replace(
             "  - { name: london, location: [51.507, -0.128], count: 20, traffic: [game, web] }",

@@ -452,11 +452,12 @@ fn models_paragraph(m: &Value) -> String {
         ),
     };
     format!(
-        "<p>Delay models: internet {} plus {} ms of last mile ({}){pinned}; backbone {}.</p>",
+        "<p>Delay models: internet {} plus {} ms of last mile ({}){pinned}; backbone {}. Catchments: {}.</p>",
         model(&m["internet"]),
         m["internet_last_mile_ms"],
         esc(m["internet_last_mile_source"].as_str().unwrap_or("not stated")),
-        model(&m["backbone"])
+        model(&m["backbone"]),
+        esc(m["internet_routing"].as_str().unwrap_or("not stated"))
     )
 }
 

@@ -46,6 +46,9 @@ pub struct ModelsReport {
     /// Where the last mile's figure comes from: an assumption, until an access-network
     /// dataset ships (data/delay/README.md, "The last mile").
     pub internet_last_mile_source: String,
+    /// What decided each group's POP: BGP over the file's networks, BGP over the default
+    /// internet drawn from the seed, or the nearest live POP (`internet.routing`).
+    pub internet_routing: String,
     /// Measured round trips the file pins (`internet.rtt`), used instead of the model's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub internet_pinned: Vec<String>,
@@ -426,6 +429,7 @@ impl Report {
             m.backbone.name,
             m.backbone.source
         );
+        let _ = writeln!(out, "catchments: {}", m.internet_routing);
         let _ = writeln!(out);
         let _ = writeln!(
             out,

@@ -244,6 +244,7 @@ pub fn apply(t: &mut Topology, shape: &Shape) {
     if t.internet.has_ases() {
         return;
     }
+    t.internet.routing = crate::Routing::BgpDrawn;
     let (transits, exchanges) = &*FACTS;
     let seed = t.seed;
     let present = presence(seed, shape, transits, exchanges);

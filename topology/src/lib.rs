@@ -440,6 +440,39 @@ pub struct Internet {
     pub ixps: Vec<Ixp>,
     /// The AS-level internet's graph and ways, worked out as needed.
     pub ways: catchments::Ways,
+    /// How a group's POP is decided (`routing:`), and whether `ases` were drawn.
+    pub routing: Routing,
+}
+
+/// How the internet decides which POP a client group enters (`internet.routing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// BGP over the file's networks (`ases`).
+    #[default]
+    Bgp,
+    /// BGP over the default internet, drawn from the seed because the file names no
+    /// networks ([`default_internet`]).
+    BgpDrawn,
+    /// No AS-level internet: each POP has a transit of its own and a group enters the
+    /// nearest live POP by the delay model, or the first live one of its `catchment:`
+    /// list (`routing: nearest`, or a file whose groups carry `catchment:` lists).
+    Nearest,
+}
+
+impl Routing {
+    /// What the report says drew the catchments.
+    pub fn text(self, seed: u64) -> String {
+        match self {
+            Routing::Bgp => "BGP over the file's networks (internet.ases)".into(),
+            Routing::BgpDrawn => format!(
+                "BGP over the default internet drawn from seed {seed} (topology/src/default_internet.rs; its shape fitted on RIPE Atlas pings to anycast services, data/anycast/README.md)"
+            ),
+            Routing::Nearest => {
+                "each group at the nearest live POP by the delay model, or its catchment list (no AS-level internet)"
+                    .into()
+            }
+        }
+    }
 }
 
 impl Internet {

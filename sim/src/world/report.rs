@@ -138,6 +138,7 @@ impl<'t> World<'t> {
             internet: ModelReport::of(&t.internet.delay),
             internet_last_mile_ms: t.internet.last_mile_ns as f64 / 1e6,
             internet_last_mile_source: t.internet.last_mile_source.into(),
+            internet_routing: t.internet.routing.text(t.seed),
             internet_pinned: t.internet.pinned.iter().map(pinned).collect(),
             internet_beyond_reach: beyond_reach(t),
             backbone: ModelReport::of(&t.backbone.delay),

@@ -124,7 +124,10 @@ pub(super) fn parse(text: &str, sets: &[crate::Override]) -> Result<Topology, Ve
     let mut p = Parser { diags: Vec::new(), paths: Vec::new(), apps: Vec::new() };
     let topology = p.topology(&root);
     match topology {
-        Some(t) if p.diags.is_empty() => Ok(t),
+        Some(mut t) if p.diags.is_empty() => {
+            draw_internet(&mut t);
+            Ok(t)
+        }
         _ => {
             let mut diags = p.diags;
             for d in &mut diags {
@@ -145,6 +148,20 @@ pub(super) fn parse(text: &str, sets: &[crate::Override]) -> Result<Topology, Ve
             Err(diags)
         }
     }
+}
+
+/// A valid file that names no networks and asks for BGP gets the default internet,
+/// drawn from its seed; one whose groups carry `catchment:` lists keeps them (each POP a
+/// transit of its own, as `routing: nearest`).
+fn draw_internet(t: &mut Topology) {
+    if t.internet.routing != crate::Routing::Bgp || t.internet.has_ases() {
+        return;
+    }
+    if t.clients.iter().any(|g| g.catchment.is_some()) {
+        t.internet.routing = crate::Routing::Nearest;
+        return;
+    }
+    crate::default_internet::apply(t, &crate::default_internet::Shape::FITTED);
 }
 
 fn diag_at(line: usize, col: usize, field: &str, reason: &str) -> Diagnostic {

@@ -148,6 +148,7 @@ impl Parser {
             ases: Vec::new(),
             ixps: Vec::new(),
             ways: Default::default(),
+            routing: Routing::Bgp,
         };
         let Some(node) = top.get("internet") else {
             return Some(default);
@@ -162,6 +163,7 @@ impl Parser {
         let jitter_ns = self.duration_field(&o, "jitter");
         let loss = self.percent_field(&o, "loss");
         let (ases, ixps) = self.as_internet(&o, clients, names)?;
+        let routing = self.routing(&o, !ases.is_empty());
         Some(Internet {
             delay: delay?,
             pinned: pinned?,
@@ -172,7 +174,27 @@ impl Parser {
             ases,
             ixps,
             ways: Default::default(),
+            routing: routing?,
         })
+    }
+
+    /// `internet.routing`: `bgp` (the default) or `nearest`, which has no networks.
+    fn routing(&mut self, o: &Obj<'_>, has_ases: bool) -> Option<Routing> {
+        let Some(n) = o.get("routing") else { return Some(Routing::Bgp) };
+        let field = o.field("routing");
+        match self.str(n, &field)? {
+            "bgp" => Some(Routing::Bgp),
+            "nearest" if has_ases => {
+                let reason = "`nearest` has no AS-level internet: give `routing: bgp` or remove `ases`";
+                self.err(n.span(), &field, reason);
+                None
+            }
+            "nearest" => Some(Routing::Nearest),
+            other => {
+                self.err(n.span(), &field, format!("`{other}` is not `bgp` or `nearest`"));
+                None
+            }
+        }
     }
 
     /// `tls:` — the algorithm of the certificates issued for VIPs (default ECDSA P-256).

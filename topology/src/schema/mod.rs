@@ -560,6 +560,7 @@ fn build() -> Vec<Object> {
                     opt("loss", Ty::Percent, "Random loss per packet, 0–100%. Default 0.3%.").default(json!("0.3%")),
                     opt("ases", Ty::List(Box::new(Ty::Obj("as")), 1), "The AS-level internet: transit and access networks, their places and relationships. With it, BGP over these networks (Gao–Rexford preference, valley-free export, shortest AS path, hot potato) decides which POP each client group enters, and the round trip is the delay model's legs along the chosen path. Without it, each POP has a transit of its own and a group enters its nearest POP."),
                     opt("ixps", Ty::List(Box::new(Ty::Obj("ixp")), 1), "Internet exchange points: their members peer with each other at the IXP's place. Needs `ases`."),
+                    opt("routing", Ty::Enum(vec!["bgp", "nearest"]), "How a client group's POP is decided. bgp: BGP over `ases`, or, when the file names no networks, over the default internet drawn from the seed (the tier-1 networks and exchanges of data/internet/, fitted on public measurements: data/anycast/README.md); a file whose groups carry `catchment:` lists keeps them. nearest: no AS-level internet, each group at the nearest live POP by the delay model (the latency-ideal catchment, and a lab without hundreds of routers). Not `nearest` with `ases`. Default bgp.").default(json!("bgp")),
                 ],
             );
             o.not_both = vec![("stretch", "delay")];
