@@ -33,7 +33,9 @@ pub struct Args {
     pub seed: u64,
     /// Write the default AS-level internet drawn for the world into the file (tier-1
     /// networks and exchanges, an access network per group, each POP's upstreams), to read
-    /// and edit: BGP over it decides each group's POP, in `sim`, `catchments` and the lab.
+    /// and edit. Without it the file names no networks and the same internet is drawn
+    /// from its seed when it is read: BGP over it decides each group's POP either way, in
+    /// `sim`, `catchments` and the lab.
     #[arg(long)]
     pub internet: bool,
     /// The topology's name.
