@@ -740,6 +740,43 @@ fn withdrawn_after_ms(report: &Report, since_s: f64) -> Vec<(String, f64)> {
     out
 }
 
+/// When group `name`'s route moved after `since_s`, and where to.
+fn moved_after_s(report: &Report, name: &str, since_s: f64) -> (f64, Option<String>) {
+    let c = report.clients.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no group {name}"));
+    let m = c.catchment.iter().find(|m| m.at_s >= since_s).unwrap_or_else(|| panic!("{name} never moved"));
+    (m.at_s, m.pop.clone())
+}
+
+#[test]
+fn a_withdrawal_reaches_a_group_on_another_pops_transit_the_models_one_way_delay_later() {
+    // small.yaml with tokyo as a third POP: london hangs off paris's transit, kyiv off
+    // warsaw's. Paris dies, and london moves to warsaw; then warsaw dies. Its withdrawal
+    // leaves warsaw's transit, where kyiv is, at once and crosses to paris's, where london
+    // is, after the model's one-way delay between the two sites, as the lab's relays hold
+    // a session's messages.
+    let text = SMALL.replace("pops: [paris, warsaw]", "pops: [paris, warsaw, tokyo]").replace(
+        "  - { name: warsaw, location: [52.230, 21.012] }\n",
+        "  - { name: warsaw, location: [52.230, 21.012] }\n  - { name: tokyo, location: [35.690, 139.692] }\n",
+    );
+    let text = text.split("faults:").next().unwrap().to_string()
+        + "faults:\n  - { at: 5s, down: pop/paris }\n  - { at: 8s, down: pop/warsaw }\n";
+    let t = topology::parse_str("small.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.pops.len(), 3, "tokyo added");
+    let report = run(&t).report;
+    assert_eq!(moved_after_s(&report, "london", 5.0).1.as_deref(), Some("warsaw"), "london leaves paris for warsaw");
+    let (kyiv_s, kyiv_to) = moved_after_s(&report, "kyiv", 8.0);
+    let (london_s, london_to) = moved_after_s(&report, "london", 8.0);
+    assert_eq!((kyiv_to.as_deref(), london_to.as_deref()), (Some("tokyo"), Some("tokyo")));
+    let one_way_ms = f64::from(anyedge_topology::bgp::med_us(&t, 0, 1)) / 2_000.0;
+    assert!(one_way_ms > 5.0, "paris and warsaw are {one_way_ms} ms apart one way");
+    // The report's times are whole milliseconds: each within half of one.
+    let lag_ms = (london_s - kyiv_s) * 1e3;
+    assert!(
+        (lag_ms - one_way_ms).abs() <= 1.0,
+        "london heard warsaw's withdrawal {lag_ms:.1} ms after kyiv, not {one_way_ms:.1}"
+    );
+}
+
 #[test]
 fn every_pop_withdraws_a_vip_whose_home_region_died_after_probe_misses_plus_fall_rounds() {
     // The POP core's rule, which the lab's POP node carries to BIRD: a VIP is healthy at
@@ -753,9 +790,12 @@ fn every_pop_withdraws_a_vip_whose_home_region_died_after_probe_misses_plus_fall
     assert_eq!(withdrawn.len(), report.clients.len(), "every group lost its route: {withdrawn:?}");
     // Down after `misses` unanswered rounds (less the probe's one-way delay, up to one
     // round later by the tick's phase), then FALL samples, the first at that same round;
-    // then BGP's convergence.
+    // then BGP's convergence, and for a group on the other POP's transit (london, moved
+    // to warsaw when paris withdrew first) the crossing between the two transits.
     let converge_ms = t.failover.route_converge_ns as f64 / 1e6;
-    let (earliest, latest) = ((misses + fall - 1.0) * interval_ms - 10.0, (misses + fall) * interval_ms + converge_ms);
+    let crossing_ms = f64::from(anyedge_topology::bgp::med_us(&t, 0, 1)) / 2_000.0;
+    let earliest = (misses + fall - 1.0) * interval_ms - 10.0;
+    let latest = (misses + fall) * interval_ms + converge_ms + crossing_ms;
     for (group, ms) in &withdrawn {
         assert!(
             (earliest..=latest).contains(ms),

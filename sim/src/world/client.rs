@@ -39,6 +39,11 @@ pub(super) struct ClientTcp {
 pub(super) struct Group {
     /// By VIP index, ascending.
     pub(super) vips: Vec<GroupVip>,
+    /// Where the group hears BGP, without an AS-level internet: the transit of the POP it
+    /// attaches to, which hears another POP's update the internet model's one-way delay
+    /// between the two sites after that POP's transit does (the lab's transits relay
+    /// their sessions so). `None` over an AS-level internet.
+    pub(super) hears_at: Option<PopId>,
 }
 
 pub(super) struct GroupVip {
@@ -48,6 +53,9 @@ pub(super) struct GroupVip {
     pub(super) order: std::sync::Arc<PopOrder>,
     /// The POP routing delivers this group to now.
     pub(super) route: Option<PopId>,
+    /// The POP the last BGP update the group will hear leads to: `route` once it has
+    /// crossed the internet to the group ([`Group::hears_after_ns`]).
+    pub(super) heading: Option<PopId>,
     /// [anycast, direct] round trips no reply can beat: light in a straight fiber over
     /// the internet legs (fault overrides touch only backbone links).
     pub(super) floor_ns: [u64; 2],
@@ -195,5 +203,16 @@ impl Group {
     /// [anycast, direct] round trips to `vip` no reply can beat.
     pub(super) fn floor_ns(&self, vip: usize) -> [u64; 2] {
         self.find(vip).map_or([0, 0], |v| v.floor_ns)
+    }
+
+    /// How long after POP `from`'s transit has heard its update the group's does: the
+    /// internet model's one-way delay between the two transits' sites (what the lab's
+    /// relays hold a session's messages for), none at the POP it attaches to or over an
+    /// AS-level internet.
+    pub(super) fn hears_after_ns(&self, t: &anyedge_topology::Topology, from: PopId) -> u64 {
+        match self.hears_at {
+            Some(at) if at != from => u64::from(anyedge_topology::bgp::med_us(t, at.0, from.0)) * 1_000 / 2,
+            _ => 0,
+        }
     }
 }

@@ -120,6 +120,14 @@ pub(super) enum Ev {
         /// The partition whose groups it moves (0 in a world of one).
         part: u32,
     },
+    /// A POP's update has crossed the internet to where group `group` hears BGP
+    /// (`RouteUpdate` ran where the POP's own transit is): the group moves to `route` for
+    /// VIP `vip`, unless a later update leads elsewhere.
+    GroupHears {
+        group: usize,
+        vip: usize,
+        route: Option<PopId>,
+    },
     LinkRestore {
         pop: PopId,
         region: usize,

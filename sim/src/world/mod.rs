@@ -177,6 +177,7 @@ impl<'t> World<'t> {
                 probers.tick(at, epoch, &mut cx);
             }
             Ev::RouteUpdate { pop, routes, part } => self.route_update(pop, routes, part),
+            Ev::GroupHears { group, vip, route } => self.edge.group_hears(group, vip, route, &mut self.wire),
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.wire.link_bb(pop, region, dir);
@@ -216,7 +217,7 @@ impl<'t> World<'t> {
     /// A POP's BGP update arrived: the internet has heard it, and client groups move.
     fn route_update(&mut self, pop: PopId, routes: Vec<bool>, part: u32) {
         self.pops[pop].hear(routes);
-        self.edge.hear(&self.pops, part, &mut self.wire);
+        self.edge.hear(&self.pops, pop, part, &mut self.wire);
     }
 
     /// The client side, and what it may touch.

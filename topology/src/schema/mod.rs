@@ -654,7 +654,7 @@ fn build() -> Vec<Object> {
                     // 0.8 ms, over 5 freezes of pop/paris in `topologies/small.yaml` (README,
                     // "Anycast and BGP"). The lab's BGP messages cross no delay and BIRD has no
                     // MRAI; the public internet takes seconds.
-                    opt("route_converge", Ty::Duration, "From a withdrawal to clients on their new POP (measured in the lab with BIRD: 1ms; the public internet takes seconds). Default 1ms.").default(json!("1ms")),
+                    opt("route_converge", Ty::Duration, "From a withdrawal to clients on their new POP (measured in the lab with BIRD: 1ms; the public internet takes seconds). Without an AS-level internet, groups on another POP's transit hear it the model's one-way delay between the two sites later, as the lab's relays hold it. Default 1ms.").default(json!("1ms")),
                     opt("pop_detect", Ty::Duration, "Shorthand for probe_misses × probe_interval. Not with `probe_misses`."),
                 ],
             );

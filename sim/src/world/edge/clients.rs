@@ -4,6 +4,7 @@ use crate::app;
 use crate::world::client::Client;
 use crate::world::client::ClientTcp;
 use crate::world::client::Group;
+use crate::world::client::GroupVip;
 use crate::world::edge::Edge;
 use crate::world::edge::EdgeCx;
 use crate::world::events::Arrival;
@@ -81,22 +82,38 @@ impl Edge {
 
     /// A BGP update partition `part`'s groups hear: each group's best route is the first
     /// POP of its order the internet has heard announce the VIP.
-    pub(in crate::world) fn hear(&mut self, pops: &Table<PopId, PopNode>, part: u32, wire: &mut Wire<'_>) {
+    /// POP `from`'s update, which the internet has heard: each group of partition `part`
+    /// whose best route it changes moves once the update has crossed to where the group
+    /// hears BGP ([`Group::hears_after_ns`]); at once where that is no later.
+    pub(in crate::world) fn hear(&mut self, pops: &Table<PopId, PopNode>, from: PopId, part: u32, wire: &mut Wire<'_>) {
         let t = wire.t();
-        let now = wire.now();
         for (gi, g) in self.groups.iter_mut().enumerate() {
             if !wire.moves_group(gi, part) {
                 continue;
             }
+            let after_ns = g.hears_after_ns(t, from);
             for gv in &mut g.vips {
                 let v = gv.vip;
                 let route = gv.order.find(t, |p| pops[p].heard(v));
-                if route != gv.route {
-                    // For the report's map: where the group's anycast traffic lands now.
-                    wire.record().catchment_moved(now, gi, v, route);
+                if route == gv.heading {
+                    continue;
                 }
-                gv.route = route;
+                gv.heading = route;
+                if after_ns == 0 {
+                    move_group(gi, gv, wire);
+                } else {
+                    wire.schedule(wire.now() + after_ns, Ev::GroupHears { group: gi, vip: v, route });
+                }
             }
+        }
+    }
+
+    /// A BGP update reached group `g`: it moves to `route` unless a later one, which
+    /// reaches it after this, leads elsewhere.
+    pub(in crate::world) fn group_hears(&mut self, g: usize, vip: usize, route: Option<PopId>, wire: &mut Wire<'_>) {
+        let Some(gv) = self.groups[g].vips.iter_mut().find(|gv| gv.vip == vip) else { return };
+        if gv.heading == route {
+            move_group(g, gv, wire);
         }
     }
 
@@ -492,6 +509,16 @@ impl Edge {
                 }
             }
         }
+    }
+}
+
+/// Group `g` takes the route its last update leads to, for VIP `gv`.
+fn move_group(g: usize, gv: &mut GroupVip, wire: &mut Wire<'_>) {
+    if gv.heading != gv.route {
+        // For the report's map: where the group's anycast traffic lands now.
+        let now = wire.now();
+        wire.record().catchment_moved(now, g, gv.vip, gv.heading);
+        gv.route = gv.heading;
     }
 }
 

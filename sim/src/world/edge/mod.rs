@@ -229,10 +229,11 @@ impl Group {
                 let to_pop = nearest.iter().map(|&p| fiber_delay_ns(location, t.pops[p].location, 1.0)).min();
                 let to_region = fiber_delay_ns(location, t.regions[vip.home].location, 1.0);
                 let floor_ns = [2 * to_pop.unwrap_or(0), 2 * to_region];
-                GroupVip { vip: v, route: order.first(), order, floor_ns }
+                GroupVip { vip: v, route: order.first(), heading: order.first(), order, floor_ns }
             })
             .collect();
-        Group { vips }
+        let hears_at = if orders.bgp.is_some() { None } else { orders.attacher.attach(g).map(PopId) };
+        Group { vips, hears_at }
     }
 }
 
