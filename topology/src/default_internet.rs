@@ -431,6 +431,7 @@ clients:
   - { name: manchester, location: [53.48, -2.24], count: 1, traffic: dns }
   - { name: osaka, location: [34.69, 135.5], count: 1, traffic: dns }
 failover: { probe_misses: 40 }
+internet: { routing: nearest }
 traffic:
   dns: { vip: service, protocol: udp, port: 53, interval: 1s, size: 64 }
 ";
@@ -441,6 +442,8 @@ traffic:
 
     fn drawn(seed: u64, shape: &Shape) -> Topology {
         let mut t = crate::parse_str("w", &WORLD.replace("seed: 1", &format!("seed: {seed}"))).expect("parses");
+        // Parsing draws nothing (`routing: nearest`): the internet is `shape`'s.
+        assert!(!t.internet.has_ases(), "the world is drawn by the test's own shape");
         apply(&mut t, shape);
         t
     }
@@ -480,8 +483,7 @@ traffic:
     #[test]
     fn a_local_node_peers_at_its_citys_exchange_or_its_own_and_buys_no_transit() {
         let shape = Shape { operator_transits: 0, ..Shape::FITTED };
-        let mut t = crate::parse_str("w", WORLD).expect("parses");
-        apply(&mut t, &shape);
+        let t = drawn(1, &shape);
         let (frankfurt, tahiti) = (&t.pops[0].bgp, &t.pops[3].bgp);
         assert!(frankfurt.levers.no_export && tahiti.levers.no_export);
         assert_eq!(frankfurt.upstreams.len(), 1);
@@ -564,7 +566,8 @@ traffic:
         let t = drawn(1, &shape);
         let own: Vec<u64> = t.last_miles_ns();
         assert!(own.windows(2).any(|w| w[0] != w[1]), "each group its access network's: {own:?}");
-        let given = WORLD.replace("failover:", "internet: { last_mile: 7ms }\nfailover:");
+        let given = WORLD.replace("internet: { routing: nearest }", "internet: { routing: nearest, last_mile: 7ms }");
+        assert_ne!(given, WORLD);
         let mut t = crate::parse_str("w", &given).expect("parses");
         apply(&mut t, &shape);
         assert!(t.last_miles_ns().iter().all(|&ns| ns == 7_000_000), "the file's last mile is every group's");
