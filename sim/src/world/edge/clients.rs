@@ -80,11 +80,10 @@ impl Edge {
         }
     }
 
-    /// A BGP update partition `part`'s groups hear: each group's best route is the first
-    /// POP of its order the internet has heard announce the VIP.
     /// POP `from`'s update, which the internet has heard: each group of partition `part`
-    /// whose best route it changes moves once the update has crossed to where the group
-    /// hears BGP ([`Group::hears_after_ns`]); at once where that is no later.
+    /// whose best route (the first POP of its order the internet has heard announce the
+    /// VIP) it changes moves once the update has crossed to where the group hears BGP
+    /// ([`Group::hears_after_ns`]); at once where that is no later.
     pub(in crate::world) fn hear(&mut self, pops: &Table<PopId, PopNode>, from: PopId, part: u32, wire: &mut Wire<'_>) {
         let t = wire.t();
         for (gi, g) in self.groups.iter_mut().enumerate() {
