@@ -609,3 +609,49 @@ fn a_file_without_networks_gets_the_default_internet_unless_it_asks_for_the_near
     let listed = topology::parse_str("listed.yaml", &listed).unwrap();
     assert_eq!((listed.internet.routing, listed.internet.has_ases()), (topology::Routing::Nearest, false));
 }
+
+/// Paris dies at 5 s: its withdrawal reaches each group that entered it `route_hop` per
+/// BGP speaker it crosses past the upstream router the group's way entered by (a
+/// network's route reflector counts), as the lab's speakers pass it on (`bench failover`
+/// times each from the kernel's route changes).
+#[test]
+fn a_withdrawal_reaches_each_group_route_hop_per_speaker_past_the_pops_upstream() {
+    let text = FILE
+        .replacen("internet:\n", "failover: { route_hop: 20ms }\n\ninternet:\n", 1)
+        .replacen("duration: 20s", "duration: 7s", 1)
+        .replacen(
+            "  - { at: 8s, down: pop/frankfurt }\n  - { at: 14s, up: pop/frankfurt }",
+            "  - { at: 5s, down: pop/paris }",
+            1,
+        );
+    let t = topology::parse_str("internet.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.failover.route_hop_ns, 20_000_000);
+    let report = anyedge_sim::run_with(&t, &anyedge_sim::Options::default(), |_| {}).expect("simulates").report;
+    let before = catchments_of(&t, &[]);
+    let paris = t.pop_index("paris");
+    // (group, speakers, when it moved) for each group that entered paris.
+    let moved: Vec<(&str, u32, f64)> = t
+        .clients
+        .iter()
+        .enumerate()
+        .filter(|&(g, _)| before.groups[g].pop == paris)
+        .map(|(g, group)| {
+            let row = report.clients.iter().find(|c| c.name == group.name).expect("a row per group");
+            let m =
+                row.catchment.iter().find(|m| m.at_s >= 5.0).unwrap_or_else(|| panic!("{} never moved", group.name));
+            (group.name.as_str(), before.groups[g].hops, m.at_s)
+        })
+        .collect();
+    let speakers: std::collections::BTreeSet<u32> = moved.iter().map(|m| m.1).collect();
+    assert!(speakers.len() >= 2, "groups at different distances from paris's upstreams: {moved:?}");
+    let &(first, first_hops, first_s) = moved.iter().min_by_key(|m| m.1).expect("groups on paris");
+    for &(name, hops, at_s) in &moved {
+        let lag_ms = (at_s - first_s) * 1e3;
+        let want_ms = f64::from(hops - first_hops) * 20.0;
+        // The report's times are whole milliseconds.
+        assert!(
+            (lag_ms - want_ms).abs() <= 1.0,
+            "{name} ({hops} speakers) moved {lag_ms:.1} ms after {first} ({first_hops}), not {want_ms:.1}"
+        );
+    }
+}

@@ -151,6 +151,7 @@ fn bfd_timers_are_checked_and_reach_the_failover_settings() {
     assert_eq!((t.failover.bfd().interval_ns, t.failover.bfd().misses), (20_000_000, 5));
     let t = topology::parse_str("t.yaml", SMALL).unwrap();
     assert_eq!(t.failover.route_converge_ns, 1_000_000, "the default measured in the lab");
+    assert_eq!(t.failover.route_hop_ns, 900_000, "the default measured in the AS-level lab");
     // `off`: no BFD; the session's hold timer (3 s, a keepalive a second) finds a dead POP,
     // 2–3 s after it died: as a prober, 2 missed keepalives.
     let t = topology::parse_str("t.yaml", &with("bfd_interval: 50ms", "bfd_interval: off")).unwrap();

@@ -11,10 +11,21 @@ pub fn run(file: &Path, pop: Option<&str>, kills: usize, fault: &str, json: Opti
     let fault = if fault == "kill" { Fault::Kill } else { Fault::Freeze };
     let figures = anyedge_lab::failover::failover(file, &super::exe(), pop, kills, fault);
     report("failover", figures, json, |f| {
+        let crossed = match f.over_as_internet {
+            true => format!(
+                "; past the upstream router, each BGP speaker passed the withdrawal on in p50 {:.2} ms \
+                 (max {:.2}) over {} ways to groups (the file's failover.route_hop: {:.2} ms)",
+                f.hop_ms_p50,
+                f.hop_ms_max,
+                f.crossings.iter().filter(|c| c.hops > 0).count(),
+                f.route_hop_ms
+            ),
+            false => String::new(),
+        };
         format!(
             "failover: {} {} {} times under load from {}: detected p50 {:.0} ms (max {:.0}), withdrawn \
              everywhere p50 {:.0} ms (max {:.0}; {:.1} ms after detection), {} p50 \
-             {:.0} ms (max {:.0}), replies resumed p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} flows",
+             {:.0} ms (max {:.0}), replies resumed p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms over {} flows{}",
             f.pop,
             if f.fault == Fault::Kill { "killed" } else { "frozen" },
             f.kills,
@@ -30,7 +41,8 @@ pub fn run(file: &Path, pop: Option<&str>, kills: usize, fault: &str, json: Opti
             f.resume_ms_p50,
             f.resume_ms_p90,
             f.resume_ms_max,
-            f.resume_ms.len()
+            f.resume_ms.len(),
+            crossed
         )
     })
 }

@@ -100,7 +100,7 @@ impl Ways {
             let net = self.internetwork(t);
             match net.alone(t, p) {
                 Ok(rib) => (0..t.clients.len())
-                    .map(|g| net.follow(t, &rib, g).map(|(_, _, way)| 2 * way_one_way_ns(t, &way)))
+                    .map(|g| net.follow(t, &rib, g).map(|f| 2 * way_one_way_ns(t, &f.way)))
                     .collect(),
                 Err(NotConverged) => vec![None; t.clients.len()],
             }
@@ -131,6 +131,12 @@ pub struct Catchment {
     /// How much farther the POP entered is than the nearest announcing POP by great
     /// circle, km (0 when it is the nearest).
     pub extra_km: f64,
+    /// Over an AS-level internet: the POP's upstream router the way enters it by, the
+    /// first to hear the POP's updates ...
+    pub upstream: Option<RouterId>,
+    /// ... and the BGP speakers an update crosses from there to the group's access router
+    /// ([`crossing`]); 0 without an AS-level internet.
+    pub hops: u32,
 }
 
 impl Catchment {
@@ -152,8 +158,31 @@ impl Catchment {
             nearest: None,
             nearest_rtt_ns: 0,
             extra_km: 0.0,
+            upstream: None,
+            hops: 0,
         }
     }
+}
+
+/// A group's way under one routing state, as [`Internetwork::follow`] finds it.
+struct Followed {
+    pop: usize,
+    ases: Vec<AsId>,
+    way: Vec<Location>,
+    upstream: RouterId,
+    hops: u32,
+}
+
+/// How a POP's update reaches a group whose packets take `legs` (from the group's access
+/// router to the POP): the POP's upstream router the last leg leaves from hears it first,
+/// then every leg before, backwards, passes it on: a session to another network one
+/// speaker, a way inside a network two (its route reflector, then the router; the lab's
+/// networks of several routers have one, as large networks do).
+fn crossing(legs: &[Leg]) -> Option<(RouterId, u32)> {
+    let (last, before) = legs.split_last()?;
+    let Leg::Across { from: upstream, .. } = *last else { return None };
+    let hops = before.iter().map(|leg| if matches!(leg, Leg::Inside { .. }) { 2 } else { 1 }).sum();
+    Some((upstream, hops))
 }
 
 /// Where every client group goes for VIP `vip` when the POPs `up` accepts announce it:
@@ -482,7 +511,7 @@ impl Internetwork {
     ) -> Result<Vec<Option<(usize, u64)>>, NotConverged> {
         let rib = self.converge(t, vip, up)?;
         Ok((0..t.clients.len())
-            .map(|g| self.follow(t, &rib, g).map(|(pop, _, way)| (pop, 2 * way_one_way_ns(t, &way))))
+            .map(|g| self.follow(t, &rib, g).map(|f| (f.pop, 2 * way_one_way_ns(t, &f.way))))
             .collect())
     }
 
@@ -498,19 +527,24 @@ impl Internetwork {
     }
 
     fn catchment(&self, t: &Topology, rib: &Rib, g: usize) -> Catchment {
-        let Some((pop, ases, way)) = self.follow(t, rib, g) else { return Catchment::none() };
+        let Some(Followed { pop, ases, way, upstream, hops }) = self.follow(t, rib, g) else {
+            return Catchment::none();
+        };
         Catchment {
             pop: Some(pop),
             path: ases.iter().map(|a| self.numbers[a.0]).collect(),
             path_names: ases.iter().map(|a| self.names[a.0].clone()).collect(),
             rtt_ns: t.internet_rtt_ns(g, InternetEnd::Pop(pop)),
             way,
+            upstream: Some(upstream),
+            hops,
             ..Catchment::none()
         }
     }
 
-    /// Group `g`'s way under `rib`: the POP, the ASes from its own, the places passed.
-    fn follow(&self, t: &Topology, rib: &Rib, g: usize) -> Option<(usize, Vec<AsId>, Vec<Location>)> {
+    /// Group `g`'s way under `rib`: the POP, the ASes from its own, the places passed, and
+    /// how the POP's updates reach the group's access router.
+    fn follow(&self, t: &Topology, rib: &Rib, g: usize) -> Option<Followed> {
         let from = self.group_router[g];
         let (legs, origin) = rib.forward(&self.graph, from)?;
         let pop = self.pop_router.iter().position(|&r| r == origin)?;
@@ -523,7 +557,8 @@ impl Internetwork {
                 way.push(self.place[to.0]);
             }
         }
-        Some((pop, ases, way))
+        let (upstream, hops) = crossing(&legs)?;
+        Some(Followed { pop, ases, way, upstream, hops })
     }
 
     /// Every router's route when POP `p` alone announces with its own levers.

@@ -23,8 +23,10 @@ use anyedge_topology::{ListenerProtocol, Topology};
 
 use crate::bird;
 use crate::client::bench::quantile;
+use crate::client::route_watch::RouteWatch;
 use crate::plan::{Plan, Role};
 use crate::setup;
+use anyedge_topology::routing::RouterId;
 
 /// How the POP dies: frozen whole (node and speaker: only BFD notices), or its node
 /// stopped (the speaker closes its session on the way out).
@@ -33,6 +35,17 @@ use crate::setup;
 pub enum Fault {
     Freeze,
     Kill,
+}
+
+/// A withdrawal's way to one group: the BGP speakers it passed from the upstream router
+/// its way entered the victim by (a route reflector counts) and how long that took, the
+/// upstream's first route change to the access router's last.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Crossing {
+    pub kill: usize,
+    pub group: String,
+    pub hops: u32,
+    pub ms: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -53,6 +66,18 @@ pub struct FailoverFigures {
     pub propagated_ms: Vec<Option<f64>>,
     /// Read off an AS-level internet's routers (`internet.ases`), not transits.
     pub over_as_internet: bool,
+    /// Over an AS-level internet, per kill: the fault → the first of the victim's upstream
+    /// routers changed its route (the kernel's clock, not a poll).
+    pub upstream_ms: Vec<Option<f64>>,
+    /// Over an AS-level internet, per kill and timed group: how the withdrawal crossed
+    /// from the upstream router its way entered by to its access router.
+    pub crossings: Vec<Crossing>,
+    /// The median of the crossings' ms per speaker passed (those of one speaker or
+    /// more): what `failover.route_hop` models.
+    pub hop_ms_p50: f64,
+    pub hop_ms_max: f64,
+    /// The file's `failover.route_hop`, which the simulator uses, ms.
+    pub route_hop_ms: f64,
     /// Each affected flow's longest wait for a reply, over every kill.
     pub resume_ms: Vec<f64>,
     pub detect_ms_p50: f64,
@@ -91,7 +116,8 @@ pub fn failover(
     setup::up_with(file, exe, setup::LabOptions::default())?;
     let result = kill_rounds(file, exe, (&t, &plan), (victim, target, &groups), (kills.max(1), fault));
     let down = setup::down(file);
-    let Rounds { detect, withdrawn, propagated, resume } = result?;
+    let Rounds { detect, withdrawn, propagated, resume, upstream, crossings } = result?;
+    let per_hop: Vec<f64> = crossings.iter().filter(|c| c.hops > 0).map(|c| c.ms / f64::from(c.hops)).collect();
     down?;
     let converge: Vec<f64> =
         detect.iter().zip(&withdrawn).filter_map(|(d, w)| Some(((*w)? - (*d)?).max(0.0))).collect();
@@ -101,6 +127,11 @@ pub fn failover(
         pop: format!("pop/{}", t.pops[victim].name),
         fault,
         over_as_internet: t.internet.has_ases(),
+        upstream_ms: upstream,
+        crossings,
+        hop_ms_p50: quantile(&per_hop, 0.5),
+        hop_ms_max: quantile(&per_hop, 1.0),
+        route_hop_ms: t.failover.route_hop_ns as f64 / 1e6,
         kills: detect.len(),
         groups: groups.iter().map(|&g| format!("client/{}", t.clients[g].name)).collect(),
         flows_per_kill: FLOWS * groups.len(),
@@ -180,6 +211,8 @@ struct Rounds {
     withdrawn: Vec<Option<f64>>,
     propagated: Vec<Option<f64>>,
     resume: Vec<f64>,
+    upstream: Vec<Option<f64>>,
+    crossings: Vec<Crossing>,
 }
 
 fn kill_rounds(
@@ -200,7 +233,14 @@ fn kill_rounds(
             .iter()
             .map(|&g| start_probe(plan, exe, g, target, &dir.join(format!("failover-{round}-{g}.json"))))
             .collect::<Result<_, _>>()?;
+        // The monitors start with the load, well before the fault: each must have
+        // subscribed to its kernel's route changes by then.
+        let monitors = match &speakers {
+            Speakers::Routers { .. } => Some(RouteWatch::start(plan, &dir, round)?),
+            Speakers::Transits(_) => None,
+        };
         std::thread::sleep(LEAD);
+        let wall = std::time::SystemTime::now();
         let at = Instant::now();
         match fault {
             Fault::Freeze => crate::client::lab::freeze(file, &name, true).map(drop)?,
@@ -210,6 +250,17 @@ fn kill_rounds(
             Speakers::Transits(transits) => rt.block_on(watch(t, transits, victim, at)),
             Speakers::Routers { .. } => watch_routers((t, plan), &rt, &speakers, (victim, at)),
         };
+        if let Some(m) = monitors {
+            let changes = m.stop(target_v4(target));
+            let (up, crossed) = crossings(t, (victim, target, groups), &changes, wall);
+            rounds.upstream.push(up);
+            rounds.crossings.extend(crossed.into_iter().map(|(group, hops, ms)| Crossing {
+                kill: round,
+                group,
+                hops,
+                ms,
+            }));
+        }
         rounds.detect.push(d);
         rounds.withdrawn.push(w);
         rounds.propagated.push(g);
@@ -223,9 +274,56 @@ fn kill_rounds(
         let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         let gone = if t.internet.has_ases() { "no group reaches it" } else { "gone from every transit" };
         eprintln!("kill {}/{kills}: detected {}, withdrawn everywhere {}, {gone} {}", round + 1, ms(d), ms(w), ms(g));
+        let crossed: Vec<String> = rounds
+            .crossings
+            .iter()
+            .filter(|c| c.kill == round)
+            .map(|c| format!("{} {} speakers in {:.1} ms", c.group, c.hops, c.ms))
+            .collect();
+        if let Some(up) = rounds.upstream.last().filter(|_| !crossed.is_empty()) {
+            eprintln!("  an upstream's route moved {}; from there: {}", ms(*up), crossed.join(", "));
+        }
     }
     settle(&rt, &speakers.settled(victim))?;
     Ok(rounds)
+}
+
+fn target_v4(target: SocketAddr) -> std::net::Ipv4Addr {
+    match target.ip() {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// From each router's route changes in one kill (`changes`, seconds since the epoch):
+/// the fault (at `wall`) → the victim's first upstream router to change, and per group
+/// (name, speakers, ms) the upstream its way entered by → its access router's last
+/// change, the ways and speakers as the routing core has them with every POP up.
+fn crossings(
+    t: &Topology,
+    (victim, target, groups): (usize, SocketAddr, &[usize]),
+    changes: &std::collections::BTreeMap<RouterId, Vec<f64>>,
+    wall: std::time::SystemTime,
+) -> (Option<f64>, Vec<(String, u32, f64)>) {
+    let net = t.internet.ways.internetwork(t);
+    let k = t.vips.iter().position(|v| IpAddr::V4(v.ipv4) == target.ip());
+    let Some(before) = k.and_then(|k| anyedge_topology::catchments::of(t, k, &|_| true).ok()) else {
+        return (None, Vec::new());
+    };
+    let fault_s = wall.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let first = |r: RouterId| changes.get(&r).and_then(|v| v.first().copied());
+    let upstream = before.groups.iter().filter(|c| c.pop == Some(victim)).filter_map(|c| first(c.upstream?));
+    let upstream_ms = upstream.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
+    let crossed = groups
+        .iter()
+        .filter_map(|&g| {
+            let c = &before.groups[g];
+            let from = first(c.upstream?)?;
+            let to = changes.get(&net.group_router(g))?.last().copied()?;
+            Some((format!("client/{}", t.clients[g].name), c.hops, ((to - from) * 1000.0).max(0.0)))
+        })
+        .collect();
+    (upstream_ms.map(|s| (s - fault_s) * 1000.0), crossed)
 }
 
 /// The speakers a failover is read from.

@@ -9,6 +9,7 @@ pub mod drain;
 pub mod failover;
 pub mod lab;
 pub mod probe;
+pub mod route_watch;
 pub mod routes;
 
 use crate::error::SysError;

@@ -61,6 +61,28 @@ pub(super) struct GroupVip {
     pub(super) floor_ns: [u64; 2],
 }
 
+impl GroupVip {
+    /// Over an AS-level internet, how long after POP `from`'s upstream router heard its
+    /// update the group does, the POPs `heard` accepts announcing now: `route_hop` per
+    /// speaker the update crosses from there, along the way the group took (a withdrawal
+    /// of its POP comes back along it) or else the way it takes now. `None` elsewhere.
+    pub(super) fn bgp_hears_after_ns(
+        &self,
+        t: &anyedge_topology::Topology,
+        from: PopId,
+        heard: impl Fn(PopId) -> bool,
+    ) -> Option<u64> {
+        if !self.order.is_bgp() {
+            return None;
+        }
+        let speakers = match self.heading == Some(from) {
+            true => self.order.speakers(t, |p| p == from || heard(p)),
+            false => self.order.speakers(t, heard),
+        };
+        Some(u64::from(speakers) * t.failover.route_hop_ns)
+    }
+}
+
 /// A preference order of POPs for one VIP. BGP's order at a transit puts the POP it
 /// attaches to first when that POP publishes the VIP; the rest (every publishing POP's
 /// round trip from there, sorted) is worked out the first time a walk goes past the first,
@@ -87,12 +109,24 @@ pub(super) struct BgpChoices {
 /// A VIP and which of its POPs announce it.
 type RoutingState = (usize, Vec<bool>);
 
-/// Each client group's POP in one routing state.
-type Choices = std::sync::Arc<Vec<Option<PopId>>>;
+/// Each client group's POP in one routing state, and the BGP speakers an update of that
+/// POP crosses past its upstream router to reach the group.
+type Choices = std::sync::Arc<Vec<(Option<PopId>, u32)>>;
 
 impl BgpChoices {
     /// The POP group `g` enters for `vip` when the POPs `up` accepts announce it.
     fn pop(&self, t: &anyedge_topology::Topology, g: usize, vip: usize, up: impl Fn(PopId) -> bool) -> Option<PopId> {
+        self.choice(t, g, vip, up).0
+    }
+
+    /// [`BgpChoices::pop`], and the speakers that POP's updates cross to the group.
+    fn choice(
+        &self,
+        t: &anyedge_topology::Topology,
+        g: usize,
+        vip: usize,
+        up: impl Fn(PopId) -> bool,
+    ) -> (Option<PopId>, u32) {
         let announcing: Vec<bool> = t.vips[vip].pops.iter().map(|&p| up(PopId(p))).collect();
         let choices = {
             let mut by_state = self.by_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -105,9 +139,9 @@ impl BgpChoices {
                     // A graph the parser accepted (no provider loop) settles; were it not
                     // to, nobody would have a route, as on the internet.
                     // The POPs alone: no nearest POP or inflation, which only reports need.
-                    let c: Vec<Option<PopId>> = match t.internet.ways.internetwork(t).catchments(t, vip, &on) {
-                        Ok(c) => c.groups.iter().map(|x| x.pop.map(PopId)).collect(),
-                        Err(_) => vec![None; t.clients.len()],
+                    let c: Vec<(Option<PopId>, u32)> = match t.internet.ways.internetwork(t).catchments(t, vip, &on) {
+                        Ok(c) => c.groups.iter().map(|x| (x.pop.map(PopId), x.hops)).collect(),
+                        Err(_) => vec![(None, 0); t.clients.len()],
                     };
                     let c = std::sync::Arc::new(c);
                     by_state.insert(state, c.clone());
@@ -161,6 +195,18 @@ impl PopOrder {
         })
     }
 
+    /// Over an AS-level internet: the BGP speakers an update of the POP [`PopOrder::find`]
+    /// gives for `pred` crosses past that POP's upstream router to reach the group; 0
+    /// otherwise.
+    pub(super) fn speakers(&self, t: &anyedge_topology::Topology, pred: impl Fn(PopId) -> bool) -> u32 {
+        self.bgp.as_ref().map_or(0, |(choices, g, vip)| choices.choice(t, *g, *vip, pred).1)
+    }
+
+    /// Whether BGP over the file's AS-level internet decides this order.
+    pub(super) fn is_bgp(&self) -> bool {
+        self.bgp.is_some()
+    }
+
     /// The first POP of the order `pred` accepts.
     pub(super) fn find(&self, t: &anyedge_topology::Topology, pred: impl Fn(PopId) -> bool) -> Option<PopId> {
         if let Some((choices, g, vip)) = &self.bgp {
@@ -208,7 +254,7 @@ impl Group {
     /// How long after POP `from`'s transit has heard its update the group's does: the
     /// internet model's one-way delay between the two transits' sites (what the lab's
     /// relays hold a session's messages for), none at the POP it attaches to or over an
-    /// AS-level internet.
+    /// AS-level internet (where [`GroupVip::hears_after_ns`] says).
     pub(super) fn hears_after_ns(&self, t: &anyedge_topology::Topology, from: PopId) -> u64 {
         match self.hears_at {
             Some(at) if at != from => u64::from(anyedge_topology::bgp::med_us(t, at.0, from.0)) * 1_000 / 2,

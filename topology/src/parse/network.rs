@@ -225,6 +225,7 @@ impl Parser {
             bfd_interval_ns: ns("bfd_interval"),
             bfd_multiplier: count("bfd_multiplier"),
             route_converge_ns: ns("route_converge"),
+            route_hop_ns: ns("route_hop"),
         };
         let Some(node) = top.get("failover") else {
             return Some(default);
@@ -240,6 +241,7 @@ impl Parser {
             None => Some(None),
         };
         let route_converge_ns = self.duration_field(&o, "route_converge");
+        let route_hop_ns = self.duration_field(&o, "route_hop");
         // BIRD takes BFD intervals of 10 ms and up; below that a busy host flaps. `off`:
         // no BFD, only the BGP session's hold timer finds a dead POP.
         let bfd_interval = match o.get("bfd_interval") {
@@ -253,8 +255,8 @@ impl Parser {
         };
         let bfd_multiplier = self.int_field(&o, "bfd_multiplier").map(|m| m as u32);
         let (bfd_interval_ns, bfd_multiplier) = (bfd_interval?, bfd_multiplier?);
-        let (probe_interval_ns, misses, pop_detect, route_converge_ns, probe_idle_ns) =
-            (interval?, misses?, pop_detect?, route_converge_ns?, probe_idle?);
+        let (probe_interval_ns, misses, pop_detect, probe_idle_ns) = (interval?, misses?, pop_detect?, probe_idle?);
+        let (route_converge_ns, route_hop_ns) = (route_converge_ns?, route_hop_ns?);
         let probe_misses = match (misses, pop_detect) {
             (Some(_), Some((_, n))) => {
                 let reason = "is shorthand for probe_misses × probe_interval; give one or the other";
@@ -283,6 +285,7 @@ impl Parser {
             bfd_interval_ns,
             bfd_multiplier,
             route_converge_ns,
+            route_hop_ns,
         })
     }
 

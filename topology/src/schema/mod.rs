@@ -655,6 +655,13 @@ fn build() -> Vec<Object> {
                     // "Anycast and BGP"). The lab's BGP messages cross no delay and BIRD has no
                     // MRAI; the public internet takes seconds.
                     opt("route_converge", Ty::Duration, "From a withdrawal to clients on their new POP (measured in the lab with BIRD: 1ms; the public internet takes seconds). Without an AS-level internet, groups on another POP's transit hear it the model's one-way delay between the two sites later, as the lab's relays hold it. Default 1ms.").default(json!("1ms")),
+                    // Measured in the lab with BIRD over topologies/internet.yaml, each
+                    // router's route changes timed by `ip -ts monitor route` (`sudo anyedge
+                    // bench failover topologies/internet.yaml --kills 12 --fault kill`): a
+                    // withdrawal from paris's upstream router to london's and manchester's
+                    // access routers (5 speakers each), 24 ways, 0.67–1.27 ms per speaker,
+                    // p50 0.88 ms (docs/src/routing.md).
+                    opt("route_hop", Ty::Duration, "Over an AS-level internet (`internet.ases`): how long each BGP speaker past a POP's upstream router takes to pass the POP's update on (a network's route reflector counts as one), so a group hears it route_converge + speakers × route_hop after its upstream router's session to the POP went down. Measured in the lab with BIRD: 0.9ms; on the public internet an advertisement interval (MRAI) holds updates for up to 30s per speaker. Default 0.9ms.").default(json!("0.9ms")),
                     opt("pop_detect", Ty::Duration, "Shorthand for probe_misses × probe_interval. Not with `probe_misses`."),
                 ],
             );

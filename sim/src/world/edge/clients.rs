@@ -83,20 +83,22 @@ impl Edge {
     /// POP `from`'s update, which the internet has heard: each group of partition `part`
     /// whose best route (the first POP of its order the internet has heard announce the
     /// VIP) it changes moves once the update has crossed to where the group hears BGP
-    /// ([`Group::hears_after_ns`]); at once where that is no later.
+    /// ([`Group::hears_after_ns`], [`GroupVip::bgp_hears_after_ns`]); at once where that is
+    /// no later.
     pub(in crate::world) fn hear(&mut self, pops: &Table<PopId, PopNode>, from: PopId, part: u32, wire: &mut Wire<'_>) {
         let t = wire.t();
         for (gi, g) in self.groups.iter_mut().enumerate() {
             if !wire.moves_group(gi, part) {
                 continue;
             }
-            let after_ns = g.hears_after_ns(t, from);
+            let transit_after_ns = g.hears_after_ns(t, from);
             for gv in &mut g.vips {
                 let v = gv.vip;
                 let route = gv.order.find(t, |p| pops[p].heard(v));
                 if route == gv.heading {
                     continue;
                 }
+                let after_ns = gv.bgp_hears_after_ns(t, from, |p| pops[p].heard(v)).unwrap_or(transit_after_ns);
                 gv.heading = route;
                 if after_ns == 0 {
                     move_group(gi, gv, wire);
