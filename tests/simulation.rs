@@ -105,6 +105,27 @@ fn pop_fault_recovers_no_sooner_than_detect_plus_converge_and_keeps_backends() {
 }
 
 #[test]
+fn a_pop_that_comes_back_is_announced_once_its_bgp_session_is_set_up_again() {
+    // small.yaml: paris dies at 6 s and comes back at 12 s. Its transit's BFD finds it
+    // alive at the first answered probe; the BGP session then takes `session_setup` (BIRD
+    // connects a second after it starts), and only then do london's packets go back to it.
+    let t = small();
+    let report = &small_outcome().report;
+    let (at_s, to) = moved_after_s(report, "london", 12.0);
+    assert_eq!(to.as_deref(), Some("paris"), "london returns to paris");
+    let after_ms = (at_s - 12.0) * 1e3;
+    let (setup_ms, converge_ms) = (t.failover.session_setup_ns as f64 / 1e6, t.failover.route_converge_ns as f64 / 1e6);
+    let bfd_ms = t.failover.bfd().interval_ns as f64 / 1e6;
+    assert!(setup_ms >= 1_000.0, "the default measured in the lab: {setup_ms} ms");
+    // The report's times are whole milliseconds.
+    let (earliest, latest) = (setup_ms + converge_ms - 1.0, setup_ms + bfd_ms + converge_ms + 1.0);
+    assert!(
+        (earliest..=latest).contains(&after_ms),
+        "london back on paris {after_ms} ms after it came back, not in {earliest}..={latest}"
+    );
+}
+
+#[test]
 fn backend_fault_moves_its_flows_after_health_checks_detect_it() {
     let t = small();
     let outcome = small_outcome();

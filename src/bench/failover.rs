@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyedge_lab::failover::Fault;
+use anyedge_lab::failover::{Fault, Update};
 
 use super::report;
 
@@ -11,13 +11,18 @@ pub fn run(file: &Path, pop: Option<&str>, kills: usize, fault: &str, json: Opti
     let fault = if fault == "kill" { Fault::Kill } else { Fault::Freeze };
     let figures = anyedge_lab::failover::failover(file, &super::exe(), pop, kills, fault);
     report("failover", figures, json, |f| {
+        let ways = |u: Update| f.crossings.iter().filter(|c| c.hops > 0 && c.update == u).count();
         let crossed = match f.over_as_internet {
             true => format!(
                 "; past the upstream router, each BGP speaker passed the withdrawal on in p50 {:.2} ms \
-                 (max {:.2}) over {} ways to groups (the file's failover.route_hop: {:.2} ms)",
+                 (max {:.2}) over {} ways to groups, the announcement in p50 {:.2} ms (max {:.2}) over {} \
+                 (the file's failover.route_hop: {:.2} ms)",
                 f.hop_ms_p50,
                 f.hop_ms_max,
-                f.crossings.iter().filter(|c| c.hops > 0).count(),
+                ways(Update::Withdrawal),
+                f.announce_hop_ms_p50,
+                f.announce_hop_ms_max,
+                ways(Update::Announcement),
                 f.route_hop_ms
             ),
             false => String::new(),

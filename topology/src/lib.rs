@@ -591,12 +591,13 @@ impl TrafficClass {
 }
 
 /// `failover: { probe_interval, probe_misses, probe_idle, bfd_interval, bfd_multiplier,
-/// route_converge, route_hop }`: how the liveness prober both drivers run (POPs ↔ CLB nodes over the
+/// route_converge, route_hop, session_setup }`: how the liveness prober both drivers run (POPs ↔ CLB nodes over the
 /// backbone) finds a dead node — probing only the peers a node forwarded to within
 /// `probe_idle` (and those it takes to be down); how BFD between a POP and its transit finds a dead POP
 /// (the lab's BIRD sessions use these timers; the simulator's internet edge probes with
-/// them); and how long BGP takes to move clients once a POP is withdrawn: at its upstream
-/// routers, and over an AS-level internet at each speaker past them. `pop_detect: D`
+/// them); how long BGP takes to move clients once a POP is withdrawn: at its upstream
+/// routers, and over an AS-level internet at each speaker past them; and how long a POP
+/// found alive again waits for its session. `pop_detect: D`
 /// is shorthand for `probe_misses: D / probe_interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failover {
@@ -612,6 +613,9 @@ pub struct Failover {
     /// Over an AS-level internet: how long each BGP speaker past the POP's upstream router
     /// takes to pass its update on ([`catchments::Catchment::hops`]).
     pub route_hop_ns: u64,
+    /// How long after its transit finds a POP alive again the BGP session is back and
+    /// the POP announced.
+    pub session_setup_ns: u64,
 }
 
 impl Failover {

@@ -37,12 +37,23 @@ pub enum Fault {
     Kill,
 }
 
-/// A withdrawal's way to one group: the BGP speakers it passed from the upstream router
+/// Which of a kill's two updates crossed: the POP's withdrawal, or its announcement once
+/// it is back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Update {
+    Withdrawal,
+    Announcement,
+}
+
+/// An update's way to one group: the BGP speakers it passed from the upstream router
 /// its way entered the victim by (a route reflector counts) and how long that took, the
-/// upstream's first route change to the access router's last.
+/// upstream's first route change to the access router's last (the ways with the victim up,
+/// which a withdrawal comes back along and an announcement goes out along).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Crossing {
     pub kill: usize,
+    pub update: Update,
     pub group: String,
     pub hops: u32,
     pub ms: f64,
@@ -69,13 +80,20 @@ pub struct FailoverFigures {
     /// Over an AS-level internet, per kill: the fault → the first of the victim's upstream
     /// routers changed its route (the kernel's clock, not a poll).
     pub upstream_ms: Vec<Option<f64>>,
-    /// Over an AS-level internet, per kill and timed group: how the withdrawal crossed
-    /// from the upstream router its way entered by to its access router.
+    /// Over an AS-level internet, per kill: the POP started again → the first of its
+    /// upstream routers had its route (BIRD's start and the session's set-up included).
+    pub back_ms: Vec<Option<f64>>,
+    /// Over an AS-level internet, per kill and timed group: how the withdrawal, and the
+    /// announcement once the POP was back, crossed from the upstream router the group's
+    /// way entered by to its access router.
     pub crossings: Vec<Crossing>,
-    /// The median of the crossings' ms per speaker passed (those of one speaker or
+    /// The median of the withdrawals' ms per speaker passed (ways of one speaker or
     /// more): what `failover.route_hop` models.
     pub hop_ms_p50: f64,
     pub hop_ms_max: f64,
+    /// The same for the announcements.
+    pub announce_hop_ms_p50: f64,
+    pub announce_hop_ms_max: f64,
     /// The file's `failover.route_hop`, which the simulator uses, ms.
     pub route_hop_ms: f64,
     /// Each affected flow's longest wait for a reply, over every kill.
@@ -116,8 +134,11 @@ pub fn failover(
     setup::up_with(file, exe, setup::LabOptions::default())?;
     let result = kill_rounds(file, exe, (&t, &plan), (victim, target, &groups), (kills.max(1), fault));
     let down = setup::down(file);
-    let Rounds { detect, withdrawn, propagated, resume, upstream, crossings } = result?;
-    let per_hop: Vec<f64> = crossings.iter().filter(|c| c.hops > 0).map(|c| c.ms / f64::from(c.hops)).collect();
+    let Rounds { detect, withdrawn, propagated, resume, upstream, back, crossings } = result?;
+    let per_hop = |u: Update| -> Vec<f64> {
+        crossings.iter().filter(|c| c.hops > 0 && c.update == u).map(|c| c.ms / f64::from(c.hops)).collect()
+    };
+    let (per_hop, announce_per_hop) = (per_hop(Update::Withdrawal), per_hop(Update::Announcement));
     down?;
     let converge: Vec<f64> =
         detect.iter().zip(&withdrawn).filter_map(|(d, w)| Some(((*w)? - (*d)?).max(0.0))).collect();
@@ -128,9 +149,12 @@ pub fn failover(
         fault,
         over_as_internet: t.internet.has_ases(),
         upstream_ms: upstream,
+        back_ms: back,
         crossings,
         hop_ms_p50: quantile(&per_hop, 0.5),
         hop_ms_max: quantile(&per_hop, 1.0),
+        announce_hop_ms_p50: quantile(&announce_per_hop, 0.5),
+        announce_hop_ms_max: quantile(&announce_per_hop, 1.0),
         route_hop_ms: t.failover.route_hop_ns as f64 / 1e6,
         kills: detect.len(),
         groups: groups.iter().map(|&g| format!("client/{}", t.clients[g].name)).collect(),
@@ -212,7 +236,39 @@ struct Rounds {
     propagated: Vec<Option<f64>>,
     resume: Vec<f64>,
     upstream: Vec<Option<f64>>,
+    back: Vec<Option<f64>>,
     crossings: Vec<Crossing>,
+}
+
+impl Rounds {
+    /// What kill `kill`'s monitors saw of `update`, started at `wall`: the first upstream
+    /// router's change (into `firsts`) and each timed group's crossing.
+    fn record(
+        &mut self,
+        (kill, update): (usize, Update),
+        (t, victim, target, groups): (&Topology, usize, SocketAddr, &[usize]),
+        monitors: RouteWatch,
+        wall: std::time::SystemTime,
+    ) {
+        let changes = monitors.stop(target_v4(target));
+        let (first, crossed) = crossings(t, (victim, target, groups), &changes, wall);
+        match update {
+            Update::Withdrawal => self.upstream.push(first),
+            Update::Announcement => self.back.push(first),
+        }
+        self.crossings.extend(crossed.into_iter().map(|(group, hops, ms)| Crossing { kill, update, group, hops, ms }));
+    }
+
+    /// Kill `kill`'s crossings of `update`, as text.
+    fn crossed(&self, kill: usize, update: Update) -> String {
+        let each: Vec<String> = self
+            .crossings
+            .iter()
+            .filter(|c| c.kill == kill && c.update == update)
+            .map(|c| format!("{} {} speakers in {:.1} ms", c.group, c.hops, c.ms))
+            .collect();
+        each.join(", ")
+    }
 }
 
 fn kill_rounds(
@@ -227,18 +283,22 @@ fn kill_rounds(
     let name = format!("pop/{}", t.pops[victim].name);
     let speakers = Speakers::of(t, plan, victim);
     let mut rounds = Rounds::default();
+    let victim_at = (t, victim, target, groups);
+    // The monitors of the last POP's return, read once its sessions have settled.
+    let mut back: Option<(RouteWatch, std::time::SystemTime)> = None;
     for round in 0..kills {
         settle(&rt, &speakers.settled(victim))?;
+        if let Some((monitors, wall)) = back.take() {
+            rounds.record((round - 1, Update::Announcement), victim_at, monitors, wall);
+            report_back(&rounds, round - 1);
+        }
         let probes: Vec<(Child, PathBuf)> = groups
             .iter()
             .map(|&g| start_probe(plan, exe, g, target, &dir.join(format!("failover-{round}-{g}.json"))))
             .collect::<Result<_, _>>()?;
         // The monitors start with the load, well before the fault: each must have
         // subscribed to its kernel's route changes by then.
-        let monitors = match &speakers {
-            Speakers::Routers { .. } => Some(RouteWatch::start(plan, &dir, round)?),
-            Speakers::Transits(_) => None,
-        };
+        let monitors = route_watch(&speakers, plan, &dir, 2 * round)?;
         std::thread::sleep(LEAD);
         let wall = std::time::SystemTime::now();
         let at = Instant::now();
@@ -251,15 +311,7 @@ fn kill_rounds(
             Speakers::Routers { .. } => watch_routers((t, plan), &rt, &speakers, (victim, at)),
         };
         if let Some(m) = monitors {
-            let changes = m.stop(target_v4(target));
-            let (up, crossed) = crossings(t, (victim, target, groups), &changes, wall);
-            rounds.upstream.push(up);
-            rounds.crossings.extend(crossed.into_iter().map(|(group, hops, ms)| Crossing {
-                kill: round,
-                group,
-                hops,
-                ms,
-            }));
+            rounds.record((round, Update::Withdrawal), victim_at, m, wall);
         }
         rounds.detect.push(d);
         rounds.withdrawn.push(w);
@@ -267,6 +319,7 @@ fn kill_rounds(
         for (child, report) in probes {
             rounds.resume.extend(longest_gaps(child, &report)?);
         }
+        back = route_watch(&speakers, plan, &dir, 2 * round + 1)?.map(|m| (m, std::time::SystemTime::now()));
         match fault {
             Fault::Freeze => crate::client::lab::freeze(file, &name, false).map(drop)?,
             Fault::Kill => crate::client::lab::start(file, &name, exe)?,
@@ -274,18 +327,34 @@ fn kill_rounds(
         let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         let gone = if t.internet.has_ases() { "no group reaches it" } else { "gone from every transit" };
         eprintln!("kill {}/{kills}: detected {}, withdrawn everywhere {}, {gone} {}", round + 1, ms(d), ms(w), ms(g));
-        let crossed: Vec<String> = rounds
-            .crossings
-            .iter()
-            .filter(|c| c.kill == round)
-            .map(|c| format!("{} {} speakers in {:.1} ms", c.group, c.hops, c.ms))
-            .collect();
+        let crossed = rounds.crossed(round, Update::Withdrawal);
         if let Some(up) = rounds.upstream.last().filter(|_| !crossed.is_empty()) {
-            eprintln!("  an upstream's route moved {}; from there: {}", ms(*up), crossed.join(", "));
+            eprintln!("  an upstream's route moved {}; from there: {crossed}", ms(*up));
         }
     }
     settle(&rt, &speakers.settled(victim))?;
+    if let Some((monitors, wall)) = back.take() {
+        rounds.record((kills - 1, Update::Announcement), victim_at, monitors, wall);
+        report_back(&rounds, kills - 1);
+    }
     Ok(rounds)
+}
+
+/// Route monitors on every router, over an AS-level internet (none over transits).
+fn route_watch(speakers: &Speakers, plan: &Plan, dir: &Path, n: usize) -> Result<Option<RouteWatch>, ClientError> {
+    match speakers {
+        Speakers::Routers { .. } => RouteWatch::start(plan, dir, n).map(Some),
+        Speakers::Transits(_) => Ok(None),
+    }
+}
+
+/// Prints how kill `kill`'s POP came back: when an upstream had its route again, and
+/// the announcement's crossings from there.
+fn report_back(rounds: &Rounds, kill: usize) {
+    let crossed = rounds.crossed(kill, Update::Announcement);
+    if let Some(Some(up)) = rounds.back.last().filter(|_| !crossed.is_empty()) {
+        eprintln!("  back {}: an upstream had its route {up:.0} ms after the start; from there: {crossed}", kill + 1);
+    }
 }
 
 fn target_v4(target: SocketAddr) -> std::net::Ipv4Addr {
@@ -295,8 +364,8 @@ fn target_v4(target: SocketAddr) -> std::net::Ipv4Addr {
     }
 }
 
-/// From each router's route changes in one kill (`changes`, seconds since the epoch):
-/// the fault (at `wall`) → the victim's first upstream router to change, and per group
+/// From each router's route changes over one update (`changes`, seconds since the
+/// epoch): its start (at `wall`) → the victim's first upstream router to change, and per group
 /// (name, speakers, ms) the upstream its way entered by → its access router's last
 /// change, the ways and speakers as the routing core has them with every POP up.
 fn crossings(

@@ -120,6 +120,12 @@ pub(super) enum Ev {
         /// The partition whose groups it moves (0 in a world of one).
         part: u32,
     },
+    /// The BGP session of POP `pop`'s transit, set up when it found the POP alive again
+    /// (`epoch`), is established: the POP is announced, unless a later finding overtook it.
+    SessionUp {
+        pop: PopId,
+        epoch: u32,
+    },
     /// A POP's update has crossed the internet to where group `group` hears BGP
     /// (`RouteUpdate` ran where the POP's own transit is): the group moves to `route` for
     /// VIP `vip`, unless a later update leads elsewhere.

@@ -32,8 +32,11 @@ use std::net::SocketAddr;
 pub(super) struct PopNode {
     core: Pop,
     up: bool,
-    /// Its transit announces it (BFD finds it alive).
+    /// Its transit announces it (BFD finds it alive, and its BGP session is back).
     announced: bool,
+    /// Counts its transit's findings, so a session that a later finding overtook while it
+    /// was being set up announces nothing.
+    session_epoch: u32,
     /// Packets the core refused, by reason.
     drops: BTreeMap<&'static str, u64>,
     /// [vip]: whether the internet routes the VIP to this POP, as its last BGP update to
@@ -93,9 +96,28 @@ impl PopNode {
         self.core.set_clb_up(region, index, up);
     }
 
-    /// Its transit found it dead (withdrawn) or alive again (announced).
-    pub(super) fn transit_found(&mut self, up: bool) {
-        self.announced = up;
+    /// Its transit found it dead: withdrawn at once.
+    pub(super) fn transit_found_dead(&mut self) {
+        self.session_epoch += 1;
+        self.announced = false;
+    }
+
+    /// Its transit found it alive: the BGP session set up now (`failover.session_setup`)
+    /// announces it if no later finding overtakes it; the epoch [`PopNode::session_up`]
+    /// takes.
+    pub(super) fn transit_found_alive(&mut self) -> u32 {
+        self.session_epoch += 1;
+        self.session_epoch
+    }
+
+    /// The session set up at `epoch` is established: announced, unless a later finding
+    /// overtook it.
+    pub(super) fn session_up(&mut self, epoch: u32) -> bool {
+        let current = epoch == self.session_epoch;
+        if current {
+            self.announced = true;
+        }
+        current
     }
 
     /// The POP applies a committed change from its watch stream.
@@ -539,8 +561,14 @@ pub(super) fn build_pops(t: &Topology, tags: anyedge_ccn::Tags, lists: &mut Peer
     for p in 0..t.pops.len() {
         let mut config = anyedge_topology::nodes::pop_config_with(t, p, &mut tables);
         config.auth = backbone_auth(t, anyedge_topology::nodes::pop_node(p), tags, lists);
-        let mut pop =
-            PopNode { core: Pop::new(config, 0), up: true, announced: true, drops: BTreeMap::new(), heard: Vec::new() };
+        let mut pop = PopNode {
+            core: Pop::new(config, 0),
+            up: true,
+            announced: true,
+            session_epoch: 0,
+            drops: BTreeMap::new(),
+            heard: Vec::new(),
+        };
         pop.heard = (0..t.vips.len()).map(|v| pop.routes(t, v)).collect();
         pops.push(pop);
     }

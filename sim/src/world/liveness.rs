@@ -330,9 +330,16 @@ impl ProbeCx<'_, '_> {
                 self.wire.noticed(Notice::Pop { pop: PopId(peer), up }, who);
             }
             ProberAt::Transit(p) => {
-                // Withdrawn (or announced again); BGP moves clients after convergence.
-                self.pops[p].transit_found(up);
-                self.pops[p].announce(p, self.wire);
+                // Withdrawn at once; announced again once the BGP session is back. BGP
+                // moves clients after convergence.
+                if up {
+                    let epoch = self.pops[p].transit_found_alive();
+                    let at = self.wire.now() + t.failover.session_setup_ns;
+                    self.wire.schedule(at, Ev::SessionUp { pop: p, epoch });
+                } else {
+                    self.pops[p].transit_found_dead();
+                    self.pops[p].announce(p, self.wire);
+                }
                 self.wire.noticed(Notice::Pop { pop: p, up }, "internet".into());
             }
             ProberAt::Region(r) => {

@@ -178,6 +178,11 @@ impl<'t> World<'t> {
             }
             Ev::RouteUpdate { pop, routes, part } => self.route_update(pop, routes, part),
             Ev::GroupHears { group, vip, route } => self.edge.group_hears(group, vip, route, &mut self.wire),
+            Ev::SessionUp { pop, epoch } => {
+                if self.pops[pop].session_up(epoch) {
+                    self.pops[pop].announce(pop, &mut self.wire);
+                }
+            }
             Ev::LinkRestore { pop, region } => {
                 for dir in 0..2 {
                     let i = self.wire.link_bb(pop, region, dir);

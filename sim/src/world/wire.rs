@@ -423,6 +423,7 @@ impl<'t> Wire<'t> {
             Ev::ClbTimer { clb } => self.clb_part(*clb),
             Ev::ProbeTick { at, .. } => self.prober_part(*at),
             Ev::RouteUpdate { part, .. } => *part,
+            Ev::SessionUp { pop, .. } => self.pop_part(*pop),
             Ev::GroupHears { group, .. } => self.group_part(*group),
             Ev::Fault { .. } | Ev::LinkRestore { .. } | Ev::Control(_) => return None,
         })

@@ -226,6 +226,7 @@ impl Parser {
             bfd_multiplier: count("bfd_multiplier"),
             route_converge_ns: ns("route_converge"),
             route_hop_ns: ns("route_hop"),
+            session_setup_ns: ns("session_setup"),
         };
         let Some(node) = top.get("failover") else {
             return Some(default);
@@ -242,6 +243,7 @@ impl Parser {
         };
         let route_converge_ns = self.duration_field(&o, "route_converge");
         let route_hop_ns = self.duration_field(&o, "route_hop");
+        let session_setup_ns = self.duration_field(&o, "session_setup");
         // BIRD takes BFD intervals of 10 ms and up; below that a busy host flaps. `off`:
         // no BFD, only the BGP session's hold timer finds a dead POP.
         let bfd_interval = match o.get("bfd_interval") {
@@ -256,7 +258,8 @@ impl Parser {
         let bfd_multiplier = self.int_field(&o, "bfd_multiplier").map(|m| m as u32);
         let (bfd_interval_ns, bfd_multiplier) = (bfd_interval?, bfd_multiplier?);
         let (probe_interval_ns, misses, pop_detect, probe_idle_ns) = (interval?, misses?, pop_detect?, probe_idle?);
-        let (route_converge_ns, route_hop_ns) = (route_converge_ns?, route_hop_ns?);
+        let (route_converge_ns, route_hop_ns, session_setup_ns) =
+            (route_converge_ns?, route_hop_ns?, session_setup_ns?);
         let probe_misses = match (misses, pop_detect) {
             (Some(_), Some((_, n))) => {
                 let reason = "is shorthand for probe_misses × probe_interval; give one or the other";
@@ -286,6 +289,7 @@ impl Parser {
             bfd_multiplier,
             route_converge_ns,
             route_hop_ns,
+            session_setup_ns,
         })
     }
 

@@ -662,6 +662,12 @@ fn build() -> Vec<Object> {
                     // access routers (5 speakers each), 24 ways, 0.67–1.27 ms per speaker,
                     // p50 0.88 ms (docs/src/routing.md).
                     opt("route_hop", Ty::Duration, "Over an AS-level internet (`internet.ases`): how long each BGP speaker past a POP's upstream router takes to pass the POP's update on (a network's route reflector counts as one), so a group hears it route_converge + speakers × route_hop after its upstream router's session to the POP went down. Measured in the lab with BIRD: 0.9ms; on the public internet an advertisement interval (MRAI) holds updates for up to 30s per speaker. Default 0.9ms.").default(json!("0.9ms")),
+                    // Measured in the lab with BIRD (`sudo anyedge bench failover
+                    // topologies/internet.yaml --kills 12 --fault kill`): pop/paris started
+                    // again → its first upstream router's kernel route to the VIP, 855–1182
+                    // ms, p50 1.02 s over 12 starts. The simulator counts from its transit's
+                    // first answered probe, up to one BFD interval after the start.
+                    opt("session_setup", Ty::Duration, "How long after its transit (or upstream router) finds a POP alive again the BGP session is back and the POP's routes go out: BIRD waits its connect delay (1s) before it connects. Measured in the lab with BIRD: 1s (a POP started again → its upstream's route, p50 1.02s). Default 1s.").default(json!("1s")),
                     opt("pop_detect", Ty::Duration, "Shorthand for probe_misses × probe_interval. Not with `probe_misses`."),
                 ],
             );
