@@ -134,8 +134,9 @@ pub struct Catchment {
     /// Over an AS-level internet: the POP's upstream router the way enters it by, the
     /// first to hear the POP's updates ...
     pub upstream: Option<RouterId>,
-    /// ... and the BGP speakers an update crosses from there to the group's access router
-    /// ([`crossing`]); 0 without an AS-level internet.
+    /// ... and the BGP speakers an update crosses from there to the group's access router:
+    /// one per session to another network, two per way inside one (its route reflector,
+    /// then the router); 0 without an AS-level internet.
     pub hops: u32,
 }
 

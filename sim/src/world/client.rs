@@ -254,7 +254,7 @@ impl Group {
     /// How long after POP `from`'s transit has heard its update the group's does: the
     /// internet model's one-way delay between the two transits' sites (what the lab's
     /// relays hold a session's messages for), none at the POP it attaches to or over an
-    /// AS-level internet (where [`GroupVip::hears_after_ns`] says).
+    /// AS-level internet (where [`GroupVip::bgp_hears_after_ns`] says).
     pub(super) fn hears_after_ns(&self, t: &anyedge_topology::Topology, from: PopId) -> u64 {
         match self.hears_at {
             Some(at) if at != from => u64::from(anyedge_topology::bgp::med_us(t, at.0, from.0)) * 1_000 / 2,
