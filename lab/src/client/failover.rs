@@ -242,16 +242,16 @@ struct Rounds {
 
 impl Rounds {
     /// What kill `kill`'s monitors saw of `update`, started at `wall`: the first upstream
-    /// router's change (into `firsts`) and each timed group's crossing.
+    /// router's change (into `upstream` or `back`) and each timed group's crossing.
     fn record(
         &mut self,
         (kill, update): (usize, Update),
-        (t, victim, target, groups): (&Topology, usize, SocketAddr, &[usize]),
+        ways: &Ways<'_>,
         monitors: RouteWatch,
         wall: std::time::SystemTime,
     ) {
-        let changes = monitors.stop(target_v4(target));
-        let (first, crossed) = crossings(t, (victim, target, groups), &changes, wall);
+        let changes = monitors.stop(ways.vip);
+        let (first, crossed) = ways.crossings(&changes, wall);
         match update {
             Update::Withdrawal => self.upstream.push(first),
             Update::Announcement => self.back.push(first),
@@ -283,13 +283,13 @@ fn kill_rounds(
     let name = format!("pop/{}", t.pops[victim].name);
     let speakers = Speakers::of(t, plan, victim);
     let mut rounds = Rounds::default();
-    let victim_at = (t, victim, target, groups);
+    let ways = Ways::new(t, (victim, target, groups));
     // The monitors of the last POP's return, read once its sessions have settled.
     let mut back: Option<(RouteWatch, std::time::SystemTime)> = None;
     for round in 0..kills {
         settle(&rt, &speakers.settled(victim))?;
         if let Some((monitors, wall)) = back.take() {
-            rounds.record((round - 1, Update::Announcement), victim_at, monitors, wall);
+            rounds.record((round - 1, Update::Announcement), &ways, monitors, wall);
             report_back(&rounds, round - 1);
         }
         let probes: Vec<(Child, PathBuf)> = groups
@@ -311,7 +311,7 @@ fn kill_rounds(
             Speakers::Routers { .. } => watch_routers((t, plan), &rt, &speakers, (victim, at)),
         };
         if let Some(m) = monitors {
-            rounds.record((round, Update::Withdrawal), victim_at, m, wall);
+            rounds.record((round, Update::Withdrawal), &ways, m, wall);
         }
         rounds.detect.push(d);
         rounds.withdrawn.push(w);
@@ -334,7 +334,7 @@ fn kill_rounds(
     }
     settle(&rt, &speakers.settled(victim))?;
     if let Some((monitors, wall)) = back.take() {
-        rounds.record((kills - 1, Update::Announcement), victim_at, monitors, wall);
+        rounds.record((kills - 1, Update::Announcement), &ways, monitors, wall);
         report_back(&rounds, kills - 1);
     }
     Ok(rounds)
@@ -357,42 +357,56 @@ fn report_back(rounds: &Rounds, kill: usize) {
     }
 }
 
-fn target_v4(target: SocketAddr) -> std::net::Ipv4Addr {
-    match target.ip() {
-        IpAddr::V4(a) => a,
-        IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-    }
+/// The ways the timed groups take to the victim with every POP up (which a withdrawal
+/// comes back along and an announcement goes out along), worked out once per bench.
+struct Ways<'a> {
+    t: &'a Topology,
+    victim: usize,
+    groups: &'a [usize],
+    /// The VIP whose routes the monitors watch.
+    vip: std::net::Ipv4Addr,
+    /// Every group's catchment for it (none: not over an AS-level internet).
+    before: Option<anyedge_topology::catchments::Catchments>,
 }
 
-/// From each router's route changes over one update (`changes`, seconds since the
-/// epoch): its start (at `wall`) → the victim's first upstream router to change, and per group
-/// (name, speakers, ms) the upstream its way entered by → its access router's last
-/// change, the ways and speakers as the routing core has them with every POP up.
-fn crossings(
-    t: &Topology,
-    (victim, target, groups): (usize, SocketAddr, &[usize]),
-    changes: &std::collections::BTreeMap<RouterId, Vec<f64>>,
-    wall: std::time::SystemTime,
-) -> (Option<f64>, Vec<(String, u32, f64)>) {
-    let net = t.internet.ways.internetwork(t);
-    let k = t.vips.iter().position(|v| IpAddr::V4(v.ipv4) == target.ip());
-    let Some(before) = k.and_then(|k| anyedge_topology::catchments::of(t, k, &|_| true).ok()) else {
-        return (None, Vec::new());
-    };
-    let fault_s = wall.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let first = |r: RouterId| changes.get(&r).and_then(|v| v.first().copied());
-    let upstream = before.groups.iter().filter(|c| c.pop == Some(victim)).filter_map(|c| first(c.upstream?));
-    let upstream_ms = upstream.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
-    let crossed = groups
-        .iter()
-        .filter_map(|&g| {
-            let c = &before.groups[g];
-            let from = first(c.upstream?)?;
-            let to = changes.get(&net.group_router(g))?.last().copied()?;
-            Some((format!("client/{}", t.clients[g].name), c.hops, ((to - from) * 1000.0).max(0.0)))
-        })
-        .collect();
-    (upstream_ms.map(|s| (s - fault_s) * 1000.0), crossed)
+impl<'a> Ways<'a> {
+    fn new(t: &'a Topology, (victim, target, groups): (usize, SocketAddr, &'a [usize])) -> Ways<'a> {
+        let k = t.vips.iter().position(|v| IpAddr::V4(v.ipv4) == target.ip());
+        let vip = k.map_or(std::net::Ipv4Addr::UNSPECIFIED, |k| t.vips[k].ipv4);
+        let before = match t.internet.has_ases() {
+            true => k.and_then(|k| anyedge_topology::catchments::of(t, k, &|_| true).ok()),
+            false => None,
+        };
+        Ways { t, victim, groups, vip, before }
+    }
+
+    /// From each router's route changes over one update (`changes`, seconds since the
+    /// epoch): its start (at `wall`) → the victim's first upstream router to change, and
+    /// per group (name, speakers, ms) the upstream its way entered by → its access
+    /// router's last change.
+    fn crossings(
+        &self,
+        changes: &std::collections::BTreeMap<RouterId, Vec<f64>>,
+        wall: std::time::SystemTime,
+    ) -> (Option<f64>, Vec<(String, u32, f64)>) {
+        let (t, Some(before)) = (self.t, &self.before) else { return (None, Vec::new()) };
+        let net = t.internet.ways.internetwork(t);
+        let start_s = wall.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let first = |r: RouterId| changes.get(&r).and_then(|v| v.first().copied());
+        let upstream = before.groups.iter().filter(|c| c.pop == Some(self.victim)).filter_map(|c| first(c.upstream?));
+        let upstream_s = upstream.fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
+        let crossed = self
+            .groups
+            .iter()
+            .filter_map(|&g| {
+                let c = &before.groups[g];
+                let from = first(c.upstream?)?;
+                let to = changes.get(&net.group_router(g))?.last().copied()?;
+                Some((format!("client/{}", t.clients[g].name), c.hops, ((to - from) * 1000.0).max(0.0)))
+            })
+            .collect();
+        (upstream_s.map(|s| (s - start_s) * 1000.0), crossed)
+    }
 }
 
 /// The speakers a failover is read from.
