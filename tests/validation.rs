@@ -161,6 +161,20 @@ fn bfd_timers_are_checked_and_reach_the_failover_settings() {
 }
 
 #[test]
+fn bgp_hop_and_session_timers_are_checked_and_reach_the_failover_settings() {
+    let line = SMALL.lines().position(|l| l.contains("bfd_interval: 50ms")).unwrap() + 1;
+    let t = topology::parse_str("t.yaml", SMALL).unwrap();
+    assert_eq!(t.failover.session_setup_ns, 1_000_000_000, "the default measured in the lab");
+    let set = with("bfd_interval: 50ms", "bfd_interval: 50ms\n  route_hop: 30s\n  session_setup: 2500ms");
+    let t = topology::parse_str("t.yaml", &set).unwrap();
+    assert_eq!((t.failover.route_hop_ns, t.failover.session_setup_ns), (30_000_000_000, 2_500_000_000));
+    let hop = with("bfd_interval: 50ms", "bfd_interval: 50ms\n  route_hop: quick");
+    expect(&hop, line + 1, "failover.route_hop", "not a duration");
+    let setup = with("bfd_interval: 50ms", "bfd_interval: 50ms\n  session_setup: -1s");
+    expect(&setup, line + 1, "failover.session_setup", "");
+}
+
+#[test]
 fn the_certificates_algorithm_is_ecdsa_p256_unless_tls_names_another_and_a_stranger_is_refused() {
     use anyedge_region::identity::KeyAlgorithm;
     let t = topology::parse_str("t.yaml", SMALL).unwrap();
