@@ -10,9 +10,15 @@
 //! +---------------------------------------------------------------+
 //! |        payload length         |   hop limit   |   reserved    |
 //! +---------------------------------------------------------------+
+//! |     segment size (option)     |      reserved (option)        |
+//! +---------------------------------------------------------------+
 //! |                  inner IPv4 / IPv6 packet ...                 |
 //! ```
 //! flags bit 0 set: the packet flows from the region back to the POP (a reply).
+//! flags bit 1 set: the inner packet is a TCP super-packet, as a TUN device with offloads
+//! reads it (many segments' payload behind one header); the option word after the header
+//! carries the payload bytes of each segment it is cut into where it leaves the backbone
+//! (what the kernel calls `gso_size`). Without the bit there is no option word.
 
 use crate::{Error, Result};
 
@@ -32,7 +38,16 @@ mod field {
     pub const HOP_LIMIT: usize = 10;
     pub const RESERVED: usize = 11;
     pub const PAYLOAD_START: usize = 12;
+    pub const SEGMENT: Range<usize> = 12..14;
+    pub const OPTION_RESERVED: Range<usize> = 14..16;
 }
+
+/// Flag bit: the packet flows from the region back to the POP.
+const FLAG_TO_POP: u8 = 0x1;
+/// Flag bit: a segment-size option word follows the header.
+const FLAG_SEGMENTED: u8 = 0x2;
+/// Length of the segment-size option word.
+pub const OPTION_LEN: usize = field::OPTION_RESERVED.end - field::SEGMENT.start;
 
 /// Length of the header in bytes.
 pub const HEADER_LEN: usize = field::PAYLOAD_START;
@@ -66,13 +81,40 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(packet)
     }
 
-    /// Ok when the buffer holds the header and the payload length it declares.
+    /// Ok when the buffer holds the header, its option word when its flags say there is
+    /// one, and the payload length it declares.
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN || len < HEADER_LEN + self.payload_len() as usize {
+        if len < HEADER_LEN || len < self.header_len() + self.payload_len() as usize {
             return Err(Error::Truncated);
         }
         Ok(())
+    }
+
+    /// Bytes before the inner packet: the header, and the option word of a super-packet.
+    /// Safe on a short buffer.
+    pub fn header_len(&self) -> usize {
+        match self.buffer.as_ref().first() {
+            Some(b) if b & FLAG_SEGMENTED != 0 => HEADER_LEN + OPTION_LEN,
+            _ => HEADER_LEN,
+        }
+    }
+
+    /// A super-packet's segment size (0 when the header has no option word).
+    pub fn segment(&self) -> u16 {
+        if self.flags() & FLAG_SEGMENTED == 0 {
+            return 0;
+        }
+        let b = &self.buffer.as_ref()[field::SEGMENT];
+        u16::from_be_bytes([b[0], b[1]])
+    }
+
+    fn option_reserved(&self) -> u16 {
+        if self.flags() & FLAG_SEGMENTED == 0 {
+            return 0;
+        }
+        let b = &self.buffer.as_ref()[field::OPTION_RESERVED];
+        u16::from_be_bytes([b[0], b[1]])
     }
 
     pub fn into_inner(self) -> T {
@@ -114,8 +156,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        let end = HEADER_LEN + self.payload_len() as usize;
-        &self.buffer.as_ref()[HEADER_LEN..end]
+        let start = self.header_len();
+        &self.buffer.as_ref()[start..start + self.payload_len() as usize]
     }
 }
 
@@ -138,7 +180,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 
     pub fn set_payload_len(&mut self, value: u16) {
-        debug_assert!(self.buffer.as_ref().len() >= HEADER_LEN + usize::from(value), "the buffer holds the payload");
+        debug_assert!(self.buffer.as_ref().len() >= self.header_len() + usize::from(value), "the buffer holds it");
         self.buffer.as_mut()[field::PAYLOAD_LEN].copy_from_slice(&value.to_be_bytes());
     }
 
@@ -148,9 +190,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::RESERVED] = 0;
     }
 
+    /// Writes the option word (the flags must say it is there: set them first).
+    pub fn set_segment(&mut self, value: u16) {
+        debug_assert!(self.flags() & FLAG_SEGMENTED != 0 && value > 0, "a super-packet's option word");
+        self.buffer.as_mut()[field::SEGMENT].copy_from_slice(&value.to_be_bytes());
+        self.buffer.as_mut()[field::OPTION_RESERVED].copy_from_slice(&[0, 0]);
+    }
+
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        let end = HEADER_LEN + self.payload_len() as usize;
-        &mut self.buffer.as_mut()[HEADER_LEN..end]
+        let start = self.header_len();
+        let end = start + self.payload_len() as usize;
+        &mut self.buffer.as_mut()[start..end]
     }
 }
 
@@ -163,6 +213,9 @@ pub struct Repr {
     pub flow_hash: u32,
     pub payload_len: u16,
     pub hop_limit: u8,
+    /// The payload bytes of each segment a TCP super-packet is cut into where it leaves
+    /// (0: an ordinary packet, and no option word on the wire).
+    pub segment: u16,
 }
 
 /// Hop limit a POP or CLB puts on a packet it encapsulates.
@@ -174,8 +227,14 @@ impl Repr {
         if packet.version() != VERSION {
             return Err(Error::Malformed("CCN version"));
         }
-        if packet.flags() & !0x1 != 0 {
+        if packet.flags() & !(FLAG_TO_POP | FLAG_SEGMENTED) != 0 {
             return Err(Error::Malformed("CCN flags"));
+        }
+        if packet.flags() & FLAG_SEGMENTED != 0 && packet.segment() == 0 {
+            return Err(Error::Malformed("CCN segment size (zero)"));
+        }
+        if packet.option_reserved() != 0 {
+            return Err(Error::Malformed("CCN option (reserved bits set)"));
         }
         let next_header = packet.next_header();
         if next_header != NEXT_IPV4 && next_header != NEXT_IPV6 {
@@ -184,8 +243,8 @@ impl Repr {
         if packet.hop_limit() == 0 {
             return Err(Error::Malformed("CCN hop limit (zero)"));
         }
-        let direction = if packet.flags() & 0x1 == 0 { Direction::ToRegion } else { Direction::ToPop };
-        debug_assert!(packet.buffer.as_ref().len() >= HEADER_LEN + usize::from(packet.payload_len()), "checked");
+        let direction = if packet.flags() & FLAG_TO_POP == 0 { Direction::ToRegion } else { Direction::ToPop };
+        debug_assert!(packet.buffer.as_ref().len() >= packet.header_len() + usize::from(packet.payload_len()));
         Ok(Repr {
             direction,
             next_header,
@@ -193,20 +252,36 @@ impl Repr {
             flow_hash: packet.flow_hash(),
             payload_len: packet.payload_len(),
             hop_limit: packet.hop_limit(),
+            segment: packet.segment(),
         })
     }
 
+    /// Bytes before the inner packet: the header, and a super-packet's option word.
+    pub const fn header_len(&self) -> usize {
+        if self.segment > 0 { HEADER_LEN + OPTION_LEN } else { HEADER_LEN }
+    }
+
     pub const fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.payload_len as usize
+        self.header_len() + self.payload_len as usize
+    }
+
+    /// The same header for a super-packet cut into segments of `segment` payload bytes
+    /// where it leaves (0: an ordinary packet).
+    pub const fn with_segment(self, segment: u16) -> Repr {
+        Repr { segment, ..self }
     }
 
     /// Writes the header; the payload is the caller's to fill.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
-        let flags = match self.direction {
+        let direction = match self.direction {
             Direction::ToRegion => 0,
-            Direction::ToPop => 1,
+            Direction::ToPop => FLAG_TO_POP,
         };
-        packet.set_version_flags(VERSION, flags);
+        let segmented = if self.segment > 0 { FLAG_SEGMENTED } else { 0 };
+        packet.set_version_flags(VERSION, direction | segmented);
+        if self.segment > 0 {
+            packet.set_segment(self.segment);
+        }
         packet.set_next_header(self.next_header);
         packet.set_pop_id(self.pop_id);
         packet.set_flow_hash(self.flow_hash);
@@ -224,7 +299,7 @@ impl Repr {
         };
         let payload_len = u16::try_from(inner.len()).map_err(|_| Error::Malformed("inner length"))?;
         debug_assert_eq!(usize::from(payload_len), inner.len());
-        Ok(Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT })
+        Ok(Repr { direction, next_header, pop_id, flow_hash, payload_len, hop_limit: DEFAULT_HOP_LIMIT, segment: 0 })
     }
 
     /// Writes header and `inner` into `buffer` of [`Repr::buffer_len`] bytes (the
@@ -251,9 +326,9 @@ pub fn encapsulate(direction: Direction, pop_id: u16, flow_hash: u32, inner: &[u
 pub fn decapsulate(bytes: &[u8]) -> Result<(Repr, &[u8])> {
     let packet = Packet::new_checked(bytes)?;
     let repr = Repr::parse(&packet)?;
-    let end = HEADER_LEN + repr.payload_len as usize;
+    let (start, end) = (repr.header_len(), repr.buffer_len());
     debug_assert!(end <= bytes.len(), "new_checked keeps the declared payload in the buffer");
-    Ok((repr, &bytes[HEADER_LEN..end]))
+    Ok((repr, &bytes[start..end]))
 }
 
 #[cfg(test)]
@@ -285,6 +360,41 @@ mod tests {
         let mut bytes = encapsulate(Direction::ToRegion, 1, 1, &inner).unwrap();
         bytes.truncate(bytes.len() - 1);
         assert_eq!(decapsulate(&bytes), Err(Error::Truncated));
+    }
+
+    /// A super-packet's header carries its segment size in an option word; an ordinary
+    /// packet's has none (its bytes are what they were before super-packets), and a
+    /// segmented flag with a zero size or reserved bits set is refused, as is an option
+    /// word cut short.
+    #[test]
+    fn a_super_packets_segment_size_rides_in_an_option_word_only_it_has() {
+        let inner = [0x45u8; 40];
+        let plain = encapsulate(Direction::ToRegion, 3, 9, &inner).unwrap();
+        assert_eq!(plain.len(), HEADER_LEN + inner.len());
+        let repr = Repr::around(Direction::ToPop, 3, 9, &inner).unwrap().with_segment(1_448);
+        let mut bytes = vec![0u8; repr.buffer_len()];
+        repr.emit_with(&mut bytes, &inner);
+        assert_eq!(bytes.len(), HEADER_LEN + OPTION_LEN + inner.len());
+        assert_eq!(
+            &bytes[1..],
+            &{
+                let mut b = plain.clone();
+                b.splice(12..12, [5, 0xa8, 0, 0]);
+                b
+            }[1..]
+        );
+        let (back, payload) = decapsulate(&bytes).unwrap();
+        assert_eq!((back.segment, back.direction, payload), (1_448, Direction::ToPop, &inner[..]));
+        let mut zero = bytes.clone();
+        zero[12..14].copy_from_slice(&[0, 0]);
+        assert_eq!(decapsulate(&zero), Err(Error::Malformed("CCN segment size (zero)")));
+        let mut reserved = bytes.clone();
+        reserved[15] = 1;
+        assert_eq!(decapsulate(&reserved), Err(Error::Malformed("CCN option (reserved bits set)")));
+        assert_eq!(decapsulate(&bytes[..HEADER_LEN + 2]), Err(Error::Truncated));
+        let mut flags = plain.clone();
+        flags[0] |= 0x4;
+        assert_eq!(decapsulate(&flags), Err(Error::Malformed("CCN flags")));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod control {
     tonic::include_proto!("anyedge.control");
 }
 pub mod liveness;
+pub mod offload;
 pub mod pcap;
 pub mod quic;
 pub mod reassembly;
