@@ -33,11 +33,21 @@ pub struct Transmit {
     /// Zero for what belongs to no one flow (connection-sync batches).
     pub flow_hash: u32,
     pub bytes: Vec<u8>,
+    /// A TCP super-packet's segment size (`anyedge_proto::offload`): the payload bytes of
+    /// each segment the kernel cuts it into where it leaves (a POP's reply to a client,
+    /// written into its TUN device). 0 for an ordinary packet, and for every sealed one
+    /// (its envelope carries the size).
+    pub segment: u16,
 }
 
 impl Transmit {
     pub fn new(dest: Dest, flow_hash: u32, bytes: Vec<u8>) -> Transmit {
-        Transmit { dest, flow_hash, bytes }
+        Transmit { dest, flow_hash, bytes, segment: 0 }
+    }
+
+    /// The same, a super-packet of `segment` bytes per segment.
+    pub fn segmented(self, segment: u16) -> Transmit {
+        Transmit { segment, ..self }
     }
 
     /// The flow hash widened for link models and queue choice.

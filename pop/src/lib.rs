@@ -14,7 +14,7 @@ use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::mix64;
 use anyedge_proto::seal::Kind;
-use anyedge_proto::{FlowKey, Transport, inner};
+use anyedge_proto::{FlowKey, Transport, inner, offload};
 
 pub mod announce;
 pub use announce::{AnnounceChange, Announcements};
@@ -308,14 +308,31 @@ impl Pop {
     pub fn handle_from_client(&mut self, now_ns: u64, packet: &[u8]) -> Result<(), PopDrop> {
         if anyedge_proto::reassembly::is_fragment(packet) {
             return match self.fragments.push(now_ns, packet) {
-                Some(whole) => self.forward_client_packet(&whole),
+                Some(whole) => self.forward_client_packet(&whole, 0),
                 None => Ok(()),
             };
         }
-        self.forward_client_packet(packet)
+        self.forward_client_packet(packet, 0)
     }
 
-    fn forward_client_packet(&mut self, packet: &[u8]) -> Result<(), PopDrop> {
+    /// A client's TCP super-packet (`anyedge_proto::offload`: a TUN device with offloads
+    /// reads many segments behind one header) of `segment` payload bytes per segment: one
+    /// flow lookup and one envelope (two or more when it is longer than a datagram
+    /// carries), whose header says where to cut it again. Segment 0: an ordinary packet.
+    pub fn handle_super_from_client(&mut self, now_ns: u64, packet: &[u8], segment: u16) -> Result<(), PopDrop> {
+        if segment == 0 {
+            return self.handle_from_client(now_ns, packet);
+        }
+        if packet.len() <= SUPER_PACKET_MAX {
+            return self.forward_client_packet(packet, segment);
+        }
+        for part in offload::fit(packet, segment, SUPER_PACKET_MAX)? {
+            self.forward_client_packet(&part, segment)?;
+        }
+        Ok(())
+    }
+
+    fn forward_client_packet(&mut self, packet: &[u8], segment: u16) -> Result<(), PopDrop> {
         let info = inner::parse(packet)?;
         // A SYN asks the backend for segments that must fit the tunnel whole.
         let clamped = info.tcp.is_some_and(|f| f.syn).then(|| clamped_syn(packet)).flatten();
@@ -351,7 +368,7 @@ impl Pop {
             }
         };
         debug_assert!(node < nodes, "the POP sends only to a node its region has");
-        let ccn = ccn::Repr::around(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?;
+        let ccn = ccn::Repr::around(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?.with_segment(segment);
         let sealed = self
             .keys
             .seal_with(NodeId::Clb { region, node }, Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, packet));
@@ -388,6 +405,12 @@ impl Pop {
         if !listener {
             return Err(PopDrop::NotVip);
         }
+        // A super-packet goes whole to the driver, which hands it to its kernel to cut.
+        if repr.segment > 0 {
+            let out = Transmit::new(Dest::Client(key.dst), key.flow_hash(), packet.to_vec());
+            self.outputs.push_back(out.segmented(repr.segment));
+            return Ok(());
+        }
         // The POP speaks for the VIP, the replies' source: an IPv6 reply larger than the
         // clients' links is cut here, as its source must (IPv6 routers never fragment);
         // an IPv4 one the kernel fragments on its way.
@@ -400,6 +423,13 @@ impl Pop {
         Ok(())
     }
 }
+
+/// The longest super-packet one backbone envelope carries: a UDP datagram over IPv4
+/// (65,507 bytes) less the seal, the CCN header and its option word. A longer one (the
+/// kernel makes them up to 64 KiB) is cut into whole segments that fit.
+pub const SUPER_PACKET_MAX: usize =
+    offload::DATAGRAM_MAX - anyedge_proto::seal::OVERHEAD - ccn::HEADER_LEN - ccn::OPTION_LEN;
+const _: () = assert!(SUPER_PACKET_MAX == 65_455);
 
 /// The MTU of the links toward clients (Ethernet's).
 pub const CLIENT_LINK_MTU: usize = 1_500;
@@ -544,7 +574,7 @@ mod tests {
     fn client_packet_is_encapsulated_toward_home_region() {
         let mut p = pop();
         p.handle_from_client(0, &client_packet(4000)).unwrap();
-        let Some(Transmit { dest: Dest::Node(NodeId::Clb { region, node }), flow_hash, bytes }) = p.poll_output()
+        let Some(Transmit { dest: Dest::Node(NodeId::Clb { region, node }), flow_hash, bytes, .. }) = p.poll_output()
         else {
             panic!("no output")
         };
@@ -681,5 +711,46 @@ mod tests {
         assert_eq!(p.handle_from_clb(0, &sealed), Ok(()));
         assert_eq!(p.handle_from_clb(0, &sealed), Err(PopDrop::Auth(AuthError::Replayed)));
         assert_eq!(PopDrop::Auth(AuthError::Replayed).name(), "auth_replayed");
+    }
+
+    /// A client's super-packet goes in one envelope whose CCN header carries its segment
+    /// size; one longer than a datagram carries goes in two, each whole segments, and
+    /// every envelope fits a datagram. A super-packet reply leaves whole, marked for the
+    /// kernel to cut.
+    #[test]
+    fn super_packets_cross_in_as_few_envelopes_as_fit_a_datagram_and_leave_whole() {
+        use smoltcp::wire::{TcpControl, TcpRepr};
+        let mut p = pop();
+        p.set_listener("198.18.0.10".parse().unwrap(), Transport::Tcp, 443, false, true);
+        let (client, vip): (IpAddr, IpAddr) = ("198.18.40.1".parse().unwrap(), "198.18.0.10".parse().unwrap());
+        let tcp = |(src, sport): (IpAddr, u16), (dst, dport): (IpAddr, u16), len: usize| {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let repr = inner::bare_tcp(sport, dport, TcpControl::Psh, 1, Some(1), None);
+            inner::build_tcp(src, dst, &TcpRepr { payload: &data, ..repr }).unwrap()
+        };
+        let envelopes = |p: &mut Pop| {
+            std::iter::from_fn(|| p.poll_output())
+                .map(|t| {
+                    let Dest::Node(NodeId::Clb { node, .. }) = t.dest else { panic!("{t:?}") };
+                    assert!(t.bytes.len() <= offload::DATAGRAM_MAX, "fits a datagram: {}", t.bytes.len());
+                    let opened = opened(node, &t.bytes);
+                    let (repr, packet) = ccn::decapsulate(&opened).unwrap();
+                    (repr.segment, inner::parse(packet).unwrap().payload_len)
+                })
+                .collect::<Vec<_>>()
+        };
+        p.handle_super_from_client(0, &tcp((client, 4000), (vip, 443), 30_000), 1_448).unwrap();
+        assert_eq!(envelopes(&mut p), [(1_448, 30_000)]);
+        p.handle_super_from_client(0, &tcp((client, 4000), (vip, 443), 65_450), 1_448).unwrap();
+        assert_eq!(envelopes(&mut p), [(1_448, 45 * 1_448), (1_448, 65_450 - 45 * 1_448)]);
+        let mut clb = clb_keys(0);
+        let reply = tcp((vip, 443), (client, 4000), 40_000);
+        let repr = ccn::Repr::around(Direction::ToPop, 5, 1, &reply).unwrap().with_segment(1_448);
+        let mut bytes = vec![0u8; repr.buffer_len()];
+        repr.emit_with(&mut bytes, &reply);
+        p.handle_from_clb(0, &clb.seal(NodeId::Pop(5), Kind::Data, &bytes).unwrap()).unwrap();
+        let out = p.poll_output().expect("toward the client");
+        assert_eq!((out.dest, out.segment, out.bytes.len()), (Dest::Client(client), 1_448, reply.len()));
+        assert!(p.poll_output().is_none(), "whole, not cut");
     }
 }

@@ -19,6 +19,9 @@
 
 use crate::{Error, Result};
 
+/// The most a UDP datagram over IPv4 carries: one backbone envelope.
+pub const DATAGRAM_MAX: usize = 65_507;
+
 /// Bytes of the virtio-net header in front of every packet on an `IFF_VNET_HDR` device.
 pub const VNET_HDR_LEN: usize = 10;
 

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use anyedge_ccn::auth::{AuthConfig, AuthError, Keyring, NodeId};
 use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::seal::Kind;
-use anyedge_proto::{FlowKey, Transport, inner};
+use anyedge_proto::{FlowKey, Transport, inner, offload};
 
 /// Flows one gateway carries at once; the least recently used gives way past this.
 pub const GATEWAY_FLOWS_MAX: usize = 262_144;
@@ -119,6 +119,19 @@ impl Gateway {
         if !matches!(clb, NodeId::Clb { .. }) {
             return Err(GatewayDrop::NotClb);
         }
+        // A super-packet leaves for the internet as the segments it stands for.
+        let (segment, packet) = offload::unshim(packet).map_err(|_| GatewayDrop::Malformed)?;
+        if segment > 0 {
+            for part in offload::cut(packet, usize::from(segment)).map_err(|_| GatewayDrop::Malformed)? {
+                self.carry(clb, &part)?;
+            }
+            return Ok(());
+        }
+        self.carry(clb, packet)
+    }
+
+    /// One packet from CLB node `clb` out to its backend on the internet.
+    fn carry(&mut self, clb: NodeId, packet: &[u8]) -> Result<(), GatewayDrop> {
         let info = inner::parse(packet).map_err(|_| GatewayDrop::Malformed)?;
         let k = info.key;
         if !self.config.backends.contains(&k.dst) {
@@ -256,7 +269,7 @@ mod tests {
 
     fn to_internet(g: &mut Gateway) -> Vec<u8> {
         match g.poll_output() {
-            Some(Transmit { dest: Dest::Backend(to), flow_hash, bytes }) => {
+            Some(Transmit { dest: Dest::Backend(to), flow_hash, bytes, .. }) => {
                 let k = inner::parse(&bytes).unwrap().key;
                 assert_eq!((to, flow_hash), (std::net::SocketAddr::new(k.dst, k.dst_port), k.flow_hash()));
                 bytes

@@ -41,7 +41,7 @@ use anyedge_ccn::auth::{AuthError, Keyring, NodeId};
 use anyedge_proto::ccn::{self, Direction};
 use anyedge_proto::inner::{self, Inner};
 use anyedge_proto::seal::Kind;
-use anyedge_proto::{FlowKey, Transport};
+use anyedge_proto::{FlowKey, Transport, offload};
 
 use crate::config::{
     CLOSED_LINGER_NS, ClbConfig, HALF_OPEN_NS, ListenerConfig, SWEEP_INTERVAL_NS, TCP_IDLE_NS, UDP_IDLE_NS,
@@ -387,12 +387,18 @@ impl Clb {
 
     /// Queues a reply to a client, back the way it came: through the POP it entered by (or
     /// a live neighbour of it), or straight out when it came straight in.
-    fn reply_to_client(&mut self, ingress: Ingress, flow_hash: u32, packet: Vec<u8>) -> anyedge_proto::Result<()> {
+    fn reply_to_client(
+        &mut self,
+        ingress: Ingress,
+        flow_hash: u32,
+        packet: Vec<u8>,
+        segment: u16,
+    ) -> anyedge_proto::Result<()> {
         let via = match ingress {
             Ingress::Pop(p) => Ingress::Pop(self.fallback.reply_pop(p)),
             Ingress::Direct => Ingress::Direct,
         };
-        self.outbox.send_to_client(via, flow_hash, packet)
+        self.outbox.send_to_client(via, flow_hash, packet, segment)
     }
 
     /// A sealed, encapsulated client packet from a POP. The POP id in the CCN header must
@@ -406,12 +412,12 @@ impl Clb {
         if from != NodeId::Pop(repr.pop_id) {
             return Err(ClbDrop::PopMismatch);
         }
-        self.forward(now_ns, packet.to_vec(), Ingress::Pop(repr.pop_id))
+        self.forward(now_ns, packet.to_vec(), Ingress::Pop(repr.pop_id), repr.segment)
     }
 
     /// A client packet that reached the region straight over the internet.
     pub fn handle_direct(&mut self, now_ns: u64, packet: Vec<u8>) -> Result<(), ClbDrop> {
-        self.forward(now_ns, packet, Ingress::Direct)
+        self.forward(now_ns, packet, Ingress::Direct, 0)
     }
 
     /// A sealed packet from a backend host: a reply to a client, or the answer to a health
@@ -419,10 +425,29 @@ impl Clb {
     pub fn handle_from_backend(&mut self, now_ns: u64, sealed: Vec<u8>) -> Result<(), ClbDrop> {
         self.now_ns = self.now_ns.max(now_ns);
         let (from, bytes) = self.outbox.open(Kind::Backend, &sealed).map_err(ClbDrop::Auth)?;
-        let packet = bytes.to_vec();
+        let (segment, bytes) = offload::unshim(bytes)?;
+        self.from_backend(now_ns, from, bytes.to_vec(), segment)
+    }
+
+    /// An opened packet from backend host `from`; a super-packet of `segment` bytes per
+    /// segment passes whole only as a layer-4 flow's reply: anything else (a health
+    /// check's answer, a terminated connection's segments) is cut into segments first.
+    fn from_backend(&mut self, now_ns: u64, from: NodeId, packet: Vec<u8>, segment: u16) -> Result<(), ClbDrop> {
         let info = inner::parse(&packet)?;
         if self.outbox.host_id(info.key.src) != Some(from) {
             return Err(ClbDrop::NotHost);
+        }
+        if segment > 0 {
+            let at = SocketAddr::new(info.key.src, info.key.src_port);
+            let terminated = self.l7.proxy().by_backend(at, (info.key.dst, info.key.dst_port)).is_some();
+            let layer4 = self.conns.reply_owner(&info.key).is_some();
+            if terminated || !layer4 || self.health.is_probe_traffic(&info) {
+                let parts = offload::cut(&packet, usize::from(segment))?;
+                return parts
+                    .into_iter()
+                    .map(|part| self.from_backend(now_ns, from, part, 0))
+                    .fold(Ok(()), Result::and);
+            }
         }
         if self.health.is_probe_traffic(&info) {
             self.probe_packet(now_ns, &info, &packet);
@@ -432,7 +457,7 @@ impl Clb {
         let local = (info.key.dst, info.key.dst_port);
         let key = info.key;
         let Some(packet) = self.terminated_from_backend(now_ns, from, local, packet) else { return Ok(()) };
-        self.reply_from_backend(now_ns, key, info.tcp, packet)
+        self.reply_from_backend(now_ns, key, info.tcp, packet, segment)
     }
 
     /// A backend's reply on a layer-4 flow: back to the client as the VIP.
@@ -442,6 +467,7 @@ impl Clb {
         key: FlowKey,
         tcp: Option<inner::TcpFlags>,
         mut packet: Vec<u8>,
+        segment: u16,
     ) -> Result<(), ClbDrop> {
         let (fkey, conn) = self.conns.lookup_reply(&key).ok_or(ClbDrop::NoConnection)?;
         conn.last_seen_ns = now_ns;
@@ -460,7 +486,7 @@ impl Clb {
         } else {
             inner::rewrite(&mut packet, Some(vip), None)?;
         }
-        self.reply_to_client(conn.ingress, conn.flow_hash, packet)?;
+        self.reply_to_client(conn.ingress, conn.flow_hash, packet, segment)?;
         Ok(())
     }
 
@@ -495,14 +521,21 @@ impl Clb {
 
     /// A client packet: classified by the listener it reached, then handed to that
     /// listener's path.
-    fn forward(&mut self, now_ns: u64, packet: Vec<u8>, ingress: Ingress) -> Result<(), ClbDrop> {
+    fn forward(&mut self, now_ns: u64, packet: Vec<u8>, ingress: Ingress, segment: u16) -> Result<(), ClbDrop> {
         self.now_ns = self.now_ns.max(now_ns);
         let info = inner::parse(&packet)?;
         let denied_before = self.groups.for_backends.denied();
         // A terminated connection whose backend's groups deny its client is refused by
         // the packet that asked for the backend: that packet counts as denied.
         let denied = |clb: &Clb| clb.groups.for_backends.denied() > denied_before;
-        match self.classify(&info.key)? {
+        let classified = self.classify(&info.key)?;
+        // Only a layer-4 flow passes a super-packet on whole: a terminated connection's
+        // stack takes the segments the client's kernel would have sent.
+        if segment > 0 && !matches!(classified, Classified::Layer4(_)) {
+            let parts = offload::cut(&packet, usize::from(segment))?;
+            return parts.into_iter().map(|part| self.forward(now_ns, part, ingress, 0)).fold(Ok(()), Result::and);
+        }
+        match classified {
             Classified::Layer7(li) => {
                 self.forward_l7(now_ns, info.key, info.tcp, packet, ingress, li)?;
                 if denied(self) { Err(ClbDrop::Denied) } else { Ok(()) }
@@ -516,7 +549,7 @@ impl Clb {
                 if let Some(flags) = info.tcp {
                     self.track_close(&info.key, flags.fin, flags.rst, true);
                 }
-                self.rewrite_toward_backend(&info, packet, li, binding)
+                self.rewrite_toward_backend(&info, packet, (li, binding), segment)
             }
         }
     }
@@ -601,8 +634,8 @@ impl Clb {
         &mut self,
         info: &Inner,
         mut packet: Vec<u8>,
-        li: usize,
-        binding: usize,
+        (li, binding): (usize, usize),
+        segment: u16,
     ) -> Result<(), ClbDrop> {
         let key = info.key;
         let backend = self.backend_addr(li, binding);
@@ -639,7 +672,7 @@ impl Clb {
             }
             None => {}
         }
-        self.outbox.send_to_backend_as(backend, seen, packet);
+        self.outbox.send_to_backend_as(backend, seen, packet, segment);
         Ok(())
     }
 

@@ -9,7 +9,11 @@ use anyedge_ccn::auth::{AuthError, Keyring, NodeId};
 use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::FlowKey;
 use anyedge_proto::ccn::{self, Direction};
-use anyedge_proto::inner;
+use anyedge_proto::{inner, offload};
+
+/// The longest super-packet one envelope toward a POP carries (the POP's own bound).
+const SUPER_PACKET_MAX: usize =
+    offload::DATAGRAM_MAX - anyedge_proto::seal::OVERHEAD - ccn::HEADER_LEN - ccn::OPTION_LEN;
 use anyedge_proto::seal::Kind;
 
 use super::Event;
@@ -73,10 +77,12 @@ impl Outbox {
     }
 
     /// The same, for a packet whose flow key the caller knows (it rewrote the packet to
-    /// it): no second parse on the forwarding path.
-    pub fn send_to_backend_as(&mut self, backend: SocketAddr, key: FlowKey, bytes: Vec<u8>) {
+    /// it): no second parse on the forwarding path. A super-packet (`segment` > 0) is
+    /// sealed behind the shim that tells the host where to cut it.
+    pub fn send_to_backend_as(&mut self, backend: SocketAddr, key: FlowKey, bytes: Vec<u8>, segment: u16) {
         debug_assert_eq!(inner::parse(&bytes).map(|i| i.key).ok(), Some(key), "the key the packet carries");
-        self.queue.push_back(Queued::ToSeal(Transmit::new(Dest::Backend(backend), key.flow_hash(), bytes)));
+        let out = Transmit::new(Dest::Backend(backend), key.flow_hash(), bytes).segmented(segment);
+        self.queue.push_back(Queued::ToSeal(out));
     }
 
     /// Connection-sync batches for the region's CLB nodes, sealed when polled.
@@ -88,21 +94,47 @@ impl Outbox {
 
     /// A reply to a client through POP `pop_id` (encapsulated and sealed in one copy),
     /// or straight out when it came straight in.
-    pub fn send_to_client(&mut self, via: Ingress, flow_hash: u32, packet: Vec<u8>) -> anyedge_proto::Result<()> {
+    /// A super-packet (`segment` > 0) goes whole in its envelope (cut to what one carries)
+    /// with its segment size in the CCN header; straight out, it is cut into segments.
+    pub fn send_to_client(
+        &mut self,
+        via: Ingress,
+        flow_hash: u32,
+        packet: Vec<u8>,
+        segment: u16,
+    ) -> anyedge_proto::Result<()> {
+        if segment > 0 && (via == Ingress::Direct || packet.len() > SUPER_PACKET_MAX) {
+            let chunk = match via {
+                Ingress::Direct => usize::from(segment),
+                Ingress::Pop(_) => return self.send_parts(via, flow_hash, &packet, segment),
+            };
+            for part in offload::cut(&packet, chunk)? {
+                self.send_to_client(via, flow_hash, part, 0)?;
+            }
+            return Ok(());
+        }
         let Ingress::Pop(pop_id) = via else {
             let key = inner::parse(&packet)?.key;
             self.queue.push_back(Queued::Ready(Transmit::new(Dest::Client(key.dst), key.flow_hash(), packet)));
             return Ok(());
         };
-        let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?;
+        let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?.with_segment(segment);
         self.demand.mark(pop_id);
-        debug_assert_eq!(ccn.buffer_len(), ccn::HEADER_LEN + packet.len());
+        debug_assert_eq!(ccn.buffer_len(), ccn.header_len() + packet.len());
         match self.keys.seal_with(NodeId::Pop(pop_id), Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, &packet)) {
             Some(bytes) => {
                 let out = Transmit::new(Dest::Node(NodeId::Pop(pop_id)), flow_hash, bytes);
                 self.queue.push_back(Queued::Ready(out));
             }
             None => self.unsealable += 1,
+        }
+        Ok(())
+    }
+
+    /// A super-packet longer than one envelope carries, in parts that fit.
+    fn send_parts(&mut self, via: Ingress, flow_hash: u32, packet: &[u8], segment: u16) -> anyedge_proto::Result<()> {
+        for part in offload::fit(packet, segment, SUPER_PACKET_MAX)? {
+            self.send_to_client(via, flow_hash, part, segment)?;
         }
         Ok(())
     }
@@ -140,16 +172,29 @@ impl Outbox {
                 },
                 Dest::Client(_) => return Some(out),
             };
-            let Some(sealed) = self.keys.seal(to, kind, &out.bytes) else {
+            let shim = if kind == Kind::Backend { offload::shim(out.segment) } else { None };
+            let sealed = match shim {
+                // A super-packet for its host, behind the shim that says where to cut it.
+                Some(shim) => {
+                    let bytes = &out.bytes;
+                    self.keys.seal_with(to, kind, offload::SHIM_LEN + bytes.len(), |b| {
+                        b[..offload::SHIM_LEN].copy_from_slice(&shim);
+                        b[offload::SHIM_LEN..].copy_from_slice(bytes);
+                    })
+                }
+                None => self.keys.seal(to, kind, &out.bytes),
+            };
+            let Some(sealed) = sealed else {
                 self.unsealable += 1;
                 continue;
             };
             debug_assert_eq!(
                 sealed.len(),
-                out.bytes.len() + anyedge_proto::seal::OVERHEAD,
-                "sealing adds the envelope only"
+                out.bytes.len() + shim.map_or(0, |s| s.len()) + anyedge_proto::seal::OVERHEAD,
+                "sealing adds the envelope (and a super-packet's shim) only"
             );
             out.bytes = sealed;
+            out.segment = 0;
             return Some(out);
         }
     }

@@ -75,11 +75,11 @@ impl Clb {
                 Ok(())
             }
             Admission::Answer(syn_ack) => {
-                self.reply_to_client(ingress, key.flow_hash(), syn_ack).map_err(ClbDrop::from)
+                self.reply_to_client(ingress, key.flow_hash(), syn_ack, 0).map_err(ClbDrop::from)
             }
             Admission::Refused(drop, reset) => {
                 if let Some(rst) = reset {
-                    let _ = self.reply_to_client(ingress, key.flow_hash(), rst);
+                    let _ = self.reply_to_client(ingress, key.flow_hash(), rst, 0);
                 }
                 Err(drop)
             }
@@ -136,7 +136,7 @@ impl Clb {
         let Some(c) = self.l7.proxy().get(key) else { return };
         let (ingress, listener, bound) = (c.ingress(), c.listener(), c.bound());
         for packet in step.to_client {
-            let _ = self.reply_to_client(ingress, key.flow_hash(), packet);
+            let _ = self.reply_to_client(ingress, key.flow_hash(), packet, 0);
         }
         if let Some((_, backend, _)) = bound {
             // TCP SSL: the backend's peer is this node; a TOA option names the client.
@@ -247,7 +247,7 @@ impl Clb {
             let Some(q) = self.listeners[li].quic() else { return };
             let (ingress, flow_hash) = q.conn(ch).map_or((fallback, 0), |c| (c.ingress, c.flow_hash));
             let Some(packet) = q.datagram_to(dst, &payload) else { continue };
-            let _ = self.reply_to_client(ingress, flow_hash, packet);
+            let _ = self.reply_to_client(ingress, flow_hash, packet, 0);
         }
         for (backend, client, bytes) in step.to_backend {
             let bytes = match client {

@@ -39,6 +39,8 @@ enum Sent {
     Pop { pop_id: u16, bytes: Vec<u8> },
     /// An IP packet a backend receives (opened by its host).
     Backend { backend: SocketAddr, bytes: Vec<u8> },
+    /// A TCP super-packet for a backend's host to cut into segments of `segment` bytes.
+    BackendSuper { backend: SocketAddr, segment: u16, bytes: Vec<u8> },
     /// An IP packet straight to a client.
     Client { bytes: Vec<u8> },
     /// Connection-table sync for the region's CLB node with this index (still sealed).
@@ -49,14 +51,18 @@ impl Clb {
     /// The next output as its receiver sees it: a backend's packet opened by its host.
     /// Every output carries the flow hash of the packet it was made from.
     fn next_out(&mut self) -> Option<Sent> {
-        let Transmit { dest, flow_hash, bytes } = self.poll_output()?;
+        let Transmit { dest, flow_hash, bytes, .. } = self.poll_output()?;
         Some(match dest {
             Dest::Backend(backend) => {
                 let mut host = keyring(host_of(backend.ip()));
                 let (from, opened) = host.open(Kind::Backend, &bytes).expect("sealed for the backend's host");
                 assert_eq!(from, NodeId::Clb { region: 0, node: self.node.index });
+                let (segment, opened) = anyedge_proto::offload::unshim(opened).expect("a shim that reads");
                 assert_eq!(flow_hash, inner::parse(opened).unwrap().key.flow_hash(), "the packet's own flow");
-                Sent::Backend { backend, bytes: opened.to_vec() }
+                match segment {
+                    0 => Sent::Backend { backend, bytes: opened.to_vec() },
+                    _ => Sent::BackendSuper { backend, segment, bytes: opened.to_vec() },
+                }
             }
             Dest::Node(NodeId::Pop(pop_id)) => {
                 let opened = at_pop(pop_id, &bytes);
@@ -1111,4 +1117,80 @@ fn what_a_quic_connection_holds_counts_against_the_nodes_budget_as_it_arrives_no
     let counted = clb.l7.proxy().held_bytes();
     let expected = held + crate::quic_listener::QUIC_CONN_BYTES;
     assert_eq!(counted, expected, "the node's budget counts the connection and its buffers at once");
+}
+
+/// What POP `pop` sends CLB node `node` of region 0 for a super-packet of `segment`
+/// bytes per segment.
+fn super_from_pop(pop: u16, node: u16, packet: &[u8], segment: u16) -> Vec<u8> {
+    let repr = ccn::Repr::around(Direction::ToRegion, pop, 1, packet).unwrap().with_segment(segment);
+    let mut bytes = vec![0u8; repr.buffer_len()];
+    repr.emit_with(&mut bytes, packet);
+    keyring(NodeId::Pop(pop)).seal(NodeId::Clb { region: 0, node }, Kind::Data, &bytes).unwrap()
+}
+
+/// A TCP packet carrying `len` bytes, from `src` to `dst`, with correct checksums.
+fn tcp_with_payload(src: (IpAddr, u16), dst: (IpAddr, u16), len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let repr = inner::bare_tcp(src.1, dst.1, TcpControl::Psh, 5_000, Some(9), None);
+    inner::build_tcp(src.0, dst.0, &smoltcp::wire::TcpRepr { payload: &data, ..repr }).unwrap()
+}
+
+fn checksums_hold(p: &[u8]) -> bool {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    let ip = Ipv4Packet::new_checked(p).unwrap();
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    ip.verify_checksum() && tcp.verify_checksum(&IpAddress::Ipv4(ip.src_addr()), &IpAddress::Ipv4(ip.dst_addr()))
+}
+
+/// A layer-4 flow's super-packets cross the node whole, one envelope each way: the
+/// client's reaches the backend's host behind the shim that says where to cut it, the
+/// backend's reply reaches the POP with its segment size in the CCN header, both
+/// rewritten with correct checksums over all of it.
+#[test]
+fn a_layer_four_flows_super_packets_cross_whole_both_ways() {
+    let mut clb = Clb::new(tcp_config(SchedulerKind::Wrr, [10, 10]), 0);
+    let client: IpAddr = "198.18.64.7".parse().unwrap();
+    let vip: IpAddr = VIP.parse().unwrap();
+    let backend = open(&mut clb, 41_000);
+    let up = tcp_with_payload((client, 41_000), (vip, 7000), 20_000);
+    clb.handle_from_pop(1_000, &super_from_pop(2, 0, &up, 1_448)).unwrap();
+    let Some(Sent::BackendSuper { backend: to, segment, bytes }) = clb.next_out() else { panic!("not whole") };
+    assert_eq!((to, segment), (backend, 1_448));
+    let info = inner::parse(&bytes).unwrap();
+    assert_eq!((info.key.dst, info.key.dst_port, info.payload_len), (backend.ip(), backend.port(), 20_000));
+    assert!(checksums_hold(&bytes), "rewritten with a checksum over the whole super-packet");
+    assert!(clb.next_out().is_none(), "one envelope");
+    // The reply, sealed by the backend's host behind its shim.
+    let down = tcp_with_payload((backend.ip(), backend.port()), (client, 41_000), 30_000);
+    let shim = anyedge_proto::offload::shim(1_448).unwrap();
+    let to = NodeId::Clb { region: 0, node: 0 };
+    let sealed = keyring(host_of(backend.ip())).seal(to, Kind::Backend, &[&shim[..], &down].concat()).unwrap();
+    clb.handle_from_backend(2_000, sealed).unwrap();
+    let Some(Sent::Pop { pop_id: 2, bytes }) = clb.next_out() else { panic!("no reply to the POP") };
+    let (repr, reply) = ccn::decapsulate(&at_pop(2, &bytes)).map(|(r, p)| (r, p.to_vec())).unwrap();
+    assert_eq!(repr.segment, 1_448);
+    let info = inner::parse(&reply).unwrap();
+    assert_eq!((info.key.src, info.key.src_port, info.payload_len), (vip, 7000, 30_000));
+    assert!(checksums_hold(&reply));
+    assert!(clb.next_out().is_none(), "one envelope");
+}
+
+/// A terminated connection's stack never sees a super-packet: what a POP sends whole
+/// to a layer-7 listener is taken as the segments the client's kernel would have sent
+/// (here each is a segment of a connection the node does not know: a reset each).
+#[test]
+fn a_super_packet_for_a_layer_seven_listener_is_taken_as_its_segments() {
+    let mut clb = http_node();
+    let (vip, src): (IpAddr, IpAddr) = (VIP.parse().unwrap(), "203.0.0.1".parse().unwrap());
+    let sup = tcp_with_payload((src, 1025), (vip, 80), 10 * 1_000);
+    let dropped = clb.handle_from_pop(1_000, &super_from_pop(1, 0, &sup, 1_000));
+    assert_eq!(dropped.map_err(|e| e.name()), Err("bad_cookie"));
+    let mut resets = 0;
+    while let Some(out) = clb.next_out() {
+        let Sent::Pop { bytes, .. } = out else { panic!("{out:?}") };
+        let (repr, reset) = ccn::decapsulate(&at_pop(1, &bytes)).map(|(r, p)| (r, p.to_vec())).unwrap();
+        assert!(repr.segment == 0 && tcp_flags(&reset).rst);
+        resets += 1;
+    }
+    assert_eq!(resets, 10, "one reset per segment");
 }
