@@ -323,10 +323,10 @@ impl Pop {
         if segment == 0 {
             return self.handle_from_client(now_ns, packet);
         }
-        if packet.len() <= SUPER_PACKET_MAX {
+        if packet.len() <= offload::SUPER_PACKET_MAX {
             return self.forward_client_packet(packet, segment);
         }
-        for part in offload::fit(packet, segment, SUPER_PACKET_MAX)? {
+        for part in offload::fit(packet, segment, offload::SUPER_PACKET_MAX)? {
             self.forward_client_packet(&part, segment)?;
         }
         Ok(())
@@ -423,13 +423,6 @@ impl Pop {
         Ok(())
     }
 }
-
-/// The longest super-packet one backbone envelope carries: a UDP datagram over IPv4
-/// (65,507 bytes) less the seal, the CCN header and its option word. A longer one (the
-/// kernel makes them up to 64 KiB) is cut into whole segments that fit.
-pub const SUPER_PACKET_MAX: usize =
-    offload::DATAGRAM_MAX - anyedge_proto::seal::OVERHEAD - ccn::HEADER_LEN - ccn::OPTION_LEN;
-const _: () = assert!(SUPER_PACKET_MAX == 65_455);
 
 /// The MTU of the links toward clients (Ethernet's).
 pub const CLIENT_LINK_MTU: usize = 1_500;

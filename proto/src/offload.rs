@@ -22,6 +22,13 @@ use crate::{Error, Result};
 /// The most a UDP datagram over IPv4 carries: one backbone envelope.
 pub const DATAGRAM_MAX: usize = 65_507;
 
+/// The longest super-packet one backbone envelope carries: a datagram less the seal, the
+/// CCN header and its option word (the backend shim is shorter). A longer one (the
+/// kernel makes them up to 64 KiB) is cut into whole segments that fit ([`fit`]).
+pub const SUPER_PACKET_MAX: usize =
+    DATAGRAM_MAX - crate::seal::OVERHEAD - crate::ccn::HEADER_LEN - crate::ccn::OPTION_LEN;
+const _: () = assert!(SUPER_PACKET_MAX == 65_455 && SHIM_LEN <= crate::ccn::HEADER_LEN + crate::ccn::OPTION_LEN);
+
 /// Bytes of the virtio-net header in front of every packet on an `IFF_VNET_HDR` device.
 pub const VNET_HDR_LEN: usize = 10;
 

@@ -4,6 +4,26 @@
 //! loop sends goes out together: runs of datagrams to one destination as one GSO send
 //! where the kernel offers it, each of the rest with one `sendmsg`. Receive buffers and
 //! the send staging buffer are allocated once and reused.
+//!
+//! An envelope longer than a link's datagram (a super-packet's: up to 64 KiB) leaves in
+//! pieces of at most [`GSO_SEGMENT_MAX`] bytes, each behind an 8-byte piece header, as one
+//! GSO send: the kernel moves the pieces as one buffer through every namespace on the way
+//! and hands them to the receiver's socket as one GRO train, where IP fragments of one
+//! datagram would cross each hop one by one and be put together in the kernel. The
+//! receiving socket puts the envelope together again ([`Pieces`]) before the node sees it;
+//! the envelope's tag, checked by the core, covers it all. A piece lost loses its
+//! envelope, as a fragment lost loses its datagram.
+//!
+//! ```text
+//!  0               1               2               3
+//! +---------------+---------------+---------------+---------------+
+//! |  0xF5 (piece) |     index     |     count     |   reserved    |
+//! +---------------+---------------+---------------+---------------+
+//! |                  envelope number (sender's)                   |
+//! +---------------------------------------------------------------+
+//! ```
+//! No envelope starts with 0xF5 (its first nibble is the seal's version, 2), and no
+//! packet does (an IP packet's is 4 or 6).
 
 use crate::error::{Doing, SysError};
 use std::io::{self, IoSliceMut};
@@ -23,8 +43,119 @@ const RECV_BUF: usize = 65_536;
 const GSO_BYTES_MAX: usize = 65_000;
 
 /// The largest datagram sent in a GSO run: one that fits a 1500-byte link whole. A larger
-/// one (the envelope of a full-size inner packet) goes alone, and the kernel fragments it.
-const GSO_SEGMENT_MAX: usize = 1_472;
+/// one up to [`PIECES_FROM`] (the envelope of a full-size inner packet) goes alone, and the
+/// kernel fragments it; a larger one still goes in pieces.
+pub const GSO_SEGMENT_MAX: usize = 1_472;
+
+/// Datagrams at least this long leave in pieces: what IP fragmentation would cut into
+/// more than two.
+pub const PIECES_FROM: usize = 2 * GSO_SEGMENT_MAX;
+
+/// The first byte of a piece.
+const PIECE: u8 = 0xF5;
+/// Bytes of a piece's header.
+const PIECE_HEADER: usize = 8;
+/// An envelope's bytes each piece but the last carries.
+const PIECE_DATA: usize = GSO_SEGMENT_MAX - PIECE_HEADER;
+/// The most pieces an envelope is cut into (a 64 KiB datagram takes 45).
+const PIECES_MAX: usize = 64;
+/// Envelopes a socket puts together at once: one more arriving pushes out the oldest.
+const PARTIAL_MAX: usize = 32;
+
+/// Envelopes arriving in pieces, put together again (bounded: at most [`PARTIAL_MAX`]
+/// partly arrived, each at most [`PIECES_MAX`] pieces).
+#[derive(Default)]
+pub struct Pieces {
+    partial: Vec<Partial>,
+    /// Pieces that made no envelope: malformed, or pushed out before their envelope was
+    /// whole.
+    pub lost: u64,
+}
+
+struct Partial {
+    from: SocketAddr,
+    number: u32,
+    count: u8,
+    /// Which pieces arrived (bit i: piece i).
+    got: u64,
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Pieces {
+    /// Takes a piece (`datagram` starts with its header) from `from`; returns the
+    /// envelope it completes.
+    pub fn take(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+        let (index, count, number) = match datagram {
+            [PIECE, index, count, 0, n0, n1, n2, n3, ..]
+                if usize::from(*count) <= PIECES_MAX && index < count && datagram.len() > PIECE_HEADER =>
+            {
+                (usize::from(*index), *count, u32::from_be_bytes([*n0, *n1, *n2, *n3]))
+            }
+            _ => {
+                self.lost += 1;
+                return None;
+            }
+        };
+        let data = &datagram[PIECE_HEADER..];
+        let last = index + 1 == usize::from(count);
+        // Every piece but the last is full, and the last is no longer.
+        if (!last && data.len() != PIECE_DATA) || data.len() > PIECE_DATA {
+            self.lost += 1;
+            return None;
+        }
+        let at = match self.partial.iter().position(|p| p.from == from && p.number == number) {
+            Some(at) => at,
+            None => {
+                if self.partial.len() >= PARTIAL_MAX {
+                    let gone = self.partial.remove(0);
+                    self.lost += u64::from(gone.got.count_ones());
+                }
+                let bytes = vec![0u8; usize::from(count) * PIECE_DATA];
+                self.partial.push(Partial { from, number, count, got: 0, bytes, len: 0 });
+                self.partial.len() - 1
+            }
+        };
+        let p = &mut self.partial[at];
+        if p.count != count || p.got & (1 << index) != 0 {
+            self.lost += 1;
+            return None;
+        }
+        p.got |= 1 << index;
+        p.bytes[index * PIECE_DATA..index * PIECE_DATA + data.len()].copy_from_slice(data);
+        if last {
+            p.len = index * PIECE_DATA + data.len();
+        }
+        if p.got.count_ones() < u32::from(count) {
+            return None;
+        }
+        let mut whole = self.partial.remove(at);
+        whole.bytes.truncate(whole.len);
+        Some(whole.bytes)
+    }
+}
+
+/// `datagram` in pieces (headers and data, back to back) into `out`: every piece
+/// [`GSO_SEGMENT_MAX`] bytes long but the last. Returns how many.
+fn cut_into_pieces(datagram: &[u8], number: u32, out: &mut Vec<u8>) -> usize {
+    let count = datagram.len().div_ceil(PIECE_DATA);
+    debug_assert!(count <= PIECES_MAX, "a datagram is at most 64 KiB");
+    for (i, data) in datagram.chunks(PIECE_DATA).enumerate() {
+        out.extend_from_slice(&[PIECE, i as u8, count as u8, 0]);
+        out.extend_from_slice(&number.to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    count
+}
+
+/// Where a received datagram is.
+#[derive(Clone, Copy)]
+enum Taken {
+    /// In receive buffer `b`.
+    Buf { b: usize, start: usize, end: usize },
+    /// Put together from pieces: the last receive's `i`th envelope.
+    Whole(usize),
+}
 
 pub struct BatchSocket {
     sock: UdpSocket,
@@ -34,6 +165,14 @@ pub struct BatchSocket {
     got: usize,
     out: Vec<(SocketAddr, Vec<u8>)>,
     staging: Vec<u8>,
+    /// Envelopes arriving in pieces, and those the last receive completed.
+    pieces: Pieces,
+    whole: Vec<Vec<u8>>,
+    /// What the last receive took, in the order it arrived: datagrams in the receive
+    /// buffers, and envelopes whole again where their last piece arrived.
+    order: Vec<(SocketAddr, Taken)>,
+    /// The number of the next envelope sent in pieces.
+    next_number: u32,
 }
 
 impl BatchSocket {
@@ -69,6 +208,10 @@ impl BatchSocket {
             got: 0,
             out: Vec::with_capacity(BATCH),
             staging: Vec::with_capacity(GSO_BYTES_MAX),
+            pieces: Pieces::default(),
+            whole: Vec::new(),
+            order: Vec::with_capacity(BATCH),
+            next_number: 0,
         })
     }
 
@@ -78,6 +221,7 @@ impl BatchSocket {
         let BatchSocket { sock, state, bufs, meta, got, .. } = self;
         let sock = &*sock;
         *got = 0;
+        self.whole.clear();
         loop {
             sock.readable().await?;
             let read = sock.try_io(Interest::READABLE, || {
@@ -87,6 +231,7 @@ impl BatchSocket {
             match read {
                 Ok(n) => {
                     *got = n;
+                    self.put_pieces_together();
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -95,12 +240,38 @@ impl BatchSocket {
         }
     }
 
-    /// What the last [`recv`](Self::recv) took: (source, datagram), GRO trains split.
-    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.meta[..self.got].iter().zip(self.bufs.iter()).flat_map(|(m, buf)| {
+    /// The datagrams the last receive took, GRO trains split, in order; pieces go into
+    /// the envelopes they complete, which take the place of their last piece.
+    fn put_pieces_together(&mut self) {
+        self.order.clear();
+        for (b, m) in self.meta[..self.got].iter().enumerate() {
             let stride = if m.stride == 0 { m.len.max(1) } else { m.stride };
-            buf[..m.len.min(RECV_BUF)].chunks(stride).map(move |d| (m.addr, d))
+            let len = m.len.min(RECV_BUF);
+            for start in (0..len).step_by(stride) {
+                let end = (start + stride).min(len);
+                let d = &self.bufs[b][start..end];
+                if d.first() != Some(&PIECE) {
+                    self.order.push((m.addr, Taken::Buf { b, start, end }));
+                } else if let Some(envelope) = self.pieces.take(m.addr, d) {
+                    self.order.push((m.addr, Taken::Whole(self.whole.len())));
+                    self.whole.push(envelope);
+                }
+            }
+        }
+    }
+
+    /// What the last [`recv`](Self::recv) took, in the order it arrived: (source,
+    /// datagram), GRO trains split, envelopes that came in pieces whole again.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.order.iter().map(|(from, taken)| match *taken {
+            Taken::Buf { b, start, end } => (*from, &self.bufs[b][start..end]),
+            Taken::Whole(i) => (*from, &self.whole[i][..]),
         })
+    }
+
+    /// Pieces that made no envelope, since the socket was made.
+    pub fn pieces_lost(&self) -> u64 {
+        self.pieces.lost
     }
 
     /// When the kernel received the last datagram the last [`recv`](Self::recv) took, on
@@ -125,6 +296,11 @@ impl BatchSocket {
         while i < out.len() {
             let (to, first) = (&out[i].0, &out[i].1);
             let size = first.len();
+            if size >= PIECES_FROM && max_segments > 1 {
+                self.send_in_pieces(*to, first, max_segments).await;
+                i += 1;
+                continue;
+            }
             let mut j = i + 1;
             if max_segments > 1 && size > 0 && size <= GSO_SEGMENT_MAX {
                 let mut total = size;
@@ -171,6 +347,25 @@ impl BatchSocket {
 
     pub fn queued(&self) -> usize {
         self.out.len()
+    }
+
+    /// One long datagram in pieces, as GSO sends of at most `max_segments` pieces.
+    async fn send_in_pieces(&mut self, to: SocketAddr, datagram: &[u8], max_segments: usize) {
+        self.staging.clear();
+        let count = cut_into_pieces(datagram, self.next_number, &mut self.staging);
+        self.next_number = self.next_number.wrapping_add(1);
+        let per_send = max_segments * GSO_SEGMENT_MAX;
+        for contents in self.staging.chunks(per_send) {
+            let segment_size = (count > 1).then_some(GSO_SEGMENT_MAX);
+            let transmit = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
+            let sent = self.sock.try_io(Interest::WRITABLE, || self.state.send((&self.sock).into(), &transmit));
+            if let Err(e) = sent
+                && e.kind() == io::ErrorKind::WouldBlock
+                && self.sock.writable().await.is_ok()
+            {
+                let _ = self.sock.try_io(Interest::WRITABLE, || self.state.send((&self.sock).into(), &transmit));
+            }
+        }
     }
 }
 
@@ -240,10 +435,59 @@ mod tests {
         .unwrap()
     }
 
+    /// An envelope cut into pieces comes back whole, in whatever order its pieces
+    /// arrive; a duplicate, a piece of the wrong size or a stranger's header makes no
+    /// envelope; envelopes from two senders with one number stay apart; and at most
+    /// PARTIAL_MAX envelopes wait at once, the oldest pushed out.
+    #[test]
+    fn envelopes_cut_into_pieces_are_put_together_whatever_the_order_within_bounds() {
+        let a: SocketAddr = "198.18.96.1:4000".parse().unwrap();
+        let b: SocketAddr = "198.18.96.2:4000".parse().unwrap();
+        let envelope: Vec<u8> = (0..60_000u32).map(|i| (i % 253) as u8).collect();
+        let pieces = |number: u32, d: &[u8]| {
+            let mut out = Vec::new();
+            let n = cut_into_pieces(d, number, &mut out);
+            let pieces: Vec<Vec<u8>> = out.chunks(GSO_SEGMENT_MAX).map(<[u8]>::to_vec).collect();
+            assert_eq!(pieces.len(), n);
+            pieces
+        };
+        let mut p = Pieces::default();
+        let mut cut = pieces(7, &envelope);
+        assert_eq!(cut.len(), 41);
+        cut.reverse();
+        let (last, rest) = cut.split_last().unwrap();
+        for piece in rest {
+            assert_eq!(p.take(a, piece), None);
+            assert_eq!(p.take(a, piece), None, "a duplicate");
+        }
+        // Another sender's envelope of the same number stays its own.
+        let other = pieces(7, &envelope[..5_000]);
+        assert_eq!(other.iter().filter_map(|x| p.take(b, x)).collect::<Vec<_>>(), [envelope[..5_000].to_vec()]);
+        assert_eq!(p.take(a, last).as_deref(), Some(&envelope[..]));
+        assert_eq!(p.lost, 40, "the duplicates");
+        // Malformed: a short middle piece, an index past the count, a foreign byte.
+        let mut short = pieces(8, &envelope)[3].clone();
+        short.truncate(100);
+        for bad in [short, vec![PIECE, 9, 2, 0, 0, 0, 0, 1, 1], vec![PIECE, 0, 2, 1, 0, 0, 0, 1, 1], vec![0x21; 20]] {
+            assert_eq!(p.take(a, &bad), None);
+        }
+        assert_eq!(p.lost, 44);
+        // PARTIAL_MAX + 1 envelopes begun: the first is pushed out and never completes.
+        for n in 100..100 + PARTIAL_MAX as u32 + 1 {
+            assert_eq!(p.take(a, &pieces(n, &envelope[..3_000])[0]), None);
+        }
+        assert_eq!(p.partial.len(), PARTIAL_MAX);
+        assert!(p.partial.iter().all(|w| w.number != 100), "the oldest went");
+        let late = pieces(101, &envelope[..3_000]);
+        let done: Vec<Vec<u8>> = late[1..].iter().filter_map(|x| p.take(a, x)).collect();
+        assert!(done.len() == 1 && done[0] == envelope[..3_000], "the next oldest still completes");
+    }
+
     /// Backbone envelopes of full-size inner packets are bigger than a 1500-byte link:
     /// the kernel must fragment them as it did for a plain socket (quinn-udp's default
-    /// of never fragmenting would drop them), and runs of equal datagrams sent with GSO
-    /// must arrive as the datagrams they were, in order.
+    /// of never fragmenting would drop them), a super-packet's (up to 64 KiB) goes in
+    /// pieces and comes back whole, and runs of equal datagrams sent with GSO must arrive
+    /// as the datagrams they were, all in order.
     #[test]
     fn datagrams_larger_than_the_link_mtu_and_gso_runs_arrive_whole() {
         let ns = crate::io::netns::TestNs::new("batch");
@@ -258,7 +502,7 @@ mod tests {
             sent.push((0..3_000u32).map(|i| i as u8).collect());
             sent.extend((0..40u8).map(|i| vec![i; 1_000]));
             sent.push(vec![0xee; 300]);
-            sent.extend([1_400usize, 20, 1_472, 9_000].iter().map(|&n| vec![n as u8; n]));
+            sent.extend([1_400usize, 20, 1_472, 9_000, 65_000, 2_000].iter().map(|&n| vec![n as u8; n]));
             for d in &sent {
                 a.queue(to, d.clone());
             }

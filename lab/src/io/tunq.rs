@@ -8,11 +8,42 @@
 //!
 //! `lab up` creates the device (`ip tuntap add … multi_queue`); the node attaches to it
 //! here with `TUNSETIFF` and hands each queue to the `tun` crate for async reads.
+//!
+//! With [`Framing::Offloads`] (what POPs and backend hosts run) every packet read or
+//! written has a virtio-net header in front (`IFF_VNET_HDR`) and the device offers the
+//! kernel checksum and TCP segmentation offload (`TUNSETOFFLOAD`: TSO for IPv4 and IPv6,
+//! with ECN): the kernel hands over a bulk transfer as super-packets of up to 64 KiB
+//! behind one header, and takes them back to cut itself, so a read or write moves forty
+//! segments rather than one (`anyedge_proto::offload`).
 
 use crate::error::{Doing, SysError};
+use anyedge_proto::offload;
 use std::fs::File;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// What each read and write of a queue carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One IP packet, as it is.
+    Bare,
+    /// A virtio-net header, then an IP packet that may be a TCP super-packet; the device
+    /// offloads checksums and TCP segmentation to the node.
+    Offloads,
+}
+
+/// The largest read a queue makes: a super-packet of 64 KiB behind its header.
+pub const READ_MAX: usize = 65_536 + offload::VNET_HDR_LEN;
+
+/// A packet just read (`read`: what the read returned), made ready for a core: where
+/// the IP packet starts in it and, for a super-packet, its segment size (0 otherwise).
+/// Bytes the kernel should never hand over are refused with what was wrong.
+pub fn take(read: &mut [u8], framing: Framing) -> Result<(usize, u16), anyedge_proto::Error> {
+    match framing {
+        Framing::Bare => Ok((0, 0)),
+        Framing::Offloads => Ok((offload::VNET_HDR_LEN, offload::from_device(read)?)),
+    }
+}
 
 /// The most queues a node attaches (the kernel allows 256 per device).
 pub const QUEUES_MAX: usize = 64;
@@ -40,14 +71,15 @@ pub fn parse_count(text: &str) -> Result<usize, NotAQueueCount> {
     text.parse::<usize>().map_err(|_| NotAQueueCount { given: format!("`{text}`") }).and_then(check_count)
 }
 
-/// Attaches `n` queues to the multi-queue TUN device `name` (no packet-information header).
-pub fn attach(name: &str, n: usize) -> Result<Vec<OwnedFd>, SysError> {
+/// Attaches `n` queues to the multi-queue TUN device `name` (no packet-information
+/// header), framed as `framing` says.
+pub fn attach(name: &str, n: usize, framing: Framing) -> Result<Vec<OwnedFd>, SysError> {
     check_count(n)
         .map_err(|e| SysError::Io { what: format!("TUN device {name}"), source: std::io::Error::other(e) })?;
-    (0..n).map(|q| attach_one(name).doing(|| format!("TUN device {name}, queue {q}"))).collect()
+    (0..n).map(|q| attach_one(name, framing).doing(|| format!("TUN device {name}, queue {q}"))).collect()
 }
 
-fn attach_one(name: &str) -> std::io::Result<OwnedFd> {
+fn attach_one(name: &str, framing: Framing) -> std::io::Result<OwnedFd> {
     // SAFETY: open with a NUL-terminated path; the result is checked before use.
     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -64,11 +96,20 @@ fn attach_one(name: &str) -> std::io::Result<OwnedFd> {
     for (to, &b) in req.ifr_name.iter_mut().zip(bytes) {
         *to = b as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE) as libc::c_short;
+    let vnet = if framing == Framing::Offloads { libc::IFF_VNET_HDR } else { 0 };
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq we own, on a descriptor we own.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &raw mut req) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    if framing == Framing::Offloads {
+        let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+        // SAFETY: TUNSETOFFLOAD takes its argument by value, on a descriptor we own.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, libc::c_ulong::from(features)) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(fd)
 }
@@ -82,35 +123,52 @@ pub fn into_async(name: &str, fd: OwnedFd) -> Result<tun::AsyncDevice, SysError>
 }
 
 /// Every queue of a device, for writing from any thread.
-pub struct Writers(Vec<File>);
+pub struct Writers {
+    files: Vec<File>,
+    framing: Framing,
+}
 
 impl Writers {
-    /// Write handles that share the queues of `fds` (duplicates of each descriptor).
-    pub fn new(fds: &[OwnedFd]) -> Result<Writers, SysError> {
+    /// Write handles that share the queues of `fds` (duplicates of each descriptor),
+    /// attached with `framing`.
+    pub fn new(fds: &[OwnedFd], framing: Framing) -> Result<Writers, SysError> {
         let files = fds.iter().map(|fd| fd.try_clone().map(File::from).doing(|| "TUN queue".into()));
-        Ok(Writers(files.collect::<Result<_, _>>()?))
+        Ok(Writers { files: files.collect::<Result<_, _>>()?, framing })
     }
 
     /// How many queues there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.files.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.files.is_empty()
     }
 
     /// The queue a flow's packets are written on (and so, after the first, read from).
     pub fn queue_of(&self, flow: u64) -> usize {
-        (flow % self.0.len().max(1) as u64) as usize
+        (flow % self.files.len().max(1) as u64) as usize
     }
 
-    /// Writes one packet into the device on its flow's queue. A TUN write does not wait
-    /// for room; an error (a packet the kernel refuses) is returned, not retried.
-    pub fn write(&self, flow: u64, packet: &[u8]) -> std::io::Result<usize> {
-        match self.0.get(self.queue_of(flow)) {
-            Some(mut file) => file.write(packet),
-            None => Err(std::io::Error::other("no TUN queue")),
+    /// Writes one packet into the device on its flow's queue: a super-packet of
+    /// `segment` bytes per segment (0: an ordinary packet) for the kernel to cut, behind
+    /// the header that says so (on a device without offloads, cut here first). A TUN
+    /// write does not wait for room; an error (a packet the kernel refuses) is returned,
+    /// not retried.
+    pub fn write(&self, flow: u64, packet: &mut [u8], segment: u16) -> std::io::Result<usize> {
+        let Some(mut file) = self.files.get(self.queue_of(flow)) else {
+            return Err(std::io::Error::other("no TUN queue"));
+        };
+        match self.framing {
+            Framing::Offloads => {
+                let hdr = offload::to_device(packet, segment).map_err(std::io::Error::other)?;
+                file.write_vectored(&[IoSlice::new(&hdr), IoSlice::new(packet)])
+            }
+            Framing::Bare if segment == 0 => file.write(packet),
+            Framing::Bare => {
+                let parts = offload::cut(packet, usize::from(segment)).map_err(std::io::Error::other)?;
+                parts.iter().map(|p| file.write(p)).sum()
+            }
         }
     }
 }
@@ -130,7 +188,12 @@ mod tests {
             let e = parse_count(bad).unwrap_err().to_string();
             assert!(e.contains("is not a queue count: 1 to 64"), "{bad}: {e}");
         }
-        assert!(attach("ae0", 0).unwrap_err().to_string().starts_with("TUN device ae0: 0 is not a queue count"));
+        assert!(
+            attach("ae0", 0, Framing::Offloads)
+                .unwrap_err()
+                .to_string()
+                .starts_with("TUN device ae0: 0 is not a queue count")
+        );
     }
 
     fn root() -> bool {
@@ -157,8 +220,8 @@ mod tests {
             let file = File::open(&path).unwrap();
             // SAFETY: setns on this thread only, with a namespace file we hold open.
             assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            assert!(attach("aeq0", 0).is_err(), "zero queues is refused");
-            let fds = attach("aeq0", 4).unwrap();
+            assert!(attach("aeq0", 0, Framing::Bare).is_err(), "zero queues is refused");
+            let fds = attach("aeq0", 4, Framing::Bare).unwrap();
             let files: Vec<File> = fds.iter().map(|fd| File::from(fd.try_clone().unwrap())).collect();
             for f in &files {
                 // SAFETY: fcntl on a descriptor we own, setting O_NONBLOCK.
@@ -213,9 +276,9 @@ mod tests {
             let back = std::net::UdpSocket::bind("198.18.250.1:7777").unwrap();
             back.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
             let reply = udp4([198, 18, 251, 7], 9, [198, 18, 250, 1], 7777, b"back");
-            let w = Writers::new(&fds).unwrap();
+            let w = Writers::new(&fds, Framing::Bare).unwrap();
             assert_eq!(w.len(), 4);
-            w.write(3, &reply).unwrap();
+            w.write(3, &mut reply.clone(), 0).unwrap();
             let mut got = [0u8; 16];
             let n = back.recv(&mut got).unwrap();
             assert_eq!(&got[..n], b"back");

@@ -9,7 +9,6 @@ use crate::error::Doing;
 use crate::node::NodeError;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,20 +19,23 @@ use anyedge_region::security::{Firewall, Verdict};
 use anyedge_topology::{App, Site, Topology};
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::io::batch::BatchSocket;
 use crate::io::shaper::Shaper;
 use crate::io::timer::PreciseTimer;
+use crate::io::tunq::{Framing, take};
 use crate::layout::{BACKEND_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::auth_from_now;
-use crate::plan::{Plan, PlanGap, REGION_NET};
+use crate::plan::{Plan, PlanGap, REGION_NET, TUN_NAME};
+use anyedge_proto::offload;
 
-/// Largest packet a host reads at once.
-const MTU_BUF: usize = 65_536;
+/// Largest read a host makes: a super-packet behind its virtio-net header.
+const MTU_BUF: usize = crate::io::tunq::READ_MAX;
 
 /// Where a host's packet goes once its link delivers it.
 enum HostDest {
-    /// Into the host's kernel.
-    Tun,
+    /// Into the host's kernel (a super-packet of this many bytes per segment, or 0).
+    Tun(u16),
     /// Back out of the tunnel socket, to a CLB node or the egress node.
     Tunnel(SocketAddr),
 }
@@ -83,8 +85,9 @@ impl HostLinks {
 /// One backend host's state: its sockets, keys, filters, links and the way back of
 /// each client's packets.
 struct BackendDriver {
+    /// Its TUN device with offloads: read here, written through `writer`.
     tun: tun::AsyncDevice,
-    sock: UdpSocket,
+    writer: crate::io::tunq::Writers,
     keyring: Keyring,
     /// An internet host's egress node: it takes plain packets from there only.
     internet: Option<SocketAddr>,
@@ -110,10 +113,10 @@ pub async fn run(
     ready: &Path,
     (keys, drops): (anyedge_ccn::AuthConfig, Drops),
 ) -> Result<(), NodeError> {
-    let mut host = BackendDriver::new(t, plan, ip, impair, keys, drops).await?;
+    let (mut host, mut sock) = BackendDriver::new(t, plan, ip, impair, keys, drops).await?;
     serve_ports(t, plan, ip, host.toa.clone()).await?;
     mark_ready(ready)?;
-    host.run().await
+    host.run(&mut sock).await
 }
 
 /// The host's servers on every port bound to it as `app: builtin`: UDP echo, TCP and
@@ -160,12 +163,13 @@ impl BackendDriver {
         impair: bool,
         keys: anyedge_ccn::AuthConfig,
         drops: Drops,
-    ) -> Result<BackendDriver, NodeError> {
-        let tun = crate::node::forwarder::open_tun()?;
+    ) -> Result<(BackendDriver, BatchSocket), NodeError> {
+        let fds = crate::io::tunq::attach(TUN_NAME, 1, Framing::Offloads)?;
+        let writer = crate::io::tunq::Writers::new(&fds, Framing::Offloads)?;
+        let tun = crate::io::tunq::into_async(TUN_NAME, fds.into_iter().next().ok_or(PlanGap("no TUN queue"))?)?;
         let bind = plan.backend_tunnel(ip).ok_or(PlanGap("backend without a region address"))?;
-        let sock = UdpSocket::bind(bind).await.doing(|| format!("bind {bind}"))?;
-        crate::io::clock::stamp_receives(sock.as_raw_fd());
-        crate::io::batch::deepen_receive_buffer(sock.as_raw_fd()).doing(|| format!("receive buffer of {bind}"))?;
+        // Batched both ways; an envelope of a super-packet comes and goes in pieces.
+        let sock = BatchSocket::bind(bind).await?;
         let me = anyedge_topology::nodes::backend_hosts(t)
             .into_iter()
             .find(|(h, _)| *h == IpAddr::V4(ip))
@@ -177,9 +181,9 @@ impl BackendDriver {
         };
         // Security groups bound to this instance, as the simulator applies them.
         let groups = anyedge_topology::nodes::backend_security_groups(t, IpAddr::V4(ip));
-        Ok(BackendDriver {
+        let host = BackendDriver {
             tun,
-            sock,
+            writer,
             keyring: auth_from_now(keys)?.keyring(me, 0),
             internet,
             clbs: clb_ids(t, plan),
@@ -191,20 +195,23 @@ impl BackendDriver {
             shaper: Shaper::new(Instant::now(), impair),
             shaper_timer: PreciseTimer::new()?,
             drops,
-        })
+        };
+        Ok((host, sock))
     }
 
     /// Selects and dispatches; what a wake-up made due leaves at its end.
-    async fn run(&mut self) -> Result<(), NodeError> {
-        let (mut tbuf, mut ubuf) = (vec![0u8; MTU_BUF], vec![0u8; MTU_BUF]);
+    async fn run(&mut self, sock: &mut BatchSocket) -> Result<(), NodeError> {
+        let mut tbuf = vec![0u8; MTU_BUF];
         loop {
             let wake = self.shaper.wake_at();
             let since = tokio::select! {
-                r = self.sock.recv_from(&mut ubuf) => {
+                r = sock.recv() => {
                     let since = std::time::Instant::now();
-                    let (n, from) = r.doing(|| "the tunnel socket".into())?;
-                    let arrived = crate::io::clock::received_ns(self.sock.as_raw_fd(), self.shaper.start());
-                    self.on_tunnel(from, &ubuf[..n], arrived);
+                    r.doing(|| "the tunnel socket".into())?;
+                    let arrived = sock.received_ns(self.shaper.start());
+                    for (from, datagram) in sock.datagrams() {
+                        self.on_tunnel(from, datagram, arrived);
+                    }
                     since
                 }
                 r = self.tun.recv(&mut tbuf) => {
@@ -212,12 +219,16 @@ impl BackendDriver {
                     let n = r.doing(|| "the TUN device".into())?;
                     // A TUN device keeps no receive time: the read's is the closest.
                     let arrived = self.shaper.now();
-                    self.on_kernel(&tbuf[..n], arrived);
+                    self.drops.packet_in();
+                    match take(&mut tbuf[..n], Framing::Offloads) {
+                        Ok((start, segment)) => self.on_kernel(&tbuf[start..n], segment, arrived),
+                        Err(e) => self.drops.count(Err(anyedge_region::ClbDrop::from(e))),
+                    }
                     since
                 }
                 _ = self.shaper_timer.wait_until(wake) => std::time::Instant::now(),
             };
-            self.transmit(since).await;
+            self.transmit(sock, since).await;
         }
     }
 
@@ -239,6 +250,14 @@ impl BackendDriver {
                 }
             },
         };
+        // A super-packet comes behind the shim that says where its kernel is to cut it.
+        let (segment, packet) = match clb.map_or(Ok((0, packet)), |_| offload::unshim(packet)) {
+            Ok(unshimmed) => unshimmed,
+            Err(e) => {
+                self.drops.count(Err(anyedge_region::ClbDrop::from(e)));
+                return;
+            }
+        };
         let Ok(info) = inner::parse(packet) else { return };
         if let Some(fw) = self.firewall.as_mut()
             && fw.inbound(&info.key) == Verdict::Drop
@@ -257,15 +276,31 @@ impl BackendDriver {
         self.toa.note(packet);
         let flow = u64::from(info.key.flow_hash());
         match self.links.get(region, 0) {
-            Some(link) => self.shaper.push(link, flow, HostDest::Tun, packet.to_vec(), arrived_ns),
-            None => self.shaper.pass(HostDest::Tun, packet.to_vec(), arrived_ns),
+            Some(link) => self.shaper.push(link, flow, HostDest::Tun(segment), packet.to_vec(), arrived_ns),
+            None => self.shaper.pass(HostDest::Tun(segment), packet.to_vec(), arrived_ns),
         }
     }
 
-    /// What the host's kernel sends: out through the egress node, or sealed back to the
-    /// CLB node its client's packets came through.
-    fn on_kernel(&mut self, packet: &[u8], arrived_ns: u64) {
-        self.drops.packet_in();
+    /// What the host's kernel sends (a super-packet of `segment` bytes per segment, or
+    /// 0): out through the egress node, or sealed back to the CLB node its client's
+    /// packets came through.
+    fn on_kernel(&mut self, packet: &[u8], segment: u16, arrived_ns: u64) {
+        if segment > 0 {
+            // To the internet as the segments it stands for; to a CLB node in as few
+            // envelopes as carry it.
+            let parts = match self.internet {
+                Some(_) => offload::cut(packet, usize::from(segment)).map(|p| (p, 0)),
+                None if packet.len() > offload::SUPER_PACKET_MAX => {
+                    offload::fit(packet, segment, offload::SUPER_PACKET_MAX).map(|p| (p, segment))
+                }
+                None => return self.leave_kernel(packet, segment, arrived_ns),
+            };
+            match parts {
+                Ok((parts, segment)) => parts.iter().for_each(|p| self.leave_kernel(p, segment, arrived_ns)),
+                Err(e) => self.drops.count(Err(anyedge_region::ClbDrop::from(e))),
+            }
+            return;
+        }
         // A reply larger than the TUN device's MTU comes out in fragments: whole again
         // before it goes (the CLB and the POP route it by its ports).
         let whole;
@@ -280,6 +315,11 @@ impl BackendDriver {
         } else {
             packet
         };
+        self.leave_kernel(packet, 0, arrived_ns);
+    }
+
+    /// One whole packet (or super-packet) from the host's kernel, onto its way out.
+    fn leave_kernel(&mut self, packet: &[u8], segment: u16, arrived_ns: u64) {
         // What its kernel sends on its own (IPv6 neighbour discovery) stays here.
         let Ok(info) = inner::parse(packet) else { return };
         let flow = u64::from(info.key.flow_hash());
@@ -296,7 +336,15 @@ impl BackendDriver {
                     return;
                 };
                 let NodeId::Clb { region, .. } = clb else { return };
-                let Some(sealed) = self.keyring.seal(clb, anyedge_proto::seal::Kind::Backend, packet) else { return };
+                let kind = anyedge_proto::seal::Kind::Backend;
+                let sealed = match offload::shim(segment) {
+                    Some(shim) => self.keyring.seal_with(clb, kind, offload::SHIM_LEN + packet.len(), |b| {
+                        b[..offload::SHIM_LEN].copy_from_slice(&shim);
+                        b[offload::SHIM_LEN..].copy_from_slice(packet);
+                    }),
+                    None => self.keyring.seal(clb, kind, packet),
+                };
+                let Some(sealed) = sealed else { return };
                 (to, region, sealed)
             }
         };
@@ -308,26 +356,28 @@ impl BackendDriver {
 
     /// Sends what is due: into the kernel or out of the tunnel; each packet's time at the
     /// tunnel end since the wake-up at `since` is recorded.
-    async fn transmit(&mut self, since: std::time::Instant) {
+    async fn transmit(&mut self, sock: &mut BatchSocket, since: std::time::Instant) {
         let due = if self.shaper.wake_at().is_some_and(|at| at <= Instant::now()) {
             self.shaper.due()
         } else {
             self.shaper.due_now()
         };
         let mut passed = [0u64; 2];
-        for (dest, bytes, _) in due {
+        for (dest, mut bytes, _) in due {
             self.drops.packet_out();
             let _ = match dest {
-                HostDest::Tun => {
+                HostDest::Tun(segment) => {
                     passed[Way::Request as usize] += 1;
-                    self.tun.send(&bytes).await
+                    self.writer.write(0, &mut bytes, segment)
                 }
                 HostDest::Tunnel(to) => {
                     passed[Way::Reply as usize] += 1;
-                    self.sock.send_to(&bytes, to).await
+                    sock.queue(to, bytes);
+                    Ok(0)
                 }
             };
         }
+        sock.flush().await;
         self.drops.left(Way::Request, since, passed[0]);
         self.drops.left(Way::Reply, since, passed[1]);
     }

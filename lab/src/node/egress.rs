@@ -14,7 +14,6 @@ use std::time::Instant;
 use anyedge_ccn::{Dest, NodeId};
 use anyedge_region::gateway::Gateway;
 use anyedge_topology::Topology;
-use tokio::net::UdpSocket;
 
 use crate::layout::{BACKEND_PORT, mark_ready};
 use crate::node::drops::Drops;
@@ -28,7 +27,8 @@ pub async fn run(
     (keys, drops): (anyedge_ccn::AuthConfig, Drops),
 ) -> Result<(), NodeError> {
     let bind = plan.egress_tunnel(k).ok_or(PlanGap("egress node without a region address"))?;
-    let sock = UdpSocket::bind(bind).await.doing(|| format!("bind {bind}"))?;
+    // Batched both ways: a CLB node's envelope of a super-packet comes in pieces.
+    let mut sock = crate::io::batch::BatchSocket::bind(bind).await?;
     let auth = crate::node::forwarder::auth_from_now(keys)?;
     let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or(PlanGap("no such egress node"))?;
     let start = Instant::now();
@@ -41,17 +41,20 @@ pub async fn run(
         .filter_map(|&(ip, _)| plan.backend_tunnel(ip).map(|a| (a, IpAddr::V4(ip))))
         .collect();
     mark_ready(ready)?;
-    let mut buf = vec![0u8; 65_536];
+    let mut leaving = Vec::new();
     loop {
-        let (n, from) = sock.recv_from(&mut buf).await.doing(|| format!("the tunnel socket {bind}"))?;
-        drops.packet_in();
-        let now = start.elapsed().as_nanos() as u64;
-        let result = match hosts.get(&from) {
-            Some(_) => core.handle_from_internet(now, &buf[..n]),
-            None => core.handle_from_clb(now, &buf[..n]),
-        };
-        drops.count(result);
-        while let Some(out) = core.poll_output() {
+        sock.recv().await.doing(|| format!("the tunnel socket {bind}"))?;
+        for (from, datagram) in sock.datagrams() {
+            drops.packet_in();
+            let now = start.elapsed().as_nanos() as u64;
+            let result = match hosts.get(&from) {
+                Some(_) => core.handle_from_internet(now, datagram),
+                None => core.handle_from_clb(now, datagram),
+            };
+            drops.count(result);
+            leaving.extend(std::iter::from_fn(|| core.poll_output()));
+        }
+        for out in leaving.drain(..) {
             let to = match out.dest {
                 Dest::Backend(SocketAddr::V4(backend)) => plan.backend_tunnel(*backend.ip()),
                 Dest::Node(NodeId::Clb { region, node }) => {
@@ -62,8 +65,9 @@ pub async fn run(
             };
             if let Some(to) = to {
                 drops.packet_out();
-                let _ = sock.send_to(&out.bytes, to).await;
+                sock.queue(to, out.bytes);
             }
         }
+        sock.flush().await;
     }
 }

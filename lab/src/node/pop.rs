@@ -32,14 +32,15 @@ use crate::io::batch::{BATCH, BatchSocket};
 use crate::io::clock::now_ns;
 use crate::io::shaper::{Due, Shaper};
 use crate::io::timer::PreciseTimer;
+use crate::io::tunq::{Framing, take};
 use crate::layout::{GRPC_PORT, HEALTH_PORT, mark_ready};
 use crate::node::drops::{Drops, Way};
 use crate::node::forwarder::{Forwarder, auth_from_now};
 use crate::node::liveness::{UdpLiveness, answer_probes};
 use crate::plan::{Plan, PlanGap, TUN_NAME};
 
-/// Largest packet a queue reads at once.
-const MTU_BUF: usize = 65_536;
+/// Largest read a queue makes: a super-packet behind its virtio-net header.
+const MTU_BUF: usize = crate::io::tunq::READ_MAX;
 /// Packet buffers a queue keeps for its next reads.
 const SPARE_MAX: usize = 4 * BATCH;
 /// The largest buffer kept as a spare (a full-size packet fits).
@@ -47,8 +48,9 @@ const SPARE_BYTES_MAX: usize = 2_048;
 
 /// Where a shaped packet goes once its link delivers it.
 enum PopDest {
-    /// A client's packet, now at the POP: into the core.
-    Core,
+    /// A client's packet, now at the POP: into the core (a super-packet of this many
+    /// bytes per segment; 0: an ordinary packet).
+    Core(u16),
     /// Out of the node.
     Leave(Leave),
 }
@@ -59,9 +61,9 @@ enum Leave {
     Clb(SocketAddr),
     /// Encapsulated, now at the CLB node (gRPC stream to region, node).
     ClbStream(usize, usize),
-    /// A reply (of this flow hash), now at the client: out through the TUN device to the
-    /// internet, on the flow's queue.
-    Client(u64),
+    /// A reply (of this flow hash; a super-packet of this many bytes per segment, or 0),
+    /// now at the client: out through the TUN device to the internet, on the flow's queue.
+    Client(u64, u16),
 }
 
 /// What the queues share and take turns at: the core and the links it sends over.
@@ -99,7 +101,7 @@ struct Queue {
     tun: tun::AsyncDevice,
     sock: BatchSocket,
     buf: Vec<u8>,
-    inbox: Vec<(Option<usize>, u64, Vec<u8>)>,
+    inbox: Vec<(Option<usize>, u64, Vec<u8>, u16)>,
     out: Vec<(Leave, Vec<u8>)>,
     /// Buffers of packets this queue is done with (a client's packet the core has taken,
     /// a reply written to the device), reused for the next reads instead of allocating.
@@ -150,7 +152,7 @@ pub(crate) async fn run_pop(
     queues: usize,
 ) -> Result<(), NodeError> {
     let Forwarder { ready, impair, follower, drops, keys, state_dir, conf_dir, name } = node;
-    let fds = crate::io::tunq::attach(TUN_NAME, queues)?;
+    let fds = crate::io::tunq::attach(TUN_NAME, queues, Framing::Offloads)?;
     let bind = plan.pop_tunnel(p).ok_or(PlanGap("POP without a backbone address"))?;
     let auth = auth_from_now(keys)?;
     let (driver, down_rx) = PopDriver::bind(t, plan, p, (impair, &auth), (conf_dir, name), &fds, drops.clone())?;
@@ -227,7 +229,7 @@ impl PopDriver {
             }
         }
         drops.set_tun_queues(fds.len());
-        let writers = crate::io::tunq::Writers::new(fds)?;
+        let writers = crate::io::tunq::Writers::new(fds, Framing::Offloads)?;
         let driver = PopDriver { state: Mutex::new(state), groups, clb_tunnels, grpc, streams, writers, drops, start };
         Ok((driver, down_rx))
     }
@@ -376,13 +378,22 @@ impl PopDriver {
     /// `arrived_ns` (a TUN device keeps no receive time: the first read's is the closest).
     fn take_from_clients(&self, q: &mut Queue, mut n: usize, arrived_ns: u64) {
         loop {
-            let mut packet = q.spare.pop().unwrap_or_default();
-            packet.extend_from_slice(&q.buf[..n]);
-            let parsed = inner::parse(&packet).ok();
-            // A fragment has no flow key, but its source names its group's access link.
-            let group = inner::source(&packet).and_then(|src| self.groups.get(&src).copied());
-            let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
-            q.inbox.push((group, flow, packet));
+            // The kernel's super-packets and partial checksums, made whole.
+            match take(&mut q.buf[..n], Framing::Offloads) {
+                Ok((start, segment)) => {
+                    let mut packet = q.spare.pop().unwrap_or_default();
+                    packet.extend_from_slice(&q.buf[start..n]);
+                    let parsed = inner::parse(&packet).ok();
+                    // A fragment has no flow key, but its source names its group's link.
+                    let group = inner::source(&packet).and_then(|src| self.groups.get(&src).copied());
+                    let flow = parsed.map_or(0, |i| u64::from(i.key.flow_hash()));
+                    q.inbox.push((group, flow, packet, segment));
+                }
+                Err(e) => {
+                    self.drops.packet_in();
+                    self.drops.count(Err(anyedge_pop::PopDrop::from(e)));
+                }
+            }
             if q.inbox.len() == BATCH {
                 break;
             }
@@ -395,7 +406,7 @@ impl PopDriver {
         let mut guard = self.lock();
         let PopState { shaper, to_pop, .. } = &mut *guard;
         let stopped = self.drops.admin() == crate::node::drops::Admin::Stopped;
-        for (group, flow, packet) in q.inbox.drain(..) {
+        for (group, flow, packet, segment) in q.inbox.drain(..) {
             self.drops.packet_in();
             self.drops.client_packet();
             if stopped {
@@ -404,8 +415,8 @@ impl PopDriver {
                 continue;
             }
             match group.and_then(|g| to_pop.get_mut(g)) {
-                Some(link) => shaper.push(link, flow, PopDest::Core, packet, arrived_ns),
-                None => shaper.pass(PopDest::Core, packet, arrived_ns),
+                Some(link) => shaper.push(link, flow, PopDest::Core(segment), packet, arrived_ns),
+                None => shaper.pass(PopDest::Core(segment), packet, arrived_ns),
             }
         }
     }
@@ -439,7 +450,7 @@ impl PopDriver {
                 Dest::Client(client) => {
                     // The client's group is its access link.
                     let group = self.groups.get(&client).copied();
-                    let dest = PopDest::Leave(Leave::Client(flow));
+                    let dest = PopDest::Leave(Leave::Client(flow, out.segment));
                     match group.and_then(|g| to_client.get_mut(g)) {
                         Some(link) => shaper.push(link, flow, dest, out.bytes, arrived_ns),
                         None => shaper.pass(dest, out.bytes, arrived_ns),
@@ -464,8 +475,8 @@ impl PopDriver {
             loop {
                 for (dest, packet, at) in pending.drain(..) {
                     match dest {
-                        PopDest::Core => {
-                            self.drops.count(guard.core.handle_from_client(now, &packet));
+                        PopDest::Core(segment) => {
+                            self.drops.count(guard.core.handle_super_from_client(now, &packet, segment));
                             self.route_outputs(&mut guard, at);
                             q.recycle(packet);
                         }
@@ -486,7 +497,7 @@ impl PopDriver {
     /// wake-up at `since` is recorded.
     async fn send_out(&self, q: &mut Queue, since: Instant) {
         let mut out = std::mem::take(&mut q.out);
-        let replies = out.iter().filter(|(leave, _)| matches!(leave, Leave::Client(_))).count() as u64;
+        let replies = out.iter().filter(|(leave, _)| matches!(leave, Leave::Client(..))).count() as u64;
         let requests = out.len() as u64 - replies;
         for (leave, packet) in out.drain(..) {
             match leave {
@@ -502,9 +513,10 @@ impl PopDriver {
                 }
                 // Written on the queue of the flow's hash: the kernel then reads the
                 // flow's next packets from that queue too.
-                Leave::Client(flow) => {
+                Leave::Client(flow, segment) => {
                     self.drops.packet_out();
-                    let _ = self.writers.write(flow, &packet);
+                    let mut packet = packet;
+                    let _ = self.writers.write(flow, &mut packet, segment);
                     q.recycle(packet);
                 }
             }

@@ -669,7 +669,8 @@ pub(super) fn backend_routes(
     let name = gw.name;
     gw.ip(name, &["route", "add", &net(REGION_NET), "via", &gw.v4(rg)?])?;
     gw.ip(name, &["addr", "add", &format!("{host}/32"), "dev", "lo"])?;
-    gw.ip(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun"])?;
+    // Multi-queue as a POP's, so the host attaches to it the same way (one queue).
+    gw.ip(name, &["tuntap", "add", "dev", TUN_NAME, "mode", "tun", "multi_queue"])?;
     gw.ip(name, &["link", "set", TUN_NAME, "up"])?;
     gw.ip(name, &["route", "add", "default", "dev", TUN_NAME])?;
     gw.ip(name, &["-6", "route", "add", "default", "dev", TUN_NAME])?;

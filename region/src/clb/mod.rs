@@ -426,13 +426,13 @@ impl Clb {
         self.now_ns = self.now_ns.max(now_ns);
         let (from, bytes) = self.outbox.open(Kind::Backend, &sealed).map_err(ClbDrop::Auth)?;
         let (segment, bytes) = offload::unshim(bytes)?;
-        self.from_backend(now_ns, from, bytes.to_vec(), segment)
+        self.opened_from_backend(now_ns, from, bytes.to_vec(), segment)
     }
 
     /// An opened packet from backend host `from`; a super-packet of `segment` bytes per
     /// segment passes whole only as a layer-4 flow's reply: anything else (a health
     /// check's answer, a terminated connection's segments) is cut into segments first.
-    fn from_backend(&mut self, now_ns: u64, from: NodeId, packet: Vec<u8>, segment: u16) -> Result<(), ClbDrop> {
+    fn opened_from_backend(&mut self, now_ns: u64, from: NodeId, packet: Vec<u8>, segment: u16) -> Result<(), ClbDrop> {
         let info = inner::parse(&packet)?;
         if self.outbox.host_id(info.key.src) != Some(from) {
             return Err(ClbDrop::NotHost);
@@ -445,7 +445,7 @@ impl Clb {
                 let parts = offload::cut(&packet, usize::from(segment))?;
                 return parts
                     .into_iter()
-                    .map(|part| self.from_backend(now_ns, from, part, 0))
+                    .map(|part| self.opened_from_backend(now_ns, from, part, 0))
                     .fold(Ok(()), Result::and);
             }
         }

@@ -9,12 +9,8 @@ use anyedge_ccn::auth::{AuthError, Keyring, NodeId};
 use anyedge_ccn::{Dest, Transmit};
 use anyedge_proto::FlowKey;
 use anyedge_proto::ccn::{self, Direction};
-use anyedge_proto::{inner, offload};
-
-/// The longest super-packet one envelope toward a POP carries (the POP's own bound).
-const SUPER_PACKET_MAX: usize =
-    offload::DATAGRAM_MAX - anyedge_proto::seal::OVERHEAD - ccn::HEADER_LEN - ccn::OPTION_LEN;
 use anyedge_proto::seal::Kind;
+use anyedge_proto::{inner, offload};
 
 use super::Event;
 use crate::conn_table::Ingress;
@@ -103,7 +99,7 @@ impl Outbox {
         packet: Vec<u8>,
         segment: u16,
     ) -> anyedge_proto::Result<()> {
-        if segment > 0 && (via == Ingress::Direct || packet.len() > SUPER_PACKET_MAX) {
+        if segment > 0 && (via == Ingress::Direct || packet.len() > offload::SUPER_PACKET_MAX) {
             let chunk = match via {
                 Ingress::Direct => usize::from(segment),
                 Ingress::Pop(_) => return self.send_parts(via, flow_hash, &packet, segment),
@@ -133,7 +129,7 @@ impl Outbox {
 
     /// A super-packet longer than one envelope carries, in parts that fit.
     fn send_parts(&mut self, via: Ingress, flow_hash: u32, packet: &[u8], segment: u16) -> anyedge_proto::Result<()> {
-        for part in offload::fit(packet, segment, SUPER_PACKET_MAX)? {
+        for part in offload::fit(packet, segment, offload::SUPER_PACKET_MAX)? {
             self.send_to_client(via, flow_hash, part, segment)?;
         }
         Ok(())
