@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use super::report;
 
-pub fn run(file: &Path, port: Option<u16>, seconds: u64, json: Option<PathBuf>) -> ExitCode {
-    let figures = anyedge_lab::bulk::run(file, &super::exe(), port, seconds);
+pub fn run(file: &Path, port: Option<u16>, seconds: u64, json: Option<PathBuf>, peer_hops: Option<usize>) -> ExitCode {
+    let figures = anyedge_lab::bulk::run(file, &super::exe(), port, seconds, peer_hops);
     report("bulk", figures, json, bulk_text)
 }
 
@@ -31,5 +31,27 @@ fn bulk_text(f: &anyedge_lab::bulk::BulkFigures) -> String {
         s.push_str(&format!(" {node} {:.1} MiB", *kib as f64 / 1024.0));
     }
     s.push('\n');
+    if let Some(p) = &f.peer {
+        match (&p.through, p.ratio) {
+            (Some(x), Some(ratio)) => {
+                s.push_str(&format!(
+                    "  through {} ({}): {:.2} Gbit/s, {} retransmits\n  {} / direct: {:.2}x (VIP / {}: {:.2}x)\n  peak memory:",
+                    p.name,
+                    p.what,
+                    x.gbit_per_s,
+                    x.retransmits,
+                    p.name,
+                    ratio,
+                    p.name,
+                    if x.gbit_per_s > 0.0 { f.vip.gbit_per_s / x.gbit_per_s } else { 0.0 },
+                ));
+                for (process, kib) in &p.peak_rss_kib {
+                    s.push_str(&format!(" {process} {:.1} MiB", *kib as f64 / 1024.0));
+                }
+                s.push('\n');
+            }
+            _ => s.push_str(&format!("  {} not measured: {}\n", p.name, p.what)),
+        }
+    }
     s
 }

@@ -100,6 +100,15 @@ pub enum BenchCommand {
         /// Write the figures here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module
+        /// as a TCP proxy between the same client and host).
+        #[arg(long, value_parser = ["nginx"])]
+        peer: Option<String>,
+        /// Peer processes chained one after another (with `--peer`): 3 crosses as many
+        /// user-space processes as the VIP path (POP, CLB node, tunnel end).
+        #[arg(long, value_name = "N", default_value_t = 1, requires = "peer",
+              value_parser = clap::value_parser!(u8).range(1..=anyedge_lab::bench::MAX_PEER_HOPS as i64))]
+        peer_hops: u8,
     },
     /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
     Control {
@@ -195,7 +204,9 @@ pub fn command(which: BenchCommand) -> ExitCode {
             };
             lab::run(&file, options, json)
         }
-        BenchCommand::Bulk { file, port, seconds, json } => bulk::run(&file, port, seconds, json),
+        BenchCommand::Bulk { file, port, seconds, json, peer, peer_hops } => {
+            bulk::run(&file, port, seconds, json, peer.map(|_| usize::from(peer_hops)))
+        }
         BenchCommand::Failover { file, pop, kills, fault, json } => {
             failover::run(&file, pop.as_deref(), kills, &fault, json)
         }

@@ -165,7 +165,7 @@ pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures,
     let state = setup::up_with(file, exe, setup::LabOptions { impairments: false, realtime, tun_queues })?;
     // The peer runs in the direct path's region router namespace, on its internet-facing
     // address: client → nginx → backend, one hop, the same client and backend.
-    let nginx = peer.map(|_| Nginx::start(&t, &plan, direct, realtime, peer_hops));
+    let nginx = peer.map(|_| Nginx::start(&t, &plan, (direct, Stream::Udp), realtime, peer_hops));
     let queues = tun_queues.unwrap_or_else(crate::io::tunq::per_core);
     let hops = breakdown.then(|| path_nodes(&plan));
     let result = measure(
@@ -190,9 +190,16 @@ const NGINX_PORT: u16 = 7_990;
 /// The longest nginx chain `--peer-hops` runs.
 pub const MAX_PEER_HOPS: usize = 8;
 
-/// nginx stream UDP proxies for the length of a benchmark (stopped when dropped), or the
-/// reason they could not start.
-enum Nginx {
+/// What an nginx stream proxy carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    Udp,
+    Tcp,
+}
+
+/// nginx stream proxies (UDP for `bench lab`, TCP for `bench bulk`) for the length of a
+/// benchmark (stopped when dropped), or the reason they could not start.
+pub(crate) enum Nginx {
     Running {
         children: Vec<std::process::Child>,
         listen: SocketAddr,
@@ -207,7 +214,15 @@ enum Nginx {
 }
 
 impl Nginx {
-    fn start(t: &anyedge_topology::Topology, plan: &Plan, backend: SocketAddr, realtime: bool, hops: usize) -> Nginx {
+    /// `hops` nginx processes chained in the region router's namespace, the last proxying
+    /// to `backend` over `stream`.
+    pub(crate) fn start(
+        t: &anyedge_topology::Topology,
+        plan: &Plan,
+        backend: (SocketAddr, Stream),
+        realtime: bool,
+        hops: usize,
+    ) -> Nginx {
         let dir = crate::layout::state_dir(&plan.lab).join("nginx");
         let mut children = Vec::new();
         match Nginx::try_start(t, plan, backend, realtime, hops, &dir, &mut children) {
@@ -224,7 +239,7 @@ impl Nginx {
     fn try_start(
         t: &anyedge_topology::Topology,
         plan: &Plan,
-        backend: SocketAddr,
+        (backend, stream): (SocketAddr, Stream),
         realtime: bool,
         hops: usize,
         dir: &Path,
@@ -263,31 +278,47 @@ impl Nginx {
         for i in (0..hops).rev() {
             let upstream = if i + 1 == hops { backend } else { listen_at(i + 1) };
             let d = dir.join(i.to_string());
-            children.push(Nginx::spawn(bin, &load, &ns, &d, listen_at(i), upstream, &name, realtime)?);
+            let to = (listen_at(i), upstream, stream);
+            children.push(Nginx::spawn(bin, &load, &ns, &d, to, &name, realtime)?);
         }
         let chain = if hops == 1 { "1 process".to_string() } else { format!("{hops} processes chained") };
         let what = format!("{name}, stream module, 1 worker each, {chain}, in {ns} at {} → {backend}", listen_at(0));
         Ok((listen_at(0), what))
     }
 
-    /// One nginx process proxying UDP from `listen` to `upstream`, started and running.
-    #[allow(clippy::too_many_arguments)]
+    /// The port the first of the chain listens on and what ran, or why nothing did.
+    pub(crate) fn running(&self) -> Result<(SocketAddr, &str), &str> {
+        match self {
+            Nginx::Running { listen, what, .. } => Ok((*listen, what)),
+            Nginx::Missing { why, .. } => Err(why),
+        }
+    }
+
+    /// The pids of its processes, first of the chain first.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        match self {
+            Nginx::Running { children, .. } => children.iter().rev().map(std::process::Child::id).collect(),
+            Nginx::Missing { .. } => Vec::new(),
+        }
+    }
+
+    /// One nginx process proxying `stream` from `listen` to `upstream`, started and running.
     fn spawn(
         bin: &str,
         load: &str,
         ns: &str,
         dir: &Path,
-        listen: SocketAddr,
-        upstream: SocketAddr,
+        (listen, upstream, stream): (SocketAddr, SocketAddr, Stream),
         name: &str,
         realtime: bool,
     ) -> Result<std::process::Child, ClientError> {
         std::fs::create_dir_all(dir).at(dir)?;
+        let udp = if stream == Stream::Udp { " udp" } else { "" };
         let conf = format!(
             "{load}worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 4096; }}\n\
              stream {{\n  upstream backend {{ server {upstream}; }}\n  \
-             server {{ listen {listen} udp; proxy_pass backend; proxy_timeout 30s; }}\n}}\n",
+             server {{ listen {listen}{udp}; proxy_pass backend; proxy_timeout 30s; }}\n}}\n",
             d = dir.display()
         );
         let conf_path = dir.join("nginx.conf");

@@ -4,6 +4,11 @@
 //! same host — with impairments off, so the figures are the forwarder's and the kernels'
 //! alone. It prints both rates, their ratio, the retransmissions, and the most memory
 //! each node on the path held (its peak resident set).
+//!
+//! With `--peer nginx` the same client also sends through nginx's stream module (a
+//! chain of `--peer-hops` processes in the region router's namespace, the last proxying
+//! to the same host's direct address) in the same run: the user-space proxy the VIP path
+//! is judged against.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +43,24 @@ pub struct BulkFigures {
     /// VIP rate over direct rate.
     pub ratio: f64,
     /// Peak resident memory of each node the VIP path crosses, KiB (`VmHWM`).
+    pub peak_rss_kib: BTreeMap<String, u64>,
+    /// The peer proxy measured in the same run (`--peer`).
+    pub peer: Option<PeerBulk>,
+}
+
+/// Bulk TCP through a peer proxy in the same lab and run.
+#[derive(Debug, Serialize)]
+pub struct PeerBulk {
+    pub name: String,
+    /// Its processes chained one after another.
+    pub hops: usize,
+    /// What ran (version, where, chain), or why nothing did.
+    pub what: String,
+    /// What iperf3 measured through it (none when it did not run).
+    pub through: Option<Transfer>,
+    /// Its rate over the direct rate.
+    pub ratio: Option<f64>,
+    /// Peak resident memory of each of its processes, KiB.
     pub peak_rss_kib: BTreeMap<String, u64>,
 }
 
@@ -154,7 +177,15 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub fn run(file: &Path, exe: &Path, port: Option<u16>, seconds: u64) -> Result<BulkFigures, ClientError> {
+/// `bench bulk`: through the VIP, straight to the host, and through `peer_hops` nginx
+/// processes when asked (`Some(hops)`).
+pub fn run(
+    file: &Path,
+    exe: &Path,
+    port: Option<u16>,
+    seconds: u64,
+    peer_hops: Option<usize>,
+) -> Result<BulkFigures, ClientError> {
     let t = anyedge_topology::load(file)?;
     let plan = Plan::new(&t);
     let Target { listener, backend, client } = target(&t, port)?;
@@ -176,7 +207,11 @@ pub fn run(file: &Path, exe: &Path, port: Option<u16>, seconds: u64) -> Result<B
         let _server = Iperf3Server::start(&backend_ns, backend.port())?;
         let vip = transfer(&client_ns, listener, seconds)?;
         let direct_path = transfer(&client_ns, direct, seconds)?;
-        Ok::<_, ClientError>((vip, direct_path))
+        let peer = match peer_hops {
+            Some(hops) => Some(through_nginx(&t, &plan, (&client_ns, direct), seconds, hops)?),
+            None => None,
+        };
+        Ok::<_, ClientError>((vip, direct_path, peer))
     })();
     let on_path =
         |name: &str| name.starts_with("pop/") || name.starts_with("clb/") || *name == format!("backend/{host}");
@@ -187,9 +222,13 @@ pub fn run(file: &Path, exe: &Path, port: Option<u16>, seconds: u64) -> Result<B
         .filter_map(|(n, &pid)| Some((n.clone(), peak_rss_kib(pid)?)))
         .collect();
     let down = setup::down(file);
-    let (vip, direct_path) = measured?;
+    let (vip, direct_path, mut peer) = measured?;
     down?;
-    let ratio = if direct_path.gbit_per_s > 0.0 { vip.gbit_per_s / direct_path.gbit_per_s } else { 0.0 };
+    let over_direct = |gbit: f64| if direct_path.gbit_per_s > 0.0 { gbit / direct_path.gbit_per_s } else { 0.0 };
+    let ratio = over_direct(vip.gbit_per_s);
+    if let Some(p) = peer.as_mut() {
+        p.ratio = p.through.as_ref().map(|x| over_direct(x.gbit_per_s));
+    }
     Ok(BulkFigures {
         listener,
         backend,
@@ -201,7 +240,29 @@ pub fn run(file: &Path, exe: &Path, port: Option<u16>, seconds: u64) -> Result<B
         direct_path,
         ratio,
         peak_rss_kib,
+        peer,
     })
+}
+
+/// `hops` nginx stream TCP proxies chained in the region router's namespace, the last
+/// proxying to `direct`; one iperf3 run from `client_ns` through them.
+fn through_nginx(
+    t: &Topology,
+    plan: &Plan,
+    (client_ns, direct): (&str, SocketAddr),
+    seconds: u64,
+    hops: usize,
+) -> Result<PeerBulk, ClientError> {
+    use crate::client::bench::{Nginx, Stream};
+    let nginx = Nginx::start(t, plan, (direct, Stream::Tcp), false, hops);
+    let (through, what) = match nginx.running() {
+        Ok((listen, what)) => (Some(transfer(client_ns, listen, seconds)?), what.to_string()),
+        Err(why) => (None, why.to_string()),
+    };
+    let pids = nginx.pids();
+    let peak_rss_kib =
+        pids.iter().enumerate().filter_map(|(i, &pid)| Some((format!("nginx/{i}"), peak_rss_kib(pid)?))).collect();
+    Ok(PeerBulk { name: "nginx".into(), hops, what, through, ratio: None, peak_rss_kib })
 }
 
 #[cfg(test)]

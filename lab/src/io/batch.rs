@@ -111,7 +111,7 @@ impl Pieces {
                     let gone = self.partial.remove(0);
                     self.lost += u64::from(gone.got.count_ones());
                 }
-                let bytes = vec![0u8; usize::from(count) * PIECE_DATA];
+                let bytes = Vec::with_capacity(usize::from(count) * PIECE_DATA);
                 self.partial.push(Partial { from, number, count, got: 0, bytes, len: 0 });
                 self.partial.len() - 1
             }
@@ -122,7 +122,17 @@ impl Pieces {
             return None;
         }
         p.got |= 1 << index;
-        p.bytes[index * PIECE_DATA..index * PIECE_DATA + data.len()].copy_from_slice(data);
+        // In order (as a GRO train comes), each piece is appended; one out of order
+        // leaves a gap of zeros for those before it.
+        let start = index * PIECE_DATA;
+        if start == p.bytes.len() {
+            p.bytes.extend_from_slice(data);
+        } else {
+            if p.bytes.len() < start + data.len() {
+                p.bytes.resize(start + data.len(), 0);
+            }
+            p.bytes[start..start + data.len()].copy_from_slice(data);
+        }
         if last {
             p.len = index * PIECE_DATA + data.len();
         }
