@@ -182,6 +182,37 @@ pub fn wire(p: &[u8]) {
     }
     let _ = inner::tcp_reset_for(p);
     reassembly(p);
+    super_packets(p);
+}
+
+/// The super-packet paths (`offload`): a read from a TUN device made whole is a packet
+/// that parses, longer than its segment size; cut, a packet's parts carry its payload in
+/// order, each within the size; fitted, each part is within the bound; the shim reads.
+fn super_packets(p: &[u8]) {
+    use anyedge_proto::offload;
+    let mut read = p.to_vec();
+    if let Ok(segment) = offload::from_device(&mut read)
+        && segment > 0
+    {
+        let info = inner::parse(&read[offload::VNET_HDR_LEN..]).expect("a super-packet made whole parses");
+        assert!(info.payload_len > usize::from(segment), "a super-packet is longer than one segment");
+    }
+    let chunk = 1 + usize::from(p.last().copied().unwrap_or(0)) * 8;
+    if let (Ok(parts), Ok(whole)) = (offload::cut(p, chunk), inner::parse(p)) {
+        let mut payload = Vec::new();
+        for part in &parts {
+            let info = inner::parse(part).expect("a cut part parses");
+            assert!(info.payload_len <= chunk.max(whole.payload_len.min(chunk)), "a part within the size");
+            assert_eq!(info.key, whole.key, "a part of the same flow");
+            payload.extend_from_slice(inner::transport_payload(part));
+        }
+        assert_eq!(payload, inner::transport_payload(p), "the parts carry the payload in order");
+    }
+    if let Ok(parts) = offload::fit(p, 536, 3_000) {
+        assert!(parts.len() == 1 || parts.iter().all(|x| x.len() <= 3_000), "fitted parts within the bound");
+    }
+    let _ = offload::to_device(&mut p.to_vec(), 536);
+    let _ = offload::unshim(p);
 }
 
 /// The input as fragments, each `[len_hi, len_lo, bytes…]`, 10 ms apart: what comes out
@@ -389,6 +420,9 @@ impl Cores {
         match from {
             Sender::Client => {
                 let _ = self.pop.handle_from_client(now_ns, p);
+                // The same bytes as a TUN device with offloads hands a super-packet over.
+                let segment = p.first().map_or(0, |&b| u16::from(b) * 6);
+                let _ = self.pop.handle_super_from_client(now_ns, p, segment);
             }
             Sender::ClbToPop { sealed } => {
                 let bytes = seal(1, POP, Kind::Data, sealed);

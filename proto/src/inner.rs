@@ -652,8 +652,10 @@ fn transport_segment(packet: &[u8]) -> Option<&[u8]> {
 /// The transport payload of a TCP or UDP packet (empty when it cannot be parsed).
 pub fn transport_payload(packet: &[u8]) -> &[u8] {
     let Ok(info) = parse(packet) else { return &[] };
-    debug_assert!(info.payload_len <= packet.len());
-    &packet[packet.len() - info.payload_len..]
+    // The segment ends where the IP header says: bytes after it are a link's padding.
+    let Some(segment) = transport_segment(packet) else { return &[] };
+    debug_assert!(info.payload_len <= segment.len());
+    &segment[segment.len() - info.payload_len..]
 }
 
 /// Returns the header length; the slice after it is exactly the transport segment.
@@ -698,6 +700,19 @@ mod tests {
         let v6 = build_udp(("fd00::1".parse().unwrap(), 1), ("fd00::2".parse().unwrap(), 2), b"xyz").unwrap();
         assert_eq!(transport_payload(&v6), b"xyz");
         assert!(build_udp(("fd00::1".parse().unwrap(), 1), ("1.2.3.4".parse().unwrap(), 2), b"").is_none());
+    }
+
+    /// Bytes past the IP packet's length (a link's padding) are no part of its payload:
+    /// the payload ends where the header says the packet does (found by the fuzzer's
+    /// super-packet oracle, comparing it with what a cut packet carries).
+    #[test]
+    fn the_transport_payload_ends_where_the_ip_header_says_the_packet_does() {
+        let mut pkt = udp_v4(("198.18.1.1".parse().unwrap(), 1), ("198.18.0.10".parse().unwrap(), 2), b"abc");
+        pkt.extend_from_slice(&[0xff, 0xee]);
+        assert_eq!(transport_payload(&pkt), b"abc");
+        let mut v6 = build_udp(("fd00::1".parse().unwrap(), 1), ("fd00::2".parse().unwrap(), 2), b"xyz").unwrap();
+        v6.push(0);
+        assert_eq!(transport_payload(&v6), b"xyz");
     }
 
     #[test]
