@@ -482,7 +482,7 @@ impl Clb {
         }
         let vip = (fkey.dst, fkey.dst_port);
         if conn.snat.is_some() {
-            packet = inner::translate(&packet, vip, (fkey.src, fkey.src_port))?;
+            inner::readdress(&mut packet, vip, (fkey.src, fkey.src_port))?;
         } else {
             inner::rewrite(&mut packet, Some(vip), None)?;
         }
@@ -646,7 +646,7 @@ impl Clb {
         let syn = info.tcp.is_some_and(|f| f.syn && !f.ack);
         let named = match snat {
             Some(snat) => {
-                packet = inner::translate(&packet, snat, to)?;
+                inner::readdress(&mut packet, snat, to)?;
                 // The backend only sees our address: tell it who the client is.
                 syn.then(|| with_toa(packet.clone(), (key.src, key.src_port)))
             }
