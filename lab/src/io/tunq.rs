@@ -291,6 +291,90 @@ mod tests {
         assert!(per_queue.iter().filter(|&&n| n > 0).count() >= 2, "flows on more than one queue: {per_queue:?}");
     }
 
+    /// With offloads, the kernel's own TCP hands a bulk send over as super-packets (one
+    /// read, many segments, its segment size in the header, made whole with a checksum
+    /// over all of it), and takes a super-packet written back with the header that says
+    /// where to cut it: its socket reads every byte. Both ways through a real TCP
+    /// connection of the namespace's kernel, whose peer is this test.
+    #[test]
+    fn with_offloads_the_kernels_tcp_comes_and_goes_as_super_packets() {
+        use smoltcp::wire::{IpAddress, Ipv4Packet, TcpControl, TcpPacket, TcpRepr};
+        use std::io::{Read, Write};
+        if !root() {
+            eprintln!("skipped: needs root (CI runs it as root)");
+            return;
+        }
+        let ns = crate::io::netns::TestNs::new("tso");
+        crate::io::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["route", "add", "198.18.251.0/24", "dev", "aeq0"]).unwrap();
+        let path = format!("/var/run/netns/{}", ns.0);
+        let (supers, up, sent) = std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            // SAFETY: setns on this thread only, with a namespace file we hold open.
+            assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let fds = attach("aeq0", 1, Framing::Offloads).unwrap();
+            let w = Writers::new(&fds, Framing::Offloads).unwrap();
+            let mut tun = File::from(fds[0].try_clone().unwrap());
+            let (me, peer) = ("198.18.250.1".parse().unwrap(), "198.18.251.7".parse().unwrap());
+            // Reads the kernel's next TCP packet to the peer, made whole: (segment, packet).
+            let mut next = || loop {
+                let mut buf = vec![0u8; READ_MAX];
+                let n = tun.read(&mut buf).unwrap();
+                let (start, segment) = take(&mut buf[..n], Framing::Offloads).unwrap();
+                let p = buf[start..n].to_vec();
+                if p.len() >= 40 && p[0] >> 4 == 4 && p[9] == 6 && p[16..20] == [198, 18, 251, 7] {
+                    return (segment, p);
+                }
+            };
+            let client = std::thread::spawn(|| std::net::TcpStream::connect("198.18.251.7:9"));
+            let (_, syn) = next();
+            let (isn, _, _) = anyedge_proto::inner::tcp_numbers(&syn).unwrap();
+            let mut syn_ack = anyedge_proto::inner::bare_tcp(9, 0, TcpControl::Syn, 5_000, Some(isn + 1), Some(1_400));
+            syn_ack.dst_port = u16::from_be_bytes([syn[20], syn[21]]);
+            syn_ack.window_len = 65_535;
+            syn_ack.window_scale = Some(7);
+            let port = syn_ack.dst_port;
+            w.write(0, &mut anyedge_proto::inner::build_tcp(peer, me, &syn_ack).unwrap(), 0).unwrap();
+            let mut stream = client.join().unwrap().unwrap();
+            let _ack = next();
+            // Up: 100 KB sent at once leave as super-packets of 1,400-byte segments.
+            let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+            stream.set_nonblocking(true).unwrap();
+            let accepted = stream.write(&sent).unwrap_or(0);
+            let (mut up, mut supers, mut acked) = (Vec::new(), 0, isn + 1);
+            while up.len() < accepted.min(10 * 1_400) {
+                let (segment, p) = next();
+                let ip = Ipv4Packet::new_checked(&p[..]).unwrap();
+                let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+                assert!(tcp.verify_checksum(&IpAddress::Ipv4(ip.src_addr()), &IpAddress::Ipv4(ip.dst_addr())));
+                if segment > 0 {
+                    assert_eq!(segment, 1_400);
+                    supers += 1;
+                }
+                up.extend_from_slice(tcp.payload());
+                acked = acked.wrapping_add(tcp.payload().len() as u32);
+            }
+            // Down: one super-packet of 20,000 bytes, cut by the kernel, read whole.
+            let data: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+            let repr = anyedge_proto::inner::bare_tcp(9, port, TcpControl::Psh, 5_001, Some(acked), None);
+            let repr = TcpRepr { payload: &data, window_len: 65_535, ..repr };
+            let mut packet = anyedge_proto::inner::build_tcp(peer, me, &repr).unwrap();
+            w.write(0, &mut packet, 1_400).unwrap();
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut down = vec![0u8; data.len()];
+            stream.read_exact(&mut down).unwrap();
+            assert_eq!(down, data, "the super-packet's bytes, in order");
+            (supers, up, sent)
+        })
+        .join()
+        .unwrap();
+        assert!(supers >= 1, "the first flight came as a super-packet");
+        assert_eq!(up[..], sent[..up.len()], "the bytes sent, in order");
+    }
+
     /// An IPv4 UDP packet with a correct header checksum (UDP checksum 0: none).
     pub(super) fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
         let len = 28 + payload.len();
