@@ -145,14 +145,42 @@ impl Pieces {
     }
 }
 
-/// `datagram` in pieces (headers and data, back to back) into `out`: every piece
-/// [`GSO_SEGMENT_MAX`] bytes long but the last. Returns how many.
+/// The header of piece `index` of `count` of envelope `number`.
+fn piece_header(index: usize, count: usize, number: u32) -> [u8; PIECE_HEADER] {
+    let n = number.to_be_bytes();
+    [PIECE, index as u8, count as u8, 0, n[0], n[1], n[2], n[3]]
+}
+
+/// Pieces one GSO send carries at most: all of them within what one UDP datagram may
+/// hold (65,507 bytes), which the kernel holds a GSO send to as a whole.
+const PIECES_PER_SEND: usize = 65_507 / GSO_SEGMENT_MAX;
+const _: () = assert!(PIECES_PER_SEND == 44 && PIECES_PER_SEND * GSO_SEGMENT_MAX <= 65_507);
+
+/// A `UDP_SEGMENT` control message: the kernel cuts the send into datagrams of `size`.
+#[repr(C, align(8))]
+struct SegmentControl([u8; 24]);
+
+fn segment_control(size: u16) -> SegmentControl {
+    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } then the u16,
+    // padded to CMSG_SPACE(2) = 24 bytes on a 64-bit system.
+    const HEADER: usize = std::mem::size_of::<libc::cmsghdr>();
+    const _: () = assert!(HEADER == 16, "a 64-bit cmsghdr");
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&((HEADER + 2) as u64).to_ne_bytes());
+    b[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    b[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    b[16..18].copy_from_slice(&size.to_ne_bytes());
+    SegmentControl(b)
+}
+
+/// `datagram` in pieces (headers and data, back to back) into `out`, as a GSO send puts
+/// them on the wire: every piece [`GSO_SEGMENT_MAX`] bytes long but the last. Returns
+/// how many.
+#[cfg(test)]
 fn cut_into_pieces(datagram: &[u8], number: u32, out: &mut Vec<u8>) -> usize {
     let count = datagram.len().div_ceil(PIECE_DATA);
-    debug_assert!(count <= PIECES_MAX, "a datagram is at most 64 KiB");
     for (i, data) in datagram.chunks(PIECE_DATA).enumerate() {
-        out.extend_from_slice(&[PIECE, i as u8, count as u8, 0]);
-        out.extend_from_slice(&number.to_be_bytes());
+        out.extend_from_slice(&piece_header(i, count, number));
         out.extend_from_slice(data);
     }
     count
@@ -183,6 +211,7 @@ pub struct BatchSocket {
     order: Vec<(SocketAddr, Taken)>,
     /// The number of the next envelope sent in pieces.
     next_number: u32,
+    unsent: u64,
 }
 
 impl BatchSocket {
@@ -222,6 +251,7 @@ impl BatchSocket {
             whole: Vec::new(),
             order: Vec::with_capacity(BATCH),
             next_number: 0,
+            unsent: 0,
         })
     }
 
@@ -359,23 +389,48 @@ impl BatchSocket {
         self.out.len()
     }
 
-    /// One long datagram in pieces, as GSO sends of at most `max_segments` pieces.
+    /// One long datagram in pieces, as GSO sends of at most `max_segments` pieces and
+    /// at most [`PIECES_PER_SEND`]: each send gathers its pieces' headers and the
+    /// datagram's bytes where they lie (`sendmsg` with an iovec per header and per piece
+    /// of data, and `UDP_SEGMENT`), so the datagram is not copied to be cut.
     async fn send_in_pieces(&mut self, to: SocketAddr, datagram: &[u8], max_segments: usize) {
-        self.staging.clear();
-        let count = cut_into_pieces(datagram, self.next_number, &mut self.staging);
+        let count = datagram.len().div_ceil(PIECE_DATA);
+        debug_assert!(count <= PIECES_MAX, "a datagram is at most 64 KiB");
+        let number = self.next_number;
         self.next_number = self.next_number.wrapping_add(1);
-        let per_send = max_segments * GSO_SEGMENT_MAX;
-        for contents in self.staging.chunks(per_send) {
-            let segment_size = (count > 1).then_some(GSO_SEGMENT_MAX);
-            let transmit = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
-            let sent = self.sock.try_io(Interest::WRITABLE, || self.state.send((&self.sock).into(), &transmit));
-            if let Err(e) = sent
-                && e.kind() == io::ErrorKind::WouldBlock
-                && self.sock.writable().await.is_ok()
+        let headers: Vec<[u8; PIECE_HEADER]> = (0..count).map(|i| piece_header(i, count, number)).collect();
+        let addr = socket2::SockAddr::from(to);
+        let per_send = PIECES_PER_SEND.min(max_segments).max(1);
+        for first in (0..count).step_by(per_send) {
+            let last = (first + per_send).min(count);
+            let send = || {
+                let mut iov = Vec::with_capacity(2 * (last - first));
+                for (i, header) in headers.iter().enumerate().take(last).skip(first) {
+                    iov.push(std::io::IoSlice::new(header));
+                    iov.push(std::io::IoSlice::new(
+                        &datagram[i * PIECE_DATA..((i + 1) * PIECE_DATA).min(datagram.len())],
+                    ));
+                }
+                let control = segment_control(GSO_SEGMENT_MAX as u16);
+                let msg = socket2::MsgHdr::new().with_addr(&addr).with_buffers(&iov);
+                let msg = if last - first > 1 { msg.with_control(&control.0) } else { msg };
+                socket2::SockRef::from(&self.sock).sendmsg(&msg, 0)
+            };
+            let mut sent = self.sock.try_io(Interest::WRITABLE, send);
+            if sent.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock) && self.sock.writable().await.is_ok()
             {
-                let _ = self.sock.try_io(Interest::WRITABLE, || self.state.send((&self.sock).into(), &transmit));
+                sent = self.sock.try_io(Interest::WRITABLE, send);
+            }
+            if sent.is_err() {
+                self.unsent += 1;
             }
         }
+    }
+
+    /// Sends of pieces the kernel refused (a full buffer twice, or an error), since the
+    /// socket was made: each loses its envelope.
+    pub fn unsent(&self) -> u64 {
+        self.unsent
     }
 }
 
@@ -512,7 +567,8 @@ mod tests {
             sent.push((0..3_000u32).map(|i| i as u8).collect());
             sent.extend((0..40u8).map(|i| vec![i; 1_000]));
             sent.push(vec![0xee; 300]);
-            sent.extend([1_400usize, 20, 1_472, 9_000, 65_000, 2_000].iter().map(|&n| vec![n as u8; n]));
+            // 65,507 bytes: the largest envelope, whose pieces take more than one GSO send.
+            sent.extend([1_400usize, 20, 1_472, 9_000, 65_000, 65_507, 2_000].iter().map(|&n| vec![n as u8; n]));
             for d in &sent {
                 a.queue(to, d.clone());
             }
