@@ -33,6 +33,7 @@ c.pop = ProtoField.uint16("anyedge.ccn.pop_id", "POP id", base.DEC)
 c.flow = ProtoField.uint32("anyedge.ccn.flow_hash", "Flow hash", base.HEX)
 c.len = ProtoField.uint16("anyedge.ccn.payload_len", "Payload length", base.DEC)
 c.hops = ProtoField.uint8("anyedge.ccn.hop_limit", "Hop limit", base.DEC)
+c.segment = ProtoField.uint16("anyedge.ccn.segment", "Segment size (TCP super-packet)", base.DEC)
 
 local ip = Dissector.get("ip")
 local ipv6 = Dissector.get("ipv6")
@@ -85,7 +86,18 @@ function anyedge.dissector(tvb, pinfo, tree)
     h:add(c.flow, payload(4, 4))
     h:add(c.len, payload(8, 2))
     h:add(c.hops, payload(10, 1))
-    inner(payload(12):tvb(), pinfo, tree)
+    -- Flag bit 1: a super-packet, its segment size in an option word after the header.
+    local start = 12
+    if bit.band(vf, 2) == 2 and payload_len >= 16 then
+      h:add(c.segment, payload(12, 2))
+      start = 16
+    end
+    inner(payload(start):tvb(), pinfo, tree)
+  elseif kind == 5 and payload_len >= 4 and payload(0, 1):uint() == 1 then
+    -- A super-packet behind its shim (segment size in bytes 2-3).
+    local h = tree:add(ccn, payload(0, 4), "anyedge super-packet shim")
+    h:add(c.segment, payload(2, 2))
+    inner(payload(4):tvb(), pinfo, tree)
   elseif kind == 5 then
     inner(payload, pinfo, tree)
   else
