@@ -196,6 +196,18 @@ mod tests {
         );
     }
 
+    /// A namespace of its own with the multi-queue device aeq0 up at 198.18.250.1 and
+    /// 198.18.251.0/24 routed into it; the namespace's file path.
+    fn namespace_with_device(prefix: &str) -> (crate::io::netns::TestNs, String) {
+        let ns = crate::io::netns::TestNs::new(prefix);
+        crate::io::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
+        crate::io::netns::ip_in(&ns.0, &["route", "add", "198.18.251.0/24", "dev", "aeq0"]).unwrap();
+        let path = format!("/var/run/netns/{}", ns.0);
+        (ns, path)
+    }
+
     fn root() -> bool {
         // SAFETY: geteuid has no arguments and cannot fail.
         unsafe { libc::geteuid() == 0 }
@@ -210,12 +222,7 @@ mod tests {
             eprintln!("skipped: needs root (CI runs it as root)");
             return;
         }
-        let ns = crate::io::netns::TestNs::new("tunq");
-        crate::io::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
-        crate::io::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
-        crate::io::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
-        crate::io::netns::ip_in(&ns.0, &["route", "add", "198.18.251.0/24", "dev", "aeq0"]).unwrap();
-        let path = format!("/var/run/netns/{}", ns.0);
+        let (_ns, path) = namespace_with_device("tunq");
         let (per_queue, wrong) = std::thread::spawn(move || {
             let file = File::open(&path).unwrap();
             // SAFETY: setns on this thread only, with a namespace file we hold open.
@@ -304,12 +311,7 @@ mod tests {
             eprintln!("skipped: needs root (CI runs it as root)");
             return;
         }
-        let ns = crate::io::netns::TestNs::new("tso");
-        crate::io::netns::ip_in(&ns.0, &["tuntap", "add", "dev", "aeq0", "mode", "tun", "multi_queue"]).unwrap();
-        crate::io::netns::ip_in(&ns.0, &["link", "set", "aeq0", "up"]).unwrap();
-        crate::io::netns::ip_in(&ns.0, &["addr", "add", "198.18.250.1/32", "dev", "aeq0"]).unwrap();
-        crate::io::netns::ip_in(&ns.0, &["route", "add", "198.18.251.0/24", "dev", "aeq0"]).unwrap();
-        let path = format!("/var/run/netns/{}", ns.0);
+        let (_ns, path) = namespace_with_device("tso");
         let (supers, up, sent) = std::thread::spawn(move || {
             let file = File::open(&path).unwrap();
             // SAFETY: setns on this thread only, with a namespace file we hold open.
