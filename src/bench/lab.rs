@@ -45,6 +45,12 @@ fn lab_text(f: &anyedge_lab::bench::LabFigures) -> String {
         }
     }
     line += &cpu_text(f);
+    if !f.peak_rss_kib.is_empty() {
+        line += "\npeak memory:";
+        for (process, kib) in &f.peak_rss_kib {
+            line += &format!(" {process} {:.1} MiB", *kib as f64 / 1024.0);
+        }
+    }
     if !f.breakdown.is_empty() {
         line += "\ninside each node of the VIP path at 10k/s (wake-up to send; p50 / p99 / p99.9 / max, µs):";
         for h in &f.breakdown {
@@ -149,6 +155,7 @@ mod tests {
             tun_queues: 2,
             peer: None,
             breakdown: Vec::new(),
+            peak_rss_kib: [("clb/frankfurt/1".to_string(), 41_000), ("pop/paris".to_string(), 45_056)].into(),
             cpu: CpuFigures {
                 vip: path(190.0, busiest),
                 direct: path(80.0, 50.0),
@@ -171,6 +178,7 @@ mod tests {
         );
         assert!(text.contains("run 950000 of every 1000000 µs") && text.contains("up to 50 ms"), "{text}");
         assert!(text.contains("sysctl -w kernel.sched_rt_runtime_us=-1"), "{text}");
+        assert!(text.contains("peak memory: clb/frankfurt/1 40.0 MiB pop/paris 44.0 MiB"), "{text}");
         // Below the budget, without SCHED_FIFO, or with the limit lifted: no warning.
         for quiet in [lab_figures(true, 80.0, 950_000), lab_figures(false, 97.0, 950_000), lab_figures(true, 100.0, -1)]
         {

@@ -44,6 +44,10 @@ pub struct LabFigures {
     pub breakdown: Vec<HopFigures>,
     /// What the paced rounds cost the host, path by path.
     pub cpu: CpuFigures,
+    /// Peak resident memory (`VmHWM`, KiB) of each node on the VIP path and each peer
+    /// process, read at the end of the run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peak_rss_kib: BTreeMap<String, u64>,
 }
 
 /// The host's CPU during the paced rounds (see [`crate::io::cpu`]), and the kernel's
@@ -177,10 +181,23 @@ pub fn run(file: &Path, exe: &Path, options: LabBench<'_>) -> Result<LabFigures,
         nginx.as_ref(),
         (hops.as_ref(), &state.pids),
     );
+    // The most memory each forwarding node and peer process held, before they stop.
+    let on_path = |name: &str| ["pop/", "clb/", "backend/"].iter().any(|p| name.starts_with(p));
+    let mut peak: BTreeMap<String, u64> = state
+        .pids
+        .iter()
+        .filter(|(n, _)| on_path(n))
+        .filter_map(|(n, &pid)| Some((n.clone(), crate::client::bulk::peak_rss_kib(pid)?)))
+        .collect();
+    if let Some(n) = nginx.as_ref() {
+        let pids = n.pids().into_iter().enumerate();
+        peak.extend(pids.filter_map(|(i, pid)| Some((format!("nginx/{i}"), crate::client::bulk::peak_rss_kib(pid)?))));
+    }
     drop(nginx);
     let down = setup::down(file);
-    let figures = result?;
+    let mut figures = result?;
     down?;
+    figures.peak_rss_kib = peak;
     Ok(figures)
 }
 
@@ -514,6 +531,7 @@ fn measure(
         peer,
         breakdown: breakdown_of(&rs),
         cpu,
+        peak_rss_kib: BTreeMap::new(),
     })
 }
 

@@ -171,7 +171,7 @@ fn transfer(ns: &str, to: SocketAddr, seconds: u64) -> Result<Transfer, ClientEr
 }
 
 /// A process's peak resident set (`VmHWM`), KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
