@@ -50,7 +50,17 @@ pub fn valid_packets() -> Vec<Vec<u8>> {
         tcp_packet((c, 10_002), (v, 444), RST, (2, 0), &[]),
         inner::build_udp(client, ("198.18.0.20".parse().unwrap(), 7001), &[5u8; 32]).unwrap(),
     ];
-    [udp4, udp6, encapsulated, reply, request, answer, batch, table_request].into_iter().chain(tcp).collect()
+    // A client's TCP super-packet (three segments of 536 bytes behind one header), as the
+    // CCN envelope a POP makes of it.
+    let sup = tcp_packet((c, 10_004), (v, 444), ACK | PSH, (2, 0), &[6u8; 3 * 536]);
+    let repr = ccn::Repr::around(Direction::ToRegion, 1, 78, &sup).unwrap().with_segment(536);
+    let mut segmented = vec![0u8; repr.buffer_len()];
+    repr.emit_with(&mut segmented, &sup);
+    [udp4, udp6, encapsulated, reply, request, answer, batch, table_request]
+        .into_iter()
+        .chain(tcp)
+        .chain([sup, segmented])
+        .collect()
 }
 
 const FIN: u8 = 0x01;
@@ -117,7 +127,7 @@ pub fn wire(p: &[u8]) {
         // What parses emits a header that parses to the same (bits the format ignores
         // are written as zero: that is the normal form).
         let mut out = vec![0u8; repr.buffer_len()];
-        repr.emit_with(&mut out, &p[ccn::HEADER_LEN..repr.buffer_len()]);
+        repr.emit_with(&mut out, &p[repr.header_len()..repr.buffer_len()]);
         let again = ccn::Packet::new_checked(&out[..]).and_then(|q| ccn::Repr::parse(&q));
         assert_eq!(again.ok(), Some(repr), "ccn header round trip");
     }
