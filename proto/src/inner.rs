@@ -474,8 +474,8 @@ pub fn rewrite(packet: &mut [u8], new_src: Option<Endpoint>, new_dst: Option<End
     if !(info.key.transport == Transport::Udp && check == 0) {
         let old = words(info.key.src, info.key.src_port) + words(info.key.dst, info.key.dst_port);
         let new = words(src, src_port) + words(dst, dst_port);
-        let sum = u64::from(!check) + u64::from(!fold16(old)) + u64::from(fold16(new));
-        let mut check = !fold16(sum);
+        let sum = u64::from(!check) + u64::from(!crate::offload::fold(old)) + u64::from(crate::offload::fold(new));
+        let mut check = !crate::offload::fold(sum);
         if info.key.transport == Transport::Udp && check == 0 {
             check = 0xffff;
         }
@@ -702,19 +702,11 @@ fn fill_checksums(packet: &mut [u8]) -> Result<()> {
 
 /// The one's-complement sum (not folded) of an address's 16-bit words and a port.
 fn words(ip: IpAddr, port: u16) -> u64 {
-    let pairs = |b: &[u8]| b.chunks(2).map(|c| u64::from(u16::from_be_bytes([c[0], c[1]]))).sum::<u64>();
     let addr = match ip {
-        IpAddr::V4(a) => pairs(&a.octets()),
-        IpAddr::V6(a) => pairs(&a.octets()),
+        IpAddr::V4(a) => crate::offload::add(0, &a.octets()),
+        IpAddr::V6(a) => crate::offload::add(0, &a.octets()),
     };
     addr + u64::from(port)
-}
-
-fn fold16(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// Returns the header length; the slice after it is exactly the transport segment.

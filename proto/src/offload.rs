@@ -142,7 +142,7 @@ fn tcp_headers(p: &[u8]) -> Result<Tcp> {
 /// The one's-complement sum of `data` as 16-bit big-endian words (an odd last byte padded
 /// with zero), added to `sum`, not folded. Eight bytes a step: a 64 KiB packet in a few
 /// microseconds.
-fn add(mut sum: u64, data: &[u8]) -> u64 {
+pub(crate) fn add(mut sum: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(8);
     // Four 16-bit lanes per step, each widened to 64 bits: no carry is lost before the fold
     // (2^16 lanes of 2^16 each stay far below 2^64).
@@ -161,7 +161,7 @@ fn add(mut sum: u64, data: &[u8]) -> u64 {
     sum
 }
 
-fn fold(mut sum: u64) -> u16 {
+pub(crate) fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -170,11 +170,8 @@ fn fold(mut sum: u64) -> u16 {
 
 /// The pseudo-header's sum for a TCP segment of `len` bytes (header and payload).
 fn pseudo(p: &[u8], t: &Tcp, len: usize) -> u64 {
-    let (addrs, proto_len) = if t.v6 {
-        (&p[8..40], len as u64 + u64::from(PROTO_TCP))
-    } else {
-        (&p[12..20], len as u64 + u64::from(PROTO_TCP))
-    };
+    let addrs = if t.v6 { &p[8..40] } else { &p[12..20] };
+    let proto_len = len as u64 + u64::from(PROTO_TCP);
     // IPv6's 32-bit length adds as two words; a length under 2^16 is one.
     add(0, addrs) + (proto_len >> 16) + (proto_len & 0xffff)
 }

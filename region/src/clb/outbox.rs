@@ -99,15 +99,17 @@ impl Outbox {
         packet: Vec<u8>,
         segment: u16,
     ) -> anyedge_proto::Result<()> {
-        if segment > 0 && (via == Ingress::Direct || packet.len() > offload::SUPER_PACKET_MAX) {
-            let chunk = match via {
-                Ingress::Direct => usize::from(segment),
-                Ingress::Pop(_) => return self.send_parts(via, flow_hash, &packet, segment),
-            };
-            for part in offload::cut(&packet, chunk)? {
-                self.send_to_client(via, flow_hash, part, 0)?;
+        // Straight out, as the segments it stands for; toward a POP, in as few envelopes
+        // as carry it.
+        let parts = match via {
+            Ingress::Direct if segment > 0 => Some((offload::cut(&packet, usize::from(segment))?, 0)),
+            Ingress::Pop(_) if segment > 0 && packet.len() > offload::SUPER_PACKET_MAX => {
+                Some((offload::fit(&packet, segment, offload::SUPER_PACKET_MAX)?, segment))
             }
-            return Ok(());
+            _ => None,
+        };
+        if let Some((parts, segment)) = parts {
+            return parts.into_iter().try_for_each(|part| self.send_to_client(via, flow_hash, part, segment));
         }
         let Ingress::Pop(pop_id) = via else {
             let key = inner::parse(&packet)?.key;
@@ -123,14 +125,6 @@ impl Outbox {
                 self.queue.push_back(Queued::Ready(out));
             }
             None => self.unsealable += 1,
-        }
-        Ok(())
-    }
-
-    /// A super-packet longer than one envelope carries, in parts that fit.
-    fn send_parts(&mut self, via: Ingress, flow_hash: u32, packet: &[u8], segment: u16) -> anyedge_proto::Result<()> {
-        for part in offload::fit(packet, segment, offload::SUPER_PACKET_MAX)? {
-            self.send_to_client(via, flow_hash, part, segment)?;
         }
         Ok(())
     }
