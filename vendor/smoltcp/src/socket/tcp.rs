@@ -194,7 +194,7 @@ impl RttEstimator {
         Duration::from_millis(self.rto as _)
     }
 
-    #[cfg(feature = "socket-tcp-cubic")]
+    #[cfg(any(feature = "socket-tcp-cubic", feature = "socket-tcp-bbr"))]
     fn smoothed_rtt(&self) -> u32 {
         if self.have_measurement { self.srtt } else { 0 }
     }
@@ -458,6 +458,10 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// anyedge patch: a model-based controller after BBR (`congestion/bbr.rs`).
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// A Transmission Control Protocol socket.
@@ -553,6 +557,17 @@ pub struct Socket<'a> {
     /// If this is set, we will not send a SYN|ACK until this is unset.
     #[cfg(feature = "socket-tcp-pause-synack")]
     synack_paused: bool,
+
+    /// anyedge patch: the most the receive window offers, below the buffer's capacity
+    /// ([`Socket::set_window_limit`]).
+    window_limit: usize,
+    /// anyedge patch: a segment arrived that filled the window to its right edge since
+    /// [`Socket::take_window_filled`] last asked.
+    window_filled: bool,
+    /// anyedge patch: in a fast recovery of a socket with a congestion controller, the
+    /// highest sequence number sent when it began (NewReno, RFC 6582): an ACK below it
+    /// acknowledges part of the window, and the next hole is retransmitted at once.
+    recover: Option<TcpSeqNumber>,
 }
 
 /// anyedge patch: a TCP socket's state while it holds nothing ([`Socket::park`]): a
@@ -591,7 +606,8 @@ pub struct Parked {
     remote_has_sack: bool,
     pending_fast_retransmit: bool,
     nagle: bool,
-    congestion_controller: congestion::AnyController,
+    window_limit: u32,
+    window_filled: bool,
 }
 
 /// anyedge patch: an optional instant or duration in 8 bytes, where `Option` takes 16:
@@ -713,7 +729,42 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+
+            window_limit: usize::MAX,
+            window_filled: false,
+            recover: None,
         }
+    }
+
+    /// anyedge patch: offers at most `bytes` of receive window, below the buffer's
+    /// capacity (which sets the window scale), so a receiver's window can grow with its
+    /// path as Linux's autotuning grows `rcvbuf`. Set it before the connection opens and
+    /// only raise it after: a lower limit would move the right edge back (RFC 9293
+    /// §3.8.6.2.2 asks a receiver not to shrink its window).
+    pub fn set_window_limit(&mut self, bytes: usize) {
+        self.window_limit = bytes;
+    }
+
+    /// anyedge patch: the window limit ([`Socket::set_window_limit`]).
+    pub fn window_limit(&self) -> usize {
+        self.window_limit.min(self.rx_buffer.capacity())
+    }
+
+    /// anyedge patch: whether a segment filled the offered window to its right edge since
+    /// this was last asked (the sender had more than the window let it send); clears it.
+    pub fn take_window_filled(&mut self) -> bool {
+        core::mem::take(&mut self.window_filled)
+    }
+
+    /// anyedge patch: the window the remote offers now, in bytes.
+    pub fn remote_window(&self) -> usize {
+        self.remote_win_len
+    }
+
+    /// anyedge patch: the receive window to offer: the buffer's room, within the limit.
+    fn rx_window(&self) -> usize {
+        let limit = self.window_limit.saturating_sub(self.rx_buffer.len());
+        self.rx_buffer.window().min(limit)
     }
 
     /// Enable or disable TCP Timestamp.
@@ -757,6 +808,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         }
     }
 
@@ -772,6 +826,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 
@@ -846,7 +903,7 @@ impl<'a> Socket<'a> {
     /// Used in internal calculations as well as packet generation.
     #[inline]
     fn scaled_window(&self) -> u16 {
-        u16::try_from(self.rx_buffer.window() >> self.remote_win_shift).unwrap_or(u16::MAX)
+        u16::try_from(self.rx_window() >> self.remote_win_shift).unwrap_or(u16::MAX)
     }
 
     /// Return the last window field value, including scaling according to RFC 1323.
@@ -1530,6 +1587,11 @@ impl<'a> Socket<'a> {
         if self.ack_delay_timer != AckDelayTimer::Idle || !self.assembler.is_empty() {
             return None;
         }
+        // A congestion controller's state is not kept: only a socket without one parks
+        // (and only such a socket has no NewReno recovery point).
+        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) || self.recover.is_some() {
+            return None;
+        }
         #[cfg(feature = "socket-tcp-pause-synack")]
         if self.synack_paused {
             return None;
@@ -1573,7 +1635,8 @@ impl<'a> Socket<'a> {
             remote_has_sack: self.remote_has_sack,
             pending_fast_retransmit: self.pending_fast_retransmit,
             nagle: self.nagle,
-            congestion_controller: self.congestion_controller.clone(),
+            window_limit: u32::try_from(self.window_limit).unwrap_or(u32::MAX),
+            window_filled: self.window_filled,
         })
     }
 
@@ -1623,7 +1686,7 @@ impl<'a> Socket<'a> {
             nagle: parked.nagle,
             tsval_generator: parked.tsval_generator,
             last_remote_tsval: parked.last_remote_tsval,
-            congestion_controller: parked.congestion_controller.clone(),
+            congestion_controller: congestion::AnyController::None(congestion::no_control::NoControl),
 
             #[cfg(feature = "async")]
             rx_waker: WakerRegistration::new(),
@@ -1632,6 +1695,10 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+
+            window_limit: if parked.window_limit == u32::MAX { usize::MAX } else { parked.window_limit as usize },
+            window_filled: parked.window_filled,
+            recover: None,
         })
     }
 
@@ -1993,6 +2060,8 @@ impl<'a> Socket<'a> {
                 if segment_in_window {
                     let overlap_start = window_start.max(segment_start);
                     let overlap_end = window_end.min(segment_end);
+                    // anyedge patch: the sender used the whole window it was offered.
+                    self.window_filled |= overlap_end > overlap_start && overlap_end == window_end;
 
                     // the checks done above imply this.
                     debug_assert!(overlap_start <= overlap_end);
@@ -2340,6 +2409,10 @@ impl<'a> Socket<'a> {
                     if self.local_rx_dup_acks == 3 {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
+                        // anyedge patch: NewReno's recovery point (sockets with a controller).
+                        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) {
+                            self.recover.get_or_insert(self.remote_last_seq);
+                        }
                     }
 
                     // Notify of duplicate ACK
@@ -2357,6 +2430,15 @@ impl<'a> Socket<'a> {
                     if self.local_rx_dup_acks > 0 {
                         self.local_rx_dup_acks = 0;
                         net_debug!("reset duplicate ACK count");
+                    }
+                    // anyedge patch: a partial ACK in NewReno's recovery retransmits the
+                    // next unacknowledged segment now; a full one ends the recovery.
+                    if let Some(recover) = self.recover {
+                        if ack_number < recover {
+                            self.timer.set_for_fast_retransmit();
+                        } else {
+                            self.recover = None;
+                        }
                     }
                     self.local_rx_last_ack = Some(ack_number);
 
@@ -2696,6 +2778,8 @@ impl<'a> Socket<'a> {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
                 net_debug!("retransmitting after rto");
+                // anyedge patch: a timeout ends a NewReno recovery (everything goes again).
+                self.recover = None;
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -2822,7 +2906,7 @@ impl<'a> Socket<'a> {
                 repr.control = TcpControl::Syn;
                 repr.seq_number = self.local_seq_no;
                 // window len must NOT be scaled in SYNs.
-                repr.window_len = u16::try_from(self.rx_buffer.window()).unwrap_or(u16::MAX);
+                repr.window_len = u16::try_from(self.rx_window()).unwrap_or(u16::MAX);
                 if self.state == State::SynSent {
                     repr.ack_number = None;
                     repr.window_scale = Some(self.remote_win_shift);
