@@ -74,6 +74,9 @@ pub struct TcpStack {
 const RX_BUFFER: usize = 64 * 1024;
 const TX_BUFFER: usize = 64 * 1024;
 
+/// The least retransmission timeout of a growing socket: Linux's `TCP_RTO_MIN`.
+const MIN_RTO_MS: u32 = 200;
+
 /// Room beside a message in a buffer sized to it: HTTP heads, a TLS handshake flight.
 const MESSAGE_SLACK: usize = 4 * 1024;
 
@@ -218,6 +221,8 @@ impl TcpStack {
         socket.set_window_limit(limit);
         // A window of megabytes needs a brake; a random loss is no reason to shrink it.
         socket.set_congestion_control(tcp::CongestionControl::Bbr);
+        // Linux's least RTO (a lost last segment of a response costs 200 ms, not 1 s).
+        socket.set_min_rto(MIN_RTO_MS);
         debug_assert_eq!(crate::window::shift_for(socket.recv_capacity()), crate::window::SHIFT);
         self.sockets.add(socket)
     }

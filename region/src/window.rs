@@ -10,7 +10,8 @@
 //!   on everything before it (the sender had more to send; the other side was not what
 //!   stopped it);
 //! - sending: the proxy has bytes for a socket whose queue is at the grant while the peer
-//!   offers more window than that (a slow reader, whose window is full, never grows it).
+//!   offers as much window (within a segment): a slow reader, whose window is closing,
+//!   never grows it.
 //!
 //! Growth is drawn from the node's [`Pool`]: every socket of a connection may hold its
 //! grant, so growing by `d` reserves [`SOCKETS`] × `d`; the pool gives at most
@@ -76,7 +77,7 @@ impl Grant {
     pub fn binds(&self, socket: &mut tcp::Socket, waiting: bool) -> bool {
         let receive_bound = socket.take_window_filled() && socket.recv_queue() == 0;
         let queued = socket.send_queue();
-        let send_bound = waiting && queued + SEGMENT > self.bytes && socket.remote_window() > queued;
+        let send_bound = waiting && queued + SEGMENT > self.bytes && socket.remote_window() + SEGMENT >= queued;
         receive_bound || send_bound
     }
 }

@@ -227,6 +227,14 @@ impl RttEstimator {
         );
     }
 
+    /// anyedge patch: the RTO of the latest sample again, with `min_rto` ms as its least.
+    fn lower_min_rto(&mut self, min_rto: u32) {
+        if self.have_measurement && self.rto_count == 0 {
+            let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
+            self.rto = (self.srtt + margin).clamp(min_rto, RTTE_MAX_RTO);
+        }
+    }
+
     fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
         if self
             .max_seq_sent
@@ -568,6 +576,8 @@ pub struct Socket<'a> {
     /// highest sequence number sent when it began (NewReno, RFC 6582): an ACK below it
     /// acknowledges part of the window, and the next hole is retransmitted at once.
     recover: Option<TcpSeqNumber>,
+    /// anyedge patch: the least RTO, ms, when not RFC 6298's 1 s ([`Socket::set_min_rto`]).
+    min_rto: Option<u32>,
 }
 
 /// anyedge patch: a TCP socket's state while it holds nothing ([`Socket::park`]): a
@@ -606,8 +616,6 @@ pub struct Parked {
     remote_has_sack: bool,
     pending_fast_retransmit: bool,
     nagle: bool,
-    window_limit: u32,
-    window_filled: bool,
 }
 
 /// anyedge patch: an optional instant or duration in 8 bytes, where `Option` takes 16:
@@ -733,6 +741,7 @@ impl<'a> Socket<'a> {
             window_limit: usize::MAX,
             window_filled: false,
             recover: None,
+            min_rto: None,
         }
     }
 
@@ -743,6 +752,13 @@ impl<'a> Socket<'a> {
     /// §3.8.6.2.2 asks a receiver not to shrink its window).
     pub fn set_window_limit(&mut self, bytes: usize) {
         self.window_limit = bytes;
+    }
+
+    /// anyedge patch: the least retransmission timeout once the RTT is measured (RFC
+    /// 6298 asks 1 s, the default; Linux takes 200 ms): a lost last segment, which no
+    /// duplicate ACK reports, costs a bulk transfer this much idle.
+    pub fn set_min_rto(&mut self, ms: u32) {
+        self.min_rto = Some(ms.clamp(1, RTTE_MAX_RTO));
     }
 
     /// anyedge patch: the window limit ([`Socket::set_window_limit`]).
@@ -1589,7 +1605,10 @@ impl<'a> Socket<'a> {
         }
         // A congestion controller's state is not kept: only a socket without one parks
         // (and only such a socket has no NewReno recovery point).
-        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) || self.recover.is_some() {
+        // Nor do the other anyedge additions (a window limit, a least RTO): only the
+        // layer-7 proxy's growing sockets set them, and those never park.
+        let plain = self.window_limit == usize::MAX && self.min_rto.is_none() && self.recover.is_none();
+        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) || !plain {
             return None;
         }
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -1635,8 +1654,6 @@ impl<'a> Socket<'a> {
             remote_has_sack: self.remote_has_sack,
             pending_fast_retransmit: self.pending_fast_retransmit,
             nagle: self.nagle,
-            window_limit: u32::try_from(self.window_limit).unwrap_or(u32::MAX),
-            window_filled: self.window_filled,
         })
     }
 
@@ -1696,9 +1713,10 @@ impl<'a> Socket<'a> {
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
 
-            window_limit: if parked.window_limit == u32::MAX { usize::MAX } else { parked.window_limit as usize },
-            window_filled: parked.window_filled,
+            window_limit: usize::MAX,
+            window_filled: false,
             recover: None,
+            min_rto: None,
         })
     }
 
@@ -2061,7 +2079,9 @@ impl<'a> Socket<'a> {
                     let overlap_start = window_start.max(segment_start);
                     let overlap_end = window_end.min(segment_end);
                     // anyedge patch: the sender used the whole window it was offered.
-                    self.window_filled |= overlap_end > overlap_start && overlap_end == window_end;
+                    // (Only where a limit is set: no other socket asks, and none parks with it.)
+                    self.window_filled |=
+                        self.window_limit != usize::MAX && overlap_end > overlap_start && overlap_end == window_end;
 
                     // the checks done above imply this.
                     debug_assert!(overlap_start <= overlap_end);
@@ -2444,6 +2464,9 @@ impl<'a> Socket<'a> {
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
+                    if let Some(min_rto) = self.min_rto {
+                        self.rtte.lower_min_rto(min_rto);
+                    }
                     let new_flight_size = self.flight_size().saturating_sub(ack_len);
                     self.congestion_controller.inner_mut().on_ack(
                         cx.now(),

@@ -57,6 +57,10 @@ pub struct Bbr {
     full_bw: u64,
     full_bw_rounds: u8,
     filled: bool,
+    /// Bytes that duplicate ACKs said left the network since the last ACK of new data:
+    /// the window lets as many new bytes out (Reno's window inflation in fast recovery),
+    /// since smoltcp counts everything past a hole as in flight until the hole is filled.
+    inflation: usize,
     /// After a timeout: the window grows back by what is acknowledged (doubling each
     /// round, as slow start) until it reaches the model's again.
     recovering: bool,
@@ -78,6 +82,7 @@ impl Bbr {
             full_bw: 0,
             full_bw_rounds: 0,
             filled: false,
+            inflation: 0,
             recovering: false,
         }
     }
@@ -132,7 +137,12 @@ impl Bbr {
 
 impl Controller for Bbr {
     fn window(&self) -> usize {
-        self.cwnd
+        self.cwnd.saturating_add(self.inflation)
+    }
+
+    fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize) {
+        // At most another window's worth: what the receiver holds past the holes.
+        self.inflation = self.inflation.saturating_add(len).min(self.cwnd);
     }
 
     fn on_ack(&mut self, now: Instant, len: usize, _in_flight: usize, _rtt: &RttEstimator) {
@@ -140,6 +150,8 @@ impl Controller for Bbr {
             return;
         }
         self.delivered = self.delivered.saturating_add(len as u64);
+        // What this ACK covers includes the bytes the duplicates announced.
+        self.inflation = self.inflation.saturating_sub(len);
         self.round(now);
         let grown = self.cwnd.saturating_add(len);
         let target = self.bdp(CWND_GAIN * 100);
@@ -170,6 +182,7 @@ impl Controller for Bbr {
         // goes again (smoltcp goes back to it), and a whole window at once would meet
         // the receiver's reassembly with the holes it has.
         self.cwnd = self.mss;
+        self.inflation = 0;
         self.recovering = true;
     }
 
