@@ -389,9 +389,6 @@ impl Proxied {
     /// Grows the connection's window when one of its sockets held a sender back and the
     /// node's pool grants it ([`crate::window`]); every socket then offers and queues it.
     fn tune(&mut self, pool: &mut Pool, held_bytes: usize) {
-        if self.h2.is_some() {
-            return;
-        }
         let client_waiting = !self.client_wire.is_empty();
         let backend_waiting = !self.to_backend.is_empty();
         let mut binds = self.window.binds(self.stack.socket(self.client), client_waiting);

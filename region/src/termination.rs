@@ -44,16 +44,26 @@ pub fn tls_read<D>(
 }
 
 /// Encrypts `plaintext` (may be empty) and appends all pending TLS records to `wire`.
+/// rustls takes at most its buffer limit (64 KiB by default) of plaintext at a time: the
+/// records are moved to `wire` between writes, so all of it goes; anything rustls would
+/// not take stays in `plaintext` (it dropped silently past 64 KiB once).
 pub fn tls_write<D>(tls: &mut rustls::ConnectionCommon<D>, plaintext: &mut Vec<u8>, wire: &mut Vec<u8>) {
-    if !plaintext.is_empty() && !tls.is_handshaking() {
-        let _ = tls.writer().write_all(plaintext);
-        plaintext.clear();
-    }
-    while tls.wants_write() {
-        if tls.write_tls(wire).is_err() {
+    let mut written = 0;
+    loop {
+        while tls.wants_write() {
+            if tls.write_tls(wire).is_err() {
+                break;
+            }
+        }
+        if written == plaintext.len() || tls.is_handshaking() {
             break;
         }
+        match tls.writer().write(&plaintext[written..]) {
+            Ok(n) if n > 0 => written += n,
+            _ => break,
+        }
     }
+    plaintext.drain(..written);
 }
 
 /// What quinn may hold of a client's unread data: per stream (the credit each stream
