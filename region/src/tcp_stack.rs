@@ -210,14 +210,18 @@ impl TcpStack {
         self.sockets.add(socket)
     }
 
-    /// A socket whose window grows ([`crate::window`]): both buffers of
-    /// [`crate::window::MAX`] bytes (the receive window's scale follows from it), holding
-    /// only what waits in them, a receive window of `limit` bytes to start, and CUBIC
-    /// congestion control. What the
+    /// A socket whose window grows ([`crate::window`]): a receive buffer of
+    /// [`crate::window::MAX`] bytes (the window's scale follows from it) holding only what
+    /// waits in it, a receive window of `limit` bytes to start, a send buffer of
+    /// [`crate::window::SEND_MAX`], and a BBR-style congestion controller. What the
     /// application queues to send is its to bound ([`crate::window::Grant::send_room`]).
     pub fn new_growing_socket(&mut self, limit: usize) -> SocketHandle {
         let capacity = crate::window::MAX;
-        let mut socket = tcp::Socket::new(receive_buffer(capacity), receive_buffer(capacity));
+        // The send buffer is a lazy one of its own size (its storage whole once it holds a
+        // byte): a compact one (storage only as large as its contents) stalled HTTPS answers
+        // for seconds in the simulator (tests/drivers.rs, the VIP with its own chain), a
+        // bug not yet found; until it is, a sending socket holds this much.
+        let mut socket = tcp::Socket::new(receive_buffer(capacity), socket_buffer(crate::window::SEND_MAX));
         socket.set_window_limit(limit);
         // A window of megabytes needs a brake; a random loss is no reason to shrink it.
         socket.set_congestion_control(tcp::CongestionControl::Bbr);
@@ -912,9 +916,9 @@ mod tests {
             if sa.can_send() && room > 0 {
                 sent += sa.send_slice(&data[sent..sent + room]).unwrap();
             }
-            // The send buffer holds what is queued (to the next power of two), not 4 MiB.
+            // The send buffer holds its own size at most (it is lazy, not compact).
             let held = sa.buffer_bytes_allocated();
-            assert!(held <= 2 * grant + 64 * 1024, "{held} bytes held to queue {grant}");
+            assert!(held <= crate::window::SEND_MAX + 64 * 1024, "{held} bytes held to queue {grant}");
             read_into(b.socket(hb), &mut got);
             if got.len() == len {
                 break;
@@ -950,11 +954,57 @@ mod tests {
     #[test]
     fn a_growing_sockets_stream_arrives_whole_over_a_lossy_path() {
         for lossy in [false, true] {
-            for grant in [crate::window::START, 1 << 20, crate::window::MAX] {
+            for grant in [crate::window::START, crate::window::SEND_MAX] {
                 let len = 3_000_000;
                 let got = growing_stream(len, grant, lossy);
                 assert_eq!(got.len(), len, "grant {grant}, lossy {lossy}");
             }
+        }
+    }
+
+    /// Answers of a few kilobytes, one after another on one connection, from a growing
+    /// socket whose buffers are given back between answers (as the proxy's idle
+    /// connections do), over a path losing every `lose`th packet: every byte arrives.
+    #[test]
+    fn a_growing_sockets_small_answers_arrive_whole_with_buffers_given_back_between() {
+        for lose in [0u64, 7, 13] {
+            let (mut a, mut b) = (TcpStack::new(A, 1, 0), TcpStack::new(B, 2, 0));
+            let hb = b.new_socket_sized(64 * 1024, 64 * 1024);
+            b.socket(hb).listen((B, 80)).unwrap();
+            let ha = a.new_growing_socket(crate::window::START);
+            let cx = a.iface.context();
+            a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+            let mut expected = Vec::new();
+            let (mut got, mut packets, mut answers) = (Vec::new(), 0u64, 0u32);
+            for step in 0..200_000u64 {
+                let now = step * 100_000;
+                a.poll(now);
+                b.poll(now);
+                let mut lost = |_: &Vec<u8>| {
+                    packets += 1;
+                    lose > 0 && packets.is_multiple_of(lose)
+                };
+                let to_b: Vec<Vec<u8>> = a.drain_tx().filter(|p| !lost(p)).collect();
+                let to_a: Vec<Vec<u8>> = b.drain_tx().filter(|p| !lost(p)).collect();
+                to_b.into_iter().for_each(|p| b.receive(p));
+                to_a.into_iter().for_each(|p| a.receive(p));
+                read_into(b.socket(hb), &mut got);
+                let sa = a.socket(ha);
+                sa.release_idle_buffers();
+                // A new answer once the last is all acknowledged and read.
+                if sa.may_send() && sa.send_queue() == 0 && got.len() == expected.len() && answers < 40 {
+                    let answer: Vec<u8> =
+                        (0..3_000 + answers as usize * 97).map(|i| (i as u32 * 31 + answers) as u8).collect();
+                    assert_eq!(sa.send_slice(&answer).unwrap(), answer.len());
+                    expected.extend(answer);
+                    answers += 1;
+                }
+                if answers == 40 && got.len() == expected.len() {
+                    break;
+                }
+            }
+            assert_eq!((answers, got.len()), (40, expected.len()), "lose {lose}");
+            assert!(got == expected, "lose {lose}: in order");
         }
     }
 }
