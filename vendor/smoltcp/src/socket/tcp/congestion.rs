@@ -10,9 +10,6 @@ pub(super) mod cubic;
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
 
-#[cfg(feature = "socket-tcp-bbr")]
-pub(super) mod bbr;
-
 #[allow(unused_variables)]
 pub(super) trait Controller {
     /// Returns the number of bytes that can be sent.
@@ -50,9 +47,6 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
-
-    #[cfg(feature = "socket-tcp-bbr")]
-    Bbr(bbr::Bbr),
 }
 
 impl AnyController {
@@ -94,9 +88,6 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
-
-            #[cfg(feature = "socket-tcp-bbr")]
-            AnyController::Bbr(b) => b,
         }
     }
 
@@ -110,9 +101,6 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
-
-            #[cfg(feature = "socket-tcp-bbr")]
-            AnyController::Bbr(b) => b,
         }
     }
 }
