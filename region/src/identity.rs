@@ -510,8 +510,8 @@ mod tests {
         Pki { ca, server, client, node }
     }
 
-    /// A handshake and one byte each way between a client and `server`, in memory.
-    fn talk(server: &TlsTermination, pki: &Pki, with_cert: bool) -> Result<(), String> {
+    /// A client of the VIP trusting `pki`'s CA, with its client certificate when asked.
+    fn client_of(pki: &Pki, with_cert: bool) -> rustls::ClientConnection {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(pki.ca.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -524,7 +524,12 @@ mod tests {
             false => builder.with_no_client_auth(),
         };
         let name = ServerName::IpAddress("198.18.0.20".parse::<std::net::IpAddr>().unwrap().into());
-        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        rustls::ClientConnection::new(Arc::new(config), name).unwrap()
+    }
+
+    /// A handshake and one byte each way between a client and `server`, in memory.
+    fn talk(server: &TlsTermination, pki: &Pki, with_cert: bool) -> Result<(), String> {
+        let mut client = client_of(pki, with_cert);
         let mut srv = rustls::ServerConnection::new(server.0.clone()).unwrap();
         use std::io::{Read, Write};
         client.writer().write_all(b"x").unwrap();
@@ -551,16 +556,7 @@ mod tests {
     fn tls_write_puts_every_byte_on_the_wire_however_much_is_handed_over_at_once() {
         let pki = issue();
         let id = VipIdentity::new(pki.server.0.clone(), pki.server.1.clone_key(), None).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(pki.ca.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = ServerName::IpAddress("198.18.0.20".parse::<std::net::IpAddr>().unwrap().into());
-        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut client = client_of(&pki, false);
         let mut srv = rustls::ServerConnection::new(id.tls.0.clone()).unwrap();
         while client.is_handshaking() || srv.is_handshaking() {
             let mut wire = Vec::new();
