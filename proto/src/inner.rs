@@ -586,6 +586,15 @@ pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, Option<u16>)> {
     Some((tcp.seq_number().0 as u32, tcp.ack_number().0 as u32, mss))
 }
 
+/// A TCP segment's window scale option (RFC 7323), if it carries one.
+pub fn tcp_window_scale(packet: &[u8]) -> Option<u8> {
+    let tcp = TcpPacket::new_checked(transport_segment(packet)?).ok()?;
+    tcp_options(tcp.options()).find_map(|(kind, body)| match (kind, body) {
+        (3, &[shift]) => Some(shift),
+        _ => None,
+    })
+}
+
 /// Where an IP packet's TCP segment is, and its addresses: one look at the IP header (no
 /// full parse: this runs on every segment of a spliced connection).
 fn tcp_place(packet: &[u8]) -> Result<(std::ops::Range<usize>, IpAddress, IpAddress)> {

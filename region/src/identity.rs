@@ -550,8 +550,8 @@ mod tests {
 
     /// The HTTPS proxy hands rustls what it has for the client in one call (HTTP/2's frames
     /// can pass 64 KiB, rustls's default limit on what it buffers to send): every byte
-    /// must reach the wire, in order (with larger proxy windows, tried in issue 74, every
-    /// 20 MB GET over HTTP/2 broke after 350 KB: the tail past the limit was dropped).
+    /// must reach the wire, in order (a GET of 20 MB over HTTP/2 broke after 350 KB when
+    /// the tail past the limit was dropped).
     #[test]
     fn tls_write_puts_every_byte_on_the_wire_however_much_is_handed_over_at_once() {
         let pki = issue();

@@ -15,8 +15,10 @@ use smoltcp::socket::tcp;
 use crate::conn_table::Ingress;
 use crate::h2::H2Session;
 use crate::http1::{AltSvcOnce, Framer, NotHttp};
+use crate::syn_cookie::Syn;
 use crate::tcp_stack::TcpStack;
 use crate::termination::{TlsTermination, tls_read, tls_write};
+use crate::window::{Grant, Pool};
 
 /// Proxied connections one node holds at most; more new ones are refused.
 pub const PROXIED_MAX: usize = 100_000;
@@ -98,6 +100,8 @@ pub struct Proxied {
     /// to the first ([`AltSvcOnce`], dropped once it has).
     alt_svc: Option<std::sync::Arc<str>>,
     alt_svc_h1: Option<Box<AltSvcOnce>>,
+    /// The window each of its sockets may offer and queue ([`crate::window`]).
+    window: Grant,
 }
 
 impl Proxied {
@@ -187,7 +191,7 @@ impl Proxied {
                 self.stack.socket(old).abort();
                 self.stack.poll(now_ns);
                 self.stack.remove(old);
-                let Some(new) = self.stack.connect(addr, local) else {
+                let Some(new) = self.stack.connect_growing(addr, local, self.window.bytes()) else {
                     self.backend = None;
                     h2.shut();
                     return false;
@@ -250,7 +254,8 @@ impl Proxied {
                     let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
                     let room = room.min(h2.backend_room());
                     let mut answer = Vec::new();
-                    crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut answer, room);
+                    let send_room = self.window.send_room(socket);
+                    crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
                     let closed = matches!(
                         socket.state(),
                         tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed | tcp::State::TimeWait
@@ -268,13 +273,18 @@ impl Proxied {
                     Some(alt) => {
                         let mut answer = Vec::new();
                         let room = room.saturating_sub(alt.held());
-                        crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut answer, room);
+                        let send_room = self.window.send_room(socket);
+                        crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
                         alt.pass(&answer, &mut self.to_client);
                         if alt.done() {
                             self.alt_svc_h1 = None;
                         }
                     }
-                    None => crate::tcp_stack::exchange_upto(socket, &mut self.to_backend, &mut self.to_client, room),
+                    None => {
+                        let send_room = self.window.send_room(socket);
+                        let (to_backend, to_client) = (&mut self.to_backend, &mut self.to_client);
+                        crate::tcp_stack::exchange_within(socket, to_backend, send_room, to_client, room);
+                    }
                 },
             }
         }
@@ -290,8 +300,9 @@ impl Proxied {
         }
         debug_assert!(self.tls.is_some() || self.to_client.is_empty(), "plain bytes go straight to the wire");
         let cs = self.stack.socket(self.client);
-        if cs.can_send() && !self.client_wire.is_empty() {
-            let n = cs.send_slice(&self.client_wire).unwrap_or(0);
+        let send_room = self.window.send_room(cs).min(self.client_wire.len());
+        if cs.can_send() && send_room > 0 {
+            let n = cs.send_slice(&self.client_wire[..send_room]).unwrap_or(0);
             self.client_wire.drain(..n);
         }
         if self.refused && self.client_wire.is_empty() {
@@ -375,6 +386,22 @@ impl Proxied {
         wake
     }
 
+    /// Grows the connection's window when one of its sockets held a sender back and the
+    /// node's pool grants it ([`crate::window`]); every socket then offers and queues it.
+    fn tune(&mut self, pool: &mut Pool, held_bytes: usize) {
+        let client_waiting = !self.client_wire.is_empty();
+        let backend_waiting = !self.to_backend.is_empty();
+        let mut binds = self.window.binds(self.stack.socket(self.client), client_waiting);
+        if let Some(b) = self.backend {
+            binds |= self.window.binds(self.stack.socket(b), backend_waiting);
+        }
+        if binds && pool.grow(&mut self.window, held_bytes) {
+            for h in std::iter::once(self.client).chain(self.backend) {
+                self.stack.socket(h).set_window_limit(self.window.bytes());
+            }
+        }
+    }
+
     /// Gives back what the connection holds idle: socket buffers with nothing in them (to
     /// the stack's spares) and empty relay buffers. A held-open connection that sent half
     /// a head cost about 123 KiB before; the sockets behave the same either way.
@@ -452,6 +479,8 @@ pub struct L7 {
     /// (backend, node address, node port) → client key, for the backend's packets.
     by_backend: HashMap<(SocketAddr, IpAddr, u16), FlowKey, foldhash::fast::RandomState>,
     timers: BTreeSet<(u64, FlowKey)>,
+    /// The growth of the connections' windows ([`crate::window`]).
+    windows: Pool,
 }
 
 impl std::fmt::Debug for L7 {
@@ -478,6 +507,7 @@ impl L7 {
             quic_bytes: 0,
             by_backend: HashMap::default(),
             timers: BTreeSet::new(),
+            windows: Pool::default(),
         }
     }
 
@@ -526,7 +556,7 @@ impl L7 {
         };
         let addrs: Vec<IpAddr> = std::iter::once(key.dst).chain(own.iter().copied()).collect();
         let mut stack = TcpStack::with_addresses(&addrs, seed, now_ns);
-        let client = stack.new_socket();
+        let client = stack.new_growing_socket(crate::window::START);
         let socket = stack.socket(client);
         socket.set_nagle_enabled(false);
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
@@ -556,6 +586,7 @@ impl L7 {
             h2: None,
             alt_svc_h1: alt_svc.clone().map(|v| Box::new(AltSvcOnce::new(v))),
             alt_svc,
+            window: Grant::default(),
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
@@ -570,7 +601,12 @@ impl L7 {
     /// What counts against [`PROXIED_BYTES_MAX`]: [`PROXIED_CONN_BYTES`] a connection,
     /// the buffers in use, and the QUIC listeners' bytes as last counted.
     pub fn held_bytes(&self) -> usize {
-        self.conns.len() * PROXIED_CONN_BYTES + self.buffer_bytes + self.quic_bytes
+        self.conns.len() * PROXIED_CONN_BYTES + self.buffer_bytes + self.quic_bytes + self.windows.grown()
+    }
+
+    /// Bytes of window growth the node has granted ([`crate::window::Pool`]).
+    pub fn windows_grown(&self) -> usize {
+        self.windows.grown()
     }
 
     /// What the node's QUIC listeners hold now (counted once a sweep: walking them costs
@@ -619,7 +655,7 @@ impl L7 {
     pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
         debug_assert!(c.backend.is_none(), "a connection binds one backend, once");
-        let Some(handle) = c.stack.connect(backend, local) else { return false };
+        let Some(handle) = c.stack.connect_growing(backend, local, c.window.bytes()) else { return false };
         c.backend = Some(handle);
         c.binding = Some(binding);
         c.backend_addr = Some(backend);
@@ -630,22 +666,29 @@ impl L7 {
 
     /// Hands a connection just accepted on a client's ACK that carried a good SYN
     /// cookie to its stack as though the handshake had been the stack's own: the
-    /// client's SYN (its initial sequence number, the MSS the cookie carried) goes in,
-    /// the stack's SYN-ACK is kept back, and from then on sequence numbers are shifted
-    /// between the stack's and the cookie's. False when the stack would not answer.
-    pub fn splice(&mut self, key: &FlowKey, client_isn: u32, cookie: u32, mss: u16, now_ns: u64) -> bool {
+    /// client's SYN (its initial sequence number, the MSS and window scale the cookie
+    /// carried) goes in, the stack's SYN-ACK is kept back, and from then on sequence
+    /// numbers are shifted between the stack's and the cookie's. False when the stack
+    /// would not answer.
+    pub fn splice(&mut self, key: &FlowKey, client_isn: u32, cookie: u32, syn: Syn, now_ns: u64) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
-        let syn =
-            inner::bare_tcp(key.src_port, key.dst_port, smoltcp::wire::TcpControl::Syn, client_isn, None, Some(mss));
-        let Some(syn) = inner::build_tcp(key.src, key.dst, &syn) else { return false };
-        c.stack.receive(syn);
+        let control = smoltcp::wire::TcpControl::Syn;
+        let mut client_syn = inner::bare_tcp(key.src_port, key.dst_port, control, client_isn, None, Some(syn.mss));
+        client_syn.window_scale = syn.window_scale;
+        let Some(client_syn) = inner::build_tcp(key.src, key.dst, &client_syn) else { return false };
+        c.stack.receive(client_syn);
         c.stack.poll(now_ns);
-        let own_isn = c
+        let syn_ack = c
             .stack
             .drain_tx()
-            .filter(|p| inner::parse(p).is_ok_and(|i| i.key.src == key.dst && i.tcp.is_some_and(|f| f.syn && f.ack)))
-            .find_map(|p| inner::tcp_numbers(&p).map(|(seq, _, _)| seq));
-        let Some(own_isn) = own_isn else { return false };
+            .find(|p| inner::parse(p).is_ok_and(|i| i.key.src == key.dst && i.tcp.is_some_and(|f| f.syn && f.ack)));
+        let Some((own_isn, _, _)) = syn_ack.as_deref().and_then(inner::tcp_numbers) else { return false };
+        // The client was offered the scale the stack offers now (the cookie's SYN-ACK).
+        debug_assert_eq!(
+            syn_ack.as_deref().and_then(inner::tcp_window_scale),
+            syn.window_scale.map(|_| crate::window::SHIFT),
+            "the cookie's SYN-ACK offered the stack's own window scale"
+        );
         debug_assert!(c.seq_shift.is_none(), "a connection is spliced once");
         c.seq_shift = Some(cookie.wrapping_sub(own_isn));
         true
@@ -673,6 +716,7 @@ impl L7 {
 
     /// Moves a connection along at `now_ns`: relays bytes both ways, reports packets.
     pub fn drive(&mut self, key: &FlowKey, now_ns: u64) -> Step {
+        let held_bytes = self.held_bytes();
         let Some(c) = self.conns.get_mut(key) else { return Step::default() };
         c.stack.poll(now_ns);
         let (refusal, bad) = c.pump_from_client(key.src, now_ns);
@@ -694,6 +738,7 @@ impl L7 {
         }
         let mut step = Step { needs_backend: c.backend.is_none() && !c.to_backend.is_empty(), ..Step::default() };
         c.propagate_close(bad);
+        c.tune(&mut self.windows, held_bytes);
         c.stack.poll(now_ns);
         c.drain(key.dst, &mut step);
         c.release_idle();
@@ -719,6 +764,7 @@ impl L7 {
         let c = self.conns.remove(key)?;
         debug_assert!(self.buffer_bytes >= c.buffer_bytes, "the sum holds every connection's bytes");
         self.buffer_bytes -= c.buffer_bytes;
+        self.windows.release(&c.window);
         if let Some(at) = c.poll_at {
             self.timers.remove(&(at, *key));
         }

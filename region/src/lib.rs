@@ -23,6 +23,7 @@ pub mod sync;
 pub mod tables;
 pub mod tcp_stack;
 pub mod termination;
+pub mod window;
 
 pub use clb::{Clb, ClbDrop, Event};
 

@@ -3,13 +3,17 @@
 //! Linux's), so a SYN costs it nothing to remember; the node's own TCP stack is set up
 //! only for an ACK that carries a cookie the node made in the last two periods.
 //!
-//! Cookie bits: `period mod 32` (5) · MSS index (3) · MAC (24). The MAC is HMAC-SHA256,
-//! under a secret of the node's own, of the flow's addresses and ports, the client's
-//! initial sequence number, the period and the MSS index (so no bit of a cookie can be
-//! changed and still check out). A period is 64 s; a cookie is good in its
-//! period and the next. The cookie's SYN-ACK offers no window scaling, SACK or
-//! timestamps (nothing to remember them in): a connection's window is then at most 64 KiB,
-//! which is what the proxy's sockets hold anyway.
+//! Cookie bits: period parity (1) · the client's window scale (4) · MSS index (3) · MAC
+//! (24). The MAC is HMAC-SHA256, under a secret of the node's own, of the flow's
+//! addresses and ports, the client's initial sequence number, the period, the window
+//! scale and the MSS index (so no bit of a cookie can be changed and still check out). A
+//! period is 64 s; a cookie is good in its period and the next, which differ in parity.
+//!
+//! The window scale is what lets a proxied connection carry more than 64 KiB in flight
+//! (RFC 7323): the SYN-ACK offers the node's own scale when the client offered one, and
+//! the cookie remembers the client's, as Linux's cookies do in the timestamp option, but
+//! needing no timestamps. SACK and timestamps are not offered (nothing to remember them
+//! in).
 
 use anyedge_proto::FlowKey;
 
@@ -19,6 +23,21 @@ pub const PERIOD_NS: u64 = 64_000_000_000;
 /// The MSS values a cookie can carry: the largest not above the client's is taken.
 const MSS_TABLE: [u16; 8] = [536, 1_024, 1_200, 1_220, 1_360, 1_400, 1_440, 1_460];
 const _: () = assert!(MSS_TABLE.len() == 8, "three bits of the cookie index it");
+
+/// The largest window scale (RFC 7323 §2.3: a larger one is taken as 14).
+pub const WINDOW_SCALE_MAX: u8 = 14;
+/// The cookie's window-scale code for a client that offered none.
+const NO_WINDOW_SCALE: u32 = 15;
+const _: () = assert!((WINDOW_SCALE_MAX as u32) < NO_WINDOW_SCALE && NO_WINDOW_SCALE < 16, "four bits carry it");
+
+/// What a good cookie tells of the client's SYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Syn {
+    /// The MSS the cookie carries (the largest of the table not above the client's).
+    pub mss: u16,
+    /// The client's window scale, `None` when its SYN offered none.
+    pub window_scale: Option<u8>,
+}
 
 /// Resets a node sends a second, at most, for segments of connections it does not know
 /// (a restarted node's clients learn at once that their connection is gone and open a
@@ -51,7 +70,7 @@ impl SynCookies {
         allowed
     }
 
-    fn mac(&self, key: &FlowKey, client_isn: u32, period: u64, mss_index: u32) -> u32 {
+    fn mac(&self, key: &FlowKey, client_isn: u32, period: u64, options: u32) -> u32 {
         let mut input = Vec::with_capacity(48);
         for ip in [key.src, key.dst] {
             match ip {
@@ -63,37 +82,51 @@ impl SynCookies {
         input.extend_from_slice(&key.dst_port.to_be_bytes());
         input.extend_from_slice(&client_isn.to_be_bytes());
         input.extend_from_slice(&period.to_be_bytes());
-        input.extend_from_slice(&mss_index.to_be_bytes());
+        input.extend_from_slice(&options.to_be_bytes());
         debug_assert!(input.len() <= 2 * 16 + 2 * 2 + 4 + 8 + 4, "two addresses, two ports and three numbers");
         let out = self.prf.eval(&input);
         u32::from_be_bytes([0, out[0], out[1], out[2]])
     }
 
     /// The initial sequence number of the SYN-ACK answering a SYN of `key` with sequence
-    /// number `client_isn` and MSS option `client_mss` (536 when absent, RFC 9293), and
-    /// the MSS the cookie carries.
-    pub fn make(&self, key: &FlowKey, client_isn: u32, client_mss: Option<u16>, now_ns: u64) -> (u32, u16) {
+    /// number `client_isn`, MSS option `client_mss` (536 when absent, RFC 9293) and window
+    /// scale option `client_scale`, and what the cookie carries of them.
+    pub fn make(
+        &self,
+        key: &FlowKey,
+        client_isn: u32,
+        client_mss: Option<u16>,
+        client_scale: Option<u8>,
+        now_ns: u64,
+    ) -> (u32, Syn) {
         let wanted = client_mss.unwrap_or(536);
-        let index = MSS_TABLE.iter().rposition(|&m| m <= wanted).unwrap_or(0);
+        let index = MSS_TABLE.iter().rposition(|&m| m <= wanted).unwrap_or(0) as u32;
+        let scale = client_scale.map_or(NO_WINDOW_SCALE, |s| u32::from(s.min(WINDOW_SCALE_MAX)));
+        let options = scale << 3 | index;
         let period = now_ns / PERIOD_NS;
-        let cookie =
-            ((period & 0x1f) as u32) << 27 | (index as u32) << 24 | self.mac(key, client_isn, period, index as u32);
-        debug_assert!(MSS_TABLE[index] <= wanted || index == 0, "never more than the client can take");
-        debug_assert_eq!(
-            self.check(key, client_isn, cookie, now_ns),
-            Some(MSS_TABLE[index]),
-            "a fresh cookie checks out"
-        );
-        (cookie, MSS_TABLE[index])
+        let cookie = ((period & 1) as u32) << 31 | options << 24 | self.mac(key, client_isn, period, options);
+        let syn = Syn { mss: MSS_TABLE[index as usize], window_scale: client_scale.map(|s| s.min(WINDOW_SCALE_MAX)) };
+        debug_assert!(syn.mss <= wanted || index == 0, "never more than the client can take");
+        debug_assert_eq!(self.check(key, client_isn, cookie, now_ns), Some(syn), "a fresh cookie checks out");
+        (cookie, syn)
     }
 
-    /// The MSS a cookie carries when this node made it for `key` and `client_isn` in this
+    /// What a cookie carries when this node made it for `key` and `client_isn` in this
     /// period or the one before; `None` for anything else.
-    pub fn check(&self, key: &FlowKey, client_isn: u32, cookie: u32, now_ns: u64) -> Option<u16> {
+    pub fn check(&self, key: &FlowKey, client_isn: u32, cookie: u32, now_ns: u64) -> Option<Syn> {
         let now = now_ns / PERIOD_NS;
-        let period = std::iter::once(now).chain(now.checked_sub(1)).find(|p| (p & 0x1f) as u32 == cookie >> 27)?;
-        let index = cookie >> 24 & 7;
-        (self.mac(key, client_isn, period, index) == cookie & 0x00ff_ffff).then(|| MSS_TABLE[index as usize])
+        let period = std::iter::once(now).chain(now.checked_sub(1)).find(|p| (p & 1) as u32 == cookie >> 31)?;
+        let options = cookie >> 24 & 0x7f;
+        let (scale, index) = (options >> 3, options & 7);
+        if self.mac(key, client_isn, period, options) != cookie & 0x00ff_ffff {
+            return None;
+        }
+        // A scale code past the largest is never made: only a forged MAC could carry one.
+        let window_scale = match scale {
+            NO_WINDOW_SCALE => None,
+            s => Some(u8::try_from(s).ok().filter(|&s| s <= WINDOW_SCALE_MAX)?),
+        };
+        Some(Syn { mss: MSS_TABLE[index as usize], window_scale })
     }
 }
 
@@ -117,8 +150,8 @@ mod tests {
         let c = SynCookies::new(b"node secret");
         let v6 = FlowKey { src: "2001:db8::7".parse().unwrap(), dst: "fd00:a::20".parse().unwrap(), ..key(4000) };
         let t = 3 * PERIOD_NS;
-        let (cookie, mss) = c.make(&v6, 99, Some(1_440), t);
-        assert_eq!(c.check(&v6, 99, cookie, t), Some(mss));
+        let (cookie, syn) = c.make(&v6, 99, Some(1_440), Some(7), t);
+        assert_eq!(c.check(&v6, 99, cookie, t), Some(syn));
         assert_eq!(c.check(&key(4000), 99, cookie, t), None, "not an IPv4 client's");
     }
 
@@ -126,10 +159,10 @@ mod tests {
     fn a_cookie_checks_out_for_its_connection_in_its_period_and_the_next_only() {
         let c = SynCookies::new(b"node secret");
         let t = 5 * PERIOD_NS + 7;
-        let (cookie, mss) = c.make(&key(4000), 1_000, Some(1_460), t);
-        assert_eq!(mss, 1_460);
-        assert_eq!(c.check(&key(4000), 1_000, cookie, t), Some(1_460));
-        assert_eq!(c.check(&key(4000), 1_000, cookie, t + PERIOD_NS), Some(1_460), "the next period");
+        let (cookie, syn) = c.make(&key(4000), 1_000, Some(1_460), Some(7), t);
+        assert_eq!(syn, Syn { mss: 1_460, window_scale: Some(7) });
+        assert_eq!(c.check(&key(4000), 1_000, cookie, t), Some(syn));
+        assert_eq!(c.check(&key(4000), 1_000, cookie, t + PERIOD_NS), Some(syn), "the next period");
         assert_eq!(c.check(&key(4000), 1_000, cookie, t + 2 * PERIOD_NS), None, "two periods on");
         assert_eq!(c.check(&key(4001), 1_000, cookie, t), None, "another port");
         assert_eq!(c.check(&key(4000), 1_001, cookie, t), None, "another client sequence number");
@@ -145,9 +178,9 @@ mod tests {
         for (asked, got) in
             [(None, 536), (Some(100), 536), (Some(1_300), 1_220), (Some(1_440), 1_440), (Some(9_000), 1_460)]
         {
-            let (cookie, mss) = c.make(&key(4000), 9, asked, 0);
-            assert_eq!(mss, got, "{asked:?}");
-            assert_eq!(c.check(&key(4000), 9, cookie, 0), Some(got), "{asked:?}");
+            let (cookie, syn) = c.make(&key(4000), 9, asked, None, 0);
+            assert_eq!(syn.mss, got, "{asked:?}");
+            assert_eq!(c.check(&key(4000), 9, cookie, 0), Some(syn), "{asked:?}");
         }
     }
 
@@ -160,5 +193,23 @@ mod tests {
         let hits =
             (0..100_000u32).filter(|g| c.check(&key(4000), 1, g.wrapping_mul(2_654_435_761), t).is_some()).count();
         assert_eq!(hits, 0);
+    }
+
+    #[test]
+    fn the_cookie_remembers_the_clients_window_scale_or_that_it_offered_none() {
+        let c = SynCookies::new(b"node secret");
+        for (offered, kept) in
+            [(None, None), (Some(0), Some(0)), (Some(7), Some(7)), (Some(14), Some(14)), (Some(20), Some(14))]
+        {
+            let (cookie, syn) = c.make(&key(4000), 9, Some(1_460), offered, 0);
+            assert_eq!(syn.window_scale, kept, "{offered:?}");
+            assert_eq!(c.check(&key(4000), 9, cookie, 0).map(|s| s.window_scale), Some(kept), "{offered:?}");
+        }
+        // A client cannot claim another scale than its SYN's: the MAC covers it.
+        let (cookie, _) = c.make(&key(4000), 9, Some(1_460), Some(2), 0);
+        for scale in 0..16u32 {
+            let forged = cookie & !(0xf << 27) | scale << 27;
+            assert_eq!(c.check(&key(4000), 9, forged, 0).is_some(), scale == 2, "scale code {scale}");
+        }
     }
 }

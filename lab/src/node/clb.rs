@@ -506,6 +506,7 @@ impl<'a> ClbDriver<'a> {
             self.drops.set_gauge("l7_connections", self.core.proxied_connections() as u64);
             self.drops.set_gauge("syn_cookies_total", self.core.syn_cookies_sent());
             self.drops.set_gauge("l7_buffer_bytes", self.core.proxied_buffer_bytes() as u64);
+            self.drops.set_gauge("l7_window_grown_bytes", self.core.proxied_windows_grown() as u64);
             self.drops.set_gauge("quic_buffer_bytes", self.core.quic_held_bytes() as u64);
             let held = self.core.proxied_connections() + self.core.quic_counts().connections;
             if self.seen.trim.due(held) {

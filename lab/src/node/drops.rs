@@ -291,6 +291,9 @@ impl Drops {
                 }
                 "l7_connections" => ("gauge", "Layer-7 (HTTP, HTTPS, TCP SSL) connections the node proxies."),
                 "l7_buffer_bytes" => ("gauge", "Socket and relay buffer bytes the node's layer-7 connections hold."),
+                "l7_window_grown_bytes" => {
+                    ("gauge", "Window growth granted to layer-7 connections past 64 KiB a socket (at most 512 MiB).")
+                }
                 "syn_cookies_total" => {
                     ("counter", "Layer-7 SYNs answered with a SYN cookie (nothing kept until the ACK).")
                 }

@@ -82,13 +82,15 @@ impl L7Front {
         let Some(flags) = tcp.filter(|f| !f.rst) else { return refused(ClbDrop::NoConnection) };
         let Some((seq, ack, mss)) = inner::tcp_numbers(packet) else { return refused(ClbDrop::NoConnection) };
         if flags.syn && !flags.ack {
-            return self.answer_syn(&key, seq, mss, now_ns).map_or(refused(ClbDrop::NoConnection), Admission::Answer);
+            let scale = inner::tcp_window_scale(packet);
+            let answer = self.answer_syn(&key, seq, mss, scale, now_ns);
+            return answer.map_or(refused(ClbDrop::NoConnection), Admission::Answer);
         }
         if flags.syn || !flags.ack {
             return refused(ClbDrop::NoConnection);
         }
         let (client_isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
-        let Some(mss) = self.cookies.check(&key, client_isn, cookie, now_ns) else {
+        let Some(syn) = self.cookies.check(&key, client_isn, cookie, now_ns) else {
             return Admission::Refused(ClbDrop::BadCookie, self.reset(now_ns, &key, ack));
         };
         let source = crate::cidr::source_prefix(key.src, self.proxy.source_prefix_v4());
@@ -101,7 +103,7 @@ impl L7Front {
             Err(Refused::SourceCap) => return refused(ClbDrop::SourceCap),
             Err(Refused::Full) => return refused(ClbDrop::NoBackend),
         }
-        if !self.proxy.splice(&key, client_isn, cookie, mss, now_ns) {
+        if !self.proxy.splice(&key, client_isn, cookie, syn, now_ns) {
             self.proxy.remove(&key);
             return refused(ClbDrop::NoBackend);
         }
@@ -110,11 +112,20 @@ impl L7Front {
     }
 
     /// A SYN costs nothing to remember: the SYN-ACK's sequence number is a cookie, and
-    /// the connection is set up on the ACK that returns it.
-    fn answer_syn(&mut self, key: &FlowKey, seq: u32, mss: Option<u16>, now_ns: u64) -> Option<Vec<u8>> {
-        let (cookie, mss) = self.cookies.make(key, seq, mss, now_ns);
+    /// the connection is set up on the ACK that returns it. A client that offers window
+    /// scaling is offered the proxied sockets' scale ([`crate::window::SHIFT`]).
+    fn answer_syn(
+        &mut self,
+        key: &FlowKey,
+        seq: u32,
+        mss: Option<u16>,
+        scale: Option<u8>,
+        now_ns: u64,
+    ) -> Option<Vec<u8>> {
+        let (cookie, syn) = self.cookies.make(key, seq, mss, scale, now_ns);
         let ack = Some(seq.wrapping_add(1));
-        let syn_ack = inner::bare_tcp(key.dst_port, key.src_port, TcpControl::Syn, cookie, ack, Some(mss));
+        let mut syn_ack = inner::bare_tcp(key.dst_port, key.src_port, TcpControl::Syn, cookie, ack, Some(syn.mss));
+        syn_ack.window_scale = syn.window_scale.map(|_| crate::window::SHIFT);
         let syn_ack = inner::build_tcp(key.dst, key.src, &syn_ack)?;
         self.cookies_sent += 1;
         Some(syn_ack)
@@ -170,5 +181,140 @@ mod tests {
         assert!(matches!(handshake(&mut front, 1001, full), Admission::Refused(ClbDrop::SourceCap, None)));
         assert_eq!(front.proxy().refused_per_source(), 1);
         assert!(matches!(handshake(&mut front, 1002, full - 1), Admission::Proxied { new: true }));
+    }
+
+    /// Packets on their way, each due at a time.
+    type Path = std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)>;
+
+    /// A client (its receive buffer of 4 MiB, as Linux's grows to) downloading `len`
+    /// bytes through a relaying (`tcp` SSL-less) listener from a backend, with `rtt_ms`
+    /// between client and node and 1 ms between node and backend, every `loss_every`th
+    /// packet toward the client lost (0: none). Milliseconds it took, and the largest
+    /// window the proxy granted.
+    fn download(len: usize, rtt_ms: u64, loss_every: u64) -> (u64, usize) {
+        use crate::tcp_stack::TcpStack;
+        use std::net::SocketAddr;
+        let (client, vip, node, server): (IpAddr, IpAddr, IpAddr, IpAddr) = (
+            "198.18.128.2".parse().unwrap(),
+            "198.18.0.20".parse().unwrap(),
+            "198.18.32.2".parse().unwrap(),
+            "198.19.20.30".parse().unwrap(),
+        );
+        let key = FlowKey { transport: Transport::Tcp, src: client, src_port: 40_000, dst: vip, dst_port: 80 };
+        let mut front = L7Front::new(32, b"secret");
+        let own = [node];
+        let at = Opening {
+            listener: 0,
+            mode: crate::l7::Mode { http: false, tls: None, alt_svc: None },
+            own: &own,
+            seed: 1,
+            held_elsewhere: 0,
+        };
+        let mut c = TcpStack::new(client, 7, 0);
+        let ch = c.new_socket_sized(4 << 20, 64 << 10);
+        let cx = c.iface.context();
+        c.sockets.get_mut::<smoltcp::socket::tcp::Socket>(ch).connect(cx, (vip, 80), (client, 40_000)).unwrap();
+        // Every segment acknowledged at once, as Linux does while a transfer starts.
+        c.socket(ch).set_ack_delay(None);
+        let mut b = TcpStack::new(server, 9, 0);
+        let bh = b.new_socket_sized(64 << 10, 4 << 20);
+        b.socket(bh).listen(8080).unwrap();
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let (mut path, mut seq, mut served, mut got, mut asked, mut widest) = (Path::new(), 0u64, 0, 0, false, 0);
+        let half = rtt_ms * 500_000;
+        for tick in 0..2_000_000u64 {
+            let now = tick * 100_000;
+            // The client asks once, then reads everything.
+            c.poll(now);
+            let cs = c.socket(ch);
+            if !asked && cs.may_send() {
+                asked = cs.send_slice(b"GET big\n").unwrap() > 0;
+            }
+            while let Ok(n) = cs.recv(|d| (d.len(), d.len())) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if got == len {
+                return (now / 1_000_000, widest);
+            }
+            for p in c.drain_tx() {
+                seq += 1;
+                path.insert((now + half, seq), (true, p));
+            }
+            b.poll(now);
+            let bs = b.socket(bh);
+            if bs.may_send() && bs.recv_queue() > 0 && served < len {
+                served += bs.send_slice(&body[served..]).unwrap();
+            }
+            for p in b.drain_tx() {
+                seq += 1;
+                path.insert((now + 500_000, seq), (false, p));
+            }
+            // The node: what arrived, then its timers.
+            let due: Vec<_> = path.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
+            let mut drive = false;
+            for k in due {
+                let (_, p) = path.remove(&k).unwrap();
+                let to = inner::parse(&p).unwrap().key.dst;
+                if to == client {
+                    c.receive(p);
+                } else if to == server {
+                    b.receive(p);
+                } else if to == node {
+                    front.proxy_mut().receive(&key, p);
+                    drive = true;
+                } else {
+                    match front.admit(key, inner::parse(&p).unwrap().tcp, &p, at, now) {
+                        Admission::Answer(syn_ack) => {
+                            seq += 1;
+                            path.insert((now + half, seq), (false, syn_ack));
+                        }
+                        Admission::Proxied { .. } => {
+                            front.proxy_mut().receive_client(&key, crate::conn_table::Ingress::Direct, p);
+                            drive = true;
+                        }
+                        Admission::Refused(..) => {}
+                    }
+                }
+            }
+            if drive || front.proxy().next_timer().is_some_and(|t| t <= now) {
+                let mut step = front.proxy_mut().drive(&key, now);
+                if step.needs_backend {
+                    assert!(front.proxy_mut().connect(&key, 0, SocketAddr::new(server, 8080), (node, 50_000)));
+                    step.to_backend.extend(front.proxy_mut().drive(&key, now).to_backend);
+                }
+                for p in step.to_client {
+                    seq += 1;
+                    if loss_every == 0 || !seq.is_multiple_of(loss_every) {
+                        path.insert((now + half, seq), (false, p));
+                    }
+                }
+                for p in step.to_backend {
+                    seq += 1;
+                    path.insert((now + 500_000, seq), (true, p));
+                }
+            }
+            widest = widest.max(front.proxy().windows_grown() / crate::window::SOCKETS + crate::window::START);
+            if tick % 2_500 == 0 && std::env::var("TRACE").is_ok() {
+                eprintln!(
+                    "{} ms: got {got} served {served} grown {} in flight {}",
+                    now / 1_000_000,
+                    front.proxy().windows_grown(),
+                    path.len()
+                );
+            }
+        }
+        panic!("{got} of {len} bytes arrived");
+    }
+
+    #[test]
+    fn a_proxied_download_grows_its_window_with_the_paths_bandwidth_delay_product() {
+        let (ms, widest) = download(20_000_000, 40, 0);
+        eprintln!("20 MB at 40 ms: {ms} ms, window {widest}");
+        let (ms, widest) = download(20_000_000, 40, 500);
+        eprintln!("20 MB at 40 ms, 0.2 % loss: {ms} ms, window {widest}");
+        assert!(widest > crate::window::START, "the window grew");
     }
 }

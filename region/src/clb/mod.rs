@@ -686,6 +686,11 @@ impl Clb {
         self.l7.proxy().buffer_bytes()
     }
 
+    /// Window growth the node granted its proxied connections ([`crate::window::Pool`]).
+    pub fn proxied_windows_grown(&self) -> usize {
+        self.l7.proxy().windows_grown()
+    }
+
     /// Counts what the QUIC listeners hold into the node's one budget for terminated
     /// connections ([`crate::l7::PROXIED_BYTES_MAX`], with the layer-7 proxy's): past it,
     /// new QUIC connections are refused as new layer-7 ones are. Each QUIC connection

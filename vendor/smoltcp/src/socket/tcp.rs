@@ -194,7 +194,7 @@ impl RttEstimator {
         Duration::from_millis(self.rto as _)
     }
 
-    #[cfg(feature = "socket-tcp-cubic")]
+    #[cfg(any(feature = "socket-tcp-cubic", feature = "socket-tcp-bbr"))]
     fn smoothed_rtt(&self) -> u32 {
         if self.have_measurement { self.srtt } else { 0 }
     }
@@ -225,6 +225,14 @@ impl RttEstimator {
             self.rttvar,
             self.rto
         );
+    }
+
+    /// anyedge patch: the RTO of the latest sample again, with `min_rto` ms as its least.
+    fn lower_min_rto(&mut self, min_rto: u32) {
+        if self.have_measurement && self.rto_count == 0 {
+            let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
+            self.rto = (self.srtt + margin).clamp(min_rto, RTTE_MAX_RTO);
+        }
     }
 
     fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
@@ -458,6 +466,10 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// anyedge patch: a model-based controller after BBR (`congestion/bbr.rs`).
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// A Transmission Control Protocol socket.
@@ -553,6 +565,19 @@ pub struct Socket<'a> {
     /// If this is set, we will not send a SYN|ACK until this is unset.
     #[cfg(feature = "socket-tcp-pause-synack")]
     synack_paused: bool,
+
+    /// anyedge patch: the most the receive window offers, below the buffer's capacity
+    /// ([`Socket::set_window_limit`]).
+    window_limit: usize,
+    /// anyedge patch: a segment arrived that filled the window to its right edge since
+    /// [`Socket::take_window_filled`] last asked.
+    window_filled: bool,
+    /// anyedge patch: in a fast recovery of a socket with a congestion controller, the
+    /// highest sequence number sent when it began (NewReno, RFC 6582): an ACK below it
+    /// acknowledges part of the window, and the next hole is retransmitted at once.
+    recover: Option<TcpSeqNumber>,
+    /// anyedge patch: the least RTO, ms, when not RFC 6298's 1 s ([`Socket::set_min_rto`]).
+    min_rto: Option<u32>,
 }
 
 /// anyedge patch: a TCP socket's state while it holds nothing ([`Socket::park`]): a
@@ -591,7 +616,6 @@ pub struct Parked {
     remote_has_sack: bool,
     pending_fast_retransmit: bool,
     nagle: bool,
-    congestion_controller: congestion::AnyController,
 }
 
 /// anyedge patch: an optional instant or duration in 8 bytes, where `Option` takes 16:
@@ -713,7 +737,50 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+
+            window_limit: usize::MAX,
+            window_filled: false,
+            recover: None,
+            min_rto: None,
         }
+    }
+
+    /// anyedge patch: offers at most `bytes` of receive window, below the buffer's
+    /// capacity (which sets the window scale), so a receiver's window can grow with its
+    /// path as Linux's autotuning grows `rcvbuf`. Set it before the connection opens and
+    /// only raise it after: a lower limit would move the right edge back (RFC 9293
+    /// §3.8.6.2.2 asks a receiver not to shrink its window).
+    pub fn set_window_limit(&mut self, bytes: usize) {
+        self.window_limit = bytes;
+    }
+
+    /// anyedge patch: the least retransmission timeout once the RTT is measured (RFC
+    /// 6298 asks 1 s, the default; Linux takes 200 ms): a lost last segment, which no
+    /// duplicate ACK reports, costs a bulk transfer this much idle.
+    pub fn set_min_rto(&mut self, ms: u32) {
+        self.min_rto = Some(ms.clamp(1, RTTE_MAX_RTO));
+    }
+
+    /// anyedge patch: the window limit ([`Socket::set_window_limit`]).
+    pub fn window_limit(&self) -> usize {
+        self.window_limit.min(self.rx_buffer.capacity())
+    }
+
+    /// anyedge patch: whether a segment filled the offered window to its right edge since
+    /// this was last asked (the sender had more than the window let it send); clears it.
+    pub fn take_window_filled(&mut self) -> bool {
+        core::mem::take(&mut self.window_filled)
+    }
+
+    /// anyedge patch: the window the remote offers now, in bytes.
+    pub fn remote_window(&self) -> usize {
+        self.remote_win_len
+    }
+
+    /// anyedge patch: the receive window to offer: the buffer's room, within the limit.
+    fn rx_window(&self) -> usize {
+        let limit = self.window_limit.saturating_sub(self.rx_buffer.len());
+        self.rx_buffer.window().min(limit)
     }
 
     /// Enable or disable TCP Timestamp.
@@ -757,6 +824,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         }
     }
 
@@ -772,6 +842,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 
@@ -846,7 +919,7 @@ impl<'a> Socket<'a> {
     /// Used in internal calculations as well as packet generation.
     #[inline]
     fn scaled_window(&self) -> u16 {
-        u16::try_from(self.rx_buffer.window() >> self.remote_win_shift).unwrap_or(u16::MAX)
+        u16::try_from(self.rx_window() >> self.remote_win_shift).unwrap_or(u16::MAX)
     }
 
     /// Return the last window field value, including scaling according to RFC 1323.
@@ -1530,6 +1603,14 @@ impl<'a> Socket<'a> {
         if self.ack_delay_timer != AckDelayTimer::Idle || !self.assembler.is_empty() {
             return None;
         }
+        // A congestion controller's state is not kept: only a socket without one parks
+        // (and only such a socket has no NewReno recovery point).
+        // Nor do the other anyedge additions (a window limit, a least RTO): only the
+        // layer-7 proxy's growing sockets set them, and those never park.
+        let plain = self.window_limit == usize::MAX && self.min_rto.is_none() && self.recover.is_none();
+        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) || !plain {
+            return None;
+        }
         #[cfg(feature = "socket-tcp-pause-synack")]
         if self.synack_paused {
             return None;
@@ -1573,7 +1654,6 @@ impl<'a> Socket<'a> {
             remote_has_sack: self.remote_has_sack,
             pending_fast_retransmit: self.pending_fast_retransmit,
             nagle: self.nagle,
-            congestion_controller: self.congestion_controller.clone(),
         })
     }
 
@@ -1623,7 +1703,7 @@ impl<'a> Socket<'a> {
             nagle: parked.nagle,
             tsval_generator: parked.tsval_generator,
             last_remote_tsval: parked.last_remote_tsval,
-            congestion_controller: parked.congestion_controller.clone(),
+            congestion_controller: congestion::AnyController::None(congestion::no_control::NoControl),
 
             #[cfg(feature = "async")]
             rx_waker: WakerRegistration::new(),
@@ -1632,6 +1712,11 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-pause-synack")]
             synack_paused: false,
+
+            window_limit: usize::MAX,
+            window_filled: false,
+            recover: None,
+            min_rto: None,
         })
     }
 
@@ -1993,6 +2078,10 @@ impl<'a> Socket<'a> {
                 if segment_in_window {
                     let overlap_start = window_start.max(segment_start);
                     let overlap_end = window_end.min(segment_end);
+                    // anyedge patch: the sender used the whole window it was offered.
+                    // (Only where a limit is set: no other socket asks, and none parks with it.)
+                    self.window_filled |=
+                        self.window_limit != usize::MAX && overlap_end > overlap_start && overlap_end == window_end;
 
                     // the checks done above imply this.
                     debug_assert!(overlap_start <= overlap_end);
@@ -2340,6 +2429,10 @@ impl<'a> Socket<'a> {
                     if self.local_rx_dup_acks == 3 {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
+                        // anyedge patch: NewReno's recovery point (sockets with a controller).
+                        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) {
+                            self.recover.get_or_insert(self.remote_last_seq);
+                        }
                     }
 
                     // Notify of duplicate ACK
@@ -2358,10 +2451,22 @@ impl<'a> Socket<'a> {
                         self.local_rx_dup_acks = 0;
                         net_debug!("reset duplicate ACK count");
                     }
+                    // anyedge patch: a partial ACK in NewReno's recovery retransmits the
+                    // next unacknowledged segment now; a full one ends the recovery.
+                    if let Some(recover) = self.recover {
+                        if ack_number < recover {
+                            self.timer.set_for_fast_retransmit();
+                        } else {
+                            self.recover = None;
+                        }
+                    }
                     self.local_rx_last_ack = Some(ack_number);
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
+                    if let Some(min_rto) = self.min_rto {
+                        self.rtte.lower_min_rto(min_rto);
+                    }
                     let new_flight_size = self.flight_size().saturating_sub(ack_len);
                     self.congestion_controller.inner_mut().on_ack(
                         cx.now(),
@@ -2696,6 +2801,8 @@ impl<'a> Socket<'a> {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
                 net_debug!("retransmitting after rto");
+                // anyedge patch: a timeout ends a NewReno recovery (everything goes again).
+                self.recover = None;
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -2822,7 +2929,7 @@ impl<'a> Socket<'a> {
                 repr.control = TcpControl::Syn;
                 repr.seq_number = self.local_seq_no;
                 // window len must NOT be scaled in SYNs.
-                repr.window_len = u16::try_from(self.rx_buffer.window()).unwrap_or(u16::MAX);
+                repr.window_len = u16::try_from(self.rx_window()).unwrap_or(u16::MAX);
                 if self.state == State::SynSent {
                     repr.ack_number = None;
                     repr.window_scale = Some(self.remote_win_shift);

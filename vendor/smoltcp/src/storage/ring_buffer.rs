@@ -416,6 +416,20 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     where
         T: Copy,
     {
+        // anyedge patch: a compact buffer's storage grows only as far as what it holds
+        // needs (`enqueue_many_with` hands out the whole capacity, allocating all of it).
+        if self.compact {
+            let mut done = 0;
+            while done < data.len() {
+                let n = self.write_unallocated(0, &data[done..]);
+                if n == 0 {
+                    break;
+                }
+                self.enqueue_unallocated(n);
+                done += n;
+            }
+            return done;
+        }
         let (size_1, data) = self.enqueue_many_with(|buf| {
             let size = cmp::min(buf.len(), data.len());
             buf[..size].copy_from_slice(&data[..size]);
