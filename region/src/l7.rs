@@ -100,8 +100,10 @@ pub struct Proxied {
     /// to the first ([`AltSvcOnce`], dropped once it has).
     alt_svc: Option<std::sync::Arc<str>>,
     alt_svc_h1: Option<Box<AltSvcOnce>>,
-    /// The window each of its sockets may offer and queue ([`crate::window`]).
-    window: Grant,
+    /// The windows its sockets may offer and queue ([`crate::window`]): upward (the
+    /// client's socket receiving, the backend's sending) and downward.
+    up: Grant,
+    down: Grant,
 }
 
 impl Proxied {
@@ -191,7 +193,7 @@ impl Proxied {
                 self.stack.socket(old).abort();
                 self.stack.poll(now_ns);
                 self.stack.remove(old);
-                let Some(new) = self.stack.connect_growing(addr, local, self.window.bytes()) else {
+                let Some(new) = self.stack.connect_growing(addr, local, self.down.bytes()) else {
                     self.backend = None;
                     h2.shut();
                     return false;
@@ -254,7 +256,7 @@ impl Proxied {
                     let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
                     let room = room.min(h2.backend_room());
                     let mut answer = Vec::new();
-                    let send_room = self.window.send_room(socket);
+                    let send_room = self.up.send_room(socket);
                     crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
                     let closed = matches!(
                         socket.state(),
@@ -273,7 +275,7 @@ impl Proxied {
                     Some(alt) => {
                         let mut answer = Vec::new();
                         let room = room.saturating_sub(alt.held());
-                        let send_room = self.window.send_room(socket);
+                        let send_room = self.up.send_room(socket);
                         crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
                         alt.pass(&answer, &mut self.to_client);
                         if alt.done() {
@@ -281,7 +283,7 @@ impl Proxied {
                         }
                     }
                     None => {
-                        let send_room = self.window.send_room(socket);
+                        let send_room = self.up.send_room(socket);
                         let (to_backend, to_client) = (&mut self.to_backend, &mut self.to_client);
                         crate::tcp_stack::exchange_within(socket, to_backend, send_room, to_client, room);
                     }
@@ -300,7 +302,7 @@ impl Proxied {
         }
         debug_assert!(self.tls.is_some() || self.to_client.is_empty(), "plain bytes go straight to the wire");
         let cs = self.stack.socket(self.client);
-        let send_room = self.window.send_room(cs).min(self.client_wire.len());
+        let send_room = self.down.send_room(cs).min(self.client_wire.len());
         if cs.can_send() && send_room > 0 {
             let n = cs.send_slice(&self.client_wire[..send_room]).unwrap_or(0);
             self.client_wire.drain(..n);
@@ -386,19 +388,34 @@ impl Proxied {
         wake
     }
 
-    /// Grows the connection's window when one of its sockets held a sender back and the
-    /// node's pool grants it ([`crate::window`]); every socket then offers and queues it.
-    fn tune(&mut self, pool: &mut Pool, held_bytes: usize) {
-        let client_waiting = !self.client_wire.is_empty();
-        let backend_waiting = !self.to_backend.is_empty();
-        let mut binds = self.window.binds(self.stack.socket(self.client), client_waiting);
+    /// Grows a direction's window when one of its sockets held its sender back and the
+    /// node's pool grants it ([`crate::window`]): upward the client's receive window and
+    /// the backend's send queue, downward the backend's receive window and the client's
+    /// send queue.
+    fn tune(&mut self, pool: &mut Pool, held_bytes: usize, now_ns: u64) {
+        let rtt_ms = std::iter::once(self.client)
+            .chain(self.backend)
+            .filter_map(|h| self.stack.socket(h).smoothed_rtt_ms())
+            .max();
+        let toward_client_empty = self.to_client.is_empty() && self.client_wire.is_empty();
+        let client = self.stack.socket(self.client);
+        let mut up = self.up.receive_binds(client, self.to_backend.is_empty());
+        let mut down = self.down.send_binds(client, !self.client_wire.is_empty());
         if let Some(b) = self.backend {
-            binds |= self.window.binds(self.stack.socket(b), backend_waiting);
+            let backend = self.stack.socket(b);
+            down |= self.down.receive_binds(backend, toward_client_empty);
+            up |= self.up.send_binds(backend, !self.to_backend.is_empty());
         }
-        if binds && pool.grow(&mut self.window, held_bytes) {
-            for h in std::iter::once(self.client).chain(self.backend) {
-                self.stack.socket(h).set_window_limit(self.window.bytes());
-            }
+        let before = pool.grown();
+        if up && pool.grow(&mut self.up, held_bytes, now_ns, rtt_ms) {
+            self.stack.socket(self.client).set_window_limit(self.up.bytes());
+        }
+        let held_bytes = held_bytes + (pool.grown() - before);
+        if down
+            && pool.grow(&mut self.down, held_bytes, now_ns, rtt_ms)
+            && let Some(b) = self.backend
+        {
+            self.stack.socket(b).set_window_limit(self.down.bytes());
         }
     }
 
@@ -586,7 +603,8 @@ impl L7 {
             h2: None,
             alt_svc_h1: alt_svc.clone().map(|v| Box::new(AltSvcOnce::new(v))),
             alt_svc,
-            window: Grant::default(),
+            up: Grant::default(),
+            down: Grant::default(),
         };
         self.conns.insert(key, conn);
         *self.per_source.entry(source).or_default() += 1;
@@ -655,7 +673,7 @@ impl L7 {
     pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
         debug_assert!(c.backend.is_none(), "a connection binds one backend, once");
-        let Some(handle) = c.stack.connect_growing(backend, local, c.window.bytes()) else { return false };
+        let Some(handle) = c.stack.connect_growing(backend, local, c.down.bytes()) else { return false };
         c.backend = Some(handle);
         c.binding = Some(binding);
         c.backend_addr = Some(backend);
@@ -738,7 +756,7 @@ impl L7 {
         }
         let mut step = Step { needs_backend: c.backend.is_none() && !c.to_backend.is_empty(), ..Step::default() };
         c.propagate_close(bad);
-        c.tune(&mut self.windows, held_bytes);
+        c.tune(&mut self.windows, held_bytes, now_ns);
         c.stack.poll(now_ns);
         c.drain(key.dst, &mut step);
         c.release_idle();
@@ -764,7 +782,8 @@ impl L7 {
         let c = self.conns.remove(key)?;
         debug_assert!(self.buffer_bytes >= c.buffer_bytes, "the sum holds every connection's bytes");
         self.buffer_bytes -= c.buffer_bytes;
-        self.windows.release(&c.window);
+        self.windows.release(&c.up);
+        self.windows.release(&c.down);
         if let Some(at) = c.poll_at {
             self.timers.remove(&(at, *key));
         }

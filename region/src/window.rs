@@ -4,16 +4,22 @@
 //!
 //! A proxied connection starts with 64 KiB of window on each of its sockets, what every
 //! connection had before, and a SYN-ACK that offers window scaling (the scale follows
-//! from [`MAX`], the buffers' capacity). Its [`Grant`] doubles, up to [`MAX`], when one of
-//! its sockets is what holds a sender back:
+//! from [`MAX`], the buffers' capacity). It has a [`Grant`] for each direction: upward
+//! (the client's socket receiving, the backend's sending) and downward (the backend's
+//! receiving, the client's sending). A direction's grant doubles, up to [`MAX`] and at
+//! most once a round trip (slow start's pace), when one of its sockets is what holds
+//! that direction's sender back:
 //! - receiving: a segment filled the window to its right edge while the proxy had passed
-//!   on everything before it (the sender had more to send; the other side was not what
-//!   stopped it);
+//!   everything before it on, and the other side had taken it (the sender had more to
+//!   send; neither the proxy nor the other side was what stopped it);
 //! - sending: the proxy has bytes for a socket whose queue is at the grant while the peer
 //!   offers as much window (within a segment): a slow reader, whose window is closing,
 //!   never grows it.
+//! A direction whose far end stops reading stops growing: a client that sends and never
+//! reads its answers has its upward window grow only while its backend keeps taking
+//! requests, which it stops doing once its answers back up.
 //!
-//! Growth is drawn from the node's [`Pool`]: every socket of a connection may hold its
+//! Growth is drawn from the node's [`Pool`]: both sockets of a direction may hold its
 //! grant, so growing by `d` reserves [`SOCKETS`] × `d`; the pool gives at most
 //! [`GROWN_MAX`] in all, and only while the node's held bytes with the growth stay within
 //! [`crate::l7::PROXIED_BYTES_MAX`]. A connection gives its growth back when it ends.
@@ -35,8 +41,8 @@ pub const MAX: usize = 4 << 20;
 pub const SEND_MAX: usize = 1 << 20;
 /// The window scale proxied sockets offer: smoltcp's for a receive buffer of [`MAX`].
 pub const SHIFT: u8 = shift_for(MAX);
-/// Sockets a grant covers: each of a connection's two sockets, receiving and sending.
-pub const SOCKETS: usize = 4;
+/// Sockets a grant covers: one direction's receiving socket and its sending one.
+pub const SOCKETS: usize = 2;
 /// Bytes of growth the node grants in all (windows past [`START`], [`SOCKETS`] each).
 pub const GROWN_MAX: usize = PROXIED_BYTES_MAX / 4;
 /// A segment's worth: a send queue within this of the grant is full.
@@ -45,7 +51,10 @@ const SEGMENT: usize = 1_460;
 const _: () = assert!(START.is_power_of_two() && MAX.is_power_of_two() && START < MAX);
 const _: () = assert!(START <= SEND_MAX && SEND_MAX <= MAX);
 const _: () = assert!(SHIFT as usize <= crate::syn_cookie::WINDOW_SCALE_MAX as usize);
-const _: () = assert!(SOCKETS * (MAX - START) <= GROWN_MAX, "one connection can grow to the largest window");
+const _: () = assert!(2 * SOCKETS * (MAX - START) <= GROWN_MAX, "one connection can grow to the largest windows");
+/// The least time between two doublings of a grant whose sockets have no round trip
+/// measured yet.
+const UNMEASURED_RTT_NS: u64 = 100_000_000;
 
 /// The window scale smoltcp offers for a receive buffer of `capacity` bytes (one more
 /// than the bits past 16 of the highest set bit: a 64 KiB buffer offers 1).
@@ -54,37 +63,54 @@ pub const fn shift_for(capacity: usize) -> u8 {
     bits.saturating_sub(16) as u8
 }
 
-/// One connection's window: what each of its sockets may offer and queue.
+/// One direction's window: what its receiving socket may offer and its sending socket
+/// queue.
 #[derive(Debug)]
 pub struct Grant {
     bytes: usize,
+    /// When it last doubled.
+    grown_at_ns: Option<u64>,
 }
 
 impl Default for Grant {
     fn default() -> Grant {
-        Grant { bytes: START }
+        Grant { bytes: START, grown_at_ns: None }
     }
 }
 
 impl Grant {
-    /// The window each socket may offer, and the bytes each may queue to send.
+    /// The window its receiving socket may offer, and the bytes its sending one may queue.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// What the proxy may queue into `socket` now (its grant, at most [`SEND_MAX`]).
+    /// What the proxy may queue into `socket`, this direction's sending socket, now (its
+    /// grant, at most [`SEND_MAX`]).
     pub fn send_room(&self, socket: &tcp::Socket) -> usize {
         self.bytes.min(SEND_MAX).saturating_sub(socket.send_queue())
     }
 
-    /// Whether `socket` held its sender back since last asked (see the module's doc):
-    /// `waiting` says the proxy has bytes for it that did not fit.
-    pub fn binds(&self, socket: &mut tcp::Socket, waiting: bool) -> bool {
-        let receive_bound = socket.take_window_filled() && socket.recv_queue() == 0;
+    /// Whether `socket`, this direction's receiving socket, held its sender back since
+    /// last asked (a segment reached its window's right edge; the flag is cleared either
+    /// way): `passed_on` says the proxy's relay buffer toward the other side is empty.
+    pub fn receive_binds(&self, socket: &mut tcp::Socket, passed_on: bool) -> bool {
+        socket.take_window_filled() && socket.recv_queue() == 0 && passed_on
+    }
+
+    /// Whether `socket`, this direction's sending socket, holds the sender back: the
+    /// proxy has bytes for it (`waiting`) that its queue, full at the grant, did not take
+    /// while its peer offers as much window.
+    pub fn send_binds(&self, socket: &tcp::Socket, waiting: bool) -> bool {
         let queued = socket.send_queue();
         let full = queued + SEGMENT > self.bytes.min(SEND_MAX);
-        let send_bound = waiting && full && self.bytes < SEND_MAX && socket.remote_window() + SEGMENT >= queued;
-        receive_bound || send_bound
+        waiting && full && self.bytes < SEND_MAX && socket.remote_window() + SEGMENT >= queued
+    }
+
+    /// Whether a round trip (`rtt_ms`, the larger of its sockets' smoothed RTTs, when
+    /// measured) has passed since it last doubled.
+    fn due(&self, now_ns: u64, rtt_ms: Option<u32>) -> bool {
+        let rtt_ns = rtt_ms.map_or(UNMEASURED_RTT_NS, |ms| u64::from(ms) * 1_000_000);
+        self.grown_at_ns.is_none_or(|at| now_ns >= at.saturating_add(rtt_ns))
     }
 }
 
@@ -95,21 +121,27 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Bytes granted past [`START`], [`SOCKETS`] per connection, in all.
+    /// Bytes granted past [`START`], [`SOCKETS`] per grant, in all.
     pub fn grown(&self) -> usize {
         self.grown
     }
 
-    /// Doubles `grant` (up to [`MAX`]) when the pool has room and `held_bytes` (the
-    /// node's, this growth included) stays within [`PROXIED_BYTES_MAX`]; whether it did.
-    pub fn grow(&mut self, grant: &mut Grant, held_bytes: usize) -> bool {
+    /// Doubles `grant` (up to [`MAX`]) when a round trip passed since it last did
+    /// (`rtt_ms`: its sockets' larger smoothed RTT, when measured), the pool has room and
+    /// `held_bytes` (the node's, this growth included) stays within
+    /// [`PROXIED_BYTES_MAX`]; whether it did.
+    pub fn grow(&mut self, grant: &mut Grant, held_bytes: usize, now_ns: u64, rtt_ms: Option<u32>) -> bool {
         let next = (grant.bytes * 2).min(MAX);
         let extra = SOCKETS * (next - grant.bytes);
-        if extra == 0 || self.grown + extra > GROWN_MAX || held_bytes + extra > PROXIED_BYTES_MAX {
+        if extra == 0 || !grant.due(now_ns, rtt_ms) {
+            return false;
+        }
+        if self.grown + extra > GROWN_MAX || held_bytes + extra > PROXIED_BYTES_MAX {
             return false;
         }
         self.grown += extra;
         grant.bytes = next;
+        grant.grown_at_ns = Some(now_ns);
         debug_assert!(self.grown <= GROWN_MAX, "the pool never grants past its bound");
         true
     }
@@ -142,36 +174,56 @@ mod tests {
         let mut pool = Pool::default();
         let mut grant = Grant::default();
         let mut steps = 0;
-        while pool.grow(&mut grant, 0) {
+        let mut now = 0;
+        while pool.grow(&mut grant, 0, now, Some(1)) {
             steps += 1;
+            now += 1_000_000;
         }
         assert_eq!((grant.bytes(), steps), (MAX, 6), "64 KiB doubled six times is 4 MiB");
         assert_eq!(pool.grown(), SOCKETS * (MAX - START));
-        // Connections grow until the pool is spent; then a new one keeps its start.
+        // Grants grow until the pool is spent; then a new one keeps its start.
         let mut grants: Vec<Grant> = Vec::new();
         loop {
             let mut g = Grant::default();
-            while pool.grow(&mut g, 0) {}
+            let mut at = 0;
+            while pool.grow(&mut g, 0, at, None) {
+                at += UNMEASURED_RTT_NS;
+            }
             if g.bytes() == START {
                 break;
             }
             grants.push(g);
         }
         assert!(pool.grown() <= GROWN_MAX && GROWN_MAX - pool.grown() < SOCKETS * START, "no room for one step");
-        assert!(grants.len() >= GROWN_MAX / (SOCKETS * MAX), "{} connections grew", grants.len());
+        assert!(grants.len() >= GROWN_MAX / (SOCKETS * MAX), "{} grants grew", grants.len());
         for g in &grants {
             pool.release(g);
         }
         pool.release(&grant);
-        assert_eq!(pool.grown(), 0, "every connection gave its growth back");
+        assert_eq!(pool.grown(), 0, "every grant gave its growth back");
+    }
+
+    #[test]
+    fn a_grant_doubles_at_most_once_a_round_trip() {
+        let mut pool = Pool::default();
+        let mut grant = Grant::default();
+        let ms = 1_000_000;
+        assert!(pool.grow(&mut grant, 0, 5 * ms, Some(28)), "the first doubling needs no wait");
+        assert!(!pool.grow(&mut grant, 0, 32 * ms, Some(28)), "27 ms later: within the round trip");
+        assert_eq!(grant.bytes(), 2 * START);
+        assert!(pool.grow(&mut grant, 0, 33 * ms, Some(28)), "28 ms later: a round trip on");
+        assert!(!pool.grow(&mut grant, 0, 132 * ms, None), "no round trip measured: 100 ms");
+        assert!(pool.grow(&mut grant, 0, 133 * ms, None));
+        assert_eq!(grant.bytes(), 8 * START);
+        assert_eq!(pool.grown(), SOCKETS * (8 * START - START));
     }
 
     #[test]
     fn a_node_near_its_memory_budget_grows_no_window() {
         let mut pool = Pool::default();
         let mut grant = Grant::default();
-        assert!(!pool.grow(&mut grant, PROXIED_BYTES_MAX - SOCKETS * START + 1));
+        assert!(!pool.grow(&mut grant, PROXIED_BYTES_MAX - SOCKETS * START + 1, 0, None));
         assert_eq!((grant.bytes(), pool.grown()), (START, 0));
-        assert!(pool.grow(&mut grant, PROXIED_BYTES_MAX - SOCKETS * START));
+        assert!(pool.grow(&mut grant, PROXIED_BYTES_MAX - SOCKETS * START, 0, None));
     }
 }

@@ -772,6 +772,12 @@ impl<'a> Socket<'a> {
         core::mem::take(&mut self.window_filled)
     }
 
+    /// anyedge patch: the smoothed round-trip time in milliseconds, once a sample was
+    /// taken (RFC 6298's SRTT).
+    pub fn smoothed_rtt_ms(&self) -> Option<u32> {
+        self.rtte.have_measurement.then_some(self.rtte.srtt)
+    }
+
     /// anyedge patch: the window the remote offers now, in bytes.
     pub fn remote_window(&self) -> usize {
         self.remote_win_len
