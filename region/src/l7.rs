@@ -193,7 +193,7 @@ impl Proxied {
                 self.stack.socket(old).abort();
                 self.stack.poll(now_ns);
                 self.stack.remove(old);
-                let Some(new) = self.stack.connect_growing(addr, local, self.down.bytes()) else {
+                let Some(new) = self.stack.connect_growing(addr, local, self.down.bytes(), self.up.send_buffer()) else {
                     self.backend = None;
                     h2.shut();
                     return false;
@@ -406,16 +406,24 @@ impl Proxied {
             down |= self.down.receive_binds(backend, toward_client_empty);
             up |= self.up.send_binds(backend, !self.to_backend.is_empty());
         }
+        // A direction grows only while the other one is not backed up at the proxy: a
+        // client that pushes requests and leaves their answers unread has its upward
+        // window kept where it is (and a backend that does the same, the downward one).
+        up &= toward_client_empty;
+        down &= self.to_backend.is_empty();
         let before = pool.grown();
         if up && pool.grow(&mut self.up, held_bytes, now_ns, rtt_ms) {
             self.stack.socket(self.client).set_window_limit(self.up.bytes());
+            if let Some(b) = self.backend {
+                self.stack.socket(b).grow_send_buffer(self.up.send_buffer());
+            }
         }
         let held_bytes = held_bytes + (pool.grown() - before);
-        if down
-            && pool.grow(&mut self.down, held_bytes, now_ns, rtt_ms)
-            && let Some(b) = self.backend
-        {
-            self.stack.socket(b).set_window_limit(self.down.bytes());
+        if down && pool.grow(&mut self.down, held_bytes, now_ns, rtt_ms) {
+            self.stack.socket(self.client).grow_send_buffer(self.down.send_buffer());
+            if let Some(b) = self.backend {
+                self.stack.socket(b).set_window_limit(self.down.bytes());
+            }
         }
     }
 
@@ -573,7 +581,7 @@ impl L7 {
         };
         let addrs: Vec<IpAddr> = std::iter::once(key.dst).chain(own.iter().copied()).collect();
         let mut stack = TcpStack::with_addresses(&addrs, seed, now_ns);
-        let client = stack.new_growing_socket(crate::window::START);
+        let client = stack.new_growing_socket(crate::window::START, crate::window::START);
         let socket = stack.socket(client);
         socket.set_nagle_enabled(false);
         socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
@@ -673,7 +681,7 @@ impl L7 {
     pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
         debug_assert!(c.backend.is_none(), "a connection binds one backend, once");
-        let Some(handle) = c.stack.connect_growing(backend, local, c.down.bytes()) else { return false };
+        let Some(handle) = c.stack.connect_growing(backend, local, c.down.bytes(), c.up.send_buffer()) else { return false };
         c.backend = Some(handle);
         c.binding = Some(binding);
         c.backend_addr = Some(backend);

@@ -15,17 +15,18 @@
 //! - sending: the proxy has bytes for a socket whose queue is at the grant while the peer
 //!   offers as much window (within a segment): a slow reader, whose window is closing,
 //!   never grows it.
-//! A direction whose far end stops reading stops growing: a client that sends and never
-//! reads its answers has its upward window grow only while its backend keeps taking
-//! requests, which it stops doing once its answers back up.
+//! A direction grows only while the other is not backed up at the proxy (nothing waits
+//! in the relay toward its sender): a client that pipelines requests and never reads
+//! their answers keeps the windows it has, as does a backend that never reads.
 //!
 //! Growth is drawn from the node's [`Pool`]: both sockets of a direction may hold its
 //! grant, so growing by `d` reserves [`SOCKETS`] × `d`; the pool gives at most
 //! [`GROWN_MAX`] in all, and only while the node's held bytes with the growth stay within
 //! [`crate::l7::PROXIED_BYTES_MAX`]. A connection gives its growth back when it ends.
 //! The memory a receive window takes is what waits in it (a compact buffer: storage as
-//! large as its contents need); a send buffer is [`SEND_MAX`], allocated while it holds
-//! anything and given back once everything is acknowledged.
+//! large as its contents need); a send buffer is its direction's grant (at most
+//! [`SEND_MAX`]), raised as the grant grows, allocated while it holds anything and given
+//! back once everything is acknowledged.
 
 use smoltcp::socket::tcp;
 
@@ -87,7 +88,13 @@ impl Grant {
     /// What the proxy may queue into `socket`, this direction's sending socket, now (its
     /// grant, at most [`SEND_MAX`]).
     pub fn send_room(&self, socket: &tcp::Socket) -> usize {
-        self.bytes.min(SEND_MAX).saturating_sub(socket.send_queue())
+        self.send_buffer().saturating_sub(socket.send_queue())
+    }
+
+    /// The send buffer this direction's sending socket has: its grant, at most
+    /// [`SEND_MAX`].
+    pub fn send_buffer(&self) -> usize {
+        self.bytes.min(SEND_MAX)
     }
 
     /// Whether `socket`, this direction's receiving socket, held its sender back since
@@ -164,7 +171,7 @@ mod tests {
         assert_eq!(shift_for(65_535), 0);
         assert_eq!(SHIFT, 7);
         let mut stack = crate::tcp_stack::TcpStack::new("198.18.0.20".parse().unwrap(), 1, 0);
-        let h = stack.new_growing_socket(START);
+        let h = stack.new_growing_socket(START, START);
         assert_eq!(shift_for(stack.socket(h).recv_capacity()), SHIFT);
         assert_eq!(stack.socket(h).window_limit(), START);
     }

@@ -772,6 +772,14 @@ impl<'a> Socket<'a> {
         core::mem::take(&mut self.window_filled)
     }
 
+    /// anyedge patch: raises the send buffer's capacity to `bytes` (contents kept, see
+    /// `RingBuffer::grow_capacity`), for a socket made with a lazy send buffer: a
+    /// sender's queue grows with its window, as Linux's `tcp_sndbuf_expand` grows
+    /// `sndbuf`. False, changing nothing, for any other buffer or a capacity no larger.
+    pub fn grow_send_buffer(&mut self, bytes: usize) -> bool {
+        self.tx_buffer.grow_capacity(bytes)
+    }
+
     /// anyedge patch: the smoothed round-trip time in milliseconds, once a sample was
     /// taken (RFC 6298's SRTT).
     pub fn smoothed_rtt_ms(&self) -> Option<u32> {

@@ -201,6 +201,38 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
         0
     }
 
+    /// anyedge patch: raises a lazy, whole (not compact) buffer's capacity to
+    /// `capacity`: storage it holds is replaced by one of the new capacity with the
+    /// contents moved to its start (read position 0); one it does not hold is allocated
+    /// at the new capacity on the next write. False, changing nothing, for any other
+    /// buffer or a capacity no larger. A TCP send buffer grows so (the socket counts in
+    /// offsets from the read position, never in positions).
+    #[cfg(feature = "alloc")]
+    pub fn grow_capacity(&mut self, capacity: usize) -> bool {
+        let Some(grow) = self.grow else { return false };
+        if self.compact || capacity <= self.capacity {
+            return false;
+        }
+        let have = self.storage.len();
+        if have > 0 {
+            let mut storage = grow(capacity);
+            debug_assert_eq!(storage.len(), capacity);
+            let old = core::mem::replace(&mut self.storage, ManagedSlice::Owned(alloc::vec::Vec::new()));
+            if let ManagedSlice::Owned(mut old) = old {
+                for k in 0..self.length {
+                    core::mem::swap(&mut storage[k], &mut old[(self.read_at + k) % have]);
+                }
+                if let Some(recycle) = self.recycle {
+                    recycle(old);
+                }
+            }
+            self.storage = ManagedSlice::Owned(storage);
+        }
+        self.read_at = 0;
+        self.capacity = capacity;
+        true
+    }
+
     /// anyedge patch: allocates a lazy buffer's storage if it has none (all of it).
     fn ensure_allocated(&mut self) {
         self.ensure_holds(self.capacity);
@@ -1036,5 +1068,28 @@ mod test {
 
         let large = ring.enqueue_many(8);
         assert_eq!(large.len(), 8);
+    }
+
+    /// anyedge patch: a lazy buffer grown while it holds data keeps its contents in
+    /// order and takes the larger capacity's room.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn test_grow_capacity_keeps_contents_in_order() {
+        let mut ring: RingBuffer<u8> = RingBuffer::new_lazy(8);
+        assert!(ring.grow_capacity(16), "an empty lazy buffer grows");
+        assert_eq!((ring.capacity(), ring.allocated_len()), (16, 0));
+        let mut ring: RingBuffer<u8> = RingBuffer::new_lazy(8);
+        assert_eq!(ring.enqueue_slice(b"abcdef"), 6);
+        assert_eq!(ring.dequeue_slice(&mut [0; 4]), 4);
+        assert_eq!(ring.enqueue_slice(b"ghijkl"), 6, "wraps: ef + ghijkl");
+        assert!(ring.grow_capacity(16));
+        assert!(!ring.grow_capacity(16), "no larger: unchanged");
+        assert_eq!((ring.capacity(), ring.len(), ring.window()), (16, 8, 8));
+        assert_eq!(ring.enqueue_slice(b"mnop"), 4);
+        let mut out = [0; 12];
+        assert_eq!(ring.dequeue_slice(&mut out), 12);
+        assert_eq!(&out, b"efghijklmnop");
+        let mut compact: RingBuffer<u8> = RingBuffer::new_compact_with(4096, filled::<u8>, None);
+        assert!(!compact.grow_capacity(8192), "a compact buffer does not");
     }
 }
