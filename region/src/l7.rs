@@ -193,7 +193,8 @@ impl Proxied {
                 self.stack.socket(old).abort();
                 self.stack.poll(now_ns);
                 self.stack.remove(old);
-                let Some(new) = self.stack.connect_growing(addr, local, self.down.bytes(), self.up.send_buffer()) else {
+                let Some(new) = self.stack.connect_growing(addr, local, self.down.bytes(), self.up.send_buffer())
+                else {
                     self.backend = None;
                     h2.shut();
                     return false;
@@ -681,7 +682,9 @@ impl L7 {
     pub fn connect(&mut self, key: &FlowKey, binding: usize, backend: SocketAddr, local: (IpAddr, u16)) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
         debug_assert!(c.backend.is_none(), "a connection binds one backend, once");
-        let Some(handle) = c.stack.connect_growing(backend, local, c.down.bytes(), c.up.send_buffer()) else { return false };
+        let Some(handle) = c.stack.connect_growing(backend, local, c.down.bytes(), c.up.send_buffer()) else {
+            return false;
+        };
         c.backend = Some(handle);
         c.binding = Some(binding);
         c.backend_addr = Some(backend);

@@ -976,6 +976,78 @@ mod tests {
         }
     }
 
+    /// A growing socket streaming over a path that loses the first sending of two data
+    /// segments of one window (the `lost` th and `lost + 2` th): NewReno repairs the first
+    /// on three duplicate ACKs and the second on the partial ACK that follows, each a
+    /// round trip, with no retransmission timeout (at least 200 ms). The path takes 5 ms
+    /// each way; milliseconds to deliver `len` bytes (every byte arrives in order), and
+    /// the data segments sent.
+    fn stream_losing_two_of_a_window(len: usize, lost: u64) -> (u64, u64) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 777) as u8).collect();
+        let (mut a, mut b) = (TcpStack::new(A, 1, 0), TcpStack::new(B, 2, 0));
+        let hb = b.new_growing_socket(crate::window::MAX, crate::window::START);
+        b.socket(hb).listen((B, 80)).unwrap();
+        // Every segment acknowledged at once (a duplicate ACK for each past a hole), as a
+        // kernel's TCP does.
+        b.socket(hb).set_ack_delay(None);
+        let ha = a.new_growing_socket(crate::window::START, crate::window::SEND_MAX);
+        let cx = a.iface.context();
+        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        let (mut sent, mut got, mut data_packets) = (0, Vec::new(), 0u64);
+        let mut path: std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)> = Default::default();
+        let mut seq = 0u64;
+        for step in 0..20_000u64 {
+            let now = step * 100_000;
+            let due: Vec<_> = path.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
+            for k in due {
+                let (to_b, p) = path.remove(&k).unwrap();
+                if to_b { b.receive(p) } else { a.receive(p) }
+            }
+            a.poll(now);
+            b.poll(now);
+            read_into(b.socket(hb), &mut got);
+            let sa = a.socket(ha);
+            let room = sa.send_capacity().saturating_sub(sa.send_queue()).min(len - sent);
+            if sa.can_send() && room > 0 {
+                sent += sa.send_slice(&data[sent..sent + room]).unwrap();
+            }
+            a.poll(now);
+            for p in a.drain_tx() {
+                seq += 1;
+                if p.len() > 200 {
+                    data_packets += 1;
+                    if data_packets == lost || data_packets == lost + 2 {
+                        continue;
+                    }
+                }
+                path.insert((now + 5_000_000, seq), (true, p));
+            }
+            for p in b.drain_tx() {
+                seq += 1;
+                path.insert((now + 5_000_000, seq), (false, p));
+            }
+            if got.len() == len {
+                assert!(got == data, "what arrived is what was sent, in order");
+                return (now / 1_000_000, data_packets);
+            }
+        }
+        panic!("{} of {len} bytes arrived in 2 s", got.len());
+    }
+
+    #[test]
+    fn two_losses_in_one_window_are_repaired_in_round_trips_not_a_retransmission_timeout() {
+        let (clean, segments) = stream_losing_two_of_a_window(400_000, u64::MAX - 2);
+        // In the middle of the stream, new data after the second hole brings its own
+        // duplicate ACKs; near the end (the 8th and 6th segments from last: five
+        // duplicate ACKs for the first hole, none for the second) only the partial ACK
+        // can tell the sender.
+        for lost in [60, segments - 7] {
+            let (lossy, _) = stream_losing_two_of_a_window(400_000, lost);
+            eprintln!("400 kB over 10 ms: {clean} ms, losing segments {lost} and {}: {lossy} ms", lost + 2);
+            assert!(lossy < clean + 100, "{lossy} ms losing {lost}, {clean} ms without: a timeout was waited out");
+        }
+    }
+
     /// Answers of a few kilobytes, one after another on one connection, from a growing
     /// socket whose buffers are given back between answers (as the proxy's idle
     /// connections do), over a path losing every `lose`th packet: every byte arrives.

@@ -2412,6 +2412,9 @@ impl<'a> Socket<'a> {
             self.tx_waker.wake();
         }
 
+        // anyedge patch: a partial ACK in NewReno's recovery, whose retransmission is set
+        // after the timers below (which would restart the RTO over it).
+        let mut partial_ack = false;
         if let Some(ack_number) = repr.ack_number {
             // TODO: When flow control is implemented,
             // refractor the following block within that implementation
@@ -2469,7 +2472,7 @@ impl<'a> Socket<'a> {
                     // next unacknowledged segment now; a full one ends the recovery.
                     if let Some(recover) = self.recover {
                         if ack_number < recover {
-                            self.timer.set_for_fast_retransmit();
+                            partial_ack = true;
                         } else {
                             self.recover = None;
                         }
@@ -2527,6 +2530,12 @@ impl<'a> Socket<'a> {
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
             _ => {}
+        }
+        // anyedge patch: RFC 6582 (3.2, step 5): a partial ACK retransmits the first
+        // unacknowledged segment at once (the ACK restarted the RTO timer above, which
+        // took the place of the retransmission before).
+        if partial_ack {
+            self.timer.set_for_fast_retransmit();
         }
 
         // start/stop the Zero Window Probe timer.
