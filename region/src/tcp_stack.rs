@@ -976,13 +976,11 @@ mod tests {
         }
     }
 
-    /// A growing socket streaming over a path that loses the first sending of two data
-    /// segments of one window (the `lost` th and `lost + 2` th): NewReno repairs the first
-    /// on three duplicate ACKs and the second on the partial ACK that follows, each a
-    /// round trip, with no retransmission timeout (at least 200 ms). The path takes 5 ms
-    /// each way; milliseconds to deliver `len` bytes (every byte arrives in order), and
-    /// the data segments sent.
-    fn stream_losing_two_of_a_window(len: usize, lost: u64) -> (u64, u64) {
+    /// A growing socket streaming `len` bytes over a path that loses the first sending of
+    /// the data segments `lost` picks (by their order, from 1). The path takes 5 ms each
+    /// way; milliseconds to deliver them (every byte arrives in order), and the data
+    /// segments sent.
+    fn stream_losing(len: usize, lost: impl Fn(u64) -> bool) -> (u64, u64) {
         let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 777) as u8).collect();
         let (mut a, mut b) = (TcpStack::new(A, 1, 0), TcpStack::new(B, 2, 0));
         let hb = b.new_growing_socket(crate::window::MAX, crate::window::START);
@@ -1016,7 +1014,7 @@ mod tests {
                 seq += 1;
                 if p.len() > 200 {
                     data_packets += 1;
-                    if data_packets == lost || data_packets == lost + 2 {
+                    if lost(data_packets) {
                         continue;
                     }
                 }
@@ -1036,16 +1034,30 @@ mod tests {
 
     #[test]
     fn two_losses_in_one_window_are_repaired_in_round_trips_not_a_retransmission_timeout() {
-        let (clean, segments) = stream_losing_two_of_a_window(400_000, u64::MAX - 2);
-        // In the middle of the stream, new data after the second hole brings its own
-        // duplicate ACKs; near the end (the 8th and 6th segments from last: five
-        // duplicate ACKs for the first hole, none for the second) only the partial ACK
-        // can tell the sender.
-        for lost in [60, segments - 7] {
-            let (lossy, _) = stream_losing_two_of_a_window(400_000, lost);
-            eprintln!("400 kB over 10 ms: {clean} ms, losing segments {lost} and {}: {lossy} ms", lost + 2);
-            assert!(lossy < clean + 100, "{lossy} ms losing {lost}, {clean} ms without: a timeout was waited out");
+        let (clean, segments) = stream_losing(400_000, |_| false);
+        // NewReno repairs the first hole on three duplicate ACKs and the second on the
+        // partial ACK that follows, each a round trip, with no retransmission timeout (at
+        // least 200 ms). In the middle of the stream, new data after the second hole
+        // brings its own duplicate ACKs; near the end (the 8th and 6th segments from
+        // last: five duplicate ACKs for the first hole, none for the second) only the
+        // partial ACK can tell the sender.
+        for first in [60, segments - 7] {
+            let (lossy, _) = stream_losing(400_000, |n| n == first || n == first + 2);
+            eprintln!("400 kB over 10 ms: {clean} ms, losing segments {first} and {}: {lossy} ms", first + 2);
+            assert!(lossy < clean + 100, "{lossy} ms losing {first}, {clean} ms without: a timeout was waited out");
         }
+    }
+
+    #[test]
+    fn a_run_of_losses_goes_again_after_one_timeout_not_a_round_trip_a_segment() {
+        let (clean, segments) = stream_losing(400_000, |_| false);
+        // Sixty segments in a row lost near the end (a queue overflowing): partial ACKs
+        // would repair them one a round trip (600 ms); after the first, the timer runs
+        // out (RFC 6582's "Impatient" NewReno) and everything unacknowledged goes again.
+        let run = segments - 70..segments - 10;
+        let (lossy, _) = stream_losing(400_000, |n| run.contains(&n));
+        eprintln!("400 kB over 10 ms: {clean} ms, losing a run of 60 segments: {lossy} ms");
+        assert!(lossy < clean + 400, "{lossy} ms with a run of 60 lost, {clean} ms without");
     }
 
     /// Answers of a few kilobytes, one after another on one connection, from a growing

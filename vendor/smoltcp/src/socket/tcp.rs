@@ -576,6 +576,11 @@ pub struct Socket<'a> {
     /// highest sequence number sent when it began (NewReno, RFC 6582): an ACK below it
     /// acknowledges part of the window, and the next hole is retransmitted at once.
     recover: Option<TcpSeqNumber>,
+    /// anyedge patch: when the retransmission timer of a recovery that had a partial ACK
+    /// expires: set at its first partial ACK and not restarted by the next ones (RFC
+    /// 6582's "Impatient" variant), so that many holes in one window, which partial ACKs
+    /// repair one a round trip, go again after one timeout instead.
+    recovery_rto_at: Option<Instant>,
     /// anyedge patch: the least RTO, ms, when not RFC 6298's 1 s ([`Socket::set_min_rto`]).
     min_rto: Option<u32>,
 }
@@ -741,6 +746,7 @@ impl<'a> Socket<'a> {
             window_limit: usize::MAX,
             window_filled: false,
             recover: None,
+            recovery_rto_at: None,
             min_rto: None,
         }
     }
@@ -1621,7 +1627,7 @@ impl<'a> Socket<'a> {
         // (and only such a socket has no NewReno recovery point).
         // Nor do the other anyedge additions (a window limit, a least RTO): only the
         // layer-7 proxy's growing sockets set them, and those never park.
-        let plain = self.window_limit == usize::MAX && self.min_rto.is_none() && self.recover.is_none();
+        let plain = self.window_limit == usize::MAX && self.min_rto.is_none() && self.recover.is_none() && self.recovery_rto_at.is_none();
         if !matches!(self.congestion_controller, congestion::AnyController::None(_)) || !plain {
             return None;
         }
@@ -1730,6 +1736,7 @@ impl<'a> Socket<'a> {
             window_limit: usize::MAX,
             window_filled: false,
             recover: None,
+            recovery_rto_at: None,
             min_rto: None,
         })
     }
@@ -2475,6 +2482,7 @@ impl<'a> Socket<'a> {
                             partial_ack = true;
                         } else {
                             self.recover = None;
+                            self.recovery_rto_at = None;
                         }
                     }
                     self.local_rx_last_ack = Some(ack_number);
@@ -2535,6 +2543,9 @@ impl<'a> Socket<'a> {
         // unacknowledged segment at once (the ACK restarted the RTO timer above, which
         // took the place of the retransmission before).
         if partial_ack {
+            if self.recovery_rto_at.is_none() {
+                self.recovery_rto_at = Some(cx.now() + self.rtte.retransmission_timeout());
+            }
             self.timer.set_for_fast_retransmit();
         }
 
@@ -2826,6 +2837,7 @@ impl<'a> Socket<'a> {
                 net_debug!("retransmitting after rto");
                 // anyedge patch: a timeout ends a NewReno recovery (everything goes again).
                 self.recover = None;
+                self.recovery_rto_at = None;
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -3192,6 +3204,11 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+            // anyedge patch: within a recovery past its first partial ACK, the timer runs
+            // to that ACK's deadline (RFC 6582, "Impatient").
+            if let (Some(at), Timer::Retransmit { .. }) = (self.recovery_rto_at, self.timer) {
+                self.timer = Timer::Retransmit { expires_at: at };
+            }
         }
 
         if self.state == State::Closed {
