@@ -15,6 +15,7 @@
 //! - sending: the proxy has bytes for a socket whose queue is at the grant while the peer
 //!   offers as much window (within a segment): a slow reader, whose window is closing,
 //!   never grows it.
+//!
 //! A direction grows only while the other is not backed up at the proxy (nothing waits
 //! in the relay toward its sender): a client that pipelines requests and never reads
 //! their answers keeps the windows it has, as does a backend that never reads.
