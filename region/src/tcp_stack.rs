@@ -885,19 +885,26 @@ mod tests {
         }
     }
 
+    /// Two stacks with a growing socket each: `b`'s listening with a window of `window`,
+    /// `a`'s connecting to it with a send buffer of `send` (64 KiB of window).
+    fn growing_pair(window: usize, send: usize) -> (TcpStack, SocketHandle, TcpStack, SocketHandle) {
+        let (mut a, mut b) = (TcpStack::new(A, 1, 0), TcpStack::new(B, 2, 0));
+        let hb = b.new_growing_socket(crate::window::START, crate::window::START);
+        b.socket(hb).listen((B, 80)).unwrap();
+        b.socket(hb).set_window_limit(window);
+        let ha = a.new_growing_socket(crate::window::START, send);
+        let cx = a.iface.context();
+        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        (a, ha, b, hb)
+    }
+
     /// A stream of `len` bytes from a growing socket (a send buffer of 64 KiB, raised to
     /// `grant` with data in it once a third is sent) to another whose window grows to
     /// `grant`, over a path that drops every 500th segment when `lossy`: what arrived,
     /// byte for byte.
     fn growing_stream(len: usize, grant: usize, lossy: bool) -> Vec<u8> {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 1000) as u8).collect();
-        let (mut a, mut b) = (TcpStack::new(A, 1, 0), TcpStack::new(B, 2, 0));
-        let hb = b.new_growing_socket(crate::window::START, crate::window::START);
-        b.socket(hb).listen((B, 80)).unwrap();
-        b.socket(hb).set_window_limit(grant);
-        let ha = a.new_growing_socket(crate::window::START, crate::window::START);
-        let cx = a.iface.context();
-        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        let (mut a, ha, mut b, hb) = growing_pair(grant, crate::window::START);
         let (mut sent, mut got, mut packets) = (0, Vec::new(), 0u64);
         for step in 0..2_000_000u64 {
             let now = step * 100_000;
@@ -982,15 +989,10 @@ mod tests {
     /// segments sent.
     fn stream_losing(len: usize, lost: impl Fn(u64) -> bool) -> (u64, u64) {
         let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 777) as u8).collect();
-        let (mut a, mut b) = (TcpStack::new(A, 1, 0), TcpStack::new(B, 2, 0));
-        let hb = b.new_growing_socket(crate::window::MAX, crate::window::START);
-        b.socket(hb).listen((B, 80)).unwrap();
+        let (mut a, ha, mut b, hb) = growing_pair(crate::window::MAX, crate::window::SEND_MAX);
         // Every segment acknowledged at once (a duplicate ACK for each past a hole), as a
         // kernel's TCP does.
         b.socket(hb).set_ack_delay(None);
-        let ha = a.new_growing_socket(crate::window::START, crate::window::SEND_MAX);
-        let cx = a.iface.context();
-        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
         let (mut sent, mut got, mut data_packets) = (0, Vec::new(), 0u64);
         let mut path: std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)> = Default::default();
         let mut seq = 0u64;
