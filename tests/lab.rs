@@ -1307,6 +1307,13 @@ fn every_node_serves_prometheus_metrics_and_lab_metrics_prints_them() {
     assert!(value("anyedge_raft_term{node=\"control/1\"}") >= 1);
     assert!(value("anyedge_raft_commit{node=\"control/1\"}") >= 1);
     assert!(text.contains("# TYPE anyedge_drops_total counter"), "{text}");
+    // What each node's backbone sockets lost: pieces that made no envelope, refused sends.
+    for node in ["pop/paris", "clb/frankfurt/1", "clb/frankfurt/2"] {
+        for name in ["backbone_pieces_lost_total", "backbone_sends_refused_total"] {
+            let start = format!("anyedge_{name}{{node=\"{node}\"}} ");
+            assert!(text.lines().any(|l| l.starts_with(&start)), "{start}in:\n{text}");
+        }
+    }
     // The same text over HTTP on the node's namespace, as a Prometheus server would scrape it.
     let plan = anyedge_lab::plan::Plan::new(&anyedge_topology::load(&lab.file).unwrap());
     let clb = plan.clb_region_addr(0, 0).unwrap();

@@ -195,6 +195,16 @@ enum Taken {
     Whole(usize),
 }
 
+/// What a node's backbone sockets lost, summed over them (each adds what it counts:
+/// [`BatchSocket::count_into`]): `/metrics` shows it.
+#[derive(Debug, Default)]
+pub struct Losses {
+    /// Pieces that made no envelope ([`BatchSocket::pieces_lost`]).
+    pub pieces_lost: std::sync::atomic::AtomicU64,
+    /// Sends of pieces the kernel refused ([`BatchSocket::unsent`]).
+    pub unsent: std::sync::atomic::AtomicU64,
+}
+
 pub struct BatchSocket {
     sock: UdpSocket,
     state: UdpSocketState,
@@ -212,6 +222,8 @@ pub struct BatchSocket {
     /// The number of the next envelope sent in pieces.
     next_number: u32,
     unsent: u64,
+    /// The node's sums this socket adds to, and the pieces lost it has added so far.
+    losses: Option<(std::sync::Arc<Losses>, u64)>,
 }
 
 impl BatchSocket {
@@ -252,6 +264,7 @@ impl BatchSocket {
             order: Vec::with_capacity(BATCH),
             next_number: 0,
             unsent: 0,
+            losses: None,
         })
     }
 
@@ -298,6 +311,12 @@ impl BatchSocket {
                 }
             }
         }
+        if let Some((losses, added)) = &mut self.losses
+            && self.pieces.lost > *added
+        {
+            losses.pieces_lost.fetch_add(self.pieces.lost - *added, std::sync::atomic::Ordering::Relaxed);
+            *added = self.pieces.lost;
+        }
     }
 
     /// What the last [`recv`](Self::recv) took, in the order it arrived: (source,
@@ -307,6 +326,11 @@ impl BatchSocket {
             Taken::Buf { b, start, end } => (*from, &self.bufs[b][start..end]),
             Taken::Whole(i) => (*from, &self.whole[i][..]),
         })
+    }
+
+    /// Adds what this socket loses from now on to the node's sums in `losses`.
+    pub fn count_into(&mut self, losses: std::sync::Arc<Losses>) {
+        self.losses = Some((losses, self.pieces.lost));
     }
 
     /// Pieces that made no envelope, since the socket was made.
@@ -423,6 +447,9 @@ impl BatchSocket {
             }
             if sent.is_err() {
                 self.unsent += 1;
+                if let Some((losses, _)) = &self.losses {
+                    losses.unsent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }
@@ -546,6 +573,50 @@ mod tests {
         let late = pieces(101, &envelope[..3_000]);
         let done: Vec<Vec<u8>> = late[1..].iter().filter_map(|x| p.take(a, x)).collect();
         assert!(done.len() == 1 && done[0] == envelope[..3_000], "the next oldest still completes");
+    }
+
+    /// A node's sockets add what they lose to the node's sums (`/metrics`'
+    /// `backbone_pieces_lost_total`): a duplicated piece and malformed pieces, on two
+    /// sockets.
+    #[test]
+    fn what_each_backbone_socket_loses_adds_up_in_the_nodes_sums() {
+        let ns = crate::io::netns::TestNs::new("losses");
+        let losses = std::sync::Arc::new(Losses::default());
+        let counted = losses.clone();
+        let (b_lost, c_lost, envelope_arrived) = in_ns(&ns.0, async move || {
+            let mut b = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            let mut c = BatchSocket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+            b.count_into(counted.clone());
+            c.count_into(counted);
+            let raw = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let envelope: Vec<u8> = (0..5_000u32).map(|i| i as u8).collect();
+            let mut out = Vec::new();
+            let n = cut_into_pieces(&envelope, 3, &mut out);
+            let pieces: Vec<&[u8]> = out.chunks(GSO_SEGMENT_MAX).collect();
+            assert_eq!(pieces.len(), n);
+            // To b: the first piece twice (one lost), a malformed piece, then the rest.
+            raw.send_to(pieces[0], b.sock.local_addr().unwrap()).unwrap();
+            raw.send_to(pieces[0], b.sock.local_addr().unwrap()).unwrap();
+            raw.send_to(&[PIECE, 9, 2, 0, 0, 0, 0, 1, 1], b.sock.local_addr().unwrap()).unwrap();
+            for piece in &pieces[1..] {
+                raw.send_to(piece, b.sock.local_addr().unwrap()).unwrap();
+            }
+            // To c: one malformed piece.
+            raw.send_to(&[PIECE, 0, 2, 1, 0, 0, 0, 1, 1], c.sock.local_addr().unwrap()).unwrap();
+            let mut arrived = false;
+            while !arrived {
+                let r = tokio::time::timeout(std::time::Duration::from_secs(2), b.recv()).await;
+                assert!(r.is_ok(), "the envelope's pieces arrive");
+                arrived |= b.datagrams().any(|(_, d)| d == &envelope[..]);
+            }
+            let r = tokio::time::timeout(std::time::Duration::from_secs(2), c.recv()).await;
+            assert!(r.is_ok(), "c's piece arrives");
+            (b.pieces_lost(), c.pieces_lost(), arrived)
+        });
+        assert!(envelope_arrived, "the envelope came whole despite the duplicate");
+        assert_eq!((b_lost, c_lost), (2, 1), "b: a duplicate and a malformed piece; c: a malformed one");
+        assert_eq!(losses.pieces_lost.load(std::sync::atomic::Ordering::Relaxed), 3, "the node's sum is both sockets'");
+        assert_eq!(losses.unsent.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing was refused");
     }
 
     /// Backbone envelopes of full-size inner packets are bigger than a 1500-byte link:

@@ -169,7 +169,8 @@ impl BackendDriver {
         let tun = crate::io::tunq::into_async(TUN_NAME, fds.into_iter().next().ok_or(PlanGap("no TUN queue"))?)?;
         let bind = plan.backend_tunnel(ip).ok_or(PlanGap("backend without a region address"))?;
         // Batched both ways; an envelope of a super-packet comes and goes in pieces.
-        let sock = BatchSocket::bind(bind).await?;
+        let mut sock = BatchSocket::bind(bind).await?;
+        sock.count_into(drops.backbone_losses());
         let me = anyedge_topology::nodes::backend_hosts(t)
             .into_iter()
             .find(|(h, _)| *h == IpAddr::V4(ip))

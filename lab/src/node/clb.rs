@@ -192,8 +192,10 @@ impl<'a> ClbDriver<'a> {
         let Forwarder { ready, impair, follower, drops, keys, conf_dir, name, .. } = node;
         let from_pops = plan.clb_tunnel(region, index).ok_or(PlanGap("CLB without a backbone address"))?;
         let own = plan.clb_region_addr(region, index).ok_or(PlanGap("CLB without a region address"))?;
-        let pop_sock = BatchSocket::bind(from_pops).await?;
-        let be_sock = BatchSocket::bind(SocketAddr::new(IpAddr::V4(own), BACKEND_PORT)).await?;
+        let mut pop_sock = BatchSocket::bind(from_pops).await?;
+        let mut be_sock = BatchSocket::bind(SocketAddr::new(IpAddr::V4(own), BACKEND_PORT)).await?;
+        pop_sock.count_into(drops.backbone_losses());
+        be_sock.count_into(drops.backbone_losses());
         let sync_bind = SocketAddr::new(IpAddr::V4(own), SYNC_PORT);
         let sync_sock = UdpSocket::bind(sync_bind).await.doing(|| format!("bind {sync_bind}"))?;
         let sync_peers = (0..usize::from(t.regions[region].clb_nodes))

@@ -21,6 +21,8 @@ struct Counters {
     admin: std::sync::atomic::AtomicU8,
     /// Packets a POP read from clients (what `ctl drain` watches for the last flow).
     client_packets: std::sync::atomic::AtomicU64,
+    /// What the node's backbone sockets lost: pieces, refused sends.
+    backbone: Arc<crate::io::batch::Losses>,
 }
 
 /// What an operator asked of a POP: serve (announce while healthy), drain (withdraw every
@@ -161,6 +163,12 @@ impl Drops {
         self.2.admin.store(admin as u8, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The sums the node's backbone sockets add their losses to
+    /// ([`crate::io::batch::BatchSocket::count_into`]).
+    pub fn backbone_losses(&self) -> Arc<crate::io::batch::Losses> {
+        self.2.backbone.clone()
+    }
+
     /// A packet a POP read from a client.
     pub fn client_packet(&self) {
         self.2.client_packets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -270,6 +278,18 @@ impl Drops {
             "counter",
             "Packets the node sent on.",
             vec![(String::new(), self.2.packets_out.load(Relaxed))],
+        );
+        metric(
+            "backbone_pieces_lost_total",
+            "counter",
+            "Pieces of backbone envelopes that made no envelope (a piece lost, late or duplicated): each lost its envelope.",
+            vec![(String::new(), self.2.backbone.pieces_lost.load(Relaxed))],
+        );
+        metric(
+            "backbone_sends_refused_total",
+            "counter",
+            "Sends of backbone envelope pieces the kernel refused (a full buffer twice, or an error): each lost its envelope.",
+            vec![(String::new(), self.2.backbone.unsent.load(Relaxed))],
         );
         if let Some(reads) = self.tun_reads() {
             let rows = reads.iter().enumerate().map(|(q, n)| (format!(",queue=\"{q}\""), *n)).collect();

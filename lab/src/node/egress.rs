@@ -29,6 +29,7 @@ pub async fn run(
     let bind = plan.egress_tunnel(k).ok_or(PlanGap("egress node without a region address"))?;
     // Batched both ways: a CLB node's envelope of a super-packet comes in pieces.
     let mut sock = crate::io::batch::BatchSocket::bind(bind).await?;
+    sock.count_into(drops.backbone_losses());
     let auth = crate::node::forwarder::auth_from_now(keys)?;
     let config = anyedge_topology::nodes::gateway_config(t, k, |_| auth).ok_or(PlanGap("no such egress node"))?;
     let start = Instant::now();

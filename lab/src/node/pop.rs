@@ -309,7 +309,7 @@ fn start_queues(driver: &Arc<PopDriver>, bind: SocketAddr, fds: Vec<OwnedFd>) ->
     for started in started_rx {
         started?;
     }
-    Queue::new(0, first_fd, first_sock)
+    Queue::new(0, first_fd, first_sock, driver.drops.backbone_losses())
 }
 
 /// Queue `index`'s thread: a runtime of its own serving the queue; the node exits if it
@@ -325,7 +325,7 @@ fn queue_thread(
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().doing(|| "a runtime".into())?;
         rt.block_on(async {
             // The queue's error goes to the starting thread, which stops the node with it.
-            let mut queue = match Queue::new(index, fd, sock) {
+            let mut queue = match Queue::new(index, fd, sock, path.drops.backbone_losses()) {
                 Ok(queue) => queue,
                 Err(e) => {
                     let _ = started.send(Err(e));
@@ -348,11 +348,18 @@ fn queue_thread(
 
 impl Queue {
     /// Queue `index` on the calling thread's runtime.
-    fn new(index: usize, fd: OwnedFd, sock: std::net::UdpSocket) -> Result<Queue, NodeError> {
+    fn new(
+        index: usize,
+        fd: OwnedFd,
+        sock: std::net::UdpSocket,
+        losses: Arc<crate::io::batch::Losses>,
+    ) -> Result<Queue, NodeError> {
+        let mut sock = BatchSocket::from_std(sock)?;
+        sock.count_into(losses);
         Ok(Queue {
             index,
             tun: crate::io::tunq::into_async(TUN_NAME, fd)?,
-            sock: BatchSocket::from_std(sock)?,
+            sock,
             buf: vec![0u8; MTU_BUF],
             inbox: Vec::with_capacity(BATCH),
             out: Vec::with_capacity(BATCH),
