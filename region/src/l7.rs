@@ -394,10 +394,6 @@ impl Proxied {
     /// the backend's send queue, downward the backend's receive window and the client's
     /// send queue.
     fn tune(&mut self, pool: &mut Pool, held_bytes: usize, now_ns: u64) {
-        let rtt_ms = std::iter::once(self.client)
-            .chain(self.backend)
-            .filter_map(|h| self.stack.socket(h).smoothed_rtt_ms())
-            .max();
         let toward_client_empty = self.to_client.is_empty() && self.client_wire.is_empty();
         let client = self.stack.socket(self.client);
         let mut up = self.up.receive_binds(client, self.to_backend.is_empty());
@@ -412,6 +408,13 @@ impl Proxied {
         // window kept where it is (and a backend that does the same, the downward one).
         up &= toward_client_empty;
         down &= self.to_backend.is_empty();
+        if !up && !down {
+            return;
+        }
+        let rtt_ms = std::iter::once(self.client)
+            .chain(self.backend)
+            .filter_map(|h| self.stack.socket(h).smoothed_rtt_ms())
+            .max();
         let before = pool.grown();
         if up && pool.grow(&mut self.up, held_bytes, now_ns, rtt_ms) {
             self.stack.socket(self.client).set_window_limit(self.up.bytes());

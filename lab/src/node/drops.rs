@@ -300,48 +300,7 @@ impl Drops {
         metric("drops_total", "counter", "Packets the node's core refused, by reason.", rows);
         let gauges = self.2.gauges.lock().map(|g| g.clone()).unwrap_or_default();
         for (name, v) in gauges {
-            let (kind, help) = match name {
-                "conn_table_entries" => ("gauge", "Flows in the connection table."),
-                "conn_table_evictions_total" => {
-                    ("counter", "Flows not yet established the connection table pushed out (full).")
-                }
-                "conn_table_refused_total" => ("counter", "New flows refused: the table held only established flows."),
-                "snat_evictions_total" => {
-                    ("counter", "SNAT ports taken back from flows never established (pool full).")
-                }
-                "l7_connections" => ("gauge", "Layer-7 (HTTP, HTTPS, TCP SSL) connections the node proxies."),
-                "l7_buffer_bytes" => ("gauge", "Socket and relay buffer bytes the node's layer-7 connections hold."),
-                "l7_window_grown_bytes" => {
-                    ("gauge", "Window growth granted to layer-7 connections past 64 KiB a socket (at most 512 MiB).")
-                }
-                "syn_cookies_total" => {
-                    ("counter", "Layer-7 SYNs answered with a SYN cookie (nothing kept until the ACK).")
-                }
-                "raft_term" => ("gauge", "The control node's Raft term."),
-                "raft_commit" => ("gauge", "The control node's commit index."),
-                "raft_applied" => ("gauge", "The control node's applied index."),
-                "route_table_applied" => ("gauge", "The route-table log index the node has applied."),
-                "backend_groups_denied_total" => {
-                    ("counter", "Clients a CLB node kept from a backend by the backend's security groups.")
-                }
-                "route_table_lag_us" => {
-                    ("gauge", "How long the last route-table update the node applied took from its control node.")
-                }
-                "quic_connections" => ("gauge", "QUIC connections held."),
-                "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
-                "quic_retries_total" => ("counter", "QUIC Initials answered with a Retry (over the rate)."),
-                "quic_h3_requests_total" => ("counter", "HTTP/3 requests forwarded to backends as HTTP/1.1."),
-                "quic_buffer_bytes" => {
-                    ("gauge", "Bytes QUIC listeners hold of their own: requests, relay and socket buffers.")
-                }
-                "quic_backend_connections" => {
-                    ("gauge", "Backend connections QUIC listeners hold (one per stream at a backend).")
-                }
-                "quic_streams_refused_total" => {
-                    ("counter", "QUIC streams refused: their source held its share of backend connections.")
-                }
-                _ => ("gauge", "A node figure."),
-            };
+            let (kind, help) = gauge_kind(name);
             metric(name, kind, help, vec![(String::new(), v)]);
         }
         let sections = self.sections();
@@ -369,6 +328,46 @@ impl Drops {
 /// A core's drop reason, by its stable name.
 pub trait Reason {
     fn name(&self) -> &'static str;
+}
+
+/// A node figure's Prometheus type and help text, by name.
+fn gauge_kind(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "conn_table_entries" => ("gauge", "Flows in the connection table."),
+        "conn_table_evictions_total" => {
+            ("counter", "Flows not yet established the connection table pushed out (full).")
+        }
+        "conn_table_refused_total" => ("counter", "New flows refused: the table held only established flows."),
+        "snat_evictions_total" => ("counter", "SNAT ports taken back from flows never established (pool full)."),
+        "l7_connections" => ("gauge", "Layer-7 (HTTP, HTTPS, TCP SSL) connections the node proxies."),
+        "l7_buffer_bytes" => ("gauge", "Socket and relay buffer bytes the node's layer-7 connections hold."),
+        "l7_window_grown_bytes" => {
+            ("gauge", "Window growth granted to layer-7 connections past 64 KiB a socket (at most 512 MiB).")
+        }
+        "syn_cookies_total" => ("counter", "Layer-7 SYNs answered with a SYN cookie (nothing kept until the ACK)."),
+        "raft_term" => ("gauge", "The control node's Raft term."),
+        "raft_commit" => ("gauge", "The control node's commit index."),
+        "raft_applied" => ("gauge", "The control node's applied index."),
+        "route_table_applied" => ("gauge", "The route-table log index the node has applied."),
+        "backend_groups_denied_total" => {
+            ("counter", "Clients a CLB node kept from a backend by the backend's security groups.")
+        }
+        "route_table_lag_us" => {
+            ("gauge", "How long the last route-table update the node applied took from its control node.")
+        }
+        "quic_connections" => ("gauge", "QUIC connections held."),
+        "quic_handshakes_total" => ("counter", "QUIC handshakes accepted."),
+        "quic_retries_total" => ("counter", "QUIC Initials answered with a Retry (over the rate)."),
+        "quic_h3_requests_total" => ("counter", "HTTP/3 requests forwarded to backends as HTTP/1.1."),
+        "quic_buffer_bytes" => ("gauge", "Bytes QUIC listeners hold of their own: requests, relay and socket buffers."),
+        "quic_backend_connections" => {
+            ("gauge", "Backend connections QUIC listeners hold (one per stream at a backend).")
+        }
+        "quic_streams_refused_total" => {
+            ("counter", "QUIC streams refused: their source held its share of backend connections.")
+        }
+        _ => ("gauge", "A node figure."),
+    }
 }
 
 impl Reason for anyedge_pop::PopDrop {
