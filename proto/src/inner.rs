@@ -647,7 +647,8 @@ pub fn clamp_mss(packet: &mut [u8], max: u16) -> Result<bool> {
 }
 
 /// Moves a TCP segment's sequence number by `seq_add` and, when it has the ACK flag, its
-/// acknowledgement number back by `ack_sub` (both modulo 2^32), and refills the checksum:
+/// acknowledgement number and its SACK blocks' edges (which number the same bytes) back
+/// by `ack_sub` (all modulo 2^32), and refills the checksum:
 /// what a SYN proxy does to every segment of a connection it spliced (the client's
 /// numbers for the node's stack on the way in, the stack's for the client's on the way
 /// out).
@@ -662,9 +663,39 @@ pub fn shift_tcp(packet: &mut [u8], seq_add: u32, ack_sub: u32) -> Result<()> {
     if tcp.ack() {
         let ack = (tcp.ack_number().0 as u32).wrapping_sub(ack_sub);
         tcp.set_ack_number(TcpSeqNumber(ack as i32));
+        shift_sack_blocks(tcp.options_mut(), ack_sub);
     }
     tcp.fill_checksum(&src, &dst);
     Ok(())
+}
+
+/// Moves every edge of a SACK option's blocks (RFC 2018) back by `sub`; options past a
+/// malformed one are left as they are (the stack reading them stops there too).
+fn shift_sack_blocks(options: &mut [u8], sub: u32) {
+    let mut at = 0;
+    while let Some(&kind) = options.get(at) {
+        match kind {
+            0 => return,
+            1 => at += 1,
+            _ => {
+                let Some(len) = options.get(at + 1).map(|&l| usize::from(l)) else { return };
+                let Some(body) = options.get_mut(at + 2..at + len).filter(|_| len >= 2) else { return };
+                if kind == 5 {
+                    for edge in body.chunks_exact_mut(4) {
+                        let moved = u32::from_be_bytes([edge[0], edge[1], edge[2], edge[3]]).wrapping_sub(sub);
+                        edge.copy_from_slice(&moved.to_be_bytes());
+                    }
+                }
+                at += len;
+            }
+        }
+    }
+}
+
+/// Whether a TCP segment (a SYN) carries the SACK-permitted option (RFC 2018).
+pub fn tcp_sack_permitted(packet: &[u8]) -> bool {
+    let Some(tcp) = transport_segment(packet).and_then(|t| TcpPacket::new_checked(t).ok()) else { return false };
+    tcp_options(tcp.options()).any(|(kind, body)| kind == 4 && body.is_empty())
 }
 
 /// The transport segment (header and payload) inside an IP packet.
@@ -751,6 +782,31 @@ mod tests {
 
     fn udp_v4(src: Endpoint, dst: Endpoint, payload: &[u8]) -> Vec<u8> {
         build_udp(src, dst, payload).unwrap()
+    }
+
+    /// A SYN proxy's shift moves a client's SACK blocks as it moves the ACK: they number
+    /// the proxy's bytes too. The checksum still checks, and the SACK-permitted option of
+    /// a SYN is seen.
+    #[test]
+    fn a_shift_moves_the_sack_blocks_edges_with_the_acknowledgement_number() {
+        let (src, dst): (IpAddr, IpAddr) = ("198.18.64.7".parse().unwrap(), "198.18.0.20".parse().unwrap());
+        let mut tcp = bare_tcp(4000, 80, TcpControl::None, 7, Some(1_000), None);
+        tcp.sack_ranges = [Some((2_000, 3_000)), Some((4_000, 4_500)), Some((u32::MAX - 10, 5))];
+        let mut packet = build_tcp(src, dst, &tcp).unwrap();
+        shift_tcp(&mut packet, 0, 100).unwrap();
+        let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+        let segment = TcpPacket::new_checked(ip.payload()).unwrap();
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let repr = TcpRepr::parse(&segment, &IpAddress::from(src), &IpAddress::from(dst), &caps).unwrap();
+        assert_eq!(repr.ack_number, Some(TcpSeqNumber(900)));
+        assert_eq!(
+            repr.sack_ranges,
+            [Some((1_900, 2_900)), Some((3_900, 4_400)), Some((u32::MAX - 110, u32::MAX - 94))]
+        );
+        assert!(!tcp_sack_permitted(&packet), "no SACK-permitted option on this one");
+        let mut syn = bare_tcp(4000, 80, TcpControl::Syn, 7, None, Some(1_460));
+        syn.sack_permitted = true;
+        assert!(tcp_sack_permitted(&build_tcp(src, dst, &syn).unwrap()));
     }
 
     #[test]

@@ -707,6 +707,7 @@ impl L7 {
         let control = smoltcp::wire::TcpControl::Syn;
         let mut client_syn = inner::bare_tcp(key.src_port, key.dst_port, control, client_isn, None, Some(syn.mss));
         client_syn.window_scale = syn.window_scale;
+        client_syn.sack_permitted = syn.sack;
         let Some(client_syn) = inner::build_tcp(key.src, key.dst, &client_syn) else { return false };
         c.stack.receive(client_syn);
         c.stack.poll(now_ns);

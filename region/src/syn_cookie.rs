@@ -3,17 +3,18 @@
 //! Linux's), so a SYN costs it nothing to remember; the node's own TCP stack is set up
 //! only for an ACK that carries a cookie the node made in the last two periods.
 //!
-//! Cookie bits: period parity (1) · the client's window scale (4) · MSS index (3) · MAC
-//! (24). The MAC is HMAC-SHA256, under a secret of the node's own, of the flow's
-//! addresses and ports, the client's initial sequence number, the period, the window
-//! scale and the MSS index (so no bit of a cookie can be changed and still check out). A
-//! period is 64 s; a cookie is good in its period and the next, which differ in parity.
+//! Cookie bits: period parity (1) · SACK permitted (1) · the client's window scale (4) ·
+//! MSS index (3) · MAC (23). The MAC is HMAC-SHA256, under a secret of the node's own, of
+//! the flow's addresses and ports, the client's initial sequence number, the period and
+//! the option bits (so no bit of a cookie can be changed and still check out). A period
+//! is 64 s; a cookie is good in its period and the next, which differ in parity.
 //!
 //! The window scale is what lets a proxied connection carry more than 64 KiB in flight
 //! (RFC 7323): the SYN-ACK offers the node's own scale when the client offered one, and
 //! the cookie remembers the client's, as Linux's cookies do in the timestamp option, but
-//! needing no timestamps. SACK and timestamps are not offered (nothing to remember them
-//! in).
+//! needing no timestamps. So is SACK (RFC 2018): a client that permits it is offered it,
+//! and the proxy's sender repairs every hole of a window in a round trip. Timestamps are
+//! not offered (nothing to remember them in).
 
 use anyedge_proto::FlowKey;
 
@@ -37,7 +38,24 @@ pub struct Syn {
     pub mss: u16,
     /// The client's window scale, `None` when its SYN offered none.
     pub window_scale: Option<u8>,
+    /// Whether the client's SYN permitted SACK.
+    pub sack: bool,
 }
+
+/// The options of a client's SYN that a cookie remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SynOptions {
+    /// The MSS option (536 when absent, RFC 9293).
+    pub mss: Option<u16>,
+    /// The window scale option.
+    pub window_scale: Option<u8>,
+    /// The SACK-permitted option.
+    pub sack: bool,
+}
+
+/// Bits of the MAC a cookie carries.
+const MAC_BITS: u32 = 23;
+const MAC_MASK: u32 = (1 << MAC_BITS) - 1;
 
 /// Resets a node sends a second, at most, for segments of connections it does not know
 /// (a restarted node's clients learn at once that their connection is gone and open a
@@ -85,27 +103,24 @@ impl SynCookies {
         input.extend_from_slice(&options.to_be_bytes());
         debug_assert!(input.len() <= 2 * 16 + 2 * 2 + 4 + 8 + 4, "two addresses, two ports and three numbers");
         let out = self.prf.eval(&input);
-        u32::from_be_bytes([0, out[0], out[1], out[2]])
+        u32::from_be_bytes([0, out[0], out[1], out[2]]) & MAC_MASK
     }
 
     /// The initial sequence number of the SYN-ACK answering a SYN of `key` with sequence
-    /// number `client_isn`, MSS option `client_mss` (536 when absent, RFC 9293) and window
-    /// scale option `client_scale`, and what the cookie carries of them.
-    pub fn make(
-        &self,
-        key: &FlowKey,
-        client_isn: u32,
-        client_mss: Option<u16>,
-        client_scale: Option<u8>,
-        now_ns: u64,
-    ) -> (u32, Syn) {
-        let wanted = client_mss.unwrap_or(536);
+    /// number `client_isn` and options `client`, and what the cookie carries of them.
+    pub fn make(&self, key: &FlowKey, client_isn: u32, client: SynOptions, now_ns: u64) -> (u32, Syn) {
+        let wanted = client.mss.unwrap_or(536);
         let index = MSS_TABLE.iter().rposition(|&m| m <= wanted).unwrap_or(0) as u32;
+        let client_scale = client.window_scale;
         let scale = client_scale.map_or(NO_WINDOW_SCALE, |s| u32::from(s.min(WINDOW_SCALE_MAX)));
-        let options = scale << 3 | index;
+        let options = u32::from(client.sack) << 7 | scale << 3 | index;
         let period = now_ns / PERIOD_NS;
-        let cookie = ((period & 1) as u32) << 31 | options << 24 | self.mac(key, client_isn, period, options);
-        let syn = Syn { mss: MSS_TABLE[index as usize], window_scale: client_scale.map(|s| s.min(WINDOW_SCALE_MAX)) };
+        let cookie = ((period & 1) as u32) << 31 | options << MAC_BITS | self.mac(key, client_isn, period, options);
+        let syn = Syn {
+            mss: MSS_TABLE[index as usize],
+            window_scale: client_scale.map(|s| s.min(WINDOW_SCALE_MAX)),
+            sack: client.sack,
+        };
         debug_assert!(syn.mss <= wanted || index == 0, "never more than the client can take");
         debug_assert_eq!(self.check(key, client_isn, cookie, now_ns), Some(syn), "a fresh cookie checks out");
         (cookie, syn)
@@ -116,9 +131,9 @@ impl SynCookies {
     pub fn check(&self, key: &FlowKey, client_isn: u32, cookie: u32, now_ns: u64) -> Option<Syn> {
         let now = now_ns / PERIOD_NS;
         let period = std::iter::once(now).chain(now.checked_sub(1)).find(|p| (p & 1) as u32 == cookie >> 31)?;
-        let options = cookie >> 24 & 0x7f;
-        let (scale, index) = (options >> 3, options & 7);
-        if self.mac(key, client_isn, period, options) != cookie & 0x00ff_ffff {
+        let options = cookie >> MAC_BITS & 0xff;
+        let (sack, scale, index) = (options >> 7 == 1, options >> 3 & 0xf, options & 7);
+        if self.mac(key, client_isn, period, options) != cookie & MAC_MASK {
             return None;
         }
         // A scale code past the largest is never made: only a forged MAC could carry one.
@@ -126,7 +141,7 @@ impl SynCookies {
             NO_WINDOW_SCALE => None,
             s => Some(u8::try_from(s).ok().filter(|&s| s <= WINDOW_SCALE_MAX)?),
         };
-        Some(Syn { mss: MSS_TABLE[index as usize], window_scale })
+        Some(Syn { mss: MSS_TABLE[index as usize], window_scale, sack })
     }
 }
 
@@ -134,6 +149,21 @@ impl SynCookies {
 mod tests {
     use super::*;
     use anyedge_proto::Transport;
+
+    fn opts(mss: Option<u16>, window_scale: Option<u8>) -> SynOptions {
+        SynOptions { mss, window_scale, sack: false }
+    }
+
+    #[test]
+    fn the_cookie_remembers_whether_the_client_permitted_sack_and_no_client_can_claim_otherwise() {
+        let c = SynCookies::new(b"node secret");
+        for sack in [false, true] {
+            let (cookie, syn) = c.make(&key(4000), 9, SynOptions { sack, ..opts(Some(1_460), Some(7)) }, 0);
+            assert_eq!(syn.sack, sack);
+            assert_eq!(c.check(&key(4000), 9, cookie, 0), Some(syn));
+            assert_eq!(c.check(&key(4000), 9, cookie ^ 1 << 30, 0), None, "the SACK bit flipped");
+        }
+    }
 
     fn key(port: u16) -> FlowKey {
         FlowKey {
@@ -150,7 +180,7 @@ mod tests {
         let c = SynCookies::new(b"node secret");
         let v6 = FlowKey { src: "2001:db8::7".parse().unwrap(), dst: "fd00:a::20".parse().unwrap(), ..key(4000) };
         let t = 3 * PERIOD_NS;
-        let (cookie, syn) = c.make(&v6, 99, Some(1_440), Some(7), t);
+        let (cookie, syn) = c.make(&v6, 99, opts(Some(1_440), Some(7)), t);
         assert_eq!(c.check(&v6, 99, cookie, t), Some(syn));
         assert_eq!(c.check(&key(4000), 99, cookie, t), None, "not an IPv4 client's");
     }
@@ -159,8 +189,8 @@ mod tests {
     fn a_cookie_checks_out_for_its_connection_in_its_period_and_the_next_only() {
         let c = SynCookies::new(b"node secret");
         let t = 5 * PERIOD_NS + 7;
-        let (cookie, syn) = c.make(&key(4000), 1_000, Some(1_460), Some(7), t);
-        assert_eq!(syn, Syn { mss: 1_460, window_scale: Some(7) });
+        let (cookie, syn) = c.make(&key(4000), 1_000, opts(Some(1_460), Some(7)), t);
+        assert_eq!(syn, Syn { mss: 1_460, window_scale: Some(7), sack: false });
         assert_eq!(c.check(&key(4000), 1_000, cookie, t), Some(syn));
         assert_eq!(c.check(&key(4000), 1_000, cookie, t + PERIOD_NS), Some(syn), "the next period");
         assert_eq!(c.check(&key(4000), 1_000, cookie, t + 2 * PERIOD_NS), None, "two periods on");
@@ -178,7 +208,7 @@ mod tests {
         for (asked, got) in
             [(None, 536), (Some(100), 536), (Some(1_300), 1_220), (Some(1_440), 1_440), (Some(9_000), 1_460)]
         {
-            let (cookie, syn) = c.make(&key(4000), 9, asked, None, 0);
+            let (cookie, syn) = c.make(&key(4000), 9, opts(asked, None), 0);
             assert_eq!(syn.mss, got, "{asked:?}");
             assert_eq!(c.check(&key(4000), 9, cookie, 0), Some(syn), "{asked:?}");
         }
@@ -186,8 +216,8 @@ mod tests {
 
     #[test]
     fn guessing_a_cookie_takes_millions_of_tries() {
-        // 24 MAC bits: of 100,000 guesses for one connection, none should pass (expected
-        // 0.006).
+        // 23 MAC bits: of 100,000 guesses for one connection, none should pass (expected
+        // 0.012).
         let c = SynCookies::new(b"node secret");
         let t = 3 * PERIOD_NS;
         let hits =
@@ -201,14 +231,14 @@ mod tests {
         for (offered, kept) in
             [(None, None), (Some(0), Some(0)), (Some(7), Some(7)), (Some(14), Some(14)), (Some(20), Some(14))]
         {
-            let (cookie, syn) = c.make(&key(4000), 9, Some(1_460), offered, 0);
+            let (cookie, syn) = c.make(&key(4000), 9, opts(Some(1_460), offered), 0);
             assert_eq!(syn.window_scale, kept, "{offered:?}");
             assert_eq!(c.check(&key(4000), 9, cookie, 0).map(|s| s.window_scale), Some(kept), "{offered:?}");
         }
         // A client cannot claim another scale than its SYN's: the MAC covers it.
-        let (cookie, _) = c.make(&key(4000), 9, Some(1_460), Some(2), 0);
+        let (cookie, _) = c.make(&key(4000), 9, opts(Some(1_460), Some(2)), 0);
         for scale in 0..16u32 {
-            let forged = cookie & !(0xf << 27) | scale << 27;
+            let forged = cookie & !(0xf << 26) | scale << 26;
             assert_eq!(c.check(&key(4000), 9, forged, 0).is_some(), scale == 2, "scale code {scale}");
         }
     }

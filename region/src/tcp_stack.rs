@@ -1062,6 +1062,26 @@ mod tests {
         assert!(lossy < clean + 400, "{lossy} ms with a run of 60 lost, {clean} ms without");
     }
 
+    #[test]
+    fn four_holes_in_one_window_are_repaired_in_a_round_trip_each_segment_sent_once_more() {
+        let (clean, segments) = stream_losing(400_000, |_| false);
+        // Every third segment of twelve lost: SACK blocks show the holes as the segments
+        // after them arrive, and the sender repairs all four in about a round trip (10 ms),
+        // sending each once more; NewReno takes a round trip a hole (40 ms), or a timeout
+        // and everything after the first hole again. (Four holes: the receiver here is
+        // smoltcp, whose reassembly keeps four; a kernel's keeps any number.) Mid-stream
+        // and near the end.
+        for first in [60, segments - 20] {
+            let holes = |n: u64| (first..first + 12).contains(&n) && (n - first).is_multiple_of(3);
+            let (lossy, sent) = stream_losing(400_000, holes);
+            eprintln!(
+                "400 kB over 10 ms: {clean} ms, {segments} segments; four holes from {first}: {lossy} ms, {sent}"
+            );
+            assert!(lossy <= clean + 20, "{lossy} ms with four holes, {clean} ms without");
+            assert!(sent <= segments + 4 + 1, "{sent} data segments sent to deliver {segments} losing 4");
+        }
+    }
+
     /// Answers of a few kilobytes, one after another on one connection, from a growing
     /// socket whose buffers are given back between answers (as the proxy's idle
     /// connections do), over a path losing every `lose`th packet: every byte arrives.

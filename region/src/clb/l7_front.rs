@@ -10,7 +10,7 @@ use smoltcp::wire::TcpControl;
 
 use super::ClbDrop;
 use crate::l7::{L7, Mode, Refused};
-use crate::syn_cookie::SynCookies;
+use crate::syn_cookie::{SynCookies, SynOptions};
 
 /// What to do with a client segment of a layer-7 listener.
 #[derive(Debug)]
@@ -82,8 +82,12 @@ impl L7Front {
         let Some(flags) = tcp.filter(|f| !f.rst) else { return refused(ClbDrop::NoConnection) };
         let Some((seq, ack, mss)) = inner::tcp_numbers(packet) else { return refused(ClbDrop::NoConnection) };
         if flags.syn && !flags.ack {
-            let scale = inner::tcp_window_scale(packet);
-            let answer = self.answer_syn(&key, seq, mss, scale, now_ns);
+            let options = SynOptions {
+                mss,
+                window_scale: inner::tcp_window_scale(packet),
+                sack: inner::tcp_sack_permitted(packet),
+            };
+            let answer = self.answer_syn(&key, seq, options, now_ns);
             return answer.map_or(refused(ClbDrop::NoConnection), Admission::Answer);
         }
         if flags.syn || !flags.ack {
@@ -113,19 +117,14 @@ impl L7Front {
 
     /// A SYN costs nothing to remember: the SYN-ACK's sequence number is a cookie, and
     /// the connection is set up on the ACK that returns it. A client that offers window
-    /// scaling is offered the proxied sockets' scale ([`crate::window::SHIFT`]).
-    fn answer_syn(
-        &mut self,
-        key: &FlowKey,
-        seq: u32,
-        mss: Option<u16>,
-        scale: Option<u8>,
-        now_ns: u64,
-    ) -> Option<Vec<u8>> {
-        let (cookie, syn) = self.cookies.make(key, seq, mss, scale, now_ns);
+    /// scaling is offered the proxied sockets' scale ([`crate::window::SHIFT`]); one that
+    /// permits SACK is permitted it back.
+    fn answer_syn(&mut self, key: &FlowKey, seq: u32, options: SynOptions, now_ns: u64) -> Option<Vec<u8>> {
+        let (cookie, syn) = self.cookies.make(key, seq, options, now_ns);
         let ack = Some(seq.wrapping_add(1));
         let mut syn_ack = inner::bare_tcp(key.dst_port, key.src_port, TcpControl::Syn, cookie, ack, Some(syn.mss));
         syn_ack.window_scale = syn.window_scale.map(|_| crate::window::SHIFT);
+        syn_ack.sack_permitted = syn.sack;
         let syn_ack = inner::build_tcp(key.dst, key.src, &syn_ack)?;
         self.cookies_sent += 1;
         Some(syn_ack)

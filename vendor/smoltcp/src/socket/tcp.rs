@@ -19,6 +19,8 @@ use crate::wire::{
 };
 
 mod congestion;
+/// anyedge patch: the SACK sender's scoreboard.
+mod sack;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -583,6 +585,9 @@ pub struct Socket<'a> {
     recovery_rto_at: Option<Instant>,
     /// anyedge patch: the least RTO, ms, when not RFC 6298's 1 s ([`Socket::set_min_rto`]).
     min_rto: Option<u32>,
+    /// anyedge patch: what the peer SACKed, for a socket with a congestion controller
+    /// whose peer permitted SACK (RFC 6675).
+    sack: sack::Scoreboard,
 }
 
 /// anyedge patch: a TCP socket's state while it holds nothing ([`Socket::park`]): a
@@ -747,6 +752,7 @@ impl<'a> Socket<'a> {
             window_filled: false,
             recover: None,
             recovery_rto_at: None,
+            sack: sack::Scoreboard::default(),
             min_rto: None,
         }
     }
@@ -1103,6 +1109,10 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        // anyedge patch: no recovery or SACK scoreboard outlives the connection.
+        self.recover = None;
+        self.recovery_rto_at = None;
+        self.sack.clear();
 
         #[cfg(feature = "async")]
         {
@@ -1579,7 +1589,33 @@ impl<'a> Socket<'a> {
         self.congestion_controller
             .inner()
             .window()
-            .saturating_sub(self.flight_size())
+            .saturating_sub(self.in_network())
+    }
+
+    /// anyedge patch: whether this socket keeps a SACK scoreboard: its peer permitted
+    /// SACK and it has a congestion controller (sockets without one, every one of
+    /// anyedge's simulator, behave as before).
+    fn sack_on(&self) -> bool {
+        self.remote_has_sack && !matches!(self.congestion_controller, congestion::AnyController::None(_))
+    }
+
+    /// anyedge patch: the bytes taken to be in the network: the flight size, or with a
+    /// SACK scoreboard RFC 6675's pipe (neither SACKed nor lost, plus sent again).
+    fn in_network(&self) -> usize {
+        if self.sack.is_empty() {
+            self.flight_size()
+        } else {
+            self.sack.pipe(self.local_seq_no, self.remote_last_seq, self.remote_mss)
+        }
+    }
+
+    /// anyedge patch: the next lost bytes to send again (RFC 6675 `NextSeg` rule 1),
+    /// when the congestion window has room for them.
+    fn sack_hole(&self) -> Option<(TcpSeqNumber, usize)> {
+        if self.sack.is_empty() || self.in_network() >= self.congestion_controller.inner().window() {
+            return None;
+        }
+        self.sack.next_lost(self.local_seq_no, self.remote_mss)
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1737,6 +1773,7 @@ impl<'a> Socket<'a> {
             window_filled: false,
             recover: None,
             recovery_rto_at: None,
+            sack: sack::Scoreboard::default(),
             min_rto: None,
         })
     }
@@ -2422,6 +2459,9 @@ impl<'a> Socket<'a> {
         // anyedge patch: a partial ACK in NewReno's recovery, whose retransmission is set
         // after the timers below (which would restart the RTO over it).
         let mut partial_ack = false;
+        // anyedge patch: SACK blocks showed a loss; its retransmission, as a partial ACK's,
+        // is set after the timers below.
+        let mut sack_loss = false;
         if let Some(ack_number) = repr.ack_number {
             // TODO: When flow control is implemented,
             // refractor the following block within that implementation
@@ -2450,12 +2490,16 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
+                    // anyedge patch: not again when SACK blocks began the recovery.
+                    if self.local_rx_dup_acks == 3 && !(self.sack_on() && self.recover.is_some()) {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
                         // anyedge patch: NewReno's recovery point (sockets with a controller).
-                        if !matches!(self.congestion_controller, congestion::AnyController::None(_)) {
-                            self.recover.get_or_insert(self.remote_last_seq);
+                        if !matches!(self.congestion_controller, congestion::AnyController::None(_))
+                            && self.recover.is_none()
+                        {
+                            self.recover = Some(self.remote_last_seq);
+                            self.sack.begin_recovery();
                         }
                     }
 
@@ -2477,9 +2521,10 @@ impl<'a> Socket<'a> {
                     }
                     // anyedge patch: a partial ACK in NewReno's recovery retransmits the
                     // next unacknowledged segment now; a full one ends the recovery.
+                    // With SACK, only when that segment was not sent again already.
                     if let Some(recover) = self.recover {
                         if ack_number < recover {
-                            partial_ack = true;
+                            partial_ack = !self.sack_on() || !self.sack.sent_again(ack_number);
                         } else {
                             self.recover = None;
                             self.recovery_rto_at = None;
@@ -2514,6 +2559,18 @@ impl<'a> Socket<'a> {
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
             }
+
+            // anyedge patch: the SACK scoreboard takes the ACK's blocks; one that shows
+            // the first unacknowledged segment lost begins a recovery before three
+            // duplicate ACKs (RFC 6675 §5 (C)).
+            if self.sack_on() {
+                self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges);
+                if self.recover.is_none() && self.sack.una_lost(self.local_seq_no, self.remote_mss) {
+                    self.recover = Some(self.remote_last_seq);
+                    self.sack.begin_recovery();
+                    sack_loss = true;
+                }
+            }
         }
 
         // update last remote tsval
@@ -2543,9 +2600,13 @@ impl<'a> Socket<'a> {
         // unacknowledged segment at once (the ACK restarted the RTO timer above, which
         // took the place of the retransmission before).
         if partial_ack {
-            if self.recovery_rto_at.is_none() {
+            // SACK repairs every hole of a window in a round trip: no crawl to cut short.
+            if self.recovery_rto_at.is_none() && !self.sack_on() {
                 self.recovery_rto_at = Some(cx.now() + self.rtte.retransmission_timeout());
             }
+            self.timer.set_for_fast_retransmit();
+        }
+        if sack_loss {
             self.timer.set_for_fast_retransmit();
         }
 
@@ -2659,6 +2720,10 @@ impl<'a> Socket<'a> {
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+            return true;
+        }
+        // anyedge patch: so should a lost hole the congestion window has room for.
+        if self.sack_hole().is_some() {
             return true;
         }
 
@@ -2838,6 +2903,9 @@ impl<'a> Socket<'a> {
                 // anyedge patch: a timeout ends a NewReno recovery (everything goes again).
                 self.recover = None;
                 self.recovery_rto_at = None;
+                // anyedge patch: and everything goes again, SACKed or not (RFC 2018 §8: a
+                // receiver may renege).
+                self.sack.clear();
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -2938,6 +3006,8 @@ impl<'a> Socket<'a> {
         };
 
         let mut is_zero_window_probe = false;
+        // anyedge patch: the segment is a retransmission (fast, or a SACK hole's).
+        let mut retransmitted = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2994,14 +3064,23 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+                let hole = if self.pending_fast_retransmit { None } else { self.sack_hole() };
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
                     repr.seq_number = self.local_seq_no;
                     repr.payload = self.tx_buffer.get_allocated(0, size);
 
                     self.pending_fast_retransmit = false;
+                    retransmitted = true;
 
                     0
+                } else if let Some((seq, len)) = hole {
+                    // anyedge patch: a lost hole the SACK scoreboard found goes again.
+                    let offset = seq - self.local_seq_no;
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
+                    retransmitted = true;
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -3189,6 +3268,9 @@ impl<'a> Socket<'a> {
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
+        if retransmitted && self.sack_on() && !repr.payload.is_empty() {
+            self.sack.on_retransmit(repr.seq_number + repr.payload.len());
+        }
 
         if repr.segment_len() > 0 {
             self.rtte

@@ -1,0 +1,132 @@
+//! anyedge patch: a SACK sender's scoreboard (RFC 6675) for sockets with a congestion
+//! controller whose peer sends SACK blocks (RFC 2018).
+//!
+//! What the receiver said it holds above the cumulative ACK, as sorted, disjoint ranges;
+//! from it, which holes count as lost (more than `(DupThresh - 1) * SMSS` bytes, or
+//! `DupThresh` ranges, SACKed above them: RFC 6675 §4 `IsLost`), the next hole to send
+//! again (`NextSeg` rule 1) and the bytes still in the network (`SetPipe`), so that one
+//! round trip repairs every hole of a window instead of one.
+
+use crate::wire::TcpSeqNumber;
+
+/// RFC 6675's DupThresh.
+const DUP_THRESH: usize = 3;
+
+/// The most ranges kept: past it, the highest are forgotten (taken as not received,
+/// which costs at most a needless retransmission), so a peer's SACK blocks cannot make a
+/// socket hold more than this.
+const RANGES_MAX: usize = 32;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scoreboard {
+    /// SACKed ranges `[left, right)` above the cumulative ACK, sorted and disjoint.
+    ranges: alloc::vec::Vec<(TcpSeqNumber, TcpSeqNumber)>,
+    /// RFC 6675's HighRxt: the highest sequence number retransmitted in this recovery.
+    high_rxt: Option<TcpSeqNumber>,
+}
+
+impl Scoreboard {
+    pub(super) fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Forgets everything (a retransmission timeout sends everything again; a reset).
+    pub(super) fn clear(&mut self) {
+        self.ranges.clear();
+        self.high_rxt = None;
+    }
+
+    /// A new recovery begins: nothing of it has been retransmitted yet.
+    pub(super) fn begin_recovery(&mut self) {
+        self.high_rxt = None;
+    }
+
+    /// Records an ACK: `una` is the cumulative ACK (after it), `snd_max` the highest
+    /// sequence number sent; blocks outside `(una, snd_max]` (D-SACKs, forged or stale
+    /// blocks) are ignored.
+    pub(super) fn on_ack(&mut self, una: TcpSeqNumber, snd_max: TcpSeqNumber, blocks: &[Option<(u32, u32)>]) {
+        self.ranges.retain_mut(|r| {
+            r.0 = r.0.max(una);
+            r.1 > una
+        });
+        for &(left, right) in blocks.iter().flatten() {
+            let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
+            if left < una || right <= left || right > snd_max {
+                continue;
+            }
+            self.insert(left, right);
+        }
+        if self.high_rxt.is_some_and(|h| h <= una) {
+            self.high_rxt = None;
+        }
+    }
+
+    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) {
+        // The first range that ends at or after `left` and the first that starts after
+        // `right`: everything between merges with the new one.
+        let from = self.ranges.partition_point(|r| r.1 < left);
+        let to = self.ranges.partition_point(|r| r.0 <= right);
+        if from < to {
+            left = left.min(self.ranges[from].0);
+            right = right.max(self.ranges[to - 1].1);
+        }
+        self.ranges.splice(from..to, core::iter::once((left, right)));
+        self.ranges.truncate(RANGES_MAX);
+        debug_assert!(self.ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted and disjoint");
+    }
+
+    /// The holes below the highest SACKed byte, in order: `(start, end, lost)`.
+    fn holes(&self, una: TcpSeqNumber, mss: usize) -> impl Iterator<Item = (TcpSeqNumber, TcpSeqNumber, bool)> + '_ {
+        let mut above: usize = self.ranges.iter().map(|r| r.1 - r.0).sum();
+        let mut start = una;
+        self.ranges.iter().enumerate().filter_map(move |(i, r)| {
+            let hole = (start, r.0);
+            start = r.1;
+            let lost = above > (DUP_THRESH - 1) * mss || self.ranges.len() - i >= DUP_THRESH;
+            above -= r.1 - r.0;
+            (hole.0 < hole.1).then_some((hole.0, hole.1, lost))
+        })
+    }
+
+    /// Whether the first unacknowledged byte counts as lost (a recovery may begin
+    /// before three duplicate ACKs: RFC 6675 §5 step (C)).
+    pub(super) fn una_lost(&self, una: TcpSeqNumber, mss: usize) -> bool {
+        self.holes(una, mss).next().is_some_and(|(start, _, lost)| start == una && lost)
+    }
+
+    /// The next lost bytes not yet sent again in this recovery, at most `mss` of them.
+    pub(super) fn next_lost(&self, una: TcpSeqNumber, mss: usize) -> Option<(TcpSeqNumber, usize)> {
+        let from = self.high_rxt.map_or(una, |h| h.max(una));
+        self.holes(una, mss).find_map(|(start, end, lost)| {
+            let start = start.max(from);
+            (lost && start < end).then(|| (start, (end - start).min(mss)))
+        })
+    }
+
+    /// Whether the byte at `seq` was sent again in this recovery.
+    pub(super) fn sent_again(&self, seq: TcpSeqNumber) -> bool {
+        self.high_rxt.is_some_and(|h| h > seq)
+    }
+
+    /// Bytes were sent again, up to `end`.
+    pub(super) fn on_retransmit(&mut self, end: TcpSeqNumber) {
+        self.high_rxt = Some(self.high_rxt.map_or(end, |h| h.max(end)));
+    }
+
+    /// RFC 6675's pipe: of the bytes in `[una, snd_max)`, those neither SACKed nor lost,
+    /// plus those sent again.
+    pub(super) fn pipe(&self, una: TcpSeqNumber, snd_max: TcpSeqNumber, mss: usize) -> usize {
+        let flight = if snd_max > una { snd_max - una } else { 0 };
+        let sacked: usize = self.ranges.iter().map(|r| r.1 - r.0).sum();
+        let mut pipe = flight.saturating_sub(sacked);
+        for (start, end, lost) in self.holes(una, mss) {
+            if lost {
+                pipe = pipe.saturating_sub(end - start);
+            }
+            if let Some(h) = self.high_rxt.filter(|&h| h > start) {
+                pipe += h.min(end) - start;
+            }
+        }
+        pipe
+    }
+}
