@@ -2490,8 +2490,10 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    // anyedge patch: not again when SACK blocks began the recovery.
-                    if self.local_rx_dup_acks == 3 && !(self.sack_on() && self.recover.is_some()) {
+                    // anyedge patch: not again when SACK blocks began the recovery, or the
+                    // segment was sent again already.
+                    let sent_again = self.recover.is_some() || self.sack.sent_again(ack_number);
+                    if self.local_rx_dup_acks == 3 && !(self.sack_on() && sent_again) {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
                         // anyedge patch: NewReno's recovery point (sockets with a controller).
@@ -2499,7 +2501,6 @@ impl<'a> Socket<'a> {
                             && self.recover.is_none()
                         {
                             self.recover = Some(self.remote_last_seq);
-                            self.sack.begin_recovery();
                         }
                     }
 
@@ -2567,8 +2568,7 @@ impl<'a> Socket<'a> {
                 self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges);
                 if self.recover.is_none() && self.sack.una_lost(self.local_seq_no, self.remote_mss) {
                     self.recover = Some(self.remote_last_seq);
-                    self.sack.begin_recovery();
-                    sack_loss = true;
+                    sack_loss = !self.sack.sent_again(self.local_seq_no);
                 }
             }
         }

@@ -21,7 +21,12 @@ const RANGES_MAX: usize = 32;
 pub(super) struct Scoreboard {
     /// SACKed ranges `[left, right)` above the cumulative ACK, sorted and disjoint.
     ranges: alloc::vec::Vec<(TcpSeqNumber, TcpSeqNumber)>,
-    /// RFC 6675's HighRxt: the highest sequence number retransmitted in this recovery.
+    /// RFC 6675's HighRxt: the highest sequence number sent again. Not reset when a
+    /// recovery begins (as RFC 6675 does): holes found late in one recovery are often sent
+    /// again before it ends, and the next would send them once more (Linux marks each
+    /// segment sent again instead). A hole below it that is lost again waits for the
+    /// retransmission timeout; every hole below a lost one counts as lost too, so none is
+    /// passed over unsent.
     high_rxt: Option<TcpSeqNumber>,
 }
 
@@ -33,11 +38,6 @@ impl Scoreboard {
     /// Forgets everything (a retransmission timeout sends everything again; a reset).
     pub(super) fn clear(&mut self) {
         self.ranges.clear();
-        self.high_rxt = None;
-    }
-
-    /// A new recovery begins: nothing of it has been retransmitted yet.
-    pub(super) fn begin_recovery(&mut self) {
         self.high_rxt = None;
     }
 
@@ -94,7 +94,7 @@ impl Scoreboard {
         self.holes(una, mss).next().is_some_and(|(start, _, lost)| start == una && lost)
     }
 
-    /// The next lost bytes not yet sent again in this recovery, at most `mss` of them.
+    /// The next lost bytes not yet sent again, at most `mss` of them.
     pub(super) fn next_lost(&self, una: TcpSeqNumber, mss: usize) -> Option<(TcpSeqNumber, usize)> {
         let from = self.high_rxt.map_or(una, |h| h.max(una));
         self.holes(una, mss).find_map(|(start, end, lost)| {
@@ -103,7 +103,7 @@ impl Scoreboard {
         })
     }
 
-    /// Whether the byte at `seq` was sent again in this recovery.
+    /// Whether the byte at `seq` was sent again.
     pub(super) fn sent_again(&self, seq: TcpSeqNumber) -> bool {
         self.high_rxt.is_some_and(|h| h > seq)
     }
