@@ -1082,65 +1082,113 @@ mod tests {
         }
     }
 
-    /// A segment sent again in one recovery is not sent once more when the next recovery
-    /// begins: a hole past the first recovery's point is found and repaired before that
-    /// recovery ends (in the lab, when the first hole's repair waited in a queue), and the
-    /// ACK that ends it begins the next, at that hole. The ACKs here are made by hand.
-    #[test]
-    fn a_segment_sent_again_in_one_recovery_is_not_sent_again_in_the_next() {
-        use anyedge_proto::inner;
-        let (mut a, ha, mut b, _) = growing_pair(crate::window::MAX, crate::window::SEND_MAX);
-        // The handshake; from then on only `a` runs, and the ACKs it gets are made here.
-        let mut b_next = 0;
-        for _ in 0..3 {
-            a.poll(0);
-            a.drain_tx().for_each(|p| b.receive(p));
-            b.poll(0);
-            for p in b.drain_tx() {
-                b_next = inner::tcp_numbers(&p).unwrap().0.wrapping_add(1);
-                a.receive(p);
+    /// A growing socket whose peer is played by hand: what it sends is kept, the ACKs
+    /// it gets (with SACK blocks) are made by the test.
+    struct HandAcked {
+        a: TcpStack,
+        ha: SocketHandle,
+        own: u16,
+        b_next: u32,
+    }
+
+    impl HandAcked {
+        /// Connected (by a real handshake with a growing socket), 200 kB queued.
+        fn new() -> HandAcked {
+            use anyedge_proto::inner;
+            let (mut a, ha, mut b, _) = growing_pair(crate::window::MAX, crate::window::SEND_MAX);
+            let mut b_next = 0;
+            for _ in 0..3 {
+                a.poll(0);
+                a.drain_tx().for_each(|p| b.receive(p));
+                b.poll(0);
+                for p in b.drain_tx() {
+                    b_next = inner::tcp_numbers(&p).unwrap().0.wrapping_add(1);
+                    a.receive(p);
+                }
             }
+            assert!(a.socket(ha).may_send(), "established");
+            let own = a.socket(ha).local_endpoint().unwrap().port;
+            a.socket(ha).send_slice(&[7u8; 200_000]).unwrap();
+            HandAcked { a, ha, own, b_next }
         }
-        assert!(a.socket(ha).may_send(), "established");
-        let own = a.socket(ha).local_endpoint().unwrap().port;
-        let sent = |a: &mut TcpStack, now: u64| -> Vec<(u32, u32)> {
-            a.poll(now);
-            let segments = a.drain_tx().filter_map(|p| {
+
+        /// The data segments sent by `now`, as sequence ranges.
+        fn sent(&mut self, now: u64) -> Vec<(u32, u32)> {
+            use anyedge_proto::inner;
+            self.a.poll(now);
+            let segments = self.a.drain_tx().filter_map(|p| {
                 let (seq, _, _) = inner::tcp_numbers(&p)?;
                 let len = inner::transport_payload(&p).len() as u32;
                 (len > 0).then_some((seq, seq.wrapping_add(len)))
             });
             segments.collect()
-        };
-        let ack = |a: &mut TcpStack, ack: u32, sacked: &[(u32, u32)]| {
-            let mut tcp = inner::bare_tcp(80, own, smoltcp::wire::TcpControl::None, b_next, Some(ack), None);
+        }
+
+        /// An ACK of `ack` with SACK blocks `sacked` (the first may be a D-SACK).
+        fn ack(&mut self, ack: u32, sacked: &[(u32, u32)]) {
+            use anyedge_proto::inner;
+            let control = smoltcp::wire::TcpControl::None;
+            let mut tcp = inner::bare_tcp(80, self.own, control, self.b_next, Some(ack), None);
             for (slot, &block) in tcp.sack_ranges.iter_mut().zip(sacked) {
                 *slot = Some(block);
             }
             tcp.window_len = u16::MAX;
-            a.receive(inner::build_tcp(B, A, &tcp).unwrap());
-        };
-        a.socket(ha).send_slice(&[7u8; 200_000]).unwrap();
-        let first = sent(&mut a, 1_000_000);
+            self.a.receive(inner::build_tcp(B, A, &tcp).unwrap());
+        }
+    }
+
+    /// A segment sent again in one recovery is not sent once more when the next recovery
+    /// begins: a hole past the first recovery's point is found and repaired before that
+    /// recovery ends (in the lab, when the first hole's repair waited in a queue), and the
+    /// ACK that ends it begins the next, at that hole.
+    #[test]
+    fn a_segment_sent_again_in_one_recovery_is_not_sent_again_in_the_next() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
         let k = first.len();
         assert!(k >= 5, "{k} segments in the first window");
         // The first segment is lost: a recovery begins, whose point is the end of the
         // window; the first segment goes again, and new ones after it.
-        ack(&mut a, first[0].0, &[(first[1].0, first[k - 1].1)]);
-        let second = sent(&mut a, 2_000_000);
+        h.ack(first[0].0, &[(first[1].0, first[k - 1].1)]);
+        let second = h.sent(2_000_000);
         assert_eq!(second.first(), Some(&first[0]), "the first segment sent again: {second:?}");
         let new = &second[1..];
         assert!(new.len() >= 5 && new[0].0 == first[k - 1].1, "new segments after the window: {second:?}");
         // The first new one (past the recovery's point) is lost too, found while the
         // recovery runs, and sent again.
-        ack(&mut a, first[0].0, &[(new[1].0, new[4].1), (first[1].0, first[k - 1].1)]);
-        let third = sent(&mut a, 3_000_000);
+        h.ack(first[0].0, &[(new[1].0, new[4].1), (first[1].0, first[k - 1].1)]);
+        let third = h.sent(3_000_000);
         assert_eq!(third.first(), Some(&new[0]), "the hole past the recovery point sent again: {third:?}");
         // The first segment's repair arrives: the ACK ends the recovery and shows the
         // hole it left, which was sent again already.
-        ack(&mut a, new[0].0, &[(new[1].0, new[4].1)]);
-        let fourth = sent(&mut a, 4_000_000);
+        h.ack(new[0].0, &[(new[1].0, new[4].1)]);
+        let fourth = h.sent(4_000_000);
         assert!(!fourth.contains(&new[0]), "sent a third time: {fourth:?}");
+    }
+
+    /// A path that reorders (a few segments overtaking one) makes holes that are no
+    /// losses: the first is sent again needlessly, the D-SACK that says so raises the
+    /// threshold, and the same reordering later sends nothing again.
+    #[test]
+    fn a_dsack_teaches_the_sender_the_paths_reordering() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        assert!(k >= 5, "{k} segments in the first window");
+        // Three segments overtake the first: taken for a loss, it is sent again.
+        h.ack(first[0].0, &[(first[1].0, first[3].1)]);
+        let second = h.sent(2_000_000);
+        assert_eq!(second.first(), Some(&first[0]), "sent again on three SACKed above: {second:?}");
+        // It was there after all: the whole window is acknowledged, and the copy reported
+        // as a duplicate (D-SACK).
+        h.ack(first[k - 1].1, &[first[0]]);
+        let third = h.sent(3_000_000);
+        assert!(third.len() >= 4 && !third.contains(&first[0]), "new data: {third:?}");
+        // The same reordering again: three segments overtake one. Not a loss now.
+        let held = third[0];
+        h.ack(held.0, &[(third[1].0, third[3].1)]);
+        let fourth = h.sent(4_000_000);
+        assert!(!fourth.contains(&held), "sent again though the path only reorders: {fourth:?}");
     }
 
     /// Answers of a few kilobytes, one after another on one connection, from a growing

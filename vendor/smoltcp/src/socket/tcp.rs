@@ -1112,7 +1112,7 @@ impl<'a> Socket<'a> {
         // anyedge patch: no recovery or SACK scoreboard outlives the connection.
         self.recover = None;
         self.recovery_rto_at = None;
-        self.sack.clear();
+        self.sack = sack::Scoreboard::default();
 
         #[cfg(feature = "async")]
         {
@@ -2490,10 +2490,9 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    // anyedge patch: not again when SACK blocks began the recovery, or the
-                    // segment was sent again already.
-                    let sent_again = self.recover.is_some() || self.sack.sent_again(ack_number);
-                    if self.local_rx_dup_acks == 3 && !(self.sack_on() && sent_again) {
+                    // anyedge patch: with SACK, the scoreboard finds losses (below), by a
+                    // threshold that a reordering path raises.
+                    if self.local_rx_dup_acks == 3 && !self.sack_on() {
                         self.timer.set_for_fast_retransmit();
                         net_debug!("started fast retransmit");
                         // anyedge patch: NewReno's recovery point (sockets with a controller).
@@ -2505,12 +2504,17 @@ impl<'a> Socket<'a> {
                     }
 
                     // Notify of duplicate ACK
+                    // anyedge patch: not with a SACK scoreboard, whose pipe already leaves
+                    // out what the receiver holds (a window inflated too would let twice
+                    // the window out).
                     let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
+                    if !self.sack_on() {
+                        self.congestion_controller.inner_mut().on_dup_ack(
+                            cx.now(),
+                            self.remote_mss,
+                            in_flight,
+                        );
+                    }
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count

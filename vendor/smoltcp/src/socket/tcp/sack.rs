@@ -6,18 +6,25 @@
 //! `DupThresh` ranges, SACKed above them: RFC 6675 §4 `IsLost`), the next hole to send
 //! again (`NextSeg` rule 1) and the bytes still in the network (`SetPipe`), so that one
 //! round trip repairs every hole of a window instead of one.
+//!
+//! A path that reorders makes holes that are not losses: a D-SACK (RFC 2883, a block
+//! below the cumulative ACK: bytes that arrived twice) says a retransmission was not
+//! needed, and the threshold doubles (as Linux raises `tp->reordering` on one), up to
+//! [`DUP_THRESH_MAX`] segments.
 
 use crate::wire::TcpSeqNumber;
 
-/// RFC 6675's DupThresh.
-const DUP_THRESH: usize = 3;
+/// RFC 6675's DupThresh, before any reordering is seen.
+const DUP_THRESH: u8 = 3;
+/// The most a path's reordering raises it to.
+pub(super) const DUP_THRESH_MAX: u8 = 96;
 
 /// The most ranges kept: past it, the highest are forgotten (taken as not received,
 /// which costs at most a needless retransmission), so a peer's SACK blocks cannot make a
 /// socket hold more than this.
 const RANGES_MAX: usize = 32;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct Scoreboard {
     /// SACKed ranges `[left, right)` above the cumulative ACK, sorted and disjoint.
     ranges: alloc::vec::Vec<(TcpSeqNumber, TcpSeqNumber)>,
@@ -28,6 +35,15 @@ pub(super) struct Scoreboard {
     /// retransmission timeout; every hole below a lost one counts as lost too, so none is
     /// passed over unsent.
     high_rxt: Option<TcpSeqNumber>,
+    /// DupThresh: SACKed segments above a hole (or that many bytes of them, less one
+    /// segment) that make it lost; raised by D-SACKs.
+    dup_thresh: u8,
+}
+
+impl Default for Scoreboard {
+    fn default() -> Scoreboard {
+        Scoreboard { ranges: alloc::vec::Vec::new(), high_rxt: None, dup_thresh: DUP_THRESH }
+    }
 }
 
 impl Scoreboard {
@@ -35,11 +51,13 @@ impl Scoreboard {
         self.ranges.is_empty()
     }
 
-    /// Forgets everything (a retransmission timeout sends everything again; a reset).
+    /// Forgets what was SACKed (a retransmission timeout sends everything again); what
+    /// the path's reordering taught is kept.
     pub(super) fn clear(&mut self) {
         self.ranges.clear();
         self.high_rxt = None;
     }
+
 
     /// Records an ACK: `una` is the cumulative ACK (after it), `snd_max` the highest
     /// sequence number sent; blocks outside `(una, snd_max]` (D-SACKs, forged or stale
@@ -49,6 +67,13 @@ impl Scoreboard {
             r.0 = r.0.max(una);
             r.1 > una
         });
+        // A D-SACK: the first block, below the cumulative ACK (and not absurdly far).
+        if let Some((left, right)) = blocks.first().copied().flatten() {
+            let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
+            if left < right && right <= una && una - right < 1 << 30 {
+                self.dup_thresh = self.dup_thresh.saturating_mul(2).min(DUP_THRESH_MAX);
+            }
+        }
         for &(left, right) in blocks.iter().flatten() {
             let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
             if left < una || right <= left || right > snd_max {
@@ -82,7 +107,8 @@ impl Scoreboard {
         self.ranges.iter().enumerate().filter_map(move |(i, r)| {
             let hole = (start, r.0);
             start = r.1;
-            let lost = above > (DUP_THRESH - 1) * mss || self.ranges.len() - i >= DUP_THRESH;
+            let thresh = usize::from(self.dup_thresh);
+            let lost = above > (thresh - 1) * mss || self.ranges.len() - i >= thresh;
             above -= r.1 - r.0;
             (hole.0 < hole.1).then_some((hole.0, hole.1, lost))
         })

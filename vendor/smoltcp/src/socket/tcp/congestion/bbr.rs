@@ -11,7 +11,9 @@
 //! estimate is smoothed, counts queueing, and its first sample can be a spliced
 //! handshake's, near zero), a startup that doubles the window each round, up to 2.89
 //! bandwidth-delay products, until the estimate stops growing by a quarter for three
-//! rounds or a segment is lost, then a window of [`CWND_GAIN`] × bandwidth × delay. Left out: pacing (smoltcp has no
+//! rounds or a round loses more than [`STARTUP_LOSS_PERCENT`] of what it delivers (BBRv2's
+//! startup exit: the internet model's random 0.2 % does not end it), then a window of
+//! [`CWND_GAIN`] × bandwidth × delay. Left out: pacing (smoltcp has no
 //! timer per segment: the window is the only brake, as it is for every smoltcp
 //! controller), and the probing cycles, which pacing needs. Tested through anyedge's
 //! proxied connections (`region/src/clb/l7_front.rs`, `region/src/tcp_stack.rs`): this
@@ -30,6 +32,9 @@ pub const CWND_GAIN: u64 = 2;
 const FULL_BW_ROUNDS: u8 = 3;
 /// The startup's window, in bandwidth-delay products at most (BBR's startup gain, 2.89).
 const STARTUP_GAIN_PERCENT: u64 = 289;
+/// Startup ends at a round whose losses (segments found lost) pass this share of the
+/// bytes it delivered (BBRv2's `loss_thresh`).
+pub const STARTUP_LOSS_PERCENT: u64 = 2;
 /// How long the least round-trip time stands before a newer one replaces it.
 const MIN_RTT_WINDOW_US: u64 = 10_000_000;
 
@@ -57,6 +62,8 @@ pub struct Bbr {
     full_bw: u64,
     full_bw_rounds: u8,
     filled: bool,
+    /// Losses found in this round (each recovery's first), for startup's exit.
+    round_losses: u64,
     /// Bytes that duplicate ACKs said left the network since the last ACK of new data:
     /// the window lets as many new bytes out (Reno's window inflation in fast recovery),
     /// since smoltcp counts everything past a hole as in flight until the hole is filled.
@@ -82,6 +89,7 @@ impl Bbr {
             full_bw: 0,
             full_bw_rounds: 0,
             filled: false,
+            round_losses: 0,
             inflation: 0,
             recovering: false,
         }
@@ -123,6 +131,10 @@ impl Bbr {
         }
         self.round_start = Some((now, self.delivered));
         self.round_end = self.sent;
+        let lost = core::mem::take(&mut self.round_losses).saturating_mul(self.mss as u64);
+        if lost.saturating_mul(100) > (self.delivered - delivered_then).saturating_mul(STARTUP_LOSS_PERCENT) {
+            self.filled = true;
+        }
         if !self.filled {
             let bw = self.bandwidth();
             if bw >= self.full_bw.saturating_add(self.full_bw / 4) {
@@ -170,9 +182,9 @@ impl Controller for Bbr {
     }
 
     fn on_loss(&mut self, _now: Instant, _in_flight: usize) {
-        // A loss in startup says the pipe is full (BBRv2's startup exit); after it, a
-        // random loss does not shrink the window.
-        self.filled = true;
+        // Losses past a share of a round say the pipe is full (BBRv2's startup exit);
+        // a random loss does not, nor does it ever shrink the window.
+        self.round_losses = self.round_losses.saturating_add(1);
     }
 
     fn on_rto(&mut self, _now: Instant, _in_flight: usize) {
