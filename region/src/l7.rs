@@ -353,8 +353,10 @@ impl Proxied {
 
     /// The stack's segments into `step`: from the VIP toward the client (shifted to the
     /// cookie's numbers when spliced behind one), the rest toward the backend.
+    /// A super-packet toward the client goes whole (cut where it leaves the backbone);
+    /// one toward the backend is cut here.
     fn drain(&mut self, vip: IpAddr, step: &mut Step) {
-        for mut packet in self.stack.drain_tx() {
+        for (mut packet, segment) in self.stack.drain_tx_segmented() {
             let from_vip = anyedge_proto::inner::parse(&packet).is_ok_and(|i| i.key.src == vip);
             if from_vip {
                 if let Some(shift) = self.seq_shift {
@@ -362,7 +364,11 @@ impl Proxied {
                     let shifted = inner::shift_tcp(&mut packet, shift, 0);
                     debug_assert!(shifted.is_ok(), "the stack's own segment shifts");
                 }
-                step.to_client.push(packet);
+                step.to_client.push((packet, segment));
+            } else if segment > 0 {
+                let parts = anyedge_proto::offload::cut(&packet, usize::from(segment));
+                debug_assert!(parts.is_ok(), "the stack's own super-packet cuts");
+                step.to_backend.extend(parts.unwrap_or_default());
             } else {
                 step.to_backend.push(packet);
             }
@@ -481,8 +487,9 @@ pub enum Refused {
 /// What the proxy asks of the CLB after moving a connection along.
 #[derive(Debug, Default)]
 pub struct Step {
-    /// Packets toward the client (from the VIP).
-    pub to_client: Vec<Vec<u8>>,
+    /// Packets toward the client (from the VIP), each with the segment size a
+    /// super-packet is to be cut into where it leaves the backbone (0: an ordinary one).
+    pub to_client: Vec<(Vec<u8>, u16)>,
     /// Packets toward the backend (from the node).
     pub to_backend: Vec<Vec<u8>>,
     /// A first request head arrived: choose a backend for this connection.
@@ -510,6 +517,8 @@ pub struct L7 {
     timers: BTreeSet<(u64, FlowKey)>,
     /// The growth of the connections' windows ([`crate::window`]).
     windows: Pool,
+    /// Whether new connections send super-packets ([`L7::set_super_packets`]).
+    super_packets: bool,
 }
 
 impl std::fmt::Debug for L7 {
@@ -537,7 +546,17 @@ impl L7 {
             by_backend: HashMap::default(),
             timers: BTreeSet::new(),
             windows: Pool::default(),
+            super_packets: false,
         }
+    }
+
+    /// Whether new connections' stacks send TCP super-packets toward clients
+    /// ([`TcpStack::with_super_packets`]): the lab's nodes do, whose POPs hand them to a
+    /// TUN device that cuts them, as the kernel's TCP behind the `tcp` listener sends
+    /// them; the simulator's do not (its hosts have no offloads, and its reports stay
+    /// what they were).
+    pub fn set_super_packets(&mut self, on: bool) {
+        self.super_packets = on;
     }
 
     pub fn len(&self) -> usize {
@@ -584,7 +603,10 @@ impl L7 {
             Some(Err(_)) => return Err(Refused::Full),
         };
         let addrs: Vec<IpAddr> = std::iter::once(key.dst).chain(own.iter().copied()).collect();
-        let mut stack = TcpStack::with_addresses(&addrs, seed, now_ns);
+        let mut stack = match self.super_packets {
+            true => TcpStack::with_super_packets(&addrs, seed, now_ns),
+            false => TcpStack::with_addresses(&addrs, seed, now_ns),
+        };
         let client = stack.new_growing_socket(crate::window::START, crate::window::START);
         let socket = stack.socket(client);
         socket.set_nagle_enabled(false);
@@ -713,7 +735,8 @@ impl L7 {
         c.stack.poll(now_ns);
         let syn_ack = c
             .stack
-            .drain_tx()
+            .drain_tx_segmented()
+            .map(|(packet, _)| packet)
             .find(|p| inner::parse(p).is_ok_and(|i| i.key.src == key.dst && i.tcp.is_some_and(|f| f.syn && f.ack)));
         let Some((own_isn, _, _)) = syn_ack.as_deref().and_then(inner::tcp_numbers) else { return false };
         // The client was offered the scale the stack offers now (the cookie's SYN-ACK).
@@ -875,7 +898,7 @@ mod tests {
             if up.is_empty() && step.to_client.is_empty() {
                 return;
             }
-            for p in step.to_client {
+            for (p, _) in step.to_client {
                 c.stack.receive(p);
             }
         }
@@ -938,7 +961,7 @@ mod tests {
         // Nothing more from the client: only timers move it (the deadline is one of them).
         while let Some(at) = l7.next_timer().filter(|&t| t <= HEAD_DEADLINE_NS) {
             for key in l7.due(at) {
-                for p in l7.drive(&key, at).to_client {
+                for (p, _) in l7.drive(&key, at).to_client {
                     c.stack.receive(p);
                 }
             }

@@ -12,15 +12,28 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv6Address};
 
-/// Packets in and out of a smoltcp interface.
+/// Packets in and out of a smoltcp interface. With super-packets on, its TCP segments
+/// may be up to [`SUPER_PACKET_MAX`] bytes, each with the segment size it is to be cut
+/// into where it leaves the backbone (0 for an ordinary packet), as a TUN device with
+/// TSO takes them; the device then fills in their TCP checksums (smoltcp leaves them to
+/// a device that segments).
 #[derive(Debug, Default)]
 pub struct QueueDevice {
     rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+    tx: Vec<(Vec<u8>, u16)>,
+    super_packets: bool,
 }
 
+/// The longest super-packet a stack with them on sends: what one backbone envelope
+/// carries.
+pub const SUPER_PACKET_MAX: usize = anyedge_proto::offload::SUPER_PACKET_MAX;
+
 pub struct RxTok(Vec<u8>);
-pub struct TxTok<'a>(&'a mut Vec<Vec<u8>>);
+pub struct TxTok<'a> {
+    tx: &'a mut Vec<(Vec<u8>, u16)>,
+    super_packets: bool,
+    segment: u16,
+}
 
 impl RxToken for RxTok {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -32,8 +45,23 @@ impl TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = vec![0u8; len];
         let r = f(&mut buf);
-        self.0.push(buf);
+        if self.super_packets {
+            // A shift by nothing fills the TCP checksum (the only checksum left to us).
+            let filled = anyedge_proto::inner::shift_tcp(&mut buf, 0, 0);
+            debug_assert!(filled.is_ok(), "the stack sends only TCP");
+        }
+        self.tx.push((buf, self.segment));
         r
+    }
+
+    fn set_meta(&mut self, meta: smoltcp::phy::PacketMeta) {
+        self.segment = meta.segmentation_offload_size.map_or(0, |s| s.get());
+    }
+}
+
+impl QueueDevice {
+    fn tok(&mut self) -> TxTok<'_> {
+        TxTok { tx: &mut self.tx, super_packets: self.super_packets, segment: 0 }
     }
 }
 
@@ -43,17 +71,22 @@ impl Device for QueueDevice {
 
     fn receive(&mut self, _t: Instant) -> Option<(RxTok, TxTok<'_>)> {
         let packet = self.rx.pop_front()?;
-        Some((RxTok(packet), TxTok(&mut self.tx)))
+        Some((RxTok(packet), self.tok()))
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<TxTok<'_>> {
-        Some(TxTok(&mut self.tx))
+        Some(self.tok())
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = 1500;
+        if self.super_packets {
+            let most = std::num::NonZeroUsize::new(SUPER_PACKET_MAX);
+            (caps.segmentation.tcpv4, caps.segmentation.tcpv6) = (most, most);
+            caps.checksum.tcp = smoltcp::phy::Checksum::Rx;
+        }
         caps
     }
 }
@@ -166,7 +199,19 @@ impl TcpStack {
 
     /// A stack answering on several addresses (a CLB node's IPv4 and IPv6, a VIP).
     pub fn with_addresses(addrs: &[IpAddr], seed: u64, now_ns: u64) -> TcpStack {
-        let mut device = QueueDevice::default();
+        TcpStack::build(addrs, seed, now_ns, false)
+    }
+
+    /// The same, sending TCP super-packets ([`QueueDevice`]): one segment of up to
+    /// [`SUPER_PACKET_MAX`] bytes where a window lets that much out at once, cut into
+    /// segments of the peer's MSS where it leaves the backbone, as a kernel with TSO
+    /// sends them (take them with [`TcpStack::drain_tx_segmented`]).
+    pub fn with_super_packets(addrs: &[IpAddr], seed: u64, now_ns: u64) -> TcpStack {
+        TcpStack::build(addrs, seed, now_ns, true)
+    }
+
+    fn build(addrs: &[IpAddr], seed: u64, now_ns: u64, super_packets: bool) -> TcpStack {
+        let mut device = QueueDevice { super_packets, ..QueueDevice::default() };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut device, instant(now_ns));
@@ -282,8 +327,15 @@ impl TcpStack {
         self.iface.poll(instant(now_ns), &mut self.device, &mut self.sockets);
     }
 
-    /// Packets the stack wants on the wire.
-    pub fn drain_tx(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+    /// Packets the stack wants on the wire (a stack without super-packets).
+    pub fn drain_tx(&mut self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        debug_assert!(!self.device.super_packets, "a stack with super-packets is drained with their sizes");
+        self.device.tx.drain(..).map(|(packet, _)| packet)
+    }
+
+    /// Packets the stack wants on the wire, each with the segment size it is to be cut
+    /// into (0 for an ordinary packet).
+    pub fn drain_tx_segmented(&mut self) -> impl Iterator<Item = (Vec<u8>, u16)> + '_ {
         self.device.tx.drain(..)
     }
 
@@ -314,7 +366,8 @@ impl TcpStack {
     /// The stack parked, or `None` while something moves: a packet queued, a socket
     /// holding bytes or running a timer, or a slot left empty by a removed socket.
     pub fn park(&self) -> Option<ParkedStack> {
-        if !self.device.rx.is_empty() || !self.device.tx.is_empty() {
+        // A parked stack is remade as an ordinary one.
+        if !self.device.rx.is_empty() || !self.device.tx.is_empty() || self.device.super_packets {
             return None;
         }
         let mut sockets = Vec::with_capacity(self.sockets.iter().count());
@@ -1082,11 +1135,54 @@ mod tests {
         }
     }
 
+    /// A stack with super-packets sends a window's bytes in segments of up to 64 KB, each
+    /// with its peer's MSS as the size to cut it to; cut as a TUN device would, they
+    /// arrive whole at an ordinary stack (checksums filled in).
+    #[test]
+    fn a_stack_with_super_packets_sends_segments_a_tun_device_cuts_into_the_peers_mss() {
+        use anyedge_proto::offload;
+        let mut a = TcpStack::with_super_packets(&[A], 1, 0);
+        let mut b = TcpStack::new(B, 2, 0);
+        let hb = b.new_growing_socket(crate::window::MAX, crate::window::START);
+        b.socket(hb).listen((B, 80)).unwrap();
+        let ha = a.new_growing_socket(crate::window::START, crate::window::SEND_MAX);
+        let cx = a.iface.context();
+        a.sockets.get_mut::<tcp::Socket>(ha).connect(cx, (B, 80), (A, 40000)).unwrap();
+        let data: Vec<u8> = (0..2_000_000).map(|i: usize| (i * 31 + i / 999) as u8).collect();
+        let (mut sent, mut got, mut largest) = (0, Vec::new(), (0, 0u16));
+        for step in 0..20_000u64 {
+            let now = step * 100_000;
+            a.poll(now);
+            for (packet, segment) in a.drain_tx_segmented() {
+                largest = largest.max((packet.len(), segment));
+                let parts =
+                    if segment > 0 { offload::cut(&packet, usize::from(segment)).unwrap() } else { vec![packet] };
+                for part in parts {
+                    assert!(part.len() <= 1_500, "a part of {} bytes", part.len());
+                    b.receive(part);
+                }
+            }
+            b.poll(now);
+            b.drain_tx().for_each(|p| a.receive(p));
+            read_into(b.socket(hb), &mut got);
+            let sa = a.socket(ha);
+            if sa.can_send() && sent < data.len() {
+                sent += sa.send_slice(&data[sent..]).unwrap();
+            }
+            if got.len() == data.len() {
+                break;
+            }
+        }
+        assert!(got == data, "{} of {} bytes, in order", got.len(), data.len());
+        let (len, segment) = largest;
+        assert!(len > 30_000 && len <= SUPER_PACKET_MAX, "the largest packet: {len} bytes");
+        assert_eq!(segment, 1_460, "cut to the peer's MSS");
+    }
+
     /// A growing socket whose peer is played by hand: what it sends is kept, the ACKs
     /// it gets (with SACK blocks) are made by the test.
     struct HandAcked {
         a: TcpStack,
-        ha: SocketHandle,
         own: u16,
         b_next: u32,
     }
@@ -1109,7 +1205,7 @@ mod tests {
             assert!(a.socket(ha).may_send(), "established");
             let own = a.socket(ha).local_endpoint().unwrap().port;
             a.socket(ha).send_slice(&[7u8; 200_000]).unwrap();
-            HandAcked { a, ha, own, b_next }
+            HandAcked { a, own, b_next }
         }
 
         /// The data segments sent by `now`, as sequence ranges.

@@ -223,8 +223,12 @@ impl<'a> ClbDriver<'a> {
         answer_probes(auth.keyring(me, 0), drops.clone()).await?;
         mark_ready(ready)?;
         drops.set_quic(Default::default());
+        let mut core = Clb::new(config, 0);
+        // Proxied connections send super-packets, cut by the POP's TUN device as the
+        // backend hosts' kernels' are.
+        core.set_l7_super_packets(true);
         Ok(ClbDriver {
-            core: Clb::new(config, 0),
+            core,
             start,
             drops,
             follower,

@@ -284,7 +284,7 @@ mod tests {
                     assert!(front.proxy_mut().connect(&key, 0, SocketAddr::new(server, 8080), (node, 50_000)));
                     step.to_backend.extend(front.proxy_mut().drive(&key, now).to_backend);
                 }
-                for p in step.to_client {
+                for (p, _) in step.to_client {
                     seq += 1;
                     if loss_every == 0 || !seq.is_multiple_of(loss_every) {
                         path.insert((now + half, seq), (false, p));

@@ -380,6 +380,12 @@ impl Clb {
         self.outbox.take_demand()
     }
 
+    /// Whether the layer-7 proxy's new connections send TCP super-packets toward their
+    /// clients ([`crate::l7::L7::set_super_packets`]; the lab's nodes do).
+    pub fn set_l7_super_packets(&mut self, on: bool) {
+        self.l7.proxy_mut().set_super_packets(on);
+    }
+
     /// Backbone health probing says whether a POP is reachable.
     pub fn set_pop_up(&mut self, pop_id: u16, up: bool) {
         self.fallback.set_up(pop_id, up);

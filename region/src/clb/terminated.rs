@@ -135,8 +135,8 @@ impl Clb {
         }
         let Some(c) = self.l7.proxy().get(key) else { return };
         let (ingress, listener, bound) = (c.ingress(), c.listener(), c.bound());
-        for packet in step.to_client {
-            let _ = self.reply_to_client(ingress, key.flow_hash(), packet, 0);
+        for (packet, segment) in step.to_client {
+            let _ = self.reply_to_client(ingress, key.flow_hash(), packet, segment);
         }
         if let Some((_, backend, _)) = bound {
             // TCP SSL: the backend's peer is this node; a TOA option names the client.
