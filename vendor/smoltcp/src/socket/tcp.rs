@@ -3068,6 +3068,29 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+                #[cfg(not(feature = "segmentation-offload"))]
+                let device_limit = effective_mss;
+
+                #[cfg(feature = "segmentation-offload")]
+                let device_limit = {
+                    let segmentation_caps = cx.segmentation_caps();
+                    match ip_repr.version() {
+                        #[cfg(feature = "proto-ipv4")]
+                        crate::wire::IpVersion::Ipv4 => segmentation_caps.tcpv4,
+                        #[cfg(feature = "proto-ipv6")]
+                        crate::wire::IpVersion::Ipv6 => segmentation_caps.tcpv6,
+                    }
+                    .map(|buf_size| {
+                        let pre_ip_header_len = cx.max_transmission_unit() - cx.ip_mtu();
+                        buf_size.get()
+                            - pre_ip_header_len
+                            - ip_repr.header_len()
+                            - TCP_HEADER_LEN
+                            - options_len
+                    })
+                    .unwrap_or(effective_mss)
+                };
+
                 let hole = if self.pending_fast_retransmit { None } else { self.sack_hole() };
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
@@ -3082,7 +3105,16 @@ impl<'a> Socket<'a> {
                     // anyedge patch: a lost hole the SACK scoreboard found goes again.
                     let offset = seq - self.local_seq_no;
                     repr.seq_number = seq;
-                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
+                    // A hole goes as one packet where the device segments (a hole sent
+                    // segment by segment is many chances to lose its repair again).
+                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(device_limit));
+                    #[cfg(feature = "segmentation-offload")]
+                    if repr.payload.len() > effective_mss {
+                        packet_meta.segmentation_offload_size =
+                            core::num::NonZeroU16::try_from(u16::try_from(effective_mss).unwrap())
+                                .unwrap()
+                                .into();
+                    }
                     retransmitted = true;
                     offset
                 } else {
@@ -3116,29 +3148,6 @@ impl<'a> Socket<'a> {
                     // If the device supports its offload, segmentation that is needed
                     // to comply with the latter two will be handled by the device based on the
                     // metadata we provide.
-
-                    #[cfg(not(feature = "segmentation-offload"))]
-                    let device_limit = effective_mss;
-
-                    #[cfg(feature = "segmentation-offload")]
-                    let device_limit = {
-                        let segmentation_caps = cx.segmentation_caps();
-                        match ip_repr.version() {
-                            #[cfg(feature = "proto-ipv4")]
-                            crate::wire::IpVersion::Ipv4 => segmentation_caps.tcpv4,
-                            #[cfg(feature = "proto-ipv6")]
-                            crate::wire::IpVersion::Ipv6 => segmentation_caps.tcpv6,
-                        }
-                        .map(|buf_size| {
-                            let pre_ip_header_len = cx.max_transmission_unit() - cx.ip_mtu();
-                            buf_size.get()
-                                - pre_ip_header_len
-                                - ip_repr.header_len()
-                                - TCP_HEADER_LEN
-                                - options_len
-                        })
-                        .unwrap_or(effective_mss)
-                    };
 
                     let size = if is_zero_window_probe {
                         // Zero-window probes are exempt from the congestion window: they

@@ -120,12 +120,13 @@ impl Scoreboard {
         self.holes(una, mss).next().is_some_and(|(start, _, lost)| start == una && lost)
     }
 
-    /// The next lost bytes not yet sent again, at most `mss` of them.
+    /// The next lost bytes not yet sent again: where they start and how many (the rest
+    /// of their hole; the sender takes what one packet carries).
     pub(super) fn next_lost(&self, una: TcpSeqNumber, mss: usize) -> Option<(TcpSeqNumber, usize)> {
         let from = self.high_rxt.map_or(una, |h| h.max(una));
         self.holes(una, mss).find_map(|(start, end, lost)| {
             let start = start.max(from);
-            (lost && start < end).then(|| (start, (end - start).min(mss)))
+            (lost && start < end).then(|| (start, end - start))
         })
     }
 
