@@ -1262,6 +1262,44 @@ mod tests {
         assert!(!fourth.contains(&new[0]), "sent a third time: {fourth:?}");
     }
 
+    /// A timeout sends again what the receiver did not SACK, and not what it did (RFC
+    /// 6675 §5.1): two segments held past a lost one are not sent twice.
+    #[test]
+    fn after_a_timeout_what_the_receiver_sacked_is_not_sent_again() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        assert!(k >= 6, "{k} segments in the first window");
+        // The first two are lost, the next two arrive, the rest are lost: too few SACKed
+        // for a loss to be seen, so the timer runs out.
+        let held = (first[2].0, first[3].1);
+        h.ack(first[0].0, &[held]);
+        let new = h.sent(2_000_000);
+        assert!(new.iter().all(|s| s.0 >= first[k - 1].1), "nothing is taken for lost yet: {new:?}");
+        let end = new.last().map_or(first[k - 1].1, |s| s.1);
+        // From the timeout on, everything sent arrives; the receiver acknowledges what is
+        // contiguous and SACKs what it holds past it.
+        let mut again = h.sent(1_500_000_000);
+        let mut at = 1_500_000_000;
+        for _ in 0..20 {
+            let mut ack = first[0].0;
+            while let Some(s) = again.iter().chain([&held]).find(|s| s.0 <= ack && ack < s.1) {
+                ack = s.1;
+            }
+            if ack == end {
+                break;
+            }
+            let sacked = [held];
+            h.ack(ack, if ack < held.0 { &sacked } else { &[] });
+            at += 1_000_000;
+            again.extend(h.sent(at));
+        }
+        assert!(again.iter().all(|s| s.1 <= held.0 || s.0 >= held.1), "SACKed bytes sent again: {again:?}");
+        for lost in [first[0], first[1], first[4], first[k - 1]] {
+            assert!(again.iter().any(|s| s.0 <= lost.0 && lost.1 <= s.1), "{lost:?} not sent again: {again:?}");
+        }
+    }
+
     /// A path that reorders (a few segments overtaking one) makes holes that are no
     /// losses: the first is sent again needlessly, the D-SACK that says so raises the
     /// threshold, and the same reordering later sends nothing again.

@@ -2907,9 +2907,11 @@ impl<'a> Socket<'a> {
                 // anyedge patch: a timeout ends a NewReno recovery (everything goes again).
                 self.recover = None;
                 self.recovery_rto_at = None;
-                // anyedge patch: and everything goes again, SACKed or not (RFC 2018 §8: a
-                // receiver may renege).
-                self.sack.clear();
+                // anyedge patch: with SACK, what the receiver holds is not sent again
+                // (RFC 6675 §5.1): everything else counts as lost; at a second timeout
+                // without progress, everything goes again (RFC 2018 §8: a receiver may
+                // renege).
+                let keep_sacked = self.sack_on() && self.sack.on_rto(self.local_seq_no, self.remote_last_seq);
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
@@ -2920,7 +2922,10 @@ impl<'a> Socket<'a> {
                 // Rewind "last sequence number sent", as if we never
                 // had sent them. This will cause all data in the queue
                 // to be sent again.
-                self.remote_last_seq = self.local_seq_no;
+                if !keep_sacked {
+                    self.sack.clear();
+                    self.remote_last_seq = self.local_seq_no;
+                }
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();

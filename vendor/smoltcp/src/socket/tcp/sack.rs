@@ -38,24 +38,56 @@ pub(super) struct Scoreboard {
     /// DupThresh: SACKed segments above a hole (or that many bytes of them, less one
     /// segment) that make it lost; raised by D-SACKs.
     dup_thresh: u8,
+    /// After a retransmission timeout, everything not SACKed below this is lost (RFC
+    /// 6675 §5.1: the scoreboard is kept, and what the receiver holds is not sent again),
+    /// until the cumulative ACK passes it.
+    lost_below: Option<TcpSeqNumber>,
+    /// The cumulative ACK at that timeout: a second timeout with no progress since sends
+    /// everything again (a receiver may have dropped what it SACKed, RFC 2018 §8).
+    rto_una: Option<TcpSeqNumber>,
 }
 
 impl Default for Scoreboard {
     fn default() -> Scoreboard {
-        Scoreboard { ranges: alloc::vec::Vec::new(), high_rxt: None, dup_thresh: DUP_THRESH }
+        Scoreboard {
+            ranges: alloc::vec::Vec::new(),
+            high_rxt: None,
+            dup_thresh: DUP_THRESH,
+            lost_below: None,
+            rto_una: None,
+        }
     }
 }
 
 impl Scoreboard {
+    /// Whether it says anything the sender must heed: SACKed ranges, or losses a
+    /// timeout marked.
     pub(super) fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.ranges.is_empty() && self.lost_below.is_none()
     }
 
-    /// Forgets what was SACKed (a retransmission timeout sends everything again); what
-    /// the path's reordering taught is kept.
+    /// Forgets what was SACKed (everything goes again); what the path's reordering
+    /// taught is kept.
     pub(super) fn clear(&mut self) {
         self.ranges.clear();
         self.high_rxt = None;
+        self.lost_below = None;
+    }
+
+    /// A retransmission timeout with `una` unacknowledged and `snd_max` sent: everything
+    /// not SACKed counts as lost and goes again, from `una` on. False (and the scoreboard
+    /// forgotten) at a second timeout with no progress since the first: then everything
+    /// goes again, SACKed or not.
+    pub(super) fn on_rto(&mut self, una: TcpSeqNumber, snd_max: TcpSeqNumber) -> bool {
+        if self.rto_una == Some(una) {
+            self.clear();
+            self.rto_una = None;
+            return false;
+        }
+        self.rto_una = Some(una);
+        self.lost_below = Some(snd_max);
+        self.high_rxt = None;
+        true
     }
 
 
@@ -84,6 +116,12 @@ impl Scoreboard {
         if self.high_rxt.is_some_and(|h| h <= una) {
             self.high_rxt = None;
         }
+        if self.lost_below.is_some_and(|l| l <= una) {
+            self.lost_below = None;
+        }
+        if self.rto_una.is_some_and(|u| u < una) {
+            self.rto_una = None;
+        }
     }
 
     fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) {
@@ -100,18 +138,24 @@ impl Scoreboard {
         debug_assert!(self.ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted and disjoint");
     }
 
-    /// The holes below the highest SACKed byte, in order: `(start, end, lost)`.
+    /// The holes below the highest SACKed byte, in order: `(start, end, lost)`; after a
+    /// timeout, the bytes past it up to what was sent then too, lost.
     fn holes(&self, una: TcpSeqNumber, mss: usize) -> impl Iterator<Item = (TcpSeqNumber, TcpSeqNumber, bool)> + '_ {
         let mut above: usize = self.ranges.iter().map(|r| r.1 - r.0).sum();
         let mut start = una;
-        self.ranges.iter().enumerate().filter_map(move |(i, r)| {
+        let timed_out = self.lost_below;
+        let tail = self.ranges.last().map_or(una, |r| r.1.max(una));
+        let tail = timed_out.filter(|&end| end > tail).map(|end| (tail, end, true));
+        let holes = self.ranges.iter().enumerate().filter_map(move |(i, r)| {
             let hole = (start, r.0);
             start = r.1;
             let thresh = usize::from(self.dup_thresh);
             let lost = above > (thresh - 1) * mss || self.ranges.len() - i >= thresh;
+            let lost = lost || timed_out.is_some_and(|end| hole.0 < end);
             above -= r.1 - r.0;
             (hole.0 < hole.1).then_some((hole.0, hole.1, lost))
-        })
+        });
+        holes.chain(tail)
     }
 
     /// Whether the first unacknowledged byte counts as lost (a recovery may begin
