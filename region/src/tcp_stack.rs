@@ -1262,6 +1262,24 @@ mod tests {
         assert!(!fourth.contains(&new[0]), "sent a third time: {fourth:?}");
     }
 
+    /// A repair lost again is sent once more as soon as the repairs sent after it are
+    /// SACKed, not after a timeout (in the lab, a burst of repairs into a full queue).
+    #[test]
+    fn a_repair_overtaken_by_later_repairs_goes_again_without_a_timeout() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        assert!(k >= 7, "{k} segments in the first window");
+        // The first four are lost and sent again.
+        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
+        let repairs = h.sent(2_000_000);
+        assert!(first[..4].iter().all(|s| repairs.contains(s)), "four repairs: {repairs:?}");
+        // The repairs of the 2nd to 4th arrive, the 1st's does not.
+        h.ack(first[0].0, &[(first[1].0, first[k - 1].1)]);
+        let again = h.sent(3_000_000);
+        assert_eq!(again.first(), Some(&first[0]), "the lost repair goes again at once: {again:?}");
+    }
+
     /// A timeout sends again what the receiver did not SACK, and not what it did (RFC
     /// 6675 §5.1): two segments held past a lost one are not sent twice.
     #[test]

@@ -2569,7 +2569,7 @@ impl<'a> Socket<'a> {
             // the first unacknowledged segment lost begins a recovery before three
             // duplicate ACKs (RFC 6675 §5 (C)).
             if self.sack_on() {
-                self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges);
+                self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges, self.remote_mss);
                 if self.recover.is_none() && self.sack.una_lost(self.local_seq_no, self.remote_mss) {
                     self.recover = Some(self.remote_last_seq);
                     sack_loss = !self.sack.sent_again(self.local_seq_no);

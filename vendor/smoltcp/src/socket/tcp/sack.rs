@@ -94,7 +94,18 @@ impl Scoreboard {
     /// Records an ACK: `una` is the cumulative ACK (after it), `snd_max` the highest
     /// sequence number sent; blocks outside `(una, snd_max]` (D-SACKs, forged or stale
     /// blocks) are ignored.
-    pub(super) fn on_ack(&mut self, una: TcpSeqNumber, snd_max: TcpSeqNumber, blocks: &[Option<(u32, u32)>]) {
+    ///
+    /// A repair that arrived says the repairs sent before it that have not are lost
+    /// again (the idea of RACK, RFC 8985, for what was sent again: repairs go in order,
+    /// so one overtaken by `DupThresh` segments of later ones did not arrive): HighRxt
+    /// goes back to that hole, which goes once more, instead of waiting for a timeout.
+    pub(super) fn on_ack(
+        &mut self,
+        una: TcpSeqNumber,
+        snd_max: TcpSeqNumber,
+        blocks: &[Option<(u32, u32)>],
+        mss: usize,
+    ) {
         self.ranges.retain_mut(|r| {
             r.0 = r.0.max(una);
             r.1 > una
@@ -106,15 +117,32 @@ impl Scoreboard {
                 self.dup_thresh = self.dup_thresh.saturating_mul(2).min(DUP_THRESH_MAX);
             }
         }
+        let mut repaired: Option<TcpSeqNumber> = None;
         for &(left, right) in blocks.iter().flatten() {
             let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
             if left < una || right <= left || right > snd_max {
                 continue;
             }
-            self.insert(left, right);
+            if self.insert(left, right)
+                && let Some(h) = self.high_rxt.filter(|&h| left < h)
+            {
+                let end = right.min(h);
+                repaired = Some(repaired.map_or(end, |r| r.max(end)));
+            }
         }
         if self.high_rxt.is_some_and(|h| h <= una) {
             self.high_rxt = None;
+        }
+        if let (Some(repaired), Some(high)) = (repaired, self.high_rxt) {
+            let past = (usize::from(self.dup_thresh) - 1) * mss;
+            let mut start = una;
+            for r in &self.ranges {
+                if start < r.0 && r.0 < high && r.0 + past <= repaired {
+                    self.high_rxt = Some(start);
+                    break;
+                }
+                start = r.1;
+            }
         }
         if self.lost_below.is_some_and(|l| l <= una) {
             self.lost_below = None;
@@ -124,11 +152,13 @@ impl Scoreboard {
         }
     }
 
-    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) {
+    /// Adds a SACKed range; whether it told anything new.
+    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) -> bool {
         // The first range that ends at or after `left` and the first that starts after
         // `right`: everything between merges with the new one.
         let from = self.ranges.partition_point(|r| r.1 < left);
         let to = self.ranges.partition_point(|r| r.0 <= right);
+        let known = self.ranges.get(from).is_some_and(|r| r.0 <= left && right <= r.1);
         if from < to {
             left = left.min(self.ranges[from].0);
             right = right.max(self.ranges[to - 1].1);
@@ -136,6 +166,7 @@ impl Scoreboard {
         self.ranges.splice(from..to, core::iter::once((left, right)));
         self.ranges.truncate(RANGES_MAX);
         debug_assert!(self.ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted and disjoint");
+        !known
     }
 
     /// The holes below the highest SACKed byte, in order: `(start, end, lost)`; after a
