@@ -2543,16 +2543,12 @@ impl<'a> Socket<'a> {
                         self.rtte.lower_min_rto(min_rto);
                     }
                     let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    // anyedge patch: with SACK, after the scoreboard (below): bytes count
-                    // as delivered when first SACKed, not again when acknowledged.
-                    if !self.sack_on() {
-                        self.congestion_controller.inner_mut().on_ack(
-                            cx.now(),
-                            ack_len,
-                            new_flight_size,
-                            &self.rtte,
-                        );
-                    }
+                    self.congestion_controller.inner_mut().on_ack(
+                        cx.now(),
+                        ack_len,
+                        new_flight_size,
+                        &self.rtte,
+                    );
                 }
             };
 
@@ -2573,13 +2569,7 @@ impl<'a> Socket<'a> {
             // the first unacknowledged segment lost begins a recovery before three
             // duplicate ACKs (RFC 6675 §5 (C)).
             if self.sack_on() {
-                let told =
-                    self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges, self.remote_mss);
-                let delivered = ack_len.saturating_sub(told.acked_sacked) + told.sacked;
-                if delivered > 0 {
-                    let in_network = self.in_network();
-                    self.congestion_controller.inner_mut().on_ack(cx.now(), delivered, in_network, &self.rtte);
-                }
+                self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges, self.remote_mss);
                 if self.recover.is_none() && self.sack.una_lost(self.local_seq_no, self.remote_mss) {
                     self.recover = Some(self.remote_last_seq);
                     sack_loss = !self.sack.sent_again(self.local_seq_no);

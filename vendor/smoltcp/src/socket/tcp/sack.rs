@@ -24,15 +24,6 @@ pub(super) const DUP_THRESH_MAX: u8 = 96;
 /// socket hold more than this.
 const RANGES_MAX: usize = 32;
 
-/// What an ACK told of delivery, besides the bytes it acknowledged.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Delivered {
-    /// Bytes SACKed for the first time.
-    pub(super) sacked: usize,
-    /// Acknowledged bytes that were SACKed before (delivered then, not now).
-    pub(super) acked_sacked: usize,
-}
-
 #[derive(Debug, Clone)]
 pub(super) struct Scoreboard {
     /// SACKed ranges `[left, right)` above the cumulative ACK, sorted and disjoint.
@@ -114,10 +105,8 @@ impl Scoreboard {
         snd_max: TcpSeqNumber,
         blocks: &[Option<(u32, u32)>],
         mss: usize,
-    ) -> Delivered {
-        let mut delivered = Delivered::default();
+    ) {
         self.ranges.retain_mut(|r| {
-            delivered.acked_sacked += if r.0 < una { r.1.min(una) - r.0 } else { 0 };
             r.0 = r.0.max(una);
             r.1 > una
         });
@@ -134,9 +123,7 @@ impl Scoreboard {
             if left < una || right <= left || right > snd_max {
                 continue;
             }
-            let newly = self.insert(left, right);
-            delivered.sacked += newly;
-            if newly > 0
+            if self.insert(left, right)
                 && let Some(h) = self.high_rxt.filter(|&h| left < h)
             {
                 let end = right.min(h);
@@ -163,23 +150,15 @@ impl Scoreboard {
         if self.rto_una.is_some_and(|u| u < una) {
             self.rto_una = None;
         }
-        delivered
     }
 
-    /// Adds a SACKed range; the bytes of it not SACKed before.
-    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) -> usize {
+    /// Adds a SACKed range; whether it told anything new.
+    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) -> bool {
         // The first range that ends at or after `left` and the first that starts after
         // `right`: everything between merges with the new one.
         let from = self.ranges.partition_point(|r| r.1 < left);
         let to = self.ranges.partition_point(|r| r.0 <= right);
-        let known: usize = self.ranges[from..to]
-            .iter()
-            .map(|r| {
-                let (l, h) = (r.0.max(left), r.1.min(right));
-                if l < h { h - l } else { 0 }
-            })
-            .sum();
-        let newly = (right - left).saturating_sub(known);
+        let known = self.ranges.get(from).is_some_and(|r| r.0 <= left && right <= r.1);
         if from < to {
             left = left.min(self.ranges[from].0);
             right = right.max(self.ranges[to - 1].1);
@@ -187,7 +166,7 @@ impl Scoreboard {
         self.ranges.splice(from..to, core::iter::once((left, right)));
         self.ranges.truncate(RANGES_MAX);
         debug_assert!(self.ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted and disjoint");
-        newly
+        !known
     }
 
     /// The holes below the highest SACKed byte, in order: `(start, end, lost)`; after a
