@@ -59,8 +59,13 @@ impl TxToken for TxTok<'_> {
     }
 }
 
+/// More packets than this queued and not drained means a socket sends without end (a
+/// poll that never returns): a debug build stops there, where memory would run out.
+const TX_QUEUED_MAX: usize = 1 << 18;
+
 impl QueueDevice {
     fn tok(&mut self) -> TxTok<'_> {
+        debug_assert!(self.tx.len() < TX_QUEUED_MAX, "{} packets queued: a socket sends without end", self.tx.len());
         TxTok { tx: &mut self.tx, super_packets: self.super_packets, segment: 0 }
     }
 }
@@ -1183,6 +1188,7 @@ mod tests {
     /// it gets (with SACK blocks) are made by the test.
     struct HandAcked {
         a: TcpStack,
+        ha: SocketHandle,
         own: u16,
         b_next: u32,
     }
@@ -1190,6 +1196,11 @@ mod tests {
     impl HandAcked {
         /// Connected (by a real handshake with a growing socket), 200 kB queued.
         fn new() -> HandAcked {
+            HandAcked::with(200_000)
+        }
+
+        /// The same with `bytes` queued.
+        fn with(bytes: usize) -> HandAcked {
             use anyedge_proto::inner;
             let (mut a, ha, mut b, _) = growing_pair(crate::window::MAX, crate::window::SEND_MAX);
             let mut b_next = 0;
@@ -1204,8 +1215,8 @@ mod tests {
             }
             assert!(a.socket(ha).may_send(), "established");
             let own = a.socket(ha).local_endpoint().unwrap().port;
-            a.socket(ha).send_slice(&[7u8; 200_000]).unwrap();
-            HandAcked { a, own, b_next }
+            a.socket(ha).send_slice(&vec![7u8; bytes]).unwrap();
+            HandAcked { a, ha, own, b_next }
         }
 
         /// The data segments sent by `now`, as sequence ranges.
@@ -1278,6 +1289,30 @@ mod tests {
         h.ack(first[0].0, &[(first[1].0, first[k - 1].1)]);
         let again = h.sent(3_000_000);
         assert_eq!(again.first(), Some(&first[0]), "the lost repair goes again at once: {again:?}");
+    }
+
+    /// A FIN alone unacknowledged at a timeout is no hole to fill with bytes: the FIN goes
+    /// again (before, the poll sent empty segments without end: a simulated CLB denying
+    /// clients ran out of memory).
+    #[test]
+    fn a_timeout_with_only_the_fin_unacknowledged_sends_the_fin_again_and_returns() {
+        let mut h = HandAcked::with(3 * 1_460);
+        let first = h.sent(1_000_000);
+        h.a.socket(h.ha).close();
+        let fin = h.sent(2_000_000);
+        assert!(first.len() == 3 && fin.is_empty(), "three segments, then a bare FIN: {first:?} {fin:?}");
+        // Three segments, the second lost; the third SACKed: a hole, repaired, then
+        // everything but the FIN acknowledged.
+        h.ack(first[0].1, &[first[2]]);
+        let _ = h.sent(3_000_000);
+        h.ack(first[2].1, &[]);
+        let _ = h.sent(4_000_000);
+        // The FIN is lost: the timer runs out.
+        h.a.poll(2_000_000_000);
+        let out: Vec<Vec<u8>> = h.a.drain_tx().collect();
+        assert!(out.len() <= 2, "{} packets at one timeout", out.len());
+        let fin = |p: &Vec<u8>| anyedge_proto::inner::parse(p).is_ok_and(|i| i.tcp.is_some_and(|f| f.fin));
+        assert!(out.iter().any(fin), "the FIN goes again");
     }
 
     /// A timeout sends again what the receiver did not SACK, and not what it did (RFC

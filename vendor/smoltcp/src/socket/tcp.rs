@@ -1611,11 +1611,19 @@ impl<'a> Socket<'a> {
 
     /// anyedge patch: the next lost bytes to send again (RFC 6675 `NextSeg` rule 1),
     /// when the congestion window has room for them.
+    /// Only in a state that sends data, and only bytes still queued (never the FIN's
+    /// sequence number): a hole that cannot go would be chosen again at every poll.
     fn sack_hole(&self) -> Option<(TcpSeqNumber, usize)> {
-        if self.sack.is_empty() || self.in_network() >= self.congestion_controller.inner().window() {
+        let sends = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+        );
+        if !sends || self.sack.is_empty() || self.in_network() >= self.congestion_controller.inner().window() {
             return None;
         }
-        self.sack.next_lost(self.local_seq_no, self.remote_mss)
+        let (seq, len) = self.sack.next_lost(self.local_seq_no, self.remote_mss)?;
+        let queued = self.tx_buffer.len().checked_sub(seq - self.local_seq_no).filter(|&q| q > 0)?;
+        Some((seq, len.min(queued)))
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -2911,7 +2919,13 @@ impl<'a> Socket<'a> {
                 // (RFC 6675 §5.1): everything else counts as lost; at a second timeout
                 // without progress, everything goes again (RFC 2018 §8: a receiver may
                 // renege).
-                let keep_sacked = self.sack_on() && self.sack.on_rto(self.local_seq_no, self.remote_last_seq);
+                // (Only before a FIN is sent: the scoreboard repairs bytes, and a FIN
+                // goes again with everything.)
+                let before_fin = matches!(self.state, State::Established | State::CloseWait);
+                let keep_sacked = self.sack_on()
+                    && before_fin
+                    && !self.sack.is_empty()
+                    && self.sack.on_rto(self.local_seq_no, self.remote_last_seq);
 
                 // Inform the congestion controller that we're retransmitting and should enter the slow start state
                 let in_flight = self.flight_size();
