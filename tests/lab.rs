@@ -1656,16 +1656,19 @@ fn bgp_in_the_lab_picks_every_groups_pop_as_the_simulator_does_before_and_after_
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.lines().filter(|l| l.contains("198.18.0.20/32")).count() >= 6, "{text}");
     // BGP between transits is as late as the model's internet: paris's withdrawal leaves
-    // its own transit at once and reaches siliconvalley's the one-way delay later
-    // (MED/2, about 92 ms; this checks half of it, what polling cannot blur).
+    // its own transit at once and reaches siliconvalley's the one-way delay later (MED/2).
+    // Both speakers are asked over their control sockets, a millisecond apart, so the
+    // lag's lower bound (the last read that still saw the route at siliconvalley, from the
+    // first that saw it gone at paris) is not blurred by a command's start-up.
     let one_way_ms = f64::from(anyedge_topology::bgp::med_us(&t, 0, 3)) / 2_000.0;
-    assert!(lab.anyedge(&["lab", "kill", "pop/paris"]).status.success());
-    let limit = std::time::Duration::from_secs(5);
-    within(limit, || !holds_route_from(&lab, "transit/paris", "pop/paris")).expect("paris's transit drops it");
-    // From then (a late first poll shortens the lag by one poll at most: hence half).
-    let far = within(limit, || !holds_route_from(&lab, "transit/siliconvalley", "pop/paris")).expect("and the far one");
-    let lag_ms = far.as_secs_f64() * 1e3;
-    assert!(lag_ms >= one_way_ms / 2.0, "withdrawal crossed {one_way_ms:.0} ms of model in {lag_ms:.1} ms");
+    let (near, far) = (bird_socket(&lab, "transit/paris"), bird_socket(&lab, "transit/siliconvalley"));
+    let kill = || assert!(lab.anyedge(&["lab", "kill", "pop/paris"]).status.success());
+    let (gone_near, holding_far) = withdrawal_crossing(&t, (&near, 0), (&far, 3), "pop/paris", kill);
+    let lag_ms = holding_far.saturating_duration_since(gone_near).as_secs_f64() * 1e3;
+    eprintln!(
+        "paris's withdrawal: siliconvalley held the route at least {lag_ms:.1} ms longer; model {one_way_ms:.1} ms"
+    );
+    assert!(lag_ms >= one_way_ms * 0.8, "withdrawal crossed {one_way_ms:.0} ms of model in {lag_ms:.1} ms or less");
     assert!(lab.anyedge(&["lab", "kill", "pop/tokyo"]).status.success());
     let want = sim_catchments(&t, &["paris", "tokyo"]);
     let got = poll_until_equal(&want, Duration::from_secs(5), Duration::from_millis(100), || lab_catchments(&lab));
@@ -1724,10 +1727,78 @@ fn best_pop(lab: &Lab, transit: &str) -> Option<String> {
 }
 
 /// Whether `transit` holds any route (selected or not) that `pop` announced.
-fn holds_route_from(lab: &Lab, transit: &str, pop: &str) -> bool {
-    let out = lab.anyedge(&["lab", "bgp", transit, "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["routes"].as_array().is_some_and(|r| r.iter().any(|r| r["pop"].as_str() == Some(pop)))
+/// Node `node`'s BIRD control socket.
+fn bird_socket(lab: &Lab, node: &str) -> std::path::PathBuf {
+    anyedge_lab::bird::speaker_socket(&lab_state_dir(lab), node)
+}
+
+/// Whether the speaker at `socket` (transit number `own`) holds a route to 198.18.0.20
+/// from `pop`, asked over its control socket (no process started).
+fn bird_holds(t: &anyedge_topology::Topology, socket: &std::path::Path, own: usize, pop: &str) -> bool {
+    use std::io::{BufRead, Write};
+    let stream =
+        std::os::unix::net::UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
+    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut lines = std::io::BufReader::new(&stream).lines();
+    let greeting = lines.next();
+    assert!(matches!(greeting, Some(Ok(ref l)) if l.starts_with("0001 ")), "{}: {greeting:?}", socket.display());
+    (&stream).write_all(b"show route all for 198.18.0.20/32\n").unwrap();
+    let mut text = String::new();
+    for line in lines {
+        let line = line.unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
+        let b = line.as_bytes();
+        let coded = b.len() >= 5 && b[..4].iter().all(u8::is_ascii_digit);
+        text.push_str(if coded { &line[5..] } else { line.strip_prefix(' ').unwrap_or(&line) });
+        text.push('\n');
+        if coded && b[4] == b' ' {
+            break;
+        }
+    }
+    anyedge_lab::bird::routes(t, own, &text).iter().any(|r| r.pop.as_deref() == Some(pop))
+}
+
+/// `kill` run beside (it kills `pop`), while the near speaker is read from before it
+/// starts: when the near speaker was first read without `pop`'s route (the end of that
+/// read), and when the far one was last read still holding it (the start of that read).
+/// The far speaker held it at least the difference longer.
+fn withdrawal_crossing(
+    t: &anyedge_topology::Topology,
+    (near, near_own): (&std::path::Path, usize),
+    (far, far_own): (&std::path::Path, usize),
+    pop: &str,
+    kill: impl FnOnce() + Send,
+) -> (std::time::Instant, std::time::Instant) {
+    assert!(bird_holds(t, near, near_own, pop), "{} holds {pop}'s route before it dies", near.display());
+    std::thread::scope(|s| {
+        s.spawn(kill);
+        crossing_after(t, (near, near_own), (far, far_own), pop)
+    })
+}
+
+fn crossing_after(
+    t: &anyedge_topology::Topology,
+    (near, near_own): (&std::path::Path, usize),
+    (far, far_own): (&std::path::Path, usize),
+    pop: &str,
+) -> (std::time::Instant, std::time::Instant) {
+    let limit = std::time::Instant::now() + Duration::from_secs(5);
+    let gone_near = loop {
+        assert!(std::time::Instant::now() < limit, "{} still holds {pop}'s route after 5 s", near.display());
+        if !bird_holds(t, near, near_own, pop) {
+            break std::time::Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut holding_far = gone_near;
+    loop {
+        assert!(std::time::Instant::now() < limit, "{} still holds {pop}'s route after 5 s", far.display());
+        let asked = std::time::Instant::now();
+        if !bird_holds(t, far, far_own, pop) {
+            return (gone_near, holding_far);
+        }
+        holding_far = asked;
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// When a POP's log (`RFC 3339 timestamp  LEVEL target: pop/NAME: VIP vip withdrawn`)
