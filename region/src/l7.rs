@@ -403,11 +403,15 @@ impl Proxied {
         let toward_client_empty = self.to_client.is_empty() && self.client_wire.is_empty();
         let client = self.stack.socket(self.client);
         let mut up = self.up.receive_binds(client, self.to_backend.is_empty());
-        let mut down = self.down.send_binds(client, !self.client_wire.is_empty());
+        let down_sends = self.down.send_binds(client, !self.client_wire.is_empty());
+        let (mut down, down_cwnd) = (down_sends, client.congestion_window().filter(|_| down_sends));
+        let mut up_cwnd = None;
         if let Some(b) = self.backend {
             let backend = self.stack.socket(b);
             down |= self.down.receive_binds(backend, toward_client_empty);
-            up |= self.up.send_binds(backend, !self.to_backend.is_empty());
+            let up_sends = self.up.send_binds(backend, !self.to_backend.is_empty());
+            up |= up_sends;
+            up_cwnd = backend.congestion_window().filter(|_| up_sends);
         }
         // A direction grows only while the other one is not backed up at the proxy: a
         // client that pushes requests and leaves their answers unread has its upward
@@ -422,14 +426,20 @@ impl Proxied {
             .filter_map(|h| self.stack.socket(h).smoothed_rtt_ms())
             .max();
         let before = pool.grown();
-        if up && pool.grow(&mut self.up, held_bytes, now_ns, rtt_ms) {
+        // A sending socket's queue follows its congestion window at once; the rest
+        // doubles at most once a round trip.
+        let grow = |pool: &mut Pool, grant: &mut Grant, cwnd: Option<usize>, held: usize| match cwnd {
+            Some(cwnd) if pool.expand_send(grant, cwnd, held, now_ns) => true,
+            _ => pool.grow(grant, held, now_ns, rtt_ms),
+        };
+        if up && grow(pool, &mut self.up, up_cwnd, held_bytes) {
             self.stack.socket(self.client).set_window_limit(self.up.bytes());
             if let Some(b) = self.backend {
                 self.stack.socket(b).grow_send_buffer(self.up.send_buffer());
             }
         }
         let held_bytes = held_bytes + (pool.grown() - before);
-        if down && pool.grow(&mut self.down, held_bytes, now_ns, rtt_ms) {
+        if down && grow(pool, &mut self.down, down_cwnd, held_bytes) {
             self.stack.socket(self.client).grow_send_buffer(self.down.send_buffer());
             if let Some(b) = self.backend {
                 self.stack.socket(b).set_window_limit(self.down.bytes());

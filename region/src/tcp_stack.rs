@@ -1262,10 +1262,16 @@ mod tests {
         let new = &second[1..];
         assert!(new.len() >= 5 && new[0].0 == first[k - 1].1, "new segments after the window: {second:?}");
         // The first new one (past the recovery's point) is lost too, found while the
-        // recovery runs, and sent again.
+        // recovery runs, and sent again. (The four segments SACKed past it were sent after
+        // the first segment's repair too, which is then taken as lost again and goes once
+        // more before it: `repairs_lost_again_go_once_more_when_data_sent_after_them_is_sacked`.)
         h.ack(first[0].0, &[(new[1].0, new[4].1), (first[1].0, first[k - 1].1)]);
         let third = h.sent(3_000_000);
-        assert_eq!(third.first(), Some(&new[0]), "the hole past the recovery point sent again: {third:?}");
+        assert_eq!(
+            third.get(..2),
+            Some(&[first[0], new[0]][..]),
+            "the hole past the recovery point sent again: {third:?}"
+        );
         // The first segment's repair arrives: the ACK ends the recovery and shows the
         // hole it left, which was sent again already.
         h.ack(new[0].0, &[(new[1].0, new[4].1)]);
@@ -1289,6 +1295,40 @@ mod tests {
         h.ack(first[0].0, &[(first[1].0, first[k - 1].1)]);
         let again = h.sent(3_000_000);
         assert_eq!(again.first(), Some(&first[0]), "the lost repair goes again at once: {again:?}");
+    }
+
+    /// Repairs lost again are sent once more as soon as new data sent after them is
+    /// SACKed, not after a timeout (Linux's lost-retransmit marking, the idea of RACK, RFC
+    /// 8985, §6.2): in the lab a burst of 13 lost super-packets was repaired in one burst
+    /// into the same full queue; one repair arrived, the others waited 200 ms for the
+    /// timer while 3 MB of new data sent after them arrived.
+    #[test]
+    fn repairs_lost_again_go_once_more_when_data_sent_after_them_is_sacked() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        assert!(k >= 7, "{k} segments in the first window");
+        // The first four are lost: they go again, and new data after them.
+        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
+        let second = h.sent(2_000_000);
+        assert_eq!(&second[..4], &first[..4], "four repairs first: {second:?}");
+        let new = &second[4..];
+        assert!(new.len() >= 3 && new[0].0 == first[k - 1].1, "new data after the repairs: {second:?}");
+        // None of the repairs arrives; all the new data does.
+        h.ack(first[0].0, &[(first[4].0, new[new.len() - 1].1)]);
+        let third = h.sent(3_000_000);
+        assert!(third.len() >= 4 && third[..4] == first[..4], "the four repairs go again at once: {third:?}");
+        // Had only the first new segment arrived, too little (less than DupThresh
+        // segments) would say so: a path's reordering must not look like a loss.
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
+        let second = h.sent(2_000_000);
+        let new = &second[4..];
+        h.ack(first[0].0, &[(first[4].0, new[0].1)]);
+        let third = h.sent(3_000_000);
+        assert!(!third.contains(&first[0]), "one segment past the repairs is no proof: {third:?}");
     }
 
     /// A FIN alone unacknowledged at a timeout is no hole to fill with bytes: the FIN goes

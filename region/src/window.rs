@@ -8,7 +8,8 @@
 //! (the client's socket receiving, the backend's sending) and downward (the backend's
 //! receiving, the client's sending). A direction's grant doubles, up to [`MAX`] and at
 //! most once a round trip (slow start's pace), when one of its sockets is what holds
-//! that direction's sender back:
+//! that direction's sender back; a sending socket's grant goes at once to twice its
+//! congestion window ([`Pool::expand_send`], Linux's `tcp_sndbuf_expand`):
 //! - receiving: a segment filled the window to its right edge while the proxy had passed
 //!   everything before it on, and the other side had taken it (the sender had more to
 //!   send; neither the proxy nor the other side was what stopped it);
@@ -155,6 +156,30 @@ impl Pool {
         true
     }
 
+    /// Doubles `grant` at once as many times as its send buffer needs to reach twice
+    /// `cwnd`, the sending socket's congestion window (up to [`MAX`], within the pool and
+    /// [`PROXIED_BYTES_MAX`] as [`Pool::grow`]): Linux's `tcp_sndbuf_expand`, a queue the
+    /// controller never waits for. Slow start doubles the window each round trip; a
+    /// buffer that also doubled at most once a (smoothed, queue-inflated) round trip
+    /// fell behind it. Whether it grew.
+    pub fn expand_send(&mut self, grant: &mut Grant, cwnd: usize, held_bytes: usize, now_ns: u64) -> bool {
+        let want = cwnd.saturating_mul(2).min(SEND_MAX);
+        let mut grew = false;
+        while grant.send_buffer() < want {
+            let next = (grant.bytes * 2).min(MAX);
+            let extra = SOCKETS * (next - grant.bytes);
+            if extra == 0 || self.grown + extra > GROWN_MAX || held_bytes + extra > PROXIED_BYTES_MAX {
+                break;
+            }
+            self.grown += extra;
+            grant.bytes = next;
+            grant.grown_at_ns = Some(now_ns);
+            grew = true;
+        }
+        debug_assert!(self.grown <= GROWN_MAX, "the pool never grants past its bound");
+        grew
+    }
+
     /// Takes back what a finished connection's grant had grown.
     pub fn release(&mut self, grant: &Grant) {
         let grown = SOCKETS * (grant.bytes - START);
@@ -225,6 +250,30 @@ mod tests {
         assert!(pool.grow(&mut grant, 0, 133 * ms, None));
         assert_eq!(grant.bytes(), 8 * START);
         assert_eq!(pool.grown(), SOCKETS * (8 * START - START));
+    }
+
+    #[test]
+    fn a_send_buffer_follows_twice_the_congestion_window_at_once_within_the_budget() {
+        let mut pool = Pool::default();
+        let mut grant = Grant::default();
+        assert!(!pool.expand_send(&mut grant, START / 2, 0, 0), "a 32 KiB window fits 64 KiB");
+        // A window of 300 KB wants 600 KB: four doublings in one go, 1 MiB.
+        assert!(pool.expand_send(&mut grant, 300_000, 0, 1));
+        assert_eq!(grant.send_buffer(), 1 << 20);
+        assert_eq!(pool.grown(), SOCKETS * ((1 << 20) - START));
+        // ... and a round trip's wait does not apply to the next step either.
+        assert!(pool.expand_send(&mut grant, 600_000, 0, 2));
+        assert_eq!(grant.send_buffer(), 2 << 20);
+        assert!(pool.expand_send(&mut grant, 64 << 20, 0, 3), "a huge window stops at the largest buffer");
+        assert_eq!(grant.send_buffer(), SEND_MAX);
+        // A node near its budget stops where the next doubling would pass it.
+        let mut other = Grant::default();
+        let near = PROXIED_BYTES_MAX - SOCKETS * START;
+        assert!(pool.expand_send(&mut other, 1 << 20, near, 4));
+        assert_eq!(other.send_buffer(), 2 * START, "one doubling fitted, the next did not");
+        pool.release(&grant);
+        pool.release(&other);
+        assert_eq!(pool.grown(), 0);
     }
 
     #[test]

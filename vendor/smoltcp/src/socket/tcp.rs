@@ -798,6 +798,14 @@ impl<'a> Socket<'a> {
         self.rtte.have_measurement.then_some(self.rtte.srtt)
     }
 
+    /// anyedge patch: the congestion controller's window in bytes (what it lets be in
+    /// flight), `None` for a socket without one. A sender's queue sized at twice it never
+    /// holds the controller back (Linux's `tcp_sndbuf_expand`).
+    pub fn congestion_window(&self) -> Option<usize> {
+        (!matches!(self.congestion_controller, congestion::AnyController::None(_)))
+            .then(|| self.congestion_controller.inner().window())
+    }
+
     /// anyedge patch: the window the remote offers now, in bytes.
     pub fn remote_window(&self) -> usize {
         self.remote_win_len
@@ -3301,7 +3309,7 @@ impl<'a> Socket<'a> {
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
         if retransmitted && self.sack_on() && !repr.payload.is_empty() {
-            self.sack.on_retransmit(repr.seq_number + repr.payload.len());
+            self.sack.on_retransmit(repr.seq_number + repr.payload.len(), self.remote_last_seq);
         }
 
         if repr.segment_len() > 0 {

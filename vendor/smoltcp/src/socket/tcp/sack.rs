@@ -45,6 +45,11 @@ pub(super) struct Scoreboard {
     /// The cumulative ACK at that timeout: a second timeout with no progress since sends
     /// everything again (a receiver may have dropped what it SACKed, RFC 2018 §8).
     rto_una: Option<TcpSeqNumber>,
+    /// The highest sequence number sent when the latest repair went: bytes above it were
+    /// sent after every repair, so `DupThresh` segments of them SACKed while a repair's
+    /// hole is still open say that repair was lost too (Linux's `tcp_mark_lost_retrans`;
+    /// RACK's time order, RFC 8985 §6.2, for what was sent again).
+    rxt_mark: Option<TcpSeqNumber>,
 }
 
 impl Default for Scoreboard {
@@ -55,6 +60,7 @@ impl Default for Scoreboard {
             dup_thresh: DUP_THRESH,
             lost_below: None,
             rto_una: None,
+            rxt_mark: None,
         }
     }
 }
@@ -72,6 +78,7 @@ impl Scoreboard {
         self.ranges.clear();
         self.high_rxt = None;
         self.lost_below = None;
+        self.rxt_mark = None;
     }
 
     /// A retransmission timeout with `una` unacknowledged and `snd_max` sent: everything
@@ -87,6 +94,7 @@ impl Scoreboard {
         self.rto_una = Some(una);
         self.lost_below = Some(snd_max);
         self.high_rxt = None;
+        self.rxt_mark = None;
         true
     }
 
@@ -132,6 +140,17 @@ impl Scoreboard {
         }
         if self.high_rxt.is_some_and(|h| h <= una) {
             self.high_rxt = None;
+            self.rxt_mark = None;
+        }
+        // Bytes sent after the latest repair, SACKed past DupThresh, while the first
+        // hole (below HighRxt, or HighRxt would be gone) is still open: every repair
+        // still unacknowledged was lost; the lost holes go again.
+        if let (Some(mark), Some(_)) = (self.rxt_mark, self.high_rxt) {
+            let past: usize = self.ranges.iter().filter(|r| r.1 > mark).map(|r| r.1 - r.0.max(mark)).sum();
+            if past > (usize::from(self.dup_thresh) - 1) * mss {
+                self.high_rxt = None;
+                self.rxt_mark = None;
+            }
         }
         if let (Some(repaired), Some(high)) = (repaired, self.high_rxt) {
             let past = (usize::from(self.dup_thresh) - 1) * mss;
@@ -210,9 +229,10 @@ impl Scoreboard {
         self.high_rxt.is_some_and(|h| h > seq)
     }
 
-    /// Bytes were sent again, up to `end`.
-    pub(super) fn on_retransmit(&mut self, end: TcpSeqNumber) {
+    /// Bytes were sent again, up to `end`, while `snd_max` was the highest sent.
+    pub(super) fn on_retransmit(&mut self, end: TcpSeqNumber, snd_max: TcpSeqNumber) {
         self.high_rxt = Some(self.high_rxt.map_or(end, |h| h.max(end)));
+        self.rxt_mark = Some(self.rxt_mark.map_or(snd_max, |m| m.max(snd_max)));
     }
 
     /// RFC 6675's pipe: of the bytes in `[una, snd_max)`, those neither SACKed nor lost,
