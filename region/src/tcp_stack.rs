@@ -1120,6 +1120,71 @@ mod tests {
         assert!(lossy < clean + 400, "{lossy} ms with a run of 60 lost, {clean} ms without");
     }
 
+    /// A growing socket over a path of 5 ms each way, fed `chunks` (at a time in ms, so
+    /// many bytes): its congestion window at each chunk's time, and the milliseconds
+    /// until everything has arrived.
+    fn fed(chunks: &[(u64, usize)]) -> (Vec<usize>, u64) {
+        let len: usize = chunks.iter().map(|c| c.1).sum();
+        let (mut a, ha, mut b, hb) = growing_pair(crate::window::MAX, crate::window::SEND_MAX);
+        b.socket(hb).set_ack_delay(None);
+        let (mut queued, mut windows, mut got) = (0, Vec::new(), Vec::new());
+        let mut path: std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)> = Default::default();
+        let (mut seq, mut next) = (0u64, 0);
+        for step in 0..100_000u64 {
+            let now = step * 100_000;
+            let due: Vec<_> = path.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
+            for k in due {
+                let (to_b, p) = path.remove(&k).unwrap();
+                if to_b { b.receive(p) } else { a.receive(p) }
+            }
+            a.poll(now);
+            b.poll(now);
+            read_into(b.socket(hb), &mut got);
+            let sa = a.socket(ha);
+            if sa.may_send() && next < chunks.len() && now >= chunks[next].0 * 1_000_000 {
+                windows.push(sa.congestion_window().unwrap());
+                queued += chunks[next].1;
+                next += 1;
+            }
+            let room = sa.send_capacity().saturating_sub(sa.send_queue());
+            let pending = queued.saturating_sub(got.len() + sa.send_queue());
+            if sa.can_send() && pending > 0 && room > 0 {
+                sa.send_slice(&vec![1u8; pending.min(room)]).unwrap();
+            }
+            a.poll(now);
+            for p in a.drain_tx() {
+                seq += 1;
+                path.insert((now + 5_000_000, seq), (true, p));
+            }
+            for p in b.drain_tx() {
+                seq += 1;
+                path.insert((now + 5_000_000, seq), (false, p));
+            }
+            if got.len() == len && next == chunks.len() {
+                return (windows, now / 1_000_000);
+            }
+        }
+        panic!("{} of {len} bytes arrived in 10 s", got.len());
+    }
+
+    /// Rounds in which the application gave little (a TLS handshake, a proxy waiting
+    /// for its backend) neither lower the startup's window nor end the startup: the bulk
+    /// after them ramps up as from the start. In the lab, such rounds cut a window of
+    /// 11 kB to 5 kB and ended the startup before the 20 MB began.
+    #[test]
+    fn application_limited_rounds_neither_lower_the_startup_window_nor_end_the_startup() {
+        let bulk = 2_000_000;
+        let (_, clean) = fed(&[(0, bulk)]);
+        let trickle: Vec<(u64, usize)> = (0..6).map(|r| (r * 20, 500)).chain([(120, bulk)]).collect();
+        let (windows, done) = fed(&trickle);
+        eprintln!(
+            "2 MB: {clean} ms from the start; after six rounds of 500 bytes, {} ms; windows {windows:?}",
+            done - 120
+        );
+        assert!(windows.windows(2).all(|w| w[1] >= w[0]), "the window never went down: {windows:?}");
+        assert!(done - 120 <= clean + 5, "{} ms after the trickle, {clean} ms from the start", done - 120);
+    }
+
     #[test]
     fn four_holes_in_one_window_are_repaired_in_a_round_trip_each_segment_sent_once_more() {
         let (clean, segments) = stream_losing(400_000, |_| false);

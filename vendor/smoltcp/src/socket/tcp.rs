@@ -2979,6 +2979,15 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // anyedge patch: everything queued is sent and the window has room: the sender
+        // is application-limited (the controller's rate samples say so).
+        if self.state == State::Established
+            && self.flight_size() >= self.tx_buffer.len()
+            && self.cwnd_remaining() > 0
+        {
+            self.congestion_controller.inner_mut().on_app_limited();
+        }
+
         // Decide whether we're sending a packet.
         if self.seq_to_transmit(cx) {
             // If we have data to transmit and it fits into partner's window, do it.

@@ -38,6 +38,11 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// anyedge patch: the sender had room in its window and nothing left to send (it is
+    /// application-limited: what it delivers now says what the application gave, not
+    /// what the path carries).
+    fn on_app_limited(&mut self) {}
 }
 
 #[derive(Debug, Clone)] // anyedge patch: Clone, for tcp::Parked

@@ -11,7 +11,7 @@
 //! estimate is smoothed, counts queueing, and its first sample can be a spliced
 //! handshake's, near zero), a startup that doubles the window each round, up to 2.89
 //! bandwidth-delay products, until the estimate stops growing by a quarter for three
-//! rounds or a round loses more than [`STARTUP_LOSS_PERCENT`] of what it delivers (BBRv2's
+//! rounds that were not application-limited or a round loses more than [`STARTUP_LOSS_PERCENT`] of what it delivers (BBRv2's
 //! startup exit: the internet model's random 0.2 % does not end it), then a window of
 //! [`CWND_GAIN`] × bandwidth × delay. Left out: pacing (smoltcp has no
 //! timer per segment: the window is the only brake, as it is for every smoltcp
@@ -71,6 +71,11 @@ pub struct Bbr {
     /// After a timeout: the window grows back by what is acknowledged (doubling each
     /// round, as slow start) until it reaches the model's again.
     recovering: bool,
+    /// The sender ran out of data with room in its window during this round: the round's
+    /// rate says what the application gave, so it does not count toward startup's end
+    /// (BBR's `is_app_limited` samples; a TLS handshake and a proxy's first request are
+    /// three such rounds, and ended startup before the bulk began).
+    app_limited: bool,
 }
 
 impl Bbr {
@@ -92,6 +97,7 @@ impl Bbr {
             round_losses: 0,
             inflation: 0,
             recovering: false,
+            app_limited: false,
         }
     }
 
@@ -135,7 +141,8 @@ impl Bbr {
         if lost.saturating_mul(100) > (self.delivered - delivered_then).saturating_mul(STARTUP_LOSS_PERCENT) {
             self.filled = true;
         }
-        if !self.filled {
+        let app_limited = core::mem::take(&mut self.app_limited);
+        if !self.filled && !app_limited {
             let bw = self.bandwidth();
             if bw >= self.full_bw.saturating_add(self.full_bw / 4) {
                 (self.full_bw, self.full_bw_rounds) = (bw, 0);
@@ -174,9 +181,14 @@ impl Controller for Bbr {
                 grown.min(target)
             }
             Some(target) if self.filled => target,
-            // Startup: a window that doubles each round, as slow start's does, to at most
-            // the startup gain's share of what the path has shown it carries.
-            Some(_) => grown.min(self.bdp(STARTUP_GAIN_PERCENT).unwrap_or(grown)),
+            // Startup: a window that doubles each round, as slow start's does, while it is
+            // below the startup gain's share of what the path has shown it carries; never
+            // lowered by it (BBR's startup: an application-limited round, a TLS
+            // handshake's, measures little and cut a 11 kB window to 5 kB in the lab).
+            Some(_) => match self.bdp(STARTUP_GAIN_PERCENT) {
+                Some(cap) if self.cwnd >= cap => self.cwnd,
+                _ => grown,
+            },
         };
         self.cwnd = self.cwnd.min(self.rwnd.max(4 * self.mss)).max(self.mss);
     }
@@ -204,6 +216,10 @@ impl Controller for Bbr {
 
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+    }
+
+    fn on_app_limited(&mut self) {
+        self.app_limited = true;
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {
