@@ -1383,7 +1383,7 @@ mod tests {
         h.ack(first[0].0, &[(first[4].0, new[new.len() - 1].1)]);
         let third = h.sent(3_000_000);
         assert!(third.len() >= 4 && third[..4] == first[..4], "the four repairs go again at once: {third:?}");
-        // Had only the first new segment arrived, too little (less than DupThresh
+        // Had only the first new segment arrived at once, too little (less than DupThresh
         // segments) would say so: a path's reordering must not look like a loss.
         let mut h = HandAcked::new();
         let first = h.sent(1_000_000);
@@ -1392,8 +1392,34 @@ mod tests {
         let second = h.sent(2_000_000);
         let new = &second[4..];
         h.ack(first[0].0, &[(first[4].0, new[0].1)]);
-        let third = h.sent(3_000_000);
+        let third = h.sent(2_000_000);
         assert!(!third.contains(&first[0]), "one segment past the repairs is no proof: {third:?}");
+    }
+
+    /// Repairs lost again are sent once more when any byte sent after them is SACKed a
+    /// round trip and a quarter after they went, however few (RACK's time rule, RFC 8985
+    /// §6.2): in the lab, 13 lost repairs filled the window, one segment went after them
+    /// and was SACKed, and a 200 ms timeout came first.
+    #[test]
+    fn repairs_lost_again_go_once_more_a_round_trip_after_them_when_a_later_segment_arrived() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
+        let second = h.sent(2_000_000);
+        assert_eq!(&second[..4], &first[..4], "four repairs first: {second:?}");
+        let new = &second[4..];
+        assert!(!new.is_empty() && new[0].0 == first[k - 1].1, "new data after the repairs: {second:?}");
+        // Only the first new segment arrives: too little for DupThresh, and at once it
+        // says nothing (a path may reorder within a round trip).
+        h.ack(first[0].0, &[(first[4].0, new[0].1)]);
+        let third = h.sent(2_000_000);
+        assert!(!third.contains(&first[0]), "no repair again at once: {third:?}");
+        // 80 ms on (the round trip here is under one), the same ACK again: the repairs
+        // were lost.
+        h.ack(first[0].0, &[(first[4].0, new[0].1)]);
+        let fourth = h.sent(80_000_000);
+        assert!(fourth.len() >= 4 && fourth[..4] == first[..4], "the repairs go again: {fourth:?}");
     }
 
     /// A FIN alone unacknowledged at a timeout is no hole to fill with bytes: the FIN goes

@@ -2585,7 +2585,9 @@ impl<'a> Socket<'a> {
             // the first unacknowledged segment lost begins a recovery before three
             // duplicate ACKs (RFC 6675 §5 (C)).
             if self.sack_on() {
-                self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges, self.remote_mss);
+                let srtt = self.rtte.have_measurement.then(|| Duration::from_millis(self.rtte.srtt.into()));
+                let clock = (cx.now(), srtt);
+                self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges, self.remote_mss, clock);
                 if self.recover.is_none() && self.sack.una_lost(self.local_seq_no, self.remote_mss) {
                     self.recover = Some(self.remote_last_seq);
                     sack_loss = !self.sack.sent_again(self.local_seq_no);
@@ -3318,7 +3320,7 @@ impl<'a> Socket<'a> {
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
         if retransmitted && self.sack_on() && !repr.payload.is_empty() {
-            self.sack.on_retransmit(repr.seq_number + repr.payload.len(), self.remote_last_seq);
+            self.sack.on_retransmit(repr.seq_number + repr.payload.len(), self.remote_last_seq, cx.now());
         }
 
         if repr.segment_len() > 0 {

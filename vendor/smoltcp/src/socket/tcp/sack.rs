@@ -12,6 +12,7 @@
 //! needed, and the threshold doubles (as Linux raises `tp->reordering` on one), up to
 //! [`DUP_THRESH_MAX`] segments.
 
+use crate::time::{Duration, Instant};
 use crate::wire::TcpSeqNumber;
 
 /// RFC 6675's DupThresh, before any reordering is seen.
@@ -50,6 +51,11 @@ pub(super) struct Scoreboard {
     /// hole is still open say that repair was lost too (Linux's `tcp_mark_lost_retrans`;
     /// RACK's time order, RFC 8985 §6.2, for what was sent again).
     rxt_mark: Option<TcpSeqNumber>,
+    /// When the latest repair went: once any byte sent after it is SACKed and a round
+    /// trip and a quarter have passed since, it is lost (RACK's time rule, RFC 8985 §6.2:
+    /// a sender whose window the lost repairs fill sends little after them, too little
+    /// for DupThresh).
+    rxt_at: Option<Instant>,
 }
 
 impl Default for Scoreboard {
@@ -61,6 +67,7 @@ impl Default for Scoreboard {
             lost_below: None,
             rto_una: None,
             rxt_mark: None,
+            rxt_at: None,
         }
     }
 }
@@ -79,6 +86,7 @@ impl Scoreboard {
         self.high_rxt = None;
         self.lost_below = None;
         self.rxt_mark = None;
+        self.rxt_at = None;
     }
 
     /// A retransmission timeout with `una` unacknowledged and `snd_max` sent: everything
@@ -95,6 +103,7 @@ impl Scoreboard {
         self.lost_below = Some(snd_max);
         self.high_rxt = None;
         self.rxt_mark = None;
+        self.rxt_at = None;
         true
     }
 
@@ -113,6 +122,7 @@ impl Scoreboard {
         snd_max: TcpSeqNumber,
         blocks: &[Option<(u32, u32)>],
         mss: usize,
+        (now, srtt): (Instant, Option<Duration>),
     ) {
         self.ranges.retain_mut(|r| {
             r.0 = r.0.max(una);
@@ -141,15 +151,22 @@ impl Scoreboard {
         if self.high_rxt.is_some_and(|h| h <= una) {
             self.high_rxt = None;
             self.rxt_mark = None;
+            self.rxt_at = None;
         }
-        // Bytes sent after the latest repair, SACKed past DupThresh, while the first
-        // hole (below HighRxt, or HighRxt would be gone) is still open: every repair
-        // still unacknowledged was lost; the lost holes go again.
+        // Bytes sent after the latest repair SACKed, past DupThresh or a round trip and a
+        // quarter (at least a millisecond) after it, while the first hole (below HighRxt,
+        // or HighRxt would be gone) is still open: every repair still unacknowledged was
+        // lost; the lost holes go again.
         if let (Some(mark), Some(_)) = (self.rxt_mark, self.high_rxt) {
             let past: usize = self.ranges.iter().filter(|r| r.1 > mark).map(|r| r.1 - r.0.max(mark)).sum();
-            if past > (usize::from(self.dup_thresh) - 1) * mss {
+            let waited = match (self.rxt_at, srtt) {
+                (Some(at), Some(rtt)) => now >= at + rtt + (rtt / 4).max(Duration::from_millis(1)),
+                _ => false,
+            };
+            if past > (usize::from(self.dup_thresh) - 1) * mss || (past > 0 && waited) {
                 self.high_rxt = None;
                 self.rxt_mark = None;
+                self.rxt_at = None;
             }
         }
         if let (Some(repaired), Some(high)) = (repaired, self.high_rxt) {
@@ -230,9 +247,10 @@ impl Scoreboard {
     }
 
     /// Bytes were sent again, up to `end`, while `snd_max` was the highest sent.
-    pub(super) fn on_retransmit(&mut self, end: TcpSeqNumber, snd_max: TcpSeqNumber) {
+    pub(super) fn on_retransmit(&mut self, end: TcpSeqNumber, snd_max: TcpSeqNumber, now: Instant) {
         self.high_rxt = Some(self.high_rxt.map_or(end, |h| h.max(end)));
         self.rxt_mark = Some(self.rxt_mark.map_or(snd_max, |m| m.max(snd_max)));
+        self.rxt_at = Some(now);
     }
 
     /// RFC 6675's pipe: of the bytes in `[una, snd_max)`, those neither SACKed nor lost,
