@@ -588,6 +588,22 @@ pub struct Socket<'a> {
     /// anyedge patch: what the peer SACKed, for a socket with a congestion controller
     /// whose peer permitted SACK (RFC 6675).
     sack: sack::Scoreboard,
+    /// anyedge patch: the tail-loss probe of such a socket (RFC 8985 §7).
+    tlp: Tlp,
+}
+
+/// anyedge patch: a tail-loss probe (RFC 8985 §7): two smoothed round trips after the
+/// last new data or ACK of new data, with nothing SACKed and no recovery, the last
+/// segment goes again, so that its SACK shows a lost tail at once instead of after a
+/// retransmission timeout (at least 200 ms).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tlp {
+    /// When the probe is due.
+    at: Option<Instant>,
+    /// A probe is to go now.
+    due: bool,
+    /// The cumulative ACK when the last probe went: one probe per ACK.
+    una: Option<TcpSeqNumber>,
 }
 
 /// anyedge patch: a TCP socket's state while it holds nothing ([`Socket::park`]): a
@@ -753,6 +769,7 @@ impl<'a> Socket<'a> {
             recover: None,
             recovery_rto_at: None,
             sack: sack::Scoreboard::default(),
+            tlp: Tlp::default(),
             min_rto: None,
         }
     }
@@ -1121,6 +1138,7 @@ impl<'a> Socket<'a> {
         self.recover = None;
         self.recovery_rto_at = None;
         self.sack = sack::Scoreboard::default();
+        self.tlp = Tlp::default();
 
         #[cfg(feature = "async")]
         {
@@ -1626,12 +1644,46 @@ impl<'a> Socket<'a> {
             self.state,
             State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
         );
+        if sends && self.tlp.due {
+            // The tail-loss probe: the last segment sent, again, whatever the window.
+            let len = self.flight_size().min(self.remote_mss).min(self.tx_buffer.len());
+            return (len > 0).then(|| (self.remote_last_seq - len, len));
+        }
         if !sends || self.sack.is_empty() || self.in_network() >= self.congestion_controller.inner().window() {
             return None;
         }
         let (seq, len) = self.sack.next_lost(self.local_seq_no, self.remote_mss)?;
         let queued = self.tx_buffer.len().checked_sub(seq - self.local_seq_no).filter(|&q| q > 0)?;
         Some((seq, len.min(queued)))
+    }
+
+    /// anyedge patch: (re)starts the tail-loss probe's timer after new data went or new
+    /// data was acknowledged: two smoothed round trips (at least 10 ms) on, if that comes
+    /// before the retransmission timeout, for a socket with a SACK scoreboard that is
+    /// empty, outside a recovery, with more than a segment in flight (one segment would
+    /// wait for a delayed ACK: RFC 8985 adds 200 ms, and the timeout comes first), and
+    /// not yet probed at this cumulative ACK.
+    fn arm_tlp(&mut self, now: Instant) {
+        self.tlp.at = None;
+        let open = matches!(self.state, State::Established | State::CloseWait);
+        if !open
+            || !self.sack_on()
+            || !self.rtte.have_measurement
+            || self.flight_size() <= self.remote_mss
+            || self.recover.is_some()
+            || !self.sack.is_empty()
+            || self.tlp.una == Some(self.local_seq_no)
+        {
+            return;
+        }
+        let pto = (Duration::from_millis(self.rtte.srtt.into()) * 2).max(Duration::from_millis(10));
+        let at = now + pto;
+        if let Timer::Retransmit { expires_at } = self.timer
+            && at >= expires_at
+        {
+            return;
+        }
+        self.tlp.at = Some(at);
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1790,6 +1842,7 @@ impl<'a> Socket<'a> {
             recover: None,
             recovery_rto_at: None,
             sack: sack::Scoreboard::default(),
+            tlp: Tlp::default(),
             min_rto: None,
         })
     }
@@ -2592,6 +2645,11 @@ impl<'a> Socket<'a> {
                     self.recover = Some(self.remote_last_seq);
                     sack_loss = !self.sack.sent_again(self.local_seq_no);
                 }
+                if ack_len > 0 {
+                    self.arm_tlp(cx.now());
+                } else if !self.sack.is_empty() {
+                    self.tlp.at = None;
+                }
             }
         }
 
@@ -2922,9 +2980,12 @@ impl<'a> Socket<'a> {
             if let Timer::Retransmit { .. } = self.timer {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
                 net_debug!("retransmitting after rto");
-                // anyedge patch: a timeout ends a NewReno recovery (everything goes again).
+                // anyedge patch: a timeout ends a NewReno recovery (everything goes again),
+                // and any tail-loss probe.
                 self.recover = None;
                 self.recovery_rto_at = None;
+                self.tlp.at = None;
+                self.tlp.due = false;
                 // anyedge patch: with SACK, what the receiver holds is not sent again
                 // (RFC 6675 §5.1): everything else counts as lost; at a second timeout
                 // without progress, everything goes again (RFC 2018 §8: a receiver may
@@ -2974,6 +3035,15 @@ impl<'a> Socket<'a> {
 
             // Inform RTTE, so that it can avoid bogus measurements.
             self.rtte.on_retransmit();
+        }
+
+        // anyedge patch: the tail-loss probe's time came: the last segment goes again.
+        if self.tlp.at.is_some_and(|at| cx.now() >= at) {
+            self.tlp.at = None;
+            if self.flight_size() > 0 && self.sack.is_empty() && self.recover.is_none() {
+                self.tlp.due = true;
+                self.tlp.una = Some(self.local_seq_no);
+            }
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -3050,6 +3120,8 @@ impl<'a> Socket<'a> {
         let mut is_zero_window_probe = false;
         // anyedge patch: the segment is a retransmission (fast, or a SACK hole's).
         let mut retransmitted = false;
+        // anyedge patch: this segment is the tail-loss probe.
+        let mut probe = false;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -3130,6 +3202,7 @@ impl<'a> Socket<'a> {
                 };
 
                 let hole = if self.pending_fast_retransmit { None } else { self.sack_hole() };
+                probe = hole.is_some() && self.tlp.due;
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
                     repr.seq_number = self.local_seq_no;
@@ -3319,7 +3392,11 @@ impl<'a> Socket<'a> {
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
-        if retransmitted && self.sack_on() && !repr.payload.is_empty() {
+        if probe {
+            // Not a repair: HighRxt stays, and the scoreboard knows the probe.
+            self.tlp.due = false;
+            self.sack.on_probe(repr.seq_number, repr.seq_number + repr.payload.len());
+        } else if retransmitted && self.sack_on() && !repr.payload.is_empty() {
             self.sack.on_retransmit(repr.seq_number + repr.payload.len(), self.remote_last_seq, cx.now());
         }
 
@@ -3342,6 +3419,9 @@ impl<'a> Socket<'a> {
             if let (Some(at), Timer::Retransmit { .. }) = (self.recovery_rto_at, self.timer) {
                 self.timer = Timer::Retransmit { expires_at: at };
             }
+        }
+        if repr.segment_len() > 0 && !retransmitted {
+            self.arm_tlp(cx.now());
         }
 
         if self.state == State::Closed {
@@ -3393,8 +3473,11 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // anyedge patch: and the tail-loss probe's.
+            let tlp_poll_at = self.tlp.at.map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
+            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at, tlp_poll_at]
                 .iter()
                 .min()
                 .unwrap_or(&PollAt::Ingress)

@@ -56,6 +56,10 @@ pub(super) struct Scoreboard {
     /// a sender whose window the lost repairs fill sends little after them, too little
     /// for DupThresh).
     rxt_at: Option<Instant>,
+    /// The tail-loss probe in flight (the last segment sent again): its SACK says every
+    /// byte below it not SACKed is lost (it went two round trips after them: RACK's time
+    /// rule, RFC 8985 §7.4), and a D-SACK of it is no reordering.
+    probe: Option<(TcpSeqNumber, TcpSeqNumber)>,
 }
 
 impl Default for Scoreboard {
@@ -68,6 +72,7 @@ impl Default for Scoreboard {
             rto_una: None,
             rxt_mark: None,
             rxt_at: None,
+            probe: None,
         }
     }
 }
@@ -87,6 +92,7 @@ impl Scoreboard {
         self.lost_below = None;
         self.rxt_mark = None;
         self.rxt_at = None;
+        self.probe = None;
     }
 
     /// A retransmission timeout with `una` unacknowledged and `snd_max` sent: everything
@@ -104,6 +110,7 @@ impl Scoreboard {
         self.high_rxt = None;
         self.rxt_mark = None;
         self.rxt_at = None;
+        self.probe = None;
         true
     }
 
@@ -131,7 +138,8 @@ impl Scoreboard {
         // A D-SACK: the first block, below the cumulative ACK (and not absurdly far).
         if let Some((left, right)) = blocks.first().copied().flatten() {
             let (left, right) = (TcpSeqNumber(left as i32), TcpSeqNumber(right as i32));
-            if left < right && right <= una && una - right < 1 << 30 {
+            let probed = self.probe.is_some_and(|(l, r)| l <= left && right <= r);
+            if left < right && right <= una && una - right < 1 << 30 && !probed {
                 self.dup_thresh = self.dup_thresh.saturating_mul(2).min(DUP_THRESH_MAX);
             }
         }
@@ -178,6 +186,15 @@ impl Scoreboard {
                     break;
                 }
                 start = r.1;
+            }
+        }
+        // The probe SACKed above a hole: everything below it not SACKed is lost.
+        if let Some((left, right)) = self.probe {
+            if una >= right {
+                self.probe = None;
+            } else if una < left && self.ranges.iter().any(|r| r.0 < right && left < r.1) {
+                self.lost_below = Some(self.lost_below.map_or(left, |l| l.max(left)));
+                self.probe = None;
             }
         }
         if self.lost_below.is_some_and(|l| l <= una) {
@@ -244,6 +261,11 @@ impl Scoreboard {
     /// Whether the byte at `seq` was sent again.
     pub(super) fn sent_again(&self, seq: TcpSeqNumber) -> bool {
         self.high_rxt.is_some_and(|h| h > seq)
+    }
+
+    /// The tail-loss probe went: `[seq, end)` sent again.
+    pub(super) fn on_probe(&mut self, seq: TcpSeqNumber, end: TcpSeqNumber) {
+        self.probe = Some((seq, end));
     }
 
     /// Bytes were sent again, up to `end`, while `snd_max` was the highest sent.
