@@ -1041,6 +1041,41 @@ mod tests {
         }
     }
 
+    /// A path of 5 ms each way between two stacks.
+    #[derive(Default)]
+    struct Path {
+        /// Packets on their way, by when they arrive (and an order among equals), and
+        /// whether they go to the second stack.
+        queue: std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)>,
+        count: u64,
+    }
+
+    impl Path {
+        /// Hands each stack what reaches it by `now`.
+        fn deliver(&mut self, now: u64, a: &mut TcpStack, b: &mut TcpStack) {
+            let due: Vec<_> = self.queue.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
+            for k in due {
+                let (to_b, p) = self.queue.remove(&k).unwrap();
+                if to_b { b.receive(p) } else { a.receive(p) }
+            }
+        }
+
+        /// Takes what the stacks send at `now`: all of `b`'s, and those of `a`'s that
+        /// `keep` keeps.
+        fn carry(&mut self, now: u64, a: &mut TcpStack, b: &mut TcpStack, mut keep: impl FnMut(&[u8]) -> bool) {
+            for p in a.drain_tx() {
+                self.count += 1;
+                if keep(&p) {
+                    self.queue.insert((now + 5_000_000, self.count), (true, p));
+                }
+            }
+            for p in b.drain_tx() {
+                self.count += 1;
+                self.queue.insert((now + 5_000_000, self.count), (false, p));
+            }
+        }
+    }
+
     /// A growing socket streaming `len` bytes over a path that loses the first sending of
     /// the data segments `lost` picks (by their order, from 1). The path takes 5 ms each
     /// way; milliseconds to deliver them (every byte arrives in order), and the data
@@ -1052,15 +1087,10 @@ mod tests {
         // kernel's TCP does.
         b.socket(hb).set_ack_delay(None);
         let (mut sent, mut got, mut data_packets) = (0, Vec::new(), 0u64);
-        let mut path: std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)> = Default::default();
-        let mut seq = 0u64;
+        let mut path = Path::default();
         for step in 0..20_000u64 {
             let now = step * 100_000;
-            let due: Vec<_> = path.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
-            for k in due {
-                let (to_b, p) = path.remove(&k).unwrap();
-                if to_b { b.receive(p) } else { a.receive(p) }
-            }
+            path.deliver(now, &mut a, &mut b);
             a.poll(now);
             b.poll(now);
             read_into(b.socket(hb), &mut got);
@@ -1070,20 +1100,10 @@ mod tests {
                 sent += sa.send_slice(&data[sent..sent + room]).unwrap();
             }
             a.poll(now);
-            for p in a.drain_tx() {
-                seq += 1;
-                if p.len() > 200 {
-                    data_packets += 1;
-                    if lost(data_packets) {
-                        continue;
-                    }
-                }
-                path.insert((now + 5_000_000, seq), (true, p));
-            }
-            for p in b.drain_tx() {
-                seq += 1;
-                path.insert((now + 5_000_000, seq), (false, p));
-            }
+            path.carry(now, &mut a, &mut b, |p| {
+                data_packets += u64::from(p.len() > 200);
+                p.len() <= 200 || !lost(data_packets)
+            });
             if got.len() == len {
                 assert!(got == data, "what arrived is what was sent, in order");
                 return (now / 1_000_000, data_packets);
@@ -1128,15 +1148,10 @@ mod tests {
         let (mut a, ha, mut b, hb) = growing_pair(crate::window::MAX, crate::window::SEND_MAX);
         b.socket(hb).set_ack_delay(None);
         let (mut queued, mut windows, mut got) = (0, Vec::new(), Vec::new());
-        let mut path: std::collections::BTreeMap<(u64, u64), (bool, Vec<u8>)> = Default::default();
-        let (mut seq, mut next) = (0u64, 0);
+        let (mut path, mut next) = (Path::default(), 0);
         for step in 0..100_000u64 {
             let now = step * 100_000;
-            let due: Vec<_> = path.range(..(now + 1, 0)).map(|(k, _)| *k).collect();
-            for k in due {
-                let (to_b, p) = path.remove(&k).unwrap();
-                if to_b { b.receive(p) } else { a.receive(p) }
-            }
+            path.deliver(now, &mut a, &mut b);
             a.poll(now);
             b.poll(now);
             read_into(b.socket(hb), &mut got);
@@ -1152,14 +1167,7 @@ mod tests {
                 sa.send_slice(&vec![1u8; pending.min(room)]).unwrap();
             }
             a.poll(now);
-            for p in a.drain_tx() {
-                seq += 1;
-                path.insert((now + 5_000_000, seq), (true, p));
-            }
-            for p in b.drain_tx() {
-                seq += 1;
-                path.insert((now + 5_000_000, seq), (false, p));
-            }
+            path.carry(now, &mut a, &mut b, |_| true);
             if got.len() == len && next == chunks.len() {
                 return (windows, now / 1_000_000);
             }
@@ -1296,6 +1304,22 @@ mod tests {
             segments.collect()
         }
 
+        /// A first window whose first four segments were lost and sent again (a SACK of
+        /// the rest), with new data after the repairs: the socket, the first window's
+        /// segments and the new ones.
+        fn four_repaired() -> (HandAcked, Vec<(u32, u32)>, Vec<(u32, u32)>) {
+            let mut h = HandAcked::new();
+            let first = h.sent(1_000_000);
+            let k = first.len();
+            assert!(k >= 7, "{k} segments in the first window");
+            h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
+            let second = h.sent(2_000_000);
+            assert_eq!(&second[..4], &first[..4], "four repairs first: {second:?}");
+            let new = second[4..].to_vec();
+            assert!(!new.is_empty() && new[0].0 == first[k - 1].1, "new data after the repairs: {second:?}");
+            (h, first, new)
+        }
+
         /// An ACK of `ack` with SACK blocks `sacked` (the first may be a D-SACK).
         fn ack(&mut self, ack: u32, sacked: &[(u32, u32)]) {
             use anyedge_proto::inner;
@@ -1369,28 +1393,16 @@ mod tests {
     /// timer while 3 MB of new data sent after them arrived.
     #[test]
     fn repairs_lost_again_go_once_more_when_data_sent_after_them_is_sacked() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
-        let k = first.len();
-        assert!(k >= 7, "{k} segments in the first window");
         // The first four are lost: they go again, and new data after them.
-        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
-        let second = h.sent(2_000_000);
-        assert_eq!(&second[..4], &first[..4], "four repairs first: {second:?}");
-        let new = &second[4..];
-        assert!(new.len() >= 3 && new[0].0 == first[k - 1].1, "new data after the repairs: {second:?}");
+        let (mut h, first, new) = HandAcked::four_repaired();
+        assert!(new.len() >= 3, "three new segments: {new:?}");
         // None of the repairs arrives; all the new data does.
         h.ack(first[0].0, &[(first[4].0, new[new.len() - 1].1)]);
         let third = h.sent(3_000_000);
         assert!(third.len() >= 4 && third[..4] == first[..4], "the four repairs go again at once: {third:?}");
         // Had only the first new segment arrived at once, too little (less than DupThresh
         // segments) would say so: a path's reordering must not look like a loss.
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
-        let k = first.len();
-        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
-        let second = h.sent(2_000_000);
-        let new = &second[4..];
+        let (mut h, first, new) = HandAcked::four_repaired();
         h.ack(first[0].0, &[(first[4].0, new[0].1)]);
         let third = h.sent(2_000_000);
         assert!(!third.contains(&first[0]), "one segment past the repairs is no proof: {third:?}");
@@ -1402,14 +1414,7 @@ mod tests {
     /// and was SACKed, and a 200 ms timeout came first.
     #[test]
     fn repairs_lost_again_go_once_more_a_round_trip_after_them_when_a_later_segment_arrived() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
-        let k = first.len();
-        h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
-        let second = h.sent(2_000_000);
-        assert_eq!(&second[..4], &first[..4], "four repairs first: {second:?}");
-        let new = &second[4..];
-        assert!(!new.is_empty() && new[0].0 == first[k - 1].1, "new data after the repairs: {second:?}");
+        let (mut h, first, new) = HandAcked::four_repaired();
         // Only the first new segment arrives: too little for DupThresh, and at once it
         // says nothing (a path may reorder within a round trip).
         h.ack(first[0].0, &[(first[4].0, new[0].1)]);
