@@ -1257,6 +1257,9 @@ mod tests {
         assert_eq!(segment, 1_460, "cut to the peer's MSS");
     }
 
+    /// Data segments as sequence ranges `[start, end)`.
+    type Segments = Vec<(u32, u32)>;
+
     /// A growing socket whose peer is played by hand: what it sends is kept, the ACKs
     /// it gets (with SACK blocks) are made by the test.
     struct HandAcked {
@@ -1307,7 +1310,7 @@ mod tests {
         /// A first window whose first four segments were lost and sent again (a SACK of
         /// the rest), with new data after the repairs: the socket, the first window's
         /// segments and the new ones.
-        fn four_repaired() -> (HandAcked, Vec<(u32, u32)>, Vec<(u32, u32)>) {
+        fn four_repaired() -> (HandAcked, Segments, Segments) {
             let mut h = HandAcked::new();
             let first = h.sent(1_000_000);
             let k = first.len();
