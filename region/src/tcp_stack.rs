@@ -1060,6 +1060,15 @@ mod tests {
             }
         }
 
+        /// One step at `now`: what is due arrives, both stacks poll, and what `b`'s
+        /// socket `hb` received is read into `got`.
+        fn tick(&mut self, now: u64, (a, b, hb): (&mut TcpStack, &mut TcpStack, SocketHandle), got: &mut Vec<u8>) {
+            self.deliver(now, a, b);
+            a.poll(now);
+            b.poll(now);
+            read_into(b.socket(hb), got);
+        }
+
         /// Takes what the stacks send at `now`: all of `b`'s, and those of `a`'s that
         /// `keep` keeps.
         fn carry(&mut self, now: u64, a: &mut TcpStack, b: &mut TcpStack, mut keep: impl FnMut(&[u8]) -> bool) {
@@ -1090,10 +1099,7 @@ mod tests {
         let mut path = Path::default();
         for step in 0..20_000u64 {
             let now = step * 100_000;
-            path.deliver(now, &mut a, &mut b);
-            a.poll(now);
-            b.poll(now);
-            read_into(b.socket(hb), &mut got);
+            path.tick(now, (&mut a, &mut b, hb), &mut got);
             let sa = a.socket(ha);
             let room = sa.send_capacity().saturating_sub(sa.send_queue()).min(len - sent);
             if sa.can_send() && room > 0 {
@@ -1151,10 +1157,7 @@ mod tests {
         let (mut path, mut next) = (Path::default(), 0);
         for step in 0..100_000u64 {
             let now = step * 100_000;
-            path.deliver(now, &mut a, &mut b);
-            a.poll(now);
-            b.poll(now);
-            read_into(b.socket(hb), &mut got);
+            path.tick(now, (&mut a, &mut b, hb), &mut got);
             let sa = a.socket(ha);
             if sa.may_send() && next < chunks.len() && now >= chunks[next].0 * 1_000_000 {
                 windows.push(sa.congestion_window().unwrap());
