@@ -141,12 +141,15 @@ impl Pool {
     /// `held_bytes` (the node's, this growth included) stays within
     /// [`PROXIED_BYTES_MAX`]; whether it did.
     pub fn grow(&mut self, grant: &mut Grant, held_bytes: usize, now_ns: u64, rtt_ms: Option<u32>) -> bool {
+        grant.due(now_ns, rtt_ms) && self.double(grant, held_bytes, now_ns)
+    }
+
+    /// Doubles `grant` (up to [`MAX`]) if the pool has room and `held_bytes` with the
+    /// growth stays within [`PROXIED_BYTES_MAX`]; whether it did.
+    fn double(&mut self, grant: &mut Grant, held_bytes: usize, now_ns: u64) -> bool {
         let next = (grant.bytes * 2).min(MAX);
         let extra = SOCKETS * (next - grant.bytes);
-        if extra == 0 || !grant.due(now_ns, rtt_ms) {
-            return false;
-        }
-        if self.grown + extra > GROWN_MAX || held_bytes + extra > PROXIED_BYTES_MAX {
+        if extra == 0 || self.grown + extra > GROWN_MAX || held_bytes + extra > PROXIED_BYTES_MAX {
             return false;
         }
         self.grown += extra;
@@ -163,21 +166,10 @@ impl Pool {
     /// buffer that also doubled at most once a (smoothed, queue-inflated) round trip
     /// fell behind it. Whether it grew.
     pub fn expand_send(&mut self, grant: &mut Grant, cwnd: usize, held_bytes: usize, now_ns: u64) -> bool {
-        let want = cwnd.saturating_mul(2).min(SEND_MAX);
-        let mut grew = false;
-        while grant.send_buffer() < want {
-            let next = (grant.bytes * 2).min(MAX);
-            let extra = SOCKETS * (next - grant.bytes);
-            if extra == 0 || self.grown + extra > GROWN_MAX || held_bytes + extra > PROXIED_BYTES_MAX {
-                break;
-            }
-            self.grown += extra;
-            grant.bytes = next;
-            grant.grown_at_ns = Some(now_ns);
-            grew = true;
-        }
-        debug_assert!(self.grown <= GROWN_MAX, "the pool never grants past its bound");
-        grew
+        let (want, before) = (cwnd.saturating_mul(2).min(SEND_MAX), self.grown);
+        // Each doubling counts the ones before it in the node's held bytes.
+        while grant.send_buffer() < want && self.double(grant, held_bytes + (self.grown - before), now_ns) {}
+        self.grown > before
     }
 
     /// Takes back what a finished connection's grant had grown.

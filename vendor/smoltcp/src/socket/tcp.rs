@@ -815,6 +815,11 @@ impl<'a> Socket<'a> {
         self.rtte.have_measurement.then_some(self.rtte.srtt)
     }
 
+    /// anyedge patch: the smoothed round-trip time, once a sample was taken.
+    fn srtt(&self) -> Option<Duration> {
+        self.rtte.have_measurement.then(|| Duration::from_millis(self.rtte.srtt.into()))
+    }
+
     /// anyedge patch: the congestion controller's window in bytes (what it lets be in
     /// flight), `None` for a socket without one. A sender's queue sized at twice it never
     /// holds the controller back (Linux's `tcp_sndbuf_expand`).
@@ -1666,9 +1671,9 @@ impl<'a> Socket<'a> {
     fn arm_tlp(&mut self, now: Instant) {
         self.tlp.at = None;
         let open = matches!(self.state, State::Established | State::CloseWait);
+        let Some(srtt) = self.srtt() else { return };
         if !open
             || !self.sack_on()
-            || !self.rtte.have_measurement
             || self.flight_size() <= self.remote_mss
             || self.recover.is_some()
             || !self.sack.is_empty()
@@ -1676,7 +1681,7 @@ impl<'a> Socket<'a> {
         {
             return;
         }
-        let pto = (Duration::from_millis(self.rtte.srtt.into()) * 2).max(Duration::from_millis(10));
+        let pto = (srtt * 2).max(Duration::from_millis(10));
         let at = now + pto;
         if let Timer::Retransmit { expires_at } = self.timer
             && at >= expires_at
@@ -2638,8 +2643,7 @@ impl<'a> Socket<'a> {
             // the first unacknowledged segment lost begins a recovery before three
             // duplicate ACKs (RFC 6675 §5 (C)).
             if self.sack_on() {
-                let srtt = self.rtte.have_measurement.then(|| Duration::from_millis(self.rtte.srtt.into()));
-                let clock = (cx.now(), srtt);
+                let clock = (cx.now(), self.srtt());
                 self.sack.on_ack(self.local_seq_no, self.remote_last_seq, &repr.sack_ranges, self.remote_mss, clock);
                 if self.recover.is_none() && self.sack.una_lost(self.local_seq_no, self.remote_mss) {
                     self.recover = Some(self.remote_last_seq);
