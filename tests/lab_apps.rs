@@ -295,6 +295,27 @@ fn http2_clients_curl_and_h2load_are_served_by_nginx_through_the_https_listener_
             .count();
         assert_eq!(seen, n, "nginx saw every request to {path}, each naming the client");
     }
+    // Two streams on one connection, a 20 MB GET and then a small one: the small one goes
+    // to the backend on a further connection of the proxy's (a lane) while the large one
+    // streams, so nginx finishes it first (nginx logs a request when its answer is out;
+    // with one backend connection it would wait behind the 20 MB).
+    std::fs::write(lab.dir.join("files/lanes-big"), noise(20_000_000, 0x5eed_1a9e)).unwrap();
+    let (big, small) = (format!("https://{VIP}/files/lanes-big"), format!("https://{VIP}/lanes-small"));
+    let w = "%{http_version} %{http_code} %{num_connects}\\n";
+    let parallel = ["curl", "-sS", "-m", "60", "--http2", "--parallel", "--cacert", &ca, "-w", w];
+    let out = in_client(
+        lab,
+        "london",
+        &parallel.into_iter().chain(["-o", "/dev/null", &big, "-o", "/dev/null", &small]).collect::<Vec<_>>(),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().all(|l| l.starts_with("2 200 ")), "both over HTTP/2, both 200: {out}");
+    let connects: u32 = lines.iter().map(|l| l.rsplit(' ').next().unwrap().parse::<u32>().unwrap()).sum();
+    assert_eq!(connects, 1, "curl multiplexed both on one connection: {out}");
+    let log = NGINX_HOSTS.map(|h| nginx_log(lab, h)).into_iter().find(|l| l.contains("/files/lanes-big")).unwrap();
+    let at = |path: &str| log.lines().position(|l| l.contains(&format!(" {path} 200"))).unwrap_or(usize::MAX);
+    assert!(at("/lanes-small") < at("/files/lanes-big"), "the small answer waited behind the large one:\n{log}");
     // A body up (a PUT of 900 KB, past the client's first windows) and down again, over
     // HTTP/2 both ways.
     let blob = noise(900_000, 0x2545_f491);

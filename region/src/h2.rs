@@ -4,10 +4,14 @@
 //! [`crate::http1::request`], given `X-Forwarded-For` by the HTTPS listener's own rule —
 //! and the backend's HTTP/1.1 answers become the streams' responses.
 //!
-//! The client multiplexes; the backend gets one request at a time on the connection's
-//! one backend connection, kept alive between requests (and opened again by the proxy
-//! when the backend closes it), in the order the requests were completed. A request is
-//! forwarded once its stream has ended (bodies up to [`REQUEST_BODY_MAX`]).
+//! The client multiplexes; the backend gets its requests over a bounded pool of the
+//! connection's own backend connections, its lanes (up to [`LANES_MAX`]): one request at
+//! a time on each, the next waiting request going to the first free lane in the order the
+//! requests were completed, each lane kept alive between requests (and opened again by
+//! the proxy when the backend closes it). The proxy opens a lane when requests wait and
+//! every lane is busy ([`H2Session::lanes_wanted`]), from a SNAT port of its own, so a
+//! slow answer holds up only its own lane. A request is forwarded once its stream has
+//! ended (bodies up to [`REQUEST_BODY_MAX`]).
 //!
 //! Bounds, per connection: [`STREAMS_MAX`] concurrent streams and [`FIELD_LIST_MAX`]
 //! bytes of header list (both advertised in SETTINGS; a CONTINUATION flood past the
@@ -72,6 +76,12 @@ pub const REQUEST_DEADLINE_NS: u64 = 30_000_000_000;
 /// WINDOW_UPDATEs do not restart it (connections kept alive by PINGs alone lasted past
 /// 55 s, held until the client left).
 pub const IDLE_DEADLINE_NS: u64 = 60_000_000_000;
+/// Backend connections (lanes) one client connection may have at once: requests at the
+/// backend concurrently. HAProxy keeps idle server connections for reuse between
+/// requests in the same way (`http-reuse`); eight answers a browser's six to eight
+/// parallel fetches of one page without a connection per stream (100 streams would be
+/// 100 SNAT ports and backend connections for one client).
+pub const LANES_MAX: usize = 8;
 /// Backend bytes read at once for a stream whose last bytes have all been sent; less
 /// than the library's per-stream send buffer (65,535 bytes), so they always fit.
 pub const BACKEND_READ: usize = 16 * 1024;
@@ -101,6 +111,19 @@ struct AtBackend {
     response: Response,
 }
 
+/// One backend connection of the session: the request at it, and whether it may carry
+/// the next one (its last answer kept it).
+struct Lane {
+    at: Option<AtBackend>,
+    reusable: bool,
+}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane { at: None, reusable: true }
+    }
+}
+
 /// One HTTP/2 connection's requests.
 pub struct H2Session {
     conn: Connection,
@@ -108,7 +131,9 @@ pub struct H2Session {
     arriving: BTreeMap<u32, Arriving>,
     /// Requests ready for the backend, in order: stream, HTTP/1.1 bytes, whether HEAD.
     ready: VecDeque<(u32, Vec<u8>, bool)>,
-    current: Option<AtBackend>,
+    /// The backend connections, the first opened with the connection's first request
+    /// and the others as [`H2Session::add_lane`] adds them.
+    lanes: Vec<Lane>,
     /// Request bytes held (arriving fields and bodies, and ready requests).
     held: usize,
     /// Of those, the arriving requests' fields ([`FIELDS_HELD_MAX`]).
@@ -120,8 +145,6 @@ pub struct H2Session {
     reset_refilled_ns: Option<u64>,
     /// GOAWAY sent: nothing more is read; the connection closes once its output is out.
     closed: Option<H2Closed>,
-    /// The backend connection can carry the next request (the last answer kept it).
-    backend_reusable: bool,
     /// Since when nothing has been in progress ([`IDLE_DEADLINE_NS`] from then).
     idle_since_ns: Option<u64>,
     /// The `alt-svc` field every answer carries (the VIP's HTTP/3), unless the backend
@@ -144,14 +167,13 @@ impl H2Session {
             client,
             arriving: BTreeMap::new(),
             ready: VecDeque::new(),
-            current: None,
+            lanes: vec![Lane::new()],
             held: 0,
             fields_held: 0,
             own_resets: BTreeSet::new(),
             reset_tokens: u64::from(RESETS_BURST) * 1000,
             reset_refilled_ns: None,
             closed,
-            backend_reusable: true,
             idle_since_ns: None,
             alt_svc: None,
         }
@@ -293,8 +315,10 @@ impl H2Session {
             let (_, bytes, _) = self.ready.remove(at).unwrap_or_default();
             self.held -= bytes.len();
         }
-        if let Some(c) = self.current.as_mut().filter(|c| c.stream == Some(id)) {
-            c.stream = None;
+        for lane in &mut self.lanes {
+            if let Some(c) = lane.at.as_mut().filter(|c| c.stream == Some(id)) {
+                c.stream = None;
+            }
         }
     }
 
@@ -364,7 +388,7 @@ impl H2Session {
     /// With bytes held past the bound and nothing that can leave, the largest request
     /// still arriving is refused; under the bound, streams get their windows back.
     fn unblock(&mut self) {
-        if self.held >= HELD_MAX && self.ready.is_empty() && self.current.is_none() {
+        if self.held >= HELD_MAX && self.ready.is_empty() && self.lanes.iter().all(|l| l.at.is_none()) {
             let largest = self.arriving.iter().max_by_key(|(_, x)| x.body.len()).map(|(id, _)| *id);
             if let Some(id) = largest {
                 self.forget(id);
@@ -383,55 +407,79 @@ impl H2Session {
         );
     }
 
-    /// The next request for the backend, when none is there: its HTTP/1.1 bytes.
-    pub fn next_request(&mut self) -> Option<Vec<u8>> {
-        if self.current.is_some() || self.closed.is_some() {
+    /// The next request for lane `lane`, when none is at it: its HTTP/1.1 bytes.
+    pub fn next_request(&mut self, lane: usize) -> Option<Vec<u8>> {
+        if self.closed.is_some() || self.lanes.get(lane).is_none_or(|l| l.at.is_some()) {
             return None;
         }
         let (id, request, head_only) = self.ready.pop_front()?;
         self.held -= request.len();
-        self.current = Some(AtBackend { stream: Some(id), head_only, response: Response::default() });
+        self.lanes[lane].at = Some(AtBackend { stream: Some(id), head_only, response: Response::default() });
         self.unblock();
         Some(request)
     }
 
-    /// A request is waiting for the backend (none is there now).
+    /// A request is waiting for a backend connection.
     pub fn has_request(&self) -> bool {
-        self.current.is_none() && !self.ready.is_empty() && self.closed.is_none()
+        !self.ready.is_empty() && self.closed.is_none()
     }
 
-    /// A request is at the backend.
-    pub fn at_backend(&self) -> bool {
-        self.current.is_some()
+    /// A request is at lane `lane`.
+    pub fn at_backend(&self, lane: usize) -> bool {
+        self.lanes.get(lane).is_some_and(|l| l.at.is_some())
     }
 
-    /// Whether the backend connection may take the next request (its last answer kept it).
-    pub fn backend_reusable(&self) -> bool {
-        self.backend_reusable
+    /// The lanes the session has (the proxy's backend connections, opened or to open).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
-    /// A new backend connection is open (the next answer decides again).
-    pub fn backend_reopened(&mut self) {
-        self.backend_reusable = true;
+    /// One more lane (the proxy opened another backend connection); its index.
+    pub fn add_lane(&mut self) -> usize {
+        debug_assert!(self.lanes.len() < LANES_MAX, "at most LANES_MAX lanes");
+        self.lanes.push(Lane::new());
+        self.lanes.len() - 1
     }
 
-    /// How many backend bytes may be read now: [`BACKEND_READ`] while the request at the
-    /// backend has sent all it had toward the client (its stream's window is open).
-    pub fn backend_room(&self) -> usize {
-        match &self.current {
+    /// Lanes worth opening now: requests waiting past the free lanes, within [`LANES_MAX`].
+    pub fn lanes_wanted(&self) -> usize {
+        if self.closed.is_some() {
+            return 0;
+        }
+        let free = self.lanes.iter().filter(|l| l.at.is_none()).count();
+        self.ready.len().saturating_sub(free).min(LANES_MAX.saturating_sub(self.lanes.len()))
+    }
+
+    /// Whether lane `lane` may take the next request (its last answer kept it).
+    pub fn backend_reusable(&self, lane: usize) -> bool {
+        self.lanes.get(lane).is_some_and(|l| l.reusable)
+    }
+
+    /// Lane `lane` has a new backend connection (the next answer decides again).
+    pub fn backend_reopened(&mut self, lane: usize) {
+        if let Some(l) = self.lanes.get_mut(lane) {
+            l.reusable = true;
+        }
+    }
+
+    /// How many of lane `lane`'s backend bytes may be read now: [`BACKEND_READ`] while the
+    /// request at it has sent all it had toward the client (its stream's window is open).
+    pub fn backend_room(&self, lane: usize) -> usize {
+        match self.lanes.get(lane).and_then(|l| l.at.as_ref()) {
             Some(AtBackend { stream: Some(id), .. }) if self.conn.has_pending_send_data(StreamId::from_wire(*id)) => 0,
             Some(_) => BACKEND_READ,
             None => 0,
         }
     }
 
-    /// Bytes of the backend's answer to the request at it, and whether the backend has
-    /// closed its side.
-    pub fn backend_bytes(&mut self, data: &[u8], closed: bool) {
-        let Some(c) = self.current.as_mut() else {
+    /// Bytes of the backend's answer to the request at lane `lane`, and whether the
+    /// backend has closed that connection's side.
+    pub fn backend_bytes(&mut self, lane: usize, data: &[u8], closed: bool) {
+        let Some(l) = self.lanes.get_mut(lane) else { return };
+        let Some(c) = l.at.as_mut() else {
             if !data.is_empty() {
                 // Nothing was asked: the backend is out of step; its connection is not reused.
-                self.backend_reusable = false;
+                l.reusable = false;
             }
             return;
         };
@@ -458,7 +506,7 @@ impl H2Session {
                             }
                             Err(_) => {
                                 self.answer(id, 502);
-                                self.current_done(false);
+                                self.lane_done(lane, false);
                                 return;
                             }
                         }
@@ -470,10 +518,10 @@ impl H2Session {
                     }
                 }
                 if end {
-                    let keeps = self.current.as_ref().is_some_and(|c| c.response.keeps_alive());
-                    self.current_done(keeps && !closed);
+                    let keeps = self.lanes[lane].at.as_ref().is_some_and(|c| c.response.keeps_alive());
+                    self.lane_done(lane, keeps && !closed);
                 } else if closed {
-                    self.current_done(false);
+                    self.lane_done(lane, false);
                 }
             }
             Err(http1::BadResponse) => {
@@ -484,7 +532,7 @@ impl H2Session {
                         self.answer(id, 502);
                     }
                 }
-                self.current_done(false);
+                self.lane_done(lane, false);
             }
         }
     }
@@ -495,9 +543,8 @@ impl H2Session {
         }
     }
 
-    fn current_done(&mut self, reusable: bool) {
-        self.current = None;
-        self.backend_reusable = reusable;
+    fn lane_done(&mut self, lane: usize, reusable: bool) {
+        self.lanes[lane] = Lane { at: None, reusable };
     }
 
     /// HTTP/2 bytes for the client now.
@@ -517,7 +564,7 @@ impl H2Session {
 
     /// Nothing is in progress: no request arriving, waiting or at the backend.
     pub fn idle(&self) -> bool {
-        self.arriving.is_empty() && self.ready.is_empty() && self.current.is_none()
+        self.arriving.is_empty() && self.ready.is_empty() && self.lanes.iter().all(|l| l.at.is_none())
     }
 
     /// Request bytes held now.
@@ -641,7 +688,7 @@ mod tests {
 
         /// The backend's answer to the request at it, all at once.
         fn answer(&mut self, bytes: &[u8], closed: bool) {
-            self.server.backend_bytes(bytes, closed);
+            self.server.backend_bytes(0, bytes, closed);
         }
     }
 
@@ -668,7 +715,7 @@ mod tests {
         f.push(("user-agent", "h2-test".into()));
         let id = p.send(&fields(&f), b"");
         p.shuttle();
-        let request = text(&p.server.next_request().expect("the request goes to the backend"));
+        let request = text(&p.server.next_request(0).expect("the request goes to the backend"));
         assert!(request.starts_with("GET /hello?x=1 HTTP/1.1\r\n"), "{request}");
         assert!(request.contains("\r\nHost: example.test\r\n"), "{request}");
         assert!(request.contains(&format!("X-Forwarded-For: {CLIENT}\r\n")), "{request}");
@@ -681,7 +728,7 @@ mod tests {
         assert_eq!(r.fields[0], (":status".into(), "200".into()));
         assert!(r.fields.contains(&("server".into(), "nginx".into())), "{:?}", r.fields);
         assert_eq!((r.body.as_slice(), r.end, goaway), (&b"hello"[..], true, None));
-        assert!(p.server.backend_reusable() && p.server.idle());
+        assert!(p.server.backend_reusable(0) && p.server.idle());
     }
 
     #[test]
@@ -693,7 +740,7 @@ mod tests {
         p.shuttle();
         let first = p.send(&fields(&get("/a")), b"");
         p.shuttle();
-        p.server.next_request().expect("the request");
+        p.server.next_request(0).expect("the request");
         p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false);
         let second = p.send(&fields(&get("/b")), b"");
         p.shuttle();
@@ -701,7 +748,7 @@ mod tests {
         let alt =
             |r: &Read| r.fields.iter().filter(|(n, _)| n == "alt-svc").map(|(_, v)| v.clone()).collect::<Vec<_>>();
         assert_eq!(alt(&read[&first.as_u32()]), ["h3=\":443\"; ma=86400"]);
-        p.server.next_request().expect("the second request");
+        p.server.next_request(0).expect("the second request");
         p.answer(b"HTTP/1.1 200 OK\r\nAlt-Svc: clear\r\nContent-Length: 0\r\n\r\n", false);
         let (read, _) = p.read();
         assert_eq!(alt(&read[&second.as_u32()]), ["clear"], "the backend's own, alone");
@@ -713,9 +760,9 @@ mod tests {
         let ids: Vec<StreamId> = (0..3).map(|i| p.send(&fields(&get(&format!("/{i}"))), b"")).collect();
         p.shuttle();
         for (i, id) in ids.iter().enumerate() {
-            let request = text(&p.server.next_request().expect("the next request"));
+            let request = text(&p.server.next_request(0).expect("the next request"));
             assert!(request.starts_with(&format!("GET /{i} HTTP/1.1")), "{request}");
-            assert!(p.server.next_request().is_none(), "one request at the backend at a time");
+            assert!(p.server.next_request(0).is_none(), "one request at the backend at a time");
             // Chunked, in two reads.
             p.answer(format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{}\r\n", 2).as_bytes(), false);
             p.answer(format!("#{i}\r\n0\r\n\r\n").as_bytes(), false);
@@ -727,6 +774,47 @@ mod tests {
     }
 
     #[test]
+    fn requests_waiting_behind_a_slow_answer_go_to_further_lanes_at_once_up_to_lanes_max() {
+        let mut p = Pair::new();
+        let slow = p.send(&fields(&get("/slow")), b"");
+        p.shuttle();
+        assert!(text(&p.server.next_request(0).unwrap()).starts_with("GET /slow "));
+        assert_eq!(p.server.lanes_wanted(), 0, "nothing waits");
+        let ids: Vec<StreamId> = (0..10).map(|i| p.send(&fields(&get(&format!("/{i}"))), b"")).collect();
+        p.shuttle();
+        // Ten wait behind the slow one: lanes for seven of them (eight in all).
+        assert_eq!(p.server.lanes_wanted(), LANES_MAX - 1);
+        for lane in 1..LANES_MAX {
+            assert_eq!(p.server.add_lane(), lane);
+            let request = text(&p.server.next_request(lane).expect("a new lane takes the next request"));
+            assert!(request.starts_with(&format!("GET /{} HTTP/1.1", lane - 1)), "{request}");
+        }
+        assert_eq!(p.server.lanes_wanted(), 0, "no more than LANES_MAX lanes");
+        assert!(p.server.has_request(), "three still wait for a free lane");
+        // The lanes answer out of order, each on its own stream, while /slow still streams.
+        p.server.backend_bytes(0, b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nslow", false);
+        for lane in (1..LANES_MAX).rev() {
+            let body = format!("#{}", lane - 1);
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            p.server.backend_bytes(lane, answer.as_bytes(), false);
+            assert!(p.server.backend_reusable(lane) && !p.server.at_backend(lane), "kept alive, free");
+        }
+        let (read, _) = p.read();
+        for (i, id) in ids.iter().enumerate().take(LANES_MAX - 1) {
+            let r = &read[&id.as_u32()];
+            assert_eq!((r.body.clone(), r.end), (format!("#{i}").into_bytes(), true), "{r:?}");
+        }
+        let first = &read[&slow.as_u32()];
+        assert!(first.body == b"slow" && !first.end && p.server.at_backend(0), "the slow answer is on its way");
+        // A free lane takes the next waiting request; the slow lane takes none.
+        assert!(p.server.next_request(0).is_none(), "the slow lane is busy");
+        assert!(text(&p.server.next_request(3).unwrap()).starts_with("GET /7 "));
+        p.server.backend_bytes(0, b"done", false);
+        let (read, _) = p.read();
+        assert_eq!((read[&slow.as_u32()].body.as_slice(), read[&slow.as_u32()].end), (&b"done"[..], true));
+    }
+
+    #[test]
     fn a_post_body_goes_with_its_length_and_one_past_the_bound_is_answered_413_on_its_stream_alone() {
         let mut p = Pair::new();
         let mut post = get("/upload");
@@ -734,7 +822,7 @@ mod tests {
         let body = vec![b'b'; 40_000];
         let ok = p.send(&fields(&post), &body);
         p.shuttle();
-        let request = p.server.next_request().expect("the POST goes to the backend");
+        let request = p.server.next_request(0).expect("the POST goes to the backend");
         assert!(text(&request).contains("Content-Length: 40000\r\n"), "{}", text(&request));
         assert!(request.ends_with(&body), "the body follows the head");
         p.answer(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", false);
@@ -745,11 +833,11 @@ mod tests {
         let (read, goaway) = p.read();
         assert_eq!(read[&big.as_u32()].fields[0].1, "413", "{read:?}");
         assert_eq!(goaway, None, "the connection goes on");
-        assert!(p.server.next_request().is_none(), "nothing of it reaches the backend");
+        assert!(p.server.next_request(0).is_none(), "nothing of it reaches the backend");
         assert_eq!(p.server.held(), 0, "nothing of it is held");
         let after = p.send(&fields(&get("/after")), b"");
         p.shuttle();
-        assert!(text(&p.server.next_request().unwrap()).starts_with("GET /after "));
+        assert!(text(&p.server.next_request(0).unwrap()).starts_with("GET /after "));
         let _ = after;
     }
 
@@ -758,7 +846,7 @@ mod tests {
         let mut p = Pair::new();
         let id = p.send(&fields(&get("/big")), b"");
         p.shuttle();
-        p.server.next_request().unwrap();
+        p.server.next_request(0).unwrap();
         let size = 300_000;
         let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         p.answer(format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").as_bytes(), false);
@@ -766,7 +854,7 @@ mod tests {
         let mut fed = 0;
         while fed < body.len() {
             // The proxy reads the backend only while the stream has sent what it had.
-            let room = p.server.backend_room();
+            let room = p.server.backend_room(0);
             let take = room.min(body.len() - fed);
             p.answer(&body[fed..fed + take], false);
             fed += take;
@@ -789,16 +877,16 @@ mod tests {
         let cut = p.send(&fields(&get("/cut")), b"");
         let closing = p.send(&fields(&get("/closing")), b"");
         p.shuttle();
-        p.server.next_request().unwrap();
+        p.server.next_request(0).unwrap();
         p.answer(b"SSH-2.0-OpenSSH\r\n\r\n", false);
         assert_eq!(p.read().0[&bad.as_u32()].fields[0].1, "502");
-        assert!(!p.server.backend_reusable(), "a backend out of step is not asked again");
-        p.server.backend_reopened();
-        p.server.next_request().unwrap();
+        assert!(!p.server.backend_reusable(0), "a backend out of step is not asked again");
+        p.server.backend_reopened(0);
+        p.server.next_request(0).unwrap();
         p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true);
         assert_eq!(p.read().0[&cut.as_u32()].reset, Some(ErrorCode::InternalError));
-        p.server.backend_reopened();
-        p.server.next_request().unwrap();
+        p.server.backend_reopened(0);
+        p.server.next_request(0).unwrap();
         p.answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", false);
         let r = &p.read().0[&closing.as_u32()];
         assert_eq!((r.fields[0].1.as_str(), r.body.as_slice(), r.end), ("200", &b"ok"[..], true));
@@ -807,7 +895,7 @@ mod tests {
             "connection-specific fields stay off HTTP/2: {:?}",
             r.fields
         );
-        assert!(!p.server.backend_reusable(), "the backend said it closes");
+        assert!(!p.server.backend_reusable(0), "the backend said it closes");
     }
 
     #[test]
@@ -833,15 +921,15 @@ mod tests {
             let first = p.send(&fields(&request), b"");
             let next = p.send(&fields(&get("/next")), b"");
             p.shuttle();
-            p.server.next_request().unwrap();
+            p.server.next_request(0).unwrap();
             p.answer(answer, false);
             let read = p.read().0;
             assert_eq!(read[&first.as_u32()].fields[0].1, "200", "{what}");
             assert!(!read[&first.as_u32()].body.ends_with(b"evil"), "{what}: the extra is dropped");
-            assert!(!p.server.backend_reusable(), "{what}: the connection that overran is not used again");
+            assert!(!p.server.backend_reusable(0), "{what}: the connection that overran is not used again");
             // The proxy opens a new one for the next request; its own answer reaches it.
-            p.server.backend_reopened();
-            p.server.next_request().unwrap();
+            p.server.backend_reopened(0);
+            p.server.next_request(0).unwrap();
             p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", false);
             assert_eq!(p.read().0[&next.as_u32()].body, b"next", "{what}");
         }
@@ -859,16 +947,16 @@ mod tests {
             let mut p = Pair::new();
             let id = p.send(&fields(&get("/x")), b"");
             p.shuttle();
-            p.server.next_request().unwrap();
+            p.server.next_request(0).unwrap();
             p.answer(answer, false);
             assert_eq!(p.read().0[&id.as_u32()].fields[0].1, "502", "{what}");
-            assert!(!p.server.backend_reusable(), "{what}: not used again");
+            assert!(!p.server.backend_reusable(0), "{what}: not used again");
         }
         // The same length twice is one length.
         let mut p = Pair::new();
         let id = p.send(&fields(&get("/same")), b"");
         p.shuttle();
-        p.server.next_request().unwrap();
+        p.server.next_request(0).unwrap();
         p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", false);
         let r = &p.read().0[&id.as_u32()];
         assert_eq!((r.fields[0].1.as_str(), r.body.as_slice()), ("200", &b"ok"[..]));
@@ -877,12 +965,12 @@ mod tests {
         let mut p = Pair::new();
         let id = p.send(&fields(&get("/hints")), b"");
         p.shuttle();
-        p.server.next_request().unwrap();
+        p.server.next_request(0).unwrap();
         p.answer(b"HTTP/1.1 100 Continue\r\n\r\n", false);
         p.answer(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
         let r = &p.read().0[&id.as_u32()];
         assert_eq!((r.fields[0].1.as_str(), r.body.as_slice(), r.end), ("200", &b"ok"[..], true), "{r:?}");
-        assert!(p.server.backend_reusable(), "interim answers keep the connection in step");
+        assert!(p.server.backend_reusable(0), "interim answers keep the connection in step");
     }
 
     #[test]
@@ -961,7 +1049,7 @@ mod tests {
         }
         assert_eq!(goaway, Some(ErrorCode::EnhanceYourCalm));
         assert_eq!(p.server.closed(), Some(H2Closed(ErrorCode::EnhanceYourCalm.as_u32())));
-        assert!(p.server.next_request().is_none(), "no reset request reaches the backend");
+        assert!(p.server.next_request(0).is_none(), "no reset request reaches the backend");
     }
 
     #[test]
@@ -975,7 +1063,7 @@ mod tests {
         }
         let id = p.send(&fields(&get("/still")), b"");
         p.shuttle();
-        assert!(text(&p.server.next_request().unwrap()).starts_with("GET /still "));
+        assert!(text(&p.server.next_request(0).unwrap()).starts_with("GET /still "));
         p.answer(b"HTTP/1.1 204 No Content\r\n\r\n", false);
         assert_eq!(p.read().0[&id.as_u32()].fields[0].1, "204");
     }
@@ -986,13 +1074,13 @@ mod tests {
         let first = p.send(&fields(&get("/slow")), b"");
         let second = p.send(&fields(&get("/next")), b"");
         p.shuttle();
-        p.server.next_request().unwrap();
+        p.server.next_request(0).unwrap();
         p.client.reset_stream(first, ErrorCode::Cancel).unwrap();
         p.shuttle();
-        assert!(p.server.next_request().is_none(), "the backend is still answering the first");
+        assert!(p.server.next_request(0).is_none(), "the backend is still answering the first");
         p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow", false);
-        assert!(p.server.backend_reusable(), "the answer was read to its end: the connection is in step");
-        assert!(text(&p.server.next_request().unwrap()).starts_with("GET /next "));
+        assert!(p.server.backend_reusable(0), "the answer was read to its end: the connection is in step");
+        assert!(text(&p.server.next_request(0).unwrap()).starts_with("GET /next "));
         p.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext", false);
         let (read, _) = p.read();
         assert!(!read.contains_key(&first.as_u32()) || read[&first.as_u32()].body.is_empty());
@@ -1026,7 +1114,7 @@ mod tests {
         }
         assert_eq!(refused + p.server.arriving.len(), 300, "{refused} refused");
         assert_eq!(p.server.closed(), None, "refusing streams is not closing the connection");
-        assert!(p.server.next_request().is_none(), "nothing unfinished reaches the backend");
+        assert!(p.server.next_request(0).is_none(), "nothing unfinished reaches the backend");
     }
 
     #[test]
@@ -1045,11 +1133,11 @@ mod tests {
         }
         let (_, goaway) = p.read();
         assert_eq!(goaway, Some(ErrorCode::CompressionError));
-        assert!(p.server.closed().is_some() && p.server.next_request().is_none(), "and it goes nowhere");
+        assert!(p.server.closed().is_some() && p.server.next_request(0).is_none(), "and it goes nowhere");
 
         let mut q = H2Session::new(CLIENT.parse().unwrap());
         q.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0);
         assert_eq!(q.closed(), Some(H2Closed(ErrorCode::ProtocolError.as_u32())));
-        assert!(q.next_request().is_none());
+        assert!(q.next_request(0).is_none());
     }
 }

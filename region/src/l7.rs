@@ -62,6 +62,28 @@ pub struct Mode<'a> {
     pub alt_svc: Option<&'a std::sync::Arc<str>>,
 }
 
+/// An HTTP/2 connection's further backend connection ([`crate::h2::LANES_MAX`]), to the
+/// same backend as its first, from a SNAT port of its own.
+struct Lane {
+    /// None once it could not be opened again (the stack had no socket).
+    backend: Option<SocketHandle>,
+    local: (IpAddr, u16),
+    to_backend: Vec<u8>,
+}
+
+/// HTTP/2 lane `i`'s socket, node address and port, and bytes on their way to it: lane 0
+/// is the connection's first backend connection, the others its [`Lane`]s.
+fn lane_parts<'a>(
+    first: (&'a mut Option<SocketHandle>, Option<(IpAddr, u16)>, &'a mut Vec<u8>),
+    lanes: &'a mut [Lane],
+    i: usize,
+) -> Option<(&'a mut Option<SocketHandle>, Option<(IpAddr, u16)>, &'a mut Vec<u8>)> {
+    match i {
+        0 => Some(first),
+        _ => lanes.get_mut(i - 1).map(|l| (&mut l.backend, Some(l.local), &mut l.to_backend)),
+    }
+}
+
 /// One proxied client connection.
 pub struct Proxied {
     stack: TcpStack,
@@ -96,6 +118,8 @@ pub struct Proxied {
     /// HTTPS whose client negotiated ALPN `h2`: its HTTP/2, once the TLS handshake is
     /// done (the framer is not used then).
     h2: Option<Box<H2Session>>,
+    /// HTTP/2: its backend connections past the first (the session's lanes 1 on).
+    lanes: Vec<Lane>,
     /// HTTPS: the `Alt-Svc` value its answers carry: HTTP/2 adds it to each, HTTP/1.1
     /// to the first ([`AltSvcOnce`], dropped once it has).
     alt_svc: Option<std::sync::Arc<str>>,
@@ -117,6 +141,22 @@ impl Proxied {
     /// toward it (what a release gives back).
     pub fn bound(&self) -> Option<(usize, SocketAddr, (IpAddr, u16))> {
         Some((self.binding?, self.backend_addr?, self.local?))
+    }
+
+    /// The node's addresses and ports of an HTTP/2 connection's further backend
+    /// connections (besides [`Proxied::bound`]'s): what a release gives back too.
+    pub fn lane_ports(&self) -> impl Iterator<Item = (IpAddr, u16)> + '_ {
+        self.lanes.iter().map(|l| l.local)
+    }
+
+    /// Every backend socket: the first and the further lanes'.
+    fn backends(&self) -> impl Iterator<Item = SocketHandle> + '_ {
+        self.backend.into_iter().chain(self.lanes.iter().filter_map(|l| l.backend))
+    }
+
+    /// Nothing is on its way to any backend connection.
+    fn to_backends_empty(&self) -> bool {
+        self.to_backend.is_empty() && self.lanes.iter().all(|l| l.to_backend.is_empty())
     }
 
     /// Where the client's latest packet entered the region.
@@ -171,41 +211,54 @@ impl Proxied {
         (None, false)
     }
 
-    /// HTTP/2: the next request goes to the backend once the one before it is answered,
-    /// on the same backend connection while the backend keeps it; when the backend has
-    /// closed it (or said it would), the connection is reset and opened again from the
-    /// same port to the same backend (the reset leaves first, so neither side waits in
-    /// TIME-WAIT).
+    /// HTTP/2: waiting requests go to free lanes, one at a time on each, the next once
+    /// the one before it is answered, on the same backend connection while the backend
+    /// keeps it; when the backend has closed it (or said it would), the connection is
+    /// reset and opened again from the same port to the same backend (the reset leaves
+    /// first, so neither side waits in TIME-WAIT). Whether any request went.
     fn h2_to_backend(&mut self, now_ns: u64) -> bool {
         let Some(h2) = self.h2.as_mut() else { return false };
-        if !h2.has_request() || !self.to_backend.is_empty() {
-            return false;
-        }
-        if let (Some(old), Some(addr), Some(local)) = (self.backend, self.backend_addr, self.local) {
-            let open = matches!(
-                self.stack.socket(old).state(),
-                tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
-            );
-            // Bytes the backend sent after its last answer, not yet read, would be read as
-            // the next request's: a connection holding any is not used again.
-            let unread = self.stack.socket(old).recv_queue() > 0;
-            if !open || !h2.backend_reusable() || unread {
-                self.stack.socket(old).abort();
-                self.stack.poll(now_ns);
-                self.stack.remove(old);
-                let Some(new) = self.stack.connect_growing(addr, local, self.down.bytes(), self.up.send_buffer())
-                else {
-                    self.backend = None;
-                    h2.shut();
-                    return false;
-                };
-                self.backend = Some(new);
-                h2.backend_reopened();
+        let mut sent = false;
+        for i in 0..h2.lanes() {
+            if !h2.has_request() {
+                break;
             }
+            let first = (&mut self.backend, self.local, &mut self.to_backend);
+            let Some((handle, local, to_backend)) = lane_parts(first, &mut self.lanes, i) else { break };
+            if h2.at_backend(i) || !to_backend.is_empty() {
+                continue;
+            }
+            if let (Some(old), Some(addr), Some(local)) = (*handle, self.backend_addr, local) {
+                let open = matches!(
+                    self.stack.socket(old).state(),
+                    tcp::State::Established | tcp::State::SynSent | tcp::State::SynReceived
+                );
+                // Bytes the backend sent after its last answer, not yet read, would be read
+                // as the next request's: a connection holding any is not used again.
+                let unread = self.stack.socket(old).recv_queue() > 0;
+                if !open || !h2.backend_reusable(i) || unread {
+                    self.stack.socket(old).abort();
+                    self.stack.poll(now_ns);
+                    self.stack.remove(old);
+                    *handle = self.stack.connect_growing(addr, local, self.down.bytes(), self.up.send_buffer());
+                    if handle.is_none() {
+                        if i == 0 {
+                            h2.shut();
+                            return sent;
+                        }
+                        continue;
+                    }
+                    h2.backend_reopened(i);
+                }
+            } else if i > 0 {
+                // A further lane that could not be opened again carries nothing.
+                continue;
+            }
+            let Some(request) = h2.next_request(i) else { break };
+            to_backend.extend_from_slice(&request);
+            sent = true;
         }
-        let Some(request) = h2.next_request() else { return false };
-        self.to_backend.extend_from_slice(&request);
-        true
+        sent
     }
 
     /// The head deadline (slowloris): met once a whole head went toward the backend;
@@ -236,7 +289,10 @@ impl Proxied {
             self.to_client.clear();
             self.to_client.extend_from_slice(&refused.response());
         }
-        if let Some(b) = self.backend {
+        for l in &mut self.lanes {
+            l.to_backend.clear();
+        }
+        for b in self.backends().collect::<Vec<_>>() {
             self.stack.socket(b).abort();
         }
         debug_assert!(!self.to_client.is_empty() || self.h2.is_some(), "a refusal always carries its status");
@@ -253,24 +309,34 @@ impl Proxied {
                 // HTTP/2: the answer goes through the session, a stream's window at a time,
                 // for as long as the client's side has room (else the socket's window
                 // holds the backend back).
-                Some(h2) => loop {
-                    let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
-                    let room = room.min(h2.backend_room());
-                    let mut answer = Vec::new();
-                    let send_room = self.up.send_room(socket);
-                    crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
-                    let closed = matches!(
-                        socket.state(),
-                        tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed | tcp::State::TimeWait
-                    ) && socket.recv_queue() == 0;
-                    if h2.at_backend() {
-                        h2.backend_bytes(&answer, closed);
+                // Every lane in turn.
+                Some(h2) => {
+                    for i in 0..h2.lanes() {
+                        let first = (&mut self.backend, self.local, &mut self.to_backend);
+                        let Some((&mut Some(b), _, to_backend)) = lane_parts(first, &mut self.lanes, i) else {
+                            continue;
+                        };
+                        let socket = self.stack.socket(b);
+                        loop {
+                            let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
+                            let room = room.min(h2.backend_room(i));
+                            let mut answer = Vec::new();
+                            let send_room = self.up.send_room(socket);
+                            crate::tcp_stack::exchange_within(socket, to_backend, send_room, &mut answer, room);
+                            let closed = matches!(
+                                socket.state(),
+                                tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed | tcp::State::TimeWait
+                            ) && socket.recv_queue() == 0;
+                            if h2.at_backend(i) {
+                                h2.backend_bytes(i, &answer, closed);
+                            }
+                            self.to_client.extend_from_slice(&h2.take_output());
+                            if answer.is_empty() || !h2.at_backend(i) {
+                                break;
+                            }
+                        }
                     }
-                    self.to_client.extend_from_slice(&h2.take_output());
-                    if answer.is_empty() || !h2.at_backend() {
-                        break;
-                    }
-                },
+                }
                 None => match self.alt_svc_h1.as_mut() {
                     // HTTP/1.1 over TLS: the first answer gets the VIP's Alt-Svc.
                     Some(alt) => {
@@ -324,7 +390,7 @@ impl Proxied {
             // client that has closed is finished with it.
             let client_gone = matches!(client_state, tcp::State::CloseWait | tcp::State::Closed);
             if client_gone || (self.refused && self.client_wire.is_empty()) {
-                if let Some(b) = self.backend {
+                for b in self.backends().collect::<Vec<_>>() {
                     self.stack.socket(b).abort();
                 }
                 if client_state == tcp::State::CloseWait && self.client_wire.is_empty() {
@@ -379,7 +445,9 @@ impl Proxied {
     fn finished(&mut self) -> bool {
         let gone = |st: Option<tcp::State>| st.is_none_or(|s| matches!(s, tcp::State::Closed | tcp::State::TimeWait));
         let client_done = gone(Some(self.stack.socket(self.client).state()));
-        client_done && gone(self.backend.map(|b| self.stack.socket(b).state()))
+        let lanes: Vec<SocketHandle> = self.lanes.iter().filter_map(|l| l.backend).collect();
+        let lanes_done = lanes.into_iter().all(|b| gone(Some(self.stack.socket(b).state())));
+        client_done && lanes_done && gone(self.backend.map(|b| self.stack.socket(b).state()))
     }
 
     /// When the connection next needs a drive: its stack's timers, its head deadline or
@@ -401,8 +469,9 @@ impl Proxied {
     /// send queue.
     fn tune(&mut self, pool: &mut Pool, held_bytes: usize, now_ns: u64) {
         let toward_client_empty = self.to_client.is_empty() && self.client_wire.is_empty();
+        let to_backends_empty = self.to_backends_empty();
         let client = self.stack.socket(self.client);
-        let mut up = self.up.receive_binds(client, self.to_backend.is_empty());
+        let mut up = self.up.receive_binds(client, to_backends_empty);
         let down_sends = self.down.send_binds(client, !self.client_wire.is_empty());
         let (mut down, down_cwnd) = (down_sends, client.congestion_window().filter(|_| down_sends));
         let mut up_cwnd = None;
@@ -413,16 +482,21 @@ impl Proxied {
             up |= up_sends;
             up_cwnd = backend.congestion_window().filter(|_| up_sends);
         }
+        // HTTP/2's further lanes share the connection's downward grant.
+        for b in self.lanes.iter().filter_map(|l| l.backend) {
+            down |= self.down.receive_binds(self.stack.socket(b), toward_client_empty);
+        }
         // A direction grows only while the other one is not backed up at the proxy: a
         // client that pushes requests and leaves their answers unread has its upward
         // window kept where it is (and a backend that does the same, the downward one).
         up &= toward_client_empty;
-        down &= self.to_backend.is_empty();
+        down &= to_backends_empty;
         if !up && !down {
             return;
         }
+        let backends: Vec<SocketHandle> = self.backends().collect();
         let rtt_ms = std::iter::once(self.client)
-            .chain(self.backend)
+            .chain(backends.iter().copied())
             .filter_map(|h| self.stack.socket(h).smoothed_rtt_ms())
             .max();
         let before = pool.grown();
@@ -434,14 +508,14 @@ impl Proxied {
         };
         if up && grow(pool, &mut self.up, up_cwnd, held_bytes) {
             self.stack.socket(self.client).set_window_limit(self.up.bytes());
-            if let Some(b) = self.backend {
+            for &b in &backends {
                 self.stack.socket(b).grow_send_buffer(self.up.send_buffer());
             }
         }
         let held_bytes = held_bytes + (pool.grown() - before);
         if down && grow(pool, &mut self.down, down_cwnd, held_bytes) {
             self.stack.socket(self.client).grow_send_buffer(self.down.send_buffer());
-            if let Some(b) = self.backend {
+            for &b in &backends {
                 self.stack.socket(b).set_window_limit(self.down.bytes());
             }
         }
@@ -452,7 +526,8 @@ impl Proxied {
     /// a head cost about 123 KiB before; the sockets behave the same either way.
     fn release_idle(&mut self) {
         let mut idle = true;
-        for h in std::iter::once(self.client).chain(self.backend) {
+        let sockets: Vec<SocketHandle> = std::iter::once(self.client).chain(self.backends()).collect();
+        for h in sockets {
             let s = self.stack.socket(h);
             s.release_idle_buffers();
             idle &= s.recv_queue() == 0 && s.send_queue() == 0;
@@ -460,7 +535,8 @@ impl Proxied {
         // Only while nothing is in flight: a streaming connection empties its relay
         // buffers every drive and would otherwise give them back and take them again.
         if idle {
-            for buffer in [&mut self.to_backend, &mut self.to_client, &mut self.client_wire] {
+            let lanes = self.lanes.iter_mut().map(|l| &mut l.to_backend);
+            for buffer in [&mut self.to_backend, &mut self.to_client, &mut self.client_wire].into_iter().chain(lanes) {
                 if buffer.is_empty() {
                     *buffer = Vec::new();
                 }
@@ -471,14 +547,14 @@ impl Proxied {
 
     /// Socket and relay buffer bytes the connection holds.
     fn held_buffer_bytes(&mut self) -> usize {
-        let sockets: usize = std::iter::once(self.client)
-            .chain(self.backend)
-            .map(|h| self.stack.socket(h).buffer_bytes_allocated())
-            .sum();
-        let relay = self.to_backend.capacity() + self.to_client.capacity() + self.client_wire.capacity();
-        // HTTP/1.1: bounded by the client's window; HTTP/2: one request at a time, whole.
+        let handles: Vec<SocketHandle> = std::iter::once(self.client).chain(self.backends()).collect();
+        let sockets: usize = handles.into_iter().map(|h| self.stack.socket(h).buffer_bytes_allocated()).sum();
+        let lanes: usize = self.lanes.iter().map(|l| l.to_backend.capacity()).sum();
+        let relay = self.to_backend.capacity() + self.to_client.capacity() + self.client_wire.capacity() + lanes;
+        // HTTP/1.1: bounded by the client's window; HTTP/2: one request at a time a lane, whole.
         let bound = if self.h2.is_some() { crate::h2::REQUEST_MAX } else { BUFFER_MAX + 64 * 1024 };
         debug_assert!(self.to_backend.len() <= bound, "the relay buffer is bounded");
+        debug_assert!(self.lanes.iter().all(|l| l.to_backend.len() <= bound), "each lane's relay buffer is bounded");
         let alt_svc = self.alt_svc_h1.as_ref().map_or(0, |a| a.held());
         sockets + relay + self.framer.held() + self.h2.as_ref().map_or(0, |h| h.held()) + alt_svc
     }
@@ -504,6 +580,8 @@ pub struct Step {
     pub to_backend: Vec<Vec<u8>>,
     /// A first request head arrived: choose a backend for this connection.
     pub needs_backend: bool,
+    /// HTTP/2: further backend connections worth opening now ([`L7::add_lane`]).
+    pub lanes_wanted: usize,
     /// The connection is over on both sides: forget it.
     pub finished: bool,
 }
@@ -511,7 +589,8 @@ pub struct Step {
 /// All layer-7 connections of a node, and when each next needs a poll.
 pub struct L7 {
     conns: HashMap<FlowKey, Proxied, foldhash::fast::RandomState>,
-    /// Connections per client source ([`source_prefix`]).
+    /// Connections per client source ([`source_prefix`]), each HTTP/2 connection's
+    /// further backend connections counted as connections too.
     per_source: HashMap<IpAddr, usize, foldhash::fast::RandomState>,
     /// Bits of an IPv4 address that name one source.
     source_prefix_v4: u8,
@@ -645,6 +724,7 @@ impl L7 {
             // Until its first packet is handed over (`receive_client`).
             ingress: Ingress::Direct,
             h2: None,
+            lanes: Vec::new(),
             alt_svc_h1: alt_svc.clone().map(|v| Box::new(AltSvcOnce::new(v))),
             alt_svc,
             up: Grant::default(),
@@ -682,7 +762,7 @@ impl L7 {
         self.buffer_bytes
     }
 
-    /// Connections `source` (a [`source_prefix`]) holds now.
+    /// Connections `source` (a [`source_prefix`]) holds now, with their HTTP/2 lanes.
     pub fn held_by(&self, source: IpAddr) -> usize {
         self.per_source.get(&source).copied().unwrap_or(0)
     }
@@ -725,6 +805,32 @@ impl L7 {
         c.backend_addr = Some(backend);
         c.local = Some(local);
         self.by_backend.insert((backend, local.0, local.1), *key);
+        true
+    }
+
+    /// Opens one more backend connection of an HTTP/2 connection, to its backend from
+    /// `local` (a SNAT port of its own): one more lane for its requests. It counts as one
+    /// more connection of the client's source ([`PER_SOURCE_MAX`]); false when the source
+    /// is at its cap, the session wants no more lanes or the stack has no socket (the
+    /// port was not used).
+    pub fn add_lane(&mut self, key: &FlowKey, local: (IpAddr, u16)) -> bool {
+        let source = source_prefix(key.src, self.source_prefix_v4);
+        if self.per_source.get(&source).is_some_and(|&n| n >= PER_SOURCE_MAX) {
+            return false;
+        }
+        let Some(c) = self.conns.get_mut(key) else { return false };
+        let (Some(h2), Some(backend)) = (c.h2.as_mut(), c.backend_addr) else { return false };
+        if h2.lanes_wanted() == 0 || c.refused {
+            return false;
+        }
+        let Some(handle) = c.stack.connect_growing(backend, local, c.down.bytes(), c.up.send_buffer()) else {
+            return false;
+        };
+        c.lanes.push(Lane { backend: Some(handle), local, to_backend: Vec::new() });
+        let lane = h2.add_lane();
+        debug_assert_eq!(lane, c.lanes.len(), "the session's lanes are the first and the further ones");
+        self.by_backend.insert((backend, local.0, local.1), *key);
+        *self.per_source.entry(source).or_default() += 1;
         true
     }
 
@@ -802,7 +908,12 @@ impl L7 {
         if c.h2_to_backend(now_ns) {
             c.pump_to_client();
         }
-        let mut step = Step { needs_backend: c.backend.is_none() && !c.to_backend.is_empty(), ..Step::default() };
+        let lanes_wanted = match (&c.h2, c.backend) {
+            (Some(h2), Some(_)) if !c.refused => h2.lanes_wanted(),
+            _ => 0,
+        };
+        let needs_backend = c.backend.is_none() && !c.to_backend.is_empty();
+        let mut step = Step { needs_backend, lanes_wanted, ..Step::default() };
         c.propagate_close(bad);
         c.tune(&mut self.windows, held_bytes, now_ns);
         c.stack.poll(now_ns);
@@ -837,18 +948,20 @@ impl L7 {
         }
         let source = source_prefix(key.src, self.source_prefix_v4);
         let held = self.per_source.get_mut(&source);
-        debug_assert!(held.as_ref().is_some_and(|n| **n > 0), "a connection released that its source never held");
+        let count = 1 + c.lanes.len();
+        debug_assert!(held.as_ref().is_some_and(|n| **n >= count), "a connection released that its source never held");
         if let Some(n) = held {
-            *n -= 1;
+            *n -= count;
             if *n == 0 {
                 self.per_source.remove(&source);
             }
         }
         if let (Some(b), Some(l)) = (c.backend_addr, c.local) {
-            let owner = self.by_backend.remove(&(b, l.0, l.1));
-            debug_assert_eq!(owner, Some(*key), "a backend's side names its own connection");
+            for l in std::iter::once(l).chain(c.lane_ports()) {
+                let owner = self.by_backend.remove(&(b, l.0, l.1));
+                debug_assert_eq!(owner, Some(*key), "a backend's side names its own connection");
+            }
         }
-        debug_assert!(self.by_backend.len() <= self.conns.len());
         Some(c)
     }
 

@@ -127,11 +127,22 @@ impl Clb {
     /// Moves a layer-7 connection along and sends what it produced.
     fn drive_l7(&mut self, key: &FlowKey, now_ns: u64) {
         let mut step = self.l7.proxy_mut().drive(key, now_ns);
-        if step.needs_backend && self.connect_l7(key, now_ns) != Connect::Nothing {
+        // A backend chosen, or further lanes opened, the connection moves on at once (its
+        // first request, then the requests waiting for lanes): two rounds settle it.
+        for _ in 0..2 {
+            let moved = if step.needs_backend {
+                self.connect_l7(key, now_ns) != Connect::Nothing
+            } else {
+                step.lanes_wanted > 0 && self.open_lanes(key, step.lanes_wanted) > 0
+            };
+            if !moved || step.finished {
+                break;
+            }
             let more = self.l7.proxy_mut().drive(key, now_ns);
             step.to_client.extend(more.to_client);
             step.to_backend.extend(more.to_backend);
             step.finished = more.finished;
+            (step.needs_backend, step.lanes_wanted) = (more.needs_backend, more.lanes_wanted);
         }
         let Some(c) = self.l7.proxy().get(key) else { return };
         let (ingress, listener, bound) = (c.ingress(), c.listener(), c.bound());
@@ -176,13 +187,35 @@ impl Clb {
         Connect::Connected
     }
 
-    /// Forgets a finished layer-7 connection and gives back its binding and SNAT port.
+    /// Opens up to `wanted` further backend connections (lanes) of an HTTP/2 connection
+    /// to its backend, each from a free SNAT port (none is taken back from another flow:
+    /// a lane is worth a port only when one is free); how many opened.
+    fn open_lanes(&mut self, key: &FlowKey, wanted: usize) -> usize {
+        let Some((_, backend, (ip, _))) = self.l7.proxy().get(key).and_then(|c| c.bound()) else { return 0 };
+        let mut opened = 0;
+        for _ in 0..wanted {
+            let Some(port) = self.snat.take(ip, Transport::Tcp, backend) else { break };
+            if !self.l7.proxy_mut().add_lane(key, (ip, port)) {
+                self.snat.free(ip, port, Transport::Tcp, backend);
+                break;
+            }
+            opened += 1;
+        }
+        opened
+    }
+
+    /// Forgets a finished layer-7 connection and gives back its binding and SNAT ports.
     fn finish_l7(&mut self, key: &FlowKey) {
         let Some(c) = self.l7.proxy_mut().remove(key) else { return };
-        if let Some((binding, backend, (ip, port))) = c.bound() {
-            debug_assert!(self.snat.is_taken(ip, port, Transport::Tcp, backend), "a bound connection holds its port");
+        if let Some((binding, backend, local)) = c.bound() {
             self.listeners.release(c.listener(), binding);
-            self.snat.free(ip, port, Transport::Tcp, backend);
+            for (ip, port) in std::iter::once(local).chain(c.lane_ports()) {
+                debug_assert!(
+                    self.snat.is_taken(ip, port, Transport::Tcp, backend),
+                    "a bound connection holds its ports"
+                );
+                self.snat.free(ip, port, Transport::Tcp, backend);
+            }
         }
     }
 
@@ -268,8 +301,8 @@ impl Clb {
 
     /// Whether the client of QUIC connection `ch` may have one more backend connection:
     /// what its source holds over every layer-7 and QUIC listener of the node stays under
-    /// [`crate::l7::PER_SOURCE_MAX`] (an HTTP/2 connection holds one backend connection,
-    /// an HTTP/3 one holds one per request at the backend).
+    /// [`crate::l7::PER_SOURCE_MAX`] (an HTTP/2 connection holds one backend connection
+    /// a lane, an HTTP/3 one holds one per request at the backend).
     fn source_may_open(&self, li: usize, ch: quinn_proto::ConnectionHandle) -> bool {
         let Some(source) = self.listeners[li].quic().and_then(|q| q.source(ch)) else { return false };
         let quic: usize = self.listeners.iter().filter_map(|l| l.quic()).map(|q| q.relays_from(source)).sum();
