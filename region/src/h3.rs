@@ -208,18 +208,22 @@ impl H3Session {
     }
 
     /// Bytes of the backend's answer to the request on `stream`, and whether the backend
-    /// has closed its side.
-    pub fn backend_bytes(&mut self, stream: u64, data: &[u8], closed: bool) {
-        let Some(x) = self.exchanges.get_mut(&stream) else { return };
+    /// has closed its side. Whether the answer is whole now and its connection in step and
+    /// kept alive (it may carry another request).
+    pub fn backend_bytes(&mut self, stream: u64, data: &[u8], closed: bool) -> bool {
+        let Some(x) = self.exchanges.get_mut(&stream) else { return false };
         if x.response.done {
-            return;
+            return false;
         }
         let step = x.response.read(data, closed, x.head_only);
         match step {
             Ok(Part { head, body, end }) => {
                 if let Some(fields) = head {
                     let headers: Result<Vec<Header>, _> = fields.iter().map(|(n, v)| Header::new(n, v)).collect();
-                    let Ok(headers) = headers else { return self.answer(stream, 502) };
+                    let Ok(headers) = headers else {
+                        self.answer(stream, 502);
+                        return false;
+                    };
                     let _ = self.conn.send_response(stream, &headers, false);
                 }
                 if !body.is_empty() || end {
@@ -227,7 +231,9 @@ impl H3Session {
                 }
                 if end && let Some(x) = self.exchanges.get_mut(&stream) {
                     x.response.done = true;
+                    return !closed && x.response.keeps_alive();
                 }
+                false
             }
             Err(BadResponse) => {
                 let sent_head = x.response.head_read();
@@ -237,6 +243,7 @@ impl H3Session {
                 } else {
                     self.answer(stream, 502);
                 }
+                false
             }
         }
     }

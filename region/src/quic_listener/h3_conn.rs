@@ -1,6 +1,8 @@
 //! An `h3` connection's HTTP/3 at the listener: the session, the client's streams being
 //! read, each request's TCP connection to its backend, and the answers flushed into
-//! quinn's streams as far as their flow control takes them.
+//! quinn's streams as far as their flow control takes them. A backend connection whose
+//! answer was whole and kept alive is kept for the connection's next request (up to
+//! [`IDLE_MAX`] of them), as HAProxy and nginx keep theirs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -16,6 +18,10 @@ use crate::tcp_stack::TcpStack;
 /// (past it, it stops reading that backend connection and TCP's window pushes back).
 pub const H3_STREAM_HELD_MAX: usize = 64 * 1024;
 
+/// Kept-alive backend connections one HTTP/3 connection keeps idle for its next
+/// requests (as many as an HTTP/2 connection's lanes); past them an answered one closes.
+pub const IDLE_MAX: usize = crate::h2::LANES_MAX;
+
 /// An HTTP/3 request's TCP connection to the backend.
 pub(super) struct H3Relay {
     /// The request stream's number.
@@ -28,6 +34,16 @@ pub(super) struct H3Relay {
     pub(super) backend_done: bool,
     /// The stream's response has left (or the stream is gone): the relay is over.
     pub(super) over: bool,
+    /// The answer is whole, its connection in step and kept alive by the backend: the
+    /// connection may carry the next request, and nothing more is read from it here.
+    pub(super) kept: bool,
+}
+
+impl H3Relay {
+    /// A request's relay over backend connection `tcp` from `local`.
+    pub(super) fn new(stream: u64, tcp: SocketHandle, local: (IpAddr, u16), request: Vec<u8>) -> H3Relay {
+        H3Relay { stream, tcp, local, to_tcp: request, backend_done: false, over: false, kept: false }
+    }
 }
 
 /// An `h3` connection's HTTP/3: the session, the client's streams being read, what each
@@ -42,6 +58,9 @@ pub(super) struct H3Conn {
     /// Requests waiting for their port toward the backend.
     pub(super) waiting: HashMap<u64, Vec<u8>>,
     pub(super) relays: Vec<H3Relay>,
+    /// Kept-alive backend connections with no request at them, by socket and local
+    /// address (their ports stay taken, and they count in the source's share).
+    pub(super) idle: Vec<(SocketHandle, (IpAddr, u16))>,
 }
 
 impl H3Conn {
@@ -93,7 +112,7 @@ impl H3Conn {
     /// The backends' answers into the session, while each stream has room for them; a
     /// backend that closed ends its answer, and the node's side closes too.
     pub(super) fn read_backends(&mut self, stack: &mut TcpStack) {
-        for r in self.relays.iter_mut().filter(|r| !r.over) {
+        for r in self.relays.iter_mut().filter(|r| !r.over && !r.kept) {
             let s = stack.socket(r.tcp);
             let held = self.pending.get(&r.stream).map_or(0, |(b, _)| b.len());
             let mut answer = Vec::new();
@@ -103,7 +122,9 @@ impl H3Conn {
                 !s.may_recv() && matches!(s.state(), tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed);
             let ended = backend_closed && !r.backend_done;
             if !answer.is_empty() || ended {
-                self.session.backend_bytes(r.stream, &answer, ended);
+                // Bytes after a kept answer stay in the socket: it is not used again then.
+                let whole = self.session.backend_bytes(r.stream, &answer, ended);
+                r.kept = whole && r.to_tcp.is_empty();
             }
             if ended {
                 r.backend_done = true;
@@ -112,16 +133,24 @@ impl H3Conn {
         }
     }
 
-    /// Relays whose answer has left (or whose stream is gone) end: answered, the node's
+    /// Relays whose answer has left (or whose stream is gone) end: a kept-alive one is
+    /// kept idle for the next request (up to [`IDLE_MAX`]); otherwise, answered, the node's
     /// side closes; cut short, it is aborted. Their local ports and sockets, to give back
     /// once the stack has sent their FIN or reset.
     pub(super) fn end_relays(&mut self, stack: &mut TcpStack) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
         let (mut done, mut sockets) = (Vec::new(), Vec::new());
         let pending = &self.pending;
+        let idle = &mut self.idle;
         self.relays.retain(|r| {
             let over = r.over || (r.backend_done && !pending.contains_key(&r.stream));
             if over {
                 let s = stack.socket(r.tcp);
+                let in_step = s.state() == tcp::State::Established && s.recv_queue() == 0 && s.send_queue() == 0;
+                if r.kept && in_step && idle.len() < IDLE_MAX {
+                    s.release_idle_buffers();
+                    idle.push((r.tcp, r.local));
+                    return false;
+                }
                 if !r.backend_done && s.state() != tcp::State::CloseWait && r.to_tcp.is_empty() {
                     s.close();
                 } else if !r.backend_done {
@@ -131,6 +160,30 @@ impl H3Conn {
                 sockets.push(r.tcp);
             }
             !over
+        });
+        (done, sockets)
+    }
+}
+
+impl H3Conn {
+    /// Idle backend connections the backend closed, or that hold bytes nobody asked for,
+    /// are let go: closed (or reset), their ports and sockets given back as
+    /// [`H3Conn::end_relays`] gives them.
+    pub(super) fn prune_idle(&mut self, stack: &mut TcpStack) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
+        let (mut done, mut sockets) = (Vec::new(), Vec::new());
+        self.idle.retain(|&(h, local)| {
+            let s = stack.socket(h);
+            let state = s.state();
+            if state == tcp::State::Established && s.recv_queue() == 0 {
+                return true;
+            }
+            match state {
+                tcp::State::CloseWait if s.recv_queue() == 0 => s.close(),
+                _ => s.abort(),
+            }
+            done.push(local);
+            sockets.push(h);
+            false
         });
         (done, sockets)
     }

@@ -351,9 +351,7 @@ impl QuicListener {
             // reset it meanwhile, and the port goes back).
             let Some(request) = h3.waiting.remove(&u64::from(stream)) else { return false };
             let Some(tcp) = stack.connect(backend, local) else { return false };
-            let relay =
-                H3Relay { stream: stream.into(), tcp, local, to_tcp: request, backend_done: false, over: false };
-            h3.relays.push(relay);
+            h3.relays.push(H3Relay::new(stream.into(), tcp, local, request));
             let before = self.by_backend.insert((backend, local.0, local.1), ch);
             debug_assert!(before.is_none(), "a local port serves one relay");
             *self.relays_by_source.entry(self.host.source_of(c.first.ip())).or_default() += 1;
@@ -406,7 +404,9 @@ impl QuicListener {
                     if let Some(c) = self.conns.remove(&ch) {
                         let mut ports = Vec::new();
                         if let Some(b) = c.backend {
-                            let h3 = c.h3.iter().flat_map(|h| h.relays.iter().map(|r| r.local));
+                            let h3 = c.h3.iter().flat_map(|h| {
+                                h.relays.iter().map(|r| r.local).chain(h.idle.iter().map(|(_, local)| *local))
+                            });
                             for local in c.relays.iter().map(|r| r.local).chain(h3) {
                                 self.by_backend.remove(&(b, local.0, local.1));
                                 ports.push((b, local));
@@ -447,7 +447,8 @@ impl QuicListener {
         match H3Session::new(client, [control.into(), encoder.into(), decoder.into()]) {
             Ok((session, first)) => {
                 let pending = first.into_iter().map(|(s, bytes)| (s, (bytes, false))).collect();
-                let h3 = H3Conn { session, reading: Vec::new(), pending, waiting: HashMap::new(), relays: Vec::new() };
+                let (reading, waiting, relays, idle) = (Vec::new(), HashMap::new(), Vec::new(), Vec::new());
+                let h3 = H3Conn { session, reading, pending, waiting, relays, idle };
                 if let Some(c) = self.conns.get_mut(&ch) {
                     c.h3 = Some(Box::new(h3));
                 }
@@ -527,12 +528,26 @@ impl QuicListener {
             h3.session.refuse_largest_arriving();
         }
         h3.reset_refused(conn);
-        // Requests ready for the backend: each asks the CLB for a port.
+        // Idle backend connections that the backend closed (or that hold what nobody
+        // asked for) go before any request is given to one.
+        let (mut done, mut sockets) = match c.stack.as_mut() {
+            Some(stack) => {
+                stack.poll(now_ns);
+                h3.prune_idle(stack)
+            }
+            None => Default::default(),
+        };
+        // Requests ready for the backend: each takes a kept-alive connection, or asks the
+        // CLB for a port for a new one.
         while let Some((stream, request)) = h3.session.take_request() {
             let Some(id) = stream_id(stream) else { continue };
+            self.h3_requests += 1;
+            if let Some((tcp, local)) = h3.idle.pop() {
+                h3.relays.push(H3Relay::new(stream, tcp, local, request));
+                continue;
+            }
             h3.waiting.insert(stream, request);
             step.need_port.push((ch, id));
-            self.h3_requests += 1;
         }
         let (Some(stack), Some(backend)) = (c.stack.as_mut(), c.backend) else {
             flush_h3(conn, h3);
@@ -541,7 +556,9 @@ impl QuicListener {
         stack.poll(now_ns);
         h3.read_backends(stack);
         flush_h3(conn, h3);
-        let (done, sockets) = h3.end_relays(stack);
+        let (ended, ended_sockets) = h3.end_relays(stack);
+        done.extend(ended);
+        sockets.extend(ended_sockets);
         stack.poll(now_ns);
         for packet in stack.drain_tx() {
             step.to_backend.push((backend, None, packet));
@@ -552,8 +569,8 @@ impl QuicListener {
             stack.remove(h);
         }
         debug_assert!(
-            stack.sockets.iter().count() <= h3.relays.len(),
-            "a connection's stack holds its open requests' sockets only"
+            stack.sockets.iter().count() <= h3.relays.len() + h3.idle.len(),
+            "a connection's stack holds its open requests' and idle connections' sockets only"
         );
         let client = c.first.ip();
         self.relays_over(backend, client, done, step);
@@ -622,8 +639,13 @@ mod tests {
         /// A listener relaying ALPN `anyedge-probe`, a client connected to it whose
         /// stream windows are `client_window`, and a backend listening.
         fn new(client_window: u32) -> Relayed {
+            Relayed::speaking(ALPN, client_window)
+        }
+
+        /// The same, the listener and client speaking `alpn`.
+        fn speaking(alpn: &[u8], client_window: u32) -> Relayed {
             let (identity, roots) = crate::identity::test_identity();
-            let termination = identity.quic.with_alpn(&[ALPN.to_vec()]);
+            let termination = identity.quic.with_alpn(&[alpn.to_vec()]);
             let vip: SocketAddr = VIP.parse().unwrap();
             let own = vec![NODE.parse().unwrap()];
             let listener = QuicListener::new(&termination, vip, own, (1, [7; 32], None), 3);
@@ -633,7 +655,7 @@ mod tests {
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            tls.alpn_protocols = vec![ALPN.to_vec()];
+            tls.alpn_protocols = vec![alpn.to_vec()];
             let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
             let mut config = quinn_proto::ClientConfig::new(Arc::new(quic));
             let mut transport = quinn_proto::TransportConfig::default();
@@ -760,5 +782,104 @@ mod tests {
         assert!(held <= bound, "the listener holds {held} bytes (bound {bound})");
         assert!(sent < 4 << 20, "TCP's window held the backend back: {sent} sent");
         assert!(sent > 64 * 1024, "something was relayed: {sent}");
+    }
+
+    /// An HTTP/3 client on the relayed connection (`H3Client`): its control and QPACK
+    /// streams opened, and what the server's streams carry fed to it.
+    struct H3Side {
+        client: crate::h3::H3Client,
+        server_streams: Vec<StreamId>,
+    }
+
+    impl H3Side {
+        fn new(r: &mut Relayed) -> H3Side {
+            let conn = r.client.conn(r.ch).unwrap();
+            let uni: Vec<StreamId> = (0..3).map(|_| conn.streams().open(Dir::Uni).unwrap()).collect();
+            let (client, first) = crate::h3::H3Client::new([uni[0].into(), uni[1].into(), uni[2].into()]).unwrap();
+            for (id, bytes) in first {
+                conn.send_stream(stream_id(id).unwrap()).write(&bytes).unwrap();
+            }
+            H3Side { client, server_streams: Vec::new() }
+        }
+
+        /// A GET of `path` on the next request stream; its number.
+        fn get(&mut self, r: &mut Relayed, path: &str) -> u64 {
+            let (id, bytes) = self.client.request(("GET", "198.18.0.20", path), &[], b"").unwrap();
+            let conn = r.client.conn(r.ch).unwrap();
+            let stream = conn.streams().open(Dir::Bi).unwrap();
+            assert_eq!(u64::from(stream), id, "the client's next request stream");
+            conn.send_stream(stream).write(&bytes).unwrap();
+            conn.send_stream(stream).finish().unwrap();
+            id
+        }
+
+        /// What the server's streams hold, into the client.
+        fn read(&mut self, r: &mut Relayed, streams: &[u64]) {
+            let conn = r.client.conn(r.ch).unwrap();
+            while let Some(id) = conn.streams().accept(Dir::Uni) {
+                self.server_streams.push(id);
+            }
+            let ids = self.server_streams.iter().copied().chain(streams.iter().filter_map(|&s| stream_id(s)));
+            for id in ids.collect::<Vec<_>>() {
+                let (data, fin, _) = read_all(conn, id);
+                if !data.is_empty() || fin {
+                    self.client.feed(id.into(), &data, fin).unwrap();
+                }
+            }
+        }
+    }
+
+    /// The backend's side of its one connection: what it read since the last call.
+    fn backend_read(r: &mut Relayed) -> String {
+        let s = r.backend.socket(r.accepted);
+        let mut got = Vec::new();
+        while let Ok(n) = s.recv(|d| {
+            got.extend_from_slice(d);
+            (d.len(), d.len())
+        }) {
+            if n == 0 {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn http3_requests_one_after_another_reuse_the_kept_alive_backend_connection() {
+        let mut r = Relayed::speaking(H3, 1 << 20);
+        let mut h3 = H3Side::new(&mut r);
+        // The backend listens on one socket: it takes one connection, and a second would
+        // find nobody listening.
+        for (i, path) in ["/first", "/second", "/third"].into_iter().enumerate() {
+            let stream = h3.get(&mut r, path);
+            r.run(30);
+            let request = backend_read(&mut r);
+            assert!(request.starts_with(&format!("GET {path} HTTP/1.1")), "request {i} at the backend: {request:?}");
+            let body = format!("answer {i}");
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            r.backend.socket(r.accepted).send_slice(answer.as_bytes()).unwrap();
+            r.run(30);
+            h3.read(&mut r, &[stream]);
+            let got = h3.client.answer(stream).cloned().unwrap_or_default();
+            assert_eq!((got.status, got.body, got.ended), (Some(200), body.into_bytes(), true), "answer {i}");
+        }
+        assert_eq!(r.next_port, 50_001, "one SNAT port asked for, once");
+        assert_eq!(r.listener.counts().relays, 1, "the kept-alive connection is held, counted as one");
+        assert_eq!(r.backend.socket(r.accepted).state(), smoltcp::socket::tcp::State::Established);
+        // The backend closes it: the next request gets a new connection from a new port.
+        r.backend.socket(r.accepted).close();
+        r.run(30);
+        assert_eq!(r.listener.counts().relays, 0, "the closed connection is let go, its port given back");
+        r.backend.socket(r.accepted).abort();
+        r.run(5);
+        r.backend.socket(r.accepted).listen(BACKEND.parse::<SocketAddr>().unwrap()).unwrap();
+        let stream = h3.get(&mut r, "/fourth");
+        r.run(30);
+        assert!(backend_read(&mut r).starts_with("GET /fourth HTTP/1.1"));
+        assert_eq!(r.next_port, 50_002, "a new port for the new connection");
+        r.backend.socket(r.accepted).send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        r.run(30);
+        h3.read(&mut r, &[stream]);
+        assert_eq!(h3.client.answer(stream).and_then(|a| a.status), Some(200));
     }
 }
