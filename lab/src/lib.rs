@@ -17,6 +17,6 @@ pub mod plan;
 pub mod setup;
 
 // The paths the binary and the tests have always used.
-pub use client::{bench, bulk, capture, ctl, drain, failover, probe};
+pub use client::{bench, bulk, capture, ctl, drain, failover, l7, probe};
 pub use io::tunq;
 pub use node::bgp;

@@ -11,6 +11,7 @@ use serde::Serialize;
 mod bulk;
 mod control;
 mod failover;
+mod l7;
 mod lab;
 mod maglev;
 mod sim;
@@ -110,6 +111,33 @@ pub enum BenchCommand {
               value_parser = clap::value_parser!(u8).range(1..=anyedge_lab::bench::MAX_PEER_HOPS as i64))]
         peer_hops: u8,
     },
+    /// HTTP/2 through the lab's HTTPS listener, measured by h2load (root): many streams on
+    /// each connection to `app: external` backends running nginx, impairments off;
+    /// requests/s, p50/p99, CPU per request and each node's peak memory.
+    L7 {
+        /// Topology file with an HTTPS listener whose backends are `app: external`
+        /// (topologies/apps.yaml has one; the lab is brought up and down).
+        file: PathBuf,
+        /// The HTTPS listener's port (default: the first such listener).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Requests in all (h2load -n).
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+        requests: u32,
+        /// Client connections (h2load -c).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        connections: u32,
+        /// Streams at a time on each connection (h2load -m).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+        streams: u32,
+        /// Also measure a peer proxy in the same lab and run: `haproxy` (HTTP/2 over TLS
+        /// in front, HTTP/1.1 to the same nginx).
+        #[arg(long, value_parser = ["haproxy"])]
+        peer: Option<String>,
+        /// Write the figures here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Control-plane failover in a lab (root): kill the leader, time the first committed write.
     Control {
         /// Topology file with a `control:` section (the lab is brought up and down).
@@ -206,6 +234,10 @@ pub fn command(which: BenchCommand) -> ExitCode {
         }
         BenchCommand::Bulk { file, port, seconds, json, peer, peer_hops } => {
             bulk::run(&file, port, seconds, json, peer.map(|_| usize::from(peer_hops)))
+        }
+        BenchCommand::L7 { file, port, requests, connections, streams, peer, json } => {
+            let load = anyedge_lab::l7::Load { requests, connections, streams };
+            l7::run(&file, port, load, peer.is_some(), json)
         }
         BenchCommand::Failover { file, pop, kills, fault, json } => {
             failover::run(&file, pop.as_deref(), kills, &fault, json)

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod ctl;
 pub mod drain;
 pub mod failover;
+pub mod l7;
 pub mod lab;
 pub mod probe;
 pub mod route_watch;
