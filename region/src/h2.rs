@@ -547,6 +547,20 @@ impl H2Session {
         self.lanes[lane] = Lane { at: None, reusable };
     }
 
+    /// Every request waiting for the backend or at a lane is answered `status` (its
+    /// backend connection never opened: nothing reached a backend).
+    pub fn answer_waiting(&mut self, status: u16) {
+        let at: Vec<u32> = self.lanes.iter_mut().filter_map(|l| l.at.take()?.stream).collect();
+        let ready: Vec<(u32, Vec<u8>, bool)> = self.ready.drain(..).collect();
+        for (id, request, _) in &ready {
+            self.held -= request.len();
+            self.answer(*id, status);
+        }
+        for id in at {
+            self.answer(id, status);
+        }
+    }
+
     /// HTTP/2 bytes for the client now.
     pub fn take_output(&mut self) -> Vec<u8> {
         self.conn.poll_output().unwrap_or_default()

@@ -11,7 +11,8 @@ use std::net::IpAddr;
 pub const HEAD_MAX: usize = 16 * 1024;
 
 /// A request stream the proxy refuses, with the status it answers before closing: 403
-/// for a client the backend's security groups deny, 431
+/// for a client the backend's security groups deny, 503 for a request no backend took
+/// within the wait, 431
 /// for a head past `HEAD_MAX`, 501 for a Transfer-Encoding (bodies pass by
 /// Content-Length only), 400 for anything not plainly HTTP/1.x or framed ambiguously
 /// (RFC 9112: a bare CR or LF, a folded line, whitespace before a colon, a duplicate or
@@ -27,6 +28,7 @@ impl NotHttp {
     pub(crate) const NOT_IMPLEMENTED: NotHttp = NotHttp { status: 501 };
     pub(crate) const TIMEOUT: NotHttp = NotHttp { status: 408 };
     pub(crate) const FORBIDDEN: NotHttp = NotHttp { status: 403 };
+    pub(crate) const UNAVAILABLE: NotHttp = NotHttp { status: 503 };
 
     /// What the proxy sends the client before it closes the connection.
     pub fn response(&self) -> Vec<u8> {
@@ -35,6 +37,7 @@ impl NotHttp {
             408 => "Request Timeout",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
+            503 => "Service Unavailable",
             _ => "Bad Request",
         };
         format!("HTTP/1.1 {} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.status).into_bytes()

@@ -47,6 +47,14 @@ pub const PROXIED_BYTES_MAX: usize = 2 << 30;
 /// fills first). Before idle connections gave their buffers back it was about 123 KiB.
 pub const PROXIED_CONN_BYTES: usize = 24 * 1024;
 const _: () = assert!(PROXIED_BYTES_MAX / PROXIED_CONN_BYTES >= PROXIED_MAX / 2);
+/// Time a request waits for a backend to take it (none healthy, none with weight, no
+/// SNAT port free) before it is answered 503 and the connection closes; HAProxy's
+/// `timeout queue` is its `timeout connect` unless set, 5 s in its examples.
+pub const BACKEND_WAIT_NS: u64 = 5_000_000_000;
+/// How often a waiting request asks for a backend again (health checks, weights and
+/// bindings change without a packet of the connection's).
+pub const BACKEND_RETRY_NS: u64 = 100_000_000;
+const _: () = assert!(BACKEND_RETRY_NS < BACKEND_WAIT_NS);
 /// Bytes the proxy holds for one way of one connection beyond the sockets' own buffers;
 /// past it, it stops reading that side and TCP's window pushes back on the sender.
 pub const BUFFER_MAX: usize = 64 * 1024;
@@ -107,6 +115,8 @@ pub struct Proxied {
     refused: bool,
     /// When its first request head is due (cleared once it has come).
     head_due_ns: Option<u64>,
+    /// Since when its first request has waited for a backend ([`BACKEND_WAIT_NS`]).
+    backend_wait: Option<u64>,
     /// Spliced behind a SYN cookie: the cookie less the stack's own initial sequence
     /// number, added to the stack's sequence numbers on the way to the client and taken
     /// from the client's acknowledgements on the way in.
@@ -299,6 +309,31 @@ impl Proxied {
         self.refused = true;
     }
 
+    /// A first request waiting for a backend: it asks again every [`BACKEND_RETRY_NS`],
+    /// and past [`BACKEND_WAIT_NS`] it is answered 503 (HTTP/2: every waiting stream) and
+    /// the connection closes; a TCP SSL connection is reset.
+    fn wait_for_backend(&mut self, now_ns: u64) {
+        if self.backend.is_some() || self.to_backend.is_empty() || self.refused {
+            self.backend_wait = None;
+            return;
+        }
+        let since = *self.backend_wait.get_or_insert(now_ns);
+        if now_ns < since + BACKEND_WAIT_NS {
+            return;
+        }
+        self.backend_wait = None;
+        if self.framer.is_raw() {
+            self.to_backend.clear();
+            self.stack.socket(self.client).abort();
+            self.refused = true;
+            return;
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.answer_waiting(NotHttp::UNAVAILABLE.status);
+        }
+        self.refuse(NotHttp::UNAVAILABLE);
+    }
+
     /// Backend → client: the backend's bytes while the client's side has room, through
     /// TLS, into the client's socket; after a refusal's status, the FIN.
     fn pump_to_client(&mut self) {
@@ -455,7 +490,8 @@ impl Proxied {
     fn next_wake(&mut self, now_ns: u64) -> Option<u64> {
         let stack = self.stack.poll_at_ns(now_ns).map(|t| t.max(now_ns));
         let h2 = self.h2.as_ref().and_then(|h| h.next_deadline()).map(|t| t.max(now_ns));
-        let wake = [stack, self.head_due_ns, h2].into_iter().flatten().min();
+        let retry = self.backend_wait.map(|since| (now_ns + BACKEND_RETRY_NS).min(since + BACKEND_WAIT_NS));
+        let wake = [stack, self.head_due_ns, h2, retry].into_iter().flatten().min();
         debug_assert!(
             wake.is_none_or(|t| t >= now_ns || self.head_due_ns == Some(t)),
             "a wake-up is never in the past"
@@ -719,6 +755,7 @@ impl L7 {
             poll_at: None,
             refused: false,
             head_due_ns: http.then_some(now_ns + HEAD_DEADLINE_NS),
+            backend_wait: None,
             seq_shift: None,
             buffer_bytes: 0,
             // Until its first packet is handed over (`receive_client`).
@@ -903,6 +940,7 @@ impl L7 {
         if let Some(refused) = refusal {
             c.refuse(refused);
         }
+        c.wait_for_backend(now_ns);
         c.pump_to_client();
         // HTTP/2: an answer just finished lets the next request go at once.
         if c.h2_to_backend(now_ns) {
@@ -932,6 +970,14 @@ impl L7 {
             c.poll_at = Some(at);
             self.timers.insert((at, *key));
         }
+        debug_assert!(
+            step.finished
+                || c.backend.is_some()
+                || c.to_backend.is_empty()
+                || c.refused
+                || c.poll_at.is_some_and(|t| t <= now_ns + BACKEND_RETRY_NS),
+            "a request waiting for a backend is woken to ask again within a retry"
+        );
         debug_assert!(self.timers.len() <= self.conns.len(), "one timer per connection at most");
         step
     }

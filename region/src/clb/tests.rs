@@ -224,75 +224,140 @@ fn a_segment_of_a_connection_the_node_does_not_know_is_reset_within_a_budget() {
     assert!(clb.next_out().is_some(), "a new second, a new budget");
 }
 
-#[test]
-fn a_client_behind_a_syn_cookie_gets_its_request_to_a_backend_and_the_answer_back() {
-    let mut clb = http_node();
-    let vip: IpAddr = VIP.parse().unwrap();
-    let me: IpAddr = "198.18.64.7".parse().unwrap();
-    let mut client = TcpStack::new(me, 5, 0);
-    let h = client.connect(SocketAddr::new(vip, 80), (me, 40_000)).unwrap();
-    // Both backends run a server on their port.
-    let mut servers: Vec<(SocketAddr, TcpStack, SocketHandle)> = [B1, B2]
-        .iter()
-        .map(|b| {
-            let addr: SocketAddr = b.parse().unwrap();
-            let mut stack = TcpStack::new(addr.ip(), 9, 0);
-            let s = stack.new_socket();
-            stack.socket(s).listen(addr.port()).unwrap();
-            (addr, stack, s)
-        })
-        .collect();
-    let request = b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n".to_vec();
-    let (mut sent, mut answered, mut got) = (false, false, Vec::new());
-    for step in 0..200u64 {
-        let now = 1_000_000 + step * 1_000_000;
-        client.poll(now);
-        let s = client.socket(h);
-        if s.may_send() && !sent {
-            sent = s.send_slice(&request).unwrap() == request.len();
+/// An HTTP client of [`http_node`]'s VIP with its own TCP stack, and both backends
+/// running a server that answers its first request `ok`.
+struct HttpRig {
+    clb: Clb,
+    client: TcpStack,
+    h: SocketHandle,
+    servers: Vec<(SocketAddr, TcpStack, SocketHandle)>,
+    /// The request the client sends once connected.
+    request: Vec<u8>,
+    sent: bool,
+    /// What a backend read of the request, once one did.
+    seen: Option<Vec<u8>>,
+    /// What the client read.
+    got: Vec<u8>,
+}
+
+impl HttpRig {
+    fn new(request: &[u8]) -> HttpRig {
+        let clb = http_node();
+        let (vip, me): (IpAddr, IpAddr) = (VIP.parse().unwrap(), "198.18.64.7".parse().unwrap());
+        let mut client = TcpStack::new(me, 5, 0);
+        let h = client.connect(SocketAddr::new(vip, 80), (me, 40_000)).unwrap();
+        let servers = [B1, B2]
+            .iter()
+            .map(|b| {
+                let addr: SocketAddr = b.parse().unwrap();
+                let mut stack = TcpStack::new(addr.ip(), 9, 0);
+                let s = stack.new_socket();
+                stack.socket(s).listen(addr.port()).unwrap();
+                (addr, stack, s)
+            })
+            .collect();
+        HttpRig { clb, client, h, servers, request: request.to_vec(), sent: false, seen: None, got: Vec::new() }
+    }
+
+    /// One millisecond's round at `now`: the client sends its request once connected and
+    /// reads; packets cross both ways; a backend answers the first request it reads.
+    fn step(&mut self, now: u64) {
+        self.client.poll(now);
+        let s = self.client.socket(self.h);
+        if s.may_send() && !self.sent {
+            self.sent = s.send_slice(&self.request).unwrap() == self.request.len();
         }
         while s.can_recv() {
             let mut buf = [0u8; 4096];
             let n = s.recv_slice(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
+            self.got.extend_from_slice(&buf[..n]);
         }
-        client.poll(now);
-        for p in client.drain_tx().collect::<Vec<_>>() {
-            let _ = clb.handle_direct(now, p);
+        self.client.poll(now);
+        for p in self.client.drain_tx().collect::<Vec<_>>() {
+            let _ = self.clb.handle_direct(now, p);
         }
-        clb.handle_timeout(now);
-        while let Some(out) = clb.next_out() {
+        self.clb.handle_timeout(now);
+        while let Some(out) = self.clb.next_out() {
             match out {
-                Sent::Client { bytes } => client.receive(bytes),
+                Sent::Client { bytes } => self.client.receive(bytes),
                 Sent::Backend { backend, bytes } => {
-                    servers.iter_mut().find(|(a, _, _)| *a == backend).unwrap().1.receive(bytes)
+                    self.servers.iter_mut().find(|(a, _, _)| *a == backend).unwrap().1.receive(bytes)
                 }
                 _ => {}
             }
         }
-        for (_, stack, sock) in servers.iter_mut() {
+        for (_, stack, sock) in self.servers.iter_mut() {
             stack.poll(now);
             let s = stack.socket(*sock);
-            if s.can_recv() && !answered {
+            if s.can_recv() && self.seen.is_none() {
                 let mut buf = [0u8; 4096];
                 let n = s.recv_slice(&mut buf).unwrap();
-                assert!(buf[..n].starts_with(b"GET / HTTP/1.1\r\n"), "the request as the client sent it");
+                self.seen = Some(buf[..n].to_vec());
                 s.send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-                answered = true;
             }
             stack.poll(now);
             for p in stack.drain_tx().collect::<Vec<_>>() {
-                let _ = clb.handle_backend_sealed(now, p);
+                let _ = self.clb.handle_backend_sealed(now, p);
             }
         }
-        if got.ends_with(b"ok") {
-            break;
-        }
     }
-    assert!(answered, "the request reached a backend");
-    assert!(got.starts_with(b"HTTP/1.1 200 OK") && got.ends_with(b"ok"), "{:?}", String::from_utf8_lossy(&got));
-    assert_eq!(client.socket(h).send_queue(), 0, "the node's stack acknowledged all the client sent");
-    assert_eq!(clb.syn_cookies_sent(), 1);
+
+    /// Rounds a millisecond apart from `from_ms` until the client has `ok` or `ms` passed;
+    /// the time it has it at.
+    fn run(&mut self, from_ms: u64, ms: u64) -> Option<u64> {
+        for t in from_ms..from_ms + ms {
+            self.step(t * 1_000_000);
+            if self.got.ends_with(b"ok") {
+                return Some(t);
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn a_client_behind_a_syn_cookie_gets_its_request_to_a_backend_and_the_answer_back() {
+    let mut rig = HttpRig::new(b"GET / HTTP/1.1\r\nHost: edge\r\n\r\n");
+    rig.run(1, 200);
+    let seen = rig.seen.as_deref().expect("the request reached a backend");
+    assert!(seen.starts_with(b"GET / HTTP/1.1\r\n"), "the request as the client sent it");
+    let got = &rig.got;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK") && got.ends_with(b"ok"), "{:?}", String::from_utf8_lossy(got));
+    assert_eq!(rig.client.socket(rig.h).send_queue(), 0, "the node's stack acknowledged all the client sent");
+    assert_eq!(rig.clb.syn_cookies_sent(), 1);
+}
+
+#[test]
+fn a_request_that_came_while_no_backend_could_take_it_goes_once_one_can_without_the_client_sending_more() {
+    let mut rig = HttpRig::new(b"GET /waiting HTTP/1.1\r\nHost: edge\r\n\r\n");
+    let (b1, b2): (SocketAddr, SocketAddr) = (B1.parse().unwrap(), B2.parse().unwrap());
+    rig.clb.set_weight(b1, 0);
+    rig.clb.set_weight(b2, 0);
+    assert_eq!(rig.run(1, 500), None, "no backend takes new requests");
+    assert!(rig.sent && rig.seen.is_none(), "the request came and waits");
+    // A backend takes requests again (weights back; a health check passing is the same):
+    // the request goes with nothing more from the client, within a retry.
+    rig.clb.set_weight(b2, 1);
+    let answered = rig.run(501, 1_000).expect("the waiting request went to the backend");
+    assert!(answered < 501 + crate::l7::BACKEND_RETRY_NS / 1_000_000 + 50, "answered at {answered} ms");
+    assert!(rig.seen.as_deref().is_some_and(|r| r.starts_with(b"GET /waiting ")));
+}
+
+#[test]
+fn a_request_no_backend_takes_within_the_wait_is_answered_503_and_the_connection_closes() {
+    let mut rig = HttpRig::new(b"GET /nobody HTTP/1.1\r\nHost: edge\r\n\r\n");
+    for b in [B1, B2] {
+        rig.clb.set_weight(b.parse().unwrap(), 0);
+    }
+    let wait_ms = crate::l7::BACKEND_WAIT_NS / 1_000_000;
+    rig.run(1, wait_ms - 100);
+    assert!(rig.got.is_empty(), "nothing before the wait is over");
+    rig.run(wait_ms - 99, 300);
+    let got = String::from_utf8_lossy(&rig.got);
+    assert!(got.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{got}");
+    assert!(rig.seen.is_none(), "no backend saw it");
+    let state = rig.client.socket(rig.h).state();
+    assert!(!rig.client.socket(rig.h).may_recv(), "the node closed its side: {state:?}");
 }
 
 const VIP: &str = "198.18.0.20";
