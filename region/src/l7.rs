@@ -79,13 +79,12 @@ struct Lane {
     to_backend: Vec<u8>,
 }
 
-/// HTTP/2 lane `i`'s socket, node address and port, and bytes on their way to it: lane 0
-/// is the connection's first backend connection, the others its [`Lane`]s.
-fn lane_parts<'a>(
-    first: (&'a mut Option<SocketHandle>, Option<(IpAddr, u16)>, &'a mut Vec<u8>),
-    lanes: &'a mut [Lane],
-    i: usize,
-) -> Option<(&'a mut Option<SocketHandle>, Option<(IpAddr, u16)>, &'a mut Vec<u8>)> {
+/// A lane's socket, node address and port, and bytes on their way to it.
+type LaneParts<'a> = (&'a mut Option<SocketHandle>, Option<(IpAddr, u16)>, &'a mut Vec<u8>);
+
+/// HTTP/2 lane `i`'s parts: lane 0 is the connection's first backend connection, the
+/// others its [`Lane`]s.
+fn lane_parts<'a>(first: LaneParts<'a>, lanes: &'a mut [Lane], i: usize) -> Option<LaneParts<'a>> {
     match i {
         0 => Some(first),
         _ => lanes.get_mut(i - 1).map(|l| (&mut l.backend, Some(l.local), &mut l.to_backend)),
