@@ -262,7 +262,13 @@ impl Clb {
         }
         for (ch, stream) in step.need_port {
             let backend = self.listeners[li].quic().and_then(|q| q.conn(ch)).and_then(|c| c.backend);
-            let Some(backend) = backend else { continue };
+            let Some(backend) = backend else {
+                // Not bound yet: the stream asks again once its connection is.
+                if let Some(q) = self.listeners.quic_mut(li) {
+                    q.unported(ch, stream);
+                }
+                continue;
+            };
             if !self.source_may_open(li, ch) {
                 if let Some(q) = self.listeners.quic_mut(li) {
                     q.refuse_stream(ch, stream);

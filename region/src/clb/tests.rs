@@ -1184,6 +1184,56 @@ fn what_a_quic_connection_holds_counts_against_the_nodes_budget_as_it_arrives_no
     assert_eq!(counted, expected, "the node's budget counts the connection and its buffers at once");
 }
 
+#[test]
+fn a_quic_connection_made_while_no_backend_could_take_it_gets_one_once_one_can_and_its_stream_goes() {
+    let (mut clb, mut client, ch) = quic_node();
+    let (b1, b2): (SocketAddr, SocketAddr) = (B1.parse().unwrap(), B2.parse().unwrap());
+    clb.set_weight(b1, 0);
+    clb.set_weight(b2, 0);
+    let mut now_ns = 0;
+    quic_rounds(&mut clb, &mut client, &mut now_ns, 20);
+    assert_eq!(clb.quic_counts().connections, 1, "the handshake went through");
+    let conn = client.conn(ch).unwrap();
+    let stream = conn.streams().open(quinn_proto::Dir::Bi).unwrap();
+    conn.send_stream(stream).write(b"hello").unwrap();
+    quic_rounds(&mut clb, &mut client, &mut now_ns, 200);
+    let to_backends = |clb: &mut Clb| {
+        let mut n = 0;
+        while let Some(out) = clb.next_out() {
+            n += usize::from(matches!(out, Sent::Backend { backend, .. } if backend == b2));
+        }
+        n
+    };
+    assert_eq!(to_backends(&mut clb), 0, "no backend takes new connections");
+    // A backend takes them again, with nothing more from the client: the connection is
+    // bound and its stream opens its backend connection (a SYN toward it) within a retry.
+    clb.set_weight(b2, 1);
+    let mut sent = 0;
+    for _ in 0..200 {
+        now_ns += 1_000_000;
+        clb.handle_timeout(now_ns);
+        sent += to_backends(&mut clb);
+    }
+    assert!(sent > 0, "the stream's backend connection opened");
+}
+
+#[test]
+fn a_quic_connection_no_backend_takes_within_the_wait_is_closed() {
+    let (mut clb, mut client, ch) = quic_node();
+    for b in [B1, B2] {
+        clb.set_weight(b.parse().unwrap(), 0);
+    }
+    let mut now_ns = 0;
+    quic_rounds(&mut clb, &mut client, &mut now_ns, 20);
+    assert_eq!(clb.quic_counts().connections, 1, "the handshake went through");
+    let wait_ms = (crate::l7::BACKEND_WAIT_NS / 1_000_000) as usize;
+    quic_rounds(&mut clb, &mut client, &mut now_ns, wait_ms - 100);
+    assert!(!client.conn(ch).unwrap().is_closed(), "open while it waits");
+    quic_rounds(&mut clb, &mut client, &mut now_ns, 300);
+    let closed = client.conn(ch).map_or(true, |c| c.is_closed());
+    assert!(closed, "closed once the wait is over");
+}
+
 /// What POP `pop` sends CLB node `node` of region 0 for a super-packet of `segment`
 /// bytes per segment.
 fn super_from_pop(pop: u16, node: u16, packet: &[u8], segment: u16) -> Vec<u8> {

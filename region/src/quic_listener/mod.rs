@@ -49,6 +49,11 @@ pub struct QuicConn {
     relays: Vec<Relay>,
     /// HTTP/3, when the client negotiated `h3`.
     h3: Option<Box<H3Conn>>,
+    /// Established with no backend bound yet: since when, and when it next asks again
+    /// (every [`crate::l7::BACKEND_RETRY_NS`]; past [`crate::l7::BACKEND_WAIT_NS`] it closes).
+    unbound_since: Option<(u64, u64)>,
+    /// Relayed streams opened before a backend was bound: they ask for ports once it is.
+    unported: Vec<StreamId>,
 }
 
 impl QuicConn {
@@ -257,6 +262,8 @@ impl QuicListener {
                 stack: None,
                 relays: Vec::new(),
                 h3: None,
+                unbound_since: None,
+                unported: Vec::new(),
             });
             conn.ingress = ingress;
         }
@@ -275,6 +282,7 @@ impl QuicListener {
             debug_assert!(c.binding.is_none() && c.stack.is_none(), "a connection is bound to one backend, once");
             c.binding = Some(binding);
             c.backend = Some(backend);
+            c.unbound_since = None;
             let seed = self.seed ^ (ch.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             c.stack = Some(TcpStack::with_addresses(&self.own, seed, now_ns));
         }
@@ -383,6 +391,9 @@ impl QuicListener {
             match event {
                 Event::Connected => {
                     step.need_backend.push(ch);
+                    if let Some(c) = self.conns.get_mut(&ch) {
+                        c.unbound_since = Some((now_ns, now_ns + crate::l7::BACKEND_RETRY_NS));
+                    }
                     self.start_h3(ch, now_ns);
                 }
                 Event::Stream(StreamEvent::Opened { dir }) => {
@@ -419,11 +430,47 @@ impl QuicListener {
                 _ => {}
             }
         }
+        self.retry_unbound(now_ns, step);
         self.relay(now_ns, step);
         self.host.drive(now_ns, &mut out);
         self.collect(&mut out, step);
         // The relay just walked every connection: one more pass counts what they hold.
         self.held = self.conns.values().map(QuicConn::held_bytes).sum();
+    }
+
+    /// Connections established with no backend ask for one again once a retry has passed
+    /// (health, weights and bindings change without a datagram of theirs), and close past
+    /// the wait (HTTP/3: H3_REQUEST_REJECTED, safe to retry); bound ones have the streams
+    /// that opened meanwhile ask for their ports.
+    fn retry_unbound(&mut self, now_ns: u64, step: &mut QuicStep) {
+        let mut handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        handles.sort();
+        for ch in handles {
+            let Some(c) = self.conns.get_mut(&ch) else { continue };
+            if c.backend.is_some() {
+                step.need_port.extend(c.unported.drain(..).map(|s| (ch, s)));
+                continue;
+            }
+            let Some((since, retry_at)) = c.unbound_since else { continue };
+            if now_ns >= since + crate::l7::BACKEND_WAIT_NS {
+                c.unbound_since = None;
+                let code = if c.h3.is_some() { crate::h3::ERROR_REQUEST_REJECTED } else { 0 };
+                self.host.close_with(ch, now_ns, code, b"no backend");
+            } else if now_ns >= retry_at {
+                c.unbound_since = Some((since, now_ns + crate::l7::BACKEND_RETRY_NS));
+                if !step.need_backend.contains(&ch) {
+                    step.need_backend.push(ch);
+                }
+            }
+        }
+    }
+
+    /// A stream opened before its connection had a backend: it asks for its port once
+    /// the connection has one.
+    pub fn unported(&mut self, ch: ConnectionHandle, stream: StreamId) {
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.unported.push(stream);
+        }
     }
 
     /// A connection just established that negotiated `h3`: its HTTP/3 session, on three
@@ -538,8 +585,9 @@ impl QuicListener {
             None => Default::default(),
         };
         // Requests ready for the backend: each takes a kept-alive connection, or asks the
-        // CLB for a port for a new one.
-        while let Some((stream, request)) = h3.session.take_request() {
+        // CLB for a port for a new one (none while no backend is bound: they wait in the
+        // session, within its bound).
+        while let Some((stream, request)) = c.backend.and_then(|_| h3.session.take_request()) {
             let Some(id) = stream_id(stream) else { continue };
             self.h3_requests += 1;
             if let Some((tcp, local)) = h3.idle.pop() {
@@ -595,7 +643,13 @@ impl QuicListener {
     pub fn poll_timeout(&mut self, now_ns: u64) -> Option<u64> {
         let quic = self.host.poll_timeout();
         let tcp = self.conns.values_mut().filter_map(|c| c.stack.as_mut()?.poll_at_ns(now_ns)).min();
-        quic.into_iter().chain(tcp).min().map(|t| t.max(now_ns))
+        let retry = self
+            .conns
+            .values()
+            .filter_map(|c| c.unbound_since)
+            .map(|(since, retry_at)| retry_at.min(since + crate::l7::BACKEND_WAIT_NS))
+            .min();
+        quic.into_iter().chain(tcp).chain(retry).min().map(|t| t.max(now_ns))
     }
 
     pub fn vip(&self) -> SocketAddr {
