@@ -482,6 +482,46 @@ fn an_external_backend_that_stops_is_taken_out_by_health_checks_and_returns_when
     assert!(answered.iter().any(|b| b.starts_with("nginx at 198.19.20.31:")), "{answered:?}");
 }
 
+/// `anyedge bench l7 --peer haproxy` on a lab of its own (apps.yaml under a name of this
+/// run's): h2load's HTTP/2 requests through the VIP's HTTPS listener and through HAProxy,
+/// every one answered on both, with requests/s, latency, CPU a request and memory
+/// printed for each (the figures are the benchmark's, not this test's pass mark).
+#[test]
+fn bench_l7_serves_h2loads_requests_through_the_vip_and_through_haproxy_and_prints_both() {
+    if !may_run() {
+        return;
+    }
+    let _one = serial();
+    let dir = std::env::temp_dir().join(format!("t-l7bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apps.yaml");
+    std::fs::write(&file, APPS.replace("name: apps-europe", &format!("name: t-l7b-{}", std::process::id()))).unwrap();
+    let json = dir.join("l7.json");
+    let out = Command::new(exe())
+        .args(["bench", "l7"])
+        .arg(&file)
+        .args(["--peer", "haproxy", "--requests", "5000", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench l7: {text}{}", String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for (path, run) in [("VIP", &f["vip"]), ("haproxy", &f["peer"]["through"])] {
+        assert_eq!(run["protocol"], "h2", "{path}: {run}");
+        assert_eq!((run["succeeded"].as_u64(), run["failed"].as_u64()), (Some(5000), Some(0)), "{path}: {run}");
+        let (p50, p99) = (run["p50_ms"].as_f64().unwrap(), run["p99_ms"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p99 >= p50 && run["requests_per_s"].as_f64().unwrap() > 0.0, "{path}: {run}");
+    }
+    let roles = &f["vip"]["cpu_by_role_us"];
+    assert!(roles["clb"].as_f64().is_some() && roles["pop"].as_f64().is_some(), "CPU by role: {roles}");
+    assert!(f["peer"]["through"]["cpu_by_role_us"]["haproxy"].as_f64().is_some(), "{}", f["peer"]);
+    assert!(f["peak_rss_kib"]["clb/frankfurt/1"].as_u64().is_some_and(|k| k > 0), "{}", f["peak_rss_kib"]);
+    assert!(text.contains("requests/s VIP / haproxy: "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The guide's chapter shows the servers and clients these tests run, so what it tells a
 /// reader to type is what was watched working here.
 #[test]
