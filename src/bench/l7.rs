@@ -16,13 +16,15 @@ pub fn run(file: &Path, port: Option<u16>, load: Load, peer: bool, json: Option<
 fn run_text(r: &L7Run) -> String {
     let roles: Vec<String> = r.cpu_by_role_us.iter().map(|(role, us)| format!("{role} {us:.0}")).collect();
     format!(
-        "{:.0} requests/s ({}, {} succeeded, {} failed), p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} µs a request ({})",
+        "{:.0} requests/s ({}, {} succeeded, {} failed), p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms, CPU {:.0} µs a request ({})",
         r.requests_per_s,
         r.protocol,
         r.succeeded,
         r.failed,
         r.p50_ms,
         r.p99_ms,
+        r.p999_ms,
+        r.max_ms,
         r.cpu_us_per_request,
         roles.join(", ")
     )

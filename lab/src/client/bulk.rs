@@ -13,13 +13,13 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyedge_topology::{App, ListenerProtocol, Topology};
 use serde::Serialize;
 
-use crate::client::{ClientError, started, unsuited};
+use crate::client::{ClientError, Server, unsuited};
 use crate::error::{Doing, SysError};
 use crate::plan::{Plan, PlanGap, Role};
 use crate::setup;
@@ -107,30 +107,6 @@ fn target(t: &Topology, port: Option<u16>) -> Result<Target, ClientError> {
     )))
 }
 
-/// `iperf3 -s` in a backend host's namespace for the length of the benchmark.
-struct Iperf3Server(Child);
-
-impl Iperf3Server {
-    fn start(ns: &str, port: u16) -> Result<Iperf3Server, ClientError> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "iperf3", "-s", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| SysError::NotRun { program: "ip netns exec iperf3", hint: "", source })?;
-        // Listening, or it said why not (not installed, the port taken).
-        started(&mut child, "iperf3 -s", " (Debian: apt-get install iperf3)")?;
-        Ok(Iperf3Server(child))
-    }
-}
-
-impl Drop for Iperf3Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Time an iperf3 run may take past its `-t` (connecting, ending) before it is stopped.
 const IPERF3_GRACE: Duration = Duration::from_secs(15);
 
@@ -204,7 +180,9 @@ pub fn run(
     let options = setup::LabOptions { impairments: false, realtime: false, tun_queues: None };
     let state = setup::up_with(file, exe, options)?;
     let measured = (|| {
-        let _server = Iperf3Server::start(&backend_ns, backend.port())?;
+        // Listening, or it said why not (not installed, the port taken).
+        let port = backend.port().to_string();
+        let _server = Server::start(&backend_ns, "iperf3", &["-s", "-p", &port], " (Debian: apt-get install iperf3)")?;
         let vip = transfer(&client_ns, listener, seconds)?;
         let direct_path = transfer(&client_ns, direct, seconds)?;
         let peer = match peer_hops {

@@ -10,14 +10,14 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyedge_topology::{App, ListenerProtocol, Topology};
 use serde::Serialize;
 
 use crate::client::bulk::peak_rss_kib;
-use crate::client::{ClientError, started, unsuited};
+use crate::client::{ClientError, Server, unsuited};
 use crate::error::Doing;
 use crate::plan::{Plan, PlanGap, Role};
 use crate::setup;
@@ -60,6 +60,8 @@ pub struct L7Run {
     /// Time from a request's start to its response's end, milliseconds.
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
     /// CPU time the path's processes spent per succeeded request, microseconds, and by
     /// role (`pop`, `clb`, `backend` — the tunnel end —, `haproxy`); nginx and h2load are
     /// the same on both paths and not counted.
@@ -106,30 +108,6 @@ fn target(t: &Topology, port: Option<u16>) -> Result<Target, ClientError> {
     Err(unsuited(format!(
         "bench l7 needs {which} whose backends are all IPv4 `app: external` (nginx runs there): see topologies/apps.yaml"
     )))
-}
-
-/// A server process in a namespace for the length of the benchmark (stopped when dropped).
-struct Server(Child);
-
-impl Server {
-    fn start(ns: &str, program: &str, args: &[&str], hint: &str) -> Result<Server, ClientError> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, program])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .doing(|| format!("ip netns exec {ns} {program}"))?;
-        started(&mut child, program, hint)?;
-        Ok(Server(child))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// nginx in a backend host: one worker, `port` on every address, a short answer to
@@ -231,6 +209,8 @@ fn h2load(
     Ok(L7Run {
         p50_ms: crate::client::bench::quantile(&ms, 0.50),
         p99_ms: crate::client::bench::quantile(&ms, 0.99),
+        p999_ms: crate::client::bench::quantile(&ms, 0.999),
+        max_ms: ms.last().copied().unwrap_or(0.0),
         cpu_us_per_request: cpu_by_role_us.values().sum(),
         cpu_by_role_us,
         ..run
@@ -253,6 +233,8 @@ fn parse_h2load(text: &str) -> Option<L7Run> {
         failed: count(" failed")?,
         p50_ms: 0.0,
         p99_ms: 0.0,
+        p999_ms: 0.0,
+        max_ms: 0.0,
         cpu_us_per_request: 0.0,
         cpu_by_role_us: BTreeMap::new(),
     })

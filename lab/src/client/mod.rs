@@ -81,6 +81,33 @@ fn unsuited(why: String) -> ClientError {
     ClientError::Unsuited(why)
 }
 
+/// A server process in a namespace for the length of a benchmark (nginx, `iperf3 -s`,
+/// HAProxy), stopped when dropped.
+pub(crate) struct Server(pub(crate) std::process::Child);
+
+impl Server {
+    /// `program args` in namespace `ns`, listening, or an error with what it said and `hint`.
+    pub(crate) fn start(ns: &str, program: &str, args: &[&str], hint: &str) -> Result<Server, ClientError> {
+        use crate::error::Doing;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .doing(|| format!("ip netns exec {ns} {program}"))?;
+        started(&mut child, program, hint)?;
+        Ok(Server(child))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A server a benchmark just started (nginx, `iperf3 -s`), given a moment to listen: an
 /// error with what it said on stderr, and `hint`, if it exited instead.
 fn started(child: &mut std::process::Child, who: &str, hint: &str) -> Result<(), ClientError> {

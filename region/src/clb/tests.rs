@@ -1230,7 +1230,7 @@ fn a_quic_connection_no_backend_takes_within_the_wait_is_closed() {
     quic_rounds(&mut clb, &mut client, &mut now_ns, wait_ms - 100);
     assert!(!client.conn(ch).unwrap().is_closed(), "open while it waits");
     quic_rounds(&mut clb, &mut client, &mut now_ns, 300);
-    let closed = client.conn(ch).map_or(true, |c| c.is_closed());
+    let closed = client.conn(ch).is_none_or(|c| c.is_closed());
     assert!(closed, "closed once the wait is over");
 }
 
