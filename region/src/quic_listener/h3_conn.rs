@@ -2,7 +2,8 @@
 //! read, each request's TCP connection to its backend, and the answers flushed into
 //! quinn's streams as far as their flow control takes them. A backend connection whose
 //! answer was whole and kept alive is kept for the connection's next request (up to
-//! [`IDLE_MAX`] of them), as HAProxy and nginx keep theirs.
+//! [`IDLE_MAX`] of them), as HAProxy and nginx keep theirs, once it has been quiet for
+//! [`IDLE_QUIET_NS`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -21,6 +22,13 @@ pub const H3_STREAM_HELD_MAX: usize = 64 * 1024;
 /// Kept-alive backend connections one HTTP/3 connection keeps idle for its next
 /// requests (as many as an HTTP/2 connection's lanes); past them an answered one closes.
 pub const IDLE_MAX: usize = crate::h2::LANES_MAX;
+
+/// How long a kept-alive backend connection must stay quiet before it carries another
+/// request: a backend that wrote a second answer after the first (attack 7 of the fourth
+/// pass: the lab's rogue writes it 50 ms later) has it arrive within a round trip, or one
+/// retransmission later (200 ms, Linux's least RTO), and the connection is let go
+/// unused; taken at once, the next request read it as its own answer.
+pub const IDLE_QUIET_NS: u64 = 250_000_000;
 
 /// An HTTP/3 request's TCP connection to the backend.
 pub(super) struct H3Relay {
@@ -58,9 +66,9 @@ pub(super) struct H3Conn {
     /// Requests waiting for their port toward the backend.
     pub(super) waiting: HashMap<u64, Vec<u8>>,
     pub(super) relays: Vec<H3Relay>,
-    /// Kept-alive backend connections with no request at them, by socket and local
-    /// address (their ports stay taken, and they count in the source's share).
-    pub(super) idle: Vec<(SocketHandle, (IpAddr, u16))>,
+    /// Kept-alive backend connections with no request at them, by socket, local address
+    /// and since when (their ports stay taken, and they count in the source's share).
+    pub(super) idle: Vec<(SocketHandle, (IpAddr, u16), u64)>,
 }
 
 impl H3Conn {
@@ -137,7 +145,7 @@ impl H3Conn {
     /// kept idle for the next request (up to [`IDLE_MAX`]); otherwise, answered, the node's
     /// side closes; cut short, it is aborted. Their local ports and sockets, to give back
     /// once the stack has sent their FIN or reset.
-    pub(super) fn end_relays(&mut self, stack: &mut TcpStack) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
+    pub(super) fn end_relays(&mut self, stack: &mut TcpStack, now_ns: u64) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
         let (mut done, mut sockets) = (Vec::new(), Vec::new());
         let pending = &self.pending;
         let idle = &mut self.idle;
@@ -148,7 +156,7 @@ impl H3Conn {
                 let in_step = s.state() == tcp::State::Established && s.recv_queue() == 0 && s.send_queue() == 0;
                 if r.kept && in_step && idle.len() < IDLE_MAX {
                     s.release_idle_buffers();
-                    idle.push((r.tcp, r.local));
+                    idle.push((r.tcp, r.local, now_ns));
                     return false;
                 }
                 if !r.backend_done && s.state() != tcp::State::CloseWait && r.to_tcp.is_empty() {
@@ -171,7 +179,7 @@ impl H3Conn {
     /// [`H3Conn::end_relays`] gives them.
     pub(super) fn prune_idle(&mut self, stack: &mut TcpStack) -> (Vec<(IpAddr, u16)>, Vec<SocketHandle>) {
         let (mut done, mut sockets) = (Vec::new(), Vec::new());
-        self.idle.retain(|&(h, local)| {
+        self.idle.retain(|&(h, local, _)| {
             let s = stack.socket(h);
             let state = s.state();
             if state == tcp::State::Established && s.recv_queue() == 0 {
@@ -186,6 +194,16 @@ impl H3Conn {
             false
         });
         (done, sockets)
+    }
+}
+
+impl H3Conn {
+    /// An idle backend connection quiet for [`IDLE_QUIET_NS`] at `now_ns`, taken for a
+    /// request: its socket and local address.
+    pub(super) fn take_idle(&mut self, now_ns: u64) -> Option<(SocketHandle, (IpAddr, u16))> {
+        let at = self.idle.iter().position(|&(_, _, since)| now_ns >= since + IDLE_QUIET_NS)?;
+        let (h, local, _) = self.idle.remove(at);
+        Some((h, local))
     }
 }
 

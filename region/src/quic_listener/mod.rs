@@ -416,7 +416,7 @@ impl QuicListener {
                         let mut ports = Vec::new();
                         if let Some(b) = c.backend {
                             let h3 = c.h3.iter().flat_map(|h| {
-                                h.relays.iter().map(|r| r.local).chain(h.idle.iter().map(|(_, local)| *local))
+                                h.relays.iter().map(|r| r.local).chain(h.idle.iter().map(|(_, local, _)| *local))
                             });
                             for local in c.relays.iter().map(|r| r.local).chain(h3) {
                                 self.by_backend.remove(&(b, local.0, local.1));
@@ -590,7 +590,7 @@ impl QuicListener {
         while let Some((stream, request)) = c.backend.and_then(|_| h3.session.take_request()) {
             let Some(id) = stream_id(stream) else { continue };
             self.h3_requests += 1;
-            if let Some((tcp, local)) = h3.idle.pop() {
+            if let Some((tcp, local)) = h3.take_idle(now_ns) {
                 h3.relays.push(H3Relay::new(stream, tcp, local, request));
                 continue;
             }
@@ -604,7 +604,7 @@ impl QuicListener {
         stack.poll(now_ns);
         h3.read_backends(stack);
         flush_h3(conn, h3);
-        let (ended, ended_sockets) = h3.end_relays(stack);
+        let (ended, ended_sockets) = h3.end_relays(stack, now_ns);
         done.extend(ended);
         sockets.extend(ended_sockets);
         stack.poll(now_ns);
@@ -905,6 +905,8 @@ mod tests {
         // The backend listens on one socket: it takes one connection, and a second would
         // find nobody listening.
         for (i, path) in ["/first", "/second", "/third"].into_iter().enumerate() {
+            // Past the quiet time a kept connection waits before it carries another.
+            r.run((h3_conn::IDLE_QUIET_NS / 1_000_000) as usize);
             let stream = h3.get(&mut r, path);
             r.run(30);
             let request = backend_read(&mut r);
@@ -935,5 +937,37 @@ mod tests {
         r.run(30);
         h3.read(&mut r, &[stream]);
         assert_eq!(h3.client.answer(stream).and_then(|a| a.status), Some(200));
+    }
+
+    #[test]
+    fn a_kept_connection_that_speaks_out_of_turn_before_it_has_been_quiet_carries_no_other_request() {
+        let mut r = Relayed::speaking(H3, 1 << 20);
+        let mut h3 = H3Side::new(&mut r);
+        let first = h3.get(&mut r, "/twice");
+        r.run(30);
+        assert!(backend_read(&mut r).starts_with("GET /twice "));
+        r.backend.socket(r.accepted).send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        r.run(30);
+        h3.read(&mut r, &[first]);
+        assert!(h3.client.answer(first).is_some_and(|a| a.ended), "the first answer arrived");
+        // Another request at once: the kept connection has not been quiet long enough.
+        let second = h3.get(&mut r, "/at-once");
+        r.run(5);
+        assert_eq!(r.next_port, 50_002, "a new port asked for: the kept connection is not taken yet");
+        // The backend answers the first request again, 50 ms on (the lab's rogue does):
+        // the connection that spoke out of turn is let go, never used.
+        r.run(15);
+        r.backend.socket(r.accepted).send_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra").unwrap();
+        r.run(300);
+        // (The second request's connection found nobody listening: the backend has one
+        // socket, the kept connection's.)
+        assert_eq!(r.listener.counts().relays, 0, "the connection that spoke out of turn was let go");
+        let third = h3.get(&mut r, "/later");
+        r.run(5);
+        assert_eq!(r.next_port, 50_003, "the connection that spoke out of turn carried nothing more");
+        h3.read(&mut r, &[second, third]);
+        for s in [second, third] {
+            assert!(h3.client.answer(s).is_none_or(|a| !a.body.starts_with(b"extra")), "an answer not its own");
+        }
     }
 }
