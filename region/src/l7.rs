@@ -91,6 +91,16 @@ fn lane_parts<'a>(first: LaneParts<'a>, lanes: &'a mut [Lane], i: usize) -> Opti
     }
 }
 
+/// A connection's sockets: the client's, then its backend connections' (the first, then
+/// its lanes'); borrowing the fields alone, so the stack can be borrowed beside it.
+fn sockets(
+    client: SocketHandle,
+    backend: Option<SocketHandle>,
+    lanes: &[Lane],
+) -> impl Iterator<Item = SocketHandle> + '_ {
+    std::iter::once(client).chain(backend).chain(lanes.iter().filter_map(|l| l.backend))
+}
+
 /// One proxied client connection.
 pub struct Proxied {
     stack: TcpStack,
@@ -160,7 +170,7 @@ impl Proxied {
 
     /// Every backend socket: the first and the further lanes'.
     fn backends(&self) -> impl Iterator<Item = SocketHandle> + '_ {
-        self.backend.into_iter().chain(self.lanes.iter().filter_map(|l| l.backend))
+        sockets(self.client, self.backend, &self.lanes).skip(1)
     }
 
     /// Nothing is on its way to any backend connection.
@@ -333,62 +343,61 @@ impl Proxied {
         self.refuse(NotHttp::UNAVAILABLE);
     }
 
+    /// HTTP/2: each lane's answer goes through the session, a stream's window at a time,
+    /// for as long as the client's side has room (else the socket's window holds the
+    /// backend back).
+    fn pump_h2_lanes(&mut self) {
+        let Some(h2) = self.h2.as_mut() else { return };
+        for i in 0..h2.lanes() {
+            let first = (&mut self.backend, self.local, &mut self.to_backend);
+            let Some((&mut Some(b), _, to_backend)) = lane_parts(first, &mut self.lanes, i) else { continue };
+            let socket = self.stack.socket(b);
+            loop {
+                let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
+                let room = room.min(h2.backend_room(i));
+                let mut answer = Vec::new();
+                let send_room = self.up.send_room(socket);
+                crate::tcp_stack::exchange_within(socket, to_backend, send_room, &mut answer, room);
+                let closed = matches!(
+                    socket.state(),
+                    tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed | tcp::State::TimeWait
+                ) && socket.recv_queue() == 0;
+                if h2.at_backend(i) {
+                    h2.backend_bytes(i, &answer, closed);
+                }
+                self.to_client.extend_from_slice(&h2.take_output());
+                if answer.is_empty() || !h2.at_backend(i) {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Backend → client: the backend's bytes while the client's side has room, through
     /// TLS, into the client's socket; after a refusal's status, the FIN.
     fn pump_to_client(&mut self) {
-        if let Some(b) = self.backend {
+        if self.h2.is_some() {
+            self.pump_h2_lanes();
+        } else if let Some(b) = self.backend {
             let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
             let socket = self.stack.socket(b);
-            match self.h2.as_mut() {
-                // HTTP/2: the answer goes through the session, a stream's window at a time,
-                // for as long as the client's side has room (else the socket's window
-                // holds the backend back).
-                // Every lane in turn.
-                Some(h2) => {
-                    for i in 0..h2.lanes() {
-                        let first = (&mut self.backend, self.local, &mut self.to_backend);
-                        let Some((&mut Some(b), _, to_backend)) = lane_parts(first, &mut self.lanes, i) else {
-                            continue;
-                        };
-                        let socket = self.stack.socket(b);
-                        loop {
-                            let room = BUFFER_MAX.saturating_sub(self.to_client.len() + self.client_wire.len());
-                            let room = room.min(h2.backend_room(i));
-                            let mut answer = Vec::new();
-                            let send_room = self.up.send_room(socket);
-                            crate::tcp_stack::exchange_within(socket, to_backend, send_room, &mut answer, room);
-                            let closed = matches!(
-                                socket.state(),
-                                tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closed | tcp::State::TimeWait
-                            ) && socket.recv_queue() == 0;
-                            if h2.at_backend(i) {
-                                h2.backend_bytes(i, &answer, closed);
-                            }
-                            self.to_client.extend_from_slice(&h2.take_output());
-                            if answer.is_empty() || !h2.at_backend(i) {
-                                break;
-                            }
-                        }
+            match self.alt_svc_h1.as_mut() {
+                // HTTP/1.1 over TLS: the first answer gets the VIP's Alt-Svc.
+                Some(alt) => {
+                    let mut answer = Vec::new();
+                    let room = room.saturating_sub(alt.held());
+                    let send_room = self.up.send_room(socket);
+                    crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
+                    alt.pass(&answer, &mut self.to_client);
+                    if alt.done() {
+                        self.alt_svc_h1 = None;
                     }
                 }
-                None => match self.alt_svc_h1.as_mut() {
-                    // HTTP/1.1 over TLS: the first answer gets the VIP's Alt-Svc.
-                    Some(alt) => {
-                        let mut answer = Vec::new();
-                        let room = room.saturating_sub(alt.held());
-                        let send_room = self.up.send_room(socket);
-                        crate::tcp_stack::exchange_within(socket, &mut self.to_backend, send_room, &mut answer, room);
-                        alt.pass(&answer, &mut self.to_client);
-                        if alt.done() {
-                            self.alt_svc_h1 = None;
-                        }
-                    }
-                    None => {
-                        let send_room = self.up.send_room(socket);
-                        let (to_backend, to_client) = (&mut self.to_backend, &mut self.to_client);
-                        crate::tcp_stack::exchange_within(socket, to_backend, send_room, to_client, room);
-                    }
-                },
+                None => {
+                    let send_room = self.up.send_room(socket);
+                    let (to_backend, to_client) = (&mut self.to_backend, &mut self.to_client);
+                    crate::tcp_stack::exchange_within(socket, to_backend, send_room, to_client, room);
+                }
             }
         }
         if let Some(h2) = self.h2.as_mut() {
@@ -477,11 +486,9 @@ impl Proxied {
 
     /// Over on both sides (closed, or waiting out TIME-WAIT).
     fn finished(&mut self) -> bool {
-        let gone = |st: Option<tcp::State>| st.is_none_or(|s| matches!(s, tcp::State::Closed | tcp::State::TimeWait));
-        let client_done = gone(Some(self.stack.socket(self.client).state()));
-        let lanes: Vec<SocketHandle> = self.lanes.iter().filter_map(|l| l.backend).collect();
-        let lanes_done = lanes.into_iter().all(|b| gone(Some(self.stack.socket(b).state())));
-        client_done && lanes_done && gone(self.backend.map(|b| self.stack.socket(b).state()))
+        let stack = &mut self.stack;
+        sockets(self.client, self.backend, &self.lanes)
+            .all(|h| matches!(stack.socket(h).state(), tcp::State::Closed | tcp::State::TimeWait))
     }
 
     /// When the connection next needs a drive: its stack's timers, its head deadline or
@@ -561,8 +568,7 @@ impl Proxied {
     /// a head cost about 123 KiB before; the sockets behave the same either way.
     fn release_idle(&mut self) {
         let mut idle = true;
-        let sockets: Vec<SocketHandle> = std::iter::once(self.client).chain(self.backends()).collect();
-        for h in sockets {
+        for h in sockets(self.client, self.backend, &self.lanes) {
             let s = self.stack.socket(h);
             s.release_idle_buffers();
             idle &= s.recv_queue() == 0 && s.send_queue() == 0;
@@ -582,8 +588,8 @@ impl Proxied {
 
     /// Socket and relay buffer bytes the connection holds.
     fn held_buffer_bytes(&mut self) -> usize {
-        let handles: Vec<SocketHandle> = std::iter::once(self.client).chain(self.backends()).collect();
-        let sockets: usize = handles.into_iter().map(|h| self.stack.socket(h).buffer_bytes_allocated()).sum();
+        let handles = sockets(self.client, self.backend, &self.lanes);
+        let sockets: usize = handles.map(|h| self.stack.socket(h).buffer_bytes_allocated()).sum();
         let lanes: usize = self.lanes.iter().map(|l| l.to_backend.capacity()).sum();
         let relay = self.to_backend.capacity() + self.to_client.capacity() + self.client_wire.capacity() + lanes;
         // HTTP/1.1: bounded by the client's window; HTTP/2: one request at a time a lane, whole.
