@@ -1392,6 +1392,32 @@ mod tests {
         assert_eq!(again.first(), Some(&first[0]), "the lost repair goes again at once: {again:?}");
     }
 
+    /// A hole counts as lost a reordering window after bytes above it were SACKed, however
+    /// few they are (RACK's time rule, RFC 8985 §6.2, for first transmissions too): once
+    /// D-SACKs had raised DupThresh to its most, the lab's last 64 KB hole of a 20 MB
+    /// answer (84 KB SACKed above it, under 95 segments) never counted as lost; partial
+    /// ACKs sent it one segment a round trip for 1.4 s, then the timeout came.
+    #[test]
+    fn a_hole_under_a_raised_dup_thresh_goes_whole_a_reordering_window_after_the_sack_above_it() {
+        let mut h = HandAcked::new();
+        let first = h.sent(1_000_000);
+        let k = first.len();
+        assert!(k >= 7, "{k} segments in the first window");
+        // The first arrives; five D-SACKs of it (a path that reorders) raise DupThresh to
+        // its most.
+        for _ in 0..6 {
+            h.ack(first[0].1, &[first[0]]);
+        }
+        // The 2nd and 3rd are lost; the rest arrived (fewer segments than DupThresh).
+        h.ack(first[0].1, &[(first[3].0, first[k - 1].1)]);
+        let at_once = h.sent(2_000_000);
+        assert!(!at_once.contains(&first[1]), "no repair at once (reordering is allowed for): {at_once:?}");
+        // A round trip here is a millisecond: 30 ms on, well before the 200 ms timeout,
+        // the whole hole has gone again.
+        let later = h.sent(32_000_000);
+        assert!(first[1..3].iter().all(|s| later.contains(s)), "the hole went again, whole: {later:?}");
+    }
+
     /// Repairs lost again are sent once more as soon as new data sent after them is
     /// SACKed, not after a timeout (Linux's lost-retransmit marking, the idea of RACK, RFC
     /// 8985, §6.2): in the lab a burst of 13 lost super-packets was repaired in one burst

@@ -3041,6 +3041,12 @@ impl<'a> Socket<'a> {
             self.rtte.on_retransmit();
         }
 
+        // anyedge patch: holes below bytes SACKed a reordering window ago are lost
+        // (RACK's time rule), whether or not an ACK came since.
+        if self.sack_on() {
+            self.sack.mark_late(cx.now(), self.srtt());
+        }
+
         // anyedge patch: the tail-loss probe's time came: the last segment goes again.
         if self.tlp.at.is_some_and(|at| cx.now() >= at) {
             self.tlp.at = None;
@@ -3477,11 +3483,14 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
-            // anyedge patch: and the tail-loss probe's.
+            // anyedge patch: and the tail-loss probe's, and when a hole will count as
+            // lost by RACK's time rule.
             let tlp_poll_at = self.tlp.at.map_or(PollAt::Ingress, PollAt::Time);
+            let late = if self.sack_on() { self.sack.late_at(self.srtt()) } else { None };
+            let late_poll_at = late.map_or(PollAt::Ingress, PollAt::Time);
 
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at, tlp_poll_at]
+            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at, tlp_poll_at, late_poll_at]
                 .iter()
                 .min()
                 .unwrap_or(&PollAt::Ingress)

@@ -11,6 +11,13 @@
 //! below the cumulative ACK: bytes that arrived twice) says a retransmission was not
 //! needed, and the threshold doubles (as Linux raises `tp->reordering` on one), up to
 //! [`DUP_THRESH_MAX`] segments.
+//!
+//! A hole also counts as lost once bytes above it have been SACKed for a reordering
+//! window (RACK's time rule, RFC 8985 §6.2: the bytes below were sent before them, so
+//! they are late by then): a quarter of the smoothed round trip, times the threshold's
+//! growth, at most a round trip (RACK's `reo_wnd`, whose multiplier D-SACKs raise). So
+//! a hole near the end of a transfer, with fewer segments above it than a raised
+//! threshold, is repaired within a round trip instead of a segment a round trip.
 
 use crate::time::{Duration, Instant};
 use crate::wire::TcpSeqNumber;
@@ -27,8 +34,9 @@ const RANGES_MAX: usize = 32;
 
 #[derive(Debug, Clone)]
 pub(super) struct Scoreboard {
-    /// SACKed ranges `[left, right)` above the cumulative ACK, sorted and disjoint.
-    ranges: alloc::vec::Vec<(TcpSeqNumber, TcpSeqNumber)>,
+    /// SACKed ranges `[left, right)` above the cumulative ACK, sorted and disjoint, and
+    /// when the first of their bytes was SACKed.
+    ranges: alloc::vec::Vec<(TcpSeqNumber, TcpSeqNumber, Instant)>,
     /// RFC 6675's HighRxt: the highest sequence number sent again. Not reset when a
     /// recovery begins (as RFC 6675 does): holes found late in one recovery are often sent
     /// again before it ends, and the next would send them once more (Linux marks each
@@ -39,9 +47,10 @@ pub(super) struct Scoreboard {
     /// DupThresh: SACKed segments above a hole (or that many bytes of them, less one
     /// segment) that make it lost; raised by D-SACKs.
     dup_thresh: u8,
-    /// After a retransmission timeout, everything not SACKed below this is lost (RFC
-    /// 6675 §5.1: the scoreboard is kept, and what the receiver holds is not sent again),
-    /// until the cumulative ACK passes it.
+    /// Everything not SACKed below this is lost, until the cumulative ACK passes it: after
+    /// a retransmission timeout (RFC 6675 §5.1: the scoreboard is kept, and what the
+    /// receiver holds is not sent again), below a SACKed tail-loss probe, and below a
+    /// range SACKed a reordering window ago.
     lost_below: Option<TcpSeqNumber>,
     /// The cumulative ACK at that timeout: a second timeout with no progress since sends
     /// everything again (a receiver may have dropped what it SACKed, RFC 2018 §8).
@@ -149,7 +158,7 @@ impl Scoreboard {
             if left < una || right <= left || right > snd_max {
                 continue;
             }
-            if self.insert(left, right)
+            if self.insert(left, right, now)
                 && let Some(h) = self.high_rxt.filter(|&h| left < h)
             {
                 let end = right.min(h);
@@ -203,20 +212,51 @@ impl Scoreboard {
         if self.rto_una.is_some_and(|u| u < una) {
             self.rto_una = None;
         }
+        self.mark_late(now, srtt);
     }
 
-    /// Adds a SACKed range; whether it told anything new.
-    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) -> bool {
+    /// RACK's reordering window: a quarter of the smoothed round trip, times what
+    /// D-SACKs raised DupThresh by, at most a round trip, at least a millisecond.
+    fn reo_wnd(&self, srtt: Duration) -> Duration {
+        let grown = u32::from(self.dup_thresh / DUP_THRESH).max(1);
+        (srtt / 4 * grown).min(srtt).max(Duration::from_millis(1))
+    }
+
+    /// Every hole below a range SACKed a reordering window ago or more is lost (RACK's
+    /// time rule, RFC 8985 §6.2): its bytes went before the range's. Nothing before a
+    /// round trip is measured.
+    pub(super) fn mark_late(&mut self, now: Instant, srtt: Option<Duration>) {
+        let Some(srtt) = srtt else { return };
+        let reo = self.reo_wnd(srtt);
+        let late = self.ranges.iter().rev().find(|r| r.2 + reo <= now).map(|r| r.0);
+        if let Some(left) = late.filter(|&l| self.lost_below.is_none_or(|b| b < l)) {
+            self.lost_below = Some(left);
+        }
+    }
+
+    /// When [`Scoreboard::mark_late`] next finds a hole lost: the earliest a range above
+    /// every hole already lost is a reordering window old.
+    pub(super) fn late_at(&self, srtt: Option<Duration>) -> Option<Instant> {
+        let reo = self.reo_wnd(srtt?);
+        let above = |r: &&(TcpSeqNumber, TcpSeqNumber, Instant)| self.lost_below.is_none_or(|b| b < r.0);
+        self.ranges.iter().filter(above).map(|r| r.2 + reo).min()
+    }
+
+    /// Adds a range SACKed at `now`; whether it told anything new. A range it joins
+    /// keeps the earliest time.
+    fn insert(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber, now: Instant) -> bool {
         // The first range that ends at or after `left` and the first that starts after
         // `right`: everything between merges with the new one.
         let from = self.ranges.partition_point(|r| r.1 < left);
         let to = self.ranges.partition_point(|r| r.0 <= right);
         let known = self.ranges.get(from).is_some_and(|r| r.0 <= left && right <= r.1);
+        let mut at = now;
         if from < to {
             left = left.min(self.ranges[from].0);
             right = right.max(self.ranges[to - 1].1);
+            at = self.ranges[from..to].iter().map(|r| r.2).fold(now, Instant::min);
         }
-        self.ranges.splice(from..to, core::iter::once((left, right)));
+        self.ranges.splice(from..to, core::iter::once((left, right, at)));
         self.ranges.truncate(RANGES_MAX);
         debug_assert!(self.ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted and disjoint");
         !known
