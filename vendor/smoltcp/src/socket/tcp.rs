@@ -590,7 +590,15 @@ pub struct Socket<'a> {
     sack: sack::Scoreboard,
     /// anyedge patch: the tail-loss probe of such a socket (RFC 8985 §7).
     tlp: Tlp,
+    /// anyedge patch: with a controller that paces, the earliest the next data segment
+    /// may go (the last one's bytes at the pacing rate after it, or after the one before).
+    pace_at: Option<Instant>,
 }
+
+/// anyedge patch: how far ahead of its time a paced data segment may go: the
+/// resolution of the timers that wake a socket (a millisecond in anyedge's lab nodes).
+/// Data leaves at the pacing rate, in bursts of at most this much of it.
+const PACE_HORIZON: Duration = Duration::from_millis(1);
 
 /// anyedge patch: a tail-loss probe (RFC 8985 §7): two smoothed round trips after the
 /// last new data or ACK of new data, with nothing SACKed and no recovery, the last
@@ -770,6 +778,7 @@ impl<'a> Socket<'a> {
             recovery_rto_at: None,
             sack: sack::Scoreboard::default(),
             tlp: Tlp::default(),
+            pace_at: None,
             min_rto: None,
         }
     }
@@ -1144,6 +1153,7 @@ impl<'a> Socket<'a> {
         self.recovery_rto_at = None;
         self.sack = sack::Scoreboard::default();
         self.tlp = Tlp::default();
+        self.pace_at = None;
 
         #[cfg(feature = "async")]
         {
@@ -1848,6 +1858,7 @@ impl<'a> Socket<'a> {
             recovery_rto_at: None,
             sack: sack::Scoreboard::default(),
             tlp: Tlp::default(),
+            pace_at: None,
             min_rto: None,
         })
     }
@@ -2801,13 +2812,28 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// anyedge patch: whether pacing holds data back at `now`: while the next segment's
+    /// time is more than [`PACE_HORIZON`] away (a driver that wakes the socket a
+    /// millisecond late may send that millisecond's data at once).
+    fn paced(&self, now: Instant) -> bool {
+        self.pace_at.is_some_and(|at| now + PACE_HORIZON < at)
+    }
+
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
+        let paced = self.paced(cx.now());
+        self.seq_to_transmit_paced(cx, paced)
+    }
+
+    /// anyedge patch: [`Socket::seq_to_transmit`], with data held back when `paced`
+    /// (a SYN or FIN alone goes whatever the pace).
+    fn seq_to_transmit_paced(&self, cx: &mut Context, paced: bool) -> bool {
         // Fast retransmits should always send, even if later congestion checks would disallow
         if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
             return true;
         }
-        // anyedge patch: so should a lost hole the congestion window has room for.
-        if self.sack_hole().is_some() {
+        // anyedge patch: so should a lost hole the congestion window has room for, at
+        // the pace.
+        if !paced && self.sack_hole().is_some() {
             return true;
         }
 
@@ -2869,6 +2895,10 @@ impl<'a> Socket<'a> {
         // * We can send a full packet
         // * We have all the data we'll ever send (we're closing send)
         if self.nagle && data_in_flight && !can_send_full && !want_fin {
+            can_send = false;
+        }
+        // anyedge patch: data waits for its pace.
+        if paced {
             can_send = false;
         }
 
@@ -3211,7 +3241,8 @@ impl<'a> Socket<'a> {
                     .unwrap_or(effective_mss)
                 };
 
-                let hole = if self.pending_fast_retransmit { None } else { self.sack_hole() };
+                let paced = self.paced(cx.now());
+                let hole = if self.pending_fast_retransmit || paced { None } else { self.sack_hole() };
                 probe = hole.is_some() && self.tlp.due;
                 let offset = if self.pending_fast_retransmit {
                     let size = effective_mss.min(self.tx_buffer.len());
@@ -3277,6 +3308,9 @@ impl<'a> Socket<'a> {
                         // zero length would stall the connection if a window update from
                         // the remote got lost.
                         win_limit.min(device_limit)
+                    } else if paced {
+                        // anyedge patch: no data before its pace (an ACK may go).
+                        0
                     } else {
                         win_limit.min(device_limit).min(self.cwnd_remaining())
                     };
@@ -3410,6 +3444,15 @@ impl<'a> Socket<'a> {
             self.sack.on_retransmit(repr.seq_number + repr.payload.len(), self.remote_last_seq, cx.now());
         }
 
+        // anyedge patch: the next data segment waits for this one's bytes at the pace.
+        if !repr.payload.is_empty() {
+            if let Some(rate) = self.congestion_controller.inner().pacing_rate() {
+                let gap = Duration::from_micros(repr.payload.len() as u64 * 1_000_000 / rate.max(1));
+                let from = self.pace_at.map_or(cx.now(), |at| at.max(cx.now()));
+                self.pace_at = Some(from + gap);
+            }
+        }
+
         if repr.segment_len() > 0 {
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
@@ -3488,9 +3531,16 @@ impl<'a> Socket<'a> {
             let tlp_poll_at = self.tlp.at.map_or(PollAt::Ingress, PollAt::Time);
             let late = if self.sack_on() { self.sack.late_at(self.srtt()) } else { None };
             let late_poll_at = late.map_or(PollAt::Ingress, PollAt::Time);
+            // anyedge patch: and data held back by its pace, at its pace.
+            let pace_poll_at = match self.pace_at {
+                Some(at) if self.paced(cx.now()) && self.seq_to_transmit_paced(cx, false) => {
+                    PollAt::Time(at - PACE_HORIZON)
+                }
+                _ => PollAt::Ingress,
+            };
 
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at, tlp_poll_at, late_poll_at]
+            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at, tlp_poll_at, late_poll_at, pace_poll_at]
                 .iter()
                 .min()
                 .unwrap_or(&PollAt::Ingress)

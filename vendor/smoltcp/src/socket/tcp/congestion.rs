@@ -43,6 +43,13 @@ pub(super) trait Controller {
     /// application-limited: what it delivers now says what the application gave, not
     /// what the path carries).
     fn on_app_limited(&mut self) {}
+
+    /// anyedge patch: the rate (bytes a second) the sender spaces its data at, if it
+    /// paces: the socket sends the next data segment once the last one's bytes at this
+    /// rate have passed.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)] // anyedge patch: Clone, for tcp::Parked

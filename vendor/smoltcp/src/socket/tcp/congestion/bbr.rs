@@ -13,9 +13,15 @@
 //! bandwidth-delay products, until the estimate stops growing by a quarter for three
 //! rounds that were not application-limited or a round loses more than [`STARTUP_LOSS_PERCENT`] of what it delivers (BBRv2's
 //! startup exit: the internet model's random 0.2 % does not end it), then a window of
-//! [`CWND_GAIN`] × bandwidth × delay. Left out: pacing (smoltcp has no
-//! timer per segment: the window is the only brake, as it is for every smoltcp
-//! controller), and the probing cycles, which pacing needs. Tested through anyedge's
+//! [`CWND_GAIN`] × bandwidth × delay. Data is paced (the socket spaces its segments at
+//! [`Controller::pacing_rate`]): in startup at the startup gain times the larger of the
+//! estimate and the window over the least round trip (so the first rounds, before any
+//! estimate, are spread too, as Linux's BBR starts from the window), then at the estimate
+//! times BBR's gain cycle (1.25 for a round to probe for more, 0.75 for one to drain
+//! what that queued, 1 for six), and never slower than 1.2 windows a least round trip
+//! (Linux's pacing for every controller), so a window leaves spread over a round trip
+//! instead of as one burst into the bottleneck's queue, and an estimate left low does
+//! not hold the sender below what its window lets out. Tested through anyedge's
 //! proxied connections (`region/src/clb/l7_front.rs`, `region/src/tcp_stack.rs`): this
 //! copy of smoltcp builds without its dev-dependencies.
 
@@ -37,6 +43,12 @@ const STARTUP_GAIN_PERCENT: u64 = 289;
 pub const STARTUP_LOSS_PERCENT: u64 = 2;
 /// How long the least round-trip time stands before a newer one replaces it.
 const MIN_RTT_WINDOW_US: u64 = 10_000_000;
+/// BBR's pacing gains once the pipe is full, a round each, in percent: probe for more
+/// bandwidth, drain the queue that made, then cruise (BBR's ProbeBW cycle).
+const PACING_CYCLE: [u64; 8] = [125, 75, 100, 100, 100, 100, 100, 100];
+/// The least pacing rate once the pipe is full, in percent of the window over the least
+/// round trip (Linux's `tcp_pacing_ca_ratio`).
+const WINDOW_PACING_PERCENT: u64 = 120;
 
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -76,6 +88,8 @@ pub struct Bbr {
     /// (BBR's `is_app_limited` samples; a TLS handshake and a proxy's first request are
     /// three such rounds, and ended startup before the bulk began).
     app_limited: bool,
+    /// Rounds since the pipe was full: where in [`PACING_CYCLE`] the pacing gain is.
+    cycle: usize,
 }
 
 impl Bbr {
@@ -98,6 +112,7 @@ impl Bbr {
             inflation: 0,
             recovering: false,
             app_limited: false,
+            cycle: 0,
         }
     }
 
@@ -140,6 +155,9 @@ impl Bbr {
         let lost = core::mem::take(&mut self.round_losses).saturating_mul(self.mss as u64);
         if lost.saturating_mul(100) > (self.delivered - delivered_then).saturating_mul(STARTUP_LOSS_PERCENT) {
             self.filled = true;
+        }
+        if self.filled {
+            self.cycle = self.cycle.wrapping_add(1);
         }
         let app_limited = core::mem::take(&mut self.app_limited);
         if !self.filled && !app_limited {
@@ -220,6 +238,23 @@ impl Controller for Bbr {
 
     fn on_app_limited(&mut self) {
         self.app_limited = true;
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        let (rtt_us, _) = self.min_rtt?;
+        let bw = self.bandwidth();
+        let window_rate = (self.cwnd as u64).saturating_mul(1_000_000) / rtt_us.max(1);
+        let rate = if self.filled {
+            // Never slower than the window over the round trip, and a fifth more (Linux's
+            // pacing for every controller, 120 %): an estimate that application-limited
+            // rounds or an early timeout left low would otherwise hold the sender at it,
+            // gaining a quarter every eight rounds.
+            let model = bw.saturating_mul(PACING_CYCLE[self.cycle % PACING_CYCLE.len()]) / 100;
+            model.max(window_rate.saturating_mul(WINDOW_PACING_PERCENT) / 100)
+        } else {
+            bw.max(window_rate).saturating_mul(STARTUP_GAIN_PERCENT) / 100
+        };
+        (rate > 0).then_some(rate)
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {
