@@ -1368,6 +1368,15 @@ mod tests {
             HandAcked { a, ha, own, b_next }
         }
 
+        /// Connected with 200 kB queued, and the first window's data segments (at least
+        /// `least` of them) sent at 1 ms.
+        fn first_window(least: usize) -> (HandAcked, Segments) {
+            let mut h = HandAcked::new();
+            let first = h.sent(1_000_000);
+            assert!(first.len() >= least, "{} segments in the first window", first.len());
+            (h, first)
+        }
+
         /// The data segments sent by `now`, as sequence ranges.
         fn sent(&mut self, now: u64) -> Vec<(u32, u32)> {
             use anyedge_proto::inner;
@@ -1384,10 +1393,8 @@ mod tests {
         /// the rest), with new data after the repairs: the socket, the first window's
         /// segments and the new ones.
         fn four_repaired() -> (HandAcked, Segments, Segments) {
-            let mut h = HandAcked::new();
-            let first = h.sent(1_000_000);
+            let (mut h, first) = HandAcked::first_window(7);
             let k = first.len();
-            assert!(k >= 7, "{k} segments in the first window");
             h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
             let second = h.sent(2_000_000);
             assert_eq!(&second[..4], &first[..4], "four repairs first: {second:?}");
@@ -1415,10 +1422,8 @@ mod tests {
     /// ACK that ends it begins the next, at that hole.
     #[test]
     fn a_segment_sent_again_in_one_recovery_is_not_sent_again_in_the_next() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
+        let (mut h, first) = HandAcked::first_window(5);
         let k = first.len();
-        assert!(k >= 5, "{k} segments in the first window");
         // The first segment is lost: a recovery begins, whose point is the end of the
         // window; the first segment goes again, and new ones after it.
         h.ack(first[0].0, &[(first[1].0, first[k - 1].1)]);
@@ -1448,10 +1453,8 @@ mod tests {
     /// SACKed, not after a timeout (in the lab, a burst of repairs into a full queue).
     #[test]
     fn a_repair_overtaken_by_later_repairs_goes_again_without_a_timeout() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
+        let (mut h, first) = HandAcked::first_window(7);
         let k = first.len();
-        assert!(k >= 7, "{k} segments in the first window");
         // The first four are lost and sent again.
         h.ack(first[0].0, &[(first[4].0, first[k - 1].1)]);
         let repairs = h.sent(2_000_000);
@@ -1469,10 +1472,8 @@ mod tests {
     /// ACKs sent it one segment a round trip for 1.4 s, then the timeout came.
     #[test]
     fn a_hole_under_a_raised_dup_thresh_goes_whole_a_reordering_window_after_the_sack_above_it() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
+        let (mut h, first) = HandAcked::first_window(7);
         let k = first.len();
-        assert!(k >= 7, "{k} segments in the first window");
         // The first arrives; five D-SACKs of it (a path that reorders) raise DupThresh to
         // its most.
         for _ in 0..6 {
@@ -1582,10 +1583,8 @@ mod tests {
     /// 6675 §5.1): two segments held past a lost one are not sent twice.
     #[test]
     fn after_a_timeout_what_the_receiver_sacked_is_not_sent_again() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
+        let (mut h, first) = HandAcked::first_window(6);
         let k = first.len();
-        assert!(k >= 6, "{k} segments in the first window");
         // The first two are lost, the next two arrive, the rest are lost: too few SACKed
         // for a loss to be seen, so the timer runs out.
         let held = (first[2].0, first[3].1);
@@ -1621,10 +1620,8 @@ mod tests {
     /// threshold, and the same reordering later sends nothing again.
     #[test]
     fn a_dsack_teaches_the_sender_the_paths_reordering() {
-        let mut h = HandAcked::new();
-        let first = h.sent(1_000_000);
+        let (mut h, first) = HandAcked::first_window(5);
         let k = first.len();
-        assert!(k >= 5, "{k} segments in the first window");
         // Three segments overtake the first: taken for a loss, it is sent again.
         h.ack(first[0].0, &[(first[1].0, first[3].1)]);
         let second = h.sent(2_000_000);
