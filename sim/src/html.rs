@@ -26,6 +26,21 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// The furthest a chart's axis reaches (seconds, milliseconds): a figure past it (a
+/// hand-edited or corrupt report) is drawn at the axis' edge, as is every figure past
+/// its chart's own axes, so that no coordinate overflows a pixel in plotters.
+const AXIS_MAX: f64 = 1e9;
+
+/// `v` within `lo..=hi` (at `lo` when not a number).
+fn held(v: f64, lo: f64, hi: f64) -> f64 {
+    if v.is_finite() { v.clamp(lo, hi) } else { lo }
+}
+
+/// A location's longitude and latitude on the map's axes.
+fn lon_lat(location: &Value) -> (f64, f64) {
+    (held(f(&location[1]), -180.0, 180.0), held(f(&location[0]), -90.0, 90.0))
+}
+
 /// A table cell's text: `-` for nothing.
 fn cell(v: &Value) -> String {
     match v {
@@ -139,7 +154,11 @@ fn fraction_chart<'a, 'b>(
 
 fn cdf_plot_of(title: &str, anycast: &[(f64, f64)], direct: &[(f64, f64)]) -> String {
     let (a, d) = (cdf_of(anycast), cdf_of(direct));
-    let xmax = a.iter().chain(&d).map(|p| p.0).fold(1.0, f64::max) * 1.05;
+    let xmax = held(a.iter().chain(&d).map(|p| p.0).fold(1.0, f64::max) * 1.05, 1.0, AXIS_MAX);
+    let on_axes = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+        points.into_iter().map(|(x, y)| (held(x, 0.0, xmax), held(y, 0.0, 1.0))).collect()
+    };
+    let (a, d) = (on_axes(a), on_axes(d));
     svg(SIZE, |root| {
         let mut chart = fraction_chart(root, title, xmax, ("round trip (ms)", "fraction of round trips"))?;
         for (points, color, name) in [(a, ANYCAST, "anycast"), (d, DIRECT, "direct")] {
@@ -168,7 +187,9 @@ fn time_plot(title: &str, traffic: &Value, faults: &[(f64, String)], duration: f
             .map(|s| {
                 let (sent, received) = (f(&s["sent"]), f(&s["received"]));
                 let loss = if sent > 0.0 { 100.0 * (sent - received).max(0.0) / sent } else { 0.0 };
-                (f(&s["t_s"]) + 0.5, s["p50_ms"].as_f64(), loss)
+                let end = duration.max(1.0);
+                let p50 = s["p50_ms"].as_f64().map(|p| held(p, 0.0, AXIS_MAX));
+                (held(f(&s["t_s"]) + 0.5, 0.0, end), p50, held(loss, 0.0, 100.0))
             })
             .collect()
     };
@@ -201,8 +222,9 @@ fn time_plot(title: &str, traffic: &Value, faults: &[(f64, String)], duration: f
             .label("anycast loss %")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.5)));
         for (at, _) in faults {
+            let at = held(*at, 0.0, duration.max(1.0));
             chart
-                .draw_series(std::iter::once(PathElement::new(vec![(*at, 0.0), (*at, ymax)], FAULT.stroke_width(1))))
+                .draw_series(std::iter::once(PathElement::new(vec![(at, 0.0), (at, ymax)], FAULT.stroke_width(1))))
                 .map_err(|e| e.to_string())?;
         }
         chart
@@ -274,24 +296,18 @@ fn land_in(x0: f64, x1: f64, y0: f64, y1: f64) -> Vec<Vec<(f64, f64)>> {
 /// joined to the POP it starts on (blue) and to each POP faults move it to (red). A large
 /// world's groups are dots without names.
 fn map(r: &Value) -> String {
-    let pops: Vec<(String, f64, f64)> = arr(&r["pops"])
-        .iter()
-        .map(|p| (p["name"].as_str().unwrap_or("").to_string(), f(&p["location"][1]), f(&p["location"][0])))
-        .collect();
-    let regions: Vec<(String, f64, f64)> = arr(&r["regions"])
-        .iter()
-        .map(|p| (p["name"].as_str().unwrap_or("").to_string(), f(&p["location"][1]), f(&p["location"][0])))
-        .collect();
+    let place = |p: &Value| {
+        let (x, y) = lon_lat(&p["location"]);
+        (p["name"].as_str().unwrap_or("").to_string(), x, y)
+    };
+    let pops: Vec<(String, f64, f64)> = arr(&r["pops"]).iter().map(place).collect();
+    let regions: Vec<(String, f64, f64)> = arr(&r["regions"]).iter().map(place).collect();
     let by_name: std::collections::HashMap<&str, (f64, f64)> =
         pops.iter().map(|p| (p.0.as_str(), (p.1, p.2))).collect();
     let at = |name: &str| by_name.get(name).copied();
     let clients = arr(&r["clients"]);
     let few = clients.len() <= GROUPS_IN_FULL_MAX;
-    let all = pops
-        .iter()
-        .chain(&regions)
-        .map(|p| (p.1, p.2))
-        .chain(clients.iter().map(|c| (f(&c["location"][1]), f(&c["location"][0]))));
+    let all = pops.iter().chain(&regions).map(|p| (p.1, p.2)).chain(clients.iter().map(|c| lon_lat(&c["location"])));
     let (mut x0, mut x1, mut y0, mut y1) = (180f64, -180f64, 90f64, -90f64);
     for (x, y) in all {
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
@@ -324,7 +340,7 @@ fn map(r: &Value) -> String {
             .draw_series(land.into_iter().map(|ring| Polygon::new(ring, ground.filled())))
             .map_err(|e| e.to_string())?;
         for c in clients {
-            let me = (f(&c["location"][1]), f(&c["location"][0]));
+            let me = lon_lat(&c["location"]);
             if let Some(p) = c["pop"].as_str().and_then(at) {
                 chart
                     .draw_series(std::iter::once(PathElement::new(vec![me, p], ANYCAST.mix(line))))
@@ -380,6 +396,8 @@ fn timeline(title: &str, rows: &[Row], duration: f64) -> String {
         chart.configure_mesh().x_desc("time (s)").y_labels(0).disable_y_mesh().draw().map_err(|e| e.to_string())?;
         for (i, (label, spans)) in rows.iter().enumerate() {
             for (k, (from, to, color, text)) in spans.iter().enumerate() {
+                let end = duration.max(1.0);
+                let (from, to) = (&held(*from, 0.0, end), &held(*to, 0.0, end));
                 // The row's name rides on its first span.
                 let text = if k == 0 { format!("{label}: {text}") } else { text.clone() };
                 let y = i as f64;
@@ -632,7 +650,8 @@ const CLASSES_PLOTTED_MAX: usize = 12;
 
 /// The report as a page; `table`, the terminal table when there is one.
 pub fn render(r: &Value, table: Option<&str>) -> String {
-    let duration = f(&r["duration_s"]);
+    let simulated = f(&r["duration_s"]);
+    let duration = held(simulated, 0.0, AXIS_MAX);
     let faults: Vec<(f64, String)> =
         arr(&r["faults"]).iter().map(|x| (f(&x["at_s"]), x["what"].as_str().unwrap_or("").to_string())).collect();
     let mut page = String::new();
@@ -642,7 +661,7 @@ pub fn render(r: &Value, table: Option<&str>) -> String {
 body{{font-family:sans-serif;margin:24px;color:#222}} h2{{margin-top:32px}} .plots{{display:flex;flex-wrap:wrap;gap:8px}} \
 pre{{background:#f6f6f6;padding:12px;overflow-x:auto}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} \
 th{{background:#eee}} td:first-child,th:first-child,.l{{text-align:left}} .note{{color:#888}}</style></head><body>\
-<h1>anyedge simulation: {name}</h1><p>seed {seed}, {duration} s simulated. Round trips are exact (nearest rank over every reply); \
+<h1>anyedge simulation: {name}</h1><p>seed {seed}, {simulated} s simulated. Round trips are exact (nearest rank over every reply); \
 <span style=color:#1f77b4>anycast</span> goes through the VIP's POPs and the backbone, <span style=color:#ff7f0e>direct</span> \
 straight over the internet to the region. Red lines mark faults.</p>",
         name = esc(r["name"].as_str().unwrap_or("")),
@@ -766,6 +785,38 @@ fn inflation_section(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Figures far outside a chart's axes (a hand-edited or corrupt report) draw a page,
+    /// not a panic: the report fuzzer's input had a backend's health change at 7.8e45 s,
+    /// and plotters overflowed mapping it to a pixel.
+    #[test]
+    fn a_report_with_times_places_and_delays_far_off_its_axes_still_renders() {
+        let far = [7.777777777777777e45, -1e300, 1e308];
+        for x in far {
+            let r = serde_json::json!({
+                "duration_s": 2.0,
+                "pops": [{ "name": "paris", "location": [x, x] }],
+                "regions": [{ "name": "frankfurt", "location": [50.1, x] }],
+                "clients": [{ "name": "london", "location": [x, -0.1], "count": 1, "pop": "paris" }],
+                "backends": [{ "address": "198.19.20.1:7000", "health": [
+                    { "at_s": 0.5, "state": "healthy" }, { "at_s": x, "state": "unhealthy" }
+                ] }],
+                "faults": [{ "at_s": x, "what": "far" }],
+                "control": { "leaders": [{ "at_s": x, "leader": "c1", "term": 1 }] },
+                "traffic": [{ "class": "game",
+                    "anycast": { "series": [{ "t_s": x, "p50_ms": x, "sent": 1, "received": 1 }] },
+                    "direct": { "series": [{ "t_s": 1.0, "p50_ms": x, "sent": 1, "received": 1 }] } }]
+            });
+            for duration in [2.0, x] {
+                let mut r = r.clone();
+                r["duration_s"] = serde_json::json!(duration);
+                assert!(
+                    render(&r, None).starts_with("<!doctype html>"),
+                    "a page with {x} and a duration of {duration}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_groups_dot_goes_from_green_to_red_with_inflation_and_grey_without_a_route() {
