@@ -107,7 +107,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         pcap: Option<PathBuf>,
         /// How backbone envelopes are tagged: fast (a keyed hash, about a tenth of the
-        /// work) or real (the lab's ChaCha20-Poly1305, so captures carry its exact
+        /// work) or real (the lab's AES-256-GCM, so captures carry its exact
         /// bytes). The figures are the same; the report names which.
         #[arg(long, value_parser = ["fast", "real"], default_value = "fast")]
         auth: String,

@@ -4,9 +4,11 @@
 //! the CCN header's POP id and every other field inside are authenticated. Computing and
 //! checking the tag is `anyedge_ccn::auth`'s job: this module only knows where things are.
 //!
-//! Version 2: the tag is ChaCha20-Poly1305's over the envelope as associated data (an
-//! empty plaintext), with the nonce salt ‖ kind ‖ sequence number; the salt is a random
-//! number the sender draws when it starts. Version 1 (HMAC-SHA256) had no salt.
+//! Version 3: the tag is AES-256-GCM's, the header as associated data and the payload as
+//! the text (its ciphertext is not sent: the payload travels clear), with the nonce salt ‖
+//! kind ‖ sequence number; the salt is a random number the sender draws when it starts.
+//! Version 2 tagged with ChaCha20-Poly1305, the whole envelope as associated data;
+//! version 1 (HMAC-SHA256) had no salt.
 //!
 //! ```text
 //!  0               1               2               3
@@ -21,13 +23,13 @@
 //! +---------------------------------------------------------------+
 //! |                          payload ...                          |
 //! +---------------------------------------------------------------+
-//! |             tag (128 bits, Poly1305 over all above)           |
+//! |           tag (128 bits, AES-256-GCM over all above)          |
 //! +---------------------------------------------------------------+
 //! ```
 
 use crate::{Error, Result};
 
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 mod field {
     use std::ops::Range;
@@ -225,11 +227,15 @@ mod tests {
             assert_eq!(Packet::new_checked(&vec![0x11; len][..]).err(), Some(Error::Truncated));
         }
         let mut bytes = Repr { kind: Kind::Data, salt: 0, sender: 1, receiver: 2, seq: 3 }.emit(&[]);
-        bytes[0] = 0x2f;
+        bytes[0] = 0x3f;
         assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "kind 15");
         bytes[0] = 0x11;
         assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 1 (HMAC, no salt)");
+        bytes[0] = 0x21;
+        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 2 (Poly1305)");
+        bytes[0] = 0x41;
+        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 4");
         bytes[0] = 0x31;
-        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_err(), "version 3");
+        assert!(Repr::parse(&Packet::new_checked(&bytes[..]).unwrap()).is_ok(), "version 3, kind 1");
     }
 }

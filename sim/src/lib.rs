@@ -59,7 +59,7 @@ pub struct Options {
     /// Which packets the capture keeps, and how much of each.
     pub capture: CaptureFilter,
     /// How backbone envelopes are tagged (`--auth`): the simulator's fast keyed hash, or
-    /// the lab's ChaCha20-Poly1305 (`real`, when captures must carry the lab's bytes).
+    /// the lab's AES-256-GCM (`real`, when captures must carry the lab's bytes).
     pub auth: SimAuth,
     /// Threads to run a partitioned world on (at least 1; the report is the same for
     /// any number).

@@ -11,7 +11,7 @@ pub struct Report {
     pub name: String,
     pub seed: u64,
     /// How backbone envelopes were tagged: `fast` (the simulator's keyed hash, the
-    /// default) or `real` (the lab's ChaCha20-Poly1305, `sim --auth real`). The figures
+    /// default) or `real` (the lab's AES-256-GCM, `sim --auth real`). The figures
     /// are the same either way; captures differ in their tags' bytes.
     pub auth: &'static str,
     pub duration_s: f64,

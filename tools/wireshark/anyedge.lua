@@ -21,7 +21,7 @@ f.sender = ProtoField.uint32("anyedge.sender", "Sender", base.HEX)
 f.receiver = ProtoField.uint32("anyedge.receiver", "Receiver", base.HEX)
 f.seq = ProtoField.uint64("anyedge.seq", "Sequence", base.DEC)
 f.salt = ProtoField.uint24("anyedge.salt", "Salt (sender's, per start)", base.HEX)
-f.tag = ProtoField.bytes("anyedge.tag", "Tag (Poly1305, 128 bits)")
+f.tag = ProtoField.bytes("anyedge.tag", "Tag (AES-256-GCM; version 2: Poly1305; 128 bits)")
 f.sender_name = ProtoField.string("anyedge.sender_name", "Sender node")
 f.receiver_name = ProtoField.string("anyedge.receiver_name", "Receiver node")
 
@@ -60,7 +60,7 @@ function anyedge.dissector(tvb, pinfo, tree)
   if tvb:len() < 36 then return 0 end
   local vk = tvb(0, 1):uint()
   local version, kind = bit.rshift(vk, 4), bit.band(vk, 0x0f)
-  if version ~= 2 or kinds[kind] == nil then return 0 end
+  if (version ~= 2 and version ~= 3) or kinds[kind] == nil then return 0 end
   pinfo.cols.protocol = "anyedge"
   local payload_len = tvb:len() - 36
   local t = tree:add(anyedge, tvb(), "anyedge envelope: " .. kinds[kind])
