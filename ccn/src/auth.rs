@@ -789,25 +789,19 @@ impl Keyring {
 
     /// `payload` in an envelope of `kind` for `to`; `None` when this node has no key for it.
     pub fn seal(&mut self, to: NodeId, kind: Kind, payload: &[u8]) -> Option<Vec<u8>> {
-        self.seal_with(to, kind, payload.len(), |b| b.copy_from_slice(payload))
+        self.seal_parts(to, kind, &[], payload)
     }
 
-    /// Like [`Keyring::seal`], for a payload of `payload_len` bytes that `write` puts
-    /// straight into the envelope (one copy of the packet instead of two).
-    pub fn seal_with(
-        &mut self,
-        to: NodeId,
-        kind: Kind,
-        payload_len: usize,
-        write: impl FnOnce(&mut [u8]),
-    ) -> Option<Vec<u8>> {
+    /// Like [`Keyring::seal`], for a payload of `head` (a CCN header, an offload shim)
+    /// then `body` (the packet), each copied straight into the envelope.
+    pub fn seal_parts(&mut self, to: NodeId, kind: Kind, head: &[u8], body: &[u8]) -> Option<Vec<u8>> {
         let me = self.me;
         let peer = self.peers.get_mut(&to)?;
         let seq = &mut peer.next_seq[kind.index()];
         debug_assert!(*seq > 0, "0 is never sent: every window refuses it");
         let repr = seal::Repr { kind, salt: self.salt, sender: me.to_wire(), receiver: to.to_wire(), seq: *seq };
         *seq = seq.checked_add(1)?;
-        let mut bytes = repr.emit_with(payload_len, write);
+        let mut bytes = repr.emit_parts(head, body);
         let covered = bytes.len() - TAG_LEN;
         let t = tag(&peer.send, (repr.salt, kind, repr.seq), &bytes[..covered], &mut self.scratch)?;
         bytes[covered..].copy_from_slice(&t);

@@ -369,9 +369,8 @@ impl Pop {
         };
         debug_assert!(node < nodes, "the POP sends only to a node its region has");
         let ccn = ccn::Repr::around(Direction::ToRegion, self.config.pop_id, flow_hash, packet)?.with_segment(segment);
-        let sealed = self
-            .keys
-            .seal_with(NodeId::Clb { region, node }, Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, packet));
+        let (header, len) = ccn.header();
+        let sealed = self.keys.seal_parts(NodeId::Clb { region, node }, Kind::Data, &header[..len], packet);
         self.demand.mark(region);
         match sealed {
             Some(bytes) => {

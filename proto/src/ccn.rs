@@ -273,6 +273,22 @@ impl Repr {
 
     /// Writes the header; the payload is the caller's to fill.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
+        self.write_fields(packet);
+        debug_assert_eq!(Repr::parse(packet).ok(), Some(*self), "what is written parses back the same");
+    }
+
+    /// The header alone (its first [`Repr::header_len`] bytes), for a sealer that puts it
+    /// and the inner packet straight into an envelope.
+    pub fn header(&self) -> ([u8; HEADER_LEN + OPTION_LEN], usize) {
+        let mut h = [0u8; HEADER_LEN + OPTION_LEN];
+        let len = self.header_len();
+        // The length field names a payload this buffer does not hold: written by hand.
+        Repr { payload_len: 0, ..*self }.write_fields(&mut Packet::new_unchecked(&mut h[..len]));
+        h[field::PAYLOAD_LEN].copy_from_slice(&self.payload_len.to_be_bytes());
+        (h, len)
+    }
+
+    fn write_fields<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Packet<T>) {
         let direction = match self.direction {
             Direction::ToRegion => 0,
             Direction::ToPop => FLAG_TO_POP,
@@ -287,7 +303,6 @@ impl Repr {
         packet.set_flow_hash(self.flow_hash);
         packet.set_payload_len(self.payload_len);
         packet.set_hop_limit(self.hop_limit);
-        debug_assert_eq!(Repr::parse(packet).ok(), Some(*self), "what is written parses back the same");
     }
 
     /// The header that carries `inner` (an IPv4 or IPv6 packet).
@@ -334,6 +349,22 @@ pub fn decapsulate(bytes: &[u8]) -> Result<(Repr, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sealer that puts the header and the packet into an envelope itself writes the
+    /// bytes `emit_with` would, with the segment option word and without.
+    #[test]
+    fn the_header_alone_is_the_first_bytes_of_the_whole() {
+        let inner = [0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        for segment in [0, 1_372] {
+            let repr = Repr::around(Direction::ToRegion, 9, 0x0102_0304, &inner).unwrap().with_segment(segment);
+            let mut whole = vec![0u8; repr.buffer_len()];
+            repr.emit_with(&mut whole, &inner);
+            let (header, len) = repr.header();
+            assert_eq!(len, repr.header_len());
+            assert_eq!([&header[..len], &inner[..]].concat(), whole, "segment {segment}");
+            assert_eq!(decapsulate(&whole).unwrap().0, repr);
+        }
+    }
 
     #[test]
     fn emit_then_parse_round_trips() {

@@ -339,10 +339,7 @@ impl BackendDriver {
                 let NodeId::Clb { region, .. } = clb else { return };
                 let kind = anyedge_proto::seal::Kind::Backend;
                 let sealed = match offload::shim(segment) {
-                    Some(shim) => self.keyring.seal_with(clb, kind, offload::SHIM_LEN + packet.len(), |b| {
-                        b[..offload::SHIM_LEN].copy_from_slice(&shim);
-                        b[offload::SHIM_LEN..].copy_from_slice(packet);
-                    }),
+                    Some(shim) => self.keyring.seal_parts(clb, kind, &shim, packet),
                     None => self.keyring.seal(clb, kind, packet),
                 };
                 let Some(sealed) = sealed else { return };

@@ -119,7 +119,8 @@ impl Outbox {
         let ccn = ccn::Repr::around(Direction::ToPop, pop_id, flow_hash, &packet)?.with_segment(segment);
         self.demand.mark(pop_id);
         debug_assert_eq!(ccn.buffer_len(), ccn.header_len() + packet.len());
-        match self.keys.seal_with(NodeId::Pop(pop_id), Kind::Data, ccn.buffer_len(), |b| ccn.emit_with(b, &packet)) {
+        let (header, len) = ccn.header();
+        match self.keys.seal_parts(NodeId::Pop(pop_id), Kind::Data, &header[..len], &packet) {
             Some(bytes) => {
                 let out = Transmit::new(Dest::Node(NodeId::Pop(pop_id)), flow_hash, bytes);
                 self.queue.push_back(Queued::Ready(out));
@@ -165,13 +166,7 @@ impl Outbox {
             let shim = if kind == Kind::Backend { offload::shim(out.segment) } else { None };
             let sealed = match shim {
                 // A super-packet for its host, behind the shim that says where to cut it.
-                Some(shim) => {
-                    let bytes = &out.bytes;
-                    self.keys.seal_with(to, kind, offload::SHIM_LEN + bytes.len(), |b| {
-                        b[..offload::SHIM_LEN].copy_from_slice(&shim);
-                        b[offload::SHIM_LEN..].copy_from_slice(bytes);
-                    })
-                }
+                Some(shim) => self.keys.seal_parts(to, kind, &shim, &out.bytes),
                 None => self.keys.seal(to, kind, &out.bytes),
             };
             let Some(sealed) = sealed else {
