@@ -6,18 +6,26 @@ use std::process::ExitCode;
 
 use super::report;
 
-pub fn run(file: &Path, port: Option<u16>, seconds: u64, json: Option<PathBuf>, peer_hops: Option<usize>) -> ExitCode {
-    let figures = anyedge_lab::bulk::run(file, &super::exe(), port, seconds, peer_hops);
+pub fn run(
+    file: &Path,
+    port: Option<u16>,
+    seconds: u64,
+    json: Option<PathBuf>,
+    peer_hops: Option<usize>,
+    realtime: bool,
+) -> ExitCode {
+    let figures = anyedge_lab::bulk::run(file, &super::exe(), port, seconds, peer_hops, realtime);
     report("bulk", figures, json, bulk_text)
 }
 
 /// `bench bulk`'s figures as the lines it prints.
 fn bulk_text(f: &anyedge_lab::bulk::BulkFigures) -> String {
     let mut s = format!(
-        "bulk TCP, {} from client/{}, {} s each, impairments off:\n  through the VIP ({} → {}): {:.2} Gbit/s, {} retransmits\n  direct ({}): {:.2} Gbit/s, {} retransmits\n  VIP / direct: {:.2}x\n  peak memory:",
+        "bulk TCP, {} from client/{}, {} s each, impairments off, {}:\n  through the VIP ({} → {}): {:.2} Gbit/s, {} retransmits\n  direct ({}): {:.2} Gbit/s, {} retransmits\n  VIP / direct: {:.2}x\n  peak memory:",
         f.iperf3,
         f.client,
         f.seconds,
+        if f.realtime { "every process SCHED_FIFO" } else { "the ordinary scheduling class" },
         f.listener,
         f.backend,
         f.vip.gbit_per_s,

@@ -101,6 +101,10 @@ pub enum BenchCommand {
         /// Write the figures here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run nodes, the peer's processes and iperf3 in the ordinary scheduling class
+        /// instead of SCHED_FIFO.
+        #[arg(long)]
+        no_realtime: bool,
         /// Also measure a peer proxy in the same lab and run: `nginx` (its stream module
         /// as a TCP proxy between the same client and host).
         #[arg(long, value_parser = ["nginx"])]
@@ -232,8 +236,8 @@ pub fn command(which: BenchCommand) -> ExitCode {
             };
             lab::run(&file, options, json)
         }
-        BenchCommand::Bulk { file, port, seconds, json, peer, peer_hops } => {
-            bulk::run(&file, port, seconds, json, peer.map(|_| usize::from(peer_hops)))
+        BenchCommand::Bulk { file, port, seconds, json, no_realtime, peer, peer_hops } => {
+            bulk::run(&file, port, seconds, json, peer.map(|_| usize::from(peer_hops)), !no_realtime)
         }
         BenchCommand::L7 { file, port, requests, connections, streams, peer, json } => {
             let load = anyedge_lab::l7::Load { requests, connections, streams };

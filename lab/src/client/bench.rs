@@ -348,9 +348,7 @@ impl Nginx {
         super::started(&mut child, name, "")?;
         if realtime {
             // Same scheduling as the nodes it is compared with.
-            let param = libc::sched_param { sched_priority: crate::io::realtime::PRIORITY };
-            // SAFETY: sched_setscheduler reads one sched_param we own, for the child's pid.
-            unsafe { libc::sched_setscheduler(child.id() as i32, libc::SCHED_FIFO, &param) };
+            crate::io::realtime::make_fifo(child.id());
         }
         Ok(child)
     }

@@ -36,6 +36,11 @@ pub struct BulkFigures {
     pub client: String,
     /// Seconds each iperf3 run lasted.
     pub seconds: u64,
+    /// Whether every process on the measured paths ran SCHED_FIFO — the nodes, the peer's
+    /// processes and iperf3 at both ends (`bench bulk`'s default, as `bench lab`'s:
+    /// data-plane daemons run so in production, and so each figure is what the processes'
+    /// CPU allows, not how soon the ordinary scheduler woke each stage of a pipeline).
+    pub realtime: bool,
     /// iperf3's own version line.
     pub iperf3: String,
     pub vip: Transfer,
@@ -111,7 +116,9 @@ fn target(t: &Topology, port: Option<u16>) -> Result<Target, ClientError> {
 const IPERF3_GRACE: Duration = Duration::from_secs(15);
 
 /// One `iperf3 -c` run from `ns` to `to`, stopped if it outlasts its time.
-fn transfer(ns: &str, to: SocketAddr, seconds: u64) -> Result<Transfer, ClientError> {
+/// One `iperf3 -c` run from `ns` to `to`, SCHED_FIFO when `realtime` (as the server and
+/// the processes between them are, so no end is starved by the path it measures).
+fn transfer(ns: &str, to: SocketAddr, seconds: u64, realtime: bool) -> Result<Transfer, ClientError> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "iperf3", "-J", "-c", &to.ip().to_string(), "-p", &to.port().to_string()])
         .args(["-t", &seconds.to_string(), "--connect-timeout", "3000"])
@@ -119,6 +126,9 @@ fn transfer(ns: &str, to: SocketAddr, seconds: u64) -> Result<Transfer, ClientEr
         .stderr(Stdio::null())
         .spawn()
         .map_err(|source| SysError::NotRun { program: "ip netns exec iperf3", hint: "", source })?;
+    if realtime {
+        crate::io::realtime::make_fifo(child.id());
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds) + IPERF3_GRACE;
     while child.try_wait().doing(|| "iperf3 -c".to_string())?.is_none() {
         if std::time::Instant::now() >= deadline {
@@ -161,6 +171,7 @@ pub fn run(
     port: Option<u16>,
     seconds: u64,
     peer_hops: Option<usize>,
+    realtime: bool,
 ) -> Result<BulkFigures, ClientError> {
     let t = anyedge_topology::load(file)?;
     let plan = Plan::new(&t);
@@ -177,16 +188,19 @@ pub fn run(
         .output()
         .doing(|| "iperf3 --version (Debian: apt-get install iperf3)".to_string())?;
     let iperf3 = String::from_utf8_lossy(&version.stdout).lines().next().unwrap_or("iperf3").trim().to_string();
-    let options = setup::LabOptions { impairments: false, realtime: false, tun_queues: None };
+    let options = setup::LabOptions { impairments: false, realtime, tun_queues: None };
     let state = setup::up_with(file, exe, options)?;
     let measured = (|| {
         // Listening, or it said why not (not installed, the port taken).
         let port = backend.port().to_string();
-        let _server = Server::start(&backend_ns, "iperf3", &["-s", "-p", &port], " (Debian: apt-get install iperf3)")?;
-        let vip = transfer(&client_ns, listener, seconds)?;
-        let direct_path = transfer(&client_ns, direct, seconds)?;
+        let server = Server::start(&backend_ns, "iperf3", &["-s", "-p", &port], " (Debian: apt-get install iperf3)")?;
+        if realtime {
+            crate::io::realtime::make_fifo(server.pid());
+        }
+        let vip = transfer(&client_ns, listener, seconds, realtime)?;
+        let direct_path = transfer(&client_ns, direct, seconds, realtime)?;
         let peer = match peer_hops {
-            Some(hops) => Some(through_nginx(&t, &plan, (&client_ns, direct), seconds, hops)?),
+            Some(hops) => Some(through_nginx(&t, &plan, (&client_ns, direct), seconds, (hops, realtime))?),
             None => None,
         };
         Ok::<_, ClientError>((vip, direct_path, peer))
@@ -213,6 +227,7 @@ pub fn run(
         direct,
         client: t.clients[client].name.clone(),
         seconds,
+        realtime,
         iperf3,
         vip,
         direct_path,
@@ -223,18 +238,19 @@ pub fn run(
 }
 
 /// `hops` nginx stream TCP proxies chained in the region router's namespace, the last
-/// proxying to `direct`; one iperf3 run from `client_ns` through them.
+/// proxying to `direct`, SCHED_FIFO when `realtime` as the nodes are; one iperf3 run from
+/// `client_ns` through them.
 fn through_nginx(
     t: &Topology,
     plan: &Plan,
     (client_ns, direct): (&str, SocketAddr),
     seconds: u64,
-    hops: usize,
+    (hops, realtime): (usize, bool),
 ) -> Result<PeerBulk, ClientError> {
     use crate::client::bench::{Nginx, Stream};
-    let nginx = Nginx::start(t, plan, (direct, Stream::Tcp), false, hops);
+    let nginx = Nginx::start(t, plan, (direct, Stream::Tcp), realtime, hops);
     let (through, what) = match nginx.running() {
-        Ok((listen, what)) => (Some(transfer(client_ns, listen, seconds)?), what.to_string()),
+        Ok((listen, what)) => (Some(transfer(client_ns, listen, seconds, realtime)?), what.to_string()),
         Err(why) => (None, why.to_string()),
     };
     let pids = nginx.pids();

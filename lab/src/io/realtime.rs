@@ -27,6 +27,16 @@ pub fn enter() -> Result<(), SysError> {
     }
 }
 
+/// Moves process `pid` (a benchmark's peer or endpoint it just started) to SCHED_FIFO at
+/// [`PRIORITY`], as the nodes it is measured beside run; what it starts afterwards
+/// inherits it. `false` if the kernel refused (the figures then say less, not wrongly).
+pub fn make_fifo(pid: u32) -> bool {
+    let param = libc::sched_param { sched_priority: PRIORITY };
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: sched_setscheduler reads one sched_param we own, for a pid we started.
+    unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) == 0 }
+}
+
 /// Whether the calling thread runs SCHED_FIFO.
 pub fn active() -> bool {
     // SAFETY: sched_getscheduler takes a pid and returns the policy; no memory involved.
