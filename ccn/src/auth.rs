@@ -576,7 +576,7 @@ fn gcm_tag(
     scratch.extend_from_slice(payload);
     let sealed =
         key.seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(aad), scratch).ok();
-    // What sealed is not kept: a scratch copy is no place for text to linger.
+    // Its ciphertext is of no use: emptied, the buffer keeps only its capacity.
     scratch.clear();
     let mut t = [0u8; TAG_LEN];
     t.copy_from_slice(sealed?.as_ref());
