@@ -1041,3 +1041,58 @@ fn a_shipped_topology_runs_as_one_partition_with_the_same_bytes_on_any_thread_co
         assert!(one.report.to_json() == two.report.to_json(), "{name}: the report differs");
     }
 }
+
+/// Runs `t` over `n` ranks that are threads of this process (what `sim --mpi` does over
+/// MPI, with the same exchanges), `threads` threads in each; rank 0's outcome, after
+/// checking every other rank made none.
+fn over_ranks(t: &Topology, n: usize, threads: usize) -> anyedge_sim::Outcome {
+    let ranks = anyedge_sim::ranks::LocalRanks::new(n);
+    let options = anyedge_sim::Options { threads, ..Default::default() };
+    let mut outs: Vec<Option<anyedge_sim::Outcome>> = std::thread::scope(|s| {
+        let hs: Vec<_> = ranks
+            .iter()
+            .map(|r| {
+                let options = &options;
+                s.spawn(move || anyedge_sim::run_ranked(t, options, r, |_| {}).expect("simulates"))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("a rank panicked")).collect()
+    });
+    assert!(outs[1..].iter().all(Option::is_none), "only rank 0 reports");
+    outs[0].take().expect("rank 0 reports")
+}
+
+#[test]
+fn a_world_over_two_three_or_four_ranks_gives_the_report_of_one_process_byte_for_byte() {
+    let t = generated_with_faults(5);
+    let one = anyedge_sim::run_with(&t, &anyedge_sim::Options { threads: 1, ..Default::default() }, |_| {})
+        .expect("simulates");
+    assert_eq!(one.stats.partitions, 5);
+    assert!(one.report.violations.is_empty(), "{:?}", one.report.violations);
+    // A CLB node's faults ask POPs which node each flow is on: with the POPs on other
+    // ranks, that is asked over the exchange.
+    assert!(one.report.faults.iter().filter(|f| f.what.contains("clb") && f.flows_affected > 0).count() >= 1);
+    for (n, threads) in [(1, 1), (2, 1), (3, 1), (4, 1), (2, 2)] {
+        let other = over_ranks(&t, n, threads);
+        assert_eq!(other.stats.ranks, n);
+        assert_eq!(other.stats.events, one.stats.events, "{n} ranks: every event once");
+        assert_eq!(other.stats.packets, one.stats.packets, "{n} ranks");
+        assert_eq!(other.stats.crossings, one.stats.crossings, "{n} ranks: every crossing once");
+        assert_eq!(other.stats.windows, one.stats.windows, "{n} ranks: the same windows");
+        assert_eq!(other.last_reply_ns, one.last_reply_ns, "{n} ranks");
+        assert_eq!(other.recoveries_ns, one.recoveries_ns, "{n} ranks");
+        assert!(other.report.to_json() == one.report.to_json(), "{n} ranks × {threads} threads: the report differs");
+        assert!(n == 1 || other.stats.exchanged_bytes > 0, "{n} ranks exchanged crossings as bytes");
+    }
+}
+
+#[test]
+fn a_world_of_one_partition_runs_whole_on_rank_zero_with_the_same_bytes() {
+    let path = format!("{}/topologies/small.yaml", env!("CARGO_MANIFEST_DIR"));
+    let mut t = topology::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}"));
+    t.duration_ns = 3_000_000_000;
+    let one = anyedge_sim::run_with(&t, &Default::default(), |_| {}).expect("simulates");
+    let three = over_ranks(&t, 3, 1);
+    assert_eq!((three.stats.partitions, three.stats.ranks), (1, 1), "one partition: one rank ran it");
+    assert!(three.report.to_json() == one.report.to_json());
+}

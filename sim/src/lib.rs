@@ -8,6 +8,7 @@ pub mod cost;
 pub mod html;
 pub mod parallel;
 pub mod raft_liveness;
+pub mod ranks;
 pub mod report;
 pub mod tls;
 pub mod world;
@@ -161,8 +162,25 @@ pub fn run_with(
     options: &Options,
     progress: impl FnMut(f64),
 ) -> Result<Outcome, SimError> {
+    run_ranked(topology, options, &ranks::One, progress)?
+        .ok_or_else(|| SimError("a run of one process made no report".into()))
+}
+
+/// The run of one world over `ranks` (processes: `sim --mpi`), each running its share of
+/// the partitions; the outcome on rank 0, `None` on the others. A world that does not
+/// partition runs whole on rank 0 while the others end at once. The report is the same
+/// bytes for any number of ranks and threads.
+pub fn run_ranked(
+    topology: &anyedge_topology::Topology,
+    options: &Options,
+    ranks: &dyn ranks::Ranks,
+    progress: impl FnMut(f64),
+) -> Result<Option<Outcome>, SimError> {
     let started = Instant::now();
     let capture = match &options.pcap {
+        Some(_) if ranks.size() > 1 => {
+            return Err(SimError("--pcap writes every node's file from one process: run it without --mpi".into()));
+        }
         Some(dir) => {
             options.capture.check(topology).map_err(SimError)?;
             Some((dir.clone(), options.capture.clone()))
@@ -172,8 +190,9 @@ pub fn run_with(
     let tags = options.auth.tags();
     let mut progress = progress;
     let (mut world, parts) =
-        match world::partition::run(topology, tags, options.threads, capture.clone(), &mut progress)? {
+        match world::partition::run(topology, tags, (options.threads, ranks), capture.clone(), &mut progress)? {
             Some((world, parts)) => (world, Some(parts)),
+            None if ranks.rank() != 0 => return Ok(None),
             None => {
                 let mut world = world::World::new(topology, tags)?;
                 if let Some((dir, filter)) = capture {
@@ -184,7 +203,28 @@ pub fn run_with(
             }
         };
     world.finish_capture()?;
-    let report = world.report();
+    let (mut crossings, mut exchanged) = parts.as_ref().map_or((0, 0), |p| (p.crossings, p.exchanged_bytes));
+    let mut sums = world::rank_merge::Sums::default();
+    let mut last_reply_ns = world.last_reply_ns();
+    let report = if parts.is_some() && ranks.size() > 1 {
+        let mut part = world.rank_part(&world.report());
+        part.crossings = crossings;
+        part.exchanged_bytes = exchanged;
+        let Some(all) = ranks.gather(part.to_bytes()) else { return Ok(None) };
+        let mut others = Vec::new();
+        for (rank, bytes) in all.iter().enumerate().skip(1) {
+            others.push(world::rank_merge::RankPart::from_bytes(rank, bytes)?);
+        }
+        crossings += others.iter().map(|p| p.crossings).sum::<u64>();
+        exchanged += others.iter().map(|p| p.exchanged_bytes).sum::<u64>();
+        sums = world.absorb_ranks(&mut others);
+        let mut report = world.report();
+        last_reply_ns = world.last_reply_ns();
+        world.take_rows(&mut report, others, &mut last_reply_ns);
+        report
+    } else {
+        world.report()
+    };
     let wall_s = started.elapsed().as_secs_f64();
     let (events, packets) = (world.events(), world.packets());
     let stats = Stats {
@@ -199,13 +239,16 @@ pub fn run_with(
         threads: parts.as_ref().map_or(1, |p| p.threads),
         lookahead_ms: parts.as_ref().map_or(0.0, |p| p.lookahead_ns as f64 / 1e6),
         windows: parts.as_ref().map_or(0, |p| p.windows),
+        ranks: parts.as_ref().map_or(1, |p| p.ranks),
+        crossings,
+        exchanged_bytes: exchanged,
     };
-    Ok(Outcome {
+    Ok(Some(Outcome {
         report,
         stats,
         recoveries_ns: world.recoveries_ns(),
-        quic_handshakes: world.quic_handshakes(),
-        quic_h3_requests: world.quic_h3_requests(),
-        last_reply_ns: world.last_reply_ns(),
-    })
+        quic_handshakes: world.quic_handshakes() + sums.quic_handshakes,
+        quic_h3_requests: world.quic_h3_requests() + sums.quic_h3_requests,
+        last_reply_ns,
+    }))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -90,7 +90,7 @@ pub struct RuleReport {
     pub denied: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClbNodeReport {
     /// `clb/REGION/N`, N counted from 1 as fault targets name it.
     pub name: String,
@@ -103,7 +103,7 @@ pub struct ClbNodeReport {
 }
 
 /// A CLB node's connection-table sync traffic, across restarts.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct SyncReport {
     pub messages_sent: u64,
     pub bytes_sent: u64,
@@ -115,7 +115,7 @@ pub struct SyncReport {
     pub queue_overflow: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct ConnTableReport {
     pub capacity: usize,
     pub peak: usize,
@@ -136,14 +136,14 @@ pub struct RegionReport {
 }
 
 /// Routing moved a group's anycast traffic for a VIP to another POP (or to none).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CatchmentChange {
     pub at_s: f64,
     pub vip: String,
     pub pop: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClientReport {
     pub name: String,
     pub location: [f64; 2],
@@ -159,7 +159,7 @@ pub struct ClientReport {
 
 /// The way a group's anycast traffic takes to its POP at t=0, for the VIP of its first
 /// traffic class, and what routing costs it over the nearest POP publishing that VIP.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RouteReport {
     /// AS numbers from the group's access network to the CDN (64500), prepends included.
     pub as_path: Vec<u32>,
@@ -180,7 +180,7 @@ pub struct RouteReport {
     pub inflation_km: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrafficReport {
     pub name: String,
     pub protocol: String,
@@ -188,7 +188,7 @@ pub struct TrafficReport {
     pub direct: PathReport,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PathReport {
     pub sent: u64,
     pub received: u64,
@@ -204,7 +204,7 @@ pub struct PathReport {
 }
 
 /// One second of a path: requests sent then, those answered, their p50 and p99.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SecondReport {
     pub t_s: u64,
     pub sent: u64,
@@ -213,7 +213,7 @@ pub struct SecondReport {
     pub p99_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -222,7 +222,7 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackendReport {
     pub region: String,
     pub group: String,
@@ -290,6 +290,11 @@ pub struct Stats {
     pub threads: usize,
     pub lookahead_ms: f64,
     pub windows: u64,
+    /// Processes the world ran on (`sim --mpi`: MPI ranks; 1 otherwise), the events
+    /// partitions sent each other, and the bytes ranks exchanged for them.
+    pub ranks: usize,
+    pub crossings: u64,
+    pub exchanged_bytes: u64,
 }
 
 /// Rounds to microsecond precision when expressed in milliseconds.
@@ -587,5 +592,25 @@ fn p50_p99(p: &PathReport) -> String {
     match &p.rtt_ms {
         Some(r) => format!("{:.1} / {:.1}", r.p50, r.p99),
         None => "-".into(),
+    }
+}
+
+/// A backend's health change read back (`sim --mpi` ranks send backends' rows): the
+/// state is one of the two words the report writes.
+impl<'de> Deserialize<'de> for HealthReport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HealthReport, D::Error> {
+        #[derive(Deserialize)]
+        struct Read {
+            at_s: f64,
+            state: String,
+            reason: Option<String>,
+        }
+        let r = Read::deserialize(d)?;
+        let state = match r.state.as_str() {
+            "healthy" => "healthy",
+            "unhealthy" => "unhealthy",
+            other => return Err(serde::de::Error::custom(format!("health `{other}`: healthy or unhealthy"))),
+        };
+        Ok(HealthReport { at_s: r.at_s, state, reason: r.reason })
     }
 }

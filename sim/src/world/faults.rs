@@ -164,17 +164,17 @@ impl<'t> World<'t> {
     /// Anycast flows a fault touches: those entering the POP, crossing the link, homed in
     /// the region, on the CLB node, or served by the backend it names.
     pub(super) fn affected_flows(&self, action: &FaultAction) -> Vec<(ClientId, usize)> {
-        self.affected_flows_with(action, &|p| self.pops[p].core())
+        self.affected_flows_with(action, &crate::world::forwarding::Cores(|p| self.pops[p].core()))
     }
 
     /// The same, of this world's clients, with each POP's core as `pop` gives it (its
     /// owner's, when the world runs partitioned).
-    pub(super) fn affected_flows_with<'a>(
+    pub(super) fn affected_flows_with(
         &self,
         action: &FaultAction,
-        pop: &dyn Fn(PopId) -> &'a anyedge_pop::Pop,
+        view: &dyn crate::world::forwarding::PopView,
     ) -> Vec<(ClientId, usize)> {
-        self.edge.affected_flows(action, (pop, &self.pops), &self.wire)
+        self.edge.affected_flows(action, (view, &self.pops), &self.wire)
     }
 
     /// Per fault, each recovered flow's time from the fault to its first reply.

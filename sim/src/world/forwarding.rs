@@ -29,6 +29,26 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::net::SocketAddr;
 
+/// What fault tracking asks of POPs (which CLB node a flow is pinned to, which nodes a
+/// POP holds up): a world's own cores, or answers from the rank that runs the POP.
+pub(super) trait PopView {
+    fn node_of(&self, pop: PopId, key: &inner::FlowKey) -> Option<u16>;
+    fn clb_up(&self, pop: PopId, region: u16, node: u16) -> bool;
+}
+
+/// The cores themselves, as `core(p)` gives each.
+pub(super) struct Cores<'a, F: Fn(PopId) -> &'a Pop>(pub(super) F);
+
+impl<'a, F: Fn(PopId) -> &'a Pop> PopView for Cores<'a, F> {
+    fn node_of(&self, pop: PopId, key: &inner::FlowKey) -> Option<u16> {
+        (self.0)(pop).node_of(key)
+    }
+
+    fn clb_up(&self, pop: PopId, region: u16, node: u16) -> bool {
+        (self.0)(pop).clb_up(region, node)
+    }
+}
+
 pub(super) struct PopNode {
     core: Pop,
     up: bool,

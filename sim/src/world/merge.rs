@@ -18,6 +18,12 @@ impl<'t> World<'t> {
             }
         }
         self.absorb_record(&mut other);
+        // The merged world holds their partitions now (what a rank's part reports).
+        if let Some(s) = self.wire.scope_mut() {
+            for (m, &t) in s.mine.iter_mut().zip(&theirs) {
+                *m |= t;
+            }
+        }
     }
 
     /// The POPs, CLB nodes, backend hosts and egress nodes `other` ran.

@@ -49,6 +49,8 @@ pub mod partition;
 mod partitioning;
 mod pki;
 mod quic_flow;
+pub(crate) mod rank_merge;
+mod rank_wire;
 mod report;
 mod samples;
 mod servers;

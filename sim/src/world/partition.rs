@@ -26,39 +26,53 @@ use std::sync::{Arc, Mutex};
 use anyedge_topology::Topology;
 
 use crate::world::World;
+use crate::world::forwarding::PopView;
 use crate::world::ids::{ClientId, Id, PopId};
 use crate::world::partitioning::{Crossing, Partitioning, Scope};
+use crate::world::rank_wire::{self, Writer};
+use anyedge_topology::{FaultAction, Target};
+use rustc_hash::FxHashMap;
 
 /// How a partitioned run went, for the stats.
 pub struct PartitionStats {
     pub partitions: usize,
     pub threads: usize,
+    /// Processes the world ran on (`sim --mpi`; 1 otherwise).
+    pub ranks: usize,
     pub lookahead_ns: u64,
     pub windows: u64,
+    /// Crossings this rank's partitions sent (all of them, in one process).
     pub crossings: u64,
+    /// Bytes this rank sent other ranks at windows' ends.
+    pub exchanged_bytes: u64,
 }
 
-/// Runs `t` partitioned on `threads` threads (at most one per partition); the worlds
-/// merged into one whose report is the run's, and how it went. `None` when the world
-/// does not partition ([`Partitioning::of`]).
+/// Runs `t` partitioned on `threads` threads (at most one per partition) in each of
+/// `ranks`' processes; this rank's worlds merged into one, and how it went. `None` when
+/// the world does not partition ([`Partitioning::of`]).
 pub(crate) fn run<'t>(
     t: &'t Topology,
     tags: anyedge_ccn::Tags,
-    threads: usize,
+    (threads, ranks): (usize, &dyn crate::ranks::Ranks),
     capture: Option<(std::path::PathBuf, crate::CaptureFilter)>,
     mut progress: impl FnMut(f64),
 ) -> Result<Option<(World<'t>, PartitionStats)>, crate::SimError> {
     let Some(parts) = Partitioning::of(t) else { return Ok(None) };
     let parts = Arc::new(parts);
+    let by_rank = parts.shares(None, ranks.size());
+    let rank_of: Vec<usize> = (0..parts.count).map(|p| by_rank.iter().position(|m| m[p]).unwrap_or(0)).collect();
+    let mine = &by_rank[ranks.rank()];
+    let own = mine.iter().filter(|&&m| m).count();
     // A capture writes one file per node from one world.
-    let n = if capture.is_some() { 1 } else { threads.clamp(1, parts.count) };
-    let mut worlds = build_worlds(t, tags, &parts, n)?;
+    let n = if capture.is_some() { 1 } else { threads.clamp(1, own.max(1)) };
+    let mut worlds = build_worlds(t, tags, &parts, parts.shares(Some(mine), n))?;
     if let Some((dir, filter)) = capture {
         worlds[0].capture_into(dir, filter)?;
     }
-    let mut windows = Windows::new(t, &parts, worlds[0].end_ns, n);
+    let mut windows = Windows::new(t, &parts, worlds[0].end_ns, (n, ranks.size()));
     let worlds: Vec<Mutex<World<'t>>> = worlds.into_iter().map(Mutex::new).collect();
-    run_windows(&worlds, &mut |worlds| match windows.step(t, worlds) {
+    let ranked = Ranked { ranks, rank_of: &rank_of };
+    run_windows(&worlds, &mut |worlds| match windows.step(t, worlds, &ranked) {
         Some(start) => {
             progress(start as f64 / windows.end_ns as f64);
             true
@@ -80,11 +94,10 @@ fn build_worlds<'t>(
     t: &'t Topology,
     tags: anyedge_ccn::Tags,
     parts: &Arc<Partitioning>,
-    n: usize,
+    shares: Vec<Vec<bool>>,
 ) -> Result<Vec<World<'t>>, crate::SimError> {
     let built: Vec<Result<World<'t>, crate::SimError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .shares(n)
+        let handles: Vec<_> = shares
             .into_iter()
             .map(|mine| {
                 let parts = parts.clone();
@@ -103,6 +116,22 @@ fn lock<'a, 't>(w: &'a Mutex<World<'t>>) -> std::sync::MutexGuard<'a, World<'t>>
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The processes a run spans and which one runs each partition.
+struct Ranked<'a> {
+    ranks: &'a dyn crate::ranks::Ranks,
+    rank_of: &'a [usize],
+}
+
+impl Ranked<'_> {
+    fn others(&self) -> bool {
+        self.ranks.size() > 1
+    }
+
+    fn here(&self, part: u32) -> bool {
+        self.rank_of.get(part as usize) == Some(&self.ranks.rank())
+    }
+}
+
 /// The coordinator's state between windows: when the run ends, where faults fall, how
 /// far a window may reach, and the figures of how it went.
 struct Windows {
@@ -114,23 +143,36 @@ struct Windows {
 }
 
 impl Windows {
-    fn new(t: &Topology, parts: &Partitioning, end_ns: u64, threads: usize) -> Windows {
+    fn new(t: &Topology, parts: &Partitioning, end_ns: u64, (threads, ranks): (usize, usize)) -> Windows {
         let mut fault_times: Vec<u64> = t.faults.iter().map(|f| f.at_ns).collect();
         fault_times.sort_unstable();
         fault_times.dedup();
         let lookahead_ns = parts.lookahead_ns;
-        let stats = PartitionStats { partitions: parts.count, threads, lookahead_ns, windows: 0, crossings: 0 };
+        let stats = PartitionStats {
+            partitions: parts.count,
+            threads,
+            ranks,
+            lookahead_ns,
+            windows: 0,
+            crossings: 0,
+            exchanged_bytes: 0,
+        };
         Windows { end_ns, lookahead_ns, fault_times, stats }
     }
 
     /// Between windows: what crossed is delivered, faults due now are tracked, and the
-    /// next window is set; its start, or `None` when the run is over.
-    fn step<'t>(&mut self, t: &'t Topology, worlds: &[Mutex<World<'t>>]) -> Option<u64> {
+    /// next window is set; its start, or `None` when the run is over. Every rank steps
+    /// together: the same windows everywhere.
+    fn step<'t>(&mut self, t: &'t Topology, worlds: &[Mutex<World<'t>>], ranked: &Ranked<'_>) -> Option<u64> {
         let mut guards: Vec<_> = worlds.iter().map(lock).collect();
-        self.exchange(&mut guards);
-        let start = guards.iter().filter_map(|g| g.wire.next_at()).min().filter(|&s| s <= self.end_ns)?;
+        self.exchange(&mut guards, ranked);
+        let here = guards.iter().filter_map(|g| g.wire.next_at()).min().unwrap_or(u64::MAX);
+        let start = if ranked.others() { ranked.ranks.min(here) } else { here };
+        if start > self.end_ns {
+            return None;
+        }
         if self.fault_times.binary_search(&start).is_ok() {
-            track_faults(t, &mut guards, start);
+            track_faults(t, &mut guards, start, ranked);
         }
         let next_fault = self.fault_times.iter().copied().find(|&f| f > start).unwrap_or(u64::MAX);
         let window_end = start.saturating_add(self.lookahead_ns).min(next_fault).min(self.end_ns + 1);
@@ -144,19 +186,46 @@ impl Windows {
     }
 
     /// Every world's outbox into the queue of the world that owns each event, in one
-    /// canonical order (time, sender, sequence, receiver) whatever the thread count.
-    fn exchange(&mut self, guards: &mut [std::sync::MutexGuard<'_, World<'_>>]) {
+    /// canonical order (time, sender, sequence, receiver) whatever the thread or rank
+    /// count: crossings for other ranks go out as bytes, theirs come in, all in one
+    /// exchange.
+    fn exchange(&mut self, guards: &mut [std::sync::MutexGuard<'_, World<'_>>], ranked: &Ranked<'_>) {
         let mut crossings: Vec<Crossing> = Vec::new();
         for g in guards.iter_mut() {
             if let Some(s) = g.wire.scope_mut() {
                 crossings.append(&mut s.outbox);
             }
         }
-        crossings.sort_by_key(|c| (c.at, c.from, c.seq, c.to));
         self.stats.crossings += crossings.len() as u64;
+        if ranked.others() {
+            let mut out: Vec<Writer> = (0..ranked.ranks.size()).map(|_| Writer::default()).collect();
+            crossings.retain(|c| {
+                let stays = ranked.here(c.to);
+                if !stays {
+                    out[ranked.rank_of[c.to as usize]].crossing(c);
+                }
+                stays
+            });
+            self.stats.exchanged_bytes += out.iter().map(|w| w.out.len() as u64).sum::<u64>();
+            let got = ranked.ranks.exchange(out.into_iter().map(|w| w.out).collect());
+            for (from, bytes) in got.iter().enumerate() {
+                match rank_wire::crossings(bytes) {
+                    Ok(mut theirs) => crossings.append(&mut theirs),
+                    Err(e) => {
+                        if let Some(g) = guards.first_mut() {
+                            g.wire.violation(format!(
+                                "rank {from}'s crossings do not read on rank {} ({e}): are the ranks one build?",
+                                ranked.ranks.rank()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        crossings.sort_by_key(|c| (c.at, c.from, c.seq, c.to));
         for c in crossings {
             if let Some(g) = guards.iter_mut().find(|g| g.wire.scope().is_some_and(|s| s.mine[c.to as usize])) {
-                g.wire.schedule(c.at, c.ev);
+                g.wire.schedule(c.at, c.ev.into_ev());
             }
         }
     }
@@ -206,24 +275,182 @@ fn run_windows<'t>(worlds: &[Mutex<World<'t>>], step: &mut dyn FnMut(&[Mutex<Wor
 
 /// The flows each world's clients have that the faults due at `at` touch, judged with
 /// the POPs as their owners hold them (a POP's view of its CLB nodes picks a flow's node).
-fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>], at: u64) {
-    let owner_of_pop = |p: PopId, worlds: &[std::sync::MutexGuard<'_, World<'_>>]| {
-        let part = worlds[0].wire.scope().map_or(0, |s| s.parts.pop[p.index()]);
-        worlds.iter().position(|w| w.wire.scope().is_some_and(|s| s.mine[part as usize])).unwrap_or(0)
-    };
+/// Over ranks, what a CLB node's fault asks of POPs another rank runs goes there and the
+/// answers come back: two exchanges, at such faults only.
+fn track_faults(t: &Topology, worlds: &mut [std::sync::MutexGuard<'_, World<'_>>], at: u64, ranked: &Ranked<'_>) {
     for (index, f) in t.faults.iter().enumerate().filter(|(_, f)| f.at_ns == at) {
-        let found: Vec<Vec<(ClientId, usize)>> = (0..worlds.len())
-            .map(|w| {
-                let view = |p: PopId| worlds[owner_of_pop(p, worlds)].pops[p].core();
-                worlds[w].affected_flows_with(&f.action, &view)
-            })
-            .collect();
+        let found: Vec<Vec<(ClientId, usize)>> = {
+            let worlds: &[std::sync::MutexGuard<'_, World<'_>>] = worlds;
+            let part_of = |p: PopId| worlds[0].wire.scope().map_or(0, |s| s.parts.pop[p.index()]);
+            let local = |p: PopId| {
+                let part = part_of(p) as usize;
+                worlds.iter().find(|w| w.wire.scope().is_some_and(|s| s.mine[part])).map(|w| w.pops[p].core())
+            };
+            let asks_pops =
+                matches!(f.action, FaultAction::Down(Target::Clb { .. }) | FaultAction::Up(Target::Clb { .. }));
+            let answers = if ranked.others() && asks_pops {
+                let asking = RankView { local: &local, asked: Some(Default::default()), answers: Answers::default() };
+                for w in worlds.iter() {
+                    w.affected_flows_with(&f.action, &asking);
+                }
+                let asked = asking.asked.map(|a| a.into_inner()).unwrap_or_default();
+                ask_owners(asked, &|p| ranked.rank_of[part_of(p) as usize], ranked.ranks, &local)
+            } else {
+                Answers::default()
+            };
+            let view = RankView { local: &local, asked: None, answers };
+            worlds.iter().map(|w| w.affected_flows_with(&f.action, &view)).collect()
+        };
         for (w, flows) in found.into_iter().enumerate() {
             if let Some(s) = worlds[w].wire.scope_mut() {
                 s.tracks.insert(index, flows);
             }
         }
     }
+}
+
+/// A question for a POP's core.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Ask {
+    NodeOf(PopId, anyedge_proto::FlowKey),
+    Up(PopId, u16, u16),
+}
+
+/// What other ranks' POPs answered.
+#[derive(Default)]
+struct Answers {
+    node_of: FxHashMap<(usize, anyedge_proto::FlowKey), Option<u16>>,
+    up: FxHashMap<(usize, u16, u16), bool>,
+}
+
+/// POPs as this rank can see them: its own worlds' cores; another rank's, by the
+/// answers it gave, or (while `asked` records the questions) a stand-in that lets every
+/// question be asked.
+struct RankView<'a, 'p> {
+    local: &'a dyn Fn(PopId) -> Option<&'p anyedge_pop::Pop>,
+    asked: Option<std::cell::RefCell<Vec<Ask>>>,
+    answers: Answers,
+}
+
+impl PopView for RankView<'_, '_> {
+    fn node_of(&self, pop: PopId, key: &anyedge_proto::FlowKey) -> Option<u16> {
+        if let Some(core) = (self.local)(pop) {
+            return core.node_of(key);
+        }
+        match &self.asked {
+            Some(asked) => {
+                asked.borrow_mut().push(Ask::NodeOf(pop, *key));
+                Some(0)
+            }
+            None => self.answers.node_of.get(&(pop.index(), *key)).copied().flatten(),
+        }
+    }
+
+    fn clb_up(&self, pop: PopId, region: u16, node: u16) -> bool {
+        if let Some(core) = (self.local)(pop) {
+            return core.clb_up(region, node);
+        }
+        match &self.asked {
+            Some(asked) => {
+                asked.borrow_mut().push(Ask::Up(pop, region, node));
+                true
+            }
+            None => self.answers.up.get(&(pop.index(), region, node)).copied().unwrap_or(true),
+        }
+    }
+}
+
+/// Sends each question to the rank that runs its POP, answers the questions others sent
+/// about this rank's POPs, and returns the answers to this rank's.
+fn ask_owners<'p>(
+    mut asked: Vec<Ask>,
+    owner: &dyn Fn(PopId) -> usize,
+    ranks: &dyn crate::ranks::Ranks,
+    local: &dyn Fn(PopId) -> Option<&'p anyedge_pop::Pop>,
+) -> Answers {
+    let mut seen = rustc_hash::FxHashSet::default();
+    asked.retain(|a| seen.insert(a.clone()));
+    let mut to: Vec<Vec<Ask>> = vec![Vec::new(); ranks.size()];
+    for a in asked {
+        let pop = match &a {
+            Ask::NodeOf(p, _) | Ask::Up(p, _, _) => *p,
+        };
+        to[owner(pop).min(ranks.size() - 1)].push(a);
+    }
+    let questions = ranks.exchange(to.iter().map(|asks| write_asks(asks)).collect());
+    let replies = questions.iter().map(|bytes| answer(bytes, local)).collect();
+    let answered = ranks.exchange(replies);
+    let mut answers = Answers::default();
+    for (asks, bytes) in to.iter().zip(answered) {
+        let mut r = rank_wire::Reader::new(&bytes);
+        for a in asks {
+            match a {
+                Ask::NodeOf(p, key) => {
+                    let node = match (r.u8(), r.u32()) {
+                        (Ok(1), Ok(n)) => u16::try_from(n).ok(),
+                        _ => None,
+                    };
+                    answers.node_of.insert((p.index(), *key), node);
+                }
+                Ask::Up(p, region, node) => {
+                    answers.up.insert((p.index(), *region, *node), !r.u8().is_ok_and(|b| b == 0));
+                }
+            }
+        }
+    }
+    answers
+}
+
+fn write_asks(asks: &[Ask]) -> Vec<u8> {
+    let mut w = Writer::default();
+    for a in asks {
+        match a {
+            Ask::NodeOf(p, key) => {
+                w.u8(0);
+                w.u64(p.index() as u64);
+                w.flow_key(key);
+            }
+            Ask::Up(p, region, node) => {
+                w.u8(1);
+                w.u64(p.index() as u64);
+                w.u32(u32::from(*region));
+                w.u32(u32::from(*node));
+            }
+        }
+    }
+    w.out
+}
+
+/// This rank's POPs' answers to `bytes` of questions, in their order (an unreadable
+/// question ends the answers: the asker takes the stand-in's "no node" for the rest).
+fn answer<'p>(bytes: &[u8], local: &dyn Fn(PopId) -> Option<&'p anyedge_pop::Pop>) -> Vec<u8> {
+    let mut r = rank_wire::Reader::new(bytes);
+    let mut w = Writer::default();
+    let index = |r: &mut rank_wire::Reader<'_>| r.u64().ok().and_then(|p| usize::try_from(p).ok()).map(PopId);
+    while !r.is_empty() {
+        match r.u8() {
+            Ok(0) => {
+                let (Some(p), Ok(key)) = (index(&mut r), r.flow_key()) else { break };
+                match local(p).and_then(|core| core.node_of(&key)) {
+                    Some(n) => {
+                        w.u8(1);
+                        w.u32(u32::from(n));
+                    }
+                    None => {
+                        w.u8(0);
+                        w.u32(0);
+                    }
+                }
+            }
+            Ok(1) => {
+                let (Some(p), Ok(region), Ok(node)) = (index(&mut r), r.u32(), r.u32()) else { break };
+                let (region, node) = (region as u16, node as u16);
+                w.u8(u8::from(local(p).is_none_or(|core| core.clb_up(region, node))));
+            }
+            _ => break,
+        }
+    }
+    w.out
 }
 
 /// A barrier that spins a while before yielding: a window is often under a millisecond,
@@ -306,7 +533,7 @@ mod tests {
         assert!(floors.iter().all(|&f| f >= parts.lookahead_ns), "{floors:?} < {}", parts.lookahead_ns);
         // Each partition runs in exactly one world, however many.
         for worlds in 1..=4 {
-            let shares = parts.shares(worlds);
+            let shares = parts.shares(None, worlds);
             for p in 0..3 {
                 assert_eq!(shares.iter().filter(|m| m[p]).count(), 1, "{worlds} worlds, partition {p}");
             }

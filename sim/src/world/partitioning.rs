@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyedge_topology::{InternetEnd, Site, Topology};
 use rustc_hash::FxHashMap;
 
-use crate::world::events::Ev;
 use crate::world::events::INTRA_REGION_NS;
-use crate::world::ids::ClientId;
+use crate::world::events::{Arrival, Ev};
+use crate::world::ids::{ClientId, PopId};
 
 /// Below this lookahead a world runs as one partition: windows would cost more than
 /// they let run at once.
@@ -58,10 +58,12 @@ impl Partitioning {
         Some(Partitioning { count: t.regions.len(), pop, group, host, lookahead_ns, weight })
     }
 
-    /// Partitions spread over `worlds` worlds, heaviest first onto the lightest world;
-    /// each world's partitions (a partition in exactly one).
-    pub(super) fn shares(&self, worlds: usize) -> Vec<Vec<bool>> {
-        let mut order: Vec<usize> = (0..self.count).collect();
+    /// Partitions spread over `worlds` worlds (of those `among` names, else all),
+    /// heaviest first onto the lightest world; each world's partitions (a partition in
+    /// exactly one). Ranks take their shares this way, then their threads theirs.
+    pub(super) fn shares(&self, among: Option<&[bool]>, worlds: usize) -> Vec<Vec<bool>> {
+        let worlds = worlds.max(1);
+        let mut order: Vec<usize> = (0..self.count).filter(|&p| among.is_none_or(|m| m[p])).collect();
         order.sort_by_key(|&p| (std::cmp::Reverse(self.weight[p]), p));
         let mut load = vec![0u64; worlds];
         let mut mine = vec![vec![false; self.count]; worlds];
@@ -176,7 +178,23 @@ pub(super) struct Crossing {
     pub(super) from: u32,
     pub(super) seq: u64,
     pub(super) to: u32,
-    pub(super) ev: Ev,
+    pub(super) ev: Crossed,
+}
+
+/// What crosses between partitions: a packet over a link, or a POP's BGP update.
+pub(super) enum Crossed {
+    Arrive { to: Arrival, packet: Vec<u8> },
+    Routes { pop: PopId, routes: Vec<bool>, part: u32 },
+}
+
+impl Crossed {
+    /// The event it is in its receiver's queue.
+    pub(super) fn into_ev(self) -> Ev {
+        match self {
+            Crossed::Arrive { to, packet } => Ev::Arrive { to, packet },
+            Crossed::Routes { pop, routes, part } => Ev::RouteUpdate { pop, routes, part },
+        }
+    }
 }
 
 /// What a world running some partitions of a partitioned world knows of them.

@@ -285,6 +285,15 @@ impl Recorder {
         self.merged_events += other_events + other.merged_events;
     }
 
+    /// Another rank's violations and counters (`sim --mpi`): (packets, probe packets,
+    /// events beyond the world-wide ones).
+    pub(super) fn absorb_counts(&mut self, mut violations: Vec<String>, (packets, probes, events): (u64, u64, u64)) {
+        self.violations.append(&mut violations);
+        self.packets += packets;
+        self.probe_packets += probes;
+        self.merged_events += events;
+    }
+
     /// After every world is absorbed: the merged lists in the order one world keeps
     /// them (by time; a fault's flows by client).
     pub(super) fn sort_merged(&mut self) {

@@ -20,8 +20,8 @@ use crate::world::ids::{AddrRuns, ClbId, ClientId, HostId, Id, PopId};
 use crate::world::ids::{Notice, Probed, ProberAt};
 use crate::world::links::LinkKind;
 use crate::world::links::Network;
-use crate::world::partitioning::Crossing;
 use crate::world::partitioning::Scope;
+use crate::world::partitioning::{Crossed, Crossing};
 use crate::world::samples::Recorder;
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -282,11 +282,11 @@ impl<'t> Wire<'t> {
         if dest == from {
             self.q.schedule(at, Ev::Arrive { to, packet });
         } else {
-            self.cross(at, from, dest, Ev::Arrive { to, packet });
+            self.cross(at, from, dest, Crossed::Arrive { to, packet });
         }
     }
 
-    fn cross(&mut self, at: u64, from: u32, to: u32, ev: Ev) {
+    fn cross(&mut self, at: u64, from: u32, to: u32, ev: Crossed) {
         let Some(s) = self.scope.as_mut() else { return };
         let early = at < s.window_end;
         let (window_end, lookahead) = (s.window_end, s.parts.lookahead_ns);
@@ -309,7 +309,7 @@ impl<'t> Wire<'t> {
         };
         let from = self.pop_part(pop);
         for part in 0..count as u32 {
-            self.cross(at, from, part, Ev::RouteUpdate { pop, routes: routes.clone(), part });
+            self.cross(at, from, part, Crossed::Routes { pop, routes: routes.clone(), part });
         }
     }
 

@@ -17,6 +17,7 @@ use crate::world::flows::flow_id;
 use crate::world::flows::port_of;
 use crate::world::flows::slot_of;
 use crate::world::forwarding::PopNode;
+use crate::world::forwarding::PopView;
 use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
 use crate::world::ids::Table;
@@ -121,10 +122,10 @@ impl Edge {
     /// The flows of this world's clients a fault touches, with each POP's core as `pop`
     /// gives it (its owner's, when the world runs partitioned) and what this world's
     /// POPs heard.
-    pub(in crate::world) fn affected_flows<'a>(
+    pub(in crate::world) fn affected_flows(
         &self,
         action: &FaultAction,
-        (pop, pops): (&dyn Fn(PopId) -> &'a anyedge_pop::Pop, &Table<PopId, PopNode>),
+        (view, pops): (&dyn PopView, &Table<PopId, PopNode>),
         wire: &Wire<'_>,
     ) -> Vec<(ClientId, usize)> {
         let t = wire.t();
@@ -151,7 +152,7 @@ impl Edge {
                     | FaultAction::Bind(Target::Backend { addr, .. }) => c.flows[slot].last_backend == Some(addr),
                     FaultAction::Down(Target::Clb { region, index }) => {
                         home == region
-                            && g.route(vip).is_some_and(|p| pop(p).node_of(&self.slot_key(ci, slot, t)) == Some(index))
+                            && g.route(vip).is_some_and(|p| view.node_of(p, &self.slot_key(ci, slot, t)) == Some(index))
                     }
                     // The flows its POPs will send it once they find it back.
                     FaultAction::Up(Target::Clb { region, index }) => {
@@ -159,8 +160,8 @@ impl Edge {
                         let hash = self.slot_key(ci, slot, t).flow_hash();
                         home == region
                             && g.route(vip).is_some_and(|p| {
-                                let live = |n: u16| n == index || pop(p).clb_up(region as u16, n);
-                                pop(p).node_of(&self.slot_key(ci, slot, t)).is_some()
+                                let live = |n: u16| n == index || view.clb_up(p, region as u16, n);
+                                view.node_of(p, &self.slot_key(ci, slot, t)).is_some()
                                     && rendezvous_node(hash, nodes, live) == index
                             })
                     }

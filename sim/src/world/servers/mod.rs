@@ -315,6 +315,14 @@ impl Servers {
         &self.egress
     }
 
+    /// Flows another rank's world saw backend row `row` serve (`sim --mpi`), as
+    /// [`Servers::absorb`] takes another thread's.
+    pub(in crate::world) fn absorb_flows(&mut self, row: usize, flows: impl Iterator<Item = (ClientId, usize)>) {
+        if let Some(b) = self.backends.iter_mut().nth(row) {
+            b.flows.extend(flows);
+        }
+    }
+
     /// The backend host with address `ip`.
     pub(in crate::world) fn host_at(&self, ip: IpAddr) -> Option<HostId> {
         self.host_by_ip.get(&ip).copied()
