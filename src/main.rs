@@ -36,6 +36,8 @@ mod generate;
 mod lab;
 mod man;
 mod merge;
+#[cfg(feature = "mpi")]
+mod mpi_ranks;
 mod probe;
 mod reference;
 mod report;
@@ -116,6 +118,12 @@ enum Command {
         /// report is the same bytes for any N.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         threads: Option<u16>,
+        /// Run as one rank of an MPI job (`mpirun -np N anyedge sim FILE --mpi`): each rank
+        /// runs its share of the partitions (and --threads of its own), crossings go between
+        /// ranks at each window, rank 0 prints and writes the report: the same bytes as one
+        /// process. Needs a build with `--features mpi`
+        #[arg(long)]
+        mpi: bool,
         /// Capture only these nodes: names and globs, comma-separated
         /// (pop/paris,clb/frankfurt/*,backend/*,client/london,region/NAME,internet).
         #[arg(long, value_name = "NODES", requires = "pcap", value_delimiter = ',')]
@@ -543,11 +551,12 @@ fn run(command: Command) -> ExitCode {
             quiet,
             auth,
             threads,
+            mpi,
         } => {
             let capture = anyedge_sim::CaptureFilter { nodes: pcap_nodes, from_ns: pcap_from, to_ns: pcap_to, snaplen };
             let auth = if auth == "real" { anyedge_sim::SimAuth::Real } else { anyedge_sim::SimAuth::Fast };
             let threads = threads_or_cores(threads);
-            sim::command(&file, seed, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads })
+            sim::command(&file, seed, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads, mpi })
         }
     }
 }

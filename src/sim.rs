@@ -11,7 +11,7 @@ use crate::{check_writable, write_file};
 
 /// Draws a progress bar on stderr when it is a terminal (and not `--quiet`): simulated
 /// time, wall time so far and the time left at the pace so far.
-fn progress_bar(quiet: bool, sim_s: f64) -> impl FnMut(f64) {
+pub(crate) fn progress_bar(quiet: bool, sim_s: f64) -> impl FnMut(f64) {
     let tty = std::io::stderr().is_terminal() && !quiet;
     let started = std::time::Instant::now();
     let mut last = usize::MAX;
@@ -51,6 +51,8 @@ pub struct Outputs {
     pub auth: anyedge_sim::SimAuth,
     /// `--threads`.
     pub threads: usize,
+    /// `--mpi`: this process is one rank of an MPI job.
+    pub mpi: bool,
 }
 
 /// `anyedge sim FILE`: the file loaded, its seed replaced by `seed` when one is given,
@@ -68,33 +70,20 @@ pub fn command(file: &std::path::Path, seed: Option<u64>, outputs: Outputs) -> E
 
 /// Runs the simulation, prints the table and writes what `outputs` asks for.
 pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
-    let Outputs { report, stats, pcap, capture, html, quiet, auth, threads } = outputs;
-    if let Some(why) = anyedge_sim::cost::refuse(t) {
-        eprintln!("{}: {why}", file.display());
-        return ExitCode::from(2);
+    if outputs.mpi {
+        return simulate_mpi(file, t, outputs);
     }
-    for (flag, path) in [("--json", &report), ("--stats", &stats), ("--html", &html)] {
-        if let Some(path) = path
-            && let Err(code) = check_writable(flag, path)
-        {
-            return code;
-        }
+    if let Err(code) = prepare(file, t, &outputs) {
+        return code;
     }
-    if let Some(dir) = &pcap {
-        if let Err(e) = capture.check(t) {
-            eprintln!("{e}; nothing was run");
-            return ExitCode::from(2);
-        }
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("--pcap {}: cannot create ({e}); nothing was run", dir.display());
-            return ExitCode::from(2);
-        }
-        if let Err(code) = check_writable("--pcap", &dir.join(".anyedge-write-check")) {
-            return code;
-        }
-    }
-    let options = anyedge_sim::Options { pcap, capture, auth, threads };
-    let outcome = match anyedge_sim::run_with(t, &options, progress_bar(quiet, t.duration_ns as f64 / 1e9)) {
+    let options = anyedge_sim::Options {
+        pcap: outputs.pcap.clone(),
+        capture: outputs.capture.clone(),
+        auth: outputs.auth,
+        threads: outputs.threads,
+    };
+    let progress = progress_bar(outputs.quiet, t.duration_ns as f64 / 1e9);
+    let mut outcome = match anyedge_sim::run_with(t, &options, progress) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: cannot simulate: {}", file.display(), e.0);
@@ -102,6 +91,73 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
             return ExitCode::from(2);
         }
     };
+    outcome.stats.peak_memory_bytes = vec![peak_memory_bytes()];
+    deliver(file, t, outcome, outputs)
+}
+
+#[cfg(feature = "mpi")]
+fn simulate_mpi(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
+    crate::mpi_ranks::simulate(file, t, outputs)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn simulate_mpi(file: &std::path::Path, _: &Topology, _: Outputs) -> ExitCode {
+    eprintln!(
+        "{}: --mpi: this anyedge was built without MPI; build it with `cargo build --release --features mpi` (needs libopenmpi-dev and libclang-dev) and run it under mpirun",
+        file.display()
+    );
+    ExitCode::from(2)
+}
+
+/// Before a run: what the simulator refuses up front, and whether every file it is to
+/// write can be written (nothing runs otherwise).
+pub(crate) fn prepare(file: &std::path::Path, t: &Topology, outputs: &Outputs) -> Result<(), ExitCode> {
+    if let Some(why) = anyedge_sim::cost::refuse(t) {
+        eprintln!("{}: {why}", file.display());
+        return Err(ExitCode::from(2));
+    }
+    for (flag, path) in [("--json", &outputs.report), ("--stats", &outputs.stats), ("--html", &outputs.html)] {
+        if let Some(path) = path {
+            check_writable(flag, path)?;
+        }
+    }
+    if let Some(dir) = &outputs.pcap {
+        if outputs.mpi {
+            eprintln!("--pcap writes every node's file from one process: run it without --mpi; nothing was run");
+            return Err(ExitCode::from(2));
+        }
+        if let Err(e) = outputs.capture.check(t) {
+            eprintln!("{e}; nothing was run");
+            return Err(ExitCode::from(2));
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("--pcap {}: cannot create ({e}); nothing was run", dir.display());
+            return Err(ExitCode::from(2));
+        }
+        check_writable("--pcap", &dir.join(".anyedge-write-check"))?;
+    }
+    Ok(())
+}
+
+/// The peak memory (resident) of this process so far, in bytes (`VmHWM`).
+pub(crate) fn peak_memory_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// After a run: the table on stdout, the files asked for, and the exit code (failure when
+/// an invariant broke).
+pub(crate) fn deliver(
+    file: &std::path::Path,
+    t: &Topology,
+    outcome: anyedge_sim::Outcome,
+    outputs: Outputs,
+) -> ExitCode {
+    let Outputs { report, stats, html, .. } = outputs;
     let table = outcome.report.table();
     print!("{table}");
     if let Some(path) = html {

@@ -242,6 +242,7 @@ pub fn run_ranked(
         ranks: parts.as_ref().map_or(1, |p| p.ranks),
         crossings,
         exchanged_bytes: exchanged,
+        peak_memory_bytes: Vec::new(),
     };
     Ok(Some(Outcome {
         report,

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Barrier, Mutex};
 
 /// The ranks of a run and the collectives the partitioned simulator uses.
-pub trait Ranks: Send + Sync {
+pub trait Ranks {
     /// This process's rank, 0 to `size() - 1`.
     fn rank(&self) -> usize;
     /// How many ranks run the world.

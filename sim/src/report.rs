@@ -295,6 +295,9 @@ pub struct Stats {
     pub ranks: usize,
     pub crossings: u64,
     pub exchanged_bytes: u64,
+    /// Each process's peak resident memory, by rank (one entry without MPI), as the
+    /// command line reads it at the end; empty when nothing read it.
+    pub peak_memory_bytes: Vec<u64>,
 }
 
 /// Rounds to microsecond precision when expressed in milliseconds.
