@@ -1,0 +1,165 @@
+//! `mpirun -np N anyedge sim FILE --mpi` (the `mpi` feature, Open MPI; CI builds with it):
+//! the report of N ranks is the bytes of one process, on generated worlds that partition
+//! and on the shipped topologies (which run as one partition, on rank 0); ranks that
+//! disagree about the build or the file stop together, with an error naming them.
+//! Oversubscribed on one machine: the transport is the one real hosts use.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_anyedge")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("anyedge-mpi-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `mpirun` with what one machine needs: more ranks than cores, and root allowed (CI
+/// runs as root).
+fn mpirun(args: &[&str]) -> Output {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--oversubscribe"]).args(args);
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    // A hang is a failure: the job is killed after a few minutes.
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("mpirun");
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("mpirun {args:?} hung: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One process's table and JSON report of `file`.
+fn one_process(file: &Path, dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let json = dir.join("one.json");
+    let out = Command::new(exe())
+        .args(["sim", "-q", "--threads", "1", "--json"])
+        .arg(&json)
+        .arg(file)
+        .output()
+        .expect("anyedge sim");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (out.stdout, std::fs::read(json).unwrap())
+}
+
+/// The same bytes from 1, 2, 3 and 4 ranks as from one process; each run's stderr.
+fn same_bytes_on_one_to_four_ranks(file: &Path, dir: &Path) -> Vec<String> {
+    let (table, json) = one_process(file, dir);
+    let mut said = Vec::new();
+    for n in 1..=4 {
+        let out_json = dir.join(format!("np{n}.json"));
+        let (np, j) = (n.to_string(), out_json.display().to_string());
+        let f = file.display().to_string();
+        let out = mpirun(&["-np", &np, exe(), "sim", &f, "--mpi", "-q", "--threads", "1", "--json", &j]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{f} on {n} ranks: {stderr}");
+        assert!(out.stdout == table, "{f} on {n} ranks: the table differs from one process's");
+        assert!(std::fs::read(&out_json).unwrap() == json, "{f} on {n} ranks: the JSON report differs");
+        for r in 0..n {
+            assert!(stderr.contains(&format!("rank {r}: peak memory")), "{f} on {n} ranks: {stderr}");
+        }
+        said.push(stderr);
+    }
+    said
+}
+
+/// A world of five regions (it partitions) with faults a partition boundary cuts through:
+/// a POP down and back, a CLB node down and back (its flows found by asking POPs other
+/// ranks run), a backend, a link, a whole region, a migration.
+fn generated_world(dir: &Path) -> PathBuf {
+    let base = dir.join("base.yaml");
+    let out = Command::new(exe())
+        .args(["generate", "--pops", "30", "--regions", "5", "--clients", "1500", "--groups", "120"])
+        .args(["--web-every", "3", "--duration", "2s", "--seed", "4", "--out"])
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&base).unwrap();
+    let t = anyedge_topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let (pop, far) = (&t.pops[4].name, &t.pops[0].name);
+    let (r0, r1, r2) = (&t.regions[0].name, &t.regions[1].name, &t.regions[2].name);
+    let backend = t.regions[1].backend_groups[0].backends[0].addr;
+    let group = &t.clients[2].name;
+    let faults = format!(
+        "faults:
+  - {{ at: 0.5s, down: pop/{pop} }}
+  - {{ at: 0.8s, down: clb/{r2}/1 }}
+  - {{ at: 1.0s, down: backend/{backend} }}
+  - {{ at: 1.2s, up: pop/{pop} }}
+  - {{ at: 1.3s, link: [pop/{far}, region/{r1}], delay: 40ms, for: 300ms }}
+  - {{ at: 1.5s, down: region/{r0} }}
+  - {{ at: 1.7s, up: clb/{r2}/1 }}
+  - {{ at: 1.8s, migrate: client/{group} }}
+"
+    );
+    let file = dir.join("gen.yaml");
+    std::fs::write(&file, format!("{text}{faults}")).unwrap();
+    file
+}
+
+#[test]
+fn a_partitioned_world_on_one_to_four_mpi_ranks_gives_the_report_of_one_process_byte_for_byte() {
+    let dir = scratch("gen");
+    let file = generated_world(&dir);
+    let said = same_bytes_on_one_to_four_ranks(&file, &dir);
+    assert!(!said[1].contains("one partition"), "five regions partition: {}", said[1]);
+    // The stats say how it went: every rank's memory, the windows, what was exchanged.
+    let stats = dir.join("stats.json");
+    let (f, s) = (file.display().to_string(), stats.display().to_string());
+    let out = mpirun(&["-np", "3", exe(), "sim", &f, "--mpi", "-q", "--threads", "1", "--stats", &s]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(v["ranks"], 3);
+    assert_eq!(v["partitions"], 5);
+    assert_eq!(v["peak_memory_bytes"].as_array().map(Vec::len), Some(3));
+    assert!(v["exchanged_bytes"].as_u64().unwrap() > 0 && v["windows"].as_u64().unwrap() > 100, "{v}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn every_shipped_topology_on_one_to_four_mpi_ranks_gives_the_report_of_one_process_byte_for_byte() {
+    for name in ["small", "apps", "internet", "control", "reference", "global"] {
+        let dir = scratch(name);
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("topologies/{name}.yaml"));
+        let said = same_bytes_on_one_to_four_ranks(&file, &dir);
+        // One region, or a control plane: one partition, which rank 0 runs whole.
+        assert!(said[1].contains("runs as one partition: rank 0 ran it whole"), "{name}: {}", said[1]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn ranks_given_different_topology_files_stop_together_naming_the_ranks_that_differ() {
+    let dir = scratch("mismatch");
+    let small = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/small.yaml");
+    let mut other = std::fs::read_to_string(&small).unwrap();
+    other.push_str("# another file\n");
+    let changed = dir.join("changed.yaml");
+    std::fs::write(&changed, other).unwrap();
+    let (a, b) = (small.display().to_string(), changed.display().to_string());
+    let out = mpirun(&["-np", "1", exe(), "sim", &a, "--mpi", "-q", ":", "-np", "1", exe(), "sim", &b, "--mpi", "-q"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for rank in 0..2 {
+        assert!(
+            stderr.contains(&format!("rank {rank}: ranks 1 run another executable, topology file")),
+            "rank {rank} says which: {stderr}"
+        );
+    }
+    assert!(out.stdout.is_empty(), "nothing ran: {}", String::from_utf8_lossy(&out.stdout));
+    let _ = std::fs::remove_dir_all(dir);
+}
