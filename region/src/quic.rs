@@ -50,6 +50,51 @@ impl ConnectionIdGenerator for NodeCids {
     }
 }
 
+/// The wall clock quinn reads (a Retry token's issue time and lifetime), on the caller's
+/// clock: `epoch` plus the `now_ns` of the host's latest call. The simulator leaves the
+/// epoch at [`SIM_EPOCH_S`], so its tokens and its runs never depend on the machine's
+/// clock; a lab node sets the real time it started at
+/// ([`QuicHost::set_wall_epoch`]), so a restarted node's old tokens are old.
+#[derive(Debug)]
+struct HostClock {
+    epoch_s: std::sync::atomic::AtomicU64,
+    now_ns: std::sync::atomic::AtomicU64,
+}
+
+/// Where a simulated run's wall clock starts: 2026-01-01T00:00:00Z.
+pub const SIM_EPOCH_S: u64 = 1_767_225_600;
+
+impl quinn_proto::TimeSource for HostClock {
+    fn now(&self) -> std::time::SystemTime {
+        use std::sync::atomic::Ordering::Relaxed;
+        std::time::UNIX_EPOCH
+            + Duration::from_secs(self.epoch_s.load(Relaxed))
+            + Duration::from_nanos(self.now_ns.load(Relaxed))
+    }
+}
+
+/// A client's own connection IDs: 8 bytes (quinn's default length) drawn under its
+/// seed, where quinn's default draws them from the machine's entropy.
+struct SeededCids {
+    prf: Prf,
+    issued: u64,
+}
+
+impl ConnectionIdGenerator for SeededCids {
+    fn generate_cid(&mut self) -> ConnectionId {
+        self.issued += 1;
+        ConnectionId::new(&self.prf.eval(&self.issued.to_be_bytes())[..8])
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
 /// A datagram to send: destination, the source address to send from, the bytes.
 pub type QuicTransmit = (SocketAddr, Option<IpAddr>, Vec<u8>);
 
@@ -59,6 +104,16 @@ pub struct QuicHost {
     conns: BTreeMap<ConnectionHandle, Connection>,
     epoch: Instant,
     server: Option<Arc<ServerConfig>>,
+    /// What quinn reads as the wall clock (servers' Retry tokens).
+    clock: Arc<HostClock>,
+    /// The key a server seals its Retry tokens with, from its node's secret (quinn's own
+    /// default is drawn from the machine's entropy: a simulated run's Retry packets would
+    /// differ run to run).
+    token_key: Option<Arc<ring::hkdf::Prk>>,
+    /// A client's Initial destination connection IDs, drawn under its seed (quinn's
+    /// default draws them from the machine's entropy), and how many it drew.
+    dcids: Prf,
+    dcids_drawn: u64,
     /// Connection events for the application: (connection, event).
     events: Vec<(ConnectionHandle, Event)>,
     handshakes: u64,
@@ -305,21 +360,44 @@ impl QuicHost {
         let prf = Prf::new(&cid_secret);
         endpoint_config
             .cid_generator(move || Box::new(NodeCids { node, cipher: cipher.clone(), prf: prf.clone(), issued: 0 }));
-        QuicHost::new(endpoint_config, Some(config), seed)
+        let token_key =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"anyedge quic retry tokens").extract(&cid_secret);
+        let mut host = QuicHost::new(endpoint_config, None, seed);
+        host.token_key = Some(Arc::new(token_key));
+        host.set_server_config(config);
+        host
     }
 
     /// New connections to this server handshake with `config` from now on; open ones
     /// keep theirs.
+    /// The configuration is this host's own copy, reading this host's clock and sealing
+    /// tokens with its key.
     pub fn set_server_config(&mut self, config: Arc<ServerConfig>) {
-        self.endpoint.set_server_config(Some(config.clone()));
-        self.server = Some(config);
+        let mut own = (*config).clone();
+        own.time_source(self.clock.clone());
+        if let Some(key) = &self.token_key {
+            own.token_key(key.clone());
+        }
+        let own = Arc::new(own);
+        self.endpoint.set_server_config(Some(own.clone()));
+        self.server = Some(own);
+    }
+
+    /// The real time (seconds since the Unix epoch) this host's `now_ns` counts from: what
+    /// quinn's wall clock reads is that plus `now_ns` (a lab node's start; the simulator
+    /// keeps [`SIM_EPOCH_S`]).
+    pub fn set_wall_epoch(&mut self, epoch_s: u64) {
+        self.clock.epoch_s.store(epoch_s, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A client endpoint.
     pub fn client(seed: u64) -> QuicHost {
         // Clients send no stateless resets; the key only has to be fixed for a run to replay.
         let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed32(seed));
-        QuicHost::new(EndpointConfig::new(Arc::new(reset_key)), None, seed)
+        let mut config = EndpointConfig::new(Arc::new(reset_key));
+        let prf = Prf::new(&seed32(seed ^ 0x7363_6964));
+        config.cid_generator(move || Box::new(SeededCids { prf: prf.clone(), issued: 0 }));
+        QuicHost::new(config, None, seed)
     }
 
     fn new(config: EndpointConfig, server: Option<Arc<ServerConfig>>, seed: u64) -> QuicHost {
@@ -330,6 +408,13 @@ impl QuicHost {
             conns: BTreeMap::new(),
             epoch: Instant::now(),
             server,
+            clock: Arc::new(HostClock {
+                epoch_s: std::sync::atomic::AtomicU64::new(SIM_EPOCH_S),
+                now_ns: std::sync::atomic::AtomicU64::new(0),
+            }),
+            token_key: None,
+            dcids: Prf::new(&seed32(seed ^ 0x6463_6964)),
+            dcids_drawn: 0,
             events: Vec::new(),
             handshakes: 0,
             initials: TokenBucket::full(),
@@ -346,7 +431,9 @@ impl QuicHost {
         }
     }
 
+    /// quinn's `Instant` for `now_ns`; quinn's wall clock moves there too.
     fn at(&self, now_ns: u64) -> Instant {
+        self.clock.now_ns.store(now_ns, std::sync::atomic::Ordering::Relaxed);
         self.epoch + Duration::from_nanos(now_ns)
     }
 
@@ -358,6 +445,11 @@ impl QuicHost {
         remote: SocketAddr,
         name: &str,
     ) -> Option<ConnectionHandle> {
+        let mut config = config;
+        self.dcids_drawn += 1;
+        let r = self.dcids.eval(&self.dcids_drawn.to_be_bytes());
+        let dcid = ConnectionId::new(&r[..20]);
+        config.initial_dst_cid_provider(Arc::new(move || dcid));
         let (ch, conn) = self.endpoint.connect(self.at(now_ns), config, remote, name).ok()?;
         self.conns.insert(ch, conn);
         self.handshakes += 1;

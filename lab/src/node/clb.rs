@@ -227,6 +227,10 @@ impl<'a> ClbDriver<'a> {
         // Proxied connections send super-packets, cut by the POP's TUN device as the
         // backend hosts' kernels' are.
         core.set_l7_super_packets(true);
+        // QUIC's Retry tokens age on the real clock from the node's start (`now_ns` counts
+        // from `start`), so a restarted node's old tokens are as old as they are.
+        let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        core.set_quic_wall_epoch(epoch.saturating_sub(start.elapsed().as_secs()));
         Ok(ClbDriver {
             core,
             start,

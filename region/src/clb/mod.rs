@@ -175,6 +175,9 @@ struct NodeSelf {
     secret: anyedge_ccn::Prf,
     /// The region's cipher for the node byte of QUIC connection IDs (none: in the clear).
     cid_cipher: Option<anyedge_ccn::CidCipher>,
+    /// The real time `now_ns` counts from, for QUIC's wall clock (a lab node's start;
+    /// `None` in the simulator: [`crate::quic::SIM_EPOCH_S`]).
+    wall_epoch_s: Option<u64>,
 }
 
 impl NodeSelf {
@@ -191,6 +194,7 @@ impl NodeSelf {
             count,
             secret: anyedge_ccn::Prf::new(&config.auth.node_secret("clb")),
             cid_cipher: config.auth.cid_cipher(config.region),
+            wall_epoch_s: None,
         }
     }
 
@@ -206,8 +210,11 @@ impl NodeSelf {
         let seed = u64::from(self.index as u8) << 48 ^ u64::from(config.port);
         let cid_secret = self.secret.eval(format!("quic cid {vip}").as_bytes());
         let ids = (self.index as u8, cid_secret, self.cid_cipher.clone());
-        let listener =
+        let mut listener =
             config.quic.as_ref().map(|q| QuicListener::new(q, vip, self.own_addresses.clone(), ids, seed))?;
+        if let Some(epoch_s) = self.wall_epoch_s {
+            listener.set_wall_epoch(epoch_s);
+        }
         Some(listener.with_source_prefix_v4(source_prefix_v4))
     }
 }
@@ -384,6 +391,16 @@ impl Clb {
     /// clients ([`crate::l7::L7::set_super_packets`]; the lab's nodes do).
     pub fn set_l7_super_packets(&mut self, on: bool) {
         self.l7.proxy_mut().set_super_packets(on);
+    }
+
+    /// The real time (seconds since the Unix epoch) this node's `now_ns` counts from:
+    /// QUIC's Retry tokens carry and judge their age on it (a lab node calls it at start;
+    /// the simulator does not, so its runs never read the machine's clock).
+    pub fn set_quic_wall_epoch(&mut self, epoch_s: u64) {
+        self.node.wall_epoch_s = Some(epoch_s);
+        for q in self.listeners.quics_mut() {
+            q.set_wall_epoch(epoch_s);
+        }
     }
 
     /// Backbone health probing says whether a POP is reachable.

@@ -180,6 +180,11 @@ impl QuicListener {
         }
     }
 
+    /// The real time its `now_ns` counts from ([`QuicHost::set_wall_epoch`]).
+    pub fn set_wall_epoch(&mut self, epoch_s: u64) {
+        self.host.set_wall_epoch(epoch_s);
+    }
+
     /// The listener counting IPv4 sources by their first `bits` bits (per-source limits).
     pub fn with_source_prefix_v4(mut self, bits: u8) -> QuicListener {
         self.host.set_source_prefix_v4(bits);
