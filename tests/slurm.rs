@@ -2,8 +2,10 @@
 //! systemd (`contrib/slurm/local-cluster.sh`: munged, slurmctld, slurmd under a
 //! temporary directory), a chaos run and a parameter sweep each submitted as a job array
 //! with a dependent merge job (`contrib/slurm/submit.sh`), and the merged reports equal
-//! to what one process writes. Installs Debian's slurmctld, slurmd, slurm-client and
-//! munge when they are missing; stops every daemon it started.
+//! to what one process writes; and, in a build with the `mpi` feature, one world over two
+//! MPI ranks as a Slurm job (`contrib/slurm/sim-mpi.sbatch`) with the report one process
+//! writes. Installs Debian's slurmctld, slurmd, slurm-client and munge when they are
+//! missing; stops every daemon it started.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,6 +103,37 @@ impl Drop for Cluster {
     }
 }
 
+/// Submits `contrib/slurm/sim-mpi.sbatch` with two tasks on a generated world of five
+/// regions (so it partitions); the file and the job's output directory.
+#[cfg(feature = "mpi")]
+fn mpi_job(cluster: &Cluster, work: &Path) -> Option<(String, PathBuf)> {
+    let file = work.join("world.yaml");
+    let gen_args =
+        ["generate", "--pops", "30", "--regions", "5", "--clients", "1500", "--groups", "120", "--duration", "2s"];
+    let out = Command::new(exe()).args(gen_args).arg("--out").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = work.join("mpi");
+    let out = Command::new("sbatch")
+        .args(["--ntasks=2", "--cpus-per-task=1"])
+        .arg(format!("--output={}", work.join("mpi.out").display()))
+        .arg(repo("contrib/slurm/sim-mpi.sbatch"))
+        .arg(&file)
+        .arg(&dir)
+        .env("SLURM_CONF", cluster.conf())
+        .env("ANYEDGE", exe())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sbatch sim-mpi: {}", String::from_utf8_lossy(&out.stderr));
+    Some((file.to_string_lossy().to_string(), dir))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_job(_: &Cluster, _: &Path) -> Option<(String, PathBuf)> {
+    None
+}
+
 fn one_process(args: &[&str]) {
     let out = Command::new(exe()).args(args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -143,8 +176,18 @@ fn chaos_and_a_sweep_run_as_slurm_job_arrays_and_merge_to_what_one_process_write
         (2, 2),
         "an array and a merge each: {chaos_jobs:?} {sweep_jobs:?}"
     );
+    // One world over MPI ranks as a Slurm job (`sim --mpi`, the `mpi` feature).
+    let mpi = mpi_job(&cluster, &work);
     cluster.drain(Duration::from_secs(300));
     drop(cluster);
+    if let Some((file, out)) = mpi {
+        let whole = at("mpi-whole.json");
+        one_process(&["sim", "-q", "--threads", "1", &file, "--json", &whole]);
+        let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(read(&out.join("report.json")) == read(Path::new(&whole)), "sim --mpi through Slurm = one process");
+        let stats: serde_json::Value = serde_json::from_slice(&read(&out.join("stats.json"))).unwrap();
+        assert_eq!((stats["ranks"].as_u64(), stats["partitions"].as_u64()), (Some(2), Some(5)), "{stats}");
+    }
 
     // Every shard wrote its part; the merges wrote the reports one process writes.
     for (dir, shards) in [(&chaos_out, 4), (&sweep_out, 3)] {
