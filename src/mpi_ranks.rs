@@ -152,6 +152,21 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     if refused != 0 {
         return ready.unwrap_or(ExitCode::from(2));
     }
+    // Each rank's share against its machine's memory (the ranks sharing a machine
+    // together), before anything is built: refused up front, not killed by the kernel.
+    let own = anyedge_sim::cost::estimate_rank(t, size as usize, rank as usize).bytes;
+    let host = world.split_shared(rank);
+    let mut here = 0f64;
+    host.all_reduce_into(&own, &mut here, SystemOperation::sum());
+    let why = anyedge_sim::cost::refuse_rank(t, (size as usize, rank as usize), here);
+    if let Some(why) = &why {
+        eprintln!("{}: {why}; nothing was run", file.display());
+    }
+    let mut refused = 0u8;
+    world.all_reduce_into(&u8::from(why.is_some()), &mut refused, SystemOperation::max());
+    if refused != 0 {
+        return ExitCode::from(2);
+    }
     let options = anyedge_sim::Options {
         pcap: outputs.pcap.clone(),
         capture: outputs.capture.clone(),

@@ -112,7 +112,8 @@ fn simulate_mpi(file: &std::path::Path, _: &Topology, _: Outputs) -> ExitCode {
 /// Before a run: what the simulator refuses up front, and whether every file it is to
 /// write can be written (nothing runs otherwise).
 pub(crate) fn prepare(file: &std::path::Path, t: &Topology, outputs: &Outputs) -> Result<(), ExitCode> {
-    if let Some(why) = anyedge_sim::cost::refuse(t) {
+    // Over MPI each rank judges its own share (`mpi_ranks`).
+    if let Some(why) = anyedge_sim::cost::refuse(t).filter(|_| !outputs.mpi) {
         eprintln!("{}: {why}", file.display());
         return Err(ExitCode::from(2));
     }

@@ -163,3 +163,28 @@ fn ranks_given_different_topology_files_stop_together_naming_the_ranks_that_diff
     assert!(out.stdout.is_empty(), "nothing ran: {}", String::from_utf8_lossy(&out.stdout));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_world_too_large_for_its_ranks_memory_is_refused_up_front_by_every_rank() {
+    let dir = scratch("large");
+    let file = dir.join("large.yaml");
+    // Four million clients, every one with a TCP stack: about 32 KB each, far more than
+    // two ranks on this machine hold.
+    let out = Command::new(exe())
+        .args(["generate", "--clients", "4000000", "--groups", "4000", "--web-every", "1", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let f = file.display().to_string();
+    let started = std::time::Instant::now();
+    let out = mpirun(&["-np", "2", exe(), "sim", &f, "--mpi", "-q"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for rank in 0..2 {
+        assert!(stderr.contains(&format!("rank {rank} of 2 would need about")), "rank {rank} says why: {stderr}");
+    }
+    assert!(stderr.contains("nothing was run") && out.stdout.is_empty(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "refused before building: {:?}", started.elapsed());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -89,6 +89,15 @@ pub(crate) fn run<'t>(
     Ok(Some((merged, windows.stats)))
 }
 
+/// The rank that runs each client group when `t` runs over `ranks` processes, as
+/// [`run`] shares them; `None` when the world does not partition.
+pub(crate) fn rank_of_groups(t: &Topology, ranks: usize) -> Option<Vec<usize>> {
+    let parts = Partitioning::of(t)?;
+    let by_rank = parts.shares(None, ranks.max(1));
+    let rank_of = |p: u32| by_rank.iter().position(|m| m[p as usize]).unwrap_or(0);
+    Some(parts.group.iter().map(|&p| rank_of(p)).collect())
+}
+
 /// One world per share of the partitions, built on threads of their own.
 fn build_worlds<'t>(
     t: &'t Topology,
