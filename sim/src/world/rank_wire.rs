@@ -356,6 +356,27 @@ mod tests {
     }
 
     #[test]
+    fn bytes_of_any_shape_read_as_crossings_or_an_error_never_a_panic() {
+        let mut rng = anyedge_ccn::ComponentRng::new(11, "rank wire");
+        let mut w = Writer::default();
+        for to in arrivals() {
+            w.crossing(&Crossing { at: 9, from: 1, seq: 2, to: 0, ev: Crossed::Arrive { to, packet: vec![7; 40] } });
+        }
+        for _ in 0..20_000 {
+            let mut bytes = w.out.clone();
+            // Flip a few bytes and cut somewhere: lengths, kinds and indices all go wrong.
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = rng.below(256) as u8;
+            }
+            bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize);
+            let _ = crossings(&bytes);
+            let mut r = Reader::new(&bytes);
+            let _ = r.flow_key();
+        }
+    }
+
+    #[test]
     fn a_flow_key_reads_back_as_written() {
         let keys = [
             FlowKey {
