@@ -75,12 +75,6 @@ impl anyedge_sim::ranks::Ranks for MpiRanks {
         recv_counts.iter().zip(&recv_displs).map(|(&c, &d)| recv[d as usize..(d + c) as usize].to_vec()).collect()
     }
 
-    fn min(&self, x: u64) -> u64 {
-        let mut m = 0u64;
-        self.world.all_reduce_into(&x, &mut m, SystemOperation::min());
-        m
-    }
-
     fn gather(&self, bytes: Vec<u8>) -> Option<Vec<Vec<u8>>> {
         let root = self.world.process_at_rank(0);
         let n = count(bytes.len(), "a rank's part of the report", &self.world);

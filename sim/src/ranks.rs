@@ -15,8 +15,6 @@ pub trait Ranks {
     /// Sends `to[r]` to rank `r` (every rank one buffer, empty ones too); returns what
     /// each rank sent this one, by rank.
     fn exchange(&self, to: Vec<Vec<u8>>) -> Vec<Vec<u8>>;
-    /// The smallest of every rank's `x`.
-    fn min(&self, x: u64) -> u64;
     /// Every rank's `bytes`, by rank, at rank 0; `None` on the others.
     fn gather(&self, bytes: Vec<u8>) -> Option<Vec<Vec<u8>>>;
 }
@@ -37,10 +35,6 @@ impl Ranks for One {
         to
     }
 
-    fn min(&self, x: u64) -> u64 {
-        x
-    }
-
     fn gather(&self, bytes: Vec<u8>) -> Option<Vec<Vec<u8>>> {
         Some(vec![bytes])
     }
@@ -58,7 +52,6 @@ struct Shared {
     barrier: Barrier,
     /// [from][to]: what is on its way.
     mail: Mutex<Vec<Vec<Vec<u8>>>>,
-    mins: Mutex<Vec<u64>>,
 }
 
 impl LocalRanks {
@@ -69,7 +62,6 @@ impl LocalRanks {
             size,
             barrier: Barrier::new(size),
             mail: Mutex::new(vec![vec![Vec::new(); size]; size]),
-            mins: Mutex::new(vec![u64::MAX; size]),
         });
         (0..size).map(|rank| LocalRanks { rank, shared: shared.clone() }).collect()
     }
@@ -99,14 +91,6 @@ impl Ranks for LocalRanks {
         got
     }
 
-    fn min(&self, x: u64) -> u64 {
-        self.shared.mins.lock().unwrap_or_else(|e| e.into_inner())[self.rank] = x;
-        self.shared.barrier.wait();
-        let m = self.shared.mins.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().min().unwrap_or(x);
-        self.shared.barrier.wait();
-        m
-    }
-
     fn gather(&self, bytes: Vec<u8>) -> Option<Vec<Vec<u8>>> {
         let mut to = vec![Vec::new(); self.shared.size];
         to[0] = bytes;
@@ -120,9 +104,9 @@ mod tests {
     use super::{LocalRanks, Ranks};
 
     #[test]
-    fn local_ranks_deliver_each_buffer_to_its_rank_and_agree_on_the_minimum() {
+    fn local_ranks_deliver_each_buffer_to_its_rank_and_gather_at_rank_zero() {
         let ranks = LocalRanks::new(3);
-        type Seen = (Vec<Vec<u8>>, u64, Option<Vec<Vec<u8>>>);
+        type Seen = (Vec<Vec<u8>>, Option<Vec<Vec<u8>>>);
         let out: Vec<Seen> = std::thread::scope(|s| {
             let hs: Vec<_> = ranks
                 .iter()
@@ -130,18 +114,16 @@ mod tests {
                     s.spawn(move || {
                         let me = r.rank() as u8;
                         let got = r.exchange((0..3u8).map(|to| vec![me, to]).collect());
-                        let m = r.min(10 + u64::from(me) * 7);
-                        (got, m, r.gather(vec![me; usize::from(me) + 1]))
+                        (got, r.gather(vec![me; usize::from(me) + 1]))
                     })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        for (rank, (got, m, gathered)) in out.iter().enumerate() {
+        for (rank, (got, gathered)) in out.iter().enumerate() {
             assert_eq!(got, &(0..3u8).map(|from| vec![from, rank as u8]).collect::<Vec<_>>());
-            assert_eq!(*m, 10);
             assert_eq!(gathered.is_some(), rank == 0);
         }
-        assert_eq!(out[0].2.as_ref().unwrap(), &vec![vec![0], vec![1, 1], vec![2, 2, 2]]);
+        assert_eq!(out[0].1.as_ref().unwrap(), &vec![vec![0], vec![1, 1], vec![2, 2, 2]]);
     }
 }

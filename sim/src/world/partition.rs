@@ -174,9 +174,7 @@ impl Windows {
     /// together: the same windows everywhere.
     fn step<'t>(&mut self, t: &'t Topology, worlds: &[Mutex<World<'t>>], ranked: &Ranked<'_>) -> Option<u64> {
         let mut guards: Vec<_> = worlds.iter().map(lock).collect();
-        self.exchange(&mut guards, ranked);
-        let here = guards.iter().filter_map(|g| g.wire.next_at()).min().unwrap_or(u64::MAX);
-        let start = if ranked.others() { ranked.ranks.min(here) } else { here };
+        let start = self.exchange(&mut guards, ranked);
         if start > self.end_ns {
             return None;
         }
@@ -197,8 +195,9 @@ impl Windows {
     /// Every world's outbox into the queue of the world that owns each event, in one
     /// canonical order (time, sender, sequence, receiver) whatever the thread or rank
     /// count: crossings for other ranks go out as bytes, theirs come in, all in one
-    /// exchange.
-    fn exchange(&mut self, guards: &mut [std::sync::MutexGuard<'_, World<'_>>], ranked: &Ranked<'_>) {
+    /// exchange, each buffer led by its sender's earliest event (its queues' and its
+    /// crossings'). Returns the earliest event anywhere: where the next window starts.
+    fn exchange(&mut self, guards: &mut [std::sync::MutexGuard<'_, World<'_>>], ranked: &Ranked<'_>) -> u64 {
         let mut crossings: Vec<Crossing> = Vec::new();
         for g in guards.iter_mut() {
             if let Some(s) = g.wire.scope_mut() {
@@ -206,8 +205,15 @@ impl Windows {
             }
         }
         self.stats.crossings += crossings.len() as u64;
+        let queued = guards.iter().filter_map(|g| g.wire.next_at()).min().unwrap_or(u64::MAX);
+        let mut earliest = crossings.iter().map(|c| c.at).min().unwrap_or(u64::MAX).min(queued);
         if ranked.others() {
             let mut out: Vec<Writer> = (0..ranked.ranks.size()).map(|_| Writer::default()).collect();
+            for (r, w) in out.iter_mut().enumerate() {
+                if r != ranked.ranks.rank() {
+                    w.u64(earliest);
+                }
+            }
             crossings.retain(|c| {
                 let stays = ranked.here(c.to);
                 if !stays {
@@ -217,8 +223,13 @@ impl Windows {
             });
             self.stats.exchanged_bytes += out.iter().map(|w| w.out.len() as u64).sum::<u64>();
             let got = ranked.ranks.exchange(out.into_iter().map(|w| w.out).collect());
-            for (from, bytes) in got.iter().enumerate() {
-                match rank_wire::crossings(bytes) {
+            for (from, bytes) in got.iter().enumerate().filter(|&(from, _)| from != ranked.ranks.rank()) {
+                let mut r = rank_wire::Reader::new(bytes);
+                let theirs = r.u64().map_err(|e| format!("no earliest event: {e}")).and_then(|at| {
+                    earliest = earliest.min(at);
+                    rank_wire::crossings(r.rest())
+                });
+                match theirs {
                     Ok(mut theirs) => crossings.append(&mut theirs),
                     Err(e) => {
                         if let Some(g) = guards.first_mut() {
@@ -237,6 +248,7 @@ impl Windows {
                 g.wire.schedule(c.at, c.ev.into_ev());
             }
         }
+        earliest
     }
 }
 

@@ -26,6 +26,11 @@ impl<'a> Reader<'a> {
         self.bytes.is_empty()
     }
 
+    /// What is left to read.
+    pub(super) fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.bytes.len() < n {
             return Err(format!("{} bytes where {n} were due", self.bytes.len()));
