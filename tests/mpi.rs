@@ -5,6 +5,8 @@
 //! Oversubscribed on one machine: the transport is the one real hosts use.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -76,38 +78,12 @@ fn same_bytes_on_one_to_four_ranks(file: &Path, dir: &Path) -> Vec<String> {
     said
 }
 
-/// A world of five regions (it partitions) with faults a partition boundary cuts through:
-/// a POP down and back, a CLB node down and back (its flows found by asking POPs other
-/// ranks run), a backend, a link, a whole region, a migration.
+/// A world of five regions (it partitions) with faults a partition boundary cuts through
+/// (`common::worlds`), a CLB node's among them: its flows are found by asking POPs other
+/// ranks run.
 fn generated_world(dir: &Path) -> PathBuf {
-    let base = dir.join("base.yaml");
-    let out = Command::new(exe())
-        .args(["generate", "--pops", "30", "--regions", "5", "--clients", "1500", "--groups", "120"])
-        .args(["--web-every", "3", "--duration", "2s", "--seed", "4", "--out"])
-        .arg(&base)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = std::fs::read_to_string(&base).unwrap();
-    let t = anyedge_topology::parse_str("gen.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
-    let (pop, far) = (&t.pops[4].name, &t.pops[0].name);
-    let (r0, r1, r2) = (&t.regions[0].name, &t.regions[1].name, &t.regions[2].name);
-    let backend = t.regions[1].backend_groups[0].backends[0].addr;
-    let group = &t.clients[2].name;
-    let faults = format!(
-        "faults:
-  - {{ at: 0.5s, down: pop/{pop} }}
-  - {{ at: 0.8s, down: clb/{r2}/1 }}
-  - {{ at: 1.0s, down: backend/{backend} }}
-  - {{ at: 1.2s, up: pop/{pop} }}
-  - {{ at: 1.3s, link: [pop/{far}, region/{r1}], delay: 40ms, for: 300ms }}
-  - {{ at: 1.5s, down: region/{r0} }}
-  - {{ at: 1.7s, up: clb/{r2}/1 }}
-  - {{ at: 1.8s, migrate: client/{group} }}
-"
-    );
     let file = dir.join("gen.yaml");
-    std::fs::write(&file, format!("{text}{faults}")).unwrap();
+    std::fs::write(&file, common::worlds::partitioned_with_faults(5)).unwrap();
     file
 }
 

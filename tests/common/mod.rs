@@ -264,6 +264,7 @@ pub fn spawn_probe(
 }
 
 pub mod net;
+pub mod worlds;
 
 /// Where `.ci/run` installs PyPI's `package` (`pip3 install --target target/DIR`), if it
 /// is there; in CI it must be, elsewhere the test that wants it skips.
