@@ -21,6 +21,16 @@ use mpi::traits::*;
 
 use crate::sim::Outputs;
 
+/// A line on standard error in one write: the ranks of a job share one terminal (or one
+/// log), and `eprintln!` writes a line in pieces, so two ranks' lines would interleave.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 /// The MPI world's ranks, for the simulator's exchanges. Only the thread that
 /// initialized MPI calls it (the windows' steps run there; the rank's world threads do
 /// not touch MPI), so MPI runs `MPI_THREAD_FUNNELED`.
@@ -31,7 +41,7 @@ struct MpiRanks {
 /// A buffer's length as MPI counts it, or the job stops with what was too large.
 fn count(n: usize, what: &str, world: &SimpleCommunicator) -> Count {
     Count::try_from(n).unwrap_or_else(|_| {
-        eprintln!("rank {}: {what} of {n} bytes is more than MPI sends at once (2 GiB)", world.rank());
+        say!("rank {}: {what} of {n} bytes is more than MPI sends at once (2 GiB)", world.rank());
         world.abort(2)
     })
 }
@@ -115,7 +125,7 @@ fn inputs_hash(file: &std::path::Path, t: &Topology, outputs: &Outputs) -> Resul
 /// print only their errors.
 pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitCode {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
-        eprintln!("--mpi: MPI is already initialized in this process");
+        say!("--mpi: MPI is already initialized in this process");
         return ExitCode::from(2);
     };
     let world = universe.world();
@@ -124,7 +134,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     let mine = match inputs_hash(file, t, &outputs) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("rank {rank}: {e}");
+            say!("rank {rank}: {e}");
             world.abort(2)
         }
     };
@@ -132,7 +142,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     world.all_gather_into(&mine, &mut all[..]);
     let differ: Vec<String> = (0..size).filter(|&r| all[r as usize] != all[0]).map(|r| r.to_string()).collect();
     if !differ.is_empty() {
-        eprintln!(
+        say!(
             "rank {rank}: ranks {} run another executable, topology file or --seed/--auth than rank 0: every rank must run the same build on the same file; nothing was run",
             differ.join(", ")
         );
@@ -154,7 +164,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     host.all_reduce_into(&own, &mut here, SystemOperation::sum());
     let why = anyedge_sim::cost::refuse_rank(t, (size as usize, rank as usize), here);
     if let Some(why) = &why {
-        eprintln!("{}: {why}; nothing was run", file.display());
+        say!("{}: {why}; nothing was run", file.display());
     }
     let mut refused = 0u8;
     world.all_reduce_into(&u8::from(why.is_some()), &mut refused, SystemOperation::max());
@@ -172,8 +182,8 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     let outcome = match anyedge_sim::run_ranked(t, &options, &ranks, progress) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{}: rank {rank} of {size}: cannot simulate: {}", file.display(), e.0);
-            eprintln!("replay: mpirun -np {size} anyedge sim {} --seed {} --mpi", file.display(), t.seed);
+            say!("{}: rank {rank} of {size}: cannot simulate: {}", file.display(), e.0);
+            say!("replay: mpirun -np {size} anyedge sim {} --seed {} --mpi", file.display(), t.seed);
             ranks.world.abort(2)
         }
     };
@@ -187,14 +197,14 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     let mut peaks = vec![0u64; size as usize];
     root.gather_into_root(&peak, &mut peaks[..]);
     if outcome.stats.ranks == 1 && size > 1 {
-        eprintln!(
+        say!(
             "{}: the world runs as one partition: rank 0 ran it whole, ranks 1–{} had nothing to run",
             file.display(),
             size - 1
         );
     }
     for (r, p) in peaks.iter().enumerate() {
-        eprintln!("rank {r}: peak memory {:.1} MiB", *p as f64 / (1u64 << 20) as f64);
+        say!("rank {r}: peak memory {:.1} MiB", *p as f64 / (1u64 << 20) as f64);
     }
     outcome.stats.peak_memory_bytes = peaks;
     crate::sim::deliver(file, t, outcome, outputs)
