@@ -29,11 +29,14 @@ pub struct Cost {
 }
 
 /// Bytes a client's row holds in a process that does not run it (`sim --mpi`: another
-/// rank's client, kept as an idle row with its address and group). Measured: the
-/// generated world `anyedge generate --clients 100000 --groups 2000 --duration 3s --seed 2`
-/// over 1 and 4 ranks (`mpirun -np N anyedge sim FILE --mpi --threads 1`): peaks 468 MiB
-/// and 221–252 MiB a rank, against the estimate's share with idle rows at this size.
-const IDLE_CLIENT_BYTES: f64 = 400.0;
+/// rank's client, kept as an idle row with its address and group). Measured on
+/// `anyedge generate --clients 1000000 --duration 2s` with `mpirun -np N anyedge sim FILE
+/// --mpi --threads 1`: one rank's peak 3,524 MiB; two ranks 2,008 + 1,807; four 1,191 +
+/// 1,025 + 1,050 + 1,052. Each extra rank adds its process's base and the idle rows of
+/// the clients it does not run: (3,815 − 3,524) MiB for one extra rank and (4,318 − 3,524)
+/// / 3 for each of three, 265–291 MiB, of which a small world's whole process (~190 MiB)
+/// is the base: 80–105 bytes a client; 120 leaves room.
+const IDLE_CLIENT_BYTES: f64 = 120.0;
 
 /// The estimated events and peak memory of simulating `t`.
 pub fn estimate(t: &Topology) -> Cost {
