@@ -164,3 +164,67 @@ fn a_world_too_large_for_its_ranks_memory_is_refused_up_front_by_every_rank() {
     assert!(started.elapsed() < Duration::from_secs(60), "refused before building: {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_rank_that_dies_mid_run_ends_the_job_with_an_error_naming_it_instead_of_a_hang() {
+    let dir = scratch("dies");
+    let file = dir.join("long.yaml");
+    let out = Command::new(exe())
+        .args(["generate", "--pops", "30", "--regions", "5", "--clients", "50000", "--groups", "500"])
+        .args(["--duration", "60s", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut job = Command::new("mpirun")
+        .args(["--oversubscribe", "-np", "2", exe(), "sim"])
+        .arg(&file)
+        .args(["--mpi", "-q", "--threads", "1"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun");
+    // The ranks: this test's file on their command line, and anyedge as the program.
+    let ranks = || -> Vec<u32> {
+        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cmd.starts_with(exe()) && cmd.contains(&file.display().to_string())
+            })
+            .collect();
+        pids.sort_unstable();
+        pids
+    };
+    let started = std::time::Instant::now();
+    while ranks().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the ranks did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Well into the run: both ranks past the start's checks and exchanging windows.
+    std::thread::sleep(Duration::from_secs(3));
+    let victim = *ranks().last().expect("a rank");
+    let killed = Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let killed_at = std::time::Instant::now();
+    loop {
+        if job.try_wait().unwrap().is_some() {
+            break;
+        }
+        if killed_at.elapsed() > Duration::from_secs(60) {
+            let _ = job.kill();
+            panic!("the job still runs a minute after a rank died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("exited on signal 9"), "mpirun names the rank that died: {stderr}");
+    assert!(ranks().is_empty(), "no rank is left waiting");
+    let _ = std::fs::remove_dir_all(dir);
+}
