@@ -1,20 +1,21 @@
 //! What a run will cost before it starts: events and memory, from the file alone, so
 //! `anyedge sim` can refuse a world this machine cannot hold instead of dying hours in.
-//! Figures measured on this machine's class: a TCP (or QUIC) client about 32 KB (its
-//! stack), a UDP client about 1.9 KB, each round trip about 10 events and 16 bytes of
-//! samples. Measured with generated worlds (50 POPs, 5 regions, 1,000 groups, 1 s):
-//! `anyedge generate --clients N --groups 1000 --pops 50 --regions 5 --web-every 1
-//! --duration 1s` (every group browses) at 4,000 and 40,000 clients, peak RSS 184 and
-//! 1,345 MB; `--web-every 0` (UDP only) at 4,000 and 200,000, 49 and 417 MB (53 and 494
-//! before a UDP client stopped carrying TCP rows).
+//! Figures measured on this machine's class: a TCP (or QUIC) client about 20 KB (its
+//! stack), a UDP client about 2 KB, each round trip about 10 events and 16 bytes of
+//! samples. Measured with generated worlds (50 POPs, 5 regions, 1,000 groups, 1 s),
+//! 2026-12-01: `anyedge generate --clients N --groups 1000 --pops 50 --regions 5
+//! --web-every 1 --duration 1s` (every group browses) at 4,000 and 40,000 clients, peak
+//! RSS 149 and 864 MiB (`sim --threads 1`; 184 and 1,345 MB before idle connections were
+//! parked); `--web-every 0` (UDP only) at 4,000 and 200,000, 65 and 453 MiB.
 
 use anyedge_topology::{Topology, TrafficKind};
 
-/// Bytes a simulated client with a TCP or QUIC stack holds.
-const TCP_CLIENT_BYTES: f64 = 32_000.0;
-/// Bytes any other simulated client holds (1.88 KB measured: UDP-only generated worlds,
+/// Bytes a simulated client with a TCP or QUIC stack holds (20.3 KB measured: the
+/// every-group-browses worlds above, peak memory's difference over 36,000 clients).
+const TCP_CLIENT_BYTES: f64 = 20_500.0;
+/// Bytes any other simulated client holds (2.03 KB measured: UDP-only generated worlds,
 /// 4,000 and 200,000 clients, peak memory's difference).
-const UDP_CLIENT_BYTES: f64 = 1_900.0;
+const UDP_CLIENT_BYTES: f64 = 2_050.0;
 /// Events a request costs, there and back (sends, hops, timers).
 const EVENTS_PER_REQUEST: f64 = 10.0;
 /// Bytes kept per answered request (the exact-percentile samples).
