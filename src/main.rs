@@ -124,6 +124,12 @@ enum Command {
         /// process. Needs a build with `--features mpi`
         #[arg(long)]
         mpi: bool,
+        /// Share partitions among ranks and threads by the events each ran in an earlier
+        /// run of the same file (its `--stats` JSON, `partition_events`) instead of by the
+        /// file's expected load: for worlds whose load the file misjudges. The report is
+        /// the same bytes either way; only the wall time changes
+        #[arg(long, value_name = "STATS")]
+        balance_by: Option<PathBuf>,
         /// Capture only these nodes: names and globs, comma-separated
         /// (pop/paris,clb/frankfurt/*,backend/*,client/london,region/NAME,internet).
         #[arg(long, value_name = "NODES", requires = "pcap", value_delimiter = ',')]
@@ -552,11 +558,13 @@ fn run(command: Command) -> ExitCode {
             auth,
             threads,
             mpi,
+            balance_by,
         } => {
             let capture = anyedge_sim::CaptureFilter { nodes: pcap_nodes, from_ns: pcap_from, to_ns: pcap_to, snaplen };
             let auth = if auth == "real" { anyedge_sim::SimAuth::Real } else { anyedge_sim::SimAuth::Fast };
             let threads = threads_or_cores(threads);
-            sim::command(&file, seed, sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads, mpi })
+            let outputs = sim::Outputs { report, stats, pcap, capture, html, quiet, auth, threads, mpi, balance: None };
+            sim::command(&file, seed, balance_by.as_deref(), outputs)
         }
     }
 }

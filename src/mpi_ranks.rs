@@ -118,6 +118,10 @@ fn inputs_hash(file: &std::path::Path, t: &Topology, outputs: &Outputs) -> Resul
     h.write(&text);
     h.write_u64(t.seed);
     h.write(format!("{:?}", outputs.auth).as_bytes());
+    // Ranks that shared partitions differently would wait for crossings nobody sends.
+    for &events in outputs.balance.iter().flatten() {
+        h.write_u64(events);
+    }
     Ok(h.finish())
 }
 
@@ -143,7 +147,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     let differ: Vec<String> = (0..size).filter(|&r| all[r as usize] != all[0]).map(|r| r.to_string()).collect();
     if !differ.is_empty() {
         say!(
-            "rank {rank}: ranks {} run another executable, topology file or --seed/--auth than rank 0: every rank must run the same build on the same file; nothing was run",
+            "rank {rank}: ranks {} run another executable, topology file or --seed/--auth/--balance-by than rank 0: every rank must run the same build on the same file; nothing was run",
             differ.join(", ")
         );
         return ExitCode::from(2);
@@ -158,11 +162,11 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     }
     // Each rank's share against its machine's memory (the ranks sharing a machine
     // together), before anything is built: refused up front, not killed by the kernel.
-    let own = anyedge_sim::cost::estimate_rank(t, size as usize, rank as usize).bytes;
+    let own = anyedge_sim::cost::estimate_rank(t, (size as usize, rank as usize), outputs.balance.as_deref()).bytes;
     let host = world.split_shared(rank);
     let mut here = 0f64;
     host.all_reduce_into(&own, &mut here, SystemOperation::sum());
-    let why = anyedge_sim::cost::refuse_rank(t, (size as usize, rank as usize), here);
+    let why = anyedge_sim::cost::refuse_rank(t, (size as usize, rank as usize), outputs.balance.as_deref(), here);
     if let Some(why) = &why {
         say!("{}: {why}; nothing was run", file.display());
     }
@@ -176,6 +180,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
         capture: outputs.capture.clone(),
         auth: outputs.auth,
         threads: outputs.threads,
+        balance: outputs.balance.clone(),
     };
     let ranks = MpiRanks { world };
     let progress = crate::sim::progress_bar(outputs.quiet || rank != 0, t.duration_ns as f64 / 1e9);
@@ -204,7 +209,16 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
         );
     }
     for (r, p) in peaks.iter().enumerate() {
-        say!("rank {r}: peak memory {:.1} MiB", *p as f64 / (1u64 << 20) as f64);
+        let mib = *p as f64 / (1u64 << 20) as f64;
+        match outcome.stats.rank_loads.get(r) {
+            Some(l) => say!(
+                "rank {r}: peak memory {mib:.1} MiB; {} events, {:.1} s running windows, {:.1} s between them",
+                l.events,
+                l.windows_s,
+                l.between_s
+            ),
+            None => say!("rank {r}: peak memory {mib:.1} MiB"),
+        }
     }
     outcome.stats.peak_memory_bytes = peaks;
     crate::sim::deliver(file, t, outcome, outputs)

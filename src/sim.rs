@@ -53,11 +53,18 @@ pub struct Outputs {
     pub threads: usize,
     /// `--mpi`: this process is one rank of an MPI job.
     pub mpi: bool,
+    /// `--balance-by`: each partition's events from an earlier run's stats.
+    pub balance: Option<Vec<u64>>,
 }
 
 /// `anyedge sim FILE`: the file loaded, its seed replaced by `seed` when one is given,
-/// then [`simulate`].
-pub fn command(file: &std::path::Path, seed: Option<u64>, outputs: Outputs) -> ExitCode {
+/// the partitions' measured events read from `balance_by`, then [`simulate`].
+pub fn command(
+    file: &std::path::Path,
+    seed: Option<u64>,
+    balance_by: Option<&std::path::Path>,
+    mut outputs: Outputs,
+) -> ExitCode {
     let mut t = match crate::load(file) {
         Ok(t) => t,
         Err(code) => return code,
@@ -65,7 +72,46 @@ pub fn command(file: &std::path::Path, seed: Option<u64>, outputs: Outputs) -> E
     if let Some(seed) = seed {
         t.seed = seed;
     }
+    if let Some(stats) = balance_by {
+        match read_balance(stats, &t) {
+            Ok(events) => outputs.balance = Some(events),
+            Err(why) => {
+                eprintln!("--balance-by {}: {why}; nothing was run", stats.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     simulate(file, &t, outputs)
+}
+
+/// Each partition's events from an earlier run's `--stats` file, checked against the
+/// partitions `t` runs in.
+fn read_balance(stats: &std::path::Path, t: &Topology) -> Result<Vec<u64>, String> {
+    let text = std::fs::read_to_string(stats).map_err(|e| format!("cannot read ({e})"))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("not JSON ({e}): give the file `anyedge sim --stats` wrote"))?;
+    let Some(list) = value.get("partition_events").and_then(|v| v.as_array()) else {
+        return Err("no `partition_events`: give the file `anyedge sim --stats` wrote".into());
+    };
+    let events: Vec<u64> = list
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v.as_u64().ok_or_else(|| format!("partition_events[{i}] is {v}, not a count")))
+        .collect::<Result<_, _>>()?;
+    let partitions = anyedge_sim::partitions(t);
+    if events.is_empty() {
+        return Err("the run it records ran as one partition: it measured nothing to share".into());
+    }
+    if partitions < 2 {
+        return Err("this world runs as one partition: there is nothing to share".into());
+    }
+    if events.len() != partitions {
+        return Err(format!(
+            "it measured {} partitions; this world has {partitions}: was it written by a run of another file?",
+            events.len()
+        ));
+    }
+    Ok(events)
 }
 
 /// Runs the simulation, prints the table and writes what `outputs` asks for.
@@ -81,6 +127,7 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
         capture: outputs.capture.clone(),
         auth: outputs.auth,
         threads: outputs.threads,
+        balance: outputs.balance.clone(),
     };
     let progress = progress_bar(outputs.quiet, t.duration_ns as f64 / 1e9);
     let mut outcome = match anyedge_sim::run_with(t, &options, progress) {

@@ -103,6 +103,24 @@ fn a_partitioned_world_on_one_to_four_mpi_ranks_gives_the_report_of_one_process_
     assert_eq!(v["partitions"], 5);
     assert_eq!(v["peak_memory_bytes"].as_array().map(Vec::len), Some(3));
     assert!(v["exchanged_bytes"].as_u64().unwrap() > 0 && v["windows"].as_u64().unwrap() > 100, "{v}");
+    // Each rank's share as it went, and each partition's events: what a later run shares by.
+    let loads = v["rank_loads"].as_array().expect("rank_loads");
+    assert_eq!(loads.len(), 3);
+    assert!(loads.iter().all(|l| l["events"].as_u64().unwrap() > 0 && l["windows_s"].as_f64().is_some()), "{v}");
+    let events = v["partition_events"].as_array().expect("partition_events");
+    assert!(events.len() == 5 && events.iter().all(|e| e.as_u64().unwrap() > 0), "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rank 2: peak memory") && stderr.contains("s running windows"), "{stderr}");
+    // Shared by those measured events instead of the file's expected load: the same bytes.
+    let balanced = dir.join("balanced.json");
+    let b = balanced.display().to_string();
+    let out =
+        mpirun(&["-np", "2", exe(), "sim", &f, "--mpi", "-q", "--threads", "1", "--balance-by", &s, "--json", &b]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        std::fs::read(&balanced).unwrap() == std::fs::read(dir.join("one.json")).unwrap(),
+        "balanced: the report differs"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

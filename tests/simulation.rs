@@ -1018,8 +1018,18 @@ fn a_shipped_topology_runs_as_one_partition_with_the_same_bytes_on_any_thread_co
 /// MPI, with the same exchanges), `threads` threads in each; rank 0's outcome, after
 /// checking every other rank made none.
 fn over_ranks(t: &Topology, n: usize, threads: usize) -> anyedge_sim::Outcome {
+    over_ranks_sharing_by(t, (n, threads), None)
+}
+
+/// [`over_ranks`] with partitions shared by `balance` (each partition's events, as
+/// `--balance-by` reads them from an earlier run's stats).
+fn over_ranks_sharing_by(
+    t: &Topology,
+    (n, threads): (usize, usize),
+    balance: Option<Vec<u64>>,
+) -> anyedge_sim::Outcome {
     let ranks = anyedge_sim::ranks::LocalRanks::new(n);
-    let options = anyedge_sim::Options { threads, ..Default::default() };
+    let options = anyedge_sim::Options { threads, balance, ..Default::default() };
     let mut outs: Vec<Option<anyedge_sim::Outcome>> = std::thread::scope(|s| {
         let hs: Vec<_> = ranks
             .iter()
@@ -1055,7 +1065,38 @@ fn a_world_over_two_three_or_four_ranks_gives_the_report_of_one_process_byte_for
         assert_eq!(other.recoveries_ns, one.recoveries_ns, "{n} ranks");
         assert!(other.report.to_json() == one.report.to_json(), "{n} ranks × {threads} threads: the report differs");
         assert!(n == 1 || other.stats.exchanged_bytes > 0, "{n} ranks exchanged crossings as bytes");
+        assert_eq!(other.stats.partition_events, one.stats.partition_events, "{n} ranks: each partition's events");
+        assert_eq!(other.stats.rank_loads.len(), n, "{n} ranks: a load each");
     }
+}
+
+#[test]
+fn partitions_shared_by_their_measured_events_keep_the_bytes_and_even_out_the_ranks() {
+    let t = generated_with_faults(5);
+    let one = anyedge_sim::run_with(&t, &anyedge_sim::Options { threads: 1, ..Default::default() }, |_| {})
+        .expect("simulates");
+    let measured = one.stats.partition_events.clone();
+    assert!(measured.len() == 5 && measured.iter().all(|&e| e > 0), "{measured:?}");
+    assert!(measured.iter().sum::<u64>() <= one.stats.events, "a partition's events are among the run's");
+    let by_file = over_ranks_sharing_by(&t, (2, 1), None);
+    let by_events = over_ranks_sharing_by(&t, (2, 1), Some(measured.clone()));
+    // Any sharing gives the same bytes, however lopsided (threads share by it too).
+    let lopsided = over_ranks_sharing_by(&t, (3, 2), Some(vec![1, 0, 0, 0, 1_000_000]));
+    for (how, o) in [("by the file", &by_file), ("by events", &by_events), ("lopsided", &lopsided)] {
+        assert!(o.report.to_json() == one.report.to_json(), "shared {how}: the report differs");
+        assert_eq!(o.stats.events, one.stats.events, "shared {how}");
+    }
+    // The ranks' own events: the busiest rank's over the idlest's.
+    let spread = |o: &anyedge_sim::Outcome| {
+        let e: Vec<u64> = o.stats.rank_loads.iter().map(|l| l.events).collect();
+        *e.iter().max().unwrap() as f64 / *e.iter().min().unwrap() as f64
+    };
+    assert!(
+        spread(&by_events) <= spread(&by_file),
+        "shared by measured events the ranks' events spread {:.3}×, by the file's expected load {:.3}× (measured {measured:?})",
+        spread(&by_events),
+        spread(&by_file)
+    );
 }
 
 #[test]

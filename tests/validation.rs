@@ -1358,3 +1358,54 @@ fn a_backend_is_builtin_unless_it_or_its_group_says_external_and_one_port_has_on
     );
     expect(&twice, 34, "again[0].app", "198.19.20.11:8080 is bound as `app: builtin` elsewhere: one port, one server");
 }
+
+#[test]
+fn sim_balance_by_refuses_stats_it_cannot_share_by_naming_the_file_and_runs_nothing() {
+    let dir = std::env::temp_dir().join(format!("anyedge-balance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let world = dir.join("five.yaml");
+    let made = anyedge(&[
+        "generate",
+        "--pops",
+        "10",
+        "--regions",
+        "5",
+        "--clients",
+        "200",
+        "--groups",
+        "20",
+        "--duration",
+        "1s",
+        "--out",
+        world.to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let stats = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cases = [
+        ("five.yaml", dir.join("missing.json").to_str().unwrap().to_string(), "cannot read"),
+        ("five.yaml", stats("text.json", "partition events"), "not JSON"),
+        ("five.yaml", stats("other.json", r#"{"events": 5}"#), "no `partition_events`"),
+        ("five.yaml", stats("neg.json", r#"{"partition_events": [1, -2, 3, 4, 5]}"#), "partition_events[1] is -2"),
+        ("five.yaml", stats("one.json", r#"{"partition_events": []}"#), "ran as one partition"),
+        (
+            "five.yaml",
+            stats("three.json", r#"{"partition_events": [1, 2, 3]}"#),
+            "measured 3 partitions; this world has 5",
+        ),
+        ("small", stats("small.json", r#"{"partition_events": [1, 2, 3]}"#), "this world runs as one partition"),
+    ];
+    for (file, stats, says) in cases {
+        let file = if file == "small" { "topologies/small.yaml".to_string() } else { world.display().to_string() };
+        let json = dir.join("report.json");
+        let out = anyedge(&["sim", &file, "-q", "--balance-by", &stats, "--json", json.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{stats}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("--balance-by {stats}: ")) && stderr.contains(says), "{stats}: {stderr}");
+        assert!(out.stdout.is_empty() && !json.exists(), "{stats}: nothing runs");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -76,11 +76,11 @@ fn estimate_of(t: &Topology, runs: &dyn Fn(usize) -> bool) -> Cost {
 }
 
 /// Rank `rank`'s estimated events and peak memory when `t` runs over `ranks` processes
-/// (`sim --mpi`): the client groups of the partitions it runs in full, every other client
-/// as an idle row. A world that does not partition runs whole on rank 0 (the others hold
+/// (`sim --mpi`, partitions shared by `balance` when given): the client groups of the
+/// partitions it runs in full, every other client as an address in a run. A world that does not partition runs whole on rank 0 (the others hold
 /// nothing but the process).
-pub fn estimate_rank(t: &Topology, ranks: usize, rank: usize) -> Cost {
-    match crate::world::partition::rank_of_groups(t, ranks) {
+pub fn estimate_rank(t: &Topology, (ranks, rank): (usize, usize), balance: Option<&[u64]>) -> Cost {
+    match crate::world::partition::rank_of_groups(t, ranks, balance) {
         Some(owner) => estimate_of(t, &|g| owner[g] == rank),
         None if rank == 0 => estimate(t),
         None => Cost { events: 0.0, bytes: BASE_BYTES },
@@ -89,15 +89,20 @@ pub fn estimate_rank(t: &Topology, ranks: usize, rank: usize) -> Cost {
 
 /// Why rank `rank` of `ranks` cannot run its share of `t` where `here_bytes` is what the
 /// ranks on its machine are estimated to need together (its own estimate when alone).
-pub fn refuse_rank(t: &Topology, (ranks, rank): (usize, usize), here_bytes: f64) -> Option<String> {
-    let own = estimate_rank(t, ranks, rank);
+pub fn refuse_rank(
+    t: &Topology,
+    (ranks, rank): (usize, usize),
+    balance: Option<&[u64]>,
+    here_bytes: f64,
+) -> Option<String> {
+    let own = estimate_rank(t, (ranks, rank), balance);
     let gb = |b: f64| b / 1e9;
     if let Some(available) = available_bytes()
         && here_bytes > available
     {
         let clients: u64 = t.clients.iter().map(|g| u64::from(g.count)).sum();
         return Some(format!(
-            "rank {rank} of {ranks} would need about {:.1} GB of memory (its share of {clients} clients, every other client an idle row), and the ranks on its machine about {:.1} GB together; the machine has {:.1} GB available: more ranks or machines, or fewer clients",
+            "rank {rank} of {ranks} would need about {:.1} GB of memory (its share of {clients} clients), and the ranks on its machine about {:.1} GB together; the machine has {:.1} GB available: more ranks or machines, or fewer clients",
             gb(own.bytes),
             gb(here_bytes),
             gb(available)
@@ -186,8 +191,8 @@ mod tests {
         };
         let t = anyedge_topology::parse_str("g.yaml", &anyedge_topology::generate::generate(&spec).unwrap()).unwrap();
         let whole = estimate(&t);
-        assert_eq!(estimate_rank(&t, 1, 0), whole, "one rank runs it all");
-        let shares: Vec<Cost> = (0..4).map(|r| estimate_rank(&t, 4, r)).collect();
+        assert_eq!(estimate_rank(&t, (1, 0), None), whole, "one rank runs it all");
+        let shares: Vec<Cost> = (0..4).map(|r| estimate_rank(&t, (4, r), None)).collect();
         let events: f64 = shares.iter().map(|c| c.events).sum();
         assert!((events - whole.events).abs() < 1.0, "every request once: {events} vs {}", whole.events);
         // Each rank holds its partitions' clients (a region each here, unequal) and the
@@ -200,10 +205,10 @@ mod tests {
         }
         // A world of one region: rank 0 runs it whole, the others hold nothing.
         let small = anyedge_topology::parse_str("s.yaml", include_str!("../../topologies/small.yaml")).unwrap();
-        assert_eq!(estimate_rank(&small, 3, 0), estimate(&small));
-        assert_eq!(estimate_rank(&small, 3, 2).events, 0.0);
+        assert_eq!(estimate_rank(&small, (3, 0), None), estimate(&small));
+        assert_eq!(estimate_rank(&small, (3, 2), None).events, 0.0);
         // Ranks that together need more than any machine has are refused, naming the rank.
-        let why = refuse_rank(&t, (4, 1), 1e15).expect("refused");
+        let why = refuse_rank(&t, (4, 1), None, 1e15).expect("refused");
         assert!(why.starts_with("rank 1 of 4 would need about") && why.contains("GB"), "{why}");
     }
 }

@@ -15,7 +15,7 @@ pub mod world;
 
 use std::time::Instant;
 
-pub use report::{Report, Stats};
+pub use report::{RankLoad, Report, Stats};
 pub use world::SimError;
 
 /// What a run produced.
@@ -65,6 +65,10 @@ pub struct Options {
     /// Threads to run a partitioned world on (at least 1; the report is the same for
     /// any number).
     pub threads: usize,
+    /// Events each partition ran in an earlier run of the file (`--balance-by`, from its
+    /// `--stats`): ranks and threads share partitions by them instead of by the file's
+    /// expected load. The report is the same either way.
+    pub balance: Option<Vec<u64>>,
 }
 
 /// `sim --auth`: which tags the run's backbone envelopes carry (the report names it).
@@ -166,6 +170,11 @@ pub fn run_with(
         .ok_or_else(|| SimError("a run of one process made no report".into()))
 }
 
+/// The partitions `t` runs in (1: it runs as one).
+pub fn partitions(t: &anyedge_topology::Topology) -> usize {
+    world::partitioning::Partitioning::of(t).map_or(1, |p| p.count)
+}
+
 /// The run of one world over `ranks` (processes: `sim --mpi`), each running its share of
 /// the partitions; the outcome on rank 0, `None` on the others. A world that does not
 /// partition runs whole on rank 0 while the others end at once. The report is the same
@@ -189,34 +198,48 @@ pub fn run_ranked(
     };
     let tags = options.auth.tags();
     let mut progress = progress;
-    let (mut world, parts) =
-        match world::partition::run(topology, tags, (options.threads, ranks), capture.clone(), &mut progress)? {
-            Some((world, parts)) => (world, Some(parts)),
-            None if ranks.rank() != 0 => return Ok(None),
-            None => {
-                let mut world = world::World::new(topology, tags)?;
-                if let Some((dir, filter)) = capture {
-                    world.capture_into(dir, filter)?;
-                }
-                world.run(&mut progress);
-                (world, None)
+    let (mut world, parts) = match world::partition::run(
+        topology,
+        tags,
+        (options.threads, ranks),
+        (options.balance.as_deref(), capture.clone()),
+        &mut progress,
+    )? {
+        Some((world, parts)) => (world, Some(parts)),
+        None if ranks.rank() != 0 => return Ok(None),
+        None => {
+            let mut world = world::World::new(topology, tags)?;
+            if let Some((dir, filter)) = capture {
+                world.capture_into(dir, filter)?;
             }
-        };
+            world.run(&mut progress);
+            (world, None)
+        }
+    };
     world.finish_capture()?;
-    let (mut crossings, mut exchanged) = parts.as_ref().map_or((0, 0), |p| (p.crossings, p.exchanged_bytes));
+    let mut loads = Vec::new();
+    let mut partition_events = Vec::new();
+    if let Some(p) = &parts {
+        loads.push(crate::report::RankLoad { events: world.events(), ..p.load.clone() });
+        partition_events = p.partition_events.clone();
+    }
     let mut sums = world::rank_merge::Sums::default();
     let mut last_reply_ns = world.last_reply_ns();
     let report = if parts.is_some() && ranks.size() > 1 {
         let mut part = world.rank_part(&world.report());
-        part.crossings = crossings;
-        part.exchanged_bytes = exchanged;
+        part.load = loads[0].clone();
+        part.partition_events = partition_events.clone();
         let Some(all) = ranks.gather(part.to_bytes()) else { return Ok(None) };
         let mut others = Vec::new();
         for (rank, bytes) in all.iter().enumerate().skip(1) {
             others.push(world::rank_merge::RankPart::from_bytes(rank, bytes)?);
         }
-        crossings += others.iter().map(|p| p.crossings).sum::<u64>();
-        exchanged += others.iter().map(|p| p.exchanged_bytes).sum::<u64>();
+        for other in &others {
+            loads.push(other.load.clone());
+            for (sum, &n) in partition_events.iter_mut().zip(&other.partition_events) {
+                *sum += n;
+            }
+        }
         sums = world.absorb_ranks(&mut others);
         let mut report = world.report();
         last_reply_ns = world.last_reply_ns();
@@ -240,9 +263,11 @@ pub fn run_ranked(
         lookahead_ms: parts.as_ref().map_or(0.0, |p| p.lookahead_ns as f64 / 1e6),
         windows: parts.as_ref().map_or(0, |p| p.windows),
         ranks: parts.as_ref().map_or(1, |p| p.ranks),
-        crossings,
-        exchanged_bytes: exchanged,
+        crossings: loads.iter().map(|l| l.crossings).sum(),
+        exchanged_bytes: loads.iter().map(|l| l.exchanged_bytes).sum(),
         peak_memory_bytes: Vec::new(),
+        partition_events,
+        rank_loads: loads,
     };
     Ok(Some(Outcome {
         report,

@@ -298,6 +298,26 @@ pub struct Stats {
     /// Each process's peak resident memory, by rank (one entry without MPI), as the
     /// command line reads it at the end; empty when nothing read it.
     pub peak_memory_bytes: Vec<u64>,
+    /// By partition: the events of its own it ran (the same every run of the file and
+    /// seed; `sim --balance-by` shares partitions by them). Empty when unpartitioned.
+    pub partition_events: Vec<u64>,
+    /// By rank (one entry without MPI): how its share of a partitioned run went.
+    pub rank_loads: Vec<RankLoad>,
+}
+
+/// How one process's share of a partitioned run went: what it ran and where its time went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RankLoad {
+    /// Events its worlds ran.
+    pub events: u64,
+    /// Crossings its partitions sent, and the bytes it sent other ranks for them.
+    pub crossings: u64,
+    pub exchanged_bytes: u64,
+    /// Wall time running windows (the slowest of its threads' worlds, each window).
+    pub windows_s: f64,
+    /// Wall time between windows: crossings exchanged, sorted and delivered, faults
+    /// tracked; over ranks, waiting for the slowest rank's window included.
+    pub between_s: f64,
 }
 
 /// Rounds to microsecond precision when expressed in milliseconds.

@@ -87,7 +87,7 @@ impl<'t> World<'t> {
                 format!("backend/{}", self.servers.hosts()[host].ip)
             }
             Arrival::EgressFromClb(e) | Arrival::EgressFromInternet(e) => self.servers.egress_nodes()[e].name.clone(),
-            Arrival::Client(c) => format!("client/{}", t.clients[self.edge.clients()[c].group].name),
+            Arrival::Client(c) => format!("client/{}", t.clients[self.wire.group_of(c)].name),
             Arrival::ProbeRequest { to: Probed::Pop(p), .. } => format!("pop/{}", t.pops[p.index()].name),
             Arrival::ProbeRequest { to: Probed::Clb(c), .. } => self.regions.clbs()[c].name(t),
             Arrival::ProbeAnswer { at } => match at {

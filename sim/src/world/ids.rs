@@ -65,12 +65,6 @@ impl<I: Id, T> Table<I, T> {
         Table { rows: Vec::new(), id: PhantomData }
     }
 
-    /// A table with room for `rows` rows (a million clients' table grown by doubling
-    /// held up to twice their bytes).
-    pub(super) fn with_capacity(rows: usize) -> Self {
-        Table { rows: Vec::with_capacity(rows), id: PhantomData }
-    }
-
     /// Adds a row; its id.
     pub(super) fn push(&mut self, row: T) -> I {
         self.rows.push(row);
@@ -168,10 +162,79 @@ impl AddrRuns {
         (offset < len).then(|| ClientId(first.0 + offset as usize))
     }
 
+    /// The same index from clients' address runs: their runs sorted by address, without a
+    /// map of every address (a world of millions of clients built one for each rank);
+    /// pair by pair as [`AddrRuns::new`] when runs overlap (a file validation let through).
+    pub(super) fn of_clients(addrs: &ClientAddrs) -> AddrRuns {
+        let mut runs: Vec<(AddrKey, ClientId, u128)> =
+            addrs.runs.iter().map(|&(first, key, len)| (key, ClientId(first), len)).collect();
+        runs.sort_unstable_by_key(|&(key, c, _)| (key, c.0));
+        let overlap = runs.windows(2).any(|w| w[0].0.0 == w[1].0.0 && w[0].0.1.saturating_add(w[0].2) > w[1].0.1);
+        if overlap {
+            return AddrRuns::new(addrs.pairs());
+        }
+        // Runs that touch in both address and client were one run already.
+        AddrRuns { runs }
+    }
+
     /// How many runs the addresses make (a handful per group).
     #[cfg(test)]
     pub(super) fn runs(&self) -> usize {
         self.runs.len()
+    }
+}
+
+/// Client → address, as runs of consecutive clients at consecutive addresses: every
+/// client's address, also of clients whose rows another world holds (a backend's report
+/// lists the addresses it saw, whoever ran them).
+#[derive(Default)]
+pub(super) struct ClientAddrs {
+    /// (first client, its address, how many), by first client.
+    runs: Vec<(usize, AddrKey, u128)>,
+}
+
+impl ClientAddrs {
+    /// Client `c`, the next after the last pushed, is at `addr`.
+    pub(super) fn push(&mut self, c: ClientId, addr: std::net::IpAddr) {
+        let key = addr_key(addr);
+        if let Some((first, start, len)) = self.runs.last_mut()
+            && *first + *len as usize == c.0
+            && start.0 == key.0
+            && start.1.checked_add(*len) == Some(key.1)
+        {
+            *len += 1;
+            return;
+        }
+        debug_assert!(self.runs.last().is_none_or(|r| r.0 + r.2 as usize <= c.0), "clients in order");
+        self.runs.push((c.0, key, 1));
+    }
+
+    pub(super) fn get(&self, c: ClientId) -> Option<std::net::IpAddr> {
+        let i = self.runs.partition_point(|&(first, _, _)| first <= c.0).checked_sub(1)?;
+        let (first, key, len) = self.runs[i];
+        let offset = (c.0 - first) as u128;
+        (offset < len).then(|| addr_of_key((key.0, key.1 + offset)))
+    }
+
+    /// Every (address, client), in client order.
+    fn pairs(&self) -> impl Iterator<Item = (std::net::IpAddr, ClientId)> + '_ {
+        self.runs.iter().flat_map(|&(first, key, len)| {
+            (0..len).map(move |i| (addr_of_key((key.0, key.1 + i)), ClientId(first + i as usize)))
+        })
+    }
+
+    /// How many runs (a handful per group).
+    #[cfg(test)]
+    pub(super) fn runs(&self) -> usize {
+        self.runs.len()
+    }
+}
+
+fn addr_of_key((v6, n): AddrKey) -> std::net::IpAddr {
+    if v6 {
+        std::net::IpAddr::from(std::net::Ipv6Addr::from(n))
+    } else {
+        std::net::IpAddr::from(std::net::Ipv4Addr::from(n as u32))
     }
 }
 
@@ -207,7 +270,7 @@ pub(super) enum Notice {
 mod tests {
     use std::net::IpAddr;
 
-    use super::{AddrRuns, ClientId};
+    use super::{AddrRuns, ClientAddrs, ClientId};
 
     #[test]
     fn client_addresses_are_found_as_a_map_would_find_them() {
@@ -237,5 +300,47 @@ mod tests {
             assert_eq!(runs.get(v4(absent)), map.get(&v4(absent)).copied(), "{absent}");
             assert_eq!(runs.get(v4(absent)), None, "{absent}");
         }
+    }
+
+    #[test]
+    fn every_clients_address_is_found_from_runs_and_runs_sorted_by_address_find_every_client() {
+        let mut addrs = ClientAddrs::default();
+        let mut pairs: Vec<(IpAddr, ClientId)> = Vec::new();
+        // A pool stretch, a group's block below it, the pool again, IPv6 last.
+        let v4 = |n: u32| IpAddr::V4(n.into());
+        let blocks: [(u32, usize); 3] = [(0xC612_4001, 300), (0x0A00_0001, 50), (0xC612_412D, 10)];
+        for (start, n) in blocks {
+            for i in 0..n {
+                pairs.push((v4(start + i as u32), ClientId(pairs.len())));
+            }
+        }
+        pairs.push(("fd00:b::1".parse().unwrap(), ClientId(360)));
+        for &(addr, c) in &pairs {
+            addrs.push(c, addr);
+        }
+        assert_eq!(addrs.runs(), 4, "runs by client: the pool stretch, the block, the pool again, IPv6");
+        let by_addr = AddrRuns::of_clients(&addrs);
+        assert_eq!(by_addr.runs(), 4);
+        for &(addr, c) in &pairs {
+            assert_eq!(addrs.get(c), Some(addr), "client {}", c.0);
+            assert_eq!(by_addr.get(addr), Some(c), "{addr}");
+        }
+        assert_eq!(addrs.get(ClientId(361)), None);
+    }
+
+    #[test]
+    fn overlapping_runs_index_as_a_map_would_the_later_client_wins() {
+        let mut addrs = ClientAddrs::default();
+        let a = |n: u32| IpAddr::V4(n.into());
+        for i in 0..4 {
+            addrs.push(ClientId(i), a(100 + i as u32));
+        }
+        for i in 4..6 {
+            addrs.push(ClientId(i), a(98 + i as u32));
+        }
+        let by_addr = AddrRuns::of_clients(&addrs);
+        assert_eq!(by_addr.get(a(101)), Some(ClientId(1)));
+        assert_eq!(by_addr.get(a(102)), Some(ClientId(4)));
+        assert_eq!(by_addr.get(a(103)), Some(ClientId(5)));
     }
 }

@@ -46,7 +46,7 @@ mod links;
 mod liveness;
 mod merge;
 pub mod partition;
-mod partitioning;
+pub(crate) mod partitioning;
 mod pki;
 mod quic_flow;
 pub(crate) mod rank_merge;

@@ -41,10 +41,11 @@ pub struct PartitionStats {
     pub ranks: usize,
     pub lookahead_ns: u64,
     pub windows: u64,
-    /// Crossings this rank's partitions sent (all of them, in one process).
-    pub crossings: u64,
-    /// Bytes this rank sent other ranks at windows' ends.
-    pub exchanged_bytes: u64,
+    /// This rank's share: its crossings (all of them, in one process), bytes it sent
+    /// other ranks, its time (its events are the caller's to fill).
+    pub load: crate::report::RankLoad,
+    /// [partition]: events it ran (zero for other ranks' partitions).
+    pub partition_events: Vec<u64>,
 }
 
 /// Runs `t` partitioned on `threads` threads (at most one per partition) in each of
@@ -54,11 +55,11 @@ pub(crate) fn run<'t>(
     t: &'t Topology,
     tags: anyedge_ccn::Tags,
     (threads, ranks): (usize, &dyn crate::ranks::Ranks),
-    capture: Option<(std::path::PathBuf, crate::CaptureFilter)>,
+    (balance, capture): (Option<&[u64]>, Option<(std::path::PathBuf, crate::CaptureFilter)>),
     mut progress: impl FnMut(f64),
 ) -> Result<Option<(World<'t>, PartitionStats)>, crate::SimError> {
     let Some(parts) = Partitioning::of(t) else { return Ok(None) };
-    let parts = Arc::new(parts);
+    let parts = Arc::new(parts.weighed_by(balance)?);
     let by_rank = parts.shares(None, ranks.size());
     let rank_of: Vec<usize> = (0..parts.count).map(|p| by_rank.iter().position(|m| m[p]).unwrap_or(0)).collect();
     let mine = &by_rank[ranks.rank()];
@@ -72,6 +73,7 @@ pub(crate) fn run<'t>(
     let mut windows = Windows::new(t, &parts, worlds[0].end_ns, (n, ranks.size()));
     let worlds: Vec<Mutex<World<'t>>> = worlds.into_iter().map(Mutex::new).collect();
     let ranked = Ranked { ranks, rank_of: &rank_of };
+    let started = std::time::Instant::now();
     run_windows(&worlds, &mut |worlds| match windows.step(t, worlds, &ranked) {
         Some(start) => {
             progress(start as f64 / windows.end_ns as f64);
@@ -80,7 +82,17 @@ pub(crate) fn run<'t>(
         None => false,
     });
     progress(1.0);
-    let mut worlds = worlds.into_iter().map(|w| w.into_inner().unwrap_or_else(|e| e.into_inner()));
+    let load = &mut windows.stats.load;
+    load.windows_s = (started.elapsed().as_secs_f64() - load.between_s).max(0.0);
+    let worlds: Vec<World<'t>> =
+        worlds.into_iter().map(|w| w.into_inner().unwrap_or_else(|e| e.into_inner())).collect();
+    for w in &worlds {
+        let ran = w.wire.scope().map(|s| s.events.as_slice()).unwrap_or_default();
+        for (sum, &n) in windows.stats.partition_events.iter_mut().zip(ran) {
+            *sum += n;
+        }
+    }
+    let mut worlds = worlds.into_iter();
     let mut merged = worlds.next().ok_or_else(|| crate::SimError("no world".into()))?;
     for other in worlds {
         merged.absorb(other);
@@ -90,9 +102,11 @@ pub(crate) fn run<'t>(
 }
 
 /// The rank that runs each client group when `t` runs over `ranks` processes, as
-/// [`run`] shares them; `None` when the world does not partition.
-pub(crate) fn rank_of_groups(t: &Topology, ranks: usize) -> Option<Vec<usize>> {
+/// [`run`] shares them (by `balance`, when given and it fits); `None` when the world does
+/// not partition.
+pub(crate) fn rank_of_groups(t: &Topology, ranks: usize, balance: Option<&[u64]>) -> Option<Vec<usize>> {
     let parts = Partitioning::of(t)?;
+    let parts = parts.weighed_by(balance).ok()?;
     let by_rank = parts.shares(None, ranks.max(1));
     let rank_of = |p: u32| by_rank.iter().position(|m| m[p as usize]).unwrap_or(0);
     Some(parts.group.iter().map(|&p| rank_of(p)).collect())
@@ -163,8 +177,8 @@ impl Windows {
             ranks,
             lookahead_ns,
             windows: 0,
-            crossings: 0,
-            exchanged_bytes: 0,
+            load: Default::default(),
+            partition_events: vec![0; parts.count],
         };
         Windows { end_ns, lookahead_ns, fault_times, stats }
     }
@@ -173,14 +187,17 @@ impl Windows {
     /// next window is set; its start, or `None` when the run is over. Every rank steps
     /// together: the same windows everywhere.
     fn step<'t>(&mut self, t: &'t Topology, worlds: &[Mutex<World<'t>>], ranked: &Ranked<'_>) -> Option<u64> {
+        let between = std::time::Instant::now();
         let mut guards: Vec<_> = worlds.iter().map(lock).collect();
         let start = self.exchange(&mut guards, ranked);
         if start > self.end_ns {
+            self.stats.load.between_s += between.elapsed().as_secs_f64();
             return None;
         }
         if self.fault_times.binary_search(&start).is_ok() {
             track_faults(t, &mut guards, start, ranked);
         }
+        self.stats.load.between_s += between.elapsed().as_secs_f64();
         let next_fault = self.fault_times.iter().copied().find(|&f| f > start).unwrap_or(u64::MAX);
         let window_end = start.saturating_add(self.lookahead_ns).min(next_fault).min(self.end_ns + 1);
         for g in guards.iter_mut() {
@@ -204,7 +221,7 @@ impl Windows {
                 crossings.append(&mut s.outbox);
             }
         }
-        self.stats.crossings += crossings.len() as u64;
+        self.stats.load.crossings += crossings.len() as u64;
         let queued = guards.iter().filter_map(|g| g.wire.next_at()).min().unwrap_or(u64::MAX);
         let mut earliest = crossings.iter().map(|c| c.at).min().unwrap_or(u64::MAX).min(queued);
         if ranked.others() {
@@ -221,7 +238,7 @@ impl Windows {
                 }
                 stays
             });
-            self.stats.exchanged_bytes += out.iter().map(|w| w.out.len() as u64).sum::<u64>();
+            self.stats.load.exchanged_bytes += out.iter().map(|w| w.out.len() as u64).sum::<u64>();
             let got = ranked.ranks.exchange(out.into_iter().map(|w| w.out).collect());
             for (from, bytes) in got.iter().enumerate().filter(|&(from, _)| from != ranked.ranks.rank()) {
                 let mut r = rank_wire::Reader::new(bytes);

@@ -58,22 +58,94 @@ impl Partitioning {
         Some(Partitioning { count: t.regions.len(), pop, group, host, lookahead_ns, weight })
     }
 
+    /// The same partitions weighed by `events` (each partition's, measured by an earlier
+    /// run: `--balance-by`) instead of the file's expected load, when given.
+    pub(super) fn weighed_by(mut self, events: Option<&[u64]>) -> Result<Partitioning, crate::SimError> {
+        let Some(events) = events else { return Ok(self) };
+        if events.len() != self.count {
+            return Err(crate::SimError(format!(
+                "--balance-by gives the events of {} partitions; this world has {}: was it measured on another file?",
+                events.len(),
+                self.count
+            )));
+        }
+        self.weight = events.to_vec();
+        Ok(self)
+    }
+
     /// Partitions spread over `worlds` worlds (of those `among` names, else all),
-    /// heaviest first onto the lightest world; each world's partitions (a partition in
-    /// exactly one). Ranks take their shares this way, then their threads theirs.
+    /// heaviest first onto the lightest world, then evened out by moves and swaps
+    /// between worlds; each world's partitions (a partition in exactly one). Ranks take
+    /// their shares this way, then their threads theirs. Deterministic: the same weights
+    /// give the same shares.
     pub(super) fn shares(&self, among: Option<&[bool]>, worlds: usize) -> Vec<Vec<bool>> {
         let worlds = worlds.max(1);
         let mut order: Vec<usize> = (0..self.count).filter(|&p| among.is_none_or(|m| m[p])).collect();
         order.sort_by_key(|&p| (std::cmp::Reverse(self.weight[p]), p));
+        let weight = |p: usize| self.weight[p].max(1);
         let mut load = vec![0u64; worlds];
-        let mut mine = vec![vec![false; self.count]; worlds];
-        for p in order {
+        let mut of = vec![0usize; self.count];
+        for &p in &order {
             let w = (0..worlds).min_by_key(|&w| (load[w], w)).unwrap_or(0);
-            load[w] += self.weight[p].max(1);
-            mine[w][p] = true;
+            load[w] += weight(p);
+            of[p] = w;
+        }
+        for _ in 0..SHARE_STEPS_MAX {
+            let Some((p, q, to)) = best_step(&order, &of, &load, weight) else { break };
+            let from = of[p];
+            load[from] -= weight(p);
+            load[to] += weight(p);
+            of[p] = to;
+            if let Some(q) = q {
+                load[to] -= weight(q);
+                load[from] += weight(q);
+                of[q] = from;
+            }
+        }
+        let mut mine = vec![vec![false; self.count]; worlds];
+        for &p in &order {
+            mine[of[p]][p] = true;
         }
         mine
     }
+}
+
+/// How many moves and swaps evening out shares may take (each strictly narrows two
+/// worlds' gap, so it ends anyway; this bounds the work on a world of many partitions).
+const SHARE_STEPS_MAX: usize = 1_000;
+
+/// The move of a partition `p` to world `to` — or its swap with `q` there — that most
+/// narrows the gap between two worlds' loads, if any narrows one (first found on ties).
+fn best_step(
+    order: &[usize],
+    of: &[usize],
+    load: &[u64],
+    weight: impl Fn(usize) -> u64,
+) -> Option<(usize, Option<usize>, usize)> {
+    let mut best: Option<(u64, (usize, Option<usize>, usize))> = None;
+    let mut consider = |gap: u64, shift: u64, step: (usize, Option<usize>, usize)| {
+        // Moving `shift` from the heavier world to the lighter narrows a gap when
+        // 0 < shift < gap; the new gap is |gap − 2·shift|.
+        if shift == 0 || shift >= gap {
+            return;
+        }
+        let after = gap.abs_diff(2 * shift);
+        let narrows = gap - after;
+        if best.is_none_or(|(b, _)| narrows > b) {
+            best = Some((narrows, step));
+        }
+    };
+    for &p in order {
+        let from = of[p];
+        for to in (0..load.len()).filter(|&to| load[to] < load[from]) {
+            let gap = load[from] - load[to];
+            consider(gap, weight(p), (p, None, to));
+            for &q in order.iter().filter(|&&q| of[q] == to) {
+                consider(gap, weight(p).saturating_sub(weight(q)), (p, Some(q), to));
+            }
+        }
+    }
+    best.map(|(_, step)| step)
 }
 
 /// A backend host's partition: the region it is in (or behind whose egress it sits);
@@ -214,11 +286,14 @@ pub(super) struct Scope {
     pub(super) tracks: FxHashMap<usize, Vec<(ClientId, usize)>>,
     /// Events every world runs (faults, their restores): counted once in the stats.
     pub(super) world_wide: u64,
+    /// [partition]: the events of its own it ran (what `--balance-by` shares by).
+    pub(super) events: Vec<u64>,
 }
 
 impl Scope {
     pub(super) fn new(parts: Arc<Partitioning>, mine: Vec<bool>) -> Scope {
         let sent = vec![0; parts.count];
+        let events = vec![0; parts.count];
         Scope {
             parts,
             mine,
@@ -228,6 +303,52 @@ impl Scope {
             window_end: 0,
             tracks: FxHashMap::default(),
             world_wide: 0,
+            events,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weighed(weight: Vec<u64>) -> Partitioning {
+        let count = weight.len();
+        Partitioning { count, pop: Vec::new(), group: Vec::new(), host: Default::default(), lookahead_ns: 1, weight }
+    }
+
+    fn loads(p: &Partitioning, shares: &[Vec<bool>]) -> Vec<u64> {
+        shares.iter().map(|m| (0..p.count).filter(|&i| m[i]).map(|i| p.weight[i]).sum()).collect()
+    }
+
+    #[test]
+    fn shares_even_out_where_heaviest_first_alone_leaves_a_fifth_between_two_worlds() {
+        // Measured events of a five-region world: heaviest-first gives 102,400 against
+        // 85,553; the even split is the two heaviest against the other three.
+        let p = weighed(vec![35_262, 33_715, 51_838, 23_421, 43_717]);
+        let shares = p.shares(None, 2);
+        let mut l = loads(&p, &shares);
+        l.sort_unstable();
+        assert_eq!(l, [92_398, 95_555]);
+        assert!(shares[0][2] == shares[0][4], "the two heaviest together");
+    }
+
+    #[test]
+    fn every_partition_lands_in_exactly_one_world_and_the_same_weights_share_the_same_way() {
+        let p = weighed((0..40).map(|i| (i * 7_919 % 1_000) as u64).collect());
+        for worlds in 1..=6 {
+            let shares = p.shares(None, worlds);
+            assert_eq!(shares, p.shares(None, worlds));
+            for i in 0..p.count {
+                assert_eq!(shares.iter().filter(|m| m[i]).count(), 1, "partition {i} of {worlds} worlds");
+            }
+            let l = loads(&p, &shares);
+            let (max, min) = (*l.iter().max().unwrap(), *l.iter().min().unwrap());
+            assert!(max - min <= 1_000, "{worlds} worlds: {l:?}");
+        }
+        // A share of the partitions (a rank's), over its threads: only those.
+        let among: Vec<bool> = (0..p.count).map(|i| i % 3 == 0).collect();
+        let shares = p.shares(Some(&among), 2);
+        assert!((0..p.count).all(|i| shares.iter().filter(|m| m[i]).count() == usize::from(among[i])));
     }
 }

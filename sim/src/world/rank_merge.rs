@@ -40,9 +40,9 @@ pub(crate) struct RankPart {
     probe_packets: u64,
     quic_handshakes: u64,
     quic_h3_requests: u64,
-    /// Crossings its partitions sent, and the bytes it sent other ranks (for the stats).
-    pub(crate) crossings: u64,
-    pub(crate) exchanged_bytes: u64,
+    /// How its share went, and its partitions' events (for the stats).
+    pub(crate) load: crate::report::RankLoad,
+    pub(crate) partition_events: Vec<u64>,
 }
 
 /// A backend's row as one rank saw it: the flows it served there; its health when the
@@ -135,8 +135,8 @@ impl<'t> World<'t> {
             probe_packets: self.probe_packets(),
             quic_handshakes: self.quic_handshakes(),
             quic_h3_requests: self.quic_h3_requests(),
-            crossings: 0,
-            exchanged_bytes: 0,
+            load: Default::default(),
+            partition_events: Vec::new(),
         }
     }
 

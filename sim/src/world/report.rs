@@ -147,7 +147,7 @@ impl<'t> World<'t> {
 
     /// One backend port: its flows by path, the client addresses it saw, its health.
     fn backend_report(&self, b: &BackendRecord) -> BackendReport {
-        let seen = b.addrs_seen.sorted(self.edge.clients());
+        let seen = b.addrs_seen.sorted(|c| self.edge.addr_of(c));
         let on = |path: Path| b.flows.iter().filter(|(_, slot)| slot % 2 == path as usize).count() as u64;
         BackendReport {
             region: self.t.regions[b.region].name.clone(),

@@ -340,7 +340,12 @@ impl<'t> Wire<'t> {
                 self.violation(format!("partition {part}'s event ran in a world that does not own it"));
                 false
             }
-            Some(_) => true,
+            Some(part) => {
+                if let Some(s) = self.scope.as_mut() {
+                    s.events[part as usize] += 1;
+                }
+                true
+            }
         }
     }
 

@@ -44,8 +44,9 @@ impl Edge {
         cx.wire.record().sent(group, slot, now);
     }
 
-    pub(in crate::world) fn clients(&self) -> &Table<ClientId, Client> {
-        &self.clients
+    /// Client `c`'s address, whichever world runs it.
+    pub(in crate::world) fn addr_of(&self, c: ClientId) -> Option<std::net::IpAddr> {
+        self.addrs.get(c)
     }
 
     pub(in crate::world) fn groups(&self) -> &[Group] {
@@ -57,19 +58,20 @@ impl Edge {
         &self.group_start
     }
 
-    /// Group `g`'s clients.
+    /// Group `g`'s clients this world holds (all of them or none).
     pub(in crate::world) fn group_clients(&self, g: usize) -> impl Iterator<Item = &Client> {
-        let first = self.group_start[g];
-        let end = self.group_start.get(g + 1).copied().unwrap_or(self.clients.len());
-        self.clients.iter().skip(first).take(end - first)
+        self.clients.range(self.group_ids(g)).map(|(_, c)| c)
+    }
+
+    /// Group `g`'s client ids.
+    fn group_ids(&self, g: usize) -> std::ops::Range<usize> {
+        let end = self.group_start.get(g + 1).copied().unwrap_or(self.clients.total());
+        self.group_start[g]..end
     }
 
     /// Takes group `g`'s clients from another partition's world, which ran them.
     pub(in crate::world) fn take_group(&mut self, g: usize, other: &mut Edge) {
-        let end = self.group_start.get(g + 1).copied().unwrap_or(self.clients.len());
-        for c in self.group_start[g]..end {
-            std::mem::swap(&mut self.clients[ClientId(c)], &mut other.clients[ClientId(c)]);
-        }
+        self.clients.take(self.group_ids(g), &mut other.clients);
     }
 
     /// After a partitioned run: trackers' positions moved, so no flow watches any more.

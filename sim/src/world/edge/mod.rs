@@ -7,6 +7,7 @@
 
 mod clients;
 mod quic_client;
+mod rows;
 
 use crate::SimError;
 use crate::world::classes::ClassInfo;
@@ -15,13 +16,14 @@ use crate::world::client::ClientTcp;
 use crate::world::client::Group;
 use crate::world::client::GroupVip;
 use crate::world::client::{BgpChoices, PopOrder};
+use crate::world::edge::rows::ClientRows;
 use crate::world::events::Ev;
 use crate::world::flows::Flow;
 use crate::world::flows::TcpFlow;
 use crate::world::ids::AddrRuns;
+use crate::world::ids::ClientAddrs;
 use crate::world::ids::ClientId;
 use crate::world::ids::PopId;
-use crate::world::ids::Table;
 use crate::world::pki::Pki;
 use crate::world::quic_flow::QuicFlow;
 use crate::world::servers::Servers;
@@ -108,22 +110,28 @@ pub(in crate::world) struct EdgeCx<'a, 't> {
 
 /// Client groups and their clients, built whole with their first requests scheduled.
 pub(in crate::world) struct Edge {
-    clients: Table<ClientId, Client>,
+    /// The rows of the clients this world runs.
+    clients: ClientRows,
+    /// Every client's address, also of those another world runs.
+    addrs: ClientAddrs,
     groups: Vec<Group>,
     /// Each group's first client (groups' clients are consecutive).
     group_start: Vec<usize>,
 }
 
 impl Edge {
-    /// Only groups `mine` says get stacks and first requests (the rest are idle rows).
-    /// With the clients' addresses, for the world's directory.
+    /// Only groups `mine` says get rows, stacks and first requests (the rest only their
+    /// addresses). With the clients' addresses, for the world's directory.
     pub(in crate::world) fn build(
         t: &Topology,
         q: &mut EventQueue<Ev>,
         mine: &dyn Fn(usize) -> bool,
     ) -> Result<(Edge, AddrRuns), SimError> {
+        let total = t.clients.iter().map(|g| g.count as usize).sum();
+        let held = t.clients.iter().enumerate().filter(|&(g, _)| mine(g)).map(|(_, g)| g.count as usize).sum();
         let mut edge = Edge {
-            clients: Table::with_capacity(t.clients.iter().map(|g| g.count as usize).sum()),
+            clients: ClientRows::with_capacity(total, held),
+            addrs: ClientAddrs::default(),
             groups: {
                 let mut orders = Orders {
                     by_attach: Default::default(),
@@ -135,28 +143,30 @@ impl Edge {
             group_start: Vec::with_capacity(t.clients.len()),
         };
         let mut pool = default_pool_hosts(t);
+        let mut next = 0;
         for (g, group) in t.clients.iter().enumerate() {
-            edge.group_start.push(edge.clients.len());
+            edge.group_start.push(next);
             let mut rng = ComponentRng::new(t.seed, &format!("clients/{}", group.name));
             let live = mine(g);
             for i in 0..group.count {
-                let c = edge.clients.next_id();
+                let c = ClientId(next);
+                next += 1;
                 let addr = match group.address {
                     Some(cidr) => cidr.host(u128::from(i)),
                     None => pool.next().ok_or_else(|| pool_exhausted(t))?,
                 };
+                edge.addrs.push(c, addr);
                 if !live {
-                    edge.clients.push(Client::idle(g, addr));
                     continue;
                 }
-                edge.clients.push(Client::new(t, g, c, addr, &mut rng));
+                edge.clients.insert(c, Client::new(t, g, c, addr, &mut rng));
                 for (k, &class) in group.traffic.iter().enumerate() {
                     let (start, ev) = first_request(&t.traffic[class].kind, c, k, &mut rng);
                     q.schedule(start, ev);
                 }
             }
         }
-        let by_addr = AddrRuns::new(edge.clients.enumerate().map(|(c, client)| (client.addr, c)));
+        let by_addr = AddrRuns::of_clients(&edge.addrs);
         debug_assert_eq!(edge.group_start.len(), edge.groups.len());
         Ok((edge, by_addr))
     }
@@ -238,8 +248,8 @@ impl Group {
 }
 
 impl Client {
-    /// A client another partition runs: its group and address, nothing else.
-    fn idle(g: usize, addr: IpAddr) -> Client {
+    /// A client without flows or stacks: the place a row moved out of leaves.
+    pub(in crate::world) fn empty(g: usize, addr: IpAddr) -> Client {
         Client { group: g, addr, flows: Box::default(), tcp: None, rng: None, quic_flows: Box::default() }
     }
 

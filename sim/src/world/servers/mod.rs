@@ -7,7 +7,6 @@
 mod egress;
 
 use crate::app;
-use crate::world::client::Client;
 use crate::world::events::Arrival;
 use crate::world::events::Ev;
 use crate::world::events::INTRA_REGION_NS;
@@ -148,11 +147,11 @@ impl SeenAddrs {
     }
 
     /// Every address seen, sorted, each once.
-    pub(in crate::world) fn sorted(&self, clients: &Table<ClientId, Client>) -> Vec<IpAddr> {
+    pub(in crate::world) fn sorted(&self, addr_of: impl Fn(ClientId) -> Option<IpAddr>) -> Vec<IpAddr> {
         let ids = self.clients.iter().enumerate().flat_map(|(word, &bits)| {
             (0..64).filter(move |bit| bits & (1 << bit) != 0).map(move |bit| ClientId(word * 64 + bit))
         });
-        let mut all: Vec<IpAddr> = ids.map(|c| clients[c].addr).chain(self.others.iter().copied()).collect();
+        let mut all: Vec<IpAddr> = ids.filter_map(addr_of).chain(self.others.iter().copied()).collect();
         all.sort_unstable();
         all.dedup();
         all
