@@ -162,11 +162,11 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
     }
     // Each rank's share against its machine's memory (the ranks sharing a machine
     // together), before anything is built: refused up front, not killed by the kernel.
-    let own = anyedge_sim::cost::estimate_rank(t, (size as usize, rank as usize), outputs.balance.as_deref()).bytes;
+    let own = anyedge_sim::cost::estimate_rank(t, (size as usize, rank as usize), outputs.balance.as_deref());
     let host = world.split_shared(rank);
     let mut here = 0f64;
-    host.all_reduce_into(&own, &mut here, SystemOperation::sum());
-    let why = anyedge_sim::cost::refuse_rank(t, (size as usize, rank as usize), outputs.balance.as_deref(), here);
+    host.all_reduce_into(&own.bytes, &mut here, SystemOperation::sum());
+    let why = anyedge_sim::cost::refuse_rank(t, (size as usize, rank as usize), own, here);
     if let Some(why) = &why {
         say!("{}: {why}; nothing was run", file.display());
     }

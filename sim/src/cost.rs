@@ -87,15 +87,10 @@ pub fn estimate_rank(t: &Topology, (ranks, rank): (usize, usize), balance: Optio
     }
 }
 
-/// Why rank `rank` of `ranks` cannot run its share of `t` where `here_bytes` is what the
-/// ranks on its machine are estimated to need together (its own estimate when alone).
-pub fn refuse_rank(
-    t: &Topology,
-    (ranks, rank): (usize, usize),
-    balance: Option<&[u64]>,
-    here_bytes: f64,
-) -> Option<String> {
-    let own = estimate_rank(t, (ranks, rank), balance);
+/// Why rank `rank` of `ranks` cannot run its share of `t`, where `own` is its estimate
+/// ([`estimate_rank`]) and `here_bytes` what the ranks on its machine are estimated to
+/// need together (its own estimate when alone).
+pub fn refuse_rank(t: &Topology, (ranks, rank): (usize, usize), own: Cost, here_bytes: f64) -> Option<String> {
     let gb = |b: f64| b / 1e9;
     if let Some(available) = available_bytes()
         && here_bytes > available
@@ -208,7 +203,7 @@ mod tests {
         assert_eq!(estimate_rank(&small, (3, 0), None), estimate(&small));
         assert_eq!(estimate_rank(&small, (3, 2), None).events, 0.0);
         // Ranks that together need more than any machine has are refused, naming the rank.
-        let why = refuse_rank(&t, (4, 1), None, 1e15).expect("refused");
+        let why = refuse_rank(&t, (4, 1), estimate_rank(&t, (4, 1), None), 1e15).expect("refused");
         assert!(why.starts_with("rank 1 of 4 would need about") && why.contains("GB"), "{why}");
     }
 }

@@ -835,7 +835,9 @@ impl Topology {
     /// Every client group's last mile at once ([`Topology::last_mile_ns`] for each).
     pub fn last_miles_ns(&self) -> Vec<u64> {
         let mut each = vec![self.internet.last_mile_ns; self.clients.len()];
-        for a in self.internet.ases.iter().filter(|a| a.last_mile_ns.is_some()) {
+        // Backwards, so the first network that lists a group has the last word (as
+        // `last_mile_ns` finds it).
+        for a in self.internet.ases.iter().rev().filter(|a| a.last_mile_ns.is_some()) {
             for &g in &a.clients {
                 each[g] = a.last_mile_ns.unwrap_or(self.internet.last_mile_ns);
             }

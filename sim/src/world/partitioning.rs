@@ -196,23 +196,25 @@ fn lookahead_ns(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<Ip
             cross(r as u32, owner, delay);
         }
     }
-    // Every internet leg is at least the last mile long: the legs matter only when it is
-    // shorter than what the rest allows (a group × POP walk is a large file's costly part).
+    // Every internet leg is at least its group's last mile long: a group's legs matter
+    // only when that is shorter than the floor so far (a group × POP walk is a large
+    // file's costly part: half of a million-client world's set-up before this).
+    let last_mile = t.last_miles_ns();
     if t.last_mile_min_ns() < floor.get() {
         for (v, vip) in t.vips.iter().enumerate() {
             let home = vip.home as u32;
             let talkers =
                 t.clients.iter().enumerate().filter(|(_, c)| c.traffic.iter().any(|&k| t.traffic[k].vip == v));
             for (g, _) in talkers {
-                for &p in vip.pops.iter().filter(|&&p| pop[p] != group[g]) {
-                    cross(
-                        group[g],
-                        pop[p],
-                        anyedge_topology::nodes::access_link(t, g, InternetEnd::Pop(p)).impairment.delay_ns,
-                    );
+                if last_mile[g] >= floor.get() {
+                    continue;
                 }
-                let direct = anyedge_topology::nodes::access_link(t, g, InternetEnd::Region(vip.home));
-                cross(group[g], home, direct.impairment.delay_ns);
+                // `nodes::access_link`'s delay, its last mile read once per group.
+                let leg = |end: InternetEnd| t.internet_rtt_ns(g, end) / 2 + last_mile[g];
+                for &p in vip.pops.iter().filter(|&&p| pop[p] != group[g]) {
+                    cross(group[g], pop[p], leg(InternetEnd::Pop(p)));
+                }
+                cross(group[g], home, leg(InternetEnd::Region(vip.home)));
             }
         }
     }
@@ -311,6 +313,83 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lookahead as the definition says it, every leg walked (what `lookahead_ns`
+    /// prunes).
+    fn lookahead_walked(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
+        let mut floor = t.failover.route_converge_ns;
+        let mut cross = |a: u32, b: u32, d: u64| {
+            if a != b {
+                floor = floor.min(d);
+            }
+        };
+        for vip in &t.vips {
+            for &p in &vip.pops {
+                cross(pop[p], vip.home as u32, crate::world::links::backbone_floor_ns(t, p, vip.home));
+            }
+        }
+        for (r, region) in t.regions.iter().enumerate() {
+            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
+                let owner = host.get(&b.addr.ip()).copied().unwrap_or(r as u32);
+                let delay = match b.site {
+                    Site::Local | Site::Internet(_) => INTRA_REGION_NS,
+                    Site::Region(o) => {
+                        anyedge_topology::nodes::backbone_link(t, region.location, t.regions[o].location)
+                            .impairment
+                            .delay_ns
+                    }
+                    Site::Idc(i) => {
+                        anyedge_topology::nodes::backbone_link(t, region.location, t.idcs[i].location)
+                            .impairment
+                            .delay_ns
+                    }
+                };
+                cross(r as u32, owner, delay);
+            }
+        }
+        for (v, vip) in t.vips.iter().enumerate() {
+            for (g, c) in t.clients.iter().enumerate() {
+                if !c.traffic.iter().any(|&k| t.traffic[k].vip == v) {
+                    continue;
+                }
+                let link = |end| anyedge_topology::nodes::access_link(t, g, end).impairment.delay_ns;
+                for &p in &vip.pops {
+                    cross(group[g], pop[p], link(InternetEnd::Pop(p)));
+                }
+                cross(group[g], vip.home as u32, link(InternetEnd::Region(vip.home)));
+            }
+        }
+        floor
+    }
+
+    #[test]
+    fn the_lookahead_is_the_least_leg_between_partitions_with_every_leg_walked() {
+        for (internet, seed) in [(false, 1), (true, 2), (true, 3)] {
+            let spec = anyedge_topology::generate::Spec {
+                name: "walk".into(),
+                pops: 24,
+                regions: 4,
+                clients: 2_000,
+                groups: 120,
+                web_every: 10,
+                clb_nodes: 2,
+                duration_s: 1,
+                seed,
+                internet,
+            };
+            let text = anyedge_topology::generate::generate(&spec).unwrap();
+            let mut t = anyedge_topology::parse_str("walk.yaml", &text).unwrap();
+            for last_mile_ns in [t.internet.last_mile_ns, 100_000, 0] {
+                t.internet.last_mile_ns = last_mile_ns;
+                let pop: Vec<u32> = t.pops.iter().map(|p| nearest_region(&t, p.location)).collect();
+                let group: Vec<u32> = t.clients.iter().map(|g| nearest_region(&t, g.location)).collect();
+                let host = host_owners(&t);
+                let owners = (pop.as_slice(), group.as_slice(), &host);
+                let at = format!("internet {internet}, seed {seed}, last mile {last_mile_ns}");
+                assert_eq!(lookahead_ns(&t, owners), lookahead_walked(&t, owners), "{at}");
+            }
+        }
+    }
 
     fn weighed(weight: Vec<u64>) -> Partitioning {
         let count = weight.len();
