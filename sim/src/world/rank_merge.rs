@@ -49,8 +49,10 @@ pub(crate) struct RankPart {
 /// rank runs its region; its client addresses when the rank runs its host.
 #[derive(Serialize, Deserialize)]
 struct BackendPart {
-    /// (client, slot) of every flow it served here.
-    flows: Vec<(usize, usize)>,
+    /// How many of this rank's clients' flows it served, by path (anycast, direct): a
+    /// flow is counted only where its client runs, so ranks' counts add up (a list of
+    /// the flows would have grown rank 0 by every client's flows).
+    flows: [u64; 2],
     health: Option<Vec<HealthReport>>,
     addrs: Option<(Vec<String>, u64)>,
 }
@@ -95,7 +97,7 @@ impl<'t> World<'t> {
             let row = &report.backends[i];
             let host_owned = self.servers.host_at(b.addr.ip()).is_some_and(|h| w.owns(w.host_part(h)));
             let part = BackendPart {
-                flows: b.flows.iter().map(|&(c, slot)| (c.0, slot)).collect(),
+                flows: [0, 1].map(|path| b.flows.iter().filter(|&&(_, slot)| slot % 2 == path).count() as u64),
                 health: w.owns(w.region_part(b.region)).then(|| row.health.clone()),
                 addrs: host_owned.then(|| (row.client_addrs_seen.clone(), row.client_addrs_total)),
             };
@@ -146,9 +148,8 @@ impl<'t> World<'t> {
     pub(crate) fn absorb_ranks(&mut self, parts: &mut [RankPart]) -> Sums {
         let mut sums = Sums::default();
         for part in parts.iter_mut() {
-            for (i, b) in part.backends.iter_mut() {
-                let flows = std::mem::take(&mut b.flows).into_iter().map(|(c, slot)| (ClientId(c), slot));
-                self.servers.absorb_flows(*i, flows);
+            for (i, b) in part.backends.iter() {
+                self.servers.absorb_flows(*i, b.flows);
             }
         }
         let record = self.wire.record();

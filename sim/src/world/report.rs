@@ -148,13 +148,16 @@ impl<'t> World<'t> {
     /// One backend port: its flows by path, the client addresses it saw, its health.
     fn backend_report(&self, b: &BackendRecord) -> BackendReport {
         let seen = b.addrs_seen.sorted(|c| self.edge.addr_of(c));
-        let on = |path: Path| b.flows.iter().filter(|(_, slot)| slot % 2 == path as usize).count() as u64;
+        let on = |path: Path| {
+            b.flows.iter().filter(|(_, slot)| slot % 2 == path as usize).count() as u64
+                + b.flows_elsewhere[path as usize]
+        };
         BackendReport {
             region: self.t.regions[b.region].name.clone(),
             group: b.group.clone(),
             address: b.addr.to_string(),
             weight: b.weight,
-            flows: b.flows.len() as u64,
+            flows: b.flows.len() as u64 + b.flows_elsewhere.iter().sum::<u64>(),
             flows_anycast: on(Path::Anycast),
             flows_direct: on(Path::Direct),
             client_addrs_seen: seen.iter().take(ADDRS_SEEN_MAX).map(|a| a.to_string()).collect(),

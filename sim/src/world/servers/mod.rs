@@ -121,6 +121,9 @@ pub(in crate::world) struct BackendRecord {
     pub(in crate::world) addr: SocketAddr,
     pub(in crate::world) weight: u8,
     pub(in crate::world) flows: std::collections::BTreeSet<(ClientId, usize)>,
+    /// Flows it served to other ranks' clients, by path (`sim --mpi`, on rank 0: each
+    /// rank counts its own clients' flows, so the sets are disjoint and counts add).
+    pub(in crate::world) flows_elsewhere: [u64; 2],
     /// (when, healthy, why it went unhealthy when the world can tell).
     pub(in crate::world) health: Vec<(u64, bool, Option<String>)>,
     /// Every source address the backend saw on client traffic (the report sorts them,
@@ -314,11 +317,11 @@ impl Servers {
         &self.egress
     }
 
-    /// Flows another rank's world saw backend row `row` serve (`sim --mpi`), as
-    /// [`Servers::absorb`] takes another thread's.
-    pub(in crate::world) fn absorb_flows(&mut self, row: usize, flows: impl Iterator<Item = (ClientId, usize)>) {
+    /// Flows another rank's clients had backend row `row` serve, by path (`sim --mpi`).
+    pub(in crate::world) fn absorb_flows(&mut self, row: usize, by_path: [u64; 2]) {
         if let Some(b) = self.backends.iter_mut().nth(row) {
-            b.flows.extend(flows);
+            b.flows_elsewhere[0] += by_path[0];
+            b.flows_elsewhere[1] += by_path[1];
         }
     }
 
@@ -383,6 +386,8 @@ impl Servers {
                 std::mem::swap(&mut mine.health, &mut theirs.health);
             }
             mine.flows.append(&mut theirs.flows);
+            mine.flows_elsewhere[0] += theirs.flows_elsewhere[0];
+            mine.flows_elsewhere[1] += theirs.flows_elsewhere[1];
             if self.host_by_ip.get(&mine.addr.ip()).is_some_and(|&h| host_owned(h)) {
                 std::mem::swap(&mut mine.addrs_seen, &mut theirs.addrs_seen);
             }
@@ -423,6 +428,7 @@ impl Servers {
                         addr: b.addr,
                         weight: b.weight,
                         flows: Default::default(),
+                        flows_elsewhere: [0; 2],
                         health: vec![(0, true, None)],
                         addrs_seen: Default::default(),
                     });
