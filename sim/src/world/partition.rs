@@ -594,4 +594,24 @@ mod tests {
         assert_eq!(w.wire.scope().unwrap().outbox.len(), 2);
         assert!(w.violations().len() == 1 && w.violations()[0].contains("inside the window"), "{:?}", w.violations());
     }
+
+    #[test]
+    fn a_world_running_a_share_of_the_partitions_holds_rows_for_its_own_clients_only() {
+        let t = generated(3);
+        let parts = Arc::new(Partitioning::of(&t).unwrap());
+        let total: usize = t.clients.iter().map(|g| g.count as usize).sum();
+        let mut held = 0;
+        for p in 0..3u32 {
+            let mine: Vec<bool> = (0..3u32).map(|q| q == p).collect();
+            let own: usize =
+                t.clients.iter().zip(&parts.group).filter(|&(_, &g)| g == p).map(|(c, _)| c.count as usize).sum();
+            let w = World::with_scope(&t, anyedge_ccn::Tags::Fast, Some(Box::new(Scope::new(parts.clone(), mine))))
+                .unwrap();
+            assert_eq!(w.edge.held(), own, "partition {p}'s world: its clients' rows, no others");
+            // Every client's address is still known, whoever runs it.
+            assert!((0..total).all(|c| w.edge.addr_of(crate::world::ids::ClientId(c)).is_some()));
+            held += own;
+        }
+        assert_eq!(held, total, "every client in exactly one world");
+    }
 }

@@ -44,6 +44,12 @@ impl Edge {
         cx.wire.record().sent(group, slot, now);
     }
 
+    /// How many clients' rows this world holds.
+    #[cfg(test)]
+    pub(in crate::world) fn held(&self) -> usize {
+        self.clients.held()
+    }
+
     /// Client `c`'s address, whichever world runs it.
     pub(in crate::world) fn addr_of(&self, c: ClientId) -> Option<std::net::IpAddr> {
         self.addrs.get(c)
