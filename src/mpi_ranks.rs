@@ -192,15 +192,17 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
             ranks.world.abort(2)
         }
     };
-    // Each rank's peak memory, for rank 0 to print.
-    let peak = crate::sim::peak_memory_bytes();
+    // Each rank's peak memory and what it estimated up front, for rank 0 to print.
+    let mine = [crate::sim::peak_memory_bytes(), own.bytes as u64];
     let root = ranks.world.process_at_rank(0);
     let Some(mut outcome) = outcome else {
-        root.gather_into(&peak);
+        root.gather_into(&mine[..]);
         return ExitCode::SUCCESS;
     };
-    let mut peaks = vec![0u64; size as usize];
-    root.gather_into_root(&peak, &mut peaks[..]);
+    let mut both = vec![0u64; 2 * size as usize];
+    root.gather_into_root(&mine[..], &mut both[..]);
+    let peaks: Vec<u64> = both.chunks(2).map(|c| c[0]).collect();
+    let estimates: Vec<u64> = both.chunks(2).map(|c| c[1]).collect();
     if outcome.stats.ranks == 1 && size > 1 {
         say!(
             "{}: the world runs as one partition: rank 0 ran it whole, ranks 1–{} had nothing to run",
@@ -208,16 +210,17 @@ pub fn simulate(file: &std::path::Path, t: &Topology, outputs: Outputs) -> ExitC
             size - 1
         );
     }
-    for (r, p) in peaks.iter().enumerate() {
-        let mib = *p as f64 / (1u64 << 20) as f64;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    for (r, (&peak, &estimate)) in peaks.iter().zip(&estimates).enumerate() {
+        let (peak, estimate) = (mib(peak), mib(estimate));
         match outcome.stats.rank_loads.get(r) {
             Some(l) => say!(
-                "rank {r}: peak memory {mib:.1} MiB; {} events, {:.1} s running windows, {:.1} s between them",
+                "rank {r}: peak memory {peak:.1} MiB (estimated {estimate:.0}); {} events, {:.1} s running windows, {:.1} s between them",
                 l.events,
                 l.windows_s,
                 l.between_s
             ),
-            None => say!("rank {r}: peak memory {mib:.1} MiB"),
+            None => say!("rank {r}: peak memory {peak:.1} MiB (estimated {estimate:.0})"),
         }
     }
     outcome.stats.peak_memory_bytes = peaks;

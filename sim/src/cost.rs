@@ -20,8 +20,12 @@ const UDP_CLIENT_BYTES: f64 = 2_050.0;
 const EVENTS_PER_REQUEST: f64 = 10.0;
 /// Bytes kept per answered request (the exact-percentile samples).
 const SAMPLE_BYTES: f64 = 16.0;
-/// What the world itself takes before any client.
-const BASE_BYTES: f64 = 64e6;
+/// What the world itself takes before any client (a process's own, its nodes' cores,
+/// probers and route tables, groups' POP orders): 186 MB measured on the default generated
+/// world's 250 POPs, 25 regions and 4,000 groups with one client each (`anyedge generate
+/// --clients 4000 --duration 1s`, `sim --threads 1`, 2026-12-01); `topologies/small.yaml`
+/// 41 MB. Every rank of `sim --mpi` builds these whole.
+const BASE_BYTES: f64 = 190e6;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cost {
@@ -29,15 +33,12 @@ pub struct Cost {
     pub bytes: f64,
 }
 
-/// Bytes a client's row holds in a process that does not run it (`sim --mpi`: another
-/// rank's client, kept as an idle row with its address and group). Measured on
-/// `anyedge generate --clients 1000000 --duration 2s` with `mpirun -np N anyedge sim FILE
-/// --mpi --threads 1`: one rank's peak 3,524 MiB; two ranks 2,008 + 1,807; four 1,191 +
-/// 1,025 + 1,050 + 1,052. Each extra rank adds its process's base and the idle rows of
-/// the clients it does not run: (3,815 − 3,524) MiB for one extra rank and (4,318 − 3,524)
-/// / 3 for each of three, 265–291 MiB, of which a small world's whole process (~190 MiB)
-/// is the base: 80–105 bytes a client; 120 leaves room.
-const IDLE_CLIENT_BYTES: f64 = 120.0;
+/// Bytes a client takes in a process that does not run it (`sim --mpi`: another rank's
+/// client): its entry in the map from client ids to rows (`edge/rows.rs`, a `u32`); its
+/// address is in a run of consecutive addresses, a few per group. (An idle row of ~100
+/// bytes until 2026-12-01: four ranks of a four-million-client world each held 300 MB
+/// of them.)
+const IDLE_CLIENT_BYTES: f64 = 4.0;
 
 /// The estimated events and peak memory of simulating `t`.
 pub fn estimate(t: &Topology) -> Cost {
@@ -45,7 +46,7 @@ pub fn estimate(t: &Topology) -> Cost {
 }
 
 /// The same, with only the client groups `runs` says in full and the others' clients as
-/// idle rows.
+/// entries in a row map.
 fn estimate_of(t: &Topology, runs: &dyn Fn(usize) -> bool) -> Cost {
     let seconds = t.duration_ns as f64 / 1e9;
     let (mut events, mut bytes) = (0.0, BASE_BYTES);
@@ -171,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ranks_estimate_is_its_partitions_clients_in_full_and_the_rest_as_idle_rows() {
+    fn a_ranks_estimate_is_its_partitions_clients_in_full_and_the_rest_a_row_map_entry() {
         let spec = anyedge_topology::generate::Spec {
             name: "gen".into(),
             pops: 20,
@@ -191,7 +192,7 @@ mod tests {
         let events: f64 = shares.iter().map(|c| c.events).sum();
         assert!((events - whole.events).abs() < 1.0, "every request once: {events} vs {}", whole.events);
         // Each rank holds its partitions' clients (a region each here, unequal) and the
-        // others' idle rows: well under the whole world's clients.
+        // others' entries in its row map: well under the whole world's clients.
         for c in &shares {
             assert!(
                 c.bytes - BASE_BYTES < (whole.bytes - BASE_BYTES) * 0.6 && c.bytes > BASE_BYTES,

@@ -4,9 +4,9 @@
 //! A partition is a region (its CLB nodes, region edge, backend hosts and egress nodes),
 //! the POPs nearest it on the backbone and the client groups nearest it. Which partition
 //! owns what depends on the file alone, never on the thread count. Each thread runs one
-//! `World` that owns a set of partitions: every world builds the whole topology, but only
-//! its own partitions' entities start, send and keep state that matters (another
-//! partition's clients are built idle, with no stacks).
+//! `World` that owns a set of partitions: every world builds the topology's nodes, but
+//! only its own partitions' entities start, send and keep state that matters, and only
+//! its own partitions' clients have rows (another partition's are an address in a run).
 //!
 //! Partitions meet only by packets over modelled links (and BGP updates, after the
 //! convergence time), each with a delay floor: the **lookahead** is the smallest floor of

@@ -275,8 +275,8 @@ impl<'t> World<'t> {
             .enumerate()
             .map(|(k, &class)| {
                 let mut path = |p: usize| {
-                    // Another rank's clients are idle here, without flows (`sim --mpi`: their
-                    // owner sends their section).
+                    // Another rank's clients have no rows here (`sim --mpi`: their owner
+                    // sends their section).
                     let flows = members.iter().filter_map(|c| c.flows.get(k * 2 + p));
                     let record = &self.wire.recorded().class(g, k).paths[p];
                     path_report(flows, hist, &record.samples)
