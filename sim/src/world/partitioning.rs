@@ -114,16 +114,14 @@ impl Partitioning {
 /// worlds' gap, so it ends anyway; this bounds the work on a world of many partitions).
 const SHARE_STEPS_MAX: usize = 1_000;
 
+/// Partition `p` moves to world `to`, and `q` of `to` to `p`'s world when a swap.
+type Step = (usize, Option<usize>, usize);
+
 /// The move of a partition `p` to world `to` — or its swap with `q` there — that most
 /// narrows the gap between two worlds' loads, if any narrows one (first found on ties).
-fn best_step(
-    order: &[usize],
-    of: &[usize],
-    load: &[u64],
-    weight: impl Fn(usize) -> u64,
-) -> Option<(usize, Option<usize>, usize)> {
-    let mut best: Option<(u64, (usize, Option<usize>, usize))> = None;
-    let mut consider = |gap: u64, shift: u64, step: (usize, Option<usize>, usize)| {
+fn best_step(order: &[usize], of: &[usize], load: &[u64], weight: impl Fn(usize) -> u64) -> Option<Step> {
+    let mut best: Option<(u64, Step)> = None;
+    let mut consider = |gap: u64, shift: u64, step: Step| {
         // Moving `shift` from the heavier world to the lighter narrows a gap when
         // 0 < shift < gap; the new gap is |gap − 2·shift|.
         if shift == 0 || shift >= gap {
