@@ -167,7 +167,13 @@ fn host_owners(t: &Topology) -> FxHashMap<IpAddr, u32> {
 /// convergence time): POPs ↔ their VIPs' home regions over the backbone, regions ↔ hosts
 /// another partition holds, client groups ↔ their VIPs' POPs and home regions over the
 /// internet.
-fn lookahead_ns(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
+fn lookahead_ns(t: &Topology, owners: (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
+    internet_floor_ns(t, owners, backbone_floor_ns(t, owners))
+}
+
+/// The smallest delay floor of the backbone's links between partitions (and BGP's
+/// convergence time): POPs ↔ their VIPs' home regions, regions ↔ hosts another holds.
+fn backbone_floor_ns(t: &Topology, (pop, _, host): (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
     let floor = std::cell::Cell::new(t.failover.route_converge_ns);
     let cross = |a: u32, b: u32, delay_ns: u64| {
         if a != b {
@@ -194,9 +200,21 @@ fn lookahead_ns(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<Ip
             cross(r as u32, owner, delay);
         }
     }
-    // Every internet leg is at least its group's last mile long: a group's legs matter
-    // only when that is shorter than the floor so far (a group × POP walk is a large
-    // file's costly part: half of a million-client world's set-up before this).
+    floor.get()
+}
+
+/// `floor_ns`, or a shorter internet leg between a client group and its VIPs' POPs or
+/// home regions in another partition. Every internet leg is at least its group's last
+/// mile long: a group's legs matter only when that is shorter than the floor so far (a
+/// group × POP walk is a large file's costly part: half of a million-client world's
+/// set-up before this).
+fn internet_floor_ns(t: &Topology, (pop, group, _): (&[u32], &[u32], &FxHashMap<IpAddr, u32>), floor_ns: u64) -> u64 {
+    let floor = std::cell::Cell::new(floor_ns);
+    let cross = |a: u32, b: u32, delay_ns: u64| {
+        if a != b {
+            floor.set(floor.get().min(delay_ns));
+        }
+    };
     let last_mile = t.last_miles_ns();
     if t.last_mile_min_ns() < floor.get() {
         for (v, vip) in t.vips.iter().enumerate() {
@@ -312,49 +330,22 @@ impl Scope {
 mod tests {
     use super::*;
 
-    /// The lookahead as the definition says it, every leg walked (what `lookahead_ns`
-    /// prunes).
-    fn lookahead_walked(t: &Topology, (pop, group, host): (&[u32], &[u32], &FxHashMap<IpAddr, u32>)) -> u64 {
-        let mut floor = t.failover.route_converge_ns;
-        let mut cross = |a: u32, b: u32, d: u64| {
-            if a != b {
-                floor = floor.min(d);
-            }
-        };
-        for vip in &t.vips {
-            for &p in &vip.pops {
-                cross(pop[p], vip.home as u32, crate::world::links::backbone_floor_ns(t, p, vip.home));
-            }
-        }
-        for (r, region) in t.regions.iter().enumerate() {
-            for b in region.backend_groups.iter().flat_map(|g| &g.backends) {
-                let owner = host.get(&b.addr.ip()).copied().unwrap_or(r as u32);
-                let delay = match b.site {
-                    Site::Local | Site::Internet(_) => INTRA_REGION_NS,
-                    Site::Region(o) => {
-                        anyedge_topology::nodes::backbone_link(t, region.location, t.regions[o].location)
-                            .impairment
-                            .delay_ns
-                    }
-                    Site::Idc(i) => {
-                        anyedge_topology::nodes::backbone_link(t, region.location, t.idcs[i].location)
-                            .impairment
-                            .delay_ns
-                    }
-                };
-                cross(r as u32, owner, delay);
-            }
-        }
+    /// The internet legs' floor as the definition says it, every leg walked (what
+    /// `internet_floor_ns` prunes), below `floor`.
+    fn internet_floor_walked(t: &Topology, owners: (&[u32], &[u32], &FxHashMap<IpAddr, u32>), mut floor: u64) -> u64 {
+        let (pop, group, _) = owners;
         for (v, vip) in t.vips.iter().enumerate() {
             for (g, c) in t.clients.iter().enumerate() {
                 if !c.traffic.iter().any(|&k| t.traffic[k].vip == v) {
                     continue;
                 }
                 let link = |end| anyedge_topology::nodes::access_link(t, g, end).impairment.delay_ns;
-                for &p in &vip.pops {
-                    cross(group[g], pop[p], link(InternetEnd::Pop(p)));
+                let ends = vip.pops.iter().map(|&p| (pop[p], InternetEnd::Pop(p)));
+                for (part, end) in ends.chain([(vip.home as u32, InternetEnd::Region(vip.home))]) {
+                    if part != group[g] {
+                        floor = floor.min(link(end));
+                    }
                 }
-                cross(group[g], vip.home as u32, link(InternetEnd::Region(vip.home)));
             }
         }
         floor
@@ -384,7 +375,14 @@ mod tests {
                 let host = host_owners(&t);
                 let owners = (pop.as_slice(), group.as_slice(), &host);
                 let at = format!("internet {internet}, seed {seed}, last mile {last_mile_ns}");
-                assert_eq!(lookahead_ns(&t, owners), lookahead_walked(&t, owners), "{at}");
+                // From the backbone's floor (the lookahead), and from none at all, so
+                // the internet's legs decide and the walk prunes as it goes.
+                let legs = internet_floor_walked(&t, owners, u64::MAX);
+                assert!(legs < u64::MAX, "{at}: groups talk across partitions");
+                for from in [backbone_floor_ns(&t, owners), u64::MAX, legs + 1] {
+                    assert_eq!(internet_floor_ns(&t, owners, from), internet_floor_walked(&t, owners, from), "{at}");
+                }
+                assert_eq!(lookahead_ns(&t, owners), backbone_floor_ns(&t, owners).min(legs), "{at}");
             }
         }
     }
