@@ -20,11 +20,12 @@ const UDP_CLIENT_BYTES: f64 = 2_050.0;
 const EVENTS_PER_REQUEST: f64 = 10.0;
 /// Bytes kept per answered request (the exact-percentile samples).
 const SAMPLE_BYTES: f64 = 16.0;
-/// What the world itself takes before any client (a process's own, its nodes' cores,
-/// probers and route tables, groups' POP orders): 186 MB measured on the default generated
-/// world's 250 POPs, 25 regions and 4,000 groups with one client each (`anyedge generate
-/// --clients 4000 --duration 1s`, `sim --threads 1`, 2026-12-01); `topologies/small.yaml`
-/// 41 MB. Every rank of `sim --mpi` builds these whole.
+/// What a process takes beyond its clients: the default generated world's 250 POPs, 25
+/// regions and 4,000 groups with one client each (`anyedge generate --clients 4000
+/// --duration 1s`, `sim --threads 1`, 2026-12-01) peak at 186 MB, 58 MB of it once built
+/// (the process, the nodes' cores, probers, groups' POP orders) and the rest what the
+/// groups' traffic sets up as it runs (links, connection tables); `topologies/small.yaml`
+/// 41 MB. Open MPI adds about 140 MiB to each rank (`mpirun -np 1` against a plain run).
 const BASE_BYTES: f64 = 190e6;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
