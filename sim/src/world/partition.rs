@@ -60,13 +60,12 @@ pub(crate) fn run<'t>(
 ) -> Result<Option<(World<'t>, PartitionStats)>, crate::SimError> {
     let Some(parts) = Partitioning::of(t) else { return Ok(None) };
     let parts = Arc::new(parts.weighed_by(balance)?);
-    let by_rank = parts.shares(None, ranks.size());
-    let rank_of: Vec<usize> = (0..parts.count).map(|p| by_rank.iter().position(|m| m[p]).unwrap_or(0)).collect();
-    let mine = &by_rank[ranks.rank()];
+    let rank_of = parts.owners(ranks.size());
+    let mine: Vec<bool> = rank_of.iter().map(|&r| r == ranks.rank()).collect();
     let own = mine.iter().filter(|&&m| m).count();
     // A capture writes one file per node from one world.
     let n = if capture.is_some() { 1 } else { threads.clamp(1, own.max(1)) };
-    let mut worlds = build_worlds(t, tags, &parts, parts.shares(Some(mine), n))?;
+    let mut worlds = build_worlds(t, tags, &parts, parts.shares(Some(&mine), n))?;
     if let Some((dir, filter)) = capture {
         worlds[0].capture_into(dir, filter)?;
     }
@@ -107,9 +106,8 @@ pub(crate) fn run<'t>(
 pub(crate) fn rank_of_groups(t: &Topology, ranks: usize, balance: Option<&[u64]>) -> Option<Vec<usize>> {
     let parts = Partitioning::of(t)?;
     let parts = parts.weighed_by(balance).ok()?;
-    let by_rank = parts.shares(None, ranks.max(1));
-    let rank_of = |p: u32| by_rank.iter().position(|m| m[p as usize]).unwrap_or(0);
-    Some(parts.group.iter().map(|&p| rank_of(p)).collect())
+    let owner = parts.owners(ranks.max(1));
+    Some(parts.group.iter().map(|&p| owner[p as usize]).collect())
 }
 
 /// One world per share of the partitions, built on threads of their own.

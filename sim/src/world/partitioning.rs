@@ -73,6 +73,15 @@ impl Partitioning {
         Ok(self)
     }
 
+    /// The world that runs each partition when all are spread over `worlds` ([`shares`]):
+    /// the one table of which rank runs what, the same on every rank.
+    ///
+    /// [`shares`]: Partitioning::shares
+    pub(super) fn owners(&self, worlds: usize) -> Vec<usize> {
+        let shares = self.shares(None, worlds);
+        (0..self.count).map(|p| shares.iter().position(|m| m[p]).unwrap_or(0)).collect()
+    }
+
     /// Partitions spread over `worlds` worlds (of those `among` names, else all),
     /// heaviest first onto the lightest world, then evened out by moves and swaps
     /// between worlds; each world's partitions (a partition in exactly one). Ranks take
